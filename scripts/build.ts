@@ -1,0 +1,38 @@
+// One build: asm/ -> wasm/, .proto -> src/images/gen, then `bun build --compile` -> ./criu-bun.
+// Any failing step fails the build (non-zero exit).
+import { $ } from "bun";
+import { existsSync, mkdirSync, readdirSync } from "node:fs";
+import { join } from "node:path";
+
+const root = join(import.meta.dir, "..");
+process.chdir(root);
+const bin = join(root, "node_modules/.bin");
+
+async function step(name: string, fn: () => Promise<unknown>) {
+  const t0 = performance.now();
+  try {
+    await fn();
+  } catch (e: any) {
+    const msg = e?.stderr?.toString?.() || e?.message || String(e);
+    console.error(`build: ${name} failed:\n${msg}`);
+    process.exit(1);
+  }
+  console.error(`build: ${name} (${(performance.now() - t0).toFixed(0)} ms)`);
+}
+
+mkdirSync("wasm", { recursive: true });
+await step("asm -> wasm", async () => {
+  for (const f of readdirSync("asm").filter((f) => f.endsWith(".ts") && !f.startsWith("_"))) {
+    const out = join("wasm", f.replace(/\.ts$/, ".wasm"));
+    await $`${bin}/asc asm/${f} -o ${out} --optimizeLevel 3 --shrinkLevel 0 --runtime stub --noAssert --enable simd --enable bulk-memory --initialMemory 2 --exportRuntime`.quiet();
+  }
+});
+await step("proto -> src/images/gen", async () => {
+  await $`${bin}/buf generate`.quiet();
+});
+if (!process.argv.includes("--no-compile")) {
+  await step("bun build --compile -> ./criu-bun", async () => {
+    await $`${bin}/bun build --compile --minify-syntax --minify-whitespace src/main.ts --outfile criu-bun`.quiet();
+  });
+  if (!existsSync("criu-bun")) { console.error("build: ./criu-bun missing"); process.exit(1); }
+}

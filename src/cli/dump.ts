@@ -1,0 +1,6 @@
+import { CriuError } from "../log";
+import type { Opts } from "./options";
+
+export async function run(_opts: Opts, _args: string[]): Promise<number> {
+  throw new CriuError("dump", "not implemented yet");
+}
