@@ -1,0 +1,348 @@
+// Reading and writing CRIU image files: header magics, then (u32 length + message) entries,
+// some followed by raw payload. See magic.ts for the kinds.
+import { create, fromBinary, toBinary, isFieldSet, type DescMessage, type Message } from "@bufbuild/protobuf";
+import { existsSync, readFileSync, writeFileSync, renameSync } from "node:fs";
+import { join } from "node:path";
+import { CriuError } from "../log";
+import {
+  IMG_COMMON_MAGIC, IMG_SERVICE_MAGIC, kindByMagic, kindByName, PAGEMAP_HEAD_SCHEMA,
+  type ImageKind,
+} from "./magic";
+import { ghost_chunk_entrySchema } from "./gen/files_pb";
+import { ipc_msgSchema } from "./gen/ns_pb";
+import { pagemap_entrySchema, type pagemap_entry } from "./gen/mm_pb";
+
+export class ImageError extends CriuError {
+  constructor(public file: string, public offset: number, what: string) {
+    super("image", `${file}: ${what} at offset ${offset}`);
+    this.name = "ImageError";
+  }
+}
+
+export interface PayloadItem<T extends Message = Message> { msg: T; payload: Uint8Array }
+
+export interface OpenedImage {
+  kind: string;
+  entries: Message[];
+  payloads?: Uint8Array[];
+}
+
+const EMPTY: Uint8Array = new Uint8Array(0);
+
+function getKind(name: string): ImageKind {
+  const k = kindByName.get(name);
+  if (!k) throw new CriuError("image", `unknown image kind '${name}'`);
+  return k;
+}
+
+// ---------- required-field filling (protobuf-es refuses to encode unset proto2 required) ----------
+
+function zeroOf(f: any): unknown {
+  if (f.fieldKind === "enum") return f.getDefaultValue?.() ?? f.enum.values[0].number;
+  const d = f.getDefaultValue?.();
+  if (d !== undefined) return d;
+  switch (f.scalar) {
+    case 9: return "";                       // string
+    case 12: return new Uint8Array(0);        // bytes
+    case 8: return false;                     // bool
+    case 3: case 4: case 6: case 16: case 18: return 0n; // 64-bit ints
+    default: return 0;
+  }
+}
+
+/** Give every unset required field its default, recursively, so the message can be encoded. */
+export function fillRequired(schema: DescMessage, msg: any): void {
+  for (const f of schema.fields as any[]) {
+    const name = f.localName;
+    if (f.fieldKind === "message") {
+      if (msg[name] === undefined && f.presence === 3) msg[name] = create(f.message);
+      if (msg[name] !== undefined) fillRequired(f.message, msg[name]);
+    } else if (f.fieldKind === "list" && f.listKind === "message") {
+      for (const m of msg[name]) fillRequired(f.message, m);
+    } else if ((f.fieldKind === "scalar" || f.fieldKind === "enum") && f.presence === 3) {
+      if (!isFieldSet(msg, f)) msg[name] = zeroOf(f);
+    }
+  }
+}
+
+function schemaOfMsg(msg: Message, fallback?: DescMessage): DescMessage {
+  return fallback && fallback.typeName === msg.$typeName ? fallback
+    : msg.$typeName === PAGEMAP_HEAD_SCHEMA.typeName ? PAGEMAP_HEAD_SCHEMA
+    : msg.$typeName === ghost_chunk_entrySchema.typeName ? ghost_chunk_entrySchema
+    : msg.$typeName === ipc_msgSchema.typeName ? ipc_msgSchema
+    : (() => { throw new CriuError("image", `message ${msg.$typeName} does not belong to this image`); })();
+}
+
+// ---------- encoding ----------
+
+class Out {
+  parts: Uint8Array[] = [];
+  u32(v: number) { const b = new Uint8Array(4); new DataView(b.buffer).setUint32(0, v >>> 0, true); this.parts.push(b); }
+  bytes(b: Uint8Array) { this.parts.push(b); }
+  pad(n: number) { if (n > 0) this.parts.push(new Uint8Array(n)); }
+  entry(schema: DescMessage, msg: Message) {
+    fillRequired(schema, msg);
+    const b = toBinary(schema, msg);
+    this.u32(b.length);
+    this.bytes(b);
+  }
+  concat(): Uint8Array {
+    const n = this.parts.reduce((a, p) => a + p.length, 0);
+    const r = new Uint8Array(n);
+    let o = 0;
+    for (const p of this.parts) { r.set(p, o); o += p.length; }
+    return r;
+  }
+}
+
+function header(out: Out, k: ImageKind) {
+  if (k.header === "raw") return;
+  if (k.header === "common") out.u32(IMG_COMMON_MAGIC);
+  else if (k.header === "service") out.u32(IMG_SERVICE_MAGIC);
+  out.u32(k.magic);
+}
+
+const roundUp = (x: number, y: number) => Math.ceil(x / y) * y;
+
+function writePayload(out: Out, k: ImageKind, msg: any, payload: Uint8Array, where: string) {
+  const need = (n: number) => {
+    if (payload.length !== n) throw new CriuError("image", `${where}: payload is ${payload.length} bytes, entry says ${n}`);
+  };
+  switch (k.payload) {
+    case "pipe": need(msg.bytes); out.bytes(payload); break;
+    case "skq": need(msg.length); out.bytes(payload); break;
+    case "tcp": need(msg.inqLen + msg.outqLen); out.bytes(payload); break;
+    case "ipc_shm":
+      if (msg.inPagemaps) { need(0); break; }
+      need(Number(msg.size)); out.bytes(payload); out.pad(roundUp(payload.length, 4) - payload.length); break;
+    case "ipc_sem":
+      need(msg.nsems * 2); out.bytes(payload); out.pad(roundUp(payload.length, 8) - payload.length); break;
+    case "ipc_msg": out.bytes(payload); break; // already framed (see ipcMsgPayload)
+    default: if (payload.length) throw new CriuError("image", `${where}: ${k.name} entries carry no payload`);
+  }
+}
+
+function encode(k: ImageKind, items: PayloadItem[], file: string): Uint8Array {
+  const out = new Out();
+  header(out, k);
+  if (k.header === "raw") {
+    for (const it of items) out.bytes(it.payload);
+    return out.concat();
+  }
+  items.forEach((it, i) => {
+    let schema = k.schema!;
+    if (k.name === "PAGEMAP" && i === 0) schema = PAGEMAP_HEAD_SCHEMA;
+    if (k.name === "GHOST_FILE" && i > 0) schema = ghost_chunk_entrySchema;
+    schema = schemaOfMsg(it.msg, schema);
+    out.entry(schema, it.msg);
+    if (k.payload === "ghost") {
+      const g: any = items[0].msg;
+      if (i === 0 && g.chunks && it.payload.length) throw new CriuError("image", `${file}: chunked ghost file: data goes with the chunk entries`);
+      if (i > 0 && (it.msg as any).len !== BigInt(it.payload.length)) throw new CriuError("image", `${file}: ghost chunk len differs from its payload`);
+      out.bytes(it.payload);
+    } else writePayload(out, k, it.msg, it.payload, file);
+  });
+  return out.concat();
+}
+
+function writeFileAtomic(path: string, data: Uint8Array) {
+  const tmp = `${path}.tmp${process.pid}`;
+  writeFileSync(tmp, data);
+  renameSync(tmp, path);
+}
+
+/** Write an image of `kind` (crit's magic name) holding `entries` into dir/file. */
+export function writeImage(dir: string, file: string, kind: string, entries: Message[]): void {
+  const k = getKind(kind);
+  if (k.payload !== "none" && k.payload !== "ghost" && entries.length)
+    throw new CriuError("image", `${file}: ${kind} entries need payloads (use writeImageWithPayload)`);
+  writeFileAtomic(join(dir, file), encode(k, entries.map((msg) => ({ msg, payload: EMPTY })), file));
+}
+
+/** Write an image whose entries are each followed by raw bytes (pipes-data, sk-queues, ...). */
+export function writeImageWithPayload(dir: string, file: string, kind: string, items: PayloadItem[]): void {
+  const k = getKind(kind);
+  writeFileAtomic(join(dir, file), encode(k, items, file));
+}
+
+/** Encode an image to bytes without writing it (tests, streaming). */
+export function encodeImage(kind: string, items: PayloadItem[] | Message[]): Uint8Array {
+  const k = getKind(kind);
+  const its = (items as any[]).map((x) => ("msg" in x && "payload" in x && !("$typeName" in x)) ? x : { msg: x, payload: EMPTY });
+  return encode(k, its, `<${kind}>`);
+}
+
+// ---------- decoding ----------
+
+function u32(buf: Uint8Array, off: number): number {
+  return new DataView(buf.buffer, buf.byteOffset, buf.byteLength).getUint32(off, true);
+}
+
+function detect(buf: Uint8Array, file: string): { k: ImageKind; off: number } {
+  if (buf.length < 4) throw new ImageError(file, 0, `truncated image header (${buf.length} bytes)`);
+  let m = u32(buf, 0), off = 4;
+  let outer: number | undefined;
+  if (m === IMG_COMMON_MAGIC || m === IMG_SERVICE_MAGIC) {
+    if (buf.length < 8) throw new ImageError(file, 4, "truncated image header");
+    outer = m; m = u32(buf, 4); off = 8;
+  }
+  const k = kindByMagic.get(m);
+  if (!k) throw new ImageError(file, off - 4, `unknown magic 0x${m.toString(16)} (not a CRIU image, or a raw image like pages-N.img)`);
+  const wantOuter = k.header === "common" ? IMG_COMMON_MAGIC : k.header === "service" ? IMG_SERVICE_MAGIC : undefined;
+  if (outer !== wantOuter)
+    throw new ImageError(file, 0, `bad header for ${k.name}: ${outer === undefined ? "missing" : "unexpected"} leading magic`);
+  return { k, off };
+}
+
+class In {
+  constructor(public buf: Uint8Array, public off: number, public file: string) {}
+  get eof() { return this.off >= this.buf.length; }
+  take(n: number, what: string): Uint8Array {
+    if (this.off + n > this.buf.length)
+      throw new ImageError(this.file, this.off, `truncated ${what}: need ${n} bytes, have ${this.buf.length - this.off}`);
+    const r = this.buf.subarray(this.off, this.off + n);
+    this.off += n;
+    return r;
+  }
+  entry<T extends Message>(schema: DescMessage): T {
+    const at = this.off;
+    const lenb = this.take(4, "entry size");
+    const n = u32(lenb, 0);
+    if (n > this.buf.length - this.off)
+      throw new ImageError(this.file, at, `truncated ${schema.typeName} entry: size ${n}, ${this.buf.length - this.off} bytes left`);
+    const body = this.take(n, "entry");
+    try {
+      return fromBinary(schema, body) as T;
+    } catch (e: any) {
+      throw new ImageError(this.file, at, `garbage ${schema.typeName} entry (${String(e?.message ?? e).split("\n")[0]})`);
+    }
+  }
+}
+
+function decode(k: ImageKind, buf: Uint8Array, off: number, file: string, wantPayload: boolean): PayloadItem[] {
+  const r = new In(buf, off, file);
+  const items: PayloadItem[] = [];
+  if (k.header === "raw") return [{ msg: undefined as any, payload: buf }];
+  if (k.payload === "ghost") {
+    if (r.eof) return items;
+    const g: any = r.entry(k.schema!);
+    if (!g.chunks) { items.push({ msg: g, payload: r.take(buf.length - r.off, "ghost data") }); return items; }
+    items.push({ msg: g, payload: EMPTY });
+    while (!r.eof) {
+      const c: any = r.entry(ghost_chunk_entrySchema);
+      items.push({ msg: c, payload: r.take(Number(c.len), "ghost chunk data") });
+    }
+    return items;
+  }
+  let first = true;
+  while (!r.eof) {
+    const schema = k.name === "PAGEMAP" && first ? PAGEMAP_HEAD_SCHEMA : k.schema!;
+    first = false;
+    const msg: any = r.entry(schema);
+    let payload: Uint8Array = EMPTY;
+    switch (k.payload) {
+      case "pipe": payload = r.take(msg.bytes, "pipe data"); break;
+      case "skq": payload = r.take(msg.length, "queued packet"); break;
+      case "tcp": payload = r.take(msg.inqLen + msg.outqLen, "tcp queues"); break;
+      case "ipc_shm":
+        if (!msg.inPagemaps) { const n = Number(msg.size); payload = r.take(n, "shm data"); r.take(roundUp(n, 4) - n, "shm padding"); }
+        break;
+      case "ipc_sem": { const n = msg.nsems * 2; payload = r.take(n, "semaphores"); r.take(roundUp(n, 8) - n, "sem padding"); break; }
+      case "ipc_msg": {
+        const start = r.off;
+        for (let i = 0; i < msg.qnum; i++) {
+          const m: any = r.entry(ipc_msgSchema);
+          r.take(roundUp(m.msize, 8), "message data");
+        }
+        payload = buf.subarray(start, r.off);
+        break;
+      }
+    }
+    items.push({ msg, payload: wantPayload ? payload : EMPTY });
+  }
+  return items;
+}
+
+function load(path: string): Uint8Array {
+  try {
+    return new Uint8Array(readFileSync(path));
+  } catch (e: any) {
+    throw new CriuError("image", `${path}: cannot read: ${e.code ?? e.message}`);
+  }
+}
+
+function readAs(dir: string, file: string, kind: string, wantPayload: boolean): PayloadItem[] {
+  const k = getKind(kind);
+  const path = join(dir, file);
+  const buf = load(path);
+  if (k.header === "raw") return [{ msg: undefined as any, payload: buf }];
+  const { k: got, off } = detect(buf, path);
+  if (got.magic !== k.magic)
+    throw new ImageError(path, off - 4, `wrong magic: expected ${kind} (0x${k.magic.toString(16)}), found ${got.name} (0x${got.magic.toString(16)})`);
+  return decode(k, buf, off, path, wantPayload);
+}
+
+/** Read all entries of dir/file, checking its magic is `kind`'s. */
+export function readImage<T extends Message = Message>(dir: string, file: string, kind: string): T[] {
+  return readAs(dir, file, kind, false).map((i) => i.msg as T);
+}
+
+/** Read entries with the raw payload that follows each one. */
+export function readImagePayloads<T extends Message = Message>(dir: string, file: string, kind: string): PayloadItem<T>[] {
+  return readAs(dir, file, kind, true) as PayloadItem<T>[];
+}
+
+/** Decode bytes of an image (kind detected from its magic). */
+export function decodeImage(buf: Uint8Array, name = "<image>"): OpenedImage {
+  const { k, off } = detect(buf, name);
+  const items = decode(k, buf, off, name, true);
+  const res: OpenedImage = { kind: k.name, entries: items.map((i) => i.msg) };
+  if (k.payload !== "none") res.payloads = items.map((i) => i.payload);
+  return res;
+}
+
+/** Open any image file and detect its kind from the magic (for `show`). */
+export function openImage(path: string): OpenedImage {
+  return decodeImage(load(path), path);
+}
+
+export function imageExists(dir: string, file: string): boolean {
+  return existsSync(join(dir, file));
+}
+
+/** Pages of a pagemap entry: CRIU >= 4.2 field nr_pages, else the old compat_nr_pages. */
+export function pagemapNrPages(e: pagemap_entry): number {
+  if (isFieldSet(e, pagemap_entrySchema.field.nrPages)) return Number(e.nrPages);
+  return e.compatNrPages;
+}
+
+/** Build a pagemap_entry's page count for writing: both fields (compat when it fits u32). */
+export function pagemapCounts(nr: number | bigint): { nrPages: bigint; compatNrPages: number } {
+  const n = BigInt(nr);
+  return { nrPages: n, compatNrPages: n <= 0xffffffffn ? Number(n) : 0 };
+}
+
+/** Frame queued SysV messages into an ipcns-msg payload. */
+export function ipcMsgPayload(items: { msg: Message; data: Uint8Array }[]): Uint8Array {
+  const out = new Out();
+  for (const it of items) {
+    const m: any = it.msg;
+    out.entry(ipc_msgSchema, m);
+    out.bytes(it.data.subarray(0, m.msize));
+    out.pad(roundUp(m.msize, 8) - Math.min(m.msize, it.data.length));
+  }
+  return out.concat();
+}
+
+/** Split an ipcns-msg payload into its messages. */
+export function parseIpcMsgPayload(payload: Uint8Array, qnum: number, file = "<ipcns-msg>"): { msg: Message; data: Uint8Array }[] {
+  const r = new In(payload, 0, file);
+  const res: { msg: Message; data: Uint8Array }[] = [];
+  for (let i = 0; i < qnum; i++) {
+    const m: any = r.entry(ipc_msgSchema);
+    const d = r.take(roundUp(m.msize, 8), "message data");
+    res.push({ msg: m, data: d.subarray(0, m.msize) });
+  }
+  return res;
+}
+

@@ -1,0 +1,139 @@
+// The image kinds criu-bun knows: crit's magic name -> magic number, header style, message
+// schema, file name pattern and how raw payload follows entries. Facts from CRIU's
+// criu/include/magic.h, criu/image-desc.c and crit (lib/pycriu/images/images.py).
+import type { DescMessage } from "@bufbuild/protobuf";
+import { pstree_entrySchema } from "./gen/pstree_pb";
+import {
+  core_entrySchema, task_kobj_ids_entrySchema, creds_entrySchema, sa_entrySchema, rlimit_entrySchema,
+  itimer_entrySchema, posix_timer_entrySchema, siginfo_entrySchema, seccomp_entrySchema,
+} from "./gen/core_pb";
+import { inventory_entrySchema, stats_entrySchema, fs_entrySchema, cpuinfo_entrySchema } from "./gen/inventory_pb";
+import { mm_entrySchema, vma_entrySchema, pagemap_headSchema, pagemap_entrySchema } from "./gen/mm_pb";
+import {
+  fdinfo_entrySchema, file_entrySchema, reg_file_entrySchema, pipe_entrySchema, fifo_entrySchema,
+  pipe_data_entrySchema, eventfd_file_entrySchema, eventpoll_file_entrySchema, eventpoll_tfd_entrySchema,
+  signalfd_entrySchema, timerfd_entrySchema, inotify_file_entrySchema, inotify_wd_entrySchema,
+  fanotify_file_entrySchema, fanotify_mark_entrySchema, memfd_inode_entrySchema, ghost_file_entrySchema,
+  remap_file_path_entrySchema, tty_file_entrySchema, tty_info_entrySchema, tty_data_entrySchema,
+  file_lock_entrySchema, ext_file_entrySchema, tunfile_entrySchema, irmap_cache_entrySchema,
+} from "./gen/files_pb";
+import {
+  unix_sk_entrySchema, inet_sk_entrySchema, tcp_stream_entrySchema, sk_packet_entrySchema,
+  netlink_sk_entrySchema, packet_sock_entrySchema,
+} from "./gen/sockets_pb";
+import {
+  ns_file_entrySchema, utsns_entrySchema, pidns_entrySchema, timens_entrySchema, userns_entrySchema,
+  ipc_var_entrySchema, ipc_shm_entrySchema, ipc_sem_entrySchema, ipc_msg_entrySchema, mnt_entrySchema,
+  net_device_entrySchema, netns_entrySchema,
+} from "./gen/ns_pb";
+import { cgroup_entrySchema } from "./gen/cgroup_pb";
+
+export const IMG_COMMON_MAGIC = 0x54564319;
+export const IMG_SERVICE_MAGIC = 0x55105940;
+export const INVENTORY_IMG_VERSION = 2; // CRTOOLS_IMAGES_V1_1
+
+/** How raw bytes follow an entry. */
+export type PayloadKind =
+  | "none"
+  | "pipe"     // pipe_data_entry.bytes raw bytes
+  | "skq"      // sk_packet_entry.length raw bytes
+  | "tcp"      // inq_len + outq_len raw bytes
+  | "ghost"    // ghost file contents (whole rest, or per ghost_chunk_entry)
+  | "ipc_shm"  // size bytes, padded to 4 (none when in_pagemaps)
+  | "ipc_sem"  // nsems u16, padded to 8
+  | "ipc_msg"; // qnum x (u32 len + ipc_msg + msize bytes padded to 8), kept raw
+
+export type Header = "common" | "service" | "inventory" | "raw";
+
+export interface ImageKind {
+  name: string;            // crit's magic name
+  magic: number;
+  header: Header;
+  schema?: DescMessage;    // entry schema (PAGEMAP: entries after the head)
+  file: string;            // CRIU's name pattern, e.g. "core-%u.img"
+  payload: PayloadKind;
+}
+
+const K: ImageKind[] = [];
+function kind(name: string, magic: number, file: string, schema?: DescMessage, payload: PayloadKind = "none", header: Header = "common") {
+  K.push({ name, magic, header, schema, file, payload });
+}
+
+kind("INVENTORY", 0x58313116, "inventory.img", inventory_entrySchema, "none", "inventory");
+kind("PSTREE", 0x50273030, "pstree.img", pstree_entrySchema);
+kind("FDINFO", 0x56213732, "fdinfo-%u.img", fdinfo_entrySchema);
+kind("PAGEMAP", 0x56084025, "pagemap-%lu.img", pagemap_entrySchema);
+kind("CORE", 0x55053847, "core-%u.img", core_entrySchema);
+kind("IDS", 0x54432030, "ids-%u.img", task_kobj_ids_entrySchema);
+kind("VMAS", 0x54123737, "vmas-%u.img", vma_entrySchema);
+kind("PIPES", 0x56513555, "pipes.img", pipe_entrySchema);
+kind("PIPES_DATA", 0x56453709, "pipes-data.img", pipe_data_entrySchema, "pipe");
+kind("FIFO", 0x58364939, "fifo.img", fifo_entrySchema);
+kind("FIFO_DATA", 0x59333054, "fifo-data.img", pipe_data_entrySchema, "pipe");
+kind("SIGACT", 0x55344201, "sigacts-%u.img", sa_entrySchema);
+kind("UNIXSK", 0x54373943, "unixsk.img", unix_sk_entrySchema);
+kind("INETSK", 0x56443851, "inetsk.img", inet_sk_entrySchema);
+kind("PACKETSK", 0x60454618, "packetsk.img", packet_sock_entrySchema);
+kind("ITIMERS", 0x57464056, "itimers-%u.img", itimer_entrySchema);
+kind("POSIX_TIMERS", 0x52603957, "posix-timers-%u.img", posix_timer_entrySchema);
+kind("SK_QUEUES", 0x56264026, "sk-queues.img", sk_packet_entrySchema, "skq");
+kind("UTSNS", 0x54473203, "utsns-%u.img", utsns_entrySchema);
+kind("CREDS", 0x54023547, "creds-%u.img", creds_entrySchema);
+kind("IPC_VAR", 0x53115007, "ipcns-var-%u.img", ipc_var_entrySchema);
+kind("IPCNS_SHM", 0x46283044, "ipcns-shm-%u.img", ipc_shm_entrySchema, "ipc_shm");
+kind("IPCNS_MSG", 0x55453737, "ipcns-msg-%u.img", ipc_msg_entrySchema, "ipc_msg");
+kind("IPCNS_SEM", 0x59573019, "ipcns-sem-%u.img", ipc_sem_entrySchema, "ipc_sem");
+kind("REG_FILES", 0x50363636, "reg-files.img", reg_file_entrySchema);
+kind("EXT_FILES", 0x59255641, "ext-files.img", ext_file_entrySchema);
+kind("FS", 0x51403912, "fs-%u.img", fs_entrySchema);
+kind("MM", 0x57492820, "mm-%u.img", mm_entrySchema);
+kind("REMAP_FPATH", 0x59133954, "remap-fpath.img", remap_file_path_entrySchema);
+kind("GHOST_FILE", 0x52583605, "ghost-file-%x.img", ghost_file_entrySchema, "ghost");
+kind("TCP_STREAM", 0x51465506, "tcp-stream-%x.img", tcp_stream_entrySchema, "tcp");
+kind("EVENTFD_FILE", 0x44523722, "eventfd.img", eventfd_file_entrySchema);
+kind("EVENTPOLL_FILE", 0x45023858, "eventpoll.img", eventpoll_file_entrySchema);
+kind("EVENTPOLL_TFD", 0x44433746, "eventpoll-tfd.img", eventpoll_tfd_entrySchema);
+kind("SIGNALFD", 0x57323820, "signalfd.img", signalfd_entrySchema);
+kind("INOTIFY_FILE", 0x48424431, "inotify.img", inotify_file_entrySchema);
+kind("INOTIFY_WD", 0x54562009, "inotify-wd.img", inotify_wd_entrySchema);
+kind("MNTS", 0x55563928, "mountpoints-%u.img", mnt_entrySchema);
+kind("NETDEV", 0x57373951, "netdev-%u.img", net_device_entrySchema);
+kind("NETNS", 0x55933752, "netns-%u.img", netns_entrySchema);
+kind("TTY_FILES", 0x59433025, "tty.img", tty_file_entrySchema);
+kind("TTY_INFO", 0x59453036, "tty-info.img", tty_info_entrySchema);
+kind("TTY_DATA", 0x59413026, "tty-data.img", tty_data_entrySchema);
+kind("FILE_LOCKS", 0x54323616, "filelocks.img", file_lock_entrySchema);
+kind("RLIMIT", 0x57113925, "rlimit-%u.img", rlimit_entrySchema);
+kind("FANOTIFY_FILE", 0x55096122, "fanotify.img", fanotify_file_entrySchema);
+kind("FANOTIFY_MARK", 0x56506035, "fanotify-mark.img", fanotify_mark_entrySchema);
+kind("SIGNAL", 0x59255647, "signal-s-%u.img", siginfo_entrySchema); // also signal-p-%u.img
+kind("NETLINK_SK", 0x58005614, "netlinksk.img", netlink_sk_entrySchema);
+kind("NS_FILES", 0x61394011, "ns-files.img", ns_file_entrySchema);
+kind("TUNFILE", 0x57143751, "tunfile.img", tunfile_entrySchema);
+kind("CGROUP", 0x59383330, "cgroup.img", cgroup_entrySchema);
+kind("TIMERFD", 0x50493712, "timerfd.img", timerfd_entrySchema);
+kind("CPUINFO", 0x61404013, "cpuinfo.img", cpuinfo_entrySchema);
+kind("USERNS", 0x55474906, "userns-%u.img", userns_entrySchema);
+kind("SECCOMP", 0x64413049, "seccomp.img", seccomp_entrySchema);
+kind("FILES", 0x56303138, "files.img", file_entrySchema);
+kind("MEMFD_INODE", 0x48453499, "memfd.img", memfd_inode_entrySchema);
+kind("TIMENS", 0x43114433, "timens-%u.img", timens_entrySchema);
+kind("PIDNS", 0x61157326, "pidns-%u.img", pidns_entrySchema);
+kind("STATS", 0x57093306, "stats-%s.img", stats_entrySchema, "none", "service");
+kind("IRMAP_CACHE", 0x57004059, "irmap-cache.img", irmap_cache_entrySchema, "none", "service");
+kind("PAGES", 0, "pages-%u.img", undefined, "none", "raw");
+
+export const KINDS: readonly ImageKind[] = K;
+export const kindByName = new Map(K.map((k) => [k.name, k]));
+export const kindByMagic = new Map(K.filter((k) => k.header !== "raw").map((k) => [k.magic, k]));
+
+/** The head message of PAGEMAP images (every later entry is a pagemap_entry). */
+export const PAGEMAP_HEAD_SCHEMA = pagemap_headSchema;
+
+/** CRIU-style file name: imageName("CORE", 42) -> "core-42.img" (%x ids in hex). */
+export function imageName(kindName: string, id?: number | bigint | string): string {
+  const k = kindByName.get(kindName);
+  if (!k) throw new Error(`unknown image kind ${kindName}`);
+  return k.file.replace(/%(lu|u|d|x|s)/, (_m, c) =>
+    c === "x" ? BigInt(id ?? 0).toString(16) : String(id ?? ""));
+}
