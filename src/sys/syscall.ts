@@ -15,13 +15,28 @@ const STUB = [
 
 const page = libc.mmap(null, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) as Pointer;
 if (!page || (page as unknown as number) === -1) throw new Error("criu-bun: cannot map the syscall stub");
-new Uint8Array(toArrayBuffer(page, 0, 4096)).set(STUB);
+// cpuid(leaf=edi, subleaf=esi, out=rdx -> u32[4] eax,ebx,ecx,edx)
+const CPUID = [
+  0x53, 0x49, 0x89, 0xd0, 0x89, 0xf8, 0x89, 0xf1, 0x0f, 0xa2, 0x41, 0x89, 0x00, 0x41, 0x89, 0x58, 0x04,
+  0x41, 0x89, 0x48, 0x08, 0x41, 0x89, 0x50, 0x0c, 0x5b, 0xc3,
+];
+const code = new Uint8Array(toArrayBuffer(page, 0, 4096));
+code.set(STUB);
+code.set(CPUID, 64);
 if (libc.mprotect(page, 4096, PROT_READ | PROT_EXEC) !== 0) throw new Error("criu-bun: cannot make the syscall stub executable");
 
 const { i64, i64_fast } = FFIType;
 const raw = CFunction({ ptr: page, args: [i64, i64, i64, i64, i64, i64, i64], returns: i64_fast }) as unknown as (
   ...a: (number | bigint)[]
 ) => number | bigint;
+
+const rawCpuid = CFunction({ ptr: ((page as unknown as number) + 64) as unknown as Pointer, args: [FFIType.u32, FFIType.u32, FFIType.ptr], returns: FFIType.void }) as unknown as (a: number, b: number, p: number) => void;
+/** The cpuid instruction: [eax, ebx, ecx, edx] for leaf/subleaf. */
+export function cpuid(leaf: number, subleaf = 0): Uint32Array {
+  const out = new Uint32Array(4);
+  rawCpuid(leaf, subleaf, ffiPtr(out) as unknown as number);
+  return out;
+}
 
 export type Arg = number | bigint;
 

@@ -1,0 +1,217 @@
+// Collecting one frozen process: threads, memory layout, task state. Produces plain init objects
+// shaped like CRIU's protobuf messages (camelCase field names of the generated code).
+import { getRegs, getXstate, getSigmask, getRseqConfig, peekSiginfo, R, REG_NAMES, type Regs, setRegs } from "../sys/ptrace";
+import { readStat, readStatus, readLimits, readAuxv, readLink, readText, type ProcStat } from "../sys/proc";
+import { syscall, addr } from "../sys/syscall";
+import { NR } from "../sys/nr";
+import { Injector, RemoteMem } from "../ptrace/inject";
+import type { FrozenProcess } from "../ptrace/seize";
+import { xsaveToFpregs } from "../resources/xsave";
+import { classifyVmas, type DumpedVma } from "../resources/memory";
+import { CriuError, log } from "../log";
+
+const ERESTARTSYS = -512n, ERESTARTNOINTR = -513n, ERESTARTNOHAND = -514n, ERESTART_RESTARTBLOCK = -516n;
+const EINTR = -4n;
+
+export interface ThreadDump {
+  tid: number;
+  regs: Regs;          // after the restart fix-up
+  xstate: Uint8Array;
+  core: Record<string, any>; // core_entry init (thread_info + thread_core, tc for the leader)
+}
+export interface TaskDump {
+  pid: number; stat: ProcStat;
+  threads: ThreadDump[];
+  vmas: DumpedVma[];
+  mm: Record<string, any>;
+  umask: number;
+  cwd: string; root: string; exe: string;
+  sigactions: Record<string, any>[];
+}
+
+/** Fix registers of a thread stopped inside a syscall so that it re-issues or fails it cleanly. */
+export function fixupRestart(regs: Regs) {
+  const orig = BigInt.asIntN(64, regs[R.orig_rax]);
+  if (orig < 0n) return;
+  const rax = BigInt.asIntN(64, regs[R.rax]);
+  if (rax === ERESTARTSYS || rax === ERESTARTNOINTR || rax === ERESTARTNOHAND) {
+    regs[R.rax] = regs[R.orig_rax];
+    regs[R.rip] -= 2n;
+  } else if (rax === ERESTART_RESTARTBLOCK) {
+    regs[R.rax] = BigInt.asUintN(64, EINTR);
+  }
+  regs[R.orig_rax] = 0xffffffffffffffffn;
+}
+
+export function regsToEntry(r: Regs): Record<string, bigint | number> {
+  const map: Record<string, string> = { rbp: "bp", rbx: "bx", rax: "ax", rcx: "cx", rdx: "dx", rsi: "si", rdi: "di", orig_rax: "origAx", rip: "ip", eflags: "flags", rsp: "sp", fs_base: "fsBase", gs_base: "gsBase" };
+  const o: Record<string, bigint | number> = {};
+  REG_NAMES.forEach((n, i) => { o[map[n] ?? n] = r[i]; });
+  o.mode = 1; // NATIVE
+  return o;
+}
+
+function hexMask(s: string | undefined): bigint { return s ? BigInt("0x" + s) : 0n; }
+function capWords(hex: string | undefined): number[] {
+  const v = hexMask(hex);
+  return [Number(v & 0xffffffffn), Number(v >> 32n)];
+}
+
+function readCreds(pid: number, tid: number): Record<string, any> {
+  const st = readStatus(pid, tid);
+  const [uid, euid, suid, fsuid] = st.Uid.split(/\s+/).map(Number);
+  const [gid, egid, sgid, fsgid] = st.Gid.split(/\s+/).map(Number);
+  const groups = (st.Groups ?? "").split(/\s+/).filter(Boolean).map(Number);
+  return {
+    uid, gid, euid, egid, suid, sgid, fsuid, fsgid,
+    capInh: capWords(st.CapInh), capPrm: capWords(st.CapPrm), capEff: capWords(st.CapEff), capBnd: capWords(st.CapBnd),
+    secbits: 0, groups,
+  };
+}
+
+function parseSiginfos(list: Uint8Array[]) { return list.map((b) => ({ siginfo: b })); }
+
+/** Collect everything of one frozen process. Leaves the tracee's registers as they were. */
+export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
+  const pid = fp.pid;
+  const stat = readStat(pid);
+  const status = readStatus(pid);
+  if (status.Seccomp && status.Seccomp !== "0") {
+    throw new CriuError("dump", `process ${pid} uses seccomp (mode ${status.Seccomp}); seccomp is not supported yet`);
+  }
+  const leader = fp.threads[0];
+  const leaderRegs = getRegs(leader.tid);
+  const sysInsn = Injector.findSyscallInsn(pid, leaderRegs, mem);
+
+  // --- state that only the task can tell: injected syscalls in the leader
+  const inj = new Injector(leader.tid, sysInsn, "sysstop", mem);
+  let brk = 0n;
+  const sigactions: Record<string, any>[] = [];
+  const itimers: Record<string, any> = {};
+  const posix: Record<string, any>[] = [];
+  try {
+    brk = BigInt.asUintN(64, inj.call(NR.brk, 0));
+    inj.withScratch(64, (scratch) => {
+      for (let sig = 1; sig <= 64; sig++) {
+        if (sig === 9 || sig === 19) { sigactions.push({ sigaction: 0n, flags: 0n, restorer: 0n, mask: 0n }); continue; }
+        const r = inj.call(NR.rt_sigaction, sig, 0, scratch, 8);
+        if (r < 0n) throw new CriuError("dump", `rt_sigaction(${sig}) in ${pid} failed (${-r})`);
+        const b = mem.read(scratch, 32);
+        const dv = new DataView(b.buffer);
+        sigactions.push({ sigaction: dv.getBigUint64(0, true), flags: dv.getBigUint64(8, true), restorer: dv.getBigUint64(16, true), mask: dv.getBigUint64(24, true) });
+      }
+      const names = ["real", "virt", "prof"];
+      for (let w = 0; w < 3; w++) {
+        inj.ok("getitimer", NR.getitimer, w, scratch);
+        const dv = new DataView(mem.read(scratch, 32).buffer);
+        itimers[names[w]] = { isec: dv.getBigUint64(0, true), iusec: dv.getBigUint64(8, true), vsec: dv.getBigUint64(16, true), vusec: dv.getBigUint64(24, true) };
+      }
+      for (const t of readPosixTimers(pid)) {
+        inj.ok("timer_gettime", NR.timer_gettime, t.id, scratch);
+        const dv = new DataView(mem.read(scratch, 32).buffer);
+        const overrun = Number(inj.call(NR.timer_getoverrun, t.id));
+        posix.push({
+          itId: t.id, clockId: t.clock, siSigno: t.signo, itSigevNotify: t.notify, sivalPtr: t.sival,
+          overrun: Math.max(0, overrun), isec: dv.getBigUint64(0, true), insec: dv.getBigUint64(8, true),
+          vsec: dv.getBigUint64(16, true), vnsec: dv.getBigUint64(24, true),
+          ...(t.notifyTid ? { notifyThreadId: t.notifyTid } : {}),
+        });
+      }
+    });
+  } finally {
+    inj.restore();
+  }
+
+  // --- threads
+  const threads: ThreadDump[] = [];
+  for (const t of fp.threads) {
+    const regs = getRegs(t.tid);
+    const xstate = getXstate(t.tid);
+    const sigmask = getSigmask(t.tid);
+    const rseq = getRseqConfig(t.tid);
+    // robust list: readable from outside
+    const head = new BigUint64Array(1), len = new BigUint64Array(1);
+    const rr = syscall(NR.get_robust_list, t.tid, addr(head), addr(len));
+    if (rr < 0) throw new CriuError("dump", `get_robust_list(${t.tid}) failed (${-rr})`);
+    // clear_child_tid and sigaltstack: injected in the thread itself
+    const tinj = new Injector(t.tid, sysInsn, "sysstop", mem);
+    let tidAddr = 0n;
+    let sas = { ssSp: 0n, ssSize: 0n, ssFlags: 2 };
+    try {
+      tinj.withScratch(32, (scratch) => {
+        tinj.ok("prctl(PR_GET_TID_ADDRESS)", NR.prctl, 40, scratch);
+        tidAddr = new DataView(mem.read(scratch, 8).buffer).getBigUint64(0, true);
+        tinj.ok("sigaltstack", NR.sigaltstack, 0, scratch);
+        const dv = new DataView(mem.read(scratch, 24).buffer);
+        sas = { ssSp: dv.getBigUint64(0, true), ssFlags: dv.getInt32(8, true), ssSize: dv.getBigUint64(16, true) };
+      });
+    } finally { tinj.restore(); }
+    const pending = parseSiginfos(peekSiginfo(t.tid, false));
+    fixupRestart(regs);
+    const tstat = readStat(pid, t.tid);
+    const comm = readText(`/proc/${pid}/task/${t.tid}/comm`).replace(/\n$/, "");
+    const core: Record<string, any> = {
+      mtype: 1,
+      threadInfo: { clearTidAddr: tidAddr, gpregs: regsToEntry(regs), fpregs: xsaveToFpregs(xstate) },
+      threadCore: {
+        futexRla: head[0], futexRlaLen: Number(len[0]), schedNice: tstat.nice, schedPolicy: 0, schedPrio: 0,
+        blkSigset: sigmask, sas, pdeathSig: 0, signalsP: { signals: pending }, creds: readCreds(pid, t.tid),
+        seccompMode: 0, comm,
+        ...(rseq && rseq.ptr ? { rseqEntry: { rseqAbiPointer: rseq.ptr, rseqAbiSize: rseq.len, signature: rseq.sig } } : {}),
+      },
+    };
+    threads.push({ tid: t.tid, regs, xstate, core });
+  }
+
+  // --- process-wide state in the leader's core
+  const shared = parseSiginfos(peekSiginfo(leader.tid, true));
+  const limits = readLimits(pid).map((l) => ({ cur: l.cur, max: l.max }));
+  const personality = parseInt(readText(`/proc/${pid}/personality`).trim(), 16);
+  const leaderCore = threads[0].core;
+  leaderCore.tc = {
+    taskState: 1, exitCode: 0, personality, flags: stat.flags, blkSigset: threads[0].core.threadCore.blkSigset,
+    comm: stat.comm, timers: { real: itimers.real, virt: itimers.virt, prof: itimers.prof, posix },
+    rlimits: { rlimits: limits }, signalsS: { signals: shared }, loginuid: readLoginuid(pid),
+    oomScoreAdj: Number(readText(`/proc/${pid}/oom_score_adj`).trim()), sigactions,
+  };
+
+  // --- memory layout
+  const { vmas } = classifyVmas(pid, brk, stat.startBrk);
+  const exe = readLink(`/proc/${pid}/exe`);
+  const auxv = readAuxv(pid);
+  const mm = {
+    mmStartCode: stat.startCode, mmEndCode: stat.endCode, mmStartData: stat.startData, mmEndData: stat.endData,
+    mmStartStack: stat.startStack, mmStartBrk: stat.startBrk, mmBrk: brk, mmArgStart: stat.argStart, mmArgEnd: stat.argEnd,
+    mmEnvStart: stat.envStart, mmEnvEnd: stat.envEnd, exeFileId: 0, mmSavedAuxv: [...auxv], vmas: [] as any[],
+    dumpable: 1, thpDisabled: false,
+  };
+  const umask = parseInt(status.Umask ?? "22", 8);
+  log.info(`Dumped state of ${pid}: ${threads.length} thread(s), ${vmas.length} VMAs, brk 0x${brk.toString(16)}`);
+  return {
+    pid, stat, threads, vmas, mm, umask, sigactions,
+    cwd: readLink(`/proc/${pid}/cwd`), root: readLink(`/proc/${pid}/root`), exe,
+  };
+}
+
+function readLoginuid(pid: number): number {
+  try { return Number(readText(`/proc/${pid}/loginuid`).trim()); } catch { return 0xffffffff; }
+}
+
+interface PosixTimerInfo { id: number; signo: number; sival: bigint; notify: number; notifyTid: number; clock: number }
+/** /proc/PID/timers: "ID: 0\nsignal: 34/0000000000000000\nnotify: signal/pid.1234\nClockID: 1\n" per timer. */
+export function readPosixTimers(pid: number): PosixTimerInfo[] {
+  let text = "";
+  try { text = readText(`/proc/${pid}/timers`); } catch { return []; }
+  const out: PosixTimerInfo[] = [];
+  for (const block of text.split(/(?=^ID:)/m)) {
+    const m = /ID:\s*(\d+)\s+signal:\s*(\d+)\/([0-9a-f]+)\s+notify:\s*(\w+)\/(\w+)\.(\d+)\s+ClockID:\s*(\d+)/.exec(block);
+    if (!m) continue;
+    const kind = m[4];
+    // SIGEV_SIGNAL 0, SIGEV_NONE 1, SIGEV_THREAD 2, SIGEV_THREAD_ID 4
+    let notify = kind === "none" ? 1 : kind === "thread" ? 2 : 0;
+    if (m[5] === "tid") notify |= 4;
+    out.push({ id: +m[1], signo: +m[2], sival: BigInt("0x" + m[3]), notify, notifyTid: m[5] === "tid" ? +m[6] : 0, clock: +m[7] });
+  }
+  return out;
+}
+void setRegs; void getSigmask;

@@ -1,0 +1,108 @@
+// Running system calls inside a stopped tracee (our compel, without a parasite).
+//  - "sysstop" mode (dump): rip points at an existing `syscall` instruction of the target; we step
+//    through the syscall-entry and syscall-exit stops with PTRACE_SYSCALL.
+//  - "trap" mode (restore): rip points at our trampoline `syscall; int3`; one PTRACE_CONT, one SIGTRAP.
+import { getRegs, setRegs, ptrace, PTRACE, R, wait4Raw, W, type Regs, __WALL, describeStatus } from "../sys/ptrace";
+import { openFd, closeFd, preadFull, pwriteFull, O } from "../sys/mem";
+import { readVmas } from "../sys/proc";
+import { CriuError } from "../log";
+
+export class RemoteMem {
+  fd: number;
+  constructor(public pid: number) { this.fd = openFd(`/proc/${pid}/mem`, O.RDWR | O.CLOEXEC); }
+  read(addr: bigint, len: number): Uint8Array {
+    const b = new Uint8Array(len);
+    const n = preadFull(this.fd, b, addr, len, 0, `read memory of ${this.pid} at 0x${addr.toString(16)}`);
+    if (n !== len) throw new CriuError("mem", `short read of ${this.pid} memory at 0x${addr.toString(16)}`);
+    return b;
+  }
+  write(addr: bigint, data: Uint8Array, off = 0, len = data.length - off) {
+    pwriteFull(this.fd, data, addr, len, off, `write memory of ${this.pid} at 0x${addr.toString(16)}`);
+  }
+  close() { if (this.fd >= 0) closeFd(this.fd); this.fd = -1; }
+}
+
+export type InjectMode = "sysstop" | "trap";
+
+export class Injector {
+  saved: Regs;
+  /** signals that arrived while we were injecting; re-delivered by the caller */
+  caughtSignals: number[] = [];
+  constructor(public tid: number, public syscallAddr: bigint, public mode: InjectMode, public mem: RemoteMem) {
+    this.saved = getRegs(tid);
+  }
+
+  /** Find a `syscall` instruction usable for injection into a seized, stopped thread. */
+  static findSyscallInsn(pid: number, regs: Regs, mem: RemoteMem): bigint {
+    const rip = regs[R.rip];
+    try {
+      const b = mem.read(rip - 2n, 2);
+      if (b[0] === 0x0f && b[1] === 0x05) return rip - 2n;
+    } catch {}
+    const vdso = readVmas(pid).find((v) => v.path === "[vdso]");
+    if (vdso) {
+      const b = mem.read(vdso.start, Number(vdso.end - vdso.start));
+      for (let i = 0; i + 1 < b.length; i++) if (b[i] === 0x0f && b[i + 1] === 0x05) return vdso.start + BigInt(i);
+    }
+    throw new CriuError("inject", `no syscall instruction found in process ${pid}`);
+  }
+
+  private waitStop(): number {
+    for (;;) {
+      const { r, status } = wait4Raw(this.tid, __WALL);
+      if (r === -4) continue;
+      if (r < 0) throw new CriuError("inject", `wait4(${this.tid}) failed (${-r})`);
+      if (!W.stopped(status)) throw new CriuError("inject", `thread ${this.tid} ${describeStatus(status)} during an injected syscall`);
+      return status;
+    }
+  }
+
+  /** Run syscall nr with args in the tracee; returns its raw result (negative = -errno). */
+  call(nr: number, ...args: (number | bigint)[]): bigint {
+    const regs = new BigUint64Array(this.saved);
+    regs[R.rip] = this.syscallAddr;
+    regs[R.rax] = BigInt(nr);
+    regs[R.orig_rax] = 0xffffffffffffffffn;
+    const order = [R.rdi, R.rsi, R.rdx, R.r10, R.r8, R.r9];
+    for (let i = 0; i < 6; i++) regs[order[i]] = BigInt.asUintN(64, BigInt(args[i] ?? 0));
+    setRegs(this.tid, regs);
+    if (this.mode === "trap") {
+      ptrace(PTRACE.CONT, this.tid, 0, 0);
+      for (;;) {
+        const s = this.waitStop();
+        const sig = W.stopSig(s);
+        if (sig === 5 && W.event(s) === 0) break; // SIGTRAP from int3
+        if (W.event(s) !== 0) { ptrace(PTRACE.CONT, this.tid, 0, 0); continue; }
+        this.caughtSignals.push(sig);
+        ptrace(PTRACE.CONT, this.tid, 0, 0);
+      }
+    } else {
+      for (let stops = 0; stops < 2;) {
+        ptrace(PTRACE.SYSCALL, this.tid, 0, 0);
+        const s = this.waitStop();
+        const sig = W.stopSig(s);
+        if ((sig & 0x7f) === 5 && W.event(s) === 0) { stops++; continue; }
+        if (W.event(s) !== 0) continue;
+        this.caughtSignals.push(sig);
+      }
+    }
+    const out = getRegs(this.tid);
+    return BigInt.asIntN(64, out[R.rax]);
+  }
+
+  /** Like call() but throws with the syscall name on failure. Returns a number. */
+  ok(name: string, nr: number, ...args: (number | bigint)[]): bigint {
+    const r = this.call(nr, ...args);
+    if (r < 0n && r > -4096n) throw new CriuError("inject", `${name} in ${this.tid} failed (errno ${-r})`);
+    return r;
+  }
+
+  /** Scratch memory below the red zone of the saved stack, restored afterwards. */
+  withScratch<T>(size: number, fn: (addr: bigint) => T): T {
+    const addr = (this.saved[R.rsp] - 256n - BigInt(size)) & ~0xfn;
+    const old = this.mem.read(addr, size);
+    try { return fn(addr); } finally { this.mem.write(addr, old); }
+  }
+
+  restore() { setRegs(this.tid, this.saved); }
+}

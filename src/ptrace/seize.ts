@@ -1,0 +1,78 @@
+// Freezing: seize every thread of a process, interrupt it and wait for the stop.
+import { seize, interrupt, wait4Raw, detach, W, PTRACE_EVENT, PTRACE, ptrace, __WALL, describeStatus, cont } from "../sys/ptrace";
+import { listTids } from "../sys/proc";
+import { errnoName } from "../sys/errno";
+import { CriuError, log } from "../log";
+
+export interface FrozenThread { tid: number; /** signal that was about to be delivered when we stopped it (0 if none) */ pendingStopSig: number }
+export interface FrozenProcess { pid: number; threads: FrozenThread[] }
+
+/** Wait for a seized+interrupted thread to report its stop. Signal-delivery stops are recorded and re-stopped. */
+function waitInterrupted(tid: number, deadline: number): number {
+  let pendingSig = 0;
+  for (;;) {
+    const { r, status } = wait4Raw(tid, __WALL);
+    if (r === -4) continue;
+    if (r < 0) throw new CriuError("seize", `wait4(${tid}) failed: ${errnoName(-r)}`);
+    if (!W.stopped(status)) throw new CriuError("seize", `thread ${tid} ${describeStatus(status)} while being frozen`);
+    const ev = W.event(status);
+    if (ev === PTRACE_EVENT.STOP) return pendingSig; // group-stop or interrupt stop
+    if (ev === 0) {
+      // Signal-delivery stop: the thread was about to receive a signal. Keep it for later, suppress now.
+      const sig = W.stopSig(status);
+      if (sig !== 0 && sig !== 19 /*SIGSTOP*/) pendingSig = sig;
+      ptrace(PTRACE.CONT, tid, 0, 0);
+      interrupt(tid);
+    } else {
+      // Some other event stop (clone, exec ...): resume and interrupt again.
+      ptrace(PTRACE.CONT, tid, 0, 0);
+      interrupt(tid);
+    }
+    if (Date.now() > deadline) throw new CriuError("seize", `thread ${tid} did not stop in time`);
+  }
+}
+
+/**
+ * Seize all threads of pid (repeating while new threads appear).
+ * On failure every thread seized so far is released and the error is thrown.
+ */
+export function freezeProcess(pid: number, timeoutMs = 10000): FrozenProcess {
+  const seized = new Map<number, FrozenThread>();
+  const deadline = Date.now() + timeoutMs;
+  try {
+    for (;;) {
+      let fresh = 0;
+      let tids: number[];
+      try { tids = listTids(pid); } catch { throw new CriuError("seize", `process ${pid} does not exist`); }
+      for (const tid of tids) {
+        if (seized.has(tid)) continue;
+        const r = seize(tid, 0);
+        if (r < 0) {
+          if (r === -3) continue; // thread exited meanwhile
+          throw new CriuError("seize", `cannot seize ${tid}: ${errnoName(-r)}${r === -1 ? " (already traced, or not permitted)" : ""}`);
+        }
+        interrupt(tid);
+        const sig = waitInterrupted(tid, deadline);
+        seized.set(tid, { tid, pendingStopSig: sig });
+        fresh++;
+      }
+      if (!fresh) break;
+    }
+    if (!seized.has(pid)) throw new CriuError("seize", `process ${pid} does not exist`);
+    const threads = [...seized.values()].sort((a, b) => (a.tid === pid ? -1 : b.tid === pid ? 1 : a.tid - b.tid));
+    log.info(`Seized process ${pid} with ${threads.length} thread(s)`);
+    return { pid, threads };
+  } catch (e) {
+    for (const t of seized.values()) releaseThread(t);
+    throw e;
+  }
+}
+
+/** Let a thread run again exactly as before (re-delivering a signal we intercepted). */
+export function releaseThread(t: FrozenThread) {
+  detach(t.tid, t.pendingStopSig);
+}
+export function releaseProcess(p: FrozenProcess) {
+  for (const t of p.threads) releaseThread(t);
+}
+void cont;

@@ -1,0 +1,153 @@
+// Memory: VMAs from /proc/PID/smaps, pages picked with /proc/PID/pagemap, read with
+// process_vm_readv (or /proc/PID/mem for unreadable areas), zero pages of private anonymous
+// memory left out. Restore side maps every VMA and writes pages through /proc/PID/mem.
+import { readVmas, type Vma } from "../sys/proc";
+import { openFd, closeFd, preadFull, O } from "../sys/mem";
+import { vmRead } from "../sys/mem";
+import { VMA, MAP, PE, PAGE, madvFromVmFlags } from "./vma";
+import { CriuError, log } from "../log";
+import type { RemoteMem } from "../ptrace/inject";
+
+export interface DumpedVma {
+  start: bigint; end: bigint; pgoff: bigint; shmid: bigint; prot: number; flags: number; status: number;
+  fd: bigint; madv: bigint; fdflags: number;
+  path: string; dev: string; inode: number;
+}
+export interface PageRun { vaddr: bigint; nrPages: number; flags: number }
+
+export function classifyVmas(pid: number, brk: bigint, startBrk: bigint): { vmas: DumpedVma[]; raw: Vma[] } {
+  const raw = readVmas(pid);
+  const vmas: DumpedVma[] = [];
+  for (const v of raw) {
+    if (v.path === "[vsyscall]") continue;
+    let status = VMA.REGULAR;
+    let flags = v.shared ? MAP.SHARED : MAP.PRIVATE;
+    if (v.path === "[vdso]") status |= VMA.VDSO;
+    else if (v.path === "[vvar]" || v.path === "[vvar_vclock]") status = VMA.VVAR;
+    else if (v.path === "[stack]") { status |= VMA.STACK | VMA.ANON_PRIVATE; flags |= MAP.ANONYMOUS | MAP.GROWSDOWN; }
+    else if (v.path === "[heap]") { status |= VMA.HEAP | VMA.ANON_PRIVATE; flags |= MAP.ANONYMOUS; }
+    else if (v.inode === 0 && (v.path === "" || v.path.startsWith("[anon:"))) {
+      if (v.shared) throw new CriuError("mem", `process ${pid}: shared anonymous mapping at 0x${v.start.toString(16)} is not supported yet`);
+      status |= VMA.ANON_PRIVATE; flags |= MAP.ANONYMOUS;
+      if (v.vmflags.includes("gd")) flags |= MAP.GROWSDOWN;
+    } else if (v.path.startsWith("/dev/zero") || v.path.startsWith("/SYSV") || v.path.startsWith("/memfd:") || (v.shared && v.inode && v.path.endsWith(" (deleted)"))) {
+      throw new CriuError("mem", `process ${pid}: mapping of '${v.path}' at 0x${v.start.toString(16)} is not supported yet`);
+    } else if (v.inode !== 0) {
+      if (v.path.endsWith(" (deleted)")) throw new CriuError("mem", `process ${pid}: maps a deleted file '${v.path}' at 0x${v.start.toString(16)} (not supported yet)`);
+      status |= v.shared ? VMA.FILE_SHARED : VMA.FILE_PRIVATE;
+    } else {
+      throw new CriuError("mem", `process ${pid}: unsupported mapping '${v.path}' at 0x${v.start.toString(16)}`);
+    }
+    if (v.vmflags.includes("gd") && !(flags & MAP.GROWSDOWN)) flags |= MAP.GROWSDOWN;
+    vmas.push({
+      start: v.start, end: v.end, pgoff: v.pgoff, shmid: 0n, prot: v.prot, flags, status, fd: -1n,
+      madv: madvFromVmFlags(v.vmflags), fdflags: 0, path: v.path, dev: v.dev, inode: v.inode,
+    });
+  }
+  void brk; void startBrk;
+  return { vmas, raw };
+}
+
+const PM_PRESENT = 1 << 31, PM_SWAP = 1 << 30, PM_FILE = 1 << 29; // bits 63,62,61 as seen in the high u32
+
+/** Which pages of each VMA must be saved: runs of consecutive pages. */
+export function pagesToDump(pid: number, vmas: DumpedVma[]): PageRun[] {
+  const fd = openFd(`/proc/${pid}/pagemap`, O.RDONLY | O.CLOEXEC);
+  const runs: PageRun[] = [];
+  const chunkPages = 1 << 16;
+  const buf = new Uint8Array(chunkPages * 8);
+  const u32 = new Uint32Array(buf.buffer);
+  try {
+    for (const v of vmas) {
+      const anon = (v.status & VMA.ANON_PRIVATE) !== 0;
+      const filePriv = (v.status & VMA.FILE_PRIVATE) !== 0;
+      if (!anon && !filePriv) continue;
+      const first = v.start / 4096n, n = Number((v.end - v.start) / 4096n);
+      let runStart = -1;
+      for (let base = 0; base < n; base += chunkPages) {
+        const cnt = Math.min(chunkPages, n - base);
+        const got = preadFull(fd, buf, (first + BigInt(base)) * 8n, cnt * 8, 0, `read pagemap of ${pid}`);
+        if (got < cnt * 8) throw new CriuError("mem", `short pagemap read for ${pid}`);
+        for (let i = 0; i < cnt; i++) {
+          const hi = u32[i * 2 + 1];
+          const want = anon ? (hi & (PM_PRESENT | PM_SWAP)) !== 0 : (hi & (PM_PRESENT | PM_SWAP)) !== 0 && (hi & PM_FILE) === 0;
+          const idx = base + i;
+          if (want) { if (runStart < 0) runStart = idx; }
+          else if (runStart >= 0) { runs.push({ vaddr: v.start + BigInt(runStart) * 4096n, nrPages: idx - runStart, flags: PE.PRESENT }); runStart = -1; }
+        }
+      }
+      if (runStart >= 0) runs.push({ vaddr: v.start + BigInt(runStart) * 4096n, nrPages: n - runStart, flags: PE.PRESENT });
+    }
+  } finally { closeFd(fd); }
+  return runs;
+}
+
+export interface PageSink {
+  /** called with consecutive pages of one run (after zero elision): data.length = nrPages*4096 */
+  write(vaddr: bigint, data: Uint8Array, off: number, nrPages: number): void;
+}
+
+function isZeroPage(u32: Uint32Array, pageIdx: number): boolean {
+  const o = pageIdx * 1024;
+  for (let i = 0; i < 1024; i += 8) {
+    if (u32[o + i] | u32[o + i + 1] | u32[o + i + 2] | u32[o + i + 3] | u32[o + i + 4] | u32[o + i + 5] | u32[o + i + 6] | u32[o + i + 7]) return false;
+  }
+  return true;
+}
+
+/**
+ * Read the pages of `runs` from the process and hand non-zero ones (runs split around zero pages,
+ * only for anonymous memory) to the sink. Returns {scanned, written}.
+ */
+export function readPages(pid: number, vmas: DumpedVma[], runs: PageRun[], mem: RemoteMem, sink: PageSink,
+  zeroCheck: (buf: Uint8Array, nPages: number) => Uint8Array | null = jsZeroMap): { scanned: number; written: number; runs: PageRun[] } {
+  const CHUNK = 4 << 20;
+  const buf = new Uint8Array(CHUNK);
+  const u32 = new Uint32Array(buf.buffer);
+  const out: PageRun[] = [];
+  let scanned = 0, written = 0;
+  let vi = 0;
+  for (const run of runs) {
+    while (vi < vmas.length && vmas[vi].end <= run.vaddr) vi++;
+    const v = vmas[vi];
+    const anon = (v.status & VMA.ANON_PRIVATE) !== 0;
+    const readable = (v.prot & 1) !== 0;
+    for (let done = 0; done < run.nrPages;) {
+      const n = Math.min(CHUNK / PAGE, run.nrPages - done);
+      const addr = run.vaddr + BigInt(done * PAGE);
+      const len = n * PAGE;
+      let got = readable ? vmRead(pid, addr, buf, 0, len) : -1;
+      if (got !== len) {
+        // unreadable (PROT_NONE ...) or partially readable: /proc/PID/mem reads with FOLL_FORCE
+        got = preadFull(mem.fd, buf, addr, len, 0, `read memory of ${pid}`);
+        if (got !== len) throw new CriuError("mem", `cannot read ${len} bytes of process ${pid} at 0x${addr.toString(16)}`);
+      }
+      scanned += n;
+      const zeros = anon ? zeroCheck(buf, n) : null;
+      let s = -1;
+      for (let i = 0; i <= n; i++) {
+        const keep = i < n && !(zeros ? zeros[i] : false);
+        if (keep && s < 0) s = i;
+        if (!keep && s >= 0) {
+          const va = addr + BigInt(s * PAGE);
+          sink.write(va, buf, s * PAGE, i - s);
+          const last = out[out.length - 1];
+          if (last && last.vaddr + BigInt(last.nrPages * PAGE) === va) last.nrPages += i - s;
+          else out.push({ vaddr: va, nrPages: i - s, flags: PE.PRESENT });
+          written += i - s;
+          s = -1;
+        }
+      }
+      done += n;
+    }
+  }
+  void u32; void log;
+  return { scanned, written, runs: out };
+}
+
+export function jsZeroMap(buf: Uint8Array, nPages: number): Uint8Array {
+  const u32 = new Uint32Array(buf.buffer, buf.byteOffset, (nPages * PAGE) / 4);
+  const z = new Uint8Array(nPages);
+  for (let i = 0; i < nPages; i++) z[i] = isZeroPage(u32, i) ? 1 : 0;
+  return z;
+}

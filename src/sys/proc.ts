@@ -1,0 +1,135 @@
+// Parsers for /proc/PID/*. Addresses are BigInt ([vsyscall] sits above 2^53).
+import { readFileSync, readdirSync, readlinkSync } from "node:fs";
+
+export interface Vma {
+  start: bigint; end: bigint;
+  prot: number;        // PROT_READ|WRITE|EXEC
+  shared: boolean;     // 's' vs 'p'
+  pgoff: bigint;
+  dev: string; inode: number;
+  path: string;        // "" for anonymous
+  vmflags: string[];   // from smaps
+}
+
+export function readText(path: string): string {
+  return readFileSync(path, "latin1");
+}
+
+const MAPS_RE = /^([0-9a-f]+)-([0-9a-f]+) ([r-])([w-])([x-])([sp]) ([0-9a-f]+) ([0-9a-f]+:[0-9a-f]+) (\d+)\s*(.*)$/;
+
+export function parseMaps(text: string): Vma[] {
+  const out: Vma[] = [];
+  for (const line of text.split("\n")) {
+    if (!line) continue;
+    const m = MAPS_RE.exec(line);
+    if (!m) continue;
+    out.push({
+      start: BigInt("0x" + m[1]), end: BigInt("0x" + m[2]),
+      prot: (m[3] === "r" ? 1 : 0) | (m[4] === "w" ? 2 : 0) | (m[5] === "x" ? 4 : 0),
+      shared: m[6] === "s", pgoff: BigInt("0x" + m[7]), dev: m[8], inode: Number(m[9]), path: m[10], vmflags: [],
+    });
+  }
+  return out;
+}
+
+/** maps with VmFlags from smaps. */
+export function readVmas(pid: number): Vma[] {
+  const text = readText(`/proc/${pid}/smaps`);
+  const vmas: Vma[] = [];
+  let cur: Vma | undefined;
+  for (const line of text.split("\n")) {
+    const m = MAPS_RE.exec(line);
+    if (m) { cur = parseMaps(line)[0]; vmas.push(cur); continue; }
+    if (cur && line.startsWith("VmFlags:")) cur.vmflags = line.slice(8).trim().split(/\s+/);
+  }
+  return vmas;
+}
+
+export interface ProcStat {
+  pid: number; comm: string; state: string; ppid: number; pgid: number; sid: number; ttyNr: number;
+  flags: number; nice: number; numThreads: number; startTime: bigint; exitSignal: number;
+  startCode: bigint; endCode: bigint; startStack: bigint; startData: bigint; endData: bigint; startBrk: bigint;
+  argStart: bigint; argEnd: bigint; envStart: bigint; envEnd: bigint; exitCode: number;
+  fields: string[];
+}
+
+export function parseStat(text: string): ProcStat {
+  const l = text.indexOf("("), r = text.lastIndexOf(")");
+  const pid = Number(text.slice(0, l).trim());
+  const comm = text.slice(l + 1, r);
+  const f = text.slice(r + 2).trim().split(" "); // f[0] = field 3 (state)
+  const F = (n: number) => f[n - 3];
+  const B = (n: number) => BigInt(F(n));
+  return {
+    pid, comm, state: F(3), ppid: +F(4), pgid: +F(5), sid: +F(6), ttyNr: +F(7), flags: +F(9),
+    nice: +F(19), numThreads: +F(20), startTime: B(22), exitSignal: +F(38),
+    startCode: B(26), endCode: B(27), startStack: B(28), startData: B(45), endData: B(46), startBrk: B(47),
+    argStart: B(48), argEnd: B(49), envStart: B(50), envEnd: B(51), exitCode: +F(52), fields: f,
+  };
+}
+export function readStat(pid: number, tid?: number): ProcStat {
+  return parseStat(readText(tid ? `/proc/${pid}/task/${tid}/stat` : `/proc/${pid}/stat`));
+}
+
+export function readStatus(pid: number, tid?: number): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const line of readText(tid ? `/proc/${pid}/task/${tid}/status` : `/proc/${pid}/status`).split("\n")) {
+    const i = line.indexOf(":");
+    if (i > 0) out[line.slice(0, i)] = line.slice(i + 1).trim();
+  }
+  return out;
+}
+
+export function listTids(pid: number): number[] {
+  return readdirSync(`/proc/${pid}/task`).map(Number).sort((a, b) => (a === pid ? -1 : b === pid ? 1 : a - b));
+}
+export function listFds(pid: number): number[] {
+  return readdirSync(`/proc/${pid}/fd`).map(Number).sort((a, b) => a - b);
+}
+export function readFdinfo(pid: number, fd: number): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const line of readText(`/proc/${pid}/fdinfo/${fd}`).split("\n")) {
+    const i = line.indexOf(":");
+    if (i > 0 && !(line.slice(0, i) in out)) out[line.slice(0, i)] = line.slice(i + 1).trim();
+  }
+  return out;
+}
+export function readLink(path: string): string {
+  return readlinkSync(path);
+}
+/** Children listed by the kernel for every thread of pid. */
+export function listChildren(pid: number): number[] {
+  const kids: number[] = [];
+  for (const tid of listTids(pid)) {
+    try {
+      const t = readText(`/proc/${pid}/task/${tid}/children`).trim();
+      if (t) kids.push(...t.split(/\s+/).map(Number));
+    } catch {}
+  }
+  return kids;
+}
+
+export interface Rlimit { name: string; cur: bigint; max: bigint }
+const RLIM_INF = 0xffffffffffffffffn;
+// /proc/PID/limits rows, in RLIMIT_* order (0..15)
+const LIMIT_ROWS = ["Max cpu time", "Max file size", "Max data size", "Max stack size", "Max core file size",
+  "Max resident set", "Max processes", "Max open files", "Max locked memory", "Max address space",
+  "Max file locks", "Max pending signals", "Max msgqueue size", "Max nice priority", "Max realtime priority",
+  "Max realtime timeout"];
+export function readLimits(pid: number): Rlimit[] {
+  const text = readText(`/proc/${pid}/limits`);
+  const out: Rlimit[] = [];
+  for (const name of LIMIT_ROWS) {
+    const line = text.split("\n").find((l) => l.startsWith(name));
+    if (!line) throw new Error(`/proc/${pid}/limits: no row '${name}'`);
+    const parts = line.slice(26).trim().split(/\s+/);
+    const v = (s: string) => (s === "unlimited" ? RLIM_INF : BigInt(s));
+    out.push({ name, cur: v(parts[0]), max: v(parts[1]) });
+  }
+  return out;
+}
+
+export function readAuxv(pid: number): BigUint64Array {
+  const b = readFileSync(`/proc/${pid}/auxv`);
+  return new BigUint64Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.length));
+}
