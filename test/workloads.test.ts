@@ -1,0 +1,104 @@
+// The workloads verify themselves correctly with nothing in between ready and go, and their
+// checks can fail (--selftest-corrupt damages state after ready, as a broken restore would).
+
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { buildWorkloads, cleanup, criuBunCommand, startWorkload, trigger, waitResult, workloadNames } from "./harness";
+
+beforeAll(async () => {
+  await buildWorkloads();
+}, 60_000);
+
+afterAll(() => cleanup());
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+async function run(name: string, args: string[] = [], settleMs = 200) {
+  const w = await startWorkload(name, args);
+  await sleep(settleMs);
+  trigger(w);
+  const r = await waitResult(w, 10_000);
+  return { w, r };
+}
+
+const passCases: [string, string[]][] = [
+  ["counter", []],
+  ["threads", []],
+  ["threads", ["2"]],
+  ["block", ["read"]],
+  ["block", ["read-eintr"]],
+  ["block", ["nanosleep"]],
+  ["block", ["futex"]],
+  ["block", ["poll"]],
+  ["signals", []],
+  ["files", []],
+  ["deleted", []],
+  ["spin", []],
+  ["spin", ["32", "--pattern=random"]],
+];
+
+describe("workloads pass without a dump", () => {
+  test("every workload source has a pass case", () => {
+    const covered = new Set(passCases.map(([n]) => n));
+    expect(workloadNames().filter((n) => !covered.has(n))).toEqual([]);
+  });
+
+  for (const [name, args] of passCases) {
+    test(`${name} ${args.join(" ")}`, async () => {
+      const { w, r } = await run(name, args);
+      if (!r.pass) console.error(r.text);
+      expect(r.summary).toBe("PASS");
+      expect(r.text).toContain(`pid=${w.pid}`);
+    });
+  }
+});
+
+// [workload, args, substring expected in the FAIL line]
+const failCases: [string, string[], string][] = [
+  ["counter", ["--selftest-corrupt=heap"], "heap differs"],
+  ["counter", ["--selftest-corrupt=tls"], "TLS value"],
+  ["counter", ["--selftest-corrupt=guard"], "guard page perms"],
+  ["counter", ["--selftest-corrupt=zero"], "zero region"],
+  ["threads", ["4", "--selftest-corrupt=stack"], "stack pattern differs"],
+  ["threads", ["4", "--selftest-corrupt=tls"], "TLS value"],
+  ["block", ["read", "--selftest-corrupt"], "before the wake-up signal"],
+  ["block", ["nanosleep", "--selftest-corrupt"], "before the wake-up signal"],
+  ["block", ["futex", "--selftest-corrupt"], "before the wake-up signal"],
+  ["signals", ["--selftest-corrupt=flags"], "SIGUSR1 sa_flags"],
+  ["signals", ["--selftest-corrupt=pending"], "SIGUSR2 is not pending"],
+  ["signals", ["--selftest-corrupt=timer"], "POSIX timer interval"],
+  ["files", ["--selftest-corrupt=offset"], "rw offset 12346"],
+  ["files", ["--selftest-corrupt=log"], "log line"],
+  ["files", ["--selftest-corrupt=cloexec"], "FD_CLOEXEC"],
+  ["files", ["--selftest-corrupt=dup"], "is another file"],
+  ["deleted", ["--selftest-corrupt"], "offset 1001"],
+  ["spin", ["--selftest-corrupt"], "went backwards"],
+  ["spin", ["8", "--selftest-corrupt"], "memory hash"],
+];
+
+describe("workload checks can fail", () => {
+  for (const [name, args, why] of failCases) {
+    test(`${name} ${args.join(" ")}`, async () => {
+      // block's corruption (an early SIGALRM) fires 100 ms after ready: do not wait for blocking.
+      const w = await startWorkload(name, args, { waitBlocked: false });
+      await sleep(name === "block" ? 300 : 150);
+      if (name !== "block") trigger(w);
+      const r = await waitResult(w, 10_000);
+      expect(r.pass).toBe(false);
+      expect(r.summary).toStartWith("FAIL: ");
+      expect(r.summary).toContain(why);
+    });
+  }
+
+  test("waitResult reports a workload that died without a result", async () => {
+    const w = await startWorkload("spin", []);
+    process.kill(w.pid, "SIGKILL");
+    const r = await waitResult(w, 5000);
+    expect(r.pass).toBe(false);
+    expect(r.summary).toContain("died without writing a result");
+  });
+});
+
+test("criuBunCommand points at the executable or src/main.ts", () => {
+  const cmd = criuBunCommand();
+  expect(cmd.at(-1)).toMatch(/criu-bun$|src\/main\.ts$/);
+});
