@@ -24,7 +24,7 @@ export interface Workload {
   wakeSignal?: number;
   /** the Bun child handle; null after a restore made someone else its parent */
   proc: Subprocess | null;
-  /** where the workload's stderr went (DIR/stderr unless opts.stderr === "null") */
+  /** DIR/stderr when started with opts.stderr === "file", else null (/dev/null) */
   stderrPath: string | null;
 }
 
@@ -39,7 +39,10 @@ export interface WorkloadResult {
 export interface StartOptions {
   /** time to wait for DIR/ready (default 10 s) */
   timeoutMs?: number;
-  /** "file" (default): stderr to DIR/stderr; "null": /dev/null */
+  /**
+   * "null" (default): fds 0, 1 and 2 are all /dev/null, the simplest fd table to dump;
+   * "file": stderr goes to DIR/stderr (a regular file the dump must then handle too).
+   */
   stderr?: "file" | "null";
   /** wait until the main thread sleeps in a syscall after ready (default: true for "block") */
   waitBlocked?: boolean;
@@ -153,7 +156,7 @@ export async function startWorkload(name: string, args: string[] = [], opts: Sta
   if (!existsSync(bin)) throw new Error(`no workload named ${name} (${bin} missing)`);
   const dir = mkdtempSync(join(tmpdir(), `criu-bun-wl-${name}-`));
   dirs.push(dir);
-  const stderrPath = opts.stderr === "null" ? null : join(dir, "stderr");
+  const stderrPath = opts.stderr === "file" ? join(dir, "stderr") : null;
   const proc = Bun.spawn([bin, dir, ...args], {
     cwd: dir,
     detached: true, // setsid(): own session and process group, as dump/restore expect
@@ -281,6 +284,23 @@ export function cleanup(): void {
   const dirsNow = dirs.splice(0);
   if (process.env.CRIU_BUN_KEEP) return;
   for (const d of dirsNow) rmSync(d, { recursive: true, force: true });
+}
+
+/**
+ * The whole protocol in one call: start, let it run settleMs (default 200), run `between`
+ * (e.g. dump + kill + restore), trigger, wait for the result.
+ */
+export async function runWorkload(
+  name: string,
+  args: string[] = [],
+  opts: StartOptions & { settleMs?: number; resultTimeoutMs?: number; between?: (w: Workload) => Promise<void> | void } = {},
+): Promise<WorkloadResult & { workload: Workload }> {
+  const w = await startWorkload(name, args, opts);
+  await sleep(opts.settleMs ?? 200);
+  if (opts.between) await opts.between(w);
+  trigger(w);
+  const r = await waitResult(w, opts.resultTimeoutMs ?? 10_000);
+  return { ...r, workload: w };
 }
 
 export interface RunResult {

@@ -2,7 +2,18 @@
 // checks can fail (--selftest-corrupt damages state after ready, as a broken restore would).
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { buildWorkloads, cleanup, criuBunCommand, startWorkload, trigger, waitResult, workloadNames } from "./harness";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import {
+  buildWorkloads,
+  cleanup,
+  criuBunCommand,
+  runWorkload,
+  startWorkload,
+  trigger,
+  waitResult,
+  workloadNames,
+} from "./harness";
 
 beforeAll(async () => {
   await buildWorkloads();
@@ -12,13 +23,6 @@ afterAll(() => cleanup());
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-async function run(name: string, args: string[] = [], settleMs = 200) {
-  const w = await startWorkload(name, args);
-  await sleep(settleMs);
-  trigger(w);
-  const r = await waitResult(w, 10_000);
-  return { w, r };
-}
 
 const passCases: [string, string[]][] = [
   ["counter", []],
@@ -44,10 +48,10 @@ describe("workloads pass without a dump", () => {
 
   for (const [name, args] of passCases) {
     test(`${name} ${args.join(" ")}`, async () => {
-      const { w, r } = await run(name, args);
+      const r = await runWorkload(name, args);
       if (!r.pass) console.error(r.text);
       expect(r.summary).toBe("PASS");
-      expect(r.text).toContain(`pid=${w.pid}`);
+      expect(r.text).toContain(`pid=${r.workload.pid}`);
     });
   }
 });
@@ -96,6 +100,19 @@ describe("workload checks can fail", () => {
     expect(r.pass).toBe(false);
     expect(r.summary).toContain("died without writing a result");
   });
+});
+
+test("startWorkload captures stderr on request and gives a clear error when setup fails", async () => {
+  // block with an unknown mode writes FAIL and exits before ready.
+  const err = await startWorkload("block", ["no-such-mode"], { stderr: "file" }).catch((e: Error) => e);
+  expect(err).toBeInstanceOf(Error);
+  expect((err as Error).message).toContain("before ready");
+  expect((err as Error).message).toContain("unknown mode 'no-such-mode'");
+  const w = await startWorkload("spin", [], { stderr: "file" });
+  expect(existsSync(join(w.dir, "stderr"))).toBe(true);
+  expect(readFileSync(join(w.dir, "ready"), "utf8")).toBe(`${w.pid}\n`);
+  trigger(w);
+  expect((await waitResult(w)).pass).toBe(true);
 });
 
 test("criuBunCommand points at the executable or src/main.ts", () => {
