@@ -1,6 +1,23 @@
-import { CriuError } from "../log";
+import { join, isAbsolute } from "node:path";
+import { log } from "../log";
 import type { Opts } from "./options";
+import { restoreProcesses } from "../restore/restore";
+import { wait4Raw, W } from "../sys/ptrace";
 
-export async function run(_opts: Opts, _args: string[]): Promise<number> {
-  throw new CriuError("restore", "not implemented yet");
+export async function run(opts: Opts, _args: string[]): Promise<number> {
+  const t0 = performance.now();
+  const pidfile = opts.pidfile ? (isAbsolute(opts.pidfile) ? opts.pidfile : join(opts.workDir ?? opts.imagesDir, opts.pidfile)) : undefined;
+  const { pid } = restoreProcesses({ dir: opts.imagesDir, leaveStopped: !!opts.leaveStopped, shellJob: !!opts.shellJob, pidfile });
+  const ms = performance.now() - t0;
+  if (opts.displayStats) process.stdout.write(`Displaying restore stats:\nRestore time: ${(ms / 1000).toFixed(6)} s\n`);
+  log.info(`Restore finished successfully (pid ${pid})`);
+  if (opts.restoreDetached) return 0;
+  // stay the parent, as criu does, and exit with the restored tree's status
+  for (;;) {
+    const { r, status } = wait4Raw(pid, 0);
+    if (r === -4) continue;
+    if (r < 0) return 0;
+    if (W.exited(status)) return W.exitStatus(status);
+    if (W.signaled(status)) return 128 + W.termSig(status);
+  }
 }

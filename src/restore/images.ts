@@ -1,0 +1,79 @@
+// Loading and validating everything a restore needs before anything is created.
+import { statSync, existsSync } from "node:fs";
+import { join } from "node:path";
+import { readImage, imageExists, pagemapNrPages } from "../images/image";
+import type * as S from "../images/schemas";
+import { CriuError } from "../log";
+
+export interface TaskImages {
+  pid: number; ppid: number; pgid: number; sid: number; tids: number[];
+  cores: Map<number, S.core_entry>;
+  ids?: S.task_kobj_ids_entry;
+  mm: S.mm_entry;
+  pagemap: { vaddr: bigint; nrPages: number; flags: number; offset: number }[];
+  pagesFile: string;
+  fs: S.fs_entry;
+  fds: S.fdinfo_entry[];
+}
+export interface RestoreSet {
+  dir: string;
+  inventory: S.inventory_entry;
+  files: Map<number, S.file_entry>;
+  tasks: TaskImages[];
+}
+
+function need(dir: string, file: string) {
+  if (!imageExists(dir, file)) throw new CriuError("restore", `${join(dir, file)} is missing`);
+}
+
+export function loadImages(dir: string): RestoreSet {
+  if (!existsSync(dir)) throw new CriuError("restore", `images directory '${dir}' does not exist`);
+  need(dir, "inventory.img");
+  const [inventory] = readImage<S.inventory_entry>(dir, "inventory.img", "INVENTORY");
+  if (!inventory) throw new CriuError("restore", `${dir}/inventory.img has no entry`);
+  if (inventory.imgVersion !== 2) throw new CriuError("restore", `${dir}/inventory.img: unsupported image version ${inventory.imgVersion}`);
+  need(dir, "pstree.img");
+  const pstree = readImage<S.pstree_entry>(dir, "pstree.img", "PSTREE");
+  if (!pstree.length) throw new CriuError("restore", `${dir}/pstree.img lists no process`);
+  const files = new Map<number, S.file_entry>();
+  if (imageExists(dir, "files.img")) for (const f of readImage<S.file_entry>(dir, "files.img", "FILES")) files.set(f.id, f);
+  const tasks: TaskImages[] = [];
+  for (const p of pstree) {
+    const pid = p.pid;
+    const tids = p.threads.length ? [...p.threads] : [pid];
+    const cores = new Map<number, S.core_entry>();
+    for (const tid of tids) {
+      need(dir, `core-${tid}.img`);
+      const [c] = readImage<S.core_entry>(dir, `core-${tid}.img`, "CORE");
+      if (!c?.threadInfo) throw new CriuError("restore", `${dir}/core-${tid}.img has no x86_64 thread info`);
+      if (c.mtype !== 1) throw new CriuError("restore", `${dir}/core-${tid}.img is not an x86_64 image`);
+      cores.set(tid, c);
+    }
+    if (!cores.get(pid)?.tc) throw new CriuError("restore", `${dir}/core-${pid}.img has no task core`);
+    need(dir, `mm-${pid}.img`);
+    const [mm] = readImage<S.mm_entry>(dir, `mm-${pid}.img`, "MM");
+    need(dir, `pagemap-${pid}.img`);
+    const pm = readImage<any>(dir, `pagemap-${pid}.img`, "PAGEMAP");
+    const head = pm[0];
+    const pagesFile = `pages-${head?.pagesId}.img`;
+    need(dir, pagesFile);
+    let offset = 0;
+    const pagemap = pm.slice(1).map((e: S.pagemap_entry) => {
+      const n = pagemapNrPages(e);
+      const flags = e.flags ?? 4;
+      const r = { vaddr: e.vaddr, nrPages: n, flags, offset };
+      if (flags & 4) offset += n * 4096;
+      return r;
+    });
+    const size = statSync(join(dir, pagesFile)).size;
+    if (size < offset) throw new CriuError("restore", `${join(dir, pagesFile)} is truncated: ${size} bytes, pagemap-${pid}.img needs ${offset}`);
+    need(dir, `fs-${pid}.img`);
+    const [fs] = readImage<S.fs_entry>(dir, `fs-${pid}.img`, "FS");
+    const ids = imageExists(dir, `ids-${pid}.img`) ? readImage<S.task_kobj_ids_entry>(dir, `ids-${pid}.img`, "IDS")[0] : undefined;
+    const fdFile = ids ? `fdinfo-${ids.filesId}.img` : `fdinfo-1.img`;
+    const fds = imageExists(dir, fdFile) ? readImage<S.fdinfo_entry>(dir, fdFile, "FDINFO") : [];
+    for (const fd of fds) if (!files.has(fd.id)) throw new CriuError("restore", `${dir}/${fdFile}: fd ${fd.fd} refers to file id ${fd.id}, which files.img does not have`);
+    tasks.push({ pid, ppid: p.ppid, pgid: p.pgid, sid: p.sid, tids, cores, ids, mm, pagemap, pagesFile, fs, fds });
+  }
+  return { dir, inventory, files, tasks };
+}

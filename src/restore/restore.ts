@@ -1,0 +1,75 @@
+// The restore pipeline: load and validate all images, check the PIDs are free, then build the
+// process from a puppet. Any failure kills what was built.
+import { statSync, writeFileSync, readFileSync } from "node:fs";
+import { loadImages, type RestoreSet } from "./images";
+import { TaskBuilder } from "./task";
+import { O } from "../sys/mem";
+import { CriuError, log } from "../log";
+
+export interface RestoreOptions { dir: string; leaveStopped?: boolean; shellJob?: boolean; pidfile?: string }
+
+/** Everything that can be checked before creating a process. */
+function precheck(set: RestoreSet) {
+  if (set.tasks.length > 1) throw new CriuError("restore", `images hold a tree of ${set.tasks.length} processes; process trees are not supported yet`);
+  for (const t of set.tasks) {
+    for (const tid of t.tids) if (!pidFree(tid)) throw new CriuError("restore", `PID ${tid} is in use`);
+    for (const fe of t.fds) {
+      const f = set.files.get(fe.id)!;
+      if (f.type !== 1 || !f.reg) throw new CriuError("restore", `process ${t.pid} fd ${fe.fd}: file kind ${f.type} is not supported yet`);
+      checkFile(t.pid, `fd ${fe.fd}`, f.reg);
+    }
+    for (const v of t.mm.vmas) {
+      if (v.status & ((1 << 6) | (1 << 7))) {
+        const f = set.files.get(Number(v.shmid));
+        if (!f?.reg) throw new CriuError("restore", `process ${t.pid}: mapping at 0x${v.start.toString(16)} refers to file id ${v.shmid}, not in files.img`);
+        checkFile(t.pid, `mapping at 0x${v.start.toString(16)}`, f.reg, false);
+      }
+    }
+  }
+}
+
+/** A PID held only by a zombie that its parent has not reaped yet is given a few seconds to go. */
+function pidFree(pid: number): boolean {
+  const deadline = Date.now() + 5000;
+  for (;;) {
+    let state: string;
+    try { state = readFileSync(`/proc/${pid}/stat`, "latin1").replace(/^.*\) /s, "")[0]; } catch { return true; }
+    if (state !== "Z" && state !== "X") return false;
+    if (Date.now() > deadline) return false;
+    Bun.sleepSync(10);
+  }
+}
+
+function checkFile(pid: number, what: string, reg: { name: string; size?: bigint; flags: number }, checkSize = true) {
+  let st;
+  try { st = statSync(reg.name, { bigint: true }); }
+  catch { throw new CriuError("restore", `process ${pid} ${what}: '${reg.name}' does not exist any more`); }
+  if (checkSize && reg.size !== undefined && st.isFile() && st.size !== reg.size && !(reg.flags & O.PATH)) {
+    throw new CriuError("restore", `process ${pid} ${what}: '${reg.name}' has changed size (${st.size} bytes, dumped with ${reg.size})`);
+  }
+}
+
+export function restoreProcesses(o: RestoreOptions): { pid: number } {
+  const t0 = performance.now();
+  const set = loadImages(o.dir);
+  precheck(set);
+  const t = set.tasks[0];
+  const b = new TaskBuilder(set, t);
+  try {
+    b.createProcess();
+    b.restoreMemory();
+    b.restoreMmFields();
+    b.restoreFiles();
+    b.restoreTaskState({ shellJob: o.shellJob });
+    b.createThreads();
+    b.restoreThreadState();
+    b.restoreSignalsAndTimers();
+    b.finish({ leaveStopped: o.leaveStopped });
+  } catch (e) {
+    b.abort();
+    throw e;
+  }
+  if (o.pidfile) writeFileSync(o.pidfile, `${t.pid}`);
+  log.info(`Restored process ${t.pid} in ${(performance.now() - t0).toFixed(1)} ms`);
+  return { pid: t.pid };
+}

@@ -1,0 +1,455 @@
+// Turning a puppet into one restored process: PID, address space, files, task state, threads.
+import { existsSync, openSync, closeSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { syscall } from "../sys/syscall";
+import { NR } from "../sys/nr";
+import {
+  ptrace, PTRACE, getRegs, setRegs, setXstate, getXstate, setSigmask, wait4Raw, W, __WALL, R, describeStatus, detach,
+} from "../sys/ptrace";
+import { preadFull, pwriteFull, O } from "../sys/mem";
+import { readVmas } from "../sys/proc";
+import { Injector, RemoteMem } from "../ptrace/inject";
+import { startPuppet, PUPPET_SYSCALL } from "./puppet";
+import { fpregsToXsave } from "../resources/xsave";
+import { VMA, MAP, PAGE } from "../resources/vma";
+import type { RestoreSet, TaskImages } from "./images";
+import type * as S from "../images/schemas";
+import { CriuError, log } from "../log";
+
+const TRAMP_SIZE = 8192;
+const SCRATCH = 256n; // scratch data starts here inside the trampoline area
+const CLONE = { VM: 0x100, FS: 0x200, FILES: 0x400, SIGHAND: 0x800, PARENT: 0x8000, THREAD: 0x10000, SYSVSEM: 0x40000 };
+
+function hex(v: bigint | number) { return "0x" + v.toString(16); }
+
+/** A free 2-page hole clear of the dumped VMAs and of the puppet's own mappings. */
+function pickTrampoline(mm: S.mm_entry, puppetPid: number): bigint {
+  const taken: [bigint, bigint][] = mm.vmas.map((v) => [v.start, v.end]);
+  for (const v of readVmas(puppetPid)) taken.push([v.start, v.end]);
+  for (let a = 0x10000000n; a < 0x7f0000000000n; a += 0x10000000n) {
+    const e = a + BigInt(TRAMP_SIZE);
+    if (!taken.some(([s, en]) => a < en && s < e)) return a;
+  }
+  throw new CriuError("restore", "no room for the restorer trampoline");
+}
+
+export interface Built {
+  pid: number;
+  threads: { tid: number; inj: Injector; core: S.core_entry; caught: number[] }[];
+  mem: RemoteMem;
+  tramp: bigint;
+}
+
+export class TaskBuilder {
+  puppet = -1;
+  pid = -1;
+  tids: number[] = [];
+  mem?: RemoteMem;
+  inj?: Injector;
+  tramp = 0n;
+  caught = new Map<number, number[]>();
+  injs = new Map<number, Injector>();
+
+  constructor(public set: RestoreSet, public t: TaskImages) {}
+
+  private scratchWrite(off: bigint, data: Uint8Array): bigint {
+    const a = this.tramp + SCRATCH + off;
+    this.mem!.write(a, data);
+    return a;
+  }
+  private str(s: string, off = 0n): bigint {
+    const b = Buffer.from(s + "\0");
+    if (b.length > TRAMP_SIZE - 2048) throw new CriuError("restore", `path too long: ${s.slice(0, 80)}...`);
+    return this.scratchWrite(off + 1024n, new Uint8Array(b.buffer, b.byteOffset, b.length));
+  }
+
+  /** Start the puppet and clone the process with its old PID out of it. */
+  createProcess() {
+    const t = this.t;
+    this.puppet = startPuppet();
+    const pmem = new RemoteMem(this.puppet);
+    this.tramp = pickTrampoline(t.mm, this.puppet);
+    const pinj = new Injector(this.puppet, PUPPET_SYSCALL, "trap", pmem);
+    const r = pinj.call(NR.mmap, this.tramp, TRAMP_SIZE, 1 | 4 /* R|X */, MAP.PRIVATE | MAP.ANONYMOUS | MAP.FIXED_NOREPLACE, -1, 0);
+    if (r !== this.tramp) throw new CriuError("restore", `cannot map the trampoline at ${hex(this.tramp)} (${r})`);
+    pmem.write(this.tramp, new Uint8Array([0x0f, 0x05, 0xcc]));
+    pinj.ok("close_range", NR.close_range, 0, 0xffffffff, 0);
+    // clone3 with set_tid = [pid], CLONE_PARENT: the new process is criu-bun's child
+    const args = new BigUint64Array(11);
+    const tidArr = new BigUint64Array([BigInt(t.pid)]);
+    const tidAddr = this.tramp + SCRATCH + 512n;
+    pmem.write(tidAddr, new Uint8Array(tidArr.buffer));
+    // CLONE_PARENT wants exit_signal 0: the puppet's SIGCHLD is inherited
+    args[0] = BigInt(CLONE.PARENT); args[4] = 0n; args[8] = tidAddr; args[9] = 1n;
+    const argsAddr = this.tramp + SCRATCH;
+    pmem.write(argsAddr, new Uint8Array(args.buffer));
+    pinj.syscallAddr = this.tramp;
+    const child = pinj.call(NR.clone3, argsAddr, 88);
+    if (child < 0n) {
+      if (child === -17n) throw new CriuError("restore", `PID ${t.pid} is in use`);
+      throw new CriuError("restore", `clone3 with PID ${t.pid} failed (errno ${-child})`);
+    }
+    this.pid = Number(child);
+    if (this.pid !== t.pid) { syscall(NR.kill, this.pid, 9); throw new CriuError("restore", `clone3 gave PID ${this.pid} instead of ${t.pid}`); }
+    this.waitNewTask(this.pid);
+    pmem.close();
+    // the puppet has served its purpose
+    syscall(NR.kill, this.puppet, 9);
+    for (;;) { const { r: w, status } = wait4Raw(this.puppet, __WALL); if (w === -4) continue; if (w < 0 || !W.stopped(status)) break; }
+    this.puppet = -1;
+    this.mem = new RemoteMem(this.pid);
+    this.inj = new Injector(this.pid, this.tramp, "trap", this.mem);
+    this.injs.set(this.pid, this.inj);
+    this.tids.push(this.pid);
+    log.info(`Created process ${this.pid}`);
+  }
+
+  private waitNewTask(tid: number) {
+    for (;;) {
+      const { r, status } = wait4Raw(tid, __WALL);
+      if (r === -4) continue;
+      if (r < 0) throw new CriuError("restore", `new task ${tid} vanished (${-r})`);
+      if (!W.stopped(status)) throw new CriuError("restore", `new task ${tid} ${describeStatus(status)}`);
+      return;
+    }
+  }
+
+  /** Unmap the puppet's memory, put the vDSO where it was, map every VMA and fill the pages. */
+  restoreMemory() {
+    const inj = this.inj!, mm = this.t.mm, pid = this.pid;
+    const keep = new Set(["[vdso]", "[vvar]", "[vvar_vclock]"]);
+    const cur = readVmas(pid);
+    for (const v of cur) {
+      if (v.start === this.tramp || keep.has(v.path) || v.path === "[vsyscall]") continue;
+      inj.ok("munmap", NR.munmap, v.start, v.end - v.start);
+    }
+    this.placeVdso(cur);
+    // map every VMA
+    const fileFds = new Map<bigint, number>();
+    try {
+      for (const v of mm.vmas) {
+        if (v.status & (VMA.VDSO | VMA.VVAR) && !(v.status & VMA.ANON_PRIVATE)) continue;
+        const len = v.end - v.start;
+        let fd = -1;
+        let flags = (v.flags & (MAP.SHARED | MAP.PRIVATE | MAP.ANONYMOUS | MAP.GROWSDOWN)) | MAP.FIXED;
+        if (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) {
+          fd = fileFds.get(v.shmid) ?? -1;
+          if (fd < 0) {
+            const f = this.set.files.get(Number(v.shmid));
+            if (!f?.reg) throw new CriuError("restore", `mapping at ${hex(v.start)}: file id ${v.shmid} not in files.img`);
+            const oflags = ((v.fdflags ?? 0) & 3) | O.CLOEXEC;
+            fd = Number(inj.call(NR.openat, -100, this.str(f.reg.name), oflags, 0));
+            if (fd < 0) throw new CriuError("restore", `cannot open '${f.reg.name}' to map it at ${hex(v.start)} (errno ${-fd})`);
+            fileFds.set(v.shmid, fd);
+          }
+          flags &= ~MAP.ANONYMOUS;
+        } else flags |= MAP.ANONYMOUS;
+        const r = inj.call(NR.mmap, v.start, len, v.prot, flags, fd, fd >= 0 ? v.pgoff : 0n);
+        if (r !== v.start) throw new CriuError("restore", `mmap of ${hex(v.start)}-${hex(v.end)} failed (${r < 0n ? "errno " + -r : "got " + hex(r)})`);
+        if (v.madv) {
+          for (let b = 0n; b < 64n; b++) if (v.madv & (1n << b)) inj.call(NR.madvise, v.start, len, b);
+        }
+      }
+    } finally {
+      for (const fd of fileFds.values()) inj.call(NR.close, fd);
+    }
+    this.fillPages();
+  }
+
+  private placeVdso(cur: ReturnType<typeof readVmas>) {
+    const inj = this.inj!;
+    const dumpedVdso = this.t.mm.vmas.find((v) => v.status & VMA.VDSO);
+    const dumpedVvar = this.t.mm.vmas.filter((v) => v.status & VMA.VVAR);
+    const have = cur.filter((v) => v.path === "[vvar]" || v.path === "[vvar_vclock]" || v.path === "[vdso]");
+    for (const v of have) inj.ok("munmap vdso", NR.munmap, v.start, v.end - v.start);
+    if (!dumpedVdso) return;
+    const ourVdso = have.find((v) => v.path === "[vdso]")!;
+    const ourVvarSize = have.filter((v) => v.path !== "[vdso]").reduce((s, v) => s + (v.end - v.start), 0n);
+    const dumpedVvarSize = dumpedVvar.reduce((s, v) => s + (v.end - v.start), 0n);
+    if (ourVdso.end - ourVdso.start !== dumpedVdso.end - dumpedVdso.start || ourVvarSize !== dumpedVvarSize) {
+      throw new CriuError("restore", `the vDSO of this kernel differs from the dumped one (images from another kernel are not supported yet)`);
+    }
+    const vvarStart = dumpedVvar.length ? dumpedVvar.reduce((m, v) => (v.start < m ? v.start : m), dumpedVvar[0].start) : dumpedVdso.start;
+    const r = inj.call(NR.arch_prctl, 0x2003 /* ARCH_MAP_VDSO_64 */, dumpedVvar.length ? vvarStart : dumpedVdso.start);
+    if (r < 0n) throw new CriuError("restore", `cannot map the vDSO at ${hex(vvarStart)} (errno ${-r})`);
+    const now = readVmas(this.pid).find((v) => v.path === "[vdso]");
+    if (!now || now.start !== dumpedVdso.start) {
+      throw new CriuError("restore", `vDSO landed at ${now ? hex(now.start) : "nowhere"}, expected ${hex(dumpedVdso.start)}`);
+    }
+  }
+
+  private fillPages() {
+    const path = join(this.set.dir, this.t.pagesFile);
+    const fd = openSync(path, "r");
+    const CH = 4 << 20;
+    const buf = new Uint8Array(CH);
+    try {
+      for (const e of this.t.pagemap) {
+        if (!(e.flags & 4)) continue;
+        const total = e.nrPages * PAGE;
+        for (let done = 0; done < total;) {
+          const n = Math.min(CH, total - done);
+          const got = preadFull(fd, buf, BigInt(e.offset + done), n, 0, `read ${path}`);
+          if (got !== n) throw new CriuError("restore", `${path} is truncated at offset ${e.offset + done}`);
+          pwriteFull(this.mem!.fd, buf, e.vaddr + BigInt(done), n, 0, `write pages of ${this.pid} at ${hex(e.vaddr + BigInt(done))}`);
+          done += n;
+        }
+      }
+    } finally { closeSync(fd); }
+  }
+
+  /** mm fields, auxv and exe link in one PR_SET_MM_MAP. */
+  restoreMmFields() {
+    const mm = this.t.mm, inj = this.inj!;
+    const exe = this.set.files.get(mm.exeFileId)?.reg?.name;
+    let exeFd = -1;
+    if (exe) {
+      exeFd = Number(inj.call(NR.openat, -100, this.str(exe), O.RDONLY | O.CLOEXEC, 0));
+      if (exeFd < 0) throw new CriuError("restore", `cannot open the executable '${exe}' (errno ${-exeFd})`);
+    }
+    const b = new ArrayBuffer(104);
+    const dv = new DataView(b);
+    const f = [mm.mmStartCode, mm.mmEndCode, mm.mmStartData, mm.mmEndData, mm.mmStartBrk, mm.mmBrk, mm.mmStartStack,
+      mm.mmArgStart, mm.mmArgEnd, mm.mmEnvStart, mm.mmEnvEnd];
+    f.forEach((v, i) => dv.setBigUint64(i * 8, v, true));
+    const auxv = new BigUint64Array(mm.mmSavedAuxv.map((x) => BigInt(x)));
+    const auxAddr = this.scratchWrite(512n, new Uint8Array(auxv.buffer));
+    dv.setBigUint64(88, auxAddr, true);
+    dv.setUint32(96, auxv.length * 8, true);
+    dv.setUint32(100, exeFd < 0 ? 0xffffffff : exeFd, true);
+    const mapAddr = this.scratchWrite(0n, new Uint8Array(b));
+    const r = inj.call(NR.prctl, 35 /* PR_SET_MM */, 14 /* PR_SET_MM_MAP */, mapAddr, 104, 0);
+    if (exeFd >= 0) inj.call(NR.close, exeFd);
+    if (r < 0n) throw new CriuError("restore", `prctl(PR_SET_MM_MAP) failed for ${this.pid} (errno ${-r})`);
+  }
+
+  restoreFiles() {
+    const inj = this.inj!;
+    const fds = [...this.t.fds].sort((a, b) => a.fd - b.fd);
+    for (const fe of fds) {
+      const f = this.set.files.get(fe.id)!;
+      if (f.type !== 1 || !f.reg) throw new CriuError("restore", `fd ${fe.fd}: file kind ${f.type} is not supported yet`);
+      const reg = f.reg;
+      const flags = (reg.flags & ~(O.CREAT | O.EXCL | O.TRUNC | O.CLOEXEC)) | (fe.flags & 1 ? O.CLOEXEC : 0);
+      let fd = Number(inj.call(NR.openat, -100, this.str(reg.name), flags, 0));
+      if (fd < 0) throw new CriuError("restore", `fd ${fe.fd}: cannot open '${reg.name}' (errno ${-fd})`);
+      if (fd !== fe.fd) {
+        const r = inj.call(NR.dup3, fd, fe.fd, fe.flags & 1 ? O.CLOEXEC : 0);
+        inj.call(NR.close, fd);
+        if (r < 0n) throw new CriuError("restore", `fd ${fe.fd}: dup3 failed (errno ${-r})`);
+        fd = fe.fd;
+      }
+      if (reg.pos && !(reg.flags & O.PATH)) {
+        const r = inj.call(NR.lseek, fd, reg.pos, 0);
+        if (r < 0n && r !== -29n) throw new CriuError("restore", `fd ${fe.fd}: lseek to ${reg.pos} in '${reg.name}' failed (errno ${-r})`);
+      }
+    }
+    const cwd = this.set.files.get(this.t.fs.cwdId)?.reg?.name;
+    const root = this.set.files.get(this.t.fs.rootId)?.reg?.name;
+    if (root && root !== "/") inj.ok(`chroot(${root})`, NR.chroot, this.str(root));
+    if (cwd) inj.ok(`chdir(${cwd})`, NR.chdir, this.str(cwd));
+    if (this.t.fs.umask !== undefined) inj.call(NR.umask, this.t.fs.umask);
+  }
+
+  restoreTaskState(opts: { shellJob?: boolean }) {
+    const inj = this.inj!, t = this.t, tc = t.cores.get(t.pid)!.tc!;
+    inj.call(NR.personality, tc.personality);
+    // session and group
+    if (t.sid === t.pid) inj.ok("setsid", NR.setsid);
+    else if (t.pgid === t.pid) inj.ok("setpgid", NR.setpgid, 0, 0);
+    else if (!opts.shellJob) log.warn(`process ${t.pid} belonged to session ${t.sid}/group ${t.pgid}; it joins criu-bun's`);
+    // signal handlers, all 64
+    const sa = tc.sigactions;
+    for (let sig = 1; sig <= 64; sig++) {
+      if (sig === 9 || sig === 19) continue;
+      const e = sa[sig - 1];
+      const act = new BigUint64Array([e?.sigaction ?? 0n, e?.flags ?? 0n, e?.restorer ?? 0n, e?.mask ?? 0n]);
+      const a = this.scratchWrite(0n, new Uint8Array(act.buffer));
+      const r = inj.call(NR.rt_sigaction, sig, a, 0, 8);
+      if (r < 0n) throw new CriuError("restore", `rt_sigaction(${sig}) failed in ${t.pid} (errno ${-r})`);
+    }
+    // rlimits: we may lower hard limits but not raise them (no CAP_SYS_RESOURCE)
+    const rl = tc.rlimits?.rlimits ?? [];
+    for (let i = 0; i < rl.length; i++) {
+      const v = new BigUint64Array([rl[i].cur, rl[i].max]);
+      const a = this.scratchWrite(0n, new Uint8Array(v.buffer));
+      const r = inj.call(NR.prlimit64, 0, i, a, 0);
+      if (r < 0n) log.warn(`process ${t.pid}: rlimit ${i} (${rl[i].cur}/${rl[i].max}) not restored (errno ${-r})`);
+    }
+    if (tc.oomScoreAdj !== undefined) {
+      try { require("node:fs").writeFileSync(`/proc/${t.pid}/oom_score_adj`, String(tc.oomScoreAdj)); } catch {}
+    }
+  }
+
+  /** Create the other threads with their TIDs. */
+  createThreads() {
+    const inj = this.inj!;
+    for (const tid of this.t.tids) {
+      if (tid === this.t.pid) continue;
+      const args = new BigUint64Array(11);
+      args[0] = BigInt(CLONE.VM | CLONE.FS | CLONE.FILES | CLONE.SIGHAND | CLONE.THREAD | CLONE.SYSVSEM);
+      const tidAddr = this.scratchWrite(512n, new Uint8Array(new BigUint64Array([BigInt(tid)]).buffer));
+      args[8] = tidAddr; args[9] = 1n;
+      const a = this.scratchWrite(0n, new Uint8Array(args.buffer));
+      const r = inj.call(NR.clone3, a, 88);
+      if (r < 0n) throw new CriuError("restore", r === -17n ? `TID ${tid} is in use` : `clone3 for thread ${tid} failed (errno ${-r})`);
+      this.waitNewTask(tid);
+      this.tids.push(tid);
+      this.injs.set(tid, new Injector(tid, this.tramp, "trap", this.mem!));
+    }
+  }
+
+  /** Per-thread kernel state: tid address, robust list, rseq, altstack, name, creds. */
+  restoreThreadState() {
+    for (const tid of this.tids) {
+      const core = this.t.cores.get(tid)!;
+      const inj = this.injs.get(tid)!;
+      const tcore = core.threadCore!;
+      inj.call(NR.set_tid_address, core.threadInfo!.clearTidAddr);
+      if (tcore.futexRla) inj.ok("set_robust_list", NR.set_robust_list, tcore.futexRla, tcore.futexRlaLen);
+      const rs = tcore.rseqEntry;
+      if (rs && rs.rseqAbiPointer) {
+        const r = inj.call(NR.rseq, rs.rseqAbiPointer, rs.rseqAbiSize, 0, rs.signature);
+        if (r < 0n) throw new CriuError("restore", `rseq registration for ${tid} failed (errno ${-r})`);
+      }
+      const sas = tcore.sas;
+      if (sas && !(sas.ssFlags & 2 /* SS_DISABLE */)) {
+        const b = new ArrayBuffer(24); const dv = new DataView(b);
+        dv.setBigUint64(0, sas.ssSp, true); dv.setInt32(8, sas.ssFlags & ~1, true); dv.setBigUint64(16, sas.ssSize, true);
+        inj.ok("sigaltstack", NR.sigaltstack, this.scratchWrite(0n, new Uint8Array(b)), 0);
+      }
+      const comm = tcore.comm ?? (tid === this.t.pid ? this.t.cores.get(tid)!.tc!.comm : undefined);
+      if (comm) inj.call(NR.prctl, 15 /* PR_SET_NAME */, this.str(comm), 0, 0, 0);
+      if (tcore.creds) this.restoreCreds(inj, tcore.creds);
+    }
+  }
+
+  private restoreCreds(inj: Injector, c: S.creds_entry) {
+    const same = c.uid === 0 && c.euid === 0 && c.suid === 0 && c.gid === 0 && c.egid === 0 && c.sgid === 0 && c.fsuid === 0 && c.fsgid === 0;
+    if (same && c.groups.length === 0) return;
+    if (c.groups.length) {
+      const g = new Uint32Array(c.groups);
+      inj.ok("setgroups", NR.setgroups, g.length, this.scratchWrite(0n, new Uint8Array(g.buffer)));
+    }
+    inj.ok("setresgid", NR.setresgid, c.gid, c.egid, c.sgid);
+    inj.ok("setresuid", NR.setresuid, c.uid, c.euid, c.suid);
+    inj.call(NR.setfsgid, c.fsgid); inj.call(NR.setfsuid, c.fsuid);
+  }
+
+  /** Pending signals, timers: the last things before the registers, so nothing fires early. */
+  restoreSignalsAndTimers() {
+    const t = this.t, tc = t.cores.get(t.pid)!.tc!;
+    for (const tid of this.tids) {
+      const core = this.t.cores.get(tid)!;
+      setSigmask(tid, core.threadCore?.blkSigset ?? tc.blkSigset);
+    }
+    const queue = (inj: Injector, tid: number | null, si: Uint8Array) => {
+      const sig = new DataView(si.buffer, si.byteOffset).getInt32(0, true);
+      const a = this.scratchWrite(0n, si);
+      const r = tid === null ? inj.call(NR.rt_sigqueueinfo, t.pid, sig, a) : inj.call(NR.rt_tgsigqueueinfo, t.pid, tid, sig, a);
+      if (r < 0n) throw new CriuError("restore", `cannot re-queue pending signal ${sig} of ${tid ?? t.pid} (errno ${-r})`);
+    };
+    for (const s of tc.signalsS?.signals ?? []) queue(this.inj!, null, s.siginfo);
+    for (const tid of this.tids) {
+      for (const s of this.t.cores.get(tid)!.threadCore?.signalsP?.signals ?? []) queue(this.injs.get(tid)!, tid, s.siginfo);
+    }
+    // POSIX timers with their old ids
+    const inj = this.inj!;
+    const timers = tc.timers;
+    if (timers?.posix.length) {
+      const byId = inj.call(NR.prctl, 77 /* PR_TIMER_CREATE_RESTORE_IDS */, 1, 0, 0, 0) >= 0n;
+      const sorted = [...timers.posix].sort((a, b) => a.itId - b.itId);
+      const burnt: number[] = [];
+      for (const pt of sorted) {
+        const ev = new ArrayBuffer(64); const dv = new DataView(ev);
+        dv.setBigUint64(0, pt.sivalPtr, true); dv.setInt32(8, pt.siSigno, true); dv.setInt32(12, pt.itSigevNotify, true);
+        if (pt.notifyThreadId) dv.setInt32(16, pt.notifyThreadId, true);
+        const evAddr = this.scratchWrite(0n, new Uint8Array(ev));
+        const idAddr = this.scratchWrite(128n, new Uint8Array(new Int32Array([pt.itId]).buffer));
+        for (;;) {
+          const r = inj.call(NR.timer_create, pt.clockId, evAddr, idAddr);
+          if (r < 0n) throw new CriuError("restore", `timer_create for POSIX timer ${pt.itId} failed (errno ${-r})`);
+          const got = new DataView(this.mem!.read(idAddr, 4).buffer).getInt32(0, true);
+          if (got === pt.itId) break;
+          if (byId || got > pt.itId) throw new CriuError("restore", `POSIX timer ${pt.itId} came back as ${got}`);
+          burnt.push(got); // ids are handed out in order: take the ones before ours, free them at the end
+        }
+      }
+      for (const id of burnt) inj.call(NR.timer_delete, id);
+      if (byId) inj.call(NR.prctl, 77, 0, 0, 0, 0);
+      for (const pt of sorted) {
+        const its = new BigUint64Array([pt.isec, pt.insec, pt.vsec, pt.vnsec]);
+        if (!pt.vsec && !pt.vnsec) continue;
+        inj.ok("timer_settime", NR.timer_settime, pt.itId, 0, this.scratchWrite(0n, new Uint8Array(its.buffer)), 0);
+      }
+    }
+    if (timers) {
+      const names: ("real" | "virt" | "prof")[] = ["real", "virt", "prof"];
+      names.forEach((n, w) => {
+        const it = timers[n];
+        if (!it || (!it.vsec && !it.vusec)) return;
+        const v = new BigUint64Array([it.isec, it.iusec, it.vsec, it.vusec]);
+        inj.ok("setitimer", NR.setitimer, w, this.scratchWrite(0n, new Uint8Array(v.buffer)), 0);
+      });
+    }
+  }
+
+  /** Registers of every thread, trampoline unmapped from the leader itself, then let go. */
+  finish(opts: { leaveStopped?: boolean }) {
+    for (const tid of this.tids) {
+      const core = this.t.cores.get(tid)!;
+      const xsize = getXstate(tid).length;
+      setXstate(tid, fpregsToXsave(core.threadInfo!.fpregs, xsize));
+      for (const s of this.injs.get(tid)!.caughtSignals) (this.caught.get(tid) ?? this.caught.set(tid, []).get(tid)!).push(s);
+    }
+    // munmap the trampoline from the leader: stop at syscall exit, no instruction is fetched from it
+    const regs = getRegs(this.pid);
+    regs[R.rip] = this.tramp; regs[R.rax] = BigInt(NR.munmap); regs[R.rdi] = this.tramp; regs[R.rsi] = BigInt(TRAMP_SIZE);
+    regs[R.orig_rax] = 0xffffffffffffffffn;
+    setRegs(this.pid, regs);
+    for (let stops = 0; stops < 2;) {
+      ptrace(PTRACE.SYSCALL, this.pid, 0, 0);
+      const { r, status } = wait4Raw(this.pid, __WALL);
+      if (r < 0) throw new CriuError("restore", `lost ${this.pid} while unmapping the trampoline`);
+      if (!W.stopped(status)) throw new CriuError("restore", `${this.pid} ${describeStatus(status)} while unmapping the trampoline`);
+      const sig = W.stopSig(status);
+      if (sig === (0x80 | 5)) { stops++; continue; }
+      if (W.event(status) === 0 && sig !== 5) (this.caught.get(this.pid) ?? this.caught.set(this.pid, []).get(this.pid)!).push(sig);
+    }
+    const res = BigInt.asIntN(64, getRegs(this.pid)[R.rax]);
+    if (res !== 0n) throw new CriuError("restore", `munmap of the trampoline failed (errno ${-res})`);
+    for (const tid of this.tids) {
+      const core = this.t.cores.get(tid)!;
+      setRegs(tid, entryToRegs(core.threadInfo!.gpregs));
+    }
+    this.mem?.close();
+    for (const tid of [...this.tids].reverse()) {
+      const sig = opts.leaveStopped ? 19 : this.caught.get(tid)?.[0] ?? 0;
+      detach(tid, sig);
+    }
+  }
+
+  /** Undo: kill whatever was built. */
+  abort() {
+    for (const p of [this.puppet, this.pid]) {
+      if (p <= 0) continue;
+      syscall(NR.kill, p, 9);
+    }
+    for (const tid of [...this.tids].reverse().concat(this.puppet > 0 ? [this.puppet] : [])) {
+      for (let i = 0; i < 100; i++) {
+        const { r, status } = wait4Raw(tid, __WALL);
+        if (r < 0 || !W.stopped(status)) break;
+      }
+    }
+    this.mem?.close();
+  }
+}
+
+export function entryToRegs(g: S.user_x86_regs_entry): BigUint64Array {
+  const r = new BigUint64Array(27);
+  const v = [g.r15, g.r14, g.r13, g.r12, g.bp, g.bx, g.r11, g.r10, g.r9, g.r8, g.ax, g.cx, g.dx, g.si, g.di, g.origAx,
+    g.ip, g.cs, g.flags, g.sp, g.ss, g.fsBase, g.gsBase, g.ds, g.es, g.fs, g.gs];
+  v.forEach((x, i) => (r[i] = BigInt(x)));
+  return r;
+}
+void existsSync; void statSync; void ptrace;
