@@ -56,6 +56,26 @@ describe("workloads pass without a dump", () => {
   }
 });
 
+// A dump freezes the task (and interrupts its syscall); the workloads must not mind that.
+describe("workloads tolerate being stopped and continued", () => {
+  for (const [name, args] of passCases) {
+    if (name === "threads" && args.length) continue;
+    test(`${name} ${args.join(" ")} after SIGSTOP/SIGCONT`, async () => {
+      const r = await runWorkload(name, args, {
+        settleMs: 50,
+        between: async (w) => {
+          process.kill(w.pid, "SIGSTOP");
+          await sleep(150);
+          process.kill(w.pid, "SIGCONT");
+          await sleep(50);
+        },
+      });
+      if (!r.pass) console.error(r.text);
+      expect(r.summary).toBe("PASS");
+    });
+  }
+});
+
 // [workload, args, substring expected in the FAIL line]
 const failCases: [string, string[], string][] = [
   ["counter", ["--selftest-corrupt=heap"], "heap differs"],
