@@ -117,6 +117,19 @@ function writeLength(op: usize, n: usize): usize {
 @inline
 function countMatch(ip: usize, ref: usize, limit: usize): usize {
   const start = ip;
+  if (ip + 8 <= limit) {
+    // most matches are short: settle them with one 8-byte compare
+    const diff = load<u64>(ip) ^ load<u64>(ref);
+    if (diff != 0) return <usize>(ctz(diff) >> 3);
+    ip += 8;
+    ref += 8;
+  }
+  while (ip + 16 <= limit) {
+    const eq = i8x16.bitmask(i8x16.eq(v128.load(ip), v128.load(ref)));
+    if (eq != 0xffff) return ip - start + <usize>ctz(~eq);
+    ip += 16;
+    ref += 16;
+  }
   while (ip + 8 <= limit) {
     const diff = load<u64>(ip) ^ load<u64>(ref);
     if (diff != 0) return ip - start + <usize>(ctz(diff) >> 3);
@@ -133,6 +146,30 @@ function countMatch(ip: usize, ref: usize, limit: usize): usize {
   }
   if (ip < limit && load<u8>(ip) == load<u8>(ref)) ip++;
   return ip - start;
+}
+
+/** ref may be used as a match for ip: inside the input, before ip, within 64 KiB, same first 4 bytes. */
+// @ts-ignore: decorator
+@inline
+function validRef(ref: usize, ip: usize, src: usize): bool {
+  // ip - ref - 1 wraps around when ref >= ip, so one unsigned compare checks both ends of the window
+  return ref >= src && ip - ref - 1 < MAX_DISTANCE && load<u32>(ref) == load<u32>(ip);
+}
+
+/** Copy n bytes (non-overlapping, src before dst or far apart); 16-byte chunks when dst has slack up to limit. */
+// @ts-ignore: decorator
+@inline
+function copyLiterals(dst: usize, src: usize, n: usize, limit: usize): void {
+  if (dst + n + 16 <= limit) {
+    const end = dst + n;
+    while (dst < end) {
+      v128.store(dst, v128.load(src));
+      dst += 16;
+      src += 16;
+    }
+  } else {
+    memory.copy(dst, src, n);
+  }
 }
 
 /**
@@ -176,7 +213,7 @@ export function lz4Compress(src: usize, len: usize, dst: usize, dstCap: usize, h
           ref = <usize>load<u32>(slot);
           forwardH = hash4(load<u32>(forwardIp));
           store<u32>(slot, <u32>ip);
-          if (ref >= src && ref < ip && ip - ref <= MAX_DISTANCE && load<u32>(ref) == load<u32>(ip)) break;
+          if (validRef(ref, ip, src)) break;
         }
       }
       if (done) break;
@@ -196,7 +233,7 @@ export function lz4Compress(src: usize, len: usize, dst: usize, dstCap: usize, h
         } else {
           store<u8>(token, <u8>(litLen << ML_BITS));
         }
-        memory.copy(op, anchor, litLen);
+        copyLiterals(op, anchor, litLen, oend);
         op += litLen;
       }
       // --- matches (loop while the position right after a match also matches)
@@ -224,7 +261,7 @@ export function lz4Compress(src: usize, len: usize, dst: usize, dstCap: usize, h
         const slot = htab + (<usize>hash4(load<u32>(ip)) << 2);
         ref = <usize>load<u32>(slot);
         store<u32>(slot, <u32>ip);
-        if (ref >= src && ref < ip && ip - ref <= MAX_DISTANCE && load<u32>(ref) == load<u32>(ip)) {
+        if (validRef(ref, ip, src)) {
           token = op++;
           store<u8>(token, 0);
           continue;
@@ -268,27 +305,46 @@ export function lz4Decompress(src: usize, len: usize, dst: usize, dstCap: usize)
     if (ip >= iend) return -(1 + <i32>(ip - src));
     const token = <u32>load<u8>(ip);
     ip++;
-    // literals
-    let litLen = <usize>(token >> ML_BITS);
-    if (litLen == <usize>RUN_MASK) {
-      let s: u32;
-      do {
-        if (ip >= iend) return -(1 + <i32>(ip - src));
-        s = load<u8>(ip);
-        ip++;
-        litLen += s;
-        if (litLen > len) return -(1 + <i32>(ip - src)); // longer than the input: corrupt (no overflow)
-      } while (s == 255);
-    }
-    if (litLen > iend - ip || litLen > oend - op) return -(1 + <i32>(ip - src));
-    if (litLen <= 16 && ip + 16 <= iend && op + 16 <= oend) {
+    // fast path: short literals (and often a short match far enough back) with slack on both sides
+    // for fixed 16/32-byte copies; ip + 32 <= iend also means this is not the last sequence
+    if (token < 0xf0 && ip + 32 <= iend && op + 48 <= oend) {
+      const ll = <usize>(token >> ML_BITS);
       v128.store(op, v128.load(ip));
+      ip += ll;
+      op += ll;
+      const off = <usize>load<u16>(ip);
+      const ml0 = <usize>(token & ML_MASK);
+      if (ml0 != <usize>ML_MASK && off >= 16 && off <= op - dst) {
+        ip += 2;
+        const ref = op - off;
+        v128.store(op, v128.load(ref));
+        v128.store(op, v128.load(ref, 16), 16); // reads bytes the first store wrote when off < 32: fine
+        op += ml0 + MINMATCH;
+        continue;
+      }
     } else {
-      memory.copy(op, ip, litLen);
+      // literals
+      let litLen = <usize>(token >> ML_BITS);
+      if (litLen == <usize>RUN_MASK) {
+        let s: u32;
+        do {
+          if (ip >= iend) return -(1 + <i32>(ip - src));
+          s = load<u8>(ip);
+          ip++;
+          litLen += s;
+          if (litLen > len) return -(1 + <i32>(ip - src)); // longer than the input: corrupt (no overflow)
+        } while (s == 255);
+      }
+      if (litLen > iend - ip || litLen > oend - op) return -(1 + <i32>(ip - src));
+      if (ip + litLen + 16 <= iend) {
+        copyLiterals(op, ip, litLen, oend); // reads stay inside src, writes inside dst
+      } else {
+        memory.copy(op, ip, litLen);
+      }
+      ip += litLen;
+      op += litLen;
+      if (ip == iend) break; // the last sequence holds literals only
     }
-    ip += litLen;
-    op += litLen;
-    if (ip == iend) break; // the last sequence holds literals only
     // match
     if (iend - ip < 2) return -(1 + <i32>(ip - src));
     const offset = <usize>load<u16>(ip);
@@ -309,8 +365,20 @@ export function lz4Decompress(src: usize, len: usize, dst: usize, dstCap: usize)
     if (ml > oend - op) return -(1 + <i32>(ip - src));
     let ref = op - offset;
     const mend = op + ml;
-    if (offset >= 16 && mend + 16 <= oend) {
-      // 16-byte chunks never read bytes this copy has not written yet (may write up to 15 bytes past mend)
+    if (mend + 16 <= oend) {
+      // wild copies: may write up to 15 bytes past mend (still inside dst), never read unwritten bytes
+      if (offset < 16) {
+        // widen the distance to a multiple of offset that is >= 16 (same pattern), byte-copying that far
+        let d = offset;
+        while (d < 16) d += offset;
+        const first = op + (d < ml ? d : ml);
+        while (op < first) {
+          store<u8>(op, load<u8>(ref));
+          op++;
+          ref++;
+        }
+        ref = op - d;
+      }
       while (op < mend) {
         v128.store(op, v128.load(ref));
         op += 16;
@@ -321,12 +389,10 @@ export function lz4Decompress(src: usize, len: usize, dst: usize, dstCap: usize)
       memory.copy(op, ref, ml); // no overlap
       op = mend;
     } else {
-      // overlapping: repeat the pattern, doubling the copied span each time
       while (op < mend) {
-        let n = op - ref;
-        if (n > mend - op) n = mend - op;
-        memory.copy(op, ref, n);
-        op += n;
+        store<u8>(op, load<u8>(ref));
+        op++;
+        ref++;
       }
     }
   }
