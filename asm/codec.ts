@@ -13,12 +13,15 @@
 //   xxh32(src, len, seed) / xxh64(src, len, seed): the standard xxHash32 / XXH64 digests
 //
 // LZ4: the LZ4 *block* format (no frame), greedy single-pass compressor in the style of
-// lz4's default level ("fast", acceleration 1): 4-byte hashing into a table of HASH_SIZE u32
-// entries holding absolute addresses. Candidates are verified (in range, before the cursor,
+// lz4's default level ("fast", acceleration 1, same skip heuristic): 4-byte hashing into a table
+// of 2^HASH_LOG u32 entries holding absolute addresses. Candidates are verified (in range, before the cursor,
 // within the 64 KiB window, same 4 bytes), so the table never needs clearing between calls.
 // Format rules respected: the last 5 bytes are literals, the last match starts at least
 // 12 bytes before the end of the block. The decompressor checks every read against the end
 // of src and every write against dst + dstCap, and rejects offsets that point before dst.
+// Wild (16-byte) copies are used only where the slack is inside the same buffer; the compressor's
+// literal copies may *read* up to 3 bytes past the end of src (never write), which is harmless
+// inside linear memory (the caller places src below other buffers).
 
 const PAGE: usize = 4096;
 

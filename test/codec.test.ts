@@ -449,3 +449,35 @@ describe("PageCodec memory", () => {
     expect(c.zeroPages(0, 1)[0]).toBe(1);
   });
 });
+
+describe("Workers", () => {
+  test("a Worker builds its own PageCodec from a posted module; blocks decode here", async () => {
+    const codecPath = join(import.meta.dir, "../src/codec/codec.ts");
+    const src = `import { PageCodec } from ${JSON.stringify(codecPath)};
+      self.onmessage = (e) => {
+        const { module, data } = e.data;
+        const c = new PageCodec({ capacity: data.length, module });
+        c.inputView(data.length).set(data);
+        const z = c.compress(0, data.length).slice();
+        postMessage({ z, posted: module instanceof WebAssembly.Module, zeros: (c.zeroPages(0, data.length / 4096), c.lastZeroCount) });
+      };`;
+    const url = URL.createObjectURL(new Blob([src], { type: "application/javascript" }));
+    const data = heapLike(64 * PAGE, 71);
+    const w = new Worker(url);
+    try {
+      const r: any = await new Promise((res, rej) => {
+        w.onmessage = (e) => res(e.data);
+        w.onerror = (e) => rej(e);
+        w.postMessage({ module: PageCodec.module(), data });
+      });
+      expect(r.posted).toBe(true);
+      sameBytes(oursDecode(r.z, data.length), data);
+      codec.inputView(data.length).set(data);
+      codec.zeroPages(0, 64);
+      expect(r.zeros).toBe(codec.lastZeroCount);
+    } finally {
+      w.terminate();
+      URL.revokeObjectURL(url);
+    }
+  });
+});
