@@ -75,7 +75,9 @@ export function sampleItems(k: ImageKind, seed = 1): PayloadItem[] {
     const runs = [0, 1].map((i) => { const m = e(i); m.compatNrPages = 3 + i; m.nrPages = BigInt(3 + i); return { msg: m, payload: new Uint8Array(0) }; });
     return [{ msg: fill(PAGEMAP_HEAD_SCHEMA, seed), payload: new Uint8Array(0) }, ...runs];
   }
-  return [0, 1].map((i) => ({ msg: e(i), payload: new Uint8Array(0) }));
+  const items = [0, 1].map((i) => ({ msg: e(i), payload: new Uint8Array(0) }));
+  if (k.name === "CORE") for (const it of items) (it.msg as any).mtype = 1; // X86_64
+  return items;
 }
 
 export const MSG_KINDS = KINDS.filter((k) => k.header !== "raw");
