@@ -38,7 +38,16 @@ export function fixupRestart(regs: Regs) {
     regs[R.rax] = regs[R.orig_rax];
     regs[R.rip] -= 2n;
   } else if (rax === ERESTART_RESTARTBLOCK) {
-    regs[R.rax] = BigInt.asUintN(64, EINTR);
+    // The kernel's restart_block cannot be carried over. poll() without a timeout loses nothing
+    // by being re-issued; anything else (nanosleep, timed waits) sees EINTR, as with criu.
+    // Sleeps are re-issued for what is left: the kernel already stored the remaining time in
+    // *rem, so that becomes the new request; absolute sleeps are re-issued as they are.
+    const reissue = () => { regs[R.rax] = regs[R.orig_rax]; regs[R.rip] -= 2n; };
+    if (orig === 7n && BigInt.asIntN(32, regs[R.rdx] & 0xffffffffn) < 0n) reissue();
+    else if (orig === 35n && regs[R.rsi] !== 0n) { regs[R.rdi] = regs[R.rsi]; reissue(); }
+    else if (orig === 230n && (regs[R.rsi] & 1n) /* TIMER_ABSTIME */) reissue();
+    else if (orig === 230n && regs[R.r10] !== 0n) { regs[R.rdx] = regs[R.r10]; reissue(); }
+    else regs[R.rax] = BigInt.asUintN(64, EINTR);
   }
   regs[R.orig_rax] = 0xffffffffffffffffn;
 }

@@ -3,6 +3,7 @@
 import { statSync, writeFileSync, readFileSync } from "node:fs";
 import { loadImages, type RestoreSet } from "./images";
 import { TaskBuilder } from "./task";
+import { imageExists, readImagePayloads } from "../images/image";
 import { O } from "../sys/mem";
 import { CriuError, log } from "../log";
 
@@ -15,6 +16,7 @@ function precheck(set: RestoreSet) {
     for (const tid of t.tids) if (!pidFree(tid)) throw new CriuError("restore", `PID ${tid} is in use`);
     for (const fe of t.fds) {
       const f = set.files.get(fe.id)!;
+      if (f.type === 2 && f.pipe) continue;
       if (f.type !== 1 || !f.reg) throw new CriuError("restore", `process ${t.pid} fd ${fe.fd}: file kind ${f.type} is not supported yet`);
       checkFile(t.pid, `fd ${fe.fd}`, f.reg);
     }
@@ -49,6 +51,13 @@ function checkFile(pid: number, what: string, reg: { name: string; size?: bigint
   }
 }
 
+function pipeData(dir: string): Map<number, Uint8Array> {
+  const m = new Map<number, Uint8Array>();
+  if (!imageExists(dir, "pipes-data.img")) return m;
+  for (const it of readImagePayloads<any>(dir, "pipes-data.img", "PIPES_DATA")) m.set(it.msg.pipeId, it.payload);
+  return m;
+}
+
 export function restoreProcesses(o: RestoreOptions): { pid: number } {
   const t0 = performance.now();
   const set = loadImages(o.dir);
@@ -59,7 +68,7 @@ export function restoreProcesses(o: RestoreOptions): { pid: number } {
     b.createProcess();
     b.restoreMemory();
     b.restoreMmFields();
-    b.restoreFiles();
+    b.restoreFiles(pipeData(set.dir));
     b.restoreTaskState({ shellJob: o.shellJob });
     b.createThreads();
     b.restoreThreadState();

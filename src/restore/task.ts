@@ -6,7 +6,7 @@ import { NR } from "../sys/nr";
 import {
   ptrace, PTRACE, getRegs, setRegs, setXstate, getXstate, setSigmask, wait4Raw, W, __WALL, R, describeStatus, detach,
 } from "../sys/ptrace";
-import { preadFull, pwriteFull, O } from "../sys/mem";
+import { preadFull, pwriteFull, O, openFd, closeFd, writeFull } from "../sys/mem";
 import { readVmas } from "../sys/proc";
 import { Injector, RemoteMem } from "../ptrace/inject";
 import { startPuppet, PUPPET_SYSCALL } from "./puppet";
@@ -70,7 +70,7 @@ export class TaskBuilder {
     const pmem = new RemoteMem(this.puppet);
     this.tramp = pickTrampoline(t.mm, this.puppet);
     const pinj = new Injector(this.puppet, PUPPET_SYSCALL, "trap", pmem);
-    const r = pinj.call(NR.mmap, this.tramp, TRAMP_SIZE, 1 | 4 /* R|X */, MAP.PRIVATE | MAP.ANONYMOUS | MAP.FIXED_NOREPLACE, -1, 0);
+    const r = pinj.call(NR.mmap, this.tramp, TRAMP_SIZE, 7 /* RWX: code, and scratch the kernel writes into */, MAP.PRIVATE | MAP.ANONYMOUS | MAP.FIXED_NOREPLACE, -1, 0);
     if (r !== this.tramp) throw new CriuError("restore", `cannot map the trampoline at ${hex(this.tramp)} (${r})`);
     pmem.write(this.tramp, new Uint8Array([0x0f, 0x05, 0xcc]));
     pinj.ok("close_range", NR.close_range, 0, 0xffffffff, 0);
@@ -223,27 +223,66 @@ export class TaskBuilder {
     if (r < 0n) throw new CriuError("restore", `prctl(PR_SET_MM_MAP) failed for ${this.pid} (errno ${-r})`);
   }
 
-  restoreFiles() {
+  /** Open every file in the target, each once per file id (shared descriptions stay shared). */
+  restoreFiles(pipeData: Map<number, Uint8Array>) {
     const inj = this.inj!;
     const fds = [...this.t.fds].sort((a, b) => a.fd - b.fd);
+    const base = (fds.length ? fds[fds.length - 1].fd : 0) + 16;
+    const temps = new Map<number, number>(); // file id -> temp fd (>= base) in the target
+    const pipes = new Map<number, { r: number; w: number }>();
+    const high = (fd: number, what: string) => {
+      const r = Number(inj.call(NR.fcntl, fd, 1030 /* F_DUPFD_CLOEXEC */, base));
+      inj.call(NR.close, fd);
+      if (r < 0) throw new CriuError("restore", `${what}: F_DUPFD failed (errno ${-r})`);
+      return r;
+    };
     for (const fe of fds) {
+      if (temps.has(fe.id)) continue;
       const f = this.set.files.get(fe.id)!;
-      if (f.type !== 1 || !f.reg) throw new CriuError("restore", `fd ${fe.fd}: file kind ${f.type} is not supported yet`);
-      const reg = f.reg;
-      const flags = (reg.flags & ~(O.CREAT | O.EXCL | O.TRUNC | O.CLOEXEC)) | (fe.flags & 1 ? O.CLOEXEC : 0);
-      let fd = Number(inj.call(NR.openat, -100, this.str(reg.name), flags, 0));
-      if (fd < 0) throw new CriuError("restore", `fd ${fe.fd}: cannot open '${reg.name}' (errno ${-fd})`);
-      if (fd !== fe.fd) {
-        const r = inj.call(NR.dup3, fd, fe.fd, fe.flags & 1 ? O.CLOEXEC : 0);
-        inj.call(NR.close, fd);
-        if (r < 0n) throw new CriuError("restore", `fd ${fe.fd}: dup3 failed (errno ${-r})`);
-        fd = fe.fd;
-      }
-      if (reg.pos && !(reg.flags & O.PATH)) {
-        const r = inj.call(NR.lseek, fd, reg.pos, 0);
-        if (r < 0n && r !== -29n) throw new CriuError("restore", `fd ${fe.fd}: lseek to ${reg.pos} in '${reg.name}' failed (errno ${-r})`);
+      const what = `process ${this.pid} fd ${fe.fd}`;
+      if (f.type === 1 && f.reg) {
+        const reg = f.reg;
+        const flags = (reg.flags & ~(O.CREAT | O.EXCL | O.TRUNC | O.CLOEXEC));
+        const fd = Number(inj.call(NR.openat, -100, this.str(reg.name), flags, 0));
+        if (fd < 0) throw new CriuError("restore", `${what}: cannot open '${reg.name}' (errno ${-fd})`);
+        if (reg.pos && !(reg.flags & O.PATH)) {
+          const r = inj.call(NR.lseek, fd, reg.pos, 0);
+          if (r < 0n && r !== -29n) throw new CriuError("restore", `${what}: lseek to ${reg.pos} in '${reg.name}' failed (errno ${-r})`);
+        }
+        temps.set(fe.id, high(fd, what));
+      } else if (f.type === 2 && f.pipe) {
+        const p = f.pipe;
+        let ends = pipes.get(p.pipeId);
+        if (!ends) {
+          const a = this.scratchWrite(0n, new Uint8Array(8));
+          inj.ok("pipe2", NR.pipe2, a, O.CLOEXEC);
+          const v = new Int32Array(this.mem!.read(a, 8).buffer);
+          ends = { r: high(v[0], what), w: high(v[1], what) };
+          pipes.set(p.pipeId, ends);
+          const data = pipeData.get(p.pipeId);
+          if (data?.length) {
+            if (data.length > 65536) inj.call(NR.fcntl, ends.w, 1031 /* F_SETPIPE_SZ */, data.length);
+            const wfd = openFd(`/proc/${this.pid}/fd/${ends.w}`, O.WRONLY | O.NONBLOCK | O.CLOEXEC);
+            try { writeFull(wfd, data, `refill pipe ${p.pipeId}`); } finally { closeFd(wfd); }
+          }
+        }
+        const end = (p.flags & 3) === O.WRONLY ? ends.w : ends.r;
+        // another description of the same end: reopen through /proc (gives a new description)
+        const used = [...temps.values()].includes(end);
+        const fd = used ? high(Number(inj.ok("reopen pipe", NR.openat, -100, this.str(`/proc/self/fd/${end}`), p.flags & 3, 0)), what) : end;
+        inj.call(NR.fcntl, fd, 4 /* F_SETFL */, p.flags & ~3);
+        temps.set(fe.id, fd);
+      } else {
+        throw new CriuError("restore", `${what}: file kind ${f.type} is not supported yet`);
       }
     }
+    for (const fe of fds) {
+      const tmp = temps.get(fe.id)!;
+      const r = inj.call(NR.dup3, tmp, fe.fd, fe.flags & 1 ? O.CLOEXEC : 0);
+      if (r < 0n) throw new CriuError("restore", `process ${this.pid} fd ${fe.fd}: dup3 failed (errno ${-r})`);
+    }
+    const allTemps = new Set([...temps.values(), ...[...pipes.values()].flatMap((e) => [e.r, e.w])]);
+    for (const t of allTemps) inj.call(NR.close, t);
     const cwd = this.set.files.get(this.t.fs.cwdId)?.reg?.name;
     const root = this.set.files.get(this.t.fs.rootId)?.reg?.name;
     if (root && root !== "/") inj.ok(`chroot(${root})`, NR.chroot, this.str(root));

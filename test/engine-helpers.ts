@@ -1,0 +1,59 @@
+// Dump/restore steps shared by the engine tests: dump a workload, restore it as criu-bun's child
+// (criu-bun stays the parent, as criu does without -d, and exits with the workload's status).
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Subprocess } from "bun";
+import { criuBun, criuBunCommand, REPO_ROOT, waitGone, type Workload } from "./harness";
+
+const dirs: string[] = [];
+export function imagesDir(tag: string): string {
+  const d = mkdtempSync(join(tmpdir(), `criu-bun-img-${tag}-`));
+  dirs.push(d);
+  return d;
+}
+export function cleanupImages() {
+  if (process.env.CRIU_BUN_KEEP) return;
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+}
+
+export function dump(pid: number, dir: string, extra: string[] = []) {
+  const r = criuBun(["dump", "-t", String(pid), "-D", dir, "-o", "dump.log", "-v4", ...extra]);
+  if (r.code !== 0) throw new Error(`dump of ${pid} failed (${r.code}):\n${r.stderr}\n${readLog(dir, "dump.log")}`);
+  return r;
+}
+
+function readLog(dir: string, name: string): string {
+  try { return require("node:fs").readFileSync(join(dir, name), "utf8"); } catch { return ""; }
+}
+
+export interface Restored { proc: Subprocess; pid: number; stderr: () => Promise<string> }
+/** Start `criu-bun restore -D dir` (not detached) and wait until the pid is back. */
+export async function restore(dir: string, pid: number, extra: string[] = []): Promise<Restored> {
+  await waitGone(pid);
+  const proc = Bun.spawn([...criuBunCommand(), "restore", "-D", dir, "-o", "restore.log", "-v4", ...extra], {
+    cwd: REPO_ROOT, stdin: "ignore", stdout: "pipe", stderr: "pipe",
+  });
+  const deadline = Date.now() + 20000;
+  for (;;) {
+    if (proc.exitCode !== null) {
+      throw new Error(`restore exited ${proc.exitCode}:\n${await new Response(proc.stderr).text()}\n${readLog(dir, "restore.log")}`);
+    }
+    const st = statOf(pid);
+    if (st && st !== "t" && st !== "T" && st !== "Z" && readLog(dir, "restore.log").includes("Restore finished")) break;
+    if (Date.now() > deadline) throw new Error(`restore did not finish in time:\n${readLog(dir, "restore.log")}`);
+    await Bun.sleep(10);
+  }
+  return { proc, pid, stderr: async () => new Response(proc.stderr).text() };
+}
+
+function statOf(pid: number): string | null {
+  try { return require("node:fs").readFileSync(`/proc/${pid}/stat`, "latin1").replace(/^.*\) /s, "")[0]; } catch { return null; }
+}
+
+/** Kill a workload we dumped (it is our child: Bun reaps it). */
+export async function killAndWait(w: Workload) {
+  try { process.kill(w.pid, "SIGKILL"); } catch {}
+  await waitGone(w.pid);
+}
+void REPO_ROOT;
