@@ -11,7 +11,8 @@ import { syscall } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { dumpTask, type TaskDump } from "./task";
 import { pagesToDump, readPages } from "../resources/memory";
-import { dumpFds, FileTable, type FdDump, type PipeData } from "../resources/files";
+import { dumpFds, FileTable, type FdDump } from "../resources/files";
+import { ImageSink } from "../resources/fdkind";
 import { VMA } from "../resources/vma";
 import { writeImage, writeImageWithPayload } from "../images/image";
 import * as S from "../images/schemas";
@@ -75,8 +76,8 @@ function collectAndWrite(fp: FrozenProcess, mem: RemoteMem, o: DumpOptions, free
   const pid = fp.pid;
   const task: TaskDump = dumpTask(fp, mem);
   const files = new FileTable();
-  const pipes = new Map<number, PipeData>();
-  const fds: FdDump[] = dumpFds(pid, files, { shellJob: o.shellJob }, pipes);
+  const extra = new ImageSink();
+  const fds: FdDump[] = dumpFds(pid, files, extra, { shellJob: o.shellJob });
   const cwdId = files.addPath(task.cwd, 0o10000000 /* O_PATH */);
   const rootId = files.addPath(task.root, 0o10000000);
   task.mm.exeFileId = files.addPath(task.exe, 0o10000000);
@@ -129,11 +130,7 @@ function collectAndWrite(fp: FrozenProcess, mem: RemoteMem, o: DumpOptions, free
   writeImage(d, `fs-${pid}.img`, "FS", [msg(S.fs_entrySchema, { cwdId, rootId, umask: task.umask })]);
   writeImage(d, "files.img", "FILES", files.files.map((f) => msg(S.file_entrySchema, f)));
   writeImage(d, `fdinfo-1.img`, "FDINFO", fds.map((f) => msg(S.fdinfo_entrySchema, { id: f.id, flags: f.cloexec ? 1 : 0, type: f.type, fd: f.fd })));
-  if (pipes.size) {
-    writeImageWithPayload(d, "pipes-data.img", "PIPES_DATA", [...pipes.values()].filter((p) => p.data.length).map((p) => ({
-      msg: msg(S.pipe_data_entrySchema, { pipeId: p.pipeId, bytes: p.data.length, size: p.size }), payload: p.data,
-    })));
-  }
+  extra.writeAll(d);
   const stats: DumpStats = {
     freezingTime: Math.round(freezeMs * 1000), frozenTime: 0, memdumpTime: Math.round(memMs * 1000), memwriteTime: 0,
     pagesScanned: pr.scanned, pagesWritten: pr.written,

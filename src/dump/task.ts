@@ -156,6 +156,8 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
       });
     } finally { tinj.restore(); }
     const pending = parseSiginfos(peekSiginfo(t.tid, false));
+    // a signal caught on its way in while freezing is still owed to the thread
+    if (t.pendingSiginfo) pending.push({ siginfo: t.pendingSiginfo });
     fixupRestart(regs);
     const tstat = readStat(pid, t.tid);
     const comm = readText(`/proc/${pid}/task/${t.tid}/comm`).replace(/\n$/, "");

@@ -1,26 +1,37 @@
 // Freezing: seize every thread of a process, interrupt it and wait for the stop.
 import { seize, interrupt, wait4Raw, detach, W, PTRACE_EVENT, PTRACE, ptrace, __WALL, describeStatus, cont } from "../sys/ptrace";
 import { listTids } from "../sys/proc";
+import { addr } from "../sys/syscall";
 import { errnoName } from "../sys/errno";
 import { CriuError, log } from "../log";
 
-export interface FrozenThread { tid: number; /** signal that was about to be delivered when we stopped it (0 if none) */ pendingStopSig: number }
+export interface FrozenThread {
+  tid: number;
+  /** signal that was about to be delivered when we stopped it (0 if none), and its siginfo */
+  pendingStopSig: number;
+  pendingSiginfo?: Uint8Array;
+}
 export interface FrozenProcess { pid: number; threads: FrozenThread[] }
 
 /** Wait for a seized+interrupted thread to report its stop. Signal-delivery stops are recorded and re-stopped. */
-function waitInterrupted(tid: number, deadline: number): number {
+function waitInterrupted(tid: number, deadline: number): { sig: number; info?: Uint8Array } {
   let pendingSig = 0;
+  let info: Uint8Array | undefined;
   for (;;) {
     const { r, status } = wait4Raw(tid, __WALL);
     if (r === -4) continue;
     if (r < 0) throw new CriuError("seize", `wait4(${tid}) failed: ${errnoName(-r)}`);
     if (!W.stopped(status)) throw new CriuError("seize", `thread ${tid} ${describeStatus(status)} while being frozen`);
     const ev = W.event(status);
-    if (ev === PTRACE_EVENT.STOP) return pendingSig; // group-stop or interrupt stop
+    if (ev === PTRACE_EVENT.STOP) return { sig: pendingSig, info }; // group-stop or interrupt stop
     if (ev === 0) {
       // Signal-delivery stop: the thread was about to receive a signal. Keep it for later, suppress now.
       const sig = W.stopSig(status);
-      if (sig !== 0 && sig !== 19 /*SIGSTOP*/) pendingSig = sig;
+      if (sig !== 0 && sig !== 19 /*SIGSTOP*/) {
+        pendingSig = sig;
+        const b = new Uint8Array(128);
+        if (ptrace(PTRACE.GETSIGINFO, tid, 0, addr(b)) === 0) info = b;
+      }
       ptrace(PTRACE.CONT, tid, 0, 0);
       interrupt(tid);
     } else {
@@ -52,8 +63,8 @@ export function freezeProcess(pid: number, timeoutMs = 10000): FrozenProcess {
           throw new CriuError("seize", `cannot seize ${tid}: ${errnoName(-r)}${r === -1 ? " (already traced, or not permitted)" : ""}`);
         }
         interrupt(tid);
-        const sig = waitInterrupted(tid, deadline);
-        seized.set(tid, { tid, pendingStopSig: sig });
+        const { sig, info } = waitInterrupted(tid, deadline);
+        seized.set(tid, { tid, pendingStopSig: sig, pendingSiginfo: info });
         fresh++;
       }
       if (!fresh) break;

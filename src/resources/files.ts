@@ -1,15 +1,20 @@
-// Open files of a process: dump (fd table -> files.img + fdinfo-N.img) and restore (reopen by path).
-import { statSync, lstatSync } from "node:fs";
+// The fd table of a process: dump walks /proc/PID/fd and hands each fd to its kind (kinds.ts);
+// restore opens every file once per file id in the target and dup3()s it into place.
+import { statSync, readFileSync } from "node:fs";
 import { listFds, readFdinfo, readLink } from "../sys/proc";
 import { CriuError } from "../log";
-import { syscall, addr } from "../sys/syscall";
+import { syscall } from "../sys/syscall";
 import { NR } from "../sys/nr";
-import { openFd, closeFd, O } from "../sys/mem";
+import { closeFd, O } from "../sys/mem";
+import { FD_KINDS, kindByType } from "./kinds";
+import { regEntry } from "./reg";
+import type { ImageSink, DumpOpts, RestoreCtx } from "./fdkind";
+import type * as S from "../images/schemas";
 
 export const FD_TYPE = { REG: 1, PIPE: 2, FIFO: 3, INETSK: 4, UNIXSK: 5, EVENTFD: 6, EVENTPOLL: 7, INOTIFY: 8, SIGNALFD: 9, PACKETSK: 10, TTY: 11, FANOTIFY: 12, NETLINKSK: 13, NS: 14, TIMERFD: 17, MEMFD: 18 } as const;
 
 export interface FdDump { fd: number; id: number; type: number; cloexec: boolean }
-export interface FileDump { id: number; type: number; reg?: Record<string, any>; pipe?: Record<string, any> }
+export interface FileDump { id: number; type: number; [sub: string]: any }
 
 /** Global file ids across the dump; a file description seen twice gets one id. */
 export class FileTable {
@@ -31,103 +36,93 @@ export class FileTable {
   }
 }
 
-function regEntry(id: number, name: string, flags: number, pos: bigint, size: bigint | undefined, mode: number | undefined) {
-  return {
-    id, flags, pos, fown: { uid: 0, euid: 0, signum: 0, pidType: 0, pid: 0 }, name,
-    ...(size !== undefined ? { size } : {}), ...(mode !== undefined ? { mode } : {}),
-  };
-}
-
 const O_CLOEXEC = 0o2000000;
 
-export interface PipeData { pipeId: number; data: Uint8Array; size: number }
-
-/** A pipe's unread bytes, read without consuming them: tee() into a scratch pipe, then read that. */
-function peekPipe(pid: number, fd: number): { data: Uint8Array; size: number } {
-  const rfd = openFd(`/proc/${pid}/fd/${fd}`, O.RDONLY | O.NONBLOCK | O.CLOEXEC);
-  const pair = new Int32Array(2);
-  try {
-    const size = syscall(NR.fcntl, rfd, 1032 /* F_GETPIPE_SZ */);
-    if (size < 0) throw new CriuError("files", `process ${pid} fd ${fd}: F_GETPIPE_SZ failed (${-size})`);
-    const r = syscall(NR.pipe2, addr(pair), O.NONBLOCK | O.CLOEXEC);
-    if (r < 0) throw new CriuError("files", `pipe2 failed (${-r})`);
-    syscall(NR.fcntl, pair[1], 1031 /* F_SETPIPE_SZ */, size);
-    const n = syscall(NR.tee, rfd, pair[1], size, 2 /* SPLICE_F_NONBLOCK */);
-    if (n === -11) return { data: new Uint8Array(0), size };
-    if (n < 0) throw new CriuError("files", `process ${pid} fd ${fd}: tee failed (${-n})`);
-    const data = new Uint8Array(n);
-    let got = 0;
-    while (got < n) {
-      const k = syscall(NR.read, pair[0], addr(data, got), n - got);
-      if (k <= 0) throw new CriuError("files", `process ${pid} fd ${fd}: reading pipe copy failed (${k})`);
-      got += k;
-    }
-    return { data, size };
-  } finally {
-    closeFd(rfd);
-    if (pair[0]) closeFd(pair[0]);
-    if (pair[1]) closeFd(pair[1]);
-  }
+function describe(target: string): string {
+  if (target.startsWith("anon_inode:")) return `${target.slice(11).replace(/^\[|\]$/g, "")} (${target})`;
+  return `'${target}'`;
 }
 
-export function dumpFds(pid: number, table: FileTable, opts: { shellJob?: boolean }, pipes: Map<number, PipeData>): FdDump[] {
+export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: DumpOpts): FdDump[] {
   const out: FdDump[] = [];
-  const seen: { fd: number; dev: bigint; ino: bigint; id: number }[] = [];
-  for (const fd of listFds(pid)) {
-    let target: string;
-    try { target = readLink(`/proc/${pid}/fd/${fd}`); } catch { continue; }
-    const info = readFdinfo(pid, fd);
-    const flags = parseInt(info.flags ?? "0", 8);
-    const pos = BigInt(info.pos ?? "0");
-    const cloexec = (flags & O_CLOEXEC) !== 0;
-    const fileFlags = flags & ~O_CLOEXEC;
-    const where = `process ${pid} fd ${fd}`;
-    let st;
-    try { st = statSync(`/proc/${pid}/fd/${fd}`, { bigint: true }); } catch (e: any) { throw new CriuError("files", `${where}: cannot stat '${target}': ${e.message}`); }
-    // the same open file description seen through another fd: same id (kcmp says so)
-    const twin = seen.find((x) => x.dev === st.dev && x.ino === st.ino && syscall(NR.kcmp, pid, pid, 0 /* KCMP_FILE */, x.fd, fd) === 0);
-    if (twin) {
-      out.push({ fd, id: twin.id, type: table.files.find((f) => f.id === twin.id)!.type, cloexec });
-      continue;
+  const seen: { fd: number; dev: bigint; ino: bigint; id: number; type: number }[] = [];
+  const grabbed: number[] = [];
+  try {
+    for (const fd of listFds(pid)) {
+      let target: string;
+      try { target = readLink(`/proc/${pid}/fd/${fd}`); } catch { continue; }
+      const fdinfo = readFdinfo(pid, fd);
+      const flags = parseInt(fdinfo.flags ?? "0", 8);
+      const cloexec = (flags & O_CLOEXEC) !== 0;
+      const where = `process ${pid} fd ${fd}`;
+      let st;
+      try { st = statSync(`/proc/${pid}/fd/${fd}`, { bigint: true }); } catch (e: any) { throw new CriuError("files", `${where}: cannot stat '${target}': ${e.message}`); }
+      // the same open file description seen through another fd: same id (kcmp says so)
+      const twin = seen.find((x) => x.dev === st.dev && x.ino === st.ino && syscall(NR.kcmp, pid, pid, 0 /* KCMP_FILE */, x.fd, fd) === 0);
+      if (twin) { out.push({ fd, id: twin.id, type: twin.type, cloexec }); continue; }
+      const kind = FD_KINDS.find((k) => k.match(target, st));
+      if (!kind) throw new CriuError("files", `${where}: ${describe(target)} is not supported yet`);
+      let dup = -1;
+      const id = kind.dump({
+        pid, fd, target, flags: flags & ~O_CLOEXEC, pos: BigInt(fdinfo.pos ?? "0"), st, fdinfo,
+        fdinfoText: readFileSync(`/proc/${pid}/fdinfo/${fd}`, "latin1"), files: table, images, opts, where,
+        grab() {
+          if (dup >= 0) return dup;
+          const pfd = syscall(NR.pidfd_open, pid, 0);
+          if (pfd < 0) throw new CriuError("files", `${where}: pidfd_open failed (${-pfd})`);
+          dup = syscall(NR.pidfd_getfd, pfd, fd, 0);
+          closeFd(pfd);
+          if (dup < 0) throw new CriuError("files", `${where}: pidfd_getfd failed (${-dup})`);
+          grabbed.push(dup);
+          return dup;
+        },
+      });
+      seen.push({ fd, dev: st.dev, ino: st.ino, id, type: kind.type });
+      out.push({ fd, id, type: kind.type, cloexec });
     }
-    let id: number, type: number;
-    const pipe = /^pipe:\[(\d+)\]$/.exec(target);
-    if (pipe) {
-      const pipeId = Number(pipe[1]);
-      type = FD_TYPE.PIPE;
-      id = table.add(null, (id) => ({ id, type, pipe: { id, pipeId, flags: fileFlags, fown: FOWN0 } }));
-      if (!pipes.has(pipeId)) pipes.set(pipeId, { pipeId, ...peekPipe(pid, fd) });
-    } else {
-      const kind = /^(\w+):\[(\d+)\]$/.exec(target) ?? /^anon_inode:\[?([\w-]+)\]?$/.exec(target);
-      if (kind || !target.startsWith("/")) throw new CriuError("files", `${where}: ${describe(target)} is not supported yet`);
-      if (target.endsWith(" (deleted)")) {
-        throw new CriuError("files", `${where}: '${target.slice(0, -10)}' was deleted while open; deleted files are not supported yet`);
-      }
-      if (st.isFIFO()) throw new CriuError("files", `${where}: FIFO '${target}' is not supported yet`);
-      if (st.isSocket()) throw new CriuError("files", `${where}: socket '${target}' is not supported yet`);
-      if (st.isCharacterDevice()) {
-        const major = Number(st.rdev >> 8n) & 0xfff;
-        // ttys: 4 (vt/serial), 5 (/dev/tty, ptmx), 136-143 (pts)
-        if ((major === 4 || major === 5 || (major >= 136 && major <= 143)) && !opts.shellJob) {
-          throw new CriuError("files", `${where}: terminal '${target}' is open; use --shell-job to dump a shell job`);
-        }
-      }
-      const size = st.isFile() ? st.size : undefined;
-      type = FD_TYPE.REG;
-      id = table.add(null, (id) => ({ id, type, reg: regEntry(id, target, fileFlags, pos, size, Number(st.mode)) }));
-    }
-    seen.push({ fd, dev: st.dev, ino: st.ino, id });
-    out.push({ fd, id, type, cloexec });
+  } finally {
+    for (const g of grabbed) closeFd(g);
   }
   return out;
 }
 
-const FOWN0 = { uid: 0, euid: 0, signum: 0, pidType: 0, pid: 0 };
-
-function describe(target: string): string {
-  if (target.startsWith("pipe:")) return `pipe ${target}`;
-  if (target.startsWith("socket:")) return `socket ${target}`;
-  if (target.startsWith("anon_inode:")) return `${target.slice(11)} (${target})`;
-  return `'${target}'`;
+/** Checks of every fd's file before any process is created. */
+export function precheckFds(fds: S.fdinfo_entry[], files: Map<number, S.file_entry>, dir: string, pid: number) {
+  for (const fe of fds) {
+    const f = files.get(fe.id);
+    const where = `process ${pid} fd ${fe.fd}`;
+    if (!f) throw new CriuError("restore", `${where}: file id ${fe.id} is not in files.img`);
+    const kind = kindByType(f.type);
+    if (!kind) throw new CriuError("restore", `${where}: file kind ${f.type} is not supported yet`);
+    kind.precheck?.(f, dir, where);
+  }
 }
-void lstatSync;
+
+/** Open every file in the target once per id, then dup3 each into its fd number. */
+export function restoreFds(base: Omit<RestoreCtx, "high" | "where">, fds: S.fdinfo_entry[]) {
+  const inj = base.inj;
+  const sorted = [...fds].sort((a, b) => a.fd - b.fd);
+  const floor = (sorted.length ? sorted[sorted.length - 1].fd : 0) + 16;
+  const temps = new Map<number, number>();
+  const closeLater = new Set<number>();
+  base.state.set("closeLater", closeLater);
+  const high = (fd: number, what: string) => {
+    if (fd >= floor) return fd;
+    const r = Number(inj.call(NR.fcntl, fd, 1030 /* F_DUPFD_CLOEXEC */, floor));
+    inj.call(NR.close, fd);
+    if (r < 0) throw new CriuError("restore", `${what}: F_DUPFD failed (errno ${-r})`);
+    return r;
+  };
+  for (const fe of sorted) {
+    if (temps.has(fe.id)) continue;
+    const f = base.files.get(fe.id)!;
+    const where = `process ${base.pid} fd ${fe.fd}`;
+    const fd = kindByType(f.type)!.restore({ ...base, high, where }, f, fe);
+    temps.set(fe.id, fd);
+  }
+  for (const fe of sorted) {
+    const r = inj.call(NR.dup3, temps.get(fe.id)!, fe.fd, fe.flags & 1 ? O.CLOEXEC : 0);
+    if (r < 0n) throw new CriuError("restore", `process ${base.pid} fd ${fe.fd}: dup3 failed (errno ${-r})`);
+  }
+  for (const t of new Set([...temps.values(), ...closeLater])) inj.call(NR.close, t);
+}

@@ -3,7 +3,7 @@
 import { statSync, writeFileSync, readFileSync } from "node:fs";
 import { loadImages, type RestoreSet } from "./images";
 import { TaskBuilder } from "./task";
-import { imageExists, readImagePayloads } from "../images/image";
+import { precheckFds } from "../resources/files";
 import { O } from "../sys/mem";
 import { CriuError, log } from "../log";
 
@@ -14,12 +14,7 @@ function precheck(set: RestoreSet) {
   if (set.tasks.length > 1) throw new CriuError("restore", `images hold a tree of ${set.tasks.length} processes; process trees are not supported yet`);
   for (const t of set.tasks) {
     for (const tid of t.tids) if (!pidFree(tid)) throw new CriuError("restore", `PID ${tid} is in use`);
-    for (const fe of t.fds) {
-      const f = set.files.get(fe.id)!;
-      if (f.type === 2 && f.pipe) continue;
-      if (f.type !== 1 || !f.reg) throw new CriuError("restore", `process ${t.pid} fd ${fe.fd}: file kind ${f.type} is not supported yet`);
-      checkFile(t.pid, `fd ${fe.fd}`, f.reg);
-    }
+    precheckFds(t.fds, set.files, set.dir, t.pid);
     for (const v of t.mm.vmas) {
       if (v.status & ((1 << 6) | (1 << 7))) {
         const f = set.files.get(Number(v.shmid));
@@ -51,13 +46,6 @@ function checkFile(pid: number, what: string, reg: { name: string; size?: bigint
   }
 }
 
-function pipeData(dir: string): Map<number, Uint8Array> {
-  const m = new Map<number, Uint8Array>();
-  if (!imageExists(dir, "pipes-data.img")) return m;
-  for (const it of readImagePayloads<any>(dir, "pipes-data.img", "PIPES_DATA")) m.set(it.msg.pipeId, it.payload);
-  return m;
-}
-
 export function restoreProcesses(o: RestoreOptions): { pid: number } {
   const t0 = performance.now();
   const set = loadImages(o.dir);
@@ -68,7 +56,7 @@ export function restoreProcesses(o: RestoreOptions): { pid: number } {
     b.createProcess();
     b.restoreMemory();
     b.restoreMmFields();
-    b.restoreFiles(pipeData(set.dir));
+    b.restoreFiles();
     b.restoreTaskState({ shellJob: o.shellJob });
     b.createThreads();
     b.restoreThreadState();

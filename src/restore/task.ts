@@ -6,7 +6,8 @@ import { NR } from "../sys/nr";
 import {
   ptrace, PTRACE, getRegs, setRegs, setXstate, getXstate, setSigmask, wait4Raw, W, __WALL, R, describeStatus, detach,
 } from "../sys/ptrace";
-import { preadFull, pwriteFull, O, openFd, closeFd, writeFull } from "../sys/mem";
+import { preadFull, pwriteFull, O } from "../sys/mem";
+import { restoreFds } from "../resources/files";
 import { readVmas } from "../sys/proc";
 import { Injector, RemoteMem } from "../ptrace/inject";
 import { startPuppet, PUPPET_SYSCALL } from "./puppet";
@@ -16,7 +17,7 @@ import type { RestoreSet, TaskImages } from "./images";
 import type * as S from "../images/schemas";
 import { CriuError, log } from "../log";
 
-const TRAMP_SIZE = 8192;
+const TRAMP_SIZE = 5 * 4096; // code + scratch: 2 KiB of structs, then 4 path slots of 4 KiB
 const SCRATCH = 256n; // scratch data starts here inside the trampoline area
 const CLONE = { VM: 0x100, FS: 0x200, FILES: 0x400, SIGHAND: 0x800, PARENT: 0x8000, THREAD: 0x10000, SYSVSEM: 0x40000 };
 
@@ -49,6 +50,8 @@ export class TaskBuilder {
   tramp = 0n;
   caught = new Map<number, number[]>();
   injs = new Map<number, Injector>();
+  /** per-restore state shared by fd kinds */
+  state = new Map<string, any>();
 
   constructor(public set: RestoreSet, public t: TaskImages) {}
 
@@ -57,10 +60,10 @@ export class TaskBuilder {
     this.mem!.write(a, data);
     return a;
   }
-  private str(s: string, off = 0n): bigint {
+  private str(s: string, slot = 0): bigint {
     const b = Buffer.from(s + "\0");
-    if (b.length > TRAMP_SIZE - 2048) throw new CriuError("restore", `path too long: ${s.slice(0, 80)}...`);
-    return this.scratchWrite(off + 1024n, new Uint8Array(b.buffer, b.byteOffset, b.length));
+    if (b.length > 4096) throw new CriuError("restore", `path too long: ${s.slice(0, 80)}...`);
+    return this.scratchWrite(1792n + BigInt(slot) * 4096n, new Uint8Array(b.buffer, b.byteOffset, b.length));
   }
 
   /** Start the puppet and clone the process with its old PID out of it. */
@@ -97,6 +100,9 @@ export class TaskBuilder {
     syscall(NR.kill, this.puppet, 9);
     for (;;) { const { r: w, status } = wait4Raw(this.puppet, __WALL); if (w === -4) continue; if (w < 0 || !W.stopped(status)) break; }
     this.puppet = -1;
+    // Everything blocked until the very end: timer signals and re-queued signals wait in the
+    // kernel's queues with their siginfo instead of stopping us mid-restore. Threads inherit it.
+    setSigmask(this.pid, 0xffffffffffffffffn);
     this.mem = new RemoteMem(this.pid);
     this.inj = new Injector(this.pid, this.tramp, "trap", this.mem);
     this.injs.set(this.pid, this.inj);
@@ -223,66 +229,12 @@ export class TaskBuilder {
     if (r < 0n) throw new CriuError("restore", `prctl(PR_SET_MM_MAP) failed for ${this.pid} (errno ${-r})`);
   }
 
-  /** Open every file in the target, each once per file id (shared descriptions stay shared). */
-  restoreFiles(pipeData: Map<number, Uint8Array>) {
+  restoreFiles() {
     const inj = this.inj!;
-    const fds = [...this.t.fds].sort((a, b) => a.fd - b.fd);
-    const base = (fds.length ? fds[fds.length - 1].fd : 0) + 16;
-    const temps = new Map<number, number>(); // file id -> temp fd (>= base) in the target
-    const pipes = new Map<number, { r: number; w: number }>();
-    const high = (fd: number, what: string) => {
-      const r = Number(inj.call(NR.fcntl, fd, 1030 /* F_DUPFD_CLOEXEC */, base));
-      inj.call(NR.close, fd);
-      if (r < 0) throw new CriuError("restore", `${what}: F_DUPFD failed (errno ${-r})`);
-      return r;
-    };
-    for (const fe of fds) {
-      if (temps.has(fe.id)) continue;
-      const f = this.set.files.get(fe.id)!;
-      const what = `process ${this.pid} fd ${fe.fd}`;
-      if (f.type === 1 && f.reg) {
-        const reg = f.reg;
-        const flags = (reg.flags & ~(O.CREAT | O.EXCL | O.TRUNC | O.CLOEXEC));
-        const fd = Number(inj.call(NR.openat, -100, this.str(reg.name), flags, 0));
-        if (fd < 0) throw new CriuError("restore", `${what}: cannot open '${reg.name}' (errno ${-fd})`);
-        if (reg.pos && !(reg.flags & O.PATH)) {
-          const r = inj.call(NR.lseek, fd, reg.pos, 0);
-          if (r < 0n && r !== -29n) throw new CriuError("restore", `${what}: lseek to ${reg.pos} in '${reg.name}' failed (errno ${-r})`);
-        }
-        temps.set(fe.id, high(fd, what));
-      } else if (f.type === 2 && f.pipe) {
-        const p = f.pipe;
-        let ends = pipes.get(p.pipeId);
-        if (!ends) {
-          const a = this.scratchWrite(0n, new Uint8Array(8));
-          inj.ok("pipe2", NR.pipe2, a, O.CLOEXEC);
-          const v = new Int32Array(this.mem!.read(a, 8).buffer);
-          ends = { r: high(v[0], what), w: high(v[1], what) };
-          pipes.set(p.pipeId, ends);
-          const data = pipeData.get(p.pipeId);
-          if (data?.length) {
-            if (data.length > 65536) inj.call(NR.fcntl, ends.w, 1031 /* F_SETPIPE_SZ */, data.length);
-            const wfd = openFd(`/proc/${this.pid}/fd/${ends.w}`, O.WRONLY | O.NONBLOCK | O.CLOEXEC);
-            try { writeFull(wfd, data, `refill pipe ${p.pipeId}`); } finally { closeFd(wfd); }
-          }
-        }
-        const end = (p.flags & 3) === O.WRONLY ? ends.w : ends.r;
-        // another description of the same end: reopen through /proc (gives a new description)
-        const used = [...temps.values()].includes(end);
-        const fd = used ? high(Number(inj.ok("reopen pipe", NR.openat, -100, this.str(`/proc/self/fd/${end}`), p.flags & 3, 0)), what) : end;
-        inj.call(NR.fcntl, fd, 4 /* F_SETFL */, p.flags & ~3);
-        temps.set(fe.id, fd);
-      } else {
-        throw new CriuError("restore", `${what}: file kind ${f.type} is not supported yet`);
-      }
-    }
-    for (const fe of fds) {
-      const tmp = temps.get(fe.id)!;
-      const r = inj.call(NR.dup3, tmp, fe.fd, fe.flags & 1 ? O.CLOEXEC : 0);
-      if (r < 0n) throw new CriuError("restore", `process ${this.pid} fd ${fe.fd}: dup3 failed (errno ${-r})`);
-    }
-    const allTemps = new Set([...temps.values(), ...[...pipes.values()].flatMap((e) => [e.r, e.w])]);
-    for (const t of allTemps) inj.call(NR.close, t);
+    restoreFds({
+      pid: this.pid, inj, mem: this.mem!, dir: this.set.dir, files: this.set.files, state: this.state,
+      str: (s, slot = 0) => this.str(s, slot), scratch: (off, d) => this.scratchWrite(off, d),
+    }, this.t.fds);
     const cwd = this.set.files.get(this.t.fs.cwdId)?.reg?.name;
     const root = this.set.files.get(this.t.fs.rootId)?.reg?.name;
     if (root && root !== "/") inj.ok(`chroot(${root})`, NR.chroot, this.str(root));
@@ -378,10 +330,6 @@ export class TaskBuilder {
   /** Pending signals, timers: the last things before the registers, so nothing fires early. */
   restoreSignalsAndTimers() {
     const t = this.t, tc = t.cores.get(t.pid)!.tc!;
-    for (const tid of this.tids) {
-      const core = this.t.cores.get(tid)!;
-      setSigmask(tid, core.threadCore?.blkSigset ?? tc.blkSigset);
-    }
     const queue = (inj: Injector, tid: number | null, si: Uint8Array) => {
       const sig = new DataView(si.buffer, si.byteOffset).getInt32(0, true);
       const a = this.scratchWrite(0n, si);
@@ -457,9 +405,11 @@ export class TaskBuilder {
     }
     const res = BigInt.asIntN(64, getRegs(this.pid)[R.rax]);
     if (res !== 0n) throw new CriuError("restore", `munmap of the trampoline failed (errno ${-res})`);
+    const tc = this.t.cores.get(this.pid)!.tc!;
     for (const tid of this.tids) {
       const core = this.t.cores.get(tid)!;
-      setRegs(tid, entryToRegs(core.threadInfo!.gpregs));
+      setRegs(tid, entryToRegs(core.threadInfo!.gpregs!));
+      setSigmask(tid, core.threadCore?.blkSigset ?? tc.blkSigset);
     }
     this.mem?.close();
     for (const tid of [...this.tids].reverse()) {

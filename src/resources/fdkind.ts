@@ -1,0 +1,90 @@
+// The interface every kind of file descriptor implements (regular files, pipes, sockets,
+// eventfd ...). Adding a kind = one file in src/resources exporting an FdKind, listed in kinds.ts.
+import type { BigIntStats } from "node:fs";
+import { create, type DescMessage, type Message } from "@bufbuild/protobuf";
+import { writeImage, writeImageWithPayload, readImage, readImagePayloads, imageExists } from "../images/image";
+import type { FileTable } from "./files";
+import type { Injector, RemoteMem } from "../ptrace/inject";
+import type * as S from "../images/schemas";
+
+/** Extra images produced while dumping fds (pipes-data, eventpoll tfds, sk-queues ...). */
+export class ImageSink {
+  private files = new Map<string, { kind: string; items: { msg: Message; payload?: Uint8Array }[] }>();
+  add<T extends DescMessage>(file: string, kind: string, schema: T, init: Record<string, any>, payload?: Uint8Array) {
+    let f = this.files.get(file);
+    if (!f) this.files.set(file, (f = { kind, items: [] }));
+    f.items.push({ msg: create(schema, init as any), payload });
+  }
+  has(file: string) { return this.files.has(file); }
+  writeAll(dir: string) {
+    for (const [file, f] of this.files) {
+      if (f.items.some((i) => i.payload)) writeImageWithPayload(dir, file, f.kind, f.items.map((i) => ({ msg: i.msg, payload: i.payload ?? new Uint8Array(0) })));
+      else writeImage(dir, file, f.kind, f.items.map((i) => i.msg));
+    }
+  }
+}
+
+export interface DumpOpts { shellJob?: boolean; tcpEstablished?: boolean; tcpClose?: boolean; extUnixSk?: boolean }
+
+export interface DumpCtx {
+  pid: number;
+  fd: number;
+  /** readlink of /proc/PID/fd/N */
+  target: string;
+  /** open flags without O_CLOEXEC */
+  flags: number;
+  pos: bigint;
+  st: BigIntStats;
+  fdinfo: Record<string, string>;
+  /** the whole /proc/PID/fdinfo/N text (eventpoll tfd lines, inotify wd lines ...) */
+  fdinfoText: string;
+  files: FileTable;
+  images: ImageSink;
+  opts: DumpOpts;
+  /** this fd duplicated into criu-bun with pidfd_getfd (closed by the caller at the end of the dump) */
+  grab(): number;
+  where: string;
+}
+
+export interface RestoreCtx {
+  pid: number;
+  inj: Injector;
+  mem: RemoteMem;
+  dir: string;
+  files: Map<number, S.file_entry>;
+  /** a NUL-terminated string in the target's scratch area (slot 0..3 for several at once) */
+  str(s: string, slot?: number): bigint;
+  /** bytes in the target's scratch area at offset off (0..1023) */
+  scratch(off: bigint, data: Uint8Array): bigint;
+  /** move a target fd above every fd number being restored; returns the new number */
+  high(fd: number, what: string): number;
+  /** state shared between fds of one kind during this restore (e.g. both ends of a pipe) */
+  state: Map<string, any>;
+  where: string;
+}
+
+export interface FdKind {
+  name: string;
+  /** fd_types value in file_entry.type */
+  type: number;
+  match(target: string, st: BigIntStats): boolean;
+  /** create the file entry (through ctx.files) and extra images; returns the file id */
+  dump(ctx: DumpCtx): number;
+  /** checks before any process is created */
+  precheck?(f: S.file_entry, dir: string, where: string): void;
+  /** create the object in the target, return a target fd (moved high with ctx.high) */
+  restore(ctx: RestoreCtx, f: S.file_entry, fe: S.fdinfo_entry): number;
+}
+
+/** Read an optional image once per restore. */
+export function cachedImage<T extends Message>(ctx: RestoreCtx, file: string, kind: string): T[] {
+  const key = `img:${file}`;
+  if (!ctx.state.has(key)) ctx.state.set(key, imageExists(ctx.dir, file) ? readImage<T>(ctx.dir, file, kind) : []);
+  return ctx.state.get(key);
+}
+export function cachedPayloads<T extends Message>(ctx: RestoreCtx, file: string, kind: string): { msg: T; payload: Uint8Array }[] {
+  const key = `imgp:${file}`;
+  if (!ctx.state.has(key)) ctx.state.set(key, imageExists(ctx.dir, file) ? readImagePayloads<T>(ctx.dir, file, kind) : []);
+  return ctx.state.get(key);
+}
+export const FOWN0 = { uid: 0, euid: 0, signum: 0, pidType: 0, pid: 0 };

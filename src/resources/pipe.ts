@@ -1,0 +1,88 @@
+// Pipes: both ends, flags, and the unread bytes (pipes-data.img), shared across fds and processes.
+import type { FdKind } from "./fdkind";
+import { FOWN0, cachedPayloads } from "./fdkind";
+import { syscall, addr } from "../sys/syscall";
+import { NR } from "../sys/nr";
+import { openFd, closeFd, O, writeFull } from "../sys/mem";
+import * as S from "../images/schemas";
+import { CriuError } from "../log";
+
+/** A pipe's unread bytes, read without consuming them: tee() into a scratch pipe, then read that. */
+export function peekPipe(pid: number, fd: number, where: string): { data: Uint8Array; size: number } {
+  const rfd = openFd(`/proc/${pid}/fd/${fd}`, O.RDONLY | O.NONBLOCK | O.CLOEXEC);
+  const pair = new Int32Array(2);
+  try {
+    const size = syscall(NR.fcntl, rfd, 1032 /* F_GETPIPE_SZ */);
+    if (size < 0) throw new CriuError("files", `${where}: F_GETPIPE_SZ failed (${-size})`);
+    const r = syscall(NR.pipe2, addr(pair), O.NONBLOCK | O.CLOEXEC);
+    if (r < 0) throw new CriuError("files", `pipe2 failed (${-r})`);
+    syscall(NR.fcntl, pair[1], 1031 /* F_SETPIPE_SZ */, size);
+    const n = syscall(NR.tee, rfd, pair[1], size, 2 /* SPLICE_F_NONBLOCK */);
+    if (n === -11) return { data: new Uint8Array(0), size };
+    if (n < 0) throw new CriuError("files", `${where}: tee failed (${-n})`);
+    const data = new Uint8Array(n);
+    let got = 0;
+    while (got < n) {
+      const k = syscall(NR.read, pair[0], addr(data, got), n - got);
+      if (k <= 0) throw new CriuError("files", `${where}: reading pipe copy failed (${k})`);
+      got += k;
+    }
+    return { data, size };
+  } finally {
+    closeFd(rfd);
+    if (pair[0]) closeFd(pair[0]);
+    if (pair[1]) closeFd(pair[1]);
+  }
+}
+
+/** Refill a freshly made pipe in the target through its write end (from criu-bun, via /proc). */
+export function fillPipe(pid: number, wfd: number, data: Uint8Array, what: string) {
+  const fd = openFd(`/proc/${pid}/fd/${wfd}`, O.WRONLY | O.NONBLOCK | O.CLOEXEC);
+  try { writeFull(fd, data, what); } finally { closeFd(fd); }
+}
+
+export const pipeKind: FdKind = {
+  name: "pipe",
+  type: 2,
+  match: (target) => target.startsWith("pipe:["),
+  dump(ctx) {
+    const pipeId = Number(/^pipe:\[(\d+)\]$/.exec(ctx.target)![1]);
+    const id = ctx.files.add(null, (id) => ({ id, type: 2, pipe: { id, pipeId, flags: ctx.flags, fown: FOWN0 } }));
+    const key = `pipe:${pipeId}`;
+    if (!ctx.files.byKey.has(key)) {
+      ctx.files.byKey.set(key, id);
+      const { data, size } = peekPipe(ctx.pid, ctx.fd, ctx.where);
+      if (data.length) ctx.images.add("pipes-data.img", "PIPES_DATA", S.pipe_data_entrySchema, { pipeId, bytes: data.length, size }, data);
+    }
+    return id;
+  },
+  restore(ctx, f) {
+    const p = f.pipe!;
+    const inj = ctx.inj;
+    let ends = ctx.state.get(`pipe:${p.pipeId}`) as { r: number; w: number; used: Set<number> } | undefined;
+    if (!ends) {
+      const a = ctx.scratch(0n, new Uint8Array(8));
+      inj.ok("pipe2", NR.pipe2, a, O.CLOEXEC);
+      const v = new Int32Array(ctx.mem.read(a, 8).buffer);
+      ends = { r: ctx.high(v[0], ctx.where), w: ctx.high(v[1], ctx.where), used: new Set() };
+      ctx.state.set(`pipe:${p.pipeId}`, ends);
+      (ctx.state.get("closeLater") as Set<number>).add(ends.r).add(ends.w);
+      const item = cachedPayloads<S.pipe_data_entry>(ctx, "pipes-data.img", "PIPES_DATA").find((d) => d.msg.pipeId === p.pipeId);
+      if (item?.payload.length) {
+        const want = Math.max(item.msg.size ?? 0, item.payload.length);
+        if (want > 65536) inj.call(NR.fcntl, ends.w, 1031 /* F_SETPIPE_SZ */, want);
+        fillPipe(ctx.pid, ends.w, item.payload, `refill pipe ${p.pipeId}`);
+      }
+    }
+    let fd = (p.flags & 3) === O.WRONLY ? ends.w : ends.r;
+    if (ends.used.has(fd)) {
+      // another open description of the same end: reopen through /proc gives a new one
+      const r = Number(inj.call(NR.openat, -100, ctx.str(`/proc/self/fd/${fd}`), (p.flags & 3) | O.CLOEXEC, 0));
+      if (r < 0) throw new CriuError("restore", `${ctx.where}: reopening pipe ${p.pipeId} failed (errno ${-r})`);
+      fd = ctx.high(r, ctx.where);
+    }
+    ends.used.add(fd);
+    inj.call(NR.fcntl, fd, 4 /* F_SETFL */, p.flags & ~3);
+    return fd;
+  },
+};
