@@ -1,6 +1,7 @@
 // The interface every kind of file descriptor implements (regular files, pipes, sockets,
 // eventfd ...). Adding a kind = one file in src/resources exporting an FdKind, listed in kinds.ts.
-import type { BigIntStats } from "node:fs";
+import { writeFileSync, type BigIntStats } from "node:fs";
+import { join } from "node:path";
 import { create, type DescMessage, type Message } from "@bufbuild/protobuf";
 import { writeImage, writeImageWithPayload, readImage, readImagePayloads, imageExists } from "../images/image";
 import type { FileTable } from "./files";
@@ -15,8 +16,16 @@ export class ImageSink {
     if (!f) this.files.set(file, (f = { kind, items: [] }));
     f.items.push({ msg: create(schema, init as any), payload });
   }
-  has(file: string) { return this.files.has(file); }
+  private raws = new Map<string, Uint8Array[]>();
+  /** a raw file (pages-N.img ...) written as is; chunks appended in order */
+  raw(file: string, data: Uint8Array) {
+    let r = this.raws.get(file);
+    if (!r) this.raws.set(file, (r = []));
+    r.push(data);
+  }
+  has(file: string) { return this.files.has(file) || this.raws.has(file); }
   writeAll(dir: string) {
+    for (const [file, chunks] of this.raws) writeFileSync(join(dir, file), Buffer.concat(chunks));
     for (const [file, f] of this.files) {
       if (f.items.some((i) => i.payload)) writeImageWithPayload(dir, file, f.kind, f.items.map((i) => ({ msg: i.msg, payload: i.payload ?? new Uint8Array(0) })));
       else writeImage(dir, file, f.kind, f.items.map((i) => i.msg));
@@ -74,6 +83,9 @@ export interface FdKind {
   precheck?(f: S.file_entry, dir: string, where: string): void;
   /** create the object in the target, return a target fd (moved high with ctx.high) */
   restore(ctx: RestoreCtx, f: S.file_entry, fe: S.fdinfo_entry): number;
+  /** second pass, once per file, after every fd has its final number (epoll targets ...);
+   *  fd is the final number of one fd using this file */
+  restoreLate?(ctx: RestoreCtx, f: S.file_entry, fd: number): void;
 }
 
 /** Read an optional image once per restore. */

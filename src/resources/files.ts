@@ -124,5 +124,12 @@ export function restoreFds(base: Omit<RestoreCtx, "high" | "where">, fds: S.fdin
     const r = inj.call(NR.dup3, temps.get(fe.id)!, fe.fd, fe.flags & 1 ? O.CLOEXEC : 0);
     if (r < 0n) throw new CriuError("restore", `process ${base.pid} fd ${fe.fd}: dup3 failed (errno ${-r})`);
   }
+  const late = new Set<number>();
+  for (const fe of sorted) {
+    const f = base.files.get(fe.id)!, kind = kindByType(f.type)!;
+    if (!kind.restoreLate || late.has(fe.id)) continue;
+    late.add(fe.id);
+    kind.restoreLate({ ...base, high, where: `process ${base.pid} fd ${fe.fd}` }, f, fe.fd);
+  }
   for (const t of new Set([...temps.values(), ...closeLater])) inj.call(NR.close, t);
 }

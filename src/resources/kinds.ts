@@ -2,8 +2,12 @@
 import type { FdKind } from "./fdkind";
 import { regKind } from "./reg";
 import { pipeKind } from "./pipe";
+import { eventfdKind } from "./eventfd";
+import { timerfdKind } from "./timerfd";
+import { signalfdKind } from "./signalfd";
+import { epollKind } from "./epoll";
 
-export const FD_KINDS: FdKind[] = [pipeKind, regKind];
+export const FD_KINDS: FdKind[] = [pipeKind, eventfdKind, timerfdKind, signalfdKind, epollKind, regKind];
 export function kindByType(type: number): FdKind | undefined {
   return FD_KINDS.find((k) => k.type === type);
 }

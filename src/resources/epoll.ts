@@ -1,0 +1,51 @@
+// epoll: the interest list from fdinfo lines "tfd: N events: X data: Y pos: P ino: I sdev: D".
+// Kept in file_entry.epfd.tfd (CRIU 3.15+ layout; older eventpoll-tfd.img is read too).
+// Restored in the late pass: epoll_create1 first, epoll_ctl(ADD) once every fd has its number.
+import type { FdKind } from "./fdkind";
+import { FOWN0, cachedImage } from "./fdkind";
+import { NR } from "../sys/nr";
+import { CriuError } from "../log";
+import type * as S from "../images/schemas";
+
+const EPOLL_CLOEXEC = 0o2000000;
+
+export function parseEpollTfds(text: string): { tfd: number; events: number; data: bigint; pos: bigint; inode: bigint; dev: number }[] {
+  const out = [];
+  for (const line of text.split("\n")) {
+    const m = /^tfd:\s*(\d+)\s+events:\s*([0-9a-f]+)\s+data:\s*([0-9a-f]+)\s+pos:\s*(\d+)\s+ino:\s*([0-9a-f]+)\s+sdev:\s*([0-9a-f]+)/.exec(line);
+    if (m) out.push({ tfd: +m[1], events: parseInt(m[2], 16), data: BigInt("0x" + m[3]), pos: BigInt(m[4]), inode: BigInt("0x" + m[5]), dev: parseInt(m[6], 16) });
+  }
+  return out;
+}
+
+export const epollKind: FdKind = {
+  name: "epoll",
+  type: 7,
+  match: (target) => target === "anon_inode:[eventpoll]",
+  dump(ctx) {
+    const tfds = parseEpollTfds(ctx.fdinfoText);
+    return ctx.files.add(null, (id) => ({
+      id, type: 7,
+      epfd: { id, flags: ctx.flags, fown: FOWN0, tfd: tfds.map((t) => ({ id, tfd: t.tfd, events: t.events, data: t.data, dev: t.dev, inode: t.inode, pos: t.pos })) },
+    }));
+  },
+  restore(ctx) {
+    const fd = Number(ctx.inj.call(NR.epoll_create1, EPOLL_CLOEXEC));
+    if (fd < 0) throw new CriuError("restore", `${ctx.where}: epoll_create1 failed (errno ${-fd})`);
+    return ctx.high(fd, ctx.where);
+  },
+  restoreLate(ctx, f, epfd) {
+    const e = f.epfd!;
+    let tfds = e.tfd;
+    if (!tfds.length) tfds = cachedImage<S.eventpoll_tfd_entry>(ctx, "eventpoll-tfd.img", "EVENTPOLL_TFD").filter((t) => t.id === e.id);
+    for (const t of tfds) {
+      const ev = new Uint8Array(12); // struct epoll_event is packed on x86_64
+      const dv = new DataView(ev.buffer);
+      dv.setUint32(0, t.events, true);
+      dv.setBigUint64(4, t.data, true);
+      const r = ctx.inj.call(NR.epoll_ctl, epfd, 1 /* EPOLL_CTL_ADD */, t.tfd, ctx.scratch(0n, ev));
+      if (r < 0n) throw new CriuError("restore", `${ctx.where}: epoll_ctl(ADD fd ${t.tfd}) failed (errno ${-r})`);
+    }
+    if (e.flags & 0o4000) ctx.inj.call(NR.fcntl, epfd, 4 /* F_SETFL */, e.flags);
+  },
+};

@@ -1,0 +1,59 @@
+// timerfd: clock, settime flags, remaining time and period, and expirations not read yet.
+// The remaining time comes from timerfd_gettime on a grabbed copy (fdinfo shows it_value 0 for a
+// periodic timer that expired and was not read yet; gettime forwards it and counts the ticks).
+// Restore re-arms relative to now and puts back the unread ticks with TFD_IOC_SET_TICKS.
+import { readFileSync } from "node:fs";
+import type { FdKind } from "./fdkind";
+import { FOWN0 } from "./fdkind";
+import { syscall, addr } from "../sys/syscall";
+import { NR } from "../sys/nr";
+import { O } from "../sys/mem";
+import { CriuError } from "../log";
+
+const TFD_IOC_SET_TICKS = 0x40085400; // _IOW('T', 0, u64)
+
+function field(text: string, name: string): string | undefined {
+  const m = new RegExp(`^${name}:\\s*(.*)$`, "m").exec(text);
+  return m?.[1].trim();
+}
+
+export const timerfdKind: FdKind = {
+  name: "timerfd",
+  type: 17,
+  match: (target) => target === "anon_inode:[timerfd]",
+  dump(ctx) {
+    const fd = ctx.grab();
+    const its = new BigInt64Array(4); // it_interval {sec, nsec}, it_value {sec, nsec}
+    const r = syscall(NR.timerfd_gettime, fd, addr(its));
+    if (r < 0) throw new CriuError("files", `${ctx.where}: timerfd_gettime failed (${-r})`);
+    // read fdinfo again: gettime may have moved expirations into ticks
+    const text = readFileSync(`/proc/${ctx.pid}/fdinfo/${ctx.fd}`, "latin1");
+    const clockid = Number(field(text, "clockid") ?? NaN);
+    const ticks = BigInt(field(text, "ticks") ?? "0");
+    const settimeFlags = parseInt(field(text, "settime flags") ?? "0", 8);
+    if (!Number.isFinite(clockid)) throw new CriuError("files", `${ctx.where}: timerfd without clockid in fdinfo`);
+    return ctx.files.add(null, (id) => ({
+      id, type: 17,
+      tfd: { id, flags: ctx.flags, fown: FOWN0, clockid, ticks, settimeFlags, vsec: its[2], vnsec: its[3], isec: its[0], insec: its[1] },
+    }));
+  },
+  restore(ctx, f) {
+    const t = f.tfd!, inj = ctx.inj;
+    const fd = Number(inj.call(NR.timerfd_create, t.clockid, (t.flags & O.NONBLOCK) | O.CLOEXEC));
+    if (fd < 0) throw new CriuError("restore", `${ctx.where}: timerfd_create(clock ${t.clockid}) failed (errno ${-fd})`);
+    let vsec = t.vsec, vnsec = t.vnsec;
+    // a periodic timer whose first expiry was not seen: arm for one period
+    if (vsec === 0n && vnsec === 0n && (t.isec || t.insec)) { vsec = t.isec; vnsec = t.insec; }
+    if (vsec || vnsec) {
+      const a = ctx.scratch(0n, new Uint8Array(new BigUint64Array([t.isec, t.insec, vsec, vnsec]).buffer));
+      const r = inj.call(NR.timerfd_settime, fd, 0, a, 0);
+      if (r < 0n) throw new CriuError("restore", `${ctx.where}: timerfd_settime failed (errno ${-r})`);
+    }
+    if (t.ticks) {
+      const a = ctx.scratch(64n, new Uint8Array(new BigUint64Array([t.ticks]).buffer));
+      const r = inj.call(NR.ioctl, fd, TFD_IOC_SET_TICKS, a);
+      if (r < 0n) throw new CriuError("restore", `${ctx.where}: TFD_IOC_SET_TICKS(${t.ticks}) failed (errno ${-r}); the kernel needs CONFIG_CHECKPOINT_RESTORE`);
+    }
+    return ctx.high(fd, ctx.where);
+  },
+};

@@ -1,0 +1,59 @@
+// More kinds of file descriptors on real processes: each workload holds fds with state in
+// flight (counters, armed timers, epoll sets, queued data ...), is dumped, killed, restored,
+// and verifies itself.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, isAlive, runWorkload, criuBun } from "./harness";
+import { dump, restore, imagesDir, cleanupImages } from "./engine-helpers";
+
+beforeAll(async () => { await buildWorkloads(); }, 120_000);
+afterAll(() => { cleanup(); cleanupImages(); });
+
+async function dumpRestoreVerify(name: string, args: string[] = [], opts: { settle?: number; dumpArgs?: string[] } = {}) {
+  const w = await startWorkload(name, args);
+  await Bun.sleep(opts.settle ?? 150);
+  const dir = imagesDir(name);
+  dump(w.pid, dir, opts.dumpArgs);
+  expect(isAlive(w.pid)).toBe(false);
+  const r = await restore(dir, w.pid);
+  await Bun.sleep(100);
+  trigger(w);
+  const res = await waitResult(w, 15000);
+  if (!res.pass) console.error(res.text);
+  expect(res.text).toStartWith("PASS");
+  expect(await r.proc.exited).toBe(0);
+  return { w, dir };
+}
+
+/** crit-style decode of one image through our own show command */
+function show(dir: string, file: string): any {
+  const r = criuBun(["show", `${dir}/${file}`]);
+  expect(r.code).toBe(0);
+  return JSON.parse(r.stdout);
+}
+
+const kinds: { name: string; what: string; corrupt: string; fail: string }[] = [
+  { name: "eventfd", what: "counters, semaphore mode, dup", corrupt: "count", fail: "plain counter" },
+  { name: "timerfd", what: "periodic, unread ticks, one-shot, disarmed, clocks", corrupt: "ticks", fail: "B unread ticks" },
+  { name: "signalfd", what: "masks, flags, queued signal", corrupt: "mask", fail: "SIGUSR1 not read" },
+  { name: "epoll", what: "interest list with ready events, nested epoll", corrupt: "del", fail: "epoll_wait gave" },
+];
+
+describe("workloads verify themselves without a dump", () => {
+  for (const k of kinds) {
+    test(`${k.name} passes, and fails when damaged`, async () => {
+      const ok = await runWorkload(k.name, [], { settleMs: 50 });
+      expect(ok.text).toStartWith("PASS");
+      const bad = await runWorkload(k.name, [`--selftest-corrupt=${k.corrupt}`], { settleMs: 50 });
+      expect(bad.summary).toStartWith("FAIL");
+      expect(bad.text).toContain(k.fail);
+    });
+  }
+});
+
+describe("dump, kill, restore", () => {
+  for (const k of kinds) {
+    test(`${k.name}: ${k.what}`, async () => {
+      await dumpRestoreVerify(k.name);
+    });
+  }
+});
