@@ -45,11 +45,13 @@ int main(int argc, char **argv) {
 	WL_CHECK(g.it_interval.tv_sec == 0 && g.it_interval.tv_nsec == 50000000, "A period %ld.%09ld", (long)g.it_interval.tv_sec, g.it_interval.tv_nsec);
 	t = 0;
 	WL_CHECK(read(A, &t, 8) == 8 && t >= 1, "A gave no ticks");
+	t = 0;
+	WL_CHECK(read(A, &t, 8) == 8 && t >= 1, "A stopped ticking");
 	double t0 = wl_now(CLOCK_MONOTONIC);
 	t = 0;
 	WL_CHECK(read(A, &t, 8) == 8 && t >= 1, "A stopped ticking");
 	double dt = wl_now(CLOCK_MONOTONIC) - t0;
-	WL_CHECK(dt > 0.005 && dt < 0.2, "A next tick after %.3f s", dt);
+	WL_CHECK(dt > 0.03 && dt < 0.2, "A next tick after %.3f s", dt);
 	t = 0;
 	ssize_t n = read(B, &t, 8);
 	WL_CHECK(n == 8 && t == 1, "B unread ticks lost (n=%zd ticks=%llu errno=%d)", n, (unsigned long long)t, errno);
