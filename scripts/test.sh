@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 export PATH="$PWD/node_modules/.bin:$PATH"
 bun scripts/build.ts || { echo "0 passed, 1 failed"; exit 1; }
 out=$(mktemp)
-bun test "$@" 2>&1 | tee "$out"
+bun test --timeout 60000 "$@" 2>&1 | tee "$out"
 rc=${PIPESTATUS[0]}
 pass=$(grep -Eo '^ *[0-9]+ pass$' "$out" | tail -1 | tr -dc 0-9)
 fail=$(grep -Eo '^ *[0-9]+ fail$' "$out" | tail -1 | tr -dc 0-9)

@@ -30,7 +30,7 @@ function readLog(dir: string, name: string): string {
 export interface Restored { proc: Subprocess; pid: number; stderr: () => Promise<string> }
 /** Start `criu-bun restore -D dir` (not detached) and wait until the pid is back. */
 export async function restore(dir: string, pid: number, extra: string[] = []): Promise<Restored> {
-  await waitGone(pid);
+  await waitReaped(pid);
   const proc = Bun.spawn([...criuBunCommand(), "restore", "-D", dir, "-o", "restore.log", "-v4", ...extra], {
     cwd: REPO_ROOT, stdin: "ignore", stdout: "pipe", stderr: "pipe",
   });
@@ -57,3 +57,13 @@ export async function killAndWait(w: Workload) {
   await waitGone(w.pid);
 }
 void REPO_ROOT;
+
+/** Wait until the pid is gone from /proc (a dead child of this test runner is reaped by Bun's event loop). */
+export async function waitReaped(pid: number, timeoutMs = 5000) {
+  await waitGone(pid, timeoutMs);
+  const deadline = Date.now() + timeoutMs;
+  while (require("node:fs").existsSync(`/proc/${pid}`)) {
+    if (Date.now() > deadline) throw new Error(`pid ${pid} not reaped after ${timeoutMs} ms`);
+    await Bun.sleep(5);
+  }
+}

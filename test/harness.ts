@@ -152,12 +152,15 @@ function describe(w: Pick<Workload, "name" | "args" | "dir" | "stderrPath">, pid
 /** Start `bin/<name> DIR args...` in its own session and wait for DIR/ready. */
 export async function startWorkload(name: string, args: string[] = [], opts: StartOptions = {}): Promise<Workload> {
   await buildWorkloads();
-  const bin = workloadBin(name);
+  // C workloads are binaries; real programs run scripts: NAME.py with python3, NAME.sh with bash
+  const script = /\.(py|sh)$/.exec(name);
+  const bin = script ? join(WORKLOADS_DIR, name) : workloadBin(name);
   if (!existsSync(bin)) throw new Error(`no workload named ${name} (${bin} missing)`);
+  const argv = script ? [script[1] === "py" ? "python3" : "bash", bin] : [bin];
   const dir = mkdtempSync(join(tmpdir(), `criu-bun-wl-${name}-`));
   dirs.push(dir);
   const stderrPath = opts.stderr === "file" ? join(dir, "stderr") : null;
-  const proc = Bun.spawn([bin, dir, ...args], {
+  const proc = Bun.spawn([...argv, dir, ...args], {
     cwd: dir,
     detached: true, // setsid(): own session and process group, as dump/restore expect
     stdin: "ignore",

@@ -54,7 +54,7 @@ export async function main(argv: string[]): Promise<number> {
     });
   }
   cli.help();
-  cli.version(VERSION);
+  if (argv.includes("--version") || argv.includes("-V")) { process.stdout.write(`Version: ${VERSION}\n`); return 0; }
   let parsed;
   try {
     parsed = cli.parse(["bun", "criu-bun", ...normalizeArgv(argv)], { run: false });
@@ -66,7 +66,15 @@ export async function main(argv: string[]): Promise<number> {
     }
     await cli.runMatchedCommand();
   } catch (e: any) {
-    log.error("cli", e.name === "CACError" ? `${e.message} (try --help)` : e.message);
+    let m = String(e.message);
+    const u = /^Unknown option `(.+)`$/.exec(m);
+    if (u) {
+      // cac reports the camelCased name: show the option as the user typed it
+      const camel = (x: string) => x.replace(/^-+/, "").split("=")[0].replace(/-([a-z])/g, (_, c) => c.toUpperCase());
+      const typed = argv.find((a) => a.startsWith("-") && camel(a) === camel(u[1]));
+      m = `unknown option '${typed?.split("=")[0] ?? u[1]}'`;
+    }
+    log.error("cli", e.name === "CACError" ? `${m} (try --help)` : m);
     return 1;
   }
   if (!chosen) return 1;
