@@ -2,7 +2,7 @@
 // flight (counters, armed timers, epoll sets, queued data ...), is dumped, killed, restored,
 // and verifies itself.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, isAlive, runWorkload, criuBun } from "./harness";
+import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, isAlive, waitGone, runWorkload, criuBun } from "./harness";
 import { dump, restore, imagesDir, cleanupImages } from "./engine-helpers";
 
 beforeAll(async () => { await buildWorkloads(); }, 120_000);
@@ -13,7 +13,7 @@ async function dumpRestoreVerify(name: string, args: string[] = [], opts: { sett
   await Bun.sleep(opts.settle ?? 150);
   const dir = imagesDir(name);
   dump(w.pid, dir, opts.dumpArgs);
-  expect(isAlive(w.pid)).toBe(false);
+  await waitGone(w.pid); // killed by the dump (exit may take a moment: inotify teardown waits for SRCU)
   const r = await restore(dir, w.pid);
   await Bun.sleep(100);
   trigger(w);
@@ -36,6 +36,7 @@ const kinds: { name: string; what: string; corrupt: string; fail: string }[] = [
   { name: "timerfd", what: "periodic, unread ticks, one-shot, disarmed, clocks", corrupt: "ticks", fail: "B unread ticks" },
   { name: "signalfd", what: "masks, flags, queued signal", corrupt: "mask", fail: "SIGUSR1 not read" },
   { name: "epoll", what: "interest list with ready events, nested epoll", corrupt: "del", fail: "epoll_wait gave" },
+  { name: "inotify", what: "watches by path, wd numbers with a gap, flags", corrupt: "rm", fail: "no IN_CREATE" },
 ];
 
 describe("workloads verify themselves without a dump", () => {

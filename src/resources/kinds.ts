@@ -6,8 +6,9 @@ import { eventfdKind } from "./eventfd";
 import { timerfdKind } from "./timerfd";
 import { signalfdKind } from "./signalfd";
 import { epollKind } from "./epoll";
+import { inotifyKind } from "./inotify";
 
-export const FD_KINDS: FdKind[] = [pipeKind, eventfdKind, timerfdKind, signalfdKind, epollKind, regKind];
+export const FD_KINDS: FdKind[] = [pipeKind, eventfdKind, timerfdKind, signalfdKind, epollKind, inotifyKind, regKind];
 export function kindByType(type: number): FdKind | undefined {
   return FD_KINDS.find((k) => k.type === type);
 }

@@ -1,0 +1,114 @@
+// inotify: the watches (fdinfo "inotify wd:W ino:I sdev:D mask:M ignored_mask:X fhandle-bytes:B
+// fhandle-type:T f_handle:H"). Dump resolves each file handle to a path (open_by_handle_at on a
+// mount of that device, from criu-bun) and keeps it in fh_entry.path; restore adds watches in wd
+// order, and re-adds (rm + add) until the kernel's cyclic wd counter gives back the same number.
+import { readFileSync, readlinkSync } from "node:fs";
+import type { FdKind } from "./fdkind";
+import { FOWN0 } from "./fdkind";
+import { syscall, addr, cstr } from "../sys/syscall";
+import { closeFd, O } from "../sys/mem";
+import { CriuError } from "../log";
+
+const NR_inotify_add_watch = 254, NR_inotify_rm_watch = 255, NR_open_by_handle_at = 304, NR_inotify_init1 = 294;
+
+interface Wd { wd: number; ino: bigint; sdev: number; mask: number; ignoredMask: number; bytes: number; type: number; handle: Uint8Array }
+
+export function parseInotify(text: string): Wd[] {
+  const out: Wd[] = [];
+  for (const line of text.split("\n")) {
+    const m = /^inotify wd:(\d+) ino:([0-9a-f]+) sdev:([0-9a-f]+) mask:([0-9a-f]+) ignored_mask:([0-9a-f]+) fhandle-bytes:([0-9a-f]+) fhandle-type:([0-9a-f]+) f_handle:([0-9a-f]*)/.exec(line);
+    if (!m) continue;
+    const hex = m[8];
+    const handle = new Uint8Array(hex.length / 2);
+    for (let i = 0; i < handle.length; i++) handle[i] = parseInt(hex.slice(i * 2, i * 2 + 2), 16);
+    out.push({ wd: +m[1], ino: BigInt("0x" + m[2]), sdev: parseInt(m[3], 16), mask: parseInt(m[4], 16), ignoredMask: parseInt(m[5], 16),
+      bytes: parseInt(m[6], 16), type: parseInt(m[7], 16), handle });
+  }
+  return out;
+}
+
+/** kernel dev_t (major << 20 | minor) -> a mount point of that device in the process's view */
+function mountOf(pid: number, sdev: number): string[] {
+  const major = sdev >>> 20, minor = sdev & 0xfffff;
+  const out: string[] = [];
+  for (const line of readFileSync(`/proc/${pid}/mountinfo`, "utf8").split("\n")) {
+    const f = line.split(" ");
+    if (f[2] === `${major}:${minor}`) out.push(`/proc/${pid}/root${f[4].replace(/\\040/g, " ")}`);
+  }
+  return out;
+}
+
+function resolveHandle(pid: number, w: Wd, where: string): string {
+  const fh = new Uint8Array(8 + w.handle.length);
+  const dv = new DataView(fh.buffer);
+  dv.setUint32(0, w.bytes, true);
+  dv.setInt32(4, w.type, true);
+  fh.set(w.handle, 8);
+  for (const mnt of mountOf(pid, w.sdev)) {
+    const mfd = syscall(257 /* openat */, -100, addr(cstr(mnt)), O.RDONLY | O.DIRECTORY | O.CLOEXEC, 0);
+    if (mfd < 0) continue;
+    try {
+      const fd = syscall(NR_open_by_handle_at, mfd, addr(fh), O.PATH | O.CLOEXEC);
+      if (fd < 0) continue;
+      try {
+        const p = readlinkSync(`/proc/self/fd/${fd}`);
+        if (p.endsWith(" (deleted)")) throw new CriuError("files", `${where}: inotify watch ${w.wd} is on a deleted file; not supported yet`);
+        return p;
+      } finally { closeFd(fd); }
+    } finally { closeFd(mfd); }
+  }
+  throw new CriuError("files", `${where}: cannot find the file of inotify watch ${w.wd} (inode ${w.ino}, device ${w.sdev >>> 20}:${w.sdev & 0xfffff})`);
+}
+
+function toU64s(b: Uint8Array): bigint[] {
+  const p = new Uint8Array(Math.ceil(b.length / 8) * 8);
+  p.set(b);
+  const dv = new DataView(p.buffer);
+  return Array.from({ length: p.length / 8 }, (_, i) => dv.getBigUint64(i * 8, true));
+}
+
+export const inotifyKind: FdKind = {
+  name: "inotify",
+  type: 8,
+  match: (target) => target === "anon_inode:inotify",
+  dump(ctx) {
+    const wds = parseInotify(ctx.fdinfoText).sort((a, b) => a.wd - b.wd);
+    return ctx.files.add(null, (id) => ({
+      id, type: 8,
+      ify: {
+        id, flags: ctx.flags, fown: FOWN0,
+        wd: wds.map((w) => ({
+          id, iIno: w.ino, mask: w.mask, ignoredMask: w.ignoredMask, sDev: w.sdev, wd: w.wd,
+          fHandle: { bytes: w.bytes, type: w.type, handle: toU64s(w.handle), path: resolveHandle(ctx.pid, w, ctx.where) },
+        })),
+      },
+    }));
+  },
+  restore(ctx, f) {
+    const e = f.ify!, inj = ctx.inj;
+    const fd = Number(inj.call(NR_inotify_init1, (e.flags & O.NONBLOCK) | O.CLOEXEC));
+    if (fd < 0) throw new CriuError("restore", `${ctx.where}: inotify_init1 failed (errno ${-fd})`);
+    let removed = false;
+    for (const w of [...e.wd].sort((a, b) => a.wd - b.wd)) {
+      const path = w.fHandle?.path;
+      if (!path) throw new CriuError("restore", `${ctx.where}: inotify watch ${w.wd} has no path (file handles alone are not supported)`);
+      const p = ctx.str(path);
+      for (let tries = 0; ; tries++) {
+        const got = Number(inj.call(NR_inotify_add_watch, fd, p, w.mask));
+        if (got < 0) throw new CriuError("restore", `${ctx.where}: inotify_add_watch('${path}') failed (errno ${-got})`);
+        if (got === w.wd) break;
+        if (got > w.wd || tries > 1_000_000) throw new CriuError("restore", `${ctx.where}: inotify watch on '${path}' got wd ${got}, wanted ${w.wd}`);
+        inj.call(NR_inotify_rm_watch, fd, got);
+        removed = true;
+      }
+    }
+    if (removed) {
+      // each rm_watch queued an IN_IGNORED event: drain them
+      inj.call(72 /* fcntl */, fd, 4 /* F_SETFL */, O.NONBLOCK);
+      const buf = ctx.scratch(0n, new Uint8Array(1024));
+      while (inj.call(0 /* read */, fd, buf, 1024) > 0n);
+      inj.call(72, fd, 4, e.flags & O.NONBLOCK);
+    }
+    return ctx.high(fd, ctx.where);
+  },
+};
