@@ -37,6 +37,7 @@ const kinds: { name: string; what: string; corrupt: string; fail: string }[] = [
   { name: "signalfd", what: "masks, flags, queued signal", corrupt: "mask", fail: "SIGUSR1 not read" },
   { name: "epoll", what: "interest list with ready events, nested epoll", corrupt: "del", fail: "epoll_wait gave" },
   { name: "inotify", what: "watches by path, wd numbers with a gap, flags", corrupt: "rm", fail: "no IN_CREATE" },
+  { name: "memfd", what: "contents with a hole, seals, two descriptions, offsets, unsealable", corrupt: "seal", fail: "seals" },
 ];
 
 describe("workloads verify themselves without a dump", () => {

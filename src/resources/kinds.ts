@@ -7,8 +7,9 @@ import { timerfdKind } from "./timerfd";
 import { signalfdKind } from "./signalfd";
 import { epollKind } from "./epoll";
 import { inotifyKind } from "./inotify";
+import { memfdKind } from "./memfd";
 
-export const FD_KINDS: FdKind[] = [pipeKind, eventfdKind, timerfdKind, signalfdKind, epollKind, inotifyKind, regKind];
+export const FD_KINDS: FdKind[] = [pipeKind, eventfdKind, timerfdKind, signalfdKind, epollKind, inotifyKind, memfdKind, regKind];
 export function kindByType(type: number): FdKind | undefined {
   return FD_KINDS.find((k) => k.type === type);
 }
