@@ -10,8 +10,9 @@ import { setRegs } from "../sys/ptrace";
 import { syscall } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { dumpTask, type TaskDump } from "./task";
-import { pagesToDump, readPages } from "../resources/memory";
-import { dumpFds, FileTable, type FdDump } from "../resources/files";
+import { dumpPages as pipelineDumpPages } from "../codec/pipeline";
+import { dumpFds, FileTable, type FdDump, type FdTwin } from "../resources/files";
+import { readStat, listChildren } from "../sys/proc";
 import { ImageSink } from "../resources/fdkind";
 import { VMA } from "../resources/vma";
 import { writeImage, writeImageWithPayload } from "../images/image";
@@ -36,6 +37,50 @@ function checkImagesDir(dir: string) {
   catch (e: any) { throw new CriuError("dump", `images directory '${dir}' is not writable (${e.code ?? e.message})`); }
 }
 
+/** A process of the dumped tree: frozen (alive) or a zombie (nothing to freeze). */
+interface TreeNode {
+  pid: number; ppid: number; children: number[];
+  fp?: FrozenProcess; mem?: RemoteMem;
+  zombie?: { exitCode: number; pgid: number; sid: number; comm: string };
+}
+
+/** Freeze ROOT and every descendant, repeating while new children appear. */
+function freezeTree(root: number, timeoutMs: number): TreeNode[] {
+  const nodes = new Map<number, TreeNode>();
+  const order: number[] = [];
+  try {
+    for (let round = 0; ; round++) {
+      let fresh = 0;
+      const queue = [root];
+      while (queue.length) {
+        const pid = queue.shift()!;
+        let node = nodes.get(pid);
+        if (!node) {
+          let st;
+          try { st = readStat(pid); } catch { if (pid === root) throw new CriuError("dump", `process ${pid} does not exist`); continue; }
+          if (st.state === "Z") {
+            node = { pid, ppid: st.ppid, children: [], zombie: { exitCode: st.exitCode, pgid: st.pgid, sid: st.sid, comm: st.comm } };
+          } else {
+            node = { pid, ppid: st.ppid, children: [], fp: freezeProcess(pid, timeoutMs) };
+          }
+          nodes.set(pid, node); order.push(pid); fresh++;
+        }
+        if (node.zombie) continue;
+        node.children = listChildren(pid).sort((a, b) => a - b);
+        queue.push(...node.children);
+      }
+      if (!fresh) break;
+      if (round > 50) throw new CriuError("dump", `the tree of ${root} keeps forking; cannot freeze it`);
+    }
+  } catch (e) {
+    for (const n of nodes.values()) if (n.fp) releaseProcess(n.fp);
+    throw e;
+  }
+  const list = order.map((p) => nodes.get(p)!);
+  list[0].ppid = 0;
+  return list;
+}
+
 export function dumpProcess(o: DumpOptions): DumpStats {
   const { pid, dir } = o;
   if (!Number.isInteger(pid) || pid <= 0) throw new CriuError("dump", `invalid PID '${o.pid}'`);
@@ -43,41 +88,77 @@ export function dumpProcess(o: DumpOptions): DumpStats {
   if (pid === process.pid) throw new CriuError("dump", `cannot dump criu-bun itself`);
   checkImagesDir(dir);
   const t0 = performance.now();
-  const fp = freezeProcess(pid, (o.timeoutSec ?? 10) * 1000);
+  const tree = freezeTree(pid, (o.timeoutSec ?? 10) * 1000);
   const tFrozen = performance.now();
-  const mem = new RemoteMem(pid);
   let stats: DumpStats;
   try {
-    stats = collectAndWrite(fp, mem, o, tFrozen - t0);
+    for (const n of tree) if (n.fp) n.mem = new RemoteMem(n.pid);
+    stats = collectAndWrite(tree, o, tFrozen - t0);
   } catch (e) {
-    mem.close();
-    releaseProcess(fp);
-    log.info(`Dump of ${pid} failed; process released`);
+    for (const n of tree) { n.mem?.close(); if (n.fp) releaseProcess(n.fp); }
+    log.info(`Dump of ${pid} failed; ${tree.length} process(es) released`);
     throw e;
   }
-  mem.close();
+  for (const n of tree) n.mem?.close();
   stats.frozenTime = Math.round((performance.now() - tFrozen) * 1000);
+  const alive = tree.filter((n) => n.fp);
   if (o.leaveStopped) {
-    // leave it stopped: detach with SIGSTOP so it stays in a group stop
-    for (const t of fp.threads) syscall(NR.ptrace, 17 /*DETACH*/, t.tid, 0, 19);
-    log.info(`Process ${pid} left stopped`);
+    // leave them stopped: detach with SIGSTOP so they stay in a group stop
+    for (const n of alive) for (const t of n.fp!.threads) syscall(NR.ptrace, 17 /*DETACH*/, t.tid, 0, 19);
+    log.info(`Tree of ${pid} left stopped`);
   } else if (o.leaveRunning) {
-    releaseProcess(fp);
-    log.info(`Process ${pid} left running`);
+    for (const n of alive) releaseProcess(n.fp!);
+    log.info(`Tree of ${pid} left running`);
   } else {
-    syscall(NR.kill, pid, 9);
-    for (const t of fp.threads) syscall(NR.ptrace, 17, t.tid, 0, 0);
-    log.info(`Process ${pid} killed after dump`);
+    for (const n of alive) syscall(NR.kill, n.pid, 9);
+    for (const n of alive) for (const t of n.fp!.threads) syscall(NR.ptrace, 17, t.tid, 0, 0);
+    log.info(`Tree of ${pid} (${tree.length} process(es)) killed after dump`);
   }
   return stats;
 }
 
-function collectAndWrite(fp: FrozenProcess, mem: RemoteMem, o: DumpOptions, freezeMs: number): DumpStats {
-  const pid = fp.pid;
-  const task: TaskDump = dumpTask(fp, mem);
+function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number): DumpStats {
+  const d = o.dir;
   const files = new FileTable();
   const extra = new ImageSink();
-  const fds: FdDump[] = dumpFds(pid, files, extra, { shellJob: o.shellJob });
+  const twins: FdTwin[] = [];
+  const stats: DumpStats = { freezingTime: Math.round(freezeMs * 1000), frozenTime: 0, memdumpTime: 0, memwriteTime: 0, pagesScanned: 0, pagesWritten: 0 };
+  const pstree: Record<string, any>[] = [];
+  tree.forEach((n, idx) => {
+    const id = idx + 1;
+    const ids = { vmId: id, filesId: id, fsId: id, sighandId: id, pidNsId: 1, netNsId: 2, ipcNsId: 3, utsNsId: 4, mntNsId: 5, userNsId: 6, cgroupNsId: 7, timeNsId: 8 };
+    if (n.zombie) {
+      const z = n.zombie;
+      pstree.push({ pid: n.pid, ppid: n.ppid, pgid: z.pgid, sid: z.sid, threads: [n.pid] });
+      writeImage(d, `core-${n.pid}.img`, "CORE", [msg(S.core_entrySchema, {
+        mtype: 1, tc: { taskState: 2 /* TASK_DEAD */, exitCode: z.exitCode, personality: 0, flags: 0, blkSigset: 0n, comm: z.comm },
+      })]);
+      return;
+    }
+    const r = dumpOne(n, id, ids, files, extra, twins, o, d);
+    stats.memdumpTime += r.memUs; stats.pagesScanned += r.scanned; stats.pagesWritten += r.written;
+    pstree.push({ pid: n.pid, ppid: n.ppid, pgid: r.pgid, sid: r.sid, threads: r.tids });
+  });
+  writeImage(d, "inventory.img", "INVENTORY", [msg(S.inventory_entrySchema, {
+    imgVersion: 2, fdinfoPerId: true, nsPerId: true, lsmtype: 0,
+    rootIds: { vmId: 1, filesId: 1, fsId: 1, sighandId: 1, pidNsId: 1, netNsId: 2, ipcNsId: 3, utsNsId: 4, mntNsId: 5, userNsId: 6, cgroupNsId: 7, timeNsId: 8 },
+    dumpUptime: BigInt(Math.round(performance.now() * 1000)),
+  })]);
+  writeImage(d, "pstree.img", "PSTREE", pstree.map((p) => msg(S.pstree_entrySchema, p)));
+  writeImage(d, "files.img", "FILES", files.files.map((f) => msg(S.file_entrySchema, f)));
+  extra.writeAll(d);
+  writeImage(d, "stats-dump.img", "STATS", [msg(S.stats_entrySchema, { dump: {
+    freezingTime: stats.freezingTime, frozenTime: stats.frozenTime, memdumpTime: stats.memdumpTime, memwriteTime: 0,
+    pagesScanned: BigInt(stats.pagesScanned), pagesSkippedParent: 0n, pagesWritten: BigInt(stats.pagesWritten), pagesLazy: 0n,
+  } })]);
+  return stats;
+}
+
+/** One live process of the tree: its core, mm, pages, fds, fs and ids images. */
+function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: FileTable, extra: ImageSink, twins: FdTwin[], o: DumpOptions, d: string) {
+  const pid = n.pid, mem = n.mem!;
+  const task: TaskDump = dumpTask(n.fp!, mem);
+  const fds: FdDump[] = dumpFds(pid, files, extra, { shellJob: o.shellJob }, twins);
   const cwdId = files.addPath(task.cwd, 0o10000000 /* O_PATH */);
   const rootId = files.addPath(task.root, 0o10000000);
   task.mm.exeFileId = files.addPath(task.exe, 0o10000000);
@@ -95,52 +176,28 @@ function collectAndWrite(fp: FrozenProcess, mem: RemoteMem, o: DumpOptions, free
 
   // memory
   const tMem = performance.now();
-  const runs = pagesToDump(pid, task.vmas);
-  const pagesPath = join(dir(o), `pages-1.img`);
-  const pfd = openSync(pagesPath, "w");
-  let pr;
-  try {
-    pr = readPages(pid, task.vmas, runs, mem, {
-      write(_va, data, off, n) { writeSync(pfd, data, off, n * 4096); },
-    });
-  } finally { closeSync(pfd); }
-  const memMs = performance.now() - tMem;
+  const pr = dumpPages(pid, task.vmas, mem, d, id, o.compress);
+  const memUs = Math.round((performance.now() - tMem) * 1000);
 
-  // images
-  const d = dir(o);
-  const stat = task.stat;
   const tids = task.threads.map((t) => t.tid);
-  writeImage(d, "inventory.img", "INVENTORY", [msg(S.inventory_entrySchema, {
-    imgVersion: 2, fdinfoPerId: true, nsPerId: true, lsmtype: 0,
-    rootIds: { vmId: 1, filesId: 1, fsId: 1, sighandId: 1, pidNsId: 1, netNsId: 2, ipcNsId: 3, utsNsId: 4, mntNsId: 5, userNsId: 6, cgroupNsId: 7, timeNsId: 8 },
-    dumpUptime: BigInt(Math.round(performance.now() * 1000)),
-  })]);
-  writeImage(d, "pstree.img", "PSTREE", [msg(S.pstree_entrySchema, { pid, ppid: 0, pgid: stat.pgid, sid: stat.sid, threads: tids })]);
   for (const t of task.threads) {
     const core = { ...t.core };
     if (t.tid === pid) core.tc = task.threads[0].core.tc;
     writeImage(d, `core-${t.tid}.img`, "CORE", [msg(S.core_entrySchema, core)]);
   }
-  writeImage(d, `ids-${pid}.img`, "IDS", [msg(S.task_kobj_ids_entrySchema, { vmId: 1, filesId: 1, fsId: 1, sighandId: 1, pidNsId: 1, netNsId: 2, ipcNsId: 3, utsNsId: 4, mntNsId: 5, userNsId: 6, cgroupNsId: 7, timeNsId: 8 })]);
+  writeImage(d, `ids-${pid}.img`, "IDS", [msg(S.task_kobj_ids_entrySchema, ids)]);
   writeImage(d, `mm-${pid}.img`, "MM", [msg(S.mm_entrySchema, task.mm)]);
   writeImage(d, `pagemap-${pid}.img`, "PAGEMAP", [
-    msg(S.pagemap_headSchema, { pagesId: 1 }),
+    msg(S.pagemap_headSchema, { pagesId: id }),
     ...pr.runs.map((r) => msg(S.pagemap_entrySchema, { vaddr: r.vaddr, compatNrPages: r.nrPages, nrPages: BigInt(r.nrPages), flags: r.flags })),
   ]);
   writeImage(d, `fs-${pid}.img`, "FS", [msg(S.fs_entrySchema, { cwdId, rootId, umask: task.umask })]);
-  writeImage(d, "files.img", "FILES", files.files.map((f) => msg(S.file_entrySchema, f)));
-  writeImage(d, `fdinfo-1.img`, "FDINFO", fds.map((f) => msg(S.fdinfo_entrySchema, { id: f.id, flags: f.cloexec ? 1 : 0, type: f.type, fd: f.fd })));
-  extra.writeAll(d);
-  const stats: DumpStats = {
-    freezingTime: Math.round(freezeMs * 1000), frozenTime: 0, memdumpTime: Math.round(memMs * 1000), memwriteTime: 0,
-    pagesScanned: pr.scanned, pagesWritten: pr.written,
-  };
-  writeImage(d, "stats-dump.img", "STATS", [msg(S.stats_entrySchema, { dump: {
-    freezingTime: stats.freezingTime, frozenTime: stats.frozenTime, memdumpTime: stats.memdumpTime, memwriteTime: 0,
-    pagesScanned: BigInt(pr.scanned), pagesSkippedParent: 0n, pagesWritten: BigInt(pr.written), pagesLazy: 0n,
-  } })]);
-  void setRegs;
-  return stats;
+  writeImage(d, `fdinfo-${ids.filesId}.img`, "FDINFO", fds.map((f) => msg(S.fdinfo_entrySchema, { id: f.id, flags: f.cloexec ? 1 : 0, type: f.type, fd: f.fd })));
+  return { memUs, scanned: pr.scanned, written: pr.written, tids, pgid: task.stat.pgid, sid: task.stat.sid };
 }
-function dir(o: DumpOptions) { return o.dir; }
-void mkdirSync;
+
+/** Memory pages of one process into pages-<pagesId>.img; returns the runs for pagemap-PID.img. */
+function dumpPages(pid: number, vmas: TaskDump["vmas"], mem: RemoteMem, dir: string, pagesId: number, compress?: boolean) {
+  return pipelineDumpPages({ pid, vmas, memFd: mem.fd, dir, pagesId, compress }); // src/codec/pipeline.ts
+}
+void mkdirSync; void setRegs; void writeImageWithPayload;

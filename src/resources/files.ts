@@ -43,9 +43,11 @@ function describe(target: string): string {
   return `'${target}'`;
 }
 
-export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: DumpOpts): FdDump[] {
+/** An fd already dumped, to find the same open file description through other fds and processes. */
+export interface FdTwin { pid: number; fd: number; dev: bigint; ino: bigint; id: number; type: number }
+
+export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: DumpOpts, seen: FdTwin[] = []): FdDump[] {
   const out: FdDump[] = [];
-  const seen: { fd: number; dev: bigint; ino: bigint; id: number; type: number }[] = [];
   const grabbed: number[] = [];
   try {
     for (const fd of listFds(pid)) {
@@ -58,7 +60,7 @@ export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: 
       let st;
       try { st = statSync(`/proc/${pid}/fd/${fd}`, { bigint: true }); } catch (e: any) { throw new CriuError("files", `${where}: cannot stat '${target}': ${e.message}`); }
       // the same open file description seen through another fd: same id (kcmp says so)
-      const twin = seen.find((x) => x.dev === st.dev && x.ino === st.ino && syscall(NR.kcmp, pid, pid, 0 /* KCMP_FILE */, x.fd, fd) === 0);
+      const twin = seen.find((x) => x.dev === st.dev && x.ino === st.ino && syscall(NR.kcmp, x.pid, pid, 0 /* KCMP_FILE */, x.fd, fd) === 0);
       if (twin) { out.push({ fd, id: twin.id, type: twin.type, cloexec }); continue; }
       const kind = FD_KINDS.find((k) => k.match(target, st));
       if (!kind) throw new CriuError("files", `${where}: ${describe(target)} is not supported yet`);
@@ -77,7 +79,7 @@ export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: 
           return dup;
         },
       });
-      seen.push({ fd, dev: st.dev, ino: st.ino, id, type: kind.type });
+      seen.push({ pid, fd, dev: st.dev, ino: st.ino, id, type: kind.type });
       out.push({ fd, id, type: kind.type, cloexec });
     }
   } finally {

@@ -4,9 +4,12 @@ import { join } from "node:path";
 import { readImage, imageExists, pagemapNrPages } from "../images/image";
 import type * as S from "../images/schemas";
 import { CriuError } from "../log";
+import { checkPages } from "../codec/pipeline";
 
 export interface TaskImages {
   pid: number; ppid: number; pgid: number; sid: number; tids: number[];
+  /** a zombie: only its exit status is restored */
+  zombie?: { exitCode: number };
   cores: Map<number, S.core_entry>;
   ids?: S.task_kobj_ids_entry;
   mm: S.mm_entry;
@@ -45,18 +48,24 @@ export function loadImages(dir: string): RestoreSet {
     for (const tid of tids) {
       need(dir, `core-${tid}.img`);
       const [c] = readImage<S.core_entry>(dir, `core-${tid}.img`, "CORE");
-      if (!c?.threadInfo) throw new CriuError("restore", `${dir}/core-${tid}.img has no x86_64 thread info`);
+      if (!c) throw new CriuError("restore", `${dir}/core-${tid}.img has no entry`);
+      if (!c.threadInfo && c.tc?.taskState !== 2) throw new CriuError("restore", `${dir}/core-${tid}.img has no x86_64 thread info`);
       if (c.mtype !== 1) throw new CriuError("restore", `${dir}/core-${tid}.img is not an x86_64 image`);
       cores.set(tid, c);
     }
-    if (!cores.get(pid)?.tc) throw new CriuError("restore", `${dir}/core-${pid}.img has no task core`);
+    const tc = cores.get(pid)?.tc;
+    if (!tc) throw new CriuError("restore", `${dir}/core-${pid}.img has no task core`);
+    if (tc.taskState === 2 /* TASK_DEAD */) {
+      tasks.push({ pid, ppid: p.ppid, pgid: p.pgid, sid: p.sid, tids: [pid], cores, zombie: { exitCode: tc.exitCode },
+        mm: undefined as any, pagemap: [], pagesFile: "", fs: undefined as any, fds: [] });
+      continue;
+    }
     need(dir, `mm-${pid}.img`);
     const [mm] = readImage<S.mm_entry>(dir, `mm-${pid}.img`, "MM");
     need(dir, `pagemap-${pid}.img`);
     const pm = readImage<any>(dir, `pagemap-${pid}.img`, "PAGEMAP");
     const head = pm[0];
     const pagesFile = `pages-${head?.pagesId}.img`;
-    need(dir, pagesFile);
     let offset = 0;
     const pagemap = pm.slice(1).map((e: S.pagemap_entry) => {
       const n = pagemapNrPages(e);
@@ -65,8 +74,7 @@ export function loadImages(dir: string): RestoreSet {
       if (flags & 4) offset += n * 4096;
       return r;
     });
-    const size = statSync(join(dir, pagesFile)).size;
-    if (size < offset) throw new CriuError("restore", `${join(dir, pagesFile)} is truncated: ${size} bytes, pagemap-${pid}.img needs ${offset}`);
+    checkPages(dir, { pid, pagemap, pagesFile, mm }); // pages-N.img or criu-bun's pages-N.lz4: present, sizes match
     need(dir, `fs-${pid}.img`);
     const [fs] = readImage<S.fs_entry>(dir, `fs-${pid}.img`, "FS");
     const ids = imageExists(dir, `ids-${pid}.img`) ? readImage<S.task_kobj_ids_entry>(dir, `ids-${pid}.img`, "IDS")[0] : undefined;
@@ -74,6 +82,10 @@ export function loadImages(dir: string): RestoreSet {
     const fds = imageExists(dir, fdFile) ? readImage<S.fdinfo_entry>(dir, fdFile, "FDINFO") : [];
     for (const fd of fds) if (!files.has(fd.id)) throw new CriuError("restore", `${dir}/${fdFile}: fd ${fd.fd} refers to file id ${fd.id}, which files.img does not have`);
     tasks.push({ pid, ppid: p.ppid, pgid: p.pgid, sid: p.sid, tids, cores, ids, mm, pagemap, pagesFile, fs, fds });
+  }
+  const pids = new Set(tasks.map((t) => t.pid));
+  for (const t of tasks.slice(1)) {
+    if (!pids.has(t.ppid)) throw new CriuError("restore", `${dir}/pstree.img: process ${t.pid} has parent ${t.ppid}, which is not in the images`);
   }
   return { dir, inventory, files, tasks };
 }

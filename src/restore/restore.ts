@@ -4,6 +4,7 @@ import { statSync, writeFileSync, readFileSync } from "node:fs";
 import { loadImages, type RestoreSet } from "./images";
 import { TaskBuilder } from "./task";
 import { precheckFds } from "../resources/files";
+import { verifyPages } from "../codec/pipeline";
 import { O } from "../sys/mem";
 import { CriuError, log } from "../log";
 
@@ -11,10 +12,11 @@ export interface RestoreOptions { dir: string; leaveStopped?: boolean; shellJob?
 
 /** Everything that can be checked before creating a process. */
 function precheck(set: RestoreSet) {
-  if (set.tasks.length > 1) throw new CriuError("restore", `images hold a tree of ${set.tasks.length} processes; process trees are not supported yet`);
   for (const t of set.tasks) {
     for (const tid of t.tids) if (!pidFree(tid)) throw new CriuError("restore", `PID ${tid} is in use`);
+    if (t.zombie) continue;
     precheckFds(t.fds, set.files, set.dir, t.pid);
+    if (t.pagesFile) verifyPages(set.dir, t); // page checksums, before any process exists
     for (const v of t.mm.vmas) {
       if (v.status & ((1 << 6) | (1 << 7))) {
         const f = set.files.get(Number(v.shmid));
@@ -50,22 +52,41 @@ export function restoreProcesses(o: RestoreOptions): { pid: number } {
   const t0 = performance.now();
   const set = loadImages(o.dir);
   precheck(set);
-  const t = set.tasks[0];
-  const b = new TaskBuilder(set, t);
+  const root = set.tasks[0];
+  const builders: TaskBuilder[] = [];
+  const byPid = new Map<number, TaskBuilder>();
+  const inTree = new Set(set.tasks.map((t) => t.pid));
   try {
-    b.createProcess();
-    b.restoreMemory();
-    b.restoreMmFields();
-    b.restoreFiles();
-    b.restoreTaskState({ shellJob: o.shellJob });
-    b.createThreads();
-    b.restoreThreadState();
-    b.restoreSignalsAndTimers();
-    b.finish({ leaveStopped: o.leaveStopped });
+    // 1. every process, parents before children (pstree order), each an empty shell for now
+    for (const t of set.tasks) {
+      const b = new TaskBuilder(set, t);
+      builders.push(b); byPid.set(t.pid, b);
+      if (t === root) b.createFromPuppet(); else b.createFromParent(byPid.get(t.ppid)!);
+      b.restoreSession(inTree, o.shellJob);
+    }
+    // process groups: leaders first
+    for (const b of builders) if (b.t.pgid === b.t.pid) b.restoreGroup();
+    for (const b of builders) if (b.t.pgid !== b.t.pid && inTree.has(b.t.pgid)) b.restoreGroup();
+    for (const b of builders) if (b.t.zombie) b.becomeZombie();
+    // 2. each live process gets its memory, files, state and threads
+    for (const b of builders) {
+      if (b.t.zombie) continue;
+      b.restoreMemory();
+      b.restoreMmFields();
+      b.restoreFiles();
+      b.restoreTaskState({ shellJob: o.shellJob });
+      b.createThreads();
+      b.restoreThreadState();
+      b.restoreSignalsAndTimers();
+    }
+    // 3. registers, trampolines gone; 4. all go at once
+    for (const b of builders) if (!b.t.zombie) b.finish();
   } catch (e) {
-    b.abort();
+    for (const b of [...builders].reverse()) b.abort();
     throw e;
   }
+  for (const b of [...builders].reverse()) if (!b.t.zombie) b.release({ leaveStopped: o.leaveStopped });
+  const t = root;
   if (o.pidfile) writeFileSync(o.pidfile, `${t.pid}`);
   log.info(`Restored process ${t.pid} in ${(performance.now() - t0).toFixed(1)} ms`);
   return { pid: t.pid };

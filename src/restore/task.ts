@@ -16,6 +16,7 @@ import { VMA, MAP, PAGE } from "../resources/vma";
 import type { RestoreSet, TaskImages } from "./images";
 import type * as S from "../images/schemas";
 import { CriuError, log } from "../log";
+import { fillPages } from "../codec/pipeline";
 
 const TRAMP_SIZE = 5 * 4096; // code + scratch: 2 KiB of structs, then 4 path slots of 4 KiB
 const SCRATCH = 256n; // scratch data starts here inside the trampoline area
@@ -24,8 +25,8 @@ const CLONE = { VM: 0x100, FS: 0x200, FILES: 0x400, SIGHAND: 0x800, PARENT: 0x80
 function hex(v: bigint | number) { return "0x" + v.toString(16); }
 
 /** A free 2-page hole clear of the dumped VMAs and of the puppet's own mappings. */
-function pickTrampoline(mm: S.mm_entry, puppetPid: number): bigint {
-  const taken: [bigint, bigint][] = mm.vmas.map((v) => [v.start, v.end]);
+export function pickTrampoline(set: RestoreSet, puppetPid: number): bigint {
+  const taken: [bigint, bigint][] = set.tasks.flatMap((t) => (t.mm?.vmas ?? []).map((v): [bigint, bigint] => [v.start, v.end]));
   for (const v of readVmas(puppetPid)) taken.push([v.start, v.end]);
   for (let a = 0x10000000n; a < 0x7f0000000000n; a += 0x10000000n) {
     const e = a + BigInt(TRAMP_SIZE);
@@ -55,7 +56,7 @@ export class TaskBuilder {
 
   constructor(public set: RestoreSet, public t: TaskImages) {}
 
-  private scratchWrite(off: bigint, data: Uint8Array): bigint {
+  scratchWrite(off: bigint, data: Uint8Array): bigint {
     const a = this.tramp + SCRATCH + off;
     this.mem!.write(a, data);
     return a;
@@ -66,12 +67,12 @@ export class TaskBuilder {
     return this.scratchWrite(1792n + BigInt(slot) * 4096n, new Uint8Array(b.buffer, b.byteOffset, b.length));
   }
 
-  /** Start the puppet and clone the process with its old PID out of it. */
-  createProcess() {
+  /** Start the puppet and clone the root process with its old PID out of it. */
+  createFromPuppet() {
     const t = this.t;
     this.puppet = startPuppet();
     const pmem = new RemoteMem(this.puppet);
-    this.tramp = pickTrampoline(t.mm, this.puppet);
+    this.tramp = pickTrampoline(this.set, this.puppet);
     const pinj = new Injector(this.puppet, PUPPET_SYSCALL, "trap", pmem);
     const r = pinj.call(NR.mmap, this.tramp, TRAMP_SIZE, 7 /* RWX: code, and scratch the kernel writes into */, MAP.PRIVATE | MAP.ANONYMOUS | MAP.FIXED_NOREPLACE, -1, 0);
     if (r !== this.tramp) throw new CriuError("restore", `cannot map the trampoline at ${hex(this.tramp)} (${r})`);
@@ -100,10 +101,32 @@ export class TaskBuilder {
     syscall(NR.kill, this.puppet, 9);
     for (;;) { const { r: w, status } = wait4Raw(this.puppet, __WALL); if (w === -4) continue; if (w < 0 || !W.stopped(status)) break; }
     this.puppet = -1;
+    this.adopt();
+  }
+
+  /** Fork this process, with its old PID, from its already created parent (still an empty shell). */
+  createFromParent(parent: TaskBuilder) {
+    const t = this.t;
+    this.tramp = parent.tramp;
+    const args = new BigUint64Array(11);
+    args[4] = 17n; // SIGCHLD to the parent, as fork()
+    args[8] = parent.scratchWrite(512n, new Uint8Array(new BigUint64Array([BigInt(t.pid)]).buffer));
+    args[9] = 1n;
+    const a = parent.scratchWrite(0n, new Uint8Array(args.buffer));
+    const child = parent.inj!.call(NR.clone3, a, 88);
+    if (child < 0n) throw new CriuError("restore", child === -17n ? `PID ${t.pid} is in use` : `clone3 of ${t.pid} from ${parent.pid} failed (errno ${-child})`);
+    this.pid = Number(child);
+    if (this.pid !== t.pid) { syscall(NR.kill, this.pid, 9); throw new CriuError("restore", `clone3 gave PID ${this.pid} instead of ${t.pid}`); }
+    this.waitNewTask(this.pid);
+    this.adopt();
+  }
+
+  private adopt() {
     // Everything blocked until the very end: timer signals and re-queued signals wait in the
     // kernel's queues with their siginfo instead of stopping us mid-restore. Threads inherit it.
     setSigmask(this.pid, 0xffffffffffffffffn);
     this.mem = new RemoteMem(this.pid);
+    const t = this.t;
     this.inj = new Injector(this.pid, this.tramp, "trap", this.mem);
     this.injs.set(this.pid, this.inj);
     this.tids.push(this.pid);
@@ -185,23 +208,7 @@ export class TaskBuilder {
   }
 
   private fillPages() {
-    const path = join(this.set.dir, this.t.pagesFile);
-    const fd = openSync(path, "r");
-    const CH = 4 << 20;
-    const buf = new Uint8Array(CH);
-    try {
-      for (const e of this.t.pagemap) {
-        if (!(e.flags & 4)) continue;
-        const total = e.nrPages * PAGE;
-        for (let done = 0; done < total;) {
-          const n = Math.min(CH, total - done);
-          const got = preadFull(fd, buf, BigInt(e.offset + done), n, 0, `read ${path}`);
-          if (got !== n) throw new CriuError("restore", `${path} is truncated at offset ${e.offset + done}`);
-          pwriteFull(this.mem!.fd, buf, e.vaddr + BigInt(done), n, 0, `write pages of ${this.pid} at ${hex(e.vaddr + BigInt(done))}`);
-          done += n;
-        }
-      }
-    } finally { closeSync(fd); }
+    fillPages(this.set.dir, this.t, this.pid, this.mem!.fd); // src/codec/pipeline.ts
   }
 
   /** mm fields, auxv and exe link in one PR_SET_MM_MAP. */
@@ -245,10 +252,7 @@ export class TaskBuilder {
   restoreTaskState(opts: { shellJob?: boolean }) {
     const inj = this.inj!, t = this.t, tc = t.cores.get(t.pid)!.tc!;
     inj.call(NR.personality, tc.personality);
-    // session and group
-    if (t.sid === t.pid) inj.ok("setsid", NR.setsid);
-    else if (t.pgid === t.pid) inj.ok("setpgid", NR.setpgid, 0, 0);
-    else if (!opts.shellJob) log.warn(`process ${t.pid} belonged to session ${t.sid}/group ${t.pgid}; it joins criu-bun's`);
+    void opts;
     // signal handlers, all 64
     const sa = tc.sigactions;
     for (let sig = 1; sig <= 64; sig++) {
@@ -382,7 +386,7 @@ export class TaskBuilder {
   }
 
   /** Registers of every thread, trampoline unmapped from the leader itself, then let go. */
-  finish(opts: { leaveStopped?: boolean }) {
+  finish() {
     for (const tid of this.tids) {
       const core = this.t.cores.get(tid)!;
       const xsize = getXstate(tid).length;
@@ -412,10 +416,57 @@ export class TaskBuilder {
       setSigmask(tid, core.threadCore?.blkSigset ?? tc.blkSigset);
     }
     this.mem?.close();
+  }
+
+  /** Let every thread run (or stay stopped with -s). */
+  release(opts: { leaveStopped?: boolean }) {
     for (const tid of [...this.tids].reverse()) {
       const sig = opts.leaveStopped ? 19 : this.caught.get(tid)?.[0] ?? 0;
       detach(tid, sig);
     }
+  }
+
+  /** Right after creation, before its children exist: a session leader starts its session. */
+  restoreSession(inTree: Set<number>, shellJob?: boolean) {
+    const t = this.t;
+    if (t.sid === t.pid) this.inj!.ok(`setsid in ${t.pid}`, NR.setsid);
+    else if (!inTree.has(t.sid) && !shellJob) log.warn(`process ${t.pid} belonged to session ${t.sid}; it joins criu-bun's`);
+  }
+  /** Once every process exists: process groups (leaders first, see restore.ts). */
+  restoreGroup() {
+    const t = this.t;
+    const cur = Number(this.inj!.call(NR.getpgid, 0));
+    if (cur === t.pgid) return;
+    const r = this.inj!.call(NR.setpgid, 0, t.pgid === t.pid ? 0 : t.pgid);
+    if (r < 0n) log.warn(`process ${t.pid}: cannot join process group ${t.pgid} (errno ${-r})`);
+  }
+
+  /** A zombie: exit with the recorded status and stay unreaped for the parent. */
+  becomeZombie() {
+    const st = this.t.zombie!.exitCode;
+    const regs = getRegs(this.pid);
+    regs[R.rip] = this.tramp; regs[R.orig_rax] = 0xffffffffffffffffn;
+    let sig = 0;
+    if ((st & 0x7f) === 0) { regs[R.rax] = BigInt(NR.exit_group); regs[R.rdi] = BigInt((st >> 8) & 0xff); }
+    else {
+      sig = st & 0x7f;
+      this.inj!.call(NR.rt_sigaction, sig, this.scratchWrite(0n, new Uint8Array(32)), 0, 8); // SIG_DFL
+      setSigmask(this.pid, 0n);
+      regs[R.rax] = BigInt(NR.kill); regs[R.rdi] = BigInt(this.pid); regs[R.rsi] = BigInt(sig);
+    }
+    setRegs(this.pid, regs);
+    ptrace(PTRACE.CONT, this.pid, 0, 0);
+    for (;;) {
+      const { r, status } = wait4Raw(this.pid, __WALL);
+      if (r === -4) continue;
+      if (r < 0) throw new CriuError("restore", `zombie ${this.pid} vanished (${-r})`);
+      if (W.exited(status) || W.signaled(status)) break;
+      // signal-delivery stop of the fatal signal, or the exit event: let it go on
+      ptrace(PTRACE.CONT, this.pid, 0, W.event(status) === 0 ? W.stopSig(status) : 0);
+    }
+    this.mem?.close();
+    this.tids = [];
+    log.info(`Process ${this.pid} restored as a zombie (status 0x${st.toString(16)})`);
   }
 
   /** Undo: kill whatever was built. */

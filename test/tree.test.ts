@@ -1,0 +1,56 @@
+// Process trees: shapes, sessions, groups, zombies, and what processes share.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { readFileSync, readdirSync } from "node:fs";
+import { join } from "node:path";
+import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, isAlive } from "./harness";
+import { dump, restore, imagesDir, cleanupImages, waitReaped } from "./engine-helpers";
+
+beforeAll(async () => { await buildWorkloads(); }, 120_000);
+afterAll(() => { cleanup(); cleanupImages(); });
+
+function ids(pid: number) {
+  const f = readFileSync(`/proc/${pid}/stat`, "latin1").replace(/^.*\) /s, "").split(" ");
+  return { state: f[0], ppid: +f[1], pgid: +f[2], sid: +f[3] };
+}
+
+describe("process trees", () => {
+  test("3 levels, 6 processes, 2 sessions, 3 groups and a zombie keep PIDs, PPIDs, PGIDs, SIDs", async () => {
+    const w = await startWorkload("tree");
+    await Bun.sleep(100);
+    const members = readdirSync(w.dir).filter((f) => f.startsWith("s-")).map((f) => {
+      const [pid, ppid, pgid, sid] = readFileSync(join(w.dir, f), "utf8").trim().split(" ").map(Number);
+      return { name: f.slice(2), pid, ppid, pgid, sid };
+    });
+    expect(members.length).toBe(5);
+    const zombie = Number(/zombie=(\d+)/.exec(readFileSync(`/proc/${w.pid}/status`, "utf8")) ?? 0) || 0;
+    void zombie;
+    const before = new Map([w.pid, ...members.map((m) => m.pid)].map((p) => [p, ids(p)]));
+    expect(new Set([...before.values()].map((i) => i.sid)).size).toBe(2);
+    expect(new Set([...before.values()].map((i) => i.pgid)).size).toBe(3);
+    const kids = readFileSync(`/proc/${w.pid}/task/${w.pid}/children`, "utf8").trim().split(/\s+/).map(Number);
+    const z = kids.find((k) => ids(k).state === "Z")!;
+    expect(z).toBeGreaterThan(0);
+
+    const dir = imagesDir("tree");
+    dump(w.pid, dir);
+    for (const p of before.keys()) expect(isAlive(p)).toBe(false);
+    const r = await restore(dir, w.pid);
+    for (const m of members) await waitFor(() => isAlive(m.pid));
+    for (const [p, i] of before) {
+      const now = ids(p);
+      expect({ p, ppid: now.ppid, pgid: now.pgid, sid: now.sid }).toEqual({ p, ppid: p === w.pid ? now.ppid : i.ppid, pgid: i.pgid, sid: i.sid });
+    }
+    expect(ids(z).state).toBe("Z");
+    expect(ids(z).ppid).toBe(w.pid);
+    trigger(w);
+    const res = await waitResult(w, 15000);
+    expect(res.text).toStartWith("PASS");
+    expect(await r.proc.exited).toBe(0);
+  });
+});
+
+async function waitFor(f: () => boolean, ms = 5000) {
+  const end = Date.now() + ms;
+  while (!f()) { if (Date.now() > end) throw new Error("timeout"); await Bun.sleep(5); }
+}
+void waitReaped;
