@@ -38,6 +38,7 @@ const kinds: { name: string; what: string; corrupt: string; fail: string }[] = [
   { name: "epoll", what: "interest list with ready events, nested epoll", corrupt: "del", fail: "epoll_wait gave" },
   { name: "inotify", what: "watches by path, wd numbers with a gap, flags", corrupt: "rm", fail: "no IN_CREATE" },
   { name: "memfd", what: "contents with a hole, seals, two descriptions, offsets, unsealable", corrupt: "seal", fail: "seals" },
+  { name: "unix", what: "socketpairs of 3 types with queues both ways, shutdown, path and abstract listeners", corrupt: "queue", fail: "seqpacket b->a #1" },
 ];
 
 describe("workloads verify themselves without a dump", () => {

@@ -8,8 +8,9 @@ import { signalfdKind } from "./signalfd";
 import { epollKind } from "./epoll";
 import { inotifyKind } from "./inotify";
 import { memfdKind } from "./memfd";
+import { unixKind } from "./unix";
 
-export const FD_KINDS: FdKind[] = [pipeKind, eventfdKind, timerfdKind, signalfdKind, epollKind, inotifyKind, memfdKind, regKind];
+export const FD_KINDS: FdKind[] = [pipeKind, eventfdKind, timerfdKind, signalfdKind, epollKind, inotifyKind, memfdKind, unixKind, regKind];
 export function kindByType(type: number): FdKind | undefined {
   return FD_KINDS.find((k) => k.type === type);
 }

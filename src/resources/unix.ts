@@ -1,0 +1,206 @@
+// Unix sockets: socketpairs (and accepted/connected pairs) with queued data both ways, bound and
+// listening sockets with path or abstract names. State from sock_diag (peer inode, name,
+// shutdown, backlog); queued packets read without consuming them (SO_PEEK_OFF + MSG_PEEK on a
+// grabbed copy) into sk-queues.img (sk_packet_entry.id_for = the receiving socket's file id).
+// Restore: socketpair for mutual peers, then each queue re-sent from criu-bun through a
+// pidfd_getfd copy of the peer end, so it lands on the right side; socket+bind+listen for
+// named ones. Any other socket family stops the dump with a one-line error naming it.
+import { lstatSync, unlinkSync } from "node:fs";
+import { join } from "node:path";
+import type { FdKind, RestoreCtx } from "./fdkind";
+import { FOWN0, cachedPayloads } from "./fdkind";
+import { syscall, addr } from "../sys/syscall";
+import { NR } from "../sys/nr";
+import { closeFd, O } from "../sys/mem";
+import { readLink } from "../sys/proc";
+import type * as S from "../images/schemas";
+import { sk_packet_entrySchema } from "../images/gen/sockets_pb";
+import { CriuError } from "../log";
+
+const AF_UNIX = 1, SOL_SOCKET = 1;
+const SO = { TYPE: 3, SNDBUF: 7, RCVBUF: 8, ACCEPTCONN: 30, DOMAIN: 39, PEEK_OFF: 42 };
+const MSG_PEEK = 2, MSG_DONTWAIT = 0x40, MSG_TRUNC = 0x20;
+const TCP_LISTEN = 10;
+const FAMILIES: Record<number, string> = { 2: "inet", 10: "inet6", 16: "netlink", 17: "packet", 40: "vsock", 44: "xdp", 38: "alg" };
+
+interface Diag { type: number; state: number; ino: number; name?: Uint8Array; peer: number; rq: number; wq: number; shutdown: number }
+
+/** sock_diag request for one unix socket by inode */
+function unixDiag(ino: number, where: string): Diag {
+  const nl = syscall(NR.socket, 16 /* AF_NETLINK */, 2 | O.CLOEXEC /* SOCK_DGRAM */, 4 /* NETLINK_SOCK_DIAG */);
+  if (nl < 0) throw new CriuError("files", `${where}: sock_diag socket failed (${-nl})`);
+  try {
+    const req = new Uint8Array(40);
+    const dv = new DataView(req.buffer);
+    dv.setUint32(0, 40, true); dv.setUint16(4, 20 /* SOCK_DIAG_BY_FAMILY */, true); dv.setUint16(6, 1 /* NLM_F_REQUEST */, true);
+    dv.setUint32(8, 1, true);
+    req[16] = AF_UNIX;
+    dv.setUint32(20, 0xffffffff, true);          // states
+    dv.setUint32(24, ino, true);
+    dv.setUint32(28, 0x1 | 0x4 | 0x10, true);    // NAME | PEER | RQLEN
+    dv.setUint32(32, 0xffffffff, true); dv.setUint32(36, 0xffffffff, true);
+    const sa = new Uint8Array(12); sa[0] = 16;
+    const s = syscall(NR.sendto, nl, addr(req), 40, 0, addr(sa), 12);
+    if (s < 0) throw new CriuError("files", `${where}: sock_diag request failed (${-s})`);
+    const buf = new Uint8Array(65536);
+    const n = syscall(NR.recvfrom, nl, addr(buf), buf.length, 0, 0, 0);
+    if (n < 32) throw new CriuError("files", `${where}: sock_diag answer too short (${n})`);
+    const v = new DataView(buf.buffer);
+    const type = v.getUint16(4, true);
+    if (type === 2 /* NLMSG_ERROR */) throw new CriuError("files", `${where}: sock_diag does not know unix socket ${ino} (errno ${-v.getInt32(16, true)})`);
+    const len = v.getUint32(0, true);
+    const d: Diag = { type: buf[17], state: buf[18], ino: v.getUint32(20, true), peer: 0, rq: 0, wq: 0, shutdown: 0 };
+    for (let off = 32; off + 4 <= len;) {
+      const alen = v.getUint16(off, true), atype = v.getUint16(off + 2, true);
+      if (alen < 4) break;
+      const p = buf.subarray(off + 4, off + alen);
+      if (atype === 0) d.name = p.slice();
+      else if (atype === 2) d.peer = v.getUint32(off + 4, true);
+      else if (atype === 4) { d.rq = v.getUint32(off + 4, true); d.wq = v.getUint32(off + 8, true); }
+      else if (atype === 6) d.shutdown = p[0];
+      off += (alen + 3) & ~3;
+    }
+    return d;
+  } finally { closeFd(nl); }
+}
+
+function getInt(fd: number, opt: number): number {
+  const v = new Int32Array(1), l = new Uint32Array([4]);
+  const r = syscall(NR.getsockopt, fd, SOL_SOCKET, opt, addr(v), addr(l));
+  return r < 0 ? r : v[0];
+}
+function setInt(fd: number, opt: number, val: number): number {
+  return syscall(NR.setsockopt, fd, SOL_SOCKET, opt, addr(new Int32Array([val])), 4);
+}
+
+/** the receive queue of a grabbed socket, packet by packet, left in place */
+function peekQueue(fd: number, stream: boolean, where: string): Uint8Array[] {
+  const old = getInt(fd, SO.PEEK_OFF);
+  if (setInt(fd, SO.PEEK_OFF, 0) < 0) throw new CriuError("files", `${where}: SO_PEEK_OFF not available`);
+  const out: Uint8Array[] = [];
+  try {
+    const buf = new Uint8Array(1 << 20);
+    for (let i = 0; i < 100000; i++) {
+      const n = syscall(NR.recvfrom, fd, addr(buf), buf.length, MSG_PEEK | MSG_DONTWAIT | (stream ? 0 : MSG_TRUNC), 0, 0);
+      if (n === -11 || n === 0) break;
+      if (n < 0) throw new CriuError("files", `${where}: peeking the socket queue failed (errno ${-n})`);
+      if (n > buf.length) throw new CriuError("files", `${where}: a queued packet of ${n} bytes is too big`);
+      out.push(buf.slice(0, n));
+    }
+  } finally { setInt(fd, SO.PEEK_OFF, old < 0 ? -1 : old); }
+  return out;
+}
+
+export const unixKind: FdKind = {
+  name: "unix socket",
+  type: 5,
+  match: (target) => target.startsWith("socket:["),
+  dump(ctx) {
+    const fd = ctx.grab();
+    const family = getInt(fd, SO.DOMAIN);
+    if (family !== AF_UNIX) {
+      throw new CriuError("files", `${ctx.where}: ${FAMILIES[family] ?? `family ${family}`} socket (${ctx.target}) is not supported yet`);
+    }
+    const ino = Number(ctx.st.ino);
+    const d = unixDiag(ino, ctx.where);
+    const type = getInt(fd, SO.TYPE);
+    const listening = getInt(fd, SO.ACCEPTCONN) === 1;
+    if (listening && d.rq) throw new CriuError("files", `${ctx.where}: listening unix socket has ${d.rq} connection(s) not accepted yet; not supported yet`);
+    let name = d.name ?? new Uint8Array(0);
+    if (name.length && name[0] !== 0 && name.indexOf(0) >= 0) name = name.subarray(0, name.indexOf(0)); // path: up to its NUL
+    let nameDir: string | undefined;
+    let filePerms: { mode: number; uid: number; gid: number } | undefined;
+    if (name.length && name[0] !== 0) {
+      const path = new TextDecoder().decode(name);
+      if (!path.startsWith("/")) nameDir = readLink(`/proc/${ctx.pid}/cwd`);
+      try {
+        const st = lstatSync(nameDir ? join(nameDir, path) : path);
+        filePerms = { mode: st.mode & 0o7777, uid: st.uid, gid: st.gid };
+      } catch {}
+    }
+    const id = ctx.files.add(null, (id) => ({
+      id, type: 5,
+      usk: {
+        id, ino, type, state: listening ? TCP_LISTEN : d.state, flags: ctx.flags, uflags: 0, backlog: listening ? d.wq : 0,
+        peer: d.peer, fown: FOWN0, opts: { soSndbuf: getInt(fd, SO.SNDBUF), soRcvbuf: getInt(fd, SO.RCVBUF), soSndTmoSec: 0n, soSndTmoUsec: 0n, soRcvTmoSec: 0n, soRcvTmoUsec: 0n },
+        name, shutdown: d.shutdown, ...(filePerms ? { filePerms } : {}), ...(nameDir ? { nameDir } : {}),
+      },
+    }));
+    if (d.peer && !listening) {
+      const q = peekQueue(fd, type === 1, ctx.where);
+      for (const p of q) ctx.images.add("sk-queues.img", "SK_QUEUES", sk_packet_entrySchema, { idFor: id, length: p.length }, p);
+    }
+    return id;
+  },
+  restore(ctx, f) {
+    const u = f.usk!, inj = ctx.inj;
+    const ready = ctx.state.get(`usk:${u.ino}`) as number | undefined;
+    if (ready !== undefined) return ready;
+    const peerFile = u.peer ? [...ctx.files.values()].find((x) => x.usk?.ino === u.peer) : undefined;
+    if (u.peer && !peerFile) {
+      throw new CriuError("restore", `${ctx.where}: unix socket ${u.ino} is connected to socket ${u.peer} outside the dumped processes (--ext-unix-sk is not supported yet)`);
+    }
+    if (peerFile && peerFile.usk!.peer === u.ino) {
+      // mutual peers: one socketpair, then refill both queues
+      const a = ctx.scratch(0n, new Uint8Array(8));
+      const r = inj.call(NR.socketpair, AF_UNIX, u.type | O.CLOEXEC, 0, a);
+      if (r < 0n) throw new CriuError("restore", `${ctx.where}: socketpair failed (errno ${-r})`);
+      const v = new Int32Array(ctx.mem.read(a, 8).buffer);
+      const mine = ctx.high(v[0], ctx.where), theirs = ctx.high(v[1], ctx.where);
+      ctx.state.set(`usk:${u.ino}`, mine);
+      ctx.state.set(`usk:${u.peer}`, theirs);
+      refill(ctx, f, theirs);
+      refill(ctx, peerFile, mine);
+      finish(ctx, f, mine);
+      finish(ctx, peerFile, theirs);
+      return mine;
+    }
+    if (u.peer) throw new CriuError("restore", `${ctx.where}: unix socket ${u.ino} connected one way to ${u.peer}: not supported yet`);
+    const r = Number(inj.call(NR.socket, AF_UNIX, u.type | O.CLOEXEC, 0));
+    if (r < 0) throw new CriuError("restore", `${ctx.where}: socket(AF_UNIX) failed (errno ${-r})`);
+    const fd = ctx.high(r, ctx.where);
+    if (u.name.length) {
+      let name = u.name;
+      if (name[0] !== 0) {
+        let path = new TextDecoder().decode(name);
+        if (u.nameDir && !path.startsWith("/")) path = join(u.nameDir, path);
+        try { if (lstatSync(path).isSocket()) unlinkSync(path); } catch {}
+        name = new TextEncoder().encode(path);
+      }
+      const sa = new Uint8Array(2 + name.length);
+      sa[0] = AF_UNIX; sa.set(name, 2);
+      const b = inj.call(NR.bind, fd, ctx.scratch(0n, sa), sa.length);
+      if (b < 0n) throw new CriuError("restore", `${ctx.where}: bind to '${new TextDecoder().decode(name).replace(/\0/g, "@")}' failed (errno ${-b})`);
+      if (name[0] !== 0 && u.filePerms) inj.call(268 /* fchmodat */, -100, ctx.str(new TextDecoder().decode(name)), u.filePerms.mode, 0);
+    }
+    if (u.state === TCP_LISTEN) {
+      const l = inj.call(NR.listen, fd, u.backlog);
+      if (l < 0n) throw new CriuError("restore", `${ctx.where}: listen failed (errno ${-l})`);
+    }
+    finish(ctx, f, fd);
+    return fd;
+  },
+};
+
+/** queued packets of socket f, sent from criu-bun through a copy of its peer's target fd */
+function refill(ctx: RestoreCtx, f: S.file_entry, peerTargetFd: number) {
+  const items = cachedPayloads<S.sk_packet_entry>(ctx, "sk-queues.img", "SK_QUEUES").filter((p) => p.msg.idFor === f.id);
+  if (!items.length) return;
+  const pfd = syscall(NR.pidfd_open, ctx.pid, 0);
+  if (pfd < 0) throw new CriuError("restore", `${ctx.where}: pidfd_open failed (${-pfd})`);
+  const fd = syscall(NR.pidfd_getfd, pfd, peerTargetFd, 0);
+  closeFd(pfd);
+  if (fd < 0) throw new CriuError("restore", `${ctx.where}: pidfd_getfd failed (${-fd})`);
+  try {
+    for (const it of items) {
+      const n = syscall(NR.sendto, fd, addr(it.payload), it.payload.length, MSG_DONTWAIT | 0x4000 /* MSG_NOSIGNAL */, 0, 0);
+      if (n !== it.payload.length) throw new CriuError("restore", `${ctx.where}: re-queueing ${it.payload.length} bytes on unix socket ${f.usk!.ino} failed (${n})`);
+    }
+  } finally { closeFd(fd); }
+}
+
+function finish(ctx: RestoreCtx, f: S.file_entry, fd: number) {
+  const u = f.usk!;
+  if (u.shutdown) ctx.inj.call(NR.shutdown, fd, u.shutdown - 1);
+  if (u.flags & O.NONBLOCK) ctx.inj.call(NR.fcntl, fd, 4 /* F_SETFL */, O.NONBLOCK);
+}
