@@ -60,3 +60,39 @@ describe("dump, kill, restore", () => {
     });
   }
 });
+
+describe("kinds criu-bun cannot dump", () => {
+  test("netlink socket: dump fails with one line naming process, fd and kind; the workload keeps running", async () => {
+    const w = await startWorkload("netlink");
+    await Bun.sleep(50);
+    const dir = imagesDir("netlink");
+    const r = criuBun(["dump", "-t", String(w.pid), "-D", dir]);
+    expect(r.code).toBe(1);
+    const lines = r.stderr.trim().split("\n");
+    expect(lines.length).toBe(1);
+    expect(lines[0]).toMatch(new RegExp(`^Error \\(files\\): process ${w.pid} fd 3: netlink socket \\(socket:\\[\\d+\\]\\) is not supported yet$`));
+    expect(isAlive(w.pid)).toBe(true);
+    trigger(w);
+    const res = await waitResult(w, 10000);
+    expect(res.text).toStartWith("PASS");
+  });
+});
+
+describe("images decode with CRIU's crit", () => {
+  test("fd images of epoll, inotify, memfd, unix, timerfd dumps", async () => {
+    if (!Bun.which("crit")) return;
+    for (const name of ["epoll", "inotify", "memfd", "unix", "timerfd"]) {
+      const w = await startWorkload(name);
+      await Bun.sleep(80);
+      const dir = imagesDir(`crit-${name}`);
+      dump(w.pid, dir, ["--leave-running"]);
+      for (const f of require("node:fs").readdirSync(dir) as string[]) {
+        if (!/^(files|fdinfo-\d+|memfd|sk-queues|pagemap-shmem-\d+)\.img$/.test(f)) continue;
+        const p = Bun.spawnSync(["crit", "decode", "-i", `${dir}/${f}`], { stdout: "pipe", stderr: "pipe" });
+        if (p.exitCode !== 0) throw new Error(`crit decode ${name}/${f} failed: ${p.stderr}`);
+      }
+      trigger(w);
+      expect((await waitResult(w, 10000)).text).toStartWith("PASS");
+    }
+  }, 60_000);
+});

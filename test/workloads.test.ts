@@ -38,6 +38,14 @@ const passCases: [string, string[]][] = [
   ["deleted", []],
   ["spin", []],
   ["spin", ["32", "--pattern=random"]],
+  ["eventfd", []],
+  ["timerfd", []],
+  ["signalfd", []],
+  ["epoll", []],
+  ["inotify", []],
+  ["memfd", []],
+  ["unix", []],
+  ["netlink", []],
 ];
 
 describe("workloads pass without a dump", () => {
