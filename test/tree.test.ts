@@ -54,3 +54,21 @@ async function waitFor(f: () => boolean, ms = 5000) {
   while (!f()) { if (Date.now() > end) throw new Error("timeout"); await Bun.sleep(5); }
 }
 void waitReaped;
+
+describe("pipelines", () => {
+  test("yes | head | sha256sum paused mid-stream gives the same digest as an uninterrupted run", async () => {
+    const n = 600_000_000;
+    const expected = Bun.spawnSync(["bash", "-c", `yes 0123456789abcdef | head -c ${n} | sha256sum`]).stdout.toString().split(" ")[0];
+    const w = await startWorkload("pipeline.sh", [String(n)]);
+    await Bun.sleep(400);
+    const kids = readFileSync(`/proc/${w.pid}/task/${w.pid}/children`, "utf8").trim().split(/\s+/).map(Number);
+    expect(kids.length).toBe(3); // yes, head, sha256sum still running: mid-stream
+    const dir = imagesDir("pipe");
+    dump(w.pid, dir);
+    for (const k of kids) expect(isAlive(k)).toBe(false);
+    const r = await restore(dir, w.pid);
+    const res = await waitResult(w, 30000);
+    expect(res.text.split("\n")[1]).toBe(expected);
+    expect(await r.proc.exited).toBe(0);
+  });
+});

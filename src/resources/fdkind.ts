@@ -67,9 +67,25 @@ export interface RestoreCtx {
   scratch(off: bigint, data: Uint8Array): bigint;
   /** move a target fd above every fd number being restored; returns the new number */
   high(fd: number, what: string): number;
-  /** state shared between fds of one kind during this restore (e.g. both ends of a pipe) */
+  /** state shared between fds of one kind within this process's restore */
   state: Map<string, any>;
+  /** the whole restore's shared state: objects other processes may need (see hold/fdFrom) */
+  tree: TreeFiles;
+  /** keep fd open (in this process) until every process has its files, under KEY */
+  hold(key: string, fd: number): void;
+  /** an fd in this process for an object held under KEY (imported with pidfd_getfd if another process holds it) */
+  fdFrom(key: string): number | undefined;
   where: string;
+}
+
+/** Files shared across the processes of one restore. */
+export class TreeFiles {
+  /** file id -> where the restored open file description lives (pid, fd) */
+  owners = new Map<number, { pid: number; fd: number }>();
+  /** objects held open for other processes (pipe ends, socket peers ...) */
+  held = new Map<string, { pid: number; fd: number }>();
+  /** per pid: fds to close once all processes have their files */
+  toClose = new Map<number, number[]>();
 }
 
 export interface FdKind {

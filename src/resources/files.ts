@@ -100,12 +100,14 @@ export function precheckFds(fds: S.fdinfo_entry[], files: Map<number, S.file_ent
   }
 }
 
-/** Open every file in the target once per id, then dup3 each into its fd number. */
-export function restoreFds(base: Omit<RestoreCtx, "high" | "where">, fds: S.fdinfo_entry[]) {
+/** Open every file in the target once per id, then dup3 each into its fd number. A file id that
+ * another process of the tree already restored is shared with it (pidfd_getfd: same description). */
+export function restoreFds(base: Omit<RestoreCtx, "high" | "where" | "hold" | "fdFrom">, fds: S.fdinfo_entry[]) {
   const inj = base.inj;
   const sorted = [...fds].sort((a, b) => a.fd - b.fd);
   const floor = (sorted.length ? sorted[sorted.length - 1].fd : 0) + 16;
   const temps = new Map<number, number>();
+  const created = new Set<number>();
   const closeLater = new Set<number>();
   base.state.set("closeLater", closeLater);
   const high = (fd: number, what: string) => {
@@ -115,23 +117,42 @@ export function restoreFds(base: Omit<RestoreCtx, "high" | "where">, fds: S.fdin
     if (r < 0) throw new CriuError("restore", `${what}: F_DUPFD failed (errno ${-r})`);
     return r;
   };
+  const importFd = (owner: { pid: number; fd: number }, what: string) => {
+    if (owner.pid === base.pid) return owner.fd;
+    const pidfd = Number(inj.call(NR.pidfd_open, owner.pid, 0));
+    if (pidfd < 0) throw new CriuError("restore", `${what}: pidfd_open(${owner.pid}) failed (errno ${-pidfd})`);
+    const fd = Number(inj.call(NR.pidfd_getfd, pidfd, owner.fd, 0));
+    inj.call(NR.close, pidfd);
+    if (fd < 0) throw new CriuError("restore", `${what}: pidfd_getfd of fd ${owner.fd} of ${owner.pid} failed (errno ${-fd})`);
+    return high(fd, what);
+  };
+  const tree = base.tree;
   for (const fe of sorted) {
     if (temps.has(fe.id)) continue;
     const f = base.files.get(fe.id)!;
     const where = `process ${base.pid} fd ${fe.fd}`;
-    const fd = kindByType(f.type)!.restore({ ...base, high, where }, f, fe);
+    const owner = tree.owners.get(fe.id);
+    if (owner) { temps.set(fe.id, importFd(owner, where)); continue; }
+    const fd = kindByType(f.type)!.restore({
+      ...base, high, where,
+      hold(key, fd) {
+        tree.held.set(key, { pid: base.pid, fd });
+        const l = tree.toClose.get(base.pid) ?? [];
+        l.push(fd); tree.toClose.set(base.pid, l);
+      },
+      fdFrom(key) {
+        const h = tree.held.get(key);
+        return h ? importFd(h, where) : undefined;
+      },
+    }, f, fe);
     temps.set(fe.id, fd);
+    created.add(fe.id);
   }
   for (const fe of sorted) {
     const r = inj.call(NR.dup3, temps.get(fe.id)!, fe.fd, fe.flags & 1 ? O.CLOEXEC : 0);
     if (r < 0n) throw new CriuError("restore", `process ${base.pid} fd ${fe.fd}: dup3 failed (errno ${-r})`);
+    if (created.has(fe.id) && !tree.owners.has(fe.id)) tree.owners.set(fe.id, { pid: base.pid, fd: fe.fd });
   }
-  const late = new Set<number>();
-  for (const fe of sorted) {
-    const f = base.files.get(fe.id)!, kind = kindByType(f.type)!;
-    if (!kind.restoreLate || late.has(fe.id)) continue;
-    late.add(fe.id);
-    kind.restoreLate({ ...base, high, where: `process ${base.pid} fd ${fe.fd}` }, f, fe.fd);
-  }
-  for (const t of new Set([...temps.values(), ...closeLater])) inj.call(NR.close, t);
+  const heldHere = new Set(tree.toClose.get(base.pid) ?? []);
+  for (const t of new Set([...temps.values(), ...closeLater])) if (!heldHere.has(t)) inj.call(NR.close, t);
 }

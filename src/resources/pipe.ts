@@ -59,29 +59,39 @@ export const pipeKind: FdKind = {
   restore(ctx, f) {
     const p = f.pipe!;
     const inj = ctx.inj;
-    let ends = ctx.state.get(`pipe:${p.pipeId}`) as { r: number; w: number; used: Set<number> } | undefined;
-    if (!ends) {
+    const rKey = `pipe:${p.pipeId}:r`, wKey = `pipe:${p.pipeId}:w`;
+    if (!ctx.tree.held.has(rKey)) {
+      // first use of this pipe anywhere in the tree: make it here, refill it, hold both ends
       const a = ctx.scratch(0n, new Uint8Array(8));
       inj.ok("pipe2", NR.pipe2, a, O.CLOEXEC);
       const v = new Int32Array(ctx.mem.read(a, 8).buffer);
-      ends = { r: ctx.high(v[0], ctx.where), w: ctx.high(v[1], ctx.where), used: new Set() };
-      ctx.state.set(`pipe:${p.pipeId}`, ends);
-      (ctx.state.get("closeLater") as Set<number>).add(ends.r).add(ends.w);
+      const r = ctx.high(v[0], ctx.where), w = ctx.high(v[1], ctx.where);
+      ctx.hold(rKey, r); ctx.hold(wKey, w);
       const item = cachedPayloads<S.pipe_data_entry>(ctx, "pipes-data.img", "PIPES_DATA").find((d) => d.msg.pipeId === p.pipeId);
       if (item?.payload.length) {
         const want = Math.max(item.msg.size ?? 0, item.payload.length);
-        if (want > 65536) inj.call(NR.fcntl, ends.w, 1031 /* F_SETPIPE_SZ */, want);
-        fillPipe(ctx.pid, ends.w, item.payload, `refill pipe ${p.pipeId}`);
+        if (want > 65536) inj.call(NR.fcntl, w, 1031 /* F_SETPIPE_SZ */, want);
+        fillPipe(ctx.pid, w, item.payload, `refill pipe ${p.pipeId}`);
       }
     }
-    let fd = (p.flags & 3) === O.WRONLY ? ends.w : ends.r;
-    if (ends.used.has(fd)) {
+    const key = (p.flags & 3) === O.WRONLY ? wKey : rKey;
+    const usedKey = `${key}:used`;
+    let fd: number;
+    if (ctx.tree.held.has(usedKey)) {
       // another open description of the same end: reopen through /proc gives a new one
-      const r = Number(inj.call(NR.openat, -100, ctx.str(`/proc/self/fd/${fd}`), (p.flags & 3) | O.CLOEXEC, 0));
+      const h = ctx.tree.held.get(key)!;
+      const r = Number(inj.call(NR.openat, -100, ctx.str(`/proc/${h.pid}/fd/${h.fd}`), (p.flags & 3) | O.CLOEXEC, 0));
       if (r < 0) throw new CriuError("restore", `${ctx.where}: reopening pipe ${p.pipeId} failed (errno ${-r})`);
       fd = ctx.high(r, ctx.where);
+    } else {
+      ctx.tree.held.set(usedKey, { pid: -1, fd: -1 });
+      // our own description of this end (dup of the held one: the held fd is closed later)
+      const src = ctx.fdFrom(key)!;
+      const d = Number(inj.call(NR.fcntl, src, 1030 /* F_DUPFD_CLOEXEC */, 0));
+      if (d < 0) throw new CriuError("restore", `${ctx.where}: dup of pipe end failed (errno ${-d})`);
+      fd = ctx.high(d, ctx.where);
+      if (src !== ctx.tree.held.get(key)!.fd || ctx.tree.held.get(key)!.pid !== ctx.pid) inj.call(NR.close, src);
     }
-    ends.used.add(fd);
     inj.call(NR.fcntl, fd, 4 /* F_SETFL */, p.flags & ~3);
     return fd;
   },

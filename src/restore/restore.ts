@@ -4,11 +4,13 @@ import { statSync, writeFileSync, readFileSync } from "node:fs";
 import { loadImages, type RestoreSet } from "./images";
 import { TaskBuilder } from "./task";
 import { precheckFds } from "../resources/files";
+import { TreeFiles } from "../resources/fdkind";
 import { verifyPages } from "../codec/pipeline";
 import { O } from "../sys/mem";
 import { CriuError, log } from "../log";
+import { netRestoreBegin, netRestoreEnd } from "../resources/inet";
 
-export interface RestoreOptions { dir: string; leaveStopped?: boolean; shellJob?: boolean; pidfile?: string }
+export interface RestoreOptions { dir: string; leaveStopped?: boolean; shellJob?: boolean; pidfile?: string; tcpClose?: boolean }
 
 /** Everything that can be checked before creating a process. */
 function precheck(set: RestoreSet) {
@@ -51,15 +53,17 @@ function checkFile(pid: number, what: string, reg: { name: string; size?: bigint
 export function restoreProcesses(o: RestoreOptions): { pid: number } {
   const t0 = performance.now();
   const set = loadImages(o.dir);
+  netRestoreBegin({ tcpClose: o.tcpClose });
   precheck(set);
   const root = set.tasks[0];
   const builders: TaskBuilder[] = [];
   const byPid = new Map<number, TaskBuilder>();
   const inTree = new Set(set.tasks.map((t) => t.pid));
+  const treeFiles = new TreeFiles();
   try {
     // 1. every process, parents before children (pstree order), each an empty shell for now
     for (const t of set.tasks) {
-      const b = new TaskBuilder(set, t);
+      const b = new TaskBuilder(set, t, treeFiles);
       builders.push(b); byPid.set(t.pid, b);
       if (t === root) b.createFromPuppet(); else b.createFromParent(byPid.get(t.ppid)!);
       b.restoreSession(inTree, o.shellJob);
@@ -79,6 +83,7 @@ export function restoreProcesses(o: RestoreOptions): { pid: number } {
       b.restoreThreadState();
       b.restoreSignalsAndTimers();
     }
+    for (const b of builders) if (!b.t.zombie) b.closeHeld();
     // 3. registers, trampolines gone; 4. all go at once
     for (const b of builders) if (!b.t.zombie) b.finish();
   } catch (e) {
@@ -86,6 +91,7 @@ export function restoreProcesses(o: RestoreOptions): { pid: number } {
     throw e;
   }
   for (const b of [...builders].reverse()) if (!b.t.zombie) b.release({ leaveStopped: o.leaveStopped });
+  netRestoreEnd();
   const t = root;
   if (o.pidfile) writeFileSync(o.pidfile, `${t.pid}`);
   log.info(`Restored process ${t.pid} in ${(performance.now() - t0).toFixed(1)} ms`);

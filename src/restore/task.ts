@@ -8,6 +8,7 @@ import {
 } from "../sys/ptrace";
 import { preadFull, pwriteFull, O } from "../sys/mem";
 import { restoreFds } from "../resources/files";
+import { TreeFiles } from "../resources/fdkind";
 import { readVmas } from "../sys/proc";
 import { Injector, RemoteMem } from "../ptrace/inject";
 import { startPuppet, PUPPET_SYSCALL } from "./puppet";
@@ -54,7 +55,12 @@ export class TaskBuilder {
   /** per-restore state shared by fd kinds */
   state = new Map<string, any>();
 
-  constructor(public set: RestoreSet, public t: TaskImages) {}
+  constructor(public set: RestoreSet, public t: TaskImages, public tree: TreeFiles = new TreeFiles()) {}
+
+  /** Close what this process held open for the others (after every process has its files). */
+  closeHeld() {
+    for (const fd of this.tree.toClose.get(this.pid) ?? []) this.inj!.call(NR.close, fd);
+  }
 
   scratchWrite(off: bigint, data: Uint8Array): bigint {
     const a = this.tramp + SCRATCH + off;
@@ -239,7 +245,7 @@ export class TaskBuilder {
   restoreFiles() {
     const inj = this.inj!;
     restoreFds({
-      pid: this.pid, inj, mem: this.mem!, dir: this.set.dir, files: this.set.files, state: this.state,
+      pid: this.pid, inj, mem: this.mem!, dir: this.set.dir, files: this.set.files, state: this.state, tree: this.tree,
       str: (s, slot = 0) => this.str(s, slot), scratch: (off, d) => this.scratchWrite(off, d),
     }, this.t.fds);
     const cwd = this.set.files.get(this.t.fs.cwdId)?.reg?.name;
