@@ -2,8 +2,8 @@
 import { syscall, addr, cstr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { errnoName } from "../sys/errno";
-import { readVmas, readLink, readText } from "../sys/proc";
-import { vmWrite, openFd, closeFd, preadFull, pread, O } from "../sys/mem";
+import { readVmas, readLink } from "../sys/proc";
+import { vmWrite, openFd, pread, O } from "../sys/mem";
 import { Missing, need, sys, hex, withFds, memfd, MFD, type Probe } from "./probe";
 import { pagemapScan, PAGE_IS } from "./ptrace";
 
@@ -175,5 +175,3 @@ export const MEMORY_PROBES: Probe[] = [
   { name: "rseq", basic: false, desc: "rseq system call", run: rseq },
   { name: "aio_remap", basic: false, desc: "move AIO rings", run: aioRemap },
 ];
-
-void readText; void preadFull; void closeFd;

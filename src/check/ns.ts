@@ -71,5 +71,3 @@ export const NS_PROBES: Probe[] = [
   { name: "cgroup_v2", basic: false, desc: "cgroup v2 (--manage-cgroups)", run: cgroupV2 },
   { name: "loginuid", basic: false, desc: "restore the audit login uid", run: loginuid },
 ];
-
-void Missing;

@@ -191,7 +191,7 @@ function clone3SetTid(): string {
       if (r === -17n) continue; // EEXIST: somebody took it meanwhile
       if (r === -38n) throw new Missing("no clone3 system call");
       if (r === -7n) throw new Missing("clone3 does not know set_tid (E2BIG)");
-      need(r > 0n, `clone3 with set_tid: errno ${-r}`);
+      need(r > 0n, `clone3 with set_tid: ${errnoName(Number(-r))}${r === -1n ? " (needs CAP_SYS_ADMIN over the PID namespace)" : ""}`);
       const child = Number(r);
       t.extra.push(child);
       need(child === want, `clone3 gave PID ${child} instead of ${want}`);
@@ -253,7 +253,7 @@ function canMapVdso(): string {
     // returns the size of the vDSO image (older kernels: 0)
     const r = t.inj.call(NR.arch_prctl, 0x2003 /* ARCH_MAP_VDSO_64 */, target);
     if (r === -22n) throw new Missing("arch_prctl(ARCH_MAP_VDSO_64) is not supported");
-    need(r >= 0n, `arch_prctl(ARCH_MAP_VDSO_64): errno ${-r}`);
+    need(r >= 0n, `arch_prctl(ARCH_MAP_VDSO_64): ${errnoName(Number(-r))}`);
     const after = vdsoLayout(readVmas(t.pid));
     need(after.start === target, `vDSO mapped at ${hex(after.start)}, asked for ${hex(target)}`);
     need(sizes(after) === sizes(before), `vDSO layout changed: ${sizes(after)} vs ${sizes(before)}`);
