@@ -9,8 +9,9 @@ import { epollKind } from "./epoll";
 import { inotifyKind } from "./inotify";
 import { memfdKind } from "./memfd";
 import { unixKind } from "./unix";
+import { inetKind } from "./inet";
 
-export const FD_KINDS: FdKind[] = [pipeKind, eventfdKind, timerfdKind, signalfdKind, epollKind, inotifyKind, memfdKind, unixKind, regKind];
+export const FD_KINDS: FdKind[] = [pipeKind, eventfdKind, timerfdKind, signalfdKind, epollKind, inotifyKind, memfdKind, inetKind, unixKind, regKind];
 export function kindByType(type: number): FdKind | undefined {
   return FD_KINDS.find((k) => k.type === type);
 }

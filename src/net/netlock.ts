@@ -1,0 +1,134 @@
+// The network lock: while a TCP connection has no live socket (between dump and restore), its
+// packets are dropped in both directions so the peer never sees a RST or FIN from us, and we
+// never answer its retransmissions with a RST. Done with nf_tables over netlink, like CRIU's
+// nftables lock but without the nft binary: one table "criu-bun-<pid>" (family inet) in the
+// current network namespace, chains on the input and output hooks, one drop rule per
+// direction per locked endpoint. Unlocking deletes the table.
+import { Attrs, NetlinkSocket, NETLINK, NLM_F, nlmsg, concat } from "../sys/netlink";
+import { isV4Mapped } from "../sys/inetsock";
+import { CriuError, log } from "../log";
+import { errnoName } from "../sys/errno";
+
+/** One local endpoint to isolate; remote unset = every peer (a listening socket). */
+export interface LockedEndpoint {
+  proto: number;        // 6 = TCP, 17 = UDP
+  local: Uint8Array;    // 4 or 16 bytes; all zero = any local address
+  lport: number;
+  remote?: Uint8Array;
+  rport?: number;
+}
+
+const NFNL_SUBSYS_NFTABLES = 10;
+const MSG = { NEWTABLE: 0, DELTABLE: 2, NEWCHAIN: 3, NEWRULE: 6 };
+const NFPROTO = { INET: 1, IPV4: 2, IPV6: 10 };
+const HOOK = { LOCAL_IN: 1, LOCAL_OUT: 3 };
+const BATCH_BEGIN = 0x10, BATCH_END = 0x11;
+
+export function lockTableName(pid: number) { return `criu-bun-${pid}`; }
+
+function nfgen(family: number, resId = 0): Uint8Array {
+  const b = new Uint8Array(4);
+  b[0] = family;
+  new DataView(b.buffer).setUint16(2, resId, false);
+  return b;
+}
+const msgType = (m: number) => (NFNL_SUBSYS_NFTABLES << 8) | m;
+
+function expr(name: string, data: Attrs): Attrs {
+  return new Attrs().str(1 /* NFTA_EXPR_NAME */, name).nest(2 /* NFTA_EXPR_DATA */, data);
+}
+function meta(key: number) { return expr("meta", new Attrs().be32(1 /* DREG */, 1).be32(2 /* KEY */, key)); }
+function payload(base: number, offset: number, len: number) {
+  return expr("payload", new Attrs().be32(1, 1).be32(2, base).be32(3, offset).be32(4, len));
+}
+function cmpEq(value: Uint8Array) {
+  return expr("cmp", new Attrs().be32(1 /* SREG */, 1).be32(2 /* OP */, 0 /* EQ */).nest(3 /* DATA */, new Attrs().bytes(1 /* VALUE */, value)));
+}
+function drop() {
+  const verdict = new Attrs().be32(1 /* NFTA_VERDICT_CODE */, 0 /* NF_DROP */);
+  return expr("immediate", new Attrs().be32(1 /* DREG */, 0 /* NFT_REG_VERDICT */).nest(2, new Attrs().nest(2 /* NFTA_DATA_VERDICT */, verdict)));
+}
+const port = (p: number) => new Uint8Array([p >> 8, p & 255]);
+
+/** The address as it appears in packets: v4-mapped IPv6 endpoints talk IPv4. */
+function wireAddr(a: Uint8Array): Uint8Array { return isV4Mapped(a) ? a.slice(12) : a; }
+const isAny = (a: Uint8Array) => a.every((x) => x === 0);
+
+/** Expressions of one rule: packets from src(addr, port) to dst(addr, port). */
+function ruleExprs(v6: boolean, proto: number, src: Uint8Array | null, sport: number | null, dst: Uint8Array | null, dport: number | null): Attrs[] {
+  const e: Attrs[] = [meta(15 /* NFPROTO */), cmpEq(new Uint8Array([v6 ? NFPROTO.IPV6 : NFPROTO.IPV4])),
+    meta(16 /* L4PROTO */), cmpEq(new Uint8Array([proto]))];
+  if (src) e.push(payload(1, v6 ? 8 : 12, v6 ? 16 : 4), cmpEq(src));
+  if (dst) e.push(payload(1, v6 ? 24 : 16, v6 ? 16 : 4), cmpEq(dst));
+  if (sport !== null) e.push(payload(2, 0, 2), cmpEq(port(sport)));
+  if (dport !== null) e.push(payload(2, 2, 2), cmpEq(port(dport)));
+  e.push(drop());
+  return e;
+}
+
+class Batch {
+  parts: Uint8Array[] = [];
+  acks: number[] = [];
+  what = new Map<number, string>();
+  constructor(private nl: NetlinkSocket) { this.parts.push(nlmsg(BATCH_BEGIN, NLM_F.REQUEST, nl.nextSeq(), nfgen(0, NFNL_SUBSYS_NFTABLES))); }
+  add(type: number, flags: number, attrs: Attrs, what: string) {
+    const seq = this.nl.nextSeq();
+    this.parts.push(nlmsg(msgType(type), NLM_F.REQUEST | NLM_F.ACK | flags, seq, concat([nfgen(NFPROTO.INET), attrs.concat()])));
+    this.acks.push(seq);
+    this.what.set(seq, what);
+  }
+  run(): { err: number; what: string } {
+    this.parts.push(nlmsg(BATCH_END, NLM_F.REQUEST, this.nl.nextSeq(), nfgen(0, NFNL_SUBSYS_NFTABLES)));
+    const r = this.nl.exchange(concat(this.parts), this.acks);
+    return { err: r.err, what: this.what.get(r.seq) ?? "" };
+  }
+}
+
+function describe(ep: LockedEndpoint) {
+  return `${ep.proto === 6 ? "tcp" : "udp"} port ${ep.lport}${ep.rport ? ` <-> ${ep.rport}` : " (listening)"}`;
+}
+
+/** Add drop rules for these endpoints to the lock table (created on first use). */
+export function netLock(table: string, eps: LockedEndpoint[]) {
+  if (!eps.length) return;
+  const nl = new NetlinkSocket(NETLINK.NETFILTER);
+  try {
+    const b = new Batch(nl);
+    b.add(MSG.NEWTABLE, NLM_F.CREATE, new Attrs().str(1, table).be32(2, 0), `create table ${table}`);
+    for (const [name, hook] of [["input", HOOK.LOCAL_IN], ["output", HOOK.LOCAL_OUT]] as const) {
+      b.add(MSG.NEWCHAIN, NLM_F.CREATE, new Attrs().str(1, table).str(3, name)
+        .nest(4, new Attrs().be32(1, hook).be32(2, -300 >>> 0)).be32(5, 1 /* NF_ACCEPT */).str(7, "filter"), `create chain ${name}`);
+    }
+    for (const ep of eps) {
+      const local = wireAddr(ep.local);
+      const v6 = local.length === 16;
+      const l = isAny(local) ? null : local;
+      const r = ep.remote ? wireAddr(ep.remote) : null;
+      const rp = ep.rport ?? null;
+      const inE = ruleExprs(v6, ep.proto, r, rp, l, ep.lport);
+      const outE = ruleExprs(v6, ep.proto, l, ep.lport, r, rp);
+      for (const [chain, ex] of [["input", inE], ["output", outE]] as const) {
+        const list = new Attrs();
+        for (const x of ex) list.nest(1 /* NFTA_LIST_ELEM */, x);
+        b.add(MSG.NEWRULE, NLM_F.CREATE | NLM_F.APPEND, new Attrs().str(1, table).str(2, chain).nest(4, list), `${chain} rule for ${describe(ep)}`);
+      }
+    }
+    const res = b.run();
+    if (res.err < 0) throw new CriuError("netlock", `cannot lock the network (${res.what}: errno ${-res.err}: ${errnoName(-res.err)}); nf_tables is needed, and CAP_NET_ADMIN`);
+    log.info(`Network locked for ${eps.map(describe).join(", ")} (nftables table inet ${table})`);
+  } finally { nl.close(); }
+}
+
+/** Remove the lock table; a missing table is fine. Returns false if it did not exist. */
+export function netUnlock(table: string): boolean {
+  const nl = new NetlinkSocket(NETLINK.NETFILTER);
+  try {
+    const b = new Batch(nl);
+    b.add(MSG.DELTABLE, 0, new Attrs().str(1, table), `delete table ${table}`);
+    const res = b.run();
+    if (res.err === -2) return false;
+    if (res.err < 0) throw new CriuError("netlock", `cannot unlock the network (${res.what}: errno ${-res.err}: ${errnoName(-res.err)})`);
+    log.info(`Network unlocked (table inet ${table} deleted)`);
+    return true;
+  } finally { nl.close(); }
+}

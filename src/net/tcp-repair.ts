@@ -1,0 +1,147 @@
+// TCP repair (our soccr): read an established connection's state out of a socket put in repair
+// mode, and rebuild it in a fresh socket. The kernel interface: TCP_REPAIR turns a socket into
+// a passive object (close sends nothing, connect sends no SYN), TCP_REPAIR_QUEUE selects the
+// send or receive queue for TCP_QUEUE_SEQ and for peeking/filling data, TCP_REPAIR_OPTIONS sets
+// what the SYN exchange negotiated, TCP_REPAIR_WINDOW the window state, TCP_TIMESTAMP the clock.
+import {
+  getsockoptBytes, getsockoptInt, setsockoptInt, ioctlInt, recvBytes, int32,
+  SOL, TCP, MSG, SIOCINQ, SIOCOUTQ, SIOCOUTQNSD,
+} from "../sys/inetsock";
+import { SysError, errnoName } from "../sys/errno";
+import { CriuError } from "../log";
+
+export const TCP_STATE = { ESTABLISHED: 1, SYN_SENT: 2, SYN_RECV: 3, FIN_WAIT1: 4, FIN_WAIT2: 5, TIME_WAIT: 6, CLOSE: 7, CLOSE_WAIT: 8, LAST_ACK: 9, LISTEN: 10, CLOSING: 11 } as const;
+export const TCP_STATE_NAME: Record<number, string> = Object.fromEntries(Object.entries(TCP_STATE).map(([k, v]) => [v, k]));
+const QUEUE = { NONE: 0, RECV: 1, SEND: 2 };
+/** tcpi_options bits (= tcp_stream_entry.opt_mask) */
+export const TCPI_OPT = { TIMESTAMPS: 1, SACK: 2, WSCALE: 4 } as const;
+const TCPOPT = { MSS: 2, WINDOW: 3, SACK_PERM: 4, TIMESTAMP: 8 };
+
+export interface TcpStreamState {
+  inqLen: number; inqSeq: number; outqLen: number; outqSeq: number; optMask: number;
+  sndWscale: number; rcvWscale: number; mssClamp: number; timestamp: number;
+  cork: boolean; nodelay: boolean; unsqLen: number;
+  sndWl1?: number; sndWnd?: number; maxWindow?: number; rcvWnd?: number; rcvWup?: number;
+}
+export interface TcpStream { state: TcpStreamState; inq: Uint8Array; outq: Uint8Array }
+
+/** TCP state byte from TCP_INFO (works on any TCP socket). */
+export function tcpInfo(fd: number): { state: number; options: number; sndWscale: number; rcvWscale: number } {
+  const b = getsockoptBytes(fd, SOL.TCP, TCP.INFO, 104);
+  return { state: b[0], options: b[5], sndWscale: b[6] & 15, rcvWscale: b[6] >> 4 };
+}
+
+export function repairOn(fd: number, where: string) {
+  const r = setsockoptInt(fd, SOL.TCP, TCP.REPAIR, 1);
+  if (r < 0) throw new CriuError("tcp", `${where}: cannot put the connection in repair mode (errno ${-r}: ${errnoName(-r)}; needs CAP_NET_ADMIN)`);
+}
+/** Leave repair mode; the kernel sends a window probe so the peer learns we are back. */
+export function repairOff(fd: number): number {
+  return setsockoptInt(fd, SOL.TCP, TCP.REPAIR, 0);
+}
+
+function seqOf(fd: number, q: number): number {
+  const r = setsockoptInt(fd, SOL.TCP, TCP.REPAIR_QUEUE, q);
+  if (r < 0) throw new SysError("TCP_REPAIR_QUEUE", -r);
+  return getsockoptInt(fd, SOL.TCP, TCP.QUEUE_SEQ) >>> 0;
+}
+
+/** Read the whole connection state from a socket already in repair mode (nothing is consumed). */
+export function dumpTcpStream(fd: number, where: string): TcpStream {
+  try {
+    const info = tcpInfo(fd);
+    if (info.state !== TCP_STATE.ESTABLISHED) throw new CriuError("tcp", `${where}: TCP state ${TCP_STATE_NAME[info.state] ?? info.state} cannot be dumped yet (only ESTABLISHED)`);
+    const outqLen = ioctlInt(fd, SIOCOUTQ);
+    const unsqLen = ioctlInt(fd, SIOCOUTQNSD);
+    const inqLen = ioctlInt(fd, SIOCINQ);
+    const inqSeq = seqOf(fd, QUEUE.RECV);
+    const inq = recvBytes(fd, inqLen, MSG.PEEK | MSG.DONTWAIT);
+    const outqSeq = seqOf(fd, QUEUE.SEND);
+    const outq = recvBytes(fd, outqLen, MSG.PEEK | MSG.DONTWAIT);
+    setsockoptInt(fd, SOL.TCP, TCP.REPAIR_QUEUE, QUEUE.NONE);
+    if (inq.length !== inqLen || outq.length !== outqLen) {
+      throw new CriuError("tcp", `${where}: queues changed while reading them (receive ${inq.length}/${inqLen}, send ${outq.length}/${outqLen} bytes)`);
+    }
+    const st: TcpStreamState = {
+      inqLen, inqSeq, outqLen, outqSeq, unsqLen, optMask: info.options,
+      sndWscale: info.sndWscale, rcvWscale: info.rcvWscale,
+      mssClamp: getsockoptInt(fd, SOL.TCP, TCP.MAXSEG),
+      timestamp: getsockoptInt(fd, SOL.TCP, TCP.TIMESTAMP) >>> 0,
+      nodelay: getsockoptInt(fd, SOL.TCP, TCP.NODELAY) !== 0,
+      cork: getsockoptInt(fd, SOL.TCP, TCP.CORK) !== 0,
+    };
+    try {
+      const w = getsockoptBytes(fd, SOL.TCP, TCP.REPAIR_WINDOW, 20);
+      const dv = new DataView(w.buffer, w.byteOffset);
+      if (w.length >= 20) {
+        st.sndWl1 = dv.getUint32(0, true); st.sndWnd = dv.getUint32(4, true); st.maxWindow = dv.getUint32(8, true);
+        st.rcvWnd = dv.getUint32(12, true); st.rcvWup = dv.getUint32(16, true);
+      }
+    } catch { /* kernels before 4.8: no window state */ }
+    return { state: st, inq, outq };
+  } catch (e) {
+    if (e instanceof SysError) throw new CriuError("tcp", `${where}: ${e.message}`);
+    throw e;
+  }
+}
+
+/** What restoring needs to do to the new socket; implemented by injection into the target. */
+export interface SockOps {
+  setsockopt(level: number, opt: number, val: Uint8Array): number;
+  connect(sockaddr: Uint8Array): number;
+  /** send with flags; returns bytes sent or -errno */
+  send(data: Uint8Array, flags: number): number;
+}
+
+function must(r: number, what: string, where: string) {
+  if (r < 0) throw new CriuError("tcp", `${where}: ${what} failed (errno ${-r}: ${errnoName(-r)})`);
+}
+
+/** Fill one queue in repair mode, in chunks that shrink when the kernel runs short of memory. */
+function fillQueue(ops: SockOps, q: number, data: Uint8Array, where: string) {
+  if (!data.length) return;
+  must(ops.setsockopt(SOL.TCP, TCP.REPAIR_QUEUE, int32(q)), "TCP_REPAIR_QUEUE", where);
+  let chunk = q === QUEUE.RECV ? 64 * 1024 : 1 << 20;
+  for (let off = 0; off < data.length;) {
+    const n = ops.send(data.subarray(off, Math.min(data.length, off + chunk)), 0);
+    if (n === -12 /* ENOMEM */ || n === -11 /* EAGAIN */) {
+      if (chunk <= 1024) must(n, `refilling the ${q === QUEUE.RECV ? "receive" : "send"} queue`, where);
+      chunk >>= 1;
+      continue;
+    }
+    must(n, `refilling the ${q === QUEUE.RECV ? "receive" : "send"} queue`, where);
+    off += n;
+  }
+}
+
+/**
+ * Rebuild an established connection in a socket that is in repair mode and bound to its local
+ * address: sequence numbers, connect (no SYN), negotiated options, clock, both queues, windows.
+ * The unsent tail of the send queue is returned: send it normally once repair mode is off.
+ */
+export function restoreTcpStream(ops: SockOps, s: TcpStream, peer: Uint8Array, where: string): Uint8Array {
+  const st = s.state;
+  must(ops.setsockopt(SOL.TCP, TCP.REPAIR_QUEUE, int32(QUEUE.SEND)), "TCP_REPAIR_QUEUE", where);
+  must(ops.setsockopt(SOL.TCP, TCP.QUEUE_SEQ, int32((st.outqSeq - st.outqLen) | 0)), "TCP_QUEUE_SEQ (send)", where);
+  must(ops.setsockopt(SOL.TCP, TCP.REPAIR_QUEUE, int32(QUEUE.RECV)), "TCP_REPAIR_QUEUE", where);
+  must(ops.setsockopt(SOL.TCP, TCP.QUEUE_SEQ, int32((st.inqSeq - st.inqLen) | 0)), "TCP_QUEUE_SEQ (receive)", where);
+  must(ops.connect(peer), "connect in repair mode", where);
+  const opts: [number, number][] = [[TCPOPT.MSS, st.mssClamp]];
+  if (st.optMask & TCPI_OPT.WSCALE) opts.push([TCPOPT.WINDOW, st.sndWscale | (st.rcvWscale << 16)]);
+  if (st.optMask & TCPI_OPT.SACK) opts.push([TCPOPT.SACK_PERM, 0]);
+  if (st.optMask & TCPI_OPT.TIMESTAMPS) opts.push([TCPOPT.TIMESTAMP, 0]);
+  const ob = new Uint32Array(opts.flat());
+  must(ops.setsockopt(SOL.TCP, TCP.REPAIR_OPTIONS, new Uint8Array(ob.buffer)), "TCP_REPAIR_OPTIONS", where);
+  if (st.optMask & TCPI_OPT.TIMESTAMPS) must(ops.setsockopt(SOL.TCP, TCP.TIMESTAMP, int32(st.timestamp | 0)), "TCP_TIMESTAMP", where);
+  fillQueue(ops, QUEUE.RECV, s.inq, where);
+  const sent = st.outqLen - st.unsqLen;
+  fillQueue(ops, QUEUE.SEND, s.outq.subarray(0, sent), where);
+  must(ops.setsockopt(SOL.TCP, TCP.REPAIR_QUEUE, int32(QUEUE.NONE)), "TCP_REPAIR_QUEUE", where);
+  if (st.rcvWnd !== undefined) {
+    const w = new Uint32Array([st.sndWl1!, st.sndWnd!, st.maxWindow!, st.rcvWnd, st.rcvWup!]);
+    must(ops.setsockopt(SOL.TCP, TCP.REPAIR_WINDOW, new Uint8Array(w.buffer)), "TCP_REPAIR_WINDOW", where);
+  }
+  if (st.nodelay) ops.setsockopt(SOL.TCP, TCP.NODELAY, int32(1));
+  if (st.cork) ops.setsockopt(SOL.TCP, TCP.CORK, int32(1));
+  return s.outq.subarray(sent);
+}

@@ -1,0 +1,119 @@
+// Inet sockets seen from criu-bun itself: options, names, queue sizes of an fd we hold (a socket
+// duplicated out of a dumped process with pidfd_getfd), and sockaddr layouts.
+import { syscall, addr } from "./syscall";
+import { NR } from "./nr";
+import { SysError } from "./errno";
+
+export const AF = { UNIX: 1, INET: 2, INET6: 10, NETLINK: 16 } as const;
+export const SOCK = { STREAM: 1, DGRAM: 2, RAW: 3, NONBLOCK: 0o4000, CLOEXEC: 0o2000000 } as const;
+export const IPPROTO = { IP: 0, TCP: 6, UDP: 17, IPV6: 41 } as const;
+export const SOL = { SOCKET: 1, IP: 0, TCP: 6, IPV6: 41 } as const;
+export const SO = {
+  REUSEADDR: 2, TYPE: 3, DONTROUTE: 5, BROADCAST: 6, SNDBUF: 7, RCVBUF: 8, KEEPALIVE: 9, OOBINLINE: 10,
+  PRIORITY: 12, LINGER: 13, REUSEPORT: 15, RCVLOWAT: 18, RCVTIMEO: 20, SNDTIMEO: 21, BINDTODEVICE: 25,
+  ACCEPTCONN: 30, SNDBUFFORCE: 32, RCVBUFFORCE: 33, PROTOCOL: 38, DOMAIN: 39, MARK: 36, BUF_LOCK: 72,
+} as const;
+export const TCP = {
+  NODELAY: 1, MAXSEG: 2, CORK: 3, KEEPIDLE: 4, KEEPINTVL: 5, KEEPCNT: 6, INFO: 11,
+  REPAIR: 19, REPAIR_QUEUE: 20, QUEUE_SEQ: 21, REPAIR_OPTIONS: 22, TIMESTAMP: 24, REPAIR_WINDOW: 29,
+} as const;
+export const IP_FREEBIND = 15, IPV6_V6ONLY = 26, IPV6_FREEBIND = 78;
+export const MSG = { PEEK: 2, DONTWAIT: 0x40 } as const;
+export const SIOCINQ = 0x541b, SIOCOUTQ = 0x5411, SIOCOUTQNSD = 0x894b;
+
+/** getsockopt into a buffer of len bytes; returns the bytes the kernel filled. */
+export function getsockoptBytes(fd: number, level: number, opt: number, len: number): Uint8Array {
+  const buf = new Uint8Array(Math.max(len, 4));
+  const l = new Uint32Array([len]);
+  const r = syscall(NR.getsockopt, fd, level, opt, addr(buf), addr(l));
+  if (r < 0) throw new SysError(`getsockopt(${level}, ${opt})`, -r);
+  return buf.subarray(0, l[0]);
+}
+export function getsockoptInt(fd: number, level: number, opt: number): number {
+  const b = getsockoptBytes(fd, level, opt, 4);
+  return new DataView(b.buffer, b.byteOffset).getInt32(0, true);
+}
+/** Like getsockoptInt but undefined when the kernel does not know the option. */
+export function tryGetsockoptInt(fd: number, level: number, opt: number): number | undefined {
+  try { return getsockoptInt(fd, level, opt); } catch { return undefined; }
+}
+export function setsockoptBytes(fd: number, level: number, opt: number, val: Uint8Array): number {
+  return syscall(NR.setsockopt, fd, level, opt, addr(val), val.length);
+}
+export function setsockoptInt(fd: number, level: number, opt: number, v: number): number {
+  return setsockoptBytes(fd, level, opt, int32(v));
+}
+export function int32(v: number): Uint8Array {
+  return new Uint8Array(new Int32Array([v]).buffer);
+}
+export function ioctlInt(fd: number, req: number): number {
+  const v = new Int32Array(1);
+  const r = syscall(NR.ioctl, fd, req, addr(v));
+  if (r < 0) throw new SysError(`ioctl(0x${req.toString(16)})`, -r);
+  return v[0];
+}
+/** recv() exactly into a fresh buffer of len bytes (MSG_PEEK etc. in flags); returns what came. */
+export function recvBytes(fd: number, len: number, flags: number): Uint8Array {
+  const buf = new Uint8Array(len);
+  if (len === 0) return buf;
+  const r = syscall(NR.recvfrom, fd, addr(buf), len, flags, 0, 0);
+  if (r < 0) throw new SysError("recv", -r);
+  return buf.subarray(0, r);
+}
+
+export interface SockName { family: number; port: number; /** 4 or 16 bytes, network order */ addr: Uint8Array; flowinfo?: number; scope?: number }
+
+function nameCall(nr: number, fd: number): SockName | null {
+  const buf = new Uint8Array(128);
+  const l = new Uint32Array([128]);
+  const r = syscall(nr, fd, addr(buf), addr(l));
+  if (r === -107 /* ENOTCONN */) return null;
+  if (r < 0) throw new SysError(nr === NR.getsockname ? "getsockname" : "getpeername", -r);
+  return parseSockaddr(buf.subarray(0, l[0]));
+}
+export const getSockName = (fd: number) => nameCall(NR.getsockname, fd);
+export const getPeerName = (fd: number) => nameCall(NR.getpeername, fd);
+
+export function parseSockaddr(b: Uint8Array): SockName | null {
+  if (b.length < 2) return null;
+  const dv = new DataView(b.buffer, b.byteOffset, b.length);
+  const family = dv.getUint16(0, true);
+  if (family === AF.INET) return { family, port: dv.getUint16(2, false), addr: b.slice(4, 8) };
+  if (family === AF.INET6) return { family, port: dv.getUint16(2, false), flowinfo: dv.getUint32(4, false), addr: b.slice(8, 24), scope: dv.getUint32(24, true) };
+  return { family, port: 0, addr: new Uint8Array(0) };
+}
+
+/** struct sockaddr_in / sockaddr_in6 bytes. */
+export function sockaddr(family: number, address: Uint8Array, port: number, scope = 0): Uint8Array {
+  const b = new Uint8Array(family === AF.INET6 ? 28 : 16);
+  const dv = new DataView(b.buffer);
+  dv.setUint16(0, family, true);
+  dv.setUint16(2, port, false);
+  if (family === AF.INET6) { b.set(address.subarray(0, 16), 8); dv.setUint32(24, scope, true); }
+  else b.set(address.subarray(0, 4), 4);
+  return b;
+}
+
+/** CRIU stores addresses as u32 words read in host order from the network-order bytes. */
+export function addrToWords(a: Uint8Array): number[] {
+  const dv = new DataView(a.buffer, a.byteOffset, a.length);
+  const out: number[] = [];
+  for (let i = 0; i + 4 <= a.length; i += 4) out.push(dv.getUint32(i, true));
+  return out;
+}
+export function wordsToAddr(w: number[], family: number): Uint8Array {
+  const n = family === AF.INET6 ? 16 : 4;
+  const b = new Uint8Array(n);
+  const dv = new DataView(b.buffer);
+  for (let i = 0; i < w.length && i * 4 < n; i++) dv.setUint32(i * 4, w[i] >>> 0, true);
+  return b;
+}
+export function isV4Mapped(a: Uint8Array): boolean {
+  return a.length === 16 && a.subarray(0, 10).every((x) => x === 0) && a[10] === 0xff && a[11] === 0xff;
+}
+export function addrString(family: number, a: Uint8Array): string {
+  if (family === AF.INET || a.length === 4) return [...a].join(".");
+  const parts: string[] = [];
+  for (let i = 0; i < 16; i += 2) parts.push(((a[i] << 8) | a[i + 1]).toString(16));
+  return `[${parts.join(":").replace(/(^|:)0(:0)+(:|$)/, "::")}]`;
+}
