@@ -72,3 +72,18 @@ describe("pipelines", () => {
     expect(await r.proc.exited).toBe(0);
   });
 });
+
+describe("sharing between processes", () => {
+  test("MAP_SHARED anonymous memory and one open file description stay shared", async () => {
+    const w = await startWorkload("shared");
+    await Bun.sleep(100);
+    const dir = imagesDir("shared");
+    dump(w.pid, dir);
+    expect(readdirSync(dir).some((f) => f.startsWith("pagemap-shmem-"))).toBe(true);
+    const r = await restore(dir, w.pid);
+    trigger(w);
+    const res = await waitResult(w, 15000);
+    expect(res.text).toStartWith("PASS");
+    expect(await r.proc.exited).toBe(0);
+  });
+});

@@ -14,14 +14,16 @@ import { dumpPages as pipelineDumpPages } from "../codec/pipeline";
 import { dumpFds, FileTable, type FdDump, type FdTwin } from "../resources/files";
 import { readStat, listChildren } from "../sys/proc";
 import { ImageSink } from "../resources/fdkind";
+import { dumpShmem } from "../resources/shmem";
 import { VMA } from "../resources/vma";
 import { writeImage, writeImageWithPayload } from "../images/image";
 import * as S from "../images/schemas";
 import { CriuError, log } from "../log";
+import { netDumpEnd } from "../resources/inet";
 
 export interface DumpOptions {
   pid: number; dir: string; leaveRunning?: boolean; leaveStopped?: boolean; shellJob?: boolean;
-  timeoutSec?: number; displayStats?: boolean; compress?: boolean;
+  timeoutSec?: number; displayStats?: boolean; compress?: boolean; tcpEstablished?: boolean; tcpClose?: boolean;
 }
 export interface DumpStats { freezingTime: number; frozenTime: number; memdumpTime: number; memwriteTime: number; pagesScanned: number; pagesWritten: number }
 
@@ -95,6 +97,7 @@ export function dumpProcess(o: DumpOptions): DumpStats {
     for (const n of tree) if (n.fp) n.mem = new RemoteMem(n.pid);
     stats = collectAndWrite(tree, o, tFrozen - t0);
   } catch (e) {
+    netDumpEnd("failed");
     for (const n of tree) { n.mem?.close(); if (n.fp) releaseProcess(n.fp); }
     log.info(`Dump of ${pid} failed; ${tree.length} process(es) released`);
     throw e;
@@ -105,13 +108,16 @@ export function dumpProcess(o: DumpOptions): DumpStats {
   if (o.leaveStopped) {
     // leave them stopped: detach with SIGSTOP so they stay in a group stop
     for (const n of alive) for (const t of n.fp!.threads) syscall(NR.ptrace, 17 /*DETACH*/, t.tid, 0, 19);
+    netDumpEnd("running");
     log.info(`Tree of ${pid} left stopped`);
   } else if (o.leaveRunning) {
+    netDumpEnd("running");
     for (const n of alive) releaseProcess(n.fp!);
     log.info(`Tree of ${pid} left running`);
   } else {
     for (const n of alive) syscall(NR.kill, n.pid, 9);
     for (const n of alive) for (const t of n.fp!.threads) syscall(NR.ptrace, 17, t.tid, 0, 0);
+    netDumpEnd("killed");
     log.info(`Tree of ${pid} (${tree.length} process(es)) killed after dump`);
   }
   return stats;
@@ -158,7 +164,7 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number): Du
 function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: FileTable, extra: ImageSink, twins: FdTwin[], o: DumpOptions, d: string) {
   const pid = n.pid, mem = n.mem!;
   const task: TaskDump = dumpTask(n.fp!, mem);
-  const fds: FdDump[] = dumpFds(pid, files, extra, { shellJob: o.shellJob }, twins);
+  const fds: FdDump[] = dumpFds(pid, files, extra, { shellJob: o.shellJob, tcpEstablished: o.tcpEstablished, tcpClose: o.tcpClose }, twins);
   const cwdId = files.addPath(task.cwd, 0o10000000 /* O_PATH */);
   const rootId = files.addPath(task.root, 0o10000000);
   task.mm.exeFileId = files.addPath(task.exe, 0o10000000);
@@ -167,6 +173,12 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
       const rw = v.status & VMA.FILE_SHARED && v.prot & 2 ? 2 /* O_RDWR */ : 0;
       v.shmid = BigInt(files.addPath(v.path, rw));
       v.fdflags = rw;
+    }
+  }
+  for (const v of task.vmas) {
+    if (v.status & VMA.ANON_SHARED) {
+      v.shmid = BigInt(v.inode);
+      if (!extra.has(`pagemap-shmem-${v.inode}.img`)) dumpShmem(pid, v.start, v.end, v.inode, extra);
     }
   }
   task.mm.vmas = task.vmas.map((v) => ({

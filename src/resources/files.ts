@@ -9,6 +9,7 @@ import { closeFd, O } from "../sys/mem";
 import { FD_KINDS, kindByType } from "./kinds";
 import { regEntry } from "./reg";
 import type { ImageSink, DumpOpts, RestoreCtx } from "./fdkind";
+import type { Injector } from "../ptrace/inject";
 import type * as S from "../images/schemas";
 
 export const FD_TYPE = { REG: 1, PIPE: 2, FIFO: 3, INETSK: 4, UNIXSK: 5, EVENTFD: 6, EVENTPOLL: 7, INOTIFY: 8, SIGNALFD: 9, PACKETSK: 10, TTY: 11, FANOTIFY: 12, NETLINKSK: 13, NS: 14, TIMERFD: 17, MEMFD: 18 } as const;
@@ -100,6 +101,17 @@ export function precheckFds(fds: S.fdinfo_entry[], files: Map<number, S.file_ent
   }
 }
 
+/** Inside process pid (through inj), a copy of another process's fd: the same open file description. */
+export function importFd(inj: Injector, pid: number, owner: { pid: number; fd: number }, what: string): number {
+  if (owner.pid === pid) return owner.fd;
+  const pidfd = Number(inj.call(NR.pidfd_open, owner.pid, 0));
+  if (pidfd < 0) throw new CriuError("restore", `${what}: pidfd_open(${owner.pid}) failed (errno ${-pidfd})`);
+  const fd = Number(inj.call(NR.pidfd_getfd, pidfd, owner.fd, 0));
+  inj.call(NR.close, pidfd);
+  if (fd < 0) throw new CriuError("restore", `${what}: pidfd_getfd of fd ${owner.fd} of ${owner.pid} failed (errno ${-fd})`);
+  return fd;
+}
+
 /** Open every file in the target once per id, then dup3 each into its fd number. A file id that
  * another process of the tree already restored is shared with it (pidfd_getfd: same description). */
 export function restoreFds(base: Omit<RestoreCtx, "high" | "where" | "hold" | "fdFrom">, fds: S.fdinfo_entry[]) {
@@ -117,22 +129,14 @@ export function restoreFds(base: Omit<RestoreCtx, "high" | "where" | "hold" | "f
     if (r < 0) throw new CriuError("restore", `${what}: F_DUPFD failed (errno ${-r})`);
     return r;
   };
-  const importFd = (owner: { pid: number; fd: number }, what: string) => {
-    if (owner.pid === base.pid) return owner.fd;
-    const pidfd = Number(inj.call(NR.pidfd_open, owner.pid, 0));
-    if (pidfd < 0) throw new CriuError("restore", `${what}: pidfd_open(${owner.pid}) failed (errno ${-pidfd})`);
-    const fd = Number(inj.call(NR.pidfd_getfd, pidfd, owner.fd, 0));
-    inj.call(NR.close, pidfd);
-    if (fd < 0) throw new CriuError("restore", `${what}: pidfd_getfd of fd ${owner.fd} of ${owner.pid} failed (errno ${-fd})`);
-    return high(fd, what);
-  };
+  const imp = (owner: { pid: number; fd: number }, what: string) => owner.pid === base.pid ? owner.fd : high(importFd(inj, base.pid, owner, what), what);
   const tree = base.tree;
   for (const fe of sorted) {
     if (temps.has(fe.id)) continue;
     const f = base.files.get(fe.id)!;
     const where = `process ${base.pid} fd ${fe.fd}`;
     const owner = tree.owners.get(fe.id);
-    if (owner) { temps.set(fe.id, importFd(owner, where)); continue; }
+    if (owner) { temps.set(fe.id, imp(owner, where)); continue; }
     const fd = kindByType(f.type)!.restore({
       ...base, high, where,
       hold(key, fd) {
@@ -142,7 +146,7 @@ export function restoreFds(base: Omit<RestoreCtx, "high" | "where" | "hold" | "f
       },
       fdFrom(key) {
         const h = tree.held.get(key);
-        return h ? importFd(h, where) : undefined;
+        return h ? imp(h, where) : undefined;
       },
     }, f, fe);
     temps.set(fe.id, fd);
@@ -152,6 +156,14 @@ export function restoreFds(base: Omit<RestoreCtx, "high" | "where" | "hold" | "f
     const r = inj.call(NR.dup3, temps.get(fe.id)!, fe.fd, fe.flags & 1 ? O.CLOEXEC : 0);
     if (r < 0n) throw new CriuError("restore", `process ${base.pid} fd ${fe.fd}: dup3 failed (errno ${-r})`);
     if (created.has(fe.id) && !tree.owners.has(fe.id)) tree.owners.set(fe.id, { pid: base.pid, fd: fe.fd });
+  }
+  // second pass, once per file created here, now that every fd has its final number (epoll ...)
+  const late = new Set<number>();
+  for (const fe of sorted) {
+    const f = base.files.get(fe.id)!, kind = kindByType(f.type)!;
+    if (!kind.restoreLate || !created.has(fe.id) || late.has(fe.id)) continue;
+    late.add(fe.id);
+    kind.restoreLate({ ...base, high, where: `process ${base.pid} fd ${fe.fd}`, hold() {}, fdFrom: () => undefined }, f, fe.fd);
   }
   const heldHere = new Set(tree.toClose.get(base.pid) ?? []);
   for (const t of new Set([...temps.values(), ...closeLater])) if (!heldHere.has(t)) inj.call(NR.close, t);

@@ -26,11 +26,14 @@ export function classifyVmas(pid: number, brk: bigint, startBrk: bigint): { vmas
     else if (v.path === "[vvar]" || v.path === "[vvar_vclock]") status = VMA.VVAR;
     else if (v.path === "[stack]") { status |= VMA.STACK | VMA.ANON_PRIVATE; flags |= MAP.ANONYMOUS | MAP.GROWSDOWN; }
     else if (v.path === "[heap]") { status |= VMA.HEAP | VMA.ANON_PRIVATE; flags |= MAP.ANONYMOUS; }
-    else if (v.inode === 0 && (v.path === "" || v.path.startsWith("[anon:"))) {
+    else if (v.shared && v.path.startsWith("/dev/zero") && v.inode) {
+      // MAP_SHARED|MAP_ANONYMOUS: a shmem object, dumped once (shmem.ts)
+      status |= VMA.ANON_SHARED; flags |= MAP.ANONYMOUS;
+    } else if (v.inode === 0 && (v.path === "" || v.path.startsWith("[anon:"))) {
       if (v.shared) throw new CriuError("mem", `process ${pid}: shared anonymous mapping at 0x${v.start.toString(16)} is not supported yet`);
       status |= VMA.ANON_PRIVATE; flags |= MAP.ANONYMOUS;
       if (v.vmflags.includes("gd")) flags |= MAP.GROWSDOWN;
-    } else if (v.path.startsWith("/dev/zero") || v.path.startsWith("/SYSV") || v.path.startsWith("/memfd:") || (v.shared && v.inode && v.path.endsWith(" (deleted)"))) {
+    } else if (v.path.startsWith("/SYSV") || v.path.startsWith("/memfd:") || (v.shared && v.inode && v.path.endsWith(" (deleted)"))) {
       throw new CriuError("mem", `process ${pid}: mapping of '${v.path}' at 0x${v.start.toString(16)} is not supported yet`);
     } else if (v.inode !== 0) {
       if (v.path.endsWith(" (deleted)")) throw new CriuError("mem", `process ${pid}: maps a deleted file '${v.path}' at 0x${v.start.toString(16)} (not supported yet)`);

@@ -7,7 +7,8 @@ import {
   ptrace, PTRACE, getRegs, setRegs, setXstate, getXstate, setSigmask, wait4Raw, W, __WALL, R, describeStatus, detach,
 } from "../sys/ptrace";
 import { preadFull, pwriteFull, O } from "../sys/mem";
-import { restoreFds } from "../resources/files";
+import { restoreFds, importFd } from "../resources/files";
+import { shmemFd } from "../resources/shmem";
 import { TreeFiles } from "../resources/fdkind";
 import { readVmas } from "../sys/proc";
 import { Injector, RemoteMem } from "../ptrace/inject";
@@ -54,6 +55,7 @@ export class TaskBuilder {
   injs = new Map<number, Injector>();
   /** per-restore state shared by fd kinds */
   state = new Map<string, any>();
+  ownShmem = new Set<number>();
 
   constructor(public set: RestoreSet, public t: TaskImages, public tree: TreeFiles = new TreeFiles()) {}
 
@@ -178,6 +180,21 @@ export class TaskBuilder {
             fileFds.set(v.shmid, fd);
           }
           flags &= ~MAP.ANONYMOUS;
+        } else if (v.status & VMA.ANON_SHARED) {
+          fd = fileFds.get(-v.shmid - 1n) ?? -1;
+          if (fd < 0) {
+            const size = this.set.tasks.flatMap((t) => t.mm?.vmas ?? []).filter((x) => x.status & VMA.ANON_SHARED && x.shmid === v.shmid)
+              .reduce((m, x) => { const e = x.pgoff + (x.end - x.start); return e > m ? e : m; }, 0n);
+            const got = shmemFd({
+              pid: this.pid, inj, dir: this.set.dir, tree: this.tree, shmid: v.shmid, size, str: (s) => this.str(s),
+              floor: this.t.fds.reduce((m, f) => Math.max(m, f.fd), 0) + 16,
+              importFd: (owner) => importFd(inj, this.pid, owner, `process ${this.pid} shared memory`),
+            });
+            fd = got.fd;
+            if (!got.own) fileFds.set(-v.shmid - 1n, fd); // imported: close after mapping; the holder closes its own later
+            else this.ownShmem.add(fd);
+          }
+          flags = (flags & ~MAP.ANONYMOUS & ~MAP.PRIVATE) | MAP.SHARED;
         } else flags |= MAP.ANONYMOUS;
         const r = inj.call(NR.mmap, v.start, len, v.prot, flags, fd, fd >= 0 ? v.pgoff : 0n);
         if (r !== v.start) throw new CriuError("restore", `mmap of ${hex(v.start)}-${hex(v.end)} failed (${r < 0n ? "errno " + -r : "got " + hex(r)})`);

@@ -1,0 +1,86 @@
+// Shared anonymous memory (MAP_SHARED|MAP_ANONYMOUS, shown as "/dev/zero (deleted)"): the
+// contents are dumped once per shmem inode into pagemap-shmem-<ino>.img + pages-<ino>.img
+// (vaddr = offset in the object, zero pages left out), as CRIU does. At restore the first
+// process that maps it creates a memfd of the right size, fills it and holds it; every other
+// process takes the same object with pidfd_getfd, so writes are seen across processes again.
+import { existsSync, readFileSync, fstatSync } from "node:fs";
+import { join } from "node:path";
+import { openFd, closeFd, O, preadFull, pwriteFull } from "../sys/mem";
+import { NR } from "../sys/nr";
+import { readImage, pagemapNrPages } from "../images/image";
+import * as S from "../images/schemas";
+import type { ImageSink, TreeFiles } from "./fdkind";
+import type { Injector } from "../ptrace/inject";
+import { CriuError } from "../log";
+
+const PAGE = 4096;
+
+export function dumpShmem(pid: number, start: bigint, end: bigint, ino: number, images: ImageSink) {
+  const name = `${start.toString(16)}-${end.toString(16)}`;
+  const fd = openFd(`/proc/${pid}/map_files/${name}`, O.RDONLY | O.CLOEXEC);
+  try {
+    const size = BigInt(fstatSync(fd).size);
+    const runs: { vaddr: bigint; nrPages: number }[] = [];
+    const buf = new Uint8Array(1 << 20);
+    const u32 = new Uint32Array(buf.buffer);
+    const file = `pagemap-shmem-${ino}.img`;
+    images.add(file, "PAGEMAP", S.pagemap_headSchema, { pagesId: ino });
+    let wrote = false;
+    for (let off = 0n; off < size; off += BigInt(buf.length)) {
+      const want = Number(size - off < BigInt(buf.length) ? size - off : BigInt(buf.length));
+      buf.fill(0);
+      preadFull(fd, buf, off, want, 0, `process ${pid}: reading shared memory ${name}`);
+      for (let p = 0; p * PAGE < want; p++) {
+        let zero = true;
+        for (let i = p * 1024; i < (p + 1) * 1024; i++) if (u32[i]) { zero = false; break; }
+        if (zero) continue;
+        const va = off + BigInt(p * PAGE);
+        const last = runs[runs.length - 1];
+        if (last && last.vaddr + BigInt(last.nrPages * PAGE) === va) last.nrPages++;
+        else runs.push({ vaddr: va, nrPages: 1 });
+        images.raw(`pages-${ino}.img`, buf.slice(p * PAGE, (p + 1) * PAGE));
+        wrote = true;
+      }
+    }
+    if (!wrote) images.raw(`pages-${ino}.img`, new Uint8Array(0));
+    for (const r of runs) images.add(file, "PAGEMAP", S.pagemap_entrySchema, { vaddr: r.vaddr, compatNrPages: r.nrPages, nrPages: BigInt(r.nrPages), flags: 4 });
+  } finally { closeFd(fd); }
+}
+
+/** The shared object for shmid in this process (created and filled here, or taken from the holder). */
+export function shmemFd(o: {
+  pid: number; inj: Injector; dir: string; tree: TreeFiles; shmid: bigint; size: bigint;
+  /** the held fd goes at or above this number, clear of the fds the process will get back */
+  floor: number;
+  str: (s: string) => bigint; importFd: (owner: { pid: number; fd: number }) => number;
+}): { fd: number; own: boolean } {
+  const key = `shmem:${o.shmid}`;
+  const held = o.tree.held.get(key);
+  if (held) return { fd: o.importFd(held), own: held.pid === o.pid };
+  const low = Number(o.inj.call(NR.memfd_create, o.str(`criu-bun-shmem-${o.shmid}`), 1 /* MFD_CLOEXEC */));
+  if (low < 0) throw new CriuError("restore", `process ${o.pid}: memfd_create for shared memory ${o.shmid} failed (errno ${-low})`);
+  const fd = Number(o.inj.call(NR.fcntl, low, 1030 /* F_DUPFD_CLOEXEC */, o.floor));
+  o.inj.call(NR.close, low);
+  if (fd < 0) throw new CriuError("restore", `process ${o.pid}: moving shared memory fd failed (errno ${-fd})`);
+  const t = o.inj.call(NR.ftruncate, fd, o.size);
+  if (t < 0n) throw new CriuError("restore", `process ${o.pid}: sizing shared memory ${o.shmid} failed (errno ${-t})`);
+  const pm = `pagemap-shmem-${o.shmid}.img`;
+  if (existsSync(join(o.dir, pm))) {
+    const items = readImage<any>(o.dir, pm, "PAGEMAP");
+    const pages = readFileSync(join(o.dir, `pages-${items[0].pagesId}.img`));
+    const wfd = openFd(`/proc/${o.pid}/fd/${fd}`, O.RDWR | O.CLOEXEC);
+    try {
+      let off = 0;
+      for (const e of items.slice(1) as S.pagemap_entry[]) {
+        const len = pagemapNrPages(e) * PAGE;
+        if (off + len > pages.length) throw new CriuError("restore", `pages-${items[0].pagesId}.img is truncated (shared memory ${o.shmid})`);
+        pwriteFull(wfd, pages, e.vaddr, len, off, `process ${o.pid}: filling shared memory`);
+        off += len;
+      }
+    } finally { closeFd(wfd); }
+  }
+  o.tree.held.set(key, { pid: o.pid, fd });
+  const l = o.tree.toClose.get(o.pid) ?? [];
+  l.push(fd); o.tree.toClose.set(o.pid, l);
+  return { fd, own: true };
+}
