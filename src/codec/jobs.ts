@@ -1,0 +1,201 @@
+// The work on one block of pages, the same on the main thread (small jobs) and in Workers
+// (src/codec/worker.ts): one PageCodec (one WASM instance) per thread, reused for every block.
+//
+// dump block:    segments of the dumped process -> process_vm_readv (or /proc/PID/mem) straight
+//                into WASM memory -> zero pages of anonymous memory dropped (the rest packed
+//                together) -> XXH64 -> optional LZ4 -> stored bytes and the kept page runs.
+// verify block:  stored bytes from the pages file -> XXH64 compared with the index.
+// fill block:    stored bytes -> LZ4 decode -> XXH64 of the raw bytes compared -> zero pages of
+//                anonymous memory skipped -> process_vm_writev (or /proc/PID/mem) into the target.
+//
+// Results go to a Slot: a small header (lengths, hashes, kept runs, error text) and a data area,
+// backed by a SharedArrayBuffer when a Worker fills it and the main thread waits on it.
+import { PageCodec } from "./codec";
+import { BLOCK, BLOCK_LZ4 } from "./format";
+import { vmRead, vmWrite, preadFull, pwriteFull } from "../sys/mem";
+
+const PAGE = 4096;
+/** segment kinds (bits) */
+export const SEG_ANON = 1, SEG_READABLE = 2, SEG_WRITABLE = 4;
+
+export const CTL_IDLE = 0, CTL_BUSY = 1, CTL_DONE = 2, CTL_ERROR = 3;
+const I_CTL = 0, I_RAW = 1, I_STORED = 2, I_NRUNS = 3, I_FLAGS = 4, I_ERRLEN = 5, I_WRITTEN = 6;
+const RUNS_AT = 64, MAX_RUNS = BLOCK / PAGE; // pairs of f64
+const DATA_AT = 8192;
+export const SLOT_BYTES = DATA_AT + PageCodec.lz4Bound(BLOCK) + 4096;
+
+/** One result slot. */
+export class Slot {
+  readonly i32: Int32Array;
+  readonly u64: BigUint64Array;
+  readonly runs: Float64Array;
+  readonly data: Uint8Array;
+  constructor(readonly buffer: ArrayBuffer | SharedArrayBuffer) {
+    this.i32 = new Int32Array(buffer, 0, 16);
+    this.u64 = new BigUint64Array(buffer, 32, 2);
+    this.runs = new Float64Array(buffer, RUNS_AT, MAX_RUNS * 2);
+    this.data = new Uint8Array(buffer, DATA_AT, buffer.byteLength - DATA_AT);
+  }
+  get rawLen() { return this.i32[I_RAW]; }
+  get storedLen() { return this.i32[I_STORED]; }
+  get nRuns() { return this.i32[I_NRUNS]; }
+  get flags() { return this.i32[I_FLAGS]; }
+  get written() { return this.i32[I_WRITTEN]; }
+  get rawHash() { return this.u64[0]; }
+  get storedHash() { return this.u64[1]; }
+  error(): string { return new TextDecoder().decode(this.data.subarray(0, this.i32[I_ERRLEN])); }
+  setError(msg: string) {
+    const b = new TextEncoder().encode(msg.slice(0, 2000));
+    this.data.set(b);
+    this.i32[I_ERRLEN] = b.length;
+  }
+}
+
+export interface DumpJob { op: "dump"; slot: number; segs: number[] /* [vaddr, nPages, kind]* */ }
+export interface RestoreJob {
+  op: "verify" | "fill"; slot: number; block: number;
+  fileOff: number; rawLen: number; storedLen: number; flags: number;
+  rawHash: bigint; storedHash: bigint; hasHash: boolean;
+  segs: number[]; /* [vaddr, nPages, kind]* covering rawLen bytes */
+}
+export type Job = DumpJob | RestoreJob;
+
+export interface CoreInit {
+  pid: number; memFd: number; pagesFd: number; compress: boolean; module?: WebAssembly.Module;
+}
+
+/** Thrown (and passed back from Workers as text) when a block fails a check. */
+export class BlockError extends Error {}
+
+export class BlockCore {
+  readonly codec: PageCodec;
+  private io: Uint8Array;
+  /** stored bytes (compressed) live here, after the raw block */
+  private readonly ZAT = BLOCK;
+  constructor(public init: CoreInit) {
+    this.codec = new PageCodec({ capacity: BLOCK + PageCodec.lz4Bound(BLOCK) + PAGE, module: init.module });
+    this.io = this.codec.inputView();
+  }
+
+  run(job: Job, out: Slot): void {
+    if (job.op === "dump") this.dump(job, out);
+    else this.restore(job, out);
+  }
+
+  private dump(job: DumpJob, out: Slot) {
+    const { pid, memFd } = this.init;
+    const io = this.io, c = this.codec, s = job.segs;
+    // 1. read every segment, packed from offset 0
+    let off = 0;
+    for (let i = 0; i < s.length; i += 3) {
+      const va = s[i], len = s[i + 1] * PAGE, kind = s[i + 2];
+      let got = kind & SEG_READABLE ? vmRead(pid, BigInt(va), io, off, len) : -1;
+      if (got !== len) {
+        // unreadable (PROT_NONE, ...) or partly: /proc/PID/mem reads with FOLL_FORCE
+        got = preadFull(memFd, io, BigInt(va), len, off, `read memory of ${pid}`);
+        if (got !== len) throw new BlockError(`cannot read ${len} bytes of process ${pid} at 0x${va.toString(16)}`);
+      }
+      off += len;
+    }
+    const total = off / PAGE;
+    // 2. zero pages of anonymous memory out; pack the rest to the front
+    const zeros = c.zeroPages(0, total);
+    const anyZero = c.lastZeroCount > 0;
+    let w = 0, nRuns = 0, p = 0;
+    const runs = out.runs;
+    for (let i = 0; i < s.length; i += 3) {
+      const va = s[i], n = s[i + 1], anon = (s[i + 2] & SEG_ANON) !== 0;
+      for (let k = 0; k < n;) {
+        if (anon && anyZero && zeros[p + k]) { k++; continue; }
+        let e = k + 1;
+        while (e < n && !(anon && anyZero && zeros[p + e])) e++;
+        const from = (p + k) * PAGE, len = (e - k) * PAGE;
+        if (from !== w) io.copyWithin(w, from, from + len);
+        const rva = va + k * PAGE;
+        if (nRuns && runs[nRuns * 2 - 2] + runs[nRuns * 2 - 1] * PAGE === rva) runs[nRuns * 2 - 1] += e - k;
+        else { runs[nRuns * 2] = rva; runs[nRuns * 2 + 1] = e - k; nRuns++; }
+        w += len;
+        k = e;
+      }
+      p += n;
+    }
+    out.i32[I_NRUNS] = nRuns;
+    out.i32[I_RAW] = w;
+    out.i32[I_WRITTEN] = total;
+    if (!w) { out.i32[I_STORED] = 0; out.i32[I_FLAGS] = 0; return; }
+    const rawHash = c.checksum(0, w);
+    out.u64[0] = rawHash;
+    if (this.init.compress) {
+      const z = c.compress(0, w);
+      if (z.length < w) {
+        io.set(z, this.ZAT);
+        out.data.set(io.subarray(this.ZAT, this.ZAT + z.length));
+        out.u64[1] = c.checksum(this.ZAT, z.length);
+        out.i32[I_STORED] = z.length;
+        out.i32[I_FLAGS] = BLOCK_LZ4;
+        return;
+      }
+    }
+    out.data.set(io.subarray(0, w));
+    out.u64[1] = rawHash;
+    out.i32[I_STORED] = w;
+    out.i32[I_FLAGS] = 0;
+  }
+
+  /** Where the stored bytes of a restore job are in WASM memory, read from the pages file. */
+  private loadStored(job: RestoreJob): number {
+    const at = job.flags & BLOCK_LZ4 ? this.ZAT : 0;
+    const got = preadFull(this.init.pagesFd, this.io, BigInt(job.fileOff), job.storedLen, at, "read pages");
+    if (got !== job.storedLen) throw new BlockError(`truncated: ${got} of ${job.storedLen} bytes at file offset ${job.fileOff}`);
+    return at;
+  }
+
+  private restore(job: RestoreJob, out: Slot) {
+    const c = this.codec, io = this.io;
+    const at = this.loadStored(job);
+    if (job.op === "verify") {
+      if (job.hasHash && c.checksum(at, job.storedLen) !== job.storedHash) throw new BlockError("checksum mismatch");
+      out.i32[I_RAW] = job.rawLen;
+      return;
+    }
+    if (job.flags & BLOCK_LZ4) {
+      let n: number;
+      try { n = c.decompressToInput(c.inputView(job.storedLen, at), 0, job.rawLen); }
+      catch (e: any) { throw new BlockError(`LZ4 block does not decode (${e.message})`); }
+      if (n !== job.rawLen) throw new BlockError(`LZ4 block decodes to ${n} bytes, index says ${job.rawLen}`);
+      if (job.hasHash && c.checksum(0, n) !== job.rawHash) throw new BlockError("checksum mismatch after decoding");
+    }
+    // write, skipping zero pages of anonymous memory (the fresh mapping is zero already)
+    const { pid, memFd } = this.init;
+    const s = job.segs;
+    const zeros = c.zeroPages(0, job.rawLen / PAGE);
+    let p = 0, written = 0;
+    for (let i = 0; i < s.length; i += 3) {
+      const va = s[i], n = s[i + 1], kind = s[i + 2], anon = (kind & SEG_ANON) !== 0;
+      for (let k = 0; k < n;) {
+        if (anon && zeros[p + k]) { k++; continue; }
+        let e = k + 1;
+        while (e < n && !(anon && zeros[p + e])) e++;
+        const from = (p + k) * PAGE, len = (e - k) * PAGE, dst = BigInt(va + k * PAGE);
+        const r = kind & SEG_WRITABLE ? vmWrite(pid, dst, io, from, len) : -1;
+        if (r !== len) pwriteFull(memFd, io, dst, len, from, `write pages of ${pid} at 0x${dst.toString(16)}`);
+        written += e - k;
+        k = e;
+      }
+      p += n;
+    }
+    out.i32[I_RAW] = job.rawLen;
+    out.i32[I_WRITTEN] = written;
+  }
+}
+
+/** Run a job into a slot, catching errors into the slot; returns the control value. */
+export function runInto(core: BlockCore, job: Job, out: Slot): number {
+  try {
+    core.run(job, out);
+    return CTL_DONE;
+  } catch (e: any) {
+    out.setError(e instanceof BlockError ? e.message : `${e?.name ?? "Error"}: ${e?.message ?? e}`);
+    return CTL_ERROR;
+  }
+}

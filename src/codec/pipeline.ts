@@ -1,0 +1,378 @@
+// The streaming page pipeline (dump and restore), synchronous for its callers.
+//
+// Dump:    pagemap -> blocks of up to 1 MiB of wanted pages -> (Workers, or the main thread for
+//          small dumps) process_vm_readv into WASM memory, zero pages out, XXH64, optional LZ4
+//          -> main thread writes the blocks in order with one write each, builds the pagemap runs
+//          and the block index (src/codec/format.ts).
+// Verify:  every stored block's XXH64 checked against pages-N.idx, before any process exists.
+// Fill:    blocks read from the pages file, decoded, checked and written into the target with
+//          process_vm_writev, zero pages of anonymous memory skipped.
+//
+// Workers and the main thread meet in shared slots (SharedArrayBuffer): the main thread posts a
+// job, then blocks in Atomics.wait on the oldest slot, so results are consumed in order while
+// up to SLOTS_PER_WORKER jobs per Worker are under way. Memory stays bounded: per Worker one WASM
+// instance (about 2 MiB of buffers) and its slots (about 1 MiB each), whatever the dump's size.
+import { openSync, closeSync, existsSync, unlinkSync, writeFileSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { PageCodec } from "./codec";
+import { BlockCore, Slot, runInto, SLOT_BYTES, CTL_BUSY, CTL_DONE, SEG_ANON, SEG_READABLE, SEG_WRITABLE, type DumpJob, type RestoreJob } from "./jobs";
+import { BLOCK, BLOCK_PAGES, BLOCK_LZ4, IndexWriter, pagesNames, checkPagesLayout, type PagesLayout } from "./format";
+import { pagesToDump, type DumpedVma, type PageRun } from "../resources/memory";
+import { writeFull } from "../sys/mem";
+import { VMA, PE } from "../resources/vma";
+import { CriuError, log } from "../log";
+
+const PAGE = 4096;
+const SLOTS_PER_WORKER = 3;
+/** Below this many bytes the main thread does the work alone (a Worker costs ~10 ms to start). */
+export const WORKER_THRESHOLD = 48 << 20;
+const PROGRESS_MIN = 256 << 20;
+
+type JobIn<J> = Omit<J, "slot">;
+
+// ---------------------------------------------------------------------------------------------
+// Worker pool
+
+class Pool {
+  private workers: Worker[] = [];
+  private slots: Slot[] = [];
+  private core?: BlockCore;
+
+  constructor(nWorkers: number, init: { pid: number; memFd: number; pagesFd: number; compress: boolean }) {
+    if (nWorkers <= 0) {
+      this.core = new BlockCore(init);
+      this.slots = [new Slot(new ArrayBuffer(SLOT_BYTES))];
+      return;
+    }
+    const module = PageCodec.module();
+    for (let w = 0; w < nWorkers; w++) {
+      const mine: SharedArrayBuffer[] = [];
+      for (let k = 0; k < SLOTS_PER_WORKER; k++) {
+        const sab = new SharedArrayBuffer(SLOT_BYTES);
+        mine.push(sab);
+        this.slots[k * nWorkers + w] = new Slot(sab);
+      }
+      const worker = new Worker(new URL("./worker.ts", import.meta.url), { smol: true } as any);
+      worker.postMessage({ op: "init", slots: mine, module, ...init });
+      this.workers.push(worker);
+    }
+  }
+
+  get parallel() { return this.workers.length; }
+
+  /** Run jobs in order; consume(slot, job) sees each result in job order. */
+  run<J extends DumpJob | RestoreJob>(jobs: Iterator<JobIn<J>>, consume: (s: Slot, job: J) => void, fail: (s: Slot, job: J) => Error) {
+    if (this.core) {
+      const s = this.slots[0];
+      for (let r = jobs.next(); !r.done; r = jobs.next()) {
+        const job = { ...r.value, slot: 0 } as J;
+        if (runInto(this.core, job, s) !== CTL_DONE) throw fail(s, job);
+        consume(s, job);
+      }
+      return;
+    }
+    const nw = this.workers.length;
+    const queue: { slot: number; job: J }[] = [];
+    const perWorker = this.slots.length / nw;
+    const dispatch = (slot: number): boolean => {
+      const r = jobs.next();
+      if (r.done) return false;
+      const job = { ...r.value, slot } as J;
+      Atomics.store(this.slots[slot].i32, 0, CTL_BUSY);
+      this.workers[slot % nw].postMessage(job);
+      queue.push({ slot, job });
+      return true;
+    };
+    for (let k = 0; k < this.slots.length; k++) if (!dispatch(k)) break;
+    void perWorker;
+    while (queue.length) {
+      const { slot, job } = queue.shift()!;
+      const s = this.slots[slot];
+      const t0 = Date.now();
+      while (Atomics.load(s.i32, 0) === CTL_BUSY) {
+        Atomics.wait(s.i32, 0, CTL_BUSY, 1000);
+        if (Date.now() - t0 > 120_000) throw new CriuError("pages", "a page worker stopped answering");
+      }
+      if (Atomics.load(s.i32, 0) !== CTL_DONE) throw fail(s, job);
+      consume(s, job);
+      dispatch(slot);
+    }
+  }
+
+  close() {
+    for (const w of this.workers) w.terminate();
+    this.workers = [];
+  }
+}
+
+function workerCount(bytes: number): number {
+  if (process.env.CRIU_BUN_WORKERS !== undefined) return Math.max(0, Number(process.env.CRIU_BUN_WORKERS) | 0);
+  if (bytes < WORKER_THRESHOLD) return 0;
+  const cpus = (globalThis.navigator as any)?.hardwareConcurrency ?? 2;
+  return Math.max(1, Math.min(4, cpus));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Progress and memory
+
+/** "12.3 GiB" style */
+function size(n: number) {
+  return n >= 1 << 30 ? `${(n / 2 ** 30).toFixed(2)} GiB` : `${(n / 2 ** 20).toFixed(1)} MiB`;
+}
+
+/** A progress line on stderr, only when stderr is a terminal and the work is large. */
+export class Progress {
+  private on: boolean;
+  private t0 = performance.now();
+  private last = 0;
+  done = 0;
+  constructor(private what: string, private total: number) {
+    this.on = total > PROGRESS_MIN && !!process.stderr.isTTY && !process.env.CRIU_BUN_NO_PROGRESS;
+  }
+  add(bytes: number) {
+    this.done += bytes;
+    if (!this.on) return;
+    const now = performance.now();
+    if (now - this.last < 200 && this.done < this.total) return;
+    this.last = now;
+    const s = (now - this.t0) / 1000;
+    const rate = s > 0 ? this.done / s : 0;
+    const eta = rate > 0 ? Math.max(0, (this.total - this.done) / rate) : 0;
+    const line = `${this.what}: ${size(this.done)} of ${size(this.total)}, ${(rate / 1e9).toFixed(2)} GB/s, ETA ${eta.toFixed(1)} s`;
+    try { require("node:fs").writeSync(2, `\r\x1b[K${line}`); } catch {}
+  }
+  end() {
+    if (this.on) try { require("node:fs").writeSync(2, "\r\x1b[K"); } catch {}
+  }
+}
+
+/** Peak resident memory of criu-bun (VmHWM), in KiB. */
+export function peakRssKb(): number {
+  try { const m = /VmHWM:\s+(\d+)/.exec(readFileSync("/proc/self/status", "latin1")); return m ? Number(m[1]) : 0; } catch { return 0; }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dump
+
+export interface PagesDumpResult {
+  /** pagemap runs of the pages written (PE_PRESENT), sorted */
+  runs: PageRun[];
+  /** pages looked at / pages written */
+  scanned: number; written: number;
+  /** bytes of the pages file, bytes of raw pages in it */
+  storedBytes: number; rawBytes: number;
+  file: string;
+}
+
+/**
+ * Dump the memory of a frozen process: write pages-<pagesId>.img (or .lz4 when compressing) and
+ * pages-<pagesId>.idx into dir. memFd is an open /proc/PID/mem (for pages process_vm_readv
+ * cannot read). Returns what pagemap-PID.img must list.
+ */
+export function dumpPages(o: { pid: number; vmas: DumpedVma[]; memFd: number; dir: string; pagesId?: number; compress?: boolean }): PagesDumpResult {
+  const names = pagesNames(`pages-${o.pagesId ?? 1}.img`);
+  const compress = !!o.compress;
+  const dataFile = compress ? names.lz4 : names.img;
+  const stale = compress ? names.img : names.lz4;
+  if (existsSync(join(o.dir, stale))) unlinkSync(join(o.dir, stale));
+  const want = pagesToDump(o.pid, o.vmas);
+  const totalPages = want.reduce((s, r) => s + r.nrPages, 0);
+  const jobs = dumpJobs(want, o.vmas);
+  const path = join(o.dir, dataFile);
+  const fd = openSync(path, "w");
+  const index = new IndexWriter(compress);
+  const runs: PageRun[] = [];
+  let scanned = 0, written = 0, stored = 0;
+  const progress = new Progress("dump", totalPages * PAGE);
+  const nw = workerCount(totalPages * PAGE);
+  const pool = new Pool(nw, { pid: o.pid, memFd: o.memFd, pagesFd: -1, compress });
+  const t0 = performance.now();
+  try {
+    pool.run<DumpJob>(jobs, (s) => {
+      scanned += s.written;
+      progress.add(s.written * PAGE);
+      const raw = s.rawLen;
+      if (!raw) return;
+      writeFull(fd, s.data.subarray(0, s.storedLen), `write ${path}`);
+      stored += s.storedLen;
+      index.add({ rawHash: s.rawHash, storedHash: s.storedHash, rawLen: raw, storedLen: s.storedLen, flags: s.flags & BLOCK_LZ4 });
+      written += raw / PAGE;
+      for (let i = 0; i < s.nRuns; i++) {
+        const va = BigInt(s.runs[i * 2]), n = s.runs[i * 2 + 1];
+        const last = runs[runs.length - 1];
+        if (last && last.vaddr + BigInt(last.nrPages * PAGE) === va) last.nrPages += n;
+        else runs.push({ vaddr: va, nrPages: n, flags: PE.PRESENT });
+      }
+    }, (s) => new CriuError("mem", `process ${o.pid}: ${s.error()}`));
+  } finally {
+    pool.close();
+    progress.end();
+    closeSync(fd);
+  }
+  writeFileSync(join(o.dir, names.idx), index.bytes());
+  const ms = performance.now() - t0;
+  log.info(`Pages: ${scanned} scanned, ${written} written to ${dataFile} (${size(stored)}${compress ? `, ratio ${(written * PAGE / Math.max(stored, 1)).toFixed(2)}` : ""}) in ${ms.toFixed(1)} ms, ${nw} worker(s)`);
+  log.debug(`criu-bun peak RSS (VmHWM): ${peakRssKb()} kB`);
+  return { runs, scanned, written, storedBytes: stored, rawBytes: written * PAGE, file: dataFile };
+}
+
+function vmaKind(v: { status: number; prot: number }): number {
+  return ((v.status & VMA.ANON_PRIVATE) ? SEG_ANON : 0) | ((v.prot & 1) ? SEG_READABLE : 0) | ((v.prot & 2) ? SEG_WRITABLE : 0);
+}
+
+/** Cut page runs into jobs of at most BLOCK_PAGES pages, segments split at VMA ends. */
+function* dumpJobs(want: PageRun[], vmas: { start: bigint; end: bigint; status: number; prot: number }[]): Generator<JobIn<DumpJob>> {
+  let segs: number[] = [], pages = 0, vi = 0;
+  for (const r of want) {
+    let va = r.vaddr, left = r.nrPages;
+    while (left > 0) {
+      while (vi < vmas.length && vmas[vi].end <= va) vi++;
+      const v = vmas[vi];
+      if (!v || v.start > va) throw new CriuError("mem", `page 0x${va.toString(16)} is outside every VMA`);
+      const inVma = Number((v.end - va) / 4096n);
+      const n = Math.min(left, inVma, BLOCK_PAGES - pages);
+      segs.push(Number(va), n, vmaKind(v));
+      pages += n; left -= n; va += BigInt(n * PAGE);
+      if (pages === BLOCK_PAGES) { yield { op: "dump", segs }; segs = []; pages = 0; }
+    }
+  }
+  if (pages) yield { op: "dump", segs };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Restore
+
+export interface PagesTask {
+  pid: number;
+  pagemap: { vaddr: bigint; nrPages: number; flags: number; offset: number }[];
+  pagesFile: string;
+  mm: { vmas: { start: bigint; end: bigint; status: number; prot: number }[] };
+}
+
+interface Block { i: number; fileOff: number; rawLen: number; storedLen: number; flags: number; rawHash: bigint; storedHash: bigint; hasHash: boolean; segs: number[] }
+
+const layouts = new Map<string, PagesLayout>();
+
+function presentBytes(t: PagesTask) {
+  let n = 0;
+  for (const e of t.pagemap) if (e.flags & PE.PRESENT) n += e.nrPages * PAGE;
+  return n;
+}
+
+/**
+ * Structural check of a task's pages (which file, sizes against pagemap and index). Cheap.
+ * Replaces loadImages()'s own size check; throws CriuError.
+ */
+export function checkPages(dir: string, t: PagesTask): PagesLayout {
+  const l = checkPagesLayout(dir, t.pagesFile, presentBytes(t), `pagemap-${t.pid}.img`);
+  layouts.set(`${dir}\0${t.pid}`, l);
+  return l;
+}
+
+/** The blocks of a task's page stream, each with the target segments it covers. */
+function* restoreBlocks(t: PagesTask, l: PagesLayout): Generator<Block> {
+  const vmas = t.mm.vmas;
+  const entries = t.pagemap.filter((e) => e.flags & PE.PRESENT);
+  let ei = 0, inEntry = 0, vi = 0, fileOff = 0;
+  const take = (pages: number): number[] => {
+    const segs: number[] = [];
+    while (pages > 0) {
+      const e = entries[ei];
+      if (!e) throw new CriuError("restore", `${l.dataFile} holds more pages than pagemap-${t.pid}.img lists`);
+      let va = e.vaddr + BigInt(inEntry * PAGE);
+      while (vi < vmas.length && vmas[vi].end <= va) vi++;
+      // pagemap entries are sorted; a page outside every VMA is an error caught here
+      let v = vmas[vi];
+      if (!v || v.start > va) {
+        vi = vmas.findIndex((x) => x.start <= va && va < x.end);
+        v = vmas[vi];
+        if (!v) throw new CriuError("restore", `pagemap-${t.pid}.img: page 0x${va.toString(16)} is outside every VMA`);
+      }
+      const n = Math.min(pages, e.nrPages - inEntry, Number((v.end - va) / 4096n));
+      segs.push(Number(va), n, vmaKind(v));
+      pages -= n; inEntry += n;
+      if (inEntry === e.nrPages) { ei++; inEntry = 0; }
+      va += BigInt(n * PAGE);
+    }
+    return segs;
+  };
+  if (l.index) {
+    for (let i = 0; i < l.index.blocks.length; i++) {
+      const b = l.index.blocks[i];
+      yield { i, fileOff, rawLen: b.rawLen, storedLen: b.storedLen, flags: b.flags, rawHash: b.rawHash, storedHash: b.storedHash, hasHash: true, segs: take(b.rawLen / PAGE) };
+      fileOff += b.storedLen;
+    }
+  } else {
+    // an image without our index (CRIU's): 1 MiB blocks of raw pages, nothing to verify
+    const total = presentBytes(t);
+    for (let i = 0, off = 0; off < total; i++) {
+      const raw = Math.min(BLOCK, total - off);
+      yield { i, fileOff: off, rawLen: raw, storedLen: raw, flags: 0, rawHash: 0n, storedHash: 0n, hasHash: false, segs: take(raw / PAGE) };
+      off += raw;
+    }
+  }
+}
+
+function blockWhere(dir: string, t: PagesTask, l: PagesLayout, job: Block | RestoreJob): string {
+  const s = job.segs;
+  const first = s[0] ?? 0;
+  let lastEnd = first;
+  for (let i = 0; i < s.length; i += 3) lastEnd = s[i] + s[i + 1] * PAGE;
+  return `${join(dir, l.dataFile)}: block ${"block" in job ? job.block : job.i} (file offset ${job.fileOff}, ${job.storedLen} bytes) ` +
+    `holding the pages of process ${t.pid} at 0x${first.toString(16)}-0x${lastEnd.toString(16)}`;
+}
+
+function restoreJobs(op: "verify" | "fill", blocks: Generator<Block>): Iterator<JobIn<RestoreJob>> {
+  return (function* () {
+    for (const b of blocks) {
+      yield { op, block: b.i, fileOff: b.fileOff, rawLen: b.rawLen, storedLen: b.storedLen, flags: b.flags, rawHash: b.rawHash, storedHash: b.storedHash, hasHash: b.hasHash, segs: b.segs };
+    }
+  })();
+}
+
+function layoutOf(dir: string, t: PagesTask) {
+  return layouts.get(`${dir}\0${t.pid}`) ?? checkPages(dir, t);
+}
+
+/**
+ * Check every block's checksum against pages-N.idx. Call before creating any process: a flipped
+ * bit stops the restore with an error naming the image and the address. No-op for images
+ * without an index (CRIU's).
+ */
+export function verifyPages(dir: string, t: PagesTask): void {
+  const l = layoutOf(dir, t);
+  if (!l.index) { log.info(`${join(dir, l.dataFile)}: no page index, checksums not verified`); return; }
+  const path = join(dir, l.dataFile);
+  const fd = openSync(path, "r");
+  const stored = l.index.blocks.reduce((s, b) => s + b.storedLen, 0);
+  const pool = new Pool(workerCount(stored), { pid: t.pid, memFd: -1, pagesFd: fd, compress: false });
+  const progress = new Progress("verify", stored);
+  const t0 = performance.now();
+  try {
+    pool.run<RestoreJob>(restoreJobs("verify", restoreBlocks(t, l)), (_s, job) => progress.add(job.storedLen),
+      (s, job) => new CriuError("restore", `${blockWhere(dir, t, l, job)}: ${s.error()}`));
+  } finally { pool.close(); progress.end(); closeSync(fd); }
+  log.info(`${path}: ${l.index.blocks.length} block checksums verified in ${(performance.now() - t0).toFixed(1)} ms`);
+}
+
+/**
+ * Write a task's pages into the process `pid` (its VMAs mapped already). memFd: its /proc/PID/mem
+ * opened read-write (for pages process_vm_writev cannot write). Returns pages written.
+ */
+export function fillPages(dir: string, t: PagesTask, pid: number, memFd: number): number {
+  const l = layoutOf(dir, t);
+  const path = join(dir, l.dataFile);
+  const fd = openSync(path, "r");
+  const total = presentBytes(t);
+  const pool = new Pool(workerCount(total), { pid, memFd, pagesFd: fd, compress: false });
+  const progress = new Progress("restore", total);
+  let written = 0;
+  const t0 = performance.now();
+  try {
+    pool.run<RestoreJob>(restoreJobs("fill", restoreBlocks(t, l)), (s) => { written += s.written; progress.add(s.rawLen); },
+      (s, job) => new CriuError("restore", `${blockWhere(dir, t, l, job)}: ${s.error()}`));
+  } finally { pool.close(); progress.end(); closeSync(fd); }
+  log.info(`Pages: ${written} written into ${pid} from ${l.dataFile} in ${(performance.now() - t0).toFixed(1)} ms, ${pool.parallel} worker(s)`);
+  log.debug(`criu-bun peak RSS (VmHWM): ${peakRssKb()} kB`);
+  return written;
+}

@@ -1,0 +1,26 @@
+// A page Worker: one WASM codec instance, jobs by postMessage, results into shared slots that
+// the (synchronously waiting) main thread reads. See src/codec/pipeline.ts.
+import { BlockCore, Slot, runInto, CTL_BUSY, type CoreInit, type Job } from "./jobs";
+
+declare const self: Worker;
+let core: BlockCore | undefined;
+let slots: Slot[] = [];
+
+self.onmessage = (e: MessageEvent) => {
+  const m = e.data;
+  if (m.op === "init") {
+    slots = (m.slots as SharedArrayBuffer[]).map((b) => new Slot(b));
+    const init: CoreInit = { pid: m.pid, memFd: m.memFd, pagesFd: m.pagesFd, compress: m.compress, module: m.module };
+    try { core = new BlockCore(init); }
+    catch (err: any) { for (const s of slots) s.setError(`worker start: ${err?.message ?? err}`); core = undefined; }
+    return;
+  }
+  const job = m as Job;
+  const out = slots[job.slot];
+  let ctl: number;
+  if (!core) { ctl = 3; }
+  else ctl = runInto(core, job, out);
+  Atomics.store(out.i32, 0, ctl);
+  Atomics.notify(out.i32, 0);
+  void CTL_BUSY;
+};
