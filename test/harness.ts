@@ -315,8 +315,25 @@ export interface RunResult {
 /** Command line for criu-bun: ./criu-bun if built, else `bun src/main.ts`. */
 export function criuBunCommand(): string[] {
   const exe = join(REPO_ROOT, "criu-bun");
-  if (existsSync(exe)) return [exe];
+  // the compiled executable only when it is newer than every source file (npm test builds it
+  // first); otherwise the sources themselves, so a stale build is never what gets tested
+  if (existsSync(exe) && statSync(exe).mtimeMs >= newestSource()) return [exe];
   return [process.execPath, join(REPO_ROOT, "src", "main.ts")];
+}
+
+let newest = 0;
+function newestSource(): number {
+  if (newest) return newest;
+  const walk = (d: string) => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const p = join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else newest = Math.max(newest, statSync(p).mtimeMs);
+    }
+  };
+  walk(join(REPO_ROOT, "src"));
+  walk(join(REPO_ROOT, "asm"));
+  return newest;
 }
 
 /** Run criu-bun synchronously with ARGS; returns exit code and captured output. */

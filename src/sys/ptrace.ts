@@ -87,13 +87,13 @@ export function getEventMsg(pid: number): number {
   ptraceOk("GETEVENTMSG", PTRACE.GETEVENTMSG, pid, 0, addr(m));
   return Number(m[0]);
 }
-/** struct ptrace_rseq_configuration: u64 rseq_abi_pointer, u32 len, u32 flags, u32 signature, u32 pad */
+/** struct ptrace_rseq_configuration: u64 rseq_abi_pointer, u32 rseq_abi_size, u32 signature, u32 flags, u32 pad */
 export function getRseqConfig(pid: number): { ptr: bigint; len: number; flags: number; sig: number } | null {
   const b = new ArrayBuffer(24);
   const r = ptrace(PTRACE.GET_RSEQ_CONFIGURATION, pid, 24, addr(b));
   if (r < 0) return null;
   const dv = new DataView(b);
-  return { ptr: dv.getBigUint64(0, true), len: dv.getUint32(8, true), flags: dv.getUint32(12, true), sig: dv.getUint32(16, true) };
+  return { ptr: dv.getBigUint64(0, true), len: dv.getUint32(8, true), sig: dv.getUint32(12, true), flags: dv.getUint32(16, true) };
 }
 /** Pending siginfos (128 bytes each) of a thread's private queue or (shared=true) the process queue. */
 export function peekSiginfo(pid: number, shared: boolean): Uint8Array[] {
