@@ -1,0 +1,270 @@
+// TCP connections across dump and restore (--tcp-established), with real sockets in network
+// namespaces made by the test: a rate-limited echo server (workloads/tcpserver.c) is dumped while
+// python3 clients (tcp_client.py, never dumped) have data in flight both ways; the clients check
+// their own byte streams, a packet capture (tcp_sniff.py, AF_PACKET) and the namespace's TCP
+// counters show that no RST was sent.
+import { test, expect, beforeAll, afterAll } from "bun:test";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, renameSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Subprocess } from "bun";
+import { buildWorkloads, workloadBin, criuBunCommand, REPO_ROOT } from "./harness";
+import { readImage, readImagePayloads } from "../src/images/image";
+import type * as S from "../src/images/schemas";
+import type { tcp_stream_entry } from "../src/images/gen/sockets_pb";
+
+const tag = `${process.pid % 10000}`;
+const namespaces = new Set<string>();
+const dirs: string[] = [];
+const procs: Subprocess[] = [];
+const servers: { pid: number; dir: string; proc?: Subprocess }[] = [];
+
+function run(cmd: string[], what = cmd.join(" ")) {
+  const r = Bun.spawnSync(cmd, { stdout: "pipe", stderr: "pipe", cwd: REPO_ROOT });
+  if (r.exitCode !== 0) throw new Error(`${what} failed (${r.exitCode}): ${r.stderr.toString()}${r.stdout.toString()}`);
+  return r.stdout.toString();
+}
+function mkns(name: string): string {
+  const ns = `cbt-${name}-${tag}`;
+  Bun.spawnSync(["ip", "netns", "del", ns], { stderr: "ignore" });
+  run(["ip", "netns", "add", ns]);
+  namespaces.add(ns);
+  run(["ip", "-n", ns, "link", "set", "lo", "up"]);
+  return ns;
+}
+function delns(ns: string) { run(["ip", "netns", "del", ns]); namespaces.delete(ns); }
+const inNs = (ns: string, cmd: string[]) => ["nsenter", `--net=/run/netns/${ns}`, ...cmd];
+function tmp(t: string) { const d = mkdtempSync(join(tmpdir(), `criu-bun-tcp-${t}-`)); dirs.push(d); return d; }
+function text(p: string): string | null { try { return readFileSync(p, "utf8"); } catch { return null; } }
+
+async function waitFor<T>(fn: () => T | null | undefined | false, what: string, ms = 20000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timeout: ${what}`);
+    await Bun.sleep(20);
+  }
+}
+
+async function startServer(ns: string, port: number, args: string[]) {
+  const dir = tmp("srv");
+  const p = Bun.spawn(inNs(ns, [workloadBin("tcpserver"), dir, String(port), ...args]), {
+    detached: true, stdin: "ignore", stdout: "ignore", stderr: Bun.file(join(dir, "stderr")),
+  });
+  procs.push(p);
+  const pid = Number(await waitFor(() => text(join(dir, "ready")), "server ready"));
+  const srv = { pid, dir, proc: p };
+  servers.push(srv);
+  return srv;
+}
+
+class Client {
+  proc: Subprocess;
+  constructor(public ns: string, host: string, port: number, public dir: string, public name: string, seed: number) {
+    this.proc = Bun.spawn(inNs(ns, ["python3", join(REPO_ROOT, "test", "tcp_client.py"), host, String(port), String(seed), dir, name]),
+      { stdin: "ignore", stdout: "ignore", stderr: Bun.file(join(dir, `${name}.stderr`)) });
+    procs.push(this.proc);
+  }
+  progress(): { sent: number; recvd: number } {
+    const t = text(join(this.dir, `${this.name}.progress`));
+    const [sent, recvd] = (t ?? "0 0").trim().split(" ").map(Number);
+    return { sent, recvd };
+  }
+  result() { return text(join(this.dir, `${this.name}.result`)); }
+  /** wait until recvd >= n, failing early if the client gave up */
+  async reach(n: number, ms = 30000) {
+    await waitFor(() => {
+      const r = this.result();
+      if (r && !r.startsWith("PASS")) throw new Error(`client ${this.name}: ${r}${text(join(this.dir, `${this.name}.stderr`)) ?? ""}`);
+      return this.progress().recvd >= n;
+    }, `client ${this.name} to get ${n} bytes back (has ${this.progress().recvd})`, ms);
+  }
+}
+
+function criu(ns: string, args: string[]) {
+  const r = Bun.spawnSync(inNs(ns, [...criuBunCommand(), ...args]), { stdout: "pipe", stderr: "pipe", cwd: REPO_ROOT, timeout: 60000 });
+  return { code: r.exitCode, stderr: r.stderr.toString() };
+}
+function dump(ns: string, pid: number, dir: string, extra: string[] = []) {
+  const r = criu(ns, ["dump", "-t", String(pid), "-D", dir, "-o", "dump.log", "-v4", ...extra]);
+  if (r.code !== 0) throw new Error(`dump failed (${r.code}): ${r.stderr}\n${text(join(dir, "dump.log"))}`);
+}
+async function restore(ns: string, dir: string, pid: number, extra: string[] = []) {
+  await waitFor(() => !existsSync(`/proc/${pid}`) || /\) Z/.test(text(`/proc/${pid}/stat`) ?? ""), "dumped server gone");
+  const r = criu(ns, ["restore", "-D", dir, "-o", "restore.log", "-v4", "-d", ...extra]);
+  if (r.code !== 0) throw new Error(`restore failed (${r.code}): ${r.stderr}\n${text(join(dir, "restore.log"))}`);
+}
+function tcpCounter(ns: string, name: string): number {
+  const lines = run(inNs(ns, ["cat", "/proc/net/snmp"])).split("\n").filter((l) => l.startsWith("Tcp:"));
+  const keys = lines[0].split(/\s+/), vals = lines[1].split(/\s+/);
+  return Number(vals[keys.indexOf(name)]);
+}
+function go(dir: string) { writeFileSync(join(dir, "go.tmp"), "go\n"); renameSync(join(dir, "go.tmp"), join(dir, "go")); }
+async function serverResult(dir: string) { return (await waitFor(() => text(join(dir, "result")), "server result")).trim(); }
+async function finishClients(dir: string, clients: Client[]) {
+  writeFileSync(join(dir, "stop"), "");
+  for (const c of clients) {
+    const r = await waitFor(() => c.result(), `client ${c.name} result`, 60000);
+    expect(`${c.name}: ${r.trim()}`).toStartWith(`${c.name}: PASS`);
+  }
+}
+/** files.img inet entries and the tcp-stream images of a dump */
+function inetImages(dir: string) {
+  const files = readImage<S.file_entry>(dir, "files.img", "FILES").filter((f) => f.isk).map((f) => f.isk!);
+  const streams = files.filter((k) => k.proto === 6 && k.state === 1).map((k) => {
+    const [item] = readImagePayloads<tcp_stream_entry>(dir, `tcp-stream-${k.ino.toString(16)}.img`, "TCP_STREAM");
+    return { isk: k, st: item.msg, payload: item.payload };
+  });
+  return { files, streams };
+}
+function killServer(s: { pid: number; dir: string }) {
+  const cmd = text(`/proc/${s.pid}/cmdline`);
+  if (cmd && cmd.split("\0").includes(s.dir)) try { process.kill(s.pid, "SIGKILL"); } catch {}
+}
+
+beforeAll(async () => { await buildWorkloads(); });
+afterAll(() => {
+  for (const s of servers) killServer(s);
+  for (const p of procs) try { p.kill("SIGKILL"); } catch {}
+  for (const ns of namespaces) Bun.spawnSync(["ip", "netns", "del", ns], { stderr: "ignore" });
+  if (!process.env.CRIU_BUN_KEEP) for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+/**
+ * Echo server with clients in one namespace over loopback: dump with data in flight, keep the
+ * namespace locked for a while (clients retransmit into the lock), restore, streams go on.
+ */
+async function echoAcrossDump(name: string, port: number, listen: string, hosts: string[]) {
+  const ns = mkns(name);
+  const work = tmp(name);
+  const sniffer = Bun.spawn(inNs(ns, ["python3", join(REPO_ROOT, "test", "tcp_sniff.py"), "lo", work, String(port)]), { stdin: "ignore", stdout: "ignore", stderr: Bun.file(join(work, "sniff.stderr")) });
+  procs.push(sniffer);
+  await waitFor(() => existsSync(join(work, "sniff.ready")), "sniffer ready");
+  const srv = await startServer(ns, port, [`--addr=${listen}`, `--expect=${hosts.length + 1}`]);
+  const clients = hosts.map((h, i) => new Client(ns, h, port, work, `c${i + 1}`, 1000 + i));
+  for (const c of clients) await c.reach(200_000);
+  const rsts0 = tcpCounter(ns, "OutRsts");
+  const img = tmp(`${name}-img`);
+  dump(ns, srv.pid, img, ["--tcp-established"]);
+
+  // the images: a listener and one stream per client, data queued both ways
+  const { files, streams } = inetImages(img);
+  expect(files.filter((k) => k.state === 10).length).toBe(1);
+  expect(streams.length).toBe(hosts.length);
+  for (const s of streams) {
+    expect(s.payload.length).toBe(s.st.inqLen + s.st.outqLen);
+    expect(s.st.inqLen + s.st.outqLen).toBeGreaterThan(0);
+  }
+  expect(streams.some((s) => s.st.inqLen > 0)).toBe(true);
+  expect(streams.some((s) => s.st.outqLen > 0)).toBe(true);
+
+  // locked window: clients keep retransmitting into the lock, nobody answers with a RST
+  await Bun.sleep(1500);
+  for (const c of clients) expect(c.result()).toBeNull();
+  expect(tcpCounter(ns, "OutRsts")).toBe(rsts0);
+  const before = clients.map((c) => c.progress().recvd);
+  await restore(ns, img, srv.pid);
+  expect(text(join(img, "restore.log"))).toContain("Network unlocked");
+  for (const [i, c] of clients.entries()) await c.reach(before[i] + 300_000);
+  // the restored listener accepts a new client
+  const late = new Client(ns, hosts[0], port, work, "late", 77);
+  await late.reach(100_000);
+  await finishClients(work, [...clients, late]);
+  const sniff = text(join(work, "sniff"))!;
+  expect(sniff.split("\n")[0]).toMatch(/^rst=0 /);
+  expect(Number(/packets=(\d+)/.exec(sniff)![1])).toBeGreaterThan(100);
+  expect(tcpCounter(ns, "OutRsts")).toBe(rsts0);
+  go(srv.dir);
+  const res = await serverResult(srv.dir);
+  expect(res).toStartWith("PASS");
+  expect(res).toContain(`accepted=${hosts.length + 1}`);
+  sniffer.kill();
+  delns(ns);
+}
+
+test("IPv4 echo server, 3 clients with data in flight both ways: streams continue byte-exact, no RST, listener accepts after restore", async () => {
+  await echoAcrossDump("v4", 7101, "127.0.0.1", ["127.0.0.1", "127.0.0.1", "127.0.0.1"]);
+}, 120_000);
+
+test("IPv6 and v4-mapped connections on a dual-stack listener", async () => {
+  await echoAcrossDump("v6", 7102, "::", ["::1", "::1", "127.0.0.1"]);
+}, 120_000);
+
+test("migration: server namespace deleted, recreated with the same address, clients outside keep their connections", async () => {
+  const nc = mkns("mc"), na = mkns("ma");
+  const port = 7103, srvAddr = "10.231.7.2";
+  const veth = (ns: string) => {
+    run(["ip", "-n", nc, "link", "add", "vc", "type", "veth", "peer", "name", "vs", "netns", ns]);
+    run(["ip", "-n", nc, "addr", "add", "10.231.7.1/24", "dev", "vc"]);
+    run(["ip", "-n", ns, "addr", "add", `${srvAddr}/24`, "dev", "vs"]);
+    run(["ip", "-n", ns, "link", "set", "vs", "up"]);
+  };
+  veth(na);
+  run(["ip", "-n", nc, "link", "set", "vc", "up"]);
+  const work = tmp("mig");
+  const srv = await startServer(na, port, [`--addr=${srvAddr}`, "--expect=3"]);
+  const clients = [0, 1].map((i) => new Client(nc, srvAddr, port, work, `m${i}`, 500 + i));
+  for (const c of clients) await c.reach(200_000);
+  const img = tmp("mig-img");
+  dump(na, srv.pid, img, ["--tcp-established"]);
+  expect(inetImages(img).streams.length).toBe(2);
+  delns(na);
+  await Bun.sleep(500);
+  const nb = mkns("mb");
+  // the clients' side stays down until the restored sockets exist: nothing reaches an empty namespace
+  veth(nb);
+  const before = clients.map((c) => c.progress().recvd);
+  await restore(nb, img, srv.pid);
+  run(["ip", "-n", nc, "link", "set", "vc", "up"]);
+  for (const [i, c] of clients.entries()) await c.reach(before[i] + 300_000, 40000);
+  const late = new Client(nc, srvAddr, port, work, "mlate", 9);
+  await late.reach(50_000);
+  await finishClients(work, [...clients, late]);
+  expect(tcpCounter(nb, "OutRsts")).toBe(0);
+  go(srv.dir);
+  expect(await serverResult(srv.dir)).toStartWith("PASS");
+  delns(nb);
+  delns(nc);
+}, 120_000);
+
+test("without --tcp-established the dump refuses established connections; --leave-running keeps serving; --tcp-close restores them closed", async () => {
+  const ns = mkns("opt");
+  const port = 7104;
+  const work = tmp("opt");
+  const srv = await startServer(ns, port, ["--addr=127.0.0.1"]);
+  const c = new Client(ns, "127.0.0.1", port, work, "o1", 3);
+  await c.reach(100_000);
+  const rsts0 = tcpCounter(ns, "OutRsts");
+  const img0 = tmp("opt-img0");
+  const r = criu(ns, ["dump", "-t", String(srv.pid), "-D", img0]);
+  expect(r.code).toBe(1);
+  expect(r.stderr).toContain("established TCP connection 127.0.0.1:7104 <-> 127.0.0.1:");
+  expect(r.stderr).toContain("--tcp-established");
+  // released untouched: still serving
+  let at = c.progress().recvd;
+  await c.reach(at + 200_000);
+  // --leave-running: dumped, unlocked, still serving, new clients welcome
+  const img1 = tmp("opt-img1");
+  dump(ns, srv.pid, img1, ["--tcp-established", "-R"]);
+  expect(inetImages(img1).streams.length).toBe(1);
+  at = c.progress().recvd;
+  await c.reach(at + 200_000);
+  const c2 = new Client(ns, "127.0.0.1", port, work, "o2", 4);
+  await c2.reach(50_000);
+  await finishClients(work, [c, c2]);
+  expect(tcpCounter(ns, "OutRsts")).toBe(rsts0);
+  // --tcp-close: the connection's fd comes back as a socket without connection, the listener works
+  kill(srv.pid);
+  await srv.proc.exited;
+  await restore(ns, img1, srv.pid, ["--tcp-close"]);
+  expect(text(join(img1, "restore.log"))).toContain("restored closed");
+  rmSync(join(work, "stop"));
+  const c3 = new Client(ns, "127.0.0.1", port, work, "o3", 5);
+  await c3.reach(50_000);
+  await finishClients(work, [c3]);
+  killServer(srv);
+  delns(ns);
+}, 120_000);
+
+function kill(pid: number) { try { process.kill(pid, "SIGKILL"); } catch {} }
