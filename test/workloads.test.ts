@@ -46,6 +46,8 @@ const passCases: [string, string[]][] = [
   ["memfd", []],
   ["unix", []],
   ["netlink", []],
+  ["tree", []],
+  ["shared", []],
 ];
 
 describe("workloads pass without a dump", () => {
@@ -105,6 +107,8 @@ const failCases: [string, string[], string][] = [
   ["deleted", ["--selftest-corrupt"], "offset 1001"],
   ["spin", ["--selftest-corrupt"], "went backwards"],
   ["spin", ["8", "--selftest-corrupt"], "memory hash"],
+  ["tree", ["--selftest-corrupt"], "report ignored"],
+  ["shared", ["--selftest-corrupt"], "child never answered"],
 ];
 
 describe("workload checks can fail", () => {

@@ -48,7 +48,7 @@ int main(int argc, char **argv) {
 	WL_CHECK(wl_hash((void *)(shm + 1024), SZ - 8192) == h, "shared pattern changed");
 	shm[0] = 1;
 	int waited = 0;
-	while (shm[1] != 2 && waited < 5000) { wl_sleep_ms(5); waited += 5; }
+	while (shm[1] != 2 && waited < 2000) { wl_sleep_ms(5); waited += 5; }
 	WL_CHECK(shm[1] == 2, "child never answered through shared memory");
 	WL_CHECK(shm[2] == 1, "child saw wrong data (fd or shared memory)");
 	off_t pos = lseek(fd, 0, SEEK_CUR);
