@@ -48,6 +48,7 @@ const passCases: [string, string[]][] = [
   ["netlink", []],
   ["tree", []],
   ["shared", []],
+  ["tcpserver", ["7199"]],
 ];
 
 describe("workloads pass without a dump", () => {
@@ -109,6 +110,7 @@ const failCases: [string, string[], string][] = [
   ["spin", ["8", "--selftest-corrupt"], "memory hash"],
   ["tree", ["--selftest-corrupt"], "report ignored"],
   ["shared", ["--selftest-corrupt"], "child never answered"],
+  ["tcpserver", ["7198", "--expect=1"], "accepted 0 clients"],
 ];
 
 describe("workload checks can fail", () => {
