@@ -57,6 +57,15 @@ describe("dump failures", () => {
     expect((await waitResult(w)).text).toStartWith("PASS");
   });
 
+  test("seccomp filters are refused clearly and the process keeps running", async () => {
+    const w = await startWorkload("seccomp");
+    const r = criuBun(["dump", "-t", String(w.pid), "-D", imagesDir("seccomp")]);
+    expect(r.code).not.toBe(0);
+    expect(errorLines(r.stderr)).toEqual([`Error (dump): process ${w.pid} uses seccomp (mode 2); seccomp is not supported yet`]);
+    trigger(w);
+    expect((await waitResult(w)).text).toStartWith("PASS");
+  });
+
   test("a failed dump leaves every thread running (8 threads)", async () => {
     const w = await startWorkload("threads", ["8"]);
     const r = criuBun(["dump", "-t", String(w.pid), "-D", "/nonexistent/x"]);

@@ -110,6 +110,7 @@ const failCases: [string, string[], string][] = [
   ["spin", ["8", "--selftest-corrupt"], "memory hash"],
   ["tree", ["--selftest-corrupt"], "report ignored"],
   ["shared", ["--selftest-corrupt"], "child never answered"],
+  ["seccomp", ["--selftest-corrupt"], "seccomp mode 0"],
   ["tcpserver", ["7198", "--expect=1"], "accepted 0 clients"],
 ];
 

@@ -3,6 +3,9 @@
 import { statSync, writeFileSync, readFileSync } from "node:fs";
 import { loadImages, type RestoreSet } from "./images";
 import { TaskBuilder } from "./task";
+import { create } from "@bufbuild/protobuf";
+import { writeImage } from "../images/image";
+import * as S from "../images/schemas";
 import { precheckFds } from "../resources/files";
 import { TreeFiles } from "../resources/fdkind";
 import { verifyPages } from "../codec/pipeline";
@@ -50,7 +53,7 @@ function checkFile(pid: number, what: string, reg: { name: string; size?: bigint
   }
 }
 
-export function restoreProcesses(o: RestoreOptions): { pid: number } {
+export function restoreProcesses(o: RestoreOptions): { pid: number; ms: number; forkMs: number; pages: number; processes: number } {
   const t0 = performance.now();
   const set = loadImages(o.dir);
   netRestoreBegin({ tcpClose: o.tcpClose });
@@ -60,6 +63,7 @@ export function restoreProcesses(o: RestoreOptions): { pid: number } {
   const byPid = new Map<number, TaskBuilder>();
   const inTree = new Set(set.tasks.map((t) => t.pid));
   const treeFiles = new TreeFiles();
+  let forkMs = 0;
   try {
     // 1. every process, parents before children (pstree order), each an empty shell for now
     for (const t of set.tasks) {
@@ -72,6 +76,7 @@ export function restoreProcesses(o: RestoreOptions): { pid: number } {
     for (const b of builders) if (b.t.pgid === b.t.pid) b.restoreGroup();
     for (const b of builders) if (b.t.pgid !== b.t.pid && inTree.has(b.t.pgid)) b.restoreGroup();
     for (const b of builders) if (b.t.zombie) b.becomeZombie();
+    forkMs = performance.now() - t0;
     // 2. each live process gets its memory, files, state and threads
     for (const b of builders) {
       if (b.t.zombie) continue;
@@ -94,6 +99,14 @@ export function restoreProcesses(o: RestoreOptions): { pid: number } {
   netRestoreEnd();
   const t = root;
   if (o.pidfile) writeFileSync(o.pidfile, `${t.pid}`);
-  log.info(`Restored process ${t.pid} in ${(performance.now() - t0).toFixed(1)} ms`);
-  return { pid: t.pid };
+  const ms = performance.now() - t0;
+  const pages = set.tasks.reduce((n, x) => n + x.pagemap.reduce((m, e) => m + (e.flags & 4 ? e.nrPages : 0), 0), 0);
+  try {
+    writeImage(o.dir, "stats-restore.img", "STATS", [create(S.stats_entrySchema, { restore: {
+      pagesCompared: 0n, pagesSkippedCow: 0n, forkingTime: Math.round(forkMs * 1000), restoreTime: Math.round(ms * 1000),
+      pagesRestored: BigInt(pages),
+    } })]);
+  } catch (e: any) { log.warn(`cannot write stats-restore.img: ${e.message}`); }
+  log.info(`Restored ${set.tasks.length} process(es), root ${t.pid}, in ${ms.toFixed(1)} ms`);
+  return { pid: t.pid, ms, forkMs, pages, processes: set.tasks.length };
 }
