@@ -32,7 +32,8 @@ await step("proto -> src/images/gen", async () => {
 });
 if (!process.argv.includes("--no-compile")) {
   await step("bun build --compile -> ./criu-bun", async () => {
-    await $`${bin}/bun build --compile --minify-syntax --minify-whitespace src/main.ts --outfile criu-bun`.quiet();
+    // src/codec/worker.ts: the page Workers' entry point, embedded as a second entry
+    await $`${bin}/bun build --compile --minify-syntax --minify-whitespace src/main.ts src/codec/worker.ts --outfile criu-bun`.quiet();
   });
   if (!existsSync("criu-bun")) { console.error("build: ./criu-bun missing"); process.exit(1); }
 }

@@ -45,16 +45,26 @@ class Pool {
       return;
     }
     const module = PageCodec.module();
+    // slot i belongs to worker i % nWorkers; every worker gets the whole list (indexed by slot)
+    const sabs: SharedArrayBuffer[] = [];
+    for (let i = 0; i < nWorkers * SLOTS_PER_WORKER; i++) {
+      sabs.push(new SharedArrayBuffer(SLOT_BYTES));
+      this.slots.push(new Slot(sabs[i]));
+    }
+    const ready = new Int32Array(new SharedArrayBuffer(4));
     for (let w = 0; w < nWorkers; w++) {
-      const mine: SharedArrayBuffer[] = [];
-      for (let k = 0; k < SLOTS_PER_WORKER; k++) {
-        const sab = new SharedArrayBuffer(SLOT_BYTES);
-        mine.push(sab);
-        this.slots[k * nWorkers + w] = new Slot(sab);
-      }
-      const worker = new Worker(new URL("./worker.ts", import.meta.url), { smol: true } as any);
-      worker.postMessage({ op: "init", slots: mine, module, ...init });
+      const worker = new Worker(workerUrl(), { smol: true } as any);
+      worker.postMessage({ op: "init", slots: sabs, ready: ready.buffer, module, ...init });
       this.workers.push(worker);
+    }
+    // a Worker that cannot start (missing entry point, ...) must not hang us: work alone then
+    const t0 = Date.now();
+    while (Atomics.load(ready, 0) < nWorkers && Date.now() - t0 < 5000) Atomics.wait(ready, 0, Atomics.load(ready, 0), 100);
+    if (Atomics.load(ready, 0) < nWorkers) {
+      log.warn(`page workers did not start in 5 s (${Atomics.load(ready, 0)} of ${nWorkers}); working on the main thread`);
+      this.close();
+      this.core = new BlockCore(init);
+      this.slots = [new Slot(new ArrayBuffer(SLOT_BYTES))];
     }
   }
 
@@ -73,7 +83,6 @@ class Pool {
     }
     const nw = this.workers.length;
     const queue: { slot: number; job: J }[] = [];
-    const perWorker = this.slots.length / nw;
     const dispatch = (slot: number): boolean => {
       const r = jobs.next();
       if (r.done) return false;
@@ -84,7 +93,6 @@ class Pool {
       return true;
     };
     for (let k = 0; k < this.slots.length; k++) if (!dispatch(k)) break;
-    void perWorker;
     while (queue.length) {
       const { slot, job } = queue.shift()!;
       const s = this.slots[slot];
@@ -103,6 +111,14 @@ class Pool {
     for (const w of this.workers) w.terminate();
     this.workers = [];
   }
+}
+
+/** The Worker entry point: next to this file in the source tree; in the compiled executable the
+ * extra entry point src/codec/worker.ts (scripts/build.ts) sits at codec/worker.ts under the
+ * embedded root, relative to the executable's own module URL. */
+function workerUrl(): URL {
+  const here = import.meta.url;
+  return here.includes("/$bunfs/") ? new URL("./codec/worker.ts", here) : new URL("./worker.ts", here);
 }
 
 function workerCount(bytes: number): number {
@@ -364,7 +380,8 @@ export function fillPages(dir: string, t: PagesTask, pid: number, memFd: number)
   const path = join(dir, l.dataFile);
   const fd = openSync(path, "r");
   const total = presentBytes(t);
-  const pool = new Pool(workerCount(total), { pid, memFd, pagesFd: fd, compress: false });
+  const nw = workerCount(total);
+  const pool = new Pool(nw, { pid, memFd, pagesFd: fd, compress: false });
   const progress = new Progress("restore", total);
   let written = 0;
   const t0 = performance.now();
@@ -372,7 +389,7 @@ export function fillPages(dir: string, t: PagesTask, pid: number, memFd: number)
     pool.run<RestoreJob>(restoreJobs("fill", restoreBlocks(t, l)), (s) => { written += s.written; progress.add(s.rawLen); },
       (s, job) => new CriuError("restore", `${blockWhere(dir, t, l, job)}: ${s.error()}`));
   } finally { pool.close(); progress.end(); closeSync(fd); }
-  log.info(`Pages: ${written} written into ${pid} from ${l.dataFile} in ${(performance.now() - t0).toFixed(1)} ms, ${pool.parallel} worker(s)`);
+  log.info(`Pages: ${written} written into ${pid} from ${l.dataFile} in ${(performance.now() - t0).toFixed(1)} ms, ${nw} worker(s)`);
   log.debug(`criu-bun peak RSS (VmHWM): ${peakRssKb()} kB`);
   return written;
 }

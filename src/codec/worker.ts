@@ -5,6 +5,7 @@ import { BlockCore, Slot, runInto, CTL_BUSY, type CoreInit, type Job } from "./j
 declare const self: Worker;
 let core: BlockCore | undefined;
 let slots: Slot[] = [];
+let startError = "";
 
 self.onmessage = (e: MessageEvent) => {
   const m = e.data;
@@ -12,13 +13,16 @@ self.onmessage = (e: MessageEvent) => {
     slots = (m.slots as SharedArrayBuffer[]).map((b) => new Slot(b));
     const init: CoreInit = { pid: m.pid, memFd: m.memFd, pagesFd: m.pagesFd, compress: m.compress, module: m.module };
     try { core = new BlockCore(init); }
-    catch (err: any) { for (const s of slots) s.setError(`worker start: ${err?.message ?? err}`); core = undefined; }
+    catch (err: any) { startError = `page worker start: ${err?.message ?? err}`; }
+    const ready = new Int32Array(m.ready as SharedArrayBuffer);
+    Atomics.add(ready, 0, 1);
+    Atomics.notify(ready, 0);
     return;
   }
   const job = m as Job;
   const out = slots[job.slot];
   let ctl: number;
-  if (!core) { ctl = 3; }
+  if (!core) { out.setError(startError || "page worker not started"); ctl = 3; }
   else ctl = runInto(core, job, out);
   Atomics.store(out.i32, 0, ctl);
   Atomics.notify(out.i32, 0);
