@@ -1,8 +1,9 @@
 // Process trees: shapes, sessions, groups, zombies, and what processes share.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { readFileSync, readdirSync } from "node:fs";
+import { readFileSync, readdirSync, existsSync, mkdtempSync, rmSync, writeFileSync, readlinkSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, isAlive } from "./harness";
+import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, isAlive, criuBunCommand } from "./harness";
 import { dump, restore, imagesDir, cleanupImages, waitReaped } from "./engine-helpers";
 
 beforeAll(async () => { await buildWorkloads(); }, 120_000);
@@ -49,6 +50,16 @@ describe("process trees", () => {
   });
 });
 
+/** children of pid, found through every process's stat (any thread may be the parent) */
+function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  for (const e of readdirSync("/proc")) {
+    if (!/^\d+$/.test(e)) continue;
+    try { if (+readFileSync(`/proc/${e}/stat`, "latin1").replace(/^.*\) /s, "").split(" ")[1] === pid) out.push(+e); } catch {}
+  }
+  return out;
+}
+
 async function waitFor(f: () => boolean, ms = 5000) {
   const end = Date.now() + ms;
   while (!f()) { if (Date.now() > end) throw new Error("timeout"); await Bun.sleep(5); }
@@ -85,5 +96,47 @@ describe("sharing between processes", () => {
     const res = await waitResult(w, 15000);
     expect(res.text).toStartWith("PASS");
     expect(await r.proc.exited).toBe(0);
+  });
+});
+
+describe("PID namespaces", () => {
+  test("a tree in its own PID namespace (unshare --pid --fork --mount-proc) comes back in a fresh one with the same PIDs", async () => {
+    await buildWorkloads();
+    const dir = mkdtempSync(join(tmpdir(), "criu-bun-wl-pidns-"));
+    const outer = Bun.spawn(["unshare", "--pid", "--fork", "--mount-proc", join(import.meta.dir, "workloads/bin/tree"), dir], {
+      stdin: "ignore", stdout: "ignore", stderr: "ignore", detached: true,
+    });
+    try {
+      await waitFor(() => existsSync(join(dir, "ready")), 10000);
+      expect(readFileSync(join(dir, "ready"), "utf8").trim()).toBe("1"); // it is init in there
+      const init = childrenOf(outer.pid)[0];
+      expect(init).toBeGreaterThan(0);
+      const nsPids = (p: number) => /^NSpid:\s*(.*)$/m.exec(readFileSync(`/proc/${p}/status`, "utf8"))![1].trim().split(/\s+/).map(Number);
+      expect(nsPids(init)).toEqual([init, 1]);
+      const inside = readdirSync(dir).filter((f) => f.startsWith("s-")).map((f) => Number(readFileSync(join(dir, f), "utf8").split(" ")[0])).sort((a, b) => a - b);
+      expect(inside.length).toBe(5);
+      const img = imagesDir("pidns");
+      dump(init, img);
+      await outer.exited;
+      // the images hold the namespace's PIDs, and those PIDs are taken here (by our own init, 1, ...)
+      const ps = JSON.parse(Bun.spawnSync(["crit", "decode", "-i", join(img, "pstree.img")]).stdout.toString());
+      expect(ps.entries.map((e: any) => e.pid).sort((a: number, b: number) => a - b)).toEqual([1, ...inside, ...ps.entries.map((e: any) => e.pid).filter((p: number) => p !== 1 && !inside.includes(p))].sort((a, b) => a - b));
+      expect(existsSync("/proc/1")).toBe(true);
+      const r = Bun.spawn([...criuBunCommand(), "restore", "-D", img, "-o", "restore.log", "-v4"], { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+      const logText = () => (existsSync(join(img, "restore.log")) ? readFileSync(join(img, "restore.log"), "utf8") : "");
+      await waitFor(() => logText().includes("Restore finished") || r.exitCode !== null, 20000);
+      if (r.exitCode !== null) throw new Error((await new Response(r.stderr).text()) + logText());
+      const newInit = childrenOf(r.pid)[0];
+      expect(newInit).toBeGreaterThan(0);
+      expect(nsPids(newInit)).toEqual([newInit, 1]);
+      expect(readlinkSync(`/proc/${newInit}/ns/pid`)).not.toBe(readlinkSync("/proc/self/ns/pid"));
+      writeFileSync(join(dir, "go"), "go\n");
+      await waitFor(() => existsSync(join(dir, "result")), 15000);
+      expect(readFileSync(join(dir, "result"), "utf8")).toStartWith("PASS");
+      expect(await r.exited).toBe(0);
+    } finally {
+      try { outer.kill(9); } catch {}
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

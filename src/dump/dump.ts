@@ -2,7 +2,7 @@
 // release (-R) or leave it stopped (-s). Any failure before the end releases the process
 // untouched (registers were restored after every injection).
 import { create, type DescMessage } from "@bufbuild/protobuf";
-import { accessSync, constants, mkdirSync, openSync, closeSync, writeSync, statSync, existsSync } from "node:fs";
+import { accessSync, constants, mkdirSync, openSync, closeSync, writeSync, statSync, existsSync, readlinkSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { freezeProcess, releaseProcess, type FrozenProcess } from "../ptrace/seize";
 import { RemoteMem } from "../ptrace/inject";
@@ -130,20 +130,25 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number): Du
   const twins: FdTwin[] = [];
   const stats: DumpStats = { freezingTime: Math.round(freezeMs * 1000), frozenTime: 0, memdumpTime: 0, memwriteTime: 0, pagesScanned: 0, pagesWritten: 0 };
   const pstree: Record<string, any>[] = [];
+  const ns = new NsView(tree[0].pid);
   tree.forEach((n, idx) => {
     const id = idx + 1;
-    const ids = { vmId: id, filesId: id, fsId: id, sighandId: id, pidNsId: 1, netNsId: 2, ipcNsId: 3, utsNsId: 4, mntNsId: 5, userNsId: 6, cgroupNsId: 7, timeNsId: 8 };
+    const ids = { vmId: id, filesId: id, fsId: id, sighandId: id, pidNsId: ns.ownPidNs ? 9 : 1, netNsId: 2, ipcNsId: 3, utsNsId: 4,
+      mntNsId: ns.ownMntNs ? 10 : 5, userNsId: 6, cgroupNsId: 7, timeNsId: 8 };
+    ns.check(n.pid);
+    const vpid = ns.v(n.pid), vppid = idx === 0 ? 0 : ns.v(n.ppid);
+    const { pgid, sid } = ns.groups(n.pid);
     if (n.zombie) {
       const z = n.zombie;
-      pstree.push({ pid: n.pid, ppid: n.ppid, pgid: z.pgid, sid: z.sid, threads: [n.pid] });
-      writeImage(d, `core-${n.pid}.img`, "CORE", [msg(S.core_entrySchema, {
+      pstree.push({ pid: vpid, ppid: vppid, pgid, sid, threads: [vpid] });
+      writeImage(d, `core-${vpid}.img`, "CORE", [msg(S.core_entrySchema, {
         mtype: 1, tc: { taskState: 2 /* TASK_DEAD */, exitCode: z.exitCode, personality: 0, flags: 0, blkSigset: 0n, comm: z.comm },
       })]);
       return;
     }
-    const r = dumpOne(n, id, ids, files, extra, twins, o, d);
+    const r = dumpOne(n, id, ids, files, extra, twins, o, d, ns);
     stats.memdumpTime += r.memUs; stats.pagesScanned += r.scanned; stats.pagesWritten += r.written;
-    pstree.push({ pid: n.pid, ppid: n.ppid, pgid: r.pgid, sid: r.sid, threads: r.tids });
+    pstree.push({ pid: vpid, ppid: vppid, pgid, sid, threads: r.tids });
   });
   writeImage(d, "inventory.img", "INVENTORY", [msg(S.inventory_entrySchema, {
     imgVersion: 2, fdinfoPerId: true, nsPerId: true, lsmtype: 0,
@@ -161,8 +166,9 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number): Du
 }
 
 /** One live process of the tree: its core, mm, pages, fds, fs and ids images. */
-function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: FileTable, extra: ImageSink, twins: FdTwin[], o: DumpOptions, d: string) {
+function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: FileTable, extra: ImageSink, twins: FdTwin[], o: DumpOptions, d: string, ns: NsView) {
   const pid = n.pid, mem = n.mem!;
+  const vpid = ns.v(pid);
   const task: TaskDump = dumpTask(n.fp!, mem);
   const fds: FdDump[] = dumpFds(pid, files, extra, { shellJob: o.shellJob, tcpEstablished: o.tcpEstablished, tcpClose: o.tcpClose }, twins);
   const cwdId = files.addPath(task.cwd, 0o10000000 /* O_PATH */);
@@ -191,19 +197,19 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
   const pr = dumpPages(pid, task.vmas, mem, d, id, o.compress);
   const memUs = Math.round((performance.now() - tMem) * 1000);
 
-  const tids = task.threads.map((t) => t.tid);
+  const tids = task.threads.map((t) => ns.v(pid, t.tid));
   for (const t of task.threads) {
     const core = { ...t.core };
     if (t.tid === pid) core.tc = task.threads[0].core.tc;
-    writeImage(d, `core-${t.tid}.img`, "CORE", [msg(S.core_entrySchema, core)]);
+    writeImage(d, `core-${ns.v(pid, t.tid)}.img`, "CORE", [msg(S.core_entrySchema, core)]);
   }
-  writeImage(d, `ids-${pid}.img`, "IDS", [msg(S.task_kobj_ids_entrySchema, ids)]);
-  writeImage(d, `mm-${pid}.img`, "MM", [msg(S.mm_entrySchema, task.mm)]);
-  writeImage(d, `pagemap-${pid}.img`, "PAGEMAP", [
+  writeImage(d, `ids-${vpid}.img`, "IDS", [msg(S.task_kobj_ids_entrySchema, ids)]);
+  writeImage(d, `mm-${vpid}.img`, "MM", [msg(S.mm_entrySchema, task.mm)]);
+  writeImage(d, `pagemap-${vpid}.img`, "PAGEMAP", [
     msg(S.pagemap_headSchema, { pagesId: id }),
     ...pr.runs.map((r) => msg(S.pagemap_entrySchema, { vaddr: r.vaddr, compatNrPages: r.nrPages, nrPages: BigInt(r.nrPages), flags: r.flags })),
   ]);
-  writeImage(d, `fs-${pid}.img`, "FS", [msg(S.fs_entrySchema, { cwdId, rootId, umask: task.umask })]);
+  writeImage(d, `fs-${vpid}.img`, "FS", [msg(S.fs_entrySchema, { cwdId, rootId, umask: task.umask })]);
   writeImage(d, `fdinfo-${ids.filesId}.img`, "FDINFO", fds.map((f) => msg(S.fdinfo_entrySchema, { id: f.id, flags: f.cloexec ? 1 : 0, type: f.type, fd: f.fd })));
   return { memUs, scanned: pr.scanned, written: pr.written, tids, pgid: task.stat.pgid, sid: task.stat.sid };
 }
@@ -213,3 +219,43 @@ function dumpPages(pid: number, vmas: TaskDump["vmas"], mem: RemoteMem, dir: str
   return pipelineDumpPages({ pid, vmas, memFd: mem.fd, dir, pagesId, compress }); // src/codec/pipeline.ts
 }
 void mkdirSync; void setRegs; void writeImageWithPayload;
+
+/**
+ * PIDs as the dumped tree sees them. A tree whose root is the init of its own PID namespace
+ * (unshare --pid --fork) is dumped with the PIDs of that namespace; images never hold our PIDs.
+ */
+class NsView {
+  ownPidNs: boolean;
+  ownMntNs: boolean;
+  private rootPidNs: string;
+  private cache = new Map<string, number>();
+  constructor(root: number) {
+    this.rootPidNs = readlinkSync(`/proc/${root}/ns/pid`);
+    this.ownPidNs = this.rootPidNs !== readlinkSync("/proc/self/ns/pid");
+    this.ownMntNs = readlinkSync(`/proc/${root}/ns/mnt`) !== readlinkSync("/proc/self/ns/mnt");
+    if (this.ownPidNs && this.v(root) !== 1) {
+      throw new CriuError("dump", `process ${root} lives in a PID namespace it is not the init of; dump that namespace's init instead`);
+    }
+  }
+  private last(pid: number, key: string, tid?: number): number {
+    const text = readFileSync(tid ? `/proc/${pid}/task/${tid}/status` : `/proc/${pid}/status`, "latin1");
+    const m = new RegExp(`^${key}:\\s*(.*)$`, "m").exec(text);
+    if (!m) throw new CriuError("dump", `process ${pid}: no ${key} in /proc/${pid}/status`);
+    const l = m[1].trim().split(/\s+/);
+    return Number(l[l.length - 1]);
+  }
+  /** the PID (or TID) in the tree's own namespace */
+  v(pid: number, tid?: number): number {
+    const k = `${pid}/${tid ?? ""}`;
+    let r = this.cache.get(k);
+    if (r === undefined) this.cache.set(k, (r = this.last(pid, "NSpid", tid)));
+    return r;
+  }
+  groups(pid: number) { return { pgid: this.last(pid, "NSpgid"), sid: this.last(pid, "NSsid") }; }
+  /** every process of the tree must be in the root's PID namespace (nested ones are not supported) */
+  check(pid: number) {
+    if (readlinkSync(`/proc/${pid}/ns/pid`) !== this.rootPidNs) {
+      throw new CriuError("dump", `process ${pid} is in a nested PID namespace; nested PID namespaces are not supported yet`);
+    }
+  }
+}

@@ -2,7 +2,7 @@
 //  - "sysstop" mode (dump): rip points at an existing `syscall` instruction of the target; we step
 //    through the syscall-entry and syscall-exit stops with PTRACE_SYSCALL.
 //  - "trap" mode (restore): rip points at our trampoline `syscall; int3`; one PTRACE_CONT, one SIGTRAP.
-import { getRegs, setRegs, ptrace, PTRACE, R, wait4Raw, W, type Regs, __WALL, describeStatus } from "../sys/ptrace";
+import { getRegs, setRegs, ptrace, PTRACE, R, wait4Raw, W, type Regs, __WALL, describeStatus, getEventMsg } from "../sys/ptrace";
 import { openFd, closeFd, preadFull, pwriteFull, O } from "../sys/mem";
 import { readVmas } from "../sys/proc";
 import { CriuError } from "../log";
@@ -28,6 +28,8 @@ export class Injector {
   saved: Regs;
   /** signals that arrived while we were injecting; re-delivered by the caller */
   caughtSignals: number[] = [];
+  /** PID (in criu-bun's namespace) of the last task this one forked or cloned during a call */
+  lastEventPid = 0;
   constructor(public tid: number, public syscallAddr: bigint, public mode: InjectMode, public mem: RemoteMem) {
     this.saved = getRegs(tid);
   }
@@ -59,6 +61,7 @@ export class Injector {
 
   /** Run syscall nr with args in the tracee; returns its raw result (negative = -errno). */
   call(nr: number, ...args: (number | bigint)[]): bigint {
+    this.lastEventPid = 0;
     const regs = new BigUint64Array(this.saved);
     regs[R.rip] = this.syscallAddr;
     regs[R.rax] = BigInt(nr);
@@ -72,7 +75,11 @@ export class Injector {
         const s = this.waitStop();
         const sig = W.stopSig(s);
         if (sig === 5 && W.event(s) === 0) break; // SIGTRAP from int3
-        if (W.event(s) !== 0) { ptrace(PTRACE.CONT, this.tid, 0, 0); continue; }
+        if (W.event(s) !== 0) {
+          if (W.event(s) >= 1 && W.event(s) <= 3) this.lastEventPid = getEventMsg(this.tid); // fork, vfork, clone
+          ptrace(PTRACE.CONT, this.tid, 0, 0);
+          continue;
+        }
         this.caughtSignals.push(sig);
         ptrace(PTRACE.CONT, this.tid, 0, 0);
       }

@@ -56,7 +56,10 @@ export interface DumpCtx {
 }
 
 export interface RestoreCtx {
+  /** the target as criu-bun sees it (ptrace, /proc from criu-bun) */
   pid: number;
+  /** the target's PID in its own namespace (what injected syscalls use) */
+  vpid: number;
   inj: Injector;
   mem: RemoteMem;
   dir: string;
@@ -78,12 +81,15 @@ export interface RestoreCtx {
   where: string;
 }
 
+/** An fd of a process under restore: pid as criu-bun sees it, vpid inside the restored namespace. */
+export interface Holder { pid: number; vpid?: number; fd: number }
+
 /** Files shared across the processes of one restore. */
 export class TreeFiles {
   /** file id -> where the restored open file description lives (pid, fd) */
-  owners = new Map<number, { pid: number; fd: number }>();
+  owners = new Map<number, Holder>();
   /** objects held open for other processes (pipe ends, socket peers ...) */
-  held = new Map<string, { pid: number; fd: number }>();
+  held = new Map<string, Holder>();
   /** per pid: fds to close once all processes have their files */
   toClose = new Map<number, number[]>();
 }

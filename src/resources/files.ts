@@ -8,7 +8,7 @@ import { NR } from "../sys/nr";
 import { closeFd, O } from "../sys/mem";
 import { FD_KINDS, kindByType } from "./kinds";
 import { regEntry } from "./reg";
-import type { ImageSink, DumpOpts, RestoreCtx } from "./fdkind";
+import type { ImageSink, DumpOpts, RestoreCtx, Holder } from "./fdkind";
 import type { Injector } from "../ptrace/inject";
 import type * as S from "../images/schemas";
 
@@ -102,9 +102,10 @@ export function precheckFds(fds: S.fdinfo_entry[], files: Map<number, S.file_ent
 }
 
 /** Inside process pid (through inj), a copy of another process's fd: the same open file description. */
-export function importFd(inj: Injector, pid: number, owner: { pid: number; fd: number }, what: string): number {
+export function importFd(inj: Injector, pid: number, owner: Holder, what: string): number {
   if (owner.pid === pid) return owner.fd;
-  const pidfd = Number(inj.call(NR.pidfd_open, owner.pid, 0));
+  // pidfd_open runs inside the target: it needs the owner's PID in the target's namespace
+  const pidfd = Number(inj.call(NR.pidfd_open, owner.vpid ?? owner.pid, 0));
   if (pidfd < 0) throw new CriuError("restore", `${what}: pidfd_open(${owner.pid}) failed (errno ${-pidfd})`);
   const fd = Number(inj.call(NR.pidfd_getfd, pidfd, owner.fd, 0));
   inj.call(NR.close, pidfd);
@@ -129,7 +130,7 @@ export function restoreFds(base: Omit<RestoreCtx, "high" | "where" | "hold" | "f
     if (r < 0) throw new CriuError("restore", `${what}: F_DUPFD failed (errno ${-r})`);
     return r;
   };
-  const imp = (owner: { pid: number; fd: number }, what: string) => owner.pid === base.pid ? owner.fd : high(importFd(inj, base.pid, owner, what), what);
+  const imp = (owner: Holder, what: string) => owner.pid === base.pid ? owner.fd : high(importFd(inj, base.pid, owner, what), what);
   const tree = base.tree;
   for (const fe of sorted) {
     if (temps.has(fe.id)) continue;
@@ -140,7 +141,7 @@ export function restoreFds(base: Omit<RestoreCtx, "high" | "where" | "hold" | "f
     const fd = kindByType(f.type)!.restore({
       ...base, high, where,
       hold(key, fd) {
-        tree.held.set(key, { pid: base.pid, fd });
+        tree.held.set(key, { pid: base.pid, vpid: base.vpid, fd });
         const l = tree.toClose.get(base.pid) ?? [];
         l.push(fd); tree.toClose.set(base.pid, l);
       },
@@ -155,7 +156,7 @@ export function restoreFds(base: Omit<RestoreCtx, "high" | "where" | "hold" | "f
   for (const fe of sorted) {
     const r = inj.call(NR.dup3, temps.get(fe.id)!, fe.fd, fe.flags & 1 ? O.CLOEXEC : 0);
     if (r < 0n) throw new CriuError("restore", `process ${base.pid} fd ${fe.fd}: dup3 failed (errno ${-r})`);
-    if (created.has(fe.id) && !tree.owners.has(fe.id)) tree.owners.set(fe.id, { pid: base.pid, fd: fe.fd });
+    if (created.has(fe.id) && !tree.owners.has(fe.id)) tree.owners.set(fe.id, { pid: base.pid, vpid: base.vpid, fd: fe.fd });
   }
   // second pass, once per file created here, now that every fd has its final number (epoll ...)
   const late = new Set<number>();

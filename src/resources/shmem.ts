@@ -52,7 +52,8 @@ export function shmemFd(o: {
   pid: number; inj: Injector; dir: string; tree: TreeFiles; shmid: bigint; size: bigint;
   /** the held fd goes at or above this number, clear of the fds the process will get back */
   floor: number;
-  str: (s: string) => bigint; importFd: (owner: { pid: number; fd: number }) => number;
+  vpid: number;
+  str: (s: string) => bigint; importFd: (owner: { pid: number; vpid?: number; fd: number }) => number;
 }): { fd: number; own: boolean } {
   const key = `shmem:${o.shmid}`;
   const held = o.tree.held.get(key);
@@ -79,7 +80,7 @@ export function shmemFd(o: {
       }
     } finally { closeFd(wfd); }
   }
-  o.tree.held.set(key, { pid: o.pid, fd });
+  o.tree.held.set(key, { pid: o.pid, vpid: o.vpid, fd });
   const l = o.tree.toClose.get(o.pid) ?? [];
   l.push(fd); o.tree.toClose.set(o.pid, l);
   return { fd, own: true };

@@ -20,6 +20,9 @@ export interface TaskImages {
 }
 export interface RestoreSet {
   dir: string;
+  /** the root was the init of its own PID namespace (and had its own mounts): recreate them */
+  newPidNs?: boolean;
+  newMntNs?: boolean;
   inventory: S.inventory_entry;
   files: Map<number, S.file_entry>;
   tasks: TaskImages[];
@@ -87,5 +90,9 @@ export function loadImages(dir: string): RestoreSet {
   for (const t of tasks.slice(1)) {
     if (!pids.has(t.ppid)) throw new CriuError("restore", `${dir}/pstree.img: process ${t.pid} has parent ${t.ppid}, which is not in the images`);
   }
-  return { dir, inventory, files, tasks };
+  const rootIds = tasks[0].ids, dumper = inventory.rootIds;
+  const newPidNs = !!(rootIds && dumper && rootIds.pidNsId !== dumper.pidNsId);
+  const newMntNs = !!(rootIds && dumper && rootIds.mntNsId !== dumper.mntNsId);
+  if (newPidNs && tasks[0].pid !== 1) throw new CriuError("restore", `${dir}: the tree lives in its own PID namespace but its root is PID ${tasks[0].pid}, not that namespace's init`);
+  return { dir, inventory, files, tasks, newPidNs, newMntNs };
 }

@@ -18,7 +18,8 @@ export interface RestoreOptions { dir: string; leaveStopped?: boolean; shellJob?
 /** Everything that can be checked before creating a process. */
 function precheck(set: RestoreSet) {
   for (const t of set.tasks) {
-    for (const tid of t.tids) if (!pidFree(tid)) throw new CriuError("restore", `PID ${tid} is in use`);
+    // in a fresh PID namespace every PID is free; here they must be
+    if (!set.newPidNs) for (const tid of t.tids) if (!pidFree(tid)) throw new CriuError("restore", `PID ${tid} is in use`);
     if (t.zombie) continue;
     precheckFds(t.fds, set.files, set.dir, t.pid);
     if (t.pagesFile) verifyPages(set.dir, t); // page checksums, before any process exists

@@ -1,5 +1,5 @@
 // Turning a puppet into one restored process: PID, address space, files, task state, threads.
-import { existsSync, openSync, closeSync, statSync } from "node:fs";
+import { existsSync, openSync, closeSync, statSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { syscall } from "../sys/syscall";
 import { NR } from "../sys/nr";
@@ -22,11 +22,19 @@ import { fillPages } from "../codec/pipeline";
 
 const TRAMP_SIZE = 5 * 4096; // code + scratch: 2 KiB of structs, then 4 path slots of 4 KiB
 const SCRATCH = 256n; // scratch data starts here inside the trampoline area
-const CLONE = { VM: 0x100, FS: 0x200, FILES: 0x400, SIGHAND: 0x800, PARENT: 0x8000, THREAD: 0x10000, SYSVSEM: 0x40000 };
+const CLONE = { VM: 0x100, FS: 0x200, FILES: 0x400, SIGHAND: 0x800, PARENT: 0x8000, THREAD: 0x10000, SYSVSEM: 0x40000, NEWPID: 0x20000000 };
 
 function hex(v: bigint | number) { return "0x" + v.toString(16); }
 
 /** A free 2-page hole clear of the dumped VMAs and of the puppet's own mappings. */
+/** The PID of a task in its own (innermost) PID namespace, from /proc/PID/status NSpid. */
+export function nsPid(hostPid: number): number {
+  const m = /^NSpid:\s*(.*)$/m.exec(readFileSync(`/proc/${hostPid}/status`, "latin1"));
+  if (!m) return hostPid;
+  const l = m[1].trim().split(/\s+/);
+  return Number(l[l.length - 1]);
+}
+
 export function pickTrampoline(set: RestoreSet, puppetPid: number): bigint {
   const taken: [bigint, bigint][] = set.tasks.flatMap((t) => (t.mm?.vmas ?? []).map((v): [bigint, bigint] => [v.start, v.end]));
   for (const v of readVmas(puppetPid)) taken.push([v.start, v.end]);
@@ -47,7 +55,12 @@ export interface Built {
 export class TaskBuilder {
   puppet = -1;
   pid = -1;
+  /** host tids of this process's threads (leader first); vtid() maps them to the image's ids */
   tids: number[] = [];
+  v = new Map<number, number>();
+  vtid(hostTid: number): number { return this.v.get(hostTid) ?? hostTid; }
+  /** this process lives in a new PID namespace made for the restore (root only) */
+  newPidNs = false;
   mem?: RemoteMem;
   inj?: Injector;
   tramp = 0n;
@@ -88,11 +101,13 @@ export class TaskBuilder {
     pinj.ok("close_range", NR.close_range, 0, 0xffffffff, 0);
     // clone3 with set_tid = [pid], CLONE_PARENT: the new process is criu-bun's child
     const args = new BigUint64Array(11);
+    // a tree dumped from the init of its own PID namespace comes back in a fresh one, as PID 1
+    this.newPidNs = t.pid === 1 && this.set.tasks.length > 0 && !!this.set.newPidNs;
     const tidArr = new BigUint64Array([BigInt(t.pid)]);
     const tidAddr = this.tramp + SCRATCH + 512n;
     pmem.write(tidAddr, new Uint8Array(tidArr.buffer));
     // CLONE_PARENT wants exit_signal 0: the puppet's SIGCHLD is inherited
-    args[0] = BigInt(CLONE.PARENT); args[4] = 0n; args[8] = tidAddr; args[9] = 1n;
+    args[0] = BigInt(CLONE.PARENT | (this.newPidNs ? CLONE.NEWPID : 0)); args[4] = 0n; args[8] = tidAddr; args[9] = 1n;
     const argsAddr = this.tramp + SCRATCH;
     pmem.write(argsAddr, new Uint8Array(args.buffer));
     pinj.syscallAddr = this.tramp;
@@ -102,7 +117,7 @@ export class TaskBuilder {
       throw new CriuError("restore", `clone3 with PID ${t.pid} failed (errno ${-child})`);
     }
     this.pid = Number(child);
-    if (this.pid !== t.pid) { syscall(NR.kill, this.pid, 9); throw new CriuError("restore", `clone3 gave PID ${this.pid} instead of ${t.pid}`); }
+    this.checkVpid(this.pid, t.pid);
     this.waitNewTask(this.pid);
     pmem.close();
     // the puppet has served its purpose
@@ -123,10 +138,17 @@ export class TaskBuilder {
     const a = parent.scratchWrite(0n, new Uint8Array(args.buffer));
     const child = parent.inj!.call(NR.clone3, a, 88);
     if (child < 0n) throw new CriuError("restore", child === -17n ? `PID ${t.pid} is in use` : `clone3 of ${t.pid} from ${parent.pid} failed (errno ${-child})`);
-    this.pid = Number(child);
-    if (this.pid !== t.pid) { syscall(NR.kill, this.pid, 9); throw new CriuError("restore", `clone3 gave PID ${this.pid} instead of ${t.pid}`); }
+    // clone3 answers in the parent's PID namespace; ptrace needs ours: the fork event tells it
+    this.pid = parent.inj!.lastEventPid || Number(child);
+    this.checkVpid(this.pid, t.pid);
     this.waitNewTask(this.pid);
     this.adopt();
+  }
+
+  /** The new task must have the image's PID in its own namespace. */
+  private checkVpid(hostPid: number, want: number) {
+    const ns = nsPid(hostPid);
+    if (ns !== want) { syscall(NR.kill, hostPid, 9); throw new CriuError("restore", `clone3 gave PID ${ns} instead of ${want}`); }
   }
 
   private adopt() {
@@ -138,7 +160,14 @@ export class TaskBuilder {
     this.inj = new Injector(this.pid, this.tramp, "trap", this.mem);
     this.injs.set(this.pid, this.inj);
     this.tids.push(this.pid);
-    log.info(`Created process ${this.pid}`);
+    this.v.set(this.pid, this.t.pid);
+    if (this.newPidNs && this.set.newMntNs) {
+      // the dumped init had its own mounts with a /proc of its PID namespace (unshare --mount-proc)
+      this.inj.ok("unshare(CLONE_NEWNS)", NR.unshare, 0x20000);
+      this.inj.ok("mount / private", NR.mount, 0, this.str("/"), 0, 0x4000 | 0x40000 /* MS_REC|MS_PRIVATE */, 0);
+      this.inj.ok("mount /proc", NR.mount, this.str("proc", 1), this.str("/proc", 2), this.str("proc", 3), 2 | 4 | 8, 0);
+    }
+    log.info(`Created process ${this.t.pid}${this.pid !== this.t.pid ? ` (${this.pid} here)` : ""}`);
   }
 
   private waitNewTask(tid: number) {
@@ -188,6 +217,7 @@ export class TaskBuilder {
             const got = shmemFd({
               pid: this.pid, inj, dir: this.set.dir, tree: this.tree, shmid: v.shmid, size, str: (s) => this.str(s),
               floor: this.t.fds.reduce((m, f) => Math.max(m, f.fd), 0) + 16,
+              vpid: this.t.pid,
               importFd: (owner) => importFd(inj, this.pid, owner, `process ${this.pid} shared memory`),
             });
             fd = got.fd;
@@ -262,7 +292,7 @@ export class TaskBuilder {
   restoreFiles() {
     const inj = this.inj!;
     restoreFds({
-      pid: this.pid, inj, mem: this.mem!, dir: this.set.dir, files: this.set.files, state: this.state, tree: this.tree,
+      pid: this.pid, vpid: this.t.pid, inj, mem: this.mem!, dir: this.set.dir, files: this.set.files, state: this.state, tree: this.tree,
       str: (s, slot = 0) => this.str(s, slot), scratch: (off, d) => this.scratchWrite(off, d),
     }, this.t.fds);
     const cwd = this.set.files.get(this.t.fs.cwdId)?.reg?.name;
@@ -295,7 +325,7 @@ export class TaskBuilder {
       if (r < 0n) log.warn(`process ${t.pid}: rlimit ${i} (${rl[i].cur}/${rl[i].max}) not restored (errno ${-r})`);
     }
     if (tc.oomScoreAdj !== undefined) {
-      try { require("node:fs").writeFileSync(`/proc/${t.pid}/oom_score_adj`, String(tc.oomScoreAdj)); } catch {}
+      try { require("node:fs").writeFileSync(`/proc/${this.pid}/oom_score_adj`, String(tc.oomScoreAdj)); } catch {}
     }
   }
 
@@ -311,16 +341,18 @@ export class TaskBuilder {
       const a = this.scratchWrite(0n, new Uint8Array(args.buffer));
       const r = inj.call(NR.clone3, a, 88);
       if (r < 0n) throw new CriuError("restore", r === -17n ? `TID ${tid} is in use` : `clone3 for thread ${tid} failed (errno ${-r})`);
-      this.waitNewTask(tid);
-      this.tids.push(tid);
-      this.injs.set(tid, new Injector(tid, this.tramp, "trap", this.mem!));
+      const host = inj.lastEventPid || Number(r);
+      this.waitNewTask(host);
+      this.tids.push(host);
+      this.v.set(host, tid);
+      this.injs.set(host, new Injector(host, this.tramp, "trap", this.mem!));
     }
   }
 
   /** Per-thread kernel state: tid address, robust list, rseq, altstack, name, creds. */
   restoreThreadState() {
     for (const tid of this.tids) {
-      const core = this.t.cores.get(tid)!;
+      const core = this.t.cores.get(this.vtid(tid))!;
       const inj = this.injs.get(tid)!;
       const tcore = core.threadCore!;
       inj.call(NR.set_tid_address, core.threadInfo!.clearTidAddr);
@@ -336,7 +368,7 @@ export class TaskBuilder {
         dv.setBigUint64(0, sas.ssSp, true); dv.setInt32(8, sas.ssFlags & ~1, true); dv.setBigUint64(16, sas.ssSize, true);
         inj.ok("sigaltstack", NR.sigaltstack, this.scratchWrite(0n, new Uint8Array(b)), 0);
       }
-      const comm = tcore.comm ?? (tid === this.t.pid ? this.t.cores.get(tid)!.tc!.comm : undefined);
+      const comm = tcore.comm ?? (this.vtid(tid) === this.t.pid ? this.t.cores.get(this.t.pid)!.tc!.comm : undefined);
       if (comm) inj.call(NR.prctl, 15 /* PR_SET_NAME */, this.str(comm), 0, 0, 0);
       if (tcore.creds) this.restoreCreds(inj, tcore.creds);
     }
@@ -365,7 +397,7 @@ export class TaskBuilder {
     };
     for (const s of tc.signalsS?.signals ?? []) queue(this.inj!, null, s.siginfo);
     for (const tid of this.tids) {
-      for (const s of this.t.cores.get(tid)!.threadCore?.signalsP?.signals ?? []) queue(this.injs.get(tid)!, tid, s.siginfo);
+      for (const s of this.t.cores.get(this.vtid(tid))!.threadCore?.signalsP?.signals ?? []) queue(this.injs.get(tid)!, this.vtid(tid), s.siginfo);
     }
     // POSIX timers with their old ids
     const inj = this.inj!;
@@ -411,7 +443,7 @@ export class TaskBuilder {
   /** Registers of every thread, trampoline unmapped from the leader itself, then let go. */
   finish() {
     for (const tid of this.tids) {
-      const core = this.t.cores.get(tid)!;
+      const core = this.t.cores.get(this.vtid(tid))!;
       const xsize = getXstate(tid).length;
       setXstate(tid, fpregsToXsave(core.threadInfo!.fpregs, xsize));
       for (const s of this.injs.get(tid)!.caughtSignals) (this.caught.get(tid) ?? this.caught.set(tid, []).get(tid)!).push(s);
@@ -432,9 +464,9 @@ export class TaskBuilder {
     }
     const res = BigInt.asIntN(64, getRegs(this.pid)[R.rax]);
     if (res !== 0n) throw new CriuError("restore", `munmap of the trampoline failed (errno ${-res})`);
-    const tc = this.t.cores.get(this.pid)!.tc!;
+    const tc = this.t.cores.get(this.t.pid)!.tc!;
     for (const tid of this.tids) {
-      const core = this.t.cores.get(tid)!;
+      const core = this.t.cores.get(this.vtid(tid))!;
       setRegs(tid, entryToRegs(core.threadInfo!.gpregs!));
       setSigmask(tid, core.threadCore?.blkSigset ?? tc.blkSigset);
     }
@@ -475,7 +507,7 @@ export class TaskBuilder {
       sig = st & 0x7f;
       this.inj!.call(NR.rt_sigaction, sig, this.scratchWrite(0n, new Uint8Array(32)), 0, 8); // SIG_DFL
       setSigmask(this.pid, 0n);
-      regs[R.rax] = BigInt(NR.kill); regs[R.rdi] = BigInt(this.pid); regs[R.rsi] = BigInt(sig);
+      regs[R.rax] = BigInt(NR.kill); regs[R.rdi] = BigInt(this.t.pid); regs[R.rsi] = BigInt(sig);
     }
     setRegs(this.pid, regs);
     ptrace(PTRACE.CONT, this.pid, 0, 0);
