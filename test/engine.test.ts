@@ -163,3 +163,21 @@ describe("images are CRIU's", () => {
     expect((await waitResult(w)).text).toStartWith("PASS");
   });
 });
+
+describe("credentials", () => {
+  test("a process running as uid/gid 1000 with supplementary groups keeps its credentials", async () => {
+    const w = await startWorkload("counter", [], { wrap: ["setpriv", "--reuid", "1000", "--regid", "1000", "--groups", "1001,1002", "--"] });
+    await Bun.sleep(100);
+    const before = readFileSync(`/proc/${w.pid}/status`, "utf8");
+    const line = (t: string, k: string) => new RegExp(`^${k}:\\s*(.*)$`, "m").exec(t)![1].trim();
+    expect(line(before, "Uid")).toBe("1000\t1000\t1000\t1000");
+    const dir = imagesDir("creds");
+    dump(w.pid, dir);
+    const r = await restore(dir, w.pid);
+    const after = readFileSync(`/proc/${w.pid}/status`, "utf8");
+    for (const k of ["Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd"]) expect(`${k}: ${line(after, k)}`).toBe(`${k}: ${line(before, k)}`);
+    trigger(w);
+    expect((await waitResult(w, 15000)).text).toStartWith("PASS");
+    expect(await r.proc.exited).toBe(0);
+  });
+});

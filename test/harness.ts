@@ -4,7 +4,7 @@
 // state and writes DIR/result ("PASS" or "FAIL: reason", then detail lines).
 // Engine tests put `criu-bun dump` + kill + `criu-bun restore` between ready and trigger.
 
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { constants, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
@@ -44,6 +44,8 @@ export interface StartOptions {
    * "file": stderr goes to DIR/stderr (a regular file the dump must then handle too).
    */
   stderr?: "file" | "null";
+  /** run the workload through this command (it must exec it: same pid), e.g. setpriv; DIR is made world-writable */
+  wrap?: string[];
   /** wait until the main thread sleeps in a syscall after ready (default: true for "block") */
   waitBlocked?: boolean;
 }
@@ -160,7 +162,8 @@ export async function startWorkload(name: string, args: string[] = [], opts: Sta
   const dir = mkdtempSync(join(tmpdir(), `criu-bun-wl-${name}-`));
   dirs.push(dir);
   const stderrPath = opts.stderr === "file" ? join(dir, "stderr") : null;
-  const proc = Bun.spawn([...argv, dir, ...args], {
+  if (opts.wrap) chmodSync(dir, 0o777);
+  const proc = Bun.spawn([...(opts.wrap ?? []), ...argv, dir, ...args], {
     cwd: dir,
     detached: true, // setsid(): own session and process group, as dump/restore expect
     stdin: "ignore",
