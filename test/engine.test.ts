@@ -1,9 +1,9 @@
 // The core engine on real processes: dump, kill, restore, and the workload verifies itself.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { readFileSync, readdirSync, existsSync } from "node:fs";
+import { readFileSync, readdirSync, existsSync, readlinkSync } from "node:fs";
 import { join } from "node:path";
-import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, isAlive, procState } from "./harness";
-import { dump, restore, imagesDir, cleanupImages } from "./engine-helpers";
+import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, isAlive, procState, criuBun } from "./harness";
+import { dump, restore, imagesDir, cleanupImages, waitReaped } from "./engine-helpers";
 
 beforeAll(async () => { await buildWorkloads(); }, 120_000);
 afterAll(() => { cleanup(); cleanupImages(); });
@@ -179,5 +179,37 @@ describe("credentials", () => {
     trigger(w);
     expect((await waitResult(w, 15000)).text).toStartWith("PASS");
     expect(await r.proc.exited).toBe(0);
+  });
+});
+
+describe("task attributes", () => {
+  test("umask, cwd, comm, nice, rlimits, oom_score_adj come back; -d, --pidfile and --display-stats", async () => {
+    const wrap = ["sh", "-c", 'umask 027; cd /tmp; echo 123 > /proc/self/oom_score_adj; exec nice -n 5 prlimit --nofile=512:1024 --core=0:0 "$0" "$@"'];
+    const w = await startWorkload("counter", [], { wrap });
+    await Bun.sleep(100);
+    const snap = (pid: number) => {
+      const st = readFileSync(`/proc/${pid}/status`, "utf8");
+      const f = readFileSync(`/proc/${pid}/stat`, "latin1").replace(/^.*\) /s, "").split(" ");
+      return {
+        umask: /^Umask:\s*(\S+)/m.exec(st)![1], cwd: readlinkSync(`/proc/${pid}/cwd`), comm: readFileSync(`/proc/${pid}/comm`, "utf8"),
+        nice: f[16], oom: readFileSync(`/proc/${pid}/oom_score_adj`, "utf8"),
+        limits: readFileSync(`/proc/${pid}/limits`, "utf8").split("\n").filter((l) => /open files|core file/.test(l)).join("\n"),
+      };
+    };
+    const before = snap(w.pid);
+    expect(before.umask).toBe("0027");
+    expect(before.nice).toBe("5");
+    const dir = imagesDir("attrs");
+    dump(w.pid, dir);
+    await waitReaped(w.pid);
+    const pidfile = join(dir, "restored.pid");
+    const r = criuBun(["restore", "-d", "-D", dir, "--pidfile", pidfile, "--display-stats"]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain("Restore time:");
+    expect(readFileSync(pidfile, "utf8").trim()).toBe(String(w.pid));
+    expect(isAlive(w.pid)).toBe(true); // -d: criu-bun is gone, the process runs on
+    expect(snap(w.pid)).toEqual(before);
+    trigger(w);
+    expect((await waitResult(w, 15000)).text).toStartWith("PASS");
   });
 });

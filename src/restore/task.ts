@@ -370,6 +370,10 @@ export class TaskBuilder {
       }
       const comm = tcore.comm ?? (this.vtid(tid) === this.t.pid ? this.t.cores.get(this.t.pid)!.tc!.comm : undefined);
       if (comm) inj.call(NR.prctl, 15 /* PR_SET_NAME */, this.str(comm), 0, 0, 0);
+      if (tcore.schedNice) {
+        const r = inj.call(NR.setpriority, 0 /* PRIO_PROCESS */, this.vtid(tid), tcore.schedNice);
+        if (r < 0n) log.warn(`thread ${this.vtid(tid)}: nice ${tcore.schedNice} not restored (errno ${-r})`);
+      }
       if (tcore.creds) this.restoreCreds(inj, tcore.creds);
     }
   }
