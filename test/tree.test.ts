@@ -140,3 +140,25 @@ describe("PID namespaces", () => {
     }
   });
 });
+
+describe("copy-on-write", () => {
+  test("a fork-heavy tree comes back without doubling its memory (PSS within 10%)", async () => {
+    const w = await startWorkload("forky", ["6"]);
+    await Bun.sleep(200);
+    const pids = () => [w.pid, ...childrenOf(w.pid)];
+    const pss = () => pids().reduce((s, p) => s + Number(/^Pss:\s+(\d+)/m.exec(readFileSync(`/proc/${p}/smaps_rollup`, "utf8"))![1]), 0);
+    const kids = childrenOf(w.pid);
+    expect(kids.length).toBe(6);
+    const before = pss();
+    const dir = imagesDir("cow");
+    dump(w.pid, dir);
+    const r = await restore(dir, w.pid);
+    for (const k of kids) await waitFor(() => isAlive(k));
+    const after = pss();
+    console.error(`forky PSS: ${before} kB before dump, ${after} kB after restore`);
+    expect(after).toBeLessThan(before * 1.1);
+    trigger(w);
+    expect((await waitResult(w, 15000)).text).toStartWith("PASS");
+    expect(await r.proc.exited).toBe(0);
+  });
+});

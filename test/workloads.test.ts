@@ -111,6 +111,7 @@ const failCases: [string, string[], string][] = [
   ["tree", ["--selftest-corrupt"], "report ignored"],
   ["shared", ["--selftest-corrupt"], "child never answered"],
   ["seccomp", ["--selftest-corrupt"], "seccomp mode 0"],
+  ["forky", ["--selftest-corrupt"], "child 0"],
   ["tcpserver", ["7198", "--expect=1"], "accepted 0 clients"],
 ];
 

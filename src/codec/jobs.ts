@@ -57,6 +57,8 @@ export interface RestoreJob {
   fileOff: number; rawLen: number; storedLen: number; flags: number;
   rawHash: bigint; storedHash: bigint; hasHash: boolean;
   segs: number[]; /* [vaddr, nPages, kind]* covering rawLen bytes */
+  /** the target inherited its memory from its parent: write only pages that differ from what is there */
+  cow?: boolean;
 }
 export type Job = DumpJob | RestoreJob;
 
@@ -165,9 +167,11 @@ export class BlockCore {
       if (n !== job.rawLen) throw new BlockError(`LZ4 block decodes to ${n} bytes, index says ${job.rawLen}`);
       if (job.hasHash && c.checksum(0, n) !== job.rawHash) throw new BlockError("checksum mismatch after decoding");
     }
-    // write, skipping zero pages of anonymous memory (the fresh mapping is zero already)
+    // write, skipping zero pages of anonymous memory (the fresh mapping is zero already) or, for
+    // memory inherited from the parent, every page that is already right (it stays shared, COW)
     const { pid, memFd } = this.init;
     const s = job.segs;
+    if (job.cow) { this.fillCow(job, out); return; }
     const zeros = c.zeroPages(0, job.rawLen / PAGE);
     let p = 0, written = 0;
     for (let i = 0; i < s.length; i += 3) {
@@ -176,6 +180,37 @@ export class BlockCore {
         if (anon && zeros[p + k]) { k++; continue; }
         let e = k + 1;
         while (e < n && !(anon && zeros[p + e])) e++;
+        const from = (p + k) * PAGE, len = (e - k) * PAGE, dst = BigInt(va + k * PAGE);
+        const r = kind & SEG_WRITABLE ? vmWrite(pid, dst, io, from, len) : -1;
+        if (r !== len) pwriteFull(memFd, io, dst, len, from, `write pages of ${pid} at 0x${dst.toString(16)}`);
+        written += e - k;
+        k = e;
+      }
+      p += n;
+    }
+    out.i32[I_RAW] = job.rawLen;
+    out.i32[I_WRITTEN] = written;
+  }
+
+  /** Compare each page with the target's current one (read into the area after the raw block). */
+  private fillCow(job: RestoreJob, out: Slot) {
+    const { pid, memFd } = this.init;
+    const io = this.io, s = job.segs, cmp = this.ZAT;
+    const a = new Uint32Array(io.buffer, io.byteOffset, io.length >> 2);
+    let p = 0, written = 0;
+    for (let i = 0; i < s.length; i += 3) {
+      const va = s[i], n = s[i + 1], kind = s[i + 2];
+      const got = preadFull(memFd, io, BigInt(va), n * PAGE, cmp, `read memory of ${pid}`);
+      if (got !== n * PAGE) throw new BlockError(`cannot read ${n * PAGE} bytes of process ${pid} at 0x${va.toString(16)}`);
+      for (let k = 0; k < n;) {
+        const same = (q: number) => {
+          const x = ((p + q) * PAGE) >> 2, y = (cmp + q * PAGE) >> 2;
+          for (let j = 0; j < 1024; j++) if (a[x + j] !== a[y + j]) return false;
+          return true;
+        };
+        if (same(k)) { k++; continue; }
+        let e = k + 1;
+        while (e < n && !same(e)) e++;
         const from = (p + k) * PAGE, len = (e - k) * PAGE, dst = BigInt(va + k * PAGE);
         const r = kind & SEG_WRITABLE ? vmWrite(pid, dst, io, from, len) : -1;
         if (r !== len) pwriteFull(memFd, io, dst, len, from, `write pages of ${pid} at 0x${dst.toString(16)}`);

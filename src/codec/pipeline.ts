@@ -338,10 +338,10 @@ function blockWhere(dir: string, t: PagesTask, l: PagesLayout, job: Block | Rest
     `holding the pages of process ${t.pid} at 0x${first.toString(16)}-0x${lastEnd.toString(16)}`;
 }
 
-function restoreJobs(op: "verify" | "fill", blocks: Generator<Block>): Iterator<JobIn<RestoreJob>> {
+function restoreJobs(op: "verify" | "fill", blocks: Generator<Block>, cow = false): Iterator<JobIn<RestoreJob>> {
   return (function* () {
     for (const b of blocks) {
-      yield { op, block: b.i, fileOff: b.fileOff, rawLen: b.rawLen, storedLen: b.storedLen, flags: b.flags, rawHash: b.rawHash, storedHash: b.storedHash, hasHash: b.hasHash, segs: b.segs };
+      yield { op, block: b.i, fileOff: b.fileOff, rawLen: b.rawLen, storedLen: b.storedLen, flags: b.flags, rawHash: b.rawHash, storedHash: b.storedHash, hasHash: b.hasHash, segs: b.segs, cow };
     }
   })();
 }
@@ -375,7 +375,7 @@ export function verifyPages(dir: string, t: PagesTask): void {
  * Write a task's pages into the process `pid` (its VMAs mapped already). memFd: its /proc/PID/mem
  * opened read-write (for pages process_vm_writev cannot write). Returns pages written.
  */
-export function fillPages(dir: string, t: PagesTask, pid: number, memFd: number): number {
+export function fillPages(dir: string, t: PagesTask, pid: number, memFd: number, cow = false): number {
   const l = layoutOf(dir, t);
   const path = join(dir, l.dataFile);
   const fd = openSync(path, "r");
@@ -386,7 +386,7 @@ export function fillPages(dir: string, t: PagesTask, pid: number, memFd: number)
   let written = 0;
   const t0 = performance.now();
   try {
-    pool.run<RestoreJob>(restoreJobs("fill", restoreBlocks(t, l)), (s) => { written += s.written; progress.add(s.rawLen); },
+    pool.run<RestoreJob>(restoreJobs("fill", restoreBlocks(t, l), cow), (s) => { written += s.written; progress.add(s.rawLen); },
       (s, job) => new CriuError("restore", `${blockWhere(dir, t, l, job)}: ${s.error()}`));
   } finally { pool.close(); progress.end(); closeSync(fd); }
   log.info(`Pages: ${written} written into ${pid} from ${l.dataFile} in ${(performance.now() - t0).toFixed(1)} ms, ${nw} worker(s)`);

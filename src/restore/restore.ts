@@ -66,12 +66,14 @@ export function restoreProcesses(o: RestoreOptions): { pid: number; ms: number; 
   const treeFiles = new TreeFiles();
   let forkMs = 0;
   try {
-    // 1. every process, parents before children (pstree order), each an empty shell for now
+    // 1. every process, parents before children (pstree order), each with its memory
     for (const t of set.tasks) {
       const b = new TaskBuilder(set, t, treeFiles);
       builders.push(b); byPid.set(t.pid, b);
       if (t === root) b.createFromPuppet(); else b.createFromParent(byPid.get(t.ppid)!);
       b.restoreSession(inTree, o.shellJob);
+      // memory before the children are forked from it: what they share stays shared
+      if (!t.zombie) b.restoreMemory();
     }
     // process groups: leaders first
     for (const b of builders) if (b.t.pgid === b.t.pid) b.restoreGroup();
@@ -81,7 +83,6 @@ export function restoreProcesses(o: RestoreOptions): { pid: number; ms: number; 
     // 2. each live process gets its memory, files, state and threads
     for (const b of builders) {
       if (b.t.zombie) continue;
-      b.restoreMemory();
       b.restoreMmFields();
       b.restoreFiles();
       b.restoreTaskState({ shellJob: o.shellJob });

@@ -35,6 +35,17 @@ export function nsPid(hostPid: number): number {
   return Number(l[l.length - 1]);
 }
 
+/** A VMA the child inherited from its parent that is exactly the dumped one. */
+function sameVma(v: S.vma_entry, c: { start: bigint; end: bigint; prot: number; shared: boolean; pgoff: bigint; inode: number; path: string; vmflags: string[] }, set: RestoreSet): boolean {
+  if (v.start !== c.start || v.end !== c.end || v.prot !== c.prot) return false;
+  if (((v.flags & MAP.SHARED) !== 0) !== c.shared) return false;
+  if (((v.flags & MAP.GROWSDOWN) !== 0) !== c.vmflags.includes("gd")) return false;
+  if (v.status & VMA.ANON_PRIVATE) return c.inode === 0 && !c.path.startsWith("/");
+  if (v.status & VMA.ANON_SHARED) return c.path.includes(`criu-bun-shmem-${v.shmid} `) || c.path.endsWith(`criu-bun-shmem-${v.shmid}`);
+  if (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) return c.pgoff === v.pgoff && set.files.get(Number(v.shmid))?.reg?.name === c.path;
+  return false;
+}
+
 export function pickTrampoline(set: RestoreSet, puppetPid: number): bigint {
   const taken: [bigint, bigint][] = set.tasks.flatMap((t) => (t.mm?.vmas ?? []).map((v): [bigint, bigint] => [v.start, v.end]));
   for (const v of readVmas(puppetPid)) taken.push([v.start, v.end]);
@@ -127,10 +138,13 @@ export class TaskBuilder {
     this.adopt();
   }
 
-  /** Fork this process, with its old PID, from its already created parent (still an empty shell). */
+  parent?: TaskBuilder;
+
+  /** Fork this process, with its old PID, from its parent (whose memory is already restored). */
   createFromParent(parent: TaskBuilder) {
     const t = this.t;
     this.tramp = parent.tramp;
+    this.parent = parent;
     const args = new BigUint64Array(11);
     args[4] = 17n; // SIGCHLD to the parent, as fork()
     args[8] = parent.scratchWrite(512n, new Uint8Array(new BigUint64Array([BigInt(t.pid)]).buffer));
@@ -143,6 +157,7 @@ export class TaskBuilder {
     this.checkVpid(this.pid, t.pid);
     this.waitNewTask(this.pid);
     this.adopt();
+    this.inj!.ok("close_range", NR.close_range, 0, 0xffffffff, 0); // the parent's held fds are not ours
   }
 
   /** The new task must have the image's PID in its own namespace. */
@@ -183,18 +198,29 @@ export class TaskBuilder {
   /** Unmap the puppet's memory, put the vDSO where it was, map every VMA and fill the pages. */
   restoreMemory() {
     const inj = this.inj!, mm = this.t.mm, pid = this.pid;
-    const keep = new Set(["[vdso]", "[vvar]", "[vvar_vclock]"]);
+    const special = new Set(["[vdso]", "[vvar]", "[vvar_vclock]"]);
     const cur = readVmas(pid);
-    for (const v of cur) {
-      if (v.start === this.tramp || keep.has(v.path) || v.path === "[vsyscall]") continue;
-      inj.ok("munmap", NR.munmap, v.start, v.end - v.start);
+    // A child forked from its restored parent already has the parent's memory: every VMA it
+    // shares with the parent stays, so its pages stay copy-on-write shared as they were.
+    const kept = new Set<bigint>();
+    for (const c of cur) {
+      if (c.start === this.tramp || special.has(c.path) || c.path === "[vsyscall]") continue;
+      const v = this.parent && mm.vmas.find((x) => sameVma(x, c, this.set));
+      if (v) { kept.add(v.start); continue; }
+      inj.ok("munmap", NR.munmap, c.start, c.end - c.start);
     }
-    this.placeVdso(cur);
+    const dv = mm.vmas.find((x) => x.status & VMA.VDSO), cv = cur.find((c) => c.path === "[vdso]");
+    if (!(this.parent && dv && cv && dv.start === cv.start && dv.end === cv.end)) this.placeVdso(cur);
+    if (kept.size) this.forgetParentPages(kept);
     // map every VMA
     const fileFds = new Map<bigint, number>();
     try {
       for (const v of mm.vmas) {
         if (v.status & (VMA.VDSO | VMA.VVAR) && !(v.status & VMA.ANON_PRIVATE)) continue;
+        if (kept.has(v.start)) {
+          if (v.madv) for (let b = 0n; b < 64n; b++) if (v.madv & (1n << b)) inj.call(NR.madvise, v.start, v.end - v.start, b);
+          continue;
+        }
         const len = v.end - v.start;
         let fd = -1;
         let flags = (v.flags & (MAP.SHARED | MAP.PRIVATE | MAP.ANONYMOUS | MAP.GROWSDOWN)) | MAP.FIXED;
@@ -260,8 +286,28 @@ export class TaskBuilder {
     }
   }
 
+  /** In kept VMAs: pages the parent wrote that this process does not have go back to zero / file. */
+  private forgetParentPages(kept: Set<bigint>) {
+    const mine = this.t.pagemap.filter((e) => e.flags & 4).map((e) => [e.vaddr, e.vaddr + BigInt(e.nrPages * PAGE)] as [bigint, bigint]);
+    for (const pe of this.parent!.t.pagemap) {
+      if (!(pe.flags & 4)) continue;
+      const v = this.t.mm.vmas.find((x) => kept.has(x.start) && x.start <= pe.vaddr && pe.vaddr < x.end);
+      if (!v || v.status & (VMA.ANON_SHARED | VMA.FILE_SHARED)) continue;
+      // [pe.vaddr, end) minus my own runs
+      let a = pe.vaddr;
+      const end = pe.vaddr + BigInt(pe.nrPages * PAGE);
+      for (const [s, e] of mine) {
+        if (e <= a || s >= end) continue;
+        if (s > a) this.inj!.call(NR.madvise, a, s - a, 4 /* MADV_DONTNEED */);
+        a = e > a ? e : a;
+        if (a >= end) break;
+      }
+      if (a < end) this.inj!.call(NR.madvise, a, end - a, 4 /* MADV_DONTNEED */);
+    }
+  }
+
   private fillPages() {
-    fillPages(this.set.dir, this.t, this.pid, this.mem!.fd); // src/codec/pipeline.ts
+    fillPages(this.set.dir, this.t, this.pid, this.mem!.fd, !!this.parent); // src/codec/pipeline.ts
   }
 
   /** mm fields, auxv and exe link in one PR_SET_MM_MAP. */
