@@ -162,3 +162,17 @@ describe("copy-on-write", () => {
     expect(await r.proc.exited).toBe(0);
   });
 });
+
+describe("pipes with data in flight", () => {
+  test("in one process, both directions between parent and child, a big O_NONBLOCK pipe", async () => {
+    const w = await startWorkload("pipes");
+    await Bun.sleep(150);
+    const dir = imagesDir("pipes");
+    dump(w.pid, dir);
+    expect(readdirSync(dir)).toContain("pipes-data.img");
+    const r = await restore(dir, w.pid);
+    trigger(w);
+    expect((await waitResult(w, 15000)).text).toStartWith("PASS");
+    expect(await r.proc.exited).toBe(0);
+  });
+});

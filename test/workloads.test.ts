@@ -112,6 +112,7 @@ const failCases: [string, string[], string][] = [
   ["shared", ["--selftest-corrupt"], "child never answered"],
   ["seccomp", ["--selftest-corrupt"], "seccomp mode 0"],
   ["forky", ["--selftest-corrupt"], "child 0"],
+  ["pipes", ["--selftest-corrupt"], "p1 data differs"],
   ["tcpserver", ["7198", "--expect=1"], "accepted 0 clients"],
 ];
 
