@@ -315,17 +315,20 @@ function restoreInet(ctx: RestoreCtx, k: S.inet_sk_entry): number {
       if (r < 0n) fail("connect", r);
     }
   }
-  restoreSkOpts(k, tcp, setopt, where);
   if (unsent?.length) {
-    // the tail that had not been sent yet goes out the normal way
-    let off = 0;
+    // The tail that had not been sent yet goes out the normal way, while the send buffer is
+    // still forced large (the program's own SO_SNDBUF comes back after); if the buffer is full
+    // anyway (its accounting counts overhead too), grow it and go on.
+    let off = 0, grow = Math.max(unsent.length * 4, 1 << 20);
     while (off < unsent.length) {
       const part = unsent.subarray(off);
       const n = withTargetBuffer(ctx, part, (a) => Number(inj.call(NR.sendto, fdT, a, part.length, 0x40, 0, 0)));
+      if (n === -11 && grow < 1 << 28) { setInt(SOL.SOCKET, SO.SNDBUFFORCE, grow, "SO_SNDBUFFORCE"); grow *= 2; continue; }
       if (n < 0) fail(`sending the ${unsent.length - off} unsent bytes`, n);
       off += n;
     }
   }
+  restoreSkOpts(k, tcp, setopt, where);
   const fl = k.flags & (0o4000 /* O_NONBLOCK */ | 0o20000 /* O_ASYNC */);
   if (fl) call("fcntl(F_SETFL)", NR.fcntl, fdT, 4, fl);
   return fdT;
