@@ -190,3 +190,37 @@ describe("cli", () => {
   });
 });
 void mkdirSync;
+
+describe("failures in the middle leave nothing behind", () => {
+  test("a dump failing after every image is written releases the whole tree untouched", async () => {
+    const w = await startWorkload("tree");
+    await Bun.sleep(100);
+    const r = criuBun(["dump", "-t", String(w.pid), "-D", imagesDir("fault-dump")], { env: { CRIU_BUN_FAULT: "dump-end" } });
+    expect(r.code).not.toBe(0);
+    expect(errorLines(r.stderr)).toEqual(["Error (dump): injected fault 'dump-end' (CRIU_BUN_FAULT)"]);
+    expect(readFileSync(`/proc/${w.pid}/status`, "utf8")).toMatch(/TracerPid:\s*0\n/);
+    trigger(w);
+    expect((await waitResult(w)).text).toStartWith("PASS");
+  });
+
+  for (const stage of ["restore-files", "restore-end"]) {
+    test(`a restore failing at ${stage} kills every process it built`, async () => {
+      const w = await startWorkload("tree");
+      await Bun.sleep(100);
+      const pids = [w.pid, ...readdirSync(w.dir).filter((f) => f.startsWith("s-")).map((f) => Number(readFileSync(join(w.dir, f), "utf8").split(" ")[0]))];
+      const dir = imagesDir("fault-restore");
+      dump(w.pid, dir);
+      for (const p of pids) await waitReaped(p).catch(() => {});
+      const r = criuBun(["restore", "-d", "-D", dir], { env: { CRIU_BUN_FAULT: stage } });
+      expect(r.code).not.toBe(0);
+      expect(errorLines(r.stderr)).toEqual([`Error (restore): injected fault '${stage}' (CRIU_BUN_FAULT)`]);
+      await Bun.sleep(200);
+      for (const p of pids) expect({ p, alive: isAlive(p) }).toEqual({ p, alive: false });
+      // and the images are still good
+      const rr = await restore(dir, w.pid);
+      trigger(w);
+      expect((await waitResult(w, 15000)).text).toStartWith("PASS");
+      expect(await rr.proc.exited).toBe(0);
+    });
+  }
+});

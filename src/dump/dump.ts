@@ -19,6 +19,7 @@ import { VMA } from "../resources/vma";
 import { writeImage, writeImageWithPayload } from "../images/image";
 import * as S from "../images/schemas";
 import { CriuError, log } from "../log";
+import { fault } from "../fault";
 import { netDumpEnd } from "../resources/inet";
 
 export interface DumpOptions {
@@ -96,6 +97,7 @@ export function dumpProcess(o: DumpOptions): DumpStats {
   try {
     for (const n of tree) if (n.fp) n.mem = new RemoteMem(n.pid);
     stats = collectAndWrite(tree, o, tFrozen - t0);
+    fault("dump-end", "dump");
   } catch (e) {
     netDumpEnd("failed");
     for (const n of tree) { n.mem?.close(); if (n.fp) releaseProcess(n.fp); }

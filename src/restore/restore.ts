@@ -11,6 +11,7 @@ import { TreeFiles } from "../resources/fdkind";
 import { verifyPages } from "../codec/pipeline";
 import { O } from "../sys/mem";
 import { CriuError, log } from "../log";
+import { fault } from "../fault";
 import { netRestoreBegin, netRestoreEnd } from "../resources/inet";
 
 export interface RestoreOptions { dir: string; leaveStopped?: boolean; shellJob?: boolean; pidfile?: string; tcpClose?: boolean }
@@ -85,6 +86,7 @@ export function restoreProcesses(o: RestoreOptions): { pid: number; ms: number; 
       if (b.t.zombie) continue;
       b.restoreMmFields();
       b.restoreFiles();
+      fault("restore-files", "restore");
       b.restoreTaskState({ shellJob: o.shellJob });
       b.createThreads();
       b.restoreThreadState();
@@ -93,6 +95,7 @@ export function restoreProcesses(o: RestoreOptions): { pid: number; ms: number; 
     for (const b of builders) if (!b.t.zombie) b.closeHeld();
     // 3. registers, trampolines gone; 4. all go at once
     for (const b of builders) if (!b.t.zombie) b.finish();
+    fault("restore-end", "restore");
   } catch (e) {
     for (const b of [...builders].reverse()) b.abort();
     throw e;
