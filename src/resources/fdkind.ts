@@ -70,6 +70,8 @@ export interface RestoreCtx {
   scratch(off: bigint, data: Uint8Array): bigint;
   /** move a target fd above every fd number being restored; returns the new number */
   high(fd: number, what: string): number;
+  /** restore options that kinds care about */
+  opts?: { shellJob?: boolean };
   /** state shared between fds of one kind within this process's restore */
   state: Map<string, any>;
   /** the whole restore's shared state: objects other processes may need (see hold/fdFrom) */
@@ -102,7 +104,7 @@ export interface FdKind {
   /** create the file entry (through ctx.files) and extra images; returns the file id */
   dump(ctx: DumpCtx): number;
   /** checks before any process is created */
-  precheck?(f: S.file_entry, dir: string, where: string): void;
+  precheck?(f: S.file_entry, dir: string, where: string, opts?: { shellJob?: boolean }): void;
   /** create the object in the target, return a target fd (moved high with ctx.high) */
   restore(ctx: RestoreCtx, f: S.file_entry, fe: S.fdinfo_entry): number;
   /** second pass, once per file, after every fd has its final number (epoll targets ...);

@@ -90,14 +90,14 @@ export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: 
 }
 
 /** Checks of every fd's file before any process is created. */
-export function precheckFds(fds: S.fdinfo_entry[], files: Map<number, S.file_entry>, dir: string, pid: number) {
+export function precheckFds(fds: S.fdinfo_entry[], files: Map<number, S.file_entry>, dir: string, pid: number, opts: { shellJob?: boolean } = {}) {
   for (const fe of fds) {
     const f = files.get(fe.id);
     const where = `process ${pid} fd ${fe.fd}`;
     if (!f) throw new CriuError("restore", `${where}: file id ${fe.id} is not in files.img`);
     const kind = kindByType(f.type);
     if (!kind) throw new CriuError("restore", `${where}: file kind ${f.type} is not supported yet`);
-    kind.precheck?.(f, dir, where);
+    kind.precheck?.(f, dir, where, opts);
   }
 }
 

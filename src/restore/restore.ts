@@ -17,12 +17,12 @@ import { netRestoreBegin, netRestoreEnd } from "../resources/inet";
 export interface RestoreOptions { dir: string; leaveStopped?: boolean; shellJob?: boolean; pidfile?: string; tcpClose?: boolean }
 
 /** Everything that can be checked before creating a process. */
-function precheck(set: RestoreSet) {
+function precheck(set: RestoreSet, o: RestoreOptions) {
   for (const t of set.tasks) {
     // in a fresh PID namespace every PID is free; here they must be
     if (!set.newPidNs) for (const tid of t.tids) if (!pidFree(tid)) throw new CriuError("restore", `PID ${tid} is in use`);
     if (t.zombie) continue;
-    precheckFds(t.fds, set.files, set.dir, t.pid);
+    precheckFds(t.fds, set.files, set.dir, t.pid, { shellJob: o.shellJob });
     if (t.pagesFile) verifyPages(set.dir, t); // page checksums, before any process exists
     for (const v of t.mm.vmas) {
       if (v.status & ((1 << 6) | (1 << 7))) {
@@ -59,7 +59,7 @@ export function restoreProcesses(o: RestoreOptions): { pid: number; ms: number; 
   const t0 = performance.now();
   const set = loadImages(o.dir);
   netRestoreBegin({ tcpClose: o.tcpClose });
-  precheck(set);
+  precheck(set, o);
   const root = set.tasks[0];
   const builders: TaskBuilder[] = [];
   const byPid = new Map<number, TaskBuilder>();
@@ -85,7 +85,7 @@ export function restoreProcesses(o: RestoreOptions): { pid: number; ms: number; 
     for (const b of builders) {
       if (b.t.zombie) continue;
       b.restoreMmFields();
-      b.restoreFiles();
+      b.restoreFiles({ shellJob: o.shellJob });
       fault("restore-files", "restore");
       b.restoreTaskState({ shellJob: o.shellJob });
       b.createThreads();

@@ -335,10 +335,10 @@ export class TaskBuilder {
     if (r < 0n) throw new CriuError("restore", `prctl(PR_SET_MM_MAP) failed for ${this.pid} (errno ${-r})`);
   }
 
-  restoreFiles() {
+  restoreFiles(opts: { shellJob?: boolean } = {}) {
     const inj = this.inj!;
     restoreFds({
-      pid: this.pid, vpid: this.t.pid, inj, mem: this.mem!, dir: this.set.dir, files: this.set.files, state: this.state, tree: this.tree,
+      pid: this.pid, vpid: this.t.pid, inj, mem: this.mem!, dir: this.set.dir, files: this.set.files, state: this.state, tree: this.tree, opts,
       str: (s, slot = 0) => this.str(s, slot), scratch: (off, d) => this.scratchWrite(off, d),
     }, this.t.fds);
     const cwd = this.set.files.get(this.t.fs.cwdId)?.reg?.name;
