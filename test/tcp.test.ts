@@ -3,7 +3,7 @@
 // python3 clients (tcp_client.py, never dumped) have data in flight both ways; the clients check
 // their own byte streams, a packet capture (tcp_sniff.py, AF_PACKET) and the namespace's TCP
 // counters show that no RST was sent.
-import { test, expect, beforeAll, afterAll } from "bun:test";
+import { test, expect, beforeAll, afterAll, describe } from "bun:test";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, renameSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -268,3 +268,35 @@ test("without --tcp-established the dump refuses established connections; --leav
 }, 120_000);
 
 function kill(pid: number) { try { process.kill(pid, "SIGKILL"); } catch {} }
+
+describe("UDP", () => {
+  test("bound (IPv4, IPv6) and connected UDP sockets keep their addresses and work after restore", async () => {
+    const { startWorkload, trigger, waitResult } = await import("./harness");
+    const { dump: dumpW, restore: restoreW, imagesDir } = await import("./engine-helpers");
+    const dgram = await import("node:dgram");
+    const port = 7300 + Math.floor(Math.random() * 200) * 3;
+    const peer = dgram.createSocket("udp4");
+    await new Promise<void>((r) => peer.bind(port + 2, "127.0.0.1", () => r()));
+    const got: string[] = [];
+    peer.on("message", (m) => got.push(m.toString()));
+    const w = await startWorkload("udp.py", [String(port)]);
+    const dir = imagesDir("udp");
+    dumpW(w.pid, dir);
+    const r = await restoreW(dir, w.pid);
+    trigger(w);
+    const replies: string[] = [];
+    for (const [fam, host, p] of [["udp4", "127.0.0.1", port], ["udp6", "::1", port + 1]] as const) {
+      const s = dgram.createSocket(fam);
+      const reply = new Promise<string>((res) => s.on("message", (m) => res(m.toString())));
+      s.send("ping", p, host);
+      replies.push(await reply);
+      s.close();
+    }
+    expect(replies).toEqual(["pong:v4:ping", "pong:v6:ping"]);
+    expect((await waitResult(w, 15000)).text).toStartWith("PASS");
+    expect(await r.proc.exited).toBe(0);
+    for (let i = 0; i < 100 && !got.length; i++) await Bun.sleep(10);
+    expect(got).toEqual(["hello from the connected socket"]);
+    peer.close();
+  });
+});
