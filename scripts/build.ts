@@ -33,7 +33,7 @@ await step("proto -> src/images/gen", async () => {
 if (!process.argv.includes("--no-compile")) {
   await step("bun build --compile -> ./criu-bun", async () => {
     // src/codec/worker.ts: the page Workers' entry point, embedded as a second entry
-    await $`${bin}/bun build --compile --minify-syntax --minify-whitespace src/main.ts src/codec/worker.ts --outfile criu-bun`.quiet();
+    await $`${bin}/bun build --compile --bytecode --minify-syntax --minify-whitespace src/main.ts src/codec/worker.ts --outfile criu-bun`.quiet();
   });
   if (!existsSync("criu-bun")) { console.error("build: ./criu-bun missing"); process.exit(1); }
 }

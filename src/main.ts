@@ -1,6 +1,5 @@
 #!/usr/bin/env bun
-// criu-bun entry point.
+// criu-bun entry point. (No top-level await: the executable is compiled to bytecode.)
 import { main } from "./cli/index";
 
-const code = await main(process.argv.slice(2));
-process.exit(code);
+main(process.argv.slice(2)).then((code) => process.exit(code));

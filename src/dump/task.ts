@@ -101,8 +101,16 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
   try {
     brk = BigInt.asUintN(64, inj.call(NR.brk, 0));
     inj.withScratch(64, (scratch) => {
+      // Only caught signals (SigCgt) need their sigaction read from inside; the others are
+      // SIG_DFL or SIG_IGN (SigIgn) with nothing else that matters. SIGCHLD is always read
+      // (SA_NOCLDWAIT / SA_NOCLDSTOP change behaviour even with SIG_DFL).
+      const caught = hexMask(status.SigCgt), ignored = hexMask(status.SigIgn);
       for (let sig = 1; sig <= 64; sig++) {
-        if (sig === 9 || sig === 19) { sigactions.push({ sigaction: 0n, flags: 0n, restorer: 0n, mask: 0n }); continue; }
+        const bit = 1n << BigInt(sig - 1);
+        if (sig === 9 || sig === 19 || (!(caught & bit) && sig !== 17)) {
+          sigactions.push({ sigaction: ignored & bit ? 1n : 0n, flags: 0n, restorer: 0n, mask: 0n });
+          continue;
+        }
         const r = inj.call(NR.rt_sigaction, sig, 0, scratch, 8);
         if (r < 0n) throw new CriuError("dump", `rt_sigaction(${sig}) in ${pid} failed (${-r})`);
         const b = mem.read(scratch, 32);
