@@ -5,11 +5,9 @@ import { restoreProcesses } from "../restore/restore";
 import { wait4Raw, W } from "../sys/ptrace";
 
 export async function run(opts: Opts, _args: string[]): Promise<number> {
-  const t0 = performance.now();
   const pidfile = opts.pidfile ? (isAbsolute(opts.pidfile) ? opts.pidfile : join(opts.workDir ?? opts.imagesDir, opts.pidfile)) : undefined;
   const st = restoreProcesses({ dir: opts.imagesDir, leaveStopped: !!opts.leaveStopped, shellJob: !!opts.shellJob, pidfile, tcpClose: !!opts.tcpClose });
   const pid = st.pid;
-  const ms = performance.now() - t0;
   if (opts.displayStats) {
     process.stdout.write(`Displaying restore stats:\nPages compared: 0\nPages skipped COW: 0\nPages restored: ${st.pages}\n` +
       `Restore time: ${(st.ms / 1000).toFixed(6)} s\nForking time: ${(st.forkMs / 1000).toFixed(6)} s\n`);

@@ -2,11 +2,10 @@
 // release (-R) or leave it stopped (-s). Any failure before the end releases the process
 // untouched (registers were restored after every injection).
 import { create, type DescMessage } from "@bufbuild/protobuf";
-import { accessSync, constants, mkdirSync, openSync, closeSync, writeSync, statSync, existsSync, readlinkSync, readFileSync } from "node:fs";
+import { accessSync, constants, openSync, closeSync, statSync, existsSync, readlinkSync, readFileSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import { freezeProcess, releaseProcess, type FrozenProcess } from "../ptrace/seize";
 import { RemoteMem } from "../ptrace/inject";
-import { setRegs } from "../sys/ptrace";
 import { syscall } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { dumpTask, type TaskDump } from "./task";
@@ -16,7 +15,7 @@ import { readStat, listChildren } from "../sys/proc";
 import { ImageSink } from "../resources/fdkind";
 import { dumpShmem } from "../resources/shmem";
 import { VMA } from "../resources/vma";
-import { writeImage, writeImageWithPayload } from "../images/image";
+import { writeImage } from "../images/image";
 import * as S from "../images/schemas";
 import { CriuError, log } from "../log";
 import { fault } from "../fault";
@@ -36,7 +35,7 @@ function checkImagesDir(dir: string) {
   catch (e: any) { throw new CriuError("dump", `images directory '${dir}' is not writable (${e.code ?? e.message})`); }
   // root passes access(W_OK) even on read-only mounts: really try
   const probe = join(dir, `.criu-bun-probe-${process.pid}`);
-  try { closeSync(openSync(probe, "w")); require("node:fs").unlinkSync(probe); }
+  try { closeSync(openSync(probe, "w")); unlinkSync(probe); }
   catch (e: any) { throw new CriuError("dump", `images directory '${dir}' is not writable (${e.code ?? e.message})`); }
 }
 
@@ -220,7 +219,6 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
 function dumpPages(pid: number, vmas: TaskDump["vmas"], mem: RemoteMem, dir: string, pagesId: number, compress?: boolean) {
   return pipelineDumpPages({ pid, vmas, memFd: mem.fd, dir, pagesId, compress }); // src/codec/pipeline.ts
 }
-void mkdirSync; void setRegs; void writeImageWithPayload;
 
 /**
  * PIDs as the dumped tree sees them. A tree whose root is the init of its own PID namespace

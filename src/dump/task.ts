@@ -1,6 +1,6 @@
 // Collecting one frozen process: threads, memory layout, task state. Produces plain init objects
 // shaped like CRIU's protobuf messages (camelCase field names of the generated code).
-import { getRegs, getXstate, getSigmask, getRseqConfig, peekSiginfo, R, REG_NAMES, type Regs, setRegs } from "../sys/ptrace";
+import { getRegs, getXstate, getSigmask, getRseqConfig, peekSiginfo, R, REG_NAMES, type Regs } from "../sys/ptrace";
 import { readStat, readStatus, readLimits, readAuxv, readLink, readText, type ProcStat } from "../sys/proc";
 import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
@@ -233,4 +233,3 @@ export function readPosixTimers(pid: number): PosixTimerInfo[] {
   }
   return out;
 }
-void setRegs; void getSigmask;

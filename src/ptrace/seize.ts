@@ -1,5 +1,5 @@
 // Freezing: seize every thread of a process, interrupt it and wait for the stop.
-import { seize, interrupt, wait4Raw, detach, W, PTRACE_EVENT, PTRACE, ptrace, __WALL, describeStatus, cont } from "../sys/ptrace";
+import { seize, interrupt, wait4Raw, detach, W, PTRACE_EVENT, PTRACE, ptrace, __WALL, describeStatus } from "../sys/ptrace";
 import { listTids } from "../sys/proc";
 import { addr } from "../sys/syscall";
 import { errnoName } from "../sys/errno";
@@ -86,4 +86,3 @@ export function releaseThread(t: FrozenThread) {
 export function releaseProcess(p: FrozenProcess) {
   for (const t of p.threads) releaseThread(t);
 }
-void cont;

@@ -1,12 +1,10 @@
-// Memory: VMAs from /proc/PID/smaps, pages picked with /proc/PID/pagemap, read with
-// process_vm_readv (or /proc/PID/mem for unreadable areas), zero pages of private anonymous
-// memory left out. Restore side maps every VMA and writes pages through /proc/PID/mem.
+// Memory: VMAs from /proc/PID/smaps, classified as CRIU does, and the pages worth saving picked
+// with /proc/PID/pagemap. The bytes themselves move through the page pipeline (src/codec/
+// pipeline.ts); the restore side is in src/restore/task.ts.
 import { readVmas, type Vma } from "../sys/proc";
 import { openFd, closeFd, preadFull, O } from "../sys/mem";
-import { vmRead } from "../sys/mem";
-import { VMA, MAP, PE, PAGE, madvFromVmFlags } from "./vma";
-import { CriuError, log } from "../log";
-import type { RemoteMem } from "../ptrace/inject";
+import { VMA, MAP, PE, madvFromVmFlags } from "./vma";
+import { CriuError } from "../log";
 
 export interface DumpedVma {
   start: bigint; end: bigint; pgoff: bigint; shmid: bigint; prot: number; flags: number; status: number;
@@ -83,74 +81,4 @@ export function pagesToDump(pid: number, vmas: DumpedVma[]): PageRun[] {
     }
   } finally { closeFd(fd); }
   return runs;
-}
-
-export interface PageSink {
-  /** called with consecutive pages of one run (after zero elision): data.length = nrPages*4096 */
-  write(vaddr: bigint, data: Uint8Array, off: number, nrPages: number): void;
-}
-
-function isZeroPage(u32: Uint32Array, pageIdx: number): boolean {
-  const o = pageIdx * 1024;
-  for (let i = 0; i < 1024; i += 8) {
-    if (u32[o + i] | u32[o + i + 1] | u32[o + i + 2] | u32[o + i + 3] | u32[o + i + 4] | u32[o + i + 5] | u32[o + i + 6] | u32[o + i + 7]) return false;
-  }
-  return true;
-}
-
-/**
- * Read the pages of `runs` from the process and hand non-zero ones (runs split around zero pages,
- * only for anonymous memory) to the sink. Returns {scanned, written}.
- */
-export function readPages(pid: number, vmas: DumpedVma[], runs: PageRun[], mem: RemoteMem, sink: PageSink,
-  zeroCheck: (buf: Uint8Array, nPages: number) => Uint8Array | null = jsZeroMap): { scanned: number; written: number; runs: PageRun[] } {
-  const CHUNK = 4 << 20;
-  const buf = new Uint8Array(CHUNK);
-  const u32 = new Uint32Array(buf.buffer);
-  const out: PageRun[] = [];
-  let scanned = 0, written = 0;
-  let vi = 0;
-  for (const run of runs) {
-    while (vi < vmas.length && vmas[vi].end <= run.vaddr) vi++;
-    const v = vmas[vi];
-    const anon = (v.status & VMA.ANON_PRIVATE) !== 0;
-    const readable = (v.prot & 1) !== 0;
-    for (let done = 0; done < run.nrPages;) {
-      const n = Math.min(CHUNK / PAGE, run.nrPages - done);
-      const addr = run.vaddr + BigInt(done * PAGE);
-      const len = n * PAGE;
-      let got = readable ? vmRead(pid, addr, buf, 0, len) : -1;
-      if (got !== len) {
-        // unreadable (PROT_NONE ...) or partially readable: /proc/PID/mem reads with FOLL_FORCE
-        got = preadFull(mem.fd, buf, addr, len, 0, `read memory of ${pid}`);
-        if (got !== len) throw new CriuError("mem", `cannot read ${len} bytes of process ${pid} at 0x${addr.toString(16)}`);
-      }
-      scanned += n;
-      const zeros = anon ? zeroCheck(buf, n) : null;
-      let s = -1;
-      for (let i = 0; i <= n; i++) {
-        const keep = i < n && !(zeros ? zeros[i] : false);
-        if (keep && s < 0) s = i;
-        if (!keep && s >= 0) {
-          const va = addr + BigInt(s * PAGE);
-          sink.write(va, buf, s * PAGE, i - s);
-          const last = out[out.length - 1];
-          if (last && last.vaddr + BigInt(last.nrPages * PAGE) === va) last.nrPages += i - s;
-          else out.push({ vaddr: va, nrPages: i - s, flags: PE.PRESENT });
-          written += i - s;
-          s = -1;
-        }
-      }
-      done += n;
-    }
-  }
-  void u32; void log;
-  return { scanned, written, runs: out };
-}
-
-export function jsZeroMap(buf: Uint8Array, nPages: number): Uint8Array {
-  const u32 = new Uint32Array(buf.buffer, buf.byteOffset, (nPages * PAGE) / 4);
-  const z = new Uint8Array(nPages);
-  for (let i = 0; i < nPages; i++) z[i] = isZeroPage(u32, i) ? 1 : 0;
-  return z;
 }

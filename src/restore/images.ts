@@ -1,5 +1,5 @@
 // Loading and validating everything a restore needs before anything is created.
-import { statSync, existsSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { readImage, imageExists, pagemapNrPages } from "../images/image";
 import type * as S from "../images/schemas";

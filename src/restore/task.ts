@@ -1,12 +1,11 @@
 // Turning a puppet into one restored process: PID, address space, files, task state, threads.
-import { existsSync, openSync, closeSync, statSync, readFileSync } from "node:fs";
-import { join } from "node:path";
+import { readFileSync, writeFileSync } from "node:fs";
 import { syscall } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import {
   ptrace, PTRACE, getRegs, setRegs, setXstate, getXstate, setSigmask, wait4Raw, W, __WALL, R, describeStatus, detach,
 } from "../sys/ptrace";
-import { preadFull, pwriteFull, O } from "../sys/mem";
+import { O } from "../sys/mem";
 import { restoreFds, importFd } from "../resources/files";
 import { shmemFd } from "../resources/shmem";
 import { TreeFiles } from "../resources/fdkind";
@@ -54,13 +53,6 @@ export function pickTrampoline(set: RestoreSet, puppetPid: number): bigint {
     if (!taken.some(([s, en]) => a < en && s < e)) return a;
   }
   throw new CriuError("restore", "no room for the restorer trampoline");
-}
-
-export interface Built {
-  pid: number;
-  threads: { tid: number; inj: Injector; core: S.core_entry; caught: number[] }[];
-  mem: RemoteMem;
-  tramp: bigint;
 }
 
 export class TaskBuilder {
@@ -171,7 +163,6 @@ export class TaskBuilder {
     // kernel's queues with their siginfo instead of stopping us mid-restore. Threads inherit it.
     setSigmask(this.pid, 0xffffffffffffffffn);
     this.mem = new RemoteMem(this.pid);
-    const t = this.t;
     this.inj = new Injector(this.pid, this.tramp, "trap", this.mem);
     this.injs.set(this.pid, this.inj);
     this.tids.push(this.pid);
@@ -371,7 +362,7 @@ export class TaskBuilder {
       if (r < 0n) log.warn(`process ${t.pid}: rlimit ${i} (${rl[i].cur}/${rl[i].max}) not restored (errno ${-r})`);
     }
     if (tc.oomScoreAdj !== undefined) {
-      try { require("node:fs").writeFileSync(`/proc/${this.pid}/oom_score_adj`, String(tc.oomScoreAdj)); } catch {}
+      try { writeFileSync(`/proc/${this.pid}/oom_score_adj`, String(tc.oomScoreAdj)); } catch {}
     }
   }
 
@@ -597,4 +588,3 @@ export function entryToRegs(g: S.user_x86_regs_entry): BigUint64Array {
   v.forEach((x, i) => (r[i] = BigInt(x)));
   return r;
 }
-void existsSync; void statSync; void ptrace;

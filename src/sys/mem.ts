@@ -1,5 +1,5 @@
 // Moving bytes between address spaces: process_vm_readv/writev and /proc/PID/mem.
-import { syscall, sysOk, addr, cstr } from "./syscall";
+import { syscall, addr, cstr } from "./syscall";
 import { NR } from "./nr";
 import { SysError } from "./errno";
 

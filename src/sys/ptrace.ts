@@ -1,5 +1,5 @@
 // ptrace and wait4. All calls must stay on the main JS thread (ptrace is per-thread).
-import { syscall, sysOk, addr } from "./syscall";
+import { syscall, addr } from "./syscall";
 import { NR } from "./nr";
 import { SysError } from "./errno";
 

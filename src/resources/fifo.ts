@@ -1,0 +1,86 @@
+// FIFOs (named pipes), in CRIU's layout: file_entry FIFO with fifo_entry {id, pipe_id = the
+// FIFO's inode, regf_id}, where regf_id is a separate REG file_entry holding the path and the
+// open flags (no fd uses that entry directly). Unread bytes go to fifo-data.img (FIFO_DATA:
+// pipe_data_entry + payload), once per FIFO, peeked with tee() so the dumped process keeps them.
+// Restore: the first process of the tree that needs a FIFO opens it O_RDWR (never blocks on
+// Linux: it is reader and writer at once), holds that fd until every process has its files
+// (ctx.hold) and refills the data through it. Every end is then opened by path with its flags
+// | O_NONBLOCK (the held fd is the other end, so neither O_RDONLY nor O_WRONLY waits) and
+// O_NONBLOCK is cleared again with F_SETFL unless the dumped end had it.
+import { statSync } from "node:fs";
+import type { FdKind } from "./fdkind";
+import { cachedPayloads } from "./fdkind";
+import { regEntry } from "./reg";
+import { peekPipe, fillPipe } from "./pipe";
+import { NR } from "../sys/nr";
+import { O } from "../sys/mem";
+import * as S from "../images/schemas";
+import { CriuError } from "../log";
+
+const F_SETFL = 4, F_SETPIPE_SZ = 1031;
+
+function fifoPath(ctx: { files: Map<number, S.file_entry> }, f: S.file_entry, where: string): S.reg_file_entry {
+  const reg = ctx.files.get(f.fifo!.regfId ?? -1)?.reg;
+  if (!reg) throw new CriuError("restore", `${where}: fifo ${f.id} has no path entry (regf_id ${f.fifo!.regfId}) in files.img`);
+  return reg;
+}
+
+export const fifoKind: FdKind = {
+  name: "fifo",
+  type: 3,
+  match: (target, st) => st.isFIFO() && target.startsWith("/"),
+  dump(ctx) {
+    const { target, st } = ctx;
+    if (target.endsWith(" (deleted)")) {
+      throw new CriuError("files", `${ctx.where}: fifo '${target.slice(0, -10)}' was deleted while open; not supported yet`);
+    }
+    const pipeId = Number(st.ino);
+    const regfId = ctx.files.add(null, (id) => ({ id, type: 1, reg: regEntry(id, target, ctx.flags, 0n, undefined, Number(st.mode)) }));
+    const id = ctx.files.add(null, (id) => ({ id, type: 3, fifo: { id, pipeId, regfId } }));
+    const key = `fifo:${st.dev}:${st.ino}`;
+    if (!ctx.files.byKey.has(key)) {
+      ctx.files.byKey.set(key, id);
+      // a grabbed read end peeks in place; a write-only end is reopened read-only through /proc
+      const readable = (ctx.flags & 3) !== O.WRONLY ? ctx.grab() : undefined;
+      const { data, size } = peekPipe(ctx.pid, ctx.fd, ctx.where, readable);
+      if (data.length) ctx.images.add("fifo-data.img", "FIFO_DATA", S.pipe_data_entrySchema, { pipeId, bytes: data.length, size }, data);
+    }
+    return id;
+  },
+  precheck(f, _dir, where) {
+    if (!f.fifo) throw new CriuError("restore", `${where}: fifo file ${f.id} has no fifo entry`);
+  },
+  restore(ctx, f) {
+    const fi = f.fifo!, inj = ctx.inj;
+    const reg = fifoPath(ctx, f, ctx.where);
+    let st;
+    try { st = statSync(reg.name); } catch { throw new CriuError("restore", `${ctx.where}: fifo '${reg.name}' does not exist any more`); }
+    if (!st.isFIFO()) throw new CriuError("restore", `${ctx.where}: '${reg.name}' is not a fifo any more`);
+    const key = `fifo:${fi.pipeId}:${reg.name}`;
+    if (!ctx.tree.held.has(key)) {
+      // first use in the tree: hold the pipe open (reader and writer) and put the data back
+      const h = Number(inj.call(NR.openat, -100, ctx.str(reg.name), O.RDWR | O.NONBLOCK | O.CLOEXEC, 0));
+      if (h < 0) throw new CriuError("restore", `${ctx.where}: cannot open fifo '${reg.name}' (errno ${-h})`);
+      const held = ctx.high(h, ctx.where);
+      ctx.hold(key, held);
+      const item = cachedPayloads<S.pipe_data_entry>(ctx, "fifo-data.img", "FIFO_DATA").find((d) => d.msg.pipeId === fi.pipeId);
+      if (item?.payload.length) {
+        const want = Math.max(item.msg.size ?? 0, item.payload.length);
+        if (want > 65536) {
+          const r = inj.call(NR.fcntl, held, F_SETPIPE_SZ, want);
+          if (r < 0n) throw new CriuError("restore", `${ctx.where}: F_SETPIPE_SZ(${want}) on fifo '${reg.name}' failed (errno ${-r})`);
+        }
+        fillPipe(ctx.pid, held, item.payload, `refill fifo '${reg.name}'`);
+      }
+    }
+    const flags = reg.flags & ~(O.CREAT | O.EXCL | O.TRUNC | O.CLOEXEC);
+    const r = Number(inj.call(NR.openat, -100, ctx.str(reg.name), flags | O.NONBLOCK | O.CLOEXEC, 0));
+    if (r < 0) throw new CriuError("restore", `${ctx.where}: cannot open fifo '${reg.name}' (errno ${-r})`);
+    const fd = ctx.high(r, ctx.where);
+    if (!(flags & O.NONBLOCK)) {
+      const s = inj.call(NR.fcntl, fd, F_SETFL, flags & ~3);
+      if (s < 0n) throw new CriuError("restore", `${ctx.where}: F_SETFL on fifo '${reg.name}' failed (errno ${-s})`);
+    }
+    return fd;
+  },
+};
