@@ -1,13 +1,14 @@
 // criu-bun's speed against the floor (`npm run bench`, or `bun scripts/bench.ts` after a build).
 //
-// Workloads: test/workloads/spin with 1 GiB and 4 GiB of heap-like memory (--pattern=mixed: every
-// page half random, half repeated text), dumped to and restored from tmpfs (/dev/shm), with and
+// Workloads: test/workloads/spin with 1 GiB and 4 GiB of heap-like memory (--pattern=heap: about
+// 30% zero pages, 55% pages of pointers/small integers/strings, 15% random pages; BENCH_PATTERN
+// picks another, e.g. mixed: every page half random, half text), dumped to and restored from tmpfs (/dev/shm), with and
 // without --compress; and a small process (sleep). The floor is measured in the same run on the
 // same process: process_vm_readv of the same bytes + writing them to the same file system (dump),
 // process_vm_writev of them into a fresh process (restore); see scripts/bench-floor.c.
 // Every restored spin checks the hash of its memory; a failed check fails the bench.
 //
-// Env: BENCH_SIZES=1024,4096 (MiB), BENCH_DIR=/dev/shm/criu-bun-bench.
+// Env: BENCH_SIZES=1024,4096 (MiB), BENCH_DIR=/dev/shm/criu-bun-bench, BENCH_PATTERN=heap.
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { buildWorkloads, workloadBin, REPO_ROOT } from "../test/harness";
@@ -47,7 +48,7 @@ function startSpin(mib: number): { pid: number; wdir: string } {
   const wdir = join(BASE, `wl-${mib}-${Date.now()}`);
   mkdirSync(wdir, { recursive: true });
   // through sh and &: not our child, so init reaps it when dump kills it (we block our event loop)
-  sh(["sh", "-c", `setsid ${workloadBin("spin")} ${wdir} ${mib} --pattern=mixed </dev/null >/dev/null 2>&1 &`]);
+  sh(["sh", "-c", `setsid ${workloadBin("spin")} ${wdir} ${mib} --pattern=${process.env.BENCH_PATTERN ?? "heap"} </dev/null >/dev/null 2>&1 &`]);
   const pid = Number(waitFile(join(wdir, "ready"), 120_000));
   return { pid, wdir };
 }

@@ -38,6 +38,7 @@ const passCases: [string, string[]][] = [
   ["deleted", []],
   ["spin", []],
   ["spin", ["32", "--pattern=random"]],
+  ["spin", ["16", "--pattern=heap"]],
   ["eventfd", []],
   ["timerfd", []],
   ["signalfd", []],
@@ -49,6 +50,7 @@ const passCases: [string, string[]][] = [
   ["tree", []],
   ["shared", []],
   ["tcpserver", ["7199"]],
+  ["fifo", []],
 ];
 
 describe("workloads pass without a dump", () => {
@@ -114,6 +116,7 @@ const failCases: [string, string[], string][] = [
   ["forky", ["--selftest-corrupt"], "child 0"],
   ["pipes", ["--selftest-corrupt"], "p1 data differs"],
   ["tcpserver", ["7198", "--expect=1"], "accepted 0 clients"],
+  ["fifo", ["--selftest-corrupt"], "f1 data"],
 ];
 
 describe("workload checks can fail", () => {

@@ -1,11 +1,13 @@
 /*
- * spin DIR [MiB] [--pattern=mixed|random|text|zero] [--selftest-corrupt]
+ * spin DIR [MiB] [--pattern=mixed|heap|random|text|zero] [--selftest-corrupt]
  *
  * Minimal busy workload for speed tests: no files beyond the protocol ones, one thread
  * incrementing a counter flat out (checking the vDSO clock every 64 Ki iterations and
  * DIR/go every 10 ms). Optional MiB (default 0) allocates and fills that much anonymous
  * memory before ready: pattern mixed (default; each 4 KiB page half random, half repeated
- * text: compresses about 2:1), random, text, or zero (allocated and touched, all zeroes).
+ * text: compresses about 2:1), heap (heap-like: about 30% zero pages, 55% pages of pointers,
+ * small integers, short strings and zero runs, 15% random pages), random, text, or zero
+ * (allocated and touched, all zeroes).
  * At go: pid/tid, the counter grew since ready, the memory hash matches the one taken at
  * setup, and the counter keeps growing for 20 ms more; the counter
  * must never have gone backwards between checks.
@@ -16,6 +18,20 @@
 
 static volatile uint64_t counter;
 
+/* one page of heap-like structures: pointers into one heap, small integers, words, zero runs */
+static void struct_page(unsigned char *m, uint64_t *s) {
+	static const char *words[] = {"malloc", "heap", "checkpoint", "restore", "page", "counter", "socket", "thread", "vma"};
+	uint64_t base = 0x7f0000000000ULL + (wl_rng(s) & 0xffff) * 0x10000;
+	int p = 0;
+	while (p < 4096) {
+		unsigned k = (unsigned)(wl_rng(s) % 10);
+		if (k < 4 && p + 8 <= 4096) { uint64_t v = base + (wl_rng(s) & 0xfff) * 16; memcpy(m + p, &v, 8); p += 8; }
+		else if (k < 7 && p + 8 <= 4096) { uint64_t v = wl_rng(s) % 256; memcpy(m + p, &v, 8); p += 8; }
+		else if (k < 9) { const char *w = words[wl_rng(s) % 9]; for (int i = 0; w[i] && p < 4096; i++) m[p++] = (unsigned char)w[i]; }
+		else p += 8 * (int)(1 + wl_rng(s) % 8);
+	}
+}
+
 static void fill(unsigned char *m, size_t len, const char *pattern) {
 	static const char text[] = "criu-bun spin workload: checkpoint me, restore me, verify me. ";
 	uint64_t s = 0x5917ULL;
@@ -25,6 +41,11 @@ static void fill(unsigned char *m, size_t len, const char *pattern) {
 			m[off] = 0;
 		} else if (!strcmp(pattern, "random")) {
 			for (int i = 0; i < 512; i++) w[i] = wl_rng(&s);
+		} else if (!strcmp(pattern, "heap")) {
+			unsigned k = (unsigned)(wl_rng(&s) % 100);
+			if (k < 30) m[off] = 0;
+			else if (k < 85) struct_page(m + off, &s);
+			else for (int i = 0; i < 512; i++) w[i] = wl_rng(&s);
 		} else if (!strcmp(pattern, "text")) {
 			for (int i = 0; i < 4096; i++) m[off + i] = (unsigned char)text[(off / 4096 + i) % (sizeof text - 1)];
 		} else {
