@@ -2,6 +2,7 @@
 import type { FdKind } from "./fdkind";
 import { regKind } from "./reg";
 import { pipeKind } from "./pipe";
+import { fifoKind } from "./fifo";
 import { eventfdKind } from "./eventfd";
 import { timerfdKind } from "./timerfd";
 import { signalfdKind } from "./signalfd";
@@ -11,7 +12,7 @@ import { memfdKind } from "./memfd";
 import { unixKind } from "./unix";
 import { inetKind } from "./inet";
 
-export const FD_KINDS: FdKind[] = [pipeKind, eventfdKind, timerfdKind, signalfdKind, epollKind, inotifyKind, memfdKind, inetKind, unixKind, regKind];
+export const FD_KINDS: FdKind[] = [pipeKind, fifoKind, eventfdKind, timerfdKind, signalfdKind, epollKind, inotifyKind, memfdKind, inetKind, unixKind, regKind];
 export function kindByType(type: number): FdKind | undefined {
   return FD_KINDS.find((k) => k.type === type);
 }

@@ -7,9 +7,11 @@ import { openFd, closeFd, O, writeFull } from "../sys/mem";
 import * as S from "../images/schemas";
 import { CriuError } from "../log";
 
-/** A pipe's unread bytes, read without consuming them: tee() into a scratch pipe, then read that. */
-export function peekPipe(pid: number, fd: number, where: string): { data: Uint8Array; size: number } {
-  const rfd = openFd(`/proc/${pid}/fd/${fd}`, O.RDONLY | O.NONBLOCK | O.CLOEXEC);
+/** A pipe's unread bytes, read without consuming them: tee() into a scratch pipe, then read that.
+ *  readable: an fd of criu-bun's own that may already read the pipe (a grabbed read end of a
+ *  FIFO); without it the end is reopened read-only through /proc. */
+export function peekPipe(pid: number, fd: number, where: string, readable?: number): { data: Uint8Array; size: number } {
+  const rfd = readable ?? openFd(`/proc/${pid}/fd/${fd}`, O.RDONLY | O.NONBLOCK | O.CLOEXEC);
   const pair = new Int32Array(2);
   try {
     const size = syscall(NR.fcntl, rfd, 1032 /* F_GETPIPE_SZ */);
@@ -29,7 +31,7 @@ export function peekPipe(pid: number, fd: number, where: string): { data: Uint8A
     }
     return { data, size };
   } finally {
-    closeFd(rfd);
+    if (readable === undefined) closeFd(rfd);
     if (pair[0]) closeFd(pair[0]);
     if (pair[1]) closeFd(pair[1]);
   }
