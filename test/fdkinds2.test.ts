@@ -1,12 +1,20 @@
 // FIFOs, POSIX message queues and unix sockets with an external peer on real processes: each
 // workload holds data in flight, is dumped, killed, restored, and verifies itself.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { readdirSync } from "node:fs";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, waitGone, isAlive, criuBun } from "./harness";
 import { dump, restore, imagesDir, cleanupImages } from "./engine-helpers";
 
 beforeAll(async () => { await buildWorkloads(); }, 120_000);
-afterAll(() => { cleanup(); cleanupImages(); });
+/** external helpers (double-forked by the extunix workload): stopped at the end if still there */
+const helpers: string[] = [];
+afterAll(() => {
+  for (const dir of helpers) {
+    try { process.kill(Number(readFileSync(join(dir, "ext-pid"), "utf8")), "SIGKILL"); } catch {}
+  }
+  cleanup(); cleanupImages();
+});
 
 async function dumpRestoreVerify(name: string, args: string[] = [], opts: { dumpArgs?: string[]; restoreArgs?: string[] } = {}) {
   const w = await startWorkload(name, args);
@@ -46,6 +54,49 @@ describe("fifo", () => {
         const p = Bun.spawnSync(["crit", "decode", "-i", `${dir}/${f}`], { stdout: "pipe", stderr: "pipe" });
         if (p.exitCode !== 0) throw new Error(`crit decode ${f} failed: ${p.stderr}`);
       }
+    }
+  }, 60_000);
+});
+
+describe("unix socket with its peer outside the tree", () => {
+  test("dump refuses it without --ext-unix-sk: one line naming process, fd and peer; the workload keeps running", async () => {
+    const w = await startWorkload("extunix");
+    helpers.push(w.dir);
+    await Bun.sleep(50);
+    const dir = imagesDir("extunix-refused");
+    const r = criuBun(["dump", "-t", String(w.pid), "-D", dir]);
+    expect(r.code).toBe(1);
+    const lines = r.stderr.trim().split("\n");
+    expect(lines.length).toBe(1);
+    expect(lines[0]).toMatch(new RegExp(`^Error \\(files\\): process ${w.pid} fd \\d+: unix socket \\d+ is connected to socket \\d+ outside the dumped tree; use --ext-unix-sk$`));
+    expect(isAlive(w.pid)).toBe(true);
+    trigger(w);
+    const res = await waitResult(w, 10000);
+    expect(res.text).toStartWith("PASS");
+  }, 30_000);
+
+  test("--ext-unix-sk: datagram socket reconnected to the external peer by name with its queue; stream sockets come back unconnected", async () => {
+    const w = await startWorkload("extunix");
+    helpers.push(w.dir);
+    await Bun.sleep(100);
+    const dir = imagesDir("extunix");
+    dump(w.pid, dir, ["--ext-unix-sk"]);
+    await waitGone(w.pid);
+    const files = show(dir, "files.img");
+    const ext = (files.entries ?? files).filter((e: any) => e.type === "UNIXSK" && e.usk.uflags && Number(e.usk.uflags) & 1);
+    expect(ext.length).toBe(3); // the helper's datagram socket, its accepted stream socket, its socketpair end
+    const r = await restore(dir, w.pid);
+    await Bun.sleep(100);
+    trigger(w);
+    const res = await waitResult(w, 15000);
+    if (!res.pass) console.error(res.text);
+    expect(res.text).toStartWith("PASS");
+    expect(res.text).toContain("s=unconnected");
+    expect(res.text).toContain("p=unconnected");
+    expect(await r.proc.exited).toBe(0);
+    if (Bun.which("crit")) {
+      const p = Bun.spawnSync(["crit", "decode", "-i", `${dir}/files.img`], { stdout: "pipe", stderr: "pipe" });
+      expect(p.exitCode).toBe(0);
     }
   }, 60_000);
 });

@@ -51,6 +51,7 @@ const passCases: [string, string[]][] = [
   ["shared", []],
   ["tcpserver", ["7199"]],
   ["fifo", []],
+  ["extunix", []],
 ];
 
 describe("workloads pass without a dump", () => {
@@ -117,6 +118,7 @@ const failCases: [string, string[], string][] = [
   ["pipes", ["--selftest-corrupt"], "p1 data differs"],
   ["tcpserver", ["7198", "--expect=1"], "accepted 0 clients"],
   ["fifo", ["--selftest-corrupt"], "f1 data"],
+  ["extunix", ["--selftest-corrupt"], "queued echo:ping1 missing"],
 ];
 
 describe("workload checks can fail", () => {

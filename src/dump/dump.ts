@@ -23,7 +23,7 @@ import { netDumpEnd } from "../resources/inet";
 
 export interface DumpOptions {
   pid: number; dir: string; leaveRunning?: boolean; leaveStopped?: boolean; shellJob?: boolean;
-  timeoutSec?: number; displayStats?: boolean; compress?: boolean; tcpEstablished?: boolean; tcpClose?: boolean;
+  timeoutSec?: number; displayStats?: boolean; compress?: boolean; tcpEstablished?: boolean; tcpClose?: boolean; extUnixSk?: boolean;
 }
 export interface DumpStats { freezingTime: number; frozenTime: number; memdumpTime: number; memwriteTime: number; pagesScanned: number; pagesWritten: number }
 
@@ -171,7 +171,7 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
   const pid = n.pid, mem = n.mem!;
   const vpid = ns.v(pid);
   const task: TaskDump = dumpTask(n.fp!, mem);
-  const fds: FdDump[] = dumpFds(pid, files, extra, { shellJob: o.shellJob, tcpEstablished: o.tcpEstablished, tcpClose: o.tcpClose }, twins);
+  const fds: FdDump[] = dumpFds(pid, files, extra, { shellJob: o.shellJob, tcpEstablished: o.tcpEstablished, tcpClose: o.tcpClose, extUnixSk: o.extUnixSk }, twins);
   const cwdId = files.addPath(task.cwd, 0o10000000 /* O_PATH */);
   const rootId = files.addPath(task.root, 0o10000000);
   task.mm.exeFileId = files.addPath(task.exe, 0o10000000);

@@ -5,7 +5,7 @@
 // Restore: socketpair for mutual peers, then each queue re-sent from criu-bun through a
 // pidfd_getfd copy of the peer end, so it lands on the right side; socket+bind+listen for
 // named ones. Any other socket family stops the dump with a one-line error naming it.
-import { lstatSync, unlinkSync } from "node:fs";
+import { lstatSync, unlinkSync, readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import type { FdKind, RestoreCtx } from "./fdkind";
 import { FOWN0, cachedPayloads } from "./fdkind";
@@ -15,7 +15,7 @@ import { closeFd, O } from "../sys/mem";
 import { readLink } from "../sys/proc";
 import type * as S from "../images/schemas";
 import { sk_packet_entrySchema } from "../images/gen/sockets_pb";
-import { CriuError } from "../log";
+import { CriuError, log } from "../log";
 
 const AF_UNIX = 1, SOL_SOCKET = 1;
 const SO = { TYPE: 3, SNDBUF: 7, RCVBUF: 8, ACCEPTCONN: 30, DOMAIN: 39, PEEK_OFF: 42 };
@@ -91,6 +91,49 @@ function peekQueue(fd: number, stream: boolean, where: string): Uint8Array[] {
   return out;
 }
 
+/** The dumped tree around pid: every process of it is ptrace-seized by criu-bun while fds are
+ *  dumped, so climb to the highest ancestor traced by us, then collect its descendants. */
+const treeCache = new WeakMap<object, Set<number>>();
+function tracedByUs(pid: number): boolean {
+  try { return Number(/^TracerPid:\s*(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, "latin1"))?.[1]) === process.pid; } catch { return false; }
+}
+function ppidOf(pid: number): number {
+  try { return Number(readFileSync(`/proc/${pid}/stat`, "latin1").replace(/^.*\) /s, "").split(" ")[1]); } catch { return 0; }
+}
+function dumpedTree(pid: number, key: object): Set<number> {
+  let t = treeCache.get(key);
+  if (t) return t;
+  let root = pid;
+  for (let p = ppidOf(pid); p > 1 && tracedByUs(p); p = ppidOf(p)) root = p;
+  t = new Set<number>();
+  const queue = [root];
+  while (queue.length) {
+    const p = queue.shift()!;
+    if (t.has(p)) continue;
+    t.add(p);
+    let tids: string[] = [];
+    try { tids = readdirSync(`/proc/${p}/task`); } catch {}
+    for (const tid of tids) {
+      try { for (const c of readFileSync(`/proc/${p}/task/${tid}/children`, "latin1").split(/\s+/)) if (c) queue.push(Number(c)); } catch {}
+    }
+  }
+  treeCache.set(key, t);
+  return t;
+}
+/** Does a process of the dumped tree hold unix socket ino (through any fd)? */
+function heldInTree(ino: number, tree: Set<number>): boolean {
+  const want = `socket:[${ino}]`;
+  for (const p of tree) {
+    let fds: string[] = [];
+    try { fds = readdirSync(`/proc/${p}/fd`); } catch { continue; }
+    for (const fd of fds) { try { if (readLink(`/proc/${p}/fd/${fd}`) === want) return true; } catch {} }
+  }
+  return false;
+}
+
+/** USK_EXTERN in unix_sk_entry.uflags: an entry for a peer outside the dumped tree (CRIU's layout) */
+export const USK_EXTERN = 1;
+
 export const unixKind: FdKind = {
   name: "unix socket",
   type: 5,
@@ -126,6 +169,30 @@ export const unixKind: FdKind = {
         name, shutdown: d.shutdown, ...(filePerms ? { filePerms } : {}), ...(nameDir ? { nameDir } : {}),
       },
     }));
+    if (d.peer && !listening && !ctx.files.files.some((x) => x.usk?.ino === d.peer && !(x.usk.uflags & USK_EXTERN)) && !heldInTree(d.peer, dumpedTree(ctx.pid, ctx.files))) {
+      // the peer lives outside the dumped tree
+      if (!ctx.opts.extUnixSk) {
+        throw new CriuError("files", `${ctx.where}: unix socket ${ino} is connected to socket ${d.peer} outside the dumped tree; use --ext-unix-sk`);
+      }
+      // CRIU's layout: one extra UNIXSK file entry for the peer, flagged USK_EXTERN, with its name;
+      // a datagram socket is reconnected to that name at restore, anything else comes back
+      // unconnected (a valid socket of the same type; I/O on it says ENOTCONN)
+      const pd = unixDiag(d.peer, ctx.where);
+      let pname = pd.name ?? new Uint8Array(0);
+      if (pname.length && pname[0] !== 0 && pname.indexOf(0) >= 0) pname = pname.subarray(0, pname.indexOf(0));
+      ctx.files.add(`uskext:${d.peer}`, (pid) => ({
+        id: pid, type: 5,
+        usk: {
+          id: pid, ino: d.peer, type: pd.type, state: TCP_LISTEN, flags: 0, uflags: USK_EXTERN, backlog: 0, peer: 0, fown: FOWN0,
+          opts: { soSndbuf: 0, soRcvbuf: 0, soSndTmoSec: 0n, soSndTmoUsec: 0n, soRcvTmoSec: 0n, soRcvTmoUsec: 0n }, name: pname, shutdown: 0,
+        },
+      }));
+      const reconnect = type === 2 && pd.type === 2 && pname.length > 0;
+      if (!reconnect) log.warn(`${ctx.where}: unix socket ${ino} has its peer ${d.peer} outside the dumped tree; it is restored unconnected`);
+      if (d.rq && !(reconnect && name.length)) {
+        throw new CriuError("files", `${ctx.where}: unix socket ${ino} has ${d.rq} queued bytes from socket ${d.peer} outside the dumped tree; only a named datagram socket keeps them`);
+      }
+    }
     if (d.peer && !listening) {
       const q = peekQueue(fd, type === 1, ctx.where);
       for (const p of q) ctx.images.add("sk-queues.img", "SK_QUEUES", sk_packet_entrySchema, { idFor: id, length: p.length }, p);
@@ -155,24 +222,12 @@ export const unixKind: FdKind = {
       finish(ctx, peerFile, theirs);
       return mine;
     }
+    if (peerFile && peerFile.usk!.uflags & USK_EXTERN) return restoreExternal(ctx, f, peerFile);
     if (u.peer) throw new CriuError("restore", `${ctx.where}: unix socket ${u.ino} connected one way to ${u.peer}: not supported yet`);
     const r = Number(inj.call(NR.socket, AF_UNIX, u.type | O.CLOEXEC, 0));
     if (r < 0) throw new CriuError("restore", `${ctx.where}: socket(AF_UNIX) failed (errno ${-r})`);
     const fd = ctx.high(r, ctx.where);
-    if (u.name.length) {
-      let name = u.name;
-      if (name[0] !== 0) {
-        let path = new TextDecoder().decode(name);
-        if (u.nameDir && !path.startsWith("/")) path = join(u.nameDir, path);
-        try { if (lstatSync(path).isSocket()) unlinkSync(path); } catch {}
-        name = new TextEncoder().encode(path);
-      }
-      const sa = new Uint8Array(2 + name.length);
-      sa[0] = AF_UNIX; sa.set(name, 2);
-      const b = inj.call(NR.bind, fd, ctx.scratch(0n, sa), sa.length);
-      if (b < 0n) throw new CriuError("restore", `${ctx.where}: bind to '${new TextDecoder().decode(name).replace(/\0/g, "@")}' failed (errno ${-b})`);
-      if (name[0] !== 0 && u.filePerms) inj.call(268 /* fchmodat */, -100, ctx.str(new TextDecoder().decode(name)), u.filePerms.mode, 0);
-    }
+    if (u.name.length) bindName(ctx, u, fd);
     if (u.state === TCP_LISTEN) {
       const l = inj.call(NR.listen, fd, u.backlog);
       if (l < 0n) throw new CriuError("restore", `${ctx.where}: listen failed (errno ${-l})`);
@@ -181,6 +236,59 @@ export const unixKind: FdKind = {
     return fd;
   },
 };
+
+/** sockaddr_un bytes for a dumped name (path names made absolute with name_dir) */
+function sockaddr(name: Uint8Array, nameDir?: string): { sa: Uint8Array; text: string } {
+  if (name[0] !== 0) {
+    let path = new TextDecoder().decode(name);
+    if (nameDir && !path.startsWith("/")) path = join(nameDir, path);
+    name = new TextEncoder().encode(path);
+  }
+  const sa = new Uint8Array(2 + name.length);
+  sa[0] = AF_UNIX; sa.set(name, 2);
+  return { sa, text: new TextDecoder().decode(name).replace(/\0/g, "@") };
+}
+
+function bindName(ctx: RestoreCtx, u: S.unix_sk_entry, fd: number) {
+  const { sa, text } = sockaddr(u.name, u.nameDir);
+  if (u.name[0] !== 0) { try { if (lstatSync(text).isSocket()) unlinkSync(text); } catch {} }
+  const b = ctx.inj.call(NR.bind, fd, ctx.scratch(0n, sa), sa.length);
+  if (b < 0n) throw new CriuError("restore", `${ctx.where}: bind to '${text}' failed (errno ${-b})`);
+  if (u.name[0] !== 0 && u.filePerms) ctx.inj.call(268 /* fchmodat */, -100, ctx.str(text), u.filePerms.mode, 0);
+}
+
+/** A socket whose peer was outside the dumped tree (--ext-unix-sk): a datagram socket is
+ *  reconnected to the peer's name (as criu does), after its queued datagrams are put back by
+ *  name (so its own name is needed for that); anything else comes back unconnected. */
+function restoreExternal(ctx: RestoreCtx, f: S.file_entry, ext: S.file_entry): number {
+  const u = f.usk!, e = ext.usk!, inj = ctx.inj;
+  const r = Number(inj.call(NR.socket, AF_UNIX, u.type | O.CLOEXEC, 0));
+  if (r < 0) throw new CriuError("restore", `${ctx.where}: socket(AF_UNIX) failed (errno ${-r})`);
+  const fd = ctx.high(r, ctx.where);
+  if (u.name.length) bindName(ctx, u, fd);
+  if (u.type === 2 && e.type === 2 && e.name.length) {
+    const items = cachedPayloads<S.sk_packet_entry>(ctx, "sk-queues.img", "SK_QUEUES").filter((p) => p.msg.idFor === f.id);
+    if (items.length) {
+      if (!u.name.length) throw new CriuError("restore", `${ctx.where}: queued datagrams of unnamed unix socket ${u.ino} cannot be put back`);
+      const own = sockaddr(u.name, u.nameDir);
+      const tmp = syscall(NR.socket, AF_UNIX, 2 | O.CLOEXEC, 0);
+      if (tmp < 0) throw new CriuError("restore", `${ctx.where}: socket failed (${-tmp})`);
+      try {
+        for (const it of items) {
+          const n = syscall(NR.sendto, tmp, addr(it.payload), it.payload.length, MSG_DONTWAIT, addr(own.sa), own.sa.length);
+          if (n !== it.payload.length) throw new CriuError("restore", `${ctx.where}: re-queueing ${it.payload.length} bytes to '${own.text}' failed (${n})`);
+        }
+      } finally { closeFd(tmp); }
+    }
+    const peer = sockaddr(e.name, e.nameDir || u.nameDir);
+    const c = inj.call(NR.connect, fd, ctx.scratch(0n, peer.sa), peer.sa.length);
+    if (c < 0n) throw new CriuError("restore", `${ctx.where}: reconnecting unix socket ${u.ino} to external '${peer.text}' failed (errno ${-c})`);
+  } else {
+    log.info(`${ctx.where}: unix socket ${u.ino} had its peer ${u.peer} outside the dumped tree; restored unconnected`);
+  }
+  finish(ctx, f, fd);
+  return fd;
+}
 
 /** queued packets of socket f, sent from criu-bun through a copy of its peer's target fd */
 function refill(ctx: RestoreCtx, f: S.file_entry, peerTargetFd: number) {
