@@ -176,3 +176,17 @@ describe("pipes with data in flight", () => {
     expect(await r.proc.exited).toBe(0);
   });
 });
+
+describe("CLONE_FILES and CLONE_FS", () => {
+  test("a child sharing its parent's fd table and fs still shares them; a plain child does not", async () => {
+    const w = await startWorkload("clonefiles");
+    await Bun.sleep(100);
+    const dir = imagesDir("clonefiles");
+    dump(w.pid, dir);
+    expect(readdirSync(dir).filter((f) => f.startsWith("fdinfo-")).length).toBe(2); // 3 processes, 2 fd tables
+    const r = await restore(dir, w.pid);
+    trigger(w);
+    expect((await waitResult(w, 15000)).text).toStartWith("PASS");
+    expect(await r.proc.exited).toBe(0);
+  });
+});

@@ -116,6 +116,7 @@ const failCases: [string, string[], string][] = [
   ["seccomp", ["--selftest-corrupt"], "seccomp mode 0"],
   ["forky", ["--selftest-corrupt"], "child 0"],
   ["pipes", ["--selftest-corrupt"], "p1 data differs"],
+  ["clonefiles", ["--selftest-corrupt"], "sharing child failed"],
   ["tcpserver", ["7198", "--expect=1"], "accepted 0 clients"],
   ["fifo", ["--selftest-corrupt"], "f1 data"],
   ["extunix", ["--selftest-corrupt"], "queued echo:ping1 missing"],

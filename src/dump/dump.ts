@@ -42,6 +42,7 @@ function checkImagesDir(dir: string) {
 /** A process of the dumped tree: frozen (alive) or a zombie (nothing to freeze). */
 interface TreeNode {
   pid: number; ppid: number; children: number[];
+  ids?: Record<string, number>;
   fp?: FrozenProcess; mem?: RemoteMem;
   zombie?: { exitCode: number; pgid: number; sid: number; comm: string };
 }
@@ -134,7 +135,8 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number): Du
   const ns = new NsView(tree[0].pid);
   tree.forEach((n, idx) => {
     const id = idx + 1;
-    const ids = { vmId: id, filesId: id, fsId: id, sighandId: id, pidNsId: ns.ownPidNs ? 9 : 1, netNsId: 2, ipcNsId: 3, utsNsId: 4,
+    const ids = { vmId: id, filesId: sharedId(tree, idx, KCMP.FILES, "filesId"), fsId: sharedId(tree, idx, KCMP.FS, "fsId"),
+      sighandId: id, pidNsId: ns.ownPidNs ? 9 : 1, netNsId: 2, ipcNsId: 3, utsNsId: 4,
       mntNsId: ns.ownMntNs ? 10 : 5, userNsId: 6, cgroupNsId: 7, timeNsId: 8 };
     ns.check(n.pid);
     const vpid = ns.v(n.pid), vppid = idx === 0 ? 0 : ns.v(n.ppid);
@@ -147,6 +149,10 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number): Du
       })]);
       return;
     }
+    if (!n.zombie && sharedId(tree, idx, KCMP.VM, "vmId") !== id) {
+      throw new CriuError("dump", `process ${n.pid} shares its memory with another process (CLONE_VM without threads, e.g. vfork); not supported yet`);
+    }
+    n.ids = ids;
     const r = dumpOne(n, id, ids, files, extra, twins, o, d, ns);
     stats.memdumpTime += r.memUs; stats.pagesScanned += r.scanned; stats.pagesWritten += r.written;
     pstree.push({ pid: vpid, ppid: vppid, pgid, sid, threads: r.tids });
@@ -171,7 +177,9 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
   const pid = n.pid, mem = n.mem!;
   const vpid = ns.v(pid);
   const task: TaskDump = dumpTask(n.fp!, mem);
-  const fds: FdDump[] = dumpFds(pid, files, extra, { shellJob: o.shellJob, tcpEstablished: o.tcpEstablished, tcpClose: o.tcpClose, extUnixSk: o.extUnixSk }, twins);
+  // a process sharing its parent's fd table (CLONE_FILES) has it dumped once, under one files id
+  const tableDone = ids.filesId !== id;
+  const fds: FdDump[] = tableDone ? [] : dumpFds(pid, files, extra, { shellJob: o.shellJob, tcpEstablished: o.tcpEstablished, tcpClose: o.tcpClose, extUnixSk: o.extUnixSk }, twins);
   const cwdId = files.addPath(task.cwd, 0o10000000 /* O_PATH */);
   const rootId = files.addPath(task.root, 0o10000000);
   task.mm.exeFileId = files.addPath(task.exe, 0o10000000);
@@ -211,7 +219,7 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
     ...pr.runs.map((r) => msg(S.pagemap_entrySchema, { vaddr: r.vaddr, compatNrPages: r.nrPages, nrPages: BigInt(r.nrPages), flags: r.flags })),
   ]);
   writeImage(d, `fs-${vpid}.img`, "FS", [msg(S.fs_entrySchema, { cwdId, rootId, umask: task.umask })]);
-  writeImage(d, `fdinfo-${ids.filesId}.img`, "FDINFO", fds.map((f) => msg(S.fdinfo_entrySchema, { id: f.id, flags: f.cloexec ? 1 : 0, type: f.type, fd: f.fd })));
+  if (!tableDone) writeImage(d, `fdinfo-${ids.filesId}.img`, "FDINFO", fds.map((f) => msg(S.fdinfo_entrySchema, { id: f.id, flags: f.cloexec ? 1 : 0, type: f.type, fd: f.fd })));
   return { memUs, scanned: pr.scanned, written: pr.written, tids, pgid: task.stat.pgid, sid: task.stat.sid };
 }
 
@@ -258,4 +266,17 @@ class NsView {
       throw new CriuError("dump", `process ${pid} is in a nested PID namespace; nested PID namespaces are not supported yet`);
     }
   }
+}
+
+const KCMP = { VM: 1, FILES: 2, FS: 3 } as const;
+/** The id of a kernel object (fd table, fs, mm) that tree[idx] shares with an earlier process, or its own. */
+function sharedId(tree: TreeNode[], idx: number, type: number, key: string): number {
+  const me = tree[idx];
+  if (me.zombie) return idx + 1;
+  for (let j = 0; j < idx; j++) {
+    const o = tree[j];
+    if (o.zombie || !o.ids) continue;
+    if (syscall(NR.kcmp, o.pid, me.pid, type, 0, 0) === 0) return o.ids[key];
+  }
+  return idx + 1;
 }

@@ -87,6 +87,21 @@ export function loadImages(dir: string): RestoreSet {
     tasks.push({ pid, ppid: p.ppid, pgid: p.pgid, sid: p.sid, tids, cores, ids, mm, pagemap, pagesFile, fs, fds });
   }
   const pids = new Set(tasks.map((t) => t.pid));
+  const byPid = new Map(tasks.map((t) => [t.pid, t]));
+  // an fd table or fs shared between processes can only be recreated between parent and child
+  for (const [key, what] of [["filesId", "fd table"], ["fsId", "fs (cwd, umask)"]] as const) {
+    const first = new Map<number, TaskImages>();
+    for (const t of tasks) {
+      if (!t.ids) continue;
+      const id = t.ids[key];
+      const f = first.get(id);
+      if (!f) { first.set(id, t); continue; }
+      const parent = byPid.get(t.ppid);
+      if (!parent?.ids || parent.ids[key] !== id) {
+        throw new CriuError("restore", `process ${t.pid} shares its ${what} with process ${f.pid}, which is not its parent: not supported`);
+      }
+    }
+  }
   for (const t of tasks.slice(1)) {
     if (!pids.has(t.ppid)) throw new CriuError("restore", `${dir}/pstree.img: process ${t.pid} has parent ${t.ppid}, which is not in the images`);
   }

@@ -132,12 +132,19 @@ export class TaskBuilder {
 
   parent?: TaskBuilder;
 
+  /** shares the fd table (CLONE_FILES) / fs (CLONE_FS) of its parent: restored there, once */
+  sharesFiles = false;
+  sharesFs = false;
+
   /** Fork this process, with its old PID, from its parent (whose memory is already restored). */
   createFromParent(parent: TaskBuilder) {
     const t = this.t;
     this.tramp = parent.tramp;
     this.parent = parent;
+    this.sharesFiles = !!t.ids && !!parent.t.ids && t.ids.filesId === parent.t.ids.filesId;
+    this.sharesFs = !!t.ids && !!parent.t.ids && t.ids.fsId === parent.t.ids.fsId;
     const args = new BigUint64Array(11);
+    args[0] = BigInt((this.sharesFiles ? CLONE.FILES : 0) | (this.sharesFs ? CLONE.FS : 0));
     args[4] = 17n; // SIGCHLD to the parent, as fork()
     args[8] = parent.scratchWrite(512n, new Uint8Array(new BigUint64Array([BigInt(t.pid)]).buffer));
     args[9] = 1n;
@@ -149,7 +156,7 @@ export class TaskBuilder {
     this.checkVpid(this.pid, t.pid);
     this.waitNewTask(this.pid);
     this.adopt();
-    this.inj!.ok("close_range", NR.close_range, 0, 0xffffffff, 0); // the parent's held fds are not ours
+    if (!this.sharesFiles) this.inj!.ok("close_range", NR.close_range, 0, 0xffffffff, 0); // the parent's held fds are not ours
   }
 
   /** The new task must have the image's PID in its own namespace. */
@@ -328,10 +335,11 @@ export class TaskBuilder {
 
   restoreFiles(opts: { shellJob?: boolean } = {}) {
     const inj = this.inj!;
-    restoreFds({
+    if (!this.sharesFiles) restoreFds({
       pid: this.pid, vpid: this.t.pid, inj, mem: this.mem!, dir: this.set.dir, files: this.set.files, state: this.state, tree: this.tree, opts,
       str: (s, slot = 0) => this.str(s, slot), scratch: (off, d) => this.scratchWrite(off, d),
     }, this.t.fds);
+    if (this.sharesFs) return; // cwd, root and umask are the parent's, restored there
     const cwd = this.set.files.get(this.t.fs.cwdId)?.reg?.name;
     const root = this.set.files.get(this.t.fs.rootId)?.reg?.name;
     if (root && root !== "/") inj.ok(`chroot(${root})`, NR.chroot, this.str(root));
