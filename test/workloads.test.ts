@@ -52,6 +52,10 @@ const passCases: [string, string[]][] = [
   ["tcpserver", ["7199"]],
   ["fifo", []],
   ["extunix", []],
+  ["seccomp", []],
+  ["forky", []],
+  ["pipes", []],
+  ["clonefiles", []],
 ];
 
 describe("workloads pass without a dump", () => {
