@@ -100,3 +100,34 @@ describe("unix socket with its peer outside the tree", () => {
     }
   }, 60_000);
 });
+
+describe("POSIX message queue", () => {
+  test("queued messages with priorities, attributes, mode, fds in parent and child", async () => {
+    const { dir } = await dumpRestoreVerify("mqueue");
+    const files = show(dir, "files.img");
+    expect((files.entries ?? files).filter((e: any) => e.type === "EXT").length).toBe(4); // P: q1 rw, w1, q2; C: its own
+    const lines = readFileSync(join(dir, "mqueue.criu-bun.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l));
+    const q1 = lines.find((l) => l.k === "queue" && l.name.endsWith("-1"));
+    expect(q1.msgs.map((m: any) => m.prio)).toEqual([5, 5, 1, 1, 0]);
+    expect([q1.maxmsg, q1.msgsize, q1.mode]).toEqual([8, 200, 0o640]);
+    if (Bun.which("crit")) {
+      const p = Bun.spawnSync(["crit", "decode", "-i", `${dir}/files.img`], { stdout: "pipe", stderr: "pipe" });
+      expect(p.exitCode).toBe(0);
+    }
+  }, 60_000);
+
+  test("the messages read at dump are back in the queue when the dump fails later, and with --leave-running", async () => {
+    const w = await startWorkload("mqueue");
+    await Bun.sleep(100);
+    const failed = criuBun(["dump", "-t", String(w.pid), "-D", imagesDir("mqueue-fault")], { env: { CRIU_BUN_FAULT: "dump-end" } });
+    expect(failed.code).toBe(1);
+    expect(failed.stderr).toContain("injected fault 'dump-end'");
+    expect(isAlive(w.pid)).toBe(true);
+    dump(w.pid, imagesDir("mqueue-lr"), ["--leave-running"]);
+    expect(isAlive(w.pid)).toBe(true);
+    trigger(w);
+    const res = await waitResult(w, 10000);
+    if (!res.pass) console.error(res.text);
+    expect(res.text).toStartWith("PASS");
+  }, 30_000);
+});

@@ -52,6 +52,7 @@ const passCases: [string, string[]][] = [
   ["tcpserver", ["7199"]],
   ["fifo", []],
   ["extunix", []],
+  ["mqueue", []],
   ["seccomp", []],
   ["forky", []],
   ["pipes", []],
@@ -124,6 +125,7 @@ const failCases: [string, string[], string][] = [
   ["tcpserver", ["7198", "--expect=1"], "accepted 0 clients"],
   ["fifo", ["--selftest-corrupt"], "f1 data"],
   ["extunix", ["--selftest-corrupt"], "queued echo:ping1 missing"],
+  ["mqueue", ["--selftest-corrupt"], "q1 attributes"],
 ];
 
 describe("workload checks can fail", () => {

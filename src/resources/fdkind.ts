@@ -100,7 +100,8 @@ export interface FdKind {
   name: string;
   /** fd_types value in file_entry.type */
   type: number;
-  match(target: string, st: BigIntStats): boolean;
+  /** fdPath: /proc/PID/fd/N of the fd (for kinds that must look closer, e.g. statfs) */
+  match(target: string, st: BigIntStats, fdPath: string): boolean;
   /** create the file entry (through ctx.files) and extra images; returns the file id */
   dump(ctx: DumpCtx): number;
   /** checks before any process is created */

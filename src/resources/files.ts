@@ -63,7 +63,7 @@ export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: 
       // the same open file description seen through another fd: same id (kcmp says so)
       const twin = seen.find((x) => x.dev === st.dev && x.ino === st.ino && syscall(NR.kcmp, x.pid, pid, 0 /* KCMP_FILE */, x.fd, fd) === 0);
       if (twin) { out.push({ fd, id: twin.id, type: twin.type, cloexec }); continue; }
-      const kind = FD_KINDS.find((k) => k.match(target, st));
+      const kind = FD_KINDS.find((k) => k.match(target, st, `/proc/${pid}/fd/${fd}`));
       if (!kind) throw new CriuError("files", `${where}: ${describe(target)} is not supported yet`);
       let dup = -1;
       const id = kind.dump({

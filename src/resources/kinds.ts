@@ -11,8 +11,9 @@ import { inotifyKind } from "./inotify";
 import { memfdKind } from "./memfd";
 import { unixKind } from "./unix";
 import { inetKind } from "./inet";
+import { mqueueKind } from "./mqueue";
 
-export const FD_KINDS: FdKind[] = [pipeKind, fifoKind, eventfdKind, timerfdKind, signalfdKind, epollKind, inotifyKind, memfdKind, inetKind, unixKind, regKind];
+export const FD_KINDS: FdKind[] = [pipeKind, fifoKind, eventfdKind, timerfdKind, signalfdKind, epollKind, inotifyKind, memfdKind, inetKind, unixKind, mqueueKind, regKind];
 export function kindByType(type: number): FdKind | undefined {
   return FD_KINDS.find((k) => k.type === type);
 }
