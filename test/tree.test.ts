@@ -1,9 +1,9 @@
 // Process trees: shapes, sessions, groups, zombies, and what processes share.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { readFileSync, readdirSync, existsSync, mkdtempSync, rmSync, writeFileSync, readlinkSync } from "node:fs";
+import { readFileSync, readdirSync, existsSync, mkdtempSync, rmSync, writeFileSync, readlinkSync, mkdirSync, rmdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, isAlive, criuBunCommand } from "./harness";
+import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, isAlive, criuBunCommand, criuBun } from "./harness";
 import { dump, restore, imagesDir, cleanupImages, waitReaped } from "./engine-helpers";
 
 beforeAll(async () => { await buildWorkloads(); }, 120_000);
@@ -188,5 +188,38 @@ describe("CLONE_FILES and CLONE_FS", () => {
     trigger(w);
     expect((await waitResult(w, 15000)).text).toStartWith("PASS");
     expect(await r.proc.exited).toBe(0);
+  });
+});
+
+describe("cgroups", () => {
+  test("cgroup membership comes back; a missing cgroup is an error unless --manage-cgroups creates it", async () => {
+    const cg = `/sys/fs/cgroup/pids/criu-bun-test-${process.pid}`;
+    if (!existsSync("/sys/fs/cgroup/pids")) throw new Error("no pids cgroup hierarchy here");
+    mkdirSync(cg, { recursive: true });
+    try {
+      const w = await startWorkload("tree");
+      await Bun.sleep(100);
+      writeFileSync(join(cg, "cgroup.procs"), `${w.pid}\n`);
+      // the root moved after its children were forked: they stay where they were
+      const kids = childrenOf(w.pid);
+      const line = (p: number) => readFileSync(`/proc/${p}/cgroup`, "utf8").split("\n").find((l) => /:pids:/.test(l));
+      expect(line(w.pid)).toEndWith(`:pids:/criu-bun-test-${process.pid}`);
+      const before = kids.map(line);
+      const dir = imagesDir("cg");
+      dump(w.pid, dir);
+      await waitReaped(w.pid);
+      rmdirSync(cg);
+      let r = criuBun(["restore", "-d", "-D", dir]);
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toContain(`cgroup pids:/criu-bun-test-${process.pid} does not exist here`);
+      const rr = await restore(dir, w.pid, ["--manage-cgroups"]);
+      expect(line(w.pid)).toEndWith(`:pids:/criu-bun-test-${process.pid}`);
+      expect(kids.map(line)).toEqual(before);
+      trigger(w);
+      expect((await waitResult(w, 15000)).text).toStartWith("PASS");
+      expect(await rr.proc.exited).toBe(0);
+    } finally {
+      for (let i = 0; i < 50 && existsSync(cg); i++) { try { rmdirSync(cg); } catch { await Bun.sleep(100); } }
+    }
   });
 });

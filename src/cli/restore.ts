@@ -6,7 +6,8 @@ import { wait4Raw, W } from "../sys/ptrace";
 
 export async function run(opts: Opts, _args: string[]): Promise<number> {
   const pidfile = opts.pidfile ? (isAbsolute(opts.pidfile) ? opts.pidfile : join(opts.workDir ?? opts.imagesDir, opts.pidfile)) : undefined;
-  const st = restoreProcesses({ dir: opts.imagesDir, leaveStopped: !!opts.leaveStopped, shellJob: !!opts.shellJob, pidfile, tcpClose: !!opts.tcpClose });
+  const st = restoreProcesses({ dir: opts.imagesDir, leaveStopped: !!opts.leaveStopped, shellJob: !!opts.shellJob, pidfile, tcpClose: !!opts.tcpClose,
+    manageCgroups: opts.manageCgroups !== undefined && opts.manageCgroups !== false && opts.manageCgroups !== "none" });
   const pid = st.pid;
   if (opts.displayStats) {
     process.stdout.write(`Displaying restore stats:\nPages compared: 0\nPages skipped COW: 0\nPages restored: ${st.pages}\n` +

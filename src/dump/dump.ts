@@ -14,6 +14,7 @@ import { dumpFds, FileTable, type FdDump, type FdTwin } from "../resources/files
 import { readStat, listChildren } from "../sys/proc";
 import { ImageSink } from "../resources/fdkind";
 import { dumpShmem } from "../resources/shmem";
+import { CgroupSets } from "../resources/cgroup";
 import { VMA } from "../resources/vma";
 import { writeImage } from "../images/image";
 import * as S from "../images/schemas";
@@ -133,6 +134,7 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number): Du
   const stats: DumpStats = { freezingTime: Math.round(freezeMs * 1000), frozenTime: 0, memdumpTime: 0, memwriteTime: 0, pagesScanned: 0, pagesWritten: 0 };
   const pstree: Record<string, any>[] = [];
   const ns = new NsView(tree[0].pid);
+  const cgroups = new CgroupSets();
   tree.forEach((n, idx) => {
     const id = idx + 1;
     const ids = { vmId: id, filesId: sharedId(tree, idx, KCMP.FILES, "filesId"), fsId: sharedId(tree, idx, KCMP.FS, "fsId"),
@@ -153,7 +155,7 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number): Du
       throw new CriuError("dump", `process ${n.pid} shares its memory with another process (CLONE_VM without threads, e.g. vfork); not supported yet`);
     }
     n.ids = ids;
-    const r = dumpOne(n, id, ids, files, extra, twins, o, d, ns);
+    const r = dumpOne(n, id, ids, files, extra, twins, o, d, ns, cgroups.add(n.pid));
     stats.memdumpTime += r.memUs; stats.pagesScanned += r.scanned; stats.pagesWritten += r.written;
     pstree.push({ pid: vpid, ppid: vppid, pgid, sid, threads: r.tids });
   });
@@ -164,6 +166,7 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number): Du
   })]);
   writeImage(d, "pstree.img", "PSTREE", pstree.map((p) => msg(S.pstree_entrySchema, p)));
   writeImage(d, "files.img", "FILES", files.files.map((f) => msg(S.file_entrySchema, f)));
+  writeImage(d, "cgroup.img", "CGROUP", [msg(S.cgroup_entrySchema, cgroups.entry())]);
   extra.writeAll(d);
   writeImage(d, "stats-dump.img", "STATS", [msg(S.stats_entrySchema, { dump: {
     freezingTime: stats.freezingTime, frozenTime: stats.frozenTime, memdumpTime: stats.memdumpTime, memwriteTime: 0,
@@ -173,10 +176,11 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number): Du
 }
 
 /** One live process of the tree: its core, mm, pages, fds, fs and ids images. */
-function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: FileTable, extra: ImageSink, twins: FdTwin[], o: DumpOptions, d: string, ns: NsView) {
+function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: FileTable, extra: ImageSink, twins: FdTwin[], o: DumpOptions, d: string, ns: NsView, cgSet: number) {
   const pid = n.pid, mem = n.mem!;
   const vpid = ns.v(pid);
   const task: TaskDump = dumpTask(n.fp!, mem);
+  task.threads[0].core.tc.cgSet = cgSet;
   // a process sharing its parent's fd table (CLONE_FILES) has it dumped once, under one files id
   const tableDone = ids.filesId !== id;
   const fds: FdDump[] = tableDone ? [] : dumpFds(pid, files, extra, { shellJob: o.shellJob, tcpEstablished: o.tcpEstablished, tcpClose: o.tcpClose, extUnixSk: o.extUnixSk }, twins);

@@ -23,6 +23,8 @@ export interface RestoreSet {
   /** the root was the init of its own PID namespace (and had its own mounts): recreate them */
   newPidNs?: boolean;
   newMntNs?: boolean;
+  /** cgroup sets from cgroup.img (tasks point at them with tc.cgSet) */
+  cgroups: Map<number, S.cg_set_entry>;
   inventory: S.inventory_entry;
   files: Map<number, S.file_entry>;
   tasks: TaskImages[];
@@ -109,5 +111,11 @@ export function loadImages(dir: string): RestoreSet {
   const newPidNs = !!(rootIds && dumper && rootIds.pidNsId !== dumper.pidNsId);
   const newMntNs = !!(rootIds && dumper && rootIds.mntNsId !== dumper.mntNsId);
   if (newPidNs && tasks[0].pid !== 1) throw new CriuError("restore", `${dir}: the tree lives in its own PID namespace but its root is PID ${tasks[0].pid}, not that namespace's init`);
-  return { dir, inventory, files, tasks, newPidNs, newMntNs };
+  const cgroups = new Map<number, S.cg_set_entry>();
+  if (imageExists(dir, "cgroup.img")) for (const cs of readImage<S.cgroup_entry>(dir, "cgroup.img", "CGROUP")[0]?.sets ?? []) cgroups.set(cs.id, cs);
+  for (const t of tasks) {
+    const cg = t.cores.get(t.pid)?.tc?.cgSet;
+    if (cg && !cgroups.has(cg)) throw new CriuError("restore", `${dir}/core-${t.pid}.img: cgroup set ${cg} is not in cgroup.img`);
+  }
+  return { dir, inventory, files, tasks, newPidNs, newMntNs, cgroups };
 }

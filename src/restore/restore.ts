@@ -7,6 +7,7 @@ import { create } from "@bufbuild/protobuf";
 import { writeImage } from "../images/image";
 import * as S from "../images/schemas";
 import { precheckFds } from "../resources/files";
+import { enterCgroups, precheckCgroups } from "../resources/cgroup";
 import { TreeFiles } from "../resources/fdkind";
 import { verifyPages } from "../codec/pipeline";
 import { O } from "../sys/mem";
@@ -14,10 +15,14 @@ import { CriuError, log } from "../log";
 import { fault } from "../fault";
 import { netRestoreBegin, netRestoreEnd } from "../resources/inet";
 
-export interface RestoreOptions { dir: string; leaveStopped?: boolean; shellJob?: boolean; pidfile?: string; tcpClose?: boolean }
+export interface RestoreOptions {
+  dir: string; leaveStopped?: boolean; shellJob?: boolean; pidfile?: string; tcpClose?: boolean; manageCgroups?: boolean;
+}
 
 /** Everything that can be checked before creating a process. */
 function precheck(set: RestoreSet, o: RestoreOptions) {
+  const used = new Set(set.tasks.map((t) => t.cores.get(t.pid)?.tc?.cgSet ?? 0));
+  precheckCgroups([...set.cgroups.values()], used, !!o.manageCgroups);
   for (const t of set.tasks) {
     // in a fresh PID namespace every PID is free; here they must be
     if (!set.newPidNs) for (const tid of t.tids) if (!pidFree(tid)) throw new CriuError("restore", `PID ${tid} is in use`);
@@ -72,6 +77,8 @@ export function restoreProcesses(o: RestoreOptions): { pid: number; ms: number; 
       const b = new TaskBuilder(set, t, treeFiles);
       builders.push(b); byPid.set(t.pid, b);
       if (t === root) b.createFromPuppet(); else b.createFromParent(byPid.get(t.ppid)!);
+      const cg = t.cores.get(t.pid)?.tc?.cgSet;
+      if (cg) enterCgroups(b.pid, set.cgroups.get(cg)!, !!o.manageCgroups);
       b.restoreSession(inTree, o.shellJob);
       // memory before the children are forked from it: what they share stays shared
       if (!t.zombie) b.restoreMemory();
