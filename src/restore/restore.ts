@@ -110,7 +110,9 @@ export function restoreProcesses(o: RestoreOptions): { pid: number; ms: number; 
   for (const b of [...builders].reverse()) if (!b.t.zombie) b.release({ leaveStopped: o.leaveStopped });
   netRestoreEnd();
   const t = root;
-  if (o.pidfile) writeFileSync(o.pidfile, `${t.pid}`);
+  // the root as criu-bun sees it (in a fresh PID namespace it is 1 inside, something else here)
+  const hostPid = builders[0].pid;
+  if (o.pidfile) writeFileSync(o.pidfile, `${hostPid}`);
   const ms = performance.now() - t0;
   const pages = set.tasks.reduce((n, x) => n + x.pagemap.reduce((m, e) => m + (e.flags & 4 ? e.nrPages : 0), 0), 0);
   try {
@@ -120,5 +122,5 @@ export function restoreProcesses(o: RestoreOptions): { pid: number; ms: number; 
     } })]);
   } catch (e: any) { log.warn(`cannot write stats-restore.img: ${e.message}`); }
   log.info(`Restored ${set.tasks.length} process(es), root ${t.pid}, in ${ms.toFixed(1)} ms`);
-  return { pid: t.pid, ms, forkMs, pages, processes: set.tasks.length };
+  return { pid: hostPid, ms, forkMs, pages, processes: set.tasks.length };
 }
