@@ -213,3 +213,23 @@ describe("task attributes", () => {
     expect((await waitResult(w, 15000)).text).toStartWith("PASS");
   });
 });
+
+describe("capabilities", () => {
+  test("a uid 1000 process with an inheritable+ambient capability and a reduced bounding set keeps its sets", async () => {
+    const w = await startWorkload("counter", [], {
+      wrap: ["setpriv", "--reuid", "1000", "--regid", "1000", "--clear-groups", "--inh-caps", "+net_raw", "--ambient-caps", "+net_raw", "--bounding-set", "-sys_admin,-sys_ptrace", "--"],
+    });
+    await Bun.sleep(100);
+    const line = (t: string, k: string) => new RegExp(`^${k}:\\s*(.*)$`, "m").exec(t)![1].trim();
+    const before = readFileSync(`/proc/${w.pid}/status`, "utf8");
+    expect(line(before, "CapEff")).toBe("0000000000002000");
+    const dir = imagesDir("caps");
+    dump(w.pid, dir);
+    const r = await restore(dir, w.pid);
+    const after = readFileSync(`/proc/${w.pid}/status`, "utf8");
+    for (const k of ["Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd"]) expect(`${k}: ${line(after, k)}`).toBe(`${k}: ${line(before, k)}`);
+    trigger(w);
+    expect((await waitResult(w, 15000)).text).toStartWith("PASS");
+    expect(await r.proc.exited).toBe(0);
+  });
+});

@@ -154,6 +154,7 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
     const tinj = new Injector(t.tid, sysInsn, "sysstop", mem);
     let tidAddr = 0n;
     let sas = { ssSp: 0n, ssSize: 0n, ssFlags: 2 };
+    let secbits = 0;
     try {
       tinj.withScratch(32, (scratch) => {
         tinj.ok("prctl(PR_GET_TID_ADDRESS)", NR.prctl, 40, scratch);
@@ -161,6 +162,7 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
         tinj.ok("sigaltstack", NR.sigaltstack, 0, scratch);
         const dv = new DataView(mem.read(scratch, 24).buffer);
         sas = { ssSp: dv.getBigUint64(0, true), ssFlags: dv.getInt32(8, true), ssSize: dv.getBigUint64(16, true) };
+        secbits = Number(tinj.ok("prctl(PR_GET_SECUREBITS)", NR.prctl, 27));
       });
     } finally { tinj.restore(); }
     const pending = parseSiginfos(peekSiginfo(t.tid, false));
@@ -174,7 +176,7 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
       threadInfo: { clearTidAddr: tidAddr, gpregs: regsToEntry(regs), fpregs: xsaveToFpregs(xstate) },
       threadCore: {
         futexRla: head[0], futexRlaLen: Number(len[0]), schedNice: tstat.nice, schedPolicy: 0, schedPrio: 0,
-        blkSigset: sigmask, sas, pdeathSig: 0, signalsP: { signals: pending }, creds: readCreds(pid, t.tid),
+        blkSigset: sigmask, sas, pdeathSig: 0, signalsP: { signals: pending }, creds: { ...readCreds(pid, t.tid), secbits },
         seccompMode: 0, comm,
         ...(rseq && rseq.ptr ? { rseqEntry: { rseqAbiPointer: rseq.ptr, rseqAbiSize: rseq.len, signature: rseq.sig } } : {}),
       },

@@ -26,6 +26,13 @@ const CLONE = { VM: 0x100, FS: 0x200, FILES: 0x400, SIGHAND: 0x800, PARENT: 0x80
 function hex(v: bigint | number) { return "0x" + v.toString(16); }
 
 /** A free 2-page hole clear of the dumped VMAs and of the puppet's own mappings. */
+let lastCapCache = -1;
+/** Highest capability number this kernel knows. */
+function capLast(): number {
+  if (lastCapCache < 0) lastCapCache = Number(readFileSync("/proc/sys/kernel/cap_last_cap", "latin1").trim());
+  return lastCapCache;
+}
+
 /** The PID of a task in its own (innermost) PID namespace, from /proc/PID/status NSpid. */
 export function nsPid(hostPid: number): number {
   const m = /^NSpid:\s*(.*)$/m.exec(readFileSync(`/proc/${hostPid}/status`, "latin1"));
@@ -423,16 +430,32 @@ export class TaskBuilder {
     }
   }
 
+  /**
+   * Credentials of one thread, in the order the kernel allows: bounding set and securebits while
+   * we are still all-powerful root, groups and gids, uids (capabilities kept across the switch),
+   * then the capability sets themselves. Ambient capabilities are not restored.
+   */
   private restoreCreds(inj: Injector, c: S.creds_entry) {
-    const same = c.uid === 0 && c.euid === 0 && c.suid === 0 && c.gid === 0 && c.egid === 0 && c.sgid === 0 && c.fsuid === 0 && c.fsgid === 0;
-    if (same && c.groups.length === 0) return;
-    if (c.groups.length) {
-      const g = new Uint32Array(c.groups);
-      inj.ok("setgroups", NR.setgroups, g.length, this.scratchWrite(0n, new Uint8Array(g.buffer)));
+    const lastCap = capLast();
+    const full = lastCap >= 32 ? [0xffffffff, 2 ** (lastCap - 31) - 1] : [2 ** (lastCap + 1) - 1, 0];
+    const isFull = (w: number[]) => (w[0] >>> 0) === (full[0] >>> 0) && (w[1] ?? 0) === full[1];
+    const rootish = c.uid === 0 && c.euid === 0 && c.suid === 0 && c.gid === 0 && c.egid === 0 && c.sgid === 0 && c.fsuid === 0 && c.fsgid === 0;
+    if (rootish && !c.groups.length && !c.secbits && isFull(c.capBnd) && isFull(c.capPrm) && isFull(c.capEff) && !(c.capInh[0] || c.capInh[1])) return;
+    for (let cap = 0; cap <= lastCap; cap++) {
+      const inBnd = ((c.capBnd[cap >> 5] ?? 0) >>> (cap & 31)) & 1;
+      if (!inBnd) inj.ok(`prctl(PR_CAPBSET_DROP, ${cap})`, NR.prctl, 24, cap);
     }
+    if (c.secbits) inj.ok("prctl(PR_SET_SECUREBITS)", NR.prctl, 28, c.secbits);
+    inj.ok("setgroups", NR.setgroups, c.groups.length, this.scratchWrite(0n, new Uint8Array(new Uint32Array(c.groups).buffer)));
     inj.ok("setresgid", NR.setresgid, c.gid, c.egid, c.sgid);
+    if (!(c.secbits & 0x20 /* SECBIT_KEEP_CAPS_LOCKED */)) inj.call(NR.prctl, 8 /* PR_SET_KEEPCAPS */, 1);
     inj.ok("setresuid", NR.setresuid, c.uid, c.euid, c.suid);
     inj.call(NR.setfsgid, c.fsgid); inj.call(NR.setfsuid, c.fsuid);
+    // capset: header {version 3, pid 0}, two data words {effective, permitted, inheritable}
+    const hd = this.scratchWrite(0n, new Uint8Array(new Uint32Array([0x20080522, 0]).buffer));
+    const data = new Uint32Array([c.capEff[0] ?? 0, c.capPrm[0] ?? 0, c.capInh[0] ?? 0, c.capEff[1] ?? 0, c.capPrm[1] ?? 0, c.capInh[1] ?? 0]);
+    inj.ok("capset", NR.capset, hd, this.scratchWrite(64n, new Uint8Array(data.buffer)));
+    if (!(c.secbits & 0x20)) inj.call(NR.prctl, 8, (c.secbits >> 4) & 1); // keep-caps back as it was
   }
 
   /** Pending signals, timers: the last things before the registers, so nothing fires early. */
