@@ -50,6 +50,15 @@ describe("signals and timers", () => {
 });
 
 describe("files", () => {
+  test("a file deleted while open comes back as a ghost file: contents, mode, offset, still unlinked", async () => {
+    const { dir } = await dumpRestoreVerify("deleted");
+    expect(readdirSync(dir)).toContain("remap-fpath.img");
+    const ghost = readdirSync(dir).find((f) => f.startsWith("ghost-file-"))!;
+    const j = JSON.parse(Bun.spawnSync(["crit", "decode", "-i", join(dir, ghost)]).stdout.toString());
+    expect(j.magic).toBe("GHOST_FILE");
+    expect(Number(j.entries[0].size)).toBe(32 << 10);
+  });
+
   test("append log, rw offset, ro offset, O_PATH, devices, cloexec, shared file mapping", async () => {
     await dumpRestoreVerify("files");
   });

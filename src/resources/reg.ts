@@ -1,7 +1,11 @@
 // Regular files, directories and character devices opened by path.
-import { statSync, readlinkSync } from "node:fs";
-import type { FdKind } from "./fdkind";
-import { FOWN0 } from "./fdkind";
+import { statSync, readlinkSync, existsSync } from "node:fs";
+import { dirname } from "node:path";
+import type { FdKind, DumpCtx, RestoreCtx } from "./fdkind";
+import { FOWN0, cachedPayloads } from "./fdkind";
+import { readImage, imageExists } from "../images/image";
+import * as S from "../images/schemas";
+import { openFd, closeFd, preadFull, pwriteFull } from "../sys/mem";
 import { NR } from "../sys/nr";
 import { O } from "../sys/mem";
 import { CriuError } from "../log";
@@ -31,18 +35,20 @@ export const regKind: FdKind = {
   match: (target, st) => target.startsWith("/") && (st.isFile() || st.isDirectory() || st.isCharacterDevice() || st.isBlockDevice()),
   dump(ctx) {
     const { target, st } = ctx;
-    if (target.endsWith(" (deleted)")) {
-      throw new CriuError("files", `${ctx.where}: '${target.slice(0, -10)}' was deleted while open; deleted files are not supported yet`);
-    }
+    if (target.endsWith(" (deleted)")) return dumpGhost(ctx);
     if (st.isCharacterDevice() && isTty(st.rdev) && !ctx.opts.shellJob) {
       throw new CriuError("files", `${ctx.where}: terminal '${target}' is open; use --shell-job to dump a shell job`);
     }
     const size = st.isFile() ? st.size : undefined;
     return ctx.files.add(null, (id) => ({ id, type: 1, reg: regEntry(id, target, ctx.flags, ctx.pos, size, Number(st.mode)) }));
   },
-  precheck(f, _dir, where, opts) {
+  precheck(f, dir, where, opts) {
     const reg = f.reg!;
     if (opts?.shellJob && isTtyPath(reg.name) && shellTty()) return; // it gets our terminal
+    if (ghostOf(dir, f.id)) {
+      if (!existsSync(dirname(reg.name))) throw new CriuError("restore", `${where}: the directory of deleted file '${reg.name}' does not exist any more`);
+      return;
+    }
     let st;
     try { st = statSync(reg.name, { bigint: true }); }
     catch { throw new CriuError("restore", `${where}: '${reg.name}' does not exist any more`); }
@@ -53,6 +59,8 @@ export const regKind: FdKind = {
   restore(ctx, f) {
     const reg = f.reg!;
     const flags = reg.flags & ~(O.CREAT | O.EXCL | O.TRUNC | O.CLOEXEC);
+    const ghost = ghostOf(ctx.dir, f.id);
+    if (ghost !== undefined) return restoreGhost(ctx, f, ghost, flags);
     // a shell job's terminal: as criu does, the restored job is attached to criu-bun's terminal
     const name = ctx.opts?.shellJob && isTtyPath(reg.name) ? shellTty() ?? reg.name : reg.name;
     const fd = Number(ctx.inj.call(NR.openat, -100, ctx.str(name), flags, 0));
@@ -64,3 +72,84 @@ export const regKind: FdKind = {
     return ctx.high(fd, ctx.where);
   },
 };
+
+// ---- files deleted while open: CRIU's ghost files ----------------------------------------------
+// Dump: the contents go to ghost-file-<id>.img (ghost_file_entry + raw bytes) and remap-fpath.img
+// maps every description of that file to the ghost. Restore: the file is created again at its
+// path (or beside it if the path is taken), filled, opened as each description wants, and
+// unlinked, so the process finds an open, deleted file with the same contents, mode and owner.
+
+/** Largest deleted file whose contents are saved (CRIU's --ghost-limit; ours is larger). */
+export const GHOST_LIMIT = 256 << 20;
+
+function dumpGhost(ctx: DumpCtx): number {
+  const { st } = ctx;
+  const path = ctx.target.slice(0, -" (deleted)".length);
+  if (!st.isFile()) throw new CriuError("files", `${ctx.where}: '${path}' was deleted while open and is not a regular file; not supported`);
+  if (st.size > BigInt(GHOST_LIMIT)) throw new CriuError("files", `${ctx.where}: deleted file '${path}' is ${st.size} bytes, over the ghost file limit of ${GHOST_LIMIT}`);
+  const key = `ghost:${st.dev}:${st.ino}`;
+  let ghostId = ctx.files.byKey.get(key);
+  if (ghostId === undefined) {
+    ghostId = ctx.files.nextId++;
+    ctx.files.byKey.set(key, ghostId);
+    const data = new Uint8Array(Number(st.size));
+    const fd = openFd(`/proc/${ctx.pid}/fd/${ctx.fd}`, O.RDONLY | O.CLOEXEC);
+    try {
+      const got = preadFull(fd, data, 0n, data.length, 0, `${ctx.where}: reading deleted file`);
+      if (got !== data.length) throw new CriuError("files", `${ctx.where}: deleted file '${path}' shrank while being read`);
+    } finally { closeFd(fd); }
+    const t = (ns: bigint) => ({ tvSec: ns / 1_000_000_000n, tvUsec: (ns % 1_000_000_000n) / 1000n });
+    ctx.images.add(`ghost-file-${ghostId.toString(16)}.img`, "GHOST_FILE", S.ghost_file_entrySchema, {
+      uid: Number(st.uid), gid: Number(st.gid), mode: Number(st.mode), dev: Number(st.dev), ino: st.ino, size: st.size,
+      atim: t(st.atimeNs), mtim: t(st.mtimeNs),
+    }, data);
+  }
+  const id = ctx.files.add(null, (id) => ({ id, type: 1, reg: regEntry(id, path, ctx.flags, ctx.pos, st.size, Number(st.mode)) }));
+  ctx.images.add("remap-fpath.img", "REMAP_FPATH", S.remap_file_path_entrySchema, { origId: id, remapId: ghostId, remapType: 1 /* GHOST */ });
+  return id;
+}
+
+const remaps = new Map<string, Map<number, number>>();
+/** The ghost file id a file id is remapped to, if any. */
+function ghostOf(dir: string, id: number): number | undefined {
+  let m = remaps.get(dir);
+  if (!m) {
+    m = new Map();
+    if (imageExists(dir, "remap-fpath.img")) {
+      for (const r of readImage<S.remap_file_path_entry>(dir, "remap-fpath.img", "REMAP_FPATH")) if (r.remapType === 1) m.set(r.origId, r.remapId);
+    }
+    remaps.set(dir, m);
+  }
+  return m.get(id);
+}
+
+function restoreGhost(ctx: RestoreCtx, f: S.file_entry, ghostId: number, flags: number): number {
+  const reg = f.reg!, inj = ctx.inj;
+  const key = `ghost:${ghostId}`;
+  let base = ctx.fdFrom(key);
+  if (base === undefined) {
+    const [g] = cachedPayloads<S.ghost_file_entry>(ctx, `ghost-file-${ghostId.toString(16)}.img`, "GHOST_FILE");
+    if (!g) throw new CriuError("restore", `${ctx.where}: ghost-file-${ghostId.toString(16)}.img is missing`);
+    // at its own path if free, else beside it; unlinked right after
+    let name = reg.name, fd = -17;
+    for (let i = 0; fd === -17 && i < 100; i++) {
+      if (i) name = `${reg.name}.criu-bun-ghost.${ghostId}.${i}`;
+      fd = Number(inj.call(NR.openat, -100, ctx.str(name), O.RDWR | O.CREAT | O.EXCL | O.CLOEXEC, g.msg.mode & 0o7777));
+    }
+    if (fd < 0) throw new CriuError("restore", `${ctx.where}: cannot recreate deleted file '${reg.name}' (errno ${-fd})`);
+    const w = openFd(`/proc/${ctx.pid}/fd/${fd}`, O.WRONLY | O.CLOEXEC);
+    try { pwriteFull(w, g.payload, 0n, g.payload.length, 0, `${ctx.where}: writing deleted file contents`); } finally { closeFd(w); }
+    inj.call(NR.fchown, fd, g.msg.uid, g.msg.gid);
+    inj.call(NR.fchmod, fd, g.msg.mode & 0o7777);
+    const u = inj.call(NR.unlink, ctx.str(name));
+    if (u < 0n) throw new CriuError("restore", `${ctx.where}: cannot unlink recreated deleted file '${name}' (errno ${-u})`);
+    base = ctx.high(fd, ctx.where);
+    ctx.hold(key, base);
+  }
+  // every description is its own open of that inode, with its own flags and offset
+  const r = Number(inj.call(NR.openat, -100, ctx.str(`/proc/self/fd/${base}`), flags | O.CLOEXEC, 0));
+  if (ctx.tree.held.get(key)!.pid !== ctx.pid) inj.call(NR.close, base); // our imported copy
+  if (r < 0) throw new CriuError("restore", `${ctx.where}: reopening deleted file '${reg.name}' failed (errno ${-r})`);
+  if (reg.pos) inj.call(NR.lseek, r, reg.pos, 0);
+  return ctx.high(r, ctx.where);
+}
