@@ -118,6 +118,7 @@ export function dumpProcess(o: DumpOptions): DumpStats {
     for (const n of alive) releaseProcess(n.fp!);
     log.info(`Tree of ${pid} left running`);
   } else {
+    log.debug(`images written`);
     for (const n of alive) syscall(NR.kill, n.pid, 9);
     for (const n of alive) for (const t of n.fp!.threads) syscall(NR.ptrace, 17, t.tid, 0, 0);
     netDumpEnd("killed");
@@ -159,6 +160,7 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number): Du
     stats.memdumpTime += r.memUs; stats.pagesScanned += r.scanned; stats.pagesWritten += r.written;
     pstree.push({ pid: vpid, ppid: vppid, pgid, sid, threads: r.tids });
   });
+  log.debug(`all processes collected`);
   writeImage(d, "inventory.img", "INVENTORY", [msg(S.inventory_entrySchema, {
     imgVersion: 2, fdinfoPerId: true, nsPerId: true, lsmtype: 0,
     rootIds: { vmId: 1, filesId: 1, fsId: 1, sighandId: 1, pidNsId: 1, netNsId: 2, ipcNsId: 3, utsNsId: 4, mntNsId: 5, userNsId: 6, cgroupNsId: 7, timeNsId: 8 },
@@ -180,6 +182,7 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
   const pid = n.pid, mem = n.mem!;
   const vpid = ns.v(pid);
   const task: TaskDump = dumpTask(n.fp!, mem);
+  log.debug(`process ${pid}: task state collected`);
   task.threads[0].core.tc.cgSet = cgSet;
   // a process sharing its parent's fd table (CLONE_FILES) has it dumped once, under one files id
   const tableDone = ids.filesId !== id;
