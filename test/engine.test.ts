@@ -242,3 +242,40 @@ describe("capabilities", () => {
     expect(await r.proc.exited).toBe(0);
   });
 });
+
+describe("more options", () => {
+  test("restore -s leaves the process stopped; -W puts logs and the pidfile in the work dir; exe link kept", async () => {
+    const w = await startWorkload("spin");
+    await Bun.sleep(100);
+    const exe = readlinkSync(`/proc/${w.pid}/exe`);
+    const dir = imagesDir("opts");
+    const work = imagesDir("work");
+    let r = criuBun(["dump", "-t", String(w.pid), "-D", dir, "-W", work, "-o", "dump.log", "-v4"]);
+    expect(r.code).toBe(0);
+    expect(existsSync(join(work, "dump.log"))).toBe(true);
+    await waitReaped(w.pid);
+    r = criuBun(["restore", "-d", "-s", "-D", dir, "-W", work, "-o", "restore.log", "-v4", "--pidfile", "p.pid"]);
+    expect(r.code).toBe(0);
+    expect(readFileSync(join(work, "p.pid"), "utf8").trim()).toBe(String(w.pid));
+    expect(readFileSync(join(work, "restore.log"), "utf8")).toContain("Restore finished");
+    await Bun.sleep(100);
+    expect(procState(w.pid)).toBe("T");
+    expect(readlinkSync(`/proc/${w.pid}/exe`)).toBe(exe);
+    process.kill(w.pid, "SIGCONT");
+    trigger(w);
+    expect((await waitResult(w, 15000)).text).toStartWith("PASS");
+  });
+
+  test("a file that changed size since the dump is refused with a clear error", async () => {
+    const w = await startWorkload("files");
+    await Bun.sleep(150);
+    const dir = imagesDir("size");
+    dump(w.pid, dir);
+    await waitReaped(w.pid);
+    require("node:fs").appendFileSync(join(w.dir, "ro"), "more");
+    const r = criuBun(["restore", "-d", "-D", dir]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/Error \(restore\): process \d+ fd \d+: '.*\/ro' has changed size \(\d+ bytes, dumped with \d+\)/);
+    expect(isAlive(w.pid)).toBe(false);
+  });
+});
