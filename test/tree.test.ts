@@ -85,12 +85,13 @@ describe("pipelines", () => {
 });
 
 describe("sharing between processes", () => {
-  test("MAP_SHARED anonymous memory and one open file description stay shared", async () => {
+  test("MAP_SHARED anonymous memory, POSIX and SysV shared memory, one open file description stay shared", async () => {
     const w = await startWorkload("shared");
     await Bun.sleep(100);
     const dir = imagesDir("shared");
     dump(w.pid, dir);
     expect(readdirSync(dir).some((f) => f.startsWith("pagemap-shmem-"))).toBe(true);
+    expect(readdirSync(dir)).toContain("ipcns-shm-1.img");
     const r = await restore(dir, w.pid);
     trigger(w);
     const res = await waitResult(w, 15000);

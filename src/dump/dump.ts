@@ -14,6 +14,9 @@ import { dumpFds, FileTable, type FdDump, type FdTwin } from "../resources/files
 import { readStat, listChildren } from "../sys/proc";
 import { ImageSink } from "../resources/fdkind";
 import { dumpShmem } from "../resources/shmem";
+import { dumpSysvShm } from "../resources/sysvshm";
+
+const sysvDone = new Set<number>();
 import { CgroupSets } from "../resources/cgroup";
 import { VMA } from "../resources/vma";
 import { writeImage } from "../images/image";
@@ -198,6 +201,10 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
     }
   }
   for (const v of task.vmas) {
+    if (v.status & VMA.SYSVIPC) {
+      v.shmid = BigInt(v.inode);
+      dumpSysvShm(pid, v.start, v.end, v.inode, extra, sysvDone);
+    }
     if (v.status & VMA.ANON_SHARED) {
       v.shmid = BigInt(v.inode);
       if (!extra.has(`pagemap-shmem-${v.inode}.img`)) dumpShmem(pid, v.start, v.end, v.inode, extra);

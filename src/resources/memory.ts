@@ -31,6 +31,8 @@ export function classifyVmas(pid: number, brk: bigint, startBrk: bigint): { vmas
       if (v.shared) throw new CriuError("mem", `process ${pid}: shared anonymous mapping at 0x${v.start.toString(16)} is not supported yet`);
       status |= VMA.ANON_PRIVATE; flags |= MAP.ANONYMOUS;
       if (v.vmflags.includes("gd")) flags |= MAP.GROWSDOWN;
+    } else if (v.path.startsWith("/SYSV") && v.shared) {
+      status |= VMA.SYSVIPC; // saved once per segment (sysvshm.ts)
     } else if (v.path.startsWith("/SYSV") || v.path.startsWith("/memfd:") || (v.shared && v.inode && v.path.endsWith(" (deleted)"))) {
       throw new CriuError("mem", `process ${pid}: mapping of '${v.path}' at 0x${v.start.toString(16)} is not supported yet`);
     } else if (v.inode !== 0) {

@@ -9,6 +9,7 @@ import * as S from "../images/schemas";
 import { precheckFds } from "../resources/files";
 import { enterCgroups, precheckCgroups } from "../resources/cgroup";
 import { TreeFiles } from "../resources/fdkind";
+import { restoreSysvShm, finishSysvShm, dropSysvShm } from "../resources/sysvshm";
 import { verifyPages } from "../codec/pipeline";
 import { O } from "../sys/mem";
 import { CriuError, log } from "../log";
@@ -71,7 +72,9 @@ export function restoreProcesses(o: RestoreOptions): { pid: number; ms: number; 
   const inTree = new Set(set.tasks.map((t) => t.pid));
   const treeFiles = new TreeFiles();
   let forkMs = 0;
+  let sysv: { id: number; dest: boolean }[] = [];
   try {
+    sysv = restoreSysvShm(set.dir);
     // 1. every process, parents before children (pstree order), each with its memory
     for (const t of set.tasks) {
       const b = new TaskBuilder(set, t, treeFiles);
@@ -103,8 +106,10 @@ export function restoreProcesses(o: RestoreOptions): { pid: number; ms: number; 
     // 3. registers, trampolines gone; 4. all go at once
     for (const b of builders) if (!b.t.zombie) b.finish();
     fault("restore-end", "restore");
+    finishSysvShm(sysv);
   } catch (e) {
     for (const b of [...builders].reverse()) b.abort();
+    dropSysvShm(sysv);
     throw e;
   }
   for (const b of [...builders].reverse()) if (!b.t.zombie) b.release({ leaveStopped: o.leaveStopped });

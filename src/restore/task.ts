@@ -8,6 +8,7 @@ import {
 import { O } from "../sys/mem";
 import { restoreFds, importFd } from "../resources/files";
 import { shmemFd } from "../resources/shmem";
+import { SHMAT } from "../resources/sysvshm";
 import { TreeFiles } from "../resources/fdkind";
 import { readVmas } from "../sys/proc";
 import { Injector, RemoteMem } from "../ptrace/inject";
@@ -47,6 +48,7 @@ function sameVma(v: S.vma_entry, c: { start: bigint; end: bigint; prot: number; 
   if (((v.flags & MAP.SHARED) !== 0) !== c.shared) return false;
   if (((v.flags & MAP.GROWSDOWN) !== 0) !== c.vmflags.includes("gd")) return false;
   if (v.status & VMA.ANON_PRIVATE) return c.inode === 0 && !c.path.startsWith("/");
+  if (v.status & VMA.SYSVIPC) return c.path.startsWith("/SYSV") && BigInt(c.inode) === v.shmid;
   if (v.status & VMA.ANON_SHARED) return c.path.includes(`criu-bun-shmem-${v.shmid} `) || c.path.endsWith(`criu-bun-shmem-${v.shmid}`);
   if (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) return c.pgoff === v.pgoff && set.files.get(Number(v.shmid))?.reg?.name === c.path;
   return false;
@@ -222,6 +224,13 @@ export class TaskBuilder {
     try {
       for (const v of mm.vmas) {
         if (v.status & (VMA.VDSO | VMA.VVAR) && !(v.status & VMA.ANON_PRIVATE)) continue;
+        if (v.status & VMA.SYSVIPC) {
+          if (kept.has(v.start)) continue;
+          const flags = (v.prot & 2 ? 0 : 0o10000 /* SHM_RDONLY */) | (v.prot & 4 ? 0o100000 /* SHM_EXEC */ : 0);
+          const r = inj.call(SHMAT, v.shmid, v.start, flags);
+          if (r !== v.start) throw new CriuError("restore", `shmat of SysV segment ${v.shmid} at ${hex(v.start)} failed (${r < 0n ? "errno " + -r : "got " + hex(r)})`);
+          continue;
+        }
         if (kept.has(v.start)) {
           if (v.madv) for (let b = 0n; b < 64n; b++) if (v.madv & (1n << b)) inj.call(NR.madvise, v.start, v.end - v.start, b);
           continue;

@@ -2,6 +2,8 @@
  * shared: what a parent and its child share must stay shared after restore.
  *  - a 4 MiB MAP_SHARED|MAP_ANONYMOUS region with a pattern (one page left zero);
  *  - one open file description (DIR/data, opened before fork): the offset moves for both;
+ *  - a POSIX shared memory object (shm_open, MAP_SHARED) and a SysV segment (shmget, shmat,
+ *    marked IPC_RMID), both mapped by parent and child;
  * At go the parent raises a flag in shared memory; the child (which only sees it if the memory
  * is really shared) reads 10 bytes from the shared fd, checks the pattern, answers in shared
  * memory and exits 0. The parent checks the answer, that its own offset moved by those 10 bytes
@@ -10,6 +12,7 @@
  */
 #include "wl.h"
 #include <sys/mman.h>
+#include <sys/shm.h>
 #include <sys/wait.h>
 
 #define SZ (4u << 20)
@@ -26,13 +29,27 @@ int main(int argc, char **argv) {
 	volatile uint32_t *shm = mmap(NULL, SZ, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (shm == MAP_FAILED) exit(2);
 	wl_fill((void *)(shm + 1024), SZ - 8192, 77); /* page 0 = control words, last page zero */
+	char pname[64];
+	snprintf(pname, sizeof pname, "/criu-bun-shared-%d", getpid());
+	int pfd = shm_open(pname, O_RDWR | O_CREAT | O_EXCL, 0600);
+	if (pfd < 0 || ftruncate(pfd, 8192)) exit(2);
+	volatile uint32_t *pshm = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, pfd, 0);
+	close(pfd);
+	int sid = shmget(IPC_PRIVATE, 3 * 4096, IPC_CREAT | 0600);
+	volatile uint32_t *sshm = shmat(sid, NULL, 0);
+	if (pshm == MAP_FAILED || sid < 0 || sshm == (void *)-1) exit(2);
+	shmctl(sid, IPC_RMID, NULL); /* gone once nobody is attached */
+	sshm[100] = 0x5EED;
 	uint64_t h = wl_hash((void *)(shm + 1024), SZ - 8192);
 	pid_t c = fork();
 	if (c == 0) {
 		while (shm[0] != 1) wl_sleep_ms(2);
 		char buf[10];
 		ssize_t n = read(fd, buf, sizeof buf);
-		uint32_t ok = n == 10 && !memcmp(buf, data + 100, 10) && wl_hash((void *)(shm + 1024), SZ - 8192) == h;
+		uint32_t ok = n == 10 && !memcmp(buf, data + 100, 10) && wl_hash((void *)(shm + 1024), SZ - 8192) == h &&
+		              pshm[0] == 0xABCD && sshm[0] == 0xBEEF && sshm[100] == 0x5EED;
+		pshm[1] = 1;
+		sshm[1] = 1;
 		shm[2] = ok;
 		shm[1] = 2;
 		_exit(ok ? 0 : 3);
@@ -46,11 +63,16 @@ int main(int argc, char **argv) {
 		shm = mremap(copy, SZ, SZ, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)shm);
 	}
 	WL_CHECK(wl_hash((void *)(shm + 1024), SZ - 8192) == h, "shared pattern changed");
+	pshm[0] = 0xABCD;
+	sshm[0] = 0xBEEF;
 	shm[0] = 1;
 	int waited = 0;
 	while (shm[1] != 2 && waited < 2000) { wl_sleep_ms(5); waited += 5; }
 	WL_CHECK(shm[1] == 2, "child never answered through shared memory");
 	WL_CHECK(shm[2] == 1, "child saw wrong data (fd or shared memory)");
+	WL_CHECK(pshm[1] == 1, "child's write to the POSIX shared memory not seen");
+	WL_CHECK(sshm[1] == 1, "child's write to the SysV segment not seen");
+	shm_unlink(pname);
 	off_t pos = lseek(fd, 0, SEEK_CUR);
 	WL_CHECK(pos == 110, "shared offset is %ld, want 110 (child's read must move it)", (long)pos);
 	int st = 0;
