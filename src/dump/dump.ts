@@ -19,7 +19,8 @@ import { dumpSysvShm } from "../resources/sysvshm";
 const sysvDone = new Set<number>();
 import { CgroupSets } from "../resources/cgroup";
 import { VMA } from "../resources/vma";
-import { writeImage } from "../images/image";
+import { writeImage, writeImageBytes } from "../images/image";
+import { encodePagemap } from "../images/pagemap";
 import * as S from "../images/schemas";
 import { CriuError, log } from "../log";
 import { fault } from "../fault";
@@ -228,10 +229,7 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
   }
   writeImage(d, `ids-${vpid}.img`, "IDS", [msg(S.task_kobj_ids_entrySchema, ids)]);
   writeImage(d, `mm-${vpid}.img`, "MM", [msg(S.mm_entrySchema, task.mm)]);
-  writeImage(d, `pagemap-${vpid}.img`, "PAGEMAP", [
-    msg(S.pagemap_headSchema, { pagesId: id }),
-    ...pr.runs.map((r) => msg(S.pagemap_entrySchema, { vaddr: r.vaddr, compatNrPages: r.nrPages, nrPages: BigInt(r.nrPages), flags: r.flags })),
-  ]);
+  writeImageBytes(d, `pagemap-${vpid}.img`, encodePagemap(id, pr.runs));
   writeImage(d, `fs-${vpid}.img`, "FS", [msg(S.fs_entrySchema, { cwdId, rootId, umask: task.umask })]);
   if (!tableDone) writeImage(d, `fdinfo-${ids.filesId}.img`, "FDINFO", fds.map((f) => msg(S.fdinfo_entrySchema, { id: f.id, flags: f.cloexec ? 1 : 0, type: f.type, fd: f.fd })));
   return { memUs, scanned: pr.scanned, written: pr.written, tids, pgid: task.stat.pgid, sid: task.stat.sid };

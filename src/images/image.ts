@@ -151,6 +151,11 @@ function writeFileAtomic(path: string, data: Uint8Array) {
   renameSync(tmp, path);
 }
 
+/** Write already encoded image bytes (fast paths such as pagemap.ts) into dir/file. */
+export function writeImageBytes(dir: string, file: string, data: Uint8Array): void {
+  writeFileAtomic(join(dir, file), data);
+}
+
 /** Write an image of `kind` (crit's magic name) holding `entries` into dir/file. */
 export function writeImage(dir: string, file: string, kind: string, entries: Message[]): void {
   const k = getKind(kind);

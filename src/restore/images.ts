@@ -1,7 +1,8 @@
 // Loading and validating everything a restore needs before anything is created.
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { readImage, imageExists, pagemapNrPages } from "../images/image";
+import { readImage, imageExists } from "../images/image";
+import { decodePagemap } from "../images/pagemap";
 import type * as S from "../images/schemas";
 import { CriuError } from "../log";
 import { checkPages } from "../codec/pipeline";
@@ -68,15 +69,12 @@ export function loadImages(dir: string): RestoreSet {
     need(dir, `mm-${pid}.img`);
     const [mm] = readImage<S.mm_entry>(dir, `mm-${pid}.img`, "MM");
     need(dir, `pagemap-${pid}.img`);
-    const pm = readImage<any>(dir, `pagemap-${pid}.img`, "PAGEMAP");
-    const head = pm[0];
-    const pagesFile = `pages-${head?.pagesId}.img`;
+    const pm = decodePagemap(dir, `pagemap-${pid}.img`);
+    const pagesFile = `pages-${pm.pagesId}.img`;
     let offset = 0;
-    const pagemap = pm.slice(1).map((e: S.pagemap_entry) => {
-      const n = pagemapNrPages(e);
-      const flags = e.flags ?? 4;
-      const r = { vaddr: e.vaddr, nrPages: n, flags, offset };
-      if (flags & 4) offset += n * 4096;
+    const pagemap = pm.runs.map((e) => {
+      const r = { vaddr: e.vaddr, nrPages: e.nrPages, flags: e.flags, offset };
+      if (e.flags & 4) offset += e.nrPages * 4096;
       return r;
     });
     checkPages(dir, { pid, pagemap, pagesFile, mm }); // pages-N.img or criu-bun's pages-N.lz4: present, sizes match

@@ -1,0 +1,94 @@
+// pagemap-N.img without building a protobuf message per entry. A large process has hundreds of
+// thousands of page runs; encoding them as messages costs seconds and hundreds of MB, so this
+// hot path writes and reads CRIU's framing and the two small messages (pagemap_head,
+// pagemap_entry: vaddr=1, compat_nr_pages=2, in_parent=3, flags=4, nr_pages=5) directly.
+// tests/pagemap.test.ts checks it against the generic protobuf path and Debian's crit.
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { ImageError } from "./image";
+import { IMG_COMMON_MAGIC } from "./magic";
+
+const PAGEMAP_MAGIC = 0x56084025;
+
+export interface PagemapRun { vaddr: bigint; nrPages: number; flags: number }
+
+class Out {
+  buf = new Uint8Array(1 << 16);
+  len = 0;
+  need(n: number) {
+    if (this.len + n <= this.buf.length) return;
+    const b = new Uint8Array(Math.max(this.buf.length * 2, this.len + n));
+    b.set(this.buf.subarray(0, this.len));
+    this.buf = b;
+  }
+  u32(v: number) { this.need(4); new DataView(this.buf.buffer).setUint32(this.len, v, true); this.len += 4; }
+  varint(v: number) { // v < 2^53
+    this.need(10);
+    while (v >= 0x80) { this.buf[this.len++] = (v % 0x80) | 0x80; v = Math.floor(v / 0x80); }
+    this.buf[this.len++] = v;
+  }
+}
+
+function varintLen(v: number) { let n = 1; while (v >= 0x80) { v = Math.floor(v / 0x80); n++; } return n; }
+
+/** The whole image: magics, pagemap_head{pages_id}, then one pagemap_entry per run. */
+export function encodePagemap(pagesId: number, runs: PagemapRun[]): Uint8Array {
+  const o = new Out();
+  o.u32(IMG_COMMON_MAGIC); o.u32(PAGEMAP_MAGIC);
+  o.u32(1 + varintLen(pagesId)); o.varint(0x08); o.varint(pagesId);
+  for (const r of runs) {
+    const va = Number(r.vaddr), n = r.nrPages, compat = n > 0xffffffff ? 0 : n;
+    const size = 1 + varintLen(va) + 1 + varintLen(compat) + 1 + varintLen(r.flags) + 1 + varintLen(n);
+    o.u32(size);
+    o.varint(0x08); o.varint(va);
+    o.varint(0x10); o.varint(compat);
+    o.varint(0x20); o.varint(r.flags);
+    o.varint(0x28); o.varint(n);
+  }
+  return o.buf.slice(0, o.len);
+}
+
+/** Read dir/file: pages id and the runs (nr_pages from field 5, else field 2; flags default PE_PRESENT). */
+export function decodePagemap(dir: string, file: string): { pagesId: number; runs: PagemapRun[] } {
+  const b = readFileSync(join(dir, file));
+  const dv = new DataView(b.buffer, b.byteOffset, b.length);
+  if (b.length < 8) throw new ImageError(file, 0, "truncated header");
+  if (dv.getUint32(0, true) !== IMG_COMMON_MAGIC || dv.getUint32(4, true) !== PAGEMAP_MAGIC) throw new ImageError(file, 0, "not a PAGEMAP image (bad magic)");
+  let off = 8, pagesId = -1;
+  const runs: PagemapRun[] = [];
+  while (off < b.length) {
+    if (off + 4 > b.length) throw new ImageError(file, off, "truncated entry length");
+    const len = dv.getUint32(off, true);
+    const start = off + 4, end = start + len;
+    if (end > b.length) throw new ImageError(file, off, `truncated entry (needs ${len} bytes, has ${b.length - start})`);
+    let p = start, vaddr = -1, compat = -1, nr = -1, flags = 4, head = -1;
+    const varint = () => {
+      let v = 0, mul = 1;
+      for (;;) {
+        if (p >= end) throw new ImageError(file, p, "truncated varint");
+        const c = b[p++];
+        v += (c & 0x7f) * mul;
+        if (c < 0x80) return v;
+        mul *= 0x80;
+        if (mul > 2 ** 63) throw new ImageError(file, p, "varint too long");
+      }
+    };
+    while (p < end) {
+      const tag = varint(), field = Math.floor(tag / 8), wt = tag & 7;
+      if (wt !== 0) throw new ImageError(file, p, `unexpected wire type ${wt} in field ${field}`);
+      const v = varint();
+      if (pagesId < 0) { if (field === 1) head = v; continue; }
+      if (field === 1) vaddr = v; else if (field === 2) compat = v; else if (field === 4) flags = v; else if (field === 5) nr = v;
+    }
+    if (pagesId < 0) {
+      if (head < 0) throw new ImageError(file, off, "pagemap_head without pages_id");
+      pagesId = head;
+    } else {
+      if (vaddr < 0 || (compat < 0 && nr < 0)) throw new ImageError(file, off, "pagemap_entry without vaddr or page count");
+      runs.push({ vaddr: BigInt(vaddr), nrPages: nr >= 0 ? nr : compat, flags });
+    }
+    off = end;
+  }
+  if (pagesId < 0) throw new ImageError(file, off, "no pagemap_head");
+  return { pagesId, runs };
+}
