@@ -43,6 +43,14 @@ describe("blocked in a syscall at dump time", () => {
   }
 });
 
+describe("seccomp", () => {
+  test("two seccomp filters and no_new_privs still apply after restore", async () => {
+    const { dir } = await dumpRestoreVerify("seccomp");
+    const j = JSON.parse(Bun.spawnSync(["crit", "decode", "-i", join(dir, "seccomp.img")]).stdout.toString());
+    expect(j.entries[0].seccomp_filters.length).toBe(2);
+  });
+});
+
 describe("signals and timers", () => {
   test("handlers, blocked+pending signals, itimer, POSIX timer", async () => {
     await dumpRestoreVerify("signals");

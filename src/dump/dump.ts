@@ -140,6 +140,7 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number): Du
   const pstree: Record<string, any>[] = [];
   const ns = new NsView(tree[0].pid);
   const cgroups = new CgroupSets();
+  const seccomp = new SeccompChains();
   tree.forEach((n, idx) => {
     const id = idx + 1;
     const ids = { vmId: id, filesId: sharedId(tree, idx, KCMP.FILES, "filesId"), fsId: sharedId(tree, idx, KCMP.FS, "fsId"),
@@ -160,7 +161,7 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number): Du
       throw new CriuError("dump", `process ${n.pid} shares its memory with another process (CLONE_VM without threads, e.g. vfork); not supported yet`);
     }
     n.ids = ids;
-    const r = dumpOne(n, id, ids, files, extra, twins, o, d, ns, cgroups.add(n.pid));
+    const r = dumpOne(n, id, ids, files, extra, twins, o, d, ns, cgroups.add(n.pid), seccomp);
     stats.memdumpTime += r.memUs; stats.pagesScanned += r.scanned; stats.pagesWritten += r.written;
     pstree.push({ pid: vpid, ppid: vppid, pgid, sid, threads: r.tids });
   });
@@ -173,6 +174,7 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number): Du
   writeImage(d, "pstree.img", "PSTREE", pstree.map((p) => msg(S.pstree_entrySchema, p)));
   writeImage(d, "files.img", "FILES", files.files.map((f) => msg(S.file_entrySchema, f)));
   writeImage(d, "cgroup.img", "CGROUP", [msg(S.cgroup_entrySchema, cgroups.entry())]);
+  if (seccomp.filters.length) writeImage(d, "seccomp.img", "SECCOMP", [msg(S.seccomp_entrySchema, { seccompFilters: seccomp.filters })]);
   extra.writeAll(d);
   writeImage(d, "stats-dump.img", "STATS", [msg(S.stats_entrySchema, { dump: {
     freezingTime: stats.freezingTime, frozenTime: stats.frozenTime, memdumpTime: stats.memdumpTime, memwriteTime: 0,
@@ -182,7 +184,7 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number): Du
 }
 
 /** One live process of the tree: its core, mm, pages, fds, fs and ids images. */
-function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: FileTable, extra: ImageSink, twins: FdTwin[], o: DumpOptions, d: string, ns: NsView, cgSet: number) {
+function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: FileTable, extra: ImageSink, twins: FdTwin[], o: DumpOptions, d: string, ns: NsView, cgSet: number, seccomp: SeccompChains) {
   const pid = n.pid, mem = n.mem!;
   const vpid = ns.v(pid);
   const task: TaskDump = dumpTask(n.fp!, mem);
@@ -223,6 +225,7 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
 
   const tids = task.threads.map((t) => ns.v(pid, t.tid));
   for (const t of task.threads) {
+    if (t.seccomp.length) t.core.threadCore.seccompFilter = seccomp.add(t.seccomp);
     const core = { ...t.core };
     if (t.tid === pid) core.tc = task.threads[0].core.tc;
     writeImage(d, `core-${ns.v(pid, t.tid)}.img`, "CORE", [msg(S.core_entrySchema, core)]);
@@ -291,4 +294,20 @@ function sharedId(tree: TreeNode[], idx: number, type: number, key: string): num
     if (syscall(NR.kcmp, o.pid, me.pid, type, 0, 0) === 0) return o.ids[key];
   }
   return idx + 1;
+}
+
+/** seccomp.img: every thread's filter chain, shared prefixes stored once (prev = index). */
+class SeccompChains {
+  filters: { filter: Uint8Array; prev?: number; flags: number }[] = [];
+  /** chain oldest first; returns the index of its newest filter */
+  add(chain: { filter: Uint8Array; flags: number }[]): number {
+    let prev: number | undefined;
+    for (const f of chain) {
+      const same = (x: { filter: Uint8Array; prev?: number }) => x.prev === prev && x.filter.length === f.filter.length && x.filter.every((b, i) => b === f.filter[i]);
+      let i = this.filters.findIndex(same);
+      if (i < 0) { i = this.filters.length; this.filters.push({ filter: f.filter, ...(prev !== undefined ? { prev } : {}), flags: f.flags }); }
+      prev = i;
+    }
+    return prev!;
+  }
 }

@@ -1,6 +1,6 @@
 // Collecting one frozen process: threads, memory layout, task state. Produces plain init objects
 // shaped like CRIU's protobuf messages (camelCase field names of the generated code).
-import { getRegs, getXstate, getSigmask, getRseqConfig, peekSiginfo, R, REG_NAMES, type Regs } from "../sys/ptrace";
+import { getRegs, getXstate, getSigmask, getRseqConfig, peekSiginfo, ptrace, PTRACE, R, REG_NAMES, type Regs } from "../sys/ptrace";
 import { readStat, readStatus, readLimits, readAuxv, readLink, readText, type ProcStat } from "../sys/proc";
 import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
@@ -18,6 +18,8 @@ export interface ThreadDump {
   regs: Regs;          // after the restart fix-up
   xstate: Uint8Array;
   core: Record<string, any>; // core_entry init (thread_info + thread_core, tc for the leader)
+  /** seccomp filters of the thread, oldest first, with their flags (mode 2) */
+  seccomp: { filter: Uint8Array; flags: number }[];
 }
 export interface TaskDump {
   pid: number; stat: ProcStat;
@@ -85,9 +87,6 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
   const pid = fp.pid;
   const stat = readStat(pid);
   const status = readStatus(pid);
-  if (status.Seccomp && status.Seccomp !== "0") {
-    throw new CriuError("dump", `process ${pid} uses seccomp (mode ${status.Seccomp}); seccomp is not supported yet`);
-  }
   const leader = fp.threads[0];
   const leaderRegs = getRegs(leader.tid);
   const sysInsn = Injector.findSyscallInsn(pid, leaderRegs, mem);
@@ -177,11 +176,15 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
       threadCore: {
         futexRla: head[0], futexRlaLen: Number(len[0]), schedNice: tstat.nice, schedPolicy: 0, schedPrio: 0,
         blkSigset: sigmask, sas, pdeathSig: 0, signalsP: { signals: pending }, creds: { ...readCreds(pid, t.tid), secbits },
-        seccompMode: 0, comm,
+        comm,
         ...(rseq && rseq.ptr ? { rseqEntry: { rseqAbiPointer: rseq.ptr, rseqAbiSize: rseq.len, signature: rseq.sig } } : {}),
       },
     };
-    threads.push({ tid: t.tid, regs, xstate, core });
+    const tst = readStatus(pid, t.tid);
+    const seccompMode = Number(tst.Seccomp ?? "0");
+    core.threadCore.seccompMode = seccompMode;
+    if (tst.NoNewPrivs === "1") core.threadCore.noNewPrivs = true;
+    threads.push({ tid: t.tid, regs, xstate, core, seccomp: seccompMode === 2 ? seccompFilters(t.tid) : [] });
   }
 
   // --- process-wide state in the leader's core
@@ -212,6 +215,23 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
     pid, stat, threads, vmas, mm, umask, sigactions,
     cwd: readLink(`/proc/${pid}/cwd`), root: readLink(`/proc/${pid}/root`), exe,
   };
+}
+
+/** A thread's seccomp filters, oldest first: PTRACE_SECCOMP_GET_FILTER counts from the newest. */
+function seccompFilters(tid: number): { filter: Uint8Array; flags: number }[] {
+  const out: { filter: Uint8Array; flags: number }[] = [];
+  for (let i = 0; ; i++) {
+    const n = ptrace(PTRACE.SECCOMP_GET_FILTER, tid, i, 0);
+    if (n === -2 /* ENOENT: no more */) break;
+    if (n < 0) throw new CriuError("dump", `thread ${tid}: PTRACE_SECCOMP_GET_FILTER(${i}) failed (errno ${-n})`);
+    const buf = new Uint8Array(n * 8);
+    const r = ptrace(PTRACE.SECCOMP_GET_FILTER, tid, i, addr(buf));
+    if (r !== n) throw new CriuError("dump", `thread ${tid}: seccomp filter ${i} changed while being read`);
+    const md = new BigUint64Array([BigInt(i), 0n]);
+    const m = ptrace(0x420d /* PTRACE_SECCOMP_GET_METADATA */, tid, 16, addr(md));
+    out.push({ filter: buf, flags: m >= 0 ? Number(md[1]) : 0 });
+  }
+  return out.reverse();
 }
 
 function readLoginuid(pid: number): number {

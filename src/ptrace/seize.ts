@@ -1,6 +1,7 @@
 // Freezing: seize every thread of a process, interrupt it and wait for the stop.
-import { seize, interrupt, wait4Raw, detach, W, PTRACE_EVENT, PTRACE, ptrace, __WALL, describeStatus } from "../sys/ptrace";
+import { PTRACE_O, seize, interrupt, wait4Raw, detach, W, PTRACE_EVENT, PTRACE, ptrace, __WALL, describeStatus } from "../sys/ptrace";
 import { listTids } from "../sys/proc";
+import { readFileSync } from "node:fs";
 import { addr } from "../sys/syscall";
 import { errnoName } from "../sys/errno";
 import { CriuError, log } from "../log";
@@ -50,6 +51,8 @@ function waitInterrupted(tid: number, deadline: number): { sig: number; info?: U
 export function freezeProcess(pid: number, timeoutMs = 10000): FrozenProcess {
   const seized = new Map<number, FrozenThread>();
   const deadline = Date.now() + timeoutMs;
+  let suspend = false;
+  try { suspend = !/^Seccomp:\s*0$/m.test(readFileSync(`/proc/${pid}/status`, "latin1")); } catch {}
   try {
     for (;;) {
       let fresh = 0;
@@ -57,7 +60,9 @@ export function freezeProcess(pid: number, timeoutMs = 10000): FrozenProcess {
       try { tids = listTids(pid); } catch { throw new CriuError("seize", `process ${pid} does not exist`); }
       for (const tid of tids) {
         if (seized.has(tid)) continue;
-        const r = seize(tid, 0);
+        // a seccomp filter must not judge (or kill for) the syscalls we inject: suspend it
+        let r = seize(tid, suspend ? PTRACE_O.SUSPEND_SECCOMP : 0);
+        if (r === -22 || r === -1) { if (suspend) throw new CriuError("seize", `cannot suspend the seccomp filters of ${tid} (needs CAP_SYS_ADMIN)`); }
         if (r < 0) {
           if (r === -3) continue; // thread exited meanwhile
           throw new CriuError("seize", `cannot seize ${tid}: ${errnoName(-r)}${r === -1 ? " (already traced, or not permitted)" : ""}`);

@@ -24,6 +24,8 @@ export interface RestoreSet {
   /** the root was the init of its own PID namespace (and had its own mounts): recreate them */
   newPidNs?: boolean;
   newMntNs?: boolean;
+  /** seccomp filters from seccomp.img (threads point at their newest with seccomp_filter) */
+  seccomp: S.seccomp_filter[];
   /** cgroup sets from cgroup.img (tasks point at them with tc.cgSet) */
   cgroups: Map<number, S.cg_set_entry>;
   inventory: S.inventory_entry;
@@ -115,5 +117,12 @@ export function loadImages(dir: string): RestoreSet {
     const cg = t.cores.get(t.pid)?.tc?.cgSet;
     if (cg && !cgroups.has(cg)) throw new CriuError("restore", `${dir}/core-${t.pid}.img: cgroup set ${cg} is not in cgroup.img`);
   }
-  return { dir, inventory, files, tasks, newPidNs, newMntNs, cgroups };
+  const seccomp = imageExists(dir, "seccomp.img") ? readImage<S.seccomp_entry>(dir, "seccomp.img", "SECCOMP")[0]?.seccompFilters ?? [] : [];
+  for (const t of tasks) for (const c of t.cores.values()) {
+    const tc = c.threadCore;
+    if (tc?.seccompMode === 2 && (tc.seccompFilter === undefined || tc.seccompFilter >= seccomp.length)) {
+      throw new CriuError("restore", `${dir}/core-${t.pid}.img: seccomp filter ${tc.seccompFilter} is not in seccomp.img`);
+    }
+  }
+  return { dir, inventory, files, tasks, newPidNs, newMntNs, cgroups, seccomp };
 }

@@ -3,7 +3,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { syscall } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import {
-  ptrace, PTRACE, getRegs, setRegs, setXstate, getXstate, setSigmask, wait4Raw, W, __WALL, R, describeStatus, detach,
+  ptrace, PTRACE, PTRACE_O, getRegs, setRegs, setXstate, getXstate, setSigmask, wait4Raw, W, __WALL, R, describeStatus, detach,
 } from "../sys/ptrace";
 import { O } from "../sys/mem";
 import { restoreFds, importFd } from "../resources/files";
@@ -16,7 +16,8 @@ import { startPuppet, PUPPET_SYSCALL } from "./puppet";
 import { fpregsToXsave } from "../resources/xsave";
 import { VMA, MAP, PAGE } from "../resources/vma";
 import type { RestoreSet, TaskImages } from "./images";
-import type * as S from "../images/schemas";
+import * as S from "../images/schemas";
+import { isFieldSet } from "@bufbuild/protobuf";
 import { CriuError, log } from "../log";
 import { fillPages } from "../codec/pipeline";
 
@@ -435,7 +436,39 @@ export class TaskBuilder {
         const r = inj.call(NR.setpriority, 0 /* PRIO_PROCESS */, this.vtid(tid), tcore.schedNice);
         if (r < 0n) log.warn(`thread ${this.vtid(tid)}: nice ${tcore.schedNice} not restored (errno ${-r})`);
       }
+      this.restoreSeccomp(tid, inj, tcore);
       if (tcore.creds) this.restoreCreds(inj, tcore.creds);
+    }
+  }
+
+  /**
+   * no_new_privs and seccomp filters (oldest first, as installed), while we are still root. Our
+   * own later injections are kept out of the filters' reach with PTRACE_O_SUSPEND_SECCOMP.
+   */
+  private restoreSeccomp(tid: number, inj: Injector, tc: S.thread_core_entry) {
+    if (!tc.seccompMode && !tc.noNewPrivs) return;
+    const r = ptrace(PTRACE.SETOPTIONS, tid, 0, PTRACE_O.EXITKILL | PTRACE_O.TRACEFORK | PTRACE_O.TRACECLONE | PTRACE_O.TRACESYSGOOD | PTRACE_O.SUSPEND_SECCOMP);
+    if (r < 0) throw new CriuError("restore", `thread ${this.vtid(tid)}: cannot suspend seccomp while restoring (errno ${-r})`);
+    if (tc.noNewPrivs) inj.ok("prctl(PR_SET_NO_NEW_PRIVS)", NR.prctl, 38, 1, 0, 0, 0);
+    if (tc.seccompMode === 2) {
+      const chain: S.seccomp_filter[] = [];
+      for (let i: number | undefined = tc.seccompFilter; i !== undefined;) {
+        const f: S.seccomp_filter = this.set.seccomp[i];
+        chain.unshift(f);
+        i = isFieldSet(f, S.seccomp_filterSchema.field.prev) ? f.prev : undefined; // proto2: unset prev reads as 0
+        if (chain.length > this.set.seccomp.length) throw new CriuError("restore", "seccomp.img: the filter chain loops");
+      }
+      for (const f of chain) {
+        if (f.filter.length > 16384 || f.filter.length % 8) throw new CriuError("restore", `seccomp filter of ${f.filter.length} bytes is not supported`);
+        const code = this.scratchWrite(2048n, f.filter);
+        const prog = new ArrayBuffer(16);
+        new DataView(prog).setUint16(0, f.filter.length / 8, true);
+        new DataView(prog).setBigUint64(8, code, true);
+        const flags = (f.flags ?? 0) & (2 /* LOG */ | 4 /* SPEC_ALLOW */);
+        inj.ok("seccomp(SET_MODE_FILTER)", NR.seccomp, 1, flags, this.scratchWrite(0n, new Uint8Array(prog)));
+      }
+    } else if (tc.seccompMode === 1) {
+      inj.ok("prctl(PR_SET_SECCOMP, strict)", NR.prctl, 22, 1, 0, 0, 0);
     }
   }
 
