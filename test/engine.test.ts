@@ -287,3 +287,9 @@ describe("more options", () => {
     expect(isAlive(w.pid)).toBe(false);
   });
 });
+
+describe("child subreaper", () => {
+  test("PR_SET_CHILD_SUBREAPER comes back (python3 sets it with ctypes)", async () => {
+    await dumpRestoreVerify("subreaper.py");
+  });
+});

@@ -94,11 +94,15 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
   // --- state that only the task can tell: injected syscalls in the leader
   const inj = new Injector(leader.tid, sysInsn, "sysstop", mem);
   let brk = 0n;
+  let subreaper = false;
   const sigactions: Record<string, any>[] = [];
   const itimers: Record<string, any> = {};
   const posix: Record<string, any>[] = [];
   try {
     brk = BigInt.asUintN(64, inj.call(NR.brk, 0));
+    inj.withScratch(8, (scratch) => {
+      if (inj.call(NR.prctl, 37 /* PR_GET_CHILD_SUBREAPER */, scratch) === 0n) subreaper = mem.read(scratch, 4)[0] !== 0;
+    });
     inj.withScratch(64, (scratch) => {
       // Only caught signals (SigCgt) need their sigaction read from inside; the others are
       // SIG_DFL or SIG_IGN (SigIgn) with nothing else that matters. SIGCHLD is always read
@@ -196,7 +200,7 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
     taskState: 1, exitCode: 0, personality, flags: stat.flags, blkSigset: threads[0].core.threadCore.blkSigset,
     comm: stat.comm, timers: { real: itimers.real, virt: itimers.virt, prof: itimers.prof, posix },
     rlimits: { rlimits: limits }, signalsS: { signals: shared }, loginuid: readLoginuid(pid),
-    oomScoreAdj: Number(readText(`/proc/${pid}/oom_score_adj`).trim()), sigactions,
+    oomScoreAdj: Number(readText(`/proc/${pid}/oom_score_adj`).trim()), sigactions, childSubreaper: subreaper,
   };
 
   // --- memory layout

@@ -386,6 +386,7 @@ export class TaskBuilder {
       const r = inj.call(NR.prlimit64, 0, i, a, 0);
       if (r < 0n) log.warn(`process ${t.pid}: rlimit ${i} (${rl[i].cur}/${rl[i].max}) not restored (errno ${-r})`);
     }
+    if (tc.childSubreaper) inj.ok("prctl(PR_SET_CHILD_SUBREAPER)", NR.prctl, 36, 1, 0, 0, 0);
     if (tc.oomScoreAdj !== undefined) {
       try { writeFileSync(`/proc/${this.pid}/oom_score_adj`, String(tc.oomScoreAdj)); } catch {}
     }
