@@ -58,6 +58,20 @@ describe("signals and timers", () => {
 });
 
 describe("files", () => {
+  test("file locks (flock, POSIX, OFD) are refused without --file-locks and held again with it", async () => {
+    const w = await startWorkload("locks");
+    await Bun.sleep(100);
+    const r = criuBun(["dump", "-t", String(w.pid), "-D", imagesDir("locks-no")]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/Error \(files\): process \d+ fd \d+: holds a \w+ file lock; use --file-locks to dump it/);
+    const dir = imagesDir("locks");
+    dump(w.pid, dir, ["--file-locks"]);
+    const rr = await restore(dir, w.pid);
+    trigger(w);
+    expect((await waitResult(w, 15000)).text).toStartWith("PASS");
+    expect(await rr.proc.exited).toBe(0);
+  });
+
   test("a file deleted while open comes back as a ghost file: contents, mode, offset, still unlinked", async () => {
     const { dir } = await dumpRestoreVerify("deleted");
     expect(readdirSync(dir)).toContain("remap-fpath.img");

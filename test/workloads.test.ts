@@ -57,6 +57,7 @@ const passCases: [string, string[]][] = [
   ["forky", []],
   ["pipes", []],
   ["clonefiles", []],
+  ["locks", []],
 ];
 
 describe("workloads pass without a dump", () => {
@@ -126,6 +127,7 @@ const failCases: [string, string[], string][] = [
   ["fifo", ["--selftest-corrupt"], "f1 data"],
   ["extunix", ["--selftest-corrupt"], "queued echo:ping1 missing"],
   ["mqueue", ["--selftest-corrupt"], "q1 attributes"],
+  ["locks", ["--selftest-corrupt"], "POSIX lock on b"],
 ];
 
 describe("workload checks can fail", () => {

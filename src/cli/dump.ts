@@ -7,7 +7,7 @@ export async function run(opts: Opts, _args: string[]): Promise<number> {
   const t0 = performance.now();
   const stats = dumpProcess({
     pid: opts.tree, dir: opts.imagesDir, leaveRunning: !!opts.leaveRunning, leaveStopped: !!opts.leaveStopped,
-    shellJob: !!opts.shellJob, tcpEstablished: !!opts.tcpEstablished, tcpClose: !!opts.tcpClose, extUnixSk: !!opts.extUnixSk, timeoutSec: opts.timeout ? Number(opts.timeout) : undefined, compress: !!opts.compress,
+    shellJob: !!opts.shellJob, tcpEstablished: !!opts.tcpEstablished, tcpClose: !!opts.tcpClose, extUnixSk: !!opts.extUnixSk, fileLocks: !!opts.fileLocks, timeoutSec: opts.timeout ? Number(opts.timeout) : undefined, compress: !!opts.compress,
     displayStats: !!opts.displayStats,
   });
   if (opts.displayStats) {

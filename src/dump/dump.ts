@@ -10,7 +10,7 @@ import { syscall } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { dumpTask, type TaskDump } from "./task";
 import { dumpPages as pipelineDumpPages } from "../codec/pipeline";
-import { dumpFds, FileTable, type FdDump, type FdTwin } from "../resources/files";
+import { dumpFds, FileTable, type FdDump, type FdTwin, type LockDump } from "../resources/files";
 import { readStat, listChildren } from "../sys/proc";
 import { ImageSink } from "../resources/fdkind";
 import { dumpShmem } from "../resources/shmem";
@@ -28,7 +28,7 @@ import { netDumpEnd } from "../resources/inet";
 
 export interface DumpOptions {
   pid: number; dir: string; leaveRunning?: boolean; leaveStopped?: boolean; shellJob?: boolean;
-  timeoutSec?: number; displayStats?: boolean; compress?: boolean; tcpEstablished?: boolean; tcpClose?: boolean; extUnixSk?: boolean;
+  timeoutSec?: number; displayStats?: boolean; compress?: boolean; tcpEstablished?: boolean; tcpClose?: boolean; extUnixSk?: boolean; fileLocks?: boolean;
 }
 export interface DumpStats { freezingTime: number; frozenTime: number; memdumpTime: number; memwriteTime: number; pagesScanned: number; pagesWritten: number }
 
@@ -192,7 +192,9 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
   task.threads[0].core.tc.cgSet = cgSet;
   // a process sharing its parent's fd table (CLONE_FILES) has it dumped once, under one files id
   const tableDone = ids.filesId !== id;
-  const fds: FdDump[] = tableDone ? [] : dumpFds(pid, files, extra, { shellJob: o.shellJob, tcpEstablished: o.tcpEstablished, tcpClose: o.tcpClose, extUnixSk: o.extUnixSk }, twins);
+  const locks: LockDump[] = [];
+  const fds: FdDump[] = tableDone ? [] : dumpFds(pid, files, extra, { shellJob: o.shellJob, tcpEstablished: o.tcpEstablished, tcpClose: o.tcpClose, extUnixSk: o.extUnixSk, fileLocks: o.fileLocks }, twins, locks);
+  for (const l of locks) extra.add("filelocks.img", "FILE_LOCKS", S.file_lock_entrySchema, { ...l, pid: vpid });
   const cwdId = files.addPath(task.cwd, 0o10000000 /* O_PATH */);
   const rootId = files.addPath(task.root, 0o10000000);
   task.mm.exeFileId = files.addPath(task.exe, 0o10000000);

@@ -33,7 +33,7 @@ export class ImageSink {
   }
 }
 
-export interface DumpOpts { shellJob?: boolean; tcpEstablished?: boolean; tcpClose?: boolean; extUnixSk?: boolean }
+export interface DumpOpts { shellJob?: boolean; tcpEstablished?: boolean; tcpClose?: boolean; extUnixSk?: boolean; fileLocks?: boolean }
 
 export interface DumpCtx {
   pid: number;

@@ -47,8 +47,30 @@ function describe(target: string): string {
 /** An fd already dumped, to find the same open file description through other fds and processes. */
 export interface FdTwin { pid: number; fd: number; dev: bigint; ino: bigint; id: number; type: number }
 
-export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: DumpOpts, seen: FdTwin[] = []): FdDump[] {
+/** A file lock held through one of the process's fds (from the fdinfo "lock:" lines). */
+export interface LockDump { fd: number; flag: number; type: number; start: bigint; len: bigint }
+export const FL = { POSIX: 1, FLOCK: 2, OFDLCK: 1024 } as const;
+
+/** "lock:\t1: POSIX  ADVISORY  WRITE 1234 fe:00:5678 0 EOF" -> what to take again at restore. */
+function fdLocks(pid: number, fd: number, text: string, where: string, opts: DumpOpts, seen: Set<string>, id: number, out: LockDump[]) {
+  for (const m of text.matchAll(/^lock:\s*\d+:\s*(\S+)\s+(\S+)\s+(\S+)\s+(-?\d+)\s+(\S+)\s+(\d+)\s+(\S+)/gm)) {
+    const [, kind, mand, rw, owner, devino, start, end] = m;
+    if (!opts.fileLocks) throw new CriuError("files", `${where}: holds a ${kind} file lock; use --file-locks to dump it`);
+    if (mand !== "ADVISORY") throw new CriuError("files", `${where}: ${mand} file locks are not supported`);
+    const flag = kind === "FLOCK" ? FL.FLOCK : kind === "OFDLCK" ? FL.OFDLCK : kind === "POSIX" ? FL.POSIX : 0;
+    if (!flag) throw new CriuError("files", `${where}: ${kind} file locks are not supported`);
+    if (flag === FL.POSIX && Number(owner) !== pid) continue; // another process's lock on the same file
+    const key = flag === FL.POSIX ? `posix:${pid}:${devino}:${start}:${end}` : `${kind}:${id}:${start}:${end}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    const s = BigInt(start), len = end === "EOF" ? 0n : BigInt(end) - s + 1n;
+    out.push({ fd, flag, type: rw === "READ" ? 0 /* F_RDLCK */ : 1 /* F_WRLCK */, start: s, len });
+  }
+}
+
+export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: DumpOpts, seen: FdTwin[] = [], locks: LockDump[] = []): FdDump[] {
   const out: FdDump[] = [];
+  const lockSeen = new Set<string>();
   const grabbed: number[] = [];
   try {
     for (const fd of listFds(pid)) {
@@ -62,7 +84,11 @@ export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: 
       try { st = statSync(`/proc/${pid}/fd/${fd}`, { bigint: true }); } catch (e: any) { throw new CriuError("files", `${where}: cannot stat '${target}': ${e.message}`); }
       // the same open file description seen through another fd: same id (kcmp says so)
       const twin = seen.find((x) => x.dev === st.dev && x.ino === st.ino && syscall(NR.kcmp, x.pid, pid, 0 /* KCMP_FILE */, x.fd, fd) === 0);
-      if (twin) { out.push({ fd, id: twin.id, type: twin.type, cloexec }); continue; }
+      if (twin) {
+        out.push({ fd, id: twin.id, type: twin.type, cloexec });
+        fdLocks(pid, fd, readFileSync(`/proc/${pid}/fdinfo/${fd}`, "latin1"), where, opts, lockSeen, twin.id, locks);
+        continue;
+      }
       const kind = FD_KINDS.find((k) => k.match(target, st, `/proc/${pid}/fd/${fd}`));
       if (!kind) throw new CriuError("files", `${where}: ${describe(target)} is not supported yet`);
       let dup = -1;
@@ -82,6 +108,7 @@ export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: 
       });
       seen.push({ pid, fd, dev: st.dev, ino: st.ino, id, type: kind.type });
       out.push({ fd, id, type: kind.type, cloexec });
+      fdLocks(pid, fd, readFileSync(`/proc/${pid}/fdinfo/${fd}`, "latin1"), where, opts, lockSeen, id, locks);
     }
   } finally {
     for (const g of grabbed) closeFd(g);

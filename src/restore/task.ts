@@ -7,6 +7,7 @@ import {
 } from "../sys/ptrace";
 import { O } from "../sys/mem";
 import { restoreFds, importFd } from "../resources/files";
+import { readImage, imageExists } from "../images/image";
 import { shmemFd } from "../resources/shmem";
 import { SHMAT } from "../resources/sysvshm";
 import { TreeFiles } from "../resources/fdkind";
@@ -84,6 +85,27 @@ export class TaskBuilder {
   ownShmem = new Set<number>();
 
   constructor(public set: RestoreSet, public t: TaskImages, public tree: TreeFiles = new TreeFiles()) {}
+
+  /** File locks this process held (filelocks.img), taken again on its restored fds. */
+  private restoreLocks() {
+    if (!imageExists(this.set.dir, "filelocks.img")) return;
+    const inj = this.inj!;
+    for (const l of readImage<S.file_lock_entry>(this.set.dir, "filelocks.img", "FILE_LOCKS")) {
+      if (l.pid !== this.t.pid) continue;
+      const what = `process ${this.t.pid} fd ${l.fd}: file lock`;
+      let r: bigint;
+      if (l.flag === 2 /* FLOCK */) {
+        r = inj.call(NR.flock, l.fd, (l.type === 0 ? 1 /* LOCK_SH */ : 2 /* LOCK_EX */) | 4 /* LOCK_NB */);
+      } else {
+        // struct flock: short l_type, short l_whence, off_t l_start, off_t l_len, pid_t l_pid
+        const b = new ArrayBuffer(32), dv = new DataView(b);
+        dv.setInt16(0, l.type, true); dv.setInt16(2, 0 /* SEEK_SET */, true);
+        dv.setBigInt64(8, l.start, true); dv.setBigInt64(16, l.len, true);
+        r = inj.call(NR.fcntl, l.fd, l.flag === 1024 ? 37 /* F_OFD_SETLK */ : 6 /* F_SETLK */, this.scratchWrite(0n, new Uint8Array(b)));
+      }
+      if (r < 0n) throw new CriuError("restore", `${what} cannot be taken again (errno ${-r}: held by someone else?)`);
+    }
+  }
 
   /** Close what this process held open for the others (after every process has its files). */
   closeHeld() {
@@ -356,6 +378,7 @@ export class TaskBuilder {
       pid: this.pid, vpid: this.t.pid, inj, mem: this.mem!, dir: this.set.dir, files: this.set.files, state: this.state, tree: this.tree, opts,
       str: (s, slot = 0) => this.str(s, slot), scratch: (off, d) => this.scratchWrite(off, d),
     }, this.t.fds);
+    this.restoreLocks();
     if (this.sharesFs) return; // cwd, root and umask are the parent's, restored there
     const cwd = this.set.files.get(this.t.fs.cwdId)?.reg?.name;
     const root = this.set.files.get(this.t.fs.rootId)?.reg?.name;
