@@ -224,3 +224,28 @@ describe("cgroups", () => {
     }
   });
 });
+
+describe("UTS and other namespaces", () => {
+  test("a process in its own UTS namespace gets a new one with its hostname; its own network namespace is refused clearly", async () => {
+    const w = await startWorkload("counter", [], { wrap: ["unshare", "--uts", "sh", "-c", 'hostname criu-bun-uts-test; exec "$0" "$@"'] });
+    await Bun.sleep(100);
+    const host = (pid: number) => Bun.spawnSync(["nsenter", "-u", "-t", String(pid), "hostname"]).stdout.toString().trim();
+    expect(host(w.pid)).toBe("criu-bun-uts-test");
+    const dir = imagesDir("uts");
+    dump(w.pid, dir);
+    const r = await restore(dir, w.pid);
+    expect(readlinkSync(`/proc/${w.pid}/ns/uts`)).not.toBe(readlinkSync("/proc/self/ns/uts"));
+    expect(host(w.pid)).toBe("criu-bun-uts-test");
+    expect(Bun.spawnSync(["hostname"]).stdout.toString().trim()).not.toBe("criu-bun-uts-test");
+    trigger(w);
+    expect((await waitResult(w, 15000)).text).toStartWith("PASS");
+    expect(await r.proc.exited).toBe(0);
+
+    const n = await startWorkload("counter", [], { wrap: ["unshare", "--net", "--"] });
+    const rn = criuBun(["dump", "-t", String(n.pid), "-D", imagesDir("netns")]);
+    expect(rn.code).not.toBe(0);
+    expect(rn.stderr).toContain(`process ${n.pid} is in its own network namespace, which criu-bun does not save yet; run criu-bun inside it (nsenter --net=/proc/${n.pid}/ns/net)`);
+    trigger(n);
+    expect((await waitResult(n, 15000)).text).toStartWith("PASS");
+  });
+});

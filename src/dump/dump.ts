@@ -144,7 +144,7 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number): Du
   tree.forEach((n, idx) => {
     const id = idx + 1;
     const ids = { vmId: id, filesId: sharedId(tree, idx, KCMP.FILES, "filesId"), fsId: sharedId(tree, idx, KCMP.FS, "fsId"),
-      sighandId: id, pidNsId: ns.ownPidNs ? 9 : 1, netNsId: 2, ipcNsId: 3, utsNsId: 4,
+      sighandId: id, pidNsId: ns.ownPidNs ? 9 : 1, netNsId: 2, ipcNsId: 3, utsNsId: ns.ownUtsNs ? 11 : 4,
       mntNsId: ns.ownMntNs ? 10 : 5, userNsId: 6, cgroupNsId: 7, timeNsId: 8 };
     ns.check(n.pid);
     const vpid = ns.v(n.pid), vppid = idx === 0 ? 0 : ns.v(n.ppid);
@@ -189,6 +189,7 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
   const vpid = ns.v(pid);
   const task: TaskDump = dumpTask(n.fp!, mem);
   log.debug(`process ${pid}: task state collected`);
+  if (id === 1 && ns.ownUtsNs) writeImage(d, `utsns-${ids.utsNsId}.img`, "UTSNS", [msg(S.utsns_entrySchema, task.uts)]);
   task.threads[0].core.tc.cgSet = cgSet;
   // a process sharing its parent's fd table (CLONE_FILES) has it dumped once, under one files id
   const tableDone = ids.filesId !== id;
@@ -252,12 +253,22 @@ function dumpPages(pid: number, vmas: TaskDump["vmas"], mem: RemoteMem, dir: str
 class NsView {
   ownPidNs: boolean;
   ownMntNs: boolean;
+  ownUtsNs: boolean;
+  private rootNs = new Map<string, string>();
   private rootPidNs: string;
   private cache = new Map<string, number>();
   constructor(root: number) {
     this.rootPidNs = readlinkSync(`/proc/${root}/ns/pid`);
     this.ownPidNs = this.rootPidNs !== readlinkSync("/proc/self/ns/pid");
     this.ownMntNs = readlinkSync(`/proc/${root}/ns/mnt`) !== readlinkSync("/proc/self/ns/mnt");
+    this.ownUtsNs = readlinkSync(`/proc/${root}/ns/uts`) !== readlinkSync("/proc/self/ns/uts");
+    for (const k of ["net", "ipc", "uts", "mnt", "user", "cgroup"]) this.rootNs.set(k, readlinkSync(`/proc/${root}/ns/${k}`));
+    // namespaces criu-bun cannot recreate: the tree must share them with criu-bun
+    for (const [k, what, how] of [["net", "network", "--net"], ["ipc", "IPC", "--ipc"], ["user", "user", "--user"]]) {
+      if (this.rootNs.get(k) !== readlinkSync(`/proc/self/ns/${k}`)) {
+        throw new CriuError("dump", `process ${root} is in its own ${what} namespace, which criu-bun does not save yet; run criu-bun inside it (nsenter ${how}=/proc/${root}/ns/${k})`);
+      }
+    }
     if (this.ownPidNs && this.v(root) !== 1) {
       throw new CriuError("dump", `process ${root} lives in a PID namespace it is not the init of; dump that namespace's init instead`);
     }
@@ -279,6 +290,9 @@ class NsView {
   groups(pid: number) { return { pgid: this.last(pid, "NSpgid"), sid: this.last(pid, "NSsid") }; }
   /** every process of the tree must be in the root's PID namespace (nested ones are not supported) */
   check(pid: number) {
+    for (const [k, v] of this.rootNs) {
+      if (readlinkSync(`/proc/${pid}/ns/${k}`) !== v) throw new CriuError("dump", `process ${pid} is in a different ${k} namespace than the root of the tree; not supported yet`);
+    }
     if (readlinkSync(`/proc/${pid}/ns/pid`) !== this.rootPidNs) {
       throw new CriuError("dump", `process ${pid} is in a nested PID namespace; nested PID namespaces are not supported yet`);
     }

@@ -29,6 +29,8 @@ export interface TaskDump {
   umask: number;
   cwd: string; root: string; exe: string;
   sigactions: Record<string, any>[];
+  /** hostname and domain name the process sees (its UTS namespace) */
+  uts: { nodename: string; domainname: string };
 }
 
 /** Fix registers of a thread stopped inside a syscall so that it re-issues or fails it cleanly. */
@@ -95,6 +97,7 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
   const inj = new Injector(leader.tid, sysInsn, "sysstop", mem);
   let brk = 0n;
   let subreaper = false;
+  let uts = { nodename: "", domainname: "" };
   const sigactions: Record<string, any>[] = [];
   const itimers: Record<string, any> = {};
   const posix: Record<string, any>[] = [];
@@ -102,6 +105,13 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
     brk = BigInt.asUintN(64, inj.call(NR.brk, 0));
     inj.withScratch(8, (scratch) => {
       if (inj.call(NR.prctl, 37 /* PR_GET_CHILD_SUBREAPER */, scratch) === 0n) subreaper = mem.read(scratch, 4)[0] !== 0;
+    });
+    inj.withScratch(390, (scratch) => {
+      // struct utsname: 6 fields of 65 bytes; nodename is the 2nd, domainname the 6th
+      if (inj.call(NR.uname, scratch) !== 0n) return;
+      const b = mem.read(scratch, 390);
+      const str = (off: number) => new TextDecoder().decode(b.subarray(off, b.indexOf(0, off) < 0 ? off + 65 : Math.min(b.indexOf(0, off), off + 65)));
+      uts = { nodename: str(65), domainname: str(325) };
     });
     inj.withScratch(64, (scratch) => {
       // Only caught signals (SigCgt) need their sigaction read from inside; the others are
@@ -216,7 +226,7 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
   const umask = parseInt(status.Umask ?? "22", 8);
   log.info(`Dumped state of ${pid}: ${threads.length} thread(s), ${vmas.length} VMAs, brk 0x${brk.toString(16)}`);
   return {
-    pid, stat, threads, vmas, mm, umask, sigactions,
+    pid, stat, threads, vmas, mm, umask, sigactions, uts,
     cwd: readLink(`/proc/${pid}/cwd`), root: readLink(`/proc/${pid}/root`), exe,
   };
 }

@@ -24,6 +24,8 @@ export interface RestoreSet {
   /** the root was the init of its own PID namespace (and had its own mounts): recreate them */
   newPidNs?: boolean;
   newMntNs?: boolean;
+  /** the root had its own UTS namespace: hostname and domain name */
+  uts?: S.utsns_entry;
   /** seccomp filters from seccomp.img (threads point at their newest with seccomp_filter) */
   seccomp: S.seccomp_filter[];
   /** cgroup sets from cgroup.img (tasks point at them with tc.cgSet) */
@@ -110,6 +112,12 @@ export function loadImages(dir: string): RestoreSet {
   const rootIds = tasks[0].ids, dumper = inventory.rootIds;
   const newPidNs = !!(rootIds && dumper && rootIds.pidNsId !== dumper.pidNsId);
   const newMntNs = !!(rootIds && dumper && rootIds.mntNsId !== dumper.mntNsId);
+  let uts: S.utsns_entry | undefined;
+  if (rootIds && dumper && rootIds.utsNsId !== dumper.utsNsId) {
+    need(dir, `utsns-${rootIds.utsNsId}.img`);
+    uts = readImage<S.utsns_entry>(dir, `utsns-${rootIds.utsNsId}.img`, "UTSNS")[0];
+    if (!uts) throw new CriuError("restore", `${dir}/utsns-${rootIds.utsNsId}.img has no entry`);
+  }
   if (newPidNs && tasks[0].pid !== 1) throw new CriuError("restore", `${dir}: the tree lives in its own PID namespace but its root is PID ${tasks[0].pid}, not that namespace's init`);
   const cgroups = new Map<number, S.cg_set_entry>();
   if (imageExists(dir, "cgroup.img")) for (const cs of readImage<S.cgroup_entry>(dir, "cgroup.img", "CGROUP")[0]?.sets ?? []) cgroups.set(cs.id, cs);
@@ -124,5 +132,5 @@ export function loadImages(dir: string): RestoreSet {
       throw new CriuError("restore", `${dir}/core-${t.pid}.img: seccomp filter ${tc.seccompFilter} is not in seccomp.img`);
     }
   }
-  return { dir, inventory, files, tasks, newPidNs, newMntNs, cgroups, seccomp };
+  return { dir, inventory, files, tasks, newPidNs, newMntNs, uts, cgroups, seccomp };
 }

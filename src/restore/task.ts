@@ -212,6 +212,13 @@ export class TaskBuilder {
       this.inj.ok("mount / private", NR.mount, 0, this.str("/"), 0, 0x4000 | 0x40000 /* MS_REC|MS_PRIVATE */, 0);
       this.inj.ok("mount /proc", NR.mount, this.str("proc", 1), this.str("/proc", 2), this.str("proc", 3), 2 | 4 | 8, 0);
     }
+    if (!this.parent && this.set.uts) {
+      // the tree had its own UTS namespace: a new one with its hostname and domain name
+      const { nodename, domainname } = this.set.uts;
+      this.inj.ok("unshare(CLONE_NEWUTS)", NR.unshare, 0x04000000);
+      this.inj.ok("sethostname", NR.sethostname, this.str(nodename), Buffer.byteLength(nodename));
+      this.inj.ok("setdomainname", NR.setdomainname, this.str(domainname, 1), Buffer.byteLength(domainname));
+    }
     log.info(`Created process ${this.t.pid}${this.pid !== this.t.pid ? ` (${this.pid} here)` : ""}`);
   }
 
