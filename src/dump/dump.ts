@@ -146,7 +146,7 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number): Du
     const ids = { vmId: id, filesId: sharedId(tree, idx, KCMP.FILES, "filesId"), fsId: sharedId(tree, idx, KCMP.FS, "fsId"),
       sighandId: id, pidNsId: ns.ownPidNs ? 9 : 1, netNsId: 2, ipcNsId: 3, utsNsId: ns.ownUtsNs ? 11 : 4,
       mntNsId: ns.ownMntNs ? 10 : 5, userNsId: 6, cgroupNsId: 7, timeNsId: 8 };
-    ns.check(n.pid);
+    if (!n.zombie) ns.check(n.pid); // a zombie has no namespaces left to look at
     const vpid = ns.v(n.pid), vppid = idx === 0 ? 0 : ns.v(n.ppid);
     const { pgid, sid } = ns.groups(n.pid);
     if (n.zombie) {
