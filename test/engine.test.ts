@@ -3,25 +3,11 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync, readdirSync, existsSync, readlinkSync } from "node:fs";
 import { join } from "node:path";
 import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, isAlive, procState, criuBun } from "./harness";
-import { dump, restore, imagesDir, cleanupImages, waitReaped } from "./engine-helpers";
+import { dump, restore, imagesDir, cleanupImages, waitReaped, dumpRestoreVerify } from "./engine-helpers";
 
 beforeAll(async () => { await buildWorkloads(); }, 120_000);
 afterAll(() => { cleanup(); cleanupImages(); });
 
-async function dumpRestoreVerify(name: string, args: string[] = [], opts: { settle?: number } = {}) {
-  const w = await startWorkload(name, args);
-  await Bun.sleep(opts.settle ?? 200);
-  const dir = imagesDir(name);
-  dump(w.pid, dir);
-  expect(isAlive(w.pid)).toBe(false);
-  const r = await restore(dir, w.pid);
-  await Bun.sleep(100);
-  trigger(w);
-  const res = await waitResult(w, 15000);
-  expect(res.text).toStartWith("PASS");
-  expect(await r.proc.exited).toBe(0); // criu-bun exits with the restored process's status
-  return { w, dir };
-}
 
 describe("single process", () => {
   test("counter: memory, heap, TLS, brk, guard pages survive", async () => {

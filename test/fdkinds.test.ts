@@ -3,26 +3,11 @@
 // and verifies itself.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, isAlive, waitGone, runWorkload, criuBun } from "./harness";
-import { dump, restore, imagesDir, cleanupImages } from "./engine-helpers";
+import { dump, restore, imagesDir, cleanupImages, dumpRestoreVerify } from "./engine-helpers";
 
 beforeAll(async () => { await buildWorkloads(); }, 120_000);
 afterAll(() => { cleanup(); cleanupImages(); });
 
-async function dumpRestoreVerify(name: string, args: string[] = [], opts: { settle?: number; dumpArgs?: string[] } = {}) {
-  const w = await startWorkload(name, args);
-  await Bun.sleep(opts.settle ?? 150);
-  const dir = imagesDir(name);
-  dump(w.pid, dir, opts.dumpArgs);
-  await waitGone(w.pid); // killed by the dump (exit may take a moment: inotify teardown waits for SRCU)
-  const r = await restore(dir, w.pid);
-  await Bun.sleep(100);
-  trigger(w);
-  const res = await waitResult(w, 15000);
-  if (!res.pass) console.error(res.text);
-  expect(res.text).toStartWith("PASS");
-  expect(await r.proc.exited).toBe(0);
-  return { w, dir };
-}
 
 /** crit-style decode of one image through our own show command */
 function show(dir: string, file: string): any {

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, waitGone, isAlive, criuBun } from "./harness";
-import { dump, restore, imagesDir, cleanupImages } from "./engine-helpers";
+import { dump, restore, imagesDir, cleanupImages, dumpRestoreVerify } from "./engine-helpers";
 
 beforeAll(async () => { await buildWorkloads(); }, 120_000);
 /** external helpers (double-forked by the extunix workload): stopped at the end if still there */
@@ -16,21 +16,6 @@ afterAll(() => {
   cleanup(); cleanupImages();
 });
 
-async function dumpRestoreVerify(name: string, args: string[] = [], opts: { dumpArgs?: string[]; restoreArgs?: string[] } = {}) {
-  const w = await startWorkload(name, args);
-  await Bun.sleep(150);
-  const dir = imagesDir(name);
-  dump(w.pid, dir, opts.dumpArgs);
-  await waitGone(w.pid);
-  const r = await restore(dir, w.pid, opts.restoreArgs);
-  await Bun.sleep(100);
-  trigger(w);
-  const res = await waitResult(w, 15000);
-  if (!res.pass) console.error(res.text);
-  expect(res.text).toStartWith("PASS");
-  expect(await r.proc.exited).toBe(0);
-  return { w, dir };
-}
 
 function show(dir: string, file: string): any {
   const r = criuBun(["show", `${dir}/${file}`]);

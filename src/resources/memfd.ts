@@ -4,20 +4,18 @@
 // (vaddr = offset in the file) with bytes in pages-<pages_id>.img; all-zero pages are left out.
 // Restore: memfd_create in the target, contents written from criu-bun through /proc/PID/fd/N,
 // then F_ADD_SEALS, F_SETFL and lseek.
-import { readFileSync, existsSync } from "node:fs";
-import { join } from "node:path";
 import type { FdKind, RestoreCtx } from "./fdkind";
 import { FOWN0, cachedImage } from "./fdkind";
 import { syscall } from "../sys/syscall";
 import { NR } from "../sys/nr";
-import { openFd, closeFd, O, preadFull, pwriteFull } from "../sys/mem";
-import { readImage, pagemapNrPages } from "../images/image";
+import { O } from "../sys/mem";
+import { readImage } from "../images/image";
 import * as S from "../images/schemas";
 import { CriuError } from "../log";
+import { dumpShmemContents, fillShmemContents } from "./shmem";
 
 const F_ADD_SEALS = 1033, F_GET_SEALS = 1034, F_SEAL_SEAL = 1;
 const MFD_CLOEXEC = 1, MFD_ALLOW_SEALING = 2;
-const PAGE = 4096;
 
 export const memfdKind: FdKind = {
   name: "memfd",
@@ -34,27 +32,7 @@ export const memfdKind: FdKind = {
       const seals = syscall(NR.fcntl, fd, F_GET_SEALS);
       if (seals < 0) throw new CriuError("files", `${ctx.where}: F_GET_SEALS failed (${-seals})`);
       const size = ctx.st.size;
-      const rfd = openFd(`/proc/self/fd/${fd}`, O.RDONLY | O.CLOEXEC);
-      const runs: { vaddr: bigint; nrPages: number }[] = [];
-      const chunks: Uint8Array[] = [];
-      try {
-        const buf = new Uint8Array(PAGE);
-        for (let off = 0n; off < size; off += BigInt(PAGE)) {
-          buf.fill(0);
-          const want = Number(size - off < BigInt(PAGE) ? size - off : BigInt(PAGE));
-          preadFull(rfd, buf, off, want, 0, `${ctx.where}: reading memfd`);
-          if (buf.every((b) => b === 0)) continue;
-          const last = runs[runs.length - 1];
-          if (last && last.vaddr + BigInt(last.nrPages * PAGE) === off) last.nrPages++;
-          else runs.push({ vaddr: off, nrPages: 1 });
-          chunks.push(buf.slice());
-        }
-      } finally { closeFd(rfd); }
-      const pagesId = ino;
-      ctx.images.add(`pagemap-shmem-${ino}.img`, "PAGEMAP", S.pagemap_headSchema, { pagesId });
-      for (const r of runs) ctx.images.add(`pagemap-shmem-${ino}.img`, "PAGEMAP", S.pagemap_entrySchema, { vaddr: r.vaddr, compatNrPages: r.nrPages, nrPages: BigInt(r.nrPages), flags: 4 /* PE_PRESENT */ });
-      for (const c of chunks) ctx.images.raw(`pages-${pagesId}.img`, c);
-      if (!chunks.length) ctx.images.raw(`pages-${pagesId}.img`, new Uint8Array(0));
+      dumpShmemContents(`/proc/self/fd/${fd}`, size, ino, ctx.images, ctx.where);
       ctx.images.add("memfd.img", "MEMFD_INODE", S.memfd_inode_entrySchema, {
         name, uid: Number(ctx.st.uid), gid: Number(ctx.st.gid), size, shmid: ino, seals, inodeId: BigInt(ino),
       });
@@ -98,19 +76,5 @@ export const memfdKind: FdKind = {
 };
 
 function fillMemfd(ctx: RestoreCtx, fd: number, ie: S.memfd_inode_entry) {
-  const pm = `pagemap-shmem-${ie.shmid}.img`;
-  if (!existsSync(join(ctx.dir, pm))) return;
-  const items = readImage<any>(ctx.dir, pm, "PAGEMAP");
-  const pages = readFileSync(join(ctx.dir, `pages-${items[0].pagesId}.img`));
-  const wfd = openFd(`/proc/${ctx.pid}/fd/${fd}`, O.RDWR | O.CLOEXEC);
-  try {
-    let off = 0;
-    for (const e of items.slice(1) as S.pagemap_entry[]) {
-      const len = pagemapNrPages(e) * PAGE;
-      const end = e.vaddr + BigInt(len) > ie.size ? Number(ie.size - e.vaddr) : len;
-      if (off + len > pages.length) throw new CriuError("restore", `${ctx.where}: pages of memfd '${ie.name}' are truncated`);
-      pwriteFull(wfd, pages, e.vaddr, end, off, `${ctx.where}: writing memfd contents`);
-      off += len;
-    }
-  } finally { closeFd(wfd); }
+  fillShmemContents(ctx.dir, ie.shmid, ctx.pid, fd, ie.size, `${ctx.where}: memfd '${ie.name}'`);
 }

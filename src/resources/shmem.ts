@@ -15,21 +15,23 @@ import { CriuError } from "../log";
 
 const PAGE = 4096;
 
-export function dumpShmem(pid: number, start: bigint, end: bigint, ino: number, images: ImageSink) {
-  const name = `${start.toString(16)}-${end.toString(16)}`;
-  const fd = openFd(`/proc/${pid}/map_files/${name}`, O.RDONLY | O.CLOEXEC);
+/**
+ * The contents of a shmem object (shared anonymous memory, memfd ...), read through `path`, as
+ * CRIU stores them: pagemap-shmem-<id>.img (vaddr = offset, zero pages left out) + pages-<id>.img.
+ */
+export function dumpShmemContents(path: string, size: bigint, id: number, images: ImageSink, where: string) {
+  const fd = openFd(path, O.RDONLY | O.CLOEXEC);
   try {
-    const size = BigInt(fstatSync(fd).size);
     const runs: { vaddr: bigint; nrPages: number }[] = [];
     const buf = new Uint8Array(1 << 20);
     const u32 = new Uint32Array(buf.buffer);
-    const file = `pagemap-shmem-${ino}.img`;
-    images.add(file, "PAGEMAP", S.pagemap_headSchema, { pagesId: ino });
-    let wrote = false;
+    const file = `pagemap-shmem-${id}.img`;
+    images.add(file, "PAGEMAP", S.pagemap_headSchema, { pagesId: id });
+    images.raw(`pages-${id}.img`, new Uint8Array(0)); // exists even when every page is zero
     for (let off = 0n; off < size; off += BigInt(buf.length)) {
       const want = Number(size - off < BigInt(buf.length) ? size - off : BigInt(buf.length));
       buf.fill(0);
-      preadFull(fd, buf, off, want, 0, `process ${pid}: reading shared memory ${name}`);
+      preadFull(fd, buf, off, want, 0, `${where}: reading shared memory`);
       for (let p = 0; p * PAGE < want; p++) {
         let zero = true;
         for (let i = p * 1024; i < (p + 1) * 1024; i++) if (u32[i]) { zero = false; break; }
@@ -38,13 +40,39 @@ export function dumpShmem(pid: number, start: bigint, end: bigint, ino: number, 
         const last = runs[runs.length - 1];
         if (last && last.vaddr + BigInt(last.nrPages * PAGE) === va) last.nrPages++;
         else runs.push({ vaddr: va, nrPages: 1 });
-        images.raw(`pages-${ino}.img`, buf.slice(p * PAGE, (p + 1) * PAGE));
-        wrote = true;
+        images.raw(`pages-${id}.img`, buf.slice(p * PAGE, (p + 1) * PAGE));
       }
     }
-    if (!wrote) images.raw(`pages-${ino}.img`, new Uint8Array(0));
     for (const r of runs) images.add(file, "PAGEMAP", S.pagemap_entrySchema, { vaddr: r.vaddr, compatNrPages: r.nrPages, nrPages: BigInt(r.nrPages), flags: 4 });
   } finally { closeFd(fd); }
+}
+
+/** Write the saved contents of shmem object `id` into the target's fd (through /proc), up to size. */
+export function fillShmemContents(dir: string, id: number | bigint, pid: number, fd: number, size: bigint, where: string) {
+  const pm = `pagemap-shmem-${id}.img`;
+  if (!existsSync(join(dir, pm))) return;
+  const items = readImage<any>(dir, pm, "PAGEMAP");
+  const pages = readFileSync(join(dir, `pages-${items[0].pagesId}.img`));
+  const wfd = openFd(`/proc/${pid}/fd/${fd}`, O.RDWR | O.CLOEXEC);
+  try {
+    let off = 0;
+    for (const e of items.slice(1) as S.pagemap_entry[]) {
+      const len = pagemapNrPages(e) * PAGE;
+      if (off + len > pages.length) throw new CriuError("restore", `${where}: pages-${items[0].pagesId}.img is truncated`);
+      const end = e.vaddr + BigInt(len) > size ? Number(size - e.vaddr) : len;
+      pwriteFull(wfd, pages, e.vaddr, end, off, `${where}: writing shared memory contents`);
+      off += len;
+    }
+  } finally { closeFd(wfd); }
+}
+
+/** MAP_SHARED anonymous memory attached at start..end in process pid. */
+export function dumpShmem(pid: number, start: bigint, end: bigint, ino: number, images: ImageSink) {
+  const path = `/proc/${pid}/map_files/${start.toString(16)}-${end.toString(16)}`;
+  const fd = openFd(path, O.RDONLY | O.CLOEXEC);
+  let size: bigint;
+  try { size = BigInt(fstatSync(fd).size); } finally { closeFd(fd); }
+  dumpShmemContents(path, size, ino, images, `process ${pid}`);
 }
 
 /** The shared object for shmid in this process (created and filled here, or taken from the holder). */
@@ -65,21 +93,7 @@ export function shmemFd(o: {
   if (fd < 0) throw new CriuError("restore", `process ${o.pid}: moving shared memory fd failed (errno ${-fd})`);
   const t = o.inj.call(NR.ftruncate, fd, o.size);
   if (t < 0n) throw new CriuError("restore", `process ${o.pid}: sizing shared memory ${o.shmid} failed (errno ${-t})`);
-  const pm = `pagemap-shmem-${o.shmid}.img`;
-  if (existsSync(join(o.dir, pm))) {
-    const items = readImage<any>(o.dir, pm, "PAGEMAP");
-    const pages = readFileSync(join(o.dir, `pages-${items[0].pagesId}.img`));
-    const wfd = openFd(`/proc/${o.pid}/fd/${fd}`, O.RDWR | O.CLOEXEC);
-    try {
-      let off = 0;
-      for (const e of items.slice(1) as S.pagemap_entry[]) {
-        const len = pagemapNrPages(e) * PAGE;
-        if (off + len > pages.length) throw new CriuError("restore", `pages-${items[0].pagesId}.img is truncated (shared memory ${o.shmid})`);
-        pwriteFull(wfd, pages, e.vaddr, len, off, `process ${o.pid}: filling shared memory`);
-        off += len;
-      }
-    } finally { closeFd(wfd); }
-  }
+  fillShmemContents(o.dir, o.shmid, o.pid, fd, o.size, `process ${o.pid}: shared memory ${o.shmid}`);
   o.tree.held.set(key, { pid: o.pid, vpid: o.vpid, fd });
   const l = o.tree.toClose.get(o.pid) ?? [];
   l.push(fd); o.tree.toClose.set(o.pid, l);
