@@ -30,10 +30,20 @@ function scalar(f: any, seed: number): unknown {
   }
 }
 
+/** Field numbers from here on are criu-bun extensions, which CRIU's crit does not know. */
+export const EXTENSION_FIELDS = 1000;
+let withExtensions = true;
+/** Leave criu-bun's extension fields out of filled messages (for comparisons with crit). */
+export function criuFieldsOnly<T>(fn: () => T): T {
+  withExtensions = false;
+  try { return fn(); } finally { withExtensions = true; }
+}
+
 /** Every field set (lists get two elements), recursion bounded. */
 export function fill<T = any>(schema: DescMessage, seed = 1, depth = 0): T {
   const m: any = create(schema);
   for (const f of schema.fields as any[]) {
+    if (!withExtensions && f.number >= EXTENSION_FIELDS) continue;
     const o = hasOption(f, criu) ? getOption(f, criu) : undefined;
     if (f.fieldKind === "message") {
       if (depth < 3) m[f.localName] = fill(f.message, seed + 1, depth + 1);

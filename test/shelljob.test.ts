@@ -14,8 +14,13 @@ test("a shell job on a pty: refused without --shell-job, restored on its termina
   const py = Bun.spawn(["python3", join(import.meta.dir, "ptyjob.py"), workloadBin("counter"), dir], { stdin: "ignore", stdout: "pipe", stderr: "inherit" });
   try {
     const reader = py.stdout.getReader();
-    const { value } = await reader.read();
-    const [pidS, tty] = new TextDecoder().decode(value).trim().split(" ");
+    let line = "";
+    while (!line.includes("\n")) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`ptyjob.py ended early: '${line}'`);
+      line += new TextDecoder().decode(value);
+    }
+    const [pidS, tty] = line.trim().split(" ");
     const pid = Number(pidS);
     for (let i = 0; i < 500 && !existsSync(join(dir, "ready")); i++) await Bun.sleep(10);
     const ttyNr = () => Number(readFileSync(`/proc/${pid}/stat`, "latin1").replace(/^.*\) /s, "").split(" ")[4]);
