@@ -1,5 +1,5 @@
 // The page pipeline on real processes: compressed round trip (the workload checks a hash of its
-// memory), page checksums (a flipped bit stops restore before any process exists), and the
+// memory), page checksums (a flipped bit stops restore before any restored process runs; what was built is killed), and the
 // memory criu-bun itself uses while dumping a large process.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, readFileSync, readdirSync, openSync, readSync, writeSync, closeSync, statSync } from "node:fs";
@@ -67,7 +67,7 @@ describe("page pipeline", () => {
   }, 60_000);
 
   for (const compress of [false, true]) {
-    test(`a flipped bit in the pages (${compress ? "compressed" : "raw"}) stops restore before any process exists`, async () => {
+    test(`a flipped bit in the pages (${compress ? "compressed" : "raw"}) stops restore before anything runs, and leaves no process`, async () => {
       const w = await startWorkload("spin", ["8", "--pattern=random"]);
       await Bun.sleep(50);
       const dir = imagesDir("flip");

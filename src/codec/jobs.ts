@@ -4,9 +4,9 @@
 // dump block:    segments of the dumped process -> process_vm_readv (or /proc/PID/mem) straight
 //                into WASM memory -> zero pages of anonymous memory dropped (the rest packed
 //                together) -> XXH64 -> optional LZ4 -> stored bytes and the kept page runs.
-// verify block:  stored bytes from the pages file -> XXH64 compared with the index.
-// fill block:    stored bytes -> LZ4 decode -> XXH64 of the raw bytes compared -> zero pages of
-//                anonymous memory skipped -> process_vm_writev (or /proc/PID/mem) into the target.
+// fill block:    stored bytes from the pages file -> XXH64 compared with the index -> LZ4 decode
+//                -> zero pages of anonymous memory skipped (or, for memory inherited from the
+//                parent, pages already right) -> process_vm_writev (or /proc/PID/mem) into the target.
 //
 // Results go to a Slot: a small header (lengths, hashes, kept runs, error text) and a data area,
 // backed by a SharedArrayBuffer when a Worker fills it and the main thread waits on it.
@@ -53,7 +53,7 @@ export class Slot {
 
 export interface DumpJob { op: "dump"; slot: number; segs: number[] /* [vaddr, nPages, kind]* */ }
 export interface RestoreJob {
-  op: "verify" | "fill"; slot: number; block: number;
+  op: "fill"; slot: number; block: number;
   fileOff: number; rawLen: number; storedLen: number; flags: number;
   rawHash: bigint; storedHash: bigint; hasHash: boolean;
   segs: number[]; /* [vaddr, nPages, kind]* covering rawLen bytes */
@@ -155,17 +155,14 @@ export class BlockCore {
   private restore(job: RestoreJob, out: Slot) {
     const c = this.codec, io = this.io;
     const at = this.loadStored(job);
-    if (job.op === "verify") {
-      if (job.hasHash && c.checksum(at, job.storedLen) !== job.storedHash) throw new BlockError("checksum mismatch");
-      out.i32[I_RAW] = job.rawLen;
-      return;
-    }
+    // the stored bytes are checked before they are used: a bad block stops the restore while
+    // every process is still a stopped shell that never ran (it is then killed)
+    if (job.hasHash && c.checksum(at, job.storedLen) !== job.storedHash) throw new BlockError("checksum mismatch");
     if (job.flags & BLOCK_LZ4) {
       let n: number;
       try { n = c.decompressToInput(c.inputView(job.storedLen, at), 0, job.rawLen); }
       catch (e: any) { throw new BlockError(`LZ4 block does not decode (${e.message})`); }
       if (n !== job.rawLen) throw new BlockError(`LZ4 block decodes to ${n} bytes, index says ${job.rawLen}`);
-      if (job.hasHash && c.checksum(0, n) !== job.rawHash) throw new BlockError("checksum mismatch after decoding");
     }
     // write, skipping zero pages of anonymous memory (the fresh mapping is zero already) or, for
     // memory inherited from the parent, every page that is already right (it stays shared, COW)

@@ -338,7 +338,7 @@ function blockWhere(dir: string, t: PagesTask, l: PagesLayout, job: Block | Rest
     `holding the pages of process ${t.pid} at 0x${first.toString(16)}-0x${lastEnd.toString(16)}`;
 }
 
-function restoreJobs(op: "verify" | "fill", blocks: Generator<Block>, cow = false): Iterator<JobIn<RestoreJob>> {
+function restoreJobs(op: "fill", blocks: Generator<Block>, cow = false): Iterator<JobIn<RestoreJob>> {
   return (function* () {
     for (const b of blocks) {
       yield { op, block: b.i, fileOff: b.fileOff, rawLen: b.rawLen, storedLen: b.storedLen, flags: b.flags, rawHash: b.rawHash, storedHash: b.storedHash, hasHash: b.hasHash, segs: b.segs, cow };
@@ -348,27 +348,6 @@ function restoreJobs(op: "verify" | "fill", blocks: Generator<Block>, cow = fals
 
 function layoutOf(dir: string, t: PagesTask) {
   return layouts.get(`${dir}\0${t.pid}`) ?? checkPages(dir, t);
-}
-
-/**
- * Check every block's checksum against pages-N.idx. Call before creating any process: a flipped
- * bit stops the restore with an error naming the image and the address. No-op for images
- * without an index (CRIU's).
- */
-export function verifyPages(dir: string, t: PagesTask): void {
-  const l = layoutOf(dir, t);
-  if (!l.index) { log.info(`${join(dir, l.dataFile)}: no page index, checksums not verified`); return; }
-  const path = join(dir, l.dataFile);
-  const fd = openSync(path, "r");
-  const stored = l.index.blocks.reduce((s, b) => s + b.storedLen, 0);
-  const pool = new Pool(workerCount(stored), { pid: t.pid, memFd: -1, pagesFd: fd, compress: false });
-  const progress = new Progress("verify", stored);
-  const t0 = performance.now();
-  try {
-    pool.run<RestoreJob>(restoreJobs("verify", restoreBlocks(t, l)), (_s, job) => progress.add(job.storedLen),
-      (s, job) => new CriuError("restore", `${blockWhere(dir, t, l, job)}: ${s.error()}`));
-  } finally { pool.close(); progress.end(); closeSync(fd); }
-  log.info(`${path}: ${l.index.blocks.length} block checksums verified in ${(performance.now() - t0).toFixed(1)} ms`);
 }
 
 /**

@@ -10,7 +10,6 @@ import { precheckFds } from "../resources/files";
 import { enterCgroups, precheckCgroups } from "../resources/cgroup";
 import { TreeFiles } from "../resources/fdkind";
 import { restoreSysvShm, finishSysvShm, dropSysvShm } from "../resources/sysvshm";
-import { verifyPages } from "../codec/pipeline";
 import { O } from "../sys/mem";
 import { CriuError, log } from "../log";
 import { fault } from "../fault";
@@ -29,7 +28,6 @@ function precheck(set: RestoreSet, o: RestoreOptions) {
     if (!set.newPidNs) for (const tid of t.tids) if (!pidFree(tid)) throw new CriuError("restore", `PID ${tid} is in use`);
     if (t.zombie) continue;
     precheckFds(t.fds, set.files, set.dir, t.pid, { shellJob: o.shellJob });
-    if (t.pagesFile) verifyPages(set.dir, t); // page checksums, before any process exists
     for (const v of t.mm.vmas) {
       if (v.status & ((1 << 6) | (1 << 7))) {
         const f = set.files.get(Number(v.shmid));
