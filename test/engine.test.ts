@@ -140,6 +140,9 @@ describe("real programs", () => {
   test("python3 with state in a dict", async () => {
     await dumpRestoreVerify("pyloop.py");
   });
+  test("node: an HTTP server with its timers and libuv threads keeps serving", async () => {
+    await dumpRestoreVerify("nodeserver.cjs", [String(7400 + Math.floor(Math.random() * 500))], { settle: 300 });
+  });
   test("a bash loop", async () => {
     await dumpRestoreVerify("bashloop.sh");
   });

@@ -154,11 +154,11 @@ function describe(w: Pick<Workload, "name" | "args" | "dir" | "stderrPath">, pid
 /** Start `bin/<name> DIR args...` in its own session and wait for DIR/ready. */
 export async function startWorkload(name: string, args: string[] = [], opts: StartOptions = {}): Promise<Workload> {
   await buildWorkloads();
-  // C workloads are binaries; real programs run scripts: NAME.py with python3, NAME.sh with bash
-  const script = /\.(py|sh)$/.exec(name);
+  // C workloads are binaries; real programs run scripts: NAME.py with python3, NAME.sh with bash, NAME.cjs with node
+  const script = /\.(py|sh|cjs)$/.exec(name);
   const bin = script ? join(WORKLOADS_DIR, name) : workloadBin(name);
   if (!existsSync(bin)) throw new Error(`no workload named ${name} (${bin} missing)`);
-  const argv = script ? [script[1] === "py" ? "python3" : "bash", bin] : [bin];
+  const argv = script ? [{ py: "python3", sh: "bash", cjs: "node" }[script[1]]!, bin] : [bin];
   const dir = mkdtempSync(join(tmpdir(), `criu-bun-wl-${name}-`));
   dirs.push(dir);
   const stderrPath = opts.stderr === "file" ? join(dir, "stderr") : null;
