@@ -249,3 +249,25 @@ describe("UTS and other namespaces", () => {
     expect((await waitResult(n, 15000)).text).toStartWith("PASS");
   });
 });
+
+describe("time namespaces", () => {
+  test("a process in its own time namespace keeps its shifted clocks (they continue from the dump)", async () => {
+    const w = await startWorkload("counter", [], { wrap: ["unshare", "--time", "--fork", "--monotonic", "1000000", "--boottime", "2000000", "--"] });
+    await Bun.sleep(100);
+    const uptime = (pid: number) => Number(Bun.spawnSync(["nsenter", "-T", "-t", String(pid), "cat", "/proc/uptime"]).stdout.toString().split(" ")[0]);
+    const host = () => Number(readFileSync("/proc/uptime", "utf8").split(" ")[0]);
+    const before = uptime(w.pid);
+    expect(before - host()).toBeGreaterThan(1_999_000);
+    const dir = imagesDir("timens");
+    dump(w.pid, dir);
+    expect(readdirSync(dir).some((f) => f.startsWith("timens-"))).toBe(true);
+    const r = await restore(dir, w.pid);
+    expect(readlinkSync(`/proc/${w.pid}/ns/time`)).not.toBe(readlinkSync("/proc/self/ns/time"));
+    const after = uptime(w.pid);
+    expect(after).toBeGreaterThanOrEqual(before); // never backwards
+    expect(after - before).toBeLessThan(5); // continues from the dump: the downtime is not counted
+    trigger(w);
+    expect((await waitResult(w, 15000)).text).toStartWith("PASS");
+    expect(await r.proc.exited).toBe(0);
+  });
+});

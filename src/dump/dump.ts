@@ -145,7 +145,7 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number): Du
     const id = idx + 1;
     const ids = { vmId: id, filesId: sharedId(tree, idx, KCMP.FILES, "filesId"), fsId: sharedId(tree, idx, KCMP.FS, "fsId"),
       sighandId: id, pidNsId: ns.ownPidNs ? 9 : 1, netNsId: 2, ipcNsId: 3, utsNsId: ns.ownUtsNs ? 11 : 4,
-      mntNsId: ns.ownMntNs ? 10 : 5, userNsId: 6, cgroupNsId: 7, timeNsId: 8 };
+      mntNsId: ns.ownMntNs ? 10 : 5, userNsId: 6, cgroupNsId: 7, timeNsId: ns.ownTimeNs ? 12 : 8 };
     if (!n.zombie) ns.check(n.pid); // a zombie has no namespaces left to look at
     const vpid = ns.v(n.pid), vppid = idx === 0 ? 0 : ns.v(n.ppid);
     const { pgid, sid } = ns.groups(n.pid);
@@ -190,6 +190,10 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
   const task: TaskDump = dumpTask(n.fp!, mem);
   log.debug(`process ${pid}: task state collected`);
   if (id === 1 && ns.ownUtsNs) writeImage(d, `utsns-${ids.utsNsId}.img`, "UTSNS", [msg(S.utsns_entrySchema, task.uts)]);
+  if (id === 1 && ns.ownTimeNs) {
+    if (!task.clocks.monotonic || !task.clocks.boottime) throw new CriuError("dump", `process ${pid}: cannot read its clocks for its time namespace`);
+    writeImage(d, `timens-${ids.timeNsId}.img`, "TIMENS", [msg(S.timens_entrySchema, { monotonic: task.clocks.monotonic, boottime: task.clocks.boottime })]);
+  }
   task.threads[0].core.tc.cgSet = cgSet;
   // a process sharing its parent's fd table (CLONE_FILES) has it dumped once, under one files id
   const tableDone = ids.filesId !== id;
@@ -254,6 +258,7 @@ class NsView {
   ownPidNs: boolean;
   ownMntNs: boolean;
   ownUtsNs: boolean;
+  ownTimeNs: boolean;
   private rootNs = new Map<string, string>();
   private rootPidNs: string;
   private cache = new Map<string, number>();
@@ -262,7 +267,8 @@ class NsView {
     this.ownPidNs = this.rootPidNs !== readlinkSync("/proc/self/ns/pid");
     this.ownMntNs = readlinkSync(`/proc/${root}/ns/mnt`) !== readlinkSync("/proc/self/ns/mnt");
     this.ownUtsNs = readlinkSync(`/proc/${root}/ns/uts`) !== readlinkSync("/proc/self/ns/uts");
-    for (const k of ["net", "ipc", "uts", "mnt", "user", "cgroup"]) this.rootNs.set(k, readlinkSync(`/proc/${root}/ns/${k}`));
+    this.ownTimeNs = readlinkSync(`/proc/${root}/ns/time`) !== readlinkSync("/proc/self/ns/time");
+    for (const k of ["net", "ipc", "uts", "mnt", "user", "cgroup", "time"]) this.rootNs.set(k, readlinkSync(`/proc/${root}/ns/${k}`));
     // namespaces criu-bun cannot recreate: the tree must share them with criu-bun
     for (const [k, what, how] of [["net", "network", "--net"], ["ipc", "IPC", "--ipc"], ["user", "user", "--user"]]) {
       if (this.rootNs.get(k) !== readlinkSync(`/proc/self/ns/${k}`)) {

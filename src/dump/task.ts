@@ -29,6 +29,8 @@ export interface TaskDump {
   umask: number;
   cwd: string; root: string; exe: string;
   sigactions: Record<string, any>[];
+  /** CLOCK_MONOTONIC and CLOCK_BOOTTIME as the process saw them at dump time */
+  clocks: Record<string, { tvSec: bigint; tvNsec: bigint }>;
   /** hostname and domain name the process sees (its UTS namespace) */
   uts: { nodename: string; domainname: string };
 }
@@ -98,6 +100,7 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
   let brk = 0n;
   let subreaper = false;
   let uts = { nodename: "", domainname: "" };
+  const clocks: Record<string, { tvSec: bigint; tvNsec: bigint }> = {};
   const sigactions: Record<string, any>[] = [];
   const itimers: Record<string, any> = {};
   const posix: Record<string, any>[] = [];
@@ -105,6 +108,14 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
     brk = BigInt.asUintN(64, inj.call(NR.brk, 0));
     inj.withScratch(8, (scratch) => {
       if (inj.call(NR.prctl, 37 /* PR_GET_CHILD_SUBREAPER */, scratch) === 0n) subreaper = mem.read(scratch, 4)[0] !== 0;
+    });
+    inj.withScratch(16, (scratch) => {
+      // the clocks as the process sees them (its time namespace may shift them)
+      for (const [id, key] of [[1, "monotonic"], [7, "boottime"]] as const) {
+        if (inj.call(NR.clock_gettime, id, scratch) !== 0n) continue;
+        const dv = new DataView(mem.read(scratch, 16).buffer);
+        clocks[key] = { tvSec: dv.getBigInt64(0, true), tvNsec: dv.getBigInt64(8, true) };
+      }
     });
     inj.withScratch(390, (scratch) => {
       // struct utsname: 6 fields of 65 bytes; nodename is the 2nd, domainname the 6th
@@ -226,7 +237,7 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
   const umask = parseInt(status.Umask ?? "22", 8);
   log.info(`Dumped state of ${pid}: ${threads.length} thread(s), ${vmas.length} VMAs, brk 0x${brk.toString(16)}`);
   return {
-    pid, stat, threads, vmas, mm, umask, sigactions, uts,
+    pid, stat, threads, vmas, mm, umask, sigactions, uts, clocks,
     cwd: readLink(`/proc/${pid}/cwd`), root: readLink(`/proc/${pid}/root`), exe,
   };
 }

@@ -24,6 +24,8 @@ export interface RestoreSet {
   /** the root was the init of its own PID namespace (and had its own mounts): recreate them */
   newPidNs?: boolean;
   newMntNs?: boolean;
+  /** the root had its own time namespace: its clocks at dump time */
+  timens?: S.timens_entry;
   /** the root had its own UTS namespace: hostname and domain name */
   uts?: S.utsns_entry;
   /** seccomp filters from seccomp.img (threads point at their newest with seccomp_filter) */
@@ -118,6 +120,12 @@ export function loadImages(dir: string): RestoreSet {
     uts = readImage<S.utsns_entry>(dir, `utsns-${rootIds.utsNsId}.img`, "UTSNS")[0];
     if (!uts) throw new CriuError("restore", `${dir}/utsns-${rootIds.utsNsId}.img has no entry`);
   }
+  let timens: S.timens_entry | undefined;
+  if (rootIds && dumper && rootIds.timeNsId !== dumper.timeNsId) {
+    need(dir, `timens-${rootIds.timeNsId}.img`);
+    timens = readImage<S.timens_entry>(dir, `timens-${rootIds.timeNsId}.img`, "TIMENS")[0];
+    if (!timens?.monotonic || !timens.boottime) throw new CriuError("restore", `${dir}/timens-${rootIds.timeNsId}.img has no clocks`);
+  }
   if (newPidNs && tasks[0].pid !== 1) throw new CriuError("restore", `${dir}: the tree lives in its own PID namespace but its root is PID ${tasks[0].pid}, not that namespace's init`);
   const cgroups = new Map<number, S.cg_set_entry>();
   if (imageExists(dir, "cgroup.img")) for (const cs of readImage<S.cgroup_entry>(dir, "cgroup.img", "CGROUP")[0]?.sets ?? []) cgroups.set(cs.id, cs);
@@ -132,5 +140,5 @@ export function loadImages(dir: string): RestoreSet {
       throw new CriuError("restore", `${dir}/core-${t.pid}.img: seccomp filter ${tc.seccompFilter} is not in seccomp.img`);
     }
   }
-  return { dir, inventory, files, tasks, newPidNs, newMntNs, uts, cgroups, seccomp };
+  return { dir, inventory, files, tasks, newPidNs, newMntNs, uts, timens, cgroups, seccomp };
 }

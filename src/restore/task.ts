@@ -1,6 +1,6 @@
 // Turning a puppet into one restored process: PID, address space, files, task state, threads.
 import { readFileSync, writeFileSync } from "node:fs";
-import { syscall } from "../sys/syscall";
+import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import {
   ptrace, PTRACE, PTRACE_O, getRegs, setRegs, setXstate, getXstate, setSigmask, wait4Raw, W, __WALL, R, describeStatus, detach,
@@ -134,6 +134,7 @@ export class TaskBuilder {
     if (r !== this.tramp) throw new CriuError("restore", `cannot map the trampoline at ${hex(this.tramp)} (${r})`);
     pmem.write(this.tramp, new Uint8Array([0x0f, 0x05, 0xcc]));
     pinj.ok("close_range", NR.close_range, 0, 0xffffffff, 0);
+    if (this.set.timens) this.enterTimens(pinj);
     // clone3 with set_tid = [pid], CLONE_PARENT: the new process is criu-bun's child
     const args = new BigUint64Array(11);
     // a tree dumped from the init of its own PID namespace comes back in a fresh one, as PID 1
@@ -167,6 +168,28 @@ export class TaskBuilder {
   /** shares the fd table (CLONE_FILES) / fs (CLONE_FS) of its parent: restored there, once */
   sharesFiles = false;
   sharesFs = false;
+
+  /**
+   * The tree had its own time namespace: the puppet makes a new one for its children whose
+   * offsets put CLOCK_MONOTONIC and CLOCK_BOOTTIME back where the tree saw them at dump time.
+   */
+  private enterTimens(pinj: Injector) {
+    pinj.ok("unshare(CLONE_NEWTIME)", NR.unshare, 0x80);
+    const now = (clock: number) => {
+      const ts = new BigInt64Array(2);
+      if (syscall(NR.clock_gettime, clock, addr(ts)) !== 0) throw new CriuError("restore", `clock_gettime(${clock}) failed`);
+      return ts[0] * 1_000_000_000n + ts[1];
+    };
+    const off = (t: S.timespec, clock: number) => {
+      let d = BigInt.asIntN(64, t.tvSec) * 1_000_000_000n + BigInt.asIntN(64, t.tvNsec) - now(clock);
+      let sec = d / 1_000_000_000n, nsec = d % 1_000_000_000n;
+      if (nsec < 0n) { nsec += 1_000_000_000n; sec -= 1n; }
+      return `${sec} ${nsec}`;
+    };
+    const tn = this.set.timens!;
+    try { writeFileSync(`/proc/${this.puppet}/timens_offsets`, `monotonic ${off(tn.monotonic!, 1)}\nboottime ${off(tn.boottime!, 7)}\n`); }
+    catch (e: any) { throw new CriuError("restore", `cannot set the time namespace offsets: ${e.code ?? e.message}`); }
+  }
 
   /** Fork this process, with its old PID, from its parent (whose memory is already restored). */
   createFromParent(parent: TaskBuilder) {
