@@ -4,11 +4,17 @@ import { dumpProcess } from "../dump/dump";
 
 export async function run(opts: Opts, _args: string[]): Promise<number> {
   if (opts.tree === undefined || Number.isNaN(opts.tree)) throw new CriuError("dump", "no process to dump: give -t PID");
+  let pageServer: { address: string; port: number } | undefined;
+  if (opts.pageServer) {
+    const port = Number(opts.port);
+    if (!opts.address || !(port > 0 && port < 65536)) throw new CriuError("dump", "--page-server needs --address and --port");
+    pageServer = { address: String(opts.address), port };
+  }
   const t0 = performance.now();
   const stats = dumpProcess({
     pid: opts.tree, dir: opts.imagesDir, leaveRunning: !!opts.leaveRunning, leaveStopped: !!opts.leaveStopped,
     shellJob: !!opts.shellJob, tcpEstablished: !!opts.tcpEstablished, tcpClose: !!opts.tcpClose, extUnixSk: !!opts.extUnixSk, fileLocks: !!opts.fileLocks, timeoutSec: opts.timeout ? Number(opts.timeout) : undefined, compress: !!opts.compress,
-    displayStats: !!opts.displayStats,
+    displayStats: !!opts.displayStats, pageServer,
   });
   if (opts.displayStats) {
     const ms = (us: number) => (us / 1e6).toFixed(6);

@@ -12,7 +12,7 @@ const COMMANDS: Record<string, { desc: string; load: () => Promise<Runner> }> = 
   "pre-dump": { desc: "pre-dump memory of a process tree (iterative migration)", load: async () => (await import("./predump")).run },
   restore: { desc: "restore a process tree from an images directory (-D DIR)", load: async () => (await import("./restore")).run },
   show: { desc: "decode an image FILE to JSON, or summarize an images directory (--dir DIR)", load: async () => (await import("./show")).run },
-  "page-server": { desc: "serve pages to a remote dump (not supported yet)", load: async () => (await import("./unsupported")).run("page-server") },
+  "page-server": { desc: "receive the pages of a dump run with --page-server (--port N, -D DIR)", load: async () => (await import("./pageserver")).run },
   "lazy-pages": { desc: "serve pages for a lazy restore (not supported yet)", load: async () => (await import("./unsupported")).run("lazy-pages") },
 };
 
@@ -41,7 +41,10 @@ function defineOptions(cli: CAC) {
     .option("--ext-unix-sk", "allow external unix sockets")
     .option("--file-locks", "handle file locks")
     .option("--link-remap", "allow link remap of deleted files")
-    .option("--prev-images-dir <dir>", "images of a previous (pre-)dump");
+    .option("--prev-images-dir <dir>", "images of a previous (pre-)dump")
+    .option("--page-server", "dump: send pages to the page server at --address/--port")
+    .option("--address <addr>", "page server address (default 0.0.0.0 to listen, required to send)")
+    .option("--port <port>", "page server port");
 }
 
 export async function main(argv: string[]): Promise<number> {

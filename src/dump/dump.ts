@@ -2,7 +2,7 @@
 // release (-R) or leave it stopped (-s). Any failure before the end releases the process
 // untouched (registers were restored after every injection).
 import { create, type DescMessage } from "@bufbuild/protobuf";
-import { accessSync, constants, openSync, closeSync, statSync, existsSync, readlinkSync, readFileSync, unlinkSync } from "node:fs";
+import { accessSync, constants, openSync, closeSync, statSync, existsSync, readlinkSync, readFileSync, unlinkSync, mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { freezeProcess, releaseProcess, type FrozenProcess } from "../ptrace/seize";
 import { RemoteMem } from "../ptrace/inject";
@@ -24,11 +24,14 @@ import { encodePagemap } from "../images/pagemap";
 import * as S from "../images/schemas";
 import { CriuError, log } from "../log";
 import { fault } from "../fault";
+import { PageServerClient } from "../net/pageserver";
 import { netDumpEnd } from "../resources/inet";
 
 export interface DumpOptions {
   pid: number; dir: string; leaveRunning?: boolean; leaveStopped?: boolean; shellJob?: boolean;
   timeoutSec?: number; displayStats?: boolean; compress?: boolean; tcpEstablished?: boolean; tcpClose?: boolean; extUnixSk?: boolean; fileLocks?: boolean;
+  /** send pages to a page server instead of writing them here */
+  pageServer?: { address: string; port: number };
 }
 export interface DumpStats { freezingTime: number; frozenTime: number; memdumpTime: number; memwriteTime: number; pagesScanned: number; pagesWritten: number }
 
@@ -95,13 +98,17 @@ export function dumpProcess(o: DumpOptions): DumpStats {
   if (!existsSync(`/proc/${pid}`)) throw new CriuError("dump", `process ${pid} does not exist`);
   if (pid === process.pid) throw new CriuError("dump", `cannot dump criu-bun itself`);
   checkImagesDir(dir);
+  if (o.pageServer && o.compress) throw new CriuError("dump", "--compress cannot be used with --page-server (the page server writes CRIU's raw pages)");
+  // connect first: a page server that is not there fails the dump before anything is frozen
+  const pageServer = o.pageServer ? new PageServerClient(o.pageServer.address, o.pageServer.port) : undefined;
   const t0 = performance.now();
   const tree = freezeTree(pid, (o.timeoutSec ?? 10) * 1000);
   const tFrozen = performance.now();
   let stats: DumpStats;
   try {
     for (const n of tree) if (n.fp) n.mem = new RemoteMem(n.pid);
-    stats = collectAndWrite(tree, o, tFrozen - t0);
+    stats = collectAndWrite(tree, o, tFrozen - t0, pageServer);
+    pageServer?.close();
     fault("dump-end", "dump");
   } catch (e) {
     netDumpEnd("failed");
@@ -131,7 +138,7 @@ export function dumpProcess(o: DumpOptions): DumpStats {
   return stats;
 }
 
-function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number): DumpStats {
+function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pageServer?: PageServerClient): DumpStats {
   const d = o.dir;
   const files = new FileTable();
   const extra = new ImageSink();
@@ -161,7 +168,7 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number): Du
       throw new CriuError("dump", `process ${n.pid} shares its memory with another process (CLONE_VM without threads, e.g. vfork); not supported yet`);
     }
     n.ids = ids;
-    const r = dumpOne(n, id, ids, files, extra, twins, o, d, ns, cgroups.add(n.pid), seccomp);
+    const r = dumpOne(n, id, ids, files, extra, twins, o, d, ns, cgroups.add(n.pid), seccomp, pageServer);
     stats.memdumpTime += r.memUs; stats.pagesScanned += r.scanned; stats.pagesWritten += r.written;
     pstree.push({ pid: vpid, ppid: vppid, pgid, sid, threads: r.tids });
   });
@@ -184,7 +191,7 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number): Du
 }
 
 /** One live process of the tree: its core, mm, pages, fds, fs and ids images. */
-function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: FileTable, extra: ImageSink, twins: FdTwin[], o: DumpOptions, d: string, ns: NsView, cgSet: number, seccomp: SeccompChains) {
+function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: FileTable, extra: ImageSink, twins: FdTwin[], o: DumpOptions, d: string, ns: NsView, cgSet: number, seccomp: SeccompChains, pageServer?: PageServerClient) {
   const pid = n.pid, mem = n.mem!;
   const vpid = ns.v(pid);
   const task: TaskDump = dumpTask(n.fp!, mem);
@@ -227,7 +234,15 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
 
   // memory
   const tMem = performance.now();
-  const pr = dumpPages(pid, task.vmas, mem, d, id, o.compress);
+  let pr;
+  if (pageServer) {
+    // pages go through a scratch file, then to the page server, which writes the pagemap
+    const tmp = mkdtempSync(join(d, ".criu-bun-pages-"));
+    try {
+      pr = dumpPages(pid, task.vmas, mem, tmp, id, false);
+      pageServer.sendPagemap(vpid, pr.runs, join(tmp, pr.file));
+    } finally { rmSync(tmp, { recursive: true, force: true }); }
+  } else pr = dumpPages(pid, task.vmas, mem, d, id, o.compress);
   const memUs = Math.round((performance.now() - tMem) * 1000);
 
   const tids = task.threads.map((t) => ns.v(pid, t.tid));
@@ -239,7 +254,7 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
   }
   writeImage(d, `ids-${vpid}.img`, "IDS", [msg(S.task_kobj_ids_entrySchema, ids)]);
   writeImage(d, `mm-${vpid}.img`, "MM", [msg(S.mm_entrySchema, task.mm)]);
-  writeImageBytes(d, `pagemap-${vpid}.img`, encodePagemap(id, pr.runs));
+  if (!pageServer) writeImageBytes(d, `pagemap-${vpid}.img`, encodePagemap(id, pr.runs));
   writeImage(d, `fs-${vpid}.img`, "FS", [msg(S.fs_entrySchema, { cwdId, rootId, umask: task.umask })]);
   if (!tableDone) writeImage(d, `fdinfo-${ids.filesId}.img`, "FDINFO", fds.map((f) => msg(S.fdinfo_entrySchema, { id: f.id, flags: f.cloexec ? 1 : 0, type: f.type, fd: f.fd })));
   return { memUs, scanned: pr.scanned, written: pr.written, tids, pgid: task.stat.pgid, sid: task.stat.sid };
