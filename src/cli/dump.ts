@@ -15,6 +15,7 @@ export async function run(opts: Opts, _args: string[]): Promise<number> {
     pid: opts.tree, dir: opts.imagesDir, leaveRunning: !!opts.leaveRunning, leaveStopped: !!opts.leaveStopped,
     shellJob: !!opts.shellJob, tcpEstablished: !!opts.tcpEstablished, tcpClose: !!opts.tcpClose, extUnixSk: !!opts.extUnixSk, fileLocks: !!opts.fileLocks, timeoutSec: opts.timeout ? Number(opts.timeout) : undefined, compress: !!opts.compress,
     displayStats: !!opts.displayStats, pageServer,
+    prevImagesDir: opts.prevImagesDir ? String(opts.prevImagesDir) : undefined,
   });
   if (opts.displayStats) {
     const ms = (us: number) => (us / 1e6).toFixed(6);

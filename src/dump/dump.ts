@@ -25,11 +25,14 @@ import * as S from "../images/schemas";
 import { CriuError, log } from "../log";
 import { fault } from "../fault";
 import { PageServerClient } from "../net/pageserver";
+import { dedupeAgainstParent, linkParent } from "../resources/incremental";
 import { netDumpEnd } from "../resources/inet";
 
 export interface DumpOptions {
   pid: number; dir: string; leaveRunning?: boolean; leaveStopped?: boolean; shellJob?: boolean;
   timeoutSec?: number; displayStats?: boolean; compress?: boolean; tcpEstablished?: boolean; tcpClose?: boolean; extUnixSk?: boolean; fileLocks?: boolean;
+  /** the images of a previous (pre-)dump, relative to dir: unchanged pages are not stored again */
+  prevImagesDir?: string;
   /** send pages to a page server instead of writing them here */
   pageServer?: { address: string; port: number };
 }
@@ -98,6 +101,8 @@ export function dumpProcess(o: DumpOptions): DumpStats {
   if (!existsSync(`/proc/${pid}`)) throw new CriuError("dump", `process ${pid} does not exist`);
   if (pid === process.pid) throw new CriuError("dump", `cannot dump criu-bun itself`);
   checkImagesDir(dir);
+  if (o.prevImagesDir && (o.compress || o.pageServer)) throw new CriuError("dump", "--prev-images-dir cannot be combined with --compress or --page-server yet");
+  if (o.prevImagesDir) linkParent(dir, o.prevImagesDir);
   if (o.pageServer && o.compress) throw new CriuError("dump", "--compress cannot be used with --page-server (the page server writes CRIU's raw pages)");
   // connect first: a page server that is not there fails the dump before anything is frozen
   const pageServer = o.pageServer ? new PageServerClient(o.pageServer.address, o.pageServer.port) : undefined;
@@ -242,7 +247,14 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
       pr = dumpPages(pid, task.vmas, mem, tmp, id, false);
       pageServer.sendPagemap(vpid, pr.runs, join(tmp, pr.file));
     } finally { rmSync(tmp, { recursive: true, force: true }); }
-  } else pr = dumpPages(pid, task.vmas, mem, d, id, o.compress);
+  } else {
+    pr = dumpPages(pid, task.vmas, mem, d, id, o.compress);
+    if (o.prevImagesDir) {
+      const dd = dedupeAgainstParent(d, pr.file, pr.runs, o.prevImagesDir, vpid);
+      log.info(`process ${pid}: ${dd.fromParent} pages unchanged since the previous dump, ${dd.kept} stored`);
+      pr = { ...pr, runs: dd.runs, written: dd.kept };
+    }
+  }
   const memUs = Math.round((performance.now() - tMem) * 1000);
 
   const tids = task.threads.map((t) => ns.v(pid, t.tid));

@@ -21,6 +21,7 @@ import * as S from "../images/schemas";
 import { isFieldSet } from "@bufbuild/protobuf";
 import { CriuError, log } from "../log";
 import { fillPages } from "../codec/pipeline";
+import { fillParentPages } from "../resources/incremental";
 
 const TRAMP_SIZE = 5 * 4096; // code + scratch: 2 KiB of structs, then 4 path slots of 4 KiB
 const SCRATCH = 256n; // scratch data starts here inside the trampoline area
@@ -375,6 +376,7 @@ export class TaskBuilder {
 
   private fillPages() {
     fillPages(this.set.dir, this.t, this.pid, this.mem!.fd, !!this.parent); // src/codec/pipeline.ts
+    fillParentPages(this.set.dir, this.t.pid, this.t.pagemap, this.mem!.fd, `process ${this.t.pid}`); // incremental dumps
   }
 
   /** mm fields, auxv and exe link in one PR_SET_MM_MAP. */
