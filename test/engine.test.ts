@@ -296,3 +296,27 @@ describe("child subreaper", () => {
     await dumpRestoreVerify("subreaper.py");
   });
 });
+
+describe("stopped processes", () => {
+  test("a process stopped with SIGSTOP stays stopped through dump -R and comes back stopped", async () => {
+    const w = await startWorkload("spin");
+    await Bun.sleep(100);
+    process.kill(w.pid, "SIGSTOP");
+    await Bun.sleep(50);
+    expect(procState(w.pid)).toBe("T");
+    const dir = imagesDir("stopped");
+    let r = criuBun(["dump", "-t", String(w.pid), "-D", imagesDir("stopped-r"), "-R"]);
+    expect(r.code).toBe(0);
+    await Bun.sleep(100);
+    expect(procState(w.pid)).toBe("T"); // -R left it as it was: stopped
+    dump(w.pid, dir);
+    await waitReaped(w.pid);
+    r = criuBun(["restore", "-d", "-D", dir]);
+    expect(r.code).toBe(0);
+    await Bun.sleep(100);
+    expect(procState(w.pid)).toBe("T");
+    process.kill(w.pid, "SIGCONT");
+    trigger(w);
+    expect((await waitResult(w, 15000)).text).toStartWith("PASS");
+  });
+});

@@ -53,9 +53,18 @@ function checkImagesDir(dir: string) {
 /** A process of the dumped tree: frozen (alive) or a zombie (nothing to freeze). */
 interface TreeNode {
   pid: number; ppid: number; children: number[];
+  /** it was stopped (SIGSTOP, ^Z) before we came: it stays stopped, and is restored stopped */
+  wasStopped?: boolean;
   ids?: Record<string, number>;
   fp?: FrozenProcess; mem?: RemoteMem;
   zombie?: { exitCode: number; pgid: number; sid: number; comm: string };
+}
+
+/** Release a frozen process as it was: running, or stopped if it was stopped before we came. */
+function letGo(n: TreeNode) {
+  if (!n.fp) return;
+  if (n.wasStopped) for (const t of n.fp.threads) syscall(NR.ptrace, 17 /* DETACH */, t.tid, 0, 19);
+  else releaseProcess(n.fp);
 }
 
 /** Freeze ROOT and every descendant, repeating while new children appear. */
@@ -75,7 +84,7 @@ function freezeTree(root: number, timeoutMs: number): TreeNode[] {
           if (st.state === "Z") {
             node = { pid, ppid: st.ppid, children: [], zombie: { exitCode: st.exitCode, pgid: st.pgid, sid: st.sid, comm: st.comm } };
           } else {
-            node = { pid, ppid: st.ppid, children: [], fp: freezeProcess(pid, timeoutMs) };
+            node = { pid, ppid: st.ppid, children: [], wasStopped: st.state === "T", fp: freezeProcess(pid, timeoutMs) };
           }
           nodes.set(pid, node); order.push(pid); fresh++;
         }
@@ -87,7 +96,7 @@ function freezeTree(root: number, timeoutMs: number): TreeNode[] {
       if (round > 50) throw new CriuError("dump", `the tree of ${root} keeps forking; cannot freeze it`);
     }
   } catch (e) {
-    for (const n of nodes.values()) if (n.fp) releaseProcess(n.fp);
+    for (const n of nodes.values()) letGo(n);
     throw e;
   }
   const list = order.map((p) => nodes.get(p)!);
@@ -117,7 +126,7 @@ export function dumpProcess(o: DumpOptions): DumpStats {
     fault("dump-end", "dump");
   } catch (e) {
     netDumpEnd("failed");
-    for (const n of tree) { n.mem?.close(); if (n.fp) releaseProcess(n.fp); }
+    for (const n of tree) { n.mem?.close(); letGo(n); }
     log.info(`Dump of ${pid} failed; ${tree.length} process(es) released`);
     throw e;
   }
@@ -131,7 +140,7 @@ export function dumpProcess(o: DumpOptions): DumpStats {
     log.info(`Tree of ${pid} left stopped`);
   } else if (o.leaveRunning) {
     netDumpEnd("running");
-    for (const n of alive) releaseProcess(n.fp!);
+    for (const n of alive) letGo(n);
     log.info(`Tree of ${pid} left running`);
   } else {
     log.debug(`images written`);
@@ -207,6 +216,7 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
     writeImage(d, `timens-${ids.timeNsId}.img`, "TIMENS", [msg(S.timens_entrySchema, { monotonic: task.clocks.monotonic, boottime: task.clocks.boottime })]);
   }
   task.threads[0].core.tc.cgSet = cgSet;
+  if (n.wasStopped) task.threads[0].core.tc.taskState = 3; // TASK_STOPPED
   // a process sharing its parent's fd table (CLONE_FILES) has it dumped once, under one files id
   const tableDone = ids.filesId !== id;
   const locks: LockDump[] = [];

@@ -645,8 +645,9 @@ export class TaskBuilder {
 
   /** Let every thread run (or stay stopped with -s). */
   release(opts: { leaveStopped?: boolean }) {
+    const stopped = opts.leaveStopped || this.t.cores.get(this.t.pid)?.tc?.taskState === 3; // dumped while stopped
     for (const tid of [...this.tids].reverse()) {
-      const sig = opts.leaveStopped ? 19 : this.caught.get(tid)?.[0] ?? 0;
+      const sig = stopped ? 19 : this.caught.get(tid)?.[0] ?? 0;
       detach(tid, sig);
     }
   }
