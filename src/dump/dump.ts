@@ -16,7 +16,6 @@ import { ImageSink } from "../resources/fdkind";
 import { dumpShmem } from "../resources/shmem";
 import { dumpSysvShm } from "../resources/sysvshm";
 
-const sysvDone = new Set<number>();
 import { CgroupSets } from "../resources/cgroup";
 import { VMA } from "../resources/vma";
 import { writeImage, writeImageBytes } from "../images/image";
@@ -235,7 +234,7 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
   for (const v of task.vmas) {
     if (v.status & VMA.SYSVIPC) {
       v.shmid = BigInt(v.inode);
-      dumpSysvShm(pid, v.start, v.end, v.inode, extra, sysvDone);
+      if (!extra.has(`sysv:${v.inode}`)) { dumpSysvShm(pid, v.start, v.end, v.inode, extra); extra.mark(`sysv:${v.inode}`); }
     }
     if (v.status & VMA.ANON_SHARED) {
       v.shmid = BigInt(v.inode);

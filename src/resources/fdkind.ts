@@ -23,7 +23,10 @@ export class ImageSink {
     if (!r) this.raws.set(file, (r = []));
     r.push(data);
   }
-  has(file: string) { return this.files.has(file) || this.raws.has(file); }
+  has(file: string) { return this.files.has(file) || this.raws.has(file) || this.marks.has(file); }
+  /** remember that KEY was dealt with in this dump (has(KEY) is then true) */
+  mark(key: string) { this.marks.add(key); }
+  private marks = new Set<string>();
   writeAll(dir: string) {
     for (const [file, chunks] of this.raws) writeFileSync(join(dir, file), Buffer.concat(chunks));
     for (const [file, f] of this.files) {

@@ -31,9 +31,8 @@ export function segments(): Map<number, SegInfo> {
   return out;
 }
 
-/** Save the segment attached at start..end in process pid (once per shmid). */
-export function dumpSysvShm(pid: number, start: bigint, end: bigint, shmid: number, images: ImageSink, done: Set<number>) {
-  if (done.has(shmid)) return;
+/** Save the segment attached at start..end in process pid (the caller does it once per shmid). */
+export function dumpSysvShm(pid: number, start: bigint, end: bigint, shmid: number, images: ImageSink) {
   const seg = segments().get(shmid);
   if (!seg) throw new CriuError("mem", `process ${pid}: SysV shared memory ${shmid} at 0x${start.toString(16)} is not in /proc/sysvipc/shm (another IPC namespace?)`);
   const fd = openFd(`/proc/${pid}/map_files/${start.toString(16)}-${end.toString(16)}`, O.RDONLY | O.CLOEXEC);
@@ -45,7 +44,6 @@ export function dumpSysvShm(pid: number, start: bigint, end: bigint, shmid: numb
     images.add(SHM_IMAGE, "IPCNS_SHM", S.ipc_shm_entrySchema, {
       desc: { key: seg.key, uid: seg.uid, gid: seg.gid, cuid: seg.cuid, cgid: seg.cgid, mode: seg.mode, id: shmid }, size: seg.size,
     }, data);
-    done.add(shmid);
   } finally { closeFd(fd); }
 }
 
