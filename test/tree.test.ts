@@ -226,7 +226,7 @@ describe("cgroups", () => {
 });
 
 describe("UTS and other namespaces", () => {
-  test("a process in its own UTS namespace gets a new one with its hostname; its own network namespace is refused clearly", async () => {
+  test("a process in its own UTS namespace gets a new one with its hostname; a network namespace with interfaces is refused clearly", async () => {
     const w = await startWorkload("counter", [], { wrap: ["unshare", "--uts", "sh", "-c", 'hostname criu-bun-uts-test; exec "$0" "$@"'] });
     await Bun.sleep(100);
     const host = (pid: number) => Bun.spawnSync(["nsenter", "-u", "-t", String(pid), "hostname"]).stdout.toString().trim();
@@ -241,10 +241,10 @@ describe("UTS and other namespaces", () => {
     expect((await waitResult(w, 15000)).text).toStartWith("PASS");
     expect(await r.proc.exited).toBe(0);
 
-    const n = await startWorkload("counter", [], { wrap: ["unshare", "--net", "--"] });
+    const n = await startWorkload("counter", [], { wrap: ["unshare", "--net", "sh", "-c", 'ip link add criu-bun-v0 type veth peer name criu-bun-v1; exec "$0" "$@"'] });
     const rn = criuBun(["dump", "-t", String(n.pid), "-D", imagesDir("netns")]);
     expect(rn.code).not.toBe(0);
-    expect(rn.stderr).toContain(`process ${n.pid} is in its own network namespace, which criu-bun does not save yet; run criu-bun inside it (nsenter --net=/proc/${n.pid}/ns/net)`);
+    expect(rn.stderr).toMatch(new RegExp(`process ${n.pid} is in its own network namespace with interfaces \\(.*criu-bun-v0.*\\), which criu-bun does not save yet; run criu-bun inside it \\(nsenter --net=/proc/${n.pid}/ns/net\\)`));
     trigger(n);
     expect((await waitResult(n, 15000)).text).toStartWith("PASS");
   });
@@ -266,6 +266,22 @@ describe("time namespaces", () => {
     const after = uptime(w.pid);
     expect(after).toBeGreaterThanOrEqual(before); // never backwards
     expect(after - before).toBeLessThan(5); // continues from the dump: the downtime is not counted
+    trigger(w);
+    expect((await waitResult(w, 15000)).text).toStartWith("PASS");
+    expect(await r.proc.exited).toBe(0);
+  });
+});
+
+describe("network namespaces", () => {
+  test("a process alone in its own network namespace (loopback only) comes back in a new one, connections intact", async () => {
+    const port = 7700 + Math.floor(Math.random() * 200);
+    const w = await startWorkload("netnsloop.py", [String(port)], { wrap: ["unshare", "--net", "sh", "-c", 'ip link set lo up; exec "$0" "$@"'] });
+    await Bun.sleep(100);
+    expect(readlinkSync(`/proc/${w.pid}/ns/net`)).not.toBe(readlinkSync("/proc/self/ns/net"));
+    const dir = imagesDir("netns-lo");
+    dump(w.pid, dir, ["--tcp-established"]);
+    const r = await restore(dir, w.pid);
+    expect(readlinkSync(`/proc/${w.pid}/ns/net`)).not.toBe(readlinkSync("/proc/self/ns/net"));
     trigger(w);
     expect((await waitResult(w, 15000)).text).toStartWith("PASS");
     expect(await r.proc.exited).toBe(0);

@@ -24,6 +24,7 @@ import * as S from "../images/schemas";
 import { CriuError, log } from "../log";
 import { fault } from "../fault";
 import { PageServerClient } from "../net/pageserver";
+import { netdevs } from "../sys/netns";
 import { dedupeAgainstParent, linkParent } from "../resources/incremental";
 import { netDumpEnd } from "../resources/inet";
 
@@ -164,7 +165,7 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
   tree.forEach((n, idx) => {
     const id = idx + 1;
     const ids = { vmId: id, filesId: sharedId(tree, idx, KCMP.FILES, "filesId"), fsId: sharedId(tree, idx, KCMP.FS, "fsId"),
-      sighandId: id, pidNsId: ns.ownPidNs ? 9 : 1, netNsId: 2, ipcNsId: 3, utsNsId: ns.ownUtsNs ? 11 : 4,
+      sighandId: id, pidNsId: ns.ownPidNs ? 9 : 1, netNsId: ns.ownNetNs ? 13 : 2, ipcNsId: 3, utsNsId: ns.ownUtsNs ? 11 : 4,
       mntNsId: ns.ownMntNs ? 10 : 5, userNsId: 6, cgroupNsId: 7, timeNsId: ns.ownTimeNs ? 12 : 8 };
     if (!n.zombie) ns.check(n.pid); // a zombie has no namespaces left to look at
     const vpid = ns.v(n.pid), vppid = idx === 0 ? 0 : ns.v(n.ppid);
@@ -295,6 +296,7 @@ class NsView {
   ownMntNs: boolean;
   ownUtsNs: boolean;
   ownTimeNs: boolean;
+  ownNetNs: boolean;
   private rootNs = new Map<string, string>();
   private rootPidNs: string;
   private cache = new Map<string, number>();
@@ -306,7 +308,15 @@ class NsView {
     this.ownTimeNs = readlinkSync(`/proc/${root}/ns/time`) !== readlinkSync("/proc/self/ns/time");
     for (const k of ["net", "ipc", "uts", "mnt", "user", "cgroup", "time"]) this.rootNs.set(k, readlinkSync(`/proc/${root}/ns/${k}`));
     // namespaces criu-bun cannot recreate: the tree must share them with criu-bun
-    for (const [k, what, how] of [["net", "network", "--net"], ["ipc", "IPC", "--ipc"], ["user", "user", "--user"]]) {
+    // its own network namespace with nothing but loopback comes back as a new one with lo up
+    this.ownNetNs = this.rootNs.get("net") !== readlinkSync("/proc/self/ns/net");
+    if (this.ownNetNs) {
+      const devs = netdevs(root).filter((d) => d !== "lo");
+      if (devs.length) {
+        throw new CriuError("dump", `process ${root} is in its own network namespace with interfaces (${devs.join(", ")}), which criu-bun does not save yet; run criu-bun inside it (nsenter --net=/proc/${root}/ns/net)`);
+      }
+    }
+    for (const [k, what, how] of [["ipc", "IPC", "--ipc"], ["user", "user", "--user"]]) {
       if (this.rootNs.get(k) !== readlinkSync(`/proc/self/ns/${k}`)) {
         throw new CriuError("dump", `process ${root} is in its own ${what} namespace, which criu-bun does not save yet; run criu-bun inside it (nsenter ${how}=/proc/${root}/ns/${k})`);
       }

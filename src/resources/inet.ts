@@ -20,6 +20,7 @@ import {
   TCP_STATE, TCP_STATE_NAME, tcpInfo, repairOn, repairOff, dumpTcpStream, restoreTcpStream, type TcpStream, type SockOps,
 } from "../net/tcp-repair";
 import { netLock, netUnlock, lockTableName, type LockedEndpoint } from "../net/netlock";
+import { withNetns } from "../sys/netns";
 import * as S from "../images/gen/sockets_pb";
 import { CriuError, log } from "../log";
 import { errnoName } from "../sys/errno";
@@ -29,12 +30,12 @@ export const streamImage = (ino: number) => `tcp-stream-${ino.toString(16)}.img`
 
 // ---------- which sockets are ours ----------
 
-/** Inodes of the inet sockets of criu-bun's network namespace (the dumper runs in the target's). */
-function inetInodes(): Set<bigint> {
+/** Inodes of the inet sockets of process pid's network namespace (/proc/PID/net is its view). */
+function inetInodes(pid: number): Set<bigint> {
   const out = new Set<bigint>();
   for (const f of ["tcp", "tcp6", "udp", "udp6"]) {
     let text: string;
-    try { text = readFileSync(`/proc/net/${f}`, "latin1"); } catch { continue; }
+    try { text = readFileSync(`/proc/${pid}/net/${f}`, "latin1"); } catch { continue; }
     for (const line of text.split("\n").slice(1)) {
       const cols = line.trim().split(/\s+/);
       if (cols.length > 9) out.add(BigInt(cols[9]));
@@ -45,15 +46,15 @@ function inetInodes(): Set<bigint> {
 
 // ---------- dump-side session: connections held in repair mode until the dump ends ----------
 
-interface DumpSession { tables: Set<string>; repaired: { fd: number; where: string }[] }
+interface DumpSession { tables: Map<string, number>; repaired: { fd: number; where: string }[] }
 let session: DumpSession | null = null;
 
 /** Lock endpoints of process pid (its own table: a restore of that process lifts it). */
 function lockDump(pid: number, eps: LockedEndpoint[]) {
-  session ??= { tables: new Set(), repaired: [] };
+  session ??= { tables: new Map(), repaired: [] };
   const t = lockTableName(pid);
-  netLock(t, eps);
-  session.tables.add(t);
+  withNetns(pid, () => netLock(t, eps));
+  session.tables.set(t, pid);
 }
 
 /**
@@ -72,7 +73,7 @@ export function netDumpEnd(outcome: "killed" | "running" | "failed") {
     }
     syscall(NR.close, r.fd);
   }
-  if (outcome !== "killed") for (const t of s.tables) netUnlock(t);
+  if (outcome !== "killed") for (const [t, pid] of s.tables) withNetns(pid, () => netUnlock(t));
 }
 
 // ---------- socket options ----------
@@ -132,10 +133,11 @@ let inodes: { at: number; set: Set<bigint> } | null = null;
 export const inetKind: FdKind = {
   name: "inet socket",
   type: FD_INETSK,
-  match(target, st) {
+  match(target, st, procPath) {
     if (!target.startsWith("socket:[")) return false;
+    const pid = Number(/^\/proc\/(\d+)\//.exec(procPath ?? "")?.[1] ?? "self");
     // one scan per dump (a dump takes well under a second between fds)
-    if (!inodes || Date.now() - inodes.at > 1000 || !inodes.set.has(st.ino)) inodes = { at: Date.now(), set: inetInodes() };
+    if (!inodes || Date.now() - inodes.at > 1000 || !inodes.set.has(st.ino)) inodes = { at: Date.now(), set: inetInodes(pid) };
     return inodes.set.has(st.ino);
   },
   dump(ctx) {
@@ -178,7 +180,7 @@ export const inetKind: FdKind = {
           const keep = syscall(NR.fcntl, fd, 1030 /* F_DUPFD_CLOEXEC */, 0);
           if (keep < 0) throw new CriuError("files", `${where}: dup failed (errno ${-keep})`);
           repairOn(keep, where);
-          session ??= { tables: new Set(), repaired: [] };
+          session ??= { tables: new Map(), repaired: [] };
           session.repaired.push({ fd: keep, where });
           stream = dumpTcpStream(keep, `${where} (${conn})`);
         }
@@ -212,15 +214,15 @@ function concatBytes(a: Uint8Array, b: Uint8Array) {
 
 let restoreOpts: { tcpClose?: boolean } = {};
 /** lock tables of the processes of this restore that have inet sockets */
-let restoreTables = new Set<string>();
+let restoreTables = new Map<string, number>();
 
 /** Options of this restore (--tcp-close). */
-export function netRestoreBegin(o: { tcpClose?: boolean }) { restoreOpts = o; restoreTables = new Set(); }
+export function netRestoreBegin(o: { tcpClose?: boolean }) { restoreOpts = o; restoreTables = new Map(); }
 /** After a successful restore: the connections are live again, lift the locks (the dump's too:
  * same table names in the same network namespace). */
 export function netRestoreEnd() {
-  for (const t of restoreTables) netUnlock(t);
-  restoreTables = new Set();
+  for (const [t, pid] of restoreTables) withNetns(pid, () => netUnlock(t));
+  restoreTables = new Map();
 }
 
 /** Lock every TCP endpoint of this restore before the first connection is made. */
@@ -235,12 +237,12 @@ function lockRestore(ctx: RestoreCtx) {
     if (k.state === TCP_STATE.LISTEN) eps.push({ proto: k.proto, local, lport: k.srcPort });
     else if (k.state === TCP_STATE.ESTABLISHED) eps.push({ proto: k.proto, local, lport: k.srcPort, remote: wordsToAddr(k.dstAddr, k.family), rport: k.dstPort });
   }
-  netLock(lockTableName(ctx.pid), eps);
+  withNetns(ctx.pid, () => netLock(lockTableName(ctx.pid), eps));
 }
 
 function restoreInet(ctx: RestoreCtx, k: S.inet_sk_entry): number {
   const inj = ctx.inj, where = ctx.where;
-  restoreTables.add(lockTableName(ctx.pid));
+  restoreTables.set(lockTableName(ctx.pid), ctx.pid);
   const fail = (what: string, r: bigint | number) => {
     throw new CriuError("restore", `${where}: ${what} failed (errno ${-Number(r)}: ${errnoName(-Number(r))})`);
   };

@@ -15,6 +15,7 @@ import { closeFd, O } from "../sys/mem";
 import { readLink } from "../sys/proc";
 import type * as S from "../images/schemas";
 import { sk_packet_entrySchema } from "../images/gen/sockets_pb";
+import { withNetns } from "../sys/netns";
 import { CriuError, log } from "../log";
 
 const AF_UNIX = 1, SOL_SOCKET = 1;
@@ -26,7 +27,10 @@ const FAMILIES: Record<number, string> = { 2: "inet", 10: "inet6", 16: "netlink"
 interface Diag { type: number; state: number; ino: number; name?: Uint8Array; peer: number; rq: number; wq: number; shutdown: number }
 
 /** sock_diag request for one unix socket by inode */
-function unixDiag(ino: number, where: string): Diag {
+function unixDiag(ino: number, where: string, pid: number): Diag {
+  return withNetns(pid, () => unixDiagHere(ino, where));
+}
+function unixDiagHere(ino: number, where: string): Diag {
   const nl = syscall(NR.socket, 16 /* AF_NETLINK */, 2 | O.CLOEXEC /* SOCK_DGRAM */, 4 /* NETLINK_SOCK_DIAG */);
   if (nl < 0) throw new CriuError("files", `${where}: sock_diag socket failed (${-nl})`);
   try {
@@ -145,7 +149,7 @@ export const unixKind: FdKind = {
       throw new CriuError("files", `${ctx.where}: ${FAMILIES[family] ?? `family ${family}`} socket (${ctx.target}) is not supported yet`);
     }
     const ino = Number(ctx.st.ino);
-    const d = unixDiag(ino, ctx.where);
+    const d = unixDiag(ino, ctx.where, ctx.pid);
     const type = getInt(fd, SO.TYPE);
     const listening = getInt(fd, SO.ACCEPTCONN) === 1;
     if (listening && d.rq) throw new CriuError("files", `${ctx.where}: listening unix socket has ${d.rq} connection(s) not accepted yet; not supported yet`);
@@ -177,7 +181,7 @@ export const unixKind: FdKind = {
       // CRIU's layout: one extra UNIXSK file entry for the peer, flagged USK_EXTERN, with its name;
       // a datagram socket is reconnected to that name at restore, anything else comes back
       // unconnected (a valid socket of the same type; I/O on it says ENOTCONN)
-      const pd = unixDiag(d.peer, ctx.where);
+      const pd = unixDiag(d.peer, ctx.where, ctx.pid);
       let pname = pd.name ?? new Uint8Array(0);
       if (pname.length && pname[0] !== 0 && pname.indexOf(0) >= 0) pname = pname.subarray(0, pname.indexOf(0));
       ctx.files.add(`uskext:${d.peer}`, (pid) => ({

@@ -24,6 +24,8 @@ export interface RestoreSet {
   /** the root was the init of its own PID namespace (and had its own mounts): recreate them */
   newPidNs?: boolean;
   newMntNs?: boolean;
+  /** the root had its own network namespace (loopback only): a new one with lo up */
+  newNetNs?: boolean;
   /** the root had its own time namespace: its clocks at dump time */
   timens?: S.timens_entry;
   /** the root had its own UTS namespace: hostname and domain name */
@@ -140,5 +142,6 @@ export function loadImages(dir: string): RestoreSet {
       throw new CriuError("restore", `${dir}/core-${t.pid}.img: seccomp filter ${tc.seccompFilter} is not in seccomp.img`);
     }
   }
-  return { dir, inventory, files, tasks, newPidNs, newMntNs, uts, timens, cgroups, seccomp };
+  const newNetNs = !!(rootIds && dumper && rootIds.netNsId !== dumper.netNsId);
+  return { dir, inventory, files, tasks, newPidNs, newMntNs, newNetNs, uts, timens, cgroups, seccomp };
 }

@@ -236,6 +236,17 @@ export class TaskBuilder {
       this.inj.ok("mount / private", NR.mount, 0, this.str("/"), 0, 0x4000 | 0x40000 /* MS_REC|MS_PRIVATE */, 0);
       this.inj.ok("mount /proc", NR.mount, this.str("proc", 1), this.str("/proc", 2), this.str("proc", 3), 2 | 4 | 8, 0);
     }
+    if (!this.parent && this.set.newNetNs) {
+      // the tree had its own network namespace with only loopback: a new one, lo up
+      this.inj.ok("unshare(CLONE_NEWNET)", NR.unshare, 0x40000000);
+      const s = Number(this.inj.ok("socket", NR.socket, 2 /* AF_INET */, 2 /* SOCK_DGRAM */, 0));
+      const ifr = new Uint8Array(40);
+      ifr.set(Buffer.from("lo"));
+      new DataView(ifr.buffer).setUint16(16, 0x1 | 0x8 | 0x40, true); // IFF_UP | IFF_LOOPBACK | IFF_RUNNING
+      const r = this.inj.call(NR.ioctl, s, 0x8914 /* SIOCSIFFLAGS */, this.scratchWrite(0n, ifr));
+      this.inj.call(NR.close, s);
+      if (r < 0n) throw new CriuError("restore", `cannot bring lo up in the new network namespace (errno ${-r})`);
+    }
     if (!this.parent && this.set.uts) {
       // the tree had its own UTS namespace: a new one with its hostname and domain name
       const { nodename, domainname } = this.set.uts;
