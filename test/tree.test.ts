@@ -287,3 +287,22 @@ describe("network namespaces", () => {
     expect(await r.proc.exited).toBe(0);
   });
 });
+
+describe("IPC namespaces", () => {
+  test("a tree in its own IPC namespace comes back in a new one with its SysV segment (same id)", async () => {
+    const w = await startWorkload("shared", [], { wrap: ["unshare", "--ipc", "--"] });
+    await Bun.sleep(100);
+    const ipcOf = (p: number) => readlinkSync(`/proc/${p}/ns/ipc`);
+    expect(ipcOf(w.pid)).not.toBe(ipcOf(process.pid));
+    const segs = Bun.spawnSync(["nsenter", "-i", "-t", String(w.pid), "ipcs", "-m"]).stdout.toString();
+    const dir = imagesDir("ipcns");
+    dump(w.pid, dir);
+    const r = await restore(dir, w.pid);
+    expect(ipcOf(w.pid)).not.toBe(ipcOf(process.pid));
+    expect(Bun.spawnSync(["nsenter", "-i", "-t", String(w.pid), "ipcs", "-m"]).stdout.toString().split("\n").filter((l) => /^0x/.test(l)).map((l) => l.split(/\s+/).slice(0, 2).join(" ")))
+      .toEqual(segs.split("\n").filter((l) => /^0x/.test(l)).map((l) => l.split(/\s+/).slice(0, 2).join(" ")));
+    trigger(w);
+    expect((await waitResult(w, 15000)).text).toStartWith("PASS");
+    expect(await r.proc.exited).toBe(0);
+  });
+});

@@ -24,7 +24,7 @@ import * as S from "../images/schemas";
 import { CriuError, log } from "../log";
 import { fault } from "../fault";
 import { PageServerClient } from "../net/pageserver";
-import { netdevs } from "../sys/netns";
+import { netdevs, withNs } from "../sys/netns";
 import { dedupeAgainstParent, linkParent } from "../resources/incremental";
 import { netDumpEnd } from "../resources/inet";
 
@@ -165,7 +165,7 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
   tree.forEach((n, idx) => {
     const id = idx + 1;
     const ids = { vmId: id, filesId: sharedId(tree, idx, KCMP.FILES, "filesId"), fsId: sharedId(tree, idx, KCMP.FS, "fsId"),
-      sighandId: id, pidNsId: ns.ownPidNs ? 9 : 1, netNsId: ns.ownNetNs ? 13 : 2, ipcNsId: 3, utsNsId: ns.ownUtsNs ? 11 : 4,
+      sighandId: id, pidNsId: ns.ownPidNs ? 9 : 1, netNsId: ns.ownNetNs ? 13 : 2, ipcNsId: ns.ownIpcNs ? 14 : 3, utsNsId: ns.ownUtsNs ? 11 : 4,
       mntNsId: ns.ownMntNs ? 10 : 5, userNsId: 6, cgroupNsId: 7, timeNsId: ns.ownTimeNs ? 12 : 8 };
     if (!n.zombie) ns.check(n.pid); // a zombie has no namespaces left to look at
     const vpid = ns.v(n.pid), vppid = idx === 0 ? 0 : ns.v(n.ppid);
@@ -235,7 +235,7 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
   for (const v of task.vmas) {
     if (v.status & VMA.SYSVIPC) {
       v.shmid = BigInt(v.inode);
-      if (!extra.has(`sysv:${v.inode}`)) { dumpSysvShm(pid, v.start, v.end, v.inode, extra); extra.mark(`sysv:${v.inode}`); }
+      if (!extra.has(`sysv:${v.inode}`)) { withNs(pid, "ipc", () => dumpSysvShm(pid, v.start, v.end, v.inode, extra)); extra.mark(`sysv:${v.inode}`); }
     }
     if (v.status & VMA.ANON_SHARED) {
       v.shmid = BigInt(v.inode);
@@ -297,6 +297,7 @@ class NsView {
   ownUtsNs: boolean;
   ownTimeNs: boolean;
   ownNetNs: boolean;
+  ownIpcNs: boolean;
   private rootNs = new Map<string, string>();
   private rootPidNs: string;
   private cache = new Map<string, number>();
@@ -316,7 +317,9 @@ class NsView {
         throw new CriuError("dump", `process ${root} is in its own network namespace with interfaces (${devs.join(", ")}), which criu-bun does not save yet; run criu-bun inside it (nsenter --net=/proc/${root}/ns/net)`);
       }
     }
-    for (const [k, what, how] of [["ipc", "IPC", "--ipc"], ["user", "user", "--user"]]) {
+    // its own IPC namespace: SysV segments are read inside it, and it comes back as a new one
+    this.ownIpcNs = this.rootNs.get("ipc") !== readlinkSync("/proc/self/ns/ipc");
+    for (const [k, what, how] of [["user", "user", "--user"]]) {
       if (this.rootNs.get(k) !== readlinkSync(`/proc/self/ns/${k}`)) {
         throw new CriuError("dump", `process ${root} is in its own ${what} namespace, which criu-bun does not save yet; run criu-bun inside it (nsenter ${how}=/proc/${root}/ns/${k})`);
       }

@@ -26,6 +26,8 @@ export interface RestoreSet {
   newMntNs?: boolean;
   /** the root had its own network namespace (loopback only): a new one with lo up */
   newNetNs?: boolean;
+  /** the root had its own IPC namespace: a new one (SysV segments are made inside it) */
+  newIpcNs?: boolean;
   /** the root had its own time namespace: its clocks at dump time */
   timens?: S.timens_entry;
   /** the root had its own UTS namespace: hostname and domain name */
@@ -143,5 +145,6 @@ export function loadImages(dir: string): RestoreSet {
     }
   }
   const newNetNs = !!(rootIds && dumper && rootIds.netNsId !== dumper.netNsId);
-  return { dir, inventory, files, tasks, newPidNs, newMntNs, newNetNs, uts, timens, cgroups, seccomp };
+  const newIpcNs = !!(rootIds && dumper && rootIds.ipcNsId !== dumper.ipcNsId);
+  return { dir, inventory, files, tasks, newPidNs, newMntNs, newNetNs, newIpcNs, uts, timens, cgroups, seccomp };
 }

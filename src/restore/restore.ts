@@ -10,6 +10,7 @@ import { precheckFds } from "../resources/files";
 import { enterCgroups, precheckCgroups } from "../resources/cgroup";
 import { TreeFiles } from "../resources/fdkind";
 import { restoreSysvShm, finishSysvShm, dropSysvShm } from "../resources/sysvshm";
+import { withNs } from "../sys/netns";
 import { O } from "../sys/mem";
 import { CriuError, log } from "../log";
 import { fault } from "../fault";
@@ -72,12 +73,17 @@ export function restoreProcesses(o: RestoreOptions): { pid: number; ms: number; 
   let forkMs = 0;
   let sysv: { id: number; dest: boolean }[] = [];
   try {
-    sysv = restoreSysvShm(set.dir);
+    // SysV segments exist before anyone attaches them: here, or in the tree's new IPC namespace
+    const ipc = <T>(fn: () => T): T => (set.newIpcNs && builders[0] ? withNs(builders[0].pid, "ipc", fn) : fn());
+    if (!set.newIpcNs) sysv = restoreSysvShm(set.dir);
     // 1. every process, parents before children (pstree order), each with its memory
     for (const t of set.tasks) {
       const b = new TaskBuilder(set, t, treeFiles);
       builders.push(b); byPid.set(t.pid, b);
-      if (t === root) b.createFromPuppet(); else b.createFromParent(byPid.get(t.ppid)!);
+      if (t === root) {
+        b.createFromPuppet();
+        if (set.newIpcNs) sysv = ipc(() => restoreSysvShm(set.dir));
+      } else b.createFromParent(byPid.get(t.ppid)!);
       const cg = t.cores.get(t.pid)?.tc?.cgSet;
       if (cg) enterCgroups(b.pid, set.cgroups.get(cg)!, !!o.manageCgroups);
       b.restoreSession(inTree, o.shellJob);
@@ -104,10 +110,10 @@ export function restoreProcesses(o: RestoreOptions): { pid: number; ms: number; 
     // 3. registers, trampolines gone; 4. all go at once
     for (const b of builders) if (!b.t.zombie) b.finish();
     fault("restore-end", "restore");
-    finishSysvShm(sysv);
+    ipc(() => finishSysvShm(sysv));
   } catch (e) {
     for (const b of [...builders].reverse()) b.abort();
-    dropSysvShm(sysv);
+    if (!set.newIpcNs) dropSysvShm(sysv); // in a new IPC namespace they die with it
     throw e;
   }
   for (const b of [...builders].reverse()) if (!b.t.zombie) b.release({ leaveStopped: o.leaveStopped });

@@ -236,6 +236,7 @@ export class TaskBuilder {
       this.inj.ok("mount / private", NR.mount, 0, this.str("/"), 0, 0x4000 | 0x40000 /* MS_REC|MS_PRIVATE */, 0);
       this.inj.ok("mount /proc", NR.mount, this.str("proc", 1), this.str("/proc", 2), this.str("proc", 3), 2 | 4 | 8, 0);
     }
+    if (!this.parent && this.set.newIpcNs) this.inj.ok("unshare(CLONE_NEWIPC)", NR.unshare, 0x08000000);
     if (!this.parent && this.set.newNetNs) {
       // the tree had its own network namespace with only loopback: a new one, lo up
       this.inj.ok("unshare(CLONE_NEWNET)", NR.unshare, 0x40000000);

@@ -1,4 +1,4 @@
-// Running a piece of criu-bun inside another process's network namespace. setns() changes the
+// Running a piece of criu-bun inside another process's network (or IPC) namespace. setns() changes the
 // calling thread only, and every FFI call runs on the main JS thread, so sockets (netlink for
 // nf_tables and sock_diag) made inside fn belong to that namespace; we switch back right after.
 import { readlinkSync } from "node:fs";
@@ -7,21 +7,24 @@ import { NR } from "./nr";
 import { openFd, closeFd, O } from "./mem";
 import { SysError } from "./errno";
 
-const CLONE_NEWNET = 0x40000000;
+const CLONE_NEW = { net: 0x40000000, ipc: 0x08000000 } as const;
 
-export function withNetns<T>(pid: number, fn: () => T): T {
-  if (readlinkSync(`/proc/${pid}/ns/net`) === readlinkSync("/proc/thread-self/ns/net")) return fn();
-  const home = openFd("/proc/thread-self/ns/net", O.RDONLY | O.CLOEXEC);
-  const there = openFd(`/proc/${pid}/ns/net`, O.RDONLY | O.CLOEXEC);
+/** Run fn with the main thread in process pid's namespace of that kind, then come back. */
+export function withNs<T>(pid: number, kind: "net" | "ipc", fn: () => T): T {
+  if (readlinkSync(`/proc/${pid}/ns/${kind}`) === readlinkSync(`/proc/thread-self/ns/${kind}`)) return fn();
+  const home = openFd(`/proc/thread-self/ns/${kind}`, O.RDONLY | O.CLOEXEC);
+  const there = openFd(`/proc/${pid}/ns/${kind}`, O.RDONLY | O.CLOEXEC);
   try {
-    const r = syscall(NR.setns, there, CLONE_NEWNET);
-    if (r < 0) throw new SysError(`setns into the network namespace of ${pid}`, -r);
+    const r = syscall(NR.setns, there, CLONE_NEW[kind]);
+    if (r < 0) throw new SysError(`setns into the ${kind} namespace of ${pid}`, -r);
     try { return fn(); } finally {
-      const b = syscall(NR.setns, home, CLONE_NEWNET);
-      if (b < 0) throw new SysError("setns back to criu-bun's network namespace", -b);
+      const b = syscall(NR.setns, home, CLONE_NEW[kind]);
+      if (b < 0) throw new SysError(`setns back to criu-bun's ${kind} namespace`, -b);
     }
   } finally { closeFd(home); closeFd(there); }
 }
+
+export function withNetns<T>(pid: number, fn: () => T): T { return withNs(pid, "net", fn); }
 
 /** Interface names of a process's network namespace (/proc/PID/net/dev). */
 export function netdevs(pid: number): string[] {
