@@ -320,3 +320,27 @@ describe("stopped processes", () => {
     expect((await waitResult(w, 15000)).text).toStartWith("PASS");
   });
 });
+
+describe("deleted executable and mappings", () => {
+  test("a program whose executable was deleted (an upgrade: its code is mapped from the deleted file) comes back", async () => {
+    const { copyFileSync, mkdtempSync, rmSync: rm } = await import("node:fs");
+    const { workloadBin } = await import("./harness");
+    const tmp = mkdtempSync(join(require("node:os").tmpdir(), "criu-bun-delexe-"));
+    const exe = join(tmp, "files-old");
+    copyFileSync(workloadBin("files"), exe);
+    require("node:fs").chmodSync(exe, 0o755);
+    // run a copy of the files workload, then delete the copy: exe link and code mappings are "(deleted)"
+    const w = await startWorkload("files", [], { wrap: ["sh", "-c", `shift; exec ${exe} "$@"`, "sh"] });
+    rm(exe);
+    expect(readlinkSync(`/proc/${w.pid}/exe`)).toEndWith(" (deleted)");
+    const dir = imagesDir("delexe");
+    dump(w.pid, dir);
+    expect(readdirSync(dir).filter((f) => f.startsWith("ghost-file-")).length).toBeGreaterThan(0);
+    const r = await restore(dir, w.pid);
+    expect(readlinkSync(`/proc/${w.pid}/exe`)).toEndWith(" (deleted)");
+    trigger(w);
+    expect((await waitResult(w, 15000)).text).toStartWith("PASS");
+    expect(await r.proc.exited).toBe(0);
+    rm(tmp, { recursive: true, force: true });
+  });
+});

@@ -14,6 +14,7 @@ import { dumpFds, FileTable, type FdDump, type FdTwin, type LockDump } from "../
 import { readStat, listChildren } from "../sys/proc";
 import { ImageSink } from "../resources/fdkind";
 import { dumpShmem } from "../resources/shmem";
+import { saveGhost } from "../resources/reg";
 import { dumpSysvShm } from "../resources/sysvshm";
 
 import { CgroupSets } from "../resources/cgroup";
@@ -224,11 +225,16 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
   for (const l of locks) extra.add("filelocks.img", "FILE_LOCKS", S.file_lock_entrySchema, { ...l, pid: vpid });
   const cwdId = files.addPath(task.cwd, 0o10000000 /* O_PATH */);
   const rootId = files.addPath(task.root, 0o10000000);
-  task.mm.exeFileId = files.addPath(task.exe, 0o10000000);
+  // a deleted executable or mapped file (an upgraded binary, a tmp file mapped then unlinked)
+  // is saved as a ghost file, read through /proc/PID/exe or /proc/PID/map_files
+  const fileId = (path: string, source: string, flags: number) => path.endsWith(" (deleted)")
+    ? saveGhost(files, extra, statSync(source, { bigint: true }), path.slice(0, -" (deleted)".length), source, flags, 0n, `process ${pid}`)
+    : files.addPath(path, flags);
+  task.mm.exeFileId = fileId(task.exe, `/proc/${pid}/exe`, 0o10000000);
   for (const v of task.vmas) {
     if (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) {
       const rw = v.status & VMA.FILE_SHARED && v.prot & 2 ? 2 /* O_RDWR */ : 0;
-      v.shmid = BigInt(files.addPath(v.path, rw));
+      v.shmid = BigInt(fileId(v.path, `/proc/${pid}/map_files/${v.start.toString(16)}-${v.end.toString(16)}`, rw));
       v.fdflags = rw;
     }
   }

@@ -142,14 +142,11 @@ export function importFd(inj: Injector, pid: number, owner: Holder, what: string
 
 /** Open every file in the target once per id, then dup3 each into its fd number. A file id that
  * another process of the tree already restored is shared with it (pidfd_getfd: same description). */
-export function restoreFds(base: Omit<RestoreCtx, "high" | "where" | "hold" | "fdFrom">, fds: S.fdinfo_entry[]) {
-  const inj = base.inj;
-  const sorted = [...fds].sort((a, b) => a.fd - b.fd);
-  const floor = (sorted.length ? sorted[sorted.length - 1].fd : 0) + 16;
-  const temps = new Map<number, number>();
-  const created = new Set<number>();
-  const closeLater = new Set<number>();
-  base.state.set("closeLater", closeLater);
+type CtxBase = Omit<RestoreCtx, "high" | "where" | "hold" | "fdFrom">;
+
+/** A full RestoreCtx for one file of process base.pid; fds it makes go at or above floor. */
+export function restoreCtx(base: CtxBase, floor: number, where: string): RestoreCtx {
+  const inj = base.inj, tree = base.tree;
   const high = (fd: number, what: string) => {
     if (fd >= floor) return fd;
     const r = Number(inj.call(NR.fcntl, fd, 1030 /* F_DUPFD_CLOEXEC */, floor));
@@ -157,26 +154,40 @@ export function restoreFds(base: Omit<RestoreCtx, "high" | "where" | "hold" | "f
     if (r < 0) throw new CriuError("restore", `${what}: F_DUPFD failed (errno ${-r})`);
     return r;
   };
-  const imp = (owner: Holder, what: string) => owner.pid === base.pid ? owner.fd : high(importFd(inj, base.pid, owner, what), what);
+  return {
+    ...base, high, where,
+    hold(key, fd) {
+      tree.held.set(key, { pid: base.pid, vpid: base.vpid, fd });
+      const l = tree.toClose.get(base.pid) ?? [];
+      l.push(fd); tree.toClose.set(base.pid, l);
+    },
+    fdFrom(key) {
+      const h = tree.held.get(key);
+      return h ? (h.pid === base.pid ? h.fd : high(importFd(inj, base.pid, h, where), where)) : undefined;
+    },
+  };
+}
+
+/** The lowest fd number the restore of these fds may use for its own temporary fds. */
+export function fdFloor(fds: S.fdinfo_entry[]) { return fds.reduce((m, f) => Math.max(m, f.fd), 0) + 16; }
+
+export function restoreFds(base: CtxBase, fds: S.fdinfo_entry[]) {
+  const inj = base.inj;
+  const sorted = [...fds].sort((a, b) => a.fd - b.fd);
+  const floor = fdFloor(fds);
+  const temps = new Map<number, number>();
+  const created = new Set<number>();
+  const closeLater = new Set<number>();
+  base.state.set("closeLater", closeLater);
   const tree = base.tree;
+  const imp = (owner: Holder, what: string) => owner.pid === base.pid ? owner.fd : restoreCtx(base, floor, what).high(importFd(inj, base.pid, owner, what), what);
   for (const fe of sorted) {
     if (temps.has(fe.id)) continue;
     const f = base.files.get(fe.id)!;
     const where = `process ${base.pid} fd ${fe.fd}`;
     const owner = tree.owners.get(fe.id);
     if (owner) { temps.set(fe.id, imp(owner, where)); continue; }
-    const fd = kindByType(f.type)!.restore({
-      ...base, high, where,
-      hold(key, fd) {
-        tree.held.set(key, { pid: base.pid, vpid: base.vpid, fd });
-        const l = tree.toClose.get(base.pid) ?? [];
-        l.push(fd); tree.toClose.set(base.pid, l);
-      },
-      fdFrom(key) {
-        const h = tree.held.get(key);
-        return h ? imp(h, where) : undefined;
-      },
-    }, f, fe);
+    const fd = kindByType(f.type)!.restore(restoreCtx(base, floor, where), f, fe);
     temps.set(fe.id, fd);
     created.add(fe.id);
   }
@@ -191,7 +202,7 @@ export function restoreFds(base: Omit<RestoreCtx, "high" | "where" | "hold" | "f
     const f = base.files.get(fe.id)!, kind = kindByType(f.type)!;
     if (!kind.restoreLate || !created.has(fe.id) || late.has(fe.id)) continue;
     late.add(fe.id);
-    kind.restoreLate({ ...base, high, where: `process ${base.pid} fd ${fe.fd}`, hold() {}, fdFrom: () => undefined }, f, fe.fd);
+    kind.restoreLate(restoreCtx(base, floor, `process ${base.pid} fd ${fe.fd}`), f, fe.fd);
   }
   const heldHere = new Set(tree.toClose.get(base.pid) ?? []);
   for (const t of new Set([...temps.values(), ...closeLater])) if (!heldHere.has(t)) inj.call(NR.close, t);

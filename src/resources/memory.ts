@@ -33,10 +33,10 @@ export function classifyVmas(pid: number, brk: bigint, startBrk: bigint): { vmas
       if (v.vmflags.includes("gd")) flags |= MAP.GROWSDOWN;
     } else if (v.path.startsWith("/SYSV") && v.shared) {
       status |= VMA.SYSVIPC; // saved once per segment (sysvshm.ts)
-    } else if (v.path.startsWith("/SYSV") || v.path.startsWith("/memfd:") || (v.shared && v.inode && v.path.endsWith(" (deleted)"))) {
+    } else if (v.path.startsWith("/SYSV") || v.path.startsWith("/memfd:")) {
       throw new CriuError("mem", `process ${pid}: mapping of '${v.path}' at 0x${v.start.toString(16)} is not supported yet`);
     } else if (v.inode !== 0) {
-      if (v.path.endsWith(" (deleted)")) throw new CriuError("mem", `process ${pid}: maps a deleted file '${v.path}' at 0x${v.start.toString(16)} (not supported yet)`);
+      // a deleted file stays "(deleted)" in the path: dump.ts saves it as a ghost file
       status |= v.shared ? VMA.FILE_SHARED : VMA.FILE_PRIVATE;
     } else {
       throw new CriuError("mem", `process ${pid}: unsupported mapping '${v.path}' at 0x${v.start.toString(16)}`);

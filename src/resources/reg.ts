@@ -1,7 +1,9 @@
 // Regular files, directories and character devices opened by path.
 import { statSync, readlinkSync, existsSync } from "node:fs";
 import { dirname } from "node:path";
-import type { FdKind, DumpCtx, RestoreCtx } from "./fdkind";
+import type { FdKind, DumpCtx, RestoreCtx, ImageSink } from "./fdkind";
+import type { FileTable } from "./files";
+import type { BigIntStats } from "node:fs";
 import { FOWN0, cachedPayloads } from "./fdkind";
 import { readImage, imageExists } from "../images/image";
 import * as S from "../images/schemas";
@@ -83,35 +85,42 @@ export const regKind: FdKind = {
 export const GHOST_LIMIT = 256 << 20;
 
 function dumpGhost(ctx: DumpCtx): number {
-  const { st } = ctx;
-  const path = ctx.target.slice(0, -" (deleted)".length);
-  if (!st.isFile()) throw new CriuError("files", `${ctx.where}: '${path}' was deleted while open and is not a regular file; not supported`);
-  if (st.size > BigInt(GHOST_LIMIT)) throw new CriuError("files", `${ctx.where}: deleted file '${path}' is ${st.size} bytes, over the ghost file limit of ${GHOST_LIMIT}`);
+  return saveGhost(ctx.files, ctx.images, ctx.st, ctx.target.slice(0, -" (deleted)".length), `/proc/${ctx.pid}/fd/${ctx.fd}`, ctx.flags, ctx.pos, ctx.where);
+}
+
+/**
+ * A file id for a deleted file whose contents are read through `source` (an fd, a mapping in
+ * /proc/PID/map_files, /proc/PID/exe): its contents once per inode in ghost-file-N.img, and a
+ * remap-fpath.img entry for this id.
+ */
+export function saveGhost(files: FileTable, images: ImageSink, st: BigIntStats, path: string, source: string, flags: number, pos: bigint, where: string): number {
+  if (!st.isFile()) throw new CriuError("files", `${where}: '${path}' was deleted while open and is not a regular file; not supported`);
+  if (st.size > BigInt(GHOST_LIMIT)) throw new CriuError("files", `${where}: deleted file '${path}' is ${st.size} bytes, over the ghost file limit of ${GHOST_LIMIT}`);
   const key = `ghost:${st.dev}:${st.ino}`;
-  let ghostId = ctx.files.byKey.get(key);
+  let ghostId = files.byKey.get(key);
   if (ghostId === undefined) {
-    ghostId = ctx.files.nextId++;
-    ctx.files.byKey.set(key, ghostId);
+    ghostId = files.nextId++;
+    files.byKey.set(key, ghostId);
     const data = new Uint8Array(Number(st.size));
-    const fd = openFd(`/proc/${ctx.pid}/fd/${ctx.fd}`, O.RDONLY | O.CLOEXEC);
+    const fd = openFd(source, O.RDONLY | O.CLOEXEC);
     try {
-      const got = preadFull(fd, data, 0n, data.length, 0, `${ctx.where}: reading deleted file`);
-      if (got !== data.length) throw new CriuError("files", `${ctx.where}: deleted file '${path}' shrank while being read`);
+      const got = preadFull(fd, data, 0n, data.length, 0, `${where}: reading deleted file`);
+      if (got !== data.length) throw new CriuError("files", `${where}: deleted file '${path}' shrank while being read`);
     } finally { closeFd(fd); }
     const t = (ns: bigint) => ({ tvSec: ns / 1_000_000_000n, tvUsec: (ns % 1_000_000_000n) / 1000n });
-    ctx.images.add(`ghost-file-${ghostId.toString(16)}.img`, "GHOST_FILE", S.ghost_file_entrySchema, {
+    images.add(`ghost-file-${ghostId.toString(16)}.img`, "GHOST_FILE", S.ghost_file_entrySchema, {
       uid: Number(st.uid), gid: Number(st.gid), mode: Number(st.mode), dev: Number(st.dev), ino: st.ino, size: st.size,
       atim: t(st.atimeNs), mtim: t(st.mtimeNs),
     }, data);
   }
-  const id = ctx.files.add(null, (id) => ({ id, type: 1, reg: regEntry(id, path, ctx.flags, ctx.pos, st.size, Number(st.mode)) }));
-  ctx.images.add("remap-fpath.img", "REMAP_FPATH", S.remap_file_path_entrySchema, { origId: id, remapId: ghostId, remapType: 1 /* GHOST */ });
+  const id = files.add(null, (id) => ({ id, type: 1, reg: regEntry(id, path, flags, pos, st.size, Number(st.mode)) }));
+  images.add("remap-fpath.img", "REMAP_FPATH", S.remap_file_path_entrySchema, { origId: id, remapId: ghostId, remapType: 1 /* GHOST */ });
   return id;
 }
 
 const remaps = new Map<string, Map<number, number>>();
 /** The ghost file id a file id is remapped to, if any. */
-function ghostOf(dir: string, id: number): number | undefined {
+export function ghostOf(dir: string, id: number): number | undefined {
   let m = remaps.get(dir);
   if (!m) {
     m = new Map();
@@ -123,7 +132,7 @@ function ghostOf(dir: string, id: number): number | undefined {
   return m.get(id);
 }
 
-function restoreGhost(ctx: RestoreCtx, f: S.file_entry, ghostId: number, flags: number): number {
+export function restoreGhost(ctx: RestoreCtx, f: S.file_entry, ghostId: number, flags: number): number {
   const reg = f.reg!, inj = ctx.inj;
   const key = `ghost:${ghostId}`;
   let base = ctx.fdFrom(key);
@@ -143,7 +152,11 @@ function restoreGhost(ctx: RestoreCtx, f: S.file_entry, ghostId: number, flags: 
     inj.call(NR.fchmod, fd, g.msg.mode & 0o7777);
     const u = inj.call(NR.unlink, ctx.str(name));
     if (u < 0n) throw new CriuError("restore", `${ctx.where}: cannot unlink recreated deleted file '${name}' (errno ${-u})`);
-    base = ctx.high(fd, ctx.where);
+    // hold it read-only: an open writer would forbid it as an executable (ETXTBSY/EACCES)
+    const ro = Number(inj.call(NR.openat, -100, ctx.str(`/proc/self/fd/${fd}`), O.RDONLY | O.CLOEXEC, 0));
+    inj.call(NR.close, fd);
+    if (ro < 0) throw new CriuError("restore", `${ctx.where}: reopening recreated deleted file '${name}' failed (errno ${-ro})`);
+    base = ctx.high(ro, ctx.where);
     ctx.hold(key, base);
   }
   // every description is its own open of that inode, with its own flags and offset

@@ -7,6 +7,7 @@ import { create } from "@bufbuild/protobuf";
 import { writeImage } from "../images/image";
 import * as S from "../images/schemas";
 import { precheckFds } from "../resources/files";
+import { ghostOf } from "../resources/reg";
 import { enterCgroups, precheckCgroups } from "../resources/cgroup";
 import { TreeFiles } from "../resources/fdkind";
 import { restoreSysvShm, finishSysvShm, dropSysvShm } from "../resources/sysvshm";
@@ -33,7 +34,7 @@ function precheck(set: RestoreSet, o: RestoreOptions) {
       if (v.status & ((1 << 6) | (1 << 7))) {
         const f = set.files.get(Number(v.shmid));
         if (!f?.reg) throw new CriuError("restore", `process ${t.pid}: mapping at 0x${v.start.toString(16)} refers to file id ${v.shmid}, not in files.img`);
-        checkFile(t.pid, `mapping at 0x${v.start.toString(16)}`, f.reg, false);
+        if (ghostOf(set.dir, f.id) === undefined) checkFile(t.pid, `mapping at 0x${v.start.toString(16)}`, f.reg, false); // ghosts are in the images
       }
     }
   }

@@ -6,7 +6,8 @@ import {
   ptrace, PTRACE, PTRACE_O, getRegs, setRegs, setXstate, getXstate, setSigmask, wait4Raw, W, __WALL, R, describeStatus, detach,
 } from "../sys/ptrace";
 import { O } from "../sys/mem";
-import { restoreFds, importFd } from "../resources/files";
+import { restoreFds, importFd, restoreCtx, fdFloor } from "../resources/files";
+import { ghostOf, restoreGhost } from "../resources/reg";
 import { readImage, imageExists } from "../images/image";
 import { shmemFd } from "../resources/shmem";
 import { SHMAT } from "../resources/sysvshm";
@@ -310,7 +311,9 @@ export class TaskBuilder {
             const f = this.set.files.get(Number(v.shmid));
             if (!f?.reg) throw new CriuError("restore", `mapping at ${hex(v.start)}: file id ${v.shmid} not in files.img`);
             const oflags = ((v.fdflags ?? 0) & 3) | O.CLOEXEC;
-            fd = Number(inj.call(NR.openat, -100, this.str(f.reg.name), oflags, 0));
+            const ghost = ghostOf(this.set.dir, f.id);
+            fd = ghost !== undefined ? restoreGhost(this.fileCtx(`mapping at ${hex(v.start)}`), f, ghost, oflags)
+              : Number(inj.call(NR.openat, -100, this.str(f.reg.name), oflags, 0));
             if (fd < 0) throw new CriuError("restore", `cannot open '${f.reg.name}' to map it at ${hex(v.start)} (errno ${-fd})`);
             fileFds.set(v.shmid, fd);
           }
@@ -394,9 +397,12 @@ export class TaskBuilder {
   /** mm fields, auxv and exe link in one PR_SET_MM_MAP. */
   restoreMmFields() {
     const mm = this.t.mm, inj = this.inj!;
-    const exe = this.set.files.get(mm.exeFileId)?.reg?.name;
+    const exeFile = this.set.files.get(mm.exeFileId);
+    const exe = exeFile?.reg?.name;
     let exeFd = -1;
-    if (exe) {
+    const ghost = exeFile ? ghostOf(this.set.dir, exeFile.id) : undefined;
+    if (exe && ghost !== undefined) exeFd = restoreGhost(this.fileCtx("executable"), exeFile!, ghost, O.RDONLY | O.CLOEXEC);
+    else if (exe) {
       exeFd = Number(inj.call(NR.openat, -100, this.str(exe), O.RDONLY | O.CLOEXEC, 0));
       if (exeFd < 0) throw new CriuError("restore", `cannot open the executable '${exe}' (errno ${-exeFd})`);
     }
@@ -414,6 +420,14 @@ export class TaskBuilder {
     const r = inj.call(NR.prctl, 35 /* PR_SET_MM */, 14 /* PR_SET_MM_MAP */, mapAddr, 104, 0);
     if (exeFd >= 0) inj.call(NR.close, exeFd);
     if (r < 0n) throw new CriuError("restore", `prctl(PR_SET_MM_MAP) failed for ${this.pid} (errno ${-r})`);
+  }
+
+  /** A file-restore context for this process (ghost files needed by mappings and exe). */
+  private fileCtx(what: string) {
+    return restoreCtx({
+      pid: this.pid, vpid: this.t.pid, inj: this.inj!, mem: this.mem!, dir: this.set.dir, files: this.set.files, state: this.state,
+      tree: this.tree, str: (s, slot = 0) => this.str(s, slot), scratch: (off, d) => this.scratchWrite(off, d),
+    }, fdFloor(this.t.fds), `process ${this.t.pid} ${what}`);
   }
 
   restoreFiles(opts: { shellJob?: boolean } = {}) {
