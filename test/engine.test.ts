@@ -67,6 +67,15 @@ describe("files", () => {
     expect(Number(j.entries[0].size)).toBe(32 << 10);
   });
 
+  test("--ghost-limit refuses a deleted file larger than the limit, target unharmed", async () => {
+    const w = await startWorkload("deleted");
+    const r = criuBun(["dump", "-t", String(w.pid), "-D", imagesDir("ghostlimit"), "--ghost-limit", "16K"]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/deleted file '.*\/deleted' is 32768 bytes, over the ghost file limit of 16384 \(--ghost-limit\)/);
+    trigger(w);
+    expect((await waitResult(w)).text).toStartWith("PASS");
+  });
+
   test("append log, rw offset, ro offset, O_PATH, devices, cloexec, shared file mapping", async () => {
     await dumpRestoreVerify("files");
   });

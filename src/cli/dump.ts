@@ -1,9 +1,20 @@
 import { CriuError, log } from "../log";
 import type { Opts } from "./options";
 import { dumpProcess } from "../dump/dump";
+import { setGhostLimit } from "../resources/reg";
+
+/** "1048576", "64K", "1M", "2G" -> bytes */
+function parseSize(s: string): number {
+  const m = /^(\d+)([kKmMgG]?)$/.exec(s.trim());
+  if (!m) throw new CriuError("dump", `--ghost-limit: '${s}' is not a size`);
+  const unit: Record<string, number> = { "": 1, k: 1 << 10, m: 1 << 20, g: 1 << 30 };
+  return Number(m[1]) * unit[m[2].toLowerCase()];
+}
+
 
 export async function run(opts: Opts, _args: string[]): Promise<number> {
   if (opts.tree === undefined || Number.isNaN(opts.tree)) throw new CriuError("dump", "no process to dump: give -t PID");
+  if (opts.ghostLimit !== undefined) setGhostLimit(parseSize(String(opts.ghostLimit)));
   let pageServer: { address: string; port: number } | undefined;
   if (opts.pageServer) {
     const port = Number(opts.port);

@@ -42,6 +42,7 @@ function defineOptions(cli: CAC) {
     .option("--file-locks", "handle file locks")
     .option("--link-remap", "allow link remap of deleted files")
     .option("--prev-images-dir <dir>", "images of a previous (pre-)dump")
+    .option("--ghost-limit <size>", "largest deleted file saved with the dump (bytes, or with K/M/G)")
     .option("--track-mem", "accepted for criu compatibility (pages are compared with --prev-images-dir)")
     .option("--page-server", "dump: send pages to the page server at --address/--port")
     .option("--address <addr>", "page server address (default 0.0.0.0 to listen, required to send)")

@@ -81,8 +81,9 @@ export const regKind: FdKind = {
 // path (or beside it if the path is taken), filled, opened as each description wants, and
 // unlinked, so the process finds an open, deleted file with the same contents, mode and owner.
 
-/** Largest deleted file whose contents are saved (CRIU's --ghost-limit; ours is larger). */
-export const GHOST_LIMIT = 256 << 20;
+/** Largest deleted file whose contents are saved (--ghost-limit; criu's default is 1 MiB, ours larger). */
+let ghostLimit = 256 << 20;
+export function setGhostLimit(bytes: number) { ghostLimit = bytes; }
 
 function dumpGhost(ctx: DumpCtx): number {
   return saveGhost(ctx.files, ctx.images, ctx.st, ctx.target.slice(0, -" (deleted)".length), `/proc/${ctx.pid}/fd/${ctx.fd}`, ctx.flags, ctx.pos, ctx.where);
@@ -95,7 +96,7 @@ function dumpGhost(ctx: DumpCtx): number {
  */
 export function saveGhost(files: FileTable, images: ImageSink, st: BigIntStats, path: string, source: string, flags: number, pos: bigint, where: string): number {
   if (!st.isFile()) throw new CriuError("files", `${where}: '${path}' was deleted while open and is not a regular file; not supported`);
-  if (st.size > BigInt(GHOST_LIMIT)) throw new CriuError("files", `${where}: deleted file '${path}' is ${st.size} bytes, over the ghost file limit of ${GHOST_LIMIT}`);
+  if (st.size > BigInt(ghostLimit)) throw new CriuError("files", `${where}: deleted file '${path}' is ${st.size} bytes, over the ghost file limit of ${ghostLimit} (--ghost-limit)`);
   const key = `ghost:${st.dev}:${st.ino}`;
   let ghostId = files.byKey.get(key);
   if (ghostId === undefined) {
