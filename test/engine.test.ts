@@ -353,3 +353,11 @@ describe("deleted executable and mappings", () => {
     rm(tmp, { recursive: true, force: true });
   });
 });
+
+describe("pseudo terminals", () => {
+  test("a pty pair held in the tree keeps its index, termios, window size and controlling terminal", async () => {
+    const { dir } = await dumpRestoreVerify("ptypair.py");
+    const info = JSON.parse(Bun.spawnSync(["crit", "decode", "-i", join(dir, "tty-info.img")]).stdout.toString());
+    expect(info.entries.length).toBe(2);
+  });
+});

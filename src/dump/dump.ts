@@ -15,6 +15,7 @@ import { readStat, listChildren } from "../sys/proc";
 import { ImageSink } from "../resources/fdkind";
 import { dumpShmem } from "../resources/shmem";
 import { saveGhost } from "../resources/reg";
+import { ptyMasters } from "../resources/tty";
 import { dumpSysvShm } from "../resources/sysvshm";
 
 import { CgroupSets } from "../resources/cgroup";
@@ -34,6 +35,7 @@ export interface DumpOptions {
   timeoutSec?: number; displayStats?: boolean; compress?: boolean; tcpEstablished?: boolean; tcpClose?: boolean; extUnixSk?: boolean; fileLocks?: boolean;
   /** the images of a previous (pre-)dump, relative to dir: unchanged pages are not stored again */
   prevImagesDir?: string;
+  ptyMasters?: Set<number>; ptySessions?: Map<number, number>;
   /** send pages to a page server instead of writing them here */
   pageServer?: { address: string; port: number };
 }
@@ -162,6 +164,13 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
   const pstree: Record<string, any>[] = [];
   const ns = new NsView(tree[0].pid);
   const cgroups = new CgroupSets();
+  // pty pairs: which masters the tree holds, and which session leader owns each terminal
+  const alivePids = tree.filter((n) => !n.zombie).map((n) => n.pid);
+  const ptys = { ptyMasters: ptyMasters(alivePids), ptySessions: new Map<number, number>() };
+  for (const p of alivePids) {
+    const st = readStat(p);
+    if (st.sid === p && st.ttyNr) ptys.ptySessions.set(st.ttyNr, ns.v(p));
+  }
   const seccomp = new SeccompChains();
   tree.forEach((n, idx) => {
     const id = idx + 1;
@@ -183,7 +192,7 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
       throw new CriuError("dump", `process ${n.pid} shares its memory with another process (CLONE_VM without threads, e.g. vfork); not supported yet`);
     }
     n.ids = ids;
-    const r = dumpOne(n, id, ids, files, extra, twins, o, d, ns, cgroups.add(n.pid), seccomp, pageServer);
+    const r = dumpOne(n, id, ids, files, extra, twins, { ...o, ...ptys }, d, ns, cgroups.add(n.pid), seccomp, pageServer);
     stats.memdumpTime += r.memUs; stats.pagesScanned += r.scanned; stats.pagesWritten += r.written;
     pstree.push({ pid: vpid, ppid: vppid, pgid, sid, threads: r.tids });
   });
@@ -221,7 +230,7 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
   // a process sharing its parent's fd table (CLONE_FILES) has it dumped once, under one files id
   const tableDone = ids.filesId !== id;
   const locks: LockDump[] = [];
-  const fds: FdDump[] = tableDone ? [] : dumpFds(pid, files, extra, { shellJob: o.shellJob, tcpEstablished: o.tcpEstablished, tcpClose: o.tcpClose, extUnixSk: o.extUnixSk, fileLocks: o.fileLocks }, twins, locks);
+  const fds: FdDump[] = tableDone ? [] : dumpFds(pid, files, extra, { shellJob: o.shellJob, tcpEstablished: o.tcpEstablished, tcpClose: o.tcpClose, extUnixSk: o.extUnixSk, fileLocks: o.fileLocks, ptyMasters: o.ptyMasters, ptySessions: o.ptySessions }, twins, locks);
   for (const l of locks) extra.add("filelocks.img", "FILE_LOCKS", S.file_lock_entrySchema, { ...l, pid: vpid });
   const cwdId = files.addPath(task.cwd, 0o10000000 /* O_PATH */);
   const rootId = files.addPath(task.root, 0o10000000);

@@ -36,7 +36,11 @@ export class ImageSink {
   }
 }
 
-export interface DumpOpts { shellJob?: boolean; tcpEstablished?: boolean; tcpClose?: boolean; extUnixSk?: boolean; fileLocks?: boolean }
+export interface DumpOpts {
+  shellJob?: boolean; tcpEstablished?: boolean; tcpClose?: boolean; extUnixSk?: boolean; fileLocks?: boolean;
+  /** pts indexes whose master is in the tree (tty.ts), and the session of each slave's controlling terminal (rdev -> pid) */
+  ptyMasters?: Set<number>; ptySessions?: Map<number, number>;
+}
 
 export interface DumpCtx {
   pid: number;
@@ -104,7 +108,7 @@ export interface FdKind {
   /** fd_types value in file_entry.type */
   type: number;
   /** fdPath: /proc/PID/fd/N of the fd (for kinds that must look closer, e.g. statfs) */
-  match(target: string, st: BigIntStats, fdPath: string): boolean;
+  match(target: string, st: BigIntStats, fdPath: string, opts?: DumpOpts): boolean;
   /** create the file entry (through ctx.files) and extra images; returns the file id */
   dump(ctx: DumpCtx): number;
   /** checks before any process is created */

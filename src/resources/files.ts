@@ -89,7 +89,7 @@ export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: 
         fdLocks(pid, fd, readFileSync(`/proc/${pid}/fdinfo/${fd}`, "latin1"), where, opts, lockSeen, twin.id, locks);
         continue;
       }
-      const kind = FD_KINDS.find((k) => k.match(target, st, `/proc/${pid}/fd/${fd}`));
+      const kind = FD_KINDS.find((k) => k.match(target, st, `/proc/${pid}/fd/${fd}`, opts));
       if (!kind) throw new CriuError("files", `${where}: ${describe(target)} is not supported yet`);
       let dup = -1;
       const id = kind.dump({

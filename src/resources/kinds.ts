@@ -2,6 +2,7 @@
 import type { FdKind } from "./fdkind";
 import { regKind } from "./reg";
 import { pipeKind } from "./pipe";
+import { ttyKind } from "./tty";
 import { fifoKind } from "./fifo";
 import { eventfdKind } from "./eventfd";
 import { timerfdKind } from "./timerfd";
@@ -13,7 +14,7 @@ import { unixKind } from "./unix";
 import { inetKind } from "./inet";
 import { mqueueKind } from "./mqueue";
 
-export const FD_KINDS: FdKind[] = [pipeKind, fifoKind, eventfdKind, timerfdKind, signalfdKind, epollKind, inotifyKind, memfdKind, inetKind, unixKind, mqueueKind, regKind];
+export const FD_KINDS: FdKind[] = [ttyKind, pipeKind, fifoKind, eventfdKind, timerfdKind, signalfdKind, epollKind, inotifyKind, memfdKind, inetKind, unixKind, mqueueKind, regKind];
 export function kindByType(type: number): FdKind | undefined {
   return FD_KINDS.find((k) => k.type === type);
 }

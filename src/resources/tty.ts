@@ -1,0 +1,141 @@
+// Pseudo-terminal pairs inside the dumped tree (a process that opened /dev/ptmx: script, tmux,
+// an ssh-like broker ...). Both ends come back on the same pts index with the terminal's
+// termios, window size and lock state; a session leader gets its controlling terminal back.
+// Bytes queued inside the terminal are not saved. A /dev/pts/N whose master is outside the tree
+// is the terminal of a --shell-job (reg.ts). Images: file_entry.tty + tty-info.img, as CRIU.
+import { readdirSync, readlinkSync, readFileSync } from "node:fs";
+import type { FdKind, DumpOpts } from "./fdkind";
+import { FOWN0, cachedImage } from "./fdkind";
+import { syscall, addr } from "../sys/syscall";
+import { NR } from "../sys/nr";
+import { O, closeFd } from "../sys/mem";
+import * as S from "../images/schemas";
+import { CriuError } from "../log";
+
+const IOC = { TCGETS: 0x5401, TCSETS: 0x5402, TIOCGWINSZ: 0x5413, TIOCSWINSZ: 0x5414, TIOCSCTTY: 0x540e, TIOCGPTN: 0x80045430, TIOCSPTLCK: 0x40045431, TIOCGPTLCK: 0x80045439 } as const;
+const PTMX_RDEV = (5 << 8) | 2;
+const ptsRdev = (i: number) => ((136 + (i >> 8)) << 8) | (i & 0xff); // old-style encoding: minors < 256 per major
+
+/** The pts indexes whose master (/dev/ptmx) some process of the tree holds; and which session owns each slave. */
+export function ptyMasters(pids: number[]): Set<number> {
+  const out = new Set<number>();
+  for (const pid of pids) {
+    let fds: string[] = [];
+    try { fds = readdirSync(`/proc/${pid}/fd`); } catch { continue; }
+    for (const fd of fds) {
+      let t = "";
+      try { t = readlinkSync(`/proc/${pid}/fd/${fd}`); } catch { continue; }
+      if (t !== "/dev/ptmx" && t !== "/dev/pts/ptmx") continue;
+      const m = /tty-index:\s*(\d+)/.exec(readFileSync(`/proc/${pid}/fdinfo/${fd}`, "latin1"));
+      if (m) out.add(Number(m[1]));
+    }
+  }
+  return out;
+}
+
+function ioctlBuf(fd: number, req: number, len: number, what: string): Uint8Array {
+  const b = new Uint8Array(len);
+  const r = syscall(NR.ioctl, fd, req, addr(b));
+  if (r < 0) throw new CriuError("files", `${what} failed (errno ${-r})`);
+  return b;
+}
+
+function termiosOf(b: Uint8Array) {
+  const dv = new DataView(b.buffer);
+  // struct termios (kernel, 36 bytes): 4 flags, c_line, c_cc[19], then speeds come from c_cflag
+  return { cIflag: dv.getUint32(0, true), cOflag: dv.getUint32(4, true), cCflag: dv.getUint32(8, true), cLflag: dv.getUint32(12, true),
+    cLine: b[16], cIspeed: 0, cOspeed: 0, cCc: [...b.subarray(17, 36)] };
+}
+function termiosBytes(t: S.termios_entry): Uint8Array {
+  const b = new Uint8Array(36), dv = new DataView(b.buffer);
+  dv.setUint32(0, t.cIflag, true); dv.setUint32(4, t.cOflag, true); dv.setUint32(8, t.cCflag, true); dv.setUint32(12, t.cLflag, true);
+  b[16] = t.cLine; b.set(t.cCc.slice(0, 19), 17);
+  return b;
+}
+
+export const ttyKind: FdKind = {
+  name: "pseudo terminal",
+  type: 11,
+  match: (target, _st, _path, opts?: DumpOpts) => target === "/dev/ptmx" || target === "/dev/pts/ptmx" ||
+    (/^\/dev\/pts\/\d+$/.test(target) && !!opts?.ptyMasters?.has(Number(target.slice(9)))),
+  dump(ctx) {
+    const master = !ctx.target.startsWith("/dev/pts/") || ctx.target === "/dev/pts/ptmx";
+    const index = master ? Number(/tty-index:\s*(\d+)/.exec(ctx.fdinfoText)?.[1] ?? NaN) : Number(ctx.target.slice(9));
+    if (!Number.isInteger(index)) throw new CriuError("files", `${ctx.where}: cannot tell the index of pty ${ctx.target}`);
+    const infoId = index * 2 + (master ? 1 : 2);
+    const key = `ttyinfo:${infoId}`;
+    if (!ctx.files.byKey.has(key)) {
+      ctx.files.byKey.set(key, infoId);
+      const fd = ctx.grab();
+      // termios and window size of the pair: on a master these ioctls reach the slave side
+      const termios = termiosOf(ioctlBuf(fd, IOC.TCGETS, 36, `${ctx.where}: TCGETS`));
+      const ws = new DataView(ioctlBuf(fd, IOC.TIOCGWINSZ, 8, `${ctx.where}: TIOCGWINSZ`).buffer);
+      let locked = false;
+      if (master) locked = new DataView(ioctlBuf(fd, IOC.TIOCGPTLCK, 4, `${ctx.where}: TIOCGPTLCK`).buffer).getInt32(0, true) !== 0;
+      // the session whose controlling terminal this slave is (from the tree's stat tty_nr)
+      const sid = master ? 0 : (ctx.opts.ptySessions?.get(ptsRdev(index)) ?? 0);
+      ctx.images.add("tty-info.img", "TTY_INFO", S.tty_info_entrySchema, {
+        id: infoId, type: 1 /* PTY */, locked, exclusive: false, packetMode: false, sid, pgrp: 0,
+        rdev: master ? PTMX_RDEV : ptsRdev(index), termios,
+        winsize: { wsRow: ws.getUint16(0, true), wsCol: ws.getUint16(2, true), wsXpixel: ws.getUint16(4, true), wsYpixel: ws.getUint16(6, true) },
+        pty: { index },
+      });
+    }
+    return ctx.files.add(null, (id) => ({ id, type: 11, tty: { id, ttyInfoId: infoId, flags: ctx.flags, fown: FOWN0 } }));
+  },
+  restore(ctx, f) {
+    const t = f.tty!;
+    const info = cachedImage<S.tty_info_entry>(ctx, "tty-info.img", "TTY_INFO").find((i) => i.id === t.ttyInfoId);
+    if (!info?.pty) throw new CriuError("restore", `${ctx.where}: tty-info ${t.ttyInfoId} is not in tty-info.img`);
+    const index = info.pty.index, master = info.rdev === PTMX_RDEV, inj = ctx.inj;
+    const key = `pty:${index}`;
+    if (!ctx.tree.held.has(key)) {
+      // open /dev/ptmx until the kernel hands out our index (the ones before it are given back)
+      const extra: number[] = [];
+      let got = -1, m = -1;
+      for (let tries = 0; tries < 4096; tries++) {
+        m = Number(inj.call(NR.openat, -100, ctx.str("/dev/ptmx"), O.RDWR | O.NOCTTY | O.CLOEXEC, 0));
+        if (m < 0) break;
+        const ib = ctx.scratch(0n, new Uint8Array(4));
+        inj.ok("TIOCGPTN", NR.ioctl, m, IOC.TIOCGPTN, ib);
+        got = new DataView(ctx.mem.read(ib, 4).buffer).getInt32(0, true);
+        if (got === index || got > index) break;
+        extra.push(m);
+      }
+      for (const e of extra) inj.call(NR.close, e);
+      if (got !== index) {
+        if (m >= 0) inj.call(NR.close, m);
+        throw new CriuError("restore", `${ctx.where}: pty ${index} is taken (got ${got}); close /dev/pts/${index} first`);
+      }
+      inj.ok("TIOCSPTLCK", NR.ioctl, m, IOC.TIOCSPTLCK, ctx.scratch(0n, new Uint8Array(4))); // unlock to open the slave
+      const slaveInfo = cachedImage<S.tty_info_entry>(ctx, "tty-info.img", "TTY_INFO").find((i) => i.pty?.index === index && i.rdev !== PTMX_RDEV) ?? info;
+      if (slaveInfo.termios) inj.ok("TCSETS", NR.ioctl, m, IOC.TCSETS, ctx.scratch(0n, termiosBytes(slaveInfo.termios)));
+      if (slaveInfo.winsize) {
+        const w = slaveInfo.winsize, b = new Uint8Array(8), dv = new DataView(b.buffer);
+        dv.setUint16(0, w.wsRow, true); dv.setUint16(2, w.wsCol, true); dv.setUint16(4, w.wsXpixel, true); dv.setUint16(6, w.wsYpixel, true);
+        inj.ok("TIOCSWINSZ", NR.ioctl, m, IOC.TIOCSWINSZ, ctx.scratch(0n, b));
+      }
+      ctx.hold(key, ctx.high(m, ctx.where));
+      const masterInfo = cachedImage<S.tty_info_entry>(ctx, "tty-info.img", "TTY_INFO").find((i) => i.pty?.index === index && i.rdev === PTMX_RDEV);
+      ctx.state.set(`ptylock:${index}`, masterInfo?.locked ?? false);
+    }
+    let fd: number;
+    if (master) {
+      // another description of the same master: the held one is it (masters are not reopenable)
+      const src = ctx.fdFrom(key)!;
+      fd = Number(inj.call(NR.fcntl, src, 1030 /* F_DUPFD_CLOEXEC */, 0));
+      if (fd < 0) throw new CriuError("restore", `${ctx.where}: dup of pty master failed (errno ${-fd})`);
+      if (ctx.tree.held.get(key)!.pid !== ctx.pid) inj.call(NR.close, src);
+      fd = ctx.high(fd, ctx.where);
+    } else {
+      const s = Number(inj.call(NR.openat, -100, ctx.str(`/dev/pts/${index}`), (t.flags & ~O.CLOEXEC) | O.NOCTTY | O.CLOEXEC, 0));
+      if (s < 0) throw new CriuError("restore", `${ctx.where}: cannot open /dev/pts/${index} (errno ${-s})`);
+      // the session leader whose controlling terminal it was takes it again
+      if (info.sid && info.sid === ctx.vpid) inj.call(NR.ioctl, s, IOC.TIOCSCTTY, 0);
+      fd = ctx.high(s, ctx.where);
+    }
+    inj.call(NR.fcntl, fd, 4 /* F_SETFL */, t.flags & (O.NONBLOCK | O.APPEND));
+    return fd;
+  },
+};
+void closeFd;
