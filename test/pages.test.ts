@@ -72,7 +72,7 @@ describe("page pipeline", () => {
       await Bun.sleep(50);
       const dir = imagesDir("flip");
       dump(w.pid, dir, compress ? ["--compress"] : []);
-      await w.proc.exited; // reaped: criuBun() below blocks our event loop
+      await w.proc!.exited; // reaped: criuBun() below blocks our event loop
       const file = join(dir, compress ? "pages-1.lz4" : "pages-1.img");
       flipBit(file, Math.floor(statSync(file).size / 2) + 123);
       const r = criuBun(["restore", "-D", dir, "-v2"]);

@@ -153,7 +153,7 @@ export class BlockCore {
   }
 
   private restore(job: RestoreJob, out: Slot) {
-    const c = this.codec, io = this.io;
+    const c = this.codec;
     const at = this.loadStored(job);
     // the stored bytes are checked before they are used: a bad block stops the restore while
     // every process is still a stopped shell that never ran (it is then killed)
@@ -166,27 +166,34 @@ export class BlockCore {
     }
     // write, skipping zero pages of anonymous memory (the fresh mapping is zero already) or, for
     // memory inherited from the parent, every page that is already right (it stays shared, COW)
-    const { pid, memFd } = this.init;
-    const s = job.segs;
     if (job.cow) { this.fillCow(job, out); return; }
+    const s = job.segs;
     const zeros = c.zeroPages(0, job.rawLen / PAGE);
     let p = 0, written = 0;
     for (let i = 0; i < s.length; i += 3) {
-      const va = s[i], n = s[i + 1], kind = s[i + 2], anon = (kind & SEG_ANON) !== 0;
-      for (let k = 0; k < n;) {
-        if (anon && zeros[p + k]) { k++; continue; }
-        let e = k + 1;
-        while (e < n && !(anon && zeros[p + e])) e++;
-        const from = (p + k) * PAGE, len = (e - k) * PAGE, dst = BigInt(va + k * PAGE);
-        const r = kind & SEG_WRITABLE ? vmWrite(pid, dst, io, from, len) : -1;
-        if (r !== len) pwriteFull(memFd, io, dst, len, from, `write pages of ${pid} at 0x${dst.toString(16)}`);
-        written += e - k;
-        k = e;
-      }
+      const va = s[i], n = s[i + 1], kind = s[i + 2], anon = (kind & SEG_ANON) !== 0, at = p;
+      written += this.writeSegment(va, n, p, kind, (k) => anon && zeros[at + k] === 1);
       p += n;
     }
     out.i32[I_RAW] = job.rawLen;
     out.i32[I_WRITTEN] = written;
+  }
+
+  /** Write the pages of one segment (raw bytes from page p of the block) that `skip` keeps, in runs. */
+  private writeSegment(va: number, n: number, p: number, kind: number, skip: (k: number) => boolean): number {
+    const { pid, memFd } = this.init, io = this.io;
+    let written = 0;
+    for (let k = 0; k < n;) {
+      if (skip(k)) { k++; continue; }
+      let e = k + 1;
+      while (e < n && !skip(e)) e++;
+      const from = (p + k) * PAGE, len = (e - k) * PAGE, dst = BigInt(va + k * PAGE);
+      const r = kind & SEG_WRITABLE ? vmWrite(pid, dst, io, from, len) : -1;
+      if (r !== len) pwriteFull(memFd, io, dst, len, from, `write pages of ${pid} at 0x${dst.toString(16)}`);
+      written += e - k;
+      k = e;
+    }
+    return written;
   }
 
   /** Compare each page with the target's current one (read into the area after the raw block). */
@@ -199,21 +206,13 @@ export class BlockCore {
       const va = s[i], n = s[i + 1], kind = s[i + 2];
       const got = preadFull(memFd, io, BigInt(va), n * PAGE, cmp, `read memory of ${pid}`);
       if (got !== n * PAGE) throw new BlockError(`cannot read ${n * PAGE} bytes of process ${pid} at 0x${va.toString(16)}`);
-      for (let k = 0; k < n;) {
-        const same = (q: number) => {
-          const x = ((p + q) * PAGE) >> 2, y = (cmp + q * PAGE) >> 2;
-          for (let j = 0; j < 1024; j++) if (a[x + j] !== a[y + j]) return false;
-          return true;
-        };
-        if (same(k)) { k++; continue; }
-        let e = k + 1;
-        while (e < n && !same(e)) e++;
-        const from = (p + k) * PAGE, len = (e - k) * PAGE, dst = BigInt(va + k * PAGE);
-        const r = kind & SEG_WRITABLE ? vmWrite(pid, dst, io, from, len) : -1;
-        if (r !== len) pwriteFull(memFd, io, dst, len, from, `write pages of ${pid} at 0x${dst.toString(16)}`);
-        written += e - k;
-        k = e;
-      }
+      const at = p;
+      const same = (q: number) => {
+        const x = ((at + q) * PAGE) >> 2, y = (cmp + q * PAGE) >> 2;
+        for (let j = 0; j < 1024; j++) if (a[x + j] !== a[y + j]) return false;
+        return true;
+      };
+      written += this.writeSegment(va, n, p, kind, same);
       p += n;
     }
     out.i32[I_RAW] = job.rawLen;
