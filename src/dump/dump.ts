@@ -12,7 +12,7 @@ import { dumpTask, type TaskDump } from "./task";
 import { dumpPages as pipelineDumpPages } from "../codec/pipeline";
 import { dumpFds, FileTable, type FdDump, type FdTwin, type LockDump } from "../resources/files";
 import { readStat, listChildren } from "../sys/proc";
-import { ImageSink } from "../resources/fdkind";
+import { ImageSink, type DumpOpts } from "../resources/fdkind";
 import { dumpShmem } from "../resources/shmem";
 import { saveGhost } from "../resources/reg";
 import { ptyMasters } from "../resources/tty";
@@ -35,7 +35,6 @@ export interface DumpOptions {
   timeoutSec?: number; displayStats?: boolean; compress?: boolean; tcpEstablished?: boolean; tcpClose?: boolean; extUnixSk?: boolean; fileLocks?: boolean;
   /** the images of a previous (pre-)dump, relative to dir: unchanged pages are not stored again */
   prevImagesDir?: string;
-  ptyMasters?: Set<number>; ptySessions?: Map<number, number>;
   /** send pages to a page server instead of writing them here */
   pageServer?: { address: string; port: number };
 }
@@ -164,12 +163,14 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
   const pstree: Record<string, any>[] = [];
   const ns = new NsView(tree[0].pid);
   const cgroups = new CgroupSets();
-  // pty pairs: which masters the tree holds, and which session leader owns each terminal
+  // what the fd dumpers need to know, once for the whole tree; for pty pairs: which masters the
+  // tree holds, and which session leader owns each terminal
   const alivePids = tree.filter((n) => !n.zombie).map((n) => n.pid);
-  const ptys = { ptyMasters: ptyMasters(alivePids), ptySessions: new Map<number, number>() };
+  const fdOpts: DumpOpts = { tree: alivePids, shellJob: o.shellJob, tcpEstablished: o.tcpEstablished, tcpClose: o.tcpClose, extUnixSk: o.extUnixSk,
+    fileLocks: o.fileLocks, ptyMasters: ptyMasters(alivePids), ptySessions: new Map<number, number>() };
   for (const p of alivePids) {
     const st = readStat(p);
-    if (st.sid === p && st.ttyNr) ptys.ptySessions.set(st.ttyNr, ns.v(p));
+    if (st.sid === p && st.ttyNr) fdOpts.ptySessions!.set(st.ttyNr, ns.v(p));
   }
   const seccomp = new SeccompChains();
   tree.forEach((n, idx) => {
@@ -192,7 +193,7 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
       throw new CriuError("dump", `process ${n.pid} shares its memory with another process (CLONE_VM without threads, e.g. vfork); not supported yet`);
     }
     n.ids = ids;
-    const r = dumpOne(n, id, ids, files, extra, twins, { ...o, ...ptys }, d, ns, cgroups.add(n.pid), seccomp, pageServer);
+    const r = dumpOne(n, id, ids, files, extra, twins, o, fdOpts, d, ns, cgroups.add(n.pid), seccomp, pageServer);
     stats.memdumpTime += r.memUs; stats.pagesScanned += r.scanned; stats.pagesWritten += r.written;
     pstree.push({ pid: vpid, ppid: vppid, pgid, sid, threads: r.tids });
   });
@@ -215,7 +216,7 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
 }
 
 /** One live process of the tree: its core, mm, pages, fds, fs and ids images. */
-function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: FileTable, extra: ImageSink, twins: FdTwin[], o: DumpOptions, d: string, ns: NsView, cgSet: number, seccomp: SeccompChains, pageServer?: PageServerClient) {
+function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: FileTable, extra: ImageSink, twins: FdTwin[], o: DumpOptions, fdOpts: DumpOpts, d: string, ns: NsView, cgSet: number, seccomp: SeccompChains, pageServer?: PageServerClient) {
   const pid = n.pid, mem = n.mem!;
   const vpid = ns.v(pid);
   const task: TaskDump = dumpTask(n.fp!, mem);
@@ -230,7 +231,7 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
   // a process sharing its parent's fd table (CLONE_FILES) has it dumped once, under one files id
   const tableDone = ids.filesId !== id;
   const locks: LockDump[] = [];
-  const fds: FdDump[] = tableDone ? [] : dumpFds(pid, files, extra, { shellJob: o.shellJob, tcpEstablished: o.tcpEstablished, tcpClose: o.tcpClose, extUnixSk: o.extUnixSk, fileLocks: o.fileLocks, ptyMasters: o.ptyMasters, ptySessions: o.ptySessions }, twins, locks);
+  const fds: FdDump[] = tableDone ? [] : dumpFds(pid, files, extra, fdOpts, twins, locks);
   for (const l of locks) extra.add("filelocks.img", "FILE_LOCKS", S.file_lock_entrySchema, { ...l, pid: vpid });
   const cwdId = files.addPath(task.cwd, 0o10000000 /* O_PATH */);
   const rootId = files.addPath(task.root, 0o10000000);

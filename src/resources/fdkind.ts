@@ -37,6 +37,8 @@ export class ImageSink {
 }
 
 export interface DumpOpts {
+  /** the live processes of the dumped tree */
+  tree: number[];
   shellJob?: boolean; tcpEstablished?: boolean; tcpClose?: boolean; extUnixSk?: boolean; fileLocks?: boolean;
   /** pts indexes whose master is in the tree (tty.ts), and the session of each slave's controlling terminal (rdev -> pid) */
   ptyMasters?: Set<number>; ptySessions?: Map<number, number>;

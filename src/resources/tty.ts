@@ -3,14 +3,15 @@
 // termios, window size and lock state; a session leader gets its controlling terminal back.
 // Bytes queued inside the terminal are not saved. A /dev/pts/N whose master is outside the tree
 // is the terminal of a --shell-job (reg.ts). Images: file_entry.tty + tty-info.img, as CRIU.
-import { readdirSync, readlinkSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import type { FdKind, DumpOpts } from "./fdkind";
 import { FOWN0, cachedImage } from "./fdkind";
 import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
-import { O, closeFd } from "../sys/mem";
+import { O } from "../sys/mem";
 import * as S from "../images/schemas";
 import { CriuError } from "../log";
+import { fdLinks } from "../sys/proc";
 
 const IOC = { TCGETS: 0x5401, TCSETS: 0x5402, TIOCGWINSZ: 0x5413, TIOCSWINSZ: 0x5414, TIOCSCTTY: 0x540e, TIOCGPTN: 0x80045430, TIOCSPTLCK: 0x40045431, TIOCGPTLCK: 0x80045439 } as const;
 const PTMX_RDEV = (5 << 8) | 2;
@@ -20,11 +21,7 @@ const ptsRdev = (i: number) => ((136 + (i >> 8)) << 8) | (i & 0xff); // old-styl
 export function ptyMasters(pids: number[]): Set<number> {
   const out = new Set<number>();
   for (const pid of pids) {
-    let fds: string[] = [];
-    try { fds = readdirSync(`/proc/${pid}/fd`); } catch { continue; }
-    for (const fd of fds) {
-      let t = "";
-      try { t = readlinkSync(`/proc/${pid}/fd/${fd}`); } catch { continue; }
+    for (const [fd, t] of fdLinks(pid)) {
       if (t !== "/dev/ptmx" && t !== "/dev/pts/ptmx") continue;
       const m = /tty-index:\s*(\d+)/.exec(readFileSync(`/proc/${pid}/fdinfo/${fd}`, "latin1"));
       if (m) out.add(Number(m[1]));
@@ -85,7 +82,8 @@ export const ttyKind: FdKind = {
   },
   restore(ctx, f) {
     const t = f.tty!;
-    const info = cachedImage<S.tty_info_entry>(ctx, "tty-info.img", "TTY_INFO").find((i) => i.id === t.ttyInfoId);
+    const infos = cachedImage<S.tty_info_entry>(ctx, "tty-info.img", "TTY_INFO");
+    const info = infos.find((i) => i.id === t.ttyInfoId);
     if (!info?.pty) throw new CriuError("restore", `${ctx.where}: tty-info ${t.ttyInfoId} is not in tty-info.img`);
     const index = info.pty.index, master = info.rdev === PTMX_RDEV, inj = ctx.inj;
     const key = `pty:${index}`;
@@ -108,7 +106,7 @@ export const ttyKind: FdKind = {
         throw new CriuError("restore", `${ctx.where}: pty ${index} is taken (got ${got}); close /dev/pts/${index} first`);
       }
       inj.ok("TIOCSPTLCK", NR.ioctl, m, IOC.TIOCSPTLCK, ctx.scratch(0n, new Uint8Array(4))); // unlock to open the slave
-      const slaveInfo = cachedImage<S.tty_info_entry>(ctx, "tty-info.img", "TTY_INFO").find((i) => i.pty?.index === index && i.rdev !== PTMX_RDEV) ?? info;
+      const slaveInfo = infos.find((i) => i.pty?.index === index && i.rdev !== PTMX_RDEV) ?? info;
       if (slaveInfo.termios) inj.ok("TCSETS", NR.ioctl, m, IOC.TCSETS, ctx.scratch(0n, termiosBytes(slaveInfo.termios)));
       if (slaveInfo.winsize) {
         const w = slaveInfo.winsize, b = new Uint8Array(8), dv = new DataView(b.buffer);
@@ -116,7 +114,7 @@ export const ttyKind: FdKind = {
         inj.ok("TIOCSWINSZ", NR.ioctl, m, IOC.TIOCSWINSZ, ctx.scratch(0n, b));
       }
       ctx.hold(key, ctx.high(m, ctx.where));
-      const masterInfo = cachedImage<S.tty_info_entry>(ctx, "tty-info.img", "TTY_INFO").find((i) => i.pty?.index === index && i.rdev === PTMX_RDEV);
+      const masterInfo = infos.find((i) => i.pty?.index === index && i.rdev === PTMX_RDEV);
       ctx.state.set(`ptylock:${index}`, masterInfo?.locked ?? false);
     }
     let fd: number;
@@ -138,4 +136,3 @@ export const ttyKind: FdKind = {
     return fd;
   },
 };
-void closeFd;

@@ -5,14 +5,14 @@
 // Restore: socketpair for mutual peers, then each queue re-sent from criu-bun through a
 // pidfd_getfd copy of the peer end, so it lands on the right side; socket+bind+listen for
 // named ones. Any other socket family stops the dump with a one-line error naming it.
-import { lstatSync, unlinkSync, readFileSync, readdirSync } from "node:fs";
+import { lstatSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import type { FdKind, RestoreCtx } from "./fdkind";
 import { FOWN0, cachedPayloads } from "./fdkind";
 import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { closeFd, O } from "../sys/mem";
-import { readLink } from "../sys/proc";
+import { fdLinks, readLink } from "../sys/proc";
 import type * as S from "../images/schemas";
 import { sk_packet_entrySchema } from "../images/gen/sockets_pb";
 import { withNetns } from "../sys/netns";
@@ -95,44 +95,10 @@ function peekQueue(fd: number, stream: boolean, where: string): Uint8Array[] {
   return out;
 }
 
-/** The dumped tree around pid: every process of it is ptrace-seized by criu-bun while fds are
- *  dumped, so climb to the highest ancestor traced by us, then collect its descendants. */
-const treeCache = new WeakMap<object, Set<number>>();
-function tracedByUs(pid: number): boolean {
-  try { return Number(/^TracerPid:\s*(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, "latin1"))?.[1]) === process.pid; } catch { return false; }
-}
-function ppidOf(pid: number): number {
-  try { return Number(readFileSync(`/proc/${pid}/stat`, "latin1").replace(/^.*\) /s, "").split(" ")[1]); } catch { return 0; }
-}
-function dumpedTree(pid: number, key: object): Set<number> {
-  let t = treeCache.get(key);
-  if (t) return t;
-  let root = pid;
-  for (let p = ppidOf(pid); p > 1 && tracedByUs(p); p = ppidOf(p)) root = p;
-  t = new Set<number>();
-  const queue = [root];
-  while (queue.length) {
-    const p = queue.shift()!;
-    if (t.has(p)) continue;
-    t.add(p);
-    let tids: string[] = [];
-    try { tids = readdirSync(`/proc/${p}/task`); } catch {}
-    for (const tid of tids) {
-      try { for (const c of readFileSync(`/proc/${p}/task/${tid}/children`, "latin1").split(/\s+/)) if (c) queue.push(Number(c)); } catch {}
-    }
-  }
-  treeCache.set(key, t);
-  return t;
-}
 /** Does a process of the dumped tree hold unix socket ino (through any fd)? */
-function heldInTree(ino: number, tree: Set<number>): boolean {
+function heldInTree(ino: number, tree: number[]): boolean {
   const want = `socket:[${ino}]`;
-  for (const p of tree) {
-    let fds: string[] = [];
-    try { fds = readdirSync(`/proc/${p}/fd`); } catch { continue; }
-    for (const fd of fds) { try { if (readLink(`/proc/${p}/fd/${fd}`) === want) return true; } catch {} }
-  }
-  return false;
+  return tree.some((p) => fdLinks(p).some(([, t]) => t === want));
 }
 
 /** USK_EXTERN in unix_sk_entry.uflags: an entry for a peer outside the dumped tree (CRIU's layout) */
@@ -173,7 +139,7 @@ export const unixKind: FdKind = {
         name, shutdown: d.shutdown, ...(filePerms ? { filePerms } : {}), ...(nameDir ? { nameDir } : {}),
       },
     }));
-    if (d.peer && !listening && !ctx.files.files.some((x) => x.usk?.ino === d.peer && !(x.usk.uflags & USK_EXTERN)) && !heldInTree(d.peer, dumpedTree(ctx.pid, ctx.files))) {
+    if (d.peer && !listening && !ctx.files.files.some((x) => x.usk?.ino === d.peer && !(x.usk.uflags & USK_EXTERN)) && !heldInTree(d.peer, ctx.opts.tree)) {
       // the peer lives outside the dumped tree
       if (!ctx.opts.extUnixSk) {
         throw new CriuError("files", `${ctx.where}: unix socket ${ino} is connected to socket ${d.peer} outside the dumped tree; use --ext-unix-sk`);

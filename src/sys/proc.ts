@@ -86,6 +86,14 @@ export function listTids(pid: number): number[] {
 export function listFds(pid: number): number[] {
   return readdirSync(`/proc/${pid}/fd`).map(Number).sort((a, b) => a - b);
 }
+/** Each fd of pid with what it points to; [] for a process that is gone, an fd closed meanwhile is left out. */
+export function fdLinks(pid: number): [fd: number, target: string][] {
+  let fds: string[];
+  try { fds = readdirSync(`/proc/${pid}/fd`); } catch { return []; }
+  const out: [number, string][] = [];
+  for (const fd of fds) { try { out.push([Number(fd), readlinkSync(`/proc/${pid}/fd/${fd}`)]); } catch {} }
+  return out;
+}
 export function readFdinfo(pid: number, fd: number): Record<string, string> {
   const out: Record<string, string> = {};
   for (const line of readText(`/proc/${pid}/fdinfo/${fd}`).split("\n")) {
