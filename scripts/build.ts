@@ -30,10 +30,13 @@ await step("asm -> wasm", async () => {
 await step("proto -> src/images/gen", async () => {
   await $`${bin}/buf generate`.quiet();
 });
+// --outfile PATH: the executable goes there instead of ./criu-bun
+const at = process.argv.indexOf("--outfile");
+const outfile = at > 0 && process.argv[at + 1] ? process.argv[at + 1] : "criu-bun";
 if (!process.argv.includes("--no-compile")) {
-  await step("bun build --compile -> ./criu-bun", async () => {
+  await step(`bun build --compile -> ${outfile}`, async () => {
     // src/codec/worker.ts: the page Workers' entry point, embedded as a second entry
-    await $`${bin}/bun build --compile --bytecode --minify-syntax --minify-whitespace src/main.ts src/codec/worker.ts --outfile criu-bun`.quiet();
+    await $`${bin}/bun build --compile --bytecode --minify-syntax --minify-whitespace src/main.ts src/codec/worker.ts --outfile ${outfile}`.quiet();
   });
-  if (!existsSync("criu-bun")) { console.error("build: ./criu-bun missing"); process.exit(1); }
+  if (!existsSync(outfile)) { console.error(`build: ${outfile} missing`); process.exit(1); }
 }

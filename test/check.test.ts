@@ -6,7 +6,7 @@ import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSyn
 import { gunzipSync } from "node:zlib";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { REPO_ROOT } from "./harness";
+import { REPO_ROOT, newestSource } from "./harness";
 import { PROBES, runProbe } from "../src/check/index";
 import { listChildren, listFds, readLink, readVmas } from "../src/sys/proc";
 
@@ -193,10 +193,10 @@ describe("single executable", () => {
     if (statSync(built).mtimeMs >= newestSource()) {
       copyFileSync(built, exe);
     } else {
-      // ./criu-bun predates the sources: compile the current ones the way scripts/build.ts does,
-      // straight into the empty directory (./criu-bun stays as it is)
-      const b = exec([process.execPath, "build", "--compile", "--minify-syntax", "--minify-whitespace", "src/main.ts", "--outfile", exe]);
-      if (b.code !== 0) throw new Error(`bun build --compile failed: ${b.stderr}`);
+      // ./criu-bun predates the sources: build the current ones with scripts/build.ts, straight
+      // into the empty directory (./criu-bun stays as it is)
+      const b = exec([process.execPath, "scripts/build.ts", "--outfile", exe]);
+      if (b.code !== 0) throw new Error(`build failed: ${b.stderr}`);
     }
   }, 180_000);
   afterAll(() => { if (dir) rmSync(dir, { recursive: true, force: true }); });
@@ -221,17 +221,4 @@ function kernelConfig(): Set<string> | null {
   } catch {
     return null;
   }
-}
-
-function newestSource(): number {
-  let newest = 0;
-  const walk = (d: string) => {
-    for (const e of readdirSync(d, { withFileTypes: true })) {
-      const p = join(d, e.name);
-      if (e.isDirectory()) walk(p);
-      else newest = Math.max(newest, statSync(p).mtimeMs);
-    }
-  };
-  walk(join(REPO_ROOT, "src"));
-  return newest;
 }

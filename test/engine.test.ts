@@ -193,18 +193,24 @@ describe("images are CRIU's", () => {
   });
 });
 
+/** One field of /proc/PID/status. */
+const statusField = (t: string, k: string) => new RegExp(`^${k}:\\s*(.*)$`, "m").exec(t)![1].trim();
+/** Ids, groups and capability sets of two /proc/PID/status texts are the same. */
+function expectSameCreds(before: string, after: string) {
+  for (const k of ["Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd"]) expect(`${k}: ${statusField(after, k)}`).toBe(`${k}: ${statusField(before, k)}`);
+}
+
 describe("credentials", () => {
   test("a process running as uid/gid 1000 with supplementary groups keeps its credentials", async () => {
     const w = await startWorkload("counter", [], { wrap: ["setpriv", "--reuid", "1000", "--regid", "1000", "--groups", "1001,1002", "--"] });
     await Bun.sleep(100);
     const before = readFileSync(`/proc/${w.pid}/status`, "utf8");
-    const line = (t: string, k: string) => new RegExp(`^${k}:\\s*(.*)$`, "m").exec(t)![1].trim();
-    expect(line(before, "Uid")).toBe("1000\t1000\t1000\t1000");
+    expect(statusField(before, "Uid")).toBe("1000\t1000\t1000\t1000");
     const dir = imagesDir("creds");
     dump(w.pid, dir);
     const r = await restore(dir, w.pid);
     const after = readFileSync(`/proc/${w.pid}/status`, "utf8");
-    for (const k of ["Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd"]) expect(`${k}: ${line(after, k)}`).toBe(`${k}: ${line(before, k)}`);
+    expectSameCreds(before, after);
     trigger(w);
     expect((await waitResult(w, 15000)).text).toStartWith("PASS");
     expect(await r.proc.exited).toBe(0);
@@ -249,14 +255,13 @@ describe("capabilities", () => {
       wrap: ["setpriv", "--reuid", "1000", "--regid", "1000", "--clear-groups", "--inh-caps", "+net_raw", "--ambient-caps", "+net_raw", "--bounding-set", "-sys_admin,-sys_ptrace", "--"],
     });
     await Bun.sleep(100);
-    const line = (t: string, k: string) => new RegExp(`^${k}:\\s*(.*)$`, "m").exec(t)![1].trim();
     const before = readFileSync(`/proc/${w.pid}/status`, "utf8");
-    expect(line(before, "CapEff")).toBe("0000000000002000");
+    expect(statusField(before, "CapEff")).toBe("0000000000002000");
     const dir = imagesDir("caps");
     dump(w.pid, dir);
     const r = await restore(dir, w.pid);
     const after = readFileSync(`/proc/${w.pid}/status`, "utf8");
-    for (const k of ["Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd"]) expect(`${k}: ${line(after, k)}`).toBe(`${k}: ${line(before, k)}`);
+    expectSameCreds(before, after);
     trigger(w);
     expect((await waitResult(w, 15000)).text).toStartWith("PASS");
     expect(await r.proc.exited).toBe(0);

@@ -325,7 +325,8 @@ export function criuBunCommand(): string[] {
 }
 
 let newest = 0;
-function newestSource(): number {
+/** mtime of the newest file under src/ and asm/: an executable older than this is stale. */
+export function newestSource(): number {
   if (newest) return newest;
   const walk = (d: string) => {
     for (const e of readdirSync(d, { withFileTypes: true })) {
