@@ -194,10 +194,7 @@ export const unixKind: FdKind = {
     }
     if (peerFile && peerFile.usk!.uflags & USK_EXTERN) return restoreExternal(ctx, f, peerFile);
     if (u.peer) throw new CriuError("restore", `${ctx.where}: unix socket ${u.ino} connected one way to ${u.peer}: not supported yet`);
-    const r = Number(inj.call(NR.socket, AF_UNIX, u.type | O.CLOEXEC, 0));
-    if (r < 0) throw new CriuError("restore", `${ctx.where}: socket(AF_UNIX) failed (errno ${-r})`);
-    const fd = ctx.high(r, ctx.where);
-    if (u.name.length) bindName(ctx, u, fd);
+    const fd = boundSocket(ctx, u);
     if (u.state === TCP_LISTEN) {
       const l = inj.call(NR.listen, fd, u.backlog);
       if (l < 0n) throw new CriuError("restore", `${ctx.where}: listen failed (errno ${-l})`);
@@ -219,6 +216,15 @@ function sockaddr(name: Uint8Array, nameDir?: string): { sa: Uint8Array; text: s
   return { sa, text: new TextDecoder().decode(name).replace(/\0/g, "@") };
 }
 
+/** A new unix socket of the dumped type, bound to its dumped name if it had one. */
+function boundSocket(ctx: RestoreCtx, u: S.unix_sk_entry): number {
+  const r = Number(ctx.inj.call(NR.socket, AF_UNIX, u.type | O.CLOEXEC, 0));
+  if (r < 0) throw new CriuError("restore", `${ctx.where}: socket(AF_UNIX) failed (errno ${-r})`);
+  const fd = ctx.high(r, ctx.where);
+  if (u.name.length) bindName(ctx, u, fd);
+  return fd;
+}
+
 function bindName(ctx: RestoreCtx, u: S.unix_sk_entry, fd: number) {
   const { sa, text } = sockaddr(u.name, u.nameDir);
   if (u.name[0] !== 0) { try { if (lstatSync(text).isSocket()) unlinkSync(text); } catch {} }
@@ -232,10 +238,7 @@ function bindName(ctx: RestoreCtx, u: S.unix_sk_entry, fd: number) {
  *  name (so its own name is needed for that); anything else comes back unconnected. */
 function restoreExternal(ctx: RestoreCtx, f: S.file_entry, ext: S.file_entry): number {
   const u = f.usk!, e = ext.usk!, inj = ctx.inj;
-  const r = Number(inj.call(NR.socket, AF_UNIX, u.type | O.CLOEXEC, 0));
-  if (r < 0) throw new CriuError("restore", `${ctx.where}: socket(AF_UNIX) failed (errno ${-r})`);
-  const fd = ctx.high(r, ctx.where);
-  if (u.name.length) bindName(ctx, u, fd);
+  const fd = boundSocket(ctx, u);
   if (u.type === 2 && e.type === 2 && e.name.length) {
     const items = cachedPayloads<S.sk_packet_entry>(ctx, "sk-queues.img", "SK_QUEUES").filter((p) => p.msg.idFor === f.id);
     if (items.length) {
