@@ -96,10 +96,14 @@ export function isZero(src: usize, len: usize): u32 {
 // ---------------------------------------------------------------------------------------
 // LZ4 block compression
 
+/** Bytes hashed per position: 5 finds slightly longer matches than 4 on heap data, at the same speed. */
+const HASH_BYTES: u64 = 5;
+
+/** Multiplicative hash of the HASH_BYTES bytes at p (one 8-byte load; p + 8 stays inside the block). */
 // @ts-ignore: decorator
 @inline
-function hash4(seq: u32): u32 {
-  return (seq * 2654435761) >> (32 - HASH_LOG);
+function hashAt(p: usize): u32 {
+  return <u32>(((load<u64>(p) << (64 - 8 * HASH_BYTES)) * 0x9e3779b185ebca87) >> (64 - HASH_LOG));
 }
 
 // @ts-ignore: decorator
@@ -191,9 +195,9 @@ export function lz4Compress(src: usize, len: usize, dst: usize, dstCap: usize, h
   let ip = src;
 
   if (len >= MFLIMIT + 1) {
-    store<u32>(htab + (<usize>hash4(load<u32>(ip)) << 2), <u32>ip);
+    store<u32>(htab + (<usize>hashAt(ip) << 2), <u32>ip);
     ip++;
-    let forwardH = hash4(load<u32>(ip));
+    let forwardH = hashAt(ip);
 
     let done = false;
     while (true) {
@@ -214,7 +218,7 @@ export function lz4Compress(src: usize, len: usize, dst: usize, dstCap: usize, h
           }
           const slot = htab + (<usize>h << 2);
           ref = <usize>load<u32>(slot);
-          forwardH = hash4(load<u32>(forwardIp));
+          forwardH = hashAt(forwardIp);
           store<u32>(slot, <u32>ip);
           if (validRef(ref, ip, src)) break;
         }
@@ -260,8 +264,8 @@ export function lz4Compress(src: usize, len: usize, dst: usize, dstCap: usize, h
           break;
         }
         // fill the table at ip-2, then test ip directly
-        store<u32>(htab + (<usize>hash4(load<u32>(ip - 2)) << 2), <u32>(ip - 2));
-        const slot = htab + (<usize>hash4(load<u32>(ip)) << 2);
+        store<u32>(htab + (<usize>hashAt(ip - 2) << 2), <u32>(ip - 2));
+        const slot = htab + (<usize>hashAt(ip) << 2);
         ref = <usize>load<u32>(slot);
         store<u32>(slot, <u32>ip);
         if (validRef(ref, ip, src)) {
@@ -273,7 +277,7 @@ export function lz4Compress(src: usize, len: usize, dst: usize, dstCap: usize, h
       }
       if (done) break;
       ip++;
-      forwardH = hash4(load<u32>(ip));
+      forwardH = hashAt(ip);
     }
   }
   // --- last literals
@@ -317,11 +321,18 @@ export function lz4Decompress(src: usize, len: usize, dst: usize, dstCap: usize)
       op += ll;
       const off = <usize>load<u16>(ip);
       const ml0 = <usize>(token & ML_MASK);
-      if (ml0 != <usize>ML_MASK && off >= 16 && off <= op - dst) {
+      if (ml0 != <usize>ML_MASK && off >= 8 && off <= op - dst) {
         ip += 2;
         const ref = op - off;
-        v128.store(op, v128.load(ref));
-        v128.store(op, v128.load(ref, 16), 16); // reads bytes the first store wrote when off < 32: fine
+        if (off >= 16) {
+          v128.store(op, v128.load(ref));
+          v128.store(op, v128.load(ref, 16), 16); // reads bytes the first store wrote when off < 32: fine
+        } else {
+          // 8 <= off < 16: each 8-byte load reads only bytes written before it
+          store<u64>(op, load<u64>(ref));
+          store<u64>(op, load<u64>(ref, 8), 8);
+          store<u64>(op, load<u64>(ref, 16), 16);
+        }
         op += ml0 + MINMATCH;
         continue;
       }
@@ -370,22 +381,31 @@ export function lz4Decompress(src: usize, len: usize, dst: usize, dstCap: usize)
     const mend = op + ml;
     if (mend + 16 <= oend) {
       // wild copies: may write up to 15 bytes past mend (still inside dst), never read unwritten bytes
-      if (offset < 16) {
-        // widen the distance to a multiple of offset that is >= 16 (same pattern), byte-copying that far
-        let d = offset;
-        while (d < 16) d += offset;
-        const first = op + (d < ml ? d : ml);
-        while (op < first) {
-          store<u8>(op, load<u8>(ref));
-          op++;
-          ref++;
+      if (offset >= 16) {
+        while (op < mend) {
+          v128.store(op, v128.load(ref));
+          op += 16;
+          ref += 16;
         }
-        ref = op - d;
-      }
-      while (op < mend) {
-        v128.store(op, v128.load(ref));
-        op += 16;
-        ref += 16;
+      } else {
+        if (offset < 8) {
+          // widen the distance to a multiple of offset that is >= 8 (same pattern), byte-copying that far
+          let d = offset;
+          while (d < 8) d += offset;
+          const first = op + (d < ml ? d : ml);
+          while (op < first) {
+            store<u8>(op, load<u8>(ref));
+            op++;
+            ref++;
+          }
+          ref = op - d;
+        }
+        // distance >= 8: each 8-byte load reads only bytes already written
+        while (op < mend) {
+          store<u64>(op, load<u64>(ref));
+          op += 8;
+          ref += 8;
+        }
       }
       op = mend;
     } else if (offset >= ml) {

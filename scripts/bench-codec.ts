@@ -1,19 +1,24 @@
 // Codec throughput on heap-like data (src/codec/sample.ts: ~30% zero, ~55% structured, ~15% random
 // pages): zero-page scan, LZ4 compress / decompress (64 KiB blocks by default), XXH64 and XXH32,
 // plus the compression ratio against `lz4 -1` (independent 64 KiB blocks) on the same bytes.
-// Usage: bun scripts/bench-codec.ts [MiB=256] [blockKiB=64]     (run `bun scripts/build.ts --no-compile` first)
+// Usage: bun scripts/bench-codec.ts [MiB=256] [blockKiB=64]; BENCH_CODEC_INPUT=FILE uses a file's bytes     (run `bun scripts/build.ts --no-compile` first)
 import { PageCodec } from "../src/codec/codec";
 import { heapLike } from "../src/codec/sample";
-import { mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
-const MiB = Number(process.argv[2] ?? 256);
 const BLOCK = Number(process.argv[3] ?? 64) * 1024;
-const TOTAL = MiB << 20;
 const CHUNK = 4 << 20; // what the dumper would read per process_vm_readv batch
-
-const data = heapLike(TOTAL, 1);
+// BENCH_CODEC_INPUT=FILE: measure on these bytes instead (e.g. pages-1.img of a real process's dump),
+// cut to a whole number of 4 MiB chunks
+const inputFile = process.env.BENCH_CODEC_INPUT;
+const fileBytes = inputFile ? readFileSync(inputFile) : undefined;
+const MiB = fileBytes ? Math.floor(fileBytes.length / CHUNK) * 4 : Number(process.argv[2] ?? 256);
+const TOTAL = MiB << 20;
+if (!TOTAL) throw new Error("input shorter than one 4 MiB chunk");
+const data = fileBytes ? new Uint8Array(fileBytes.buffer, fileBytes.byteOffset, TOTAL) : heapLike(TOTAL, 1);
+console.log(`input: ${inputFile ?? "heap-like sample (src/codec/sample.ts)"}, ${MiB} MiB`);
 const codec = new PageCodec({ capacity: CHUNK });
 const input = codec.inputView(CHUNK);
 

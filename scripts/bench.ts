@@ -8,14 +8,15 @@
 // process_vm_writev of them into a fresh process (restore); see scripts/bench-floor.c.
 // Every restored spin checks the hash of its memory; a failed check fails the bench.
 //
-// Env: BENCH_SIZES=1024,4096 (MiB), BENCH_DIR=/dev/shm/criu-bun-bench, BENCH_PATTERN=heap.
+// Env: BENCH_SIZES=1024,4096 (MiB), BENCH_DIR=/dev/shm/criu-bun-bench, BENCH_PATTERN=heap,
+// CRIU_BUN_EXE=path of the executable to measure (default ./criu-bun).
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { buildWorkloads, workloadBin, REPO_ROOT } from "../test/harness";
 
 const SIZES = (process.env.BENCH_SIZES ?? "1024,4096").split(",").map(Number);
 const BASE = process.env.BENCH_DIR ?? "/dev/shm/criu-bun-bench";
-const exe = join(REPO_ROOT, "criu-bun");
+const exe = process.env.CRIU_BUN_EXE ?? join(REPO_ROOT, "criu-bun");
 const CB = existsSync(exe) ? [exe] : [process.execPath, join(REPO_ROOT, "src/main.ts")];
 
 function sh(cmd: string[], opts: { allowFail?: boolean } = {}) {

@@ -77,6 +77,20 @@ function mixed(n: number, seed: number): Uint8Array {
   return b;
 }
 
+/** Short copies from 1-24 bytes back between short random runs: every match-copy path of the decoder. */
+function shortOffsets(n: number, seed: number): Uint8Array {
+  const b = new Uint8Array(n), r = prng(seed);
+  let p = 0;
+  while (p < n) {
+    const lit = r() % 6, len = Math.min(n - p, 4 + (r() % 40));
+    for (let i = 0; i < lit && p < n; i++) b[p++] = r() & 255;
+    if (p < 24) continue;
+    const off = 1 + (r() % 24);
+    for (let i = 0; i < len && p < n; i++, p++) b[p] = b[p - off]!;
+  }
+  return b;
+}
+
 const cases: [string, Uint8Array][] = [
   ["empty", new Uint8Array(0)],
   ["1 byte", new Uint8Array([42])],
@@ -94,6 +108,8 @@ const cases: [string, Uint8Array][] = [
   ["period 17 3333", repetitive(3333, 17)],
   ["period 300 200000", repetitive(200000, 300)],
   ["mixed 131071", mixed(131071, 5)],
+  ["short offsets 50001", shortOffsets(50001, 9)],
+  ["short offsets 65536", shortOffsets(65536, 10)],
   ["mixed 777777", mixed(777777, 6)],
   ["heap-like 64 KiB", heapLike(65536, 7)],
   ["heap-like 1 MiB - 5", heapLike(1 << 20, 8).subarray(0, (1 << 20) - 5)],
