@@ -4,9 +4,10 @@
 //          small dumps) process_vm_readv into WASM memory, zero pages out, XXH64, optional LZ4
 //          -> main thread writes the blocks in order with one write each, builds the pagemap runs
 //          and the block index (src/codec/format.ts).
-// Verify:  every stored block's XXH64 checked against pages-N.idx, before any process exists.
-// Fill:    blocks read from the pages file, decoded, checked and written into the target with
-//          process_vm_writev, zero pages of anonymous memory skipped.
+// Fill:    blocks read from the pages file, their XXH64 checked against pages-N.idx before they
+//          are used, decoded and written into the target with process_vm_writev, zero pages of
+//          anonymous memory skipped; all while every restored process is a stopped shell that
+//          never ran, so a bad block ends the restore with nothing left behind.
 //
 // Workers and the main thread meet in shared slots (SharedArrayBuffer): the main thread posts a
 // job, then blocks in Atomics.wait on the oldest slot, so results are consumed in order while
@@ -27,6 +28,9 @@ const SLOTS_PER_WORKER = 3;
 /** Below this many bytes the main thread does the work alone (a Worker costs ~10 ms to start). */
 export const WORKER_THRESHOLD = 48 << 20;
 const PROGRESS_MIN = 256 << 20;
+/** Jobs between garbage collections: each job leaves a little garbage (job objects, views, BigInts)
+ * that JSC would otherwise let pile up to hundreds of MiB on multi-GiB processes. */
+export const GC_EVERY = 128;
 
 type JobIn<J> = Omit<J, "slot">;
 
@@ -71,7 +75,12 @@ class Pool {
   get parallel() { return this.workers.length; }
 
   /** Run jobs in order; consume(slot, job) sees each result in job order. */
-  run<J extends DumpJob | RestoreJob>(jobs: Iterator<JobIn<J>>, consume: (s: Slot, job: J) => void, fail: (s: Slot, job: J) => Error) {
+  run<J extends DumpJob | RestoreJob>(jobs: Iterator<JobIn<J>>, consumeJob: (s: Slot, job: J) => void, fail: (s: Slot, job: J) => Error) {
+    let done = 0;
+    const consume = (s: Slot, job: J) => {
+      consumeJob(s, job);
+      if (++done % GC_EVERY === 0) Bun.gc(false);
+    };
     if (this.core) {
       const s = this.slots[0];
       for (let r = jobs.next(); !r.done; r = jobs.next()) {

@@ -2,6 +2,10 @@
 // the (synchronously waiting) main thread reads. See src/codec/pipeline.ts.
 import { BlockCore, Slot, runInto, CTL_BUSY, type CoreInit, type Job } from "./jobs";
 
+/** Jobs between garbage collections in this Worker (see GC_EVERY in pipeline.ts). */
+const GC_EVERY = 64;
+let jobsDone = 0;
+
 declare const self: Worker;
 let core: BlockCore | undefined;
 let slots: Slot[] = [];
@@ -26,5 +30,6 @@ self.onmessage = (e: MessageEvent) => {
   else ctl = runInto(core, job, out);
   Atomics.store(out.i32, 0, ctl);
   Atomics.notify(out.i32, 0);
+  if (++jobsDone % GC_EVERY === 0) Bun.gc(false);
   void CTL_BUSY;
 };
