@@ -3,7 +3,8 @@
 // Workloads: test/workloads/spin with 1 GiB and 4 GiB of heap-like memory (--pattern=heap: about
 // 30% zero pages, 55% pages of pointers/small integers/strings, 15% random pages; BENCH_PATTERN
 // picks another, e.g. mixed: every page half random, half text), dumped to and restored from tmpfs (/dev/shm), with and
-// without --compress; and a small process (sleep). The floor is measured in the same run on the
+// without --compress; and a small process (sleep). For reference, native `lz4 -1` compressing the
+// same memory on both cores (two processes, one per half). The floor is measured in the same run on the
 // same process: process_vm_readv of the same bytes + writing them to the same file system (dump),
 // process_vm_writev of them into a fresh process (restore); see scripts/bench-floor.c.
 // Every restored spin checks the hash of its memory; a failed check fails the bench.
@@ -69,11 +70,18 @@ for (const mib of SIZES) {
   const floorFile = join(BASE, "floor.bin");
   const [fBytes, fDumpS] = sh([floorBin, "dump", String(w0.pid), floorFile]).out.trim().split(" ").map(Number);
   const lz4Size = Number(sh(["sh", "-c", `lz4 -1 -c ${floorFile} | wc -c`]).out.trim());
+  // what native liblz4 does with the same bytes on both cores: two `lz4 -1` (64 KiB independent
+  // blocks, as ours) on the two halves at once, tmpfs to /dev/null
+  sh(["split", "-n", "2", floorFile, `${floorFile}.part.`]);
+  const nat = timed(["sh", "-c", `for p in ${floorFile}.part.*; do lz4 -1 -BI -B4 -q -c $p >/dev/null & done; wait`]);
+  sh(["sh", "-c", `rm -f ${floorFile}.part.*`]);
   const [, fRestS] = sh([floorBin, "restore", floorFile]).out.trim().split(" ").map(Number);
   rmSync(floorFile, { force: true });
   process.kill(w0.pid, "SIGKILL");
   waitGone(w0.pid);
   const lz4Ratio = fBytes / lz4Size;
+
+  rows.push({ what: `lz4 -1 native, 2 processes, ${label} (reference)`, s: nat.s, bytes: fBytes });
 
   for (const compress of [false, true]) {
     const w = startSpin(mib);
