@@ -3,9 +3,9 @@ import { syscall, addr, cstr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { errnoName } from "../sys/errno";
 import { readVmas, readLink } from "../sys/proc";
-import { vmWrite, openFd, pread, O } from "../sys/mem";
+import { vmWrite, openFd, pread, O, PAGE_IS } from "../sys/mem";
 import { Missing, need, sys, hex, withFds, memfd, MFD, type Probe } from "./probe";
-import { pagemapScan, PAGE_IS } from "./ptrace";
+import { pagemapScan } from "./ptrace";
 
 const PAGE = 4096n;
 

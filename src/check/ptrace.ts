@@ -4,7 +4,7 @@ import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { PTRACE, PTRACE_O, NT, ptrace, seize, interrupt, getRegs, R, getSigmask, setSigmask, peekSiginfo } from "../sys/ptrace";
 import { readVmas, readStatus, readLink, listFds, readText, type Vma } from "../sys/proc";
-import { openFd, closeFd, preadFull, O } from "../sys/mem";
+import { openFd, closeFd, preadFull, O, PagemapScanner, PAGE_IS } from "../sys/mem";
 import { PUPPET_BASE, PUPPET_SYSCALL, startPuppet } from "../restore/puppet";
 import { RemoteMem } from "../ptrace/inject";
 import { withTracee, killReap, type Tracee } from "./tracee";
@@ -292,20 +292,14 @@ function memDirtyTrack(): string {
   });
 }
 
-const PAGEMAP_SCAN = 0xc0606610; // _IOWR('f', 16, struct pm_scan_arg)
-export const PAGE_IS = { WPALLOWED: 1, WRITTEN: 2, FILE: 4, PRESENT: 8, SWAPPED: 16, PFNZERO: 32, HUGE: 64, SOFT_DIRTY: 128 } as const;
-
 /** PAGEMAP_SCAN ioctl; returns [start, end, categories] regions. */
 export function pagemapScan(pagemapFd: number, start: bigint, end: bigint, mask: number, ret: number): [bigint, bigint, number][] {
-  const vec = new BigUint64Array(3 * 16);
-  const a = new BigUint64Array(12);
-  a[0] = 96n; a[1] = 0n; a[2] = start; a[3] = end; a[5] = BigInt(addr(vec)); a[6] = 16n;
-  a[9] = BigInt(mask); a[11] = BigInt(ret);
-  const n = syscall(NR.ioctl, pagemapFd, PAGEMAP_SCAN, addr(a));
+  const sc = new PagemapScanner(pagemapFd, 16);
+  const n = sc.scan(start, end, { mask, ret });
   if (n === -25 || n === -22) throw new Missing("no PAGEMAP_SCAN ioctl (kernel < 6.7?)");
   need(n >= 0, `PAGEMAP_SCAN: ${errnoName(-n)}`);
   const out: [bigint, bigint, number][] = [];
-  for (let i = 0; i < n; i++) out.push([vec[i * 3], vec[i * 3 + 1], Number(vec[i * 3 + 2])]);
+  for (let i = 0; i < n; i++) out.push([sc.vec[i * 3], sc.vec[i * 3 + 1], Number(sc.vec[i * 3 + 2])]);
   return out;
 }
 
