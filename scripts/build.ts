@@ -3,6 +3,7 @@
 import { $ } from "bun";
 import { existsSync, mkdirSync, readdirSync } from "node:fs";
 import { join } from "node:path";
+import { embedDescriptors } from "./embed-descriptors";
 
 const root = join(import.meta.dir, "..");
 process.chdir(root);
@@ -29,14 +30,19 @@ await step("asm -> wasm", async () => {
 });
 await step("proto -> src/images/gen", async () => {
   await $`${bin}/buf generate`.quiet();
+  // descriptors as object literals instead of base64 to decode at start-up (see the script)
+  await embedDescriptors("src/images/gen");
 });
 // --outfile PATH: the executable goes there instead of ./criu-bun
 const at = process.argv.indexOf("--outfile");
 const outfile = at > 0 && process.argv[at + 1] ? process.argv[at + 1] : "criu-bun";
 if (!process.argv.includes("--no-compile")) {
   await step(`bun build --compile -> ${outfile}`, async () => {
-    // src/codec/worker.ts: the page Workers' entry point, embedded as a second entry
-    await $`${bin}/bun build --compile --bytecode --minify-syntax --minify-whitespace src/main.ts src/codec/worker.ts --outfile ${outfile}`.quiet();
+    // src/codec/worker.ts: the page Workers' entry point, embedded as a second entry.
+    // --compile-jit-policy: JavaScriptCore's tier-up thresholds x16. A dump or restore of a small
+    // process is ~40 ms of code that runs a few times each; compiling it (DFG) cost more than it
+    // saved, ~15 ms of wall time on 2 cores. Long loops (page work, page server) still tier up.
+    await $`${bin}/bun build --compile --bytecode --minify-syntax --minify-whitespace --compile-jit-policy=16 src/main.ts src/codec/worker.ts --outfile ${outfile}`.quiet();
   });
   if (!existsSync(outfile)) { console.error(`build: ${outfile} missing`); process.exit(1); }
 }
