@@ -22,7 +22,8 @@ export const CTL_IDLE = 0, CTL_BUSY = 1, CTL_DONE = 2, CTL_ERROR = 3;
 const I_CTL = 0, I_RAW = 1, I_STORED = 2, I_NRUNS = 3, I_FLAGS = 4, I_ERRLEN = 5, I_WRITTEN = 6;
 const RUNS_AT = 64, MAX_RUNS = BLOCK / PAGE; // pairs of f64
 const DATA_AT = 8192;
-export const SLOT_BYTES = DATA_AT + PageCodec.lz4Bound(BLOCK) + 4096;
+/** Bytes of a slot for jobs of up to `block` raw bytes. */
+export const slotBytes = (block = BLOCK) => DATA_AT + PageCodec.lz4Bound(block) + 4096;
 
 /** One result slot. */
 export class Slot {
@@ -64,6 +65,8 @@ export type Job = DumpJob | RestoreJob;
 
 export interface CoreInit {
   pid: number; memFd: number; pagesFd: number; compress: boolean; module?: WebAssembly.Module;
+  /** the largest job in raw bytes (default BLOCK): a small dump needs no 1 MiB buffers */
+  block?: number;
 }
 
 /** Thrown (and passed back from Workers as text) when a block fails a check. */
@@ -73,9 +76,11 @@ export class BlockCore {
   readonly codec: PageCodec;
   private io: Uint8Array;
   /** stored bytes (compressed) live here, after the raw block */
-  private readonly ZAT = BLOCK;
+  private readonly ZAT: number;
   constructor(public init: CoreInit) {
-    this.codec = new PageCodec({ capacity: BLOCK + PageCodec.lz4Bound(BLOCK) + PAGE, module: init.module });
+    const block = init.block ?? BLOCK;
+    this.ZAT = block;
+    this.codec = new PageCodec({ capacity: block + PageCodec.lz4Bound(block) + PAGE, module: init.module });
     this.io = this.codec.inputView();
   }
 

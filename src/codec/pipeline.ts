@@ -16,12 +16,12 @@
 import { openSync, closeSync, existsSync, unlinkSync, writeFileSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { PageCodec } from "./codec";
-import { BlockCore, Slot, runInto, SLOT_BYTES, CTL_BUSY, CTL_DONE, SEG_ANON, SEG_READABLE, SEG_WRITABLE, type DumpJob, type RestoreJob } from "./jobs";
+import { BlockCore, Slot, runInto, slotBytes, CTL_BUSY, CTL_DONE, SEG_ANON, SEG_READABLE, SEG_WRITABLE, type DumpJob, type RestoreJob } from "./jobs";
 import { BLOCK, BLOCK_PAGES, BLOCK_LZ4, IndexWriter, pagesNames, checkPagesLayout, type PagesLayout } from "./format";
 import { pagesToDump, type DumpedVma, type PageRun } from "../resources/memory";
 import { writeFull } from "../sys/mem";
 import { VMA, PE } from "../resources/vma";
-import { CriuError, log } from "../log";
+import { CriuError, log, logLevel, LOG_DEBUG } from "../log";
 
 const PAGE = 4096;
 const SLOTS_PER_WORKER = 3;
@@ -42,17 +42,17 @@ class Pool {
   private slots: Slot[] = [];
   private core?: BlockCore;
 
-  constructor(nWorkers: number, init: { pid: number; memFd: number; pagesFd: number; compress: boolean }) {
+  /** totalBytes: raw bytes of all jobs together (sizes the buffers of a small job run alone) */
+  constructor(nWorkers: number, init: { pid: number; memFd: number; pagesFd: number; compress: boolean }, totalBytes = BLOCK) {
     if (nWorkers <= 0) {
-      this.core = new BlockCore(init);
-      this.slots = [new Slot(new ArrayBuffer(SLOT_BYTES))];
+      this.alone(init, totalBytes);
       return;
     }
     const module = PageCodec.module();
     // slot i belongs to worker i % nWorkers; every worker gets the whole list (indexed by slot)
     const sabs: SharedArrayBuffer[] = [];
     for (let i = 0; i < nWorkers * SLOTS_PER_WORKER; i++) {
-      sabs.push(new SharedArrayBuffer(SLOT_BYTES));
+      sabs.push(new SharedArrayBuffer(slotBytes()));
       this.slots.push(new Slot(sabs[i]));
     }
     const ready = new Int32Array(new SharedArrayBuffer(4));
@@ -67,9 +67,15 @@ class Pool {
     if (Atomics.load(ready, 0) < nWorkers) {
       log.warn(`page workers did not start in 5 s (${Atomics.load(ready, 0)} of ${nWorkers}); working on the main thread`);
       this.close();
-      this.core = new BlockCore(init);
-      this.slots = [new Slot(new ArrayBuffer(SLOT_BYTES))];
+      this.alone(init, totalBytes);
     }
+  }
+
+  /** No Workers: one core on this thread, its buffers no larger than the largest job. */
+  private alone(init: { pid: number; memFd: number; pagesFd: number; compress: boolean }, totalBytes: number) {
+    const block = Math.min(BLOCK, Math.max(PAGE, Math.ceil(totalBytes / PAGE) * PAGE));
+    this.core = new BlockCore({ ...init, block });
+    this.slots = [new Slot(new ArrayBuffer(slotBytes(block)))];
   }
 
   get parallel() { return this.workers.length; }
@@ -210,7 +216,7 @@ export function dumpPages(o: { pid: number; vmas: DumpedVma[]; memFd: number; di
   let scanned = 0, written = 0, stored = 0;
   const progress = new Progress("dump", totalPages * PAGE);
   const nw = workerCount(totalPages * PAGE);
-  const pool = new Pool(nw, { pid: o.pid, memFd: o.memFd, pagesFd: -1, compress });
+  const pool = new Pool(nw, { pid: o.pid, memFd: o.memFd, pagesFd: -1, compress }, totalPages * PAGE);
   const t0 = performance.now();
   try {
     pool.run<DumpJob>(jobs, (s) => {
@@ -237,7 +243,7 @@ export function dumpPages(o: { pid: number; vmas: DumpedVma[]; memFd: number; di
   writeFileSync(join(o.dir, names.idx), index.bytes());
   const ms = performance.now() - t0;
   log.info(`Pages: ${scanned} scanned, ${written} written to ${dataFile} (${size(stored)}${compress ? `, ratio ${(written * PAGE / Math.max(stored, 1)).toFixed(2)}` : ""}) in ${ms.toFixed(1)} ms, ${nw} worker(s)`);
-  log.debug(`criu-bun peak RSS (VmHWM): ${peakRssKb()} kB`);
+  if (logLevel() >= LOG_DEBUG) log.debug(`criu-bun peak RSS (VmHWM): ${peakRssKb()} kB`);
   return { runs, scanned, written, storedBytes: stored, rawBytes: written * PAGE, file: dataFile };
 }
 
@@ -369,7 +375,7 @@ export function fillPages(dir: string, t: PagesTask, pid: number, memFd: number,
   const fd = openSync(path, "r");
   const total = presentBytes(t);
   const nw = workerCount(total);
-  const pool = new Pool(nw, { pid, memFd, pagesFd: fd, compress: false });
+  const pool = new Pool(nw, { pid, memFd, pagesFd: fd, compress: false }, total);
   const progress = new Progress("restore", total);
   let written = 0;
   const t0 = performance.now();
@@ -378,6 +384,6 @@ export function fillPages(dir: string, t: PagesTask, pid: number, memFd: number,
       (s, job) => new CriuError("restore", `${blockWhere(dir, t, l, job)}: ${s.error()}`));
   } finally { pool.close(); progress.end(); closeSync(fd); }
   log.info(`Pages: ${written} written into ${pid} from ${l.dataFile} in ${(performance.now() - t0).toFixed(1)} ms, ${nw} worker(s)`);
-  log.debug(`criu-bun peak RSS (VmHWM): ${peakRssKb()} kB`);
+  if (logLevel() >= LOG_DEBUG) log.debug(`criu-bun peak RSS (VmHWM): ${peakRssKb()} kB`);
   return written;
 }

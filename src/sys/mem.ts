@@ -88,7 +88,7 @@ export class PagemapScanner {
   private readonly arg = new BigUint64Array(12);
   /** regions found by the last scan: start, end, categories (triples) */
   readonly vec: BigUint64Array;
-  constructor(private readonly fd: number, readonly capacity = 16384) {
+  constructor(private readonly fd: number, readonly capacity = 2048) {
     this.vec = new BigUint64Array(capacity * 3);
   }
   /** One call over [start, end): the number of regions in vec, or -errno. walkEnd tells where it stopped. */
