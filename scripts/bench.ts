@@ -9,13 +9,13 @@
 // process_vm_writev of them into a fresh process (restore); see scripts/bench-floor.c.
 // Every restored spin checks the hash of its memory; a failed check fails the bench.
 //
-// Env: BENCH_SIZES=1024,4096 (MiB), BENCH_DIR=/dev/shm/criu-bun-bench, BENCH_PATTERN=heap,
+// Env: BENCH_SIZES=1024,4096 (MiB; empty: small process only), BENCH_DIR=/dev/shm/criu-bun-bench, BENCH_PATTERN=heap,
 // CRIU_BUN_EXE=path of the executable to measure (default ./criu-bun).
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { buildWorkloads, workloadBin, REPO_ROOT } from "../test/harness";
 
-const SIZES = (process.env.BENCH_SIZES ?? "1024,4096").split(",").map(Number);
+const SIZES = (process.env.BENCH_SIZES ?? "1024,4096").split(",").map(Number).filter((n) => n > 0); // "" or 0: small process only
 const BASE = process.env.BENCH_DIR ?? "/dev/shm/criu-bun-bench";
 const exe = process.env.CRIU_BUN_EXE ?? join(REPO_ROOT, "criu-bun");
 const CB = existsSync(exe) ? [exe] : [process.execPath, join(REPO_ROOT, "src/main.ts")];
@@ -117,27 +117,32 @@ for (const mib of SIZES) {
   rmSync(w0.wdir, { recursive: true, force: true });
 }
 
-// a small process: whole commands, process start included; median of 5
+// a small process: whole commands as a user types them (default verbosity, no log file), process
+// start included; median of 11. One more round with -v4 -o gives criu-bun's peak RSS.
 {
   const ds: number[] = [], rs: number[] = [];
   let rssD = 0, rssR = 0, image = 0;
-  for (let i = 0; i < 5; i++) {
+  for (let i = 0; i < 12; i++) {
+    const verbose = i === 11;
     const pid = Number(sh(["sh", "-c", "setsid sleep 1000 </dev/null >/dev/null 2>&1 & echo $!"]).out.trim());
     sleep(30);
     const img = join(BASE, `img-sleep-${i}`);
     rmSync(img, { recursive: true, force: true });
     mkdirSync(img);
-    ds.push(timed([...CB, "dump", "-t", String(pid), "-D", img, "-v4", "-o", "dump.log"]).s);
-    rssD = logNum(readFileSync(join(img, "dump.log"), "utf8"), /VmHWM\): (\d+) kB/) || rssD;
+    const d = timed([...CB, "dump", "-t", String(pid), "-D", img, ...(verbose ? ["-v4", "-o", "dump.log"] : [])]).s;
     image = dirBytes(img);
     waitGone(pid);
-    rs.push(timed([...CB, "restore", "-D", img, "-d", "-v4", "-o", "restore.log"]).s);
-    rssR = logNum(readFileSync(join(img, "restore.log"), "utf8"), /VmHWM\): (\d+) kB/) || rssR;
+    const r = timed([...CB, "restore", "-D", img, "-d", ...(verbose ? ["-v4", "-o", "restore.log"] : [])]).s;
+    if (verbose) {
+      rssD = logNum(readFileSync(join(img, "dump.log"), "utf8"), /VmHWM\): (\d+) kB/);
+      rssR = logNum(readFileSync(join(img, "restore.log"), "utf8"), /VmHWM\): (\d+) kB/);
+    } else { ds.push(d); rs.push(r); }
     try { process.kill(pid, "SIGKILL"); } catch {}
     waitGone(pid);
     rmSync(img, { recursive: true, force: true });
   }
   const med = (a: number[]) => a.sort((x, y) => x - y)[a.length >> 1];
+  console.error(`sleep: dump ${ds.map((x) => (x * 1000).toFixed(0)).join(" ")} ms; restore ${rs.map((x) => (x * 1000).toFixed(0)).join(" ")} ms`);
   rows.push({ what: "dump sleep (whole command)", s: med(ds), bytes: 0, image, rssKb: rssD });
   rows.push({ what: "restore sleep (whole command, -d)", s: med(rs), bytes: 0, image, rssKb: rssR });
 }
