@@ -103,7 +103,14 @@ const HASH_BYTES: u64 = 5;
 // @ts-ignore: decorator
 @inline
 function hashAt(p: usize): u32 {
-  return <u32>(((load<u64>(p) << (64 - 8 * HASH_BYTES)) * 0x9e3779b185ebca87) >> (64 - HASH_LOG));
+  return hashOf(load<u64>(p));
+}
+
+/** The same hash of the 8 bytes already loaded from a position. */
+// @ts-ignore: decorator
+@inline
+function hashOf(v: u64): u32 {
+  return <u32>(((v << (64 - 8 * HASH_BYTES)) * 0x9e3779b185ebca87) >> (64 - HASH_LOG));
 }
 
 // @ts-ignore: decorator
@@ -155,12 +162,12 @@ function countMatch(ip: usize, ref: usize, limit: usize): usize {
   return ip - start;
 }
 
-/** ref may be used as a match for ip: inside the input, before ip, within 64 KiB, same first 4 bytes. */
+/** ref, whose first 4 bytes equal ip's, lies inside the input, before ip and within 64 KiB. */
 // @ts-ignore: decorator
 @inline
-function validRef(ref: usize, ip: usize, src: usize): bool {
+function inWindow(ref: usize, ip: usize, src: usize): bool {
   // ip - ref - 1 wraps around when ref >= ip, so one unsigned compare checks both ends of the window
-  return ref >= src && ip - ref - 1 < MAX_DISTANCE && load<u32>(ref) == load<u32>(ip);
+  return ip - ref - 1 < MAX_DISTANCE && ref >= src;
 }
 
 /** Copy n bytes (non-overlapping, src before dst or far apart); 16-byte chunks when dst has slack up to limit. */
@@ -197,7 +204,7 @@ export function lz4Compress(src: usize, len: usize, dst: usize, dstCap: usize, h
   if (len >= MFLIMIT + 1) {
     store<u32>(htab + (<usize>hashAt(ip) << 2), <u32>ip);
     ip++;
-    let forwardH = hashAt(ip);
+    let forwardSeq = load<u64>(ip);
 
     let done = false;
     while (true) {
@@ -208,7 +215,8 @@ export function lz4Compress(src: usize, len: usize, dst: usize, dstCap: usize, h
         let step: u32 = 1;
         let searchNb: u32 = 1 << SKIP_TRIGGER;
         while (true) {
-          const h = forwardH;
+          // the bytes at ip were loaded by the step before: hash them, compare them with ref's
+          const seq = forwardSeq;
           ip = forwardIp;
           forwardIp += step;
           step = searchNb++ >> SKIP_TRIGGER;
@@ -216,11 +224,13 @@ export function lz4Compress(src: usize, len: usize, dst: usize, dstCap: usize, h
             done = true;
             break;
           }
-          const slot = htab + (<usize>h << 2);
+          const slot = htab + (<usize>hashOf(seq) << 2);
           ref = <usize>load<u32>(slot);
-          forwardH = hashAt(forwardIp);
+          forwardSeq = load<u64>(forwardIp);
           store<u32>(slot, <u32>ip);
-          if (validRef(ref, ip, src)) break;
+          // every table entry is an address inside linear memory, so ref can be read before its
+          // range is checked; on incompressible data the bytes differ and that is the only test
+          if (load<u32>(ref) == <u32>seq && inWindow(ref, ip, src)) break;
         }
       }
       if (done) break;
@@ -265,19 +275,20 @@ export function lz4Compress(src: usize, len: usize, dst: usize, dstCap: usize, h
         }
         // fill the table at ip-2, then test ip directly
         store<u32>(htab + (<usize>hashAt(ip - 2) << 2), <u32>(ip - 2));
-        const slot = htab + (<usize>hashAt(ip) << 2);
+        const seq = load<u64>(ip);
+        const slot = htab + (<usize>hashOf(seq) << 2);
         ref = <usize>load<u32>(slot);
         store<u32>(slot, <u32>ip);
-        if (validRef(ref, ip, src)) {
+        if (load<u32>(ref) == <u32>seq && inWindow(ref, ip, src)) {
           token = op++;
           store<u8>(token, 0);
           continue;
         }
+        forwardSeq = seq >> 8; // the bytes at ip + 1 (HASH_BYTES <= 7 of them are hashed)
         break;
       }
       if (done) break;
       ip++;
-      forwardH = hashAt(ip);
     }
   }
   // --- last literals
