@@ -240,15 +240,17 @@ export function lz4Compress(src: usize, len: usize, dst: usize, dstCap: usize, h
         ref--;
       }
       // --- literals
+      // the token's literal half, completed with the match length below
       let token = op++;
+      let tokenHi: u32;
       {
         const litLen = ip - anchor;
         if (op + litLen + (2 + 1 + LASTLITERALS) + litLen / 255 > oend) return 0;
         if (litLen >= <usize>RUN_MASK) {
-          store<u8>(token, <u8>(RUN_MASK << ML_BITS));
+          tokenHi = RUN_MASK << ML_BITS;
           op = writeLength(op, litLen - RUN_MASK);
         } else {
-          store<u8>(token, <u8>(litLen << ML_BITS));
+          tokenHi = <u32>litLen << ML_BITS;
         }
         copyLiterals(op, anchor, litLen, oend);
         op += litLen;
@@ -263,10 +265,10 @@ export function lz4Compress(src: usize, len: usize, dst: usize, dstCap: usize, h
         const lenBytes = ml >= <usize>ML_MASK ? (ml - ML_MASK) / 255 + 1 : 0;
         if (op + lenBytes + 3 + LASTLITERALS > oend) return 0;
         if (ml >= <usize>ML_MASK) {
-          store<u8>(token, load<u8>(token) + <u8>ML_MASK);
+          store<u8>(token, <u8>(tokenHi | ML_MASK));
           op = writeLength(op, ml - ML_MASK);
         } else {
-          store<u8>(token, load<u8>(token) + <u8>ml);
+          store<u8>(token, <u8>(tokenHi | <u32>ml));
         }
         anchor = ip;
         if (ip > mflimit) {
@@ -281,7 +283,7 @@ export function lz4Compress(src: usize, len: usize, dst: usize, dstCap: usize, h
         store<u32>(slot, <u32>ip);
         if (load<u32>(ref) == <u32>seq && inWindow(ref, ip, src)) {
           token = op++;
-          store<u8>(token, 0);
+          tokenHi = 0;
           continue;
         }
         forwardSeq = seq >> 8; // the bytes at ip + 1 (HASH_BYTES <= 7 of them are hashed)
