@@ -1,20 +1,23 @@
 // criu-bun's speed against the floor (`npm run bench`, or `bun scripts/bench.ts` after a build).
 //
-// Workloads: test/workloads/spin with 1 GiB and 4 GiB of heap-like memory (--pattern=heap: about
-// 30% zero pages, 55% pages of pointers/small integers/strings, 15% random pages; BENCH_PATTERN
-// picks another, e.g. mixed: every page half random, half text), dumped to and restored from tmpfs (/dev/shm), with and
-// without --compress; and a small process (sleep). For reference, native `lz4 -1` compressing the
-// same memory on both cores (two processes, one per half). The floor is measured in the same run on the
+// Workloads: test/workloads/spin with 1 GiB and 4 GiB of memory in two patterns: heap (about 30%
+// zero pages, 55% pages of pointers/small integers/short strings, 15% random pages: structured
+// pages, the hard case for LZ4) and zero-rep-random (whole pages of three kinds: about 30% zero,
+// 55% repetitive text, 15% random), dumped to and restored from tmpfs (/dev/shm), with and without
+// --compress; and a small process (sleep). For reference, native `lz4 -1` compressing the same
+// memory on both cores (two processes, one per half). The floor is measured in the same run on the
 // same process: process_vm_readv of the same bytes + writing them to the same file system (dump),
 // process_vm_writev of them into a fresh process (restore); see scripts/bench-floor.c.
 // Every restored spin checks the hash of its memory; a failed check fails the bench.
 //
-// Env: BENCH_SIZES=1024,4096 (MiB; empty: small process only), BENCH_DIR=/dev/shm/criu-bun-bench, BENCH_PATTERN=heap,
+// Env: BENCH_SIZES=1024,4096 (MiB; empty: small process only), BENCH_PATTERNS=heap,zero-rep-random
+// (any of spin's --pattern values), BENCH_DIR=/dev/shm/criu-bun-bench,
 // CRIU_BUN_EXE=path of the executable to measure (default ./criu-bun).
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { buildWorkloads, workloadBin, REPO_ROOT } from "../test/harness";
 
+const PATTERNS = (process.env.BENCH_PATTERNS ?? "heap,zero-rep-random").split(",").filter(Boolean);
 const SIZES = (process.env.BENCH_SIZES ?? "1024,4096").split(",").map(Number).filter((n) => n > 0); // "" or 0: small process only
 const BASE = process.env.BENCH_DIR ?? "/dev/shm/criu-bun-bench";
 const exe = process.env.CRIU_BUN_EXE ?? join(REPO_ROOT, "criu-bun");
@@ -46,11 +49,11 @@ function dirBytes(d: string) { return readdirSync(d).filter((f) => f.endsWith(".
 function logNum(log: string, re: RegExp) { const m = re.exec(log); return m ? Number(m[1]) : NaN; }
 
 /** Start spin detached (own session) and wait until it is ready. */
-function startSpin(mib: number): { pid: number; wdir: string } {
+function startSpin(mib: number, pattern: string): { pid: number; wdir: string } {
   const wdir = join(BASE, `wl-${mib}-${Date.now()}`);
   mkdirSync(wdir, { recursive: true });
   // through sh and &: not our child, so init reaps it when dump kills it (we block our event loop)
-  sh(["sh", "-c", `setsid ${workloadBin("spin")} ${wdir} ${mib} --pattern=${process.env.BENCH_PATTERN ?? "heap"} </dev/null >/dev/null 2>&1 &`]);
+  sh(["sh", "-c", `setsid ${workloadBin("spin")} ${wdir} ${mib} --pattern=${pattern} </dev/null >/dev/null 2>&1 &`]);
   const pid = Number(waitFile(join(wdir, "ready"), 120_000));
   return { pid, wdir };
 }
@@ -63,10 +66,10 @@ mkdirSync(BASE, { recursive: true });
 const floorBin = join(BASE, "bench-floor");
 sh(["gcc", "-O2", "-o", floorBin, join(REPO_ROOT, "scripts/bench-floor.c")]);
 
-for (const mib of SIZES) {
-  const label = mib >= 1024 ? `${mib / 1024} GiB` : `${mib} MiB`;
+for (const pattern of PATTERNS) for (const mib of SIZES) {
+  const label = `${mib >= 1024 ? `${mib / 1024} GiB` : `${mib} MiB`} ${pattern}`;
   // floor, measured on the same process memory, to the same file system
-  const w0 = startSpin(mib);
+  const w0 = startSpin(mib, pattern);
   const floorFile = join(BASE, "floor.bin");
   const [fBytes, fDumpS] = sh([floorBin, "dump", String(w0.pid), floorFile]).out.trim().split(" ").map(Number);
   const lz4Size = Number(sh(["sh", "-c", `lz4 -1 -c ${floorFile} | wc -c`]).out.trim());
@@ -84,7 +87,7 @@ for (const mib of SIZES) {
   rows.push({ what: `lz4 -1 native, 2 processes, ${label} (reference)`, s: nat.s, bytes: fBytes });
 
   for (const compress of [false, true]) {
-    const w = startSpin(mib);
+    const w = startSpin(mib, pattern);
     const img = join(BASE, `img-${mib}-${compress ? "z" : "raw"}`);
     rmSync(img, { recursive: true, force: true });
     mkdirSync(img);

@@ -1,12 +1,13 @@
 /*
- * spin DIR [MiB] [--pattern=mixed|heap|random|text|zero] [--selftest-corrupt]
+ * spin DIR [MiB] [--pattern=mixed|heap|zero-rep-random|random|text|zero] [--selftest-corrupt]
  *
  * Minimal busy workload for speed tests: no files beyond the protocol ones, one thread
  * incrementing a counter flat out (checking the vDSO clock every 64 Ki iterations and
  * DIR/go every 10 ms). Optional MiB (default 0) allocates and fills that much anonymous
  * memory before ready: pattern mixed (default; each 4 KiB page half random, half repeated
  * text: compresses about 2:1), heap (heap-like: about 30% zero pages, 55% pages of pointers,
- * small integers, short strings and zero runs, 15% random pages), random, text, or zero
+ * small integers, short strings and zero runs, 15% random pages), zero-rep-random (whole pages
+ * of three kinds: about 30% zero, 55% repetitive text, 15% random), random, text, or zero
  * (allocated and touched, all zeroes).
  * At go: pid/tid, the counter grew since ready, the memory hash matches the one taken at
  * setup, and the counter keeps growing for 20 ms more; the counter
@@ -45,6 +46,11 @@ static void fill(unsigned char *m, size_t len, const char *pattern) {
 			unsigned k = (unsigned)(wl_rng(&s) % 100);
 			if (k < 30) m[off] = 0;
 			else if (k < 85) struct_page(m + off, &s);
+			else for (int i = 0; i < 512; i++) w[i] = wl_rng(&s);
+		} else if (!strcmp(pattern, "zero-rep-random")) {
+			unsigned k = (unsigned)(wl_rng(&s) % 100);
+			if (k < 30) m[off] = 0;
+			else if (k < 85) for (int i = 0; i < 4096; i++) m[off + i] = (unsigned char)text[(off / 4096 + i) % (sizeof text - 1)];
 			else for (int i = 0; i < 512; i++) w[i] = wl_rng(&s);
 		} else if (!strcmp(pattern, "text")) {
 			for (int i = 0; i < 4096; i++) m[off + i] = (unsigned char)text[(off / 4096 + i) % (sizeof text - 1)];
