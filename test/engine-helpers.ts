@@ -31,6 +31,9 @@ export interface Restored { proc: Subprocess; pid: number; stderr: () => Promise
 /** Start `criu-bun restore -D dir` (not detached) and wait until the pid is back. */
 export async function restore(dir: string, pid: number, extra: string[] = []): Promise<Restored> {
   await waitReaped(pid);
+  // the log is appended to: a second restore from the same directory must not be taken as done
+  // because of the first one's "Restore finished" line
+  const before = readLog(dir, "restore.log").length;
   const proc = Bun.spawn([...criuBunCommand(), "restore", "-D", dir, "-o", "restore.log", "-v4", ...extra], {
     cwd: REPO_ROOT, stdin: "ignore", stdout: "pipe", stderr: "pipe",
   });
@@ -40,7 +43,7 @@ export async function restore(dir: string, pid: number, extra: string[] = []): P
       throw new Error(`restore exited ${proc.exitCode}:\n${await new Response(proc.stderr).text()}\n${readLog(dir, "restore.log")}`);
     }
     const st = statOf(pid);
-    if (st && st !== "t" && st !== "T" && st !== "Z" && readLog(dir, "restore.log").includes("Restore finished")) break;
+    if (st && st !== "t" && st !== "T" && st !== "Z" && readLog(dir, "restore.log").slice(before).includes("Restore finished")) break;
     if (Date.now() > deadline) throw new Error(`restore did not finish in time:\n${readLog(dir, "restore.log")}`);
     await Bun.sleep(10);
   }
