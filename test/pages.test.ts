@@ -88,7 +88,8 @@ describe("page pipeline", () => {
   test("PAGEMAP_SCAN and reading the pagemap pick the same pages (sparse anonymous memory, copied library pages)", async () => {
     // python3 with a 256 MiB private anonymous mapping of which every third page was written: more
     // runs than one PAGEMAP_SCAN call returns. Its stdio is /dev/null: a pipe to us would be a
-    // socket outside the dumped tree.
+    // socket outside the dumped tree. The two dumps must pick the same pages (pagemap images equal);
+    // page contents are not compared, python3 runs a little between the two dumps.
     const ready = join(imagesDir("pagemap-ready"), "ready");
     const py = Bun.spawn(["python3", "-c",
       "import mmap, sys, time\nm = mmap.mmap(-1, 256 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)\nfor i in range(0, 256 << 20, 3 * 4096): m[i] = 1\nopen(sys.argv[1], 'w').write('ready')\ntime.sleep(600)", ready],
@@ -107,7 +108,7 @@ describe("page pipeline", () => {
         images.push({ pagemap: readFileSync(join(dir, `pagemap-${py.pid}.img`)), pages: readFileSync(join(dir, "pages-1.img")) });
       }
       expect(images[0].pagemap.equals(images[1].pagemap)).toBe(true);
-      expect(images[0].pages.equals(images[1].pages)).toBe(true);
+      expect(images[0].pages.length).toBe(images[1].pages.length);
       expect(images[0].pages.length).toBeGreaterThan(((256 << 20) / 3) * 0.9); // the written pages, not the whole mapping
       expect(images[0].pages.length).toBeLessThan(256 << 20);
       expect(isAlive(py.pid)).toBe(true); // -R: left running
