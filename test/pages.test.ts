@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, readFileSync, readdirSync, openSync, readSync, writeSync, closeSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { $ } from "bun";
-import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, isAlive, criuBun, waitGone } from "./harness";
+import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, isAlive, criuBun, criuBunCommand, waitGone } from "./harness";
 import { dump, restore, imagesDir, cleanupImages } from "./engine-helpers";
 
 beforeAll(async () => { await buildWorkloads(); }, 120_000);
@@ -113,6 +113,35 @@ describe("page pipeline", () => {
       expect(images[0].pages.length).toBeLessThan(256 << 20);
       expect(isAlive(py.pid)).toBe(true); // -R: left running
     } finally { py.kill(9); await py.exited; }
+  }, 60_000);
+
+  test("a progress line on a terminal when more than 256 MiB move, none without a terminal", async () => {
+    const w = await startWorkload("spin", ["300", "--pattern=mixed"], { timeoutMs: 60_000 });
+    // stderr on a pseudo-terminal: python3's pty.spawn runs the command and relays what it prints
+    const onTty = (args: string[]) => {
+      const r = Bun.spawnSync(["python3", "-c", "import pty, sys; sys.exit(pty.spawn(sys.argv[1:]) >> 8)", ...criuBunCommand(), ...args],
+        { stdin: "ignore", stdout: "pipe", stderr: "pipe", env: { ...process.env, CRIU_BUN_NO_PROGRESS: "" } });
+      return { code: r.exitCode, out: r.stdout.toString() };
+    };
+    const dir = imagesDir("progress");
+    const d = onTty(["dump", "-t", String(w.pid), "-D", dir, "-R"]);
+    expect(d.code).toBe(0);
+    // "dump: 140.0 MiB of 300.1 MiB, 1.57 GB/s, ETA 0.1 s" (the total: spin's 300 MiB and the rest)
+    expect(d.out).toMatch(/dump: [\d.]+ MiB of 30\d\.\d MiB, [\d.]+ GB\/s, ETA [\d.]+ s/);
+    expect(d.out).toContain("\x1b[K"); // the line is cleared at the end
+    // the same dump without a terminal prints nothing
+    const quiet = criuBun(["dump", "-t", String(w.pid), "-D", imagesDir("progress-quiet"), "-R"]);
+    expect({ code: quiet.code, stderr: quiet.stderr }).toEqual({ code: 0, stderr: "" });
+    w.proc!.kill(9);
+    await w.proc!.exited;
+    const r = onTty(["restore", "-D", dir, "-d"]);
+    try {
+      expect(r.code).toBe(0);
+      expect(r.out).toMatch(/restore: [\d.]+ MiB of 30\d\.\d MiB, [\d.]+ GB\/s, ETA [\d.]+ s/);
+    } finally {
+      try { process.kill(w.pid, 9); } catch {}
+      await waitGone(w.pid);
+    }
   }, 60_000);
 
   test("criu-bun stays under 150 MB resident while dumping and restoring 1 GiB", async () => {
