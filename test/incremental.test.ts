@@ -1,7 +1,7 @@
 // pre-dump, then dump --prev-images-dir: unchanged pages are stored once, restore follows the
 // parent links (a chain of two pre-dumps here).
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { mkdirSync, readdirSync, statSync, readlinkSync, existsSync } from "node:fs";
+import { mkdirSync, readdirSync, statSync, readlinkSync, existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, isAlive, criuBun } from "./harness";
 import { imagesDir, cleanupImages, restore } from "./engine-helpers";
@@ -33,4 +33,28 @@ test("pre-dump, pre-dump, dump: the last one stores only what changed and restor
   expect((await waitResult(w, 15000)).text).toStartWith("PASS"); // its memory hash matches
   expect(await rr.proc.exited).toBe(0);
   expect(existsSync(join(base, "pre1", `pagemap-${w.pid}.img`))).toBe(true);
+});
+
+test("an incremental dump's own pages carry checksums: a flipped bit stops restore before anything runs", async () => {
+  const w = await startWorkload("spin", ["8", "--pattern=heap"]);
+  await Bun.sleep(100);
+  const base = imagesDir("incr-flip");
+  for (const d of ["pre", "final"]) mkdirSync(join(base, d));
+  expect(criuBun(["pre-dump", "-t", String(w.pid), "-D", join(base, "pre")]).code).toBe(0);
+  await Bun.sleep(50); // the counter, its stack and timers move on: some pages change
+  const r = criuBun(["dump", "-t", String(w.pid), "-D", join(base, "final"), "--prev-images-dir", "../pre"]);
+  expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: "" });
+  await w.proc!.exited;
+  const file = join(base, "final", "pages-1.img");
+  expect(existsSync(join(base, "final", "pages-1.idx"))).toBe(true);
+  const bytes = readFileSync(file);
+  expect(bytes.length).toBeGreaterThan(0);
+  expect(bytes.length).toBeLessThan(8 << 20); // only what changed
+  bytes[bytes.length >> 1] ^= 0x10;
+  writeFileSync(file, bytes);
+  const rr = criuBun(["restore", "-D", join(base, "final")]);
+  expect(rr.code).not.toBe(0);
+  expect(rr.stderr).toContain(file);
+  expect(rr.stderr).toMatch(/checksum mismatch/);
+  expect(isAlive(w.pid)).toBe(false); // nothing was left under the old PID
 });

@@ -3,18 +3,26 @@
 // and DIR/parent links to the previous images, as CRIU does. This kernel has no soft-dirty bits,
 // so "the same" is decided by comparing contents; the final dump still reads all memory, but
 // writes (and sends) only what changed. Restore follows the parent links for PE_PARENT runs.
-import { existsSync, openSync, closeSync, renameSync, rmSync, symlinkSync, readlinkSync, lstatSync } from "node:fs";
+import { existsSync, openSync, closeSync, renameSync, rmSync, symlinkSync, readlinkSync, lstatSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { decodePagemap, type PagemapRun } from "../images/pagemap";
-import { preadFull, pwriteFull } from "../sys/mem";
+import { preadFull, pwriteFull, writeFull } from "../sys/mem";
+import { PageCodec } from "../codec/codec";
+import { BLOCK, IndexWriter, pagesNames } from "../codec/format";
 import { CriuError, log } from "../log";
 
 const PAGE = 4096, PE_PRESENT = 4, PE_PARENT = 1;
+/** bytes a parent's pages file is read ahead by */
+const AHEAD = 256 * 1024;
 
 /** One images directory's pages of one process, looked up by address (following parents). */
 class PageSource {
   private runs: (PagemapRun & { off: number })[] = [];
   private fd = -1;
+  /** read-ahead: pages are asked for in address order, which is file order within a run */
+  private cache = new Uint8Array(AHEAD);
+  private cacheOff = -1;
+  private cacheLen = 0;
   private parent?: PageSource | null;
   constructor(public dir: string, public pid: number) {
     const pm = decodePagemap(dir, `pagemap-${pid}.img`);
@@ -42,8 +50,14 @@ class PageSource {
     const r = this.find(va);
     if (!r) return false;
     if (r.flags & PE_PRESENT) {
-      const got = preadFull(this.fd, buf, BigInt(r.off) + (va - r.vaddr), PAGE, at, `read ${this.dir} pages`);
-      return got === PAGE;
+      const off = r.off + Number(va - r.vaddr);
+      if (this.cacheOff < 0 || off < this.cacheOff || off + PAGE > this.cacheOff + this.cacheLen) {
+        this.cacheLen = preadFull(this.fd, this.cache, BigInt(off), AHEAD, 0, `read ${this.dir} pages`);
+        this.cacheOff = off;
+        if (this.cacheLen < PAGE) return false;
+      }
+      buf.set(this.cache.subarray(off - this.cacheOff, off - this.cacheOff + PAGE), at);
+      return true;
     }
     if (r.flags & PE_PARENT) {
       if (this.parent === undefined) this.parent = existsSync(join(this.dir, "parent")) ? PageSource.open(resolve(this.dir, "parent"), this.pid) : null;
@@ -56,7 +70,9 @@ class PageSource {
 
 /**
  * Dump side: rewrite dir/pagesFile keeping only pages that differ from the parent's; returns the
- * new runs (PE_PRESENT and PE_PARENT). The block index of the rewritten file is dropped.
+ * new runs (PE_PRESENT and PE_PARENT). Reads 1 MiB at a time, compares whole pages natively and
+ * writes the kept pages in 1 MiB blocks with a fresh block index (XXH64 each), so the pages of an
+ * incremental dump are checked at restore like any other.
  */
 export function dedupeAgainstParent(dir: string, pagesFile: string, runs: PagemapRun[], parentDir: string, pid: number): { runs: PagemapRun[]; kept: number; fromParent: number } {
   const parent = PageSource.open(resolve(dir, parentDir), pid);
@@ -64,26 +80,49 @@ export function dedupeAgainstParent(dir: string, pagesFile: string, runs: Pagema
   const src = openSync(join(dir, pagesFile), "r");
   const tmp = join(dir, `${pagesFile}.dedupe`);
   const out = openSync(tmp, "w");
-  const mine = new Uint8Array(PAGE), theirs = new Uint8Array(PAGE);
+  const codec = new PageCodec({ capacity: BLOCK });
+  const keep = codec.inputView(BLOCK); // kept pages gather here: one block of the new file
+  const mine = new Uint8Array(BLOCK), theirs = new Uint8Array(PAGE);
+  const index = new IndexWriter(false);
   const res: PagemapRun[] = [];
-  let inOff = 0n, outOff = 0n, kept = 0, fromParent = 0;
+  let inOff = 0n, fill = 0, kept = 0, fromParent = 0;
+  const flush = () => {
+    if (!fill) return;
+    writeFull(out, keep.subarray(0, fill), `write ${pagesFile}`);
+    const h = codec.checksum(0, fill);
+    index.add({ rawHash: h, storedHash: h, rawLen: fill, storedLen: fill, flags: 0 });
+    fill = 0;
+  };
   try {
     for (const r of runs) {
-      for (let i = 0; i < r.nrPages; i++, inOff += BigInt(PAGE)) {
-        preadFull(src, mine, inOff, PAGE, 0, `read ${pagesFile}`);
-        const va = r.vaddr + BigInt(i * PAGE);
-        const same = parent.read(va, theirs, 0) && mine.every((b, k) => b === theirs[k]);
-        const flags = same ? PE_PARENT : PE_PRESENT;
-        if (same) fromParent++;
-        else { pwriteFull(out, mine, outOff, PAGE, 0, `write ${pagesFile}`); outOff += BigInt(PAGE); kept++; }
-        const last = res[res.length - 1];
-        if (last && last.flags === flags && last.vaddr + BigInt(last.nrPages * PAGE) === va) last.nrPages++;
-        else res.push({ vaddr: va, nrPages: 1, flags });
+      for (let i = 0; i < r.nrPages;) {
+        const n = Math.min(r.nrPages - i, BLOCK / PAGE);
+        if (preadFull(src, mine, inOff, n * PAGE, 0, `read ${pagesFile}`) !== n * PAGE)
+          throw new CriuError("dump", `${join(dir, pagesFile)} is shorter than its pagemap`);
+        for (let k = 0; k < n; k++) {
+          const va = r.vaddr + BigInt((i + k) * PAGE);
+          const page = mine.subarray(k * PAGE, (k + 1) * PAGE);
+          const same = parent.read(va, theirs, 0) && Buffer.compare(page, theirs) === 0;
+          if (same) fromParent++;
+          else {
+            keep.set(page, fill);
+            fill += PAGE;
+            kept++;
+            if (fill === BLOCK) flush();
+          }
+          const flags = same ? PE_PARENT : PE_PRESENT;
+          const last = res[res.length - 1];
+          if (last && last.flags === flags && last.vaddr + BigInt(last.nrPages * PAGE) === va) last.nrPages++;
+          else res.push({ vaddr: va, nrPages: 1, flags });
+        }
+        i += n;
+        inOff += BigInt(n * PAGE);
       }
     }
+    flush();
   } finally { closeSync(src); closeSync(out); parent.close(); }
   renameSync(tmp, join(dir, pagesFile));
-  rmSync(join(dir, pagesFile.replace(/\.img$/, ".idx")), { force: true });
+  writeFileSync(join(dir, pagesNames(pagesFile).idx), index.bytes());
   return { runs: res, kept, fromParent };
 }
 
