@@ -11,7 +11,7 @@ export async function run(opts: Opts, _args: string[]): Promise<number> {
   dumpProcess({
     pid: opts.tree, dir: opts.imagesDir, leaveRunning: true, shellJob: !!opts.shellJob, tcpEstablished: !!opts.tcpEstablished,
     extUnixSk: !!opts.extUnixSk, fileLocks: !!opts.fileLocks, timeoutSec: opts.timeout ? Number(opts.timeout) : undefined,
-    prevImagesDir: opts.prevImagesDir ? String(opts.prevImagesDir) : undefined,
+    prevImagesDir: opts.prevImagesDir ? String(opts.prevImagesDir) : undefined, compress: !!opts.compress,
   });
   log.info("Pre-dump finished successfully");
   return 0;

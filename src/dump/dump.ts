@@ -112,7 +112,7 @@ export function dumpProcess(o: DumpOptions): DumpStats {
   if (!existsSync(`/proc/${pid}`)) throw new CriuError("dump", `process ${pid} does not exist`);
   if (pid === process.pid) throw new CriuError("dump", `cannot dump criu-bun itself`);
   checkImagesDir(dir);
-  if (o.prevImagesDir && (o.compress || o.pageServer)) throw new CriuError("dump", "--prev-images-dir cannot be combined with --compress or --page-server yet");
+  if (o.prevImagesDir && o.pageServer) throw new CriuError("dump", "--prev-images-dir cannot be combined with --page-server yet");
   if (o.prevImagesDir) linkParent(dir, o.prevImagesDir);
   if (o.pageServer && o.compress) throw new CriuError("dump", "--compress cannot be used with --page-server (the page server writes CRIU's raw pages)");
   // connect first: a page server that is not there fails the dump before anything is frozen
@@ -274,11 +274,12 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
       pageServer.sendPagemap(vpid, pr.runs, join(tmp, pr.file));
     } finally { rmSync(tmp, { recursive: true, force: true }); }
   } else {
-    pr = dumpPages(pid, task.vmas, mem, d, id, o.compress);
+    // incremental: raw pages first, then only those that changed are kept (compressed if asked)
+    pr = dumpPages(pid, task.vmas, mem, d, id, o.compress && !o.prevImagesDir);
     if (o.prevImagesDir) {
-      const dd = dedupeAgainstParent(d, pr.file, pr.runs, o.prevImagesDir, vpid);
-      log.info(`process ${pid}: ${dd.fromParent} pages unchanged since the previous dump, ${dd.kept} stored`);
-      pr = { ...pr, runs: dd.runs, written: dd.kept };
+      const dd = dedupeAgainstParent(d, pr.file, pr.runs, o.prevImagesDir, vpid, o.compress);
+      log.info(`process ${pid}: ${dd.fromParent} pages unchanged since the previous dump, ${dd.kept} stored in ${dd.file}`);
+      pr = { ...pr, runs: dd.runs, written: dd.kept, file: dd.file, storedBytes: dd.stored, rawBytes: dd.kept * 4096 };
     }
   }
   const memUs = Math.round((performance.now() - tMem) * 1000);

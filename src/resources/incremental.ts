@@ -3,24 +3,33 @@
 // and DIR/parent links to the previous images, as CRIU does. This kernel has no soft-dirty bits,
 // so "the same" is decided by comparing contents; the final dump still reads all memory, but
 // writes (and sends) only what changed. Restore follows the parent links for PE_PARENT runs.
-import { existsSync, openSync, closeSync, renameSync, rmSync, symlinkSync, readlinkSync, lstatSync, writeFileSync } from "node:fs";
+import { existsSync, openSync, closeSync, renameSync, rmSync, symlinkSync, readlinkSync, lstatSync, writeFileSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { decodePagemap, type PagemapRun } from "../images/pagemap";
 import { preadFull, pwriteFull, writeFull } from "../sys/mem";
 import { PageCodec } from "../codec/codec";
-import { BLOCK, IndexWriter, pagesNames } from "../codec/format";
+import { BLOCK, BLOCK_LZ4, IndexWriter, pagesNames, checkPagesLayout } from "../codec/format";
 import { CriuError, log } from "../log";
 
 const PAGE = 4096, PE_PRESENT = 4, PE_PARENT = 1;
 /** bytes a parent's pages file is read ahead by */
 const AHEAD = 256 * 1024;
 
-/** One images directory's pages of one process, looked up by address (following parents). */
+/** A block of a pages file with an index: where its raw bytes start, where it is stored. */
+interface Block { raw: number; file: number; rawLen: number; storedLen: number; lz4: boolean; hash: bigint }
+
+/**
+ * One images directory's pages of one process, looked up by address (following parents). Pages
+ * are asked for in address order, which is file order: with a block index (criu-bun's dumps,
+ * compressed or not) whole blocks are read, checked against their XXH64 and decoded; without one
+ * (CRIU's images) the file is read ahead.
+ */
 class PageSource {
   private runs: (PagemapRun & { off: number })[] = [];
   private fd = -1;
-  /** read-ahead: pages are asked for in address order, which is file order within a run */
-  private cache = new Uint8Array(AHEAD);
+  private blocks?: Block[];
+  private codec?: PageCodec;
+  private cache = new Uint8Array(0);
   private cacheOff = -1;
   private cacheLen = 0;
   private parent?: PageSource | null;
@@ -28,9 +37,40 @@ class PageSource {
     const pm = decodePagemap(dir, `pagemap-${pid}.img`);
     let off = 0;
     for (const r of pm.runs) { this.runs.push({ ...r, off }); if (r.flags & PE_PRESENT) off += r.nrPages * PAGE; }
-    const pages = join(dir, `pages-${pm.pagesId}.img`);
-    if (!existsSync(pages)) throw new CriuError("restore", `${pages} is missing (a compressed dump cannot be a parent)`);
-    this.fd = openSync(pages, "r");
+    const layout = checkPagesLayout(dir, `pages-${pm.pagesId}.img`, off, `pagemap-${pid}.img`);
+    this.fd = openSync(join(dir, layout.dataFile), "r");
+    if (layout.index) {
+      let raw = 0, file = 0;
+      this.blocks = layout.index.blocks.map((b) => {
+        const e = { raw, file, rawLen: b.rawLen, storedLen: b.storedLen, lz4: (b.flags & BLOCK_LZ4) !== 0, hash: b.storedHash };
+        raw += b.rawLen; file += b.storedLen;
+        return e;
+      });
+      this.codec = new PageCodec({ capacity: 3 * layout.index.blockSize }); // decoded block, then the stored one
+    } else this.cache = new Uint8Array(AHEAD);
+  }
+  /** Make the cache hold raw offset off of the page stream; false past its end. */
+  private load(off: number): boolean {
+    if (!this.blocks) {
+      this.cacheLen = preadFull(this.fd, this.cache, BigInt(off), AHEAD, 0, `read ${this.dir} pages`);
+      this.cacheOff = off;
+      return this.cacheLen >= PAGE;
+    }
+    let lo = 0, hi = this.blocks.length - 1;
+    while (lo < hi) { const mid = (lo + hi + 1) >> 1; if (this.blocks[mid].raw <= off) lo = mid; else hi = mid - 1; }
+    const b = this.blocks[lo], c = this.codec!;
+    if (!b || off >= b.raw + b.rawLen) return false;
+    const at = b.lz4 ? c.capacity - b.storedLen : 0; // stored bytes after the decoded ones
+    const where = `${this.dir}: parent pages block at file offset ${b.file}`;
+    if (preadFull(this.fd, c.inputView(b.storedLen, at), BigInt(b.file), b.storedLen, 0, `read ${this.dir} pages`) !== b.storedLen)
+      throw new CriuError("restore", `${where} is truncated`);
+    if (c.checksum(at, b.storedLen) !== b.hash) throw new CriuError("restore", `${where}: checksum mismatch`);
+    if (b.lz4 && c.decompressToInput(c.inputView(b.storedLen, at), 0, b.rawLen) !== b.rawLen)
+      throw new CriuError("restore", `${where}: LZ4 block does not decode to ${b.rawLen} bytes`);
+    this.cache = c.inputView(b.rawLen);
+    this.cacheOff = b.raw;
+    this.cacheLen = b.rawLen;
+    return true;
   }
   static open(dir: string, pid: number): PageSource | null {
     return existsSync(join(dir, `pagemap-${pid}.img`)) ? new PageSource(dir, pid) : null;
@@ -52,9 +92,7 @@ class PageSource {
     if (r.flags & PE_PRESENT) {
       const off = r.off + Number(va - r.vaddr);
       if (this.cacheOff < 0 || off < this.cacheOff || off + PAGE > this.cacheOff + this.cacheLen) {
-        this.cacheLen = preadFull(this.fd, this.cache, BigInt(off), AHEAD, 0, `read ${this.dir} pages`);
-        this.cacheOff = off;
-        if (this.cacheLen < PAGE) return false;
+        if (!this.load(off)) return false;
       }
       buf.set(this.cache.subarray(off - this.cacheOff, off - this.cacheOff + PAGE), at);
       return true;
@@ -69,28 +107,43 @@ class PageSource {
 }
 
 /**
- * Dump side: rewrite dir/pagesFile keeping only pages that differ from the parent's; returns the
- * new runs (PE_PRESENT and PE_PARENT). Reads 1 MiB at a time, compares whole pages natively and
- * writes the kept pages in 1 MiB blocks with a fresh block index (XXH64 each), so the pages of an
- * incremental dump are checked at restore like any other.
+ * Dump side: rewrite dir/pagesFile (raw pages) keeping only pages that differ from the parent's;
+ * returns the new runs (PE_PRESENT and PE_PARENT) and the file that holds the kept pages. Reads
+ * 1 MiB at a time, compares whole pages natively and writes the kept pages in 1 MiB blocks with a
+ * fresh block index (XXH64 each), so an incremental dump's pages are checked at restore like any
+ * other; with `compress` the blocks are LZ4 in pages-N.lz4, as a --compress dump writes them.
  */
-export function dedupeAgainstParent(dir: string, pagesFile: string, runs: PagemapRun[], parentDir: string, pid: number): { runs: PagemapRun[]; kept: number; fromParent: number } {
+export function dedupeAgainstParent(dir: string, pagesFile: string, runs: PagemapRun[], parentDir: string, pid: number, compress = false):
+  { runs: PagemapRun[]; kept: number; fromParent: number; file: string; stored: number } {
+  const names = pagesNames(pagesFile);
   const parent = PageSource.open(resolve(dir, parentDir), pid);
-  if (!parent) return { runs, kept: runs.reduce((s, r) => s + r.nrPages, 0), fromParent: 0 };
+  if (!parent && !compress) return { runs, kept: runs.reduce((s, r) => s + r.nrPages, 0), fromParent: 0, file: pagesFile, stored: statSync(join(dir, pagesFile)).size };
   const src = openSync(join(dir, pagesFile), "r");
-  const tmp = join(dir, `${pagesFile}.dedupe`);
+  const outFile = compress ? names.lz4 : names.img;
+  const tmp = join(dir, `${outFile}.dedupe`);
   const out = openSync(tmp, "w");
-  const codec = new PageCodec({ capacity: BLOCK });
-  const keep = codec.inputView(BLOCK); // kept pages gather here: one block of the new file
+  // kept pages gather at the start of the codec's buffer (one block of the new file); a block's
+  // LZ4 form goes after them
+  const codec = new PageCodec({ capacity: 2 * BLOCK + PAGE });
+  const io = codec.inputView(), ZAT = BLOCK;
   const mine = new Uint8Array(BLOCK), theirs = new Uint8Array(PAGE);
-  const index = new IndexWriter(false);
+  const index = new IndexWriter(compress);
   const res: PagemapRun[] = [];
-  let inOff = 0n, fill = 0, kept = 0, fromParent = 0;
+  let inOff = 0n, fill = 0, kept = 0, fromParent = 0, stored = 0;
   const flush = () => {
     if (!fill) return;
-    writeFull(out, keep.subarray(0, fill), `write ${pagesFile}`);
-    const h = codec.checksum(0, fill);
-    index.add({ rawHash: h, storedHash: h, rawLen: fill, storedLen: fill, flags: 0 });
+    const rawHash = codec.checksum(0, fill);
+    const z = compress ? codec.compress(0, fill) : undefined;
+    if (z && z.length < fill) {
+      io.set(z, ZAT);
+      writeFull(out, io.subarray(ZAT, ZAT + z.length), `write ${outFile}`);
+      index.add({ rawHash, storedHash: codec.checksum(ZAT, z.length), rawLen: fill, storedLen: z.length, flags: BLOCK_LZ4 });
+      stored += z.length;
+    } else {
+      writeFull(out, io.subarray(0, fill), `write ${outFile}`);
+      index.add({ rawHash, storedHash: rawHash, rawLen: fill, storedLen: fill, flags: 0 });
+      stored += fill;
+    }
     fill = 0;
   };
   try {
@@ -102,10 +155,10 @@ export function dedupeAgainstParent(dir: string, pagesFile: string, runs: Pagema
         for (let k = 0; k < n; k++) {
           const va = r.vaddr + BigInt((i + k) * PAGE);
           const page = mine.subarray(k * PAGE, (k + 1) * PAGE);
-          const same = parent.read(va, theirs, 0) && Buffer.compare(page, theirs) === 0;
+          const same = !!parent && parent.read(va, theirs, 0) && Buffer.compare(page, theirs) === 0;
           if (same) fromParent++;
           else {
-            keep.set(page, fill);
+            io.set(page, fill);
             fill += PAGE;
             kept++;
             if (fill === BLOCK) flush();
@@ -120,10 +173,11 @@ export function dedupeAgainstParent(dir: string, pagesFile: string, runs: Pagema
       }
     }
     flush();
-  } finally { closeSync(src); closeSync(out); parent.close(); }
-  renameSync(tmp, join(dir, pagesFile));
-  writeFileSync(join(dir, pagesNames(pagesFile).idx), index.bytes());
-  return { runs: res, kept, fromParent };
+  } finally { closeSync(src); closeSync(out); parent?.close(); }
+  renameSync(tmp, join(dir, outFile));
+  if (outFile !== pagesFile) rmSync(join(dir, pagesFile));
+  writeFileSync(join(dir, names.idx), index.bytes());
+  return { runs: res, kept, fromParent, file: outFile, stored };
 }
 
 /** Make dir/parent point at the previous images (as given, like criu: relative to dir). */
