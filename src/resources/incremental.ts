@@ -87,21 +87,30 @@ class PageSource {
   }
   /** The page at va into buf[at..at+4096); false if these images do not have it. */
   read(va: bigint, buf: Uint8Array, at: number): boolean {
+    return this.readSpan(va, 1, buf, at) === 1;
+  }
+  /**
+   * Up to maxPages consecutive pages from va into buf[at..]: as many as one run of these images
+   * (or of a parent) and one cached block hold, at least one; 0 if these images do not have va.
+   */
+  readSpan(va: bigint, maxPages: number, buf: Uint8Array, at: number): number {
     const r = this.find(va);
-    if (!r) return false;
+    if (!r) return 0;
+    const inRun = Number((r.vaddr + BigInt(r.nrPages * PAGE) - va) / BigInt(PAGE));
     if (r.flags & PE_PRESENT) {
       const off = r.off + Number(va - r.vaddr);
       if (this.cacheOff < 0 || off < this.cacheOff || off + PAGE > this.cacheOff + this.cacheLen) {
-        if (!this.load(off)) return false;
+        if (!this.load(off)) return 0;
       }
-      buf.set(this.cache.subarray(off - this.cacheOff, off - this.cacheOff + PAGE), at);
-      return true;
+      const n = Math.min(maxPages, inRun, Math.floor((this.cacheOff + this.cacheLen - off) / PAGE));
+      buf.set(this.cache.subarray(off - this.cacheOff, off - this.cacheOff + n * PAGE), at);
+      return n;
     }
     if (r.flags & PE_PARENT) {
       if (this.parent === undefined) this.parent = existsSync(join(this.dir, "parent")) ? PageSource.open(resolve(this.dir, "parent"), this.pid) : null;
-      return !!this.parent?.read(va, buf, at);
+      return this.parent?.readSpan(va, Math.min(maxPages, inRun), buf, at) ?? 0;
     }
-    return false;
+    return 0;
   }
   close() { if (this.fd >= 0) closeSync(this.fd); this.fd = -1; this.parent?.close(); }
 }
@@ -196,17 +205,27 @@ export function fillParentPages(dir: string, pid: number, runs: PagemapRun[], me
   if (!existsSync(pdir)) throw new CriuError("restore", `${where}: pagemap-${pid}.img refers to parent images, but ${dir}/parent is missing`);
   const src = PageSource.open(resolve(dir, readlinkSync(pdir)), pid);
   if (!src) throw new CriuError("restore", `${where}: the parent images have no pagemap-${pid}.img`);
-  const buf = new Uint8Array(PAGE);
-  let n = 0;
+  // consecutive pages gather in buf and go into the target with one write of up to 1 MiB
+  const buf = new Uint8Array(BLOCK);
+  let n = 0, at = 0n, fill = 0;
+  const flush = () => {
+    if (fill) pwriteFull(memFd, buf, at, fill, 0, `${where}: write pages at 0x${at.toString(16)}`);
+    fill = 0;
+  };
   try {
     for (const r of parentRuns) {
-      for (let i = 0; i < r.nrPages; i++) {
+      for (let i = 0; i < r.nrPages;) {
         const va = r.vaddr + BigInt(i * PAGE);
-        if (!src.read(va, buf, 0)) throw new CriuError("restore", `${where}: page 0x${va.toString(16)} is in none of the parent images`);
-        pwriteFull(memFd, buf, va, PAGE, 0, `${where}: write page 0x${va.toString(16)}`);
-        n++;
+        if (fill && (fill === BLOCK || at + BigInt(fill) !== va)) flush();
+        if (!fill) at = va;
+        const got = src.readSpan(va, Math.min(r.nrPages - i, (BLOCK - fill) / PAGE), buf, fill);
+        if (!got) throw new CriuError("restore", `${where}: page 0x${va.toString(16)} is in none of the parent images`);
+        fill += got * PAGE;
+        i += got;
+        n += got;
       }
     }
+    flush();
   } finally { src.close(); }
   log.info(`${where}: ${n} pages taken from the parent images`);
 }
