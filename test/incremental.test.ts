@@ -91,3 +91,23 @@ test("--compress with pre-dump and --prev-images-dir: LZ4 pages at every level, 
   expect(bad.stderr).toContain(join(base, "pre"));
   expect(isAlive(w.pid)).toBe(false);
 });
+
+test("a damaged parent fails the incremental dump with one line, and the target carries on untouched", async () => {
+  const w = await startWorkload("spin", ["8", "--pattern=heap"]);
+  await Bun.sleep(100);
+  const base = imagesDir("incr-badparent");
+  for (const d of ["pre", "final"]) mkdirSync(join(base, d));
+  expect(criuBun(["pre-dump", "-t", String(w.pid), "-D", join(base, "pre")]).code).toBe(0);
+  const parentPages = join(base, "pre", "pages-1.img");
+  const bytes = readFileSync(parentPages);
+  bytes[bytes.length >> 1] ^= 0x10;
+  writeFileSync(parentPages, bytes);
+  const r = criuBun(["dump", "-t", String(w.pid), "-D", join(base, "final"), "--prev-images-dir", "../pre"]);
+  expect(r.code).not.toBe(0);
+  expect(r.stderr).toMatch(/^Error \(dump\): --prev-images-dir \.\.\/pre: .*checksum mismatch/m);
+  expect(r.stderr.trim().split("\n").length).toBe(1);
+  expect(readdirSync(join(base, "final")).filter((f) => f.endsWith(".dedupe"))).toEqual([]);
+  expect(isAlive(w.pid)).toBe(true);
+  trigger(w);
+  expect((await waitResult(w, 15000)).text).toStartWith("PASS"); // never stopped for good, state intact
+});

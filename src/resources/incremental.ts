@@ -124,6 +124,16 @@ class PageSource {
  */
 export function dedupeAgainstParent(dir: string, pagesFile: string, runs: PagemapRun[], parentDir: string, pid: number, compress = false):
   { runs: PagemapRun[]; kept: number; fromParent: number; file: string; stored: number } {
+  try {
+    return dedupe(dir, pagesFile, runs, parentDir, pid, compress);
+  } catch (e) {
+    // the parent's images are read with restore's checks; here their faults fail the dump
+    if (e instanceof CriuError && e.where === "restore") throw new CriuError("dump", `--prev-images-dir ${parentDir}: ${e.message}`);
+    throw e;
+  }
+}
+
+function dedupe(dir: string, pagesFile: string, runs: PagemapRun[], parentDir: string, pid: number, compress: boolean) {
   const names = pagesNames(pagesFile);
   const parent = PageSource.open(resolve(dir, parentDir), pid);
   if (!parent && !compress) return { runs, kept: runs.reduce((s, r) => s + r.nrPages, 0), fromParent: 0, file: pagesFile, stored: statSync(join(dir, pagesFile)).size };
@@ -182,6 +192,9 @@ export function dedupeAgainstParent(dir: string, pagesFile: string, runs: Pagema
       }
     }
     flush();
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    throw e;
   } finally { closeSync(src); closeSync(out); parent?.close(); }
   renameSync(tmp, join(dir, outFile));
   if (outFile !== pagesFile) rmSync(join(dir, pagesFile));
