@@ -72,6 +72,39 @@ export interface CoreInit {
 /** Thrown (and passed back from Workers as text) when a block fails a check. */
 export class BlockError extends Error {}
 
+/** A raw block's stored form in a codec's input: where, how long, both XXH64s, BLOCK_LZ4 or 0. */
+export interface StoredBlock { at: number; len: number; rawHash: bigint; storedHash: bigint; flags: number }
+
+/**
+ * The stored form of the raw block at 0..rawLen of c's input: with `compress`, its LZ4 block
+ * copied to `zat` when that is shorter; else the raw bytes where they are.
+ */
+export function encodeBlock(c: PageCodec, rawLen: number, zat: number, compress: boolean): StoredBlock {
+  const rawHash = c.checksum(0, rawLen);
+  if (compress) {
+    const z = c.compress(0, rawLen);
+    if (z.length < rawLen) {
+      c.inputView(z.length, zat).set(z);
+      return { at: zat, len: z.length, rawHash, storedHash: c.checksum(zat, z.length), flags: BLOCK_LZ4 };
+    }
+  }
+  return { at: 0, len: rawLen, rawHash, storedHash: rawHash, flags: 0 };
+}
+
+/**
+ * Check the stored block at `at` of c's input (len bytes) against `storedHash` (when there is one)
+ * and leave its rawLen raw bytes at 0 (an uncompressed block is read to 0 in the first place).
+ * Throws BlockError.
+ */
+export function decodeBlock(c: PageCodec, at: number, len: number, rawLen: number, flags: number, storedHash?: bigint): void {
+  if (storedHash !== undefined && c.checksum(at, len) !== storedHash) throw new BlockError("checksum mismatch");
+  if (!(flags & BLOCK_LZ4)) return;
+  let n: number;
+  try { n = c.decompressToInput(c.inputView(len, at), 0, rawLen); }
+  catch (e: any) { throw new BlockError(`LZ4 block does not decode (${e.message})`); }
+  if (n !== rawLen) throw new BlockError(`LZ4 block decodes to ${n} bytes, index says ${rawLen}`);
+}
+
 export class BlockCore {
   readonly codec: PageCodec;
   private io: Uint8Array;
@@ -130,23 +163,12 @@ export class BlockCore {
     out.i32[I_RAW] = w;
     out.i32[I_WRITTEN] = total;
     if (!w) { out.i32[I_STORED] = 0; out.i32[I_FLAGS] = 0; return; }
-    const rawHash = c.checksum(0, w);
-    out.u64[0] = rawHash;
-    if (this.init.compress) {
-      const z = c.compress(0, w);
-      if (z.length < w) {
-        io.set(z, this.ZAT);
-        out.data.set(io.subarray(this.ZAT, this.ZAT + z.length));
-        out.u64[1] = c.checksum(this.ZAT, z.length);
-        out.i32[I_STORED] = z.length;
-        out.i32[I_FLAGS] = BLOCK_LZ4;
-        return;
-      }
-    }
-    out.data.set(io.subarray(0, w));
-    out.u64[1] = rawHash;
-    out.i32[I_STORED] = w;
-    out.i32[I_FLAGS] = 0;
+    const b = encodeBlock(c, w, this.ZAT, this.init.compress);
+    out.data.set(io.subarray(b.at, b.at + b.len));
+    out.u64[0] = b.rawHash;
+    out.u64[1] = b.storedHash;
+    out.i32[I_STORED] = b.len;
+    out.i32[I_FLAGS] = b.flags;
   }
 
   /** Where the stored bytes of a restore job are in WASM memory, read from the pages file. */
@@ -162,13 +184,7 @@ export class BlockCore {
     const at = this.loadStored(job);
     // the stored bytes are checked before they are used: a bad block stops the restore while
     // every process is still a stopped shell that never ran (it is then killed)
-    if (job.hasHash && c.checksum(at, job.storedLen) !== job.storedHash) throw new BlockError("checksum mismatch");
-    if (job.flags & BLOCK_LZ4) {
-      let n: number;
-      try { n = c.decompressToInput(c.inputView(job.storedLen, at), 0, job.rawLen); }
-      catch (e: any) { throw new BlockError(`LZ4 block does not decode (${e.message})`); }
-      if (n !== job.rawLen) throw new BlockError(`LZ4 block decodes to ${n} bytes, index says ${job.rawLen}`);
-    }
+    decodeBlock(c, at, job.storedLen, job.rawLen, job.flags, job.hasHash ? job.storedHash : undefined);
     // write, skipping zero pages of anonymous memory (the fresh mapping is zero already) or, for
     // memory inherited from the parent, every page that is already right (it stays shared, COW)
     if (job.cow) { this.fillCow(job, out); return; }

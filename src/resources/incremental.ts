@@ -8,6 +8,7 @@ import { join, resolve } from "node:path";
 import { decodePagemap, type PagemapRun } from "../images/pagemap";
 import { preadFull, pwriteFull, writeFull } from "../sys/mem";
 import { PageCodec } from "../codec/codec";
+import { encodeBlock, decodeBlock, BlockError } from "../codec/jobs";
 import { BLOCK, BLOCK_LZ4, IndexWriter, pagesNames, checkPagesLayout } from "../codec/format";
 import { CriuError, log } from "../log";
 
@@ -16,7 +17,7 @@ const PAGE = 4096, PE_PRESENT = 4, PE_PARENT = 1;
 const AHEAD = 256 * 1024;
 
 /** A block of a pages file with an index: where its raw bytes start, where it is stored. */
-interface Block { raw: number; file: number; rawLen: number; storedLen: number; lz4: boolean; hash: bigint }
+interface Block { raw: number; file: number; rawLen: number; storedLen: number; flags: number; hash: bigint }
 
 /**
  * One images directory's pages of one process, looked up by address (following parents). Pages
@@ -42,7 +43,7 @@ class PageSource {
     if (layout.index) {
       let raw = 0, file = 0;
       this.blocks = layout.index.blocks.map((b) => {
-        const e = { raw, file, rawLen: b.rawLen, storedLen: b.storedLen, lz4: (b.flags & BLOCK_LZ4) !== 0, hash: b.storedHash };
+        const e = { raw, file, rawLen: b.rawLen, storedLen: b.storedLen, flags: b.flags, hash: b.storedHash };
         raw += b.rawLen; file += b.storedLen;
         return e;
       });
@@ -60,13 +61,12 @@ class PageSource {
     while (lo < hi) { const mid = (lo + hi + 1) >> 1; if (this.blocks[mid].raw <= off) lo = mid; else hi = mid - 1; }
     const b = this.blocks[lo], c = this.codec!;
     if (!b || off >= b.raw + b.rawLen) return false;
-    const at = b.lz4 ? c.capacity - b.storedLen : 0; // stored bytes after the decoded ones
+    const at = b.flags & BLOCK_LZ4 ? c.capacity - b.storedLen : 0; // stored bytes after the decoded ones
     const where = `${this.dir}: parent pages block at file offset ${b.file}`;
     if (preadFull(this.fd, c.inputView(b.storedLen, at), BigInt(b.file), b.storedLen, 0, `read ${this.dir} pages`) !== b.storedLen)
       throw new CriuError("restore", `${where} is truncated`);
-    if (c.checksum(at, b.storedLen) !== b.hash) throw new CriuError("restore", `${where}: checksum mismatch`);
-    if (b.lz4 && c.decompressToInput(c.inputView(b.storedLen, at), 0, b.rawLen) !== b.rawLen)
-      throw new CriuError("restore", `${where}: LZ4 block does not decode to ${b.rawLen} bytes`);
+    try { decodeBlock(c, at, b.storedLen, b.rawLen, b.flags, b.hash); }
+    catch (e) { throw e instanceof BlockError ? new CriuError("restore", `${where}: ${e.message}`) : e; }
     this.cache = c.inputView(b.rawLen);
     this.cacheOff = b.raw;
     this.cacheLen = b.rawLen;
@@ -151,18 +151,10 @@ function dedupe(dir: string, pagesFile: string, runs: PagemapRun[], parentDir: s
   let inOff = 0n, fill = 0, kept = 0, fromParent = 0, stored = 0;
   const flush = () => {
     if (!fill) return;
-    const rawHash = codec.checksum(0, fill);
-    const z = compress ? codec.compress(0, fill) : undefined;
-    if (z && z.length < fill) {
-      io.set(z, ZAT);
-      writeFull(out, io.subarray(ZAT, ZAT + z.length), `write ${outFile}`);
-      index.add({ rawHash, storedHash: codec.checksum(ZAT, z.length), rawLen: fill, storedLen: z.length, flags: BLOCK_LZ4 });
-      stored += z.length;
-    } else {
-      writeFull(out, io.subarray(0, fill), `write ${outFile}`);
-      index.add({ rawHash, storedHash: rawHash, rawLen: fill, storedLen: fill, flags: 0 });
-      stored += fill;
-    }
+    const b = encodeBlock(codec, fill, ZAT, compress);
+    writeFull(out, io.subarray(b.at, b.at + b.len), `write ${outFile}`);
+    index.add({ rawHash: b.rawHash, storedHash: b.storedHash, rawLen: fill, storedLen: b.len, flags: b.flags });
+    stored += b.len;
     fill = 0;
   };
   try {
