@@ -9,7 +9,7 @@ import { PUPPET_BASE, PUPPET_SYSCALL, startPuppet } from "../restore/puppet";
 import { RemoteMem } from "../ptrace/inject";
 import { withTracee, killReap, type Tracee } from "./tracee";
 import { Missing, need, hex, type Probe } from "./probe";
-import { errnoName } from "../sys/errno";
+import { errnoName, E } from "../sys/errno";
 import { existsSync } from "node:fs";
 
 /** PTRACE_SEIZE + PTRACE_INTERRUPT on a fresh child (startPuppet waits for PTRACE_EVENT_STOP). */
@@ -296,7 +296,7 @@ function memDirtyTrack(): string {
 export function pagemapScan(pagemapFd: number, start: bigint, end: bigint, mask: number, ret: number): [bigint, bigint, number][] {
   const sc = new PagemapScanner(pagemapFd, 16);
   const n = sc.scan(start, end, { mask, ret });
-  if (n === -25 || n === -22) throw new Missing("no PAGEMAP_SCAN ioctl (kernel < 6.7?)");
+  if (n === -E.ENOTTY || n === -E.EINVAL) throw new Missing("no PAGEMAP_SCAN ioctl (kernel < 6.7?)");
   need(n >= 0, `PAGEMAP_SCAN: ${errnoName(-n)}`);
   const out: [bigint, bigint, number][] = [];
   for (let i = 0; i < n; i++) out.push([sc.vec[i * 3], sc.vec[i * 3 + 1], Number(sc.vec[i * 3 + 2])]);

@@ -3,7 +3,7 @@
 // pipeline.ts); the restore side is in src/restore/task.ts.
 import { readVmas, type Vma } from "../sys/proc";
 import { openFd, closeFd, preadFull, O, PagemapScanner, PAGE_IS } from "../sys/mem";
-import { errnoName } from "../sys/errno";
+import { errnoName, E } from "../sys/errno";
 import { VMA, MAP, PE, madvFromVmFlags } from "./vma";
 import { CriuError, log } from "../log";
 
@@ -53,7 +53,6 @@ export function classifyVmas(pid: number, brk: bigint, startBrk: bigint): { vmas
 }
 
 const PM_PRESENT = 1 << 31, PM_SWAP = 1 << 30, PM_FILE = 1 << 29; // bits 63,62,61 as seen in the high u32
-const ENOTTY = 25, EINVAL = 22;
 
 /** Append the run [vaddr, +nrPages) to runs, extending the last one when they touch and it is not
  * before `floor` (runs stop at VMA ends, as CRIU writes them). */
@@ -103,7 +102,7 @@ function scanVma(pid: number, sc: PagemapScanner, v: DumpedVma, anon: boolean, r
   while (at < v.end) {
     const n = sc.scan(at, v.end, q);
     if (n < 0) {
-      if (at === v.start && (n === -ENOTTY || n === -EINVAL)) return n === -ENOTTY ? "unsupported" : "vma";
+      if (at === v.start && (n === -E.ENOTTY || n === -E.EINVAL)) return n === -E.ENOTTY ? "unsupported" : "vma";
       throw new CriuError("mem", `PAGEMAP_SCAN of process ${pid} at 0x${at.toString(16)}: ${errnoName(-n)}`);
     }
     const vec = sc.vec, end = sc.walkEnd;
