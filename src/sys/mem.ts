@@ -38,27 +38,29 @@ export function pread(fd: number, buf: Uint8Array, off: bigint | number, len = b
 export function pwrite(fd: number, buf: Uint8Array, off: bigint | number, len = buf.length, bufOff = 0): number {
   return syscall(NR.pwrite64, fd, addr(buf, bufOff), len, off);
 }
-/** pread until len bytes or EOF/error; throws on error. */
-export function preadFull(fd: number, buf: Uint8Array, off: bigint, len = buf.length, bufOff = 0, what = "pread"): number {
+/** pread/pwrite until len bytes are moved, retrying EINTR and short transfers; throws on error.
+ * A transfer of 0 bytes ends a read (EOF: returns what was read) and fails a write (EIO). */
+function fullIo(io: typeof pread, fd: number, buf: Uint8Array, off: bigint, len: number, bufOff: number, what: string): number {
   let done = 0;
   while (done < len) {
-    const r = pread(fd, buf, off + BigInt(done), len - done, bufOff + done);
+    const r = io(fd, buf, off + BigInt(done), len - done, bufOff + done);
     if (r === -4) continue;
     if (r < 0) throw new SysError(what, -r);
-    if (r === 0) break;
+    if (r === 0) {
+      if (io === pwrite) throw new SysError(what, 5);
+      break;
+    }
     done += r;
   }
   return done;
 }
+/** pread until len bytes or EOF; returns the bytes read, throws on error. */
+export function preadFull(fd: number, buf: Uint8Array, off: bigint, len = buf.length, bufOff = 0, what = "pread"): number {
+  return fullIo(pread, fd, buf, off, len, bufOff, what);
+}
+/** pwrite all len bytes; throws on error. */
 export function pwriteFull(fd: number, buf: Uint8Array, off: bigint, len = buf.length, bufOff = 0, what = "pwrite"): void {
-  let done = 0;
-  while (done < len) {
-    const r = pwrite(fd, buf, off + BigInt(done), len - done, bufOff + done);
-    if (r === -4) continue;
-    if (r < 0) throw new SysError(what, -r);
-    if (r === 0) throw new SysError(what, 5);
-    done += r;
-  }
+  fullIo(pwrite, fd, buf, off, len, bufOff, what);
 }
 export function writeFull(fd: number, buf: Uint8Array, what = "write"): void {
   let done = 0;
