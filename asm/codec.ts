@@ -162,11 +162,16 @@ function countMatch(ip: usize, ref: usize, limit: usize): usize {
   return ip - start;
 }
 
-/** ref, whose first 4 bytes equal ip's, lies inside the input, before ip and within 64 KiB. */
+/**
+ * ref (a hash table entry) is a match for ip, whose first 8 bytes are seq: same first 4 bytes,
+ * inside the input, before ip and within 64 KiB. Every table entry is an address inside linear
+ * memory, so ref's bytes are compared first: on incompressible data that is the only test.
+ */
 // @ts-ignore: decorator
 @inline
-function inWindow(ref: usize, ip: usize, src: usize): bool {
+function isMatch(ref: usize, seq: u64, ip: usize, src: usize): bool {
   // ip - ref - 1 wraps around when ref >= ip, so one unsigned compare checks both ends of the window
+  if (load<u32>(ref) != <u32>seq) return false;
   return ip - ref - 1 < MAX_DISTANCE && ref >= src;
 }
 
@@ -228,9 +233,7 @@ export function lz4Compress(src: usize, len: usize, dst: usize, dstCap: usize, h
           ref = <usize>load<u32>(slot);
           forwardSeq = load<u64>(forwardIp);
           store<u32>(slot, <u32>ip);
-          // every table entry is an address inside linear memory, so ref can be read before its
-          // range is checked; on incompressible data the bytes differ and that is the only test
-          if (load<u32>(ref) == <u32>seq && inWindow(ref, ip, src)) break;
+          if (isMatch(ref, seq, ip, src)) break;
         }
       }
       if (done) break;
@@ -281,7 +284,7 @@ export function lz4Compress(src: usize, len: usize, dst: usize, dstCap: usize, h
         const slot = htab + (<usize>hashOf(seq) << 2);
         ref = <usize>load<u32>(slot);
         store<u32>(slot, <u32>ip);
-        if (load<u32>(ref) == <u32>seq && inWindow(ref, ip, src)) {
+        if (isMatch(ref, seq, ip, src)) {
           token = op++;
           tokenHi = 0;
           continue;
