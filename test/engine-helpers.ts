@@ -1,10 +1,20 @@
 // Dump/restore steps shared by the engine tests: dump a workload, restore it as criu-bun's child
 // (criu-bun stays the parent, as criu does without -d, and exits with the workload's status).
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, openSync, readSync, writeSync, closeSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { criuBun, criuBunCommand, REPO_ROOT, waitGone, type Workload } from "./harness";
+
+/** Flip one bit of the byte at `offset` of a file (default: its middle), as a damaged disk would. */
+export function flipBit(path: string, offset = statSync(path).size >> 1) {
+  const fd = openSync(path, "r+");
+  const b = new Uint8Array(1);
+  readSync(fd, b, 0, 1, offset);
+  b[0] ^= 0x10;
+  writeSync(fd, b, 0, 1, offset);
+  closeSync(fd);
+}
 
 const dirs: string[] = [];
 export function imagesDir(tag: string): string {

@@ -200,20 +200,25 @@ function expectSameCreds(before: string, after: string) {
   for (const k of ["Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd"]) expect(`${k}: ${statusField(after, k)}`).toBe(`${k}: ${statusField(before, k)}`);
 }
 
+/** A counter started under `wrap` (checked first by `check`) keeps its credentials through dump and restore. */
+async function credsSurvive(tag: string, wrap: string[], check: (status: string) => void) {
+  const w = await startWorkload("counter", [], { wrap });
+  await Bun.sleep(100);
+  const before = readFileSync(`/proc/${w.pid}/status`, "utf8");
+  check(before);
+  const dir = imagesDir(tag);
+  dump(w.pid, dir);
+  const r = await restore(dir, w.pid);
+  expectSameCreds(before, readFileSync(`/proc/${w.pid}/status`, "utf8"));
+  trigger(w);
+  expect((await waitResult(w, 15000)).text).toStartWith("PASS");
+  expect(await r.proc.exited).toBe(0);
+}
+
 describe("credentials", () => {
   test("a process running as uid/gid 1000 with supplementary groups keeps its credentials", async () => {
-    const w = await startWorkload("counter", [], { wrap: ["setpriv", "--reuid", "1000", "--regid", "1000", "--groups", "1001,1002", "--"] });
-    await Bun.sleep(100);
-    const before = readFileSync(`/proc/${w.pid}/status`, "utf8");
-    expect(statusField(before, "Uid")).toBe("1000\t1000\t1000\t1000");
-    const dir = imagesDir("creds");
-    dump(w.pid, dir);
-    const r = await restore(dir, w.pid);
-    const after = readFileSync(`/proc/${w.pid}/status`, "utf8");
-    expectSameCreds(before, after);
-    trigger(w);
-    expect((await waitResult(w, 15000)).text).toStartWith("PASS");
-    expect(await r.proc.exited).toBe(0);
+    await credsSurvive("creds", ["setpriv", "--reuid", "1000", "--regid", "1000", "--groups", "1001,1002", "--"],
+      (st) => expect(statusField(st, "Uid")).toBe("1000\t1000\t1000\t1000"));
   });
 });
 
@@ -251,20 +256,9 @@ describe("task attributes", () => {
 
 describe("capabilities", () => {
   test("a uid 1000 process with an inheritable+ambient capability and a reduced bounding set keeps its sets", async () => {
-    const w = await startWorkload("counter", [], {
-      wrap: ["setpriv", "--reuid", "1000", "--regid", "1000", "--clear-groups", "--inh-caps", "+net_raw", "--ambient-caps", "+net_raw", "--bounding-set", "-sys_admin,-sys_ptrace", "--"],
-    });
-    await Bun.sleep(100);
-    const before = readFileSync(`/proc/${w.pid}/status`, "utf8");
-    expect(statusField(before, "CapEff")).toBe("0000000000002000");
-    const dir = imagesDir("caps");
-    dump(w.pid, dir);
-    const r = await restore(dir, w.pid);
-    const after = readFileSync(`/proc/${w.pid}/status`, "utf8");
-    expectSameCreds(before, after);
-    trigger(w);
-    expect((await waitResult(w, 15000)).text).toStartWith("PASS");
-    expect(await r.proc.exited).toBe(0);
+    await credsSurvive("caps",
+      ["setpriv", "--reuid", "1000", "--regid", "1000", "--clear-groups", "--inh-caps", "+net_raw", "--ambient-caps", "+net_raw", "--bounding-set", "-sys_admin,-sys_ptrace", "--"],
+      (st) => expect(statusField(st, "CapEff")).toBe("0000000000002000"));
   });
 });
 

@@ -2,23 +2,14 @@
 // memory), page checksums (a flipped bit stops restore before any restored process runs; what was built is killed), and the
 // memory criu-bun itself uses while dumping and restoring a large process.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, readFileSync, readdirSync, openSync, readSync, writeSync, closeSync, statSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { $ } from "bun";
 import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, isAlive, criuBun, criuBunCommand, waitGone } from "./harness";
-import { dump, restore, imagesDir, cleanupImages } from "./engine-helpers";
+import { dump, restore, imagesDir, cleanupImages, flipBit } from "./engine-helpers";
 
 beforeAll(async () => { await buildWorkloads(); }, 120_000);
 afterAll(() => { cleanup(); cleanupImages(); });
-
-function flipBit(path: string, offset: number) {
-  const fd = openSync(path, "r+");
-  const b = new Uint8Array(1);
-  readSync(fd, b, 0, 1, offset);
-  b[0] ^= 0x10;
-  writeSync(fd, b, 0, 1, offset);
-  closeSync(fd);
-}
 
 function hasCrit() { return Bun.spawnSync(["sh", "-c", "command -v crit"]).exitCode === 0; }
 
