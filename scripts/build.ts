@@ -25,11 +25,11 @@ mkdirSync("wasm", { recursive: true });
 await step("asm -> wasm", async () => {
   for (const f of readdirSync("asm").filter((f) => f.endsWith(".ts") && !f.startsWith("_"))) {
     const out = join("wasm", f.replace(/\.ts$/, ".wasm"));
-    await $`${bin}/asc asm/${f} -o ${out} --optimizeLevel 3 --shrinkLevel 0 --runtime stub --noAssert --enable simd --enable bulk-memory --initialMemory 2 --exportRuntime`.quiet();
+    await $`${process.execPath} node_modules/assemblyscript/bin/asc.js asm/${f} -o ${out} --optimizeLevel 3 --shrinkLevel 0 --runtime stub --noAssert --enable simd --enable bulk-memory --initialMemory 2 --exportRuntime`.quiet();
   }
 });
 await step("proto -> src/images/gen", async () => {
-  await $`${bin}/buf generate`.quiet();
+  await $`${process.execPath} node_modules/@bufbuild/buf/bin/buf generate`.quiet();
   // descriptors as object literals instead of base64 to decode at start-up (see the script)
   await embedDescriptors("src/images/gen");
 });
@@ -42,7 +42,7 @@ if (!process.argv.includes("--no-compile")) {
     // --compile-jit-policy: JavaScriptCore's tier-up thresholds x16. A dump or restore of a small
     // process is ~40 ms of code that runs a few times each; compiling it (DFG) cost more than it
     // saved, ~15 ms of wall time on 2 cores. Long loops (page work, page server) still tier up.
-    await $`${bin}/bun build --compile --bytecode --minify-syntax --minify-whitespace --compile-jit-policy=16 src/main.ts src/codec/worker.ts --outfile ${outfile}`.quiet();
+    await $`${process.execPath} build --compile --bytecode --minify-syntax --minify-whitespace --compile-jit-policy=16 src/main.ts src/codec/worker.ts --outfile ${outfile}`.quiet();
   });
   if (!existsSync(outfile)) { console.error(`build: ${outfile} missing`); process.exit(1); }
 }

@@ -3,6 +3,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/node_modules/.bin:$PATH"
+bun() { sh "$PWD/scripts/bun" "$@"; }
 bun scripts/build.ts || { echo "0 passed, 1 failed"; exit 1; }
 out=$(mktemp)
 bun test --timeout 60000 "$@" 2>&1 | tee "$out"
