@@ -29,6 +29,7 @@ import { PageServerClient } from "../net/pageserver";
 import { netdevs, withNs } from "../sys/netns";
 import { dedupeAgainstParent, linkParent } from "../resources/incremental";
 import { netDumpEnd } from "../resources/inet";
+import { runHook, type Hooks } from "../hooks";
 
 export interface DumpOptions {
   pid: number; dir: string; leaveRunning?: boolean; leaveStopped?: boolean; shellJob?: boolean;
@@ -37,6 +38,8 @@ export interface DumpOptions {
   prevImagesDir?: string;
   /** send pages to a page server instead of writing them here */
   pageServer?: { address: string; port: number };
+  /** notifications (action scripts, RPC) at criu's points; each blocks until answered */
+  hooks?: Hooks;
 }
 export interface DumpStats { freezingTime: number; frozenTime: number; memdumpTime: number; memwriteTime: number; pagesScanned: number; pagesWritten: number }
 
@@ -117,17 +120,26 @@ export function dumpProcess(o: DumpOptions): DumpStats {
   if (o.pageServer && o.compress) throw new CriuError("dump", "--compress cannot be used with --page-server (the page server writes CRIU's raw pages)");
   // connect first: a page server that is not there fails the dump before anything is frozen
   const pageServer = o.pageServer ? new PageServerClient(o.pageServer.address, o.pageServer.port) : undefined;
+  try { runHook(o.hooks, "pre-dump", { pid }); }
+  catch (e) { pageServer?.close(); throw e; }
+  // criu tells about the network lock only for a tree with its own network namespace
+  const ownNet = readlinkSync(`/proc/${pid}/ns/net`) !== readlinkSync("/proc/self/ns/net");
   const t0 = performance.now();
   const tree = freezeTree(pid, (o.timeoutSec ?? 10) * 1000);
   const tFrozen = performance.now();
   let stats: DumpStats;
+  let netLocked = false;
   try {
+    if (ownNet) { netLocked = true; runHook(o.hooks, "network-lock", { pid }); }
+    runHook(o.hooks, "query-ext-files", { pid });
     for (const n of tree) if (n.fp) n.mem = new RemoteMem(n.pid);
     stats = collectAndWrite(tree, o, tFrozen - t0, pageServer);
     pageServer?.close();
     fault("dump-end", "dump");
+    runHook(o.hooks, "post-dump", { pid });
   } catch (e) {
     netDumpEnd("failed");
+    if (netLocked) unlockHook(o.hooks, pid);
     for (const n of tree) { n.mem?.close(); letGo(n); }
     log.info(`Dump of ${pid} failed; ${tree.length} process(es) released`);
     throw e;
@@ -139,9 +151,11 @@ export function dumpProcess(o: DumpOptions): DumpStats {
     // leave them stopped: detach with SIGSTOP so they stay in a group stop
     for (const n of alive) for (const t of n.fp!.threads) syscall(NR.ptrace, 17 /*DETACH*/, t.tid, 0, 19);
     netDumpEnd("running");
+    if (ownNet) unlockHook(o.hooks, pid);
     log.info(`Tree of ${pid} left stopped`);
   } else if (o.leaveRunning) {
     netDumpEnd("running");
+    if (ownNet) unlockHook(o.hooks, pid);
     for (const n of alive) letGo(n);
     log.info(`Tree of ${pid} left running`);
   } else {
@@ -152,6 +166,11 @@ export function dumpProcess(o: DumpOptions): DumpStats {
     log.info(`Tree of ${pid} (${tree.length} process(es)) killed after dump`);
   }
   return stats;
+}
+
+/** network-unlock's answer changes nothing (criu ignores it too): the tree must be let go */
+function unlockHook(hooks: Hooks | undefined, pid: number) {
+  try { runHook(hooks, "network-unlock", { pid }); } catch (e: any) { log.warn(`network-unlock: ${e.message}`); }
 }
 
 function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pageServer?: PageServerClient): DumpStats {

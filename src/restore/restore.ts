@@ -16,9 +16,17 @@ import { O } from "../sys/mem";
 import { CriuError, log } from "../log";
 import { fault } from "../fault";
 import { netRestoreBegin, netRestoreEnd } from "../resources/inet";
+import { runHook, type Hooks } from "../hooks";
 
 export interface RestoreOptions {
   dir: string; leaveStopped?: boolean; shellJob?: boolean; pidfile?: string; tcpClose?: boolean; manageCgroups?: boolean;
+  /** notifications (action scripts, RPC) at criu's points; each blocks until answered */
+  hooks?: Hooks;
+}
+
+/** Hooks whose answer changes nothing (criu only logs their failure): the tree goes on. */
+function softHook(hooks: Hooks | undefined, action: "network-unlock" | "post-resume", pid: number) {
+  try { runHook(hooks, action, { pid }); } catch (e: any) { log.warn(`${action}: ${e.message}`); }
 }
 
 /** Everything that can be checked before creating a process. */
@@ -66,6 +74,8 @@ export function restoreProcesses(o: RestoreOptions): { pid: number; ms: number; 
   const set = loadImages(o.dir);
   netRestoreBegin({ tcpClose: o.tcpClose });
   precheck(set, o);
+  runHook(o.hooks, "pre-restore");
+  const ownNs = !!(set.newPidNs || set.newMntNs || set.newNetNs || set.newIpcNs || set.uts || set.timens);
   const root = set.tasks[0];
   const builders: TaskBuilder[] = [];
   const byPid = new Map<number, TaskBuilder>();
@@ -84,6 +94,10 @@ export function restoreProcesses(o: RestoreOptions): { pid: number; ms: number; 
       if (t === root) {
         b.createFromPuppet();
         if (set.newIpcNs) sysv = ipc(() => restoreSysvShm(set.dir));
+        if (ownNs) {
+          runHook(o.hooks, "setup-namespaces", { pid: b.pid });
+          runHook(o.hooks, "post-setup-namespaces", { pid: b.pid });
+        }
       } else b.createFromParent(byPid.get(t.ppid)!);
       const cg = t.cores.get(t.pid)?.tc?.cgSet;
       if (cg) enterCgroups(b.pid, set.cgroups.get(cg)!, !!o.manageCgroups);
@@ -112,6 +126,9 @@ export function restoreProcesses(o: RestoreOptions): { pid: number; ms: number; 
     for (const b of builders) if (!b.t.zombie) b.finish();
     fault("restore-end", "restore");
     ipc(() => finishSysvShm(sysv));
+    runHook(o.hooks, "post-restore", { pid: builders[0].pid });
+    if (set.newNetNs) softHook(o.hooks, "network-unlock", builders[0].pid);
+    runHook(o.hooks, "pre-resume", { pid: builders[0].pid });
   } catch (e) {
     for (const b of [...builders].reverse()) b.abort();
     if (!set.newIpcNs) dropSysvShm(sysv); // in a new IPC namespace they die with it
@@ -119,6 +136,7 @@ export function restoreProcesses(o: RestoreOptions): { pid: number; ms: number; 
   }
   for (const b of [...builders].reverse()) if (!b.t.zombie) b.release({ leaveStopped: o.leaveStopped });
   netRestoreEnd();
+  softHook(o.hooks, "post-resume", builders[0].pid);
   const t = root;
   // the root as criu-bun sees it (in a fresh PID namespace it is 1 inside, something else here)
   const hostPid = builders[0].pid;
