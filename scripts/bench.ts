@@ -34,9 +34,6 @@ function timed(cmd: string[]) {
   return { ...r, s: (performance.now() - t0) / 1000 };
 }
 const sleep = (ms: number) => Bun.sleepSync(ms);
-function alive(pid: number) {
-  try { const st = readFileSync(`/proc/${pid}/stat`, "latin1").replace(/^.*\) /s, "")[0]; return st !== "Z" && st !== "X"; } catch { return false; }
-}
 /** Gone and reaped (a zombie still holds its PID, which restore needs). */
 function waitGone(pid: number) { for (let i = 0; i < 4000 && existsSync(`/proc/${pid}`); i++) sleep(5); }
 function waitFile(p: string, ms: number) {

@@ -7,7 +7,6 @@ import { embedDescriptors } from "./embed-descriptors";
 
 const root = join(import.meta.dir, "..");
 process.chdir(root);
-const bin = join(root, "node_modules/.bin");
 
 async function step(name: string, fn: () => Promise<unknown>) {
   const t0 = performance.now();

@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
-# Build, then run every test with bun test; end with one plain summary line "N passed, N failed".
+# Build, type-check (tsc --noEmit, unused locals and parameters are errors), then run every test
+# with bun test; end with one plain summary line "N passed, N failed" (a failed type-check counts
+# as one failure).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/node_modules/.bin:$PATH"
 bun() { sh "$PWD/scripts/bun" "$@"; }
 bun scripts/build.ts || { echo "0 passed, 1 failed"; exit 1; }
+typefail=0
+if [ $# -eq 0 ]; then
+  echo "typecheck: tsc --noEmit"
+  bun node_modules/typescript/bin/tsc --noEmit -p . || { typefail=1; echo "typecheck: FAILED"; }
+fi
 out=$(mktemp)
 bun test --timeout 60000 "$@" 2>&1 | tee "$out"
 rc=${PIPESTATUS[0]}
 pass=$(grep -Eo '^ *[0-9]+ pass$' "$out" | tail -1 | tr -dc 0-9)
 fail=$(grep -Eo '^ *[0-9]+ fail$' "$out" | tail -1 | tr -dc 0-9)
 rm -f "$out"
-echo "${pass:-0} passed, ${fail:-0} failed"
+fail=$(( ${fail:-0} + typefail ))
+echo "${pass:-0} passed, ${fail} failed"
 [ "${pass:-0}" -gt 0 ] || rc=1
+[ "$typefail" -eq 0 ] || rc=1
 exit $rc

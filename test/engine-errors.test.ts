@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdirSync, writeFileSync, readFileSync, truncateSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, isAlive, criuBun, waitGone } from "./harness";
+import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, isAlive, criuBun } from "./harness";
 import { dump, imagesDir, cleanupImages, restore, waitReaped } from "./engine-helpers";
 
 beforeAll(async () => { await buildWorkloads(); }, 120_000);

@@ -2,19 +2,12 @@
 // flight (counters, armed timers, epoll sets, queued data ...), is dumped, killed, restored,
 // and verifies itself.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, isAlive, waitGone, runWorkload, criuBun } from "./harness";
-import { dump, restore, imagesDir, cleanupImages, dumpRestoreVerify } from "./engine-helpers";
+import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, isAlive, runWorkload, criuBun } from "./harness";
+import { dump, imagesDir, cleanupImages, dumpRestoreVerify } from "./engine-helpers";
 
 beforeAll(async () => { await buildWorkloads(); }, 120_000);
 afterAll(() => { cleanup(); cleanupImages(); });
 
-
-/** crit-style decode of one image through our own show command */
-function show(dir: string, file: string): any {
-  const r = criuBun(["show", `${dir}/${file}`]);
-  expect(r.code).toBe(0);
-  return JSON.parse(r.stdout);
-}
 
 const kinds: { name: string; what: string; corrupt: string; fail: string }[] = [
   { name: "eventfd", what: "counters, semaphore mode, dup", corrupt: "count", fail: "plain counter" },

@@ -19,7 +19,8 @@ const PAGE = 4096;
 export const SEG_ANON = 1, SEG_READABLE = 2, SEG_WRITABLE = 4;
 
 export const CTL_IDLE = 0, CTL_BUSY = 1, CTL_DONE = 2, CTL_ERROR = 3;
-const I_CTL = 0, I_RAW = 1, I_STORED = 2, I_NRUNS = 3, I_FLAGS = 4, I_ERRLEN = 5, I_WRITTEN = 6;
+export const I_CTL = 0; // the slot's control word (CTL_*), waited on with Atomics
+const I_RAW = 1, I_STORED = 2, I_NRUNS = 3, I_FLAGS = 4, I_ERRLEN = 5, I_WRITTEN = 6;
 const RUNS_AT = 64, MAX_RUNS = BLOCK / PAGE; // pairs of f64
 const DATA_AT = 8192;
 /** Bytes of a slot for jobs of up to `block` raw bytes. */

@@ -16,7 +16,7 @@
 import { openSync, closeSync, existsSync, unlinkSync, writeFileSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { PageCodec } from "./codec";
-import { BlockCore, Slot, runInto, slotBytes, CTL_BUSY, CTL_DONE, SEG_ANON, SEG_READABLE, SEG_WRITABLE, type DumpJob, type RestoreJob } from "./jobs";
+import { BlockCore, Slot, runInto, slotBytes, CTL_BUSY, CTL_DONE, I_CTL, SEG_ANON, SEG_READABLE, SEG_WRITABLE, type DumpJob, type RestoreJob } from "./jobs";
 import { BLOCK, BLOCK_PAGES, BLOCK_LZ4, IndexWriter, pagesNames, checkPagesLayout, type PagesLayout } from "./format";
 import { pagesToDump, type DumpedVma, type PageRun } from "../resources/memory";
 import { writeFull } from "../sys/mem";
@@ -102,7 +102,7 @@ class Pool {
       const r = jobs.next();
       if (r.done) return false;
       const job = { ...r.value, slot } as J;
-      Atomics.store(this.slots[slot].i32, 0, CTL_BUSY);
+      Atomics.store(this.slots[slot].i32, I_CTL, CTL_BUSY);
       this.workers[slot % nw].postMessage(job);
       queue.push({ slot, job });
       return true;
@@ -112,11 +112,11 @@ class Pool {
       const { slot, job } = queue.shift()!;
       const s = this.slots[slot];
       const t0 = Date.now();
-      while (Atomics.load(s.i32, 0) === CTL_BUSY) {
-        Atomics.wait(s.i32, 0, CTL_BUSY, 1000);
+      while (Atomics.load(s.i32, I_CTL) === CTL_BUSY) {
+        Atomics.wait(s.i32, I_CTL, CTL_BUSY, 1000);
         if (Date.now() - t0 > 120_000) throw new CriuError("pages", "a page worker stopped answering");
       }
-      if (Atomics.load(s.i32, 0) !== CTL_DONE) throw fail(s, job);
+      if (Atomics.load(s.i32, I_CTL) !== CTL_DONE) throw fail(s, job);
       consume(s, job);
       dispatch(slot);
     }

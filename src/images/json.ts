@@ -198,7 +198,6 @@ function pyInt(s: string): bigint {
 // ---------- message -> crit dict ----------
 
 const is64 = (f: any) => [3, 4, 6, 16, 18].includes(f.scalar);
-const isInt = (f: any) => f.scalar !== 8 && f.scalar !== 9 && f.scalar !== 12 && f.scalar !== 1 && f.scalar !== 2;
 const opts = (f: DescField) => (hasOption(f, criu) ? getOption(f, criu) : undefined);
 const sorted = (s: DescMessage) => [...s.fields].sort((a, b) => a.number - b.number);
 

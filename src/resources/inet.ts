@@ -9,7 +9,7 @@ import type { FdKind, RestoreCtx } from "./fdkind";
 import { FOWN0, cachedPayloads } from "./fdkind";
 import {
   AF, SOL, SO, TCP, IPPROTO, IP_FREEBIND, IPV6_V6ONLY, IPV6_FREEBIND, SOCK,
-  getsockoptInt, tryGetsockoptInt, getsockoptBytes, setsockoptInt, getSockName, getPeerName,
+  getsockoptInt, tryGetsockoptInt, getsockoptBytes, getSockName, getPeerName,
   sockaddr, addrToWords, wordsToAddr, addrString, int32,
 } from "../sys/inetsock";
 import { NetlinkSocket, NETLINK } from "../sys/netlink";

@@ -6,7 +6,6 @@
 import { readFileSync, writeFileSync, fstatSync } from "node:fs";
 import { toArrayBuffer } from "bun:ffi";
 import { syscall } from "../sys/syscall";
-import { NR } from "../sys/nr";
 import { openFd, closeFd, O, preadFull } from "../sys/mem";
 import type { ImageSink } from "./fdkind";
 import * as S from "../images/schemas";
