@@ -3,6 +3,9 @@
  *
  *   bench-floor dump PID OUT     process_vm_readv every private writable anonymous mapping of PID
  *                                (4 MiB chunks, one reused buffer) and write the bytes to OUT
+ *   bench-floor splice PID OUT   the zero-copy floor: copy the same mappings into this process
+ *                                (untimed), then time vmsplice (SPLICE_F_GIFT) of them into a pipe
+ *                                (1 MiB) and splice from the pipe into OUT, as CRIU moves pages
  *   bench-floor restore IN       fork a fresh process with one anonymous mapping of IN's size,
  *                                then process_vm_writev IN's bytes into it (4 MiB chunks)
  *
@@ -73,6 +76,56 @@ static int dump(int pid, const char *out) {
 	return 0;
 }
 
+static int zsplice(int pid, const char *out) {
+	char path[64], line[512];
+	snprintf(path, sizeof path, "/proc/%d/maps", pid);
+	FILE *f = fopen(path, "r");
+	if (!f) { perror(path); return 1; }
+	unsigned long total = 0, cap = 0;
+	char *mem = NULL;
+	while (fgets(line, sizeof line, f)) {
+		unsigned long s, e, off, ino; char perm[8], dev[16];
+		if (sscanf(line, "%lx-%lx %7s %lx %15s %lu", &s, &e, perm, &off, dev, &ino) != 6) continue;
+		if (perm[0] != 'r' || perm[1] != 'w' || perm[3] != 'p' || ino != 0) continue;
+		if (strstr(line, "[vvar") || strstr(line, "[vdso") || strstr(line, "[vsyscall")) continue;
+		if (total + (e - s) > cap) {
+			unsigned long ncap = (total + (e - s)) * 2;
+			char *n = mmap(NULL, ncap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+			if (n == MAP_FAILED) { perror("mmap"); return 1; }
+			if (mem) { memcpy(n, mem, total); munmap(mem, cap); }
+			mem = n; cap = ncap;
+		}
+		struct iovec l = { mem + total, e - s }, rv = { (void *)s, e - s };
+		ssize_t got = process_vm_readv(pid, &l, 1, &rv, 1, 0);
+		if (got > 0) total += (unsigned long)got;
+	}
+	fclose(f);
+	int p[2];
+	if (pipe(p)) return 1;
+	size_t psz = (size_t)fcntl(p[1], F_SETPIPE_SZ, 1 << 20);
+	int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	if (fd < 0) { perror(out); return 1; }
+	double t0 = now();
+	for (unsigned long a = 0; a < total; a += psz) {
+		size_t len = total - a < psz ? total - a : psz;
+		struct iovec v = { mem + a, len };
+		size_t in = 0;
+		while (in < len) {
+			ssize_t r = vmsplice(p[1], &v, 1, SPLICE_F_GIFT);
+			if (r <= 0) { perror("vmsplice"); return 1; }
+			v.iov_base = (char *)v.iov_base + r; v.iov_len -= (size_t)r; in += (size_t)r;
+		}
+		while (in) {
+			ssize_t r = splice(p[0], NULL, fd, NULL, in, SPLICE_F_MOVE);
+			if (r <= 0) { perror("splice"); return 1; }
+			in -= (size_t)r;
+		}
+	}
+	close(fd);
+	printf("%lu %.6f\n", total, now() - t0);
+	return 0;
+}
+
 static int restore(const char *in) {
 	int fd = open(in, O_RDONLY);
 	if (fd < 0) { perror(in); return 1; }
@@ -110,7 +163,8 @@ static int restore(const char *in) {
 
 int main(int argc, char **argv) {
 	if (argc == 4 && !strcmp(argv[1], "dump")) return dump(atoi(argv[2]), argv[3]);
+	if (argc == 4 && !strcmp(argv[1], "splice")) return zsplice(atoi(argv[2]), argv[3]);
 	if (argc == 3 && !strcmp(argv[1], "restore")) return restore(argv[2]);
-	fprintf(stderr, "usage: bench-floor dump PID OUT | restore IN\n");
+	fprintf(stderr, "usage: bench-floor dump PID OUT | splice PID OUT | restore IN\n");
 	return 2;
 }

@@ -1,37 +1,60 @@
-// criu-bun's speed against the floor (`npm run bench`, or `bun scripts/bench.ts` after a build).
+// criu-bun's speed, side by side with CRIU 4.2 and against the floor (`npm run bench`, or
+// `bun scripts/bench.ts` after a build).
 //
-// Workloads: test/workloads/spin with 1 GiB and 4 GiB of memory in two patterns: heap (about 30%
-// zero pages, 55% pages of pointers/small integers/short strings, 15% random pages: structured
-// pages, the hard case for LZ4) and zero-rep-random (whole pages of three kinds: about 30% zero,
-// 55% repetitive text, 15% random), dumped to and restored from tmpfs (/dev/shm), with and without
-// --compress; and a small process (sleep). For reference, native `lz4 -1` compressing the same
-// memory on both cores (two processes, one per half). The floor is measured in the same run on the
-// same process: process_vm_readv of the same bytes + writing them to the same file system (dump),
-// process_vm_writev of them into a fresh process (restore); see scripts/bench-floor.c.
+// Side by side: the reference CRIU 4.2 (../shared/tools/criu-4.2 beside the repository's parent,
+// or $CRIU; skipped with a printed line when absent) runs the same workloads in the same run, the
+// two tools alternating (round 1 criu-bun first, round 2 CRIU first, ...). Each command runs under
+// /usr/bin/time, so wall time, CPU time (user + sys) and peak RSS are measured the same way for
+// both. Rows: dump and restore of test/workloads/spin with 1 GiB and 4 GiB of memory (pattern heap:
+// about 30% zero pages, 55% pages of pointers/small integers/short strings, 15% random pages),
+// pre-dump + dump (CRIU 4.2 cannot pre-dump on a kernel without soft-dirty: the line says so), a
+// small process (sleep: dump and restore as a user types them, default verbosity) and --version.
 // Every restored spin checks the hash of its memory; a failed check fails the bench.
 //
-// Env: BENCH_SIZES=1024,4096 (MiB; empty: small process only), BENCH_PATTERNS=heap,zero-rep-random
-// (any of spin's --pattern values), BENCH_DIR=/dev/shm/criu-bun-bench,
-// CRIU_BUN_EXE=path of the executable to measure (default ./criu-bun).
+// The floor, measured in the same run on the same process memory, to the same file system:
+// process_vm_readv + write (the copying floor), vmsplice + splice (the zero-copy floor: the pages
+// moved as CRIU moves them, without the parasite) and process_vm_writev into a fresh process
+// (restore); see scripts/bench-floor.c. Also native `lz4 -1` on both cores over the same memory and
+// criu-bun's --compress rows (criu-bun only: CRIU 4.2 has no page compression).
+//
+// Env: BENCH_QUICK=1 (64 and 256 MiB, 1 round, 5 small-process rounds, no --compress: for
+// iterating), BENCH_SIZES=1024,4096 (MiB; empty: small process only), BENCH_PATTERNS=heap (any of
+// spin's --pattern values), BENCH_ROUNDS (rounds per size, default 3 for <= 1 GiB and 1 above),
+// BENCH_SMALL_ROUNDS=11, BENCH_COMPRESS=0|1, BENCH_DIR=/dev/shm/criu-bun-bench,
+// CRIU_BUN_EXE=path of the executable to measure (default ./criu-bun), CRIU=path of CRIU.
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { buildWorkloads, workloadBin, REPO_ROOT } from "../test/harness";
 
-const PATTERNS = (process.env.BENCH_PATTERNS ?? "heap,zero-rep-random").split(",").filter(Boolean);
-const SIZES = (process.env.BENCH_SIZES ?? "1024,4096").split(",").map(Number).filter((n) => n > 0); // "" or 0: small process only
+const QUICK = process.env.BENCH_QUICK === "1";
+const PATTERNS = (process.env.BENCH_PATTERNS ?? "heap").split(",").filter(Boolean);
+const SIZES = (process.env.BENCH_SIZES ?? (QUICK ? "64,256" : "1024,4096")).split(",").map(Number).filter((n) => n > 0);
+const SMALL_ROUNDS = Number(process.env.BENCH_SMALL_ROUNDS ?? (QUICK ? 5 : 11));
+const COMPRESS = (process.env.BENCH_COMPRESS ?? (QUICK ? "0" : "1")) === "1";
 const BASE = process.env.BENCH_DIR ?? "/dev/shm/criu-bun-bench";
 const exe = process.env.CRIU_BUN_EXE ?? join(REPO_ROOT, "criu-bun");
 const CB = existsSync(exe) ? [exe] : [process.execPath, join(REPO_ROOT, "src/main.ts")];
+// ../shared/tools beside the repository (a worktree under ../wt/NAME: two levels up)
+const criuPath = process.env.CRIU ?? ["..", "../.."].map((up) => resolve(REPO_ROOT, up, "shared/tools/criu-4.2")).find(existsSync) ?? resolve(REPO_ROOT, "../shared/tools/criu-4.2");
+const CRIU = existsSync(criuPath) ? [criuPath] : null;
+if (!CRIU) console.log(`CRIU 4.2 not found at ${criuPath}: side-by-side rows skipped (set CRIU=path)`);
+const TIME = "/usr/bin/time";
+if (!existsSync(TIME)) throw new Error("bench needs GNU time at /usr/bin/time (Debian package `time`)");
 
 function sh(cmd: string[], opts: { allowFail?: boolean } = {}) {
   const r = Bun.spawnSync(cmd, { stdout: "pipe", stderr: "pipe", env: { ...process.env, CRIU_BUN_NO_PROGRESS: "1" } });
   if (r.exitCode !== 0 && !opts.allowFail) throw new Error(`${cmd.join(" ")} failed (${r.exitCode}):\n${r.stderr.toString()}`);
   return { out: r.stdout.toString(), err: r.stderr.toString(), code: r.exitCode };
 }
-function timed(cmd: string[]) {
+interface M { s: number; cpu: number; rssKb: number }
+const timeOut = join(BASE, "time.out");
+/** Run under GNU time: wall (ours, around the whole command), user+sys and peak RSS of the command. */
+function timed(cmd: string[], allowFail = false): M & { out: string; err: string; code: number } {
   const t0 = performance.now();
-  const r = sh(cmd);
-  return { ...r, s: (performance.now() - t0) / 1000 };
+  const r = sh([TIME, "-f", "%U %S %M", "-o", timeOut, ...cmd], { allowFail });
+  const s = (performance.now() - t0) / 1000;
+  const [u, sy, m] = readFileSync(timeOut, "utf8").trim().split("\n").pop()!.split(" ").map(Number);
+  return { ...r, s, cpu: u + sy, rssKb: m };
 }
 const sleep = (ms: number) => Bun.sleepSync(ms);
 /** Gone and reaped (a zombie still holds its PID, which restore needs). */
@@ -43,7 +66,8 @@ function waitFile(p: string, ms: number) {
   return readFileSync(p, "utf8");
 }
 function dirBytes(d: string) { return readdirSync(d).filter((f) => f.endsWith(".img") || f.endsWith(".lz4") || f.endsWith(".idx")).reduce((s, f) => s + statSync(join(d, f)).size, 0); }
-function logNum(log: string, re: RegExp) { const m = re.exec(log); return m ? Number(m[1]) : NaN; }
+const med = (a: number[]) => [...a].sort((x, y) => x - y)[a.length >> 1];
+const kill = (pid: number) => { try { process.kill(pid, "SIGKILL"); } catch {} };
 
 /** Start spin detached (own session) and wait until it is ready. */
 function startSpin(mib: number, pattern: string): { pid: number; wdir: string } {
@@ -55,102 +79,177 @@ function startSpin(mib: number, pattern: string): { pid: number; wdir: string } 
   return { pid, wdir };
 }
 
-interface Row { what: string; s: number; memS?: number; bytes: number; floorS?: number; image?: number; ratio?: string; rssKb?: number }
-const rows: Row[] = [];
+type Tool = "criu-bun" | "criu";
+const cmdOf = (t: Tool) => (t === "criu-bun" ? CB : CRIU!);
+/** Rounds of both tools, alternating which goes first. */
+function alternate(rounds: number, fn: (t: Tool, round: number) => void) {
+  for (let i = 0; i < rounds; i++) {
+    const order: Tool[] = CRIU ? (i % 2 ? ["criu", "criu-bun"] : ["criu-bun", "criu"]) : ["criu-bun"];
+    for (const t of order) fn(t, i);
+  }
+}
+
+/** Side-by-side rows: per tool, the runs of each step. */
+interface Side { what: string; bytes: number; runs: Record<Tool, M[]>; note?: string }
+const sides: Side[] = [];
+const side = (what: string, bytes: number): Side => { const s = { what, bytes, runs: { "criu-bun": [], criu: [] } }; sides.push(s); return s; };
+interface FloorRow { what: string; s: number; memS?: number; bytes: number; floorS?: number; zeroS?: number; image?: number; ratio?: string; rssKb?: number }
+const floorRows: FloorRow[] = [];
+function logNum(log: string, re: RegExp) { const m = re.exec(log); return m ? Number(m[1]) : NaN; }
+
+/** One dump + restore of spin by tool t; checks the restored memory. */
+function dumpRestore(t: Tool, mib: number, pattern: string, dumpS: Side, restS: Side, extra: string[] = []) {
+  const w = startSpin(mib, pattern);
+  const img = join(BASE, `img-${t}-${mib}`);
+  rmSync(img, { recursive: true, force: true });
+  mkdirSync(img);
+  const logArgs = ["-v4", "-o", "dump.log"];
+  const d = timed([...cmdOf(t), "dump", "-t", String(w.pid), "-D", img, ...logArgs, ...extra]);
+  dumpS.runs[t].push(d);
+  const image = dirBytes(img);
+  waitGone(w.pid);
+  const r = timed([...cmdOf(t), "restore", "-D", img, "-d", "-v4", "-o", "restore.log"]);
+  restS.runs[t].push(r);
+  writeFileSync(join(w.wdir, "go"), "");
+  const res = waitFile(join(w.wdir, "result"), 60_000);
+  if (!res.startsWith("PASS")) throw new Error(`${t}: restored spin ${mib} MiB failed its check:\n${res}`);
+  kill(w.pid);
+  waitGone(w.pid);
+  const logs = { dump: readFileSync(join(img, "dump.log"), "utf8"), restore: readFileSync(join(img, "restore.log"), "utf8") };
+  rmSync(img, { recursive: true, force: true });
+  rmSync(w.wdir, { recursive: true, force: true });
+  return { d, r, image, logs };
+}
 
 await buildWorkloads();
 mkdirSync(BASE, { recursive: true });
 const floorBin = join(BASE, "bench-floor");
 sh(["gcc", "-O2", "-o", floorBin, join(REPO_ROOT, "scripts/bench-floor.c")]);
 
+// --version: the smallest command, 21 rounds alternating
+{
+  const v = side("--version", 0);
+  alternate(21, (t) => v.runs[t].push(timed([...cmdOf(t), "--version"])));
+}
+
+// the small process: whole commands as a user types them (default verbosity, no log file)
+{
+  const sd = side("dump sleep (whole command)", 0), sr = side("restore sleep (whole command, -d)", 0);
+  alternate(SMALL_ROUNDS, (t, i) => {
+    const pid = Number(sh(["sh", "-c", "setsid sleep 1000 </dev/null >/dev/null 2>&1 & echo $!"]).out.trim());
+    sleep(30);
+    const img = join(BASE, `img-sleep-${t}-${i}`);
+    rmSync(img, { recursive: true, force: true });
+    mkdirSync(img);
+    sd.runs[t].push(timed([...cmdOf(t), "dump", "-t", String(pid), "-D", img]));
+    waitGone(pid);
+    sr.runs[t].push(timed([...cmdOf(t), "restore", "-D", img, "-d"]));
+    kill(pid);
+    waitGone(pid);
+    rmSync(img, { recursive: true, force: true });
+  });
+}
+
 for (const pattern of PATTERNS) for (const mib of SIZES) {
   const label = `${mib >= 1024 ? `${mib / 1024} GiB` : `${mib} MiB`} ${pattern}`;
-  // floor, measured on the same process memory, to the same file system
+  const bytes = mib * 2 ** 20;
+  // floors, measured on the same process memory, to the same file system
   const w0 = startSpin(mib, pattern);
   const floorFile = join(BASE, "floor.bin");
   const [fBytes, fDumpS] = sh([floorBin, "dump", String(w0.pid), floorFile]).out.trim().split(" ").map(Number);
-  const lz4Size = Number(sh(["sh", "-c", `lz4 -1 -c ${floorFile} | wc -c`]).out.trim());
-  // what native liblz4 does with the same bytes on both cores: two `lz4 -1` (64 KiB independent
-  // blocks, as ours) on the two halves at once, tmpfs to /dev/null
-  sh(["split", "-n", "2", floorFile, `${floorFile}.part.`]);
-  const nat = timed(["sh", "-c", `for p in ${floorFile}.part.*; do lz4 -1 -BI -B4 -q -c $p >/dev/null & done; wait`]);
-  sh(["sh", "-c", `rm -f ${floorFile}.part.*`]);
+  const [, zDumpS] = sh([floorBin, "splice", String(w0.pid), floorFile]).out.trim().split(" ").map(Number);
   const [, fRestS] = sh([floorBin, "restore", floorFile]).out.trim().split(" ").map(Number);
+  let lz4Ratio = NaN;
+  if (COMPRESS) {
+    lz4Ratio = fBytes / Number(sh(["sh", "-c", `lz4 -1 -c ${floorFile} | wc -c`]).out.trim());
+    // what native liblz4 does with the same bytes on both cores: two `lz4 -1` (64 KiB independent
+    // blocks, as ours) on the two halves at once, tmpfs to /dev/null
+    sh(["split", "-n", "2", floorFile, `${floorFile}.part.`]);
+    const nat = timed(["sh", "-c", `for p in ${floorFile}.part.*; do lz4 -1 -BI -B4 -q -c $p >/dev/null & done; wait`]);
+    sh(["sh", "-c", `rm -f ${floorFile}.part.*`]);
+    floorRows.push({ what: `lz4 -1 native, 2 processes, ${label} (reference)`, s: nat.s, bytes: fBytes });
+  }
   rmSync(floorFile, { force: true });
-  process.kill(w0.pid, "SIGKILL");
+  kill(w0.pid);
   waitGone(w0.pid);
-  const lz4Ratio = fBytes / lz4Size;
-
-  rows.push({ what: `lz4 -1 native, 2 processes, ${label} (reference)`, s: nat.s, bytes: fBytes });
-
-  for (const compress of [false, true]) {
-    const w = startSpin(mib, pattern);
-    const img = join(BASE, `img-${mib}-${compress ? "z" : "raw"}`);
-    rmSync(img, { recursive: true, force: true });
-    mkdirSync(img);
-    const d = timed([...CB, "dump", "-t", String(w.pid), "-D", img, "-v4", "-o", "dump.log", ...(compress ? ["--compress"] : [])]);
-    const dlog = readFileSync(join(img, "dump.log"), "utf8");
-    const image = dirBytes(img);
-    const pagesBytes = statSync(join(img, compress ? "pages-1.lz4" : "pages-1.img")).size;
-    const rawPages = logNum(dlog, /Pages: \d+ scanned, (\d+) written/) * 4096;
-    // both ratios against the same memory: what each leaves of it (ours also drops zero pages)
-    const ours = fBytes / pagesBytes;
-    void rawPages;
-    rows.push({
-      what: `dump ${label}${compress ? " --compress" : ""}`, s: d.s, memS: logNum(dlog, /written to pages-1\.\w+ \(.*?\) in ([\d.]+) ms/) / 1000,
-      bytes: fBytes, floorS: fDumpS, image, ratio: compress ? `${ours.toFixed(2)} (lz4 -1: ${lz4Ratio.toFixed(2)})` : undefined,
-      rssKb: logNum(dlog, /VmHWM\): (\d+) kB/),
-    });
-    waitGone(w.pid);
-    const r = timed([...CB, "restore", "-D", img, "-d", "-v4", "-o", "restore.log"]);
-    const rlog = readFileSync(join(img, "restore.log"), "utf8");
-    const memS = (logNum(rlog, /written into \d+ from \S+ in ([\d.]+) ms/) + (logNum(rlog, /checksums verified in ([\d.]+) ms/) || 0)) / 1000;
-    rows.push({ what: `restore ${label}${compress ? " --compress" : ""}`, s: r.s, memS, bytes: fBytes, floorS: fRestS, image, rssKb: logNum(rlog, /VmHWM\): (\d+) kB/) });
-    writeFileSync(join(w.wdir, "go"), "");
-    const res = waitFile(join(w.wdir, "result"), 30_000);
-    if (!res.startsWith("PASS")) throw new Error(`restored spin ${mib} MiB${compress ? " (--compress)" : ""} failed its check:\n${res}`);
-    try { process.kill(w.pid, "SIGKILL"); } catch {}
-    waitGone(w.pid);
-    rmSync(img, { recursive: true, force: true });
-    rmSync(w.wdir, { recursive: true, force: true });
-  }
   rmSync(w0.wdir, { recursive: true, force: true });
-}
 
-// a small process: whole commands as a user types them (default verbosity, no log file), process
-// start included; median of 11. One more round with -v4 -o gives criu-bun's peak RSS.
-{
-  const ds: number[] = [], rs: number[] = [];
-  let rssD = 0, rssR = 0, image = 0;
-  for (let i = 0; i < 12; i++) {
-    const verbose = i === 11;
-    const pid = Number(sh(["sh", "-c", "setsid sleep 1000 </dev/null >/dev/null 2>&1 & echo $!"]).out.trim());
-    sleep(30);
-    const img = join(BASE, `img-sleep-${i}`);
-    rmSync(img, { recursive: true, force: true });
-    mkdirSync(img);
-    const d = timed([...CB, "dump", "-t", String(pid), "-D", img, ...(verbose ? ["-v4", "-o", "dump.log"] : [])]).s;
-    image = dirBytes(img);
-    waitGone(pid);
-    const r = timed([...CB, "restore", "-D", img, "-d", ...(verbose ? ["-v4", "-o", "restore.log"] : [])]).s;
-    if (verbose) {
-      rssD = logNum(readFileSync(join(img, "dump.log"), "utf8"), /VmHWM\): (\d+) kB/);
-      rssR = logNum(readFileSync(join(img, "restore.log"), "utf8"), /VmHWM\): (\d+) kB/);
-    } else { ds.push(d); rs.push(r); }
-    try { process.kill(pid, "SIGKILL"); } catch {}
-    waitGone(pid);
-    rmSync(img, { recursive: true, force: true });
+  const rounds = Number(process.env.BENCH_ROUNDS ?? (QUICK || mib <= 1024 ? (QUICK ? 1 : 3) : 1));
+  const sd = side(`dump ${label}`, bytes), sr = side(`restore ${label}`, bytes);
+  let last: ReturnType<typeof dumpRestore> | undefined;
+  alternate(rounds, (t) => {
+    const x = dumpRestore(t, mib, pattern, sd, sr);
+    if (t === "criu-bun") last = x;
+  });
+  if (last) {
+    floorRows.push({ what: `dump ${label}`, s: med(sd.runs["criu-bun"].map((m) => m.s)), memS: logNum(last.logs.dump, /written to pages-1\.\w+ \(.*?\) in ([\d.]+) ms/) / 1000, bytes: fBytes, floorS: fDumpS, zeroS: zDumpS, image: last.image, rssKb: last.d.rssKb });
+    const memS = (logNum(last.logs.restore, /written into \d+ from \S+ in ([\d.]+) ms/) + (logNum(last.logs.restore, /checksums verified in ([\d.]+) ms/) || 0)) / 1000;
+    floorRows.push({ what: `restore ${label}`, s: med(sr.runs["criu-bun"].map((m) => m.s)), memS, bytes: fBytes, floorS: fRestS, image: last.image, rssKb: last.r.rssKb });
   }
-  const med = (a: number[]) => a.sort((x, y) => x - y)[a.length >> 1];
-  console.error(`sleep: dump ${ds.map((x) => (x * 1000).toFixed(0)).join(" ")} ms; restore ${rs.map((x) => (x * 1000).toFixed(0)).join(" ")} ms`);
-  rows.push({ what: "dump sleep (whole command)", s: med(ds), bytes: 0, image, rssKb: rssD });
-  rows.push({ what: "restore sleep (whole command, -d)", s: med(rs), bytes: 0, image, rssKb: rssR });
+
+  // pre-dump + dump: criu-bun; CRIU tries once and the row says why it cannot
+  if (mib <= 1024) {
+    const pd = side(`pre-dump + dump ${label} (sum)`, bytes);
+    const w = startSpin(mib, pattern);
+    const base = join(BASE, `pre-${mib}`);
+    rmSync(base, { recursive: true, force: true });
+    for (const d of ["pre", "final"]) mkdirSync(join(base, d), { recursive: true });
+    const a = timed([...CB, "pre-dump", "-t", String(w.pid), "-D", join(base, "pre"), "--track-mem"]);
+    const b = timed([...CB, "dump", "-t", String(w.pid), "-D", join(base, "final"), "--prev-images-dir", "../pre", "--track-mem"]);
+    pd.runs["criu-bun"].push({ s: a.s + b.s, cpu: a.cpu + b.cpu, rssKb: Math.max(a.rssKb, b.rssKb) });
+    waitGone(w.pid);
+    rmSync(base, { recursive: true, force: true });
+    rmSync(w.wdir, { recursive: true, force: true });
+    if (CRIU) {
+      const w2 = startSpin(16, pattern);
+      const cdir = join(BASE, "criu-pre");
+      rmSync(cdir, { recursive: true, force: true });
+      mkdirSync(cdir);
+      const c = timed([...CRIU, "pre-dump", "-t", String(w2.pid), "-D", cdir, "-v4", "-o", "pre.log"], true);
+      if (c.code !== 0) {
+        const plog = readFileSync(join(cdir, "pre.log"), "utf8");
+        const errs = plog.split("\n").filter((l) => /Error \(/.test(l)).map((l) => l.replace(/^\([\d.]+\)\s*Error \(([^)]*)\):\s*/, "$1: "));
+        const off = /Dirty tracking support is OFF/.test(plog) ? "dirty tracking is off (no soft-dirty); " : "";
+        pd.note = `CRIU 4.2 cannot pre-dump on this kernel: ${off}exit ${c.code} at ${errs.pop() ?? "?"}`;
+      } else pd.note = "CRIU's pre-dump succeeded here; not timed";
+      kill(w2.pid);
+      waitGone(w2.pid);
+      rmSync(cdir, { recursive: true, force: true });
+      rmSync(w2.wdir, { recursive: true, force: true });
+    }
+  }
+
+  if (COMPRESS) {
+    const cd = side(`dump ${label} --compress`, bytes), cr = side(`restore ${label} --compress`, bytes);
+    const x = dumpRestore("criu-bun", mib, pattern, cd, cr, ["--compress"]);
+    floorRows.push({ what: `dump ${label} --compress`, s: x.d.s, memS: logNum(x.logs.dump, /written to pages-1\.\w+ \(.*?\) in ([\d.]+) ms/) / 1000, bytes: fBytes, floorS: fDumpS, zeroS: zDumpS, image: x.image, ratio: `${(fBytes / x.image).toFixed(2)} (lz4 -1: ${lz4Ratio.toFixed(2)})`, rssKb: x.d.rssKb });
+    floorRows.push({ what: `restore ${label} --compress`, s: x.r.s, bytes: fBytes, floorS: fRestS, image: x.image, rssKb: x.r.rssKb });
+  }
 }
 
 const gb = (b: number, s: number) => (b && s ? (b / s / 1e9).toFixed(2) : "");
-const mb = (b?: number) => (b ? `${(b / 2 ** 20).toFixed(0)} MiB` : "");
-console.log("| what | wall s | pages phase s | GB/s (wall) | floor s | wall / floor | image | compression ratio (ours vs lz4 -1) | criu-bun peak RSS |");
-console.log("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
-for (const r of rows) {
-  console.log(`| ${r.what} | ${r.s.toFixed(3)} | ${r.memS !== undefined && !Number.isNaN(r.memS) ? r.memS.toFixed(3) : ""} | ${gb(r.bytes, r.s)} | ${r.floorS?.toFixed(3) ?? ""} | ${r.floorS ? (r.s / r.floorS).toFixed(2) + "x" : ""} | ${mb(r.image)} | ${r.ratio ?? ""} | ${r.rssKb ? (r.rssKb / 1024).toFixed(0) + " MiB" : ""} |`);
+const mib = (kb: number) => `${(kb / 1024).toFixed(0)} MiB`;
+const f3 = (x: number) => (Number.isFinite(x) ? x.toFixed(3) : "");
+const ms = (x: number) => (x * 1000).toFixed(0);
+console.log(`\nSide by side (${CRIU ? "CRIU 4.2 at " + CRIU[0] : "CRIU absent"}), medians; ratio = criu-bun / CRIU; CPU = user + sys; peak RSS from /usr/bin/time`);
+console.log("| what | criu-bun wall s | CRIU wall s | wall ratio | criu-bun CPU s | CRIU CPU s | CPU ratio | criu-bun peak RSS | CRIU peak RSS | criu-bun GB/s | CRIU GB/s | runs |");
+console.log("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+for (const s of sides) {
+  const a = s.runs["criu-bun"], c = s.runs.criu;
+  const m = (r: M[], k: keyof M) => (r.length ? med(r.map((x) => x[k])) : NaN);
+  const [aw, cw, ac, cc] = [m(a, "s"), m(c, "s"), m(a, "cpu"), m(c, "cpu")];
+  const ratio = (x: number, y: number) => (Number.isFinite(x) && Number.isFinite(y) && y > 0 ? `${(x / y).toFixed(2)}x` : "");
+  console.log(`| ${s.what} | ${f3(aw)} | ${c.length ? f3(cw) : s.note ?? ""} | ${ratio(aw, cw)} | ${f3(ac)} | ${c.length ? f3(cc) : ""} | ${ratio(ac, cc)} | ${a.length ? mib(m(a, "rssKb")) : ""} | ${c.length ? mib(m(c, "rssKb")) : ""} | ${gb(s.bytes, aw)} | ${c.length ? gb(s.bytes, cw) : ""} | ${a.length}+${c.length} |`);
 }
+for (const s of sides.filter((s) => s.bytes === 0 && s.runs["criu-bun"].length > 1))
+  console.log(`${s.what}, every run in ms: criu-bun ${s.runs["criu-bun"].map((m) => ms(m.s)).join(" ")}; CRIU ${s.runs.criu.map((m) => ms(m.s)).join(" ")}`);
+
+console.log("\nAgainst the floor (criu-bun; copying floor: process_vm_readv + write; zero-copy floor: vmsplice + splice; restore floor: process_vm_writev)");
+console.log("| what | wall s | pages phase s | GB/s (wall) | copying floor s | zero-copy floor s | wall / copying floor | image | compression ratio (ours vs lz4 -1) | criu-bun peak RSS |");
+console.log("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+for (const r of floorRows) {
+  console.log(`| ${r.what} | ${r.s.toFixed(3)} | ${r.memS !== undefined && Number.isFinite(r.memS) ? r.memS.toFixed(3) : ""} | ${gb(r.bytes, r.s)} | ${r.floorS?.toFixed(3) ?? ""} | ${r.zeroS?.toFixed(3) ?? ""} | ${r.floorS ? (r.s / r.floorS).toFixed(2) + "x" : ""} | ${r.image ? `${(r.image / 2 ** 20).toFixed(0)} MiB` : ""} | ${r.ratio ?? ""} | ${r.rssKb ? mib(r.rssKb) : ""} |`);
+}
+const load = readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
+console.log(`\nload average at the end: ${load} (${navigator.hardwareConcurrency} CPUs)`);
+rmSync(BASE, { recursive: true, force: true });
