@@ -30,6 +30,7 @@ import { netdevs, withNs } from "../sys/netns";
 import { dedupeAgainstParent, linkParent } from "../resources/incremental";
 import { netDumpEnd } from "../resources/inet";
 import { runHook, type Hooks } from "../hooks";
+import { checkMountNs, checkRoot } from "../resources/mounts";
 
 export interface DumpOptions {
   pid: number; dir: string; leaveRunning?: boolean; leaveStopped?: boolean; shellJob?: boolean;
@@ -360,6 +361,9 @@ class NsView {
         throw new CriuError("dump", `process ${root} is in its own ${what} namespace, which criu-bun does not save yet; run criu-bun inside it (nsenter ${how}=/proc/${root}/ns/${k})`);
       }
     }
+    // its own mount namespace: only a private copy of ours (plus a fresh /proc) comes back exactly
+    checkRoot(root, this.ownMntNs);
+    if (this.ownMntNs) checkMountNs(root, this.ownPidNs);
     if (this.ownPidNs && this.v(root) !== 1) {
       throw new CriuError("dump", `process ${root} lives in a PID namespace it is not the init of; dump that namespace's init instead`);
     }
@@ -384,6 +388,7 @@ class NsView {
     for (const [k, v] of this.rootNs) {
       if (readlinkSync(`/proc/${pid}/ns/${k}`) !== v) throw new CriuError("dump", `process ${pid} is in a different ${k} namespace than the root of the tree; not supported yet`);
     }
+    checkRoot(pid, this.ownMntNs);
     if (readlinkSync(`/proc/${pid}/ns/pid`) !== this.rootPidNs) {
       throw new CriuError("dump", `process ${pid} is in a nested PID namespace; nested PID namespaces are not supported yet`);
     }

@@ -231,11 +231,12 @@ export class TaskBuilder {
     this.injs.set(this.pid, this.inj);
     this.tids.push(this.pid);
     this.v.set(this.pid, this.t.pid);
-    if (this.newPidNs && this.set.newMntNs) {
-      // the dumped init had its own mounts with a /proc of its PID namespace (unshare --mount-proc)
+    if (!this.parent && this.set.newMntNs) {
+      // the tree had its own mount namespace, a private copy of ours (dump checked it, src/resources/mounts.ts),
+      // with a /proc of its PID namespace if it has one (unshare --mount-proc)
       this.inj.ok("unshare(CLONE_NEWNS)", NR.unshare, 0x20000);
       this.inj.ok("mount / private", NR.mount, 0, this.str("/"), 0, 0x4000 | 0x40000 /* MS_REC|MS_PRIVATE */, 0);
-      this.inj.ok("mount /proc", NR.mount, this.str("proc", 1), this.str("/proc", 2), this.str("proc", 3), 2 | 4 | 8, 0);
+      if (this.newPidNs) this.inj.ok("mount /proc", NR.mount, this.str("proc", 1), this.str("/proc", 2), this.str("proc", 3), 2 | 4 | 8, 0);
     }
     if (!this.parent && this.set.newIpcNs) this.inj.ok("unshare(CLONE_NEWIPC)", NR.unshare, 0x08000000);
     if (!this.parent && this.set.newNetNs) {
