@@ -1,5 +1,13 @@
 #!/usr/bin/env bun
 // criu-bun entry point. (No top-level await: the executable is compiled to bytecode.)
-import { main } from "./cli/index";
+// --version answers before anything else loads (the command modules, cac and the image schemas
+// are imported only for a command); src/version.ts imports nothing.
+import { versionText } from "./version";
 
-main(process.argv.slice(2)).then((code) => process.exit(code));
+const argv = process.argv.slice(2);
+if (argv.includes("--version") || argv.includes("-V")) {
+  process.stdout.write(versionText());
+  process.exit(0);
+} else {
+  import("./cli/index").then((m) => m.main(argv)).then((code) => process.exit(code));
+}

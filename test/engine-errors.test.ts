@@ -155,6 +155,8 @@ describe("cli", () => {
     const v = criuBun(["--version"]);
     expect(v.code).toBe(0);
     expect(v.stdout).toMatch(/Version: \d+\.\d+/);
+    // answered before any command module loads (src/main.ts), wherever it is: same text
+    for (const a of [["-V"], ["dump", "--version"]]) expect(criuBun(a).stdout).toBe(v.stdout);
   });
   test("-v4 and -o write a criu-style log", async () => {
     const w = await startWorkload("spin");

@@ -2,7 +2,7 @@
 import { cac, type CAC } from "cac";
 import { normalizeArgv, type Opts } from "./options";
 import { log, setLogFile, setLogLevel, CriuError } from "../log";
-import { VERSION } from "../version";
+import { versionText } from "../version";
 
 type Runner = (opts: Opts, args: string[]) => Promise<number>;
 
@@ -59,7 +59,7 @@ export async function main(argv: string[]): Promise<number> {
     });
   }
   cli.help();
-  if (argv.includes("--version") || argv.includes("-V")) { process.stdout.write(`Version: ${VERSION}\n`); return 0; }
+  if (argv.includes("--version") || argv.includes("-V")) { process.stdout.write(versionText()); return 0; }
   let parsed;
   try {
     parsed = cli.parse(["bun", "criu-bun", ...normalizeArgv(argv)], { run: false });
