@@ -2,7 +2,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync, readdirSync, existsSync, readlinkSync } from "node:fs";
 import { join } from "node:path";
-import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, isAlive, procState, criuBun } from "./harness";
+import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, isAlive, procState, criuBun, waitUntil, holdsFor, cpuTicks } from "./harness";
 import { dump, restore, imagesDir, cleanupImages, waitReaped, dumpRestoreVerify } from "./engine-helpers";
 
 beforeAll(async () => { await buildWorkloads(); }, 120_000);
@@ -116,8 +116,7 @@ describe("leave running / leave stopped", () => {
     dump(w.pid, dir, ["-R"]);
     expect(isAlive(w.pid)).toBe(true);
     const t1 = cpuTicks(w.pid);
-    await Bun.sleep(300);
-    expect(cpuTicks(w.pid)).toBeGreaterThan(t1); // still running
+    await waitUntil("the -R target to keep using CPU", () => cpuTicks(w.pid) > t1); // still running
     process.kill(w.pid, "SIGKILL");
     const r = await restore(dir, w.pid);
     trigger(w);
@@ -129,21 +128,15 @@ describe("leave running / leave stopped", () => {
     const w = await startWorkload("spin");
     await Bun.sleep(100);
     dump(w.pid, imagesDir("ls"), ["-s"]);
-    await Bun.sleep(100);
-    expect(procState(w.pid)).toBe("T");
+    await waitUntil("the -s target to be stopped", () => procState(w.pid) === "T");
     const t1 = cpuTicks(w.pid);
-    await Bun.sleep(300);
-    expect(cpuTicks(w.pid)).toBe(t1);
+    await holdsFor("a -s target uses no CPU", () => cpuTicks(w.pid) === t1 && procState(w.pid) === "T", 300);
     process.kill(w.pid, "SIGCONT");
     trigger(w);
     expect((await waitResult(w, 15000)).text).toStartWith("PASS");
   });
 });
 
-function cpuTicks(pid: number): number {
-  const f = readFileSync(`/proc/${pid}/stat`, "latin1").replace(/^.*\) /s, "").split(" ");
-  return Number(f[11]) + Number(f[12]);
-}
 
 describe("real programs", () => {
   test("python3 with state in a dict", async () => {
@@ -277,8 +270,7 @@ describe("more options", () => {
     expect(r.code).toBe(0);
     expect(readFileSync(join(work, "p.pid"), "utf8").trim()).toBe(String(w.pid));
     expect(readFileSync(join(work, "restore.log"), "utf8")).toContain("Restore finished");
-    await Bun.sleep(100);
-    expect(procState(w.pid)).toBe("T");
+    await waitUntil("the restore -s process to be stopped", () => procState(w.pid) === "T");
     expect(readlinkSync(`/proc/${w.pid}/exe`)).toBe(exe);
     process.kill(w.pid, "SIGCONT");
     trigger(w);
@@ -310,19 +302,17 @@ describe("stopped processes", () => {
     const w = await startWorkload("spin");
     await Bun.sleep(100);
     process.kill(w.pid, "SIGSTOP");
-    await Bun.sleep(50);
-    expect(procState(w.pid)).toBe("T");
+    await waitUntil("SIGSTOP to stop it", () => procState(w.pid) === "T");
     const dir = imagesDir("stopped");
     let r = criuBun(["dump", "-t", String(w.pid), "-D", imagesDir("stopped-r"), "-R"]);
     expect(r.code).toBe(0);
-    await Bun.sleep(100);
-    expect(procState(w.pid)).toBe("T"); // -R left it as it was: stopped
+    await holdsFor("-R left it as it was: stopped", () => procState(w.pid) === "T", 100);
     dump(w.pid, dir);
     await waitReaped(w.pid);
     r = criuBun(["restore", "-d", "-D", dir]);
     expect(r.code).toBe(0);
-    await Bun.sleep(100);
-    expect(procState(w.pid)).toBe("T");
+    await waitUntil("the restored process to be stopped", () => procState(w.pid) === "T");
+    await holdsFor("the restored process stays stopped", () => procState(w.pid) === "T", 100);
     process.kill(w.pid, "SIGCONT");
     trigger(w);
     expect((await waitResult(w, 15000)).text).toStartWith("PASS");

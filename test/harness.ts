@@ -275,6 +275,38 @@ export function killWorkload(w: Workload): void {
   }
 }
 
+/** utime + stime of a process, in clock ticks (0 when it is gone). */
+export function cpuTicks(pid: number): number {
+  const stat = readText(`/proc/${pid}/stat`);
+  if (stat === null) return 0;
+  const f = stat.replace(/^.*\) /s, "").split(" ");
+  return Number(f[11]) + Number(f[12]);
+}
+
+/**
+ * Poll `cond` until it holds; after timeoutMs fail naming what was awaited. Tests wait for states
+ * with this (and the wait* helpers built on the same idea), never with a fixed sleep.
+ */
+export async function waitUntil(what: string, cond: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timeout (${timeoutMs} ms) waiting for ${what}`);
+    await sleep(5);
+  }
+}
+
+/**
+ * For a state that must NOT change (a stopped process stays stopped): `cond` is checked every
+ * 10 ms for ms milliseconds and the first time it fails, the test fails naming it.
+ */
+export async function holdsFor(what: string, cond: () => boolean, ms: number): Promise<void> {
+  const end = Date.now() + ms;
+  do {
+    if (!cond()) throw new Error(`${what}: no longer true after ${ms - (end - Date.now())} ms`);
+    await sleep(10);
+  } while (Date.now() < end);
+}
+
 /** Wait until the pid is gone or a zombie (e.g. after killWorkload, before a restore). */
 export async function waitGone(pid: number, timeoutMs = 5000): Promise<void> {
   const deadline = Date.now() + timeoutMs;

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync, readdirSync, existsSync, mkdtempSync, rmSync, writeFileSync, readlinkSync, mkdirSync, rmdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, isAlive, criuBunCommand, criuBun } from "./harness";
+import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, isAlive, criuBunCommand, criuBun, waitUntil, cpuTicks } from "./harness";
 import { dump, restore, imagesDir, cleanupImages, waitReaped } from "./engine-helpers";
 
 beforeAll(async () => { await buildWorkloads(); }, 120_000);
@@ -36,7 +36,7 @@ describe("process trees", () => {
     dump(w.pid, dir);
     for (const p of before.keys()) expect(isAlive(p)).toBe(false);
     const r = await restore(dir, w.pid);
-    for (const m of members) await waitFor(() => isAlive(m.pid));
+    for (const m of members) await waitUntil("the restored child to run", () => isAlive(m.pid));
     for (const [p, i] of before) {
       const now = ids(p);
       expect({ p, ppid: now.ppid, pgid: now.pgid, sid: now.sid }).toEqual({ p, ppid: p === w.pid ? now.ppid : i.ppid, pgid: i.pgid, sid: i.sid });
@@ -60,20 +60,15 @@ function childrenOf(pid: number): number[] {
   return out;
 }
 
-async function waitFor(f: () => boolean, ms = 5000) {
-  const end = Date.now() + ms;
-  while (!f()) { if (Date.now() > end) throw new Error("timeout"); await Bun.sleep(5); }
-}
-void waitReaped;
 
 describe("pipelines", () => {
   test("yes | head | sha256sum paused mid-stream gives the same digest as an uninterrupted run", async () => {
     const n = 600_000_000;
     const expected = Bun.spawnSync(["bash", "-c", `yes 0123456789abcdef | head -c ${n} | sha256sum`]).stdout.toString().split(" ")[0];
     const w = await startWorkload("pipeline.sh", [String(n)]);
-    await Bun.sleep(400);
-    const kids = readFileSync(`/proc/${w.pid}/task/${w.pid}/children`, "utf8").trim().split(/\s+/).map(Number);
-    expect(kids.length).toBe(3); // yes, head, sha256sum still running: mid-stream
+    // yes, head, sha256sum all running (mid-stream) and data already flowing through the pipes
+    await waitUntil("the 3 pipeline processes with data in flight", () => childrenOf(w.pid).length === 3 && childrenOf(w.pid).every((k) => cpuTicks(k) > 0));
+    const kids = childrenOf(w.pid);
     const dir = imagesDir("pipe");
     dump(w.pid, dir);
     for (const k of kids) expect(isAlive(k)).toBe(false);
@@ -108,7 +103,7 @@ describe("PID namespaces", () => {
       stdin: "ignore", stdout: "ignore", stderr: "ignore", detached: true,
     });
     try {
-      await waitFor(() => existsSync(join(dir, "ready")), 10000);
+      await waitUntil("the namespaced tree to be ready", () => existsSync(join(dir, "ready")), 10000);
       expect(readFileSync(join(dir, "ready"), "utf8").trim()).toBe("1"); // it is init in there
       const init = childrenOf(outer.pid)[0];
       expect(init).toBeGreaterThan(0);
@@ -125,14 +120,14 @@ describe("PID namespaces", () => {
       expect(existsSync("/proc/1")).toBe(true);
       const r = Bun.spawn([...criuBunCommand(), "restore", "-D", img, "-o", "restore.log", "-v4"], { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
       const logText = () => (existsSync(join(img, "restore.log")) ? readFileSync(join(img, "restore.log"), "utf8") : "");
-      await waitFor(() => logText().includes("Restore finished") || r.exitCode !== null, 20000);
+      await waitUntil("restore to finish", () => logText().includes("Restore finished") || r.exitCode !== null, 20000);
       if (r.exitCode !== null) throw new Error((await new Response(r.stderr).text()) + logText());
       const newInit = childrenOf(r.pid)[0];
       expect(newInit).toBeGreaterThan(0);
       expect(nsPids(newInit)).toEqual([newInit, 1]);
       expect(readlinkSync(`/proc/${newInit}/ns/pid`)).not.toBe(readlinkSync("/proc/self/ns/pid"));
       writeFileSync(join(dir, "go"), "go\n");
-      await waitFor(() => existsSync(join(dir, "result")), 15000);
+      await waitUntil("the restored tree's result", () => existsSync(join(dir, "result")), 15000);
       expect(readFileSync(join(dir, "result"), "utf8")).toStartWith("PASS");
       expect(await r.exited).toBe(0);
     } finally {
@@ -145,7 +140,7 @@ describe("PID namespaces", () => {
 describe("copy-on-write", () => {
   test("a fork-heavy tree comes back without doubling its memory (PSS within 10%)", async () => {
     const w = await startWorkload("forky", ["6"]);
-    await Bun.sleep(200);
+    await waitUntil("6 forked children", () => childrenOf(w.pid).length === 6);
     const pids = () => [w.pid, ...childrenOf(w.pid)];
     const pss = () => pids().reduce((s, p) => s + Number(/^Pss:\s+(\d+)/m.exec(readFileSync(`/proc/${p}/smaps_rollup`, "utf8"))![1]), 0);
     const kids = childrenOf(w.pid);
@@ -154,7 +149,7 @@ describe("copy-on-write", () => {
     const dir = imagesDir("cow");
     dump(w.pid, dir);
     const r = await restore(dir, w.pid);
-    for (const k of kids) await waitFor(() => isAlive(k));
+    for (const k of kids) await waitUntil("the restored child to run", () => isAlive(k));
     const after = pss();
     console.error(`forky PSS: ${before} kB before dump, ${after} kB after restore`);
     expect(after).toBeLessThan(before * 1.1);
