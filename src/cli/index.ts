@@ -13,6 +13,7 @@ const COMMANDS: Record<string, { desc: string; load: () => Promise<Runner> }> = 
   restore: { desc: "restore a process tree from an images directory (-D DIR)", load: async () => (await import("./restore")).run },
   show: { desc: "decode an image FILE to JSON, or summarize an images directory (--dir DIR)", load: async () => (await import("./show")).run },
   "page-server": { desc: "receive the pages of a dump run with --page-server (--port N, -D DIR)", load: async () => (await import("./pageserver")).run },
+  swrk: { desc: "serve criu's RPC on the socket at fd N (how runc, crun and Podman call criu)", load: async () => (await import("./swrk")).run },
   "lazy-pages": { desc: "serve pages for a lazy restore (not supported yet)", load: async () => (await import("./unsupported")).run("lazy-pages") },
 };
 

@@ -42,7 +42,10 @@ export interface DumpOptions {
   /** notifications (action scripts, RPC) at criu's points; each blocks until answered */
   hooks?: Hooks;
 }
-export interface DumpStats { freezingTime: number; frozenTime: number; memdumpTime: number; memwriteTime: number; pagesScanned: number; pagesWritten: number }
+export interface DumpStats {
+  /** the processes of the dumped tree, root first */
+  pids: number[];
+  freezingTime: number; frozenTime: number; memdumpTime: number; memwriteTime: number; pagesScanned: number; pagesWritten: number }
 
 function msg<T extends DescMessage>(schema: T, init: Record<string, any>) { return create(schema, init as any); }
 
@@ -179,7 +182,7 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
   const files = new FileTable();
   const extra = new ImageSink();
   const twins: FdTwin[] = [];
-  const stats: DumpStats = { freezingTime: Math.round(freezeMs * 1000), frozenTime: 0, memdumpTime: 0, memwriteTime: 0, pagesScanned: 0, pagesWritten: 0 };
+  const stats: DumpStats = { pids: tree.map((n) => n.pid), freezingTime: Math.round(freezeMs * 1000), frozenTime: 0, memdumpTime: 0, memwriteTime: 0, pagesScanned: 0, pagesWritten: 0 };
   const pstree: Record<string, any>[] = [];
   const ns = new NsView(tree[0].pid);
   const cgroups = new CgroupSets();

@@ -1,0 +1,216 @@
+// One criu_req -> the same pipelines the command line runs. Every field a caller sets is either
+// honoured or refused with criu-bun's one line for that option (the option table in
+// src/cli/criu-options.ts says which); nothing set is silently dropped.
+import { closeSync, existsSync, fstatSync, openSync, readFileSync, realpathSync, statSync, constants as C } from "node:fs";
+import { join } from "node:path";
+import { isFieldSet } from "@bufbuild/protobuf";
+import { criu_optsSchema, criu_featuresSchema, criu_req_type, criu_cg_mode, type criu_opts, type criu_req } from "../images/gen/rpc_pb";
+import { CRIU_OPTIONS, refusal } from "../cli/criu-options";
+import { CriuError, log, setLogFile, setLogLevel } from "../log";
+import { VERSION } from "../version";
+import { failure, RpcHooks, type RespInit, type RpcConn } from "./swrk";
+import { wait4Raw, W } from "../sys/ptrace";
+
+/** the CRIU release whose behaviour criu-bun implements (runc and Podman gate features on it) */
+export const CRIU_LEVEL = { major: 4, minor: 2 };
+
+const T = criu_req_type;
+
+/** criu_opts fields the RPC front door handles itself (not through the option table) */
+const RPC_OWN = new Set(["images_dir_fd", "images_dir", "work_dir_fd", "log_file", "log_level", "pid", "notify_scripts",
+  "orphan_pts_master", "config_file", "manage_cgroups", "manage_cgroups_mode", "log_to_stderr", "display_stats"]);
+
+/** Is FIELD (criu_opts' proto name) set to something that asks for behaviour? */
+function given(o: criu_opts, field: string): boolean {
+  const f = criu_optsSchema.fields.find((x) => x.name === field);
+  if (!f || !isFieldSet(o, f)) return false;
+  const v = (o as any)[f.localName];
+  if (Array.isArray(v)) return v.length > 0;
+  if (typeof v === "boolean") return v;
+  if (typeof v === "string") return v !== "";
+  if (typeof v === "number") return v !== 0;
+  return v !== undefined;
+}
+
+/** Refuse the first set field whose option criu-bun does not implement for this command. */
+function refuseUnsupported(o: criu_opts, command: "dump" | "pre-dump" | "restore") {
+  for (const opt of CRIU_OPTIONS) {
+    if (!opt.rpc || RPC_OWN.has(opt.rpc) || opt.support !== "no") continue;
+    if (!opt.commands.includes(command)) continue;
+    if (given(o, opt.rpc)) throw new CriuError("rpc", `${opt.rpc}: ${refusal(opt.name)}`);
+  }
+  if (given(o, "lsm_mount_context")) throw new CriuError("rpc", `lsm_mount_context: ${refusal("lsm-mount-context")}`);
+}
+
+/** A directory fd of the caller, opened here through /proc/<caller>/fd/N. */
+class CallerDir {
+  readonly fd: number;
+  readonly path: string;
+  constructor(peer: number, n: number, what: string) {
+    const src = `/proc/${peer}/fd/${n}`;
+    try { this.fd = openSync(src, C.O_RDONLY | C.O_DIRECTORY | 0o2000000 /* O_CLOEXEC */); }
+    catch (e: any) {
+      if (e.code === "ENOTDIR") throw new CriuError("rpc", `${what} ${n} of the caller (pid ${peer}) is not a directory`);
+      if (e.code === "ENOENT") throw new CriuError("rpc", `${what} ${n} is not an open fd of the caller (pid ${peer})`);
+      throw new CriuError("rpc", `cannot open ${what} ${n} of the caller (pid ${peer}): ${e.code ?? e.message}`);
+    }
+    // by its own path when it has one here (relative paths such as parent_img "../pre" then mean
+    // what the caller meant; /proc/self/fd/N/.. would not survive path joining), else by the fd
+    const viaFd = `/proc/self/fd/${this.fd}`;
+    this.path = viaFd;
+    try {
+      const real = realpathSync(viaFd), a = statSync(real), b = fstatSync(this.fd);
+      if (a.dev === b.dev && a.ino === b.ino) this.path = real;
+    } catch {}
+  }
+  close() { try { closeSync(this.fd); } catch {} }
+}
+
+interface Dirs { images: string; work: string; close(): void }
+
+/** images_dir_fd (or images_dir), work_dir_fd; the log file in the work dir at log_level. */
+function openDirs(conn: RpcConn, o: criu_opts | undefined, command: string): Dirs {
+  if (!o) throw new CriuError("rpc", `${command} request without opts`);
+  const held: CallerDir[] = [];
+  const close = () => { for (const d of held) d.close(); };
+  try {
+    let images: string;
+    if (o.imagesDirFd >= 0) { const d = new CallerDir(conn.peer.pid, o.imagesDirFd, "images_dir_fd"); held.push(d); images = d.path; }
+    else if (o.imagesDir) images = o.imagesDir;
+    else throw new CriuError("rpc", `${command}: neither images_dir_fd nor images_dir is set`);
+    let work = images;
+    if (isFieldSet(o, criu_optsSchema.field.workDirFd) && o.workDirFd >= 0) {
+      const d = new CallerDir(conn.peer.pid, o.workDirFd, "work_dir_fd"); held.push(d); work = d.path;
+    }
+    setLogLevel(o.logLevel);
+    if (o.logFile) {
+      if (o.logFile.includes("/")) throw new CriuError("rpc", `log_file '${o.logFile}' must be a name in the work dir`);
+      setLogFile(join(work, o.logFile));
+    }
+    readConfigFile(o);
+    return { images, work, close };
+  } catch (e) { close(); throw e; }
+}
+
+/** config_file: criu reads it as more options; absent is fine. criu-bun refuses one that sets anything. */
+function readConfigFile(o: criu_opts) {
+  if (!o.configFile || !existsSync(o.configFile)) return;
+  const lines = readFileSync(o.configFile, "utf8").split("\n").map((l) => l.replace(/#.*/, "").trim()).filter(Boolean);
+  if (lines.length) throw new CriuError("rpc", `config_file ${o.configFile}: options from a config file are not supported over RPC yet (${lines[0]})`);
+}
+
+function manageCgroups(o: criu_opts): boolean {
+  if (isFieldSet(o, criu_optsSchema.field.manageCgroupsMode)) {
+    const m = o.manageCgroupsMode;
+    return m !== criu_cg_mode.IGNORE && m !== criu_cg_mode.CG_NONE;
+  }
+  return o.manageCgroups;
+}
+
+/** The processes of a killed tree are gone (or dead, waiting for their parent) within the deadline. */
+async function waitTreeGone(pids: number[], ms = 10000) {
+  const deadline = Date.now() + ms;
+  const alive = (p: number) => {
+    try { const s = readFileSync(`/proc/${p}/stat`, "latin1").replace(/^.*\) /s, "")[0]; return s !== "Z" && s !== "X"; } catch { return false; }
+  };
+  for (;;) {
+    const left = pids.filter(alive);
+    if (!left.length) return;
+    if (Date.now() > deadline) throw new CriuError("dump", `process(es) ${left.join(", ")} still running ${ms} ms after the dump killed them`);
+    await Bun.sleep(5);
+  }
+}
+
+async function dumpRequest(conn: RpcConn, req: criu_req, pre: boolean): Promise<RespInit> {
+  const o = req.opts;
+  const dirs = openDirs(conn, o, pre ? "PRE_DUMP" : "DUMP");
+  try {
+    refuseUnsupported(o!, pre ? "pre-dump" : "dump");
+    if (!isFieldSet(o!, criu_optsSchema.field.pid) || o!.pid <= 0) {
+      throw new CriuError("rpc", `${pre ? "PRE_DUMP" : "DUMP"}: no pid to dump (set opts.pid; dumping the calling process itself is not supported)`);
+    }
+    const { dumpProcess } = await import("../dump/dump");
+    const { setGhostLimit } = await import("../resources/reg");
+    if (isFieldSet(o!, criu_optsSchema.field.ghostLimit)) setGhostLimit(o!.ghostLimit);
+    const ps = o!.ps;
+    if (ps && (ps.fd || !ps.address || !ps.port)) throw new CriuError("rpc", "ps: a page server needs address and port (an fd is not supported)");
+    const hooks = new RpcHooks(conn, o!.notifyScripts, false);
+    const stats = dumpProcess({
+      pid: o!.pid, dir: dirs.images, leaveRunning: pre || o!.leaveRunning, leaveStopped: !pre && o!.leaveStopped,
+      shellJob: o!.shellJob, tcpEstablished: o!.tcpEstablished, tcpClose: o!.tcpClose, extUnixSk: o!.extUnixSk, fileLocks: o!.fileLocks,
+      timeoutSec: o!.timeout || undefined, prevImagesDir: o!.parentImg || undefined,
+      pageServer: ps ? { address: ps.address, port: ps.port } : undefined, hooks,
+    });
+    // a caller such as runc checks that the container is gone as soon as the reply arrives
+    if (!pre && !o!.leaveRunning && !o!.leaveStopped) await waitTreeGone(stats.pids);
+    log.info(`${pre ? "Pre-dump" : "Dumping"} finished successfully`);
+    return pre ? { type: req.type, success: true } : { type: req.type, success: true, dump: { restored: false } };
+  } finally { dirs.close(); }
+}
+
+async function restoreRequest(conn: RpcConn, req: criu_req): Promise<RespInit> {
+  const o = req.opts;
+  const dirs = openDirs(conn, o, "RESTORE");
+  try {
+    refuseUnsupported(o!, "restore");
+    const { restoreProcesses } = await import("../restore/restore");
+    const hooks = new RpcHooks(conn, o!.notifyScripts, o!.orphanPtsMaster);
+    const st = restoreProcesses({ dir: dirs.images, leaveStopped: o!.leaveStopped, shellJob: o!.shellJob, tcpClose: o!.tcpClose,
+      manageCgroups: manageCgroups(o!), hooks });
+    log.info(`Restore finished successfully (pid ${st.pid})`);
+    return { type: req.type, success: true, restore: { pid: st.pid } };
+  } finally { dirs.close(); }
+}
+
+async function checkRequest(req: criu_req): Promise<RespInit> {
+  const { PROBES, runProbe } = await import("../check/index");
+  const failed = PROBES.filter((p) => p.basic).map(runProbe).filter((r) => !r.ok);
+  if (failed.length) return { type: req.type, success: false, crErrno: 0, crErrmsg: failed.map((r) => `${r.name}: ${r.text}`).join("; ").slice(0, 4000) };
+  return { type: req.type, success: true };
+}
+
+function featureCheck(req: criu_req): RespInit {
+  // criu-bun compares pages against the previous images itself (no soft-dirty needed): a
+  // pre-dump followed by a dump with parent_img works on every kernel it runs on
+  const have: Record<string, boolean> = { mem_track: true, lazy_pages: false, pidfd_store: false };
+  const f: Record<string, boolean> = {};
+  // the caller names the features it wants to know about by setting them; none named: all
+  for (const field of criu_featuresSchema.fields) {
+    if (!req.features || isFieldSet(req.features, field)) f[field.localName] = have[field.name];
+  }
+  return { type: req.type, success: true, features: f };
+}
+
+function waitPid(req: criu_req): RespInit {
+  if (!req.pid) throw new CriuError("rpc", "WAIT_PID: no pid given");
+  for (;;) {
+    const { r, status } = wait4Raw(req.pid, 0);
+    if (r === -4) continue;
+    if (r < 0) { const e: any = new CriuError("rpc", `WAIT_PID: ${req.pid} is not a child of criu-bun (errno ${-r})`); e.crErrno = -r; throw e; }
+    if (W.exited(status) || W.signaled(status)) return { type: req.type, success: true, status };
+  }
+}
+
+export async function handleRequest(conn: RpcConn, req: criu_req): Promise<RespInit> {
+  log.debug(`rpc: ${T[req.type] ?? req.type} request`);
+  switch (req.type) {
+    case T.VERSION:
+      return { type: req.type, success: true,
+        version: { majorNumber: CRIU_LEVEL.major, minorNumber: CRIU_LEVEL.minor, gitid: `criu-bun-${VERSION}`, name: "criu-bun" } };
+    case T.FEATURE_CHECK: return featureCheck(req);
+    case T.CHECK: return checkRequest(req);
+    case T.DUMP: return dumpRequest(conn, req, false);
+    case T.PRE_DUMP: case T.SINGLE_PRE_DUMP: return dumpRequest(conn, req, true);
+    case T.RESTORE: return restoreRequest(conn, req);
+    case T.WAIT_PID: return waitPid(req);
+    case T.PAGE_SERVER: case T.PAGE_SERVER_CHLD:
+      return failure(req.type, new CriuError("rpc", `${T[req.type]}: a page server over RPC is not supported by criu-bun yet (run 'criu-bun page-server')`));
+    case T.CPUINFO_DUMP: case T.CPUINFO_CHECK:
+      return failure(req.type, new CriuError("rpc", `${T[req.type]}: not supported by criu-bun (restore checks the CPU's xsave layout itself)`));
+    case T.NOTIFY:
+      return failure(req.type, new CriuError("rpc", "NOTIFY: there is no notification waiting for an answer"));
+    default:
+      return failure(req.type ?? 0, new CriuError("rpc", `unknown request type ${req.type}`));
+  }
+}
+

@@ -1,0 +1,82 @@
+// One message per packet on a unix SOCK_SEQPACKET socket (criu's RPC), with an fd passed
+// alongside (SCM_RIGHTS), and the peer's credentials (SO_PEERCRED).
+import { syscall, addr } from "./syscall";
+import { NR } from "./nr";
+import { SysError } from "./errno";
+
+const MSG_TRUNC = 0x20, MSG_CMSG_CLOEXEC = 0x40000000, MSG_NOSIGNAL = 0x4000;
+const SOL_SOCKET = 1, SCM_RIGHTS = 1, SO_PEERCRED = 17;
+const EINTR = 4;
+
+/** struct msghdr with one iovec and room for one cmsg of 4 fds; buffers kept alive by the caller */
+function msghdr(data: Uint8Array, control: Uint8Array | null) {
+  const iov = new BigUint64Array([BigInt(data.length ? addr(data) : 0), BigInt(data.length)]);
+  const h = new BigUint64Array(7);
+  h[2] = BigInt(addr(iov)); h[3] = 1n;
+  if (control) { h[4] = BigInt(addr(control)); h[5] = BigInt(control.length); }
+  return { h, iov };
+}
+
+export interface Packet { data: Uint8Array; fds: number[]; truncated: boolean }
+
+/** Receive one packet (blocking). data is empty at end of stream (the peer closed). */
+export function recvPacket(fd: number, max = 1 << 20): Packet {
+  const buf = new Uint8Array(max);
+  const control = new Uint8Array(64);
+  for (;;) {
+    const { h, iov } = msghdr(buf, control);
+    const r = syscall(NR.recvmsg, fd, addr(h), MSG_CMSG_CLOEXEC);
+    void iov;
+    if (r === -EINTR) continue;
+    if (r < 0) throw new SysError("recvmsg", -r);
+    const fds: number[] = [];
+    const clen = Number(h[5]);
+    const dv = new DataView(control.buffer);
+    for (let off = 0; off + 16 <= clen;) {
+      const len = Number(dv.getBigUint64(off, true));
+      if (len < 16) break;
+      if (dv.getInt32(off + 8, true) === SOL_SOCKET && dv.getInt32(off + 12, true) === SCM_RIGHTS) {
+        for (let p = off + 16; p + 4 <= off + len; p += 4) fds.push(dv.getInt32(p, true));
+      }
+      off += (len + 7) & ~7;
+    }
+    const flags = Number(h[6] & 0xffffffffn);
+    return { data: buf.slice(0, Math.min(r, max)), fds, truncated: (flags & MSG_TRUNC) !== 0 };
+  }
+}
+
+/** Send one packet, with FD passed by SCM_RIGHTS when given. */
+export function sendPacket(fd: number, data: Uint8Array, passFd?: number) {
+  let control: Uint8Array | null = null;
+  if (passFd !== undefined) {
+    control = new Uint8Array(24); // CMSG_SPACE(4)
+    const dv = new DataView(control.buffer);
+    dv.setBigUint64(0, 20n, true); // CMSG_LEN(4)
+    dv.setInt32(8, SOL_SOCKET, true);
+    dv.setInt32(12, SCM_RIGHTS, true);
+    dv.setInt32(16, passFd, true);
+  }
+  for (;;) {
+    const { h, iov } = msghdr(data, control);
+    const r = syscall(NR.sendmsg, fd, addr(h), MSG_NOSIGNAL);
+    void iov;
+    if (r === -EINTR) continue;
+    if (r < 0) throw new SysError("sendmsg", -r);
+    return;
+  }
+}
+
+/** The pid, uid and gid of the process at the other end (as it was when it connected). */
+export function peerCred(fd: number): { pid: number; uid: number; gid: number } {
+  const v = new Int32Array(3), len = new Uint32Array([12]);
+  const r = syscall(NR.getsockopt, fd, SOL_SOCKET, SO_PEERCRED, addr(v), addr(len));
+  if (r < 0) throw new SysError("getsockopt(SO_PEERCRED)", -r);
+  return { pid: v[0], uid: v[1], gid: v[2] };
+}
+
+/** SO_TYPE of an fd that should be a socket; -errno when it is not one. */
+export function socketType(fd: number): number {
+  const v = new Int32Array(1), len = new Uint32Array([4]);
+  const r = syscall(NR.getsockopt, fd, SOL_SOCKET, 3 /* SO_TYPE */, addr(v), addr(len));
+  return r < 0 ? r : v[0];
+}

@@ -1,0 +1,232 @@
+// criu's RPC as runc, crun and Podman speak it: a real `criu-bun swrk <fd>` process and a client
+// written here, on a SOCK_SEQPACKET socketpair, with criu-bun's rpc.proto schema (field numbers
+// are criu's). Every request type, the notifications of a real dump and restore in criu 4.2's
+// order (observed with criu 4.2 over RPC: pre-dump, query-ext-files, post-dump; pre-restore,
+// post-restore with the pid, pre-resume, post-resume), and malformed requests answered with
+// success=false and a message, never a crash or a hang.
+import { afterAll, afterEach, expect, test } from "bun:test";
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, constants as C } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Subprocess } from "bun";
+import { create, fromBinary, isFieldSet, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
+import { criu_featuresSchema, criu_reqSchema, criu_respSchema, criu_req_type as T, type criu_resp } from "../src/images/gen/rpc_pb";
+import { recvPacket, sendPacket } from "../src/sys/seqpacket";
+import { socketPair, AF, SOCK } from "../src/sys/sock";
+import { syscall, addr } from "../src/sys/syscall";
+import { NR } from "../src/sys/nr";
+import { criuBunCommand, REPO_ROOT, startWorkload, trigger, waitResult, cleanup, isAlive, procState } from "./harness";
+import { imagesDir, cleanupImages, waitReaped } from "./engine-helpers";
+
+afterAll(() => { cleanup(); cleanupImages(); });
+
+/** A caller of `criu-bun swrk`: the socket, the worker process, requests and answers. */
+class Client {
+  constructor(readonly fd: number, readonly proc: Subprocess) {}
+  static start(fdNumber = 3): Client {
+    const [mine, theirs] = socketPair(AF.UNIX, SOCK.SEQPACKET);
+    // the worker gets its end at fd N (runc uses 3, its version probe other numbers)
+    const stdio: any[] = ["ignore", "ignore", "pipe"];
+    while (stdio.length < fdNumber) stdio.push("ignore");
+    stdio[fdNumber] = theirs;
+    const proc = Bun.spawn([...criuBunCommand(), "swrk", String(fdNumber)], { cwd: REPO_ROOT, stdio: stdio as any });
+    closeSync(theirs);
+    const c = new Client(mine, proc);
+    clients.push(c);
+    return c;
+  }
+  sendRaw(bytes: Uint8Array) { sendPacket(this.fd, bytes); }
+  send(req: MessageInitShape<typeof criu_reqSchema>) { this.sendRaw(toBinary(criu_reqSchema, create(criu_reqSchema, req))); }
+  /** the next reply, within ms; its fds (SCM_RIGHTS) too */
+  recv(ms = 30000): { resp: criu_resp; fds: number[]; size: number } {
+    const pfd = new Int16Array(4); // struct pollfd { int fd; short events; short revents }
+    new Int32Array(pfd.buffer, 0, 1)[0] = this.fd;
+    pfd[2] = 1; // POLLIN
+    const r = syscall(NR.poll, addr(pfd), 1, ms);
+    if (r <= 0) throw new Error(`no reply from criu-bun swrk within ${ms} ms`);
+    const p = recvPacket(this.fd, 10 * 4096);
+    if (!p.data.length) throw new Error("criu-bun swrk closed the connection");
+    expect(p.truncated).toBe(false); // runc's buffer: 10 x 4096 bytes
+    return { resp: fromBinary(criu_respSchema, p.data), fds: p.fds, size: p.data.length };
+  }
+  call(req: MessageInitShape<typeof criu_reqSchema>) { this.send(req); const { resp, size } = this.recv(); return Object.assign(resp, { size }); }
+  /** answer every notification with notify_success (or refuse ACTION); the final reply and the notifications seen */
+  serveNotifications(refuse?: string, onNotify?: (script: string, pid: number | undefined, fds: number[]) => void) {
+    const seen: { script: string; pid?: number }[] = [];
+    for (;;) {
+      const { resp, fds } = this.recv();
+      if (resp.type !== T.NOTIFY) return { resp, seen };
+      expect(resp.success).toBe(true);
+      const script = resp.notify!.script, pid = resp.notify!.pid || undefined;
+      seen.push(pid ? { script, pid } : { script });
+      onNotify?.(script, pid, fds);
+      for (const f of fds) closeSync(f);
+      this.send({ type: T.NOTIFY, notifySuccess: script !== refuse });
+    }
+  }
+  /** close our end: the worker must exit 0 */
+  async close(): Promise<number> {
+    closeSync(this.fd);
+    const code = await Promise.race([this.proc.exited, Bun.sleep(10000).then(() => -1)]);
+    return code;
+  }
+}
+const clients: Client[] = [];
+afterEach(() => {
+  for (const c of clients.splice(0)) { try { closeSync(c.fd); } catch {} try { c.proc.kill(9); } catch {} }
+});
+
+/** a directory open in this process, as runc passes images_dir_fd / work_dir_fd */
+function dirFd(dir: string): number { return openSync(dir, C.O_RDONLY | C.O_DIRECTORY); }
+
+test("VERSION: criu 4.2's level with criu-bun's own version in gitid; runc and Podman accept it; the worker exits 0 on close", async () => {
+  for (const n of [3, 9]) {
+    const c = Client.start(n);
+    const r = c.call({ type: T.VERSION });
+    expect(r.type).toBe(T.VERSION);
+    expect(r.success).toBe(true);
+    const v = r.version!;
+    expect([v.majorNumber, v.minorNumber]).toEqual([4, 2]);
+    expect(v.gitid).toStartWith("criu-bun-");
+    // runc: major*10000 + minor*100 + sublevel, one minor more with a gitid
+    const runcLevel = v.majorNumber * 10000 + v.minorNumber * 100 + (v.sublevel ?? 0) + (v.gitid ? 100 : 0);
+    expect(runcLevel).toBeGreaterThanOrEqual(31600); // Podman 31100, containerd and CRI-O 31600
+    expect(await c.close()).toBe(0);
+  }
+});
+
+test("FEATURE_CHECK answers what was asked, truthfully; CHECK passes; several requests on one connection", async () => {
+  const c = Client.start();
+  let r = c.call({ type: T.FEATURE_CHECK, features: { memTrack: true } });
+  expect(r.success).toBe(true);
+  expect(r.features!.memTrack).toBe(true); // pre-dump + parent_img compares pages, no soft-dirty needed
+  expect(isFieldSet(r.features!, criu_featuresSchema.field.lazyPages)).toBe(false); // not asked
+  expect(r.size).toBeLessThan(40);
+  r = c.call({ type: T.FEATURE_CHECK, features: { lazyPages: true, memTrack: false } });
+  expect(r.features!.lazyPages).toBe(false);
+  expect(r.features!.memTrack).toBe(true);
+  r = c.call({ type: T.CHECK });
+  expect(r.type).toBe(T.CHECK);
+  expect(r.success).toBe(true);
+  expect(await c.close()).toBe(0);
+});
+
+test("every other request type is answered: success=false with a clear message where criu-bun does not serve it", async () => {
+  const c = Client.start();
+  for (const [type, want] of [[T.PAGE_SERVER, /page server/], [T.PAGE_SERVER_CHLD, /page server/], [T.CPUINFO_DUMP, /not supported/],
+    [T.CPUINFO_CHECK, /not supported/], [T.NOTIFY, /no notification/], [T.WAIT_PID, /no pid/], [T.EMPTY, /unknown request type 0/]] as const) {
+    const r = c.call({ type, ...(type === T.WAIT_PID ? {} : {}) });
+    expect(r.type).toBe(type);
+    expect(r.success).toBe(false);
+    expect(r.crErrmsg).toMatch(want);
+  }
+  const w = c.call({ type: T.WAIT_PID, pid: process.pid });
+  expect(w.success).toBe(false);
+  expect(w.crErrmsg).toContain("not a child of criu-bun");
+  expect(w.crErrno).toBe(10); // ECHILD
+  expect(await c.close()).toBe(0);
+});
+
+test("malformed requests: bad protobuf, unknown type, missing pid, fds that are not directories, unsupported options", async () => {
+  const c = Client.start();
+  const dir = imagesDir("swrk-bad");
+  c.sendRaw(new Uint8Array([0xff, 0xff, 0xff, 0x01]));
+  let r = c.recv().resp;
+  expect(r.success).toBe(false);
+  expect(r.crErrmsg).toContain("cannot decode the request");
+  c.sendRaw(new Uint8Array([0x08, 0x63])); // type = 99
+  r = c.recv().resp;
+  expect(r.success).toBe(false);
+  expect(r.crErrmsg).toMatch(/unknown request type/);
+  const d = dirFd(dir);
+  try {
+    r = c.call({ type: T.DUMP, opts: { imagesDirFd: d } });
+    expect(r.success).toBe(false);
+    expect(r.crErrmsg).toContain("no pid to dump");
+    r = c.call({ type: T.DUMP });
+    expect(r.success).toBe(false);
+    expect(r.crErrmsg).toContain("without opts");
+    const f = openSync(join(REPO_ROOT, "package.json"), "r");
+    r = c.call({ type: T.RESTORE, opts: { imagesDirFd: f } });
+    closeSync(f);
+    expect(r.success).toBe(false);
+    expect(r.crErrmsg).toMatch(/images_dir_fd \d+ of the caller \(pid \d+\) is not a directory/);
+    r = c.call({ type: T.DUMP, opts: { imagesDirFd: 999, pid: 1 } });
+    expect(r.crErrmsg).toMatch(/images_dir_fd 999 is not an open fd of the caller/);
+    r = c.call({ type: T.DUMP, opts: { imagesDirFd: d, workDirFd: 998, pid: 1 } });
+    expect(r.crErrmsg).toMatch(/work_dir_fd 998 is not an open fd/);
+    r = c.call({ type: T.DUMP, opts: { imagesDirFd: d, pid: 1, lazyPages: true } });
+    expect(r.crErrmsg).toBe("lazy_pages: --lazy-pages: not supported by criu-bun yet");
+    r = c.call({ type: T.DUMP, opts: { imagesDirFd: d, pid: 1, logFile: "../x.log" } });
+    expect(r.crErrmsg).toContain("must be a name in the work dir");
+    r = c.call({ type: T.DUMP, opts: { imagesDirFd: d, pid: 999999999 } });
+    expect(r.success).toBe(false);
+    expect(r.crErrmsg).toMatch(/999999999/);
+  } finally { closeSync(d); }
+  // still serving after all that
+  expect(c.call({ type: T.VERSION }).success).toBe(true);
+  expect(await c.close()).toBe(0);
+});
+
+test("DUMP and RESTORE of a workload with notifications in criu's order; the log in the work dir; the tree gone when DUMP answers", async () => {
+  const w = await startWorkload("counter");
+  const dir = imagesDir("swrk");
+  const work = mkdtempSync(join(tmpdir(), "criu-bun-swrk-work-"));
+  const d = dirFd(dir), wd = dirFd(work);
+  try {
+    let c = Client.start();
+    c.send({ type: T.DUMP, opts: { imagesDirFd: d, workDirFd: wd, pid: w.pid, logLevel: 4, logFile: "dump.log", notifyScripts: true } });
+    let states: (string | null)[] = [];
+    const dumped = c.serveNotifications(undefined, () => states.push(procState(w.pid)));
+    expect(dumped.resp.type).toBe(T.DUMP);
+    expect(dumped.resp.crErrmsg ?? "").toBe("");
+    expect(dumped.resp.success).toBe(true);
+    expect(dumped.resp.dump?.restored).toBe(false);
+    expect(dumped.seen).toEqual([{ script: "pre-dump" }, { script: "query-ext-files" }, { script: "post-dump" }]);
+    expect(states[2]).toBe("t"); // frozen until post-dump is answered
+    // without leave_running, the reply comes when the tree is gone (runc checks it at once)
+    expect(isAlive(w.pid)).toBe(false);
+    expect(readFileSync(join(work, "dump.log"), "utf8")).toContain("Dumping finished successfully");
+    expect(await c.close()).toBe(0);
+    await waitReaped(w.pid);
+
+    c = Client.start();
+    c.send({ type: T.RESTORE, opts: { imagesDirFd: d, workDirFd: wd, logLevel: 4, logFile: "restore.log", notifyScripts: true } });
+    states = [];
+    const restored = c.serveNotifications(undefined, (s, pid) => { if (s === "post-restore") states.push(procState(pid!)); });
+    expect(restored.resp.success).toBe(true);
+    expect(restored.resp.restore?.pid).toBe(w.pid);
+    expect(restored.seen).toEqual([{ script: "pre-restore" }, { script: "post-restore", pid: w.pid }, { script: "pre-resume" }, { script: "post-resume" }]);
+    expect(states).toEqual(["t"]); // restored, not running yet
+    expect(readFileSync(join(work, "restore.log"), "utf8")).toContain("Restore finished successfully");
+    expect(await c.close()).toBe(0);
+    trigger(w);
+    expect((await waitResult(w, 15000)).text).toStartWith("PASS");
+  } finally { closeSync(d); closeSync(wd); rmSync(work, { recursive: true, force: true }); }
+}, 60000);
+
+test("a refused notification fails the request and the tree keeps running; PRE_DUMP then DUMP with parent_img", async () => {
+  const w = await startWorkload("counter");
+  const pre = imagesDir("swrk-pre"), fin = imagesDir("swrk-fin");
+  const pd = dirFd(pre), fd = dirFd(fin);
+  try {
+    const c = Client.start();
+    c.send({ type: T.DUMP, opts: { imagesDirFd: fd, pid: w.pid, notifyScripts: true } });
+    const refused = c.serveNotifications("post-dump");
+    expect(refused.resp.success).toBe(false);
+    expect(refused.resp.crErrmsg).toBe("the caller refused post-dump");
+    expect(isAlive(w.pid)).toBe(true);
+    expect(procState(w.pid)).not.toBe("t");
+    // runc --pre-dump: FEATURE_CHECK mem_track, PRE_DUMP, then DUMP with parent_img (relative to the images dir)
+    let r = c.call({ type: T.PRE_DUMP, opts: { imagesDirFd: pd, pid: w.pid, trackMem: true } });
+    expect(r.success).toBe(true);
+    expect(isAlive(w.pid)).toBe(true);
+    r = c.call({ type: T.DUMP, opts: { imagesDirFd: fd, pid: w.pid, trackMem: true, parentImg: join("..", pre.split("/").pop()!), leaveRunning: true } });
+    expect(r.crErrmsg ?? "").toBe("");
+    expect(r.success).toBe(true);
+    expect(isAlive(w.pid)).toBe(true);
+    expect(await c.close()).toBe(0);
+    trigger(w);
+    expect((await waitResult(w, 15000)).text).toStartWith("PASS");
+  } finally { closeSync(pd); closeSync(fd); }
+}, 60000);
