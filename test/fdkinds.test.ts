@@ -57,8 +57,7 @@ describe("kinds criu-bun cannot dump", () => {
 });
 
 describe("images decode with CRIU's crit", () => {
-  test("fd images of epoll, inotify, memfd, unix, timerfd dumps", async () => {
-    if (!Bun.which("crit")) return;
+  test.skipIf(!Bun.which("crit"))("fd images of epoll, inotify, memfd, unix, timerfd dumps", async () => {
     for (const name of ["epoll", "inotify", "memfd", "unix", "timerfd"]) {
       const w = await startWorkload(name);
       await Bun.sleep(80);

@@ -13,6 +13,8 @@ import {
   trigger,
   waitResult,
   workloadNames,
+  waitUntil,
+  procState,
 } from "./harness";
 
 beforeAll(async () => {
@@ -85,9 +87,9 @@ describe("workloads tolerate being stopped and continued", () => {
         settleMs: 50,
         between: async (w) => {
           process.kill(w.pid, "SIGSTOP");
-          await sleep(150);
+          await waitUntil("SIGSTOP to stop it", () => procState(w.pid) === "T");
           process.kill(w.pid, "SIGCONT");
-          await sleep(50);
+          await waitUntil("SIGCONT to wake it", () => procState(w.pid) !== "T");
         },
       });
       if (!r.pass) console.error(r.text);
