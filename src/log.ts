@@ -1,36 +1,58 @@
-// criu-style logging: -v0 (errors) .. -v4 (debug), optional -o FILE. Lines look like criu's:
-// "(00.012345) Error (dump): ..." in the log file; the console gets the same text without the stamp.
-import { appendFileSync, openSync, writeSync, closeSync } from "node:fs";
+// Logging as criu does it (criu/log.c): levels 0 (messages only) .. 4 (debug), default 2; a
+// message is written only if its level is at most the current one (so -v0 silences even errors).
+// Everything goes to one place: the -o file (created 0600, truncated, never through a symlink),
+// stdout for "-o -", else stderr. With -o the console stays quiet. From -v3 on, every line starts
+// with the time since start, "(00.012345) ". Plain messages (log.msg: "Looks good.") always go
+// to stdout. Errors read "Error (where): ..."; the first one is kept for RPC replies.
+import { openSync, writeSync, closeSync, constants } from "node:fs";
 
-export const LOG_ERROR = 1, LOG_WARN = 2, LOG_INFO = 3, LOG_DEBUG = 4;
-let level = 2; // criu's default verbosity
-let fd = -1;
+export const LOG_MSG = 0, LOG_ERROR = 1, LOG_WARN = 2, LOG_INFO = 3, LOG_DEBUG = 4;
+const LOG_TIMESTAMP = 3;
+let level = 2; // criu's DEFAULT_LOGLEVEL
+let fd = 2;
+let ownFd = false;
+let firstError: string | undefined;
 const t0 = performance.now();
 
-export function setLogLevel(v: number) { level = Math.max(0, Math.min(4, v)); }
+export function setLogLevel(v: number) { level = Math.max(0, v); }
 export function logLevel() { return level; }
+
+/** Send the log to `path` ("-": stdout; undefined: stderr). */
 export function setLogFile(path: string | undefined) {
-  if (fd >= 0) { closeSync(fd); fd = -1; }
-  if (path && path !== "-") fd = openSync(path, "a");
+  if (ownFd) { closeSync(fd); ownFd = false; }
+  fd = 2;
+  if (path === "-") fd = 1;
+  else if (path) {
+    const { O_WRONLY, O_CREAT, O_TRUNC, O_APPEND, O_NOFOLLOW, O_CLOEXEC } = constants as Record<string, number>;
+    fd = openSync(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_NOFOLLOW | (O_CLOEXEC ?? 0o2000000), 0o600);
+    ownFd = true;
+  }
 }
+
+/** The fd log lines go to (2 unless -o). */
+export function logFd() { return fd; }
+/** The first error logged (criu reports it back over RPC). */
+export function firstLoggedError() { return firstError; }
 
 function stamp(): string {
-  const s = (performance.now() - t0) / 1000;
-  return `(${s.toFixed(6).padStart(9, "0")})`;
+  const us = Math.round((performance.now() - t0) * 1000);
+  return `(${String(Math.floor(us / 1e6)).padStart(2, "0")}.${String(us % 1e6).padStart(6, "0")}) `;
 }
 
-function emit(lvl: number, text: string, toConsole: boolean) {
-  if (lvl > level && lvl !== LOG_ERROR) return;
-  const line = `${stamp()} ${text}\n`;
-  if (fd >= 0) writeSync(fd, line);
-  if (toConsole || fd < 0) process.stderr.write(`${text}\n`);
+function emit(lvl: number, text: string) {
+  if (lvl === LOG_ERROR && firstError === undefined) firstError = text;
+  if (lvl > level) return;
+  const line = `${level >= LOG_TIMESTAMP ? stamp() : ""}${text}\n`;
+  try { writeSync(fd, line); } catch {}
 }
 
 export const log = {
-  error(where: string, msg: string) { emit(LOG_ERROR, `Error (${where}): ${msg}`, true); },
-  warn(msg: string) { emit(LOG_WARN, `Warn: ${msg}`, false); },
-  info(msg: string) { emit(LOG_INFO, msg, false); },
-  debug(msg: string) { emit(LOG_DEBUG, msg, false); },
+  /** criu's pr_msg: always printed, on stdout */
+  msg(text: string) { try { writeSync(1, text + "\n"); } catch {} },
+  error(where: string, msg: string) { emit(LOG_ERROR, `Error (${where}): ${msg}`); },
+  warn(msg: string) { emit(LOG_WARN, `Warn: ${msg}`); },
+  info(msg: string) { emit(LOG_INFO, msg); },
+  debug(msg: string) { emit(LOG_DEBUG, msg); },
 };
 
 /** An error meant for the user: one line, criu-style, naming what failed and where. */
@@ -40,5 +62,3 @@ export class CriuError extends Error {
     this.name = "CriuError";
   }
 }
-
-export { appendFileSync };

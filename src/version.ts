@@ -1,3 +1,17 @@
 // Imports nothing: src/main.ts prints --version from here before loading any other module.
+// criu-bun's own version, and the CRIU release whose command line, images and behaviour it
+// implements. `--version` prints them as criu does ("Version: X.Y", then "GitID: ..."):
+// LXC reads the first line with fscanf("Version: %[^\n]") and compares it as a string, runc and
+// go-criu compute major*10000 + minor*100 (+ sublevel) from it. The GitID line has no '-',
+// so parsers that treat a '-' as a git-describe suffix ("v4.2-22-g...") leave it alone.
 export const VERSION = "0.1.0";
-export const versionText = () => `Version: ${VERSION}\n`;
+export const CRIU_LEVEL = "4.2";
+
+export function versionText(): string {
+  return `Version: ${CRIU_LEVEL}\nGitID: criu_bun ${VERSION}\n`;
+}
+
+/** The first line of every log, as criu's "Version: 4.2 (gitid ...)". */
+export function versionLine(): string {
+  return `Version: ${CRIU_LEVEL} (gitid criu_bun ${VERSION})`;
+}

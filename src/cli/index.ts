@@ -1,103 +1,136 @@
-// cac wiring only: commands and criu's option spellings. Logic lives in the command modules.
-import { cac, type CAC } from "cac";
-import { normalizeArgv, type Opts } from "./options";
-import { log, setLogFile, setLogLevel, CriuError } from "../log";
+// criu-bun's command line, as criu's: config files and argv through one getopt_long over CRIU
+// 4.2's option table (criu-options.ts, getopt.ts, config.ts, parse.ts), then the command.
+// Logic lives in the command modules; this file dispatches, refuses what is not supported, and
+// sets up logging.
+import { parseCli, type ParsedCli } from "./parse";
+import { UsageError, atoi } from "./getopt";
+import { checkSupport } from "./support";
+import { CRIU_OPTIONS, CRIU_BUN_OPTIONS, type Command } from "./criu-options";
+import type { Opts } from "./options";
 import { versionText } from "../version";
 
 type Runner = (opts: Opts, args: string[]) => Promise<number>;
 
-const COMMANDS: Record<string, { desc: string; load: () => Promise<Runner> }> = {
-  check: { desc: "check that the kernel supports what criu-bun needs", load: async () => (await import("./check")).run },
+interface CommandDef {
+  desc: string;
+  load: () => Promise<Runner>;
+  /** what may follow the command word (criu: nothing, except cpuinfo's dump|check) */
+  args?: "none" | "any";
+}
+
+const unsupported = (name: string) => async () => (await import("./unsupported")).run(name);
+
+const COMMANDS: Record<string, CommandDef> = {
   dump: { desc: "checkpoint a process tree (-t PID) into an images directory (-D DIR)", load: async () => (await import("./dump")).run },
-  "pre-dump": { desc: "pre-dump memory of a process tree (iterative migration)", load: async () => (await import("./predump")).run },
+  "pre-dump": { desc: "pre-dump the memory of a process tree that keeps running", load: async () => (await import("./predump")).run },
   restore: { desc: "restore a process tree from an images directory (-D DIR)", load: async () => (await import("./restore")).run },
-  show: { desc: "decode an image FILE to JSON, or summarize an images directory (--dir DIR)", load: async () => (await import("./show")).run },
+  check: { desc: "check that the kernel supports what criu-bun needs", load: async () => (await import("./check")).run },
   "page-server": { desc: "receive the pages of a dump run with --page-server (--port N, -D DIR)", load: async () => (await import("./pageserver")).run },
-  swrk: { desc: "serve criu's RPC on the socket at fd N (how runc, crun and Podman call criu)", load: async () => (await import("./swrk")).run },
-  "lazy-pages": { desc: "serve pages for a lazy restore (not supported yet)", load: async () => (await import("./unsupported")).run("lazy-pages") },
+  show: { desc: "decode an image FILE to JSON, or summarize an images directory (--dir DIR)", load: async () => (await import("./show")).run, args: "any" },
+  service: { desc: "launch the RPC service (not supported yet)", load: unsupported("service") },
+  swrk: { desc: "serve criu's RPC on the socket at fd N (how runc, crun and Podman call criu)", load: async () => (await import("./swrk")).run, args: "any" },
+  "lazy-pages": { desc: "serve pages for a lazy restore (not supported yet)", load: unsupported("lazy-pages") },
+  dedup: { desc: "remove duplicate pages of a dump (not supported yet)", load: unsupported("dedup") },
+  cpuinfo: { desc: "cpuinfo dump|check (not supported yet)", load: unsupported("cpuinfo"), args: "any" },
 };
 
-function defineOptions(cli: CAC) {
-  cli
-    .option("-t, --tree <pid>", "checkpoint the process tree rooted at PID")
-    .option("-D, --images-dir <dir>", "directory for image files", { default: "." })
-    .option("-W, --work-dir <dir>", "directory for logs and pidfiles (default: images dir)")
-    .option("-o, --log-file <file>", "log to FILE (relative to the work dir)")
-    .option("--verbosity <n>", "log level 0..4 (also -v, -vv, -vN)", { default: 2 })
-    .option("-R, --leave-running", "leave the tasks running after dump")
-    .option("-s, --leave-stopped", "leave the tasks stopped after dump or restore")
-    .option("-d, --restore-detached", "detach from the restored tree")
-    .option("-j, --shell-job", "allow dumping and restoring a shell job (controlling tty)")
-    .option("--tcp-established", "checkpoint established TCP connections")
-    .option("--tcp-close", "restore established TCP connections closed")
-    .option("--pidfile <file>", "write the root task's PID to FILE")
-    .option("--manage-cgroups [mode]", "dump or restore cgroups")
-    .option("--display-stats", "print dump/restore statistics")
-    .option("--timeout <seconds>", "give up on freezing the tree after N seconds")
-    .option("--no-default-config", "do not read default configuration files")
-    .option("--compress", "compress pages with LZ4 (criu-bun extension)")
-    .option("--feature <name>", "check: test one feature, exit 0 if present")
-    .option("--all", "check: run and list every probe")
-    .option("--dir <dir>", "show: summarize an images directory")
-    .option("--ext-unix-sk", "allow external unix sockets")
-    .option("--file-locks", "handle file locks")
-    .option("--link-remap", "allow link remap of deleted files")
-    .option("--prev-images-dir <dir>", "images of a previous (pre-)dump")
-    .option("--ghost-limit <size>", "largest deleted file saved with the dump (bytes, or with K/M/G)")
-    .option("--track-mem", "accepted for criu compatibility (pages are compared with --prev-images-dir)")
-    .option("--page-server", "dump: send pages to the page server at --address/--port")
-    .option("--address <addr>", "page server address (default 0.0.0.0 to listen, required to send)")
-    .option("--port <port>", "page server port");
+function usage(): string {
+  const lines = [
+    "Usage:",
+    "  criu-bun dump|pre-dump -t PID [<options>]",
+    "  criu-bun restore [<options>]",
+    "  criu-bun check [--feature FEAT]",
+    "  criu-bun page-server",
+    "  criu-bun show FILE | --dir DIR [ps|mems|fds]",
+    "",
+    "Commands:",
+    ...Object.entries(COMMANDS).map(([n, c]) => `  ${n.padEnd(14)} ${c.desc}`),
+    "",
+    "Options (CRIU 4.2's; most true/false options also have a --no- form):",
+  ];
+  for (const o of [...CRIU_OPTIONS, ...CRIU_BUN_OPTIONS]) {
+    const arg = o.arg === "required" ? " ARG" : o.arg === "optional" ? "[=ARG]" : "";
+    const flag = `${o.short ? `-${o.short}|` : "   "}--${o.name}${arg}`;
+    const tag = o.support === "no" ? " [not supported yet]" : "";
+    lines.push(`  ${flag.padEnd(30)} ${o.meaning}${tag}`);
+  }
+  lines.push("", "Config files: /etc/criu/default.conf, ~/.criu/default.conf, $CRIU_CONFIG_FILE, --config FILE;",
+    "one option per line without dashes, optionally with one value; '#' comments.");
+  return lines.join("\n") + "\n";
+}
+
+/** Close the fds named by --close, as criu does before anything else. */
+async function closeFds(list: unknown) {
+  if (!Array.isArray(list)) return;
+  const { closeSync } = await import("node:fs");
+  for (const v of list) {
+    const fd = atoi(String(v));
+    try { closeSync(fd); } catch {}
+  }
 }
 
 export async function main(argv: string[]): Promise<number> {
-  const cli = cac("criu-bun");
-  defineOptions(cli);
-  let chosen: { name: string; args: string[]; opts: Opts } | undefined;
-  for (const [name, c] of Object.entries(COMMANDS)) {
-    cli.command(`${name} [...args]`, c.desc).action((args: string[], opts: Opts) => {
-      chosen = { name, args, opts };
-    });
-  }
-  cli.help();
-  if (argv.includes("--version") || argv.includes("-V")) { process.stdout.write(versionText()); return 0; }
-  let parsed;
+  let p: ParsedCli;
   try {
-    parsed = cli.parse(["bun", "criu-bun", ...normalizeArgv(argv)], { run: false });
-    if (parsed.options.help || parsed.options.version) return 0;
-    if (!cli.matchedCommand) {
-      const what = parsed.args[0];
-      if (what === undefined) { cli.outputHelp(); return 1; }
-      throw new CriuError("cli", `unknown command '${what}' (try --help)`);
-    }
-    await cli.runMatchedCommand();
+    p = parseCli(argv);
   } catch (e: any) {
-    let m = String(e.message);
-    const u = /^Unknown option `(.+)`$/.exec(m);
-    if (u) {
-      // cac reports the camelCased name: show the option as the user typed it
-      const camel = (x: string) => x.replace(/^-+/, "").split("=")[0].replace(/-([a-z])/g, (_, c) => c.toUpperCase());
-      const typed = argv.find((a) => a.startsWith("-") && camel(a) === camel(u[1]));
-      m = `unknown option '${typed?.split("=")[0] ?? u[1]}'`;
-    }
-    log.error("cli", e.name === "CACError" ? `${m} (try --help)` : m);
+    if (!(e instanceof UsageError)) throw e;
+    process.stderr.write(`Error (cli): ${e.message}\nTry -h|--help for more info\n`);
     return 1;
   }
-  if (!chosen) return 1;
-  const opts = chosen.opts;
-  opts.verbosity = Number(opts.verbosity);
+  if (p.version) { process.stdout.write(versionText()); return 0; }
+  if (p.help) { process.stdout.write(usage()); return 0; }
+
+  const { log, setLogFile, setLogLevel, CriuError } = await import("../log");
+  const fail = (where: string, msg: string) => {
+    log.error(where, msg);
+    return 1;
+  };
+  const opts = p.opts;
   setLogLevel(opts.verbosity);
-  if (opts.tree !== undefined) opts.tree = Number(opts.tree);
+  if (!p.command) {
+    process.stderr.write("Error (cli): command is required\nTry -h|--help for more info\n");
+    return 1;
+  }
+  const name = p.command;
+  if (name === "exec") return fail("cli", "the \"exec\" action is deprecated by the Compel library");
+  const def = COMMANDS[name];
+  if (!def) {
+    process.stderr.write(`Error (cli): unknown command '${name}'\nTry -h|--help for more info\n`);
+    return 1;
+  }
+  await closeFds(opts.close);
   try {
     if (opts.logFile) {
       const { join, isAbsolute } = await import("node:path");
       const base = opts.workDir ?? opts.imagesDir;
-      setLogFile(isAbsolute(opts.logFile) ? opts.logFile : join(base, opts.logFile));
+      setLogFile(opts.logFile === "-" || isAbsolute(opts.logFile) ? opts.logFile : join(base, opts.logFile));
     }
-    const run = await COMMANDS[chosen.name].load();
-    return await run(opts, chosen.args);
   } catch (e: any) {
-    const where = e instanceof CriuError ? e.where : chosen.name;
+    return fail(name, `cannot open log file: ${e?.message ?? e}`);
+  }
+  const { versionLine } = await import("../version");
+  log.info(versionLine());
+  for (const c of p.configs) log.debug(`Parsed config file ${c}`);
+  let args = p.args;
+  if (opts.execCmd) {
+    if (!args.length) return fail("cli", "--exec-cmd requires a command");
+    if (name !== "restore") return fail("cli", "--exec-cmd is available for the restore command only");
+    if (opts.restoreDetached) return fail("cli", "--restore-detached and --exec-cmd cannot be used together");
+  } else if (args.length && def.args !== "any") {
+    return fail("cli", `excessive parameter${args.length > 1 ? "s" : ""} for command ${name}: ${args.join(" ")}`);
+  }
+  if (opts.restoreSibling && !opts.restoreDetached && name === "restore")
+    return fail("cli", "--restore-sibling only makes sense with --restore-detached");
+  const verdict = checkSupport(name as Command, p.given);
+  for (const n of verdict.notes) log.info(n);
+  if (verdict.refused) return fail(name, verdict.refused);
+  if (name === "restore" && opts.tree) log.warn("Using -t with criu restore is obsoleted");
+  try {
+    const run = await def.load();
+    return await run(opts, args);
+  } catch (e: any) {
+    const where = e instanceof CriuError ? e.where : name;
     log.error(where, e?.message ?? String(e));
     if (process.env.CRIU_BUN_DEBUG) console.error(e?.stack);
     return 1;

@@ -1,4 +1,6 @@
-// Options as criu spells them. Parsed values reach commands as `Opts`.
+// Parsed options as the commands see them: keys are the `key`s of the option table
+// (criu-options.ts). Values stay as given (strings; true/false for flags; string[] for options
+// that may repeat); -t is read with atoi. Commands read numbers with getopt's atoi where they use them.
 export interface Opts {
   tree?: number;
   imagesDir: string;
@@ -12,28 +14,13 @@ export interface Opts {
   tcpEstablished?: boolean;
   tcpClose?: boolean;
   pidfile?: string;
+  /** true for the bare form (criu: soft), else the mode */
   manageCgroups?: string | boolean;
   displayStats?: boolean;
-  timeout?: number;
+  timeout?: string;
   compress?: boolean;
-  feature?: string;
+  feature?: string[];
   all?: boolean;
   dir?: string;
   [k: string]: unknown;
-}
-
-/**
- * criu accepts -v, -vv, -vvv and -vN; cac (mri) would read "-v4" as two flags.
- * Rewrite those spellings to --verbosity=N before parsing. Default level is 2, each v adds one.
- */
-export function normalizeArgv(argv: string[]): string[] {
-  const out: string[] = [];
-  for (const a of argv) {
-    let m: RegExpMatchArray | null;
-    if ((m = a.match(/^-v(\d)$/))) out.push(`--verbosity=${m[1]}`);
-    else if ((m = a.match(/^-(v+)$/))) out.push(`--verbosity=${Math.min(4, 2 + m[1].length)}`);
-    else if (a === "--") { out.push(...argv.slice(argv.indexOf(a))); break; }
-    else out.push(a);
-  }
-  return out;
 }

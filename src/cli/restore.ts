@@ -2,12 +2,22 @@ import { join, isAbsolute } from "node:path";
 import { log } from "../log";
 import type { Opts } from "./options";
 import { restoreProcesses } from "../restore/restore";
-import { wait4Raw, W } from "../sys/ptrace";
+import { wait4Raw } from "../sys/ptrace";
+
+/**
+ * criu's --manage-cgroups modes as far as criu-bun keeps cgroups (membership, no properties):
+ * soft, criu's default and the bare form, creates missing cgroups; none requires them to exist;
+ * ignore leaves the tasks where restore runs. (props, full and strict are refused before this.)
+ */
+function cgroupMode(m: Opts["manageCgroups"]): { manageCgroups: boolean; ignoreCgroups: boolean } {
+  const mode = m === undefined || m === true ? "soft" : String(m);
+  return { manageCgroups: mode === "soft", ignoreCgroups: mode === "ignore" };
+}
 
 export async function run(opts: Opts, _args: string[]): Promise<number> {
   const pidfile = opts.pidfile ? (isAbsolute(opts.pidfile) ? opts.pidfile : join(opts.workDir ?? opts.imagesDir, opts.pidfile)) : undefined;
   const st = restoreProcesses({ dir: opts.imagesDir, leaveStopped: !!opts.leaveStopped, shellJob: !!opts.shellJob, pidfile, tcpClose: !!opts.tcpClose,
-    manageCgroups: opts.manageCgroups !== undefined && opts.manageCgroups !== false && opts.manageCgroups !== "none" });
+    ...cgroupMode(opts.manageCgroups) });
   const pid = st.pid;
   if (opts.displayStats) {
     process.stdout.write(`Displaying restore stats:\nPages compared: 0\nPages skipped COW: 0\nPages restored: ${st.pages}\n` +
@@ -15,12 +25,11 @@ export async function run(opts: Opts, _args: string[]): Promise<number> {
   }
   log.info(`Restore finished successfully (pid ${pid})`);
   if (opts.restoreDetached) return 0;
-  // stay the parent, as criu does, and exit with the restored tree's status
+  // stay the parent, as criu does, until every child is gone; criu then exits 0 whatever the
+  // restored tree's exit status was (its reap_zombies())
   for (;;) {
-    const { r, status } = wait4Raw(pid, 0);
-    if (r === -4) continue;
-    if (r < 0) return 0;
-    if (W.exited(status)) return W.exitStatus(status);
-    if (W.signaled(status)) return 128 + W.termSig(status);
+    const { r } = wait4Raw(-1, 0x40000000 /* __WALL */);
+    if (r === -4) continue; // EINTR
+    if (r < 0) return 0; // ECHILD: nothing left
   }
 }

@@ -20,6 +20,8 @@ import { runHook, type Hooks } from "../hooks";
 
 export interface RestoreOptions {
   dir: string; leaveStopped?: boolean; shellJob?: boolean; pidfile?: string; tcpClose?: boolean; manageCgroups?: boolean;
+  /** --manage-cgroups=ignore: leave every task in the cgroups restore runs in */
+  ignoreCgroups?: boolean;
   /** notifications (action scripts, RPC) at criu's points; each blocks until answered */
   hooks?: Hooks;
 }
@@ -32,7 +34,7 @@ function softHook(hooks: Hooks | undefined, action: "network-unlock" | "post-res
 /** Everything that can be checked before creating a process. */
 function precheck(set: RestoreSet, o: RestoreOptions) {
   const used = new Set(set.tasks.map((t) => t.cores.get(t.pid)?.tc?.cgSet ?? 0));
-  precheckCgroups([...set.cgroups.values()], used, !!o.manageCgroups);
+  if (!o.ignoreCgroups) precheckCgroups([...set.cgroups.values()], used, !!o.manageCgroups);
   for (const t of set.tasks) {
     // in a fresh PID namespace every PID is free; here they must be
     if (!set.newPidNs) for (const tid of t.tids) if (!pidFree(tid)) throw new CriuError("restore", `PID ${tid} is in use`);
@@ -100,7 +102,7 @@ export function restoreProcesses(o: RestoreOptions): { pid: number; ms: number; 
         }
       } else b.createFromParent(byPid.get(t.ppid)!);
       const cg = t.cores.get(t.pid)?.tc?.cgSet;
-      if (cg) enterCgroups(b.pid, set.cgroups.get(cg)!, !!o.manageCgroups);
+      if (cg && !o.ignoreCgroups) enterCgroups(b.pid, set.cgroups.get(cg)!, !!o.manageCgroups);
       b.restoreSession(inTree, o.shellJob);
       // memory before the children are forked from it: what they share stays shared
       if (!t.zombie) b.restoreMemory();
