@@ -1,6 +1,6 @@
 #!/usr/bin/env bun
 // criu-bun entry point. (No top-level await: the executable is compiled to bytecode.)
-// --version answers before anything else loads (the command modules, cac and the image schemas
+// --version answers before anything else loads (the command modules, the parser and the image schemas
 // are imported only for a command); src/version.ts imports nothing.
 import { versionText } from "./version";
 

@@ -51,7 +51,6 @@ const D: readonly Command[] = ["dump", "pre-dump"];
 const R: readonly Command[] = ["restore"];
 const DRD: readonly Command[] = ["dump", "restore"];
 const ALL: readonly Command[] = ["dump", "pre-dump", "restore", "check", "page-server", "service", "swrk", "lazy-pages", "dedup", "cpuinfo", "show"];
-const PS: readonly Command[] = ["page-server", "lazy-pages", "service"];
 
 /** criu's cgroup modes for --manage-cgroups (bare --manage-cgroups means soft). */
 export const CGROUP_MODES = ["none", "props", "soft", "full", "strict", "ignore"] as const;
