@@ -5,7 +5,8 @@
 import { getRegs, setRegs, ptrace, PTRACE, R, wait4Raw, W, type Regs, __WALL, describeStatus, getEventMsg } from "../sys/ptrace";
 import { openFd, closeFd, preadFull, pwriteFull, O } from "../sys/mem";
 import { readVmas } from "../sys/proc";
-import { CriuError } from "../log";
+import { CriuError, log, logLevel, LOG_DEBUG } from "../log";
+import { syscallName } from "../sys/nr";
 
 export class RemoteMem {
   fd: number;
@@ -94,7 +95,12 @@ export class Injector {
       }
     }
     const out = getRegs(this.tid);
-    return BigInt.asIntN(64, out[R.rax]);
+    const ret = BigInt.asIntN(64, out[R.rax]);
+    if (logLevel() >= LOG_DEBUG) {
+      const a = args.map((x) => (typeof x === "bigint" && x > 4096n ? `0x${x.toString(16)}` : String(x))).join(", ");
+      log.debug(`thread ${this.tid}: injected ${syscallName(nr)}(${a}) = ${ret < 0n && ret > -4096n ? `-errno ${-ret}` : ret > 4096n ? `0x${ret.toString(16)}` : ret}`);
+    }
+    return ret;
   }
 
   /** Like call() but throws with the syscall name on failure. Returns a number. */

@@ -2,7 +2,7 @@
 // restore opens every file once per file id in the target and dup3()s it into place.
 import { statSync, readFileSync } from "node:fs";
 import { listFds, readFdinfo, readLink } from "../sys/proc";
-import { CriuError } from "../log";
+import { CriuError, log } from "../log";
 import { syscall } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { closeFd, O } from "../sys/mem";
@@ -86,6 +86,7 @@ export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: 
       const twin = seen.find((x) => x.dev === st.dev && x.ino === st.ino && syscall(NR.kcmp, x.pid, pid, 0 /* KCMP_FILE */, x.fd, fd) === 0);
       if (twin) {
         out.push({ fd, id: twin.id, type: twin.type, cloexec });
+        log.debug(`${where}: '${target}' shares file id ${twin.id} with process ${twin.pid} fd ${twin.fd}${cloexec ? ", cloexec" : ""}`);
         fdLocks(pid, fd, readFileSync(`/proc/${pid}/fdinfo/${fd}`, "latin1"), where, opts, lockSeen, twin.id, locks);
         continue;
       }
@@ -107,6 +108,7 @@ export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: 
         },
       });
       seen.push({ pid, fd, dev: st.dev, ino: st.ino, id, type: kind.type });
+      log.debug(`${where}: ${kind.name} '${target}' flags 0${(flags & ~O_CLOEXEC).toString(8)} pos ${fdinfo.pos ?? "0"} -> file id ${id}${cloexec ? ", cloexec" : ""}`);
       out.push({ fd, id, type: kind.type, cloexec });
       fdLocks(pid, fd, readFileSync(`/proc/${pid}/fdinfo/${fd}`, "latin1"), where, opts, lockSeen, id, locks);
     }
@@ -186,8 +188,14 @@ export function restoreFds(base: CtxBase, fds: S.fdinfo_entry[]) {
     const f = base.files.get(fe.id)!;
     const where = `process ${base.pid} fd ${fe.fd}`;
     const owner = tree.owners.get(fe.id);
-    if (owner) { temps.set(fe.id, imp(owner, where)); continue; }
-    const fd = kindByType(f.type)!.restore(restoreCtx(base, floor, where), f, fe);
+    if (owner) {
+      temps.set(fe.id, imp(owner, where));
+      log.debug(`${where}: file id ${fe.id} taken from process ${owner.pid} fd ${owner.fd} (one open file description)`);
+      continue;
+    }
+    const kind = kindByType(f.type)!;
+    const fd = kind.restore(restoreCtx(base, floor, where), f, fe);
+    log.debug(`${where}: file id ${fe.id} (${kind.name}) created`);
     temps.set(fe.id, fd);
     created.add(fe.id);
   }

@@ -49,7 +49,14 @@ export function classifyVmas(pid: number, brk: bigint, startBrk: bigint): { vmas
     });
   }
   void brk; void startBrk;
+  for (const v of vmas) log.debug(`process ${pid}: ${vmaLine(v)}`);
   return { vmas, raw };
+}
+
+/** One VMA as the -v4 logs show it, on dump and on restore. */
+export function vmaLine(v: { start: bigint; end: bigint; prot: number; flags: number; status: number; pgoff: bigint; path?: string }): string {
+  const prot = `${v.prot & 1 ? "r" : "-"}${v.prot & 2 ? "w" : "-"}${v.prot & 4 ? "x" : "-"}`;
+  return `vma 0x${v.start.toString(16)}-0x${v.end.toString(16)} ${prot} flags 0x${v.flags.toString(16)} status 0x${v.status.toString(16)} pgoff 0x${v.pgoff.toString(16)}${v.path ? ` ${v.path}` : ""}`;
 }
 
 const PM_PRESENT = 1 << 31, PM_SWAP = 1 << 30, PM_FILE = 1 << 29; // bits 63,62,61 as seen in the high u32

@@ -21,6 +21,7 @@ import type { RestoreSet, TaskImages } from "./images";
 import * as S from "../images/schemas";
 import { isFieldSet } from "@bufbuild/protobuf";
 import { CriuError, log } from "../log";
+import { vmaLine } from "../resources/memory";
 import { fillPages } from "../codec/pipeline";
 import { fillParentPages } from "../resources/incremental";
 
@@ -338,6 +339,7 @@ export class TaskBuilder {
         } else flags |= MAP.ANONYMOUS;
         const r = inj.call(NR.mmap, v.start, len, v.prot, flags, fd, fd >= 0 ? v.pgoff : 0n);
         if (r !== v.start) throw new CriuError("restore", `mmap of ${hex(v.start)}-${hex(v.end)} failed (${r < 0n ? "errno " + -r : "got " + hex(r)})`);
+        log.debug(`process ${this.pid}: mapped ${vmaLine(v)}${fd >= 0 ? ` from fd ${fd}` : ""}`);
         if (v.madv) {
           for (let b = 0n; b < 64n; b++) if (v.madv & (1n << b)) inj.call(NR.madvise, v.start, len, b);
         }

@@ -31,3 +31,10 @@ export const NR = {
   mincore: 27, mount: 165, umount2: 166, sethostname: 170, setdomainname: 171, msync: 26, membarrier: 324, pkey_mprotect: 329, map_shadow_stack: 453,
   io_setup: 206, io_destroy: 207, io_getevents: 208,
 } as const;
+
+let names: Map<number, string> | undefined;
+/** The name of a syscall number, for logs ("syscall 999" when criu-bun does not know it). */
+export function syscallName(nr: number): string {
+  names ??= new Map(Object.entries(NR).map(([k, v]) => [v as number, k]));
+  return names.get(nr) ?? `syscall ${nr}`;
+}

@@ -1,0 +1,38 @@
+// Logs worth reading: at -v4 a dump says what it saved for every fd and every VMA, and a restore
+// says what it created for each and which syscalls it injected (as CRIU's logs do).
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { readFileSync, readdirSync, readlinkSync } from "node:fs";
+import { join } from "node:path";
+import { buildWorkloads, cleanup, startWorkload, trigger, waitResult } from "./harness";
+import { dump, restore, imagesDir, cleanupImages } from "./engine-helpers";
+
+beforeAll(async () => { await buildWorkloads(); }, 120_000);
+afterAll(() => { cleanup(); cleanupImages(); });
+
+test("a -v4 dump log has a line per fd and per VMA; the restore log one per fd, VMA and injected syscall", async () => {
+  const w = await startWorkload("manyfds.py");
+  const fds = readdirSync(`/proc/${w.pid}/fd`).map(Number);
+  const targets = new Map(fds.map((fd) => [fd, readlinkSync(`/proc/${w.pid}/fd/${fd}`)]));
+  const maps = readFileSync(`/proc/${w.pid}/maps`, "latin1").trim().split("\n")
+    .filter((l) => !l.endsWith("[vsyscall]")).map((l) => l.split(" ")[0].split("-").map((h) => BigInt(`0x${h}`)));
+  expect(readdirSync(`/proc/${w.pid}/task`).length).toBe(2);
+  const dir = imagesDir("logs");
+  dump(w.pid, dir); // -v4 -o dump.log
+  const dlog = readFileSync(join(dir, "dump.log"), "utf8");
+  for (const [fd, target] of targets) {
+    expect({ fd, line: new RegExp(`process ${w.pid} fd ${fd}: .*'${target.replace(/[[\]]/g, "\\$&")}'.* file id \\d+`).test(dlog) }).toEqual({ fd, line: true });
+  }
+  // every VMA, by its range (the kernel may merge or split none between reading maps and the dump: the tree is idle)
+  for (const [s, e] of maps) {
+    expect({ vma: s.toString(16), line: dlog.includes(`process ${w.pid}: vma 0x${s.toString(16)}-0x${e.toString(16)} `) }).toEqual({ vma: s.toString(16), line: true });
+  }
+  const r = await restore(dir, w.pid);
+  const rlog = readFileSync(join(dir, "restore.log"), "utf8");
+  for (const fd of fds) expect({ fd, line: new RegExp(`process ${w.pid} fd ${fd}: file id \\d+ (\\([\\w ]+\\) created|taken from)`).test(rlog) }).toEqual({ fd, line: true });
+  expect(rlog).toMatch(new RegExp(`process ${w.pid}: mapped vma 0x`));
+  expect(rlog).toMatch(/thread \d+: injected (mmap|dup3|close)\(/);
+  trigger(w);
+  const res = await waitResult(w, 15000);
+  expect(res.text).toStartWith("PASS");
+  expect(await r.proc.exited).toBe(0);
+});
