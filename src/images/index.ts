@@ -1,4 +1,7 @@
-// The image layer: CRIU's on-disk format (see /work/shared/design/IMAGES.md).
+// The image layer: CRIU's on-disk format. An image file starts with IMG_COMMON_MAGIC and its own
+// magic (inventory.img: its own magic only; stats-*: the service magic), then entries, each a u32
+// length and a protobuf message (a few images put raw bytes after an entry); pages-N.img is raw
+// pages in the order of pagemap-N.img's entries. Magics in magic.ts, framing in image.ts.
 export * from "./magic";
 export * from "./image";
 export * from "./json";
