@@ -7,7 +7,7 @@ import { gunzipSync } from "node:zlib";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { REPO_ROOT, newestSource } from "./harness";
-import { PROBES, runProbe } from "../src/check/index";
+import { PROBES, runProbe, CRIU_FEATURE_NAMES, UNSUPPORTED_FEATURES } from "../src/check/index";
 import { listChildren, listFds, readLink, readVmas } from "../src/sys/proc";
 
 interface Run { code: number; stdout: string; stderr: string }
@@ -41,27 +41,58 @@ describe("check", () => {
     expect(r.code).toBe(0);
   });
 
-  test("--all: one line per probe, every probe listed once, basics present, exit 0", () => {
-    expect(all.code).toBe(0);
+  test("--all: one line per probe and per experimental feature, then criu's verdict and exit code", () => {
     const lines = all.stdout.trimEnd().split("\n");
-    expect(lines[lines.length - 1]).toBe("Looks good.");
-    const probeLines = lines.slice(0, -1);
-    for (const l of probeLines) expect(l).toMatch(LINE);
+    const probeLines = lines.filter((l) => LINE.test(l));
+    const rest = lines.slice(probeLines.length);
     const names = probeLines.map((l) => l.split(" ")[0]);
-    expect(names).toEqual(PROBES.map((p) => p.name));
+    expect(names).toEqual([...PROBES.map((p) => p.name), "autofs", "compat_cr"]);
     expect(new Set(names).size).toBe(names.length);
     for (const p of PROBES.filter((p) => p.basic)) expect(verdict.get(p.name)).toBe(true);
+    // criu: "Looks good." only if every feature checked is there, else its warning and exit 1
+    if ([...verdict.values()].every(Boolean)) {
+      expect(rest).toEqual(["Looks good."]);
+      expect(all.code).toBe(0);
+    } else {
+      expect(rest).toEqual(["Looks good but some kernel features are missing", "which, depending on your process tree, may cause", "dump or restore failure."]);
+      expect(all.code).toBe(1);
+    }
     // criu's names where criu has them
     for (const n of ["can_map_vdso", "clone3_set_tid", "get_rseq_conf", "mem_dirty_track", "uffd", "uffd-noncoop", "timens",
       "seccomp_suspend", "seccomp_filters", "kcmp_epoll", "pidfd_store", "memfd_hugetlb", "ns_pid", "nftables", "userns",
-      "cgroupns", "loginuid", "tun", "timerfd", "fdinfo_lock", "aio_remap"]) expect(names).toContain(n);
+      "cgroupns", "loginuid", "tun", "timerfd", "fdinfo_lock", "aio_remap", "network_lock_nftables", "mnt_id", "openat2"]) expect(names).toContain(n);
   });
 
-  test("--feature list prints the names", () => {
+  test("--feature list prints CRIU 4.2's names in criu's order, then criu-bun's own", () => {
     const r = check("--feature", "list");
     expect(r.code).toBe(0);
-    expect(r.stdout.trim().split("\n")).toEqual(PROBES.map((p) => p.name));
+    const listed = r.stdout.trim().split("\n");
+    expect(listed.slice(0, CRIU_FEATURE_NAMES.length)).toEqual([...CRIU_FEATURE_NAMES]);
+    for (const p of PROBES) expect(listed).toContain(p.name);
+    expect(new Set(listed).size).toBe(listed.length);
   });
+
+  test("every feature name of CRIU 4.2 gets an answer: a real probe's, or 'unsupported by criu-bun' and exit 1", () => {
+    expect(CRIU_FEATURE_NAMES.length).toBe(45);
+    const criu42 = "/work/shared/tools/criu-4.2";
+    if (existsSync(criu42)) {
+      // each name is a string of criu 4.2's binary (itself, or the tail of a longer one)
+      const strings = readFileSync(criu42).toString("latin1");
+      for (const n of CRIU_FEATURE_NAMES) expect(`${n}: ${strings.includes(`${n}\0`)}`).toBe(`${n}: true`);
+    }
+    for (const n of CRIU_FEATURE_NAMES) {
+      const r = check("--feature", n);
+      const probe = PROBES.find((p) => p.name === n);
+      if (probe) {
+        const ok = runProbe(probe).ok;
+        expect(`${n}: ${r.code} ${r.stdout}`).toBe(`${n}: ${ok ? 0 : 1} ${ok ? `${n} is supported\n` : ""}`);
+        if (!ok) expect(r.stderr).toMatch(new RegExp(`^Error \\(check\\): ${n} is not supported: .+`));
+      } else {
+        expect(`${n}: ${r.code} ${r.stdout}`).toBe(`${n}: 1 `);
+        expect(r.stderr).toBe(`Error (check): ${n} is unsupported by criu-bun: ${UNSUPPORTED_FEATURES[n]}\n`);
+      }
+    }
+  }, 120_000);
 
   test("--feature: 0 for a present feature, 1 for an absent one, 1 with an error for an unknown one", () => {
     const ok = check("--feature", "pidfd_getfd");

@@ -6,15 +6,27 @@ import { MEMORY_PROBES } from "./memory";
 import { FILE_PROBES } from "./files";
 import { NET_PROBES } from "./net";
 import { NS_PROBES } from "./ns";
+import { CRIU_EXTRA_PROBES, CRIU_FEATURE_NAMES, UNSUPPORTED_FEATURES } from "./criu-features";
 
 export type { Probe } from "./probe";
+export { CRIU_FEATURE_NAMES, UNSUPPORTED_FEATURES };
 
-export const PROBES: Probe[] = [...TRACEE_PROBES, ...MEMORY_PROBES, ...FILE_PROBES, ...NET_PROBES, ...NS_PROBES]
+const nft = NET_PROBES.find((p) => p.name === "nftables")!;
+/** criu's network_lock_nftables: the lock criu-bun takes is the nf_tables one */
+const NETWORK_LOCK_NFTABLES: Probe = { ...nft, name: "network_lock_nftables", desc: "network locking with nf_tables" };
+
+export const PROBES: Probe[] = [...TRACEE_PROBES, ...MEMORY_PROBES, ...FILE_PROBES, ...NET_PROBES, NETWORK_LOCK_NFTABLES, ...NS_PROBES, ...CRIU_EXTRA_PROBES]
   // basic ones first, each group in its own order
   .sort((a, b) => Number(b.basic) - Number(a.basic));
 
 export function findProbe(name: string): Probe | undefined {
   return PROBES.find((p) => p.name === name);
+}
+
+/** Every name `check --feature` answers: CRIU 4.2's in criu's order, then criu-bun's own. */
+export function featureNames(): string[] {
+  const criu = new Set<string>(CRIU_FEATURE_NAMES);
+  return [...CRIU_FEATURE_NAMES, ...PROBES.map((p) => p.name).filter((n) => !criu.has(n))];
 }
 
 export interface ProbeResult {
