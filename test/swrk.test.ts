@@ -87,7 +87,7 @@ test("VERSION: criu 4.2's level with criu-bun's own version in gitid; runc and P
     expect(r.success).toBe(true);
     const v = r.version!;
     expect([v.majorNumber, v.minorNumber]).toEqual([4, 2]);
-    expect(v.gitid).toStartWith("criu-bun-");
+    expect(v.gitid).toStartWith("criu_bun ");
     // runc: major*10000 + minor*100 + sublevel, one minor more with a gitid
     const runcLevel = v.majorNumber * 10000 + v.minorNumber * 100 + (v.sublevel ?? 0) + (v.gitid ? 100 : 0);
     expect(runcLevel).toBeGreaterThanOrEqual(31600); // Podman 31100, containerd and CRI-O 31600

@@ -19,7 +19,7 @@ export type Support = "yes" | "noop" | "no";
 /** criu's commands (plus criu-bun's `show`). */
 export type Command =
   | "dump" | "pre-dump" | "restore" | "check" | "page-server" | "service" | "swrk"
-  | "lazy-pages" | "dedup" | "cpuinfo" | "show";
+  | "lazy-pages" | "dedup" | "cpuinfo" | "show" | "install";
 
 export interface CriuOption {
   /** long name, without dashes */
@@ -248,6 +248,10 @@ export const CRIU_BUN_OPTIONS: readonly CriuOption[] = [
     meaning: "store pages as LZ4 blocks (pages-N.lz4; criu-bun extension)" },
   { name: "dir", arg: "required", key: "dir", commands: ["show"], support: "yes",
     meaning: "show: summarize an images directory" },
+  { name: "as-criu", arg: "none", key: "asCriu", commands: ["install"], support: "yes",
+    meaning: "install: make criu-bun the criu command (a symlink named criu)" },
+  { name: "prefix", arg: "required", key: "prefix", commands: ["install"], support: "yes",
+    meaning: "install: directory for the criu symlink (default /usr/local/sbin)" },
 ];
 
 const byName = new Map<string, CriuOption>();

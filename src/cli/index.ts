@@ -29,6 +29,7 @@ const COMMANDS: Record<string, CommandDef> = {
   show: { desc: "decode an image FILE to JSON, or summarize an images directory (--dir DIR)", load: async () => (await import("./show")).run, args: "any" },
   service: { desc: "launch the RPC service (not supported yet)", load: unsupported("service") },
   swrk: { desc: "serve criu's RPC on the socket at fd N (how runc, crun and Podman call criu)", load: async () => (await import("./swrk")).run, args: "any" },
+  install: { desc: "install --as-criu [--prefix DIR]: make criu-bun the criu in PATH (a symlink DIR/criu)", load: async () => (await import("./install")).run },
   "lazy-pages": { desc: "serve pages for a lazy restore (not supported yet)", load: unsupported("lazy-pages") },
   dedup: { desc: "remove duplicate pages of a dump (not supported yet)", load: unsupported("dedup") },
   cpuinfo: { desc: "cpuinfo dump|check (not supported yet)", load: unsupported("cpuinfo"), args: "any" },

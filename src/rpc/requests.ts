@@ -7,12 +7,9 @@ import { isFieldSet } from "@bufbuild/protobuf";
 import { criu_optsSchema, criu_featuresSchema, criu_req_type, criu_cg_mode, type criu_opts, type criu_req } from "../images/gen/rpc_pb";
 import { CRIU_OPTIONS, refusal } from "../cli/criu-options";
 import { CriuError, log, setLogFile, setLogLevel } from "../log";
-import { VERSION } from "../version";
+import { VERSION, CRIU_LEVEL } from "../version";
 import { failure, RpcHooks, type RespInit, type RpcConn } from "./swrk";
 import { wait4Raw, W } from "../sys/ptrace";
-
-/** the CRIU release whose behaviour criu-bun implements (runc and Podman gate features on it) */
-export const CRIU_LEVEL = { major: 4, minor: 2 };
 
 const T = criu_req_type;
 
@@ -34,6 +31,7 @@ function given(o: criu_opts, field: string): boolean {
 
 /** Refuse the first set field whose option criu-bun does not implement for this command. */
 function refuseUnsupported(o: criu_opts, command: "dump" | "pre-dump" | "restore") {
+  log.debug(`rpc: ${command} with ${criu_optsSchema.fields.filter((f) => given(o, f.name)).map((f) => `${f.name}=${JSON.stringify((o as any)[f.localName], (_k, v) => typeof v === "bigint" ? String(v) : v)}`).join(" ")}`);
   for (const opt of CRIU_OPTIONS) {
     if (!opt.rpc || RPC_OWN.has(opt.rpc) || opt.support !== "no") continue;
     if (!opt.commands.includes(command)) continue;
@@ -196,7 +194,7 @@ export async function handleRequest(conn: RpcConn, req: criu_req): Promise<RespI
   switch (req.type) {
     case T.VERSION:
       return { type: req.type, success: true,
-        version: { majorNumber: CRIU_LEVEL.major, minorNumber: CRIU_LEVEL.minor, gitid: `criu-bun-${VERSION}`, name: "criu-bun" } };
+        version: { majorNumber: Number(CRIU_LEVEL.split(".")[0]), minorNumber: Number(CRIU_LEVEL.split(".")[1]), gitid: `criu_bun ${VERSION}`, name: "criu-bun" } };
     case T.FEATURE_CHECK: return featureCheck(req);
     case T.CHECK: return checkRequest(req);
     case T.DUMP: return dumpRequest(conn, req, false);
