@@ -19,6 +19,7 @@ import { PageCodec } from "./codec";
 import { BlockCore, Slot, runInto, slotBytes, CTL_BUSY, CTL_DONE, I_CTL, SEG_ANON, SEG_READABLE, SEG_WRITABLE, type DumpJob, type RestoreJob } from "./jobs";
 import { BLOCK, BLOCK_PAGES, BLOCK_LZ4, IndexWriter, pagesNames, checkPagesLayout, type PagesLayout } from "./format";
 import { pagesToDump, type DumpedVma, type PageRun } from "../resources/memory";
+import { RunList } from "../images/pagemap";
 import { writeFull } from "../sys/mem";
 import { VMA, PE } from "../resources/vma";
 import { CriuError, log, logLevel, LOG_DEBUG } from "../log";
@@ -187,7 +188,7 @@ export function peakRssKb(): number {
 
 export interface PagesDumpResult {
   /** pagemap runs of the pages written (PE_PRESENT), sorted */
-  runs: PageRun[];
+  runs: RunList;
   /** pages looked at / pages written */
   scanned: number; written: number;
   /** bytes of the pages file, bytes of raw pages in it */
@@ -212,7 +213,7 @@ export function dumpPages(o: { pid: number; vmas: DumpedVma[]; memFd: number; di
   const path = join(o.dir, dataFile);
   const fd = openSync(path, "w");
   const index = new IndexWriter(compress);
-  const runs: PageRun[] = [];
+  const runs = new RunList();
   let scanned = 0, written = 0, stored = 0;
   const progress = new Progress("dump", totalPages * PAGE);
   const nw = workerCount(totalPages * PAGE);
@@ -228,12 +229,7 @@ export function dumpPages(o: { pid: number; vmas: DumpedVma[]; memFd: number; di
       stored += s.storedLen;
       index.add({ rawHash: s.rawHash, storedHash: s.storedHash, rawLen: raw, storedLen: s.storedLen, flags: s.flags & BLOCK_LZ4 });
       written += raw / PAGE;
-      for (let i = 0; i < s.nRuns; i++) {
-        const va = BigInt(s.runs[i * 2]), n = s.runs[i * 2 + 1];
-        const last = runs[runs.length - 1];
-        if (last && last.vaddr + BigInt(last.nrPages * PAGE) === va) last.nrPages += n;
-        else runs.push({ vaddr: va, nrPages: n, flags: PE.PRESENT });
-      }
+      for (let i = 0; i < s.nRuns; i++) runs.add(s.runs[i * 2], s.runs[i * 2 + 1], PE.PRESENT);
     }, (s) => new CriuError("mem", `process ${o.pid}: ${s.error()}`));
   } finally {
     pool.close();

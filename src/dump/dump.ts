@@ -300,7 +300,7 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
     // incremental: raw pages first, then only those that changed are kept (compressed if asked)
     pr = dumpPages(pid, task.vmas, mem, d, id, o.compress && !o.prevImagesDir);
     if (o.prevImagesDir) {
-      const dd = dedupeAgainstParent(d, pr.file, pr.runs, o.prevImagesDir, vpid, o.compress);
+      const dd = dedupeAgainstParent(d, pr.file, [...pr.runs], o.prevImagesDir, vpid, o.compress);
       log.info(`process ${pid}: ${dd.fromParent} pages unchanged since the previous dump, ${dd.kept} stored in ${dd.file}`);
       pr = { ...pr, runs: dd.runs, written: dd.kept, file: dd.file, storedBytes: dd.stored, rawBytes: dd.kept * 4096 };
     }

@@ -12,6 +12,34 @@ const PAGEMAP_MAGIC = 0x56084025;
 
 export interface PagemapRun { vaddr: bigint; nrPages: number; flags: number }
 
+/**
+ * Page runs kept compactly (16 bytes each in typed arrays instead of an object and a BigInt per
+ * run): a multi-GiB dump of fragmented memory has hundreds of thousands of runs, and a list of
+ * objects grew criu-bun's peak RSS with the size of the dump. Iterating yields PagemapRun objects
+ * one at a time; add() joins a run to the previous one when they touch and share flags.
+ */
+export class RunList implements Iterable<PagemapRun> {
+  private va = new Float64Array(256);
+  private nf = new Uint32Array(512); // [nrPages, flags] per run
+  length = 0;
+  add(vaddr: number, nrPages: number, flags: number) {
+    const i = this.length - 1;
+    if (i >= 0 && this.nf[i * 2 + 1] === flags && this.va[i] + this.nf[i * 2] * 4096 === vaddr && this.nf[i * 2] + nrPages <= 0xffffffff) {
+      this.nf[i * 2] += nrPages;
+      return;
+    }
+    if (this.length === this.va.length) {
+      const va = new Float64Array(this.va.length * 2); va.set(this.va); this.va = va;
+      const nf = new Uint32Array(this.nf.length * 2); nf.set(this.nf); this.nf = nf;
+    }
+    this.va[this.length] = vaddr; this.nf[this.length * 2] = nrPages; this.nf[this.length * 2 + 1] = flags;
+    this.length++;
+  }
+  *[Symbol.iterator](): Iterator<PagemapRun> {
+    for (let i = 0; i < this.length; i++) yield { vaddr: BigInt(this.va[i]), nrPages: this.nf[i * 2], flags: this.nf[i * 2 + 1] };
+  }
+}
+
 class Out {
   buf = new Uint8Array(1 << 16);
   len = 0;
@@ -32,7 +60,7 @@ class Out {
 function varintLen(v: number) { let n = 1; while (v >= 0x80) { v = Math.floor(v / 0x80); n++; } return n; }
 
 /** The whole image: magics, pagemap_head{pages_id}, then one pagemap_entry per run. */
-export function encodePagemap(pagesId: number, runs: PagemapRun[]): Uint8Array {
+export function encodePagemap(pagesId: number, runs: Iterable<PagemapRun>): Uint8Array {
   const o = new Out();
   o.u32(IMG_COMMON_MAGIC); o.u32(PAGEMAP_MAGIC);
   o.u32(1 + varintLen(pagesId)); o.varint(0x08); o.varint(pagesId);

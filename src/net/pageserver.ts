@@ -74,7 +74,7 @@ export class PageServerClient {
   }
 
   /** One process's pages: runs in order, their bytes packed in dataFile in the same order. */
-  sendPagemap(id: number, runs: PagemapRun[], dataFile: string) {
+  sendPagemap(id: number, runs: Iterable<PagemapRun>, dataFile: string) {
     const dst = (BigInt(id) << 8n) | BigInt(TYPE_PID);
     writeAll(this.fd, psi(PS.OPEN2, 0, 0n, dst), "sending PS_IOV_OPEN2");
     const parent = new Uint8Array(1);
