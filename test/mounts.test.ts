@@ -2,7 +2,7 @@
 // mounts) and what it refuses at dump (a container's own root file system, foreign mounts, a chroot),
 // leaving the target running.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, symlinkSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
@@ -29,60 +29,161 @@ async function waitFor<T>(fn: () => T | undefined | false, ms: number, what: str
 }
 const read = (p: string) => { try { return readFileSync(p, "utf8"); } catch { return ""; } };
 
-/** A minimal root file system: busybox-static and its applets. */
+/** A minimal root file system: busybox-static and its applets, a file to bind read-only. */
 function busyboxRootfs(): string {
   const r = mkdtempSync(join(tmpdir(), "criu-bun-rootfs-"));
   tmp.push(r);
-  for (const d of ["bin", "proc", "dev", "tmp", "old", "data"]) mkdirSync(join(r, d));
+  for (const d of ["bin", "proc", "dev", "dev/pts", "tmp", "old", "data", "data/src", "data/ro", "priv", "shared", "work", "ext", "odd"]) mkdirSync(join(r, d));
   copyFileSync("/bin/busybox", join(r, "bin/busybox"));
-  Bun.spawnSync(["chmod", "755", join(r, "bin/busybox")]);
-  for (const a of ["sh", "sleep", "cat", "echo", "mount", "umount", "ls"]) symlinkSync("busybox", join(r, "bin", a));
+  chmodSync(join(r, "bin/busybox"), 0o755);
+  for (const a of ["sh", "sleep", "cat", "echo", "mount", "umount", "ls", "readlink", "setsid", "ln", "mkdir"]) symlinkSync("busybox", join(r, "bin", a));
+  writeFileSync(join(r, "data/src/f"), "hello\n");
   return r;
 }
 
+/** The container's program: its mounts, an open file and cwd inside, a counter; on /work/go it checks itself. */
+const INNER = `umount -l /old
+mount -t proc proc /proc
+mount -t tmpfs -o size=1m,mode=1777 tmpfs /tmp
+echo tmpdata > /tmp/t1; mkdir /tmp/d; echo x > /tmp/d/t2; ln -s t1 /tmp/link
+mount --bind /data/src /data/ro; mount -o remount,bind,ro /data/ro
+mount -t tmpfs priv /priv; mount --make-private /priv
+mount -t tmpfs shr /shared; mount --make-shared /shared
+mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts
+$EXTRA
+cd /work
+exec 3</data/ro/f
+echo $$ > /pid
+i=0
+while :; do
+  i=$((i+1)); echo $i > /work/count
+  if [ -e /work/go ]; then
+    r=PASS
+    read -r l <&3; [ "$l" = hello ] || r="FAIL: fd 3 read '$l'"
+    [ "$(cat /tmp/t1)" = tmpdata ] || r="FAIL: /tmp/t1"
+    [ "$(cat /tmp/d/t2)" = x ] || r="FAIL: /tmp/d/t2"
+    [ "$(readlink /tmp/link)" = t1 ] || r="FAIL: /tmp/link"
+    [ "$(readlink /proc/$$/cwd)" = /work ] || r="FAIL: cwd $(readlink /proc/$$/cwd)"
+    [ "$(readlink /proc/$$/root)" = / ] || r="FAIL: root"
+    (echo w > /data/ro/w) 2>/dev/null && r="FAIL: /data/ro is writable"
+    echo "$r" > /work/result.tmp; cat /proc/self/mountinfo >> /work/result.tmp; mv /work/result.tmp /work/result
+    exit 0
+  fi
+  sleep 0.05
+done`;
+
 /**
- * A container as runtimes make it: `unshare -m --fork`, the rootfs bind-mounted on itself,
- * pivot_root into it, the old root detached, /proc mounted; inside, a busybox shell counts into
- * /tmp/count (visible here through the rootfs directory). Returns the shell's PID.
+ * A container as runtimes make it: \`unshare -m --fork\`, the rootfs bind-mounted on itself,
+ * pivot_root into it, the old root detached; INNER runs as a session leader in there.
+ * \`pre\` runs before pivot_root (host paths still visible), \`extra\` inside. Returns the shell's PID.
  */
-async function startContainer(rootfs: string): Promise<{ pid: number; outer: Subprocess }> {
-  const inner = "umount -l /old && mount -t proc proc /proc && echo $$ > /pid && i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done";
+async function startContainer(rootfs: string, o: { pre?: string; extra?: string } = {}): Promise<{ pid: number; outer: Subprocess }> {
   const outer = Bun.spawn(["unshare", "-m", "--fork", "sh", "-c",
-    'set -e; mount --make-rprivate /; mount --bind "$0" "$0"; cd "$0"; pivot_root . old; exec /old/bin/busybox chroot . /bin/sh -c "$1"', rootfs, inner],
+    `set -e; mount --make-rprivate /; mount --bind "$0" "$0"; ${o.pre ? `${o.pre};` : ""} cd "$0"; pivot_root . old; exec /old/bin/busybox chroot . /bin/setsid /bin/sh -c "$1" </data/src/f >/work/out 2>&1`,
+    rootfs, INNER.replace("$EXTRA", o.extra ?? "")],
   { stdin: "ignore", stdout: "ignore", stderr: "ignore", detached: true });
   spawned.push(outer);
   const pid = await waitFor(() => Number(read(join(rootfs, "pid"))) || undefined, 10000, "the container's shell");
+  await waitFor(() => Number(read(join(rootfs, "work/count"))) > 1, 10000, "the container's counter");
   return { pid, outer };
 }
 
 async function counting(rootfs: string) {
-  const a = Number(read(join(rootfs, "tmp/count")));
-  await waitFor(() => Number(read(join(rootfs, "tmp/count"))) > a + 2, 5000, "the counter to advance");
+  const a = Number(read(join(rootfs, "work/count")));
+  await waitFor(() => Number(read(join(rootfs, "work/count"))) > a + 2, 5000, "the counter to advance");
 }
 
-describe("mount namespaces", () => {
-  test("a container (own mount namespace, pivot_root into a busybox rootfs) is refused at dump with one line, and keeps running", async () => {
+/** mountinfo without ids, device numbers and peer group numbers, sorted */
+function mounts(text: string): string[] {
+  return text.split("\n").filter((l) => / - /.test(l)).map((l) => {
+    const f = l.split(" "), sep = f.indexOf("-");
+    return [f[3], f[4], f[5], ...f.slice(6, sep).map((o) => o.replace(/:\d+$/, "")), ...f.slice(sep + 1)].join(" ");
+  }).sort();
+}
+const same = (a: string, b: string) => { const x = statSync(a), y = statSync(b); return x.dev === y.dev && x.ino === y.ino; };
+
+async function finish(rootfs: string, pid: number, r: { proc: Subprocess }, before: string[]) {
+  expect(same(`/proc/${pid}/root`, rootfs)).toBe(true); // the process's root is the rootfs, never the host's /
+  expect(readlinkSync(`/proc/${pid}/ns/mnt`)).not.toBe(readlinkSync("/proc/self/ns/mnt"));
+  await counting(rootfs);
+  writeFileSync(join(rootfs, "work/go"), "");
+  await waitFor(() => existsSync(join(rootfs, "work/result")), 10000, "the container's result");
+  const res = readFileSync(join(rootfs, "work/result"), "utf8");
+  expect(res.split("\n")[0]).toBe("PASS");
+  expect(mounts(res)).toEqual(before);
+  expect(await r.proc.exited).toBe(0);
+}
+
+describe("container mount namespaces", () => {
+  test("pivot_root into a busybox rootfs with tmpfs, read-only bind, private and shared mounts, /proc, /dev/pts: same mounts, tmpfs contents, root, fds after restore", async () => {
     const rootfs = busyboxRootfs();
     const { pid, outer } = await startContainer(rootfs);
-    expect(readlinkSync(`/proc/${pid}/ns/mnt`)).not.toBe(readlinkSync("/proc/self/ns/mnt"));
+    const before = mounts(readFileSync(`/proc/${pid}/mountinfo`, "utf8"));
+    expect(before.some((l) => / \/shared .* shared /.test(l))).toBe(true);
     const dir = imagesDir("container");
-    const r = criuBun(["dump", "-t", String(pid), "-D", dir]);
+    dump(pid, dir);
+    await outer.exited; // the namespace is gone with its processes
+    // crit reads the new images; CRIU's layout: mountpoints-<ns>.img, tmpfs-dev-<dev>.tar.gz.img (gzip)
+    const mi = readdirSync(dir).find((f) => /^mountpoints-\d+\.img$/.test(f))!;
+    const ents = JSON.parse(Bun.spawnSync(["crit", "decode", "-i", join(dir, mi)]).stdout.toString()).entries;
+    expect(ents.map((e: any) => e.mountpoint).sort()).toEqual(["/", "/data/ro", "/dev/pts", "/priv", "/proc", "/shared", "/tmp"]);
+    const tmp = ents.find((e: any) => e.mountpoint === "/tmp");
+    const tarImg = join(dir, `tmpfs-dev-${tmp.root_dev}.tar.gz.img`); // crit without --pretty: the kernel's dev number
+    expect(readFileSync(tarImg).subarray(0, 2)).toEqual(Buffer.from([0x1f, 0x8b]));
+    expect(Bun.spawnSync(["tar", "tzf", tarImg]).stdout.toString().split("\n").filter(Boolean).sort()).toEqual(["./", "./d/", "./d/t2", "./link", "./t1"]);
+    const r = await restore(dir, pid);
+    await finish(rootfs, pid, r, before);
+  }, 60000);
+
+  test("restore with --root onto a copy of the rootfs; an external bind mount (--external mnt[...]) comes from another host path (--ext-mount-map)", async () => {
+    const rootfs = busyboxRootfs();
+    const hostA = mkdtempSync(join(tmpdir(), "criu-bun-extA-")), hostB = mkdtempSync(join(tmpdir(), "criu-bun-extB-"));
+    tmp.push(hostA, hostB);
+    writeFileSync(join(hostA, "f"), "one\n"); writeFileSync(join(hostB, "f"), "two\n");
+    const { pid, outer } = await startContainer(rootfs, { pre: `mount --bind ${hostA} "$0/ext"` });
+    expect(readFileSync(`/proc/${pid}/root/ext/f`, "utf8")).toBe("one\n");
+    const before = mounts(readFileSync(`/proc/${pid}/mountinfo`, "utf8"));
+    // not marked external: refused, naming the mount, and the container keeps running
+    const bad = criuBun(["dump", "-t", String(pid), "-D", imagesDir("ext-refused")]);
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr.trim()).toMatch(new RegExp(`^Error \\(dump\\): process ${pid} mount namespace mnt:\\[\\d+\\]: mount '/ext' \\(ext4 [^)]*, bind of ${hostA}\\) cannot be recreated by criu-bun; mark it external`));
+    await counting(rootfs);
+    const dir = imagesDir("container-root");
+    dump(pid, dir, ["--external", "mnt[/ext]:myext"]);
+    await outer.exited;
+    const copy = mkdtempSync(join(tmpdir(), "criu-bun-rootfs-copy-"));
+    tmp.push(copy);
+    expect(Bun.spawnSync(["cp", "-a", `${rootfs}/.`, copy]).exitCode).toBe(0);
+    writeFileSync(join(rootfs, "work/count"), "frozen");
+    // the key must be mapped at restore
+    const unmapped = criuBun(["restore", "-D", dir, "--root", copy]);
+    expect(unmapped.code).not.toBe(0);
+    expect(unmapped.stderr.trim()).toBe("Error (restore): mount '/ext' is external (key 'myext'): map it with --external mnt[myext]:PATH or --ext-mount-map myext:PATH");
+    const r = await restore(dir, pid, ["--root", copy, "--ext-mount-map", `myext:${hostB}`]);
+    expect(readFileSync(`/proc/${pid}/root/ext/f`, "utf8")).toBe("two\n");
+    await finish(copy, pid, r, before.map((l) => l.replace(rootfs, copy).replace(hostA, hostB)));
+    expect(readFileSync(join(rootfs, "work/count"), "utf8")).toBe("frozen"); // the original rootfs is left alone
+  }, 60000);
+
+  test("a mount criu-bun cannot make (ramfs) is refused at dump naming it; the container keeps running", async () => {
+    const rootfs = busyboxRootfs();
+    const { pid, outer } = await startContainer(rootfs, { extra: "mount -t ramfs ramfs /odd" });
+    const r = criuBun(["dump", "-t", String(pid), "-D", imagesDir("ramfs")]);
     expect(r.code).not.toBe(0);
-    const ns = readlinkSync(`/proc/${pid}/ns/mnt`).replace(/[[\]]/g, "\\$&");
-    expect(r.stderr.trim()).toMatch(new RegExp(`^Error \\(dump\\): process ${pid} has a root directory other than criu-bun's in its own mount namespace \\(${ns}\\); container root file systems are not supported yet$`));
-    expect(r.stderr.trim().split("\n").length).toBe(1);
-    expect(existsSync(join(dir, "inventory.img"))).toBe(false);
-    await counting(rootfs); // not left frozen, not killed
-    expect(readFileSync(`/proc/${pid}/stat`, "latin1").replace(/^.*\) /s, "")[0]).not.toMatch(/[tTZ]/);
+    expect(r.stderr.trim().split("\n")).toEqual([expect.stringMatching(new RegExp(`^Error \\(dump\\): process ${pid} mount namespace mnt:\\[\\d+\\]: mount '/odd' \\(ramfs ramfs\\) cannot be recreated by criu-bun; mark it external`))]);
+    await counting(rootfs);
     process.kill(-outer.pid, "SIGKILL");
     await outer.exited;
   }, 30000);
+});
 
-  test("a mount namespace with a mount criu-bun's lacks is refused naming that mount; a chroot is refused", async () => {
+describe("mount namespaces", () => {
+  test("a copy of criu-bun's mounts plus one of its own is saved mount by mount, refused naming a mount it cannot make; a chroot is refused", async () => {
     const w = await startWorkload("counter", [], { wrap: ["unshare", "-m", "sh", "-c", 'mount -t tmpfs criu-bun-extra /mnt; exec "$0" "$@"'] });
     const r = criuBun(["dump", "-t", String(w.pid), "-D", imagesDir("mntns-extra")]);
     expect(r.code).not.toBe(0);
-    expect(r.stderr.trim()).toMatch(new RegExp(`^Error \\(dump\\): process ${w.pid} is in its own mount namespace \\(mnt:\\[\\d+\\]\\) with mount '/mnt' \\(tmpfs criu-bun-extra\\) that criu-bun's namespace does not have; only a private copy of criu-bun's mounts is supported yet$`));
+    // not a copy of criu-bun's mounts: saved mount by mount, and the host's devtmpfs (or another mount it cannot make) is refused by name
+    expect(r.stderr.trim()).toMatch(new RegExp(`^Error \\(dump\\): process ${w.pid} mount namespace mnt:\\[\\d+\\]: mount '/[^']*' \\([^)]*\\) [^\\n]*$`));
     trigger(w);
     expect((await waitResult(w, 15000)).text).toStartWith("PASS");
 

@@ -2,6 +2,7 @@ import { CriuError, log } from "../log";
 import type { Opts } from "./options";
 import { dumpProcess } from "../dump/dump";
 import { setGhostLimit } from "../resources/reg";
+import { parseExtMounts } from "../resources/mounts";
 
 /** "1048576", "64K", "1M", "2G" -> bytes */
 function parseSize(s: string): number {
@@ -27,6 +28,7 @@ export async function run(opts: Opts, _args: string[]): Promise<number> {
     shellJob: !!opts.shellJob, tcpEstablished: !!opts.tcpEstablished, tcpClose: !!opts.tcpClose, extUnixSk: !!opts.extUnixSk, fileLocks: !!opts.fileLocks, timeoutSec: opts.timeout ? Number(opts.timeout) : undefined, compress: !!opts.compress,
     displayStats: !!opts.displayStats, pageServer,
     prevImagesDir: opts.prevImagesDir ? String(opts.prevImagesDir) : undefined,
+    extMounts: parseExtMounts(opts.external, opts.extMountMap, "dump"),
   });
   if (opts.displayStats) {
     const ms = (us: number) => (us / 1e6).toFixed(6);

@@ -3,6 +3,7 @@ import { log } from "../log";
 import type { Opts } from "./options";
 import { restoreProcesses } from "../restore/restore";
 import { wait4Raw } from "../sys/ptrace";
+import { parseExtMounts } from "../resources/mounts";
 
 /**
  * criu's --manage-cgroups modes as far as criu-bun keeps cgroups (membership, no properties):
@@ -17,6 +18,7 @@ function cgroupMode(m: Opts["manageCgroups"]): { manageCgroups: boolean; ignoreC
 export async function run(opts: Opts, _args: string[]): Promise<number> {
   const pidfile = opts.pidfile ? (isAbsolute(opts.pidfile) ? opts.pidfile : join(opts.workDir ?? opts.imagesDir, opts.pidfile)) : undefined;
   const st = restoreProcesses({ dir: opts.imagesDir, leaveStopped: !!opts.leaveStopped, shellJob: !!opts.shellJob, pidfile, tcpClose: !!opts.tcpClose,
+    root: opts.root !== undefined ? String(opts.root) : undefined, extMounts: parseExtMounts(opts.external, opts.extMountMap, "restore"),
     ...cgroupMode(opts.manageCgroups) });
   const pid = st.pid;
   if (opts.displayStats) {

@@ -30,7 +30,7 @@ import { netdevs, withNs } from "../sys/netns";
 import { dedupeAgainstParent, linkParent } from "../resources/incremental";
 import { netDumpEnd } from "../resources/inet";
 import { runHook, type Hooks } from "../hooks";
-import { checkMountNs, checkRoot } from "../resources/mounts";
+import { checkMountNs, checkRoot, checkNsRoot, dumpMountNs, isPrivateCopy, readMountinfo, type ExtMounts } from "../resources/mounts";
 
 export interface DumpOptions {
   pid: number; dir: string; leaveRunning?: boolean; leaveStopped?: boolean; shellJob?: boolean;
@@ -39,6 +39,8 @@ export interface DumpOptions {
   prevImagesDir?: string;
   /** send pages to a page server instead of writing them here */
   pageServer?: { address: string; port: number };
+  /** mounts marked external: mountpoint -> key (--external mnt[MP]:KEY, --ext-mount-map MP:KEY or auto) */
+  extMounts?: ExtMounts;
   /** notifications (action scripts, RPC) at criu's points; each blocks until answered */
   hooks?: Hooks;
 }
@@ -185,12 +187,19 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
   const stats: DumpStats = { pids: tree.map((n) => n.pid), freezingTime: Math.round(freezeMs * 1000), frozenTime: 0, memdumpTime: 0, memwriteTime: 0, pagesScanned: 0, pagesWritten: 0 };
   const pstree: Record<string, any>[] = [];
   const ns = new NsView(tree[0].pid);
+  if (ns.container) {
+    const root = tree[0].pid;
+    const entries = dumpMountNs(root, o.extMounts ?? { map: new Map() }, (f, data) => writeImageBytes(d, f, data));
+    writeImage(d, `mountpoints-10.img`, "MNTS", entries.map((e) => msg(S.mnt_entrySchema, e)));
+    files.statRoot = `/proc/${root}/root`; // paths are the container's
+  }
+  const nsMounts = ns.container ? new Set(readMountinfo(tree[0].pid).map((m) => m.id)) : undefined;
   const cgroups = new CgroupSets();
   // what the fd dumpers need to know, once for the whole tree; for pty pairs: which masters the
   // tree holds, and which session leader owns each terminal
   const alivePids = tree.filter((n) => !n.zombie).map((n) => n.pid);
   const fdOpts: DumpOpts = { tree: alivePids, shellJob: o.shellJob, tcpEstablished: o.tcpEstablished, tcpClose: o.tcpClose, extUnixSk: o.extUnixSk,
-    fileLocks: o.fileLocks, ptyMasters: ptyMasters(alivePids), ptySessions: new Map<number, number>() };
+    fileLocks: o.fileLocks, ptyMasters: ptyMasters(alivePids), ptySessions: new Map<number, number>(), nsMounts };
   for (const p of alivePids) {
     const st = readStat(p);
     if (st.sid === p && st.ttyNr) fdOpts.ptySessions!.set(st.ttyNr, ns.v(p));
@@ -334,6 +343,8 @@ function dumpPages(pid: number, vmas: TaskDump["vmas"], mem: RemoteMem, dir: str
 class NsView {
   ownPidNs: boolean;
   ownMntNs: boolean;
+  /** its own mount namespace is not a copy of ours: saved in mountpoints-<id>.img */
+  container = false;
   ownUtsNs: boolean;
   ownTimeNs: boolean;
   ownNetNs: boolean;
@@ -365,8 +376,13 @@ class NsView {
       }
     }
     // its own mount namespace: only a private copy of ours (plus a fresh /proc) comes back exactly
-    checkRoot(root, this.ownMntNs);
-    if (this.ownMntNs) checkMountNs(root, this.ownPidNs);
+    // its own mount namespace: a private copy of ours (plus a fresh /proc) comes back as before;
+    // any other (a container's) is saved mount by mount (dumpMountNs)
+    this.container = this.ownMntNs && !isPrivateCopy(root, this.ownPidNs);
+    if (!this.container) {
+      checkRoot(root, this.ownMntNs);
+      if (this.ownMntNs) checkMountNs(root, this.ownPidNs);
+    }
     if (this.ownPidNs && this.v(root) !== 1) {
       throw new CriuError("dump", `process ${root} lives in a PID namespace it is not the init of; dump that namespace's init instead`);
     }
@@ -391,7 +407,7 @@ class NsView {
     for (const [k, v] of this.rootNs) {
       if (readlinkSync(`/proc/${pid}/ns/${k}`) !== v) throw new CriuError("dump", `process ${pid} is in a different ${k} namespace than the root of the tree; not supported yet`);
     }
-    checkRoot(pid, this.ownMntNs);
+    if (this.container) checkNsRoot(pid); else checkRoot(pid, this.ownMntNs);
     if (readlinkSync(`/proc/${pid}/ns/pid`) !== this.rootPidNs) {
       throw new CriuError("dump", `process ${pid} is in a nested PID namespace; nested PID namespaces are not supported yet`);
     }

@@ -42,6 +42,8 @@ export interface DumpOpts {
   shellJob?: boolean; tcpEstablished?: boolean; tcpClose?: boolean; extUnixSk?: boolean; fileLocks?: boolean;
   /** pts indexes whose master is in the tree (tty.ts), and the session of each slave's controlling terminal (rdev -> pid) */
   ptyMasters?: Set<number>; ptySessions?: Map<number, number>;
+  /** the tree lives in its own mount namespace (a container's): the ids of its mounts */
+  nsMounts?: Set<number>;
 }
 
 export interface DumpCtx {
@@ -114,7 +116,8 @@ export interface FdKind {
   /** create the file entry (through ctx.files) and extra images; returns the file id */
   dump(ctx: DumpCtx): number;
   /** checks before any process is created */
-  precheck?(f: S.file_entry, dir: string, where: string, opts?: { shellJob?: boolean }): void;
+  /** opts.inMountNs: paths belong to a mount namespace restore builds later (they are checked when opened) */
+  precheck?(f: S.file_entry, dir: string, where: string, opts?: { shellJob?: boolean; inMountNs?: boolean }): void;
   /** create the object in the target, return a target fd (moved high with ctx.high) */
   restore(ctx: RestoreCtx, f: S.file_entry, fe: S.fdinfo_entry): number;
   /** second pass, once per file, after every fd has its final number (epoll targets ...);

@@ -22,6 +22,8 @@ export class FileTable {
   nextId = 1;
   files: FileDump[] = [];
   byKey = new Map<string, number>();
+  /** where the tree's paths are seen from here (its own mount namespace: /proc/ROOT/root) */
+  statRoot = "";
   add(key: string | null, make: (id: number) => FileDump): number {
     if (key && this.byKey.has(key)) return this.byKey.get(key)!;
     const id = this.nextId++;
@@ -32,7 +34,7 @@ export class FileTable {
   /** A path used by a mapping, cwd, root or exe (opened O_RDONLY/O_PATH at restore). */
   addPath(path: string, flags: number): number {
     let size: bigint | undefined, mode: number | undefined;
-    try { const st = statSync(path, { bigint: true }); size = st.isFile() ? st.size : undefined; mode = Number(st.mode); } catch {}
+    try { const st = statSync(this.statRoot + path, { bigint: true }); size = st.isFile() ? st.size : undefined; mode = Number(st.mode); } catch {}
     return this.add(`path:${path}:${flags}`, (id) => ({ id, type: FD_TYPE.REG, reg: regEntry(id, path, flags, 0n, size, mode) }));
   }
 }
@@ -92,6 +94,9 @@ export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: 
       }
       const kind = FD_KINDS.find((k) => k.match(target, st, `/proc/${pid}/fd/${fd}`, opts));
       if (!kind) throw new CriuError("files", `${where}: ${describe(target)} is not supported yet`);
+      if (opts.nsMounts && kind.type === FD_TYPE.REG && !opts.nsMounts.has(Number(fdinfo.mnt_id))) {
+        throw new CriuError("files", `${where}: '${target}' is on a mount outside the tree's mount namespace (mnt_id ${fdinfo.mnt_id}); not supported`);
+      }
       let dup = -1;
       const id = kind.dump({
         pid, fd, target, flags: flags & ~O_CLOEXEC, pos: BigInt(fdinfo.pos ?? "0"), st, fdinfo,
@@ -119,7 +124,7 @@ export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: 
 }
 
 /** Checks of every fd's file before any process is created. */
-export function precheckFds(fds: S.fdinfo_entry[], files: Map<number, S.file_entry>, dir: string, pid: number, opts: { shellJob?: boolean } = {}) {
+export function precheckFds(fds: S.fdinfo_entry[], files: Map<number, S.file_entry>, dir: string, pid: number, opts: { shellJob?: boolean; inMountNs?: boolean } = {}) {
   for (const fe of fds) {
     const f = files.get(fe.id);
     const where = `process ${pid} fd ${fe.fd}`;

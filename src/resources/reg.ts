@@ -47,6 +47,7 @@ export const regKind: FdKind = {
   precheck(f, dir, where, opts) {
     const reg = f.reg!;
     if (opts?.shellJob && isTtyPath(reg.name) && shellTty()) return; // it gets our terminal
+    if (opts?.inMountNs) return; // the container's path: it exists once its mounts are made
     if (ghostOf(dir, f.id)) {
       if (!existsSync(dirname(reg.name))) throw new CriuError("restore", `${where}: the directory of deleted file '${reg.name}' does not exist any more`);
       return;

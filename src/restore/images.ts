@@ -24,6 +24,10 @@ export interface RestoreSet {
   /** the root was the init of its own PID namespace (and had its own mounts): recreate them */
   newPidNs?: boolean;
   newMntNs?: boolean;
+  /** the tree's own mount namespace (a container's), from mountpoints-<id>.img: built before anything runs */
+  mounts?: S.mnt_entry[];
+  /** where its root goes (--root, or where it was) and the external mounts' paths (set by precheck) */
+  mountOpts?: { root: string; ext: import("../resources/mounts").ExtMounts };
   /** the root had its own network namespace (loopback only): a new one with lo up */
   newNetNs?: boolean;
   /** the root had its own IPC namespace: a new one (SysV segments are made inside it) */
@@ -146,5 +150,7 @@ export function loadImages(dir: string): RestoreSet {
   }
   const newNetNs = !!(rootIds && dumper && rootIds.netNsId !== dumper.netNsId);
   const newIpcNs = !!(rootIds && dumper && rootIds.ipcNsId !== dumper.ipcNsId);
-  return { dir, inventory, files, tasks, newPidNs, newMntNs, newNetNs, newIpcNs, uts, timens, cgroups, seccomp };
+  const mntImg = rootIds ? `mountpoints-${rootIds.mntNsId}.img` : "";
+  const mounts = newMntNs && imageExists(dir, mntImg) ? readImage<S.mnt_entry>(dir, mntImg, "MNTS") : undefined;
+  return { dir, inventory, files, tasks, newPidNs, newMntNs, mounts, newNetNs, newIpcNs, uts, timens, cgroups, seccomp };
 }

@@ -16,9 +16,12 @@ import { O } from "../sys/mem";
 import { CriuError, log } from "../log";
 import { fault } from "../fault";
 import { netRestoreBegin, netRestoreEnd } from "../resources/inet";
+import { precheckMountNs, type ExtMounts } from "../resources/mounts";
 import { runHook, type Hooks } from "../hooks";
 
 export interface RestoreOptions {
+  /** root: where the saved mount namespace's root goes (--root); extMounts: key -> path of external mounts */
+  root?: string; extMounts?: ExtMounts;
   dir: string; leaveStopped?: boolean; shellJob?: boolean; pidfile?: string; tcpClose?: boolean; manageCgroups?: boolean;
   /** --manage-cgroups=ignore: leave every task in the cgroups restore runs in */
   ignoreCgroups?: boolean;
@@ -33,18 +36,20 @@ function softHook(hooks: Hooks | undefined, action: "network-unlock" | "post-res
 
 /** Everything that can be checked before creating a process. */
 function precheck(set: RestoreSet, o: RestoreOptions) {
+  // a container's mounts: the root file system and every external mount must be there
+  if (set.mounts) set.mountOpts = { root: precheckMountNs(set.mounts, set.dir, { root: o.root, ext: o.extMounts ?? { map: new Map() } }), ext: o.extMounts ?? { map: new Map() } };
   const used = new Set(set.tasks.map((t) => t.cores.get(t.pid)?.tc?.cgSet ?? 0));
   if (!o.ignoreCgroups) precheckCgroups([...set.cgroups.values()], used, !!o.manageCgroups);
   for (const t of set.tasks) {
     // in a fresh PID namespace every PID is free; here they must be
     if (!set.newPidNs) for (const tid of t.tids) if (!pidFree(tid)) throw new CriuError("restore", `PID ${tid} is in use`);
     if (t.zombie) continue;
-    precheckFds(t.fds, set.files, set.dir, t.pid, { shellJob: o.shellJob });
+    precheckFds(t.fds, set.files, set.dir, t.pid, { shellJob: o.shellJob, inMountNs: !!set.mounts });
     for (const v of t.mm.vmas) {
       if (v.status & ((1 << 6) | (1 << 7))) {
         const f = set.files.get(Number(v.shmid));
         if (!f?.reg) throw new CriuError("restore", `process ${t.pid}: mapping at 0x${v.start.toString(16)} refers to file id ${v.shmid}, not in files.img`);
-        if (ghostOf(set.dir, f.id) === undefined) checkFile(t.pid, `mapping at 0x${v.start.toString(16)}`, f.reg, false); // ghosts are in the images
+        if (ghostOf(set.dir, f.id) === undefined && !set.mounts) checkFile(t.pid, `mapping at 0x${v.start.toString(16)}`, f.reg, false); // ghosts are in the images
       }
     }
   }

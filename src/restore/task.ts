@@ -24,6 +24,7 @@ import { CriuError, log } from "../log";
 import { vmaLine } from "../resources/memory";
 import { fillPages } from "../codec/pipeline";
 import { fillParentPages } from "../resources/incremental";
+import { restoreMountNs } from "../resources/mounts";
 
 const TRAMP_SIZE = 5 * 4096; // code + scratch: 2 KiB of structs, then 4 path slots of 4 KiB
 const SCRATCH = 256n; // scratch data starts here inside the trampoline area
@@ -232,7 +233,7 @@ export class TaskBuilder {
     this.injs.set(this.pid, this.inj);
     this.tids.push(this.pid);
     this.v.set(this.pid, this.t.pid);
-    if (!this.parent && this.set.newMntNs) {
+    if (!this.parent && this.set.newMntNs && !this.set.mounts) {
       // the tree had its own mount namespace, a private copy of ours (dump checked it, src/resources/mounts.ts),
       // with a /proc of its PID namespace if it has one (unshare --mount-proc)
       this.inj.ok("unshare(CLONE_NEWNS)", NR.unshare, 0x20000);
@@ -257,6 +258,12 @@ export class TaskBuilder {
       this.inj.ok("unshare(CLONE_NEWUTS)", NR.unshare, 0x04000000);
       this.inj.ok("sethostname", NR.sethostname, this.str(nodename), Buffer.byteLength(nodename));
       this.inj.ok("setdomainname", NR.setdomainname, this.str(domainname, 1), Buffer.byteLength(domainname));
+    }
+    if (!this.parent && this.set.mounts) {
+      // a container's mounts, after the namespaces they belong to (proc: PID, mqueue: IPC, sysfs: network)
+      const inj = this.inj;
+      restoreMountNs({ pid: this.pid, ok: (n, nr, ...a) => inj.ok(n, nr, ...a), call: (nr, ...a) => inj.call(nr, ...a), str: (s, slot) => this.str(s, slot) },
+        this.set.mounts, this.set.dir, this.set.mountOpts!.root, { root: this.set.mountOpts!.root, ext: this.set.mountOpts!.ext });
     }
     log.info(`Created process ${this.t.pid}${this.pid !== this.t.pid ? ` (${this.pid} here)` : ""}`);
   }
