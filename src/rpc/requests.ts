@@ -1,11 +1,12 @@
 // One criu_req -> the same pipelines the command line runs. Every field a caller sets is either
 // honoured or refused with criu-bun's one line for that option (the option table in
 // src/cli/criu-options.ts says which); nothing set is silently dropped.
-import { closeSync, existsSync, fstatSync, openSync, readFileSync, realpathSync, statSync, constants as C } from "node:fs";
+import { closeSync, fstatSync, openSync, readFileSync, realpathSync, statSync, constants as C } from "node:fs";
 import { join } from "node:path";
 import { isFieldSet } from "@bufbuild/protobuf";
 import { criu_optsSchema, criu_featuresSchema, criu_req_type, criu_cg_mode, type criu_opts, type criu_req } from "../images/gen/rpc_pb";
 import { CRIU_OPTIONS, refusal } from "../cli/criu-options";
+import { readConfig } from "../cli/config";
 import { CriuError, log, setLogFile, setLogLevel } from "../log";
 import { VERSION, CRIU_LEVEL } from "../version";
 import { failure, RpcHooks, type RespInit, type RpcConn } from "./swrk";
@@ -92,9 +93,9 @@ function openDirs(conn: RpcConn, o: criu_opts | undefined, command: string): Dir
 
 /** config_file: criu reads it as more options; absent is fine. criu-bun refuses one that sets anything. */
 function readConfigFile(o: criu_opts) {
-  if (!o.configFile || !existsSync(o.configFile)) return;
-  const lines = readFileSync(o.configFile, "utf8").split("\n").map((l) => l.replace(/#.*/, "").trim()).filter(Boolean);
-  if (lines.length) throw new CriuError("rpc", `config_file ${o.configFile}: options from a config file are not supported over RPC yet (${lines[0]})`);
+  if (!o.configFile) return;
+  const lines = readConfig(o.configFile);
+  if (lines?.length) throw new CriuError("rpc", `config_file ${o.configFile}:${lines[0].line}: options from a config file are not supported over RPC yet (${lines[0].argv.join(" ")})`);
 }
 
 function manageCgroups(o: criu_opts): boolean {
