@@ -60,6 +60,8 @@ const passCases: [string, string[]][] = [
   ["pipes", []],
   ["clonefiles", []],
   ["locks", []],
+  ["refuse", ["fown"]],
+  ["exact", ["peergone"]],
 ];
 
 describe("workloads pass without a dump", () => {

@@ -31,6 +31,7 @@ import { dedupeAgainstParent, linkParent } from "../resources/incremental";
 import { netDumpEnd } from "../resources/inet";
 import { runHook, type Hooks } from "../hooks";
 import { checkMountNs, checkRoot, checkNsRoot, dumpMountNs, isPrivateCopy, readMountinfo, type ExtMounts } from "../resources/mounts";
+import { refuse } from "../resources/unsupported";
 
 export interface DumpOptions {
   pid: number; dir: string; leaveRunning?: boolean; leaveStopped?: boolean; shellJob?: boolean;
@@ -74,7 +75,8 @@ interface TreeNode {
 /** Release a frozen process as it was: running, or stopped if it was stopped before we came. */
 function letGo(n: TreeNode) {
   if (!n.fp) return;
-  if (n.wasStopped) for (const t of n.fp.threads) syscall(NR.ptrace, 17 /* DETACH */, t.tid, 0, 19);
+  const ss = n.fp.threads[0].stopSig ?? 19;
+  if (n.wasStopped) for (const t of n.fp.threads) syscall(NR.ptrace, 17 /* DETACH */, t.tid, 0, ss >= 19 && ss <= 22 ? ss : 19);
   else releaseProcess(n.fp);
 }
 
@@ -98,6 +100,9 @@ function freezeTree(root: number, timeoutMs: number): TreeNode[] {
             node = { pid, ppid: st.ppid, children: [], wasStopped: st.state === "T", fp: freezeProcess(pid, timeoutMs) };
           }
           nodes.set(pid, node); order.push(pid); fresh++;
+          // restore stops a stopped process with SIGSTOP; another stop signal would be told apart by its parent
+          const ss = node.fp?.threads[0].stopSig;
+          if (node.wasStopped && ss !== undefined && ss !== 19 && ss !== 5) refuse("dump", `process ${pid}`, "stop-signal", `signal ${ss}`);
         }
         if (node.zombie) continue;
         node.children = listChildren(pid).sort((a, b) => a - b);
@@ -211,6 +216,9 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
       sighandId: id, pidNsId: ns.ownPidNs ? 9 : 1, netNsId: ns.ownNetNs ? 13 : 2, ipcNsId: ns.ownIpcNs ? 14 : 3, utsNsId: ns.ownUtsNs ? 11 : 4,
       mntNsId: ns.ownMntNs ? 10 : 5, userNsId: 6, cgroupNsId: 7, timeNsId: ns.ownTimeNs ? 12 : 8 };
     if (!n.zombie) ns.check(n.pid); // a zombie has no namespaces left to look at
+    if (!n.zombie && readlinkSync(`/proc/${n.pid}/ns/time_for_children`) !== readlinkSync(`/proc/${n.pid}/ns/time`)) {
+      refuse("dump", `process ${n.pid}`, "timens-children");
+    }
     const vpid = ns.v(n.pid), vppid = idx === 0 ? 0 : ns.v(n.ppid);
     const { pgid, sid } = ns.groups(n.pid);
     if (n.zombie) {
@@ -275,7 +283,7 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
   task.mm.exeFileId = fileId(task.exe, `/proc/${pid}/exe`, 0o10000000);
   for (const v of task.vmas) {
     if (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) {
-      const rw = v.status & VMA.FILE_SHARED && v.prot & 2 ? 2 /* O_RDWR */ : 0;
+      const rw = v.status & VMA.FILE_SHARED && (v.prot & 2 || v.mayWrite) ? 2 /* O_RDWR */ : 0;
       v.shmid = BigInt(fileId(v.path, `/proc/${pid}/map_files/${v.start.toString(16)}-${v.end.toString(16)}`, rw));
       v.fdflags = rw;
     }

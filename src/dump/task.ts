@@ -9,6 +9,7 @@ import type { FrozenProcess } from "../ptrace/seize";
 import { xsaveToFpregs } from "../resources/xsave";
 import { classifyVmas, type DumpedVma } from "../resources/memory";
 import { CriuError, log } from "../log";
+import { refuse } from "../resources/unsupported";
 
 const ERESTARTSYS = -512n, ERESTARTNOINTR = -513n, ERESTARTNOHAND = -514n, ERESTART_RESTARTBLOCK = -516n;
 const EINTR = -4n;
@@ -99,6 +100,7 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
   const inj = new Injector(leader.tid, sysInsn, "sysstop", mem);
   let brk = 0n;
   let subreaper = false;
+  let thpDisabled = false;
   let uts = { nodename: "", domainname: "" };
   const clocks: Record<string, { tvSec: bigint; tvNsec: bigint }> = {};
   const sigactions: Record<string, any>[] = [];
@@ -106,6 +108,10 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
   const posix: Record<string, any>[] = [];
   try {
     brk = BigInt.asUintN(64, inj.call(NR.brk, 0));
+    thpDisabled = inj.call(NR.prctl, 42 /* PR_GET_THP_DISABLE */, 0, 0, 0, 0) > 0n;
+    // membarrier registrations (Linux 6.3+ can tell them; older kernels answer EINVAL)
+    const mb = inj.call(NR.membarrier, 1 << 9 /* MEMBARRIER_CMD_GET_REGISTRATIONS */, 0, 0);
+    if (mb > 0n) refuse("dump", `process ${pid}`, "membarrier", `mask 0x${mb.toString(16)}`);
     inj.withScratch(8, (scratch) => {
       if (inj.call(NR.prctl, 37 /* PR_GET_CHILD_SUBREAPER */, scratch) === 0n) subreaper = mem.read(scratch, 4)[0] !== 0;
     });
@@ -179,8 +185,11 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
     let tidAddr = 0n;
     let sas = { ssSp: 0n, ssSize: 0n, ssFlags: 2 };
     let secbits = 0;
+    let pdeathSig = 0;
     try {
       tinj.withScratch(32, (scratch) => {
+        tinj.ok("prctl(PR_GET_PDEATHSIG)", NR.prctl, 2, scratch);
+        pdeathSig = new DataView(mem.read(scratch, 4).buffer).getInt32(0, true);
         tinj.ok("prctl(PR_GET_TID_ADDRESS)", NR.prctl, 40, scratch);
         tidAddr = new DataView(mem.read(scratch, 8).buffer).getBigUint64(0, true);
         tinj.ok("sigaltstack", NR.sigaltstack, 0, scratch);
@@ -200,12 +209,15 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
       threadInfo: { clearTidAddr: tidAddr, gpregs: regsToEntry(regs), fpregs: xsaveToFpregs(xstate) },
       threadCore: {
         futexRla: head[0], futexRlaLen: Number(len[0]), schedNice: tstat.nice, schedPolicy: 0, schedPrio: 0,
-        blkSigset: sigmask, sas, pdeathSig: 0, signalsP: { signals: pending }, creds: { ...readCreds(pid, t.tid), secbits },
+        blkSigset: sigmask, sas, pdeathSig, signalsP: { signals: pending }, creds: { ...readCreds(pid, t.tid), secbits },
         comm,
         ...(rseq && rseq.ptr ? { rseqEntry: { rseqAbiPointer: rseq.ptr, rseqAbiSize: rseq.len, signature: rseq.sig } } : {}),
       },
     };
     const tst = readStatus(pid, t.tid);
+    if (hexMask(tst.CapAmb)) refuse("dump", `process ${pid}${t.tid !== pid ? ` thread ${t.tid}` : ""}`, "ambient", `CapAmb ${tst.CapAmb}`);
+    // a pending SIGTRAP belongs to a debugger's conversation with the thread: criu refuses it too
+    if ((hexMask(tst.SigPnd) | hexMask(tst.ShdPnd)) & (1n << 4n) || (t.pendingStopSig === 5)) refuse("dump", `process ${pid}${t.tid !== pid ? ` thread ${t.tid}` : ""}`, "sigtrap");
     const seccompMode = Number(tst.Seccomp ?? "0");
     core.threadCore.seccompMode = seccompMode;
     if (tst.NoNewPrivs === "1") core.threadCore.noNewPrivs = true;
@@ -232,7 +244,7 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
     mmStartCode: stat.startCode, mmEndCode: stat.endCode, mmStartData: stat.startData, mmEndData: stat.endData,
     mmStartStack: stat.startStack, mmStartBrk: stat.startBrk, mmBrk: brk, mmArgStart: stat.argStart, mmArgEnd: stat.argEnd,
     mmEnvStart: stat.envStart, mmEnvEnd: stat.envEnd, exeFileId: 0, mmSavedAuxv: [...auxv], vmas: [] as any[],
-    dumpable: 1, thpDisabled: false,
+    dumpable: 1, thpDisabled,
   };
   const umask = parseInt(status.Umask ?? "22", 8);
   log.info(`Dumped state of ${pid}: ${threads.length} thread(s), ${vmas.length} VMAs, brk 0x${brk.toString(16)}`);

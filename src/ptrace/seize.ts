@@ -11,11 +11,13 @@ export interface FrozenThread {
   /** signal that was about to be delivered when we stopped it (0 if none), and its siginfo */
   pendingStopSig: number;
   pendingSiginfo?: Uint8Array;
+  /** the signal of the stop it reported (group-stop: SIGSTOP, SIGTSTP ...; PTRACE_INTERRUPT: SIGTRAP) */
+  stopSig?: number;
 }
 export interface FrozenProcess { pid: number; threads: FrozenThread[] }
 
 /** Wait for a seized+interrupted thread to report its stop. Signal-delivery stops are recorded and re-stopped. */
-function waitInterrupted(tid: number, deadline: number): { sig: number; info?: Uint8Array } {
+function waitInterrupted(tid: number, deadline: number): { sig: number; info?: Uint8Array; stopSig: number } {
   let pendingSig = 0;
   let info: Uint8Array | undefined;
   for (;;) {
@@ -24,7 +26,7 @@ function waitInterrupted(tid: number, deadline: number): { sig: number; info?: U
     if (r < 0) throw new CriuError("seize", `wait4(${tid}) failed: ${errnoName(-r)}`);
     if (!W.stopped(status)) throw new CriuError("seize", `thread ${tid} ${describeStatus(status)} while being frozen`);
     const ev = W.event(status);
-    if (ev === PTRACE_EVENT.STOP) return { sig: pendingSig, info }; // group-stop or interrupt stop
+    if (ev === PTRACE_EVENT.STOP) return { sig: pendingSig, info, stopSig: W.stopSig(status) }; // group-stop or interrupt stop
     if (ev === 0) {
       // Signal-delivery stop: the thread was about to receive a signal. Keep it for later, suppress now.
       const sig = W.stopSig(status);
@@ -68,8 +70,8 @@ export function freezeProcess(pid: number, timeoutMs = 10000): FrozenProcess {
           throw new CriuError("seize", `cannot seize ${tid}: ${errnoName(-r)}${r === -1 ? " (already traced, or not permitted)" : ""}`);
         }
         interrupt(tid);
-        const { sig, info } = waitInterrupted(tid, deadline);
-        seized.set(tid, { tid, pendingStopSig: sig, pendingSiginfo: info });
+        const { sig, info, stopSig } = waitInterrupted(tid, deadline);
+        seized.set(tid, { tid, pendingStopSig: sig, pendingSiginfo: info, stopSig });
         fresh++;
       }
       if (!fresh) break;

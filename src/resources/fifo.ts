@@ -43,7 +43,7 @@ export const fifoKind: FdKind = {
       // a grabbed read end peeks in place; a write-only end is reopened read-only through /proc
       const readable = (ctx.flags & 3) !== O.WRONLY ? ctx.grab() : undefined;
       const { data, size } = peekPipe(ctx.pid, ctx.fd, ctx.where, readable);
-      if (data.length) ctx.images.add("fifo-data.img", "FIFO_DATA", S.pipe_data_entrySchema, { pipeId, bytes: data.length, size }, data);
+      if (data.length || size !== 65536) ctx.images.add("fifo-data.img", "FIFO_DATA", S.pipe_data_entrySchema, { pipeId, bytes: data.length, size }, data);
     }
     return id;
   },
@@ -64,13 +64,13 @@ export const fifoKind: FdKind = {
       const held = ctx.high(h, ctx.where);
       ctx.hold(key, held);
       const item = cachedPayloads<S.pipe_data_entry>(ctx, "fifo-data.img", "FIFO_DATA").find((d) => d.msg.pipeId === fi.pipeId);
-      if (item?.payload.length) {
-        const want = Math.max(item.msg.size ?? 0, item.payload.length);
-        if (want > 65536) {
+      if (item) {
+        const want = Math.max(item.msg.size || 65536, item.payload.length);
+        if (want !== 65536) {
           const r = inj.call(NR.fcntl, held, F_SETPIPE_SZ, want);
           if (r < 0n) throw new CriuError("restore", `${ctx.where}: F_SETPIPE_SZ(${want}) on fifo '${reg.name}' failed (errno ${-r})`);
         }
-        fillPipe(ctx.pid, held, item.payload, `refill fifo '${reg.name}'`);
+        if (item.payload.length) fillPipe(ctx.pid, held, item.payload, `refill fifo '${reg.name}'`);
       }
     }
     const flags = reg.flags & ~(O.CREAT | O.EXCL | O.TRUNC | O.CLOEXEC);

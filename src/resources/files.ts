@@ -3,13 +3,14 @@
 import { statSync, readFileSync } from "node:fs";
 import { listFds, readFdinfo, readLink } from "../sys/proc";
 import { CriuError, log } from "../log";
-import { syscall } from "../sys/syscall";
+import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { closeFd, O } from "../sys/mem";
 import { FD_KINDS, kindByType } from "./kinds";
 import { regEntry } from "./reg";
 import type { ImageSink, DumpOpts, RestoreCtx, Holder } from "./fdkind";
 import type { Injector } from "../ptrace/inject";
+import { refuse } from "./unsupported";
 import type * as S from "../images/schemas";
 
 export const FD_TYPE = { REG: 1, PIPE: 2, FIFO: 3, INETSK: 4, UNIXSK: 5, EVENTFD: 6, EVENTPOLL: 7, INOTIFY: 8, SIGNALFD: 9, PACKETSK: 10, TTY: 11, FANOTIFY: 12, NETLINKSK: 13, NS: 14, TIMERFD: 17, MEMFD: 18 } as const;
@@ -70,6 +71,23 @@ function fdLocks(pid: number, fd: number, text: string, where: string, opts: Dum
   }
 }
 
+/** F_SETOWN / F_SETSIG / O_ASYNC live in the open file description: read them through a copy. */
+function checkOwner(pid: number, fd: number, flags: number, where: string) {
+  if (flags & 0o20000 /* O_ASYNC */) refuse("files", where, "fown", "O_ASYNC");
+  const pfd = syscall(NR.pidfd_open, pid, 0);
+  if (pfd < 0) return;
+  const dup = syscall(NR.pidfd_getfd, pfd, fd, 0);
+  closeFd(pfd);
+  if (dup < 0) return;
+  try {
+    const own = new Int32Array(2);
+    const r = syscall(NR.fcntl, dup, 16 /* F_GETOWN_EX */, addr(own));
+    if (r === 0 && own[1] !== 0) refuse("files", where, "fown", `owner ${own[0] === 1 ? "process" : own[0] === 2 ? "group" : "thread"} ${own[1]}`);
+    const sig = syscall(NR.fcntl, dup, 11 /* F_GETSIG */);
+    if (sig > 0) refuse("files", where, "fown", `signal ${sig}`);
+  } finally { closeFd(dup); }
+}
+
 export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: DumpOpts, seen: FdTwin[] = [], locks: LockDump[] = []): FdDump[] {
   const out: FdDump[] = [];
   const lockSeen = new Set<string>();
@@ -92,7 +110,9 @@ export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: 
         fdLocks(pid, fd, readFileSync(`/proc/${pid}/fdinfo/${fd}`, "latin1"), where, opts, lockSeen, twin.id, locks);
         continue;
       }
+      checkOwner(pid, fd, flags, where);
       const kind = FD_KINDS.find((k) => k.match(target, st, `/proc/${pid}/fd/${fd}`, opts));
+      if (!kind && /^(cgroup|ipc|mnt|net|pid|pid_for_children|time|time_for_children|user|uts):\[\d+\]$/.test(target)) refuse("files", where, "nsfs", `'${target}'`);
       if (!kind) throw new CriuError("files", `${where}: ${describe(target)} is not supported yet`);
       if (opts.nsMounts && kind.type === FD_TYPE.REG && !opts.nsMounts.has(Number(fdinfo.mnt_id))) {
         throw new CriuError("files", `${where}: '${target}' is on a mount outside the tree's mount namespace (mnt_id ${fdinfo.mnt_id}); not supported`);

@@ -10,7 +10,7 @@ import { FOWN0, cachedPayloads } from "./fdkind";
 import {
   AF, SOL, SO, TCP, IPPROTO, IP_FREEBIND, IPV6_V6ONLY, IPV6_FREEBIND, SOCK,
   getsockoptInt, tryGetsockoptInt, getsockoptBytes, getSockName, getPeerName,
-  sockaddr, addrToWords, wordsToAddr, addrString, int32,
+  sockaddr, addrToWords, wordsToAddr, addrString, int32, ioctlInt, SIOCOUTQ,
 } from "../sys/inetsock";
 import { NetlinkSocket, NETLINK } from "../sys/netlink";
 import { syscall } from "../sys/syscall";
@@ -24,6 +24,7 @@ import { withNetns } from "../sys/netns";
 import * as S from "../images/gen/sockets_pb";
 import { CriuError, log } from "../log";
 import { errnoName } from "../sys/errno";
+import { refuse } from "./unsupported";
 
 const FD_INETSK = 4;
 export const streamImage = (ino: number) => `tcp-stream-${ino.toString(16)}.img`;
@@ -126,6 +127,33 @@ function listenBacklog(family: number, port: number, ino: number): number | unde
   return undefined;
 }
 
+/** sk_shutdown of an inet socket (INET_DIAG_SHUTDOWN), found by inode in the process's netns. */
+function inetShutdown(pid: number, family: number, proto: number, ino: number, where: string): number {
+  return withNetns(pid, () => {
+    const nl = new NetlinkSocket(NETLINK.SOCK_DIAG);
+    try {
+      const req = new Uint8Array(56);
+      const dv = new DataView(req.buffer);
+      req[0] = family; req[1] = proto;
+      dv.setUint32(4, 0xffffffff, true);
+      for (const m of nl.dump(20 /* SOCK_DIAG_BY_FAMILY */, req)) {
+        const p = m.payload, d = new DataView(p.buffer, p.byteOffset, p.length);
+        if (p.length < 72 || d.getUint32(68, true) !== ino) continue;
+        for (let off = 72; off + 4 <= p.length;) {
+          const alen = d.getUint16(off, true), atype = d.getUint16(off + 2, true);
+          if (alen < 4) break;
+          if (atype === 8 /* INET_DIAG_SHUTDOWN */) return p[off + 4];
+          off += (alen + 3) & ~3;
+        }
+        return 0;
+      }
+    } catch (e: any) {
+      throw new CriuError("files", `${where}: sock_diag cannot tell whether the socket is shut down (${e.message})`);
+    } finally { nl.close(); }
+    throw new CriuError("files", `${where}: sock_diag does not know socket ${ino}`);
+  });
+}
+
 // ---------- the kind ----------
 
 let inodes: { at: number; set: Set<bigint> } | null = null;
@@ -189,6 +217,10 @@ export const inetKind: FdKind = {
       }
     } else {
       isk.state = peer ? TCP_STATE.ESTABLISHED : TCP_STATE.CLOSE;
+      const shut = inetShutdown(ctx.pid, family, proto, ino, where);
+      if (shut) refuse("files", where, "udp-shutdown", `${shut & 1 ? "reading" : ""}${shut === 3 ? " and " : ""}${shut & 2 ? "writing" : ""}`);
+      // data in the cork is in the send queue until uncorked
+      if (tryGetsockoptInt(fd, IPPROTO.UDP, 1 /* UDP_CORK */) && ioctlInt(fd, SIOCOUTQ) > 0) refuse("files", where, "udp-cork", conn);
     }
     const id = ctx.files.add(null, (id) => ({ id, type: FD_INETSK, isk: { ...isk, id } }));
     if (stream) {

@@ -13,6 +13,7 @@ import { readImage } from "../images/image";
 import * as S from "../images/schemas";
 import { CriuError } from "../log";
 import { dumpShmemContents, fillShmemContents } from "./shmem";
+import { refuse } from "./unsupported";
 
 const F_ADD_SEALS = 1033, F_GET_SEALS = 1034, F_SEAL_SEAL = 1;
 const MFD_CLOEXEC = 1, MFD_ALLOW_SEALING = 2;
@@ -26,8 +27,12 @@ export const memfdKind: FdKind = {
     const m = /^\/memfd:(.*) \(deleted\)$/.exec(ctx.target);
     const name = m ? m[1] : ctx.target.slice(7);
     const key = `memfd:${ctx.st.dev}:${ino}`;
-    if (!ctx.files.byKey.has(key)) {
-      ctx.files.byKey.set(key, 0);
+    // restore makes the memfd once per process: the same inode opened by two processes would split
+    const seenBy = ctx.files.byKey.get(key);
+    if (seenBy !== undefined && seenBy !== ctx.pid) refuse("files", ctx.where, "memfd-shared", `'${name}' also opened by process ${seenBy}`);
+    if ((Number(ctx.st.mode) & 0o7777) !== 0o777) refuse("files", ctx.where, "memfd-mode", `'${name}' mode 0${(Number(ctx.st.mode) & 0o7777).toString(8)}`);
+    if (seenBy === undefined) {
+      ctx.files.byKey.set(key, ctx.pid);
       const fd = ctx.grab();
       const seals = syscall(NR.fcntl, fd, F_GET_SEALS);
       if (seals < 0) throw new CriuError("files", `${ctx.where}: F_GET_SEALS failed (${-seals})`);

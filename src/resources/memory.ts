@@ -6,17 +6,21 @@ import { openFd, closeFd, preadFull, O, PagemapScanner, PAGE_IS } from "../sys/m
 import { errnoName, E } from "../sys/errno";
 import { VMA, MAP, PE, madvFromVmFlags } from "./vma";
 import { CriuError, log } from "../log";
+import { refuse } from "./unsupported";
 
 export interface DumpedVma {
   start: bigint; end: bigint; pgoff: bigint; shmid: bigint; prot: number; flags: number; status: number;
   fd: bigint; madv: bigint; fdflags: number;
   path: string; dev: string; inode: number;
+  /** VM_MAYWRITE on a shared mapping: mprotect(PROT_WRITE) must keep working after restore */
+  mayWrite?: boolean;
 }
 export interface PageRun { vaddr: bigint; nrPages: number; flags: number }
 
 export function classifyVmas(pid: number, brk: bigint, startBrk: bigint): { vmas: DumpedVma[]; raw: Vma[] } {
   const raw = readVmas(pid);
   const vmas: DumpedVma[] = [];
+  const mayWrite = new Set<bigint>();
   for (const v of raw) {
     if (v.path === "[vsyscall]") continue;
     let status = VMA.REGULAR;
@@ -25,7 +29,11 @@ export function classifyVmas(pid: number, brk: bigint, startBrk: bigint): { vmas
     else if (v.path === "[vvar]" || v.path === "[vvar_vclock]") status = VMA.VVAR;
     else if (v.path === "[stack]") { status |= VMA.STACK | VMA.ANON_PRIVATE; flags |= MAP.ANONYMOUS | MAP.GROWSDOWN; }
     else if (v.path === "[heap]") { status |= VMA.HEAP | VMA.ANON_PRIVATE; flags |= MAP.ANONYMOUS; }
-    else if (v.shared && v.path.startsWith("/dev/zero") && v.inode) {
+    else if (v.vmflags.includes("dp")) refuse("mem", `process ${pid}`, "droppable", `at 0x${v.start.toString(16)}`);
+    else if (!v.shared && v.path.startsWith("/dev/zero") && v.inode) {
+      // MAP_PRIVATE of a shmem object (through /proc/PID/map_files): its untouched pages are the object's
+      refuse("mem", `process ${pid}`, "shmem-private", `'${v.path}' at 0x${v.start.toString(16)}`);
+    } else if (v.shared && v.path.startsWith("/dev/zero") && v.inode) {
       // MAP_SHARED|MAP_ANONYMOUS: a shmem object, dumped once (shmem.ts)
       status |= VMA.ANON_SHARED; flags |= MAP.ANONYMOUS;
     } else if (v.inode === 0 && (v.path === "" || v.path.startsWith("[anon:"))) {
@@ -43,9 +51,12 @@ export function classifyVmas(pid: number, brk: bigint, startBrk: bigint): { vmas
       throw new CriuError("mem", `process ${pid}: unsupported mapping '${v.path}' at 0x${v.start.toString(16)}`);
     }
     if (v.vmflags.includes("gd") && !(flags & MAP.GROWSDOWN)) flags |= MAP.GROWSDOWN;
+    if (v.vmflags.includes("lo")) flags |= MAP.LOCKED; // mlock()ed: locked again after its pages are back
+    // a MAP_SHARED file mapping that may be made writable (the file was opened read-write)
+    if (v.shared && v.vmflags.includes("mw")) mayWrite.add(v.start);
     vmas.push({
       start: v.start, end: v.end, pgoff: v.pgoff, shmid: 0n, prot: v.prot, flags, status, fd: -1n,
-      madv: madvFromVmFlags(v.vmflags), fdflags: 0, path: v.path, dev: v.dev, inode: v.inode,
+      madv: madvFromVmFlags(v.vmflags), fdflags: 0, path: v.path, dev: v.dev, inode: v.inode, mayWrite: mayWrite.has(v.start),
     });
   }
   void brk; void startBrk;

@@ -54,7 +54,8 @@ export const pipeKind: FdKind = {
     if (!ctx.files.byKey.has(key)) {
       ctx.files.byKey.set(key, id);
       const { data, size } = peekPipe(ctx.pid, ctx.fd, ctx.where);
-      if (data.length) ctx.images.add("pipes-data.img", "PIPES_DATA", S.pipe_data_entrySchema, { pipeId, bytes: data.length, size }, data);
+      // an empty pipe too when its capacity is not the default (F_SETPIPE_SZ)
+      if (data.length || size !== 65536) ctx.images.add("pipes-data.img", "PIPES_DATA", S.pipe_data_entrySchema, { pipeId, bytes: data.length, size }, data);
     }
     return id;
   },
@@ -70,10 +71,13 @@ export const pipeKind: FdKind = {
       const r = ctx.high(v[0], ctx.where), w = ctx.high(v[1], ctx.where);
       ctx.hold(rKey, r); ctx.hold(wKey, w);
       const item = cachedPayloads<S.pipe_data_entry>(ctx, "pipes-data.img", "PIPES_DATA").find((d) => d.msg.pipeId === p.pipeId);
-      if (item?.payload.length) {
-        const want = Math.max(item.msg.size ?? 0, item.payload.length);
-        if (want > 65536) inj.call(NR.fcntl, w, 1031 /* F_SETPIPE_SZ */, want);
-        fillPipe(ctx.pid, w, item.payload, `refill pipe ${p.pipeId}`);
+      if (item) {
+        const want = Math.max(item.msg.size || 65536, item.payload.length);
+        if (want !== 65536) {
+          const r = inj.call(NR.fcntl, w, 1031 /* F_SETPIPE_SZ */, want);
+          if (r < 0n) throw new CriuError("restore", `${ctx.where}: F_SETPIPE_SZ(${want}) on pipe ${p.pipeId} failed (errno ${-r})`);
+        }
+        if (item.payload.length) fillPipe(ctx.pid, w, item.payload, `refill pipe ${p.pipeId}`);
       }
     }
     const key = (p.flags & 3) === O.WRONLY ? wKey : rKey;

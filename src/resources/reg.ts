@@ -9,6 +9,7 @@ import { readImage, imageExists } from "../images/image";
 import * as S from "../images/schemas";
 import { openFd, closeFd, preadFull, pwriteFull } from "../sys/mem";
 import { NR } from "../sys/nr";
+import { syscall } from "../sys/syscall";
 import { O } from "../sys/mem";
 import { CriuError } from "../log";
 
@@ -97,27 +98,58 @@ function dumpGhost(ctx: DumpCtx): number {
  */
 export function saveGhost(files: FileTable, images: ImageSink, st: BigIntStats, path: string, source: string, flags: number, pos: bigint, where: string): number {
   if (!st.isFile()) throw new CriuError("files", `${where}: '${path}' was deleted while open and is not a regular file; not supported`);
-  if (st.size > BigInt(ghostLimit)) throw new CriuError("files", `${where}: deleted file '${path}' is ${st.size} bytes, over the ghost file limit of ${ghostLimit} (--ghost-limit)`);
+  // judged by what it holds (allocated blocks), not its apparent size, as CRIU does: a sparse file is cheap
+  const held = st.blocks * 512n < st.size ? st.blocks * 512n : st.size;
+  if (held > BigInt(ghostLimit)) throw new CriuError("files", `${where}: deleted file '${path}' is ${st.size} bytes, over the ghost file limit of ${ghostLimit} (--ghost-limit)`);
   const key = `ghost:${st.dev}:${st.ino}`;
   let ghostId = files.byKey.get(key);
   if (ghostId === undefined) {
     ghostId = files.nextId++;
     files.byKey.set(key, ghostId);
-    const data = new Uint8Array(Number(st.size));
     const fd = openFd(source, O.RDONLY | O.CLOEXEC);
-    try {
-      const got = preadFull(fd, data, 0n, data.length, 0, `${where}: reading deleted file`);
-      if (got !== data.length) throw new CriuError("files", `${where}: deleted file '${path}' shrank while being read`);
-    } finally { closeFd(fd); }
+    const file = `ghost-file-${ghostId.toString(16)}.img`;
     const t = (ns: bigint) => ({ tvSec: ns / 1_000_000_000n, tvUsec: (ns % 1_000_000_000n) / 1000n });
-    images.add(`ghost-file-${ghostId.toString(16)}.img`, "GHOST_FILE", S.ghost_file_entrySchema, {
+    const entry = {
       uid: Number(st.uid), gid: Number(st.gid), mode: Number(st.mode), dev: Number(st.dev), ino: st.ino, size: st.size,
       atim: t(st.atimeNs), mtim: t(st.mtimeNs),
-    }, data);
+    };
+    try {
+      // a sparse file keeps its holes: only its data extents are saved, as CRIU's chunks
+      const extents = dataExtents(fd, Number(st.size));
+      if (st.size === 0n || (extents.length === 1 && extents[0][0] === 0 && extents[0][1] === Number(st.size))) {
+        const data = new Uint8Array(Number(st.size));
+        const got = preadFull(fd, data, 0n, data.length, 0, `${where}: reading deleted file`);
+        if (got !== data.length) throw new CriuError("files", `${where}: deleted file '${path}' shrank while being read`);
+        images.add(file, "GHOST_FILE", S.ghost_file_entrySchema, entry, data);
+      } else {
+        images.add(file, "GHOST_FILE", S.ghost_file_entrySchema, { ...entry, chunks: true }, new Uint8Array(0));
+        for (const [off, end] of extents) {
+          const data = new Uint8Array(end - off);
+          const got = preadFull(fd, data, BigInt(off), data.length, 0, `${where}: reading deleted file`);
+          if (got !== data.length) throw new CriuError("files", `${where}: deleted file '${path}' shrank while being read`);
+          images.add(file, "GHOST_FILE", S.ghost_chunk_entrySchema, { off: BigInt(off), len: BigInt(data.length) }, data);
+        }
+      }
+    } finally { closeFd(fd); }
   }
   const id = files.add(null, (id) => ({ id, type: 1, reg: regEntry(id, path, flags, pos, st.size, Number(st.mode)) }));
   images.add("remap-fpath.img", "REMAP_FPATH", S.remap_file_path_entrySchema, { origId: id, remapId: ghostId, remapType: 1 /* GHOST */ });
   return id;
+}
+
+/** [start, end) of each data extent of an open file (SEEK_DATA / SEEK_HOLE); the whole file if the filesystem cannot tell */
+function dataExtents(fd: number, size: number): [number, number][] {
+  const out: [number, number][] = [];
+  for (let pos = 0; pos < size;) {
+    const d = syscall(NR.lseek, fd, pos, 3 /* SEEK_DATA */);
+    if (d === -6 /* ENXIO: only a hole left */) break;
+    if (d < 0) return size ? [[0, size]] : [];
+    const h = syscall(NR.lseek, fd, d, 4 /* SEEK_HOLE */);
+    if (h < 0) return [[0, size]];
+    out.push([d, Math.min(h, size)]);
+    pos = h;
+  }
+  return out;
 }
 
 const remaps = new Map<string, Map<number, number>>();
@@ -139,7 +171,7 @@ export function restoreGhost(ctx: RestoreCtx, f: S.file_entry, ghostId: number, 
   const key = `ghost:${ghostId}`;
   let base = ctx.fdFrom(key);
   if (base === undefined) {
-    const [g] = cachedPayloads<S.ghost_file_entry>(ctx, `ghost-file-${ghostId.toString(16)}.img`, "GHOST_FILE");
+    const [g, ...chunks] = cachedPayloads<S.ghost_file_entry>(ctx, `ghost-file-${ghostId.toString(16)}.img`, "GHOST_FILE");
     if (!g) throw new CriuError("restore", `${ctx.where}: ghost-file-${ghostId.toString(16)}.img is missing`);
     // at its own path if free, else beside it; unlinked right after
     let name = reg.name, fd = -17;
@@ -149,9 +181,23 @@ export function restoreGhost(ctx: RestoreCtx, f: S.file_entry, ghostId: number, 
     }
     if (fd < 0) throw new CriuError("restore", `${ctx.where}: cannot recreate deleted file '${reg.name}' (errno ${-fd})`);
     const w = openFd(`/proc/${ctx.pid}/fd/${fd}`, O.WRONLY | O.CLOEXEC);
-    try { pwriteFull(w, g.payload, 0n, g.payload.length, 0, `${ctx.where}: writing deleted file contents`); } finally { closeFd(w); }
+    try {
+      if (g.msg.chunks) {
+        // holes stay holes: size first, then each data extent at its offset
+        const tr = syscall(NR.ftruncate, w, g.msg.size ?? 0n);
+        if (tr < 0) throw new CriuError("restore", `${ctx.where}: ftruncate of recreated deleted file failed (errno ${-tr})`);
+        for (const c of chunks) pwriteFull(w, c.payload, (c.msg as any).off, c.payload.length, 0, `${ctx.where}: writing deleted file contents`);
+      } else pwriteFull(w, g.payload, 0n, g.payload.length, 0, `${ctx.where}: writing deleted file contents`);
+    } finally { closeFd(w); }
     inj.call(NR.fchown, fd, g.msg.uid, g.msg.gid);
     inj.call(NR.fchmod, fd, g.msg.mode & 0o7777);
+    // access and modification times last: writing changed them
+    if (g.msg.mtim) {
+      const ts = new BigInt64Array(4), a = g.msg.atim ?? g.msg.mtim;
+      ts[0] = BigInt(a.tvSec); ts[1] = BigInt(a.tvUsec) * 1000n; ts[2] = BigInt(g.msg.mtim.tvSec); ts[3] = BigInt(g.msg.mtim.tvUsec) * 1000n;
+      const u = inj.call(NR.utimensat, fd, 0, ctx.scratch(0n, new Uint8Array(ts.buffer)), 0);
+      if (u < 0n) throw new CriuError("restore", `${ctx.where}: setting the times of recreated deleted file failed (errno ${-u})`);
+    }
     const u = inj.call(NR.unlink, ctx.str(name));
     if (u < 0n) throw new CriuError("restore", `${ctx.where}: cannot unlink recreated deleted file '${name}' (errno ${-u})`);
     // hold it read-only: an open writer would forbid it as an executable (ETXTBSY/EACCES)

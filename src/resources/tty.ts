@@ -1,7 +1,7 @@
 // Pseudo-terminal pairs inside the dumped tree (a process that opened /dev/ptmx: script, tmux,
 // an ssh-like broker ...). Both ends come back on the same pts index with the terminal's
 // termios, window size and lock state; a session leader gets its controlling terminal back.
-// Bytes queued inside the terminal are not saved. A /dev/pts/N whose master is outside the tree
+// Bytes queued inside the terminal are not saved: a dump finding any is refused. A /dev/pts/N whose master is outside the tree
 // is the terminal of a --shell-job (reg.ts). Images: file_entry.tty + tty-info.img, as CRIU.
 import { readFileSync } from "node:fs";
 import type { FdKind, DumpOpts } from "./fdkind";
@@ -12,6 +12,7 @@ import { O } from "../sys/mem";
 import * as S from "../images/schemas";
 import { CriuError } from "../log";
 import { fdLinks } from "../sys/proc";
+import { refuse } from "./unsupported";
 
 const IOC = { TCGETS: 0x5401, TCSETS: 0x5402, TIOCGWINSZ: 0x5413, TIOCSWINSZ: 0x5414, TIOCSCTTY: 0x540e, TIOCGPTN: 0x80045430, TIOCSPTLCK: 0x40045431, TIOCGPTLCK: 0x80045439 } as const;
 const PTMX_RDEV = (5 << 8) | 2;
@@ -59,6 +60,9 @@ export const ttyKind: FdKind = {
     const master = !ctx.target.startsWith("/dev/pts/") || ctx.target === "/dev/pts/ptmx";
     const index = master ? Number(/tty-index:\s*(\d+)/.exec(ctx.fdinfoText)?.[1] ?? NaN) : Number(ctx.target.slice(9));
     if (!Number.isInteger(index)) throw new CriuError("files", `${ctx.where}: cannot tell the index of pty ${ctx.target}`);
+    // bytes waiting to be read on this side are not saved: refuse rather than lose them
+    const inq = new Int32Array(1);
+    if (syscall(NR.ioctl, ctx.grab(), 0x541b /* TIOCINQ */, addr(inq)) === 0 && inq[0] > 0) refuse("files", ctx.where, "tty-queued", `${inq[0]} bytes unread on ${master ? "the master" : `/dev/pts/${index}`}`);
     const infoId = index * 2 + (master ? 1 : 2);
     const key = `ttyinfo:${infoId}`;
     if (!ctx.files.byKey.has(key)) {

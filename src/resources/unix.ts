@@ -17,6 +17,7 @@ import type * as S from "../images/schemas";
 import { sk_packet_entrySchema } from "../images/gen/sockets_pb";
 import { withNetns } from "../sys/netns";
 import { CriuError, log } from "../log";
+import { refuse } from "./unsupported";
 
 const AF_UNIX = 1, SOL_SOCKET = 1;
 const SO = { TYPE: 3, SNDBUF: 7, RCVBUF: 8, ACCEPTCONN: 30, DOMAIN: 39, PEEK_OFF: 42 };
@@ -77,22 +78,46 @@ function setInt(fd: number, opt: number, val: number): number {
   return syscall(NR.setsockopt, fd, SOL_SOCKET, opt, addr(new Int32Array([val])), 4);
 }
 
-/** the receive queue of a grabbed socket, packet by packet, left in place */
+/** the receive queue of a grabbed socket, packet by packet, left in place; fds in flight
+ *  (SCM_RIGHTS) refuse the dump: peeking installs copies here, closed at once */
 function peekQueue(fd: number, stream: boolean, where: string): Uint8Array[] {
   const old = getInt(fd, SO.PEEK_OFF);
   if (setInt(fd, SO.PEEK_OFF, 0) < 0) throw new CriuError("files", `${where}: SO_PEEK_OFF not available`);
   const out: Uint8Array[] = [];
   try {
     const buf = new Uint8Array(1 << 20);
+    const ctl = new Uint8Array(4096);
+    const iov = new BigUint64Array([BigInt(addr(buf)), BigInt(buf.length)]);
+    const msg = new BigUint64Array(7);
     for (let i = 0; i < 100000; i++) {
-      const n = syscall(NR.recvfrom, fd, addr(buf), buf.length, MSG_PEEK | MSG_DONTWAIT | (stream ? 0 : MSG_TRUNC), 0, 0);
+      msg.fill(0n);
+      msg[2] = BigInt(addr(iov)); msg[3] = 1n; msg[4] = BigInt(addr(ctl)); msg[5] = BigInt(ctl.length);
+      const n = syscall(NR.recvmsg, fd, addr(msg), MSG_PEEK | MSG_DONTWAIT | (stream ? 0 : MSG_TRUNC));
       if (n === -11 || n === 0) break;
       if (n < 0) throw new CriuError("files", `${where}: peeking the socket queue failed (errno ${-n})`);
+      const fds = scmFds(ctl, Number(msg[5]));
+      for (const f of fds) closeFd(f);
+      if (fds.length || Number(msg[6] & 0xffffffffn) & 8 /* MSG_CTRUNC */) refuse("files", where, "scm-rights", `${fds.length} fd(s) in a queued message`);
       if (n > buf.length) throw new CriuError("files", `${where}: a queued packet of ${n} bytes is too big`);
       out.push(buf.slice(0, n));
     }
   } finally { setInt(fd, SO.PEEK_OFF, old < 0 ? -1 : old); }
   return out;
+}
+
+/** fds received in SCM_RIGHTS control messages (cmsghdr: u64 len, i32 level, i32 type, data) */
+function scmFds(ctl: Uint8Array, len: number): number[] {
+  const dv = new DataView(ctl.buffer, ctl.byteOffset);
+  const fds: number[] = [];
+  for (let off = 0; off + 16 <= len;) {
+    const clen = Number(dv.getBigUint64(off, true));
+    if (clen < 16) break;
+    if (dv.getInt32(off + 8, true) === SOL_SOCKET && dv.getInt32(off + 12, true) === 1 /* SCM_RIGHTS */) {
+      for (let p = off + 16; p + 4 <= off + clen && p + 4 <= len; p += 4) fds.push(dv.getInt32(p, true));
+    }
+    off += (clen + 7) & ~7;
+  }
+  return fds;
 }
 
 /** Does a process of the dumped tree hold unix socket ino (through any fd)? */
@@ -163,7 +188,11 @@ export const unixKind: FdKind = {
         throw new CriuError("files", `${ctx.where}: unix socket ${ino} has ${d.rq} queued bytes from socket ${d.peer} outside the dumped tree; only a named datagram socket keeps them`);
       }
     }
-    if (d.peer && !listening) {
+    // connected, but the peer is closed (sock_diag has no peer inode for it): restored as a pair
+    // whose other end is closed at once, so data then EOF (stream) or ECONNREFUSED (dgram) follow
+    const peerGone = !listening && !d.peer && d.state === 1 /* TCP_ESTABLISHED */;
+    if (!listening && !d.peer && !peerGone && d.rq) refuse("files", ctx.where, "unix-dgram-queue", `${d.rq} bytes on unix socket ${ino}`);
+    if ((d.peer || peerGone) && !listening) {
       const q = peekQueue(fd, type === 1, ctx.where);
       for (const p of q) ctx.images.add("sk-queues.img", "SK_QUEUES", sk_packet_entrySchema, { idFor: id, length: p.length }, p);
     }
@@ -193,6 +222,19 @@ export const unixKind: FdKind = {
       return mine;
     }
     if (peerFile && peerFile.usk!.uflags & USK_EXTERN) return restoreExternal(ctx, f, peerFile);
+    if (!u.peer && u.state === 1 /* TCP_ESTABLISHED */) {
+      // its peer was closed: a pair, the queue sent from the other end, which is then closed
+      const a = ctx.scratch(0n, new Uint8Array(8));
+      const r = inj.call(NR.socketpair, AF_UNIX, u.type | O.CLOEXEC, 0, a);
+      if (r < 0n) throw new CriuError("restore", `${ctx.where}: socketpair failed (errno ${-r})`);
+      const v = new Int32Array(ctx.mem.read(a, 8).buffer);
+      const mine = ctx.high(v[0], ctx.where), theirs = ctx.high(v[1], ctx.where);
+      refill(ctx, f, theirs);
+      inj.call(NR.close, theirs);
+      log.debug(`${ctx.where}: unix socket ${u.ino} restored with its peer closed`);
+      finish(ctx, f, mine);
+      return mine;
+    }
     if (u.peer) throw new CriuError("restore", `${ctx.where}: unix socket ${u.ino} connected one way to ${u.peer}: not supported yet`);
     const fd = boundSocket(ctx, u);
     if (u.state === TCP_LISTEN) {

@@ -5,7 +5,7 @@ export const VMA = {
   SYSVIPC: 1 << 10, SOCKET: 1 << 11, VVAR: 1 << 12, AIORING: 1 << 13, MEMFD: 1 << 14,
   UNSUPP: 1 << 31,
 } as const;
-export const MAP = { SHARED: 1, PRIVATE: 2, FIXED: 0x10, ANONYMOUS: 0x20, GROWSDOWN: 0x100, NORESERVE: 0x4000, FIXED_NOREPLACE: 0x100000 } as const;
+export const MAP = { SHARED: 1, PRIVATE: 2, FIXED: 0x10, ANONYMOUS: 0x20, GROWSDOWN: 0x100, NORESERVE: 0x4000, LOCKED: 0x2000, FIXED_NOREPLACE: 0x100000 } as const;
 export const PROT = { READ: 1, WRITE: 2, EXEC: 4 } as const;
 export const PE = { PARENT: 1, LAZY: 2, PRESENT: 4 } as const;
 export const PAGE = 4096;

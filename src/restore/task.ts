@@ -355,6 +355,12 @@ export class TaskBuilder {
       for (const fd of fileFds.values()) inj.call(NR.close, fd);
     }
     this.fillPages();
+    // mlock()ed memory is locked again once its contents are back
+    for (const v of mm.vmas) {
+      if (!(v.flags & MAP.LOCKED)) continue;
+      const r = inj.call(NR.mlock, v.start, v.end - v.start);
+      if (r < 0n) throw new CriuError("restore", `mlock of ${hex(v.start)}-${hex(v.end)} failed (errno ${-r})`);
+    }
   }
 
   private placeVdso(cur: ReturnType<typeof readVmas>) {
@@ -478,9 +484,27 @@ export class TaskBuilder {
       if (r < 0n) log.warn(`process ${t.pid}: rlimit ${i} (${rl[i].cur}/${rl[i].max}) not restored (errno ${-r})`);
     }
     if (tc.childSubreaper) inj.ok("prctl(PR_SET_CHILD_SUBREAPER)", NR.prctl, 36, 1, 0, 0, 0);
+    if (t.mm?.thpDisabled) inj.ok("prctl(PR_SET_THP_DISABLE)", NR.prctl, 41, 1, 0, 0, 0);
+    this.restoreLoginuid(tc.loginuid);
     if (tc.oomScoreAdj !== undefined) {
       try { writeFileSync(`/proc/${this.pid}/oom_score_adj`, String(tc.oomScoreAdj)); } catch {}
     }
+  }
+
+  /** The audit login uid: only the process itself may write its /proc/self/loginuid. */
+  private restoreLoginuid(want: number | undefined) {
+    if (want === undefined) return;
+    let mine = 0xffffffff;
+    try { mine = Number(readFileSync("/proc/self/loginuid", "latin1").trim()); } catch { return; } // no audit support
+    if (want === mine) return;
+    const inj = this.inj!;
+    const fd = Number(inj.call(NR.openat, -100, this.str("/proc/self/loginuid"), O.WRONLY | O.CLOEXEC, 0));
+    if (fd < 0) throw new CriuError("restore", `process ${this.t.pid}: cannot open /proc/self/loginuid to set it to ${want} (errno ${-fd})`);
+    const text = new TextEncoder().encode(String(want >>> 0)); // 4294967295: unset
+    const w = inj.call(NR.write, fd, this.scratchWrite(0n, text), text.length);
+    inj.call(NR.close, fd);
+    if (w !== BigInt(text.length)) throw new CriuError("restore", `process ${this.t.pid}: setting its login uid to ${want} failed (${w < 0n ? `errno ${-w}` : w})`);
+    log.debug(`process ${this.t.pid}: login uid ${want}`);
   }
 
   /** Create the other threads with their TIDs. */
@@ -530,6 +554,8 @@ export class TaskBuilder {
       }
       this.restoreSeccomp(tid, inj, tcore);
       if (tcore.creds) this.restoreCreds(inj, tcore.creds);
+      // after the credentials: changing them clears the parent-death signal
+      if (tcore.pdeathSig) inj.ok("prctl(PR_SET_PDEATHSIG)", NR.prctl, 1, tcore.pdeathSig, 0, 0, 0);
     }
   }
 
@@ -567,7 +593,7 @@ export class TaskBuilder {
   /**
    * Credentials of one thread, in the order the kernel allows: bounding set and securebits while
    * we are still all-powerful root, groups and gids, uids (capabilities kept across the switch),
-   * then the capability sets themselves. Ambient capabilities are not restored.
+   * then the capability sets themselves. Ambient capabilities are refused at dump (unsupported.ts).
    */
   private restoreCreds(inj: Injector, c: S.creds_entry) {
     const lastCap = capLast();

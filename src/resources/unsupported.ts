@@ -1,0 +1,54 @@
+// What criu-bun cannot restore exactly, decided once: every fd kind, task attribute, memory
+// property and socket state listed here makes `dump` fail with one line naming the process (and
+// fd) and this resource, before anything is killed. Nothing here is ever restored approximately.
+// kinds.ts lists the kinds that are saved; FD_TYPES_REFUSED below names every other fd_types
+// value, so a new kind is either added to kinds.ts or here (test/refusals.test.ts checks both
+// lists together, and starts a process holding each entry of UNSUPPORTED to prove the refusal).
+import { CriuError } from "../log";
+
+/** key -> the words the error line uses for it (after "process PID[ fd N]: ") */
+export const UNSUPPORTED = {
+  // fd kinds without a dumper (checked in files.ts, unix.ts, inet.ts)
+  "netlink-socket": "netlink socket",
+  "packet-socket": "packet socket",
+  "fanotify": "fanotify",
+  "io_uring": "io_uring",
+  "pidfd": "pidfd",
+  "userfaultfd": "userfaultfd",
+  "perf_event": "perf_event",
+  "nsfs": "namespace file",
+  // task attributes (dump/task.ts)
+  "ambient": "ambient capabilities",
+  "membarrier": "membarrier registration",
+  "stop-signal": "stopped by a signal other than SIGSTOP",
+  "timens-children": "time namespace for children differing from its own",
+  "sigtrap": "pending SIGTRAP",
+  // memory (resources/memory.ts)
+  "droppable": "MAP_DROPPABLE mapping",
+  "shmem-private": "private mapping of a shared memory object",
+  // files (resources/files.ts and the kinds)
+  "fown": "file owner or signal (F_SETOWN/F_SETSIG/O_ASYNC)",
+  "memfd-mode": "memfd whose mode was changed (fchmod)",
+  "memfd-shared": "memfd opened by several processes through separate descriptions",
+  "tty-queued": "bytes queued in a terminal",
+  "scm-rights": "file descriptors in flight (SCM_RIGHTS)",
+  "unix-dgram-queue": "queued datagrams on an unconnected unix socket",
+  "udp-shutdown": "UDP socket shut down",
+  "udp-cork": "corked UDP socket with data in the cork",
+} as const;
+export type UnsupportedKey = keyof typeof UNSUPPORTED;
+
+/** fd_types values (files.ts FD_TYPE) that have no FdKind, and the UNSUPPORTED entry that refuses them */
+export const FD_TYPES_REFUSED: Record<number, UnsupportedKey> = {
+  10: "packet-socket", 12: "fanotify", 13: "netlink-socket", 14: "nsfs",
+};
+
+/** anon_inode:[NAME] targets with no FdKind (files.ts refuses them by these names) */
+export const ANON_REFUSED: Record<string, UnsupportedKey> = {
+  io_uring: "io_uring", pidfd: "pidfd", userfaultfd: "userfaultfd", perf_event: "perf_event", "[fanotify]": "fanotify", fanotify: "fanotify",
+};
+
+/** Refuse the dump: "WHERE: RESOURCE (detail) is not supported yet". */
+export function refuse(area: string, where: string, key: UnsupportedKey, detail?: string): never {
+  throw new CriuError(area, `${where}: ${UNSUPPORTED[key]}${detail ? ` (${detail})` : ""} is not supported yet`);
+}

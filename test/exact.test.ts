@@ -1,0 +1,45 @@
+// Exact restores of state criu-bun used to lose or change silently: each workload (test/workloads/
+// exact.c MODE) sets one piece of state up, is dumped, killed and restored, and checks at go that
+// it is all still there; a damaged copy (--selftest-corrupt) must fail the same checks.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, runWorkload } from "./harness";
+import { dump, restore, imagesDir, cleanupImages } from "./engine-helpers";
+
+beforeAll(async () => { await buildWorkloads(); }, 120_000);
+afterAll(() => { cleanup(); cleanupImages(); });
+
+const modes: [string, string][] = [
+  ["pdeathsig", "PR_SET_PDEATHSIG of a process and of its child"],
+  ["thp", "PR_SET_THP_DISABLE"],
+  ["mlock", "mlock()ed memory is locked again, contents kept"],
+  ["loginuid", "/proc/self/loginuid"],
+  ["maywrite", "a read-only MAP_SHARED mapping of a file opened read-write can still be made writable"],
+  ["pipesize", "capacity of empty pipes (F_SETPIPE_SZ), smaller and larger than the default"],
+  ["peergone", "unix stream, seqpacket and dgram sockets whose peer closed: queued data, then EOF / ECONNREFUSED"],
+  ["ghost", "deleted sparse file: holes, mode and mtime"],
+];
+
+describe("restored exactly (the workload checks itself after restore)", () => {
+  for (const [mode, what] of modes) {
+    test(`${mode}: ${what}`, async () => {
+      const w = await startWorkload("exact", [mode], { stderr: "file" });
+      const dir = imagesDir(`exact-${mode}`);
+      dump(w.pid, dir);
+      const r = await restore(dir, w.pid);
+      trigger(w);
+      const res = await waitResult(w, 15_000);
+      expect(res.text).toStartWith("PASS");
+      expect(await r.proc.exited).toBe(0);
+    }, 60_000);
+  }
+});
+
+describe("the checks fail on a damaged state", () => {
+  test("each mode but loginuid reports FAIL when its state is undone", async () => {
+    for (const [mode] of modes) {
+      if (mode === "loginuid") continue;
+      const bad = await runWorkload("exact", [mode, "--selftest-corrupt"], { settleMs: 20 });
+      expect(`${mode}: ${bad.summary}`).toStartWith(`${mode}: FAIL`);
+    }
+  }, 60_000);
+});

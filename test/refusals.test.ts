@@ -1,0 +1,57 @@
+// Exact or refused: for every entry of src/resources/unsupported.ts a process holding it is
+// started (test/workloads/refuse.c MODE), and `dump` must fail with one line naming the process
+// and the resource, leave the process running, and leave the state it holds as it was (the
+// workload checks it at go). The fd-kind registry and the refusal list together cover every
+// fd_types value, so a new kind cannot appear without one of them deciding about it.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, isAlive, criuBun, runWorkload } from "./harness";
+import { imagesDir, cleanupImages } from "./engine-helpers";
+import { UNSUPPORTED, FD_TYPES_REFUSED, ANON_REFUSED, type UnsupportedKey } from "../src/resources/unsupported";
+import { FD_KINDS } from "../src/resources/kinds";
+import { FD_TYPE } from "../src/resources/files";
+
+beforeAll(async () => { await buildWorkloads(); }, 120_000);
+afterAll(() => { cleanup(); cleanupImages(); });
+
+const esc = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+const keys = Object.keys(UNSUPPORTED) as UnsupportedKey[];
+
+describe("the refusal list and the fd-kind registry", () => {
+  test("every fd_types value has a kind or a refusal, never both", () => {
+    for (const [name, type] of Object.entries(FD_TYPE)) {
+      const kind = FD_KINDS.some((k) => k.type === type);
+      const refused = type in FD_TYPES_REFUSED;
+      expect(`${name}: ${kind ? "kind" : ""}${refused ? "refused" : ""}`).toMatch(/: (kind|refused)$/);
+    }
+    for (const k of [...Object.values(FD_TYPES_REFUSED), ...Object.values(ANON_REFUSED)]) expect(keys).toContain(k);
+  });
+});
+
+describe("dump refuses what it cannot restore exactly; the target runs on", () => {
+  for (const key of keys) {
+    test(`${key}: ${UNSUPPORTED[key]}`, async () => {
+      const w = await startWorkload("refuse", [key], { stderr: "file" });
+      const culpritFile = join(w.dir, "culprit");
+      const culprit = existsSync(culpritFile) ? Number(readFileSync(culpritFile, "utf8")) : w.pid;
+      const r = criuBun(["dump", "-t", String(w.pid), "-D", imagesDir(`refuse-${key}`)]);
+      expect(r.code).toBe(1);
+      const lines = r.stderr.trim().split("\n");
+      expect(lines.length).toBe(1);
+      expect(lines[0]).toMatch(new RegExp(`^Error \\(\\w+\\): process ${culprit}( fd \\d+)?: .*${esc(UNSUPPORTED[key])}.* is not supported yet$`));
+      expect(isAlive(w.pid)).toBe(true);
+      expect(readFileSync(`/proc/${w.pid}/status`, "utf8")).toMatch(/TracerPid:\s*0\n/);
+      trigger(w);
+      const res = await waitResult(w, 10_000);
+      expect(res.text).toStartWith("PASS");
+    });
+  }
+
+  test("the workload's checks fail when the thing is undone (fown, scm-rights, sigtrap)", async () => {
+    for (const key of ["fown", "scm-rights", "sigtrap"]) {
+      const bad = await runWorkload("refuse", [key, "--selftest-corrupt"], { settleMs: 20 });
+      expect(bad.summary).toStartWith("FAIL");
+    }
+  });
+});

@@ -1,0 +1,226 @@
+/*
+ * exact: one piece of state that criu-bun restores exactly, named by MODE; at go the workload
+ * checks it is all still there (so a dump/restore in between must have kept it).
+ *
+ *   exact DIR MODE
+ *   pdeathsig   PR_SET_PDEATHSIG(SIGUSR2) on the process and on a child's thread (child reports by pipe)
+ *   thp         PR_SET_THP_DISABLE
+ *   mlock       an mlock()ed 256 KiB pattern: still locked (VmFlags lo), contents kept
+ *   loginuid    /proc/self/loginuid set to 4242
+ *   maywrite    MAP_SHARED PROT_READ mapping of a file opened O_RDWR (fd closed): mprotect RW works, writes reach the file
+ *   pipesize    empty pipes of 4 KiB and 1 MiB capacity (F_SETPIPE_SZ) keep it
+ *   peergone    unix stream, seqpacket and dgram sockets whose peer closed after sending: data, then EOF / ECONNREFUSED
+ *   ghost       a deleted sparse file: holes where they were (SEEK_DATA/SEEK_HOLE), mode 0640, mtime 2001-09-09
+ * --selftest-corrupt: damages the state before go, so the check must fail.
+ */
+#include "wl.h"
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+
+static const char *mode;
+static int fds[8] = {-1, -1, -1, -1, -1, -1, -1, -1};
+static char *mem;
+static const size_t MLEN = 256 << 10;
+static pid_t child;
+static const off_t HOLE_DATA2 = 1 << 20; /* second extent of the sparse file */
+static const time_t MTIME = 1000000000;
+
+static int is(const char *m) { return strcmp(mode, m) == 0; }
+
+#define NEED(cond)                                                             \
+	do {                                                                       \
+		if (!(cond)) {                                                         \
+			fprintf(stderr, "setup %s: %s failed: %m\n", mode, #cond);         \
+			exit(2);                                                           \
+		}                                                                      \
+	} while (0)
+
+static int smaps_flag(void *addr, const char *flag) {
+	FILE *f = fopen("/proc/self/smaps", "r");
+	char line[512];
+	int in = 0, found = 0;
+	while (f && fgets(line, sizeof line, f)) {
+		unsigned long s, e;
+		if (sscanf(line, "%lx-%lx ", &s, &e) == 2) in = (unsigned long)addr >= s && (unsigned long)addr < e;
+		if (in && strncmp(line, "VmFlags:", 8) == 0) {
+			char pat[8];
+			snprintf(pat, sizeof pat, " %s", flag);
+			found = strstr(line + 8, pat) != NULL;
+			break;
+		}
+	}
+	if (f) fclose(f);
+	return found;
+}
+
+static void setup(void) {
+	if (is("pdeathsig")) {
+		NEED(prctl(PR_SET_PDEATHSIG, SIGUSR2) == 0);
+		int p[2], q[2];
+		NEED(pipe(p) == 0 && pipe(q) == 0);
+		child = fork();
+		if (child == 0) { /* asks its own pdeath signal when poked, answers on q */
+			prctl(PR_SET_PDEATHSIG, SIGUSR1);
+			close(p[1]), close(q[0]);
+			char c;
+			while (read(p[0], &c, 1) == 1) {
+				int sig = -1;
+				prctl(PR_GET_PDEATHSIG, &sig);
+				write(q[1], &sig, sizeof sig);
+			}
+			_exit(0);
+		}
+		fds[0] = p[1], fds[1] = q[0];
+		close(p[0]), close(q[1]);
+	} else if (is("thp")) NEED(prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) == 0);
+	else if (is("mlock")) {
+		NEED((mem = mmap(NULL, MLEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)) != MAP_FAILED);
+		wl_fill(mem, MLEN, 77);
+		NEED(mlock(mem, MLEN) == 0);
+	} else if (is("loginuid")) {
+		int fd = open("/proc/self/loginuid", O_WRONLY);
+		NEED(fd >= 0 && write(fd, "4242", 4) == 4);
+		close(fd);
+	} else if (is("maywrite")) {
+		char p[4200];
+		wl_path(p, sizeof p, "maywrite");
+		int fd = open(p, O_RDWR | O_CREAT | O_TRUNC, 0600);
+		NEED(fd >= 0 && ftruncate(fd, 8192) == 0);
+		NEED((mem = mmap(NULL, 8192, PROT_READ, MAP_SHARED, fd, 0)) != MAP_FAILED);
+		close(fd);
+	} else if (is("pipesize")) {
+		NEED(pipe(fds) == 0 && pipe(fds + 2) == 0);
+		NEED(fcntl(fds[0], F_SETPIPE_SZ, 4096) == 4096);
+		NEED(fcntl(fds[2], F_SETPIPE_SZ, 1 << 20) == 1 << 20);
+	} else if (is("peergone")) {
+		int types[3] = {SOCK_STREAM, SOCK_SEQPACKET, SOCK_DGRAM};
+		for (int i = 0; i < 3; i++) {
+			int s[2];
+			NEED(socketpair(AF_UNIX, types[i], 0, s) == 0);
+			NEED(send(s[1], "one", 3, 0) == 3 && send(s[1], "two!", 4, 0) == 4);
+			close(s[1]);
+			fds[i] = s[0];
+		}
+	} else if (is("ghost")) {
+		char p[4200];
+		wl_path(p, sizeof p, "sparse");
+		int fd = open(p, O_RDWR | O_CREAT | O_TRUNC, 0600);
+		char buf[4096];
+		wl_fill(buf, sizeof buf, 5);
+		NEED(fd >= 0 && pwrite(fd, buf, sizeof buf, 0) == sizeof buf && pwrite(fd, buf, sizeof buf, HOLE_DATA2) == sizeof buf);
+		NEED(ftruncate(fd, HOLE_DATA2 + (2 << 20)) == 0); /* a hole at the end too */
+		NEED(fchmod(fd, 0640) == 0);
+		struct timespec ts[2] = {{MTIME, 0}, {MTIME, 500000000}};
+		NEED(futimens(fd, ts) == 0);
+		NEED(unlink(p) == 0);
+		NEED(lseek(fd, 0, SEEK_HOLE) == 4096); /* the filesystem must keep holes for this check */
+		fds[0] = fd;
+	} else {
+		fprintf(stderr, "exact: unknown mode %s\n", mode);
+		exit(2);
+	}
+}
+
+static void corrupt(void) {
+	if (is("pdeathsig")) prctl(PR_SET_PDEATHSIG, 0);
+	else if (is("thp")) prctl(PR_SET_THP_DISABLE, 0, 0, 0, 0);
+	else if (is("mlock")) munlock(mem, MLEN);
+	else if (is("loginuid")) wl_failf("selftest: loginuid cannot be changed back");
+	else if (is("maywrite")) { munmap(mem, 8192); mem = NULL; }
+	else if (is("pipesize")) fcntl(fds[0], F_SETPIPE_SZ, 65536);
+	else if (is("peergone")) { char b[8]; recv(fds[0], b, sizeof b, 0); }
+	else if (is("ghost")) { struct timespec ts[2] = {{MTIME, 0}, {MTIME + 1, 0}}; futimens(fds[0], ts); }
+}
+
+static void check(void) {
+	if (is("pdeathsig")) {
+		int sig = -1, csig = -1;
+		WL_CHECK(prctl(PR_GET_PDEATHSIG, &sig) == 0 && sig == SIGUSR2, "PR_GET_PDEATHSIG = %d, want %d", sig, SIGUSR2);
+		WL_CHECK(write(fds[0], "?", 1) == 1 && read(fds[1], &csig, sizeof csig) == sizeof csig && csig == SIGUSR1, "child's pdeath signal = %d, want %d", csig, SIGUSR1);
+		close(fds[0]);
+		waitpid(child, NULL, 0);
+	} else if (is("thp")) WL_CHECK(prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0) == 1, "THP not disabled");
+	else if (is("mlock")) {
+		WL_CHECK(smaps_flag(mem, "lo"), "memory is no longer locked");
+		WL_CHECK(wl_verify_fill(mem, MLEN, 77) == (size_t)-1, "locked memory changed");
+	} else if (is("loginuid")) {
+		char b[32] = "";
+		int fd = open("/proc/self/loginuid", O_RDONLY);
+		ssize_t n = fd >= 0 ? read(fd, b, sizeof b - 1) : -1;
+		if (fd >= 0) close(fd);
+		WL_CHECK(n > 0 && atoi(b) == 4242, "loginuid is '%s'", b);
+	} else if (is("maywrite")) {
+		WL_CHECK(mem && mprotect(mem, 8192, PROT_READ | PROT_WRITE) == 0, "mprotect(RW) failed: %s", strerror(errno));
+		if (mem && mprotect(mem, 8192, PROT_READ | PROT_WRITE) == 0) {
+			memcpy(mem + 100, "written", 7);
+			msync(mem, 8192, MS_SYNC);
+			char p[4200], b[8] = "";
+			wl_path(p, sizeof p, "maywrite");
+			int fd = open(p, O_RDONLY);
+			WL_CHECK(fd >= 0 && pread(fd, b, 7, 100) == 7 && memcmp(b, "written", 7) == 0, "the write did not reach the file");
+			if (fd >= 0) close(fd);
+		}
+	} else if (is("pipesize")) {
+		int a = fcntl(fds[0], F_GETPIPE_SZ), b = fcntl(fds[2], F_GETPIPE_SZ);
+		WL_CHECK(a == 4096 && b == 1 << 20, "pipe capacities %d and %d, want 4096 and 1048576", a, b);
+		char c = 0;
+		WL_CHECK(write(fds[1], "z", 1) == 1 && read(fds[0], &c, 1) == 1 && c == 'z', "pipe does not carry data");
+	} else if (is("peergone")) {
+		const char *name[3] = {"stream", "seqpacket", "dgram"};
+		for (int i = 0; i < 3; i++) {
+			char b[16] = "";
+			ssize_t n;
+			if (i == 0) { /* a stream may give both sends at once */
+				size_t got = 0;
+				while (got < 7 && (n = recv(fds[i], b + got, sizeof b - 1 - got, MSG_DONTWAIT)) > 0) got += (size_t)n;
+				WL_CHECK(got == 7 && memcmp(b, "onetwo!", 7) == 0, "%s: queued data lost (%zu bytes '%s')", name[i], got, b);
+			} else {
+				n = recv(fds[i], b, sizeof b, MSG_DONTWAIT);
+				WL_CHECK(n == 3 && memcmp(b, "one", 3) == 0, "%s: first message lost (%zd)", name[i], n);
+				n = recv(fds[i], b, sizeof b, MSG_DONTWAIT);
+				WL_CHECK(n == 4 && memcmp(b, "two!", 4) == 0, "%s: second message lost (%zd)", name[i], n);
+			}
+			if (i < 2) {
+				n = recv(fds[i], b, sizeof b, MSG_DONTWAIT);
+				WL_CHECK(n == 0, "%s: no EOF after the data (%zd, %s)", name[i], n, n < 0 ? strerror(errno) : "");
+			} else {
+				n = send(fds[i], "x", 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+				WL_CHECK(n < 0 && errno == ECONNREFUSED, "%s: send to the closed peer: %zd (%s), want ECONNREFUSED", name[i], n, n < 0 ? strerror(errno) : "");
+			}
+		}
+	} else if (is("ghost")) {
+		struct stat st;
+		int fd = fds[0];
+		WL_CHECK(fstat(fd, &st) == 0 && st.st_nlink == 0, "file is linked again");
+		WL_CHECK((st.st_mode & 07777) == 0640, "mode 0%o, want 0640", st.st_mode & 07777);
+		WL_CHECK(st.st_mtim.tv_sec == MTIME && st.st_mtim.tv_nsec / 1000 == 500000, "mtime %ld.%09ld, want %ld.5", (long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec, (long)MTIME);
+		WL_CHECK(st.st_size == HOLE_DATA2 + (2 << 20), "size %lld", (long long)st.st_size);
+		off_t h = lseek(fd, 0, SEEK_HOLE), d = lseek(fd, 4096, SEEK_DATA), h2 = lseek(fd, HOLE_DATA2, SEEK_HOLE);
+		WL_CHECK(h == 4096 && d == HOLE_DATA2 && h2 == HOLE_DATA2 + 4096, "extents: hole at %lld, data at %lld, hole at %lld", (long long)h, (long long)d, (long long)h2);
+		char buf[4096], back[4096];
+		wl_fill(buf, sizeof buf, 5);
+		WL_CHECK(pread(fd, back, sizeof back, 0) == sizeof back && memcmp(back, buf, sizeof buf) == 0, "first extent differs");
+		WL_CHECK(pread(fd, back, sizeof back, HOLE_DATA2) == sizeof back && memcmp(back, buf, sizeof buf) == 0, "second extent differs");
+	}
+	wl_detail("mode=%s", mode);
+}
+
+int main(int argc, char **argv) {
+	wl_init(argc, argv);
+	mode = wl_arg(argc, argv, 0);
+	if (!mode) {
+		fprintf(stderr, "usage: exact DIR MODE\n");
+		return 2;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	setup();
+	wl_ready();
+	if (wl_corrupt) corrupt();
+	while (!wl_go()) wl_sleep_ms(10);
+	wl_check_ids();
+	check();
+	wl_finish();
+}

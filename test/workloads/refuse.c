@@ -1,0 +1,303 @@
+/*
+ * refuse: holds one thing criu-bun cannot restore exactly (src/resources/unsupported.ts), named by
+ * the first argument, so that `dump` must refuse it while the workload runs on. At go it checks
+ * that the thing is still there as it set it up (a refused dump must not have disturbed it).
+ * A helper process, if the mode needs one, writes its pid to DIR/culprit when it is the one named.
+ *
+ *   refuse DIR MODE      MODE: a key of UNSUPPORTED (netlink-socket, ambient, scm-rights ...)
+ * --selftest-corrupt: undoes the thing before go, so the check fails.
+ */
+#include "wl.h"
+#include <arpa/inet.h>
+#include <linux/capability.h>
+#include <linux/io_uring.h>
+#include <linux/perf_event.h>
+#include <netinet/in.h>
+#include <netinet/udp.h>
+#include <linux/if_packet.h>
+#include <net/ethernet.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/fanotify.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <stddef.h>
+
+#ifndef MAP_DROPPABLE
+#define MAP_DROPPABLE 0x08
+#endif
+#ifndef PR_CAP_AMBIENT
+#define PR_CAP_AMBIENT 47
+#define PR_CAP_AMBIENT_RAISE 2
+#define PR_CAP_AMBIENT_IS_SET 1
+#endif
+
+static const char *mode;
+static int fd_a = -1, fd_b = -1;
+static pid_t child;
+static char *mem;
+static size_t memlen = 1 << 20;
+
+static void culprit(pid_t p) {
+	char b[32];
+	int n = snprintf(b, sizeof b, "%d\n", (int)p);
+	wl_write_file("culprit", b, (size_t)n);
+}
+
+static int is(const char *m) { return strcmp(mode, m) == 0; }
+
+static char proc_state(pid_t p) {
+	char path[64], buf[512];
+	snprintf(path, sizeof path, "/proc/%d/stat", (int)p);
+	int fd = open(path, O_RDONLY);
+	if (fd < 0) return 0;
+	ssize_t n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	if (n <= 0) return 0;
+	buf[n] = 0;
+	char *c = strrchr(buf, ')');
+	return c ? c[2] : 0;
+}
+
+static int sendfd(int sock, int fd) {
+	char data = 'x';
+	struct iovec iov = {&data, 1};
+	char ctl[CMSG_SPACE(sizeof(int))];
+	memset(ctl, 0, sizeof ctl);
+	struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof ctl};
+	struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	return sendmsg(sock, &m, 0) == 1 ? 0 : -1;
+}
+
+static void udp_connected(void) {
+	fd_a = socket(AF_INET, SOCK_DGRAM, 0);
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(9), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	if (fd_a < 0 || connect(fd_a, (struct sockaddr *)&sa, sizeof sa) != 0) {
+		perror("udp");
+		exit(2);
+	}
+}
+
+#define NEED(cond)                                      \
+	do {                                                \
+		if (!(cond)) {                                  \
+			fprintf(stderr, "setup %s: %s failed: %m\n", mode, #cond); \
+			exit(2);                                    \
+		}                                               \
+	} while (0)
+
+static void setup(void) {
+	int p[2];
+	if (is("netlink-socket")) NEED((fd_a = socket(AF_NETLINK, SOCK_RAW, 0)) >= 0);
+	else if (is("packet-socket")) NEED((fd_a = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_ALL))) >= 0);
+	else if (is("fanotify")) NEED((fd_a = fanotify_init(FAN_CLASS_NOTIF, O_RDONLY)) >= 0);
+	else if (is("io_uring")) {
+		struct io_uring_params prm;
+		memset(&prm, 0, sizeof prm);
+		NEED((fd_a = (int)syscall(SYS_io_uring_setup, 4, &prm)) >= 0);
+	} else if (is("pidfd")) NEED((fd_a = (int)syscall(SYS_pidfd_open, getpid(), 0)) >= 0);
+	else if (is("userfaultfd")) NEED((fd_a = (int)syscall(SYS_userfaultfd, O_CLOEXEC)) >= 0);
+	else if (is("perf_event")) {
+		struct perf_event_attr a;
+		memset(&a, 0, sizeof a);
+		a.type = PERF_TYPE_SOFTWARE;
+		a.size = sizeof a;
+		a.config = PERF_COUNT_SW_TASK_CLOCK;
+		NEED((fd_a = (int)syscall(SYS_perf_event_open, &a, 0, -1, -1, 0)) >= 0);
+	} else if (is("nsfs")) NEED((fd_a = open("/proc/self/ns/net", O_RDONLY)) >= 0);
+	else if (is("ambient")) {
+		struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
+		struct __user_cap_data_struct d[2];
+		NEED(syscall(SYS_capget, &h, d) == 0);
+		d[0].inheritable |= 1u << CAP_NET_RAW;
+		NEED(syscall(SYS_capset, &h, d) == 0);
+		NEED(prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAP_NET_RAW, 0, 0) == 0);
+	} else if (is("membarrier")) NEED(syscall(SYS_membarrier, 1 << 4 /* REGISTER_PRIVATE_EXPEDITED */, 0, 0) == 0);
+	else if (is("stop-signal")) {
+		child = fork();
+		if (child == 0) {
+			setpgid(0, 0);
+			for (;;) pause();
+		}
+		setpgid(child, child);
+		int st;
+		NEED(kill(child, SIGTSTP) == 0);
+		NEED(waitpid(child, &st, WUNTRACED) == child && WIFSTOPPED(st) && WSTOPSIG(st) == SIGTSTP);
+		culprit(child);
+	} else if (is("timens-children")) NEED(unshare(CLONE_NEWTIME) == 0);
+	else if (is("sigtrap")) {
+		sigset_t s;
+		sigemptyset(&s);
+		sigaddset(&s, SIGTRAP);
+		sigprocmask(SIG_BLOCK, &s, NULL);
+		raise(SIGTRAP);
+	} else if (is("droppable")) {
+		NEED((mem = mmap(NULL, memlen, PROT_READ | PROT_WRITE, MAP_DROPPABLE | MAP_ANONYMOUS, -1, 0)) != MAP_FAILED);
+		memset(mem, 0x5a, memlen);
+	} else if (is("shmem-private")) {
+		char *sh = mmap(NULL, memlen, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+		NEED(sh != MAP_FAILED);
+		memset(sh, 0x33, memlen);
+		char path[128];
+		snprintf(path, sizeof path, "/proc/self/map_files/%lx-%lx", (unsigned long)sh, (unsigned long)sh + memlen);
+		int fd;
+		NEED((fd = open(path, O_RDWR)) >= 0);
+		NEED((mem = mmap(NULL, memlen, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0)) != MAP_FAILED);
+		close(fd);
+		NEED(munmap(sh, memlen) == 0);
+	} else if (is("fown")) {
+		NEED(pipe(p) == 0);
+		fd_a = p[0], fd_b = p[1];
+		NEED(fcntl(fd_a, F_SETOWN, getpid()) == 0);
+	} else if (is("memfd-mode")) {
+		NEED((fd_a = memfd_create("moded", 0)) >= 0);
+		NEED(fchmod(fd_a, 0600) == 0);
+	} else if (is("memfd-shared")) {
+		NEED((fd_a = memfd_create("shared", 0)) >= 0);
+		NEED(write(fd_a, "abc", 3) == 3);
+		child = fork();
+		if (child == 0) {
+			char path[64];
+			snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)getppid(), fd_a);
+			close(fd_a);
+			int fd = open(path, O_RDWR);
+			(void)fd;
+			for (;;) pause();
+		}
+		for (int i = 0; i < 500; i++) { /* until the child has its own description */
+			char path[64], link[128];
+			snprintf(path, sizeof path, "/proc/%d/fd/3", (int)child);
+			ssize_t n = readlink(path, link, sizeof link - 1);
+			if (n > 0 && strncmp(link, "/memfd:", 7) == 0) break;
+			wl_sleep_ms(10);
+		}
+		culprit(child); /* the second process to open it is the one named */
+	} else if (is("tty-queued")) {
+		NEED((fd_a = posix_openpt(O_RDWR | O_NOCTTY)) >= 0);
+		NEED(grantpt(fd_a) == 0 && unlockpt(fd_a) == 0);
+		NEED((fd_b = open(ptsname(fd_a), O_RDWR | O_NOCTTY)) >= 0);
+		NEED(write(fd_a, "queued\n", 7) == 7);
+	} else if (is("scm-rights")) {
+		int s[2];
+		NEED(socketpair(AF_UNIX, SOCK_DGRAM, 0, s) == 0);
+		NEED(pipe(p) == 0);
+		NEED(sendfd(s[0], p[0]) == 0);
+		close(p[0]);
+		close(p[1]);
+		fd_a = s[0], fd_b = s[1];
+	} else if (is("unix-dgram-queue")) {
+		struct sockaddr_un sa = {.sun_family = AF_UNIX};
+		int len = snprintf(sa.sun_path + 1, sizeof sa.sun_path - 1, "criu-bun-refuse-%d", (int)getpid()) + 1;
+		socklen_t salen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len);
+		NEED((fd_a = socket(AF_UNIX, SOCK_DGRAM, 0)) >= 0);
+		NEED(bind(fd_a, (struct sockaddr *)&sa, salen) == 0);
+		int s = socket(AF_UNIX, SOCK_DGRAM, 0);
+		NEED(sendto(s, "hello", 5, 0, (struct sockaddr *)&sa, salen) == 5);
+		close(s);
+	} else if (is("udp-shutdown")) {
+		udp_connected();
+		NEED(shutdown(fd_a, SHUT_WR) == 0);
+	} else if (is("udp-cork")) {
+		udp_connected();
+		int one = 1;
+		NEED(setsockopt(fd_a, IPPROTO_UDP, UDP_CORK, &one, sizeof one) == 0);
+		NEED(send(fd_a, "corked", 6, 0) == 6);
+	} else {
+		fprintf(stderr, "refuse: unknown mode %s\n", mode);
+		exit(2);
+	}
+}
+
+/* undo the thing (selftest): the check at go must then fail */
+static void undo(void) {
+	if (fd_a >= 0) close(fd_a), fd_a = -1;
+	if (is("ambient")) prctl(PR_CAP_AMBIENT, 4 /* CLEAR_ALL */, 0, 0, 0);
+	if (is("stop-signal")) kill(child, SIGCONT);
+	if (is("sigtrap")) { sigset_t s; sigemptyset(&s); sigaddset(&s, SIGTRAP); int sig; sigwait(&s, &sig); }
+	if (mem) munmap(mem, memlen), mem = NULL;
+	if (is("membarrier") || is("timens-children")) wl_failf("selftest: cannot undo %s", mode);
+}
+
+static void check(void) {
+	struct stat st;
+	if (fd_a >= 0 || is("scm-rights") || is("unix-dgram-queue") || is("memfd-mode")) WL_CHECK(fd_a >= 0 && fstat(fd_a, &st) == 0, "fd of %s is gone", mode);
+	if (is("ambient")) WL_CHECK(prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_IS_SET, CAP_NET_RAW, 0, 0) == 1, "ambient CAP_NET_RAW lost");
+	else if (is("membarrier")) WL_CHECK(syscall(SYS_membarrier, 1 << 3 /* PRIVATE_EXPEDITED */, 0, 0) == 0, "membarrier private expedited: %m");
+	else if (is("stop-signal")) {
+		WL_CHECK(proc_state(child) == 'T', "child %d is not stopped (%c)", (int)child, proc_state(child));
+		kill(child, SIGKILL);
+		waitpid(child, NULL, 0);
+	} else if (is("timens-children")) {
+		char a[64] = "", b[64] = "";
+		readlink("/proc/self/ns/time", a, sizeof a - 1);
+		readlink("/proc/self/ns/time_for_children", b, sizeof b - 1);
+		WL_CHECK(strcmp(a, b) != 0, "time namespace for children is its own again");
+	} else if (is("sigtrap")) {
+		sigset_t s;
+		sigpending(&s);
+		WL_CHECK(sigismember(&s, SIGTRAP) == 1, "SIGTRAP no longer pending");
+	} else if (is("droppable") || is("shmem-private")) {
+		WL_CHECK(mem != NULL, "mapping gone");
+		if (mem) {
+			int c = is("droppable") ? 0x5a : 0x33;
+			size_t bad = 0;
+			for (size_t i = 0; i < memlen; i++) bad += (unsigned char)mem[i] != c;
+			WL_CHECK(bad == 0, "%zu bytes of the mapping changed", bad);
+		}
+	} else if (is("fown")) WL_CHECK(fd_a >= 0 && fcntl(fd_a, F_GETOWN) == getpid(), "F_GETOWN lost");
+	else if (is("memfd-mode")) WL_CHECK(fd_a >= 0 && fstat(fd_a, &st) == 0 && (st.st_mode & 07777) == 0600, "memfd mode changed");
+	else if (is("memfd-shared")) {
+		WL_CHECK(fd_a >= 0 && pwrite(fd_a, "xyz", 3, 0) == 3, "memfd write");
+		kill(child, SIGKILL);
+		waitpid(child, NULL, 0);
+	} else if (is("tty-queued")) {
+		int n = -1;
+		WL_CHECK(fd_b >= 0 && ioctl(fd_b, FIONREAD, &n) == 0 && n == 7, "terminal input queue has %d bytes, not 7", n);
+	} else if (is("scm-rights")) {
+		char data, ctl[CMSG_SPACE(sizeof(int))];
+		struct iovec iov = {&data, 1};
+		struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof ctl};
+		ssize_t n = fd_b >= 0 ? recvmsg(fd_b, &m, MSG_DONTWAIT) : -1;
+		struct cmsghdr *c = n == 1 ? CMSG_FIRSTHDR(&m) : NULL;
+		WL_CHECK(c && c->cmsg_type == SCM_RIGHTS, "no fd arrived with the message (n=%zd)", n);
+		if (c) {
+			int fd;
+			memcpy(&fd, CMSG_DATA(c), sizeof fd);
+			WL_CHECK(fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode), "the fd in flight is not the pipe");
+		}
+	} else if (is("unix-dgram-queue")) {
+		char buf[16] = "";
+		WL_CHECK(fd_a >= 0 && recv(fd_a, buf, sizeof buf, MSG_DONTWAIT) == 5 && memcmp(buf, "hello", 5) == 0, "queued datagram lost");
+	} else if (is("udp-shutdown")) {
+		WL_CHECK(fd_a >= 0 && send(fd_a, "x", 1, MSG_NOSIGNAL) < 0 && errno == EPIPE, "send after SHUT_WR did not fail with EPIPE");
+	} else if (is("udp-cork")) {
+		int n = -1;
+		WL_CHECK(fd_a >= 0 && ioctl(fd_a, TIOCOUTQ, &n) == 0 && n > 0, "cork is empty (%d)", n);
+	}
+	wl_check_ids();
+	wl_detail("mode=%s", mode);
+}
+
+int main(int argc, char **argv) {
+	wl_init(argc, argv);
+	mode = wl_arg(argc, argv, 0);
+	if (!mode) {
+		fprintf(stderr, "usage: refuse DIR MODE\n");
+		return 2;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	setup();
+	wl_ready();
+	if (wl_corrupt) undo();
+	while (!wl_go()) wl_sleep_ms(10);
+	check();
+	wl_finish();
+}
