@@ -208,14 +208,17 @@ interface Role { kind: "root" | "fresh" | "bind" | "external"; source?: number }
 interface Classified { mntId: number; rootDev: number; root: string; fstype: string; extKey?: string; isRoot: boolean }
 
 /**
- * Mounts in the order they were made (mount ids grow): the namespace's root, external ones, and
- * new ones (tmpfs, proc ...) are origins; a later mount of the same file system whose root lies
- * inside an origin's root is a bind of that origin.
+ * The namespace's root, external mounts, and new ones (tmpfs, proc ...) are origins; another
+ * mount of the same file system whose root lies inside an origin's root is a bind of that origin.
  */
 function classify(ms: Classified[]): Map<number, Role> {
   const out = new Map<number, Role>();
   const origins: Classified[] = [];
-  for (const m of [...ms].sort((a, b) => (a.isRoot ? -1 : b.isRoot ? 1 : a.mntId - b.mntId))) {
+  // the namespace's root first, then external mounts, then the widest roots (mount ids are reused,
+  // so they do not tell which mount came first): a file system's own mount comes before its binds
+  const rank = (m: Classified) => (m.isRoot ? 0 : m.extKey !== undefined ? 1 : 2);
+  const depth = (m: Classified) => (m.root === "/" ? 0 : m.root.split("/").length);
+  for (const m of [...ms].sort((a, b) => rank(a) - rank(b) || depth(a) - depth(b) || a.mntId - b.mntId)) {
     if (m.isRoot) { out.set(m.mntId, { kind: "root" }); origins.push(m); continue; }
     if (m.extKey !== undefined) { out.set(m.mntId, { kind: "external" }); origins.push(m); continue; }
     const s = origins.find((o) => o.rootDev === m.rootDev && within(m.root, o.root));

@@ -11,6 +11,7 @@ import { CriuError, log, setLogFile, setLogLevel } from "../log";
 import { VERSION, CRIU_LEVEL } from "../version";
 import { failure, RpcHooks, type RespInit, type RpcConn } from "./swrk";
 import { wait4Raw, W } from "../sys/ptrace";
+import { parseExtMounts, type ExtMounts } from "../resources/mounts";
 
 const T = criu_req_type;
 
@@ -98,6 +99,13 @@ function readConfigFile(o: criu_opts) {
   if (lines?.length) throw new CriuError("rpc", `config_file ${o.configFile}:${lines[0].line}: options from a config file are not supported over RPC yet (${lines[0].argv.join(" ")})`);
 }
 
+/** ext_mnt (key/val pairs), external (mnt[KEY]:VAL) and auto_ext_mnt: as --ext-mount-map, --external and --ext-mount-map auto */
+function rpcExtMounts(o: criu_opts, cmd: string): ExtMounts {
+  const maps = o.extMnt.map((m) => `${m.key}:${m.val}`);
+  if (o.autoExtMnt) maps.push("auto");
+  return parseExtMounts(o.external, maps, cmd);
+}
+
 function manageCgroups(o: criu_opts): boolean {
   if (isFieldSet(o, criu_optsSchema.field.manageCgroupsMode)) {
     const m = o.manageCgroupsMode;
@@ -138,7 +146,7 @@ async function dumpRequest(conn: RpcConn, req: criu_req, pre: boolean): Promise<
       pid: o!.pid, dir: dirs.images, leaveRunning: pre || o!.leaveRunning, leaveStopped: !pre && o!.leaveStopped,
       shellJob: o!.shellJob, tcpEstablished: o!.tcpEstablished, tcpClose: o!.tcpClose, extUnixSk: o!.extUnixSk, fileLocks: o!.fileLocks,
       timeoutSec: o!.timeout || undefined, prevImagesDir: o!.parentImg || undefined,
-      pageServer: ps ? { address: ps.address, port: ps.port } : undefined, hooks,
+      pageServer: ps ? { address: ps.address, port: ps.port } : undefined, hooks, extMounts: rpcExtMounts(o!, "dump"),
     });
     // a caller such as runc checks that the container is gone as soon as the reply arrives
     if (!pre && !o!.leaveRunning && !o!.leaveStopped) await waitTreeGone(stats.pids);
@@ -155,7 +163,7 @@ async function restoreRequest(conn: RpcConn, req: criu_req): Promise<RespInit> {
     const { restoreProcesses } = await import("../restore/restore");
     const hooks = new RpcHooks(conn, o!.notifyScripts, o!.orphanPtsMaster);
     const st = restoreProcesses({ dir: dirs.images, leaveStopped: o!.leaveStopped, shellJob: o!.shellJob, tcpClose: o!.tcpClose,
-      manageCgroups: manageCgroups(o!), hooks });
+      manageCgroups: manageCgroups(o!), hooks, root: o!.root || undefined, extMounts: rpcExtMounts(o!, "restore") });
     log.info(`Restore finished successfully (pid ${st.pid})`);
     return { type: req.type, success: true, restore: { pid: st.pid } };
   } finally { dirs.close(); }
