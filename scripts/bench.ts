@@ -69,13 +69,16 @@ function dirBytes(d: string) { return readdirSync(d).filter((f) => f.endsWith(".
 const med = (a: number[]) => [...a].sort((x, y) => x - y)[a.length >> 1];
 const kill = (pid: number) => { try { process.kill(pid, "SIGKILL"); } catch {} };
 
+const spins = new Set<number>();
 /** Start spin detached (own session) and wait until it is ready. */
 function startSpin(mib: number, pattern: string): { pid: number; wdir: string } {
   const wdir = join(BASE, `wl-${mib}-${Date.now()}`);
   mkdirSync(wdir, { recursive: true });
   // through sh and &: not our child, so init reaps it when dump kills it (we block our event loop)
-  sh(["sh", "-c", `setsid ${workloadBin("spin")} ${wdir} ${mib} --pattern=${pattern} </dev/null >/dev/null 2>&1 &`]);
-  const pid = Number(waitFile(join(wdir, "ready"), 120_000));
+  const pid0 = Number(sh(["sh", "-c", `setsid ${workloadBin("spin")} ${wdir} ${mib} --pattern=${pattern} </dev/null >/dev/null 2>&1 & echo $!`]).out.trim());
+  spins.add(pid0);
+  // filling the memory takes a while on a busy machine
+  const pid = Number(waitFile(join(wdir, "ready"), 120_000 + mib * 120));
   return { pid, wdir };
 }
 
@@ -126,6 +129,8 @@ mkdirSync(BASE, { recursive: true });
 const floorBin = join(BASE, "bench-floor");
 sh(["gcc", "-O2", "-o", floorBin, join(REPO_ROOT, "scripts/bench-floor.c")]);
 
+let failure: unknown;
+try {
 // --version: the smallest command, 21 rounds alternating
 {
   const v = side("--version", 0);
@@ -227,6 +232,15 @@ for (const pattern of PATTERNS) for (const mib of SIZES) {
   }
 }
 
+} catch (e) {
+  failure = e;
+} finally {
+  // only our spins (their command line names our directory): a PID may have been reused
+  for (const p of spins) {
+    try { if (readFileSync(`/proc/${p}/cmdline`, "latin1").includes(BASE)) process.kill(p, "SIGKILL"); } catch {}
+  }
+}
+
 const gb = (b: number, s: number) => (b && s ? (b / s / 1e9).toFixed(2) : "");
 const mib = (kb: number) => `${(kb / 1024).toFixed(0)} MiB`;
 const f3 = (x: number) => (Number.isFinite(x) ? x.toFixed(3) : "");
@@ -253,3 +267,7 @@ for (const r of floorRows) {
 const load = readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
 console.log(`\nload average at the end: ${load} (${navigator.hardwareConcurrency} CPUs)`);
 rmSync(BASE, { recursive: true, force: true });
+if (failure) {
+  console.error(`bench stopped early (the tables above hold what was measured): ${(failure as Error)?.stack ?? failure}`);
+  process.exit(1);
+}
