@@ -6,7 +6,7 @@ import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSyn
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
-import { buildWorkloads, cleanup, criuBun, startWorkload, trigger, waitResult } from "./harness";
+import { buildWorkloads, cleanup, criuBun, criuBunCommand, startWorkload, trigger, waitResult } from "./harness";
 import { cleanupImages, dump, imagesDir, restore } from "./engine-helpers";
 
 beforeAll(async () => { await buildWorkloads(); }, 120_000);
@@ -36,7 +36,7 @@ function busyboxRootfs(): string {
   for (const d of ["bin", "proc", "dev", "dev/pts", "tmp", "old", "data", "data/src", "data/ro", "priv", "shared", "work", "ext", "odd"]) mkdirSync(join(r, d));
   copyFileSync("/bin/busybox", join(r, "bin/busybox"));
   chmodSync(join(r, "bin/busybox"), 0o755);
-  for (const a of ["sh", "sleep", "cat", "echo", "mount", "umount", "ls", "readlink", "setsid", "ln", "mkdir"]) symlinkSync("busybox", join(r, "bin", a));
+  for (const a of ["sh", "sleep", "cat", "echo", "mount", "umount", "ls", "readlink", "setsid", "ln", "mkdir", "mknod"]) symlinkSync("busybox", join(r, "bin", a));
   writeFileSync(join(r, "data/src/f"), "hello\n");
   return r;
 }
@@ -44,13 +44,13 @@ function busyboxRootfs(): string {
 /** The container's program: its mounts, an open file and cwd inside, a counter; on /work/go it checks itself. */
 const INNER = `umount -l /old
 mount -t proc proc /proc
+$EXTRA
 mount -t tmpfs -o size=1m,mode=1777 tmpfs /tmp
 echo tmpdata > /tmp/t1; mkdir /tmp/d; echo x > /tmp/d/t2; ln -s t1 /tmp/link
 mount --bind /data/src /data/ro; mount -o remount,bind,ro /data/ro
 mount -t tmpfs priv /priv; mount --make-private /priv
 mount -t tmpfs shr /shared; mount --make-shared /shared
 mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts
-$EXTRA
 cd /work
 exec 3</data/ro/f
 echo $$ > /pid
@@ -66,6 +66,7 @@ while :; do
     [ "$(readlink /proc/$$/cwd)" = /work ] || r="FAIL: cwd $(readlink /proc/$$/cwd)"
     [ "$(readlink /proc/$$/root)" = / ] || r="FAIL: root"
     (echo w > /data/ro/w) 2>/dev/null && r="FAIL: /data/ro is writable"
+    $CHECK
     echo "$r" > /work/result.tmp; cat /proc/self/mountinfo >> /work/result.tmp; mv /work/result.tmp /work/result
     exit 0
   fi
@@ -77,15 +78,20 @@ done`;
  * pivot_root into it, the old root detached; INNER runs as a session leader in there.
  * \`pre\` runs before pivot_root (host paths still visible), \`extra\` inside. Returns the shell's PID.
  */
-async function startContainer(rootfs: string, o: { pre?: string; extra?: string } = {}): Promise<{ pid: number; outer: Subprocess }> {
-  const outer = Bun.spawn(["unshare", "-m", "--fork", "sh", "-c",
+async function startContainer(rootfs: string, o: { pre?: string; extra?: string; check?: string; pidns?: boolean } = {}): Promise<{ pid: number; outer: Subprocess }> {
+  const outer = Bun.spawn(["unshare", "-m", ...(o.pidns ? ["-p"] : []), "--fork", "sh", "-c",
     `set -e; mount --make-rprivate /; mount --bind "$0" "$0"; ${o.pre ? `${o.pre};` : ""} cd "$0"; pivot_root . old; exec /old/bin/busybox chroot . /bin/setsid /bin/sh -c "$1" </data/src/f >/work/out 2>&1`,
-    rootfs, INNER.replace("$EXTRA", o.extra ?? "")],
+    rootfs, INNER.replace("$EXTRA", o.extra ?? "").replace("$CHECK", o.check ?? "")],
   { stdin: "ignore", stdout: "ignore", stderr: "ignore", detached: true });
   spawned.push(outer);
-  const pid = await waitFor(() => Number(read(join(rootfs, "pid"))) || undefined, 10000, "the container's shell");
+  let pid = await waitFor(() => Number(read(join(rootfs, "pid"))) || undefined, 10000, "the container's shell");
+  if (o.pidns) pid = childOf(outer.pid); // it is 1 in there
   await waitFor(() => Number(read(join(rootfs, "work/count"))) > 1, 10000, "the container's counter");
   return { pid, outer };
+}
+
+function childOf(pid: number): number {
+  return Number(readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(" ")[0]);
 }
 
 async function counting(rootfs: string) {
@@ -163,6 +169,32 @@ describe("container mount namespaces", () => {
     expect(readFileSync(`/proc/${pid}/root/ext/f`, "utf8")).toBe("two\n");
     await finish(copy, pid, r, before.map((l) => l.replace(rootfs, copy).replace(hostA, hostB)));
     expect(readFileSync(join(rootfs, "work/count"), "utf8")).toBe("frozen"); // the original rootfs is left alone
+  }, 60000);
+
+  test("with its own PID namespace (fresh /proc inside), /dev a tmpfs with device nodes and mqueue, /proc/sys a read-only bind of its proc, as runc makes them", async () => {
+    const rootfs = busyboxRootfs();
+    const extra = [
+      "mount -t tmpfs -o nosuid,mode=755,size=64k dev /dev", "mkdir /dev/pts /dev/mqueue", "mknod -m 666 /dev/null c 1 3", "mknod -m 666 /dev/zero c 1 5",
+      "mount -t mqueue mqueue /dev/mqueue", "mount --bind /proc/sys /proc/sys", "mount -o remount,bind,ro /proc/sys",
+    ].join("\n");
+    const check = `[ "$(readlink /proc/1/exe)" = /bin/busybox ] || r="FAIL: /proc is not the container's PID namespace"
+    echo hi > /dev/null || r="FAIL: /dev/null"
+    [ -c /dev/zero ] || r="FAIL: /dev/zero"
+    (echo 1 > /proc/sys/kernel/ns_last_pid) 2>/dev/null && r="FAIL: /proc/sys is writable"`;
+    const { pid, outer } = await startContainer(rootfs, { pidns: true, extra, check });
+    expect(read(join(rootfs, "pid")).trim()).toBe("1");
+    const before = mounts(readFileSync(`/proc/${pid}/mountinfo`, "utf8"));
+    expect(before.filter((l) => / \/proc\/sys /.test(l))).toHaveLength(1);
+    const dir = imagesDir("container-pidns");
+    dump(pid, dir);
+    await outer.exited;
+    const r = Bun.spawn([...criuBunCommand(), "restore", "-D", dir, "-o", "restore.log", "-v4"], { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+    const logText = () => read(join(dir, "restore.log"));
+    await waitFor(() => logText().includes("Restore finished") || r.exitCode !== null, 20000, "the restore");
+    if (r.exitCode !== null) throw new Error((await new Response(r.stderr).text()) + logText());
+    const init = childOf(r.pid);
+    expect(/^NSpid:\s*\d+\s+1$/m.test(readFileSync(`/proc/${init}/status`, "utf8"))).toBe(true);
+    await finish(rootfs, init, { proc: r }, before);
   }, 60000);
 
   test("a mount criu-bun cannot make (ramfs) is refused at dump naming it; the container keeps running", async () => {
