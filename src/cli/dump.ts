@@ -3,6 +3,8 @@ import type { Opts } from "./options";
 import { dumpProcess } from "../dump/dump";
 import { setGhostLimit } from "../resources/reg";
 import { parseExtMounts } from "../resources/mounts";
+import { scriptHooks } from "./scripts";
+import { atoi } from "./getopt";
 
 /** "1048576", "64K", "1M", "2G" -> bytes */
 function parseSize(s: string): number {
@@ -18,15 +20,15 @@ export async function run(opts: Opts, _args: string[]): Promise<number> {
   if (opts.ghostLimit !== undefined) setGhostLimit(parseSize(String(opts.ghostLimit)));
   let pageServer: { address: string; port: number } | undefined;
   if (opts.pageServer) {
-    const port = Number(opts.port);
+    const port = atoi(String(opts.port ?? ""));
     if (!opts.address || !(port > 0 && port < 65536)) throw new CriuError("dump", "--page-server needs --address and --port");
     pageServer = { address: String(opts.address), port };
   }
   const t0 = performance.now();
   const stats = dumpProcess({
     pid: opts.tree, dir: opts.imagesDir, leaveRunning: !!opts.leaveRunning, leaveStopped: !!opts.leaveStopped,
-    shellJob: !!opts.shellJob, tcpEstablished: !!opts.tcpEstablished, tcpClose: !!opts.tcpClose, extUnixSk: !!opts.extUnixSk, fileLocks: !!opts.fileLocks, timeoutSec: opts.timeout ? Number(opts.timeout) : undefined, compress: !!opts.compress,
-    displayStats: !!opts.displayStats, pageServer,
+    shellJob: !!opts.shellJob, tcpEstablished: !!opts.tcpEstablished, tcpClose: !!opts.tcpClose, extUnixSk: !!opts.extUnixSk, fileLocks: !!opts.fileLocks, timeoutSec: opts.timeout !== undefined ? atoi(String(opts.timeout)) : undefined, compress: !!opts.compress,
+    displayStats: !!opts.displayStats, pageServer, hooks: scriptHooks(opts),
     prevImagesDir: opts.prevImagesDir ? String(opts.prevImagesDir) : undefined,
     extMounts: parseExtMounts(opts.external, opts.extMountMap, "dump"),
   });

@@ -1,6 +1,8 @@
 import { CriuError, log } from "../log";
 import type { Opts } from "./options";
 import { dumpProcess } from "../dump/dump";
+import { scriptHooks } from "./scripts";
+import { atoi } from "./getopt";
 
 /**
  * criu pre-dump: save the tree's state and memory while it keeps running; a later
@@ -10,7 +12,7 @@ export async function run(opts: Opts, _args: string[]): Promise<number> {
   if (opts.tree === undefined || Number.isNaN(opts.tree)) throw new CriuError("pre-dump", "no process to pre-dump: give -t PID");
   dumpProcess({
     pid: opts.tree, dir: opts.imagesDir, leaveRunning: true, shellJob: !!opts.shellJob, tcpEstablished: !!opts.tcpEstablished,
-    extUnixSk: !!opts.extUnixSk, fileLocks: !!opts.fileLocks, timeoutSec: opts.timeout ? Number(opts.timeout) : undefined,
+    extUnixSk: !!opts.extUnixSk, fileLocks: !!opts.fileLocks, timeoutSec: opts.timeout !== undefined ? atoi(String(opts.timeout)) : undefined, hooks: scriptHooks(opts),
     prevImagesDir: opts.prevImagesDir ? String(opts.prevImagesDir) : undefined, compress: !!opts.compress,
   });
   log.info("Pre-dump finished successfully");

@@ -4,6 +4,7 @@ import type { Opts } from "./options";
 import { restoreProcesses } from "../restore/restore";
 import { wait4Raw } from "../sys/ptrace";
 import { parseExtMounts } from "../resources/mounts";
+import { scriptHooks } from "./scripts";
 
 /**
  * criu's --manage-cgroups modes as far as criu-bun keeps cgroups (membership, no properties):
@@ -19,7 +20,7 @@ export async function run(opts: Opts, _args: string[]): Promise<number> {
   const pidfile = opts.pidfile ? (isAbsolute(opts.pidfile) ? opts.pidfile : join(opts.workDir ?? opts.imagesDir, opts.pidfile)) : undefined;
   const st = restoreProcesses({ dir: opts.imagesDir, leaveStopped: !!opts.leaveStopped, shellJob: !!opts.shellJob, pidfile, tcpClose: !!opts.tcpClose,
     root: opts.root !== undefined ? String(opts.root) : undefined, extMounts: parseExtMounts(opts.external, opts.extMountMap, "restore"),
-    ...cgroupMode(opts.manageCgroups) });
+    ...cgroupMode(opts.manageCgroups), hooks: scriptHooks(opts) });
   const pid = st.pid;
   if (opts.displayStats) {
     process.stdout.write(`Displaying restore stats:\nPages compared: 0\nPages skipped COW: 0\nPages restored: ${st.pages}\n` +
