@@ -41,6 +41,12 @@ function schemaAt(kind: string, i: number): DescMessage {
 function itemsFor(kind: string) {
   const items = criuFieldsOnly(() => sampleItems(kindByName.get(kind)!)); // crit knows no criu-bun extension fields
   if (kind === "INVENTORY") for (const it of items) { delete (it.msg as any).plugins_entry; (it.msg as any).pluginsEntry = undefined; (it.msg as any).dumpCriuRunId = undefined; delete (it.msg as any).dumpCriuRunId; }
+  // CRIU 4's fields that crit 3.17 does not know: thread_core.cg_set, creds.cap_amb
+  if (kind === "CORE") for (const it of items) {
+    const tcore = (it.msg as any).threadCore;
+    if (tcore) { delete tcore.cgSet; if (tcore.creds) tcore.creds.capAmb = []; }
+  }
+  if (kind === "CREDS") for (const it of items) (it.msg as any).capAmb = [];
   return items;
 }
 

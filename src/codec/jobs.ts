@@ -17,6 +17,8 @@ import { vmRead, vmWrite, preadFull, pwriteFull } from "../sys/mem";
 const PAGE = 4096;
 /** segment kinds (bits) */
 export const SEG_ANON = 1, SEG_READABLE = 2, SEG_WRITABLE = 4;
+/** pages of the vDSO: stored as CRIU stores them, never written back (the kernel maps its own) */
+export const SEG_KERNEL = 8;
 
 export const CTL_IDLE = 0, CTL_BUSY = 1, CTL_DONE = 2, CTL_ERROR = 3;
 export const I_CTL = 0; // the slot's control word (CTL_*), waited on with Atomics
@@ -194,7 +196,7 @@ export class BlockCore {
     let p = 0, written = 0;
     for (let i = 0; i < s.length; i += 3) {
       const va = s[i], n = s[i + 1], kind = s[i + 2], anon = (kind & SEG_ANON) !== 0, at = p;
-      written += this.writeSegment(va, n, p, kind, (k) => anon && zeros[at + k] === 1);
+      if (!(kind & SEG_KERNEL)) written += this.writeSegment(va, n, p, kind, (k) => anon && zeros[at + k] === 1);
       p += n;
     }
     out.i32[I_RAW] = job.rawLen;
@@ -226,6 +228,7 @@ export class BlockCore {
     let p = 0, written = 0;
     for (let i = 0; i < s.length; i += 3) {
       const va = s[i], n = s[i + 1], kind = s[i + 2];
+      if (kind & SEG_KERNEL) { p += n; continue; }
       const got = preadFull(memFd, io, BigInt(va), n * PAGE, cmp, `read memory of ${pid}`);
       if (got !== n * PAGE) throw new BlockError(`cannot read ${n * PAGE} bytes of process ${pid} at 0x${va.toString(16)}`);
       const at = p;

@@ -16,7 +16,7 @@
 import { openSync, closeSync, existsSync, unlinkSync, writeFileSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { PageCodec } from "./codec";
-import { BlockCore, Slot, runInto, slotBytes, CTL_BUSY, CTL_DONE, I_CTL, SEG_ANON, SEG_READABLE, SEG_WRITABLE, type DumpJob, type RestoreJob } from "./jobs";
+import { BlockCore, Slot, runInto, slotBytes, CTL_BUSY, CTL_DONE, I_CTL, SEG_ANON, SEG_READABLE, SEG_WRITABLE, SEG_KERNEL, type DumpJob, type RestoreJob } from "./jobs";
 import { BLOCK, BLOCK_PAGES, BLOCK_LZ4, IndexWriter, pagesNames, checkPagesLayout, type PagesLayout } from "./format";
 import { pagesToDump, type DumpedVma, type PageRun } from "../resources/memory";
 import { RunList } from "../images/pagemap";
@@ -244,7 +244,8 @@ export function dumpPages(o: { pid: number; vmas: DumpedVma[]; memFd: number; di
 }
 
 function vmaKind(v: { status: number; prot: number }): number {
-  return ((v.status & VMA.ANON_PRIVATE) ? SEG_ANON : 0) | ((v.prot & 1) ? SEG_READABLE : 0) | ((v.prot & 2) ? SEG_WRITABLE : 0);
+  return ((v.status & VMA.ANON_PRIVATE) ? SEG_ANON : 0) | ((v.prot & 1) ? SEG_READABLE : 0) | ((v.prot & 2) ? SEG_WRITABLE : 0) |
+    ((v.status & (VMA.VDSO | VMA.VVAR | VMA.VSYSCALL)) ? SEG_KERNEL : 0);
 }
 
 /** Cut page runs into jobs of at most BLOCK_PAGES pages, segments split at VMA ends. */

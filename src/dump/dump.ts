@@ -18,7 +18,7 @@ import { saveGhost } from "../resources/reg";
 import { ptyMasters } from "../resources/tty";
 import { dumpSysvShm } from "../resources/sysvshm";
 
-import { CgroupSets } from "../resources/cgroup";
+import { CgroupSets, ROOT_CG_SET } from "../resources/cgroup";
 import { VMA } from "../resources/vma";
 import { writeImage, writeImageBytes } from "../images/image";
 import { encodePagemap } from "../images/pagemap";
@@ -184,6 +184,9 @@ function unlockHook(hooks: Hooks | undefined, pid: number) {
   try { runHook(hooks, "network-unlock", { pid }); } catch (e: any) { log.warn(`network-unlock: ${e.message}`); }
 }
 
+/** The dumper's own ids (inventory root_ids), numbered as CRIU numbers its own. */
+const ROOT_IDS = { vmId: 1, filesId: 1, fsId: 1, sighandId: 1, pidNsId: 1, netNsId: 2, ipcNsId: 3, utsNsId: 4, timeNsId: 5, mntNsId: 6, userNsId: 7, cgroupNsId: 8 };
+
 function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pageServer?: PageServerClient): DumpStats {
   const d = o.dir;
   const files = new FileTable();
@@ -211,10 +214,15 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
   }
   const seccomp = new SeccompChains();
   tree.forEach((n, idx) => {
-    const id = idx + 1;
-    const ids = { vmId: id, filesId: sharedId(tree, idx, KCMP.FILES, "filesId"), fsId: sharedId(tree, idx, KCMP.FS, "fsId"),
-      sighandId: id, pidNsId: ns.ownPidNs ? 9 : 1, netNsId: ns.ownNetNs ? 13 : 2, ipcNsId: ns.ownIpcNs ? 14 : 3, utsNsId: ns.ownUtsNs ? 11 : 4,
-      mntNsId: ns.ownMntNs ? 10 : 5, userNsId: 6, cgroupNsId: 7, timeNsId: ns.ownTimeNs ? 12 : 8 };
+    const id = idx + 1; // pages-N.img
+    // kernel object ids as CRIU numbers them: 1 is the dumper's own (inventory root_ids), the
+    // tree's start at 2; namespaces the dumper shares keep the dumper's ids (ROOT_IDS)
+    const kid = idx + 2;
+    const ids = { vmId: kid, filesId: sharedId(tree, idx, KCMP.FILES, "filesId"), fsId: sharedId(tree, idx, KCMP.FS, "fsId"),
+      sighandId: kid, pidNsId: ns.ownPidNs ? 9 : ROOT_IDS.pidNsId, netNsId: ns.ownNetNs ? 13 : ROOT_IDS.netNsId,
+      ipcNsId: ns.ownIpcNs ? 14 : ROOT_IDS.ipcNsId, utsNsId: ns.ownUtsNs ? 11 : ROOT_IDS.utsNsId,
+      mntNsId: ns.ownMntNs ? 10 : ROOT_IDS.mntNsId, userNsId: ROOT_IDS.userNsId, cgroupNsId: ROOT_IDS.cgroupNsId,
+      timeNsId: ns.ownTimeNs ? 12 : ROOT_IDS.timeNsId };
     if (!n.zombie) ns.check(n.pid); // a zombie has no namespaces left to look at
     if (!n.zombie && readlinkSync(`/proc/${n.pid}/ns/time_for_children`) !== readlinkSync(`/proc/${n.pid}/ns/time`)) {
       refuse("dump", `process ${n.pid}`, "timens-children");
@@ -229,7 +237,7 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
       })]);
       return;
     }
-    if (!n.zombie && sharedId(tree, idx, KCMP.VM, "vmId") !== id) {
+    if (!n.zombie && sharedId(tree, idx, KCMP.VM, "vmId") !== kid) {
       throw new CriuError("dump", `process ${n.pid} shares its memory with another process (CLONE_VM without threads, e.g. vfork); not supported yet`);
     }
     n.ids = ids;
@@ -240,12 +248,13 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
   log.debug(`all processes collected`);
   writeImage(d, "inventory.img", "INVENTORY", [msg(S.inventory_entrySchema, {
     imgVersion: 2, fdinfoPerId: true, nsPerId: true, lsmtype: 0,
-    rootIds: { vmId: 1, filesId: 1, fsId: 1, sighandId: 1, pidNsId: 1, netNsId: 2, ipcNsId: 3, utsNsId: 4, mntNsId: 5, userNsId: 6, cgroupNsId: 7, timeNsId: 8 },
+    rootIds: ROOT_IDS, rootCgSet: ROOT_CG_SET,
     dumpUptime: BigInt(Math.round(performance.now() * 1000)),
   })]);
   writeImage(d, "pstree.img", "PSTREE", pstree.map((p) => msg(S.pstree_entrySchema, p)));
   writeImage(d, "files.img", "FILES", files.files.map((f) => msg(S.file_entrySchema, f)));
-  writeImage(d, "cgroup.img", "CGROUP", [msg(S.cgroup_entrySchema, cgroups.entry())]);
+  const cg = cgroups.entry(); // none when every task is in criu-bun's own cgroups, as CRIU
+  if (cg) writeImage(d, "cgroup.img", "CGROUP", [msg(S.cgroup_entrySchema, cg)]);
   if (seccomp.filters.length) writeImage(d, "seccomp.img", "SECCOMP", [msg(S.seccomp_entrySchema, { seccompFilters: seccomp.filters })]);
   extra.writeAll(d);
   writeImage(d, "stats-dump.img", "STATS", [msg(S.stats_entrySchema, { dump: {
@@ -266,21 +275,23 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
     if (!task.clocks.monotonic || !task.clocks.boottime) throw new CriuError("dump", `process ${pid}: cannot read its clocks for its time namespace`);
     writeImage(d, `timens-${ids.timeNsId}.img`, "TIMENS", [msg(S.timens_entrySchema, { monotonic: task.clocks.monotonic, boottime: task.clocks.boottime })]);
   }
-  task.threads[0].core.tc.cgSet = cgSet;
+  for (const t of task.threads) t.core.threadCore.cgSet = cgSet; // where CRIU 4 keeps it (per thread)
   if (n.wasStopped) task.threads[0].core.tc.taskState = 3; // TASK_STOPPED
   // a process sharing its parent's fd table (CLONE_FILES) has it dumped once, under one files id
-  const tableDone = ids.filesId !== id;
+  const tableDone = ids.filesId !== ids.vmId;
   const locks: LockDump[] = [];
   const fds: FdDump[] = tableDone ? [] : dumpFds(pid, files, extra, fdOpts, twins, locks);
   for (const l of locks) extra.add("filelocks.img", "FILE_LOCKS", S.file_lock_entrySchema, { ...l, pid: vpid });
-  const cwdId = files.addPath(task.cwd, 0o10000000 /* O_PATH */);
-  const rootId = files.addPath(task.root, 0o10000000);
+  // cwd, root and exe are O_RDONLY entries as CRIU writes them (CRIU hands the exe's fd to
+  // PR_SET_MM_MAP, which refuses an O_PATH one); the exe shares its entry with its mappings
+  const cwdId = files.addPath(task.cwd, 0);
+  const rootId = files.addPath(task.root, 0);
   // a deleted executable or mapped file (an upgraded binary, a tmp file mapped then unlinked)
   // is saved as a ghost file, read through /proc/PID/exe or /proc/PID/map_files
   const fileId = (path: string, source: string, flags: number) => path.endsWith(" (deleted)")
     ? saveGhost(files, extra, statSync(source, { bigint: true }), path.slice(0, -" (deleted)".length), source, flags, 0n, `process ${pid}`)
     : files.addPath(path, flags);
-  task.mm.exeFileId = fileId(task.exe, `/proc/${pid}/exe`, 0o10000000);
+  task.mm.exeFileId = fileId(task.exe, `/proc/${pid}/exe`, 0);
   for (const v of task.vmas) {
     if (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) {
       const rw = v.status & VMA.FILE_SHARED && (v.prot & 2 || v.mayWrite) ? 2 /* O_RDWR */ : 0;
@@ -300,7 +311,8 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
   }
   task.mm.vmas = task.vmas.map((v) => ({
     start: v.start, end: v.end, pgoff: v.pgoff, shmid: v.shmid, prot: v.prot, flags: v.flags, status: v.status,
-    fd: v.fd, madv: v.madv, fdflags: v.fdflags,
+    // as CRIU: madv only when set, fdflags only for file mappings
+    fd: v.fd, madv: v.madv ? v.madv : undefined, fdflags: v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED) ? v.fdflags : undefined,
   }));
 
   // memory
@@ -426,13 +438,13 @@ const KCMP = { VM: 1, FILES: 2, FS: 3 } as const;
 /** The id of a kernel object (fd table, fs, mm) that tree[idx] shares with an earlier process, or its own. */
 function sharedId(tree: TreeNode[], idx: number, type: number, key: string): number {
   const me = tree[idx];
-  if (me.zombie) return idx + 1;
+  if (me.zombie) return idx + 2;
   for (let j = 0; j < idx; j++) {
     const o = tree[j];
     if (o.zombie || !o.ids) continue;
     if (syscall(NR.kcmp, o.pid, me.pid, type, 0, 0) === 0) return o.ids[key];
   }
-  return idx + 1;
+  return idx + 2; // the process's own (ids start at 2, as CRIU's: 1 is the dumper's)
 }
 
 /** seccomp.img: every thread's filter chain, shared prefixes stored once (prev = index). */

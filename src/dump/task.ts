@@ -1,6 +1,6 @@
 // Collecting one frozen process: threads, memory layout, task state. Produces plain init objects
 // shaped like CRIU's protobuf messages (camelCase field names of the generated code).
-import { getRegs, getXstate, getSigmask, getRseqConfig, peekSiginfo, ptrace, PTRACE, R, REG_NAMES, type Regs } from "../sys/ptrace";
+import { getRegs, getXstate, getSigmask, getRseqConfig, peekSiginfo, ptrace, PTRACE, R, REG_NAMES, type Regs, getThreadArea, GDT_ENTRY_TLS_MIN, GDT_ENTRY_TLS_ENTRIES } from "../sys/ptrace";
 import { readStat, readStatus, readLimits, readAuxv, readLink, readText, type ProcStat } from "../sys/proc";
 import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
@@ -80,7 +80,7 @@ function readCreds(pid: number, tid: number): Record<string, any> {
   const groups = (st.Groups ?? "").split(/\s+/).filter(Boolean).map(Number);
   return {
     uid, gid, euid, egid, suid, sgid, fsuid, fsgid,
-    capInh: capWords(st.CapInh), capPrm: capWords(st.CapPrm), capEff: capWords(st.CapEff), capBnd: capWords(st.CapBnd),
+    capInh: capWords(st.CapInh), capPrm: capWords(st.CapPrm), capEff: capWords(st.CapEff), capBnd: capWords(st.CapBnd), capAmb: capWords(st.CapAmb),
     secbits: 0, groups,
   };
 }
@@ -131,21 +131,16 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
       uts = { nodename: str(65), domainname: str(325) };
     });
     inj.withScratch(64, (scratch) => {
-      // Only caught signals (SigCgt) need their sigaction read from inside; the others are
-      // SIG_DFL or SIG_IGN (SigIgn) with nothing else that matters. SIGCHLD is always read
-      // (SA_NOCLDWAIT / SA_NOCLDSTOP change behaviour even with SIG_DFL).
-      const caught = hexMask(status.SigCgt), ignored = hexMask(status.SigIgn);
+      // CRIU's table: 62 entries, signals 1..64 without SIGKILL and SIGSTOP, each read from the
+      // kernel (flags, mask and restorer stay with SIG_IGN / SIG_DFL too). compat_sigaction is
+      // written as CRIU does (false: a 64-bit task).
       for (let sig = 1; sig <= 64; sig++) {
-        const bit = 1n << BigInt(sig - 1);
-        if (sig === 9 || sig === 19 || (!(caught & bit) && sig !== 17)) {
-          sigactions.push({ sigaction: ignored & bit ? 1n : 0n, flags: 0n, restorer: 0n, mask: 0n });
-          continue;
-        }
+        if (sig === 9 || sig === 19) continue;
         const r = inj.call(NR.rt_sigaction, sig, 0, scratch, 8);
         if (r < 0n) throw new CriuError("dump", `rt_sigaction(${sig}) in ${pid} failed (${-r})`);
         const b = mem.read(scratch, 32);
-        const dv = new DataView(b.buffer);
-        sigactions.push({ sigaction: dv.getBigUint64(0, true), flags: dv.getBigUint64(8, true), restorer: dv.getBigUint64(16, true), mask: dv.getBigUint64(24, true) });
+        const dv = new DataView(b.buffer, b.byteOffset);
+        sigactions.push({ sigaction: dv.getBigUint64(0, true), flags: dv.getBigUint64(8, true), restorer: dv.getBigUint64(16, true), mask: dv.getBigUint64(24, true), compatSigaction: false });
       }
       const names = ["real", "virt", "prof"];
       for (let w = 0; w < 3; w++) {
@@ -206,7 +201,8 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
     const comm = readText(`/proc/${pid}/task/${t.tid}/comm`).replace(/\n$/, "");
     const core: Record<string, any> = {
       mtype: 1,
-      threadInfo: { clearTidAddr: tidAddr, gpregs: regsToEntry(regs), fpregs: xsaveToFpregs(xstate) },
+      threadInfo: { clearTidAddr: tidAddr, gpregs: regsToEntry(regs), fpregs: xsaveToFpregs(xstate),
+        tls: Array.from({ length: GDT_ENTRY_TLS_ENTRIES }, (_, i) => getThreadArea(t.tid, GDT_ENTRY_TLS_MIN + i)) },
       threadCore: {
         futexRla: head[0], futexRlaLen: Number(len[0]), schedNice: tstat.nice, schedPolicy: 0, schedPrio: 0,
         blkSigset: sigmask, sas, pdeathSig, signalsP: { signals: pending }, creds: { ...readCreds(pid, t.tid), secbits },
@@ -243,7 +239,7 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
   const mm = {
     mmStartCode: stat.startCode, mmEndCode: stat.endCode, mmStartData: stat.startData, mmEndData: stat.endData,
     mmStartStack: stat.startStack, mmStartBrk: stat.startBrk, mmBrk: brk, mmArgStart: stat.argStart, mmArgEnd: stat.argEnd,
-    mmEnvStart: stat.envStart, mmEnvEnd: stat.envEnd, exeFileId: 0, mmSavedAuxv: [...auxv], vmas: [] as any[],
+    mmEnvStart: stat.envStart, mmEnvEnd: stat.envEnd, exeFileId: 0, ...auxvFields(auxv), vmas: [] as any[],
     dumpable: 1, thpDisabled,
   };
   const umask = parseInt(status.Umask ?? "22", 8);
@@ -291,4 +287,17 @@ export function readPosixTimers(pid: number): PosixTimerInfo[] {
     out.push({ id: +m[1], signo: +m[2], sival: BigInt("0x" + m[3]), notify, notifyTid: m[5] === "tid" ? +m[6] : 0, clock: +m[7] });
   }
   return out;
+}
+
+/** CRIU's AT_VECTOR_SIZE: mm_saved_auxv holds at most this many words (CRIU refuses more). */
+export const AT_VECTOR_SIZE = 44;
+
+/** auxv as CRIU stores it: the first 44 words (the AT_NULL pair that ends it is implied: the kernel
+ * adds it); an auxv with more than that is also kept whole in criu-bun's full_auxv. */
+export function auxvFields(auxv: ArrayLike<bigint>): { mmSavedAuxv: bigint[]; fullAuxv: bigint[] } {
+  const all = Array.from(auxv);
+  let n = all.length;
+  while (n >= 2 && all[n - 2] === 0n && all[n - 1] === 0n) n -= 2; // trailing AT_NULL pairs
+  if (n <= AT_VECTOR_SIZE) return { mmSavedAuxv: all.slice(0, Math.min(all.length, AT_VECTOR_SIZE)), fullAuxv: [] };
+  return { mmSavedAuxv: all.slice(0, AT_VECTOR_SIZE), fullAuxv: all };
 }

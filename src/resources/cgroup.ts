@@ -20,12 +20,17 @@ export function readCgroups(pid: number | "self"): CgMember[] {
   });
 }
 
-/** Collects the distinct sets during a dump. */
+/**
+ * Collects the distinct sets during a dump, numbered as CRIU numbers them: set 1 is the dumper's
+ * own (inventory root_cg_set) and is never written; a task in it stays in the restorer's cgroups.
+ * When every task is in set 1, there is no cgroup.img at all (as CRIU: "nothing to dump").
+ */
 export class CgroupSets {
   sets: { id: number; ctls: CgMember[] }[] = [];
   private byKey = new Map<string, number>();
-  add(pid: number): number {
-    const ctls = readCgroups(pid);
+  constructor() { this.add("self"); }
+  add(pid: number | "self"): number {
+    const ctls = readCgroups(pid).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     const key = JSON.stringify(ctls);
     let id = this.byKey.get(key);
     if (id === undefined) {
@@ -35,13 +40,46 @@ export class CgroupSets {
     }
     return id;
   }
+  /** cgroup.img's entry, or undefined when every task is in the dumper's set. */
   entry() {
+    const sets = this.sets.filter((s) => s.id !== ROOT_CG_SET);
+    if (!sets.length) return undefined;
     const names = [...new Set(this.sets.flatMap((s) => s.ctls.map((c) => c.name)))];
     return {
-      sets: this.sets.map((s) => ({ id: s.id, ctls: s.ctls.map((c) => ({ name: c.name, path: c.path })) })),
-      controllers: names.map((n) => ({ cnames: n ? n.split(",") : [], dirs: [] })),
+      sets: sets.map((s) => ({ id: s.id, ctls: s.ctls.map((c) => ({ name: c.name, path: c.path })) })),
+      // cgroup v2 is the controller named "" (one empty cname, as CRIU); dirs: the tasks' cgroups
+      controllers: names.map((n) => ({ cnames: n.split(","), dirs: dirTree(sets.flatMap((s) => s.ctls.filter((c) => c.name === n).map((c) => c.path))) })),
     };
   }
+}
+
+/** The dumper's own cgroup set (inventory root_cg_set). */
+export const ROOT_CG_SET = 1;
+
+/** Cgroup paths as CRIU's nested cgroup_dir_entry list: a head's dir_name without its leading
+ * '/', a child's relative to its parent. */
+function dirTree(paths: string[]) {
+  type D = { path: string; dirName: string; children: D[]; properties: never[] };
+  const heads: D[] = [];
+  for (const p of [...new Set(paths)].sort((a, b) => a.length - b.length)) {
+    let list = heads, parent: D | undefined;
+    for (;;) {
+      const up = list.find((d) => d.path === "/" || p.startsWith(d.path + "/"));
+      if (!up || up.path === p) break;
+      parent = up; list = up.children;
+    }
+    if (list.some((d) => d.path === p)) continue;
+    const dirName = parent ? p.slice(parent.path === "/" ? 1 : parent.path.length + 1) : p.slice(1);
+    list.push({ path: p, dirName, children: [], properties: [] });
+  }
+  const strip = (d: D): any => ({ dirName: d.dirName, children: d.children.map(strip), properties: [] });
+  return heads.map(strip);
+}
+
+/** A task's cgroup set: tc.cg_set (older images) or, as CRIU 4 writes it, the leader thread's
+ * thread_core.cg_set. */
+export function taskCgSet(core: S.core_entry | undefined): number | undefined {
+  return core?.tc?.cgSet || core?.threadCore?.cgSet || undefined;
 }
 
 /** Where each hierarchy is mounted here: controller list ("" = v2) -> mount point. */

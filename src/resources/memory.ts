@@ -22,12 +22,23 @@ export function classifyVmas(pid: number, brk: bigint, startBrk: bigint): { vmas
   const vmas: DumpedVma[] = [];
   const mayWrite = new Set<bigint>();
   for (const v of raw) {
-    if (v.path === "[vsyscall]") continue;
-    let status = VMA.REGULAR;
-    let flags = v.shared ? MAP.SHARED : MAP.PRIVATE;
-    if (v.path === "[vdso]") status |= VMA.VDSO;
-    else if (v.path === "[vvar]" || v.path === "[vvar_vclock]") status = VMA.VVAR;
-    else if (v.path === "[stack]") { status |= VMA.STACK | VMA.ANON_PRIVATE; flags |= MAP.ANONYMOUS | MAP.GROWSDOWN; }
+    let status: number = VMA.REGULAR;
+    let flags: number = v.shared ? MAP.SHARED : MAP.PRIVATE;
+    // the kernel's own mappings, encoded as CRIU encodes them: [vsyscall] (restore leaves the
+    // kernel's in place), [vdso] (its pages are stored, restore maps this kernel's vDSO there) and
+    // [vvar] with the [vvar_vclock] after it as one VMA (never read: restore maps them with the vDSO)
+    if (v.path === "[vsyscall]") {
+      vmas.push({ start: v.start, end: v.end, pgoff: 0n, shmid: 0n, prot: v.prot, flags: MAP.PRIVATE | MAP.ANONYMOUS,
+        status: VMA.VSYSCALL | VMA.ANON_PRIVATE, fd: -1n, madv: madvFromVmFlags(v.vmflags), fdflags: 0, path: v.path, dev: v.dev, inode: 0 });
+      continue;
+    }
+    if (v.path === "[vvar_vclock]") {
+      const prev = vmas[vmas.length - 1];
+      if (prev && prev.status & VMA.VVAR && prev.end === v.start && prev.prot === v.prot) { prev.end = v.end; continue; }
+    }
+    if (v.path === "[vdso]") { status |= VMA.VDSO | VMA.ANON_PRIVATE; flags |= MAP.ANONYMOUS; }
+    else if (v.path === "[vvar]" || v.path === "[vvar_vclock]") { status |= VMA.VVAR | VMA.ANON_PRIVATE; flags |= MAP.ANONYMOUS; }
+    else if (v.path === "[stack]") { status |= VMA.ANON_PRIVATE; flags |= MAP.ANONYMOUS | MAP.GROWSDOWN; } // CRIU: no VMA_AREA_STACK
     else if (v.path === "[heap]") { status |= VMA.HEAP | VMA.ANON_PRIVATE; flags |= MAP.ANONYMOUS; }
     else if (v.vmflags.includes("dp")) refuse("mem", `process ${pid}`, "droppable", `at 0x${v.start.toString(16)}`);
     else if (!v.shared && v.path.startsWith("/dev/zero") && v.inode) {
@@ -96,7 +107,10 @@ export function pagesToDump(pid: number, vmas: DumpedVma[]): PageRun[] {
     for (const v of vmas) {
       const anon = (v.status & VMA.ANON_PRIVATE) !== 0;
       const filePriv = (v.status & VMA.FILE_PRIVATE) !== 0;
-      if (!anon && !filePriv) continue;
+      // as CRIU: [vdso] pages are stored, [vvar] and [vsyscall] ones are not (not readable)
+      if ((!anon && !filePriv) || v.status & (VMA.VVAR | VMA.VSYSCALL)) continue;
+      // and every [vdso] page, present or not: CRIU's restore reads the dumped vDSO's ELF header
+      if (v.status & VMA.VDSO) { runs.push({ vaddr: v.start, nrPages: Number((v.end - v.start) / 4096n), flags: PE.PRESENT }); continue; }
       if (scanner) {
         const r = scanVma(pid, scanner, v, anon, runs);
         if (r === "done") continue;

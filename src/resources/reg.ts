@@ -12,9 +12,18 @@ import { NR } from "../sys/nr";
 import { syscall } from "../sys/syscall";
 import { O } from "../sys/mem";
 import { CriuError } from "../log";
+import { isFieldSet } from "@bufbuild/protobuf";
 
 export function regEntry(id: number, name: string, flags: number, pos: bigint, size: bigint | undefined, mode: number | undefined) {
+  // as CRIU: no size (so none checked at restore) for a file open O_WRONLY|O_APPEND, a log others
+  // may append to
+  if ((flags & 3) === O.WRONLY && flags & O.APPEND) size = undefined;
   return { id, flags, pos, fown: FOWN0, name, ...(size !== undefined ? { size } : {}), ...(mode !== undefined ? { mode } : {}) };
+}
+
+/** The size a reg_file_entry was dumped with, if it has one (proto2: unset reads as 0). */
+export function regSize(reg: S.reg_file_entry): bigint | undefined {
+  return isFieldSet(reg, S.reg_file_entrySchema.field.size) ? reg.size : undefined;
 }
 
 /** /dev/pts/N, /dev/ttyN, /dev/console ... */
@@ -56,8 +65,9 @@ export const regKind: FdKind = {
     let st;
     try { st = statSync(reg.name, { bigint: true }); }
     catch { throw new CriuError("restore", `${where}: '${reg.name}' does not exist any more`); }
-    if (reg.size !== undefined && st.isFile() && st.size !== reg.size && !(reg.flags & O.PATH)) {
-      throw new CriuError("restore", `${where}: '${reg.name}' has changed size (${st.size} bytes, dumped with ${reg.size})`);
+    const size = regSize(reg);
+    if (size !== undefined && st.isFile() && st.size !== size && !(reg.flags & O.PATH)) {
+      throw new CriuError("restore", `${where}: '${reg.name}' has changed size (${st.size} bytes, dumped with ${size})`);
     }
   },
   restore(ctx, f) {

@@ -144,12 +144,13 @@ export const unixKind: FdKind = {
     const type = getInt(fd, SO.TYPE);
     const listening = getInt(fd, SO.ACCEPTCONN) === 1;
     if (listening && d.rq) throw new CriuError("files", `${ctx.where}: listening unix socket has ${d.rq} connection(s) not accepted yet; not supported yet`);
-    let name = d.name ?? new Uint8Array(0);
-    if (name.length && name[0] !== 0 && name.indexOf(0) >= 0) name = name.subarray(0, name.indexOf(0)); // path: up to its NUL
+    // the name as bound, as CRIU keeps it: a path's trailing NUL (when the address length
+    // counted it) stays, so getsockname() gives the same length after restore
+    const name = d.name ?? new Uint8Array(0);
     let nameDir: string | undefined;
     let filePerms: { mode: number; uid: number; gid: number } | undefined;
     if (name.length && name[0] !== 0) {
-      const path = new TextDecoder().decode(name);
+      const path = pathOf(name);
       if (!path.startsWith("/")) nameDir = readLink(`/proc/${ctx.pid}/cwd`);
       try {
         const st = lstatSync(nameDir ? join(nameDir, path) : path);
@@ -249,13 +250,25 @@ export const unixKind: FdKind = {
 /** sockaddr_un bytes for a dumped name (path names made absolute with name_dir) */
 function sockaddr(name: Uint8Array, nameDir?: string): { sa: Uint8Array; text: string } {
   if (name[0] !== 0) {
-    let path = new TextDecoder().decode(name);
+    // a path name: made absolute; what followed its NUL (the NUL itself) is kept
+    const nul = name.indexOf(0);
+    let path = pathOf(name);
     if (nameDir && !path.startsWith("/")) path = join(nameDir, path);
-    name = new TextEncoder().encode(path);
+    const p = new TextEncoder().encode(path);
+    const tail = nul >= 0 ? name.subarray(nul) : new Uint8Array(0);
+    const sa = new Uint8Array(2 + p.length + tail.length);
+    sa[0] = AF_UNIX; sa.set(p, 2); sa.set(tail, 2 + p.length);
+    return { sa, text: path };
   }
   const sa = new Uint8Array(2 + name.length);
   sa[0] = AF_UNIX; sa.set(name, 2);
   return { sa, text: new TextDecoder().decode(name).replace(/\0/g, "@") };
+}
+
+/** A path socket name up to its NUL. */
+function pathOf(name: Uint8Array): string {
+  const nul = name.indexOf(0);
+  return new TextDecoder().decode(nul >= 0 ? name.subarray(0, nul) : name);
 }
 
 /** A new unix socket of the dumped type, bound to its dumped name if it had one. */

@@ -6,6 +6,7 @@ import { decodePagemap } from "../images/pagemap";
 import type * as S from "../images/schemas";
 import { CriuError } from "../log";
 import { checkPages } from "../codec/pipeline";
+import { taskCgSet, readCgroups } from "../resources/cgroup";
 
 export interface TaskImages {
   pid: number; ppid: number; pgid: number; sid: number; tids: number[];
@@ -45,6 +46,19 @@ export interface RestoreSet {
   tasks: TaskImages[];
 }
 
+/**
+ * tc.sigactions as CRIU writes it: exactly 62 native entries, signals 1..64 without SIGKILL (9)
+ * and SIGSTOP (19), in that order. Any other shape (an older criu-bun's 64, a 32-bit task's
+ * compat entries, CRIU's old separate sigacts-N.img) is refused rather than guessed at.
+ */
+export function sigactionTable(file: string, tc: S.task_core_entry) {
+  const n = tc.sigactions.length;
+  if (n === 0) throw new CriuError("restore", `${file}: tc.sigactions is empty (signal handlers in a separate sigacts image are not supported)`);
+  if (n !== 62) throw new CriuError("restore", `${file}: tc.sigactions has ${n} entries, CRIU's table has 62 (signals 1-64 without SIGKILL and SIGSTOP)`);
+  const compat = tc.sigactions.findIndex((e) => e.compatSigaction);
+  if (compat >= 0) throw new CriuError("restore", `${file}: tc.sigactions[${compat}].compat_sigaction is set (32-bit handlers are not supported)`);
+}
+
 function need(dir: string, file: string) {
   if (!imageExists(dir, file)) throw new CriuError("restore", `${join(dir, file)} is missing`);
 }
@@ -63,7 +77,10 @@ export function loadImages(dir: string): RestoreSet {
   const tasks: TaskImages[] = [];
   for (const p of pstree) {
     const pid = p.pid;
-    const tids = p.threads.length ? [...p.threads] : [pid];
+    // a zombie has only its core-PID.img (CRIU may leave anything in its pstree threads)
+    need(dir, `core-${pid}.img`);
+    const leader = readImage<S.core_entry>(dir, `core-${pid}.img`, "CORE")[0];
+    const tids = leader?.tc?.taskState === 2 || !p.threads.length ? [pid] : [...p.threads];
     const cores = new Map<number, S.core_entry>();
     for (const tid of tids) {
       need(dir, `core-${tid}.img`);
@@ -75,6 +92,7 @@ export function loadImages(dir: string): RestoreSet {
     }
     const tc = cores.get(pid)?.tc;
     if (!tc) throw new CriuError("restore", `${dir}/core-${pid}.img has no task core`);
+    if (tc.taskState !== 2) sigactionTable(`${dir}/core-${pid}.img`, tc);
     if (tc.taskState === 2 /* TASK_DEAD */) {
       tasks.push({ pid, ppid: p.ppid, pgid: p.pgid, sid: p.sid, tids: [pid], cores, zombie: { exitCode: tc.exitCode },
         mm: undefined as any, pagemap: [], pagesFile: "", fs: undefined as any, fds: [] });
@@ -137,9 +155,14 @@ export function loadImages(dir: string): RestoreSet {
   if (newPidNs && tasks[0].pid !== 1) throw new CriuError("restore", `${dir}: the tree lives in its own PID namespace but its root is PID ${tasks[0].pid}, not that namespace's init`);
   const cgroups = new Map<number, S.cg_set_entry>();
   if (imageExists(dir, "cgroup.img")) for (const cs of readImage<S.cgroup_entry>(dir, "cgroup.img", "CGROUP")[0]?.sets ?? []) cgroups.set(cs.id, cs);
+  // root_cg_set (the dumper's set) means the restorer's own cgroups: a task in it whose parent is
+  // elsewhere moves back there
+  const rootCg = inventory.rootCgSet;
+  if (cgroups.size && rootCg && !cgroups.has(rootCg)) cgroups.set(rootCg, { id: rootCg, ctls: readCgroups("self") } as S.cg_set_entry);
   for (const t of tasks) {
-    const cg = t.cores.get(t.pid)?.tc?.cgSet;
-    if (cg && !cgroups.has(cg)) throw new CriuError("restore", `${dir}/core-${t.pid}.img: cgroup set ${cg} is not in cgroup.img`);
+    const cg = taskCgSet(t.cores.get(t.pid));
+    // the dumper's own set (root_cg_set) is not in cgroup.img: the task stays in the restorer's
+    if (cg && cg !== inventory.rootCgSet && !cgroups.has(cg)) throw new CriuError("restore", `${dir}/core-${t.pid}.img: cgroup set ${cg} is not in cgroup.img`);
   }
   const seccomp = imageExists(dir, "seccomp.img") ? readImage<S.seccomp_entry>(dir, "seccomp.img", "SECCOMP")[0]?.seccompFilters ?? [] : [];
   for (const t of tasks) for (const c of t.cores.values()) {

@@ -7,8 +7,8 @@ import { create } from "@bufbuild/protobuf";
 import { writeImage } from "../images/image";
 import * as S from "../images/schemas";
 import { precheckFds } from "../resources/files";
-import { ghostOf } from "../resources/reg";
-import { enterCgroups, precheckCgroups } from "../resources/cgroup";
+import { ghostOf, regSize } from "../resources/reg";
+import { enterCgroups, precheckCgroups, taskCgSet } from "../resources/cgroup";
 import { TreeFiles } from "../resources/fdkind";
 import { restoreSysvShm, finishSysvShm, dropSysvShm } from "../resources/sysvshm";
 import { withNs } from "../sys/netns";
@@ -38,7 +38,7 @@ function softHook(hooks: Hooks | undefined, action: "network-unlock" | "post-res
 function precheck(set: RestoreSet, o: RestoreOptions) {
   // a container's mounts: the root file system and every external mount must be there
   if (set.mounts) set.mountOpts = { root: precheckMountNs(set.mounts, set.dir, { root: o.root, ext: o.extMounts ?? { map: new Map() } }), ext: o.extMounts ?? { map: new Map() } };
-  const used = new Set(set.tasks.map((t) => t.cores.get(t.pid)?.tc?.cgSet ?? 0));
+  const used = new Set(set.tasks.map((t) => taskCgSet(t.cores.get(t.pid)) ?? 0));
   if (!o.ignoreCgroups) precheckCgroups([...set.cgroups.values()], used, !!o.manageCgroups);
   for (const t of set.tasks) {
     // in a fresh PID namespace every PID is free; here they must be
@@ -67,12 +67,13 @@ function pidFree(pid: number): boolean {
   }
 }
 
-function checkFile(pid: number, what: string, reg: { name: string; size?: bigint; flags: number }, checkSize = true) {
+function checkFile(pid: number, what: string, reg: S.reg_file_entry, checkSize = true) {
   let st;
   try { st = statSync(reg.name, { bigint: true }); }
   catch { throw new CriuError("restore", `process ${pid} ${what}: '${reg.name}' does not exist any more`); }
-  if (checkSize && reg.size !== undefined && st.isFile() && st.size !== reg.size && !(reg.flags & O.PATH)) {
-    throw new CriuError("restore", `process ${pid} ${what}: '${reg.name}' has changed size (${st.size} bytes, dumped with ${reg.size})`);
+  const size = regSize(reg);
+  if (checkSize && size !== undefined && st.isFile() && st.size !== size && !(reg.flags & O.PATH)) {
+    throw new CriuError("restore", `process ${pid} ${what}: '${reg.name}' has changed size (${st.size} bytes, dumped with ${size})`);
   }
 }
 
@@ -106,8 +107,8 @@ export function restoreProcesses(o: RestoreOptions): { pid: number; ms: number; 
           runHook(o.hooks, "post-setup-namespaces", { pid: b.pid });
         }
       } else b.createFromParent(byPid.get(t.ppid)!);
-      const cg = t.cores.get(t.pid)?.tc?.cgSet;
-      if (cg && !o.ignoreCgroups) enterCgroups(b.pid, set.cgroups.get(cg)!, !!o.manageCgroups);
+      const cg = taskCgSet(t.cores.get(t.pid));
+      if (cg && !o.ignoreCgroups && set.cgroups.has(cg)) enterCgroups(b.pid, set.cgroups.get(cg)!, !!o.manageCgroups);
       b.restoreSession(inTree, o.shellJob);
       // memory before the children are forked from it: what they share stays shared
       if (!t.zombie) b.restoreMemory();

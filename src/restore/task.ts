@@ -4,6 +4,7 @@ import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import {
   ptrace, PTRACE, PTRACE_O, getRegs, setRegs, setXstate, getXstate, setSigmask, wait4Raw, W, __WALL, R, describeStatus, detach,
+  setThreadArea,
 } from "../sys/ptrace";
 import { O } from "../sys/mem";
 import { restoreFds, importFd, restoreCtx, fdFloor } from "../resources/files";
@@ -299,7 +300,8 @@ export class TaskBuilder {
     const fileFds = new Map<bigint, number>();
     try {
       for (const v of mm.vmas) {
-        if (v.status & (VMA.VDSO | VMA.VVAR) && !(v.status & VMA.ANON_PRIVATE)) continue;
+        // the kernel's mappings: the vDSO and vvar were placed above, [vsyscall] is the kernel's own
+        if (v.status & (VMA.VDSO | VMA.VVAR | VMA.VSYSCALL)) continue;
         if (v.status & VMA.SYSVIPC) {
           if (kept.has(v.start)) continue;
           const flags = (v.prot & 2 ? 0 : 0o10000 /* SHM_RDONLY */) | (v.prot & 4 ? 0o100000 /* SHM_EXEC */ : 0);
@@ -427,7 +429,8 @@ export class TaskBuilder {
     const f = [mm.mmStartCode, mm.mmEndCode, mm.mmStartData, mm.mmEndData, mm.mmStartBrk, mm.mmBrk, mm.mmStartStack,
       mm.mmArgStart, mm.mmArgEnd, mm.mmEnvStart, mm.mmEnvEnd];
     f.forEach((v, i) => dv.setBigUint64(i * 8, v, true));
-    const auxv = new BigUint64Array(mm.mmSavedAuxv.map((x) => BigInt(x)));
+    // criu-bun's full_auxv when CRIU's 44 words could not hold it (see auxvFields)
+    const auxv = new BigUint64Array((mm.fullAuxv?.length ? mm.fullAuxv : mm.mmSavedAuxv).map((x) => BigInt(x)));
     const auxAddr = this.scratchWrite(512n, new Uint8Array(auxv.buffer));
     dv.setBigUint64(88, auxAddr, true);
     dv.setUint32(96, auxv.length * 8, true);
@@ -465,12 +468,13 @@ export class TaskBuilder {
     const inj = this.inj!, t = this.t, tc = t.cores.get(t.pid)!.tc!;
     inj.call(NR.personality, tc.personality);
     void opts;
-    // signal handlers, all 64
+    // signal handlers: CRIU's table of 62 (signals 1..64 without SIGKILL and SIGSTOP), its
+    // length and native-ness checked when the images were loaded (sigactionTable)
     const sa = tc.sigactions;
-    for (let sig = 1; sig <= 64; sig++) {
+    for (let sig = 1, i = 0; sig <= 64; sig++) {
       if (sig === 9 || sig === 19) continue;
-      const e = sa[sig - 1];
-      const act = new BigUint64Array([e?.sigaction ?? 0n, e?.flags ?? 0n, e?.restorer ?? 0n, e?.mask ?? 0n]);
+      const e = sa[i++];
+      const act = new BigUint64Array([e.sigaction, e.flags, e.restorer, e.mask]);
       const a = this.scratchWrite(0n, new Uint8Array(act.buffer));
       const r = inj.call(NR.rt_sigaction, sig, a, 0, 8);
       if (r < 0n) throw new CriuError("restore", `rt_sigaction(${sig}) failed in ${t.pid} (errno ${-r})`);
@@ -593,14 +597,16 @@ export class TaskBuilder {
   /**
    * Credentials of one thread, in the order the kernel allows: bounding set and securebits while
    * we are still all-powerful root, groups and gids, uids (capabilities kept across the switch),
-   * then the capability sets themselves. Ambient capabilities are refused at dump (unsupported.ts).
+   * then the capability sets themselves, then the ambient ones (cap_amb, from CRIU's images:
+   * criu-bun's own dump refuses them, unsupported.ts).
    */
   private restoreCreds(inj: Injector, c: S.creds_entry) {
     const lastCap = capLast();
     const full = lastCap >= 32 ? [0xffffffff, 2 ** (lastCap - 31) - 1] : [2 ** (lastCap + 1) - 1, 0];
     const isFull = (w: number[]) => (w[0] >>> 0) === (full[0] >>> 0) && (w[1] ?? 0) === full[1];
     const rootish = c.uid === 0 && c.euid === 0 && c.suid === 0 && c.gid === 0 && c.egid === 0 && c.sgid === 0 && c.fsuid === 0 && c.fsgid === 0;
-    if (rootish && !c.groups.length && !c.secbits && isFull(c.capBnd) && isFull(c.capPrm) && isFull(c.capEff) && !(c.capInh[0] || c.capInh[1])) return;
+    const amb = c.capAmb ?? [];
+    if (rootish && !c.groups.length && !c.secbits && isFull(c.capBnd) && isFull(c.capPrm) && isFull(c.capEff) && !(c.capInh[0] || c.capInh[1]) && !(amb[0] || amb[1])) return;
     for (let cap = 0; cap <= lastCap; cap++) {
       const inBnd = ((c.capBnd[cap >> 5] ?? 0) >>> (cap & 31)) & 1;
       if (!inBnd) inj.ok(`prctl(PR_CAPBSET_DROP, ${cap})`, NR.prctl, 24, cap);
@@ -616,6 +622,9 @@ export class TaskBuilder {
     const data = new Uint32Array([c.capEff[0] ?? 0, c.capPrm[0] ?? 0, c.capInh[0] ?? 0, c.capEff[1] ?? 0, c.capPrm[1] ?? 0, c.capInh[1] ?? 0]);
     inj.ok("capset", NR.capset, hd, this.scratchWrite(64n, new Uint8Array(data.buffer)));
     if (!(c.secbits & 0x20)) inj.call(NR.prctl, 8, (c.secbits >> 4) & 1); // keep-caps back as it was
+    for (let cap = 0; cap <= lastCap; cap++) {
+      if (((amb[cap >> 5] ?? 0) >>> (cap & 31)) & 1) inj.ok(`prctl(PR_CAP_AMBIENT_RAISE, ${cap})`, NR.prctl, 47, 2, cap, 0, 0);
+    }
   }
 
   /** Pending signals, timers: the last things before the registers, so nothing fires early. */
@@ -656,8 +665,10 @@ export class TaskBuilder {
       for (const id of burnt) inj.call(NR.timer_delete, id);
       if (byId) inj.call(NR.prctl, 77, 0, 0, 0, 0);
       for (const pt of sorted) {
-        const its = new BigUint64Array([pt.isec, pt.insec, pt.vsec, pt.vnsec]);
-        if (!pt.vsec && !pt.vnsec) continue;
+        // as CRIU: a zero value with an interval means "expired while frozen": due one interval on
+        const zero = !pt.vsec && !pt.vnsec;
+        if (zero && !pt.isec && !pt.insec) continue;
+        const its = new BigUint64Array([pt.isec, pt.insec, zero ? pt.isec : pt.vsec, zero ? pt.insec : pt.vnsec]);
         inj.ok("timer_settime", NR.timer_settime, pt.itId, 0, this.scratchWrite(0n, new Uint8Array(its.buffer)), 0);
       }
     }
@@ -665,8 +676,9 @@ export class TaskBuilder {
       const names: ("real" | "virt" | "prof")[] = ["real", "virt", "prof"];
       names.forEach((n, w) => {
         const it = timers[n];
-        if (!it || (!it.vsec && !it.vusec)) return;
-        const v = new BigUint64Array([it.isec, it.iusec, it.vsec, it.vusec]);
+        if (!it || (!it.vsec && !it.vusec && !it.isec && !it.iusec)) return;
+        const zero = !it.vsec && !it.vusec; // as CRIU: due one interval on
+        const v = new BigUint64Array([it.isec, it.iusec, zero ? it.isec : it.vsec, zero ? it.iusec : it.vusec]);
         inj.ok("setitimer", NR.setitimer, w, this.scratchWrite(0n, new Uint8Array(v.buffer)), 0);
       });
     }
@@ -700,7 +712,11 @@ export class TaskBuilder {
     for (const tid of this.tids) {
       const core = this.t.cores.get(this.vtid(tid))!;
       setRegs(tid, entryToRegs(core.threadInfo!.gpregs!));
-      setSigmask(tid, core.threadCore?.blkSigset ?? tc.blkSigset);
+      for (const d of core.threadInfo!.tls) setThreadArea(tid, d); // the TLS GDT entries (12..14)
+      // CRIU keeps the leader's mask in tc.blk_sigset and sets thread_core.blk_sigset only for
+      // other threads (proto2: an unset field reads as 0, so ask whether it is set)
+      const tcore = core.threadCore;
+      setSigmask(tid, tcore && isFieldSet(tcore, S.thread_core_entrySchema.field.blkSigset) ? tcore.blkSigset : tc.blkSigset);
     }
     this.mem?.close();
   }

@@ -95,6 +95,26 @@ export function getRseqConfig(pid: number): { ptr: bigint; len: number; flags: n
   const dv = new DataView(b);
   return { ptr: dv.getBigUint64(0, true), len: dv.getUint32(8, true), sig: dv.getUint32(12, true), flags: dv.getUint32(16, true) };
 }
+/** One of the 3 TLS GDT entries (12..14) of a thread, as struct user_desc (ptrace GET_THREAD_AREA). */
+export interface UserDesc {
+  entryNumber: number; baseAddr: number; limit: number; seg32bit: boolean; contentsH: boolean; contentsL: boolean;
+  readExecOnly: boolean; limitInPages: boolean; segNotPresent: boolean; usable: boolean;
+}
+export const GDT_ENTRY_TLS_MIN = 12, GDT_ENTRY_TLS_ENTRIES = 3;
+export function getThreadArea(pid: number, entry: number): UserDesc {
+  const b = new Uint32Array(4);
+  ptraceOk("GET_THREAD_AREA", 25, pid, entry, addr(b));
+  const f = b[3];
+  return { entryNumber: b[0], baseAddr: b[1], limit: b[2], seg32bit: !!(f & 1), contentsH: !!(f & 4), contentsL: !!(f & 2),
+    readExecOnly: !!(f & 8), limitInPages: !!(f & 16), segNotPresent: !!(f & 32), usable: !!(f & 64) };
+}
+export function setThreadArea(pid: number, d: UserDesc) {
+  const f = (d.seg32bit ? 1 : 0) | (d.contentsL ? 2 : 0) | (d.contentsH ? 4 : 0) | (d.readExecOnly ? 8 : 0) |
+    (d.limitInPages ? 16 : 0) | (d.segNotPresent ? 32 : 0) | (d.usable ? 64 : 0);
+  const b = new Uint32Array([d.entryNumber, d.baseAddr, d.limit, f]);
+  ptraceOk("SET_THREAD_AREA", 26, pid, d.entryNumber, addr(b));
+}
+
 /** Pending siginfos (128 bytes each) of a thread's private queue or (shared=true) the process queue. */
 export function peekSiginfo(pid: number, shared: boolean): Uint8Array[] {
   const out: Uint8Array[] = [];
