@@ -5,7 +5,7 @@
 // post-restore with the pid, pre-resume, post-resume), and malformed requests answered with
 // success=false and a message, never a crash or a hang.
 import { afterAll, afterEach, expect, test } from "bun:test";
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, constants as C } from "node:fs";
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmdirSync, rmSync, writeFileSync, constants as C } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
@@ -15,7 +15,7 @@ import { recvPacket, sendPacket } from "../src/sys/seqpacket";
 import { socketPair, AF, SOCK } from "../src/sys/sock";
 import { syscall, addr } from "../src/sys/syscall";
 import { NR } from "../src/sys/nr";
-import { criuBunCommand, REPO_ROOT, startWorkload, trigger, waitResult, cleanup, isAlive, procState } from "./harness";
+import { criuBunCommand, REPO_ROOT, startWorkload, trigger, waitResult, cleanup, isAlive, procState, waitUntil } from "./harness";
 import { imagesDir, cleanupImages, waitReaped } from "./engine-helpers";
 
 afterAll(() => { cleanup(); cleanupImages(); });
@@ -229,4 +229,51 @@ test("a refused notification fails the request and the tree keeps running; PRE_D
     trigger(w);
     expect((await waitResult(w, 15000)).text).toStartWith("PASS");
   } finally { closeSync(pd); closeSync(fd); }
+}, 60000);
+
+/** cgroup freezers on this machine: v1's freezer hierarchy and v2's cgroup.freeze */
+function freezers(): { kind: string; base: string }[] {
+  const out: { kind: string; base: string }[] = [];
+  if (existsSync("/sys/fs/cgroup/freezer/tasks")) out.push({ kind: "v1", base: "/sys/fs/cgroup/freezer" });
+  for (const b of ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]) {
+    if (existsSync(join(b, "cgroup.subtree_control")) && existsSync(join(b, "cgroup.procs"))) { out.push({ kind: "v2", base: b }); break; }
+  }
+  return out;
+}
+
+test("freeze_cgroup: the tree's cgroup (v1 freezer, v2 cgroup.freeze) is frozen while its tasks are seized, then thawed; not a cgroup: refused", async () => {
+  const c = Client.start();
+  for (const { kind, base } of freezers()) {
+    const cg = join(base, `criu-bun-swrk-${process.pid}-${kind}`);
+    mkdirSync(cg);
+    const w = await startWorkload("counter");
+    const dir = imagesDir(`swrk-freeze-${kind}`);
+    const d = dirFd(dir);
+    try {
+      writeFileSync(join(cg, "cgroup.procs"), String(w.pid));
+      const r = c.call({ type: T.DUMP, opts: { imagesDirFd: d, pid: w.pid, leaveRunning: true, freezeCgroup: cg, logLevel: 4, logFile: "dump.log" } });
+      expect(r.crErrmsg ?? "").toBe("");
+      expect(r.success).toBe(true);
+      const log = readFileSync(join(dir, "dump.log"), "utf8");
+      expect(log).toMatch(new RegExp(`cgroup ${cg} frozen with 1 thread\\(s\\)`));
+      expect(log).toContain(`cgroup ${cg} thawed`);
+      // thawed again, running
+      if (kind === "v1") expect(readFileSync(join(cg, "freezer.state"), "utf8").trim()).toBe("THAWED");
+      else expect(readFileSync(join(cg, "cgroup.events"), "utf8")).toMatch(/^frozen 0$/m);
+      await waitUntil("running again", () => { const s = procState(w.pid); return s === "R" || s === "S"; });
+      trigger(w);
+      expect((await waitResult(w, 15000)).text).toStartWith("PASS");
+    } finally {
+      closeSync(d);
+      try { process.kill(w.pid, 9); } catch {}
+      await waitReaped(w.pid).catch(() => {});
+      await waitUntil("cgroup empty", () => { try { rmdirSync(cg); return true; } catch { return false; } });
+    }
+  }
+  const d = dirFd(imagesDir("swrk-freeze-bad"));
+  const r = c.call({ type: T.DUMP, opts: { imagesDirFd: d, pid: process.pid, freezeCgroup: tmpdir() } });
+  closeSync(d);
+  expect(r.success).toBe(false);
+  expect(r.crErrmsg).toMatch(/freeze_cgroup .* is not a cgroup under \/sys\/fs\/cgroup/);
+  expect(await c.close()).toBe(0);
 }, 60000);

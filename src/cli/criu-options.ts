@@ -150,7 +150,7 @@ export const CRIU_OPTIONS: readonly CriuOption[] = [
     meaning: "allow external shared mounts" },
   { name: "enable-external-masters", arg: "none", key: "enableExternalMasters", commands: DR, support: "no", rpc: "ext_masters",
     meaning: "allow mounts with external masters" },
-  { name: "freeze-cgroup", arg: "required", key: "freezeCgroup", commands: D, support: "no", rpc: "freeze_cgroup",
+  { name: "freeze-cgroup", arg: "required", key: "freezeCgroup", commands: D, support: "yes", rpc: "freeze_cgroup",
     meaning: "use this cgroup's freezer to stop the tree" },
   { name: "ghost-limit", arg: "required", key: "ghostLimit", commands: D, support: "yes", rpc: "ghost_limit",
     meaning: "largest deleted file kept in the images (bytes, K, M or G)" },

@@ -11,6 +11,7 @@ import { atoi } from "./getopt";
 export async function run(opts: Opts, _args: string[]): Promise<number> {
   if (opts.tree === undefined || Number.isNaN(opts.tree)) throw new CriuError("pre-dump", "no process to pre-dump: give -t PID");
   dumpProcess({
+    freezeCgroup: opts.freezeCgroup ? String(opts.freezeCgroup) : undefined,
     pid: opts.tree, dir: opts.imagesDir, leaveRunning: true, shellJob: !!opts.shellJob, tcpEstablished: !!opts.tcpEstablished,
     extUnixSk: !!opts.extUnixSk, fileLocks: !!opts.fileLocks, timeoutSec: opts.timeout !== undefined ? atoi(String(opts.timeout)) : undefined, hooks: scriptHooks(opts),
     prevImagesDir: opts.prevImagesDir ? String(opts.prevImagesDir) : undefined, compress: !!opts.compress,

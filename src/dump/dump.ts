@@ -4,7 +4,7 @@
 import { create, type DescMessage } from "@bufbuild/protobuf";
 import { accessSync, constants, openSync, closeSync, statSync, existsSync, readlinkSync, readFileSync, unlinkSync, mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { freezeProcess, releaseProcess, type FrozenProcess } from "../ptrace/seize";
+import { freezeProcess, releaseProcess, seizeFrozen, releaseSeized, type FrozenProcess } from "../ptrace/seize";
 import { RemoteMem } from "../ptrace/inject";
 import { syscall } from "../sys/syscall";
 import { NR } from "../sys/nr";
@@ -18,7 +18,7 @@ import { saveGhost } from "../resources/reg";
 import { ptyMasters } from "../resources/tty";
 import { dumpSysvShm } from "../resources/sysvshm";
 
-import { CgroupSets, ROOT_CG_SET } from "../resources/cgroup";
+import { CgroupSets, ROOT_CG_SET, freezeCgroup } from "../resources/cgroup";
 import { VMA } from "../resources/vma";
 import { writeImage, writeImageBytes } from "../images/image";
 import { encodePagemap } from "../images/pagemap";
@@ -44,6 +44,8 @@ export interface DumpOptions {
   extMounts?: ExtMounts;
   /** notifications (action scripts, RPC) at criu's points; each blocks until answered */
   hooks?: Hooks;
+  /** a cgroup holding the tree: frozen while its tasks are seized (criu's --freeze-cgroup) */
+  freezeCgroup?: string;
 }
 export interface DumpStats {
   /** the processes of the dumped tree, root first */
@@ -81,7 +83,7 @@ function letGo(n: TreeNode) {
 }
 
 /** Freeze ROOT and every descendant, repeating while new children appear. */
-function freezeTree(root: number, timeoutMs: number): TreeNode[] {
+function freezeTree(root: number, timeoutMs: number, preSeized?: Set<number>): TreeNode[] {
   const nodes = new Map<number, TreeNode>();
   const order: number[] = [];
   try {
@@ -97,7 +99,7 @@ function freezeTree(root: number, timeoutMs: number): TreeNode[] {
           if (st.state === "Z") {
             node = { pid, ppid: st.ppid, children: [], zombie: { exitCode: st.exitCode, pgid: st.pgid, sid: st.sid, comm: st.comm } };
           } else {
-            node = { pid, ppid: st.ppid, children: [], wasStopped: st.state === "T", fp: freezeProcess(pid, timeoutMs) };
+            node = { pid, ppid: st.ppid, children: [], wasStopped: st.state === "T", fp: freezeProcess(pid, timeoutMs, preSeized) };
           }
           nodes.set(pid, node); order.push(pid); fresh++;
           // restore stops a stopped process with SIGSTOP; another stop signal would be told apart by its parent
@@ -136,7 +138,16 @@ export function dumpProcess(o: DumpOptions): DumpStats {
   // criu tells about the network lock only for a tree with its own network namespace
   const ownNet = readlinkSync(`/proc/${pid}/ns/net`) !== readlinkSync("/proc/self/ns/net");
   const t0 = performance.now();
-  const tree = freezeTree(pid, (o.timeoutSec ?? 10) * 1000);
+  // with a freezer cgroup: every task in it is caught while frozen (nothing forks meanwhile);
+  // those outside the tree are let go again
+  let preSeized: Set<number> | undefined;
+  if (o.freezeCgroup) {
+    const fz = freezeCgroup(o.freezeCgroup, (o.timeoutSec ?? 10) * 1000);
+    try { preSeized = new Set(seizeFrozen(fz.tids)); } finally { fz.thaw(); }
+  }
+  let tree: TreeNode[];
+  try { tree = freezeTree(pid, (o.timeoutSec ?? 10) * 1000, preSeized); }
+  finally { if (preSeized?.size) { log.info(`releasing ${preSeized.size} thread(s) of the cgroup outside the tree`); releaseSeized(preSeized); } }
   const tFrozen = performance.now();
   let stats: DumpStats;
   let netLocked = false;

@@ -50,11 +50,43 @@ function waitInterrupted(tid: number, deadline: number): { sig: number; info?: U
  * Seize all threads of pid (repeating while new threads appear).
  * On failure every thread seized so far is released and the error is thrown.
  */
-export function freezeProcess(pid: number, timeoutMs = 10000): FrozenProcess {
+/** whether a seccomp filter of PID must be suspended while we inject syscalls */
+function needsSeccompSuspend(pid: number): boolean {
+  try { return !/^Seccomp:\s*0$/m.test(readFileSync(`/proc/${pid}/status`, "latin1")); } catch { return false; }
+}
+
+/**
+ * Seize and interrupt TIDS without waiting for them to stop: for tasks held by a cgroup freezer,
+ * which reach the ptrace stop only once thawed (criu's freeze_cgroup). Returns those seized;
+ * freezeProcess then only waits for their stops.
+ */
+export function seizeFrozen(tids: number[]): number[] {
+  const done: number[] = [];
+  for (const tid of tids) {
+    const r = seize(tid, needsSeccompSuspend(tid) ? PTRACE_O.SUSPEND_SECCOMP : 0);
+    if (r === -3) continue; // gone meanwhile
+    if (r < 0) {
+      for (const t of done) detach(t, 0);
+      throw new CriuError("seize", `cannot seize ${tid} in its frozen cgroup: ${errnoName(-r)}`);
+    }
+    interrupt(tid);
+    done.push(tid);
+  }
+  return done;
+}
+
+/** Let go of tasks seizeFrozen caught that turned out not to be part of the dumped tree. */
+export function releaseSeized(tids: Iterable<number>, timeoutMs = 5000) {
+  const deadline = Date.now() + timeoutMs;
+  for (const tid of tids) {
+    try { const { sig } = waitInterrupted(tid, deadline); detach(tid, sig); } catch (e: any) { log.warn(`releasing ${tid}: ${e.message}`); }
+  }
+}
+
+export function freezeProcess(pid: number, timeoutMs = 10000, preSeized?: Set<number>): FrozenProcess {
   const seized = new Map<number, FrozenThread>();
   const deadline = Date.now() + timeoutMs;
-  let suspend = false;
-  try { suspend = !/^Seccomp:\s*0$/m.test(readFileSync(`/proc/${pid}/status`, "latin1")); } catch {}
+  const suspend = needsSeccompSuspend(pid);
   try {
     for (;;) {
       let fresh = 0;
@@ -62,6 +94,13 @@ export function freezeProcess(pid: number, timeoutMs = 10000): FrozenProcess {
       try { tids = listTids(pid); } catch { throw new CriuError("seize", `process ${pid} does not exist`); }
       for (const tid of tids) {
         if (seized.has(tid)) continue;
+        if (preSeized?.has(tid)) {
+          preSeized.delete(tid);
+          const { sig, info } = waitInterrupted(tid, deadline);
+          seized.set(tid, { tid, pendingStopSig: sig, pendingSiginfo: info });
+          fresh++;
+          continue;
+        }
         // a seccomp filter must not judge (or kill for) the syscalls we inject: suspend it
         let r = seize(tid, suspend ? PTRACE_O.SUSPEND_SECCOMP : 0);
         if (r === -22 || r === -1) { if (suspend) throw new CriuError("seize", `cannot suspend the seccomp filters of ${tid} (needs CAP_SYS_ADMIN)`); }

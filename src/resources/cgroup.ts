@@ -5,7 +5,7 @@
 // --manage-cgroups, which creates it. A process already in the right cgroup (inherited from its
 // parent, or criu-bun's own) is left there.
 // Cgroup properties (limits ...) are not dumped.
-import { readFileSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { readFileSync, existsSync, mkdirSync, writeFileSync, readdirSync, realpathSync } from "node:fs";
 import { join } from "node:path";
 import { CriuError, log } from "../log";
 import type * as S from "../images/schemas";
@@ -133,4 +133,36 @@ export function enterCgroups(hostPid: number, set: S.cg_set_entry, manage: boole
     try { writeFileSync(join(t.dir, "cgroup.procs"), `${hostPid}\n`); }
     catch (e: any) { throw new CriuError("restore", `cannot move process ${hostPid} into cgroup ${t.name || "(v2)"}:${t.path}: ${e.code ?? e.message}`); }
   }
+}
+
+/**
+ * criu's --freeze-cgroup (runc sends the container's cgroup): freeze it (v1 freezer.state, v2
+ * cgroup.freeze) so no task in it can run or fork while the tree is seized, list every thread in
+ * it and below, and thaw it again once they are seized (the caller does that with thaw()).
+ */
+export function freezeCgroup(path: string, timeoutMs = 10000): { tids: number[]; thaw(): void } {
+  let dir: string;
+  try { dir = realpathSync(path); } catch (e: any) { throw new CriuError("dump", `freeze_cgroup ${path}: ${e.code ?? e.message}`); }
+  if (!dir.startsWith("/sys/fs/cgroup/")) throw new CriuError("dump", `freeze_cgroup ${path} is not a cgroup under /sys/fs/cgroup`);
+  const v1 = existsSync(join(dir, "freezer.state"));
+  if (!v1 && !existsSync(join(dir, "cgroup.freeze"))) throw new CriuError("dump", `freeze_cgroup ${path} has neither freezer.state (v1) nor cgroup.freeze (v2)`);
+  const file = join(dir, v1 ? "freezer.state" : "cgroup.freeze");
+  const thaw = () => { try { writeFileSync(file, v1 ? "THAWED" : "0"); log.info(`cgroup ${dir} thawed`); } catch (e: any) { log.warn(`cannot thaw ${dir}: ${e.code ?? e.message}`); } };
+  const frozen = () => v1 ? readFileSync(file, "latin1").trim() === "FROZEN" : /^frozen 1$/m.test(readFileSync(join(dir, "cgroup.events"), "latin1"));
+  try { writeFileSync(file, v1 ? "FROZEN" : "1"); }
+  catch (e: any) { throw new CriuError("dump", `cannot freeze cgroup ${dir}: ${e.code ?? e.message}`); }
+  const deadline = Date.now() + timeoutMs;
+  while (!frozen()) {
+    if (Date.now() > deadline) { thaw(); throw new CriuError("dump", `cgroup ${dir} did not freeze within ${timeoutMs} ms`); }
+    Bun.sleepSync(1);
+  }
+  const tids: number[] = [];
+  const walk = (d: string) => {
+    const list = readFileSync(join(d, v1 ? "tasks" : "cgroup.threads"), "latin1").split("\n").filter(Boolean).map(Number);
+    tids.push(...list);
+    for (const e of readdirSync(d, { withFileTypes: true })) if (e.isDirectory()) walk(join(d, e.name));
+  };
+  try { walk(dir); } catch (e) { thaw(); throw e; }
+  log.info(`cgroup ${dir} frozen with ${tids.length} thread(s)`);
+  return { tids, thaw };
 }

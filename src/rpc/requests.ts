@@ -7,6 +7,7 @@ import { isFieldSet } from "@bufbuild/protobuf";
 import { criu_optsSchema, criu_featuresSchema, criu_req_type, criu_cg_mode, type criu_opts, type criu_req } from "../images/gen/rpc_pb";
 import { CRIU_OPTIONS, refusal } from "../cli/criu-options";
 import { readConfig } from "../cli/config";
+import { parseExtMounts } from "../resources/mounts";
 import { CriuError, log, setLogFile, setLogLevel } from "../log";
 import { VERSION, CRIU_LEVEL } from "../version";
 import { failure, RpcHooks, type RespInit, type RpcConn } from "./swrk";
@@ -15,9 +16,22 @@ import { parseExtMounts, type ExtMounts } from "../resources/mounts";
 
 const T = criu_req_type;
 
-/** criu_opts fields the RPC front door handles itself (not through the option table) */
-const RPC_OWN = new Set(["images_dir_fd", "images_dir", "work_dir_fd", "log_file", "log_level", "pid", "notify_scripts",
-  "orphan_pts_master", "config_file", "manage_cgroups", "manage_cgroups_mode", "log_to_stderr", "display_stats"]);
+/** criu_opts fields every request may carry: the RPC front door handles them itself */
+const COMMON = ["images_dir_fd", "images_dir", "work_dir_fd", "log_file", "log_level", "log_to_stderr", "notify_scripts",
+  "config_file", "display_stats",
+  // criu-bun already behaves as these ask (noop rows of the option table)
+  "track_mem", "link_remap", "weak_sysctls", "pre_dump_mode", "mntns_compat_mode", "network_lock", "manage_cgroups", "manage_cgroups_mode"];
+/** the fields each request maps onto its pipeline's options; any other field set is refused */
+const MAPPED: Record<"dump" | "pre-dump" | "restore", Set<string>> = {
+  dump: new Set([...COMMON, "pid", "leave_running", "leave_stopped", "shell_job", "tcp_established", "tcp_close", "ext_unix_sk",
+    "file_locks", "timeout", "parent_img", "ps", "ghost_limit", "freeze_cgroup", "ext_mnt", "external", "auto_ext_mnt",
+    // used by criu on restore only (runc sends them on dump too)
+    "root", "orphan_pts_master"]),
+  "pre-dump": new Set([...COMMON, "pid", "shell_job", "tcp_established", "ext_unix_sk", "file_locks", "timeout", "parent_img",
+    "ghost_limit", "freeze_cgroup", "ext_mnt", "external", "auto_ext_mnt", "root", "orphan_pts_master"]),
+  restore: new Set([...COMMON, "leave_stopped", "shell_job", "tcp_close", "tcp_established", "ext_unix_sk", "file_locks", "root",
+    "ext_mnt", "external", "auto_ext_mnt", "orphan_pts_master"]),
+};
 
 /** Is FIELD (criu_opts' proto name) set to something that asks for behaviour? */
 function given(o: criu_opts, field: string): boolean {
@@ -31,15 +45,17 @@ function given(o: criu_opts, field: string): boolean {
   return v !== undefined;
 }
 
-/** Refuse the first set field whose option criu-bun does not implement for this command. */
-function refuseUnsupported(o: criu_opts, command: "dump" | "pre-dump" | "restore") {
-  log.debug(`rpc: ${command} with ${criu_optsSchema.fields.filter((f) => given(o, f.name)).map((f) => `${f.name}=${JSON.stringify((o as any)[f.localName], (_k, v) => typeof v === "bigint" ? String(v) : v)}`).join(" ")}`);
-  for (const opt of CRIU_OPTIONS) {
-    if (!opt.rpc || RPC_OWN.has(opt.rpc) || opt.support !== "no") continue;
-    if (!opt.commands.includes(command)) continue;
-    if (given(o, opt.rpc)) throw new CriuError("rpc", `${opt.rpc}: ${refusal(opt.name)}`);
+/** Refuse the first set field this request does not map, with the option's one line where there is one. */
+function refuseUnmapped(o: criu_opts, command: "dump" | "pre-dump" | "restore") {
+  const set = criu_optsSchema.fields.filter((f) => given(o, f.name));
+  log.debug(`rpc: ${command} with ${set.map((f) => `${f.name}=${JSON.stringify((o as any)[f.localName], (k, v) => k === "$typeName" ? undefined : typeof v === "bigint" ? String(v) : v)}`).join(" ")}`);
+  for (const f of set) {
+    if (MAPPED[command].has(f.name)) continue;
+    if (f.name === "cpu_cap" && o.cpuCap === 0xffffffff) continue; // its default
+    if (f.name === "ghost_limit" || f.name === "file_validation_method" || f.name === "pre_dump_mode") continue; // defaults and noops
+    const opt = CRIU_OPTIONS.find((x) => x.rpc === f.name);
+    throw new CriuError("rpc", `${f.name}: ${opt && opt.support === "no" ? refusal(opt.name) : `not supported by criu-bun's ${command} over RPC yet`}`);
   }
-  if (given(o, "lsm_mount_context")) throw new CriuError("rpc", `lsm_mount_context: ${refusal("lsm-mount-context")}`);
 }
 
 /** A directory fd of the caller, opened here through /proc/<caller>/fd/N. */
@@ -132,7 +148,7 @@ async function dumpRequest(conn: RpcConn, req: criu_req, pre: boolean): Promise<
   const o = req.opts;
   const dirs = openDirs(conn, o, pre ? "PRE_DUMP" : "DUMP");
   try {
-    refuseUnsupported(o!, pre ? "pre-dump" : "dump");
+    refuseUnmapped(o!, pre ? "pre-dump" : "dump");
     if (!isFieldSet(o!, criu_optsSchema.field.pid) || o!.pid <= 0) {
       throw new CriuError("rpc", `${pre ? "PRE_DUMP" : "DUMP"}: no pid to dump (set opts.pid; dumping the calling process itself is not supported)`);
     }
@@ -147,6 +163,7 @@ async function dumpRequest(conn: RpcConn, req: criu_req, pre: boolean): Promise<
       shellJob: o!.shellJob, tcpEstablished: o!.tcpEstablished, tcpClose: o!.tcpClose, extUnixSk: o!.extUnixSk, fileLocks: o!.fileLocks,
       timeoutSec: o!.timeout || undefined, prevImagesDir: o!.parentImg || undefined,
       pageServer: ps ? { address: ps.address, port: ps.port } : undefined, hooks, extMounts: rpcExtMounts(o!, "dump"),
+      freezeCgroup: o!.freezeCgroup || undefined,
     });
     // a caller such as runc checks that the container is gone as soon as the reply arrives
     if (!pre && !o!.leaveRunning && !o!.leaveStopped) await waitTreeGone(stats.pids);
@@ -159,7 +176,7 @@ async function restoreRequest(conn: RpcConn, req: criu_req): Promise<RespInit> {
   const o = req.opts;
   const dirs = openDirs(conn, o, "RESTORE");
   try {
-    refuseUnsupported(o!, "restore");
+    refuseUnmapped(o!, "restore");
     const { restoreProcesses } = await import("../restore/restore");
     const hooks = new RpcHooks(conn, o!.notifyScripts, o!.orphanPtsMaster);
     const st = restoreProcesses({ dir: dirs.images, leaveStopped: o!.leaveStopped, shellJob: o!.shellJob, tcpClose: o!.tcpClose,
