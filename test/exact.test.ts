@@ -34,6 +34,33 @@ describe("restored exactly (the workload checks itself after restore)", () => {
   }
 });
 
+// Both ends of a unix pair in different processes used to be restored as two separate pairs (one
+// per process), so a reader waited forever: one pair per tree now, the far end imported.
+describe("unix pairs across processes (used to hang after restore)", () => {
+  for (const [mode, what] of [
+    ["seqpair", "a child blocked in read() on a SEQPACKET pair whose other end is its parent's"],
+    ["ring", "4 processes in a ring of stream socketpairs with 1 MiB in flight on each link"],
+    ["server", "a named listener with 3 accepted connections whose clients are children waiting for the answer"],
+  ] as const) {
+    test(`${mode}: ${what}`, async () => {
+      const w = await startWorkload("unixtree", [mode], { stderr: "file" });
+      const dir = imagesDir(`unixtree-${mode}`);
+      dump(w.pid, dir);
+      const r = await restore(dir, w.pid);
+      trigger(w);
+      const res = await waitResult(w, 20_000);
+      expect(res.text).toStartWith("PASS");
+      expect(await r.proc.exited).toBe(0);
+    }, 60_000);
+  }
+  test("the unixtree checks fail when data is lost", async () => {
+    for (const mode of ["seqpair", "ring", "server"]) {
+      const bad = await runWorkload("unixtree", [mode, "--selftest-corrupt"], { settleMs: 20, resultTimeoutMs: 15_000 });
+      expect(`${mode}: ${bad.summary}`).toStartWith(`${mode}: FAIL`);
+    }
+  }, 60_000);
+});
+
 describe("the checks fail on a damaged state", () => {
   test("each mode but loginuid reports FAIL when its state is undone", async () => {
     for (const [mode] of modes) {

@@ -62,6 +62,7 @@ const passCases: [string, string[]][] = [
   ["locks", []],
   ["refuse", ["fown"]],
   ["exact", ["peergone"]],
+  ["unixtree", ["server"]],
 ];
 
 describe("workloads pass without a dump", () => {

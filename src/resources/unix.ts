@@ -201,7 +201,8 @@ export const unixKind: FdKind = {
   },
   restore(ctx, f) {
     const u = f.usk!, inj = ctx.inj;
-    const ready = ctx.state.get(`usk:${u.ino}`) as number | undefined;
+    // the other end of a pair made while restoring its peer, maybe in another process of the tree
+    const ready = ctx.fdFrom(`usk:${u.ino}`);
     if (ready !== undefined) return ready;
     const peerFile = u.peer ? [...ctx.files.values()].find((x) => x.usk?.ino === u.peer) : undefined;
     if (u.peer && !peerFile) {
@@ -214,8 +215,11 @@ export const unixKind: FdKind = {
       if (r < 0n) throw new CriuError("restore", `${ctx.where}: socketpair failed (errno ${-r})`);
       const v = new Int32Array(ctx.mem.read(a, 8).buffer);
       const mine = ctx.high(v[0], ctx.where), theirs = ctx.high(v[1], ctx.where);
-      ctx.state.set(`usk:${u.ino}`, mine);
-      ctx.state.set(`usk:${u.peer}`, theirs);
+      // one pair for the whole tree: the peer's end is held for whichever process has it
+      ctx.hold(`usk:${u.peer}`, theirs);
+      // buffer sizes first: a stream's queue is bounded by its sender's SO_SNDBUF
+      setBufs(ctx, mine, u);
+      setBufs(ctx, theirs, peerFile.usk!);
       refill(ctx, f, theirs);
       refill(ctx, peerFile, mine);
       finish(ctx, f, mine);
@@ -230,6 +234,9 @@ export const unixKind: FdKind = {
       if (r < 0n) throw new CriuError("restore", `${ctx.where}: socketpair failed (errno ${-r})`);
       const v = new Int32Array(ctx.mem.read(a, 8).buffer);
       const mine = ctx.high(v[0], ctx.where), theirs = ctx.high(v[1], ctx.where);
+      setBufs(ctx, mine, u);
+      const queued = cachedPayloads<S.sk_packet_entry>(ctx, "sk-queues.img", "SK_QUEUES").filter((p) => p.msg.idFor === f.id).reduce((n, p) => n + p.payload.length, 0);
+      setBufs(ctx, theirs, { opts: { soSndbuf: queued * 2 + 65536, soRcvbuf: 0 } } as any);
       refill(ctx, f, theirs);
       inj.call(NR.close, theirs);
       log.debug(`${ctx.where}: unix socket ${u.ino} restored with its peer closed`);
@@ -276,6 +283,7 @@ function boundSocket(ctx: RestoreCtx, u: S.unix_sk_entry): number {
   const r = Number(ctx.inj.call(NR.socket, AF_UNIX, u.type | O.CLOEXEC, 0));
   if (r < 0) throw new CriuError("restore", `${ctx.where}: socket(AF_UNIX) failed (errno ${-r})`);
   const fd = ctx.high(r, ctx.where);
+  setBufs(ctx, fd, u);
   if (u.name.length) bindName(ctx, u, fd);
   return fd;
 }
@@ -333,6 +341,15 @@ function refill(ctx: RestoreCtx, f: S.file_entry, peerTargetFd: number) {
       if (n !== it.payload.length) throw new CriuError("restore", `${ctx.where}: re-queueing ${it.payload.length} bytes on unix socket ${f.usk!.ino} failed (${n})`);
     }
   } finally { closeFd(fd); }
+}
+
+/** SO_SNDBUF / SO_RCVBUF as dumped (the kernel doubles what is set: half of what getsockopt said) */
+function setBufs(ctx: RestoreCtx, fd: number, u: Pick<S.unix_sk_entry, "opts">) {
+  for (const [opt, v] of [[32 /* SO_SNDBUFFORCE */, u.opts?.soSndbuf ?? 0], [33 /* SO_RCVBUFFORCE */, u.opts?.soRcvbuf ?? 0]]) {
+    if (!v) continue;
+    const r = ctx.inj.call(NR.setsockopt, fd, SOL_SOCKET, opt, ctx.scratch(0n, new Uint8Array(new Int32Array([Math.ceil(v / 2)]).buffer)), 4);
+    if (r < 0n) throw new CriuError("restore", `${ctx.where}: setting the buffer size of a unix socket to ${v} failed (errno ${-r})`);
+  }
 }
 
 function finish(ctx: RestoreCtx, f: S.file_entry, fd: number) {
