@@ -72,7 +72,7 @@ test("magic numbers agree with crit's table (pycriu magic.py)", () => {
 test("file names follow CRIU's patterns", () => {
   expect(imageName("CORE", 42)).toBe("core-42.img");
   expect(imageName("TCP_STREAM", 255)).toBe("tcp-stream-ff.img");
-  expect(imageName("STATS", "dump")).toBe("stats-dump.img");
+  expect(imageName("STATS", "dump")).toBe("stats-dump"); // no .img: CRIU and go-criu read stats-dump / stats-restore
   expect(imageName("PSTREE")).toBe("pstree.img");
 });
 

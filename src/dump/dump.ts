@@ -266,9 +266,9 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
   writeImage(d, "files.img", "FILES", files.files.map((f) => msg(S.file_entrySchema, f)));
   const cg = cgroups.entry(); // none when every task is in criu-bun's own cgroups, as CRIU
   if (cg) writeImage(d, "cgroup.img", "CGROUP", [msg(S.cgroup_entrySchema, cg)]);
-  if (seccomp.filters.length) writeImage(d, "seccomp.img", "SECCOMP", [msg(S.seccomp_entrySchema, { seccompFilters: seccomp.filters })]);
+  writeImage(d, "seccomp.img", "SECCOMP", [msg(S.seccomp_entrySchema, { seccompFilters: seccomp.filters })]); // always, as CRIU
   extra.writeAll(d);
-  writeImage(d, "stats-dump.img", "STATS", [msg(S.stats_entrySchema, { dump: {
+  writeImage(d, "stats-dump", "STATS", [msg(S.stats_entrySchema, { dump: {
     freezingTime: stats.freezingTime, frozenTime: stats.frozenTime, memdumpTime: stats.memdumpTime, memwriteTime: 0,
     pagesScanned: BigInt(stats.pagesScanned), pagesSkippedParent: 0n, pagesWritten: BigInt(stats.pagesWritten), pagesLazy: 0n,
   } })]);

@@ -56,7 +56,8 @@ export function fixupRestart(regs: Regs) {
     else if (orig === 230n && regs[R.r10] !== 0n) { regs[R.rdx] = regs[R.r10]; reissue(); }
     else regs[R.rax] = BigInt.asUintN(64, EINTR);
   }
-  regs[R.orig_rax] = 0xffffffffffffffffn;
+  // orig_ax stays the syscall number, as CRIU writes it; restore resumes with -1 (CRIU's sigreturn
+  // does the same), so nothing is restarted twice
 }
 
 export function regsToEntry(r: Regs): Record<string, bigint | number> {

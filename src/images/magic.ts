@@ -119,7 +119,7 @@ kind("FILES", 0x56303138, "files.img", file_entrySchema);
 kind("MEMFD_INODE", 0x48453499, "memfd.img", memfd_inode_entrySchema);
 kind("TIMENS", 0x43114433, "timens-%u.img", timens_entrySchema);
 kind("PIDNS", 0x61157326, "pidns-%u.img", pidns_entrySchema);
-kind("STATS", 0x57093306, "stats-%s.img", stats_entrySchema, "none", "service");
+kind("STATS", 0x57093306, "stats-%s", stats_entrySchema, "none", "service");
 kind("IRMAP_CACHE", 0x57004059, "irmap-cache.img", irmap_cache_entrySchema, "none", "service");
 kind("PAGES", 0, "pages-%u.img", undefined, "none", "raw");
 

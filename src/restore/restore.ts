@@ -152,11 +152,11 @@ export function restoreProcesses(o: RestoreOptions): { pid: number; ms: number; 
   const ms = performance.now() - t0;
   const pages = set.tasks.reduce((n, x) => n + x.pagemap.reduce((m, e) => m + (e.flags & 4 ? e.nrPages : 0), 0), 0);
   try {
-    writeImage(o.dir, "stats-restore.img", "STATS", [create(S.stats_entrySchema, { restore: {
+    writeImage(o.dir, "stats-restore", "STATS", [create(S.stats_entrySchema, { restore: {
       pagesCompared: 0n, pagesSkippedCow: 0n, forkingTime: Math.round(forkMs * 1000), restoreTime: Math.round(ms * 1000),
       pagesRestored: BigInt(pages),
     } })]);
-  } catch (e: any) { log.warn(`cannot write stats-restore.img: ${e.message}`); }
+  } catch (e: any) { log.warn(`cannot write stats-restore: ${e.message}`); }
   log.info(`Restored ${set.tasks.length} process(es), root ${t.pid}, in ${ms.toFixed(1)} ms`);
   return { pid: hostPid, ms, forkMs, pages, processes: set.tasks.length };
 }

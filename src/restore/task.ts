@@ -711,7 +711,9 @@ export class TaskBuilder {
     const tc = this.t.cores.get(this.t.pid)!.tc!;
     for (const tid of this.tids) {
       const core = this.t.cores.get(this.vtid(tid))!;
-      setRegs(tid, entryToRegs(core.threadInfo!.gpregs!));
+      const regs = entryToRegs(core.threadInfo!.gpregs!);
+      regs[R.orig_rax] = 0xffffffffffffffffn; // no syscall restart on resume: done at dump (fixupRestart), as CRIU's sigreturn
+      setRegs(tid, regs);
       for (const d of core.threadInfo!.tls) setThreadArea(tid, d); // the TLS GDT entries (12..14)
       // CRIU keeps the leader's mask in tc.blk_sigset and sets thread_core.blk_sigset only for
       // other threads (proto2: an unset field reads as 0, so ask whether it is set)

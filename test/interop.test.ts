@@ -1,0 +1,186 @@
+// Interop with the reference CRIU 4.2 (../shared/tools/criu-4.2 beside the repository, or
+// $CRIU_PEER): each workload is dumped by one tool and restored by the other, both ways, and checks
+// its own state after the restore (dispositions, masks, pending signals, timers, memory, files).
+// Then both tools dump one process (left running) and their images are compared, through Debian's
+// crit, field by field except the documented differences (IMAGES notes in README.md).
+import { test, expect, describe, afterAll } from "bun:test";
+import { existsSync, readFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { startWorkload, trigger, waitResult, waitUntil, cleanup, REPO_ROOT, type Workload } from "./harness";
+import { dump, restore, imagesDir, cleanupImages, waitReaped } from "./engine-helpers";
+
+const PEER = process.env.CRIU_PEER ?? resolve(REPO_ROOT, "..", "shared", "tools", "criu-4.2");
+const have = existsSync(PEER) && existsSync("/usr/bin/crit");
+if (!have) console.warn(`SKIP interop: ${existsSync(PEER) ? "/usr/bin/crit" : PEER} is missing (the reference CRIU 4.2 and Debian's crit; see ../shared/tools/README.md)`);
+
+afterAll(() => { cleanup(); cleanupImages(); });
+
+function peer(args: string[], dir: string, log: string) {
+  const r = Bun.spawnSync([PEER, ...args, "-D", dir, "-o", log, "-v4"], { stdout: "pipe", stderr: "pipe", cwd: dir });
+  if (r.exitCode !== 0) {
+    const text = (() => { try { return readFileSync(join(dir, log), "utf8"); } catch { return ""; } })();
+    const errors = text.split("\n").filter((l) => l.includes("Error") && !l.includes("RLIMIT_NOFILE")).slice(0, 8).join("\n");
+    throw new Error(`criu-4.2 ${args[0]} failed (${r.exitCode}):\n${r.stderr.toString()}\n${errors}`);
+  }
+}
+
+function crit(...args: string[]): string {
+  const r = Bun.spawnSync(["crit", ...args], { stdout: "pipe", stderr: "pipe" });
+  if (r.exitCode !== 0) throw new Error(`crit ${args.join(" ")}: ${r.stderr.toString().trim().split("\n").pop()}`);
+  return r.stdout.toString();
+}
+const decoded = new Map<string, any>();
+const decode = (dir: string, file: string) => {
+  const p = join(dir, file);
+  if (!decoded.has(p)) decoded.set(p, JSON.parse(crit("decode", "-i", p)).entries);
+  return decoded.get(p);
+};
+/** crit decode of many images at once (crit is slow to start: run them side by side), cached for decode(). */
+async function predecode(dir: string, files: string[]) {
+  await Promise.all(files.map(async (f) => {
+    const p = join(dir, f);
+    const proc = Bun.spawn(["crit", "decode", "-i", p], { stdout: "pipe", stderr: "pipe" });
+    const out = await new Response(proc.stdout).text();
+    if ((await proc.exited) === 0) decoded.set(p, JSON.parse(out).entries);
+  }));
+}
+async function critXAll(dir: string, whats: string[]) {
+  return Promise.all(whats.map(async (w) => {
+    const proc = Bun.spawn(["crit", "x", dir, w], { stdout: "pipe", stderr: "pipe" });
+    const out = await new Response(proc.stdout).text();
+    expect(await proc.exited).toBe(0);
+    return out;
+  }));
+}
+
+/** Every pid of the dumped tree (pstree.img). */
+function treePids(dir: string): number[] { return decode(dir, "pstree.img").map((p: any) => p.pid); }
+
+/** Every process of the dumped tree gone from /proc (reaped, not a zombie): its pids are free again. */
+async function waitTreeGone(dir: string) { for (const p of treePids(dir)) await waitReaped(p, 10000); }
+
+function killTree(pids: number[]) { for (const p of pids) { try { process.kill(p, "SIGKILL"); } catch {} } }
+
+// [workload, args, dump options both tools take]
+const MATRIX: [string, string[], string[]][] = [
+  ["pyloop.py", [], []],           // a real program, one process
+  ["counter", [], []],             // heap, sbrk, TLS, guard pages, memory patterns
+  ["threads", [], []],             // 8 threads
+  ["tree", [], []],                // 6 processes, sessions, groups, a zombie
+  ["pipes", [], []],               // pipes inside one process and between parent and child
+  ["unix", [], []],                // unix sockets
+  ["fifo", [], []],                // named pipes between processes
+  ["files", [], []],               // fds, offsets, a shared MAP_SHARED file mapping
+  ["signals", [], []],             // handlers, ignored, mask, pending, itimer, POSIX timer, altstack
+  ["timerfd", [], []],             // timers
+];
+
+describe.skipIf(!have)("CRIU 4.2 dumps, criu-bun restores", () => {
+  for (const [name, args, opts] of MATRIX) {
+    test(name, async () => {
+      const w = await startWorkload(name, args, { timeoutMs: 30000 });
+      const dir = imagesDir(`peer-${name.replace(/\W/g, "_")}`);
+      peer(["dump", "-t", String(w.pid), ...opts], dir, "dump.log");
+      await waitTreeGone(dir);
+      const r = await restore(dir, w.pid);
+      trigger(w);
+      const res = await waitResult(w, 15000);
+      expect(res.text).toStartWith("PASS");
+      expect(await r.proc.exited).toBe(0);
+    }, 60000);
+  }
+});
+
+describe.skipIf(!have)("criu-bun dumps, CRIU 4.2 restores", () => {
+  for (const [name, args, opts] of MATRIX) {
+    test(name, async () => {
+      const w = await startWorkload(name, args, { timeoutMs: 30000 });
+      const dir = imagesDir(`bun-${name.replace(/\W/g, "_")}`);
+      dump(w.pid, dir, opts);
+      const pids = treePids(dir);
+      await waitTreeGone(dir);
+      try {
+        peer(["restore", "-d", ...opts], dir, "restore.log");
+        // -d: CRIU leaves the tree running on its own
+        await waitUntil(`restored ${w.pid}`, () => existsSync(`/proc/${w.pid}`));
+        trigger(w);
+        const res = await waitResult(w, 15000);
+        expect(res.text).toStartWith("PASS");
+      } finally { killTree(pids); }
+    }, 60000);
+  }
+});
+
+/** A file entry as a comparable description (ids differ between the tools: CRIU numbers mapped files first). */
+function fileDesc(files: any[], id: number) {
+  const f = files.find((x) => x.id === id);
+  if (!f) return `missing ${id}`;
+  const sub = f.reg ?? f.pipe ?? f.usk ?? f.tty ?? {};
+  return JSON.stringify({ type: f.type, name: sub.name, flags: sub.flags, pos: sub.pos, size: sub.size, mode: sub.mode });
+}
+
+/** siginfos of a queue without those a timer sent (SI_TIMER, or SIGALRM from the kernel's itimer). */
+function queued(q: any): string[] {
+  return (q?.signals ?? []).map((s: any) => Buffer.from(s.siginfo, "base64")).filter((b: Buffer) => {
+    const signo = b.readInt32LE(0), code = b.readInt32LE(8);
+    return code !== -2 && !(signo === 14 && code === 0x80);
+  }).map((b: Buffer) => b.toString("hex"));
+}
+
+describe.skipIf(!have)("the two tools' images of one process", () => {
+  test("crit decode and crit x ps|fds|mems agree field by field, except documented differences", async () => {
+    const w: Workload = await startWorkload("signals", [], { timeoutMs: 30000 });
+    const c = imagesDir("cmp-criu"), b = imagesDir("cmp-bun");
+    peer(["dump", "-R", "-t", String(w.pid)], c, "dump.log");
+    dump(w.pid, b, ["-R"]);
+    try {
+      const pid = w.pid;
+      const [xb, xc] = await Promise.all([critXAll(b, ["ps", "fds", "mems"]), critXAll(c, ["ps", "fds", "mems"])]);
+      expect(xb).toEqual(xc);
+      const imgs = ["inventory.img", `ids-${pid}.img`, "pstree.img", `core-${pid}.img`, `mm-${pid}.img`, "files.img", "fdinfo-2.img", `fs-${pid}.img`];
+      await Promise.all([predecode(b, imgs), predecode(c, imgs)]);
+      // inventory: CRIU's fields, root ids and the dumper's cgroup set
+      const [ic, ib] = [decode(c, "inventory.img")[0], decode(b, "inventory.img")[0]];
+      for (const k of ["img_version", "fdinfo_per_id", "ns_per_id", "root_ids", "root_cg_set", "lsmtype"]) expect([k, ib[k]]).toEqual([k, ic[k]]);
+      expect(decode(b, `ids-${pid}.img`)).toEqual(decode(c, `ids-${pid}.img`));
+      expect(decode(b, "pstree.img")).toEqual(decode(c, "pstree.img"));
+      expect(existsSync(join(b, "cgroup.img"))).toBe(existsSync(join(c, "cgroup.img")));
+      expect(existsSync(join(b, "seccomp.img"))).toBe(existsSync(join(c, "seccomp.img")));
+      expect(existsSync(join(b, "stats-dump"))).toBe(true);
+      // core: all 62 sigactions, masks, creds, TLS, rlimits, pending signals, timer intervals
+      const [cc, cb] = [decode(c, `core-${pid}.img`)[0], decode(b, `core-${pid}.img`)[0]];
+      expect(cb.tc.sigactions.length).toBe(62);
+      expect(cb.tc.sigactions).toEqual(cc.tc.sigactions);
+      for (const k of ["task_state", "exit_code", "personality", "flags", "blk_sigset", "comm", "rlimits", "loginuid", "oom_score_adj", "child_subreaper"]) {
+        expect([k, cb.tc[k]]).toEqual([k, cc.tc[k]]);
+      }
+      // pending signals the workload queued itself (timer expiries pile up while frozen: timing)
+      expect(queued(cb.tc.signals_s)).toEqual(queued(cc.tc.signals_s));
+      expect(queued(cb.thread_core.signals_p)).toEqual(queued(cc.thread_core.signals_p));
+      for (const t of ["real", "virt", "prof"]) expect([t, cb.tc.timers[t].isec, cb.tc.timers[t].iusec]).toEqual([t, cc.tc.timers[t].isec, cc.tc.timers[t].iusec]);
+      const posix = (x: any) => x.tc.timers.posix.map((p: any) => [p.it_id, p.clock_id, p.si_signo, p.it_sigev_notify, p.sival_ptr, p.isec, p.insec]);
+      expect(posix(cb)).toEqual(posix(cc));
+      expect(cb.thread_info.tls).toEqual(cc.thread_info.tls);
+      expect(cb.thread_info.clear_tid_addr).toBe(cc.thread_info.clear_tid_addr);
+      for (const k of ["futex_rla", "futex_rla_len", "sched_nice", "sched_policy", "sas", "creds", "comm", "rseq_entry"]) {
+        expect([k, cb.thread_core[k]]).toEqual([k, cc.thread_core[k]]);
+      }
+      // mm: every VMA (files by name), mm fields, auxv
+      const [mc, mb] = [decode(c, `mm-${pid}.img`)[0], decode(b, `mm-${pid}.img`)[0]];
+      const [fc, fb] = [decode(c, "files.img"), decode(b, "files.img")];
+      const vmas = (m: any, files: any[]) => m.vmas.map((v: any) => ({ ...v, shmid: v.status & ((1 << 6) | (1 << 7)) ? fileDesc(files, v.shmid) : v.shmid }));
+      expect(vmas(mb, fb)).toEqual(vmas(mc, fc));
+      for (const k of Object.keys(mc).filter((k) => k !== "vmas" && k !== "exe_file_id")) expect([k, mb[k]]).toEqual([k, mc[k]]);
+      expect(fileDesc(fb, mb.exe_file_id)).toBe(fileDesc(fc, mc.exe_file_id));
+      // fds and fs by what they open
+      const fdinfo = (dir: string, files: any[]) => decode(dir, `fdinfo-${decode(dir, `ids-${pid}.img`)[0].files_id}.img`)
+        .map((f: any) => ({ fd: f.fd, type: f.type, flags: f.flags, file: fileDesc(files, f.id) }));
+      expect(fdinfo(b, fb)).toEqual(fdinfo(c, fc));
+      const fs = (dir: string, files: any[]) => { const e = decode(dir, `fs-${pid}.img`)[0]; return { umask: e.umask, cwd: fileDesc(files, e.cwd_id), root: fileDesc(files, e.root_id) }; };
+      expect(fs(b, fb)).toEqual(fs(c, fc));
+    } finally {
+      trigger(w);
+      expect((await waitResult(w, 15000)).text).toStartWith("PASS"); // both dumps left it running, unharmed
+    }
+  }, 180000);
+});
