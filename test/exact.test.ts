@@ -16,6 +16,7 @@ const modes: [string, string][] = [
   ["maywrite", "a read-only MAP_SHARED mapping of a file opened read-write can still be made writable"],
   ["pipesize", "capacity of empty pipes (F_SETPIPE_SZ), smaller and larger than the default"],
   ["peergone", "unix stream, seqpacket and dgram sockets whose peer closed: queued data, then EOF / ECONNREFUSED"],
+  ["udpshut", "UDP sockets shut down for writing (EPIPE) and for reading (recv 0)"],
   ["ghost", "deleted sparse file: holes, mode and mtime"],
 ];
 

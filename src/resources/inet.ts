@@ -217,8 +217,9 @@ export const inetKind: FdKind = {
       }
     } else {
       isk.state = peer ? TCP_STATE.ESTABLISHED : TCP_STATE.CLOSE;
+      // shut down for reading and/or writing (sk_shutdown: 1 read, 2 write), as CRIU's sk_shutdown
       const shut = inetShutdown(ctx.pid, family, proto, ino, where);
-      if (shut) refuse("files", where, "udp-shutdown", `${shut & 1 ? "reading" : ""}${shut === 3 ? " and " : ""}${shut & 2 ? "writing" : ""}`);
+      if (shut) isk.shutdown = shut;
       // data in the cork is in the send queue until uncorked
       if (tryGetsockoptInt(fd, IPPROTO.UDP, 1 /* UDP_CORK */) && ioctlInt(fd, SIOCOUTQ) > 0) refuse("files", where, "udp-cork", conn);
     }
@@ -363,6 +364,11 @@ function restoreInet(ctx: RestoreCtx, k: S.inet_sk_entry): number {
     }
   }
   restoreSkOpts(k, tcp, setopt, where);
+  if (!tcp && k.shutdown) {
+    // an unconnected socket says ENOTCONN but is shut down all the same
+    const r = inj.call(NR.shutdown, fdT, k.shutdown - 1);
+    if (r < 0n && r !== -107n) fail("shutdown", r);
+  }
   const fl = k.flags & (0o4000 /* O_NONBLOCK */ | 0o20000 /* O_ASYNC */);
   if (fl) call("fcntl(F_SETFL)", NR.fcntl, fdT, 4, fl);
   return fdT;

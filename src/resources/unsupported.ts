@@ -33,7 +33,6 @@ export const UNSUPPORTED = {
   "tty-queued": "bytes queued in a terminal",
   "scm-rights": "file descriptors in flight (SCM_RIGHTS)",
   "unix-dgram-queue": "queued datagrams on an unconnected unix socket",
-  "udp-shutdown": "UDP socket shut down",
   "udp-cork": "corked UDP socket with data in the cork",
 } as const;
 export type UnsupportedKey = keyof typeof UNSUPPORTED;

@@ -10,6 +10,7 @@
  *   maywrite    MAP_SHARED PROT_READ mapping of a file opened O_RDWR (fd closed): mprotect RW works, writes reach the file
  *   pipesize    empty pipes of 4 KiB and 1 MiB capacity (F_SETPIPE_SZ) keep it
  *   peergone    unix stream, seqpacket and dgram sockets whose peer closed after sending: data, then EOF / ECONNREFUSED
+ *   udpshut     connected UDP sockets shut down for writing (send: EPIPE) and for reading (recv: 0 at once)
  *   ghost       a deleted sparse file: holes where they were (SEEK_DATA/SEEK_HOLE), mode 0640, mtime 2001-09-09
  * --selftest-corrupt: damages the state before go, so the check must fail.
  */
@@ -19,6 +20,8 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 
 static const char *mode;
 static int fds[8] = {-1, -1, -1, -1, -1, -1, -1, -1};
@@ -104,6 +107,12 @@ static void setup(void) {
 			close(s[1]);
 			fds[i] = s[0];
 		}
+	} else if (is("udpshut")) {
+		for (int i = 0; i < 2; i++) {
+			struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(9), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+			NEED((fds[i] = socket(AF_INET, SOCK_DGRAM, 0)) >= 0 && connect(fds[i], (struct sockaddr *)&sa, sizeof sa) == 0);
+			NEED(shutdown(fds[i], i == 0 ? SHUT_WR : SHUT_RD) == 0);
+		}
 	} else if (is("ghost")) {
 		char p[4200];
 		wl_path(p, sizeof p, "sparse");
@@ -132,6 +141,7 @@ static void corrupt(void) {
 	else if (is("maywrite")) { munmap(mem, 8192); mem = NULL; }
 	else if (is("pipesize")) fcntl(fds[0], F_SETPIPE_SZ, 65536);
 	else if (is("peergone")) { char b[8]; recv(fds[0], b, sizeof b, 0); }
+	else if (is("udpshut")) { close(fds[0]); fds[0] = socket(AF_INET, SOCK_DGRAM, 0); }
 	else if (is("ghost")) { struct timespec ts[2] = {{MTIME, 0}, {MTIME + 1, 0}}; futimens(fds[0], ts); }
 }
 
@@ -191,6 +201,14 @@ static void check(void) {
 				WL_CHECK(n < 0 && errno == ECONNREFUSED, "%s: send to the closed peer: %zd (%s), want ECONNREFUSED", name[i], n, n < 0 ? strerror(errno) : "");
 			}
 		}
+	} else if (is("udpshut")) {
+		ssize_t n = send(fds[0], "x", 1, MSG_NOSIGNAL);
+		WL_CHECK(n < 0 && errno == EPIPE, "send on the socket shut for writing: %zd (%s), want EPIPE", n, n < 0 ? strerror(errno) : "sent");
+		char b[4];
+		alarm(5);
+		n = recv(fds[1], b, sizeof b, 0);
+		alarm(0);
+		WL_CHECK(n == 0, "recv on the socket shut for reading: %zd (%s), want 0 at once", n, n < 0 ? strerror(errno) : "");
 	} else if (is("ghost")) {
 		struct stat st;
 		int fd = fds[0];

@@ -202,9 +202,6 @@ static void setup(void) {
 		int s = socket(AF_UNIX, SOCK_DGRAM, 0);
 		NEED(sendto(s, "hello", 5, 0, (struct sockaddr *)&sa, salen) == 5);
 		close(s);
-	} else if (is("udp-shutdown")) {
-		udp_connected();
-		NEED(shutdown(fd_a, SHUT_WR) == 0);
 	} else if (is("udp-cork")) {
 		udp_connected();
 		int one = 1;
@@ -276,8 +273,6 @@ static void check(void) {
 	} else if (is("unix-dgram-queue")) {
 		char buf[16] = "";
 		WL_CHECK(fd_a >= 0 && recv(fd_a, buf, sizeof buf, MSG_DONTWAIT) == 5 && memcmp(buf, "hello", 5) == 0, "queued datagram lost");
-	} else if (is("udp-shutdown")) {
-		WL_CHECK(fd_a >= 0 && send(fd_a, "x", 1, MSG_NOSIGNAL) < 0 && errno == EPIPE, "send after SHUT_WR did not fail with EPIPE");
 	} else if (is("udp-cork")) {
 		int n = -1;
 		WL_CHECK(fd_a >= 0 && ioctl(fd_a, TIOCOUTQ, &n) == 0 && n > 0, "cork is empty (%d)", n);
