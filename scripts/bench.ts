@@ -255,6 +255,7 @@ for (const s of sides) {
   const ratio = (x: number, y: number) => (Number.isFinite(x) && Number.isFinite(y) && y > 0 ? `${(x / y).toFixed(2)}x` : "");
   console.log(`| ${s.what} | ${f3(aw)} | ${c.length ? f3(cw) : s.note ?? ""} | ${ratio(aw, cw)} | ${f3(ac)} | ${c.length ? f3(cc) : ""} | ${ratio(ac, cc)} | ${a.length ? mib(m(a, "rssKb")) : ""} | ${c.length ? mib(m(c, "rssKb")) : ""} | ${gb(s.bytes, aw)} | ${c.length ? gb(s.bytes, cw) : ""} | ${a.length}+${c.length} |`);
 }
+if (CRIU) console.log("CRIU's CPU counts the criu process only: its parasite (dump: vmsplice of the pages) and restorer (restore: reading the pages in) run in the target, whose CPU time is not criu's; criu-bun does that work in its own process. Wall ratios are only as good as the machine is quiet.");
 for (const s of sides.filter((s) => s.bytes === 0 && s.runs["criu-bun"].length > 1))
   console.log(`${s.what}, every run in ms: criu-bun ${s.runs["criu-bun"].map((m) => ms(m.s)).join(" ")}; CRIU ${s.runs.criu.map((m) => ms(m.s)).join(" ")}`);
 
