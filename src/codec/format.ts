@@ -12,18 +12,22 @@
 //   Every metadata image (pagemap-PID.img included) is unchanged, so crit decodes them all.
 //
 // pages-N.idx, little endian:
-//   header (32 bytes): u32 magic "CBPX" | u32 version (1) | u32 flags (bit 0: compressed)
+//   header (32 bytes): u32 magic "CBPX" | u32 version (2) | u32 flags (bit 0: compressed)
 //                      | u32 block size (raw bytes, max) | u32 block count | u32 0 | u64 total raw bytes
 //   per block (32 bytes): u64 XXH64 of the raw bytes | u64 XXH64 of the stored bytes
-//                      | u32 raw length | u32 stored length | u32 flags (bit 0: LZ4) | u32 0
+//                      | u32 raw length | u32 stored length | u32 flags (bit 0: LZ4) | u32 address hash
 // Blocks hold whole pages; block i's raw bytes are the page stream [sum raw len of blocks < i, +raw len),
-// its stored bytes are at file offset sum of stored len of blocks < i.
+// its stored bytes are at file offset sum of stored len of blocks < i. The address hash (version 2;
+// 0 and unchecked in version 1) binds the block to the addresses its pages came from: AddrHash of
+// the block's pages as maximal runs of consecutive addresses, in stream order. Restore computes it
+// again from pagemap-PID.img, so pagemap entries reordered, moved or resized are refused even
+// though every checksum of the bytes still matches.
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { CriuError } from "../log";
 
 export const IDX_MAGIC = 0x58504243; // "CBPX"
-export const IDX_VERSION = 1;
+export const IDX_VERSION = 2;
 export const IDX_HEADER = 32;
 export const IDX_ENTRY = 32;
 /** Raw bytes per block: one process_vm_readv chunk, one LZ4 block, one checksum. */
@@ -31,7 +35,39 @@ export const BLOCK = 1 << 20;
 export const BLOCK_PAGES = BLOCK / 4096;
 export const BLOCK_LZ4 = 1;
 
-export interface BlockEntry { rawHash: bigint; storedHash: bigint; rawLen: number; storedLen: number; flags: number }
+export interface BlockEntry { rawHash: bigint; storedHash: bigint; rawLen: number; storedLen: number; flags: number; addrHash?: number }
+
+/**
+ * A 32-bit hash of a sequence of page addresses, fed in pieces (va, pages): pieces that continue
+ * the previous one merge, so the value depends only on the pages' addresses and order, not on how
+ * they were cut (VMA ends, zero pages, jobs). Each maximal run contributes (start, pages).
+ */
+export class AddrHash {
+  private h = 0x811c9dc5;
+  private start = 0;
+  private n = 0;
+  add(va: number, pages: number) {
+    if (this.n && this.start + this.n * 4096 === va) { this.n += pages; return; }
+    this.flush();
+    this.start = va; this.n = pages;
+  }
+  private mix(x: number) {
+    this.h = Math.imul(this.h ^ (x >>> 0), 0x01000193);
+    this.h ^= this.h >>> 15;
+  }
+  private flush() {
+    if (!this.n) return;
+    this.mix(this.start % 0x100000000); this.mix(Math.floor(this.start / 0x100000000)); this.mix(this.n);
+    this.n = 0;
+  }
+  /** the hash of everything added since the last value(), and start over */
+  value(): number {
+    this.flush();
+    const v = (Math.imul(this.h ^ (this.h >>> 13), 0x5bd1e995) ^ 0x9e3779b9) >>> 0;
+    this.h = 0x811c9dc5;
+    return v;
+  }
+}
 export interface PagesIndex { compressed: boolean; blockSize: number; totalRaw: number; blocks: BlockEntry[] }
 
 export function pagesNames(pagesFile: string) {
@@ -51,6 +87,8 @@ export class IndexWriter {
     const dv = new DataView(this.buf.buffer, IDX_HEADER + this.n * IDX_ENTRY, IDX_ENTRY);
     dv.setBigUint64(0, e.rawHash, true); dv.setBigUint64(8, e.storedHash, true);
     dv.setUint32(16, e.rawLen, true); dv.setUint32(20, e.storedLen, true); dv.setUint32(24, e.flags, true);
+    if (e.addrHash === undefined) throw new Error("page index block without its address hash");
+    dv.setUint32(28, e.addrHash, true);
     this.n++;
     this.totalRaw += e.rawLen;
   }
@@ -68,7 +106,8 @@ export function parseIndex(bytes: Uint8Array, where: string): PagesIndex {
   if (bytes.length < IDX_HEADER) throw bad("too short for a page index");
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
   if (dv.getUint32(0, true) !== IDX_MAGIC) throw bad("not a criu-bun page index (bad magic)");
-  if (dv.getUint32(4, true) !== IDX_VERSION) throw bad(`unsupported page index version ${dv.getUint32(4, true)}`);
+  const version = dv.getUint32(4, true);
+  if (version !== 1 && version !== IDX_VERSION) throw bad(`unsupported page index version ${version}`);
   const flags = dv.getUint32(8, true), blockSize = dv.getUint32(12, true), n = dv.getUint32(16, true);
   const totalRaw = Number(dv.getBigUint64(24, true));
   if (bytes.length !== IDX_HEADER + n * IDX_ENTRY) throw bad(`${bytes.length} bytes, expected ${IDX_HEADER + n * IDX_ENTRY} for ${n} blocks`);
@@ -80,6 +119,7 @@ export function parseIndex(bytes: Uint8Array, where: string): PagesIndex {
     const e: BlockEntry = {
       rawHash: dv.getBigUint64(o, true), storedHash: dv.getBigUint64(o + 8, true),
       rawLen: dv.getUint32(o + 16, true), storedLen: dv.getUint32(o + 20, true), flags: dv.getUint32(o + 24, true),
+      addrHash: version >= 2 ? dv.getUint32(o + 28, true) : undefined,
     };
     if (e.rawLen % 4096 || e.rawLen > blockSize || e.rawLen === 0) throw bad(`block ${i}: bad raw length ${e.rawLen}`);
     if (e.flags & BLOCK_LZ4 ? e.storedLen === 0 || e.storedLen > blockSize + (blockSize >> 8) + 16 : e.storedLen !== e.rawLen)
@@ -123,4 +163,28 @@ export function checkPagesLayout(dir: string, pagesFile: string, rawBytes: numbe
     throw new CriuError("restore", `${path} is truncated: ${size} bytes, ${pagemapFile} needs ${rawBytes}`);
   }
   return { dataFile, index };
+}
+
+/**
+ * Does each block of the index hold the pages the pagemap says, at the addresses it says? `runs`:
+ * the pagemap's runs stored in this pages file (PE_PRESENT), in file order. Throws naming both files.
+ */
+export function checkAddrBinding(index: PagesIndex, runs: { vaddr: bigint; nrPages: number }[], idxPath: string, pagemapFile: string) {
+  if (!index.blocks.length || index.blocks[0].addrHash === undefined) return; // version 1: nothing recorded
+  const h = new AddrHash();
+  let ri = 0, inRun = 0;
+  index.blocks.forEach((b, i) => {
+    let pages = b.rawLen / 4096;
+    while (pages > 0) {
+      const r = runs[ri];
+      if (!r) throw new CriuError("restore", `${idxPath}: block ${i} holds pages ${pagemapFile} does not list`);
+      if (!(r.nrPages > 0)) throw new CriuError("restore", `${pagemapFile}: an entry at 0x${r.vaddr.toString(16)} has ${r.nrPages} pages`);
+      const n = Math.min(pages, r.nrPages - inRun);
+      h.add(Number(r.vaddr) + inRun * 4096, n);
+      pages -= n; inRun += n;
+      if (inRun === r.nrPages) { ri++; inRun = 0; }
+    }
+    if (h.value() !== b.addrHash)
+      throw new CriuError("restore", `${pagemapFile} does not match ${idxPath}: block ${i} was dumped from other addresses (entries reordered, moved or resized)`);
+  });
 }

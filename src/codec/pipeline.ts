@@ -17,7 +17,7 @@ import { openSync, closeSync, existsSync, unlinkSync, writeFileSync, readFileSyn
 import { join } from "node:path";
 import { PageCodec } from "./codec";
 import { BlockCore, Slot, runInto, slotBytes, CTL_BUSY, CTL_DONE, I_CTL, SEG_ANON, SEG_READABLE, SEG_WRITABLE, SEG_KERNEL, type DumpJob, type RestoreJob } from "./jobs";
-import { BLOCK, BLOCK_PAGES, BLOCK_LZ4, IndexWriter, pagesNames, checkPagesLayout, type PagesLayout } from "./format";
+import { BLOCK, BLOCK_PAGES, BLOCK_LZ4, IndexWriter, AddrHash, pagesNames, checkPagesLayout, checkAddrBinding, type PagesLayout } from "./format";
 import { pagesToDump, type DumpedVma, type PageRun } from "../resources/memory";
 import { RunList } from "../images/pagemap";
 import { writeFull } from "../sys/mem";
@@ -213,6 +213,7 @@ export function dumpPages(o: { pid: number; vmas: DumpedVma[]; memFd: number; di
   const path = join(o.dir, dataFile);
   const fd = openSync(path, "w");
   const index = new IndexWriter(compress);
+  const addrs = new AddrHash();
   const runs = new RunList();
   let scanned = 0, written = 0, stored = 0;
   const progress = new Progress("dump", totalPages * PAGE);
@@ -227,7 +228,8 @@ export function dumpPages(o: { pid: number; vmas: DumpedVma[]; memFd: number; di
       if (!raw) return;
       writeFull(fd, s.data.subarray(0, s.storedLen), `write ${path}`);
       stored += s.storedLen;
-      index.add({ rawHash: s.rawHash, storedHash: s.storedHash, rawLen: raw, storedLen: s.storedLen, flags: s.flags & BLOCK_LZ4 });
+      for (let i = 0; i < s.nRuns; i++) addrs.add(s.runs[i * 2], s.runs[i * 2 + 1]);
+      index.add({ rawHash: s.rawHash, storedHash: s.storedHash, rawLen: raw, storedLen: s.storedLen, flags: s.flags & BLOCK_LZ4, addrHash: addrs.value() });
       written += raw / PAGE;
       for (let i = 0; i < s.nRuns; i++) runs.add(s.runs[i * 2], s.runs[i * 2 + 1], PE.PRESENT);
     }, (s) => new CriuError("mem", `process ${o.pid}: ${s.error()}`));
@@ -293,6 +295,7 @@ function presentBytes(t: PagesTask) {
  */
 export function checkPages(dir: string, t: PagesTask): PagesLayout {
   const l = checkPagesLayout(dir, t.pagesFile, presentBytes(t), `pagemap-${t.pid}.img`);
+  if (l.index) checkAddrBinding(l.index, t.pagemap.filter((e) => e.flags & PE.PRESENT), join(dir, pagesNames(t.pagesFile).idx), join(dir, `pagemap-${t.pid}.img`));
   layouts.set(`${dir}\0${t.pid}`, l);
   return l;
 }
@@ -317,6 +320,8 @@ function* restoreBlocks(t: PagesTask, l: PagesLayout): Generator<Block> {
         if (!v) throw new CriuError("restore", `pagemap-${t.pid}.img: page 0x${va.toString(16)} is outside every VMA`);
       }
       const n = Math.min(pages, e.nrPages - inEntry, Number((v.end - va) / 4096n));
+      // validatePagemap() makes this impossible; it is what keeps this loop from spinning
+      if (!(n > 0)) throw new CriuError("restore", `pagemap-${t.pid}.img: page 0x${va.toString(16)} does not fit its VMA`);
       segs.push(Number(va), n, vmaKind(v));
       pages -= n; inEntry += n;
       if (inEntry === e.nrPages) { ei++; inEntry = 0; }

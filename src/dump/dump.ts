@@ -261,6 +261,8 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
     imgVersion: 2, fdinfoPerId: true, nsPerId: true, lsmtype: 0,
     rootIds: ROOT_IDS, rootCgSet: ROOT_CG_SET,
     dumpUptime: BigInt(Math.round(performance.now() * 1000)),
+    tcpClose: !!o.tcpClose && !o.tcpEstablished, // established connections saved without their streams
+    allImages: true,
   })]);
   writeImage(d, "pstree.img", "PSTREE", pstree.map((p) => msg(S.pstree_entrySchema, p)));
   writeImage(d, "files.img", "FILES", files.files.map((f) => msg(S.file_entrySchema, f)));

@@ -23,6 +23,10 @@ export class ImageSink {
     if (!r) this.raws.set(file, (r = []));
     r.push(data);
   }
+  /** write FILE even if nothing is added to it (restore then knows it is not lost) */
+  ensure(file: string, kind: string) {
+    if (!this.files.has(file)) this.files.set(file, { kind, items: [] });
+  }
   has(file: string) { return this.files.has(file) || this.raws.has(file) || this.marks.has(file); }
   /** remember that KEY was dealt with in this dump (has(KEY) is then true) */
   mark(key: string) { this.marks.add(key); }

@@ -43,6 +43,7 @@ export const fifoKind: FdKind = {
       // a grabbed read end peeks in place; a write-only end is reopened read-only through /proc
       const readable = (ctx.flags & 3) !== O.WRONLY ? ctx.grab() : undefined;
       const { data, size } = peekPipe(ctx.pid, ctx.fd, ctx.where, readable);
+      ctx.images.ensure("fifo-data.img", "FIFO_DATA");
       if (data.length || size !== 65536) ctx.images.add("fifo-data.img", "FIFO_DATA", S.pipe_data_entrySchema, { pipeId, bytes: data.length, size }, data);
     }
     return id;

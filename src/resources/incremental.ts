@@ -9,7 +9,7 @@ import { decodePagemap, type PagemapRun } from "../images/pagemap";
 import { preadFull, pwriteFull, writeFull } from "../sys/mem";
 import { PageCodec } from "../codec/codec";
 import { encodeBlock, decodeBlock, BlockError } from "../codec/jobs";
-import { BLOCK, BLOCK_LZ4, IndexWriter, pagesNames, checkPagesLayout } from "../codec/format";
+import { BLOCK, BLOCK_LZ4, IndexWriter, AddrHash, pagesNames, checkPagesLayout, checkAddrBinding } from "../codec/format";
 import { CriuError, log } from "../log";
 
 const PAGE = 4096, PE_PRESENT = 4, PE_PARENT = 1;
@@ -39,6 +39,7 @@ class PageSource {
     let off = 0;
     for (const r of pm.runs) { this.runs.push({ ...r, off }); if (r.flags & PE_PRESENT) off += r.nrPages * PAGE; }
     const layout = checkPagesLayout(dir, `pages-${pm.pagesId}.img`, off, `pagemap-${pid}.img`);
+    if (layout.index) checkAddrBinding(layout.index, pm.runs.filter((r) => r.flags & PE_PRESENT), join(dir, pagesNames(`pages-${pm.pagesId}.img`).idx), join(dir, `pagemap-${pid}.img`));
     this.fd = openSync(join(dir, layout.dataFile), "r");
     if (layout.index) {
       let raw = 0, file = 0;
@@ -147,13 +148,14 @@ function dedupe(dir: string, pagesFile: string, runs: PagemapRun[], parentDir: s
   const io = codec.inputView(), ZAT = BLOCK;
   const mine = new Uint8Array(BLOCK), theirs = new Uint8Array(PAGE);
   const index = new IndexWriter(compress);
+  const addrs = new AddrHash();
   const res: PagemapRun[] = [];
   let inOff = 0n, fill = 0, kept = 0, fromParent = 0, stored = 0;
   const flush = () => {
     if (!fill) return;
     const b = encodeBlock(codec, fill, ZAT, compress);
     writeFull(out, io.subarray(b.at, b.at + b.len), `write ${outFile}`);
-    index.add({ rawHash: b.rawHash, storedHash: b.storedHash, rawLen: fill, storedLen: b.len, flags: b.flags });
+    index.add({ rawHash: b.rawHash, storedHash: b.storedHash, rawLen: fill, storedLen: b.len, flags: b.flags, addrHash: addrs.value() });
     stored += b.len;
     fill = 0;
   };
@@ -170,6 +172,7 @@ function dedupe(dir: string, pagesFile: string, runs: PagemapRun[], parentDir: s
           if (same) fromParent++;
           else {
             io.set(page, fill);
+            addrs.add(Number(va), 1);
             fill += PAGE;
             kept++;
             if (fill === BLOCK) flush();

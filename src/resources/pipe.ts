@@ -55,6 +55,7 @@ export const pipeKind: FdKind = {
       ctx.files.byKey.set(key, id);
       const { data, size } = peekPipe(ctx.pid, ctx.fd, ctx.where);
       // an empty pipe too when its capacity is not the default (F_SETPIPE_SZ)
+      ctx.images.ensure("pipes-data.img", "PIPES_DATA");
       if (data.length || size !== 65536) ctx.images.add("pipes-data.img", "PIPES_DATA", S.pipe_data_entrySchema, { pipeId, bytes: data.length, size }, data);
     }
     return id;

@@ -195,6 +195,7 @@ export const unixKind: FdKind = {
     if (!listening && !d.peer && !peerGone && d.rq) refuse("files", ctx.where, "unix-dgram-queue", `${d.rq} bytes on unix socket ${ino}`);
     if ((d.peer || peerGone) && !listening) {
       const q = peekQueue(fd, type === 1, ctx.where);
+      ctx.images.ensure("sk-queues.img", "SK_QUEUES");
       for (const p of q) ctx.images.add("sk-queues.img", "SK_QUEUES", sk_packet_entrySchema, { idFor: id, length: p.length }, p);
     }
     return id;

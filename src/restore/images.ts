@@ -7,6 +7,7 @@ import type * as S from "../images/schemas";
 import { CriuError } from "../log";
 import { checkPages } from "../codec/pipeline";
 import { taskCgSet, readCgroups } from "../resources/cgroup";
+import { validatePstree, validateCore, validateMm, validatePagemap, validateFdinfo, validateFiles } from "./validate";
 
 export interface TaskImages {
   pid: number; ppid: number; pgid: number; sid: number; tids: number[];
@@ -71,9 +72,8 @@ export function loadImages(dir: string): RestoreSet {
   if (inventory.imgVersion !== 2) throw new CriuError("restore", `${dir}/inventory.img: unsupported image version ${inventory.imgVersion}`);
   need(dir, "pstree.img");
   const pstree = readImage<S.pstree_entry>(dir, "pstree.img", "PSTREE");
-  if (!pstree.length) throw new CriuError("restore", `${dir}/pstree.img lists no process`);
-  const files = new Map<number, S.file_entry>();
-  if (imageExists(dir, "files.img")) for (const f of readImage<S.file_entry>(dir, "files.img", "FILES")) files.set(f.id, f);
+  validatePstree(dir, pstree);
+  const files = validateFiles(dir, imageExists(dir, "files.img") ? readImage<S.file_entry>(dir, "files.img", "FILES") : []);
   const tasks: TaskImages[] = [];
   for (const p of pstree) {
     const pid = p.pid;
@@ -88,6 +88,8 @@ export function loadImages(dir: string): RestoreSet {
       if (!c) throw new CriuError("restore", `${dir}/core-${tid}.img has no entry`);
       if (!c.threadInfo && c.tc?.taskState !== 2) throw new CriuError("restore", `${dir}/core-${tid}.img has no x86_64 thread info`);
       if (c.mtype !== 1) throw new CriuError("restore", `${dir}/core-${tid}.img is not an x86_64 image`);
+      if (tid === pid && !c.tc) throw new CriuError("restore", `${dir}/core-${pid}.img has no task core`);
+      if (c.tc?.taskState !== 2) validateCore(dir, `core-${tid}.img`, c, tid === pid);
       cores.set(tid, c);
     }
     const tc = cores.get(pid)?.tc;
@@ -100,8 +102,10 @@ export function loadImages(dir: string): RestoreSet {
     }
     need(dir, `mm-${pid}.img`);
     const [mm] = readImage<S.mm_entry>(dir, `mm-${pid}.img`, "MM");
+    validateMm(dir, `mm-${pid}.img`, mm, files);
     need(dir, `pagemap-${pid}.img`);
     const pm = decodePagemap(dir, `pagemap-${pid}.img`);
+    validatePagemap(dir, `pagemap-${pid}.img`, pm.runs, mm);
     const pagesFile = `pages-${pm.pagesId}.img`;
     let offset = 0;
     const pagemap = pm.runs.map((e) => {
@@ -112,10 +116,13 @@ export function loadImages(dir: string): RestoreSet {
     checkPages(dir, { pid, pagemap, pagesFile, mm }); // pages-N.img or criu-bun's pages-N.lz4: present, sizes match
     need(dir, `fs-${pid}.img`);
     const [fs] = readImage<S.fs_entry>(dir, `fs-${pid}.img`, "FS");
+    if (inventory.allImages) need(dir, `ids-${pid}.img`);
     const ids = imageExists(dir, `ids-${pid}.img`) ? readImage<S.task_kobj_ids_entry>(dir, `ids-${pid}.img`, "IDS")[0] : undefined;
     const fdFile = ids ? `fdinfo-${ids.filesId}.img` : `fdinfo-1.img`;
+    // criu-bun writes it even for a process without fds; CRIU leaves it out then
+    if (inventory.allImages) need(dir, fdFile);
     const fds = imageExists(dir, fdFile) ? readImage<S.fdinfo_entry>(dir, fdFile, "FDINFO") : [];
-    for (const fd of fds) if (!files.has(fd.id)) throw new CriuError("restore", `${dir}/${fdFile}: fd ${fd.fd} refers to file id ${fd.id}, which files.img does not have`);
+    validateFdinfo(dir, fdFile, fds, files);
     tasks.push({ pid, ppid: p.ppid, pgid: p.pgid, sid: p.sid, tids, cores, ids, mm, pagemap, pagesFile, fs, fds });
   }
   const pids = new Set(tasks.map((t) => t.pid));

@@ -2,6 +2,7 @@
 // process from a puppet. Any failure kills what was built.
 import { statSync, writeFileSync, readFileSync } from "node:fs";
 import { loadImages, type RestoreSet } from "./images";
+import { requireImages } from "./validate";
 import { TaskBuilder } from "./task";
 import { create } from "@bufbuild/protobuf";
 import { writeImage } from "../images/image";
@@ -36,6 +37,7 @@ function softHook(hooks: Hooks | undefined, action: "network-unlock" | "post-res
 
 /** Everything that can be checked before creating a process. */
 function precheck(set: RestoreSet, o: RestoreOptions) {
+  requireImages(set.dir, set.inventory, set.files, !!o.tcpClose);
   // a container's mounts: the root file system and every external mount must be there
   if (set.mounts) set.mountOpts = { root: precheckMountNs(set.mounts, set.dir, { root: o.root, ext: o.extMounts ?? { map: new Map() } }), ext: o.extMounts ?? { map: new Map() } };
   const used = new Set(set.tasks.map((t) => taskCgSet(t.cores.get(t.pid)) ?? 0));

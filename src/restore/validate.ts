@@ -1,0 +1,187 @@
+// Checks of every image field restore uses, before anything is created: one validator per
+// image kind, each naming the file and the entry at fault. Readers (src/images, src/resources)
+// decode; these decide whether what was decoded can be restored exactly. The rules are the
+// kernel's and the restore code's own assumptions: page alignment, address ranges that do not
+// overlap and are sorted, ids that refer to entries that exist, counts that fit their sizes.
+// Anything else would make restore loop, write to the wrong place, or build a wrong process.
+import { join } from "node:path";
+import { imageExists } from "../images/image";
+import { streamImage } from "../resources/inet";
+import type * as S from "../images/schemas";
+import { CriuError } from "../log";
+import { VMA, PE, PAGE } from "../resources/vma";
+
+const P = BigInt(PAGE);
+/** Highest user address on x86_64 (5-level paging); a VMA or page run must end at or below it. */
+export const TASK_SIZE_MAX = 0x00fffffffffff000n;
+/** Highest PID Linux hands out (PID_MAX_LIMIT). */
+const PID_MAX = 4 * 1024 * 1024;
+/** The kernel's bound on open files per process (fs.nr_open can be raised up to this). */
+const FD_MAX = 1 << 30;
+
+const hex = (v: bigint | number) => "0x" + v.toString(16);
+
+function bad(dir: string, file: string, what: string): CriuError {
+  return new CriuError("restore", `${join(dir, file)}: ${what}`);
+}
+
+const okId = (n: number) => Number.isInteger(n) && n > 0 && n < PID_MAX;
+
+/** pstree.img: positive unique PIDs and TIDs, parents listed before their children. */
+export function validatePstree(dir: string, pstree: S.pstree_entry[]) {
+  const f = "pstree.img";
+  if (!pstree.length) throw bad(dir, f, "lists no process");
+  const pids = new Set<number>();
+  const owner = new Map<number, number>(); // every PID and TID -> the process it belongs to
+  pstree.forEach((p, i) => {
+    const what = `entry ${i} (pid ${p.pid})`;
+    if (!okId(p.pid)) throw bad(dir, f, `entry ${i}: PID ${p.pid} is out of range`);
+    if (pids.has(p.pid)) throw bad(dir, f, `PID ${p.pid} is listed twice`);
+    if (!okId(p.pgid) || !okId(p.sid)) throw bad(dir, f, `${what}: process group ${p.pgid} / session ${p.sid} out of range`);
+    if (i > 0) {
+      if (p.ppid === p.pid) throw bad(dir, f, `${what} is its own parent`);
+      if (!pids.has(p.ppid)) throw bad(dir, f, `${what}: parent ${p.ppid} is not listed before it`);
+    } else if (p.ppid >= PID_MAX) throw bad(dir, f, `${what}: parent ${p.ppid} out of range`);
+    if (p.threads.length && !p.threads.includes(p.pid)) throw bad(dir, f, `${what}: its threads do not include the leader`);
+    for (const t of p.threads.length ? p.threads : [p.pid]) {
+      if (!okId(t)) throw bad(dir, f, `${what}: thread ${t} out of range`);
+      if (owner.has(t)) throw bad(dir, f, `${what}: TID ${t} is listed twice`);
+      owner.set(t, p.pid);
+    }
+    pids.add(p.pid);
+  });
+}
+
+/** core-TID.img of a live thread: registers present, lists within the kernel's sizes. */
+export function validateCore(dir: string, file: string, c: S.core_entry, leader: boolean) {
+  const ti = c.threadInfo;
+  if (!ti?.gpregs || !ti.fpregs) throw bad(dir, file, "has no registers");
+  const tc = c.tc;
+  if (leader) {
+    if (!tc) throw bad(dir, file, "has no task core");
+    if (tc.taskState !== 1 && tc.taskState !== 3) throw bad(dir, file, `unknown task state ${tc.taskState}`);
+    if (tc.sigactions.length > 64) throw bad(dir, file, `${tc.sigactions.length} signal handlers (at most 64)`);
+    if ((tc.rlimits?.rlimits.length ?? 0) > 16) throw bad(dir, file, `${tc.rlimits!.rlimits.length} rlimits (at most 16)`);
+    for (const s of tc.signalsS?.signals ?? []) if (s.siginfo.length !== 128) throw bad(dir, file, `a pending signal's siginfo is ${s.siginfo.length} bytes, not 128`);
+    const ids = new Set<number>();
+    for (const t of tc.timers?.posix ?? []) {
+      // ids are handed out from 0 up; restore may have to walk up to this one
+      if (t.itId > 0xffff) throw bad(dir, file, `POSIX timer id ${t.itId} out of range`);
+      if (ids.has(t.itId)) throw bad(dir, file, `POSIX timer id ${t.itId} is listed twice`);
+      ids.add(t.itId);
+    }
+    if ((tc.comm?.length ?? 0) > 64) throw bad(dir, file, "command name too long");
+  }
+  const th = c.threadCore;
+  if (th) {
+    for (const s of th.signalsP?.signals ?? []) if (s.siginfo.length !== 128) throw bad(dir, file, `a pending signal's siginfo is ${s.siginfo.length} bytes, not 128`);
+    if (th.creds && th.creds.groups.length > 65536) throw bad(dir, file, `${th.creds.groups.length} supplementary groups (at most 65536)`);
+    if ((th.comm?.length ?? 0) > 64) throw bad(dir, file, "thread name too long");
+  }
+}
+
+const KINDS = VMA.ANON_PRIVATE | VMA.ANON_SHARED | VMA.FILE_PRIVATE | VMA.FILE_SHARED | VMA.SYSVIPC;
+const UNSUPPORTED: [number, string][] = [[VMA.AIORING, "AIO ring"], [VMA.SOCKET, "socket"], [VMA.MEMFD, "memfd"], [VMA.VSYSCALL, "vsyscall"], [VMA.UNSUPP >>> 0, "unsupported"]];
+
+/** mm-PID.img: VMAs page aligned, inside user space, sorted, not overlapping; one kind each. */
+export function validateMm(dir: string, file: string, mm: S.mm_entry | undefined, files: Map<number, S.file_entry>) {
+  if (!mm) throw bad(dir, file, "has no entry");
+  let prevEnd = 0n;
+  for (const [i, v] of mm.vmas.entries()) {
+    const at = `VMA ${i} (${hex(v.start)}-${hex(v.end)})`;
+    if (v.start % P || v.end % P) throw bad(dir, file, `${at} is not page aligned`);
+    if (v.start >= v.end) throw bad(dir, file, `${at} is empty or reversed`);
+    if (v.end > TASK_SIZE_MAX) throw bad(dir, file, `${at} lies beyond user space`);
+    if (v.start < prevEnd) throw bad(dir, file, `${at} overlaps or precedes the VMA before it`);
+    prevEnd = v.end;
+    if (v.prot & ~7) throw bad(dir, file, `${at}: bad protection ${hex(v.prot)}`);
+    const st = v.status >>> 0;
+    for (const [bit, name] of UNSUPPORTED) if (st & bit) throw bad(dir, file, `${at}: ${name} mappings are not supported`);
+    const kind = st & KINDS;
+    if (kind & (kind - 1)) throw bad(dir, file, `${at}: status ${hex(st)} names more than one kind of mapping`);
+    if (kind & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) {
+      if (v.pgoff % P) throw bad(dir, file, `${at}: file offset ${v.pgoff} is not page aligned`);
+      if (!files.get(Number(v.shmid))?.reg) throw bad(dir, file, `${at} maps file id ${v.shmid}, which files.img does not have`);
+    }
+    if (kind & VMA.ANON_SHARED && v.pgoff % P) throw bad(dir, file, `${at}: shared memory offset ${v.pgoff} is not page aligned`);
+  }
+  if (mm.mmSavedAuxv.length > 128 || mm.mmSavedAuxv.length % 2) throw bad(dir, file, `auxv of ${mm.mmSavedAuxv.length} words`);
+  if (mm.mmStartBrk > mm.mmBrk) throw bad(dir, file, `brk ${hex(mm.mmBrk)} below its start ${hex(mm.mmStartBrk)}`);
+  if (mm.exeFileId && !files.get(mm.exeFileId)?.reg) throw bad(dir, file, `executable file id ${mm.exeFileId} is not in files.img`);
+}
+
+/**
+ * pagemap-PID.img: runs page aligned, non-empty, sorted, not overlapping, each stored in the pages
+ * file or the parent's, and wholly inside private mappings of mm-PID.img (pages are written there).
+ */
+export function validatePagemap(dir: string, file: string, runs: { vaddr: bigint; nrPages: number; flags: number }[], mm: S.mm_entry) {
+  const vmas = mm.vmas;
+  let prevEnd = 0n, vi = 0;
+  for (const [i, r] of runs.entries()) {
+    const at = `entry ${i} (${hex(r.vaddr)}, ${r.nrPages} pages)`;
+    if (r.vaddr % P) throw bad(dir, file, `${at}: address not page aligned`);
+    if (!Number.isSafeInteger(r.nrPages) || r.nrPages <= 0) throw bad(dir, file, `${at}: bad page count`);
+    const end = r.vaddr + BigInt(r.nrPages) * P;
+    if (end > TASK_SIZE_MAX) throw bad(dir, file, `${at} lies beyond user space`);
+    if (r.vaddr < prevEnd) throw bad(dir, file, `${at} overlaps or precedes the entry before it (entries must be sorted)`);
+    prevEnd = end;
+    if (r.flags & ~(PE.PARENT | PE.LAZY | PE.PRESENT)) throw bad(dir, file, `${at}: unknown flags ${hex(r.flags)}`);
+    if (!!(r.flags & PE.PARENT) === !!(r.flags & PE.PRESENT)) throw bad(dir, file, `${at}: flags ${hex(r.flags)} must say either in this dump or in the parent's`);
+    // inside private VMAs, possibly several adjacent ones
+    let a = r.vaddr;
+    while (vi < vmas.length && vmas[vi].end <= a) vi++;
+    for (let k = vi; a < end; k++) {
+      const v = vmas[k];
+      if (!v || v.start > a) throw bad(dir, file, `${at}: page ${hex(a)} is outside every VMA of the mm image`);
+      if (!(v.status & (VMA.ANON_PRIVATE | VMA.FILE_PRIVATE)) || v.status & VMA.VVAR)
+        throw bad(dir, file, `${at}: page ${hex(a)} lies in a mapping whose pages are not dumped (${hex(v.start)}-${hex(v.end)}, status ${hex(v.status)})`);
+      a = v.end;
+    }
+  }
+}
+
+/** fdinfo-N.img: fd numbers in range and unique, each naming a file of files.img. */
+export function validateFdinfo(dir: string, file: string, fds: S.fdinfo_entry[], files: Map<number, S.file_entry>) {
+  const seen = new Set<number>();
+  for (const fd of fds) {
+    if (!Number.isInteger(fd.fd) || fd.fd < 0 || fd.fd >= FD_MAX) throw bad(dir, file, `fd ${fd.fd} out of range`);
+    if (seen.has(fd.fd)) throw bad(dir, file, `fd ${fd.fd} is listed twice`);
+    seen.add(fd.fd);
+    const f = files.get(fd.id);
+    if (!f) throw bad(dir, file, `fd ${fd.fd} refers to file id ${fd.id}, which files.img does not have`);
+    if (f.type !== fd.type) throw bad(dir, file, `fd ${fd.fd} is of type ${fd.type} but file id ${fd.id} in files.img is of type ${f.type}`);
+  }
+}
+
+/** files.img: every id once. */
+export function validateFiles(dir: string, entries: S.file_entry[]): Map<number, S.file_entry> {
+  const files = new Map<number, S.file_entry>();
+  for (const f of entries) {
+    if (files.has(f.id)) throw bad(dir, "files.img", `file id ${f.id} is listed twice`);
+    files.set(f.id, f);
+  }
+  return files;
+}
+
+/**
+ * Images that what other images reference needs. A dump marked all_images (criu-bun's) wrote
+ * each of them even when empty, so a missing one is damage; CRIU leaves empty ones out, so for
+ * its dumps only what is never empty is required. TCP streams are always required for an
+ * established connection unless it is restored closed (--tcp-close, or dumped that way).
+ */
+export function requireImages(dir: string, inventory: S.inventory_entry, files: Map<number, S.file_entry>, tcpClose: boolean) {
+  const need = (file: string, why: string) => {
+    if (!imageExists(dir, file)) throw new CriuError("restore", `${join(dir, file)} is missing (${why})`);
+  };
+  for (const f of files.values()) {
+    if (inventory.allImages) {
+      if (f.pipe) need("pipes-data.img", `files.img has pipe ${f.pipe.pipeId}`);
+      if (f.fifo) need("fifo-data.img", `files.img has FIFO ${f.fifo.pipeId}`);
+      const u = f.usk;
+      if (u && u.peer && u.state !== 10 /* listening */ && !(u.uflags & 1 /* external */)) need("sk-queues.img", `files.img has connected unix socket ${u.ino}`);
+    }
+    const k = f.isk;
+    if (k && k.proto === 6 /* TCP */ && k.state === 1 /* ESTABLISHED */ && !tcpClose && !inventory.tcpClose)
+      need(streamImage(k.ino), `files.img has an established TCP connection, socket ${k.ino}; --tcp-close restores it closed`);
+  }
+}

@@ -1,0 +1,172 @@
+// Damaged or incomplete images are refused before anything is created, with one line naming the
+// file, and nothing is left behind: each workload is dumped once, then copies of its images are
+// damaged the way a bad disk, a careless copy or a hostile hand would (src/restore/validate.ts).
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { cpSync, mkdtempSync, readdirSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { create } from "@bufbuild/protobuf";
+import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, criuBun, isAlive, type Workload } from "./harness";
+import { dump, imagesDir, cleanupImages, restore, waitReaped } from "./engine-helpers";
+import { readImage, encodeImage } from "../src/images/image";
+import { decodePagemap, encodePagemap } from "../src/images/pagemap";
+import * as S from "../src/images/schemas";
+
+const dumped = new Map<string, { w: Workload; dir: string }>();
+const copies: string[] = [];
+
+beforeAll(async () => { await buildWorkloads(); }, 120_000);
+afterAll(() => {
+  cleanup(); cleanupImages();
+  for (const d of copies) rmSync(d, { recursive: true, force: true });
+});
+
+/** The workload dumped once (killed by the dump), its images kept as the pristine copy. */
+async function pristine(name: string) {
+  let d = dumped.get(name);
+  if (!d) {
+    const w = await startWorkload(name);
+    await Bun.sleep(150);
+    const dir = imagesDir(`val-${name}`);
+    dump(w.pid, dir);
+    await waitReaped(w.pid);
+    d = { w, dir };
+    dumped.set(name, d);
+  }
+  return d;
+}
+
+function copyOf(dir: string): string {
+  const c = mkdtempSync(join(tmpdir(), "criu-bun-val-"));
+  copies.push(c);
+  cpSync(dir, c, { recursive: true });
+  return c;
+}
+
+const file = (dir: string, prefix: string) => readdirSync(dir).find((f) => f.startsWith(prefix))!;
+
+/** Restore must fail quickly with exactly one error line containing `want`, leaving no process. */
+function refused(dir: string, w: Workload, ...want: string[]) {
+  const t0 = Date.now();
+  const r = criuBun(["restore", "-d", "-D", dir], { timeoutMs: 30_000 });
+  const errs = r.stderr.split("\n").filter((l) => l.trim());
+  expect(r.code).not.toBe(0);
+  expect(errs.length).toBe(1);
+  expect(errs[0]).toStartWith("Error (");
+  for (const s of want) expect(errs[0]).toContain(s);
+  expect(Date.now() - t0).toBeLessThan(15_000);
+  expect(isAlive(w.pid)).toBe(false);
+  return errs[0];
+}
+
+function rewritePagemap(dir: string, edit: (runs: { vaddr: bigint; nrPages: number; flags: number }[]) => void) {
+  const f = file(dir, "pagemap-");
+  const pm = decodePagemap(dir, f);
+  edit(pm.runs);
+  writeFileSync(join(dir, f), encodePagemap(pm.pagesId, pm.runs));
+  return f;
+}
+
+function rewrite<T>(dir: string, f: string, kind: string, edit: (entries: T[]) => void) {
+  const e = readImage<any>(dir, f, kind);
+  edit(e);
+  writeFileSync(join(dir, f), encodeImage(kind, e));
+}
+
+describe("fields that would make restore loop or write elsewhere", () => {
+  test("a pagemap address off by 16 bytes: refused at once naming the entry (restore used to spin, growing to 9 GB)", async () => {
+    const { w, dir } = await pristine("counter");
+    const c = copyOf(dir);
+    // the last run of a VMA: an unaligned start there left restore no whole page to take, forever
+    const f = rewritePagemap(c, (runs) => { runs[runs.length - 1].vaddr += 16n; });
+    const line = refused(c, w, f, "not page aligned");
+    expect(line).toContain(`entry `);
+  });
+
+  test("a VMA end off by 16 bytes: refused naming the mm image", async () => {
+    const { w, dir } = await pristine("counter");
+    const c = copyOf(dir);
+    const f = file(c, "mm-");
+    rewrite<S.mm_entry>(c, f, "MM", ([mm]) => { mm.vmas[2].end += 16n; });
+    refused(c, w, f, "VMA 2", "not page aligned");
+  });
+
+  test("overlapping VMAs and a pagemap run outside every VMA are refused", async () => {
+    const { w, dir } = await pristine("counter");
+    const c1 = copyOf(dir), f = file(c1, "mm-");
+    rewrite<S.mm_entry>(c1, f, "MM", ([mm]) => { mm.vmas[3].start = mm.vmas[2].start; });
+    refused(c1, w, f, "VMA 3", "overlaps");
+    const c2 = copyOf(dir);
+    rewrite<S.mm_entry>(c2, file(c2, "mm-"), "MM", ([mm]) => {
+      const pm = decodePagemap(c2, file(c2, "pagemap-"));
+      // drop the VMA that holds the first run of pages
+      mm.vmas = mm.vmas.filter((v) => !(v.start <= pm.runs[0].vaddr && pm.runs[0].vaddr < v.end));
+    });
+    refused(c2, w, file(c2, "pagemap-"), "outside every VMA");
+  });
+
+  test("pstree with PID 0, a loop of parents, a TID listed twice", async () => {
+    const { w, dir } = await pristine("counter");
+    const c1 = copyOf(dir);
+    rewrite<S.pstree_entry>(c1, "pstree.img", "PSTREE", (p) => { p[0].pid = 0; });
+    refused(c1, w, "pstree.img", "PID 0");
+    const c2 = copyOf(dir);
+    rewrite<S.pstree_entry>(c2, "pstree.img", "PSTREE", (p) => { p.push(create(S.pstree_entrySchema, { ...p[0], ppid: p[0].pid + 1 })); p[1].pid = p[0].pid + 1; p[1].threads = [p[1].pid]; });
+    refused(c2, w, "pstree.img");
+    const c3 = copyOf(dir);
+    rewrite<S.pstree_entry>(c3, "pstree.img", "PSTREE", (p) => { p[0].threads = [p[0].pid, p[0].pid]; });
+    refused(c3, w, "pstree.img", "listed twice");
+  });
+});
+
+describe("missing or inconsistent images", () => {
+  test("pagemap entries reordered: refused, both as unsorted and as moved (the page index binds blocks to addresses)", async () => {
+    const { w, dir } = await pristine("counter");
+    const c1 = copyOf(dir);
+    const f = rewritePagemap(c1, (runs) => { const t = runs[1]; runs[1] = runs[2]; runs[2] = t; });
+    refused(c1, w, f, "sorted");
+    // still sorted and inside the same VMAs, but the bytes would land one page lower
+    const c2 = copyOf(dir);
+    let moved = false;
+    const [mm] = readImage<S.mm_entry>(c2, file(c2, "mm-"), "MM");
+    rewritePagemap(c2, (runs) => {
+      for (let i = 1; i < runs.length && !moved; i++) {
+        const prevEnd = runs[i - 1].vaddr + BigInt(runs[i - 1].nrPages) * 4096n, to = runs[i].vaddr - 4096n;
+        if (to > prevEnd && mm.vmas.some((v) => v.start <= to && runs[i].vaddr < v.end)) { runs[i].vaddr = to; moved = true; }
+      }
+    });
+    expect(moved).toBe(true);
+    refused(c2, w, f, "pages-1.idx", "other addresses");
+  });
+
+  test("no fdinfo image (a process without fds), no ids image: refused naming the file", async () => {
+    const { w, dir } = await pristine("counter");
+    const c1 = copyOf(dir);
+    unlinkSync(join(c1, "fdinfo-1.img"));
+    refused(c1, w, "fdinfo-1.img is missing");
+    const c2 = copyOf(dir);
+    unlinkSync(join(c2, file(c2, "ids-")));
+    refused(c2, w, "ids-", "is missing");
+  });
+
+  test("no pipes-data image (unread data lost): refused; the pristine images restore and the data is there", async () => {
+    const { w, dir } = await pristine("pipes");
+    const c = copyOf(dir);
+    unlinkSync(join(c, "pipes-data.img"));
+    refused(c, w, "pipes-data.img is missing");
+    const r = await restore(dir, w.pid);
+    trigger(w);
+    expect((await waitResult(w, 15_000)).text).toStartWith("PASS");
+    expect(await r.proc.exited).toBe(0);
+  });
+
+  test("an fd whose type differs from its file's, an fd listed twice: refused", async () => {
+    const { w, dir } = await pristine("counter");
+    const c1 = copyOf(dir);
+    rewrite<S.fdinfo_entry>(c1, "fdinfo-1.img", "FDINFO", (fds) => { fds[0].type = 2; });
+    refused(c1, w, "fdinfo-1.img", "type");
+    const c2 = copyOf(dir);
+    rewrite<S.fdinfo_entry>(c2, "fdinfo-1.img", "FDINFO", (fds) => { fds[1].fd = fds[0].fd; });
+    refused(c2, w, "fdinfo-1.img", "listed twice");
+  });
+});
