@@ -62,3 +62,29 @@ export class CriuError extends Error {
     this.name = "CriuError";
   }
 }
+
+/** What criu-bun is doing, and for which process: named by an unexpected error (see cli/index.ts). */
+export const context = { phase: "", pid: 0 };
+/** Enter a phase of the work (pid: the process it is about, in the images' numbering, if any). */
+export function phase(name: string, pid = 0) {
+  context.phase = name;
+  context.pid = pid;
+  onPhase?.();
+}
+let onPhase: (() => void) | undefined;
+/** Called at every phase() (the restore watchdog counts them as progress). */
+export function setPhaseHook(f: (() => void) | undefined) { onPhase = f; }
+
+/**
+ * The one line a user sees for an error: a CriuError as it is; anything else (a bug, or damage
+ * no check caught) becomes "internal error in <phase> for process P: ...", its stack only in the
+ * log at -v4. Call it where the error is caught, before cleaning up changes the phase.
+ */
+export function asCriuError(e: unknown, command: string): CriuError {
+  if (e instanceof CriuError) return e;
+  const err = e as { message?: unknown; stack?: unknown } | undefined;
+  const text = String(err?.message ?? e).split("\n")[0];
+  if (typeof err?.stack === "string") log.debug(`stack of the internal error:\n${err.stack}`);
+  const at = context.phase || command;
+  return new CriuError(command, `internal error in ${at}${context.pid ? ` for process ${context.pid}` : ""}: ${text}`);
+}

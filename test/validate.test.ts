@@ -2,7 +2,7 @@
 // file, and nothing is left behind: each workload is dumped once, then copies of its images are
 // damaged the way a bad disk, a careless copy or a hostile hand would (src/restore/validate.ts).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { cpSync, mkdtempSync, readdirSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
@@ -168,5 +168,43 @@ describe("missing or inconsistent images", () => {
     const c2 = copyOf(dir);
     rewrite<S.fdinfo_entry>(c2, "fdinfo-1.img", "FDINFO", (fds) => { fds[1].fd = fds[0].fd; });
     refused(c2, w, "fdinfo-1.img", "listed twice");
+  });
+});
+
+describe("unexpected errors", () => {
+  test("a bug in the middle of restore: one line naming phase and process, stack only in the -v4 log, nothing left, images still good", async () => {
+    const { w, dir } = await pristine("counter");
+    const line = `Error (restore): internal error in restoring files for process ${w.pid}: injected bug 'restore-files' (CRIU_BUN_FAULT)`;
+    const r = criuBun(["restore", "-d", "-D", dir], { env: { CRIU_BUN_FAULT: "restore-files:internal" } });
+    expect(r.code).not.toBe(0);
+    expect(r.stderr.trim().split("\n")).toEqual([line]);
+    expect(isAlive(w.pid)).toBe(false);
+    // at -v4 the log has the stack too
+    const r4 = criuBun(["restore", "-d", "-D", dir, "-o", "bug.log", "-v4"], { env: { CRIU_BUN_FAULT: "restore-files:internal" } });
+    expect(r4.code).not.toBe(0);
+    const logText = readFileSync(join(dir, "bug.log"), "utf8");
+    expect(logText).toContain(line);
+    expect(logText).toContain("stack of the internal error:");
+    expect(logText).toMatch(/TypeError: injected bug/);
+    expect(isAlive(w.pid)).toBe(false);
+    const rr = await restore(dir, w.pid);
+    trigger(w);
+    expect((await waitResult(w, 15_000)).text).toStartWith("PASS");
+    expect(await rr.proc.exited).toBe(0);
+  });
+});
+
+describe("--timeout", () => {
+  test("a restore that stops making progress ends within --timeout with one line, leaving no process", async () => {
+    const { w, dir } = await pristine("counter");
+    const t0 = Date.now();
+    const r = criuBun(["restore", "-d", "-D", dir, "--timeout", "2"], { env: { CRIU_BUN_FAULT: "restore-files:hang" }, timeoutMs: 30_000 });
+    const ms = Date.now() - t0;
+    expect(r.code).not.toBe(0);
+    expect(r.stderr.trim().split("\n")).toEqual([`Error (restore): no progress for 2 s in restoring files for process ${w.pid} (--timeout); stopped, nothing restored`]);
+    expect(ms).toBeLessThan(10_000);
+    const deadline = Date.now() + 5000;
+    while (isAlive(w.pid) && Date.now() < deadline) await Bun.sleep(20);
+    expect(isAlive(w.pid)).toBe(false);
   });
 });

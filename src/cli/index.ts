@@ -82,7 +82,7 @@ export async function main(argv: string[]): Promise<number> {
   if (p.version) { process.stdout.write(versionText()); return 0; }
   if (p.help) { process.stdout.write(usage()); return 0; }
 
-  const { log, setLogFile, setLogLevel, CriuError } = await import("../log");
+  const { log, setLogFile, setLogLevel, asCriuError } = await import("../log");
   const fail = (where: string, msg: string) => {
     log.error(where, msg);
     return 1;
@@ -131,8 +131,8 @@ export async function main(argv: string[]): Promise<number> {
     const run = await def.load();
     return await run(opts, args);
   } catch (e: any) {
-    const where = e instanceof CriuError ? e.where : name;
-    log.error(where, e?.message ?? String(e));
+    const err = asCriuError(e, name);
+    log.error(err.where, err.message);
     if (process.env.CRIU_BUN_DEBUG) console.error(e?.stack);
     return 1;
   }

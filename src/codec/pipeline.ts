@@ -23,6 +23,7 @@ import { RunList } from "../images/pagemap";
 import { writeFull } from "../sys/mem";
 import { VMA, PE } from "../resources/vma";
 import { CriuError, log, logLevel, LOG_DEBUG } from "../log";
+import { tick } from "../restore/watchdog";
 
 const PAGE = 4096;
 const SLOTS_PER_WORKER = 3;
@@ -86,6 +87,7 @@ class Pool {
     let done = 0;
     const consume = (s: Slot, job: J) => {
       consumeJob(s, job);
+      tick();
       if (++done % GC_EVERY === 0) Bun.gc(false);
     };
     if (this.core) {

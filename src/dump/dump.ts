@@ -23,7 +23,7 @@ import { VMA } from "../resources/vma";
 import { writeImage, writeImageBytes } from "../images/image";
 import { encodePagemap } from "../images/pagemap";
 import * as S from "../images/schemas";
-import { CriuError, log } from "../log";
+import { CriuError, log, phase } from "../log";
 import { fault } from "../fault";
 import { PageServerClient } from "../net/pageserver";
 import { netdevs, withNs } from "../sys/netns";
@@ -138,6 +138,7 @@ export function dumpProcess(o: DumpOptions): DumpStats {
   // criu tells about the network lock only for a tree with its own network namespace
   const ownNet = readlinkSync(`/proc/${pid}/ns/net`) !== readlinkSync("/proc/self/ns/net");
   const t0 = performance.now();
+  phase("freezing the tree", pid);
   // with a freezer cgroup: every task in it is caught while frozen (nothing forks meanwhile);
   // those outside the tree are let go again
   let preSeized: Set<number> | undefined;
@@ -281,6 +282,7 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
 function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: FileTable, extra: ImageSink, twins: FdTwin[], o: DumpOptions, fdOpts: DumpOpts, d: string, ns: NsView, cgSet: number, seccomp: SeccompChains, pageServer?: PageServerClient) {
   const pid = n.pid, mem = n.mem!;
   const vpid = ns.v(pid);
+  phase("dumping", pid);
   const task: TaskDump = dumpTask(n.fp!, mem);
   log.debug(`process ${pid}: task state collected`);
   if (id === 1 && ns.ownUtsNs) writeImage(d, `utsns-${ids.utsNsId}.img`, "UTSNS", [msg(S.utsns_entrySchema, task.uts)]);

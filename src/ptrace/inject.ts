@@ -3,6 +3,7 @@
 //    through the syscall-entry and syscall-exit stops with PTRACE_SYSCALL.
 //  - "trap" mode (restore): rip points at our trampoline `syscall; int3`; one PTRACE_CONT, one SIGTRAP.
 import { getRegs, setRegs, ptrace, PTRACE, R, wait4Raw, W, type Regs, __WALL, describeStatus, getEventMsg } from "../sys/ptrace";
+import { tick } from "../restore/watchdog";
 import { openFd, closeFd, preadFull, pwriteFull, O } from "../sys/mem";
 import { readVmas } from "../sys/proc";
 import { CriuError, log, logLevel, LOG_DEBUG } from "../log";
@@ -62,6 +63,7 @@ export class Injector {
 
   /** Run syscall nr with args in the tracee; returns its raw result (negative = -errno). */
   call(nr: number, ...args: (number | bigint)[]): bigint {
+    tick();
     this.lastEventPid = 0;
     const regs = new BigUint64Array(this.saved);
     regs[R.rip] = this.syscallAddr;

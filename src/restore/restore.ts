@@ -14,16 +14,20 @@ import { TreeFiles } from "../resources/fdkind";
 import { restoreSysvShm, finishSysvShm, dropSysvShm } from "../resources/sysvshm";
 import { withNs } from "../sys/netns";
 import { O } from "../sys/mem";
-import { CriuError, log } from "../log";
+import { CriuError, log, phase, asCriuError, logFd } from "../log";
+import { startWatchdog, stopWatchdog, tick, whilePaused } from "./watchdog";
 import { fault } from "../fault";
 import { netRestoreBegin, netRestoreEnd } from "../resources/inet";
 import { precheckMountNs, type ExtMounts } from "../resources/mounts";
-import { runHook, type Hooks } from "../hooks";
+import { runHook as runHookNow, type Hooks } from "../hooks";
+
+/** A hook waits for someone else (a script, the RPC client): that is not a stalled restore. */
+function runHook(...a: Parameters<typeof runHookNow>) { return whilePaused(() => runHookNow(...a)); }
 
 export interface RestoreOptions {
   /** root: where the saved mount namespace's root goes (--root); extMounts: key -> path of external mounts */
   root?: string; extMounts?: ExtMounts;
-  dir: string; leaveStopped?: boolean; shellJob?: boolean; pidfile?: string; tcpClose?: boolean; manageCgroups?: boolean;
+  dir: string; leaveStopped?: boolean; timeoutSec?: number; shellJob?: boolean; pidfile?: string; tcpClose?: boolean; manageCgroups?: boolean;
   /** --manage-cgroups=ignore: leave every task in the cgroups restore runs in */
   ignoreCgroups?: boolean;
   /** notifications (action scripts, RPC) at criu's points; each blocks until answered */
@@ -65,6 +69,7 @@ function pidFree(pid: number): boolean {
     try { state = readFileSync(`/proc/${pid}/stat`, "latin1").replace(/^.*\) /s, "")[0]; } catch { return true; }
     if (state !== "Z" && state !== "X") return false;
     if (Date.now() > deadline) return false;
+    tick();
     Bun.sleepSync(10);
   }
 }
@@ -81,8 +86,16 @@ function checkFile(pid: number, what: string, reg: S.reg_file_entry, checkSize =
 
 export function restoreProcesses(o: RestoreOptions): { pid: number; ms: number; forkMs: number; pages: number; processes: number } {
   const t0 = performance.now();
+  // no progress for --timeout seconds (default 10) ends the restore, whatever it waits for
+  startWatchdog((o.timeoutSec ?? 10) * 1000, logFd());
+  try { return restoreAll(o, t0); } finally { stopWatchdog(); }
+}
+
+function restoreAll(o: RestoreOptions, t0: number): { pid: number; ms: number; forkMs: number; pages: number; processes: number } {
+  phase("loading images");
   const set = loadImages(o.dir);
   netRestoreBegin({ tcpClose: o.tcpClose });
+  phase("checking images");
   precheck(set, o);
   runHook(o.hooks, "pre-restore");
   const ownNs = !!(set.newPidNs || set.newMntNs || set.newNetNs || set.newIpcNs || set.uts || set.timens);
@@ -99,6 +112,7 @@ export function restoreProcesses(o: RestoreOptions): { pid: number; ms: number; 
     if (!set.newIpcNs) sysv = restoreSysvShm(set.dir);
     // 1. every process, parents before children (pstree order), each with its memory
     for (const t of set.tasks) {
+      phase("creating the process", t.pid);
       const b = new TaskBuilder(set, t, treeFiles);
       builders.push(b); byPid.set(t.pid, b);
       if (t === root) {
@@ -113,6 +127,7 @@ export function restoreProcesses(o: RestoreOptions): { pid: number; ms: number; 
       if (cg && !o.ignoreCgroups && set.cgroups.has(cg)) enterCgroups(b.pid, set.cgroups.get(cg)!, !!o.manageCgroups);
       b.restoreSession(inTree, o.shellJob);
       // memory before the children are forked from it: what they share stays shared
+      phase("restoring memory", t.pid);
       if (!t.zombie) b.restoreMemory();
     }
     // process groups: leaders first
@@ -123,26 +138,35 @@ export function restoreProcesses(o: RestoreOptions): { pid: number; ms: number; 
     // 2. each live process gets its memory, files, state and threads
     for (const b of builders) {
       if (b.t.zombie) continue;
+      phase("restoring mm fields", b.t.pid);
       b.restoreMmFields();
+      phase("restoring files", b.t.pid);
       b.restoreFiles({ shellJob: o.shellJob });
       fault("restore-files", "restore");
+      phase("restoring task state", b.t.pid);
       b.restoreTaskState({ shellJob: o.shellJob });
+      phase("restoring threads", b.t.pid);
       b.createThreads();
       b.restoreThreadState();
+      phase("restoring signals and timers", b.t.pid);
       b.restoreSignalsAndTimers();
     }
     for (const b of builders) if (!b.t.zombie) b.closeHeld();
     // 3. registers, trampolines gone; 4. all go at once
-    for (const b of builders) if (!b.t.zombie) b.finish();
+    for (const b of builders) if (!b.t.zombie) { phase("restoring registers", b.t.pid); b.finish(); }
     fault("restore-end", "restore");
     ipc(() => finishSysvShm(sysv));
     runHook(o.hooks, "post-restore", { pid: builders[0].pid });
     if (set.newNetNs) softHook(o.hooks, "network-unlock", builders[0].pid);
     runHook(o.hooks, "pre-resume", { pid: builders[0].pid });
   } catch (e) {
-    for (const b of [...builders].reverse()) b.abort();
+    const err = asCriuError(e, "restore"); // names the phase it happened in, before cleanup moves on
+    phase("cleaning up a failed restore");
+    for (const b of [...builders].reverse()) {
+      try { b.abort(); } catch (x) { log.warn(`cleanup of process ${b.t.pid}: ${asCriuError(x, "restore").message}`); }
+    }
     if (!set.newIpcNs) dropSysvShm(sysv); // in a new IPC namespace they die with it
-    throw e;
+    throw err;
   }
   for (const b of [...builders].reverse()) if (!b.t.zombie) b.release({ leaveStopped: o.leaveStopped });
   netRestoreEnd();
