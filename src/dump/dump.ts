@@ -21,6 +21,7 @@ import { dumpSysvShm } from "../resources/sysvshm";
 import { CgroupSets, ROOT_CG_SET, freezeCgroup } from "../resources/cgroup";
 import { VMA } from "../resources/vma";
 import { writeImage, writeImageBytes } from "../images/image";
+import { writeManifest } from "../images/manifest";
 import { encodePagemap } from "../images/pagemap";
 import * as S from "../images/schemas";
 import { CriuError, log, phase } from "../log";
@@ -275,6 +276,7 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
     freezingTime: stats.freezingTime, frozenTime: stats.frozenTime, memdumpTime: stats.memdumpTime, memwriteTime: 0,
     pagesScanned: BigInt(stats.pagesScanned), pagesSkippedParent: 0n, pagesWritten: BigInt(stats.pagesWritten), pagesLazy: 0n,
   } })]);
+  writeManifest(d); // last: the checksums of everything written above
   return stats;
 }
 

@@ -7,6 +7,7 @@ import type * as S from "../images/schemas";
 import { CriuError } from "../log";
 import { checkPages } from "../codec/pipeline";
 import { taskCgSet, readCgroups } from "../resources/cgroup";
+import { verifyManifest } from "../images/manifest";
 import { validatePstree, validateCore, validateMm, validatePagemap, validateFdinfo, validateFiles } from "./validate";
 
 export interface TaskImages {
@@ -182,5 +183,8 @@ export function loadImages(dir: string): RestoreSet {
   const newIpcNs = !!(rootIds && dumper && rootIds.ipcNsId !== dumper.ipcNsId);
   const mntImg = rootIds ? `mountpoints-${rootIds.mntNsId}.img` : "";
   const mounts = newMntNs && imageExists(dir, mntImg) ? readImage<S.mnt_entry>(dir, mntImg, "MNTS") : undefined;
+  // criu-bun's dump: every image as written. Last, so that damage the checks above understand is
+  // named by them (file, offset, field); this catches what still looks plausible
+  if (inventory.allImages) verifyManifest(dir);
   return { dir, inventory, files, tasks, newPidNs, newMntNs, mounts, newNetNs, newIpcNs, uts, timens, cgroups, seccomp };
 }
