@@ -15,7 +15,7 @@
 // whatever the budget); CRIU_BUN_FUZZ_CASES=N sets the number of cases (default 200) and
 // CRIU_BUN_FUZZ_SECONDS the time budget after which no new case starts (default 100).
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, unlinkSync, writeFileSync, existsSync } from "node:fs";
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, unlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, criuBun, isAlive, type Workload } from "./harness";

@@ -208,3 +208,17 @@ describe("--timeout", () => {
     expect(isAlive(w.pid)).toBe(false);
   });
 });
+
+describe("criu-bun.sum", () => {
+  test("a plausible but changed value (another instruction pointer) is refused by the images' checksums, naming the file", async () => {
+    const { w, dir } = await pristine("counter");
+    const c = copyOf(dir);
+    const f = `core-${w.pid}.img`;
+    rewrite<S.core_entry>(c, f, "CORE", ([core]) => { core.threadInfo!.gpregs!.ip += 1n; });
+    refused(c, w, f, "is damaged", "criu-bun.sum");
+    // and without it, a dump that says criu-bun wrote it is refused too
+    const c2 = copyOf(dir);
+    unlinkSync(join(c2, "criu-bun.sum"));
+    refused(c2, w, "criu-bun.sum is missing");
+  });
+});
