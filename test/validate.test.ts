@@ -141,9 +141,9 @@ describe("missing or inconsistent images", () => {
 
   test("no fdinfo image (a process without fds), no ids image: refused naming the file", async () => {
     const { w, dir } = await pristine("counter");
-    const c1 = copyOf(dir);
-    unlinkSync(join(c1, "fdinfo-1.img"));
-    refused(c1, w, "fdinfo-1.img is missing");
+    const c1 = copyOf(dir), fdinfo = file(c1, "fdinfo-");
+    unlinkSync(join(c1, fdinfo));
+    refused(c1, w, `${fdinfo} is missing`);
     const c2 = copyOf(dir);
     unlinkSync(join(c2, file(c2, "ids-")));
     refused(c2, w, "ids-", "is missing");
@@ -162,12 +162,12 @@ describe("missing or inconsistent images", () => {
 
   test("an fd whose type differs from its file's, an fd listed twice: refused", async () => {
     const { w, dir } = await pristine("counter");
-    const c1 = copyOf(dir);
-    rewrite<S.fdinfo_entry>(c1, "fdinfo-1.img", "FDINFO", (fds) => { fds[0].type = 2; });
-    refused(c1, w, "fdinfo-1.img", "type");
+    const c1 = copyOf(dir), fdinfo = file(c1, "fdinfo-");
+    rewrite<S.fdinfo_entry>(c1, fdinfo, "FDINFO", (fds) => { fds[0].type = 2; });
+    refused(c1, w, fdinfo, "type");
     const c2 = copyOf(dir);
-    rewrite<S.fdinfo_entry>(c2, "fdinfo-1.img", "FDINFO", (fds) => { fds[1].fd = fds[0].fd; });
-    refused(c2, w, "fdinfo-1.img", "listed twice");
+    rewrite<S.fdinfo_entry>(c2, fdinfo, "FDINFO", (fds) => { fds[1].fd = fds[0].fd; });
+    refused(c2, w, fdinfo, "listed twice");
   });
 });
 

@@ -8,7 +8,7 @@ import { CriuError } from "../log";
 import { checkPages } from "../codec/pipeline";
 import { taskCgSet, readCgroups } from "../resources/cgroup";
 import { verifyManifest } from "../images/manifest";
-import { validatePstree, validateCore, validateMm, validatePagemap, validateFdinfo, validateFiles } from "./validate";
+import { validatePstree, validateThreads, validateCore, validateMm, validatePagemap, validateFdinfo, validateFiles } from "./validate";
 
 export interface TaskImages {
   pid: number; ppid: number; pgid: number; sid: number; tids: number[];
@@ -126,6 +126,8 @@ export function loadImages(dir: string): RestoreSet {
     validateFdinfo(dir, fdFile, fds, files);
     tasks.push({ pid, ppid: p.ppid, pgid: p.pgid, sid: p.sid, tids, cores, ids, mm, pagemap, pagesFile, fs, fds });
   }
+  const live = new Set(tasks.filter((t) => !t.zombie).map((t) => t.pid));
+  validateThreads(dir, pstree, (pid) => live.has(pid));
   const pids = new Set(tasks.map((t) => t.pid));
   const byPid = new Map(tasks.map((t) => [t.pid, t]));
   // an fd table or fs shared between processes can only be recreated between parent and child

@@ -42,14 +42,28 @@ export function validatePstree(dir: string, pstree: S.pstree_entry[]) {
       if (p.ppid === p.pid) throw bad(dir, f, `${what} is its own parent`);
       if (!pids.has(p.ppid)) throw bad(dir, f, `${what}: parent ${p.ppid} is not listed before it`);
     } else if (p.ppid >= PID_MAX) throw bad(dir, f, `${what}: parent ${p.ppid} out of range`);
-    if (p.threads.length && !p.threads.includes(p.pid)) throw bad(dir, f, `${what}: its threads do not include the leader`);
-    for (const t of p.threads.length ? p.threads : [p.pid]) {
-      if (!okId(t)) throw bad(dir, f, `${what}: thread ${t} out of range`);
-      if (owner.has(t)) throw bad(dir, f, `${what}: TID ${t} is listed twice`);
-      owner.set(t, p.pid);
-    }
+    if (owner.has(p.pid)) throw bad(dir, f, `${what}: PID ${p.pid} is also a thread listed before`);
+    owner.set(p.pid, p.pid);
     pids.add(p.pid);
   });
+}
+
+/** pstree.img's threads of the live processes (a zombie's list means nothing: CRIU may leave anything there). */
+export function validateThreads(dir: string, pstree: S.pstree_entry[], live: (pid: number) => boolean) {
+  const f = "pstree.img";
+  const owner = new Map<number, number>(pstree.map((p) => [p.pid, p.pid]));
+  for (const p of pstree) {
+    if (!live(p.pid) || !p.threads.length) continue;
+    const what = `process ${p.pid}`;
+    if (!p.threads.includes(p.pid)) throw bad(dir, f, `${what}: its threads do not include the leader`);
+    const mine = new Set<number>();
+    for (const t of p.threads) {
+      if (!okId(t)) throw bad(dir, f, `${what}: thread ${t} out of range`);
+      if (mine.has(t) || (owner.has(t) && owner.get(t) !== p.pid)) throw bad(dir, f, `${what}: TID ${t} is listed twice`);
+      mine.add(t);
+      owner.set(t, p.pid);
+    }
+  }
 }
 
 /** core-TID.img of a live thread: registers present, lists within the kernel's sizes. */
@@ -81,7 +95,9 @@ export function validateCore(dir: string, file: string, c: S.core_entry, leader:
 }
 
 const KINDS = VMA.ANON_PRIVATE | VMA.ANON_SHARED | VMA.FILE_PRIVATE | VMA.FILE_SHARED | VMA.SYSVIPC;
-const UNSUPPORTED: [number, string][] = [[VMA.AIORING, "AIO ring"], [VMA.SOCKET, "socket"], [VMA.MEMFD, "memfd"], [VMA.VSYSCALL, "vsyscall"], [VMA.UNSUPP >>> 0, "unsupported"]];
+const UNSUPPORTED: [number, string][] = [[VMA.AIORING, "AIO ring"], [VMA.SOCKET, "socket"], [VMA.MEMFD, "memfd"], [VMA.UNSUPP >>> 0, "unsupported"]];
+/** [vsyscall]: the kernel's own page, listed by CRIU (restore leaves it to the kernel) */
+const VSYSCALL_START = 0xffffffffff600000n, VSYSCALL_END = 0xffffffffff601000n;
 
 /** mm-PID.img: VMAs page aligned, inside user space, sorted, not overlapping; one kind each. */
 export function validateMm(dir: string, file: string, mm: S.mm_entry | undefined, files: Map<number, S.file_entry>) {
@@ -91,7 +107,9 @@ export function validateMm(dir: string, file: string, mm: S.mm_entry | undefined
     const at = `VMA ${i} (${hex(v.start)}-${hex(v.end)})`;
     if (v.start % P || v.end % P) throw bad(dir, file, `${at} is not page aligned`);
     if (v.start >= v.end) throw bad(dir, file, `${at} is empty or reversed`);
-    if (v.end > TASK_SIZE_MAX) throw bad(dir, file, `${at} lies beyond user space`);
+    if (v.status & VMA.VSYSCALL) {
+      if (v.start !== VSYSCALL_START || v.end !== VSYSCALL_END) throw bad(dir, file, `${at}: a vsyscall mapping is where the kernel puts it or nowhere`);
+    } else if (v.end > TASK_SIZE_MAX) throw bad(dir, file, `${at} lies beyond user space`);
     if (v.start < prevEnd) throw bad(dir, file, `${at} overlaps or precedes the VMA before it`);
     prevEnd = v.end;
     if (v.prot & ~7) throw bad(dir, file, `${at}: bad protection ${hex(v.prot)}`);
@@ -133,7 +151,7 @@ export function validatePagemap(dir: string, file: string, runs: { vaddr: bigint
     for (let k = vi; a < end; k++) {
       const v = vmas[k];
       if (!v || v.start > a) throw bad(dir, file, `${at}: page ${hex(a)} is outside every VMA of the mm image`);
-      if (!(v.status & (VMA.ANON_PRIVATE | VMA.FILE_PRIVATE)) || v.status & VMA.VVAR)
+      if (!(v.status & (VMA.ANON_PRIVATE | VMA.FILE_PRIVATE)) || v.status & (VMA.VVAR | VMA.VSYSCALL))
         throw bad(dir, file, `${at}: page ${hex(a)} lies in a mapping whose pages are not dumped (${hex(v.start)}-${hex(v.end)}, status ${hex(v.status)})`);
       a = v.end;
     }
