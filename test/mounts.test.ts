@@ -197,6 +197,45 @@ describe("container mount namespaces", () => {
     await finish(rootfs, init, { proc: r }, before);
   }, 60000);
 
+  test("tmpfs images: GNU tar extracts criu-bun's; criu-bun restores one GNU tar wrote as CRIU 4.2 writes them (long names, links, fifo, modes)", async () => {
+    const rootfs = busyboxRootfs();
+    const { pid, outer } = await startContainer(rootfs);
+    const before = mounts(readFileSync(`/proc/${pid}/mountinfo`, "utf8"));
+    const dir = imagesDir("container-tar");
+    dump(pid, dir);
+    await outer.exited;
+    const ents = JSON.parse(Bun.spawnSync(["crit", "decode", "-i", join(dir, readdirSync(dir).find((f) => f.startsWith("mountpoints-"))!)]).stdout.toString()).entries;
+    const img = join(dir, `tmpfs-dev-${ents.find((e: any) => e.mountpoint === "/tmp").root_dev}.tar.gz.img`);
+    // GNU tar reads what criu-bun wrote (CRIU 4.2 restores tmpfs with tar --extract --gzip)
+    const out = mkdtempSync(join(tmpdir(), "criu-bun-tarx-"));
+    tmp.push(out);
+    expect(Bun.spawnSync(["tar", "--extract", "--gzip", "--no-unquote", "--no-wildcards", "--numeric-owner", "-f", img, "-C", out]).exitCode).toBe(0);
+    expect(readFileSync(join(out, "t1"), "utf8")).toBe("tmpdata\n");
+    expect(readFileSync(join(out, "d/t2"), "utf8")).toBe("x\n");
+    expect(readlinkSync(join(out, "link"))).toBe("t1");
+    expect(statSync(out).mode & 0o7777).toBe(0o1777);
+    // and criu-bun restores a tmpfs image made by GNU tar the way CRIU 4.2 makes it
+    const src = mkdtempSync(join(tmpdir(), "criu-bun-tarc-"));
+    tmp.push(src);
+    const long = "d".repeat(60) + "/" + "e".repeat(60);
+    mkdirSync(join(src, "d"), { mode: 0o750 }); mkdirSync(join(src, long), { recursive: true });
+    writeFileSync(join(src, "t1"), "tmpdata\n"); writeFileSync(join(src, "d/t2"), "x\n"); symlinkSync("t1", join(src, "link"));
+    writeFileSync(join(src, long, "f".repeat(90)), "long\n");
+    Bun.spawnSync(["ln", join(src, "t1"), join(src, "hard")]);
+    Bun.spawnSync(["mkfifo", "-m", "640", join(src, "fifo")]);
+    chmodSync(src, 0o1777); chmodSync(join(src, "d"), 0o750);
+    const t = Bun.spawnSync(["tar", "--create", "--gzip", "--no-unquote", "--no-wildcards", "--one-file-system", "--check-links", "--preserve-permissions", "--sparse", "--numeric-owner", "--directory", src, "-f", img, "."]);
+    expect(t.exitCode).toBe(0);
+    const r = await restore(dir, pid);
+    const root = `/proc/${pid}/root/tmp`;
+    expect(readFileSync(join(root, long, "f".repeat(90)), "utf8")).toBe("long\n");
+    expect(statSync(join(root, "hard")).ino).toBe(statSync(join(root, "t1")).ino);
+    expect(statSync(join(root, "fifo")).isFIFO()).toBe(true);
+    expect(statSync(join(root, "fifo")).mode & 0o777).toBe(0o640);
+    expect(statSync(join(root, "d")).mode & 0o777).toBe(0o750);
+    await finish(rootfs, pid, r, before);
+  }, 60000);
+
   test("a mount criu-bun cannot make (ramfs) is refused at dump naming it; the container keeps running", async () => {
     const rootfs = busyboxRootfs();
     const { pid, outer } = await startContainer(rootfs, { extra: "mount -t ramfs ramfs /odd" });
