@@ -7,7 +7,6 @@ import { isFieldSet } from "@bufbuild/protobuf";
 import { criu_optsSchema, criu_featuresSchema, criu_req_type, criu_cg_mode, type criu_opts, type criu_req } from "../images/gen/rpc_pb";
 import { CRIU_OPTIONS, refusal } from "../cli/criu-options";
 import { readConfig } from "../cli/config";
-import { parseExtMounts } from "../resources/mounts";
 import { CriuError, log, setLogFile, setLogLevel } from "../log";
 import { VERSION, CRIU_LEVEL } from "../version";
 import { failure, RpcHooks, type RespInit, type RpcConn } from "./swrk";
