@@ -27,6 +27,7 @@ async function waitFor<T>(fn: () => T | undefined | false, ms: number, what: str
     await Bun.sleep(20);
   }
 }
+const CRIU42 = "/work/shared/tools/criu-4.2";
 const read = (p: string) => { try { return readFileSync(p, "utf8"); } catch { return ""; } };
 
 /** A minimal root file system: busybox-static and its applets, a file to bind read-only. */
@@ -235,6 +236,39 @@ describe("container mount namespaces", () => {
     expect(statSync(join(root, "d")).mode & 0o777).toBe(0o750);
     await finish(rootfs, pid, r, before);
   }, 60000);
+
+  test.skipIf(!existsSync(CRIU42))("CRIU 4.2 restores criu-bun's images of the container, and criu-bun restores CRIU 4.2's", async () => {
+    const check = async (rootfs: string, pid: number, before: string[]) => {
+      expect(same(`/proc/${pid}/root`, rootfs)).toBe(true);
+      await counting(rootfs);
+      writeFileSync(join(rootfs, "work/go"), "");
+      await waitFor(() => existsSync(join(rootfs, "work/result")), 10000, "the container's result");
+      const res = readFileSync(join(rootfs, "work/result"), "utf8");
+      expect(res.split("\n")[0]).toBe("PASS");
+      expect(mounts(res)).toEqual(before);
+    };
+    // criu-bun dumps, CRIU 4.2 restores (it needs --root for a mount namespace)
+    const a = busyboxRootfs();
+    const ca = await startContainer(a);
+    const beforeA = mounts(readFileSync(`/proc/${ca.pid}/mountinfo`, "utf8"));
+    const da = imagesDir("container-to-criu");
+    dump(ca.pid, da);
+    await ca.outer.exited;
+    const rc = Bun.spawnSync([CRIU42, "restore", "-D", da, "-d", "--root", a, "-o", "criu-restore.log", "-v4"]);
+    if (rc.exitCode !== 0) throw new Error(read(join(da, "criu-restore.log")).split("\n").filter((l) => l.includes("Error")).join("\n"));
+    await check(a, ca.pid, beforeA);
+    // CRIU 4.2 dumps, criu-bun restores
+    const b = busyboxRootfs();
+    const cb = await startContainer(b);
+    const beforeB = mounts(readFileSync(`/proc/${cb.pid}/mountinfo`, "utf8"));
+    const db = imagesDir("container-from-criu");
+    const dc = Bun.spawnSync([CRIU42, "dump", "-t", String(cb.pid), "-D", db, "-o", "criu-dump.log", "-v4"]);
+    if (dc.exitCode !== 0) throw new Error(read(join(db, "criu-dump.log")).split("\n").filter((l) => l.includes("Error")).join("\n"));
+    await cb.outer.exited;
+    expect(readdirSync(db).some((f) => /^tmpfs-dev-\d+\.tar\.gz\.img$/.test(f))).toBe(true);
+    const r = await restore(db, cb.pid, ["--root", b]);
+    await finish(b, cb.pid, r, beforeB);
+  }, 90000);
 
   test("a mount criu-bun cannot make (ramfs) is refused at dump naming it; the container keeps running", async () => {
     const rootfs = busyboxRootfs();
