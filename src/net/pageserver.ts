@@ -138,6 +138,7 @@ export function servePages(dir: string, address: string, port: number, onListeni
       if (!readAll(conn, head, "reading a request")) { finish(); break; }
       const cmd = dv.getUint32(0, true), nr = dv.getUint32(4, true), vaddr = dv.getBigUint64(8, true), dst = dv.getBigUint64(16, true);
       const op = cmd & 0xffff;
+      log.debug(`page server: request 0x${cmd.toString(16)} nr_pages ${nr} vaddr 0x${vaddr.toString(16)} dst_id 0x${dst.toString(16)}`);
       if (op === PS.OPEN || op === PS.OPEN2) {
         const type = Number(dst & 0xffn), id = dst >> 8n;
         if (type !== TYPE_PID && type !== TYPE_SHMEM) throw new CriuError("page-server", `unknown pagemap type ${type}`);
