@@ -55,3 +55,27 @@ test("no page server listening: the dump fails before freezing anything", async 
   expect((await waitResult(w)).text).toStartWith("PASS");
   void waitReaped;
 });
+
+test("a page server that accepts and never answers fails the dump within --timeout; the process keeps running", async () => {
+  const net = await import("node:net");
+  const held: any[] = [];
+  const srv = net.createServer((c) => { held.push(c); }); // accepts, reads nothing, answers nothing
+  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", () => r()));
+  const port = (srv.address() as any).port;
+  try {
+    const w = await startWorkload("counter");
+    const t0 = Date.now();
+    const r = criuBun(["dump", "-t", String(w.pid), "-D", imagesDir("ps-silent"), "--page-server", "--address", "127.0.0.1", "--port", String(port), "--timeout", "2"]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain("the page server did not answer within 2 s");
+    expect(Date.now() - t0).toBeLessThan(30000);
+    const status = require("node:fs").readFileSync(`/proc/${w.pid}/status`, "latin1");
+    expect(status).not.toMatch(/^State:\s+[tT]/m);
+    expect(status).toMatch(/^TracerPid:\s+0$/m);
+    trigger(w);
+    expect((await waitResult(w)).text).toStartWith("PASS");
+  } finally {
+    for (const c of held) c.destroy();
+    srv.close();
+  }
+}, 60000);

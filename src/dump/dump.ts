@@ -133,7 +133,7 @@ export function dumpProcess(o: DumpOptions): DumpStats {
   if (o.prevImagesDir) linkParent(dir, o.prevImagesDir);
   if (o.pageServer && o.compress) throw new CriuError("dump", "--compress cannot be used with --page-server (the page server writes CRIU's raw pages)");
   // connect first: a page server that is not there fails the dump before anything is frozen
-  const pageServer = o.pageServer ? new PageServerClient(o.pageServer.address, o.pageServer.port) : undefined;
+  const pageServer = o.pageServer ? new PageServerClient(o.pageServer.address, o.pageServer.port, o.timeoutSec ?? 10) : undefined;
   try { runHook(o.hooks, "pre-dump", { pid }); }
   catch (e) { pageServer?.close(); throw e; }
   // criu tells about the network lock only for a tree with its own network namespace

@@ -27,7 +27,13 @@ function sockaddrIn(address: string, port: number): Uint8Array {
   return b;
 }
 
-function must(what: string, r: number): number {
+/** sockets with a deadline: EAGAIN on them means the peer did not answer in time */
+const deadlineSec = new Map<number, number>();
+
+function must(what: string, r: number, fd = -1): number {
+  if (r === -11 /* EAGAIN: SO_RCVTIMEO/SO_SNDTIMEO ran out */ && deadlineSec.has(fd)) {
+    throw new CriuError("page-server", `${what}: the page server did not answer within ${deadlineSec.get(fd)} s (--timeout)`);
+  }
   if (r < 0) throw new CriuError("page-server", `${what} failed (errno ${-r})`);
   return r;
 }
@@ -36,7 +42,7 @@ function writeAll(fd: number, b: Uint8Array, what: string) {
   for (let off = 0; off < b.length;) {
     const r = syscall(NR.write, fd, addr(b, off), b.length - off);
     if (r === -4) continue;
-    must(what, r);
+    must(what, r, fd);
     off += r;
   }
 }
@@ -45,7 +51,7 @@ function readAll(fd: number, b: Uint8Array, what: string, len = b.length): boole
   for (let off = 0; off < len;) {
     const r = syscall(NR.read, fd, addr(b, off), len - off);
     if (r === -4) continue;
-    must(what, r);
+    must(what, r, fd);
     if (r === 0) {
       if (off === 0) return false;
       throw new CriuError("page-server", `${what}: the connection ended in the middle of a message`);
@@ -66,11 +72,16 @@ function psi(cmd: number, nrPages: number, vaddr: bigint, dstId: bigint): Uint8A
 
 export class PageServerClient {
   private fd: number;
-  constructor(public address: string, public port: number) {
+  /** timeoutSec: the deadline of every connect, read and write (SO_SNDTIMEO/SO_RCVTIMEO): a page
+   * server that accepts and then goes silent fails the dump, which then lets the tree go. */
+  constructor(public address: string, public port: number, timeoutSec = 10) {
     this.fd = must("socket", syscall(NR.socket, 2, 1 | 0o2000000 /* SOCK_STREAM|SOCK_CLOEXEC */, 0));
+    const tv = new BigInt64Array([BigInt(Math.max(1, timeoutSec)), 0n]);
+    for (const opt of [20 /* SO_RCVTIMEO */, 21 /* SO_SNDTIMEO */]) syscall(NR.setsockopt, this.fd, 1 /* SOL_SOCKET */, opt, addr(tv), 16);
     const sa = sockaddrIn(address, port);
     const r = syscall(NR.connect, this.fd, addr(sa), sa.length);
     if (r < 0) { closeFd(this.fd); throw new CriuError("page-server", `cannot connect to the page server at ${address}:${port} (errno ${-r})`); }
+    deadlineSec.set(this.fd, timeoutSec);
   }
 
   /** One process's pages: runs in order, their bytes packed in dataFile in the same order. */
@@ -100,6 +111,7 @@ export class PageServerClient {
     writeAll(this.fd, psi(PS.FLUSH_N_CLOSE, 0, 0n, 0n), "sending PS_IOV_FLUSH_N_CLOSE");
     const st = new Int32Array(1);
     const ok = readAll(this.fd, new Uint8Array(st.buffer), "reading the page server's status");
+    deadlineSec.delete(this.fd);
     closeFd(this.fd);
     if (!ok || st[0] !== 0) throw new CriuError("page-server", `the page server reported a failure (status ${ok ? st[0] : "none"})`);
   }
