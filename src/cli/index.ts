@@ -5,7 +5,7 @@
 import { parseCli, type ParsedCli } from "./parse";
 import { UsageError, atoi } from "./getopt";
 import { checkSupport } from "./support";
-import { CRIU_OPTIONS, CRIU_BUN_OPTIONS, type Command } from "./criu-options";
+import { CRIU_OPTIONS, CRIU_BUN_OPTIONS, optionByName, optionByShort, type Command } from "./criu-options";
 import type { Opts } from "./options";
 import { versionText } from "../version";
 
@@ -26,7 +26,7 @@ const COMMANDS: Record<string, CommandDef> = {
   restore: { desc: "restore a process tree from an images directory (-D DIR)", load: async () => (await import("./restore")).run },
   check: { desc: "check that the kernel supports what criu-bun needs", load: async () => (await import("./check")).run },
   "page-server": { desc: "receive the pages of a dump run with --page-server (--port N, -D DIR)", load: async () => (await import("./pageserver")).run },
-  show: { desc: "decode an image FILE to JSON, or summarize an images directory (--dir DIR)", load: async () => (await import("./show")).run, args: "any" },
+  show: { desc: "crit in criu-bun: decode|encode|info [-i IN] [-o OUT] [--pretty] [--nopl], x DIR ps|fds|mems|rss", load: async () => (await import("./show")).run, args: "any" },
   service: { desc: "launch the RPC service (not supported yet)", load: unsupported("service") },
   swrk: { desc: "serve criu's RPC on the socket at fd N (how runc, crun and Podman call criu)", load: async () => (await import("./swrk")).run, args: "any" },
   install: { desc: "install --as-criu [--prefix DIR]: make criu-bun the criu in PATH (a symlink DIR/criu)", load: async () => (await import("./install")).run },
@@ -42,7 +42,7 @@ function usage(): string {
     "  criu-bun restore [<options>]",
     "  criu-bun check [--feature FEAT]",
     "  criu-bun page-server",
-    "  criu-bun show FILE | --dir DIR [ps|mems|fds]",
+    "  criu-bun show decode|encode|info [-i IN] [-o OUT] [--pretty] [--nopl] | show x DIR ps|fds|mems|rss",
     "",
     "Commands:",
     ...Object.entries(COMMANDS).map(([n, c]) => `  ${n.padEnd(14)} ${c.desc}`),
@@ -70,10 +70,35 @@ async function closeFds(list: unknown) {
   }
 }
 
+/**
+ * Where the command word `show` is, if it is the command: everything after it is show's own
+ * (crit's -i/-o/--pretty/--nopl), not criu's options. -1 if the command is another one.
+ */
+function showIndex(argv: string[]): number {
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === "--") return -1;
+    if (a.startsWith("--")) {
+      const o = optionByName(a.slice(2).split("=")[0]);
+      if (o && o.arg === "required" && !a.includes("=")) i++;
+    } else if (a.startsWith("-") && a.length > 1) {
+      for (let k = 1; k < a.length; k++) {
+        const o = optionByShort(a[k]);
+        if (o && o.arg !== "none") { if (k === a.length - 1 && o.arg === "required") i++; break; }
+      }
+    } else return a === "show" ? i : -1;
+  }
+  return -1;
+}
+
 export async function main(argv: string[]): Promise<number> {
   let p: ParsedCli;
+  let showArgs: string[] | undefined;
+  const si = showIndex(argv);
+  if (si >= 0) { showArgs = argv.slice(si + 1); argv = argv.slice(0, si + 1); }
   try {
     p = parseCli(argv);
+    if (showArgs) p.args = showArgs;
   } catch (e: any) {
     if (!(e instanceof UsageError)) throw e;
     process.stderr.write(`Error (cli): ${e.message}\nTry -h|--help for more info\n`);

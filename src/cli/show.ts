@@ -1,25 +1,123 @@
-// `criu-bun show FILE`: decode one image to crit's JSON.
-// `criu-bun show --dir DIR [ps|mems|fds]`: summarize an images directory (like `crit x DIR ...`).
+// `criu-bun show`: crit, CRIU's image tool, in the same executable, with crit's verbs:
+//   show decode [-i IN] [-o OUT] [--pretty] [--nopl]   image -> JSON (stdin/stdout by default)
+//   show encode [-i IN] [-o OUT]                       JSON -> image, byte for byte what was decoded
+//   show info [-i IN]                                  {"magic": ..., "count": N}
+//   show show IN                                       decode --pretty
+//   show x DIR ps|fds|mems|rss                         summaries of an images directory
+//   show FILE, show --dir DIR [ps|mems|fds|rss]        criu-bun's older spellings
+// Everything after the word `show` belongs to show (so -o is the output file here, not the log).
+import { closeSync, constants, openSync, readFileSync, writeSync } from "node:fs";
 import { CriuError } from "../log";
 import type { Opts } from "./options";
-import { openImage, readImage, imageExists } from "../images/image";
-import { toCritJson, stringifyCrit, formatIp } from "../images/json";
+import { readImage, imageExists, decodeImage, encodeImage, pagemapNrPages } from "../images/image";
+import { toCritJson, stringifyCrit, stringifyCritCompact, parseCritJson, fromCritJson, formatIp } from "../images/json";
 import type { pstree_entry } from "../images/gen/pstree_pb";
 import type { core_entry, task_kobj_ids_entry } from "../images/gen/core_pb";
 import type { mm_entry } from "../images/gen/mm_pb";
 import type { fdinfo_entry, file_entry } from "../images/gen/files_pb";
 import { fd_types } from "../images/gen/files_pb";
 import type { fs_entry } from "../images/gen/inventory_pb";
+import type { pagemap_entry } from "../images/gen/mm_pb";
+
+const USAGE = "usage: criu-bun show decode|encode|info [-i IN] [-o OUT] [--pretty] [--nopl] | show show IN | show x DIR ps|fds|mems|rss";
+
+interface ShowArgs { verb?: string; rest: string[]; input?: string; output?: string; pretty: boolean; nopl: boolean; dir?: string }
+
+function parseShowArgs(args: string[]): ShowArgs {
+  const a: ShowArgs = { rest: [], pretty: false, nopl: false };
+  for (let i = 0; i < args.length; i++) {
+    const x = args[i];
+    const val = (name: string) => {
+      const eq = x.indexOf("=");
+      if (x.startsWith("--") && eq > 0) return x.slice(eq + 1);
+      if (i + 1 >= args.length) throw new CriuError("show", `${name} needs a value (${USAGE})`);
+      return args[++i];
+    };
+    if (x === "-i" || x === "--in" || x.startsWith("--in=")) a.input = val("-i");
+    else if (x === "-o" || x === "--out" || x.startsWith("--out=")) a.output = val("-o");
+    else if (x === "--pretty" || x === "-p") a.pretty = true;
+    else if (x === "--nopl") a.nopl = true;
+    else if (x === "--dir" || x.startsWith("--dir=")) a.dir = val("--dir");
+    else if (x.startsWith("-") && x !== "-") throw new CriuError("show", `unknown option '${x}' (${USAGE})`);
+    else if (a.verb === undefined) a.verb = x;
+    else a.rest.push(x);
+  }
+  return a;
+}
+
+function readInput(path: string | undefined): Uint8Array {
+  try { return path === undefined || path === "-" ? readFileSync(0) : readFileSync(path); }
+  catch (e: any) { throw new CriuError("show", `cannot read ${path ?? "stdin"}: ${e.code ?? e.message}`); }
+}
+
+/** Write the result: stdout, or a new file (0600, never through a symlink). */
+function writeOutput(path: string | undefined, data: Uint8Array | string) {
+  const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
+  const all = (fd: number) => {
+    // a pipe takes what fits: write until everything is out
+    for (let off = 0; off < bytes.length;) {
+      try { off += writeSync(fd, bytes, off, bytes.length - off); }
+      catch (e: any) { if (e.code !== "EAGAIN") throw new CriuError("show", `cannot write ${path ?? "stdout"}: ${e.code ?? e.message}`); Bun.sleepSync(1); }
+    }
+  };
+  if (path === undefined || path === "-") { all(1); return; }
+  let fd: number;
+  try { fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o600); }
+  catch (e: any) { throw new CriuError("show", `cannot write ${path}: ${e.code ?? e.message}`); }
+  try { all(fd); } finally { closeSync(fd); }
+}
+
+function decodeText(buf: Uint8Array, name: string, pretty: boolean, nopl: boolean): string {
+  const j = toCritJson(decodeImage(buf, name), pretty);
+  if (nopl) for (const e of j.entries) delete e.extra;
+  return (pretty ? stringifyCrit(j) : stringifyCritCompact(j)) + "\n";
+}
 
 export async function run(opts: Opts, args: string[]): Promise<number> {
-  if (opts.dir) {
-    process.stdout.write(summarizeDir(opts.dir, args.length ? args : ["ps", "mems", "fds"]));
+  const a = parseShowArgs(args);
+  const dir = a.dir ?? (opts.dir !== undefined ? String(opts.dir) : undefined);
+  if (dir !== undefined) {
+    const what = [a.verb, ...a.rest].filter((x): x is string => !!x);
+    writeOutput(a.output, summarizeDir(dir, what.length ? what : ["ps", "mems", "fds"]));
     return 0;
   }
-  if (args.length !== 1) throw new CriuError("show", "usage: criu-bun show FILE | criu-bun show --dir DIR [ps|mems|fds]");
-  const img = openImage(args[0]);
-  process.stdout.write(stringifyCrit(toCritJson(img)) + "\n");
-  return 0;
+  switch (a.verb) {
+    case "decode":
+      writeOutput(a.output, decodeText(readInput(a.input), a.input ?? "<stdin>", a.pretty, a.nopl));
+      return 0;
+    case "show": {
+      const f = a.input ?? a.rest[0];
+      if (f === undefined) throw new CriuError("show", `show show needs an image (${USAGE})`);
+      writeOutput(a.output, decodeText(readInput(f), f, true, a.nopl));
+      return 0;
+    }
+    case "encode": {
+      const text = new TextDecoder().decode(readInput(a.input));
+      let j: any;
+      try { j = parseCritJson(text); } catch (e: any) { throw new CriuError("show", `${a.input ?? "stdin"}: not JSON: ${e.message}`); }
+      const { kind, items } = fromCritJson(j);
+      writeOutput(a.output, encodeImage(kind, items));
+      return 0;
+    }
+    case "info": {
+      const img = decodeImage(readInput(a.input ?? a.rest[0]), a.input ?? a.rest[0] ?? "<stdin>");
+      writeOutput(a.output, stringifyCrit({ magic: img.kind, count: img.entries.length }) + "\n");
+      return 0;
+    }
+    case "x": {
+      const [d, ...what] = a.rest;
+      if (!d || !what.length) throw new CriuError("show", `show x needs a directory and ps, fds, mems or rss (${USAGE})`);
+      writeOutput(a.output, summarizeDir(d, what, true));
+      return 0;
+    }
+    case undefined:
+      throw new CriuError("show", USAGE);
+    default:
+      // criu-bun's first spelling: show FILE (pretty JSON)
+      if (a.rest.length) throw new CriuError("show", USAGE);
+      writeOutput(a.output, decodeText(readInput(a.verb), a.verb, true, a.nopl));
+      return 0;
+  }
 }
 
 const pad = (s: string | number, n: number) => String(s).padStart(n);
@@ -63,14 +161,15 @@ class Dir {
   }
 }
 
-function summarizeDir(dir: string, what: string[]): string {
+/** `crit`: exactly crit's text (show x); else criu-bun's richer one (show --dir: PPID, threads, [heap], [vvar]). */
+function summarizeDir(dir: string, what: string[], crit = false): string {
   const d = new Dir(dir);
   if (!imageExists(dir, "pstree.img")) throw new CriuError("show", `${dir}: no pstree.img (not an images directory?)`);
   const tree = readImage<pstree_entry>(dir, "pstree.img", "PSTREE");
   const out: string[] = [];
   for (const w of what) {
     if (w === "ps") {
-      out.push(`${pad("PID", 7)}${pad("PPID", 7)}${pad("PGID", 7)}${pad("SID", 7)}   COMM`);
+      out.push(`${pad("PID", 7)}${crit ? "" : pad("PPID", 7)}${pad("PGID", 7)}${pad("SID", 7)}   COMM`);
       const kids = new Map<number, pstree_entry[]>();
       const pids = new Set(tree.map((p) => p.pid));
       for (const p of tree) {
@@ -81,8 +180,8 @@ function summarizeDir(dir: string, what: string[]): string {
       const walk = (p: pstree_entry, depth: number) => {
         const core = d.one<core_entry>(`core-${p.pid}.img`, "CORE");
         const comm = core?.tc?.comm ?? "?";
-        const thr = p.threads.length > 1 ? ` (${p.threads.length} threads)` : "";
-        out.push(`${pad(p.pid, 7)}${pad(p.ppid, 7)}${pad(p.pgid, 7)}${pad(p.sid, 7)}   ${" ".repeat(4 * depth)}${comm}${thr}`);
+        const thr = p.threads.length > 1 && !crit ? ` (${p.threads.length} threads)` : "";
+        out.push(`${pad(p.pid, 7)}${crit ? "" : pad(p.ppid, 7)}${pad(p.pgid, 7)}${pad(p.sid, 7)}   ${" ".repeat(4 * depth)}${comm}${thr}`);
         for (const k of kids.get(p.pid) ?? []) walk(k, depth + 1);
       };
       for (const r of kids.get(0) ?? []) walk(r, 0);
@@ -105,8 +204,8 @@ function summarizeDir(dir: string, what: string[]): string {
           } else if (st & (1 << 1)) fn = " [stack]";
           else if (st & (1 << 2)) fn = " [vsyscall]";
           else if (st & (1 << 3)) fn = " [vdso]";
-          else if (st & (1 << 12)) fn = " [vvar]";
-          else if (st & (1 << 5)) fn = " [heap]";
+          else if (st & (1 << 12) && !crit) fn = " [vvar]";
+          else if (st & (1 << 5) && !crit) fn = " [heap]";
           else if (v.flags & 0x100) fn = " [stack?]";
           if (!(st & 1)) fn += " *";
           const prot = (v.prot & 1 ? "r" : "-") + (v.prot & 2 ? "w" : "-") + (v.prot & 4 ? "x" : "-");
@@ -130,7 +229,37 @@ function summarizeDir(dir: string, what: string[]): string {
           out.push(`\t${pad("root", 7)}: ${d.describe(fd_types.REG, fs.rootId)}`);
         }
       }
-    } else throw new CriuError("show", `unknown summary '${w}' (use ps, mems, fds)`);
+    } else if (w === "rss") {
+      // crit x DIR rss: each run of pages in the dump beside the VMAs it falls in
+      for (const p of tree) {
+        out.push(`${p.pid}`);
+        const mm = d.one<mm_entry>(`mm-${p.pid}.img`, "MM");
+        if (!mm || !imageExists(dir, `pagemap-${p.pid}.img`)) { out.push("\t(no mm or pagemap image)"); continue; }
+        const vmas = mm.vmas;
+        const pms = readImage<pagemap_entry>(dir, `pagemap-${p.pid}.img`, "PAGEMAP").slice(1);
+        let vi = 0, prev = -1;
+        for (const pm of pms) {
+          const va = BigInt(pm.vaddr), nr = pagemapNrPages(pm);
+          const pstr = `\t${va.toString(16)} / ${String(nr).padEnd(8)}`;
+          while (vi < vmas.length && BigInt(vmas[vi].end) <= va) vi++;
+          const end = va + (BigInt(nr) << 12n);
+          let vstr = "";
+          while (vi < vmas.length && BigInt(vmas[vi].start) < end) {
+            const v = vmas[vi];
+            if (vi === prev) vstr += " ~";
+            else {
+              vstr += ` ${BigInt(v.start).toString(16).padStart(8, "0")} / ${String((BigInt(v.end) - BigInt(v.start)) >> 12n).padEnd(8)}`;
+              if (v.status & ((1 << 6) | (1 << 7))) vstr += " " + d.describe(fd_types.REG, Number(v.shmid));
+              prev = vi;
+            }
+            vstr += "\n\t" + " ".repeat(23);
+            vi++;
+          }
+          vi = Math.max(0, vi - 1);
+          out.push(pstr.padEnd(24) + vstr);
+        }
+      }
+    } else throw new CriuError("show", `unknown summary '${w}' (use ps, mems, fds, rss)`);
   }
   return out.join("\n") + "\n";
 }

@@ -415,6 +415,16 @@ export function stringifyCrit(v: unknown, indent = 4, level = 0): string {
   return "{\n" + ents.map(([k, x]) => pad(level + 1) + pyStr(k) + ": " + stringifyCrit(x, indent, level + 1)).join(",\n") + "\n" + pad(level) + "}";
 }
 
+/** JSON text as Python's json.dumps(obj) with no indent (crit decode without --pretty): ", " and ": ". */
+export function stringifyCritCompact(v: unknown): string {
+  if (v === null || v === undefined) return "null";
+  if (Array.isArray(v)) return "[" + v.map(stringifyCritCompact).join(", ") + "]";
+  if (typeof v === "object" && typeof v !== "bigint") {
+    return "{" + Object.entries(v as object).map(([k, x]) => pyStr(k) + ": " + stringifyCritCompact(x)).join(", ") + "}";
+  }
+  return stringifyCrit(v);
+}
+
 /** JSON.parse that keeps integers beyond 2^53 exact (as bigint). */
 export function parseCritJson(text: string): any {
   let i = 0;
