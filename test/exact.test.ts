@@ -17,6 +17,7 @@ const modes: [string, string][] = [
   ["pipesize", "capacity of empty pipes (F_SETPIPE_SZ), smaller and larger than the default"],
   ["peergone", "unix stream, seqpacket and dgram sockets whose peer closed: queued data, then EOF / ECONNREFUSED"],
   ["udpshut", "UDP sockets shut down for writing (EPIPE) and for reading (recv 0)"],
+  ["fown", "F_SETOWN to itself, F_SETSIG, O_ASYNC on a pipe: a write raises the signal with si_fd"],
   ["ghost", "deleted sparse file: holes, mode and mtime"],
 ];
 

@@ -71,21 +71,34 @@ function fdLocks(pid: number, fd: number, text: string, where: string, opts: Dum
   }
 }
 
-/** F_SETOWN / F_SETSIG / O_ASYNC live in the open file description: read them through a copy. */
-function checkOwner(pid: number, fd: number, flags: number, where: string) {
-  if (flags & 0o20000 /* O_ASYNC */) refuse("files", where, "fown", "O_ASYNC");
+/** F_SETOWN / F_SETSIG / O_ASYNC live in the open file description: read through a copy. An owner
+ *  other than the process itself (another process, a group, one of its threads) is refused. */
+function readOwner(pid: number, fd: number, where: string): S.fown_entry | undefined {
   const pfd = syscall(NR.pidfd_open, pid, 0);
-  if (pfd < 0) return;
+  if (pfd < 0) return undefined;
   const dup = syscall(NR.pidfd_getfd, pfd, fd, 0);
   closeFd(pfd);
-  if (dup < 0) return;
+  if (dup < 0) return undefined;
   try {
     const own = new Int32Array(2);
     const r = syscall(NR.fcntl, dup, 16 /* F_GETOWN_EX */, addr(own));
-    if (r === 0 && own[1] !== 0) refuse("files", where, "fown", `owner ${own[0] === 1 ? "process" : own[0] === 2 ? "group" : "thread"} ${own[1]}`);
     const sig = syscall(NR.fcntl, dup, 11 /* F_GETSIG */);
-    if (sig > 0) refuse("files", where, "fown", `signal ${sig}`);
+    const owner = r === 0 ? own[1] : 0;
+    if (!owner && sig <= 0) return undefined;
+    if (owner && (own[0] !== 1 /* F_OWNER_PID */ || owner !== pid)) {
+      refuse("files", where, "fown", `owner ${own[0] === 1 ? "process" : own[0] === 2 ? "group" : "thread"} ${owner}`);
+    }
+    if (owner && readLink(`/proc/${pid}/ns/pid`) !== readLink("/proc/self/ns/pid")) refuse("files", where, "fown", `owner ${owner} in a PID namespace`);
+    const uids = new Uint32Array(2);
+    if (owner && syscall(NR.fcntl, dup, 17 /* F_GETOWNER_UIDS */, addr(uids)) < 0) refuse("files", where, "fown", "F_GETOWNER_UIDS failed");
+    return { uid: uids[0], euid: uids[1], signum: Math.max(sig, 0), pidType: owner ? own[0] : 0, pid: owner } as S.fown_entry;
   } finally { closeFd(dup); }
+}
+
+/** the sub-entry of a file entry that carries its fown (reg, pipe, usk ...) */
+function fownHolder(f: Record<string, any>): Record<string, any> | undefined {
+  for (const v of Object.values(f)) if (v && typeof v === "object" && "fown" in v) return v;
+  return undefined;
 }
 
 export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: DumpOpts, seen: FdTwin[] = [], locks: LockDump[] = []): FdDump[] {
@@ -110,7 +123,7 @@ export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: 
         fdLocks(pid, fd, readFileSync(`/proc/${pid}/fdinfo/${fd}`, "latin1"), where, opts, lockSeen, twin.id, locks);
         continue;
       }
-      checkOwner(pid, fd, flags, where);
+      const fown = readOwner(pid, fd, where);
       const kind = FD_KINDS.find((k) => k.match(target, st, `/proc/${pid}/fd/${fd}`, opts));
       if (!kind && /^(cgroup|ipc|mnt|net|pid|pid_for_children|time|time_for_children|user|uts):\[\d+\]$/.test(target)) refuse("files", where, "nsfs", `'${target}'`);
       if (!kind) throw new CriuError("files", `${where}: ${describe(target)} is not supported yet`);
@@ -135,6 +148,12 @@ export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: 
           return dup;
         },
       });
+      if (fown) {
+        const h = fownHolder(table.files.find((x) => x.id === id) ?? {});
+        if (!h) refuse("files", where, "fown", `${kind.name} keeps no owner`);
+        h.fown = fown;
+        log.debug(`${where}: owner ${fown.pid} (uid ${fown.uid}/${fown.euid}), signal ${fown.signum}`);
+      }
       seen.push({ pid, fd, dev: st.dev, ino: st.ino, id, type: kind.type });
       log.debug(`${where}: ${kind.name} '${target}' flags 0${(flags & ~O_CLOEXEC).toString(8)} pos ${fdinfo.pos ?? "0"} -> file id ${id}${cloexec ? ", cloexec" : ""}`);
       out.push({ fd, id, type: kind.type, cloexec });
@@ -198,6 +217,29 @@ export function restoreCtx(base: CtxBase, floor: number, where: string): Restore
   };
 }
 
+/** F_SETOWN_EX under the owner's uids (the kernel records them for its permission check), F_SETSIG, O_ASYNC. */
+function restoreOwner(inj: Injector, scratch: (off: bigint, data: Uint8Array) => bigint, fd: number, h: Record<string, any> | undefined, where: string) {
+  const o = h?.fown as S.fown_entry | undefined;
+  const async = ((h?.flags ?? 0) & 0o20000) !== 0;
+  if (!o?.pid && !o?.signum && !async) return;
+  const ok = (what: string, r: bigint) => { if (r < 0n) throw new CriuError("restore", `${where}: ${what} failed (errno ${-r})`); return r; };
+  if (o?.pid) {
+    const swap = o.uid !== 0 || o.euid !== 0;
+    if (swap) ok(`setresuid(${o.uid}, ${o.euid}) for F_SETOWN`, inj.call(NR.setresuid, o.uid, o.euid, -1));
+    const ex = new Int32Array([o.pidType, o.pid]);
+    const r = inj.call(NR.fcntl, fd, 15 /* F_SETOWN_EX */, scratch(0n, new Uint8Array(ex.buffer)));
+    if (swap) ok("setresuid back to root", inj.call(NR.setresuid, 0, 0, -1));
+    ok(`F_SETOWN_EX(${o.pid})`, r);
+  }
+  if (o?.signum) ok(`F_SETSIG(${o.signum})`, inj.call(NR.fcntl, fd, 10 /* F_SETSIG */, o.signum));
+  if (async) {
+    // off, then on through the final fd number: the signal's si_fd is the fd O_ASYNC was set through
+    const fl = ok("F_GETFL", inj.call(NR.fcntl, fd, 3 /* F_GETFL */));
+    ok("F_SETFL(~O_ASYNC)", inj.call(NR.fcntl, fd, 4 /* F_SETFL */, fl & ~0o20000n));
+    ok("F_SETFL(O_ASYNC)", inj.call(NR.fcntl, fd, 4 /* F_SETFL */, fl | 0o20000n));
+  }
+}
+
 /** The lowest fd number the restore of these fds may use for its own temporary fds. */
 export function fdFloor(fds: S.fdinfo_entry[]) { return fds.reduce((m, f) => Math.max(m, f.fd), 0) + 16; }
 
@@ -231,6 +273,13 @@ export function restoreFds(base: CtxBase, fds: S.fdinfo_entry[]) {
     const r = inj.call(NR.dup3, temps.get(fe.id)!, fe.fd, fe.flags & 1 ? O.CLOEXEC : 0);
     if (r < 0n) throw new CriuError("restore", `process ${base.pid} fd ${fe.fd}: dup3 failed (errno ${-r})`);
     if (created.has(fe.id) && !tree.owners.has(fe.id)) tree.owners.set(fe.id, { pid: base.pid, vpid: base.vpid, fd: fe.fd });
+  }
+  // owner, signal and O_ASYNC of each description created here
+  const owned = new Set<number>();
+  for (const fe of sorted) {
+    if (!created.has(fe.id) || owned.has(fe.id)) continue;
+    owned.add(fe.id);
+    restoreOwner(inj, base.scratch, fe.fd, fownHolder(base.files.get(fe.id)!), `process ${base.pid} fd ${fe.fd}`);
   }
   // second pass, once per file created here, now that every fd has its final number (epoll ...)
   const late = new Set<number>();

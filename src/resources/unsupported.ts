@@ -27,7 +27,7 @@ export const UNSUPPORTED = {
   "droppable": "MAP_DROPPABLE mapping",
   "shmem-private": "private mapping of a shared memory object",
   // files (resources/files.ts and the kinds)
-  "fown": "file owner or signal (F_SETOWN/F_SETSIG/O_ASYNC)",
+  "fown": "file owner other than the process itself (F_SETOWN)",
   "memfd-mode": "memfd whose mode was changed (fchmod)",
   "memfd-shared": "memfd opened by several processes through separate descriptions",
   "tty-queued": "bytes queued in a terminal",

@@ -11,6 +11,7 @@
  *   pipesize    empty pipes of 4 KiB and 1 MiB capacity (F_SETPIPE_SZ) keep it
  *   peergone    unix stream, seqpacket and dgram sockets whose peer closed after sending: data, then EOF / ECONNREFUSED
  *   udpshut     connected UDP sockets shut down for writing (send: EPIPE) and for reading (recv: 0 at once)
+ *   fown        a pipe owned by the process (F_SETOWN), F_SETSIG(SIGUSR1), O_ASYNC: a write raises SIGUSR1 with si_fd
  *   ghost       a deleted sparse file: holes where they were (SEEK_DATA/SEEK_HOLE), mode 0640, mtime 2001-09-09
  * --selftest-corrupt: damages the state before go, so the check must fail.
  */
@@ -32,6 +33,9 @@ static const off_t HOLE_DATA2 = 1 << 20; /* second extent of the sparse file */
 static const time_t MTIME = 1000000000;
 
 static int is(const char *m) { return strcmp(mode, m) == 0; }
+
+static volatile sig_atomic_t usr1_fd = -1;
+static void on_usr1(int sig, siginfo_t *si, void *uc) { (void)sig; (void)uc; usr1_fd = si->si_fd; }
 
 #define NEED(cond)                                                             \
 	do {                                                                       \
@@ -113,6 +117,12 @@ static void setup(void) {
 			NEED((fds[i] = socket(AF_INET, SOCK_DGRAM, 0)) >= 0 && connect(fds[i], (struct sockaddr *)&sa, sizeof sa) == 0);
 			NEED(shutdown(fds[i], i == 0 ? SHUT_WR : SHUT_RD) == 0);
 		}
+	} else if (is("fown")) {
+		struct sigaction sa = {.sa_sigaction = on_usr1, .sa_flags = SA_SIGINFO};
+		sigaction(SIGUSR1, &sa, NULL);
+		NEED(pipe(fds) == 0);
+		NEED(fcntl(fds[0], F_SETOWN, getpid()) == 0 && fcntl(fds[0], F_SETSIG, SIGUSR1) == 0);
+		NEED(fcntl(fds[0], F_SETFL, fcntl(fds[0], F_GETFL) | O_ASYNC) == 0);
 	} else if (is("ghost")) {
 		char p[4200];
 		wl_path(p, sizeof p, "sparse");
@@ -142,6 +152,7 @@ static void corrupt(void) {
 	else if (is("pipesize")) fcntl(fds[0], F_SETPIPE_SZ, 65536);
 	else if (is("peergone")) { char b[8]; recv(fds[0], b, sizeof b, 0); }
 	else if (is("udpshut")) { close(fds[0]); fds[0] = socket(AF_INET, SOCK_DGRAM, 0); }
+	else if (is("fown")) fcntl(fds[0], F_SETFL, fcntl(fds[0], F_GETFL) & ~O_ASYNC);
 	else if (is("ghost")) { struct timespec ts[2] = {{MTIME, 0}, {MTIME + 1, 0}}; futimens(fds[0], ts); }
 }
 
@@ -209,6 +220,13 @@ static void check(void) {
 		n = recv(fds[1], b, sizeof b, 0);
 		alarm(0);
 		WL_CHECK(n == 0, "recv on the socket shut for reading: %zd (%s), want 0 at once", n, n < 0 ? strerror(errno) : "");
+	} else if (is("fown")) {
+		WL_CHECK(fcntl(fds[0], F_GETOWN) == getpid(), "F_GETOWN = %d, want %d", fcntl(fds[0], F_GETOWN), (int)getpid());
+		WL_CHECK(fcntl(fds[0], F_GETSIG) == SIGUSR1, "F_GETSIG = %d", fcntl(fds[0], F_GETSIG));
+		WL_CHECK(fcntl(fds[0], F_GETFL) & O_ASYNC, "O_ASYNC lost");
+		WL_CHECK(write(fds[1], "x", 1) == 1, "write");
+		for (int i = 0; i < 200 && usr1_fd < 0; i++) wl_sleep_ms(5);
+		WL_CHECK(usr1_fd == fds[0], "no SIGUSR1 for fd %d (got si_fd %d)", fds[0], (int)usr1_fd);
 	} else if (is("ghost")) {
 		struct stat st;
 		int fd = fds[0];

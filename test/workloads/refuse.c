@@ -153,10 +153,12 @@ static void setup(void) {
 		NEED((mem = mmap(NULL, memlen, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0)) != MAP_FAILED);
 		close(fd);
 		NEED(munmap(sh, memlen) == 0);
-	} else if (is("fown")) {
+	} else if (is("fown")) { /* owned by another process (its own is restored) */
 		NEED(pipe(p) == 0);
 		fd_a = p[0], fd_b = p[1];
-		NEED(fcntl(fd_a, F_SETOWN, getpid()) == 0);
+		child = fork();
+		if (child == 0) { for (;;) pause(); }
+		NEED(fcntl(fd_a, F_SETOWN, child) == 0);
 	} else if (is("memfd-mode")) {
 		NEED((fd_a = memfd_create("moded", 0)) >= 0);
 		NEED(fchmod(fd_a, 0600) == 0);
@@ -249,7 +251,11 @@ static void check(void) {
 			for (size_t i = 0; i < memlen; i++) bad += (unsigned char)mem[i] != c;
 			WL_CHECK(bad == 0, "%zu bytes of the mapping changed", bad);
 		}
-	} else if (is("fown")) WL_CHECK(fd_a >= 0 && fcntl(fd_a, F_GETOWN) == getpid(), "F_GETOWN lost");
+	} else if (is("fown")) {
+		WL_CHECK(fd_a >= 0 && fcntl(fd_a, F_GETOWN) == child, "F_GETOWN lost");
+		kill(child, SIGKILL);
+		waitpid(child, NULL, 0);
+	}
 	else if (is("memfd-mode")) WL_CHECK(fd_a >= 0 && fstat(fd_a, &st) == 0 && (st.st_mode & 07777) == 0600, "memfd mode changed");
 	else if (is("memfd-shared")) {
 		WL_CHECK(fd_a >= 0 && pwrite(fd_a, "xyz", 3, 0) == 3, "memfd write");
