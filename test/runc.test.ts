@@ -78,14 +78,17 @@ test.skipIf(!runc || !busybox || !built)("runc checkpoint: past the version prob
   const ck = Bun.spawnSync(["runc", "--criu", criu, "checkpoint", "--image-path", img, "--work-path", img, id], { stdout: "pipe", stderr: "pipe", timeout: 60000 });
   const err = ck.stderr.toString();
   expect(err).not.toContain("version check failed");
-  expect(err).toContain("criu failed: type DUMP");
+  expect(err).toContain("criu failed: type ");
   expect(ck.exitCode).not.toBe(0);
   const log = readFileSync(join(img, "dump.log"), "utf8");
   // the request runc sent: what a container needs (its root, mounts, netns left alone, freezer)
   expect(log).toMatch(/rpc: dump with .*root=.*empty_ns=1073741824/);
   const errors = log.split("\n").filter((l) => l.includes("Error"));
   expect(errors).toHaveLength(1);
-  expect(errors[0]).toMatch(/Error \(rpc\): [a-z_]+: .*not supported by criu-bun yet/);
+  // refused with one line naming what criu-bun cannot restore exactly (today: the container's stdio
+  // file on a mount outside its mount namespace), after runc answered the dump's notifications
+  expect(errors[0]).toMatch(/Error \([a-z]+\): .*(not supported|refused)/);
+  expect(log).toContain("Running pre-dump scripts");
   // still running, not frozen, not stopped
   const state = JSON.parse(Bun.spawnSync(["runc", "state", id]).stdout.toString());
   expect(state.status).toBe("running");

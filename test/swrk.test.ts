@@ -277,3 +277,38 @@ test("freeze_cgroup: the tree's cgroup (v1 freezer, v2 cgroup.freeze) is frozen 
   expect(r.crErrmsg).toMatch(/freeze_cgroup .* is not a cgroup under \/sys\/fs\/cgroup/);
   expect(await c.close()).toBe(0);
 }, 60000);
+
+test("empty_ns net: a tree in a network namespace with interfaces is dumped without them and restored into a new, empty one (the caller fills it)", async () => {
+  const w = await startWorkload("counter", [], { wrap: ["unshare", "--net", "sh", "-c", 'ip link add criubun0 type veth peer name criubun1 && ip link set lo up && exec "$0" "$@"'] });
+  const dir = imagesDir("swrk-emptyns");
+  const d = dirFd(dir);
+  const links = (pid: number) => Bun.spawnSync(["nsenter", "-t", String(pid), "-n", "ip", "-o", "link"]).stdout.toString();
+  try {
+    expect(links(w.pid)).toContain("criubun0");
+    const c = Client.start();
+    // without empty_ns the interfaces are refused: criu-bun cannot save them
+    let r = c.call({ type: T.DUMP, opts: { imagesDirFd: d, pid: w.pid } });
+    expect(r.success).toBe(false);
+    expect(r.crErrmsg).toMatch(/own network namespace with interfaces \(.*criubun0/);
+    expect(isAlive(w.pid)).toBe(true);
+    r = c.call({ type: T.DUMP, opts: { imagesDirFd: d, pid: w.pid, emptyNs: 0x40000000, logLevel: 4, logFile: "dump.log" } });
+    expect(r.crErrmsg ?? "").toBe("");
+    expect(r.success).toBe(true);
+    // the worker lives on, yet the killed tree is reaped by its parent (this test): its PIDs are free for RESTORE
+    await waitReaped(w.pid);
+    c.send({ type: T.RESTORE, opts: { imagesDirFd: d, emptyNs: 0x40000000, notifyScripts: true } });
+    let seenLinks = "";
+    const restored = c.serveNotifications(undefined, (s, pid) => { if (s === "setup-namespaces") seenLinks = links(pid!); });
+    expect(restored.resp.crErrmsg ?? "").toBe("");
+    expect(restored.resp.success).toBe(true);
+    expect(restored.seen.map((s) => s.script)).toEqual(["pre-restore", "setup-namespaces", "post-setup-namespaces", "post-restore",
+      "network-unlock", "pre-resume", "post-resume"]);
+    // at setup-namespaces the caller sees the new namespace: only lo, and down
+    expect(seenLinks).not.toContain("criubun0");
+    expect(seenLinks).toMatch(/^1: lo: <LOOPBACK>/);
+    expect(readFileSync(`/proc/${w.pid}/net/dev`, "utf8")).not.toContain("criubun0");
+    expect(await c.close()).toBe(0);
+    trigger(w);
+    expect((await waitResult(w, 15000)).text).toStartWith("PASS");
+  } finally { closeSync(d); }
+}, 60000);

@@ -162,7 +162,7 @@ export const CRIU_OPTIONS: readonly CriuOption[] = [
     meaning: "give up freezing the tree after N seconds (default 10)" },
   { name: "external", arg: "required", repeat: true, key: "external", commands: DR, support: "yes", rpc: "external", note: "only mnt[KEY]:VALUE; other kinds are refused",
     meaning: "treat this resource as external (tty[..], file[..], dev[..], unix[..], mnt[..], veth[..], ...)" },
-  { name: "empty-ns", arg: "required", key: "emptyNs", values: ["net"], commands: R, support: "no", rpc: "empty_ns",
+  { name: "empty-ns", arg: "required", key: "emptyNs", values: ["net"], commands: R, support: "yes", rpc: "empty_ns",
     meaning: "create the namespace (only 'net') but do not restore its contents" },
   { name: "lazy-pages", arg: "none", key: "lazyPages", commands: ["dump", "restore"], support: "no", rpc: "lazy_pages",
     meaning: "restore pages on demand through userfaultfd (with criu lazy-pages)" },

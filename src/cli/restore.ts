@@ -18,7 +18,7 @@ function cgroupMode(m: Opts["manageCgroups"]): { manageCgroups: boolean; ignoreC
 
 export async function run(opts: Opts, _args: string[]): Promise<number> {
   const pidfile = opts.pidfile ? (isAbsolute(opts.pidfile) ? opts.pidfile : join(opts.workDir ?? opts.imagesDir, opts.pidfile)) : undefined;
-  const st = restoreProcesses({ dir: opts.imagesDir, leaveStopped: !!opts.leaveStopped, shellJob: !!opts.shellJob, pidfile, tcpClose: !!opts.tcpClose,
+  const st = restoreProcesses({ emptyNs: opts.emptyNs === "net" ? 0x40000000 : undefined, dir: opts.imagesDir, leaveStopped: !!opts.leaveStopped, shellJob: !!opts.shellJob, pidfile, tcpClose: !!opts.tcpClose,
     root: opts.root !== undefined ? String(opts.root) : undefined, extMounts: parseExtMounts(opts.external, opts.extMountMap, "restore"),
     timeoutSec: opts.timeout !== undefined ? Number(opts.timeout) : undefined, ...cgroupMode(opts.manageCgroups), hooks: scriptHooks(opts) });
   const pid = st.pid;

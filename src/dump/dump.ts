@@ -5,6 +5,7 @@ import { create, type DescMessage } from "@bufbuild/protobuf";
 import { accessSync, constants, openSync, closeSync, statSync, existsSync, readlinkSync, readFileSync, unlinkSync, mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { freezeProcess, releaseProcess, seizeFrozen, releaseSeized, type FrozenProcess } from "../ptrace/seize";
+import { wait4Raw, W, __WALL } from "../sys/ptrace";
 import { RemoteMem } from "../ptrace/inject";
 import { syscall } from "../sys/syscall";
 import { NR } from "../sys/nr";
@@ -47,6 +48,8 @@ export interface DumpOptions {
   hooks?: Hooks;
   /** a cgroup holding the tree: frozen while its tasks are seized (criu's --freeze-cgroup) */
   freezeCgroup?: string;
+  /** CLONE_NEW* bits of namespaces whose contents the caller sets up itself (criu's empty_ns; runc: net) */
+  emptyNs?: number;
 }
 export interface DumpStats {
   /** the processes of the dumped tree, root first */
@@ -186,11 +189,19 @@ export function dumpProcess(o: DumpOptions): DumpStats {
     log.debug(`images written`);
     for (const n of alive) syscall(NR.kill, n.pid, 9);
     for (const n of alive) for (const t of n.fp!.threads) syscall(NR.ptrace, 17, t.tid, 0, 0);
+    // a killed thread still traced by us (DETACH needs a stopped tracee) reports its death to us
+    // first: collect it, so its parent can reap it and its PID is free even while criu-bun lives on
+    // (swrk serves a RESTORE of the same tree on the same connection)
+    for (const n of alive) for (const t of n.fp!.threads) {
+      for (;;) { const { r, status } = wait4Raw(t.tid, __WALL); if (r === -4) continue; if (r < 0 || W.exited(status) || W.signaled(status)) break; }
+    }
     netDumpEnd("killed");
     log.info(`Tree of ${pid} (${tree.length} process(es)) killed after dump`);
   }
   return stats;
 }
+
+const CLONE_NEWNET = 0x40000000;
 
 /** network-unlock's answer changes nothing (criu ignores it too): the tree must be let go */
 function unlockHook(hooks: Hooks | undefined, pid: number) {
@@ -207,7 +218,7 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
   const twins: FdTwin[] = [];
   const stats: DumpStats = { pids: tree.map((n) => n.pid), freezingTime: Math.round(freezeMs * 1000), frozenTime: 0, memdumpTime: 0, memwriteTime: 0, pagesScanned: 0, pagesWritten: 0 };
   const pstree: Record<string, any>[] = [];
-  const ns = new NsView(tree[0].pid);
+  const ns = new NsView(tree[0].pid, !!((o.emptyNs ?? 0) & CLONE_NEWNET));
   if (ns.container) {
     const root = tree[0].pid;
     const entries = dumpMountNs(root, o.extMounts ?? { map: new Map() }, (f, data) => writeImageBytes(d, f, data));
@@ -389,7 +400,7 @@ class NsView {
   private rootNs = new Map<string, string>();
   private rootPidNs: string;
   private cache = new Map<string, number>();
-  constructor(root: number) {
+  constructor(root: number, emptyNet = false) {
     this.rootPidNs = readlinkSync(`/proc/${root}/ns/pid`);
     this.ownPidNs = this.rootPidNs !== readlinkSync("/proc/self/ns/pid");
     this.ownMntNs = readlinkSync(`/proc/${root}/ns/mnt`) !== readlinkSync("/proc/self/ns/mnt");
@@ -399,7 +410,10 @@ class NsView {
     // namespaces criu-bun cannot recreate: the tree must share them with criu-bun
     // its own network namespace with nothing but loopback comes back as a new one with lo up
     this.ownNetNs = this.rootNs.get("net") !== readlinkSync("/proc/self/ns/net");
-    if (this.ownNetNs) {
+    if (this.ownNetNs && emptyNet) {
+      // empty_ns net: the caller (runc, Podman) builds the namespace's interfaces itself on restore
+      log.info(`process ${root}: its network namespace's contents are left to the caller (empty_ns)`);
+    } else if (this.ownNetNs) {
       const devs = netdevs(root).filter((d) => d !== "lo");
       if (devs.length) {
         throw new CriuError("dump", `process ${root} is in its own network namespace with interfaces (${devs.join(", ")}), which criu-bun does not save yet; run criu-bun inside it (nsenter --net=/proc/${root}/ns/net)`);

@@ -33,6 +33,8 @@ export interface RestoreSet {
   mountOpts?: { root: string; ext: import("../resources/mounts").ExtMounts };
   /** the root had its own network namespace (loopback only): a new one with lo up */
   newNetNs?: boolean;
+  /** empty_ns net: the new network namespace is left empty (not even lo up), the caller fills it */
+  emptyNetNs?: boolean;
   /** the root had its own IPC namespace: a new one (SysV segments are made inside it) */
   newIpcNs?: boolean;
   /** the root had its own time namespace: its clocks at dump time */

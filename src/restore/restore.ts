@@ -32,6 +32,8 @@ export interface RestoreOptions {
   ignoreCgroups?: boolean;
   /** notifications (action scripts, RPC) at criu's points; each blocks until answered */
   hooks?: Hooks;
+  /** CLONE_NEW* bits of namespaces created empty, their contents left to the caller (criu's empty_ns; only net) */
+  emptyNs?: number;
 }
 
 /** Hooks whose answer changes nothing (criu only logs their failure): the tree goes on. */
@@ -97,6 +99,8 @@ function restoreAll(o: RestoreOptions, t0: number): { pid: number; ms: number; f
   netRestoreBegin({ tcpClose: o.tcpClose });
   phase("checking images");
   precheck(set, o);
+  if ((o.emptyNs ?? 0) & ~0x40000000) throw new CriuError("restore", `empty_ns 0x${(o.emptyNs!).toString(16)}: only the network namespace (CLONE_NEWNET) can be left empty`);
+  if ((o.emptyNs ?? 0) & 0x40000000) set.emptyNetNs = true;
   runHook(o.hooks, "pre-restore");
   const ownNs = !!(set.newPidNs || set.newMntNs || set.newNetNs || set.newIpcNs || set.uts || set.timens);
   const root = set.tasks[0];

@@ -242,7 +242,10 @@ export class TaskBuilder {
       if (this.newPidNs) this.inj.ok("mount /proc", NR.mount, this.str("proc", 1), this.str("/proc", 2), this.str("proc", 3), 2 | 4 | 8, 0);
     }
     if (!this.parent && this.set.newIpcNs) this.inj.ok("unshare(CLONE_NEWIPC)", NR.unshare, 0x08000000);
-    if (!this.parent && this.set.newNetNs) {
+    if (!this.parent && this.set.newNetNs && this.set.emptyNetNs) {
+      // empty_ns net: a new, empty network namespace; the caller sets it up (setup-namespaces)
+      this.inj.ok("unshare(CLONE_NEWNET)", NR.unshare, 0x40000000);
+    } else if (!this.parent && this.set.newNetNs) {
       // the tree had its own network namespace with only loopback: a new one, lo up
       this.inj.ok("unshare(CLONE_NEWNET)", NR.unshare, 0x40000000);
       const s = Number(this.inj.ok("socket", NR.socket, 2 /* AF_INET */, 2 /* SOCK_DGRAM */, 0));

@@ -23,13 +23,13 @@ const COMMON = ["images_dir_fd", "images_dir", "work_dir_fd", "log_file", "log_l
 /** the fields each request maps onto its pipeline's options; any other field set is refused */
 const MAPPED: Record<"dump" | "pre-dump" | "restore", Set<string>> = {
   dump: new Set([...COMMON, "pid", "leave_running", "leave_stopped", "shell_job", "tcp_established", "tcp_close", "ext_unix_sk",
-    "file_locks", "timeout", "parent_img", "ps", "ghost_limit", "freeze_cgroup", "ext_mnt", "external", "auto_ext_mnt",
+    "file_locks", "timeout", "parent_img", "ps", "ghost_limit", "freeze_cgroup", "ext_mnt", "external", "auto_ext_mnt", "empty_ns",
     // used by criu on restore only (runc sends them on dump too)
     "root", "orphan_pts_master"]),
   "pre-dump": new Set([...COMMON, "pid", "shell_job", "tcp_established", "ext_unix_sk", "file_locks", "timeout", "parent_img",
-    "ghost_limit", "freeze_cgroup", "ext_mnt", "external", "auto_ext_mnt", "root", "orphan_pts_master"]),
+    "ghost_limit", "freeze_cgroup", "ext_mnt", "external", "auto_ext_mnt", "root", "orphan_pts_master", "empty_ns"]),
   restore: new Set([...COMMON, "leave_stopped", "shell_job", "tcp_close", "tcp_established", "ext_unix_sk", "file_locks", "root",
-    "ext_mnt", "external", "auto_ext_mnt", "orphan_pts_master"]),
+    "ext_mnt", "external", "auto_ext_mnt", "orphan_pts_master", "empty_ns"]),
 };
 
 /** Is FIELD (criu_opts' proto name) set to something that asks for behaviour? */
@@ -162,7 +162,7 @@ async function dumpRequest(conn: RpcConn, req: criu_req, pre: boolean): Promise<
       shellJob: o!.shellJob, tcpEstablished: o!.tcpEstablished, tcpClose: o!.tcpClose, extUnixSk: o!.extUnixSk, fileLocks: o!.fileLocks,
       timeoutSec: o!.timeout || undefined, prevImagesDir: o!.parentImg || undefined,
       pageServer: ps ? { address: ps.address, port: ps.port } : undefined, hooks, extMounts: rpcExtMounts(o!, "dump"),
-      freezeCgroup: o!.freezeCgroup || undefined,
+      freezeCgroup: o!.freezeCgroup || undefined, emptyNs: o!.emptyNs,
     });
     // a caller such as runc checks that the container is gone as soon as the reply arrives
     if (!pre && !o!.leaveRunning && !o!.leaveStopped) await waitTreeGone(stats.pids);
@@ -179,7 +179,8 @@ async function restoreRequest(conn: RpcConn, req: criu_req): Promise<RespInit> {
     const { restoreProcesses } = await import("../restore/restore");
     const hooks = new RpcHooks(conn, o!.notifyScripts, o!.orphanPtsMaster);
     const st = restoreProcesses({ dir: dirs.images, leaveStopped: o!.leaveStopped, shellJob: o!.shellJob, tcpClose: o!.tcpClose,
-      manageCgroups: manageCgroups(o!), hooks, root: o!.root || undefined, extMounts: rpcExtMounts(o!, "restore") });
+      manageCgroups: manageCgroups(o!), hooks, root: o!.root || undefined, extMounts: rpcExtMounts(o!, "restore"),
+      emptyNs: o!.emptyNs });
     log.info(`Restore finished successfully (pid ${st.pid})`);
     return { type: req.type, success: true, restore: { pid: st.pid } };
   } finally { dirs.close(); }
