@@ -92,9 +92,12 @@ test("a damaged parent fails the incremental dump with one line, and the target 
   await Bun.sleep(100);
   const base = imagesDir("incr-badparent");
   for (const d of ["pre", "final"]) mkdirSync(join(base, d));
-  expect(criuBun(["pre-dump", "-t", String(w.pid), "-D", join(base, "pre")]).code).toBe(0);
+  // content comparison reads the parent's pages (memory tracking reads only what was written since,
+  // leaving a damaged parent to restore's checks, tested above)
+  const env = { CRIU_BUN_MEMTRACK: "off" };
+  expect(criuBun(["pre-dump", "-t", String(w.pid), "-D", join(base, "pre")], { env }).code).toBe(0);
   flipBit(join(base, "pre", "pages-1.img"));
-  const r = criuBun(["dump", "-t", String(w.pid), "-D", join(base, "final"), "--prev-images-dir", "../pre"]);
+  const r = criuBun(["dump", "-t", String(w.pid), "-D", join(base, "final"), "--prev-images-dir", "../pre"], { env });
   expect(r.code).not.toBe(0);
   expect(r.stderr).toMatch(/^Error \(dump\): --prev-images-dir \.\.\/pre: .*checksum mismatch/m);
   expect(r.stderr.trim().split("\n").length).toBe(1);

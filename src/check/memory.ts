@@ -1,4 +1,5 @@
 // Memory probes run inside criu-bun itself, on mappings made for the probe and unmapped after.
+import { UFFDIO_API, UFFDIO_REGISTER, UFFDIO_WRITEPROTECT, UFFD_USER_MODE_ONLY, UFFD_FEATURE } from "../sys/uffd";
 import { syscall, addr, cstr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { errnoName } from "../sys/errno";
@@ -61,12 +62,6 @@ function prctlMmMap(): string {
   return "104 bytes";
 }
 
-const UFFDIO_API = 0xc018aa3f, UFFDIO_REGISTER = 0xc020aa00, UFFDIO_WRITEPROTECT = 0xc018aa06;
-const UFFD_USER_MODE_ONLY = 1;
-export const UFFD_FEATURE = {
-  PAGEFAULT_FLAG_WP: 1, EVENT_FORK: 2, EVENT_REMAP: 4, EVENT_REMOVE: 8, EVENT_UNMAP: 0x40,
-  WP_UNPOPULATED: 0x2000, WP_ASYNC: 0x8000,
-} as const;
 const NONCOOP = UFFD_FEATURE.EVENT_FORK | UFFD_FEATURE.EVENT_REMAP | UFFD_FEATURE.EVENT_REMOVE | UFFD_FEATURE.EVENT_UNMAP;
 
 /** A userfaultfd after the UFFDIO_API handshake asking for `features`; returns fd and the kernel's feature set. */

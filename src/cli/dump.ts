@@ -1,6 +1,6 @@
 import { CriuError, log } from "../log";
 import type { Opts } from "./options";
-import { dumpProcess } from "../dump/dump";
+import { dumpProcess, type DumpStats } from "../dump/dump";
 import { setGhostLimit } from "../resources/reg";
 import { parseExtMounts } from "../resources/mounts";
 import { scriptHooks } from "./scripts";
@@ -29,17 +29,20 @@ export async function run(opts: Opts, _args: string[]): Promise<number> {
     pid: opts.tree, dir: opts.imagesDir, leaveRunning: !!opts.leaveRunning, leaveStopped: !!opts.leaveStopped,
     shellJob: !!opts.shellJob, tcpEstablished: !!opts.tcpEstablished, tcpClose: !!opts.tcpClose, extUnixSk: !!opts.extUnixSk, fileLocks: !!opts.fileLocks, timeoutSec: opts.timeout !== undefined ? atoi(String(opts.timeout)) : undefined, compress: !!opts.compress,
     displayStats: !!opts.displayStats, pageServer, hooks: scriptHooks(opts), freezeCgroup: opts.freezeCgroup ? String(opts.freezeCgroup) : undefined,
-    prevImagesDir: opts.prevImagesDir ? String(opts.prevImagesDir) : undefined,
+    prevImagesDir: opts.prevImagesDir ? String(opts.prevImagesDir) : undefined, trackMem: !!opts.trackMem,
     extMounts: parseExtMounts(opts.external, opts.extMountMap, "dump"),
   });
-  if (opts.displayStats) {
-    const ms = (us: number) => (us / 1e6).toFixed(6);
-    process.stdout.write(
-      `Displaying dump stats:\nFreezing time: ${ms(stats.freezingTime)} s\nFrozen time: ${ms(stats.frozenTime)} s\n` +
-      `Memory dump time: ${ms(stats.memdumpTime)} s\nMemory write time: ${ms(stats.memwriteTime)} s\n` +
-      `Memory pages scanned: ${stats.pagesScanned} (0x${stats.pagesScanned.toString(16)})\n` +
-      `Memory pages written: ${stats.pagesWritten} (0x${stats.pagesWritten.toString(16)})\n`);
-  }
+  if (opts.displayStats) displayStats(stats);
   log.info(`Dumping finished successfully in ${(performance.now() - t0).toFixed(1)} ms`);
   return 0;
+}
+
+/** --display-stats, as criu prints it after a dump or pre-dump */
+export function displayStats(stats: DumpStats) {
+  const ms = (us: number) => (us / 1e6).toFixed(6);
+  process.stdout.write(
+    `Displaying dump stats:\nFreezing time: ${ms(stats.freezingTime)} s\nFrozen time: ${ms(stats.frozenTime)} s\n` +
+    `Memory dump time: ${ms(stats.memdumpTime)} s\nMemory write time: ${ms(stats.memwriteTime)} s\n` +
+    `Memory pages scanned: ${stats.pagesScanned} (0x${stats.pagesScanned.toString(16)})\n` +
+    `Memory pages written: ${stats.pagesWritten} (0x${stats.pagesWritten.toString(16)})\n`);
 }

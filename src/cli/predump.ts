@@ -3,6 +3,7 @@ import type { Opts } from "./options";
 import { dumpProcess } from "../dump/dump";
 import { scriptHooks } from "./scripts";
 import { atoi } from "./getopt";
+import { displayStats } from "./dump";
 
 /**
  * criu pre-dump: save the tree's state and memory while it keeps running; a later
@@ -10,12 +11,13 @@ import { atoi } from "./getopt";
  */
 export async function run(opts: Opts, _args: string[]): Promise<number> {
   if (opts.tree === undefined || Number.isNaN(opts.tree)) throw new CriuError("pre-dump", "no process to pre-dump: give -t PID");
-  dumpProcess({
+  const stats = dumpProcess({
     freezeCgroup: opts.freezeCgroup ? String(opts.freezeCgroup) : undefined,
-    pid: opts.tree, dir: opts.imagesDir, leaveRunning: true, shellJob: !!opts.shellJob, tcpEstablished: !!opts.tcpEstablished,
+    pid: opts.tree, dir: opts.imagesDir, leaveRunning: true, preDump: true, shellJob: !!opts.shellJob, tcpEstablished: !!opts.tcpEstablished,
     extUnixSk: !!opts.extUnixSk, fileLocks: !!opts.fileLocks, timeoutSec: opts.timeout !== undefined ? atoi(String(opts.timeout)) : undefined, hooks: scriptHooks(opts),
     prevImagesDir: opts.prevImagesDir ? String(opts.prevImagesDir) : undefined, compress: !!opts.compress,
   });
+  if (opts.displayStats) displayStats(stats);
   log.info("Pre-dump finished successfully");
   return 0;
 }

@@ -203,13 +203,14 @@ export interface PagesDumpResult {
  * pages-<pagesId>.idx into dir. memFd is an open /proc/PID/mem (for pages process_vm_readv
  * cannot read). Returns what pagemap-PID.img must list.
  */
-export function dumpPages(o: { pid: number; vmas: DumpedVma[]; memFd: number; dir: string; pagesId?: number; compress?: boolean }): PagesDumpResult {
+/** want: the runs to read, when the caller chose them (memory tracking); else pagesToDump's */
+export function dumpPages(o: { pid: number; vmas: DumpedVma[]; memFd: number; dir: string; pagesId?: number; compress?: boolean; want?: PageRun[] }): PagesDumpResult {
   const names = pagesNames(`pages-${o.pagesId ?? 1}.img`);
   const compress = !!o.compress;
   const dataFile = compress ? names.lz4 : names.img;
   const stale = compress ? names.img : names.lz4;
   if (existsSync(join(o.dir, stale))) unlinkSync(join(o.dir, stale));
-  const want = pagesToDump(o.pid, o.vmas);
+  const want = o.want ?? pagesToDump(o.pid, o.vmas);
   const totalPages = want.reduce((s, r) => s + r.nrPages, 0);
   const jobs = dumpJobs(want, o.vmas);
   const path = join(o.dir, dataFile);

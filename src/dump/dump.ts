@@ -11,6 +11,9 @@ import { syscall } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { dumpTask, type TaskDump } from "./task";
 import { dumpPages as pipelineDumpPages } from "../codec/pipeline";
+import { MemTracker } from "../resources/memtrack";
+import { pagesToDump, type DumpedVma, type PageRun } from "../resources/memory";
+import type { PagemapRun } from "../images/pagemap";
 import { dumpFds, FileTable, type FdDump, type FdTwin, type LockDump } from "../resources/files";
 import { readStat, listChildren } from "../sys/proc";
 import { ImageSink, type DumpOpts } from "../resources/fdkind";
@@ -40,6 +43,10 @@ export interface DumpOptions {
   timeoutSec?: number; displayStats?: boolean; compress?: boolean; tcpEstablished?: boolean; tcpClose?: boolean; extUnixSk?: boolean; fileLocks?: boolean;
   /** the images of a previous (pre-)dump, relative to dir: unchanged pages are not stored again */
   prevImagesDir?: string;
+  /** a pre-dump: memory tracking is armed at its end (memtrack.ts) */
+  preDump?: boolean;
+  /** --track-mem: a -R dump arms memory tracking too, for a later dump on top of it */
+  trackMem?: boolean;
   /** send pages to a page server instead of writing them here */
   pageServer?: { address: string; port: number };
   /** mounts marked external: mountpoint -> key (--external mnt[MP]:KEY, --ext-mount-map MP:KEY or auto) */
@@ -75,6 +82,8 @@ interface TreeNode {
   wasStopped?: boolean;
   ids?: Record<string, number>;
   fp?: FrozenProcess; mem?: RemoteMem;
+  /** its pid in the images and its VMAs, once dumped (memory tracking is armed from them) */
+  dumped?: { vpid: number; vmas: DumpedVma[] };
   zombie?: { exitCode: number; pgid: number; sid: number; comm: string };
 }
 
@@ -160,7 +169,16 @@ export function dumpProcess(o: DumpOptions): DumpStats {
     if (ownNet) { netLocked = true; runHook(o.hooks, "network-lock", { pid }); }
     runHook(o.hooks, "query-ext-files", { pid });
     for (const n of tree) if (n.fp) n.mem = new RemoteMem(n.pid);
-    stats = collectAndWrite(tree, o, tFrozen - t0, pageServer);
+    const track = new MemTracker(dir, o.prevImagesDir);
+    stats = collectAndWrite(tree, o, tFrozen - t0, pageServer, track);
+    // memory tracking, at the end of the frozen period: armed for the next dump, or ended in a
+    // process that lives on (a killed tree takes it along)
+    const arm = o.preDump || (o.trackMem && o.leaveRunning);
+    for (const n of tree) {
+      if (!n.fp || !n.dumped) continue;
+      if (arm && !pageServer) track.arm(n.pid, n.dumped.vpid, n.fp.threads[0].tid, n.mem!, n.dumped.vmas);
+      else if (o.leaveRunning || o.leaveStopped) track.disarm(n.pid, n.fp.threads[0].tid, n.mem!);
+    }
     pageServer?.close();
     fault("dump-end", "dump");
     runHook(o.hooks, "post-dump", { pid });
@@ -211,7 +229,7 @@ function unlockHook(hooks: Hooks | undefined, pid: number) {
 /** The dumper's own ids (inventory root_ids), numbered as CRIU numbers its own. */
 const ROOT_IDS = { vmId: 1, filesId: 1, fsId: 1, sighandId: 1, pidNsId: 1, netNsId: 2, ipcNsId: 3, utsNsId: 4, timeNsId: 5, mntNsId: 6, userNsId: 7, cgroupNsId: 8 };
 
-function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pageServer?: PageServerClient): DumpStats {
+function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pageServer: PageServerClient | undefined, track: MemTracker): DumpStats {
   const d = o.dir;
   const files = new FileTable();
   const extra = new ImageSink();
@@ -231,7 +249,7 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
   // tree holds, and which session leader owns each terminal
   const alivePids = tree.filter((n) => !n.zombie).map((n) => n.pid);
   const fdOpts: DumpOpts = { tree: alivePids, shellJob: o.shellJob, tcpEstablished: o.tcpEstablished, tcpClose: o.tcpClose, extUnixSk: o.extUnixSk,
-    fileLocks: o.fileLocks, ptyMasters: ptyMasters(alivePids), ptySessions: new Map<number, number>(), nsMounts };
+    fileLocks: o.fileLocks, ptyMasters: ptyMasters(alivePids), ptySessions: new Map<number, number>(), nsMounts, skipFd: (p, fd) => track.skips(p, fd) };
   for (const p of alivePids) {
     const st = readStat(p);
     if (st.sid === p && st.ttyNr) fdOpts.ptySessions!.set(st.ttyNr, ns.v(p));
@@ -265,7 +283,8 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
       throw new CriuError("dump", `process ${n.pid} shares its memory with another process (CLONE_VM without threads, e.g. vfork); not supported yet`);
     }
     n.ids = ids;
-    const r = dumpOne(n, id, ids, files, extra, twins, o, fdOpts, d, ns, cgroups.add(n.pid), seccomp, pageServer);
+    track.adopt(n.pid, ns.v(n.pid));
+    const r = dumpOne(n, id, ids, files, extra, twins, o, fdOpts, d, ns, cgroups.add(n.pid), seccomp, pageServer, track);
     stats.memdumpTime += r.memUs; stats.pagesScanned += r.scanned; stats.pagesWritten += r.written;
     pstree.push({ pid: vpid, ppid: vppid, pgid, sid, threads: r.tids });
   });
@@ -292,7 +311,7 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
 }
 
 /** One live process of the tree: its core, mm, pages, fds, fs and ids images. */
-function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: FileTable, extra: ImageSink, twins: FdTwin[], o: DumpOptions, fdOpts: DumpOpts, d: string, ns: NsView, cgSet: number, seccomp: SeccompChains, pageServer?: PageServerClient) {
+function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: FileTable, extra: ImageSink, twins: FdTwin[], o: DumpOptions, fdOpts: DumpOpts, d: string, ns: NsView, cgSet: number, seccomp: SeccompChains, pageServer: PageServerClient | undefined, track: MemTracker) {
   const pid = n.pid, mem = n.mem!;
   const vpid = ns.v(pid);
   phase("dumping", pid);
@@ -337,6 +356,7 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
       if (!extra.has(`pagemap-shmem-${v.inode}.img`)) dumpShmem(pid, v.start, v.end, v.inode, extra);
     }
   }
+  n.dumped = { vpid, vmas: task.vmas };
   task.mm.vmas = task.vmas.map((v) => ({
     start: v.start, end: v.end, pgoff: v.pgoff, shmid: v.shmid, prot: v.prot, flags: v.flags, status: v.status,
     // as CRIU: madv only when set, fdflags only for file mappings
@@ -355,11 +375,15 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
     } finally { rmSync(tmp, { recursive: true, force: true }); }
   } else {
     // incremental: raw pages first, then only those that changed are kept (compressed if asked)
-    pr = dumpPages(pid, task.vmas, mem, d, id, o.compress && !o.prevImagesDir);
+    // with memory tracking (memtrack.ts) only pages written since the parent are read
+    const tracked = o.prevImagesDir ? track.select(pid, vpid, task.vmas) : undefined;
+    const want = tracked ? byAddress([...pagesToDump(pid, tracked.untracked), ...tracked.want]) : undefined;
+    pr = dumpPages(pid, task.vmas, mem, d, id, o.compress && !o.prevImagesDir, want);
     if (o.prevImagesDir) {
       const dd = dedupeAgainstParent(d, pr.file, [...pr.runs], o.prevImagesDir, vpid, o.compress);
       log.info(`process ${pid}: ${dd.fromParent} pages unchanged since the previous dump, ${dd.kept} stored in ${dd.file}`);
-      pr = { ...pr, runs: dd.runs, written: dd.kept, file: dd.file, storedBytes: dd.stored, rawBytes: dd.kept * 4096 };
+      const runs = tracked ? byAddress<PagemapRun>([...dd.runs, ...tracked.fromParent]) : dd.runs;
+      pr = { ...pr, runs, written: dd.kept, file: dd.file, storedBytes: dd.stored, rawBytes: dd.kept * 4096 };
     }
   }
   const memUs = Math.round((performance.now() - tMem) * 1000);
@@ -380,9 +404,11 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
 }
 
 /** Memory pages of one process into pages-<pagesId>.img; returns the runs for pagemap-PID.img. */
-function dumpPages(pid: number, vmas: TaskDump["vmas"], mem: RemoteMem, dir: string, pagesId: number, compress?: boolean) {
-  return pipelineDumpPages({ pid, vmas, memFd: mem.fd, dir, pagesId, compress }); // src/codec/pipeline.ts
+function dumpPages(pid: number, vmas: TaskDump["vmas"], mem: RemoteMem, dir: string, pagesId: number, compress?: boolean, want?: PageRun[]) {
+  return pipelineDumpPages({ pid, vmas, memFd: mem.fd, dir, pagesId, compress, want }); // src/codec/pipeline.ts
 }
+
+const byAddress = <T extends { vaddr: bigint }>(runs: T[]) => runs.sort((a, b) => (a.vaddr < b.vaddr ? -1 : a.vaddr > b.vaddr ? 1 : 0));
 
 /**
  * PIDs as the dumped tree sees them. A tree whose root is the init of its own PID namespace

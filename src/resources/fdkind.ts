@@ -48,6 +48,8 @@ export interface DumpOpts {
   ptyMasters?: Set<number>; ptySessions?: Map<number, number>;
   /** the tree lives in its own mount namespace (a container's): the ids of its mounts */
   nsMounts?: Set<number>;
+  /** fds that belong to criu-bun, not to the process (memory tracking's userfaultfd): not dumped */
+  skipFd?: (pid: number, fd: number) => boolean;
 }
 
 export interface DumpCtx {

@@ -107,6 +107,7 @@ export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: 
   const grabbed: number[] = [];
   try {
     for (const fd of listFds(pid)) {
+      if (opts.skipFd?.(pid, fd)) continue;
       let target: string;
       try { target = readLink(`/proc/${pid}/fd/${fd}`); } catch { continue; }
       const fdinfo = readFdinfo(pid, fd);

@@ -78,7 +78,7 @@ const PAGEMAP_SCAN = 0xc0606610; // _IOWR('f', 16, struct pm_scan_arg)
 
 /** Which pages a scan keeps: after XOR with `inverted`, a page needs every `mask` bit and one of `anyof`;
  * regions are runs of kept pages with equal categories & `ret`. */
-export interface ScanQuery { inverted?: number; mask?: number; anyof?: number; ret: number }
+export interface ScanQuery { flags?: number; inverted?: number; mask?: number; anyof?: number; ret: number }
 
 /**
  * PAGEMAP_SCAN (Linux 6.7+) over an open /proc/PID/pagemap: the kernel walks the page tables and
@@ -97,7 +97,7 @@ export class PagemapScanner {
   scan(start: bigint, end: bigint, q: ScanQuery): number {
     const a = this.arg;
     a.fill(0n);
-    a[0] = 96n; a[2] = start; a[3] = end; a[5] = BigInt(addr(this.vec)); a[6] = BigInt(this.capacity);
+    a[0] = 96n; a[1] = BigInt(q.flags ?? 0); a[2] = start; a[3] = end; a[5] = BigInt(addr(this.vec)); a[6] = BigInt(this.capacity);
     a[8] = BigInt(q.inverted ?? 0); a[9] = BigInt(q.mask ?? 0); a[10] = BigInt(q.anyof ?? 0); a[11] = BigInt(q.ret);
     return syscall(NR.ioctl, this.fd, PAGEMAP_SCAN, addr(a));
   }

@@ -1,0 +1,240 @@
+// Memory tracking between dumps without soft-dirty bits: userfaultfd write-protect in async mode
+// (UFFD_FEATURE_WP_ASYNC) with PAGEMAP_SCAN (Linux 6.7+), set up in the target by injected syscalls.
+//
+// pre-dump (or dump --track-mem -R) ARMS tracking in each process, at the end of its frozen period,
+// after its pages were read: a userfaultfd is made in the target, its private anonymous VMAs are
+// registered in write-protect mode, and one PAGEMAP_SCAN with PM_SCAN_WP_MATCHING write-protects every
+// page. From then on the kernel itself clears a page's write-protection on its first write (no signal,
+// no fault handler: async mode), so PAGEMAP_SCAN's PAGE_IS_WRITTEN says which pages changed.
+//
+// The next pre-dump or dump --prev-images-dir USES it: it reads from the target only pages written
+// since (and not the zero page); pages present and not written are PE_PARENT runs where the parent's
+// pagemap has them (the parent left out all-zero pages: unwritten and absent there means zero still).
+// A VMA no longer registered (mremap, munmap + mmap, a new VMA) falls back to content comparison.
+//
+// Between runs the userfaultfd stays in the target, at a high fd number with FD_CLOEXEC; the pre-dump
+// directory's memtrack-PID.json names it (fd, inode, the process's start time). What the target can
+// observe: that fd in /proc/self/fd ("anon_inode:[userfaultfd]"), "uw" in its smaps VmFlags, its own
+// UFFDIO_REGISTER of those ranges failing with EBUSY; an exec, closing the fd or an mremap ends
+// tracking (the next dump compares contents instead). The fd is never dumped as the process's own, and
+// a dump that does not re-arm (the final dump, or -R without --track-mem) closes it in the target.
+import { closeSync, existsSync, fstatSync, openSync, readFileSync, statSync, writeSync, constants as FS } from "node:fs";
+import { join, resolve } from "node:path";
+import { Injector, type RemoteMem } from "../ptrace/inject";
+import { getRegs } from "../sys/ptrace";
+import { NR } from "../sys/nr";
+import { openFd, closeFd, O, PAGE_IS, PagemapScanner } from "../sys/mem";
+import { UFFDIO_API, UFFDIO_REGISTER, UFFD_API, UFFD_USER_MODE_ONLY, UFFDIO_REGISTER_MODE, UFFD_FEATURE, PM_SCAN } from "../sys/uffd";
+import { readStat, readVmas, readLink } from "../sys/proc";
+import { errnoName } from "../sys/errno";
+import { decodePagemap, type PagemapRun } from "../images/pagemap";
+import { VMA } from "./vma";
+import type { DumpedVma, PageRun } from "./memory";
+import { log } from "../log";
+
+const PAGE = 4096n, PE_PARENT = 1, PE_PRESENT = 4;
+const F_DUPFD_CLOEXEC = 1030;
+/** what the tracking record of one process holds */
+interface Record { pid: number; startTime: string; fd: number; ino: number }
+
+/** The pages of one process to read, and those to take from the parent, when tracking is in use. */
+export interface TrackedPages { want: PageRun[]; fromParent: PagemapRun[]; trackedPages: number }
+
+const recordName = (vpid: number) => `memtrack-${vpid}.json`;
+
+export class MemTracker {
+  /** per process (criu-bun's pid): the live tracking fd in it, when the parent's record still holds */
+  private live = new Map<number, Record>();
+
+  constructor(private readonly dir: string, private readonly prevDir: string | undefined) {}
+
+  /** Find the tracking left by the parent dump in process pid (vpid in the images). */
+  adopt(pid: number, vpid: number) {
+    if (!this.prevDir) return;
+    const path = join(resolve(this.dir, this.prevDir), recordName(vpid));
+    if (!existsSync(path)) return;
+    let rec: Record;
+    try { rec = JSON.parse(readFileSync(path, "utf8")); } catch { log.warn(`${path}: unreadable; pages are compared instead`); return; }
+    if (rec.pid !== pid || !Number.isInteger(rec.fd) || rec.fd < 0) return;
+    const why = this.stale(pid, rec);
+    if (why) { log.info(`process ${pid}: memory tracking from the previous dump is gone (${why}); pages are compared instead`); return; }
+    this.live.set(pid, rec);
+    log.debug(`process ${pid}: memory tracking by userfaultfd ${rec.fd} in use`);
+  }
+
+  private stale(pid: number, rec: Record): string {
+    try {
+      if (String(readStat(pid).startTime) !== rec.startTime) return "another process has the pid";
+      if (!readLink(`/proc/${pid}/fd/${rec.fd}`).includes("userfaultfd")) return `fd ${rec.fd} is no userfaultfd`;
+      if (statSync(`/proc/${pid}/fd/${rec.fd}`).ino !== rec.ino) return `fd ${rec.fd} is another userfaultfd`;
+    } catch { return `fd ${rec.fd} is closed`; }
+    return "";
+  }
+
+  /** fds that are criu-bun's tracking, not the process's own: never dumped */
+  skips(pid: number, fd: number): boolean { return this.live.get(pid)?.fd === fd; }
+
+  /**
+   * Pages of the tracked VMAs: written since the parent -> read them; not written and in the
+   * parent -> PE_PARENT. Returns undefined where tracking is not in use for this process; VMAs
+   * not (or no longer) registered are left to the caller (`untracked`).
+   */
+  select(pid: number, vpid: number, vmas: DumpedVma[]): (TrackedPages & { untracked: DumpedVma[] }) | undefined {
+    if (!this.live.has(pid) || off()) return undefined;
+    const registered = new Set(readVmas(pid).filter((v) => v.vmflags.includes("uw")).map((v) => `${v.start}-${v.end}`));
+    const parent = parentCoverage(resolve(this.dir, this.prevDir!), vpid);
+    const fd = openFd(`/proc/${pid}/pagemap`, O.RDONLY | O.CLOEXEC);
+    const sc = new PagemapScanner(fd);
+    const out: TrackedPages & { untracked: DumpedVma[] } = { want: [], fromParent: [], trackedPages: 0, untracked: [] };
+    try {
+      for (const v of vmas) {
+        if (!(v.status & VMA.ANON_PRIVATE) || !registered.has(`${v.start}-${v.end}`)) { out.untracked.push(v); continue; }
+        // written since the write-protect (not the zero page): read
+        const written = scanRuns(sc, pid, v.start, v.end, {
+          flags: PM_SCAN.CHECK_WPASYNC, mask: PAGE_IS.WRITTEN | PAGE_IS.PFNZERO, inverted: PAGE_IS.PFNZERO,
+          anyof: PAGE_IS.PRESENT | PAGE_IS.SWAPPED, ret: PAGE_IS.WRITTEN | PAGE_IS.PRESENT | PAGE_IS.SWAPPED,
+        });
+        if (written === null) { out.untracked.push(v); continue; }
+        // there and untouched: the parent's copy is this page (where the parent has one)
+        const same = scanRuns(sc, pid, v.start, v.end, {
+          flags: PM_SCAN.CHECK_WPASYNC, mask: PAGE_IS.WRITTEN | PAGE_IS.PFNZERO, inverted: PAGE_IS.WRITTEN | PAGE_IS.PFNZERO,
+          anyof: PAGE_IS.PRESENT | PAGE_IS.SWAPPED, ret: PAGE_IS.PRESENT | PAGE_IS.SWAPPED,
+        }) ?? [];
+        for (const [a, b] of written) out.want.push({ vaddr: a, nrPages: Number((b - a) / PAGE), flags: PE_PRESENT });
+        for (const [a, b] of intersect(same, parent)) out.fromParent.push({ vaddr: a, nrPages: Number((b - a) / PAGE), flags: PE_PARENT });
+        out.trackedPages += Number((v.end - v.start) / PAGE);
+      }
+    } finally { closeFd(fd); }
+    log.info(`process ${pid}: tracked memory: ${count(out.want)} pages written since the previous dump, ${count(out.fromParent)} taken from it, ${out.untracked.length} VMA(s) not tracked`);
+    return out;
+  }
+
+  /**
+   * At the end of the frozen period, with the process's pages already read: arm tracking (or
+   * re-arm it: write-protect again what was written) and record it in this dump's directory.
+   */
+  arm(pid: number, vpid: number, tid: number, mem: RemoteMem, vmas: DumpedVma[]) {
+    if (off()) return this.disarm(pid, tid, mem);
+    let rec = this.live.get(pid);
+    const inj = new Injector(tid, Injector.findSyscallInsn(pid, getRegs(tid), mem), "sysstop", mem);
+    let made = -1;
+    try {
+      if (!rec) {
+        const u = Number(inj.call(NR.userfaultfd, O.CLOEXEC | O.NONBLOCK | UFFD_USER_MODE_ONLY));
+        if (u < 0) throw new Error(`userfaultfd: ${errnoName(-u)}`);
+        made = u;
+        inj.withScratch(24, (a) => {
+          mem.write(a, new Uint8Array(new BigUint64Array([BigInt(UFFD_API), BigInt(UFFD_FEATURE.WP_ASYNC), 0n]).buffer));
+          const r = inj.call(NR.ioctl, u, UFFDIO_API, a);
+          if (r !== 0n) throw new Error(`UFFDIO_API with WP_ASYNC: ${errnoName(Number(-r))}`);
+        });
+        // a high number, so the process's own next open() gets the number it would have had
+        const soft = nofileSoft(pid);
+        const high = Number(inj.call(NR.fcntl, u, F_DUPFD_CLOEXEC, Math.max(64, Math.floor(soft / 2))));
+        const fd = high >= 0 ? high : u;
+        if (high >= 0) { inj.call(NR.close, u); made = high; }
+        rec = { pid, startTime: String(readStat(pid).startTime), fd, ino: statSync(`/proc/${pid}/fd/${fd}`).ino };
+        log.debug(`process ${pid}: userfaultfd ${fd} made for memory tracking`);
+      }
+      const have = new Set(readVmas(pid).filter((v) => v.vmflags.includes("uw")).map((v) => `${v.start}-${v.end}`));
+      let n = 0;
+      for (const v of vmas) {
+        if (!(v.status & VMA.ANON_PRIVATE) || have.has(`${v.start}-${v.end}`)) continue;
+        const ok = inj.withScratch(32, (a) => {
+          mem.write(a, new Uint8Array(new BigUint64Array([v.start, v.end - v.start, BigInt(UFFDIO_REGISTER_MODE.WP), 0n]).buffer));
+          return inj.call(NR.ioctl, rec!.fd, UFFDIO_REGISTER, a);
+        });
+        if (ok === 0n) n++;
+        else log.debug(`process ${pid}: ${vmaName(v)} not tracked (UFFDIO_REGISTER: ${errnoName(Number(-ok))})`);
+      }
+      // write-protect every page of the registered VMAs: from now on a write marks a page
+      const pm = openFd(`/proc/${pid}/pagemap`, O.RDONLY | O.CLOEXEC);
+      try {
+        const sc = new PagemapScanner(pm);
+        for (const v of readVmas(pid).filter((x) => x.vmflags.includes("uw"))) {
+          scanRuns(sc, pid, v.start, v.end, { flags: PM_SCAN.WP_MATCHING | PM_SCAN.CHECK_WPASYNC, mask: PAGE_IS.WRITTEN, ret: PAGE_IS.WRITTEN });
+        }
+      } finally { closeFd(pm); }
+      writeRecord(this.dir, vpid, rec);
+      log.info(`process ${pid}: memory tracking armed (userfaultfd ${rec.fd}, ${n} VMA(s) newly registered)`);
+      made = -1;
+    } catch (e: any) {
+      // tracking is an optimisation: the dump stands, the next one compares contents
+      log.warn(`process ${pid}: memory tracking not armed: ${e.message}`);
+      if (made >= 0) inj.call(NR.close, made);
+    } finally { inj.restore(); }
+  }
+
+  /** A dump that does not re-arm: the tracking fd goes from a process that lives on. */
+  disarm(pid: number, tid: number, mem: RemoteMem) {
+    const rec = this.live.get(pid);
+    if (!rec) return;
+    const inj = new Injector(tid, Injector.findSyscallInsn(pid, getRegs(tid), mem), "sysstop", mem);
+    try { inj.call(NR.close, rec.fd); } finally { inj.restore(); }
+    log.debug(`process ${pid}: memory tracking ended (userfaultfd ${rec.fd} closed)`);
+  }
+}
+
+/** [start, end) regions of one PAGEMAP_SCAN query over [start, end); null if the VMA is not tracked (EPERM). */
+function scanRuns(sc: PagemapScanner, pid: number, start: bigint, end: bigint, q: Parameters<PagemapScanner["scan"]>[2]): [bigint, bigint][] | null {
+  const out: [bigint, bigint][] = [];
+  let at = start;
+  while (at < end) {
+    const n = sc.scan(at, end, q);
+    if (n === -1 /* EPERM: not registered with async write-protect */) return null;
+    if (n < 0) throw new Error(`PAGEMAP_SCAN of process ${pid} at 0x${at.toString(16)}: ${errnoName(-n)}`);
+    const stop = sc.walkEnd;
+    if (stop <= at) throw new Error(`PAGEMAP_SCAN of process ${pid} made no progress at 0x${at.toString(16)}`);
+    for (let i = 0; i < n; i++) {
+      const a = sc.vec[i * 3], b = sc.vec[i * 3 + 1] < stop ? sc.vec[i * 3 + 1] : stop;
+      if (a >= b) continue;
+      const last = out[out.length - 1];
+      if (last && last[1] === a) last[1] = b; else out.push([a, b]);
+    }
+    at = stop;
+  }
+  return out;
+}
+
+/** The address ranges whose pages the parent images hold (stored there, or in its own parents). */
+function parentCoverage(parentDir: string, vpid: number): [bigint, bigint][] {
+  const out: [bigint, bigint][] = [];
+  for (const r of decodePagemap(parentDir, `pagemap-${vpid}.img`).runs) {
+    if (!(r.flags & (PE_PRESENT | PE_PARENT))) continue;
+    const a = r.vaddr, b = r.vaddr + BigInt(r.nrPages) * PAGE;
+    const last = out[out.length - 1];
+    if (last && last[1] === a) last[1] = b; else out.push([a, b]);
+  }
+  return out.sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0));
+}
+
+/** Intersection of two sorted lists of disjoint ranges. */
+function intersect(a: [bigint, bigint][], b: [bigint, bigint][]): [bigint, bigint][] {
+  const out: [bigint, bigint][] = [];
+  let i = 0, j = 0;
+  while (i < a.length && j < b.length) {
+    const lo = a[i][0] > b[j][0] ? a[i][0] : b[j][0], hi = a[i][1] < b[j][1] ? a[i][1] : b[j][1];
+    if (lo < hi) out.push([lo, hi]);
+    if (a[i][1] < b[j][1]) i++; else j++;
+  }
+  return out;
+}
+
+/** CRIU_BUN_MEMTRACK=off: compare page contents instead (tracking already in a process is ended) */
+const off = () => process.env.CRIU_BUN_MEMTRACK === "off";
+const count = (runs: { nrPages: number }[]) => runs.reduce((s, r) => s + r.nrPages, 0);
+const vmaName = (v: DumpedVma) => `VMA 0x${v.start.toString(16)}-0x${v.end.toString(16)}`;
+
+function nofileSoft(pid: number): number {
+  const m = /^Max open files\s+(\d+|unlimited)/m.exec(readFileSync(`/proc/${pid}/limits`, "latin1"));
+  return m && m[1] !== "unlimited" ? Number(m[1]) : 1024;
+}
+
+/** The record, written 0600 without following a link, as this dump's own file. */
+function writeRecord(dir: string, vpid: number, rec: Record) {
+  const fd = openSync(join(dir, recordName(vpid)), FS.O_WRONLY | FS.O_CREAT | FS.O_TRUNC | FS.O_NOFOLLOW | O.CLOEXEC, 0o600);
+  try {
+    if (!fstatSync(fd).isFile()) throw new Error(`${recordName(vpid)} is not a regular file`);
+    writeSync(fd, JSON.stringify(rec) + "\n");
+  } finally { closeSync(fd); }
+}
