@@ -10,3 +10,17 @@ export function fault(name: string, where: string) {
   if (f === `${name}:internal`) throw new TypeError(`injected bug '${name}' (CRIU_BUN_FAULT)`);
   if (f === `${name}:hang`) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
 }
+
+/**
+ * Tests: CRIU_BUN_PAUSE=NAME stops at the named point until the file CRIU_BUN_PAUSE_FILE, which
+ * is created there, is removed (at most 30 s), so a test can act at a known moment (kill a target
+ * in the middle of its dump).
+ */
+export function pausePoint(name: string) {
+  const file = process.env.CRIU_BUN_PAUSE_FILE;
+  if (process.env.CRIU_BUN_PAUSE !== name || !file) return;
+  const fs = require("node:fs") as typeof import("node:fs");
+  fs.writeFileSync(file, `${process.pid}\n`, { flag: "wx", mode: 0o600 });
+  const deadline = Date.now() + 30_000;
+  while (fs.existsSync(file) && Date.now() < deadline) Bun.sleepSync(5);
+}

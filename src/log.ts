@@ -4,7 +4,7 @@
 // stdout for "-o -", else stderr. With -o the console stays quiet. From -v3 on, every line starts
 // with the time since start, "(00.012345) ". Plain messages (log.msg: "Looks good.") always go
 // to stdout. Errors read "Error (where): ..."; the first one is kept for RPC replies.
-import { openSync, writeSync, closeSync, constants } from "node:fs";
+import { openSync, writeSync, closeSync, constants, fstatSync, lstatSync, ftruncateSync } from "node:fs";
 
 export const LOG_MSG = 0, LOG_ERROR = 1, LOG_WARN = 2, LOG_INFO = 3, LOG_DEBUG = 4;
 const LOG_TIMESTAMP = 3;
@@ -23,10 +23,46 @@ export function setLogFile(path: string | undefined) {
   fd = 2;
   if (path === "-") fd = 1;
   else if (path) {
-    const { O_WRONLY, O_CREAT, O_TRUNC, O_APPEND, O_NOFOLLOW, O_CLOEXEC } = constants as Record<string, number>;
-    fd = openSync(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_NOFOLLOW | (O_CLOEXEC ?? 0o2000000), 0o600);
+    fd = openLogFile(path);
     ownFd = true;
   }
+}
+
+/**
+ * A log file is opened without following a symlink (nor blocking on a FIFO planted in its
+ * place), created 0600; one already there must be a regular file of ours with a single link
+ * (not a hard link to another file). Then it is truncated, as criu does.
+ */
+function openLogFile(path: string): number {
+  const { O_WRONLY, O_CREAT, O_APPEND, O_NOFOLLOW, O_NONBLOCK, O_CLOEXEC } = constants as Record<string, number>;
+  let f: number;
+  try { f = openSync(path, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_NONBLOCK | (O_CLOEXEC ?? 0o2000000), 0o600); }
+  catch (e: any) {
+    let link = false;
+    try { link = lstatSync(path).isSymbolicLink(); } catch {}
+    throw new CriuError("log", `cannot open log file '${path}' (${link ? "a symbolic link" : e?.code ?? e?.message})`);
+  }
+  const st = fstatSync(f);
+  if (!st.isFile() || st.nlink !== 1 || st.uid !== (process.geteuid?.() ?? 0)) {
+    closeSync(f);
+    throw new CriuError("log", `log file '${path}' is not a regular file of this user with one link; refusing to write it`);
+  }
+  ftruncateSync(f, 0);
+  return f;
+}
+
+/**
+ * Paths through an fd held on a directory (/proc/self/fd/N/...) are shown to the user as the
+ * directory's name. aliasPath(p, undefined) forgets p.
+ */
+const aliases = new Map<string, string>();
+export function aliasPath(p: string, shown: string | undefined): () => void {
+  if (shown === undefined) aliases.delete(p); else aliases.set(p, shown);
+  return () => { aliases.delete(p); };
+}
+export function unalias(text: string): string {
+  if (!aliases.size || !text.includes("/proc/self/fd/")) return text;
+  return text.replace(/\/proc\/self\/fd\/\d+(?![0-9])/g, (m) => aliases.get(m) ?? m);
 }
 
 /** The fd log lines go to (2 unless -o). */
@@ -40,6 +76,7 @@ function stamp(): string {
 }
 
 function emit(lvl: number, text: string) {
+  text = unalias(text);
   if (lvl === LOG_ERROR && firstError === undefined) firstError = text;
   if (lvl > level) return;
   const line = `${level >= LOG_TIMESTAMP ? stamp() : ""}${text}\n`;

@@ -254,6 +254,8 @@ export const CRIU_BUN_OPTIONS: readonly CriuOption[] = [
     meaning: "install: make criu-bun the criu command (a symlink named criu)" },
   { name: "prefix", arg: "required", key: "prefix", commands: ["install"], support: "yes",
     meaning: "install: directory for the criu symlink (default /usr/local/sbin)" },
+  { name: "trust-images", arg: "none", negatable: true, key: "trustImages", commands: ["restore"], support: "yes",
+    meaning: "restore as root even images another user could have written (README: Images on disk, and trust)" },
 ];
 
 const byName = new Map<string, CriuOption>();

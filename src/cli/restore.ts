@@ -20,7 +20,7 @@ export async function run(opts: Opts, _args: string[]): Promise<number> {
   const pidfile = opts.pidfile ? (isAbsolute(opts.pidfile) ? opts.pidfile : join(opts.workDir ?? opts.imagesDir, opts.pidfile)) : undefined;
   const st = restoreProcesses({ emptyNs: opts.emptyNs === "net" ? 0x40000000 : undefined, dir: opts.imagesDir, leaveStopped: !!opts.leaveStopped, shellJob: !!opts.shellJob, pidfile, tcpClose: !!opts.tcpClose,
     root: opts.root !== undefined ? String(opts.root) : undefined, extMounts: parseExtMounts(opts.external, opts.extMountMap, "restore"),
-    timeoutSec: opts.timeout !== undefined ? Number(opts.timeout) : undefined, ...cgroupMode(opts.manageCgroups), hooks: scriptHooks(opts) });
+    trustImages: !!opts.trustImages, timeoutSec: opts.timeout !== undefined ? Number(opts.timeout) : undefined, ...cgroupMode(opts.manageCgroups), hooks: scriptHooks(opts) });
   const pid = st.pid;
   if (opts.displayStats) {
     process.stdout.write(`Displaying restore stats:\nPages compared: 0\nPages skipped COW: 0\nPages restored: ${st.pages}\n` +

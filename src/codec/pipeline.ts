@@ -13,7 +13,8 @@
 // job, then blocks in Atomics.wait on the oldest slot, so results are consumed in order while
 // up to SLOTS_PER_WORKER jobs per Worker are under way. Memory stays bounded: per Worker one WASM
 // instance (about 2 MiB of buffers) and its slots (about 1 MiB each), whatever the dump's size.
-import { openSync, closeSync, existsSync, unlinkSync, writeFileSync, readFileSync } from "node:fs";
+import { openSync, closeSync, existsSync, unlinkSync, readFileSync } from "node:fs";
+import { createNew, writeNewFile } from "../images/safefs";
 import { join } from "node:path";
 import { PageCodec } from "./codec";
 import { BlockCore, Slot, runInto, slotBytes, CTL_BUSY, CTL_DONE, I_CTL, SEG_ANON, SEG_READABLE, SEG_WRITABLE, SEG_KERNEL, type DumpJob, type RestoreJob } from "./jobs";
@@ -214,7 +215,7 @@ export function dumpPages(o: { pid: number; vmas: DumpedVma[]; memFd: number; di
   const totalPages = want.reduce((s, r) => s + r.nrPages, 0);
   const jobs = dumpJobs(want, o.vmas);
   const path = join(o.dir, dataFile);
-  const fd = openSync(path, "w");
+  const fd = createNew(path, true);
   const index = new IndexWriter(compress);
   const addrs = new AddrHash();
   const runs = new RunList();
@@ -241,7 +242,7 @@ export function dumpPages(o: { pid: number; vmas: DumpedVma[]; memFd: number; di
     progress.end();
     closeSync(fd);
   }
-  writeFileSync(join(o.dir, names.idx), index.bytes());
+  writeNewFile(join(o.dir, names.idx), index.bytes());
   const ms = performance.now() - t0;
   log.info(`Pages: ${scanned} scanned, ${written} written to ${dataFile} (${size(stored)}${compress ? `, ratio ${(written * PAGE / Math.max(stored, 1)).toFixed(2)}` : ""}) in ${ms.toFixed(1)} ms, ${nw} worker(s)`);
   if (logLevel() >= LOG_DEBUG) log.debug(`criu-bun peak RSS (VmHWM): ${peakRssKb()} kB`);

@@ -2,8 +2,9 @@
 // release (-R) or leave it stopped (-s). Any failure before the end releases the process
 // untouched (registers were restored after every injection).
 import { create, type DescMessage } from "@bufbuild/protobuf";
-import { accessSync, constants, openSync, closeSync, statSync, existsSync, readlinkSync, readFileSync, unlinkSync, mkdtempSync, rmSync } from "node:fs";
+import { statSync, existsSync, readlinkSync, readFileSync, mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
+import { DumpStage, under, openDir, type DirHandle } from "../images/safefs";
 import { freezeProcess, releaseProcess, seizeFrozen, releaseSeized, type FrozenProcess } from "../ptrace/seize";
 import { wait4Raw, W, __WALL } from "../sys/ptrace";
 import { RemoteMem } from "../ptrace/inject";
@@ -28,8 +29,8 @@ import { writeImage, writeImageBytes } from "../images/image";
 import { writeManifest } from "../images/manifest";
 import { encodePagemap } from "../images/pagemap";
 import * as S from "../images/schemas";
-import { CriuError, log, phase } from "../log";
-import { fault } from "../fault";
+import { CriuError, log, phase, unalias, aliasPath } from "../log";
+import { fault, pausePoint } from "../fault";
 import { PageServerClient } from "../net/pageserver";
 import { netdevs, withNs } from "../sys/netns";
 import { dedupeAgainstParent, linkParent } from "../resources/incremental";
@@ -65,15 +66,6 @@ export interface DumpStats {
 
 function msg<T extends DescMessage>(schema: T, init: Record<string, any>) { return create(schema, init as any); }
 
-function checkImagesDir(dir: string) {
-  if (!existsSync(dir)) throw new CriuError("dump", `images directory '${dir}' does not exist`);
-  try { if (!statSync(dir).isDirectory()) throw new Error("not a directory"); accessSync(dir, constants.W_OK); }
-  catch (e: any) { throw new CriuError("dump", `images directory '${dir}' is not writable (${e.code ?? e.message})`); }
-  // root passes access(W_OK) even on read-only mounts: really try
-  const probe = join(dir, `.criu-bun-probe-${process.pid}`);
-  try { closeSync(openSync(probe, "w")); unlinkSync(probe); }
-  catch (e: any) { throw new CriuError("dump", `images directory '${dir}' is not writable (${e.code ?? e.message})`); }
-}
 
 /** A process of the dumped tree: frozen (alive) or a zombie (nothing to freeze). */
 interface TreeNode {
@@ -85,6 +77,35 @@ interface TreeNode {
   /** its pid in the images and its VMAs, once dumped (memory tracking is armed from them) */
   dumped?: { vpid: number; vmas: DumpedVma[] };
   zombie?: { exitCode: number; pgid: number; sid: number; comm: string };
+}
+
+/**
+ * The tree at the end of the dump must be the one frozen: a process or thread killed meanwhile
+ * (SIGKILL reaches a traced task) would otherwise come back to life at restore.
+ */
+function sameTreeAsFrozen(tree: TreeNode[]) {
+  // a SIGKILL sent but not acted on yet counts: it is pending in every thread of a dying process
+  const state = (pid: number, tid?: number) => {
+    try {
+      const s = readFileSync(`/proc/${pid}/task/${tid ?? pid}/status`, "latin1");
+      const pnd = /^SigPnd:\s*([0-9a-f]+)/m.exec(s), shd = /^ShdPnd:\s*([0-9a-f]+)/m.exec(s);
+      if ([pnd, shd].some((m) => m && BigInt(`0x${m[1]}`) & 0x100n)) return "X";
+      return /^State:\s*(\S)/m.exec(s)?.[1] ?? "gone";
+    } catch { return "gone"; }
+  };
+  for (const n of tree) {
+    if (n.zombie) {
+      if (state(n.pid) !== "Z") throw new CriuError("dump", `zombie ${n.pid} of the tree was reaped while the tree was being dumped`);
+      continue;
+    }
+    for (const t of n.fp!.threads) {
+      const s = state(n.pid, t.tid);
+      if (s === "gone" || s === "Z" || s === "X") {
+        throw new CriuError("dump", t.tid === n.pid ? `process ${n.pid} of the tree exited while it was being dumped` : `thread ${t.tid} of process ${n.pid} exited while it was being dumped`);
+      }
+    }
+  }
+  log.debug(`the tree is the one frozen: ${tree.length} process(es)`);
 }
 
 /** Release a frozen process as it was: running, or stopped if it was stopped before we came. */
@@ -140,37 +161,49 @@ export function dumpProcess(o: DumpOptions): DumpStats {
   if (!Number.isInteger(pid) || pid <= 0) throw new CriuError("dump", `invalid PID '${o.pid}'`);
   if (!existsSync(`/proc/${pid}`)) throw new CriuError("dump", `process ${pid} does not exist`);
   if (pid === process.pid) throw new CriuError("dump", `cannot dump criu-bun itself`);
-  checkImagesDir(dir);
   if (o.prevImagesDir && o.pageServer) throw new CriuError("dump", "--prev-images-dir cannot be combined with --page-server yet");
-  if (o.prevImagesDir) linkParent(dir, o.prevImagesDir);
   if (o.pageServer && o.compress) throw new CriuError("dump", "--compress cannot be used with --page-server (the page server writes CRIU's raw pages)");
-  // connect first: a page server that is not there fails the dump before anything is frozen
-  const pageServer = o.pageServer ? new PageServerClient(o.pageServer.address, o.pageServer.port, o.timeoutSec ?? 10) : undefined;
-  try { runHook(o.hooks, "pre-dump", { pid }); }
-  catch (e) { pageServer?.close(); throw e; }
-  // criu tells about the network lock only for a tree with its own network namespace
-  const ownNet = readlinkSync(`/proc/${pid}/ns/net`) !== readlinkSync("/proc/self/ns/net");
-  const t0 = performance.now();
-  phase("freezing the tree", pid);
-  // with a freezer cgroup: every task in it is caught while frozen (nothing forks meanwhile);
-  // those outside the tree are let go again
-  let preSeized: Set<number> | undefined;
-  if (o.freezeCgroup) {
-    const fz = freezeCgroup(o.freezeCgroup, (o.timeoutSec ?? 10) * 1000);
-    try { preSeized = new Set(seizeFrozen(fz.tids)); } finally { fz.thaw(); }
-  }
-  let tree: TreeNode[];
-  try { tree = freezeTree(pid, (o.timeoutSec ?? 10) * 1000, preSeized); }
-  finally { if (preSeized?.size) { log.info(`releasing ${preSeized.size} thread(s) of the cgroup outside the tree`); releaseSeized(preSeized); } }
-  const tFrozen = performance.now();
+  // images go into a private stage inside dir, moved into place when all is written and synced
+  // (inventory.img last): a failed dump leaves dir as it was (src/images/safefs.ts)
+  const stage = new DumpStage(dir);
+  let tree: TreeNode[] = [];
   let stats: DumpStats;
+  let t0 = 0, tFrozen = 0;
+  let prev: DirHandle | undefined;
   let netLocked = false;
+  // criu tells about the network lock only for a tree with its own network namespace
+  let ownNet = false;
   try {
+    if (o.prevImagesDir) {
+      linkParent(stage.path, o.prevImagesDir, stage.dir.path);
+      // held by an fd too: paths are joined without ".." (join would fold /proc/self/fd/N/..)
+      prev = openDir(under(stage.dir.path, o.prevImagesDir));
+      aliasPath(prev.path, o.prevImagesDir);
+    }
+    const w: DumpOptions = { ...o, dir: stage.path, prevImagesDir: prev?.path };
+    // connect first: a page server that is not there fails the dump before anything is frozen
+    const pageServer = o.pageServer ? new PageServerClient(o.pageServer.address, o.pageServer.port, o.timeoutSec ?? 10) : undefined;
+    try { runHook(o.hooks, "pre-dump", { pid }); }
+    catch (e) { pageServer?.close(); throw e; }
+    ownNet = readlinkSync(`/proc/${pid}/ns/net`) !== readlinkSync("/proc/self/ns/net");
+    t0 = performance.now();
+    phase("freezing the tree", pid);
+    // with a freezer cgroup: every task in it is caught while frozen (nothing forks meanwhile);
+    // those outside the tree are let go again
+    let preSeized: Set<number> | undefined;
+    if (o.freezeCgroup) {
+      const fz = freezeCgroup(o.freezeCgroup, (o.timeoutSec ?? 10) * 1000);
+      try { preSeized = new Set(seizeFrozen(fz.tids)); } finally { fz.thaw(); }
+    }
+    try { tree = freezeTree(pid, (o.timeoutSec ?? 10) * 1000, preSeized); }
+    finally { if (preSeized?.size) { log.info(`releasing ${preSeized.size} thread(s) of the cgroup outside the tree`); releaseSeized(preSeized); } }
+    tFrozen = performance.now();
+    pausePoint("dump-frozen");
     if (ownNet) { netLocked = true; runHook(o.hooks, "network-lock", { pid }); }
     runHook(o.hooks, "query-ext-files", { pid });
     for (const n of tree) if (n.fp) n.mem = new RemoteMem(n.pid);
-    const track = new MemTracker(dir, o.prevImagesDir);
-    stats = collectAndWrite(tree, o, tFrozen - t0, pageServer, track);
+    const track = new MemTracker(w.dir, w.prevImagesDir);
+    stats = collectAndWrite(tree, w, tFrozen - t0, pageServer, track);
     // memory tracking, at the end of the frozen period: armed for the next dump, or ended in a
     // process that lives on (a killed tree takes it along)
     const arm = o.preDump || (o.trackMem && o.leaveRunning);
@@ -179,14 +212,25 @@ export function dumpProcess(o: DumpOptions): DumpStats {
       if (arm && !pageServer) track.arm(n.pid, n.dumped.vpid, n.fp.threads[0].tid, n.mem!, n.dumped.vmas);
       else if (o.leaveRunning || o.leaveStopped) track.disarm(n.pid, n.fp.threads[0].tid, n.mem!);
     }
+    pausePoint("dump-written");
     pageServer?.close();
     fault("dump-end", "dump");
+    sameTreeAsFrozen(tree);
+    stage.commit();
+    prev?.close();
+    // after the commit: a post-dump hook sees the images in place
     runHook(o.hooks, "post-dump", { pid });
-  } catch (e) {
+  } catch (err) {
+    let e = err;
+    // a failure because a process of the tree died meanwhile is reported as that
+    if (tree.length) try { sameTreeAsFrozen(tree); } catch (lost) { log.debug(`failed with: ${(err as any)?.message}`); e = lost; }
     netDumpEnd("failed");
     if (netLocked) unlockHook(o.hooks, pid);
     for (const n of tree) { n.mem?.close(); letGo(n); }
-    log.info(`Dump of ${pid} failed; ${tree.length} process(es) released`);
+    if (e instanceof Error) e.message = unalias(e.message); // the directory's name, not its fd
+    stage.abort();
+    prev?.close();
+    if (tree.length) log.info(`Dump of ${pid} failed; ${tree.length} process(es) released`);
     throw e;
   }
   for (const n of tree) n.mem?.close();

@@ -1,7 +1,8 @@
 // Reading and writing CRIU image files: header magics, then (u32 length + message) entries,
 // some followed by raw payload. See magic.ts for the kinds.
 import { create, fromBinary, toBinary, isFieldSet, type DescMessage, type Message } from "@bufbuild/protobuf";
-import { existsSync, readFileSync, writeFileSync, renameSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
+import { writeNewFile } from "./safefs";
 import { join } from "node:path";
 import { CriuError } from "../log";
 import {
@@ -145,10 +146,10 @@ function encode(k: ImageKind, items: PayloadItem[], file: string): Uint8Array {
   return out.concat();
 }
 
+/** Images are written as new files, 0600, never through a symlink (a dump writes them into its
+ * private stage, see safefs.ts); one already there is replaced. */
 function writeFileAtomic(path: string, data: Uint8Array) {
-  const tmp = `${path}.tmp${process.pid}`;
-  writeFileSync(tmp, data);
-  renameSync(tmp, path);
+  writeNewFile(path, data, true);
 }
 
 /** Write already encoded image bytes (fast paths such as pagemap.ts) into dir/file. */

@@ -5,7 +5,8 @@
 // images directory, so that directory plus the dumper's other images restore as usual.
 // Headers are struct page_server_iov { u32 cmd; u32 nr_pages; u64 vaddr; u64 dst_id } in host
 // order; cmd = flags << 16 | command; dst_id = id << 8 | type (1: process pagemap, 2: shmem).
-import { openSync, closeSync, readSync, writeFileSync, appendFileSync } from "node:fs";
+import { openSync, closeSync, readSync, appendFileSync } from "node:fs";
+import { createNew, writeNewFile } from "../images/safefs";
 import { join } from "node:path";
 import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
@@ -130,7 +131,7 @@ export function servePages(dir: string, address: string, port: number, onListeni
   const finish = () => {
     for (const m of open.values()) {
       closeSync(m.pagesFd);
-      writeFileSync(join(dir, m.file), encodePagemap(m.pagesId, m.runs));
+      writeNewFile(join(dir, m.file), encodePagemap(m.pagesId, m.runs));
     }
     open.clear();
   };
@@ -157,8 +158,7 @@ export function servePages(dir: string, address: string, port: number, onListeni
         const file = type === TYPE_PID ? `pagemap-${id}.img` : `pagemap-shmem-${id}.img`;
         const pagesId = nextPagesId++;
         const pagesFile = join(dir, `pages-${pagesId}.img`);
-        writeFileSync(pagesFile, new Uint8Array(0));
-        open.set(dst, { file, pagesId, runs: [], pagesFd: openSync(pagesFile, "a") });
+        open.set(dst, { file, pagesId, runs: [], pagesFd: createNew(pagesFile, true) });
         if (op === PS.OPEN2) writeAll(conn, new Uint8Array([0]), "answering PS_IOV_OPEN2"); // no parent images here
       } else if (op === PS.ADD || op === PS.ADD_F || op === PS.HOLE) {
         const m = open.get(dst);

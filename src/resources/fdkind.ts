@@ -1,6 +1,7 @@
 // The interface every kind of file descriptor implements (regular files, pipes, sockets,
 // eventfd ...). Adding a kind = one file in src/resources exporting an FdKind, listed in kinds.ts.
-import { writeFileSync, type BigIntStats } from "node:fs";
+import { type BigIntStats } from "node:fs";
+import { writeNewFile } from "../images/safefs";
 import { join } from "node:path";
 import { create, type DescMessage, type Message } from "@bufbuild/protobuf";
 import { writeImage, writeImageWithPayload, readImage, readImagePayloads, imageExists } from "../images/image";
@@ -32,7 +33,7 @@ export class ImageSink {
   mark(key: string) { this.marks.add(key); }
   private marks = new Set<string>();
   writeAll(dir: string) {
-    for (const [file, chunks] of this.raws) writeFileSync(join(dir, file), Buffer.concat(chunks));
+    for (const [file, chunks] of this.raws) writeNewFile(join(dir, file), Buffer.concat(chunks));
     for (const [file, f] of this.files) {
       if (f.items.some((i) => i.payload)) writeImageWithPayload(dir, file, f.kind, f.items.map((i) => ({ msg: i.msg, payload: i.payload ?? new Uint8Array(0) })));
       else writeImage(dir, file, f.kind, f.items.map((i) => i.msg));

@@ -3,7 +3,8 @@
 // and DIR/parent links to the previous images, as CRIU does. This kernel has no soft-dirty bits,
 // so "the same" is decided by comparing contents; the final dump still reads all memory, but
 // writes (and sends) only what changed. Restore follows the parent links for PE_PARENT runs.
-import { existsSync, openSync, closeSync, renameSync, rmSync, symlinkSync, readlinkSync, lstatSync, writeFileSync, statSync } from "node:fs";
+import { existsSync, openSync, closeSync, renameSync, rmSync, symlinkSync, lstatSync, statSync } from "node:fs";
+import { createNew, writeNewFile, under, withDir } from "../images/safefs";
 import { join, resolve } from "node:path";
 import { decodePagemap, type PagemapRun } from "../images/pagemap";
 import { preadFull, pwriteFull, writeFull } from "../sys/mem";
@@ -136,12 +137,12 @@ export function dedupeAgainstParent(dir: string, pagesFile: string, runs: Pagema
 
 function dedupe(dir: string, pagesFile: string, runs: PagemapRun[], parentDir: string, pid: number, compress: boolean) {
   const names = pagesNames(pagesFile);
-  const parent = PageSource.open(resolve(dir, parentDir), pid);
+  const parent = PageSource.open(under(dir, parentDir), pid);
   if (!parent && !compress) return { runs, kept: runs.reduce((s, r) => s + r.nrPages, 0), fromParent: 0, file: pagesFile, stored: statSync(join(dir, pagesFile)).size };
   const src = openSync(join(dir, pagesFile), "r");
   const outFile = compress ? names.lz4 : names.img;
   const tmp = join(dir, `${outFile}.dedupe`);
-  const out = openSync(tmp, "w");
+  const out = createNew(tmp, true);
   // kept pages gather at the start of the codec's buffer (one block of the new file); a block's
   // LZ4 form goes after them
   const codec = new PageCodec({ capacity: 2 * BLOCK + PAGE });
@@ -193,15 +194,16 @@ function dedupe(dir: string, pagesFile: string, runs: PagemapRun[], parentDir: s
   } finally { closeSync(src); closeSync(out); parent?.close(); }
   renameSync(tmp, join(dir, outFile));
   if (outFile !== pagesFile) rmSync(join(dir, pagesFile));
-  writeFileSync(join(dir, names.idx), index.bytes());
+  writeNewFile(join(dir, names.idx), index.bytes());
   return { runs: res, kept, fromParent, file: outFile, stored };
 }
 
-/** Make dir/parent point at the previous images (as given, like criu: relative to dir). */
-export function linkParent(dir: string, parentDir: string) {
+/** Make dir/parent point at the previous images (as given, like criu: relative to the images
+ * directory base, which is where the link ends up; dir may be the dump's stage inside it). */
+export function linkParent(dir: string, parentDir: string, base = dir) {
   const link = join(dir, "parent");
   try { if (lstatSync(link)) rmSync(link); } catch {}
-  if (!existsSync(resolve(dir, parentDir))) throw new CriuError("dump", `--prev-images-dir '${parentDir}' does not exist (it is relative to the images dir)`);
+  if (!existsSync(under(base, parentDir))) throw new CriuError("dump", `--prev-images-dir '${parentDir}' does not exist (it is relative to the images dir)`);
   symlinkSync(parentDir, link);
 }
 
@@ -211,7 +213,12 @@ export function fillParentPages(dir: string, pid: number, runs: PagemapRun[], me
   if (!parentRuns.length) return;
   const pdir = join(dir, "parent");
   if (!existsSync(pdir)) throw new CriuError("restore", `${where}: pagemap-${pid}.img refers to parent images, but ${dir}/parent is missing`);
-  const src = PageSource.open(resolve(dir, readlinkSync(pdir)), pid);
+  // the parent held by an fd too (the kernel follows the link, relative to where it is); errors name it by its real path
+  withDir(pdir, (p) => fillFrom(p, pid, parentRuns, memFd, where));
+}
+
+function fillFrom(pdir: string, pid: number, parentRuns: PagemapRun[], memFd: number, where: string) {
+  const src = PageSource.open(pdir, pid);
   if (!src) throw new CriuError("restore", `${where}: the parent images have no pagemap-${pid}.img`);
   // consecutive pages gather in buf and go into the target with one write of up to 1 MiB
   const buf = new Uint8Array(BLOCK);

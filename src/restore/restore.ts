@@ -1,6 +1,7 @@
 // The restore pipeline: load and validate all images, check the PIDs are free, then build the
 // process from a puppet. Any failure kills what was built.
-import { statSync, writeFileSync, readFileSync } from "node:fs";
+import { statSync, readFileSync } from "node:fs";
+import { openDir, checkImagesTrusted, replaceFile } from "../images/safefs";
 import { loadImages, type RestoreSet } from "./images";
 import { requireImages } from "./validate";
 import { TaskBuilder } from "./task";
@@ -14,7 +15,7 @@ import { TreeFiles } from "../resources/fdkind";
 import { restoreSysvShm, finishSysvShm, dropSysvShm } from "../resources/sysvshm";
 import { withNs } from "../sys/netns";
 import { O } from "../sys/mem";
-import { CriuError, log, phase, asCriuError, logFd } from "../log";
+import { CriuError, log, phase, asCriuError, logFd, unalias } from "../log";
 import { startWatchdog, stopWatchdog, tick, whilePaused } from "./watchdog";
 import { fault } from "../fault";
 import { netRestoreBegin, netRestoreEnd } from "../resources/inet";
@@ -34,6 +35,8 @@ export interface RestoreOptions {
   hooks?: Hooks;
   /** CLONE_NEW* bits of namespaces created empty, their contents left to the caller (criu's empty_ns; only net) */
   emptyNs?: number;
+  /** restore as root even images another user could have written (--trust-images) */
+  trustImages?: boolean;
 }
 
 /** Hooks whose answer changes nothing (criu only logs their failure): the tree goes on. */
@@ -87,6 +90,20 @@ function checkFile(pid: number, what: string, reg: S.reg_file_entry, checkSize =
 }
 
 export function restoreProcesses(o: RestoreOptions): { pid: number; ms: number; forkMs: number; pages: number; processes: number } {
+  // every image is read through an fd held on the directory (see safefs.ts), checked first
+  let h;
+  try { h = openDir(o.dir); }
+  catch (e: any) { throw new CriuError("restore", `images directory '${o.dir}' ${e?.code === "ENOENT" ? "does not exist" : `cannot be opened (${e?.code ?? e?.message})`}`); }
+  try {
+    if (!o.trustImages) checkImagesTrusted(h.path);
+    return restoreFrom({ ...o, dir: h.path });
+  } catch (e: any) {
+    if (e instanceof Error) e.message = unalias(e.message); // the directory's name, not its fd
+    throw e;
+  } finally { h.close(); }
+}
+
+function restoreFrom(o: RestoreOptions): { pid: number; ms: number; forkMs: number; pages: number; processes: number } {
   const t0 = performance.now();
   // no progress for --timeout seconds (default 10) ends the restore, whatever it waits for
   startWatchdog((o.timeoutSec ?? 10) * 1000, logFd());
@@ -160,6 +177,11 @@ function restoreAll(o: RestoreOptions, t0: number): { pid: number; ms: number; f
     for (const b of builders) if (!b.t.zombie) { phase("restoring registers", b.t.pid); b.finish(); }
     fault("restore-end", "restore");
     ipc(() => finishSysvShm(sysv));
+    // the pidfile before anything runs: failing to write it fails the restore
+    if (o.pidfile) {
+      try { replaceFile(o.pidfile, `${builders[0].pid}`); }
+      catch (e: any) { throw new CriuError("restore", `cannot write pidfile ${o.pidfile} (${e?.code ?? e?.message})`); }
+    }
     runHook(o.hooks, "post-restore", { pid: builders[0].pid });
     if (set.newNetNs) softHook(o.hooks, "network-unlock", builders[0].pid);
     runHook(o.hooks, "pre-resume", { pid: builders[0].pid });
@@ -178,7 +200,6 @@ function restoreAll(o: RestoreOptions, t0: number): { pid: number; ms: number; f
   const t = root;
   // the root as criu-bun sees it (in a fresh PID namespace it is 1 inside, something else here)
   const hostPid = builders[0].pid;
-  if (o.pidfile) writeFileSync(o.pidfile, `${hostPid}`);
   const ms = performance.now() - t0;
   const pages = set.tasks.reduce((n, x) => n + x.pagemap.reduce((m, e) => m + (e.flags & 4 ? e.nrPages : 0), 0), 0);
   try {

@@ -1,0 +1,245 @@
+// Files criu-bun writes, made safe against hostile directories: nothing is written through a
+// symlink (O_NOFOLLOW), new files are created with O_EXCL and mode 0600, directories criu-bun
+// creates are 0700 with unpredictable names, and every later access goes through an fd held on
+// the directory (its /proc/self/fd/N path: like openat, immune to renames of its ancestors).
+//
+// A dump writes into a private stage directory inside the images directory and commits by
+// renaming its files into place, inventory.img last, after everything is synced: a failed or
+// killed dump never damages what the directory held, and a directory without inventory.img is
+// not a dump. Restore as root refuses images that another user could have written.
+import {
+  openSync, closeSync, writeSync, fsyncSync, fstatSync, lstatSync, statSync, readdirSync, renameSync, unlinkSync,
+  rmSync, mkdtempSync, rmdirSync, realpathSync, type Stats,
+} from "node:fs";
+import { basename, dirname, join } from "node:path";
+import { randomBytes } from "node:crypto";
+import { O } from "../sys/mem";
+import { CriuError, log, aliasPath, unalias } from "../log";
+
+const CREATE_NEW = O.WRONLY | O.CREAT | O.EXCL | O.NOFOLLOW | O.CLOEXEC;
+/** images, logs and pidfiles: pages hold a process's secrets */
+export const FILE_MODE = 0o600;
+
+function code(e: any): string { return e?.code ?? e?.message ?? String(e); }
+
+/**
+ * rel under dir, left for the kernel to resolve: path.resolve would fold "/proc/self/fd/N/../x"
+ * into "/proc/self/fd/x", while the kernel takes ".." from the directory the fd holds.
+ */
+export function under(dir: string, rel: string): string {
+  return rel.startsWith("/") ? rel : `${dir}/${rel}`;
+}
+
+/** Write all of data to fd. */
+function writeAllFd(fd: number, data: Uint8Array, what: string) {
+  for (let off = 0; off < data.length;) {
+    const n = writeSync(fd, data, off, data.length - off);
+    if (n <= 0) throw new CriuError("dump", `${what}: short write`);
+    off += n;
+  }
+}
+
+/**
+ * Create path as a new file (O_EXCL|O_NOFOLLOW, 0600) and return its fd. With replace, an entry
+ * already there is unlinked first (unlink never follows a symlink; one planted again in between
+ * makes O_EXCL fail instead of being followed).
+ */
+export function createNew(path: string, replace = false): number {
+  try { return openSync(path, CREATE_NEW, FILE_MODE); }
+  catch (e: any) {
+    if (e?.code !== "EEXIST" || !replace) throw e;
+    unlinkSync(path);
+    return openSync(path, CREATE_NEW, FILE_MODE);
+  }
+}
+
+/** Write data into path as a new file (see createNew). */
+export function writeNewFile(path: string, data: Uint8Array, replace = true) {
+  const fd = createNew(path, replace);
+  try { writeAllFd(fd, data, `write ${path}`); } finally { closeSync(fd); }
+}
+
+/**
+ * Replace path atomically: a new file with a random name beside it, then rename over path
+ * (rename replaces a symlink, never follows it). For pidfiles and files outside a dump's stage.
+ */
+export function replaceFile(path: string, data: Uint8Array | string) {
+  const dir = openDir(dirname(path));
+  const tmp = join(dir.path, `.${basename(path)}.${randomBytes(6).toString("hex")}`);
+  try {
+    const fd = createNew(tmp);
+    try { writeAllFd(fd, typeof data === "string" ? Buffer.from(data) : data, `write ${path}`); fsyncSync(fd); } finally { closeSync(fd); }
+    renameSync(tmp, join(dir.path, basename(path)));
+  } catch (e) {
+    try { unlinkSync(tmp); } catch {}
+    throw e;
+  } finally { dir.close(); }
+}
+
+/** A directory held by an fd; path is /proc/self/fd/N, which names that directory whatever happens to its name. */
+export interface DirHandle { fd: number; path: string; shown: string; close(): void }
+
+export function openDir(dir: string): DirHandle {
+  const fd = openSync(dir, O.RDONLY | O.DIRECTORY | O.CLOEXEC);
+  const path = `/proc/self/fd/${fd}`;
+  const unalias = aliasPath(path, dir);
+  let open = true;
+  return { fd, path, shown: dir, close() { if (open) { open = false; unalias(); closeSync(fd); } } };
+}
+
+/** Run fn on dir held by an fd (its /proc/self/fd path); errors name dir by its real path. */
+export function withDir<T>(dir: string, fn: (path: string) => T): T {
+  const h = openDir(dir);
+  try {
+    try { aliasPath(h.path, realpathSync(dir)); } catch {}
+    return fn(h.path);
+  } catch (e: any) {
+    if (e instanceof Error) e.message = unalias(e.message);
+    throw e;
+  } finally { h.close(); }
+}
+
+/** fsync a file or directory by path (O_RDONLY; a symlink is not followed and not synced). */
+function syncPath(path: string) {
+  let fd: number;
+  try { fd = openSync(path, O.RDONLY | O.NOFOLLOW | O.CLOEXEC | O.NONBLOCK); } catch (e: any) { if (e?.code === "ELOOP") return; throw e; }
+  try { fsyncSync(fd); } finally { closeSync(fd); }
+}
+
+const STAGE_PREFIX = ".criu-bun-dump-";
+/** what a dump may leave in an images directory: replaced (or removed when stale) at commit */
+const IMAGE_NAME = /^[A-Za-z0-9_.-]+\.(img|lz4|idx)$/;
+
+function pidAlive(pid: number): boolean {
+  try { statSync(`/proc/${pid}`); return true; } catch { return false; }
+}
+
+/**
+ * A dump's private directory inside the images directory: every image is written there, then
+ * commit() moves them into place, inventory.img last.
+ */
+export class DumpStage {
+  readonly dir: DirHandle;
+  /** where images are written during the dump (a /proc/self/fd path) */
+  readonly path: string;
+  private stageName: string;
+  private stageFd: number;
+  private done = false;
+
+  constructor(imagesDir: string, what = "dump") {
+    let st: Stats;
+    try { st = statSync(imagesDir); } catch { throw new CriuError(what, `images directory '${imagesDir}' does not exist`); }
+    if (!st.isDirectory()) throw new CriuError(what, `images directory '${imagesDir}' is not a directory`);
+    try { this.dir = openDir(imagesDir); }
+    catch (e: any) { throw new CriuError(what, `cannot open images directory '${imagesDir}' (${code(e)})`); }
+    try {
+      removeDeadStages(this.dir.path);
+      // mkdtemp: a new directory, mode 0700, with a name nobody can guess; it doubles as the
+      // "is the directory writable" probe (root passes access(W_OK) even on read-only mounts)
+      let stage: string;
+      try { stage = mkdtempSync(join(this.dir.path, `${STAGE_PREFIX}${process.pid}-`)); }
+      catch (e: any) { throw new CriuError(what, `images directory '${imagesDir}' is not writable (${code(e)})`); }
+      this.stageName = basename(stage);
+      this.stageFd = openSync(stage, O.RDONLY | O.DIRECTORY | O.NOFOLLOW | O.CLOEXEC);
+      const s = fstatSync(this.stageFd);
+      if (s.uid !== (process.geteuid?.() ?? 0) || (s.mode & 0o077)) throw new CriuError(what, `${imagesDir}/${this.stageName} was replaced while being created`);
+      this.path = `/proc/self/fd/${this.stageFd}`;
+      aliasPath(this.path, imagesDir);
+      log.debug(`writing images into ${imagesDir}/${this.stageName}, moved into place at the end`);
+    } catch (e) {
+      this.dir.close();
+      throw e;
+    }
+  }
+
+  /** Sync every image, then move them into the images directory: inventory.img last. */
+  commit() {
+    const names = readdirSync(this.path);
+    for (const n of names) syncPath(join(this.path, n));
+    syncPath(this.path);
+    const d = this.dir.path;
+    // the old dump stops being one first: a kill from here on leaves no inventory.img
+    try { unlinkSync(join(d, "inventory.img")); } catch (e: any) { if (e?.code !== "ENOENT") throw e; }
+    syncPath(d);
+    const mine = new Set(names);
+    for (const n of names) if (n !== "inventory.img") renameSync(join(this.path, n), join(d, n));
+    // images of the older dump that this one does not have would be mixed with it
+    for (const n of readdirSync(d)) {
+      if (mine.has(n) || n.startsWith(STAGE_PREFIX)) continue;
+      let st: Stats;
+      try { st = lstatSync(join(d, n)); } catch { continue; }
+      if ((IMAGE_NAME.test(n) && st.isFile()) || (n === "parent" && st.isSymbolicLink())) unlinkSync(join(d, n));
+    }
+    syncPath(d);
+    if (mine.has("inventory.img")) renameSync(join(this.path, "inventory.img"), join(d, "inventory.img"));
+    syncPath(d);
+    this.done = true;
+    this.close();
+    log.debug(`images committed into ${this.dir.shown}`);
+  }
+
+  /** A failed dump: its stage goes, the directory keeps what it had. */
+  abort() {
+    if (this.done) return;
+    this.done = true;
+    try { rmSync(join(this.dir.path, this.stageName), { recursive: true, force: true }); }
+    catch (e: any) { log.warn(`cannot remove ${this.dir.shown}/${this.stageName}: ${code(e)}`); }
+    this.close();
+  }
+
+  private close() {
+    try { rmdirSync(join(this.dir.path, this.stageName)); } catch {}
+    try { closeSync(this.stageFd); } catch {}
+    aliasPath(this.path, undefined);
+    this.dir.close();
+  }
+}
+
+/** Stages left by a criu-bun that was killed (its PID no longer runs) are removed. */
+function removeDeadStages(dir: string) {
+  let names: string[];
+  try { names = readdirSync(dir); } catch { return; }
+  const me = process.geteuid?.() ?? 0;
+  for (const n of names) {
+    const m = /^\.criu-bun-dump-(\d+)-[A-Za-z0-9]{6}$/.exec(n);
+    if (!m || (Number(m[1]) !== process.pid && pidAlive(Number(m[1])))) continue;
+    try {
+      const st = lstatSync(join(dir, n));
+      if (!st.isDirectory() || st.uid !== me) continue;
+      rmSync(join(dir, n), { recursive: true, force: true });
+      log.info(`removed ${n}, left by a dump that did not finish`);
+    } catch {}
+  }
+}
+
+/**
+ * Restore as root: refuse images another user could have written (a directory or file writable
+ * by group or others, or owned by a user other than root and us), following the parent links of
+ * incremental dumps. --trust-images skips this.
+ */
+export function checkImagesTrusted(dir: string, depth = 0) {
+  const euid = process.geteuid?.() ?? 0;
+  if (euid !== 0) return; // an unprivileged restore can do nothing its user could not do anyway
+  const bad = (st: Stats) => (st.uid !== 0 && st.uid !== euid) ? `is owned by uid ${st.uid}`
+    : (st.mode & 0o022) && !(st.isSymbolicLink()) ? `is writable by ${st.mode & 0o002 ? "others" : "its group"}` : undefined;
+  const refuse = (what: string, why: string) => {
+    throw new CriuError("restore", `${what} ${why}: as root, criu-bun restores only images no other user could have changed (--trust-images to restore it anyway)`);
+  };
+  const dst = statSync(dir);
+  const why = bad(dst);
+  if (why) refuse(`images directory '${dir}'`, why);
+  for (const n of readdirSync(dir)) {
+    if (n.startsWith(STAGE_PREFIX)) continue;
+    const p = join(dir, n);
+    const l = lstatSync(p);
+    if (l.isSymbolicLink()) {
+      if (n === "parent" && depth < 32) { checkImagesTrusted(join(dir, n), depth + 1); continue; }
+      if (IMAGE_NAME.test(n)) refuse(`${p}`, "is a symbolic link");
+      continue;
+    }
+    if (!l.isFile() || !IMAGE_NAME.test(n)) continue;
+    const w = bad(l);
+    if (w) refuse(p, w);
+    if (l.nlink !== 1 && l.uid !== euid) refuse(p, "has other hard links");
+  }
+}

@@ -1,0 +1,257 @@
+// Hostile directories and failures half-way: what criu-bun writes is private (0600, stage dirs
+// 0700), no write follows a symlink another user planted, restore as root refuses images others
+// could have written, a failed dump (error, full disk, target killed meanwhile) leaves the
+// directory as it was.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import {
+  chmodSync, chownSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { buildWorkloads, cleanup, criuBun, criuBunCommand, isAlive, startWorkload, trigger, waitResult, type Workload } from "./harness";
+import { cleanupImages, dump, imagesDir, restore, killAndWait, waitReaped } from "./engine-helpers";
+
+beforeAll(async () => { await buildWorkloads(); }, 120_000);
+const mounts: string[] = [];
+afterAll(() => {
+  for (const m of mounts.splice(0)) Bun.spawnSync(["umount", "-l", m]);
+  cleanup();
+  cleanupImages();
+});
+
+const NOBODY = 65534;
+function errorLines(stderr: string) { return stderr.split("\n").filter((l) => l.startsWith("Error (")); }
+/** run a command as nobody (the other, unprivileged user) */
+function asNobody(argv: string[]) {
+  const r = Bun.spawnSync(["setpriv", `--reuid=${NOBODY}`, `--regid=${NOBODY}`, "--clear-groups", ...argv], { stderr: "pipe" });
+  if (r.exitCode !== 0) throw new Error(`as nobody: ${argv.join(" ")}: ${r.stderr.toString()}`);
+}
+/** name -> contents of every entry (symlinks as "-> target") */
+function snapshot(dir: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const n of readdirSync(dir).sort()) {
+    const p = join(dir, n), st = lstatSync(p);
+    out[n] = st.isSymbolicLink() ? `-> ${require("node:fs").readlinkSync(p)}` : st.isFile() ? Bun.hash(readFileSync(p)).toString(16) : "dir";
+  }
+  return out;
+}
+/** a root-only file that must never change */
+function victim(tag: string) {
+  const d = mkdtempSync(join(tmpdir(), `criu-bun-victim-${tag}-`));
+  const f = join(d, "secret");
+  writeFileSync(f, "do not touch\n", { mode: 0o644 });
+  return { f, same: () => readFileSync(f, "utf8") === "do not touch\n" && statSync(f).size === 13, rm: () => rmSync(d, { recursive: true, force: true }) };
+}
+async function wakeAndCheck(w: Workload) {
+  trigger(w);
+  const r = await waitResult(w, 15000);
+  expect(r.text).toStartWith("PASS");
+}
+
+describe("what criu-bun writes is private", () => {
+  test("images 0600, log and pidfile 0600, no stage left behind", async () => {
+    const w = await startWorkload("block", ["read"]);
+    const dir = imagesDir("modes");
+    dump(w.pid, dir);
+    const names = readdirSync(dir);
+    expect(names).toContain("inventory.img");
+    expect(names.filter((n) => n.startsWith("."))).toEqual([]);
+    for (const n of names) expect({ n, mode: statSync(join(dir, n)).mode & 0o777 }).toEqual({ n, mode: 0o600 });
+    const r = await restore(dir, w.pid, ["--pidfile", "pid"]);
+    expect(statSync(join(dir, "pid")).mode & 0o777).toBe(0o600);
+    expect(readFileSync(join(dir, "pid"), "utf8")).toBe(String(w.pid));
+    expect(statSync(join(dir, "restore.log")).mode & 0o777).toBe(0o600);
+    await wakeAndCheck(w);
+    expect(await r.proc.exited).toBe(0);
+  }, 30_000);
+});
+
+describe("symlinks planted by another user", () => {
+  test("in the images directory: no write follows them (images, log, pidfile)", async () => {
+    const v = victim("img");
+    try {
+      const w = await startWorkload("block", ["read"]);
+      const dir = imagesDir("planted");
+      chmodSync(dir, 0o1777); // a shared directory, as /tmp
+      const names = ["inventory.img", "pages-1.img", "pages-1.idx", `core-${w.pid}.img`, `pagemap-${w.pid}.img`, `mm-${w.pid}.img`,
+        "files.img", "pstree.img", "stats-dump.img", "stats-restore.img", "dump.log", "restore.log", "pid", `.criu-bun-probe-${w.pid}`];
+      for (const n of names) asNobody(["ln", "-s", v.f, join(dir, n)]);
+      // a log through a symlink is refused before anything is frozen
+      const withLog = criuBun(["dump", "-t", String(w.pid), "-D", dir, "-o", "dump.log"]);
+      expect(withLog.code).not.toBe(0);
+      expect(errorLines(withLog.stderr)).toEqual([`Error (log): cannot open log file '${join(dir, "dump.log")}' (a symbolic link)`]);
+      expect(isAlive(w.pid)).toBe(true);
+      // images replace the links (rename never follows one): the victim stays as it was
+      const d = criuBun(["dump", "-t", String(w.pid), "-D", dir]);
+      expect(d.stderr).toBe("");
+      expect(d.code).toBe(0);
+      expect(v.same()).toBe(true);
+      for (const n of ["inventory.img", "pages-1.img", `core-${w.pid}.img`]) expect(lstatSync(join(dir, n)).isFile()).toBe(true);
+      // as root, a directory others can write is refused; told to trust it, restore writes its
+      // pidfile and stats without following the links
+      await waitReaped(w.pid);
+      const refused = criuBun(["restore", "-d", "-D", dir]);
+      expect(refused.code).not.toBe(0);
+      expect(errorLines(refused.stderr)).toEqual([`Error (restore): images directory '${dir}' is writable by others: as root, criu-bun restores only images no other user could have changed (--trust-images to restore it anyway)`]);
+      const logRefused = criuBun(["restore", "-d", "-D", dir, "--trust-images", "-o", "restore.log"]);
+      expect(errorLines(logRefused.stderr)).toEqual([`Error (log): cannot open log file '${join(dir, "restore.log")}' (a symbolic link)`]);
+      const p = Bun.spawn([...criuBunCommand(), "restore", "-D", dir, "--trust-images", "--pidfile", "pid"], { stdout: "ignore", stderr: "pipe" });
+      const deadline = Date.now() + 20000;
+      while (!lstatSync(join(dir, "pid")).isFile() && Date.now() < deadline && p.exitCode === null) await Bun.sleep(10);
+      expect(lstatSync(join(dir, "pid")).isFile()).toBe(true);
+      expect(readFileSync(join(dir, "pid"), "utf8")).toBe(String(w.pid));
+      expect(v.same()).toBe(true);
+      await wakeAndCheck(w);
+      expect(await p.exited).toBe(0);
+      expect(lstatSync(join(dir, "stats-restore.img")).isFile()).toBe(true);
+      expect(v.same()).toBe(true);
+    } finally { v.rm(); }
+  }, 40_000);
+
+  test("in the work directory (-W): log refused, pidfile replaced, victim untouched", async () => {
+    const v = victim("work");
+    try {
+      const w = await startWorkload("block", ["read"]);
+      const dir = imagesDir("w-img");
+      const work = imagesDir("w-work");
+      chmodSync(work, 0o1777);
+      for (const n of ["dump.log", "restore.log", "pid"]) asNobody(["ln", "-s", v.f, join(work, n)]);
+      const d = criuBun(["dump", "-t", String(w.pid), "-D", dir, "-W", work, "-o", "dump.log"]);
+      expect(d.code).not.toBe(0);
+      expect(errorLines(d.stderr)[0]).toContain("a symbolic link");
+      dump(w.pid, dir);
+      await waitReaped(w.pid);
+      const p = Bun.spawn([...criuBunCommand(), "restore", "-D", dir, "-W", work, "--pidfile", "pid"], { stdout: "ignore", stderr: "pipe" });
+      const deadline = Date.now() + 20000;
+      while (!lstatSync(join(work, "pid")).isFile() && Date.now() < deadline) await Bun.sleep(10);
+      expect(lstatSync(join(work, "pid")).isFile()).toBe(true);
+      expect(statSync(join(work, "pid")).mode & 0o777).toBe(0o600);
+      expect(readFileSync(join(work, "pid"), "utf8")).toBe(String(w.pid));
+      expect(v.same()).toBe(true);
+      await wakeAndCheck(w);
+      expect(await p.exited).toBe(0);
+    } finally { v.rm(); }
+  }, 40_000);
+});
+
+describe("restore as root trusts only images no other user could have written", () => {
+  test("directory writable by others, file of another user, group-writable file: refused; --trust-images restores", async () => {
+    const w = await startWorkload("block", ["read"]);
+    const dir = imagesDir("trust");
+    dump(w.pid, dir);
+    await killAndWait(w);
+    await waitReaped(w.pid);
+    const tryRestore = () => errorLines(criuBun(["restore", "-d", "-D", dir]).stderr);
+    chmodSync(dir, 0o777);
+    expect(tryRestore()[0]).toContain("is writable by others");
+    chmodSync(dir, 0o700);
+    chownSync(join(dir, "pages-1.img"), NOBODY, NOBODY);
+    expect(tryRestore()).toEqual([`Error (restore): ${join(dir, "pages-1.img")} is owned by uid ${NOBODY}: as root, criu-bun restores only images no other user could have changed (--trust-images to restore it anyway)`]);
+    chownSync(join(dir, "pages-1.img"), 0, 0);
+    chmodSync(join(dir, "mm-" + w.pid + ".img"), 0o620);
+    expect(tryRestore()[0]).toContain(`mm-${w.pid}.img is writable by its group`);
+    chownSync(dir, NOBODY, NOBODY);
+    expect(tryRestore()[0]).toContain(`is owned by uid ${NOBODY}`);
+    expect(isAlive(w.pid)).toBe(false);
+    const r = await restore(dir, w.pid, ["--trust-images"]);
+    await wakeAndCheck(w);
+    expect(await r.proc.exited).toBe(0);
+  }, 30_000);
+});
+
+describe("a failed dump leaves the directory as it was", () => {
+  test("error and full disk over an older dump: the older one is intact and restorable, no partial file", async () => {
+    const old = await startWorkload("block", ["read"]);
+    const dir = imagesDir("enospc");
+    Bun.spawnSync(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", dir]);
+    mounts.push(dir);
+    const used = () => Number(/\n\S+\s+\d+\s+(\d+)/.exec(Bun.spawnSync(["df", "-k", dir]).stdout.toString())![1]);
+    dump(old.pid, dir);
+    const before = snapshot(dir), usedBefore = used();
+    // a failure at the very end (everything written)
+    const w = await startWorkload("counter");
+    const f = criuBun(["dump", "-t", String(w.pid), "-D", dir, "--leave-running"], { env: { CRIU_BUN_FAULT: "dump-end" } });
+    expect(f.code).not.toBe(0);
+    expect(snapshot(dir)).toEqual(before);
+    // the disk fills up (counter has megabytes of heap): one line, nothing left, target running
+    const full = criuBun(["dump", "-t", String(w.pid), "-D", dir]);
+    expect(full.code).not.toBe(0);
+    const errs = errorLines(full.stderr);
+    expect(errs.length).toBe(1);
+    expect(errs[0]).toContain("ENOSPC");
+    expect(snapshot(dir)).toEqual(before);
+    expect(used()).toBe(usedBefore);
+    await wakeAndCheck(w);
+    // the older dump still restores
+    await waitReaped(old.pid);
+    const r = await restore(dir, old.pid);
+    await wakeAndCheck(old);
+    expect(await r.proc.exited).toBe(0);
+  }, 60_000);
+
+  test("a later dump into the same directory replaces the older one whole (stale images go)", async () => {
+    const a = await startWorkload("threads", ["2"]);
+    const dir = imagesDir("replace");
+    dump(a.pid, dir, ["--leave-running"]);
+    expect(existsSync(join(dir, `core-${a.pid}.img`))).toBe(true);
+    const b = await startWorkload("block", ["read"]);
+    dump(b.pid, dir);
+    expect(existsSync(join(dir, `core-${a.pid}.img`))).toBe(false);
+    expect(readdirSync(dir).filter((n) => n.startsWith("core-"))).toEqual([`core-${b.pid}.img`]);
+    const r = await restore(dir, b.pid);
+    await wakeAndCheck(b);
+    expect(await r.proc.exited).toBe(0);
+    await wakeAndCheck(a);
+  }, 30_000);
+});
+
+/** descendants of pid (children files of every thread), deepest last */
+function descendants(pid: number): number[] {
+  const out: number[] = [];
+  const walk = (p: number) => {
+    let kids: number[] = [];
+    try {
+      for (const t of readdirSync(`/proc/${p}/task`)) kids.push(...readFileSync(`/proc/${p}/task/${t}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number));
+    } catch {}
+    for (const k of kids) { out.push(k); walk(k); }
+  };
+  walk(pid);
+  return out;
+}
+
+describe("a process of the tree lost during its dump", () => {
+  for (const [point, who] of [["dump-frozen", "root"], ["dump-written", "root"], ["dump-written", "child"]] as const) {
+    test(`${who} killed at ${point}: the dump fails, nothing committed`, async () => {
+      const w = await startWorkload(who === "root" ? "block" : "tree", who === "root" ? ["read"] : []);
+      const kids = who === "child" ? descendants(w.pid) : [];
+      try {
+        const dir = imagesDir("lost");
+        const pauseFile = join(mkdtempSync(join(tmpdir(), "criu-bun-pause-")), "at");
+        const p = Bun.spawn([...criuBunCommand(), "dump", "-t", String(w.pid), "-D", dir], {
+          stdout: "ignore", stderr: "pipe", env: { ...process.env, CRIU_BUN_PAUSE: point, CRIU_BUN_PAUSE_FILE: pauseFile },
+        });
+        const deadline = Date.now() + 20000;
+        while (!existsSync(pauseFile)) {
+          if (Date.now() > deadline || p.exitCode !== null) throw new Error(`dump did not reach ${point}: ${await new Response(p.stderr).text()}`);
+          await Bun.sleep(5);
+        }
+        const victimPid = who === "root" ? w.pid : kids.filter(isAlive).pop()!;
+        process.kill(victimPid, "SIGKILL");
+        rmSync(pauseFile);
+        expect(await p.exited).not.toBe(0);
+        const errs = errorLines(await new Response(p.stderr).text());
+        expect(errs).toEqual([`Error (dump): process ${victimPid} of the tree exited while it was being dumped`]);
+        expect(existsSync(join(dir, "inventory.img"))).toBe(false);
+        expect(readdirSync(dir)).toEqual([]);
+        if (who === "child") {
+          // the rest of the tree was let go and runs on
+          for (const k of kids) if (k !== victimPid && isAlive(k)) if (existsSync(`/proc/${k}`)) expect(readFileSync(`/proc/${k}/status`, "utf8")).toMatch(/TracerPid:\s*0\n/);
+        }
+      } finally {
+        for (const k of kids) try { process.kill(k, "SIGKILL"); } catch {}
+      }
+    }, 30_000);
+  }
+});
+
+void mkdirSync;
