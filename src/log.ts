@@ -40,12 +40,12 @@ function openLogFile(path: string): number {
   catch (e: any) {
     let link = false;
     try { link = lstatSync(path).isSymbolicLink(); } catch {}
-    throw new CriuError("log", `cannot open log file '${path}' (${link ? "a symbolic link" : e?.code ?? e?.message})`);
+    throw new CriuError("log", `${path}: ${link ? "a symbolic link, not followed" : e?.code ?? e?.message}`);
   }
   const st = fstatSync(f);
   if (!st.isFile() || st.nlink !== 1 || st.uid !== (process.geteuid?.() ?? 0)) {
     closeSync(f);
-    throw new CriuError("log", `log file '${path}' is not a regular file of this user with one link; refusing to write it`);
+    throw new CriuError("log", `${path}: not a regular file of this user with one link; not written`);
   }
   ftruncateSync(f, 0);
   return f;
