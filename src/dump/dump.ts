@@ -249,6 +249,7 @@ export function dumpProcess(o: DumpOptions): DumpStats {
     log.info(`Tree of ${pid} left running`);
   } else {
     log.debug(`images written`);
+    netDumpEnd("killed"); // while the tree lives: its network namespace is reached through it
     for (const n of alive) syscall(NR.kill, n.pid, 9);
     for (const n of alive) for (const t of n.fp!.threads) syscall(NR.ptrace, 17, t.tid, 0, 0);
     // a killed thread still traced by us (DETACH needs a stopped tracee) reports its death to us
@@ -257,7 +258,6 @@ export function dumpProcess(o: DumpOptions): DumpStats {
     for (const n of alive) for (const t of n.fp!.threads) {
       for (;;) { const { r, status } = wait4Raw(t.tid, __WALL); if (r === -4) continue; if (r < 0 || W.exited(status) || W.signaled(status)) break; }
     }
-    netDumpEnd("killed");
     log.info(`Tree of ${pid} (${tree.length} process(es)) killed after dump`);
   }
   return stats;

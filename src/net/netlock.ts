@@ -24,7 +24,19 @@ const NFPROTO = { INET: 1, IPV4: 2, IPV6: 10 };
 const HOOK = { LOCAL_IN: 1, LOCAL_OUT: 3 };
 const BATCH_BEGIN = 0x10, BATCH_END = 0x11;
 
+/**
+ * The lock a dump leaves for its restore (process pid was killed with its connections): kept
+ * until a restore of pid succeeds, as criu does.
+ */
 export function lockTableName(pid: number) { return `criu-bun-${pid}`; }
+/**
+ * A lock held while this criu-bun works (a dump in progress, a restore): the table is created
+ * with NFT_TABLE_F_OWNER on a netlink socket kept open, so the kernel deletes it when the socket
+ * closes, which includes criu-bun being killed at any moment. Named after both PIDs.
+ */
+export function heldTableName(pid: number) { return `criu-bun-${pid}-by-${process.pid}`; }
+const NFT_TABLE_F_OWNER = 2;
+const held = new Map<string, NetlinkSocket>();
 
 function nfgen(family: number, resId = 0): Uint8Array {
   const b = new Uint8Array(4);
@@ -88,13 +100,16 @@ function describe(ep: LockedEndpoint) {
   return `${ep.proto === 6 ? "tcp" : "udp"} port ${ep.lport}${ep.rport ? ` <-> ${ep.rport}` : " (listening)"}`;
 }
 
-/** Add drop rules for these endpoints to the lock table (created on first use). */
-export function netLock(table: string, eps: LockedEndpoint[]) {
+/**
+ * Add drop rules for these endpoints to the lock table (created on first use). hold: a table of
+ * this criu-bun's (heldTableName), gone with it; netRelease ends it.
+ */
+export function netLock(table: string, eps: LockedEndpoint[], o: { hold?: boolean } = {}) {
   if (!eps.length) return;
-  const nl = new NetlinkSocket(NETLINK.NETFILTER);
+  const nl = (o.hold && held.get(table)) || new NetlinkSocket(NETLINK.NETFILTER);
   try {
     const b = new Batch(nl);
-    b.add(MSG.NEWTABLE, NLM_F.CREATE, new Attrs().str(1, table).be32(2, 0), `create table ${table}`);
+    b.add(MSG.NEWTABLE, NLM_F.CREATE, new Attrs().str(1, table).be32(2, o.hold ? NFT_TABLE_F_OWNER : 0), `create table ${table}`);
     for (const [name, hook] of [["input", HOOK.LOCAL_IN], ["output", HOOK.LOCAL_OUT]] as const) {
       b.add(MSG.NEWCHAIN, NLM_F.CREATE, new Attrs().str(1, table).str(3, name)
         .nest(4, new Attrs().be32(1, hook).be32(2, -300 >>> 0)).be32(5, 1 /* NF_ACCEPT */).str(7, "filter"), `create chain ${name}`);
@@ -115,8 +130,18 @@ export function netLock(table: string, eps: LockedEndpoint[]) {
     }
     const res = b.run();
     if (res.err < 0) throw new CriuError("netlock", `cannot lock the network (${res.what}: errno ${-res.err}: ${errnoName(-res.err)}); nf_tables is needed, and CAP_NET_ADMIN`);
-    log.info(`Network locked for ${eps.map(describe).join(", ")} (nftables table inet ${table})`);
-  } finally { nl.close(); }
+    log.info(`Network locked for ${eps.map(describe).join(", ")} (nftables table inet ${table}${o.hold ? ", held by this criu-bun" : ""})`);
+    if (o.hold) held.set(table, nl);
+  } finally { if (!held.has(table)) nl.close(); }
+}
+
+/** End a held lock: closing its socket makes the kernel delete the table. */
+export function netRelease(table: string) {
+  const nl = held.get(table);
+  if (!nl) return;
+  held.delete(table);
+  nl.close();
+  log.info(`Network lock ${table} released`);
 }
 
 /** Remove the lock table; a missing table is fine. Returns false if it did not exist. */
@@ -130,5 +155,26 @@ export function netUnlock(table: string): boolean {
     if (res.err < 0) throw new CriuError("netlock", `cannot unlock the network (${res.what}: errno ${-res.err}: ${errnoName(-res.err)})`);
     log.info(`Network unlocked (table inet ${table} deleted)`);
     return true;
+  } finally { nl.close(); }
+}
+
+/** Names of the inet nftables tables of criu-bun's locks in the current network namespace. */
+export function listLockTables(): string[] {
+  const nl = new NetlinkSocket(NETLINK.NETFILTER);
+  try {
+    const out: string[] = [];
+    for (const m of nl.dump(msgType(1 /* NFT_MSG_GETTABLE */), nfgen(NFPROTO.INET))) {
+      const p = m.payload, dv = new DataView(p.buffer, p.byteOffset, p.byteLength);
+      for (let o = 4; o + 4 <= p.length;) {
+        const len = dv.getUint16(o, true), type = dv.getUint16(o + 2, true) & 0x3fff;
+        if (len < 4) break;
+        if (type === 1 /* NFTA_TABLE_NAME */) {
+          const name = new TextDecoder().decode(p.subarray(o + 4, o + len)).replace(/\0.*$/s, "");
+          if (name.startsWith("criu-bun-")) out.push(name);
+        }
+        o += (len + 3) & ~3;
+      }
+    }
+    return out;
   } finally { nl.close(); }
 }

@@ -19,7 +19,7 @@ import { MAP } from "./vma";
 import {
   TCP_STATE, TCP_STATE_NAME, tcpInfo, repairOn, repairOff, dumpTcpStream, restoreTcpStream, type TcpStream, type SockOps,
 } from "../net/tcp-repair";
-import { netLock, netUnlock, lockTableName, type LockedEndpoint } from "../net/netlock";
+import { netLock, netUnlock, netRelease, lockTableName, heldTableName, type LockedEndpoint } from "../net/netlock";
 import { withNetns } from "../sys/netns";
 import * as S from "../images/gen/sockets_pb";
 import { CriuError, log } from "../log";
@@ -47,15 +47,20 @@ function inetInodes(pid: number): Set<bigint> {
 
 // ---------- dump-side session: connections held in repair mode until the dump ends ----------
 
-interface DumpSession { tables: Map<string, number>; repaired: { fd: number; where: string }[] }
+interface DumpSession { locks: Map<number, LockedEndpoint[]>; repaired: { fd: number; where: string }[] }
 let session: DumpSession | null = null;
 
-/** Lock endpoints of process pid (its own table: a restore of that process lifts it). */
+/**
+ * Lock endpoints of process pid. While the dump runs the lock is held by this criu-bun (gone if
+ * it dies); a dump that kills the process leaves the same rules in the table a restore of that
+ * process lifts (see netDumpEnd).
+ */
 function lockDump(pid: number, eps: LockedEndpoint[]) {
-  session ??= { tables: new Map(), repaired: [] };
-  const t = lockTableName(pid);
-  withNetns(pid, () => netLock(t, eps));
-  session.tables.set(t, pid);
+  session ??= { locks: new Map(), repaired: [] };
+  withNetns(pid, () => netLock(heldTableName(pid), eps, { hold: true }));
+  const l = session.locks.get(pid) ?? [];
+  l.push(...eps);
+  session.locks.set(pid, l);
 }
 
 /**
@@ -67,6 +72,14 @@ export function netDumpEnd(outcome: "killed" | "running" | "failed") {
   const s = session;
   session = null;
   if (!s) return;
+  try {
+    // before the tree dies (its network namespace is reached through it): the lock that outlives us
+    if (outcome === "killed") for (const [pid, eps] of s.locks) withNetns(pid, () => netLock(lockTableName(pid), eps));
+  } catch (e: any) {
+    log.error("dump", `the network lock could not be kept for the restore (${e?.message}); peers may see the connections reset`);
+  } finally {
+    for (const pid of s.locks.keys()) netRelease(heldTableName(pid));
+  }
   for (const r of s.repaired) {
     if (outcome !== "killed") {
       const e = repairOff(r.fd);
@@ -74,7 +87,6 @@ export function netDumpEnd(outcome: "killed" | "running" | "failed") {
     }
     syscall(NR.close, r.fd);
   }
-  if (outcome !== "killed") for (const [t, pid] of s.tables) withNetns(pid, () => netUnlock(t));
 }
 
 // ---------- socket options ----------
@@ -208,8 +220,8 @@ export const inetKind: FdKind = {
           const keep = syscall(NR.fcntl, fd, 1030 /* F_DUPFD_CLOEXEC */, 0);
           if (keep < 0) throw new CriuError("files", `${where}: dup failed (errno ${-keep})`);
           repairOn(keep, where);
-          session ??= { tables: new Map(), repaired: [] };
-          session.repaired.push({ fd: keep, where });
+          session ??= { locks: new Map(), repaired: [] };
+          session!.repaired.push({ fd: keep, where });
           stream = dumpTcpStream(keep, `${where} (${conn})`);
         }
       } else if (state !== TCP_STATE.CLOSE) {
@@ -254,7 +266,12 @@ export function netRestoreBegin(o: { tcpClose?: boolean }) { restoreOpts = o; re
 /** After a successful restore: the connections are live again, lift the locks (the dump's too:
  * same table names in the same network namespace). */
 export function netRestoreEnd() {
-  for (const [t, pid] of restoreTables) withNetns(pid, () => netUnlock(t));
+  try { for (const [t, pid] of restoreTables) withNetns(pid, () => netUnlock(t)); }
+  finally { netRestoreAbort(); }
+}
+/** A failed restore: its own locks go (the dump's stays, for another try). */
+export function netRestoreAbort() {
+  for (const pid of restoreTables.values()) netRelease(heldTableName(pid));
   restoreTables = new Map();
 }
 
@@ -270,7 +287,8 @@ function lockRestore(ctx: RestoreCtx) {
     if (k.state === TCP_STATE.LISTEN) eps.push({ proto: k.proto, local, lport: k.srcPort });
     else if (k.state === TCP_STATE.ESTABLISHED) eps.push({ proto: k.proto, local, lport: k.srcPort, remote: wordsToAddr(k.dstAddr, k.family), rport: k.dstPort });
   }
-  withNetns(ctx.pid, () => netLock(lockTableName(ctx.pid), eps));
+  restoreTables.set(lockTableName(ctx.pid), ctx.pid);
+  withNetns(ctx.pid, () => netLock(heldTableName(ctx.pid), eps, { hold: true }));
 }
 
 function restoreInet(ctx: RestoreCtx, k: S.inet_sk_entry): number {

@@ -1,5 +1,8 @@
-// The puppet: a 130-byte static ELF that loops in pause(). criu-bun starts it with posix_spawn,
-// seizes it, and drives it with injected syscalls until it becomes the restored process.
+// The puppet: a 170-byte static ELF that loops in pause(). criu-bun starts it with posix_spawn,
+// seizes it, and drives it with injected syscalls until it becomes the restored process. Its
+// first instructions make it die with criu-bun (PR_SET_PDEATHSIG SIGKILL, then exit at once if
+// its parent is no longer the criu-bun that started it), so no moment leaves an orphan behind:
+// from the seize on, PTRACE_O_EXITKILL covers it and everything cloned from it.
 import { syscall, sysOk, cstr, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { spawn } from "../sys/spawn";
@@ -9,10 +12,25 @@ import { CriuError } from "../log";
 export const PUPPET_BASE = 0x13370000n;
 const CODE_OFF = 120;
 /** offset of `syscall; int3` inside the puppet image */
-export const PUPPET_SYSCALL = PUPPET_BASE + BigInt(CODE_OFF + 9);
+export const PUPPET_SYSCALL = PUPPET_BASE + BigInt(CODE_OFF + 49);
 
-function puppetElf(): Uint8Array {
-  const code = [0xb8, 34, 0, 0, 0, 0x0f, 0x05, 0xeb, 0xf7, /* syscall; int3 */ 0x0f, 0x05, 0xcc];
+function puppetElf(parent: number): Uint8Array {
+  const le32 = (v: number) => [v & 255, (v >> 8) & 255, (v >> 16) & 255, (v >>> 24) & 255];
+  const code = [
+    0xbf, 1, 0, 0, 0,            // mov edi, PR_SET_PDEATHSIG
+    0xbe, 9, 0, 0, 0,            // mov esi, SIGKILL
+    0xb8, 157, 0, 0, 0,          // mov eax, prctl
+    0x0f, 0x05,                  // syscall
+    0xb8, 110, 0, 0, 0,          // mov eax, getppid
+    0x0f, 0x05,                  // syscall
+    0x3d, ...le32(parent),       // cmp eax, criu-bun's pid
+    0x74, 0x09,                  // je pause loop
+    0xb8, 231, 0, 0, 0,          // mov eax, exit_group: criu-bun died before the prctl
+    0x31, 0xff,                  // xor edi, edi
+    0x0f, 0x05,                  // syscall
+    0xb8, 34, 0, 0, 0, 0x0f, 0x05, 0xeb, 0xf7, // pause loop
+    /* syscall; int3 */ 0x0f, 0x05, 0xcc];
+  if (code.length !== 52) throw new Error("puppet code size");
   const size = CODE_OFF + code.length;
   const b = new Uint8Array(size);
   const dv = new DataView(b.buffer);
@@ -44,7 +62,7 @@ export function startPuppet(): number {
   if (memfd < 0) {
     const name = cstr("criu-bun-puppet");
     memfd = sysOk("memfd_create", NR.memfd_create, addr(name), 0);
-    const elf = puppetElf();
+    const elf = puppetElf(process.pid);
     sysOk("write puppet", NR.write, memfd, addr(elf), elf.length);
   }
   const pid = spawn(`/proc/self/fd/${memfd}`, ["criu-bun-puppet"], { env: {} });

@@ -18,7 +18,7 @@ import { O } from "../sys/mem";
 import { CriuError, log, phase, asCriuError, logFd, unalias } from "../log";
 import { startWatchdog, stopWatchdog, tick, whilePaused } from "./watchdog";
 import { fault } from "../fault";
-import { netRestoreBegin, netRestoreEnd } from "../resources/inet";
+import { netRestoreBegin, netRestoreEnd, netRestoreAbort } from "../resources/inet";
 import { precheckMountNs, type ExtMounts } from "../resources/mounts";
 import { runHook as runHookNow, type Hooks } from "../hooks";
 
@@ -188,6 +188,7 @@ function restoreAll(o: RestoreOptions, t0: number): { pid: number; ms: number; f
   } catch (e) {
     const err = asCriuError(e, "restore"); // names the phase it happened in, before cleanup moves on
     phase("cleaning up a failed restore");
+    try { netRestoreAbort(); } catch (x) { log.warn(`network lock: ${asCriuError(x, "restore").message}`); }
     for (const b of [...builders].reverse()) {
       try { b.abort(); } catch (x) { log.warn(`cleanup of process ${b.t.pid}: ${asCriuError(x, "restore").message}`); }
     }
