@@ -159,6 +159,21 @@ describe("restore as root trusts only images no other user could have written", 
   }, 30_000);
 });
 
+describe("without privileges", () => {
+  test("restore as an ordinary user: one line naming the missing capability and what for", async () => {
+    const w = await startWorkload("block", ["read"]);
+    const dir = imagesDir("nonroot");
+    dump(w.pid, dir);
+    await waitReaped(w.pid);
+    chmodSync(dir, 0o755);
+    for (const n of readdirSync(dir)) chmodSync(join(dir, n), 0o644);
+    const r = Bun.spawnSync(["setpriv", `--reuid=${NOBODY}`, `--regid=${NOBODY}`, "--clear-groups", "--inh-caps=-all", ...criuBunCommand(), "restore", "-D", dir], { stderr: "pipe", stdout: "pipe" });
+    expect(r.exitCode).not.toBe(0);
+    expect(errorLines(r.stderr.toString())).toEqual(["Error (restore): giving processes their old PIDs (clone3 set_tid) and their memory layout (PR_SET_MM) needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN, which this user does not have; run the restore as root"]);
+    expect(existsSync(`/proc/${w.pid}`)).toBe(false);
+  }, 30_000);
+});
+
 describe("a failed dump leaves the directory as it was", () => {
   test("error and full disk over an older dump: the older one is intact and restorable, no partial file", async () => {
     const old = await startWorkload("block", ["read"]);

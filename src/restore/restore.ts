@@ -89,7 +89,18 @@ function checkFile(pid: number, what: string, reg: S.reg_file_entry, checkSize =
   }
 }
 
+/** Privileges restore cannot do without, said before anything is read (as an unprivileged user). */
+function needPrivileges() {
+  let eff = 0n;
+  try { eff = BigInt(`0x${/^CapEff:\s*([0-9a-f]+)/m.exec(readFileSync("/proc/self/status", "latin1"))![1]}`); } catch { return; }
+  const has = (cap: number) => (eff >> BigInt(cap)) & 1n;
+  if (!has(21 /* SYS_ADMIN */) && !has(40 /* CHECKPOINT_RESTORE */)) {
+    throw new CriuError("restore", "giving processes their old PIDs (clone3 set_tid) and their memory layout (PR_SET_MM) needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN, which this user does not have; run the restore as root");
+  }
+}
+
 export function restoreProcesses(o: RestoreOptions): { pid: number; ms: number; forkMs: number; pages: number; processes: number } {
+  needPrivileges();
   // every image is read through an fd held on the directory (see safefs.ts), checked first
   let h;
   try { h = openDir(o.dir); }

@@ -155,6 +155,7 @@ export class TaskBuilder {
     const child = pinj.call(NR.clone3, argsAddr, 88);
     if (child < 0n) {
       if (child === -17n) throw new CriuError("restore", `PID ${t.pid} is in use`);
+      if (child === -1n) throw new CriuError("restore", `process ${t.pid}: giving a process its old PID (clone3 set_tid) needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN; run the restore as root`);
       throw new CriuError("restore", `clone3 with PID ${t.pid} failed (errno ${-child})`);
     }
     this.pid = Number(child);
