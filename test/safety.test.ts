@@ -103,7 +103,6 @@ describe("symlinks planted by another user", () => {
       expect(v.same()).toBe(true);
       await wakeAndCheck(w);
       expect(await p.exited).toBe(0);
-      expect(lstatSync(join(dir, "stats-restore.img")).isFile()).toBe(true);
       expect(v.same()).toBe(true);
     } finally { v.rm(); }
   }, 40_000);
@@ -167,7 +166,7 @@ describe("without privileges", () => {
     await waitReaped(w.pid);
     chmodSync(dir, 0o755);
     for (const n of readdirSync(dir)) chmodSync(join(dir, n), 0o644);
-    const r = Bun.spawnSync(["setpriv", `--reuid=${NOBODY}`, `--regid=${NOBODY}`, "--clear-groups", "--inh-caps=-all", ...criuBunCommand(), "restore", "-D", dir], { stderr: "pipe", stdout: "pipe" });
+    const r = Bun.spawnSync(["setpriv", `--reuid=${NOBODY}`, `--regid=${NOBODY}`, "--clear-groups", "--inh-caps=-all", ...criuBunCommand(), "restore", "-D", dir], { stderr: "pipe", stdout: "pipe", env: { ...process.env, HOME: "/nonexistent" } });
     expect(r.exitCode).not.toBe(0);
     expect(errorLines(r.stderr.toString())).toEqual(["Error (restore): giving processes their old PIDs (clone3 set_tid) and their memory layout (PR_SET_MM) needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN, which this user does not have; run the restore as root"]);
     expect(existsSync(`/proc/${w.pid}`)).toBe(false);
