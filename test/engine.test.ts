@@ -192,7 +192,7 @@ describe("images are CRIU's", () => {
 const statusField = (t: string, k: string) => new RegExp(`^${k}:\\s*(.*)$`, "m").exec(t)![1].trim();
 /** Ids, groups and capability sets of two /proc/PID/status texts are the same. */
 function expectSameCreds(before: string, after: string) {
-  for (const k of ["Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd"]) expect(`${k}: ${statusField(after, k)}`).toBe(`${k}: ${statusField(before, k)}`);
+  for (const k of ["Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"]) expect(`${k}: ${statusField(after, k)}`).toBe(`${k}: ${statusField(before, k)}`);
 }
 
 /** A counter started under `wrap` (checked first by `check`) keeps its credentials through dump and restore. */

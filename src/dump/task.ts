@@ -212,7 +212,6 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
       },
     };
     const tst = readStatus(pid, t.tid);
-    if (hexMask(tst.CapAmb)) refuse("dump", `process ${pid}${t.tid !== pid ? ` thread ${t.tid}` : ""}`, "ambient", `CapAmb ${tst.CapAmb}`);
     // a pending SIGTRAP belongs to a debugger's conversation with the thread: criu refuses it too
     if ((hexMask(tst.SigPnd) | hexMask(tst.ShdPnd)) & (1n << 4n) || (t.pendingStopSig === 5)) refuse("dump", `process ${pid}${t.tid !== pid ? ` thread ${t.tid}` : ""}`, "sigtrap");
     const seccompMode = Number(tst.Seccomp ?? "0");

@@ -601,8 +601,7 @@ export class TaskBuilder {
   /**
    * Credentials of one thread, in the order the kernel allows: bounding set and securebits while
    * we are still all-powerful root, groups and gids, uids (capabilities kept across the switch),
-   * then the capability sets themselves, then the ambient ones (cap_amb, from CRIU's images:
-   * criu-bun's own dump refuses them, unsupported.ts).
+   * then the capability sets themselves, then the ambient ones (cap_amb).
    */
   private restoreCreds(inj: Injector, c: S.creds_entry) {
     const lastCap = capLast();

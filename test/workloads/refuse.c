@@ -4,7 +4,7 @@
  * that the thing is still there as it set it up (a refused dump must not have disturbed it).
  * A helper process, if the mode needs one, writes its pid to DIR/culprit when it is the one named.
  *
- *   refuse DIR MODE      MODE: a key of UNSUPPORTED (netlink-socket, ambient, scm-rights ...)
+ *   refuse DIR MODE      MODE: a key of UNSUPPORTED (netlink-socket, scm-rights ...)
  * --selftest-corrupt: undoes the thing before go, so the check fails.
  */
 #include "wl.h"
@@ -113,14 +113,7 @@ static void setup(void) {
 		a.config = PERF_COUNT_SW_TASK_CLOCK;
 		NEED((fd_a = (int)syscall(SYS_perf_event_open, &a, 0, -1, -1, 0)) >= 0);
 	} else if (is("nsfs")) NEED((fd_a = open("/proc/self/ns/net", O_RDONLY)) >= 0);
-	else if (is("ambient")) {
-		struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
-		struct __user_cap_data_struct d[2];
-		NEED(syscall(SYS_capget, &h, d) == 0);
-		d[0].inheritable |= 1u << CAP_NET_RAW;
-		NEED(syscall(SYS_capset, &h, d) == 0);
-		NEED(prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAP_NET_RAW, 0, 0) == 0);
-	} else if (is("membarrier")) NEED(syscall(SYS_membarrier, 1 << 4 /* REGISTER_PRIVATE_EXPEDITED */, 0, 0) == 0);
+	else if (is("membarrier")) NEED(syscall(SYS_membarrier, 1 << 4 /* REGISTER_PRIVATE_EXPEDITED */, 0, 0) == 0);
 	else if (is("stop-signal")) {
 		child = fork();
 		if (child == 0) {
@@ -218,7 +211,6 @@ static void setup(void) {
 /* undo the thing (selftest): the check at go must then fail */
 static void undo(void) {
 	if (fd_a >= 0) close(fd_a), fd_a = -1;
-	if (is("ambient")) prctl(PR_CAP_AMBIENT, 4 /* CLEAR_ALL */, 0, 0, 0);
 	if (is("stop-signal")) kill(child, SIGCONT);
 	if (is("sigtrap")) { sigset_t s; sigemptyset(&s); sigaddset(&s, SIGTRAP); int sig; sigwait(&s, &sig); }
 	if (mem) munmap(mem, memlen), mem = NULL;
@@ -228,7 +220,6 @@ static void undo(void) {
 static void check(void) {
 	struct stat st;
 	if (fd_a >= 0 || is("scm-rights") || is("unix-dgram-queue") || is("memfd-mode")) WL_CHECK(fd_a >= 0 && fstat(fd_a, &st) == 0, "fd of %s is gone", mode);
-	if (is("ambient")) WL_CHECK(prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_IS_SET, CAP_NET_RAW, 0, 0) == 1, "ambient CAP_NET_RAW lost");
 	else if (is("membarrier")) WL_CHECK(syscall(SYS_membarrier, 1 << 3 /* PRIVATE_EXPEDITED */, 0, 0) == 0, "membarrier private expedited: %m");
 	else if (is("stop-signal")) {
 		WL_CHECK(proc_state(child) == 'T', "child %d is not stopped (%c)", (int)child, proc_state(child));
