@@ -147,7 +147,7 @@ describe("broken images: one-line errors with file and offset", () => {
       expect(r.exitCode).toBe(1);
       const err = r.stderr.toString().trim();
       expect(err.split("\n").length).toBe(1);
-      expect(err).toMatch(/^Error \(image\): /);
+      expect(err).toMatch(/^Error \((image|show)\): /); // a damaged image, or one show cannot read
       expect(err).toContain(f);
       expect(r.stdout.toString()).toBe("");
     }
