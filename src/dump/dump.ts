@@ -255,9 +255,10 @@ export function dumpProcess(o: DumpOptions): DumpStats {
     // a killed thread still traced by us (DETACH needs a stopped tracee) reports its death to us
     // first: collect it, so its parent can reap it and its PID is free even while criu-bun lives on
     // (swrk serves a RESTORE of the same tree on the same connection)
-    // non-leader threads first: a thread-group leader reports its death only once every other
-    // thread of its group has been reaped, so waiting for it first would wait forever
-    for (const n of alive) for (const t of [...n.fp!.threads].reverse()) {
+    // children before parents and non-leader threads before their leader: a thread-group leader
+    // reports its death only once every other thread of its group is reaped, and the init of a PID
+    // namespace only once its children are; waiting for either first would wait forever
+    for (const n of [...alive].reverse()) for (const t of [...n.fp!.threads].reverse()) {
       for (;;) { const { r, status } = wait4Raw(t.tid, __WALL); if (r === -4) continue; if (r < 0 || W.exited(status) || W.signaled(status)) break; }
     }
     log.info(`Tree of ${pid} (${tree.length} process(es)) killed after dump`);
