@@ -98,8 +98,10 @@ describe("decode and encode", () => {
 });
 
 describe.skipIf(!haveCrit)("against crit", () => {
-  // crit 3.17 names pagemap's page count "nr_pages" (CRIU 4.2 renamed it): that kind's text differs
-  const SAME_TEXT = (f: string) => !f.startsWith("pagemap-");
+  // crit 3.17 names pagemap's page count "nr_pages" (CRIU 4.2 renamed it), and does not know CRIU 4's
+  // creds.cap_amb and thread_core.cg_set in core images, nor inventory's root_cg_set and criu-bun's own
+  // fields there (it drops them): those kinds' text differs
+  const SAME_TEXT = (f: string) => !f.startsWith("pagemap-") && !f.startsWith("core-") && f !== "inventory.img";
 
   test("decode prints crit's text (compact and --pretty); crit's JSON encodes to the same bytes here, ours with crit", () => {
     for (const [n, f] of images.entries()) {
