@@ -22,22 +22,25 @@ while True:
 PY
 setsid python3 "$work/count.py" "$work/count.log" </dev/null >/dev/null 2>&1 &
 pid=$!
-sleep 1
+# wait (up to 20 s) until it has counted a few steps: a busy machine starts python3 slowly
+count() { tail -n1 "$work/count.log" 2>/dev/null || echo 0; }
+for _ in $(seq 200); do [ "$(count)" -ge 10 ] && break; sleep 0.1; done
 echo "== started python3 (pid $pid); it has counted to $(tail -n1 "$work/count.log")"
 
 mkdir -p "$work/images"
 echo "== criu-bun dump -t $pid -D $work/images"
 $BIN dump -t "$pid" -D "$work/images" --display-stats
 wait "$pid" 2>/dev/null || true
-before=$(tail -n1 "$work/count.log")
+before=$(count)
 echo "== process is gone ($(kill -0 "$pid" 2>/dev/null && echo alive || echo dead)); last count $before"
 ls "$work/images"
 $BIN show --dir "$work/images" ps
 
 echo "== criu-bun restore -d -D $work/images"
 $BIN restore -d -D "$work/images"
-sleep 1
-after=$(tail -n1 "$work/count.log")
+# the restored process carries on counting: wait (up to 20 s) for the count to move past the dump's
+for _ in $(seq 200); do [ "$(count)" -gt "$before" ] && break; sleep 0.1; done
+after=$(count)
 echo "== restored pid $pid is $(kill -0 "$pid" 2>/dev/null && echo running || echo NOT running); count went $before -> $after"
 if [ "$after" -gt "$before" ]; then
   echo "== demo OK: the process carried on where it stopped"
