@@ -11,9 +11,20 @@ import { cleanupImages, dump, imagesDir, restore } from "./engine-helpers";
 
 beforeAll(async () => { await buildWorkloads(); }, 120_000);
 const spawned: Subprocess[] = [];
+const containers: number[] = [];
 const tmp: string[] = [];
 afterAll(() => {
   for (const p of spawned) try { process.kill(-p.pid, "SIGKILL"); } catch {}
+  // the containers run setsid'ed (another process group), and restored ones are nobody's child here:
+  // kill each by its session, only while that pid still lives in a mount namespace of its own
+  for (const pid of containers) {
+    try {
+      if (readlinkSync(`/proc/${pid}/ns/mnt`) === readlinkSync("/proc/self/ns/mnt")) continue; // not a container (any more)
+      const sid = Number(readFileSync(`/proc/${pid}/stat`, "latin1").replace(/^.*\) /s, "").split(" ")[3]);
+      if (sid > 1) try { process.kill(-sid, "SIGKILL"); } catch {}
+      process.kill(pid, "SIGKILL");
+    } catch {}
+  }
   cleanup(); cleanupImages();
   for (const d of tmp) rmSync(d, { recursive: true, force: true });
 });
@@ -94,6 +105,7 @@ async function startContainer(rootfs: string, o: { pre?: string; extra?: string;
   spawned.push(outer);
   let pid = await waitFor(() => Number(read(join(rootfs, "pid"))) || undefined, 10000, "the container's shell");
   if (o.pidns) pid = childOf(outer.pid); // it is 1 in there
+  containers.push(pid);
   await waitFor(() => Number(read(join(rootfs, "work/count"))) > 1, 10000, "the container's counter");
   return { pid, outer };
 }
