@@ -63,6 +63,7 @@ const passCases: [string, string[]][] = [
   ["refuse", ["fown"]],
   ["exact", ["peergone"]],
   ["unixtree", ["server"]],
+  ["dirty", ["8"]],
 ];
 
 describe("workloads pass without a dump", () => {
@@ -120,6 +121,7 @@ const failCases: [string, string[], string][] = [
   ["files", ["--selftest-corrupt=cloexec"], "FD_CLOEXEC"],
   ["files", ["--selftest-corrupt=dup"], "is another file"],
   ["deleted", ["--selftest-corrupt"], "offset 1001"],
+  ["dirty", ["8", "--selftest-corrupt"], "pages wrong"],
   ["spin", ["--selftest-corrupt"], "went backwards"],
   ["spin", ["8", "--selftest-corrupt"], "memory hash"],
   ["tree", ["--selftest-corrupt"], "report ignored"],
