@@ -28,6 +28,18 @@ function stats(out: string) {
 }
 
 const uffdFds = (pid: number) => readdirSync(`/proc/${pid}/fd`).filter((f) => { try { return readlinkSync(`/proc/${pid}/fd/${f}`).includes("userfaultfd"); } catch { return false; } });
+/** Restore the workload from dir; it must run without a userfaultfd and report every page right. */
+async function restoreAndCheck(w: Workload, dir: string) {
+  await waitReaped(w.pid);
+  const rr = await restore(dir, w.pid);
+  expect(uffdFds(w.pid)).toEqual([]);
+  trigger(w);
+  const res = await waitResult(w, 20000);
+  if (!res.pass) console.error(res.text);
+  expect(res.text).toStartWith("PASS");
+  expect(await rr.proc.exited).toBe(0);
+}
+
 const range = (from: number, n: number, step = 1) => Array.from({ length: n }, (_, i) => from + i * step);
 
 describe.skipIf(!supported)("memory tracking (uffd-wp async)", () => {
@@ -59,14 +71,7 @@ describe.skipIf(!supported)("memory tracking (uffd-wp async)", () => {
       const fdinfo = Bun.spawnSync(["crit", "x", join(base, dir), "fds"]).stdout.toString();
       expect(fdinfo).not.toContain("userfaultfd");
     }
-    await waitReaped(w.pid);
-    const rr = await restore(join(base, "final"), w.pid);
-    expect(uffdFds(w.pid)).toEqual([]);
-    trigger(w);
-    const res = await waitResult(w, 20000);
-    if (!res.pass) console.error(res.text);
-    expect(res.text).toStartWith("PASS");
-    expect(await rr.proc.exited).toBe(0);
+    await restoreAndCheck(w, join(base, "final"));
   }, 120_000);
 
   test("a -R dump after a pre-dump reads only written pages and takes the tracking out of the running process", async () => {
@@ -85,15 +90,9 @@ describe.skipIf(!supported)("memory tracking (uffd-wp async)", () => {
     // it keeps working, and the images restore it
     await touch(w, 2, range(200, 10));
     process.kill(w.pid, "SIGKILL");
-    await waitReaped(w.pid);
-    const rr = await restore(join(base, "final"), w.pid);
     // the restored process is the one of the -R dump: generation 1 in its pages and in its own
     // bookkeeping (generation 2 came after)
-    trigger(w);
-    const res = await waitResult(w, 20000);
-    if (!res.pass) console.error(res.text);
-    expect(res.text).toStartWith("PASS");
-    expect(await rr.proc.exited).toBe(0);
+    await restoreAndCheck(w, join(base, "final"));
   }, 120_000);
 
   test("tracking ended by the process itself (close_range) falls back to comparing contents, and the pages come back right", async () => {
@@ -109,11 +108,6 @@ describe.skipIf(!supported)("memory tracking (uffd-wp async)", () => {
     const r = criuBun(["dump", "-t", String(w.pid), "-D", join(base, "final"), "--prev-images-dir", "../pre", "--display-stats", "-o", "dump.log", "-v4"]);
     expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: "" });
     expect(readFileSync(join(base, "final", "dump.log"), "utf8")).toContain("memory tracking from the previous dump is gone");
-    await waitReaped(w.pid);
-    const rr = await restore(join(base, "final"), w.pid);
-    trigger(w);
-    const res = await waitResult(w, 20000);
-    expect(res.text).toStartWith("PASS");
-    expect(await rr.proc.exited).toBe(0);
+    await restoreAndCheck(w, join(base, "final"));
   }, 120_000);
 });

@@ -136,7 +136,9 @@ export class MemTracker {
         rec = { pid, startTime: String(readStat(pid).startTime), fd, ino: statSync(`/proc/${pid}/fd/${fd}`).ino };
         log.debug(`process ${pid}: userfaultfd ${fd} made for memory tracking`);
       }
-      const have = new Set(readVmas(pid).filter((v) => v.vmflags.includes("uw")).map((v) => `${v.start}-${v.end}`));
+      // the VMAs registered already (by an earlier pre-dump) and those registered now: all are protected
+      const protect = readVmas(pid).filter((v) => v.vmflags.includes("uw")).map((v): [bigint, bigint] => [v.start, v.end]);
+      const have = new Set(protect.map(([a, b]) => `${a}-${b}`));
       let n = 0;
       for (const v of vmas) {
         if (!(v.status & VMA.ANON_PRIVATE) || have.has(`${v.start}-${v.end}`)) continue;
@@ -144,15 +146,15 @@ export class MemTracker {
           mem.write(a, new Uint8Array(new BigUint64Array([v.start, v.end - v.start, BigInt(UFFDIO_REGISTER_MODE.WP), 0n]).buffer));
           return inj.call(NR.ioctl, rec!.fd, UFFDIO_REGISTER, a);
         });
-        if (ok === 0n) n++;
+        if (ok === 0n) { n++; protect.push([v.start, v.end]); }
         else log.debug(`process ${pid}: ${vmaName(v)} not tracked (UFFDIO_REGISTER: ${errnoName(Number(-ok))})`);
       }
       // write-protect every page of the registered VMAs: from now on a write marks a page
       const pm = openFd(`/proc/${pid}/pagemap`, O.RDONLY | O.CLOEXEC);
       try {
         const sc = new PagemapScanner(pm);
-        for (const v of readVmas(pid).filter((x) => x.vmflags.includes("uw"))) {
-          scanRuns(sc, pid, v.start, v.end, { flags: PM_SCAN.WP_MATCHING | PM_SCAN.CHECK_WPASYNC, mask: PAGE_IS.WRITTEN, ret: PAGE_IS.WRITTEN });
+        for (const [a, b] of protect) {
+          scanRuns(sc, pid, a, b, { flags: PM_SCAN.WP_MATCHING | PM_SCAN.CHECK_WPASYNC, mask: PAGE_IS.WRITTEN, ret: PAGE_IS.WRITTEN });
         }
       } finally { closeFd(pm); }
       writeRecord(this.dir, vpid, rec);
