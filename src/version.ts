@@ -6,12 +6,14 @@
 // so parsers that treat a '-' as a git-describe suffix ("v4.2-22-g...") leave it alone.
 export const VERSION = "0.1.0";
 export const CRIU_LEVEL = "4.2";
+/** The one gitid string: `--version`'s GitID line, the log's first line and swrk's VERSION answer. */
+export const GITID = `criu_bun ${VERSION}`;
 
 export function versionText(): string {
-  return `Version: ${CRIU_LEVEL}\nGitID: criu_bun ${VERSION}\n`;
+  return `Version: ${CRIU_LEVEL}\nGitID: ${GITID}\n`;
 }
 
 /** The first line of every log, as criu's "Version: 4.2 (gitid ...)". */
 export function versionLine(): string {
-  return `Version: ${CRIU_LEVEL} (gitid criu_bun ${VERSION})`;
+  return `Version: ${CRIU_LEVEL} (gitid ${GITID})`;
 }

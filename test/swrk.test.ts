@@ -80,6 +80,7 @@ afterEach(() => {
 function dirFd(dir: string): number { return openSync(dir, C.O_RDONLY | C.O_DIRECTORY); }
 
 test("VERSION: criu 4.2's level with criu-bun's own version in gitid; runc and Podman accept it; the worker exits 0 on close", async () => {
+  const versionOut = Bun.spawnSync([...criuBunCommand(), "--version"], { stdout: "pipe" }).stdout.toString();
   for (const n of [3, 9]) {
     const c = Client.start(n);
     const r = c.call({ type: T.VERSION });
@@ -88,6 +89,8 @@ test("VERSION: criu 4.2's level with criu-bun's own version in gitid; runc and P
     const v = r.version!;
     expect([v.majorNumber, v.minorNumber]).toEqual([4, 2]);
     expect(v.gitid).toStartWith("criu_bun ");
+    // one string: the gitid here is the GitID line of `criu-bun --version`
+    expect(`GitID: ${v.gitid}\n`).toBe(versionOut.split("\n")[1] + "\n");
     // runc: major*10000 + minor*100 + sublevel, one minor more with a gitid
     const runcLevel = v.majorNumber * 10000 + v.minorNumber * 100 + (v.sublevel ?? 0) + (v.gitid ? 100 : 0);
     expect(runcLevel).toBeGreaterThanOrEqual(31600); // Podman 31100, containerd and CRI-O 31600

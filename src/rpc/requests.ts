@@ -8,7 +8,7 @@ import { criu_optsSchema, criu_featuresSchema, criu_req_type, criu_cg_mode, type
 import { CRIU_OPTIONS, refusal } from "../cli/criu-options";
 import { readConfig } from "../cli/config";
 import { CriuError, log, setLogFile, setLogLevel } from "../log";
-import { VERSION, CRIU_LEVEL } from "../version";
+import { GITID, CRIU_LEVEL } from "../version";
 import { failure, RpcHooks, type RespInit, type RpcConn } from "./swrk";
 import { wait4Raw, W } from "../sys/ptrace";
 import { parseExtMounts, type ExtMounts } from "../resources/mounts";
@@ -220,7 +220,7 @@ export async function handleRequest(conn: RpcConn, req: criu_req): Promise<RespI
   switch (req.type) {
     case T.VERSION:
       return { type: req.type, success: true,
-        version: { majorNumber: Number(CRIU_LEVEL.split(".")[0]), minorNumber: Number(CRIU_LEVEL.split(".")[1]), gitid: `criu_bun ${VERSION}`, name: "criu-bun" } };
+        version: { majorNumber: Number(CRIU_LEVEL.split(".")[0]), minorNumber: Number(CRIU_LEVEL.split(".")[1]), gitid: GITID, name: "criu-bun" } };
     case T.FEATURE_CHECK: return featureCheck(req);
     case T.CHECK: return checkRequest(req);
     case T.DUMP: return dumpRequest(conn, req, false);
