@@ -19,6 +19,11 @@ const modes: [string, string][] = [
   ["udpshut", "UDP sockets shut down for writing (EPIPE) and for reading (recv 0)"],
   ["fown", "F_SETOWN to itself, F_SETSIG, O_ASYNC on a pipe: a write raises the signal with si_fd"],
   ["ghost", "deleted sparse file: holes, mode and mtime"],
+  ["zpgid", "a zombie whose process group differs from its parent's"],
+  ["wipeonfork", "MADV_WIPEONFORK kept: a fork's child sees the range zeroed"],
+  ["memfdexec", "an executable memfd held read-only: execveat after restore (no ETXTBSY)"],
+  ["ptyowner", "a pty slave chown()ed to another user keeps its owner"],
+  ["ctty", "controlling pty of a child session: /dev/tty opens, TIOCGSID on the master, SIGHUP when the master closes"],
 ];
 
 describe("restored exactly (the workload checks itself after restore)", () => {

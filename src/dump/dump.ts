@@ -16,7 +16,7 @@ import { MemTracker } from "../resources/memtrack";
 import { pagesToDump, type DumpedVma, type PageRun } from "../resources/memory";
 import type { PagemapRun } from "../images/pagemap";
 import { dumpFds, FileTable, type FdDump, type FdTwin, type LockDump } from "../resources/files";
-import { readStat, listChildren } from "../sys/proc";
+import { readStat, listChildren, fdLinks } from "../sys/proc";
 import { ImageSink, type DumpOpts } from "../resources/fdkind";
 import { dumpShmem } from "../resources/shmem";
 import { saveGhost } from "../resources/reg";
@@ -299,7 +299,15 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
     fileLocks: o.fileLocks, ptyMasters: ptyMasters(alivePids), ptySessions: new Map<number, number>(), nsMounts, skipFd: (p, fd) => track.skips(p, fd) };
   for (const p of alivePids) {
     const st = readStat(p);
-    if (st.sid === p && st.ttyNr) fdOpts.ptySessions!.set(st.ttyNr, ns.v(p));
+    if (st.sid === p && st.ttyNr) {
+      fdOpts.ptySessions!.set(st.ttyNr, ns.v(p));
+      // a pty of the tree as controlling terminal: restore makes it so through the leader's own fd on it
+      const major = (st.ttyNr >> 8) & 0xfff, minor = (st.ttyNr & 0xff) | ((st.ttyNr >> 12) & 0xfff00);
+      const index = major >= 136 && major <= 143 ? (major - 136) * 256 + minor : -1;
+      if (index >= 0 && fdOpts.ptyMasters!.has(index) && !fdLinks(p).some(([, t]) => t === `/dev/pts/${index}`)) {
+        refuse("dump", `process ${p}`, "ctty-nofd", `/dev/pts/${index}`);
+      }
+    }
   }
   const seccomp = new SeccompChains();
   tree.forEach((n, idx) => {

@@ -10,7 +10,7 @@ import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { O } from "../sys/mem";
 import * as S from "../images/schemas";
-import { CriuError } from "../log";
+import { CriuError, log } from "../log";
 import { fdLinks } from "../sys/proc";
 import { refuse } from "./unsupported";
 
@@ -80,6 +80,8 @@ export const ttyKind: FdKind = {
         rdev: master ? PTMX_RDEV : ptsRdev(index), termios,
         winsize: { wsRow: ws.getUint16(0, true), wsCol: ws.getUint16(2, true), wsXpixel: ws.getUint16(4, true), wsYpixel: ws.getUint16(6, true) },
         pty: { index },
+        // the slave's owner (chown()ed by a login program, or the opener of /dev/ptmx): given back at restore
+        ...(master ? {} : { uid: Number(ctx.st.uid), gid: Number(ctx.st.gid) }),
       });
     }
     return ctx.files.add(null, (id) => ({ id, type: 11, tty: { id, ttyInfoId: infoId, flags: ctx.flags, fown: FOWN0 } }));
@@ -116,6 +118,10 @@ export const ttyKind: FdKind = {
         const w = slaveInfo.winsize, b = new Uint8Array(8), dv = new DataView(b.buffer);
         dv.setUint16(0, w.wsRow, true); dv.setUint16(2, w.wsCol, true); dv.setUint16(4, w.wsXpixel, true); dv.setUint16(6, w.wsYpixel, true);
         inj.ok("TIOCSWINSZ", NR.ioctl, m, IOC.TIOCSWINSZ, ctx.scratch(0n, b));
+      }
+      if (slaveInfo.rdev !== PTMX_RDEV && slaveInfo.uid !== undefined && slaveInfo.gid !== undefined) {
+        inj.ok(`chown /dev/pts/${index} to ${slaveInfo.uid}:${slaveInfo.gid}`, NR.fchownat, -100, ctx.str(`/dev/pts/${index}`), slaveInfo.uid, slaveInfo.gid, 0);
+        log.debug(`${ctx.where}: /dev/pts/${index} owned by ${slaveInfo.uid}:${slaveInfo.gid} again`);
       }
       ctx.hold(key, ctx.high(m, ctx.where));
       const masterInfo = infos.find((i) => i.pty?.index === index && i.rdev === PTMX_RDEV);

@@ -30,6 +30,7 @@ export const UNSUPPORTED = {
   "memfd-mode": "memfd whose mode was changed (fchmod)",
   "memfd-shared": "memfd opened by several processes through separate descriptions",
   "tty-queued": "bytes queued in a terminal",
+  "ctty-nofd": "controlling terminal of the tree that its session leader holds no fd of",
   "scm-rights": "file descriptors in flight (SCM_RIGHTS)",
   "unix-dgram-queue": "queued datagrams on an unconnected unix socket",
   "udp-cork": "corked UDP socket with data in the cork",

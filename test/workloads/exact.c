@@ -13,6 +13,12 @@
  *   udpshut     connected UDP sockets shut down for writing (send: EPIPE) and for reading (recv: 0 at once)
  *   fown        a pipe owned by the process (F_SETOWN), F_SETSIG(SIGUSR1), O_ASYNC: a write raises SIGUSR1 with si_fd
  *   ghost       a deleted sparse file: holes where they were (SEEK_DATA/SEEK_HOLE), mode 0640, mtime 2001-09-09
+ *   zpgid       a zombie child that made its own process group: still a zombie, pgid its own, exit status 7
+ *   wipeonfork  MADV_WIPEONFORK memory: kept in the process, a fork's child sees it zeroed
+ *   memfdexec   an ELF in a memfd held read-only: execveat(AT_EMPTY_PATH) runs it (no ETXTBSY)
+ *   ptyowner    a pty pair whose slave was chown()ed to 4242:4243: the slave keeps that owner
+ *   ctty        a child session leader with the pty slave as controlling terminal: open("/dev/tty")
+ *               works in it, TIOCGSID on the master names it, closing the master sends it SIGHUP
  * --selftest-corrupt: damages the state before go, so the check must fail.
  */
 #include "wl.h"
@@ -23,6 +29,13 @@
 #include <sys/wait.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
+#include <sys/ioctl.h>
+#include <poll.h>
+
+#ifndef MADV_WIPEONFORK
+#define MADV_WIPEONFORK 18
+#define MADV_KEEPONFORK 19
+#endif
 
 static const char *mode;
 static int fds[8] = {-1, -1, -1, -1, -1, -1, -1, -1};
@@ -33,6 +46,44 @@ static const off_t HOLE_DATA2 = 1 << 20; /* second extent of the sparse file */
 static const time_t MTIME = 1000000000;
 
 static int is(const char *m) { return strcmp(mode, m) == 0; }
+
+static char proc_stat(pid_t p, int *pgid) { /* state, and the pgid field */
+	char path[64], buf[512];
+	snprintf(path, sizeof path, "/proc/%d/stat", (int)p);
+	int fd = open(path, O_RDONLY);
+	if (fd < 0) return 0;
+	ssize_t n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	if (n <= 0) return 0;
+	buf[n] = 0;
+	char *c = strrchr(buf, ')');
+	char st = 0;
+	int ppid = 0;
+	if (!c || sscanf(c + 2, "%c %d %d", &st, &ppid, pgid) != 3) return 0;
+	return st;
+}
+
+/* ctty child: a session leader on the pty slave; answers 'o' (open /dev/tty: 0 or errno), reports 'H' on SIGHUP */
+static int ctty_rep = -1;
+static void on_hup(int sig) { (void)sig; char h = 'H'; write(ctty_rep, &h, 1); }
+static void ctty_child(const char *slave, int cmd, int rep) {
+	ctty_rep = rep;
+	signal(SIGHUP, on_hup);
+	setsid();
+	int s = open(slave, O_RDWR); /* no O_NOCTTY: becomes the controlling terminal */
+	if (s < 0) _exit(3);
+	char c = 'r';
+	write(rep, &c, 1);
+	while (read(cmd, &c, 1) == 1) {
+		if (c != 'o') continue;
+		int t = open("/dev/tty", O_RDWR);
+		int e = t >= 0 ? 0 : errno;
+		if (t >= 0) close(t);
+		char r = (char)e;
+		write(rep, &r, 1);
+	}
+	for (;;) pause();
+}
 
 static volatile sig_atomic_t usr1_fd = -1;
 static void on_usr1(int sig, siginfo_t *si, void *uc) { (void)sig; (void)uc; usr1_fd = si->si_fd; }
@@ -137,6 +188,46 @@ static void setup(void) {
 		NEED(unlink(p) == 0);
 		NEED(lseek(fd, 0, SEEK_HOLE) == 4096); /* the filesystem must keep holes for this check */
 		fds[0] = fd;
+	} else if (is("zpgid")) {
+		child = fork();
+		if (child == 0) { setpgid(0, 0); _exit(7); }
+		siginfo_t si;
+		NEED(waitid(P_PID, child, &si, WEXITED | WNOWAIT) == 0);
+		int pg = 0;
+		NEED(proc_stat(child, &pg) == 'Z' && pg == child);
+	} else if (is("wipeonfork")) {
+		NEED((mem = mmap(NULL, MLEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)) != MAP_FAILED);
+		wl_fill(mem, MLEN, 31);
+		NEED(madvise(mem, MLEN, MADV_WIPEONFORK) == 0);
+	} else if (is("memfdexec")) {
+		int m = memfd_create("exe", 0), src = open("/bin/true", O_RDONLY);
+		NEED(m >= 0 && src >= 0);
+		char buf[65536];
+		ssize_t n;
+		while ((n = read(src, buf, sizeof buf)) > 0) NEED(write(m, buf, (size_t)n) == n);
+		close(src);
+		char p[64];
+		snprintf(p, sizeof p, "/proc/self/fd/%d", m);
+		NEED((fds[0] = open(p, O_RDONLY)) >= 0);
+		close(m);
+	} else if (is("ptyowner") || is("ctty")) {
+		NEED((fds[0] = posix_openpt(O_RDWR | O_NOCTTY)) >= 0);
+		NEED(grantpt(fds[0]) == 0 && unlockpt(fds[0]) == 0);
+		char slave[64];
+		snprintf(slave, sizeof slave, "%s", ptsname(fds[0]));
+		if (is("ptyowner")) {
+			NEED(chown(slave, 4242, 4243) == 0);
+			NEED((fds[1] = open(slave, O_RDWR | O_NOCTTY)) >= 0);
+		} else {
+			int c[2], r[2];
+			NEED(pipe(c) == 0 && pipe(r) == 0);
+			child = fork();
+			if (child == 0) { close(c[1]); close(r[0]); close(fds[0]); ctty_child(slave, c[0], r[1]); }
+			close(c[0]), close(r[1]);
+			fds[1] = c[1], fds[2] = r[0];
+			char x = 0;
+			NEED(read(fds[2], &x, 1) == 1 && x == 'r');
+		}
 	} else {
 		fprintf(stderr, "exact: unknown mode %s\n", mode);
 		exit(2);
@@ -154,6 +245,11 @@ static void corrupt(void) {
 	else if (is("udpshut")) { close(fds[0]); fds[0] = socket(AF_INET, SOCK_DGRAM, 0); }
 	else if (is("fown")) fcntl(fds[0], F_SETFL, fcntl(fds[0], F_GETFL) & ~O_ASYNC);
 	else if (is("ghost")) { struct timespec ts[2] = {{MTIME, 0}, {MTIME + 1, 0}}; futimens(fds[0], ts); }
+	else if (is("zpgid")) waitpid(child, NULL, 0);
+	else if (is("wipeonfork")) madvise(mem, MLEN, MADV_KEEPONFORK);
+	else if (is("memfdexec")) { char p[64]; snprintf(p, sizeof p, "/proc/self/fd/%d", fds[0]); fds[3] = open(p, O_RDWR); }
+	else if (is("ptyowner")) fchown(fds[1], 0, 0);
+	else if (is("ctty")) { kill(child, SIGKILL); waitpid(child, NULL, 0); }
 }
 
 static void check(void) {
@@ -240,6 +336,50 @@ static void check(void) {
 		wl_fill(buf, sizeof buf, 5);
 		WL_CHECK(pread(fd, back, sizeof back, 0) == sizeof back && memcmp(back, buf, sizeof buf) == 0, "first extent differs");
 		WL_CHECK(pread(fd, back, sizeof back, HOLE_DATA2) == sizeof back && memcmp(back, buf, sizeof buf) == 0, "second extent differs");
+	} else if (is("zpgid")) {
+		int pg = 0;
+		char st = proc_stat(child, &pg);
+		WL_CHECK(st == 'Z', "child %d is not a zombie (%c)", (int)child, st ? st : '?');
+		WL_CHECK(pg == child, "zombie's pgid %d, want its own %d", pg, (int)child);
+		int status = 0;
+		WL_CHECK(waitpid(child, &status, WNOHANG) == child && WIFEXITED(status) && WEXITSTATUS(status) == 7, "zombie's exit status 0x%x", status);
+	} else if (is("wipeonfork")) {
+		WL_CHECK(smaps_flag(mem, "wf"), "MADV_WIPEONFORK lost (no wf in VmFlags)");
+		WL_CHECK(wl_verify_fill(mem, MLEN, 31) == (size_t)-1, "memory changed");
+		pid_t c = fork();
+		if (c == 0) {
+			size_t nz = 0;
+			for (size_t i = 0; i < MLEN; i++) nz += mem[i] != 0;
+			_exit(nz ? 1 : 0);
+		}
+		int status = -1;
+		waitpid(c, &status, 0);
+		WL_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the fork's child does not see the range zeroed (status 0x%x)", status);
+	} else if (is("memfdexec")) {
+		pid_t c = fork();
+		if (c == 0) {
+			char *argv[] = {"true", NULL}, *envp[] = {NULL};
+			syscall(SYS_execveat, fds[0], "", argv, envp, AT_EMPTY_PATH);
+			_exit(errno == ETXTBSY ? 3 : 4);
+		}
+		int status = -1;
+		waitpid(c, &status, 0);
+		WL_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "execveat of the memfd: status 0x%x (3: ETXTBSY)", status);
+	} else if (is("ptyowner")) {
+		struct stat st;
+		WL_CHECK(fstat(fds[1], &st) == 0 && st.st_uid == 4242 && st.st_gid == 4243, "slave owned by %d:%d, want 4242:4243", (int)st.st_uid, (int)st.st_gid);
+		WL_CHECK(write(fds[0], "x\n", 2) == 2, "master write");
+	} else if (is("ctty")) {
+		int sid = -1;
+		WL_CHECK(ioctl(fds[0], TIOCGSID, &sid) == 0 && sid == child, "TIOCGSID on the master = %d, want %d", sid, (int)child);
+		char r = 1;
+		WL_CHECK(write(fds[1], "o", 1) == 1 && read(fds[2], &r, 1) == 1 && r == 0, "open(/dev/tty) in the child: %s", strerror(r));
+		close(fds[0]);
+		struct pollfd pf = {.fd = fds[2], .events = POLLIN};
+		char h = 0;
+		WL_CHECK(poll(&pf, 1, 5000) == 1 && read(fds[2], &h, 1) == 1 && h == 'H', "no SIGHUP in the session when the master closed");
+		kill(child, SIGKILL);
+		waitpid(child, NULL, 0);
 	}
 	wl_detail("mode=%s", mode);
 }

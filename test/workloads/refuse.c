@@ -180,6 +180,26 @@ static void setup(void) {
 		NEED(grantpt(fd_a) == 0 && unlockpt(fd_a) == 0);
 		NEED((fd_b = open(ptsname(fd_a), O_RDWR | O_NOCTTY)) >= 0);
 		NEED(write(fd_a, "queued\n", 7) == 7);
+	} else if (is("ctty-nofd")) { /* a child session on the pty slave, its fd of it closed */
+		NEED((fd_a = posix_openpt(O_RDWR | O_NOCTTY)) >= 0);
+		NEED(grantpt(fd_a) == 0 && unlockpt(fd_a) == 0);
+		char slave[64];
+		snprintf(slave, sizeof slave, "%s", ptsname(fd_a));
+		NEED(pipe(p) == 0);
+		child = fork();
+		if (child == 0) {
+			close(fd_a), close(p[0]);
+			setsid();
+			int s = open(slave, O_RDWR);
+			close(s);
+			write(p[1], s >= 0 ? "y" : "n", 1);
+			for (;;) pause();
+		}
+		close(p[1]);
+		char c = 0;
+		NEED(read(p[0], &c, 1) == 1 && c == 'y');
+		close(p[0]);
+		culprit(child);
 	} else if (is("scm-rights")) {
 		int s[2];
 		NEED(socketpair(AF_UNIX, SOCK_DGRAM, 0, s) == 0);
@@ -212,6 +232,7 @@ static void setup(void) {
 static void undo(void) {
 	if (fd_a >= 0) close(fd_a), fd_a = -1;
 	if (is("stop-signal")) kill(child, SIGCONT);
+	if (is("scm-rights")) { char b; recv(fd_b, &b, 1, MSG_DONTWAIT); } /* the message goes, its fd with it */
 	if (is("sigtrap")) { sigset_t s; sigemptyset(&s); sigaddset(&s, SIGTRAP); int sig; sigwait(&s, &sig); }
 	if (mem) munmap(mem, memlen), mem = NULL;
 	if (is("membarrier") || is("timens-children")) wl_failf("selftest: cannot undo %s", mode);
@@ -219,8 +240,7 @@ static void undo(void) {
 
 static void check(void) {
 	struct stat st;
-	if (fd_a >= 0 || is("scm-rights") || is("unix-dgram-queue") || is("memfd-mode")) WL_CHECK(fd_a >= 0 && fstat(fd_a, &st) == 0, "fd of %s is gone", mode);
-	else if (is("membarrier")) WL_CHECK(syscall(SYS_membarrier, 1 << 3 /* PRIVATE_EXPEDITED */, 0, 0) == 0, "membarrier private expedited: %m");
+	if (is("membarrier")) WL_CHECK(syscall(SYS_membarrier, 1 << 3 /* PRIVATE_EXPEDITED */, 0, 0) == 0, "membarrier private expedited: %m");
 	else if (is("stop-signal")) {
 		WL_CHECK(proc_state(child) == 'T', "child %d is not stopped (%c)", (int)child, proc_state(child));
 		kill(child, SIGKILL);
@@ -255,6 +275,11 @@ static void check(void) {
 	} else if (is("tty-queued")) {
 		int n = -1;
 		WL_CHECK(fd_b >= 0 && ioctl(fd_b, FIONREAD, &n) == 0 && n == 7, "terminal input queue has %d bytes, not 7", n);
+	} else if (is("ctty-nofd")) {
+		int sid = -1;
+		WL_CHECK(fd_a >= 0 && ioctl(fd_a, TIOCGSID, &sid) == 0 && sid == child, "TIOCGSID on the master = %d, want %d", sid, (int)child);
+		kill(child, SIGKILL);
+		waitpid(child, NULL, 0);
 	} else if (is("scm-rights")) {
 		char data, ctl[CMSG_SPACE(sizeof(int))];
 		struct iovec iov = {&data, 1};
@@ -273,7 +298,7 @@ static void check(void) {
 	} else if (is("udp-cork")) {
 		int n = -1;
 		WL_CHECK(fd_a >= 0 && ioctl(fd_a, TIOCOUTQ, &n) == 0 && n > 0, "cork is empty (%d)", n);
-	}
+	} else WL_CHECK(fd_a >= 0 && fstat(fd_a, &st) == 0, "fd of %s is gone", mode); /* the fd kinds */
 	wl_check_ids();
 	wl_detail("mode=%s", mode);
 }
