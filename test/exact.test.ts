@@ -8,7 +8,7 @@ import { dump, restore, imagesDir, cleanupImages } from "./engine-helpers";
 beforeAll(async () => { await buildWorkloads(); }, 120_000);
 afterAll(() => { cleanup(); cleanupImages(); });
 
-const modes: [string, string][] = [
+const modes: [string, string, string[]?][] = [
   ["pdeathsig", "PR_SET_PDEATHSIG of a process and of its child"],
   ["thp", "PR_SET_THP_DISABLE"],
   ["mlock", "mlock()ed memory is locked again, contents kept"],
@@ -22,16 +22,17 @@ const modes: [string, string][] = [
   ["zpgid", "a zombie whose process group differs from its parent's"],
   ["wipeonfork", "MADV_WIPEONFORK kept: a fork's child sees the range zeroed"],
   ["memfdexec", "an executable memfd held read-only: execveat after restore (no ETXTBSY)"],
+  ["linkremap", "--link-remap: a deleted file with another hard link comes back as that inode (fd and shared mapping)", ["--link-remap"]],
   ["ptyowner", "a pty slave chown()ed to another user keeps its owner"],
   ["ctty", "controlling pty of a child session: /dev/tty opens, TIOCGSID on the master, SIGHUP when the master closes"],
 ];
 
 describe("restored exactly (the workload checks itself after restore)", () => {
-  for (const [mode, what] of modes) {
+  for (const [mode, what, dumpArgs] of modes) {
     test(`${mode}: ${what}`, async () => {
       const w = await startWorkload("exact", [mode], { stderr: "file" });
       const dir = imagesDir(`exact-${mode}`);
-      dump(w.pid, dir);
+      dump(w.pid, dir, dumpArgs);
       const r = await restore(dir, w.pid);
       trigger(w);
       const res = await waitResult(w, 15_000);

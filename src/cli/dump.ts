@@ -1,7 +1,7 @@
 import { CriuError, log } from "../log";
 import type { Opts } from "./options";
 import { dumpProcess, type DumpStats } from "../dump/dump";
-import { setGhostLimit } from "../resources/reg";
+import { setGhostLimit, setLinkRemap } from "../resources/reg";
 import { parseExtMounts } from "../resources/mounts";
 import { scriptHooks } from "./scripts";
 import { atoi } from "./getopt";
@@ -18,6 +18,7 @@ function parseSize(s: string): number {
 export async function run(opts: Opts, _args: string[]): Promise<number> {
   if (opts.tree === undefined || Number.isNaN(opts.tree)) throw new CriuError("dump", "no process to dump: give -t PID");
   if (opts.ghostLimit !== undefined) setGhostLimit(parseSize(String(opts.ghostLimit)));
+  setLinkRemap(!!opts.linkRemap);
   let pageServer: { address: string; port: number } | undefined;
   if (opts.pageServer) {
     const port = atoi(String(opts.port ?? ""));

@@ -19,7 +19,7 @@ import { dumpFds, FileTable, type FdDump, type FdTwin, type LockDump } from "../
 import { readStat, listChildren, fdLinks } from "../sys/proc";
 import { ImageSink, type DumpOpts } from "../resources/fdkind";
 import { dumpShmem } from "../resources/shmem";
-import { saveGhost } from "../resources/reg";
+import { saveGhost, dropLinkRemaps, keepLinkRemaps } from "../resources/reg";
 import { ptyMasters } from "../resources/tty";
 import { dumpSysvShm } from "../resources/sysvshm";
 
@@ -217,6 +217,7 @@ export function dumpProcess(o: DumpOptions): DumpStats {
     fault("dump-end", "dump");
     sameTreeAsFrozen(tree);
     stage.commit();
+    keepLinkRemaps(); // restore opens the deleted files through them
     prev?.close();
     // after the commit: a post-dump hook sees the images in place
     runHook(o.hooks, "post-dump", { pid });
@@ -229,6 +230,7 @@ export function dumpProcess(o: DumpOptions): DumpStats {
     for (const n of tree) { n.mem?.close(); letGo(n); }
     if (e instanceof Error) e.message = unalias(e.message); // the directory's name, not its fd
     stage.abort();
+    dropLinkRemaps();
     prev?.close();
     if (tree.length) log.info(`Dump of ${pid} failed; ${tree.length} process(es) released`);
     throw e;

@@ -1,5 +1,5 @@
 // Regular files, directories and character devices opened by path.
-import { statSync, readlinkSync, existsSync } from "node:fs";
+import { statSync, readlinkSync, existsSync, unlinkSync } from "node:fs";
 import { dirname } from "node:path";
 import type { FdKind, DumpCtx, RestoreCtx, ImageSink } from "./fdkind";
 import type { FileTable } from "./files";
@@ -9,9 +9,11 @@ import { readImage, imageExists } from "../images/image";
 import * as S from "../images/schemas";
 import { openFd, closeFd, preadFull, pwriteFull } from "../sys/mem";
 import { NR } from "../sys/nr";
-import { syscall } from "../sys/syscall";
+import { syscall, addr, cstr } from "../sys/syscall";
+import { errnoName } from "../sys/errno";
 import { O } from "../sys/mem";
-import { CriuError } from "../log";
+import { CriuError, log } from "../log";
+import { refuse } from "./unsupported";
 import { isFieldSet } from "@bufbuild/protobuf";
 
 export function regEntry(id: number, name: string, flags: number, pos: bigint, size: bigint | undefined, mode: number | undefined) {
@@ -58,6 +60,10 @@ export const regKind: FdKind = {
     const reg = f.reg!;
     if (opts?.shellJob && isTtyPath(reg.name) && shellTty()) return; // it gets our terminal
     if (opts?.inMountNs) return; // the container's path: it exists once its mounts are made
+    if (linkedOf(dir, f.id) !== undefined) {
+      if (existsSync(reg.name)) throw new CriuError("restore", `${where}: '${reg.name}' exists again: the deleted file cannot be opened under its name (remove it first)`);
+      return;
+    }
     if (ghostOf(dir, f.id)) {
       if (!existsSync(dirname(reg.name))) throw new CriuError("restore", `${where}: the directory of deleted file '${reg.name}' does not exist any more`);
       return;
@@ -75,6 +81,8 @@ export const regKind: FdKind = {
     const flags = reg.flags & ~(O.CREAT | O.EXCL | O.TRUNC | O.CLOEXEC);
     const ghost = ghostOf(ctx.dir, f.id);
     if (ghost !== undefined) return restoreGhost(ctx, f, ghost, flags);
+    const linked = linkedOf(ctx.dir, f.id);
+    if (linked !== undefined) return restoreLinked(ctx, f, linked, flags);
     // a shell job's terminal: as criu does, the restored job is attached to criu-bun's terminal
     const name = ctx.opts?.shellJob && isTtyPath(reg.name) ? shellTty() ?? reg.name : reg.name;
     const fd = Number(ctx.inj.call(NR.openat, -100, ctx.str(name), flags, 0));
@@ -108,6 +116,9 @@ function dumpGhost(ctx: DumpCtx): number {
  */
 export function saveGhost(files: FileTable, images: ImageSink, st: BigIntStats, path: string, source: string, flags: number, pos: bigint, where: string): number {
   if (!st.isFile()) throw new CriuError("files", `${where}: '${path}' was deleted while open and is not a regular file; not supported`);
+  // another hard link keeps the inode: a copy would be a different file. --link-remap links it
+  // back under a name of its own (CRIU's link_remap.N) so restore opens that very inode
+  if (st.nlink > 0n) return saveLinked(files, images, st, path, source, flags, pos, where);
   // judged by what it holds (allocated blocks), not its apparent size, as CRIU does: a sparse file is cheap
   const held = st.blocks * 512n < st.size ? st.blocks * 512n : st.size;
   if (held > BigInt(ghostLimit)) throw new CriuError("files", `${where}: deleted file '${path}' is ${st.size} bytes, over the ghost file limit of ${ghostLimit} (--ghost-limit)`);
@@ -162,18 +173,111 @@ function dataExtents(fd: number, size: number): [number, number][] {
   return out;
 }
 
+// ---- deleted files that still have another hard link: --link-remap ------------------------------
+// Dump links the open inode under DIR/link_remap.N (DIR: the deleted name's directory, so the same
+// filesystem) and writes a reg entry for that name and a LINKED remap-fpath entry. Restore links
+// it at its old name, opens it there (so the fd reads "NAME (deleted)" as before) and unlinks that
+// name; the link_remap.N names go once the whole restore succeeded (a failed one can be retried).
+
+let linkRemap = false;
+export function setLinkRemap(on: boolean) { linkRemap = on; }
+/** link_remap names made by this dump (host paths), removed if the dump fails */
+const madeLinks: string[] = [];
+export function dropLinkRemaps() {
+  for (const p of madeLinks.splice(0)) { try { unlinkSync(p); log.debug(`removed link remap ${p}`); } catch {} }
+}
+export function keepLinkRemaps() { madeLinks.length = 0; }
+
+function saveLinked(files: FileTable, images: ImageSink, st: BigIntStats, path: string, source: string, flags: number, pos: bigint, where: string): number {
+  if (!linkRemap) refuse("files", where, "deleted-linked", `'${path}', ${st.nlink} other link(s); --link-remap keeps it`);
+  const key = `linked:${st.dev}:${st.ino}`;
+  let remapId = files.byKey.get(key);
+  if (remapId === undefined) {
+    remapId = files.nextId++;
+    files.byKey.set(key, remapId);
+    const name = `${dirname(path)}/link_remap.${remapId}`;
+    // through the /proc magic link to the inode itself (AT_SYMLINK_FOLLOW), not the link
+    const from = cstr(source), to = cstr(files.statRoot + name);
+    const r = syscall(NR.linkat, -100, addr(from), -100, addr(to), 0x400 /* AT_SYMLINK_FOLLOW */);
+    if (r < 0) throw new CriuError("files", `${where}: cannot link deleted file '${path}' back as '${name}' (${errnoName(-r)})`);
+    madeLinks.push(files.statRoot + name);
+    log.debug(`${where}: deleted file '${path}' (${st.nlink} other link(s)) linked back as '${name}'`);
+    const id = remapId;
+    files.files.push({ id, type: 1, reg: regEntry(id, name, O.RDONLY, 0n, st.size, Number(st.mode)) });
+  }
+  const id = files.add(null, (id) => ({ id, type: 1, reg: regEntry(id, path, flags, pos, st.size, Number(st.mode)) }));
+  images.add("remap-fpath.img", "REMAP_FPATH", S.remap_file_path_entrySchema, { origId: id, remapId, remapType: 0 /* LINKED */ });
+  return id;
+}
+
+/** link_remap names opened by this restore (as the target sees them, and the target's pid) */
+const usedLinks: { pid: number; name: string }[] = [];
+/** After a successful restore: the link_remap names are not needed any more. */
+export function finishLinkRemaps() {
+  for (const { pid, name } of usedLinks.splice(0)) {
+    try { unlinkSync(`/proc/${pid}/root${name}`); log.debug(`removed link remap ${name}`); }
+    catch (e: any) { log.warn(`cannot remove link remap ${name}: ${e.code ?? e.message}`); }
+  }
+}
+
+/** A failed restore: the link_remap names stay for the next try. */
+export function forgetLinkRemaps() { usedLinks.length = 0; }
+
+export function restoreLinked(ctx: RestoreCtx, f: S.file_entry, remapId: number, flags: number): number {
+  const reg = f.reg!, inj = ctx.inj;
+  const key = `linked:${remapId}`;
+  let base = ctx.fdFrom(key);
+  if (base === undefined) {
+    const link = ctx.files.get(remapId)?.reg?.name;
+    if (!link) throw new CriuError("restore", `${ctx.where}: link remap ${remapId} of '${reg.name}' is not in files.img`);
+    const l = inj.call(NR.linkat, -100, ctx.str(link, 0), -100, ctx.str(reg.name, 1), 0);
+    if (l < 0n) throw new CriuError("restore", `${ctx.where}: cannot link '${link}' back at '${reg.name}' (errno ${-l})`);
+    const fd = Number(inj.call(NR.openat, -100, ctx.str(reg.name), O.PATH | O.CLOEXEC, 0));
+    inj.call(NR.unlink, ctx.str(reg.name));
+    if (fd < 0) throw new CriuError("restore", `${ctx.where}: cannot open deleted file '${reg.name}' (errno ${-fd})`);
+    base = ctx.high(fd, ctx.where);
+    ctx.hold(key, base);
+    usedLinks.push({ pid: ctx.pid, name: link });
+    log.debug(`${ctx.where}: deleted file '${reg.name}' opened again through '${link}'`);
+  }
+  const r = Number(inj.call(NR.openat, -100, ctx.str(`/proc/self/fd/${base}`), flags | O.CLOEXEC, 0));
+  if (ctx.tree.held.get(key)!.pid !== ctx.pid) inj.call(NR.close, base);
+  if (r < 0) throw new CriuError("restore", `${ctx.where}: reopening deleted file '${reg.name}' failed (errno ${-r})`);
+  if (reg.pos) inj.call(NR.lseek, r, reg.pos, 0);
+  return ctx.high(r, ctx.where);
+}
+
 const remaps = new Map<string, Map<number, number>>();
+const linkedRemaps = new Map<string, Map<number, number>>();
+function readRemaps(dir: string) {
+  const g = new Map<number, number>(), l = new Map<number, number>();
+  if (imageExists(dir, "remap-fpath.img")) {
+    for (const r of readImage<S.remap_file_path_entry>(dir, "remap-fpath.img", "REMAP_FPATH")) {
+      if (r.remapType === 1) g.set(r.origId, r.remapId);
+      else if (r.remapType === 0) l.set(r.origId, r.remapId);
+    }
+  }
+  remaps.set(dir, g); linkedRemaps.set(dir, l);
+}
+/** A deleted file (ghost or linked remap) opened with flags, or undefined for an ordinary path. */
+export function restoreDeleted(ctx: RestoreCtx, f: S.file_entry, flags: number): number | undefined {
+  const g = ghostOf(ctx.dir, f.id);
+  if (g !== undefined) return restoreGhost(ctx, f, g, flags);
+  const l = linkedOf(ctx.dir, f.id);
+  return l !== undefined ? restoreLinked(ctx, f, l, flags) : undefined;
+}
+/** Is this file id a deleted file the images bring back (ghost or link remap)? */
+export function isRemapped(dir: string, id: number) { return ghostOf(dir, id) !== undefined || linkedOf(dir, id) !== undefined; }
+
 /** The ghost file id a file id is remapped to, if any. */
 export function ghostOf(dir: string, id: number): number | undefined {
-  let m = remaps.get(dir);
-  if (!m) {
-    m = new Map();
-    if (imageExists(dir, "remap-fpath.img")) {
-      for (const r of readImage<S.remap_file_path_entry>(dir, "remap-fpath.img", "REMAP_FPATH")) if (r.remapType === 1) m.set(r.origId, r.remapId);
-    }
-    remaps.set(dir, m);
-  }
-  return m.get(id);
+  if (!remaps.has(dir)) readRemaps(dir);
+  return remaps.get(dir)!.get(id);
+}
+/** The link_remap file id a file id is remapped to (a deleted file with other links), if any. */
+export function linkedOf(dir: string, id: number): number | undefined {
+  if (!linkedRemaps.has(dir)) readRemaps(dir);
+  return linkedRemaps.get(dir)!.get(id);
 }
 
 export function restoreGhost(ctx: RestoreCtx, f: S.file_entry, ghostId: number, flags: number): number {

@@ -29,6 +29,7 @@ export const UNSUPPORTED = {
   "fown": "file owner other than the process itself (F_SETOWN)",
   "memfd-mode": "memfd whose mode was changed (fchmod)",
   "memfd-shared": "memfd opened by several processes through separate descriptions",
+  "deleted-linked": "deleted file that still has another hard link",
   "tty-queued": "bytes queued in a terminal",
   "ctty-nofd": "controlling terminal of the tree that its session leader holds no fd of",
   "scm-rights": "file descriptors in flight (SCM_RIGHTS)",

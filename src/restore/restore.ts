@@ -9,7 +9,7 @@ import { create } from "@bufbuild/protobuf";
 import { writeImage } from "../images/image";
 import * as S from "../images/schemas";
 import { precheckFds } from "../resources/files";
-import { ghostOf, regSize } from "../resources/reg";
+import { isRemapped, regSize, finishLinkRemaps, forgetLinkRemaps } from "../resources/reg";
 import { enterCgroups, precheckCgroups, taskCgSet } from "../resources/cgroup";
 import { TreeFiles } from "../resources/fdkind";
 import { restoreSysvShm, finishSysvShm, dropSysvShm } from "../resources/sysvshm";
@@ -60,7 +60,7 @@ function precheck(set: RestoreSet, o: RestoreOptions) {
       if (v.status & ((1 << 6) | (1 << 7))) {
         const f = set.files.get(Number(v.shmid));
         if (!f?.reg) throw new CriuError("restore", `process ${t.pid}: mapping at 0x${v.start.toString(16)} refers to file id ${v.shmid}, not in files.img`);
-        if (ghostOf(set.dir, f.id) === undefined && !set.mounts) checkFile(t.pid, `mapping at 0x${v.start.toString(16)}`, f.reg, false); // ghosts are in the images
+        if (!isRemapped(set.dir, f.id) && !set.mounts) checkFile(t.pid, `mapping at 0x${v.start.toString(16)}`, f.reg, false); // ghosts are in the images
       }
     }
   }
@@ -199,6 +199,7 @@ function restoreAll(o: RestoreOptions, t0: number): { pid: number; ms: number; f
   } catch (e) {
     const err = asCriuError(e, "restore"); // names the phase it happened in, before cleanup moves on
     phase("cleaning up a failed restore");
+    forgetLinkRemaps();
     try { netRestoreAbort(); } catch (x) { log.warn(`network lock: ${asCriuError(x, "restore").message}`); }
     for (const b of [...builders].reverse()) {
       try { b.abort(); } catch (x) { log.warn(`cleanup of process ${b.t.pid}: ${asCriuError(x, "restore").message}`); }
@@ -206,6 +207,7 @@ function restoreAll(o: RestoreOptions, t0: number): { pid: number; ms: number; f
     if (!set.newIpcNs) dropSysvShm(sysv); // in a new IPC namespace they die with it
     throw err;
   }
+  finishLinkRemaps(); // the deleted files are open again: their link_remap names can go
   for (const b of [...builders].reverse()) if (!b.t.zombie) b.release({ leaveStopped: o.leaveStopped });
   netRestoreEnd();
   softHook(o.hooks, "post-resume", builders[0].pid);

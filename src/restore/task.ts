@@ -8,7 +8,7 @@ import {
 } from "../sys/ptrace";
 import { O } from "../sys/mem";
 import { restoreFds, importFd, restoreCtx, fdFloor } from "../resources/files";
-import { ghostOf, restoreGhost } from "../resources/reg";
+import { restoreDeleted } from "../resources/reg";
 import { readImage, imageExists } from "../images/image";
 import { shmemFd } from "../resources/shmem";
 import { SHMAT } from "../resources/sysvshm";
@@ -326,9 +326,8 @@ export class TaskBuilder {
             const f = this.set.files.get(Number(v.shmid));
             if (!f?.reg) throw new CriuError("restore", `mapping at ${hex(v.start)}: file id ${v.shmid} not in files.img`);
             const oflags = ((v.fdflags ?? 0) & 3) | O.CLOEXEC;
-            const ghost = ghostOf(this.set.dir, f.id);
-            fd = ghost !== undefined ? restoreGhost(this.fileCtx(`mapping at ${hex(v.start)}`), f, ghost, oflags)
-              : Number(inj.call(NR.openat, -100, this.str(f.reg.name), oflags, 0));
+            fd = restoreDeleted(this.fileCtx(`mapping at ${hex(v.start)}`), f, oflags)
+              ?? Number(inj.call(NR.openat, -100, this.str(f.reg.name), oflags, 0));
             if (fd < 0) throw new CriuError("restore", `cannot open '${f.reg.name}' to map it at ${hex(v.start)} (errno ${-fd})`);
             fileFds.set(v.shmid, fd);
           }
@@ -422,8 +421,8 @@ export class TaskBuilder {
     const exeFile = this.set.files.get(mm.exeFileId);
     const exe = exeFile?.reg?.name;
     let exeFd = -1;
-    const ghost = exeFile ? ghostOf(this.set.dir, exeFile.id) : undefined;
-    if (exe && ghost !== undefined) exeFd = restoreGhost(this.fileCtx("executable"), exeFile!, ghost, O.RDONLY | O.CLOEXEC);
+    const deleted = exe ? restoreDeleted(this.fileCtx("executable"), exeFile!, O.RDONLY | O.CLOEXEC) : undefined;
+    if (deleted !== undefined) exeFd = deleted;
     else if (exe) {
       exeFd = Number(inj.call(NR.openat, -100, this.str(exe), O.RDONLY | O.CLOEXEC, 0));
       if (exeFd < 0) throw new CriuError("restore", `cannot open the executable '${exe}' (errno ${-exeFd})`);

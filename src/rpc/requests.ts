@@ -152,8 +152,9 @@ async function dumpRequest(conn: RpcConn, req: criu_req, pre: boolean): Promise<
       throw new CriuError("rpc", `${pre ? "PRE_DUMP" : "DUMP"}: no pid to dump (set opts.pid; dumping the calling process itself is not supported)`);
     }
     const { dumpProcess } = await import("../dump/dump");
-    const { setGhostLimit } = await import("../resources/reg");
+    const { setGhostLimit, setLinkRemap } = await import("../resources/reg");
     if (isFieldSet(o!, criu_optsSchema.field.ghostLimit)) setGhostLimit(o!.ghostLimit);
+    setLinkRemap(!!o!.linkRemap);
     const ps = o!.ps;
     if (ps && (ps.fd || !ps.address || !ps.port)) throw new CriuError("rpc", "ps: a page server needs address and port (an fd is not supported)");
     const hooks = new RpcHooks(conn, o!.notifyScripts, false);

@@ -18,7 +18,7 @@ export const NR = {
   arch_prctl: 158, setrlimit: 160, chroot: 161, sync: 162, gettid: 186, tkill: 200, futex: 202,
   set_tid_address: 218, timer_create: 222, timer_settime: 223, timer_gettime: 224,
   timer_getoverrun: 225, timer_delete: 226, clock_gettime: 228, clock_nanosleep: 230,
-  exit_group: 231, epoll_wait: 232, epoll_ctl: 233, tgkill: 234, openat: 257, mkdirat: 258, fchownat: 260,
+  exit_group: 231, epoll_wait: 232, epoll_ctl: 233, tgkill: 234, openat: 257, mkdirat: 258, fchownat: 260, linkat: 265,
   newfstatat: 262, unlinkat: 263, ppoll: 271, unshare: 272, set_robust_list: 273,
   get_robust_list: 274, splice: 275, tee: 276, signalfd4: 289, eventfd2: 290, epoll_create1: 291,
   dup3: 292, pipe2: 293, inotify_init1: 294, preadv: 295, pwritev: 296, rt_tgsigqueueinfo: 297,

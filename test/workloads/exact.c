@@ -17,6 +17,9 @@
  *   wipeonfork  MADV_WIPEONFORK memory: kept in the process, a fork's child sees it zeroed
  *   memfdexec   an ELF in a memfd held read-only: execveat(AT_EMPTY_PATH) runs it (no ETXTBSY)
  *   ptyowner    a pty pair whose slave was chown()ed to 4242:4243: the slave keeps that owner
+ *   linkremap   (dump with --link-remap) a file deleted while open and mapped shared, with another hard link
+ *               "other": fd and mapping are that inode still (writes show through "other"), the fd
+ *               reads "DIR/orig (deleted)", no link_remap.N is left in DIR
  *   ctty        a child session leader with the pty slave as controlling terminal: open("/dev/tty")
  *               works in it, TIOCGSID on the master names it, closing the master sends it SIGHUP
  * --selftest-corrupt: damages the state before go, so the check must fail.
@@ -31,6 +34,7 @@
 #include <arpa/inet.h>
 #include <sys/ioctl.h>
 #include <poll.h>
+#include <dirent.h>
 
 #ifndef MADV_WIPEONFORK
 #define MADV_WIPEONFORK 18
@@ -210,6 +214,15 @@ static void setup(void) {
 		snprintf(p, sizeof p, "/proc/self/fd/%d", m);
 		NEED((fds[0] = open(p, O_RDONLY)) >= 0);
 		close(m);
+	} else if (is("linkremap")) {
+		char p[4200], q[4200];
+		wl_path(p, sizeof p, "orig");
+		wl_path(q, sizeof q, "other");
+		NEED((fds[0] = open(p, O_RDWR | O_CREAT | O_TRUNC, 0640)) >= 0);
+		NEED(ftruncate(fds[0], 8192) == 0 && pwrite(fds[0], "first", 5, 0) == 5);
+		NEED((mem = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], 0)) != MAP_FAILED);
+		NEED(link(p, q) == 0 && unlink(p) == 0);
+		NEED(lseek(fds[0], 3, SEEK_SET) == 3);
 	} else if (is("ptyowner") || is("ctty")) {
 		NEED((fds[0] = posix_openpt(O_RDWR | O_NOCTTY)) >= 0);
 		NEED(grantpt(fds[0]) == 0 && unlockpt(fds[0]) == 0);
@@ -246,6 +259,7 @@ static void corrupt(void) {
 	else if (is("fown")) fcntl(fds[0], F_SETFL, fcntl(fds[0], F_GETFL) & ~O_ASYNC);
 	else if (is("ghost")) { struct timespec ts[2] = {{MTIME, 0}, {MTIME + 1, 0}}; futimens(fds[0], ts); }
 	else if (is("zpgid")) waitpid(child, NULL, 0);
+	else if (is("linkremap")) { char q[4200]; wl_path(q, sizeof q, "other"); unlink(q); int f = open(q, O_RDWR | O_CREAT, 0640); close(f); }
 	else if (is("wipeonfork")) madvise(mem, MLEN, MADV_KEEPONFORK);
 	else if (is("memfdexec")) { char p[64]; snprintf(p, sizeof p, "/proc/self/fd/%d", fds[0]); fds[3] = open(p, O_RDWR); }
 	else if (is("ptyowner")) fchown(fds[1], 0, 0);
@@ -365,6 +379,31 @@ static void check(void) {
 		int status = -1;
 		waitpid(c, &status, 0);
 		WL_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "execveat of the memfd: status 0x%x (3: ETXTBSY)", status);
+	} else if (is("linkremap")) {
+		char p[4200], q[4200], want[4300], got[4300] = "";
+		wl_path(p, sizeof p, "orig");
+		wl_path(q, sizeof q, "other");
+		struct stat a, b;
+		WL_CHECK(fstat(fds[0], &a) == 0 && stat(q, &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev, "the fd is not the inode of 'other' any more");
+		WL_CHECK(a.st_nlink == 1, "nlink %d, want 1", (int)a.st_nlink);
+		WL_CHECK(lseek(fds[0], 0, SEEK_CUR) == 3, "offset lost");
+		snprintf(want, sizeof want, "%s (deleted)", p);
+		char lp[64];
+		snprintf(lp, sizeof lp, "/proc/self/fd/%d", fds[0]);
+		ssize_t n = readlink(lp, got, sizeof got - 1);
+		if (n > 0) got[n] = 0;
+		WL_CHECK(strcmp(got, want) == 0, "the fd reads '%s', want '%s'", got, want);
+		int o = open(q, O_RDWR);
+		char c[8] = "";
+		WL_CHECK(o >= 0 && pwrite(fds[0], "via-fd", 6, 100) == 6 && pread(o, c, 6, 100) == 6 && memcmp(c, "via-fd", 6) == 0, "a write through the fd does not show in 'other'");
+		memcpy(mem + 200, "via-map", 7);
+		WL_CHECK(o >= 0 && pread(o, c, 7, 200) == 7 && memcmp(c, "via-map", 7) == 0, "a write through the mapping does not show in 'other'");
+		WL_CHECK(o >= 0 && pread(o, c, 5, 0) == 5 && memcmp(c, "first", 5) == 0, "contents lost");
+		if (o >= 0) close(o);
+		DIR *d = opendir(wl_dir);
+		struct dirent *e;
+		while (d && (e = readdir(d))) WL_CHECK(strncmp(e->d_name, "link_remap", 10) != 0, "'%s' left behind", e->d_name);
+		if (d) closedir(d);
 	} else if (is("ptyowner")) {
 		struct stat st;
 		WL_CHECK(fstat(fds[1], &st) == 0 && st.st_uid == 4242 && st.st_gid == 4243, "slave owned by %d:%d, want 4242:4243", (int)st.st_uid, (int)st.st_gid);

@@ -180,6 +180,12 @@ static void setup(void) {
 		NEED(grantpt(fd_a) == 0 && unlockpt(fd_a) == 0);
 		NEED((fd_b = open(ptsname(fd_a), O_RDWR | O_NOCTTY)) >= 0);
 		NEED(write(fd_a, "queued\n", 7) == 7);
+	} else if (is("deleted-linked")) {
+		char q[4200], r[4200];
+		wl_path(q, sizeof q, "orig");
+		wl_path(r, sizeof r, "other");
+		NEED((fd_a = open(q, O_RDWR | O_CREAT | O_TRUNC, 0600)) >= 0);
+		NEED(link(q, r) == 0 && unlink(q) == 0);
 	} else if (is("ctty-nofd")) { /* a child session on the pty slave, its fd of it closed */
 		NEED((fd_a = posix_openpt(O_RDWR | O_NOCTTY)) >= 0);
 		NEED(grantpt(fd_a) == 0 && unlockpt(fd_a) == 0);
@@ -275,6 +281,11 @@ static void check(void) {
 	} else if (is("tty-queued")) {
 		int n = -1;
 		WL_CHECK(fd_b >= 0 && ioctl(fd_b, FIONREAD, &n) == 0 && n == 7, "terminal input queue has %d bytes, not 7", n);
+	} else if (is("deleted-linked")) {
+		char r[4200];
+		wl_path(r, sizeof r, "other");
+		struct stat o;
+		WL_CHECK(fd_a >= 0 && fstat(fd_a, &st) == 0 && stat(r, &o) == 0 && st.st_ino == o.st_ino, "the fd is not the inode of 'other'");
 	} else if (is("ctty-nofd")) {
 		int sid = -1;
 		WL_CHECK(fd_a >= 0 && ioctl(fd_a, TIOCGSID, &sid) == 0 && sid == child, "TIOCGSID on the master = %d, want %d", sid, (int)child);
