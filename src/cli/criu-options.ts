@@ -232,8 +232,9 @@ export const CRIU_OPTIONS: readonly CriuOption[] = [
     note: "criu-bun restores no mount namespace with either engine" },
   { name: "unprivileged", arg: "none", negatable: true, key: "unprivileged", commands: ["dump", "pre-dump", "restore", "check"], support: "no", rpc: "unprivileged",
     meaning: "accept the limits of running as non-root (with CAP_CHECKPOINT_RESTORE)" },
-  { name: "ghost-fiemap", arg: "none", negatable: true, key: "ghostFiemap", commands: D, support: "no",
-    meaning: "dump deleted files' contents with fiemap (only their data extents)" },
+  { name: "ghost-fiemap", arg: "none", negatable: true, key: "ghostFiemap", commands: D, support: "noop",
+    meaning: "dump deleted files' contents with fiemap (only their data extents)",
+    note: "criu-bun always saves only the data extents of a deleted file (SEEK_DATA/SEEK_HOLE), with or without it" },
   { name: "allow-uprobes", arg: "none", negatable: true, key: "allowUprobes", commands: DR, support: "no",
     meaning: "allow dumping and restoring a [uprobes] VMA" },
 ];

@@ -388,13 +388,14 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
   for (const l of locks) extra.add("filelocks.img", "FILE_LOCKS", S.file_lock_entrySchema, { ...l, pid: vpid });
   // cwd, root and exe are O_RDONLY entries as CRIU writes them (CRIU hands the exe's fd to
   // PR_SET_MM_MAP, which refuses an O_PATH one); the exe shares its entry with its mappings
-  const cwdId = files.addPath(task.cwd, 0);
-  const rootId = files.addPath(task.root, 0);
   // a deleted executable or mapped file (an upgraded binary, a tmp file mapped then unlinked)
-  // is saved as a ghost file, read through /proc/PID/exe or /proc/PID/map_files
+  // is saved as a ghost file, read through /proc/PID/exe or /proc/PID/map_files; a removed
+  // directory as cwd is a ghost directory
   const fileId = (path: string, source: string, flags: number) => path.endsWith(" (deleted)")
     ? saveGhost(files, extra, statSync(source, { bigint: true }), path.slice(0, -" (deleted)".length), source, flags, 0n, `process ${pid}`)
     : files.addPath(path, flags);
+  const cwdId = fileId(task.cwd, `/proc/${pid}/cwd`, 0);
+  const rootId = files.addPath(task.root, 0);
   task.mm.exeFileId = fileId(task.exe, `/proc/${pid}/exe`, 0);
   for (const v of task.vmas) {
     if (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) {

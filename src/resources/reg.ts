@@ -1,5 +1,5 @@
 // Regular files, directories and character devices opened by path.
-import { statSync, readlinkSync, existsSync, unlinkSync } from "node:fs";
+import { statSync, lstatSync, readlinkSync, existsSync, unlinkSync } from "node:fs";
 import { dirname } from "node:path";
 import type { FdKind, DumpCtx, RestoreCtx, ImageSink } from "./fdkind";
 import type { FileTable } from "./files";
@@ -46,7 +46,8 @@ function isTty(rdev: bigint) {
 export const regKind: FdKind = {
   name: "regular file",
   type: 1,
-  match: (target, st) => target.startsWith("/") && (st.isFile() || st.isDirectory() || st.isCharacterDevice() || st.isBlockDevice()),
+  // (a symbolic link itself only through O_PATH|O_NOFOLLOW)
+  match: (target, st) => target.startsWith("/") && (st.isFile() || st.isDirectory() || st.isCharacterDevice() || st.isBlockDevice() || st.isSymbolicLink()),
   dump(ctx) {
     const { target, st } = ctx;
     if (target.endsWith(" (deleted)")) return dumpGhost(ctx);
@@ -69,7 +70,7 @@ export const regKind: FdKind = {
       return;
     }
     let st;
-    try { st = statSync(reg.name, { bigint: true }); }
+    try { st = (reg.flags & O.NOFOLLOW ? lstatSync : statSync)(reg.name, { bigint: true }); }
     catch { throw new CriuError("restore", `${where}: '${reg.name}' does not exist any more`); }
     const size = regSize(reg);
     if (size !== undefined && st.isFile() && st.size !== size && !(reg.flags & O.PATH)) {
@@ -115,7 +116,9 @@ function dumpGhost(ctx: DumpCtx): number {
  * remap-fpath.img entry for this id.
  */
 export function saveGhost(files: FileTable, images: ImageSink, st: BigIntStats, path: string, source: string, flags: number, pos: bigint, where: string): number {
-  if (!st.isFile()) throw new CriuError("files", `${where}: '${path}' was deleted while open and is not a regular file; not supported`);
+  if (st.isDirectory()) return saveGhostDir(files, images, st, path, flags, pos);
+  if (!st.isFile()) refuse("files", where, "deleted-special", `'${path}', ${st.isSymbolicLink() ? "a symbolic link" : st.isFIFO() ? "a FIFO" : st.isSocket() ? "a socket" : "a device node"}`);
+  if (flags & O_TMPFILE) refuse("files", where, "tmpfile", `'${path}'`);
   // another hard link keeps the inode: a copy would be a different file. --link-remap links it
   // back under a name of its own (CRIU's link_remap.N) so restore opens that very inode
   if (st.nlink > 0n) return saveLinked(files, images, st, path, source, flags, pos, where);
@@ -154,6 +157,30 @@ export function saveGhost(files: FileTable, images: ImageSink, st: BigIntStats, 
     } finally { closeFd(fd); }
   }
   const id = files.add(null, (id) => ({ id, type: 1, reg: regEntry(id, path, flags, pos, st.size, Number(st.mode)) }));
+  images.add("remap-fpath.img", "REMAP_FPATH", S.remap_file_path_entrySchema, { origId: id, remapId: ghostId, remapType: 1 /* GHOST */ });
+  return id;
+}
+
+/** __O_TMPFILE, kept in the file's flags: whether it may still be linked in (not opened O_EXCL) is not visible */
+const O_TMPFILE = 0o20000000;
+
+const ghostTimes = (st: BigIntStats) => {
+  const t = (ns: bigint) => ({ tvSec: ns / 1_000_000_000n, tvUsec: (ns % 1_000_000_000n) / 1000n });
+  return { atim: t(st.atimeNs), mtim: t(st.mtimeNs) };
+};
+
+/** A removed directory still open (an fd, a cwd): a ghost file with a directory's mode and no contents, as CRIU. */
+function saveGhostDir(files: FileTable, images: ImageSink, st: BigIntStats, path: string, flags: number, pos: bigint): number {
+  const key = `ghost:${st.dev}:${st.ino}`;
+  let ghostId = files.byKey.get(key);
+  if (ghostId === undefined) {
+    ghostId = files.nextId++;
+    files.byKey.set(key, ghostId);
+    images.add(`ghost-file-${ghostId.toString(16)}.img`, "GHOST_FILE", S.ghost_file_entrySchema, {
+      uid: Number(st.uid), gid: Number(st.gid), mode: Number(st.mode), dev: Number(st.dev), ino: st.ino, ...ghostTimes(st),
+    }, new Uint8Array(0));
+  }
+  const id = files.add(null, (id) => ({ id, type: 1, reg: regEntry(id, path, flags, pos, undefined, Number(st.mode)) }));
   images.add("remap-fpath.img", "REMAP_FPATH", S.remap_file_path_entrySchema, { origId: id, remapId: ghostId, remapType: 1 /* GHOST */ });
   return id;
 }
@@ -259,6 +286,33 @@ function readRemaps(dir: string) {
   }
   remaps.set(dir, g); linkedRemaps.set(dir, l);
 }
+/** A removed directory: made again at its name (or beside it), opened, removed; the times last. */
+function restoreGhostDir(ctx: RestoreCtx, f: S.file_entry, ghostId: number, g: S.ghost_file_entry, flags: number): number {
+  const reg = f.reg!, inj = ctx.inj, key = `ghost:${ghostId}`;
+  let name = reg.name, r = -17n;
+  for (let i = 0; r === -17n && i < 100; i++) {
+    if (i) name = `${reg.name}.criu-bun-ghost.${ghostId}.${i}`;
+    r = inj.call(NR.mkdir, ctx.str(name), g.mode & 0o7777);
+  }
+  if (r < 0n) throw new CriuError("restore", `${ctx.where}: cannot make removed directory '${reg.name}' again (errno ${-r})`);
+  const fd = Number(inj.call(NR.openat, -100, ctx.str(name), O.RDONLY | O.DIRECTORY | O.CLOEXEC, 0));
+  if (fd < 0) throw new CriuError("restore", `${ctx.where}: cannot open the directory made for '${reg.name}' (errno ${-fd})`);
+  inj.call(NR.fchown, fd, g.uid, g.gid);
+  inj.call(NR.fchmod, fd, g.mode & 0o7777);
+  const u = inj.call(NR.rmdir, ctx.str(name));
+  if (u < 0n) throw new CriuError("restore", `${ctx.where}: cannot remove the directory made for '${reg.name}' (errno ${-u})`);
+  if (g.mtim) {
+    const ts = new BigInt64Array(4), a = g.atim ?? g.mtim;
+    ts[0] = BigInt(a.tvSec); ts[1] = BigInt(a.tvUsec) * 1000n; ts[2] = BigInt(g.mtim.tvSec); ts[3] = BigInt(g.mtim.tvUsec) * 1000n;
+    inj.call(NR.utimensat, fd, 0, ctx.scratch(0n, new Uint8Array(ts.buffer)), 0);
+  }
+  const base = ctx.high(fd, ctx.where);
+  ctx.hold(key, base);
+  const o = Number(inj.call(NR.openat, -100, ctx.str(`/proc/self/fd/${base}`), flags | O.CLOEXEC, 0));
+  if (o < 0) throw new CriuError("restore", `${ctx.where}: reopening removed directory '${reg.name}' failed (errno ${-o})`);
+  return ctx.high(o, ctx.where);
+}
+
 /** A deleted file (ghost or linked remap) opened with flags, or undefined for an ordinary path. */
 export function restoreDeleted(ctx: RestoreCtx, f: S.file_entry, flags: number): number | undefined {
   const g = ghostOf(ctx.dir, f.id);
@@ -287,6 +341,7 @@ export function restoreGhost(ctx: RestoreCtx, f: S.file_entry, ghostId: number, 
   if (base === undefined) {
     const [g, ...chunks] = cachedPayloads<S.ghost_file_entry>(ctx, `ghost-file-${ghostId.toString(16)}.img`, "GHOST_FILE");
     if (!g) throw new CriuError("restore", `${ctx.where}: ghost-file-${ghostId.toString(16)}.img is missing`);
+    if ((g.msg.mode & 0o170000) === 0o040000) return restoreGhostDir(ctx, f, ghostId, g.msg, flags);
     // at its own path if free, else beside it; unlinked right after
     let name = reg.name, fd = -17;
     for (let i = 0; fd === -17 && i < 100; i++) {

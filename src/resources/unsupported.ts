@@ -30,6 +30,8 @@ export const UNSUPPORTED = {
   "memfd-mode": "memfd whose mode was changed (fchmod)",
   "memfd-shared": "memfd opened by several processes through separate descriptions",
   "deleted-linked": "deleted file that still has another hard link",
+  "deleted-special": "deleted file that is not a regular file or a directory",
+  "tmpfile": "O_TMPFILE file never linked",
   "tty-queued": "bytes queued in a terminal",
   "ctty-nofd": "controlling terminal of the tree that its session leader holds no fd of",
   "scm-rights": "file descriptors in flight (SCM_RIGHTS)",

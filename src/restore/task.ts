@@ -463,7 +463,10 @@ export class TaskBuilder {
     const cwd = this.set.files.get(this.t.fs.cwdId)?.reg?.name;
     const root = this.set.files.get(this.t.fs.rootId)?.reg?.name;
     if (root && root !== "/") inj.ok(`chroot(${root})`, NR.chroot, this.str(root));
-    if (cwd) inj.ok(`chdir(${cwd})`, NR.chdir, this.str(cwd));
+    const cwdFile = this.set.files.get(this.t.fs.cwdId);
+    const removed = cwdFile ? restoreDeleted(this.fileCtx("cwd"), cwdFile, O.RDONLY | O.DIRECTORY) : undefined;
+    if (removed !== undefined) { inj.ok("fchdir to the removed cwd", NR.fchdir, removed); inj.call(NR.close, removed); }
+    else if (cwd) inj.ok(`chdir(${cwd})`, NR.chdir, this.str(cwd));
     if (this.t.fs.umask !== undefined) inj.call(NR.umask, this.t.fs.umask);
   }
 

@@ -20,6 +20,11 @@
  *   linkremap   (dump with --link-remap) a file deleted while open and mapped shared, with another hard link
  *               "other": fd and mapping are that inode still (writes show through "other"), the fd
  *               reads "DIR/orig (deleted)", no link_remap.N is left in DIR
+ *   deldircwd   cwd in a directory since removed (mode 0750): still that removed directory
+ *   deldirfd    an O_DIRECTORY fd on a directory since removed: the same
+ *   devnode     an fd on a character device node made with mknod (1:3) in DIR, one on /dev/zero
+ *   fifodata    a FIFO in DIR opened read-write with 14 bytes unread
+ *   opathlink   an O_PATH|O_NOFOLLOW fd on a dangling symlink: still the link (S_ISLNK, readlinkat)
  *   ctty        a child session leader with the pty slave as controlling terminal: open("/dev/tty")
  *               works in it, TIOCGSID on the master names it, closing the master sends it SIGHUP
  * --selftest-corrupt: damages the state before go, so the check must fail.
@@ -35,6 +40,7 @@
 #include <sys/ioctl.h>
 #include <poll.h>
 #include <dirent.h>
+#include <sys/sysmacros.h>
 
 #ifndef MADV_WIPEONFORK
 #define MADV_WIPEONFORK 18
@@ -223,6 +229,31 @@ static void setup(void) {
 		NEED((mem = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], 0)) != MAP_FAILED);
 		NEED(link(p, q) == 0 && unlink(p) == 0);
 		NEED(lseek(fds[0], 3, SEEK_SET) == 3);
+	} else if (is("deldircwd") || is("deldirfd")) {
+		char p[4200];
+		wl_path(p, sizeof p, "gone");
+		NEED(mkdir(p, 0750) == 0);
+		if (is("deldircwd")) NEED(chdir(p) == 0);
+		else NEED((fds[0] = open(p, O_RDONLY | O_DIRECTORY)) >= 0);
+		NEED(rmdir(p) == 0);
+	} else if (is("devnode")) {
+		char p[4200];
+		wl_path(p, sizeof p, "null");
+		NEED(mknod(p, S_IFCHR | 0600, makedev(1, 3)) == 0);
+		NEED((fds[0] = open(p, O_RDWR)) >= 0);
+		NEED((fds[1] = open("/dev/zero", O_RDONLY)) >= 0);
+	} else if (is("fifodata")) {
+		char p[4200];
+		wl_path(p, sizeof p, "fifo");
+		NEED(mkfifo(p, 0600) == 0);
+		NEED((fds[0] = open(p, O_RDWR)) >= 0);
+		NEED((fds[1] = open(p, O_WRONLY)) >= 0);
+		NEED(write(fds[1], "queued-in-fifo", 14) == 14);
+	} else if (is("opathlink")) {
+		char p[4200];
+		wl_path(p, sizeof p, "lnk");
+		NEED(symlink("nowhere/target", p) == 0);
+		NEED((fds[0] = open(p, O_PATH | O_NOFOLLOW)) >= 0);
 	} else if (is("ptyowner") || is("ctty")) {
 		NEED((fds[0] = posix_openpt(O_RDWR | O_NOCTTY)) >= 0);
 		NEED(grantpt(fds[0]) == 0 && unlockpt(fds[0]) == 0);
@@ -259,6 +290,10 @@ static void corrupt(void) {
 	else if (is("fown")) fcntl(fds[0], F_SETFL, fcntl(fds[0], F_GETFL) & ~O_ASYNC);
 	else if (is("ghost")) { struct timespec ts[2] = {{MTIME, 0}, {MTIME + 1, 0}}; futimens(fds[0], ts); }
 	else if (is("zpgid")) waitpid(child, NULL, 0);
+	else if (is("deldircwd")) chdir(wl_dir);
+	else if (is("deldirfd") || is("opathlink")) { close(fds[0]); fds[0] = open(wl_dir, O_RDONLY | O_DIRECTORY); }
+	else if (is("devnode")) { close(fds[0]); fds[0] = open("/dev/zero", O_RDWR); }
+	else if (is("fifodata")) { char b[4]; read(fds[0], b, sizeof b); }
 	else if (is("linkremap")) { char q[4200]; wl_path(q, sizeof q, "other"); unlink(q); int f = open(q, O_RDWR | O_CREAT, 0640); close(f); }
 	else if (is("wipeonfork")) madvise(mem, MLEN, MADV_KEEPONFORK);
 	else if (is("memfdexec")) { char p[64]; snprintf(p, sizeof p, "/proc/self/fd/%d", fds[0]); fds[3] = open(p, O_RDWR); }
@@ -404,6 +439,26 @@ static void check(void) {
 		struct dirent *e;
 		while (d && (e = readdir(d))) WL_CHECK(strncmp(e->d_name, "link_remap", 10) != 0, "'%s' left behind", e->d_name);
 		if (d) closedir(d);
+	} else if (is("deldircwd") || is("deldirfd")) {
+		struct stat st;
+		int d = is("deldircwd") ? AT_FDCWD : fds[0];
+		WL_CHECK(fstatat(d, "", &st, AT_EMPTY_PATH) == 0 && S_ISDIR(st.st_mode) && st.st_nlink == 0 && (st.st_mode & 0777) == 0750, "not the removed directory (nlink %d mode 0%o)", (int)st.st_nlink, st.st_mode & 07777);
+		WL_CHECK(openat(d, "x", O_CREAT | O_RDWR, 0600) < 0 && errno == ENOENT, "a file could be created in the removed directory");
+	} else if (is("devnode")) {
+		struct stat st;
+		WL_CHECK(fstat(fds[0], &st) == 0 && S_ISCHR(st.st_mode) && st.st_rdev == makedev(1, 3), "not the device node");
+		WL_CHECK(write(fds[0], "x", 1) == 1, "write to the null device");
+		char b[4] = {1, 1, 1, 1};
+		WL_CHECK(read(fds[1], b, 4) == 4 && !b[0] && !b[3], "/dev/zero does not read zeros");
+	} else if (is("fifodata")) {
+		char b[32] = "";
+		WL_CHECK(read(fds[0], b, sizeof b) == 14 && memcmp(b, "queued-in-fifo", 14) == 0, "fifo data lost ('%s')", b);
+	} else if (is("opathlink")) {
+		struct stat st;
+		char b[64] = "";
+		WL_CHECK(fstatat(fds[0], "", &st, AT_EMPTY_PATH) == 0 && S_ISLNK(st.st_mode), "the O_PATH fd is not on the symlink");
+		WL_CHECK(readlinkat(fds[0], "", b, sizeof b - 1) == 14 && strcmp(b, "nowhere/target") == 0, "symlink reads '%s'", b);
+		WL_CHECK(fcntl(fds[0], F_GETFL) & O_PATH, "not O_PATH");
 	} else if (is("ptyowner")) {
 		struct stat st;
 		WL_CHECK(fstat(fds[1], &st) == 0 && st.st_uid == 4242 && st.st_gid == 4243, "slave owned by %d:%d, want 4242:4243", (int)st.st_uid, (int)st.st_gid);

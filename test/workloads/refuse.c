@@ -26,6 +26,7 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <stddef.h>
+#include <sys/sysmacros.h>
 
 #ifndef MAP_DROPPABLE
 #define MAP_DROPPABLE 0x08
@@ -186,6 +187,15 @@ static void setup(void) {
 		wl_path(r, sizeof r, "other");
 		NEED((fd_a = open(q, O_RDWR | O_CREAT | O_TRUNC, 0600)) >= 0);
 		NEED(link(q, r) == 0 && unlink(q) == 0);
+	} else if (is("deleted-special")) { /* a device node removed while open */
+		char q[4200];
+		wl_path(q, sizeof q, "null");
+		NEED(mknod(q, S_IFCHR | 0600, makedev(1, 3)) == 0);
+		NEED((fd_a = open(q, O_RDWR)) >= 0);
+		NEED(unlink(q) == 0);
+	} else if (is("tmpfile")) {
+		NEED((fd_a = open(wl_dir, O_TMPFILE | O_RDWR, 0600)) >= 0);
+		NEED(write(fd_a, "tmp", 3) == 3);
 	} else if (is("ctty-nofd")) { /* a child session on the pty slave, its fd of it closed */
 		NEED((fd_a = posix_openpt(O_RDWR | O_NOCTTY)) >= 0);
 		NEED(grantpt(fd_a) == 0 && unlockpt(fd_a) == 0);
