@@ -5,6 +5,8 @@ import type { FdKind } from "./fdkind";
 import { FOWN0, cachedImage } from "./fdkind";
 import { NR } from "../sys/nr";
 import { CriuError } from "../log";
+import { syscall, addr } from "../sys/syscall";
+import { refuse } from "./unsupported";
 import type * as S from "../images/schemas";
 
 const EPOLL_CLOEXEC = 0o2000000;
@@ -24,6 +26,16 @@ export const epollKind: FdKind = {
   match: (target) => target === "anon_inode:[eventpoll]",
   dump(ctx) {
     const tfds = parseEpollTfds(ctx.fdinfoText);
+    // restore adds each target through its fd number: that number must still be the very file
+    // the target was added as (not closed since, not reused for another file)
+    const seen = new Map<number, number>();
+    for (const t of tfds) {
+      const toff = seen.get(t.tfd) ?? 0;
+      seen.set(t.tfd, toff + 1);
+      const slot = new Uint32Array([ctx.fd, t.tfd, toff]);
+      const r = syscall(NR.kcmp, ctx.pid, ctx.pid, 7 /* KCMP_EPOLL_TFD */, t.tfd, addr(slot));
+      if (r !== 0) refuse("files", ctx.where, "epoll-stale", `target added as fd ${t.tfd}, which ${r === -9 ? "is closed" : "is another file"} now`);
+    }
     return ctx.files.add(null, (id) => ({
       id, type: 7,
       epfd: { id, flags: ctx.flags, fown: FOWN0, tfd: tfds.map((t) => ({ id, tfd: t.tfd, events: t.events, data: t.data, dev: t.dev, inode: t.inode, pos: t.pos })) },

@@ -26,6 +26,7 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <stddef.h>
+#include <sys/epoll.h>
 #include <sys/sysmacros.h>
 
 #ifndef MAP_DROPPABLE
@@ -196,6 +197,15 @@ static void setup(void) {
 	} else if (is("tmpfile")) {
 		NEED((fd_a = open(wl_dir, O_TMPFILE | O_RDWR, 0600)) >= 0);
 		NEED(write(fd_a, "tmp", 3) == 3);
+	} else if (is("epoll-stale")) { /* a pipe added as fd N; N closed (the pipe lives on as fd_b) and reused */
+		NEED(pipe(p) == 0);
+		NEED((fd_a = epoll_create1(0)) >= 0);
+		struct epoll_event ev = {.events = EPOLLIN, .data.u64 = 42};
+		NEED(epoll_ctl(fd_a, EPOLL_CTL_ADD, p[0], &ev) == 0);
+		NEED((fd_b = dup(p[0])) >= 0);
+		close(p[0]);
+		NEED(open("/dev/null", O_RDONLY) == p[0]);
+		NEED(write(p[1], "x", 1) == 1);
 	} else if (is("ctty-nofd")) { /* a child session on the pty slave, its fd of it closed */
 		NEED((fd_a = posix_openpt(O_RDWR | O_NOCTTY)) >= 0);
 		NEED(grantpt(fd_a) == 0 && unlockpt(fd_a) == 0);
@@ -296,6 +306,9 @@ static void check(void) {
 		wl_path(r, sizeof r, "other");
 		struct stat o;
 		WL_CHECK(fd_a >= 0 && fstat(fd_a, &st) == 0 && stat(r, &o) == 0 && st.st_ino == o.st_ino, "the fd is not the inode of 'other'");
+	} else if (is("epoll-stale")) {
+		struct epoll_event ev = {0};
+		WL_CHECK(fd_a >= 0 && epoll_wait(fd_a, &ev, 1, 0) == 1 && ev.data.u64 == 42, "the pipe's event is gone");
 	} else if (is("ctty-nofd")) {
 		int sid = -1;
 		WL_CHECK(fd_a >= 0 && ioctl(fd_a, TIOCGSID, &sid) == 0 && sid == child, "TIOCGSID on the master = %d, want %d", sid, (int)child);
