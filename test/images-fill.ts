@@ -68,6 +68,7 @@ export function sampleItems(k: ImageKind, seed = 1): PayloadItem[] {
     case "pipe": return [0, 1].map((i) => { const m = e(i); m.bytes = 10 + i; return { msg: m, payload: bytes(10 + i, i) }; });
     case "skq": return [0, 1].map((i) => { const m = e(i); m.length = 100 + i; return { msg: m, payload: bytes(100 + i, i) }; });
     case "tcp": { const m = e(0); m.inqLen = 7; m.outqLen = 90; return [{ msg: m, payload: bytes(97) }]; }
+    case "bpfmap": return [0, 1].map((i) => { const m = e(i); m.keysBytes = 8 + i; m.valuesBytes = 16; return { msg: m, payload: bytes(24 + i, i) }; });
     case "ipc_shm": { const m = e(0); m.size = 13n; m.inPagemaps = false; return [{ msg: m, payload: bytes(13) }]; }
     case "ipc_sem": { const m = e(0); m.nsems = 3; return [{ msg: m, payload: new Uint8Array([1, 0, 2, 1, 255, 255]) }]; }
     case "ipc_msg": {

@@ -101,7 +101,9 @@ export async function run(opts: Opts, args: string[]): Promise<number> {
     }
     case "info": {
       const img = decodeImage(readInput(a.input ?? a.rest[0]), a.input ?? a.rest[0] ?? "<stdin>");
-      writeOutput(a.output, stringifyCrit({ magic: img.kind, count: img.entries.length }) + "\n");
+      // crit counts a pagemap's runs, not its head
+      const count = img.entries.length - (img.kind === "PAGEMAP" && img.entries.length ? 1 : 0);
+      writeOutput(a.output, stringifyCrit({ magic: img.kind, count }) + "\n");
       return 0;
     }
     case "x": {

@@ -119,6 +119,7 @@ function writePayload(out: Out, k: ImageKind, msg: any, payload: Uint8Array, whe
     case "ipc_sem":
       need(msg.nsems * 2); out.bytes(payload); out.pad(roundUp(payload.length, 8) - payload.length); break;
     case "ipc_msg": out.bytes(payload); break; // already framed (see ipcMsgPayload)
+    case "bpfmap": need(msg.keysBytes + msg.valuesBytes); out.bytes(payload); break;
     default: if (payload.length) throw new CriuError("image", `${where}: ${k.name} entries carry no payload`);
   }
 }
@@ -250,6 +251,7 @@ function decode(k: ImageKind, buf: Uint8Array, off: number, file: string, wantPa
       case "pipe": payload = r.take(msg.bytes, "pipe data"); break;
       case "skq": payload = r.take(msg.length, "queued packet"); break;
       case "tcp": payload = r.take(msg.inqLen + msg.outqLen, "tcp queues"); break;
+      case "bpfmap": payload = r.take(msg.keysBytes + msg.valuesBytes, "bpf map keys and values"); break;
       case "ipc_shm":
         if (!msg.inPagemaps) { const n = Number(msg.size); payload = r.take(n, "shm data"); r.take(roundUp(n, 4) - n, "shm padding"); }
         break;

@@ -256,7 +256,7 @@ export function messageToDict(schema: DescMessage, msg: any, pretty = true, hex 
 
 function payloadOut(k: ImageKind, msg: any, p: Uint8Array): unknown {
   switch (k.payload) {
-    case "pipe": case "skq": return b64lines(p);
+    case "pipe": case "skq": case "bpfmap": return b64lines(p);
     case "tcp": return { inq: b64lines(p.subarray(0, msg.inqLen)), outq: b64lines(p.subarray(msg.inqLen)) };
     case "ipc_shm": return b64lines(p);
     case "ipc_sem": {
@@ -337,7 +337,7 @@ export function dictToMessage<T extends Message = Message>(schema: DescMessage, 
 
 function payloadIn(k: ImageKind, msg: any, extra: any): Uint8Array {
   switch (k.payload) {
-    case "pipe": case "skq": case "ipc_shm": {
+    case "pipe": case "skq": case "ipc_shm": case "bpfmap": {
       const b = unb64(extra);
       return k.payload === "ipc_shm" ? b.subarray(0, Number(msg.size)) : b;
     }

@@ -27,6 +27,8 @@ import {
   net_device_entrySchema, netns_entrySchema,
 } from "./gen/ns_pb";
 import { cgroup_entrySchema } from "./gen/cgroup_pb";
+import { bpfmap_file_entrySchema, bpfmap_data_entrySchema } from "./gen/files_pb";
+import { autofs_entrySchema, binfmt_misc_entrySchema, apparmor_entrySchema } from "./gen/ns_pb";
 
 export const IMG_COMMON_MAGIC = 0x54564319;
 export const IMG_SERVICE_MAGIC = 0x55105940;
@@ -41,7 +43,8 @@ export type PayloadKind =
   | "ghost"    // ghost file contents (whole rest, or per ghost_chunk_entry)
   | "ipc_shm"  // size bytes, padded to 4 (none when in_pagemaps)
   | "ipc_sem"  // nsems u16, padded to 8
-  | "ipc_msg"; // qnum x (u32 len + ipc_msg + msize bytes padded to 8), kept raw
+  | "ipc_msg"  // qnum x (u32 len + ipc_msg + msize bytes padded to 8), kept raw
+  | "bpfmap";  // keys_bytes + values_bytes raw bytes
 
 export type Header = "common" | "service" | "inventory" | "raw";
 
@@ -119,9 +122,26 @@ kind("FILES", 0x56303138, "files.img", file_entrySchema);
 kind("MEMFD_INODE", 0x48453499, "memfd.img", memfd_inode_entrySchema);
 kind("TIMENS", 0x43114433, "timens-%u.img", timens_entrySchema);
 kind("PIDNS", 0x61157326, "pidns-%u.img", pidns_entrySchema);
+kind("BINFMT_MISC", 0x67343323, "binfmt-misc.img", binfmt_misc_entrySchema); // also binfmt-misc-%u.img (older)
+kind("AUTOFS", 0x49353943, "autofs-%u.img", autofs_entrySchema);
+kind("BPFMAP_FILE", 0x57506142, "bpfmap-file.img", bpfmap_file_entrySchema);
+kind("BPFMAP_DATA", 0x64324033, "bpfmap-data.img", bpfmap_data_entrySchema, "bpfmap");
+kind("APPARMOR", 0x59423047, "apparmor.img", apparmor_entrySchema);
 kind("STATS", 0x57093306, "stats-%s", stats_entrySchema, "none", "service");
 kind("IRMAP_CACHE", 0x57004059, "irmap-cache.img", irmap_cache_entrySchema, "none", "service");
+// Raw images: no magic, no entries (page contents, tarballs, ip/iptables/nft dumps, netlink).
 kind("PAGES", 0, "pages-%u.img", undefined, "none", "raw");
+kind("IFADDR", 0, "ifaddr-%u.img", undefined, "none", "raw");
+kind("ROUTE", 0, "route-%u.img", undefined, "none", "raw");
+kind("ROUTE6", 0, "route6-%u.img", undefined, "none", "raw");
+kind("RULE", 0, "rule-%u.img", undefined, "none", "raw");
+kind("IPTABLES", 0, "iptables-%u.img", undefined, "none", "raw");
+kind("IP6TABLES", 0, "ip6tables-%u.img", undefined, "none", "raw");
+kind("NFTABLES", 0, "nftables-%u.img", undefined, "none", "raw");
+kind("TMPFS_IMG", 0, "tmpfs-%u.tar.gz.img", undefined, "none", "raw");
+kind("TMPFS_DEV", 0, "tmpfs-dev-%u.tar.gz.img", undefined, "none", "raw");
+kind("NETNF_CT", 0, "netns-ct-%u.img", undefined, "none", "raw");
+kind("NETNF_EXP", 0, "netns-exp-%u.img", undefined, "none", "raw");
 
 export const KINDS: readonly ImageKind[] = K;
 export const kindByName = new Map(K.map((k) => [k.name, k]));
