@@ -4,9 +4,10 @@
 // Then both tools dump one process (left running) and their images are compared, through Debian's
 // crit, field by field except the documented differences (IMAGES notes in README.md).
 import { test, expect, describe, afterAll } from "bun:test";
-import { existsSync, readFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { startWorkload, trigger, waitResult, waitUntil, cleanup, REPO_ROOT, type Workload } from "./harness";
+import { startWorkload, trigger, waitResult, waitUntil, cleanup, criuBun, criuBunCommand, REPO_ROOT, type Workload } from "./harness";
+import { decodePagemap } from "../src/images/pagemap";
 import { dump, restore, imagesDir, cleanupImages, waitReaped } from "./engine-helpers";
 
 const PEER = process.env.CRIU_PEER ?? resolve(REPO_ROOT, "..", "shared", "tools", "criu-4.2");
@@ -183,4 +184,130 @@ describe.skipIf(!have)("the two tools' images of one process", () => {
       expect((await waitResult(w, 15000)).text).toStartWith("PASS"); // both dumps left it running, unharmed
     }
   }, 180000);
+});
+
+// ---- page servers between the tools ----------------------------------------------------------
+
+type Tool = "criu-bun" | "criu-4.2";
+const servers: { proc: ReturnType<typeof Bun.spawn> }[] = [];
+afterAll(() => { for (const s of servers) if (s.proc.exitCode === null) s.proc.kill(9); });
+
+/** A page server of one tool on a free port of 127.0.0.1, receiving into dir; done() is its exit status. */
+async function pageServer(tool: Tool, dir: string, extra: string[] = []) {
+  for (let attempt = 0; ; attempt++) {
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const cmd = tool === "criu-bun" ? criuBunCommand() : [PEER];
+    const proc = Bun.spawn([...cmd, "page-server", "-D", dir, "--address", "127.0.0.1", "--port", String(port), "-v4", "-o", "ps.log", ...extra],
+      { cwd: dir, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+    const s = { proc };
+    servers.push(s);
+    const end = Date.now() + 20000;
+    while (Date.now() < end && proc.exitCode === null) {
+      if (Bun.spawnSync(["ss", "-Hltn", `sport = :${port}`]).stdout.toString().trim()) break;
+      await Bun.sleep(20);
+    }
+    if (proc.exitCode !== null) {
+      if (attempt < 3 && /listen|bind|Address already in use/i.test(readFileSync(join(dir, "ps.log"), "utf8"))) continue; // the port was taken
+      throw new Error(`${tool} page-server exited ${proc.exitCode}:\n${readFileSync(join(dir, "ps.log"), "utf8").slice(-2000)}`);
+    }
+    const done = async () => {
+      const code = await Promise.race([proc.exited, Bun.sleep(30000).then(() => "timeout" as const)]);
+      if (code === "timeout") proc.kill(9);
+      const log = (() => { try { return readFileSync(join(dir, "ps.log"), "utf8"); } catch { return ""; } })();
+      if (code !== 0) throw new Error(`${tool} page-server ended with ${code}:\n${log.split("\n").filter((l) => /Error|rror \(/.test(l)).slice(0, 8).join("\n")}`);
+    };
+    return { port, done };
+  }
+}
+
+function dumpWith(tool: Tool, pid: number, dir: string, extra: string[]) {
+  if (tool === "criu-4.2") return peer(["dump", "-t", String(pid), ...extra], dir, "dump.log");
+  const r = criuBun([...(extra[0] === "pre-dump" ? [] : ["dump"]), ...extra, "-t", String(pid), "-D", dir, "-o", "dump.log", "-v4"]);
+  if (r.code !== 0) throw new Error(`criu-bun ${extra[0] === "pre-dump" ? "pre-dump" : "dump"} failed (${r.code}): ${r.stderr}`);
+}
+
+/** The page server's images joined with the dumper's others in one directory (the dumper's are copied into to). */
+function merge(from: string, to: string) {
+  for (const f of readdirSync(from)) if (/\.img$|^criu-bun\.sum$|^stats-dump$/.test(f) && !existsSync(join(to, f))) copyFileSync(join(from, f), join(to, f));
+}
+
+/** Restore dir with one tool, let the workload check itself, expect PASS. */
+async function restoreWith(tool: Tool, dir: string, w: Workload) {
+  const pids = treePids(dir);
+  await waitTreeGone(dir);
+  if (tool === "criu-bun") {
+    const r = await restore(dir, w.pid);
+    trigger(w);
+    expect((await waitResult(w, 20000)).text).toStartWith("PASS");
+    expect(await r.proc.exited).toBe(0);
+    return;
+  }
+  try {
+    peer(["restore", "-d"], dir, "restore.log");
+    await waitUntil(`restored ${w.pid}`, () => existsSync(`/proc/${w.pid}`));
+    trigger(w);
+    expect((await waitResult(w, 20000)).text).toStartWith("PASS");
+  } finally { killTree(pids); }
+}
+
+const PS_ADDR = (port: number) => ["--page-server", "--address", "127.0.0.1", "--port", String(port)];
+
+describe.skipIf(!have)("page servers between the tools", () => {
+  // [dumper, page server, restorer]
+  const CASES: [Tool, Tool, Tool][] = [
+    ["criu-4.2", "criu-bun", "criu-bun"], ["criu-4.2", "criu-bun", "criu-4.2"],
+    ["criu-bun", "criu-4.2", "criu-bun"], ["criu-bun", "criu-4.2", "criu-4.2"],
+  ];
+  for (const [dumper, server, restorer] of CASES) {
+    test(`${dumper} dump --page-server into ${server}'s page-server; ${restorer} restores`, async () => {
+      const w = await startWorkload("counter", [], { timeoutMs: 30000 });
+      const srv = imagesDir("ps-srv"), dir = imagesDir("ps-dump");
+      const ps = await pageServer(server, srv);
+      dumpWith(dumper, w.pid, dir, PS_ADDR(ps.port));
+      await ps.done();
+      // the pages are on the server's side only, as the server's pagemap and pages images
+      expect(readdirSync(dir).filter((f) => /^(pagemap-\d+|pages-\d+)\.img$/.test(f))).toEqual([]);
+      const pm = decodePagemap(srv, `pagemap-${w.pid}.img`);
+      expect(pm.pagesId).toBe(0x10001); // as CRIU's page server numbers them, clear of the dumper's own
+      expect(pm.runs.filter((r) => !(r.nrPages > 0) || !(r.flags & 4))).toEqual([]); // every run present, with pages (no parent here)
+      expect(JSON.parse(crit("decode", "-i", join(srv, `pagemap-${w.pid}.img`))).entries[0].pages_id).toBe(0x10001);
+      merge(srv, dir);
+      await restoreWith(restorer, dir, w);
+    }, 90000);
+  }
+
+  // criu-bun pre-dumps through a page server, then dumps with --prev-images-dir: the server's
+  // second directory links to its first (page-server --prev-images-dir), pages not written since
+  // the pre-dump travel as PE_PARENT holes, the restore takes them from the parent images
+  const CHAIN: [Tool, Tool][] = [["criu-4.2", "criu-bun"], ["criu-bun", "criu-4.2"]];
+  for (const [server, restorer] of CHAIN) {
+    test(`criu-bun pre-dump + dump --prev-images-dir through ${server}'s page-server; ${restorer} restores the memory`, async () => {
+      const MIB = 16, PAGES = MIB * 256;
+      const w = await startWorkload("dirty", [String(MIB)], { timeoutMs: 30000 });
+      const base = imagesDir("ps-chain");
+      const [pre, fin, spre, sfin] = ["pre", "dump", "spre", "sdump"].map((d) => { mkdirSync(join(base, d)); return join(base, d); });
+      let ps = await pageServer(server, spre);
+      dumpWith("criu-bun", w.pid, pre, ["pre-dump", ...PS_ADDR(ps.port)]);
+      await ps.done();
+      expect(readdirSync(pre).filter((f) => /^(pagemap-\d+|pages-\d+)\.img$/.test(f))).toEqual([]);
+      const first = decodePagemap(spre, `pagemap-${w.pid}.img`).runs;
+      expect(first.filter((r) => r.flags & 4).reduce((n, r) => n + r.nrPages, 0)).toBeGreaterThanOrEqual(PAGES);
+      // the workload rewrites 40 of its pages
+      const pages = Array.from({ length: 40 }, (_, i) => 100 + i * 7);
+      writeFileSync(join(w.dir, "touch-1.tmp"), pages.join("\n") + "\n");
+      renameSync(join(w.dir, "touch-1.tmp"), join(w.dir, "touch-1"));
+      await waitUntil("the workload to rewrite its pages", () => existsSync(join(w.dir, "touched-1")), 10000);
+      ps = await pageServer(server, sfin, ["--prev-images-dir", "../spre"]);
+      dumpWith("criu-bun", w.pid, fin, ["--prev-images-dir", "../pre", ...PS_ADDR(ps.port)]);
+      await ps.done();
+      const runs = decodePagemap(sfin, `pagemap-${w.pid}.img`).runs;
+      const sum = (f: (fl: number) => boolean) => runs.filter((r) => f(r.flags)).reduce((n, r) => n + r.nrPages, 0);
+      const inParent = sum((fl) => !!(fl & 1) && !(fl & 4)), sent = sum((fl) => !!(fl & 4));
+      expect(inParent).toBeGreaterThanOrEqual(PAGES - 40);
+      expect(sent).toBeGreaterThanOrEqual(40);
+      expect(sent).toBeLessThan(PAGES / 8); // the rewritten pages and the little else the process touched
+      merge(fin, sfin);
+      await restoreWith(restorer, sfin, w);
+    }, 120000);
+  }
 });

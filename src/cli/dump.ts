@@ -15,16 +15,19 @@ function parseSize(s: string): number {
 }
 
 
+/** --page-server --address A --port P */
+export function pageServerOpt(opts: Opts, where: string): { address: string; port: number } | undefined {
+  if (!opts.pageServer) return undefined;
+  const port = atoi(String(opts.port ?? ""));
+  if (!opts.address || !(port > 0 && port < 65536)) throw new CriuError(where, "--page-server needs --address and --port");
+  return { address: String(opts.address), port };
+}
+
 export async function run(opts: Opts, _args: string[]): Promise<number> {
   if (opts.tree === undefined || Number.isNaN(opts.tree)) throw new CriuError("dump", "no process to dump: give -t PID");
   if (opts.ghostLimit !== undefined) setGhostLimit(parseSize(String(opts.ghostLimit)));
   setLinkRemap(!!opts.linkRemap);
-  let pageServer: { address: string; port: number } | undefined;
-  if (opts.pageServer) {
-    const port = atoi(String(opts.port ?? ""));
-    if (!opts.address || !(port > 0 && port < 65536)) throw new CriuError("dump", "--page-server needs --address and --port");
-    pageServer = { address: String(opts.address), port };
-  }
+  const pageServer = pageServerOpt(opts, "dump");
   const t0 = performance.now();
   const stats = dumpProcess({
     pid: opts.tree, dir: opts.imagesDir, leaveRunning: !!opts.leaveRunning, leaveStopped: !!opts.leaveStopped,

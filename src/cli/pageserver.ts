@@ -8,6 +8,7 @@ import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { runHook } from "../hooks";
 import { scriptHooks } from "./scripts";
+import { linkParent } from "../resources/incremental";
 
 /** the daemon child learns from this variable which fd tells its parent it is listening */
 const DAEMON_FD_ENV = "CRIU_BUN_DAEMON_FD";
@@ -66,13 +67,16 @@ export async function run(opts: Opts, _args: string[]): Promise<number> {
   if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new CriuError("page-server", `images directory '${dir}' does not exist`);
   const daemonFd = process.env[DAEMON_FD_ENV];
   if (opts.restoreDetached && daemonFd === undefined) return daemonize(opts);
+  // as criu: the images dir's "parent" link names the previous images (pre-dump), relative to it
+  if (opts.prevImagesDir) linkParent(dir, String(opts.prevImagesDir));
+  const timeoutSec = opts.timeout !== undefined ? atoi(String(opts.timeout)) : 10;
   const pages = servePages(dir, String(opts.address ?? "0.0.0.0"), port, () => {
     if (opts.pidfile) writePidfile(opts, process.pid);
     runHook(scriptHooks(opts), "status-ready");
     // as the daemon, tell the parent; the parent answers the caller's --status-fd
     if (daemonFd !== undefined) signalReady(atoi(daemonFd));
     else if (opts.statusFd !== undefined) signalReady(atoi(String(opts.statusFd)));
-  });
+  }, timeoutSec);
   log.info(`Page server finished: ${pages} pages written to ${dir}`);
   return 0;
 }

@@ -3,7 +3,7 @@ import type { Opts } from "./options";
 import { dumpProcess } from "../dump/dump";
 import { scriptHooks } from "./scripts";
 import { atoi } from "./getopt";
-import { displayStats } from "./dump";
+import { displayStats, pageServerOpt } from "./dump";
 
 /**
  * criu pre-dump: save the tree's state and memory while it keeps running; a later
@@ -16,6 +16,7 @@ export async function run(opts: Opts, _args: string[]): Promise<number> {
     pid: opts.tree, dir: opts.imagesDir, leaveRunning: true, preDump: true, shellJob: !!opts.shellJob, tcpEstablished: !!opts.tcpEstablished,
     extUnixSk: !!opts.extUnixSk, fileLocks: !!opts.fileLocks, timeoutSec: opts.timeout !== undefined ? atoi(String(opts.timeout)) : undefined, hooks: scriptHooks(opts),
     prevImagesDir: opts.prevImagesDir ? String(opts.prevImagesDir) : undefined, compress: !!opts.compress,
+    pageServer: pageServerOpt(opts, "pre-dump"),
   });
   if (opts.displayStats) displayStats(stats);
   log.info("Pre-dump finished successfully");

@@ -161,7 +161,6 @@ export function dumpProcess(o: DumpOptions): DumpStats {
   if (!Number.isInteger(pid) || pid <= 0) throw new CriuError("dump", `invalid PID '${o.pid}'`);
   if (!existsSync(`/proc/${pid}`)) throw new CriuError("dump", `process ${pid} does not exist`);
   if (pid === process.pid) throw new CriuError("dump", `cannot dump criu-bun itself`);
-  if (o.prevImagesDir && o.pageServer) throw new CriuError("dump", "--prev-images-dir cannot be combined with --page-server yet");
   if (o.pageServer && o.compress) throw new CriuError("dump", "--compress cannot be used with --page-server (the page server writes CRIU's raw pages)");
   // images go into a private stage inside dir, moved into place when all is written and synced
   // (inventory.img last): a failed dump leaves dir as it was (src/images/safefs.ts)
@@ -171,6 +170,7 @@ export function dumpProcess(o: DumpOptions): DumpStats {
   let t0 = 0, tFrozen = 0;
   let prev: DirHandle | undefined;
   let netLocked = false;
+  let pageServer: PageServerClient | undefined;
   // criu tells about the network lock only for a tree with its own network namespace
   let ownNet = false;
   try {
@@ -182,9 +182,8 @@ export function dumpProcess(o: DumpOptions): DumpStats {
     }
     const w: DumpOptions = { ...o, dir: stage.path, prevImagesDir: prev?.path };
     // connect first: a page server that is not there fails the dump before anything is frozen
-    const pageServer = o.pageServer ? new PageServerClient(o.pageServer.address, o.pageServer.port, o.timeoutSec ?? 10) : undefined;
-    try { runHook(o.hooks, "pre-dump", { pid }); }
-    catch (e) { pageServer?.close(); throw e; }
+    pageServer = o.pageServer ? new PageServerClient(o.pageServer.address, o.pageServer.port, o.timeoutSec ?? 10) : undefined;
+    runHook(o.hooks, "pre-dump", { pid });
     ownNet = readlinkSync(`/proc/${pid}/ns/net`) !== readlinkSync("/proc/self/ns/net");
     t0 = performance.now();
     phase("freezing the tree", pid);
@@ -209,7 +208,7 @@ export function dumpProcess(o: DumpOptions): DumpStats {
     const arm = o.preDump || (o.trackMem && o.leaveRunning);
     for (const n of tree) {
       if (!n.fp || !n.dumped) continue;
-      if (arm && !pageServer) track.arm(n.pid, n.dumped.vpid, n.fp.threads[0].tid, n.mem!, n.dumped.vmas);
+      if (arm) track.arm(n.pid, n.dumped.vpid, n.fp.threads[0].tid, n.mem!, n.dumped.vmas);
       else if (o.leaveRunning || o.leaveStopped) track.disarm(n.pid, n.fp.threads[0].tid, n.mem!);
     }
     pausePoint("dump-written");
@@ -223,6 +222,7 @@ export function dumpProcess(o: DumpOptions): DumpStats {
     runHook(o.hooks, "post-dump", { pid });
   } catch (err) {
     let e = err;
+    pageServer?.abort(); // no PS_IOV_CLOSE: the page server drops what it received
     // a failure because a process of the tree died meanwhile is reported as that
     if (tree.length) try { sameTreeAsFrozen(tree); } catch (lost) { log.debug(`failed with: ${(err as any)?.message}`); e = lost; }
     netDumpEnd("failed");
@@ -425,12 +425,22 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
   const tMem = performance.now();
   let pr;
   if (pageServer) {
-    // pages go through a scratch file, then to the page server, which writes the pagemap
+    // pages go through a scratch file, then to the page server, which writes the pagemap. With
+    // parent images on the server's side and memory tracking in use, only pages written since the
+    // parent are sent; the others are PE_PARENT holes (the server checks its parent has them).
+    // Without tracking every page is sent: the parent's pages are not here to compare with.
+    const hasParent = pageServer.open(vpid);
+    const tracked = o.prevImagesDir && hasParent ? track.select(pid, vpid, task.vmas) : undefined;
+    const want = tracked ? byAddress([...pagesToDump(pid, tracked.untracked), ...tracked.want]) : undefined;
     const tmp = mkdtempSync(join(d, ".criu-bun-pages-"));
     try {
-      pr = dumpPages(pid, task.vmas, mem, tmp, id, false);
-      pageServer.sendPagemap(vpid, pr.runs, join(tmp, pr.file));
+      pr = dumpPages(pid, task.vmas, mem, tmp, id, false, want);
+      const runs = tracked ? byAddress<PagemapRun>([...pr.runs, ...tracked.fromParent]) : [...pr.runs];
+      pageServer.sendRuns(runs, join(tmp, pr.file));
+      pr = { ...pr, runs };
     } finally { rmSync(tmp, { recursive: true, force: true }); }
+    // what the server now holds for this process, for a later dump with this one as its parent
+    writeImageBytes(d, `sent-pagemap-${vpid}.img`, encodePagemap(0, pr.runs));
   } else {
     // incremental: raw pages first, then only those that changed are kept (compressed if asked)
     // with memory tracking (memtrack.ts) only pages written since the parent are read

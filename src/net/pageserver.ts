@@ -1,22 +1,32 @@
-// CRIU's page server protocol, both ends. The dumping side sends, per process, PS_IOV_OPEN2
-// (answered with one has-parent byte), then one PS_IOV_ADD_F header per pagemap run followed by
-// the run's pages when PE_PRESENT, and finally PS_IOV_FLUSH(_N_CLOSE) (answered with an int
-// status). `criu-bun page-server` writes what it receives as pagemap-N.img + pages-N.img in its
-// images directory, so that directory plus the dumper's other images restore as usual.
-// Headers are struct page_server_iov { u32 cmd; u32 nr_pages; u64 vaddr; u64 dst_id } in host
-// order; cmd = flags << 16 | command; dst_id = id << 8 | type (1: process pagemap, 2: shmem).
-import { openSync, closeSync, readSync, appendFileSync } from "node:fs";
+// CRIU's page server protocol (CRIU 4.x wire format), both ends.
+//
+// Every request is a struct page_server_iov { u32 cmd; (4 bytes padding) u64 nr_pages; u64 vaddr;
+// u64 dst_id } in host order, 32 bytes. cmd = flags << 16 | command; dst_id = id << 8 | type (1: a
+// process's pagemap, id its pid; 2: a shared-memory pagemap, id its shmid). The dumping side sends,
+// per pagemap, PS_IOV_OPEN2 (answered with one byte: 1 when the server has parent images for it),
+// then one PS_IOV_ADD_F per pagemap run, its flags the run's PE_* flags, followed by the run's pages
+// when PE_PRESENT (a PE_PARENT run is a hole whose pages the parent images hold). PS_IOV_PARENT asks
+// whether the parent has a pagemap (answered with an int). PS_IOV_CLOSE (or PS_IOV_FORCE_CLOSE)
+// ends the session, answered with an int status 0; after CLOSE the server waits for the dumper to
+// close the connection. `criu-bun page-server` writes what it receives as pagemap-N.img +
+// pages-M.img (M from 0x10001 up, as CRIU's page server numbers them, so they never clash with the
+// dumper's own pages files) in its images directory; that directory plus the dumper's other images
+// restore with criu-bun or CRIU. With --prev-images-dir its "parent" link names the previous images.
+import { openSync, closeSync, readSync, appendFileSync, existsSync, rmSync } from "node:fs";
 import { createNew, writeNewFile } from "../images/safefs";
 import { join } from "node:path";
 import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { closeFd } from "../sys/mem";
-import { encodePagemap, type PagemapRun } from "../images/pagemap";
+import { decodePagemap, encodePagemap, type PagemapRun } from "../images/pagemap";
 import { CriuError, log } from "../log";
 
-export const PS = { ADD: 1, HOLE: 2, OPEN: 3, OPEN2: 4, PARENT: 5, ADD_F: 6, GET: 7, FLUSH: 0x1023, FLUSH_N_CLOSE: 0x1024 } as const;
+export const PS = { ADD: 1, HOLE: 2, OPEN: 3, OPEN2: 4, PARENT: 5, ADD_F: 6, GET: 7, CLOSE: 0x1023, FORCE_CLOSE: 0x1024 } as const;
 const TYPE_PID = 1, TYPE_SHMEM = 2;
-const PAGE = 4096, PE_PRESENT = 4, PE_PARENT = 1;
+const PAGE = 4096, PE_PARENT = 1, PE_LAZY = 2, PE_PRESENT = 4;
+export const PSI_SIZE = 32;
+/** the first pages-N.img id of a page server (CRIU: page ids base raised by 0x10000) */
+const PAGE_IDS_BASE = 0x10001;
 
 function sockaddrIn(address: string, port: number): Uint8Array {
   const b = new Uint8Array(16), dv = new DataView(b.buffer);
@@ -30,18 +40,27 @@ function sockaddrIn(address: string, port: number): Uint8Array {
 
 /** sockets with a deadline: EAGAIN on them means the peer did not answer in time */
 const deadlineSec = new Map<number, number>();
+/** who is at the other end of a socket, for messages */
+const peerOf = new Map<number, string>();
+
+function setDeadline(fd: number, sec: number) {
+  const tv = new BigInt64Array([BigInt(Math.max(1, sec)), 0n]);
+  for (const opt of [20 /* SO_RCVTIMEO */, 21 /* SO_SNDTIMEO */]) syscall(NR.setsockopt, fd, 1 /* SOL_SOCKET */, opt, addr(tv), 16);
+  deadlineSec.set(fd, sec);
+}
 
 function must(what: string, r: number, fd = -1): number {
   if (r === -11 /* EAGAIN: SO_RCVTIMEO/SO_SNDTIMEO ran out */ && deadlineSec.has(fd)) {
-    throw new CriuError("page-server", `${what}: the page server did not answer within ${deadlineSec.get(fd)} s (--timeout)`);
+    throw new CriuError("page-server", `${what}: ${peerOf.get(fd) ?? "the peer"} did not answer within ${deadlineSec.get(fd)} s (--timeout)`);
   }
+  if (r === -32 /* EPIPE */ || r === -104 /* ECONNRESET */) throw new CriuError("page-server", `${what}: the peer closed the connection`);
   if (r < 0) throw new CriuError("page-server", `${what} failed (errno ${-r})`);
   return r;
 }
 
 function writeAll(fd: number, b: Uint8Array, what: string) {
   for (let off = 0; off < b.length;) {
-    const r = syscall(NR.write, fd, addr(b, off), b.length - off);
+    const r = syscall(NR.sendto, fd, addr(b, off), b.length - off, 0x4000 /* MSG_NOSIGNAL */, 0, 0);
     if (r === -4) continue;
     must(what, r, fd);
     off += r;
@@ -63,81 +82,147 @@ function readAll(fd: number, b: Uint8Array, what: string, len = b.length): boole
 }
 
 function psi(cmd: number, nrPages: number, vaddr: bigint, dstId: bigint): Uint8Array {
-  const b = new Uint8Array(24), dv = new DataView(b.buffer);
-  dv.setUint32(0, cmd, true); dv.setUint32(4, nrPages, true);
-  dv.setBigUint64(8, vaddr, true); dv.setBigUint64(16, dstId, true);
+  const b = new Uint8Array(PSI_SIZE), dv = new DataView(b.buffer);
+  dv.setUint32(0, cmd, true); dv.setBigUint64(8, BigInt(nrPages), true);
+  dv.setBigUint64(16, vaddr, true); dv.setBigUint64(24, dstId, true);
   return b;
+}
+
+function setInt(fd: number, level: number, opt: number, v: number) {
+  const one = new Int32Array([v]);
+  syscall(NR.setsockopt, fd, level, opt, addr(one), 4);
+}
+const TCP_NODELAY = (fd: number, on: boolean) => setInt(fd, 6 /* SOL_TCP */, 1, on ? 1 : 0);
+const TCP_CORK = (fd: number, on: boolean) => setInt(fd, 6, 3, on ? 1 : 0);
+
+/** dst_id -> [kind, id]; older CRIUs used other type numbers, kept readable as CRIU keeps them. */
+function decodeDst(dst: bigint): { file: string; kind: "pid" | "shmem"; id: bigint } | undefined {
+  const type = Number(dst & 0xffn), id = dst >> 8n;
+  if ([TYPE_PID, 10, 11, 16, 17].includes(type)) return { file: `pagemap-${id}.img`, kind: "pid", id };
+  if ([TYPE_SHMEM, 27, 28, 29, 32, 33, 34].includes(type)) return { file: `pagemap-shmem-${id}.img`, kind: "shmem", id };
+  return undefined;
 }
 
 // ---- the dumping side ------------------------------------------------------------------------
 
 export class PageServerClient {
   private fd: number;
+  private dst = 0n;
+  /** pages sent so far */
+  pagesSent = 0;
   /** timeoutSec: the deadline of every connect, read and write (SO_SNDTIMEO/SO_RCVTIMEO): a page
    * server that accepts and then goes silent fails the dump, which then lets the tree go. */
   constructor(public address: string, public port: number, timeoutSec = 10) {
     this.fd = must("socket", syscall(NR.socket, 2, 1 | 0o2000000 /* SOCK_STREAM|SOCK_CLOEXEC */, 0));
-    const tv = new BigInt64Array([BigInt(Math.max(1, timeoutSec)), 0n]);
-    for (const opt of [20 /* SO_RCVTIMEO */, 21 /* SO_SNDTIMEO */]) syscall(NR.setsockopt, this.fd, 1 /* SOL_SOCKET */, opt, addr(tv), 16);
+    setDeadline(this.fd, timeoutSec);
+    peerOf.set(this.fd, "the page server");
     const sa = sockaddrIn(address, port);
     const r = syscall(NR.connect, this.fd, addr(sa), sa.length);
-    if (r < 0) { closeFd(this.fd); throw new CriuError("page-server", `cannot connect to the page server at ${address}:${port} (errno ${-r})`); }
-    deadlineSec.set(this.fd, timeoutSec);
+    if (r < 0) {
+      deadlineSec.delete(this.fd); peerOf.delete(this.fd); closeFd(this.fd);
+      throw new CriuError("page-server", r === -115 || r === -11 ? `cannot connect to the page server at ${address}:${port} within ${timeoutSec} s (--timeout)`
+        : `cannot connect to the page server at ${address}:${port} (errno ${-r})`);
+    }
+    TCP_CORK(this.fd, true); // headers and pages go out in full segments; answers are pushed
   }
 
-  /** One process's pages: runs in order, their bytes packed in dataFile in the same order. */
-  sendPagemap(id: number, runs: Iterable<PagemapRun>, dataFile: string) {
-    const dst = (BigInt(id) << 8n) | BigInt(TYPE_PID);
-    writeAll(this.fd, psi(PS.OPEN2, 0, 0n, dst), "sending PS_IOV_OPEN2");
+  /** Start one process's pagemap (PS_IOV_OPEN2). Returns whether the server has parent images for it. */
+  open(vpid: number): boolean {
+    this.dst = (BigInt(vpid) << 8n) | BigInt(TYPE_PID);
+    writeAll(this.fd, psi(PS.OPEN2, 0, 0n, this.dst), "sending PS_IOV_OPEN2 to the page server");
+    this.push();
     const parent = new Uint8Array(1);
-    if (!readAll(this.fd, parent, "reading the page server's answer")) throw new CriuError("page-server", "the page server closed the connection");
+    if (!readAll(this.fd, parent, "reading the page server's answer to PS_IOV_OPEN2")) throw new CriuError("page-server", "the page server closed the connection");
+    log.debug(`page server: pagemap of ${vpid} opened; the server ${parent[0] ? "has" : "has no"} parent images`);
+    return parent[0] !== 0;
+  }
+
+  /** The opened pagemap's runs in order, the PE_PRESENT runs' bytes packed in dataFile in the same order. */
+  sendRuns(runs: Iterable<PagemapRun>, dataFile: string) {
     const src = openSync(dataFile, "r");
     const buf = new Uint8Array(1 << 20);
     try {
       for (const r of runs) {
-        writeAll(this.fd, psi(PS.ADD_F | (r.flags << 16), r.nrPages, r.vaddr, dst), "sending a pagemap entry");
+        writeAll(this.fd, psi(PS.ADD_F | (r.flags << 16), r.nrPages, r.vaddr, this.dst), "sending a pagemap entry to the page server");
         if (!(r.flags & PE_PRESENT)) continue;
         for (let left = r.nrPages * PAGE; left > 0;) {
           const n = readSync(src, buf, 0, Math.min(buf.length, left), null);
           if (n <= 0) throw new CriuError("page-server", `${dataFile} ended early`);
-          writeAll(this.fd, buf.subarray(0, n), "sending pages");
+          writeAll(this.fd, buf.subarray(0, n), "sending pages to the page server");
           left -= n;
         }
+        this.pagesSent += r.nrPages;
       }
     } finally { closeSync(src); }
   }
 
-  /** Tell the server we are done; it answers with a status. */
+  /** one PS_IOV_OPEN2 and its runs */
+  sendPagemap(vpid: number, runs: Iterable<PagemapRun>, dataFile: string) { this.open(vpid); this.sendRuns(runs, dataFile); }
+
+  private push() { TCP_CORK(this.fd, false); TCP_CORK(this.fd, true); }
+
+  /** PS_IOV_CLOSE: the server answers with its status once everything is written; then we hang up. */
   close() {
-    writeAll(this.fd, psi(PS.FLUSH_N_CLOSE, 0, 0n, 0n), "sending PS_IOV_FLUSH_N_CLOSE");
-    const st = new Int32Array(1);
-    const ok = readAll(this.fd, new Uint8Array(st.buffer), "reading the page server's status");
-    deadlineSec.delete(this.fd);
-    closeFd(this.fd);
-    if (!ok || st[0] !== 0) throw new CriuError("page-server", `the page server reported a failure (status ${ok ? st[0] : "none"})`);
+    if (this.fd < 0) return;
+    const fd = this.fd;
+    this.fd = -1;
+    try {
+      writeAll(fd, psi(PS.CLOSE, 0, 0n, 0n), "sending PS_IOV_CLOSE to the page server");
+      TCP_CORK(fd, false);
+      const st = new Int32Array(1);
+      const ok = readAll(fd, new Uint8Array(st.buffer), "reading the page server's status");
+      if (!ok || st[0] !== 0) throw new CriuError("page-server", `the page server reported a failure (status ${ok ? st[0] : "none: it closed the connection"})`);
+    } finally { deadlineSec.delete(fd); peerOf.delete(fd); closeFd(fd); }
   }
+
+  /** Drop the connection without the close handshake (a failed dump): the server sees no PS_IOV_CLOSE. */
+  abort() { if (this.fd >= 0) { deadlineSec.delete(this.fd); peerOf.delete(this.fd); closeFd(this.fd); this.fd = -1; } }
 }
 
 // ---- the receiving side ----------------------------------------------------------------------
 
-interface OpenMap { file: string; pagesId: number; runs: PagemapRun[]; pagesFd: number }
+/** The address ranges (sorted, joined) whose pages dir's pagemap holds, stored or in its own parents. */
+export function pagemapCoverage(dir: string, file: string): [bigint, bigint][] {
+  const out: [bigint, bigint][] = [];
+  const runs = [...decodePagemap(dir, file).runs].sort((a, b) => (a.vaddr < b.vaddr ? -1 : a.vaddr > b.vaddr ? 1 : 0));
+  for (const r of runs) {
+    if (!(r.flags & (PE_PRESENT | PE_PARENT))) continue;
+    const a = r.vaddr, b = r.vaddr + BigInt(r.nrPages * PAGE);
+    const last = out[out.length - 1];
+    if (last && last[1] >= a) { if (b > last[1]) last[1] = b; } else out.push([a, b]);
+  }
+  return out;
+}
 
-/** Listen on address:port, serve one dumper, write its pages into dir. Returns pages received. */
-export function servePages(dir: string, address: string, port: number, onListening?: () => void): number {
+function covered(cov: [bigint, bigint][], a: bigint, b: bigint): boolean {
+  for (const [x, y] of cov) { if (x <= a && a < y) a = y; if (a >= b) return true; }
+  return a >= b;
+}
+
+interface OpenMap { file: string; dst: bigint; pagesId: number; runs: PagemapRun[]; pagesFd: number; parent?: [bigint, bigint][] }
+
+/**
+ * Listen on address:port, serve one dumper, write its pages into dir (and its parent link when
+ * parentDir is given). Returns pages received. A session that fails or ends without PS_IOV_CLOSE
+ * leaves none of its files behind.
+ */
+export function servePages(dir: string, address: string, port: number, onListening?: () => void, timeoutSec = 10): number {
   const ls = must("socket", syscall(NR.socket, 2, 1 | 0o2000000, 0));
   let conn = -1;
-  const open = new Map<bigint, OpenMap>();
-  let nextPagesId = 1, pages = 0;
-  const finish = () => {
-    for (const m of open.values()) {
-      closeSync(m.pagesFd);
-      writeNewFile(join(dir, m.file), encodePagemap(m.pagesId, m.runs));
-    }
-    open.clear();
+  let cur: OpenMap | undefined;
+  const written: string[] = [];
+  let nextPagesId = PAGE_IDS_BASE, pages = 0, ok = false;
+  const hasParentDir = existsSync(join(dir, "parent"));
+  const closeCur = () => {
+    if (!cur) return;
+    closeSync(cur.pagesFd);
+    writeNewFile(join(dir, cur.file), encodePagemap(cur.pagesId, cur.runs));
+    written.push(cur.file);
+    log.info(`page server: ${cur.file} written (${cur.runs.length} runs, pages-${cur.pagesId}.img)`);
+    cur = undefined;
   };
   try {
-    const one = new Int32Array([1]);
-    syscall(NR.setsockopt, ls, 1 /* SOL_SOCKET */, 2 /* SO_REUSEADDR */, addr(one), 4);
+    setInt(ls, 1 /* SOL_SOCKET */, 2 /* SO_REUSEADDR */, 1);
     const sa = sockaddrIn(address, port);
     const r = syscall(NR.bind, ls, addr(sa), sa.length);
     if (r < 0) throw new CriuError("page-server", `cannot listen on ${address}:${port} (errno ${-r})`);
@@ -145,46 +230,75 @@ export function servePages(dir: string, address: string, port: number, onListeni
     log.info(`Page server listening on ${address}:${port}`);
     onListening?.();
     conn = must("accept", syscall(NR.accept, ls, 0, 0));
-    const head = new Uint8Array(24), dv = new DataView(head.buffer);
+    TCP_NODELAY(conn, true); // the has-parent byte and the status go out at once
+    const head = new Uint8Array(PSI_SIZE), dv = new DataView(head.buffer);
     const buf = new Uint8Array(1 << 20);
+    let closed = 0;
     for (;;) {
-      if (!readAll(conn, head, "reading a request")) { finish(); break; }
-      const cmd = dv.getUint32(0, true), nr = dv.getUint32(4, true), vaddr = dv.getBigUint64(8, true), dst = dv.getBigUint64(16, true);
+      if (!readAll(conn, head, "reading a request")) break;
+      const cmd = dv.getUint32(0, true), nrBig = dv.getBigUint64(8, true), vaddr = dv.getBigUint64(16, true), dst = dv.getBigUint64(24, true);
       const op = cmd & 0xffff;
-      log.debug(`page server: request 0x${cmd.toString(16)} nr_pages ${nr} vaddr 0x${vaddr.toString(16)} dst_id 0x${dst.toString(16)}`);
-      if (op === PS.OPEN || op === PS.OPEN2) {
-        const type = Number(dst & 0xffn), id = dst >> 8n;
-        if (type !== TYPE_PID && type !== TYPE_SHMEM) throw new CriuError("page-server", `unknown pagemap type ${type}`);
-        const file = type === TYPE_PID ? `pagemap-${id}.img` : `pagemap-shmem-${id}.img`;
+      log.debug(`page server: request 0x${cmd.toString(16)} nr_pages ${nrBig} vaddr 0x${vaddr.toString(16)} dst_id 0x${dst.toString(16)}`);
+      if (op === PS.CLOSE || op === PS.FORCE_CLOSE) {
+        closeCur();
+        writeAll(conn, new Uint8Array(new Int32Array([0]).buffer), "answering PS_IOV_CLOSE");
+        closed = op;
+        break;
+      }
+      if (op === PS.OPEN || op === PS.OPEN2 || op === PS.PARENT) {
+        const d = decodeDst(dst);
+        if (!d) throw new CriuError("page-server", `unknown pagemap type ${Number(dst & 0xffn)} in request 0x${cmd.toString(16)} (dst_id 0x${dst.toString(16)})`);
+        const parentHas = hasParentDir && existsSync(join(dir, "parent", d.file));
+        if (op === PS.PARENT) { writeAll(conn, new Uint8Array(new Int32Array([parentHas ? 1 : 0]).buffer), "answering PS_IOV_PARENT"); continue; }
+        closeCur();
+        if (written.includes(d.file)) throw new CriuError("page-server", `${d.file} was sent twice`);
         const pagesId = nextPagesId++;
         const pagesFile = join(dir, `pages-${pagesId}.img`);
-        open.set(dst, { file, pagesId, runs: [], pagesFd: createNew(pagesFile, true) });
-        if (op === PS.OPEN2) writeAll(conn, new Uint8Array([0]), "answering PS_IOV_OPEN2"); // no parent images here
+        cur = { file: d.file, dst, pagesId, runs: [], pagesFd: createNew(pagesFile, true), parent: parentHas ? pagemapCoverage(join(dir, "parent"), d.file) : undefined };
+        written.push(`pages-${pagesId}.img`);
+        log.info(`page server: opening ${d.file} (parent images: ${parentHas ? "yes" : "no"})`);
+        if (op === PS.OPEN2) writeAll(conn, new Uint8Array([parentHas ? 1 : 0]), "answering PS_IOV_OPEN2");
       } else if (op === PS.ADD || op === PS.ADD_F || op === PS.HOLE) {
-        const m = open.get(dst);
-        if (!m) throw new CriuError("page-server", `pages for 0x${dst.toString(16)} that was never opened`);
+        if (!cur || cur.dst !== dst) throw new CriuError("page-server", `pages for dst_id 0x${dst.toString(16)}, which is not the opened pagemap`);
+        if (nrBig === 0n || nrBig > 0xffffffffn) throw new CriuError("page-server", `a run of ${nrBig} pages at 0x${vaddr.toString(16)}`);
+        const nr = Number(nrBig);
         const flags = op === PS.ADD_F ? cmd >>> 16 : op === PS.ADD ? PE_PRESENT : PE_PARENT;
-        m.runs.push({ vaddr, nrPages: nr, flags });
+        if (flags & ~(PE_PARENT | PE_LAZY | PE_PRESENT)) throw new CriuError("page-server", `unknown pagemap flags 0x${flags.toString(16)} at 0x${vaddr.toString(16)}`);
+        if (flags & PE_PARENT && !(flags & PE_PRESENT)) {
+          // a hole: its pages must be in the parent images, or a restore could not find them
+          const end = vaddr + BigInt(nr * PAGE);
+          if (!cur.parent) throw new CriuError("page-server", `${cur.file}: pages 0x${vaddr.toString(16)}-0x${end.toString(16)} are in the parent images, but ${dir} has none (page-server --prev-images-dir)`);
+          if (!covered(cur.parent, vaddr, end)) throw new CriuError("page-server", `${cur.file}: pages 0x${vaddr.toString(16)}-0x${end.toString(16)} are not in the parent images`);
+        }
+        cur.runs.push({ vaddr, nrPages: nr, flags });
         if (flags & PE_PRESENT) {
           for (let left = nr * PAGE; left > 0;) {
             const n = Math.min(buf.length, left);
             if (!readAll(conn, buf, "receiving pages", n)) throw new CriuError("page-server", "the connection ended in the middle of the pages");
-            appendFileSync(m.pagesFd, buf.subarray(0, n));
+            appendFileSync(cur.pagesFd, buf.subarray(0, n));
             left -= n;
           }
           pages += nr;
         }
-      } else if (op === PS.FLUSH || op === PS.FLUSH_N_CLOSE) {
-        finish();
-        writeAll(conn, new Uint8Array(new Int32Array([0]).buffer), "answering a flush");
-        if (op === PS.FLUSH_N_CLOSE) break;
+      } else if (op === PS.GET) {
+        throw new CriuError("page-server", "PS_IOV_GET (lazy pages) is not supported by criu-bun's page server");
       } else {
-        throw new CriuError("page-server", `unsupported request ${op} (0x${cmd.toString(16)})`);
+        throw new CriuError("page-server", `unknown request ${op} (0x${cmd.toString(16)})`);
       }
     }
+    if (!closed) throw new CriuError("page-server", "the dumper closed the connection without PS_IOV_CLOSE: the data were not flushed");
+    if (closed === PS.CLOSE) {
+      // as CRIU: wait for the dumper to hang up (it reads our status first), with a deadline
+      setDeadline(conn, timeoutSec);
+      peerOf.set(conn, "the dumper");
+      const b = new Uint8Array(1);
+      if (readAll(conn, b, "waiting for the dumper to close the connection")) throw new CriuError("page-server", "unexpected data after PS_IOV_CLOSE");
+    }
+    ok = true;
   } finally {
-    for (const m of open.values()) closeSync(m.pagesFd);
-    if (conn >= 0) closeFd(conn);
+    if (cur) { closeSync(cur.pagesFd); cur = undefined; }
+    if (!ok) for (const f of written) rmSync(join(dir, f), { force: true });
+    if (conn >= 0) { deadlineSec.delete(conn); peerOf.delete(conn); closeFd(conn); }
     closeFd(ls);
   }
   log.info(`Page server received ${pages} pages`);

@@ -201,7 +201,9 @@ function scanRuns(sc: PagemapScanner, pid: number, start: bigint, end: bigint, q
 /** The address ranges whose pages the parent images hold (stored there, or in its own parents). */
 function parentCoverage(parentDir: string, vpid: number): [bigint, bigint][] {
   const out: [bigint, bigint][] = [];
-  for (const r of decodePagemap(parentDir, `pagemap-${vpid}.img`).runs) {
+  // a parent dumped through a page server keeps what it sent in sent-pagemap-N.img (its pages are on the server's side)
+  const file = !existsSync(join(parentDir, `pagemap-${vpid}.img`)) && existsSync(join(parentDir, `sent-pagemap-${vpid}.img`)) ? `sent-pagemap-${vpid}.img` : `pagemap-${vpid}.img`;
+  for (const r of decodePagemap(parentDir, file).runs) {
     if (!(r.flags & (PE_PRESENT | PE_PARENT))) continue;
     const a = r.vaddr, b = r.vaddr + BigInt(r.nrPages) * PAGE;
     const last = out[out.length - 1];
