@@ -13,10 +13,23 @@ import { FD_KINDS } from "../src/resources/kinds";
 import { FD_TYPE } from "../src/resources/files";
 
 beforeAll(async () => { await buildWorkloads(); }, 120_000);
-afterAll(() => { cleanup(); cleanupImages(); });
+const extPids: number[] = [];
+afterAll(() => {
+  for (const p of extPids) try { process.kill(p, "SIGKILL"); } catch {}
+  cleanup(); cleanupImages();
+});
 
 const esc = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 const keys = Object.keys(UNSUPPORTED) as UnsupportedKey[];
+/** entries held by another workload than refuse.c: [workload, mode, extra dump options] */
+const OTHER: Partial<Record<UnsupportedKey, [string, string, string[]]>> = {
+  "inet-kind": ["inetsk", "mptcp", []],
+  "inet-connected-raw": ["inetsk", "rawconn", []],
+  "sock-error": ["inetsk", "sockerr", []],
+  "sockopt": ["inetsk", "lockfilter", []],
+  "tcp-half-closed": ["inetsk", "halfest", ["--tcp-established"]],
+  "tcp-in-flight": ["inetsk", "inflight", []],
+};
 
 describe("the refusal list and the fd-kind registry", () => {
   test("every fd_types value has a kind or a refusal, never both", () => {
@@ -32,10 +45,13 @@ describe("the refusal list and the fd-kind registry", () => {
 describe("dump refuses what it cannot restore exactly; the target runs on", () => {
   for (const key of keys) {
     test(`${key}: ${UNSUPPORTED[key]}`, async () => {
-      const w = await startWorkload("refuse", [key], { stderr: "file" });
+      const [wl, mode, extra] = OTHER[key] ?? ["refuse", key, []];
+      const w = await startWorkload(wl, [mode], { stderr: "file" });
+      const ext = join(w.dir, "ext-pid"); // a helper outside the tree, killed after the test
+      if (existsSync(ext)) extPids.push(Number(readFileSync(ext, "utf8")));
       const culpritFile = join(w.dir, "culprit");
       const culprit = existsSync(culpritFile) ? Number(readFileSync(culpritFile, "utf8")) : w.pid;
-      const r = criuBun(["dump", "-t", String(w.pid), "-D", imagesDir(`refuse-${key}`)]);
+      const r = criuBun(["dump", "-t", String(w.pid), "-D", imagesDir(`refuse-${key}`), ...extra]);
       expect(r.code).toBe(1);
       const lines = r.stderr.trim().split("\n");
       expect(lines.length).toBe(1);

@@ -64,6 +64,7 @@ const passCases: [string, string[]][] = [
   ["exact", ["peergone"]],
   ["unixtree", ["server"]],
   ["dirty", ["8"]],
+  ["inetsk", ["opts"]],
 ];
 
 describe("workloads pass without a dump", () => {

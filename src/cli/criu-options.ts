@@ -178,7 +178,7 @@ export const CRIU_OPTIONS: readonly CriuOption[] = [
     meaning: "same as --cgroup-props, read from FILE" },
   { name: "cgroup-dump-controller", arg: "required", repeat: true, key: "cgroupDumpController", commands: D, support: "no", rpc: "cgroup_dump_controller",
     meaning: "dump only this cgroup controller" },
-  { name: "skip-in-flight", arg: "none", negatable: true, key: "skipInFlight", commands: D, support: "no", rpc: "tcp_skip_in_flight",
+  { name: "skip-in-flight", arg: "none", negatable: true, key: "skipInFlight", commands: D, support: "yes", rpc: "tcp_skip_in_flight",
     meaning: "skip TCP connections not yet accepted" },
   { name: "deprecated", arg: "none", negatable: true, key: "deprecated", commands: ALL, support: "noop",
     meaning: "allow deprecated functionality", note: "criu-bun has no deprecated functionality" },

@@ -31,7 +31,7 @@ export async function run(opts: Opts, _args: string[]): Promise<number> {
   const t0 = performance.now();
   const stats = dumpProcess({
     pid: opts.tree, dir: opts.imagesDir, leaveRunning: !!opts.leaveRunning, leaveStopped: !!opts.leaveStopped,
-    shellJob: !!opts.shellJob, tcpEstablished: !!opts.tcpEstablished, tcpClose: !!opts.tcpClose, extUnixSk: !!opts.extUnixSk, fileLocks: !!opts.fileLocks, timeoutSec: opts.timeout !== undefined ? atoi(String(opts.timeout)) : undefined, compress: !!opts.compress,
+    shellJob: !!opts.shellJob, tcpEstablished: !!opts.tcpEstablished, tcpClose: !!opts.tcpClose, skipInFlight: !!opts.skipInFlight, extUnixSk: !!opts.extUnixSk, fileLocks: !!opts.fileLocks, timeoutSec: opts.timeout !== undefined ? atoi(String(opts.timeout)) : undefined, compress: !!opts.compress,
     displayStats: !!opts.displayStats, pageServer, hooks: scriptHooks(opts), freezeCgroup: opts.freezeCgroup ? String(opts.freezeCgroup) : undefined,
     prevImagesDir: opts.prevImagesDir ? String(opts.prevImagesDir) : undefined, trackMem: !!opts.trackMem,
     extMounts: parseExtMounts(opts.external, opts.extMountMap, "dump"),

@@ -13,6 +13,7 @@ export interface Opts {
   shellJob?: boolean;
   tcpEstablished?: boolean;
   tcpClose?: boolean;
+  skipInFlight?: boolean;
   pidfile?: string;
   /** true for the bare form (criu: soft), else the mode */
   manageCgroups?: string | boolean;

@@ -44,7 +44,7 @@ export class ImageSink {
 export interface DumpOpts {
   /** the live processes of the dumped tree */
   tree: number[];
-  shellJob?: boolean; tcpEstablished?: boolean; tcpClose?: boolean; extUnixSk?: boolean; fileLocks?: boolean;
+  shellJob?: boolean; tcpEstablished?: boolean; tcpClose?: boolean; skipInFlight?: boolean; extUnixSk?: boolean; fileLocks?: boolean;
   /** pts indexes whose master is in the tree (tty.ts), and the session of each slave's controlling terminal (rdev -> pid) */
   ptyMasters?: Set<number>; ptySessions?: Map<number, number>;
   /** the tree lives in its own mount namespace (a container's): the ids of its mounts */

@@ -1,5 +1,7 @@
 // Inet sockets (IPv4, IPv6, v4-mapped): TCP listening, established (--tcp-established, through
-// TCP repair) and closed/bound sockets, UDP bound and connected sockets. Images as CRIU writes
+// TCP repair; --tcp-close brings connections back closed) and closed/bound sockets; UDP and
+// UDP-Lite bound and connected sockets; ICMP/ICMPv6 ping sockets and raw sockets, unconnected.
+// Socket options in CRIU 4.2's fields (sk_opts, ip_opts with its raw part, tcp_opts). Images as CRIU writes
 // them: file_entry.isk in files.img, tcp-stream-<inode hex>.img with the queued bytes.
 // Established connections are isolated by the network lock (src/net/netlock.ts) from the moment
 // they are dumped until the restored process runs.
@@ -8,10 +10,11 @@ import { isFieldSet } from "@bufbuild/protobuf";
 import type { FdKind, RestoreCtx } from "./fdkind";
 import { FOWN0, cachedPayloads } from "./fdkind";
 import {
-  AF, SOL, SO, TCP, IPPROTO, IP_FREEBIND, IPV6_V6ONLY, IPV6_FREEBIND, SOCK,
+  AF, SOL, SO, TCP, IPPROTO, IP_FREEBIND, IPV6_V6ONLY, IPV6_FREEBIND, SOCK, IP, IPV6, ICMP_FILTER, ICMPV6_FILTER,
   getsockoptInt, tryGetsockoptInt, getsockoptBytes, getSockName, getPeerName,
-  sockaddr, addrToWords, wordsToAddr, addrString, int32, ioctlInt, SIOCOUTQ,
+  sockaddr, addrToWords, wordsToAddr, addrString, int32, ioctlInt, SIOCOUTQ, sockProtoName,
 } from "../sys/inetsock";
+import { addr } from "../sys/syscall";
 import { NetlinkSocket, NETLINK } from "../sys/netlink";
 import { syscall } from "../sys/syscall";
 import { NR } from "../sys/nr";
@@ -31,10 +34,25 @@ export const streamImage = (ino: number) => `tcp-stream-${ino.toString(16)}.img`
 
 // ---------- which sockets are ours ----------
 
+const PROC_NET = ["tcp", "tcp6", "udp", "udp6", "udplite", "udplite6", "raw", "raw6", "icmp", "icmp6"];
+
+/** The /proc/PID/net line (split in columns) of a raw or ping socket, by inode. */
+function procNetLine(pid: number, files: string[], ino: number): string[] | undefined {
+  for (const f of files) {
+    let text: string;
+    try { text = readFileSync(`/proc/${pid}/net/${f}`, "latin1"); } catch { continue; }
+    for (const line of text.split("\n").slice(1)) {
+      const cols = line.trim().split(/\s+/);
+      if (cols.length > 9 && cols[9] === String(ino)) return cols;
+    }
+  }
+  return undefined;
+}
+
 /** Inodes of the inet sockets of process pid's network namespace (/proc/PID/net is its view). */
 function inetInodes(pid: number): Set<bigint> {
   const out = new Set<bigint>();
-  for (const f of ["tcp", "tcp6", "udp", "udp6"]) {
+  for (const f of PROC_NET) {
     let text: string;
     try { text = readFileSync(`/proc/${pid}/net/${f}`, "latin1"); } catch { continue; }
     for (const line of text.split("\n").slice(1)) {
@@ -91,7 +109,7 @@ export function netDumpEnd(outcome: "killed" | "running" | "failed") {
 
 // ---------- socket options ----------
 
-function dumpSkOpts(fd: number, proto: number) {
+function dumpSkOpts(fd: number, type: number, proto: number) {
   const i = (lvl: number, opt: number) => tryGetsockoptInt(fd, lvl, opt) ?? 0;
   const tv = (opt: number) => {
     const b = getsockoptBytes(fd, SOL.SOCKET, opt, 16);
@@ -114,14 +132,88 @@ function dumpSkOpts(fd: number, proto: number) {
   };
   if (ldv.getInt32(0, true)) o.soLinger = ldv.getInt32(4, true);
   if (dev) o.soBoundDev = dev;
-  if (proto === IPPROTO.TCP) {
+  if (i(SOL.SOCKET, SO.PASSCRED)) o.soPasscred = true;
+  if (i(SOL.SOCKET, SO.PASSSEC)) o.soPasssec = true;
+  if (i(SOL.SOCKET, SO.NO_CHECK)) o.soNoCheck = true;
+  const filter = socketFilter(fd);
+  if (filter.length) o.soFilter = filter;
+  if (proto === IPPROTO.TCP && type !== SOCK.RAW) {
     o.tcpKeepcnt = i(SOL.TCP, TCP.KEEPCNT); o.tcpKeepidle = i(SOL.TCP, TCP.KEEPIDLE); o.tcpKeepintvl = i(SOL.TCP, TCP.KEEPINTVL);
   }
   return o;
 }
 
-/** Listen backlog of a listening socket, from sock_diag (the kernel reports it as wqueue). */
-function listenBacklog(family: number, port: number, ino: number): number | undefined {
+/** A classic BPF filter (SO_ATTACH_FILTER) as CRIU keeps it: one fixed64 per instruction. */
+function socketFilter(fd: number): bigint[] {
+  const len = new Uint32Array([0]);
+  const r = syscall(NR.getsockopt, fd, SOL.SOCKET, SO.GET_FILTER, 0, addr(len));
+  if (r < 0 || !len[0]) return [];
+  const n = len[0];
+  const buf = new BigUint64Array(n);
+  const l2 = new Uint32Array([n]);
+  const r2 = syscall(NR.getsockopt, fd, SOL.SOCKET, SO.GET_FILTER, addr(buf), addr(l2));
+  if (r2 < 0) throw new CriuError("files", `reading the socket filter failed (errno ${-r2})`);
+  return [...buf.subarray(0, l2[0])];
+}
+
+/** IP-level options (ip_opts_entry), tos and ttl only where they differ from a new socket's. */
+function dumpIpOpts(pid: number, fd: number, family: number, type: number, proto: number): Record<string, any> {
+  const v6 = family === AF.INET6;
+  const o: Record<string, any> = {};
+  // the kernel answers IP_FREEBIND for IPv6 sockets too (the same flag as IPV6_FREEBIND)
+  if (tryGetsockoptInt(fd, SOL.IP, IP_FREEBIND)) o.freebind = true;
+  const get = (lvl: number, opt: number) => tryGetsockoptInt(fd, lvl, opt) ?? 0;
+  if (get(v6 ? SOL.IPV6 : SOL.IP, v6 ? IPV6.RECVPKTINFO : IP.PKTINFO)) o.pktinfo = true;
+  const fresh = withNetns(pid, () => {
+    const t = syscall(NR.socket, family, type | SOCK.CLOEXEC, proto);
+    if (t < 0) throw new CriuError("files", `a socket(${family}, ${type}, ${proto}) to compare options with failed (errno ${-t})`);
+    try {
+      return { tos: tryGetsockoptInt(t, v6 ? SOL.IPV6 : SOL.IP, v6 ? IPV6.TCLASS : IP.TOS) ?? 0, ttl: tryGetsockoptInt(t, v6 ? SOL.IPV6 : SOL.IP, v6 ? IPV6.UNICAST_HOPS : IP.TTL) ?? 0 };
+    } finally { syscall(NR.close, t); }
+  });
+  const tos = get(v6 ? SOL.IPV6 : SOL.IP, v6 ? IPV6.TCLASS : IP.TOS), ttl = get(v6 ? SOL.IPV6 : SOL.IP, v6 ? IPV6.UNICAST_HOPS : IP.TTL);
+  if (tos !== fresh.tos) o.tos = tos;
+  if (ttl !== fresh.ttl) o.ttl = ttl;
+  if (type === SOCK.RAW) {
+    const raw: Record<string, any> = {};
+    if (get(v6 ? SOL.IPV6 : SOL.IP, v6 ? IPV6.HDRINCL : IP.HDRINCL)) raw.hdrincl = true;
+    if (!v6 && get(SOL.IP, IP.NODEFRAG)) raw.nodefrag = true;
+    if (proto === (v6 ? IPPROTO.ICMPV6 : IPPROTO.ICMP)) {
+      const f = getsockoptBytes(fd, v6 ? SOL.ICMPV6 : SOL.RAW, v6 ? ICMPV6_FILTER : ICMP_FILTER, v6 ? 32 : 4);
+      const w = new Uint32Array(f.slice().buffer);
+      if (w.some((x) => x !== 0)) raw.icmpvFilter = [...w];
+    }
+    o.raw = raw;
+  }
+  return o;
+}
+
+/** How a socket of this family, type and protocol is named in messages, or undefined if not kept. */
+function kindName(family: number, type: number, proto: number): string | undefined {
+  if (type === SOCK.STREAM && proto === IPPROTO.TCP) return "TCP";
+  if (type === SOCK.DGRAM && proto === IPPROTO.UDP) return "UDP";
+  if (type === SOCK.DGRAM && proto === IPPROTO.UDPLITE) return "UDP-Lite";
+  if (type === SOCK.DGRAM && proto === (family === AF.INET6 ? IPPROTO.ICMPV6 : IPPROTO.ICMP)) return "ping";
+  if (type === SOCK.RAW) return `raw (protocol ${proto})`;
+  return undefined;
+}
+
+/** TCP states of a connection (connected or half-closed): --tcp-close restores them closed. */
+const CONNECTED = new Set<number>([TCP_STATE.ESTABLISHED, TCP_STATE.SYN_SENT, TCP_STATE.FIN_WAIT1, TCP_STATE.FIN_WAIT2,
+  TCP_STATE.CLOSE_WAIT, TCP_STATE.LAST_ACK, TCP_STATE.CLOSING]);
+
+/** poll() bits of a grabbed socket, without consuming anything (a pending error stays pending) */
+function pollBits(fd: number): number {
+  const pfd = new Uint8Array(8);
+  const dv = new DataView(pfd.buffer);
+  dv.setInt32(0, fd, true); dv.setInt16(4, 0x2000 /* POLLRDHUP */ | 0x10 /* POLLHUP */ | 1 /* POLLIN */, true);
+  const r = syscall(NR.poll, addr(pfd), 1, 0);
+  return r < 0 ? 0 : dv.getInt16(6, true);
+}
+
+/** Listen backlog (wqueue) and connections waiting in the accept queue (rqueue) of a listening
+ * socket, from sock_diag. */
+function listenBacklog(family: number, port: number, ino: number): { backlog: number; pending: number } | undefined {
   let nl: NetlinkSocket | undefined;
   try {
     nl = new NetlinkSocket(NETLINK.SOCK_DIAG);
@@ -132,7 +224,7 @@ function listenBacklog(family: number, port: number, ino: number): number | unde
     dv.setUint16(8, port, false);
     for (const m of nl.dump(20 /* SOCK_DIAG_BY_FAMILY */, req)) {
       const d = new DataView(m.payload.buffer, m.payload.byteOffset, m.payload.length);
-      if (m.payload.length >= 72 && d.getUint32(68, true) === ino) return d.getUint32(60, true);
+      if (m.payload.length >= 72 && d.getUint32(68, true) === ino) return { backlog: d.getUint32(60, true), pending: d.getUint32(56, true) };
     }
   } catch (e: any) { log.debug(`sock_diag: ${e.message}`); }
   finally { nl?.close(); }
@@ -169,12 +261,17 @@ function inetShutdown(pid: number, family: number, proto: number, ino: number, w
 // ---------- the kind ----------
 
 let inodes: { at: number; set: Set<bigint> } | null = null;
+/** system.sockprotoname of AF_INET/AF_INET6 sockets (MPTCP and SCTP too: refused by dump as kinds not kept) */
+const INET_PROTO_NAMES = new Set(["TCP", "TCPv6", "UDP", "UDPv6", "UDP-Lite", "UDPLITEv6", "RAW", "RAWv6", "PING", "PINGv6", "MPTCP", "MPTCPv6", "SCTP", "SCTPv6", "DCCP", "DCCPv6", "L2TP/IP", "L2TP/IPv6"]);
 
 export const inetKind: FdKind = {
   name: "inet socket",
   type: FD_INETSK,
   match(target, st, procPath) {
     if (!target.startsWith("socket:[")) return false;
+    // sockfs names the protocol; unbound sockets are in no /proc/net table
+    const pname = procPath ? sockProtoName(procPath) : undefined;
+    if (pname !== undefined) return INET_PROTO_NAMES.has(pname);
     const pid = Number(/^\/proc\/(\d+)\//.exec(procPath ?? "")?.[1] ?? "self");
     // one scan per dump (a dump takes well under a second between fds)
     if (!inodes || Date.now() - inodes.at > 1000 || !inodes.set.has(st.ino)) inodes = { at: Date.now(), set: inetInodes(pid) };
@@ -188,27 +285,51 @@ export const inetKind: FdKind = {
     const proto = getsockoptInt(fd, SOL.SOCKET, SO.PROTOCOL);
     const ino = Number(ctx.st.ino);
     if (family !== AF.INET && family !== AF.INET6) throw new CriuError("files", `${where}: socket family ${family} is not an inet socket`);
-    if (!((type === SOCK.STREAM && proto === IPPROTO.TCP) || (type === SOCK.DGRAM && proto === IPPROTO.UDP))) {
-      throw new CriuError("files", `${where}: inet socket type ${type} protocol ${proto} is not supported yet (TCP and UDP are)`);
-    }
+    const kname = kindName(family, type, proto);
+    if (!kname) refuse("files", where, "inet-kind", `type ${type} protocol ${proto}`);
+    const rawOrPing = type === SOCK.RAW || kname === "ping";
     const local = getSockName(fd)!;
     const peer = getPeerName(fd);
     const isk: Record<string, any> = {
       id: 0, ino, family, type, proto, flags: ctx.flags, backlog: 0,
       srcPort: local.port, dstPort: peer?.port ?? 0,
       srcAddr: addrToWords(local.addr), dstAddr: addrToWords(peer?.addr ?? new Uint8Array(family === AF.INET6 ? 16 : 4)),
-      fown: FOWN0, opts: dumpSkOpts(fd, proto),
+      fown: FOWN0, opts: dumpSkOpts(fd, type, proto),
     };
     if (family === AF.INET6) isk.v6only = getsockoptInt(fd, SOL.IPV6, IPV6_V6ONLY) !== 0;
-    const fb = tryGetsockoptInt(fd, family === AF.INET6 ? SOL.IPV6 : SOL.IP, family === AF.INET6 ? IPV6_FREEBIND : IP_FREEBIND);
-    if (fb) isk.ipOpts = { freebind: true };
+    isk.ipOpts = dumpIpOpts(ctx.pid, fd, family, type, proto);
+    if (tryGetsockoptInt(fd, SOL.SOCKET, SO.LOCK_FILTER)) refuse("files", where, "sockopt", "SO_LOCK_FILTER");
+    if (proto === IPPROTO.UDPLITE && (tryGetsockoptInt(fd, IPPROTO.UDPLITE, 10) || tryGetsockoptInt(fd, IPPROTO.UDPLITE, 11))) {
+      refuse("files", where, "sockopt", "UDPLITE_SEND_CSCOV/UDPLITE_RECV_CSCOV");
+    }
+    if (proto === IPPROTO.TCP && type === SOCK.STREAM) {
+      isk.tcpOpts = {
+        cork: getsockoptInt(fd, SOL.TCP, TCP.CORK) !== 0, nodelay: getsockoptInt(fd, SOL.TCP, TCP.NODELAY) !== 0,
+        keepcnt: getsockoptInt(fd, SOL.TCP, TCP.KEEPCNT), keepidle: getsockoptInt(fd, SOL.TCP, TCP.KEEPIDLE), keepintvl: getsockoptInt(fd, SOL.TCP, TCP.KEEPINTVL),
+      };
+    }
     const conn = `${addrString(family, local.addr)}:${local.port}${peer ? ` <-> ${addrString(family, peer.addr)}:${peer.port}` : ""}`;
     let stream: TcpStream | undefined;
-    if (proto === IPPROTO.TCP) {
+    if (rawOrPing) {
+      // the peer of a connected raw or ping socket has no port: getpeername() cannot tell, /proc can
+      const cols = procNetLine(ctx.pid, type === SOCK.RAW ? ["raw", "raw6"] : ["icmp", "icmp6"], ino);
+      if (cols && cols[3] !== "07") refuse("files", where, "inet-connected-raw", `${kname} socket in state ${cols[3]}`);
+      isk.state = TCP_STATE.CLOSE;
+      const ev = pollBits(fd);
+      if (ev & 8 /* POLLERR */) refuse("files", where, "sock-error", `${kname} ${conn}`);
+      if (ev & 0x2000) isk.shutdown = 1; // read side (a write-only shutdown leaves no trace poll can see)
+    } else if (proto === IPPROTO.TCP) {
       const state = tcpInfo(fd).state;
       isk.state = state;
       if (state === TCP_STATE.LISTEN) {
-        isk.backlog = listenBacklog(family, local.port, ino) ?? 128;
+        const lb = withNetns(ctx.pid, () => listenBacklog(family, local.port, ino));
+        isk.backlog = lb?.backlog ?? 128;
+        // connections the program has not accepted yet live in no fd: a new listener would not
+        // have them (their peers would be reset); CRIU's --skip-in-flight accepts that loss
+        if (lb?.pending) {
+          if (!ctx.opts.skipInFlight) refuse("files", where, "tcp-in-flight", `${lb.pending} on ${conn}`);
+          log.warn(`${where}: ${lb.pending} connection(s) not accepted yet on ${conn} are dropped (--skip-in-flight)`);
+        }
         if (ctx.opts.tcpEstablished) lockDump(ctx.pid, [{ proto, local: local.addr, lport: local.port }]);
       } else if (state === TCP_STATE.ESTABLISHED) {
         if (!ctx.opts.tcpEstablished && !ctx.opts.tcpClose) {
@@ -224,16 +345,29 @@ export const inetKind: FdKind = {
           session!.repaired.push({ fd: keep, where });
           stream = dumpTcpStream(keep, `${where} (${conn})`);
         }
-      } else if (state !== TCP_STATE.CLOSE) {
-        throw new CriuError("files", `${where}: TCP connection ${conn} in state ${TCP_STATE_NAME[state] ?? state} cannot be dumped yet`);
+      } else if (CONNECTED.has(state)) {
+        if (ctx.opts.tcpEstablished) refuse("files", where, "tcp-half-closed", `${TCP_STATE_NAME[state]} ${conn}`);
+        if (!ctx.opts.tcpClose) throw new CriuError("files", `${where}: TCP connection ${conn} in state ${TCP_STATE_NAME[state]}; use --tcp-close to restore it closed`);
+      } else if (state === TCP_STATE.CLOSE) {
+        // a socket never connected, or whose connection ended (reset, closed): a pending error
+        // (ECONNRESET not read yet) cannot be put back; a read shutdown can
+        const ev = pollBits(fd);
+        if (ev & 8 /* POLLERR */) refuse("files", where, "sock-error", `TCP ${conn}`);
+        // poll shows the read side only (POLLHUP is always up in CLOSE); as CRIU, that is what is kept,
+        // and a CLOSE socket says EPIPE to send() whether or not its write side was shut
+        if (ev & 0x2000 /* POLLRDHUP */) isk.shutdown = 1;
+      } else {
+        throw new CriuError("files", `${where}: TCP socket ${conn} in state ${TCP_STATE_NAME[state] ?? state} cannot be dumped yet`);
       }
     } else {
       isk.state = peer ? TCP_STATE.ESTABLISHED : TCP_STATE.CLOSE;
       // shut down for reading and/or writing (sk_shutdown: 1 read, 2 write), as CRIU's sk_shutdown
-      const shut = inetShutdown(ctx.pid, family, proto, ino, where);
+      // (sock_diag knows bound sockets only; an unbound one's read shutdown shows in poll)
+      const shut = local.port ? inetShutdown(ctx.pid, family, proto, ino, where) : (pollBits(fd) & 0x2000 ? 1 : 0);
       if (shut) isk.shutdown = shut;
       // data in the cork is in the send queue until uncorked
-      if (tryGetsockoptInt(fd, IPPROTO.UDP, 1 /* UDP_CORK */) && ioctlInt(fd, SIOCOUTQ) > 0) refuse("files", where, "udp-cork", conn);
+      // corked, with or without data in the cork (CRIU's images have no field for it either)
+      if (tryGetsockoptInt(fd, proto, 1 /* UDP_CORK */)) refuse("files", where, "udp-cork", `${conn}, ${ioctlInt(fd, SIOCOUTQ)} bytes corked`);
     }
     const id = ctx.files.add(null, (id) => ({ id, type: FD_INETSK, isk: { ...isk, id } }));
     if (stream) {
@@ -241,7 +375,7 @@ export const inetKind: FdKind = {
       ctx.images.add(streamImage(ino), "TCP_STREAM", S.tcp_stream_entrySchema, { ...s },
         concatBytes(stream.inq, stream.outq));
       log.info(`${where}: TCP ${conn}: receive queue ${s.inqLen} bytes, send queue ${s.outqLen} (${s.unsqLen} unsent)`);
-    } else log.debug(`${where}: ${proto === IPPROTO.TCP ? "TCP" : "UDP"} ${TCP_STATE_NAME[isk.state]} ${conn}`);
+    } else log.debug(`${where}: ${kname} ${TCP_STATE_NAME[isk.state]} ${conn}${isk.shutdown ? ` shut down (${isk.shutdown})` : ""}`);
     return id;
   },
   restore(ctx, f) {
@@ -313,7 +447,9 @@ function restoreInet(ctx: RestoreCtx, k: S.inet_sk_entry): number {
     const r = inj.call(NR.bind, fdT, ctx.scratch(0n, sa), sa.length);
     if (r < 0n) fail(`bind to ${addrString(k.family, local)}:${k.srcPort}`, r);
   };
-  if (k.family === AF.INET6) setInt(SOL.IPV6, IPV6_V6ONLY, k.v6only ? 1 : 0, "IPV6_V6ONLY");
+  // (a raw socket's is fixed at birth: it counts as bound to its protocol)
+  if (k.family === AF.INET6 && k.type !== SOCK.RAW) setInt(SOL.IPV6, IPV6_V6ONLY, k.v6only ? 1 : 0, "IPV6_V6ONLY");
+  // freebind before bind: the address may not be local (any more)
   if (k.ipOpts?.freebind) setInt(k.family === AF.INET6 ? SOL.IPV6 : SOL.IP, k.family === AF.INET6 ? IPV6_FREEBIND : IP_FREEBIND, 1, "FREEBIND");
   if (k.opts?.soBoundDev) {
     const d = new TextEncoder().encode(k.opts.soBoundDev + "\0");
@@ -322,11 +458,18 @@ function restoreInet(ctx: RestoreCtx, k: S.inet_sk_entry): number {
   }
   let unsent: Uint8Array | undefined;
   const tcp = k.proto === IPPROTO.TCP;
-  if (tcp && k.state === TCP_STATE.ESTABLISHED) {
-    const item = cachedPayloads<S.tcp_stream_entry>(ctx, streamImage(k.ino), "TCP_STREAM")[0];
+  const raw = k.type === SOCK.RAW;
+  const connection = tcp && !raw && k.state !== TCP_STATE.LISTEN && k.state !== TCP_STATE.CLOSE;
+  let closed = false;
+  if (connection) {
+    const item = k.state === TCP_STATE.ESTABLISHED ? cachedPayloads<S.tcp_stream_entry>(ctx, streamImage(k.ino), "TCP_STREAM")[0] : undefined;
     if (restoreOpts.tcpClose || !item) {
-      // --tcp-close (or dumped with --tcp-close): the socket comes back, the connection does not
-      log.info(`${where}: TCP connection restored closed`);
+      // --tcp-close (or dumped with it): as CRIU, a socket shut down both ways and never
+      // connected here, so recv() says 0 (end of stream) and send() EPIPE, and no peer sees it
+      closed = true;
+      const r = inj.call(NR.shutdown, fdT, 2 /* SHUT_RDWR */);
+      if (r < 0n && r !== -107n /* ENOTCONN: it is shut all the same */) fail("shutdown", r);
+      log.info(`${where}: TCP connection (${TCP_STATE_NAME[k.state] ?? k.state}) restored closed`);
     } else {
       lockRestore(ctx);
       const m = item.msg;
@@ -355,10 +498,13 @@ function restoreInet(ctx: RestoreCtx, k: S.inet_sk_entry): number {
       if (off < 0) fail("leaving TCP repair mode", off);
       log.info(`${where}: TCP connection to ${addrString(k.family, peerAddr)}:${k.dstPort} restored (${m.inqLen} + ${m.outqLen} queued bytes)`);
     }
-  } else if (tcp && k.state === TCP_STATE.LISTEN) {
+  } else if (tcp && !raw && k.state === TCP_STATE.LISTEN) {
     setInt(SOL.SOCKET, SO.REUSEADDR, 1, "SO_REUSEADDR");
     bindTo();
     call("listen", NR.listen, fdT, k.backlog || 128);
+  } else if (raw) {
+    // a raw socket's "port" is its protocol: only a bound address is kept
+    if (local.some((b) => b !== 0)) bindTo();
   } else if (k.srcPort) {
     setInt(SOL.SOCKET, SO.REUSEADDR, 1, "SO_REUSEADDR");
     bindTo();
@@ -381,8 +527,8 @@ function restoreInet(ctx: RestoreCtx, k: S.inet_sk_entry): number {
       off += n;
     }
   }
-  restoreSkOpts(k, tcp, setopt, where);
-  if (!tcp && k.shutdown) {
+  restoreSkOpts(ctx, k, tcp && !raw, setopt, fdT, !closed && connection);
+  if (k.shutdown && !closed) {
     // an unconnected socket says ENOTCONN but is shut down all the same
     const r = inj.call(NR.shutdown, fdT, k.shutdown - 1);
     if (r < 0n && r !== -107n) fail("shutdown", r);
@@ -392,31 +538,64 @@ function restoreInet(ctx: RestoreCtx, k: S.inet_sk_entry): number {
   return fdT;
 }
 
-function restoreSkOpts(k: S.inet_sk_entry, tcp: boolean, setopt: (l: number, o: number, v: Uint8Array) => number, where: string) {
-  const o = k.opts;
+/** Socket options as dumped; any the kernel refuses fails the restore (never a socket that differs). */
+function restoreSkOpts(ctx: RestoreCtx, k: S.inet_sk_entry, tcp: boolean, setopt: (l: number, o: number, v: Uint8Array) => number, fd: number, stream: boolean) {
+  const o = k.opts, where = ctx.where;
   if (!o) return;
   const set = (l: number, opt: number, v: Uint8Array, what: string) => {
     const r = setopt(l, opt, v);
-    if (r < 0) log.warn(`${where}: restoring ${what} failed (errno ${-r})`);
+    if (r < 0) throw new CriuError("restore", `${where}: restoring ${what} failed (errno ${-r}: ${errnoName(-r)})`);
   };
   const seti = (l: number, opt: number, v: number, what: string) => set(l, opt, int32(v), what);
+  // IP_TOS first: it sets the priority, which SO_PRIORITY below then puts back as dumped
+  const ip = k.ipOpts, v6 = k.family === AF.INET6;
+  if (ip) {
+    if (ip.pktinfo) seti(v6 ? SOL.IPV6 : SOL.IP, v6 ? IPV6.RECVPKTINFO : IP.PKTINFO, 1, v6 ? "IPV6_RECVPKTINFO" : "IP_PKTINFO");
+    if (isFieldSet(ip, S.ip_opts_entrySchema.field.tos)) seti(v6 ? SOL.IPV6 : SOL.IP, v6 ? IPV6.TCLASS : IP.TOS, ip.tos!, v6 ? "IPV6_TCLASS" : "IP_TOS");
+    if (isFieldSet(ip, S.ip_opts_entrySchema.field.ttl)) seti(v6 ? SOL.IPV6 : SOL.IP, v6 ? IPV6.UNICAST_HOPS : IP.TTL, ip.ttl!, v6 ? "IPV6_UNICAST_HOPS" : "IP_TTL");
+    const r = ip.raw;
+    if (r && k.type === SOCK.RAW) {
+      // IPPROTO_RAW sockets have IP_HDRINCL from birth; others only if it was set
+      if (r.hdrincl) seti(v6 ? SOL.IPV6 : SOL.IP, v6 ? IPV6.HDRINCL : IP.HDRINCL, 1, "IP_HDRINCL");
+      if (r.nodefrag) seti(SOL.IP, IP.NODEFRAG, 1, "IP_NODEFRAG");
+      if (r.icmpvFilter?.length) set(v6 ? SOL.ICMPV6 : SOL.RAW, v6 ? ICMPV6_FILTER : ICMP_FILTER, new Uint8Array(new Uint32Array(r.icmpvFilter).buffer), "ICMP_FILTER");
+    }
+  }
   seti(SOL.SOCKET, SO.REUSEADDR, o.reuseaddr ? 1 : 0, "SO_REUSEADDR");
-  if (o.soReuseport) seti(SOL.SOCKET, SO.REUSEPORT, 1, "SO_REUSEPORT");
+  seti(SOL.SOCKET, SO.REUSEPORT, o.soReuseport ? 1 : 0, "SO_REUSEPORT");
   if (o.soKeepalive) seti(SOL.SOCKET, SO.KEEPALIVE, 1, "SO_KEEPALIVE");
-  if (o.soPriority) seti(SOL.SOCKET, SO.PRIORITY, o.soPriority, "SO_PRIORITY");
+  seti(SOL.SOCKET, SO.PRIORITY, o.soPriority ?? 0, "SO_PRIORITY");
   if (o.soMark) seti(SOL.SOCKET, SO.MARK, o.soMark, "SO_MARK");
   if (o.soRcvlowat > 1) seti(SOL.SOCKET, SO.RCVLOWAT, o.soRcvlowat, "SO_RCVLOWAT");
   if (o.soBroadcast) seti(SOL.SOCKET, SO.BROADCAST, 1, "SO_BROADCAST");
   if (o.soDontroute) seti(SOL.SOCKET, SO.DONTROUTE, 1, "SO_DONTROUTE");
   if (o.soOobinline) seti(SOL.SOCKET, SO.OOBINLINE, 1, "SO_OOBINLINE");
+  if (o.soNoCheck) seti(SOL.SOCKET, SO.NO_CHECK, 1, "SO_NO_CHECK");
+  if (o.soPasscred) seti(SOL.SOCKET, SO.PASSCRED, 1, "SO_PASSCRED");
+  if (o.soPasssec) seti(SOL.SOCKET, SO.PASSSEC, 1, "SO_PASSSEC");
   if (isFieldSet(o, S.sk_opts_entrySchema.field.soLinger)) set(SOL.SOCKET, SO.LINGER, new Uint8Array(new Int32Array([1, o.soLinger]).buffer), "SO_LINGER");
   for (const [opt, s, u] of [[SO.SNDTIMEO, o.soSndTmoSec, o.soSndTmoUsec], [SO.RCVTIMEO, o.soRcvTmoSec, o.soRcvTmoUsec]] as const) {
     if (s || u) set(SOL.SOCKET, opt, new Uint8Array(new BigUint64Array([BigInt(s), BigInt(u)]).buffer), "socket timeout");
   }
+  if (o.soFilter?.length) {
+    // struct sock_fprog { u16 len; struct sock_filter *filter } with the instructions beside it
+    const insns = new Uint8Array(new BigUint64Array(o.soFilter.map((x) => BigInt.asUintN(64, BigInt(x)))).buffer);
+    const r = withTargetBuffer(ctx, insns, (a) => {
+      const prog = new Uint8Array(16);
+      const dv = new DataView(prog.buffer);
+      dv.setUint16(0, o.soFilter.length, true); dv.setBigUint64(8, a, true);
+      return Number(ctx.inj.call(NR.setsockopt, fd, SOL.SOCKET, SO.ATTACH_FILTER, ctx.scratch(0n, prog), 16));
+    });
+    if (r < 0) throw new CriuError("restore", `${where}: restoring SO_ATTACH_FILTER (${o.soFilter.length} instructions) failed (errno ${-r}: ${errnoName(-r)})`);
+  }
   if (tcp) {
-    if (o.tcpKeepcnt) seti(SOL.TCP, TCP.KEEPCNT, o.tcpKeepcnt, "TCP_KEEPCNT");
-    if (o.tcpKeepidle) seti(SOL.TCP, TCP.KEEPIDLE, o.tcpKeepidle, "TCP_KEEPIDLE");
-    if (o.tcpKeepintvl) seti(SOL.TCP, TCP.KEEPINTVL, o.tcpKeepintvl, "TCP_KEEPINTVL");
+    const t = k.tcpOpts;
+    if (o.tcpKeepcnt || t?.keepcnt) seti(SOL.TCP, TCP.KEEPCNT, t?.keepcnt || o.tcpKeepcnt, "TCP_KEEPCNT");
+    if (o.tcpKeepidle || t?.keepidle) seti(SOL.TCP, TCP.KEEPIDLE, t?.keepidle || o.tcpKeepidle, "TCP_KEEPIDLE");
+    if (o.tcpKeepintvl || t?.keepintvl) seti(SOL.TCP, TCP.KEEPINTVL, t?.keepintvl || o.tcpKeepintvl, "TCP_KEEPINTVL");
+    // a restored stream has its own cork and nodelay (tcp-stream image)
+    if (!stream && t?.nodelay) seti(SOL.TCP, TCP.NODELAY, 1, "TCP_NODELAY");
+    if (!stream && t?.cork) seti(SOL.TCP, TCP.CORK, 1, "TCP_CORK");
   }
   // buffer sizes only where the program fixed them (SO_BUF_LOCK bits); elsewhere autotuning goes on
   const lock = o.soBufLock ?? 0;

@@ -37,7 +37,14 @@ export const UNSUPPORTED = {
   "ctty-nofd": "controlling terminal of the tree that its session leader holds no fd of",
   "scm-rights": "file descriptors in flight (SCM_RIGHTS)",
   "unix-dgram-queue": "queued datagrams on an unconnected unix socket",
-  "udp-cork": "corked UDP socket with data in the cork",
+  "udp-cork": "corked UDP socket",
+  // inet and unix sockets (resources/inet.ts, resources/unix.ts)
+  "inet-kind": "inet socket of this type and protocol",
+  "inet-connected-raw": "connected raw or ping socket",
+  "sock-error": "socket with a pending error",
+  "sockopt": "socket option criu-bun does not keep",
+  "tcp-half-closed": "half-closed TCP connection with --tcp-established",
+  "tcp-in-flight": "TCP connection not accepted yet (--skip-in-flight drops it)",
 } as const;
 export type UnsupportedKey = keyof typeof UNSUPPORTED;
 

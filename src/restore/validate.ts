@@ -188,6 +188,8 @@ export function validateFiles(dir: string, entries: S.file_entry[]): Map<number,
  * established connection unless it is restored closed (--tcp-close, or dumped that way).
  */
 export function requireImages(dir: string, inventory: S.inventory_entry, files: Map<number, S.file_entry>, tcpClose: boolean) {
+  // as CRIU: connections dumped without their state come back closed only when asked to
+  if (inventory.tcpClose && !tcpClose) throw new CriuError("restore", `${dir}: the images were dumped with --tcp-close; restore needs --tcp-close too`);
   const need = (file: string, why: string) => {
     if (!imageExists(dir, file)) throw new CriuError("restore", `${join(dir, file)} is missing (${why})`);
   };

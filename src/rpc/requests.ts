@@ -160,7 +160,7 @@ async function dumpRequest(conn: RpcConn, req: criu_req, pre: boolean): Promise<
     const hooks = new RpcHooks(conn, o!.notifyScripts, false);
     const stats = dumpProcess({
       pid: o!.pid, dir: dirs.images, preDump: pre, trackMem: o!.trackMem, leaveRunning: pre || o!.leaveRunning, leaveStopped: !pre && o!.leaveStopped,
-      shellJob: o!.shellJob, tcpEstablished: o!.tcpEstablished, tcpClose: o!.tcpClose, extUnixSk: o!.extUnixSk, fileLocks: o!.fileLocks,
+      shellJob: o!.shellJob, tcpEstablished: o!.tcpEstablished, tcpClose: o!.tcpClose, skipInFlight: o!.tcpSkipInFlight, extUnixSk: o!.extUnixSk, fileLocks: o!.fileLocks,
       timeoutSec: o!.timeout || undefined, prevImagesDir: o!.parentImg || undefined,
       pageServer: ps ? { address: ps.address, port: ps.port } : undefined, hooks, extMounts: rpcExtMounts(o!, "dump"),
       freezeCgroup: o!.freezeCgroup || undefined, emptyNs: o!.emptyNs,

@@ -1,0 +1,136 @@
+// Inet sockets in every state criu-bun keeps, and the ones it refuses (issue 12, sections 1-2):
+// test/workloads/inetsk.c MODE sets the sockets up in a network namespace of the test's own (ping
+// sockets allowed there by net.ipv4.ping_group_range), criu-bun dumps and restores it from inside
+// that namespace, and the workload checks every socket itself after restore.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, isAlive, criuBunCommand, runWorkload, REPO_ROOT, type Workload } from "./harness";
+import { imagesDir, cleanupImages, waitReaped } from "./engine-helpers";
+import { readImage } from "../src/images/image";
+import type * as S from "../src/images/schemas";
+
+const ns = `cbt-netsk-${process.pid % 100000}`;
+const inNs = (cmd: string[]) => ["nsenter", `--net=/run/netns/${ns}`, ...cmd];
+const extPids: number[] = [];
+
+function run(cmd: string[]) {
+  const r = Bun.spawnSync(cmd, { stdout: "pipe", stderr: "pipe" });
+  if (r.exitCode !== 0) throw new Error(`${cmd.join(" ")}: ${r.stderr.toString()}`);
+}
+beforeAll(async () => {
+  await buildWorkloads();
+  Bun.spawnSync(["ip", "netns", "del", ns], { stderr: "ignore" });
+  run(["ip", "netns", "add", ns]);
+  run(["ip", "-n", ns, "link", "set", "lo", "up"]);
+  run(inNs(["sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647"]));
+}, 120_000);
+afterAll(() => {
+  for (const p of extPids) try { process.kill(p, "SIGKILL"); } catch {}
+  cleanup();
+  cleanupImages();
+  Bun.spawnSync(["ip", "netns", "del", ns], { stderr: "ignore" });
+});
+
+function criu(args: string[]) {
+  const r = Bun.spawnSync(inNs([...criuBunCommand(), ...args]), { stdout: "pipe", stderr: "pipe", cwd: REPO_ROOT, timeout: 60_000 });
+  return { code: r.exitCode, stderr: r.stderr.toString() };
+}
+const log = (dir: string, f: string) => { try { return readFileSync(join(dir, f), "utf8"); } catch { return ""; } };
+const start = (mode: string) => startWorkload("inetsk", [mode], { stderr: "file", wrap: ["nsenter", `--net=/run/netns/${ns}`] });
+
+async function dumpRestore(w: Workload, tag: string, dumpArgs: string[] = [], restoreArgs: string[] = []) {
+  const dir = imagesDir(`netsk-${tag}`);
+  const d = criu(["dump", "-t", String(w.pid), "-D", dir, "-o", "dump.log", "-v4", ...dumpArgs]);
+  if (d.code !== 0) throw new Error(`dump failed: ${d.stderr}\n${log(dir, "dump.log")}`);
+  await waitReaped(w.pid);
+  const r = criu(["restore", "-D", dir, "-o", "restore.log", "-v4", "-d", ...restoreArgs]);
+  if (r.code !== 0) throw new Error(`restore failed: ${r.stderr}\n${log(dir, "restore.log")}`);
+  return dir;
+}
+async function checkPass(w: Workload) {
+  trigger(w);
+  const res = await waitResult(w, 20_000);
+  expect(res.text).toStartWith("PASS");
+  return res.text;
+}
+const inetEntries = (dir: string) => readImage<S.file_entry>(dir, "files.img", "FILES").filter((f) => f.isk).map((f) => f.isk!);
+
+describe("--tcp-close", () => {
+  test("connections (established and half-closed) come back closed: recv 0, send EPIPE", async () => {
+    const w = await start("tcpclose");
+    const dir = await dumpRestore(w, "tcpclose", ["--tcp-close"], ["--tcp-close"]);
+    const states = inetEntries(dir).map((k) => k.state).sort();
+    expect(states).toEqual([1, 1, 5, 8]); // ESTABLISHED x2, FIN_WAIT2, CLOSE_WAIT
+    await checkPass(w);
+  }, 60_000);
+  test("an image dumped with --tcp-close needs it on restore too", async () => {
+    const w = await start("tcpclose");
+    const dir = imagesDir("netsk-tcpclose2");
+    expect(criu(["dump", "-t", String(w.pid), "-D", dir, "--tcp-close"]).code).toBe(0);
+    await waitReaped(w.pid);
+    const r = criu(["restore", "-D", dir, "-d"]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain("tcp-close");
+    expect(isAlive(w.pid)).toBe(false);
+  }, 60_000);
+});
+
+describe("inet sockets restored exactly (the workload checks itself)", () => {
+  test("reset: a connection reset by its peer stays closed (recv 0, send EPIPE), name kept", async () => {
+    const w = await start("reset");
+    const dir = await dumpRestore(w, "reset");
+    expect(inetEntries(dir)[0].shutdown).toBe(1); // read side, as CRIU reads it (poll)
+    await checkPass(w);
+  }, 60_000);
+
+  test("states: unbound/bound TCP v4, v6, v4-mapped, UDP, UDP-Lite, ping v4/v6, raw (IPPROTO_RAW, ICMP, ICMPv6)", async () => {
+    const w = await start("states");
+    const dir = await dumpRestore(w, "states");
+    const k = inetEntries(dir);
+    const kinds = k.map((e) => `${e.family}/${e.type}/${e.proto}`).sort();
+    expect(kinds).toEqual(["10/1/6", "10/1/6", "10/2/17", "10/2/17", "10/2/58", "10/3/58", "2/1/6", "2/1/6", "2/1/6", "2/2/1", "2/2/136", "2/2/17", "2/3/1", "2/3/255"].sort());
+    // raw options in CRIU's fields: IP_HDRINCL and the ICMP filter
+    const rawIcmp = k.find((e) => e.type === 3 && e.proto === 1)!;
+    expect(rawIcmp.ipOpts?.raw?.hdrincl).toBe(true);
+    expect(rawIcmp.ipOpts?.raw?.icmpvFilter).toEqual([(~1) >>> 0]);
+    expect(k.find((e) => e.type === 3 && e.proto === 58)!.ipOpts?.raw?.icmpvFilter?.length).toBe(8);
+    await checkPass(w);
+  }, 60_000);
+
+  test("opts: every socket option CRIU keeps, non-default, on TCP, UDP, UDPv6 and a listener", async () => {
+    const w = await start("opts");
+    const dir = await dumpRestore(w, "opts");
+    const k = inetEntries(dir);
+    const t = k.find((e) => e.proto === 6 && e.state === 7)!;
+    if (!t.opts) throw new Error("no sk_opts");
+    // CRIU 4.2's fields carry them (crit reads these names)
+    expect(t.opts.soPriority).toBe(5);
+    expect(t.opts.soMark).toBe(0x42);
+    expect(t.opts.soBoundDev).toBe("lo");
+    expect(t.opts.soFilter?.length).toBe(4);
+    expect(t.opts.soLinger).toBe(13);
+    expect(t.tcpOpts).toMatchObject({ cork: true, nodelay: true, keepcnt: 3, keepidle: 77, keepintvl: 11 });
+    expect(t.ipOpts).toMatchObject({ freebind: true, tos: 0x10, ttl: 33 });
+    const u6 = k.find((e) => e.family === 10)!;
+    expect(u6.ipOpts).toMatchObject({ freebind: true, pktinfo: true, tos: 0x20, ttl: 17 });
+    await checkPass(w);
+  }, 60_000);
+
+  test("--skip-in-flight: a listener with a connection not accepted yet is dumped; it listens after restore", async () => {
+    const w = await start("inflight");
+    extPids.push(Number(readFileSync(join(w.dir, "ext-pid"), "utf8")));
+    await dumpRestore(w, "inflight", ["--skip-in-flight"]);
+    await checkPass(w);
+  }, 60_000);
+
+  test("the workload's checks fail on a wrong restore (new, unconfigured sockets)", async () => {
+    for (const mode of ["tcpclose", "states", "opts", "reset"]) {
+      const bad = await runWorkload("inetsk", [mode, "--selftest-corrupt"], { settleMs: 20, resultTimeoutMs: 15_000, wrap: ["nsenter", `--net=/run/netns/${ns}`] });
+      expect(`${mode}: ${bad.summary}`).toStartWith(`${mode}: FAIL`);
+    }
+  }, 60_000);
+});
+
+// The refusals (inflight without --skip-in-flight, halfest with --tcp-established, sockerr,
+// rawconn, mptcp, lockfilter) run in test/refusals.test.ts with every other entry of the list.
