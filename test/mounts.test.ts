@@ -29,11 +29,11 @@ afterAll(() => {
   for (const d of tmp) rmSync(d, { recursive: true, force: true });
 });
 
-/** pid and all its descendants */
-function treePids(pid: number): number[] {
-  let kids: number[] = [];
-  try { kids = readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number); } catch {}
-  return [pid, ...kids.flatMap(treePids)];
+/** every PID of a dumped tree, from its pstree.img (criu-bun show decode, crit's JSON) */
+function dumpedPids(dir: string): number[] {
+  const r = criuBun(["show", "decode", "-i", join(dir, "pstree.img")]);
+  if (r.code !== 0) throw new Error(`show decode pstree.img: ${r.stderr}`);
+  return JSON.parse(r.stdout).entries.flatMap((e: any) => [e.pid, ...(e.threads ?? [])]);
 }
 
 async function waitFor<T>(fn: () => T | undefined | false, ms: number, what: string): Promise<T> {
@@ -260,10 +260,10 @@ describe("container mount namespaces", () => {
     await finish(rootfs, pid, r, before);
   }, 60000);
 
-  // KNOWN FAILURE, skipped: since the interop, validation and safety changes landed together, CRIU 4.2's
-  // clone3 for the container's root PID fails with EEXIST ("Can't fork for PID: File exists") although
-  // the dumped tree is gone from /proc; not understood yet (see the session's closing note)
-  test.skip("CRIU 4.2 restores criu-bun's images of the container, and criu-bun restores CRIU 4.2's", async () => {
+  // The PIDs to wait for are those of the dumped tree as its pstree.img says: the shell's child
+  // changes every 50 ms, and an orphaned child the dump killed lingers as a zombie of an init that
+  // reaps late, still holding the session and group ids CRIU's clone3 asks for (EEXIST)
+  test("CRIU 4.2 restores criu-bun's images of the container, and criu-bun restores CRIU 4.2's", async () => {
     const check = async (rootfs: string, pid: number, before: string[]) => {
       expect(same(`/proc/${pid}/root`, rootfs)).toBe(true);
       await counting(rootfs);
@@ -278,11 +278,11 @@ describe("container mount namespaces", () => {
     const ca = await startContainer(a);
     const beforeA = mounts(readFileSync(`/proc/${ca.pid}/mountinfo`, "utf8"));
     const da = imagesDir("container-to-criu");
-    const treeA = treePids(ca.pid);
     dump(ca.pid, da);
+    const treeA = dumpedPids(da);
     await ca.outer.exited;
     // CRIU needs every PID of the tree free: wait until the killed processes are reaped (orphans by init)
-    await waitFor(() => treeA.every((p) => !existsSync(`/proc/${p}`)), 10000, "the dumped tree to be reaped");
+    await waitFor(() => treeA.every((p) => !existsSync(`/proc/${p}`)), 20000, "the dumped tree to be reaped");
     const rc = Bun.spawnSync([CRIU42, "restore", "-D", da, "-d", "--root", a, "-o", "criu-restore.log", "-v4"]);
     if (rc.exitCode !== 0) throw new Error(`tree ${treeA.join(",")}\n` + read(join(da, "criu-restore.log")).split("\n").filter((l) => l.includes("Error")).join("\n"));
     await check(a, ca.pid, beforeA);
@@ -294,6 +294,8 @@ describe("container mount namespaces", () => {
     const dc = Bun.spawnSync([CRIU42, "dump", "-t", String(cb.pid), "-D", db, "-o", "criu-dump.log", "-v4"]);
     if (dc.exitCode !== 0) throw new Error(read(join(db, "criu-dump.log")).split("\n").filter((l) => l.includes("Error")).join("\n"));
     await cb.outer.exited;
+    const treeB = dumpedPids(db);
+    await waitFor(() => treeB.every((p) => !existsSync(`/proc/${p}`)), 20000, "the tree CRIU dumped to be reaped");
     expect(readdirSync(db).some((f) => /^tmpfs-dev-\d+\.tar\.gz\.img$/.test(f))).toBe(true);
     const r = await restore(db, cb.pid, ["--root", b]);
     await finish(b, cb.pid, r, beforeB);
