@@ -226,7 +226,7 @@ export const CRIU_OPTIONS: readonly CriuOption[] = [
     meaning: "replace the mount context of mounts that have one with CTX" },
   { name: "network-lock", arg: "required", key: "networkLock", values: NETWORK_LOCK_METHODS, commands: D, support: "yes", rpc: "network_lock",
     meaning: "how to lock the network while dumping: iptables (criu's default), nftables, skip (or none)",
-    note: "criu-bun locks with nftables over netlink: nftables is honoured (and is criu-bun's default), iptables and skip/none are refused" },
+    note: "criu-bun locks with nftables over netlink: nftables is honoured (and is criu-bun's default); skip/none takes no lock (inventory network_lock_method 2, and restore then unlocks nothing, as criu); iptables is refused" },
   { name: "mntns-compat-mode", arg: "none", negatable: true, key: "mntnsCompatMode", commands: R, support: "noop", rpc: "mntns_compat_mode",
     meaning: "use the older mount engine on restore",
     note: "criu-bun restores no mount namespace with either engine" },

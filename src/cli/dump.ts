@@ -35,6 +35,7 @@ export async function run(opts: Opts, _args: string[]): Promise<number> {
     displayStats: !!opts.displayStats, pageServer, hooks: scriptHooks(opts), freezeCgroup: opts.freezeCgroup ? String(opts.freezeCgroup) : undefined,
     prevImagesDir: opts.prevImagesDir ? String(opts.prevImagesDir) : undefined, trackMem: !!opts.trackMem,
     extMounts: parseExtMounts(opts.external, opts.extMountMap, "dump"),
+    networkLockSkip: opts.networkLock === "skip" || opts.networkLock === "none",
   });
   if (opts.displayStats) displayStats(stats);
   log.info(`Dumping finished successfully in ${(performance.now() - t0).toFixed(1)} ms`);

@@ -14,7 +14,7 @@ function refusedValue(o: CriuOption, v: string | boolean | undefined): string | 
       return v === "props" || v === "full" || v === "strict"
         ? `--manage-cgroups=${v}: not supported by criu-bun yet (cgroup properties are not saved; soft, none and ignore work)` : undefined;
     case "network-lock":
-      return v !== "nftables" ? `--network-lock ${v}: not supported by criu-bun yet (criu-bun locks the network with nftables)` : undefined;
+      return v === "iptables" ? `--network-lock iptables: not supported by criu-bun yet (criu-bun locks the network with nftables; skip leaves it unlocked)` : undefined;
   }
   return undefined;
 }

@@ -32,6 +32,7 @@ import * as S from "../images/schemas";
 import { CriuError, log, phase, unalias, aliasPath } from "../log";
 import { fault, pausePoint } from "../fault";
 import { PageServerClient } from "../net/pageserver";
+import { setNetworkLockSkip } from "../net/netlock";
 import { netdevs, withNs } from "../sys/netns";
 import { dedupeAgainstParent, linkParent } from "../resources/incremental";
 import { netDumpEnd } from "../resources/inet";
@@ -48,6 +49,8 @@ export interface DumpOptions {
   preDump?: boolean;
   /** --track-mem: a -R dump arms memory tracking too, for a later dump on top of it */
   trackMem?: boolean;
+  /** --network-lock skip: no network lock (inventory network_lock_method 2, as criu writes) */
+  networkLockSkip?: boolean;
   /** send pages to a page server instead of writing them here */
   pageServer?: { address: string; port: number };
   /** mounts marked external: mountpoint -> key (--external mnt[MP]:KEY, --ext-mount-map MP:KEY or auto) */
@@ -165,6 +168,7 @@ export function dumpProcess(o: DumpOptions): DumpStats {
   // images go into a private stage inside dir, moved into place when all is written and synced
   // (inventory.img last): a failed dump leaves dir as it was (src/images/safefs.ts)
   const stage = new DumpStage(dir);
+  setNetworkLockSkip(!!o.networkLockSkip);
   let tree: TreeNode[] = [];
   let stats: DumpStats;
   let t0 = 0, tFrozen = 0;
@@ -351,6 +355,7 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
     rootIds: ROOT_IDS, rootCgSet: ROOT_CG_SET,
     dumpUptime: BigInt(Math.round(performance.now() * 1000)),
     tcpClose: !!o.tcpClose && !o.tcpEstablished, // established connections saved without their streams
+    ...(o.networkLockSkip ? { networkLockMethod: 2 } : {}), // criu's NETWORK_LOCK_SKIP: its restore does not unlock
     allImages: true,
   })]);
   writeImage(d, "pstree.img", "PSTREE", pstree.map((p) => msg(S.pstree_entrySchema, p)));

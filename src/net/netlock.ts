@@ -100,12 +100,20 @@ function describe(ep: LockedEndpoint) {
   return `${ep.proto === 6 ? "tcp" : "udp"} port ${ep.lport}${ep.rport ? ` <-> ${ep.rport}` : " (listening)"}`;
 }
 
+/** --network-lock skip (criu's NETWORK_LOCK_SKIP, inventory network_lock_method 2): the network is
+ * someone else's to lock; every lock, release and unlock below does nothing. */
+let skipped = false;
+export function setNetworkLockSkip(on: boolean) {
+  skipped = on;
+  if (on) log.info("Network locking skipped (--network-lock skip): TCP peers are not isolated by criu-bun");
+}
+
 /**
  * Add drop rules for these endpoints to the lock table (created on first use). hold: a table of
  * this criu-bun's (heldTableName), gone with it; netRelease ends it.
  */
 export function netLock(table: string, eps: LockedEndpoint[], o: { hold?: boolean } = {}) {
-  if (!eps.length) return;
+  if (!eps.length || skipped) return;
   const nl = (o.hold && held.get(table)) || new NetlinkSocket(NETLINK.NETFILTER);
   try {
     const b = new Batch(nl);
@@ -146,6 +154,7 @@ export function netRelease(table: string) {
 
 /** Remove the lock table; a missing table is fine. Returns false if it did not exist. */
 export function netUnlock(table: string): boolean {
+  if (skipped) return false;
   const nl = new NetlinkSocket(NETLINK.NETFILTER);
   try {
     const b = new Batch(nl);

@@ -1,6 +1,7 @@
 // The restore pipeline: load and validate all images, check the PIDs are free, then build the
 // process from a puppet. Any failure kills what was built.
 import { statSync, readFileSync } from "node:fs";
+import { setNetworkLockSkip } from "../net/netlock";
 import { openDir, checkImagesTrusted, replaceFile } from "../images/safefs";
 import { loadImages, type RestoreSet } from "./images";
 import { requireImages } from "./validate";
@@ -124,6 +125,8 @@ function restoreFrom(o: RestoreOptions): { pid: number; ms: number; forkMs: numb
 function restoreAll(o: RestoreOptions, t0: number): { pid: number; ms: number; forkMs: number; pages: number; processes: number } {
   phase("loading images");
   const set = loadImages(o.dir);
+  // a dump made with --network-lock skip (criu-bun's or criu's): nothing to lock or unlock
+  setNetworkLockSkip(set.inventory.networkLockMethod === 2);
   netRestoreBegin({ tcpClose: o.tcpClose });
   phase("checking images");
   precheck(set, o);
