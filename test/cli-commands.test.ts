@@ -113,3 +113,63 @@ describe.skipIf(!isRoot)("--network-lock", () => {
     expect(r.err).toBe("Error (dump): --network-lock iptables: not supported by criu-bun yet (criu-bun locks the network with nftables; skip leaves it unlocked)\n");
   });
 });
+
+// The command --exec-cmd runs: records its own pid and children, lets the restored workload finish
+// and reaps it, as a supervisor would.
+const EXEC_PROBE = `
+import os, sys
+out, wl = sys.argv[1], sys.argv[2]
+me = os.getpid()
+kids = open(f"/proc/{me}/task/{me}/children").read().split()
+open(wl + "/go.tmp", "w").write("go\\n"); os.rename(wl + "/go.tmp", wl + "/go")
+pid, st = os.waitpid(int(kids[0]), 0)
+open(out, "w").write(f"{me} {' '.join(kids)} {os.waitstatus_to_exitcode(st)}\\n")
+`;
+
+describe.skipIf(!isRoot)("--exec-cmd", () => {
+  async function run(tool: "criu-bun" | "criu-4.2") {
+    const w = await startWorkload("counter");
+    await Bun.sleep(200);
+    const img = dir(`exec-${tool}`);
+    const out = join(img, "probe.out");
+    const d = tool === "criu-bun" ? cb(["dump", "-t", String(w.pid), "-D", img])
+      : (() => { const r = Bun.spawnSync([PEER, "dump", "-t", String(w.pid), "-D", img, "-o", "dump.log"], { stdout: "pipe", stderr: "pipe", cwd: img }); return { code: r.exitCode, err: r.stderr.toString() }; })();
+    expect(`${tool} dump: ${d.code} ${d.err}`).toBe(`${tool} dump: 0 `);
+    await w.proc.exited; // reaped: its PID is free again
+    const cmd = [tool === "criu-bun" ? criuBunCommand() : [PEER], ["restore", "-D", img, "-o", "restore.log", "--exec-cmd", "--", "python3", "-c", EXEC_PROBE, out, w.dir]].flat();
+    const p = Bun.spawn(cmd, { cwd: img, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+    procs.push(p);
+    const code = await p.exited;
+    const report = (text(out) ?? "").trim().split(" ").map(Number);
+    return { code, stderr: await new Response(p.stderr).text(), report, toolPid: p.pid, wlPid: w.pid, result: text(join(w.dir, "result")) ?? "" };
+  }
+
+  test("the command replaces criu-bun (same pid), the restored tree is its child and it reaps it; as CRIU 4.2 does", async () => {
+    const runs = [await run("criu-bun"), ...(havePeer ? [await run("criu-4.2")] : [])];
+    for (const r of runs) {
+      expect(`${r.code} ${r.stderr}`).toBe("0 ");
+      // [command's pid, its children..., restored root's exit status]
+      expect(r.report).toEqual([r.toolPid, r.wlPid, 0]);
+      expect(r.result).toStartWith("PASS");
+    }
+  });
+
+  test("a command that cannot run: one line naming it, exit 1 (the restored tree is left running, as criu leaves it)", async () => {
+    const w = await startWorkload("counter");
+    const img = dir("exec-missing");
+    expect(cb(["dump", "-t", String(w.pid), "-D", img]).code).toBe(0);
+    await w.proc.exited;
+    const r = cb(["restore", "-D", img, "--exec-cmd", "--", "/nonexistent/cmd"]);
+    expect(r.code).toBe(1);
+    expect(r.err).toBe("Error (restore): Failed to exec command /nonexistent/cmd: ENOENT\n");
+    const pid = w.pid;
+    expect(existsSync(`/proc/${pid}`)).toBe(true);
+    process.kill(pid, 9);
+  });
+
+  test("refusals as criu's: no command, with -d, outside restore", () => {
+    expect(cb(["restore", "-D", tmp, "--exec-cmd"]).err).toBe("Error (cli): --exec-cmd requires a command\n");
+    expect(cb(["restore", "-D", tmp, "-d", "--exec-cmd", "--", "true"]).err).toBe("Error (cli): --restore-detached and --exec-cmd cannot be used together\n");
+    expect(cb(["dump", "-t", "1", "-D", tmp, "--exec-cmd", "--", "true"]).err).toBe("Error (cli): --exec-cmd is available for the restore command only\n");
+  });
+});

@@ -131,7 +131,7 @@ export const CRIU_OPTIONS: readonly CriuOption[] = [
   { name: "ext-mount-map", short: "M", arg: "required", repeat: true, key: "extMountMap", commands: DR, support: "yes", rpc: "ext_mnt",
     meaning: "KEY:VALUE map of external mounts, or 'auto'",
     note: "dump: MOUNTPOINT:KEY; restore: KEY:PATH; auto at dump keys what is visible here by its path, at restore binds an unmapped key from that path" },
-  { name: "exec-cmd", arg: "none", key: "execCmd", commands: R, support: "no", rpc: "exec_cmd",
+  { name: "exec-cmd", arg: "none", key: "execCmd", commands: R, support: "yes", rpc: "exec_cmd",
     meaning: "after restore, execute the command given after '--' as the parent of the restored tree" },
   { name: "manage-cgroups", arg: "optional", key: "manageCgroups", values: CGROUP_MODES, commands: DR, support: "yes", rpc: "manage_cgroups_mode",
     meaning: "dump/restore cgroups: none, props, soft (default, also the bare form), full, strict, ignore",

@@ -1,5 +1,5 @@
 import { join, isAbsolute } from "node:path";
-import { log } from "../log";
+import { CriuError, log } from "../log";
 import type { Opts } from "./options";
 import { restoreProcesses } from "../restore/restore";
 import { wait4Raw } from "../sys/ptrace";
@@ -16,7 +16,7 @@ function cgroupMode(m: Opts["manageCgroups"]): { manageCgroups: boolean; ignoreC
   return { manageCgroups: mode === "soft", ignoreCgroups: mode === "ignore" };
 }
 
-export async function run(opts: Opts, _args: string[]): Promise<number> {
+export async function run(opts: Opts, args: string[]): Promise<number> {
   const pidfile = opts.pidfile ? (isAbsolute(opts.pidfile) ? opts.pidfile : join(opts.workDir ?? opts.imagesDir, opts.pidfile)) : undefined;
   const st = restoreProcesses({ emptyNs: opts.emptyNs === "net" ? 0x40000000 : undefined, dir: opts.imagesDir, leaveStopped: !!opts.leaveStopped, shellJob: !!opts.shellJob, pidfile, tcpClose: !!opts.tcpClose,
     root: opts.root !== undefined ? String(opts.root) : undefined, extMounts: parseExtMounts(opts.external, opts.extMountMap, "restore"),
@@ -28,6 +28,14 @@ export async function run(opts: Opts, _args: string[]): Promise<number> {
   }
   log.info(`Restore finished successfully (pid ${pid})`);
   if (opts.restoreDetached) return 0;
+  if (opts.execCmd) {
+    // criu's --exec-cmd: this process becomes the command (same PID), the restored tree its children
+    const { execvp } = await import("../sys/exec");
+    const { errnoName } = await import("../sys/errno");
+    log.info(`Executing ${args.join(" ")} as the parent of the restored tree (pid ${process.pid})`);
+    const e = execvp(args);
+    throw new CriuError("restore", `Failed to exec command ${args[0]}: ${errnoName(e)}`);
+  }
   // stay the parent, as criu does, until every child is gone; criu then exits 0 whatever the
   // restored tree's exit status was (its reap_zombies())
   for (;;) {
