@@ -11,6 +11,7 @@
 //   lz4Decompress(src, len, dst, dstCap) -> decompressed size, or a negative number
 //                                   -(1 + offset in src where the input was found corrupt)
 //   xxh32(src, len, seed) / xxh64(src, len, seed): the standard xxHash32 / XXH64 digests
+//   xxh64Pages(src, nPages, flags, seed): XXH64 of the pages whose flag is 0, as if packed
 //
 // LZ4: the LZ4 *block* format (no frame), greedy single-pass compressor in the style of
 // lz4's default level ("fast", acceleration 1, same skip heuristic): 4-byte hashing into a table
@@ -555,6 +556,48 @@ export function xxh64(src: usize, len: usize, seed: u64): u64 {
     h = rotl<u64>(h, 11) * P64_1;
     p++;
   }
+  h ^= h >> 33;
+  h *= P64_2;
+  h ^= h >> 29;
+  h *= P64_3;
+  h ^= h >> 32;
+  return h;
+}
+
+/**
+ * XXH64 of the concatenation of the 4 KiB pages at src + i*4096 (i < nPages) whose flags[i] is 0,
+ * in order: the digest xxh64() gives for those pages packed together, without packing them.
+ */
+export function xxh64Pages(src: usize, nPages: u32, flags: usize, seed: u64): u64 {
+  let v1 = seed + P64_1 + P64_2;
+  let v2 = seed + P64_2;
+  let v3 = seed;
+  let v4 = seed - P64_1;
+  let total: u64 = 0;
+  for (let i: u32 = 0; i < nPages; i++) {
+    if (load<u8>(flags + i) != 0) continue;
+    let p = src + (<usize>i) * PAGE;
+    const end = p + PAGE;
+    while (p < end) {
+      v1 = r64(v1, load<u64>(p));
+      v2 = r64(v2, load<u64>(p, 8));
+      v3 = r64(v3, load<u64>(p, 16));
+      v4 = r64(v4, load<u64>(p, 24));
+      p += 32;
+    }
+    total += <u64>PAGE;
+  }
+  let h: u64;
+  if (total > 0) {
+    h = rotl<u64>(v1, 1) + rotl<u64>(v2, 7) + rotl<u64>(v3, 12) + rotl<u64>(v4, 18);
+    h = merge64(h, v1);
+    h = merge64(h, v2);
+    h = merge64(h, v3);
+    h = merge64(h, v4);
+  } else {
+    h = seed + P64_5;
+  }
+  h += total;
   h ^= h >> 33;
   h *= P64_2;
   h ^= h >> 29;

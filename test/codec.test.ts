@@ -415,6 +415,29 @@ describe("checksums", () => {
     }
   });
 
+  test("checksumKept (pages whose flag is 0, in place) equals XXH64 of them packed, and Bun's XXH64", () => {
+    const n = 96;
+    const src = new Uint8Array(n * PAGE);
+    heapLike(n * PAGE, 9, src);
+    const rnd = prng(77);
+    for (const zeroShare of [0, 0.3, 0.9, 1]) {
+      // some pages zeroed: zeroPages() flags them; also clear a few flags by hand (kept zero pages)
+      const pages = src.slice();
+      for (let i = 0; i < n; i++) if (rnd() / 2 ** 32 < zeroShare) pages.fill(0, i * PAGE, (i + 1) * PAGE);
+      codec.inputView(n * PAGE).set(pages);
+      const flags = codec.zeroPages(0, n);
+      for (let i = 0; i < n; i += 7) flags[i] = 0;
+      const kept: number[] = [];
+      for (let i = 0; i < n; i++) if (!flags[i]) kept.push(i);
+      const got = codec.checksumKept(0, n);
+      const packed = new Uint8Array(kept.length * PAGE);
+      kept.forEach((p, j) => packed.set(pages.subarray(p * PAGE, (p + 1) * PAGE), j * PAGE));
+      expect(got).toBe(Bun.hash.xxHash64(packed));
+      codec.inputView(packed.length || PAGE).set(packed);
+      expect(got).toBe(codec.checksum(0, packed.length));
+    }
+  });
+
   test("a changed byte changes the XXH64 of a page block", () => {
     const v = codec.inputView(64 * PAGE);
     heapLike(64 * PAGE, 5, v);

@@ -39,6 +39,9 @@
 //   .decompress(block, dst): number                    same, then copies into dst (dst.length bytes
 //                                                      max); returns the decoded length.
 //   .checksum(offset, len, seed = 0n): bigint          XXH64 (xxHash, 64-bit) of input bytes
+//   .checksumKept(offset, nPages): bigint              XXH64 of the pages of [offset, +nPages*4096)
+//                                                      whose flag in the last zeroPages() view is 0,
+//                                                      as if packed together (no copy)
 //   .xxh32(offset, len, seed = 0): number              XXH32 (the checksum LZ4 frames use)
 //
 // Checksum choice: XXH64 is the page-block checksum (about 2x the speed of XXH32 in WASM since it
@@ -66,6 +69,7 @@ interface Exports {
   lz4Decompress(src: number, len: number, dst: number, dstCap: number): number;
   xxh32(src: number, len: number, seed: number): number;
   xxh64(src: number, len: number, seed: bigint): bigint;
+  xxh64Pages(src: number, nPages: number, flags: number, seed: bigint): bigint;
 }
 
 /** A corrupt LZ4 block (or one that does not fit the destination). */
@@ -228,6 +232,12 @@ export class PageCodec {
   checksum(offset: number, len: number, seed: bigint = 0n): bigint {
     this.check(offset, len, "checksum");
     return BigInt.asUintN(64, this.x.xxh64(this.inAt + offset, len, BigInt.asIntN(64, seed)));
+  }
+
+  /** XXH64 of the pages at offset whose zeroPages() flag (as the caller left it) is 0, packed. */
+  checksumKept(offset: number, nPages: number, seed: bigint = 0n): bigint {
+    this.check(offset, nPages * PAGE, "checksumKept");
+    return BigInt.asUintN(64, this.x.xxh64Pages(this.inAt + offset, nPages, this.flagsAt, BigInt.asIntN(64, seed)));
   }
 
   /** XXH32 of input bytes [offset, offset+len). */

@@ -2,8 +2,12 @@
 // (src/codec/worker.ts): one PageCodec (one WASM instance) per thread, reused for every block.
 //
 // dump block:    segments of the dumped process -> process_vm_readv (or /proc/PID/mem) straight
-//                into WASM memory -> zero pages of anonymous memory dropped (the rest packed
-//                together) -> XXH64 -> optional LZ4 -> stored bytes and the kept page runs.
+//                into WASM memory -> zero pages of anonymous memory dropped -> uncompressed: XXH64
+//                of the kept pages where they are, then, once the blocks before it have their
+//                lengths (DumpOrder), one pwritev of them from WASM memory into the pages file at
+//                this block's offset, by the thread that read them (no copy into the slot, no
+//                write on the main thread); with LZ4: kept pages packed together -> XXH64 -> LZ4
+//                -> stored bytes into the slot, written by the main thread.
 // fill block:    stored bytes from the pages file -> XXH64 compared with the index -> LZ4 decode
 //                -> zero pages of anonymous memory skipped (or, for memory inherited from the
 //                parent, pages already right) -> process_vm_writev (or /proc/PID/mem) into the target.
@@ -12,7 +16,7 @@
 // backed by a SharedArrayBuffer when a Worker fills it and the main thread waits on it.
 import { PageCodec } from "./codec";
 import { BLOCK, BLOCK_LZ4 } from "./format";
-import { vmRead, vmWrite, preadFull, pwriteFull } from "../sys/mem";
+import { vmRead, vmWrite, preadFull, pwriteFull, pwritevFull } from "../sys/mem";
 
 const PAGE = 4096;
 /** segment kinds (bits) */
@@ -23,6 +27,7 @@ export const SEG_KERNEL = 8;
 export const CTL_IDLE = 0, CTL_BUSY = 1, CTL_DONE = 2, CTL_ERROR = 3;
 export const I_CTL = 0; // the slot's control word (CTL_*), waited on with Atomics
 const I_RAW = 1, I_STORED = 2, I_NRUNS = 3, I_FLAGS = 4, I_ERRLEN = 5, I_WRITTEN = 6;
+const I_ORDER_SEQ = 0, I_ORDER_ABORT = 1;
 const RUNS_AT = 64, MAX_RUNS = BLOCK / PAGE; // pairs of f64
 const DATA_AT = 8192;
 /** Bytes of a slot for jobs of up to `block` raw bytes. */
@@ -34,9 +39,12 @@ export class Slot {
   readonly u64: BigUint64Array;
   readonly runs: Float64Array;
   readonly data: Uint8Array;
+  /** [0]: the file offset a direct (DumpOrder) block was written at */
+  readonly f64: Float64Array;
   constructor(readonly buffer: ArrayBuffer | SharedArrayBuffer) {
     this.i32 = new Int32Array(buffer, 0, 16);
     this.u64 = new BigUint64Array(buffer, 32, 2);
+    this.f64 = new Float64Array(buffer, 48, 1);
     this.runs = new Float64Array(buffer, RUNS_AT, MAX_RUNS * 2);
     this.data = new Uint8Array(buffer, DATA_AT, buffer.byteLength - DATA_AT);
   }
@@ -45,6 +53,7 @@ export class Slot {
   get nRuns() { return this.i32[I_NRUNS]; }
   get flags() { return this.i32[I_FLAGS]; }
   get written() { return this.i32[I_WRITTEN]; }
+  get fileOff() { return this.f64[0]; }
   get rawHash() { return this.u64[0]; }
   get storedHash() { return this.u64[1]; }
   error(): string { return new TextDecoder().decode(this.data.subarray(0, this.i32[I_ERRLEN])); }
@@ -55,7 +64,43 @@ export class Slot {
   }
 }
 
-export interface DumpJob { op: "dump"; slot: number; segs: number[] /* [vaddr, nPages, kind]* */ }
+export interface DumpJob { op: "dump"; slot: number; segs: number[] /* [vaddr, nPages, kind]* */; seq: number /* 0, 1, ... in file order */ }
+
+/**
+ * Where the next block of an uncompressed dump goes in the pages file, shared by the threads that
+ * write blocks themselves: i32[0] the sequence number of the block whose offset is known, f64[1]
+ * that offset, i32[1] set when a block failed (its successors give up instead of waiting). Block s
+ * waits until i32[0] === s, takes the offset, publishes offset + its length for s + 1, then writes.
+ * Jobs reach each thread in sequence order, so the oldest unfinished block never waits.
+ */
+export class DumpOrder {
+  readonly i32: Int32Array;
+  readonly f64: Float64Array;
+  constructor(readonly buffer: SharedArrayBuffer = new SharedArrayBuffer(16)) {
+    this.i32 = new Int32Array(buffer, 0, 2);
+    this.f64 = new Float64Array(buffer, 8, 1);
+  }
+  /** Wait for block seq's turn; claim len bytes; returns the file offset to write at. */
+  claim(seq: number, len: number): number {
+    const t0 = Date.now();
+    for (;;) {
+      const cur = Atomics.load(this.i32, I_ORDER_SEQ);
+      if (cur === seq) break;
+      if (Atomics.load(this.i32, I_ORDER_ABORT)) throw new BlockError("an earlier block failed");
+      if (cur > seq) throw new BlockError(`block ${seq} claimed twice`);
+      Atomics.wait(this.i32, I_ORDER_SEQ, cur, 200);
+      if (Date.now() - t0 > 120_000) throw new BlockError(`block ${seq} waited 120 s for block ${cur}`);
+    }
+    const off = this.f64[0];
+    this.f64[0] = off + len;
+    Atomics.store(this.i32, I_ORDER_SEQ, seq + 1);
+    Atomics.notify(this.i32, I_ORDER_SEQ);
+    return off;
+  }
+  abort() { Atomics.store(this.i32, I_ORDER_ABORT, 1); Atomics.notify(this.i32, I_ORDER_SEQ); }
+  /** bytes claimed so far */
+  get end() { return this.f64[0]; }
+}
 export interface RestoreJob {
   op: "fill"; slot: number; block: number;
   fileOff: number; rawLen: number; storedLen: number; flags: number;
@@ -70,6 +115,9 @@ export interface CoreInit {
   pid: number; memFd: number; pagesFd: number; compress: boolean; module?: WebAssembly.Module;
   /** the largest job in raw bytes (default BLOCK): a small dump needs no 1 MiB buffers */
   block?: number;
+  /** uncompressed dump: the pages file (opened for writing) and its DumpOrder's buffer: each
+   * block is written by the thread that read it */
+  outFd?: number; order?: SharedArrayBuffer;
 }
 
 /** Thrown (and passed back from Workers as text) when a block fails a check. */
@@ -113,16 +161,21 @@ export class BlockCore {
   private io: Uint8Array;
   /** stored bytes (compressed) live here, after the raw block */
   private readonly ZAT: number;
+  private readonly order?: DumpOrder;
+  private readonly iov = new BigUint64Array(2 * (BLOCK / PAGE));
   constructor(public init: CoreInit) {
     const block = init.block ?? BLOCK;
     this.ZAT = block;
+    if (init.order && init.outFd !== undefined && init.outFd >= 0 && !init.compress) this.order = new DumpOrder(init.order);
     this.codec = new PageCodec({ capacity: block + PageCodec.lz4Bound(block) + PAGE, module: init.module });
     this.io = this.codec.inputView();
   }
 
   run(job: Job, out: Slot): void {
-    if (job.op === "dump") this.dump(job, out);
-    else this.restore(job, out);
+    if (job.op === "dump") {
+      try { this.dump(job, out); }
+      catch (e) { this.order?.abort(); throw e; }
+    } else this.restore(job, out);
   }
 
   private dump(job: DumpJob, out: Slot) {
@@ -141,19 +194,27 @@ export class BlockCore {
       off += len;
     }
     const total = off / PAGE;
-    // 2. zero pages of anonymous memory out; pack the rest to the front
+    // 2. zero pages of anonymous memory out: flags[i] = 1 for a page left out (zero pages of
+    // other memory are kept: their mapping would not give zeroes back)
     const zeros = c.zeroPages(0, total);
     const anyZero = c.lastZeroCount > 0;
-    let w = 0, nRuns = 0, p = 0;
-    const runs = out.runs;
+    let w = 0, nRuns = 0, p = 0, nIov = 0;
+    const runs = out.runs, direct = this.order !== undefined, iov = this.iov;
+    const base = direct ? c.inputAddr(0) : 0;
     for (let i = 0; i < s.length; i += 3) {
       const va = s[i], n = s[i + 1], anon = (s[i + 2] & SEG_ANON) !== 0;
+      if (anyZero && !anon) zeros.fill(0, p, p + n);
       for (let k = 0; k < n;) {
-        if (anon && anyZero && zeros[p + k]) { k++; continue; }
+        if (anyZero && zeros[p + k]) { k++; continue; }
         let e = k + 1;
-        while (e < n && !(anon && anyZero && zeros[p + e])) e++;
+        while (e < n && !(anyZero && zeros[p + e])) e++;
         const from = (p + k) * PAGE, len = (e - k) * PAGE;
-        if (from !== w) io.copyWithin(w, from, from + len);
+        if (direct) {
+          // where the pages are: merged with the previous piece when it ends here (segments
+          // are packed from 0 in order, so pieces of one VMA often touch)
+          if (nIov && Number(iov[nIov * 2 - 2]) + Number(iov[nIov * 2 - 1]) === base + from) iov[nIov * 2 - 1] += BigInt(len);
+          else { iov[nIov * 2] = BigInt(base + from); iov[nIov * 2 + 1] = BigInt(len); nIov++; }
+        } else if (from !== w) io.copyWithin(w, from, from + len);
         const rva = va + k * PAGE;
         if (nRuns && runs[nRuns * 2 - 2] + runs[nRuns * 2 - 1] * PAGE === rva) runs[nRuns * 2 - 1] += e - k;
         else { runs[nRuns * 2] = rva; runs[nRuns * 2 + 1] = e - k; nRuns++; }
@@ -165,6 +226,18 @@ export class BlockCore {
     out.i32[I_NRUNS] = nRuns;
     out.i32[I_RAW] = w;
     out.i32[I_WRITTEN] = total;
+    if (direct) {
+      // 3. XXH64 of the kept pages in place, then this block's place in the file, then one pwritev
+      const h = w ? (anyZero ? c.checksumKept(0, total) : c.checksum(0, w)) : 0n;
+      const at = this.order!.claim(job.seq, w);
+      if (w) pwritevFull(this.init.outFd!, iov, nIov, at, "write pages");
+      out.f64[0] = at;
+      out.u64[0] = h;
+      out.u64[1] = h;
+      out.i32[I_STORED] = w;
+      out.i32[I_FLAGS] = 0;
+      return;
+    }
     if (!w) { out.i32[I_STORED] = 0; out.i32[I_FLAGS] = 0; return; }
     const b = encodeBlock(c, w, this.ZAT, this.init.compress);
     out.data.set(io.subarray(b.at, b.at + b.len));

@@ -1,9 +1,11 @@
 // The streaming page pipeline (dump and restore), synchronous for its callers.
 //
 // Dump:    pagemap -> blocks of up to 1 MiB of wanted pages -> (Workers, or the main thread for
-//          small dumps) process_vm_readv into WASM memory, zero pages out, XXH64, optional LZ4
-//          -> main thread writes the blocks in order with one write each, builds the pagemap runs
-//          and the block index (src/codec/format.ts).
+//          small dumps) process_vm_readv into WASM memory, zero pages out, XXH64; uncompressed:
+//          the same thread writes the kept pages from WASM memory at the block's offset (one
+//          pwritev, offsets handed out in block order by DumpOrder); --compress: LZ4, and the main
+//          thread writes the blocks in order. The main thread builds the pagemap runs and the
+//          block index (src/codec/format.ts).
 // Fill:    blocks read from the pages file, their XXH64 checked against pages-N.idx before they
 //          are used, decoded and written into the target with process_vm_writev, zero pages of
 //          anonymous memory skipped; all while every restored process is a stopped shell that
@@ -17,7 +19,7 @@ import { openSync, closeSync, existsSync, unlinkSync, readFileSync } from "node:
 import { createNew, writeNewFile } from "../images/safefs";
 import { join } from "node:path";
 import { PageCodec } from "./codec";
-import { BlockCore, Slot, runInto, slotBytes, CTL_BUSY, CTL_DONE, I_CTL, SEG_ANON, SEG_READABLE, SEG_WRITABLE, SEG_KERNEL, type DumpJob, type RestoreJob } from "./jobs";
+import { BlockCore, DumpOrder, Slot, runInto, slotBytes, CTL_BUSY, CTL_DONE, I_CTL, SEG_ANON, SEG_READABLE, SEG_WRITABLE, SEG_KERNEL, type DumpJob, type RestoreJob } from "./jobs";
 import { BLOCK, BLOCK_PAGES, BLOCK_LZ4, IndexWriter, AddrHash, pagesNames, checkPagesLayout, checkAddrBinding, type PagesLayout } from "./format";
 import { pagesToDump, type DumpedVma, type PageRun } from "../resources/memory";
 import { RunList } from "../images/pagemap";
@@ -36,6 +38,7 @@ const PROGRESS_MIN = 256 << 20;
 export const GC_EVERY = 128;
 
 type JobIn<J> = Omit<J, "slot">;
+type PoolInit = { pid: number; memFd: number; pagesFd: number; compress: boolean; outFd?: number; order?: SharedArrayBuffer };
 
 // ---------------------------------------------------------------------------------------------
 // Worker pool
@@ -46,7 +49,7 @@ class Pool {
   private core?: BlockCore;
 
   /** totalBytes: raw bytes of all jobs together (sizes the buffers of a small job run alone) */
-  constructor(nWorkers: number, init: { pid: number; memFd: number; pagesFd: number; compress: boolean }, totalBytes = BLOCK) {
+  constructor(nWorkers: number, init: PoolInit, totalBytes = BLOCK) {
     if (nWorkers <= 0) {
       this.alone(init, totalBytes);
       return;
@@ -75,7 +78,7 @@ class Pool {
   }
 
   /** No Workers: one core on this thread, its buffers no larger than the largest job. */
-  private alone(init: { pid: number; memFd: number; pagesFd: number; compress: boolean }, totalBytes: number) {
+  private alone(init: PoolInit, totalBytes: number) {
     const block = Math.min(BLOCK, Math.max(PAGE, Math.ceil(totalBytes / PAGE) * PAGE));
     this.core = new BlockCore({ ...init, block });
     this.slots = [new Slot(new ArrayBuffer(slotBytes(block)))];
@@ -222,21 +225,26 @@ export function dumpPages(o: { pid: number; vmas: DumpedVma[]; memFd: number; di
   let scanned = 0, written = 0, stored = 0;
   const progress = new Progress("dump", totalPages * PAGE);
   const nw = workerCount(totalPages * PAGE);
-  const pool = new Pool(nw, { pid: o.pid, memFd: o.memFd, pagesFd: -1, compress }, totalPages * PAGE);
+  // uncompressed: each block is written where it belongs by the thread that read it (DumpOrder)
+  const order = compress ? undefined : new DumpOrder();
+  const pool = new Pool(nw, { pid: o.pid, memFd: o.memFd, pagesFd: -1, compress, outFd: order ? fd : undefined, order: order?.buffer }, totalPages * PAGE);
   const t0 = performance.now();
   try {
     pool.run<DumpJob>(jobs, (s) => {
       scanned += s.written;
       progress.add(s.written * PAGE);
       const raw = s.rawLen;
+      if (order) {
+        if (s.fileOff !== stored) throw new CriuError("mem", `process ${o.pid}: a block of ${path} went to offset ${s.fileOff}, expected ${stored}`);
+      } else if (raw) writeFull(fd, s.data.subarray(0, s.storedLen), `write ${path}`);
       if (!raw) return;
-      writeFull(fd, s.data.subarray(0, s.storedLen), `write ${path}`);
       stored += s.storedLen;
       for (let i = 0; i < s.nRuns; i++) addrs.add(s.runs[i * 2], s.runs[i * 2 + 1]);
       index.add({ rawHash: s.rawHash, storedHash: s.storedHash, rawLen: raw, storedLen: s.storedLen, flags: s.flags & BLOCK_LZ4, addrHash: addrs.value() });
       written += raw / PAGE;
       for (let i = 0; i < s.nRuns; i++) runs.add(s.runs[i * 2], s.runs[i * 2 + 1], PE.PRESENT);
     }, (s) => new CriuError("mem", `process ${o.pid}: ${s.error()}`));
+    if (order && order.end !== stored) throw new CriuError("mem", `process ${o.pid}: ${path} holds ${order.end} bytes of pages, expected ${stored}`);
   } finally {
     pool.close();
     progress.end();
@@ -256,7 +264,7 @@ function vmaKind(v: { status: number; prot: number }): number {
 
 /** Cut page runs into jobs of at most BLOCK_PAGES pages, segments split at VMA ends. */
 function* dumpJobs(want: PageRun[], vmas: { start: bigint; end: bigint; status: number; prot: number }[]): Generator<JobIn<DumpJob>> {
-  let segs: number[] = [], pages = 0, vi = 0;
+  let segs: number[] = [], pages = 0, vi = 0, seq = 0;
   for (const r of want) {
     let va = r.vaddr, left = r.nrPages;
     while (left > 0) {
@@ -267,10 +275,10 @@ function* dumpJobs(want: PageRun[], vmas: { start: bigint; end: bigint; status: 
       const n = Math.min(left, inVma, BLOCK_PAGES - pages);
       segs.push(Number(va), n, vmaKind(v));
       pages += n; left -= n; va += BigInt(n * PAGE);
-      if (pages === BLOCK_PAGES) { yield { op: "dump", segs }; segs = []; pages = 0; }
+      if (pages === BLOCK_PAGES) { yield { op: "dump", segs, seq: seq++ }; segs = []; pages = 0; }
     }
   }
-  if (pages) yield { op: "dump", segs };
+  if (pages) yield { op: "dump", segs, seq: seq++ };
 }
 
 // ---------------------------------------------------------------------------------------------

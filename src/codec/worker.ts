@@ -15,7 +15,7 @@ self.onmessage = (e: MessageEvent) => {
   const m = e.data;
   if (m.op === "init") {
     slots = (m.slots as SharedArrayBuffer[]).map((b) => new Slot(b));
-    const init: CoreInit = { pid: m.pid, memFd: m.memFd, pagesFd: m.pagesFd, compress: m.compress, module: m.module };
+    const init: CoreInit = { pid: m.pid, memFd: m.memFd, pagesFd: m.pagesFd, compress: m.compress, module: m.module, outFd: m.outFd, order: m.order };
     try { core = new BlockCore(init); }
     catch (err: any) { startError = `page worker start: ${err?.message ?? err}`; }
     const ready = new Int32Array(m.ready as SharedArrayBuffer);

@@ -62,6 +62,29 @@ export function preadFull(fd: number, buf: Uint8Array, off: bigint, len = buf.le
 export function pwriteFull(fd: number, buf: Uint8Array, off: bigint, len = buf.length, bufOff = 0, what = "pwrite"): void {
   fullIo(pwrite, fd, buf, off, len, bufOff, what);
 }
+/**
+ * pwritev of n (address, length) pairs in iov (real addresses, e.g. of WASM memory) at file offset
+ * off, all bytes, retrying EINTR and short writes; throws on error.
+ */
+export function pwritevFull(fd: number, iov: BigUint64Array, n: number, off: number, what = "pwritev"): void {
+  let i = 0;
+  while (i < n) {
+    const cnt = Math.min(n - i, 1024); // IOV_MAX
+    // on 64-bit kernels pos_l carries the whole offset (pos_h is shifted out)
+    const r = syscall(NR.pwritev, fd, addr(iov) + i * 16, cnt, off, 0);
+    if (r === -4) continue;
+    if (r < 0) throw new SysError(what, -r);
+    if (r === 0) throw new SysError(what, 5);
+    off += r;
+    // skip the pairs written whole; shorten the one written in part
+    let left = r;
+    while (left > 0) {
+      const len = Number(iov[(i << 1) + 1]);
+      if (left >= len) { left -= len; i++; }
+      else { iov[i << 1] += BigInt(left); iov[(i << 1) + 1] = BigInt(len - left); left = 0; }
+    }
+  }
+}
 export function writeFull(fd: number, buf: Uint8Array, what = "write"): void {
   let done = 0;
   while (done < buf.length) {
