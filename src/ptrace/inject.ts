@@ -26,6 +26,28 @@ export class RemoteMem {
 
 export type InjectMode = "sysstop" | "trap";
 
+/**
+ * The code Injector.callMany() runs: rbx = table, r12 = count; per 64-byte entry
+ * rax = [rbx], rdi..r9 = [rbx+8..48], syscall, [rbx+56] = rax; then int3.
+ */
+export const BATCH_CODE = new Uint8Array([
+  0x4d, 0x85, 0xe4,             // test r12, r12
+  0x74, 0x2a,                   // jz done
+  0x48, 0x8b, 0x03,             // mov rax, [rbx]
+  0x48, 0x8b, 0x7b, 0x08,       // mov rdi, [rbx+8]
+  0x48, 0x8b, 0x73, 0x10,       // mov rsi, [rbx+16]
+  0x48, 0x8b, 0x53, 0x18,       // mov rdx, [rbx+24]
+  0x4c, 0x8b, 0x53, 0x20,       // mov r10, [rbx+32]
+  0x4c, 0x8b, 0x43, 0x28,       // mov r8, [rbx+40]
+  0x4c, 0x8b, 0x4b, 0x30,       // mov r9, [rbx+48]
+  0x0f, 0x05,                   // syscall
+  0x48, 0x89, 0x43, 0x38,       // mov [rbx+56], rax
+  0x48, 0x83, 0xc3, 0x40,       // add rbx, 64
+  0x49, 0xff, 0xcc,             // dec r12
+  0xeb, 0xd1,                   // jmp (test)
+  0xcc,                         // done: int3
+]);
+
 export class Injector {
   saved: Regs;
   /** signals that arrived while we were injecting; re-delivered by the caller */
@@ -73,19 +95,7 @@ export class Injector {
     for (let i = 0; i < 6; i++) regs[order[i]] = BigInt.asUintN(64, BigInt(args[i] ?? 0));
     setRegs(this.tid, regs);
     if (this.mode === "trap") {
-      ptrace(PTRACE.CONT, this.tid, 0, 0);
-      for (;;) {
-        const s = this.waitStop();
-        const sig = W.stopSig(s);
-        if (sig === 5 && W.event(s) === 0) break; // SIGTRAP from int3
-        if (W.event(s) !== 0) {
-          if (W.event(s) >= 1 && W.event(s) <= 3) this.lastEventPid = getEventMsg(this.tid); // fork, vfork, clone
-          ptrace(PTRACE.CONT, this.tid, 0, 0);
-          continue;
-        }
-        this.caughtSignals.push(sig);
-        ptrace(PTRACE.CONT, this.tid, 0, 0);
-      }
+      this.runToTrap();
     } else {
       for (let stops = 0; stops < 2;) {
         ptrace(PTRACE.SYSCALL, this.tid, 0, 0);
@@ -103,6 +113,55 @@ export class Injector {
       log.debug(`thread ${this.tid}: injected ${syscallName(nr)}(${a}) = ${ret < 0n && ret > -4096n ? `-errno ${-ret}` : ret > 4096n ? `0x${ret.toString(16)}` : ret}`);
     }
     return ret;
+  }
+
+  /** Let the thread run until it reaches an int3 (SIGTRAP); other stops are passed over, signals kept. */
+  private runToTrap() {
+    ptrace(PTRACE.CONT, this.tid, 0, 0);
+    for (;;) {
+      const s = this.waitStop();
+      const sig = W.stopSig(s);
+      if (sig === 5 && W.event(s) === 0) break; // SIGTRAP from int3
+      if (W.event(s) !== 0) {
+        if (W.event(s) >= 1 && W.event(s) <= 3) this.lastEventPid = getEventMsg(this.tid); // fork, vfork, clone
+        ptrace(PTRACE.CONT, this.tid, 0, 0);
+        continue;
+      }
+      this.caughtSignals.push(sig);
+      ptrace(PTRACE.CONT, this.tid, 0, 0);
+    }
+  }
+
+  /**
+   * Run several syscalls in one stop of the tracee ("trap" mode): BATCH_CODE (written by the caller
+   * at codeAddr, in executable memory of the tracee) walks a table written at tableAddr, 64 bytes
+   * per call (nr, six arguments, result), and ends on int3. The calls run in order whatever their
+   * results; returns each raw result (negative = -errno). For independent calls only (no events).
+   */
+  callMany(codeAddr: bigint, tableAddr: bigint, calls: (number | bigint)[][]): bigint[] {
+    if (this.mode !== "trap") throw new Error("callMany needs trap mode");
+    if (!calls.length) return [];
+    tick();
+    const table = new BigUint64Array(calls.length * 8);
+    calls.forEach((c, i) => { for (let k = 0; k < 7; k++) table[i * 8 + k] = BigInt.asUintN(64, BigInt(c[k] ?? 0)); });
+    this.mem.write(tableAddr, new Uint8Array(table.buffer));
+    const regs = new BigUint64Array(this.saved);
+    regs[R.rip] = codeAddr;
+    regs[R.orig_rax] = 0xffffffffffffffffn;
+    regs[R.rbx] = tableAddr;
+    regs[R.r12] = BigInt(calls.length);
+    setRegs(this.tid, regs);
+    this.runToTrap();
+    const out = new BigInt64Array(this.mem.read(tableAddr, table.byteLength).buffer);
+    const res = calls.map((_, i) => out[i * 8 + 7]);
+    if (logLevel() >= LOG_DEBUG) {
+      calls.forEach((c, i) => {
+        const a = c.slice(1).map((x) => (typeof x === "bigint" && x > 4096n ? `0x${x.toString(16)}` : String(x))).join(", ");
+        const ret = res[i];
+        log.debug(`thread ${this.tid}: injected ${syscallName(Number(c[0]))}(${a}) = ${ret < 0n && ret > -4096n ? `-errno ${-ret}` : ret > 4096n ? `0x${ret.toString(16)}` : ret} (batch of ${calls.length})`);
+      });
+    }
+    return res;
   }
 
   /** Like call() but throws with the syscall name on failure. Returns a number. */

@@ -14,7 +14,7 @@ import { shmemFd } from "../resources/shmem";
 import { SHMAT } from "../resources/sysvshm";
 import { TreeFiles } from "../resources/fdkind";
 import { readVmas } from "../sys/proc";
-import { Injector, RemoteMem } from "../ptrace/inject";
+import { Injector, RemoteMem, BATCH_CODE } from "../ptrace/inject";
 import { startPuppet, PUPPET_SYSCALL } from "./puppet";
 import { fpregsToXsave } from "../resources/xsave";
 import { VMA, MAP, PAGE } from "../resources/vma";
@@ -29,6 +29,9 @@ import { restoreMountNs } from "../resources/mounts";
 
 const TRAMP_SIZE = 5 * 4096; // code + scratch: 2 KiB of structs, then 4 path slots of 4 KiB
 const SCRATCH = 256n; // scratch data starts here inside the trampoline area
+const BATCH_AT = 16n; // Injector.callMany's code, after `syscall; int3`
+/** scratch offset and size of the area batched calls use (the 4 path slots: no path is in use then) */
+const BATCH_SCRATCH = 1792n, BATCH_SCRATCH_SIZE = 4 * 4096;
 const CLONE = { VM: 0x100, FS: 0x200, FILES: 0x400, SIGHAND: 0x800, PARENT: 0x8000, THREAD: 0x10000, SYSVSEM: 0x40000, NEWPID: 0x20000000 };
 
 function hex(v: bigint | number) { return "0x" + v.toString(16); }
@@ -138,6 +141,7 @@ export class TaskBuilder {
     const r = pinj.call(NR.mmap, this.tramp, TRAMP_SIZE, 7 /* RWX: code, and scratch the kernel writes into */, MAP.PRIVATE | MAP.ANONYMOUS | MAP.FIXED_NOREPLACE, -1, 0);
     if (r !== this.tramp) throw new CriuError("restore", `cannot map the trampoline at ${hex(this.tramp)} (${r})`);
     pmem.write(this.tramp, new Uint8Array([0x0f, 0x05, 0xcc]));
+    pmem.write(this.tramp + BATCH_AT, BATCH_CODE);
     pinj.ok("close_range", NR.close_range, 0, 0xffffffff, 0);
     if (this.set.timens) this.enterTimens(pinj);
     // clone3 with set_tid = [pid], CLONE_PARENT: the new process is criu-bun's child
@@ -476,21 +480,34 @@ export class TaskBuilder {
     void opts;
     // signal handlers: CRIU's table of 62 (signals 1..64 without SIGKILL and SIGSTOP), its
     // length and native-ness checked when the images were loaded (sigactionTable)
+    // with the rlimits in one batch: one stop of the process instead of about 80
     const sa = tc.sigactions;
+    const rl = tc.rlimits?.rlimits ?? [];
+    const structs: bigint[] = [];
+    const calls: (number | bigint)[][] = [];
+    const base = this.tramp + SCRATCH + BATCH_SCRATCH;
+    const sigs: number[] = [];
     for (let sig = 1, i = 0; sig <= 64; sig++) {
       if (sig === 9 || sig === 19) continue;
       const e = sa[i++];
-      const act = new BigUint64Array([e.sigaction, e.flags, e.restorer, e.mask]);
-      const a = this.scratchWrite(0n, new Uint8Array(act.buffer));
-      const r = inj.call(NR.rt_sigaction, sig, a, 0, 8);
-      if (r < 0n) throw new CriuError("restore", `rt_sigaction(${sig}) failed in ${t.pid} (errno ${-r})`);
+      calls.push([NR.rt_sigaction, sig, base + BigInt(structs.length * 8), 0, 8]);
+      structs.push(e.sigaction, e.flags, e.restorer, e.mask);
+      sigs.push(sig);
     }
     // rlimits: we may lower hard limits but not raise them (no CAP_SYS_RESOURCE)
-    const rl = tc.rlimits?.rlimits ?? [];
     for (let i = 0; i < rl.length; i++) {
-      const v = new BigUint64Array([rl[i].cur, rl[i].max]);
-      const a = this.scratchWrite(0n, new Uint8Array(v.buffer));
-      const r = inj.call(NR.prlimit64, 0, i, a, 0);
+      calls.push([NR.prlimit64, 0, i, base + BigInt(structs.length * 8), 0]);
+      structs.push(rl[i].cur, rl[i].max);
+    }
+    const tableOff = BigInt(structs.length * 8 + 63) & ~63n;
+    if (tableOff + BigInt(calls.length * 64) > BigInt(BATCH_SCRATCH_SIZE)) throw new CriuError("restore", `process ${t.pid}: ${rl.length} rlimits do not fit the batch area`);
+    this.scratchWrite(BATCH_SCRATCH, new Uint8Array(new BigUint64Array(structs).buffer));
+    const res = inj.callMany(this.tramp + BATCH_AT, base + tableOff, calls);
+    for (let k = 0; k < sigs.length; k++) {
+      if (res[k] < 0n) throw new CriuError("restore", `rt_sigaction(${sigs[k]}) failed in ${t.pid} (errno ${-res[k]})`);
+    }
+    for (let i = 0; i < rl.length; i++) {
+      const r = res[sigs.length + i];
       if (r < 0n) log.warn(`process ${t.pid}: rlimit ${i} (${rl[i].cur}/${rl[i].max}) not restored (errno ${-r})`);
     }
     if (tc.childSubreaper) inj.ok("prctl(PR_SET_CHILD_SUBREAPER)", NR.prctl, 36, 1, 0, 0, 0);
