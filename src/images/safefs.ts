@@ -12,9 +12,13 @@ import {
   rmSync, mkdtempSync, rmdirSync, realpathSync, type Stats,
 } from "node:fs";
 import { basename, dirname, join } from "node:path";
-import { randomBytes } from "node:crypto";
 import { O } from "../sys/mem";
 import { CriuError, log, aliasPath, unalias } from "../log";
+
+/** n random bytes as hex (Web Crypto: node:crypto would load the Node streams modules at start-up) */
+function randomHex(n: number): string {
+  return Array.from(crypto.getRandomValues(new Uint8Array(n)), (b) => b.toString(16).padStart(2, "0")).join("");
+}
 
 const CREATE_NEW = O.WRONLY | O.CREAT | O.EXCL | O.NOFOLLOW | O.CLOEXEC;
 /** images, logs and pidfiles: pages hold a process's secrets */
@@ -65,7 +69,7 @@ export function writeNewFile(path: string, data: Uint8Array, replace = true) {
  */
 export function replaceFile(path: string, data: Uint8Array | string) {
   const dir = openDir(dirname(path));
-  const tmp = join(dir.path, `.${basename(path)}.${randomBytes(6).toString("hex")}`);
+  const tmp = join(dir.path, `.${basename(path)}.${randomHex(6)}`);
   try {
     const fd = createNew(tmp);
     try { writeAllFd(fd, typeof data === "string" ? Buffer.from(data) : data, `write ${path}`); fsyncSync(fd); } finally { closeSync(fd); }

@@ -4,11 +4,13 @@
 // (a mount below it is recorded as the directory it is mounted on, as tar --one-file-system does).
 // Reading accepts what GNU tar writes: ustar/GNU headers, GNU long names (L, K) and pax headers.
 import { closeSync, fchmodSync, fchownSync, futimesSync, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, openSync, readFileSync, readdirSync, readlinkSync, symlinkSync, writeSync, chmodSync, chownSync, utimesSync } from "node:fs";
-import { gunzipSync, gzipSync } from "node:zlib";
 import { syscall, cstr, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { O } from "../sys/mem";
 import { CriuError, log } from "../log";
+
+/** node:zlib when a tar is made or read (it loads the Node streams modules: not at every start-up) */
+const zlib = (): typeof import("node:zlib") => require("node:zlib");
 
 const BLOCK = 512;
 const TYPE = { FILE: "0", LINK: "1", SYMLINK: "2", CHR: "3", BLK: "4", DIR: "5", FIFO: "6", LONGNAME: "L", LONGLINK: "K", PAX: "x", PAXG: "g" } as const;
@@ -103,7 +105,7 @@ export function tarDirectory(dir: string, dev: bigint, where: string): Uint8Arra
     }
   };
   walk(".");
-  const out = gzipSync(w.finish());
+  const out = zlib().gzipSync(w.finish());
   log.debug(`${where}: ${files} entries, ${bytes} bytes of file data, ${out.length} bytes compressed`);
   return out;
 }
@@ -127,7 +129,7 @@ function num(b: Uint8Array, off: number, len: number): number {
 
 /** The entries of a (gzip-compressed or plain) tar stream, long names and pax paths applied. */
 export function readTar(buf: Uint8Array, what: string): Entry[] {
-  const b = buf[0] === 0x1f && buf[1] === 0x8b ? new Uint8Array(gunzipSync(buf)) : buf;
+  const b = buf[0] === 0x1f && buf[1] === 0x8b ? new Uint8Array(zlib().gunzipSync(buf)) : buf;
   const out: Entry[] = [];
   let off = 0, longName: string | undefined, longLink: string | undefined, pax: Record<string, string> = {};
   const bad = (why: string) => new CriuError("restore", `${what}: ${why}`);
