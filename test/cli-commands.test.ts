@@ -3,13 +3,18 @@
 // does (../shared/tools/criu-4.2 or $CRIU_PEER) where it is there, and against criu's documented
 // behaviour otherwise.
 import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, constants, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { buildWorkloads, cleanup, criuBunCommand, REPO_ROOT, startWorkload, workloadBin } from "./harness";
 import { readImage } from "../src/images/image";
 import type * as S from "../src/images/schemas";
+import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
+import { criu_reqSchema, criu_respSchema, criu_req_type as T, type criu_resp } from "../src/images/gen/rpc_pb";
+import { recvPacket, sendPacket, seqpacketConnect } from "../src/sys/seqpacket";
+import { syscall, addr } from "../src/sys/syscall";
+import { NR } from "../src/sys/nr";
 
 setDefaultTimeout(120_000);
 const PEER = process.env.CRIU_PEER ?? join(REPO_ROOT, "..", "shared", "tools", "criu-4.2");
@@ -171,5 +176,66 @@ describe.skipIf(!isRoot)("--exec-cmd", () => {
     expect(cb(["restore", "-D", tmp, "--exec-cmd"]).err).toBe("Error (cli): --exec-cmd requires a command\n");
     expect(cb(["restore", "-D", tmp, "-d", "--exec-cmd", "--", "true"]).err).toBe("Error (cli): --restore-detached and --exec-cmd cannot be used together\n");
     expect(cb(["dump", "-t", "1", "-D", tmp, "--exec-cmd", "--", "true"]).err).toBe("Error (cli): --exec-cmd is available for the restore command only\n");
+  });
+});
+
+describe("service", () => {
+  const daemons: string[] = []; // pidfiles
+  afterAll(() => { for (const p of daemons) { const pid = Number(text(p)); if (pid > 0) try { process.kill(pid, 9); } catch {} } });
+
+  /** one request on a new connection to the service at path, its answer */
+  async function call(path: string, req: MessageInitShape<typeof criu_reqSchema>): Promise<criu_resp> {
+    const fd = seqpacketConnect(path);
+    try {
+      sendPacket(fd, toBinary(criu_reqSchema, create(criu_reqSchema, req)));
+      const pfd = new Int32Array([fd, 1]);
+      const end = Date.now() + 60000;
+      while (syscall(NR.poll, addr(pfd), 1, 0) === 0) { if (Date.now() > end) throw new Error("no answer"); await Bun.sleep(20); }
+      const p = recvPacket(fd, 10 * 4096);
+      return fromBinary(criu_respSchema, p.data);
+    } finally { closeSync(fd); }
+  }
+  async function start(tool: "criu-bun" | "criu-4.2") {
+    const d = dir(`service-${tool}`);
+    const sock = join(d, "criu_service.socket"), pidfile = join(d, "service.pid");
+    daemons.push(pidfile);
+    const args = ["service", "--address", sock, "-d", "--pidfile", pidfile, "-o", join(d, "service.log"), "-v4"];
+    const r = tool === "criu-bun" ? cb(args) : (() => { const x = Bun.spawnSync([PEER, ...args], { stdout: "pipe", stderr: "pipe", cwd: d }); return { code: x.exitCode, err: x.stderr.toString() }; })();
+    expect(`${tool}: ${r.code} ${r.err}`).toBe(`${tool}: 0 `);
+    return { sock, pid: Number(await waitFor(() => text(pidfile), "service pidfile")) };
+  }
+
+  test.skipIf(!isRoot)("-d --address --pidfile: a daemon on a 0666 socket answers VERSION, CHECK and a DUMP per connection, as CRIU 4.2's service does", async () => {
+    for (const tool of ["criu-bun", ...(havePeer ? ["criu-4.2"] : [])] as const) {
+      const s = await start(tool);
+      expect(statSync(s.sock).isSocket()).toBe(true);
+      expect(statSync(s.sock).mode & 0o777).toBe(0o666);
+      expect(existsSync(`/proc/${s.pid}`)).toBe(true);
+      const v = await call(s.sock, { type: T.VERSION });
+      expect([v.type, v.success, v.version?.majorNumber, v.version?.minorNumber]).toEqual([T.VERSION, true, 4, 2]);
+      const c = await call(s.sock, { type: T.CHECK });
+      expect([c.type, c.success]).toEqual([T.CHECK, true]);
+      // a dump of a running workload into a directory this test holds open (images_dir_fd)
+      const w = await startWorkload("counter");
+      const img = dir(`service-img-${tool}`);
+      const dfd = openSync(img, constants.O_RDONLY | constants.O_DIRECTORY);
+      const r = await call(s.sock, { type: T.DUMP, opts: { pid: w.pid, imagesDirFd: dfd, leaveRunning: true, logFile: "dump.log", logLevel: 4 } });
+      closeSync(dfd);
+      expect(`${tool}: ${r.success} ${r.success ? "" : r.crErrmsg}`).toBe(`${tool}: true `); // (CRIU 4.2 reports its RLIMIT_NOFILE complaint even on success)
+      expect(existsSync(join(img, "inventory.img"))).toBe(true);
+      expect(existsSync(`/proc/${w.pid}`)).toBe(true);
+      // the service is still there for the next caller
+      expect((await call(s.sock, { type: T.VERSION })).success).toBe(true);
+      process.kill(s.pid, 9);
+    }
+  });
+
+  test("a path that is not a socket is left alone: one line, exit 1", () => {
+    const f = join(dir("service-file"), "plain");
+    writeFileSync(f, "keep me");
+    const r = cb(["service", "--address", f]);
+    expect(r.code).toBe(1);
+    expect(r.err).toBe(`Error (service): ${f} exists and is not a socket; not replaced\n`);
+    expect(readFileSync(f, "utf8")).toBe("keep me");
   });
 });

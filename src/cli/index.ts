@@ -27,7 +27,7 @@ const COMMANDS: Record<string, CommandDef> = {
   check: { desc: "check that the kernel supports what criu-bun needs", load: async () => (await import("./check")).run },
   "page-server": { desc: "receive the pages of a dump run with --page-server (--port N, -D DIR)", load: async () => (await import("./pageserver")).run },
   show: { desc: "crit in criu-bun: decode|encode|info [-i IN] [-o OUT] [--pretty] [--nopl], x DIR ps|fds|mems|rss", load: async () => (await import("./show")).run, args: "any" },
-  service: { desc: "launch the RPC service (not supported yet)", load: unsupported("service") },
+  service: { desc: "serve criu's RPC on a unix socket (--address PATH, default ./criu_service.socket), a worker per connection", load: async () => (await import("./service")).run },
   swrk: { desc: "serve criu's RPC on the socket at fd N (how runc, crun and Podman call criu)", load: async () => (await import("./swrk")).run, args: "any" },
   install: { desc: "install --as-criu [--prefix DIR]: make criu-bun the criu in PATH (a symlink DIR/criu)", load: async () => (await import("./install")).run },
   "lazy-pages": { desc: "serve pages for a lazy restore (not supported yet)", load: unsupported("lazy-pages") },

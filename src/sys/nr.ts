@@ -4,7 +4,7 @@ export const NR = {
   mprotect: 10, munmap: 11, brk: 12, rt_sigaction: 13, rt_sigprocmask: 14, ioctl: 16, pread64: 17,
   pwrite64: 18, readv: 19, writev: 20, access: 21, pipe: 22, mremap: 25, madvise: 28, dup: 32,
   dup2: 33, pause: 34, nanosleep: 35, getitimer: 36, alarm: 37, setitimer: 38, getpid: 39,
-  socket: 41, connect: 42, accept: 43, sendto: 44, recvfrom: 45, sendmsg: 46, recvmsg: 47,
+  socket: 41, connect: 42, accept: 43, accept4: 288, sendto: 44, recvfrom: 45, sendmsg: 46, recvmsg: 47,
   shutdown: 48, bind: 49, listen: 50, getsockname: 51, getpeername: 52, socketpair: 53,
   setsockopt: 54, getsockopt: 55, clone: 56, fork: 57, execve: 59, exit: 60, wait4: 61, kill: 62,
   uname: 63, fcntl: 72, flock: 73, fsync: 74, ftruncate: 77, getcwd: 79, chdir: 80, fchdir: 81,

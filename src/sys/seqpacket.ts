@@ -80,3 +80,47 @@ export function socketType(fd: number): number {
   const r = syscall(NR.getsockopt, fd, SOL_SOCKET, 3 /* SO_TYPE */, addr(v), addr(len));
   return r < 0 ? r : v[0];
 }
+
+/** struct sockaddr_un for a path (at most 107 bytes). */
+function sockaddrUn(path: string): Uint8Array {
+  const p = Buffer.from(path, "utf8");
+  if (p.length > 107) throw new SysError(`unix socket path ${path}`, 36 /* ENAMETOOLONG */);
+  const a = new Uint8Array(2 + 108);
+  a[0] = 1; // AF_UNIX
+  a.set(p, 2);
+  return a;
+}
+
+/** A listening SOCK_SEQPACKET unix socket bound at path (close-on-exec). */
+export function seqpacketListen(path: string, backlog: number): number {
+  const fd = syscall(NR.socket, 1, 5 | 0o2000000, 0);
+  if (fd < 0) throw new SysError("socket", -fd);
+  const a = sockaddrUn(path);
+  let r = syscall(NR.bind, fd, addr(a), 2 + Buffer.byteLength(path) + 1);
+  if (r < 0) { syscall(NR.close, fd); throw new SysError(`bind ${path}`, -r); }
+  r = syscall(NR.listen, fd, backlog);
+  if (r < 0) { syscall(NR.close, fd); throw new SysError("listen", -r); }
+  return fd;
+}
+
+/** The next connection on a listening socket, or -1 if none came within timeoutMs. */
+export function seqpacketAccept(fd: number, timeoutMs: number): number {
+  const pfd = new Int32Array([fd, 1 /* POLLIN */]);
+  const r = syscall(NR.poll, addr(pfd), 1, timeoutMs);
+  if (r === -EINTR || r === 0) return -1;
+  if (r < 0) throw new SysError("poll", -r);
+  const c = syscall(NR.accept4, fd, 0, 0, 0o2000000 /* SOCK_CLOEXEC */);
+  if (c === -EINTR || c === -11 /* EAGAIN */ || c === -103 /* ECONNABORTED */) return -1;
+  if (c < 0) throw new SysError("accept4", -c);
+  return c;
+}
+
+/** A SOCK_SEQPACKET connection to the unix socket at path. */
+export function seqpacketConnect(path: string): number {
+  const fd = syscall(NR.socket, 1, 5 | 0o2000000, 0);
+  if (fd < 0) throw new SysError("socket", -fd);
+  const a = sockaddrUn(path);
+  const r = syscall(NR.connect, fd, addr(a), 2 + Buffer.byteLength(path) + 1);
+  if (r < 0) { syscall(NR.close, fd); throw new SysError(`connect ${path}`, -r); }
+  return fd;
+}
