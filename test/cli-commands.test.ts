@@ -239,3 +239,25 @@ describe("service", () => {
     expect(readFileSync(f, "utf8")).toBe("keep me");
   });
 });
+
+describe("refused in one line, before anything is touched", () => {
+  test("--stream names the missing criu-image-streamer protocol (dump and restore)", () => {
+    for (const cmd of [["dump", "-t", "1"], ["restore"]]) {
+      const r = cb([...cmd, "-D", tmp, "--stream"]);
+      expect(r.code).toBe(1);
+      expect(r.err).toBe(`Error (${cmd[0]}): --stream: not supported by criu-bun yet (criu-image-streamer's socket protocol is not implemented; dump to an images directory)\n`);
+    }
+  });
+  test("cpuinfo dump|check and dedup say what criu-bun does instead; no cpuinfo.img is written", () => {
+    const d = dir("refused");
+    for (const [args, line] of [
+      [["cpuinfo", "dump"], "Error (cpuinfo): 'cpuinfo dump' is not supported by criu-bun yet (cpuinfo.img is not written or checked; a restore compares this CPU's xsave features with the dumped registers itself)"],
+      [["cpuinfo", "check"], "Error (cpuinfo): 'cpuinfo check' is not supported by criu-bun yet (cpuinfo.img is not written or checked; a restore compares this CPU's xsave features with the dumped registers itself)"],
+      [["dedup"], "Error (dedup): 'dedup' is not supported by criu-bun yet (pages a later dump rewrote are not punched out of the parent images; --auto-dedup is refused too)"],
+    ] as const) {
+      const r = cb([...args, "-D", d]);
+      expect(`${args.join(" ")}: ${r.code} ${r.err}`).toBe(`${args.join(" ")}: 1 ${line}\n`);
+    }
+    expect(existsSync(join(d, "cpuinfo.img"))).toBe(false);
+  });
+});

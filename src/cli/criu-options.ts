@@ -270,6 +270,12 @@ export function optionByName(name: string): CriuOption | undefined { return byNa
 export function optionByShort(letter: string): CriuOption | undefined { return byShort.get(letter); }
 
 /** The refusal line for an option criu-bun parses but does not implement. */
+/** Why some refused options are refused, when it is not only "not done yet". */
+const WHY: Record<string, string> = {
+  stream: "criu-image-streamer's socket protocol is not implemented; dump to an images directory",
+};
+
 export function refusal(name: string, what?: string): string {
-  return `--${name}${what ? ` ${what}` : ""}: not supported by criu-bun yet`;
+  const why = !what && WHY[name] ? ` (${WHY[name]})` : "";
+  return `--${name}${what ? ` ${what}` : ""}: not supported by criu-bun yet${why}`;
 }

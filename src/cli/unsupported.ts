@@ -1,8 +1,16 @@
 import { CriuError } from "../log";
 import type { Opts } from "./options";
 
+/** Why a command of criu's is refused (one line, named with the command's own words). */
+const WHY: Record<string, string> = {
+  cpuinfo: "cpuinfo.img is not written or checked; a restore compares this CPU's xsave features with the dumped registers itself",
+  dedup: "pages a later dump rewrote are not punched out of the parent images; --auto-dedup is refused too",
+  "lazy-pages": "restore maps every page before the tree runs",
+};
+
 export function run(name: string) {
-  return async (_o: Opts, _a: string[]): Promise<number> => {
-    throw new CriuError(name, `'${name}' is not supported by this version of criu-bun`);
+  return async (_o: Opts, a: string[]): Promise<number> => {
+    const what = name === "cpuinfo" && a.length ? `cpuinfo ${a.join(" ")}` : name;
+    throw new CriuError(name, `'${what}' is not supported by criu-bun yet${WHY[name] ? ` (${WHY[name]})` : ""}`);
   };
 }
