@@ -28,6 +28,8 @@ const modes: [string, string, string[]?][] = [
   ["devnode", "a device node made with mknod, and /dev/zero"],
   ["fifodata", "a FIFO with unread data"],
   ["opathlink", "an O_PATH|O_NOFOLLOW fd on a symlink"],
+  ["procpid", "fds on /proc/CHILD/status and /proc/CHILD of a process of the tree"],
+  ["seccompthreads", "threads with different seccomp filters (one kills on syscalls criu-bun injects): each keeps its own"],
   ["ptyowner", "a pty slave chown()ed to another user keeps its owner"],
   ["ctty", "controlling pty of a child session: /dev/tty opens, TIOCGSID on the master, SIGHUP when the master closes"],
 ];

@@ -329,7 +329,7 @@ describe("mount namespaces", () => {
     const pid = await waitFor(() => Number(read(join(rootfs, "pid"))) || undefined, 10000, "the chrooted shell");
     const rc = criuBun(["dump", "-t", String(pid), "-D", imagesDir("chroot")]);
     expect(rc.code).not.toBe(0);
-    expect(rc.stderr.trim()).toBe(`Error (dump): process ${pid} has a root directory other than criu-bun's (chroot to ${rootfs}); container root file systems are not supported yet`);
+    expect(rc.stderr.trim()).toBe(`Error (dump): process ${pid}: root directory other than criu-bun's (chroot to ${rootfs}) is not supported yet`);
     expect(existsSync(`/proc/${pid}`)).toBe(true);
     sh.kill(9);
   }, 30000);

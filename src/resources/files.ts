@@ -58,6 +58,7 @@ export const FL = { POSIX: 1, FLOCK: 2, OFDLCK: 1024 } as const;
 function fdLocks(pid: number, fd: number, text: string, where: string, opts: DumpOpts, seen: Set<string>, id: number, out: LockDump[]) {
   for (const m of text.matchAll(/^lock:\s*\d+:\s*(\S+)\s+(\S+)\s+(\S+)\s+(-?\d+)\s+(\S+)\s+(\d+)\s+(\S+)/gm)) {
     const [, kind, mand, rw, owner, devino, start, end] = m;
+    if (kind === "LEASE") refuse("files", where, "lease", `${mand.toLowerCase()} ${rw.toLowerCase()} lease`);
     if (!opts.fileLocks) throw new CriuError("files", `${where}: holds a ${kind} file lock; use --file-locks to dump it`);
     if (mand !== "ADVISORY") throw new CriuError("files", `${where}: ${mand} file locks are not supported`);
     const flag = kind === "FLOCK" ? FL.FLOCK : kind === "OFDLCK" ? FL.OFDLCK : kind === "POSIX" ? FL.POSIX : 0;

@@ -41,6 +41,9 @@ export function classifyVmas(pid: number, brk: bigint, startBrk: bigint): { vmas
     else if (v.path === "[stack]") { status |= VMA.ANON_PRIVATE; flags |= MAP.ANONYMOUS | MAP.GROWSDOWN; } // CRIU: no VMA_AREA_STACK
     else if (v.path === "[heap]") { status |= VMA.HEAP | VMA.ANON_PRIVATE; flags |= MAP.ANONYMOUS; }
     else if (v.vmflags.includes("dp")) refuse("mem", `process ${pid}`, "droppable", `at 0x${v.start.toString(16)}`);
+    else if (v.vmflags.includes("ht")) refuse("mem", `process ${pid}`, "hugetlb", `'${v.path}' at 0x${v.start.toString(16)}`);
+    else if (v.path.startsWith("/[aio]")) refuse("mem", `process ${pid}`, "aio", `at 0x${v.start.toString(16)}`);
+    else if (v.path.startsWith("/memfd:")) refuse("mem", `process ${pid}`, "memfd-map", `'${v.path}' at 0x${v.start.toString(16)}`);
     else if (!v.shared && v.path.startsWith("/dev/zero") && v.inode) {
       // MAP_PRIVATE of a shmem object (through /proc/PID/map_files): its untouched pages are the object's
       refuse("mem", `process ${pid}`, "shmem-private", `'${v.path}' at 0x${v.start.toString(16)}`);
@@ -81,6 +84,7 @@ export function vmaLine(v: { start: bigint; end: bigint; prot: number; flags: nu
   return `vma 0x${v.start.toString(16)}-0x${v.end.toString(16)} ${prot} flags 0x${v.flags.toString(16)} status 0x${v.status.toString(16)} pgoff 0x${v.pgoff.toString(16)}${v.path ? ` ${v.path}` : ""}`;
 }
 
+const PAGE_IS_GUARD = 1 << 8;
 const PM_PRESENT = 1 << 31, PM_SWAP = 1 << 30, PM_FILE = 1 << 29; // bits 63,62,61 as seen in the high u32
 
 /** Append the run [vaddr, +nrPages) to runs, extending the last one when they touch and it is not
@@ -102,6 +106,10 @@ export function pagesToDump(pid: number, vmas: DumpedVma[]): PageRun[] {
   const runs: PageRun[] = [];
   let scanner: PagemapScanner | undefined = process.env.CRIU_BUN_PAGEMAP === "read" ? undefined : new PagemapScanner(fd);
   let reader: PagemapReader | undefined;
+  // guard regions (MADV_GUARD_INSTALL) are page table markers no image keeps: found with the
+  // pages (PAGE_IS_GUARD, Linux 6.14+), refused
+  const probe = vmas.find((v) => v.status & VMA.ANON_PRIVATE && !(v.status & (VMA.VVAR | VMA.VSYSCALL | VMA.VDSO)));
+  const guard = scanner && probe && scanner.scan(probe.start, probe.start + 4096n, { anyof: PAGE_IS_GUARD, ret: PAGE_IS_GUARD }) >= 0 ? PAGE_IS_GUARD : 0;
   const t0 = performance.now();
   try {
     for (const v of vmas) {
@@ -112,7 +120,7 @@ export function pagesToDump(pid: number, vmas: DumpedVma[]): PageRun[] {
       // and every [vdso] page, present or not: CRIU's restore reads the dumped vDSO's ELF header
       if (v.status & VMA.VDSO) { runs.push({ vaddr: v.start, nrPages: Number((v.end - v.start) / 4096n), flags: PE.PRESENT }); continue; }
       if (scanner) {
-        const r = scanVma(pid, scanner, v, anon, runs);
+        const r = scanVma(pid, scanner, v, anon, runs, guard);
         if (r === "done") continue;
         if (r === "unsupported") scanner = undefined; // kernel without PAGEMAP_SCAN: read from now on
       }
@@ -125,9 +133,9 @@ export function pagesToDump(pid: number, vmas: DumpedVma[]): PageRun[] {
 }
 
 /** One VMA by PAGEMAP_SCAN. "vma": this VMA refused (nothing added), read it instead. */
-function scanVma(pid: number, sc: PagemapScanner, v: DumpedVma, anon: boolean, runs: PageRun[]): "done" | "vma" | "unsupported" {
+function scanVma(pid: number, sc: PagemapScanner, v: DumpedVma, anon: boolean, runs: PageRun[], guard = 0): "done" | "vma" | "unsupported" {
   const q = anon
-    ? { anyof: PAGE_IS.PRESENT | PAGE_IS.SWAPPED, ret: PAGE_IS.PRESENT | PAGE_IS.SWAPPED }
+    ? { anyof: PAGE_IS.PRESENT | PAGE_IS.SWAPPED | guard, ret: PAGE_IS.PRESENT | PAGE_IS.SWAPPED | guard }
     : { inverted: PAGE_IS.FILE, mask: PAGE_IS.FILE, anyof: PAGE_IS.PRESENT | PAGE_IS.SWAPPED, ret: PAGE_IS.PRESENT | PAGE_IS.SWAPPED };
   const floor = runs.length;
   let at = v.start;
@@ -143,6 +151,7 @@ function scanVma(pid: number, sc: PagemapScanner, v: DumpedVma, anon: boolean, r
     // early, and the next call (from walk_end) reports them again
     for (let i = 0; i < n; i++) {
       const a = vec[i * 3], b = vec[i * 3 + 1] < end ? vec[i * 3 + 1] : end;
+      if (guard && Number(vec[i * 3 + 2]) & guard && a < b) refuse("mem", `process ${pid}`, "guard", `at 0x${a.toString(16)}`);
       if (a < b) addRun(runs, floor, a, Number((b - a) / 4096n));
     }
     at = end;

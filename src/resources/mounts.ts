@@ -21,6 +21,7 @@ import { O } from "../sys/mem";
 import type * as S from "../images/schemas";
 import { extractTar, tarDirectory } from "./tar";
 import { readText } from "../sys/proc";
+import { refuse as refuseUnsupported } from "./unsupported";
 import { CriuError, log } from "../log";
 
 export interface MountInfo {
@@ -66,8 +67,8 @@ export const FRESH_PROC_OPTS = "rw,nosuid,nodev,noexec,relatime";
 export function checkRoot(pid: number, ownMntNs: boolean) {
   const rs = statSync(`/proc/${pid}/root`), ms = statSync("/");
   if (rs.dev === ms.dev && rs.ino === ms.ino) return;
-  const where = ownMntNs ? `in its own mount namespace (${safeLink(`/proc/${pid}/ns/mnt`)})` : `(chroot to ${safeLink(`/proc/${pid}/root`)})`;
-  throw new CriuError("dump", `process ${pid} has a root directory other than criu-bun's ${where}; container root file systems are not supported yet`);
+  if (!ownMntNs) refuseUnsupported("dump", `process ${pid}`, "chroot", `chroot to ${safeLink(`/proc/${pid}/root`)}`);
+  throw new CriuError("dump", `process ${pid} has a root directory other than criu-bun's in its own mount namespace (${safeLink(`/proc/${pid}/ns/mnt`)}); container root file systems are not supported yet`);
 }
 
 /**

@@ -116,6 +116,7 @@ function dumpGhost(ctx: DumpCtx): number {
  * remap-fpath.img entry for this id.
  */
 export function saveGhost(files: FileTable, images: ImageSink, st: BigIntStats, path: string, source: string, flags: number, pos: bigint, where: string): number {
+  if (/^\/proc\/\d+(\/|$)/.test(path)) refuse("files", where, "proc-gone", `'${path}'`);
   if (st.isDirectory()) return saveGhostDir(files, images, st, path, flags, pos);
   if (!st.isFile()) refuse("files", where, "deleted-special", `'${path}', ${st.isSymbolicLink() ? "a symbolic link" : st.isFIFO() ? "a FIFO" : st.isSocket() ? "a socket" : "a device node"}`);
   if (flags & O_TMPFILE) refuse("files", where, "tmpfile", `'${path}'`);

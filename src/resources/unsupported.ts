@@ -21,10 +21,17 @@ export const UNSUPPORTED = {
   "membarrier": "membarrier registration",
   "stop-signal": "stopped by a signal other than SIGSTOP",
   "timens-children": "time namespace for children differing from its own",
+  "chroot": "root directory other than criu-bun's",
   "sigtrap": "pending SIGTRAP",
   // memory (resources/memory.ts)
   "droppable": "MAP_DROPPABLE mapping",
   "shmem-private": "private mapping of a shared memory object",
+  "hugetlb": "hugetlb mapping",
+  "aio": "AIO ring",
+  "memfd-map": "mapping of a memfd",
+  "guard": "guard region (MADV_GUARD_INSTALL)",
+  "lease": "file lease",
+  "proc-gone": "directory of a process that is gone (/proc/PID)",
   // files (resources/files.ts and the kinds)
   "fown": "file owner other than the process itself (F_SETOWN)",
   "memfd-mode": "memfd whose mode was changed (fchmod)",

@@ -466,11 +466,12 @@ export class TaskBuilder {
     if (this.sharesFs) return; // cwd, root and umask are the parent's, restored there
     const cwd = this.set.files.get(this.t.fs.cwdId)?.reg?.name;
     const root = this.set.files.get(this.t.fs.rootId)?.reg?.name;
-    if (root && root !== "/") inj.ok(`chroot(${root})`, NR.chroot, this.str(root));
     const cwdFile = this.set.files.get(this.t.fs.cwdId);
     const removed = cwdFile ? restoreDeleted(this.fileCtx("cwd"), cwdFile, O.RDONLY | O.DIRECTORY) : undefined;
     if (removed !== undefined) { inj.ok("fchdir to the removed cwd", NR.fchdir, removed); inj.call(NR.close, removed); }
     else if (cwd) inj.ok(`chdir(${cwd})`, NR.chdir, this.str(cwd));
+    // the cwd first, as seen from here: it may lie outside the root (chroot leaves the cwd alone)
+    if (root && root !== "/") inj.ok(`chroot(${root})`, NR.chroot, this.str(root));
     if (this.t.fs.umask !== undefined) inj.call(NR.umask, this.t.fs.umask);
   }
 

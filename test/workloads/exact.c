@@ -25,6 +25,10 @@
  *   devnode     an fd on a character device node made with mknod (1:3) in DIR, one on /dev/zero
  *   fifodata    a FIFO in DIR opened read-write with 14 bytes unread
  *   opathlink   an O_PATH|O_NOFOLLOW fd on a dangling symlink: still the link (S_ISLNK, readlinkat)
+ *   procpid     fds on /proc/CHILD/status and the /proc/CHILD directory of a child of the tree
+ *   seccompthreads  a thread whose own seccomp filter kills the process on brk, prctl, membarrier,
+ *               mmap and munmap and fails getppid (EPERM), beside a main thread whose filter fails
+ *               getpgrp (EACCES): both filters still apply, each to its thread only
  *   ctty        a child session leader with the pty slave as controlling terminal: open("/dev/tty")
  *               works in it, TIOCGSID on the master names it, closing the master sends it SIGHUP
  * --selftest-corrupt: damages the state before go, so the check must fail.
@@ -41,6 +45,10 @@
 #include <poll.h>
 #include <dirent.h>
 #include <sys/sysmacros.h>
+#include <pthread.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
 
 #ifndef MADV_WIPEONFORK
 #define MADV_WIPEONFORK 18
@@ -56,6 +64,39 @@ static const off_t HOLE_DATA2 = 1 << 20; /* second extent of the sparse file */
 static const time_t MTIME = 1000000000;
 
 static int is(const char *m) { return strcmp(mode, m) == 0; }
+
+
+/* seccompthreads: a filter failing `errnr` with `err`, and killing the process on each of kill[] */
+static int filter(int errnr, int err, const int *kill, int nkill) {
+	struct sock_filter f[32];
+	int n = 0;
+	f[n++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr));
+	f[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)errnr, 0, 1);
+	f[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (unsigned)err);
+	for (int i = 0; i < nkill; i++) {
+		f[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)kill[i], 0, 1);
+		f[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS);
+	}
+	f[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+	struct sock_fprog prog = {.len = (unsigned short)n, .filter = f};
+	return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog);
+}
+static volatile int thr_state; /* 0 starting, 1 filtered, 2 asked to check, 3 checked */
+static volatile long thr_ppid, thr_ppid_errno, thr_pgrp;
+static void *filtered_thread(void *arg) {
+	(void)arg;
+	static const int kill[] = {SYS_brk, SYS_prctl, SYS_membarrier, SYS_mmap, SYS_munmap};
+	if (filter(SYS_getppid, EPERM, kill, 5) != 0) { thr_state = -1; return NULL; }
+	thr_state = 1;
+	struct timespec t = {0, 5000000};
+	while (thr_state != 2) syscall(SYS_nanosleep, &t, NULL);
+	thr_ppid = syscall(SYS_getppid);
+	thr_ppid_errno = errno;
+	thr_pgrp = syscall(SYS_getpgrp);
+	thr_state = 3;
+	for (;;) syscall(SYS_nanosleep, &t, NULL);
+	return NULL;
+}
 
 static char proc_stat(pid_t p, int *pgid) { /* state, and the pgid field */
 	char path[64], buf[512];
@@ -254,6 +295,21 @@ static void setup(void) {
 		wl_path(p, sizeof p, "lnk");
 		NEED(symlink("nowhere/target", p) == 0);
 		NEED((fds[0] = open(p, O_PATH | O_NOFOLLOW)) >= 0);
+	} else if (is("procpid")) {
+		child = fork();
+		if (child == 0) { for (;;) pause(); }
+		char p[64];
+		snprintf(p, sizeof p, "/proc/%d/status", (int)child);
+		NEED((fds[0] = open(p, O_RDONLY)) >= 0);
+		snprintf(p, sizeof p, "/proc/%d", (int)child);
+		NEED((fds[1] = open(p, O_RDONLY | O_DIRECTORY)) >= 0);
+	} else if (is("seccompthreads")) {
+		pthread_t th;
+		NEED(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0);
+		NEED(pthread_create(&th, NULL, filtered_thread, NULL) == 0);
+		while (thr_state == 0) wl_sleep_ms(2);
+		NEED(thr_state == 1);
+		NEED(filter(SYS_getpgrp, EACCES, NULL, 0) == 0);
 	} else if (is("ptyowner") || is("ctty")) {
 		NEED((fds[0] = posix_openpt(O_RDWR | O_NOCTTY)) >= 0);
 		NEED(grantpt(fds[0]) == 0 && unlockpt(fds[0]) == 0);
@@ -290,6 +346,8 @@ static void corrupt(void) {
 	else if (is("fown")) fcntl(fds[0], F_SETFL, fcntl(fds[0], F_GETFL) & ~O_ASYNC);
 	else if (is("ghost")) { struct timespec ts[2] = {{MTIME, 0}, {MTIME + 1, 0}}; futimens(fds[0], ts); }
 	else if (is("zpgid")) waitpid(child, NULL, 0);
+	else if (is("procpid")) { close(fds[0]); fds[0] = open("/proc/self/status", O_RDONLY); }
+	else if (is("seccompthreads")) thr_state = -1;
 	else if (is("deldircwd")) chdir(wl_dir);
 	else if (is("deldirfd") || is("opathlink")) { close(fds[0]); fds[0] = open(wl_dir, O_RDONLY | O_DIRECTORY); }
 	else if (is("devnode")) { close(fds[0]); fds[0] = open("/dev/zero", O_RDWR); }
@@ -459,6 +517,33 @@ static void check(void) {
 		WL_CHECK(fstatat(fds[0], "", &st, AT_EMPTY_PATH) == 0 && S_ISLNK(st.st_mode), "the O_PATH fd is not on the symlink");
 		WL_CHECK(readlinkat(fds[0], "", b, sizeof b - 1) == 14 && strcmp(b, "nowhere/target") == 0, "symlink reads '%s'", b);
 		WL_CHECK(fcntl(fds[0], F_GETFL) & O_PATH, "not O_PATH");
+	} else if (is("procpid")) {
+		char b[2048] = "", want[64];
+		ssize_t n = pread(fds[0], b, sizeof b - 1, 0);
+		if (n > 0) b[n] = 0;
+		snprintf(want, sizeof want, "\nPid:\t%d\n", (int)child);
+		WL_CHECK(n > 0 && strstr(b, want), "the status fd is not the child's");
+		char st[16] = "";
+		int s = openat(fds[1], "stat", O_RDONLY);
+		n = s >= 0 ? read(s, b, sizeof b - 1) : -1;
+		if (s >= 0) close(s);
+		if (n > 0) b[n] = 0;
+		snprintf(st, sizeof st, "%d (", (int)child);
+		WL_CHECK(n > 0 && strncmp(b, st, strlen(st)) == 0, "the /proc directory fd is not the child's");
+		kill(child, SIGKILL);
+		waitpid(child, NULL, 0);
+	} else if (is("seccompthreads")) {
+		errno = 0;
+		long pg = syscall(SYS_getpgrp);
+		WL_CHECK(pg < 0 && errno == EACCES, "main thread: getpgrp = %ld (%s), want EACCES", pg, strerror(errno));
+		WL_CHECK(syscall(SYS_getppid) > 0, "main thread: getppid fails");
+		if (thr_state == 1) {
+			thr_state = 2;
+			for (int i = 0; i < 1000 && thr_state != 3; i++) wl_sleep_ms(5);
+		}
+		WL_CHECK(thr_state == 3, "the filtered thread did not answer (%d)", thr_state);
+		WL_CHECK(thr_ppid < 0 && thr_ppid_errno == EPERM, "filtered thread: getppid = %ld, want EPERM", thr_ppid);
+		WL_CHECK(thr_pgrp > 0, "filtered thread: getpgrp fails (the main thread's filter reached it)");
 	} else if (is("ptyowner")) {
 		struct stat st;
 		WL_CHECK(fstat(fds[1], &st) == 0 && st.st_uid == 4242 && st.st_gid == 4243, "slave owned by %d:%d, want 4242:4243", (int)st.st_uid, (int)st.st_gid);

@@ -43,6 +43,7 @@ static int fd_a = -1, fd_b = -1;
 static pid_t child;
 static char *mem;
 static size_t memlen = 1 << 20;
+static unsigned long aio_ctx;
 
 static void culprit(pid_t p) {
 	char b[32];
@@ -206,6 +207,52 @@ static void setup(void) {
 		close(p[0]);
 		NEED(open("/dev/null", O_RDONLY) == p[0]);
 		NEED(write(p[1], "x", 1) == 1);
+	} else if (is("hugetlb")) { /* the test makes hugepages available */
+		NEED((mem = mmap(NULL, memlen = 2 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0)) != MAP_FAILED);
+		memset(mem, 0x5a, memlen);
+	} else if (is("aio")) {
+		NEED(syscall(SYS_io_setup, 8, &aio_ctx) == 0);
+	} else if (is("memfd-map")) {
+		NEED((fd_a = memfd_create("mapped", 0)) >= 0);
+		NEED(ftruncate(fd_a, (off_t)memlen) == 0);
+		NEED((mem = mmap(NULL, memlen, PROT_READ | PROT_WRITE, MAP_SHARED, fd_a, 0)) != MAP_FAILED);
+		memset(mem, 0x5a, memlen);
+	} else if (is("guard")) {
+		NEED((mem = mmap(NULL, memlen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)) != MAP_FAILED);
+		memset(mem, 0x5a, memlen);
+		NEED(madvise(mem + 4096, 4096, 102 /* MADV_GUARD_INSTALL */) == 0);
+	} else if (is("lease")) {
+		char q[4200];
+		wl_path(q, sizeof q, "leased");
+		int w = open(q, O_WRONLY | O_CREAT, 0600);
+		close(w);
+		NEED((fd_a = open(q, O_RDONLY)) >= 0);
+		NEED(fcntl(fd_a, F_SETLEASE, F_RDLCK) == 0);
+	} else if (is("proc-gone")) { /* cwd in /proc/CHILD of a child since reaped */
+		child = fork();
+		if (child == 0) { for (;;) pause(); }
+		char q[64];
+		snprintf(q, sizeof q, "/proc/%d", (int)child);
+		NEED(chdir(q) == 0);
+		kill(child, SIGKILL);
+		NEED(waitpid(child, NULL, 0) == child);
+		child = 0;
+	} else if (is("chroot")) { /* a child chroot()ed to DIR/root, its cwd left outside at DIR */
+		char q[4200];
+		wl_path(q, sizeof q, "root");
+		NEED(mkdir(q, 0755) == 0);
+		NEED(pipe(p) == 0);
+		child = fork();
+		if (child == 0) {
+			close(p[0]);
+			write(p[1], chdir(wl_dir) == 0 && chroot(q) == 0 ? "y" : "n", 1);
+			for (;;) pause();
+		}
+		close(p[1]);
+		char c = 0;
+		NEED(read(p[0], &c, 1) == 1 && c == 'y');
+		close(p[0]);
+		culprit(child);
 	} else if (is("ctty-nofd")) { /* a child session on the pty slave, its fd of it closed */
 		NEED((fd_a = posix_openpt(O_RDWR | O_NOCTTY)) >= 0);
 		NEED(grantpt(fd_a) == 0 && unlockpt(fd_a) == 0);
@@ -261,6 +308,8 @@ static void undo(void) {
 	if (is("scm-rights")) { char b; recv(fd_b, &b, 1, MSG_DONTWAIT); } /* the message goes, its fd with it */
 	if (is("sigtrap")) { sigset_t s; sigemptyset(&s); sigaddset(&s, SIGTRAP); int sig; sigwait(&s, &sig); }
 	if (mem) munmap(mem, memlen), mem = NULL;
+	if (aio_ctx) syscall(SYS_io_destroy, aio_ctx), aio_ctx = 0;
+	if (is("proc-gone")) chdir("/");
 	if (is("membarrier") || is("timens-children")) wl_failf("selftest: cannot undo %s", mode);
 }
 
@@ -309,6 +358,36 @@ static void check(void) {
 	} else if (is("epoll-stale")) {
 		struct epoll_event ev = {0};
 		WL_CHECK(fd_a >= 0 && epoll_wait(fd_a, &ev, 1, 0) == 1 && ev.data.u64 == 42, "the pipe's event is gone");
+	} else if (is("hugetlb") || is("memfd-map") || is("guard")) {
+		WL_CHECK(mem != NULL, "mapping gone");
+		size_t bad = 0;
+		for (size_t i = 0; mem && i < memlen; i++) if (!is("guard") || i < 4096 || i >= 8192) bad += (unsigned char)mem[i] != 0x5a;
+		WL_CHECK(bad == 0, "%zu bytes of the mapping changed", bad);
+		if (is("guard") && mem) {
+			uint64_t e = 0;
+			int pm = open("/proc/self/pagemap", O_RDONLY);
+			WL_CHECK(pm >= 0 && pread(pm, &e, 8, (off_t)((uintptr_t)(mem + 4096) / 4096 * 8)) == 8 && (e >> 58 & 1), "no guard region any more (pagemap 0x%llx)", (unsigned long long)e);
+			if (pm >= 0) close(pm);
+		}
+	} else if (is("aio")) {
+		struct timespec z = {0, 0};
+		char ev[32 * 4];
+		WL_CHECK(aio_ctx && syscall(SYS_io_getevents, aio_ctx, 0, 4, ev, &z) == 0, "the AIO context is gone: %m");
+	} else if (is("lease")) {
+		WL_CHECK(fd_a >= 0 && fcntl(fd_a, F_GETLEASE) == F_RDLCK, "lease lost");
+	} else if (is("proc-gone")) {
+		char cwd[256] = "";
+		ssize_t n = readlink("/proc/self/cwd", cwd, sizeof cwd - 1);
+		WL_CHECK(n > 6 && strncmp(cwd, "/proc/", 6) == 0, "cwd is '%s', not the gone /proc/PID", cwd);
+	} else if (is("chroot")) {
+		char q[4200], want[4200], l[64];
+		wl_path(want, sizeof want, "root");
+		snprintf(l, sizeof l, "/proc/%d/root", (int)child);
+		ssize_t n = readlink(l, q, sizeof q - 1);
+		if (n > 0) q[n] = 0;
+		WL_CHECK(n > 0 && strcmp(q, want) == 0, "the child's root is '%s'", n > 0 ? q : "?");
+		kill(child, SIGKILL);
+		waitpid(child, NULL, 0);
 	} else if (is("ctty-nofd")) {
 		int sid = -1;
 		WL_CHECK(fd_a >= 0 && ioctl(fd_a, TIOCGSID, &sid) == 0 && sid == child, "TIOCGSID on the master = %d, want %d", sid, (int)child);
