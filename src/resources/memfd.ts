@@ -30,6 +30,8 @@ export const memfdKind: FdKind = {
     // restore makes the memfd once per process: the same inode opened by two processes would split
     const seenBy = ctx.files.byKey.get(key);
     if (seenBy !== undefined && seenBy !== ctx.pid) refuse("files", ctx.where, "memfd-shared", `'${name}' also opened by process ${seenBy}`);
+    // MFD_HUGETLB: a hugetlbfs file (its block size is the huge page size), which memfd_create here would not make
+    if (ctx.st.blksize > 4096n) refuse("files", ctx.where, "memfd-hugetlb", `'${name}', pages of ${ctx.st.blksize} bytes`);
     if ((Number(ctx.st.mode) & 0o7777) !== 0o777) refuse("files", ctx.where, "memfd-mode", `'${name}' mode 0${(Number(ctx.st.mode) & 0o7777).toString(8)}`);
     if (seenBy === undefined) {
       ctx.files.byKey.set(key, ctx.pid);

@@ -52,7 +52,7 @@ export const regKind: FdKind = {
     const { target, st } = ctx;
     if (target.endsWith(" (deleted)")) return dumpGhost(ctx);
     if (st.isCharacterDevice() && isTty(st.rdev) && !ctx.opts.shellJob) {
-      throw new CriuError("files", `${ctx.where}: terminal '${target}' is open; use --shell-job to dump a shell job`);
+      refuse("files", ctx.where, "terminal", `'${target}'; --shell-job gives a shell job criu-bun's terminal at restore`);
     }
     const size = st.isFile() ? st.size : undefined;
     return ctx.files.add(null, (id) => ({ id, type: 1, reg: regEntry(id, target, ctx.flags, ctx.pos, size, Number(st.mode)) }));
@@ -117,6 +117,7 @@ function dumpGhost(ctx: DumpCtx): number {
  */
 export function saveGhost(files: FileTable, images: ImageSink, st: BigIntStats, path: string, source: string, flags: number, pos: bigint, where: string): number {
   if (/^\/proc\/\d+(\/|$)/.test(path)) refuse("files", where, "proc-gone", `'${path}'`);
+  if (/^\/dev\/pts\/\d+$/.test(path)) refuse("files", where, "terminal", `'${path}', its master was closed`);
   if (st.isDirectory()) return saveGhostDir(files, images, st, path, flags, pos);
   if (!st.isFile()) refuse("files", where, "deleted-special", `'${path}', ${st.isSymbolicLink() ? "a symbolic link" : st.isFIFO() ? "a FIFO" : st.isSocket() ? "a socket" : "a device node"}`);
   if (flags & O_TMPFILE) refuse("files", where, "tmpfile", `'${path}'`);

@@ -40,6 +40,8 @@ export const UNSUPPORTED = {
   "deleted-special": "deleted file that is not a regular file or a directory",
   "tmpfile": "O_TMPFILE file never linked",
   "tty-queued": "bytes queued in a terminal",
+  "terminal": "terminal whose master is not in the tree (without --shell-job)",
+  "memfd-hugetlb": "memfd of huge pages (MFD_HUGETLB)",
   "epoll-stale": "epoll target whose fd number was closed or reused since it was added",
   "ctty-nofd": "controlling terminal of the tree that its session leader holds no fd of",
   "scm-rights": "file descriptors in flight (SCM_RIGHTS)",

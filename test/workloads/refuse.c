@@ -253,6 +253,15 @@ static void setup(void) {
 		NEED(read(p[0], &c, 1) == 1 && c == 'y');
 		close(p[0]);
 		culprit(child);
+	} else if (is("terminal")) { /* a pty slave whose master was closed */
+		int m;
+		NEED((m = posix_openpt(O_RDWR | O_NOCTTY)) >= 0);
+		NEED(grantpt(m) == 0 && unlockpt(m) == 0);
+		NEED((fd_a = open(ptsname(m), O_RDWR | O_NOCTTY)) >= 0);
+		close(m);
+	} else if (is("memfd-hugetlb")) {
+		NEED((fd_a = memfd_create("huge", MFD_HUGETLB)) >= 0);
+		NEED(ftruncate(fd_a, 2 << 20) == 0);
 	} else if (is("ctty-nofd")) { /* a child session on the pty slave, its fd of it closed */
 		NEED((fd_a = posix_openpt(O_RDWR | O_NOCTTY)) >= 0);
 		NEED(grantpt(fd_a) == 0 && unlockpt(fd_a) == 0);
@@ -388,6 +397,12 @@ static void check(void) {
 		WL_CHECK(n > 0 && strcmp(q, want) == 0, "the child's root is '%s'", n > 0 ? q : "?");
 		kill(child, SIGKILL);
 		waitpid(child, NULL, 0);
+	} else if (is("terminal")) {
+		char b[4];
+		ssize_t n = fd_a >= 0 ? read(fd_a, b, sizeof b) : 1;
+		WL_CHECK(n == 0 || (n < 0 && errno == EIO), "the slave is not hung up (read %zd)", n);
+	} else if (is("memfd-hugetlb")) {
+		WL_CHECK(fd_a >= 0 && fstat(fd_a, &st) == 0 && st.st_blksize == 2 << 20 && st.st_size == 2 << 20, "not the huge page memfd");
 	} else if (is("ctty-nofd")) {
 		int sid = -1;
 		WL_CHECK(fd_a >= 0 && ioctl(fd_a, TIOCGSID, &sid) == 0 && sid == child, "TIOCGSID on the master = %d, want %d", sid, (int)child);
