@@ -8,6 +8,7 @@ import { FOWN0 } from "./fdkind";
 import { syscall, addr, cstr } from "../sys/syscall";
 import { closeFd, O } from "../sys/mem";
 import { CriuError } from "../log";
+import { refuse } from "./unsupported";
 
 const NR_inotify_add_watch = 254, NR_inotify_rm_watch = 255, NR_open_by_handle_at = 304, NR_inotify_init1 = 294;
 
@@ -52,7 +53,7 @@ function resolveHandle(pid: number, w: Wd, where: string): string {
       if (fd < 0) continue;
       try {
         const p = readlinkSync(`/proc/self/fd/${fd}`);
-        if (p.endsWith(" (deleted)")) throw new CriuError("files", `${where}: inotify watch ${w.wd} is on a deleted file; not supported yet`);
+        if (p.endsWith(" (deleted)")) refuse("files", where, "inotify-deleted", `watch ${w.wd} on '${p.slice(0, -10)}'`);
         return p;
       } finally { closeFd(fd); }
     } finally { closeFd(mfd); }

@@ -12,6 +12,7 @@ export const UNSUPPORTED = {
   "netlink-socket": "netlink socket",
   "packet-socket": "packet socket",
   "fanotify": "fanotify",
+  "inotify-deleted": "inotify watch on a deleted file",
   "io_uring": "io_uring",
   "pidfd": "pidfd",
   "userfaultfd": "userfaultfd",

@@ -27,6 +27,7 @@
 #include <sys/wait.h>
 #include <stddef.h>
 #include <sys/epoll.h>
+#include <sys/inotify.h>
 #include <sys/sysmacros.h>
 
 #ifndef MAP_DROPPABLE
@@ -262,6 +263,13 @@ static void setup(void) {
 	} else if (is("memfd-hugetlb")) {
 		NEED((fd_a = memfd_create("huge", MFD_HUGETLB)) >= 0);
 		NEED(ftruncate(fd_a, 2 << 20) == 0);
+	} else if (is("inotify-deleted")) { /* a watch on a file deleted since (kept alive by fd_b) */
+		char q[4200];
+		wl_path(q, sizeof q, "watched");
+		NEED((fd_b = open(q, O_RDWR | O_CREAT, 0600)) >= 0);
+		NEED((fd_a = inotify_init1(0)) >= 0);
+		NEED(inotify_add_watch(fd_a, q, IN_MODIFY) >= 0);
+		NEED(unlink(q) == 0);
 	} else if (is("ctty-nofd")) { /* a child session on the pty slave, its fd of it closed */
 		NEED((fd_a = posix_openpt(O_RDWR | O_NOCTTY)) >= 0);
 		NEED(grantpt(fd_a) == 0 && unlockpt(fd_a) == 0);
@@ -403,6 +411,10 @@ static void check(void) {
 		WL_CHECK(n == 0 || (n < 0 && errno == EIO), "the slave is not hung up (read %zd)", n);
 	} else if (is("memfd-hugetlb")) {
 		WL_CHECK(fd_a >= 0 && fstat(fd_a, &st) == 0 && st.st_blksize == 2 << 20 && st.st_size == 2 << 20, "not the huge page memfd");
+	} else if (is("inotify-deleted")) {
+		WL_CHECK(fd_a >= 0 && fd_b >= 0 && write(fd_b, "x", 1) == 1, "write to the watched file");
+		char b[256];
+		WL_CHECK(fd_a >= 0 && read(fd_a, b, sizeof b) > 0 && ((struct inotify_event *)b)->mask & IN_MODIFY, "no IN_MODIFY from the watch");
 	} else if (is("ctty-nofd")) {
 		int sid = -1;
 		WL_CHECK(fd_a >= 0 && ioctl(fd_a, TIOCGSID, &sid) == 0 && sid == child, "TIOCGSID on the master = %d, want %d", sid, (int)child);
