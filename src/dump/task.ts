@@ -4,7 +4,7 @@ import { getRegs, getXstate, getSigmask, getRseqConfig, peekSiginfo, ptrace, PTR
 import { readStat, readStatus, readLimits, readAuxv, readLink, readText, type ProcStat } from "../sys/proc";
 import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
-import { Injector, RemoteMem } from "../ptrace/inject";
+import { BATCH_CODE, Injector, RemoteMem } from "../ptrace/inject";
 import type { FrozenProcess } from "../ptrace/seize";
 import { xsaveToFpregs } from "../resources/xsave";
 import { classifyVmas, type DumpedVma } from "../resources/memory";
@@ -88,6 +88,50 @@ function readCreds(pid: number, tid: number): Record<string, any> {
 
 function parseSiginfos(list: Uint8Array[]) { return list.map((b) => ({ siginfo: b })); }
 
+/** A syscall for batchCalls: its arguments given the address of its out buffer (out bytes). */
+interface BatchCall { nr: number; args: (buf: bigint) => (number | bigint)[]; out: number }
+const BATCH_AREA = 16384, BATCH_TABLE = 8192;
+
+/**
+ * Run independent syscalls in the stopped leader, each with an out buffer; returns each result and
+ * its buffer. In one stop of the process when that is safe: an anonymous RWX area is mapped in the
+ * process (an injected mmap), the calls run there from BATCH_CODE (Injector.callMany), the area is
+ * unmapped again; the process's memory map is as before. Not when SIGTRAP is blocked or ignored
+ * by the thread (the batch ends on int3, whose forced SIGTRAP would change that), nor where the
+ * process may not map executable memory (seccomp, memory-deny-write-execute): then one injected
+ * syscall each, with `scratch` (64 bytes below the red zone) as the buffer.
+ */
+function batchCalls(inj: Injector, mem: RemoteMem, status: Record<string, string>, pid: number, calls: BatchCall[], scratch: bigint): { r: bigint; b: Uint8Array }[] {
+  const trap = 1n << 4n; // SIGTRAP
+  const trapFree = ((hexMask(status.SigBlk) | hexMask(status.SigIgn)) & trap) === 0n;
+  let outBytes = 0;
+  for (const c of calls) outBytes += (c.out + 15) & ~15;
+  let area = -1n;
+  if (trapFree && process.env.CRIU_BUN_BATCH !== "off" && BATCH_TABLE + outBytes <= BATCH_AREA && calls.length * 64 <= BATCH_TABLE - 256) {
+    const r = inj.call(NR.mmap, 0, BATCH_AREA, 7 /* RWX */, 0x22 /* MAP_PRIVATE | MAP_ANONYMOUS */, -1, 0);
+    if (r > 0n || r < -4095n) area = BigInt.asUintN(64, r);
+    else log.debug(`process ${pid}: no batch area (mmap: errno ${-r}): one injected syscall per call`);
+  }
+  if (area < 0n) {
+    return calls.map((c) => {
+      const r = inj.call(c.nr, ...c.args(scratch));
+      return { r, b: r < 0n ? new Uint8Array(c.out) : mem.read(scratch, c.out) };
+    });
+  }
+  try {
+    mem.write(area, BATCH_CODE);
+    const bufs: bigint[] = [];
+    let off = BATCH_TABLE;
+    for (const c of calls) { bufs.push(area + BigInt(off)); off += (c.out + 15) & ~15; }
+    const res = inj.callMany(area, area + 256n, calls.map((c, i) => [c.nr, ...c.args(bufs[i])]));
+    const data = mem.read(area + BigInt(BATCH_TABLE), off - BATCH_TABLE);
+    return calls.map((c, i) => ({ r: res[i], b: data.subarray(Number(bufs[i] - area) - BATCH_TABLE, Number(bufs[i] - area) - BATCH_TABLE + c.out) }));
+  } finally {
+    const r = inj.call(NR.munmap, area, BATCH_AREA);
+    if (r !== 0n) throw new CriuError("dump", `process ${pid}: cannot unmap the batch area at 0x${area.toString(16)} (${-r})`);
+  }
+}
+
 /** Collect everything of one frozen process. Leaves the tracee's registers as they were. */
 export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
   const pid = fp.pid;
@@ -134,19 +178,25 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
     inj.withScratch(64, (scratch) => {
       // CRIU's table: 62 entries, signals 1..64 without SIGKILL and SIGSTOP, each read from the
       // kernel (flags, mask and restorer stay with SIG_IGN / SIG_DFL too). compat_sigaction is
-      // written as CRIU does (false: a 64-bit task).
-      for (let sig = 1; sig <= 64; sig++) {
-        if (sig === 9 || sig === 19) continue;
-        const r = inj.call(NR.rt_sigaction, sig, 0, scratch, 8);
+      // written as CRIU does (false: a 64-bit task). With the three itimers: one batch in one stop
+      // of the process where it can run one (batchCalls), else one injected syscall each.
+      const sigs: number[] = [];
+      for (let sig = 1; sig <= 64; sig++) if (sig !== 9 && sig !== 19) sigs.push(sig);
+      const names = ["real", "virt", "prof"];
+      const got = batchCalls(inj, mem, status, pid, [
+        ...sigs.map((sig) => ({ nr: NR.rt_sigaction, args: (buf: bigint) => [sig, 0, buf, 8], out: 32 })),
+        ...names.map((_, w) => ({ nr: NR.getitimer, args: (buf: bigint) => [w, buf], out: 32 })),
+      ], scratch);
+      sigs.forEach((sig, i) => {
+        const { r, b } = got[i];
         if (r < 0n) throw new CriuError("dump", `rt_sigaction(${sig}) in ${pid} failed (${-r})`);
-        const b = mem.read(scratch, 32);
         const dv = new DataView(b.buffer, b.byteOffset);
         sigactions.push({ sigaction: dv.getBigUint64(0, true), flags: dv.getBigUint64(8, true), restorer: dv.getBigUint64(16, true), mask: dv.getBigUint64(24, true), compatSigaction: false });
-      }
-      const names = ["real", "virt", "prof"];
+      });
       for (let w = 0; w < 3; w++) {
-        inj.ok("getitimer", NR.getitimer, w, scratch);
-        const dv = new DataView(mem.read(scratch, 32).buffer);
+        const { r, b } = got[sigs.length + w];
+        if (r < 0n && r > -4096n) throw new CriuError("inject", `getitimer in ${inj.tid} failed (errno ${-r})`);
+        const dv = new DataView(b.buffer, b.byteOffset);
         itimers[names[w]] = { isec: dv.getBigUint64(0, true), iusec: dv.getBigUint64(8, true), vsec: dv.getBigUint64(16, true), vusec: dv.getBigUint64(24, true) };
       }
       for (const t of readPosixTimers(pid)) {

@@ -133,13 +133,14 @@ export class Injector {
   }
 
   /**
-   * Run several syscalls in one stop of the tracee ("trap" mode): BATCH_CODE (written by the caller
-   * at codeAddr, in executable memory of the tracee) walks a table written at tableAddr, 64 bytes
-   * per call (nr, six arguments, result), and ends on int3. The calls run in order whatever their
-   * results; returns each raw result (negative = -errno). For independent calls only (no events).
+   * Run several syscalls in one stop of the tracee: BATCH_CODE (written by the caller at codeAddr,
+   * in executable memory of the tracee) walks a table written at tableAddr, 64 bytes per call (nr,
+   * six arguments, result), and ends on int3. The calls run in order whatever their results;
+   * returns each raw result (negative = -errno). For independent calls only (no events).
+   * The int3's SIGTRAP is forced: were SIGTRAP blocked or ignored by the thread, the kernel would
+   * unblock it and reset its handler, so the caller must make sure it is neither.
    */
   callMany(codeAddr: bigint, tableAddr: bigint, calls: (number | bigint)[][]): bigint[] {
-    if (this.mode !== "trap") throw new Error("callMany needs trap mode");
     if (!calls.length) return [];
     tick();
     const table = new BigUint64Array(calls.length * 8);
