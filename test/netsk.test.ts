@@ -1,4 +1,4 @@
-// Inet sockets in every state criu-bun keeps, and the ones it refuses (issue 12, sections 1-2):
+// Inet and unix sockets in every state criu-bun keeps (issue 12, sections 1-3):
 // test/workloads/inetsk.c MODE sets the sockets up in a network namespace of the test's own (ping
 // sockets allowed there by net.ipv4.ping_group_range), criu-bun dumps and restores it from inside
 // that namespace, and the workload checks every socket itself after restore.
@@ -134,3 +134,33 @@ describe("inet sockets restored exactly (the workload checks itself)", () => {
 
 // The refusals (inflight without --skip-in-flight, halfest with --tcp-established, sockerr,
 // rawconn, mptcp, lockfilter) run in test/refusals.test.ts with every other entry of the list.
+
+// Unix sockets (workloads/unixsk.c), in the test's own network namespace like the rest (abstract
+// names live there), dumped and restored from inside it.
+describe("unix sockets restored exactly (the workload checks itself)", () => {
+  const startU = (mode: string) => startWorkload("unixsk", [mode], { stderr: "file", wrap: ["nsenter", `--net=/run/netns/${ns}`] });
+  test("dgram: clients connected one way (unnamed, abstract, in a child), abstract server, self-connected with a queued datagram, relative name, path mode and owner", async () => {
+    const w = await startU("dgram");
+    const dir = await dumpRestore(w, "unix-dgram");
+    const u = readImage<S.file_entry>(dir, "files.img", "FILES").filter((f) => f.usk).map((f) => f.usk!);
+    const srv = u.find((e) => new TextDecoder().decode(e.name).endsWith("/srv.sock\0"))!;
+    expect(srv.filePerms).toMatchObject({ mode: 0o640, uid: 4321, gid: 8765 });
+    expect(u.filter((e) => e.peer === srv.ino).length).toBe(3);
+    const rel = u.find((e) => new TextDecoder().decode(e.name).startsWith("rel.sock"))!;
+    expect(rel.nameDir).toBe(w.dir);
+    await checkPass(w);
+  }, 60_000);
+  test("deleted: unlinked name (with a client), removed directory (listener), a FIFO now at the path: names kept, no file made, FIFO untouched", async () => {
+    const w = await startU("deleted");
+    const dir = await dumpRestore(w, "unix-deleted");
+    const u = readImage<S.file_entry>(dir, "files.img", "FILES").filter((f) => f.usk).map((f) => f.usk!);
+    expect(u.filter((e) => e.deleted).length).toBe(3);
+    await checkPass(w);
+  }, 60_000);
+  test("the unixsk checks fail on a wrong restore (new unnamed sockets)", async () => {
+    for (const mode of ["dgram", "deleted"]) {
+      const bad = await runWorkload("unixsk", [mode, "--selftest-corrupt"], { settleMs: 20, resultTimeoutMs: 15_000 });
+      expect(`${mode}: ${bad.summary}`).toStartWith(`${mode}: FAIL`);
+    }
+  }, 60_000);
+});

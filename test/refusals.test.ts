@@ -29,6 +29,8 @@ const OTHER: Partial<Record<UnsupportedKey, [string, string, string[]]>> = {
   "sockopt": ["inetsk", "lockfilter", []],
   "tcp-half-closed": ["inetsk", "halfest", ["--tcp-established"]],
   "tcp-in-flight": ["inetsk", "inflight", []],
+  "unix-in-flight": ["unixsk", "inflight", []],
+  "unix-oneway-queue": ["unixsk", "onewayq", []],
 };
 
 describe("the refusal list and the fd-kind registry", () => {

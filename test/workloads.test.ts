@@ -65,6 +65,7 @@ const passCases: [string, string[]][] = [
   ["unixtree", ["server"]],
   ["dirty", ["8"]],
   ["inetsk", ["opts"]],
+  ["unixsk", ["dgram"]],
 ];
 
 describe("workloads pass without a dump", () => {

@@ -5,8 +5,9 @@
 // Restore: socketpair for mutual peers, then each queue re-sent from criu-bun through a
 // pidfd_getfd copy of the peer end, so it lands on the right side; socket+bind+listen for
 // named ones. Any other socket family stops the dump with a one-line error naming it.
-import { lstatSync, unlinkSync } from "node:fs";
-import { join } from "node:path";
+import { lstatSync, unlinkSync, mkdtempSync, mkdirSync, rmSync } from "node:fs";
+import { join, dirname } from "node:path";
+import { tmpdir } from "node:os";
 import type { FdKind, RestoreCtx } from "./fdkind";
 import { FOWN0, cachedPayloads } from "./fdkind";
 import { syscall, addr } from "../sys/syscall";
@@ -25,7 +26,7 @@ const MSG_PEEK = 2, MSG_DONTWAIT = 0x40, MSG_TRUNC = 0x20;
 const TCP_LISTEN = 10;
 const FAMILIES: Record<number, string> = { 2: "inet", 10: "inet6", 16: "netlink", 17: "packet", 40: "vsock", 44: "xdp", 38: "alg" };
 
-interface Diag { type: number; state: number; ino: number; name?: Uint8Array; peer: number; rq: number; wq: number; shutdown: number }
+interface Diag { type: number; state: number; ino: number; name?: Uint8Array; peer: number; rq: number; wq: number; shutdown: number; vfs?: { ino: number; dev: number } }
 
 /** sock_diag request for one unix socket by inode */
 function unixDiag(ino: number, where: string, pid: number): Diag {
@@ -42,7 +43,7 @@ function unixDiagHere(ino: number, where: string): Diag {
     req[16] = AF_UNIX;
     dv.setUint32(20, 0xffffffff, true);          // states
     dv.setUint32(24, ino, true);
-    dv.setUint32(28, 0x1 | 0x4 | 0x10, true);    // NAME | PEER | RQLEN
+    dv.setUint32(28, 0x1 | 0x2 | 0x4 | 0x10, true); // NAME | VFS | PEER | RQLEN
     dv.setUint32(32, 0xffffffff, true); dv.setUint32(36, 0xffffffff, true);
     const sa = new Uint8Array(12); sa[0] = 16;
     const s = syscall(NR.sendto, nl, addr(req), 40, 0, addr(sa), 12);
@@ -60,6 +61,7 @@ function unixDiagHere(ino: number, where: string): Diag {
       if (alen < 4) break;
       const p = buf.subarray(off + 4, off + alen);
       if (atype === 0) d.name = p.slice();
+      else if (atype === 1) d.vfs = { ino: v.getUint32(off + 4, true), dev: v.getUint32(off + 8, true) };
       else if (atype === 2) d.peer = v.getUint32(off + 4, true);
       else if (atype === 4) { d.rq = v.getUint32(off + 4, true); d.wq = v.getUint32(off + 8, true); }
       else if (atype === 6) d.shutdown = p[0];
@@ -67,6 +69,12 @@ function unixDiagHere(ino: number, where: string): Diag {
     }
     return d;
   } finally { closeFd(nl); }
+}
+
+/** st_dev (userspace encoding) and a kernel dev_t (major << 20 | minor) name the same device */
+function sameDev(st: number, k: number): boolean {
+  const major = (st >>> 8) & 0xfff, minor = (st & 0xff) | ((st >>> 12) & 0xfff00);
+  return (k >>> 20) === major && (k & 0xfffff) === minor;
 }
 
 function getInt(fd: number, opt: number): number {
@@ -143,26 +151,31 @@ export const unixKind: FdKind = {
     const d = unixDiag(ino, ctx.where, ctx.pid);
     const type = getInt(fd, SO.TYPE);
     const listening = getInt(fd, SO.ACCEPTCONN) === 1;
-    if (listening && d.rq) throw new CriuError("files", `${ctx.where}: listening unix socket has ${d.rq} connection(s) not accepted yet; not supported yet`);
+    if (listening && d.rq) refuse("files", ctx.where, "unix-in-flight", `${d.rq} on unix socket ${ino}`);
     // the name as bound, as CRIU keeps it: a path's trailing NUL (when the address length
     // counted it) stays, so getsockname() gives the same length after restore
     const name = d.name ?? new Uint8Array(0);
     let nameDir: string | undefined;
     let filePerms: { mode: number; uid: number; gid: number } | undefined;
+    let deleted = false;
     if (name.length && name[0] !== 0) {
       const path = pathOf(name);
+      // a relative name is bound again from the directory it was bound in: the process's cwd
+      // now (CRIU's assumption too); what sits at the path must be the socket's own inode, else
+      // the name was unlinked (or its directory removed, or something else now sits there)
       if (!path.startsWith("/")) nameDir = readLink(`/proc/${ctx.pid}/cwd`);
-      try {
-        const st = lstatSync(nameDir ? join(nameDir, path) : path);
-        filePerms = { mode: st.mode & 0o7777, uid: st.uid, gid: st.gid };
-      } catch {}
+      let st: import("node:fs").Stats | undefined;
+      try { st = lstatSync(nameDir ? join(nameDir, path) : path); } catch {}
+      deleted = !st || !d.vfs || Number(st.ino) !== d.vfs.ino || !sameDev(Number(st.dev), d.vfs.dev);
+      if (st && !deleted) filePerms = { mode: st.mode & 0o7777, uid: st.uid, gid: st.gid };
+      if (deleted) log.debug(`${ctx.where}: unix socket ${ino}: its name '${path}' is no longer its file (${st ? "another file sits there" : "gone"})`);
     }
     const id = ctx.files.add(null, (id) => ({
       id, type: 5,
       usk: {
         id, ino, type, state: listening ? TCP_LISTEN : d.state, flags: ctx.flags, uflags: 0, backlog: listening ? d.wq : 0,
         peer: d.peer, fown: FOWN0, opts: { soSndbuf: getInt(fd, SO.SNDBUF), soRcvbuf: getInt(fd, SO.RCVBUF), soSndTmoSec: 0n, soSndTmoUsec: 0n, soRcvTmoSec: 0n, soRcvTmoUsec: 0n },
-        name, shutdown: d.shutdown, ...(filePerms ? { filePerms } : {}), ...(nameDir ? { nameDir } : {}),
+        name, shutdown: d.shutdown, ...(filePerms ? { filePerms } : {}), ...(nameDir ? { nameDir } : {}), ...(deleted ? { deleted } : {}),
       },
     }));
     if (d.peer && !listening && !ctx.files.files.some((x) => x.usk?.ino === d.peer && !(x.usk.uflags & USK_EXTERN)) && !heldInTree(d.peer, ctx.opts.tree)) {
@@ -193,6 +206,13 @@ export const unixKind: FdKind = {
     // whose other end is closed at once, so data then EOF (stream) or ECONNREFUSED (dgram) follow
     const peerGone = !listening && !d.peer && d.state === 1 /* TCP_ESTABLISHED */;
     if (!listening && !d.peer && !peerGone && d.rq) refuse("files", ctx.where, "unix-dgram-queue", `${d.rq} bytes on unix socket ${ino}`);
+    const peerInTree = d.peer !== 0 && (ctx.files.files.some((x) => x.usk?.ino === d.peer && !(x.usk.uflags & USK_EXTERN)) || heldInTree(d.peer, ctx.opts.tree));
+    if (d.peer && d.peer !== ino && !listening && d.rq && peerInTree) {
+      // connected one way (to a server of the tree that is not connected back): what is queued
+      // here was sent by some socket with sendto(), which the image cannot name
+      const pd = unixDiag(d.peer, ctx.where, ctx.pid);
+      if (pd.peer !== ino) refuse("files", ctx.where, "unix-oneway-queue", `${d.rq} bytes on unix socket ${ino}`);
+    }
     if ((d.peer || peerGone) && !listening) {
       const q = peekQueue(fd, type === 1, ctx.where);
       ctx.images.ensure("sk-queues.img", "SK_QUEUES");
@@ -209,6 +229,9 @@ export const unixKind: FdKind = {
     if (u.peer && !peerFile) {
       throw new CriuError("restore", `${ctx.where}: unix socket ${u.ino} is connected to socket ${u.peer} outside the dumped processes (--ext-unix-sk is not supported yet)`);
     }
+    // datagram sockets connected one way (clients of a named server, a socket connected to
+    // itself): the server and all its clients are made together, bound, then connected by name
+    if (oneWayGroup(ctx, u)) return restoreGroup(ctx, f);
     if (peerFile && peerFile.usk!.peer === u.ino) {
       // mutual peers: one socketpair, then refill both queues
       const a = ctx.scratch(0n, new Uint8Array(8));
@@ -255,6 +278,84 @@ export const unixKind: FdKind = {
   },
 };
 
+/** Unix socket files of this restore by inode (entries for peers outside the tree left out). */
+function treeSockets(ctx: RestoreCtx): Map<number, S.file_entry> {
+  const m = new Map<number, S.file_entry>();
+  for (const x of ctx.files.values()) if (x.usk && !(x.usk.uflags & USK_EXTERN)) m.set(x.usk.ino, x);
+  return m;
+}
+/** connected to another socket of the tree that is not connected back to it */
+function isOneWay(u: S.unix_sk_entry, socks: Map<number, S.file_entry>): boolean {
+  const p = u.peer ? socks.get(u.peer) : undefined;
+  return !!p && u.peer !== u.ino && p.usk!.peer !== u.ino;
+}
+function oneWayGroup(ctx: RestoreCtx, u: S.unix_sk_entry): boolean {
+  if (u.state === TCP_LISTEN) return false;
+  const socks = treeSockets(ctx);
+  if (u.peer === u.ino || isOneWay(u, socks)) return true;
+  for (const x of socks.values()) if (x.usk!.peer === u.ino && isOneWay(x.usk!, socks)) return true;
+  return false;
+}
+
+/**
+ * A server and every socket connected to it one way (and theirs, transitively), made in this
+ * process: each bound to its name (names whose file was unlinked inside a ghost root, see
+ * withGhostRoot), then each client connected to its server's name, a self-connected socket to
+ * its own; held tree-wide for the processes that have them.
+ */
+function restoreGroup(ctx: RestoreCtx, f: S.file_entry): number {
+  const socks = treeSockets(ctx);
+  let root = f;
+  for (const seen = new Set([f.usk!.ino]); isOneWay(root.usk!, socks);) {
+    const p = socks.get(root.usk!.peer)!;
+    if (seen.has(p.usk!.ino)) break; // a ring: any member will do as the root
+    seen.add(p.usk!.ino);
+    root = p;
+  }
+  const members: S.file_entry[] = [];
+  for (const stack = [root]; stack.length;) {
+    const m = stack.pop()!;
+    if (members.includes(m)) continue;
+    members.push(m);
+    for (const c of socks.values()) if (c.usk!.peer === m.usk!.ino && c !== m && isOneWay(c.usk!, socks)) stack.push(c);
+  }
+  const fds = new Map<number, number>();
+  for (const m of members) {
+    const r = Number(ctx.inj.call(NR.socket, AF_UNIX, m.usk!.type | O.CLOEXEC, 0));
+    if (r < 0) throw new CriuError("restore", `${ctx.where}: socket(AF_UNIX) failed (errno ${-r})`);
+    const fd = ctx.high(r, ctx.where);
+    setBufs(ctx, fd, m.usk!);
+    fds.set(m.usk!.ino, fd);
+  }
+  const named = (m: S.file_entry) => m.usk!.name.length > 0;
+  const ghost = (m: S.file_entry) => named(m) && m.usk!.name[0] !== 0 && !!m.usk!.deleted;
+  const conns = members.filter((m) => m.usk!.peer && fds.has(m.usk!.peer));
+  const connect = (m: S.file_entry) => {
+    const srv = socks.get(m.usk!.peer)!.usk!;
+    if (!srv.name.length) throw new CriuError("restore", `${ctx.where}: unix socket ${m.usk!.ino} is connected to unnamed socket ${srv.ino}`);
+    const { sa, text } = sockaddr(srv.name, srv.nameDir);
+    const c = ctx.inj.call(NR.connect, fds.get(m.usk!.ino)!, ctx.scratch(0n, sa), sa.length);
+    if (c < 0n) throw new CriuError("restore", `${ctx.where}: connecting unix socket ${m.usk!.ino} to '${text}' failed (errno ${-c})`);
+  };
+  for (const m of members) if (named(m) && !ghost(m)) bindName(ctx, m.usk!, fds.get(m.usk!.ino)!);
+  const ghosts = members.filter(ghost);
+  if (ghosts.length) {
+    withGhostRoot(ctx, ghosts.map((m) => m.usk!), () => {
+      for (const m of ghosts) bindHere(ctx, m.usk!, fds.get(m.usk!.ino)!);
+      for (const m of conns) if (ghost(socks.get(m.usk!.peer)!)) connect(m);
+    });
+  }
+  for (const m of conns) if (!ghost(socks.get(m.usk!.peer)!)) connect(m);
+  for (const m of members) {
+    const fd = fds.get(m.usk!.ino)!;
+    if (m.usk!.peer === m.usk!.ino) refill(ctx, m, fd); // its own datagrams, sent to itself
+    finish(ctx, m, fd);
+    ctx.hold(`usk:${m.usk!.ino}`, fd);
+  }
+  log.debug(`${ctx.where}: unix sockets ${members.map((m) => m.usk!.ino).join(", ")} restored as one group (${conns.length} connected one way or to themselves)`);
+  return ctx.fdFrom(`usk:${f.usk!.ino}`)!;
+}
+
 /** sockaddr_un bytes for a dumped name (path names made absolute with name_dir) */
 function sockaddr(name: Uint8Array, nameDir?: string): { sa: Uint8Array; text: string } {
   if (name[0] !== 0) {
@@ -289,12 +390,78 @@ function boundSocket(ctx: RestoreCtx, u: S.unix_sk_entry): number {
   return fd;
 }
 
+/**
+ * Bind fd to u's name as dumped. A path name is bound as it was (a relative one from its
+ * directory, so getsockname() gives the same bytes), then given its mode and owner; a name whose
+ * file was unlinked (its directory removed, something else there now) is bound inside a ghost
+ * root, so the socket has its name and no file, and whatever sits at the path is left alone.
+ */
 function bindName(ctx: RestoreCtx, u: S.unix_sk_entry, fd: number) {
-  const { sa, text } = sockaddr(u.name, u.nameDir);
+  if (u.name[0] !== 0 && u.deleted) return withGhostRoot(ctx, [u], () => bindHere(ctx, u, fd));
+  const { text } = sockaddr(u.name, u.nameDir);
   if (u.name[0] !== 0) { try { if (lstatSync(text).isSocket()) unlinkSync(text); } catch {} }
-  const b = ctx.inj.call(NR.bind, fd, ctx.scratch(0n, sa), sa.length);
-  if (b < 0n) throw new CriuError("restore", `${ctx.where}: bind to '${text}' failed (errno ${-b})`);
-  if (u.name[0] !== 0 && u.filePerms) ctx.inj.call(268 /* fchmodat */, -100, ctx.str(text), u.filePerms.mode, 0);
+  bindHere(ctx, u, fd);
+  if (u.name[0] !== 0 && u.filePerms) {
+    const p = u.filePerms;
+    const m = ctx.inj.call(268 /* fchmodat */, -100, ctx.str(text), p.mode, 0);
+    const o = ctx.inj.call(NR.fchownat, -100, ctx.str(text), p.uid, p.gid, 0x100 /* AT_SYMLINK_NOFOLLOW */);
+    if (m < 0n || o < 0n) throw new CriuError("restore", `${ctx.where}: giving '${text}' mode ${p.mode.toString(8)} and owner ${p.uid}:${p.gid} failed (errno ${-(m < 0n ? m : o)})`);
+  }
+}
+
+/** bind() with the name's own bytes, from its directory when it is relative (cwd put back after) */
+function bindHere(ctx: RestoreCtx, u: S.unix_sk_entry, fd: number) {
+  const inj = ctx.inj;
+  const text = sockaddr(u.name, u.nameDir).text;
+  const sa = new Uint8Array(2 + u.name.length);
+  sa[0] = AF_UNIX; sa.set(u.name, 2);
+  const relative = u.name[0] !== 0 && u.name[0] !== 0x2f /* / */ && !!u.nameDir;
+  let cwd = -1;
+  if (relative) {
+    cwd = Number(inj.call(NR.openat, -100, ctx.str("."), 0o10000000 /* O_PATH */ | 0o200000 /* O_DIRECTORY */ | O.CLOEXEC, 0));
+    if (cwd < 0) throw new CriuError("restore", `${ctx.where}: opening the cwd failed (errno ${-cwd})`);
+    const c = inj.call(NR.chdir, ctx.str(u.nameDir!));
+    if (c < 0n) { inj.call(NR.close, cwd); throw new CriuError("restore", `${ctx.where}: chdir to '${u.nameDir}' to bind '${text}' failed (errno ${-c})`); }
+  }
+  try {
+    const b = inj.call(NR.bind, fd, ctx.scratch(0n, sa), sa.length);
+    if (b < 0n) throw new CriuError("restore", `${ctx.where}: bind to '${text}' failed (errno ${-b})`);
+  } finally {
+    if (relative) { inj.call(NR.fchdir, cwd); inj.call(NR.close, cwd); }
+  }
+}
+
+/**
+ * Run fn with the target's root in a fresh private directory holding the directories of these
+ * names (as CRIU keeps a deleted name: bound where the path leads, then unlinked): the sockets
+ * bound there have their names and, once the directory is removed, no file. Root and cwd are put
+ * back from fds opened first.
+ */
+function withGhostRoot(ctx: RestoreCtx, us: S.unix_sk_entry[], fn: () => void) {
+  const inj = ctx.inj;
+  const tmp = mkdtempSync(join(tmpdir(), "criu-bun-usk-"));
+  try {
+    for (const u of us) {
+      const abs = sockaddr(u.name, u.nameDir).text;
+      mkdirSync(join(tmp, dirname(abs)), { recursive: true, mode: 0o700 });
+      if (u.nameDir) mkdirSync(join(tmp, u.nameDir), { recursive: true, mode: 0o700 });
+    }
+    const open = (path: string) => {
+      const r = Number(inj.call(NR.openat, -100, ctx.str(path), 0o10000000 /* O_PATH */ | 0o200000 /* O_DIRECTORY */ | O.CLOEXEC, 0));
+      if (r < 0) throw new CriuError("restore", `${ctx.where}: opening '${path}' failed (errno ${-r})`);
+      return r;
+    };
+    const root = open("/"), cwd = open(".");
+    try {
+      const c = inj.call(NR.chroot, ctx.str(tmp));
+      if (c < 0n) throw new CriuError("restore", `${ctx.where}: chroot to a ghost root for unlinked socket names failed (errno ${-c})`);
+      try { fn(); } finally {
+        const a = inj.call(NR.fchdir, root), b = inj.call(NR.chroot, ctx.str(".")), d = inj.call(NR.fchdir, cwd);
+        if (a < 0n || b < 0n || d < 0n) throw new CriuError("restore", `${ctx.where}: putting root and cwd back after the ghost root failed`);
+      }
+    } finally { inj.call(NR.close, root); inj.call(NR.close, cwd); }
+    log.debug(`${ctx.where}: unix socket name(s) ${us.map((u) => `'${sockaddr(u.name, u.nameDir).text}'`).join(", ")} bound with no file (unlinked at dump)`);
+  } finally { rmSync(tmp, { recursive: true, force: true }); }
 }
 
 /** A socket whose peer was outside the dumped tree (--ext-unix-sk): a datagram socket is

@@ -55,6 +55,8 @@ export const UNSUPPORTED = {
   "sockopt": "socket option criu-bun does not keep",
   "tcp-half-closed": "half-closed TCP connection with --tcp-established",
   "tcp-in-flight": "TCP connection not accepted yet (--skip-in-flight drops it)",
+  "unix-in-flight": "unix connection not accepted yet",
+  "unix-oneway-queue": "queued datagrams on a unix socket connected one way",
 } as const;
 export type UnsupportedKey = keyof typeof UNSUPPORTED;
 
