@@ -1,4 +1,5 @@
-// Exact restores of state criu-bun used to lose or change silently: each workload (test/workloads/
+// Exact restores of state criu-bun used to lose or change silently (where each behaviour of issue
+// 12 stands, exact or refused: test/EXACT-OR-REFUSED.md): each workload (test/workloads/
 // exact.c MODE) sets one piece of state up, is dumped, killed and restored, and checks at go that
 // it is all still there; a damaged copy (--selftest-corrupt) must fail the same checks.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
