@@ -50,6 +50,17 @@ describe("restored exactly (the workload checks itself after restore)", () => {
   }
 });
 
+// criu-bun names every inotify watch by its file handle at dump: the irmap options change nothing
+test("--force-irmap and --irmap-scan-path are accepted; the inotify watches come back", async () => {
+  const w = await startWorkload("inotify", [], { stderr: "file" });
+  const dir = imagesDir("exact-irmap");
+  dump(w.pid, dir, ["--force-irmap", "--irmap-scan-path", "/tmp"]);
+  const r = await restore(dir, w.pid);
+  trigger(w);
+  expect((await waitResult(w, 15_000)).text).toStartWith("PASS");
+  expect(await r.proc.exited).toBe(0);
+}, 60_000);
+
 // Both ends of a unix pair in different processes used to be restored as two separate pairs (one
 // per process), so a reader waited forever: one pair per tree now, the far end imported.
 describe("unix pairs across processes (used to hang after restore)", () => {

@@ -75,6 +75,19 @@ describe("dump refuses what it cannot restore exactly; the target runs on", () =
     }
   }
 
+  // cases that share an entry with the one above: refused the same way
+  for (const [mode, key] of [["pidfd-child", "pidfd"], ["pidfd-dead", "pidfd"], ["deleted-symlink", "deleted-special"]] as const) {
+    test(`${mode}: also ${UNSUPPORTED[key]}`, async () => {
+      const w = await startWorkload("refuse", [mode], { stderr: "file" });
+      const r = criuBun(["dump", "-t", String(w.pid), "-D", imagesDir(`refuse-${mode}`)]);
+      expect(r.code).toBe(1);
+      expect(r.stderr.trim()).toMatch(new RegExp(`^Error \\(\\w+\\): process ${w.pid} fd \\d+: ${esc(UNSUPPORTED[key])}.* is not supported yet$`));
+      expect(isAlive(w.pid)).toBe(true);
+      trigger(w);
+      expect((await waitResult(w, 10_000)).text).toStartWith("PASS");
+    });
+  }
+
   test("the workload's checks fail when the thing is undone (fown, scm-rights, sigtrap, guard, lease, aio, epoll-stale)", async () => {
     for (const key of ["fown", "scm-rights", "sigtrap", "guard", "lease", "aio", "epoll-stale"]) {
       const bad = await runWorkload("refuse", [key, "--selftest-corrupt"], { settleMs: 20 });
