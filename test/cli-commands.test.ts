@@ -140,7 +140,7 @@ describe.skipIf(!isRoot)("--exec-cmd", () => {
     const d = tool === "criu-bun" ? cb(["dump", "-t", String(w.pid), "-D", img])
       : (() => { const r = Bun.spawnSync([PEER, "dump", "-t", String(w.pid), "-D", img, "-o", "dump.log"], { stdout: "pipe", stderr: "pipe", cwd: img }); return { code: r.exitCode, err: r.stderr.toString() }; })();
     expect(`${tool} dump: ${d.code} ${d.err}`).toBe(`${tool} dump: 0 `);
-    await w.proc.exited; // reaped: its PID is free again
+    await w.proc!.exited; // reaped: its PID is free again
     const cmd = [tool === "criu-bun" ? criuBunCommand() : [PEER], ["restore", "-D", img, "-o", "restore.log", "--exec-cmd", "--", "python3", "-c", EXEC_PROBE, out, w.dir]].flat();
     const p = Bun.spawn(cmd, { cwd: img, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
     procs.push(p);
@@ -163,7 +163,7 @@ describe.skipIf(!isRoot)("--exec-cmd", () => {
     const w = await startWorkload("counter");
     const img = dir("exec-missing");
     expect(cb(["dump", "-t", String(w.pid), "-D", img]).code).toBe(0);
-    await w.proc.exited;
+    await w.proc!.exited;
     const r = cb(["restore", "-D", img, "--exec-cmd", "--", "/nonexistent/cmd"]);
     expect(r.code).toBe(1);
     expect(r.err).toBe("Error (restore): Failed to exec command /nonexistent/cmd: ENOENT\n");
@@ -206,7 +206,7 @@ describe("service", () => {
   }
 
   test.skipIf(!isRoot)("-d --address --pidfile: a daemon on a 0666 socket answers VERSION, CHECK and a DUMP per connection, as CRIU 4.2's service does", async () => {
-    for (const tool of ["criu-bun", ...(havePeer ? ["criu-4.2"] : [])] as const) {
+    for (const tool of ["criu-bun", ...(havePeer ? ["criu-4.2"] as const : [])] as const) {
       const s = await start(tool);
       expect(statSync(s.sock).isSocket()).toBe(true);
       expect(statSync(s.sock).mode & 0o777).toBe(0o666);

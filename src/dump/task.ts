@@ -266,7 +266,10 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
     if ((hexMask(tst.SigPnd) | hexMask(tst.ShdPnd)) & (1n << 4n) || (t.pendingStopSig === 5)) refuse("dump", `process ${pid}${t.tid !== pid ? ` thread ${t.tid}` : ""}`, "sigtrap");
     const seccompMode = Number(tst.Seccomp ?? "0");
     core.threadCore.seccompMode = seccompMode;
-    if (tst.NoNewPrivs === "1") core.threadCore.noNewPrivs = true;
+    if (tst.NoNewPrivs === "1") {
+      core.threadCore.noNewPrivs = true;
+      core.threadCore.creds!.noNewPrivs = 1; // where CRIU 4.2 keeps it (and reads it at restore)
+    }
     threads.push({ tid: t.tid, regs, xstate, core, seccomp: seccompMode === 2 ? seccompFilters(t.tid) : [] });
   }
 

@@ -592,10 +592,12 @@ export class TaskBuilder {
    * own later injections are kept out of the filters' reach with PTRACE_O_SUSPEND_SECCOMP.
    */
   private restoreSeccomp(tid: number, inj: Injector, tc: S.thread_core_entry) {
-    if (!tc.seccompMode && !tc.noNewPrivs) return;
+    // criu-bun's own field, or CRIU 4.2's creds.no_new_privs
+    const nnp = tc.noNewPrivs || !!tc.creds?.noNewPrivs;
+    if (!tc.seccompMode && !nnp) return;
     const r = ptrace(PTRACE.SETOPTIONS, tid, 0, PTRACE_O.EXITKILL | PTRACE_O.TRACEFORK | PTRACE_O.TRACECLONE | PTRACE_O.TRACESYSGOOD | PTRACE_O.SUSPEND_SECCOMP);
     if (r < 0) throw new CriuError("restore", `thread ${this.vtid(tid)}: cannot suspend seccomp while restoring (errno ${-r})`);
-    if (tc.noNewPrivs) inj.ok("prctl(PR_SET_NO_NEW_PRIVS)", NR.prctl, 38, 1, 0, 0, 0);
+    if (nnp) inj.ok("prctl(PR_SET_NO_NEW_PRIVS)", NR.prctl, 38, 1, 0, 0, 0);
     if (tc.seccompMode === 2) {
       const chain: S.seccomp_filter[] = [];
       for (let i: number | undefined = tc.seccompFilter; i !== undefined;) {
