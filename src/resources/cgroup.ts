@@ -166,3 +166,39 @@ export function freezeCgroup(path: string, timeoutMs = 10000): { tids: number[];
   log.info(`cgroup ${dir} frozen with ${tids.length} thread(s)`);
   return { tids, thaw };
 }
+
+/** A new root for the tree's cgroups (criu's cg_root / --cgroup-root): ctrl undefined = every hierarchy not named. */
+export interface CgRoot { ctrl?: string; path: string }
+
+/**
+ * cg_root: the tree comes back under other cgroups (runc restoring a container under a new name
+ * passes the new container's cgroup per controller). In each hierarchy, the root process's dumped
+ * cgroup is the old root: every set's path there, which must be it or below it, moves under the
+ * new root. A path outside the old root is refused: it could not go anywhere exact.
+ */
+export function applyCgRoots(sets: Map<number, S.cg_set_entry>, rootSet: number | undefined, roots: CgRoot[]) {
+  if (!roots.length || rootSet === undefined || !sets.has(rootSet)) {
+    if (roots.length) log.info(`cg_root: the root process is in the restorer's own cgroups; nothing to move`);
+    return;
+  }
+  for (const r of roots) if (!r.path.startsWith("/")) throw new CriuError("restore", `cg_root ${r.ctrl ?? ""}:${r.path}: the path must be absolute`);
+  const rootCtls = sets.get(rootSet)!.ctls;
+  const pick = (name: string) => roots.find((r) => r.ctrl !== undefined && (r.ctrl === name || (name !== "" && name.split(",").includes(r.ctrl))))
+    ?? roots.find((r) => r.ctrl === undefined);
+  for (const c of rootCtls) {
+    const r = pick(c.name);
+    if (!r) continue;
+    const old = c.path, neu = r.path.replace(/\/+$/, "") || "/";
+    for (const s of sets.values()) {
+      for (const x of s.ctls) {
+        if (x.name !== c.name) continue;
+        if (x.path !== old && !(old === "/" ? x.path.startsWith("/") : x.path.startsWith(old + "/"))) {
+          throw new CriuError("restore", `cg_root ${c.name || "(v2)"}:${neu}: cgroup set ${s.id} has ${x.path}, outside the root process's cgroup ${old}`);
+        }
+        const rest = x.path.slice(old === "/" ? 0 : old.length);
+        x.path = neu === "/" ? (rest || "/") : neu + (rest === "/" ? "" : rest);
+      }
+    }
+    log.info(`cg_root: ${c.name || "(v2)"} cgroups under ${old} go under ${neu}`);
+  }
+}

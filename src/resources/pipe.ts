@@ -5,7 +5,7 @@ import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { openFd, closeFd, O, writeFull } from "../sys/mem";
 import * as S from "../images/schemas";
-import { CriuError } from "../log";
+import { CriuError, log } from "../log";
 
 /** A pipe's unread bytes, read without consuming them: tee() into a scratch pipe, then read that.
  *  readable: an fd of criu-bun's own that may already read the pipe (a grabbed read end of a
@@ -63,6 +63,10 @@ export const pipeKind: FdKind = {
   restore(ctx, f) {
     const p = f.pipe!;
     const inj = ctx.inj;
+    // inherit_fd pipe:[ino]: the caller's fd takes this pipe's place (a container's stdio, whose
+    // other end is the runtime's); its unread bytes are still in the pipe the caller kept
+    const inheritKey = `inherit:pipe:[${p.pipeId}]`;
+    if (ctx.tree.held.has(inheritKey)) return inheritedPipe(ctx, p, inheritKey);
     const rKey = `pipe:${p.pipeId}:r`, wKey = `pipe:${p.pipeId}:w`;
     if (!ctx.tree.held.has(rKey)) {
       // first use of this pipe anywhere in the tree: make it here, refill it, hold both ends
@@ -103,3 +107,27 @@ export const pipeKind: FdKind = {
     return fd;
   },
 };
+
+const ACCMODE = ["read-only", "write-only", "read-write"];
+
+/** An end of a pipe the caller handed over (inherit_fd): one more fd of the same open file description. */
+function inheritedPipe(ctx: Parameters<FdKind["restore"]>[0], p: S.pipe_entry, key: string): number {
+  const inj = ctx.inj;
+  const src = ctx.fdFrom(key)!;
+  const fl = Number(inj.call(NR.fcntl, src, 3 /* F_GETFL */));
+  if (fl < 0) throw new CriuError("restore", `${ctx.where}: F_GETFL on the inherited fd for pipe:[${p.pipeId}] failed (errno ${-fl})`);
+  if ((fl & 3) !== (p.flags & 3)) {
+    throw new CriuError("restore", `${ctx.where}: the fd inherited for pipe:[${p.pipeId}] is ${ACCMODE[fl & 3] ?? fl & 3}, the dumped end was ${ACCMODE[p.flags & 3] ?? p.flags & 3}`);
+  }
+  const d = Number(inj.call(NR.fcntl, src, 1030 /* F_DUPFD_CLOEXEC */, 0));
+  if (d < 0) throw new CriuError("restore", `${ctx.where}: dup of the inherited fd for pipe:[${p.pipeId}] failed (errno ${-d})`);
+  const h = ctx.tree.held.get(key)!;
+  if (src !== h.fd || h.pid !== ctx.pid) inj.call(NR.close, src);
+  const fd = ctx.high(d, ctx.where);
+  // status flags live in the shared description: set only what differs from the dump
+  const want = p.flags & (O.NONBLOCK | O.APPEND | 0o20000 /* O_ASYNC */ | 0o40000 /* O_DIRECT */);
+  if ((fl & (O.NONBLOCK | O.APPEND | 0o20000 | 0o40000)) !== want) inj.call(NR.fcntl, fd, 4 /* F_SETFL */, p.flags & ~3);
+  ctx.tree.held.set(`${key}:used`, { pid: -1, fd: -1 });
+  log.debug(`${ctx.where}: pipe:[${p.pipeId}] is the inherited fd (inherit_fd), its dumped bytes stay with the caller's pipe`);
+  return fd;
+}

@@ -35,6 +35,10 @@ export interface RestoreSet {
   newNetNs?: boolean;
   /** empty_ns net: the new network namespace is left empty (not even lo up), the caller fills it */
   emptyNetNs?: boolean;
+  /** rst_sibling: the root becomes a child of criu-bun's parent (the caller), not of criu-bun */
+  rstSibling?: boolean;
+  /** inherit_fd / --inherit-fd: KEY (e.g. "pipe:[123]") -> an fd of criu-bun's that takes that file's place */
+  inheritFds?: Map<string, number>;
   /** the root had its own IPC namespace: a new one (SysV segments are made inside it) */
   newIpcNs?: boolean;
   /** the root had its own time namespace: its clocks at dump time */

@@ -5,7 +5,7 @@
 // from the seize on, PTRACE_O_EXITKILL covers it and everything cloned from it.
 import { syscall, sysOk, cstr, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
-import { spawn } from "../sys/spawn";
+import { spawn, spawnSibling } from "../sys/spawn";
 import { seize, interrupt, wait4Raw, W, PTRACE_O, __WALL, describeStatus } from "../sys/ptrace";
 import { CriuError } from "../log";
 
@@ -56,16 +56,24 @@ function puppetElf(parent: number): Uint8Array {
   return b;
 }
 
-let memfd = -1;
-/** Start a puppet, seized (EXITKILL: if criu-bun dies, so does everything it was building) and stopped. */
-export function startPuppet(): number {
+const memfds = new Map<number, number>();
+/**
+ * Start a puppet, seized (EXITKILL: if criu-bun dies, so does everything it was building) and
+ * stopped. sibling (criu's rst_sibling): the puppet is a child of criu-bun's parent, so the root
+ * it clones (CLONE_PARENT) is the caller's child too; it then dies with that parent, and with
+ * criu-bun from the seize on.
+ */
+export function startPuppet(sibling = false): number {
+  const parent = sibling ? process.ppid : process.pid;
+  let memfd = memfds.get(parent) ?? -1;
   if (memfd < 0) {
     const name = cstr("criu-bun-puppet");
     memfd = sysOk("memfd_create", NR.memfd_create, addr(name), 0);
-    const elf = puppetElf(process.pid);
+    const elf = puppetElf(parent);
     sysOk("write puppet", NR.write, memfd, addr(elf), elf.length);
+    memfds.set(parent, memfd);
   }
-  const pid = spawn(`/proc/self/fd/${memfd}`, ["criu-bun-puppet"], { env: {} });
+  const pid = sibling ? spawnSibling(`/proc/self/fd/${memfd}`, ["criu-bun-puppet"]) : spawn(`/proc/self/fd/${memfd}`, ["criu-bun-puppet"], { env: {} });
   const r = seize(pid, PTRACE_O.EXITKILL | PTRACE_O.TRACEFORK | PTRACE_O.TRACECLONE | PTRACE_O.TRACESYSGOOD);
   if (r < 0) { syscall(NR.kill, pid, 9); throw new CriuError("restore", `cannot seize the puppet process (${-r})`); }
   interrupt(pid);

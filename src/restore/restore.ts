@@ -11,7 +11,7 @@ import { writeImage } from "../images/image";
 import * as S from "../images/schemas";
 import { precheckFds } from "../resources/files";
 import { isRemapped, regSize, finishLinkRemaps, forgetLinkRemaps } from "../resources/reg";
-import { enterCgroups, precheckCgroups, taskCgSet } from "../resources/cgroup";
+import { enterCgroups, precheckCgroups, taskCgSet, applyCgRoots, type CgRoot } from "../resources/cgroup";
 import { TreeFiles } from "../resources/fdkind";
 import { restoreSysvShm, finishSysvShm, dropSysvShm } from "../resources/sysvshm";
 import { withNs } from "../sys/netns";
@@ -38,6 +38,12 @@ export interface RestoreOptions {
   emptyNs?: number;
   /** restore as root even images another user could have written (--trust-images) */
   trustImages?: boolean;
+  /** rst_sibling: the restored root becomes a child of criu-bun's parent (the caller) */
+  rstSibling?: boolean;
+  /** inherit_fd: KEY ("pipe:[ino]") -> an fd of criu-bun's that takes that file's place */
+  inheritFds?: Map<string, number>;
+  /** cg_root: new roots for the tree's cgroups */
+  cgRoots?: CgRoot[];
 }
 
 /** Hooks whose answer changes nothing (criu only logs their failure): the tree goes on. */
@@ -50,6 +56,7 @@ function precheck(set: RestoreSet, o: RestoreOptions) {
   requireImages(set.dir, set.inventory, set.files, !!o.tcpClose);
   // a container's mounts: the root file system and every external mount must be there
   if (set.mounts) set.mountOpts = { root: precheckMountNs(set.mounts, set.dir, { root: o.root, ext: o.extMounts ?? { map: new Map() } }), ext: o.extMounts ?? { map: new Map() } };
+  if (o.cgRoots?.length && !o.ignoreCgroups) applyCgRoots(set.cgroups, taskCgSet(set.tasks[0]?.cores.get(set.tasks[0].pid)), o.cgRoots);
   const used = new Set(set.tasks.map((t) => taskCgSet(t.cores.get(t.pid)) ?? 0));
   if (!o.ignoreCgroups) precheckCgroups([...set.cgroups.values()], used, !!o.manageCgroups);
   for (const t of set.tasks) {
@@ -132,6 +139,8 @@ function restoreAll(o: RestoreOptions, t0: number): { pid: number; ms: number; f
   precheck(set, o);
   if ((o.emptyNs ?? 0) & ~0x40000000) throw new CriuError("restore", `empty_ns 0x${(o.emptyNs!).toString(16)}: only the network namespace (CLONE_NEWNET) can be left empty`);
   if ((o.emptyNs ?? 0) & 0x40000000) set.emptyNetNs = true;
+  set.rstSibling = !!o.rstSibling;
+  if (o.inheritFds?.size) set.inheritFds = o.inheritFds;
   runHook(o.hooks, "pre-restore");
   const ownNs = !!(set.newPidNs || set.newMntNs || set.newNetNs || set.newIpcNs || set.uts || set.timens);
   const root = set.tasks[0];
@@ -185,6 +194,9 @@ function restoreAll(o: RestoreOptions, t0: number): { pid: number; ms: number; f
       b.restoreThreadState();
       phase("restoring signals and timers", b.t.pid);
       b.restoreSignalsAndTimers();
+    }
+    for (const key of o.inheritFds?.keys() ?? []) {
+      if (!treeFiles.held.has(`inherit:${key}:used`)) log.info(`inherit_fd '${key}': no file of the tree is that; the fd is not used`);
     }
     for (const b of builders) if (!b.t.zombie) b.closeHeld();
     // 3. registers, trampolines gone; 4. all go at once

@@ -134,7 +134,8 @@ export class TaskBuilder {
   /** Start the puppet and clone the root process with its old PID out of it. */
   createFromPuppet() {
     const t = this.t;
-    this.puppet = startPuppet();
+    this.puppet = startPuppet(!!this.set.rstSibling);
+    if (this.set.rstSibling) log.info(`puppet ${this.puppet} is a child of ${process.ppid} (rst_sibling): so is the restored root`);
     const pmem = new RemoteMem(this.puppet);
     this.tramp = pickTrampoline(this.set, this.puppet);
     const pinj = new Injector(this.puppet, PUPPET_SYSCALL, "trap", pmem);
@@ -143,6 +144,7 @@ export class TaskBuilder {
     pmem.write(this.tramp, new Uint8Array([0x0f, 0x05, 0xcc]));
     pmem.write(this.tramp + BATCH_AT, BATCH_CODE);
     pinj.ok("close_range", NR.close_range, 0, 0xffffffff, 0);
+    const inherited = this.importInherited(pinj);
     if (this.set.timens) this.enterTimens(pinj);
     // clone3 with set_tid = [pid], CLONE_PARENT: the new process is criu-bun's child
     const args = new BigUint64Array(11);
@@ -171,6 +173,35 @@ export class TaskBuilder {
     for (;;) { const { r: w, status } = wait4Raw(this.puppet, __WALL); if (w === -4) continue; if (w < 0 || !W.stopped(status)) break; }
     this.puppet = -1;
     this.adopt();
+    // the inherited fds came along in the root's copy of the puppet's fd table: held there for
+    // whichever process of the tree uses them (children close their copies at creation)
+    for (const [key, fd] of inherited) {
+      this.tree.held.set(`inherit:${key}`, { pid: this.pid, vpid: t.pid, fd });
+      const l = this.tree.toClose.get(this.pid) ?? [];
+      l.push(fd); this.tree.toClose.set(this.pid, l);
+    }
+  }
+
+  /** inherit_fd: each fd criu-bun was given for a KEY, copied into the puppet (same open file
+   *  description, pidfd_getfd) above every fd number the root restores. */
+  private importInherited(pinj: Injector): [string, number][] {
+    const out: [string, number][] = [];
+    if (!this.set.inheritFds?.size) return out;
+    const floor = fdFloor(this.t.fds);
+    const pidfd = Number(pinj.call(NR.pidfd_open, process.pid, 0));
+    if (pidfd < 0) throw new CriuError("restore", `inherit_fd: pidfd_open of criu-bun in the puppet failed (errno ${-pidfd})`);
+    try {
+      for (const [key, mine] of this.set.inheritFds) {
+        const g = Number(pinj.call(NR.pidfd_getfd, pidfd, mine, 0));
+        if (g < 0) throw new CriuError("restore", `inherit_fd ${mine} (${key}): pidfd_getfd failed (errno ${-g})`);
+        const h = Number(pinj.call(NR.fcntl, g, 1030 /* F_DUPFD_CLOEXEC */, floor));
+        pinj.call(NR.close, g);
+        if (h < 0) throw new CriuError("restore", `inherit_fd ${mine} (${key}): F_DUPFD failed (errno ${-h})`);
+        log.debug(`inherit_fd: criu-bun's fd ${mine} for '${key}' is fd ${h} of the root until its files are restored`);
+        out.push([key, h]);
+      }
+    } finally { pinj.call(NR.close, pidfd); }
+    return out;
   }
 
   parent?: TaskBuilder;

@@ -4,7 +4,8 @@
 import { closeSync, fstatSync, openSync, readFileSync, realpathSync, statSync, constants as C } from "node:fs";
 import { join } from "node:path";
 import { isFieldSet } from "@bufbuild/protobuf";
-import { criu_optsSchema, criu_featuresSchema, criu_req_type, criu_cg_mode, type criu_opts, type criu_req } from "../images/gen/rpc_pb";
+import { criu_optsSchema, criu_featuresSchema, cgroup_rootSchema, criu_req_type, criu_cg_mode, type criu_opts, type criu_req } from "../images/gen/rpc_pb";
+import { inheritFds } from "../restore/inherit";
 import { CRIU_OPTIONS, refusal } from "../cli/criu-options";
 import { readConfig } from "../cli/config";
 import { CriuError, log, setLogFile, setLogLevel } from "../log";
@@ -29,7 +30,10 @@ const MAPPED: Record<"dump" | "pre-dump" | "restore", Set<string>> = {
   "pre-dump": new Set([...COMMON, "pid", "shell_job", "tcp_established", "ext_unix_sk", "file_locks", "timeout", "parent_img",
     "ghost_limit", "freeze_cgroup", "ext_mnt", "external", "auto_ext_mnt", "root", "orphan_pts_master", "empty_ns"]),
   restore: new Set([...COMMON, "leave_stopped", "shell_job", "tcp_close", "tcp_established", "ext_unix_sk", "file_locks", "root",
-    "ext_mnt", "external", "auto_ext_mnt", "orphan_pts_master", "empty_ns"]),
+    "ext_mnt", "external", "auto_ext_mnt", "orphan_pts_master", "empty_ns", "rst_sibling", "inherit_fd", "cg_root",
+    // criu-bun opens a device file by its dumped path; evasive_devices only allows more (another
+    // path to the same device when that one is gone), so a restore it would have saved fails naming the file
+    "evasive_devices"]),
 };
 
 /** Is FIELD (criu_opts' proto name) set to something that asks for behaviour? */
@@ -180,8 +184,10 @@ async function restoreRequest(conn: RpcConn, req: criu_req): Promise<RespInit> {
     const { restoreProcesses } = await import("../restore/restore");
     const hooks = new RpcHooks(conn, o!.notifyScripts, o!.orphanPtsMaster);
     const st = restoreProcesses({ dir: dirs.images, leaveStopped: o!.leaveStopped, shellJob: o!.shellJob, tcpClose: o!.tcpClose,
-      manageCgroups: manageCgroups(o!), hooks, root: o!.root || undefined, extMounts: rpcExtMounts(o!, "restore"),
-      emptyNs: o!.emptyNs });
+      manageCgroups: manageCgroups(o!), ignoreCgroups: isFieldSet(o!, criu_optsSchema.field.manageCgroupsMode) && o!.manageCgroupsMode === criu_cg_mode.IGNORE,
+      hooks, root: o!.root || undefined, extMounts: rpcExtMounts(o!, "restore"),
+      emptyNs: o!.emptyNs, rstSibling: o!.rstSibling, inheritFds: inheritFds(o!.inheritFd.map((i) => ({ key: i.key, fd: i.fd }))),
+      cgRoots: o!.cgRoot.map((c) => ({ ctrl: isFieldSet(c, cgroup_rootSchema.field.ctrl) ? c.ctrl : undefined, path: c.path })) });
     log.info(`Restore finished successfully (pid ${st.pid})`);
     return { type: req.type, success: true, restore: { pid: st.pid } };
   } finally { dirs.close(); }
