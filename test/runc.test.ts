@@ -1,18 +1,27 @@
 // Container runtimes: criu-bun installed as `criu` (install --as-criu) answers as criu does, and
-// runc drives it. Until mount namespaces are supported, a container's dump must be refused with
-// one line in dump.log (runc greps it for "Error") while the container keeps running, frozen by
-// nothing: runc gets past its CRIU version check and sends DUMP, criu-bun refuses what it cannot
-// restore exactly. The bundle (busybox, a counter in its rootfs) is built here and removed after.
+// real runc drives it. A busybox container whose stdio are pipes is checkpointed and restored
+// (`runc restore -d`, and a foreground restore under a new name after --pre-dump and
+// --leave-running): runc's inherit_fd gives the restored container runc's new pipes, rst_sibling
+// makes it runc's child, cg_root puts it in the new container's cgroups. The shell in it checks its
+// own state: the counter in a variable must match the one it wrote into its tmpfs (/dev/shm, saved in
+// the images) before the checkpoint. What criu-bun cannot restore exactly (stdio on a file outside
+// the container's mounts) is refused with one line in dump.log while the container keeps running.
+// The bundle is built here; every container, image directory and pipe is removed after.
 import { afterAll, expect, test } from "bun:test";
-import { closeSync, openSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { closeSync, openSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { criuBun, REPO_ROOT, waitUntil, holdsFor } from "./harness";
+import { syscall, addr } from "../src/sys/syscall";
+import { NR } from "../src/sys/nr";
 
 const tmp = mkdtempSync(join(tmpdir(), "criu-bun-runc-"));
 const containers: string[] = [];
+const spawned: { kill(s?: number): void }[] = [];
 afterAll(() => {
   for (const id of containers) Bun.spawnSync(["runc", "delete", "-f", id]);
+  for (const fd of heldFds) { try { closeSync(fd); } catch {} }
+  for (const p of spawned) { try { p.kill(9); } catch {} }
   rmSync(tmp, { recursive: true, force: true });
 });
 
@@ -43,17 +52,17 @@ test.skipIf(!built)("install --as-criu: a symlink named criu that answers --vers
   expect(r.stderr.trim()).toBe(`Error (install): ${join(other, "criu")} already points to /bin/true; remove it first`);
 });
 
-/** a busybox OCI bundle whose shell counts into /tmp/count in its rootfs */
-function bundle(): string {
-  const b = join(tmp, "bundle");
+/** a busybox OCI bundle whose shell counts into /tmp/count in its rootfs (and, with checks, more: see counter()) */
+function bundle(args?: string[], name = "bundle"): string {
+  const b = join(tmp, name);
   for (const d of ["bin", "tmp", "proc", "dev", "sys"]) mkdirSync(join(b, "rootfs", d), { recursive: true });
   cpSync(busybox!, join(b, "rootfs/bin/busybox"));
-  for (const a of ["sh", "sleep"]) symlinkSync("busybox", join(b, "rootfs/bin", a));
+  for (const a of ["sh", "sleep", "cat"]) symlinkSync("busybox", join(b, "rootfs/bin", a));
   const spec = Bun.spawnSync(["runc", "spec"], { cwd: b });
   expect(spec.exitCode).toBe(0);
   const c = JSON.parse(readFileSync(join(b, "config.json"), "utf8"));
   c.process.terminal = false;
-  c.process.args = ["sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done"];
+  c.process.args = args ?? ["sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done"];
   c.root.readonly = false;
   writeFileSync(join(b, "config.json"), JSON.stringify(c));
   return b;
@@ -96,3 +105,171 @@ test.skipIf(!runc || !busybox || !built)("runc checkpoint: past the version prob
   await waitUntil("the counter to go on", () => count() > before + 2);
   await holdsFor("the container running", () => JSON.parse(Bun.spawnSync(["runc", "state", id]).stdout.toString()).status === "running", 200);
 }, 90000);
+
+/**
+ * The self-checking counter: i lives in the shell; /dev/shm/count (a tmpfs of the container's, whose
+ * contents are in the images) holds the last value written. Each round compares them and says BAD
+ * on a mismatch (a restore that lost the shell's state, or the tmpfs's, or restarted the shell),
+ * then prints "tick i" to stdout (a pipe) and writes i to /tmp/count (the rootfs, seen from here).
+ */
+const COUNTER = ["sh", "-c", "i=0; while :; do i=$((i+1)); read c < /dev/shm/count || c=0; " +
+  "if [ \"$c\" != \"$((i-1))\" ]; then echo \"BAD $c $i\"; fi; echo $i > /dev/shm/count; echo $i > /tmp/count; echo \"tick $i\"; sleep 0.05; done"];
+
+/** Everything a stream says, as it arrives; done once its last writer is gone. */
+function collect(stream: ReadableStream<Uint8Array>) {
+  const o = { text: "", done: false };
+  (async () => {
+    const dec = new TextDecoder();
+    for await (const c of stream as any) o.text += dec.decode(c, { stream: true });
+    o.done = true;
+  })();
+  return o;
+}
+const ticks = (s: string) => [...s.matchAll(/^tick (\d+)$/gm)].map((m) => Number(m[1]));
+const last = (s: string) => ticks(s).at(-1) ?? 0;
+
+/** A pipe (close-on-exec ends: a child gets one only as its stdio). */
+function pipe(): [number, number] {
+  const a = new Int32Array(2);
+  if (syscall(NR.pipe2, addr(a), 0o2000000) !== 0) throw new Error("pipe2 failed");
+  return [a[0], a[1]];
+}
+const heldFds: number[] = [];
+/** runc with its stdio on fresh pipes (Bun's own "pipe" stdio are sockets), which a detached
+ *  container keeps: stdin's write end stays here, stdout and stderr are read through cat */
+function runcPiped(args: string[], cwd: string) {
+  const i = pipe(), o = pipe(), e = pipe();
+  const p = Bun.spawn(["runc", ...args], { cwd, stdin: i[0], stdout: o[1], stderr: e[1] });
+  spawned.push(p);
+  for (const fd of [i[0], o[1], e[1]]) closeSync(fd);
+  heldFds.push(i[1]);
+  const cat = (fd: number) => {
+    const c = Bun.spawn(["cat"], { stdin: fd, stdout: "pipe", stderr: "ignore" });
+    spawned.push(c);
+    closeSync(fd);
+    return collect(c.stdout);
+  };
+  return { p, out: cat(o[0]), err: cat(e[0]) };
+}
+function state(id: string): { status: string; pid: number } | undefined {
+  const r = Bun.spawnSync(["runc", "state", id], { stdout: "pipe", stderr: "pipe" });
+  return r.exitCode === 0 ? JSON.parse(r.stdout.toString()) : undefined;
+}
+function pipesOf(pid: number) {
+  return [0, 1, 2].map((fd) => { try { return readlinkSync(`/proc/${pid}/fd/${fd}`); } catch { return "?"; } });
+}
+function runcOk(args: string[], cwd?: string) {
+  const r = Bun.spawnSync(["runc", ...args], { cwd, stdout: "pipe", stderr: "pipe", timeout: 90000 });
+  if (r.exitCode !== 0) throw new Error(`runc ${args.join(" ")}: exit ${r.exitCode}: ${r.stderr.toString()}`);
+  return r;
+}
+/** on failure, what criu-bun said */
+function logOf(dir: string, file: string) { try { return readFileSync(join(dir, file), "utf8").split("\n").filter((l) => l.includes("Error")).join("\n"); } catch { return "(no log)"; } }
+
+test.skipIf(!runc || !busybox || !built)("runc checkpoint, then runc restore -d: the container's shell carries on from where it was, writing into the restoring runc's pipes, in its rootfs", async () => {
+  const criu = installAsCriu();
+  const b = bundle(COUNTER, "counter");
+  const id = `criu-bun-c-${process.pid}`;
+  containers.push(id);
+  const run = runcPiped(["run", "-d", id], b);
+  expect(await run.p.exited).toBe(0);
+  const pid0 = state(id)!.pid;
+  const before = pipesOf(pid0);
+  expect(before.every((l) => l.startsWith("pipe:["))).toBe(true);
+  await waitUntil("the container to count", () => last(run.out.text) >= 5, 20000);
+
+  const img = join(tmp, "img-c");
+  const ck = Bun.spawnSync(["runc", "--criu", criu, "checkpoint", "--image-path", img, "--work-path", img, id], { stdout: "pipe", stderr: "pipe", timeout: 90000 });
+  expect(`${ck.exitCode} ${ck.stderr}`, logOf(img, "dump.log")).toBe("0 ");
+  // the container is gone: runc says so, and the last writer of its stdout pipe has closed it
+  expect(state(id)).toBeUndefined();
+  await waitUntil("the old stdout pipe to end", () => run.out.done, 10000);
+  const n = last(run.out.text);
+  expect(run.out.text).not.toContain("BAD");
+  // runc kept the names of the container's stdio for restore (its inherit_fd keys)
+  expect(JSON.parse(readFileSync(join(img, "descriptors.json"), "utf8"))).toEqual(before);
+  const dumpLog = readFileSync(join(img, "dump.log"), "utf8");
+  expect(dumpLog).toMatch(/rpc: dump with .*root=.*empty_ns=1073741824/);
+  expect(dumpLog).toContain("Dumping finished successfully");
+
+  const rs = runcPiped(["--criu", criu, "restore", "-d", "--image-path", img, "--work-path", img, id], b);
+  const rc = await rs.p.exited;
+  expect(`${rc} ${rs.err.text}`, logOf(img, "restore.log")).toBe("0 ");
+  const st = state(id)!;
+  expect(st.status).toBe("running");
+  // the restored shell prints into the pipes runc restore was given (inherit_fd), from n+1 on
+  await waitUntil("the restored counter to print", () => ticks(rs.out.text).length >= 5, 20000);
+  const after = ticks(rs.out.text);
+  expect(after[0]).toBe(n + 1);
+  expect(after.slice(0, 5)).toEqual([n + 1, n + 2, n + 3, n + 4, n + 5]);
+  expect(rs.out.text).not.toContain("BAD");
+  const restoreLog = readFileSync(join(img, "restore.log"), "utf8");
+  expect(restoreLog).toMatch(/rpc: restore with .*rst_sibling=true.*inherit_fd=/);
+  expect(restoreLog).toContain("rst_sibling");
+  // its stdio are runc restore's pipes, not the old ones
+  const now = pipesOf(st.pid);
+  expect(now.every((l) => l.startsWith("pipe:["))).toBe(true);
+  expect(now.some((l) => before.includes(l))).toBe(false);
+  // its root is the bundle's rootfs: the file it writes there is the one we see
+  const inode = (p: string) => statSync(p).ino;
+  expect(inode(`/proc/${st.pid}/root/tmp/count`)).toBe(inode(join(b, "rootfs/tmp/count")));
+  // runc exec joins it and sees the container's files and the counter going on
+  const ex = runcOk(["exec", id, "cat", "/dev/shm/count"]);
+  expect(Number(ex.stdout.toString().trim())).toBeGreaterThan(n);
+  runcOk(["kill", id, "KILL"]);
+  await waitUntil("the container to stop", () => state(id)?.status === "stopped", 10000);
+  runcOk(["delete", id]);
+  expect(state(id)).toBeUndefined();
+}, 120000);
+
+test.skipIf(!runc || !busybox || !built)("runc checkpoint --pre-dump, then --leave-running; restored in the foreground under a new name: new cgroups (cg_root), runc's own child (rst_sibling)", async () => {
+  const criu = installAsCriu();
+  const b = bundle(COUNTER, "counter2");
+  const id = `criu-bun-p-${process.pid}`, id2 = `criu-bun-q-${process.pid}`;
+  containers.push(id, id2);
+  const run = runcPiped(["run", "-d", id], b);
+  expect(await run.p.exited).toBe(0);
+  await waitUntil("the container to count", () => last(run.out.text) >= 5, 20000);
+
+  const pre = join(tmp, "pre"), img = join(tmp, "img-p");
+  const pd = Bun.spawnSync(["runc", "--criu", criu, "checkpoint", "--pre-dump", "--image-path", pre, "--work-path", pre, id], { stdout: "pipe", stderr: "pipe", timeout: 90000 });
+  expect(`${pd.exitCode} ${pd.stderr}`, logOf(pre, "dump.log")).toBe("0 ");
+  expect(state(id)?.status).toBe("running");
+  const lo = last(run.out.text);
+  const ck = Bun.spawnSync(["runc", "--criu", criu, "checkpoint", "--leave-running", "--parent-path", "../pre", "--image-path", img, "--work-path", img, id], { stdout: "pipe", stderr: "pipe", timeout: 90000 });
+  expect(`${ck.exitCode} ${ck.stderr}`, logOf(img, "dump.log")).toBe("0 ");
+  // the dump was taken before this: the counter's file (written before each tick is printed) is at
+  // least where the dump saw it (the stream read here lags while spawnSync blocks)
+  const hi = Number(readFileSync(join(b, "rootfs/tmp/count"), "utf8"));
+  // --leave-running: still there and still counting
+  expect(state(id)?.status).toBe("running");
+  await waitUntil("the container to go on counting", () => last(run.out.text) > hi + 2, 10000);
+  // the final dump stored only what changed since the pre-dump (its pagemap points at the parent)
+  expect(readFileSync(join(img, "dump.log"), "utf8")).toMatch(/parent_img="\.\.\/pre"/);
+  runcOk(["kill", id, "KILL"]);
+  await waitUntil("the first container to stop", () => state(id)?.status === "stopped", 10000);
+  runcOk(["delete", id]);
+
+  // a foreground restore: runc waits for its child, the restored container's init
+  const rs = runcPiped(["--criu", criu, "restore", "--image-path", img, "--work-path", img, id2], b);
+  await waitUntil("the restored counter to print", () => ticks(rs.out.text).length >= 5, 30000);
+  const after = ticks(rs.out.text);
+  expect(after[0]).toBeGreaterThan(lo);
+  expect(after[0]).toBeLessThanOrEqual(hi + 1);
+  expect(rs.out.text).not.toContain("BAD");
+  const st = state(id2)!;
+  expect(st.status).toBe("running");
+  // its parent is the runc that restored it, not criu-bun (gone by now) nor init
+  expect(Number(/^PPid:\s*(\d+)/m.exec(readFileSync(`/proc/${st.pid}/status`, "utf8"))![1])).toBe(rs.p.pid);
+  // its cgroups are the new container's (cg_root), not the old one's
+  const cg = readFileSync(`/proc/${st.pid}/cgroup`, "utf8");
+  expect(cg).toContain(`/${id2}\n`);
+  expect(cg).not.toContain(`/${id}\n`);
+  runcOk(["kill", id2, "KILL"]);
+  // runc restore was waiting for its child: it ends now, with the signal's status
+  const code = await Promise.race([rs.p.exited, Bun.sleep(15000).then(() => "timeout")]);
+  expect(code).toBe(137);
+  await waitUntil("the container to stop", () => state(id2)?.status !== "running", 10000);
+  runcOk(["delete", "-f", id2]);
+  expect(state(id2)).toBeUndefined();
+}, 120000);

@@ -290,12 +290,14 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
   const stats: DumpStats = { pids: tree.map((n) => n.pid), freezingTime: Math.round(freezeMs * 1000), frozenTime: 0, memdumpTime: 0, memwriteTime: 0, pagesScanned: 0, pagesWritten: 0 };
   const pstree: Record<string, any>[] = [];
   const ns = new NsView(tree[0].pid, !!((o.emptyNs ?? 0) & CLONE_NEWNET));
-  if (ns.container) {
+  if (ns.container && !o.preDump) {
+    // (a pre-dump keeps memory for the next dump; the mounts are saved by that dump, as criu
+    // does: runc's pre-dump request names no external mounts)
     const root = tree[0].pid;
     const entries = dumpMountNs(root, o.extMounts ?? { map: new Map() }, (f, data) => writeImageBytes(d, f, data));
     writeImage(d, `mountpoints-10.img`, "MNTS", entries.map((e) => msg(S.mnt_entrySchema, e)));
-    files.statRoot = `/proc/${root}/root`; // paths are the container's
   }
+  if (ns.container) files.statRoot = `/proc/${tree[0].pid}/root`; // paths are the container's
   const nsMounts = ns.container ? new Set(readMountinfo(tree[0].pid).map((m) => m.id)) : undefined;
   const cgroups = new CgroupSets();
   // what the fd dumpers need to know, once for the whole tree; for pty pairs: which masters the

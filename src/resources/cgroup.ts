@@ -176,8 +176,8 @@ export interface CgRoot { ctrl?: string; path: string }
  * cgroup is the old root: every set's path there, which must be it or below it, moves under the
  * new root. A path outside the old root is refused: it could not go anywhere exact.
  */
-export function applyCgRoots(sets: Map<number, S.cg_set_entry>, rootSet: number | undefined, roots: CgRoot[]) {
-  if (!roots.length || rootSet === undefined || !sets.has(rootSet)) {
+export function applyCgRoots(sets: Map<number, S.cg_set_entry>, rootSet: number | undefined, roots: CgRoot[], restorerSet?: number) {
+  if (!roots.length || rootSet === undefined || rootSet === restorerSet || !sets.has(rootSet)) {
     if (roots.length) log.info(`cg_root: the root process is in the restorer's own cgroups; nothing to move`);
     return;
   }
@@ -190,6 +190,7 @@ export function applyCgRoots(sets: Map<number, S.cg_set_entry>, rootSet: number 
     if (!r) continue;
     const old = c.path, neu = r.path.replace(/\/+$/, "") || "/";
     for (const s of sets.values()) {
+      if (s.id === restorerSet) continue; // the restorer's own cgroups (root_cg_set), where runc put criu
       for (const x of s.ctls) {
         if (x.name !== c.name) continue;
         if (x.path !== old && !(old === "/" ? x.path.startsWith("/") : x.path.startsWith(old + "/"))) {

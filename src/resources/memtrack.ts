@@ -18,7 +18,7 @@
 // UFFDIO_REGISTER of those ranges failing with EBUSY; an exec, closing the fd or an mremap ends
 // tracking (the next dump compares contents instead). The fd is never dumped as the process's own, and
 // a dump that does not re-arm (the final dump, or -R without --track-mem) closes it in the target.
-import { closeSync, existsSync, fstatSync, openSync, readFileSync, statSync, writeSync, constants as FS } from "node:fs";
+import { closeSync, existsSync, fstatSync, readdirSync, openSync, readFileSync, statSync, writeSync, constants as FS } from "node:fs";
 import { join, resolve } from "node:path";
 import { Injector, type RemoteMem } from "../ptrace/inject";
 import { getRegs } from "../sys/ptrace";
@@ -71,8 +71,34 @@ export class MemTracker {
     return "";
   }
 
-  /** fds that are criu-bun's tracking, not the process's own: never dumped */
-  skips(pid: number, fd: number): boolean { return this.live.get(pid)?.fd === fd; }
+  /** fds that are criu-bun's tracking, not the process's own: never dumped. That includes the
+   *  copies a child forked after the pre-dump inherited (a busybox shell's forked applets): the
+   *  same userfaultfd (inode) as a record of the parent dump, which the process never opened. */
+  skips(pid: number, fd: number): boolean {
+    if (this.live.get(pid)?.fd === fd) return true;
+    const inos = this.trackingInos();
+    if (!inos.size) return false;
+    try {
+      if (!readLink(`/proc/${pid}/fd/${fd}`).includes("userfaultfd")) return false;
+      if (!inos.has(statSync(`/proc/${pid}/fd/${fd}`).ino)) return false;
+    } catch { return false; }
+    log.debug(`process ${pid} fd ${fd}: a copy of criu-bun's tracking userfaultfd inherited through fork; not the process's own, not dumped`);
+    return true;
+  }
+  private inos?: Set<number>;
+  private trackingInos(): Set<number> {
+    if (this.inos) return this.inos;
+    this.inos = new Set();
+    if (!this.prevDir) return this.inos;
+    const dir = resolve(this.dir, this.prevDir);
+    try {
+      for (const f of readdirSync(dir)) {
+        if (!/^memtrack-\d+\.json$/.test(f)) continue;
+        try { const r = JSON.parse(readFileSync(join(dir, f), "utf8")); if (Number.isInteger(r.ino)) this.inos.add(r.ino); } catch {}
+      }
+    } catch {}
+    return this.inos;
+  }
 
   /**
    * Pages of the tracked VMAs: written since the parent -> read them; not written and in the
