@@ -11,7 +11,7 @@ import { afterAll, expect, test } from "bun:test";
 import { closeSync, openSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { criuBun, REPO_ROOT, waitUntil, holdsFor } from "./harness";
+import { criuBun, criuBunCommand, REPO_ROOT, waitUntil, holdsFor } from "./harness";
 import { syscall, addr } from "../src/sys/syscall";
 import { NR } from "../src/sys/nr";
 
@@ -273,3 +273,64 @@ test.skipIf(!runc || !busybox || !built)("runc checkpoint --pre-dump, then --lea
   runcOk(["delete", "-f", id2]);
   expect(state(id2)).toBeUndefined();
 }, 120000);
+
+test.skipIf(!built)("criu-bun restore -d --restore-sibling --inherit-fd fd[N]:pipe:[INO]: the restored shell is our child and writes into the pipe we gave; bad --inherit-fd refused in one line", async () => {
+  const { wait4Raw } = await import("../src/sys/ptrace");
+  const dir = join(tmp, "cli-img");
+  mkdirSync(dir);
+  // a shell counting into a pipe (stdout and stderr); the pipe's read end is read through cat
+  const a = pipe();
+  const sh = Bun.spawn(["sh", "-c", "i=0; while :; do i=$((i+1)); echo \"tick $i\"; sleep 0.05; done"], { stdin: "ignore", stdout: a[1], stderr: a[1] });
+  spawned.push(sh);
+  closeSync(a[1]);
+  const c1 = Bun.spawn(["cat"], { stdin: a[0], stdout: "pipe" });
+  spawned.push(c1);
+  closeSync(a[0]);
+  const out1 = collect(c1.stdout);
+  await waitUntil("the shell to count", () => last(out1.text) >= 3, 10000);
+  const key = readlinkSync(`/proc/${sh.pid}/fd/1`);
+  expect(key).toMatch(/^pipe:\[\d+\]$/);
+  const d = criuBun(["dump", "-t", String(sh.pid), "-D", dir, "-o", "dump.log", "-v4"]);
+  expect(d.stderr).toBe("");
+  expect(d.code).toBe(0);
+  await sh.exited;
+  await waitUntil("the old pipe to end", () => out1.done, 10000);
+  const n = last(out1.text);
+
+  // bad spellings and keys: one line each, nothing restored
+  const bad = criuBun(["restore", "-d", "-D", dir, "--inherit-fd", "fd3:pipe:[1]"]);
+  expect(bad.code).toBe(1);
+  expect(bad.stderr.trim()).toBe("Error (restore): --inherit-fd 'fd3:pipe:[1]': expected fd[N]:KEY");
+  const notPipe = criuBun(["restore", "-d", "-D", dir, "--inherit-fd", "fd[0]:tmp/x"]);
+  expect(notPipe.stderr.trim()).toBe("Error (restore): inherit_fd 'tmp/x': only pipes (pipe:[ino]) can be inherited by criu-bun yet");
+  const closed = criuBun(["restore", "-d", "-D", dir, "--inherit-fd", `fd[77]:${key}`]);
+  expect(closed.stderr.trim()).toBe(`Error (restore): inherit_fd '${key}': fd 77 is not open in criu-bun`);
+  const noDetach = criuBun(["restore", "-D", dir, "--restore-sibling"]);
+  expect(noDetach.code).toBe(1);
+  expect(noDetach.stderr.split("\n").filter(Boolean)).toHaveLength(1);
+
+  // criu-bun's fd 3 is the write end of a new pipe: it takes the old pipe's place
+  const b = pipe();
+  const r = Bun.spawnSync([...criuBunCommand(), "restore", "-d", "--restore-sibling", "-D", dir, "-o", "restore.log", "-v4", "--pidfile", join(dir, "pid"),
+    "--inherit-fd", `fd[3]:${key}`], { stdio: ["ignore", "pipe", "pipe", b[1]], timeout: 60000 });
+  closeSync(b[1]);
+  expect(r.stderr.toString()).toBe("");
+  expect(r.exitCode).toBe(0);
+  const pid = Number(readFileSync(join(dir, "pid"), "utf8"));
+  const c2 = Bun.spawn(["cat"], { stdin: b[0], stdout: "pipe" });
+  spawned.push(c2);
+  closeSync(b[0]);
+  const out2 = collect(c2.stdout);
+  try {
+    // a sibling of criu-bun: our child, as criu's --restore-sibling makes it
+    expect(Number(/^PPid:\s*(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))![1])).toBe(process.pid);
+    await waitUntil("the restored shell to print into the new pipe", () => ticks(out2.text).length >= 3, 10000);
+    expect(ticks(out2.text).slice(0, 3)).toEqual([n + 1, n + 2, n + 3]);
+    expect(pipesOf(pid).slice(1)).toEqual([readlinkSync(`/proc/${c2.pid}/fd/0`), readlinkSync(`/proc/${c2.pid}/fd/0`)]);
+    expect(readFileSync(join(dir, "restore.log"), "utf8")).toContain(`criu-bun's fd 3 for '${key}'`);
+  } finally {
+    process.kill(pid, 9);
+    // our child: reaped here
+    await waitUntil("the restored shell to exit", () => wait4Raw(pid, 0x40000000 | 1 /* __WALL|WNOHANG */).r === pid, 10000);
+  }
+}, 60000);

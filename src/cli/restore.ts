@@ -5,6 +5,7 @@ import { restoreProcesses } from "../restore/restore";
 import { wait4Raw } from "../sys/ptrace";
 import { parseExtMounts } from "../resources/mounts";
 import { scriptHooks } from "./scripts";
+import { parseInheritFdArgs } from "../restore/inherit";
 
 /**
  * criu's --manage-cgroups modes as far as criu-bun keeps cgroups (membership, no properties):
@@ -20,7 +21,8 @@ export async function run(opts: Opts, args: string[]): Promise<number> {
   const pidfile = opts.pidfile ? (isAbsolute(opts.pidfile) ? opts.pidfile : join(opts.workDir ?? opts.imagesDir, opts.pidfile)) : undefined;
   const st = restoreProcesses({ emptyNs: opts.emptyNs === "net" ? 0x40000000 : undefined, dir: opts.imagesDir, leaveStopped: !!opts.leaveStopped, shellJob: !!opts.shellJob, pidfile, tcpClose: !!opts.tcpClose,
     root: opts.root !== undefined ? String(opts.root) : undefined, extMounts: parseExtMounts(opts.external, opts.extMountMap, "restore"),
-    trustImages: !!opts.trustImages, timeoutSec: opts.timeout !== undefined ? Number(opts.timeout) : undefined, ...cgroupMode(opts.manageCgroups), hooks: scriptHooks(opts) });
+    trustImages: !!opts.trustImages, timeoutSec: opts.timeout !== undefined ? Number(opts.timeout) : undefined, ...cgroupMode(opts.manageCgroups), hooks: scriptHooks(opts),
+    rstSibling: !!opts.restoreSibling, inheritFds: parseInheritFdArgs(opts.inheritFd) });
   const pid = st.pid;
   if (opts.displayStats) {
     process.stdout.write(`Displaying restore stats:\nPages compared: 0\nPages skipped COW: 0\nPages restored: ${st.pages}\n` +
