@@ -13,7 +13,7 @@ import type { Injector } from "../ptrace/inject";
 import { refuse } from "./unsupported";
 import type * as S from "../images/schemas";
 
-export const FD_TYPE = { REG: 1, PIPE: 2, FIFO: 3, INETSK: 4, UNIXSK: 5, EVENTFD: 6, EVENTPOLL: 7, INOTIFY: 8, SIGNALFD: 9, PACKETSK: 10, TTY: 11, FANOTIFY: 12, NETLINKSK: 13, NS: 14, TIMERFD: 17, MEMFD: 18 } as const;
+export const FD_TYPE = { REG: 1, PIPE: 2, FIFO: 3, INETSK: 4, UNIXSK: 5, EVENTFD: 6, EVENTPOLL: 7, INOTIFY: 8, SIGNALFD: 9, PACKETSK: 10, TTY: 11, FANOTIFY: 12, NETLINKSK: 13, NS: 14, TIMERFD: 17, MEMFD: 18, PIDFD: 20 } as const;
 
 export interface FdDump { fd: number; id: number; type: number; cloexec: boolean }
 export interface FileDump { id: number; type: number; [sub: string]: any }

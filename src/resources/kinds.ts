@@ -13,8 +13,9 @@ import { memfdKind } from "./memfd";
 import { unixKind } from "./unix";
 import { inetKind } from "./inet";
 import { mqueueKind } from "./mqueue";
+import { pidfdKind } from "./pidfd";
 
-export const FD_KINDS: FdKind[] = [ttyKind, pipeKind, fifoKind, eventfdKind, timerfdKind, signalfdKind, epollKind, inotifyKind, memfdKind, inetKind, unixKind, mqueueKind, regKind];
+export const FD_KINDS: FdKind[] = [ttyKind, pipeKind, fifoKind, eventfdKind, timerfdKind, signalfdKind, epollKind, inotifyKind, memfdKind, inetKind, unixKind, mqueueKind, pidfdKind, regKind];
 export function kindByType(type: number): FdKind | undefined {
   return FD_KINDS.find((k) => k.type === type);
 }

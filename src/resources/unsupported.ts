@@ -14,7 +14,7 @@ export const UNSUPPORTED = {
   "fanotify": "fanotify",
   "inotify-deleted": "inotify watch on a deleted file",
   "io_uring": "io_uring",
-  "pidfd": "pidfd",
+  "pidfd": "pidfd of a process that is gone, outside the tree, or of a thread",
   "userfaultfd": "userfaultfd",
   "perf_event": "perf_event",
   "nsfs": "namespace file",
@@ -67,7 +67,7 @@ export const FD_TYPES_REFUSED: Record<number, UnsupportedKey> = {
 
 /** anon_inode:[NAME] targets with no FdKind (files.ts refuses them by these names) */
 export const ANON_REFUSED: Record<string, UnsupportedKey> = {
-  io_uring: "io_uring", pidfd: "pidfd", userfaultfd: "userfaultfd", perf_event: "perf_event", "[fanotify]": "fanotify", fanotify: "fanotify",
+  io_uring: "io_uring", userfaultfd: "userfaultfd", perf_event: "perf_event", "[fanotify]": "fanotify", fanotify: "fanotify",
 };
 
 /** Refuse the dump: "WHERE: RESOURCE (detail) is not supported yet". */

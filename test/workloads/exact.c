@@ -29,6 +29,8 @@
  *   seccompthreads  a thread whose own seccomp filter kills the process on brk, prctl, membarrier,
  *               mmap and munmap and fails getppid (EPERM), beside a main thread whose filter fails
  *               getpgrp (EACCES): both filters still apply, each to its thread only
+ *   pidfd       pidfds on itself, and two on a child: the child's share one inode, signal 0 reaches
+ *               itself, SIGKILL through the child's kills it and waitid(P_PIDFD) reports it
  *   ctty        a child session leader with the pty slave as controlling terminal: open("/dev/tty")
  *               works in it, TIOCGSID on the master names it, closing the master sends it SIGHUP
  * --selftest-corrupt: damages the state before go, so the check must fail.
@@ -310,6 +312,12 @@ static void setup(void) {
 		while (thr_state == 0) wl_sleep_ms(2);
 		NEED(thr_state == 1);
 		NEED(filter(SYS_getpgrp, EACCES, NULL, 0) == 0);
+	} else if (is("pidfd")) {
+		child = fork();
+		if (child == 0) { for (;;) pause(); }
+		NEED((fds[0] = (int)syscall(SYS_pidfd_open, getpid(), 0)) >= 0);
+		NEED((fds[1] = (int)syscall(SYS_pidfd_open, child, 0)) >= 0);
+		NEED((fds[2] = (int)syscall(SYS_pidfd_open, child, O_NONBLOCK)) >= 0);
 	} else if (is("ptyowner") || is("ctty")) {
 		NEED((fds[0] = posix_openpt(O_RDWR | O_NOCTTY)) >= 0);
 		NEED(grantpt(fds[0]) == 0 && unlockpt(fds[0]) == 0);
@@ -346,6 +354,7 @@ static void corrupt(void) {
 	else if (is("fown")) fcntl(fds[0], F_SETFL, fcntl(fds[0], F_GETFL) & ~O_ASYNC);
 	else if (is("ghost")) { struct timespec ts[2] = {{MTIME, 0}, {MTIME + 1, 0}}; futimens(fds[0], ts); }
 	else if (is("zpgid")) waitpid(child, NULL, 0);
+	else if (is("pidfd")) { close(fds[1]); fds[1] = (int)syscall(SYS_pidfd_open, getpid(), 0); }
 	else if (is("procpid")) { close(fds[0]); fds[0] = open("/proc/self/status", O_RDONLY); }
 	else if (is("seccompthreads")) thr_state = -1;
 	else if (is("deldircwd")) chdir(wl_dir);
@@ -544,6 +553,16 @@ static void check(void) {
 		WL_CHECK(thr_state == 3, "the filtered thread did not answer (%d)", thr_state);
 		WL_CHECK(thr_ppid < 0 && thr_ppid_errno == EPERM, "filtered thread: getppid = %ld, want EPERM", thr_ppid);
 		WL_CHECK(thr_pgrp > 0, "filtered thread: getpgrp fails (the main thread's filter reached it)");
+	} else if (is("pidfd")) {
+		struct stat a, b;
+		WL_CHECK(fstat(fds[1], &a) == 0 && fstat(fds[2], &b) == 0 && a.st_ino == b.st_ino, "the child's two pidfds are different inodes");
+		WL_CHECK(fcntl(fds[2], F_GETFL) & O_NONBLOCK, "PIDFD_NONBLOCK lost");
+		WL_CHECK(syscall(SYS_pidfd_send_signal, fds[0], 0, NULL, 0) == 0, "the pidfd on itself does not reach it: %m");
+		WL_CHECK(syscall(SYS_pidfd_send_signal, fds[1], SIGKILL, NULL, 0) == 0, "SIGKILL through the child's pidfd: %m");
+		siginfo_t si;
+		memset(&si, 0, sizeof si);
+		WL_CHECK(waitid(P_PIDFD, (id_t)fds[1], &si, WEXITED) == 0 && si.si_pid == child && si.si_status == SIGKILL, "waitid(P_PIDFD): pid %d status %d, want %d killed", (int)si.si_pid, si.si_status, (int)child);
+		waitpid(child, NULL, WNOHANG);
 	} else if (is("ptyowner")) {
 		struct stat st;
 		WL_CHECK(fstat(fds[1], &st) == 0 && st.st_uid == 4242 && st.st_gid == 4243, "slave owned by %d:%d, want 4242:4243", (int)st.st_uid, (int)st.st_gid);

@@ -107,17 +107,15 @@ static void setup(void) {
 		struct io_uring_params prm;
 		memset(&prm, 0, sizeof prm);
 		NEED((fd_a = (int)syscall(SYS_io_uring_setup, 4, &prm)) >= 0);
-	} else if (is("pidfd")) NEED((fd_a = (int)syscall(SYS_pidfd_open, getpid(), 0)) >= 0);
-	else if (is("pidfd-child") || is("pidfd-dead")) { /* on a live child; on a child since reaped */
+	} else if (is("pidfd")) { /* on a child since reaped */
 		child = fork();
 		if (child == 0) { for (;;) pause(); }
 		NEED((fd_a = (int)syscall(SYS_pidfd_open, child, 0)) >= 0);
-		if (is("pidfd-dead")) {
-			kill(child, SIGKILL);
-			NEED(waitpid(child, NULL, 0) == child);
-			child = 0;
-		}
-	} else if (is("deleted-symlink")) { /* O_PATH|O_NOFOLLOW on a symlink since removed */
+		kill(child, SIGKILL);
+		NEED(waitpid(child, NULL, 0) == child);
+		child = 0;
+	} else if (is("pidfd-outside")) NEED((fd_a = (int)syscall(SYS_pidfd_open, getppid(), 0)) >= 0);
+	else if (is("pidfd-thread")) NEED((fd_a = (int)syscall(SYS_pidfd_open, getpid(), O_EXCL /* PIDFD_THREAD */)) >= 0); else if (is("deleted-symlink")) { /* O_PATH|O_NOFOLLOW on a symlink since removed */
 		char q[4200];
 		wl_path(q, sizeof q, "lnk");
 		NEED(symlink("nowhere", q) == 0);
@@ -431,11 +429,9 @@ static void check(void) {
 		WL_CHECK(fd_a >= 0 && fd_b >= 0 && write(fd_b, "x", 1) == 1, "write to the watched file");
 		char b[256];
 		WL_CHECK(fd_a >= 0 && read(fd_a, b, sizeof b) > 0 && ((struct inotify_event *)b)->mask & IN_MODIFY, "no IN_MODIFY from the watch");
-	} else if (is("pidfd-child")) {
-		WL_CHECK(fd_a >= 0 && syscall(SYS_pidfd_send_signal, fd_a, 0, NULL, 0) == 0, "the pidfd no longer reaches the child: %m");
-		kill(child, SIGKILL);
-		waitpid(child, NULL, 0);
-	} else if (is("pidfd-dead")) {
+	} else if (is("pidfd-outside") || is("pidfd-thread")) {
+		WL_CHECK(fd_a >= 0 && syscall(SYS_pidfd_send_signal, fd_a, 0, NULL, 0) == 0, "the pidfd no longer reaches its process: %m");
+	} else if (is("pidfd")) {
 		WL_CHECK(fd_a >= 0 && syscall(SYS_pidfd_send_signal, fd_a, 0, NULL, 0) < 0 && errno == ESRCH, "the pidfd of the dead child: %m");
 	} else if (is("ctty-nofd")) {
 		int sid = -1;
