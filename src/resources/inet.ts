@@ -109,7 +109,8 @@ export function netDumpEnd(outcome: "killed" | "running" | "failed") {
 
 // ---------- socket options ----------
 
-function dumpSkOpts(fd: number, type: number, proto: number) {
+/** sk_opts_entry of a grabbed socket (inet and unix alike, as CRIU's dump_socket_opts) */
+export function dumpSkOpts(fd: number, type: number, proto: number) {
   const i = (lvl: number, opt: number) => tryGetsockoptInt(fd, lvl, opt) ?? 0;
   const tv = (opt: number) => {
     const b = getsockoptBytes(fd, SOL.SOCKET, opt, 16);
@@ -577,17 +578,7 @@ function restoreSkOpts(ctx: RestoreCtx, k: S.inet_sk_entry, tcp: boolean, setopt
   for (const [opt, s, u] of [[SO.SNDTIMEO, o.soSndTmoSec, o.soSndTmoUsec], [SO.RCVTIMEO, o.soRcvTmoSec, o.soRcvTmoUsec]] as const) {
     if (s || u) set(SOL.SOCKET, opt, new Uint8Array(new BigUint64Array([BigInt(s), BigInt(u)]).buffer), "socket timeout");
   }
-  if (o.soFilter?.length) {
-    // struct sock_fprog { u16 len; struct sock_filter *filter } with the instructions beside it
-    const insns = new Uint8Array(new BigUint64Array(o.soFilter.map((x) => BigInt.asUintN(64, BigInt(x)))).buffer);
-    const r = withTargetBuffer(ctx, insns, (a) => {
-      const prog = new Uint8Array(16);
-      const dv = new DataView(prog.buffer);
-      dv.setUint16(0, o.soFilter.length, true); dv.setBigUint64(8, a, true);
-      return Number(ctx.inj.call(NR.setsockopt, fd, SOL.SOCKET, SO.ATTACH_FILTER, ctx.scratch(0n, prog), 16));
-    });
-    if (r < 0) throw new CriuError("restore", `${where}: restoring SO_ATTACH_FILTER (${o.soFilter.length} instructions) failed (errno ${-r}: ${errnoName(-r)})`);
-  }
+  attachFilter(ctx, fd, o);
   if (tcp) {
     const t = k.tcpOpts;
     if (o.tcpKeepcnt || t?.keepcnt) seti(SOL.TCP, TCP.KEEPCNT, t?.keepcnt || o.tcpKeepcnt, "TCP_KEEPCNT");
@@ -604,8 +595,42 @@ function restoreSkOpts(ctx: RestoreCtx, k: S.inet_sk_entry, tcp: boolean, setopt
   seti(SOL.SOCKET, SO.BUF_LOCK, lock, "SO_BUF_LOCK");
 }
 
+/** A classic BPF filter as dumped (struct sock_fprog with the instructions beside it). */
+function attachFilter(ctx: RestoreCtx, fd: number, o: S.sk_opts_entry) {
+  if (!o.soFilter?.length) return;
+  const insns = new Uint8Array(new BigUint64Array(o.soFilter.map((x) => BigInt.asUintN(64, BigInt(x)))).buffer);
+  const r = withTargetBuffer(ctx, insns, (a) => {
+    const prog = new Uint8Array(16);
+    const dv = new DataView(prog.buffer);
+    dv.setUint16(0, o.soFilter.length, true); dv.setBigUint64(8, a, true);
+    return Number(ctx.inj.call(NR.setsockopt, fd, SOL.SOCKET, SO.ATTACH_FILTER, ctx.scratch(0n, prog), 16));
+  });
+  if (r < 0) throw new CriuError("restore", `${ctx.where}: restoring SO_ATTACH_FILTER (${o.soFilter.length} instructions) failed (errno ${-r}: ${errnoName(-r)})`);
+}
+
+/** The socket-level options of a unix socket (buffer sizes are set apart, before its queues). */
+export function restoreUnixSkOpts(ctx: RestoreCtx, fd: number, o: S.sk_opts_entry | undefined) {
+  if (!o) return;
+  const seti = (opt: number, v: number, what: string) => {
+    const r = Number(ctx.inj.call(NR.setsockopt, fd, SOL.SOCKET, opt, ctx.scratch(0n, int32(v)), 4));
+    if (r < 0) throw new CriuError("restore", `${ctx.where}: restoring ${what} failed (errno ${-r}: ${errnoName(-r)})`);
+  };
+  if (o.soPasscred) seti(SO.PASSCRED, 1, "SO_PASSCRED");
+  if (o.soPasssec) seti(SO.PASSSEC, 1, "SO_PASSSEC");
+  if (o.soPriority) seti(SO.PRIORITY, o.soPriority, "SO_PRIORITY");
+  if (o.soMark) seti(SO.MARK, o.soMark, "SO_MARK");
+  if ((o.soRcvlowat ?? 0) > 1) seti(SO.RCVLOWAT, o.soRcvlowat!, "SO_RCVLOWAT");
+  for (const [opt, s, u] of [[SO.SNDTIMEO, o.soSndTmoSec, o.soSndTmoUsec], [SO.RCVTIMEO, o.soRcvTmoSec, o.soRcvTmoUsec]] as const) {
+    if (!s && !u) continue;
+    const v = new Uint8Array(new BigUint64Array([BigInt(s), BigInt(u)]).buffer);
+    const r = Number(ctx.inj.call(NR.setsockopt, fd, SOL.SOCKET, opt, ctx.scratch(0n, v), 16));
+    if (r < 0) throw new CriuError("restore", `${ctx.where}: restoring a socket timeout failed (errno ${-r})`);
+  }
+  attachFilter(ctx, fd, o);
+}
+
 /** Run fn with data placed in the target: in the scratch area when small, else in a temporary mapping. */
-function withTargetBuffer(ctx: RestoreCtx, data: Uint8Array, fn: (addr: bigint) => number): number {
+export function withTargetBuffer(ctx: RestoreCtx, data: Uint8Array, fn: (addr: bigint) => number): number {
   if (data.length <= 512) return fn(ctx.scratch(256n, data));
   const len = (data.length + 4095) & ~4095;
   const a = ctx.inj.call(NR.mmap, 0, len, 3, MAP.PRIVATE | MAP.ANONYMOUS, -1, 0);

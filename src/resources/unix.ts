@@ -19,6 +19,7 @@ import { sk_packet_entrySchema } from "../images/gen/sockets_pb";
 import { withNetns } from "../sys/netns";
 import { CriuError, log } from "../log";
 import { refuse } from "./unsupported";
+import { dumpSkOpts, restoreUnixSkOpts } from "./inet";
 
 const AF_UNIX = 1, SOL_SOCKET = 1;
 const SO = { TYPE: 3, SNDBUF: 7, RCVBUF: 8, ACCEPTCONN: 30, DOMAIN: 39, PEEK_OFF: 42 };
@@ -151,6 +152,9 @@ export const unixKind: FdKind = {
     const d = unixDiag(ino, ctx.where, ctx.pid);
     const type = getInt(fd, SO.TYPE);
     const listening = getInt(fd, SO.ACCEPTCONN) === 1;
+    // options CRIU's images have no field for, left at their defaults or refused
+    if (getInt(fd, 76 /* SO_PASSPIDFD */) > 0) refuse("files", ctx.where, "sockopt", "SO_PASSPIDFD");
+    if (getInt(fd, 83 /* SO_PASSRIGHTS */) === 0) refuse("files", ctx.where, "sockopt", "SO_PASSRIGHTS off");
     if (listening && d.rq) refuse("files", ctx.where, "unix-in-flight", `${d.rq} on unix socket ${ino}`);
     // the name as bound, as CRIU keeps it: a path's trailing NUL (when the address length
     // counted it) stays, so getsockname() gives the same length after restore
@@ -174,7 +178,7 @@ export const unixKind: FdKind = {
       id, type: 5,
       usk: {
         id, ino, type, state: listening ? TCP_LISTEN : d.state, flags: ctx.flags, uflags: 0, backlog: listening ? d.wq : 0,
-        peer: d.peer, fown: FOWN0, opts: { soSndbuf: getInt(fd, SO.SNDBUF), soRcvbuf: getInt(fd, SO.RCVBUF), soSndTmoSec: 0n, soSndTmoUsec: 0n, soRcvTmoSec: 0n, soRcvTmoUsec: 0n },
+        peer: d.peer, fown: FOWN0, opts: dumpSkOpts(fd, type, 0) as S.sk_opts_entry,
         name, shutdown: d.shutdown, ...(filePerms ? { filePerms } : {}), ...(nameDir ? { nameDir } : {}), ...(deleted ? { deleted } : {}),
       },
     }));
@@ -522,6 +526,7 @@ function setBufs(ctx: RestoreCtx, fd: number, u: Pick<S.unix_sk_entry, "opts">) 
 
 function finish(ctx: RestoreCtx, f: S.file_entry, fd: number) {
   const u = f.usk!;
+  restoreUnixSkOpts(ctx, fd, u.opts);
   if (u.shutdown) ctx.inj.call(NR.shutdown, fd, u.shutdown - 1);
   if (u.flags & O.NONBLOCK) ctx.inj.call(NR.fcntl, fd, 4 /* F_SETFL */, O.NONBLOCK);
 }

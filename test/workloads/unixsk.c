@@ -6,7 +6,8 @@
  *             way (unnamed, abstract-named, and one in a child process), an abstract server with
  *             a client, a socket connected to itself with a datagram queued to itself, and a
  *             relative name bound from DIR: names, peers, path mode/owner kept; every client's
- *             datagram reaches its server with the client's name as source
+ *             datagram reaches its server with the client's name as source; the server's
+ *             SO_PASSCRED and SO_RCVTIMEO kept
  *   deleted   names whose file is gone: unlinked (a client still connected one way), directory
  *             removed (a stream listener), a FIFO sitting at the path now: names kept, no file
  *             made, the FIFO untouched (same inode), the sockets still work
@@ -126,6 +127,10 @@ static void setup(void) {
 		snprintf(path_srv, sizeof path_srv, "%s/srv.sock", wl_dir);
 		int s = bound(SOCK_DGRAM, path_srv, 0);
 		NEED(chmod(path_srv, 0640) == 0 && chown(path_srv, 4321, 8765) == 0);
+		/* socket options CRIU keeps for unix sockets too */
+		int one = 1;
+		struct timeval tv = {2, 500000};
+		NEED(setsockopt(s, SOL_SOCKET, SO_PASSCRED, &one, sizeof one) == 0 && setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) == 0);
 		struct sk *srv = add("server", s);
 		int c1 = socket(AF_UNIX, SOCK_DGRAM, 0);
 		NEED(c1 >= 0);
@@ -239,6 +244,12 @@ static void check(void) {
 		fl = sizeof from;
 		WL_CHECK(recv_from(self->fd, b, sizeof b, &from, &fl) == 16 && memcmp(b, "queued-to-itself", 16) == 0, "self: its queued datagram is gone");
 		check_path(self, self, "again");
+		int v = 0;
+		socklen_t vl = sizeof v;
+		WL_CHECK(getsockopt(srv->fd, SOL_SOCKET, SO_PASSCRED, &v, &vl) == 0 && v == 1, "server: SO_PASSCRED is off");
+		struct timeval tv = {0};
+		socklen_t tl = sizeof tv;
+		WL_CHECK(getsockopt(srv->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, &tl) == 0 && tv.tv_sec == 2 && tv.tv_usec == 500000, "server: SO_RCVTIMEO %ld.%06ld", (long)tv.tv_sec, (long)tv.tv_usec);
 		struct stat s;
 		WL_CHECK(lstat(path_srv, &s) == 0 && S_ISSOCK(s.st_mode) && (s.st_mode & 07777) == 0640 && s.st_uid == 4321 && s.st_gid == 8765,
 		         "server path: mode %o owner %d:%d", s.st_mode & 07777, (int)s.st_uid, (int)s.st_gid);
