@@ -53,7 +53,7 @@ export const UNSUPPORTED = {
   "inet-connected-raw": "connected raw or ping socket",
   "sock-error": "socket with a pending error",
   "sockopt": "socket option criu-bun does not keep",
-  "tcp-half-closed": "half-closed TCP connection with --tcp-established",
+  "tcp-half-closed": "half-closed or connecting TCP connection with --tcp-established",
   "tcp-in-flight": "TCP connection not accepted yet (--skip-in-flight drops it)",
   "unix-in-flight": "unix connection not accepted yet",
   "unix-oneway-queue": "queued datagrams on a unix socket connected one way",
