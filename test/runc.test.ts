@@ -53,7 +53,7 @@ test.skipIf(!built)("install --as-criu: a symlink named criu that answers --vers
 });
 
 /** a busybox OCI bundle whose shell counts into /tmp/count in its rootfs (and, with checks, more: see counter()) */
-function bundle(args?: string[], name = "bundle"): string {
+function bundle(args?: string[], name = "bundle", edit?: (c: any) => void): string {
   const b = join(tmp, name);
   for (const d of ["bin", "tmp", "proc", "dev", "sys"]) mkdirSync(join(b, "rootfs", d), { recursive: true });
   cpSync(busybox!, join(b, "rootfs/bin/busybox"));
@@ -64,6 +64,7 @@ function bundle(args?: string[], name = "bundle"): string {
   c.process.terminal = false;
   c.process.args = args ?? ["sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done"];
   c.root.readonly = false;
+  edit?.(c);
   writeFileSync(join(b, "config.json"), JSON.stringify(c));
   return b;
 }
@@ -166,9 +167,10 @@ function runcOk(args: string[], cwd?: string) {
 /** on failure, what criu-bun said */
 function logOf(dir: string, file: string) { try { return readFileSync(join(dir, file), "utf8").split("\n").filter((l) => l.includes("Error")).join("\n"); } catch { return "(no log)"; } }
 
-test.skipIf(!runc || !busybox || !built)("runc checkpoint, then runc restore -d: the container's shell carries on from where it was, writing into the restoring runc's pipes, in its rootfs", async () => {
+test.skipIf(!runc || !busybox || !built)("runc checkpoint, then runc restore -d (32 MiB memory limit): the container's shell carries on from where it was, writing into the restoring runc's pipes, in its rootfs", async () => {
   const criu = installAsCriu();
-  const b = bundle(COUNTER, "counter");
+  // with a 32 MiB memory limit: runc moves criu-bun into the container's cgroups before it restores
+  const b = bundle(COUNTER, "counter", (c) => { c.linux.resources = { ...(c.linux.resources ?? {}), memory: { limit: 32 << 20 } }; });
   const id = `criu-bun-c-${process.pid}`;
   containers.push(id);
   const run = runcPiped(["run", "-d", id], b);
@@ -197,6 +199,11 @@ test.skipIf(!runc || !busybox || !built)("runc checkpoint, then runc restore -d:
   expect(`${rc} ${rs.err.text}`, logOf(img, "restore.log")).toBe("0 ");
   const st = state(id)!;
   expect(st.status).toBe("running");
+  // the memory cgroup's peak: criu-bun's own charge while it restored, plus the container's
+  const mem = readFileSync(`/proc/${st.pid}/cgroup`, "utf8").split("\n").find((l) => /^\d+:(memory)?:/.test(l) && (l.includes(":memory:") || l.startsWith("0::")));
+  const v1 = /^\d+:memory:(.*)$/m.exec(readFileSync(`/proc/${st.pid}/cgroup`, "utf8"));
+  const peakFile = v1 ? `/sys/fs/cgroup/memory${v1[1]}/memory.max_usage_in_bytes` : `/sys/fs/cgroup${mem!.split("::")[1]}/memory.peak`;
+  if (existsSync(peakFile)) console.log(`runc restore under a 32 MiB limit: memory cgroup peak ${(Number(readFileSync(peakFile, "utf8")) / 1048576).toFixed(1)} MiB`);
   // the restored shell prints into the pipes runc restore was given (inherit_fd), from n+1 on
   await waitUntil("the restored counter to print", () => ticks(rs.out.text).length >= 5, 20000);
   const after = ticks(rs.out.text);
@@ -334,3 +341,43 @@ test.skipIf(!built)("criu-bun restore -d --restore-sibling --inherit-fd fd[N]:pi
     await waitUntil("the restored shell to exit", () => wait4Raw(pid, 0x40000000 | 1 /* __WALL|WNOHANG */).r === pid, 10000);
   }
 }, 60000);
+
+/** receives the console master runc sends to --console-socket and copies what the terminal says to a file */
+const CONSOLE = `import socket, os, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.bind(sys.argv[1]); s.listen(1)
+c, _ = s.accept()
+_, fds, _, _ = socket.recv_fds(c, 1024, 1)
+f = open(sys.argv[2], "ab", buffering=0)
+while True:
+    try: b = os.read(fds[0], 4096)
+    except OSError: break
+    if not b: break
+    f.write(b)
+`;
+
+test.skipIf(!runc || !busybox || !built || !Bun.which("python3"))("runc checkpoint of a container with a terminal (--console-socket) is refused with one line naming the terminal; it keeps running and printing", async () => {
+  const criu = installAsCriu();
+  const b = bundle(COUNTER, "tty", (c) => { c.process.terminal = true; });
+  const id = `criu-bun-t-${process.pid}`;
+  containers.push(id);
+  const sock = join(tmp, "console.sock"), out = join(tmp, "console.out");
+  writeFileSync(join(tmp, "console.py"), CONSOLE);
+  const rcv = Bun.spawn(["python3", join(tmp, "console.py"), sock, out], { stdout: "ignore", stderr: "inherit" });
+  spawned.push(rcv);
+  await waitUntil("the console socket", () => existsSync(sock), 10000);
+  runcOk(["run", "-d", "--console-socket", sock, id], b);
+  const printed = () => { try { return last(readFileSync(out, "utf8").replace(/\r/g, "")); } catch { return 0; } };
+  await waitUntil("the container to print on its terminal", () => printed() >= 3, 20000);
+  const pid = state(id)!.pid;
+  expect(readlinkSync(`/proc/${pid}/fd/1`)).toMatch(/^\/dev\/pts\/\d+$/);
+  const img = join(tmp, "img-t");
+  const ck = Bun.spawnSync(["runc", "--criu", criu, "checkpoint", "--image-path", img, "--work-path", img, id], { stdout: "pipe", stderr: "pipe", timeout: 90000 });
+  expect(ck.exitCode).not.toBe(0);
+  const errors = readFileSync(join(img, "dump.log"), "utf8").split("\n").filter((l) => l.includes("Error"));
+  expect(errors).toHaveLength(1);
+  expect(errors[0]).toMatch(/Error \(files\): process \d+ fd \d: terminal .*'\/dev\/pts\/\d+'.*not supported/);
+  expect(state(id)?.status).toBe("running");
+  const n = printed();
+  await waitUntil("the container to go on printing", () => printed() > n + 3, 10000);
+  runcOk(["delete", "-f", id]);
+}, 90000);
