@@ -34,6 +34,7 @@ const modes: [string, string, string[]?][] = [
   ["pidfd", "pidfds on itself and on a child (two, one inode): signals and waitid through them"],
   ["ptyowner", "a pty slave chown()ed to another user keeps its owner"],
   ["ctty", "controlling pty of a child session: /dev/tty opens, TIOCGSID on the master, SIGHUP when the master closes"],
+  ["cttyclosed", "the same with the child's fd of the slave closed (its controlling terminal all the same)"],
 ];
 
 describe("restored exactly (the workload checks itself after restore)", () => {

@@ -20,7 +20,7 @@ import { readStat, listChildren, fdLinks } from "../sys/proc";
 import { ImageSink, type DumpOpts } from "../resources/fdkind";
 import { dumpShmem } from "../resources/shmem";
 import { saveGhost, dropLinkRemaps, keepLinkRemaps } from "../resources/reg";
-import { ptyMasters } from "../resources/tty";
+import { ptyMasters, noteCtty } from "../resources/tty";
 import { dumpSysvShm } from "../resources/sysvshm";
 
 import { CgroupSets, ROOT_CG_SET, freezeCgroup } from "../resources/cgroup";
@@ -313,7 +313,7 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
       const major = (st.ttyNr >> 8) & 0xfff, minor = (st.ttyNr & 0xff) | ((st.ttyNr >> 12) & 0xfff00);
       const index = major >= 136 && major <= 143 ? (major - 136) * 256 + minor : -1;
       if (index >= 0 && fdOpts.ptyMasters!.has(index) && !fdLinks(p).some(([, t]) => t === `/dev/pts/${index}`)) {
-        refuse("dump", `process ${p}`, "ctty-nofd", `/dev/pts/${index}`);
+        noteCtty(files, extra, files.statRoot, index, ns.v(p), `process ${p}`);
       }
     }
   }

@@ -3,7 +3,10 @@
 // termios, window size and lock state; a session leader gets its controlling terminal back.
 // Bytes queued inside the terminal are not saved: a dump finding any is refused. A /dev/pts/N whose master is outside the tree
 // is the terminal of a --shell-job (reg.ts). Images: file_entry.tty + tty-info.img, as CRIU.
-import { readFileSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
+import type { FileTable } from "./files";
+import type { ImageSink } from "./fdkind";
+import { openFd, closeFd } from "../sys/mem";
 import type { FdKind, DumpOpts } from "./fdkind";
 import { FOWN0, cachedImage } from "./fdkind";
 import { syscall, addr } from "../sys/syscall";
@@ -49,6 +52,40 @@ function termiosBytes(t: S.termios_entry): Uint8Array {
   dv.setUint32(0, t.cIflag, true); dv.setUint32(4, t.cOflag, true); dv.setUint32(8, t.cCflag, true); dv.setUint32(12, t.cLflag, true);
   b[16] = t.cLine; b.set(t.cCc.slice(0, 19), 17);
   return b;
+}
+
+/** The slave's tty-info entry (termios, window size, owner, session): written once per pty. */
+function slaveInfo(fd: number, index: number, sid: number, uid: number, gid: number, what: string) {
+  const termios = termiosOf(ioctlBuf(fd, IOC.TCGETS, 36, `${what}: TCGETS`));
+  const ws = new DataView(ioctlBuf(fd, IOC.TIOCGWINSZ, 8, `${what}: TIOCGWINSZ`).buffer);
+  return {
+    id: index * 2 + 2, type: 1 /* PTY */, locked: false, exclusive: false, packetMode: false, sid, pgrp: 0, rdev: ptsRdev(index), termios,
+    winsize: { wsRow: ws.getUint16(0, true), wsCol: ws.getUint16(2, true), wsXpixel: ws.getUint16(4, true), wsYpixel: ws.getUint16(6, true) },
+    pty: { index }, uid, gid,
+  };
+}
+
+/**
+ * A session leader whose controlling terminal is a pty of the tree that it holds no fd of (it
+ * closed it): the slave's tty-info entry carries its session all the same, read here through an
+ * fd of criu-bun's own; restore opens the slave in the leader (restoreCtty) to make it its
+ * controlling terminal again.
+ */
+export function noteCtty(files: FileTable, images: ImageSink, statRoot: string, index: number, sid: number, where: string) {
+  const key = `ttyinfo:${index * 2 + 2}`;
+  if (files.byKey.has(key)) return;
+  const fd = openFd(`${statRoot}/dev/pts/${index}`, O.RDONLY | O.NOCTTY | O.NONBLOCK | O.CLOEXEC);
+  try {
+    const st = statSync(`/proc/self/fd/${fd}`);
+    images.add("tty-info.img", "TTY_INFO", S.tty_info_entrySchema, slaveInfo(fd, index, sid, st.uid, st.gid, where));
+  } finally { closeFd(fd); }
+  files.byKey.set(key, index * 2 + 2);
+  log.debug(`${where}: controlling terminal /dev/pts/${index} held by no fd of its session leader ${sid}: noted for restore`);
+}
+
+/** Restore: the session leader takes its controlling pty again by opening it (no O_NOCTTY). */
+export function cttyIndexes(infos: S.tty_info_entry[], vpid: number): number[] {
+  return infos.filter((i) => i.pty && i.rdev !== PTMX_RDEV && i.sid === vpid).map((i) => i.pty!.index);
 }
 
 export const ttyKind: FdKind = {

@@ -198,6 +198,8 @@ function restoreAll(o: RestoreOptions, t0: number): { pid: number; ms: number; f
     for (const key of o.inheritFds?.keys() ?? []) {
       if (!treeFiles.held.has(`inherit:${key}:used`)) log.info(`inherit_fd '${key}': no file of the tree is that; the fd is not used`);
     }
+    // a session leader whose controlling pty it held no fd of takes it again, now that every pty is made
+    for (const b of builders) if (!b.t.zombie) b.restoreCtty();
     for (const b of builders) if (!b.t.zombie) b.closeHeld();
     // 3. registers, trampolines gone; 4. all go at once
     for (const b of builders) if (!b.t.zombie) { phase("restoring registers", b.t.pid); b.finish(); }

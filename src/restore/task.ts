@@ -10,6 +10,7 @@ import { O } from "../sys/mem";
 import { restoreFds, importFd, restoreCtx, fdFloor } from "../resources/files";
 import { restoreDeleted } from "../resources/reg";
 import { readImage, imageExists } from "../images/image";
+import { cttyIndexes } from "../resources/tty";
 import { shmemFd } from "../resources/shmem";
 import { SHMAT } from "../resources/sysvshm";
 import { TreeFiles } from "../resources/fdkind";
@@ -116,6 +117,16 @@ export class TaskBuilder {
   }
 
   /** Close what this process held open for the others (after every process has its files). */
+  restoreCtty() {
+    if (this.t.sid !== this.t.pid || !imageExists(this.set.dir, "tty-info.img")) return;
+    for (const index of cttyIndexes(readImage<S.tty_info_entry>(this.set.dir, "tty-info.img", "TTY_INFO"), this.t.pid)) {
+      const fd = Number(this.inj!.call(NR.openat, -100, this.str(`/dev/pts/${index}`), O.RDWR | O.CLOEXEC, 0));
+      if (fd < 0) throw new CriuError("restore", `process ${this.t.pid}: cannot open its controlling terminal /dev/pts/${index} (errno ${-fd})`);
+      this.inj!.call(NR.close, fd);
+      log.debug(`process ${this.t.pid}: /dev/pts/${index} is its controlling terminal again`);
+    }
+  }
+
   closeHeld() {
     for (const fd of this.tree.toClose.get(this.pid) ?? []) this.inj!.call(NR.close, fd);
   }

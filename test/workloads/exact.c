@@ -31,6 +31,7 @@
  *               getpgrp (EACCES): both filters still apply, each to its thread only
  *   pidfd       pidfds on itself, and two on a child: the child's share one inode, signal 0 reaches
  *               itself, SIGKILL through the child's kills it and waitid(P_PIDFD) reports it
+ *   cttyclosed  as ctty, but the child closed its fd of the slave (it stays its controlling terminal)
  *   ctty        a child session leader with the pty slave as controlling terminal: open("/dev/tty")
  *               works in it, TIOCGSID on the master names it, closing the master sends it SIGHUP
  * --selftest-corrupt: damages the state before go, so the check must fail.
@@ -119,12 +120,13 @@ static char proc_stat(pid_t p, int *pgid) { /* state, and the pgid field */
 /* ctty child: a session leader on the pty slave; answers 'o' (open /dev/tty: 0 or errno), reports 'H' on SIGHUP */
 static int ctty_rep = -1;
 static void on_hup(int sig) { (void)sig; char h = 'H'; write(ctty_rep, &h, 1); }
-static void ctty_child(const char *slave, int cmd, int rep) {
+static void ctty_child(const char *slave, int cmd, int rep, int keepfd) {
 	ctty_rep = rep;
 	signal(SIGHUP, on_hup);
 	setsid();
 	int s = open(slave, O_RDWR); /* no O_NOCTTY: becomes the controlling terminal */
 	if (s < 0) _exit(3);
+	if (!keepfd) close(s);
 	char c = 'r';
 	write(rep, &c, 1);
 	while (read(cmd, &c, 1) == 1) {
@@ -318,7 +320,7 @@ static void setup(void) {
 		NEED((fds[0] = (int)syscall(SYS_pidfd_open, getpid(), 0)) >= 0);
 		NEED((fds[1] = (int)syscall(SYS_pidfd_open, child, 0)) >= 0);
 		NEED((fds[2] = (int)syscall(SYS_pidfd_open, child, O_NONBLOCK)) >= 0);
-	} else if (is("ptyowner") || is("ctty")) {
+	} else if (is("ptyowner") || is("ctty") || is("cttyclosed")) {
 		NEED((fds[0] = posix_openpt(O_RDWR | O_NOCTTY)) >= 0);
 		NEED(grantpt(fds[0]) == 0 && unlockpt(fds[0]) == 0);
 		char slave[64];
@@ -330,7 +332,7 @@ static void setup(void) {
 			int c[2], r[2];
 			NEED(pipe(c) == 0 && pipe(r) == 0);
 			child = fork();
-			if (child == 0) { close(c[1]); close(r[0]); close(fds[0]); ctty_child(slave, c[0], r[1]); }
+			if (child == 0) { close(c[1]); close(r[0]); close(fds[0]); ctty_child(slave, c[0], r[1], is("ctty")); }
 			close(c[0]), close(r[1]);
 			fds[1] = c[1], fds[2] = r[0];
 			char x = 0;
@@ -365,7 +367,7 @@ static void corrupt(void) {
 	else if (is("wipeonfork")) madvise(mem, MLEN, MADV_KEEPONFORK);
 	else if (is("memfdexec")) { char p[64]; snprintf(p, sizeof p, "/proc/self/fd/%d", fds[0]); fds[3] = open(p, O_RDWR); }
 	else if (is("ptyowner")) fchown(fds[1], 0, 0);
-	else if (is("ctty")) { kill(child, SIGKILL); waitpid(child, NULL, 0); }
+	else if (is("ctty") || is("cttyclosed")) { kill(child, SIGKILL); waitpid(child, NULL, 0); }
 }
 
 static void check(void) {
@@ -567,7 +569,7 @@ static void check(void) {
 		struct stat st;
 		WL_CHECK(fstat(fds[1], &st) == 0 && st.st_uid == 4242 && st.st_gid == 4243, "slave owned by %d:%d, want 4242:4243", (int)st.st_uid, (int)st.st_gid);
 		WL_CHECK(write(fds[0], "x\n", 2) == 2, "master write");
-	} else if (is("ctty")) {
+	} else if (is("ctty") || is("cttyclosed")) {
 		int sid = -1;
 		WL_CHECK(ioctl(fds[0], TIOCGSID, &sid) == 0 && sid == child, "TIOCGSID on the master = %d, want %d", sid, (int)child);
 		char r = 1;

@@ -284,26 +284,6 @@ static void setup(void) {
 		NEED((fd_a = inotify_init1(0)) >= 0);
 		NEED(inotify_add_watch(fd_a, q, IN_MODIFY) >= 0);
 		NEED(unlink(q) == 0);
-	} else if (is("ctty-nofd")) { /* a child session on the pty slave, its fd of it closed */
-		NEED((fd_a = posix_openpt(O_RDWR | O_NOCTTY)) >= 0);
-		NEED(grantpt(fd_a) == 0 && unlockpt(fd_a) == 0);
-		char slave[64];
-		snprintf(slave, sizeof slave, "%s", ptsname(fd_a));
-		NEED(pipe(p) == 0);
-		child = fork();
-		if (child == 0) {
-			close(fd_a), close(p[0]);
-			setsid();
-			int s = open(slave, O_RDWR);
-			close(s);
-			write(p[1], s >= 0 ? "y" : "n", 1);
-			for (;;) pause();
-		}
-		close(p[1]);
-		char c = 0;
-		NEED(read(p[0], &c, 1) == 1 && c == 'y');
-		close(p[0]);
-		culprit(child);
 	} else if (is("scm-rights")) {
 		int s[2];
 		NEED(socketpair(AF_UNIX, SOCK_DGRAM, 0, s) == 0);
@@ -433,11 +413,6 @@ static void check(void) {
 		WL_CHECK(fd_a >= 0 && syscall(SYS_pidfd_send_signal, fd_a, 0, NULL, 0) == 0, "the pidfd no longer reaches its process: %m");
 	} else if (is("pidfd")) {
 		WL_CHECK(fd_a >= 0 && syscall(SYS_pidfd_send_signal, fd_a, 0, NULL, 0) < 0 && errno == ESRCH, "the pidfd of the dead child: %m");
-	} else if (is("ctty-nofd")) {
-		int sid = -1;
-		WL_CHECK(fd_a >= 0 && ioctl(fd_a, TIOCGSID, &sid) == 0 && sid == child, "TIOCGSID on the master = %d, want %d", sid, (int)child);
-		kill(child, SIGKILL);
-		waitpid(child, NULL, 0);
 	} else if (is("scm-rights")) {
 		char data, ctl[CMSG_SPACE(sizeof(int))];
 		struct iovec iov = {&data, 1};
