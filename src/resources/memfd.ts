@@ -14,6 +14,7 @@ import * as S from "../images/schemas";
 import { CriuError } from "../log";
 import { dumpShmemContents, fillShmemContents } from "./shmem";
 import { refuse } from "./unsupported";
+import { isFieldSet } from "@bufbuild/protobuf";
 
 const F_ADD_SEALS = 1033, F_GET_SEALS = 1034, F_SEAL_SEAL = 1;
 const MFD_CLOEXEC = 1, MFD_ALLOW_SEALING = 2;
@@ -42,6 +43,7 @@ export const memfdKind: FdKind = {
       dumpShmemContents(`/proc/self/fd/${fd}`, size, ino, ctx.images, ctx.where);
       ctx.images.add("memfd.img", "MEMFD_INODE", S.memfd_inode_entrySchema, {
         name, uid: Number(ctx.st.uid), gid: Number(ctx.st.gid), size, shmid: ino, seals, inodeId: BigInt(ino),
+        mode: Number(ctx.st.mode), // st_mode, as CRIU 4.2 writes it
       });
     }
     return ctx.files.add(null, (id) => ({ id, type: 18, memfd: { id, flags: ctx.flags, pos: ctx.pos, fown: FOWN0, inodeId: ino } }));
@@ -58,6 +60,8 @@ export const memfdKind: FdKind = {
     let fd: number;
     if (base === undefined) {
       const ie = cachedImage<S.memfd_inode_entry>(ctx, "memfd.img", "MEMFD_INODE").find((i) => Number(i.inodeId) === e.inodeId)!;
+      // CRIU 4.2's hugetlb_flag: memfd_create here would make an ordinary memfd of it
+      if (ie.hugetlbFlag) throw new CriuError("restore", `${ctx.where}: memfd '${ie.name}' of huge pages (hugetlb_flag 0x${ie.hugetlbFlag.toString(16)}) cannot be restored by criu-bun yet`);
       const sealable = ie.seals !== F_SEAL_SEAL;
       const r = Number(inj.call(NR.memfd_create, ctx.str(ie.name), MFD_CLOEXEC | (sealable ? MFD_ALLOW_SEALING : 0)));
       if (r < 0) throw new CriuError("restore", `${ctx.where}: memfd_create('${ie.name}') failed (errno ${-r})`);
@@ -65,6 +69,11 @@ export const memfdKind: FdKind = {
       const t = inj.call(NR.ftruncate, fd, ie.size);
       if (t < 0n) throw new CriuError("restore", `${ctx.where}: ftruncate of memfd to ${ie.size} failed (errno ${-t})`);
       fillMemfd(ctx, fd, ie);
+      // CRIU 4.2's mode (st_mode): memfd_create makes 0777
+      if (isFieldSet(ie, S.memfd_inode_entrySchema.field.mode) && (ie.mode & 0o7777) !== 0o777) {
+        const c = inj.call(NR.fchmod, fd, ie.mode & 0o7777);
+        if (c < 0n) throw new CriuError("restore", `${ctx.where}: fchmod of memfd '${ie.name}' to 0${(ie.mode & 0o7777).toString(8)} failed (errno ${-c})`);
+      }
       if (sealable && ie.seals) {
         const s = inj.call(NR.fcntl, fd, F_ADD_SEALS, ie.seals);
         if (s < 0n) throw new CriuError("restore", `${ctx.where}: F_ADD_SEALS(0x${ie.seals.toString(16)}) failed (errno ${-s})`);

@@ -1,7 +1,9 @@
-// no_new_privs across the two tools: CRIU 4.2 keeps it in creds_entry.no_new_privs (field 18),
-// criu-bun in thread_core field 1001 and, since it learned CRIU's field, in creds too. A seccomp
-// workload (no_new_privs and two filters) dumped by either is restored by the other and checks
-// itself; the images carry CRIU's field.
+// Fields CRIU 4.2 writes that criu-bun's restore once ignored (its schema lacked them), each
+// restored from CRIU 4.2's images and written by criu-bun's dumps where CRIU reads them:
+// no_new_privs (creds_entry field 18; criu-bun also keeps thread_core field 1001): a seccomp
+// workload (no_new_privs and two filters) dumped by either tool is restored by the other;
+// a memfd's mode (memfd_inode_entry field 9, st_mode): a memfd fchmod'ed to 0600, dumped by
+// CRIU 4.2 (criu-bun refuses to dump it still), is restored with that mode.
 import { afterAll, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -12,8 +14,8 @@ import type * as S from "../src/images/schemas";
 
 const PEER = process.env.CRIU_PEER ?? join(REPO_ROOT, "..", "shared", "tools", "criu-4.2");
 const have = existsSync(PEER) && process.getuid?.() === 0;
-if (!existsSync(PEER)) console.warn(`SKIP nnp-interop: ${PEER} is missing (the reference CRIU 4.2)`);
-const tmp = mkdtempSync(join(tmpdir(), "criu-bun-nnp-"));
+if (!existsSync(PEER)) console.warn(`SKIP interop-fields: ${PEER} is missing (the reference CRIU 4.2)`);
+const tmp = mkdtempSync(join(tmpdir(), "criu-bun-fields-"));
 afterAll(() => { cleanup(); rmSync(tmp, { recursive: true, force: true }); });
 
 function run(tool: "criu-bun" | "criu-4.2", args: string[], dir: string) {
@@ -39,3 +41,23 @@ for (const [dumper, restorer] of [["criu-4.2", "criu-bun"], ["criu-bun", "criu-4
     expect(r.summary).toBe("PASS");
   });
 }
+
+test.skipIf(!have)("criu-4.2 dumps a memfd fchmod'ed to 0600, criu-bun restores it with that mode", async () => {
+  const w = await startWorkload("refuse", ["memfd-mode"]);
+  const dir = mkdtempSync(join(tmp, "memfd-mode-"));
+  run("criu-4.2", ["dump", "-t", String(w.pid)], dir);
+  await w.proc!.exited;
+  const [ie] = readImage<S.memfd_inode_entry>(dir, "memfd.img", "MEMFD_INODE");
+  expect(ie.mode & 0o7777).toBe(0o600);
+  run("criu-bun", ["restore", "-d"], dir);
+  trigger(w);
+  const r = await waitResult(w, 15000);
+  expect(r.summary).toBe("PASS");
+});
+
+test("criu-bun writes a memfd's st_mode, as CRIU 4.2 does", async () => {
+  const w = await startWorkload("memfd");
+  const dir = mkdtempSync(join(tmp, "memfd-ours-"));
+  run("criu-bun", ["dump", "-t", String(w.pid), "-R"], dir);
+  for (const ie of readImage<S.memfd_inode_entry>(dir, "memfd.img", "MEMFD_INODE")) expect(ie.mode).toBe(0o100777);
+});
