@@ -15,6 +15,7 @@ import { peekPipe, fillPipe } from "./pipe";
 import { NR } from "../sys/nr";
 import { O } from "../sys/mem";
 import * as S from "../images/schemas";
+import { refuse } from "./unsupported";
 import { CriuError } from "../log";
 
 const F_SETFL = 4, F_SETPIPE_SZ = 1031;
@@ -32,7 +33,7 @@ export const fifoKind: FdKind = {
   dump(ctx) {
     const { target, st } = ctx;
     if (target.endsWith(" (deleted)")) {
-      throw new CriuError("files", `${ctx.where}: fifo '${target.slice(0, -10)}' was deleted while open; not supported yet`);
+      refuse("files", ctx.where, "deleted-special", `'${target.slice(0, -10)}', a FIFO`);
     }
     const pipeId = Number(st.ino);
     const regfId = ctx.files.add(null, (id) => ({ id, type: 1, reg: regEntry(id, target, ctx.flags, 0n, undefined, Number(st.mode)) }));

@@ -115,7 +115,15 @@ static void setup(void) {
 		NEED(waitpid(child, NULL, 0) == child);
 		child = 0;
 	} else if (is("pidfd-outside")) NEED((fd_a = (int)syscall(SYS_pidfd_open, getppid(), 0)) >= 0);
-	else if (is("pidfd-thread")) NEED((fd_a = (int)syscall(SYS_pidfd_open, getpid(), O_EXCL /* PIDFD_THREAD */)) >= 0); else if (is("deleted-symlink")) { /* O_PATH|O_NOFOLLOW on a symlink since removed */
+	else if (is("pidfd-thread")) NEED((fd_a = (int)syscall(SYS_pidfd_open, getpid(), O_EXCL /* PIDFD_THREAD */)) >= 0);
+	else if (is("deleted-fifo")) { /* a FIFO removed while open, with data in it */
+		char q[4200];
+		wl_path(q, sizeof q, "fifo");
+		NEED(mkfifo(q, 0600) == 0);
+		NEED((fd_a = open(q, O_RDWR)) >= 0);
+		NEED(write(fd_a, "abc", 3) == 3);
+		NEED(unlink(q) == 0);
+	} else if (is("deleted-symlink")) { /* O_PATH|O_NOFOLLOW on a symlink since removed */
 		char q[4200];
 		wl_path(q, sizeof q, "lnk");
 		NEED(symlink("nowhere", q) == 0);
