@@ -9,8 +9,9 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { cleanup, criuBunCommand, REPO_ROOT, startWorkload, trigger, waitResult } from "./harness";
-import { readImage } from "../src/images/image";
-import type * as S from "../src/images/schemas";
+import { readImage, writeImage } from "../src/images/image";
+import { clone, create } from "@bufbuild/protobuf";
+import * as S from "../src/images/schemas";
 
 const PEER = process.env.CRIU_PEER ?? join(REPO_ROOT, "..", "shared", "tools", "criu-4.2");
 const have = existsSync(PEER) && process.getuid?.() === 0;
@@ -60,4 +61,24 @@ test("criu-bun writes a memfd's st_mode, as CRIU 4.2 does", async () => {
   const dir = mkdtempSync(join(tmp, "memfd-ours-"));
   run("criu-bun", ["dump", "-t", String(w.pid), "-R"], dir);
   for (const ie of readImage<S.memfd_inode_entry>(dir, "memfd.img", "MEMFD_INODE")) expect(ie.mode).toBe(0o100777);
+});
+
+test.skipIf(!have)("a CRIU 4.2 image with membarrier registrations or CET shadow stack state is refused in one line naming the file, nothing restored", async () => {
+  const w = await startWorkload("counter");
+  const dir = mkdtempSync(join(tmp, "refused-"));
+  run("criu-4.2", ["dump", "-t", String(w.pid)], dir);
+  await w.proc!.exited;
+  const file = `core-${w.pid}.img`;
+  const orig = readImage<S.core_entry>(dir, file, "CORE")[0];
+  for (const [what, change, line] of [
+    ["membarrier", (c: any) => { c.tc.membarrierRegistrationMask = 0x8; }, `membarrier registrations (mask 0x8) cannot be restored by criu-bun yet`],
+    ["cet", (c: any) => { c.threadInfo.fpregs.xsave.cet = create(S.user_x86_cet_entrySchema, { cet: 1n, ssp: 0x7ff000n }); }, `CET shadow stack state (cet 0x1, ssp 0x7ff000) cannot be restored by criu-bun yet`],
+  ] as const) {
+    const c: any = clone(S.core_entrySchema, orig);
+    change(c);
+    writeImage(dir, file, "CORE", [c]);
+    const r = Bun.spawnSync([...criuBunCommand(), "restore", "-d", "-D", dir], { stdout: "pipe", stderr: "pipe" });
+    expect(`${what}: ${r.exitCode} ${r.stderr.toString()}`).toBe(`${what}: 1 Error (restore): ${join(dir, file)}: ${line}\n`);
+    expect(existsSync(`/proc/${w.pid}`)).toBe(false);
+  }
 });

@@ -85,7 +85,11 @@ export function validateCore(dir: string, file: string, c: S.core_entry, leader:
       ids.add(t.itId);
     }
     if ((tc.comm?.length ?? 0) > 64) throw bad(dir, file, "command name too long");
+    // CRIU 4.2 records these; criu-bun's dump refuses them, and its restore cannot bring them back
+    if (tc.membarrierRegistrationMask) throw bad(dir, file, `membarrier registrations (mask 0x${tc.membarrierRegistrationMask.toString(16)}) cannot be restored by criu-bun yet`);
   }
+  const cet = ti.fpregs.xsave?.cet;
+  if (cet && (cet.cet || cet.ssp)) throw bad(dir, file, `CET shadow stack state (cet 0x${cet.cet.toString(16)}, ssp 0x${cet.ssp.toString(16)}) cannot be restored by criu-bun yet`);
   const th = c.threadCore;
   if (th) {
     for (const s of th.signalsP?.signals ?? []) if (s.siginfo.length !== 128) throw bad(dir, file, `a pending signal's siginfo is ${s.siginfo.length} bytes, not 128`);
