@@ -97,17 +97,21 @@ const BATCH_AREA = 16384, BATCH_TABLE = 8192;
  * its buffer. In one stop of the process when that is safe: an anonymous RWX area is mapped in the
  * process (an injected mmap), the calls run there from BATCH_CODE (Injector.callMany), the area is
  * unmapped again; the process's memory map is as before. Not when SIGTRAP is blocked or ignored
- * by the thread (the batch ends on int3, whose forced SIGTRAP would change that), nor where the
- * process may not map executable memory (seccomp, memory-deny-write-execute): then one injected
+ * by the thread (the batch ends on int3, whose forced SIGTRAP would change that), nor under a
+ * seccomp filter (it might kill the process on the mmap), nor where the process may not map
+ * executable memory (memory-deny-write-execute, an LSM): then one injected
  * syscall each, with `scratch` (64 bytes below the red zone) as the buffer.
  */
 function batchCalls(inj: Injector, mem: RemoteMem, status: Record<string, string>, pid: number, calls: BatchCall[], scratch: bigint): { r: bigint; b: Uint8Array }[] {
   const trap = 1n << 4n; // SIGTRAP
   const trapFree = ((hexMask(status.SigBlk) | hexMask(status.SigIgn)) & trap) === 0n;
+  // a seccomp filter may kill the process on the mmap/munmap the batch needs (syscalls the
+  // process would never make itself): a filtered leader keeps one injected syscall per call
+  const unfiltered = Number(status.Seccomp ?? "0") === 0;
   let outBytes = 0;
   for (const c of calls) outBytes += (c.out + 15) & ~15;
   let area = -1n;
-  if (trapFree && process.env.CRIU_BUN_BATCH !== "off" && BATCH_TABLE + outBytes <= BATCH_AREA && calls.length * 64 <= BATCH_TABLE - 256) {
+  if (trapFree && unfiltered && process.env.CRIU_BUN_BATCH !== "off" && BATCH_TABLE + outBytes <= BATCH_AREA && calls.length * 64 <= BATCH_TABLE - 256) {
     const r = inj.call(NR.mmap, 0, BATCH_AREA, 7 /* RWX */, 0x22 /* MAP_PRIVATE | MAP_ANONYMOUS */, -1, 0);
     if (r > 0n || r < -4095n) area = BigInt.asUintN(64, r);
     else log.debug(`process ${pid}: no batch area (mmap: errno ${-r}): one injected syscall per call`);

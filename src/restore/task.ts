@@ -545,7 +545,8 @@ export class TaskBuilder {
     const tableOff = BigInt(structs.length * 8 + 63) & ~63n;
     if (tableOff + BigInt(calls.length * 64) > BigInt(BATCH_SCRATCH_SIZE)) throw new CriuError("restore", `process ${t.pid}: ${rl.length} rlimits do not fit the batch area`);
     this.scratchWrite(BATCH_SCRATCH, new Uint8Array(new BigUint64Array(structs).buffer));
-    const res = inj.callMany(this.tramp + BATCH_AT, base + tableOff, calls);
+    // CRIU_BUN_BATCH=off: one injected syscall per call (as dump)
+    const res = process.env.CRIU_BUN_BATCH === "off" ? calls.map(([nr, ...args]) => inj.call(Number(nr), ...args)) : inj.callMany(this.tramp + BATCH_AT, base + tableOff, calls);
     for (let k = 0; k < sigs.length; k++) {
       if (res[k] < 0n) throw new CriuError("restore", `rt_sigaction(${sigs[k]}) failed in ${t.pid} (errno ${-res[k]})`);
     }
