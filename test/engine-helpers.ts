@@ -39,7 +39,7 @@ function readLog(dir: string, name: string): string {
 
 export interface Restored { proc: Subprocess; pid: number; stderr: () => Promise<string> }
 /** Start `criu-bun restore -D dir` (not detached) and wait until the pid is back. */
-export async function restore(dir: string, pid: number, extra: string[] = []): Promise<Restored> {
+export async function restore(dir: string, pid: number, extra: string[] = [], timeoutMs = 20000): Promise<Restored> {
   await waitReaped(pid);
   // -o truncates the log as criu does, but a second restore from the same directory must not be
   // taken as done because of the first one's "Restore finished" line before that happens
@@ -48,7 +48,7 @@ export async function restore(dir: string, pid: number, extra: string[] = []): P
   const proc = Bun.spawn([...criuBunCommand(), "restore", "-D", dir, "-o", "restore.log", "-v4", ...extra], {
     cwd: REPO_ROOT, stdin: "ignore", stdout: "pipe", stderr: "pipe",
   });
-  const deadline = Date.now() + 20000;
+  const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (proc.exitCode !== null) {
       throw new Error(`restore exited ${proc.exitCode}:\n${await new Response(proc.stderr).text()}\n${readLog(dir, "restore.log")}`);

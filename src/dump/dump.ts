@@ -15,7 +15,7 @@ import { dumpPages as pipelineDumpPages } from "../codec/pipeline";
 import { MemTracker } from "../resources/memtrack";
 import { pagesToDump, type DumpedVma, type PageRun } from "../resources/memory";
 import type { PagemapRun } from "../images/pagemap";
-import { dumpFds, FileTable, type FdDump, type FdTwin, type LockDump } from "../resources/files";
+import { dumpFds, FileTable, FdTwins, type FdDump, type LockDump } from "../resources/files";
 import { readStat, listChildren, fdLinks } from "../sys/proc";
 import { ImageSink, type DumpOpts } from "../resources/fdkind";
 import { dumpShmem } from "../resources/shmem";
@@ -286,7 +286,7 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
   const d = o.dir;
   const files = new FileTable();
   const extra = new ImageSink();
-  const twins: FdTwin[] = [];
+  const twins = new FdTwins();
   const stats: DumpStats = { pids: tree.map((n) => n.pid), freezingTime: Math.round(freezeMs * 1000), frozenTime: 0, memdumpTime: 0, memwriteTime: 0, pagesScanned: 0, pagesWritten: 0 };
   const pstree: Record<string, any>[] = [];
   const ns = new NsView(tree[0].pid, !!((o.emptyNs ?? 0) & CLONE_NEWNET));
@@ -303,8 +303,10 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
   // what the fd dumpers need to know, once for the whole tree; for pty pairs: which masters the
   // tree holds, and which session leader owns each terminal
   const alivePids = tree.filter((n) => !n.zombie).map((n) => n.pid);
+  // every fd of the frozen tree and what it points to, read once (fds, pty masters, socket peers)
+  const links = new Map(alivePids.map((p) => [p, fdLinks(p)]));
   const fdOpts: DumpOpts = { tree: alivePids, shellJob: o.shellJob, tcpEstablished: o.tcpEstablished, tcpClose: o.tcpClose, skipInFlight: o.skipInFlight, extUnixSk: o.extUnixSk,
-    fileLocks: o.fileLocks, ptyMasters: ptyMasters(alivePids), ptySessions: new Map<number, number>(), nsMounts, skipFd: (p, fd) => track.skips(p, fd) };
+    fileLocks: o.fileLocks, links, ptyMasters: ptyMasters(alivePids, links), ptySessions: new Map<number, number>(), nsMounts, skipFd: (p, fd) => track.skips(p, fd) };
   for (const p of alivePids) {
     const st = readStat(p);
     if (st.sid === p && st.ttyNr) {
@@ -375,7 +377,7 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
 }
 
 /** One live process of the tree: its core, mm, pages, fds, fs and ids images. */
-function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: FileTable, extra: ImageSink, twins: FdTwin[], o: DumpOptions, fdOpts: DumpOpts, d: string, ns: NsView, cgSet: number, seccomp: SeccompChains, pageServer: PageServerClient | undefined, track: MemTracker) {
+function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: FileTable, extra: ImageSink, twins: FdTwins, o: DumpOptions, fdOpts: DumpOpts, d: string, ns: NsView, cgSet: number, seccomp: SeccompChains, pageServer: PageServerClient | undefined, track: MemTracker) {
   const pid = n.pid, mem = n.mem!;
   const vpid = ns.v(pid);
   phase("dumping", pid);

@@ -44,6 +44,8 @@ export class ImageSink {
 export interface DumpOpts {
   /** the live processes of the dumped tree */
   tree: number[];
+  /** each live process's fds and their targets, read once when the tree is frozen */
+  links?: Map<number, [fd: number, target: string][]>;
   shellJob?: boolean; tcpEstablished?: boolean; tcpClose?: boolean; skipInFlight?: boolean; extUnixSk?: boolean; fileLocks?: boolean;
   /** pts indexes whose master is in the tree (tty.ts), and the session of each slave's controlling terminal (rdev -> pid) */
   ptyMasters?: Set<number>; ptySessions?: Map<number, number>;

@@ -1,7 +1,8 @@
 // The fd table of a process: dump walks /proc/PID/fd and hands each fd to its kind (kinds.ts);
 // restore opens every file once per file id in the target and dup3()s it into place.
 import { statSync, readFileSync } from "node:fs";
-import { listFds, readFdinfo, readLink } from "../sys/proc";
+import { listFds, parseFdinfo, readLink } from "../sys/proc";
+import { raiseNofile } from "../sys/limits";
 import { CriuError, log } from "../log";
 import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
@@ -25,12 +26,20 @@ export class FileTable {
   byKey = new Map<string, number>();
   /** where the tree's paths are seen from here (its own mount namespace: /proc/ROOT/root) */
   statRoot = "";
+  /** unix sockets by inode (those of the tree, not USK_EXTERN entries for outside peers) */
+  usk = new Map<number, FileDump>();
   add(key: string | null, make: (id: number) => FileDump): number {
     if (key && this.byKey.has(key)) return this.byKey.get(key)!;
     const id = this.nextId++;
-    this.files.push(make(id));
+    const f = make(id);
+    this.files.push(f);
     if (key) this.byKey.set(key, id);
+    if (f.usk && !(f.usk.uflags & 1)) this.usk.set(f.usk.ino, f);
     return id;
+  }
+  byId(id: number): FileDump | undefined {
+    const f = this.files[id - 1];
+    return f?.id === id ? f : this.files.find((x) => x.id === id);
   }
   /** A path used by a mapping, cwd, root or exe (opened O_RDONLY/O_PATH at restore). */
   addPath(path: string, flags: number): number {
@@ -49,6 +58,36 @@ function describe(target: string): string {
 
 /** An fd already dumped, to find the same open file description through other fds and processes. */
 export interface FdTwin { pid: number; fd: number; dev: bigint; ino: bigint; id: number; type: number }
+
+const KCMP_FILE = 0;
+/**
+ * The fds already dumped, grouped by what one open file description shows through every fd
+ * (device, inode, offset, status flags), each group in the kernel's order of descriptions (kcmp
+ * orders two files as well as it compares them): the description of a new fd is found with a
+ * binary search, log n kcmp calls, so 10,000 fds on one file cost no more than 10,000 files.
+ */
+export class FdTwins {
+  private groups = new Map<string, FdTwin[]>();
+  /** the dumped fd that shares pid/fd's open file description, or where pid/fd goes in its group (add) */
+  find(pid: number, fd: number, key: string): { twin?: FdTwin; list?: FdTwin[]; at: number } {
+    const list = this.groups.get(key);
+    if (!list) return { at: 0 };
+    let lo = 0, hi = list.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1, x = list[mid];
+      const r = syscall(NR.kcmp, x.pid, pid, KCMP_FILE, x.fd, fd);
+      if (r === 0) return { twin: x, list, at: mid };
+      if (r === 1) lo = mid + 1; // x's file sorts before ours
+      else if (r === 2) hi = mid;
+      else return { twin: list.find((y) => syscall(NR.kcmp, y.pid, pid, KCMP_FILE, y.fd, fd) === 0), list, at: list.length }; // no order: compare each
+    }
+    return { list, at: lo };
+  }
+  add(key: string, where: { list?: FdTwin[]; at: number }, t: FdTwin) {
+    if (where.list) where.list.splice(where.at, 0, t);
+    else this.groups.set(key, [t]);
+  }
+}
 
 /** A file lock held through one of the process's fds (from the fdinfo "lock:" lines). */
 export interface LockDump { fd: number; flag: number; type: number; start: bigint; len: bigint }
@@ -72,28 +111,22 @@ function fdLocks(pid: number, fd: number, text: string, where: string, opts: Dum
   }
 }
 
-/** F_SETOWN / F_SETSIG / O_ASYNC live in the open file description: read through a copy. An owner
- *  other than the process itself (another process, a group, one of its threads) is refused. */
-function readOwner(pid: number, fd: number, where: string): S.fown_entry | undefined {
-  const pfd = syscall(NR.pidfd_open, pid, 0);
-  if (pfd < 0) return undefined;
-  const dup = syscall(NR.pidfd_getfd, pfd, fd, 0);
-  closeFd(pfd);
-  if (dup < 0) return undefined;
-  try {
-    const own = new Int32Array(2);
-    const r = syscall(NR.fcntl, dup, 16 /* F_GETOWN_EX */, addr(own));
-    const sig = syscall(NR.fcntl, dup, 11 /* F_GETSIG */);
-    const owner = r === 0 ? own[1] : 0;
-    if (!owner && sig <= 0) return undefined;
-    if (owner && (own[0] !== 1 /* F_OWNER_PID */ || owner !== pid)) {
-      refuse("files", where, "fown", `owner ${own[0] === 1 ? "process" : own[0] === 2 ? "group" : "thread"} ${owner}`);
-    }
-    if (owner && readLink(`/proc/${pid}/ns/pid`) !== readLink("/proc/self/ns/pid")) refuse("files", where, "fown", `owner ${owner} in a PID namespace`);
-    const uids = new Uint32Array(2);
-    if (owner && syscall(NR.fcntl, dup, 17 /* F_GETOWNER_UIDS */, addr(uids)) < 0) refuse("files", where, "fown", "F_GETOWNER_UIDS failed");
-    return { uid: uids[0], euid: uids[1], signum: Math.max(sig, 0), pidType: owner ? own[0] : 0, pid: owner } as S.fown_entry;
-  } finally { closeFd(dup); }
+/** F_SETOWN / F_SETSIG / O_ASYNC live in the open file description: read through criu-bun's copy
+ *  of the fd (dup). An owner other than the process itself (another process, a group, one of its
+ *  threads) is refused. */
+function readOwner(pid: number, dup: number, where: string, ownPidNs: () => boolean): S.fown_entry | undefined {
+  const own = new Int32Array(2);
+  const r = syscall(NR.fcntl, dup, 16 /* F_GETOWN_EX */, addr(own));
+  const sig = syscall(NR.fcntl, dup, 11 /* F_GETSIG */);
+  const owner = r === 0 ? own[1] : 0;
+  if (!owner && sig <= 0) return undefined;
+  if (owner && (own[0] !== 1 /* F_OWNER_PID */ || owner !== pid)) {
+    refuse("files", where, "fown", `owner ${own[0] === 1 ? "process" : own[0] === 2 ? "group" : "thread"} ${owner}`);
+  }
+  if (owner && ownPidNs()) refuse("files", where, "fown", `owner ${owner} in a PID namespace`);
+  const uids = new Uint32Array(2);
+  if (owner && syscall(NR.fcntl, dup, 17 /* F_GETOWNER_UIDS */, addr(uids)) < 0) refuse("files", where, "fown", "F_GETOWNER_UIDS failed");
+  return { uid: uids[0], euid: uids[1], signum: Math.max(sig, 0), pidType: owner ? own[0] : 0, pid: owner } as S.fown_entry;
 }
 
 /** the sub-entry of a file entry that carries its fown (reg, pipe, usk ...) */
@@ -102,67 +135,88 @@ function fownHolder(f: Record<string, any>): Record<string, any> | undefined {
   return undefined;
 }
 
-export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: DumpOpts, seen: FdTwin[] = [], locks: LockDump[] = []): FdDump[] {
+/**
+ * Every fd of pid, in one pass whose cost is linear in the number of fds: one readlink, stat and
+ * fdinfo read per fd, one pidfd for the process, one copy of each fd (pidfd_getfd) shared by the
+ * owner check and the fd's kind and closed as soon as the fd is done, twins found by kcmp order.
+ */
+export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: DumpOpts, seen = new FdTwins(), locks: LockDump[] = []): FdDump[] {
   const out: FdDump[] = [];
   const lockSeen = new Set<string>();
-  const grabbed: number[] = [];
+  const known = opts.links?.get(pid);
+  const fdList = known ? known.map(([fd]) => fd) : listFds(pid);
+  const targets = new Map(known ?? []);
+  // criu-bun holds a copy of each fd for a moment, and kinds keep some (a TCP connection's, in
+  // repair mode, until the dump ends): as much room as the hard limit gives
+  raiseNofile(64, `dumping the ${fdList.length} fds of process ${pid}`, 0, fdList.length + 256);
+  const pidfd = syscall(NR.pidfd_open, pid, 0);
+  if (pidfd < 0) throw new CriuError("files", `process ${pid}: pidfd_open failed (errno ${-pidfd})`);
+  let pidNs: boolean | undefined;
+  const ownPidNs = () => (pidNs ??= readLink(`/proc/${pid}/ns/pid`) !== readLink("/proc/self/ns/pid"));
   try {
-    for (const fd of listFds(pid)) {
+    for (const fd of fdList) {
       if (opts.skipFd?.(pid, fd)) continue;
-      let target: string;
-      try { target = readLink(`/proc/${pid}/fd/${fd}`); } catch { continue; }
-      const fdinfo = readFdinfo(pid, fd);
+      const where = `process ${pid} fd ${fd}`;
+      let target: string, fdinfoText: string;
+      try {
+        target = targets.get(fd) ?? readLink(`/proc/${pid}/fd/${fd}`);
+        fdinfoText = readFileSync(`/proc/${pid}/fdinfo/${fd}`, "latin1");
+      } catch { continue; }
+      const fdinfo = parseFdinfo(fdinfoText);
       const flags = parseInt(fdinfo.flags ?? "0", 8);
       const cloexec = (flags & O_CLOEXEC) !== 0;
-      const where = `process ${pid} fd ${fd}`;
       let st;
       try { st = statSync(`/proc/${pid}/fd/${fd}`, { bigint: true }); } catch (e: any) { throw new CriuError("files", `${where}: cannot stat '${target}': ${e.message}`); }
       // the same open file description seen through another fd: same id (kcmp says so)
-      const twin = seen.find((x) => x.dev === st.dev && x.ino === st.ino && syscall(NR.kcmp, x.pid, pid, 0 /* KCMP_FILE */, x.fd, fd) === 0);
+      // (fds of one description show the same offset and flags: only those are compared)
+      const twinKey = `${st.dev}:${st.ino}:${fdinfo.pos}:${flags & ~O_CLOEXEC}`;
+      const slot = seen.find(pid, fd, twinKey);
+      const twin = slot.twin;
       if (twin) {
         out.push({ fd, id: twin.id, type: twin.type, cloexec });
         log.debug(`${where}: '${target}' shares file id ${twin.id} with process ${twin.pid} fd ${twin.fd}${cloexec ? ", cloexec" : ""}`);
-        fdLocks(pid, fd, readFileSync(`/proc/${pid}/fdinfo/${fd}`, "latin1"), where, opts, lockSeen, twin.id, locks);
+        fdLocks(pid, fd, fdinfoText, where, opts, lockSeen, twin.id, locks);
         continue;
       }
-      const fown = readOwner(pid, fd, where);
-      const kind = FD_KINDS.find((k) => k.match(target, st, `/proc/${pid}/fd/${fd}`, opts));
-      if (!kind && /^(cgroup|ipc|mnt|net|pid|pid_for_children|time|time_for_children|user|uts):\[\d+\]$/.test(target)) refuse("files", where, "nsfs", `'${target}'`);
-      if (!kind) throw new CriuError("files", `${where}: ${describe(target)} is not supported yet`);
-      if (opts.nsMounts && kind.type === FD_TYPE.REG && !opts.nsMounts.has(Number(fdinfo.mnt_id))) {
-        throw new CriuError("files", `${where}: '${target}' is on a mount outside the tree's mount namespace (mnt_id ${fdinfo.mnt_id}); not supported`);
-      }
-      if (opts.nsMounts && kind.type === FD_TYPE.TTY) {
-        throw new CriuError("files", `${where}: terminal '${target}' in a tree with its own mount namespace; not supported yet`);
-      }
       let dup = -1;
-      const id = kind.dump({
-        pid, fd, target, flags: flags & ~O_CLOEXEC, pos: BigInt(fdinfo.pos ?? "0"), st, fdinfo,
-        fdinfoText: readFileSync(`/proc/${pid}/fdinfo/${fd}`, "latin1"), files: table, images, opts, where,
-        grab() {
-          if (dup >= 0) return dup;
-          const pfd = syscall(NR.pidfd_open, pid, 0);
-          if (pfd < 0) throw new CriuError("files", `${where}: pidfd_open failed (${-pfd})`);
-          dup = syscall(NR.pidfd_getfd, pfd, fd, 0);
-          closeFd(pfd);
-          if (dup < 0) throw new CriuError("files", `${where}: pidfd_getfd failed (${-dup})`);
-          grabbed.push(dup);
-          return dup;
-        },
-      });
-      if (fown) {
-        const h = fownHolder(table.files.find((x) => x.id === id) ?? {});
-        if (!h) refuse("files", where, "fown", `${kind.name} keeps no owner`);
-        h.fown = fown;
-        log.debug(`${where}: owner ${fown.pid} (uid ${fown.uid}/${fown.euid}), signal ${fown.signum}`);
+      const grab = () => {
+        if (dup >= 0) return dup;
+        dup = syscall(NR.pidfd_getfd, pidfd, fd, 0);
+        if (dup < 0) throw new CriuError("files", `${where}: pidfd_getfd failed (errno ${-dup})`);
+        return dup;
+      };
+      try {
+        let fown: S.fown_entry | undefined;
+        try { fown = readOwner(pid, grab(), where, ownPidNs); } catch (e) { if (dup >= 0) throw e; } // no copy: no owner to read (as before)
+        const kind = FD_KINDS.find((k) => k.match(target, st, `/proc/${pid}/fd/${fd}`, opts));
+        if (!kind && /^(cgroup|ipc|mnt|net|pid|pid_for_children|time|time_for_children|user|uts):\[\d+\]$/.test(target)) refuse("files", where, "nsfs", `'${target}'`);
+        if (!kind) throw new CriuError("files", `${where}: ${describe(target)} is not supported yet`);
+        if (opts.nsMounts && kind.type === FD_TYPE.REG && !opts.nsMounts.has(Number(fdinfo.mnt_id))) {
+          throw new CriuError("files", `${where}: '${target}' is on a mount outside the tree's mount namespace (mnt_id ${fdinfo.mnt_id}); not supported`);
+        }
+        if (opts.nsMounts && kind.type === FD_TYPE.TTY) {
+          throw new CriuError("files", `${where}: terminal '${target}' in a tree with its own mount namespace; not supported yet`);
+        }
+        const id = kind.dump({
+          pid, fd, target, flags: flags & ~O_CLOEXEC, pos: BigInt(fdinfo.pos ?? "0"), st, fdinfo,
+          fdinfoText, files: table, images, opts, where, grab,
+        });
+        if (fown) {
+          const h = fownHolder(table.byId(id) ?? {});
+          if (!h) refuse("files", where, "fown", `${kind.name} keeps no owner`);
+          h.fown = fown;
+          log.debug(`${where}: owner ${fown.pid} (uid ${fown.uid}/${fown.euid}), signal ${fown.signum}`);
+        }
+        seen.add(twinKey, slot, { pid, fd, dev: st.dev, ino: st.ino, id, type: kind.type });
+        log.debug(`${where}: ${kind.name} '${target}' flags 0${(flags & ~O_CLOEXEC).toString(8)} pos ${fdinfo.pos ?? "0"} -> file id ${id}${cloexec ? ", cloexec" : ""}`);
+        out.push({ fd, id, type: kind.type, cloexec });
+        fdLocks(pid, fd, fdinfoText, where, opts, lockSeen, id, locks);
+      } finally {
+        if (dup >= 0) closeFd(dup);
       }
-      seen.push({ pid, fd, dev: st.dev, ino: st.ino, id, type: kind.type });
-      log.debug(`${where}: ${kind.name} '${target}' flags 0${(flags & ~O_CLOEXEC).toString(8)} pos ${fdinfo.pos ?? "0"} -> file id ${id}${cloexec ? ", cloexec" : ""}`);
-      out.push({ fd, id, type: kind.type, cloexec });
-      fdLocks(pid, fd, readFileSync(`/proc/${pid}/fdinfo/${fd}`, "latin1"), where, opts, lockSeen, id, locks);
     }
   } finally {
-    for (const g of grabbed) closeFd(g);
+    closeFd(pidfd);
   }
   return out;
 }
@@ -249,19 +303,51 @@ export function restoreFds(base: CtxBase, fds: S.fdinfo_entry[]) {
   const inj = base.inj;
   const sorted = [...fds].sort((a, b) => a.fd - b.fd);
   const floor = fdFloor(fds);
+  const ids = new Set(fds.map((f) => f.id)).size;
+  // the fds in place plus temporary ones above the floor (soft limit up to the hard one; the
+  // target's own limits come back with its other rlimits, restoreTaskState). When the limit
+  // cannot hold a temporary fd per file, files are put in place in batches (place below).
+  const limit = raiseNofile(floor + 64, `restoring the ${fds.length} fds of process ${base.pid}`, base.pid, floor + ids + 64);
+  const room = limit - floor - 32;
   const temps = new Map<number, number>();
   const created = new Set<number>();
   const closeLater = new Set<number>();
   base.state.set("closeLater", closeLater);
   const tree = base.tree;
+  const byId = new Map<number, S.fdinfo_entry[]>();
+  for (const fe of sorted) { const l = byId.get(fe.id); if (l) l.push(fe); else byId.set(fe.id, [fe]); }
+  // dup3 every fd of the files made so far into its number; their temporary fds are closed
+  // unless held for another process or closed later by their kind
+  let pending: number[] = [];
+  const placed = new Set<number>();
+  const place = () => {
+    const heldHere = new Set(tree.toClose.get(base.pid) ?? []);
+    for (const id of pending) {
+      const t = temps.get(id)!;
+      for (const fe of byId.get(id)!) {
+        const r = inj.call(NR.dup3, t, fe.fd, fe.flags & 1 ? O.CLOEXEC : 0);
+        if (r < 0n) throw new CriuError("restore", `process ${base.pid} fd ${fe.fd}: dup3 failed (errno ${-r})`);
+        if (created.has(id) && !tree.owners.has(id)) tree.owners.set(id, { pid: base.pid, vpid: base.vpid, fd: fe.fd });
+      }
+      if (!heldHere.has(t) && !closeLater.has(t)) inj.call(NR.close, t);
+      placed.add(id);
+    }
+    pending = [];
+  };
   const imp = (owner: Holder, what: string) => owner.pid === base.pid ? owner.fd : restoreCtx(base, floor, what).high(importFd(inj, base.pid, owner, what), what);
   for (const fe of sorted) {
     if (temps.has(fe.id)) continue;
+    // fds above the floor now: temporary ones, those held for other processes, those closed later
+    if (pending.length + (tree.toClose.get(base.pid)?.length ?? 0) + closeLater.size + 16 >= room) {
+      log.debug(`process ${base.pid}: ${pending.length} file(s) put in place before more are made (RLIMIT_NOFILE ${limit})`);
+      place();
+    }
     const f = base.files.get(fe.id)!;
     const where = `process ${base.pid} fd ${fe.fd}`;
     const owner = tree.owners.get(fe.id);
     if (owner) {
       temps.set(fe.id, imp(owner, where));
+      pending.push(fe.id);
       log.debug(`${where}: file id ${fe.id} taken from process ${owner.pid} fd ${owner.fd} (one open file description)`);
       continue;
     }
@@ -269,13 +355,10 @@ export function restoreFds(base: CtxBase, fds: S.fdinfo_entry[]) {
     const fd = kind.restore(restoreCtx(base, floor, where), f, fe);
     log.debug(`${where}: file id ${fe.id} (${kind.name}) created`);
     temps.set(fe.id, fd);
+    pending.push(fe.id);
     created.add(fe.id);
   }
-  for (const fe of sorted) {
-    const r = inj.call(NR.dup3, temps.get(fe.id)!, fe.fd, fe.flags & 1 ? O.CLOEXEC : 0);
-    if (r < 0n) throw new CriuError("restore", `process ${base.pid} fd ${fe.fd}: dup3 failed (errno ${-r})`);
-    if (created.has(fe.id) && !tree.owners.has(fe.id)) tree.owners.set(fe.id, { pid: base.pid, vpid: base.vpid, fd: fe.fd });
-  }
+  place();
   // owner, signal and O_ASYNC of each description created here
   const owned = new Set<number>();
   for (const fe of sorted) {
@@ -292,5 +375,5 @@ export function restoreFds(base: CtxBase, fds: S.fdinfo_entry[]) {
     kind.restoreLate(restoreCtx(base, floor, `process ${base.pid} fd ${fe.fd}`), f, fe.fd);
   }
   const heldHere = new Set(tree.toClose.get(base.pid) ?? []);
-  for (const t of new Set([...temps.values(), ...closeLater])) if (!heldHere.has(t)) inj.call(NR.close, t);
+  for (const t of closeLater) if (!heldHere.has(t)) inj.call(NR.close, t);
 }

@@ -22,10 +22,10 @@ const PTMX_RDEV = (5 << 8) | 2;
 const ptsRdev = (i: number) => ((136 + (i >> 8)) << 8) | (i & 0xff); // old-style encoding: minors < 256 per major
 
 /** The pts indexes whose master (/dev/ptmx) some process of the tree holds; and which session owns each slave. */
-export function ptyMasters(pids: number[]): Set<number> {
+export function ptyMasters(pids: number[], links?: Map<number, [number, string][]>): Set<number> {
   const out = new Set<number>();
   for (const pid of pids) {
-    for (const [fd, t] of fdLinks(pid)) {
+    for (const [fd, t] of links?.get(pid) ?? fdLinks(pid)) {
       if (t !== "/dev/ptmx" && t !== "/dev/pts/ptmx") continue;
       const m = /tty-index:\s*(\d+)/.exec(readFileSync(`/proc/${pid}/fdinfo/${fd}`, "latin1"));
       if (m) out.add(Number(m[1]));

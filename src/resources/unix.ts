@@ -8,7 +8,7 @@
 import { lstatSync, unlinkSync, mkdtempSync, mkdirSync, rmSync } from "node:fs";
 import { join, dirname } from "node:path";
 import { tmpdir } from "node:os";
-import type { FdKind, RestoreCtx } from "./fdkind";
+import type { FdKind, RestoreCtx, DumpOpts } from "./fdkind";
 import { FOWN0, cachedPayloads } from "./fdkind";
 import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
@@ -29,46 +29,100 @@ const FAMILIES: Record<number, string> = { 2: "inet", 10: "inet6", 16: "netlink"
 
 interface Diag { type: number; state: number; ino: number; name?: Uint8Array; peer: number; rq: number; wq: number; shutdown: number; vfs?: { ino: number; dev: number } }
 
-/** sock_diag request for one unix socket by inode */
-function unixDiag(ino: number, where: string, pid: number): Diag {
-  return withNetns(pid, () => unixDiagHere(ino, where));
+/** sock_diag's view of a unix socket by inode. The kernel looks a socket up by inode through
+ *  all unix sockets, so a dump asks once for all of those of the process's network namespace
+ *  (one NLM_F_DUMP, kept for the dump: the tree is frozen) and looks them up here. */
+const diagCache = new WeakMap<DumpOpts, Map<string, Map<number, Diag>>>();
+function unixDiag(ino: number, where: string, pid: number, opts?: DumpOpts): Diag {
+  if (!opts) return withNetns(pid, () => unixDiagHere(ino, where));
+  let byNs = diagCache.get(opts);
+  if (!byNs) diagCache.set(opts, (byNs = new Map()));
+  const ns = readLink(`/proc/${pid}/ns/net`);
+  let all = byNs.get(ns);
+  if (!all) byNs.set(ns, (all = withNetns(pid, () => unixDiagAll(where))));
+  const d = all.get(ino);
+  if (d) return d;
+  return withNetns(pid, () => unixDiagHere(ino, where)); // made after the listing (a peer outside the tree)
 }
-function unixDiagHere(ino: number, where: string): Diag {
+
+function diagRequest(ino: number, dump: boolean): Uint8Array {
+  const req = new Uint8Array(40);
+  const dv = new DataView(req.buffer);
+  dv.setUint32(0, 40, true); dv.setUint16(4, 20 /* SOCK_DIAG_BY_FAMILY */, true);
+  dv.setUint16(6, 1 /* NLM_F_REQUEST */ | (dump ? 0x300 /* NLM_F_DUMP */ : 0), true);
+  dv.setUint32(8, 1, true);
+  req[16] = AF_UNIX;
+  dv.setUint32(20, 0xffffffff, true);          // states
+  dv.setUint32(24, ino, true);
+  dv.setUint32(28, 0x1 | 0x2 | 0x4 | 0x10, true); // NAME | VFS | PEER | RQLEN
+  dv.setUint32(32, 0xffffffff, true); dv.setUint32(36, 0xffffffff, true);
+  return req;
+}
+
+/** one unix_diag_msg with its attributes, at off of buf (len bytes) */
+function parseDiag(buf: Uint8Array, off: number, len: number): Diag {
+  const v = new DataView(buf.buffer, buf.byteOffset);
+  const d: Diag = { type: buf[off + 17], state: buf[off + 18], ino: v.getUint32(off + 20, true), peer: 0, rq: 0, wq: 0, shutdown: 0 };
+  for (let a = off + 32; a + 4 <= off + len;) {
+    const alen = v.getUint16(a, true), atype = v.getUint16(a + 2, true);
+    if (alen < 4) break;
+    const p = buf.subarray(a + 4, a + alen);
+    if (atype === 0) d.name = p.slice();
+    else if (atype === 1) d.vfs = { ino: v.getUint32(a + 4, true), dev: v.getUint32(a + 8, true) };
+    else if (atype === 2) d.peer = v.getUint32(a + 4, true);
+    else if (atype === 4) { d.rq = v.getUint32(a + 4, true); d.wq = v.getUint32(a + 8, true); }
+    else if (atype === 6) d.shutdown = p[0];
+    a += (alen + 3) & ~3;
+  }
+  return d;
+}
+
+function diagSocket(where: string): number {
   const nl = syscall(NR.socket, 16 /* AF_NETLINK */, 2 | O.CLOEXEC /* SOCK_DGRAM */, 4 /* NETLINK_SOCK_DIAG */);
   if (nl < 0) throw new CriuError("files", `${where}: sock_diag socket failed (${-nl})`);
+  return nl;
+}
+function diagSend(nl: number, req: Uint8Array, where: string) {
+  const sa = new Uint8Array(12); sa[0] = 16;
+  const s = syscall(NR.sendto, nl, addr(req), req.length, 0, addr(sa), 12);
+  if (s < 0) throw new CriuError("files", `${where}: sock_diag request failed (${-s})`);
+}
+
+/** every unix socket of this network namespace, by inode */
+function unixDiagAll(where: string): Map<number, Diag> {
+  const out = new Map<number, Diag>();
+  const nl = diagSocket(where);
   try {
-    const req = new Uint8Array(40);
-    const dv = new DataView(req.buffer);
-    dv.setUint32(0, 40, true); dv.setUint16(4, 20 /* SOCK_DIAG_BY_FAMILY */, true); dv.setUint16(6, 1 /* NLM_F_REQUEST */, true);
-    dv.setUint32(8, 1, true);
-    req[16] = AF_UNIX;
-    dv.setUint32(20, 0xffffffff, true);          // states
-    dv.setUint32(24, ino, true);
-    dv.setUint32(28, 0x1 | 0x2 | 0x4 | 0x10, true); // NAME | VFS | PEER | RQLEN
-    dv.setUint32(32, 0xffffffff, true); dv.setUint32(36, 0xffffffff, true);
-    const sa = new Uint8Array(12); sa[0] = 16;
-    const s = syscall(NR.sendto, nl, addr(req), 40, 0, addr(sa), 12);
-    if (s < 0) throw new CriuError("files", `${where}: sock_diag request failed (${-s})`);
+    diagSend(nl, diagRequest(0, true), where);
+    const buf = new Uint8Array(1 << 17);
+    const v = new DataView(buf.buffer);
+    for (;;) {
+      const n = syscall(NR.recvfrom, nl, addr(buf), buf.length, 0, 0, 0);
+      if (n === -4) continue;
+      if (n < 0) throw new CriuError("files", `${where}: sock_diag answer failed (errno ${-n})`);
+      if (n === 0) return out;
+      for (let off = 0; off + 16 <= n;) {
+        const len = v.getUint32(off, true), type = v.getUint16(off + 4, true);
+        if (len < 16 || off + len > n) throw new CriuError("files", `${where}: sock_diag answer is malformed`);
+        if (type === 3 /* NLMSG_DONE */) return out;
+        if (type === 2 /* NLMSG_ERROR */) throw new CriuError("files", `${where}: sock_diag listing of unix sockets failed (errno ${-v.getInt32(off + 16, true)})`);
+        if (type === 20 && len >= 32) { const d = parseDiag(buf, off, len); out.set(d.ino, d); }
+        off += (len + 3) & ~3;
+      }
+    }
+  } finally { closeFd(nl); }
+}
+
+function unixDiagHere(ino: number, where: string): Diag {
+  const nl = diagSocket(where);
+  try {
+    diagSend(nl, diagRequest(ino, false), where);
     const buf = new Uint8Array(65536);
     const n = syscall(NR.recvfrom, nl, addr(buf), buf.length, 0, 0, 0);
     if (n < 32) throw new CriuError("files", `${where}: sock_diag answer too short (${n})`);
     const v = new DataView(buf.buffer);
-    const type = v.getUint16(4, true);
-    if (type === 2 /* NLMSG_ERROR */) throw new CriuError("files", `${where}: sock_diag does not know unix socket ${ino} (errno ${-v.getInt32(16, true)})`);
-    const len = v.getUint32(0, true);
-    const d: Diag = { type: buf[17], state: buf[18], ino: v.getUint32(20, true), peer: 0, rq: 0, wq: 0, shutdown: 0 };
-    for (let off = 32; off + 4 <= len;) {
-      const alen = v.getUint16(off, true), atype = v.getUint16(off + 2, true);
-      if (alen < 4) break;
-      const p = buf.subarray(off + 4, off + alen);
-      if (atype === 0) d.name = p.slice();
-      else if (atype === 1) d.vfs = { ino: v.getUint32(off + 4, true), dev: v.getUint32(off + 8, true) };
-      else if (atype === 2) d.peer = v.getUint32(off + 4, true);
-      else if (atype === 4) { d.rq = v.getUint32(off + 4, true); d.wq = v.getUint32(off + 8, true); }
-      else if (atype === 6) d.shutdown = p[0];
-      off += (alen + 3) & ~3;
-    }
-    return d;
+    if (v.getUint16(4, true) === 2 /* NLMSG_ERROR */) throw new CriuError("files", `${where}: sock_diag does not know unix socket ${ino} (errno ${-v.getInt32(16, true)})`);
+    return parseDiag(buf, 0, v.getUint32(0, true));
   } finally { closeFd(nl); }
 }
 
@@ -87,6 +141,7 @@ function setInt(fd: number, opt: number, val: number): number {
   return syscall(NR.setsockopt, fd, SOL_SOCKET, opt, addr(new Int32Array([val])), 4);
 }
 
+let peekBuf: Uint8Array | undefined;
 /** the receive queue of a grabbed socket, packet by packet, left in place; fds in flight
  *  (SCM_RIGHTS) refuse the dump: peeking installs copies here, closed at once */
 function peekQueue(fd: number, stream: boolean, where: string): Uint8Array[] {
@@ -94,7 +149,7 @@ function peekQueue(fd: number, stream: boolean, where: string): Uint8Array[] {
   if (setInt(fd, SO.PEEK_OFF, 0) < 0) throw new CriuError("files", `${where}: SO_PEEK_OFF not available`);
   const out: Uint8Array[] = [];
   try {
-    const buf = new Uint8Array(1 << 20);
+    const buf = peekBuf ??= new Uint8Array(1 << 20); // one buffer for every socket of the dump
     const ctl = new Uint8Array(4096);
     const iov = new BigUint64Array([BigInt(addr(buf)), BigInt(buf.length)]);
     const msg = new BigUint64Array(7);
@@ -129,10 +184,29 @@ function scmFds(ctl: Uint8Array, len: number): number[] {
   return fds;
 }
 
-/** Does a process of the dumped tree hold unix socket ino (through any fd)? */
-function heldInTree(ino: number, tree: number[]): boolean {
-  const want = `socket:[${ino}]`;
-  return tree.some((p) => fdLinks(p).some(([, t]) => t === want));
+/** Does a process of the dumped tree hold unix socket ino (through any fd)? The tree's socket
+ *  inodes are listed once per dump (the tree is frozen), not once per socket. */
+const treeSocketInodes = new WeakMap<DumpOpts, Set<number>>();
+function heldInTree(ino: number, opts: DumpOpts): boolean {
+  let set = treeSocketInodes.get(opts);
+  if (!set) {
+    set = new Set();
+    for (const p of opts.tree) for (const [, t] of opts.links?.get(p) ?? fdLinks(p)) if (t.startsWith("socket:[")) set.add(Number(t.slice(8, -1)));
+    treeSocketInodes.set(opts, set);
+  }
+  return set.has(ino);
+}
+
+/** The tree's unix sockets of a restore by inode, indexed once. */
+const uskIndex = new WeakMap<Map<number, S.file_entry>, Map<number, S.file_entry>>();
+function uskByIno(files: Map<number, S.file_entry>, ino: number): S.file_entry | undefined {
+  let m = uskIndex.get(files);
+  if (!m) {
+    m = new Map();
+    for (const f of files.values()) if (f.usk && !m.has(f.usk.ino)) m.set(f.usk.ino, f);
+    uskIndex.set(files, m);
+  }
+  return m.get(ino);
 }
 
 /** USK_EXTERN in unix_sk_entry.uflags: an entry for a peer outside the dumped tree (CRIU's layout) */
@@ -149,7 +223,7 @@ export const unixKind: FdKind = {
       throw new CriuError("files", `${ctx.where}: ${FAMILIES[family] ?? `family ${family}`} socket (${ctx.target}) is not supported yet`);
     }
     const ino = Number(ctx.st.ino);
-    const d = unixDiag(ino, ctx.where, ctx.pid);
+    const d = unixDiag(ino, ctx.where, ctx.pid, ctx.opts);
     const type = getInt(fd, SO.TYPE);
     const listening = getInt(fd, SO.ACCEPTCONN) === 1;
     // options CRIU's images have no field for, left at their defaults or refused
@@ -182,7 +256,7 @@ export const unixKind: FdKind = {
         name, shutdown: d.shutdown, ...(filePerms ? { filePerms } : {}), ...(nameDir ? { nameDir } : {}), ...(deleted ? { deleted } : {}),
       },
     }));
-    if (d.peer && !listening && !ctx.files.files.some((x) => x.usk?.ino === d.peer && !(x.usk.uflags & USK_EXTERN)) && !heldInTree(d.peer, ctx.opts.tree)) {
+    if (d.peer && !listening && !ctx.files.usk.has(d.peer) && !heldInTree(d.peer, ctx.opts)) {
       // the peer lives outside the dumped tree
       if (!ctx.opts.extUnixSk) {
         throw new CriuError("files", `${ctx.where}: unix socket ${ino} is connected to socket ${d.peer} outside the dumped tree; use --ext-unix-sk`);
@@ -190,7 +264,7 @@ export const unixKind: FdKind = {
       // CRIU's layout: one extra UNIXSK file entry for the peer, flagged USK_EXTERN, with its name;
       // a datagram socket is reconnected to that name at restore, anything else comes back
       // unconnected (a valid socket of the same type; I/O on it says ENOTCONN)
-      const pd = unixDiag(d.peer, ctx.where, ctx.pid);
+      const pd = unixDiag(d.peer, ctx.where, ctx.pid, ctx.opts);
       let pname = pd.name ?? new Uint8Array(0);
       if (pname.length && pname[0] !== 0 && pname.indexOf(0) >= 0) pname = pname.subarray(0, pname.indexOf(0));
       ctx.files.add(`uskext:${d.peer}`, (pid) => ({
@@ -210,11 +284,11 @@ export const unixKind: FdKind = {
     // whose other end is closed at once, so data then EOF (stream) or ECONNREFUSED (dgram) follow
     const peerGone = !listening && !d.peer && d.state === 1 /* TCP_ESTABLISHED */;
     if (!listening && !d.peer && !peerGone && d.rq) refuse("files", ctx.where, "unix-dgram-queue", `${d.rq} bytes on unix socket ${ino}`);
-    const peerInTree = d.peer !== 0 && (ctx.files.files.some((x) => x.usk?.ino === d.peer && !(x.usk.uflags & USK_EXTERN)) || heldInTree(d.peer, ctx.opts.tree));
+    const peerInTree = d.peer !== 0 && (ctx.files.usk.has(d.peer) || heldInTree(d.peer, ctx.opts));
     if (d.peer && d.peer !== ino && !listening && d.rq && peerInTree) {
       // connected one way (to a server of the tree that is not connected back): what is queued
       // here was sent by some socket with sendto(), which the image cannot name
-      const pd = unixDiag(d.peer, ctx.where, ctx.pid);
+      const pd = unixDiag(d.peer, ctx.where, ctx.pid, ctx.opts);
       if (pd.peer !== ino) refuse("files", ctx.where, "unix-oneway-queue", `${d.rq} bytes on unix socket ${ino}`);
     }
     if ((d.peer || peerGone) && !listening) {
@@ -229,7 +303,7 @@ export const unixKind: FdKind = {
     // the other end of a pair made while restoring its peer, maybe in another process of the tree
     const ready = ctx.fdFrom(`usk:${u.ino}`);
     if (ready !== undefined) return ready;
-    const peerFile = u.peer ? [...ctx.files.values()].find((x) => x.usk?.ino === u.peer) : undefined;
+    const peerFile = u.peer ? uskByIno(ctx.files, u.peer) : undefined;
     if (u.peer && !peerFile) {
       throw new CriuError("restore", `${ctx.where}: unix socket ${u.ino} is connected to socket ${u.peer} outside the dumped processes (--ext-unix-sk is not supported yet)`);
     }
@@ -283,11 +357,21 @@ export const unixKind: FdKind = {
 };
 
 /** Unix socket files of this restore by inode (entries for peers outside the tree left out). */
-function treeSockets(ctx: RestoreCtx): Map<number, S.file_entry> {
-  const m = new Map<number, S.file_entry>();
-  for (const x of ctx.files.values()) if (x.usk && !(x.usk.uflags & USK_EXTERN)) m.set(x.usk.ino, x);
-  return m;
+/** the tree's unix sockets by inode, and the inodes some socket is connected to one way:
+ *  indexed once per restore (per socket, the restore of 10,000 fds would be quadratic) */
+const treeSocketsCache = new WeakMap<Map<number, S.file_entry>, { socks: Map<number, S.file_entry>; oneWayTargets: Set<number> }>();
+function treeIndex(ctx: RestoreCtx) {
+  let c = treeSocketsCache.get(ctx.files);
+  if (!c) {
+    const socks = new Map<number, S.file_entry>();
+    for (const x of ctx.files.values()) if (x.usk && !(x.usk.uflags & USK_EXTERN)) socks.set(x.usk.ino, x);
+    const oneWayTargets = new Set<number>();
+    for (const x of socks.values()) if (isOneWay(x.usk!, socks)) oneWayTargets.add(x.usk!.peer);
+    treeSocketsCache.set(ctx.files, (c = { socks, oneWayTargets }));
+  }
+  return c;
 }
+function treeSockets(ctx: RestoreCtx): Map<number, S.file_entry> { return treeIndex(ctx).socks; }
 /** connected to another socket of the tree that is not connected back to it */
 function isOneWay(u: S.unix_sk_entry, socks: Map<number, S.file_entry>): boolean {
   const p = u.peer ? socks.get(u.peer) : undefined;
@@ -297,8 +381,7 @@ function oneWayGroup(ctx: RestoreCtx, u: S.unix_sk_entry): boolean {
   if (u.state === TCP_LISTEN) return false;
   const socks = treeSockets(ctx);
   if (u.peer === u.ino || isOneWay(u, socks)) return true;
-  for (const x of socks.values()) if (x.usk!.peer === u.ino && isOneWay(x.usk!, socks)) return true;
-  return false;
+  return treeIndex(ctx).oneWayTargets.has(u.ino);
 }
 
 /**

@@ -38,8 +38,13 @@ export function readVmas(pid: number): Vma[] {
   const vmas: Vma[] = [];
   let cur: Vma | undefined;
   for (const line of text.split("\n")) {
-    const m = MAPS_RE.exec(line);
-    if (m) { cur = parseMaps(line)[0]; vmas.push(cur); continue; }
+    // field lines start with a capital ("Rss:", "VmFlags:"), mapping lines with a hex address
+    const c = line.charCodeAt(0);
+    if ((c >= 48 && c <= 57) || (c >= 97 && c <= 102)) {
+      const v = parseMaps(line)[0];
+      if (v) { cur = v; vmas.push(cur); }
+      continue;
+    }
     if (cur && line.startsWith("VmFlags:")) cur.vmflags = line.slice(8).trim().split(/\s+/);
   }
   return vmas;
@@ -92,11 +97,15 @@ export function fdLinks(pid: number): [fd: number, target: string][] {
   try { fds = readdirSync(`/proc/${pid}/fd`); } catch { return []; }
   const out: [number, string][] = [];
   for (const fd of fds) { try { out.push([Number(fd), readlinkSync(`/proc/${pid}/fd/${fd}`)]); } catch {} }
-  return out;
+  return out.sort((a, b) => a[0] - b[0]);
 }
 export function readFdinfo(pid: number, fd: number): Record<string, string> {
+  return parseFdinfo(readText(`/proc/${pid}/fdinfo/${fd}`));
+}
+/** "key:\tvalue" lines of an fdinfo text (the first of each key). */
+export function parseFdinfo(text: string): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const line of readText(`/proc/${pid}/fdinfo/${fd}`).split("\n")) {
+  for (const line of text.split("\n")) {
     const i = line.indexOf(":");
     if (i > 0 && !(line.slice(0, i) in out)) out[line.slice(0, i)] = line.slice(i + 1).trim();
   }
