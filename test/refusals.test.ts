@@ -4,7 +4,7 @@
 // workload checks it at go). The fd-kind registry and the refusal list together cover every
 // fd_types value, so a new kind cannot appear without one of them deciding about it.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, isAlive, criuBun, runWorkload } from "./harness";
 import { imagesDir, cleanupImages } from "./engine-helpers";
@@ -87,6 +87,18 @@ describe("dump refuses what it cannot restore exactly; the target runs on", () =
       expect((await waitResult(w, 10_000)).text).toStartWith("PASS");
     });
   }
+
+  test("a process started by unshare -C (a cgroup namespace of its own): refused at dump in one line, runs on", async () => {
+    const w = await startWorkload("counter", [], { wrap: ["unshare", "-C", "--"], stderr: "file" });
+    expect(readlinkSync(`/proc/${w.pid}/ns/cgroup`)).not.toBe(readlinkSync("/proc/self/ns/cgroup"));
+    const r = criuBun(["dump", "-t", String(w.pid), "-D", imagesDir("refuse-unshare-C")]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(new RegExp(`^Error \\(dump\\): process ${w.pid}: cgroup namespace of its own \\(cgroup:\\[\\d+\\]\\) is not supported yet\n$`));
+    expect(isAlive(w.pid)).toBe(true);
+    expect(readFileSync(`/proc/${w.pid}/status`, "utf8")).toMatch(/TracerPid:\s*0\n/);
+    trigger(w);
+    expect((await waitResult(w, 10_000)).text).toStartWith("PASS");
+  });
 
   test("the workload's checks fail when the thing is undone (fown, scm-rights, sigtrap, guard, lease, aio, epoll-stale)", async () => {
     for (const key of ["fown", "scm-rights", "sigtrap", "guard", "lease", "aio", "epoll-stale"]) {

@@ -529,6 +529,8 @@ class NsView {
         throw new CriuError("dump", `process ${root} is in its own ${what} namespace, which criu-bun does not save yet; run criu-bun inside it (nsenter ${how}=/proc/${root}/ns/${k})`);
       }
     }
+    // its own cgroup namespace: restore does not make one (it would come back in criu-bun's)
+    if (this.rootNs.get("cgroup") !== readlinkSync("/proc/self/ns/cgroup")) refuse("dump", `process ${root}`, "cgroupns", this.rootNs.get("cgroup"));
     // its own mount namespace: only a private copy of ours (plus a fresh /proc) comes back exactly
     // its own mount namespace: a private copy of ours (plus a fresh /proc) comes back as before;
     // any other (a container's) is saved mount by mount (dumpMountNs)

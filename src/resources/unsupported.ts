@@ -23,6 +23,7 @@ export const UNSUPPORTED = {
   "stop-signal": "stopped by a signal other than SIGSTOP",
   "timens-children": "time namespace for children differing from its own",
   "chroot": "root directory other than criu-bun's",
+  "cgroupns": "cgroup namespace of its own",
   "sigtrap": "pending SIGTRAP",
   // memory (resources/memory.ts)
   "droppable": "MAP_DROPPABLE mapping",

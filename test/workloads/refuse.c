@@ -40,6 +40,7 @@
 #endif
 
 static const char *mode;
+static char cgns_before[64]; /* cgroupns: the namespace it left */
 static int fd_a = -1, fd_b = -1;
 static pid_t child;
 static char *mem;
@@ -152,6 +153,10 @@ static void setup(void) {
 		NEED(waitpid(child, &st, WUNTRACED) == child && WIFSTOPPED(st) && WSTOPSIG(st) == SIGTSTP);
 		culprit(child);
 	} else if (is("timens-children")) NEED(unshare(CLONE_NEWTIME) == 0);
+	else if (is("cgroupns")) {
+		readlink("/proc/self/ns/cgroup", cgns_before, sizeof cgns_before - 1);
+		NEED(unshare(CLONE_NEWCGROUP) == 0);
+	}
 	else if (is("sigtrap")) {
 		sigset_t s;
 		sigemptyset(&s);
@@ -329,7 +334,7 @@ static void undo(void) {
 	if (mem) munmap(mem, memlen), mem = NULL;
 	if (aio_ctx) syscall(SYS_io_destroy, aio_ctx), aio_ctx = 0;
 	if (is("proc-gone")) chdir("/");
-	if (is("membarrier") || is("timens-children")) wl_failf("selftest: cannot undo %s", mode);
+	if (is("membarrier") || is("timens-children") || is("cgroupns")) wl_failf("selftest: cannot undo %s", mode);
 }
 
 static void check(void) {
@@ -344,6 +349,10 @@ static void check(void) {
 		readlink("/proc/self/ns/time", a, sizeof a - 1);
 		readlink("/proc/self/ns/time_for_children", b, sizeof b - 1);
 		WL_CHECK(strcmp(a, b) != 0, "time namespace for children is its own again");
+	} else if (is("cgroupns")) {
+		char a[64] = "";
+		readlink("/proc/self/ns/cgroup", a, sizeof a - 1);
+		WL_CHECK(a[0] && strcmp(a, cgns_before) != 0, "back in the cgroup namespace it left (%s)", a);
 	} else if (is("sigtrap")) {
 		sigset_t s;
 		sigpending(&s);
