@@ -295,20 +295,8 @@ export const inetKind: FdKind = {
       id: 0, ino, family, type, proto, flags: ctx.flags, backlog: 0,
       srcPort: local.port, dstPort: peer?.port ?? 0,
       srcAddr: addrToWords(local.addr), dstAddr: addrToWords(peer?.addr ?? new Uint8Array(family === AF.INET6 ? 16 : 4)),
-      fown: FOWN0, opts: dumpSkOpts(fd, type, proto),
+      fown: FOWN0,
     };
-    if (family === AF.INET6) isk.v6only = getsockoptInt(fd, SOL.IPV6, IPV6_V6ONLY) !== 0;
-    isk.ipOpts = dumpIpOpts(ctx.pid, fd, family, type, proto);
-    if (tryGetsockoptInt(fd, SOL.SOCKET, SO.LOCK_FILTER)) refuse("files", where, "sockopt", "SO_LOCK_FILTER");
-    if (proto === IPPROTO.UDPLITE && (tryGetsockoptInt(fd, IPPROTO.UDPLITE, 10) || tryGetsockoptInt(fd, IPPROTO.UDPLITE, 11))) {
-      refuse("files", where, "sockopt", "UDPLITE_SEND_CSCOV/UDPLITE_RECV_CSCOV");
-    }
-    if (proto === IPPROTO.TCP && type === SOCK.STREAM) {
-      isk.tcpOpts = {
-        cork: getsockoptInt(fd, SOL.TCP, TCP.CORK) !== 0, nodelay: getsockoptInt(fd, SOL.TCP, TCP.NODELAY) !== 0,
-        keepcnt: getsockoptInt(fd, SOL.TCP, TCP.KEEPCNT), keepidle: getsockoptInt(fd, SOL.TCP, TCP.KEEPIDLE), keepintvl: getsockoptInt(fd, SOL.TCP, TCP.KEEPINTVL),
-      };
-    }
     const conn = `${addrString(family, local.addr)}:${local.port}${peer ? ` <-> ${addrString(family, peer.addr)}:${peer.port}` : ""}`;
     let stream: TcpStream | undefined;
     if (rawOrPing) {
@@ -369,6 +357,21 @@ export const inetKind: FdKind = {
       // data in the cork is in the send queue until uncorked
       // corked, with or without data in the cork (CRIU's images have no field for it either)
       if (tryGetsockoptInt(fd, proto, 1 /* UDP_CORK */)) refuse("files", where, "udp-cork", `${conn}, ${ioctlInt(fd, SIOCOUTQ)} bytes corked`);
+    }
+    // options last: an established connection is locked and in repair mode by now, so its
+    // queues were read the moment it was reached (they drain while the peer still runs)
+    isk.opts = dumpSkOpts(fd, type, proto);
+    if (family === AF.INET6) isk.v6only = getsockoptInt(fd, SOL.IPV6, IPV6_V6ONLY) !== 0;
+    isk.ipOpts = dumpIpOpts(ctx.pid, fd, family, type, proto);
+    if (tryGetsockoptInt(fd, SOL.SOCKET, SO.LOCK_FILTER)) refuse("files", where, "sockopt", "SO_LOCK_FILTER");
+    if (proto === IPPROTO.UDPLITE && (tryGetsockoptInt(fd, IPPROTO.UDPLITE, 10) || tryGetsockoptInt(fd, IPPROTO.UDPLITE, 11))) {
+      refuse("files", where, "sockopt", "UDPLITE_SEND_CSCOV/UDPLITE_RECV_CSCOV");
+    }
+    if (proto === IPPROTO.TCP && type === SOCK.STREAM) {
+      isk.tcpOpts = {
+        cork: getsockoptInt(fd, SOL.TCP, TCP.CORK) !== 0, nodelay: getsockoptInt(fd, SOL.TCP, TCP.NODELAY) !== 0,
+        keepcnt: getsockoptInt(fd, SOL.TCP, TCP.KEEPCNT), keepidle: getsockoptInt(fd, SOL.TCP, TCP.KEEPIDLE), keepintvl: getsockoptInt(fd, SOL.TCP, TCP.KEEPINTVL),
+      };
     }
     const id = ctx.files.add(null, (id) => ({ id, type: FD_INETSK, isk: { ...isk, id } }));
     if (stream) {
