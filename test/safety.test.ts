@@ -319,7 +319,7 @@ describe("criu-bun killed at random moments", () => {
       // restore: dump for real (the lock stays for the restore), then kill restores
       const dir = imagesDir("kill-restore");
       dump(w.pid, dir, ["--tcp-established"]);
-      expect(listLockTables()).toEqual([`criu-bun-${w.pid}`]);
+      expect(listLockTables()).toEqual([`CRIU-criu-bun-${w.pid}`]);
       await waitReaped(w.pid);
       const t1 = performance.now();
       let restored = false;
@@ -329,7 +329,7 @@ describe("criu-bun killed at random moments", () => {
         // a killed restore leaves nothing (or, killed after it finished, the restored server)
         await until(() => !existsSync(`/proc/${w.pid}`) || (isAlive(w.pid) && tracer(w.pid) === 0), `restore ${i}: ${w.pid} half-built`);
         restored = isAlive(w.pid);
-        expect({ i, tables: listLockTables() }).toEqual({ i, tables: restored && k.code === 0 ? [] : [`criu-bun-${w.pid}`] });
+        expect({ i, tables: listLockTables() }).toEqual({ i, tables: restored && k.code === 0 ? [] : [`CRIU-criu-bun-${w.pid}`] });
       }
       if (!restored) {
         const r = criuBun(["restore", "-D", dir, "-d"]);
@@ -339,7 +339,7 @@ describe("criu-bun killed at random moments", () => {
       if (listLockTables().length) {
         // killed after the release but before the unlock: a restore of a running tree is refused,
         // the lock goes with the next successful restore; here it is lifted by hand for the check
-        require("../src/net/netlock").netUnlock(`criu-bun-${w.pid}`);
+        require("../src/net/netlock").netUnlock(`CRIU-criu-bun-${w.pid}`);
       }
       expect(listLockTables()).toEqual([]);
       expect(puppets()).toEqual([]);

@@ -36,6 +36,7 @@ import { setNetworkLockSkip } from "../net/netlock";
 import { netdevs, withNs } from "../sys/netns";
 import { dedupeAgainstParent, linkParent } from "../resources/incremental";
 import { netDumpEnd } from "../resources/inet";
+import { dumpRunId, NETWORK_LOCK } from "../net/netlock";
 import { runHook, type Hooks } from "../hooks";
 import { checkMountNs, checkRoot, checkNsRoot, dumpMountNs, isPrivateCopy, readMountinfo, type ExtMounts } from "../resources/mounts";
 import { refuse } from "../resources/unsupported";
@@ -255,7 +256,7 @@ export function dumpProcess(o: DumpOptions): DumpStats {
     log.info(`Tree of ${pid} left running`);
   } else {
     log.debug(`images written`);
-    netDumpEnd("killed"); // while the tree lives: its network namespace is reached through it
+    netDumpEnd("killed", dumpRunId(pid)); // while the tree lives: its network namespace is reached through it
     for (const n of alive) syscall(NR.kill, n.pid, 9);
     for (const n of alive) for (const t of n.fp!.threads) syscall(NR.ptrace, 17, t.tid, 0, 0);
     // a killed thread still traced by us (DETACH needs a stopped tracee) reports its death to us
@@ -359,8 +360,12 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
     rootIds: ROOT_IDS, rootCgSet: ROOT_CG_SET,
     dumpUptime: BigInt(Math.round(performance.now() * 1000)),
     tcpClose: !!o.tcpClose && !o.tcpEstablished, // established connections saved without their streams
-    ...(o.networkLockSkip ? { networkLockMethod: 2 } : {}), // criu's NETWORK_LOCK_SKIP: its restore does not unlock
     allImages: true,
+    // the lock a killed tree's connections keep until restore: nftables table inet CRIU-<run id>
+    // (netlock.ts), as CRIU 4 names its own, so either tool's restore lifts it. --network-lock
+    // skip: criu's NETWORK_LOCK_SKIP, its restore does not unlock
+    networkLockMethod: o.networkLockSkip ? NETWORK_LOCK.SKIP : NETWORK_LOCK.NFTABLES,
+    dumpCriuRunId: dumpRunId(tree[0].pid),
   })]);
   writeImage(d, "pstree.img", "PSTREE", pstree.map((p) => msg(S.pstree_entrySchema, p)));
   writeImage(d, "files.img", "FILES", files.files.map((f) => msg(S.file_entrySchema, f)));

@@ -30,6 +30,17 @@ const BATCH_BEGIN = 0x10, BATCH_END = 0x11;
  */
 export function lockTableName(pid: number) { return `criu-bun-${pid}`; }
 /**
+ * The lock a dump of the tree rooted at pid leaves: "CRIU-" + the dump's run id, the table name
+ * CRIU 4 gives its nftables lock (table inet CRIU-<dump_criu_run_id>), with the run id written in
+ * inventory.img (dump_criu_run_id, network_lock_method nftables), so that CRIU 4.2 restoring
+ * criu-bun's images lifts criu-bun's lock, and criu-bun restoring CRIU's lifts CRIU's.
+ */
+export function dumpRunId(rootPid: number) { return `criu-bun-${rootPid}`; }
+/** CRIU formats "inet CRIU-<run id>" into 32 bytes: the table name is cut at 26 characters */
+export function runLockTableName(runId: string) { return `CRIU-${runId}`.slice(0, 26); }
+/** inventory network_lock_method values (CRIU's enum, not the RPC one) */
+export const NETWORK_LOCK = { IPTABLES: 0, NFTABLES: 1, SKIP: 2 } as const;
+/**
  * A lock held while this criu-bun works (a dump in progress, a restore): the table is created
  * with NFT_TABLE_F_OWNER on a netlink socket kept open, so the kernel deletes it when the socket
  * closes, which includes criu-bun being killed at any moment. Named after both PIDs.
@@ -160,7 +171,7 @@ export function netUnlock(table: string): boolean {
     const b = new Batch(nl);
     b.add(MSG.DELTABLE, 0, new Attrs().str(1, table), `delete table ${table}`);
     const res = b.run();
-    if (res.err === -2) return false;
+    if (res.err === -2) { log.debug(`no network lock table inet ${table} here`); return false; }
     if (res.err < 0) throw new CriuError("netlock", `cannot unlock the network (${res.what}: errno ${-res.err}: ${errnoName(-res.err)})`);
     log.info(`Network unlocked (table inet ${table} deleted)`);
     return true;
@@ -179,7 +190,7 @@ export function listLockTables(): string[] {
         if (len < 4) break;
         if (type === 1 /* NFTA_TABLE_NAME */) {
           const name = new TextDecoder().decode(p.subarray(o + 4, o + len)).replace(/\0.*$/s, "");
-          if (name.startsWith("criu-bun-")) out.push(name);
+          if (name.startsWith("criu-bun-") || name.startsWith("CRIU-criu-bun-")) out.push(name);
         }
         o += (len + 3) & ~3;
       }

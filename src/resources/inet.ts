@@ -22,7 +22,7 @@ import { MAP } from "./vma";
 import {
   TCP_STATE, TCP_STATE_NAME, tcpInfo, repairOn, repairOff, dumpTcpStream, restoreTcpStream, type TcpStream, type SockOps,
 } from "../net/tcp-repair";
-import { netLock, netUnlock, netRelease, lockTableName, heldTableName, type LockedEndpoint } from "../net/netlock";
+import { netLock, netUnlock, netRelease, lockTableName, heldTableName, runLockTableName, type LockedEndpoint } from "../net/netlock";
 import { withNetns } from "../sys/netns";
 import * as S from "../images/gen/sockets_pb";
 import { CriuError, log } from "../log";
@@ -86,13 +86,14 @@ function lockDump(pid: number, eps: LockedEndpoint[]) {
  * connections are closed in repair mode (nothing is sent) and the lock stays until restore.
  * "running" (-R, -s) or "failed": connections leave repair mode and the lock is removed.
  */
-export function netDumpEnd(outcome: "killed" | "running" | "failed") {
+export function netDumpEnd(outcome: "killed" | "running" | "failed", runId?: string) {
   const s = session;
   session = null;
   if (!s) return;
   try {
     // before the tree dies (its network namespace is reached through it): the lock that outlives us
-    if (outcome === "killed") for (const [pid, eps] of s.locks) withNetns(pid, () => netLock(lockTableName(pid), eps));
+    // one table for the whole dump, named after its run id (as CRIU's), in each process's netns
+    if (outcome === "killed") for (const [pid, eps] of s.locks) withNetns(pid, () => netLock(runId ? runLockTableName(runId) : lockTableName(pid), eps));
   } catch (e: any) {
     log.error("dump", `the network lock could not be kept for the restore (${e?.message}); peers may see the connections reset`);
   } finally {
@@ -395,12 +396,19 @@ function concatBytes(a: Uint8Array, b: Uint8Array) {
 
 // ---------- restore ----------
 
-let restoreOpts: { tcpClose?: boolean } = {};
+let restoreOpts: { tcpClose?: boolean; lockTable?: string; lockMethod?: number } = {};
 /** lock tables of the processes of this restore that have inet sockets */
 let restoreTables = new Map<string, number>();
 
 /** Options of this restore (--tcp-close). */
-export function netRestoreBegin(o: { tcpClose?: boolean }) { restoreOpts = o; restoreTables = new Map(); }
+/**
+ * Options of this restore (--tcp-close), and the dump's network lock as inventory.img tells it:
+ * lockTable, the nftables table (inet) the dump left (CRIU's "CRIU-<dump_criu_run_id>", also
+ * criu-bun's); lockMethod, CRIU's network_lock_method (0 iptables, 1 nftables, 2 skip).
+ */
+export function netRestoreBegin(o: { tcpClose?: boolean; lockTable?: string; lockMethod?: number }) { restoreOpts = o; restoreTables = new Map(); }
+/** the table the dump left for process pid's connections */
+const dumpLockTable = (pid: number) => restoreOpts.lockTable ?? lockTableName(pid);
 /** After a successful restore: the connections are live again, lift the locks (the dump's too:
  * same table names in the same network namespace). */
 export function netRestoreEnd() {
@@ -425,13 +433,13 @@ function lockRestore(ctx: RestoreCtx) {
     if (k.state === TCP_STATE.LISTEN) eps.push({ proto: k.proto, local, lport: k.srcPort });
     else if (k.state === TCP_STATE.ESTABLISHED) eps.push({ proto: k.proto, local, lport: k.srcPort, remote: wordsToAddr(k.dstAddr, k.family), rport: k.dstPort });
   }
-  restoreTables.set(lockTableName(ctx.pid), ctx.pid);
+  restoreTables.set(dumpLockTable(ctx.pid), ctx.pid);
   withNetns(ctx.pid, () => netLock(heldTableName(ctx.pid), eps, { hold: true }));
 }
 
 function restoreInet(ctx: RestoreCtx, k: S.inet_sk_entry): number {
   const inj = ctx.inj, where = ctx.where;
-  restoreTables.set(lockTableName(ctx.pid), ctx.pid);
+  restoreTables.set(dumpLockTable(ctx.pid), ctx.pid);
   const fail = (what: string, r: bigint | number) => {
     throw new CriuError("restore", `${where}: ${what} failed (errno ${-Number(r)}: ${errnoName(-Number(r))})`);
   };

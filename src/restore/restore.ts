@@ -20,6 +20,9 @@ import { CriuError, log, phase, asCriuError, logFd, unalias } from "../log";
 import { startWatchdog, stopWatchdog, tick, whilePaused } from "./watchdog";
 import { fault } from "../fault";
 import { netRestoreBegin, netRestoreEnd, netRestoreAbort } from "../resources/inet";
+import { NETWORK_LOCK, runLockTableName } from "../net/netlock";
+import { isFieldSet } from "@bufbuild/protobuf";
+import { inventory_entrySchema } from "../images/gen/inventory_pb";
 import { precheckMountNs, type ExtMounts } from "../resources/mounts";
 import { runHook as runHookNow, type Hooks } from "../hooks";
 
@@ -134,7 +137,11 @@ function restoreAll(o: RestoreOptions, t0: number): { pid: number; ms: number; f
   const set = loadImages(o.dir);
   // a dump made with --network-lock skip (criu-bun's or criu's): nothing to lock or unlock
   setNetworkLockSkip(set.inventory.networkLockMethod === 2);
-  netRestoreBegin({ tcpClose: o.tcpClose });
+  // the dump's network lock (CRIU writes network_lock_method always; criu-bun's older images not)
+  const inv = set.inventory;
+  const lockMethod = isFieldSet(inv, inventory_entrySchema.field.networkLockMethod) ? inv.networkLockMethod : undefined;
+  netRestoreBegin({ tcpClose: o.tcpClose, lockMethod,
+    lockTable: lockMethod === NETWORK_LOCK.NFTABLES && inv.dumpCriuRunId ? runLockTableName(inv.dumpCriuRunId) : undefined });
   phase("checking images");
   precheck(set, o);
   if ((o.emptyNs ?? 0) & ~0x40000000) throw new CriuError("restore", `empty_ns 0x${(o.emptyNs!).toString(16)}: only the network namespace (CLONE_NEWNET) can be left empty`);

@@ -4,6 +4,8 @@
 // kernel's and the restore code's own assumptions: page alignment, address ranges that do not
 // overlap and are sorted, ids that refer to entries that exist, counts that fit their sizes.
 // Anything else would make restore loop, write to the wrong place, or build a wrong process.
+import { isFieldSet } from "@bufbuild/protobuf";
+import { inventory_entrySchema } from "../images/gen/inventory_pb";
 import { join } from "node:path";
 import { imageExists } from "../images/image";
 import { streamImage } from "../resources/inet";
@@ -205,7 +207,11 @@ export function requireImages(dir: string, inventory: S.inventory_entry, files: 
       if (u && u.peer && u.state !== 10 /* listening */ && !(u.uflags & 1 /* external */)) need("sk-queues.img", `files.img has connected unix socket ${u.ino}`);
     }
     const k = f.isk;
-    if (k && k.proto === 6 /* TCP */ && k.state === 1 /* ESTABLISHED */ && !tcpClose && !inventory.tcpClose)
+    if (k && k.proto === 6 /* TCP */ && k.state === 1 /* ESTABLISHED */ && !tcpClose && !inventory.tcpClose) {
       need(streamImage(k.ino), `files.img has an established TCP connection, socket ${k.ino}; --tcp-close restores it closed`);
+      // CRIU's default lock: iptables rules per connection, which criu-bun has no way to lift
+      if (isFieldSet(inventory, inventory_entrySchema.field.networkLockMethod) && inventory.networkLockMethod === 0)
+        throw new CriuError("restore", `${join(dir, "inventory.img")}: network_lock_method 0: the dump locked TCP connection ${k.ino} with iptables, which criu-bun cannot lift; dump with --network-lock nftables (or restore with --tcp-close)`);
+    }
   }
 }
