@@ -114,6 +114,8 @@ export class TreeFiles {
   held = new Map<string, Holder>();
   /** per pid: fds to close once all processes have their files */
   toClose = new Map<number, number[]>();
+  /** pts index -> the new master of a terminal whose master was outside the tree (handed to the caller: orphan-pts-master) */
+  orphanPts = new Map<number, Holder>();
 }
 
 export interface FdKind {

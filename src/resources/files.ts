@@ -194,9 +194,6 @@ export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: 
         if (opts.nsMounts && kind.type === FD_TYPE.REG && !opts.nsMounts.has(Number(fdinfo.mnt_id))) {
           throw new CriuError("files", `${where}: '${target}' is on a mount outside the tree's mount namespace (mnt_id ${fdinfo.mnt_id}); not supported`);
         }
-        if (opts.nsMounts && kind.type === FD_TYPE.TTY) {
-          throw new CriuError("files", `${where}: terminal '${target}' in a tree with its own mount namespace; not supported yet`);
-        }
         const id = kind.dump({
           pid, fd, target, flags: flags & ~O_CLOEXEC, pos: BigInt(fdinfo.pos ?? "0"), st, fdinfo,
           fdinfoText, files: table, images, opts, where, grab,

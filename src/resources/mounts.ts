@@ -325,6 +325,8 @@ export interface MountTask {
   ok(name: string, nr: number, ...args: (number | bigint)[]): bigint;
   call(nr: number, ...args: (number | bigint)[]): bigint;
   str(s: string, slot?: number): bigint;
+  /** make pts INDEX exist on the devpts whose ptmx is at PTMX (its master kept for the tty restore) */
+  earlyPty?(ptmx: string, index: number): void;
 }
 export interface MountRestoreOpts { root?: string; ext: ExtMounts }
 
@@ -383,6 +385,8 @@ export function restoreMountNs(t: MountTask, entries: S.mnt_entry[], dir: string
       if (r.kind !== "bind" || r.source !== s.mntId) continue;
       const rest = s.root === "/" ? b.root : b.root.slice(s.root.length);
       const from = at(s) + (rest === "/" ? "" : rest);
+      // runc's /dev/console: a bind of the terminal's slave, which exists once its pair is made
+      if (FSNAME.get(s.fstype) === "devpts" && /^\/\d+$/.test(rest) && t.earlyPty) t.earlyPty(at(s) + (s.root === "/" ? "" : s.root) + "/ptmx", Number(rest.slice(1)));
       clones.set(b.mntId, Number(t.ok(`open_tree(${from})`, NR.open_tree, -100, t.str(from), OPEN_TREE_CLONE | O.CLOEXEC)));
       log.debug(`${where}: ${b.mountpoint} will be a bind of ${from}`);
     }

@@ -76,7 +76,18 @@ export function tarDirectory(dir: string, dev: bigint, where: string): Uint8Arra
     const st = lstatSync(path, { bigint: true });
     const name = st.isDirectory() ? `${rel}/` : rel;
     const base = { mode: Number(st.mode & 0o7777n), uid: Number(st.uid), gid: Number(st.gid), mtime: Number(st.mtimeMs / 1000n) };
-    if (st.dev !== dev) { w.entry(name, TYPE.DIR, base); return; } // another mount: its mountpoint only
+    if (st.dev !== dev) {
+      // another mount: its mountpoint only. A file mount (runc's /dev/console, a bind of the
+      // terminal's slave) needs a non-directory there: what the tree sees at that path, without
+      // contents (what lies under the mount is hidden from it; CRIU's tar keeps the same)
+      if (st.isDirectory()) w.entry(name, TYPE.DIR, base);
+      else if (st.isCharacterDevice() || st.isBlockDevice()) {
+        const r = st.rdev;
+        const major = Number(((r >> 8n) & 0xfffn) | ((r >> 32n) & ~0xfffn)), minor = Number((r & 0xffn) | ((r >> 12n) & ~0xffn));
+        w.entry(rel, st.isCharacterDevice() ? TYPE.CHR : TYPE.BLK, { ...base, major, minor });
+      } else w.entry(rel, TYPE.FILE, base, new Uint8Array(0));
+      return;
+    }
     if (!st.isDirectory() && st.nlink > 1n) {
       const k = `${st.ino}`;
       const first = links.get(k);

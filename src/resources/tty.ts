@@ -88,11 +88,25 @@ export function cttyIndexes(infos: S.tty_info_entry[], vpid: number): number[] {
   return infos.filter((i) => i.pty && i.rdev !== PTMX_RDEV && i.sid === vpid).map((i) => i.pty!.index);
 }
 
+/**
+ * A container's terminal (runc's --console-socket): a slave on the container's own devpts whose
+ * master is outside the tree (the runtime's). Dumped as the slave alone; at restore a new pair is
+ * made in the restored devpts and its master handed to the caller (orphan-pts-master), as criu does.
+ * Output the container wrote and the old master holder has not read stays readable there.
+ */
+function containerPts(fdPath: string, opts?: DumpOpts): boolean {
+  if (!opts?.nsMounts) return false;
+  try {
+    const mnt = Number(/^mnt_id:\s*(\d+)/m.exec(readFileSync(fdPath.replace("/fd/", "/fdinfo/"), "latin1"))?.[1]);
+    return opts.nsMounts.has(mnt);
+  } catch { return false; }
+}
+
 export const ttyKind: FdKind = {
   name: "pseudo terminal",
   type: 11,
-  match: (target, _st, _path, opts?: DumpOpts) => target === "/dev/ptmx" || target === "/dev/pts/ptmx" ||
-    (/^\/dev\/pts\/\d+$/.test(target) && !!opts?.ptyMasters?.has(Number(target.slice(9)))),
+  match: (target, _st, path, opts?: DumpOpts) => target === "/dev/ptmx" || target === "/dev/pts/ptmx" ||
+    (/^\/dev\/pts\/\d+$/.test(target) && (!!opts?.ptyMasters?.has(Number(target.slice(9))) || containerPts(path, opts))),
   dump(ctx) {
     const master = !ctx.target.startsWith("/dev/pts/") || ctx.target === "/dev/pts/ptmx";
     const index = master ? Number(/tty-index:\s*(\d+)/.exec(ctx.fdinfoText)?.[1] ?? NaN) : Number(ctx.target.slice(9));
@@ -131,10 +145,12 @@ export const ttyKind: FdKind = {
     const index = info.pty.index, master = info.rdev === PTMX_RDEV, inj = ctx.inj;
     const key = `pty:${index}`;
     if (!ctx.tree.held.has(key)) {
-      // open /dev/ptmx until the kernel hands out our index (the ones before it are given back)
+      // open /dev/ptmx until the kernel hands out our index (the ones before it are given back);
+      // made already when the mounts needed its slave (ptyEarly: runc's /dev/console bind)
       const extra: number[] = [];
-      let got = -1, m = -1;
-      for (let tries = 0; tries < 4096; tries++) {
+      const early = ctx.tree.held.has(`ptyEarly:${index}`) ? ctx.fdFrom(`ptyEarly:${index}`)! : -1;
+      let got = early >= 0 ? index : -1, m = early;
+      for (let tries = 0; early < 0 && tries < 4096; tries++) {
         m = Number(inj.call(NR.openat, -100, ctx.str("/dev/ptmx"), O.RDWR | O.NOCTTY | O.CLOEXEC, 0));
         if (m < 0) break;
         const ib = ctx.scratch(0n, new Uint8Array(4));
@@ -160,8 +176,14 @@ export const ttyKind: FdKind = {
         inj.ok(`chown /dev/pts/${index} to ${slaveInfo.uid}:${slaveInfo.gid}`, NR.fchownat, -100, ctx.str(`/dev/pts/${index}`), slaveInfo.uid, slaveInfo.gid, 0);
         log.debug(`${ctx.where}: /dev/pts/${index} owned by ${slaveInfo.uid}:${slaveInfo.gid} again`);
       }
-      ctx.hold(key, ctx.high(m, ctx.where));
+      const held = ctx.high(m, ctx.where);
+      ctx.hold(key, held);
       const masterInfo = infos.find((i) => i.pty?.index === index && i.rdev === PTMX_RDEV);
+      if (!masterInfo && !orphanOk(ctx.files, infos, index)) throw new CriuError("restore", `${ctx.where}: /dev/pts/${index}'s master is not in the images`);
+      if (!masterInfo) {
+        ctx.tree.orphanPts.set(index, { pid: ctx.pid, vpid: ctx.vpid, fd: held });
+        log.info(`${ctx.where}: /dev/pts/${index}'s master was outside the tree: a new one is handed to the caller (orphan-pts-master)`);
+      }
       ctx.state.set(`ptylock:${index}`, masterInfo?.locked ?? false);
     }
     let fd: number;
@@ -183,3 +205,11 @@ export const ttyKind: FdKind = {
     return fd;
   },
 };
+
+/** tty-info entries of slaves whose master no file of the tree opens: terminals of a runtime's console */
+export function orphanSlaves(files: Map<number, S.file_entry>, infos: S.tty_info_entry[]): number[] {
+  const masters = new Set(infos.filter((i) => i.rdev === PTMX_RDEV && i.pty).map((i) => i.pty!.index));
+  const used = new Set([...files.values()].filter((f) => f.tty).map((f) => f.tty!.ttyInfoId));
+  return [...new Set(infos.filter((i) => i.rdev !== PTMX_RDEV && i.pty && used.has(i.id) && !masters.has(i.pty.index)).map((i) => i.pty!.index))];
+}
+function orphanOk(files: Map<number, S.file_entry>, infos: S.tty_info_entry[], index: number) { return orphanSlaves(files, infos).includes(index); }

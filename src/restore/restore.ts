@@ -25,6 +25,11 @@ import { isFieldSet } from "@bufbuild/protobuf";
 import { inventory_entrySchema } from "../images/gen/inventory_pb";
 import { precheckMountNs, type ExtMounts } from "../resources/mounts";
 import { runHook as runHookNow, type Hooks } from "../hooks";
+import { orphanSlaves } from "../resources/tty";
+import { imageExists, readImage } from "../images/image";
+import { syscall } from "../sys/syscall";
+import { NR } from "../sys/nr";
+import { closeFd } from "../sys/mem";
 
 /** A hook waits for someone else (a script, the RPC client): that is not a stalled restore. */
 function runHook(...a: Parameters<typeof runHookNow>) { return whilePaused(() => runHookNow(...a)); }
@@ -57,6 +62,14 @@ function softHook(hooks: Hooks | undefined, action: "network-unlock" | "post-res
 /** Everything that can be checked before creating a process. */
 function precheck(set: RestoreSet, o: RestoreOptions) {
   requireImages(set.dir, set.inventory, set.files, !!o.tcpClose);
+  // a terminal whose master was outside the tree (a container's console): only a caller that takes
+  // the new master (RPC orphan_pts_master, runc passing it on to its console socket) can have it
+  if (imageExists(set.dir, "tty-info.img")) {
+    const orphans = orphanSlaves(set.files, readImage<S.tty_info_entry>(set.dir, "tty-info.img", "TTY_INFO"));
+    if (orphans.length && !o.hooks?.wants("orphan-pts-master")) {
+      throw new CriuError("restore", `/dev/pts/${orphans[0]}: its master was outside the dumped tree; restoring it needs a caller that takes the new master (orphan_pts_master over RPC)`);
+    }
+  }
   // a container's mounts: the root file system and every external mount must be there
   if (set.mounts) set.mountOpts = { root: precheckMountNs(set.mounts, set.dir, { root: o.root, ext: o.extMounts ?? { map: new Map() } }), ext: o.extMounts ?? { map: new Map() } };
   if (o.cgRoots?.length && !o.ignoreCgroups) applyCgRoots(set.cgroups, taskCgSet(set.tasks[0]?.cores.get(set.tasks[0].pid)), o.cgRoots, set.inventory.rootCgSet);
@@ -202,6 +215,8 @@ function restoreAll(o: RestoreOptions, t0: number): { pid: number; ms: number; f
       phase("restoring signals and timers", b.t.pid);
       b.restoreSignalsAndTimers();
     }
+    // the new masters of terminals whose master was outside the tree go to the caller
+    for (const [index, h] of treeFiles.orphanPts) handOverPtsMaster(o.hooks, h, index);
     for (const key of o.inheritFds?.keys() ?? []) {
       if (!treeFiles.held.has(`inherit:${key}:used`)) log.info(`inherit_fd '${key}': no file of the tree is that; the fd is not used`);
     }
@@ -248,4 +263,16 @@ function restoreAll(o: RestoreOptions, t0: number): { pid: number; ms: number; f
   } catch (e: any) { log.warn(`cannot write stats-restore: ${e.message}`); }
   log.info(`Restored ${set.tasks.length} process(es), root ${t.pid}, in ${ms.toFixed(1)} ms`);
   return { pid: hostPid, ms, forkMs, pages, processes: set.tasks.length };
+}
+
+/** orphan-pts-master: a copy of the new master (pidfd_getfd from the process holding it) sent to the caller. */
+function handOverPtsMaster(hooks: Hooks | undefined, h: { pid: number; fd: number }, index: number) {
+  const pidfd = syscall(NR.pidfd_open, h.pid, 0);
+  if (pidfd < 0) throw new CriuError("restore", `orphan-pts-master: pidfd_open(${h.pid}) failed (errno ${-pidfd})`);
+  const fd = syscall(NR.pidfd_getfd, pidfd, h.fd, 0);
+  closeFd(pidfd);
+  if (fd < 0) throw new CriuError("restore", `orphan-pts-master: pidfd_getfd of /dev/pts/${index}'s master failed (errno ${-fd})`);
+  try { runHook(hooks, "orphan-pts-master", { pid: h.pid, fd }); }
+  finally { closeFd(fd); }
+  log.info(`/dev/pts/${index}: its new master was handed to the caller`);
 }

@@ -193,6 +193,34 @@ export class TaskBuilder {
     }
   }
 
+  /** A pty pair made while the mounts are built (a bind of its slave, runc's /dev/console, needs the
+   *  slave to exist): ptmx opened until the kernel gives INDEX, unlocked, the master held for the
+   *  tty restore (tty.ts takes it under ptyEarly:INDEX). */
+  private earlyPty(ptmx: string, index: number) {
+    const inj = this.inj!;
+    const extra: number[] = [];
+    let got = -1, m = -1;
+    for (let tries = 0; tries <= index + 64; tries++) {
+      m = Number(inj.call(NR.openat, -100, this.str(ptmx), O.RDWR | O.NOCTTY | O.CLOEXEC, 0));
+      if (m < 0) throw new CriuError("restore", `cannot open ${ptmx} (errno ${-m})`);
+      const ib = this.scratchWrite(0n, new Uint8Array(4));
+      inj.ok("TIOCGPTN", NR.ioctl, m, 0x80045430, ib);
+      got = new DataView(this.mem!.read(ib, 4).buffer).getInt32(0, true);
+      if (got >= index) break;
+      extra.push(m);
+    }
+    for (const e of extra) inj.call(NR.close, e);
+    if (got !== index) { inj.call(NR.close, m); throw new CriuError("restore", `pty ${index} of the restored devpts is taken (got ${got})`); }
+    inj.ok("TIOCSPTLCK", NR.ioctl, m, 0x40045431, this.scratchWrite(0n, new Uint8Array(4)));
+    const h = Number(inj.call(NR.fcntl, m, 1030 /* F_DUPFD_CLOEXEC */, fdFloor(this.t.fds) + 8));
+    inj.call(NR.close, m);
+    if (h < 0) throw new CriuError("restore", `pty ${index}: F_DUPFD failed (errno ${-h})`);
+    this.tree.held.set(`ptyEarly:${index}`, { pid: this.pid, vpid: this.t.pid, fd: h });
+    const l = this.tree.toClose.get(this.pid) ?? [];
+    l.push(h); this.tree.toClose.set(this.pid, l);
+    log.debug(`pts ${index} made early (its slave is bind-mounted), master fd ${h} held`);
+  }
+
   /** inherit_fd: each fd criu-bun was given for a KEY, copied into the puppet (same open file
    *  description, pidfd_getfd) above every fd number the root restores. */
   private importInherited(pinj: Injector): [string, number][] {
@@ -313,7 +341,8 @@ export class TaskBuilder {
     if (!this.parent && this.set.mounts) {
       // a container's mounts, after the namespaces they belong to (proc: PID, mqueue: IPC, sysfs: network)
       const inj = this.inj;
-      restoreMountNs({ pid: this.pid, ok: (n, nr, ...a) => inj.ok(n, nr, ...a), call: (nr, ...a) => inj.call(nr, ...a), str: (s, slot) => this.str(s, slot) },
+      restoreMountNs({ pid: this.pid, ok: (n, nr, ...a) => inj.ok(n, nr, ...a), call: (nr, ...a) => inj.call(nr, ...a), str: (s, slot) => this.str(s, slot),
+        earlyPty: (ptmx, index) => this.earlyPty(ptmx, index) },
         this.set.mounts, this.set.dir, this.set.mountOpts!.root, { root: this.set.mountOpts!.root, ext: this.set.mountOpts!.ext });
     }
     log.info(`Created process ${this.t.pid}${this.pid !== this.t.pid ? ` (${this.pid} here)` : ""}`);
