@@ -31,7 +31,7 @@ const modes: [string, string, string[]?][] = [
   ["opathlink", "an O_PATH|O_NOFOLLOW fd on a symlink"],
   ["procpid", "fds on /proc/CHILD/status and /proc/CHILD of a process of the tree"],
   ["seccompthreads", "threads with different seccomp filters (one kills on syscalls criu-bun injects): each keeps its own"],
-  ["pidfd", "pidfds on itself and on a child (two, one inode): signals and waitid through them"],
+  ["pidfd", "pidfds on itself and on a child (two, one inode): signals and waitid through them; a child's pipe pulled in with pidfd_getfd"],
   ["ptyowner", "a pty slave chown()ed to another user keeps its owner"],
   ["ctty", "controlling pty of a child session: /dev/tty opens, TIOCGSID on the master, SIGHUP when the master closes"],
   ["cttyclosed", "the same with the child's fd of the slave closed (its controlling terminal all the same)"],

@@ -30,7 +30,8 @@
  *               mmap and munmap and fails getppid (EPERM), beside a main thread whose filter fails
  *               getpgrp (EACCES): both filters still apply, each to its thread only
  *   pidfd       pidfds on itself, and two on a child: the child's share one inode, signal 0 reaches
- *               itself, SIGKILL through the child's kills it and waitid(P_PIDFD) reports it
+ *               itself, SIGKILL through the child's kills it and waitid(P_PIDFD) reports it; the
+ *               read end of a child's pipe pulled in with pidfd_getfd still holds the child's data
  *   cttyclosed  as ctty, but the child closed its fd of the slave (it stays its controlling terminal)
  *   ctty        a child session leader with the pty slave as controlling terminal: open("/dev/tty")
  *               works in it, TIOCGSID on the master names it, closing the master sends it SIGHUP
@@ -315,11 +316,24 @@ static void setup(void) {
 		NEED(thr_state == 1);
 		NEED(filter(SYS_getpgrp, EACCES, NULL, 0) == 0);
 	} else if (is("pidfd")) {
+		int r[2];
+		NEED(pipe(r) == 0);
 		child = fork();
-		if (child == 0) { for (;;) pause(); }
+		if (child == 0) { /* a pipe of its own with data queued; its read end's number to the parent */
+			int q[2];
+			close(r[0]);
+			if (pipe(q) != 0 || write(q[1], "pulled", 6) != 6) _exit(3);
+			write(r[1], &q[0], sizeof q[0]);
+			for (;;) pause();
+		}
+		close(r[1]);
+		int q0 = -1;
+		NEED(read(r[0], &q0, sizeof q0) == sizeof q0);
+		close(r[0]);
 		NEED((fds[0] = (int)syscall(SYS_pidfd_open, getpid(), 0)) >= 0);
 		NEED((fds[1] = (int)syscall(SYS_pidfd_open, child, 0)) >= 0);
 		NEED((fds[2] = (int)syscall(SYS_pidfd_open, child, O_NONBLOCK)) >= 0);
+		NEED((fds[3] = (int)syscall(SYS_pidfd_getfd, fds[1], q0, 0)) >= 0); /* the child's pipe, pulled in */
 	} else if (is("ptyowner") || is("ctty") || is("cttyclosed")) {
 		NEED((fds[0] = posix_openpt(O_RDWR | O_NOCTTY)) >= 0);
 		NEED(grantpt(fds[0]) == 0 && unlockpt(fds[0]) == 0);
@@ -559,6 +573,8 @@ static void check(void) {
 		struct stat a, b;
 		WL_CHECK(fstat(fds[1], &a) == 0 && fstat(fds[2], &b) == 0 && a.st_ino == b.st_ino, "the child's two pidfds are different inodes");
 		WL_CHECK(fcntl(fds[2], F_GETFL) & O_NONBLOCK, "PIDFD_NONBLOCK lost");
+		char pb[8] = "";
+		WL_CHECK(read(fds[3], pb, sizeof pb) == 6 && memcmp(pb, "pulled", 6) == 0, "the pipe pulled in with pidfd_getfd lost its data ('%s')", pb);
 		WL_CHECK(syscall(SYS_pidfd_send_signal, fds[0], 0, NULL, 0) == 0, "the pidfd on itself does not reach it: %m");
 		WL_CHECK(syscall(SYS_pidfd_send_signal, fds[1], SIGKILL, NULL, 0) == 0, "SIGKILL through the child's pidfd: %m");
 		siginfo_t si;
