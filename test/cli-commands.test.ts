@@ -99,7 +99,7 @@ describe.skipIf(!isRoot)("--network-lock", () => {
 
   test.skipIf(!havePeer)("CRIU 4.2 writes the same network_lock_method for skip (2) and nftables (1)", async () => {
     for (const [mode, want] of [["skip", 2], ["nftables", 1]] as const) {
-      const w = await startWorkload("pipes");
+      const w = await startWorkload("counter");
       const img = dir(`peer-nl-${mode}`);
       const r = Bun.spawnSync([PEER, "dump", "-t", String(w.pid), "-D", img, "-o", "dump.log", "--leave-running", "--network-lock", mode], { cwd: img, stdout: "pipe", stderr: "pipe" });
       expect(r.exitCode).toBe(0);

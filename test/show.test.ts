@@ -24,13 +24,25 @@ let images: string[] = [];
 beforeAll(async () => {
   await buildWorkloads();
   const w = await startWorkload("pipes"); // pipes with data in flight: images with payloads
+  sessions.push(w.dir);
   dir = join(tmp, "img");
   require("node:fs").mkdirSync(dir);
   const r = criuBun(["dump", "-R", "-t", String(w.pid), "-D", dir, "--no-default-config"]);
   if (r.code !== 0) throw new Error(`dump failed: ${r.stderr}`);
   images = readdirSync(dir).filter((f) => f.endsWith(".img") && !/^pages-\d+\.img$/.test(f)).sort();
 }, 120_000);
-afterAll(() => { cleanup(); rmSync(tmp, { recursive: true, force: true }); });
+/** Workloads dumped and left running leave children behind when their leader is killed (some in
+ * sessions of their own): every process whose command line names a workload's directory goes. */
+const sessions: string[] = [];
+function killSessions() {
+  for (const e of readdirSync("/proc")) {
+    if (!/^\d+$/.test(e)) continue;
+    let cmd = "";
+    try { cmd = readFileSync(`/proc/${e}/cmdline`, "utf8"); } catch { continue; }
+    if (sessions.some((d) => cmd.split("\0").includes(d))) try { process.kill(Number(e), "SIGKILL"); } catch {}
+  }
+}
+afterAll(() => { cleanup(); killSessions(); rmSync(tmp, { recursive: true, force: true }); });
 
 function show(args: string[], stdin?: Uint8Array) {
   const r = Bun.spawnSync([...criuBunCommand(), "show", ...args], { stdin: stdin ?? "ignore", stdout: "pipe", stderr: "pipe" });
@@ -204,6 +216,7 @@ describe.skipIf(!havePeer)("CRIU 4.2's images", () => {
   beforeAll(async () => {
     for (const name of ["tree", "pipes", "memfd", "deleted", "fifo", "unix", "seccomp", "locks", "epoll", "inotify", "signals"]) {
       const w = await startWorkload(name);
+      sessions.push(w.dir);
       const d = join(tmp, `criu42-${name}`);
       mkdirSync(d);
       const r = Bun.spawnSync([PEER, "dump", "-t", String(w.pid), "-D", d, "-o", "dump.log", "-v4", "--leave-running", "--file-locks", "--ext-unix-sk"], { cwd: d, stdout: "pipe", stderr: "pipe" });
@@ -217,6 +230,7 @@ describe.skipIf(!havePeer)("CRIU 4.2's images", () => {
       }
     }
     cleanup();
+    killSessions();
   }, 240_000);
 
   test("every image CRIU 4.2 wrote: our schema names every field on the wire, and decode -> encode gives the same bytes (compact and --pretty)", () => {
