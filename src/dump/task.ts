@@ -156,49 +156,54 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
   const itimers: Record<string, any> = {};
   const posix: Record<string, any>[] = [];
   try {
-    brk = BigInt.asUintN(64, inj.call(NR.brk, 0));
-    thpDisabled = inj.call(NR.prctl, 42 /* PR_GET_THP_DISABLE */, 0, 0, 0, 0) > 0n;
-    // membarrier registrations (Linux 6.3+ can tell them; older kernels answer EINVAL)
-    const mb = inj.call(NR.membarrier, 1 << 9 /* MEMBARRIER_CMD_GET_REGISTRATIONS */, 0, 0);
-    if (mb > 0n) refuse("dump", `process ${pid}`, "membarrier", `mask 0x${mb.toString(16)}`);
-    inj.withScratch(8, (scratch) => {
-      if (inj.call(NR.prctl, 37 /* PR_GET_CHILD_SUBREAPER */, scratch) === 0n) subreaper = mem.read(scratch, 4)[0] !== 0;
-    });
-    inj.withScratch(16, (scratch) => {
-      // the clocks as the process sees them (its time namespace may shift them)
-      for (const [id, key] of [[1, "monotonic"], [7, "boottime"]] as const) {
-        if (inj.call(NR.clock_gettime, id, scratch) !== 0n) continue;
-        const dv = new DataView(mem.read(scratch, 16).buffer);
-        clocks[key] = { tvSec: dv.getBigInt64(0, true), tvNsec: dv.getBigInt64(8, true) };
-      }
-    });
-    inj.withScratch(390, (scratch) => {
-      // struct utsname: 6 fields of 65 bytes; nodename is the 2nd, domainname the 6th
-      if (inj.call(NR.uname, scratch) !== 0n) return;
-      const b = mem.read(scratch, 390);
-      const str = (off: number) => new TextDecoder().decode(b.subarray(off, b.indexOf(0, off) < 0 ? off + 65 : Math.min(b.indexOf(0, off), off + 65)));
-      uts = { nodename: str(65), domainname: str(325) };
-    });
-    inj.withScratch(64, (scratch) => {
+    inj.withScratch(400, (scratch) => {
       // CRIU's table: 62 entries, signals 1..64 without SIGKILL and SIGSTOP, each read from the
       // kernel (flags, mask and restorer stay with SIG_IGN / SIG_DFL too). compat_sigaction is
-      // written as CRIU does (false: a 64-bit task). With the three itimers: one batch in one stop
-      // of the process where it can run one (batchCalls), else one injected syscall each.
+      // written as CRIU does (false: a 64-bit task). With brk, THP, membarrier registrations, the
+      // subreaper bit, the clocks, uname and the three itimers: one batch in one stop of the
+      // process where it can run one (batchCalls), else one injected syscall each.
       const sigs: number[] = [];
       for (let sig = 1; sig <= 64; sig++) if (sig !== 9 && sig !== 19) sigs.push(sig);
       const names = ["real", "virt", "prof"];
+      const clockIds = [[1, "monotonic"], [7, "boottime"]] as const;
+      const head = 7; // calls before the sigactions
       const got = batchCalls(inj, mem, status, pid, [
+        { nr: NR.brk, args: () => [0], out: 0 },
+        { nr: NR.prctl, args: () => [42 /* PR_GET_THP_DISABLE */, 0, 0, 0, 0], out: 0 },
+        // membarrier registrations (Linux 6.3+ can tell them; older kernels answer EINVAL)
+        { nr: NR.membarrier, args: () => [1 << 9 /* MEMBARRIER_CMD_GET_REGISTRATIONS */, 0, 0], out: 0 },
+        { nr: NR.prctl, args: (buf: bigint) => [37 /* PR_GET_CHILD_SUBREAPER */, buf], out: 8 },
+        // the clocks as the process sees them (its time namespace may shift them)
+        ...clockIds.map(([id]) => ({ nr: NR.clock_gettime, args: (buf: bigint) => [id, buf], out: 16 })),
+        // struct utsname: 6 fields of 65 bytes; nodename is the 2nd, domainname the 6th
+        { nr: NR.uname, args: (buf: bigint) => [buf], out: 390 },
         ...sigs.map((sig) => ({ nr: NR.rt_sigaction, args: (buf: bigint) => [sig, 0, buf, 8], out: 32 })),
         ...names.map((_, w) => ({ nr: NR.getitimer, args: (buf: bigint) => [w, buf], out: 32 })),
       ], scratch);
+      brk = BigInt.asUintN(64, got[0].r);
+      thpDisabled = got[1].r > 0n;
+      const mb = got[2].r;
+      if (mb > 0n) refuse("dump", `process ${pid}`, "membarrier", `mask 0x${mb.toString(16)}`);
+      if (got[3].r === 0n) subreaper = got[3].b[0] !== 0;
+      clockIds.forEach(([, key], k) => {
+        const { r, b } = got[4 + k];
+        if (r !== 0n) return;
+        const dv = new DataView(b.buffer, b.byteOffset, 16);
+        clocks[key] = { tvSec: dv.getBigInt64(0, true), tvNsec: dv.getBigInt64(8, true) };
+      });
+      if (got[6].r === 0n) {
+        const b = got[6].b;
+        const str = (off: number) => new TextDecoder().decode(b.subarray(off, b.indexOf(0, off) < 0 ? off + 65 : Math.min(b.indexOf(0, off), off + 65)));
+        uts = { nodename: str(65), domainname: str(325) };
+      }
       sigs.forEach((sig, i) => {
-        const { r, b } = got[i];
+        const { r, b } = got[head + i];
         if (r < 0n) throw new CriuError("dump", `rt_sigaction(${sig}) in ${pid} failed (${-r})`);
         const dv = new DataView(b.buffer, b.byteOffset);
         sigactions.push({ sigaction: dv.getBigUint64(0, true), flags: dv.getBigUint64(8, true), restorer: dv.getBigUint64(16, true), mask: dv.getBigUint64(24, true), compatSigaction: false });
       });
       for (let w = 0; w < 3; w++) {
-        const { r, b } = got[sigs.length + w];
+        const { r, b } = got[head + sigs.length + w];
         if (r < 0n && r > -4096n) throw new CriuError("inject", `getitimer in ${inj.tid} failed (errno ${-r})`);
         const dv = new DataView(b.buffer, b.byteOffset);
         itimers[names[w]] = { isec: dv.getBigUint64(0, true), iusec: dv.getBigUint64(8, true), vsec: dv.getBigUint64(16, true), vusec: dv.getBigUint64(24, true) };
