@@ -370,7 +370,7 @@ static void corrupt(void) {
 	else if (is("fown")) fcntl(fds[0], F_SETFL, fcntl(fds[0], F_GETFL) & ~O_ASYNC);
 	else if (is("ghost")) { struct timespec ts[2] = {{MTIME, 0}, {MTIME + 1, 0}}; futimens(fds[0], ts); }
 	else if (is("zpgid")) waitpid(child, NULL, 0);
-	else if (is("pidfd")) { close(fds[1]); fds[1] = (int)syscall(SYS_pidfd_open, getpid(), 0); }
+	else if (is("pidfd")) { close(fds[2]); fds[2] = (int)syscall(SYS_pidfd_open, getpid(), O_NONBLOCK); }
 	else if (is("procpid")) { close(fds[0]); fds[0] = open("/proc/self/status", O_RDONLY); }
 	else if (is("seccompthreads")) thr_state = -1;
 	else if (is("deldircwd")) chdir(wl_dir);
@@ -580,7 +580,8 @@ static void check(void) {
 		siginfo_t si;
 		memset(&si, 0, sizeof si);
 		WL_CHECK(waitid(P_PIDFD, (id_t)fds[1], &si, WEXITED) == 0 && si.si_pid == child && si.si_status == SIGKILL, "waitid(P_PIDFD): pid %d status %d, want %d killed", (int)si.si_pid, si.si_status, (int)child);
-		waitpid(child, NULL, WNOHANG);
+		kill(child, SIGKILL);
+		waitpid(child, NULL, 0);
 	} else if (is("ptyowner")) {
 		struct stat st;
 		WL_CHECK(fstat(fds[1], &st) == 0 && st.st_uid == 4242 && st.st_gid == 4243, "slave owned by %d:%d, want 4242:4243", (int)st.st_uid, (int)st.st_gid);
