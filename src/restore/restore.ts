@@ -66,7 +66,7 @@ function precheck(set: RestoreSet, o: RestoreOptions) {
   // the new master (RPC orphan_pts_master, runc passing it on to its console socket) can have it
   if (imageExists(set.dir, "tty-info.img")) {
     const orphans = orphanSlaves(set.files, readImage<S.tty_info_entry>(set.dir, "tty-info.img", "TTY_INFO"));
-    if (orphans.length && !o.hooks?.wants("orphan-pts-master")) {
+    if (orphans.length && !o.hooks?.wants?.("orphan-pts-master")) {
       throw new CriuError("restore", `/dev/pts/${orphans[0]}: its master was outside the dumped tree; restoring it needs a caller that takes the new master (orphan_pts_master over RPC)`);
     }
   }
