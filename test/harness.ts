@@ -268,6 +268,17 @@ export function killWorkload(w: Workload): void {
       // already gone
     }
   }
+  // the children it forked (refusal helpers, trees): they share its session (it was started with
+  // setsid, so the session id is its pid) and its command line, which names DIR
+  for (const e of readdirSync("/proc")) {
+    if (!/^\d+$/.test(e) || Number(e) === w.pid) continue;
+    const st = readText(`/proc/${e}/stat`);
+    if (st === null || Number(st.replace(/^.*\) /s, "").split(" ")[3]) !== w.pid) continue;
+    if (!(readText(`/proc/${e}/cmdline`) ?? "").split("\0").includes(w.dir)) continue;
+    try {
+      process.kill(Number(e), "SIGKILL");
+    } catch {}
+  }
   if (w.proc && w.proc.pid !== w.pid) {
     try {
       w.proc.kill("SIGKILL");
