@@ -8,6 +8,7 @@ import { copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync,
 import { join, resolve } from "node:path";
 import { startWorkload, trigger, waitResult, waitUntil, cleanup, criuBun, criuBunCommand, workloadBin, buildWorkloads, REPO_ROOT, type Workload } from "./harness";
 import { decodePagemap } from "../src/images/pagemap";
+import { writeManifest } from "../src/images/manifest";
 import { dump, restore, imagesDir, cleanupImages, waitReaped } from "./engine-helpers";
 
 const PEER = process.env.CRIU_PEER ?? resolve(REPO_ROOT, "..", "shared", "tools", "criu-4.2");
@@ -117,7 +118,7 @@ function fileDesc(files: any[], id: number) {
   const f = files.find((x) => x.id === id);
   if (!f) return `missing ${id}`;
   const sub = f.reg ?? f.pipe ?? f.usk ?? f.tty ?? {};
-  return JSON.stringify({ type: f.type, name: sub.name, flags: sub.flags, pos: sub.pos, size: sub.size, mode: sub.mode });
+  return JSON.stringify({ type: f.type, name: sub.name, flags: sub.flags, pos: sub.pos, size: sub.size, mode: sub.mode, build_id: sub.build_id });
 }
 
 /** siginfos of a queue without those a timer sent (SI_TIMER, or SIGALRM from the kernel's itimer). */
@@ -185,6 +186,24 @@ describe.skipIf(!have)("the two tools' images of one process", () => {
     }
   }, 180000);
 });
+
+test("a file whose ELF build-id is not the dumped one is refused at restore, naming it", async () => {
+  const w = await startWorkload("counter", [], { timeoutMs: 30000 });
+  const dir = imagesDir("buildid");
+  dump(w.pid, dir);
+  await waitReaped(w.pid, 10000);
+  const j = JSON.parse(criuBun(["show", "decode", "-i", join(dir, "files.img")]).stdout);
+  const exe = j.entries.find((e: any) => e.reg?.build_id?.length && /\/counter$/.test(e.reg.name));
+  expect(exe).toBeDefined(); // the workload's executable has a build-id, as CRIU keeps it
+  exe.reg.build_id = exe.reg.build_id.map((x: number) => (x ^ 1) >>> 0);
+  writeFileSync(join(dir, "files.json"), JSON.stringify(j));
+  expect(criuBun(["show", "encode", "-i", join(dir, "files.json"), "-o", join(dir, "files.img")]).code).toBe(0);
+  writeManifest(dir); // changed on purpose: the sums catch damage, not intent
+  const r = criuBun(["restore", "-D", dir, "-d"]);
+  expect(r.code).not.toBe(0);
+  expect(r.stderr).toContain(`'${exe.reg.name}' is another file: its ELF build-id is`);
+  expect(existsSync(`/proc/${w.pid}`)).toBe(false);
+}, 60000);
 
 // ---- page servers between the tools ----------------------------------------------------------
 

@@ -45,7 +45,7 @@ export class FileTable {
   addPath(path: string, flags: number): number {
     let size: bigint | undefined, mode: number | undefined;
     try { const st = statSync(this.statRoot + path, { bigint: true }); size = st.isFile() ? st.size : undefined; mode = Number(st.mode); } catch {}
-    return this.add(`path:${path}:${flags}`, (id) => ({ id, type: FD_TYPE.REG, reg: regEntry(id, path, flags, 0n, size, mode) }));
+    return this.add(`path:${path}:${flags}`, (id) => ({ id, type: FD_TYPE.REG, reg: regEntry(id, path, flags, 0n, size, mode, this.statRoot + path) }));
   }
 }
 

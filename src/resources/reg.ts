@@ -15,12 +15,26 @@ import { O } from "../sys/mem";
 import { CriuError, log } from "../log";
 import { refuse } from "./unsupported";
 import { isFieldSet } from "@bufbuild/protobuf";
+import { buildIdOf, buildIdHex } from "./buildid";
 
-export function regEntry(id: number, name: string, flags: number, pos: bigint, size: bigint | undefined, mode: number | undefined) {
+/** source: where to read the file's build-id (an fd of the target through /proc, or the path) */
+export function regEntry(id: number, name: string, flags: number, pos: bigint, size: bigint | undefined, mode: number | undefined, source?: string) {
   // as CRIU: no size (so none checked at restore) for a file open O_WRONLY|O_APPEND, a log others
   // may append to
   if ((flags & 3) === O.WRONLY && flags & O.APPEND) size = undefined;
-  return { id, flags, pos, fown: FOWN0, name, ...(size !== undefined ? { size } : {}), ...(mode !== undefined ? { mode } : {}) };
+  // as CRIU: a file whose size is checked has its ELF build-id kept too (checked at restore)
+  const buildId = size !== undefined && source ? buildIdOf(source) : undefined;
+  return { id, flags, pos, fown: FOWN0, name, ...(size !== undefined ? { size } : {}), ...(mode !== undefined ? { mode } : {}), ...(buildId ? { buildId } : {}) };
+}
+
+/** As CRIU: a file dumped with an ELF build-id must have that build-id at restore (another binary
+ * of the same size is not the dumped one). */
+export function checkBuildId(where: string, reg: S.reg_file_entry) {
+  if (!reg.buildId.length) return;
+  const now = buildIdOf(reg.name);
+  if (!now || buildIdHex(now) !== buildIdHex(reg.buildId)) {
+    throw new CriuError("restore", `${where}: '${reg.name}' is another file: its ELF build-id is ${now ? buildIdHex(now) : "none"}, dumped with ${buildIdHex(reg.buildId)}`);
+  }
 }
 
 /** The size a reg_file_entry was dumped with, if it has one (proto2: unset reads as 0). */
@@ -55,7 +69,7 @@ export const regKind: FdKind = {
       refuse("files", ctx.where, "terminal", `'${target}'; --shell-job gives a shell job criu-bun's terminal at restore`);
     }
     const size = st.isFile() ? st.size : undefined;
-    return ctx.files.add(null, (id) => ({ id, type: 1, reg: regEntry(id, target, ctx.flags, ctx.pos, size, Number(st.mode)) }));
+    return ctx.files.add(null, (id) => ({ id, type: 1, reg: regEntry(id, target, ctx.flags, ctx.pos, size, Number(st.mode), st.isFile() ? `/proc/${ctx.pid}/fd/${ctx.fd}` : undefined) }));
   },
   precheck(f, dir, where, opts) {
     const reg = f.reg!;
@@ -76,6 +90,7 @@ export const regKind: FdKind = {
     if (size !== undefined && st.isFile() && st.size !== size && !(reg.flags & O.PATH)) {
       throw new CriuError("restore", `${where}: '${reg.name}' has changed size (${st.size} bytes, dumped with ${size})`);
     }
+    if (st.isFile() && !(reg.flags & O.PATH)) checkBuildId(where, reg);
   },
   restore(ctx, f) {
     const reg = f.reg!;

@@ -10,7 +10,7 @@ import { create } from "@bufbuild/protobuf";
 import { writeImage } from "../images/image";
 import * as S from "../images/schemas";
 import { precheckFds } from "../resources/files";
-import { isRemapped, regSize, finishLinkRemaps, forgetLinkRemaps } from "../resources/reg";
+import { isRemapped, regSize, checkBuildId, finishLinkRemaps, forgetLinkRemaps } from "../resources/reg";
 import { enterCgroups, precheckCgroups, taskCgSet, applyCgRoots, type CgRoot } from "../resources/cgroup";
 import { TreeFiles } from "../resources/fdkind";
 import { restoreSysvShm, finishSysvShm, dropSysvShm } from "../resources/sysvshm";
@@ -111,6 +111,7 @@ function checkFile(pid: number, what: string, reg: S.reg_file_entry, checkSize =
   if (checkSize && size !== undefined && st.isFile() && st.size !== size && !(reg.flags & O.PATH)) {
     throw new CriuError("restore", `process ${pid} ${what}: '${reg.name}' has changed size (${st.size} bytes, dumped with ${size})`);
   }
+  if (st.isFile()) checkBuildId(`process ${pid} ${what}`, reg);
 }
 
 /** Privileges restore cannot do without, said before anything is read (as an unprivileged user). */
