@@ -48,6 +48,8 @@ export interface StartOptions {
   wrap?: string[];
   /** wait until the main thread sleeps in a syscall after ready (default: true for "block") */
   waitBlocked?: boolean;
+  /** an fd of this process for the workload's stdout (default /dev/null) */
+  stdout?: number;
 }
 
 const started: Workload[] = [];
@@ -167,7 +169,7 @@ export async function startWorkload(name: string, args: string[] = [], opts: Sta
     cwd: dir,
     detached: true, // setsid(): own session and process group, as dump/restore expect
     stdin: "ignore",
-    stdout: "ignore",
+    stdout: opts.stdout ?? "ignore",
     stderr: stderrPath ? Bun.file(stderrPath) : "ignore",
   });
   const w: Workload = { name, args, pid: proc.pid, dir, proc, stderrPath };

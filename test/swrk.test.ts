@@ -5,7 +5,7 @@
 // post-restore with the pid, pre-resume, post-resume), and malformed requests answered with
 // success=false and a message, never a crash or a hang.
 import { afterAll, afterEach, expect, test } from "bun:test";
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmdirSync, rmSync, writeFileSync, constants as C } from "node:fs";
+import { closeSync, existsSync, fstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readlinkSync, readSync, rmdirSync, rmSync, writeFileSync, constants as C } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
@@ -23,12 +23,15 @@ afterAll(() => { cleanup(); cleanupImages(); });
 /** A caller of `criu-bun swrk`: the socket, the worker process, requests and answers. */
 class Client {
   constructor(readonly fd: number, readonly proc: Subprocess) {}
-  static start(fdNumber = 3): Client {
+  /** extra: fds of ours the worker gets at the given numbers (as runc's ExtraFiles for inherit_fd) */
+  static start(fdNumber = 3, extra: Record<number, number> = {}): Client {
     const [mine, theirs] = socketPair(AF.UNIX, SOCK.SEQPACKET);
     // the worker gets its end at fd N (runc uses 3, its version probe other numbers)
     const stdio: any[] = ["ignore", "ignore", "pipe"];
-    while (stdio.length < fdNumber) stdio.push("ignore");
+    const top = Math.max(fdNumber, ...Object.keys(extra).map(Number));
+    while (stdio.length <= top) stdio.push("ignore");
     stdio[fdNumber] = theirs;
+    for (const [n, f] of Object.entries(extra)) stdio[Number(n)] = f;
     const proc = Bun.spawn([...criuBunCommand(), "swrk", String(fdNumber)], { cwd: REPO_ROOT, stdio: stdio as any });
     closeSync(theirs);
     const c = new Client(mine, proc);
@@ -314,4 +317,75 @@ test("empty_ns net: a tree in a network namespace with interfaces is dumped with
     trigger(w);
     expect((await waitResult(w, 15000)).text).toStartWith("PASS");
   } finally { closeSync(d); }
+}, 60000);
+
+function pipe(): [number, number] {
+  const a = new Int32Array(2);
+  if (syscall(NR.pipe2, addr(a), 0o2000000 /* O_CLOEXEC */) !== 0) throw new Error("pipe2 failed");
+  return [a[0], a[1]];
+}
+const ppidOf = (pid: number) => Number(/^PPid:\s*(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))![1]);
+
+test("RESTORE with rst_sibling and inherit_fd pipe:[INO]: the restored root is the caller's child and prints into the caller's new pipe; bad inherit_fd refused in one line, nothing restored", async () => {
+  const { wait4Raw } = await import("../src/sys/ptrace");
+  // bash with its stdout on a pipe whose read end is ours (outside the tree), as a container's stdio under runc
+  const a = pipe();
+  const w = await startWorkload("bashloop.sh", [], { stdout: a[1] });
+  closeSync(a[1]);
+  const key = readlinkSync(`/proc/${w.pid}/fd/1`);
+  expect(key).toMatch(/^pipe:\[\d+\]$/);
+  const dir = imagesDir("swrk-sibling");
+  const d = dirFd(dir);
+  const b = pipe();
+  let restoredPid = 0;
+  try {
+    // the worker holds the new pipe's write end at fd 4, as runc hands criu its new stdio
+    const c = Client.start(3, { 4: b[1] });
+    closeSync(b[1]);
+    let r = c.call({ type: T.DUMP, opts: { imagesDirFd: d, pid: w.pid } });
+    expect(r.crErrmsg ?? "").toBe("");
+    expect(r.success).toBe(true);
+    await waitReaped(w.pid);
+    // the old pipe: its writer is gone, nothing came through it after the dump
+    expect(readSync(a[0], Buffer.alloc(64))).toBe(0);
+
+    // bad keys and fds: one line each, success=false, no process made
+    for (const [inheritFd, want] of [
+      [[{ key: "tmp/x", fd: 4 }], "inherit_fd 'tmp/x': only pipes (pipe:[ino]) can be inherited by criu-bun yet"],
+      [[{ key, fd: 77 }], `inherit_fd '${key}': fd 77 is not open in criu-bun`],
+    ] as const) {
+      r = c.call({ type: T.RESTORE, opts: { imagesDirFd: d, rstSibling: true, inheritFd: inheritFd as any } });
+      expect(r.success).toBe(false);
+      expect(r.crErrmsg).toBe(want);
+      expect(existsSync(`/proc/${w.pid}`)).toBe(false);
+    }
+
+    r = c.call({ type: T.RESTORE, opts: { imagesDirFd: d, rstSibling: true, inheritFd: [{ key, fd: 4 }], logLevel: 4, logFile: "restore.log" } });
+    expect(r.crErrmsg ?? "").toBe("");
+    expect(r.success).toBe(true);
+    restoredPid = r.restore!.pid;
+    expect(restoredPid).toBe(w.pid);
+    // rst_sibling: a child of the caller (this process), not of the worker
+    expect(ppidOf(w.pid)).toBe(process.pid);
+    // stdout is the new pipe (the same one the worker was given), no longer the old one
+    const newPipe = `pipe:[${fstatSync(b[0]).ino}]`;
+    expect(readlinkSync(`/proc/${w.pid}/fd/1`)).toBe(newPipe);
+    expect(newPipe).not.toBe(key);
+    expect(readFileSync(join(dir, "restore.log"), "utf8")).toContain(`criu-bun's fd 4 for '${key}'`);
+    // the worker exits on close; the restored shell stays our child
+    expect(await c.close()).toBe(0);
+    expect(ppidOf(w.pid)).toBe(process.pid);
+    trigger(w);
+    const res = await waitResult(w, 15000);
+    expect(res.text).toStartWith("PASS");
+    // what it printed on stdout reached the new pipe (written before DIR/result appeared)
+    const buf = Buffer.alloc(256);
+    expect(buf.subarray(0, readSync(b[0], buf)).toString()).toBe(res.text);
+    // ours to reap
+    await waitUntil("the restored shell to be reaped by us", () => wait4Raw(w.pid, 0x40000000 | 1 /* __WALL|WNOHANG */).r === w.pid, 10000);
+    restoredPid = 0;
+  } finally {
+    closeSync(d); closeSync(a[0]); closeSync(b[0]);
+    if (restoredPid) { try { process.kill(restoredPid, 9); } catch {} wait4Raw(restoredPid, 0x40000000); }
+  }
 }, 60000);

@@ -12,6 +12,9 @@ fail=""
 [ "$mypid" = "$$" ] || fail="pid changed"
 [ "${arr[*]}" = "alpha beta gamma delta" ] || fail="array changed: ${arr[*]}"
 [ "$n" -gt 5 ] || fail="counter too small: $n"
-if [ -z "$fail" ]; then printf 'PASS\nn=%s\n' "$n" > "$d/result.tmp"; else printf 'FAIL: %s\n' "$fail" > "$d/result.tmp"; fi
+if [ -z "$fail" ]; then printf -v res 'PASS\nn=%s' "$n"; else res="FAIL: $fail"; fi
+# the result on stdout too, before DIR/result appears (a test may read it from a pipe)
+printf '%s\n' "$res"
+printf '%s\n' "$res" > "$d/result.tmp"
 mv "$d/result.tmp" "$d/result"
 [ -z "$fail" ]
