@@ -79,3 +79,75 @@ test("a page server that accepts and never answers fails the dump within --timeo
     srv.close();
   }
 }, 60000);
+
+/** CRIU 4's page_server_iov: u32 cmd, 4 bytes padding, u64 nr_pages, u64 vaddr, u64 dst_id */
+function psi(cmd: number, nr: number, vaddr: bigint, dst: bigint) {
+  const b = Buffer.alloc(32);
+  b.writeUInt32LE(cmd, 0); b.writeBigUInt64LE(BigInt(nr), 8); b.writeBigUInt64LE(vaddr, 16); b.writeBigUInt64LE(dst, 24);
+  return b;
+}
+
+async function rawSession(steps: (sock: import("node:net").Socket) => Promise<void>) {
+  const port = 19100 + Math.floor(Math.random() * 800);
+  const psDir = imagesDir("ps-raw");
+  const server = Bun.spawn([...criuBunCommand(), "page-server", "-D", psDir, "--address", "127.0.0.1", "--port", String(port), "-v4", "-o", "ps.log"],
+    { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+  await listening(port);
+  const net = await import("node:net");
+  const sock = net.connect(port, "127.0.0.1");
+  await new Promise<void>((r, j) => { sock.once("connect", () => r()); sock.once("error", j); });
+  await steps(sock);
+  const code = await server.exited;
+  const log = (() => { try { return require("node:fs").readFileSync(join(psDir, "ps.log"), "utf8"); } catch { return ""; } })();
+  return { code, stderr: (await new Response(server.stderr).text()) + log, files: readdirSync(psDir).filter((f) => f.endsWith(".img")) };
+}
+const read = (sock: import("node:net").Socket, n: number) => new Promise<Buffer>((r) => {
+  let got = Buffer.alloc(0);
+  const on = (d: Buffer) => { got = Buffer.concat([got, d]); if (got.length >= n) { sock.off("data", on); r(got); } };
+  sock.on("data", on);
+});
+const DST = (7n << 8n) | 1n; // pagemap of pid 7
+
+test("page-server: a dumper that hangs up without PS_IOV_CLOSE fails the session, and none of its files stay", async () => {
+  const r = await rawSession(async (sock) => {
+    const answer = read(sock, 1);
+    sock.write(psi(4 /* OPEN2 */, 0, 0n, DST));
+    expect((await answer)[0]).toBe(0); // no parent images here
+    sock.write(Buffer.concat([psi(6 | (4 << 16) /* ADD_F, PE_PRESENT */, 1, 0x10000n, DST), Buffer.alloc(4096, 7)]));
+    sock.end();
+  });
+  expect(r.code).not.toBe(0);
+  expect(r.stderr).toContain("without PS_IOV_CLOSE");
+  expect(r.files).toEqual([]);
+});
+
+test("page-server: a PE_PARENT hole without parent images is refused (a restore could not find those pages)", async () => {
+  const r = await rawSession(async (sock) => {
+    const answer = read(sock, 1);
+    sock.write(psi(4, 0, 0n, DST));
+    await answer;
+    sock.write(psi(6 | (1 << 16) /* ADD_F, PE_PARENT */, 3, 0x20000n, DST));
+    sock.write(psi(0x1023 /* CLOSE */, 0, 0n, 0n));
+  });
+  expect(r.code).not.toBe(0);
+  expect(r.stderr).toContain("pagemap-7.img: pages 0x20000-0x23000 are in the parent images, but");
+  expect(r.files).toEqual([]);
+});
+
+test("page-server: a whole session (OPEN2, ADD_F, PARENT, CLOSE) answers as CRIU's and writes pagemap-7.img + pages-65537.img", async () => {
+  const r = await rawSession(async (sock) => {
+    let answer = read(sock, 1);
+    sock.write(psi(4, 0, 0n, DST));
+    expect((await answer)[0]).toBe(0);
+    sock.write(Buffer.concat([psi(6 | (4 << 16), 2, 0x10000n, DST), Buffer.alloc(8192, 9)]));
+    answer = read(sock, 4);
+    sock.write(psi(5 /* PARENT */, 0, 0n, DST));
+    expect((await answer).readInt32LE(0)).toBe(0);
+    answer = read(sock, 4);
+    sock.write(psi(0x1023, 0, 0n, 0n));
+    expect((await answer).readInt32LE(0)).toBe(0); // the status, once written
+    sock.end();
+  });
+  expect(r.code).toBe(0);
+  expect(r.files.sort()).toEqual(["pagemap-7.img", "pages-65537.img"]);
+});
