@@ -9,7 +9,7 @@ const MAP = 1 << 20, PT_NOTE = 4, NT_GNU_BUILD_ID = 3;
 /** The build-id words of path (an ELF file), or undefined (not ELF, no note, unreadable). */
 export function buildIdOf(path: string): number[] | undefined {
   let fd: number;
-  try { fd = openSync(path, FS.O_RDONLY | FS.O_NONBLOCK | FS.O_CLOEXEC); } catch { return undefined; }
+  try { fd = openSync(path, FS.O_RDONLY | FS.O_NONBLOCK | 0o2000000 /* O_CLOEXEC: not in fs.constants */); } catch { return undefined; }
   try {
     const read = (off: number, len: number): Uint8Array | undefined => {
       if (off < 0 || len <= 0 || off + len > MAP) return undefined;
