@@ -3,7 +3,8 @@
 // are criu's). Every request type, the notifications of a real dump and restore in criu 4.2's
 // order (observed with criu 4.2 over RPC: pre-dump, query-ext-files, post-dump; pre-restore,
 // post-restore with the pid, pre-resume, post-resume), and malformed requests answered with
-// success=false and a message, never a crash or a hang.
+// success=false and a message, never a crash or a hang. RESTORE's runc fields (rst_sibling,
+// inherit_fd, cg_root) are driven here too, checked on the restored process.
 import { afterAll, afterEach, expect, test } from "bun:test";
 import { closeSync, existsSync, fstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readlinkSync, readSync, rmdirSync, rmSync, writeFileSync, constants as C } from "node:fs";
 import { tmpdir } from "node:os";
@@ -15,7 +16,7 @@ import { recvPacket, sendPacket } from "../src/sys/seqpacket";
 import { socketPair, AF, SOCK } from "../src/sys/sock";
 import { syscall, addr } from "../src/sys/syscall";
 import { NR } from "../src/sys/nr";
-import { criuBunCommand, REPO_ROOT, startWorkload, trigger, waitResult, cleanup, isAlive, procState, waitUntil } from "./harness";
+import { criuBunCommand, REPO_ROOT, startWorkload, trigger, waitResult, cleanup, isAlive, procState, waitUntil, killWorkload } from "./harness";
 import { imagesDir, cleanupImages, waitReaped } from "./engine-helpers";
 
 afterAll(() => { cleanup(); cleanupImages(); });
@@ -387,5 +388,50 @@ test("RESTORE with rst_sibling and inherit_fd pipe:[INO]: the restored root is t
   } finally {
     closeSync(d); closeSync(a[0]); closeSync(b[0]);
     if (restoredPid) { try { process.kill(restoredPid, 9); } catch {} wait4Raw(restoredPid, 0x40000000); }
+  }
+}, 60000);
+
+test.skipIf(!existsSync("/sys/fs/cgroup/pids/cgroup.procs"))("RESTORE with cg_root (v1 pids): the tree's cgroup is made under the new root and the restored process is in it; a relative root refused in one line, nothing restored", async () => {
+  const base = "/sys/fs/cgroup/pids";
+  const old = `/criu-bun-swrk-${process.pid}-old`, neu = `/criu-bun-swrk-${process.pid}-new`;
+  mkdirSync(join(base, old));
+  const w = await startWorkload("counter");
+  const dir = imagesDir("swrk-cgroot");
+  const d = dirFd(dir);
+  const pidsCg = (pid: number) => /^\d+:pids:(.*)$/m.exec(readFileSync(`/proc/${pid}/cgroup`, "utf8"))?.[1];
+  try {
+    writeFileSync(join(base, old, "cgroup.procs"), String(w.pid));
+    expect(pidsCg(w.pid)).toBe(old);
+    const c = Client.start();
+    let r = c.call({ type: T.DUMP, opts: { imagesDirFd: d, pid: w.pid } });
+    expect(r.crErrmsg ?? "").toBe("");
+    expect(r.success).toBe(true);
+    await waitReaped(w.pid);
+
+    r = c.call({ type: T.RESTORE, opts: { imagesDirFd: d, manageCgroups: true, cgRoot: [{ ctrl: "pids", path: "criu-bun-relative" }] } });
+    expect(r.success).toBe(false);
+    expect(r.crErrmsg).toBe("cg_root pids:criu-bun-relative: the path must be absolute");
+    expect(existsSync(`/proc/${w.pid}`)).toBe(false);
+    expect(existsSync(join(base, neu))).toBe(false);
+
+    r = c.call({ type: T.RESTORE, opts: { imagesDirFd: d, manageCgroups: true, cgRoot: [{ ctrl: "pids", path: neu }], logLevel: 4, logFile: "restore.log" } });
+    expect(r.crErrmsg ?? "").toBe("");
+    expect(r.success).toBe(true);
+    expect(r.restore!.pid).toBe(w.pid);
+    // in the new root, made by the restore; the old one is empty
+    expect(pidsCg(w.pid)).toBe(neu);
+    expect(readFileSync(join(base, neu, "cgroup.procs"), "utf8").trim()).toBe(String(w.pid));
+    expect(readFileSync(join(base, old, "cgroup.procs"), "utf8").trim()).toBe("");
+    expect(readFileSync(join(dir, "restore.log"), "utf8")).toContain(`cg_root: pids cgroups under ${old} go under ${neu}`);
+    expect(await c.close()).toBe(0);
+    trigger(w);
+    expect((await waitResult(w, 15000)).text).toStartWith("PASS");
+  } finally {
+    closeSync(d);
+    killWorkload(w);
+    for (const cg of [neu, old]) {
+      if (!existsSync(join(base, cg))) continue;
+      await waitUntil(`cgroup ${cg} empty`, () => { try { rmdirSync(join(base, cg)); return true; } catch { return false; } }, 10000);
+    }
   }
 }, 60000);
