@@ -131,6 +131,16 @@ export class TaskBuilder {
     for (const fd of this.tree.toClose.get(this.pid) ?? []) this.inj!.call(NR.close, fd);
   }
 
+  /** Independent syscalls in as few stops as fit the batch area (CRIU_BUN_BATCH=off: one each). */
+  batchCalls(calls: (number | bigint)[][]): bigint[] {
+    const inj = this.inj!;
+    if (process.env.CRIU_BUN_BATCH === "off") return calls.map(([nr, ...args]) => inj.call(Number(nr), ...args));
+    const per = Number(BigInt(BATCH_SCRATCH_SIZE) / 64n), out: bigint[] = [];
+    for (let i = 0; i < calls.length; i += per)
+      out.push(...inj.callMany(this.tramp + BATCH_AT, this.tramp + SCRATCH + BATCH_SCRATCH, calls.slice(i, i + per)));
+    return out;
+  }
+
   scratchWrite(off: bigint, data: Uint8Array): bigint {
     const a = this.tramp + SCRATCH + off;
     this.mem!.write(a, data);
@@ -377,8 +387,34 @@ export class TaskBuilder {
     if (kept.size) this.forgetParentPages(kept);
     // map every VMA
     const fileFds = new Map<bigint, number>();
+    // anonymous mappings (and their madvise) wait here and go in one batch of injected syscalls
+    // (Injector.callMany) before any other call, so they are made in the same order as ever
+    const pending: { v: S.vma_entry; calls: (number | bigint)[][] }[] = [];
+    const flush = () => {
+      if (!pending.length) return;
+      const calls = pending.flatMap((p) => p.calls);
+      const res = this.batchCalls(calls);
+      let k = 0;
+      for (const { v, calls: cs } of pending) {
+        const r = res[k];
+        if (r !== v.start) throw new CriuError("restore", `mmap of ${hex(v.start)}-${hex(v.end)} failed (${r < 0n ? "errno " + -r : "got " + hex(r)})`);
+        log.debug(`process ${this.pid}: mapped ${vmaLine(v)}`);
+        k += cs.length;
+      }
+      pending.length = 0;
+    };
     try {
       for (const v of mm.vmas) {
+        const anon = !(v.status & (VMA.SYSVIPC | VMA.FILE_PRIVATE | VMA.FILE_SHARED | VMA.ANON_SHARED)) && !kept.has(v.start) && !(v.status & (VMA.VDSO | VMA.VVAR | VMA.VSYSCALL));
+        if (anon) {
+          const len = v.end - v.start;
+          const flags = (v.flags & (MAP.SHARED | MAP.PRIVATE | MAP.ANONYMOUS | MAP.GROWSDOWN)) | MAP.FIXED | MAP.ANONYMOUS;
+          const calls: (number | bigint)[][] = [[NR.mmap, v.start, len, v.prot, flags, -1, 0n]];
+          if (v.madv) for (let b = 0n; b < 64n; b++) if (v.madv & (1n << b)) calls.push([NR.madvise, v.start, len, b]);
+          pending.push({ v, calls });
+          continue;
+        }
+        flush();
         // the kernel's mappings: the vDSO and vvar were placed above, [vsyscall] is the kernel's own
         if (v.status & (VMA.VDSO | VMA.VVAR | VMA.VSYSCALL)) continue;
         if (v.status & VMA.SYSVIPC) {
@@ -431,8 +467,10 @@ export class TaskBuilder {
           for (let b = 0n; b < 64n; b++) if (v.madv & (1n << b)) inj.call(NR.madvise, v.start, len, b);
         }
       }
+      flush();
     } finally {
-      for (const fd of fileFds.values()) inj.call(NR.close, fd);
+      const closes = [...fileFds.values()].map((fd) => [NR.close, fd]);
+      if (closes.length) this.batchCalls(closes);
     }
     this.fillPages();
     // mlock()ed memory is locked again once its contents are back
