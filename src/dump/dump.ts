@@ -35,7 +35,7 @@ import { PageServerClient } from "../net/pageserver";
 import { setNetworkLockSkip } from "../net/netlock";
 import { netdevs, withNs } from "../sys/netns";
 import { dedupeAgainstParent, linkParent } from "../resources/incremental";
-import { netDumpEnd } from "../resources/inet";
+import { netDumpEnd, netDumpLocked } from "../resources/inet";
 import { dumpRunId, NETWORK_LOCK } from "../net/netlock";
 import { runHook, type Hooks } from "../hooks";
 import { checkMountNs, checkRoot, checkNsRoot, dumpMountNs, isPrivateCopy, readMountinfo, type ExtMounts } from "../resources/mounts";
@@ -363,8 +363,9 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
     allImages: true,
     // the lock a killed tree's connections keep until restore: nftables table inet CRIU-<run id>
     // (netlock.ts), as CRIU 4 names its own, so either tool's restore lifts it. --network-lock
-    // skip: criu's NETWORK_LOCK_SKIP, its restore does not unlock
-    networkLockMethod: o.networkLockSkip ? NETWORK_LOCK.SKIP : NETWORK_LOCK.NFTABLES,
+    // skip: criu's NETWORK_LOCK_SKIP, its restore does not unlock. No connection locked: unset
+    // (CRIU's restore would otherwise look for a table that was never made)
+    ...(o.networkLockSkip ? { networkLockMethod: NETWORK_LOCK.SKIP } : netDumpLocked() ? { networkLockMethod: NETWORK_LOCK.NFTABLES } : {}),
     dumpCriuRunId: dumpRunId(tree[0].pid),
   })]);
   writeImage(d, "pstree.img", "PSTREE", pstree.map((p) => msg(S.pstree_entrySchema, p)));

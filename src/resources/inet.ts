@@ -86,6 +86,9 @@ function lockDump(pid: number, eps: LockedEndpoint[]) {
  * connections are closed in repair mode (nothing is sent) and the lock stays until restore.
  * "running" (-R, -s) or "failed": connections leave repair mode and the lock is removed.
  */
+/** Whether this dump locked connections (a lock the killed tree's connections keep until restore). */
+export function netDumpLocked(): boolean { return !!session?.locks.size; }
+
 export function netDumpEnd(outcome: "killed" | "running" | "failed", runId?: string) {
   const s = session;
   session = null;
