@@ -412,12 +412,16 @@ let restoreTables = new Map<string, number>();
 export function netRestoreBegin(o: { tcpClose?: boolean; lockTable?: string; lockMethod?: number }) { restoreOpts = o; restoreTables = new Map(); }
 /** the table the dump left for process pid's connections */
 const dumpLockTable = (pid: number) => restoreOpts.lockTable ?? lockTableName(pid);
-/** After a successful restore: the connections are live again, lift the locks (the dump's too:
- * same table names in the same network namespace). */
-export function netRestoreEnd() {
-  try { for (const [t, pid] of restoreTables) withNetns(pid, () => netUnlock(t)); }
-  finally { netRestoreAbort(); }
+/** A restore that succeeded, before its processes are let go: the dump's locks (same table names
+ * in the same network namespaces) are lifted while this restore's own still drop the packets.
+ * Those are tables owned by this criu-bun (NFT_TABLE_F_OWNER), so from here on no lock outlives
+ * criu-bun: killed after the release, it leaves the connections running and nothing behind. */
+export function netRestoreHandover() {
+  for (const [t, pid] of restoreTables) withNetns(pid, () => netUnlock(t));
 }
+/** After a successful restore, the processes running: the connections are live again, this
+ * restore's locks go. */
+export function netRestoreEnd() { netRestoreAbort(); }
 /** A failed restore: its own locks go (the dump's stays, for another try). */
 export function netRestoreAbort() {
   for (const pid of restoreTables.values()) netRelease(heldTableName(pid));

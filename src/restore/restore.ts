@@ -18,8 +18,8 @@ import { withNs } from "../sys/netns";
 import { O } from "../sys/mem";
 import { CriuError, log, phase, asCriuError, logFd, unalias } from "../log";
 import { startWatchdog, stopWatchdog, tick, whilePaused } from "./watchdog";
-import { fault } from "../fault";
-import { netRestoreBegin, netRestoreEnd, netRestoreAbort } from "../resources/inet";
+import { fault, pausePoint } from "../fault";
+import { netRestoreBegin, netRestoreEnd, netRestoreAbort, netRestoreHandover } from "../resources/inet";
 import { NETWORK_LOCK, runLockTableName } from "../net/netlock";
 import { isFieldSet } from "@bufbuild/protobuf";
 import { inventory_entrySchema } from "../images/gen/inventory_pb";
@@ -236,6 +236,9 @@ function restoreAll(o: RestoreOptions, t0: number): { pid: number; ms: number; f
     runHook(o.hooks, "post-restore", { pid: builders[0].pid });
     if (set.newNetNs) softHook(o.hooks, "network-unlock", builders[0].pid);
     runHook(o.hooks, "pre-resume", { pid: builders[0].pid });
+    // last before the release: the dump's network lock goes, this restore's (gone with
+    // criu-bun) holds until the processes run
+    netRestoreHandover();
   } catch (e) {
     const err = asCriuError(e, "restore"); // names the phase it happened in, before cleanup moves on
     phase("cleaning up a failed restore");
@@ -249,6 +252,7 @@ function restoreAll(o: RestoreOptions, t0: number): { pid: number; ms: number; f
   }
   finishLinkRemaps(); // the deleted files are open again: their link_remap names can go
   for (const b of [...builders].reverse()) if (!b.t.zombie) b.release({ leaveStopped: o.leaveStopped });
+  pausePoint("restore-released");
   netRestoreEnd();
   softHook(o.hooks, "post-resume", builders[0].pid);
   const t = root;
