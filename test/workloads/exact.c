@@ -33,6 +33,9 @@
  *               itself, SIGKILL through the child's kills it and waitid(P_PIDFD) reports it; the
  *               read end of a child's pipe pulled in with pidfd_getfd still holds the child's data
  *   cttyclosed  as ctty, but the child closed its fd of the slave (it stays its controlling terminal)
+ *   trapign     SIGTRAP ignored (SIG_IGN): still ignored, a raise() does nothing
+ *   traphandler a SIGTRAP handler (SA_SIGINFO, sa_mask SIGUSR2) with SIGTRAP blocked: handler, flags,
+ *               mask and the blocked bit kept; once unblocked, a pending SIGTRAP reaches the handler
  *   ctty        a child session leader with the pty slave as controlling terminal: open("/dev/tty")
  *               works in it, TIOCGSID on the master names it, closing the master sends it SIGHUP
  * --selftest-corrupt: damages the state before go, so the check must fail.
@@ -68,6 +71,10 @@ static const off_t HOLE_DATA2 = 1 << 20; /* second extent of the sparse file */
 static const time_t MTIME = 1000000000;
 
 static int is(const char *m) { return strcmp(mode, m) == 0; }
+
+/* traphandler: SIGTRAPs that reached the handler */
+static volatile sig_atomic_t traps;
+static void on_trap(int sig, siginfo_t *si, void *uc) { (void)sig, (void)si, (void)uc; traps++; }
 
 
 /* seccompthreads: a filter failing `errnr` with `err`, and killing the process on each of kill[] */
@@ -190,7 +197,19 @@ static void setup(void) {
 		fds[0] = p[1], fds[1] = q[0];
 		close(p[0]), close(q[1]);
 	} else if (is("thp")) NEED(prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) == 0);
-	else if (is("mlock")) {
+	else if (is("trapign")) NEED(signal(SIGTRAP, SIG_IGN) != SIG_ERR);
+	else if (is("traphandler")) {
+		struct sigaction sa = {0};
+		sa.sa_sigaction = on_trap;
+		sa.sa_flags = SA_SIGINFO | SA_RESTART;
+		sigemptyset(&sa.sa_mask);
+		sigaddset(&sa.sa_mask, SIGUSR2);
+		NEED(sigaction(SIGTRAP, &sa, NULL) == 0);
+		sigset_t b;
+		sigemptyset(&b);
+		sigaddset(&b, SIGTRAP);
+		NEED(sigprocmask(SIG_BLOCK, &b, NULL) == 0);
+	} else if (is("mlock")) {
 		NEED((mem = mmap(NULL, MLEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)) != MAP_FAILED);
 		wl_fill(mem, MLEN, 77);
 		NEED(mlock(mem, MLEN) == 0);
@@ -361,6 +380,7 @@ static void setup(void) {
 static void corrupt(void) {
 	if (is("pdeathsig")) prctl(PR_SET_PDEATHSIG, 0);
 	else if (is("thp")) prctl(PR_SET_THP_DISABLE, 0, 0, 0, 0);
+	else if (is("trapign") || is("traphandler")) signal(SIGTRAP, SIG_DFL);
 	else if (is("mlock")) munlock(mem, MLEN);
 	else if (is("loginuid")) wl_failf("selftest: loginuid cannot be changed back");
 	else if (is("maywrite")) { munmap(mem, 8192); mem = NULL; }
@@ -392,6 +412,27 @@ static void check(void) {
 		close(fds[0]);
 		waitpid(child, NULL, 0);
 	} else if (is("thp")) WL_CHECK(prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0) == 1, "THP not disabled");
+	else if (is("trapign")) {
+		struct sigaction old;
+		WL_CHECK(sigaction(SIGTRAP, NULL, &old) == 0 && old.sa_handler == SIG_IGN, "SIGTRAP is no longer ignored");
+		if (old.sa_handler == SIG_IGN) raise(SIGTRAP); /* ignored: nothing happens */
+	} else if (is("traphandler")) {
+		struct sigaction old;
+		sigset_t cur;
+		WL_CHECK(sigaction(SIGTRAP, NULL, &old) == 0 && old.sa_sigaction == on_trap, "SIGTRAP's handler is gone");
+		WL_CHECK(old.sa_flags & SA_SIGINFO && old.sa_flags & SA_RESTART, "SIGTRAP's flags are 0x%x", (unsigned)old.sa_flags);
+		WL_CHECK(sigismember(&old.sa_mask, SIGUSR2) == 1, "SIGTRAP's handler mask lost SIGUSR2");
+		WL_CHECK(sigprocmask(SIG_SETMASK, NULL, &cur) == 0 && sigismember(&cur, SIGTRAP) == 1, "SIGTRAP is no longer blocked");
+		if (old.sa_sigaction == on_trap && sigismember(&cur, SIGTRAP) == 1) {
+			sigset_t b;
+			sigemptyset(&b);
+			sigaddset(&b, SIGTRAP);
+			raise(SIGTRAP); /* pending while blocked */
+			WL_CHECK(traps == 0, "a blocked SIGTRAP reached the handler");
+			sigprocmask(SIG_UNBLOCK, &b, NULL);
+			WL_CHECK(traps == 1, "the unblocked SIGTRAP reached the handler %d times", (int)traps);
+		}
+	}
 	else if (is("mlock")) {
 		WL_CHECK(smaps_flag(mem, "lo"), "memory is no longer locked");
 		WL_CHECK(wl_verify_fill(mem, MLEN, 77) == (size_t)-1, "locked memory changed");
