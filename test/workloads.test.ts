@@ -64,6 +64,7 @@ const passCases: [string, string[]][] = [
   ["exact", ["peergone"]],
   ["unixtree", ["server"]],
   ["dirty", ["8"]],
+  ["large", ["400", "200"]],
   ["inetsk", ["opts"]],
   ["unixsk", ["dgram"]],
 ];
@@ -124,6 +125,7 @@ const failCases: [string, string[], string][] = [
   ["files", ["--selftest-corrupt=dup"], "is another file"],
   ["deleted", ["--selftest-corrupt"], "offset 1001"],
   ["dirty", ["8", "--selftest-corrupt"], "pages wrong"],
+  ["large", ["400", "200", "--selftest-corrupt=fd"], "is gone"],
   ["spin", ["--selftest-corrupt"], "went backwards"],
   ["spin", ["8", "--selftest-corrupt"], "memory hash"],
   ["tree", ["--selftest-corrupt"], "report ignored"],
