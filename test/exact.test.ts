@@ -24,6 +24,7 @@ const modes: [string, string, string[]?][] = [
   ["ghost", "deleted sparse file (3 MiB, 8 KiB of data, --ghost-limit 1M: judged by its blocks): holes, mode and mtime", ["--ghost-limit", "1M", "--ghost-fiemap"]],
   ["zpgid", "a zombie whose process group differs from its parent's"],
   ["wipeonfork", "MADV_WIPEONFORK kept: a fork's child sees the range zeroed"],
+  ["memfdmode", "a memfd fchmod()ed and fchown()ed: mode, owner and data kept"],
   ["memfdexec", "an executable memfd held read-only: execveat after restore (no ETXTBSY)"],
   ["linkremap", "--link-remap: a deleted file with another hard link comes back as that inode (fd and shared mapping)", ["--link-remap"]],
   ["deldircwd", "a removed directory as cwd"],

@@ -2,8 +2,8 @@
 // restored from CRIU 4.2's images and written by criu-bun's dumps where CRIU reads them:
 // no_new_privs (creds_entry field 18; criu-bun also keeps thread_core field 1001): a seccomp
 // workload (no_new_privs and two filters) dumped by either tool is restored by the other;
-// a memfd's mode (memfd_inode_entry field 9, st_mode): a memfd fchmod'ed to 0600, dumped by
-// CRIU 4.2 (criu-bun refuses to dump it still), is restored with that mode.
+// a memfd's mode (memfd_inode_entry field 9, st_mode): a memfd fchmod'ed to 0640 (and fchown'ed), dumped by
+// CRIU 4.2 and by criu-bun, is restored with that mode and owner.
 import { afterAll, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -43,14 +43,28 @@ for (const [dumper, restorer] of [["criu-4.2", "criu-bun"], ["criu-bun", "criu-4
   });
 }
 
-test.skipIf(!have)("criu-4.2 dumps a memfd fchmod'ed to 0600, criu-bun restores it with that mode", async () => {
-  const w = await startWorkload("refuse", ["memfd-mode"]);
+test.skipIf(!have)("criu-4.2 dumps a memfd fchmod'ed to 0640 and fchown'ed, criu-bun restores it with that mode and owner", async () => {
+  const w = await startWorkload("exact", ["memfdmode"]);
   const dir = mkdtempSync(join(tmp, "memfd-mode-"));
   run("criu-4.2", ["dump", "-t", String(w.pid)], dir);
   await w.proc!.exited;
   const [ie] = readImage<S.memfd_inode_entry>(dir, "memfd.img", "MEMFD_INODE");
-  expect(ie.mode & 0o7777).toBe(0o600);
+  expect(ie.mode & 0o7777).toBe(0o640);
+  expect([ie.uid, ie.gid]).toEqual([4242, 4243]);
   run("criu-bun", ["restore", "-d"], dir);
+  trigger(w);
+  const r = await waitResult(w, 15000);
+  expect(r.summary).toBe("PASS");
+});
+
+test.skipIf(!have)("criu-bun dumps a memfd fchmod'ed to 0640 and fchown'ed, criu-4.2 restores it with that mode and owner", async () => {
+  const w = await startWorkload("exact", ["memfdmode"]);
+  const dir = mkdtempSync(join(tmp, "memfd-mode-ours-"));
+  run("criu-bun", ["dump", "-t", String(w.pid)], dir);
+  await w.proc!.exited;
+  const [ie] = readImage<S.memfd_inode_entry>(dir, "memfd.img", "MEMFD_INODE");
+  expect([ie.mode & 0o7777, ie.uid, ie.gid]).toEqual([0o640, 4242, 4243]);
+  run("criu-4.2", ["restore", "-d"], dir);
   trigger(w);
   const r = await waitResult(w, 15000);
   expect(r.summary).toBe("PASS");

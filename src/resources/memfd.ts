@@ -33,7 +33,6 @@ export const memfdKind: FdKind = {
     if (seenBy !== undefined && seenBy !== ctx.pid) refuse("files", ctx.where, "memfd-shared", `'${name}' also opened by process ${seenBy}`);
     // MFD_HUGETLB: a hugetlbfs file (its block size is the huge page size), which memfd_create here would not make
     if (ctx.st.blksize > 4096n) refuse("files", ctx.where, "memfd-hugetlb", `'${name}', pages of ${ctx.st.blksize} bytes`);
-    if ((Number(ctx.st.mode) & 0o7777) !== 0o777) refuse("files", ctx.where, "memfd-mode", `'${name}' mode 0${(Number(ctx.st.mode) & 0o7777).toString(8)}`);
     if (seenBy === undefined) {
       ctx.files.byKey.set(key, ctx.pid);
       const fd = ctx.grab();
@@ -69,7 +68,10 @@ export const memfdKind: FdKind = {
       const t = inj.call(NR.ftruncate, fd, ie.size);
       if (t < 0n) throw new CriuError("restore", `${ctx.where}: ftruncate of memfd to ${ie.size} failed (errno ${-t})`);
       fillMemfd(ctx, fd, ie);
-      // CRIU 4.2's mode (st_mode): memfd_create makes 0777
+      // owner, then mode (st_mode, in CRIU 4.2's field and criu-bun's): memfd_create makes 0777,
+      // owned by whoever restores
+      const o = inj.call(NR.fchown, fd, ie.uid, ie.gid);
+      if (o < 0n) throw new CriuError("restore", `${ctx.where}: fchown of memfd '${ie.name}' to ${ie.uid}:${ie.gid} failed (errno ${-o})`);
       if (isFieldSet(ie, S.memfd_inode_entrySchema.field.mode) && (ie.mode & 0o7777) !== 0o777) {
         const c = inj.call(NR.fchmod, fd, ie.mode & 0o7777);
         if (c < 0n) throw new CriuError("restore", `${ctx.where}: fchmod of memfd '${ie.name}' to 0${(ie.mode & 0o7777).toString(8)} failed (errno ${-c})`);

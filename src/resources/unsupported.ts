@@ -36,7 +36,6 @@ export const UNSUPPORTED = {
   "proc-gone": "directory of a process that is gone (/proc/PID)",
   // files (resources/files.ts and the kinds)
   "fown": "file owner other than the process itself (F_SETOWN)",
-  "memfd-mode": "memfd whose mode was changed (fchmod)",
   "memfd-shared": "memfd opened by several processes through separate descriptions",
   "deleted-linked": "deleted file that still has another hard link",
   "deleted-special": "deleted file that is not a regular file or a directory",

@@ -15,6 +15,7 @@
  *   ghost       a deleted sparse file: holes where they were (SEEK_DATA/SEEK_HOLE), mode 0640, mtime 2001-09-09
  *   zpgid       a zombie child that made its own process group: still a zombie, pgid its own, exit status 7
  *   wipeonfork  MADV_WIPEONFORK memory: kept in the process, a fork's child sees it zeroed
+ *   memfdmode   a memfd with 5 bytes, fchmod()ed to 0640 and fchown()ed to 4242:4243: mode, owner, data kept
  *   memfdexec   an ELF in a memfd held read-only: execveat(AT_EMPTY_PATH) runs it (no ETXTBSY)
  *   ptyowner    a pty pair whose slave was chown()ed to 4242:4243: the slave keeps that owner
  *   linkremap   (dump with --link-remap) a file deleted while open and mapped shared, with another hard link
@@ -274,6 +275,10 @@ static void setup(void) {
 		NEED((mem = mmap(NULL, MLEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)) != MAP_FAILED);
 		wl_fill(mem, MLEN, 31);
 		NEED(madvise(mem, MLEN, MADV_WIPEONFORK) == 0);
+	} else if (is("memfdmode")) {
+		NEED((fds[0] = memfd_create("moded", 0)) >= 0);
+		NEED(write(fds[0], "hello", 5) == 5);
+		NEED(fchmod(fds[0], 0640) == 0 && fchown(fds[0], 4242, 4243) == 0);
 	} else if (is("memfdexec")) {
 		int m = memfd_create("exe", 0), src = open("/bin/true", O_RDONLY);
 		NEED(m >= 0 && src >= 0);
@@ -399,6 +404,7 @@ static void corrupt(void) {
 	else if (is("fifodata")) { char b[4]; read(fds[0], b, sizeof b); }
 	else if (is("linkremap")) { char q[4200]; wl_path(q, sizeof q, "other"); unlink(q); int f = open(q, O_RDWR | O_CREAT, 0640); close(f); }
 	else if (is("wipeonfork")) madvise(mem, MLEN, MADV_KEEPONFORK);
+	else if (is("memfdmode")) fchmod(fds[0], 0777);
 	else if (is("memfdexec")) { char p[64]; snprintf(p, sizeof p, "/proc/self/fd/%d", fds[0]); fds[3] = open(p, O_RDWR); }
 	else if (is("ptyowner")) fchown(fds[1], 0, 0);
 	else if (is("ctty") || is("cttyclosed")) { kill(child, SIGKILL); waitpid(child, NULL, 0); }
@@ -528,6 +534,15 @@ static void check(void) {
 		int status = -1;
 		waitpid(c, &status, 0);
 		WL_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the fork's child does not see the range zeroed (status 0x%x)", status);
+	} else if (is("memfdmode")) {
+		struct stat st;
+		char b[8] = "";
+		WL_CHECK(fstat(fds[0], &st) == 0 && (st.st_mode & 07777) == 0640, "memfd mode 0%o, want 0640", (unsigned)(st.st_mode & 07777));
+		WL_CHECK(st.st_uid == 4242 && st.st_gid == 4243, "memfd owner %u:%u, want 4242:4243", (unsigned)st.st_uid, (unsigned)st.st_gid);
+		WL_CHECK(pread(fds[0], b, sizeof b, 0) == 5 && memcmp(b, "hello", 5) == 0, "memfd data '%s'", b);
+		char p[64];
+		snprintf(p, sizeof p, "/proc/self/fd/%d", fds[0]);
+		WL_CHECK(readlink(p, b, sizeof b) > 0 && strncmp(b, "/memfd:m", 8) == 0, "fd is no longer the memfd");
 	} else if (is("memfdexec")) {
 		pid_t c = fork();
 		if (c == 0) {

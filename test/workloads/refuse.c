@@ -183,9 +183,6 @@ static void setup(void) {
 		child = fork();
 		if (child == 0) { for (;;) pause(); }
 		NEED(fcntl(fd_a, F_SETOWN, child) == 0);
-	} else if (is("memfd-mode")) {
-		NEED((fd_a = memfd_create("moded", 0)) >= 0);
-		NEED(fchmod(fd_a, 0600) == 0);
 	} else if (is("memfd-shared")) {
 		NEED((fd_a = memfd_create("shared", 0)) >= 0);
 		NEED(write(fd_a, "abc", 3) == 3);
@@ -370,7 +367,6 @@ static void check(void) {
 		kill(child, SIGKILL);
 		waitpid(child, NULL, 0);
 	}
-	else if (is("memfd-mode")) WL_CHECK(fd_a >= 0 && fstat(fd_a, &st) == 0 && (st.st_mode & 07777) == 0600, "memfd mode changed");
 	else if (is("memfd-shared")) {
 		WL_CHECK(fd_a >= 0 && pwrite(fd_a, "xyz", 3, 0) == 3, "memfd write");
 		kill(child, SIGKILL);
