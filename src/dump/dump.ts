@@ -35,7 +35,7 @@ import { PageServerClient } from "../net/pageserver";
 import { setNetworkLockSkip } from "../net/netlock";
 import { netdevs, withNs } from "../sys/netns";
 import { dedupeAgainstParent, linkParent } from "../resources/incremental";
-import { netDumpEnd, netDumpLocked } from "../resources/inet";
+import { netDumpEnd, netDumpLocked, netDumpKilled } from "../resources/inet";
 import { dumpRunId, NETWORK_LOCK } from "../net/netlock";
 import { runHook, type Hooks } from "../hooks";
 import { checkMountNs, checkRoot, checkNsRoot, dumpMountNs, isPrivateCopy, readMountinfo, type ExtMounts } from "../resources/mounts";
@@ -268,6 +268,7 @@ export function dumpProcess(o: DumpOptions): DumpStats {
     for (const n of [...alive].reverse()) for (const t of [...n.fp!.threads].reverse()) {
       for (;;) { const { r, status } = wait4Raw(t.tid, __WALL); if (r === -4) continue; if (r < 0 || W.exited(status) || W.signaled(status)) break; }
     }
+    netDumpKilled(); // the connections' last references, closed in repair mode
     log.info(`Tree of ${pid} (${tree.length} process(es)) killed after dump`);
   }
   return stats;

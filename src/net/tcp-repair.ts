@@ -36,8 +36,8 @@ export function repairOn(fd: number, where: string) {
   if (r < 0) throw new CriuError("tcp", `${where}: cannot put the connection in repair mode (errno ${-r}: ${errnoName(-r)}; needs CAP_NET_ADMIN)`);
 }
 /** Leave repair mode; the kernel sends a window probe so the peer learns we are back. */
-export function repairOff(fd: number): number {
-  return setsockoptInt(fd, SOL.TCP, TCP.REPAIR, 0);
+export function repairOff(fd: number, noProbe = false): number {
+  return setsockoptInt(fd, SOL.TCP, TCP.REPAIR, noProbe ? -1 /* TCP_REPAIR_OFF_NO_WP */ : 0);
 }
 
 function seqOf(fd: number, q: number): number {

@@ -102,14 +102,26 @@ export function netDumpEnd(outcome: "killed" | "running" | "failed", runId?: str
   } finally {
     for (const pid of s.locks.keys()) netRelease(heldTableName(pid));
   }
+  if (outcome === "killed") { killedRepaired = s.repaired; return; }
   for (const r of s.repaired) {
-    if (outcome !== "killed") {
-      const e = repairOff(r.fd);
-      if (e < 0) log.warn(`${r.where}: leaving TCP repair mode failed (errno ${-e})`);
-    }
+    // a window probe, now that the lock is gone, so the peer learns at once we are back
+    const e = repairOff(r.fd);
+    if (e < 0) log.warn(`${r.where}: leaving TCP repair mode failed (errno ${-e})`);
     syscall(NR.close, r.fd);
   }
 }
+
+let killedRepaired: { fd: number; where: string }[] = [];
+/** The dumped tree was killed: our duplicates are the connections' last references; closed in
+ *  repair mode, they go without a FIN or RST (the restore brings them back). */
+export function netDumpKilled() {
+  for (const r of killedRepaired.splice(0)) {
+    const e = setsockoptRepair(r.fd);
+    if (e < 0) log.warn(`${r.where}: repair mode for the close failed (errno ${-e})`);
+    syscall(NR.close, r.fd);
+  }
+}
+function setsockoptRepair(fd: number): number { try { repairOn(fd, ""); return 0; } catch { return -1; } }
 
 // ---------- socket options ----------
 
@@ -330,13 +342,20 @@ export const inetKind: FdKind = {
         }
         if (ctx.opts.tcpEstablished) {
           lockDump(ctx.pid, [{ proto, local: local.addr, lport: local.port, remote: peer!.addr, rport: peer!.port }]);
-          // keep our own duplicate: repair mode must outlive this fd loop (see netDumpEnd)
+          // keep our own duplicate: the socket must outlive its process when the dump kills it,
+          // to be closed in repair mode (see netDumpKilled)
           const keep = syscall(NR.fcntl, fd, 1030 /* F_DUPFD_CLOEXEC */, 0);
           if (keep < 0) throw new CriuError("files", `${where}: dup failed (errno ${-keep})`);
-          repairOn(keep, where);
           session ??= { locks: new Map(), repaired: [] };
           session!.repaired.push({ fd: keep, where });
-          stream = dumpTcpStream(keep, `${where} (${conn})`);
+          // repair mode only while the queues are read: TCP_REPAIR belongs to the socket, not to
+          // our fd, so a criu-bun killed meanwhile would leave it on in a process that runs on
+          // (its reads fail with EPERM, nothing is sent). The process is frozen and the lock
+          // drops the packets, so nothing moves after; off without a window probe (the lock
+          // would drop it anyway)
+          repairOn(keep, where);
+          try { stream = dumpTcpStream(keep, `${where} (${conn})`); }
+          finally { repairOff(keep, true); }
         }
       } else if (CONNECTED.has(state)) {
         if (ctx.opts.tcpEstablished) refuse("files", where, "tcp-half-closed", `${TCP_STATE_NAME[state]} ${conn}`);
