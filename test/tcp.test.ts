@@ -72,6 +72,13 @@ class Client {
     return { sent, recvd };
   }
   result() { return text(join(this.dir, `${this.name}.result`)); }
+  /** the client's local port (it writes it once connected) */
+  port() { return waitFor(() => Number(text(join(this.dir, `${this.name}.port`))), `client ${this.name} connected`); }
+  /** stop reading (the server's queues towards it fill up) or read again */
+  pause(on: boolean) {
+    if (on) writeFileSync(join(this.dir, `${this.name}.pause`), "");
+    else rmSync(join(this.dir, `${this.name}.pause`), { force: true });
+  }
   /** wait until recvd >= n, failing early if the client gave up */
   async reach(n: number, ms = 30000) {
     await waitFor(() => {
@@ -99,6 +106,35 @@ function tcpCounter(ns: string, name: string): number {
   const lines = run(inNs(ns, ["cat", "/proc/net/snmp"])).split("\n").filter((l) => l.startsWith("Tcp:"));
   const keys = lines[0].split(/\s+/), vals = lines[1].split(/\s+/);
   return Number(vals[keys.indexOf(name)]);
+}
+/** established TCP sockets of a namespace with their queues (/proc/net/tcp and tcp6: tx = unacked or unsent bytes, rx = bytes not read) */
+function tcpQueues(ns: string) {
+  return run(inNs(ns, ["cat", "/proc/net/tcp", "/proc/net/tcp6"])).split("\n").map((l) => l.trim().split(/\s+/))
+    .filter((f) => f.length > 4 && f[3] === "01").map((f) => {
+      const [tx, rx] = f[4].split(":").map((h) => parseInt(h, 16));
+      return { lport: parseInt(f[1].split(":")[1], 16), rport: parseInt(f[2].split(":")[1], 16), tx, rx };
+    });
+}
+/**
+ * Wait until the server's socket of a paused client holds data both ways and nothing moves any
+ * more (the client reads nothing, so the server's send queue cannot drain; the server, blocked on
+ * sending, reads nothing, so its receive queue stays full): the same queues on both ends for 200 ms.
+ */
+async function waitQueuesFull(ns: string, port: number, cport: number) {
+  let last = "", seen = "none", since = 0;
+  try {
+    await waitFor(() => {
+      const q = tcpQueues(ns);
+      const srv = q.find((s) => s.lport === port && s.rport === cport), cli = q.find((s) => s.lport === cport && s.rport === port);
+      const now = JSON.stringify({ srv, cli });
+      seen = now;
+      if (!srv || !cli || srv.tx === 0 || srv.rx === 0) { last = ""; return false; }
+      if (now !== last) { last = now; since = Date.now(); return false; }
+      return Date.now() - since >= 200;
+    }, "");
+  } catch {
+    throw new Error(`timeout: server queues towards the paused client (port ${cport}) full and still; last seen ${seen}`);
+  }
 }
 function go(dir: string) { writeFileSync(join(dir, "go.tmp"), "go\n"); renameSync(join(dir, "go.tmp"), join(dir, "go")); }
 async function serverResult(dir: string) { return (await waitFor(() => text(join(dir, "result")), "server result")).trim(); }
@@ -144,6 +180,11 @@ async function echoAcrossDump(name: string, port: number, listen: string, hosts:
   const srv = await startServer(ns, port, [`--addr=${listen}`, `--expect=${hosts.length + 1}`]);
   const clients = hosts.map((h, i) => new Client(ns, h, port, work, `c${i + 1}`, 1000 + i));
   for (const c of clients) await c.reach(200_000);
+  // the first client stops reading: the server's queues towards it are certain to hold data both
+  // ways at the dump, whatever the load; the others keep streaming through the freeze and lock
+  const cport = await clients[0].port();
+  clients[0].pause(true);
+  await waitQueuesFull(ns, port, cport);
   const rsts0 = tcpCounter(ns, "OutRsts");
   const img = tmp(`${name}-img`);
   dump(ns, srv.pid, img, ["--tcp-established"]);
@@ -158,6 +199,13 @@ async function echoAcrossDump(name: string, port: number, listen: string, hosts:
   }
   expect(streams.some((s) => s.st.inqLen > 0)).toBe(true);
   expect(streams.some((s) => s.st.outqLen > 0)).toBe(true);
+  // the paused client's stream holds data both ways, as the namespace showed before the dump
+  const paused = streams.filter((s) => s.isk.dstPort === cport);
+  expect(paused.length).toBe(1);
+  expect(paused[0].st.outqLen).toBeGreaterThan(0);
+  expect(paused[0].st.inqLen).toBeGreaterThan(0);
+  // it reads again while the namespace is locked: its window updates go into the lock
+  clients[0].pause(false);
 
   // locked window: clients keep retransmitting into the lock, nobody answers with a RST
   await Bun.sleep(1500);

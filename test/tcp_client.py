@@ -5,8 +5,10 @@
 
 Sends a deterministic stream (a 65521-byte random pattern from SEED, repeated) as fast as the
 server takes it, reads the echo slowly (4 KiB per 5 ms) and checks every byte. Writes
-DIR/NAME.progress ("sent recvd") every 100 ms. When DIR/stop exists it stops sending, reads
-until every byte came back and writes DIR/NAME.result: "PASS sent=N" or "FAIL: reason".
+DIR/NAME.port (its local port) once connected and DIR/NAME.progress ("sent recvd") every 100 ms.
+While DIR/NAME.pause exists it reads nothing (and still sends as much as the server takes), so
+the server's queues towards it fill up and stay full. When DIR/stop exists it stops sending,
+reads until every byte came back and writes DIR/NAME.result: "PASS sent=N" or "FAIL: reason".
 Any reset, early EOF or wrong byte is a failure.
 """
 import os, random, socket, sys, time
@@ -38,6 +40,8 @@ try:
     s.settimeout(10)
     s.connect((host, port))
     s.setblocking(False)
+    write(name + ".port", f"{s.getsockname()[1]}\n")
+    pause = os.path.join(d, name + ".pause")
     stopping = False
     last = 0.0
     deadline = None
@@ -52,6 +56,8 @@ try:
             except BlockingIOError:
                 pass
         try:
+            if os.path.exists(pause):
+                raise BlockingIOError
             data = s.recv(4096)
             if not data:
                 raise RuntimeError(f"server closed the connection after {recvd} of {sent} bytes")
