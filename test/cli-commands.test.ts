@@ -84,13 +84,13 @@ describe.skipIf(!isRoot)("--network-lock", () => {
         expect(tables()).toEqual([]);
       } else {
         expect(log).toContain("Network locked for tcp port 7302 (listening)");
-        expect(tables()).toEqual([`criu-bun-${srv.pid}`]); // kept for the restore
+        expect(tables()).toEqual([`CRIU-criu-bun-${srv.pid}`]); // kept for the restore
       }
       const r = cb(["restore", "-D", img, "-o", "restore.log", "-v4", "-d"], { pre: inNs([]) });
       const rlog = text(join(img, "restore.log"))!;
       expect(`${mode}: ${r.code} ${r.err}${r.code ? rlog.split("\n").filter((l) => l.includes("Error")).join("\n") : ""}`).toBe(`${mode}: 0 `);
       if (mode === "skip") expect(rlog).not.toContain("Network unlocked");
-      else expect(rlog).toContain(`Network unlocked (table inet criu-bun-${srv.pid} deleted)`);
+      else expect(rlog).toContain(`Network unlocked (table inet CRIU-criu-bun-${srv.pid} deleted)`);
       expect(tables()).toEqual([]);
       writeFileSync(join(srv.dir, "go.tmp"), "go\n"); renameSync(join(srv.dir, "go.tmp"), join(srv.dir, "go"));
       expect(await waitFor(() => text(join(srv.dir, "result")), "server result")).toStartWith("PASS");
