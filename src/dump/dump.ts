@@ -394,6 +394,10 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
   if (id === 1 && ns.ownTimeNs) {
     if (!task.clocks.monotonic || !task.clocks.boottime) throw new CriuError("dump", `process ${pid}: cannot read its clocks for its time namespace`);
     writeImage(d, `timens-${ids.timeNsId}.img`, "TIMENS", [msg(S.timens_entrySchema, { monotonic: task.clocks.monotonic, boottime: task.clocks.boottime })]);
+  } else if (id === 1 && task.clocks.monotonic && task.clocks.boottime) {
+    // the host's time namespace: CRIU 4.2 writes its clocks all the same, as timens-0.img
+    // (neither tool's restore uses it unless the tree had a time namespace of its own)
+    writeImage(d, "timens-0.img", "TIMENS", [msg(S.timens_entrySchema, { monotonic: task.clocks.monotonic, boottime: task.clocks.boottime })]);
   }
   for (const t of task.threads) t.core.threadCore.cgSet = cgSet; // where CRIU 4 keeps it (per thread)
   if (n.wasStopped) task.threads[0].core.tc.taskState = 3; // TASK_STOPPED
