@@ -143,8 +143,9 @@ function setInt(fd: number, opt: number, val: number): number {
 
 let peekBuf: Uint8Array | undefined;
 /** the receive queue of a grabbed socket, packet by packet, left in place; fds in flight
- *  (SCM_RIGHTS) refuse the dump: peeking installs copies here, closed at once */
-function peekQueue(fd: number, stream: boolean, where: string): Uint8Array[] {
+ *  (SCM_RIGHTS) refuse the dump: peeking installs copies here, closed at once. With senders,
+ *  each packet's source name as recvfrom() gives it (the sun_path bytes; empty: unnamed) */
+function peekQueue(fd: number, stream: boolean, where: string, senders?: Uint8Array[]): Uint8Array[] {
   const old = getInt(fd, SO.PEEK_OFF);
   if (setInt(fd, SO.PEEK_OFF, 0) < 0) throw new CriuError("files", `${where}: SO_PEEK_OFF not available`);
   const out: Uint8Array[] = [];
@@ -153,8 +154,10 @@ function peekQueue(fd: number, stream: boolean, where: string): Uint8Array[] {
     const ctl = new Uint8Array(4096);
     const iov = new BigUint64Array([BigInt(addr(buf)), BigInt(buf.length)]);
     const msg = new BigUint64Array(7);
+    const from = new Uint8Array(128);
     for (let i = 0; i < 100000; i++) {
       msg.fill(0n);
+      if (senders) { msg[0] = BigInt(addr(from)); msg[1] = BigInt(from.length); }
       msg[2] = BigInt(addr(iov)); msg[3] = 1n; msg[4] = BigInt(addr(ctl)); msg[5] = BigInt(ctl.length);
       const n = syscall(NR.recvmsg, fd, addr(msg), MSG_PEEK | MSG_DONTWAIT | (stream ? 0 : MSG_TRUNC));
       if (n === -11 || n === 0) break;
@@ -164,6 +167,7 @@ function peekQueue(fd: number, stream: boolean, where: string): Uint8Array[] {
       if (fds.length || Number(msg[6] & 0xffffffffn) & 8 /* MSG_CTRUNC */) refuse("files", where, "scm-rights", `${fds.length} fd(s) in a queued message`);
       if (n > buf.length) throw new CriuError("files", `${where}: a queued packet of ${n} bytes is too big`);
       out.push(buf.slice(0, n));
+      if (senders) senders.push(from.slice(2, Math.max(2, Math.min(from.length, Number(msg[1] & 0xffffffffn)))));
     }
   } finally { setInt(fd, SO.PEEK_OFF, old < 0 ? -1 : old); }
   return out;
@@ -278,6 +282,19 @@ export const unixKind: FdKind = {
       if (!reconnect) log.warn(`${ctx.where}: unix socket ${ino} has its peer ${d.peer} outside the dumped tree; it is restored unconnected`);
       if (d.rq && !(reconnect && name.length)) {
         throw new CriuError("files", `${ctx.where}: unix socket ${ino} has ${d.rq} queued bytes from socket ${d.peer} outside the dumped tree; only a named datagram socket keeps them`);
+      }
+      if (d.rq) {
+        // restore puts the datagrams back from an unnamed socket of criu-bun's: exact only for
+        // those whose sender has no name (a named sender, such as the external peer still bound
+        // to its name, cannot be sent from again)
+        const senders: Uint8Array[] = [];
+        peekQueue(fd, false, ctx.where, senders);
+        const named = senders.find((n) => n.length > 0);
+        if (named) {
+          const text = named[0] === 0 ? `@${new TextDecoder().decode(named.subarray(1)).replace(/\0/g, "@")}` : pathOf(named);
+          refuse("files", ctx.where, "unix-queue-named-sender", `a datagram from '${text}' queued on unix socket ${ino}`);
+        }
+        log.debug(`${ctx.where}: unix socket ${ino}: ${senders.length} queued datagram(s), all from unnamed senders`);
       }
     }
     // connected, but the peer is closed (sock_diag has no peer inode for it): restored as a pair

@@ -56,6 +56,7 @@ export const UNSUPPORTED = {
   "tcp-in-flight": "TCP connection not accepted yet (--skip-in-flight drops it)",
   "unix-in-flight": "unix connection not accepted yet",
   "unix-oneway-queue": "queued datagrams on a unix socket connected one way",
+  "unix-queue-named-sender": "queued datagram from a named sender outside the tree",
 } as const;
 export type UnsupportedKey = keyof typeof UNSUPPORTED;
 

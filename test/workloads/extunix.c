@@ -11,6 +11,9 @@
  * "echo:ping2" back; S and P are still stream sockets, and each reports whether it is still
  * connected (detail lines s=connected|unconnected, p=...; an unconnected one must refuse sends
  * with ENOTCONN). Then DIR/ext-stop ends the helper (so does DIR vanishing, or 2 minutes).
+ * The queued datagram's sender is checked too (recvfrom): the helper's name ext-d.sock, or with
+ * argument "unnamed", no name: there "echo:ping1" is sent to D by an unnamed socket of the
+ * workload (closed at once) before D connects, and "ping1" is not sent.
  * --selftest-corrupt: reads the queued "echo:ping1" after ready.
  */
 #include "wl.h"
@@ -104,8 +107,16 @@ int main(int argc, char **argv) {
 	socklen_t ol = mkaddr(&own, "wl-d.sock"), pl = mkaddr(&peer, "ext-d.sock"), sl = mkaddr(&s_addr, "ext-s.sock");
 	unlink(own.sun_path);
 	int d = socket(AF_UNIX, SOCK_DGRAM, 0);
-	if (bind(d, (struct sockaddr *)&own, ol) || connect(d, (struct sockaddr *)&peer, pl)) { perror("dgram"); return 2; }
-	if (send(d, "ping1", 5, 0) != 5) { perror("send"); return 2; }
+	const char *mode = wl_arg(argc, argv, 0);
+	int unnamed = mode && !strcmp(mode, "unnamed");
+	if (bind(d, (struct sockaddr *)&own, ol)) { perror("bind"); return 2; }
+	if (unnamed) {
+		int u = socket(AF_UNIX, SOCK_DGRAM, 0);
+		if (sendto(u, "echo:ping1", 10, 0, (struct sockaddr *)&own, ol) != 10) { perror("sendto"); return 2; }
+		close(u);
+	}
+	if (connect(d, (struct sockaddr *)&peer, pl)) { perror("connect"); return 2; }
+	if (!unnamed && send(d, "ping1", 5, 0) != 5) { perror("send"); return 2; }
 	struct pollfd pf = {d, POLLIN, 0};
 	if (poll(&pf, 1, 3000) != 1) { fprintf(stderr, "no echo\n"); return 2; } /* left queued */
 	int s = socket(AF_UNIX, SOCK_STREAM, 0);
@@ -121,8 +132,13 @@ int main(int argc, char **argv) {
 	gl = sizeof got;
 	WL_CHECK(getpeername(d, (struct sockaddr *)&got, &gl) == 0 && !strcmp(got.sun_path, peer.sun_path), "dgram socket lost its peer (errno %d)", errno);
 	char buf[128];
-	ssize_t n = recv(d, buf, sizeof buf, MSG_DONTWAIT);
+	struct sockaddr_un from;
+	socklen_t fl = sizeof from;
+	memset(&from, 0, sizeof from);
+	ssize_t n = recvfrom(d, buf, sizeof buf, MSG_DONTWAIT, (struct sockaddr *)&from, &fl);
 	WL_CHECK(n == 10 && !memcmp(buf, "echo:ping1", 10), "queued echo:ping1 missing (got %zd)", n);
+	if (unnamed) WL_CHECK(fl == 0, "queued echo:ping1 came from a named sender (address length %u)", (unsigned)fl);
+	else WL_CHECK(fl > offsetof(struct sockaddr_un, sun_path) && !strcmp(from.sun_path, peer.sun_path), "queued echo:ping1 lost its sender's name (address length %u)", (unsigned)fl);
 	WL_CHECK(send(d, "ping2", 5, 0) == 5, "send ping2: errno %d", errno);
 	n = recv_wait(d, buf, sizeof buf, 3000);
 	WL_CHECK(n == 10 && !memcmp(buf, "echo:ping2", 10), "no echo:ping2 from the external peer (got %zd)", n);
