@@ -124,6 +124,20 @@ describe("inet sockets restored exactly (the workload checks itself)", () => {
     await checkPass(w);
   }, 60_000);
 
+  test("a listener with a half-open connection (SYN_RECV, in its SYN queue, none in its accept queue) is refused without --skip-in-flight; its TCP_DEFER_ACCEPT is refused with it; the workload runs on", async () => {
+    const w = await start("synrecv");
+    extPids.push(Number(readFileSync(join(w.dir, "ext-pid"), "utf8")));
+    const errLine = (r: { stderr: string }) => r.stderr.trim().split("\n").filter((l) => !l.startsWith("Warn: "));
+    const a = criu(["dump", "-t", String(w.pid), "-D", imagesDir("netsk-synrecv")]);
+    expect(a.code).toBe(1);
+    expect(errLine(a)).toEqual([expect.stringMatching(new RegExp(`^Error \\(files\\): process ${w.pid} fd \\d+: TCP connection not accepted yet \\(--skip-in-flight drops it\\) \\(1 half-open \\(SYN_RECV\\) on 127\\.0\\.0\\.1:\\d+\\) is not supported yet$`))]);
+    const b = criu(["dump", "-t", String(w.pid), "-D", imagesDir("netsk-synrecv2"), "--skip-in-flight"]);
+    expect(b.code).toBe(1);
+    expect(errLine(b)).toEqual([expect.stringMatching(new RegExp(`^Error \\(files\\): process ${w.pid} fd \\d+: socket option criu-bun does not keep \\(TCP_DEFER_ACCEPT\\) is not supported yet$`))]);
+    expect(isAlive(w.pid)).toBe(true);
+    await checkPass(w);
+  }, 60_000);
+
   test("the workload's checks fail on a wrong restore (new, unconfigured sockets)", async () => {
     for (const mode of ["tcpclose", "states", "opts", "reset"]) {
       const bad = await runWorkload("inetsk", [mode, "--selftest-corrupt"], { settleMs: 20, resultTimeoutMs: 15_000, wrap: ["nsenter", `--net=/run/netns/${ns}`] });

@@ -16,6 +16,9 @@
  *             (SO_PRIORITY ... SO_ATTACH_FILTER, IP_FREEBIND on a non-local address, IP_TOS ...)
  *   inflight  a listener with one connection not accepted yet (the client is a helper outside
  *             the tree): refused unless --skip-in-flight, then the listener still listens
+ *   synrecv   the same with a listener set TCP_DEFER_ACCEPT, so the client's connection stays
+ *             half-open (a request socket in SYN_RECV, seen in /proc/net/tcp before ready):
+ *             refused unless --skip-in-flight (and TCP_DEFER_ACCEPT, not kept, refused then)
  *   halfest   a half-closed connection (FIN_WAIT2 and CLOSE_WAIT ends): refused with
  *             --tcp-established
  *   sockerr   a TCP socket whose connection was reset, error not read yet: refused
@@ -481,9 +484,12 @@ static void setup(void) {
 		wait_state(a, TCP_CLOSE_WAIT);
 		add("fin-wait2", c, AF_INET, SOCK_STREAM, IPPROTO_TCP);
 		add("close-wait", a, AF_INET, SOCK_STREAM, IPPROTO_TCP);
-	} else if (is("inflight")) {
+	} else if (is("inflight") || is("synrecv")) {
 		struct sockaddr_in la;
 		int l = listener4(&la);
+		/* synrecv: with TCP_DEFER_ACCEPT the handshake's last ACK (no data) is dropped, so the
+		 * connection stays a request socket (SYN_RECV) in the listener's SYN queue */
+		if (is("synrecv")) NEED(seti(l, IPPROTO_TCP, TCP_DEFER_ACCEPT, 60) == 0);
 		add("listener", l, AF_INET, SOCK_STREAM, IPPROTO_TCP);
 		int p[2];
 		NEED(pipe(p) == 0);
@@ -507,6 +513,23 @@ static void setup(void) {
 		char b[32];
 		snprintf(b, sizeof b, "%d\n", helper);
 		wl_write_file("ext-pid", b, strlen(b));
+		if (is("synrecv")) {
+			/* wait (5 s at most) until /proc/net/tcp shows the request: local port ours, state 03 */
+			char want[32], line[512];
+			snprintf(want, sizeof want, ":%04X", ntohs(la.sin_port));
+			int seen = 0;
+			for (int i = 0; i < 500 && !seen; i++) {
+				FILE *f = fopen("/proc/net/tcp", "r");
+				NEED(f != NULL);
+				while (fgets(line, sizeof line, f)) {
+					char loc[64], rem[64], st[8];
+					if (sscanf(line, "%*d: %63s %63s %7s", loc, rem, st) == 3 && strstr(loc, want) && !strcmp(st, "03")) seen = 1;
+				}
+				fclose(f);
+				if (!seen) wl_sleep_ms(10);
+			}
+			NEED(seen);
+		}
 	} else if (is("rawconn")) {
 		int fd = socket(AF_INET, SOCK_RAW, IPPROTO_ICMP);
 		struct sockaddr_in a = sin4("127.0.0.1", 0);
@@ -549,7 +572,7 @@ static void check(void) {
 		check_states();
 	} else if (is("opts")) {
 		check_opts();
-	} else if (is("inflight")) {
+	} else if (is("inflight") || is("synrecv")) {
 		/* dump refused or (--skip-in-flight) restored: either way the listener still listens */
 		struct sk *l = find("listener");
 		WL_CHECK(geti(l->fd, SOL_SOCKET, SO_ACCEPTCONN) == 1, "listener does not listen");
