@@ -101,6 +101,9 @@ const BATCH_AREA = 16384, BATCH_TABLE = 8192;
  * seccomp filter (it might kill the process on the mmap), nor where the process may not map
  * executable memory (memory-deny-write-execute, an LSM): then one injected
  * syscall each, with `scratch` (64 bytes below the red zone) as the buffer.
+ * Off unless CRIU_BUN_BATCH=on: were criu-bun killed while the process sits at the batch's int3,
+ * the kernel may deliver that SIGTRAP as the tracer goes (restart from signal-delivery-stop, man 2 ptrace: it kills the process), and the RWX area
+ * would stay in its memory map; a dump killed at any moment must leave the target as it was.
  */
 function batchCalls(inj: Injector, mem: RemoteMem, status: Record<string, string>, pid: number, calls: BatchCall[], scratch: bigint): { r: bigint; b: Uint8Array }[] {
   const trap = 1n << 4n; // SIGTRAP
@@ -111,7 +114,7 @@ function batchCalls(inj: Injector, mem: RemoteMem, status: Record<string, string
   let outBytes = 0;
   for (const c of calls) outBytes += (c.out + 15) & ~15;
   let area = -1n;
-  if (trapFree && unfiltered && process.env.CRIU_BUN_BATCH !== "off" && BATCH_TABLE + outBytes <= BATCH_AREA && calls.length * 64 <= BATCH_TABLE - 256) {
+  if (trapFree && unfiltered && process.env.CRIU_BUN_BATCH === "on" && BATCH_TABLE + outBytes <= BATCH_AREA && calls.length * 64 <= BATCH_TABLE - 256) {
     const r = inj.call(NR.mmap, 0, BATCH_AREA, 7 /* RWX */, 0x22 /* MAP_PRIVATE | MAP_ANONYMOUS */, -1, 0);
     if (r > 0n || r < -4095n) area = BigInt.asUintN(64, r);
     else log.debug(`process ${pid}: no batch area (mmap: errno ${-r}): one injected syscall per call`);
