@@ -69,7 +69,7 @@ describe("unix socket with its peer outside the tree", () => {
     // back unconnected) may come before it
     const lines = r.stderr.trim().split("\n").filter((l) => !l.startsWith("Warn: "));
     expect(lines.length).toBe(1);
-    expect(lines[0]).toMatch(new RegExp(`^Error \\(files\\): process ${w.pid} fd \\d+: queued datagram from a named sender outside the tree \\(a datagram from '${w.dir.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}/ext-d\\.sock' queued on unix socket \\d+\\) is not supported yet$`));
+    expect(lines[0]).toMatch(new RegExp(`^Error \\(files\\): process ${w.pid} fd \\d+: queued message from a named sender restore cannot send from \\(a datagram from '${w.dir.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}/ext-d\\.sock' queued on unix socket \\d+\\) is not supported yet$`));
     expect(isAlive(w.pid)).toBe(true);
     trigger(w);
     const res = await waitResult(w, 10000);

@@ -79,7 +79,7 @@ describe("dump refuses what it cannot restore exactly; the target runs on", () =
   }
 
   // cases that share an entry with the one above: refused the same way
-  for (const [mode, key] of [["pidfd-outside", "pidfd"], ["pidfd-thread", "pidfd"], ["deleted-symlink", "deleted-special"], ["deleted-fifo", "deleted-special"]] as const) {
+  for (const [mode, key] of [["pidfd-outside", "pidfd"], ["pidfd-thread", "pidfd"], ["deleted-symlink", "deleted-special"], ["deleted-fifo", "deleted-special"], ["unix-closed-named", "unix-queue-named-sender"]] as const) {
     test(`${mode}: also ${UNSUPPORTED[key]}`, async () => {
       const w = await startWorkload("refuse", [mode], { stderr: "file" });
       const r = criuBun(["dump", "-t", String(w.pid), "-D", imagesDir(`refuse-${mode}`)]);

@@ -291,8 +291,7 @@ export const unixKind: FdKind = {
         peekQueue(fd, false, ctx.where, senders);
         const named = senders.find((n) => n.length > 0);
         if (named) {
-          const text = named[0] === 0 ? `@${new TextDecoder().decode(named.subarray(1)).replace(/\0/g, "@")}` : pathOf(named);
-          refuse("files", ctx.where, "unix-queue-named-sender", `a datagram from '${text}' queued on unix socket ${ino}`);
+          refuse("files", ctx.where, "unix-queue-named-sender", `a datagram from '${nameText(named)}' queued on unix socket ${ino}`);
         }
         log.debug(`${ctx.where}: unix socket ${ino}: ${senders.length} queued datagram(s), all from unnamed senders`);
       }
@@ -309,7 +308,12 @@ export const unixKind: FdKind = {
       if (pd.peer !== ino) refuse("files", ctx.where, "unix-oneway-queue", `${d.rq} bytes on unix socket ${ino}`);
     }
     if ((d.peer || peerGone) && !listening) {
-      const q = peekQueue(fd, type === 1, ctx.where);
+      // a closed peer's data is put back from the unnamed end of a new pair: exact only when
+      // its sender had no name either (recvfrom() gives the sender's name)
+      const senders: Uint8Array[] | undefined = peerGone ? [] : undefined;
+      const q = peekQueue(fd, type === 1, ctx.where, senders);
+      const named = senders?.find((n) => n.length > 0);
+      if (named) refuse("files", ctx.where, "unix-queue-named-sender", `data from closed '${nameText(named)}' queued on unix socket ${ino}`);
       ctx.images.ensure("sk-queues.img", "SK_QUEUES");
       for (const p of q) ctx.images.add("sk-queues.img", "SK_QUEUES", sk_packet_entrySchema, { idFor: id, length: p.length }, p);
     }
@@ -476,6 +480,11 @@ function sockaddr(name: Uint8Array, nameDir?: string): { sa: Uint8Array; text: s
   const sa = new Uint8Array(2 + name.length);
   sa[0] = AF_UNIX; sa.set(name, 2);
   return { sa, text: new TextDecoder().decode(name).replace(/\0/g, "@") };
+}
+
+/** A socket name for messages: a path up to its NUL, an abstract one with @ for its NULs. */
+function nameText(name: Uint8Array): string {
+  return name[0] === 0 ? `@${new TextDecoder().decode(name.subarray(1)).replace(/\0/g, "@")}` : pathOf(name);
 }
 
 /** A path socket name up to its NUL. */

@@ -56,7 +56,7 @@ export const UNSUPPORTED = {
   "tcp-in-flight": "TCP connection not accepted yet (--skip-in-flight drops it)",
   "unix-in-flight": "unix connection not accepted yet",
   "unix-oneway-queue": "queued datagrams on a unix socket connected one way",
-  "unix-queue-named-sender": "queued datagram from a named sender outside the tree",
+  "unix-queue-named-sender": "queued message from a named sender restore cannot send from",
 } as const;
 export type UnsupportedKey = keyof typeof UNSUPPORTED;
 

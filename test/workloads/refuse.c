@@ -5,6 +5,8 @@
  * A helper process, if the mode needs one, writes its pid to DIR/culprit when it is the one named.
  *
  *   refuse DIR MODE      MODE: a key of UNSUPPORTED (netlink-socket, scm-rights ...)
+ *                       or a further case of one (pidfd-outside, deleted-fifo, unix-closed-named:
+ *                       a datagram queued by a named sender since closed ...)
  * --selftest-corrupt: undoes the thing before go, so the check fails.
  */
 #include "wl.h"
@@ -311,6 +313,18 @@ static void setup(void) {
 		int s = socket(AF_UNIX, SOCK_DGRAM, 0);
 		NEED(sendto(s, "hello", 5, 0, (struct sockaddr *)&sa, salen) == 5);
 		close(s);
+	} else if (is("unix-closed-named")) {
+		/* a datagram socket connected to a named sender that sent one datagram and closed */
+		struct sockaddr_un ra = {.sun_family = AF_UNIX}, sa = {.sun_family = AF_UNIX};
+		int rl = snprintf(ra.sun_path + 1, sizeof ra.sun_path - 1, "criu-bun-refuse-r-%d", (int)getpid()) + 1;
+		int sl = snprintf(sa.sun_path + 1, sizeof sa.sun_path - 1, "criu-bun-refuse-s-%d", (int)getpid()) + 1;
+		socklen_t ral = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + rl), sal = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + sl);
+		int s = socket(AF_UNIX, SOCK_DGRAM, 0);
+		NEED((fd_a = socket(AF_UNIX, SOCK_DGRAM, 0)) >= 0 && s >= 0);
+		NEED(bind(fd_a, (struct sockaddr *)&ra, ral) == 0 && bind(s, (struct sockaddr *)&sa, sal) == 0);
+		NEED(connect(fd_a, (struct sockaddr *)&sa, sal) == 0);
+		NEED(sendto(s, "hello", 5, 0, (struct sockaddr *)&ra, ral) == 5);
+		close(s);
 	} else if (is("udp-cork")) {
 		udp_connected();
 		int one = 1;
@@ -441,6 +455,12 @@ static void check(void) {
 	} else if (is("unix-dgram-queue")) {
 		char buf[16] = "";
 		WL_CHECK(fd_a >= 0 && recv(fd_a, buf, sizeof buf, MSG_DONTWAIT) == 5 && memcmp(buf, "hello", 5) == 0, "queued datagram lost");
+	} else if (is("unix-closed-named")) {
+		char buf[16] = "";
+		struct sockaddr_un from;
+		socklen_t fl = sizeof from;
+		WL_CHECK(fd_a >= 0 && recvfrom(fd_a, buf, sizeof buf, MSG_DONTWAIT, (struct sockaddr *)&from, &fl) == 5 && memcmp(buf, "hello", 5) == 0, "queued datagram lost");
+		WL_CHECK(fl > offsetof(struct sockaddr_un, sun_path) + 1 && !strncmp(from.sun_path + 1, "criu-bun-refuse-s-", 18), "the datagram lost its sender's name (address length %u)", (unsigned)fl);
 	} else if (is("udp-cork")) {
 		int n = -1;
 		WL_CHECK(fd_a >= 0 && ioctl(fd_a, TIOCOUTQ, &n) == 0 && n > 0, "cork is empty (%d)", n);
