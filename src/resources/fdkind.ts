@@ -147,4 +147,20 @@ export function cachedPayloads<T extends Message>(ctx: RestoreCtx, file: string,
   if (!ctx.state.has(key)) ctx.state.set(key, imageExists(ctx.dir, file) ? readImagePayloads<T>(ctx.dir, file, kind) : []);
   return ctx.state.get(key);
 }
+/** The entries of an image read once per restore (cachedPayloads), grouped by key(msg), so
+ *  finding those of one file costs a lookup, not a pass over the image. */
+export function cachedPayloadsBy<T extends Message, K>(ctx: RestoreCtx, file: string, kind: string, key: (m: T) => K): Map<K, { msg: T; payload: Uint8Array }[]> {
+  const k = `imgp-by:${file}`;
+  let m = ctx.state.get(k) as Map<K, { msg: T; payload: Uint8Array }[]> | undefined;
+  if (!m) {
+    m = new Map();
+    for (const item of cachedPayloads<T>(ctx, file, kind)) {
+      const id = key(item.msg);
+      const list = m.get(id);
+      if (list) list.push(item); else m.set(id, [item]);
+    }
+    ctx.state.set(k, m);
+  }
+  return m;
+}
 export const FOWN0 = { uid: 0, euid: 0, signum: 0, pidType: 0, pid: 0 };

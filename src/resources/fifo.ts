@@ -9,7 +9,7 @@
 // O_NONBLOCK is cleared again with F_SETFL unless the dumped end had it.
 import { statSync } from "node:fs";
 import type { FdKind } from "./fdkind";
-import { cachedPayloads } from "./fdkind";
+import { cachedPayloadsBy } from "./fdkind";
 import { regEntry } from "./reg";
 import { peekPipe, fillPipe } from "./pipe";
 import { NR } from "../sys/nr";
@@ -65,7 +65,7 @@ export const fifoKind: FdKind = {
       if (h < 0) throw new CriuError("restore", `${ctx.where}: cannot open fifo '${reg.name}' (errno ${-h})`);
       const held = ctx.high(h, ctx.where);
       ctx.hold(key, held);
-      const item = cachedPayloads<S.pipe_data_entry>(ctx, "fifo-data.img", "FIFO_DATA").find((d) => d.msg.pipeId === fi.pipeId);
+      const item = cachedPayloadsBy<S.pipe_data_entry, number>(ctx, "fifo-data.img", "FIFO_DATA", (m) => m.pipeId).get(fi.pipeId)?.[0];
       if (item) {
         const want = Math.max(item.msg.size || 65536, item.payload.length);
         if (want !== 65536) {

@@ -114,8 +114,9 @@ function fdLocks(pid: number, fd: number, text: string, where: string, opts: Dum
 /** F_SETOWN / F_SETSIG / O_ASYNC live in the open file description: read through criu-bun's copy
  *  of the fd (dup). An owner other than the process itself (another process, a group, one of its
  *  threads) is refused. */
+const own = new Int32Array(2); // scratch for every fd (its address taken at each call: see unix.ts getInt)
 function readOwner(pid: number, dup: number, where: string, ownPidNs: () => boolean): S.fown_entry | undefined {
-  const own = new Int32Array(2);
+  own[0] = own[1] = 0;
   const r = syscall(NR.fcntl, dup, 16 /* F_GETOWN_EX */, addr(own));
   const sig = syscall(NR.fcntl, dup, 11 /* F_GETSIG */);
   const owner = r === 0 ? own[1] : 0;

@@ -24,6 +24,7 @@ import {
 } from "../net/tcp-repair";
 import { netLock, netUnlock, netRelease, lockTableName, heldTableName, runLockTableName, type LockedEndpoint } from "../net/netlock";
 import { withNetns } from "../sys/netns";
+import { readLink } from "../sys/proc";
 import * as S from "../images/gen/sockets_pb";
 import { CriuError, log } from "../log";
 import { errnoName } from "../sys/errno";
@@ -125,6 +126,7 @@ function setsockoptRepair(fd: number): number { try { repairOn(fd, ""); return 0
 
 // ---------- socket options ----------
 
+const textDecoder = new TextDecoder();
 /** sk_opts_entry of a grabbed socket (inet and unix alike, as CRIU's dump_socket_opts) */
 export function dumpSkOpts(fd: number, type: number, proto: number) {
   const i = (lvl: number, opt: number) => tryGetsockoptInt(fd, lvl, opt) ?? 0;
@@ -137,7 +139,7 @@ export function dumpSkOpts(fd: number, type: number, proto: number) {
   const lb = getsockoptBytes(fd, SOL.SOCKET, SO.LINGER, 8);
   const ldv = new DataView(lb.buffer, lb.byteOffset);
   let dev = "";
-  try { dev = new TextDecoder().decode(getsockoptBytes(fd, SOL.SOCKET, SO.BINDTODEVICE, 64)).replace(/\0.*$/s, ""); } catch {}
+  try { dev = textDecoder.decode(getsockoptBytes(fd, SOL.SOCKET, SO.BINDTODEVICE, 64)).replace(/\0.*$/s, ""); } catch {}
   const o: Record<string, any> = {
     soSndbuf: i(SOL.SOCKET, SO.SNDBUF), soRcvbuf: i(SOL.SOCKET, SO.RCVBUF),
     soSndTmoSec: sndS, soSndTmoUsec: sndU, soRcvTmoSec: rcvS, soRcvTmoUsec: rcvU,
@@ -278,9 +280,25 @@ function synQueue(family: number, port: number, local: Uint8Array): number {
   return n;
 }
 
-/** sk_shutdown of an inet socket (INET_DIAG_SHUTDOWN), found by inode in the process's netns. */
-function inetShutdown(pid: number, family: number, proto: number, ino: number, where: string): number {
+/** sk_shutdown of an inet socket (INET_DIAG_SHUTDOWN), found by inode in the process's netns.
+ *  The sockets of a family and protocol are listed once per dump and netns (the tree is frozen),
+ *  not once per socket; one missing from that listing is looked up in a fresh one. */
+const shutdownLists = new WeakMap<object, Map<string, Map<number, number>>>();
+function inetShutdown(pid: number, family: number, proto: number, ino: number, where: string, cacheKey: object): number {
+  let lists = shutdownLists.get(cacheKey);
+  if (!lists) shutdownLists.set(cacheKey, (lists = new Map()));
+  const key = `${readLink(`/proc/${pid}/ns/net`)}:${family}:${proto}`;
+  let list = lists.get(key);
+  if (list?.has(ino)) return list.get(ino)!;
+  list = inetShutdownList(pid, family, proto, where);
+  lists.set(key, list);
+  const shut = list.get(ino);
+  if (shut === undefined) throw new CriuError("files", `${where}: sock_diag does not know socket ${ino}`);
+  return shut;
+}
+function inetShutdownList(pid: number, family: number, proto: number, where: string): Map<number, number> {
   return withNetns(pid, () => {
+    const out = new Map<number, number>();
     const nl = new NetlinkSocket(NETLINK.SOCK_DIAG);
     try {
       const req = new Uint8Array(56);
@@ -289,19 +307,21 @@ function inetShutdown(pid: number, family: number, proto: number, ino: number, w
       dv.setUint32(4, 0xffffffff, true);
       for (const m of nl.dump(20 /* SOCK_DIAG_BY_FAMILY */, req)) {
         const p = m.payload, d = new DataView(p.buffer, p.byteOffset, p.length);
-        if (p.length < 72 || d.getUint32(68, true) !== ino) continue;
+        if (p.length < 72) continue;
+        let shut = 0;
         for (let off = 72; off + 4 <= p.length;) {
           const alen = d.getUint16(off, true), atype = d.getUint16(off + 2, true);
           if (alen < 4) break;
-          if (atype === 8 /* INET_DIAG_SHUTDOWN */) return p[off + 4];
+          if (atype === 8 /* INET_DIAG_SHUTDOWN */) { shut = p[off + 4]; break; }
           off += (alen + 3) & ~3;
         }
-        return 0;
+        const ino = d.getUint32(68, true);
+        if (!out.has(ino)) out.set(ino, shut);
       }
     } catch (e: any) {
       throw new CriuError("files", `${where}: sock_diag cannot tell whether the socket is shut down (${e.message})`);
     } finally { nl.close(); }
-    throw new CriuError("files", `${where}: sock_diag does not know socket ${ino}`);
+    return out;
   });
 }
 
@@ -412,7 +432,7 @@ export const inetKind: FdKind = {
       isk.state = peer ? TCP_STATE.ESTABLISHED : TCP_STATE.CLOSE;
       // shut down for reading and/or writing (sk_shutdown: 1 read, 2 write), as CRIU's sk_shutdown
       // (sock_diag knows bound sockets only; an unbound one's read shutdown shows in poll)
-      const shut = local.port ? inetShutdown(ctx.pid, family, proto, ino, where) : (pollBits(fd) & 0x2000 ? 1 : 0);
+      const shut = local.port ? inetShutdown(ctx.pid, family, proto, ino, where, ctx.opts) : (pollBits(fd) & 0x2000 ? 1 : 0);
       if (shut) isk.shutdown = shut;
       // data in the cork is in the send queue until uncorked
       // corked, with or without data in the cork (CRIU's images have no field for it either)

@@ -1,6 +1,6 @@
 // Pipes: both ends, flags, and the unread bytes (pipes-data.img), shared across fds and processes.
 import type { FdKind } from "./fdkind";
-import { FOWN0, cachedPayloads } from "./fdkind";
+import { FOWN0, cachedPayloadsBy } from "./fdkind";
 import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { openFd, closeFd, O, writeFull } from "../sys/mem";
@@ -75,7 +75,7 @@ export const pipeKind: FdKind = {
       const v = new Int32Array(ctx.mem.read(a, 8).buffer);
       const r = ctx.high(v[0], ctx.where), w = ctx.high(v[1], ctx.where);
       ctx.hold(rKey, r); ctx.hold(wKey, w);
-      const item = cachedPayloads<S.pipe_data_entry>(ctx, "pipes-data.img", "PIPES_DATA").find((d) => d.msg.pipeId === p.pipeId);
+      const item = cachedPayloadsBy<S.pipe_data_entry, number>(ctx, "pipes-data.img", "PIPES_DATA", (m) => m.pipeId).get(p.pipeId)?.[0];
       if (item) {
         const want = Math.max(item.msg.size || 65536, item.payload.length);
         if (want !== 65536) {

@@ -9,7 +9,7 @@ import { lstatSync, unlinkSync, mkdtempSync, mkdirSync, rmSync } from "node:fs";
 import { join, dirname } from "node:path";
 import { tmpdir } from "node:os";
 import type { FdKind, RestoreCtx, DumpOpts } from "./fdkind";
-import { FOWN0, cachedPayloads } from "./fdkind";
+import { FOWN0, cachedPayloadsBy } from "./fdkind";
 import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { closeFd, O } from "../sys/mem";
@@ -132,16 +132,20 @@ function sameDev(st: number, k: number): boolean {
   return (k >>> 20) === major && (k & 0xfffff) === minor;
 }
 
+// scratch words for the socket options read and set per socket; their addresses are taken at
+// each call (addr() also tells the JIT the call may change them: a cached address would not)
+const intVal = new Int32Array(1), intLen = new Uint32Array(1);
 function getInt(fd: number, opt: number): number {
-  const v = new Int32Array(1), l = new Uint32Array([4]);
-  const r = syscall(NR.getsockopt, fd, SOL_SOCKET, opt, addr(v), addr(l));
-  return r < 0 ? r : v[0];
+  intVal[0] = 0; intLen[0] = 4;
+  const r = syscall(NR.getsockopt, fd, SOL_SOCKET, opt, addr(intVal), addr(intLen));
+  return r < 0 ? r : intVal[0];
 }
 function setInt(fd: number, opt: number, val: number): number {
-  return syscall(NR.setsockopt, fd, SOL_SOCKET, opt, addr(new Int32Array([val])), 4);
+  intVal[0] = val;
+  return syscall(NR.setsockopt, fd, SOL_SOCKET, opt, addr(intVal), 4);
 }
 
-let peekBuf: Uint8Array | undefined;
+let peek: { buf: Uint8Array; ctl: Uint8Array; iov: BigUint64Array; msg: BigUint64Array } | undefined;
 /** the receive queue of a grabbed socket, packet by packet, left in place; fds in flight
  *  (SCM_RIGHTS) refuse the dump: peeking installs copies here, closed at once. With senders,
  *  each packet's source name as recvfrom() gives it (the sun_path bytes; empty: unnamed) */
@@ -150,12 +154,12 @@ function peekQueue(fd: number, stream: boolean, where: string, senders?: Uint8Ar
   if (setInt(fd, SO.PEEK_OFF, 0) < 0) throw new CriuError("files", `${where}: SO_PEEK_OFF not available`);
   const out: Uint8Array[] = [];
   try {
-    const buf = peekBuf ??= new Uint8Array(1 << 20); // one buffer for every socket of the dump
-    const ctl = new Uint8Array(4096);
-    const iov = new BigUint64Array([BigInt(addr(buf)), BigInt(buf.length)]);
-    const msg = new BigUint64Array(7);
+    // one set of buffers for every socket of the dump (addresses taken at each call, see getInt)
+    peek ??= { buf: new Uint8Array(1 << 20), ctl: new Uint8Array(4096), iov: new BigUint64Array(2), msg: new BigUint64Array(7) };
+    const { buf, ctl, iov, msg } = peek;
     const from = new Uint8Array(128);
     for (let i = 0; i < 100000; i++) {
+      iov[0] = BigInt(addr(buf)); iov[1] = BigInt(buf.length);
       msg.fill(0n);
       if (senders) { msg[0] = BigInt(addr(from)); msg[1] = BigInt(from.length); }
       msg[2] = BigInt(addr(iov)); msg[3] = 1n; msg[4] = BigInt(addr(ctl)); msg[5] = BigInt(ctl.length);
@@ -358,7 +362,7 @@ export const unixKind: FdKind = {
       const v = new Int32Array(ctx.mem.read(a, 8).buffer);
       const mine = ctx.high(v[0], ctx.where), theirs = ctx.high(v[1], ctx.where);
       setBufs(ctx, mine, u);
-      const queued = cachedPayloads<S.sk_packet_entry>(ctx, "sk-queues.img", "SK_QUEUES").filter((p) => p.msg.idFor === f.id).reduce((n, p) => n + p.payload.length, 0);
+      const queued = (cachedPayloadsBy<S.sk_packet_entry, number>(ctx, "sk-queues.img", "SK_QUEUES", (m) => m.idFor).get(f.id) ?? []).reduce((n, p) => n + p.payload.length, 0);
       setBufs(ctx, theirs, { opts: { soSndbuf: queued * 2 + 65536, soRcvbuf: 0 } } as any);
       refill(ctx, f, theirs);
       inj.call(NR.close, theirs);
@@ -584,7 +588,7 @@ function restoreExternal(ctx: RestoreCtx, f: S.file_entry, ext: S.file_entry): n
   const u = f.usk!, e = ext.usk!, inj = ctx.inj;
   const fd = boundSocket(ctx, u);
   if (u.type === 2 && e.type === 2 && e.name.length) {
-    const items = cachedPayloads<S.sk_packet_entry>(ctx, "sk-queues.img", "SK_QUEUES").filter((p) => p.msg.idFor === f.id);
+    const items = (cachedPayloadsBy<S.sk_packet_entry, number>(ctx, "sk-queues.img", "SK_QUEUES", (m) => m.idFor).get(f.id) ?? []);
     if (items.length) {
       if (!u.name.length) throw new CriuError("restore", `${ctx.where}: queued datagrams of unnamed unix socket ${u.ino} cannot be put back`);
       const own = sockaddr(u.name, u.nameDir);
@@ -609,7 +613,7 @@ function restoreExternal(ctx: RestoreCtx, f: S.file_entry, ext: S.file_entry): n
 
 /** queued packets of socket f, sent from criu-bun through a copy of its peer's target fd */
 function refill(ctx: RestoreCtx, f: S.file_entry, peerTargetFd: number) {
-  const items = cachedPayloads<S.sk_packet_entry>(ctx, "sk-queues.img", "SK_QUEUES").filter((p) => p.msg.idFor === f.id);
+  const items = (cachedPayloadsBy<S.sk_packet_entry, number>(ctx, "sk-queues.img", "SK_QUEUES", (m) => m.idFor).get(f.id) ?? []);
   if (!items.length) return;
   const pfd = syscall(NR.pidfd_open, ctx.pid, 0);
   if (pfd < 0) throw new CriuError("restore", `${ctx.where}: pidfd_open failed (${-pfd})`);

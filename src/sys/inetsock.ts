@@ -26,21 +26,45 @@ export const ICMP_FILTER = 1, ICMPV6_FILTER = 1;
 export const MSG = { PEEK: 2, DONTWAIT: 0x40 } as const;
 export const SIOCINQ = 0x541b, SIOCOUTQ = 0x5411, SIOCOUTQNSD = 0x894b;
 
+// one scratch buffer (and its length word) for every small getsockopt, results copied out (taking
+// a fresh array's address costs more than the system call). Their addresses are taken at each
+// call: addr() also tells the JIT the call may change them (a cached address does not, and the
+// JIT then reads a stale value)
+const optBuf = new Uint8Array(256), optLen = new Uint32Array(1), optInt = new Int32Array(1);
+
 /** getsockopt into a buffer of len bytes; returns the bytes the kernel filled. */
 export function getsockoptBytes(fd: number, level: number, opt: number, len: number): Uint8Array {
-  const buf = new Uint8Array(Math.max(len, 4));
-  const l = new Uint32Array([len]);
-  const r = syscall(NR.getsockopt, fd, level, opt, addr(buf), addr(l));
+  if (len > optBuf.length) {
+    const buf = new Uint8Array(Math.max(len, 4));
+    const l = new Uint32Array([len]);
+    const r = syscall(NR.getsockopt, fd, level, opt, addr(buf), addr(l));
+    if (r < 0) throw new SysError(`getsockopt(${level}, ${opt})`, -r);
+    return buf.subarray(0, l[0]);
+  }
+  optBuf.fill(0, 0, Math.max(len, 4));
+  optLen[0] = len;
+  const r = syscall(NR.getsockopt, fd, level, opt, addr(optBuf), addr(optLen));
   if (r < 0) throw new SysError(`getsockopt(${level}, ${opt})`, -r);
-  return buf.subarray(0, l[0]);
+  return optBuf.slice(0, Math.min(optLen[0], len));
 }
+/** getsockopt of an int: the value, or undefined (errno in lastErr; a short answer is EINVAL) */
+function getInt(fd: number, level: number, opt: number): number | undefined {
+  optInt[0] = 0;
+  optLen[0] = 4;
+  const r = syscall(NR.getsockopt, fd, level, opt, addr(optInt), addr(optLen));
+  if (r < 0) { lastErr = -r; return undefined; }
+  if (optLen[0] < 4) { lastErr = 22; return undefined; }
+  return optInt[0];
+}
+let lastErr = 0;
 export function getsockoptInt(fd: number, level: number, opt: number): number {
-  const b = getsockoptBytes(fd, level, opt, 4);
-  return new DataView(b.buffer, b.byteOffset).getInt32(0, true);
+  const v = getInt(fd, level, opt);
+  if (v === undefined) throw new SysError(`getsockopt(${level}, ${opt})`, lastErr);
+  return v;
 }
 /** Like getsockoptInt but undefined when the kernel does not know the option. */
 export function tryGetsockoptInt(fd: number, level: number, opt: number): number | undefined {
-  try { return getsockoptInt(fd, level, opt); } catch { return undefined; }
+  return getInt(fd, level, opt);
 }
 export function setsockoptBytes(fd: number, level: number, opt: number, val: Uint8Array): number {
   return syscall(NR.setsockopt, fd, level, opt, addr(val), val.length);
