@@ -598,19 +598,4 @@ static void check(void) {
 	}
 }
 
-int main(int argc, char **argv) {
-	wl_init(argc, argv);
-	mode = wl_arg(argc, argv, 0);
-	if (!mode) {
-		fprintf(stderr, "usage: inetsk DIR MODE\n");
-		return 2;
-	}
-	signal(SIGPIPE, SIG_IGN);
-	setup();
-	wl_ready();
-	if (wl_corrupt) corrupt();
-	while (!wl_go()) wl_sleep_ms(10);
-	wl_check_ids();
-	check();
-	wl_finish();
-}
+int main(int argc, char **argv) { wl_mode_main(argc, argv, "inetsk", &mode, setup, corrupt, check, 1); }

@@ -469,18 +469,4 @@ static void check(void) {
 	wl_detail("mode=%s", mode);
 }
 
-int main(int argc, char **argv) {
-	wl_init(argc, argv);
-	mode = wl_arg(argc, argv, 0);
-	if (!mode) {
-		fprintf(stderr, "usage: refuse DIR MODE\n");
-		return 2;
-	}
-	signal(SIGPIPE, SIG_IGN);
-	setup();
-	wl_ready();
-	if (wl_corrupt) undo();
-	while (!wl_go()) wl_sleep_ms(10);
-	check();
-	wl_finish();
-}
+int main(int argc, char **argv) { wl_mode_main(argc, argv, "refuse", &mode, setup, undo, check, 0); }

@@ -225,7 +225,7 @@ static void corrupt(void) {
 	}
 }
 
-static void check(void) {
+static void check_mode(void) {
 	check_names();
 	if (is("dgram")) {
 		struct sk *srv = find("server");
@@ -277,20 +277,10 @@ static void check(void) {
 	}
 }
 
-int main(int argc, char **argv) {
-	wl_init(argc, argv);
-	mode = wl_arg(argc, argv, 0);
-	if (!mode) {
-		fprintf(stderr, "usage: unixsk DIR MODE\n");
-		return 2;
-	}
-	signal(SIGPIPE, SIG_IGN);
-	setup();
-	wl_ready();
-	if (wl_corrupt) corrupt();
-	while (!wl_go()) wl_sleep_ms(10);
-	wl_check_ids();
-	check();
+/* the mode's checks, then its helper child goes */
+static void check(void) {
+	check_mode();
 	if (child > 0) kill(child, SIGKILL);
-	wl_finish();
 }
+
+int main(int argc, char **argv) { wl_mode_main(argc, argv, "unixsk", &mode, setup, corrupt, check, 1); }

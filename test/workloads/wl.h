@@ -27,6 +27,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <signal.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -172,6 +173,29 @@ static inline void wl_sleep_ms(long ms) {
 	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
 	while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
 	}
+}
+
+/*
+ * main() of a workload with one piece of state per MODE (exact, refuse, inetsk, unixsk):
+ * `NAME DIR MODE`; setup, ready, the self-test damage, wait for go, the pid/tid check (when
+ * check_ids), check, result. *mode is set before setup runs.
+ */
+static inline void __attribute__((noreturn)) wl_mode_main(int argc, char **argv, const char *name, const char **mode,
+                                                         void (*setup)(void), void (*corrupt)(void), void (*check)(void), int check_ids) {
+	wl_init(argc, argv);
+	*mode = wl_arg(argc, argv, 0);
+	if (!*mode) {
+		fprintf(stderr, "usage: %s DIR MODE\n", name);
+		_exit(2);
+	}
+	signal(SIGPIPE, SIG_IGN);
+	setup();
+	wl_ready();
+	if (wl_corrupt) corrupt();
+	while (!wl_go()) wl_sleep_ms(10);
+	if (check_ids) wl_check_ids();
+	check();
+	wl_finish();
 }
 
 static inline double wl_now(clockid_t clk) {
