@@ -41,6 +41,7 @@
  *               works in it, TIOCGSID on the master names it, closing the master sends it SIGHUP
  * --selftest-corrupt: damages the state before go, so the check must fail.
  */
+#define WL_MODES
 #include "wl.h"
 #include <signal.h>
 #include <sys/mman.h>
@@ -63,7 +64,6 @@
 #define MADV_KEEPONFORK 19
 #endif
 
-static const char *mode;
 static int fds[8] = {-1, -1, -1, -1, -1, -1, -1, -1};
 static char *mem;
 static const size_t MLEN = 256 << 10;
@@ -71,7 +71,6 @@ static pid_t child;
 static const off_t HOLE_DATA2 = 1 << 20; /* second extent of the sparse file */
 static const time_t MTIME = 1000000000;
 
-static int is(const char *m) { return strcmp(mode, m) == 0; }
 
 /* traphandler: SIGTRAPs that reached the handler */
 static volatile sig_atomic_t traps;
@@ -152,13 +151,6 @@ static void ctty_child(const char *slave, int cmd, int rep, int keepfd) {
 static volatile sig_atomic_t usr1_fd = -1;
 static void on_usr1(int sig, siginfo_t *si, void *uc) { (void)sig; (void)uc; usr1_fd = si->si_fd; }
 
-#define NEED(cond)                                                             \
-	do {                                                                       \
-		if (!(cond)) {                                                         \
-			fprintf(stderr, "setup %s: %s failed: %m\n", mode, #cond);         \
-			exit(2);                                                           \
-		}                                                                      \
-	} while (0)
 
 static int smaps_flag(void *addr, const char *flag) {
 	FILE *f = fopen("/proc/self/smaps", "r");
@@ -657,4 +649,4 @@ static void check(void) {
 	wl_detail("mode=%s", mode);
 }
 
-int main(int argc, char **argv) { wl_mode_main(argc, argv, "exact", &mode, setup, corrupt, check, 1); }
+int main(int argc, char **argv) { wl_mode_main(argc, argv, "exact", setup, corrupt, check, 1); }

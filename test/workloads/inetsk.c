@@ -27,6 +27,7 @@
  *   lockfilter a UDP socket whose filter is locked (SO_LOCK_FILTER): refused
  * --selftest-corrupt: replaces the sockets by new unconfigured ones, so the checks must fail.
  */
+#define WL_MODES
 #include "wl.h"
 #include <signal.h>
 #include <sys/socket.h>
@@ -56,16 +57,7 @@ struct icmp_filter {
 	uint32_t data;
 };
 
-static const char *mode;
-static int is(const char *m) { return strcmp(mode, m) == 0; }
 
-#define NEED(cond)                                                          \
-	do {                                                                    \
-		if (!(cond)) {                                                      \
-			fprintf(stderr, "setup %s: %s failed: %m\n", mode, #cond);      \
-			exit(2);                                                        \
-		}                                                                   \
-	} while (0)
 
 /* one socket under test: its fd, what it is, and its name as set up */
 struct sk {
@@ -598,4 +590,4 @@ static void check(void) {
 	}
 }
 
-int main(int argc, char **argv) { wl_mode_main(argc, argv, "inetsk", &mode, setup, corrupt, check, 1); }
+int main(int argc, char **argv) { wl_mode_main(argc, argv, "inetsk", setup, corrupt, check, 1); }

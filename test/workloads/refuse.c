@@ -9,6 +9,7 @@
  *                       a datagram queued by a named sender since closed ...)
  * --selftest-corrupt: undoes the thing before go, so the check fails.
  */
+#define WL_MODES
 #include "wl.h"
 #include <arpa/inet.h>
 #include <linux/capability.h>
@@ -41,7 +42,6 @@
 #define PR_CAP_AMBIENT_IS_SET 1
 #endif
 
-static const char *mode;
 static char cgns_before[64]; /* cgroupns: the namespace it left */
 static int fd_a = -1, fd_b = -1;
 static pid_t child;
@@ -55,7 +55,6 @@ static void culprit(pid_t p) {
 	wl_write_file("culprit", b, (size_t)n);
 }
 
-static int is(const char *m) { return strcmp(mode, m) == 0; }
 
 static char proc_state(pid_t p) {
 	char path[64], buf[512];
@@ -93,13 +92,6 @@ static void udp_connected(void) {
 	}
 }
 
-#define NEED(cond)                                      \
-	do {                                                \
-		if (!(cond)) {                                  \
-			fprintf(stderr, "setup %s: %s failed: %m\n", mode, #cond); \
-			exit(2);                                    \
-		}                                               \
-	} while (0)
 
 static void setup(void) {
 	int p[2];
@@ -469,4 +461,4 @@ static void check(void) {
 	wl_detail("mode=%s", mode);
 }
 
-int main(int argc, char **argv) { wl_mode_main(argc, argv, "refuse", &mode, setup, undo, check, 0); }
+int main(int argc, char **argv) { wl_mode_main(argc, argv, "refuse", setup, undo, check, 0); }

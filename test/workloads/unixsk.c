@@ -15,6 +15,7 @@
  *   onewayq   a client connected one way with a datagram queued from its server: refused
  * --selftest-corrupt: replaces the sockets by new unnamed ones, so the checks must fail.
  */
+#define WL_MODES
 #include "wl.h"
 #include <signal.h>
 #include <sys/socket.h>
@@ -23,16 +24,7 @@
 #include <sys/wait.h>
 #include <stddef.h>
 
-static const char *mode;
-static int is(const char *m) { return strcmp(mode, m) == 0; }
 
-#define NEED(cond)                                                          \
-	do {                                                                    \
-		if (!(cond)) {                                                      \
-			fprintf(stderr, "setup %s: %s failed: %m\n", mode, #cond);      \
-			exit(2);                                                        \
-		}                                                                   \
-	} while (0)
 
 struct sk {
 	const char *what;
@@ -283,4 +275,4 @@ static void check(void) {
 	if (child > 0) kill(child, SIGKILL);
 }
 
-int main(int argc, char **argv) { wl_mode_main(argc, argv, "unixsk", &mode, setup, corrupt, check, 1); }
+int main(int argc, char **argv) { wl_mode_main(argc, argv, "unixsk", setup, corrupt, check, 1); }

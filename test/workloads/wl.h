@@ -175,16 +175,28 @@ static inline void wl_sleep_ms(long ms) {
 	}
 }
 
+#ifdef WL_MODES
 /*
- * main() of a workload with one piece of state per MODE (exact, refuse, inetsk, unixsk):
- * `NAME DIR MODE`; setup, ready, the self-test damage, wait for go, the pid/tid check (when
- * check_ids), check, result. *mode is set before setup runs.
+ * Workloads with one piece of state per MODE (exact, refuse, inetsk, unixsk) define WL_MODES
+ * before including this: `NAME DIR MODE`, mode/is()/NEED() for their setup, and their main().
  */
-static inline void __attribute__((noreturn)) wl_mode_main(int argc, char **argv, const char *name, const char **mode,
-                                                         void (*setup)(void), void (*corrupt)(void), void (*check)(void), int check_ids) {
+static const char *mode;
+static inline int is(const char *m) { return strcmp(mode, m) == 0; }
+
+#define NEED(cond)                                                             \
+	do {                                                                       \
+		if (!(cond)) {                                                         \
+			fprintf(stderr, "setup %s: %s failed: %m\n", mode, #cond);         \
+			exit(2);                                                           \
+		}                                                                      \
+	} while (0)
+
+/* setup, ready, the self-test damage, wait for go, the pid/tid check (when check_ids), check, result */
+static inline void __attribute__((noreturn)) wl_mode_main(int argc, char **argv, const char *name, void (*setup)(void),
+                                                          void (*corrupt)(void), void (*check)(void), int check_ids) {
 	wl_init(argc, argv);
-	*mode = wl_arg(argc, argv, 0);
-	if (!*mode) {
+	mode = wl_arg(argc, argv, 0);
+	if (!mode) {
 		fprintf(stderr, "usage: %s DIR MODE\n", name);
 		_exit(2);
 	}
@@ -197,6 +209,7 @@ static inline void __attribute__((noreturn)) wl_mode_main(int argc, char **argv,
 	check();
 	wl_finish();
 }
+#endif
 
 static inline double wl_now(clockid_t clk) {
 	struct timespec ts;
