@@ -830,19 +830,22 @@ export class TaskBuilder {
       const core = this.t.cores.get(this.vtid(tid))!;
       const xsize = getXstate(tid).length;
       setXstate(tid, fpregsToXsave(core.threadInfo!.fpregs, xsize));
-      for (const s of this.injs.get(tid)!.caughtSignals) (this.caught.get(tid) ?? this.caught.set(tid, []).get(tid)!).push(s);
     }
-    // SIGTRAP's handler, then munmap of the trampoline, from the leader: each stops at syscall
-    // exit, so no int3 runs (and forces a SIGTRAP) after the handler is set, and no instruction
-    // is fetched from the unmapped trampoline
+    // SIGTRAP's handler, then munmap of the trampoline, from the leader through its syscall
+    // stops (the trampoline's `syscall`, never reaching its int3): no int3 runs (and forces a
+    // SIGTRAP) after the handler is set, and no instruction is fetched from the unmapped trampoline
+    const inj = this.inj!;
+    inj.mode = "sysstop";
     if (this.trapAction) {
       const act = this.scratchWrite(0n, new Uint8Array(new BigUint64Array(this.trapAction).buffer));
-      const r = this.syscallAtExit(NR.rt_sigaction, "setting the SIGTRAP handler", 5n, act, 0n, 8n);
+      const r = inj.call(NR.rt_sigaction, 5, act, 0, 8);
       if (r !== 0n) throw new CriuError("restore", `rt_sigaction(5) failed in ${this.t.pid} (errno ${-r})`);
-      log.debug(`thread ${this.pid}: injected rt_sigaction(5, {0x${this.trapAction[0].toString(16)}}, 0, 8) = 0 (at syscall exit)`);
     }
-    const res = this.syscallAtExit(NR.munmap, "unmapping the trampoline", this.tramp, BigInt(TRAMP_SIZE));
+    const res = inj.call(NR.munmap, this.tramp, TRAMP_SIZE);
     if (res !== 0n) throw new CriuError("restore", `munmap of the trampoline failed (errno ${-res})`);
+    for (const tid of this.tids) {
+      for (const s of this.injs.get(tid)!.caughtSignals) (this.caught.get(tid) ?? this.caught.set(tid, []).get(tid)!).push(s);
+    }
     const tc = this.t.cores.get(this.t.pid)!.tc!;
     for (const tid of this.tids) {
       const core = this.t.cores.get(this.vtid(tid))!;
@@ -856,24 +859,6 @@ export class TaskBuilder {
       setSigmask(tid, tcore && isFieldSet(tcore, S.thread_core_entrySchema.field.blkSigset) ? tcore.blkSigset : tc.blkSigset);
     }
     this.mem?.close();
-  }
-
-  /** One syscall in the leader through its syscall-entry and -exit stops (no int3): its result. */
-  private syscallAtExit(nr: number, what: string, ...args: bigint[]): bigint {
-    const regs = getRegs(this.pid);
-    regs[R.rip] = this.tramp; regs[R.rax] = BigInt(nr); regs[R.orig_rax] = 0xffffffffffffffffn;
-    [R.rdi, R.rsi, R.rdx, R.r10].forEach((r, i) => { regs[r] = args[i] ?? 0n; });
-    setRegs(this.pid, regs);
-    for (let stops = 0; stops < 2;) {
-      ptrace(PTRACE.SYSCALL, this.pid, 0, 0);
-      const { r, status } = wait4Raw(this.pid, __WALL);
-      if (r < 0) throw new CriuError("restore", `lost ${this.pid} while ${what}`);
-      if (!W.stopped(status)) throw new CriuError("restore", `${this.pid} ${describeStatus(status)} while ${what}`);
-      const sig = W.stopSig(status);
-      if (sig === (0x80 | 5)) { stops++; continue; }
-      if (W.event(status) === 0 && sig !== 5) (this.caught.get(this.pid) ?? this.caught.set(this.pid, []).get(this.pid)!).push(sig);
-    }
-    return BigInt.asIntN(64, getRegs(this.pid)[R.rax]);
   }
 
   /** Let every thread run (or stay stopped with -s). */
