@@ -137,6 +137,34 @@ describe("PID namespaces", () => {
   });
 });
 
+describe("children that exit while the tree is frozen", () => {
+  test("a shell running /bin/true without pause: 20 dumps in a row succeed (a child exiting mid-freeze is dumped as its parent's zombie); the last image restores and the shell counts on", async () => {
+    const work = mkdtempSync(join(tmpdir(), "criu-bun-forkloop-"));
+    const tick = join(work, "tick");
+    const sh = Bun.spawn(["sh", "-c", `i=0; while :; do i=$((i+1)); echo $i > ${tick}.new; mv ${tick}.new ${tick}; /bin/true; done`], { stdin: "ignore", stdout: "ignore", stderr: "ignore" });
+    const count = () => { try { return Number(readFileSync(tick, "utf8")) || 0; } catch { return 0; } };
+    try {
+      await waitUntil("the shell to count", () => count() >= 20);
+      let zombies = 0, dir = "";
+      for (let i = 0; i < 20; i++) {
+        dir = imagesDir(`forkloop${i}`);
+        dump(sh.pid, dir, i < 19 ? ["--leave-running"] : []);
+        if (/dumped as a zombie/.test(readFileSync(join(dir, "dump.log"), "utf8"))) zombies++;
+      }
+      console.error(`forkloop: ${zombies} of 20 dumps caught a child that exited while being frozen`);
+      await sh.exited;
+      const at = count();
+      const r = await restore(dir, sh.pid);
+      await waitUntil("the restored shell to count on", () => count() >= at + 20, 10000);
+      process.kill(sh.pid, "SIGKILL");
+      await r.proc.exited;
+    } finally {
+      try { process.kill(sh.pid, "SIGKILL"); } catch {}
+      rmSync(work, { recursive: true, force: true });
+    }
+  }, 120_000);
+});
+
 describe("copy-on-write", () => {
   test("a fork-heavy tree comes back without doubling its memory (PSS within 10%)", async () => {
     const w = await startWorkload("forky", ["6"]);

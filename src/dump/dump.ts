@@ -5,7 +5,7 @@ import { create, type DescMessage } from "@bufbuild/protobuf";
 import { statSync, existsSync, readlinkSync, readFileSync, mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { DumpStage, under, openDir, type DirHandle } from "../images/safefs";
-import { freezeProcess, releaseProcess, seizeFrozen, releaseSeized, type FrozenProcess } from "../ptrace/seize";
+import { freezeProcess, releaseProcess, seizeFrozen, releaseSeized, ExitedWhileFreezing, type FrozenProcess } from "../ptrace/seize";
 import { wait4Raw, W, __WALL } from "../sys/ptrace";
 import { RemoteMem } from "../ptrace/inject";
 import { syscall } from "../sys/syscall";
@@ -134,11 +134,20 @@ function freezeTree(root: number, timeoutMs: number, preSeized?: Set<number>): T
         if (!node) {
           let st;
           try { st = readStat(pid); } catch { if (pid === root) throw new CriuError("dump", `process ${pid} does not exist`); continue; }
-          if (st.state === "Z") {
-            node = { pid, ppid: st.ppid, children: [], zombie: { exitCode: st.exitCode, pgid: st.pgid, sid: st.sid, comm: st.comm } };
-          } else {
-            node = { pid, ppid: st.ppid, children: [], wasStopped: st.state === "T", fp: freezeProcess(pid, timeoutMs, preSeized) };
+          let fp: FrozenProcess | undefined;
+          if (st.state !== "Z") {
+            try { fp = freezeProcess(pid, timeoutMs, preSeized); } catch (e) {
+              // a child that exits between our look and its stop (a shell's `sleep`, say) is a
+              // zombie of its frozen parent now, or gone if the parent does not wait for children
+              if (!(e instanceof ExitedWhileFreezing) || e.tid !== pid || pid === root) throw e;
+              try { st = readStat(pid); } catch { log.debug(`process ${pid} exited while being frozen and is gone`); continue; }
+              if (st.state !== "Z") throw e;
+              log.debug(`process ${pid} exited while being frozen: dumped as a zombie`);
+            }
           }
+          node = fp
+            ? { pid, ppid: st.ppid, children: [], wasStopped: st.state === "T", fp }
+            : { pid, ppid: st.ppid, children: [], zombie: { exitCode: st.exitCode, pgid: st.pgid, sid: st.sid, comm: st.comm } };
           nodes.set(pid, node); order.push(pid); fresh++;
           // restore stops a stopped process with SIGSTOP; another stop signal would be told apart by its parent
           const ss = node.fp?.threads[0].stopSig;

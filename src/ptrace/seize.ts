@@ -16,6 +16,14 @@ export interface FrozenThread {
 }
 export interface FrozenProcess { pid: number; threads: FrozenThread[] }
 
+/** A thread that exited (or was killed) between its seize and its stop: it is not there to freeze. */
+export class ExitedWhileFreezing extends CriuError {
+  constructor(public tid: number, status: number) { super("seize", `thread ${tid} ${status < 0 ? "exited" : describeStatus(status)} while being frozen`); }
+}
+function exitedNow(pid: number): boolean {
+  try { return /^State:\s*[ZX]/m.test(readFileSync(`/proc/${pid}/status`, "latin1")); } catch { return true; }
+}
+
 /** Wait for a seized+interrupted thread to report its stop. Signal-delivery stops are recorded and re-stopped. */
 function waitInterrupted(tid: number, deadline: number): { sig: number; info?: Uint8Array; stopSig: number } {
   let pendingSig = 0;
@@ -24,7 +32,7 @@ function waitInterrupted(tid: number, deadline: number): { sig: number; info?: U
     const { r, status } = wait4Raw(tid, __WALL);
     if (r === -4) continue;
     if (r < 0) throw new CriuError("seize", `wait4(${tid}) failed: ${errnoName(-r)}`);
-    if (!W.stopped(status)) throw new CriuError("seize", `thread ${tid} ${describeStatus(status)} while being frozen`);
+    if (!W.stopped(status)) throw new ExitedWhileFreezing(tid, status);
     const ev = W.event(status);
     if (ev === PTRACE_EVENT.STOP) return { sig: pendingSig, info, stopSig: W.stopSig(status) }; // group-stop or interrupt stop
     if (ev === 0) {
@@ -105,11 +113,20 @@ export function freezeProcess(pid: number, timeoutMs = 10000, preSeized?: Set<nu
         let r = seize(tid, suspend ? PTRACE_O.SUSPEND_SECCOMP : 0);
         if (r === -22 || r === -1) { if (suspend) throw new CriuError("seize", `cannot suspend the seccomp filters of ${tid} (needs CAP_SYS_ADMIN)`); }
         if (r < 0) {
+          // a task that has exited cannot be seized (ESRCH once reaped, EPERM while a zombie)
+          if ((r === -3 || r === -1) && tid === pid && !seized.size && exitedNow(pid)) throw new ExitedWhileFreezing(tid, -1);
           if (r === -3) continue; // thread exited meanwhile
           throw new CriuError("seize", `cannot seize ${tid}: ${errnoName(-r)}${r === -1 ? " (already traced, or not permitted)" : ""}`);
         }
         interrupt(tid);
-        const { sig, info, stopSig } = waitInterrupted(tid, deadline);
+        let w;
+        try { w = waitInterrupted(tid, deadline); } catch (e) {
+          // a thread other than the leader that ends meanwhile is simply not there any more
+          // (the leader's end is the process's: the caller looks at what is left of it)
+          if (e instanceof ExitedWhileFreezing && tid !== pid) { log.debug(`thread ${tid} of ${pid} exited while being frozen: left out`); continue; }
+          throw e;
+        }
+        const { sig, info, stopSig } = w;
         seized.set(tid, { tid, pendingStopSig: sig, pendingSiginfo: info, stopSig });
         fresh++;
       }
