@@ -265,7 +265,12 @@ test("migration: server namespace deleted, recreated with the same address, clie
   const before = clients.map((c) => c.progress().recvd);
   await restore(nb, img, srv.pid);
   run(["ip", "-n", nc, "link", "set", "vc", "up"]);
-  for (const [i, c] of clients.entries()) await c.reach(before[i] + 300_000, 40000);
+  try {
+    for (const [i, c] of clients.entries()) await c.reach(before[i] + 300_000, 40000);
+  } catch (e: any) {
+    // what the server and the restore saw: the one place to tell who reset the connection
+    throw new Error(`${e.message}\nserver: ${text(join(srv.dir, "stderr"))}\nrestore.log (tcp):\n${(text(join(img, "restore.log")) ?? "").split("\n").filter((l) => /tcp|TCP|rror|arn/.test(l)).join("\n")}`);
+  }
   const late = new Client(nc, srvAddr, port, work, "mlate", 9);
   await late.reach(50_000);
   await finishClients(work, [...clients, late]);
