@@ -52,10 +52,10 @@ const read = (p: string) => { try { return readFileSync(p, "utf8"); } catch { re
 function busyboxRootfs(): string {
   const r = mkdtempSync(join(tmpdir(), "criu-bun-rootfs-"));
   tmp.push(r);
-  for (const d of ["bin", "proc", "dev", "dev/pts", "tmp", "old", "data", "data/src", "data/ro", "priv", "shared", "work", "ext", "odd"]) mkdirSync(join(r, d));
+  for (const d of ["bin", "proc", "dev", "dev/pts", "tmp", "old", "data", "data/src", "data/ro", "priv", "shared", "peer", "slave", "ss", "ss2", "unb", "work", "ext", "odd"]) mkdirSync(join(r, d));
   copyFileSync("/bin/busybox", join(r, "bin/busybox"));
   chmodSync(join(r, "bin/busybox"), 0o755);
-  for (const a of ["sh", "sleep", "cat", "echo", "mount", "umount", "ls", "readlink", "setsid", "ln", "mkdir", "mknod"]) symlinkSync("busybox", join(r, "bin", a));
+  for (const a of ["sh", "sleep", "cat", "echo", "mount", "umount", "ls", "readlink", "setsid", "ln", "mkdir", "mknod", "grep"]) symlinkSync("busybox", join(r, "bin", a));
   writeFileSync(join(r, "data/src/f"), "hello\n");
   return r;
 }
@@ -69,6 +69,11 @@ echo tmpdata > /tmp/t1; mkdir /tmp/d; echo x > /tmp/d/t2; ln -s t1 /tmp/link
 mount --bind /data/src /data/ro; mount -o remount,bind,ro /data/ro
 mount -t tmpfs priv /priv; mount --make-private /priv
 mount -t tmpfs shr /shared; mount --make-shared /shared
+mount --bind /shared /peer
+mount --bind /shared /slave; mount --make-slave /slave
+mount --bind /shared /ss; mount --make-slave /ss; mount --make-shared /ss
+mount --bind /ss /ss2
+mount -t tmpfs unb /unb; mount --make-unbindable /unb
 mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts
 cd /work
 exec 3</data/ro/f
@@ -85,6 +90,14 @@ while :; do
     [ "$(readlink /proc/$$/cwd)" = /work ] || r="FAIL: cwd $(readlink /proc/$$/cwd)"
     [ "$(readlink /proc/$$/root)" = / ] || r="FAIL: root"
     (echo w > /data/ro/w) 2>/dev/null && r="FAIL: /data/ro is writable"
+    mkdir -p /shared/sub /slave/own
+    mount -t tmpfs prop /shared/sub && echo p > /shared/sub/f
+    for d in /peer /slave /ss /ss2; do [ "$(cat $d/sub/f 2>&1)" = p ] || r="FAIL: $d did not receive the mount made on /shared/sub"; done
+    mount -t tmpfs own /slave/own
+    grep -q " /shared/own " /proc/self/mountinfo && r="FAIL: a mount on the slave /slave propagated to its master /shared"
+    umount /slave/own; umount /shared/sub
+    grep -q " /peer/sub " /proc/self/mountinfo && r="FAIL: the umount of /shared/sub did not propagate to /peer"
+    (mount --bind /unb /odd) 2>/dev/null && r="FAIL: /unb is bindable"
     $CHECK
     echo "$r" > /work/result.tmp; cat /proc/self/mountinfo >> /work/result.tmp; mv /work/result.tmp /work/result
     exit 0
@@ -119,11 +132,21 @@ async function counting(rootfs: string) {
   await waitFor(() => Number(read(join(rootfs, "work/count"))) > a + 2, 5000, "the counter to advance");
 }
 
-/** mountinfo without ids, device numbers and peer group numbers, sorted */
+/**
+ * mountinfo without ids and device numbers, sorted; a peer group is named by its members'
+ * mountpoints (shared:[/a,/b], master:[/a,/b]), so the groups themselves are compared, not numbers
+ */
 function mounts(text: string): string[] {
-  return text.split("\n").filter((l) => / - /.test(l)).map((l) => {
-    const f = l.split(" "), sep = f.indexOf("-");
-    return [f[3], f[4], f[5], ...f.slice(6, sep).map((o) => o.replace(/:\d+$/, "")), ...f.slice(sep + 1)].join(" ");
+  const rows = text.split("\n").filter((l) => / - /.test(l)).map((l) => l.split(" "));
+  const groups = new Map<string, string[]>();
+  for (const f of rows) for (const o of f.slice(6, f.indexOf("-"))) {
+    const m = /^shared:(\d+)$/.exec(o);
+    if (m) groups.set(m[1], [...(groups.get(m[1]) ?? []), f[4]]);
+  }
+  const name = (n: string) => `[${(groups.get(n) ?? ["outside"]).sort().join(",")}]`;
+  return rows.map((f) => {
+    const sep = f.indexOf("-");
+    return [f[3], f[4], f[5], ...f.slice(6, sep).map((o) => o.replace(/^(shared|master):(\d+)$/, (_, k, n) => `${k}:${name(n)}`)), ...f.slice(sep + 1)].join(" ");
   }).sort();
 }
 const same = (a: string, b: string) => { const x = statSync(a), y = statSync(b); return x.dev === y.dev && x.ino === y.ino; };
@@ -145,14 +168,18 @@ describe("container mount namespaces", () => {
     const rootfs = busyboxRootfs();
     const { pid, outer } = await startContainer(rootfs);
     const before = mounts(readFileSync(`/proc/${pid}/mountinfo`, "utf8"));
-    expect(before.some((l) => / \/shared .* shared /.test(l))).toBe(true);
+    expect(before.some((l) => / \/shared .* shared:/.test(l))).toBe(true);
     const dir = imagesDir("container");
     dump(pid, dir);
     await outer.exited; // the namespace is gone with its processes
     // crit reads the new images; CRIU's layout: mountpoints-<ns>.img, tmpfs-dev-<dev>.tar.gz.img (gzip)
     const mi = readdirSync(dir).find((f) => /^mountpoints-\d+\.img$/.test(f))!;
     const ents = JSON.parse(Bun.spawnSync(["crit", "decode", "-i", join(dir, mi)]).stdout.toString()).entries;
-    expect(ents.map((e: any) => e.mountpoint).sort()).toEqual(["/", "/data/ro", "/dev/pts", "/priv", "/proc", "/shared", "/tmp"]);
+    expect(ents.map((e: any) => e.mountpoint).sort()).toEqual(["/", "/data/ro", "/dev/pts", "/peer", "/priv", "/proc", "/shared", "/slave", "/ss", "/ss2", "/tmp", "/unb"]);
+    expect(before.filter((l) => / \/(shared|peer|slave|ss|ss2|unb) /.test(l)).map((l) => l.split(" ").slice(1, -3).join(" "))).toEqual([
+      "/peer rw,relatime shared:[/peer,/shared]", "/shared rw,relatime shared:[/peer,/shared]", "/slave rw,relatime master:[/peer,/shared]",
+      "/ss rw,relatime shared:[/ss,/ss2] master:[/peer,/shared]", "/ss2 rw,relatime shared:[/ss,/ss2] master:[/peer,/shared]", "/unb rw,relatime unbindable",
+    ]);
     const tmp = ents.find((e: any) => e.mountpoint === "/tmp");
     const tarImg = join(dir, `tmpfs-dev-${tmp.root_dev}.tar.gz.img`); // crit without --pretty: the kernel's dev number
     expect(readFileSync(tarImg).subarray(0, 2)).toEqual(Buffer.from([0x1f, 0x8b]));
@@ -301,15 +328,22 @@ describe("container mount namespaces", () => {
     await finish(b, cb.pid, r, beforeB);
   }, 90000);
 
-  test("a mount criu-bun cannot make (ramfs) is refused at dump naming it; the container keeps running", async () => {
-    const rootfs = busyboxRootfs();
-    const { pid, outer } = await startContainer(rootfs, { extra: "mount -t ramfs ramfs /odd" });
-    const r = criuBun(["dump", "-t", String(pid), "-D", imagesDir("ramfs")]);
-    expect(r.code).not.toBe(0);
-    expect(r.stderr.trim().split("\n")).toEqual([expect.stringMatching(new RegExp(`^Error \\(dump\\): process ${pid} mount namespace mnt:\\[\\d+\\]: mount '/odd' \\(ramfs ramfs\\) cannot be recreated by criu-bun; mark it external`))]);
-    await counting(rootfs);
-    process.kill(-outer.pid, "SIGKILL");
-    await outer.exited;
+  test("refused at dump naming the mount, the container running on: a mount criu-bun cannot make (ramfs); peers binding two directories of a mount no longer mounted whole (no member holds the others' roots)", async () => {
+    const cases = [
+      { extra: "mount -t ramfs ramfs /odd", line: `mount '/odd' \\(ramfs ramfs\\) cannot be recreated by criu-bun; mark it external` },
+      { extra: "mkdir /data/x /data/y; mount --bind /data /data; mount --make-shared /data; mount --bind /data/x /ext; mount --bind /data/y /odd; umount /data",
+        line: `mount '/(ext|odd)' \\(\\S+ [^,]*, bind of /\\S+/data/[xy]\\) is a peer \\(group \\d+\\) of '/(ext|odd)', whose root '/\\S+/data/[xy]' does not hold its root '/\\S+/data/[xy]'; not supported` },
+    ];
+    for (const c of cases) {
+      const rootfs = busyboxRootfs();
+      const { pid, outer } = await startContainer(rootfs, { extra: c.extra });
+      const r = criuBun(["dump", "-t", String(pid), "-D", imagesDir("mnt-refused")]);
+      expect(r.code).not.toBe(0);
+      expect(r.stderr.trim().split("\n")).toEqual([expect.stringMatching(new RegExp(`^Error \\(dump\\): process ${pid} mount namespace mnt:\\[\\d+\\]: ${c.line}`))]);
+      await counting(rootfs);
+      process.kill(-outer.pid, "SIGKILL");
+      await outer.exited;
+    }
   }, 30000);
 });
 

@@ -289,6 +289,8 @@ export function dumpMountNs(pid: number, ext: ExtMounts, writeBytes: (file: stri
     if ((m.fstype === "cgroup" || m.fstype === "cgroup2") && ownCgroupNs) refuse(m, "belongs to a cgroup namespace of its own, which criu-bun does not restore yet");
   }
   const plan = ms.map((m) => ({ m, e: entries.get(m.id)!, ...roles.get(m.id)! }));
+  const prop = propagationPlan([...entries.values()] as S.mnt_entry[]);
+  if (typeof prop === "string") { const i = prop.indexOf(" "); refuse(byId.get(Number(prop.slice(0, i)))!, prop.slice(i + 1)); }
   // tmpfs contents, read through the tree's root (the tree is frozen)
   for (const p of plan) {
     if (p.kind !== "fresh" || p.m.fstype !== "tmpfs") continue;
@@ -317,6 +319,57 @@ function hostPath(m: MountInfo): string | undefined {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Propagation: peer groups (shared:N) and slaves (master:N) as mountinfo shows them
+
+type PropStep = { op: "shared"; e: S.mnt_entry } | { op: "join"; from: S.mnt_entry; e: S.mnt_entry } | { op: "slave"; e: S.mnt_entry };
+
+/**
+ * How restore recreates the saved peer groups and slaves once every mount exists (all private):
+ * per group, its leader (the member with the widest root) is made a slave of its master group
+ * first if it is one, then shared (a new group); every other member joins it
+ * (move_mount MOVE_MOUNT_SET_GROUP: same peer group, same master). A slave joins a member of its
+ * master's group whose root holds its own, then is made a slave (MS_SLAVE: of that group).
+ * Masters' groups come before their slaves. Returns the steps, or "MNTID why" for the first
+ * mount the kernel could not be brought to the same state for.
+ */
+export function propagationPlan(entries: S.mnt_entry[]): PropStep[] | string {
+  const groups = new Map<number, S.mnt_entry[]>();
+  for (const e of entries) if (e.sharedId) { const g = groups.get(e.sharedId); if (g) g.push(e); else groups.set(e.sharedId, [e]); }
+  const depth = (e: S.mnt_entry) => (e.root === "/" ? 0 : e.root.split("/").length);
+  const steps: PropStep[] = [];
+  const made = new Set<number>(), making = new Set<number>();
+  let err: string | undefined;
+  const slaveOf = (e: S.mnt_entry, master: number): boolean => {
+    const g = groups.get(master);
+    if (!g) { err = `${e.mntId} is a slave of peer group ${master}, which has no mount in the namespace; not supported`; return false; }
+    if (!makeGroup(master)) return false;
+    const from = g.find((x) => x.rootDev === e.rootDev && within(e.root, x.root));
+    if (!from) { err = `${e.mntId} is a slave of peer group ${master}, none of whose mounts holds its root '${e.root}'; not supported`; return false; }
+    steps.push({ op: "join", from, e }, { op: "slave", e });
+    return true;
+  };
+  const makeGroup = (id: number): boolean => {
+    if (made.has(id)) return true;
+    if (making.has(id)) { err = `${groups.get(id)![0].mntId} is in a cycle of peer groups and masters; not supported`; return false; }
+    making.add(id);
+    const g = groups.get(id)!;
+    const lead = [...g].sort((a, b) => depth(a) - depth(b) || a.mntId - b.mntId)[0];
+    for (const m of g) {
+      if (m.rootDev !== lead.rootDev || !within(m.root, lead.root)) { err = `${m.mntId} is a peer (group ${id}) of '${lead.mountpoint}', whose root '${lead.root}' does not hold its root '${m.root}'; not supported`; return false; }
+      if ((m.masterId ?? 0) !== (lead.masterId ?? 0)) { err = `${m.mntId} is a peer (group ${id}) of '${lead.mountpoint}' with another master (${m.masterId ?? 0}, not ${lead.masterId ?? 0}); not supported`; return false; }
+    }
+    if (lead.masterId && !slaveOf(lead, lead.masterId)) return false;
+    steps.push({ op: "shared", e: lead });
+    for (const m of g) if (m !== lead) steps.push({ op: "join", from: lead, e: m });
+    made.add(id);
+    return true;
+  };
+  for (const id of [...groups.keys()].sort((a, b) => a - b)) if (!makeGroup(id)) return err!;
+  for (const e of [...entries].sort((a, b) => a.mntId - b.mntId)) if (e.masterId && !e.sharedId && !slaveOf(e, e.masterId)) return err!;
+  return steps;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Restore
 
 /** The root task, before anything of the tree runs: injected syscalls and string slots (0..3). */
@@ -330,7 +383,7 @@ export interface MountTask {
 }
 export interface MountRestoreOpts { root?: string; ext: ExtMounts }
 
-const OPEN_TREE_CLONE = 1, MOVE_MOUNT_F_EMPTY_PATH = 4;
+const OPEN_TREE_CLONE = 1, MOVE_MOUNT_F_EMPTY_PATH = 4, MOVE_MOUNT_SET_GROUP = 0x100;
 
 function restoreRoles(entries: S.mnt_entry[]) {
   const byId = new Map(entries.map((e) => [e.mntId, e]));
@@ -352,6 +405,11 @@ export function precheckMountNs(entries: S.mnt_entry[], dir: string, o: MountRes
   let st;
   try { st = statSync(rootDir); } catch { throw new CriuError("restore", `--root '${rootDir}' does not exist`); }
   if (!st.isDirectory()) throw new CriuError("restore", `--root '${rootDir}' is not a directory`);
+  const prop = propagationPlan(entries);
+  if (typeof prop === "string") {
+    const i = prop.indexOf(" "), e = entries.find((x) => x.mntId === Number(prop.slice(0, i)))!;
+    throw new CriuError("restore", `mount '${e.mountpoint}' ${prop.slice(i + 1)}`);
+  }
   for (const e of entries) {
     const r = roles.get(e.mntId)!, name = FSNAME.get(e.fstype);
     if (r.kind === "fresh" && !(name && FRESH.has(name))) throw new CriuError("restore", `mount '${e.mountpoint}' (${name ?? `fstype ${e.fstype}`} ${e.source}) cannot be recreated by criu-bun`);
@@ -396,20 +454,9 @@ export function restoreMountNs(t: MountTask, entries: S.mnt_entry[], dir: string
     if (!(f & (MS.NOATIME | MS.RELATIME))) f |= MS.STRICTATIME;
     t.ok(`remount ${e.mountpoint} flags 0x${f.toString(16)}`, NR.mount, 0, t.str(at(e)), 0, MS.REMOUNT | MS.BIND | f, 0);
   };
-  const propagate = (e: S.mnt_entry, r: Role) => {
-    const target = t.str(at(e));
-    const src = r.kind === "bind" ? entries.find((x) => x.mntId === r.source) : undefined;
-    // a clone of a shared mount is its peer: keep it (same group), or make it the group's slave
-    if (e.masterId) {
-      if (!src || src.sharedId !== e.masterId) throw new CriuError("restore", `mount '${e.mountpoint}' is a slave of peer group ${e.masterId}, which it was not bound from; not supported`);
-      t.ok(`make ${e.mountpoint} slave`, NR.mount, 0, target, 0, MS.SLAVE, 0);
-    } else if (!(e.sharedId && src?.sharedId === e.sharedId)) t.ok(`make ${e.mountpoint} private`, NR.mount, 0, target, 0, MS.PRIVATE, 0);
-    if (e.sharedId && src?.sharedId !== e.sharedId) t.ok(`make ${e.mountpoint} shared`, NR.mount, 0, target, 0, MS.SHARED, 0);
-  };
   // the root: a bind of rootDir on itself (nothing of the host below it comes along)
   t.ok(`bind ${R} onto itself`, NR.mount, t.str(R), t.str(R, 1), 0, MS.BIND, 0);
   setFlags(root);
-  if (root.sharedId) t.ok("make / shared", NR.mount, 0, t.str(R), 0, MS.SHARED, 0);
   cloneBindsOf(root);
   // the others, parents first, in the order they were mounted
   const done = new Set<number>([root.mntId]);
@@ -435,18 +482,24 @@ export function restoreMountNs(t: MountTask, entries: S.mnt_entry[], dir: string
       }
       if (sb & MS.RDONLY) t.ok(`${e.mountpoint}: read-only super block`, NR.mount, 0, t.str(target), 0, MS.REMOUNT | sb, e.options ? t.str(e.options, 3) : 0);
     }
-    propagate(e, r);
     setFlags(e);
     cloneBindsOf(e);
     done.add(e.mntId);
     log.debug(`${where}: mounted ${e.mountpoint} (${r.kind}${r.kind === "fresh" ? ` ${name}` : ""})`);
   }
   for (const fd of clones.values()) t.call(NR.close, fd);
-  for (const e of entries) if (e.flags & MS.UNBINDABLE) t.ok(`make ${e.mountpoint} unbindable`, NR.mount, 0, t.str(at(e)), 0, MS.UNBINDABLE, 0);
   // into it: the old root goes on top of the new one and is detached from there
   t.ok(`chdir(${R})`, NR.chdir, t.str(R));
   t.ok("pivot_root(., .)", NR.pivot_root, t.str("."), t.str(".", 1));
   t.ok("umount old root", NR.umount2, t.str("."), 2 /* MNT_DETACH */);
   t.ok("chdir(/)", NR.chdir, t.str("/"));
+  // propagation last: every mount was made private (nothing propagated while building), and
+  // pivot_root refuses a shared new root
+  for (const s of propagationPlan(entries) as PropStep[]) {
+    if (s.op === "shared") t.ok(`make ${s.e.mountpoint} shared`, NR.mount, 0, t.str(s.e.mountpoint), 0, MS.SHARED, 0);
+    else if (s.op === "slave") t.ok(`make ${s.e.mountpoint} slave`, NR.mount, 0, t.str(s.e.mountpoint), 0, MS.SLAVE, 0);
+    else t.ok(`${s.e.mountpoint} joins the peer group of ${s.from.mountpoint}`, NR.move_mount, -100, t.str(s.from.mountpoint), -100, t.str(s.e.mountpoint, 1), MOVE_MOUNT_SET_GROUP);
+  }
+  for (const e of entries) if (e.flags & MS.UNBINDABLE) t.ok(`make ${e.mountpoint} unbindable`, NR.mount, 0, t.str(e.mountpoint), 0, MS.UNBINDABLE, 0);
   log.info(`${where}: ${entries.length} mounts restored on ${R}, pivot_root done`);
 }
