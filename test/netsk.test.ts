@@ -171,8 +171,18 @@ describe("unix sockets restored exactly (the workload checks itself)", () => {
     expect(u.filter((e) => e.deleted).length).toBe(3);
     await checkPass(w);
   }, 60_000);
+  test("accepted: connections keep their names (getsockname of the accepted end, getpeername of the client: the listener's path or abstract name), a client's own name, a closed peer's data, a closed listener's name free again, a named datagram pair", async () => {
+    const w = await startU("accepted");
+    const dir = await dumpRestore(w, "unix-accepted");
+    // the accepted ends carry their listener's name in the image, as CRIU writes it
+    const u = readImage<S.file_entry>(dir, "files.img", "FILES").filter((f) => f.usk).map((f) => f.usk!);
+    const accSock = u.filter((e) => new TextDecoder().decode(e.name).endsWith("/acc.sock\0"));
+    expect(accSock.filter((e) => e.state === 10).length).toBe(1);
+    expect(accSock.filter((e) => e.state === 1).length).toBe(3);
+    await checkPass(w);
+  }, 60_000);
   test("the unixsk checks fail on a wrong restore (new unnamed sockets)", async () => {
-    for (const mode of ["dgram", "deleted"]) {
+    for (const mode of ["dgram", "deleted", "accepted"]) {
       const bad = await runWorkload("unixsk", [mode, "--selftest-corrupt"], { settleMs: 20, resultTimeoutMs: 15_000 });
       expect(`${mode}: ${bad.summary}`).toStartWith(`${mode}: FAIL`);
     }

@@ -32,6 +32,7 @@ const OTHER: Partial<Record<UnsupportedKey, [string, string, string[]]>> = {
   "unix-in-flight": ["unixsk", "inflight", []],
   "unix-oneway-queue": ["unixsk", "onewayq", []],
   "unix-queue-named-sender": ["extunix", "named", ["--ext-unix-sk"]],
+  "unix-connection-name": ["unixsk", "accname", []],
 };
 
 describe("the refusal list and the fd-kind registry", () => {

@@ -2,9 +2,10 @@
 // listening sockets with path or abstract names. State from sock_diag (peer inode, name,
 // shutdown, backlog); queued packets read without consuming them (SO_PEEK_OFF + MSG_PEEK on a
 // grabbed copy) into sk-queues.img (sk_packet_entry.id_for = the receiving socket's file id).
-// Restore: socketpair for mutual peers, then each queue re-sent from criu-bun through a
-// pidfd_getfd copy of the peer end, so it lands on the right side; socket+bind+listen for
-// named ones. Any other socket family stops the dump with a one-line error naming it.
+// Restore: socketpair for mutual peers (a stream connection with a name, such as an accepted one,
+// through a temporary listener so both ends keep their names), then each queue re-sent from
+// criu-bun through a pidfd_getfd copy of the peer end, so it lands on the right side;
+// socket+bind+listen for named ones. Any other socket family stops the dump with a one-line error naming it.
 import { lstatSync, unlinkSync, mkdtempSync, mkdirSync, rmSync } from "node:fs";
 import { join, dirname } from "node:path";
 import { tmpdir } from "node:os";
@@ -35,14 +36,19 @@ interface Diag { type: number; state: number; ino: number; name?: Uint8Array; pe
 const diagCache = new WeakMap<DumpOpts, Map<string, Map<number, Diag>>>();
 function unixDiag(ino: number, where: string, pid: number, opts?: DumpOpts): Diag {
   if (!opts) return withNetns(pid, () => unixDiagHere(ino, where));
+  const d = unixDiagListing(pid, where, opts).get(ino);
+  if (d) return d;
+  return withNetns(pid, () => unixDiagHere(ino, where)); // made after the listing (a peer outside the tree)
+}
+
+/** every unix socket of pid's network namespace (listed once per dump) */
+function unixDiagListing(pid: number, where: string, opts: DumpOpts): Map<number, Diag> {
   let byNs = diagCache.get(opts);
   if (!byNs) diagCache.set(opts, (byNs = new Map()));
   const ns = readLink(`/proc/${pid}/ns/net`);
   let all = byNs.get(ns);
   if (!all) byNs.set(ns, (all = withNetns(pid, () => unixDiagAll(where))));
-  const d = all.get(ino);
-  if (d) return d;
-  return withNetns(pid, () => unixDiagHere(ino, where)); // made after the listing (a peer outside the tree)
+  return all;
 }
 
 function diagRequest(ino: number, dump: boolean): Uint8Array {
@@ -205,6 +211,29 @@ function heldInTree(ino: number, opts: DumpOpts): boolean {
   return set.has(ino);
 }
 
+/**
+ * A connected stream socket's names come back through a temporary listener bound to the accepted
+ * end's name (see restoreNamedConnection). For an abstract name that needs the name free at
+ * restore and the accepted end known: refused when a listener outside the tree holds the name,
+ * or when both ends are named and neither name is a listener's of the tree (which one was
+ * accepted is then unknown).
+ */
+function checkConnectionNames(ctx: import("./fdkind").DumpCtx, d: Diag, name: Uint8Array, peerInTree: boolean) {
+  const pd = peerInTree ? unixDiag(d.peer, ctx.where, ctx.pid, ctx.opts) : undefined;
+  const pname = pd?.name ?? new Uint8Array(0);
+  if (!(name.length && name[0] === 0) && !(pname.length && pname[0] === 0)) return;
+  const all = unixDiagListing(ctx.pid, ctx.where, ctx.opts);
+  const listeners = (n: Uint8Array) => [...all.values()].filter((s) => s.state === TCP_LISTEN && s.name && s.name.length === n.length && s.name.every((v, i) => v === n[i]));
+  if (name.length && name[0] === 0) {
+    const out = listeners(name).find((l) => !heldInTree(l.ino, ctx.opts));
+    if (out) refuse("files", ctx.where, "unix-connection-name", `'${nameText(name)}' of unix socket ${d.ino} is held by listener ${out.ino} outside the tree`);
+  }
+  if (name.length && pname.length) {
+    const inTree = (n: Uint8Array) => listeners(n).some((l) => heldInTree(l.ino, ctx.opts));
+    if (!inTree(name) && !inTree(pname)) refuse("files", ctx.where, "unix-connection-name", `unix socket ${d.ino} '${nameText(name)}' and its peer ${d.peer} '${nameText(pname)}' are both named, neither by a listener of the tree`);
+  }
+}
+
 /** The tree's unix sockets of a restore by inode, indexed once. */
 const uskIndex = new WeakMap<Map<number, S.file_entry>, Map<number, S.file_entry>>();
 function uskByIno(files: Map<number, S.file_entry>, ino: number): S.file_entry | undefined {
@@ -305,6 +334,7 @@ export const unixKind: FdKind = {
     const peerGone = !listening && !d.peer && d.state === 1 /* TCP_ESTABLISHED */;
     if (!listening && !d.peer && !peerGone && d.rq) refuse("files", ctx.where, "unix-dgram-queue", `${d.rq} bytes on unix socket ${ino}`);
     const peerInTree = d.peer !== 0 && (ctx.files.usk.has(d.peer) || heldInTree(d.peer, ctx.opts));
+    if (type !== 2 && !listening && d.state === 1 && (peerInTree || peerGone)) checkConnectionNames(ctx, d, name, peerInTree);
     if (d.peer && d.peer !== ino && !listening && d.rq && peerInTree) {
       // connected one way (to a server of the tree that is not connected back): what is queued
       // here was sent by some socket with sendto(), which the image cannot name
@@ -335,6 +365,11 @@ export const unixKind: FdKind = {
     // datagram sockets connected one way (clients of a named server, a socket connected to
     // itself): the server and all its clients are made together, bound, then connected by name
     if (oneWayGroup(ctx, u)) return restoreGroup(ctx, f);
+    if (namedConnection(u, peerFile?.usk)) {
+      // a stream connection with names (an accepted one): made through a listener, both held
+      restoreNamedConnection(ctx, f);
+      return ctx.fdFrom(`usk:${u.ino}`)!;
+    }
     if (peerFile && peerFile.usk!.peer === u.ino) {
       // mutual peers: one socketpair, then refill both queues
       const a = ctx.scratch(0n, new Uint8Array(8));
@@ -347,6 +382,9 @@ export const unixKind: FdKind = {
       // buffer sizes first: a stream's queue is bounded by its sender's SO_SNDBUF
       setBufs(ctx, mine, u);
       setBufs(ctx, theirs, peerFile.usk!);
+      // datagram sockets bound to their own names: bound now (connected ones can be)
+      if (u.name.length) bindName(ctx, u, mine);
+      if (peerFile.usk!.name.length) bindName(ctx, peerFile.usk!, theirs);
       refill(ctx, f, theirs);
       refill(ctx, peerFile, mine);
       finish(ctx, f, mine);
@@ -362,6 +400,7 @@ export const unixKind: FdKind = {
       const v = new Int32Array(ctx.mem.read(a, 8).buffer);
       const mine = ctx.high(v[0], ctx.where), theirs = ctx.high(v[1], ctx.where);
       setBufs(ctx, mine, u);
+      if (u.name.length) bindName(ctx, u, mine); // a datagram socket's own name
       const queued = (cachedPayloadsBy<S.sk_packet_entry, number>(ctx, "sk-queues.img", "SK_QUEUES", (m) => m.idFor).get(f.id) ?? []).reduce((n, p) => n + p.payload.length, 0);
       setBufs(ctx, theirs, { opts: { soSndbuf: queued * 2 + 65536, soRcvbuf: 0 } } as any);
       refill(ctx, f, theirs);
@@ -514,6 +553,7 @@ function boundSocket(ctx: RestoreCtx, u: S.unix_sk_entry): number {
  * root, so the socket has its name and no file, and whatever sits at the path is left alone.
  */
 function bindName(ctx: RestoreCtx, u: S.unix_sk_entry, fd: number) {
+  if (u.name[0] === 0) connectionsNamedFirst(ctx, u);
   if (u.name[0] !== 0 && u.deleted) return withGhostRoot(ctx, [u], () => bindHere(ctx, u, fd));
   const { text } = sockaddr(u.name, u.nameDir);
   if (u.name[0] !== 0) { try { if (lstatSync(text).isSocket()) unlinkSync(text); } catch {} }
@@ -526,8 +566,9 @@ function bindName(ctx: RestoreCtx, u: S.unix_sk_entry, fd: number) {
   }
 }
 
-/** bind() with the name's own bytes, from its directory when it is relative (cwd put back after) */
-function bindHere(ctx: RestoreCtx, u: S.unix_sk_entry, fd: number) {
+/** bind() (or connect(), with nr) with the name's own bytes, from its directory when it is
+ *  relative (cwd put back after) */
+function bindHere(ctx: RestoreCtx, u: S.unix_sk_entry, fd: number, nr: number = NR.bind) {
   const inj = ctx.inj;
   const text = sockaddr(u.name, u.nameDir).text;
   const sa = new Uint8Array(2 + u.name.length);
@@ -541,8 +582,8 @@ function bindHere(ctx: RestoreCtx, u: S.unix_sk_entry, fd: number) {
     if (c < 0n) { inj.call(NR.close, cwd); throw new CriuError("restore", `${ctx.where}: chdir to '${u.nameDir}' to bind '${text}' failed (errno ${-c})`); }
   }
   try {
-    const b = inj.call(NR.bind, fd, ctx.scratch(0n, sa), sa.length);
-    if (b < 0n) throw new CriuError("restore", `${ctx.where}: bind to '${text}' failed (errno ${-b})`);
+    const b = inj.call(nr, fd, ctx.scratch(0n, sa), sa.length);
+    if (b < 0n) throw new CriuError("restore", `${ctx.where}: ${nr === NR.bind ? "bind" : "connect"} to '${text}' failed (errno ${-b})`);
   } finally {
     if (relative) { inj.call(NR.fchdir, cwd); inj.call(NR.close, cwd); }
   }
@@ -642,4 +683,88 @@ function finish(ctx: RestoreCtx, f: S.file_entry, fd: number) {
   restoreUnixSkOpts(ctx, fd, u.opts);
   if (u.shutdown) ctx.inj.call(NR.shutdown, fd, u.shutdown - 1);
   if (u.flags & O.NONBLOCK) ctx.inj.call(NR.fcntl, fd, 4 /* F_SETFL */, O.NONBLOCK);
+}
+
+const sameName = (a: Uint8Array, b: Uint8Array) => a.length === b.length && a.every((v, i) => v === b[i]);
+/** a listening socket of the tree has this name */
+function treeListens(ctx: RestoreCtx, name: Uint8Array): boolean {
+  for (const s of treeSockets(ctx).values()) if (s.usk!.state === TCP_LISTEN && sameName(s.usk!.name, name)) return true;
+  return false;
+}
+
+/** A connected stream or seqpacket socket whose connection carries a name (an accepted
+ *  connection: its end has the listener's name, the client sees it as its peer's; or a client
+ *  bound to a name of its own), with its peer in the tree or closed. */
+function namedConnection(u: S.unix_sk_entry, p: S.unix_sk_entry | undefined): boolean {
+  if (u.type === 2 || u.state !== 1 /* TCP_ESTABLISHED */ || u.uflags & USK_EXTERN) return false;
+  if (u.peer && (!p || p.peer !== u.ino || p.uflags & USK_EXTERN)) return false;
+  return u.name.length > 0 || (!!p && p.name.length > 0);
+}
+
+/**
+ * A named stream connection made as the kernel made it (a socketpair has no names, and the
+ * accepted end cannot bind its listener's name, which the listener owns): a temporary listener
+ * bound to the accepted end's name (a path inside a ghost root, so no file is made and the real
+ * listener's is left alone; an abstract name before anything of the tree binds it, see
+ * connectionsNamedFirst), the client bound to its own name if it had one and connected, the
+ * accepted end taken with accept4, the temporary listener closed. getsockname() on the accepted
+ * end and getpeername() on the client give the listener's name again. Both ends are held for the
+ * processes that have them; a closed peer's end is closed after its data is sent.
+ */
+function restoreNamedConnection(ctx: RestoreCtx, f: S.file_entry) {
+  const inj = ctx.inj, socks = treeSockets(ctx);
+  const pf = f.usk!.peer ? socks.get(f.usk!.peer) : undefined;
+  // the accepted end: the one with its tree listener's name, else the named one (the dump
+  // refused the pairs where this is ambiguous for an abstract name)
+  const peerAccepted = !!pf && pf.usk!.name.length > 0 && (!f.usk!.name.length || (treeListens(ctx, pf.usk!.name) && !treeListens(ctx, f.usk!.name)));
+  const [xf, yf] = peerAccepted ? [pf!, f] : [f, pf];
+  const x = xf.usk!, y = yf?.usk;
+  const sock = () => {
+    const r = Number(inj.call(NR.socket, AF_UNIX, x.type | O.CLOEXEC, 0));
+    if (r < 0) throw new CriuError("restore", `${ctx.where}: socket(AF_UNIX) failed (errno ${-r})`);
+    return ctx.high(r, ctx.where);
+  };
+  const queued = (e: S.file_entry) => (cachedPayloadsBy<S.sk_packet_entry, number>(ctx, "sk-queues.img", "SK_QUEUES", (m) => m.idFor).get(e.id) ?? []).reduce((n, p) => n + p.payload.length, 0);
+  const lfd = sock(), yfd = sock();
+  let xfd: number;
+  try {
+    // a stream's queue is bounded by its sender's SO_SNDBUF: the client's set before its data goes
+    setBufs(ctx, yfd, y ? y : { opts: { soSndbuf: queued(xf) * 2 + 65536, soRcvbuf: 0 } } as any);
+    const steps = () => {
+      bindHere(ctx, x, lfd);
+      if (y?.name.length) bindHere(ctx, y, yfd);
+      const l = inj.call(NR.listen, lfd, 1);
+      if (l < 0n) throw new CriuError("restore", `${ctx.where}: listen on a temporary listener failed (errno ${-l})`);
+      bindHere(ctx, x, yfd, NR.connect);
+    };
+    const paths = [x, ...(y ? [y] : [])].filter((e) => e.name.length > 0 && e.name[0] !== 0);
+    if (paths.length) withGhostRoot(ctx, paths, steps);
+    else steps();
+    const a = Number(inj.call(NR.accept4, lfd, 0, 0, O.CLOEXEC));
+    if (a < 0) throw new CriuError("restore", `${ctx.where}: accept4 on a temporary listener failed (errno ${-a})`);
+    xfd = ctx.high(a, ctx.where);
+  } finally { inj.call(NR.close, lfd); }
+  setBufs(ctx, xfd, x);
+  ctx.hold(`usk:${x.ino}`, xfd);
+  refill(ctx, xf, yfd);
+  if (y) {
+    ctx.hold(`usk:${y.ino}`, yfd);
+    refill(ctx, yf!, xfd);
+    finish(ctx, yf!, yfd);
+  } else inj.call(NR.close, yfd);
+  finish(ctx, xf, xfd);
+  log.debug(`${ctx.where}: unix socket ${x.ino} ('${nameText(x.name)}') accepted from a temporary listener${y ? `, its peer ${y.ino}${y.name.length ? ` bound to '${nameText(y.name)}'` : ""} connected` : ", its closed peer's data sent"}`);
+}
+
+/** Before a socket of the tree binds abstract name u.name: the named connections carrying that
+ *  name that are not made yet are made now (their temporary listener needs the name free). */
+function connectionsNamedFirst(ctx: RestoreCtx, u: S.unix_sk_entry) {
+  const socks = treeSockets(ctx);
+  for (const s of socks.values()) {
+    const e = s.usk!;
+    if (e.ino === u.ino || ctx.tree.held.has(`usk:${e.ino}`)) continue;
+    const p = e.peer ? socks.get(e.peer)?.usk : undefined;
+    if (!namedConnection(e, p)) continue;
+    if (sameName(e.name, u.name) || (p && sameName(p.name, u.name))) restoreNamedConnection(ctx, s);
+  }
 }

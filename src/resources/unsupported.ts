@@ -57,6 +57,7 @@ export const UNSUPPORTED = {
   "unix-in-flight": "unix connection not accepted yet",
   "unix-oneway-queue": "queued datagrams on a unix socket connected one way",
   "unix-queue-named-sender": "queued message from a named sender restore cannot send from",
+  "unix-connection-name": "unix connection whose abstract name restore cannot give back",
 } as const;
 export type UnsupportedKey = keyof typeof UNSUPPORTED;
 

@@ -13,6 +13,14 @@
  *             made, the FIFO untouched (same inode), the sockets still work
  *   inflight  a listener with a connection not accepted yet: refused
  *   onewayq   a client connected one way with a datagram queued from its server: refused
+ *   accepted  accepted connections keep their names: a path stream listener with an unnamed
+ *             client, a client bound to a path of its own, and a client that closed after
+ *             sending (data then EOF); an abstract SEQPACKET listener; an abstract listener
+ *             closed since (its name free again after restore); a datagram pair bound to an
+ *             abstract and a path name connected both ways: getsockname and getpeername of
+ *             every end as before, queued data, both ways still work, the listeners accept
+ *   accname   a client bound to an abstract name of its own connected to an abstract listener
+ *             closed since: which end was accepted is unknown at restore, refused
  * --selftest-corrupt: replaces the sockets by new unnamed ones, so the checks must fail.
  */
 #define WL_MODES
@@ -29,8 +37,8 @@
 struct sk {
 	const char *what;
 	int fd, type;
-	struct sockaddr_un name;
-	socklen_t namelen;
+	struct sockaddr_un name, peer;
+	socklen_t namelen, peerlen; /* peerlen 0: not checked */
 };
 static struct sk sks[32];
 static int nsk;
@@ -48,6 +56,13 @@ static struct sk *add(const char *what, int fd) {
 	s->type = t;
 	s->namelen = sizeof s->name;
 	NEED(getsockname(fd, (struct sockaddr *)&s->name, &s->namelen) == 0);
+	return s;
+}
+/* a connected socket: its peer's name is checked too */
+static struct sk *addp(const char *what, int fd) {
+	struct sk *s = add(what, fd);
+	s->peerlen = sizeof s->peer;
+	NEED(getpeername(fd, (struct sockaddr *)&s->peer, &s->peerlen) == 0);
 	return s;
 }
 static struct sk *find(const char *what) {
@@ -96,6 +111,10 @@ static void check_names(void) {
 		int t;
 		socklen_t tl = sizeof t;
 		WL_CHECK(getsockopt(s->fd, SOL_SOCKET, SO_TYPE, &t, &tl) == 0 && t == s->type, "%s: type changed", s->what);
+		if (s->peerlen) {
+			nl = sizeof n;
+			WL_CHECK(getpeername(s->fd, (void *)&n, &nl) == 0 && same_name(&n, nl, &s->peer, s->peerlen), "%s: peer name changed (%u bytes, '%s')", s->what, nl, n.sun_path[0] ? n.sun_path : n.sun_path + 1);
+		}
 	}
 }
 /* client sends its tag; the server gets it with the client's name as source */
@@ -204,6 +223,73 @@ static void setup(void) {
 		struct sk *cl = add("client", bound(SOCK_DGRAM, an, 1));
 		conn(cl->fd, srv);
 		NEED(sendto(srv->fd, "back", 4, 0, (void *)&cl->name, cl->namelen) == 4);
+	} else if (is("accepted")) {
+		snprintf(path_srv, sizeof path_srv, "%s/acc.sock", wl_dir);
+		struct sk *l = add("listener", bound(SOCK_STREAM, path_srv, 0));
+		NEED(listen(l->fd, 8) == 0);
+		int c1 = socket(AF_UNIX, SOCK_STREAM, 0);
+		NEED(c1 >= 0);
+		conn(c1, l);
+		addp("a1", accept(l->fd, NULL, NULL));
+		addp("c1", c1);
+		NEED(write(c1, "to-a1", 5) == 5 && write(find("a1")->fd, "to-c1", 5) == 5);
+		snprintf(path_gone, sizeof path_gone, "%s/own.sock", wl_dir);
+		int c2 = bound(SOCK_STREAM, path_gone, 0);
+		conn(c2, l);
+		addp("a2", accept(l->fd, NULL, NULL));
+		addp("c2", c2);
+		int c4 = socket(AF_UNIX, SOCK_STREAM, 0);
+		NEED(c4 >= 0);
+		conn(c4, l);
+		add("a4", accept(l->fd, NULL, NULL));
+		NEED(write(c4, "bye", 3) == 3);
+		close(c4);
+		char an[80];
+		snprintf(an, sizeof an, "%s-sp", tag);
+		struct sk *sp = add("seqpacket-listener", bound(SOCK_SEQPACKET, an, 1));
+		NEED(listen(sp->fd, 4) == 0);
+		int c3 = socket(AF_UNIX, SOCK_SEQPACKET, 0);
+		NEED(c3 >= 0);
+		conn(c3, sp);
+		addp("a3", accept(sp->fd, NULL, NULL));
+		addp("c3", c3);
+		NEED(send(c3, "m1", 2, 0) == 2);
+		snprintf(an, sizeof an, "%s-gone", tag);
+		int lg = bound(SOCK_STREAM, an, 1);
+		NEED(listen(lg, 1) == 0);
+		struct sk tmp = {0};
+		tmp.namelen = sizeof tmp.name;
+		NEED(getsockname(lg, (void *)&tmp.name, &tmp.namelen) == 0);
+		int c5 = socket(AF_UNIX, SOCK_STREAM, 0);
+		NEED(c5 >= 0);
+		conn(c5, &tmp);
+		addp("a5", accept(lg, NULL, NULL));
+		addp("c5", c5);
+		close(lg);
+		snprintf(an, sizeof an, "%s-d1", tag);
+		int d1 = bound(SOCK_DGRAM, an, 1);
+		snprintf(path_dir, sizeof path_dir, "%s/d2.sock", wl_dir);
+		int d2 = bound(SOCK_DGRAM, path_dir, 0);
+		struct sk *s1 = add("d1", d1), *s2 = add("d2", d2);
+		conn(d1, s2);
+		conn(d2, s1);
+		s1->peerlen = sizeof s1->peer, s2->peerlen = sizeof s2->peer;
+		NEED(getpeername(d1, (void *)&s1->peer, &s1->peerlen) == 0 && getpeername(d2, (void *)&s2->peer, &s2->peerlen) == 0);
+		NEED(send(d1, "dq", 2, 0) == 2);
+	} else if (is("accname")) {
+		char an[80];
+		snprintf(an, sizeof an, "%s-ln", tag);
+		int lg = bound(SOCK_STREAM, an, 1);
+		NEED(listen(lg, 1) == 0);
+		struct sk l = {0};
+		l.namelen = sizeof l.name;
+		NEED(getsockname(lg, (void *)&l.name, &l.namelen) == 0);
+		snprintf(an, sizeof an, "%s-own", tag);
+		int c = bound(SOCK_STREAM, an, 1);
+		conn(c, &l);
+		addp("accepted", accept(lg, NULL, NULL));
+		addp("client", c);
+		close(lg);
 	} else {
 		fprintf(stderr, "unixsk: unknown mode %s\n", mode);
 		exit(2);
@@ -261,6 +347,42 @@ static void check_mode(void) {
 		WL_CHECK(getsockopt(find("listener")->fd, SOL_SOCKET, SO_ACCEPTCONN, &v, &vl) == 0 && v == 1, "listener does not listen");
 		int a = accept4(find("listener")->fd, NULL, NULL, SOCK_NONBLOCK);
 		WL_CHECK(a >= 0, "the pending connection is gone: %m");
+	} else if (is("accepted") || is("accname")) {
+		/* queued data first, then both ways on every pair */
+		char b[16] = {0};
+		if (is("accepted")) {
+			WL_CHECK(recv(find("a1")->fd, b, sizeof b, MSG_DONTWAIT) == 5 && memcmp(b, "to-a1", 5) == 0, "a1: its queued data is gone");
+			WL_CHECK(recv(find("c1")->fd, b, sizeof b, MSG_DONTWAIT) == 5 && memcmp(b, "to-c1", 5) == 0, "c1: its queued data is gone");
+			WL_CHECK(recv(find("a3")->fd, b, sizeof b, MSG_DONTWAIT) == 2 && memcmp(b, "m1", 2) == 0, "a3: its queued message is gone");
+			WL_CHECK(recv(find("a4")->fd, b, sizeof b, MSG_DONTWAIT) == 3 && memcmp(b, "bye", 3) == 0, "a4: its closed peer's data is gone");
+			WL_CHECK(recv(find("a4")->fd, b, sizeof b, MSG_DONTWAIT) == 0, "a4: no EOF after its closed peer's data");
+			WL_CHECK(recv(find("d2")->fd, b, sizeof b, MSG_DONTWAIT) == 2 && memcmp(b, "dq", 2) == 0, "d2: its queued datagram is gone");
+		}
+		static const char *pairs[][2] = {{"a1", "c1"}, {"a2", "c2"}, {"a3", "c3"}, {"a5", "c5"}, {"d1", "d2"}, {"accepted", "client"}};
+		for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
+			if (is("accname") != (i == 5)) continue;
+			struct sk *x = find(pairs[i][0]), *y = find(pairs[i][1]);
+			WL_CHECK(send(x->fd, "ping", 4, MSG_DONTWAIT) == 4 && recv_from(y->fd, b, sizeof b, NULL, NULL) == 4, "%s -> %s: no data", x->what, y->what);
+			WL_CHECK(send(y->fd, "pong", 4, MSG_DONTWAIT) == 4 && recv_from(x->fd, b, sizeof b, NULL, NULL) == 4, "%s -> %s: no data", y->what, x->what);
+		}
+		if (is("accepted")) {
+			/* the listeners still accept; the closed listener's abstract name is free */
+			struct sk *ls[] = {find("listener"), find("seqpacket-listener")};
+			for (int i = 0; i < 2; i++) {
+				int c = socket(AF_UNIX, ls[i]->type, 0);
+				WL_CHECK(c >= 0 && connect(c, (void *)&ls[i]->name, ls[i]->namelen) == 0, "%s: connect failed: %m", ls[i]->what);
+				int a = accept4(ls[i]->fd, NULL, NULL, SOCK_NONBLOCK);
+				WL_CHECK(a >= 0, "%s: accept failed: %m", ls[i]->what);
+				close(a), close(c);
+			}
+			int f = socket(AF_UNIX, SOCK_STREAM, 0);
+			struct sk *a5 = find("a5");
+			WL_CHECK(f >= 0 && bind(f, (void *)&a5->name, a5->namelen) == 0, "the closed listener's name is taken: %m");
+			close(f);
+			struct stat st;
+			WL_CHECK(lstat(path_gone, &st) == 0 && S_ISSOCK(st.st_mode), "own.sock: its file is gone");
+			WL_CHECK(lstat(path_srv, &st) == 0 && S_ISSOCK(st.st_mode), "acc.sock: its file is gone");
+		}
 	} else if (is("onewayq")) {
 		char b[8] = {0};
 		struct sockaddr_un from;
