@@ -435,3 +435,60 @@ test.skipIf(!existsSync("/sys/fs/cgroup/pids/cgroup.procs"))("RESTORE with cg_ro
     }
   }
 }, 60000);
+
+// The command exec_cmd runs: records its own pid and children, lets the restored workload finish
+// and reaps it, as a supervisor would (the same probe as cli-commands' --exec-cmd test).
+const EXEC_PROBE = `
+import os, sys
+out, wl = sys.argv[1], sys.argv[2]
+me = os.getpid()
+kids = open(f"/proc/{me}/task/{me}/children").read().split()
+print("probe: running", flush=True)
+open(wl + "/go.tmp", "w").write("go\\n"); os.rename(wl + "/go.tmp", wl + "/go")
+pid, st = os.waitpid(int(kids[0]), 0)
+open(out, "w").write(f"{me} {' '.join(kids)} {os.waitstatus_to_exitcode(st)}\\n")
+`;
+
+test("RESTORE with exec_cmd: the reply, then the worker becomes the command (same pid) with the restored tree as its child and its output in the log; a command that cannot run: the worker exits 1 naming it, the tree left running (as criu's service does)", async () => {
+  const work = mkdtempSync(join(tmpdir(), "criu-bun-swrk-exec-"));
+  const restored: number[] = [];
+  try {
+    for (const cmd of ["probe", "missing"] as const) {
+      const w = await startWorkload("counter");
+      const dir = imagesDir(`swrk-exec-${cmd}`);
+      const d = dirFd(dir), wd = dirFd(work);
+      try {
+        const c = Client.start();
+        let r = c.call({ type: T.DUMP, opts: { imagesDirFd: d, pid: w.pid } });
+        expect(r.crErrmsg ?? "").toBe("");
+        expect(r.success).toBe(true);
+        await waitReaped(w.pid);
+        const out = join(work, `probe-${cmd}.out`), logName = `restore-${cmd}.log`;
+        const argv = cmd === "probe" ? ["python3", "-c", EXEC_PROBE, out, w.dir] : ["/nonexistent/cmd"];
+        r = c.call({ type: T.RESTORE, opts: { imagesDirFd: d, workDirFd: wd, logFile: logName, logLevel: 4, execCmd: argv } });
+        expect(r.crErrmsg ?? "").toBe("");
+        expect(r.success).toBe(true);
+        expect(r.restore!.pid).toBe(w.pid);
+        restored.push(w.pid);
+        const code = await Promise.race([c.proc.exited, Bun.sleep(30000).then(() => -1)]);
+        const log = readFileSync(join(work, logName), "utf8");
+        if (cmd === "probe") {
+          expect(code).toBe(0);
+          // [command's pid, its children..., the restored root's exit status]
+          expect(readFileSync(out, "utf8").trim().split(" ").map(Number)).toEqual([c.proc.pid, w.pid, 0]);
+          expect((await waitResult(w, 15000)).text).toStartWith("PASS");
+          expect(log).toContain("Restore finished successfully");
+          expect(log).toContain("probe: running"); // the command's stdout is the log
+          restored.pop();
+        } else {
+          expect(`${code} ${await new Response(c.proc.stderr as any).text()}`).toBe("1 "); // the error is in the log only
+          expect(log).toContain("Failed to exec cmd /nonexistent/cmd: ENOENT");
+          expect(isAlive(w.pid)).toBe(true);
+        }
+      } finally { closeSync(d); closeSync(wd); }
+    }
+  } finally {
+    for (const p of restored) try { process.kill(p, 9); } catch {}
+    rmSync(work, { recursive: true, force: true });
+  }
+}, 90000);

@@ -33,7 +33,9 @@ const MAPPED: Record<"dump" | "pre-dump" | "restore", Set<string>> = {
     "ext_mnt", "external", "auto_ext_mnt", "orphan_pts_master", "empty_ns", "rst_sibling", "inherit_fd", "cg_root",
     // criu-bun opens a device file by its dumped path; evasive_devices only allows more (another
     // path to the same device when that one is gone), so a restore it would have saved fails naming the file
-    "evasive_devices"]),
+    "evasive_devices",
+    // run by the worker after the reply (swrk.ts)
+    "exec_cmd"]),
 };
 
 /** Is FIELD (criu_opts' proto name) set to something that asks for behaviour? */

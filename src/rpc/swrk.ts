@@ -5,7 +5,7 @@
 import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import { criu_reqSchema, criu_respSchema, criu_req_type, type criu_req } from "../images/gen/rpc_pb";
 import { recvPacket, sendPacket, peerCred, socketType } from "../sys/seqpacket";
-import { CriuError, log, setLogFile, setLogLevel } from "../log";
+import { CriuError, log, logFd, setLogFile, setLogLevel } from "../log";
 import { SysError } from "../sys/errno";
 import type { HookAction, HookContext, Hooks } from "../hooks";
 import { handleRequest } from "./requests";
@@ -71,6 +71,28 @@ export function failure(type: number, e: any): RespInit {
   return { type, success: false, crErrno: errno, crErrmsg: msg };
 }
 
+/**
+ * RESTORE's exec_cmd, as criu's service does it: the reply first, then this worker becomes the
+ * command (same pid, so the restored tree stays its children unless rst_sibling made it the
+ * caller's), its stdout and stderr the request's log, the connection closed. Returns (exit 1)
+ * only when the command cannot run; the restored tree is then left running, as criu leaves it.
+ */
+async function execAfterRestore(conn: RpcConn, resp: RespInit, argv: string[]): Promise<number> {
+  conn.send(resp);
+  const { execvp } = await import("../sys/exec");
+  const { errnoName } = await import("../sys/errno");
+  const { syscall } = await import("../sys/syscall");
+  const { NR } = await import("../sys/nr");
+  const lf = logFd();
+  if (lf !== 1) syscall(NR.dup2, lf, 1);
+  if (lf !== 2) syscall(NR.dup2, lf, 2);
+  closeFd(conn.fd);
+  log.info(`rpc: executing ${argv.join(" ")} as the parent of the restored tree (pid ${process.pid})`);
+  const e = execvp(argv);
+  log.error("rpc", `Failed to exec cmd ${argv[0]}: ${errnoName(e)}`);
+  return 1;
+}
+
 /** Serve one caller on FD until it closes. Returns the exit status for the worker process. */
 export async function serve(fd: number): Promise<number> {
   const st = socketType(fd);
@@ -86,6 +108,7 @@ export async function serve(fd: number): Promise<number> {
     let resp: RespInit;
     try {
       resp = await handleRequest(conn, req);
+      if (req.type === criu_req_type.RESTORE && resp.success && req.opts?.execCmd.length) return await execAfterRestore(conn, resp, req.opts.execCmd); // before the log is reset below
     } catch (e: any) {
       log.error(e instanceof CriuError ? e.where : "rpc", e?.message ?? String(e));
       if (process.env.CRIU_BUN_DEBUG) console.error(e?.stack);
