@@ -55,7 +55,7 @@ function busyboxRootfs(): string {
   for (const d of ["bin", "proc", "dev", "dev/pts", "tmp", "old", "data", "data/src", "data/ro", "priv", "shared", "peer", "slave", "ss", "ss2", "unb", "work", "ext", "odd"]) mkdirSync(join(r, d));
   copyFileSync("/bin/busybox", join(r, "bin/busybox"));
   chmodSync(join(r, "bin/busybox"), 0o755);
-  for (const a of ["sh", "sleep", "cat", "echo", "mount", "umount", "ls", "readlink", "setsid", "ln", "mkdir", "mknod", "grep"]) symlinkSync("busybox", join(r, "bin", a));
+  for (const a of ["sh", "sleep", "cat", "echo", "mount", "umount", "ls", "readlink", "setsid", "ln", "mkdir", "mknod", "grep", "unshare"]) symlinkSync("busybox", join(r, "bin", a));
   writeFileSync(join(r, "data/src/f"), "hello\n");
   return r;
 }
@@ -110,10 +110,10 @@ done`;
  * pivot_root into it, the old root detached; INNER runs as a session leader in there.
  * \`pre\` runs before pivot_root (host paths still visible), \`extra\` inside. Returns the shell's PID.
  */
-async function startContainer(rootfs: string, o: { pre?: string; extra?: string; check?: string; pidns?: boolean } = {}): Promise<{ pid: number; outer: Subprocess }> {
-  const outer = Bun.spawn(["unshare", "-m", ...(o.pidns ? ["-p"] : []), "--fork", "sh", "-c",
+async function startContainer(rootfs: string, o: { pre?: string; extra?: string; check?: string; pidns?: boolean; unshare?: string[] } = {}): Promise<{ pid: number; outer: Subprocess }> {
+  const outer = Bun.spawn(["unshare", "-m", ...(o.pidns ? ["-p"] : []), ...(o.unshare ?? []), "--fork", "sh", "-c",
     `set -e; mount --make-rprivate /; mount --bind "$0" "$0"; ${o.pre ? `${o.pre};` : ""} cd "$0"; pivot_root . old; exec /old/bin/busybox chroot . /bin/setsid /bin/sh -c "$1" </data/src/f >/work/out 2>&1`,
-    rootfs, INNER.replace("$EXTRA", o.extra ?? "").replace("$CHECK", o.check ?? "")],
+    rootfs, INNER.replace("$EXTRA", () => o.extra ?? "").replace("$CHECK", () => o.check ?? "")],
   { stdin: "ignore", stdout: "ignore", stderr: "ignore", detached: true });
   spawned.push(outer);
   let pid = await waitFor(() => Number(read(join(rootfs, "pid"))) || undefined, 10000, "the container's shell");
@@ -212,6 +212,15 @@ describe("container mount namespaces", () => {
     const unmapped = criuBun(["restore", "-D", dir, "--root", copy]);
     expect(unmapped.code).not.toBe(0);
     expect(unmapped.stderr.trim()).toBe("Error (restore): mount '/ext' is external (key 'myext'): map it with --external mnt[myext]:PATH or --ext-mount-map myext:PATH");
+    // a restore that fails while building the mounts (the copy lacks the mountpoint /priv) leaves
+    // no mount and no process behind: the mounts were made in the new namespace only
+    rmSync(join(copy, "priv"), { recursive: true });
+    const failed = criuBun(["restore", "-D", dir, "--root", copy, "--ext-mount-map", `myext:${hostB}`]);
+    expect(failed.code).not.toBe(0);
+    expect(failed.stderr.trim().split("\n")).toEqual([`Error (restore): process ${pid}: mount tmpfs on /priv failed: ENOENT (the container's mounts are built on ${copy})`]);
+    expect(read("/proc/self/mountinfo").split("\n").filter((l) => l.includes(copy) || l.includes(hostB))).toEqual([]);
+    expect(existsSync(`/proc/${pid}`)).toBe(false);
+    mkdirSync(join(copy, "priv"));
     const r = await restore(dir, pid, ["--root", copy, "--ext-mount-map", `myext:${hostB}`]);
     expect(readFileSync(`/proc/${pid}/root/ext/f`, "utf8")).toBe("two\n");
     await finish(copy, pid, r, before.map((l) => l.replace(rootfs, copy).replace(hostA, hostB)));
@@ -344,6 +353,30 @@ describe("container mount namespaces", () => {
       process.kill(-outer.pid, "SIGKILL");
       await outer.exited;
     }
+  }, 30000);
+
+  test("refused at dump in one line, the container running on: a process in a mount namespace of its own inside the container's; a container in a cgroup namespace of its own", async () => {
+    const rootfs = busyboxRootfs();
+    const { pid, outer } = await startContainer(rootfs, { extra: "mknod -m 666 /dev/null c 1 3; unshare -m sh -c 'echo $$ > /nested; exec sleep 1000' &" });
+    const nested = await waitFor(() => Number(read(join(rootfs, "nested"))) || undefined, 10000, "the nested namespace's shell").catch((e) => { throw new Error(e.message + read(join(rootfs, "work/out"))); });
+    const ns = (p: number, k: string) => readlinkSync(`/proc/${p}/ns/${k}`);
+    expect(ns(nested, "mnt")).not.toBe(ns(pid, "mnt"));
+    const r = criuBun(["dump", "-t", String(pid), "-D", imagesDir("mnt-nested")]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr.trim().split("\n")).toEqual([`Error (dump): process ${nested} is in a mnt namespace of its own (${ns(nested, "mnt")}, the tree's root is in ${ns(pid, "mnt")}); nested mnt namespaces are not supported yet`]);
+    await counting(rootfs);
+    process.kill(-outer.pid, "SIGKILL");
+    await outer.exited;
+
+    const rootfs2 = busyboxRootfs();
+    const c = await startContainer(rootfs2, { unshare: ["-C"] });
+    expect(ns(c.pid, "cgroup")).not.toBe(readlinkSync("/proc/self/ns/cgroup"));
+    const rc = criuBun(["dump", "-t", String(c.pid), "-D", imagesDir("cgroupns")]);
+    expect(rc.code).not.toBe(0);
+    expect(rc.stderr.trim().split("\n")).toEqual([`Error (dump): process ${c.pid}: cgroup namespace of its own (${ns(c.pid, "cgroup")}) is not supported yet`]);
+    await counting(rootfs2);
+    process.kill(-c.outer.pid, "SIGKILL");
+    await c.outer.exited;
   }, 30000);
 });
 

@@ -586,7 +586,8 @@ class NsView {
   /** every process of the tree must be in the root's PID namespace (nested ones are not supported) */
   check(pid: number) {
     for (const [k, v] of this.rootNs) {
-      if (readlinkSync(`/proc/${pid}/ns/${k}`) !== v) throw new CriuError("dump", `process ${pid} is in a different ${k} namespace than the root of the tree; not supported yet`);
+      const mine = readlinkSync(`/proc/${pid}/ns/${k}`);
+      if (mine !== v) throw new CriuError("dump", `process ${pid} is in a ${k} namespace of its own (${mine}, the tree's root is in ${v}); nested ${k} namespaces are not supported yet`);
     }
     if (this.container) checkNsRoot(pid); else checkRoot(pid, this.ownMntNs);
     if (readlinkSync(`/proc/${pid}/ns/pid`) !== this.rootPidNs) {

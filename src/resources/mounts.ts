@@ -21,6 +21,7 @@ import { O } from "../sys/mem";
 import type * as S from "../images/schemas";
 import { extractTar, tarDirectory } from "./tar";
 import { readText } from "../sys/proc";
+import { errnoName } from "../sys/errno";
 import { refuse as refuseUnsupported } from "./unsupported";
 import { CriuError, log } from "../log";
 
@@ -428,8 +429,14 @@ export function precheckMountNs(entries: S.mnt_entry[], dir: string, o: MountRes
  * bind mount is cloned (open_tree) from its source right after the source is made, before
  * anything is mounted below it, so no later mount can stand in the way.
  */
-export function restoreMountNs(t: MountTask, entries: S.mnt_entry[], dir: string, rootDir: string, o: MountRestoreOpts) {
-  const where = `process ${t.pid}`;
+export function restoreMountNs(t0: MountTask, entries: S.mnt_entry[], dir: string, rootDir: string, o: MountRestoreOpts) {
+  const where = `process ${t0.pid}`;
+  // a failed step is one line naming the mount; the namespace with what was made goes with the task
+  const t: MountTask = { ...t0, ok: (name, nr, ...args) => {
+    const r = t0.call(nr, ...args);
+    if (r < 0n && r > -4096n) throw new CriuError("restore", `${where}: ${name} failed: ${errnoName(Number(-r))} (the container's mounts are built on ${rootDir})`);
+    return r;
+  } };
   const { root: rootE, roles } = restoreRoles(entries);
   const root = rootE!;
   const R = rootDir.replace(/\/+$/, "") || "/";
