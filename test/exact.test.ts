@@ -22,6 +22,7 @@ const modes: [string, string, string[]?][] = [
   ["udpshut", "UDP sockets shut down for writing (EPIPE) and for reading (recv 0)"],
   ["fown", "F_SETOWN to itself, F_SETSIG, O_ASYNC on a pipe: a write raises the signal with si_fd"],
   ["ghost", "deleted sparse file (3 MiB, 8 KiB of data, --ghost-limit 1M: judged by its blocks): holes, mode and mtime", ["--ghost-limit", "1M", "--ghost-fiemap"]],
+  ["ghost", "the same with --no-ghost-fiemap (the data extents are saved all the same)", ["--ghost-limit", "1M", "--no-ghost-fiemap"]],
   ["zpgid", "a zombie whose process group differs from its parent's"],
   ["wipeonfork", "MADV_WIPEONFORK kept: a fork's child sees the range zeroed"],
   ["memfdmode", "a memfd fchmod()ed and fchown()ed: mode, owner and data kept"],
@@ -34,17 +35,17 @@ const modes: [string, string, string[]?][] = [
   ["opathlink", "an O_PATH|O_NOFOLLOW fd on a symlink"],
   ["procpid", "fds on /proc/CHILD/status and /proc/CHILD of a process of the tree"],
   ["seccompthreads", "threads with different seccomp filters (one kills on syscalls criu-bun injects): each keeps its own"],
-  ["pidfd", "pidfds on itself and on a child (two, one inode): signals and waitid through them; a child's pipe pulled in with pidfd_getfd"],
+  ["pidfd", "pidfds on itself, on a child (two, one inode) and on a grandchild: signals and waitid through them; a child's pipe pulled in with pidfd_getfd"],
   ["ptyowner", "a pty slave chown()ed to another user keeps its owner"],
   ["ctty", "controlling pty of a child session: /dev/tty opens, TIOCGSID on the master, SIGHUP when the master closes"],
   ["cttyclosed", "the same with the child's fd of the slave closed (its controlling terminal all the same)"],
 ];
 
 describe("restored exactly (the workload checks itself after restore)", () => {
-  for (const [mode, what, dumpArgs] of modes) {
+  for (const [i, [mode, what, dumpArgs]] of modes.entries()) {
     test(`${mode}: ${what}`, async () => {
       const w = await startWorkload("exact", [mode], { stderr: "file" });
-      const dir = imagesDir(`exact-${mode}`);
+      const dir = imagesDir(`exact-${mode}-${i}`);
       dump(w.pid, dir, dumpArgs);
       const r = await restore(dir, w.pid);
       trigger(w);

@@ -3,7 +3,7 @@
 // sockets allowed there by net.ipv4.ping_group_range), criu-bun dumps and restores it from inside
 // that namespace, and the workload checks every socket itself after restore.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, isAlive, criuBunCommand, runWorkload, REPO_ROOT, type Workload } from "./harness";
 import { imagesDir, cleanupImages, waitReaped } from "./engine-helpers";
@@ -138,6 +138,20 @@ describe("inet sockets restored exactly (the workload checks itself)", () => {
     await checkPass(w);
   }, 60_000);
 
+  // halfest (FIN_WAIT2 / CLOSE_WAIT) is refusals.test's tcp-half-closed entry; these are the
+  // states a loopback connection only holds with its FIN stuck behind a closed window
+  for (const [mode, state] of [["finwait1", "FIN_WAIT1"], ["lastack", "LAST_ACK"], ["synsent", "SYN_SENT"]] as const) {
+    test(`${mode}: a connection in ${state} is refused with --tcp-established in one line naming it; the workload runs on with its states`, async () => {
+      const w = await start(mode);
+      const ext = join(w.dir, "ext-pid");
+      if (existsSync(ext)) extPids.push(Number(readFileSync(ext, "utf8")));
+      const r = criu(["dump", "-t", String(w.pid), "-D", imagesDir(`netsk-${mode}`), "--tcp-established"]);
+      expect(r.code).toBe(1);
+      expect(r.stderr.trim().split("\n").filter((l) => !l.startsWith("Warn: "))).toEqual([expect.stringMatching(new RegExp(`^Error \\(files\\): process ${w.pid} fd \\d+: half-closed or connecting TCP connection with --tcp-established \\(${state} 127\\.0\\.0\\.1:\\d+( <-> 127\\.0\\.0\\.1:\\d+)?\\) is not supported yet$`))]);
+      expect(isAlive(w.pid)).toBe(true);
+      await checkPass(w);
+    }, 60_000);
+  }
   test("the workload's checks fail on a wrong restore (new, unconfigured sockets)", async () => {
     for (const mode of ["tcpclose", "states", "opts", "reset"]) {
       const bad = await runWorkload("inetsk", [mode, "--selftest-corrupt"], { settleMs: 20, resultTimeoutMs: 15_000, wrap: ["nsenter", `--net=/run/netns/${ns}`] });

@@ -4,7 +4,7 @@
 // workload checks it at go). The fd-kind registry and the refusal list together cover every
 // fd_types value, so a new kind cannot appear without one of them deciding about it.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
+import { closeSync, constants, existsSync, openSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, isAlive, criuBun, runWorkload } from "./harness";
 import { imagesDir, cleanupImages } from "./engine-helpers";
@@ -80,12 +80,17 @@ describe("dump refuses what it cannot restore exactly; the target runs on", () =
   }
 
   // cases that share an entry with the one above: refused the same way
-  for (const [mode, key] of [["pidfd-outside", "pidfd"], ["pidfd-thread", "pidfd"], ["deleted-symlink", "deleted-special"], ["deleted-fifo", "deleted-special"], ["unix-closed-named", "unix-queue-named-sender"]] as const) {
-    test(`${mode}: also ${UNSUPPORTED[key]}`, async () => {
+  // (console and vt need the devices openable here: /dev/console and /dev/tty1)
+  const openable = (dev: string) => { try { closeSync(openSync(dev, constants.O_RDONLY | constants.O_NOCTTY)); return true; } catch { return false; } };
+  for (const [mode, key] of [["pidfd-outside", "pidfd"], ["pidfd-thread", "pidfd"], ["deleted-symlink", "deleted-special"], ["deleted-fifo", "deleted-special"], ["unix-closed-named", "unix-queue-named-sender"],
+    ["console", "terminal"], ["vt", "terminal"], ["devtty", "terminal"]] as const) {
+    test.skipIf((mode === "console" && !openable("/dev/console")) || (mode === "vt" && !openable("/dev/tty1")))(`${mode}: also ${UNSUPPORTED[key]}`, async () => {
       const w = await startWorkload("refuse", [mode], { stderr: "file" });
+      const culpritFile = join(w.dir, "culprit");
+      const culprit = existsSync(culpritFile) ? Number(readFileSync(culpritFile, "utf8")) : w.pid;
       const r = criuBun(["dump", "-t", String(w.pid), "-D", imagesDir(`refuse-${mode}`)]);
       expect(r.code).toBe(1);
-      expect(r.stderr.trim()).toMatch(new RegExp(`^Error \\(\\w+\\): process ${w.pid} fd \\d+: ${esc(UNSUPPORTED[key])}.* is not supported yet$`));
+      expect(r.stderr.trim()).toMatch(new RegExp(`^Error \\(\\w+\\): process ${culprit} fd \\d+: ${esc(UNSUPPORTED[key])}.* is not supported yet$`));
       expect(isAlive(w.pid)).toBe(true);
       trigger(w);
       expect((await waitResult(w, 10_000)).text).toStartWith("PASS");

@@ -32,7 +32,8 @@
  *               getpgrp (EACCES): both filters still apply, each to its thread only
  *   pidfd       pidfds on itself, and two on a child: the child's share one inode, signal 0 reaches
  *               itself, SIGKILL through the child's kills it and waitid(P_PIDFD) reports it; the
- *               read end of a child's pipe pulled in with pidfd_getfd still holds the child's data
+ *               read end of a child's pipe pulled in with pidfd_getfd still holds the child's data;
+ *               a pidfd on a grandchild names it (fdinfo Pid) and its SIGKILL makes it readable
  *   cttyclosed  as ctty, but the child closed its fd of the slave (it stays its controlling terminal)
  *   trapign     SIGTRAP ignored (SIG_IGN): still ignored, a raise() does nothing
  *   traphandler a SIGTRAP handler (SA_SIGINFO, sa_mask SIGUSR2) with SIGTRAP blocked: handler, flags,
@@ -65,6 +66,7 @@
 #endif
 
 static int fds[8] = {-1, -1, -1, -1, -1, -1, -1, -1};
+static pid_t grandchild; /* pidfd: the child's child */
 static char *mem;
 static const size_t MLEN = 256 << 10;
 static pid_t child;
@@ -339,13 +341,17 @@ static void setup(void) {
 			int q[2];
 			close(r[0]);
 			if (pipe(q) != 0 || write(q[1], "pulled", 6) != 6) _exit(3);
+			pid_t g = fork(); /* a grandchild, for a pidfd on it */
+			if (g == 0) for (;;) pause();
 			write(r[1], &q[0], sizeof q[0]);
+			write(r[1], &g, sizeof g);
 			for (;;) pause();
 		}
 		close(r[1]);
 		int q0 = -1;
-		NEED(read(r[0], &q0, sizeof q0) == sizeof q0);
+		NEED(read(r[0], &q0, sizeof q0) == sizeof q0 && read(r[0], &grandchild, sizeof grandchild) == sizeof grandchild && grandchild > 0);
 		close(r[0]);
+		NEED((fds[4] = (int)syscall(SYS_pidfd_open, grandchild, 0)) >= 0);
 		NEED((fds[0] = (int)syscall(SYS_pidfd_open, getpid(), 0)) >= 0);
 		NEED((fds[1] = (int)syscall(SYS_pidfd_open, child, 0)) >= 0);
 		NEED((fds[2] = (int)syscall(SYS_pidfd_open, child, O_NONBLOCK)) >= 0);
@@ -624,6 +630,17 @@ static void check(void) {
 		char pb[8] = "";
 		WL_CHECK(read(fds[3], pb, sizeof pb) == 6 && memcmp(pb, "pulled", 6) == 0, "the pipe pulled in with pidfd_getfd lost its data ('%s')", pb);
 		WL_CHECK(syscall(SYS_pidfd_send_signal, fds[0], 0, NULL, 0) == 0, "the pidfd on itself does not reach it: %m");
+		/* the grandchild's pidfd names it (fdinfo Pid), a SIGKILL through it ends it: readable then */
+		char l[64], info[512] = "";
+		snprintf(l, sizeof l, "/proc/self/fdinfo/%d", fds[4]);
+		int fi = open(l, O_RDONLY);
+		if (fi >= 0) { ssize_t n = read(fi, info, sizeof info - 1); if (n > 0) info[n] = 0; close(fi); }
+		char want[32];
+		snprintf(want, sizeof want, "\nPid:\t%d\n", (int)grandchild);
+		WL_CHECK(strstr(info, want) != NULL, "the grandchild's pidfd does not name %d", (int)grandchild);
+		WL_CHECK(syscall(SYS_pidfd_send_signal, fds[4], SIGKILL, NULL, 0) == 0, "SIGKILL through the grandchild's pidfd: %m");
+		struct pollfd pg = {.fd = fds[4], .events = POLLIN};
+		WL_CHECK(poll(&pg, 1, 5000) == 1 && (pg.revents & POLLIN), "the grandchild's pidfd is not readable after its SIGKILL");
 		WL_CHECK(syscall(SYS_pidfd_send_signal, fds[1], SIGKILL, NULL, 0) == 0, "SIGKILL through the child's pidfd: %m");
 		siginfo_t si;
 		memset(&si, 0, sizeof si);

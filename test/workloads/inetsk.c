@@ -21,6 +21,11 @@
  *             refused unless --skip-in-flight (and TCP_DEFER_ACCEPT, not kept, refused then)
  *   halfest   a half-closed connection (FIN_WAIT2 and CLOSE_WAIT ends): refused with
  *             --tcp-established
+ *   finwait1  a connection whose FIN waits unsent behind data the peer has no room for
+ *             (FIN_WAIT1, the peer ESTABLISHED): refused with --tcp-established
+ *   lastack   the same after the peer's FIN (LAST_ACK, the peer FIN_WAIT2): refused likewise
+ *   synsent   a connect() whose SYN a full accept queue drops (SYN_SENT; the listener is a
+ *             helper outside the tree): refused likewise
  *   sockerr   a TCP socket whose connection was reset, error not read yet: refused
  *   rawconn   a raw ICMP socket connected to 127.0.0.1: refused
  *   mptcp     an MPTCP socket (a kind criu-bun does not keep): refused
@@ -476,6 +481,68 @@ static void setup(void) {
 		wait_state(a, TCP_CLOSE_WAIT);
 		add("fin-wait2", c, AF_INET, SOCK_STREAM, IPPROTO_TCP);
 		add("close-wait", a, AF_INET, SOCK_STREAM, IPPROTO_TCP);
+	} else if (is("finwait1") || is("lastack")) {
+		/* the FIN waits behind data the peer has no room for (a zero window), so it stays unsent
+		 * and unacknowledged: FIN_WAIT1 (or LAST_ACK after the peer's own FIN) for good */
+		int c;
+		int a = tcp_pair(&c);
+		if (is("lastack")) { /* the LAST_ACK end below its peer's fd number: the dump meets it first */
+			int lo = dup(a);
+			NEED(lo >= 0 && lo < c);
+			close(a);
+			a = lo;
+		}
+		int small = 4096;
+		int *snd = is("finwait1") ? &c : &a, *rcv = is("finwait1") ? &a : &c;
+		NEED(seti(*rcv, SOL_SOCKET, SO_RCVBUF, small) == 0 && seti(*snd, SOL_SOCKET, SO_SNDBUF, small) == 0);
+		if (is("lastack")) {
+			NEED(shutdown(c, SHUT_WR) == 0);
+			wait_state(a, TCP_CLOSE_WAIT);
+		}
+		char junk[4096];
+		memset(junk, 'j', sizeof junk);
+		for (int i = 0; i < 10000 && send(*snd, junk, sizeof junk, MSG_DONTWAIT) > 0; i++) {}
+		wl_sleep_ms(50); /* what can still go goes; the peer's window is closed */
+		for (int i = 0; i < 10000 && send(*snd, junk, sizeof junk, MSG_DONTWAIT) > 0; i++) {}
+		NEED(shutdown(*snd, SHUT_WR) == 0);
+		wait_state(*snd, is("finwait1") ? TCP_FIN_WAIT1 : TCP_LAST_ACK);
+		add(is("finwait1") ? "fin-wait1" : "last-ack", *snd, AF_INET, SOCK_STREAM, IPPROTO_TCP);
+		add("peer", *rcv, AF_INET, SOCK_STREAM, IPPROTO_TCP);
+	} else if (is("synsent")) {
+		/* a helper outside the tree listens with backlog 0 and one connection it never accepts:
+		 * the accept queue is full, so our SYN is dropped and retried (SYN_SENT for a minute) */
+		int p[2];
+		NEED(pipe(p) == 0);
+		pid_t c = fork();
+		if (c == 0) {
+			setsid();
+			if (fork() == 0) {
+				int l = socket(AF_INET, SOCK_STREAM, 0);
+				struct sockaddr_in a = sin4("127.0.0.1", 0);
+				socklen_t al = sizeof a;
+				if (l < 0 || bind(l, (void *)&a, sizeof a) != 0 || listen(l, 0) != 0 || getsockname(l, (void *)&a, &al) != 0) _exit(1);
+				int s = socket(AF_INET, SOCK_STREAM, 0);
+				if (connect(s, (void *)&a, sizeof a) != 0) _exit(1);
+				pid_t me = getpid();
+				write(p[1], &me, sizeof me);
+				write(p[1], &a, sizeof a);
+				for (;;) pause();
+			}
+			_exit(0);
+		}
+		waitpid(c, NULL, 0);
+		struct sockaddr_in la;
+		NEED(read(p[0], &helper, sizeof helper) == sizeof helper && read(p[0], &la, sizeof la) == sizeof la);
+		close(p[0]), close(p[1]);
+		char b[32];
+		snprintf(b, sizeof b, "%d\n", helper);
+		wl_write_file("ext-pid", b, strlen(b));
+		wl_sleep_ms(100); /* the helper's connection settles in its accept queue */
+		int s = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+		NEED(s >= 0 && connect(s, (void *)&la, sizeof la) == -1 && errno == EINPROGRESS);
+		wl_sleep_ms(200);
+		NEED(tcp_state(s) == TCP_SYN_SENT);
+		add("syn-sent", s, AF_INET, SOCK_STREAM, IPPROTO_TCP);
 	} else if (is("inflight") || is("synrecv")) {
 		struct sockaddr_in la;
 		int l = listener4(&la);
@@ -576,6 +643,13 @@ static void check(void) {
 	} else if (is("halfest")) {
 		WL_CHECK(tcp_state(find("fin-wait2")->fd) == TCP_FIN_WAIT2, "fin-wait2 is in state %d", tcp_state(find("fin-wait2")->fd));
 		WL_CHECK(tcp_state(find("close-wait")->fd) == TCP_CLOSE_WAIT, "close-wait is in state %d", tcp_state(find("close-wait")->fd));
+	} else if (is("synsent")) {
+		WL_CHECK(tcp_state(find("syn-sent")->fd) == TCP_SYN_SENT, "syn-sent is in state %d", tcp_state(find("syn-sent")->fd));
+	} else if (is("finwait1") || is("lastack")) {
+		const char *n = is("finwait1") ? "fin-wait1" : "last-ack";
+		int want = is("finwait1") ? TCP_FIN_WAIT1 : TCP_LAST_ACK;
+		WL_CHECK(tcp_state(find(n)->fd) == want, "%s is in state %d", n, tcp_state(find(n)->fd));
+		WL_CHECK(tcp_state(find("peer")->fd) == (is("finwait1") ? TCP_ESTABLISHED : TCP_FIN_WAIT2), "its peer is in state %d", tcp_state(find("peer")->fd));
 	} else if (is("sockerr")) {
 		WL_CHECK(geti(find("reset")->fd, SOL_SOCKET, SO_ERROR) == ECONNRESET, "the pending ECONNRESET is gone");
 	} else if (is("mptcp")) {

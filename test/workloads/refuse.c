@@ -6,7 +6,8 @@
  *
  *   refuse DIR MODE      MODE: a key of UNSUPPORTED (netlink-socket, scm-rights ...)
  *                       or a further case of one (pidfd-outside, deleted-fifo, unix-closed-named:
- *                       a datagram queued by a named sender since closed ...)
+ *                       a datagram queued by a named sender since closed; console, vt, devtty:
+ *                       /dev/console, /dev/tty1, and /dev/tty of a child's session, all terminal)
  * --selftest-corrupt: undoes the thing before go, so the check fails.
  */
 #define WL_MODES
@@ -278,6 +279,29 @@ static void setup(void) {
 		NEED(grantpt(m) == 0 && unlockpt(m) == 0);
 		NEED((fd_a = open(ptsname(m), O_RDWR | O_NOCTTY)) >= 0);
 		close(m);
+	} else if (is("console")) { /* /dev/console held by a process that is no shell job */
+		NEED((fd_a = open("/dev/console", O_RDONLY | O_NOCTTY)) >= 0);
+	} else if (is("vt")) { /* a virtual terminal */
+		NEED((fd_a = open("/dev/tty1", O_RDONLY | O_NOCTTY)) >= 0);
+	} else if (is("devtty")) { /* /dev/tty of a session whose pty is the tree's own (master here) */
+		NEED((fd_b = posix_openpt(O_RDWR | O_NOCTTY)) >= 0);
+		NEED(grantpt(fd_b) == 0 && unlockpt(fd_b) == 0);
+		char *pts = ptsname(fd_b);
+		int p[2];
+		NEED(pipe(p) == 0);
+		child = fork();
+		if (child == 0) {
+			close(p[0]);
+			int s = -1, t = -1;
+			if (setsid() < 0 || (s = open(pts, O_RDWR)) < 0 || (t = open("/dev/tty", O_RDWR)) < 0) _exit(1);
+			write(p[1], "y", 1);
+			for (;;) pause();
+		}
+		close(p[1]);
+		char c = 0;
+		NEED(read(p[0], &c, 1) == 1 && c == 'y');
+		close(p[0]);
+		culprit(child);
 	} else if (is("memfd-hugetlb")) {
 		NEED((fd_a = memfd_create("huge", MFD_HUGETLB)) >= 0);
 		NEED(ftruncate(fd_a, 2 << 20) == 0);
@@ -337,6 +361,7 @@ static void undo(void) {
 	if (mem) munmap(mem, memlen), mem = NULL;
 	if (aio_ctx) syscall(SYS_io_destroy, aio_ctx), aio_ctx = 0;
 	if (is("proc-gone")) chdir("/");
+	if (is("devtty")) kill(child, SIGKILL), waitpid(child, NULL, 0), child = 0;
 	if (is("membarrier") || is("timens-children") || is("cgroupns")) wl_failf("selftest: cannot undo %s", mode);
 }
 
@@ -422,6 +447,19 @@ static void check(void) {
 		char b[4];
 		ssize_t n = fd_a >= 0 ? read(fd_a, b, sizeof b) : 1;
 		WL_CHECK(n == 0 || (n < 0 && errno == EIO), "the slave is not hung up (read %zd)", n);
+	} else if (is("console") || is("vt")) {
+		WL_CHECK(fd_a >= 0 && fstat(fd_a, &st) == 0 && S_ISCHR(st.st_mode) && st.st_rdev == (is("vt") ? makedev(4, 1) : makedev(5, 1)) && isatty(fd_a), "the terminal fd is gone");
+	} else if (is("devtty")) {
+		char l[64], q[64] = {0};
+		int found = 0;
+		for (int i = 0; i < 1024 && !found; i++) {
+			snprintf(l, sizeof l, "/proc/%d/fd/%d", (int)child, i);
+			ssize_t n = readlink(l, q, sizeof q - 1);
+			found = n > 0 && (q[n] = 0, strcmp(q, "/dev/tty") == 0);
+		}
+		WL_CHECK(found, "the child holds no /dev/tty");
+		kill(child, SIGKILL);
+		waitpid(child, NULL, 0);
 	} else if (is("memfd-hugetlb")) {
 		WL_CHECK(fd_a >= 0 && fstat(fd_a, &st) == 0 && st.st_blksize == 2 << 20 && st.st_size == 2 << 20, "not the huge page memfd");
 	} else if (is("inotify-deleted")) {

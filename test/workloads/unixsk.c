@@ -7,7 +7,7 @@
  *             a client, a socket connected to itself with a datagram queued to itself, and a
  *             relative name bound from DIR: names, peers, path mode/owner kept; every client's
  *             datagram reaches its server with the client's name as source; the server's
- *             SO_PASSCRED and SO_RCVTIMEO kept
+ *             SO_PASSCRED, SO_PASSSEC and SO_RCVTIMEO kept
  *   deleted   names whose file is gone: unlinked (a client still connected one way), directory
  *             removed (a stream listener), a FIFO sitting at the path now: names kept, no file
  *             made, the FIFO untouched (same inode), the sockets still work
@@ -142,6 +142,7 @@ static void setup(void) {
 		int one = 1;
 		struct timeval tv = {2, 500000};
 		NEED(setsockopt(s, SOL_SOCKET, SO_PASSCRED, &one, sizeof one) == 0 && setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) == 0);
+		NEED(setsockopt(s, SOL_SOCKET, SO_PASSSEC, &one, sizeof one) == 0);
 		struct sk *srv = add("server", s);
 		int c1 = socket(AF_UNIX, SOCK_DGRAM, 0);
 		NEED(c1 >= 0);
@@ -325,6 +326,8 @@ static void check_mode(void) {
 		int v = 0;
 		socklen_t vl = sizeof v;
 		WL_CHECK(getsockopt(srv->fd, SOL_SOCKET, SO_PASSCRED, &v, &vl) == 0 && v == 1, "server: SO_PASSCRED is off");
+		v = 0, vl = sizeof v;
+		WL_CHECK(getsockopt(srv->fd, SOL_SOCKET, SO_PASSSEC, &v, &vl) == 0 && v == 1, "server: SO_PASSSEC is off");
 		struct timeval tv = {0};
 		socklen_t tl = sizeof tv;
 		WL_CHECK(getsockopt(srv->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, &tl) == 0 && tv.tv_sec == 2 && tv.tv_usec == 500000, "server: SO_RCVTIMEO %ld.%06ld", (long)tv.tv_sec, (long)tv.tv_usec);
