@@ -13,6 +13,17 @@ beforeAll(async () => { await buildWorkloads(); }, 120_000);
 const spawned: Subprocess[] = [];
 const containers: number[] = [];
 const tmp: string[] = [];
+/** mounts this file made in the host's namespace (umounted after) */
+const hostMounts: string[] = [];
+function hostMount(args: string[]) {
+  const r = Bun.spawnSync(["mount", ...args], { stderr: "pipe" });
+  if (r.exitCode !== 0) throw new Error(`mount ${args.join(" ")}: ${r.stderr}`);
+  hostMounts.push(args[args.length - 1]);
+}
+function hostUmount(m: string) {
+  expect(Bun.spawnSync(["umount", m]).exitCode).toBe(0);
+  hostMounts.splice(hostMounts.lastIndexOf(m), 1);
+}
 afterAll(() => {
   for (const p of spawned) try { process.kill(-p.pid, "SIGKILL"); } catch {}
   // the containers run setsid'ed (another process group), and restored ones are nobody's child here:
@@ -26,6 +37,7 @@ afterAll(() => {
     } catch {}
   }
   cleanup(); cleanupImages();
+  for (const m of hostMounts.reverse()) Bun.spawnSync(["umount", "-l", m]);
   for (const d of tmp) rmSync(d, { recursive: true, force: true });
 });
 
@@ -337,9 +349,10 @@ describe("container mount namespaces", () => {
     await finish(b, cb.pid, r, beforeB);
   }, 90000);
 
-  test("refused at dump naming the mount, the container running on: a mount criu-bun cannot make (ramfs); peers binding two directories of a mount no longer mounted whole (no member holds the others' roots)", async () => {
+  test("refused at dump naming the mount, the container running on: mounts criu-bun cannot make (ramfs, an overlay the container mounted); peers binding two directories of a mount no longer mounted whole (no member holds the others' roots)", async () => {
     const cases = [
       { extra: "mount -t ramfs ramfs /odd", line: `mount '/odd' \\(ramfs ramfs\\) cannot be recreated by criu-bun; mark it external` },
+      { extra: "mount -t overlay -o lowerdir=/data/src:/bin ovl /odd", line: `mount '/odd' \\(overlay ovl\\) cannot be recreated by criu-bun; mark it external` },
       { extra: "mkdir /data/x /data/y; mount --bind /data /data; mount --make-shared /data; mount --bind /data/x /ext; mount --bind /data/y /odd; umount /data",
         line: `mount '/(ext|odd)' \\(\\S+ [^,]*, bind of /\\S+/data/[xy]\\) is a peer \\(group \\d+\\) of '/(ext|odd)', whose root '/\\S+/data/[xy]' does not hold its root '/\\S+/data/[xy]'; not supported` },
     ];
@@ -354,6 +367,37 @@ describe("container mount namespaces", () => {
       await outer.exited;
     }
   }, 30000);
+
+  test("an overlayfs root as Podman makes it: restored onto the overlay mounted again (--root), same mounts; without --root, refused in one line once the overlay is gone", async () => {
+    const lower = busyboxRootfs();
+    const base = mkdtempSync(join(tmpdir(), "criu-bun-ovl-"));
+    tmp.push(base);
+    const rw = join(base, "rw"), merged = join(base, "merged");
+    mkdirSync(rw); mkdirSync(merged);
+    // upper and work on a tmpfs of their own (an overlay's upper layer cannot be on an overlay)
+    hostMount(["-t", "tmpfs", "criu-bun-ovl", rw]);
+    mkdirSync(join(rw, "up")); mkdirSync(join(rw, "work"));
+    // uuid=on said, not left to the default (auto), which shows uuid=on only while the layers are new
+    const overlay = () => hostMount(["-t", "overlay", "-o", `lowerdir=${lower},upperdir=${rw}/up,workdir=${rw}/work,uuid=on`, "criu-bun-ovl", merged]);
+    overlay();
+    const { pid, outer } = await startContainer(merged);
+    const before = mounts(readFileSync(`/proc/${pid}/mountinfo`, "utf8"));
+    expect(before.filter((l) => l.startsWith("/ / "))).toEqual([expect.stringMatching(/ overlay criu-bun-ovl rw,lowerdir=/)]);
+    const dir = imagesDir("container-overlay");
+    dump(pid, dir);
+    await outer.exited;
+    const ents = JSON.parse(Bun.spawnSync(["crit", "decode", "-i", join(dir, readdirSync(dir).find((f) => f.startsWith("mountpoints-"))!)]).stdout.toString()).entries;
+    expect(ents.find((e: any) => e.mountpoint === "/").fstype).toBe(17); // OVERLAYFS
+    await waitFor(() => dumpedPids(dir).every((p) => !existsSync(`/proc/${p}`)), 20000, "the dumped tree to be reaped");
+    // the runtime takes the overlay down after the checkpoint and mounts it again to restore
+    hostUmount(merged);
+    const gone = criuBun(["restore", "-D", dir]);
+    expect(gone.code).not.toBe(0);
+    expect(gone.stderr.trim()).toMatch(/^Error \(restore\): the container's root file system \(\/ on \d+:\d+\) is not visible here; give it with --root DIR$/);
+    overlay();
+    const r = await restore(dir, pid, ["--root", merged]);
+    await finish(merged, pid, r, before);
+  }, 60000);
 
   test("refused at dump in one line, the container running on: a process in a mount namespace of its own inside the container's; a container in a cgroup namespace of its own", async () => {
     const rootfs = busyboxRootfs();
