@@ -19,7 +19,7 @@ export type Support = "yes" | "noop" | "no";
 /** criu's commands (plus criu-bun's `show`). */
 export type Command =
   | "dump" | "pre-dump" | "restore" | "check" | "page-server" | "service" | "swrk"
-  | "lazy-pages" | "dedup" | "cpuinfo" | "show" | "install";
+  | "lazy-pages" | "dedup" | "cpuinfo" | "show" | "install" | "migrate";
 
 export interface CriuOption {
   /** long name, without dashes */
@@ -50,14 +50,14 @@ const DR: readonly Command[] = ["dump", "pre-dump", "restore"];
 const D: readonly Command[] = ["dump", "pre-dump"];
 const R: readonly Command[] = ["restore"];
 const DRD: readonly Command[] = ["dump", "restore"];
-const ALL: readonly Command[] = ["dump", "pre-dump", "restore", "check", "page-server", "service", "swrk", "lazy-pages", "dedup", "cpuinfo", "show"];
+const ALL: readonly Command[] = ["dump", "pre-dump", "restore", "check", "page-server", "service", "swrk", "lazy-pages", "dedup", "cpuinfo", "show", "migrate"];
 
 /** criu's cgroup modes for --manage-cgroups (bare --manage-cgroups means soft). */
 export const CGROUP_MODES = ["none", "props", "soft", "full", "strict", "ignore"] as const;
 export const NETWORK_LOCK_METHODS = ["iptables", "nftables", "skip", "none"] as const;
 
 export const CRIU_OPTIONS: readonly CriuOption[] = [
-  { name: "tree", short: "t", arg: "required", key: "tree", commands: ["dump", "pre-dump", "restore"], support: "yes", rpc: "pid",
+  { name: "tree", short: "t", arg: "required", key: "tree", commands: ["dump", "pre-dump", "restore", "migrate"], support: "yes", rpc: "pid",
     meaning: "checkpoint the process tree rooted at PID (with restore: obsolete, ignored)" },
   { name: "leave-stopped", short: "s", arg: "none", key: "leaveStopped", commands: DRD, support: "yes", rpc: "leave_stopped",
     meaning: "leave the tasks stopped after dump or restore" },
@@ -84,7 +84,7 @@ export const CRIU_OPTIONS: readonly CriuOption[] = [
     meaning: "allow external unix sockets (optionally only the listed inodes: --ext-unix-sk=INO[,INO])",
     note: "a list of inodes is refused; the bare form is implemented" },
   { name: "help", short: "h", arg: "none", key: "help", commands: ALL, support: "yes", meaning: "show the usage text" },
-  { name: "tcp-established", arg: "none", negatable: true, key: "tcpEstablished", commands: DR, support: "yes", rpc: "tcp_established",
+  { name: "tcp-established", arg: "none", negatable: true, key: "tcpEstablished", commands: [...DR, "migrate"], support: "yes", rpc: "tcp_established",
     meaning: "checkpoint and restore established TCP connections" },
   { name: "close", arg: "required", repeat: true, key: "close", commands: ALL, support: "yes",
     meaning: "close file descriptor FD before doing anything else" },
@@ -110,7 +110,7 @@ export const CRIU_OPTIONS: readonly CriuOption[] = [
     meaning: "dump and restore file locks" },
   { name: "page-server", arg: "none", negatable: true, key: "pageServer", commands: D, support: "yes", rpc: "ps",
     meaning: "send pages to the page server at --address/--port" },
-  { name: "address", arg: "required", key: "address", commands: ["dump", "pre-dump", "page-server", "lazy-pages", "service"], support: "yes", rpc: "ps.address",
+  { name: "address", arg: "required", key: "address", commands: ["dump", "pre-dump", "page-server", "lazy-pages", "service", "migrate"], support: "yes", rpc: "ps.address",
     meaning: "address of the page server or service" },
   { name: "port", arg: "required", key: "port", commands: ["dump", "pre-dump", "page-server", "lazy-pages"], support: "yes", rpc: "ps.port",
     meaning: "port of the page server" },
@@ -162,7 +162,7 @@ export const CRIU_OPTIONS: readonly CriuOption[] = [
     note: "criu-bun resolves watches by their file handles, with no scan" },
   { name: "lsm-profile", arg: "required", key: "lsmProfile", commands: R, support: "no", rpc: "lsm_profile",
     meaning: "TYPE:NAME LSM profile (apparmor or selinux) to use on restore" },
-  { name: "timeout", arg: "required", key: "timeout", commands: D, support: "yes", rpc: "timeout",
+  { name: "timeout", arg: "required", key: "timeout", commands: [...D, "migrate"], support: "yes", rpc: "timeout",
     meaning: "give up freezing the tree after N seconds (default 10)" },
   { name: "external", arg: "required", repeat: true, key: "external", commands: DR, support: "yes", rpc: "external", note: "only mnt[KEY]:VALUE; other kinds are refused",
     meaning: "treat this resource as external (tty[..], file[..], dev[..], unix[..], mnt[..], veth[..], ...)" },
@@ -259,7 +259,11 @@ export const CRIU_BUN_OPTIONS: readonly CriuOption[] = [
     meaning: "install: make criu-bun the criu command (a symlink named criu)" },
   { name: "prefix", arg: "required", key: "prefix", commands: ["install"], support: "yes",
     meaning: "install: directory for the criu symlink (default /usr/local/sbin)" },
-  { name: "trust-images", arg: "none", negatable: true, key: "trustImages", commands: ["restore"], support: "yes",
+  { name: "listen", arg: "required", key: "listen", commands: ["migrate"], support: "yes",
+    meaning: "migrate: receive a migrating tree on this TCP port and restore it (criu-bun extension)" },
+  { name: "to", arg: "required", key: "to", commands: ["migrate"], support: "yes",
+    meaning: "migrate: send the tree -t PID live to the criu-bun listening at HOST:PORT (criu-bun extension)" },
+  { name: "trust-images", arg: "none", negatable: true, key: "trustImages", commands: ["restore", "migrate"], support: "yes",
     meaning: "restore as root even images another user could have written (README: Images on disk, and trust)" },
 ];
 

@@ -54,6 +54,15 @@ export interface DumpOptions {
   networkLockSkip?: boolean;
   /** send pages to a page server instead of writing them here */
   pageServer?: { address: string; port: number };
+  /** the same, over a connection the caller made (migrate's control channel) */
+  psClient?: PageServerClient;
+  /**
+   * migrate: once the images are in dir, with the tree still frozen (and its connections still
+   * locked), hand them over. Returning kills the tree as a dump does; throwing lets it go on
+   * running untouched (connections out of repair, lock removed) and fails the dump with that error.
+   * frozenAt: performance.now() when freezing began.
+   */
+  handOff?: (dir: string, frozenAt: number) => void;
   /** mounts marked external: mountpoint -> key (--external mnt[MP]:KEY, --ext-mount-map MP:KEY or auto) */
   extMounts?: ExtMounts;
   /** notifications (action scripts, RPC) at criu's points; each blocks until answered */
@@ -196,7 +205,7 @@ export function dumpProcess(o: DumpOptions): DumpStats {
     }
     const w: DumpOptions = { ...o, dir: stage.path, prevImagesDir: prev?.path };
     // connect first: a page server that is not there fails the dump before anything is frozen
-    pageServer = o.pageServer ? new PageServerClient(o.pageServer.address, o.pageServer.port, o.timeoutSec ?? 10) : undefined;
+    pageServer = o.psClient ?? (o.pageServer ? new PageServerClient(o.pageServer.address, o.pageServer.port, o.timeoutSec ?? 10) : undefined);
     runHook(o.hooks, "pre-dump", { pid });
     ownNet = readlinkSync(`/proc/${pid}/ns/net`) !== readlinkSync("/proc/self/ns/net");
     t0 = performance.now();
@@ -223,7 +232,7 @@ export function dumpProcess(o: DumpOptions): DumpStats {
     for (const n of tree) {
       if (!n.fp || !n.dumped) continue;
       if (arm) track.arm(n.pid, n.dumped.vpid, n.fp.threads[0].tid, n.mem!, n.dumped.vmas);
-      else if (o.leaveRunning || o.leaveStopped) track.disarm(n.pid, n.fp.threads[0].tid, n.mem!);
+      else if (o.leaveRunning || o.leaveStopped || o.handOff) track.disarm(n.pid, n.fp.threads[0].tid, n.mem!);
     }
     pausePoint("dump-written");
     pageServer?.close();
@@ -252,6 +261,15 @@ export function dumpProcess(o: DumpOptions): DumpStats {
   for (const n of tree) n.mem?.close();
   stats.frozenTime = Math.round((performance.now() - tFrozen) * 1000);
   const alive = tree.filter((n) => n.fp);
+  if (o.handOff) {
+    try { o.handOff(dir, t0); } catch (e) {
+      netDumpEnd("running");
+      if (ownNet) unlockHook(o.hooks, pid);
+      for (const n of alive) letGo(n);
+      log.info(`Tree of ${pid} resumed as it was: the hand-off failed`);
+      throw e;
+    }
+  }
   if (o.leaveStopped) {
     // leave them stopped: detach with SIGSTOP so they stay in a group stop
     for (const n of alive) for (const t of n.fp!.threads) syscall(NR.ptrace, 17 /*DETACH*/, t.tid, 0, 19);

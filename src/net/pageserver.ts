@@ -28,7 +28,7 @@ export const PSI_SIZE = 32;
 /** the first pages-N.img id of a page server (CRIU: page ids base raised by 0x10000) */
 const PAGE_IDS_BASE = 0x10001;
 
-function sockaddrIn(address: string, port: number): Uint8Array {
+export function sockaddrIn(address: string, port: number): Uint8Array {
   const b = new Uint8Array(16), dv = new DataView(b.buffer);
   dv.setUint16(0, 2, true); // AF_INET
   dv.setUint16(2, port, false);
@@ -38,18 +38,22 @@ function sockaddrIn(address: string, port: number): Uint8Array {
   return b;
 }
 
+/** Forget a socket's deadline and peer name (before it is closed). */
+export function forgetSocket(fd: number) { deadlineSec.delete(fd); peerOf.delete(fd); }
+
 /** sockets with a deadline: EAGAIN on them means the peer did not answer in time */
 const deadlineSec = new Map<number, number>();
 /** who is at the other end of a socket, for messages */
 const peerOf = new Map<number, string>();
 
-function setDeadline(fd: number, sec: number) {
+export function setDeadline(fd: number, sec: number, peer?: string) {
+  if (peer) peerOf.set(fd, peer);
   const tv = new BigInt64Array([BigInt(Math.max(1, sec)), 0n]);
   for (const opt of [20 /* SO_RCVTIMEO */, 21 /* SO_SNDTIMEO */]) syscall(NR.setsockopt, fd, 1 /* SOL_SOCKET */, opt, addr(tv), 16);
   deadlineSec.set(fd, sec);
 }
 
-function must(what: string, r: number, fd = -1): number {
+export function must(what: string, r: number, fd = -1): number {
   if (r === -11 /* EAGAIN: SO_RCVTIMEO/SO_SNDTIMEO ran out */ && deadlineSec.has(fd)) {
     throw new CriuError("page-server", `${what}: ${peerOf.get(fd) ?? "the peer"} did not answer within ${deadlineSec.get(fd)} s (--timeout)`);
   }
@@ -58,16 +62,19 @@ function must(what: string, r: number, fd = -1): number {
   return r;
 }
 
-function writeAll(fd: number, b: Uint8Array, what: string) {
+/** bytes written to every socket by writeAll, for statistics (migrate counts each round's) */
+export let wireBytes = 0;
+export function writeAll(fd: number, b: Uint8Array, what: string) {
   for (let off = 0; off < b.length;) {
     const r = syscall(NR.sendto, fd, addr(b, off), b.length - off, 0x4000 /* MSG_NOSIGNAL */, 0, 0);
     if (r === -4) continue;
     must(what, r, fd);
     off += r;
+    wireBytes += r;
   }
 }
 /** Read exactly len bytes; false on a clean end of stream before the first byte. */
-function readAll(fd: number, b: Uint8Array, what: string, len = b.length): boolean {
+export function readAll(fd: number, b: Uint8Array, what: string, len = b.length): boolean {
   for (let off = 0; off < len;) {
     const r = syscall(NR.read, fd, addr(b, off), len - off);
     if (r === -4) continue;
@@ -88,11 +95,11 @@ function psi(cmd: number, nrPages: number, vaddr: bigint, dstId: bigint): Uint8A
   return b;
 }
 
-function setInt(fd: number, level: number, opt: number, v: number) {
+export function setInt(fd: number, level: number, opt: number, v: number) {
   const one = new Int32Array([v]);
   syscall(NR.setsockopt, fd, level, opt, addr(one), 4);
 }
-const TCP_NODELAY = (fd: number, on: boolean) => setInt(fd, 6 /* SOL_TCP */, 1, on ? 1 : 0);
+export const TCP_NODELAY = (fd: number, on: boolean) => setInt(fd, 6 /* SOL_TCP */, 1, on ? 1 : 0);
 const TCP_CORK = (fd: number, on: boolean) => setInt(fd, 6, 3, on ? 1 : 0);
 
 /** dst_id -> [kind, id]; older CRIUs used other type numbers, kept readable as CRIU keeps them. */
@@ -112,7 +119,11 @@ export class PageServerClient {
   pagesSent = 0;
   /** timeoutSec: the deadline of every connect, read and write (SO_SNDTIMEO/SO_RCVTIMEO): a page
    * server that accepts and then goes silent fails the dump, which then lets the tree go. */
-  constructor(public address: string, public port: number, timeoutSec = 10) {
+  /** on a connection that carries more than this session (migrate's control channel): close()
+   * ends the session with PS_IOV_CLOSE and its status but leaves the connection open */
+  private shared = false;
+  constructor(public address: string, public port: number, timeoutSec = 10, existingFd?: number) {
+    if (existingFd !== undefined) { this.fd = existingFd; this.shared = true; return; }
     this.fd = must("socket", syscall(NR.socket, 2, 1 | 0o2000000 /* SOCK_STREAM|SOCK_CLOEXEC */, 0));
     setDeadline(this.fd, timeoutSec);
     peerOf.set(this.fd, "the page server");
@@ -172,11 +183,12 @@ export class PageServerClient {
       const st = new Int32Array(1);
       const ok = readAll(fd, new Uint8Array(st.buffer), "reading the page server's status");
       if (!ok || st[0] !== 0) throw new CriuError("page-server", `the page server reported a failure (status ${ok ? st[0] : "none: it closed the connection"})`);
-    } finally { deadlineSec.delete(fd); peerOf.delete(fd); closeFd(fd); }
+    } finally { if (!this.shared) { deadlineSec.delete(fd); peerOf.delete(fd); closeFd(fd); } }
   }
 
-  /** Drop the connection without the close handshake (a failed dump): the server sees no PS_IOV_CLOSE. */
-  abort() { if (this.fd >= 0) { deadlineSec.delete(this.fd); peerOf.delete(this.fd); closeFd(this.fd); this.fd = -1; } }
+  /** Drop the connection without the close handshake (a failed dump): the server sees no
+   * PS_IOV_CLOSE. On a shared connection its owner closes it (the stream is broken now). */
+  abort() { if (this.fd >= 0) { if (!this.shared) { deadlineSec.delete(this.fd); peerOf.delete(this.fd); closeFd(this.fd); } this.fd = -1; } }
 }
 
 // ---- the receiving side ----------------------------------------------------------------------
@@ -209,6 +221,30 @@ interface OpenMap { file: string; dst: bigint; pagesId: number; runs: PagemapRun
 export function servePages(dir: string, address: string, port: number, onListening?: () => void, timeoutSec = 10): number {
   const ls = must("socket", syscall(NR.socket, 2, 1 | 0o2000000, 0));
   let conn = -1;
+  try {
+    setInt(ls, 1 /* SOL_SOCKET */, 2 /* SO_REUSEADDR */, 1);
+    const sa = sockaddrIn(address, port);
+    const r = syscall(NR.bind, ls, addr(sa), sa.length);
+    if (r < 0) throw new CriuError("page-server", `cannot listen on ${address}:${port} (errno ${-r})`);
+    must("listen", syscall(NR.listen, ls, 1));
+    log.info(`Page server listening on ${address}:${port}`);
+    onListening?.();
+    conn = must("accept", syscall(NR.accept, ls, 0, 0));
+    TCP_NODELAY(conn, true); // the has-parent byte and the status go out at once
+    return serveSession(conn, dir, timeoutSec, false);
+  } finally {
+    if (conn >= 0) { deadlineSec.delete(conn); peerOf.delete(conn); closeFd(conn); }
+    closeFd(ls);
+  }
+}
+
+/**
+ * One dumper's session on connection conn, its pages into dir, until PS_IOV_CLOSE. shared: the
+ * connection carries more than this session (migrate): after answering PS_IOV_CLOSE the session
+ * ends at once (CRIU's server waits for the dumper to hang up instead). Returns pages received;
+ * a session that fails leaves none of its files behind. The caller closes conn.
+ */
+export function serveSession(conn: number, dir: string, timeoutSec: number, shared: boolean): number {
   let cur: OpenMap | undefined;
   const written: string[] = [];
   let nextPagesId = PAGE_IDS_BASE, pages = 0, ok = false;
@@ -222,15 +258,6 @@ export function servePages(dir: string, address: string, port: number, onListeni
     cur = undefined;
   };
   try {
-    setInt(ls, 1 /* SOL_SOCKET */, 2 /* SO_REUSEADDR */, 1);
-    const sa = sockaddrIn(address, port);
-    const r = syscall(NR.bind, ls, addr(sa), sa.length);
-    if (r < 0) throw new CriuError("page-server", `cannot listen on ${address}:${port} (errno ${-r})`);
-    must("listen", syscall(NR.listen, ls, 1));
-    log.info(`Page server listening on ${address}:${port}`);
-    onListening?.();
-    conn = must("accept", syscall(NR.accept, ls, 0, 0));
-    TCP_NODELAY(conn, true); // the has-parent byte and the status go out at once
     const head = new Uint8Array(PSI_SIZE), dv = new DataView(head.buffer);
     const buf = new Uint8Array(1 << 20);
     let closed = 0;
@@ -287,7 +314,7 @@ export function servePages(dir: string, address: string, port: number, onListeni
       }
     }
     if (!closed) throw new CriuError("page-server", "the dumper closed the connection without PS_IOV_CLOSE: the data were not flushed");
-    if (closed === PS.CLOSE) {
+    if (closed === PS.CLOSE && !shared) {
       // as CRIU: wait for the dumper to hang up (it reads our status first), with a deadline
       setDeadline(conn, timeoutSec);
       peerOf.set(conn, "the dumper");
@@ -298,8 +325,6 @@ export function servePages(dir: string, address: string, port: number, onListeni
   } finally {
     if (cur) { closeSync(cur.pagesFd); cur = undefined; }
     if (!ok) for (const f of written) rmSync(join(dir, f), { force: true });
-    if (conn >= 0) { deadlineSec.delete(conn); peerOf.delete(conn); closeFd(conn); }
-    closeFd(ls);
   }
   log.info(`Page server received ${pages} pages`);
   return pages;

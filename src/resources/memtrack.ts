@@ -20,7 +20,8 @@
 // a dump that does not re-arm (the final dump, or -R without --track-mem) closes it in the target.
 import { closeSync, existsSync, fstatSync, readdirSync, openSync, readFileSync, statSync, writeSync, constants as FS } from "node:fs";
 import { join, resolve } from "node:path";
-import { Injector, type RemoteMem } from "../ptrace/inject";
+import { Injector, RemoteMem } from "../ptrace/inject";
+import { freezeProcess, releaseProcess } from "../ptrace/seize";
 import { getRegs } from "../sys/ptrace";
 import { NR } from "../sys/nr";
 import { openFd, closeFd, O, PAGE_IS, PagemapScanner } from "../sys/mem";
@@ -62,14 +63,7 @@ export class MemTracker {
     log.debug(`process ${pid}: memory tracking by userfaultfd ${rec.fd} in use`);
   }
 
-  private stale(pid: number, rec: Record): string {
-    try {
-      if (String(readStat(pid).startTime) !== rec.startTime) return "another process has the pid";
-      if (!readLink(`/proc/${pid}/fd/${rec.fd}`).includes("userfaultfd")) return `fd ${rec.fd} is no userfaultfd`;
-      if (statSync(`/proc/${pid}/fd/${rec.fd}`).ino !== rec.ino) return `fd ${rec.fd} is another userfaultfd`;
-    } catch { return `fd ${rec.fd} is closed`; }
-    return "";
-  }
+  private stale(pid: number, rec: Record): string { return staleRecord(pid, rec); }
 
   /** fds that are criu-bun's tracking, not the process's own: never dumped. That includes the
    *  copies a child forked after the pre-dump inherited (a busybox shell's forked applets): the
@@ -200,6 +194,44 @@ export class MemTracker {
     const inj = new Injector(tid, Injector.findSyscallInsn(pid, getRegs(tid), mem), "sysstop", mem);
     try { inj.call(NR.close, rec.fd); } finally { inj.restore(); }
     log.debug(`process ${pid}: memory tracking ended (userfaultfd ${rec.fd} closed)`);
+  }
+}
+
+/** Why a tracking record no longer names a live userfaultfd of criu-bun's in process pid ("" if it does). */
+function staleRecord(pid: number, rec: Record): string {
+  try {
+    if (String(readStat(pid).startTime) !== rec.startTime) return "another process has the pid";
+    if (!readLink(`/proc/${pid}/fd/${rec.fd}`).includes("userfaultfd")) return `fd ${rec.fd} is no userfaultfd`;
+    if (statSync(`/proc/${pid}/fd/${rec.fd}`).ino !== rec.ino) return `fd ${rec.fd} is another userfaultfd`;
+  } catch { return `fd ${rec.fd} is closed`; }
+  return "";
+}
+
+/**
+ * End the tracking a pre-dump left in the processes it recorded in dir (memtrack-*.json), without
+ * dumping: each process still holding that very userfaultfd is stopped for a moment, the fd closed
+ * in it, and let go. For a migration that failed after its pre-copy rounds: the source goes on as
+ * it was before them. Best effort: what cannot be ended is logged.
+ */
+export function dropTracking(dir: string) {
+  let files: string[] = [];
+  try { files = readdirSync(dir).filter((f) => /^memtrack-\d+\.json$/.test(f)); } catch { return; }
+  for (const f of files) {
+    let rec: Record;
+    try { rec = JSON.parse(readFileSync(join(dir, f), "utf8")); } catch { continue; }
+    if (!Number.isInteger(rec.pid) || !Number.isInteger(rec.fd) || staleRecord(rec.pid, rec)) continue;
+    try {
+      const fp = freezeProcess(rec.pid, 10000);
+      const mem = new RemoteMem(rec.pid);
+      try {
+        if (!staleRecord(rec.pid, rec)) { // again, now that it is stopped
+          const tid = fp.threads[0].tid;
+          const inj = new Injector(tid, Injector.findSyscallInsn(rec.pid, getRegs(tid), mem), "sysstop", mem);
+          try { inj.call(NR.close, rec.fd); } finally { inj.restore(); }
+          log.info(`process ${rec.pid}: memory tracking ended (userfaultfd ${rec.fd} closed)`);
+        }
+      } finally { mem.close(); releaseProcess(fp); }
+    } catch (e: any) { log.warn(`process ${rec.pid}: memory tracking could not be ended: ${e.message}`); }
   }
 }
 

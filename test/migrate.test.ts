@@ -1,0 +1,253 @@
+// criu-bun migrate: live migration between two criu-bun processes (src/net/migrate.ts), with real
+// processes in network namespaces made by the test. The workload (workloads/migcounter.py, python3
+// in its own PID namespace so that the destination can restore its PIDs while the frozen source
+// still holds them on this one machine) keeps writing its memory and checks it against a replay at
+// the end; with --echo it serves a TCP client outside (tcp_client.py, checking its own stream).
+import { test, expect, beforeAll, afterAll } from "bun:test";
+import { existsSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Subprocess } from "bun";
+import { criuBunCommand, REPO_ROOT } from "./harness";
+
+const tag = `${process.pid % 10000}`;
+const namespaces = new Set<string>();
+const dirs: string[] = [];
+const procs: Subprocess[] = [];
+const pids = new Set<number>();
+const WL = join(REPO_ROOT, "test", "workloads", "migcounter.py");
+
+function run(cmd: string[], what = cmd.join(" ")) {
+  const r = Bun.spawnSync(cmd, { stdout: "pipe", stderr: "pipe", cwd: REPO_ROOT });
+  if (r.exitCode !== 0) throw new Error(`${what} failed (${r.exitCode}): ${r.stderr.toString()}${r.stdout.toString()}`);
+  return r.stdout.toString();
+}
+function mkns(name: string): string {
+  const ns = `cbm-${name}-${tag}`;
+  Bun.spawnSync(["ip", "netns", "del", ns], { stderr: "ignore" });
+  run(["ip", "netns", "add", ns]);
+  namespaces.add(ns);
+  run(["ip", "-n", ns, "link", "set", "lo", "up"]);
+  return ns;
+}
+/** a veth pair between namespaces a and b, addresses NET.1 (a) and NET.2 (b) /24, both up */
+function veth(a: string, b: string, net: string, names = ["va", "vb"]) {
+  run(["ip", "-n", a, "link", "add", names[0], "type", "veth", "peer", "name", names[1], "netns", b]);
+  run(["ip", "-n", a, "addr", "add", `${net}.1/24`, "dev", names[0]]);
+  run(["ip", "-n", b, "addr", "add", `${net}.2/24`, "dev", names[1]]);
+  run(["ip", "-n", a, "link", "set", names[0], "up"]);
+  run(["ip", "-n", b, "link", "set", names[1], "up"]);
+}
+function delns(ns: string) { run(["ip", "netns", "del", ns]); namespaces.delete(ns); }
+const inNs = (ns: string, cmd: string[]) => ["nsenter", `--net=/run/netns/${ns}`, ...cmd];
+function tmp(t: string) { const d = mkdtempSync(join(tmpdir(), `criu-bun-mig-${t}-`)); dirs.push(d); return d; }
+function text(p: string): string | null { try { return readFileSync(p, "utf8"); } catch { return null; } }
+async function waitFor<T>(fn: () => T | null | undefined | false, what: string, ms = 30000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timeout: ${what}`);
+    await Bun.sleep(20);
+  }
+}
+function tcpCounter(ns: string, name: string): number {
+  const lines = run(inNs(ns, ["cat", "/proc/net/snmp"])).split("\n").filter((l) => l.startsWith("Tcp:"));
+  const keys = lines[0].split(/\s+/), vals = lines[1].split(/\s+/);
+  return Number(vals[keys.indexOf(name)]);
+}
+const count = (w: string) => Number(text(join(w, "count")) ?? 0);
+const status = (pid: number, key: string) => new RegExp(`^${key}:\\s*(.*)$`, "m").exec(text(`/proc/${pid}/status`) ?? "")?.[1];
+const fdTargets = (pid: number) => readdirSync(`/proc/${pid}/fd`).map((f) => { try { return readlinkSync(`/proc/${pid}/fd/${f}`); } catch { return ""; } });
+
+/** migcounter.py in its own PID namespace (and session), in netns ns; returns its pid here. */
+async function startCounter(ns: string, mib: number, echo?: string, extra = "") {
+  const w = tmp("wl");
+  // the root of its PID namespace (pid 1 there), in our mount namespace
+  const cmd = `exec python3 ${WL} ${w} ${mib} ${echo ? `--echo ${echo}` : ""} ${extra} </dev/null >/dev/null 2>${w}/stderr`;
+  const p = Bun.spawn(inNs(ns, ["unshare", "--pid", "--fork", "sh", "-c", cmd]), { stdin: "ignore", stdout: "ignore", stderr: "ignore" });
+  procs.push(p);
+  await waitFor(() => existsSync(join(w, "ready")), "workload ready");
+  const pid = Number((text(`/proc/${p.pid}/task/${p.pid}/children`) ?? "").trim());
+  expect(pid).toBeGreaterThan(0);
+  pids.add(pid);
+  return { pid, w };
+}
+
+/** The destination: migrate --listen in netns ns, its stdout in a file; resolves once it listens. */
+async function listen(ns: string, port: number, address = "0.0.0.0") {
+  const d = tmp("dst");
+  const p = Bun.spawn(inNs(ns, [...criuBunCommand(), "migrate", "--listen", String(port), "--address", address, "-D", d, "-v4", "-o", "migrate.log"]), {
+    stdin: "ignore", stdout: Bun.file(join(d, "stdout")), stderr: Bun.file(join(d, "stderr")), cwd: REPO_ROOT,
+  });
+  procs.push(p);
+  await waitFor(() => (text(join(d, "stdout")) ?? "").includes("listening on"), "destination listening");
+  return { p, d, out: () => text(join(d, "stdout")) ?? "", err: () => text(join(d, "stderr")) ?? "", log: () => text(join(d, "migrate.log")) ?? "" };
+}
+
+function migrate(ns: string, pid: number, to: string, extra: string[] = [], env: Record<string, string> = {}) {
+  const s = tmp("src");
+  const p = Bun.spawn(inNs(ns, [...criuBunCommand(), "migrate", "-t", String(pid), "--to", to, "-D", s, "-v4", "-o", "migrate.log", ...extra]), {
+    stdin: "ignore", stdout: "pipe", stderr: "pipe", cwd: REPO_ROOT, env: { ...process.env, ...env },
+  });
+  procs.push(p);
+  return {
+    p, s, log: () => text(join(s, "migrate.log")) ?? "",
+    done: async () => ({ code: await p.exited, stdout: await new Response(p.stdout).text(), stderr: await new Response(p.stderr).text() }),
+  };
+}
+
+async function result(w: string) {
+  writeFileSync(join(w, "go"), "");
+  return (await waitFor(() => text(join(w, "result")), "workload result")).trim();
+}
+
+beforeAll(() => {});
+afterAll(() => {
+  for (const p of procs) try { p.kill("SIGKILL"); } catch {}
+  for (const pid of pids) {
+    const cmd = text(`/proc/${pid}/cmdline`);
+    if (cmd?.includes("migcounter.py")) try { process.kill(pid, "SIGKILL"); } catch {}
+  }
+  for (const ns of namespaces) Bun.spawnSync(["ip", "netns", "del", ns], { stderr: "ignore" });
+  if (!process.env.CRIU_BUN_KEEP) for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+test("the workload's check fails when one byte of its memory is wrong (--selftest-corrupt)", async () => {
+  const ns = mkns("self");
+  const { w } = await startCounter(ns, 4, undefined, "--selftest-corrupt");
+  await waitFor(() => count(w) > 20, "counter running");
+  expect(await result(w)).toMatch(/^FAIL: memory differs in 1 of 1024 pages/);
+}, 30_000);
+
+test("migrate a python3 counter over loopback: pre-copy rounds send less and less, it keeps counting, its memory is right, the source is gone", async () => {
+  const ns = mkns("lo");
+  const { pid, w } = await startCounter(ns, 32);
+  await waitFor(() => count(w) > 100, "counter running");
+  const dst = await listen(ns, 7501, "127.0.0.1");
+  const src = migrate(ns, pid, "127.0.0.1:7501");
+  const r = await src.done();
+  if (r.code !== 0) throw new Error(`migrate failed (${r.code}): ${r.stderr}\n${src.log()}\n--- destination:\n${dst.err()}${dst.log()}`);
+  expect(await dst.p.exited).toBe(0);
+  // round 1 sends every page (32 MiB of bytearray at least), later rounds only what was written
+  const rounds = [...r.stdout.matchAll(/round (\d+): (\d+) pages, (\d+) bytes/g)].map((m) => ({ n: Number(m[1]), pages: Number(m[2]), bytes: Number(m[3]) }));
+  expect(rounds.length).toBeGreaterThanOrEqual(2);
+  expect(rounds[0].pages).toBeGreaterThan(8192);
+  expect(rounds[0].bytes).toBeGreaterThan(32 << 20);
+  expect(rounds[1].pages).toBeLessThan(rounds[0].pages / 4);
+  const fin = /final: (\d+) pages/.exec(r.stdout);
+  expect(Number(fin?.[1])).toBeLessThan(rounds[0].pages / 4);
+  expect(r.stdout).toMatch(/downtime \d+(\.\d+)? ms/);
+  const npid = Number(/restored pid (\d+)/.exec(dst.out())?.[1]);
+  expect(npid).toBeGreaterThan(0);
+  pids.add(npid);
+  // the source is gone, the restored one counts on from where it was
+  await waitFor(() => !existsSync(`/proc/${pid}`), "source gone");
+  const c0 = count(w);
+  await waitFor(() => count(w) > c0 + 100, "restored counter counting");
+  expect(fdTargets(npid).some((t) => t.includes("userfaultfd"))).toBe(false);
+  expect(await result(w)).toStartWith("PASS");
+}, 90_000);
+
+/** tcp_client.py (tcp.test.ts's checking echo client) in netns ns */
+function client(ns: string, host: string, port: number, name: string, seed: number) {
+  const d = tmp("cli");
+  const p = Bun.spawn(inNs(ns, ["python3", join(REPO_ROOT, "test", "tcp_client.py"), host, String(port), String(seed), d, name]),
+    { stdin: "ignore", stdout: "ignore", stderr: Bun.file(join(d, `${name}.stderr`)) });
+  procs.push(p);
+  const recvd = () => Number((text(join(d, `${name}.progress`)) ?? "0 0").trim().split(" ")[1]);
+  return {
+    d, recvd,
+    reach: (n: number, ms = 30000) => waitFor(() => {
+      const r = text(join(d, `${name}.result`));
+      if (r && !r.startsWith("PASS")) throw new Error(`client ${name}: ${r}${text(join(d, `${name}.stderr`)) ?? ""}`);
+      return recvd() >= n;
+    }, `client ${name} to get ${n} bytes back (has ${recvd()})`, ms),
+    finish: async () => {
+      writeFileSync(join(d, "stop"), "");
+      return (await waitFor(() => text(join(d, `${name}.result`)), `client ${name} result`, 60000)).trim();
+    },
+  };
+}
+
+test("the destination dies after the first round: the source goes on untouched (running, not traced, no userfaultfd, its connection unlocked)", async () => {
+  // the destination in a namespace of its own: the RST its death gives the control connection is counted there
+  const ns = mkns("die"), nd = mkns("die2");
+  veth(ns, nd, "10.77.1");
+  const { pid, w } = await startCounter(ns, 16, "127.0.0.1:7601");
+  const c = client(ns, "127.0.0.1", 7601, "d1", 11);
+  await c.reach(100_000);
+  const dst = await listen(nd, 7502, "10.77.1.2");
+  const pause = join(tmp("pause"), "paused");
+  const src = migrate(ns, pid, "10.77.1.2:7502", ["--tcp-established"], { CRIU_BUN_PAUSE: "migrate-round", CRIU_BUN_PAUSE_FILE: pause });
+  let exited = false;
+  src.p.exited.then(() => { exited = true; });
+  await waitFor(() => existsSync(pause) || exited, "source paused after round 1", 60000);
+  if (exited) throw new Error(`the source ended before its pause: ${(await src.done()).stderr}\n${src.log()}`);
+  // the pre-copy left tracking in the source: it is ended again below
+  expect(fdTargets(pid).some((t) => t.includes("userfaultfd"))).toBe(true);
+  dst.p.kill("SIGKILL");
+  await dst.p.exited;
+  rmSync(pause);
+  const r = await src.done();
+  expect(r.code).not.toBe(0);
+  // one error line (in the log: -o keeps the console quiet), naming the destination's end; no stack
+  expect(r.stderr).toBe("");
+  const errs = src.log().split("\n").filter((l) => l.includes("Error"));
+  expect(errs.length).toBe(1);
+  expect(errs[0]).toMatch(/Error \(migrate\): .*the destination/);
+  expect(src.log()).not.toMatch(/    at /);
+  expect(src.log()).toContain("goes on running here");
+  // untouched: running, not traced, the tracking fd closed, counting, echoing
+  expect(status(pid, "TracerPid")).toBe("0");
+  expect(status(pid, "State")).not.toMatch(/^[tT]/);
+  expect(fdTargets(pid).some((t) => t.includes("userfaultfd"))).toBe(false);
+  const c0 = count(w), r0 = c.recvd();
+  await waitFor(() => count(w) > c0 + 100, "source counting after the failed migration");
+  await c.reach(r0 + 200_000);
+  expect(tcpCounter(ns, "OutRsts")).toBe(0);
+  expect(await c.finish()).toStartWith("PASS");
+  expect(await result(w)).toStartWith("PASS");
+}, 90_000);
+
+test("migrate with --tcp-established from one namespace to another: the client outside keeps its connection, no RST, the counter's memory is right", async () => {
+  const nc = mkns("cli"), na = mkns("src"), nb = mkns("dst");
+  const srvAddr = "10.77.3.2", port = 7602;
+  veth(na, nb, "10.77.2"); // the migration's own link
+  // the service address: on na's link to the client now, and already on nb's (whose client end stays
+  // down until the switch-over, as a router would move the address)
+  run(["ip", "-n", nc, "link", "add", "vc", "type", "veth", "peer", "name", "vs", "netns", na]);
+  run(["ip", "-n", nc, "link", "add", "vc2", "type", "veth", "peer", "name", "vs2", "netns", nb]);
+  run(["ip", "-n", nc, "addr", "add", "10.77.3.1/24", "dev", "vc"]);
+  run(["ip", "-n", na, "addr", "add", `${srvAddr}/24`, "dev", "vs"]);
+  run(["ip", "-n", nb, "addr", "add", `${srvAddr}/24`, "dev", "vs2"]);
+  for (const [ns, dev] of [[nc, "vc"], [na, "vs"], [nb, "vs2"]]) run(["ip", "-n", ns, "link", "set", dev, "up"]);
+  const { pid, w } = await startCounter(na, 16, `${srvAddr}:${port}`);
+  const c = client(nc, srvAddr, port, "m1", 21);
+  await c.reach(200_000);
+  const dst = await listen(nb, 7503, "10.77.2.2");
+  const src = migrate(na, pid, "10.77.2.2:7503", ["--tcp-established"]);
+  const r = await src.done();
+  if (r.code !== 0) throw new Error(`migrate failed (${r.code}): ${r.stderr}\n${src.log()}\n--- destination:\n${dst.err()}${dst.log()}`);
+  expect(await dst.p.exited).toBe(0);
+  const npid = Number(/restored pid (\d+)/.exec(dst.out())?.[1]);
+  expect(npid).toBeGreaterThan(0);
+  pids.add(npid);
+  await waitFor(() => !existsSync(`/proc/${pid}`), "source gone");
+  // the switch-over: the source's namespace goes, the client's link to the destination comes up
+  delns(na);
+  const before = c.recvd();
+  run(["ip", "-n", nc, "addr", "add", "10.77.3.1/24", "dev", "vc2"]);
+  run(["ip", "-n", nc, "link", "set", "vc2", "up"]);
+  try {
+    await c.reach(before + 300_000, 40000);
+  } catch (e: any) {
+    throw new Error(`${e.message}\nworkload: ${text(join(w, "stderr"))}\nsource:\n${src.log().split("\n").filter((l) => /tcp|TCP|rror|arn/.test(l)).join("\n")}\ndestination:\n${dst.log().split("\n").filter((l) => /tcp|TCP|rror|arn/.test(l)).join("\n")}`);
+  }
+  const c0 = count(w);
+  await waitFor(() => count(w) > c0 + 100, "restored counter counting");
+  expect(await c.finish()).toStartWith("PASS");
+  expect(tcpCounter(nb, "OutRsts")).toBe(0);
+  expect(tcpCounter(nc, "OutRsts")).toBe(0);
+  expect(await result(w)).toStartWith("PASS");
+}, 90_000);

@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""Live-migration workload (python3): a counter that keeps writing its memory, and checks it.
+
+    migcounter.py DIR MIB [--echo ADDR:PORT] [--selftest-corrupt]
+
+MIB MiB of bytearray, page i filled with a pattern of i. Step k (one every 2 ms) rewrites page
+(k * 7919) mod npages with a pattern of k, so about 500 pages a second are written whatever the
+size. DIR/count holds the step count (every 20 steps). With --echo it also listens on ADDR:PORT,
+accepts one client and echoes everything it sends (tcp_client.py checks the stream), between steps.
+Writes DIR/ready once set up. When DIR/go appears it rebuilds the memory from scratch by replaying
+steps 1..k and compares the SHA-256 of both (a migration that lost or mixed up a page fails), checks
+the counter went on, then writes DIR/result: "PASS steps=K" or "FAIL: reason", and exits.
+--selftest-corrupt: one byte of one page changed behind the bookkeeping's back after ready.
+"""
+import hashlib, os, select, socket, sys, time
+
+d, mib = sys.argv[1], int(sys.argv[2])
+echo = sys.argv[4] if len(sys.argv) > 4 and sys.argv[3] == "--echo" else None
+corrupt = "--selftest-corrupt" in sys.argv
+PAGE = 4096
+npages = (mib << 20) // PAGE
+
+
+def initial(i):
+    return (i.to_bytes(4, "little") + b"\x5a\xa5\x3c\xc3") * (PAGE // 8)
+
+
+def stepped(k):
+    return (k.to_bytes(8, "little")) * (PAGE // 8)
+
+
+def write(name, text):
+    tmp = os.path.join(d, name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.rename(tmp, os.path.join(d, name))
+
+
+os.setsid()  # its own session (and group): the init of its PID namespace has none inside it otherwise
+mem = bytearray(npages * PAGE)
+for i in range(npages):
+    mem[i * PAGE:(i + 1) * PAGE] = initial(i)
+
+ls = conn = None
+if echo:
+    host, port = echo.rsplit(":", 1)
+    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind((host, int(port)))
+    ls.listen(1)
+write("ready", "ready\n")
+if ls:
+    conn, _ = ls.accept()
+    conn.setblocking(False)
+
+if corrupt:
+    mem[(npages // 3) * PAGE + 100] ^= 0x40
+k = 0
+pending = b""
+next_step = time.monotonic()
+while not os.path.exists(os.path.join(d, "go")):
+    now = time.monotonic()
+    if now >= next_step:
+        k += 1
+        p = (k * 7919) % npages
+        mem[p * PAGE:(p + 1) * PAGE] = stepped(k)
+        if k % 20 == 0:
+            write("count", str(k))
+        next_step += 0.002
+        if next_step < now - 0.1:
+            next_step = now  # do not catch up after a stop (dump, migration)
+    wait = max(0.0, min(0.002, next_step - time.monotonic()))
+    if conn:
+        r, w, _ = select.select([conn] if len(pending) < (1 << 20) else [], [conn] if pending else [], [], wait)
+        if r:
+            b = conn.recv(65536)
+            if not b:  # the client is done (it checked its own stream)
+                conn.close()
+                conn = None
+                continue
+            pending += b
+        if w:
+            n = conn.send(pending)
+            pending = pending[n:]
+    else:
+        time.sleep(wait)
+
+# the check: the same memory, built from scratch
+ref = bytearray(npages * PAGE)
+for i in range(npages):
+    ref[i * PAGE:(i + 1) * PAGE] = initial(i)
+for j in range(1, k + 1):
+    p = (j * 7919) % npages
+    ref[p * PAGE:(p + 1) * PAGE] = stepped(j)
+if hashlib.sha256(ref).digest() != hashlib.sha256(mem).digest():
+    bad = sum(1 for i in range(npages) if mem[i * PAGE:(i + 1) * PAGE] != ref[i * PAGE:(i + 1) * PAGE])
+    write("result", f"FAIL: memory differs in {bad} of {npages} pages after {k} steps\n")
+    sys.exit(1)
+write("result", f"PASS steps={k}\n")
