@@ -30,7 +30,7 @@ export async function run(opts: Opts, _args: string[]): Promise<number> {
   const pageServer = pageServerOpt(opts, "dump");
   const t0 = performance.now();
   const stats = dumpProcess({
-    pid: opts.tree, dir: opts.imagesDir, leaveRunning: !!opts.leaveRunning, leaveStopped: !!opts.leaveStopped,
+    pid: opts.tree, dir: opts.imagesDir, workDir: opts.workDir, leaveRunning: !!opts.leaveRunning, leaveStopped: !!opts.leaveStopped,
     shellJob: !!opts.shellJob, tcpEstablished: !!opts.tcpEstablished, tcpClose: !!opts.tcpClose, skipInFlight: !!opts.skipInFlight, extUnixSk: !!opts.extUnixSk, fileLocks: !!opts.fileLocks, timeoutSec: opts.timeout !== undefined ? atoi(String(opts.timeout)) : undefined, compress: !!opts.compress,
     displayStats: !!opts.displayStats, pageServer, hooks: scriptHooks(opts), freezeCgroup: opts.freezeCgroup ? String(opts.freezeCgroup) : undefined,
     prevImagesDir: opts.prevImagesDir ? String(opts.prevImagesDir) : undefined, trackMem: !!opts.trackMem,
@@ -49,5 +49,6 @@ export function displayStats(stats: DumpStats) {
     `Displaying dump stats:\nFreezing time: ${ms(stats.freezingTime)} s\nFrozen time: ${ms(stats.frozenTime)} s\n` +
     `Memory dump time: ${ms(stats.memdumpTime)} s\nMemory write time: ${ms(stats.memwriteTime)} s\n` +
     `Memory pages scanned: ${stats.pagesScanned} (0x${stats.pagesScanned.toString(16)})\n` +
+    `Memory pages skipped from parent: ${stats.pagesSkippedParent} (0x${stats.pagesSkippedParent.toString(16)})\n` +
     `Memory pages written: ${stats.pagesWritten} (0x${stats.pagesWritten.toString(16)})\n`);
 }

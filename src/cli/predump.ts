@@ -13,7 +13,7 @@ export async function run(opts: Opts, _args: string[]): Promise<number> {
   if (opts.tree === undefined || Number.isNaN(opts.tree)) throw new CriuError("pre-dump", "no process to pre-dump: give -t PID");
   const stats = dumpProcess({
     freezeCgroup: opts.freezeCgroup ? String(opts.freezeCgroup) : undefined,
-    pid: opts.tree, dir: opts.imagesDir, leaveRunning: true, preDump: true, shellJob: !!opts.shellJob, tcpEstablished: !!opts.tcpEstablished,
+    pid: opts.tree, dir: opts.imagesDir, workDir: opts.workDir, leaveRunning: true, preDump: true, shellJob: !!opts.shellJob, tcpEstablished: !!opts.tcpEstablished,
     extUnixSk: !!opts.extUnixSk, fileLocks: !!opts.fileLocks, timeoutSec: opts.timeout !== undefined ? atoi(String(opts.timeout)) : undefined, hooks: scriptHooks(opts),
     prevImagesDir: opts.prevImagesDir ? String(opts.prevImagesDir) : undefined, compress: !!opts.compress,
     pageServer: pageServerOpt(opts, "pre-dump"),

@@ -19,7 +19,7 @@ function cgroupMode(m: Opts["manageCgroups"]): { manageCgroups: boolean; ignoreC
 
 export async function run(opts: Opts, args: string[]): Promise<number> {
   const pidfile = opts.pidfile ? (isAbsolute(opts.pidfile) ? opts.pidfile : join(opts.workDir ?? opts.imagesDir, opts.pidfile)) : undefined;
-  const st = restoreProcesses({ emptyNs: opts.emptyNs === "net" ? 0x40000000 : undefined, dir: opts.imagesDir, leaveStopped: !!opts.leaveStopped, shellJob: !!opts.shellJob, pidfile, tcpClose: !!opts.tcpClose,
+  const st = restoreProcesses({ emptyNs: opts.emptyNs === "net" ? 0x40000000 : undefined, dir: opts.imagesDir, workDir: opts.workDir, leaveStopped: !!opts.leaveStopped, shellJob: !!opts.shellJob, pidfile, tcpClose: !!opts.tcpClose,
     root: opts.root !== undefined ? String(opts.root) : undefined, extMounts: parseExtMounts(opts.external, opts.extMountMap, "restore"),
     trustImages: !!opts.trustImages, timeoutSec: opts.timeout !== undefined ? Number(opts.timeout) : undefined, ...cgroupMode(opts.manageCgroups), hooks: scriptHooks(opts),
     rstSibling: !!opts.restoreSibling, inheritFds: parseInheritFdArgs(opts.inheritFd) });

@@ -71,11 +71,15 @@ export interface DumpOptions {
   freezeCgroup?: string;
   /** CLONE_NEW* bits of namespaces whose contents the caller sets up itself (criu's empty_ns; runc: net) */
   emptyNs?: number;
+  /** the work dir (-W, RPC work_dir_fd): stats-dump goes there, as criu writes it (default: dir) */
+  workDir?: string;
 }
 export interface DumpStats {
   /** the processes of the dumped tree, root first */
   pids: number[];
-  freezingTime: number; frozenTime: number; memdumpTime: number; memwriteTime: number; pagesScanned: number; pagesWritten: number }
+  freezingTime: number; frozenTime: number; memdumpTime: number; memwriteTime: number; pagesScanned: number; pagesWritten: number;
+  /** pages left to the parent images (unchanged since the pre-dump) */
+  pagesSkippedParent: number }
 
 function msg<T extends DescMessage>(schema: T, init: Record<string, any>) { return create(schema, init as any); }
 
@@ -303,7 +307,23 @@ export function dumpProcess(o: DumpOptions): DumpStats {
     netDumpKilled(); // the connections' last references, closed in repair mode
     log.info(`Tree of ${pid} (${tree.length} process(es)) killed after dump`);
   }
+  writeDumpStats(o.workDir ?? dir, stats);
   return stats;
+}
+
+/**
+ * stats-dump, as criu writes it once the tree is let go or killed: into the work dir (Podman's
+ * --print-stats reads it there, beside the images dir), outside the images' checksums. A failure
+ * to write it does not undo a finished dump.
+ */
+function writeDumpStats(dir: string, stats: DumpStats) {
+  try {
+    writeImage(dir, "stats-dump", "STATS", [msg(S.stats_entrySchema, { dump: {
+      freezingTime: stats.freezingTime, frozenTime: stats.frozenTime, memdumpTime: stats.memdumpTime, memwriteTime: stats.memwriteTime,
+      pagesScanned: BigInt(stats.pagesScanned), pagesSkippedParent: BigInt(stats.pagesSkippedParent), pagesWritten: BigInt(stats.pagesWritten), pagesLazy: 0n,
+    } })]);
+    log.debug(`stats-dump written in ${dir}`);
+  } catch (e: any) { log.warn(`cannot write stats-dump: ${e.message}`); }
 }
 
 const CLONE_NEWNET = 0x40000000;
@@ -321,7 +341,7 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
   const files = new FileTable();
   const extra = new ImageSink();
   const twins = new FdTwins();
-  const stats: DumpStats = { pids: tree.map((n) => n.pid), freezingTime: Math.round(freezeMs * 1000), frozenTime: 0, memdumpTime: 0, memwriteTime: 0, pagesScanned: 0, pagesWritten: 0 };
+  const stats: DumpStats = { pids: tree.map((n) => n.pid), freezingTime: Math.round(freezeMs * 1000), frozenTime: 0, memdumpTime: 0, memwriteTime: 0, pagesScanned: 0, pagesWritten: 0, pagesSkippedParent: 0 };
   const pstree: Record<string, any>[] = [];
   const ns = new NsView(tree[0].pid, !!((o.emptyNs ?? 0) & CLONE_NEWNET));
   if (ns.container && !o.preDump) {
@@ -384,7 +404,7 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
     n.ids = ids;
     track.adopt(n.pid, ns.v(n.pid));
     const r = dumpOne(n, id, ids, files, extra, twins, o, fdOpts, d, ns, cgroups.add(n.pid), seccomp, pageServer, track);
-    stats.memdumpTime += r.memUs; stats.pagesScanned += r.scanned; stats.pagesWritten += r.written;
+    stats.memdumpTime += r.memUs; stats.pagesScanned += r.scanned; stats.pagesWritten += r.written; stats.pagesSkippedParent += r.skipped;
     pstree.push({ pid: vpid, ppid: vppid, pgid, sid, threads: r.tids });
   });
   log.debug(`all processes collected`);
@@ -407,10 +427,6 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
   if (cg) writeImage(d, "cgroup.img", "CGROUP", [msg(S.cgroup_entrySchema, cg)]);
   writeImage(d, "seccomp.img", "SECCOMP", [msg(S.seccomp_entrySchema, { seccompFilters: seccomp.filters })]); // always, as CRIU
   extra.writeAll(d);
-  writeImage(d, "stats-dump", "STATS", [msg(S.stats_entrySchema, { dump: {
-    freezingTime: stats.freezingTime, frozenTime: stats.frozenTime, memdumpTime: stats.memdumpTime, memwriteTime: 0,
-    pagesScanned: BigInt(stats.pagesScanned), pagesSkippedParent: 0n, pagesWritten: BigInt(stats.pagesWritten), pagesLazy: 0n,
-  } })]);
   writeManifest(d); // last: the checksums of everything written above
   return stats;
 }
@@ -476,6 +492,8 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
   // memory
   const tMem = performance.now();
   let pr;
+  let skipped = 0;
+  const pagesOf = (runs: PagemapRun[]) => runs.reduce((n, r) => n + r.nrPages, 0);
   if (pageServer) {
     // pages go through a scratch file, then to the page server, which writes the pagemap. With
     // parent images on the server's side and memory tracking in use, only pages written since the
@@ -489,6 +507,7 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
       pr = dumpPages(pid, task.vmas, mem, tmp, id, false, want);
       const runs = tracked ? byAddress<PagemapRun>([...pr.runs, ...tracked.fromParent]) : [...pr.runs];
       pageServer.sendRuns(runs, join(tmp, pr.file));
+      if (tracked) skipped = pagesOf(tracked.fromParent);
       pr = { ...pr, runs };
     } finally { rmSync(tmp, { recursive: true, force: true }); }
     // what the server now holds for this process, for a later dump with this one as its parent
@@ -503,6 +522,7 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
       const dd = dedupeAgainstParent(d, pr.file, [...pr.runs], o.prevImagesDir, vpid, o.compress);
       log.info(`process ${pid}: ${dd.fromParent} pages unchanged since the previous dump, ${dd.kept} stored in ${dd.file}`);
       const runs = tracked ? byAddress<PagemapRun>([...dd.runs, ...tracked.fromParent]) : dd.runs;
+      skipped = dd.fromParent + (tracked ? pagesOf(tracked.fromParent) : 0);
       pr = { ...pr, runs, written: dd.kept, file: dd.file, storedBytes: dd.stored, rawBytes: dd.kept * 4096 };
     }
   }
@@ -520,7 +540,7 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
   if (!pageServer) writeImageBytes(d, `pagemap-${vpid}.img`, encodePagemap(id, pr.runs));
   writeImage(d, `fs-${vpid}.img`, "FS", [msg(S.fs_entrySchema, { cwdId, rootId, umask: task.umask })]);
   if (!tableDone) writeImage(d, `fdinfo-${ids.filesId}.img`, "FDINFO", fds.map((f) => msg(S.fdinfo_entrySchema, { id: f.id, flags: f.cloexec ? 1 : 0, type: f.type, fd: f.fd })));
-  return { memUs, scanned: pr.scanned, written: pr.written, tids, pgid: task.stat.pgid, sid: task.stat.sid };
+  return { memUs, scanned: pr.scanned, written: pr.written, skipped, tids, pgid: task.stat.pgid, sid: task.stat.sid };
 }
 
 /** Memory pages of one process into pages-<pagesId>.img; returns the runs for pagemap-PID.img. */

@@ -37,6 +37,8 @@ function runHook(...a: Parameters<typeof runHookNow>) { return whilePaused(() =>
 export interface RestoreOptions {
   /** root: where the saved mount namespace's root goes (--root); extMounts: key -> path of external mounts */
   root?: string; extMounts?: ExtMounts;
+  /** the work dir (-W, RPC work_dir_fd): stats-restore goes there, as criu writes it (default: dir) */
+  workDir?: string;
   dir: string; leaveStopped?: boolean; timeoutSec?: number; shellJob?: boolean; pidfile?: string; tcpClose?: boolean; manageCgroups?: boolean;
   /** --manage-cgroups=ignore: leave every task in the cgroups restore runs in */
   ignoreCgroups?: boolean;
@@ -261,7 +263,7 @@ function restoreAll(o: RestoreOptions, t0: number): { pid: number; ms: number; f
   const ms = performance.now() - t0;
   const pages = set.tasks.reduce((n, x) => n + x.pagemap.reduce((m, e) => m + (e.flags & 4 ? e.nrPages : 0), 0), 0);
   try {
-    writeImage(o.dir, "stats-restore", "STATS", [create(S.stats_entrySchema, { restore: {
+    writeImage(o.workDir ?? o.dir, "stats-restore", "STATS", [create(S.stats_entrySchema, { restore: {
       pagesCompared: 0n, pagesSkippedCow: 0n, forkingTime: Math.round(forkMs * 1000), restoreTime: Math.round(ms * 1000),
       pagesRestored: BigInt(pages),
     } })]);

@@ -169,7 +169,7 @@ async function dumpRequest(conn: RpcConn, req: criu_req, pre: boolean): Promise<
       shellJob: o!.shellJob, tcpEstablished: o!.tcpEstablished, tcpClose: o!.tcpClose, skipInFlight: o!.tcpSkipInFlight, extUnixSk: o!.extUnixSk, fileLocks: o!.fileLocks,
       timeoutSec: o!.timeout || undefined, prevImagesDir: o!.parentImg || undefined,
       pageServer: ps ? { address: ps.address, port: ps.port } : undefined, hooks, extMounts: rpcExtMounts(o!, "dump"),
-      freezeCgroup: o!.freezeCgroup || undefined, emptyNs: o!.emptyNs,
+      freezeCgroup: o!.freezeCgroup || undefined, emptyNs: o!.emptyNs, workDir: dirs.work,
     });
     // a caller such as runc checks that the container is gone as soon as the reply arrives
     if (!pre && !o!.leaveRunning && !o!.leaveStopped) await waitTreeGone(stats.pids);
@@ -185,7 +185,7 @@ async function restoreRequest(conn: RpcConn, req: criu_req): Promise<RespInit> {
     refuseUnmapped(o!, "restore");
     const { restoreProcesses } = await import("../restore/restore");
     const hooks = new RpcHooks(conn, o!.notifyScripts, o!.orphanPtsMaster);
-    const st = restoreProcesses({ dir: dirs.images, leaveStopped: o!.leaveStopped, shellJob: o!.shellJob, tcpClose: o!.tcpClose,
+    const st = restoreProcesses({ dir: dirs.images, workDir: dirs.work, leaveStopped: o!.leaveStopped, shellJob: o!.shellJob, tcpClose: o!.tcpClose,
       manageCgroups: manageCgroups(o!), ignoreCgroups: isFieldSet(o!, criu_optsSchema.field.manageCgroupsMode) && o!.manageCgroupsMode === criu_cg_mode.IGNORE,
       hooks, root: o!.root || undefined, extMounts: rpcExtMounts(o!, "restore"),
       emptyNs: o!.emptyNs, rstSibling: o!.rstSibling, inheritFds: inheritFds(o!.inheritFd.map((i) => ({ key: i.key, fd: i.fd }))),
