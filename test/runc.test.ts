@@ -8,7 +8,7 @@
 // the container's mounts) is refused with one line in dump.log while the container keeps running.
 // The bundle is built here; every container, image directory and pipe is removed after.
 import { afterAll, expect, test } from "bun:test";
-import { closeSync, openSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { closeSync, openSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { criuBun, criuBunCommand, REPO_ROOT, waitUntil, holdsFor } from "./harness";
@@ -18,8 +18,10 @@ import { NR } from "../src/sys/nr";
 const tmp = mkdtempSync(join(tmpdir(), "criu-bun-runc-"));
 const containers: string[] = [];
 const spawned: { kill(s?: number): void }[] = [];
+const netnses: string[] = [];
 afterAll(() => {
   for (const id of containers) Bun.spawnSync(["runc", "delete", "-f", id]);
+  for (const ns of netnses) Bun.spawnSync(["ip", "netns", "del", ns], { stderr: "ignore" });
   for (const fd of heldFds) { try { closeSync(fd); } catch {} }
   for (const p of spawned) { try { p.kill(9); } catch {} }
   rmSync(tmp, { recursive: true, force: true });
@@ -57,7 +59,7 @@ function bundle(args?: string[], name = "bundle", edit?: (c: any) => void): stri
   const b = join(tmp, name);
   for (const d of ["bin", "tmp", "proc", "dev", "sys"]) mkdirSync(join(b, "rootfs", d), { recursive: true });
   cpSync(busybox!, join(b, "rootfs/bin/busybox"));
-  for (const a of ["sh", "sleep", "cat"]) symlinkSync("busybox", join(b, "rootfs/bin", a));
+  for (const a of ["sh", "sleep", "cat", "nc"]) symlinkSync("busybox", join(b, "rootfs/bin", a));
   const spec = Bun.spawnSync(["runc", "spec"], { cwd: b });
   expect(spec.exitCode).toBe(0);
   const c = JSON.parse(readFileSync(join(b, "config.json"), "utf8"));
@@ -309,7 +311,7 @@ test.skipIf(!built)("criu-bun restore -d --restore-sibling --inherit-fd fd[N]:pi
   expect(bad.code).toBe(1);
   expect(bad.stderr.trim()).toBe("Error (restore): --inherit-fd 'fd3:pipe:[1]': expected fd[N]:KEY");
   const notPipe = criuBun(["restore", "-d", "-D", dir, "--inherit-fd", "fd[0]:tmp/x"]);
-  expect(notPipe.stderr.trim()).toBe("Error (restore): inherit_fd 'tmp/x': only pipes (pipe:[ino]) can be inherited by criu-bun yet");
+  expect(notPipe.stderr.trim()).toBe("Error (restore): inherit_fd 'tmp/x': only pipes (pipe:[ino]) and external namespaces (their key) can be inherited by criu-bun yet");
   const closed = criuBun(["restore", "-d", "-D", dir, "--inherit-fd", `fd[77]:${key}`]);
   expect(closed.stderr.trim()).toBe(`Error (restore): inherit_fd '${key}': fd 77 is not open in criu-bun`);
   const noDetach = criuBun(["restore", "-D", dir, "--restore-sibling"]);
@@ -399,4 +401,89 @@ test.skipIf(!runc || !busybox || !built || !Bun.which("python3"))("a container w
   const cli = criuBun(["restore", "-d", "-D", img]);
   expect(cli.code).toBe(1);
   expect(cli.stderr.trim()).toMatch(/^Error \(restore\): \/dev\/pts\/\d+: its master was outside the dumped tree; restoring it needs a caller that takes the new master \(orphan_pts_master over RPC\)$/);
+}, 120000);
+
+/** a TCP counter of a network namespace (/proc/net/snmp, "Tcp:" lines) */
+function tcpCounter(ns: string, name: string): number {
+  const r = Bun.spawnSync(["ip", "netns", "exec", ns, "cat", "/proc/net/snmp"], { stdout: "pipe" });
+  const lines = r.stdout.toString().split("\n").filter((l) => l.startsWith("Tcp:"));
+  const keys = lines[0].split(/\s+/), vals = lines[1].split(/\s+/);
+  return Number(vals[keys.indexOf(name)]);
+}
+function ipOk(args: string[]) {
+  const r = Bun.spawnSync(["ip", ...args], { stdout: "pipe", stderr: "pipe" });
+  if (r.exitCode !== 0) throw new Error(`ip ${args.join(" ")}: ${r.stderr}`);
+}
+
+test.skipIf(!runc || !busybox || !built || !Bun.which("python3") || !Bun.which("ip"))("--tcp-established, the container in an external network namespace (config.json names /run/netns/X): a client outside keeps its connection across runc checkpoint / runc restore, no RST", async () => {
+  const criu = installAsCriu();
+  const tag = process.pid % 100000;
+  // the container's namespace and the client's, joined by a veth pair
+  const ctr = `cbr-ctr-${tag}`, cli = `cbr-cli-${tag}`;
+  for (const ns of [ctr, cli]) { Bun.spawnSync(["ip", "netns", "del", ns], { stderr: "ignore" }); ipOk(["netns", "add", ns]); netnses.push(ns); ipOk(["-n", ns, "link", "set", "lo", "up"]); }
+  const addr = "10.231.19.2", port = 7130;
+  ipOk(["-n", cli, "link", "add", "vc", "type", "veth", "peer", "name", "vs", "netns", ctr]);
+  ipOk(["-n", cli, "addr", "add", "10.231.19.1/24", "dev", "vc"]);
+  ipOk(["-n", ctr, "addr", "add", `${addr}/24`, "dev", "vs"]);
+  ipOk(["-n", ctr, "link", "set", "vs", "up"]);
+  ipOk(["-n", cli, "link", "set", "vc", "up"]);
+  // an echo server in busybox: nc listens (-ll: one cat per connection, cat echoes)
+  const b = bundle(["nc", "-ll", "-p", String(port), "-e", "cat"], "tcpnet", (c) => {
+    c.linux.namespaces = c.linux.namespaces.map((n: any) => n.type === "network" ? { type: "network", path: `/run/netns/${ctr}` } : n);
+  });
+  const id = `criu-bun-n-${process.pid}`;
+  containers.push(id);
+  const run = runcPiped(["run", "-d", id], b);
+  expect(await run.p.exited).toBe(0);
+  const pid0 = state(id)!.pid;
+  const listening = () => ["tcp", "tcp6"].some((f) => readFileSync(`/proc/${pid0}/net/${f}`, "utf8").split("\n").some((l) => l.includes(`:${port.toString(16).toUpperCase()} `) && / 0A /.test(l)));
+  await waitUntil("the container to listen", listening, 10000);
+
+  // the client (test/tcp_client.py, never dumped) streams a pattern and checks every byte it gets back
+  const work = join(tmp, "tcpnet-client");
+  mkdirSync(work);
+  const client = Bun.spawn(["ip", "netns", "exec", cli, "python3", join(REPO_ROOT, "test", "tcp_client.py"), addr, String(port), "7", work, "c"],
+    { stdin: "ignore", stdout: "ignore", stderr: Bun.file(join(work, "c.stderr")) });
+  spawned.push(client);
+  const txt = (f: string) => { try { return readFileSync(join(work, f), "utf8"); } catch { return ""; } };
+  const recvd = () => Number(txt("c.progress").trim().split(" ")[1] ?? 0);
+  const failed = () => { const r = txt("c.result"); if (r && !r.startsWith("PASS")) throw new Error(`client: ${r} ${txt("c.stderr")}`); return false; };
+  await waitUntil("the client to get 200 KB back", () => failed() || recvd() >= 200_000, 20000);
+  const rsts = tcpCounter(ctr, "OutRsts"), resets = tcpCounter(cli, "EstabResets");
+
+  const img = join(tmp, "img-n");
+  const ck = Bun.spawnSync(["runc", "--criu", criu, "checkpoint", "--tcp-established", "--image-path", img, "--work-path", img, id], { stdout: "pipe", stderr: "pipe", timeout: 90000 });
+  expect(`${ck.exitCode} ${ck.stderr}`, logOf(img, "dump.log")).toBe("0 ");
+  expect(state(id)).toBeUndefined();
+  const dumpLog = readFileSync(join(img, "dump.log"), "utf8");
+  // runc named the namespace external (its inode, key extRootNetNS); criu-bun saved only the key
+  expect(dumpLog).toMatch(new RegExp(`external=\\["net\\[${statSync(`/run/netns/${ctr}`).ino}\\]:extRootNetNS"\\]`));
+  expect(dumpLog).toContain("is external (key extRootNetNS): not saved");
+  // the connection, with its queued data, and the listener
+  const streams = readdirSync(img).filter((f) => /^tcp-stream-[0-9a-f]+\.img$/.test(f));
+  expect(streams).toHaveLength(1);
+  expect(dumpLog).toMatch(new RegExp(`Network locked for tcp port ${port} <-> \\d+`));
+  const at = recvd();
+
+  // restored at once (a client's retransmission timer backs off while the connection is locked)
+  const rs = runcPiped(["--criu", criu, "restore", "-d", "--tcp-established", "--image-path", img, "--work-path", img, id], b);
+  const rc = await rs.p.exited;
+  expect(`${rc} ${rs.err.text}`, logOf(img, "restore.log")).toBe("0 ");
+  const st = state(id)!;
+  expect(st.status).toBe("running");
+  // back in the same namespace: the one config.json names, which runc gave as inherit_fd extRootNetNS
+  expect(statSync(`/proc/${st.pid}/ns/net`).ino).toBe(statSync(`/run/netns/${ctr}`).ino);
+  expect(readFileSync(join(img, "restore.log"), "utf8")).toContain("joined the external network namespace given for extRootNetNS");
+  // the client goes on: 300 KB more echoed, then it stops sending and gets every byte back
+  await waitUntil("the client to get 300 KB more", () => failed() || recvd() >= at + 300_000, 40000);
+  writeFileSync(join(work, "stop"), "");
+  await waitUntil("the client's result", () => txt("c.result") !== "", 60000);
+  expect(txt("c.result")).toStartWith("PASS");
+  // no reset either way
+  expect(tcpCounter(ctr, "OutRsts")).toBe(rsts);
+  expect(tcpCounter(cli, "EstabResets")).toBe(resets);
+  runcOk(["delete", "-f", id]);
+  expect(state(id)).toBeUndefined();
+  for (const ns of [ctr, cli]) ipOk(["netns", "del", ns]);
+  netnses.length = 0;
 }, 120000);

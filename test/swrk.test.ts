@@ -352,7 +352,7 @@ test("RESTORE with rst_sibling and inherit_fd pipe:[INO]: the restored root is t
 
     // bad keys and fds: one line each, success=false, no process made
     for (const [inheritFd, want] of [
-      [[{ key: "tmp/x", fd: 4 }], "inherit_fd 'tmp/x': only pipes (pipe:[ino]) can be inherited by criu-bun yet"],
+      [[{ key: "tmp/x", fd: 4 }], "inherit_fd 'tmp/x': only pipes (pipe:[ino]) and external namespaces (their key) can be inherited by criu-bun yet"],
       [[{ key, fd: 77 }], `inherit_fd '${key}': fd 77 is not open in criu-bun`],
     ] as const) {
       r = c.call({ type: T.RESTORE, opts: { imagesDirFd: d, rstSibling: true, inheritFd: inheritFd as any } });

@@ -2,7 +2,7 @@ import { CriuError, log } from "../log";
 import type { Opts } from "./options";
 import { dumpProcess, type DumpStats } from "../dump/dump";
 import { setGhostLimit, setLinkRemap } from "../resources/reg";
-import { parseExtMounts } from "../resources/mounts";
+import { parseExtMounts, parseExtNetNs } from "../resources/mounts";
 import { scriptHooks } from "./scripts";
 import { atoi } from "./getopt";
 
@@ -34,7 +34,7 @@ export async function run(opts: Opts, _args: string[]): Promise<number> {
     shellJob: !!opts.shellJob, tcpEstablished: !!opts.tcpEstablished, tcpClose: !!opts.tcpClose, skipInFlight: !!opts.skipInFlight, extUnixSk: !!opts.extUnixSk, fileLocks: !!opts.fileLocks, timeoutSec: opts.timeout !== undefined ? atoi(String(opts.timeout)) : undefined, compress: !!opts.compress,
     displayStats: !!opts.displayStats, pageServer, hooks: scriptHooks(opts), freezeCgroup: opts.freezeCgroup ? String(opts.freezeCgroup) : undefined,
     prevImagesDir: opts.prevImagesDir ? String(opts.prevImagesDir) : undefined, trackMem: !!opts.trackMem,
-    extMounts: parseExtMounts(opts.external, opts.extMountMap, "dump"),
+    extMounts: parseExtMounts(opts.external, opts.extMountMap, "dump"), extNetNs: parseExtNetNs(opts.external, "dump"),
     networkLockSkip: opts.networkLock === "skip" || opts.networkLock === "none",
   });
   if (opts.displayStats) displayStats(stats);

@@ -71,6 +71,8 @@ export interface DumpOptions {
   freezeCgroup?: string;
   /** CLONE_NEW* bits of namespaces whose contents the caller sets up itself (criu's empty_ns; runc: net) */
   emptyNs?: number;
+  /** --external net[INODE]:KEY: the tree's network namespace is the caller's (runc: a netns path in config.json) */
+  extNetNs?: { ino: number; key: string };
   /** the work dir (-W, RPC work_dir_fd): stats-dump goes there, as criu writes it (default: dir) */
   workDir?: string;
 }
@@ -343,7 +345,9 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
   const twins = new FdTwins();
   const stats: DumpStats = { pids: tree.map((n) => n.pid), freezingTime: Math.round(freezeMs * 1000), frozenTime: 0, memdumpTime: 0, memwriteTime: 0, pagesScanned: 0, pagesWritten: 0, pagesSkippedParent: 0 };
   const pstree: Record<string, any>[] = [];
-  const ns = new NsView(tree[0].pid, !!((o.emptyNs ?? 0) & CLONE_NEWNET));
+  const ns = new NsView(tree[0].pid, !!((o.emptyNs ?? 0) & CLONE_NEWNET), o.extNetNs);
+  // an external network namespace: only its key is saved (as criu: netns-<id>.img, ext_key)
+  if (ns.extNetKey) writeImage(d, `netns-13.img`, "NETNS", [msg(S.netns_entrySchema, { extKey: ns.extNetKey })]);
   if (ns.container && !o.preDump) {
     // (a pre-dump keeps memory for the next dump; the mounts are saved by that dump, as criu
     // does: runc's pre-dump request names no external mounts)
@@ -566,7 +570,9 @@ class NsView {
   private rootNs = new Map<string, string>();
   private rootPidNs: string;
   private cache = new Map<string, number>();
-  constructor(root: number, emptyNet = false) {
+  /** the key of the tree's network namespace when it is external (--external net[INODE]:KEY) */
+  extNetKey?: string;
+  constructor(root: number, emptyNet = false, extNet?: { ino: number; key: string }) {
     this.rootPidNs = readlinkSync(`/proc/${root}/ns/pid`);
     this.ownPidNs = this.rootPidNs !== readlinkSync("/proc/self/ns/pid");
     this.ownMntNs = readlinkSync(`/proc/${root}/ns/mnt`) !== readlinkSync("/proc/self/ns/mnt");
@@ -576,7 +582,16 @@ class NsView {
     // namespaces criu-bun cannot recreate: the tree must share them with criu-bun
     // its own network namespace with nothing but loopback comes back as a new one with lo up
     this.ownNetNs = this.rootNs.get("net") !== readlinkSync("/proc/self/ns/net");
-    if (this.ownNetNs && emptyNet) {
+    const netIno = Number(/^net:\[(\d+)\]$/.exec(this.rootNs.get("net")!)?.[1]);
+    if (extNet && (!this.ownNetNs || extNet.ino !== netIno)) {
+      throw new CriuError("dump", `--external net[${extNet.ino}]:${extNet.key}: process ${root} is in network namespace ${this.rootNs.get("net")}${this.ownNetNs ? "" : ", criu-bun's own"}, not that one`);
+    }
+    if (extNet) {
+      // the caller's namespace: its interfaces, addresses and routes stay as they are, the tree's
+      // sockets are saved (TCP with --tcp-established) and restore joins it again by its key
+      this.extNetKey = extNet.key;
+      log.info(`process ${root}: its network namespace ${this.rootNs.get("net")} is external (key ${extNet.key}): not saved`);
+    } else if (this.ownNetNs && emptyNet) {
       // empty_ns net: the caller (runc, Podman) builds the namespace's interfaces itself on restore
       log.info(`process ${root}: its network namespace's contents are left to the caller (empty_ns)`);
     } else if (this.ownNetNs) {

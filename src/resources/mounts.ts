@@ -186,7 +186,26 @@ export function parseExtMounts(external: unknown, extMountMap: unknown, cmd: str
     const m = /^mnt\[(.*)\]:(.*)$/.exec(e);
     if (m) { out.map.set(m[1], m[2]); continue; }
     if (/^mnt\[/.test(e)) throw new CriuError(cmd, `--external '${e}': expected mnt[KEY]:VALUE`);
-    throw new CriuError(cmd, `--external '${e}': only mnt[KEY]:VALUE external resources are supported by criu-bun yet`);
+    if (/^net\[/.test(e)) { parseExtNetNs([e], cmd); continue; } // the network namespace's, below
+    throw new CriuError(cmd, `--external '${e}': only mnt[KEY]:VALUE and net[INODE]:KEY external resources are supported by criu-bun yet`);
+  }
+  return out;
+}
+
+/**
+ * --external net[INODE]:KEY (runc sends it for a container whose config names a network namespace
+ * path, key extRootNetNS): that namespace is the caller's. The dump saves only the key (netns image
+ * ext_key, as criu), not its contents; restore joins the namespace given as inherit_fd KEY.
+ */
+export function parseExtNetNs(external: unknown, cmd: string): { ino: number; key: string } | undefined {
+  const list = external === undefined || external === false ? [] : Array.isArray(external) ? external.map(String) : [String(external)];
+  let out: { ino: number; key: string } | undefined;
+  for (const e of list) {
+    if (!/^net\[/.test(e)) continue;
+    const m = /^net\[(\d+)\]:([^\s:/]+)$/.exec(e);
+    if (!m) throw new CriuError(cmd, `--external '${e}': expected net[INODE]:KEY`);
+    if (out) throw new CriuError(cmd, `--external '${e}': only one external network namespace is supported`);
+    out = { ino: Number(m[1]), key: m[2] };
   }
   return out;
 }

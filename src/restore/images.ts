@@ -35,6 +35,8 @@ export interface RestoreSet {
   newNetNs?: boolean;
   /** empty_ns net: the new network namespace is left empty (not even lo up), the caller fills it */
   emptyNetNs?: boolean;
+  /** the tree's network namespace was external: restore joins the one inherit_fd gives for this key */
+  extNetKey?: string;
   /** rst_sibling: the root becomes a child of criu-bun's parent (the caller), not of criu-bun */
   rstSibling?: boolean;
   /** inherit_fd / --inherit-fd: KEY (e.g. "pipe:[123]") -> an fd of criu-bun's that takes that file's place */
@@ -188,11 +190,14 @@ export function loadImages(dir: string): RestoreSet {
     }
   }
   const newNetNs = !!(rootIds && dumper && rootIds.netNsId !== dumper.netNsId);
+  // an external network namespace (dump --external net[INODE]:KEY): its key, to be given as inherit_fd
+  const netImg = rootIds ? `netns-${rootIds.netNsId}.img` : "";
+  const extNetKey = newNetNs && imageExists(dir, netImg) ? readImage<S.netns_entry>(dir, netImg, "NETNS")[0]?.extKey || undefined : undefined;
   const newIpcNs = !!(rootIds && dumper && rootIds.ipcNsId !== dumper.ipcNsId);
   const mntImg = rootIds ? `mountpoints-${rootIds.mntNsId}.img` : "";
   const mounts = newMntNs && imageExists(dir, mntImg) ? readImage<S.mnt_entry>(dir, mntImg, "MNTS") : undefined;
   // criu-bun's dump: every image as written. Last, so that damage the checks above understand is
   // named by them (file, offset, field); this catches what still looks plausible
   if (inventory.allImages) verifyManifest(dir);
-  return { dir, inventory, files, tasks, newPidNs, newMntNs, mounts, newNetNs, newIpcNs, uts, timens, cgroups, seccomp };
+  return { dir, inventory, files, tasks, newPidNs, newMntNs, mounts, newNetNs, extNetKey, newIpcNs, uts, timens, cgroups, seccomp };
 }

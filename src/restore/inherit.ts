@@ -2,7 +2,8 @@
 // recreated but replaced by an fd criu-bun was given, one more fd of the same open file
 // description. runc passes "pipe:[ino]" for a container's stdio pipes, whose other ends were its
 // own: the restored container writes into the pipes of the runc that restores it. Keys criu-bun
-// honours: pipe:[ino] (src/resources/pipe.ts). The fd is checked here, before anything is made.
+// honours: pipe:[ino] (src/resources/pipe.ts) and an external network namespace's key (dump
+// --external net[INODE]:KEY; restore/task.ts joins it). The fd is checked here, before anything is made.
 import { fstatSync } from "node:fs";
 import { CriuError } from "../log";
 
@@ -10,7 +11,10 @@ export function inheritFds(list: { key: string; fd: number }[]): Map<string, num
   if (!list.length) return undefined;
   const out = new Map<string, number>();
   for (const { key, fd } of list) {
-    if (!/^pipe:\[\d+\]$/.test(key)) throw new CriuError("restore", `inherit_fd '${key}': only pipes (pipe:[ino]) can be inherited by criu-bun yet`);
+    // pipe:[ino], or the key of an external namespace (runc: extRootNetNS, an fd of the netns to join)
+    if (!/^pipe:\[\d+\]$/.test(key) && !/^[A-Za-z][\w.-]*$/.test(key)) {
+      throw new CriuError("restore", `inherit_fd '${key}': only pipes (pipe:[ino]) and external namespaces (their key) can be inherited by criu-bun yet`);
+    }
     if (!Number.isInteger(fd) || fd < 0) throw new CriuError("restore", `inherit_fd '${key}': bad fd ${fd}`);
     try { fstatSync(fd); } catch { throw new CriuError("restore", `inherit_fd '${key}': fd ${fd} is not open in criu-bun`); }
     // runc names the pipe behind stdout and stderr twice (fd 1 and 2): the first one counts, as in criu

@@ -164,6 +164,9 @@ function restoreAll(o: RestoreOptions, t0: number): { pid: number; ms: number; f
   if ((o.emptyNs ?? 0) & 0x40000000) set.emptyNetNs = true;
   set.rstSibling = !!o.rstSibling;
   if (o.inheritFds?.size) set.inheritFds = o.inheritFds;
+  if (set.extNetKey !== undefined && !o.inheritFds?.has(set.extNetKey)) {
+    throw new CriuError("restore", `the tree's network namespace was external (key ${set.extNetKey}): give the namespace to join as inherit_fd ${set.extNetKey} (--inherit-fd fd[N]:${set.extNetKey})`);
+  }
   runHook(o.hooks, "pre-restore");
   const ownNs = !!(set.newPidNs || set.newMntNs || set.newNetNs || set.newIpcNs || set.uts || set.timens);
   const root = set.tasks[0];

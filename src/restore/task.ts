@@ -195,6 +195,7 @@ export class TaskBuilder {
     syscall(NR.kill, this.puppet, 9);
     for (;;) { const { r: w, status } = wait4Raw(this.puppet, __WALL); if (w === -4) continue; if (w < 0 || !W.stopped(status)) break; }
     this.puppet = -1;
+    this.inherited = new Map(inherited);
     this.adopt();
     // the inherited fds came along in the root's copy of the puppet's fd table: held there for
     // whichever process of the tree uses them (children close their copies at creation)
@@ -231,6 +232,20 @@ export class TaskBuilder {
     const l = this.tree.toClose.get(this.pid) ?? [];
     l.push(h); this.tree.toClose.set(this.pid, l);
     log.debug(`pts ${index} made early (its slave is bind-mounted), master fd ${h} held`);
+  }
+
+  /** inherit_fd KEY -> the root's copy of it (importInherited), while the root is made */
+  private inherited = new Map<string, number>();
+
+  /** setns into the network namespace given for KEY (the root's copy of criu-bun's fd: in the
+   *  container's PID namespace criu-bun's own PID means nothing) */
+  private joinExtNetNs(key: string) {
+    const fd = this.inherited.get(key);
+    if (fd === undefined) throw new CriuError("restore", `inherit_fd ${key}: not imported into the root`);
+    const r = Number(this.inj!.call(NR.setns, fd, 0x40000000));
+    if (r < 0) throw new CriuError("restore", `inherit_fd ${key}: criu-bun's fd ${this.set.inheritFds?.get(key)} is not a network namespace to join (setns: errno ${-r})`);
+    this.tree.held.set(`inherit:${key}:used`, { pid: this.pid, vpid: this.t.pid, fd: -1 });
+    log.info(`process ${this.t.pid} joined the external network namespace given for ${key} (criu-bun's fd ${this.set.inheritFds?.get(key)})`);
   }
 
   /** inherit_fd: each fd criu-bun was given for a KEY, copied into the puppet (same open file
@@ -329,7 +344,11 @@ export class TaskBuilder {
       if (this.newPidNs) this.inj.ok("mount /proc", NR.mount, this.str("proc", 1), this.str("/proc", 2), this.str("proc", 3), 2 | 4 | 8, 0);
     }
     if (!this.parent && this.set.newIpcNs) this.inj.ok("unshare(CLONE_NEWIPC)", NR.unshare, 0x08000000);
-    if (!this.parent && this.set.newNetNs && this.set.emptyNetNs) {
+    if (!this.parent && this.set.newNetNs && this.set.extNetKey !== undefined) {
+      // an external network namespace: the one the caller gave for its key (runc: the netns path
+      // of config.json), joined as it is; empty_ns does not apply to it
+      this.joinExtNetNs(this.set.extNetKey);
+    } else if (!this.parent && this.set.newNetNs && this.set.emptyNetNs) {
       // empty_ns net: a new, empty network namespace; the caller sets it up (setup-namespaces)
       this.inj.ok("unshare(CLONE_NEWNET)", NR.unshare, 0x40000000);
     } else if (!this.parent && this.set.newNetNs) {

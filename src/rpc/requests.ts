@@ -12,7 +12,7 @@ import { CriuError, log, setLogFile, setLogLevel } from "../log";
 import { GITID, CRIU_LEVEL } from "../version";
 import { failure, RpcHooks, type RespInit, type RpcConn } from "./swrk";
 import { wait4Raw, W } from "../sys/ptrace";
-import { parseExtMounts, type ExtMounts } from "../resources/mounts";
+import { parseExtMounts, parseExtNetNs, type ExtMounts } from "../resources/mounts";
 
 const T = criu_req_type;
 
@@ -169,7 +169,7 @@ async function dumpRequest(conn: RpcConn, req: criu_req, pre: boolean): Promise<
       shellJob: o!.shellJob, tcpEstablished: o!.tcpEstablished, tcpClose: o!.tcpClose, skipInFlight: o!.tcpSkipInFlight, extUnixSk: o!.extUnixSk, fileLocks: o!.fileLocks,
       timeoutSec: o!.timeout || undefined, prevImagesDir: o!.parentImg || undefined,
       pageServer: ps ? { address: ps.address, port: ps.port } : undefined, hooks, extMounts: rpcExtMounts(o!, "dump"),
-      freezeCgroup: o!.freezeCgroup || undefined, emptyNs: o!.emptyNs, workDir: dirs.work,
+      freezeCgroup: o!.freezeCgroup || undefined, emptyNs: o!.emptyNs, workDir: dirs.work, extNetNs: parseExtNetNs(o!.external, "dump"),
     });
     // a caller such as runc checks that the container is gone as soon as the reply arrives
     if (!pre && !o!.leaveRunning && !o!.leaveStopped) await waitTreeGone(stats.pids);
