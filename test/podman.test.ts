@@ -5,7 +5,9 @@
 // restores itself) is checkpointed and restored in place, then checkpointed with --export, removed,
 // and restored with --import under a new name. --print-stats shows the statistics criu-bun wrote
 // (stats-dump / stats-restore in the work dir, as criu writes them): the test decodes the same
-// files with Debian's crit and checks them against the images.
+// files with Debian's crit and checks them against the images. A container in a network namespace
+// of the test's (--network ns:/run/netns/X) is dumped with that namespace external (runc's
+// net[INODE]:extRootNetNS) and restored into the same one.
 //
 // Podman runs with a private storage root, run root, tmp dir (file locks, not the shared memory
 // lock segment), network config dir and cgroup parent, all made here and removed after, with the
@@ -43,9 +45,11 @@ function pmOk(args: string[]) {
   return r.out;
 }
 
+const netnses: string[] = [];
 afterAll(() => {
   if (!ready) { rmSync(tmp, { recursive: true, force: true }); return; }
   pm(["rm", "-a", "-f", "-t", "0"]);
+  for (const ns of netnses) Bun.spawnSync(["ip", "netns", "del", ns], { stderr: "ignore" });
   pm(["rmi", "-a", "-f"]);
   // nothing of ours stays mounted (Podman unmounts each container's shm and rootfs when it is removed)
   const mounts = readFileSync("/proc/self/mountinfo", "utf8").split("\n").map((l) => l.split(" ")[4]).filter((m) => m?.startsWith(tmp));
@@ -194,6 +198,39 @@ test.skipIf(!ready)("podman container checkpoint / restore (--print-stats), then
   expect(Number(pmOk(["exec", name2, "cat", "/dev/shm/count"]).trim())).toBeGreaterThan(m);
   pmOk(["rm", "-f", "-t", "0", name2]);
 }, 110000);
+
+test.skipIf(!ready || !Bun.which("ip"))("podman run --network ns:/run/netns/X, checkpoint / restore: the network namespace is Podman's (external net[...]), joined again on restore", async () => {
+  if (!existsSync(join(tmp, "bin/criu"))) setup();
+  const ns = `cbp-${process.pid % 100000}`;
+  Bun.spawnSync(["ip", "netns", "del", ns], { stderr: "ignore" });
+  expect(Bun.spawnSync(["ip", "netns", "add", ns]).exitCode).toBe(0);
+  netnses.push(ns);
+  const nsIno = statSync(`/run/netns/${ns}`).ino;
+  const name = `${tag}-n`;
+  pmOk(["run", "-d", "--name", name, "--network", `ns:/run/netns/${ns}`, "--cgroup-parent", cgParent,
+    "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", image, "sh", "-c", COUNTER]);
+  await waitUntil("the container to count", () => ticks(logText(name)).length >= 5, 20000);
+  const c0 = inspect(name);
+  expect(statSync(`/proc/${c0.State.Pid}/ns/net`).ino).toBe(nsIno);
+  const userdata = join(tmp, "root/vfs-containers", c0.Id, "userdata");
+  const ck = pm(["container", "checkpoint", "--keep", name]);
+  expect(`${ck.code} ${ck.err}`, readLog(userdata, "dump.log")).toBe("0 ");
+  const dumpLog = readFileSync(join(userdata, "dump.log"), "utf8");
+  expect(dumpLog).toMatch(new RegExp(`external=\\[.*"net\\[${nsIno}\\]:extRootNetNS"`));
+  expect(dumpLog).toContain("is external (key extRootNetNS): not saved");
+  const n = ticks(logText(name)).at(-1)!;
+  const rs = pm(["container", "restore", "--keep", name]);
+  expect(`${rs.code} ${rs.err}`, readLog(userdata, "restore.log")).toBe("0 ");
+  const c1 = inspect(name);
+  expect(c1.State.Status).toBe("running");
+  // the same namespace, given back by runc as inherit_fd extRootNetNS
+  expect(statSync(`/proc/${c1.State.Pid}/ns/net`).ino).toBe(nsIno);
+  expect(readFileSync(join(userdata, "restore.log"), "utf8")).toContain("joined the external network namespace given for extRootNetNS");
+  await waitUntil("the restored counter", () => ticks(logText(name)).filter((t) => t > n).length >= 3, 20000);
+  expect(ticks(logText(name)).filter((t) => t > n).slice(0, 3)).toEqual([n + 1, n + 2, n + 3]);
+  expect(logText(name)).not.toContain("BAD");
+  pmOk(["rm", "-f", "-t", "0", name]);
+}, 90000);
 
 /** on failure, criu-bun's Error lines */
 function readLog(dir: string, f: string) {
