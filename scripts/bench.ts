@@ -8,7 +8,9 @@
 // both. Rows: dump and restore of test/workloads/spin with 1 GiB and 4 GiB of memory (pattern heap:
 // about 30% zero pages, 55% pages of pointers/small integers/short strings, 15% random pages),
 // pre-dump + dump (CRIU 4.2 cannot pre-dump on a kernel without soft-dirty: the line says so), a
-// small process (sleep: dump and restore as a user types them, default verbosity) and --version.
+// small process (sleep: dump and restore as a user types them, default verbosity), --version, and a
+// container: `runc checkpoint` then `runc restore -d` of a busybox container (criu-bun installed as
+// criu; CRIU 4.2 through runc --criu; runc's wall time, as a user sees it; BENCH_RUNC_ROUNDS=5).
 // Every restored spin checks the hash of its memory; a failed check fails the bench.
 //
 // The floor, measured in the same run on the same process memory, to the same file system:
@@ -22,9 +24,11 @@
 // spin's --pattern values), BENCH_ROUNDS (rounds per size, default 3 for <= 1 GiB and 1 above),
 // BENCH_SMALL_ROUNDS=11, BENCH_COMPRESS=0|1, BENCH_DIR=/dev/shm/criu-bun-bench,
 // CRIU_BUN_EXE=path of the executable to measure (default ./criu-bun), CRIU=path of CRIU.
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { buildWorkloads, workloadBin, REPO_ROOT } from "../test/harness";
+import { syscall, addr } from "../src/sys/syscall";
+import { NR } from "../src/sys/nr";
 
 const QUICK = process.env.BENCH_QUICK === "1";
 const PATTERNS = (process.env.BENCH_PATTERNS ?? "heap").split(",").filter(Boolean);
@@ -124,6 +128,82 @@ function dumpRestore(t: Tool, mib: number, pattern: string, dumpS: Side, restS: 
   return { d, r, image, logs };
 }
 
+const busyboxBin = ["/bin/busybox", "/usr/bin/busybox"].find((p) => existsSync(p));
+const RUNC_ROUNDS = Number(process.env.BENCH_RUNC_ROUNDS ?? (QUICK ? 3 : 5));
+/** A pipe whose ends are close-on-exec (a child gets one only as its stdio) */
+function pipe2(): [number, number] {
+  const a = new Int32Array(2);
+  if (syscall(NR.pipe2, addr(a), 0o2000000) !== 0) throw new Error("pipe2 failed");
+  return [a[0], a[1]];
+}
+/** A runc command with its stdio on fresh pipes (a detached container keeps them as its own):
+ *  timed as timed() does. The ends kept here are closed once the container is gone. */
+async function timedRunc(cmd: string[], cwd: string, held: number[]): Promise<M & { code: number }> {
+  const i = pipe2(), o = pipe2(), e = pipe2();
+  const t0 = performance.now();
+  const p = Bun.spawn([TIME, "-f", "%U %S %M", "-o", timeOut, "runc", ...cmd], { cwd, stdin: i[0], stdout: o[1], stderr: e[1] });
+  for (const fd of [i[0], o[1], e[1]]) closeSync(fd);
+  held.push(i[1], o[0], e[0]);
+  const code = await p.exited;
+  const s = (performance.now() - t0) / 1000;
+  const [u, sy, m] = readFileSync(timeOut, "utf8").trim().split("\n").pop()!.split(" ").map(Number);
+  return { s, cpu: u + sy, rssKb: m, code };
+}
+async function runcRows() {
+  const ck = side("runc checkpoint (busybox container)", 0), rs = side("runc restore -d (busybox container)", 0);
+  const both = side("runc checkpoint + restore (sum)", 0);
+  const bin = join(BASE, "runc-bin");
+  mkdirSync(bin, { recursive: true });
+  sh([...CB, "install", "--as-criu", "--prefix", bin]);
+  const criuOf = (t: Tool) => (t === "criu-bun" ? join(bin, "criu") : CRIU![0]);
+  // the bundle: busybox, a shell counting into /tmp/count (it writes nothing to its stdio)
+  const b = join(BASE, "runc-bundle");
+  for (const d of ["bin", "tmp", "proc", "dev", "sys"]) mkdirSync(join(b, "rootfs", d), { recursive: true });
+  sh(["cp", busyboxBin!, join(b, "rootfs/bin/busybox")]);
+  for (const a of ["sh", "sleep"]) sh(["ln", "-sf", "busybox", join(b, "rootfs/bin", a)]);
+  sh(["sh", "-c", `cd ${b} && runc spec`]);
+  const c = JSON.parse(readFileSync(join(b, "config.json"), "utf8"));
+  c.process.terminal = false;
+  c.process.args = ["sh", "-c", "i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done"];
+  c.root.readonly = false;
+  writeFileSync(join(b, "config.json"), JSON.stringify(c));
+  const count = () => { try { return Number(readFileSync(join(b, "rootfs/tmp/count"), "utf8").trim()) || 0; } catch { return 0; } };
+  const until = (what: string, cond: () => boolean, ms = 15000) => {
+    const end = Date.now() + ms;
+    while (!cond()) { if (Date.now() > end) throw new Error(`runc rows: timeout waiting for ${what}`); sleep(10); }
+  };
+  for (let i = 0; i < RUNC_ROUNDS; i++) {
+    const order: Tool[] = CRIU ? (i % 2 ? ["criu", "criu-bun"] : ["criu-bun", "criu"]) : ["criu-bun"];
+    for (const t of order) {
+      const id = `criu-bun-bench-${process.pid}-${t}-${i}`;
+      const img = join(BASE, `runc-img-${t}-${i}`);
+      const held: number[] = [];
+      try {
+        rmSync(join(b, "rootfs/tmp/count"), { force: true });
+        const run = await timedRunc(["run", "-d", id], b, held);
+        if (run.code !== 0) throw new Error(`runc run -d ${id}: exit ${run.code}`);
+        until("the container to count", () => count() >= 5);
+        const d = timed(["runc", "--criu", criuOf(t), "checkpoint", "--image-path", img, "--work-path", img, id], true);
+        const errs = (f: string) => { try { return readFileSync(join(img, f), "utf8").split("\n").filter((l) => l.includes("Error")).join("\n"); } catch { return ""; } };
+        if (d.code !== 0) throw new Error(`${t}: runc checkpoint failed (${d.code}): ${d.err}${errs("dump.log")}`);
+        const n = count();
+        const r = await timedRunc(["--criu", criuOf(t), "restore", "-d", "--image-path", img, "--work-path", img, id], b, held);
+        if (r.code !== 0) throw new Error(`${t}: runc restore failed (${r.code}): ${errs("restore.log")}`);
+        // carried on: from n on, never from the start again
+        until("the restored container to count on", () => { const x = count(); if (x > 0 && x < n) throw new Error(`${t}: restored container counts ${x} < ${n}`); return x >= n + 3; });
+        ck.runs[t].push(d); rs.runs[t].push(r);
+        both.runs[t].push({ s: d.s + r.s, cpu: d.cpu + r.cpu, rssKb: Math.max(d.rssKb, r.rssKb) });
+      } finally {
+        Bun.spawnSync(["runc", "delete", "-f", id], { stdout: "ignore", stderr: "ignore" });
+        for (const fd of held) { try { closeSync(fd); } catch {} }
+        rmSync(img, { recursive: true, force: true });
+      }
+    }
+  }
+  rmSync(b, { recursive: true, force: true });
+  rmSync(bin, { recursive: true, force: true });
+}
+
 await buildWorkloads();
 mkdirSync(BASE, { recursive: true });
 const floorBin = join(BASE, "bench-floor");
@@ -154,6 +234,13 @@ try {
     rmSync(img, { recursive: true, force: true });
   });
 }
+
+// a container: runc (1.1) checkpoint, then runc restore -d, of a busybox container whose shell
+// counts into a file of its rootfs, with criu-bun (installed as `criu`) and with CRIU 4.2 through
+// runc --criu. Wall time of each runc command (runc's own work included, as a user sees it).
+// Every restored container must carry on counting from where it was.
+if (!Bun.which("runc") || !busyboxBin) console.log("runc or busybox not found: the container rows are skipped");
+else await runcRows();
 
 for (const pattern of PATTERNS) for (const mib of SIZES) {
   const label = `${mib >= 1024 ? `${mib / 1024} GiB` : `${mib} MiB`} ${pattern}`;
