@@ -87,6 +87,7 @@ mount --bind /shared /ss; mount --make-slave /ss; mount --make-shared /ss
 mount --bind /ss /ss2
 mount -t tmpfs unb /unb; mount --make-unbindable /unb
 mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts
+$LATE
 cd /work
 exec 3</data/ro/f
 echo $$ > /pid
@@ -120,12 +121,12 @@ done`;
 /**
  * A container as runtimes make it: \`unshare -m --fork\`, the rootfs bind-mounted on itself,
  * pivot_root into it, the old root detached; INNER runs as a session leader in there.
- * \`pre\` runs before pivot_root (host paths still visible), \`extra\` inside. Returns the shell's PID.
+ * \`pre\` runs before pivot_root (host paths still visible), \`extra\` inside, \`late\` once INNER's mounts are made. Returns the shell's PID.
  */
-async function startContainer(rootfs: string, o: { pre?: string; extra?: string; check?: string; pidns?: boolean; unshare?: string[] } = {}): Promise<{ pid: number; outer: Subprocess }> {
+async function startContainer(rootfs: string, o: { pre?: string; extra?: string; late?: string; check?: string; pidns?: boolean; unshare?: string[] } = {}): Promise<{ pid: number; outer: Subprocess }> {
   const outer = Bun.spawn(["unshare", "-m", ...(o.pidns ? ["-p"] : []), ...(o.unshare ?? []), "--fork", "sh", "-c",
     `set -e; mount --make-rprivate /; mount --bind "$0" "$0"; ${o.pre ? `${o.pre};` : ""} cd "$0"; pivot_root . old; exec /old/bin/busybox chroot . /bin/setsid /bin/sh -c "$1" </data/src/f >/work/out 2>&1`,
-    rootfs, INNER.replace("$EXTRA", () => o.extra ?? "").replace("$CHECK", () => o.check ?? "")],
+    rootfs, INNER.replace("$EXTRA", () => o.extra ?? "").replace("$LATE", () => o.late ?? "").replace("$CHECK", () => o.check ?? "")],
   { stdin: "ignore", stdout: "ignore", stderr: "ignore", detached: true });
   spawned.push(outer);
   let pid = await waitFor(() => Number(read(join(rootfs, "pid"))) || undefined, 10000, "the container's shell");
@@ -367,6 +368,24 @@ describe("container mount namespaces", () => {
       await outer.exited;
     }
   }, 30000);
+
+  test("a pty pair held in the container's own devpts (newinstance): same index, the slave on that devpts, raw mode and window size, bytes both ways", async () => {
+    const rootfs = busyboxRootfs();
+    const cc = Bun.spawnSync(["gcc", "-static", "-O2", "-o", join(rootfs, "bin/ptyns"), join(import.meta.dir, "workloads/ptyns.c")], { stderr: "pipe" });
+    if (cc.exitCode !== 0) throw new Error(`gcc -static ptyns.c: ${cc.stderr}`);
+    const check = `while [ ! -e /work/pty-result ]; do sleep 0.05; done
+    [ "$(cat /work/pty-result)" = PASS ] || r="pty $(cat /work/pty-result)"`;
+    const { pid, outer } = await startContainer(rootfs, { late: "mknod -m 666 /dev/null c 1 3; /bin/ptyns &", check });
+    const index = await waitFor(() => read(join(rootfs, "work/pty-index")).trim(), 10000, "the pty pair");
+    const before = mounts(readFileSync(`/proc/${pid}/mountinfo`, "utf8"));
+    const dir = imagesDir("container-pty");
+    dump(pid, dir);
+    await outer.exited;
+    const infos = JSON.parse(Bun.spawnSync(["crit", "decode", "-i", join(dir, "tty-info.img")]).stdout.toString()).entries;
+    expect(infos.map((i: any) => i.pty.index)).toEqual([Number(index), Number(index)]);
+    const r = await restore(dir, pid);
+    await finish(rootfs, pid, r, before);
+  }, 60000);
 
   test("an overlayfs root as Podman makes it: restored onto the overlay mounted again (--root), same mounts; without --root, refused in one line once the overlay is gone", async () => {
     const lower = busyboxRootfs();

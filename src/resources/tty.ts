@@ -3,6 +3,7 @@
 // termios, window size and lock state; a session leader gets its controlling terminal back.
 // Bytes queued inside the terminal are not saved: a dump finding any is refused. A /dev/pts/N whose master is outside the tree
 // is the terminal of a --shell-job (reg.ts). Images: file_entry.tty + tty-info.img, as CRIU.
+import { errnoName } from "../sys/errno";
 import { readFileSync, statSync } from "node:fs";
 import type { FileTable } from "./files";
 import type { ImageSink } from "./fdkind";
@@ -150,9 +151,15 @@ export const ttyKind: FdKind = {
       const extra: number[] = [];
       const early = ctx.tree.held.has(`ptyEarly:${index}`) ? ctx.fdFrom(`ptyEarly:${index}`)! : -1;
       let got = early >= 0 ? index : -1, m = early;
+      // /dev/ptmx, or a container's devpts's own ptmx where its /dev has none (a plain directory)
+      let ptmx = "/dev/ptmx";
       for (let tries = 0; early < 0 && tries < 4096; tries++) {
-        m = Number(inj.call(NR.openat, -100, ctx.str("/dev/ptmx"), O.RDWR | O.NOCTTY | O.CLOEXEC, 0));
-        if (m < 0) break;
+        m = Number(inj.call(NR.openat, -100, ctx.str(ptmx), O.RDWR | O.NOCTTY | O.CLOEXEC, 0));
+        if (m === -2 && tries === 0 && ptmx === "/dev/ptmx") { ptmx = "/dev/pts/ptmx"; tries--; continue; }
+        if (m < 0) {
+          for (const e of extra) inj.call(NR.close, e);
+          throw new CriuError("restore", `${ctx.where}: cannot open ${ptmx} to make pty ${index} again: ${errnoName(-m)}`);
+        }
         const ib = ctx.scratch(0n, new Uint8Array(4));
         inj.ok("TIOCGPTN", NR.ioctl, m, IOC.TIOCGPTN, ib);
         got = new DataView(ctx.mem.read(ib, 4).buffer).getInt32(0, true);
