@@ -5,6 +5,7 @@ import { create, type DescMessage } from "@bufbuild/protobuf";
 import { statSync, existsSync, readlinkSync, readFileSync, mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { DumpStage, under, openDir, type DirHandle } from "../images/safefs";
+import { SeccompChains } from "../resources/seccomp";
 import { freezeProcess, releaseProcess, seizeFrozen, releaseSeized, ExitedWhileFreezing, type FrozenProcess } from "../ptrace/seize";
 import { wait4Raw, W, __WALL } from "../sys/ptrace";
 import { RemoteMem } from "../ptrace/inject";
@@ -429,7 +430,7 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
   writeImage(d, "files.img", "FILES", files.files.map((f) => msg(S.file_entrySchema, f)));
   const cg = cgroups.entry(); // none when every task is in criu-bun's own cgroups, as CRIU
   if (cg) writeImage(d, "cgroup.img", "CGROUP", [msg(S.cgroup_entrySchema, cg)]);
-  writeImage(d, "seccomp.img", "SECCOMP", [msg(S.seccomp_entrySchema, { seccompFilters: seccomp.filters })]); // always, as CRIU
+  seccomp.write(d);
   extra.writeAll(d);
   writeManifest(d); // last: the checksums of everything written above
   return stats;
@@ -662,18 +663,3 @@ function sharedId(tree: TreeNode[], idx: number, type: number, key: string): num
   return idx + 2; // the process's own (ids start at 2, as CRIU's: 1 is the dumper's)
 }
 
-/** seccomp.img: every thread's filter chain, shared prefixes stored once (prev = index). */
-class SeccompChains {
-  filters: { filter: Uint8Array; prev?: number; flags: number }[] = [];
-  /** chain oldest first; returns the index of its newest filter */
-  add(chain: { filter: Uint8Array; flags: number }[]): number {
-    let prev: number | undefined;
-    for (const f of chain) {
-      const same = (x: { filter: Uint8Array; prev?: number }) => x.prev === prev && x.filter.length === f.filter.length && x.filter.every((b, i) => b === f.filter[i]);
-      let i = this.filters.findIndex(same);
-      if (i < 0) { i = this.filters.length; this.filters.push({ filter: f.filter, ...(prev !== undefined ? { prev } : {}), flags: f.flags }); }
-      prev = i;
-    }
-    return prev!;
-  }
-}

@@ -1,6 +1,6 @@
 // Collecting one frozen process: threads, memory layout, task state. Produces plain init objects
 // shaped like CRIU's protobuf messages (camelCase field names of the generated code).
-import { getRegs, getXstate, getSigmask, getRseqConfig, peekSiginfo, ptrace, PTRACE, R, REG_NAMES, type Regs, getThreadArea, GDT_ENTRY_TLS_MIN, GDT_ENTRY_TLS_ENTRIES } from "../sys/ptrace";
+import { getRegs, getXstate, getSigmask, getRseqConfig, peekSiginfo, R, REG_NAMES, type Regs, getThreadArea, GDT_ENTRY_TLS_MIN, GDT_ENTRY_TLS_ENTRIES } from "../sys/ptrace";
 import { readStat, readStatus, readLimits, readAuxv, readLink, readText, type ProcStat } from "../sys/proc";
 import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
@@ -10,6 +10,7 @@ import { xsaveToFpregs } from "../resources/xsave";
 import { classifyVmas, type DumpedVma } from "../resources/memory";
 import { CriuError, log } from "../log";
 import { refuse } from "../resources/unsupported";
+import { dumpSeccompFilters, type SeccompFilter } from "../resources/seccomp";
 
 const ERESTARTSYS = -512n, ERESTARTNOINTR = -513n, ERESTARTNOHAND = -514n, ERESTART_RESTARTBLOCK = -516n;
 const EINTR = -4n;
@@ -20,7 +21,7 @@ export interface ThreadDump {
   xstate: Uint8Array;
   core: Record<string, any>; // core_entry init (thread_info + thread_core, tc for the leader)
   /** seccomp filters of the thread, oldest first, with their flags (mode 2) */
-  seccomp: { filter: Uint8Array; flags: number }[];
+  seccomp: SeccompFilter[];
 }
 export interface TaskDump {
   pid: number; stat: ProcStat;
@@ -282,7 +283,7 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
       core.threadCore.noNewPrivs = true;
       core.threadCore.creds!.noNewPrivs = 1; // where CRIU 4.2 keeps it (and reads it at restore)
     }
-    threads.push({ tid: t.tid, regs, xstate, core, seccomp: seccompMode === 2 ? seccompFilters(t.tid) : [] });
+    threads.push({ tid: t.tid, regs, xstate, core, seccomp: seccompMode === 2 ? dumpSeccompFilters(t.tid) : [] });
   }
 
   // --- process-wide state in the leader's core
@@ -313,23 +314,6 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
     pid, stat, threads, vmas, mm, umask, sigactions, uts, clocks,
     cwd: readLink(`/proc/${pid}/cwd`), root: readLink(`/proc/${pid}/root`), exe,
   };
-}
-
-/** A thread's seccomp filters, oldest first: PTRACE_SECCOMP_GET_FILTER counts from the newest. */
-function seccompFilters(tid: number): { filter: Uint8Array; flags: number }[] {
-  const out: { filter: Uint8Array; flags: number }[] = [];
-  for (let i = 0; ; i++) {
-    const n = ptrace(PTRACE.SECCOMP_GET_FILTER, tid, i, 0);
-    if (n === -2 /* ENOENT: no more */) break;
-    if (n < 0) throw new CriuError("dump", `thread ${tid}: PTRACE_SECCOMP_GET_FILTER(${i}) failed (errno ${-n})`);
-    const buf = new Uint8Array(n * 8);
-    const r = ptrace(PTRACE.SECCOMP_GET_FILTER, tid, i, addr(buf));
-    if (r !== n) throw new CriuError("dump", `thread ${tid}: seccomp filter ${i} changed while being read`);
-    const md = new BigUint64Array([BigInt(i), 0n]);
-    const m = ptrace(0x420d /* PTRACE_SECCOMP_GET_METADATA */, tid, 16, addr(md));
-    out.push({ filter: buf, flags: m >= 0 ? Number(md[1]) : 0 });
-  }
-  return out.reverse();
 }
 
 function readLoginuid(pid: number): number {

@@ -8,6 +8,7 @@ import { CriuError } from "../log";
 import { checkPages } from "../codec/pipeline";
 import { taskCgSet, readCgroups } from "../resources/cgroup";
 import { verifyManifest } from "../images/manifest";
+import { readSeccomp } from "../resources/seccomp";
 import { validatePstree, validateThreads, validateCore, validateMm, validatePagemap, validateFdinfo, validateFiles } from "./validate";
 
 export interface TaskImages {
@@ -182,13 +183,7 @@ export function loadImages(dir: string): RestoreSet {
     // the dumper's own set (root_cg_set) is not in cgroup.img: the task stays in the restorer's
     if (cg && cg !== inventory.rootCgSet && !cgroups.has(cg)) throw new CriuError("restore", `${dir}/core-${t.pid}.img: cgroup set ${cg} is not in cgroup.img`);
   }
-  const seccomp = imageExists(dir, "seccomp.img") ? readImage<S.seccomp_entry>(dir, "seccomp.img", "SECCOMP")[0]?.seccompFilters ?? [] : [];
-  for (const t of tasks) for (const c of t.cores.values()) {
-    const tc = c.threadCore;
-    if (tc?.seccompMode === 2 && (tc.seccompFilter === undefined || tc.seccompFilter >= seccomp.length)) {
-      throw new CriuError("restore", `${dir}/core-${t.pid}.img: seccomp filter ${tc.seccompFilter} is not in seccomp.img`);
-    }
-  }
+  const seccomp = readSeccomp(dir, tasks.flatMap((t) => [...t.cores.values()].map((c) => ({ pid: t.pid, tc: c.threadCore }))));
   const newNetNs = !!(rootIds && dumper && rootIds.netNsId !== dumper.netNsId);
   // an external network namespace (dump --external net[INODE]:KEY): its key, to be given as inherit_fd
   const netImg = rootIds ? `netns-${rootIds.netNsId}.img` : "";

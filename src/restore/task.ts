@@ -3,7 +3,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import {
-  ptrace, PTRACE, PTRACE_O, getRegs, setRegs, setXstate, getXstate, setSigmask, wait4Raw, W, __WALL, R, describeStatus, detach,
+  ptrace, PTRACE, getRegs, setRegs, setXstate, getXstate, setSigmask, wait4Raw, W, __WALL, R, describeStatus, detach,
   setThreadArea,
 } from "../sys/ptrace";
 import { O } from "../sys/mem";
@@ -27,6 +27,7 @@ import { vmaLine } from "../resources/memory";
 import { fillPages } from "../codec/pipeline";
 import { fillParentPages } from "../resources/incremental";
 import { restoreMountNs } from "../resources/mounts";
+import { restoreSeccomp } from "../resources/seccomp";
 
 const TRAMP_SIZE = 5 * 4096; // code + scratch: 2 KiB of structs, then 4 path slots of 4 KiB
 const SCRATCH = 256n; // scratch data starts here inside the trampoline area
@@ -714,43 +715,10 @@ export class TaskBuilder {
         const r = inj.call(NR.setpriority, 0 /* PRIO_PROCESS */, this.vtid(tid), tcore.schedNice);
         if (r < 0n) log.warn(`thread ${this.vtid(tid)}: nice ${tcore.schedNice} not restored (errno ${-r})`);
       }
-      this.restoreSeccomp(tid, inj, tcore);
+      restoreSeccomp({ tid, vtid: this.vtid(tid), inj, scratch: (off, data) => this.scratchWrite(off, data) }, tcore, this.set.seccomp);
       if (tcore.creds) this.restoreCreds(inj, tcore.creds);
       // after the credentials: changing them clears the parent-death signal
       if (tcore.pdeathSig) inj.ok("prctl(PR_SET_PDEATHSIG)", NR.prctl, 1, tcore.pdeathSig, 0, 0, 0);
-    }
-  }
-
-  /**
-   * no_new_privs and seccomp filters (oldest first, as installed), while we are still root. Our
-   * own later injections are kept out of the filters' reach with PTRACE_O_SUSPEND_SECCOMP.
-   */
-  private restoreSeccomp(tid: number, inj: Injector, tc: S.thread_core_entry) {
-    // criu-bun's own field, or CRIU 4.2's creds.no_new_privs
-    const nnp = tc.noNewPrivs || !!tc.creds?.noNewPrivs;
-    if (!tc.seccompMode && !nnp) return;
-    const r = ptrace(PTRACE.SETOPTIONS, tid, 0, PTRACE_O.EXITKILL | PTRACE_O.TRACEFORK | PTRACE_O.TRACECLONE | PTRACE_O.TRACESYSGOOD | PTRACE_O.SUSPEND_SECCOMP);
-    if (r < 0) throw new CriuError("restore", `thread ${this.vtid(tid)}: cannot suspend seccomp while restoring (errno ${-r})`);
-    if (nnp) inj.ok("prctl(PR_SET_NO_NEW_PRIVS)", NR.prctl, 38, 1, 0, 0, 0);
-    if (tc.seccompMode === 2) {
-      const chain: S.seccomp_filter[] = [];
-      for (let i: number | undefined = tc.seccompFilter; i !== undefined;) {
-        const f: S.seccomp_filter = this.set.seccomp[i];
-        chain.unshift(f);
-        i = isFieldSet(f, S.seccomp_filterSchema.field.prev) ? f.prev : undefined; // proto2: unset prev reads as 0
-        if (chain.length > this.set.seccomp.length) throw new CriuError("restore", "seccomp.img: the filter chain loops");
-      }
-      for (const f of chain) {
-        if (f.filter.length > 16384 || f.filter.length % 8) throw new CriuError("restore", `seccomp filter of ${f.filter.length} bytes is not supported`);
-        const code = this.scratchWrite(2048n, f.filter);
-        const prog = new ArrayBuffer(16);
-        new DataView(prog).setUint16(0, f.filter.length / 8, true);
-        new DataView(prog).setBigUint64(8, code, true);
-        const flags = (f.flags ?? 0) & (2 /* LOG */ | 4 /* SPEC_ALLOW */);
-        inj.ok("seccomp(SET_MODE_FILTER)", NR.seccomp, 1, flags, this.scratchWrite(0n, new Uint8Array(prog)));
-      }
-    } else if (tc.seccompMode === 1) {
-      inj.ok("prctl(PR_SET_SECCOMP, strict)", NR.prctl, 22, 1, 0, 0, 0);
     }
   }
 
