@@ -134,7 +134,6 @@ open(out, "w").write(f"{me} {' '.join(kids)} {os.waitstatus_to_exitcode(st)}\\n"
 describe.skipIf(!isRoot)("--exec-cmd", () => {
   async function run(tool: "criu-bun" | "criu-4.2") {
     const w = await startWorkload("counter");
-    await Bun.sleep(200);
     const img = dir(`exec-${tool}`);
     const out = join(img, "probe.out");
     const d = tool === "criu-bun" ? cb(["dump", "-t", String(w.pid), "-D", img])

@@ -64,7 +64,6 @@ describe("restore failures", () => {
 
   async function dumpedCounter(tag: string) {
     const w = await startWorkload("counter");
-    await Bun.sleep(100);
     const dir = imagesDir(tag);
     dump(w.pid, dir);
     await waitReaped(w.pid);
@@ -103,7 +102,6 @@ describe("restore failures", () => {
 
   test("restoring into a busy PID is refused", async () => {
     const w = await startWorkload("counter");
-    await Bun.sleep(100);
     const dir = imagesDir("busy");
     dump(w.pid, dir, ["-R"]);
     const r = criuBun(["restore", "-d", "-D", dir]);
@@ -115,7 +113,6 @@ describe("restore failures", () => {
 
   test("a file the images need is gone: clear error, no process left", async () => {
     const w = await startWorkload("files");
-    await Bun.sleep(150);
     const dir = imagesDir("gone");
     dump(w.pid, dir);
     await waitReaped(w.pid);
@@ -174,7 +171,6 @@ void mkdirSync;
 describe("failures in the middle leave nothing behind", () => {
   test("a dump failing after every image is written releases the whole tree untouched", async () => {
     const w = await startWorkload("tree");
-    await Bun.sleep(100);
     const r = criuBun(["dump", "-t", String(w.pid), "-D", imagesDir("fault-dump")], { env: { CRIU_BUN_FAULT: "dump-end" } });
     expect(r.code).not.toBe(0);
     expect(errorLines(r.stderr)).toEqual(["Error (dump): injected fault 'dump-end' (CRIU_BUN_FAULT)"]);
@@ -186,7 +182,6 @@ describe("failures in the middle leave nothing behind", () => {
   for (const stage of ["restore-files", "restore-end"]) {
     test(`a restore failing at ${stage} kills every process it built`, async () => {
       const w = await startWorkload("tree");
-      await Bun.sleep(100);
       const pids = [w.pid, ...readdirSync(w.dir).filter((f) => f.startsWith("s-")).map((f) => Number(readFileSync(join(w.dir, f), "utf8").split(" ")[0]))];
       const dir = imagesDir("fault-restore");
       dump(w.pid, dir);

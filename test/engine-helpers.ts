@@ -83,20 +83,18 @@ export async function waitReaped(pid: number, timeoutMs = 5000) {
 }
 
 /**
- * The engine tests' core step: start a workload, let it run, dump it (killing it), restore it,
+ * The engine tests' core step: start a workload, dump it (killing it), restore it,
  * trigger its self-check and assert PASS and criu-bun's exit status 0. Returns the workload and
  * the images directory for further checks.
  */
 export async function dumpRestoreVerify(name: string, args: string[] = [],
-  opts: { settle?: number; dumpArgs?: string[]; restoreArgs?: string[] } = {}) {
+  opts: { dumpArgs?: string[]; restoreArgs?: string[] } = {}) {
   const { startWorkload, trigger, waitResult } = await import("./harness");
   const { expect } = await import("bun:test");
   const w = await startWorkload(name, args);
-  await Bun.sleep(opts.settle ?? 150);
   const dir = imagesDir(name.replace(/\W/g, "_"));
   dump(w.pid, dir, opts.dumpArgs);
   const r = await restore(dir, w.pid, opts.restoreArgs);
-  await Bun.sleep(100);
   trigger(w);
   const res = await waitResult(w, 15000);
   if (!res.pass) console.error(res.text);

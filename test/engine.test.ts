@@ -46,7 +46,6 @@ describe("signals and timers", () => {
 describe("files", () => {
   test("file locks (flock, POSIX, OFD) are refused without --file-locks and held again with it", async () => {
     const w = await startWorkload("locks");
-    await Bun.sleep(100);
     const r = criuBun(["dump", "-t", String(w.pid), "-D", imagesDir("locks-no")]);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/Error \(files\): process \d+ fd \d+: holds a \w+ file lock; use --file-locks to dump it/);
@@ -84,7 +83,6 @@ describe("files", () => {
 describe("image directory reuse", () => {
   test("restore twice from one image dir, then a chain of three dumps", async () => {
     const w = await startWorkload("counter");
-    await Bun.sleep(150);
     const d1 = imagesDir("chain1");
     dump(w.pid, d1);
     // first copy from d1: killed again
@@ -112,7 +110,6 @@ describe("image directory reuse", () => {
 describe("leave running / leave stopped", () => {
   test("--leave-running keeps the target going and the images still restore a copy", async () => {
     const w = await startWorkload("spin");
-    await Bun.sleep(100);
     const dir = imagesDir("lr");
     dump(w.pid, dir, ["-R"]);
     expect(isAlive(w.pid)).toBe(true);
@@ -127,7 +124,6 @@ describe("leave running / leave stopped", () => {
 
   test("--leave-stopped leaves it stopped", async () => {
     const w = await startWorkload("spin");
-    await Bun.sleep(100);
     dump(w.pid, imagesDir("ls"), ["-s"]);
     await waitUntil("the -s target to be stopped", () => procState(w.pid) === "T");
     const t1 = cpuTicks(w.pid);
@@ -144,7 +140,7 @@ describe("real programs", () => {
     await dumpRestoreVerify("pyloop.py");
   });
   test("node: an HTTP server with its timers and libuv threads keeps serving", async () => {
-    await dumpRestoreVerify("nodeserver.cjs", [String(7400 + Math.floor(Math.random() * 500))], { settle: 300 });
+    await dumpRestoreVerify("nodeserver.cjs", [String(7400 + Math.floor(Math.random() * 500))]);
   });
   test("a bash loop", async () => {
     await dumpRestoreVerify("bashloop.sh");
@@ -155,7 +151,6 @@ describe("images are CRIU's", () => {
   test("every image of a dump decodes with Debian's crit, and crit x mems agrees with the VMAs", async () => {
     if (!existsSync("/usr/bin/crit")) throw new Error("crit is not installed (apt-get install criu)");
     const w = await startWorkload("threads", ["4"]);
-    await Bun.sleep(100);
     const dir = imagesDir("crit");
     dump(w.pid, dir, ["-R"]);
     const imgs = readdirSync(dir).filter((f) => f.endsWith(".img") && !f.startsWith("pages-"));
@@ -198,7 +193,6 @@ function expectSameCreds(before: string, after: string) {
 /** A counter started under `wrap` (checked first by `check`) keeps its credentials through dump and restore. */
 async function credsSurvive(tag: string, wrap: string[], check: (status: string) => void) {
   const w = await startWorkload("counter", [], { wrap });
-  await Bun.sleep(100);
   const before = readFileSync(`/proc/${w.pid}/status`, "utf8");
   check(before);
   const dir = imagesDir(tag);
@@ -221,7 +215,6 @@ describe("task attributes", () => {
   test("umask, cwd, comm, nice, rlimits, oom_score_adj come back; -d, --pidfile and --display-stats", async () => {
     const wrap = ["sh", "-c", 'umask 027; cd /tmp; echo 123 > /proc/self/oom_score_adj; exec nice -n 5 prlimit --nofile=512:1024 --core=0:0 "$0" "$@"'];
     const w = await startWorkload("counter", [], { wrap });
-    await Bun.sleep(100);
     const snap = (pid: number) => {
       const st = readFileSync(`/proc/${pid}/status`, "utf8");
       const f = readFileSync(`/proc/${pid}/stat`, "latin1").replace(/^.*\) /s, "").split(" ");
@@ -260,7 +253,6 @@ describe("capabilities", () => {
 describe("more options", () => {
   test("restore -s leaves the process stopped; -W puts logs and the pidfile in the work dir; exe link kept", async () => {
     const w = await startWorkload("spin");
-    await Bun.sleep(100);
     const exe = readlinkSync(`/proc/${w.pid}/exe`);
     const dir = imagesDir("opts");
     const work = imagesDir("work");
@@ -281,7 +273,6 @@ describe("more options", () => {
 
   test("a file that changed size since the dump is refused with a clear error", async () => {
     const w = await startWorkload("files");
-    await Bun.sleep(150);
     const dir = imagesDir("size");
     dump(w.pid, dir);
     await waitReaped(w.pid);
@@ -302,7 +293,6 @@ describe("child subreaper", () => {
 describe("stopped processes", () => {
   test("a process stopped with SIGSTOP stays stopped through dump -R and comes back stopped", async () => {
     const w = await startWorkload("spin");
-    await Bun.sleep(100);
     process.kill(w.pid, "SIGSTOP");
     await waitUntil("SIGSTOP to stop it", () => procState(w.pid) === "T");
     const dir = imagesDir("stopped");

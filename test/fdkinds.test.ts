@@ -22,9 +22,9 @@ const kinds: { name: string; what: string; corrupt: string; fail: string }[] = [
 describe("workloads verify themselves without a dump", () => {
   for (const k of kinds) {
     test(`${k.name} passes, and fails when damaged`, async () => {
-      const ok = await runWorkload(k.name, [], { settleMs: 50 });
+      const ok = await runWorkload(k.name, []);
       expect(ok.text).toStartWith("PASS");
-      const bad = await runWorkload(k.name, [`--selftest-corrupt=${k.corrupt}`], { settleMs: 50 });
+      const bad = await runWorkload(k.name, [`--selftest-corrupt=${k.corrupt}`]);
       expect(bad.summary).toStartWith("FAIL");
       expect(bad.text).toContain(k.fail);
     });
@@ -42,7 +42,6 @@ describe("dump, kill, restore", () => {
 describe("kinds criu-bun cannot dump", () => {
   test("netlink socket: dump fails with one line naming process, fd and kind; the workload keeps running", async () => {
     const w = await startWorkload("netlink");
-    await Bun.sleep(50);
     const dir = imagesDir("netlink");
     const r = criuBun(["dump", "-t", String(w.pid), "-D", dir]);
     expect(r.code).toBe(1);
@@ -60,7 +59,6 @@ describe("images decode with CRIU's crit", () => {
   test.skipIf(!Bun.which("crit"))("fd images of epoll, inotify, memfd, unix, timerfd dumps", async () => {
     for (const name of ["epoll", "inotify", "memfd", "unix", "timerfd"]) {
       const w = await startWorkload(name);
-      await Bun.sleep(80);
       const dir = imagesDir(`crit-${name}`);
       dump(w.pid, dir, ["--leave-running"]);
       for (const f of require("node:fs").readdirSync(dir) as string[]) {

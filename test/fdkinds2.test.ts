@@ -47,7 +47,6 @@ describe("unix socket with its peer outside the tree", () => {
   test("dump refuses it without --ext-unix-sk: one line naming process, fd and peer; the workload keeps running", async () => {
     const w = await startWorkload("extunix");
     helpers.push(w.dir);
-    await Bun.sleep(50);
     const dir = imagesDir("extunix-refused");
     const r = criuBun(["dump", "-t", String(w.pid), "-D", dir]);
     expect(r.code).toBe(1);
@@ -79,7 +78,6 @@ describe("unix socket with its peer outside the tree", () => {
   test("--ext-unix-sk: datagram socket reconnected to the external peer by name with its queue (from an unnamed sender); stream sockets come back unconnected", async () => {
     const w = await startWorkload("extunix", ["unnamed"]);
     helpers.push(w.dir);
-    await Bun.sleep(100);
     const dir = imagesDir("extunix");
     dump(w.pid, dir, ["--ext-unix-sk"]);
     await waitGone(w.pid);
@@ -87,7 +85,6 @@ describe("unix socket with its peer outside the tree", () => {
     const ext = (files.entries ?? files).filter((e: any) => e.type === "UNIXSK" && e.usk.uflags && Number(e.usk.uflags) & 1);
     expect(ext.length).toBe(3); // the helper's datagram socket, its accepted stream socket, its socketpair end
     const r = await restore(dir, w.pid);
-    await Bun.sleep(100);
     trigger(w);
     const res = await waitResult(w, 15000);
     if (!res.pass) console.error(res.text);
@@ -119,7 +116,6 @@ describe("POSIX message queue", () => {
 
   test("the messages read at dump are back in the queue when the dump fails later, and with --leave-running", async () => {
     const w = await startWorkload("mqueue");
-    await Bun.sleep(100);
     const failed = criuBun(["dump", "-t", String(w.pid), "-D", imagesDir("mqueue-fault")], { env: { CRIU_BUN_FAULT: "dump-end" } });
     expect(failed.code).toBe(1);
     expect(failed.stderr).toContain("injected fault 'dump-end'");

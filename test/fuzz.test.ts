@@ -53,7 +53,6 @@ beforeAll(async () => {
   await buildWorkloads();
   for (const name of WORKLOADS) {
     const w = await startWorkload(name);
-    await Bun.sleep(200);
     const dir = imagesDir(`fuzz-${name}`);
     dump(w.pid, dir);
     await waitReaped(w.pid);

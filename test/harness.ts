@@ -338,16 +338,15 @@ export function cleanup(): void {
 }
 
 /**
- * The whole protocol in one call: start, let it run settleMs (default 200), run `between`
- * (e.g. dump + kill + restore), trigger, wait for the result.
+ * The whole protocol in one call: start (the workload's state is complete once it is ready), run
+ * `between` (e.g. dump + kill + restore), trigger, wait for the result.
  */
 export async function runWorkload(
   name: string,
   args: string[] = [],
-  opts: StartOptions & { settleMs?: number; resultTimeoutMs?: number; between?: (w: Workload) => Promise<void> | void } = {},
+  opts: StartOptions & { resultTimeoutMs?: number; between?: (w: Workload) => Promise<void> | void } = {},
 ): Promise<WorkloadResult & { workload: Workload }> {
   const w = await startWorkload(name, args, opts);
-  await sleep(opts.settleMs ?? 200);
   if (opts.between) await opts.between(w);
   trigger(w);
   const r = await waitResult(w, opts.resultTimeoutMs ?? 10_000);

@@ -3,15 +3,20 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { mkdirSync, readdirSync, statSync, readlinkSync, existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, isAlive, criuBun } from "./harness";
+import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, isAlive, criuBun, cpuTicks, waitUntil } from "./harness";
 import { imagesDir, cleanupImages, restore, flipBit } from "./engine-helpers";
 
 beforeAll(async () => { await buildWorkloads(); }, 120_000);
 afterAll(() => { cleanup(); cleanupImages(); });
 
+/** until the spinning workload has had the CPU again since the last dump (its counter page changed) */
+async function ranOn(pid: number) {
+  const t = cpuTicks(pid);
+  await waitUntil(`${pid} to run on`, () => cpuTicks(pid) > t);
+}
+
 test("pre-dump, pre-dump, dump: the last one stores only what changed and restores through its parents", async () => {
   const w = await startWorkload("spin", ["32", "--pattern=heap"]);
-  await Bun.sleep(150);
   const base = imagesDir("incr");
   for (const d of ["pre1", "pre2", "final"]) mkdirSync(join(base, d));
   let r = criuBun(["pre-dump", "-t", String(w.pid), "-D", join(base, "pre1"), "--track-mem"]);
@@ -37,11 +42,10 @@ test("pre-dump, pre-dump, dump: the last one stores only what changed and restor
 
 test("an incremental dump's own pages carry checksums: a flipped bit stops restore before anything runs", async () => {
   const w = await startWorkload("spin", ["8", "--pattern=heap"]);
-  await Bun.sleep(100);
   const base = imagesDir("incr-flip");
   for (const d of ["pre", "final"]) mkdirSync(join(base, d));
   expect(criuBun(["pre-dump", "-t", String(w.pid), "-D", join(base, "pre")]).code).toBe(0);
-  await Bun.sleep(50); // the counter, its stack and timers move on: some pages change
+  await ranOn(w.pid); // the counter, its stack and timers move on: some pages change
   const r = criuBun(["dump", "-t", String(w.pid), "-D", join(base, "final"), "--prev-images-dir", "../pre"]);
   expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: "" });
   await w.proc!.exited;
@@ -59,12 +63,11 @@ test("an incremental dump's own pages carry checksums: a flipped bit stops resto
 
 test("--compress with pre-dump and --prev-images-dir: LZ4 pages at every level, restore decodes the parents", async () => {
   const w = await startWorkload("spin", ["24", "--pattern=heap"]);
-  await Bun.sleep(100);
   const base = imagesDir("incr-z");
   for (const d of ["pre", "final"]) mkdirSync(join(base, d));
   let r = criuBun(["pre-dump", "-t", String(w.pid), "-D", join(base, "pre"), "--compress"]);
   expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: "" });
-  await Bun.sleep(50);
+  await ranOn(w.pid);
   r = criuBun(["dump", "-t", String(w.pid), "-D", join(base, "final"), "--prev-images-dir", "../pre", "--compress", "-v4", "-o", "dump.log"]);
   expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: "" });
   for (const d of ["pre", "final"]) {
@@ -89,7 +92,6 @@ test("--compress with pre-dump and --prev-images-dir: LZ4 pages at every level, 
 
 test("a damaged parent fails the incremental dump with one line, and the target carries on untouched", async () => {
   const w = await startWorkload("spin", ["8", "--pattern=heap"]);
-  await Bun.sleep(100);
   const base = imagesDir("incr-badparent");
   for (const d of ["pre", "final"]) mkdirSync(join(base, d));
   // content comparison reads the parent's pages (memory tracking reads only what was written since,

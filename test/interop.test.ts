@@ -4,7 +4,7 @@
 // Then both tools dump one process (left running) and their images are compared, through Debian's
 // crit, field by field except the documented differences (IMAGES notes in README.md).
 import { test, expect, describe, afterAll } from "bun:test";
-import { copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { startWorkload, trigger, waitResult, waitUntil, cleanup, criuBun, criuBunCommand, workloadBin, buildWorkloads, REPO_ROOT, type Workload } from "./harness";
 import { decodePagemap } from "../src/images/pagemap";
@@ -348,6 +348,9 @@ describe.skipIf(!have)("TCP connections between the tools", () => {
     for (const ns of nss) Bun.spawnSync(["ip", "netns", "del", ns], { stderr: "ignore" });
   });
   const inNs = (ns: string, cmd: string[]) => ["nsenter", `--net=/run/netns/${ns}`, ...cmd];
+  /** RTO backoff of the client's connection to PORT (ss -ti "backoff:N"): it grows while the client sends into the lock */
+  const clientBackoff = (ns: string, port: number) =>
+    Number(/\bbackoff:(\d+)/.exec(Bun.spawnSync(inNs(ns, ["ss", "-Htin", "state", "established", `( dport = :${port} )`])).stdout.toString())?.[1] ?? 0);
   const text = (p: string) => { try { return readFileSync(p, "utf8"); } catch { return null; } };
   const progress = (dir: string) => Number((text(join(dir, "c1.progress")) ?? "0 0").trim().split(" ")[1]);
   async function reach(dir: string, n: number) {
@@ -392,7 +395,7 @@ describe.skipIf(!have)("TCP connections between the tools", () => {
       expect(inv.network_lock_method).toBe(1); // nftables, both tools
       // locked: the client retransmits into the lock, nobody answers with a RST
       await waitUntil("the server gone", () => !existsSync(`/proc/${pid}`), 10000);
-      await Bun.sleep(500);
+      await waitUntil("the client to time out twice against the lock", () => clientBackoff(ns, port) >= 2, 20000);
       expect(text(join(work, "c1.result"))).toBeNull();
       const before = progress(work);
       if (restorer === "criu-bun") {
@@ -422,7 +425,8 @@ describe.skipIf(!have)("TCP connections between the tools", () => {
       expect(text(join(work, "c1.result"))!.trim()).toStartWith("PASS");
       // no RST or FIN on the connection's port at any time (CRIU's own probes of TCP repair at
       // start send RSTs on other ports of the namespace, so its counters are not the measure)
-      await Bun.sleep(1200); // the sniffer writes at least once a second
+      const ended = Date.now();
+      await waitUntil("the sniffer to write after the end", () => { try { return statSync(join(work, "sniff")).mtimeMs > ended; } catch { return false; } }, 5000); // it writes at least once a second
       const sniff = text(join(work, "sniff"))!;
       expect(sniff.split("\n")[0]).toMatch(/^rst=0 /);
       expect(Number(/packets=(\d+)/.exec(sniff)![1])).toBeGreaterThan(100);

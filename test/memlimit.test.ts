@@ -37,7 +37,6 @@ test("a small process restores inside a 32 MiB memory cgroup that criu-bun itsel
   const parent = memCgroupParent();
   if (typeof parent === "string") { console.log(`skipped: ${parent}`); return; }
   const w = await startWorkload("spin");
-  await Bun.sleep(100);
   const dir = imagesDir("memcg");
   dump(w.pid, dir);
   await killAndWait(w);

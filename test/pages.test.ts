@@ -15,7 +15,6 @@ function hasCrit() { return Bun.spawnSync(["sh", "-c", "command -v crit"]).exitC
 
 async function roundTrip(args: string[], dumpArgs: string[], expectFiles: (dir: string) => void) {
   const w = await startWorkload("spin", args);
-  await Bun.sleep(50);
   const dir = imagesDir("pages");
   dump(w.pid, dir, dumpArgs);
   await waitGone(w.pid); // killed after dump (a large one takes a moment to go)
@@ -60,7 +59,6 @@ describe("page pipeline", () => {
   for (const compress of [false, true]) {
     test(`a flipped bit in the pages (${compress ? "compressed" : "raw"}) stops restore before anything runs, and leaves no process`, async () => {
       const w = await startWorkload("spin", ["8", "--pattern=random"]);
-      await Bun.sleep(50);
       const dir = imagesDir("flip");
       dump(w.pid, dir, compress ? ["--compress"] : []);
       await w.proc!.exited; // reaped: criuBun() below blocks our event loop

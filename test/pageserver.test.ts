@@ -26,7 +26,6 @@ test("a process tree dumped through the page server restores from both directori
     { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
   await listening(port);
   const w = await startWorkload("forky", ["3"]);
-  await Bun.sleep(150);
   const r = criuBun(["dump", "-t", String(w.pid), "-D", dir, "--page-server", "--address", "127.0.0.1", "--port", String(port)]);
   expect(r.stderr).toBe("");
   expect(r.code).toBe(0);

@@ -98,7 +98,8 @@ function dump(ns: string, pid: number, dir: string, extra: string[] = []) {
   if (r.code !== 0) throw new Error(`dump failed (${r.code}): ${r.stderr}\n${text(join(dir, "dump.log"))}`);
 }
 async function restore(ns: string, dir: string, pid: number, extra: string[] = []) {
-  await waitFor(() => !existsSync(`/proc/${pid}`) || /\) Z/.test(text(`/proc/${pid}/stat`) ?? ""), "dumped server gone");
+  // gone, and reaped: its PID is free (waiting here lets the event loop reap it)
+  await waitFor(() => !existsSync(`/proc/${pid}`), "dumped server gone");
   const r = criu(ns, ["restore", "-D", dir, "-o", "restore.log", "-v4", "-d", ...extra]);
   if (r.code !== 0) throw new Error(`restore failed (${r.code}): ${r.stderr}\n${text(join(dir, "restore.log"))}`);
 }
@@ -135,6 +136,19 @@ async function waitQueuesFull(ns: string, port: number, cport: number) {
   } catch {
     throw new Error(`timeout: server queues towards the paused client (port ${cport}) full and still; last seen ${seen}`);
   }
+}
+/**
+ * RTO backoffs of the clients' connections to PORT in NS (ss -ti "backoff:N"): a client sending into
+ * the network lock times out again and again (a packet the lock drops is not counted as
+ * retransmitted by the kernel's counters, but the timeouts are)
+ */
+function clientBackoffs(ns: string, port: number): number[] {
+  const out = run(inNs(ns, ["ss", "-Htin", "state", "established", `( dport = :${port} )`]));
+  const socks = out.split("\n").filter((l) => l.trim()).reduce<string[]>((acc, l) => {
+    if (/^\s/.test(l) && acc.length) acc[acc.length - 1] += ` ${l}`; else acc.push(l);
+    return acc;
+  }, []);
+  return socks.map((l) => Number(/\bbackoff:(\d+)/.exec(l)?.[1] ?? 0));
 }
 function go(dir: string) { writeFileSync(join(dir, "go.tmp"), "go\n"); renameSync(join(dir, "go.tmp"), join(dir, "go")); }
 async function serverResult(dir: string) { return (await waitFor(() => text(join(dir, "result")), "server result")).trim(); }
@@ -208,7 +222,7 @@ async function echoAcrossDump(name: string, port: number, listen: string, hosts:
   clients[0].pause(false);
 
   // locked window: clients keep retransmitting into the lock, nobody answers with a RST
-  await Bun.sleep(1500);
+  await waitFor(() => { const b = clientBackoffs(ns, port); return b.length === hosts.length && b.every((n) => n >= 2); }, "every client to time out twice against the lock (ss: backoff >= 2)");
   for (const c of clients) expect(c.result()).toBeNull();
   expect(tcpCounter(ns, "OutRsts")).toBe(rsts0);
   const before = clients.map((c) => c.progress().recvd);
@@ -258,7 +272,8 @@ test("migration: server namespace deleted, recreated with the same address, clie
   dump(na, srv.pid, img, ["--tcp-established"]);
   expect(inetImages(img).streams.length).toBe(2);
   delns(na);
-  await Bun.sleep(500);
+  // the namespace goes asynchronously; with it the veth pair and so the clients' end
+  await waitFor(() => Bun.spawnSync(["ip", "-n", nc, "link", "show", "vc"], { stdout: "ignore", stderr: "ignore" }).exitCode !== 0, "the old veth pair to go with its namespace");
   const nb = mkns("mb");
   // the clients' side stays down until the restored sockets exist: nothing reaches an empty namespace
   veth(nb);

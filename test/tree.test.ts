@@ -17,7 +17,6 @@ function ids(pid: number) {
 describe("process trees", () => {
   test("3 levels, 6 processes, 2 sessions, 3 groups and a zombie keep PIDs, PPIDs, PGIDs, SIDs", async () => {
     const w = await startWorkload("tree");
-    await Bun.sleep(100);
     const members = readdirSync(w.dir).filter((f) => f.startsWith("s-")).map((f) => {
       const [pid, ppid, pgid, sid] = readFileSync(join(w.dir, f), "utf8").trim().split(" ").map(Number);
       return { name: f.slice(2), pid, ppid, pgid, sid };
@@ -82,7 +81,6 @@ describe("pipelines", () => {
 describe("sharing between processes", () => {
   test("MAP_SHARED anonymous memory, POSIX and SysV shared memory, one open file description stay shared", async () => {
     const w = await startWorkload("shared");
-    await Bun.sleep(100);
     const dir = imagesDir("shared");
     dump(w.pid, dir);
     expect(readdirSync(dir).some((f) => f.startsWith("pagemap-shmem-"))).toBe(true);
@@ -190,7 +188,6 @@ describe("copy-on-write", () => {
 describe("pipes with data in flight", () => {
   test("in one process, both directions between parent and child, a big O_NONBLOCK pipe", async () => {
     const w = await startWorkload("pipes");
-    await Bun.sleep(150);
     const dir = imagesDir("pipes");
     dump(w.pid, dir);
     expect(readdirSync(dir)).toContain("pipes-data.img");
@@ -204,7 +201,6 @@ describe("pipes with data in flight", () => {
 describe("CLONE_FILES and CLONE_FS", () => {
   test("a child sharing its parent's fd table and fs still shares them; a plain child does not", async () => {
     const w = await startWorkload("clonefiles");
-    await Bun.sleep(100);
     const dir = imagesDir("clonefiles");
     dump(w.pid, dir);
     expect(readdirSync(dir).filter((f) => f.startsWith("fdinfo-")).length).toBe(2); // 3 processes, 2 fd tables
@@ -222,7 +218,6 @@ describe("cgroups", () => {
     mkdirSync(cg, { recursive: true });
     try {
       const w = await startWorkload("tree");
-      await Bun.sleep(100);
       writeFileSync(join(cg, "cgroup.procs"), `${w.pid}\n`);
       // the root moved after its children were forked: they stay where they were
       const kids = childrenOf(w.pid);
@@ -258,7 +253,6 @@ describe("cgroups", () => {
 describe("UTS and other namespaces", () => {
   test("a process in its own UTS namespace gets a new one with its hostname; a network namespace with interfaces is refused clearly", async () => {
     const w = await startWorkload("counter", [], { wrap: ["unshare", "--uts", "sh", "-c", 'hostname criu-bun-uts-test; exec "$0" "$@"'] });
-    await Bun.sleep(100);
     const host = (pid: number) => Bun.spawnSync(["nsenter", "-u", "-t", String(pid), "hostname"]).stdout.toString().trim();
     expect(host(w.pid)).toBe("criu-bun-uts-test");
     const dir = imagesDir("uts");
@@ -283,7 +277,6 @@ describe("UTS and other namespaces", () => {
 describe("time namespaces", () => {
   test("a process in its own time namespace keeps its shifted clocks (they continue from the dump)", async () => {
     const w = await startWorkload("counter", [], { wrap: ["unshare", "--time", "--fork", "--monotonic", "1000000", "--boottime", "2000000", "--"] });
-    await Bun.sleep(100);
     const uptime = (pid: number) => Number(Bun.spawnSync(["nsenter", "-T", "-t", String(pid), "cat", "/proc/uptime"]).stdout.toString().split(" ")[0]);
     const host = () => Number(readFileSync("/proc/uptime", "utf8").split(" ")[0]);
     const before = uptime(w.pid);
@@ -306,7 +299,6 @@ describe("network namespaces", () => {
   test("a process alone in its own network namespace (loopback only) comes back in a new one, connections intact", async () => {
     const port = 7700 + Math.floor(Math.random() * 200);
     const w = await startWorkload("netnsloop.py", [String(port)], { wrap: ["unshare", "--net", "sh", "-c", 'ip link set lo up; exec "$0" "$@"'] });
-    await Bun.sleep(100);
     expect(readlinkSync(`/proc/${w.pid}/ns/net`)).not.toBe(readlinkSync("/proc/self/ns/net"));
     const dir = imagesDir("netns-lo");
     dump(w.pid, dir, ["--tcp-established"]);
@@ -321,7 +313,6 @@ describe("network namespaces", () => {
 describe("IPC namespaces", () => {
   test("a tree in its own IPC namespace comes back in a new one with its SysV segment (same id)", async () => {
     const w = await startWorkload("shared", [], { wrap: ["unshare", "--ipc", "--"] });
-    await Bun.sleep(100);
     const ipcOf = (p: number) => readlinkSync(`/proc/${p}/ns/ipc`);
     expect(ipcOf(w.pid)).not.toBe(ipcOf(process.pid));
     const segs = Bun.spawnSync(["nsenter", "-i", "-t", String(w.pid), "ipcs", "-m"]).stdout.toString();

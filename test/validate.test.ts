@@ -26,7 +26,6 @@ async function pristine(name: string) {
   let d = dumped.get(name);
   if (!d) {
     const w = await startWorkload(name);
-    await Bun.sleep(150);
     const dir = imagesDir(`val-${name}`);
     dump(w.pid, dir);
     await waitReaped(w.pid);

@@ -91,7 +91,6 @@ describe("workloads tolerate being stopped and continued", () => {
     if (name === "threads" && args.length) continue;
     test(`${name} ${args.join(" ")} after SIGSTOP/SIGCONT`, async () => {
       const r = await runWorkload(name, args, {
-        settleMs: 50,
         between: async (w) => {
           process.kill(w.pid, "SIGSTOP");
           await waitUntil("SIGSTOP to stop it", () => procState(w.pid) === "T");
