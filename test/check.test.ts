@@ -195,7 +195,7 @@ describe("check", () => {
   test("probes clean up: no children, descriptors or mappings left behind", () => {
     // run in this process, synchronously, so nothing else changes these in between
     const kids = listChildren(process.pid).sort().join(",");
-    // the puppet's ELF stays cached in one memfd for the life of the process (src/restore/puppet.ts)
+    // the puppet's ELF stays cached in one memfd for the life of the process (src/ptrace/puppet.ts)
     const ownFds = () => listFds(process.pid).filter((fd) => { try { return !readLink(`/proc/self/fd/${fd}`).startsWith("/memfd:criu-bun-puppet"); } catch { return false; } }).join(",");
     const fds = ownFds();
     // what the in-process probes map: AIO rings, userfaultfd-registered areas

@@ -5,7 +5,7 @@ import { NR } from "../sys/nr";
 import { PTRACE, PTRACE_O, NT, ptrace, seize, interrupt, getRegs, R, getSigmask, setSigmask, peekSiginfo } from "../sys/ptrace";
 import { readVmas, readStatus, readLink, listFds, readText, type Vma } from "../sys/proc";
 import { openFd, closeFd, preadFull, O, PagemapScanner, PAGE_IS } from "../sys/mem";
-import { PUPPET_BASE, PUPPET_SYSCALL, startPuppet } from "../restore/puppet";
+import { PUPPET_BASE, PUPPET_SYSCALL, startPuppet } from "../ptrace/puppet";
 import { RemoteMem } from "../ptrace/inject";
 import { withTracee, killReap, type Tracee } from "./tracee";
 import { Missing, need, hex, type Probe } from "./probe";

@@ -4,7 +4,7 @@
 import { syscall } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { wait4Raw, W, __WALL } from "../sys/ptrace";
-import { startPuppet, PUPPET_SYSCALL } from "../restore/puppet";
+import { startPuppet, PUPPET_SYSCALL } from "../ptrace/puppet";
 import { Injector, RemoteMem } from "../ptrace/inject";
 import { Missing, hex } from "./probe";
 import { errnoName } from "../sys/errno";

@@ -16,7 +16,7 @@ import { SHMAT } from "../resources/sysvshm";
 import { TreeFiles } from "../resources/fdkind";
 import { readVmas } from "../sys/proc";
 import { Injector, RemoteMem, BATCH_CODE } from "../ptrace/inject";
-import { startPuppet, PUPPET_SYSCALL } from "./puppet";
+import { startPuppet, PUPPET_SYSCALL } from "../ptrace/puppet";
 import { fpregsToXsave } from "../resources/xsave";
 import { VMA, MAP, PAGE } from "../resources/vma";
 import type { RestoreSet, TaskImages } from "./images";
