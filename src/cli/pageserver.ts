@@ -8,7 +8,7 @@ import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { runHook } from "../hooks";
 import { scriptHooks } from "./scripts";
-import { linkParent } from "../resources/incremental";
+import { linkParent } from "../codec/incremental";
 
 /** the daemon child learns from this variable which fd tells its parent it is listening */
 const DAEMON_FD_ENV = "CRIU_BUN_DAEMON_FD";

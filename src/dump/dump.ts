@@ -35,7 +35,7 @@ import { fault, pausePoint } from "../fault";
 import { PageServerClient } from "../net/pageserver";
 import { setNetworkLockSkip } from "../net/netlock";
 import { netdevs, withNs } from "../sys/netns";
-import { dedupeAgainstParent, linkParent } from "../resources/incremental";
+import { dedupeAgainstParent, linkParent } from "../codec/incremental";
 import { netDumpEnd, netDumpLocked, netDumpKilled } from "../resources/inet";
 import { dumpRunId, NETWORK_LOCK } from "../net/netlock";
 import { runHook, type Hooks } from "../hooks";

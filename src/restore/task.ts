@@ -25,7 +25,7 @@ import { isFieldSet } from "@bufbuild/protobuf";
 import { CriuError, log } from "../log";
 import { vmaLine } from "../resources/memory";
 import { fillPages } from "../codec/pipeline";
-import { fillParentPages } from "../resources/incremental";
+import { fillParentPages } from "../codec/incremental";
 import { restoreMountNs } from "../resources/mounts";
 import { restoreSeccomp } from "../resources/seccomp";
 
