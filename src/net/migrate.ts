@@ -36,7 +36,7 @@ import {
 import { dumpProcess } from "../dump/dump";
 import { restoreProcesses, type RestoreOptions } from "../restore/restore";
 import { dropTracking } from "../resources/memtrack";
-import { linkParent } from "../resources/incremental";
+import { linkParent } from "../codec/incremental";
 
 const MAGIC = 0x474d4243;
 export const MSG = { HELLO: 1, ROUND: 2, FILE: 3, RESTORE: 4, RESULT: 5 } as const;
