@@ -11,6 +11,7 @@ import { classifyVmas, type DumpedVma } from "../resources/memory";
 import { CriuError, log } from "../log";
 import { refuse } from "../resources/unsupported";
 import { dumpSeccompFilters, type SeccompFilter } from "../resources/seccomp";
+import { errnoText } from "../sys/errno";
 
 const ERESTARTSYS = -512n, ERESTARTNOINTR = -513n, ERESTARTNOHAND = -514n, ERESTART_RESTARTBLOCK = -516n;
 const EINTR = -4n;
@@ -118,7 +119,7 @@ function batchCalls(inj: Injector, mem: RemoteMem, status: Record<string, string
   if (trapFree && unfiltered && process.env.CRIU_BUN_BATCH === "on" && BATCH_TABLE + outBytes <= BATCH_AREA && calls.length * 64 <= BATCH_TABLE - 256) {
     const r = inj.call(NR.mmap, 0, BATCH_AREA, 7 /* RWX */, 0x22 /* MAP_PRIVATE | MAP_ANONYMOUS */, -1, 0);
     if (r > 0n || r < -4095n) area = BigInt.asUintN(64, r);
-    else log.debug(`process ${pid}: no batch area (mmap: errno ${-r}): one injected syscall per call`);
+    else log.debug(`process ${pid}: no batch area (mmap: ${errnoText(-r)}): one injected syscall per call`);
   }
   if (area < 0n) {
     return calls.map((c) => {
@@ -208,7 +209,7 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
       });
       for (let w = 0; w < 3; w++) {
         const { r, b } = got[head + sigs.length + w];
-        if (r < 0n && r > -4096n) throw new CriuError("inject", `getitimer in ${inj.tid} failed (errno ${-r})`);
+        if (r < 0n && r > -4096n) throw new CriuError("inject", `getitimer in ${inj.tid} failed (${errnoText(-r)})`);
         const dv = new DataView(b.buffer, b.byteOffset);
         itimers[names[w]] = { isec: dv.getBigUint64(0, true), iusec: dv.getBigUint64(8, true), vsec: dv.getBigUint64(16, true), vusec: dv.getBigUint64(24, true) };
       }

@@ -37,6 +37,7 @@ import { dumpProcess } from "../dump/dump";
 import { restoreProcesses, type RestoreOptions } from "../restore/restore";
 import { dropTracking } from "../resources/memtrack";
 import { linkParent } from "../codec/incremental";
+import { errnoText } from "../sys/errno";
 
 const MAGIC = 0x474d4243;
 export const MSG = { HELLO: 1, ROUND: 2, FILE: 3, RESTORE: 4, RESULT: 5 } as const;
@@ -172,7 +173,7 @@ function connect(host: string, port: number, timeoutSec: number): number {
     const r = syscall(NR.connect, fd, addr(sa), sa.length);
     if (r < 0) {
       throw new CriuError("migrate", r === -115 || r === -11 ? `cannot connect to the destination ${host}:${port} within ${timeoutSec} s (--timeout)`
-        : `cannot connect to the destination ${host}:${port} (errno ${-r}${r === -111 ? ": nothing listens there" : ""})`);
+        : `cannot connect to the destination ${host}:${port} (${errnoText(-r)}${r === -111 ? ": nothing listens there" : ""})`);
     }
     TCP_NODELAY(fd, true);
     return fd;
@@ -199,7 +200,7 @@ export function migrateIn(o: MigrateListen): { pid: number } {
     setInt(ls, 1 /* SOL_SOCKET */, 2 /* SO_REUSEADDR */, 1);
     const sa = sockaddrIn(o.address, o.port);
     const r = syscall(NR.bind, ls, addr(sa), sa.length);
-    if (r < 0) throw new CriuError("migrate", `cannot listen on ${o.address}:${o.port} (errno ${-r})`);
+    if (r < 0) throw new CriuError("migrate", `cannot listen on ${o.address}:${o.port} (${errnoText(-r)})`);
     must("listen", syscall(NR.listen, ls, 1));
     out(`listening on ${o.address}:${o.port}`);
     o.onListening?.();

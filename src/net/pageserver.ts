@@ -20,6 +20,7 @@ import { NR } from "../sys/nr";
 import { closeFd } from "../sys/mem";
 import { decodePagemap, encodePagemap, type PagemapRun } from "../images/pagemap";
 import { CriuError, log } from "../log";
+import { errnoText } from "../sys/errno";
 
 export const PS = { ADD: 1, HOLE: 2, OPEN: 3, OPEN2: 4, PARENT: 5, ADD_F: 6, GET: 7, CLOSE: 0x1023, FORCE_CLOSE: 0x1024 } as const;
 const TYPE_PID = 1, TYPE_SHMEM = 2;
@@ -58,7 +59,7 @@ export function must(what: string, r: number, fd = -1): number {
     throw new CriuError("page-server", `${what}: ${peerOf.get(fd) ?? "the peer"} did not answer within ${deadlineSec.get(fd)} s (--timeout)`);
   }
   if (r === -32 /* EPIPE */ || r === -104 /* ECONNRESET */) throw new CriuError("page-server", `${what}: the peer closed the connection`);
-  if (r < 0) throw new CriuError("page-server", `${what} failed (errno ${-r})`);
+  if (r < 0) throw new CriuError("page-server", `${what} failed (${errnoText(-r)})`);
   return r;
 }
 
@@ -132,7 +133,7 @@ export class PageServerClient {
     if (r < 0) {
       deadlineSec.delete(this.fd); peerOf.delete(this.fd); closeFd(this.fd);
       throw new CriuError("page-server", r === -115 || r === -11 ? `cannot connect to the page server at ${address}:${port} within ${timeoutSec} s (--timeout)`
-        : `cannot connect to the page server at ${address}:${port} (errno ${-r})`);
+        : `cannot connect to the page server at ${address}:${port} (${errnoText(-r)})`);
     }
     TCP_CORK(this.fd, true); // headers and pages go out in full segments; answers are pushed
   }
@@ -225,7 +226,7 @@ export function servePages(dir: string, address: string, port: number, onListeni
     setInt(ls, 1 /* SOL_SOCKET */, 2 /* SO_REUSEADDR */, 1);
     const sa = sockaddrIn(address, port);
     const r = syscall(NR.bind, ls, addr(sa), sa.length);
-    if (r < 0) throw new CriuError("page-server", `cannot listen on ${address}:${port} (errno ${-r})`);
+    if (r < 0) throw new CriuError("page-server", `cannot listen on ${address}:${port} (${errnoText(-r)})`);
     must("listen", syscall(NR.listen, ls, 1));
     log.info(`Page server listening on ${address}:${port}`);
     onListening?.();

@@ -8,6 +8,7 @@ import { openFd, closeFd, preadFull, pwriteFull, O } from "../sys/mem";
 import { readVmas } from "../sys/proc";
 import { CriuError, log, logLevel, LOG_DEBUG } from "../log";
 import { syscallName } from "../sys/nr";
+import { errnoText } from "../sys/errno";
 
 export class RemoteMem {
   fd: number;
@@ -168,7 +169,7 @@ export class Injector {
   /** Like call() but throws with the syscall name on failure. Returns a number. */
   ok(name: string, nr: number, ...args: (number | bigint)[]): bigint {
     const r = this.call(nr, ...args);
-    if (r < 0n && r > -4096n) throw new CriuError("inject", `${name} in ${this.tid} failed (errno ${-r})`);
+    if (r < 0n && r > -4096n) throw new CriuError("inject", `${name} in ${this.tid} failed (${errnoText(-r)})`);
     return r;
   }
 

@@ -6,6 +6,7 @@ import { FOWN0 } from "./fdkind";
 import { NR } from "../sys/nr";
 import { O } from "../sys/mem";
 import { CriuError } from "../log";
+import { errnoText } from "../sys/errno";
 
 const EFD_SEMAPHORE = 1;
 
@@ -25,7 +26,7 @@ export const eventfdKind: FdKind = {
     const flags = (e.flags & EFD_SEMAPHORE) | (e.flags & O.NONBLOCK) | O.CLOEXEC;
     const small = e.counter <= 0xffffffffn;
     const fd = Number(ctx.inj.call(NR.eventfd2, small ? e.counter : 0n, flags));
-    if (fd < 0) throw new CriuError("restore", `${ctx.where}: eventfd2 failed (errno ${-fd})`);
+    if (fd < 0) throw new CriuError("restore", `${ctx.where}: eventfd2 failed (${errnoText(-fd)})`);
     if (!small) {
       const a = ctx.scratch(0n, new Uint8Array(new BigUint64Array([e.counter]).buffer));
       const r = ctx.inj.call(NR.write, fd, a, 8);

@@ -17,6 +17,7 @@ import { O } from "../sys/mem";
 import * as S from "../images/schemas";
 import { refuse } from "./unsupported";
 import { CriuError } from "../log";
+import { errnoText } from "../sys/errno";
 
 const F_SETFL = 4, F_SETPIPE_SZ = 1031;
 
@@ -62,7 +63,7 @@ export const fifoKind: FdKind = {
     if (!ctx.tree.held.has(key)) {
       // first use in the tree: hold the pipe open (reader and writer) and put the data back
       const h = Number(inj.call(NR.openat, -100, ctx.str(reg.name), O.RDWR | O.NONBLOCK | O.CLOEXEC, 0));
-      if (h < 0) throw new CriuError("restore", `${ctx.where}: cannot open fifo '${reg.name}' (errno ${-h})`);
+      if (h < 0) throw new CriuError("restore", `${ctx.where}: cannot open fifo '${reg.name}' (${errnoText(-h)})`);
       const held = ctx.high(h, ctx.where);
       ctx.hold(key, held);
       const item = cachedPayloadsBy<S.pipe_data_entry, number>(ctx, "fifo-data.img", "FIFO_DATA", (m) => m.pipeId).get(fi.pipeId)?.[0];
@@ -70,18 +71,18 @@ export const fifoKind: FdKind = {
         const want = Math.max(item.msg.size || 65536, item.payload.length);
         if (want !== 65536) {
           const r = inj.call(NR.fcntl, held, F_SETPIPE_SZ, want);
-          if (r < 0n) throw new CriuError("restore", `${ctx.where}: F_SETPIPE_SZ(${want}) on fifo '${reg.name}' failed (errno ${-r})`);
+          if (r < 0n) throw new CriuError("restore", `${ctx.where}: F_SETPIPE_SZ(${want}) on fifo '${reg.name}' failed (${errnoText(-r)})`);
         }
         if (item.payload.length) fillPipe(ctx.pid, held, item.payload, `refill fifo '${reg.name}'`);
       }
     }
     const flags = reg.flags & ~(O.CREAT | O.EXCL | O.TRUNC | O.CLOEXEC);
     const r = Number(inj.call(NR.openat, -100, ctx.str(reg.name), flags | O.NONBLOCK | O.CLOEXEC, 0));
-    if (r < 0) throw new CriuError("restore", `${ctx.where}: cannot open fifo '${reg.name}' (errno ${-r})`);
+    if (r < 0) throw new CriuError("restore", `${ctx.where}: cannot open fifo '${reg.name}' (${errnoText(-r)})`);
     const fd = ctx.high(r, ctx.where);
     if (!(flags & O.NONBLOCK)) {
       const s = inj.call(NR.fcntl, fd, F_SETFL, flags & ~3);
-      if (s < 0n) throw new CriuError("restore", `${ctx.where}: F_SETFL on fifo '${reg.name}' failed (errno ${-s})`);
+      if (s < 0n) throw new CriuError("restore", `${ctx.where}: F_SETFL on fifo '${reg.name}' failed (${errnoText(-s)})`);
     }
     return fd;
   },

@@ -13,6 +13,7 @@ import type { ImageSink, DumpOpts, RestoreCtx, Holder } from "./fdkind";
 import type { Injector } from "../ptrace/inject";
 import { refuse } from "./unsupported";
 import type * as S from "../images/schemas";
+import { errnoText } from "../sys/errno";
 
 export const FD_TYPE = { REG: 1, PIPE: 2, FIFO: 3, INETSK: 4, UNIXSK: 5, EVENTFD: 6, EVENTPOLL: 7, INOTIFY: 8, SIGNALFD: 9, PACKETSK: 10, TTY: 11, FANOTIFY: 12, NETLINKSK: 13, NS: 14, TIMERFD: 17, MEMFD: 18, PIDFD: 20 } as const;
 
@@ -151,7 +152,7 @@ export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: 
   // repair mode, until the dump ends): as much room as the hard limit gives
   raiseNofile(64, `dumping the ${fdList.length} fds of process ${pid}`, 0, fdList.length + 256);
   const pidfd = syscall(NR.pidfd_open, pid, 0);
-  if (pidfd < 0) throw new CriuError("files", `process ${pid}: pidfd_open failed (errno ${-pidfd})`);
+  if (pidfd < 0) throw new CriuError("files", `process ${pid}: pidfd_open failed (${errnoText(-pidfd)})`);
   let pidNs: boolean | undefined;
   const ownPidNs = () => (pidNs ??= readLink(`/proc/${pid}/ns/pid`) !== readLink("/proc/self/ns/pid"));
   try {
@@ -183,7 +184,7 @@ export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: 
       const grab = () => {
         if (dup >= 0) return dup;
         dup = syscall(NR.pidfd_getfd, pidfd, fd, 0);
-        if (dup < 0) throw new CriuError("files", `${where}: pidfd_getfd failed (errno ${-dup})`);
+        if (dup < 0) throw new CriuError("files", `${where}: pidfd_getfd failed (${errnoText(-dup)})`);
         return dup;
       };
       try {
@@ -236,10 +237,10 @@ export function importFd(inj: Injector, pid: number, owner: Holder, what: string
   if (owner.pid === pid) return owner.fd;
   // pidfd_open runs inside the target: it needs the owner's PID in the target's namespace
   const pidfd = Number(inj.call(NR.pidfd_open, owner.vpid ?? owner.pid, 0));
-  if (pidfd < 0) throw new CriuError("restore", `${what}: pidfd_open(${owner.pid}) failed (errno ${-pidfd})`);
+  if (pidfd < 0) throw new CriuError("restore", `${what}: pidfd_open(${owner.pid}) failed (${errnoText(-pidfd)})`);
   const fd = Number(inj.call(NR.pidfd_getfd, pidfd, owner.fd, 0));
   inj.call(NR.close, pidfd);
-  if (fd < 0) throw new CriuError("restore", `${what}: pidfd_getfd of fd ${owner.fd} of ${owner.pid} failed (errno ${-fd})`);
+  if (fd < 0) throw new CriuError("restore", `${what}: pidfd_getfd of fd ${owner.fd} of ${owner.pid} failed (${errnoText(-fd)})`);
   return fd;
 }
 
@@ -254,7 +255,7 @@ export function restoreCtx(base: CtxBase, floor: number, where: string): Restore
     if (fd >= floor) return fd;
     const r = Number(inj.call(NR.fcntl, fd, 1030 /* F_DUPFD_CLOEXEC */, floor));
     inj.call(NR.close, fd);
-    if (r < 0) throw new CriuError("restore", `${what}: F_DUPFD failed (errno ${-r})`);
+    if (r < 0) throw new CriuError("restore", `${what}: F_DUPFD failed (${errnoText(-r)})`);
     return r;
   };
   return {
@@ -276,7 +277,7 @@ function restoreOwner(inj: Injector, scratch: (off: bigint, data: Uint8Array) =>
   const o = h?.fown as S.fown_entry | undefined;
   const async = ((h?.flags ?? 0) & 0o20000) !== 0;
   if (!o?.pid && !o?.signum && !async) return;
-  const ok = (what: string, r: bigint) => { if (r < 0n) throw new CriuError("restore", `${where}: ${what} failed (errno ${-r})`); return r; };
+  const ok = (what: string, r: bigint) => { if (r < 0n) throw new CriuError("restore", `${where}: ${what} failed (${errnoText(-r)})`); return r; };
   if (o?.pid) {
     const swap = o.uid !== 0 || o.euid !== 0;
     if (swap) ok(`setresuid(${o.uid}, ${o.euid}) for F_SETOWN`, inj.call(NR.setresuid, o.uid, o.euid, -1));
@@ -324,7 +325,7 @@ export function restoreFds(base: CtxBase, fds: S.fdinfo_entry[]) {
       const t = temps.get(id)!;
       for (const fe of byId.get(id)!) {
         const r = inj.call(NR.dup3, t, fe.fd, fe.flags & 1 ? O.CLOEXEC : 0);
-        if (r < 0n) throw new CriuError("restore", `process ${base.pid} fd ${fe.fd}: dup3 failed (errno ${-r})`);
+        if (r < 0n) throw new CriuError("restore", `process ${base.pid} fd ${fe.fd}: dup3 failed (${errnoText(-r)})`);
         if (created.has(id) && !tree.owners.has(id)) tree.owners.set(id, { pid: base.pid, vpid: base.vpid, fd: fe.fd });
       }
       if (!heldHere.has(t) && !closeLater.has(t)) inj.call(NR.close, t);

@@ -27,7 +27,7 @@ import { withNetns } from "../sys/netns";
 import { readLink } from "../sys/proc";
 import * as S from "../images/gen/sockets_pb";
 import { CriuError, log } from "../log";
-import { errnoName } from "../sys/errno";
+import { errnoName, errnoText } from "../sys/errno";
 import { refuse } from "./unsupported";
 
 const FD_INETSK = 4;
@@ -107,7 +107,7 @@ export function netDumpEnd(outcome: "killed" | "running" | "failed", runId?: str
   for (const r of s.repaired) {
     // a window probe, now that the lock is gone, so the peer learns at once we are back
     const e = repairOff(r.fd);
-    if (e < 0) log.warn(`${r.where}: leaving TCP repair mode failed (errno ${-e})`);
+    if (e < 0) log.warn(`${r.where}: leaving TCP repair mode failed (${errnoText(-e)})`);
     syscall(NR.close, r.fd);
   }
 }
@@ -118,7 +118,7 @@ let killedRepaired: { fd: number; where: string }[] = [];
 export function netDumpKilled() {
   for (const r of killedRepaired.splice(0)) {
     const e = setsockoptRepair(r.fd);
-    if (e < 0) log.warn(`${r.where}: repair mode for the close failed (errno ${-e})`);
+    if (e < 0) log.warn(`${r.where}: repair mode for the close failed (${errnoText(-e)})`);
     syscall(NR.close, r.fd);
   }
 }
@@ -171,7 +171,7 @@ function socketFilter(fd: number): bigint[] {
   const buf = new BigUint64Array(n);
   const l2 = new Uint32Array([n]);
   const r2 = syscall(NR.getsockopt, fd, SOL.SOCKET, SO.GET_FILTER, addr(buf), addr(l2));
-  if (r2 < 0) throw new CriuError("files", `reading the socket filter failed (errno ${-r2})`);
+  if (r2 < 0) throw new CriuError("files", `reading the socket filter failed (${errnoText(-r2)})`);
   return [...buf.subarray(0, l2[0])];
 }
 
@@ -185,7 +185,7 @@ function dumpIpOpts(pid: number, fd: number, family: number, type: number, proto
   if (get(v6 ? SOL.IPV6 : SOL.IP, v6 ? IPV6.RECVPKTINFO : IP.PKTINFO)) o.pktinfo = true;
   const fresh = withNetns(pid, () => {
     const t = syscall(NR.socket, family, type | SOCK.CLOEXEC, proto);
-    if (t < 0) throw new CriuError("files", `a socket(${family}, ${type}, ${proto}) to compare options with failed (errno ${-t})`);
+    if (t < 0) throw new CriuError("files", `a socket(${family}, ${type}, ${proto}) to compare options with failed (${errnoText(-t)})`);
     try {
       return { tos: tryGetsockoptInt(t, v6 ? SOL.IPV6 : SOL.IP, v6 ? IPV6.TCLASS : IP.TOS) ?? 0, ttl: tryGetsockoptInt(t, v6 ? SOL.IPV6 : SOL.IP, v6 ? IPV6.UNICAST_HOPS : IP.TTL) ?? 0 };
     } finally { syscall(NR.close, t); }
@@ -402,7 +402,7 @@ export const inetKind: FdKind = {
           // keep our own duplicate: the socket must outlive its process when the dump kills it,
           // to be closed in repair mode (see netDumpKilled)
           const keep = syscall(NR.fcntl, fd, 1030 /* F_DUPFD_CLOEXEC */, 0);
-          if (keep < 0) throw new CriuError("files", `${where}: dup failed (errno ${-keep})`);
+          if (keep < 0) throw new CriuError("files", `${where}: dup failed (${errnoText(-keep)})`);
           session ??= { locks: new Map(), repaired: [] };
           session!.repaired.push({ fd: keep, where });
           // repair mode only while the queues are read: TCP_REPAIR belongs to the socket, not to
@@ -719,7 +719,7 @@ export function restoreUnixSkOpts(ctx: RestoreCtx, fd: number, o: S.sk_opts_entr
     if (!s && !u) continue;
     const v = new Uint8Array(new BigUint64Array([BigInt(s), BigInt(u)]).buffer);
     const r = Number(ctx.inj.call(NR.setsockopt, fd, SOL.SOCKET, opt, ctx.scratch(0n, v), 16));
-    if (r < 0) throw new CriuError("restore", `${ctx.where}: restoring a socket timeout failed (errno ${-r})`);
+    if (r < 0) throw new CriuError("restore", `${ctx.where}: restoring a socket timeout failed (${errnoText(-r)})`);
   }
   attachFilter(ctx, fd, o);
 }
@@ -729,7 +729,7 @@ export function withTargetBuffer(ctx: RestoreCtx, data: Uint8Array, fn: (addr: b
   if (data.length <= 512) return fn(ctx.scratch(256n, data));
   const len = (data.length + 4095) & ~4095;
   const a = ctx.inj.call(NR.mmap, 0, len, 3, MAP.PRIVATE | MAP.ANONYMOUS, -1, 0);
-  if (a < 0n) throw new CriuError("restore", `${ctx.where}: mmap of a ${len}-byte buffer in the target failed (errno ${-a})`);
+  if (a < 0n) throw new CriuError("restore", `${ctx.where}: mmap of a ${len}-byte buffer in the target failed (${errnoText(-a)})`);
   try {
     ctx.mem.write(a, data);
     return fn(a);

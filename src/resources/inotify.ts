@@ -9,6 +9,7 @@ import { syscall, addr, cstr } from "../sys/syscall";
 import { closeFd, O } from "../sys/mem";
 import { CriuError } from "../log";
 import { refuse } from "./unsupported";
+import { errnoText } from "../sys/errno";
 
 const NR_inotify_add_watch = 254, NR_inotify_rm_watch = 255, NR_open_by_handle_at = 304, NR_inotify_init1 = 294;
 
@@ -88,7 +89,7 @@ export const inotifyKind: FdKind = {
   restore(ctx, f) {
     const e = f.ify!, inj = ctx.inj;
     const fd = Number(inj.call(NR_inotify_init1, (e.flags & O.NONBLOCK) | O.CLOEXEC));
-    if (fd < 0) throw new CriuError("restore", `${ctx.where}: inotify_init1 failed (errno ${-fd})`);
+    if (fd < 0) throw new CriuError("restore", `${ctx.where}: inotify_init1 failed (${errnoText(-fd)})`);
     let removed = false;
     for (const w of [...e.wd].sort((a, b) => a.wd - b.wd)) {
       const path = w.fHandle?.path;
@@ -96,7 +97,7 @@ export const inotifyKind: FdKind = {
       const p = ctx.str(path);
       for (let tries = 0; ; tries++) {
         const got = Number(inj.call(NR_inotify_add_watch, fd, p, w.mask));
-        if (got < 0) throw new CriuError("restore", `${ctx.where}: inotify_add_watch('${path}') failed (errno ${-got})`);
+        if (got < 0) throw new CriuError("restore", `${ctx.where}: inotify_add_watch('${path}') failed (${errnoText(-got)})`);
         if (got === w.wd) break;
         if (got > w.wd || tries > 1_000_000) throw new CriuError("restore", `${ctx.where}: inotify watch on '${path}' got wd ${got}, wanted ${w.wd}`);
         inj.call(NR_inotify_rm_watch, fd, got);

@@ -28,6 +28,7 @@ import { openFd, closeFd, O } from "../sys/mem";
 import { CriuError } from "../log";
 import { readFileSync, existsSync } from "node:fs";
 import { join } from "node:path";
+import { errnoText } from "../sys/errno";
 
 const MQUEUE_MAGIC = 0x19800202;
 const SYS = { mq_open: 240, mq_unlink: 241, mq_timedsend: 242, mq_timedreceive: 243, mq_getsetattr: 245, statfs: 137, fchmod: 91, fchown: 93 };
@@ -56,13 +57,13 @@ function drainAndRefill(q: number, msgsize: number, where: string): { prio: numb
     for (;;) {
       const n = syscall(SYS.mq_timedreceive, q, addr(buf), buf.length, addr(prio), addr(ts));
       if (n === -ETIMEDOUT || n === -EAGAIN) break;
-      if (n < 0) { err = new CriuError("files", `${where}: mq_timedreceive failed (errno ${-n})`); break; }
+      if (n < 0) { err = new CriuError("files", `${where}: mq_timedreceive failed (${errnoText(-n)})`); break; }
       msgs.push({ prio: prio[0], data: buf.slice(0, n) });
     }
   } finally {
     for (const m of msgs) {
       const r = syscall(SYS.mq_timedsend, q, addr(m.data), m.data.length, m.prio, addr(ts));
-      if (r < 0 && !err) err = new CriuError("files", `${where}: putting a message back into the queue failed (errno ${-r}); it is lost`);
+      if (r < 0 && !err) err = new CriuError("files", `${where}: putting a message back into the queue failed (${errnoText(-r)}); it is lost`);
     }
   }
   if (err) throw err;
@@ -84,7 +85,7 @@ export const mqueueKind: FdKind = {
       try {
         const attr = new BigInt64Array(8);
         const r = syscall(SYS.mq_getsetattr, q, 0, addr(attr));
-        if (r < 0) throw new CriuError("files", `${ctx.where}: mq_getsetattr failed (errno ${-r})`);
+        if (r < 0) throw new CriuError("files", `${ctx.where}: mq_getsetattr failed (${errnoText(-r)})`);
         const [maxmsg, msgsize, curmsgs] = [Number(attr[1]), Number(attr[2]), Number(attr[3])];
         const status = new Uint8Array(256);
         const n = syscall(NR.read, q, addr(status), status.length);
@@ -119,7 +120,7 @@ export const mqueueKind: FdKind = {
       const attr = new BigInt64Array([0n, BigInt(q.maxmsg), BigInt(q.msgsize), 0n, 0n, 0n, 0n, 0n]);
       const a = ctx.scratch(0n, new Uint8Array(attr.buffer));
       const r = Number(inj.call(SYS.mq_open, ctx.str(name), O.RDWR | O.CREAT | O.EXCL | O.CLOEXEC, q.mode, a));
-      if (r < 0) throw new CriuError("restore", `${ctx.where}: mq_open('${q.name}', maxmsg ${q.maxmsg}, msgsize ${q.msgsize}) failed (errno ${-r})`);
+      if (r < 0) throw new CriuError("restore", `${ctx.where}: mq_open('${q.name}', maxmsg ${q.maxmsg}, msgsize ${q.msgsize}) failed (${errnoText(-r)})`);
       const h = ctx.high(r, ctx.where);
       ctx.hold(heldKey, h);
       inj.call(SYS.fchmod, h, q.mode);
@@ -127,7 +128,7 @@ export const mqueueKind: FdKind = {
       if (q.msgs.length) refill(ctx, h, q);
     }
     const r = Number(inj.call(SYS.mq_open, ctx.str(name), (fl.flags & (3 | O.NONBLOCK)) | O.CLOEXEC, 0, 0));
-    if (r < 0) throw new CriuError("restore", `${ctx.where}: mq_open('${q.name}') failed (errno ${-r})`);
+    if (r < 0) throw new CriuError("restore", `${ctx.where}: mq_open('${q.name}') failed (${errnoText(-r)})`);
     return ctx.high(r, ctx.where);
   },
 };
@@ -151,7 +152,7 @@ function refill(ctx: RestoreCtx, targetFd: number, q: QueueLine) {
     for (const m of q.msgs) {
       const data = new Uint8Array(Buffer.from(m.data, "base64"));
       const r = syscall(SYS.mq_timedsend, fd, addr(data), data.length, m.prio, addr(ts));
-      if (r < 0) throw new CriuError("restore", `${ctx.where}: sending a message to '${q.name}' failed (errno ${-r})`);
+      if (r < 0) throw new CriuError("restore", `${ctx.where}: sending a message to '${q.name}' failed (${errnoText(-r)})`);
     }
   } finally { closeFd(fd); }
 }

@@ -9,6 +9,7 @@ import { NR } from "../sys/nr";
 import { O } from "../sys/mem";
 import { CriuError } from "../log";
 import { refuse } from "./unsupported";
+import { errnoText } from "../sys/errno";
 
 const PIDFD_THREAD = O.EXCL;
 
@@ -29,7 +30,7 @@ export const pidfdKind: FdKind = {
     const e = f.pidfd!;
     if (e.nspid <= 0) throw new CriuError("restore", `${ctx.where}: pidfd of a process that is gone cannot be restored`);
     const fd = Number(ctx.inj.call(NR.pidfd_open, e.nspid, e.flags & O.NONBLOCK));
-    if (fd < 0) throw new CriuError("restore", `${ctx.where}: pidfd_open(${e.nspid}) failed (errno ${-fd})`);
+    if (fd < 0) throw new CriuError("restore", `${ctx.where}: pidfd_open(${e.nspid}) failed (${errnoText(-fd)})`);
     return ctx.high(fd, ctx.where);
   },
 };

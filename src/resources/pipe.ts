@@ -6,6 +6,7 @@ import { NR } from "../sys/nr";
 import { openFd, closeFd, O, writeFull } from "../sys/mem";
 import * as S from "../images/schemas";
 import { CriuError, log } from "../log";
+import { errnoText } from "../sys/errno";
 
 /** A pipe's unread bytes, read without consuming them: tee() into a scratch pipe, then read that.
  *  readable: an fd of criu-bun's own that may already read the pipe (a grabbed read end of a
@@ -80,7 +81,7 @@ export const pipeKind: FdKind = {
         const want = Math.max(item.msg.size || 65536, item.payload.length);
         if (want !== 65536) {
           const r = inj.call(NR.fcntl, w, 1031 /* F_SETPIPE_SZ */, want);
-          if (r < 0n) throw new CriuError("restore", `${ctx.where}: F_SETPIPE_SZ(${want}) on pipe ${p.pipeId} failed (errno ${-r})`);
+          if (r < 0n) throw new CriuError("restore", `${ctx.where}: F_SETPIPE_SZ(${want}) on pipe ${p.pipeId} failed (${errnoText(-r)})`);
         }
         if (item.payload.length) fillPipe(ctx.pid, w, item.payload, `refill pipe ${p.pipeId}`);
       }
@@ -92,14 +93,14 @@ export const pipeKind: FdKind = {
       // another open description of the same end: reopen through /proc gives a new one
       const h = ctx.tree.held.get(key)!;
       const r = Number(inj.call(NR.openat, -100, ctx.str(`/proc/${h.pid}/fd/${h.fd}`), (p.flags & 3) | O.CLOEXEC, 0));
-      if (r < 0) throw new CriuError("restore", `${ctx.where}: reopening pipe ${p.pipeId} failed (errno ${-r})`);
+      if (r < 0) throw new CriuError("restore", `${ctx.where}: reopening pipe ${p.pipeId} failed (${errnoText(-r)})`);
       fd = ctx.high(r, ctx.where);
     } else {
       ctx.tree.held.set(usedKey, { pid: -1, fd: -1 });
       // our own description of this end (dup of the held one: the held fd is closed later)
       const src = ctx.fdFrom(key)!;
       const d = Number(inj.call(NR.fcntl, src, 1030 /* F_DUPFD_CLOEXEC */, 0));
-      if (d < 0) throw new CriuError("restore", `${ctx.where}: dup of pipe end failed (errno ${-d})`);
+      if (d < 0) throw new CriuError("restore", `${ctx.where}: dup of pipe end failed (${errnoText(-d)})`);
       fd = ctx.high(d, ctx.where);
       if (src !== ctx.tree.held.get(key)!.fd || ctx.tree.held.get(key)!.pid !== ctx.pid) inj.call(NR.close, src);
     }
@@ -115,12 +116,12 @@ function inheritedPipe(ctx: Parameters<FdKind["restore"]>[0], p: S.pipe_entry, k
   const inj = ctx.inj;
   const src = ctx.fdFrom(key)!;
   const fl = Number(inj.call(NR.fcntl, src, 3 /* F_GETFL */));
-  if (fl < 0) throw new CriuError("restore", `${ctx.where}: F_GETFL on the inherited fd for pipe:[${p.pipeId}] failed (errno ${-fl})`);
+  if (fl < 0) throw new CriuError("restore", `${ctx.where}: F_GETFL on the inherited fd for pipe:[${p.pipeId}] failed (${errnoText(-fl)})`);
   if ((fl & 3) !== (p.flags & 3)) {
     throw new CriuError("restore", `${ctx.where}: the fd inherited for pipe:[${p.pipeId}] is ${ACCMODE[fl & 3] ?? fl & 3}, the dumped end was ${ACCMODE[p.flags & 3] ?? p.flags & 3}`);
   }
   const d = Number(inj.call(NR.fcntl, src, 1030 /* F_DUPFD_CLOEXEC */, 0));
-  if (d < 0) throw new CriuError("restore", `${ctx.where}: dup of the inherited fd for pipe:[${p.pipeId}] failed (errno ${-d})`);
+  if (d < 0) throw new CriuError("restore", `${ctx.where}: dup of the inherited fd for pipe:[${p.pipeId}] failed (${errnoText(-d)})`);
   const h = ctx.tree.held.get(key)!;
   if (src !== h.fd || h.pid !== ctx.pid) inj.call(NR.close, src);
   const fd = ctx.high(d, ctx.where);

@@ -11,6 +11,7 @@ import type { ImageSink } from "./fdkind";
 import * as S from "../images/schemas";
 import { readImagePayloads, imageExists } from "../images/image";
 import { CriuError, log } from "../log";
+import { errnoText } from "../sys/errno";
 
 const SHM = { get: 29, at: 30, ctl: 31, dt: 67 } as const;
 const IPC_CREAT = 0o1000, IPC_EXCL = 0o2000, IPC_RMID = 0, SHM_DEST = 0o1000;
@@ -60,10 +61,10 @@ export function restoreSysvShm(dir: string): { id: number; dest: boolean }[] {
     }
     writeFileSync("/proc/sys/kernel/shm_next_id", String(d.id));
     const id = syscall(SHM.get, d.key, Number(msg.size), IPC_CREAT | IPC_EXCL | (d.mode & 0o777)); // resets shm_next_id
-    if (id < 0) throw new CriuError("restore", `cannot recreate SysV shared memory ${d.id} (key 0x${d.key.toString(16)}): errno ${-id}`);
+    if (id < 0) throw new CriuError("restore", `cannot recreate SysV shared memory ${d.id} (key 0x${d.key.toString(16)}): ${errnoText(-id)}`);
     if (id !== d.id) { syscall(SHM.ctl, id, IPC_RMID, 0); throw new CriuError("restore", `SysV shared memory came back as ${id}, not ${d.id}`); }
     const addr = syscall(SHM.at, id, 0, 0);
-    if (addr < 0 && addr > -4096) throw new CriuError("restore", `shmat of segment ${id} failed (errno ${-addr})`);
+    if (addr < 0 && addr > -4096) throw new CriuError("restore", `shmat of segment ${id} failed (${errnoText(-addr)})`);
     new Uint8Array(toArrayBuffer(addr as any, 0, Number(msg.size))).set(payload.subarray(0, Number(msg.size)));
     syscall(SHM.dt, addr);
     out.push({ id, dest: (d.mode & SHM_DEST) !== 0 });

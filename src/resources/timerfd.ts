@@ -9,6 +9,7 @@ import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { O } from "../sys/mem";
 import { CriuError } from "../log";
+import { errnoText } from "../sys/errno";
 
 const TFD_IOC_SET_TICKS = 0x40085400; // _IOW('T', 0, u64)
 
@@ -40,19 +41,19 @@ export const timerfdKind: FdKind = {
   restore(ctx, f) {
     const t = f.tfd!, inj = ctx.inj;
     const fd = Number(inj.call(NR.timerfd_create, t.clockid, (t.flags & O.NONBLOCK) | O.CLOEXEC));
-    if (fd < 0) throw new CriuError("restore", `${ctx.where}: timerfd_create(clock ${t.clockid}) failed (errno ${-fd})`);
+    if (fd < 0) throw new CriuError("restore", `${ctx.where}: timerfd_create(clock ${t.clockid}) failed (${errnoText(-fd)})`);
     let vsec = t.vsec, vnsec = t.vnsec;
     // a periodic timer whose first expiry was not seen: arm for one period
     if (vsec === 0n && vnsec === 0n && (t.isec || t.insec)) { vsec = t.isec; vnsec = t.insec; }
     if (vsec || vnsec) {
       const a = ctx.scratch(0n, new Uint8Array(new BigUint64Array([t.isec, t.insec, vsec, vnsec]).buffer));
       const r = inj.call(NR.timerfd_settime, fd, 0, a, 0);
-      if (r < 0n) throw new CriuError("restore", `${ctx.where}: timerfd_settime failed (errno ${-r})`);
+      if (r < 0n) throw new CriuError("restore", `${ctx.where}: timerfd_settime failed (${errnoText(-r)})`);
     }
     if (t.ticks) {
       const a = ctx.scratch(64n, new Uint8Array(new BigUint64Array([t.ticks]).buffer));
       const r = inj.call(NR.ioctl, fd, TFD_IOC_SET_TICKS, a);
-      if (r < 0n) throw new CriuError("restore", `${ctx.where}: TFD_IOC_SET_TICKS(${t.ticks}) failed (errno ${-r}); the kernel needs CONFIG_CHECKPOINT_RESTORE`);
+      if (r < 0n) throw new CriuError("restore", `${ctx.where}: TFD_IOC_SET_TICKS(${t.ticks}) failed (${errnoText(-r)}); the kernel needs CONFIG_CHECKPOINT_RESTORE`);
     }
     return ctx.high(fd, ctx.where);
   },

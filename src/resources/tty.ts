@@ -3,7 +3,7 @@
 // termios, window size and lock state; a session leader gets its controlling terminal back.
 // Bytes queued inside the terminal are not saved: a dump finding any is refused. A /dev/pts/N whose master is outside the tree
 // is the terminal of a --shell-job (reg.ts). Images: file_entry.tty + tty-info.img, as CRIU.
-import { errnoName } from "../sys/errno";
+import { errnoName, errnoText } from "../sys/errno";
 import { readFileSync, statSync } from "node:fs";
 import type { FileTable } from "./files";
 import type { ImageSink } from "./fdkind";
@@ -38,7 +38,7 @@ export function ptyMasters(pids: number[], links?: Map<number, [number, string][
 function ioctlBuf(fd: number, req: number, len: number, what: string): Uint8Array {
   const b = new Uint8Array(len);
   const r = syscall(NR.ioctl, fd, req, addr(b));
-  if (r < 0) throw new CriuError("files", `${what} failed (errno ${-r})`);
+  if (r < 0) throw new CriuError("files", `${what} failed (${errnoText(-r)})`);
   return b;
 }
 
@@ -198,12 +198,12 @@ export const ttyKind: FdKind = {
       // another description of the same master: the held one is it (masters are not reopenable)
       const src = ctx.fdFrom(key)!;
       fd = Number(inj.call(NR.fcntl, src, 1030 /* F_DUPFD_CLOEXEC */, 0));
-      if (fd < 0) throw new CriuError("restore", `${ctx.where}: dup of pty master failed (errno ${-fd})`);
+      if (fd < 0) throw new CriuError("restore", `${ctx.where}: dup of pty master failed (${errnoText(-fd)})`);
       if (ctx.tree.held.get(key)!.pid !== ctx.pid) inj.call(NR.close, src);
       fd = ctx.high(fd, ctx.where);
     } else {
       const s = Number(inj.call(NR.openat, -100, ctx.str(`/dev/pts/${index}`), (t.flags & ~O.CLOEXEC) | O.NOCTTY | O.CLOEXEC, 0));
-      if (s < 0) throw new CriuError("restore", `${ctx.where}: cannot open /dev/pts/${index} (errno ${-s})`);
+      if (s < 0) throw new CriuError("restore", `${ctx.where}: cannot open /dev/pts/${index} (${errnoText(-s)})`);
       // the session leader whose controlling terminal it was takes it again
       if (info.sid && info.sid === ctx.vpid) inj.call(NR.ioctl, s, IOC.TIOCSCTTY, 0);
       fd = ctx.high(s, ctx.where);

@@ -21,6 +21,7 @@ import { withNetns } from "../sys/netns";
 import { CriuError, log } from "../log";
 import { refuse } from "./unsupported";
 import { dumpSkOpts, restoreUnixSkOpts } from "./inet";
+import { errnoText } from "../sys/errno";
 
 const AF_UNIX = 1, SOL_SOCKET = 1;
 const SO = { TYPE: 3, SNDBUF: 7, RCVBUF: 8, ACCEPTCONN: 30, DOMAIN: 39, PEEK_OFF: 42 };
@@ -105,13 +106,13 @@ function unixDiagAll(where: string): Map<number, Diag> {
     for (;;) {
       const n = syscall(NR.recvfrom, nl, addr(buf), buf.length, 0, 0, 0);
       if (n === -4) continue;
-      if (n < 0) throw new CriuError("files", `${where}: sock_diag answer failed (errno ${-n})`);
+      if (n < 0) throw new CriuError("files", `${where}: sock_diag answer failed (${errnoText(-n)})`);
       if (n === 0) return out;
       for (let off = 0; off + 16 <= n;) {
         const len = v.getUint32(off, true), type = v.getUint16(off + 4, true);
         if (len < 16 || off + len > n) throw new CriuError("files", `${where}: sock_diag answer is malformed`);
         if (type === 3 /* NLMSG_DONE */) return out;
-        if (type === 2 /* NLMSG_ERROR */) throw new CriuError("files", `${where}: sock_diag listing of unix sockets failed (errno ${-v.getInt32(off + 16, true)})`);
+        if (type === 2 /* NLMSG_ERROR */) throw new CriuError("files", `${where}: sock_diag listing of unix sockets failed (${errnoText(-v.getInt32(off + 16, true))})`);
         if (type === 20 && len >= 32) { const d = parseDiag(buf, off, len); out.set(d.ino, d); }
         off += (len + 3) & ~3;
       }
@@ -127,7 +128,7 @@ function unixDiagHere(ino: number, where: string): Diag {
     const n = syscall(NR.recvfrom, nl, addr(buf), buf.length, 0, 0, 0);
     if (n < 32) throw new CriuError("files", `${where}: sock_diag answer too short (${n})`);
     const v = new DataView(buf.buffer);
-    if (v.getUint16(4, true) === 2 /* NLMSG_ERROR */) throw new CriuError("files", `${where}: sock_diag does not know unix socket ${ino} (errno ${-v.getInt32(16, true)})`);
+    if (v.getUint16(4, true) === 2 /* NLMSG_ERROR */) throw new CriuError("files", `${where}: sock_diag does not know unix socket ${ino} (${errnoText(-v.getInt32(16, true))})`);
     return parseDiag(buf, 0, v.getUint32(0, true));
   } finally { closeFd(nl); }
 }
@@ -171,7 +172,7 @@ function peekQueue(fd: number, stream: boolean, where: string, senders?: Uint8Ar
       msg[2] = BigInt(addr(iov)); msg[3] = 1n; msg[4] = BigInt(addr(ctl)); msg[5] = BigInt(ctl.length);
       const n = syscall(NR.recvmsg, fd, addr(msg), MSG_PEEK | MSG_DONTWAIT | (stream ? 0 : MSG_TRUNC));
       if (n === -11 || n === 0) break;
-      if (n < 0) throw new CriuError("files", `${where}: peeking the socket queue failed (errno ${-n})`);
+      if (n < 0) throw new CriuError("files", `${where}: peeking the socket queue failed (${errnoText(-n)})`);
       const fds = scmFds(ctl, Number(msg[5]));
       for (const f of fds) closeFd(f);
       if (fds.length || Number(msg[6] & 0xffffffffn) & 8 /* MSG_CTRUNC */) refuse("files", where, "scm-rights", `${fds.length} fd(s) in a queued message`);
@@ -374,7 +375,7 @@ export const unixKind: FdKind = {
       // mutual peers: one socketpair, then refill both queues
       const a = ctx.scratch(0n, new Uint8Array(8));
       const r = inj.call(NR.socketpair, AF_UNIX, u.type | O.CLOEXEC, 0, a);
-      if (r < 0n) throw new CriuError("restore", `${ctx.where}: socketpair failed (errno ${-r})`);
+      if (r < 0n) throw new CriuError("restore", `${ctx.where}: socketpair failed (${errnoText(-r)})`);
       const v = new Int32Array(ctx.mem.read(a, 8).buffer);
       const mine = ctx.high(v[0], ctx.where), theirs = ctx.high(v[1], ctx.where);
       // one pair for the whole tree: the peer's end is held for whichever process has it
@@ -396,7 +397,7 @@ export const unixKind: FdKind = {
       // its peer was closed: a pair, the queue sent from the other end, which is then closed
       const a = ctx.scratch(0n, new Uint8Array(8));
       const r = inj.call(NR.socketpair, AF_UNIX, u.type | O.CLOEXEC, 0, a);
-      if (r < 0n) throw new CriuError("restore", `${ctx.where}: socketpair failed (errno ${-r})`);
+      if (r < 0n) throw new CriuError("restore", `${ctx.where}: socketpair failed (${errnoText(-r)})`);
       const v = new Int32Array(ctx.mem.read(a, 8).buffer);
       const mine = ctx.high(v[0], ctx.where), theirs = ctx.high(v[1], ctx.where);
       setBufs(ctx, mine, u);
@@ -413,7 +414,7 @@ export const unixKind: FdKind = {
     const fd = boundSocket(ctx, u);
     if (u.state === TCP_LISTEN) {
       const l = inj.call(NR.listen, fd, u.backlog);
-      if (l < 0n) throw new CriuError("restore", `${ctx.where}: listen failed (errno ${-l})`);
+      if (l < 0n) throw new CriuError("restore", `${ctx.where}: listen failed (${errnoText(-l)})`);
     }
     finish(ctx, f, fd);
     return fd;
@@ -473,7 +474,7 @@ function restoreGroup(ctx: RestoreCtx, f: S.file_entry): number {
   const fds = new Map<number, number>();
   for (const m of members) {
     const r = Number(ctx.inj.call(NR.socket, AF_UNIX, m.usk!.type | O.CLOEXEC, 0));
-    if (r < 0) throw new CriuError("restore", `${ctx.where}: socket(AF_UNIX) failed (errno ${-r})`);
+    if (r < 0) throw new CriuError("restore", `${ctx.where}: socket(AF_UNIX) failed (${errnoText(-r)})`);
     const fd = ctx.high(r, ctx.where);
     setBufs(ctx, fd, m.usk!);
     fds.set(m.usk!.ino, fd);
@@ -486,7 +487,7 @@ function restoreGroup(ctx: RestoreCtx, f: S.file_entry): number {
     if (!srv.name.length) throw new CriuError("restore", `${ctx.where}: unix socket ${m.usk!.ino} is connected to unnamed socket ${srv.ino}`);
     const { sa, text } = sockaddr(srv.name, srv.nameDir);
     const c = ctx.inj.call(NR.connect, fds.get(m.usk!.ino)!, ctx.scratch(0n, sa), sa.length);
-    if (c < 0n) throw new CriuError("restore", `${ctx.where}: connecting unix socket ${m.usk!.ino} to '${text}' failed (errno ${-c})`);
+    if (c < 0n) throw new CriuError("restore", `${ctx.where}: connecting unix socket ${m.usk!.ino} to '${text}' failed (${errnoText(-c)})`);
   };
   for (const m of members) if (named(m) && !ghost(m)) bindName(ctx, m.usk!, fds.get(m.usk!.ino)!);
   const ghosts = members.filter(ghost);
@@ -539,7 +540,7 @@ function pathOf(name: Uint8Array): string {
 /** A new unix socket of the dumped type, bound to its dumped name if it had one. */
 function boundSocket(ctx: RestoreCtx, u: S.unix_sk_entry): number {
   const r = Number(ctx.inj.call(NR.socket, AF_UNIX, u.type | O.CLOEXEC, 0));
-  if (r < 0) throw new CriuError("restore", `${ctx.where}: socket(AF_UNIX) failed (errno ${-r})`);
+  if (r < 0) throw new CriuError("restore", `${ctx.where}: socket(AF_UNIX) failed (${errnoText(-r)})`);
   const fd = ctx.high(r, ctx.where);
   setBufs(ctx, fd, u);
   if (u.name.length) bindName(ctx, u, fd);
@@ -562,7 +563,7 @@ function bindName(ctx: RestoreCtx, u: S.unix_sk_entry, fd: number) {
     const p = u.filePerms;
     const m = ctx.inj.call(268 /* fchmodat */, -100, ctx.str(text), p.mode, 0);
     const o = ctx.inj.call(NR.fchownat, -100, ctx.str(text), p.uid, p.gid, 0x100 /* AT_SYMLINK_NOFOLLOW */);
-    if (m < 0n || o < 0n) throw new CriuError("restore", `${ctx.where}: giving '${text}' mode ${p.mode.toString(8)} and owner ${p.uid}:${p.gid} failed (errno ${-(m < 0n ? m : o)})`);
+    if (m < 0n || o < 0n) throw new CriuError("restore", `${ctx.where}: giving '${text}' mode ${p.mode.toString(8)} and owner ${p.uid}:${p.gid} failed (${errnoText(-(m < 0n ? m : o))})`);
   }
 }
 
@@ -577,13 +578,13 @@ function bindHere(ctx: RestoreCtx, u: S.unix_sk_entry, fd: number, nr: number = 
   let cwd = -1;
   if (relative) {
     cwd = Number(inj.call(NR.openat, -100, ctx.str("."), 0o10000000 /* O_PATH */ | 0o200000 /* O_DIRECTORY */ | O.CLOEXEC, 0));
-    if (cwd < 0) throw new CriuError("restore", `${ctx.where}: opening the cwd failed (errno ${-cwd})`);
+    if (cwd < 0) throw new CriuError("restore", `${ctx.where}: opening the cwd failed (${errnoText(-cwd)})`);
     const c = inj.call(NR.chdir, ctx.str(u.nameDir!));
-    if (c < 0n) { inj.call(NR.close, cwd); throw new CriuError("restore", `${ctx.where}: chdir to '${u.nameDir}' to bind '${text}' failed (errno ${-c})`); }
+    if (c < 0n) { inj.call(NR.close, cwd); throw new CriuError("restore", `${ctx.where}: chdir to '${u.nameDir}' to bind '${text}' failed (${errnoText(-c)})`); }
   }
   try {
     const b = inj.call(nr, fd, ctx.scratch(0n, sa), sa.length);
-    if (b < 0n) throw new CriuError("restore", `${ctx.where}: ${nr === NR.bind ? "bind" : "connect"} to '${text}' failed (errno ${-b})`);
+    if (b < 0n) throw new CriuError("restore", `${ctx.where}: ${nr === NR.bind ? "bind" : "connect"} to '${text}' failed (${errnoText(-b)})`);
   } finally {
     if (relative) { inj.call(NR.fchdir, cwd); inj.call(NR.close, cwd); }
   }
@@ -606,13 +607,13 @@ function withGhostRoot(ctx: RestoreCtx, us: S.unix_sk_entry[], fn: () => void) {
     }
     const open = (path: string) => {
       const r = Number(inj.call(NR.openat, -100, ctx.str(path), 0o10000000 /* O_PATH */ | 0o200000 /* O_DIRECTORY */ | O.CLOEXEC, 0));
-      if (r < 0) throw new CriuError("restore", `${ctx.where}: opening '${path}' failed (errno ${-r})`);
+      if (r < 0) throw new CriuError("restore", `${ctx.where}: opening '${path}' failed (${errnoText(-r)})`);
       return r;
     };
     const root = open("/"), cwd = open(".");
     try {
       const c = inj.call(NR.chroot, ctx.str(tmp));
-      if (c < 0n) throw new CriuError("restore", `${ctx.where}: chroot to a ghost root for unlinked socket names failed (errno ${-c})`);
+      if (c < 0n) throw new CriuError("restore", `${ctx.where}: chroot to a ghost root for unlinked socket names failed (${errnoText(-c)})`);
       try { fn(); } finally {
         const a = inj.call(NR.fchdir, root), b = inj.call(NR.chroot, ctx.str(".")), d = inj.call(NR.fchdir, cwd);
         if (a < 0n || b < 0n || d < 0n) throw new CriuError("restore", `${ctx.where}: putting root and cwd back after the ghost root failed`);
@@ -644,7 +645,7 @@ function restoreExternal(ctx: RestoreCtx, f: S.file_entry, ext: S.file_entry): n
     }
     const peer = sockaddr(e.name, e.nameDir || u.nameDir);
     const c = inj.call(NR.connect, fd, ctx.scratch(0n, peer.sa), peer.sa.length);
-    if (c < 0n) throw new CriuError("restore", `${ctx.where}: reconnecting unix socket ${u.ino} to external '${peer.text}' failed (errno ${-c})`);
+    if (c < 0n) throw new CriuError("restore", `${ctx.where}: reconnecting unix socket ${u.ino} to external '${peer.text}' failed (${errnoText(-c)})`);
   } else {
     log.info(`${ctx.where}: unix socket ${u.ino} had its peer ${u.peer} outside the dumped tree; restored unconnected`);
   }
@@ -674,7 +675,7 @@ function setBufs(ctx: RestoreCtx, fd: number, u: Pick<S.unix_sk_entry, "opts">) 
   for (const [opt, v] of [[32 /* SO_SNDBUFFORCE */, u.opts?.soSndbuf ?? 0], [33 /* SO_RCVBUFFORCE */, u.opts?.soRcvbuf ?? 0]]) {
     if (!v) continue;
     const r = ctx.inj.call(NR.setsockopt, fd, SOL_SOCKET, opt, ctx.scratch(0n, new Uint8Array(new Int32Array([Math.ceil(v / 2)]).buffer)), 4);
-    if (r < 0n) throw new CriuError("restore", `${ctx.where}: setting the buffer size of a unix socket to ${v} failed (errno ${-r})`);
+    if (r < 0n) throw new CriuError("restore", `${ctx.where}: setting the buffer size of a unix socket to ${v} failed (${errnoText(-r)})`);
   }
 }
 
@@ -721,7 +722,7 @@ function restoreNamedConnection(ctx: RestoreCtx, f: S.file_entry) {
   const x = xf.usk!, y = yf?.usk;
   const sock = () => {
     const r = Number(inj.call(NR.socket, AF_UNIX, x.type | O.CLOEXEC, 0));
-    if (r < 0) throw new CriuError("restore", `${ctx.where}: socket(AF_UNIX) failed (errno ${-r})`);
+    if (r < 0) throw new CriuError("restore", `${ctx.where}: socket(AF_UNIX) failed (${errnoText(-r)})`);
     return ctx.high(r, ctx.where);
   };
   const queued = (e: S.file_entry) => (cachedPayloadsBy<S.sk_packet_entry, number>(ctx, "sk-queues.img", "SK_QUEUES", (m) => m.idFor).get(e.id) ?? []).reduce((n, p) => n + p.payload.length, 0);
@@ -734,14 +735,14 @@ function restoreNamedConnection(ctx: RestoreCtx, f: S.file_entry) {
       bindHere(ctx, x, lfd);
       if (y?.name.length) bindHere(ctx, y, yfd);
       const l = inj.call(NR.listen, lfd, 1);
-      if (l < 0n) throw new CriuError("restore", `${ctx.where}: listen on a temporary listener failed (errno ${-l})`);
+      if (l < 0n) throw new CriuError("restore", `${ctx.where}: listen on a temporary listener failed (${errnoText(-l)})`);
       bindHere(ctx, x, yfd, NR.connect);
     };
     const paths = [x, ...(y ? [y] : [])].filter((e) => e.name.length > 0 && e.name[0] !== 0);
     if (paths.length) withGhostRoot(ctx, paths, steps);
     else steps();
     const a = Number(inj.call(NR.accept4, lfd, 0, 0, O.CLOEXEC));
-    if (a < 0) throw new CriuError("restore", `${ctx.where}: accept4 on a temporary listener failed (errno ${-a})`);
+    if (a < 0) throw new CriuError("restore", `${ctx.where}: accept4 on a temporary listener failed (${errnoText(-a)})`);
     xfd = ctx.high(a, ctx.where);
   } finally { inj.call(NR.close, lfd); }
   setBufs(ctx, xfd, x);

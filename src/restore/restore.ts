@@ -30,6 +30,7 @@ import { imageExists, readImage } from "../images/image";
 import { syscall } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { closeFd } from "../sys/mem";
+import { errnoText } from "../sys/errno";
 
 /** A hook waits for someone else (a script, the RPC client): that is not a stalled restore. */
 function runHook(...a: Parameters<typeof runHookNow>) { return whilePaused(() => runHookNow(...a)); }
@@ -278,10 +279,10 @@ function restoreAll(o: RestoreOptions, t0: number): { pid: number; ms: number; f
 /** orphan-pts-master: a copy of the new master (pidfd_getfd from the process holding it) sent to the caller. */
 function handOverPtsMaster(hooks: Hooks | undefined, h: { pid: number; fd: number }, index: number) {
   const pidfd = syscall(NR.pidfd_open, h.pid, 0);
-  if (pidfd < 0) throw new CriuError("restore", `orphan-pts-master: pidfd_open(${h.pid}) failed (errno ${-pidfd})`);
+  if (pidfd < 0) throw new CriuError("restore", `orphan-pts-master: pidfd_open(${h.pid}) failed (${errnoText(-pidfd)})`);
   const fd = syscall(NR.pidfd_getfd, pidfd, h.fd, 0);
   closeFd(pidfd);
-  if (fd < 0) throw new CriuError("restore", `orphan-pts-master: pidfd_getfd of /dev/pts/${index}'s master failed (errno ${-fd})`);
+  if (fd < 0) throw new CriuError("restore", `orphan-pts-master: pidfd_getfd of /dev/pts/${index}'s master failed (${errnoText(-fd)})`);
   try { runHook(hooks, "orphan-pts-master", { pid: h.pid, fd }); }
   finally { closeFd(fd); }
   log.info(`/dev/pts/${index}: its new master was handed to the caller`);

@@ -28,6 +28,7 @@ import { fillPages } from "../codec/pipeline";
 import { fillParentPages } from "../codec/incremental";
 import { restoreMountNs } from "../resources/mounts";
 import { restoreSeccomp } from "../resources/seccomp";
+import { errnoText } from "../sys/errno";
 
 const TRAMP_SIZE = 5 * 4096; // code + scratch: 2 KiB of structs, then 4 path slots of 4 KiB
 const SCRATCH = 256n; // scratch data starts here inside the trampoline area
@@ -115,7 +116,7 @@ export class TaskBuilder {
         dv.setBigInt64(8, l.start, true); dv.setBigInt64(16, l.len, true);
         r = inj.call(NR.fcntl, l.fd, l.flag === 1024 ? 37 /* F_OFD_SETLK */ : 6 /* F_SETLK */, this.scratchWrite(0n, new Uint8Array(b)));
       }
-      if (r < 0n) throw new CriuError("restore", `${what} cannot be taken again (errno ${-r}: held by someone else?)`);
+      if (r < 0n) throw new CriuError("restore", `${what} cannot be taken again (${errnoText(-r)}: held by someone else?)`);
     }
   }
 
@@ -124,7 +125,7 @@ export class TaskBuilder {
     if (this.t.sid !== this.t.pid || !imageExists(this.set.dir, "tty-info.img")) return;
     for (const index of cttyIndexes(readImage<S.tty_info_entry>(this.set.dir, "tty-info.img", "TTY_INFO"), this.t.pid)) {
       const fd = Number(this.inj!.call(NR.openat, -100, this.str(`/dev/pts/${index}`), O.RDWR | O.CLOEXEC, 0));
-      if (fd < 0) throw new CriuError("restore", `process ${this.t.pid}: cannot open its controlling terminal /dev/pts/${index} (errno ${-fd})`);
+      if (fd < 0) throw new CriuError("restore", `process ${this.t.pid}: cannot open its controlling terminal /dev/pts/${index} (${errnoText(-fd)})`);
       this.inj!.call(NR.close, fd);
       log.debug(`process ${this.t.pid}: /dev/pts/${index} is its controlling terminal again`);
     }
@@ -186,7 +187,7 @@ export class TaskBuilder {
     if (child < 0n) {
       if (child === -17n) throw new CriuError("restore", `PID ${t.pid} is in use`);
       if (child === -1n) throw new CriuError("restore", `process ${t.pid}: giving a process its old PID (clone3 set_tid) needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN; run the restore as root`);
-      throw new CriuError("restore", `clone3 with PID ${t.pid} failed (errno ${-child})`);
+      throw new CriuError("restore", `clone3 with PID ${t.pid} failed (${errnoText(-child)})`);
     }
     this.pid = Number(child);
     this.checkVpid(this.pid, t.pid);
@@ -216,7 +217,7 @@ export class TaskBuilder {
     let got = -1, m = -1;
     for (let tries = 0; tries <= index + 64; tries++) {
       m = Number(inj.call(NR.openat, -100, this.str(ptmx), O.RDWR | O.NOCTTY | O.CLOEXEC, 0));
-      if (m < 0) throw new CriuError("restore", `cannot open ${ptmx} (errno ${-m})`);
+      if (m < 0) throw new CriuError("restore", `cannot open ${ptmx} (${errnoText(-m)})`);
       const ib = this.scratchWrite(0n, new Uint8Array(4));
       inj.ok("TIOCGPTN", NR.ioctl, m, 0x80045430, ib);
       got = new DataView(this.mem!.read(ib, 4).buffer).getInt32(0, true);
@@ -228,7 +229,7 @@ export class TaskBuilder {
     inj.ok("TIOCSPTLCK", NR.ioctl, m, 0x40045431, this.scratchWrite(0n, new Uint8Array(4)));
     const h = Number(inj.call(NR.fcntl, m, 1030 /* F_DUPFD_CLOEXEC */, fdFloor(this.t.fds) + 8));
     inj.call(NR.close, m);
-    if (h < 0) throw new CriuError("restore", `pty ${index}: F_DUPFD failed (errno ${-h})`);
+    if (h < 0) throw new CriuError("restore", `pty ${index}: F_DUPFD failed (${errnoText(-h)})`);
     this.tree.held.set(`ptyEarly:${index}`, { pid: this.pid, vpid: this.t.pid, fd: h });
     const l = this.tree.toClose.get(this.pid) ?? [];
     l.push(h); this.tree.toClose.set(this.pid, l);
@@ -244,7 +245,7 @@ export class TaskBuilder {
     const fd = this.inherited.get(key);
     if (fd === undefined) throw new CriuError("restore", `inherit_fd ${key}: not imported into the root`);
     const r = Number(this.inj!.call(NR.setns, fd, 0x40000000));
-    if (r < 0) throw new CriuError("restore", `inherit_fd ${key}: criu-bun's fd ${this.set.inheritFds?.get(key)} is not a network namespace to join (setns: errno ${-r})`);
+    if (r < 0) throw new CriuError("restore", `inherit_fd ${key}: criu-bun's fd ${this.set.inheritFds?.get(key)} is not a network namespace to join (setns: ${errnoText(-r)})`);
     this.tree.held.set(`inherit:${key}:used`, { pid: this.pid, vpid: this.t.pid, fd: -1 });
     log.info(`process ${this.t.pid} joined the external network namespace given for ${key} (criu-bun's fd ${this.set.inheritFds?.get(key)})`);
   }
@@ -256,14 +257,14 @@ export class TaskBuilder {
     if (!this.set.inheritFds?.size) return out;
     const floor = fdFloor(this.t.fds);
     const pidfd = Number(pinj.call(NR.pidfd_open, process.pid, 0));
-    if (pidfd < 0) throw new CriuError("restore", `inherit_fd: pidfd_open of criu-bun in the puppet failed (errno ${-pidfd})`);
+    if (pidfd < 0) throw new CriuError("restore", `inherit_fd: pidfd_open of criu-bun in the puppet failed (${errnoText(-pidfd)})`);
     try {
       for (const [key, mine] of this.set.inheritFds) {
         const g = Number(pinj.call(NR.pidfd_getfd, pidfd, mine, 0));
-        if (g < 0) throw new CriuError("restore", `inherit_fd ${mine} (${key}): pidfd_getfd failed (errno ${-g})`);
+        if (g < 0) throw new CriuError("restore", `inherit_fd ${mine} (${key}): pidfd_getfd failed (${errnoText(-g)})`);
         const h = Number(pinj.call(NR.fcntl, g, 1030 /* F_DUPFD_CLOEXEC */, floor));
         pinj.call(NR.close, g);
-        if (h < 0) throw new CriuError("restore", `inherit_fd ${mine} (${key}): F_DUPFD failed (errno ${-h})`);
+        if (h < 0) throw new CriuError("restore", `inherit_fd ${mine} (${key}): F_DUPFD failed (${errnoText(-h)})`);
         log.debug(`inherit_fd: criu-bun's fd ${mine} for '${key}' is fd ${h} of the root until its files are restored`);
         out.push([key, h]);
       }
@@ -313,7 +314,7 @@ export class TaskBuilder {
     args[9] = 1n;
     const a = parent.scratchWrite(0n, new Uint8Array(args.buffer));
     const child = parent.inj!.call(NR.clone3, a, 88);
-    if (child < 0n) throw new CriuError("restore", child === -17n ? `PID ${t.pid} is in use` : `clone3 of ${t.pid} from ${parent.pid} failed (errno ${-child})`);
+    if (child < 0n) throw new CriuError("restore", child === -17n ? `PID ${t.pid} is in use` : `clone3 of ${t.pid} from ${parent.pid} failed (${errnoText(-child)})`);
     // clone3 answers in the parent's PID namespace; ptrace needs ours: the fork event tells it
     this.pid = parent.inj!.lastEventPid || Number(child);
     this.checkVpid(this.pid, t.pid);
@@ -361,7 +362,7 @@ export class TaskBuilder {
       new DataView(ifr.buffer).setUint16(16, 0x1 | 0x8 | 0x40, true); // IFF_UP | IFF_LOOPBACK | IFF_RUNNING
       const r = this.inj.call(NR.ioctl, s, 0x8914 /* SIOCSIFFLAGS */, this.scratchWrite(0n, ifr));
       this.inj.call(NR.close, s);
-      if (r < 0n) throw new CriuError("restore", `cannot bring lo up in the new network namespace (errno ${-r})`);
+      if (r < 0n) throw new CriuError("restore", `cannot bring lo up in the new network namespace (${errnoText(-r)})`);
     }
     if (!this.parent && this.set.uts) {
       // the tree had its own UTS namespace: a new one with its hostname and domain name
@@ -461,7 +462,7 @@ export class TaskBuilder {
             const oflags = ((v.fdflags ?? 0) & 3) | O.CLOEXEC;
             fd = restoreDeleted(this.fileCtx(`mapping at ${hex(v.start)}`), f, oflags)
               ?? Number(inj.call(NR.openat, -100, this.str(f.reg.name), oflags, 0));
-            if (fd < 0) throw new CriuError("restore", `cannot open '${f.reg.name}' to map it at ${hex(v.start)} (errno ${-fd})`);
+            if (fd < 0) throw new CriuError("restore", `cannot open '${f.reg.name}' to map it at ${hex(v.start)} (${errnoText(-fd)})`);
             fileFds.set(v.shmid, fd);
           }
           flags &= ~MAP.ANONYMOUS;
@@ -499,7 +500,7 @@ export class TaskBuilder {
     for (const v of mm.vmas) {
       if (!(v.flags & MAP.LOCKED)) continue;
       const r = inj.call(NR.mlock, v.start, v.end - v.start);
-      if (r < 0n) throw new CriuError("restore", `mlock of ${hex(v.start)}-${hex(v.end)} failed (errno ${-r})`);
+      if (r < 0n) throw new CriuError("restore", `mlock of ${hex(v.start)}-${hex(v.end)} failed (${errnoText(-r)})`);
     }
   }
 
@@ -518,7 +519,7 @@ export class TaskBuilder {
     }
     const vvarStart = dumpedVvar.length ? dumpedVvar.reduce((m, v) => (v.start < m ? v.start : m), dumpedVvar[0].start) : dumpedVdso.start;
     const r = inj.call(NR.arch_prctl, 0x2003 /* ARCH_MAP_VDSO_64 */, dumpedVvar.length ? vvarStart : dumpedVdso.start);
-    if (r < 0n) throw new CriuError("restore", `cannot map the vDSO at ${hex(vvarStart)} (errno ${-r})`);
+    if (r < 0n) throw new CriuError("restore", `cannot map the vDSO at ${hex(vvarStart)} (${errnoText(-r)})`);
     const now = readVmas(this.pid).find((v) => v.path === "[vdso]");
     if (!now || now.start !== dumpedVdso.start) {
       throw new CriuError("restore", `vDSO landed at ${now ? hex(now.start) : "nowhere"}, expected ${hex(dumpedVdso.start)}`);
@@ -560,7 +561,7 @@ export class TaskBuilder {
     if (deleted !== undefined) exeFd = deleted;
     else if (exe) {
       exeFd = Number(inj.call(NR.openat, -100, this.str(exe), O.RDONLY | O.CLOEXEC, 0));
-      if (exeFd < 0) throw new CriuError("restore", `cannot open the executable '${exe}' (errno ${-exeFd})`);
+      if (exeFd < 0) throw new CriuError("restore", `cannot open the executable '${exe}' (${errnoText(-exeFd)})`);
     }
     const b = new ArrayBuffer(104);
     const dv = new DataView(b);
@@ -576,7 +577,7 @@ export class TaskBuilder {
     const mapAddr = this.scratchWrite(0n, new Uint8Array(b));
     const r = inj.call(NR.prctl, 35 /* PR_SET_MM */, 14 /* PR_SET_MM_MAP */, mapAddr, 104, 0);
     if (exeFd >= 0) inj.call(NR.close, exeFd);
-    if (r < 0n) throw new CriuError("restore", `prctl(PR_SET_MM_MAP) failed for ${this.pid} (errno ${-r})`);
+    if (r < 0n) throw new CriuError("restore", `prctl(PR_SET_MM_MAP) failed for ${this.pid} (${errnoText(-r)})`);
   }
 
   /** A file-restore context for this process (ghost files needed by mappings and exe). */
@@ -640,11 +641,11 @@ export class TaskBuilder {
     // CRIU_BUN_BATCH=off: one injected syscall per call (as dump)
     const res = process.env.CRIU_BUN_BATCH === "off" ? calls.map(([nr, ...args]) => inj.call(Number(nr), ...args)) : inj.callMany(this.tramp + BATCH_AT, base + tableOff, calls);
     for (let k = 0; k < sigs.length; k++) {
-      if (res[k] < 0n) throw new CriuError("restore", `rt_sigaction(${sigs[k]}) failed in ${t.pid} (errno ${-res[k]})`);
+      if (res[k] < 0n) throw new CriuError("restore", `rt_sigaction(${sigs[k]}) failed in ${t.pid} (${errnoText(-res[k])})`);
     }
     for (let i = 0; i < rl.length; i++) {
       const r = res[sigs.length + i];
-      if (r < 0n) log.warn(`process ${t.pid}: rlimit ${i} (${rl[i].cur}/${rl[i].max}) not restored (errno ${-r})`);
+      if (r < 0n) log.warn(`process ${t.pid}: rlimit ${i} (${rl[i].cur}/${rl[i].max}) not restored (${errnoText(-r)})`);
     }
     if (tc.childSubreaper) inj.ok("prctl(PR_SET_CHILD_SUBREAPER)", NR.prctl, 36, 1, 0, 0, 0);
     if (t.mm?.thpDisabled) inj.ok("prctl(PR_SET_THP_DISABLE)", NR.prctl, 41, 1, 0, 0, 0);
@@ -662,11 +663,11 @@ export class TaskBuilder {
     if (want === mine) return;
     const inj = this.inj!;
     const fd = Number(inj.call(NR.openat, -100, this.str("/proc/self/loginuid"), O.WRONLY | O.CLOEXEC, 0));
-    if (fd < 0) throw new CriuError("restore", `process ${this.t.pid}: cannot open /proc/self/loginuid to set it to ${want} (errno ${-fd})`);
+    if (fd < 0) throw new CriuError("restore", `process ${this.t.pid}: cannot open /proc/self/loginuid to set it to ${want} (${errnoText(-fd)})`);
     const text = new TextEncoder().encode(String(want >>> 0)); // 4294967295: unset
     const w = inj.call(NR.write, fd, this.scratchWrite(0n, text), text.length);
     inj.call(NR.close, fd);
-    if (w !== BigInt(text.length)) throw new CriuError("restore", `process ${this.t.pid}: setting its login uid to ${want} failed (${w < 0n ? `errno ${-w}` : w})`);
+    if (w !== BigInt(text.length)) throw new CriuError("restore", `process ${this.t.pid}: setting its login uid to ${want} failed (${w < 0n ? `${errnoText(-w)}` : w})`);
     log.debug(`process ${this.t.pid}: login uid ${want}`);
   }
 
@@ -681,7 +682,7 @@ export class TaskBuilder {
       args[8] = tidAddr; args[9] = 1n;
       const a = this.scratchWrite(0n, new Uint8Array(args.buffer));
       const r = inj.call(NR.clone3, a, 88);
-      if (r < 0n) throw new CriuError("restore", r === -17n ? `TID ${tid} is in use` : `clone3 for thread ${tid} failed (errno ${-r})`);
+      if (r < 0n) throw new CriuError("restore", r === -17n ? `TID ${tid} is in use` : `clone3 for thread ${tid} failed (${errnoText(-r)})`);
       const host = inj.lastEventPid || Number(r);
       this.waitNewTask(host);
       this.tids.push(host);
@@ -701,7 +702,7 @@ export class TaskBuilder {
       const rs = tcore.rseqEntry;
       if (rs && rs.rseqAbiPointer) {
         const r = inj.call(NR.rseq, rs.rseqAbiPointer, rs.rseqAbiSize, 0, rs.signature);
-        if (r < 0n) throw new CriuError("restore", `rseq registration for ${tid} failed (errno ${-r})`);
+        if (r < 0n) throw new CriuError("restore", `rseq registration for ${tid} failed (${errnoText(-r)})`);
       }
       const sas = tcore.sas;
       if (sas && !(sas.ssFlags & 2 /* SS_DISABLE */)) {
@@ -713,7 +714,7 @@ export class TaskBuilder {
       if (comm) inj.call(NR.prctl, 15 /* PR_SET_NAME */, this.str(comm), 0, 0, 0);
       if (tcore.schedNice) {
         const r = inj.call(NR.setpriority, 0 /* PRIO_PROCESS */, this.vtid(tid), tcore.schedNice);
-        if (r < 0n) log.warn(`thread ${this.vtid(tid)}: nice ${tcore.schedNice} not restored (errno ${-r})`);
+        if (r < 0n) log.warn(`thread ${this.vtid(tid)}: nice ${tcore.schedNice} not restored (${errnoText(-r)})`);
       }
       restoreSeccomp({ tid, vtid: this.vtid(tid), inj, scratch: (off, data) => this.scratchWrite(off, data) }, tcore, this.set.seccomp);
       if (tcore.creds) this.restoreCreds(inj, tcore.creds);
@@ -761,7 +762,7 @@ export class TaskBuilder {
       const sig = new DataView(si.buffer, si.byteOffset).getInt32(0, true);
       const a = this.scratchWrite(0n, si);
       const r = tid === null ? inj.call(NR.rt_sigqueueinfo, t.pid, sig, a) : inj.call(NR.rt_tgsigqueueinfo, t.pid, tid, sig, a);
-      if (r < 0n) throw new CriuError("restore", `cannot re-queue pending signal ${sig} of ${tid ?? t.pid} (errno ${-r})`);
+      if (r < 0n) throw new CriuError("restore", `cannot re-queue pending signal ${sig} of ${tid ?? t.pid} (${errnoText(-r)})`);
     };
     for (const s of tc.signalsS?.signals ?? []) queue(this.inj!, null, s.siginfo);
     for (const tid of this.tids) {
@@ -782,7 +783,7 @@ export class TaskBuilder {
         const idAddr = this.scratchWrite(128n, new Uint8Array(new Int32Array([pt.itId]).buffer));
         for (;;) {
           const r = inj.call(NR.timer_create, pt.clockId, evAddr, idAddr);
-          if (r < 0n) throw new CriuError("restore", `timer_create for POSIX timer ${pt.itId} failed (errno ${-r})`);
+          if (r < 0n) throw new CriuError("restore", `timer_create for POSIX timer ${pt.itId} failed (${errnoText(-r)})`);
           const got = new DataView(this.mem!.read(idAddr, 4).buffer).getInt32(0, true);
           if (got === pt.itId) break;
           if (byId || got > pt.itId) throw new CriuError("restore", `POSIX timer ${pt.itId} came back as ${got}`);
@@ -826,10 +827,10 @@ export class TaskBuilder {
     if (this.trapAction) {
       const act = this.scratchWrite(0n, new Uint8Array(new BigUint64Array(this.trapAction).buffer));
       const r = inj.call(NR.rt_sigaction, 5, act, 0, 8);
-      if (r !== 0n) throw new CriuError("restore", `rt_sigaction(5) failed in ${this.t.pid} (errno ${-r})`);
+      if (r !== 0n) throw new CriuError("restore", `rt_sigaction(5) failed in ${this.t.pid} (${errnoText(-r)})`);
     }
     const res = inj.call(NR.munmap, this.tramp, TRAMP_SIZE);
-    if (res !== 0n) throw new CriuError("restore", `munmap of the trampoline failed (errno ${-res})`);
+    if (res !== 0n) throw new CriuError("restore", `munmap of the trampoline failed (${errnoText(-res)})`);
     for (const tid of this.tids) {
       for (const s of this.injs.get(tid)!.caughtSignals) (this.caught.get(tid) ?? this.caught.set(tid, []).get(tid)!).push(s);
     }
@@ -869,7 +870,7 @@ export class TaskBuilder {
     const cur = Number(this.inj!.call(NR.getpgid, 0));
     if (cur === t.pgid) return;
     const r = this.inj!.call(NR.setpgid, 0, t.pgid === t.pid ? 0 : t.pgid);
-    if (r < 0n) log.warn(`process ${t.pid}: cannot join process group ${t.pgid} (errno ${-r})`);
+    if (r < 0n) log.warn(`process ${t.pid}: cannot join process group ${t.pgid} (${errnoText(-r)})`);
   }
 
   /** A zombie: exit with the recorded status and stay unreaped for the parent. */

@@ -13,6 +13,7 @@ import { GITID, CRIU_LEVEL } from "../version";
 import { failure, RpcHooks, type RespInit, type RpcConn } from "./swrk";
 import { wait4Raw, W } from "../sys/ptrace";
 import { parseExtMounts, parseExtNetNs, type ExtMounts } from "../resources/mounts";
+import { errnoText } from "../sys/errno";
 
 const T = criu_req_type;
 
@@ -219,7 +220,7 @@ function waitPid(req: criu_req): RespInit {
   for (;;) {
     const { r, status } = wait4Raw(req.pid, 0);
     if (r === -4) continue;
-    if (r < 0) { const e: any = new CriuError("rpc", `WAIT_PID: ${req.pid} is not a child of criu-bun (errno ${-r})`); e.crErrno = -r; throw e; }
+    if (r < 0) { const e: any = new CriuError("rpc", `WAIT_PID: ${req.pid} is not a child of criu-bun (${errnoText(-r)})`); e.crErrno = -r; throw e; }
     if (W.exited(status) || W.signaled(status)) return { type: req.type, success: true, status };
   }
 }

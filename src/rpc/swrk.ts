@@ -6,7 +6,7 @@ import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/p
 import { criu_reqSchema, criu_respSchema, criu_req_type, type criu_req } from "../images/gen/rpc_pb";
 import { recvPacket, sendPacket, peerCred, socketType } from "../sys/seqpacket";
 import { CriuError, log, logFd, setLogFile, setLogLevel } from "../log";
-import { SysError } from "../sys/errno";
+import { SysError, errnoText } from "../sys/errno";
 import type { HookAction, HookContext, Hooks } from "../hooks";
 import { handleRequest } from "./requests";
 
@@ -96,7 +96,7 @@ async function execAfterRestore(conn: RpcConn, resp: RespInit, argv: string[]): 
 /** Serve one caller on FD until it closes. Returns the exit status for the worker process. */
 export async function serve(fd: number): Promise<number> {
   const st = socketType(fd);
-  if (st < 0) throw new CriuError("swrk", `fd ${fd} is not a socket (errno ${-st})`);
+  if (st < 0) throw new CriuError("swrk", `fd ${fd} is not a socket (${errnoText(-st)})`);
   if (st !== 5) throw new CriuError("swrk", `fd ${fd} is not a SOCK_SEQPACKET socket (type ${st})`);
   const conn = new RpcConn(fd);
   log.debug(`swrk: serving pid ${conn.peer.pid} (uid ${conn.peer.uid}) on fd ${fd}`);

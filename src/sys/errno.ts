@@ -16,6 +16,12 @@ export function errnoName(e: number): string {
   return ERRNO_NAMES[e] ?? `E${e}`;
 }
 
+/** "errno N: ENAME" for a positive errno (a negative one, as raw syscalls return it, is turned round) */
+export function errnoText(e: number | bigint): string {
+  const n = Math.abs(Number(e));
+  return `errno ${n}: ${errnoName(n)}`;
+}
+
 /** A failed system call. `errno` is positive. */
 export class SysError extends Error {
   constructor(public call: string, public errno: number, detail?: string) {
