@@ -492,3 +492,39 @@ test("RESTORE with exec_cmd: the reply, then the worker becomes the command (sam
     rmSync(work, { recursive: true, force: true });
   }
 }, 90000);
+
+test("config_file overrides the request as criu's does (leave-running, log-file); an option criu-bun does not implement and a malformed line are refused naming the file and line, nothing dumped", async () => {
+  const w = await startWorkload("counter");
+  const dir = imagesDir("swrk-config");
+  const work = mkdtempSync(join(tmpdir(), "criu-bun-swrk-conf-"));
+  const d = dirFd(dir);
+  try {
+    const c = Client.start();
+    const conf = (name: string, text: string) => { const f = join(work, name); writeFileSync(f, text); return f; };
+    // refused before anything is touched: one line naming the file and line each
+    for (const [text, want] of [
+      ["tcp-established\nstream\n", /^--stream: not supported by criu-bun yet .*\(.*bad1\.conf:2\)$/],
+      ["# runc.conf\nlog-file a b\n", /^config_file .*bad2\.conf:2: more than one value: 'a b'/],
+      ["no-such-option\n", /^config_file .*bad3\.conf:1: unrecognized option '--no-such-option'$/],
+      ["ghost-limit lots\n", /^config_file .*bad4\.conf:1: --ghost-limit: 'lots' is not a number$/],
+    ] as const) {
+      const i = ["tcp-established\nstream\n", "# runc.conf\nlog-file a b\n", "no-such-option\n", "ghost-limit lots\n"].indexOf(text) + 1;
+      const r = c.call({ type: T.DUMP, opts: { imagesDirFd: d, pid: w.pid, configFile: conf(`bad${i}.conf`, text) } });
+      expect(r.success).toBe(false);
+      expect(r.crErrmsg).toMatch(want);
+      expect(procState(w.pid)).not.toBe("t");
+    }
+    const log = join(work, "from-conf.log");
+    const r = c.call({ type: T.DUMP, opts: { imagesDirFd: d, pid: w.pid, logFile: "request.log", configFile: conf("good.conf", `# as runc.conf\nleave-running\nlog-file ${log}\nverbosity 4   # more\n`) } });
+    expect(r.crErrmsg ?? "").toBe("");
+    expect(r.success).toBe(true);
+    // leave-running from the file: the tree goes on; log-file and verbosity from the file too
+    expect(isAlive(w.pid)).toBe(true);
+    expect(readFileSync(log, "utf8")).toContain("config_file");
+    expect(readFileSync(log, "utf8")).toContain("Dumping finished successfully");
+    expect(existsSync(join(dir, "request.log"))).toBe(false);
+    expect(await c.close()).toBe(0);
+    trigger(w);
+    expect((await waitResult(w, 15000)).text).toStartWith("PASS");
+  } finally { closeSync(d); rmSync(work, { recursive: true, force: true }); }
+}, 60000);

@@ -2,8 +2,8 @@
 // honoured or refused with criu-bun's one line for that option (the option table in
 // src/cli/criu-options.ts says which); nothing set is silently dropped.
 import { closeSync, fstatSync, openSync, readFileSync, realpathSync, statSync, constants as C } from "node:fs";
-import { join } from "node:path";
-import { isFieldSet } from "@bufbuild/protobuf";
+import { isAbsolute, join } from "node:path";
+import { isFieldSet, ScalarType } from "@bufbuild/protobuf";
 import { criu_optsSchema, criu_featuresSchema, cgroup_rootSchema, criu_req_type, criu_cg_mode, type criu_opts, type criu_req } from "../images/gen/rpc_pb";
 import { inheritFds } from "../restore/inherit";
 import { CRIU_OPTIONS, refusal } from "../cli/criu-options";
@@ -96,29 +96,79 @@ function openDirs(conn: RpcConn, o: criu_opts | undefined, command: string): Dir
   const held: CallerDir[] = [];
   const close = () => { for (const d of held) d.close(); };
   try {
+    // the config file last, over the request's own fields (as criu does for runc's runc.conf)
+    const conf = applyConfigFile(o);
     let images: string;
-    if (o.imagesDirFd >= 0) { const d = new CallerDir(conn.peer.pid, o.imagesDirFd, "images_dir_fd"); held.push(d); images = d.path; }
+    if (conf.imagesDir !== undefined) images = conf.imagesDir;
+    else if (o.imagesDirFd >= 0) { const d = new CallerDir(conn.peer.pid, o.imagesDirFd, "images_dir_fd"); held.push(d); images = d.path; }
     else if (o.imagesDir) images = o.imagesDir;
     else throw new CriuError("rpc", `${command}: neither images_dir_fd nor images_dir is set`);
     let work = images;
-    if (isFieldSet(o, criu_optsSchema.field.workDirFd) && o.workDirFd >= 0) {
+    if (conf.workDir !== undefined) work = conf.workDir;
+    else if (isFieldSet(o, criu_optsSchema.field.workDirFd) && o.workDirFd >= 0) {
       const d = new CallerDir(conn.peer.pid, o.workDirFd, "work_dir_fd"); held.push(d); work = d.path;
     }
     setLogLevel(o.logLevel);
-    if (o.logFile) {
+    if (conf.logFile !== undefined) setLogFile(isAbsolute(conf.logFile) ? conf.logFile : join(work, conf.logFile));
+    else if (o.logFile) {
       if (o.logFile.includes("/")) throw new CriuError("rpc", `log_file '${o.logFile}' must be a name in the work dir`);
       setLogFile(join(work, o.logFile));
     }
-    readConfigFile(o);
     return { images, work, close };
   } catch (e) { close(); throw e; }
 }
 
-/** config_file: criu reads it as more options; absent is fine. criu-bun refuses one that sets anything. */
-function readConfigFile(o: criu_opts) {
-  if (!o.configFile) return;
-  const lines = readConfig(o.configFile);
-  if (lines?.length) throw new CriuError("rpc", `config_file ${o.configFile}:${lines[0].line}: options from a config file are not supported over RPC yet (${lines[0].argv.join(" ")})`);
+/**
+ * config_file: criu reads it after the request and lets it override the request's fields (runc
+ * points it at runc.conf); absent is fine. Each line, in criu's config syntax, sets the request
+ * field the option table names for it (a flag true, --no-NAME false, a value as a string or a
+ * number, a repeated value added); images-dir, work-dir and log-file are paths here, as on the
+ * command line; verbosity sets log_level. An option criu-bun does not implement is refused with its
+ * one line, and one it cannot set through a request field yet says so: both name the file and line.
+ */
+function applyConfigFile(o: criu_opts): { imagesDir?: string; workDir?: string; logFile?: string } {
+  const over: { imagesDir?: string; workDir?: string; logFile?: string } = {};
+  if (!o.configFile) return over;
+  let lines;
+  try { lines = readConfig(o.configFile); }
+  catch (e: any) { throw new CriuError("rpc", `config_file ${e?.message ?? e}`); }
+  for (const { line, argv } of lines ?? []) {
+    const where = `${o.configFile}:${line}`;
+    const bad = (why: string) => new CriuError("rpc", `config_file ${where}: ${why}`);
+    let name = argv[0].slice(2), on = true;
+    let opt = CRIU_OPTIONS.find((x) => x.name === name);
+    if (!opt && name.startsWith("no-")) {
+      opt = CRIU_OPTIONS.find((x) => x.name === name.slice(3) && x.negatable);
+      if (opt) { on = false; name = opt.name; }
+    }
+    if (!opt) throw bad(`unrecognized option '--${name}'`);
+    const val = argv[1];
+    if ((opt.arg === "none" || !on) && val !== undefined) throw bad(`${argv[0].slice(2)} takes no value ('${val}')`);
+    if (opt.arg === "required" && val === undefined) throw bad(`option '--${name}' requires an argument`);
+    if (opt.values && val !== undefined && !opt.values.includes(val)) throw bad(`--${name}: '${val}' is not one of ${opt.values.join(", ")}`);
+    if (opt.name === "images-dir") { over.imagesDir = val; continue; }
+    if (opt.name === "work-dir") { over.workDir = val; continue; }
+    if (opt.name === "log-file") { over.logFile = val; continue; }
+    if (opt.name === "verbosity") {
+      if (val !== undefined && !/^\d+$/.test(val)) throw bad(`verbosity '${val}' is not a number`);
+      o.logLevel = val === undefined ? o.logLevel + 1 : Number(val);
+      continue;
+    }
+    if (opt.support === "no" && on) throw new CriuError("rpc", `${refusal(opt.name)} (${where})`);
+    const f = opt.rpc ? criu_optsSchema.fields.find((x) => x.name === opt!.rpc) : undefined;
+    const cannot = () => bad(`--${name} cannot be set from a config file over RPC by criu-bun yet`);
+    if (!f) throw cannot();
+    const target = o as any;
+    if (f.fieldKind === "scalar" && f.scalar === ScalarType.BOOL && val === undefined) target[f.localName] = on;
+    else if (f.fieldKind === "scalar" && f.scalar === ScalarType.STRING && val !== undefined) target[f.localName] = val;
+    else if (f.fieldKind === "scalar" && [ScalarType.INT32, ScalarType.UINT32].includes(f.scalar) && val !== undefined) {
+      if (!/^\d+$/.test(val)) throw bad(`--${name}: '${val}' is not a number`);
+      target[f.localName] = Number(val);
+    } else if (f.fieldKind === "list" && f.listKind === "scalar" && f.scalar === ScalarType.STRING && val !== undefined) target[f.localName].push(val);
+    else throw cannot();
+    log.debug(`rpc: ${f.name} from config_file ${where}`);
+  }
+  return over;
 }
 
 /** ext_mnt (key/val pairs), external (mnt[KEY]:VAL) and auto_ext_mnt: as --ext-mount-map, --external and --ext-mount-map auto */
