@@ -7,7 +7,8 @@
 // (stats-dump / stats-restore in the work dir, as criu writes them): the test decodes the same
 // files with Debian's crit and checks them against the images. A container in a network namespace
 // of the test's (--network ns:/run/netns/X) is dumped with that namespace external (runc's
-// net[INODE]:extRootNetNS) and restored into the same one.
+// net[INODE]:extRootNetNS) and restored into the same one. --pre-checkpoint then --with-previous:
+// Podman asks mem_track (FEATURE_CHECK) first, and the final dump stores only what changed.
 //
 // Podman runs with a private storage root, run root, tmp dir (file locks, not the shared memory
 // lock segment), network config dir and cgroup parent, all made here and removed after, with the
@@ -199,7 +200,7 @@ test.skipIf(!ready)("podman container checkpoint / restore (--print-stats), then
   pmOk(["rm", "-f", "-t", "0", name2]);
 }, 110000);
 
-test.skipIf(!ready || !Bun.which("ip"))("podman run --network ns:/run/netns/X, checkpoint / restore: the network namespace is Podman's (external net[...]), joined again on restore", async () => {
+test.skipIf(!ready || !Bun.which("ip"))("podman run --network ns:/run/netns/X, checkpoint --pre-checkpoint, then --with-previous (mem_track), restore: the namespace is external (net[...]) and joined again, the final dump leaves unchanged pages to the pre-dump", async () => {
   if (!existsSync(join(tmp, "bin/criu"))) setup();
   const ns = `cbp-${process.pid % 100000}`;
   Bun.spawnSync(["ip", "netns", "del", ns], { stderr: "ignore" });
@@ -213,9 +214,21 @@ test.skipIf(!ready || !Bun.which("ip"))("podman run --network ns:/run/netns/X, c
   const c0 = inspect(name);
   expect(statSync(`/proc/${c0.State.Pid}/ns/net`).ino).toBe(nsIno);
   const userdata = join(tmp, "root/vfs-containers", c0.Id, "userdata");
-  const ck = pm(["container", "checkpoint", "--keep", name]);
+  // Podman pre-checkpoints only when the FEATURE_CHECK answer says mem_track
+  const pre = pm(["container", "checkpoint", "--pre-checkpoint", "--keep", name]);
+  expect(`${pre.code} ${pre.err}`, readLog(join(userdata, "pre-checkpoint"), "dump.log") + readLog(userdata, "dump.log")).toBe("0 ");
+  expect(inspect(name).State.Status).toBe("running");
+  expect(existsSync(join(userdata, "pre-checkpoint/pstree.img"))).toBe(true);
+  const ck = pm(["container", "checkpoint", "--with-previous", "--keep", "--print-stats", name]);
   expect(`${ck.code} ${ck.err}`, readLog(userdata, "dump.log")).toBe("0 ");
   const dumpLog = readFileSync(join(userdata, "dump.log"), "utf8");
+  expect(dumpLog).toContain('parent_img="../pre-checkpoint"');
+  const sd = critStats(join(userdata, "stats-dump"));
+  expect(sd.pages_skipped_parent).toBeGreaterThan(0);
+  // (Podman 4.3 prints a subset of criu's dump statistics: not pages_skipped_parent)
+  expect(printed(ck.out)).toEqual(nonZero({ freezing_time: sd.freezing_time, frozen_time: sd.frozen_time, memdump_time: sd.memdump_time,
+    memwrite_time: sd.memwrite_time, pages_scanned: sd.pages_scanned, pages_written: sd.pages_written }));
+  expect(sd.pages_written * 4096).toBe(pagesBytes(join(userdata, "checkpoint")));
   expect(dumpLog).toMatch(new RegExp(`external=\\[.*"net\\[${nsIno}\\]:extRootNetNS"`));
   expect(dumpLog).toContain("is external (key extRootNetNS): not saved");
   const n = ticks(logText(name)).at(-1)!;
