@@ -12,6 +12,7 @@ afterAll(() => { cleanup(); cleanupImages(); });
 const modes: [string, string, string[]?][] = [
   ["pdeathsig", "PR_SET_PDEATHSIG of a process and of its child"],
   ["thp", "PR_SET_THP_DISABLE"],
+  ["securebits", "securebits (SECBIT_NOROOT locked, NO_SETUID_FIXUP, KEEP_CAPS)"],
   ["trapign", "SIGTRAP ignored (restore's int3 stops force SIGTRAPs, which would reset it)"],
   ["traphandler", "a SIGTRAP handler with SIGTRAP blocked: handler, flags, mask and blocked bit kept"],
   ["mlock", "mlock()ed memory is locked again, contents kept"],

@@ -12,6 +12,7 @@ import { CriuError, log } from "../log";
 import { refuse } from "../resources/unsupported";
 import { dumpSeccompFilters, type SeccompFilter } from "../resources/seccomp";
 import { errnoText } from "../sys/errno";
+import { dumpCreds } from "../resources/creds";
 
 const ERESTARTSYS = -512n, ERESTARTNOINTR = -513n, ERESTARTNOHAND = -514n, ERESTART_RESTARTBLOCK = -516n;
 const EINTR = -4n;
@@ -71,22 +72,6 @@ export function regsToEntry(r: Regs): Record<string, bigint | number> {
 }
 
 function hexMask(s: string | undefined): bigint { return s ? BigInt("0x" + s) : 0n; }
-function capWords(hex: string | undefined): number[] {
-  const v = hexMask(hex);
-  return [Number(v & 0xffffffffn), Number(v >> 32n)];
-}
-
-function readCreds(pid: number, tid: number): Record<string, any> {
-  const st = readStatus(pid, tid);
-  const [uid, euid, suid, fsuid] = st.Uid.split(/\s+/).map(Number);
-  const [gid, egid, sgid, fsgid] = st.Gid.split(/\s+/).map(Number);
-  const groups = (st.Groups ?? "").split(/\s+/).filter(Boolean).map(Number);
-  return {
-    uid, gid, euid, egid, suid, sgid, fsuid, fsgid,
-    capInh: capWords(st.CapInh), capPrm: capWords(st.CapPrm), capEff: capWords(st.CapEff), capBnd: capWords(st.CapBnd), capAmb: capWords(st.CapAmb),
-    secbits: 0, groups,
-  };
-}
 
 function parseSiginfos(list: Uint8Array[]) { return list.map((b) => ({ siginfo: b })); }
 
@@ -270,7 +255,7 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
         tls: Array.from({ length: GDT_ENTRY_TLS_ENTRIES }, (_, i) => getThreadArea(t.tid, GDT_ENTRY_TLS_MIN + i)) },
       threadCore: {
         futexRla: head[0], futexRlaLen: Number(len[0]), schedNice: tstat.nice, schedPolicy: 0, schedPrio: 0,
-        blkSigset: sigmask, sas, pdeathSig, signalsP: { signals: pending }, creds: { ...readCreds(pid, t.tid), secbits },
+        blkSigset: sigmask, sas, pdeathSig, signalsP: { signals: pending }, creds: dumpCreds(pid, t.tid, secbits),
         comm,
         ...(rseq && rseq.ptr ? { rseqEntry: { rseqAbiPointer: rseq.ptr, rseqAbiSize: rseq.len, signature: rseq.sig } } : {}),
       },

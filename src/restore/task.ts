@@ -28,6 +28,7 @@ import { fillPages } from "../codec/pipeline";
 import { fillParentPages } from "../codec/incremental";
 import { restoreMountNs } from "../resources/mounts";
 import { restoreSeccomp } from "../resources/seccomp";
+import { restoreCreds } from "../resources/creds";
 import { errnoText } from "../sys/errno";
 
 const TRAMP_SIZE = 5 * 4096; // code + scratch: 2 KiB of structs, then 4 path slots of 4 KiB
@@ -38,14 +39,6 @@ const BATCH_SCRATCH = 1792n, BATCH_SCRATCH_SIZE = 4 * 4096;
 const CLONE = { VM: 0x100, FS: 0x200, FILES: 0x400, SIGHAND: 0x800, PARENT: 0x8000, THREAD: 0x10000, SYSVSEM: 0x40000, NEWPID: 0x20000000 };
 
 function hex(v: bigint | number) { return "0x" + v.toString(16); }
-
-/** A free 2-page hole clear of the dumped VMAs and of the puppet's own mappings. */
-let lastCapCache = -1;
-/** Highest capability number this kernel knows. */
-function capLast(): number {
-  if (lastCapCache < 0) lastCapCache = Number(readFileSync("/proc/sys/kernel/cap_last_cap", "latin1").trim());
-  return lastCapCache;
-}
 
 /** The PID of a task in its own (innermost) PID namespace, from /proc/PID/status NSpid. */
 export function nsPid(hostPid: number): number {
@@ -717,41 +710,9 @@ export class TaskBuilder {
         if (r < 0n) log.warn(`thread ${this.vtid(tid)}: nice ${tcore.schedNice} not restored (${errnoText(-r)})`);
       }
       restoreSeccomp({ tid, vtid: this.vtid(tid), inj, scratch: (off, data) => this.scratchWrite(off, data) }, tcore, this.set.seccomp);
-      if (tcore.creds) this.restoreCreds(inj, tcore.creds);
+      if (tcore.creds) restoreCreds({ vtid: this.vtid(tid), inj, scratch: (off, data) => this.scratchWrite(off, data) }, tcore.creds);
       // after the credentials: changing them clears the parent-death signal
       if (tcore.pdeathSig) inj.ok("prctl(PR_SET_PDEATHSIG)", NR.prctl, 1, tcore.pdeathSig, 0, 0, 0);
-    }
-  }
-
-  /**
-   * Credentials of one thread, in the order the kernel allows: bounding set and securebits while
-   * we are still all-powerful root, groups and gids, uids (capabilities kept across the switch),
-   * then the capability sets themselves, then the ambient ones (cap_amb).
-   */
-  private restoreCreds(inj: Injector, c: S.creds_entry) {
-    const lastCap = capLast();
-    const full = lastCap >= 32 ? [0xffffffff, 2 ** (lastCap - 31) - 1] : [2 ** (lastCap + 1) - 1, 0];
-    const isFull = (w: number[]) => (w[0] >>> 0) === (full[0] >>> 0) && (w[1] ?? 0) === full[1];
-    const rootish = c.uid === 0 && c.euid === 0 && c.suid === 0 && c.gid === 0 && c.egid === 0 && c.sgid === 0 && c.fsuid === 0 && c.fsgid === 0;
-    const amb = c.capAmb ?? [];
-    if (rootish && !c.groups.length && !c.secbits && isFull(c.capBnd) && isFull(c.capPrm) && isFull(c.capEff) && !(c.capInh[0] || c.capInh[1]) && !(amb[0] || amb[1])) return;
-    for (let cap = 0; cap <= lastCap; cap++) {
-      const inBnd = ((c.capBnd[cap >> 5] ?? 0) >>> (cap & 31)) & 1;
-      if (!inBnd) inj.ok(`prctl(PR_CAPBSET_DROP, ${cap})`, NR.prctl, 24, cap);
-    }
-    if (c.secbits) inj.ok("prctl(PR_SET_SECUREBITS)", NR.prctl, 28, c.secbits);
-    inj.ok("setgroups", NR.setgroups, c.groups.length, this.scratchWrite(0n, new Uint8Array(new Uint32Array(c.groups).buffer)));
-    inj.ok("setresgid", NR.setresgid, c.gid, c.egid, c.sgid);
-    if (!(c.secbits & 0x20 /* SECBIT_KEEP_CAPS_LOCKED */)) inj.call(NR.prctl, 8 /* PR_SET_KEEPCAPS */, 1);
-    inj.ok("setresuid", NR.setresuid, c.uid, c.euid, c.suid);
-    inj.call(NR.setfsgid, c.fsgid); inj.call(NR.setfsuid, c.fsuid);
-    // capset: header {version 3, pid 0}, two data words {effective, permitted, inheritable}
-    const hd = this.scratchWrite(0n, new Uint8Array(new Uint32Array([0x20080522, 0]).buffer));
-    const data = new Uint32Array([c.capEff[0] ?? 0, c.capPrm[0] ?? 0, c.capInh[0] ?? 0, c.capEff[1] ?? 0, c.capPrm[1] ?? 0, c.capInh[1] ?? 0]);
-    inj.ok("capset", NR.capset, hd, this.scratchWrite(64n, new Uint8Array(data.buffer)));
-    if (!(c.secbits & 0x20)) inj.call(NR.prctl, 8, (c.secbits >> 4) & 1); // keep-caps back as it was
-    for (let cap = 0; cap <= lastCap; cap++) {
-      if (((amb[cap >> 5] ?? 0) >>> (cap & 31)) & 1) inj.ok(`prctl(PR_CAP_AMBIENT_RAISE, ${cap})`, NR.prctl, 47, 2, cap, 0, 0);
     }
   }
 

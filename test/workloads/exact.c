@@ -5,6 +5,7 @@
  *   exact DIR MODE
  *   pdeathsig   PR_SET_PDEATHSIG(SIGUSR2) on the process and on a child's thread (child reports by pipe)
  *   thp         PR_SET_THP_DISABLE
+ *   securebits  SECBIT_NOROOT (locked), SECBIT_NO_SETUID_FIXUP and SECBIT_KEEP_CAPS set: all still set
  *   mlock       an mlock()ed 256 KiB pattern: still locked (VmFlags lo), contents kept
  *   loginuid    /proc/self/loginuid set to 4242
  *   maywrite    MAP_SHARED PROT_READ mapping of a file opened O_RDWR (fd closed): mprotect RW works, writes reach the file
@@ -59,6 +60,9 @@
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <stddef.h>
+
+/* SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP | SECBIT_KEEP_CAPS */
+#define SECUREBITS_WANT (0x1 | 0x2 | 0x4 | 0x10)
 
 #ifndef MADV_WIPEONFORK
 #define MADV_WIPEONFORK 18
@@ -192,6 +196,7 @@ static void setup(void) {
 		fds[0] = p[1], fds[1] = q[0];
 		close(p[0]), close(q[1]);
 	} else if (is("thp")) NEED(prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) == 0);
+	else if (is("securebits")) NEED(prctl(PR_SET_SECUREBITS, SECUREBITS_WANT, 0, 0, 0) == 0);
 	else if (is("trapign")) NEED(signal(SIGTRAP, SIG_IGN) != SIG_ERR);
 	else if (is("traphandler")) {
 		struct sigaction sa = {0};
@@ -383,6 +388,7 @@ static void setup(void) {
 static void corrupt(void) {
 	if (is("pdeathsig")) prctl(PR_SET_PDEATHSIG, 0);
 	else if (is("thp")) prctl(PR_SET_THP_DISABLE, 0, 0, 0, 0);
+	else if (is("securebits")) prctl(PR_SET_SECUREBITS, SECUREBITS_WANT & ~0x4, 0, 0, 0); /* NO_SETUID_FIXUP off */
 	else if (is("trapign") || is("traphandler")) signal(SIGTRAP, SIG_DFL);
 	else if (is("mlock")) munlock(mem, MLEN);
 	else if (is("loginuid")) wl_failf("selftest: loginuid cannot be changed back");
@@ -416,6 +422,7 @@ static void check(void) {
 		close(fds[0]);
 		waitpid(child, NULL, 0);
 	} else if (is("thp")) WL_CHECK(prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0) == 1, "THP not disabled");
+	else if (is("securebits")) WL_CHECK(prctl(PR_GET_SECUREBITS, 0, 0, 0, 0) == SECUREBITS_WANT, "securebits are 0x%x, not 0x%x", prctl(PR_GET_SECUREBITS, 0, 0, 0, 0), SECUREBITS_WANT);
 	else if (is("trapign")) {
 		struct sigaction old;
 		WL_CHECK(sigaction(SIGTRAP, NULL, &old) == 0 && old.sa_handler == SIG_IGN, "SIGTRAP is no longer ignored");
