@@ -19,6 +19,11 @@
 // (restore); see scripts/bench-floor.c. Also native `lz4 -1` on both cores over the same memory and
 // criu-bun's --compress rows (criu-bun only: CRIU 4.2 has no page compression).
 //
+// migrate: downtime of `criu-bun migrate` over loopback (workloads/migcounter.py, python3 in its
+// own PID namespace, writing 1% of its pages a second; checks its memory after the migration):
+// BENCH_MIGRATE=256,1024 (MiB, the default; 64 with BENCH_QUICK; empty: none; 4096 if the machine
+// has the memory: source, images and restored copy at once), BENCH_MIGRATE_ROUNDS (default 1).
+//
 // Env: BENCH_QUICK=1 (64 and 256 MiB, 1 round, 5 small-process rounds, no --compress: for
 // iterating), BENCH_SIZES=1024,4096 (MiB; empty: small process only), BENCH_PATTERNS=heap (any of
 // spin's --pattern values), BENCH_ROUNDS (rounds per size, default 3 for <= 1 GiB and 1 above),
@@ -36,6 +41,7 @@ const SIZES = (process.env.BENCH_SIZES ?? (QUICK ? "64,256" : "1024,4096")).spli
 const SMALL_ROUNDS = Number(process.env.BENCH_SMALL_ROUNDS ?? (QUICK ? 5 : 11));
 const COMPRESS = (process.env.BENCH_COMPRESS ?? (QUICK ? "0" : "1")) === "1";
 const BASE = process.env.BENCH_DIR ?? "/dev/shm/criu-bun-bench";
+const MIGRATE = (process.env.BENCH_MIGRATE ?? (QUICK ? "64" : "256,1024")).split(",").map(Number).filter((n) => n > 0);
 const exe = process.env.CRIU_BUN_EXE ?? join(REPO_ROOT, "criu-bun");
 const CB = existsSync(exe) ? [exe] : [process.execPath, join(REPO_ROOT, "src/main.ts")];
 // ../shared/tools beside the repository (a worktree under ../wt/NAME: two levels up)
@@ -204,6 +210,45 @@ async function runcRows() {
   rmSync(bin, { recursive: true, force: true });
 }
 
+interface MigrateRow { what: string; downtimeMs: number; restoreMs: number; rounds: string; finalPages: number; s: number; rssKb: number }
+const migrateRows: MigrateRow[] = [];
+/** One live migration over loopback of migcounter.py (MiB, 1% of its pages written a second). */
+function migrateRow(mib: number) {
+  const wdir = join(BASE, `mig-wl-${mib}-${Date.now()}`), src = join(BASE, "mig-src"), dst = join(BASE, "mig-dst");
+  for (const d of [wdir, src, dst]) { rmSync(d, { recursive: true, force: true }); mkdirSync(d, { recursive: true, mode: 0o700 }); }
+  const rate = Math.max(1, Math.round((mib * 256) / 100));
+  const wl = join(REPO_ROOT, "test/workloads/migcounter.py");
+  const outer = Number(sh(["sh", "-c", `setsid unshare --pid --fork sh -c 'exec python3 ${wl} ${wdir} ${mib} --rate ${rate}' </dev/null >/dev/null 2>&1 & echo $!`]).out.trim());
+  spins.add(outer);
+  waitFile(join(wdir, "ready"), 120_000 + mib * 120);
+  const pid = Number(readFileSync(`/proc/${outer}/task/${outer}/children`, "utf8").trim());
+  spins.add(pid);
+  sleep(1000); // a second of writing before the migration starts
+  const port = 7700 + (process.pid % 200);
+  const l = Bun.spawn([...CB, "migrate", "--listen", String(port), "--address", "127.0.0.1", "-D", dst, "-v4", "-o", "migrate.log"], { stdout: Bun.file(join(dst, "stdout")), stderr: "ignore" });
+  const until = Date.now() + 30_000;
+  while (!(existsSync(join(dst, "stdout")) && readFileSync(join(dst, "stdout"), "utf8").includes("listening"))) { if (Date.now() > until) throw new Error("migrate --listen did not start"); sleep(10); }
+  const r = timed([...CB, "migrate", "-t", String(pid), "--to", `127.0.0.1:${port}`, "-D", src, "-v4", "-o", "migrate.log"], true);
+  const dout = readFileSync(join(dst, "stdout"), "utf8");
+  const npid = Number(/restored pid (\d+)/.exec(dout)?.[1] ?? 0);
+  if (npid) spins.add(npid);
+  if (r.code !== 0) { l.kill(); throw new Error(`migrate ${mib} MiB failed:\n${r.out}${readFileSync(join(src, "migrate.log"), "utf8").split("\n").filter((x) => /Error/.test(x)).join("\n")}`); }
+  writeFileSync(join(wdir, "go"), "");
+  const res = waitFile(join(wdir, "result"), 120_000);
+  if (!res.startsWith("PASS")) throw new Error(`migrated migcounter ${mib} MiB failed its check:\n${res}`);
+  const rounds = [...r.out.matchAll(/round \d+: (\d+) pages, (\d+) bytes/g)].map((m) => `${(Number(m[2]) / 2 ** 20).toFixed(1)}`);
+  const fin = /final: (\d+) pages .* (\d+) bytes in all/.exec(r.out);
+  rounds.push(`final ${(Number(fin?.[2] ?? 0) / 2 ** 20).toFixed(1)}`);
+  migrateRows.push({
+    what: `migrate ${mib >= 1024 ? `${mib / 1024} GiB` : `${mib} MiB`}, 1% of pages written/s (${rate} pages/s)`,
+    downtimeMs: Number(/downtime ([\d.]+) ms/.exec(r.out)?.[1]), restoreMs: Number(/restore took ([\d.]+) ms/.exec(r.out)?.[1]),
+    rounds: rounds.join(" / "), finalPages: Number(fin?.[1] ?? NaN), s: r.s, rssKb: r.rssKb,
+  });
+  kill(npid); kill(pid); kill(outer);
+  waitGone(pid);
+  for (const d of [wdir, src, dst]) rmSync(d, { recursive: true, force: true });
+}
+
 await buildWorkloads();
 mkdirSync(BASE, { recursive: true });
 const floorBin = join(BASE, "bench-floor");
@@ -319,6 +364,11 @@ for (const pattern of PATTERNS) for (const mib of SIZES) {
   }
 }
 
+// migrate: downtime while the workload writes 1% of its pages a second
+for (const mib of MIGRATE) {
+  for (let i = 0; i < Number(process.env.BENCH_MIGRATE_ROUNDS ?? 1); i++) migrateRow(mib);
+}
+
 } catch (e) {
   failure = e;
 } finally {
@@ -351,6 +401,12 @@ console.log("| what | wall s | pages phase s | GB/s (wall) | copying floor s | z
 console.log("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
 for (const r of floorRows) {
   console.log(`| ${r.what} | ${r.s.toFixed(3)} | ${r.memS !== undefined && Number.isFinite(r.memS) ? r.memS.toFixed(3) : ""} | ${gb(r.bytes, r.s)} | ${r.floorS?.toFixed(3) ?? ""} | ${r.zeroS?.toFixed(3) ?? ""} | ${r.floorS ? (r.s / r.floorS).toFixed(2) + "x" : ""} | ${r.image ? `${(r.image / 2 ** 20).toFixed(0)} MiB` : ""} | ${r.ratio ?? ""} | ${r.rssKb ? mib(r.rssKb) : ""} |`);
+}
+if (migrateRows.length) {
+  console.log("\nmigrate over loopback (criu-bun only: CRIU has no such command); downtime = frozen on the source until running on the destination");
+  console.log("| what | downtime ms | of it, restore ms | MiB sent per round | pages in the final round | source command wall s | source peak RSS |");
+  console.log("| --- | --- | --- | --- | --- | --- | --- |");
+  for (const r of migrateRows) console.log(`| ${r.what} | ${r.downtimeMs.toFixed(0)} | ${r.restoreMs.toFixed(0)} | ${r.rounds} | ${r.finalPages} | ${r.s.toFixed(2)} | ${mib(r.rssKb)} |`);
 }
 const load = readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
 console.log(`\nload average at the end: ${load} (${navigator.hardwareConcurrency} CPUs)`);
