@@ -210,7 +210,7 @@ async function runcRows() {
   rmSync(bin, { recursive: true, force: true });
 }
 
-interface MigrateRow { what: string; downtimeMs: number; restoreMs: number; rounds: string; finalPages: number; s: number; rssKb: number }
+interface MigrateRow { what: string; downtimeMs: number; restoreMs: number; rounds: string; frozen: string; finalPages: number; s: number; rssKb: number }
 const migrateRows: MigrateRow[] = [];
 /** One live migration over loopback of migcounter.py (MiB, 1% of its pages written a second). */
 function migrateRow(mib: number) {
@@ -237,12 +237,13 @@ function migrateRow(mib: number) {
   const res = waitFile(join(wdir, "result"), 120_000);
   if (!res.startsWith("PASS")) throw new Error(`migrated migcounter ${mib} MiB failed its check:\n${res}`);
   const rounds = [...r.out.matchAll(/round \d+: (\d+) pages, (\d+) bytes/g)].map((m) => `${(Number(m[2]) / 2 ** 20).toFixed(1)}`);
+  const frozen = [...r.out.matchAll(/the tree frozen (\d+) ms/g)].map((m) => m[1]).join(" / ");
   const fin = /final: (\d+) pages .* (\d+) bytes in all/.exec(r.out);
   rounds.push(`final ${(Number(fin?.[2] ?? 0) / 2 ** 20).toFixed(1)}`);
   migrateRows.push({
     what: `migrate ${mib >= 1024 ? `${mib / 1024} GiB` : `${mib} MiB`}, 1% of pages written/s (${rate} pages/s)`,
     downtimeMs: Number(/downtime ([\d.]+) ms/.exec(r.out)?.[1]), restoreMs: Number(/restore took ([\d.]+) ms/.exec(r.out)?.[1]),
-    rounds: rounds.join(" / "), finalPages: Number(fin?.[1] ?? NaN), s: r.s, rssKb: r.rssKb,
+    rounds: rounds.join(" / "), frozen, finalPages: Number(fin?.[1] ?? NaN), s: r.s, rssKb: r.rssKb,
   });
   kill(npid); kill(pid); kill(outer);
   waitGone(pid);
@@ -404,9 +405,9 @@ for (const r of floorRows) {
 }
 if (migrateRows.length) {
   console.log("\nmigrate over loopback (criu-bun only: CRIU has no such command); downtime = frozen on the source until running on the destination");
-  console.log("| what | downtime ms | of it, restore ms | MiB sent per round | pages in the final round | source command wall s | source peak RSS |");
-  console.log("| --- | --- | --- | --- | --- | --- | --- |");
-  for (const r of migrateRows) console.log(`| ${r.what} | ${r.downtimeMs.toFixed(0)} | ${r.restoreMs.toFixed(0)} | ${r.rounds} | ${r.finalPages} | ${r.s.toFixed(2)} | ${mib(r.rssKb)} |`);
+  console.log("| what | downtime ms | of it, restore ms | MiB sent per round | frozen ms per pre-copy round | pages in the final round | source command wall s | source peak RSS |");
+  console.log("| --- | --- | --- | --- | --- | --- | --- | --- |");
+  for (const r of migrateRows) console.log(`| ${r.what} | ${r.downtimeMs.toFixed(0)} | ${r.restoreMs.toFixed(0)} | ${r.rounds} | ${r.frozen} | ${r.finalPages} | ${r.s.toFixed(2)} | ${mib(r.rssKb)} |`);
 }
 const load = readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
 console.log(`\nload average at the end: ${load} (${navigator.hardwareConcurrency} CPUs)`);

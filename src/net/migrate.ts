@@ -19,8 +19,9 @@
 //               round just sent), written 0600 into its directory
 //   RESTORE (4) source: JSON {}: restore from the last round's directory now
 //   RESULT  (5) destination: JSON { ok: true, pid, restoreMs } or { ok: false, error }
-// Every read has a deadline (--timeout, default 30 s; the restore's RESULT: at least 120 s), so a
-// peer that dies or goes silent fails the migration cleanly instead of hanging it.
+// Every read has a deadline (--timeout, default 30 s; 10 times that for the destination within a
+// round, whose pages the source reads before it sends them; the restore's RESULT: at least 120 s),
+// so a peer that dies or goes silent fails the migration cleanly instead of hanging it.
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, lstatSync } from "node:fs";
 import { join } from "node:path";
 import { syscall, addr } from "../sys/syscall";
@@ -84,7 +85,7 @@ export interface MigrateSource {
   tcpEstablished?: boolean; timeoutSec?: number;
 }
 
-export interface RoundStat { round: number; pages: number; bytes: number; ms: number }
+export interface RoundStat { round: number; pages: number; bytes: number; ms: number; frozenMs?: number }
 
 export function migrateOut(o: MigrateSource): { rounds: RoundStat[]; downtimeMs: number; remotePid: number } {
   const timeoutSec = o.timeoutSec ?? 30;
@@ -108,9 +109,10 @@ export function migrateOut(o: MigrateSource): { rounds: RoundStat[]; downtimeMs:
       const st = dumpProcess({ ...common, dir: sub, leaveRunning: true, preDump: true, psClient: new PageServerClient(o.host, o.port, timeoutSec, fd),
         prevImagesDir: n > 1 ? `../${n - 1}` : undefined });
       done = n;
-      const r = { round: n, pages: st.pagesWritten, bytes: wireBytes - b0, ms: performance.now() - t0 };
+      const r = { round: n, pages: st.pagesWritten, bytes: wireBytes - b0, ms: performance.now() - t0, frozenMs: (st.freezingTime + st.frozenTime) / 1000 };
       rounds.push(r);
-      out(`round ${n}: ${r.pages} pages, ${r.bytes} bytes (${mib(r.bytes)} MiB) sent in ${r.ms.toFixed(0)} ms`);
+      // a pre-copy round reads the pages while the tree is frozen (pre-dump): that time is said too
+      out(`round ${n}: ${r.pages} pages, ${r.bytes} bytes (${mib(r.bytes)} MiB) sent in ${r.ms.toFixed(0)} ms, the tree frozen ${r.frozenMs.toFixed(0)} ms of it`);
       pausePoint("migrate-round");
       const prev = rounds[rounds.length - 2];
       if (r.pages <= SMALL_DIRTY) break;
@@ -227,6 +229,9 @@ export function migrateIn(o: MigrateListen): { pid: number } {
         mkdirSync(cur, { mode: 0o700 });
         if (n > 1) linkParent(cur, `../${n - 1}`);
         const b0 = wireBytes, t0 = performance.now();
+        // within a round the source reads all of a process's pages before it sends them (a
+        // pre-dump of GiBs under load): a longer deadline there; a source that dies still ends it at once
+        setDeadline(conn, timeoutSec * 10, "the source");
         const pages = serveSession(conn, cur, timeoutSec, true);
         round = n;
         log.info(`round ${n}: ${pages} pages received in ${(performance.now() - t0).toFixed(0)} ms (${wireBytes - b0} bytes sent back)`);
