@@ -287,6 +287,22 @@ describe("container mount namespaces", () => {
     expect(readFileSync(join(rootfs, "work/count"), "utf8")).toBe("frozen"); // the original rootfs is left alone
   }, 60000);
 
+  test("--ext-mount-map auto: a bind from the host is saved keyed by where it is visible here, and bound from there again at restore", async () => {
+    const rootfs = busyboxRootfs();
+    const host = mkdtempSync(join(tmpdir(), "criu-bun-extauto-"));
+    tmp.push(host);
+    writeFileSync(join(host, "f"), "auto\n");
+    const { pid, outer } = await startContainer(rootfs, { pre: `mount --bind ${host} "$0/ext"; mount -o remount,bind,ro "$0/ext"`, check: `[ "$(cat /ext/f)" = auto ] || r="FAIL: /ext/f"` });
+    const before = mounts(readFileSync(`/proc/${pid}/mountinfo`, "utf8"));
+    const dir = imagesDir("container-extauto");
+    dump(pid, dir, ["--ext-mount-map", "auto"]);
+    await outer.exited;
+    const ents = JSON.parse(Bun.spawnSync(["crit", "decode", "-i", join(dir, readdirSync(dir).find((f) => f.startsWith("mountpoints-"))!)]).stdout.toString()).entries;
+    expect(ents.filter((e: any) => e.ext_key).map((e: any) => [e.mountpoint, e.ext_key])).toEqual([["/ext", host]]);
+    const r = await restore(dir, pid, ["--ext-mount-map", "auto"]);
+    await finish(rootfs, pid, r, before);
+  }, 60000);
+
   test("with its own PID namespace (fresh /proc inside), /dev a tmpfs with device nodes and mqueue, /proc/sys a read-only bind of its proc, as runc makes them", async () => {
     const rootfs = busyboxRootfs();
     const { pid, outer } = await startContainer(rootfs, runcLike());
