@@ -195,6 +195,15 @@ describe("unix sockets restored exactly (the workload checks itself)", () => {
     expect(accSock.filter((e) => e.state === 1).length).toBe(3);
     await checkPass(w);
   }, 60_000);
+  test("accext: an accepted connection whose abstract name a listener outside the tree holds is refused in one line naming it; the workload runs on", async () => {
+    const w = await startU("accext");
+    extPids.push(Number(readFileSync(join(w.dir, "ext-pid"), "utf8")));
+    const r = criu(["dump", "-t", String(w.pid), "-D", imagesDir("netsk-accext")]);
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim().split("\n").filter((l) => !l.startsWith("Warn: "))).toEqual([expect.stringMatching(new RegExp(`^Error \\(files\\): process ${w.pid} fd \\d+: unix connection whose abstract name restore cannot give back \\('@criu-bun-${w.pid}-ext' of unix socket \\d+ is held by listener \\d+ outside the tree\\) is not supported yet$`))]);
+    expect(isAlive(w.pid)).toBe(true);
+    await checkPass(w);
+  }, 60_000);
   test("the unixsk checks fail on a wrong restore (new unnamed sockets)", async () => {
     for (const mode of ["dgram", "deleted", "accepted"]) {
       const bad = await runWorkload("unixsk", [mode, "--selftest-corrupt"], { resultTimeoutMs: 15_000 });

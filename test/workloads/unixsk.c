@@ -21,6 +21,8 @@
  *             every end as before, queued data, both ways still work, the listeners accept
  *   accname   a client bound to an abstract name of its own connected to an abstract listener
  *             closed since: which end was accepted is unknown at restore, refused
+ *   accext    both ends of a connection accepted by a helper outside the tree (pid in
+ *             DIR/ext-pid) whose listener still holds the abstract name: refused
  * --selftest-corrupt: replaces the sockets by new unnamed ones, so the checks must fail.
  */
 #define WL_MODES
@@ -277,6 +279,60 @@ static void setup(void) {
 		s1->peerlen = sizeof s1->peer, s2->peerlen = sizeof s2->peer;
 		NEED(getpeername(d1, (void *)&s1->peer, &s1->peerlen) == 0 && getpeername(d2, (void *)&s2->peer, &s2->peerlen) == 0);
 		NEED(send(d1, "dq", 2, 0) == 2);
+	} else if (is("accext")) {
+		/* a helper outside the tree (pid in DIR/ext-pid) listens on an abstract name and hands us
+		 * the connection it accepted from our client: both ends ours, the name its listener's */
+		char an[80];
+		snprintf(an, sizeof an, "%s-ext", tag);
+		int sv[2];
+		NEED(socketpair(AF_UNIX, SOCK_DGRAM, 0, sv) == 0);
+		pid_t c = fork();
+		if (c == 0) {
+			setsid();
+			if (fork() == 0) {
+				close(sv[0]);
+				struct sockaddr_un a;
+				socklen_t l = mkaddr(&a, an, 1);
+				int lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+				if (lfd < 0 || bind(lfd, (void *)&a, l) != 0 || listen(lfd, 1) != 0) _exit(1);
+				pid_t me = getpid();
+				if (send(sv[1], &me, sizeof me, 0) != sizeof me) _exit(1);
+				int acc = accept(lfd, NULL, NULL);
+				char cb[CMSG_SPACE(sizeof(int))] = {0};
+				struct iovec iov = {.iov_base = "a", .iov_len = 1};
+				struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cb, .msg_controllen = sizeof cb};
+				struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+				cm->cmsg_level = SOL_SOCKET, cm->cmsg_type = SCM_RIGHTS, cm->cmsg_len = CMSG_LEN(sizeof(int));
+				memcpy(CMSG_DATA(cm), &acc, sizeof acc);
+				if (acc < 0 || sendmsg(sv[1], &m, 0) != 1) _exit(1);
+				close(acc);
+				for (;;) pause();
+			}
+			_exit(0);
+		}
+		waitpid(c, NULL, 0);
+		close(sv[1]);
+		pid_t helper = 0;
+		NEED(recv(sv[0], &helper, sizeof helper, 0) == sizeof helper && helper > 0);
+		char b[32];
+		snprintf(b, sizeof b, "%d\n", (int)helper);
+		wl_write_file("ext-pid", b, strlen(b));
+		struct sk l = {0};
+		l.namelen = mkaddr(&l.name, an, 1);
+		int cl = socket(AF_UNIX, SOCK_STREAM, 0);
+		NEED(cl >= 0);
+		conn(cl, &l);
+		char cb[CMSG_SPACE(sizeof(int))] = {0}, one;
+		struct iovec iov = {.iov_base = &one, .iov_len = 1};
+		struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cb, .msg_controllen = sizeof cb};
+		NEED(recvmsg(sv[0], &m, 0) == 1);
+		struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+		NEED(cm && cm->cmsg_type == SCM_RIGHTS);
+		int acc;
+		memcpy(&acc, CMSG_DATA(cm), sizeof acc);
+		close(sv[0]);
+		addp("accepted", acc);
+		addp("client", cl);
 	} else if (is("accname")) {
 		char an[80];
 		snprintf(an, sizeof an, "%s-ln", tag);
@@ -350,7 +406,7 @@ static void check_mode(void) {
 		WL_CHECK(getsockopt(find("listener")->fd, SOL_SOCKET, SO_ACCEPTCONN, &v, &vl) == 0 && v == 1, "listener does not listen");
 		int a = accept4(find("listener")->fd, NULL, NULL, SOCK_NONBLOCK);
 		WL_CHECK(a >= 0, "the pending connection is gone: %m");
-	} else if (is("accepted") || is("accname")) {
+	} else if (is("accepted") || is("accname") || is("accext")) {
 		/* queued data first, then both ways on every pair */
 		char b[16] = {0};
 		if (is("accepted")) {
@@ -363,7 +419,7 @@ static void check_mode(void) {
 		}
 		static const char *pairs[][2] = {{"a1", "c1"}, {"a2", "c2"}, {"a3", "c3"}, {"a5", "c5"}, {"d1", "d2"}, {"accepted", "client"}};
 		for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
-			if (is("accname") != (i == 5)) continue;
+			if ((is("accname") || is("accext")) != (i == 5)) continue;
 			struct sk *x = find(pairs[i][0]), *y = find(pairs[i][1]);
 			WL_CHECK(send(x->fd, "ping", 4, MSG_DONTWAIT) == 4 && recv_from(y->fd, b, sizeof b, NULL, NULL) == 4, "%s -> %s: no data", x->what, y->what);
 			WL_CHECK(send(y->fd, "pong", 4, MSG_DONTWAIT) == 4 && recv_from(x->fd, b, sizeof b, NULL, NULL) == 4, "%s -> %s: no data", y->what, x->what);
