@@ -28,11 +28,17 @@ export async function run(opts: Opts, _args: string[]): Promise<number> {
   if (opts.ghostLimit !== undefined) setGhostLimit(parseSize(String(opts.ghostLimit)));
   setLinkRemap(!!opts.linkRemap);
   const pageServer = pageServerOpt(opts, "dump");
+  let lazyPages: { address: string; port: number } | undefined;
+  if (opts.lazyPages) {
+    const port = atoi(String(opts.port ?? ""));
+    if (!(port > 0 && port < 65536)) throw new CriuError("dump", "--lazy-pages needs --port (and --address, default 0.0.0.0) to serve the memory on");
+    lazyPages = { address: String(opts.address ?? "0.0.0.0"), port };
+  }
   const t0 = performance.now();
   const stats = dumpProcess({
     pid: opts.tree, dir: opts.imagesDir, workDir: opts.workDir, leaveRunning: !!opts.leaveRunning, leaveStopped: !!opts.leaveStopped,
     shellJob: !!opts.shellJob, tcpEstablished: !!opts.tcpEstablished, tcpClose: !!opts.tcpClose, skipInFlight: !!opts.skipInFlight, extUnixSk: !!opts.extUnixSk, fileLocks: !!opts.fileLocks, timeoutSec: opts.timeout !== undefined ? atoi(String(opts.timeout)) : undefined, compress: !!opts.compress,
-    displayStats: !!opts.displayStats, pageServer, hooks: scriptHooks(opts), freezeCgroup: opts.freezeCgroup ? String(opts.freezeCgroup) : undefined,
+    displayStats: !!opts.displayStats, pageServer, lazyPages, hooks: scriptHooks(opts), freezeCgroup: opts.freezeCgroup ? String(opts.freezeCgroup) : undefined,
     prevImagesDir: opts.prevImagesDir ? String(opts.prevImagesDir) : undefined, trackMem: !!opts.trackMem,
     extMounts: parseExtMounts(opts.external, opts.extMountMap, "dump"), extNetNs: parseExtNetNs(opts.external, "dump"),
     networkLockSkip: opts.networkLock === "skip" || opts.networkLock === "none",

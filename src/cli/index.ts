@@ -31,7 +31,7 @@ const COMMANDS: Record<string, CommandDef> = {
   swrk: { desc: "serve criu's RPC on the socket at fd N (how runc, crun and Podman call criu)", load: async () => (await import("./swrk")).run, args: "any" },
   install: { desc: "install --as-criu [--prefix DIR]: make criu-bun the criu in PATH (a symlink DIR/criu)", load: async () => (await import("./install")).run },
   migrate: { desc: "live migration: -t PID --to HOST:PORT on the source, --listen PORT on the destination", load: async () => (await import("./migrate")).run },
-  "lazy-pages": { desc: "serve pages for a lazy restore (not supported yet)", load: unsupported("lazy-pages") },
+  "lazy-pages": { desc: "serve a restore --lazy-pages the pages of a dump --lazy-pages (--page-server --address A --port P -D DIR)", load: async () => (await import("./lazypages")).run },
   dedup: { desc: "remove duplicate pages of a dump (not supported yet)", load: unsupported("dedup") },
   cpuinfo: { desc: "cpuinfo dump|check (not supported yet)", load: unsupported("cpuinfo"), args: "any" },
 };

@@ -11,7 +11,7 @@ import { scriptHooks } from "./scripts";
 import { linkParent } from "../codec/incremental";
 
 /** the daemon child learns from this variable which fd tells its parent it is listening */
-const DAEMON_FD_ENV = "CRIU_BUN_DAEMON_FD";
+export const DAEMON_FD_ENV = "CRIU_BUN_DAEMON_FD";
 
 /** criu's write_pidfile: created exclusively, 0600, never through a symlink; relative to the work dir. */
 export function writePidfile(opts: Opts, pid: number) {
@@ -25,7 +25,7 @@ export function writePidfile(opts: Opts, pid: number) {
 }
 
 /** criu's --status-fd: one \0 byte, then the fd is closed. */
-function signalReady(fd: number) {
+export function signalReady(fd: number) {
   try { writeSync(fd, new Uint8Array(1)); } catch (e: any) { throw new CriuError("page-server", `--status-fd ${fd}: ${e.code ?? e.message}`); }
   try { closeSync(fd); } catch {}
 }
@@ -40,9 +40,10 @@ function selfCommand(): string[] {
  * criu -d/--daemon: run a copy of this command in the background (its own session, stdio on
  * /dev/null), wait until it listens, then return; the copy writes the pidfile with its own pid.
  */
-function daemonize(opts: Opts): number {
+export function daemonize(opts: Opts, what = "page server"): number {
   const fds = new Int32Array(2);
-  if (syscall(NR.pipe2, addr(fds), 0o2000000) < 0) throw new CriuError("page-server", "cannot create a pipe for --daemon");
+  const cmd = what === "page server" ? "page-server" : "lazy-pages";
+  if (syscall(NR.pipe2, addr(fds), 0o2000000) < 0) throw new CriuError(cmd, "cannot create a pipe for --daemon");
   const child = Bun.spawn([...selfCommand(), ...process.argv.slice(2)], {
     stdio: ["ignore", "ignore", "ignore", fds[1]], detached: true,
     env: { ...process.env, [DAEMON_FD_ENV]: "3" },
@@ -52,9 +53,9 @@ function daemonize(opts: Opts): number {
   let n: number;
   do n = syscall(NR.read, fds[0], addr(b), 1); while (n === -4);
   closeSync(fds[0]);
-  if (n !== 1) throw new CriuError("page-server", `the page server daemon (pid ${child.pid}) exited before listening; see its log`);
+  if (n !== 1) throw new CriuError(cmd, `the ${what} daemon (pid ${child.pid}) exited before listening; see its log`);
   child.unref();
-  log.info(`Page server daemon ${child.pid} is listening`);
+  log.info(`The ${what} daemon ${child.pid} is listening`);
   if (opts.statusFd !== undefined) signalReady(atoi(String(opts.statusFd)));
   return 0;
 }

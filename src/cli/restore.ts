@@ -2,6 +2,10 @@ import { join, isAbsolute } from "node:path";
 import { CriuError, log } from "../log";
 import type { Opts } from "./options";
 import { restoreProcesses } from "../restore/restore";
+import type { LazyChannel } from "../resources/lazymem";
+import { readdirSync, readFileSync } from "node:fs";
+import { syscall } from "../sys/syscall";
+import { NR } from "../sys/nr";
 import { wait4Raw } from "../sys/ptrace";
 import { parseExtMounts } from "../resources/mounts";
 import { scriptHooks } from "./scripts";
@@ -22,13 +26,15 @@ export async function run(opts: Opts, args: string[]): Promise<number> {
   const st = restoreProcesses({ emptyNs: opts.emptyNs === "net" ? 0x40000000 : undefined, dir: opts.imagesDir, workDir: opts.workDir, leaveStopped: !!opts.leaveStopped, shellJob: !!opts.shellJob, pidfile, tcpClose: !!opts.tcpClose,
     root: opts.root !== undefined ? String(opts.root) : undefined, extMounts: parseExtMounts(opts.external, opts.extMountMap, "restore"),
     trustImages: !!opts.trustImages, timeoutSec: opts.timeout !== undefined ? Number(opts.timeout) : undefined, ...cgroupMode(opts.manageCgroups), hooks: scriptHooks(opts),
-    rstSibling: !!opts.restoreSibling, inheritFds: parseInheritFdArgs(opts.inheritFd) });
+    rstSibling: !!opts.restoreSibling, inheritFds: parseInheritFdArgs(opts.inheritFd),
+    lazyPages: !!opts.lazyPages, workDir: opts.workDir !== undefined ? String(opts.workDir) : undefined });
   const pid = st.pid;
   if (opts.displayStats) {
     process.stdout.write(`Displaying restore stats:\nPages compared: 0\nPages skipped COW: 0\nPages restored: ${st.pages}\n` +
       `Restore time: ${(st.ms / 1000).toFixed(6)} s\nForking time: ${(st.forkMs / 1000).toFixed(6)} s\n`);
   }
   log.info(`Restore finished successfully (pid ${pid})`);
+  if (st.lazy) awaitLazyMemory(st.lazy, st.pids, pid, !opts.restoreDetached);
   if (opts.restoreDetached) return 0;
   if (opts.execCmd) {
     // criu's --exec-cmd: this process becomes the command (same PID), the restored tree its children
@@ -45,4 +51,31 @@ export async function run(opts: Opts, args: string[]): Promise<number> {
     if (r === -4) continue; // EINTR
     if (r < 0) return 0; // ECHILD: nothing left
   }
+}
+
+/**
+ * A lazy restore runs before its memory is all there: wait (with or without -d) until the daemon
+ * says it is. If the daemon goes first, the tree must not run on with memory missing: it is killed.
+ */
+function awaitLazyMemory(lazy: LazyChannel, pids: number[], root: number, parent: boolean) {
+  try {
+    if (lazy.waitDone()) { log.info("lazy pages: all memory of the restored tree is in"); return; }
+    // the tree and whatever it forked since
+    const all = new Set<number>();
+    const walk = (p: number) => {
+      if (all.has(p)) return;
+      all.add(p);
+      let tids: string[] = [];
+      try { tids = readdirSync(`/proc/${p}/task`); } catch { return; }
+      for (const t of tids) {
+        let kids = "";
+        try { kids = readFileSync(`/proc/${p}/task/${t}/children`, "latin1"); } catch { continue; }
+        for (const k of kids.split(" ").filter(Boolean)) walk(Number(k));
+      }
+    };
+    for (const p of pids) walk(p);
+    for (const p of all) syscall(NR.kill, p, 9);
+    if (parent) for (;;) { const { r } = wait4Raw(-1, 0x40000000); if (r === -4) continue; if (r < 0) break; }
+    throw new CriuError("restore", `the lazy-pages daemon went away before the restored memory was all in; the restored tree (root ${root}, ${all.size} process(es)) was killed`);
+  } finally { lazy.close(); }
 }

@@ -32,7 +32,8 @@ import { encodePagemap } from "../images/pagemap";
 import * as S from "../images/schemas";
 import { CriuError, log, phase, unalias, aliasPath } from "../log";
 import { fault, pausePoint } from "../fault";
-import { PageServerClient } from "../net/pageserver";
+import { PageServerClient, serveLazyPages, type LazySource } from "../net/pageserver";
+import { splitLazy } from "../resources/lazymem";
 import { setNetworkLockSkip } from "../net/netlock";
 import { netdevs, withNs } from "../sys/netns";
 import { dedupeAgainstParent, linkParent } from "../codec/incremental";
@@ -64,6 +65,10 @@ export interface DumpOptions {
    * frozenAt: performance.now() when freezing began.
    */
   handOff?: (dir: string, frozenAt: number) => void;
+  /** --lazy-pages: private anonymous memory is not written but served from the frozen tree on address:port (lazymem.ts) */
+  lazyPages?: { address: string; port: number };
+  /** filled by the dump: the lazy runs of each process, by pid as the images name it */
+  lazySources?: Map<number, LazySource>;
   /** mounts marked external: mountpoint -> key (--external mnt[MP]:KEY, --ext-mount-map MP:KEY or auto) */
   extMounts?: ExtMounts;
   /** notifications (action scripts, RPC) at criu's points; each blocks until answered */
@@ -191,6 +196,11 @@ export function dumpProcess(o: DumpOptions): DumpStats {
   if (!existsSync(`/proc/${pid}`)) throw new CriuError("dump", `process ${pid} does not exist`);
   if (pid === process.pid) throw new CriuError("dump", `cannot dump criu-bun itself`);
   if (o.pageServer && o.compress) throw new CriuError("dump", "--compress cannot be used with --page-server (the page server writes CRIU's raw pages)");
+  if (o.lazyPages) {
+    const bad = o.leaveRunning ? "--leave-running" : o.leaveStopped ? "--leave-stopped" : o.pageServer ? "--page-server" : o.prevImagesDir ? "--prev-images-dir" : o.preDump ? "pre-dump" : undefined;
+    if (bad) throw new CriuError("dump", `--lazy-pages cannot be used with ${bad} (the source serves its memory from where it is frozen, then is killed)`);
+    o = { ...o, lazySources: new Map() };
+  }
   // images go into a private stage inside dir, moved into place when all is written and synced
   // (inventory.img last): a failed dump leaves dir as it was (src/images/safefs.ts)
   const stage = new DumpStage(dir);
@@ -290,6 +300,19 @@ export function dumpProcess(o: DumpOptions): DumpStats {
     log.info(`Tree of ${pid} left running`);
   } else {
     log.debug(`images written`);
+    if (o.lazySources) {
+      // the restore side takes the rest of the memory from the frozen tree, then it goes; a
+      // daemon that leaves before it has everything leaves the source running (as CRIU resumes it)
+      try {
+        serveLazyPages(o.lazyPages!.address, o.lazyPages!.port, o.lazySources, undefined, o.timeoutSec ?? 10);
+      } catch (e) {
+        netDumpEnd("running");
+        if (ownNet) unlockHook(o.hooks, pid);
+        for (const n of alive) letGo(n);
+        log.info(`Tree of ${pid} resumed: its lazy pages were not all taken`);
+        throw e;
+      }
+    }
     netDumpEnd("killed", dumpRunId(pid)); // while the tree lives: its network namespace is reached through it
     for (const n of alive) syscall(NR.kill, n.pid, 9);
     for (const n of alive) for (const t of n.fp!.threads) syscall(NR.ptrace, 17, t.tid, 0, 0);
@@ -522,7 +545,15 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
     // with memory tracking (memtrack.ts) only pages written since the parent are read
     const tracked = o.prevImagesDir ? track.select(pid, vpid, task.vmas) : undefined;
     const want = tracked ? byAddress([...pagesToDump(pid, tracked.untracked), ...tracked.want]) : undefined;
-    pr = dumpPages(pid, task.vmas, mem, d, id, o.compress && !o.prevImagesDir, want);
+    // lazy: private anonymous memory stays with the source, its runs flagged PE_LAZY alone
+    const split = o.lazySources ? splitLazy(task.vmas) : undefined;
+    pr = dumpPages(pid, split ? split.eager : task.vmas, mem, d, id, o.compress && !o.prevImagesDir, want);
+    if (split) {
+      const lazy = pagesToDump(pid, split.lazy);
+      o.lazySources!.set(vpid, { pid, runs: lazy });
+      pr = { ...pr, runs: byAddress<PagemapRun>([...pr.runs, ...lazy.map((r) => ({ ...r, flags: 2 /* PE_LAZY */ }))]), scanned: pr.scanned + lazy.reduce((m, r) => m + r.nrPages, 0) };
+      log.info(`process ${pid}: ${lazy.reduce((m, r) => m + r.nrPages, 0)} pages of private anonymous memory left with the source (lazy)`);
+    }
     if (o.prevImagesDir) {
       const dd = dedupeAgainstParent(d, pr.file, [...pr.runs], o.prevImagesDir, vpid, o.compress);
       log.info(`process ${pid}: ${dd.fromParent} pages unchanged since the previous dump, ${dd.kept} stored in ${dd.file}`);

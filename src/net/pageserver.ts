@@ -17,7 +17,7 @@ import { createNew, writeNewFile } from "../images/safefs";
 import { join } from "node:path";
 import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
-import { closeFd } from "../sys/mem";
+import { closeFd, preadFull, openFd, O } from "../sys/mem";
 import { decodePagemap, encodePagemap, type PagemapRun } from "../images/pagemap";
 import { CriuError, log } from "../log";
 import { errnoText } from "../sys/errno";
@@ -214,21 +214,29 @@ function covered(cov: [bigint, bigint][], a: bigint, b: bigint): boolean {
 
 interface OpenMap { file: string; dst: bigint; pagesId: number; runs: PagemapRun[]; pagesFd: number; parent?: [bigint, bigint][] }
 
-/**
- * Listen on address:port, serve one dumper, write its pages into dir (and its parent link when
- * parentDir is given). Returns pages received. A session that fails or ends without PS_IOV_CLOSE
- * leaves none of its files behind.
- */
-export function servePages(dir: string, address: string, port: number, onListening?: () => void, timeoutSec = 10): number {
+/** A listening TCP socket on address:port (SO_REUSEADDR). */
+function listenOn(address: string, port: number, what: string): number {
   const ls = must("socket", syscall(NR.socket, 2, 1 | 0o2000000, 0));
-  let conn = -1;
   try {
     setInt(ls, 1 /* SOL_SOCKET */, 2 /* SO_REUSEADDR */, 1);
     const sa = sockaddrIn(address, port);
     const r = syscall(NR.bind, ls, addr(sa), sa.length);
     if (r < 0) throw new CriuError("page-server", `cannot listen on ${address}:${port} (${errnoText(-r)})`);
     must("listen", syscall(NR.listen, ls, 1));
-    log.info(`Page server listening on ${address}:${port}`);
+  } catch (e) { closeFd(ls); throw e; }
+  log.info(`${what} listening on ${address}:${port}`);
+  return ls;
+}
+
+/**
+ * Listen on address:port, serve one dumper, write its pages into dir (and its parent link when
+ * parentDir is given). Returns pages received. A session that fails or ends without PS_IOV_CLOSE
+ * leaves none of its files behind.
+ */
+export function servePages(dir: string, address: string, port: number, onListening?: () => void, timeoutSec = 10): number {
+  const ls = listenOn(address, port, "Page server");
+  let conn = -1;
+  try {
     onListening?.();
     conn = must("accept", syscall(NR.accept, ls, 0, 0));
     TCP_NODELAY(conn, true); // the has-parent byte and the status go out at once
@@ -309,7 +317,7 @@ export function serveSession(conn: number, dir: string, timeoutSec: number, shar
           pages += nr;
         }
       } else if (op === PS.GET) {
-        throw new CriuError("page-server", "PS_IOV_GET (lazy pages) is not supported by criu-bun's page server");
+        throw new CriuError("page-server", "PS_IOV_GET (lazy pages): this page server receives a dump; the pages of a lazy restore are served by `dump --lazy-pages`");
       } else {
         throw new CriuError("page-server", `unknown request ${op} (0x${cmd.toString(16)})`);
       }
@@ -329,4 +337,136 @@ export function serveSession(conn: number, dir: string, timeoutSec: number, shar
   }
   log.info(`Page server received ${pages} pages`);
   return pages;
+}
+
+// ---- lazy pages: the dump serves its frozen tree's pages on demand (PS_IOV_GET) -----------------
+//
+// `dump --lazy-pages` writes every image but the contents of private anonymous memory (pagemap runs
+// flagged PE_LAZY alone, as CRIU writes them) and then listens here. The lazy-pages daemon of the
+// restore side asks PS_IOV_GET { nr_pages, vaddr, dst_id = the process's pid as the images name it }
+// and gets back a PS_IOV_ADD_F header with the pages it is given (nr_pages may be fewer than asked:
+// a reply never crosses the end of a lazy run) followed by their bytes, read from the frozen process.
+// PS_IOV_CLOSE (answered with an int status 0) says the restore has all its memory: the caller then
+// kills the source. A daemon that goes away without it leaves the source to the caller (CRIU resumes it).
+
+/** The lazy runs of one dumped process: pid here, and its runs sorted by address. */
+export interface LazySource { pid: number; runs: { vaddr: bigint; nrPages: number }[] }
+
+/** The client of a lazy dump (the lazy-pages daemon): PS_IOV_GET requests and their answers. */
+export class LazyPagesClient {
+  private fd: number;
+  private head = new Uint8Array(PSI_SIZE);
+  constructor(public address: string, public port: number, public timeoutSec = 10) {
+    this.fd = must("socket", syscall(NR.socket, 2, 1 | 0o2000000, 0));
+    setDeadline(this.fd, timeoutSec);
+    peerOf.set(this.fd, "the dump serving lazy pages");
+    const sa = sockaddrIn(address, port);
+    const r = syscall(NR.connect, this.fd, addr(sa), sa.length);
+    if (r < 0) {
+      this.drop();
+      throw new CriuError("lazy-pages", `cannot connect to the dump serving lazy pages at ${address}:${port} (${r === -111 ? "nothing listens there" : `errno ${-r}`})`);
+    }
+    TCP_NODELAY(this.fd, true);
+  }
+
+  /**
+   * Up to nrPages pages of process dstPid from vaddr, into buf; returns how many came (at least
+   * one: the dump answers only what it holds, never more than asked).
+   */
+  get(dstPid: number, vaddr: bigint, nrPages: number, buf: Uint8Array): number {
+    writeAll(this.fd, psi(PS.GET, nrPages, vaddr, BigInt(dstPid)), "asking the dump for pages (PS_IOV_GET)");
+    if (!readAll(this.fd, this.head, "reading the dump's answer to PS_IOV_GET")) throw new CriuError("lazy-pages", "the dump serving lazy pages closed the connection");
+    const dv = new DataView(this.head.buffer);
+    const op = dv.getUint32(0, true) & 0xffff, n = dv.getBigUint64(8, true), va = dv.getBigUint64(16, true), dst = dv.getBigUint64(24, true);
+    if ((op !== PS.ADD_F && op !== PS.ADD) || va !== vaddr || dst !== BigInt(dstPid) || n === 0n || n > BigInt(nrPages)) {
+      throw new CriuError("lazy-pages", `the dump answered PS_IOV_GET of ${nrPages} page(s) at 0x${vaddr.toString(16)} of process ${dstPid} with request ${op}, ${n} page(s) at 0x${va.toString(16)} of ${dst}`);
+    }
+    const len = Number(n) * PAGE;
+    if (!readAll(this.fd, buf, "receiving lazy pages", len)) throw new CriuError("lazy-pages", "the dump serving lazy pages closed the connection in the middle of pages");
+    return Number(n);
+  }
+
+  /** PS_IOV_CLOSE: the restore has everything; the dump answers its status, then kills the source. */
+  close() {
+    if (this.fd < 0) return;
+    try {
+      writeAll(this.fd, psi(PS.CLOSE, 0, 0n, 0n), "sending PS_IOV_CLOSE to the dump");
+      const st = new Int32Array(1);
+      const ok = readAll(this.fd, new Uint8Array(st.buffer), "reading the dump's status");
+      if (!ok || st[0] !== 0) throw new CriuError("lazy-pages", `the dump serving lazy pages reported a failure (status ${ok ? st[0] : "none: it closed the connection"})`);
+    } finally { this.drop(); }
+  }
+
+  drop() { if (this.fd >= 0) { deadlineSec.delete(this.fd); peerOf.delete(this.fd); closeFd(this.fd); this.fd = -1; } }
+}
+
+/**
+ * The dump's side: listen on address:port, serve one lazy-pages daemon the lazy runs of sources
+ * (by pid as the images name it) from the frozen processes until it sends PS_IOV_CLOSE. Returns
+ * the pages served; throws (one line) when the daemon goes away first or asks for what is not lazy.
+ * Waiting for a request has no deadline (the restore may come much later); each answer has one.
+ */
+export function serveLazyPages(address: string, port: number, sources: Map<number, LazySource>, onListening?: () => void, timeoutSec = 10): number {
+  const total = [...sources.values()].reduce((s, x) => s + x.runs.reduce((m, r) => m + r.nrPages, 0), 0);
+  const ls = listenOn(address, port, `Lazy pages (${total} pages of ${sources.size} process(es))`);
+  const memFds = new Map<number, number>();
+  let conn = -1, served = 0, lastLog = 0;
+  try {
+    onListening?.();
+    log.info(`lazy pages: waiting for the lazy-pages daemon on ${address}:${port}`);
+    for (;;) { conn = syscall(NR.accept, ls, 0, 0); if (conn !== -4) break; }
+    must("accept", conn);
+    TCP_NODELAY(conn, true);
+    const tv = new BigInt64Array([BigInt(Math.max(1, timeoutSec)), 0n]);
+    syscall(NR.setsockopt, conn, 1, 21 /* SO_SNDTIMEO */, addr(tv), 16);
+    deadlineSec.set(conn, timeoutSec);
+    peerOf.set(conn, "the lazy-pages daemon");
+    log.info("lazy pages: the lazy-pages daemon connected");
+    const head = new Uint8Array(PSI_SIZE), dv = new DataView(head.buffer);
+    const buf = new Uint8Array(1 << 20);
+    for (;;) {
+      if (!readAll(conn, head, "reading a request of the lazy-pages daemon")) {
+        throw new CriuError("lazy-pages", `the lazy-pages daemon closed the connection before the restore had all its memory (${served} of ${total} pages sent)`);
+      }
+      const cmd = dv.getUint32(0, true), nrBig = dv.getBigUint64(8, true), vaddr = dv.getBigUint64(16, true), dst = dv.getBigUint64(24, true);
+      const op = cmd & 0xffff;
+      if (op === PS.CLOSE || op === PS.FORCE_CLOSE) {
+        writeAll(conn, new Uint8Array(new Int32Array([0]).buffer), "answering PS_IOV_CLOSE");
+        log.info(`lazy pages: the restore has its memory (${served} of ${total} lazy pages were sent; the others it never needed or they were zero)`);
+        return served;
+      }
+      if (op !== PS.GET) throw new CriuError("lazy-pages", `unexpected request ${op} (0x${cmd.toString(16)}) from the lazy-pages daemon`);
+      const src = dst <= 0x7fffffffn ? sources.get(Number(dst)) : undefined;
+      if (!src) throw new CriuError("lazy-pages", `the lazy-pages daemon asked for pages of process ${dst}, which is not in the dump`);
+      const run = findRun(src.runs, vaddr);
+      if (!run || nrBig === 0n) throw new CriuError("lazy-pages", `the lazy-pages daemon asked for ${nrBig} page(s) at 0x${vaddr.toString(16)} of process ${dst}, which are not lazy pages of the dump`);
+      const left = Number((run.vaddr + BigInt(run.nrPages * PAGE) - vaddr) / BigInt(PAGE));
+      const n = Math.min(Number(nrBig > 0xffffn ? 0xffffn : nrBig), left, buf.length / PAGE);
+      let fd = memFds.get(src.pid);
+      if (fd === undefined) { fd = openFd(`/proc/${src.pid}/mem`, O.RDONLY | O.CLOEXEC); memFds.set(src.pid, fd); }
+      if (preadFull(fd, buf, vaddr, n * PAGE, 0, `read lazy pages of ${src.pid} at 0x${vaddr.toString(16)}`) !== n * PAGE) {
+        throw new CriuError("lazy-pages", `process ${src.pid}: short read of its memory at 0x${vaddr.toString(16)}`);
+      }
+      writeAll(conn, psi(PS.ADD_F | (PE_PRESENT << 16), n, vaddr, dst), "answering PS_IOV_GET");
+      writeAll(conn, buf.subarray(0, n * PAGE), "sending lazy pages");
+      served += n;
+      if (served - lastLog >= 16384) { lastLog = served; log.info(`lazy pages: ${served} of ${total} pages sent`); }
+    }
+  } finally {
+    for (const fd of memFds.values()) closeFd(fd);
+    if (conn >= 0) { deadlineSec.delete(conn); peerOf.delete(conn); closeFd(conn); }
+    closeFd(ls);
+  }
+}
+
+/** The run of sorted runs that holds vaddr (binary search). */
+function findRun(runs: { vaddr: bigint; nrPages: number }[], vaddr: bigint) {
+  let lo = 0, hi = runs.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1, r = runs[mid];
+    if (vaddr < r.vaddr) hi = mid - 1;
+    else if (vaddr >= r.vaddr + BigInt(r.nrPages * PAGE)) lo = mid + 1;
+    else return (vaddr - r.vaddr) % BigInt(PAGE) === 0n ? r : undefined;
+  }
+  return undefined;
 }

@@ -31,6 +31,7 @@ import { syscall } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { closeFd } from "../sys/mem";
 import { errnoText } from "../sys/errno";
+import { LazyChannel, hasLazyPages } from "../resources/lazymem";
 
 /** A hook waits for someone else (a script, the RPC client): that is not a stalled restore. */
 function runHook(...a: Parameters<typeof runHookNow>) { return whilePaused(() => runHookNow(...a)); }
@@ -55,7 +56,13 @@ export interface RestoreOptions {
   inheritFds?: Map<string, number>;
   /** cg_root: new roots for the tree's cgroups */
   cgRoots?: CgRoot[];
+  /** --lazy-pages: memory left with the source comes on demand from the lazy-pages daemon in workDir */
+  lazyPages?: boolean; workDir?: string;
 }
+
+export interface Restored { pid: number; ms: number; forkMs: number; pages: number; processes: number;
+  /** a lazy restore: the channel to the daemon (wait for all memory with waitDone) and the restored pids */
+  lazy?: LazyChannel; pids: number[] }
 
 /** Hooks whose answer changes nothing (criu only logs their failure): the tree goes on. */
 function softHook(hooks: Hooks | undefined, action: "network-unlock" | "post-resume", pid: number) {
@@ -127,7 +134,7 @@ function needPrivileges() {
   }
 }
 
-export function restoreProcesses(o: RestoreOptions): { pid: number; ms: number; forkMs: number; pages: number; processes: number } {
+export function restoreProcesses(o: RestoreOptions): Restored {
   needPrivileges();
   // every image is read through an fd held on the directory (see safefs.ts), checked first
   let h;
@@ -142,14 +149,14 @@ export function restoreProcesses(o: RestoreOptions): { pid: number; ms: number; 
   } finally { h.close(); }
 }
 
-function restoreFrom(o: RestoreOptions): { pid: number; ms: number; forkMs: number; pages: number; processes: number } {
+function restoreFrom(o: RestoreOptions): Restored {
   const t0 = performance.now();
   // no progress for --timeout seconds (default 10) ends the restore, whatever it waits for
   startWatchdog((o.timeoutSec ?? 10) * 1000, logFd());
   try { return restoreAll(o, t0); } finally { stopWatchdog(); }
 }
 
-function restoreAll(o: RestoreOptions, t0: number): { pid: number; ms: number; forkMs: number; pages: number; processes: number } {
+function restoreAll(o: RestoreOptions, t0: number): Restored {
   phase("loading images");
   const set = loadImages(o.dir);
   // a dump made with --network-lock skip (criu-bun's or criu's): nothing to lock or unlock
@@ -161,6 +168,10 @@ function restoreAll(o: RestoreOptions, t0: number): { pid: number; ms: number; f
     lockTable: lockMethod === NETWORK_LOCK.NFTABLES && inv.dumpCriuRunId ? runLockTableName(inv.dumpCriuRunId) : undefined });
   phase("checking images");
   precheck(set, o);
+  // memory left with the source of a lazy dump: only a lazy restore can get it
+  const lazyTask = set.tasks.find((t) => !t.zombie && hasLazyPages(t.pagemap));
+  if (lazyTask && !o.lazyPages) throw new CriuError("restore", `process ${lazyTask.pid}: its private memory stayed with the source (dump --lazy-pages); restore it with --lazy-pages and a running lazy-pages daemon`);
+  if (o.lazyPages && !lazyTask) log.info("lazy pages: the images hold every page; nothing to take lazily");
   if ((o.emptyNs ?? 0) & ~0x40000000) throw new CriuError("restore", `empty_ns 0x${(o.emptyNs!).toString(16)}: only the network namespace (CLONE_NEWNET) can be left empty`);
   if ((o.emptyNs ?? 0) & 0x40000000) set.emptyNetNs = true;
   set.rstSibling = !!o.rstSibling;
@@ -177,6 +188,8 @@ function restoreAll(o: RestoreOptions, t0: number): { pid: number; ms: number; f
   const treeFiles = new TreeFiles();
   let forkMs = 0;
   let sysv: { id: number; dest: boolean }[] = [];
+  // the daemon is reached before anything is created
+  const lazy = o.lazyPages ? new LazyChannel(o.workDir ?? o.dir) : undefined;
   try {
     // SysV segments exist before anyone attaches them: here, or in the tree's new IPC namespace
     const ipc = <T>(fn: () => T): T => (set.newIpcNs && builders[0] ? withNs(builders[0].pid, "ipc", fn) : fn());
@@ -207,6 +220,15 @@ function restoreAll(o: RestoreOptions, t0: number): { pid: number; ms: number; f
     for (const b of builders) if (b.t.zombie) b.becomeZombie();
     forkMs = performance.now() - t0;
     // 2. each live process gets its memory, files, state and threads
+    // lazy memory: every process exists (no fork event is left to answer), none has dropped its
+    // privileges yet (the fork event needs CAP_SYS_PTRACE): each gets its userfaultfd now, and from
+    // here its faults are the daemon's
+    if (lazy) for (const b of builders) {
+      if (b.t.zombie) { lazy.sendZombie(b.t.pid); continue; }
+      phase("registering lazy memory", b.t.pid);
+      const fd = b.lazyUffd();
+      if (fd !== undefined) lazy.send(b.t.pid, fd);
+    }
     for (const b of builders) {
       if (b.t.zombie) continue;
       phase("restoring mm fields", b.t.pid);
@@ -254,10 +276,12 @@ function restoreAll(o: RestoreOptions, t0: number): { pid: number; ms: number; f
       try { b.abort(); } catch (x) { log.warn(`cleanup of process ${b.t.pid}: ${asCriuError(x, "restore").message}`); }
     }
     if (!set.newIpcNs) dropSysvShm(sysv); // in a new IPC namespace they die with it
+    lazy?.close(); // before the tree runs: the daemon gives up and the dump resumes its source
     throw err;
   }
   finishLinkRemaps(); // the deleted files are open again: their link_remap names can go
   for (const b of [...builders].reverse()) if (!b.t.zombie) b.release({ leaveStopped: o.leaveStopped });
+  lazy?.released();
   pausePoint("restore-released");
   netRestoreEnd();
   softHook(o.hooks, "post-resume", builders[0].pid);
@@ -273,7 +297,7 @@ function restoreAll(o: RestoreOptions, t0: number): { pid: number; ms: number; f
     } })]);
   } catch (e: any) { log.warn(`cannot write stats-restore: ${e.message}`); }
   log.info(`Restored ${set.tasks.length} process(es), root ${t.pid}, in ${ms.toFixed(1)} ms`);
-  return { pid: hostPid, ms, forkMs, pages, processes: set.tasks.length };
+  return { pid: hostPid, ms, forkMs, pages, processes: set.tasks.length, lazy, pids: builders.filter((b) => !b.t.zombie).map((b) => b.pid) };
 }
 
 /** orphan-pts-master: a copy of the new master (pidfd_getfd from the process holding it) sent to the caller. */

@@ -26,6 +26,7 @@ import { CriuError, log } from "../log";
 import { vmaLine } from "../resources/memory";
 import { fillPages } from "../codec/pipeline";
 import { fillParentPages } from "../codec/incremental";
+import { lazyRanges, makeUffd } from "../resources/lazymem";
 import { restoreMountNs } from "../resources/mounts";
 import { restoreSeccomp } from "../resources/seccomp";
 import { restoreCreds } from "../resources/creds";
@@ -771,6 +772,17 @@ export class TaskBuilder {
         inj.ok("setitimer", NR.setitimer, w, this.scratchWrite(0n, new Uint8Array(v.buffer)), 0);
       });
     }
+  }
+
+  /**
+   * restore --lazy-pages: a userfaultfd over the VMAs whose pages stayed with the source, made in
+   * the process and taken out of it (src/resources/lazymem.ts); criu-bun's fd of it, or undefined
+   * when this process has no lazy pages.
+   */
+  lazyUffd(): number | undefined {
+    const ranges = lazyRanges(this.t.pid, this.t.mm.vmas, this.t.pagemap);
+    if (!ranges.length) return undefined;
+    return makeUffd({ pid: this.pid, vpid: this.t.pid, call: (nr, ...a) => this.inj!.call(nr, ...a), scratch: (d) => this.scratchWrite(0n, d) }, ranges);
   }
 
   /** Registers of every thread, trampoline unmapped from the leader itself, then let go. */

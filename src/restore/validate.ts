@@ -150,7 +150,8 @@ export function validatePagemap(dir: string, file: string, runs: { vaddr: bigint
     if (r.vaddr < prevEnd) throw bad(dir, file, `${at} overlaps or precedes the entry before it (entries must be sorted)`);
     prevEnd = end;
     if (r.flags & ~(PE.PARENT | PE.LAZY | PE.PRESENT)) throw bad(dir, file, `${at}: unknown flags ${hex(r.flags)}`);
-    if (!!(r.flags & PE.PARENT) === !!(r.flags & PE.PRESENT)) throw bad(dir, file, `${at}: flags ${hex(r.flags)} must say either in this dump or in the parent's`);
+    // PE_LAZY alone: the pages stayed with the source of a lazy dump (restore --lazy-pages)
+    if (r.flags !== PE.LAZY && !!(r.flags & PE.PARENT) === !!(r.flags & PE.PRESENT)) throw bad(dir, file, `${at}: flags ${hex(r.flags)} must say either in this dump or in the parent's`);
     // inside private VMAs, possibly several adjacent ones
     let a = r.vaddr;
     while (vi < vmas.length && vmas[vi].end <= a) vi++;

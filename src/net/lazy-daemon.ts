@@ -1,0 +1,229 @@
+// `criu-bun lazy-pages --page-server --address A --port P -D DIR`: the daemon of a lazy restore.
+//
+// It listens on DIR's (or -W's) lazy-pages.socket for `restore --lazy-pages`, which hands it one
+// userfaultfd per restored process (src/resources/lazymem.ts), and gets the pages from the dump
+// serving them (`dump --lazy-pages`, CRIU's or criu-bun's: PS_IOV_GET, src/net/pageserver.ts).
+// A fault is answered first (the faulting page and up to 15 lazy pages after it); between faults
+// the rest streams in 1 MiB pieces (at most CRIU_BUN_LAZY_RATE MiB/s when set). Pages of a
+// registered VMA that the dump did not hold read as zero (UFFDIO_ZEROPAGE). The events follow the
+// process: fork (the child's missing pages are the parent's), mremap (pending pages move), munmap
+// and MADV_DONTNEED/REMOVE (those pages are no longer wanted). When every process's pages are in
+// and the restore said the tree runs, it sends PS_IOV_CLOSE (the dump then kills the source),
+// tells the restore (an int 0) and exits.
+import { join } from "node:path";
+import { CriuError, log } from "../log";
+import { syscall, addr } from "../sys/syscall";
+import { NR } from "../sys/nr";
+import { closeFd } from "../sys/mem";
+import { errnoName } from "../sys/errno";
+import { recvPacket, sendPacket } from "../sys/seqpacket";
+import { readUffdMsgs, uffdCopy, uffdZero, uffdWake, UFFD_EVENT } from "../sys/uffd";
+import { decodePagemap } from "../images/pagemap";
+import { LazyPagesClient } from "./pageserver";
+import { LAZY_SOCKET, sockaddrUn, clearStaleSocket } from "../resources/lazymem";
+import { PE, PAGE } from "../resources/vma";
+
+const P = BigInt(PAGE);
+const FAULT_PAGES = 16, STREAM_PAGES = 256;
+
+/** One restored process: its userfaultfd and the lazy pages it has not got yet (sorted, disjoint). */
+interface Lpi { vpid: number; src: number; fd: number; pending: [bigint, bigint][]; total: number }
+
+export interface LazyDaemonOptions {
+  dir: string; workDir: string; address: string; port: number; timeoutSec: number;
+  onListening?: () => void;
+}
+
+export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: number } {
+  const path = join(o.workDir, LAZY_SOCKET);
+  const sun = sockaddrUn(path);
+  // a daemon already there is not replaced; a stale socket file is
+  const probe = syscall(NR.socket, 1, 1 | 0o2000000, 0);
+  const busy = syscall(NR.connect, probe, addr(sun), sun.length) === 0;
+  closeFd(probe);
+  if (busy) throw new CriuError("lazy-pages", `a lazy-pages daemon already listens at ${path}`);
+  clearStaleSocket(path);
+  const ps = new LazyPagesClient(o.address, o.port, o.timeoutSec);
+  const ls = syscall(NR.socket, 1, 1 | 0o2000000, 0);
+  let conn = -1;
+  const lpis: Lpi[] = [];
+  let served = 0, total = 0, ok = false;
+  const rate = Number(process.env.CRIU_BUN_LAZY_RATE ?? 0); // MiB/s of background streaming, 0: no limit
+  try {
+    const old = process.umask(0o177); // the socket file: 0600
+    const r = syscall(NR.bind, ls, addr(sun), sun.length);
+    process.umask(old);
+    if (r < 0) throw new CriuError("lazy-pages", `cannot listen on ${path} (${errnoName(-r)})`);
+    if (syscall(NR.listen, ls, 1) < 0) throw new CriuError("lazy-pages", `listen on ${path} failed`);
+    log.info(`lazy-pages: waiting for restore --lazy-pages at ${path}`);
+    o.onListening?.();
+    for (;;) { conn = syscall(NR.accept4, ls, 0, 0, 0o2000000); if (conn !== -4) break; }
+    if (conn < 0) throw new CriuError("lazy-pages", `accept on ${path} failed (${errnoName(-conn)})`);
+    log.info("lazy-pages: restore connected");
+
+    let inbuf: number[] = [];
+    const fdq: number[] = [];
+    let released = false, restoreOpen = true;
+    const buf = new Uint8Array(STREAM_PAGES * PAGE), msgBuf = new Uint8Array(32 * 64);
+    let streamed = 0;
+    const t0 = performance.now();
+    let lastLog = 0;
+
+    const takeFromRestore = () => {
+      const p = recvPacket(conn, 64);
+      fdq.push(...p.fds);
+      if (!p.data.length) { restoreOpen = false; return; }
+      inbuf.push(...p.data);
+      while (inbuf.length >= 4) {
+        const pid = new Int32Array(new Uint8Array(inbuf.slice(0, 4)).buffer)[0];
+        if (pid === 0) { released = true; inbuf = inbuf.slice(4); log.info("lazy-pages: the restored tree runs"); continue; }
+        if (pid < 0) { inbuf = inbuf.slice(4); log.info(`lazy-pages: process ${-pid} is a zombie`); continue; }
+        if (inbuf.length < 5 || !fdq.length) break;
+        inbuf = inbuf.slice(5);
+        addLpi(pid, fdq.shift()!);
+      }
+    };
+    const addLpi = (vpid: number, fd: number) => {
+      const pending: [bigint, bigint][] = [];
+      for (const r of decodePagemap(o.dir, `pagemap-${vpid}.img`).runs) {
+        if (!(r.flags & PE.LAZY) || r.flags & (PE.PRESENT | PE.PARENT)) continue;
+        const a = r.vaddr, b = r.vaddr + BigInt(r.nrPages) * P;
+        const last = pending[pending.length - 1];
+        if (last && last[1] === a) last[1] = b; else pending.push([a, b]);
+      }
+      pending.sort((x, y) => (x[0] < y[0] ? -1 : 1));
+      const n = count(pending);
+      total += n;
+      lpis.push({ vpid, src: vpid, fd, pending, total: n });
+      log.info(`lazy-pages: process ${vpid}: ${n} lazy pages (userfaultfd ${fd})`);
+    };
+
+    /** Pages [a, a + n pages) of lpi from the dump, into the process. */
+    const fetch = (l: Lpi, a: bigint, n: number) => {
+      const got = ps.get(l.src, a, n, buf);
+      let off = 0;
+      const len = got * PAGE;
+      while (off < len) {
+        const c = uffdCopy(l.fd, a + BigInt(off), buf, off, len - off);
+        off += c.copied;
+        if (!c.err) continue;
+        if (c.err === 11 /* EAGAIN: the mm is changing */) continue;
+        if (c.err === 17 /* EEXIST: already there */) { uffdWake(l.fd, a + BigInt(off), PAGE); off += PAGE; continue; }
+        if (c.err === 3 /* ESRCH: the process is gone */ || c.err === 2 /* ENOENT: no such VMA any more */) {
+          log.debug(`lazy-pages: process ${l.vpid}: 0x${(a + BigInt(off)).toString(16)}: ${errnoName(c.err)}; pages dropped`);
+          if (c.err === 3) { l.pending = []; return; }
+          break;
+        }
+        throw new CriuError("lazy-pages", `process ${l.vpid}: UFFDIO_COPY at 0x${(a + BigInt(off)).toString(16)} failed (${errnoName(c.err)})`);
+      }
+      remove(l.pending, a, a + BigInt(got) * P);
+      served += got;
+      if (served - lastLog >= 8192 || !lpis.some((x) => x.pending.length)) { lastLog = served; log.info(`lazy-pages: ${served} of ${total} pages served`); }
+    };
+
+    const onFault = (l: Lpi, at: bigint) => {
+      const a = at & ~(P - 1n);
+      const i = l.pending.findIndex(([x, y]) => x <= a && a < y);
+      if (i < 0) {
+        // not lazy memory of the dump (never written, or dropped since): zeroes
+        const e = uffdZero(l.fd, a, PAGE);
+        if (e === 17) uffdWake(l.fd, a, PAGE);
+        else if (e && e !== 3 && e !== 2) throw new CriuError("lazy-pages", `process ${l.vpid}: UFFDIO_ZEROPAGE at 0x${a.toString(16)} failed (${errnoName(e)})`);
+        return;
+      }
+      const end = l.pending[i][1];
+      fetch(l, a, Math.min(FAULT_PAGES, Number((end - a) / P)));
+    };
+
+    const onEvents = (l: Lpi) => {
+      const msgs = readUffdMsgs(l.fd, msgBuf);
+      if (typeof msgs === "number") throw new CriuError("lazy-pages", `process ${l.vpid}: reading its userfaultfd failed (${errnoName(-msgs)})`);
+      for (const m of msgs) {
+        if (m.event === UFFD_EVENT.PAGEFAULT) onFault(l, m.b);
+        else if (m.event === UFFD_EVENT.FORK) {
+          // the child's missing pages are what the parent was missing: the same source pages
+          const child: Lpi = { vpid: l.vpid, src: l.src, fd: m.ufd, pending: l.pending.map(([a, b]) => [a, b] as [bigint, bigint]), total: 0 };
+          child.total = count(child.pending);
+          total += child.total;
+          lpis.push(child);
+          log.info(`lazy-pages: process ${l.vpid} forked; its child's userfaultfd ${m.ufd} is served from the same pages`);
+        } else if (m.event === UFFD_EVENT.REMAP) move(l.pending, m.a, m.b, m.c);
+        else if (m.event === UFFD_EVENT.REMOVE || m.event === UFFD_EVENT.UNMAP) remove(l.pending, m.a, m.b);
+      }
+    };
+
+    for (;;) {
+      const live = lpis.filter((l) => l.fd >= 0);
+      // done: the tree runs and every process has all its pages
+      if (released && !lpis.some((l) => l.pending.length)) break;
+      if (!restoreOpen && !released) throw new CriuError("lazy-pages", "the restore ended before the restored tree was running (it failed); the dump is left to resume its source");
+      const work = lpis.some((l) => l.pending.length);
+      let wait = work ? 0 : 1000;
+      if (work && rate > 0) {
+        const due = t0 + (streamed / (rate * 1048576)) * 1000;
+        wait = Math.max(0, Math.ceil(due - performance.now()));
+      }
+      const fds = [...(restoreOpen ? [conn] : []), ...live.map((l) => l.fd)];
+      const pfd = new Int32Array(fds.length * 2);
+      fds.forEach((fd, i) => { pfd[i * 2] = fd; pfd[i * 2 + 1] = 1 /* POLLIN */; });
+      const n = syscall(NR.poll, addr(pfd), fds.length, wait);
+      if (n < 0 && n !== -4) throw new CriuError("lazy-pages", `poll failed (${errnoName(-n)})`);
+      let busy = false;
+      for (let i = 0; n > 0 && i < fds.length; i++) {
+        const rev = (pfd[i * 2 + 1] >>> 16) & 0xffff;
+        if (!rev) continue;
+        busy = true;
+        if (fds[i] === conn && restoreOpen) { takeFromRestore(); continue; }
+        const l = live.find((x) => x.fd === fds[i])!;
+        if (rev & 1) onEvents(l);
+        else if (rev & (8 | 16 | 32)) { log.debug(`lazy-pages: process ${l.vpid}: userfaultfd hung up`); l.pending = []; closeFd(l.fd); l.fd = -1; }
+      }
+      if (busy || !work) continue;
+      // nothing to answer: stream a piece in the background
+      const l = lpis.find((x) => x.pending.length)!;
+      const [a, b] = l.pending[0];
+      const np = Math.min(STREAM_PAGES, Number((b - a) / P));
+      fetch(l, a, np);
+      streamed += np * PAGE;
+    }
+    ps.close();
+    sendPacket(conn, new Uint8Array(new Int32Array([0]).buffer));
+    ok = true;
+    log.info(`lazy-pages: done: ${served} of ${total} pages served, the dump was told to finish`);
+    return { served, total };
+  } finally {
+    if (!ok) ps.drop();
+    for (const l of lpis) if (l.fd >= 0) closeFd(l.fd);
+    if (conn >= 0) closeFd(conn);
+    closeFd(ls);
+    syscall(NR.unlink, addr(new TextEncoder().encode(path + "\0")));
+  }
+}
+
+const count = (rs: [bigint, bigint][]) => rs.reduce((s, [a, b]) => s + Number((b - a) / P), 0);
+
+/** Take [a, b) out of sorted disjoint ranges. */
+function remove(rs: [bigint, bigint][], a: bigint, b: bigint) {
+  for (let i = 0; i < rs.length; i++) {
+    const [x, y] = rs[i];
+    if (y <= a) continue;
+    if (x >= b) break;
+    const parts: [bigint, bigint][] = [];
+    if (x < a) parts.push([x, a]);
+    if (y > b) parts.push([b, y]);
+    rs.splice(i, 1, ...parts);
+    i += parts.length - 1;
+  }
+}
+
+/** mremap: pending pages of [from, from + len) are now at to. */
+function move(rs: [bigint, bigint][], from: bigint, to: bigint, len: bigint) {
+  const moved: [bigint, bigint][] = [];
+  for (const [x, y] of rs) {
+    const a = x > from ? x : from, b = y < from + len ? y : from + len;
+    if (a < b) moved.push([a - from + to, b - from + to]);
+  }
+  remove(rs, from, from + len);
+  for (const m of moved) rs.push(m);
+  rs.sort((p, q) => (p[0] < q[0] ? -1 : 1));
+}

@@ -1,0 +1,177 @@
+// Lazy pages (post-copy), the process's side: which memory a `dump --lazy-pages` leaves with the
+// source, and, on `restore --lazy-pages`, the userfaultfd that lets the process run before that
+// memory has arrived. The pages travel between the dump (src/net/pageserver.ts, serveLazyPages)
+// and the lazy-pages daemon (src/net/lazy-daemon.ts), which resolves the faults.
+//
+// Dump: private anonymous memory (not the vDSO/vvar/vsyscall, not mlock()ed, as CRIU decides) is
+// not read; its pagemap runs carry PE_LAZY alone, as CRIU writes them. Restore: those VMAs are
+// mapped empty, and once every process of the tree exists each one gets a userfaultfd made inside
+// it by injected syscalls (UFFDIO_API with the fork/remap/remove/unmap events, UFFDIO_REGISTER in
+// missing mode over every VMA that has lazy pages), taken out with pidfd_getfd and closed there:
+// the process never sees it. The daemon gets it over the unix socket `lazy-pages.socket` in the
+// work directory as CRIU passes it (an int pid, then the fd by SCM_RIGHTS; a zombie's pid negated
+// and no fd). Then criu-bun says "restored, running" (an int 0, which is no pid) and waits for the
+// daemon's int 0: all memory is there. restore keeps its own copy of every userfaultfd meanwhile:
+// if the daemon dies, the process's faults keep waiting (no page silently reads as zero) until
+// restore kills the tree, with one line.
+import { existsSync, lstatSync } from "node:fs";
+import { join } from "node:path";
+import { VMA, MAP, PE, PAGE } from "./vma";
+import type { DumpedVma } from "./memory";
+import { CriuError, log } from "../log";
+import { syscall, addr } from "../sys/syscall";
+import { NR } from "../sys/nr";
+import { O, closeFd } from "../sys/mem";
+import { errnoName } from "../sys/errno";
+import { UFFDIO_API, UFFDIO_REGISTER, UFFD_API, UFFDIO_REGISTER_MODE, UFFD_LAZY_FEATURES } from "../sys/uffd";
+import { sendPacket, recvPacket } from "../sys/seqpacket";
+import type * as S from "../images/schemas";
+
+export const LAZY_SOCKET = "lazy-pages.socket";
+
+// ---- dump -----------------------------------------------------------------------------------------
+
+/** Memory whose pages a lazy dump leaves with the source (CRIU's vma_entry_can_be_lazy). */
+export function canBeLazy(v: { status: number; flags: number }): boolean {
+  return (v.status & VMA.ANON_PRIVATE) !== 0 && (v.flags & MAP.PRIVATE) !== 0 && !(v.flags & MAP.LOCKED) &&
+    !(v.status & (VMA.VDSO | VMA.VVAR | VMA.VSYSCALL | VMA.AIORING));
+}
+
+/** Split the VMAs: those read now, and those whose pages stay with the source. */
+export function splitLazy(vmas: DumpedVma[]): { eager: DumpedVma[]; lazy: DumpedVma[] } {
+  const eager: DumpedVma[] = [], lazy: DumpedVma[] = [];
+  for (const v of vmas) (canBeLazy(v) ? lazy : eager).push(v);
+  return { eager, lazy };
+}
+
+// ---- restore --------------------------------------------------------------------------------------
+
+type Run = { vaddr: bigint; nrPages: number; flags: number };
+const lazyOnly = (r: Run) => (r.flags & PE.LAZY) !== 0 && !(r.flags & (PE.PRESENT | PE.PARENT));
+
+/** Whether a process's pagemap leaves pages with the source. */
+export const hasLazyPages = (pagemap: Run[]) => pagemap.some(lazyOnly);
+
+/**
+ * The VMAs to register: each that holds a lazy run. A lazy run outside such memory is refused
+ * (a restore could not get its pages in: only private anonymous memory is registered).
+ */
+export function lazyRanges(pid: number, vmas: S.vma_entry[], pagemap: Run[]): [bigint, bigint][] {
+  const out: [bigint, bigint][] = [];
+  for (const r of pagemap) {
+    if (!lazyOnly(r)) continue;
+    const end = r.vaddr + BigInt(r.nrPages * PAGE);
+    const v = vmas.find((x) => x.start <= r.vaddr && end <= x.end);
+    if (!v || !canBeLazy(v)) {
+      throw new CriuError("restore", `process ${pid}: lazy pages 0x${r.vaddr.toString(16)}-0x${end.toString(16)} are not inside private anonymous memory`);
+    }
+    const last = out[out.length - 1];
+    if (!last || last[0] !== v.start) out.push([v.start, v.end]);
+  }
+  return out;
+}
+
+export interface UffdTarget {
+  /** the process here, and as the images name it */
+  pid: number; vpid: number;
+  call: (nr: number, ...args: (number | bigint)[]) => bigint;
+  /** put bytes in the process's scratch memory (not its own), returns their address */
+  scratch: (data: Uint8Array) => bigint;
+}
+
+/**
+ * Make a userfaultfd inside the process, register ranges in missing mode, and take it out: returns
+ * criu-bun's own fd of it (the process keeps none).
+ */
+export function makeUffd(t: UffdTarget, ranges: [bigint, bigint][]): number {
+  const what = `process ${t.vpid}: lazy pages`;
+  const u = Number(t.call(NR.userfaultfd, O.CLOEXEC | O.NONBLOCK));
+  if (u < 0) throw new CriuError("restore", `${what}: userfaultfd failed (${errnoName(-u)})`);
+  try {
+    const api = t.scratch(new Uint8Array(new BigUint64Array([BigInt(UFFD_API), BigInt(UFFD_LAZY_FEATURES), 0n]).buffer));
+    const r = t.call(NR.ioctl, u, UFFDIO_API, api);
+    if (r !== 0n) throw new CriuError("restore", `${what}: UFFDIO_API with the fork, remap, remove and unmap events failed (${errnoName(Number(-r))}); see check --feature lazy_pages`);
+    for (const [a, b] of ranges) {
+      const reg = t.scratch(new Uint8Array(new BigUint64Array([a, b - a, BigInt(UFFDIO_REGISTER_MODE.MISSING), 0n]).buffer));
+      const x = t.call(NR.ioctl, u, UFFDIO_REGISTER, reg);
+      if (x !== 0n) throw new CriuError("restore", `${what}: UFFDIO_REGISTER of 0x${a.toString(16)}-0x${b.toString(16)} failed (${errnoName(Number(-x))})`);
+      log.debug(`${what}: 0x${a.toString(16)}-0x${b.toString(16)} registered (missing mode)`);
+    }
+    const pidfd = syscall(NR.pidfd_open, t.pid, 0);
+    if (pidfd < 0) throw new CriuError("restore", `${what}: pidfd_open failed (${errnoName(-pidfd)})`);
+    const fd = syscall(NR.pidfd_getfd, pidfd, u, 0);
+    closeFd(pidfd);
+    if (fd < 0) throw new CriuError("restore", `${what}: pidfd_getfd of its userfaultfd failed (${errnoName(-fd)})`);
+    return fd;
+  } finally { t.call(NR.close, u); }
+}
+
+/** restore's end of the unix socket to the lazy-pages daemon. */
+export class LazyChannel {
+  private fd: number;
+  private held: number[] = [];
+  private sent = 0;
+  constructor(public workDir: string) {
+    const path = join(workDir, LAZY_SOCKET);
+    const sun = sockaddrUn(path);
+    if (!existsSync(path)) throw new CriuError("restore", `no lazy-pages daemon: ${path} does not exist (start \`criu-bun lazy-pages --page-server ...\` first)`);
+    this.fd = syscall(NR.socket, 1 /* AF_UNIX */, 1 | O.CLOEXEC, 0);
+    if (this.fd < 0) throw new CriuError("restore", `socket for the lazy-pages daemon failed (${errnoName(-this.fd)})`);
+    const r = syscall(NR.connect, this.fd, addr(sun), sun.length);
+    if (r < 0) { closeFd(this.fd); throw new CriuError("restore", `cannot reach the lazy-pages daemon at ${path} (${errnoName(-r)})`); }
+    log.info(`lazy pages: connected to the lazy-pages daemon at ${path}`);
+  }
+
+  /** One process's userfaultfd to the daemon (CRIU's order: the pid, then the fd); restore keeps its copy. */
+  send(vpid: number, uffd: number) {
+    this.held.push(uffd);
+    sendPacket(this.fd, new Uint8Array(new Int32Array([vpid]).buffer));
+    sendPacket(this.fd, new Uint8Array([0]), uffd);
+    this.sent++;
+    log.info(`lazy pages: userfaultfd of process ${vpid} handed to the daemon`);
+  }
+  /** A zombie: its pid negated, no fd (as CRIU). */
+  sendZombie(vpid: number) { sendPacket(this.fd, new Uint8Array(new Int32Array([-vpid]).buffer)); }
+
+  /** The tree is restored and runs: the daemon may finish once all memory is in. */
+  released() { sendPacket(this.fd, new Uint8Array(new Int32Array([0]).buffer)); }
+
+  /**
+   * Wait until the daemon says all memory is in (true), or the connection ends without it (false:
+   * the daemon died or failed).
+   */
+  waitDone(): boolean {
+    const got: number[] = [];
+    for (;;) {
+      let p;
+      try { p = recvPacket(this.fd, 4); } catch (e: any) { log.warn(`lazy pages: ${e.message}`); return false; }
+      for (const fd of p.fds) closeFd(fd);
+      if (!p.data.length) return false;
+      got.push(...p.data);
+      if (got.length >= 4) return new Int32Array(new Uint8Array(got.slice(0, 4)).buffer)[0] === 0;
+    }
+  }
+
+  close() {
+    for (const fd of this.held.splice(0)) closeFd(fd);
+    if (this.fd >= 0) { closeFd(this.fd); this.fd = -1; }
+  }
+}
+
+/** struct sockaddr_un for path (refused when too long, as the kernel would truncate it). */
+export function sockaddrUn(path: string): Uint8Array {
+  const p = new TextEncoder().encode(path);
+  if (p.length > 107) throw new CriuError("lazy-pages", `${path}: the unix socket path is longer than 107 bytes; use a shorter work directory (-W)`);
+  const b = new Uint8Array(2 + p.length + 1);
+  new DataView(b.buffer).setUint16(0, 1, true);
+  b.set(p, 2);
+  return b;
+}
+
+/** A stale socket file of an earlier daemon is removed; anything else at that path is refused. */
+export function clearStaleSocket(path: string) {
+  let st;
+  try { st = lstatSync(path); } catch { return; }
+  if (!st.isSocket()) throw new CriuError("lazy-pages", `${path} exists and is not a socket`);
+  syscall(NR.unlink, addr(new TextEncoder().encode(path + "\0")));
+}
