@@ -20,7 +20,7 @@ import { recvPacket, sendPacket } from "../sys/seqpacket";
 import { readUffdMsgs, uffdCopy, uffdZero, uffdWake, UFFD_EVENT } from "../sys/uffd";
 import { decodePagemap } from "../images/pagemap";
 import { LazyPagesClient } from "./pageserver";
-import { LAZY_SOCKET, sockaddrUn, clearStaleSocket } from "../resources/lazymem";
+import { LAZY_SOCKET, RESTORE_FINISHED, sockaddrUn, clearStaleSocket } from "../resources/lazymem";
 import { PE, PAGE } from "../resources/vma";
 
 const P = BigInt(PAGE);
@@ -76,7 +76,7 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
       inbuf.push(...p.data);
       while (inbuf.length >= 4) {
         const pid = new Int32Array(new Uint8Array(inbuf.slice(0, 4)).buffer)[0];
-        if (pid === 0) { released = true; inbuf = inbuf.slice(4); log.info("lazy-pages: the restored tree runs"); continue; }
+        if (pid === RESTORE_FINISHED) { released = true; inbuf = inbuf.slice(4); log.info("lazy-pages: the restored tree runs"); continue; }
         if (pid < 0) { inbuf = inbuf.slice(4); log.info(`lazy-pages: process ${-pid} is a zombie`); continue; }
         if (inbuf.length < 5 || !fdq.length) break;
         inbuf = inbuf.slice(5);

@@ -10,7 +10,7 @@
 // missing mode over every VMA that has lazy pages), taken out with pidfd_getfd and closed there:
 // the process never sees it. The daemon gets it over the unix socket `lazy-pages.socket` in the
 // work directory as CRIU passes it (an int pid, then the fd by SCM_RIGHTS; a zombie's pid negated
-// and no fd). Then criu-bun says "restored, running" (an int 0, which is no pid) and waits for the
+// and no fd). Then restore says the tree runs (CRIU's 0x52535446, "RSTF") and waits for the
 // daemon's int 0: all memory is there. restore keeps its own copy of every userfaultfd meanwhile:
 // if the daemon dies, the process's faults keep waiting (no page silently reads as zero) until
 // restore kills the tree, with one line.
@@ -28,6 +28,8 @@ import { sendPacket, recvPacket } from "../sys/seqpacket";
 import type * as S from "../images/schemas";
 
 export const LAZY_SOCKET = "lazy-pages.socket";
+/** what restore sends the daemon once the tree runs, as CRIU does ("RSTF") */
+export const RESTORE_FINISHED = 0x52535446;
 
 // ---- dump -----------------------------------------------------------------------------------------
 
@@ -133,8 +135,8 @@ export class LazyChannel {
   /** A zombie: its pid negated, no fd (as CRIU). */
   sendZombie(vpid: number) { sendPacket(this.fd, new Uint8Array(new Int32Array([-vpid]).buffer)); }
 
-  /** The tree is restored and runs: the daemon may finish once all memory is in. */
-  released() { sendPacket(this.fd, new Uint8Array(new Int32Array([0]).buffer)); }
+  /** The tree is restored and runs (CRIU's "ReSTore Finished"): the daemon may finish once all memory is in. */
+  released() { sendPacket(this.fd, new Uint8Array(new Uint32Array([RESTORE_FINISHED]).buffer)); }
 
   /**
    * Wait until the daemon says all memory is in (true), or the connection ends without it (false:
