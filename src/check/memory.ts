@@ -1,5 +1,5 @@
 // Memory probes run inside criu-bun itself, on mappings made for the probe and unmapped after.
-import { UFFDIO_API, UFFDIO_REGISTER, UFFDIO_WRITEPROTECT, UFFD_USER_MODE_ONLY, UFFD_FEATURE } from "../sys/uffd";
+import { UFFDIO_API, UFFDIO_REGISTER, UFFDIO_WRITEPROTECT, UFFD_USER_MODE_ONLY, UFFD_FEATURE, UFFDIO_REGISTER_MODE, UFFDIO_UNREGISTER, uffdCopy } from "../sys/uffd";
 import { syscall, addr, cstr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { errnoName } from "../sys/errno";
@@ -91,6 +91,40 @@ function uffdNoncoop(): string {
 }
 
 /**
+ * What a lazy restore needs (src/resources/lazymem.ts): a userfaultfd with the fork, remap, remove and
+ * unmap events, a page registered in missing mode and filled by UFFDIO_COPY reads back as copied, and
+ * pidfd_getfd takes an fd out of a process.
+ */
+function lazyPages(): string {
+  return withFds((fds) => {
+    const u = uffdOpen(NONCOOP, fds).fd;
+    return withMapping(PAGE, (a) => {
+      const reg = new BigUint64Array([a, PAGE, BigInt(UFFDIO_REGISTER_MODE.MISSING), 0n]);
+      sys("UFFDIO_REGISTER (missing)", NR.ioctl, u, UFFDIO_REGISTER, addr(reg));
+      try {
+        const page = new Uint8Array(Number(PAGE)).fill(0x5a);
+        const c = uffdCopy(u, a, page, 0, page.length);
+        need(!c.err && c.copied === page.length, `UFFDIO_COPY: ${errnoName(c.err)}`);
+        const back = new Uint8Array(16);
+        const mem = openFd("/proc/self/mem", O.RDONLY | O.CLOEXEC);
+        fds.push(mem);
+        need(pread(mem, back, a) === 16 && back.every((b) => b === 0x5a), "the page filled by UFFDIO_COPY does not read back");
+        const pidfd = syscall(NR.pidfd_open, process.pid, 0);
+        need(pidfd >= 0, `pidfd_open: ${errnoName(-pidfd)}`);
+        fds.push(pidfd);
+        const dup = syscall(NR.pidfd_getfd, pidfd, u, 0);
+        need(dup >= 0, `pidfd_getfd: ${errnoName(-dup)}`);
+        fds.push(dup);
+        return "missing-mode userfaultfd with fork/remap/remove/unmap events, UFFDIO_COPY, pidfd_getfd";
+      } finally {
+        // before the munmap: its unmap event would wait for this very thread to read it
+        syscall(NR.ioctl, u, UFFDIO_UNREGISTER, addr(new BigUint64Array([a, PAGE])));
+      }
+    });
+  });
+}
+
+/**
  * Asynchronous uffd write-protect (the soft-dirty replacement): write-protect two written pages,
  * write one again, PAGEMAP_SCAN reports exactly that one as written.
  */
@@ -165,6 +199,7 @@ export const MEMORY_PROBES: Probe[] = [
   { name: "memfd_hugetlb", basic: false, desc: "hugetlb memfds", run: memfdHugetlb },
   { name: "uffd", basic: false, desc: "userfaultfd", run: uffd },
   { name: "uffd-noncoop", basic: false, desc: "non-cooperative userfaultfd (lazy pages)", run: uffdNoncoop },
+  { name: "lazy_pages", basic: false, desc: "lazy restore (dump/restore --lazy-pages, lazy-pages)", run: lazyPages },
   { name: "uffd_wp_async", basic: false, desc: "dirty tracking with async uffd write-protect", run: uffdWpAsync },
   { name: "membarrier", basic: false, desc: "membarrier system call", run: membarrier },
   { name: "rseq", basic: false, desc: "rseq system call", run: rseq },

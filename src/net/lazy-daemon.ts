@@ -65,8 +65,7 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
     const fdq: number[] = [];
     let released = false, restoreOpen = true;
     const buf = new Uint8Array(STREAM_PAGES * PAGE), msgBuf = new Uint8Array(32 * 64);
-    let streamed = 0;
-    const t0 = performance.now();
+    let streamed = 0, t0 = 0;
     let lastLog = 0;
 
     const takeFromRestore = () => {
@@ -159,7 +158,7 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
       if (!restoreOpen && !released) throw new CriuError("lazy-pages", "the restore ended before the restored tree was running (it failed); the dump is left to resume its source");
       const work = lpis.some((l) => l.pending.length);
       let wait = work ? 0 : 1000;
-      if (work && rate > 0) {
+      if (work && rate > 0 && t0) {
         const due = t0 + (streamed / (rate * 1048576)) * 1000;
         wait = Math.max(0, Math.ceil(due - performance.now()));
       }
@@ -180,6 +179,7 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
       }
       if (busy || !work) continue;
       // nothing to answer: stream a piece in the background
+      if (!t0) t0 = performance.now();
       const l = lpis.find((x) => x.pending.length)!;
       const [a, b] = l.pending[0];
       const np = Math.min(STREAM_PAGES, Number((b - a) / P));

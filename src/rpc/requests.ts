@@ -256,6 +256,8 @@ async function checkRequest(req: criu_req): Promise<RespInit> {
 function featureCheck(req: criu_req): RespInit {
   // criu-bun compares pages against the previous images itself (no soft-dirty needed): a
   // pre-dump followed by a dump with parent_img works on every kernel it runs on
+  // lazy_pages: criu-bun's lazy pages are on its command line (dump/restore --lazy-pages, lazy-pages);
+  // an RPC request with lazy_pages is refused, so over RPC the answer is no
   const have: Record<string, boolean> = { mem_track: true, lazy_pages: false, pidfd_store: false };
   const f: Record<string, boolean> = {};
   // the caller names the features it wants to know about by setting them; none named: all
