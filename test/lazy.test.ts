@@ -10,7 +10,7 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, w
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
-import { buildWorkloads, criuBunCommand, isAlive, REPO_ROOT, waitUntil, workloadBin } from "./harness";
+import { buildWorkloads, criuBun, criuBunCommand, isAlive, REPO_ROOT, waitUntil, workloadBin } from "./harness";
 import { LazyPagesClient } from "../src/net/pageserver";
 import { decodePagemap } from "../src/images/pagemap";
 
@@ -41,7 +41,7 @@ function freePort(): number {
 async function startLazy(mib: number) {
   const dir = tmp("wl");
   const proc = Bun.spawn(["unshare", "-fp", "setsid", workloadBin("lazy"), dir, String(mib)], {
-    cwd: dir, detached: true, stdin: "ignore", stdout: "ignore", stderr: Bun.file(join(dir, "stderr")),
+    cwd: dir, detached: true, stdin: "ignore", stdout: "ignore", stderr: "ignore",
   });
   procs.push(proc);
   await waitUntil("the lazy workload to be ready", () => existsSync(join(dir, "ready")), 60_000);
@@ -122,11 +122,19 @@ test("lazy restore of a 512 MiB process: it runs while its pages are still being
   await waitUntil("the restored workload's result", () => read(join(w.dir, "result")) !== "", 60_000);
   expect(read(join(w.dir, "result"))).toStartWith("PASS");
   await waitUntil("the restored workload to exit", () => !isAlive(pid), 10_000);
+  // the images without the source: a plain restore is refused in one line, a lazy one without a daemon too
+  let x = criuBun(["restore", "-D", img]);
+  expect([x.code, x.stderr]).toEqual([1, "Error (restore): process 1: its private memory stayed with the source (dump --lazy-pages); restore it with --lazy-pages and a running lazy-pages daemon\n"]);
+  x = criuBun(["restore", "-D", img, "--lazy-pages"]);
+  expect([x.code, x.stderr]).toEqual([1, `Error (restore): no lazy-pages daemon: ${img}/lazy-pages.socket does not exist (start \`criu-bun lazy-pages --page-server ...\` first)\n`]);
 }, 120_000);
 
 test("the lazy-pages daemon killed mid-way: restore fails in one line and kills the restored process; the source resumes", async () => {
   const w = await startLazy(128);
   const img = tmp("img"), port = freePort();
+  // the source serves its memory from where it is frozen: it cannot go on running meanwhile
+  const x = criuBun(["dump", "-t", String(w.pid), "-D", img, "--lazy-pages", "--port", String(port), "-R"]);
+  expect([x.code, x.stderr]).toEqual([1, "Error (dump): --lazy-pages cannot be used with --leave-running (the source serves its memory from where it is frozen, then is killed)\n"]);
   const dump = await lazyDump(w.pid, img, port);
   const d = await daemon(img, port, { CRIU_BUN_LAZY_RATE: "8" });
   const r = spawn([...criuBunCommand(), "restore", "-D", img, "--lazy-pages", "-d"], img);

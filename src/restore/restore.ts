@@ -17,7 +17,7 @@ import { restoreSysvShm, finishSysvShm, dropSysvShm } from "../resources/sysvshm
 import { withNs } from "../sys/netns";
 import { O } from "../sys/mem";
 import { CriuError, log, phase, asCriuError, logFd, unalias } from "../log";
-import { startWatchdog, stopWatchdog, tick, whilePaused } from "./watchdog";
+import { startWatchdog, stopWatchdog, tick, whilePaused, setStallHint } from "./watchdog";
 import { fault, pausePoint } from "../fault";
 import { netRestoreBegin, netRestoreEnd, netRestoreAbort, netRestoreHandover } from "../resources/inet";
 import { NETWORK_LOCK, runLockTableName } from "../net/netlock";
@@ -229,6 +229,8 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
       const fd = b.lazyUffd();
       if (fd !== undefined) lazy.send(b.t.pid, fd);
     }
+    // from here a process touching its lazy memory waits for the daemon
+    if (lazy) setStallHint("the lazy memory of the restored processes comes from the lazy-pages daemon; is it still there?");
     for (const b of builders) {
       if (b.t.zombie) continue;
       phase("restoring mm fields", b.t.pid);

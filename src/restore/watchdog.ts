@@ -10,12 +10,16 @@ let counter: Int32Array | undefined;
 let phaseBuf: Uint8Array | undefined;
 let worker: Worker | undefined;
 let lastPhase = "";
+let suffix = "";
+
+/** Said after the phase in the timeout's line (what the restore may be waiting for), "" for nothing. */
+export function setStallHint(s: string) { suffix = s ? ` (${s})` : ""; lastPhase = ""; tick(); }
 
 /** The restore moved on (cheap: call it as often as you like). */
 export function tick() {
   if (!counter) return;
   Atomics.add(counter, 0, 1);
-  const p = context.phase + (context.pid ? ` for process ${context.pid}` : "");
+  const p = context.phase + (context.pid ? ` for process ${context.pid}` : "") + suffix;
   if (p !== lastPhase) {
     lastPhase = p;
     const b = new TextEncoder().encode(p).subarray(0, PHASE_BYTES - 1);
@@ -73,4 +77,5 @@ export function stopWatchdog() {
   worker.terminate();
   worker = undefined;
   counter = undefined;
+  suffix = "";
 }
