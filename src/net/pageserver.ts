@@ -424,10 +424,13 @@ export function serveLazyPages(address: string, port: number, sources: Map<numbe
     log.info("lazy pages: the lazy-pages daemon connected");
     const head = new Uint8Array(PSI_SIZE), dv = new DataView(head.buffer);
     const buf = new Uint8Array(1 << 20);
+    const gone = () => new CriuError("lazy-pages", `the lazy-pages daemon closed the connection before the restore had all its memory (${served} of ${total} pages sent)`);
+    /** the daemon going away (a clean end, or a reset with pages in flight) is said as that */
+    const io = <T>(fn: () => T): T => {
+      try { return fn(); } catch (e: any) { if (/the peer closed the connection/.test(e?.message ?? "")) throw gone(); throw e; }
+    };
     for (;;) {
-      if (!readAll(conn, head, "reading a request of the lazy-pages daemon")) {
-        throw new CriuError("lazy-pages", `the lazy-pages daemon closed the connection before the restore had all its memory (${served} of ${total} pages sent)`);
-      }
+      if (!io(() => readAll(conn, head, "reading a request of the lazy-pages daemon"))) throw gone();
       const cmd = dv.getUint32(0, true), nrBig = dv.getBigUint64(8, true), vaddr = dv.getBigUint64(16, true), dst = dv.getBigUint64(24, true);
       const op = cmd & 0xffff;
       if (op === PS.CLOSE || op === PS.FORCE_CLOSE) {
@@ -447,8 +450,8 @@ export function serveLazyPages(address: string, port: number, sources: Map<numbe
       if (preadFull(fd, buf, vaddr, n * PAGE, 0, `read lazy pages of ${src.pid} at 0x${vaddr.toString(16)}`) !== n * PAGE) {
         throw new CriuError("lazy-pages", `process ${src.pid}: short read of its memory at 0x${vaddr.toString(16)}`);
       }
-      writeAll(conn, psi(PS.ADD_F | (PE_PRESENT << 16), n, vaddr, dst), "answering PS_IOV_GET");
-      writeAll(conn, buf.subarray(0, n * PAGE), "sending lazy pages");
+      io(() => writeAll(conn, psi(PS.ADD_F | (PE_PRESENT << 16), n, vaddr, dst), "answering PS_IOV_GET"));
+      io(() => writeAll(conn, buf.subarray(0, n * PAGE), "sending lazy pages"));
       served += n;
       if (served - lastLog >= 16384) { lastLog = served; log.info(`lazy pages: ${served} of ${total} pages sent`); }
     }
