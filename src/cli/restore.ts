@@ -27,7 +27,7 @@ export async function run(opts: Opts, args: string[]): Promise<number> {
     root: opts.root !== undefined ? String(opts.root) : undefined, extMounts: parseExtMounts(opts.external, opts.extMountMap, "restore"),
     trustImages: !!opts.trustImages, timeoutSec: opts.timeout !== undefined ? Number(opts.timeout) : undefined, ...cgroupMode(opts.manageCgroups), hooks: scriptHooks(opts),
     rstSibling: !!opts.restoreSibling, inheritFds: parseInheritFdArgs(opts.inheritFd),
-    lazyPages: !!opts.lazyPages, workDir: opts.workDir !== undefined ? String(opts.workDir) : undefined });
+    lazyPages: !!opts.lazyPages });
   const pid = st.pid;
   if (opts.displayStats) {
     process.stdout.write(`Displaying restore stats:\nPages compared: 0\nPages skipped COW: 0\nPages restored: ${st.pages}\n` +

@@ -197,7 +197,7 @@ export function dumpProcess(o: DumpOptions): DumpStats {
   if (pid === process.pid) throw new CriuError("dump", `cannot dump criu-bun itself`);
   if (o.pageServer && o.compress) throw new CriuError("dump", "--compress cannot be used with --page-server (the page server writes CRIU's raw pages)");
   if (o.lazyPages) {
-    const bad = o.leaveRunning ? "--leave-running" : o.leaveStopped ? "--leave-stopped" : o.pageServer ? "--page-server" : o.prevImagesDir ? "--prev-images-dir" : o.preDump ? "pre-dump" : undefined;
+    const bad = o.leaveRunning ? "--leave-running" : o.leaveStopped ? "--leave-stopped" : o.pageServer || o.psClient ? "--page-server" : o.prevImagesDir ? "--prev-images-dir" : o.preDump ? "pre-dump" : o.handOff ? "migrate" : undefined;
     if (bad) throw new CriuError("dump", `--lazy-pages cannot be used with ${bad} (the source serves its memory from where it is frozen, then is killed)`);
     o = { ...o, lazySources: new Map() };
   }

@@ -15,7 +15,7 @@ import { CriuError, log } from "../log";
 import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { closeFd } from "../sys/mem";
-import { errnoName } from "../sys/errno";
+import { errnoText } from "../sys/errno";
 import { recvPacket, sendPacket } from "../sys/seqpacket";
 import { readUffdMsgs, uffdCopy, uffdZero, uffdWake, UFFD_EVENT } from "../sys/uffd";
 import { decodePagemap } from "../images/pagemap";
@@ -53,12 +53,12 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
     const old = process.umask(0o177); // the socket file: 0600
     const r = syscall(NR.bind, ls, addr(sun), sun.length);
     process.umask(old);
-    if (r < 0) throw new CriuError("lazy-pages", `cannot listen on ${path} (${errnoName(-r)})`);
+    if (r < 0) throw new CriuError("lazy-pages", `cannot listen on ${path} (${errnoText(-r)})`);
     if (syscall(NR.listen, ls, 1) < 0) throw new CriuError("lazy-pages", `listen on ${path} failed`);
     log.info(`lazy-pages: waiting for restore --lazy-pages at ${path}`);
     o.onListening?.();
     for (;;) { conn = syscall(NR.accept4, ls, 0, 0, 0o2000000); if (conn !== -4) break; }
-    if (conn < 0) throw new CriuError("lazy-pages", `accept on ${path} failed (${errnoName(-conn)})`);
+    if (conn < 0) throw new CriuError("lazy-pages", `accept on ${path} failed (${errnoText(-conn)})`);
     log.info("lazy-pages: restore connected");
 
     let inbuf: number[] = [];
@@ -109,11 +109,11 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
         if (c.err === 11 /* EAGAIN: the mm is changing */) continue;
         if (c.err === 17 /* EEXIST: already there */) { uffdWake(l.fd, a + BigInt(off), PAGE); off += PAGE; continue; }
         if (c.err === 3 /* ESRCH: the process is gone */ || c.err === 2 /* ENOENT: no such VMA any more */) {
-          log.debug(`lazy-pages: process ${l.vpid}: 0x${(a + BigInt(off)).toString(16)}: ${errnoName(c.err)}; pages dropped`);
+          log.debug(`lazy-pages: process ${l.vpid}: 0x${(a + BigInt(off)).toString(16)}: ${errnoText(c.err)}; pages dropped`);
           if (c.err === 3) { l.pending = []; return; }
           break;
         }
-        throw new CriuError("lazy-pages", `process ${l.vpid}: UFFDIO_COPY at 0x${(a + BigInt(off)).toString(16)} failed (${errnoName(c.err)})`);
+        throw new CriuError("lazy-pages", `process ${l.vpid}: UFFDIO_COPY at 0x${(a + BigInt(off)).toString(16)} failed (${errnoText(c.err)})`);
       }
       remove(l.pending, a, a + BigInt(got) * P);
       served += got;
@@ -127,7 +127,7 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
         // not lazy memory of the dump (never written, or dropped since): zeroes
         const e = uffdZero(l.fd, a, PAGE);
         if (e === 17) uffdWake(l.fd, a, PAGE);
-        else if (e && e !== 3 && e !== 2) throw new CriuError("lazy-pages", `process ${l.vpid}: UFFDIO_ZEROPAGE at 0x${a.toString(16)} failed (${errnoName(e)})`);
+        else if (e && e !== 3 && e !== 2) throw new CriuError("lazy-pages", `process ${l.vpid}: UFFDIO_ZEROPAGE at 0x${a.toString(16)} failed (${errnoText(e)})`);
         return;
       }
       const end = l.pending[i][1];
@@ -136,7 +136,7 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
 
     const onEvents = (l: Lpi) => {
       const msgs = readUffdMsgs(l.fd, msgBuf);
-      if (typeof msgs === "number") throw new CriuError("lazy-pages", `process ${l.vpid}: reading its userfaultfd failed (${errnoName(-msgs)})`);
+      if (typeof msgs === "number") throw new CriuError("lazy-pages", `process ${l.vpid}: reading its userfaultfd failed (${errnoText(-msgs)})`);
       for (const m of msgs) {
         if (m.event === UFFD_EVENT.PAGEFAULT) onFault(l, m.b);
         else if (m.event === UFFD_EVENT.FORK) {
@@ -166,7 +166,7 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
       const pfd = new Int32Array(fds.length * 2);
       fds.forEach((fd, i) => { pfd[i * 2] = fd; pfd[i * 2 + 1] = 1 /* POLLIN */; });
       const n = syscall(NR.poll, addr(pfd), fds.length, wait);
-      if (n < 0 && n !== -4) throw new CriuError("lazy-pages", `poll failed (${errnoName(-n)})`);
+      if (n < 0 && n !== -4) throw new CriuError("lazy-pages", `poll failed (${errnoText(-n)})`);
       let busy = false;
       for (let i = 0; n > 0 && i < fds.length; i++) {
         const rev = (pfd[i * 2 + 1] >>> 16) & 0xffff;

@@ -364,7 +364,7 @@ export class LazyPagesClient {
     const r = syscall(NR.connect, this.fd, addr(sa), sa.length);
     if (r < 0) {
       this.drop();
-      throw new CriuError("lazy-pages", `cannot connect to the dump serving lazy pages at ${address}:${port} (${r === -111 ? "nothing listens there" : `errno ${-r}`})`);
+      throw new CriuError("lazy-pages", `cannot connect to the dump serving lazy pages at ${address}:${port} (${r === -111 ? "nothing listens there" : errnoText(-r)})`);
     }
     TCP_NODELAY(this.fd, true);
   }

@@ -56,8 +56,8 @@ export interface RestoreOptions {
   inheritFds?: Map<string, number>;
   /** cg_root: new roots for the tree's cgroups */
   cgRoots?: CgRoot[];
-  /** --lazy-pages: memory left with the source comes on demand from the lazy-pages daemon in workDir */
-  lazyPages?: boolean; workDir?: string;
+  /** --lazy-pages: memory left with the source comes on demand from the lazy-pages daemon (its socket in workDir) */
+  lazyPages?: boolean;
 }
 
 export interface Restored { pid: number; ms: number; forkMs: number; pages: number; processes: number;
