@@ -13,6 +13,7 @@ import { refuse } from "../resources/unsupported";
 import { dumpSeccompFilters, type SeccompFilter } from "../resources/seccomp";
 import { errnoText } from "../sys/errno";
 import { dumpCreds } from "../resources/creds";
+import { itimerCalls, decodeItimers, dumpPosixTimers } from "../resources/timers";
 
 const ERESTARTSYS = -512n, ERESTARTNOINTR = -513n, ERESTARTNOHAND = -514n, ERESTART_RESTARTBLOCK = -516n;
 const EINTR = -4n;
@@ -143,8 +144,8 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
   let uts = { nodename: "", domainname: "" };
   const clocks: Record<string, { tvSec: bigint; tvNsec: bigint }> = {};
   const sigactions: Record<string, any>[] = [];
-  const itimers: Record<string, any> = {};
-  const posix: Record<string, any>[] = [];
+  let itimers: ReturnType<typeof decodeItimers> | undefined;
+  let posix: Record<string, any>[] = [];
   try {
     inj.withScratch(400, (scratch) => {
       // CRIU's table: 62 entries, signals 1..64 without SIGKILL and SIGSTOP, each read from the
@@ -154,7 +155,6 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
       // process where it can run one (batchCalls), else one injected syscall each.
       const sigs: number[] = [];
       for (let sig = 1; sig <= 64; sig++) if (sig !== 9 && sig !== 19) sigs.push(sig);
-      const names = ["real", "virt", "prof"];
       const clockIds = [[1, "monotonic"], [7, "boottime"]] as const;
       const head = 7; // calls before the sigactions
       const got = batchCalls(inj, mem, status, pid, [
@@ -168,7 +168,7 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
         // struct utsname: 6 fields of 65 bytes; nodename is the 2nd, domainname the 6th
         { nr: NR.uname, args: (buf: bigint) => [buf], out: 390 },
         ...sigs.map((sig) => ({ nr: NR.rt_sigaction, args: (buf: bigint) => [sig, 0, buf, 8], out: 32 })),
-        ...names.map((_, w) => ({ nr: NR.getitimer, args: (buf: bigint) => [w, buf], out: 32 })),
+        ...itimerCalls(),
       ], scratch);
       brk = BigInt.asUintN(64, got[0].r);
       thpDisabled = got[1].r > 0n;
@@ -192,23 +192,8 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
         const dv = new DataView(b.buffer, b.byteOffset);
         sigactions.push({ sigaction: dv.getBigUint64(0, true), flags: dv.getBigUint64(8, true), restorer: dv.getBigUint64(16, true), mask: dv.getBigUint64(24, true), compatSigaction: false });
       });
-      for (let w = 0; w < 3; w++) {
-        const { r, b } = got[head + sigs.length + w];
-        if (r < 0n && r > -4096n) throw new CriuError("inject", `getitimer in ${inj.tid} failed (${errnoText(-r)})`);
-        const dv = new DataView(b.buffer, b.byteOffset);
-        itimers[names[w]] = { isec: dv.getBigUint64(0, true), iusec: dv.getBigUint64(8, true), vsec: dv.getBigUint64(16, true), vusec: dv.getBigUint64(24, true) };
-      }
-      for (const t of readPosixTimers(pid)) {
-        inj.ok("timer_gettime", NR.timer_gettime, t.id, scratch);
-        const dv = new DataView(mem.read(scratch, 32).buffer);
-        const overrun = Number(inj.call(NR.timer_getoverrun, t.id));
-        posix.push({
-          itId: t.id, clockId: t.clock, siSigno: t.signo, itSigevNotify: t.notify, sivalPtr: t.sival,
-          overrun: Math.max(0, overrun), isec: dv.getBigUint64(0, true), insec: dv.getBigUint64(8, true),
-          vsec: dv.getBigUint64(16, true), vnsec: dv.getBigUint64(24, true),
-          ...(t.notifyTid ? { notifyThreadId: t.notifyTid } : {}),
-        });
-      }
+      itimers = decodeItimers(pid, got.slice(head + sigs.length, head + sigs.length + 3));
+      posix = dumpPosixTimers(pid, inj, mem, scratch);
     });
   } finally {
     inj.restore();
@@ -279,7 +264,7 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
   const leaderCore = threads[0].core;
   leaderCore.tc = {
     taskState: 1, exitCode: 0, personality, flags: stat.flags, blkSigset: threads[0].core.threadCore.blkSigset,
-    comm: stat.comm, timers: { real: itimers.real, virt: itimers.virt, prof: itimers.prof, posix },
+    comm: stat.comm, timers: { real: itimers!.real, virt: itimers!.virt, prof: itimers!.prof, posix },
     rlimits: { rlimits: limits }, signalsS: { signals: shared }, loginuid: readLoginuid(pid),
     oomScoreAdj: Number(readText(`/proc/${pid}/oom_score_adj`).trim()), sigactions, childSubreaper: subreaper,
   };
@@ -304,24 +289,6 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
 
 function readLoginuid(pid: number): number {
   try { return Number(readText(`/proc/${pid}/loginuid`).trim()); } catch { return 0xffffffff; }
-}
-
-interface PosixTimerInfo { id: number; signo: number; sival: bigint; notify: number; notifyTid: number; clock: number }
-/** /proc/PID/timers: "ID: 0\nsignal: 34/0000000000000000\nnotify: signal/pid.1234\nClockID: 1\n" per timer. */
-export function readPosixTimers(pid: number): PosixTimerInfo[] {
-  let text = "";
-  try { text = readText(`/proc/${pid}/timers`); } catch { return []; }
-  const out: PosixTimerInfo[] = [];
-  for (const block of text.split(/(?=^ID:)/m)) {
-    const m = /ID:\s*(\d+)\s+signal:\s*(\d+)\/([0-9a-f]+)\s+notify:\s*(\w+)\/(\w+)\.(\d+)\s+ClockID:\s*(\d+)/.exec(block);
-    if (!m) continue;
-    const kind = m[4];
-    // SIGEV_SIGNAL 0, SIGEV_NONE 1, SIGEV_THREAD 2, SIGEV_THREAD_ID 4
-    let notify = kind === "none" ? 1 : kind === "thread" ? 2 : 0;
-    if (m[5] === "tid") notify |= 4;
-    out.push({ id: +m[1], signo: +m[2], sival: BigInt("0x" + m[3]), notify, notifyTid: m[5] === "tid" ? +m[6] : 0, clock: +m[7] });
-  }
-  return out;
 }
 
 /** CRIU's AT_VECTOR_SIZE: mm_saved_auxv holds at most this many words (CRIU refuses more). */

@@ -30,6 +30,7 @@ import { lazyRanges, makeUffd } from "../resources/lazymem";
 import { restoreMountNs } from "../resources/mounts";
 import { restoreSeccomp } from "../resources/seccomp";
 import { restoreCreds } from "../resources/creds";
+import { restoreTimers } from "../resources/timers";
 import { errnoText } from "../sys/errno";
 
 const TRAMP_SIZE = 5 * 4096; // code + scratch: 2 KiB of structs, then 4 path slots of 4 KiB
@@ -730,48 +731,7 @@ export class TaskBuilder {
     for (const tid of this.tids) {
       for (const s of this.t.cores.get(this.vtid(tid))!.threadCore?.signalsP?.signals ?? []) queue(this.injs.get(tid)!, this.vtid(tid), s.siginfo);
     }
-    // POSIX timers with their old ids
-    const inj = this.inj!;
-    const timers = tc.timers;
-    if (timers?.posix.length) {
-      const byId = inj.call(NR.prctl, 77 /* PR_TIMER_CREATE_RESTORE_IDS */, 1, 0, 0, 0) >= 0n;
-      const sorted = [...timers.posix].sort((a, b) => a.itId - b.itId);
-      const burnt: number[] = [];
-      for (const pt of sorted) {
-        const ev = new ArrayBuffer(64); const dv = new DataView(ev);
-        dv.setBigUint64(0, pt.sivalPtr, true); dv.setInt32(8, pt.siSigno, true); dv.setInt32(12, pt.itSigevNotify, true);
-        if (pt.notifyThreadId) dv.setInt32(16, pt.notifyThreadId, true);
-        const evAddr = this.scratchWrite(0n, new Uint8Array(ev));
-        const idAddr = this.scratchWrite(128n, new Uint8Array(new Int32Array([pt.itId]).buffer));
-        for (;;) {
-          const r = inj.call(NR.timer_create, pt.clockId, evAddr, idAddr);
-          if (r < 0n) throw new CriuError("restore", `timer_create for POSIX timer ${pt.itId} failed (${errnoText(-r)})`);
-          const got = new DataView(this.mem!.read(idAddr, 4).buffer).getInt32(0, true);
-          if (got === pt.itId) break;
-          if (byId || got > pt.itId) throw new CriuError("restore", `POSIX timer ${pt.itId} came back as ${got}`);
-          burnt.push(got); // ids are handed out in order: take the ones before ours, free them at the end
-        }
-      }
-      for (const id of burnt) inj.call(NR.timer_delete, id);
-      if (byId) inj.call(NR.prctl, 77, 0, 0, 0, 0);
-      for (const pt of sorted) {
-        // as CRIU: a zero value with an interval means "expired while frozen": due one interval on
-        const zero = !pt.vsec && !pt.vnsec;
-        if (zero && !pt.isec && !pt.insec) continue;
-        const its = new BigUint64Array([pt.isec, pt.insec, zero ? pt.isec : pt.vsec, zero ? pt.insec : pt.vnsec]);
-        inj.ok("timer_settime", NR.timer_settime, pt.itId, 0, this.scratchWrite(0n, new Uint8Array(its.buffer)), 0);
-      }
-    }
-    if (timers) {
-      const names: ("real" | "virt" | "prof")[] = ["real", "virt", "prof"];
-      names.forEach((n, w) => {
-        const it = timers[n];
-        if (!it || (!it.vsec && !it.vusec && !it.isec && !it.iusec)) return;
-        const zero = !it.vsec && !it.vusec; // as CRIU: due one interval on
-        const v = new BigUint64Array([it.isec, it.iusec, zero ? it.isec : it.vsec, zero ? it.iusec : it.vusec]);
-        inj.ok("setitimer", NR.setitimer, w, this.scratchWrite(0n, new Uint8Array(v.buffer)), 0);
-      });
-    }
+    restoreTimers({ pid: t.pid, inj: this.inj!, scratch: (off, data) => this.scratchWrite(off, data), read: (a, n) => this.mem!.read(a, n) }, tc.timers);
   }
 
   /**
