@@ -123,9 +123,9 @@ done`;
  * pivot_root into it, the old root detached; INNER runs as a session leader in there.
  * \`pre\` runs before pivot_root (host paths still visible), \`extra\` inside, \`late\` once INNER's mounts are made. Returns the shell's PID.
  */
-async function startContainer(rootfs: string, o: { pre?: string; extra?: string; late?: string; check?: string; pidns?: boolean; unshare?: string[] } = {}): Promise<{ pid: number; outer: Subprocess }> {
-  const outer = Bun.spawn(["unshare", "-m", ...(o.pidns ? ["-p"] : []), ...(o.unshare ?? []), "--fork", "sh", "-c",
-    `set -e; mount --make-rprivate /; mount --bind "$0" "$0"; ${o.pre ? `${o.pre};` : ""} cd "$0"; pivot_root . old; exec /old/bin/busybox chroot . /bin/setsid /bin/sh -c "$1" </data/src/f >/work/out 2>&1`,
+async function startContainer(rootfs: string, o: { pre?: string; extra?: string; late?: string; check?: string; pidns?: boolean; unshare?: string[]; rslave?: boolean } = {}): Promise<{ pid: number; outer: Subprocess }> {
+  const outer = Bun.spawn(["unshare", "-m", ...(o.rslave ? ["--propagation", "unchanged"] : []), ...(o.pidns ? ["-p"] : []), ...(o.unshare ?? []), "--fork", "sh", "-c",
+    `set -e; mount --make-${o.rslave ? "rslave" : "rprivate"} /; mount --bind "$0" "$0"; ${o.pre ? `${o.pre};` : ""} cd "$0"; pivot_root . old; exec /old/bin/busybox chroot . /bin/setsid /bin/sh -c "$1" </data/src/f >/work/out 2>&1`,
     rootfs, INNER.replace("$EXTRA", () => o.extra ?? "").replace("$LATE", () => o.late ?? "").replace("$CHECK", () => o.check ?? "")],
   { stdin: "ignore", stdout: "ignore", stderr: "ignore", detached: true });
   spawned.push(outer);
@@ -435,22 +435,27 @@ describe("container mount namespaces", () => {
     await finish(b, cb.pid, r, beforeB);
   }, 90000);
 
-  test("refused at dump naming the mount, the container running on: mounts criu-bun cannot make (ramfs, an overlay the container mounted); peers binding two directories of a mount no longer mounted whole (no member holds the others' roots)", async () => {
+  test("refused at dump naming the mount, the container running on: mounts criu-bun cannot make (ramfs, an overlay the container mounted); peers binding two directories of a mount no longer mounted whole (no member holds the others' roots); a root that is the slave of a group outside", async () => {
     const cases = [
       { extra: "mount -t ramfs ramfs /odd", line: `mount '/odd' \\(ramfs ramfs\\) cannot be recreated by criu-bun; mark it external` },
       { extra: "mount -t overlay -o lowerdir=/data/src:/bin ovl /odd", line: `mount '/odd' \\(overlay ovl\\) cannot be recreated by criu-bun; mark it external` },
       { extra: "mkdir /data/x /data/y; mount --bind /data /data; mount --make-shared /data; mount --bind /data/x /ext; mount --bind /data/y /odd; umount /data",
         line: `mount '/(ext|odd)' \\(\\S+ [^,]*, bind of /\\S+/data/[xy]\\) is a peer \\(group \\d+\\) of '/(ext|odd)', whose root '/\\S+/data/[xy]' does not hold its root '/\\S+/data/[xy]'; not supported` },
+      // the root a slave of a peer group outside (runc's rslave rootfs on a host whose / is shared):
+      // the rootfs is a shared mount here, the container's namespace a copy made rslave
+      { rslave: true, line: `mount '/' \\(\\S+ [^,]*, bind of /\\S+\\) is a slave of a peer group outside its namespace \\(master \\d+\\); not supported` },
     ];
-    for (const c of cases) {
+    for (const c of cases as { extra?: string; rslave?: boolean; line: string }[]) {
       const rootfs = busyboxRootfs();
-      const { pid, outer } = await startContainer(rootfs, { extra: c.extra });
+      if (c.rslave) { hostMount(["--bind", rootfs, rootfs]); expect(Bun.spawnSync(["mount", "--make-shared", rootfs]).exitCode).toBe(0); }
+      const { pid, outer } = await startContainer(rootfs, { extra: c.extra, rslave: c.rslave });
       const r = criuBun(["dump", "-t", String(pid), "-D", imagesDir("mnt-refused")]);
       expect(r.code).not.toBe(0);
       expect(r.stderr.trim().split("\n")).toEqual([expect.stringMatching(new RegExp(`^Error \\(dump\\): process ${pid} mount namespace mnt:\\[\\d+\\]: ${c.line}`))]);
       await counting(rootfs);
       process.kill(-outer.pid, "SIGKILL");
       await outer.exited;
+      if (c.rslave) { process.kill(pid, "SIGKILL"); await waitFor(() => !existsSync(`/proc/${pid}`), 10000, "the container to end"); hostUmount(rootfs); }
     }
   }, 30000);
 
