@@ -68,6 +68,7 @@ const passCases: [string, string[]][] = [
   ["large", ["400", "200"]],
   ["inetsk", ["opts"]],
   ["unixsk", ["dgram"]],
+  ["lazy", ["8"]],
 ];
 
 describe("workloads pass without a dump", () => {
