@@ -82,7 +82,7 @@ function served(img: string): { n: number; total: number } | undefined {
 const counter = (wl: string) => Number(read(join(wl, "counter")).trim() || 0);
 const restoredPid = (img: string) => Number(/Restore finished successfully \(pid (\d+)\)/.exec(read(join(img, "restore.log")))?.[1] ?? 0);
 
-test("lazy restore of a 512 MiB process: it runs while its pages are still being served, then its memory hash is right", async () => {
+test("lazy restore of a 512 MiB process: it runs while its pages are still being served (and forks a child that checks its own copy), then its memory hash is right", async () => {
   const w = await startLazy(512);
   const img = tmp("img"), port = freePort();
   const dump = await lazyDump(w.pid, img, port);
@@ -109,6 +109,9 @@ test("lazy restore of a 512 MiB process: it runs while its pages are still being
     return progressed;
   }, 30_000);
   expect(progressed).toBe(true);
+  // a fork while pages are still arriving: the child's missing pages come through the fork event
+  expect(served(img)!.n).toBeLessThan(served(img)!.total);
+  writeFileSync(join(w.dir, "fork"), "");
   // restore -d returns once all memory is in; the daemon and the dump end too, the source killed
   expect(await r.exited).toBe(0);
   expect(await d.exited).toBe(0);
@@ -121,6 +124,9 @@ test("lazy restore of a 512 MiB process: it runs while its pages are still being
   writeFileSync(join(w.dir, "go"), "");
   await waitUntil("the restored workload's result", () => read(join(w.dir, "result")) !== "", 60_000);
   expect(read(join(w.dir, "result"))).toStartWith("PASS");
+  expect(read(join(w.dir, "result"))).toContain("forked=1");
+  expect(read(join(w.dir, "child"))).toBe("OK\n");
+  expect(read(join(img, "lazy.log"))).toMatch(/process 1 forked; its child's userfaultfd \d+ is served from the same pages/);
   await waitUntil("the restored workload to exit", () => !isAlive(pid), 10_000);
   // the images without the source: a plain restore is refused in one line, a lazy one without a daemon too
   let x = criuBun(["restore", "-D", img]);

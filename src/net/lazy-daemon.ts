@@ -27,7 +27,9 @@ const P = BigInt(PAGE);
 const FAULT_PAGES = 16, STREAM_PAGES = 256;
 
 /** One restored process: its userfaultfd and the lazy pages it has not got yet (sorted, disjoint). */
-interface Lpi { vpid: number; src: number; fd: number; pending: [bigint, bigint][]; total: number }
+/** [start, end) of pending pages here, and off: where the dump holds them is start + off (mremap moves them) */
+type Rng = [bigint, bigint, bigint];
+interface Lpi { vpid: number; src: number; fd: number; pending: Rng[]; total: number }
 
 export interface LazyDaemonOptions {
   dir: string; workDir: string; address: string; port: number; timeoutSec: number;
@@ -83,12 +85,12 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
       }
     };
     const addLpi = (vpid: number, fd: number) => {
-      const pending: [bigint, bigint][] = [];
+      const pending: Rng[] = [];
       for (const r of decodePagemap(o.dir, `pagemap-${vpid}.img`).runs) {
         if (!(r.flags & PE.LAZY) || r.flags & (PE.PRESENT | PE.PARENT)) continue;
         const a = r.vaddr, b = r.vaddr + BigInt(r.nrPages) * P;
         const last = pending[pending.length - 1];
-        if (last && last[1] === a) last[1] = b; else pending.push([a, b]);
+        if (last && last[1] === a) last[1] = b; else pending.push([a, b, 0n]);
       }
       pending.sort((x, y) => (x[0] < y[0] ? -1 : 1));
       const n = count(pending);
@@ -97,27 +99,40 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
       log.info(`lazy-pages: process ${vpid}: ${n} lazy pages (userfaultfd ${fd})`);
     };
 
-    /** Pages [a, a + n pages) of lpi from the dump, into the process. */
-    const fetch = (l: Lpi, a: bigint, n: number) => {
-      const got = ps.get(l.src, a, n, buf);
+    /** Pages [a, a + n pages) of lpi from the dump (where it holds them: a + off), into the process. */
+    const fetch = (l: Lpi, a: bigint, n: number, off0: bigint) => {
+      const got = ps.get(l.src, a + off0, n, buf);
       let off = 0;
       const len = got * PAGE;
+      let gone = 0;
       while (off < len) {
         const c = uffdCopy(l.fd, a + BigInt(off), buf, off, len - off);
         off += c.copied;
         if (!c.err) continue;
-        if (c.err === 11 /* EAGAIN: the mm is changing */) continue;
+        // EAGAIN: the mm is changing (a fork, mremap, munmap... whose event waits to be read): read
+        // the events first (faults are answered after), then try again where it is now
+        if (c.err === 11) { onEvents(l, true); if (!l.pending.some(([x, y]) => x <= a && a < y)) { gone = -1; break; } continue; }
         if (c.err === 17 /* EEXIST: already there */) { uffdWake(l.fd, a + BigInt(off), PAGE); off += PAGE; continue; }
         if (c.err === 3 /* ESRCH: the process is gone */ || c.err === 2 /* ENOENT: no such VMA any more */) {
           log.debug(`lazy-pages: process ${l.vpid}: 0x${(a + BigInt(off)).toString(16)}: ${errnoText(c.err)}; pages dropped`);
-          if (c.err === 3) { l.pending = []; return; }
+          gone = c.err;
           break;
         }
         throw new CriuError("lazy-pages", `process ${l.vpid}: UFFDIO_COPY at 0x${(a + BigInt(off)).toString(16)} failed (${errnoText(c.err)})`);
       }
-      remove(l.pending, a, a + BigInt(got) * P);
-      served += got;
+      const placed = Math.min(off, len) / PAGE;
+      served += placed;
+      // what can no longer go in (the process or its mapping is gone) is no longer wanted
+      drop(l, a, a + BigInt(got) * P, gone === -1 ? 0 : got - placed); // -1: an event moved or dropped them (counted there)
+      if (gone === 3) drop(l, 0n, 1n << 64n);
       if (served - lastLog >= 8192 || !lpis.some((x) => x.pending.length)) { lastLog = served; log.info(`lazy-pages: ${served} of ${total} pages served`); }
+    };
+
+    /** Take [a, b) out of l's pending pages; `unwanted` of them (default: all) leave the total too. */
+    const drop = (l: Lpi, a: bigint, b: bigint, unwanted?: number) => {
+      const before = count(l.pending);
+      remove(l.pending, a, b);
+      total -= unwanted ?? before - count(l.pending);
     };
 
     const onFault = (l: Lpi, at: bigint) => {
@@ -130,24 +145,26 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
         else if (e && e !== 3 && e !== 2) throw new CriuError("lazy-pages", `process ${l.vpid}: UFFDIO_ZEROPAGE at 0x${a.toString(16)} failed (${errnoText(e)})`);
         return;
       }
-      const end = l.pending[i][1];
-      fetch(l, a, Math.min(FAULT_PAGES, Number((end - a) / P)));
+      const [, end, off] = l.pending[i];
+      fetch(l, a, Math.min(FAULT_PAGES, Number((end - a) / P)), off);
     };
 
-    const onEvents = (l: Lpi) => {
+    /** faults read while a copy waited for the mm (answered next round) */
+    const deferred: { l: Lpi; at: bigint }[] = [];
+    const onEvents = (l: Lpi, deferFaults = false) => {
       const msgs = readUffdMsgs(l.fd, msgBuf);
       if (typeof msgs === "number") throw new CriuError("lazy-pages", `process ${l.vpid}: reading its userfaultfd failed (${errnoText(-msgs)})`);
       for (const m of msgs) {
-        if (m.event === UFFD_EVENT.PAGEFAULT) onFault(l, m.b);
+        if (m.event === UFFD_EVENT.PAGEFAULT) { if (deferFaults) deferred.push({ l, at: m.b }); else onFault(l, m.b); }
         else if (m.event === UFFD_EVENT.FORK) {
           // the child's missing pages are what the parent was missing: the same source pages
-          const child: Lpi = { vpid: l.vpid, src: l.src, fd: m.ufd, pending: l.pending.map(([a, b]) => [a, b] as [bigint, bigint]), total: 0 };
+          const child: Lpi = { vpid: l.vpid, src: l.src, fd: m.ufd, pending: l.pending.map(([a, b, o]) => [a, b, o] as Rng), total: 0 };
           child.total = count(child.pending);
           total += child.total;
           lpis.push(child);
           log.info(`lazy-pages: process ${l.vpid} forked; its child's userfaultfd ${m.ufd} is served from the same pages`);
         } else if (m.event === UFFD_EVENT.REMAP) move(l.pending, m.a, m.b, m.c);
-        else if (m.event === UFFD_EVENT.REMOVE || m.event === UFFD_EVENT.UNMAP) remove(l.pending, m.a, m.b);
+        else if (m.event === UFFD_EVENT.REMOVE || m.event === UFFD_EVENT.UNMAP) drop(l, m.a, m.b);
       }
     };
 
@@ -167,7 +184,8 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
       fds.forEach((fd, i) => { pfd[i * 2] = fd; pfd[i * 2 + 1] = 1 /* POLLIN */; });
       const n = syscall(NR.poll, addr(pfd), fds.length, wait);
       if (n < 0 && n !== -4) throw new CriuError("lazy-pages", `poll failed (${errnoText(-n)})`);
-      let busy = false;
+      let busy = deferred.length > 0;
+      for (const d of deferred.splice(0)) if (d.l.fd >= 0) onFault(d.l, d.at);
       for (let i = 0; n > 0 && i < fds.length; i++) {
         const rev = (pfd[i * 2 + 1] >>> 16) & 0xffff;
         if (!rev) continue;
@@ -175,17 +193,18 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
         if (fds[i] === conn && restoreOpen) { takeFromRestore(); continue; }
         const l = live.find((x) => x.fd === fds[i])!;
         if (rev & 1) onEvents(l);
-        else if (rev & (8 | 16 | 32)) { log.debug(`lazy-pages: process ${l.vpid}: userfaultfd hung up`); l.pending = []; closeFd(l.fd); l.fd = -1; }
+        else if (rev & (8 | 16 | 32)) { log.debug(`lazy-pages: process ${l.vpid}: userfaultfd hung up`); drop(l, 0n, 1n << 64n); closeFd(l.fd); l.fd = -1; }
       }
       if (busy || !work) continue;
       // nothing to answer: stream a piece in the background
       if (!t0) t0 = performance.now();
       const l = lpis.find((x) => x.pending.length)!;
-      const [a, b] = l.pending[0];
+      const [a, b, off] = l.pending[0];
       const np = Math.min(STREAM_PAGES, Number((b - a) / P));
-      fetch(l, a, np);
+      fetch(l, a, np, off);
       streamed += np * PAGE;
     }
+    log.info(`lazy-pages: ${served} of ${total} pages served`);
     ps.close();
     sendPacket(conn, new Uint8Array(new Int32Array([0]).buffer));
     ok = true;
@@ -200,28 +219,28 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
   }
 }
 
-const count = (rs: [bigint, bigint][]) => rs.reduce((s, [a, b]) => s + Number((b - a) / P), 0);
+const count = (rs: Rng[]) => rs.reduce((s, [a, b]) => s + Number((b - a) / P), 0);
 
 /** Take [a, b) out of sorted disjoint ranges. */
-function remove(rs: [bigint, bigint][], a: bigint, b: bigint) {
+function remove(rs: Rng[], a: bigint, b: bigint) {
   for (let i = 0; i < rs.length; i++) {
-    const [x, y] = rs[i];
+    const [x, y, o] = rs[i];
     if (y <= a) continue;
     if (x >= b) break;
-    const parts: [bigint, bigint][] = [];
-    if (x < a) parts.push([x, a]);
-    if (y > b) parts.push([b, y]);
+    const parts: Rng[] = [];
+    if (x < a) parts.push([x, a, o]);
+    if (y > b) parts.push([b, y, o]);
     rs.splice(i, 1, ...parts);
     i += parts.length - 1;
   }
 }
 
-/** mremap: pending pages of [from, from + len) are now at to. */
-function move(rs: [bigint, bigint][], from: bigint, to: bigint, len: bigint) {
-  const moved: [bigint, bigint][] = [];
-  for (const [x, y] of rs) {
+/** mremap: pending pages of [from, from + len) are now at to (the dump still holds them where they were). */
+function move(rs: Rng[], from: bigint, to: bigint, len: bigint) {
+  const moved: Rng[] = [];
+  for (const [x, y, o] of rs) {
     const a = x > from ? x : from, b = y < from + len ? y : from + len;
-    if (a < b) moved.push([a - from + to, b - from + to]);
+    if (a < b) moved.push([a - from + to, b - from + to, o + from - to]);
   }
   remove(rs, from, from + len);
   for (const m of moved) rs.push(m);

@@ -10,6 +10,7 @@
  */
 #include "wl.h"
 #include <sys/mman.h>
+#include <sys/wait.h>
 
 static volatile uint64_t counter, sink;
 
@@ -25,6 +26,7 @@ int main(int argc, char **argv) {
 	wl_fill(mem + (hole + 1) * 4096, len - (hole + 1) * 4096, 0x2b3f);
 	memset(mem + zeroed * 4096, 0, 4096);
 	const uint64_t hash = wl_hash(mem, len);
+	pid_t child = 0;
 	wl_ready();
 	const uint64_t at_ready = counter;
 	uint64_t s = 0x77;
@@ -34,6 +36,16 @@ int main(int argc, char **argv) {
 		int n = snprintf(line, sizeof line, "%llu\n", (unsigned long long)counter);
 		wl_write_file("counter", line, (size_t)n);
 		sink += mem[(wl_rng(&s) % pages) * 4096 + 8];
+		if (!child && wl_exists("fork")) {
+			child = fork();
+			if (child == 0) {
+				int ok = wl_hash(mem, len) == hash;
+				for (size_t i = 0; i < 4096; i++)
+					if (mem[hole * 4096 + i] || mem[zeroed * 4096 + i]) ok = 0;
+				wl_write_file("child", ok ? "OK\n" : "BAD\n", ok ? 3 : 4);
+				_exit(ok ? 0 : 1);
+			}
+		}
 		wl_sleep_ms(5);
 	} while (!wl_go());
 	wl_check_ids();
@@ -43,7 +55,16 @@ int main(int argc, char **argv) {
 	WL_CHECK(zero_ok, "a page that was never written (or zeroed) is not zero");
 	const uint64_t h = wl_hash(mem, len);
 	WL_CHECK(h == hash, "memory hash %016llx, expected %016llx (%zu MiB)", (unsigned long long)h, (unsigned long long)hash, mib);
+	if (child > 0) {
+		int st = 0;
+		WL_CHECK(waitpid(child, &st, 0) == child && WIFEXITED(st) && WEXITSTATUS(st) == 0, "the forked child failed its memory check (status %d)", st);
+		char c[8] = {0}, p2[4200];
+		wl_path(p2, sizeof p2, "child");
+		FILE *f = fopen(p2, "r");
+		if (f) { if (!fgets(c, sizeof c, f)) c[0] = 0; fclose(f); }
+		WL_CHECK(!strcmp(c, "OK\n"), "the forked child says '%s'", c);
+	}
 	WL_CHECK(counter > at_ready, "counter did not grow: ready=%llu now=%llu", (unsigned long long)at_ready, (unsigned long long)counter);
-	wl_detail("mib=%zu counter=%llu hash=%016llx", mib, (unsigned long long)counter, (unsigned long long)h);
+	wl_detail("mib=%zu counter=%llu hash=%016llx forked=%d", mib, (unsigned long long)counter, (unsigned long long)h, child > 0);
 	wl_finish();
 }
