@@ -122,21 +122,24 @@ test("the workload's check fails when one byte of its memory is wrong (--selftes
 
 test("migrate a python3 counter over loopback: pre-copy rounds send less and less, it keeps counting, its memory is right, the source is gone", async () => {
   const ns = mkns("lo");
-  const { pid, w } = await startCounter(ns, 16);
+  const { pid, w } = await startCounter(ns, 32);
   await waitFor(() => count(w) > 100, "counter running");
   const dst = await listen(ns, 7501, "127.0.0.1");
   const src = migrate(ns, pid, "127.0.0.1:7501");
   const r = await src.done();
   if (r.code !== 0) throw new Error(`migrate failed (${r.code}): ${r.stderr}\n${src.log()}\n--- destination:\n${dst.err()}${dst.log()}`);
   expect(await dst.p.exited).toBe(0);
-  // round 1 sends every page (16 MiB of bytearray at least), later rounds only what was written
+  // round 1 sends every page (32 MiB of bytearray at least), later rounds only what was written
+  // (the workload runs, and writes, while a round's pages are read)
   const rounds = [...r.stdout.matchAll(/round (\d+): (\d+) pages, (\d+) bytes/g)].map((m) => ({ n: Number(m[1]), pages: Number(m[2]), bytes: Number(m[3]) }));
   expect(rounds.length).toBeGreaterThanOrEqual(2);
-  expect(rounds[0].pages).toBeGreaterThan(4096);
-  expect(rounds[0].bytes).toBeGreaterThan(16 << 20);
-  expect(rounds[1].pages).toBeLessThan(rounds[0].pages / 4);
+  // (a round whose read met a mapping that went away leaves the process to the next round, which
+  // sends it in full: the largest round is the full one)
+  const full = Math.max(...rounds.map((x) => x.pages));
+  expect(full).toBeGreaterThan(8192);
+  expect(Math.max(...rounds.map((x) => x.bytes))).toBeGreaterThan(32 << 20);
   const fin = /final: (\d+) pages/.exec(r.stdout);
-  expect(Number(fin?.[1])).toBeLessThan(rounds[0].pages / 4);
+  expect(Number(fin?.[1])).toBeLessThan(full / 4);
   expect(r.stdout).toMatch(/downtime \d+(\.\d+)? ms/);
   const npid = Number(/restored pid (\d+)/.exec(dst.out())?.[1]);
   expect(npid).toBeGreaterThan(0);
@@ -193,9 +196,8 @@ test("the destination dies after the first round: the source goes on untouched (
   expect(r.code).not.toBe(0);
   // one error line (in the log: -o keeps the console quiet), naming the destination's end; no stack
   expect(r.stderr).toBe("");
-  const errs = src.log().split("\n").filter((l) => l.includes("Error"));
-  expect(errs.length).toBe(1);
-  expect(errs[0]).toMatch(/Error \(migrate\): .*the destination/);
+  const errs = src.log().split("\n").filter((l) => l.includes("Error ("));
+  expect(errs).toEqual([expect.stringMatching(/Error \(migrate\): .*the destination/)]);
   expect(src.log()).not.toMatch(/    at /);
   expect(src.log()).toContain("goes on running here");
   // untouched: running, not traced, the tracking fd closed, counting, echoing
@@ -264,7 +266,7 @@ test("the source dies after the first round: the destination fails in one line, 
   if (exited) throw new Error(`the source ended before its pause: ${(await src.done()).stderr}\n${src.log()}`);
   src.p.kill("SIGKILL");
   expect(await dst.p.exited).toBe(1);
-  const errs = dst.log().split("\n").filter((l) => l.includes("Error"));
+  const errs = dst.log().split("\n").filter((l) => l.includes("Error ("));
   expect(errs.length).toBe(1);
   expect(errs[0]).toMatch(/Error \(migrate\): the source closed the connection after round 1, before the restore; nothing was restored/);
   expect(dst.out()).not.toContain("restored pid");
@@ -290,9 +292,8 @@ test("the restore on the destination fails: the source is resumed untouched and 
   const r = await src.done();
   expect(r.code).toBe(1);
   expect(await p.exited).toBe(1);
-  const errs = src.log().split("\n").filter((l) => l.includes("Error"));
-  expect(errs.length).toBe(1);
-  expect(errs[0]).toMatch(/Error \(migrate\): the destination could not restore: /);
+  const errs = src.log().split("\n").filter((l) => l.includes("Error ("));
+  expect(errs).toEqual([expect.stringMatching(/Error \(migrate\): the destination could not restore: /)]);
   expect(src.log()).toContain("resumed as it was");
   expect(status(pid, "TracerPid")).toBe("0");
   expect(fdTargets(pid).some((t) => t.includes("userfaultfd"))).toBe(false);

@@ -69,6 +69,16 @@ export interface DumpOptions {
   lazyPages?: { address: string; port: number };
   /** filled by the dump: the lazy runs of each process, by pid as the images name it */
   lazySources?: Map<number, LazySource>;
+  /**
+   * migrate's pre-copy rounds (a pre-dump with psClient): which pages to send is decided while the
+   * tree is frozen, tracking is armed, and the tree is let go before its pages are read and sent.
+   * A page written meanwhile is marked written by the tracking, so the next round sends it again;
+   * a process whose memory changed under the read (a mapping gone) is left out of this round and
+   * sent in full by the next one.
+   */
+  liveRead?: boolean;
+  /** (internal) the page reads liveRead defers until the tree runs again */
+  deferred?: (() => { scanned: number; written: number; skipped: number })[];
   /** mounts marked external: mountpoint -> key (--external mnt[MP]:KEY, --ext-mount-map MP:KEY or auto) */
   extMounts?: ExtMounts;
   /** notifications (action scripts, RPC) at criu's points; each blocks until answered */
@@ -213,6 +223,8 @@ export function dumpProcess(o: DumpOptions): DumpStats {
   let pageServer: PageServerClient | undefined;
   // criu tells about the network lock only for a tree with its own network namespace
   let ownNet = false;
+  /** liveRead: the tree was let go before its pages were read */
+  let released = false, tThawed = 0;
   try {
     if (o.prevImagesDir) {
       linkParent(stage.path, o.prevImagesDir, stage.dir.path);
@@ -220,7 +232,7 @@ export function dumpProcess(o: DumpOptions): DumpStats {
       prev = openDir(under(stage.dir.path, o.prevImagesDir));
       aliasPath(prev.path, o.prevImagesDir);
     }
-    const w: DumpOptions = { ...o, dir: stage.path, prevImagesDir: prev?.path };
+    const w: DumpOptions = { ...o, dir: stage.path, prevImagesDir: prev?.path, deferred: o.liveRead && o.preDump && o.psClient ? [] : undefined };
     // connect first: a page server that is not there fails the dump before anything is frozen
     pageServer = o.psClient ?? (o.pageServer ? new PageServerClient(o.pageServer.address, o.pageServer.port, o.timeoutSec ?? 10) : undefined);
     runHook(o.hooks, "pre-dump", { pid });
@@ -251,10 +263,24 @@ export function dumpProcess(o: DumpOptions): DumpStats {
       if (arm) track.arm(n.pid, n.dumped.vpid, n.fp.threads[0].tid, n.mem!, n.dumped.vmas);
       else if (o.leaveRunning || o.leaveStopped || o.handOff) track.disarm(n.pid, n.fp.threads[0].tid, n.mem!);
     }
+    if (w.deferred) {
+      sameTreeAsFrozen(tree);
+      netDumpEnd("running");
+      if (ownNet) unlockHook(o.hooks, pid);
+      for (const n of tree) letGo(n);
+      released = true;
+      tThawed = performance.now();
+      log.info(`Tree of ${pid} let go: its pages are read while it runs (tracking marks what it writes meanwhile)`);
+      for (const job of w.deferred) {
+        const r = job();
+        stats.pagesScanned += r.scanned; stats.pagesWritten += r.written; stats.pagesSkippedParent += r.skipped;
+      }
+      stats.memdumpTime += Math.round((performance.now() - tThawed) * 1000);
+    }
     pausePoint("dump-written");
     pageServer?.close();
     fault("dump-end", "dump");
-    sameTreeAsFrozen(tree);
+    if (!released) sameTreeAsFrozen(tree);
     stage.commit();
     keepLinkRemaps(); // restore opens the deleted files through them
     prev?.close();
@@ -264,10 +290,10 @@ export function dumpProcess(o: DumpOptions): DumpStats {
     let e = err;
     pageServer?.abort(); // no PS_IOV_CLOSE: the page server drops what it received
     // a failure because a process of the tree died meanwhile is reported as that
-    if (tree.length) try { sameTreeAsFrozen(tree); } catch (lost) { log.debug(`failed with: ${(err as any)?.message}`); e = lost; }
+    if (tree.length && !released) try { sameTreeAsFrozen(tree); } catch (lost) { log.debug(`failed with: ${(err as any)?.message}`); e = lost; }
     netDumpEnd("failed");
-    if (netLocked) unlockHook(o.hooks, pid);
-    for (const n of tree) { n.mem?.close(); letGo(n); }
+    if (netLocked && !released) unlockHook(o.hooks, pid);
+    for (const n of tree) { n.mem?.close(); if (!released) letGo(n); }
     if (e instanceof Error) e.message = unalias(e.message); // the directory's name, not its fd
     stage.abort();
     dropLinkRemaps();
@@ -276,8 +302,12 @@ export function dumpProcess(o: DumpOptions): DumpStats {
     throw e;
   }
   for (const n of tree) n.mem?.close();
-  stats.frozenTime = Math.round((performance.now() - tFrozen) * 1000);
+  stats.frozenTime = Math.round(((released ? tThawed : performance.now()) - tFrozen) * 1000);
   const alive = tree.filter((n) => n.fp);
+  if (released) {
+    log.info(`Tree of ${pid} left running`);
+    return stats;
+  }
   if (o.handOff) {
     try { o.handOff(dir, t0); } catch (e) {
       netDumpEnd("running");
@@ -527,6 +557,31 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
     // parent images on the server's side and memory tracking in use, only pages written since the
     // parent are sent; the others are PE_PARENT holes (the server checks its parent has them).
     // Without tracking every page is sent: the parent's pages are not here to compare with.
+    if (o.deferred) {
+      // liveRead: what to send is decided now, frozen; it is read and sent once the tree runs again.
+      // The server's parent images are this side's previous round (it answers OPEN2 the same)
+      const hasParent = !!o.prevImagesDir && existsSync(join(o.prevImagesDir, `sent-pagemap-${vpid}.img`));
+      const tracked = hasParent ? track.select(pid, vpid, task.vmas) : undefined;
+      const want = tracked ? byAddress([...pagesToDump(pid, tracked.untracked), ...tracked.want]) : undefined;
+      const vmas = task.vmas, ps = pageServer;
+      o.deferred.push(() => {
+        const tmp = mkdtempSync(join(d, ".criu-bun-pages-"));
+        try {
+          let p;
+          try { p = dumpPages(pid, vmas, mem, tmp, id, false, want); } catch (e: any) {
+            if (!existsSync(`/proc/${pid}`)) throw e;
+            log.warn(`process ${pid}: its memory changed while it was read (${e?.message}); left out of this round, sent in full by the next`);
+            return { scanned: 0, written: 0, skipped: 0 };
+          }
+          if (ps.open(vpid) !== hasParent) throw new CriuError("dump", `process ${pid}: the page server ${hasParent ? "has no" : "has"} parent images for it, unlike this side`);
+          const runs = tracked ? byAddress<PagemapRun>([...p.runs, ...tracked.fromParent]) : [...p.runs];
+          ps.sendRuns(runs, join(tmp, p.file));
+          writeImageBytes(d, `sent-pagemap-${vpid}.img`, encodePagemap(0, runs));
+          return { scanned: p.scanned, written: p.written, skipped: tracked ? pagesOf(tracked.fromParent) : 0 };
+        } finally { rmSync(tmp, { recursive: true, force: true }); }
+      });
+      return finish({ scanned: 0, written: 0 });
+    }
     const hasParent = pageServer.open(vpid);
     const tracked = o.prevImagesDir && hasParent ? track.select(pid, vpid, task.vmas) : undefined;
     const want = tracked ? byAddress([...pagesToDump(pid, tracked.untracked), ...tracked.want]) : undefined;
@@ -562,8 +617,10 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
       pr = { ...pr, runs, written: dd.kept, file: dd.file, storedBytes: dd.stored, rawBytes: dd.kept * 4096 };
     }
   }
-  const memUs = Math.round((performance.now() - tMem) * 1000);
+  return finish(pr);
 
+  function finish(pr: { scanned: number; written: number; runs?: Iterable<PagemapRun> }) {
+  const memUs = Math.round((performance.now() - tMem) * 1000);
   const tids = task.threads.map((t) => ns.v(pid, t.tid));
   for (const t of task.threads) {
     if (t.seccomp.length) t.core.threadCore.seccompFilter = seccomp.add(t.seccomp);
@@ -573,10 +630,11 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
   }
   writeImage(d, `ids-${vpid}.img`, "IDS", [msg(S.task_kobj_ids_entrySchema, ids)]);
   writeImage(d, `mm-${vpid}.img`, "MM", [msg(S.mm_entrySchema, task.mm)]);
-  if (!pageServer) writeImageBytes(d, `pagemap-${vpid}.img`, encodePagemap(id, pr.runs));
+  if (!pageServer) writeImageBytes(d, `pagemap-${vpid}.img`, encodePagemap(id, pr.runs!));
   writeImage(d, `fs-${vpid}.img`, "FS", [msg(S.fs_entrySchema, { cwdId, rootId, umask: task.umask })]);
   if (!tableDone) writeImage(d, `fdinfo-${ids.filesId}.img`, "FDINFO", fds.map((f) => msg(S.fdinfo_entrySchema, { id: f.id, flags: f.cloexec ? 1 : 0, type: f.type, fd: f.fd })));
   return { memUs, scanned: pr.scanned, written: pr.written, skipped, tids, pgid: task.stat.pgid, sid: task.stat.sid };
+  }
 }
 
 /** Memory pages of one process into pages-<pagesId>.img; returns the runs for pagemap-PID.img. */

@@ -2,7 +2,8 @@
 //
 // Source: `migrate -t PID --to HOST:PORT`; destination: `migrate --listen PORT`. Iterative pre-copy
 // with memory tracking (memtrack.ts): round 1 is a pre-dump sending every page, each later round a
-// pre-dump sending only the pages written since the round before, until the dirty set stops
+// pre-dump sending only the pages written since the round before (each reads its pages after
+// letting the tree go, tracking already armed: dumpProcess liveRead), until the dirty set stops
 // shrinking (or is small, or MAX_ROUNDS). Then the final dump: the tree is frozen, the last dirty
 // pages and all the state go over, the destination restores, and only when it reports success is
 // the source killed. Any failure before that (the peer dies or goes silent, the restore fails)
@@ -106,12 +107,12 @@ export function migrateOut(o: MigrateSource): { rounds: RoundStat[]; downtimeMs:
       mkdirSync(sub, { mode: 0o700 });
       const b0 = wireBytes, t0 = performance.now();
       sendJson(fd, MSG.ROUND, { round: n }, "sending ROUND to the destination");
-      const st = dumpProcess({ ...common, dir: sub, leaveRunning: true, preDump: true, psClient: new PageServerClient(o.host, o.port, timeoutSec, fd),
+      const st = dumpProcess({ ...common, dir: sub, leaveRunning: true, preDump: true, liveRead: true, psClient: new PageServerClient(o.host, o.port, timeoutSec, fd),
         prevImagesDir: n > 1 ? `../${n - 1}` : undefined });
       done = n;
       const r = { round: n, pages: st.pagesWritten, bytes: wireBytes - b0, ms: performance.now() - t0, frozenMs: (st.freezingTime + st.frozenTime) / 1000 };
       rounds.push(r);
-      // a pre-copy round reads the pages while the tree is frozen (pre-dump): that time is said too
+      // a pre-copy round freezes the tree only to find its state and which pages to send (liveRead)
       out(`round ${n}: ${r.pages} pages, ${r.bytes} bytes (${mib(r.bytes)} MiB) sent in ${r.ms.toFixed(0)} ms, the tree frozen ${r.frozenMs.toFixed(0)} ms of it`);
       pausePoint("migrate-round");
       const prev = rounds[rounds.length - 2];
