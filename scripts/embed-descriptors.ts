@@ -27,7 +27,7 @@ export async function embedDescriptors(dir: string): Promise<string[]> {
     if (!m) continue;
     const deps = (m[2] ?? "").split(",").map((s) => s.trim()).filter(Boolean);
     // only imports of sibling generated files (not descriptor.proto: opts.proto extends it)
-    if (deps.some((d) => !new RegExp(`^import \\{ ${d} \\} from "\\./\\w+_pb";$`, "m").test(src))) continue;
+    if (deps.some((d) => !new RegExp(`^import \\{ ${d} \\} from "\\./[\\w-]+_pb";$`, "m").test(src))) continue;
     const fileVar = /export const (file_\w+): GenFile = /.exec(src)?.[1];
     if (!fileVar) continue;
     const file: DescFile = (await import(path))[fileVar];
@@ -44,7 +44,7 @@ export async function embedDescriptors(dir: string): Promise<string[]> {
     const at = out.search(/^\/\*\*\n \* Describes the file /m);
     if (at < 0) throw new Error(`${name}: no "Describes the file" comment to put the defaults before`);
     out = `${out.slice(0, at)}${decls}\n${out.slice(at)}`;
-    for (const d of deps) if (!keep.includes(d)) out = out.replace(new RegExp(`^import \\{ ${d} \\} from "\\./\\w+_pb";\\n`, "m"), "");
+    for (const d of deps) if (!keep.includes(d)) out = out.replace(new RegExp(`^import \\{ ${d} \\} from "\\./[\\w-]+_pb";\\n`, "m"), "");
     // messageDesc/enumDesc from embed.ts: importing any value from @bufbuild/protobuf/codegenv2
     // would load its fileDesc, which boots descriptor.proto at once
     out = out.replace(/^import \{ ([\w, ]*) \} from "@bufbuild\/protobuf\/codegenv2";$/m, (_l, names: string) => {
