@@ -14,11 +14,12 @@ let ownFd = false;
 let firstError: string | undefined;
 const t0 = performance.now();
 
-export function setLogLevel(v: number) { level = Math.max(0, v); }
+export function setLogLevel(v: number) { flushLog(); level = Math.max(0, v); }
 export function logLevel() { return level; }
 
 /** Send the log to `path` ("-": stdout; undefined: stderr). */
 export function setLogFile(path: string | undefined) {
+  flushLog();
   if (ownFd) { closeSync(fd); ownFd = false; }
   fd = 2;
   if (path === "-") fd = 1;
@@ -75,17 +76,52 @@ function stamp(): string {
   return `(${String(Math.floor(us / 1e6)).padStart(2, "0")}.${String(us % 1e6).padStart(6, "0")}) `;
 }
 
+// At -v4 a dump of a large process logs a line per fd and per VMA (15,000 lines for 10,000 fds):
+// a write(2) each cost about a tenth of the frozen time. Debug lines are gathered in a buffer
+// and written when it fills, at the next line of a lower level (warnings and errors go out at
+// once, after what came before them), at every phase() and at exit. The buffer is shared memory:
+// the restore watchdog (restore/watchdog.ts), whose thread reports a stalled restore while this
+// one is stuck, writes what is buffered before its own line (flushLogFrom).
+const BUF_BYTES = 32 << 10;
+const shared = new SharedArrayBuffer(BUF_BYTES + 8);
+const bufLen = new Int32Array(shared, 0, 2); // [0]: bytes buffered, [1]: the fd they go to
+const buf = new Uint8Array(shared, 8, BUF_BYTES);
+const enc = new TextEncoder();
+let exitHooked = false;
+
+/** The shared log buffer, for a thread that must write it out (watchdog). */
+export function logBuffer(): SharedArrayBuffer { return shared; }
+
+/** Write out what the buffer holds (any thread: see flushLogFrom). */
+export function flushLog() { flushLogFrom(shared); }
+export function flushLogFrom(sab: SharedArrayBuffer) {
+  const n = new Int32Array(sab, 0, 2), b = new Uint8Array(sab, 8);
+  const len = Atomics.exchange(n, 0, 0);
+  if (len > 0) { try { writeSync(Atomics.load(n, 1), b.subarray(0, len)); } catch {} }
+}
+
 function emit(lvl: number, text: string) {
   text = unalias(text);
   if (lvl === LOG_ERROR && firstError === undefined) firstError = text;
   if (lvl > level) return;
   const line = `${level >= LOG_TIMESTAMP ? stamp() : ""}${text}\n`;
+  if (lvl === LOG_DEBUG && line.length * 3 <= BUF_BYTES) {
+    let len = bufLen[0];
+    if (len && bufLen[1] !== fd) { flushLog(); len = 0; }
+    if (len + line.length * 3 > BUF_BYTES) { flushLog(); len = 0; }
+    const { written } = enc.encodeInto(line, buf.subarray(len));
+    bufLen[1] = fd;
+    Atomics.store(bufLen, 0, len + written);
+    if (!exitHooked) { exitHooked = true; process.on("exit", flushLog); }
+    return;
+  }
+  flushLog();
   try { writeSync(fd, line); } catch {}
 }
 
 export const log = {
   /** criu's pr_msg: always printed, on stdout */
-  msg(text: string) { try { writeSync(1, text + "\n"); } catch {} },
+  msg(text: string) { flushLog(); try { writeSync(1, text + "\n"); } catch {} },
   error(where: string, msg: string) { emit(LOG_ERROR, `Error (${where}): ${msg}`); },
   warn(msg: string) { emit(LOG_WARN, `Warn: ${msg}`); },
   info(msg: string) { emit(LOG_INFO, msg); },
@@ -104,6 +140,7 @@ export class CriuError extends Error {
 export const context = { phase: "", pid: 0 };
 /** Enter a phase of the work (pid: the process it is about, in the images' numbering, if any). */
 export function phase(name: string, pid = 0) {
+  flushLog();
   context.phase = name;
   context.pid = pid;
   onPhase?.();

@@ -29,6 +29,8 @@ export class FileTable {
   statRoot = "";
   /** unix sockets by inode (those of the tree, not USK_EXTERN entries for outside peers) */
   usk = new Map<number, FileDump>();
+  /** ELF build-ids read so far (reg.ts regEntry), by file identity */
+  buildIds = new Map<string, number[] | undefined>();
   add(key: string | null, make: (id: number) => FileDump): number {
     if (key && this.byKey.has(key)) return this.byKey.get(key)!;
     const id = this.nextId++;

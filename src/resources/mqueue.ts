@@ -44,6 +44,17 @@ function isMqueue(path: string): boolean {
   return syscall(SYS.statfs, addr(p), addr(buf)) === 0 && Number(buf[0]) === MQUEUE_MAGIC;
 }
 
+const byDump = new WeakMap<object, Map<bigint, boolean>>();
+/** is the file system of device dev (an fd of it at fdPath) mqueue; remembered for the dump (opts) */
+function mqueueDev(dev: bigint, fdPath: string, opts: object | undefined): boolean {
+  if (!opts) return isMqueue(fdPath);
+  let m = byDump.get(opts);
+  if (!m) byDump.set(opts, (m = new Map()));
+  let r = m.get(dev);
+  if (r === undefined) m.set(dev, (r = isMqueue(fdPath)));
+  return r;
+}
+
 const line = (o: object) => new TextEncoder().encode(JSON.stringify(o) + "\n");
 
 /** Receive every message of queue fd q (never blocks), then send them all back in order. */
@@ -73,7 +84,8 @@ function drainAndRefill(q: number, msgsize: number, where: string): { prio: numb
 export const mqueueKind: FdKind = {
   name: "POSIX message queue",
   type: 16,
-  match: (target, st, fdPath) => st.isFile() && target.startsWith("/") && isMqueue(fdPath),
+  // one statfs per file system and dump, not per fd (10,000 fds on one file system: 1 call)
+  match: (target, st, fdPath, opts) => st.isFile() && target.startsWith("/") && mqueueDev(st.dev, fdPath, opts),
   dump(ctx) {
     const { target, st } = ctx;
     if (target.endsWith(" (deleted)")) throw new CriuError("files", `${ctx.where}: message queue '${target.slice(0, -10)}' was unlinked while open; not supported yet`);

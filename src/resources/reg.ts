@@ -17,13 +17,18 @@ import { refuse } from "./unsupported";
 import { isFieldSet } from "@bufbuild/protobuf";
 import { buildIdOf, buildIdHex } from "./buildid";
 
-/** source: where to read the file's build-id (an fd of the target through /proc, or the path) */
-export function regEntry(id: number, name: string, flags: number, pos: bigint, size: bigint | undefined, mode: number | undefined, source?: string) {
+/** source: where to read the file's build-id (an fd of the target through /proc, or the path);
+ * ids: build-ids already read in this dump, by the file's identity (key) */
+export function regEntry(id: number, name: string, flags: number, pos: bigint, size: bigint | undefined, mode: number | undefined, source?: string, ids?: { map: Map<string, number[] | undefined>; key: string }) {
   // as CRIU: no size (so none checked at restore) for a file open O_WRONLY|O_APPEND, a log others
   // may append to
   if ((flags & 3) === O.WRONLY && flags & O.APPEND) size = undefined;
   // as CRIU: a file whose size is checked has its ELF build-id kept too (checked at restore)
-  const buildId = size !== undefined && source ? buildIdOf(source) : undefined;
+  let buildId: number[] | undefined;
+  if (size !== undefined && source) {
+    if (ids?.map.has(ids.key)) buildId = ids.map.get(ids.key);
+    else { buildId = buildIdOf(source); ids?.map.set(ids.key, buildId); }
+  }
   return { id, flags, pos, fown: FOWN0, name, ...(size !== undefined ? { size } : {}), ...(mode !== undefined ? { mode } : {}), ...(buildId ? { buildId } : {}) };
 }
 
@@ -69,7 +74,9 @@ export const regKind: FdKind = {
       refuse("files", ctx.where, "terminal", `'${target}'; --shell-job gives a shell job criu-bun's terminal at restore`);
     }
     const size = st.isFile() ? st.size : undefined;
-    return ctx.files.add(null, (id) => ({ id, type: 1, reg: regEntry(id, target, ctx.flags, ctx.pos, size, Number(st.mode), st.isFile() ? `/proc/${ctx.pid}/fd/${ctx.fd}` : undefined) }));
+    // many fds on one file: its build-id is read once (same inode, size and change times)
+    const ids = { map: ctx.files.buildIds, key: `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}` };
+    return ctx.files.add(null, (id) => ({ id, type: 1, reg: regEntry(id, target, ctx.flags, ctx.pos, size, Number(st.mode), st.isFile() ? `/proc/${ctx.pid}/fd/${ctx.fd}` : undefined, ids) }));
   },
   precheck(f, dir, where, opts) {
     const reg = f.reg!;

@@ -3,7 +3,7 @@
 // the restore bumps (every phase, injected syscall and page block). When it has not moved for
 // the timeout, the watcher logs the error line (stderr, or the -o file) and kills criu-bun: every process
 // being built is traced with PTRACE_O_EXITKILL, so it dies too and nothing half-built remains.
-import { context, setPhaseHook } from "../log";
+import { context, setPhaseHook, logBuffer } from "../log";
 
 const PHASE_BYTES = 512;
 let counter: Int32Array | undefined;
@@ -31,7 +31,7 @@ export function tick() {
 // the watcher: plain JS, run from a Blob so the compiled executable needs no extra entry point
 const WATCHER = `
 self.onmessage = (ev) => {
-  const { sab, phase, timeoutMs, logFd, what } = ev.data;
+  const { sab, phase, timeoutMs, logFd, what, logBuf } = ev.data;
   const a = new Int32Array(sab), p = new Uint8Array(phase);
   const fs = require("node:fs");
   let last = Atomics.load(a, 0), since = Date.now();
@@ -44,6 +44,9 @@ self.onmessage = (ev) => {
     const n = p.indexOf(0);
     const at = new TextDecoder().decode(p.slice(0, n < 0 ? p.length : n));
     const line = "Error (" + what + "): no progress for " + (timeoutMs / 1000) + " s" + (at ? " in " + at : "") + " (--timeout); stopped, nothing restored\\n";
+    // the lines the restore thread buffered first (log.ts flushLogFrom)
+    const lb = new Int32Array(logBuf, 0, 2), len = Atomics.exchange(lb, 0, 0);
+    if (len > 0) { try { fs.writeSync(Atomics.load(lb, 1), new Uint8Array(logBuf, 8, len)); } catch {} }
     try { fs.writeSync(logFd, line); } catch {}
     process.kill(process.pid, "SIGKILL");
   }
@@ -57,7 +60,7 @@ export function startWatchdog(timeoutMs: number, logFd: number, what = "restore"
   phaseBuf = new Uint8Array(phase);
   const url = URL.createObjectURL(new Blob([WATCHER], { type: "application/javascript" }));
   worker = new Worker(url);
-  worker.postMessage({ sab, phase, timeoutMs, logFd, what });
+  worker.postMessage({ sab, phase, timeoutMs, logFd, what, logBuf: logBuffer() });
   worker.unref?.();
   setPhaseHook(tick);
 }

@@ -23,13 +23,16 @@ export function parseMaps(text: string): Vma[] {
     if (!line) continue;
     const m = MAPS_RE.exec(line);
     if (!m) continue;
-    out.push({
-      start: BigInt("0x" + m[1]), end: BigInt("0x" + m[2]),
-      prot: (m[3] === "r" ? 1 : 0) | (m[4] === "w" ? 2 : 0) | (m[5] === "x" ? 4 : 0),
-      shared: m[6] === "s", pgoff: BigInt("0x" + m[7]), dev: m[8], inode: Number(m[9]), path: m[10], vmflags: [],
-    });
+    out.push(mapsEntry(m));
   }
   return out;
+}
+function mapsEntry(m: RegExpExecArray): Vma {
+  return {
+    start: BigInt("0x" + m[1]), end: BigInt("0x" + m[2]),
+    prot: (m[3] === "r" ? 1 : 0) | (m[4] === "w" ? 2 : 0) | (m[5] === "x" ? 4 : 0),
+    shared: m[6] === "s", pgoff: BigInt("0x" + m[7]), dev: m[8], inode: Number(m[9]), path: m[10], vmflags: [],
+  };
 }
 
 /** maps with VmFlags from smaps. */
@@ -37,15 +40,20 @@ export function readVmas(pid: number): Vma[] {
   const text = readText(`/proc/${pid}/smaps`);
   const vmas: Vma[] = [];
   let cur: Vma | undefined;
-  for (const line of text.split("\n")) {
+  // line by line without splitting the text: a process with 5,000 mappings has 125,000 lines of
+  // which only the mapping lines and VmFlags are read
+  for (let at = 0; at < text.length;) {
+    let nl = text.indexOf("\n", at);
+    if (nl < 0) nl = text.length;
     // field lines start with a capital ("Rss:", "VmFlags:"), mapping lines with a hex address
-    const c = line.charCodeAt(0);
+    const c = text.charCodeAt(at);
     if ((c >= 48 && c <= 57) || (c >= 97 && c <= 102)) {
-      const v = parseMaps(line)[0];
-      if (v) { cur = v; vmas.push(cur); }
-      continue;
+      const m = MAPS_RE.exec(text.slice(at, nl));
+      if (m) { cur = mapsEntry(m); vmas.push(cur); }
+    } else if (c === 86 /* V */ && cur && text.startsWith("VmFlags:", at)) {
+      cur.vmflags = text.slice(at + 8, nl).trim().split(/\s+/);
     }
-    if (cur && line.startsWith("VmFlags:")) cur.vmflags = line.slice(8).trim().split(/\s+/);
+    at = nl + 1;
   }
   return vmas;
 }
