@@ -8,7 +8,6 @@
 // socket+bind+listen for named ones. Any other socket family stops the dump with a one-line error naming it.
 import { lstatSync, unlinkSync, mkdtempSync, mkdirSync, rmSync } from "node:fs";
 import { join, dirname } from "node:path";
-import { tmpdir } from "node:os";
 import type { FdKind, RestoreCtx, DumpOpts } from "./fdkind";
 import { FOWN0, cachedPayloadsBy } from "./fdkind";
 import { syscall, addr } from "../sys/syscall";
@@ -598,7 +597,7 @@ function bindHere(ctx: RestoreCtx, u: S.unix_sk_entry, fd: number, nr: number = 
  */
 function withGhostRoot(ctx: RestoreCtx, us: S.unix_sk_entry[], fn: () => void) {
   const inj = ctx.inj;
-  const tmp = mkdtempSync(join(tmpdir(), "criu-bun-usk-"));
+  const tmp = mkdtempSync(join((require("node:os") as typeof import("node:os")).tmpdir(), "criu-bun-usk-"));
   try {
     for (const u of us) {
       const abs = sockaddr(u.name, u.nameDir).text;
