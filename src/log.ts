@@ -88,6 +88,7 @@ const bufLen = new Int32Array(shared, 0, 2); // [0]: bytes buffered, [1]: the fd
 const buf = new Uint8Array(shared, 8, BUF_BYTES);
 const enc = new TextEncoder();
 let exitHooked = false;
+let firstAt = 0; // when the oldest buffered line was logged
 
 /** The shared log buffer, for a thread that must write it out (watchdog). */
 export function logBuffer(): SharedArrayBuffer { return shared; }
@@ -107,8 +108,11 @@ function emit(lvl: number, text: string) {
   const line = `${level >= LOG_TIMESTAMP ? stamp() : ""}${text}\n`;
   if (lvl === LOG_DEBUG && line.length * 3 <= BUF_BYTES) {
     let len = bufLen[0];
-    if (len && bufLen[1] !== fd) { flushLog(); len = 0; }
-    if (len + line.length * 3 > BUF_BYTES) { flushLog(); len = 0; }
+    // a slow stream of lines (a long-running lazy-pages daemon): written at the next line once
+    // the oldest buffered one is 0.2 s old
+    const now = performance.now();
+    if (len && (bufLen[1] !== fd || len + line.length * 3 > BUF_BYTES || now - firstAt > 200)) { flushLog(); len = 0; }
+    if (!len) firstAt = now;
     const { written } = enc.encodeInto(line, buf.subarray(len));
     bufLen[1] = fd;
     Atomics.store(bufLen, 0, len + written);
