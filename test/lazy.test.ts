@@ -155,6 +155,7 @@ test("the lazy-pages daemon killed mid-way: restore fails in one line and kills 
   // the restored copy is gone: no process of the workload is left but the source
   const alive = readdirSync("/proc").filter((p) => /^\d+$/.test(p) && Number(p) !== w.pid).filter((p) => read(`/proc/${p}/cmdline`).startsWith(workloadBin("lazy") + "\0" + w.dir));
   expect(alive).toEqual([]);
+  expect(existsSync(join(img, "lazy-pages.socket"))).toBe(false); // the dead daemon's socket file went with it
   // the dump: one line, and its source runs on (as CRIU resumes it when the transfer fails)
   expect(await dump.exited).toBe(1);
   expect(read(join(img, "dump.log"))).toContain("Error (lazy-pages): the lazy-pages daemon closed the connection before the restore had all its memory");

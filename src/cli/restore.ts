@@ -75,6 +75,7 @@ function awaitLazyMemory(lazy: LazyChannel, pids: number[], root: number, parent
     };
     for (const p of pids) walk(p);
     for (const p of all) syscall(NR.kill, p, 9);
+    lazy.removeStaleSocket();
     if (parent) for (;;) { const { r } = wait4Raw(-1, 0x40000000); if (r === -4) continue; if (r < 0) break; }
     throw new CriuError("restore", `the lazy-pages daemon went away before the restored memory was all in; the restored tree (root ${root}, ${all.size} process(es)) was killed`);
   } finally { lazy.close(); }

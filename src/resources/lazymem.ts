@@ -14,7 +14,7 @@
 // daemon's int 0: all memory is there. restore keeps its own copy of every userfaultfd meanwhile:
 // if the daemon dies, the process's faults keep waiting (no page silently reads as zero) until
 // restore kills the tree, with one line.
-import { existsSync, lstatSync } from "node:fs";
+import { existsSync, lstatSync, realpathSync } from "node:fs";
 import { join } from "node:path";
 import { VMA, MAP, PE, PAGE } from "./vma";
 import type { DumpedVma } from "./memory";
@@ -113,7 +113,11 @@ export class LazyChannel {
   private fd: number;
   private held: number[] = [];
   private sent = 0;
-  constructor(public workDir: string) {
+  public workDir: string;
+  constructor(workDir: string) {
+    // the directory itself, not a /proc/self/fd/N alias that goes when restore closes its handle
+    try { workDir = realpathSync(workDir); } catch {}
+    this.workDir = workDir;
     const path = join(workDir, LAZY_SOCKET);
     const sun = sockaddrUn(path);
     if (!existsSync(path)) throw new CriuError("restore", `no lazy-pages daemon: ${path} does not exist (start \`criu-bun lazy-pages --page-server ...\` first)`);
@@ -157,6 +161,20 @@ export class LazyChannel {
   close() {
     for (const fd of this.held.splice(0)) closeFd(fd);
     if (this.fd >= 0) { closeFd(this.fd); this.fd = -1; }
+  }
+
+  /** A daemon that died (killed) leaves its socket file: removed when nothing listens there any more. */
+  removeStaleSocket() {
+    const path = join(this.workDir, LAZY_SOCKET), sun = sockaddrUn(path);
+    // a daemon being killed closes its connection before its listener: give it a second to go
+    for (let i = 0; i < 50; i++) {
+      const fd = syscall(NR.socket, 1, 1 | O.CLOEXEC, 0);
+      const r = syscall(NR.connect, fd, addr(sun), sun.length);
+      closeFd(fd);
+      if (r === -111 /* ECONNREFUSED: no one listens */) { try { clearStaleSocket(path); log.info(`lazy pages: removed the dead daemon's ${path}`); } catch {} return; }
+      if (r < 0) return; // gone already (or not ours to judge)
+      Bun.sleepSync(20);
+    }
   }
 }
 
