@@ -109,8 +109,8 @@ describe("dump refuses what it cannot restore exactly; the target runs on", () =
     expect((await waitResult(w, 10_000)).text).toStartWith("PASS");
   });
 
-  test("the workload's checks fail when the thing is undone (fown, scm-rights, sigtrap, guard, lease, aio, epoll-stale)", async () => {
-    for (const key of ["fown", "scm-rights", "sigtrap", "guard", "lease", "aio", "epoll-stale"]) {
+  test("the workload's checks fail when the thing is undone (fown, scm-rights, sigtrap, guard, lease, aio, epoll-stale, ipcns-objects)", async () => {
+    for (const key of ["fown", "scm-rights", "sigtrap", "guard", "lease", "aio", "epoll-stale", "ipcns-objects"]) {
       const bad = await runWorkload("refuse", [key, "--selftest-corrupt"]);
       expect(`${key}: ${bad.summary}`).toStartWith(`${key}: FAIL`);
     }

@@ -311,15 +311,30 @@ describe("network namespaces", () => {
 });
 
 describe("IPC namespaces", () => {
-  test("a tree in its own IPC namespace comes back in a new one with its SysV segment (same id)", async () => {
+  test("a tree in its own IPC namespace comes back in a new one with its SysV segment (same id) and the namespace's sysctls", async () => {
     const w = await startWorkload("shared", [], { wrap: ["unshare", "--ipc", "--"] });
     const ipcOf = (p: number) => readlinkSync(`/proc/${p}/ns/ipc`);
     expect(ipcOf(w.pid)).not.toBe(ipcOf(process.pid));
+    // the namespace's own limits, changed from the kernel's defaults (which a new namespace starts with)
+    const vars = ["kernel/sem", "kernel/msgmax", "kernel/msgmnb", "kernel/msgmni", "kernel/shmmax", "kernel/shmall", "kernel/shmmni", "kernel/shm_rmid_forced",
+      "fs/mqueue/queues_max", "fs/mqueue/msg_max", "fs/mqueue/msgsize_max", "fs/mqueue/msg_default", "fs/mqueue/msgsize_default"];
+    const readVars = (p: number) => Bun.spawnSync(["nsenter", "-i", "-t", String(p), "sh", "-c", vars.map((v) => `cat /proc/sys/${v}`).join("; ")]).stdout.toString().trim().split("\n");
+    const set = Bun.spawnSync(["nsenter", "-i", "-t", String(w.pid), "sh", "-c",
+      "echo '251 32001 33 129' > /proc/sys/kernel/sem; echo 12345 > /proc/sys/kernel/msgmax; echo 23456 > /proc/sys/kernel/msgmnb; echo 99 > /proc/sys/kernel/msgmni; " +
+      "echo 1073741824 > /proc/sys/kernel/shmmax; echo 2097152 > /proc/sys/kernel/shmall; echo 2048 > /proc/sys/kernel/shmmni; echo 1 > /proc/sys/kernel/shm_rmid_forced; " +
+      "echo 77 > /proc/sys/fs/mqueue/queues_max; echo 20 > /proc/sys/fs/mqueue/msg_max; echo 16384 > /proc/sys/fs/mqueue/msgsize_max; echo 9 > /proc/sys/fs/mqueue/msg_default; echo 4096 > /proc/sys/fs/mqueue/msgsize_default"], { stderr: "pipe" });
+    expect(set.stderr.toString()).toBe("");
+    const before = readVars(w.pid);
+    expect(before).toEqual(["251\t32001\t33\t129", "12345", "23456", "99", "1073741824", "2097152", "2048", "1", "77", "20", "16384", "9", "4096"]);
     const segs = Bun.spawnSync(["nsenter", "-i", "-t", String(w.pid), "ipcs", "-m"]).stdout.toString();
     const dir = imagesDir("ipcns");
     dump(w.pid, dir);
+    // CRIU's image of them, which crit reads
+    const crit = JSON.parse(Bun.spawnSync(["crit", "decode", "-i", join(dir, "ipcns-var-14.img")]).stdout.toString());
+    expect(crit.entries[0].msg_ctlmax).toBe(12345);
     const r = await restore(dir, w.pid);
     expect(ipcOf(w.pid)).not.toBe(ipcOf(process.pid));
+    expect(readVars(w.pid)).toEqual(before);
     expect(Bun.spawnSync(["nsenter", "-i", "-t", String(w.pid), "ipcs", "-m"]).stdout.toString().split("\n").filter((l) => /^0x/.test(l)).map((l) => l.split(/\s+/).slice(0, 2).join(" ")))
       .toEqual(segs.split("\n").filter((l) => /^0x/.test(l)).map((l) => l.split(/\s+/).slice(0, 2).join(" ")));
     trigger(w);

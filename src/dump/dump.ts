@@ -6,6 +6,7 @@ import { statSync, existsSync, readlinkSync, readFileSync, mkdtempSync, rmSync }
 import { join } from "node:path";
 import { DumpStage, under, openDir, type DirHandle } from "../images/safefs";
 import { SeccompChains } from "../resources/seccomp";
+import { dumpIpcNs } from "../resources/ipcns";
 import { freezeProcess, releaseProcess, seizeFrozen, releaseSeized, ExitedWhileFreezing, type FrozenProcess } from "../ptrace/seize";
 import { wait4Raw, W, __WALL } from "../sys/ptrace";
 import { RemoteMem } from "../ptrace/inject";
@@ -389,6 +390,8 @@ function unlockHook(hooks: Hooks | undefined, pid: number) {
   try { runHook(hooks, "network-unlock", { pid }); } catch (e: any) { log.warn(`network-unlock: ${e.message}`); }
 }
 
+/** the id of the tree's own IPC namespace (ids, ipcns-var-14.img) */
+const IPC_NS_ID = 14;
 /** The dumper's own ids (inventory root_ids), numbered as CRIU numbers its own. */
 const ROOT_IDS = { vmId: 1, filesId: 1, fsId: 1, sighandId: 1, pidNsId: 1, netNsId: 2, ipcNsId: 3, utsNsId: 4, timeNsId: 5, mntNsId: 6, userNsId: 7, cgroupNsId: 8 };
 
@@ -431,6 +434,8 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
       }
     }
   }
+  // its own IPC namespace: refused if it holds what is not saved, else its sysctls
+  if (ns.ownIpcNs) dumpIpcNs(tree[0].pid, d, IPC_NS_ID);
   const seccomp = new SeccompChains();
   tree.forEach((n, idx) => {
     const id = idx + 1; // pages-N.img
@@ -439,7 +444,7 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
     const kid = idx + 2;
     const ids = { vmId: kid, filesId: sharedId(tree, idx, KCMP.FILES, "filesId"), fsId: sharedId(tree, idx, KCMP.FS, "fsId"),
       sighandId: kid, pidNsId: ns.ownPidNs ? 9 : ROOT_IDS.pidNsId, netNsId: ns.ownNetNs ? 13 : ROOT_IDS.netNsId,
-      ipcNsId: ns.ownIpcNs ? 14 : ROOT_IDS.ipcNsId, utsNsId: ns.ownUtsNs ? 11 : ROOT_IDS.utsNsId,
+      ipcNsId: ns.ownIpcNs ? IPC_NS_ID : ROOT_IDS.ipcNsId, utsNsId: ns.ownUtsNs ? 11 : ROOT_IDS.utsNsId,
       mntNsId: ns.ownMntNs ? 10 : ROOT_IDS.mntNsId, userNsId: ROOT_IDS.userNsId, cgroupNsId: ROOT_IDS.cgroupNsId,
       timeNsId: ns.ownTimeNs ? 12 : ROOT_IDS.timeNsId };
     if (!n.zombie) ns.check(n.pid); // a zombie has no namespaces left to look at

@@ -24,6 +24,7 @@ export const UNSUPPORTED = {
   "timens-children": "time namespace for children differing from its own",
   "chroot": "root directory other than criu-bun's",
   "cgroupns": "cgroup namespace of its own",
+  "ipcns-objects": "SysV message queue, semaphore set or unattached shared memory in its own IPC namespace",
   "sigtrap": "pending SIGTRAP",
   // memory (resources/memory.ts)
   "droppable": "MAP_DROPPABLE mapping",

@@ -9,6 +9,7 @@ import { checkPages } from "../codec/pipeline";
 import { taskCgSet, readCgroups } from "../resources/cgroup";
 import { verifyManifest } from "../images/manifest";
 import { readSeccomp } from "../resources/seccomp";
+import { readIpcNs } from "../resources/ipcns";
 import { validatePstree, validateThreads, validateCore, validateMm, validatePagemap, validateFdinfo, validateFiles } from "./validate";
 
 export interface TaskImages {
@@ -44,6 +45,8 @@ export interface RestoreSet {
   inheritFds?: Map<string, number>;
   /** the root had its own IPC namespace: a new one (SysV segments are made inside it) */
   newIpcNs?: boolean;
+  /** the sysctls of the tree's own IPC namespace (ipcns-var) */
+  ipcVars?: S.ipc_var_entry;
   /** the root had its own time namespace: its clocks at dump time */
   timens?: S.timens_entry;
   /** the root had its own UTS namespace: hostname and domain name */
@@ -189,10 +192,11 @@ export function loadImages(dir: string): RestoreSet {
   const netImg = rootIds ? `netns-${rootIds.netNsId}.img` : "";
   const extNetKey = newNetNs && imageExists(dir, netImg) ? readImage<S.netns_entry>(dir, netImg, "NETNS")[0]?.extKey || undefined : undefined;
   const newIpcNs = !!(rootIds && dumper && rootIds.ipcNsId !== dumper.ipcNsId);
+  const ipcVars = newIpcNs ? readIpcNs(dir, rootIds!.ipcNsId) : undefined;
   const mntImg = rootIds ? `mountpoints-${rootIds.mntNsId}.img` : "";
   const mounts = newMntNs && imageExists(dir, mntImg) ? readImage<S.mnt_entry>(dir, mntImg, "MNTS") : undefined;
   // criu-bun's dump: every image as written. Last, so that damage the checks above understand is
   // named by them (file, offset, field); this catches what still looks plausible
   if (inventory.allImages) verifyManifest(dir);
-  return { dir, inventory, files, tasks, newPidNs, newMntNs, mounts, newNetNs, extNetKey, newIpcNs, uts, timens, cgroups, seccomp };
+  return { dir, inventory, files, tasks, newPidNs, newMntNs, mounts, newNetNs, extNetKey, newIpcNs, ipcVars, uts, timens, cgroups, seccomp };
 }

@@ -15,6 +15,7 @@ import { enterCgroups, precheckCgroups, taskCgSet, applyCgRoots, type CgRoot } f
 import { TreeFiles } from "../resources/fdkind";
 import { restoreSysvShm, finishSysvShm, dropSysvShm } from "../resources/sysvshm";
 import { withNs } from "../sys/netns";
+import { restoreIpcNs } from "../resources/ipcns";
 import { O } from "../sys/mem";
 import { CriuError, log, phase, asCriuError, logFd, unalias } from "../log";
 import { startWatchdog, stopWatchdog, tick, whilePaused, setStallHint } from "./watchdog";
@@ -201,7 +202,11 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
       builders.push(b); byPid.set(t.pid, b);
       if (t === root) {
         b.createFromPuppet();
-        if (set.newIpcNs) sysv = ipc(() => restoreSysvShm(set.dir));
+        if (set.newIpcNs) {
+          restoreIpcNs(b.pid, set.ipcVars!, "limits");
+          sysv = ipc(() => restoreSysvShm(set.dir));
+          restoreIpcNs(b.pid, set.ipcVars!, "next-ids");
+        }
         if (ownNs) {
           runHook(o.hooks, "setup-namespaces", { pid: b.pid });
           runHook(o.hooks, "post-setup-namespaces", { pid: b.pid });
@@ -258,6 +263,8 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
     for (const b of builders) if (!b.t.zombie) { phase("restoring registers", b.t.pid); b.finish(); }
     fault("restore-end", "restore");
     ipc(() => finishSysvShm(sysv));
+    // shm_rmid_forced last: set earlier it would destroy the segments not attached yet
+    if (set.newIpcNs) restoreIpcNs(builders[0].pid, set.ipcVars!, "after-attach");
     // the pidfile before anything runs: failing to write it fails the restore
     if (o.pidfile) {
       try { replaceFile(o.pidfile, `${builders[0].pid}`); }

@@ -33,6 +33,8 @@
 #include <sys/epoll.h>
 #include <sys/inotify.h>
 #include <sys/sysmacros.h>
+#include <sys/msg.h>
+#include <sys/sem.h>
 
 #ifndef MAP_DROPPABLE
 #define MAP_DROPPABLE 0x08
@@ -44,6 +46,7 @@
 #endif
 
 static char cgns_before[64]; /* cgroupns: the namespace it left */
+static int ipc_msq = -1, ipc_sem = -1; /* ipcns-objects: a message queue and a semaphore set in its own IPC namespace */
 static int fd_a = -1, fd_b = -1;
 static pid_t child;
 static char *mem;
@@ -151,6 +154,12 @@ static void setup(void) {
 	else if (is("cgroupns")) {
 		readlink("/proc/self/ns/cgroup", cgns_before, sizeof cgns_before - 1);
 		NEED(unshare(CLONE_NEWCGROUP) == 0);
+	}
+	else if (is("ipcns-objects")) {
+		NEED(unshare(CLONE_NEWIPC) == 0);
+		struct { long type; char text[8]; } m = { 7, "queued" };
+		NEED((ipc_msq = msgget(IPC_PRIVATE, IPC_CREAT | 0600)) >= 0 && msgsnd(ipc_msq, &m, sizeof m.text, 0) == 0);
+		NEED((ipc_sem = semget(IPC_PRIVATE, 2, IPC_CREAT | 0600)) >= 0 && semctl(ipc_sem, 1, SETVAL, 5) == 0);
 	}
 	else if (is("sigtrap")) {
 		sigset_t s;
@@ -362,6 +371,7 @@ static void undo(void) {
 	if (aio_ctx) syscall(SYS_io_destroy, aio_ctx), aio_ctx = 0;
 	if (is("proc-gone")) chdir("/");
 	if (is("devtty")) kill(child, SIGKILL), waitpid(child, NULL, 0), child = 0;
+	if (is("ipcns-objects")) { struct { long type; char text[8]; } m; msgrcv(ipc_msq, &m, sizeof m.text, 0, IPC_NOWAIT); }
 	if (is("membarrier") || is("timens-children") || is("cgroupns")) wl_failf("selftest: cannot undo %s", mode);
 }
 
@@ -377,6 +387,10 @@ static void check(void) {
 		readlink("/proc/self/ns/time", a, sizeof a - 1);
 		readlink("/proc/self/ns/time_for_children", b, sizeof b - 1);
 		WL_CHECK(strcmp(a, b) != 0, "time namespace for children is its own again");
+	} else if (is("ipcns-objects")) {
+		struct { long type; char text[8]; } m = { 0, "" };
+		WL_CHECK(msgrcv(ipc_msq, &m, sizeof m.text, 0, IPC_NOWAIT) == (ssize_t)sizeof m.text && m.type == 7 && !strcmp(m.text, "queued"), "the queued message is gone: %m");
+		WL_CHECK(semctl(ipc_sem, 1, GETVAL) == 5, "semaphore 1 is %d, not 5", semctl(ipc_sem, 1, GETVAL));
 	} else if (is("cgroupns")) {
 		char a[64] = "";
 		readlink("/proc/self/ns/cgroup", a, sizeof a - 1);
