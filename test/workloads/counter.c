@@ -113,11 +113,11 @@ int main(int argc, char **argv) {
 
 	uint64_t counter_at_ready = counter;
 	uint64_t polls = 0;
-	while (!wl_go()) {
+	do { /* one round at least, however soon go comes */
 		work(&stack_counter);
 		polls++;
 		wl_sleep_ms(10);
-	}
+	} while (!wl_go());
 	if (wl_corrupting("counter", "heap")) counter = 0, stack_counter = 0;
 
 	/* --- verification --- */

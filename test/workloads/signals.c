@@ -186,6 +186,8 @@ int main(int argc, char **argv) {
 	}
 
 	while (!wl_go()) wl_sleep_ms(10);
+	/* however soon go comes, the timers get up to a second to tick once more than at ready */
+	for (int i = 0; i < 200 && (alrm_ticks <= alrm_ready || tmr_ticks <= tmr_ready); i++) wl_sleep_ms(5);
 	const long alrm_go = alrm_ticks, tmr_go = tmr_ticks;
 
 	wl_check_ids();

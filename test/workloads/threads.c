@@ -138,6 +138,13 @@ int main(int argc, char **argv) {
 	if (wl_corrupt) atomic_store(&corrupt_now, 1);
 
 	while (!wl_go()) wl_sleep_ms(10);
+	/* however soon go comes, every thread gets up to a second to make progress since ready */
+	for (int k = 0; k < 200; k++) {
+		int all = 1;
+		for (int i = 0; i < nthreads; i++) all &= atomic_load(&W[i].counter) > at_ready[i];
+		if (all) break;
+		wl_sleep_ms(5);
+	}
 
 	wl_check_ids();
 	WL_CHECK(tls_value == tls_magic(-1), "main thread TLS value %llx", (unsigned long long)tls_value);
