@@ -164,6 +164,18 @@ describe("children that exit while the tree is frozen", () => {
 });
 
 describe("copy-on-write", () => {
+  test("a child keeps a private mapping shared with its parent, but a page only the parent wrote (in a run of the parent's pages that began in another VMA) reads as zeroes in the child", async () => {
+    const w = await startWorkload("cowdrop");
+    const dir = imagesDir("cowdrop");
+    dump(w.pid, dir);
+    const r = await restore(dir, w.pid);
+    trigger(w);
+    const res = await waitResult(w, 15000);
+    expect(res.text).toStartWith("PASS");
+    expect(await r.proc.exited).toBe(0);
+    expect(readFileSync(join(dir, "restore.log"), "utf8")).toMatch(/page\(s\) inherited from the parent that it did not have dropped/);
+  });
+
   test("a fork-heavy tree comes back without doubling its memory (PSS within 10%)", async () => {
     const w = await startWorkload("forky", ["6"]);
     await waitUntil("6 forked children", () => childrenOf(w.pid).length === 6);

@@ -69,6 +69,7 @@ const passCases: [string, string[]][] = [
   ["inetsk", ["opts"]],
   ["unixsk", ["dgram"]],
   ["lazy", ["8"]],
+  ["cowdrop", []],
 ];
 
 describe("workloads pass without a dump", () => {
@@ -129,6 +130,7 @@ const failCases: [string, string[], string][] = [
   ["files", ["--selftest-corrupt=cloexec"], "FD_CLOEXEC"],
   ["files", ["--selftest-corrupt=dup"], "is another file"],
   ["deleted", ["--selftest-corrupt"], "offset 1001"],
+  ["cowdrop", ["--selftest-corrupt"], "page1_zero=0"],
   ["dirty", ["8", "--selftest-corrupt"], "pages wrong"],
   ["large", ["400", "200", "--selftest-corrupt=fd"], "is gone"],
   ["spin", ["--selftest-corrupt"], "went backwards"],

@@ -521,24 +521,34 @@ export class TaskBuilder {
     }
   }
 
-  /** In kept VMAs: pages the parent wrote that this process does not have go back to zero / file. */
+  /**
+   * In kept VMAs: pages the parent wrote that this process does not have go back to zero / file.
+   * A run of the parent's pagemap may span several VMAs (a .data run going on into the .bss after
+   * it): each kept VMA takes its own part of every run.
+   */
   private forgetParentPages(kept: Set<bigint>) {
     const mine = this.t.pagemap.filter((e) => e.flags & 4).map((e) => [e.vaddr, e.vaddr + BigInt(e.nrPages * PAGE)] as [bigint, bigint]);
+    const keptVmas = this.t.mm.vmas.filter((x) => kept.has(x.start) && !(x.status & (VMA.ANON_SHARED | VMA.FILE_SHARED | VMA.SYSVIPC)));
+    let dropped = 0n;
+    const drop = (a: bigint, e: bigint) => { this.inj!.ok("madvise(MADV_DONTNEED)", NR.madvise, a, e - a, 4 /* MADV_DONTNEED */); dropped += (e - a) / BigInt(PAGE); };
     for (const pe of this.parent!.t.pagemap) {
       if (!(pe.flags & 4)) continue;
-      const v = this.t.mm.vmas.find((x) => kept.has(x.start) && x.start <= pe.vaddr && pe.vaddr < x.end);
-      if (!v || v.status & (VMA.ANON_SHARED | VMA.FILE_SHARED)) continue;
-      // [pe.vaddr, end) minus my own runs
-      let a = pe.vaddr;
-      const end = pe.vaddr + BigInt(pe.nrPages * PAGE);
-      for (const [s, e] of mine) {
-        if (e <= a || s >= end) continue;
-        if (s > a) this.inj!.call(NR.madvise, a, s - a, 4 /* MADV_DONTNEED */);
-        a = e > a ? e : a;
-        if (a >= end) break;
+      const runEnd = pe.vaddr + BigInt(pe.nrPages * PAGE);
+      for (const v of keptVmas) {
+        // [max(run, vma) .. min(run, vma)) minus my own runs
+        let a = pe.vaddr > v.start ? pe.vaddr : v.start;
+        const end = runEnd < v.end ? runEnd : v.end;
+        if (a >= end) continue;
+        for (const [s, e] of mine) {
+          if (e <= a || s >= end) continue;
+          if (s > a) drop(a, s);
+          a = e > a ? e : a;
+          if (a >= end) break;
+        }
+        if (a < end) drop(a, end);
       }
-      if (a < end) this.inj!.call(NR.madvise, a, end - a, 4 /* MADV_DONTNEED */);
     }
+    if (dropped) log.debug(`process ${this.t.pid}: ${dropped} page(s) inherited from the parent that it did not have dropped`);
   }
 
   private fillPages() {
