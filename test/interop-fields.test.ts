@@ -8,7 +8,7 @@ import { afterAll, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { cleanup, criuBunCommand, REPO_ROOT, startWorkload, trigger, waitResult } from "./harness";
+import { cleanup, criuBunCommand, REPO_ROOT, startWorkload, trigger, waitResult, waitUntil } from "./harness";
 import { readImage, writeImage } from "../src/images/image";
 import { clone, create } from "@bufbuild/protobuf";
 import * as S from "../src/images/schemas";
@@ -40,6 +40,8 @@ for (const [dumper, restorer] of [["criu-4.2", "criu-bun"], ["criu-bun", "criu-4
     trigger(w);
     const r = await waitResult(w, 15000);
     expect(r.summary).toBe("PASS");
+    // its pty index is free again only once it is gone (the next case needs the same index)
+    await waitUntil("the restored workload to be gone", () => !existsSync(`/proc/${w.pid}`), 10000);
   });
 }
 
@@ -96,3 +98,24 @@ test.skipIf(!have)("a CRIU 4.2 image with membarrier registrations or CET shadow
     expect(existsSync(`/proc/${w.pid}`)).toBe(false);
   }
 });
+
+for (const [dumper, restorer] of [["criu-bun", "criu-4.2"], ["criu-4.2", "criu-bun"]] as const) {
+  test.skipIf(!have)(`${dumper} dumps a pty pair whose slave was chown()ed, ${restorer} restores it: same owner, both ends work`, async () => {
+    const w = await startWorkload("exact", ["ptyowner"]);
+    const dir = mkdtempSync(join(tmp, `pty-${dumper}-`));
+    run(dumper, ["dump", "-t", String(w.pid)], dir);
+    await w.proc!.exited;
+    // CRIU's numbering, which CRIU pairs master and slave by: (index << 1) + 1 for the master, index << 1 for the slave
+    const infos = readImage<S.tty_info_entry>(dir, "tty-info.img", "TTY_INFO");
+    expect(infos.map((i) => i.id - i.pty!.index * 2).sort()).toEqual([0, 1]);
+    // every tty entry names its path through a regular-file entry (CRIU refuses one without)
+    const files = readImage<S.file_entry>(dir, "files.img", "FILES");
+    for (const f of files.filter((x) => x.tty)) expect(files.find((x) => x.id === f.tty!.regfId)?.reg?.name).toMatch(/^\/dev\/(ptmx|pts\/\d+)$/);
+    run(restorer, ["restore", "-d"], dir);
+    trigger(w);
+    const r = await waitResult(w, 15000);
+    expect(r.summary).toBe("PASS");
+    // its pty index is free again only once it is gone (the next case needs the same index)
+    await waitUntil("the restored workload to be gone", () => !existsSync(`/proc/${w.pid}`), 10000);
+  });
+}

@@ -10,6 +10,7 @@ import type { ImageSink } from "./fdkind";
 import { openFd, closeFd } from "../sys/mem";
 import type { FdKind, DumpOpts } from "./fdkind";
 import { FOWN0, cachedImage } from "./fdkind";
+import { regEntry } from "./reg";
 import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { O } from "../sys/mem";
@@ -18,7 +19,7 @@ import { CriuError, log } from "../log";
 import { fdLinks } from "../sys/proc";
 import { refuse } from "./unsupported";
 
-const IOC = { TCGETS: 0x5401, TCSETS: 0x5402, TIOCGWINSZ: 0x5413, TIOCSWINSZ: 0x5414, TIOCSCTTY: 0x540e, TIOCGPTN: 0x80045430, TIOCSPTLCK: 0x40045431, TIOCGPTLCK: 0x80045439 } as const;
+const IOC = { TCGETS: 0x5401, TCSETS: 0x5402, TIOCGLCKTRMIOS: 0x5456, TIOCSLCKTRMIOS: 0x5457, TIOCGWINSZ: 0x5413, TIOCSWINSZ: 0x5414, TIOCSCTTY: 0x540e, TIOCGPTN: 0x80045430, TIOCSPTLCK: 0x40045431, TIOCGPTLCK: 0x80045439 } as const;
 const PTMX_RDEV = (5 << 8) | 2;
 const ptsRdev = (i: number) => ((136 + (i >> 8)) << 8) | (i & 0xff); // old-style encoding: minors < 256 per major
 
@@ -58,9 +59,10 @@ function termiosBytes(t: S.termios_entry): Uint8Array {
 /** The slave's tty-info entry (termios, window size, owner, session): written once per pty. */
 function slaveInfo(fd: number, index: number, sid: number, uid: number, gid: number, what: string) {
   const termios = termiosOf(ioctlBuf(fd, IOC.TCGETS, 36, `${what}: TCGETS`));
+  const termiosLocked = termiosOf(ioctlBuf(fd, IOC.TIOCGLCKTRMIOS, 36, `${what}: TIOCGLCKTRMIOS`));
   const ws = new DataView(ioctlBuf(fd, IOC.TIOCGWINSZ, 8, `${what}: TIOCGWINSZ`).buffer);
   return {
-    id: index * 2 + 2, type: 1 /* PTY */, locked: false, exclusive: false, packetMode: false, sid, pgrp: 0, rdev: ptsRdev(index), termios,
+    id: index * 2, type: 1 /* PTY */, locked: false, exclusive: false, packetMode: false, sid, pgrp: 0, rdev: ptsRdev(index), termios, termiosLocked,
     winsize: { wsRow: ws.getUint16(0, true), wsCol: ws.getUint16(2, true), wsXpixel: ws.getUint16(4, true), wsYpixel: ws.getUint16(6, true) },
     pty: { index }, uid, gid,
   };
@@ -73,14 +75,14 @@ function slaveInfo(fd: number, index: number, sid: number, uid: number, gid: num
  * controlling terminal again.
  */
 export function noteCtty(files: FileTable, images: ImageSink, statRoot: string, index: number, sid: number, where: string) {
-  const key = `ttyinfo:${index * 2 + 2}`;
+  const key = `ttyinfo:${index * 2}`;
   if (files.byKey.has(key)) return;
   const fd = openFd(`${statRoot}/dev/pts/${index}`, O.RDONLY | O.NOCTTY | O.NONBLOCK | O.CLOEXEC);
   try {
     const st = statSync(`/proc/self/fd/${fd}`);
     images.add("tty-info.img", "TTY_INFO", S.tty_info_entrySchema, slaveInfo(fd, index, sid, st.uid, st.gid, where));
   } finally { closeFd(fd); }
-  files.byKey.set(key, index * 2 + 2);
+  files.byKey.set(key, index * 2);
   log.debug(`${where}: controlling terminal /dev/pts/${index} held by no fd of its session leader ${sid}: noted for restore`);
 }
 
@@ -115,13 +117,16 @@ export const ttyKind: FdKind = {
     // bytes waiting to be read on this side are not saved: refuse rather than lose them
     const inq = new Int32Array(1);
     if (syscall(NR.ioctl, ctx.grab(), 0x541b /* TIOCINQ */, addr(inq)) === 0 && inq[0] > 0) refuse("files", ctx.where, "tty-queued", `${inq[0]} bytes unread on ${master ? "the master" : `/dev/pts/${index}`}`);
-    const infoId = index * 2 + (master ? 1 : 2);
+    // CRIU's ids: (index << 1) + 1 for the master, index << 1 for the slave (CRIU pairs them so)
+    const infoId = index * 2 + (master ? 1 : 0);
     const key = `ttyinfo:${infoId}`;
     if (!ctx.files.byKey.has(key)) {
       ctx.files.byKey.set(key, infoId);
       const fd = ctx.grab();
       // termios and window size of the pair: on a master these ioctls reach the slave side
       const termios = termiosOf(ioctlBuf(fd, IOC.TCGETS, 36, `${ctx.where}: TCGETS`));
+      // the locked bits (TIOCSLCKTRMIOS): CRIU 4.2 refuses a pty whose entry lacks them
+      const termiosLocked = termiosOf(ioctlBuf(fd, IOC.TIOCGLCKTRMIOS, 36, `${ctx.where}: TIOCGLCKTRMIOS`));
       const ws = new DataView(ioctlBuf(fd, IOC.TIOCGWINSZ, 8, `${ctx.where}: TIOCGWINSZ`).buffer);
       let locked = false;
       if (master) locked = new DataView(ioctlBuf(fd, IOC.TIOCGPTLCK, 4, `${ctx.where}: TIOCGPTLCK`).buffer).getInt32(0, true) !== 0;
@@ -129,14 +134,17 @@ export const ttyKind: FdKind = {
       const sid = master ? 0 : (ctx.opts.ptySessions?.get(ptsRdev(index)) ?? 0);
       ctx.images.add("tty-info.img", "TTY_INFO", S.tty_info_entrySchema, {
         id: infoId, type: 1 /* PTY */, locked, exclusive: false, packetMode: false, sid, pgrp: 0,
-        rdev: master ? PTMX_RDEV : ptsRdev(index), termios,
+        rdev: master ? PTMX_RDEV : ptsRdev(index), termios, termiosLocked,
         winsize: { wsRow: ws.getUint16(0, true), wsCol: ws.getUint16(2, true), wsXpixel: ws.getUint16(4, true), wsYpixel: ws.getUint16(6, true) },
         pty: { index },
         // the slave's owner (chown()ed by a login program, or the opener of /dev/ptmx): given back at restore
         ...(master ? {} : { uid: Number(ctx.st.uid), gid: Number(ctx.st.gid) }),
       });
     }
-    return ctx.files.add(null, (id) => ({ id, type: 11, tty: { id, ttyInfoId: infoId, flags: ctx.flags, fown: FOWN0 } }));
+    // as CRIU: the terminal's path in a regular-file entry the tty entry names (regf_id); CRIU 4.2
+    // refuses a tty without one ("TTY w/o regfile"), criu-bun's restore opens by index
+    const regfId = ctx.files.add(null, (id) => ({ id, type: 1 /* REG */, reg: regEntry(id, ctx.target, ctx.flags, 0n, undefined, undefined) }));
+    return ctx.files.add(null, (id) => ({ id, type: 11, tty: { id, ttyInfoId: infoId, flags: ctx.flags, fown: FOWN0, regfId } }));
   },
   restore(ctx, f) {
     const t = f.tty!;
@@ -174,6 +182,8 @@ export const ttyKind: FdKind = {
       inj.ok("TIOCSPTLCK", NR.ioctl, m, IOC.TIOCSPTLCK, ctx.scratch(0n, new Uint8Array(4))); // unlock to open the slave
       const slaveInfo = infos.find((i) => i.pty?.index === index && i.rdev !== PTMX_RDEV) ?? info;
       if (slaveInfo.termios) inj.ok("TCSETS", NR.ioctl, m, IOC.TCSETS, ctx.scratch(0n, termiosBytes(slaveInfo.termios)));
+      const lockedTermios = slaveInfo.termiosLocked ?? info.termiosLocked;
+      if (lockedTermios) inj.ok("TIOCSLCKTRMIOS", NR.ioctl, m, IOC.TIOCSLCKTRMIOS, ctx.scratch(0n, termiosBytes(lockedTermios)));
       if (slaveInfo.winsize) {
         const w = slaveInfo.winsize, b = new Uint8Array(8), dv = new DataView(b.buffer);
         dv.setUint16(0, w.wsRow, true); dv.setUint16(2, w.wsCol, true); dv.setUint16(4, w.wsXpixel, true); dv.setUint16(6, w.wsYpixel, true);
