@@ -342,6 +342,8 @@ describe("IPC namespaces", () => {
     const dir = imagesDir("ipcns");
     dump(w.pid, dir);
     // CRIU's image of them, which crit reads
+    // named by the namespace's id, as CRIU names them
+    expect(readdirSync(dir).filter((f) => f.startsWith("ipcns-")).sort()).toEqual(["ipcns-shm-14.img", "ipcns-var-14.img"]);
     const crit = JSON.parse(Bun.spawnSync(["crit", "decode", "-i", join(dir, "ipcns-var-14.img")]).stdout.toString());
     expect(crit.entries[0].msg_ctlmax).toBe(12345);
     const r = await restore(dir, w.pid);

@@ -23,7 +23,7 @@ import { ImageSink, type DumpOpts } from "../resources/fdkind";
 import { dumpShmem } from "../resources/shmem";
 import { saveGhost, dropLinkRemaps, keepLinkRemaps } from "../resources/reg";
 import { ptyMasters, noteCtty } from "../resources/tty";
-import { dumpSysvShm } from "../resources/sysvshm";
+import { dumpSysvShm, shmImage } from "../resources/sysvshm";
 
 import { CgroupSets, ROOT_CG_SET, freezeCgroup } from "../resources/cgroup";
 import { VMA } from "../resources/vma";
@@ -538,7 +538,7 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
   for (const v of task.vmas) {
     if (v.status & VMA.SYSVIPC) {
       v.shmid = BigInt(v.inode);
-      if (!extra.has(`sysv:${v.inode}`)) { withNs(pid, "ipc", () => dumpSysvShm(pid, v.start, v.end, v.inode, extra)); extra.mark(`sysv:${v.inode}`); }
+      if (!extra.has(`sysv:${v.inode}`)) { withNs(pid, "ipc", () => dumpSysvShm(pid, v.start, v.end, v.inode, extra, shmImage(ns.ownIpcNs ? ids.ipcNsId : undefined))); extra.mark(`sysv:${v.inode}`); }
     }
     if (v.status & VMA.ANON_SHARED) {
       v.shmid = BigInt(v.inode);

@@ -16,6 +16,9 @@ import { errnoText } from "../sys/errno";
 const SHM = { get: 29, at: 30, ctl: 31, dt: 67 } as const;
 const IPC_CREAT = 0o1000, IPC_EXCL = 0o2000, IPC_RMID = 0, SHM_DEST = 0o1000;
 export const SHM_IMAGE = "ipcns-shm-1.img";
+/** the segments' image: CRIU's ipcns-shm-<ns id>.img for a tree's own IPC namespace, ipcns-shm-1.img
+ *  (criu-bun's own) for segments of the namespace criu-bun shares with the tree, which CRIU does not dump */
+export function shmImage(ownNsId?: number): string { return ownNsId ? `ipcns-shm-${ownNsId}.img` : SHM_IMAGE; }
 
 interface SegInfo { key: number; id: number; mode: number; size: bigint; nattch: number; uid: number; gid: number; cuid: number; cgid: number }
 
@@ -32,7 +35,7 @@ export function segments(): Map<number, SegInfo> {
 }
 
 /** Save the segment attached at start..end in process pid (the caller does it once per shmid). */
-export function dumpSysvShm(pid: number, start: bigint, end: bigint, shmid: number, images: ImageSink) {
+export function dumpSysvShm(pid: number, start: bigint, end: bigint, shmid: number, images: ImageSink, file = SHM_IMAGE) {
   const seg = segments().get(shmid);
   if (!seg) throw new CriuError("mem", `process ${pid}: SysV shared memory ${shmid} at 0x${start.toString(16)} is not in /proc/sysvipc/shm (another IPC namespace?)`);
   const fd = openFd(`/proc/${pid}/map_files/${start.toString(16)}-${end.toString(16)}`, O.RDONLY | O.CLOEXEC);
@@ -41,18 +44,18 @@ export function dumpSysvShm(pid: number, start: bigint, end: bigint, shmid: numb
     if (BigInt(fstatSync(fd).size) < seg.size) throw new CriuError("mem", `process ${pid}: SysV segment ${shmid} is smaller than /proc says`);
     const data = new Uint8Array(size);
     preadFull(fd, data, 0n, size, 0, `process ${pid}: reading SysV shared memory ${shmid}`);
-    images.add(SHM_IMAGE, "IPCNS_SHM", S.ipc_shm_entrySchema, {
+    images.add(file, "IPCNS_SHM", S.ipc_shm_entrySchema, {
       desc: { key: seg.key, uid: seg.uid, gid: seg.gid, cuid: seg.cuid, cgid: seg.cgid, mode: seg.mode, id: shmid }, size: seg.size,
     }, data);
   } finally { closeFd(fd); }
 }
 
 /** Before any process exists: make every saved segment exist again with its id and contents. */
-export function restoreSysvShm(dir: string): { id: number; dest: boolean }[] {
-  if (!imageExists(dir, SHM_IMAGE)) return [];
+export function restoreSysvShm(dir: string, file = SHM_IMAGE): { id: number; dest: boolean }[] {
+  if (!imageExists(dir, file)) return [];
   const out: { id: number; dest: boolean }[] = [];
   const live = segments();
-  for (const { msg, payload } of readImagePayloads<S.ipc_shm_entry>(dir, SHM_IMAGE, "IPCNS_SHM")) {
+  for (const { msg, payload } of readImagePayloads<S.ipc_shm_entry>(dir, file, "IPCNS_SHM")) {
     const d = msg.desc!;
     const old = live.get(d.id);
     if (old) {

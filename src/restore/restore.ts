@@ -13,7 +13,7 @@ import { precheckFds } from "../resources/files";
 import { isRemapped, regSize, checkBuildId, finishLinkRemaps, forgetLinkRemaps } from "../resources/reg";
 import { enterCgroups, precheckCgroups, taskCgSet, applyCgRoots, type CgRoot } from "../resources/cgroup";
 import { TreeFiles } from "../resources/fdkind";
-import { restoreSysvShm, finishSysvShm, dropSysvShm } from "../resources/sysvshm";
+import { restoreSysvShm, finishSysvShm, dropSysvShm, shmImage } from "../resources/sysvshm";
 import { withNs } from "../sys/netns";
 import { restoreIpcNs } from "../resources/ipcns";
 import { O } from "../sys/mem";
@@ -195,6 +195,7 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
     // SysV segments exist before anyone attaches them: here, or in the tree's new IPC namespace
     const ipc = <T>(fn: () => T): T => (set.newIpcNs && builders[0] ? withNs(builders[0].pid, "ipc", fn) : fn());
     if (!set.newIpcNs) sysv = restoreSysvShm(set.dir);
+    const shmFile = shmImage(set.newIpcNs ? set.tasks[0].ids?.ipcNsId : undefined);
     // 1. every process, parents before children (pstree order), each with its memory
     for (const t of set.tasks) {
       phase("creating the process", t.pid);
@@ -204,7 +205,7 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
         b.createFromPuppet();
         if (set.newIpcNs) {
           restoreIpcNs(b.pid, set.ipcVars!, "limits");
-          sysv = ipc(() => restoreSysvShm(set.dir));
+          sysv = ipc(() => restoreSysvShm(set.dir, shmFile));
           restoreIpcNs(b.pid, set.ipcVars!, "next-ids");
         }
         if (ownNs) {
