@@ -9,53 +9,26 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { criuBunCommand, REPO_ROOT } from "./harness";
+import { Netns, runOk, inNs, tcpCounter, waitFor as waitNs } from "./netns";
 
-const tag = `${process.pid % 10000}`;
-const namespaces = new Set<string>();
+const nets = new Netns("cbm");
+/** waits of this file get 30 s unless told (a migration of a loaded machine takes a while) */
+const waitFor = <T>(fn: () => T | null | undefined | false, what: string, ms = 30000) => waitNs(fn, what, ms);
 const dirs: string[] = [];
 const procs: Subprocess[] = [];
 const pids = new Set<number>();
 const WL = join(REPO_ROOT, "test", "workloads", "migcounter.py");
 
-function run(cmd: string[], what = cmd.join(" ")) {
-  const r = Bun.spawnSync(cmd, { stdout: "pipe", stderr: "pipe", cwd: REPO_ROOT });
-  if (r.exitCode !== 0) throw new Error(`${what} failed (${r.exitCode}): ${r.stderr.toString()}${r.stdout.toString()}`);
-  return r.stdout.toString();
-}
-function mkns(name: string): string {
-  const ns = `cbm-${name}-${tag}`;
-  Bun.spawnSync(["ip", "netns", "del", ns], { stderr: "ignore" });
-  run(["ip", "netns", "add", ns]);
-  namespaces.add(ns);
-  run(["ip", "-n", ns, "link", "set", "lo", "up"]);
-  return ns;
-}
 /** a veth pair between namespaces a and b, addresses NET.1 (a) and NET.2 (b) /24, both up */
 function veth(a: string, b: string, net: string, names = ["va", "vb"]) {
-  run(["ip", "-n", a, "link", "add", names[0], "type", "veth", "peer", "name", names[1], "netns", b]);
-  run(["ip", "-n", a, "addr", "add", `${net}.1/24`, "dev", names[0]]);
-  run(["ip", "-n", b, "addr", "add", `${net}.2/24`, "dev", names[1]]);
-  run(["ip", "-n", a, "link", "set", names[0], "up"]);
-  run(["ip", "-n", b, "link", "set", names[1], "up"]);
+  runOk(["ip", "-n", a, "link", "add", names[0], "type", "veth", "peer", "name", names[1], "netns", b]);
+  runOk(["ip", "-n", a, "addr", "add", `${net}.1/24`, "dev", names[0]]);
+  runOk(["ip", "-n", b, "addr", "add", `${net}.2/24`, "dev", names[1]]);
+  runOk(["ip", "-n", a, "link", "set", names[0], "up"]);
+  runOk(["ip", "-n", b, "link", "set", names[1], "up"]);
 }
-function delns(ns: string) { run(["ip", "netns", "del", ns]); namespaces.delete(ns); }
-const inNs = (ns: string, cmd: string[]) => ["nsenter", `--net=/run/netns/${ns}`, ...cmd];
 function tmp(t: string) { const d = mkdtempSync(join(tmpdir(), `criu-bun-mig-${t}-`)); dirs.push(d); return d; }
 function text(p: string): string | null { try { return readFileSync(p, "utf8"); } catch { return null; } }
-async function waitFor<T>(fn: () => T | null | undefined | false, what: string, ms = 30000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timeout: ${what}`);
-    await Bun.sleep(20);
-  }
-}
-function tcpCounter(ns: string, name: string): number {
-  const lines = run(inNs(ns, ["cat", "/proc/net/snmp"])).split("\n").filter((l) => l.startsWith("Tcp:"));
-  const keys = lines[0].split(/\s+/), vals = lines[1].split(/\s+/);
-  return Number(vals[keys.indexOf(name)]);
-}
 const count = (w: string) => Number(text(join(w, "count")) ?? 0);
 const status = (pid: number, key: string) => new RegExp(`^${key}:\\s*(.*)$`, "m").exec(text(`/proc/${pid}/status`) ?? "")?.[1];
 const fdTargets = (pid: number) => readdirSync(`/proc/${pid}/fd`).map((f) => { try { return readlinkSync(`/proc/${pid}/fd/${f}`); } catch { return ""; } });
@@ -109,19 +82,19 @@ afterAll(() => {
     const cmd = text(`/proc/${pid}/cmdline`);
     if (cmd?.includes("migcounter.py")) try { process.kill(pid, "SIGKILL"); } catch {}
   }
-  for (const ns of namespaces) Bun.spawnSync(["ip", "netns", "del", ns], { stderr: "ignore" });
+  nets.cleanup();
   if (!process.env.CRIU_BUN_KEEP) for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
 test("the workload's check fails when one byte of its memory is wrong (--selftest-corrupt)", async () => {
-  const ns = mkns("self");
+  const ns = nets.make("self");
   const { w } = await startCounter(ns, 4, undefined, "--selftest-corrupt");
   await waitFor(() => count(w) > 20, "counter running");
   expect(await result(w)).toMatch(/^FAIL: memory differs in 1 of 1024 pages/);
 }, 30_000);
 
 test("migrate a python3 counter over loopback: pre-copy rounds send less and less, it keeps counting, its memory is right, the source is gone", async () => {
-  const ns = mkns("lo");
+  const ns = nets.make("lo");
   const { pid, w } = await startCounter(ns, 32);
   await waitFor(() => count(w) > 100, "counter running");
   const dst = await listen(ns, 7501, "127.0.0.1");
@@ -175,7 +148,7 @@ function client(ns: string, host: string, port: number, name: string, seed: numb
 
 test("the destination dies after the first round: the source goes on untouched (running, not traced, no userfaultfd, its connection unlocked)", async () => {
   // the destination in a namespace of its own: the RST its death gives the control connection is counted there
-  const ns = mkns("die"), nd = mkns("die2");
+  const ns = nets.make("die"), nd = nets.make("die2");
   veth(ns, nd, "10.77.1");
   const { pid, w } = await startCounter(ns, 16, "127.0.0.1:7601");
   const c = client(ns, "127.0.0.1", 7601, "d1", 11);
@@ -213,17 +186,17 @@ test("the destination dies after the first round: the source goes on untouched (
 }, 90_000);
 
 test("migrate with --tcp-established from one namespace to another: the client outside keeps its connection, no RST, the counter's memory is right", async () => {
-  const nc = mkns("cli"), na = mkns("src"), nb = mkns("dst");
+  const nc = nets.make("cli"), na = nets.make("src"), nb = nets.make("dst");
   const srvAddr = "10.77.3.2", port = 7602;
   veth(na, nb, "10.77.2"); // the migration's own link
   // the service address: on na's link to the client now, and already on nb's (whose client end stays
   // down until the switch-over, as a router would move the address)
-  run(["ip", "-n", nc, "link", "add", "vc", "type", "veth", "peer", "name", "vs", "netns", na]);
-  run(["ip", "-n", nc, "link", "add", "vc2", "type", "veth", "peer", "name", "vs2", "netns", nb]);
-  run(["ip", "-n", nc, "addr", "add", "10.77.3.1/24", "dev", "vc"]);
-  run(["ip", "-n", na, "addr", "add", `${srvAddr}/24`, "dev", "vs"]);
-  run(["ip", "-n", nb, "addr", "add", `${srvAddr}/24`, "dev", "vs2"]);
-  for (const [ns, dev] of [[nc, "vc"], [na, "vs"], [nb, "vs2"]]) run(["ip", "-n", ns, "link", "set", dev, "up"]);
+  runOk(["ip", "-n", nc, "link", "add", "vc", "type", "veth", "peer", "name", "vs", "netns", na]);
+  runOk(["ip", "-n", nc, "link", "add", "vc2", "type", "veth", "peer", "name", "vs2", "netns", nb]);
+  runOk(["ip", "-n", nc, "addr", "add", "10.77.3.1/24", "dev", "vc"]);
+  runOk(["ip", "-n", na, "addr", "add", `${srvAddr}/24`, "dev", "vs"]);
+  runOk(["ip", "-n", nb, "addr", "add", `${srvAddr}/24`, "dev", "vs2"]);
+  for (const [ns, dev] of [[nc, "vc"], [na, "vs"], [nb, "vs2"]]) runOk(["ip", "-n", ns, "link", "set", dev, "up"]);
   const { pid, w } = await startCounter(na, 16, `${srvAddr}:${port}`);
   const c = client(nc, srvAddr, port, "m1", 21);
   await c.reach(100_000);
@@ -237,10 +210,10 @@ test("migrate with --tcp-established from one namespace to another: the client o
   pids.add(npid);
   await waitFor(() => !existsSync(`/proc/${pid}`), "source gone");
   // the switch-over: the source's namespace goes, the client's link to the destination comes up
-  delns(na);
+  nets.del(na);
   const before = c.recvd();
-  run(["ip", "-n", nc, "addr", "add", "10.77.3.1/24", "dev", "vc2"]);
-  run(["ip", "-n", nc, "link", "set", "vc2", "up"]);
+  runOk(["ip", "-n", nc, "addr", "add", "10.77.3.1/24", "dev", "vc2"]);
+  runOk(["ip", "-n", nc, "link", "set", "vc2", "up"]);
   try {
     await c.reach(before + 150_000, 40000);
   } catch (e: any) {
@@ -255,7 +228,7 @@ test("migrate with --tcp-established from one namespace to another: the client o
 }, 90_000);
 
 test("the source dies after the first round: the destination fails in one line, restores nothing and leaves no images", async () => {
-  const ns = mkns("sdie");
+  const ns = nets.make("sdie");
   const { pid, w } = await startCounter(ns, 8);
   const dst = await listen(ns, 7504, "127.0.0.1");
   const pause = join(tmp("pause"), "paused");
@@ -279,7 +252,7 @@ test("the source dies after the first round: the destination fails in one line, 
 }, 60_000);
 
 test("the restore on the destination fails: the source is resumed untouched and says why in one line", async () => {
-  const ns = mkns("rfail");
+  const ns = nets.make("rfail");
   const { pid, w } = await startCounter(ns, 8);
   await waitFor(() => count(w) > 50, "counter running");
   const d = tmp("dst");

@@ -9,43 +9,19 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { buildWorkloads, workloadBin, criuBunCommand, REPO_ROOT } from "./harness";
+import { Netns, runOk, inNs, tcpCounter, waitFor, clientBackoffs } from "./netns";
 import { readImage, readImagePayloads } from "../src/images/image";
 import type * as S from "../src/images/schemas";
 import type { tcp_stream_entry } from "../src/images/gen/sockets_pb";
 
-const tag = `${process.pid % 10000}`;
-const namespaces = new Set<string>();
+const nets = new Netns("cbt");
 const dirs: string[] = [];
 const procs: Subprocess[] = [];
 const servers: { pid: number; dir: string; proc?: Subprocess }[] = [];
 
-function run(cmd: string[], what = cmd.join(" ")) {
-  const r = Bun.spawnSync(cmd, { stdout: "pipe", stderr: "pipe", cwd: REPO_ROOT });
-  if (r.exitCode !== 0) throw new Error(`${what} failed (${r.exitCode}): ${r.stderr.toString()}${r.stdout.toString()}`);
-  return r.stdout.toString();
-}
-function mkns(name: string): string {
-  const ns = `cbt-${name}-${tag}`;
-  Bun.spawnSync(["ip", "netns", "del", ns], { stderr: "ignore" });
-  run(["ip", "netns", "add", ns]);
-  namespaces.add(ns);
-  run(["ip", "-n", ns, "link", "set", "lo", "up"]);
-  return ns;
-}
-function delns(ns: string) { run(["ip", "netns", "del", ns]); namespaces.delete(ns); }
-const inNs = (ns: string, cmd: string[]) => ["nsenter", `--net=/run/netns/${ns}`, ...cmd];
 function tmp(t: string) { const d = mkdtempSync(join(tmpdir(), `criu-bun-tcp-${t}-`)); dirs.push(d); return d; }
 function text(p: string): string | null { try { return readFileSync(p, "utf8"); } catch { return null; } }
 
-async function waitFor<T>(fn: () => T | null | undefined | false, what: string, ms = 20000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timeout: ${what}`);
-    await Bun.sleep(20);
-  }
-}
 
 async function startServer(ns: string, port: number, args: string[]) {
   const dir = tmp("srv");
@@ -103,14 +79,9 @@ async function restore(ns: string, dir: string, pid: number, extra: string[] = [
   const r = criu(ns, ["restore", "-D", dir, "-o", "restore.log", "-v4", "-d", ...extra]);
   if (r.code !== 0) throw new Error(`restore failed (${r.code}): ${r.stderr}\n${text(join(dir, "restore.log"))}`);
 }
-function tcpCounter(ns: string, name: string): number {
-  const lines = run(inNs(ns, ["cat", "/proc/net/snmp"])).split("\n").filter((l) => l.startsWith("Tcp:"));
-  const keys = lines[0].split(/\s+/), vals = lines[1].split(/\s+/);
-  return Number(vals[keys.indexOf(name)]);
-}
 /** established TCP sockets of a namespace with their queues (/proc/net/tcp and tcp6: tx = unacked or unsent bytes, rx = bytes not read) */
 function tcpQueues(ns: string) {
-  return run(inNs(ns, ["cat", "/proc/net/tcp", "/proc/net/tcp6"])).split("\n").map((l) => l.trim().split(/\s+/))
+  return runOk(inNs(ns, ["cat", "/proc/net/tcp", "/proc/net/tcp6"])).split("\n").map((l) => l.trim().split(/\s+/))
     .filter((f) => f.length > 4 && f[3] === "01").map((f) => {
       const [tx, rx] = f[4].split(":").map((h) => parseInt(h, 16));
       return { lport: parseInt(f[1].split(":")[1], 16), rport: parseInt(f[2].split(":")[1], 16), tx, rx };
@@ -136,19 +107,6 @@ async function waitQueuesFull(ns: string, port: number, cport: number) {
   } catch {
     throw new Error(`timeout: server queues towards the paused client (port ${cport}) full and still; last seen ${seen}`);
   }
-}
-/**
- * RTO backoffs of the clients' connections to PORT in NS (ss -ti "backoff:N"): a client sending into
- * the network lock times out again and again (a packet the lock drops is not counted as
- * retransmitted by the kernel's counters, but the timeouts are)
- */
-function clientBackoffs(ns: string, port: number): number[] {
-  const out = run(inNs(ns, ["ss", "-Htin", "state", "established", `( dport = :${port} )`]));
-  const socks = out.split("\n").filter((l) => l.trim()).reduce<string[]>((acc, l) => {
-    if (/^\s/.test(l) && acc.length) acc[acc.length - 1] += ` ${l}`; else acc.push(l);
-    return acc;
-  }, []);
-  return socks.map((l) => Number(/\bbackoff:(\d+)/.exec(l)?.[1] ?? 0));
 }
 function go(dir: string) { writeFileSync(join(dir, "go.tmp"), "go\n"); renameSync(join(dir, "go.tmp"), join(dir, "go")); }
 async function serverResult(dir: string) { return (await waitFor(() => text(join(dir, "result")), "server result")).trim(); }
@@ -177,7 +135,7 @@ beforeAll(async () => { await buildWorkloads(); });
 afterAll(() => {
   for (const s of servers) killServer(s);
   for (const p of procs) try { p.kill("SIGKILL"); } catch {}
-  for (const ns of namespaces) Bun.spawnSync(["ip", "netns", "del", ns], { stderr: "ignore" });
+  nets.cleanup();
   if (!process.env.CRIU_BUN_KEEP) for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
@@ -186,7 +144,7 @@ afterAll(() => {
  * namespace locked for a while (clients retransmit into the lock), restore, streams go on.
  */
 async function echoAcrossDump(name: string, port: number, listen: string, hosts: string[]) {
-  const ns = mkns(name);
+  const ns = nets.make(name);
   const work = tmp(name);
   const sniffer = Bun.spawn(inNs(ns, ["python3", join(REPO_ROOT, "test", "tcp_sniff.py"), "lo", work, String(port)]), { stdin: "ignore", stdout: "ignore", stderr: Bun.file(join(work, "sniff.stderr")) });
   procs.push(sniffer);
@@ -242,7 +200,7 @@ async function echoAcrossDump(name: string, port: number, listen: string, hosts:
   expect(res).toStartWith("PASS");
   expect(res).toContain(`accepted=${hosts.length + 1}`);
   sniffer.kill();
-  delns(ns);
+  nets.del(ns);
 }
 
 test("IPv4 echo server, 3 clients with data in flight both ways: streams continue byte-exact, no RST, listener accepts after restore", async () => {
@@ -254,16 +212,16 @@ test("IPv6 and v4-mapped connections on a dual-stack listener", async () => {
 }, 120_000);
 
 test("migration: server namespace deleted, recreated with the same address, clients outside keep their connections", async () => {
-  const nc = mkns("mc"), na = mkns("ma");
+  const nc = nets.make("mc"), na = nets.make("ma");
   const port = 7103, srvAddr = "10.231.7.2";
   const veth = (ns: string) => {
-    run(["ip", "-n", nc, "link", "add", "vc", "type", "veth", "peer", "name", "vs", "netns", ns]);
-    run(["ip", "-n", nc, "addr", "add", "10.231.7.1/24", "dev", "vc"]);
-    run(["ip", "-n", ns, "addr", "add", `${srvAddr}/24`, "dev", "vs"]);
-    run(["ip", "-n", ns, "link", "set", "vs", "up"]);
+    runOk(["ip", "-n", nc, "link", "add", "vc", "type", "veth", "peer", "name", "vs", "netns", ns]);
+    runOk(["ip", "-n", nc, "addr", "add", "10.231.7.1/24", "dev", "vc"]);
+    runOk(["ip", "-n", ns, "addr", "add", `${srvAddr}/24`, "dev", "vs"]);
+    runOk(["ip", "-n", ns, "link", "set", "vs", "up"]);
   };
   veth(na);
-  run(["ip", "-n", nc, "link", "set", "vc", "up"]);
+  runOk(["ip", "-n", nc, "link", "set", "vc", "up"]);
   const work = tmp("mig");
   const srv = await startServer(na, port, [`--addr=${srvAddr}`, "--expect=3"]);
   const clients = [0, 1].map((i) => new Client(nc, srvAddr, port, work, `m${i}`, 500 + i));
@@ -271,15 +229,15 @@ test("migration: server namespace deleted, recreated with the same address, clie
   const img = tmp("mig-img");
   dump(na, srv.pid, img, ["--tcp-established"]);
   expect(inetImages(img).streams.length).toBe(2);
-  delns(na);
+  nets.del(na);
   // the namespace goes asynchronously; with it the veth pair and so the clients' end
   await waitFor(() => Bun.spawnSync(["ip", "-n", nc, "link", "show", "vc"], { stdout: "ignore", stderr: "ignore" }).exitCode !== 0, "the old veth pair to go with its namespace");
-  const nb = mkns("mb");
+  const nb = nets.make("mb");
   // the clients' side stays down until the restored sockets exist: nothing reaches an empty namespace
   veth(nb);
   const before = clients.map((c) => c.progress().recvd);
   await restore(nb, img, srv.pid);
-  run(["ip", "-n", nc, "link", "set", "vc", "up"]);
+  runOk(["ip", "-n", nc, "link", "set", "vc", "up"]);
   try {
     for (const [i, c] of clients.entries()) await c.reach(before[i] + 300_000, 40000);
   } catch (e: any) {
@@ -292,12 +250,12 @@ test("migration: server namespace deleted, recreated with the same address, clie
   expect(tcpCounter(nb, "OutRsts")).toBe(0);
   go(srv.dir);
   expect(await serverResult(srv.dir)).toStartWith("PASS");
-  delns(nb);
-  delns(nc);
+  nets.del(nb);
+  nets.del(nc);
 }, 120_000);
 
 test("without --tcp-established the dump refuses established connections; --leave-running keeps serving; --tcp-close restores them closed", async () => {
-  const ns = mkns("opt");
+  const ns = nets.make("opt");
   const port = 7104;
   const work = tmp("opt");
   const srv = await startServer(ns, port, ["--addr=127.0.0.1"]);
@@ -332,7 +290,7 @@ test("without --tcp-established the dump refuses established connections; --leav
   await c3.reach(50_000);
   await finishClients(work, [c3]);
   killServer(srv);
-  delns(ns);
+  nets.del(ns);
 }, 120_000);
 
 function kill(pid: number) { try { process.kill(pid, "SIGKILL"); } catch {} }
