@@ -7,7 +7,7 @@
 import { Attrs, NetlinkSocket, NETLINK, NLM_F, nlmsg, concat } from "../sys/netlink";
 import { isV4Mapped } from "../sys/inetsock";
 import { CriuError, log } from "../log";
-import { errnoName } from "../sys/errno";
+import { errnoText } from "../sys/errno";
 
 /** One local endpoint to isolate; remote unset = every peer (a listening socket). */
 export interface LockedEndpoint {
@@ -148,7 +148,7 @@ export function netLock(table: string, eps: LockedEndpoint[], o: { hold?: boolea
       }
     }
     const res = b.run();
-    if (res.err < 0) throw new CriuError("netlock", `cannot lock the network (${res.what}: errno ${-res.err}: ${errnoName(-res.err)}); nf_tables is needed, and CAP_NET_ADMIN`);
+    if (res.err < 0) throw new CriuError("netlock", `cannot lock the network (${res.what}: ${errnoText(-res.err)}); nf_tables is needed, and CAP_NET_ADMIN`);
     log.info(`Network locked for ${eps.map(describe).join(", ")} (nftables table inet ${table}${o.hold ? ", held by this criu-bun" : ""})`);
     if (o.hold) held.set(table, nl);
   } finally { if (!held.has(table)) nl.close(); }
@@ -172,7 +172,7 @@ export function netUnlock(table: string): boolean {
     b.add(MSG.DELTABLE, 0, new Attrs().str(1, table), `delete table ${table}`);
     const res = b.run();
     if (res.err === -2) { log.debug(`no network lock table inet ${table} here`); return false; }
-    if (res.err < 0) throw new CriuError("netlock", `cannot unlock the network (${res.what}: errno ${-res.err}: ${errnoName(-res.err)})`);
+    if (res.err < 0) throw new CriuError("netlock", `cannot unlock the network (${res.what}: ${errnoText(-res.err)})`);
     log.info(`Network unlocked (table inet ${table} deleted)`);
     return true;
   } finally { nl.close(); }

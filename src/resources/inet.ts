@@ -27,7 +27,7 @@ import { withNetns } from "../sys/netns";
 import { readLink } from "../sys/proc";
 import * as S from "../images/gen/sockets_pb";
 import { CriuError, log } from "../log";
-import { errnoName, errnoText } from "../sys/errno";
+import { errnoText } from "../sys/errno";
 import { refuse } from "./unsupported";
 
 const FD_INETSK = 4;
@@ -525,7 +525,7 @@ function restoreInet(ctx: RestoreCtx, k: S.inet_sk_entry): number {
   const inj = ctx.inj, where = ctx.where;
   restoreTables.set(dumpLockTable(ctx.pid), ctx.pid);
   const fail = (what: string, r: bigint | number) => {
-    throw new CriuError("restore", `${where}: ${what} failed (errno ${-Number(r)}: ${errnoName(-Number(r))})`);
+    throw new CriuError("restore", `${where}: ${what} failed (${errnoText(-Number(r))})`);
   };
   const call = (what: string, nr: number, ...a: (number | bigint)[]) => {
     const r = inj.call(nr, ...a);
@@ -640,7 +640,7 @@ function restoreSkOpts(ctx: RestoreCtx, k: S.inet_sk_entry, tcp: boolean, setopt
   if (!o) return;
   const set = (l: number, opt: number, v: Uint8Array, what: string) => {
     const r = setopt(l, opt, v);
-    if (r < 0) throw new CriuError("restore", `${where}: restoring ${what} failed (errno ${-r}: ${errnoName(-r)})`);
+    if (r < 0) throw new CriuError("restore", `${where}: restoring ${what} failed (${errnoText(-r)})`);
   };
   const seti = (l: number, opt: number, v: number, what: string) => set(l, opt, int32(v), what);
   // IP_TOS first: it sets the priority, which SO_PRIORITY below then puts back as dumped
@@ -700,7 +700,7 @@ function attachFilter(ctx: RestoreCtx, fd: number, o: S.sk_opts_entry) {
     dv.setUint16(0, o.soFilter.length, true); dv.setBigUint64(8, a, true);
     return Number(ctx.inj.call(NR.setsockopt, fd, SOL.SOCKET, SO.ATTACH_FILTER, ctx.scratch(0n, prog), 16));
   });
-  if (r < 0) throw new CriuError("restore", `${ctx.where}: restoring SO_ATTACH_FILTER (${o.soFilter.length} instructions) failed (errno ${-r}: ${errnoName(-r)})`);
+  if (r < 0) throw new CriuError("restore", `${ctx.where}: restoring SO_ATTACH_FILTER (${o.soFilter.length} instructions) failed (${errnoText(-r)})`);
 }
 
 /** The socket-level options of a unix socket (buffer sizes are set apart, before its queues). */
@@ -708,7 +708,7 @@ export function restoreUnixSkOpts(ctx: RestoreCtx, fd: number, o: S.sk_opts_entr
   if (!o) return;
   const seti = (opt: number, v: number, what: string) => {
     const r = Number(ctx.inj.call(NR.setsockopt, fd, SOL.SOCKET, opt, ctx.scratch(0n, int32(v)), 4));
-    if (r < 0) throw new CriuError("restore", `${ctx.where}: restoring ${what} failed (errno ${-r}: ${errnoName(-r)})`);
+    if (r < 0) throw new CriuError("restore", `${ctx.where}: restoring ${what} failed (${errnoText(-r)})`);
   };
   if (o.soPasscred) seti(SO.PASSCRED, 1, "SO_PASSCRED");
   if (o.soPasssec) seti(SO.PASSSEC, 1, "SO_PASSSEC");

@@ -25,7 +25,7 @@ export function errnoText(e: number | bigint): string {
 /** A failed system call. `errno` is positive. */
 export class SysError extends Error {
   constructor(public call: string, public errno: number, detail?: string) {
-    super(`${call}${detail ? ` ${detail}` : ""} failed (errno ${errno}: ${errnoName(errno)})`);
+    super(`${call}${detail ? ` ${detail}` : ""} failed (${errnoText(errno)})`);
     this.name = "SysError";
   }
 }
