@@ -466,7 +466,49 @@ export const inetKind: FdKind = {
   restore(ctx, f) {
     return restoreInet(ctx, f.isk!);
   },
+  // a connection left in repair mode: where it is once every fd has its final number
+  restoreLate(ctx, f, fd) {
+    const e = inRepair.get(`${ctx.pid}:${f.isk!.id}`);
+    if (e) { e.ctx = ctx; e.fd = fd; }
+  },
 };
+
+/** connections of this restore still in repair mode, by "pid:file id" */
+let inRepair = new Map<string, { unsent?: Uint8Array; reuseaddr: boolean; where: string; ctx?: RestoreCtx; fd?: number }>();
+
+/**
+ * Process PID's connections out of repair mode, the last step before the tree runs (CRIU's order):
+ * the socket's SO_REUSEADDR back as dumped (leaving repair mode clears it), then the tail that had
+ * not been sent yet goes out the normal way, while the send buffer is still forced large (the
+ * program's own SO_SNDBUF comes back after); if the buffer is full anyway (its accounting counts
+ * overhead too), grow it and go on.
+ */
+export function netRestoreLeaveRepair(pid: number) {
+  for (const [key, e] of inRepair) {
+    if (!key.startsWith(`${pid}:`)) continue;
+    inRepair.delete(key);
+    const { ctx, fd, unsent } = e;
+    if (!ctx || fd === undefined) throw new CriuError("restore", `${e.where}: the TCP connection's fd was never placed`);
+    const inj = ctx.inj;
+    const setInt = (lvl: number, opt: number, v: number, what: string) => {
+      const r = inj.call(NR.setsockopt, fd, lvl, opt, ctx.scratch(0n, int32(v)), 4);
+      if (r < 0n) throw new CriuError("restore", `${ctx.where}: ${what} failed (${errnoText(-r)})`);
+    };
+    setInt(SOL.TCP, TCP.REPAIR, 0, "leaving TCP repair mode");
+    if (e.reuseaddr) setInt(SOL.SOCKET, SO.REUSEADDR, 1, "SO_REUSEADDR");
+    if (unsent?.length) {
+      let off = 0, grow = Math.max(unsent.length * 4, 1 << 20);
+      while (off < unsent.length) {
+        const part = unsent.subarray(off);
+        const n = withTargetBuffer(ctx, part, (a) => Number(inj.call(NR.sendto, fd, a, part.length, 0x40, 0, 0)));
+        if (n === -11 && grow < 1 << 28) { setInt(SOL.SOCKET, SO.SNDBUFFORCE, grow, "SO_SNDBUFFORCE"); grow *= 2; continue; }
+        if (n < 0) throw new CriuError("restore", `${ctx.where}: sending the ${unsent.length - off} unsent bytes failed (${errnoText(n)})`);
+        off += n;
+      }
+    }
+    log.debug(`${ctx.where}: TCP connection out of repair mode${unsent?.length ? `, ${unsent.length} unsent bytes sent` : ""}`);
+  }
+}
 
 function concatBytes(a: Uint8Array, b: Uint8Array) {
   const r = new Uint8Array(a.length + b.length);
@@ -486,7 +528,7 @@ let restoreTables = new Map<string, number>();
  * lockTable, the nftables table (inet) the dump left (CRIU's "CRIU-<dump_criu_run_id>", also
  * criu-bun's); lockMethod, CRIU's network_lock_method (0 iptables, 1 nftables, 2 skip).
  */
-export function netRestoreBegin(o: { tcpClose?: boolean; lockTable?: string; lockMethod?: number }) { restoreOpts = o; restoreTables = new Map(); }
+export function netRestoreBegin(o: { tcpClose?: boolean; lockTable?: string; lockMethod?: number }) { restoreOpts = o; restoreTables = new Map(); inRepair = new Map(); }
 /** the table the dump left for process pid's connections */
 const dumpLockTable = (pid: number) => restoreOpts.lockTable ?? lockTableName(pid);
 /** A restore that succeeded, before its processes are let go: the dump's locks (same table names
@@ -503,6 +545,7 @@ export function netRestoreEnd() { netRestoreAbort(); }
 export function netRestoreAbort() {
   for (const pid of restoreTables.values()) netRelease(heldTableName(pid));
   restoreTables = new Map();
+  inRepair = new Map();
 }
 
 /** Lock every TCP endpoint of this restore before the first connection is made. */
@@ -552,7 +595,6 @@ function restoreInet(ctx: RestoreCtx, k: S.inet_sk_entry): number {
     const r = setopt(SOL.SOCKET, SO.BINDTODEVICE, d);
     if (r < 0) fail(`binding to device ${k.opts.soBoundDev}`, r);
   }
-  let unsent: Uint8Array | undefined;
   const tcp = k.proto === IPPROTO.TCP;
   const raw = k.type === SOCK.RAW;
   const connection = tcp && !raw && k.state !== TCP_STATE.LISTEN && k.state !== TCP_STATE.CLOSE;
@@ -589,10 +631,12 @@ function restoreInet(ctx: RestoreCtx, k: S.inet_sk_entry): number {
         send: (data, flags) => withTargetBuffer(ctx, data, (a) => Number(inj.call(NR.sendto, fdT, a, data.length, flags | 0x40 /* DONTWAIT */, 0, 0))),
       };
       const peer = sockaddr(k.family, peerAddr, k.dstPort);
-      unsent = restoreTcpStream(ops, stream, peer, `${where} (TCP ${addrString(k.family, local)}:${k.srcPort} <-> ${addrString(k.family, peerAddr)}:${k.dstPort})`);
-      const off = setopt(SOL.TCP, TCP.REPAIR, int32(0));
-      if (off < 0) fail("leaving TCP repair mode", off);
-      log.info(`${where}: TCP connection to ${addrString(k.family, peerAddr)}:${k.dstPort} restored (${m.inqLen} + ${m.outqLen} queued bytes)`);
+      const unsent = restoreTcpStream(ops, stream, peer, `${where} (TCP ${addrString(k.family, local)}:${k.srcPort} <-> ${addrString(k.family, peerAddr)}:${k.dstPort})`);
+      // left in repair mode until the tree is about to run (netRestoreLeaveRepair), as CRIU does:
+      // a restore that fails or is killed before then closes it without a FIN or RST, and leaves
+      // no socket lingering on its port
+      inRepair.set(`${ctx.pid}:${k.id}`, { unsent, reuseaddr: !!k.opts?.reuseaddr, where });
+      log.info(`${where}: TCP connection to ${addrString(k.family, peerAddr)}:${k.dstPort} restored (${m.inqLen} + ${m.outqLen} queued bytes), in repair mode until the tree runs`);
     }
   } else if (tcp && !raw && k.state === TCP_STATE.LISTEN) {
     setInt(SOL.SOCKET, SO.REUSEADDR, 1, "SO_REUSEADDR");
@@ -610,19 +654,7 @@ function restoreInet(ctx: RestoreCtx, k: S.inet_sk_entry): number {
       if (r < 0n) fail("connect", r);
     }
   }
-  if (unsent?.length) {
-    // The tail that had not been sent yet goes out the normal way, while the send buffer is
-    // still forced large (the program's own SO_SNDBUF comes back after); if the buffer is full
-    // anyway (its accounting counts overhead too), grow it and go on.
-    let off = 0, grow = Math.max(unsent.length * 4, 1 << 20);
-    while (off < unsent.length) {
-      const part = unsent.subarray(off);
-      const n = withTargetBuffer(ctx, part, (a) => Number(inj.call(NR.sendto, fdT, a, part.length, 0x40, 0, 0)));
-      if (n === -11 && grow < 1 << 28) { setInt(SOL.SOCKET, SO.SNDBUFFORCE, grow, "SO_SNDBUFFORCE"); grow *= 2; continue; }
-      if (n < 0) fail(`sending the ${unsent.length - off} unsent bytes`, n);
-      off += n;
-    }
-  }
+
   restoreSkOpts(ctx, k, tcp && !raw, setopt, fdT, !closed && connection);
   if (k.shutdown && !closed) {
     // an unconnected socket says ENOTCONN but is shut down all the same

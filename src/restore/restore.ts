@@ -20,7 +20,7 @@ import { O } from "../sys/mem";
 import { CriuError, log, phase, asCriuError, logFd, unalias } from "../log";
 import { startWatchdog, stopWatchdog, tick, whilePaused, setStallHint } from "./watchdog";
 import { fault, pausePoint } from "../fault";
-import { netRestoreBegin, netRestoreEnd, netRestoreAbort, netRestoreHandover } from "../resources/inet";
+import { netRestoreBegin, netRestoreEnd, netRestoreAbort, netRestoreHandover, netRestoreLeaveRepair } from "../resources/inet";
 import { NETWORK_LOCK, runLockTableName } from "../net/netlock";
 import { isFieldSet } from "@bufbuild/protobuf";
 import { inventory_entrySchema } from "../images/gen/inventory_pb";
@@ -248,6 +248,9 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
       b.restoreTaskState({ shellJob: o.shellJob });
       phase("restoring threads", b.t.pid);
       b.createThreads();
+      // its connections out of repair mode as late as can be: while it may still (CAP_NET_ADMIN,
+      // before its own credentials), so that a restore failing before here closes them silently
+      netRestoreLeaveRepair(b.pid);
       b.restoreThreadState();
       phase("restoring signals and timers", b.t.pid);
       b.restoreSignalsAndTimers();
