@@ -123,7 +123,7 @@ function batchCalls(inj: Injector, mem: RemoteMem, status: Record<string, string
     return calls.map((c, i) => ({ r: res[i], b: data.subarray(Number(bufs[i] - area) - BATCH_TABLE, Number(bufs[i] - area) - BATCH_TABLE + c.out) }));
   } finally {
     const r = inj.call(NR.munmap, area, BATCH_AREA);
-    if (r !== 0n) throw new CriuError("dump", `process ${pid}: cannot unmap the batch area at 0x${area.toString(16)} (${-r})`);
+    if (r !== 0n) throw new CriuError("dump", `process ${pid}: cannot unmap the batch area at 0x${area.toString(16)} (${errnoText(-r)})`);
   }
 }
 
@@ -188,7 +188,7 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
       }
       sigs.forEach((sig, i) => {
         const { r, b } = got[head + i];
-        if (r < 0n) throw new CriuError("dump", `rt_sigaction(${sig}) in ${pid} failed (${-r})`);
+        if (r < 0n) throw new CriuError("dump", `rt_sigaction(${sig}) in ${pid} failed (${errnoText(-r)})`);
         const dv = new DataView(b.buffer, b.byteOffset);
         sigactions.push({ sigaction: dv.getBigUint64(0, true), flags: dv.getBigUint64(8, true), restorer: dv.getBigUint64(16, true), mask: dv.getBigUint64(24, true), compatSigaction: false });
       });
@@ -209,7 +209,7 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
     // robust list: readable from outside
     const head = new BigUint64Array(1), len = new BigUint64Array(1);
     const rr = syscall(NR.get_robust_list, t.tid, addr(head), addr(len));
-    if (rr < 0) throw new CriuError("dump", `get_robust_list(${t.tid}) failed (${-rr})`);
+    if (rr < 0) throw new CriuError("dump", `get_robust_list(${t.tid}) failed (${errnoText(-rr)})`);
     // clear_child_tid and sigaltstack: injected in the thread itself
     const tinj = new Injector(t.tid, sysInsn, "sysstop", mem);
     let tidAddr = 0n;
