@@ -77,9 +77,9 @@ describe("--tcp-close", () => {
 });
 
 describe("inet sockets restored exactly (the workload checks itself)", () => {
-  test("reset: a connection reset by its peer stays closed (recv 0, send EPIPE), name kept", async () => {
+  for (const opt of [[], ["--tcp-established"]]) test(`reset: a connection reset by its peer stays closed (recv 0, send EPIPE), name kept${opt.length ? ", also with --tcp-established" : ""}`, async () => {
     const w = await start("reset");
-    const dir = await dumpRestore(w, "reset");
+    const dir = await dumpRestore(w, `reset${opt.length}`, opt, opt);
     expect(inetEntries(dir)[0].shutdown).toBe(1); // read side, as CRIU reads it (poll)
     await checkPass(w);
   }, 60_000);
@@ -138,9 +138,11 @@ describe("inet sockets restored exactly (the workload checks itself)", () => {
     await checkPass(w);
   }, 60_000);
 
-  // halfest (FIN_WAIT2 / CLOSE_WAIT) is refusals.test's tcp-half-closed entry; these are the
-  // states a loopback connection only holds with its FIN stuck behind a closed window
-  for (const [mode, state] of [["finwait1", "FIN_WAIT1"], ["lastack", "LAST_ACK"], ["synsent", "SYN_SENT"]] as const) {
+  // halfest (FIN_WAIT2 met first, CLOSE_WAIT beside it) is refusals.test's tcp-half-closed
+  // entry; closewait puts the CLOSE_WAIT end first; the others are states a loopback connection
+  // only holds with its FIN stuck behind a closed window (closing: both ends' FINs stuck, one end
+  // then reads its peer's FIN, a simultaneous close)
+  for (const [mode, state] of [["closewait", "CLOSE_WAIT"], ["finwait1", "FIN_WAIT1"], ["lastack", "LAST_ACK"], ["closing", "CLOSING"], ["synsent", "SYN_SENT"]] as const) {
     test(`${mode}: a connection in ${state} is refused with --tcp-established in one line naming it; the workload runs on with its states`, async () => {
       const w = await start(mode);
       const ext = join(w.dir, "ext-pid");
@@ -153,7 +155,7 @@ describe("inet sockets restored exactly (the workload checks itself)", () => {
     }, 60_000);
   }
   test("the workload's checks fail on a wrong restore (new, unconfigured sockets)", async () => {
-    for (const mode of ["tcpclose", "states", "opts", "reset"]) {
+    for (const mode of ["tcpclose", "states", "opts", "reset", "closing"]) {
       const bad = await runWorkload("inetsk", [mode, "--selftest-corrupt"], { resultTimeoutMs: 15_000, wrap: ["nsenter", `--net=/run/netns/${ns}`] });
       expect(`${mode}: ${bad.summary}`).toStartWith(`${mode}: FAIL`);
     }

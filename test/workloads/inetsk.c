@@ -24,6 +24,12 @@
  *   finwait1  a connection whose FIN waits unsent behind data the peer has no room for
  *             (FIN_WAIT1, the peer ESTABLISHED): refused with --tcp-established
  *   lastack   the same after the peer's FIN (LAST_ACK, the peer FIN_WAIT2): refused likewise
+ *   closewait a half-closed connection whose CLOSE_WAIT end the dump meets first: refused likewise
+ *   closing   a simultaneous close: both ends shut down for writing, each FIN stuck behind data
+ *             the other has no room for; one end reads all its data and the other's FIN, so it is
+ *             in CLOSING (FIN received before its own FIN was acknowledged; the dump meets it
+ *             first), its peer in FIN_WAIT2: refused likewise; at go the peer drains and gets
+ *             every byte and the end of stream
  *   synsent   a connect() whose SYN a full accept queue drops (SYN_SENT; the listener is a
  *             helper outside the tree): refused likewise
  *   sockerr   a TCP socket whose connection was reset, error not read yet: refused
@@ -447,6 +453,7 @@ static void check_opts(void) {
 
 /* --- refusals --- */
 static pid_t helper;
+static long closing_sent; /* closing: bytes the CLOSING end sent its peer */
 
 static void setup(void) {
 	if (is("tcpclose")) {
@@ -481,6 +488,56 @@ static void setup(void) {
 		wait_state(a, TCP_CLOSE_WAIT);
 		add("fin-wait2", c, AF_INET, SOCK_STREAM, IPPROTO_TCP);
 		add("close-wait", a, AF_INET, SOCK_STREAM, IPPROTO_TCP);
+	} else if (is("closewait")) {
+		int c;
+		int a = tcp_pair(&c);
+		int lo = dup(a); /* the CLOSE_WAIT end below its peer's fd number: the dump meets it first */
+		NEED(lo >= 0 && lo < c);
+		close(a);
+		NEED(shutdown(c, SHUT_WR) == 0);
+		wait_state(lo, TCP_CLOSE_WAIT);
+		add("close-wait", lo, AF_INET, SOCK_STREAM, IPPROTO_TCP);
+		add("fin-wait2", c, AF_INET, SOCK_STREAM, IPPROTO_TCP);
+	} else if (is("closing")) {
+		/* both ends fill the other's small receive buffer and shut down for writing: both FINs wait
+		 * unsent behind data (FIN_WAIT1 both). The CLOSING end then reads everything its peer sent,
+		 * which opens its window: the peer's last data and FIN arrive while its own FIN is still
+		 * stuck (the peer reads nothing), so it moves to CLOSING, its peer (FIN acknowledged) to
+		 * FIN_WAIT2, for good */
+		int c;
+		int a = tcp_pair(&c);
+		int lo = dup(a);
+		NEED(lo >= 0 && lo < c);
+		close(a);
+		a = lo;
+		int small = 4096;
+		NEED(seti(a, SOL_SOCKET, SO_RCVBUF, small) == 0 && seti(c, SOL_SOCKET, SO_RCVBUF, small) == 0);
+		NEED(seti(a, SOL_SOCKET, SO_SNDBUF, small) == 0 && seti(c, SOL_SOCKET, SO_SNDBUF, small) == 0);
+		char junk[4096];
+		memset(junk, 'j', sizeof junk);
+		for (int round = 0; round < 2; round++) {
+			ssize_t n;
+			for (int i = 0; i < 10000 && (n = send(a, junk, sizeof junk, MSG_DONTWAIT)) > 0; i++) closing_sent += n;
+			for (int i = 0; i < 10000 && send(c, junk, sizeof junk, MSG_DONTWAIT) > 0; i++) {}
+			wl_sleep_ms(50); /* what can still go goes; both windows are closed */
+		}
+		NEED(shutdown(a, SHUT_WR) == 0 && shutdown(c, SHUT_WR) == 0);
+		wait_state(a, TCP_FIN_WAIT1);
+		wait_state(c, TCP_FIN_WAIT1);
+		/* the CLOSING end reads to the end of stream (its peer's FIN), with a deadline */
+		char b[65536];
+		ssize_t n = -1;
+		for (int i = 0; i < 1000; i++) {
+			struct pollfd pa = {.fd = a, .events = POLLIN};
+			if (poll(&pa, 1, 10) < 0) break;
+			n = recv(a, b, sizeof b, MSG_DONTWAIT);
+			if (n == 0 || (n < 0 && errno != EAGAIN)) break;
+		}
+		NEED(n == 0);
+		wait_state(a, TCP_CLOSING);
+		wait_state(c, TCP_FIN_WAIT2);
+		add("closing", a, AF_INET, SOCK_STREAM, IPPROTO_TCP);
+		add("peer", c, AF_INET, SOCK_STREAM, IPPROTO_TCP);
 	} else if (is("finwait1") || is("lastack")) {
 		/* the FIN waits behind data the peer has no room for (a zero window), so it stays unsent
 		 * and unacknowledged: FIN_WAIT1 (or LAST_ACK after the peer's own FIN) for good */
@@ -643,6 +700,25 @@ static void check(void) {
 	} else if (is("halfest")) {
 		WL_CHECK(tcp_state(find("fin-wait2")->fd) == TCP_FIN_WAIT2, "fin-wait2 is in state %d", tcp_state(find("fin-wait2")->fd));
 		WL_CHECK(tcp_state(find("close-wait")->fd) == TCP_CLOSE_WAIT, "close-wait is in state %d", tcp_state(find("close-wait")->fd));
+	} else if (is("closewait")) {
+		WL_CHECK(tcp_state(find("close-wait")->fd) == TCP_CLOSE_WAIT, "close-wait is in state %d", tcp_state(find("close-wait")->fd));
+		WL_CHECK(tcp_state(find("fin-wait2")->fd) == TCP_FIN_WAIT2, "fin-wait2 is in state %d", tcp_state(find("fin-wait2")->fd));
+	} else if (is("closing")) {
+		int a = find("closing")->fd, c = find("peer")->fd;
+		WL_CHECK(tcp_state(a) == TCP_CLOSING, "closing is in state %d", tcp_state(a));
+		WL_CHECK(tcp_state(c) == TCP_FIN_WAIT2, "its peer is in state %d", tcp_state(c));
+		/* the peer reads: every byte the CLOSING end sent, then its FIN */
+		long got = 0;
+		ssize_t n = -1;
+		char b[65536];
+		for (int i = 0; i < 1000; i++) {
+			struct pollfd pc = {.fd = c, .events = POLLIN};
+			if (poll(&pc, 1, 10) < 0) break;
+			n = recv(c, b, sizeof b, MSG_DONTWAIT);
+			if (n > 0) got += n;
+			else if (n == 0 || errno != EAGAIN) break;
+		}
+		WL_CHECK(n == 0 && got == closing_sent, "the peer read %ld of %ld bytes (last recv %zd)", got, closing_sent, n);
 	} else if (is("synsent")) {
 		WL_CHECK(tcp_state(find("syn-sent")->fd) == TCP_SYN_SENT, "syn-sent is in state %d", tcp_state(find("syn-sent")->fd));
 	} else if (is("finwait1") || is("lastack")) {
