@@ -1,7 +1,7 @@
 // Collecting one frozen process: threads, memory layout, task state. Produces plain init objects
 // shaped like CRIU's protobuf messages (camelCase field names of the generated code).
-import { getRegs, getXstate, getSigmask, getRseqConfig, peekSiginfo, R, REG_NAMES, type Regs, getThreadArea, GDT_ENTRY_TLS_MIN, GDT_ENTRY_TLS_ENTRIES } from "../sys/ptrace";
-import { readStat, readStatus, readLimits, readAuxv, readLink, readText, type ProcStat } from "../sys/proc";
+import { getRegs, getXstate, getRseqConfig, R, REG_NAMES, type Regs, getThreadArea, GDT_ENTRY_TLS_MIN, GDT_ENTRY_TLS_ENTRIES } from "../sys/ptrace";
+import { readStat, readStatus, readAuxv, readLink, readText, type ProcStat } from "../sys/proc";
 import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { BATCH_CODE, Injector, RemoteMem } from "../ptrace/inject";
@@ -14,6 +14,9 @@ import { dumpSeccompFilters, type SeccompFilter } from "../resources/seccomp";
 import { errnoText } from "../sys/errno";
 import { dumpCreds } from "../resources/creds";
 import { itimerCalls, decodeItimers, dumpPosixTimers } from "../resources/timers";
+import { sigactionCalls, decodeSigactions, dumpPendingSignals, dumpSigmask, refusePendingTrap } from "../resources/signals";
+import { dumpRlimits } from "../resources/rlimits";
+import type { OutCall } from "../ptrace/inject";
 
 const ERESTARTSYS = -512n, ERESTARTNOINTR = -513n, ERESTARTNOHAND = -514n, ERESTART_RESTARTBLOCK = -516n;
 const EINTR = -4n;
@@ -74,10 +77,6 @@ export function regsToEntry(r: Regs): Record<string, bigint | number> {
 
 function hexMask(s: string | undefined): bigint { return s ? BigInt("0x" + s) : 0n; }
 
-function parseSiginfos(list: Uint8Array[]) { return list.map((b) => ({ siginfo: b })); }
-
-/** A syscall for batchCalls: its arguments given the address of its out buffer (out bytes). */
-interface BatchCall { nr: number; args: (buf: bigint) => (number | bigint)[]; out: number }
 const BATCH_AREA = 16384, BATCH_TABLE = 8192;
 
 /**
@@ -93,7 +92,7 @@ const BATCH_AREA = 16384, BATCH_TABLE = 8192;
  * the kernel may deliver that SIGTRAP as the tracer goes (restart from signal-delivery-stop, man 2 ptrace: it kills the process), and the RWX area
  * would stay in its memory map; a dump killed at any moment must leave the target as it was.
  */
-function batchCalls(inj: Injector, mem: RemoteMem, status: Record<string, string>, pid: number, calls: BatchCall[], scratch: bigint): { r: bigint; b: Uint8Array }[] {
+function batchCalls(inj: Injector, mem: RemoteMem, status: Record<string, string>, pid: number, calls: OutCall[], scratch: bigint): { r: bigint; b: Uint8Array }[] {
   const trap = 1n << 4n; // SIGTRAP
   const trapFree = ((hexMask(status.SigBlk) | hexMask(status.SigIgn)) & trap) === 0n;
   // a seccomp filter may kill the process on the mmap/munmap the batch needs (syscalls the
@@ -148,13 +147,10 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
   let posix: Record<string, any>[] = [];
   try {
     inj.withScratch(400, (scratch) => {
-      // CRIU's table: 62 entries, signals 1..64 without SIGKILL and SIGSTOP, each read from the
-      // kernel (flags, mask and restorer stay with SIG_IGN / SIG_DFL too). compat_sigaction is
-      // written as CRIU does (false: a 64-bit task). With brk, THP, membarrier registrations, the
-      // subreaper bit, the clocks, uname and the three itimers: one batch in one stop of the
-      // process where it can run one (batchCalls), else one injected syscall each.
-      const sigs: number[] = [];
-      for (let sig = 1; sig <= 64; sig++) if (sig !== 9 && sig !== 19) sigs.push(sig);
+      // brk, THP, membarrier registrations, the subreaper bit, the clocks, uname, the sigaction
+      // table (signals.ts) and the three itimers: one batch in one stop of the process where it
+      // can run one (batchCalls), else one injected syscall each.
+      const sa = sigactionCalls();
       const clockIds = [[1, "monotonic"], [7, "boottime"]] as const;
       const head = 7; // calls before the sigactions
       const got = batchCalls(inj, mem, status, pid, [
@@ -167,7 +163,7 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
         ...clockIds.map(([id]) => ({ nr: NR.clock_gettime, args: (buf: bigint) => [id, buf], out: 16 })),
         // struct utsname: 6 fields of 65 bytes; nodename is the 2nd, domainname the 6th
         { nr: NR.uname, args: (buf: bigint) => [buf], out: 390 },
-        ...sigs.map((sig) => ({ nr: NR.rt_sigaction, args: (buf: bigint) => [sig, 0, buf, 8], out: 32 })),
+        ...sa,
         ...itimerCalls(),
       ], scratch);
       brk = BigInt.asUintN(64, got[0].r);
@@ -186,13 +182,8 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
         const str = (off: number) => new TextDecoder().decode(b.subarray(off, b.indexOf(0, off) < 0 ? off + 65 : Math.min(b.indexOf(0, off), off + 65)));
         uts = { nodename: str(65), domainname: str(325) };
       }
-      sigs.forEach((sig, i) => {
-        const { r, b } = got[head + i];
-        if (r < 0n) throw new CriuError("dump", `rt_sigaction(${sig}) in ${pid} failed (${errnoText(-r)})`);
-        const dv = new DataView(b.buffer, b.byteOffset);
-        sigactions.push({ sigaction: dv.getBigUint64(0, true), flags: dv.getBigUint64(8, true), restorer: dv.getBigUint64(16, true), mask: dv.getBigUint64(24, true), compatSigaction: false });
-      });
-      itimers = decodeItimers(pid, got.slice(head + sigs.length, head + sigs.length + 3));
+      sigactions.push(...decodeSigactions(pid, got.slice(head, head + sa.length)));
+      itimers = decodeItimers(pid, got.slice(head + sa.length, head + sa.length + 3));
       posix = dumpPosixTimers(pid, inj, mem, scratch);
     });
   } finally {
@@ -204,7 +195,7 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
   for (const t of fp.threads) {
     const regs = getRegs(t.tid);
     const xstate = getXstate(t.tid);
-    const sigmask = getSigmask(t.tid);
+    const sigmask = dumpSigmask(t.tid);
     const rseq = getRseqConfig(t.tid);
     // robust list: readable from outside
     const head = new BigUint64Array(1), len = new BigUint64Array(1);
@@ -228,9 +219,8 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
         secbits = Number(tinj.ok("prctl(PR_GET_SECUREBITS)", NR.prctl, 27));
       });
     } finally { tinj.restore(); }
-    const pending = parseSiginfos(peekSiginfo(t.tid, false));
     // a signal caught on its way in while freezing is still owed to the thread
-    if (t.pendingSiginfo) pending.push({ siginfo: t.pendingSiginfo });
+    const pending = dumpPendingSignals(t.tid, false, t.pendingSiginfo);
     fixupRestart(regs);
     const tstat = readStat(pid, t.tid);
     const comm = readText(`/proc/${pid}/task/${t.tid}/comm`).replace(/\n$/, "");
@@ -246,8 +236,7 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
       },
     };
     const tst = readStatus(pid, t.tid);
-    // a pending SIGTRAP belongs to a debugger's conversation with the thread: criu refuses it too
-    if ((hexMask(tst.SigPnd) | hexMask(tst.ShdPnd)) & (1n << 4n) || (t.pendingStopSig === 5)) refuse("dump", `process ${pid}${t.tid !== pid ? ` thread ${t.tid}` : ""}`, "sigtrap");
+    refusePendingTrap(pid, t.tid, tst, t.pendingStopSig);
     const seccompMode = Number(tst.Seccomp ?? "0");
     core.threadCore.seccompMode = seccompMode;
     if (tst.NoNewPrivs === "1") {
@@ -258,8 +247,8 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
   }
 
   // --- process-wide state in the leader's core
-  const shared = parseSiginfos(peekSiginfo(leader.tid, true));
-  const limits = readLimits(pid).map((l) => ({ cur: l.cur, max: l.max }));
+  const shared = dumpPendingSignals(leader.tid, true);
+  const limits = dumpRlimits(pid);
   const personality = parseInt(readText(`/proc/${pid}/personality`).trim(), 16);
   const leaderCore = threads[0].core;
   leaderCore.tc = {

@@ -49,6 +49,14 @@ export const BATCH_CODE = new Uint8Array([
   0xcc,                         // done: int3
 ]);
 
+/** One syscall of a dump-side batch: its arguments given the address of its out buffer (out bytes). */
+export interface OutCall { nr: number; args: (buf: bigint) => (number | bigint)[]; out: number }
+/**
+ * One syscall of a restore-side batch: `data` (64-bit words) is copied into the process first and
+ * its address given to args; `check` sees the call's result, in the order the calls were listed.
+ */
+export interface InCall { nr: number; data: bigint[]; args: (data: bigint) => (number | bigint)[]; check: (r: bigint) => void }
+
 export class Injector {
   saved: Regs;
   /** signals that arrived while we were injecting; re-delivered by the caller */

@@ -9,6 +9,7 @@ import { checkPages } from "../codec/pipeline";
 import { taskCgSet, readCgroups } from "../resources/cgroup";
 import { verifyManifest } from "../images/manifest";
 import { readSeccomp } from "../resources/seccomp";
+import { sigactionTable } from "../resources/signals";
 import { readIpcNs } from "../resources/ipcns";
 import { validatePstree, validateThreads, validateCore, validateMm, validatePagemap, validateFdinfo, validateFiles } from "./validate";
 
@@ -58,19 +59,6 @@ export interface RestoreSet {
   inventory: S.inventory_entry;
   files: Map<number, S.file_entry>;
   tasks: TaskImages[];
-}
-
-/**
- * tc.sigactions as CRIU writes it: exactly 62 native entries, signals 1..64 without SIGKILL (9)
- * and SIGSTOP (19), in that order. Any other shape (an older criu-bun's 64, a 32-bit task's
- * compat entries, CRIU's old separate sigacts-N.img) is refused rather than guessed at.
- */
-export function sigactionTable(file: string, tc: S.task_core_entry) {
-  const n = tc.sigactions.length;
-  if (n === 0) throw new CriuError("restore", `${file}: tc.sigactions is empty (signal handlers in a separate sigacts image are not supported)`);
-  if (n !== 62) throw new CriuError("restore", `${file}: tc.sigactions has ${n} entries, CRIU's table has 62 (signals 1-64 without SIGKILL and SIGSTOP)`);
-  const compat = tc.sigactions.findIndex((e) => e.compatSigaction);
-  if (compat >= 0) throw new CriuError("restore", `${file}: tc.sigactions[${compat}].compat_sigaction is set (32-bit handlers are not supported)`);
 }
 
 function need(dir: string, file: string) {

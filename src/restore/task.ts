@@ -21,7 +21,6 @@ import { fpregsToXsave } from "../resources/xsave";
 import { VMA, MAP, PAGE } from "../resources/vma";
 import type { RestoreSet, TaskImages } from "./images";
 import * as S from "../images/schemas";
-import { isFieldSet } from "@bufbuild/protobuf";
 import { CriuError, log } from "../log";
 import { vmaLine } from "../resources/memory";
 import { fillPages } from "../codec/pipeline";
@@ -31,6 +30,9 @@ import { restoreMountNs } from "../resources/mounts";
 import { restoreSeccomp } from "../resources/seccomp";
 import { restoreCreds } from "../resources/creds";
 import { restoreTimers } from "../resources/timers";
+import { sigactionRestoreCalls, restoreTrapAction, restorePendingSignals, restoreSigmask, type TrapAction } from "../resources/signals";
+import { rlimitRestoreCalls } from "../resources/rlimits";
+import type { InCall } from "../ptrace/inject";
 import { errnoText } from "../sys/errno";
 
 const TRAMP_SIZE = 5 * 4096; // code + scratch: 2 KiB of structs, then 4 path slots of 4 KiB
@@ -86,7 +88,7 @@ export class TaskBuilder {
   tramp = 0n;
   caught = new Map<number, number[]>();
   /** SIGTRAP's sigaction (handler, flags, restorer, mask), set last by finish() */
-  trapAction: [bigint, bigint, bigint, bigint] | null = null;
+  trapAction: TrapAction | null = null;
   injs = new Map<number, Injector>();
   /** per-restore state shared by fd kinds */
   state = new Map<string, any>();
@@ -138,6 +140,27 @@ export class TaskBuilder {
     for (let i = 0; i < calls.length; i += per)
       out.push(...inj.callMany(this.tramp + BATCH_AT, this.tramp + SCRATCH + BATCH_SCRATCH, calls.slice(i, i + per)));
     return out;
+  }
+
+  /**
+   * Calls that each pass a struct: the structs laid out one after the other in the batch area, the
+   * call table after them, all run in one stop (CRIU_BUN_BATCH=off: one injected syscall each, as
+   * dump); each call's check sees its result, in order.
+   */
+  private batchWithData(vpid: number, calls: InCall[]) {
+    const inj = this.inj!;
+    const base = this.tramp + SCRATCH + BATCH_SCRATCH;
+    const structs: bigint[] = [];
+    const raw: (number | bigint)[][] = [];
+    for (const c of calls) {
+      raw.push([c.nr, ...c.args(base + BigInt(structs.length * 8))]);
+      structs.push(...c.data);
+    }
+    const tableOff = BigInt(structs.length * 8 + 63) & ~63n;
+    if (tableOff + BigInt(raw.length * 64) > BigInt(BATCH_SCRATCH_SIZE)) throw new CriuError("restore", `process ${vpid}: ${raw.length} calls do not fit the batch area`);
+    this.scratchWrite(BATCH_SCRATCH, new Uint8Array(new BigUint64Array(structs).buffer));
+    const res = process.env.CRIU_BUN_BATCH === "off" ? raw.map(([nr, ...args]) => inj.call(Number(nr), ...args)) : inj.callMany(this.tramp + BATCH_AT, base + tableOff, raw);
+    calls.forEach((c, i) => c.check(res[i]));
   }
 
   scratchWrite(off: bigint, data: Uint8Array): bigint {
@@ -616,42 +639,11 @@ export class TaskBuilder {
     const inj = this.inj!, t = this.t, tc = t.cores.get(t.pid)!.tc!;
     inj.call(NR.personality, tc.personality);
     void opts;
-    // signal handlers: CRIU's table of 62 (signals 1..64 without SIGKILL and SIGSTOP), its
-    // length and native-ness checked when the images were loaded (sigactionTable)
-    // with the rlimits in one batch: one stop of the process instead of about 80
-    const sa = tc.sigactions;
-    const rl = tc.rlimits?.rlimits ?? [];
-    const structs: bigint[] = [];
-    const calls: (number | bigint)[][] = [];
-    const base = this.tramp + SCRATCH + BATCH_SCRATCH;
-    const sigs: number[] = [];
-    for (let sig = 1, i = 0; sig <= 64; sig++) {
-      if (sig === 9 || sig === 19) continue;
-      const e = sa[i++];
-      // SIGTRAP's handler last (finish): every int3 of our later injections forces a SIGTRAP,
-      // and a forced signal that is ignored or blocked gets its handler reset to SIG_DFL
-      if (sig === 5) { this.trapAction = [e.sigaction, e.flags, e.restorer, e.mask]; continue; }
-      calls.push([NR.rt_sigaction, sig, base + BigInt(structs.length * 8), 0, 8]);
-      structs.push(e.sigaction, e.flags, e.restorer, e.mask);
-      sigs.push(sig);
-    }
-    // rlimits: we may lower hard limits but not raise them (no CAP_SYS_RESOURCE)
-    for (let i = 0; i < rl.length; i++) {
-      calls.push([NR.prlimit64, 0, i, base + BigInt(structs.length * 8), 0]);
-      structs.push(rl[i].cur, rl[i].max);
-    }
-    const tableOff = BigInt(structs.length * 8 + 63) & ~63n;
-    if (tableOff + BigInt(calls.length * 64) > BigInt(BATCH_SCRATCH_SIZE)) throw new CriuError("restore", `process ${t.pid}: ${rl.length} rlimits do not fit the batch area`);
-    this.scratchWrite(BATCH_SCRATCH, new Uint8Array(new BigUint64Array(structs).buffer));
-    // CRIU_BUN_BATCH=off: one injected syscall per call (as dump)
-    const res = process.env.CRIU_BUN_BATCH === "off" ? calls.map(([nr, ...args]) => inj.call(Number(nr), ...args)) : inj.callMany(this.tramp + BATCH_AT, base + tableOff, calls);
-    for (let k = 0; k < sigs.length; k++) {
-      if (res[k] < 0n) throw new CriuError("restore", `rt_sigaction(${sigs[k]}) failed in ${t.pid} (${errnoText(-res[k])})`);
-    }
-    for (let i = 0; i < rl.length; i++) {
-      const r = res[sigs.length + i];
-      if (r < 0n) log.warn(`process ${t.pid}: rlimit ${i} (${rl[i].cur}/${rl[i].max}) not restored (${errnoText(-r)})`);
-    }
+    // signal handlers (CRIU's table of 62, checked when the images were loaded: sigactionTable)
+    // and rlimits in one batch: one stop of the process instead of about 80
+    const { calls: sa, trap } = sigactionRestoreCalls(t.pid, tc.sigactions);
+    this.trapAction = trap; // set last, in finish()
+    this.batchWithData(t.pid, [...sa, ...rlimitRestoreCalls(t.pid, tc.rlimits?.rlimits ?? [])]);
     if (tc.childSubreaper) inj.ok("prctl(PR_SET_CHILD_SUBREAPER)", NR.prctl, 36, 1, 0, 0, 0);
     if (t.mm?.thpDisabled) inj.ok("prctl(PR_SET_THP_DISABLE)", NR.prctl, 41, 1, 0, 0, 0);
     this.restoreLoginuid(tc.loginuid);
@@ -731,15 +723,10 @@ export class TaskBuilder {
   /** Pending signals, timers: the last things before the registers, so nothing fires early. */
   restoreSignalsAndTimers() {
     const t = this.t, tc = t.cores.get(t.pid)!.tc!;
-    const queue = (inj: Injector, tid: number | null, si: Uint8Array) => {
-      const sig = new DataView(si.buffer, si.byteOffset).getInt32(0, true);
-      const a = this.scratchWrite(0n, si);
-      const r = tid === null ? inj.call(NR.rt_sigqueueinfo, t.pid, sig, a) : inj.call(NR.rt_tgsigqueueinfo, t.pid, tid, sig, a);
-      if (r < 0n) throw new CriuError("restore", `cannot re-queue pending signal ${sig} of ${tid ?? t.pid} (${errnoText(-r)})`);
-    };
-    for (const s of tc.signalsS?.signals ?? []) queue(this.inj!, null, s.siginfo);
+    const scratch = (off: bigint, data: Uint8Array) => this.scratchWrite(off, data);
+    restorePendingSignals({ pid: t.pid, inj: this.inj!, scratch }, null, tc.signalsS?.signals ?? []);
     for (const tid of this.tids) {
-      for (const s of this.t.cores.get(this.vtid(tid))!.threadCore?.signalsP?.signals ?? []) queue(this.injs.get(tid)!, this.vtid(tid), s.siginfo);
+      restorePendingSignals({ pid: t.pid, inj: this.injs.get(tid)!, scratch }, this.vtid(tid), this.t.cores.get(this.vtid(tid))!.threadCore?.signalsP?.signals ?? []);
     }
     restoreTimers({ pid: t.pid, inj: this.inj!, scratch: (off, data) => this.scratchWrite(off, data), read: (a, n) => this.mem!.read(a, n) }, tc.timers);
   }
@@ -767,11 +754,7 @@ export class TaskBuilder {
     // SIGTRAP) after the handler is set, and no instruction is fetched from the unmapped trampoline
     const inj = this.inj!;
     inj.mode = "sysstop";
-    if (this.trapAction) {
-      const act = this.scratchWrite(0n, new Uint8Array(new BigUint64Array(this.trapAction).buffer));
-      const r = inj.call(NR.rt_sigaction, 5, act, 0, 8);
-      if (r !== 0n) throw new CriuError("restore", `rt_sigaction(5) failed in ${this.t.pid} (${errnoText(-r)})`);
-    }
+    restoreTrapAction({ pid: this.t.pid, inj, scratch: (off, data) => this.scratchWrite(off, data) }, this.trapAction);
     const res = inj.call(NR.munmap, this.tramp, TRAMP_SIZE);
     if (res !== 0n) throw new CriuError("restore", `munmap of the trampoline failed (${errnoText(-res)})`);
     for (const tid of this.tids) {
@@ -784,10 +767,7 @@ export class TaskBuilder {
       regs[R.orig_rax] = 0xffffffffffffffffn; // no syscall restart on resume: done at dump (fixupRestart), as CRIU's sigreturn
       setRegs(tid, regs);
       for (const d of core.threadInfo!.tls) setThreadArea(tid, d); // the TLS GDT entries (12..14)
-      // CRIU keeps the leader's mask in tc.blk_sigset and sets thread_core.blk_sigset only for
-      // other threads (proto2: an unset field reads as 0, so ask whether it is set)
-      const tcore = core.threadCore;
-      setSigmask(tid, tcore && isFieldSet(tcore, S.thread_core_entrySchema.field.blkSigset) ? tcore.blkSigset : tc.blkSigset);
+      restoreSigmask(tid, core.threadCore, tc);
     }
     this.mem?.close();
   }
