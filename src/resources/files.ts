@@ -166,6 +166,10 @@ export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: 
         target = targets.get(fd) ?? readLink(`/proc/${pid}/fd/${fd}`);
         fdinfoText = readFileSync(`/proc/${pid}/fdinfo/${fd}`, "latin1");
       } catch { continue; }
+      // a lease first: any open of the file from here (a build-id read) would break it, and the
+      // lease break's SIGIO kills a holder without a handler (the target must run on)
+      const lease = /^lock:\s*\d+:\s*LEASE\s+(\S+)\s+(\S+)/m.exec(fdinfoText);
+      if (lease) refuse("files", where, "lease", `${lease[1].toLowerCase()} ${lease[2].toLowerCase()} lease`);
       const fdinfo = parseFdinfo(fdinfoText);
       const flags = parseInt(fdinfo.flags ?? "0", 8);
       const cloexec = (flags & O_CLOEXEC) !== 0;
