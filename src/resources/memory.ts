@@ -58,6 +58,9 @@ export function classifyVmas(pid: number, brk: bigint, startBrk: bigint): { vmas
       status |= VMA.SYSVIPC; // saved once per segment (sysvshm.ts)
     } else if (v.path.startsWith("/SYSV") || v.path.startsWith("/memfd:")) {
       throw new CriuError("mem", `process ${pid}: mapping of '${v.path}' at 0x${v.start.toString(16)} is not supported yet`);
+    } else if (v.inode !== 0 && !v.path.startsWith("/")) {
+      // socket:[N] (a packet ring), anon_inode:[io_uring], [anon_shmem:NAME] ...: no file to map again
+      refuse("mem", `process ${pid}`, "special-map", `'${v.path}' at 0x${v.start.toString(16)}`);
     } else if (v.inode !== 0) {
       // a deleted file stays "(deleted)" in the path: dump.ts saves it as a ghost file
       status |= v.shared ? VMA.FILE_SHARED : VMA.FILE_PRIVATE;

@@ -32,6 +32,7 @@ export const UNSUPPORTED = {
   "hugetlb": "hugetlb mapping",
   "aio": "AIO ring",
   "memfd-map": "mapping of a memfd",
+  "special-map": "mapping of a socket or other special file",
   "guard": "guard region (MADV_GUARD_INSTALL)",
   "lease": "file lease",
   "proc-gone": "directory of a process that is gone (/proc/PID)",
