@@ -82,15 +82,22 @@ describe("dump refuses what it cannot restore exactly; the target runs on", () =
   // cases that share an entry with the one above: refused the same way
   // (console and vt need the devices openable here: /dev/console and /dev/tty1)
   const openable = (dev: string) => { try { closeSync(openSync(dev, constants.O_RDONLY | constants.O_NOCTTY)); return true; } catch { return false; } };
-  for (const [mode, key] of [["pidfd-outside", "pidfd"], ["pidfd-thread", "pidfd"], ["deleted-symlink", "deleted-special"], ["deleted-fifo", "deleted-special"], ["unix-closed-named", "unix-queue-named-sender"],
-    ["console", "terminal"], ["vt", "terminal"], ["devtty", "terminal"]] as const) {
-    test.skipIf((mode === "console" && !openable("/dev/console")) || (mode === "vt" && !openable("/dev/tty1")))(`${mode}: also ${UNSUPPORTED[key]}`, async () => {
+  // (issue 12's variants of an entry: each must be refused by it too, not slip through)
+  const ALSO: [string, UnsupportedKey, string[]?][] = [["pidfd-outside", "pidfd"], ["pidfd-thread", "pidfd"], ["deleted-symlink", "deleted-special"], ["deleted-fifo", "deleted-special"], ["unix-closed-named", "unix-queue-named-sender"],
+    ["console", "terminal"], ["vt", "terminal"], ["devtty", "terminal"],
+    ["scm-rights-stream", "scm-rights"], ["scm-rights-seqpacket", "scm-rights"],
+    ["membarrier-global", "membarrier"], ["membarrier-synccore", "membarrier"], ["membarrier-rseq", "membarrier"],
+    ["tmpfile-rodir", "tmpfile"], ["epoll-closed", "epoll-stale"], ["aio-events", "aio"], ["lease-write", "lease"],
+    ["memfd-map-private", "memfd-map"], ["packet-opts", "packet-socket"], ["sock-packet", "packet-socket"], ["special-map-uring", "special-map"],
+    ["netlink-bound", "netlink-socket"], ["fanotify-marks", "fanotify"], ["inotify-deleted", "inotify-deleted", ["--link-remap"]]];
+  for (const [mode, key, extra = []] of ALSO) {
+    test.skipIf((mode === "console" && !openable("/dev/console")) || (mode === "vt" && !openable("/dev/tty1")))(`${mode}${extra.length ? ` (${extra.join(" ")})` : ""}: also ${UNSUPPORTED[key]}`, async () => {
       const w = await startWorkload("refuse", [mode], { stderr: "file" });
       const culpritFile = join(w.dir, "culprit");
       const culprit = existsSync(culpritFile) ? Number(readFileSync(culpritFile, "utf8")) : w.pid;
-      const r = criuBun(["dump", "-t", String(w.pid), "-D", imagesDir(`refuse-${mode}`)]);
+      const r = criuBun(["dump", "-t", String(w.pid), "-D", imagesDir(`refuse-${mode}`), ...extra]);
       expect(r.code).toBe(1);
-      expect(r.stderr.trim()).toMatch(new RegExp(`^Error \\(\\w+\\): process ${culprit} fd \\d+: ${esc(UNSUPPORTED[key])}.* is not supported yet$`));
+      expect(r.stderr.trim()).toMatch(new RegExp(`^Error \\(\\w+\\): process ${culprit}( fd \\d+)?: ${esc(UNSUPPORTED[key])}.* is not supported yet$`));
       expect(isAlive(w.pid)).toBe(true);
       trigger(w);
       expect((await waitResult(w, 10_000)).text).toStartWith("PASS");
@@ -109,8 +116,10 @@ describe("dump refuses what it cannot restore exactly; the target runs on", () =
     expect((await waitResult(w, 10_000)).text).toStartWith("PASS");
   });
 
-  test("the workload's checks fail when the thing is undone (fown, scm-rights, sigtrap, guard, lease, aio, epoll-stale, ipcns-objects)", async () => {
-    for (const key of ["fown", "scm-rights", "sigtrap", "guard", "lease", "aio", "epoll-stale", "ipcns-objects"]) {
+  test("the workload's checks fail when the thing is undone (fown, scm-rights, sigtrap, guard, lease, aio, epoll-stale, ipcns-objects and the variants above)", async () => {
+    for (const key of ["fown", "scm-rights", "sigtrap", "guard", "lease", "aio", "epoll-stale", "ipcns-objects",
+      "scm-rights-stream", "scm-rights-seqpacket", "tmpfile-rodir", "epoll-closed", "aio-events", "lease-write", "memfd-map-private",
+      "packet-opts", "special-map", "special-map-uring", "sock-packet", "netlink-bound", "fanotify-marks"]) {
       const bad = await runWorkload("refuse", [key, "--selftest-corrupt"]);
       expect(`${key}: ${bad.summary}`).toStartWith(`${key}: FAIL`);
     }

@@ -4,10 +4,24 @@
  * that the thing is still there as it set it up (a refused dump must not have disturbed it).
  * A helper process, if the mode needs one, writes its pid to DIR/culprit when it is the one named.
  *
- *   refuse DIR MODE      MODE: a key of UNSUPPORTED (netlink-socket, scm-rights ...)
+ *   refuse DIR MODE      MODE: a key of UNSUPPORTED (netlink-socket, scm-rights ...; special-map:
+ *                       a packet socket's TPACKET_V2 receive ring mapped, the socket's fd closed)
  *                       or a further case of one (pidfd-outside, deleted-fifo, unix-closed-named:
  *                       a datagram queued by a named sender since closed; console, vt, devtty:
- *                       /dev/console, /dev/tty1, and /dev/tty of a child's session, all terminal)
+ *                       /dev/console, /dev/tty1, and /dev/tty of a child's session, all terminal;
+ *                       scm-rights-stream: a stream pair, plain bytes then one message of two
+ *                       SCM_RIGHTS cmsgs (a pipe's two ends and a memfd; an epoll fd), every fd
+ *                       only in flight; scm-rights-seqpacket: a plain message, then one carrying an
+ *                       epoll fd its sender closed; membarrier-global, -synccore, -rseq: the other
+ *                       registrations; tmpfile-rodir: O_TMPFILE in a directory made read-only
+ *                       since; epoll-closed: a target's fd number closed, not reused; aio-events:
+ *                       an AIO ring with a completed read not reaped; lease-write: a write lease;
+ *                       memfd-map-private: a memfd mapped private, its fd open; packet-opts: a
+ *                       packet socket bound to lo with AUXDATA, FANOUT and a multicast membership;
+ *                       special-map-uring: io_uring's rings mapped, its fd closed;
+ *                       sock-packet: a SOCK_PACKET socket; netlink-bound: a bound netlink socket
+ *                       in a multicast group and one connected to the kernel; fanotify-marks:
+ *                       inode and mount marks and an ignore mask)
  * --selftest-corrupt: undoes the thing before go, so the check fails.
  */
 #define WL_MODES
@@ -35,6 +49,11 @@
 #include <sys/sysmacros.h>
 #include <sys/msg.h>
 #include <sys/sem.h>
+#include <linux/aio_abi.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <net/if.h>
+#include <poll.h>
 
 #ifndef MAP_DROPPABLE
 #define MAP_DROPPABLE 0x08
@@ -52,6 +71,57 @@ static pid_t child;
 static char *mem;
 static size_t memlen = 1 << 20;
 static unsigned long aio_ctx;
+static char aio_buf[64]; /* aio-events: where the completed read put the file's bytes */
+static int wfd = -1; /* fanotify-marks: the marked file, written at go */
+static dev_t marked_dev; static ino_t marked_ino;
+
+/* one message with an SCM_RIGHTS cmsg per group of fds (counts n[0..ng-1]) */
+static int sendfds(int sock, const int *fds, const int *n, int ng) {
+	char data = 'x';
+	struct iovec iov = {&data, 1};
+	char ctl[CMSG_SPACE(8 * sizeof(int)) * 4];
+	memset(ctl, 0, sizeof ctl);
+	size_t len = 0;
+	for (int g = 0; g < ng; g++) len += CMSG_SPACE((size_t)n[g] * sizeof(int));
+	struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = len};
+	struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+	for (int g = 0, k = 0; g < ng; g++, c = CMSG_NXTHDR(&m, c)) {
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN((size_t)n[g] * sizeof(int));
+		memcpy(CMSG_DATA(c), fds + k, (size_t)n[g] * sizeof(int));
+		k += n[g];
+	}
+	return sendmsg(sock, &m, 0) == 1 ? 0 : -1;
+}
+/* the fds of the next message (after `plain` bytes without any), in order; their count */
+static int recvfds(int sock, size_t plain, int *out, int max) {
+	char b[64];
+	if (plain && recv(sock, b, plain, MSG_DONTWAIT) != (ssize_t)plain) return -1;
+	char data, ctl[CMSG_SPACE(8 * sizeof(int)) * 4];
+	struct iovec iov = {&data, 1};
+	struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof ctl};
+	if (recvmsg(sock, &m, MSG_DONTWAIT) != 1) return -1;
+	int k = 0;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) return -1;
+		int n = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+		for (int i = 0; i < n && k < max; i++) memcpy(&out[k++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+	}
+	return k;
+}
+static int is_anon(int fd, const char *name) { /* an anon_inode fd of that name */
+	char l[64], t[64] = "";
+	snprintf(l, sizeof l, "/proc/self/fd/%d", fd);
+	ssize_t n = readlink(l, t, sizeof t - 1);
+	return n > 0 && strstr(t, name) != NULL;
+}
+
+static int geti_(int fd, int lvl, int opt) {
+	int v = -1;
+	socklen_t l = sizeof v;
+	return getsockopt(fd, lvl, opt, &v, &l) == 0 ? v : -1;
+}
 
 static void culprit(pid_t p) {
 	char b[32];
@@ -350,6 +420,120 @@ static void setup(void) {
 		NEED(connect(fd_a, (struct sockaddr *)&sa, sal) == 0);
 		NEED(sendto(s, "hello", 5, 0, (struct sockaddr *)&ra, ral) == 5);
 		close(s);
+	} else if (is("scm-rights-stream") || is("scm-rights-seqpacket")) {
+		int s[2];
+		NEED(socketpair(AF_UNIX, is("scm-rights-stream") ? SOCK_STREAM : SOCK_SEQPACKET, 0, s) == 0);
+		NEED(send(s[0], "plain", 5, 0) == 5); /* a message without fds comes first */
+		int ep = epoll_create1(0);
+		NEED(ep >= 0);
+		if (is("scm-rights-stream")) {
+			int mf = memfd_create("inflight", 0);
+			NEED(pipe(p) == 0 && mf >= 0);
+			int fds[4] = {p[0], p[1], mf, ep}, n[2] = {3, 1};
+			NEED(sendfds(s[0], fds, n, 2) == 0);
+			close(p[0]), close(p[1]), close(mf);
+		} else {
+			int n[1] = {1};
+			NEED(sendfds(s[0], &ep, n, 1) == 0);
+		}
+		close(ep);
+		fd_a = s[0], fd_b = s[1];
+	} else if (is("membarrier-global")) NEED(syscall(SYS_membarrier, 1 << 2 /* REGISTER_GLOBAL_EXPEDITED */, 0, 0) == 0);
+	else if (is("membarrier-synccore")) NEED(syscall(SYS_membarrier, 1 << 6 /* REGISTER_PRIVATE_EXPEDITED_SYNC_CORE */, 0, 0) == 0);
+	else if (is("membarrier-rseq")) NEED(syscall(SYS_membarrier, 1 << 8 /* REGISTER_PRIVATE_EXPEDITED_RSEQ */, 0, 0) == 0);
+	else if (is("tmpfile-rodir")) {
+		char q[4200];
+		wl_path(q, sizeof q, "ro");
+		NEED(mkdir(q, 0700) == 0);
+		NEED((fd_a = open(q, O_TMPFILE | O_RDWR, 0600)) >= 0);
+		NEED(write(fd_a, "tmp", 3) == 3);
+		NEED(chmod(q, 0500) == 0);
+	} else if (is("epoll-closed")) { /* a pipe added as fd N; N closed, the pipe lives on as fd_b */
+		NEED(pipe(p) == 0);
+		NEED((fd_a = epoll_create1(0)) >= 0);
+		struct epoll_event ev = {.events = EPOLLIN, .data.u64 = 42};
+		NEED(epoll_ctl(fd_a, EPOLL_CTL_ADD, p[0], &ev) == 0);
+		NEED((fd_b = dup(p[0])) >= 0);
+		close(p[0]);
+		NEED(write(p[1], "x", 1) == 1);
+	} else if (is("aio-events")) { /* a read completed in the ring, not reaped */
+		char q[4200];
+		wl_path(q, sizeof q, "aiofile");
+		int f = open(q, O_RDWR | O_CREAT | O_TRUNC, 0600);
+		NEED(f >= 0 && write(f, "completed-read", 14) == 14);
+		NEED(syscall(SYS_io_setup, 8, &aio_ctx) == 0);
+		struct iocb cb;
+		memset(&cb, 0, sizeof cb);
+		cb.aio_lio_opcode = IOCB_CMD_PREAD;
+		cb.aio_fildes = (uint32_t)f;
+		cb.aio_buf = (uint64_t)(uintptr_t)aio_buf;
+		cb.aio_nbytes = 14;
+		cb.aio_data = 0x5eed;
+		struct iocb *cbs[1] = {&cb};
+		NEED(syscall(SYS_io_submit, aio_ctx, 1, cbs) == 1);
+		struct aio_ring { unsigned id, nr, head, tail; } *ring = (void *)aio_ctx;
+		for (int i = 0; i < 500 && ring->head == ring->tail; i++) wl_sleep_ms(10);
+		NEED(ring->head != ring->tail);
+		fd_a = f;
+	} else if (is("lease-write")) {
+		char q[4200];
+		wl_path(q, sizeof q, "leased");
+		NEED((fd_a = open(q, O_RDWR | O_CREAT, 0600)) >= 0);
+		NEED(fcntl(fd_a, F_SETLEASE, F_WRLCK) == 0);
+	} else if (is("memfd-map-private")) {
+		NEED((fd_a = memfd_create("mapped", 0)) >= 0);
+		NEED(ftruncate(fd_a, (off_t)memlen) == 0);
+		NEED((mem = mmap(NULL, memlen, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd_a, 0)) != MAP_FAILED);
+		memset(mem, 0x5a, memlen);
+	} else if (is("packet-opts")) {
+		NEED((fd_a = socket(AF_PACKET, SOCK_DGRAM, htons(ETH_P_ALL))) >= 0);
+		struct sockaddr_ll ll = {.sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ALL), .sll_ifindex = (int)if_nametoindex("lo")};
+		NEED(ll.sll_ifindex > 0 && bind(fd_a, (struct sockaddr *)&ll, sizeof ll) == 0);
+		int one = 1;
+		NEED(setsockopt(fd_a, SOL_PACKET, PACKET_AUXDATA, &one, sizeof one) == 0);
+		struct packet_mreq mr = {.mr_ifindex = ll.sll_ifindex, .mr_type = PACKET_MR_MULTICAST, .mr_alen = 6, .mr_address = {0x01, 0x00, 0x5e, 0x00, 0x00, 0xfb}};
+		NEED(setsockopt(fd_a, SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mr, sizeof mr) == 0);
+		int fanout = (getpid() & 0xffff) | (PACKET_FANOUT_HASH << 16);
+		NEED(setsockopt(fd_a, SOL_PACKET, PACKET_FANOUT, &fanout, sizeof fanout) == 0);
+	} else if (is("special-map")) {
+		int s = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_ALL));
+		int v = TPACKET_V2;
+		NEED(s >= 0 && setsockopt(s, SOL_PACKET, PACKET_VERSION, &v, sizeof v) == 0);
+		struct tpacket_req rq = {.tp_block_size = 4096, .tp_block_nr = 4, .tp_frame_size = 2048, .tp_frame_nr = 8};
+		NEED(setsockopt(s, SOL_PACKET, PACKET_RX_RING, &rq, sizeof rq) == 0);
+		NEED((mem = mmap(NULL, memlen = 4 * 4096, PROT_READ | PROT_WRITE, MAP_SHARED, s, 0)) != MAP_FAILED);
+		close(s); /* the ring lives on in the mapping alone */
+	} else if (is("special-map-uring")) {
+		struct io_uring_params prm;
+		memset(&prm, 0, sizeof prm);
+		int u = (int)syscall(SYS_io_uring_setup, 4, &prm);
+		NEED(u >= 0);
+		memlen = prm.sq_off.array + prm.sq_entries * sizeof(unsigned);
+		NEED((mem = mmap(NULL, memlen, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, u, IORING_OFF_SQ_RING)) != MAP_FAILED);
+		close(u); /* the rings live on in the mapping alone */
+	} else if (is("sock-packet")) NEED((fd_a = socket(AF_PACKET, SOCK_PACKET, htons(ETH_P_ALL))) >= 0);
+	else if (is("netlink-bound")) {
+		NEED((fd_a = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE)) >= 0);
+		struct sockaddr_nl nl = {.nl_family = AF_NETLINK, .nl_groups = RTMGRP_LINK};
+		NEED(bind(fd_a, (struct sockaddr *)&nl, sizeof nl) == 0);
+		NEED((fd_b = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE)) >= 0);
+		struct sockaddr_nl k = {.nl_family = AF_NETLINK};
+		NEED(connect(fd_b, (struct sockaddr *)&k, sizeof k) == 0);
+	} else if (is("fanotify-marks")) {
+		char q[4200], r[4200];
+		wl_path(q, sizeof q, "marked");
+		wl_path(r, sizeof r, "ignored");
+		NEED((wfd = open(q, O_RDWR | O_CREAT, 0600)) >= 0);
+		int ig = open(r, O_RDWR | O_CREAT, 0600);
+		NEED(ig >= 0);
+		close(ig);
+		struct stat st;
+		NEED(fstat(wfd, &st) == 0);
+		marked_dev = st.st_dev, marked_ino = st.st_ino;
+		NEED((fd_a = fanotify_init(FAN_CLASS_NOTIF | FAN_NONBLOCK, O_RDONLY)) >= 0);
+		NEED(fanotify_mark(fd_a, FAN_MARK_ADD, FAN_MODIFY, AT_FDCWD, q) == 0);
+		NEED(fanotify_mark(fd_a, FAN_MARK_ADD | FAN_MARK_MOUNT, FAN_OPEN, AT_FDCWD, wl_dir) == 0);
+		NEED(fanotify_mark(fd_a, FAN_MARK_ADD | FAN_MARK_IGNORED_MASK | FAN_MARK_IGNORED_SURV_MODIFY, FAN_OPEN, AT_FDCWD, r) == 0);
 	} else if (is("udp-cork")) {
 		udp_connected();
 		int one = 1;
@@ -372,7 +556,9 @@ static void undo(void) {
 	if (is("proc-gone")) chdir("/");
 	if (is("devtty")) kill(child, SIGKILL), waitpid(child, NULL, 0), child = 0;
 	if (is("ipcns-objects")) { struct { long type; char text[8]; } m; msgrcv(ipc_msq, &m, sizeof m.text, 0, IPC_NOWAIT); }
-	if (is("membarrier") || is("timens-children") || is("cgroupns")) wl_failf("selftest: cannot undo %s", mode);
+	if (is("scm-rights-stream") || is("scm-rights-seqpacket")) close(fd_b), fd_b = -1; /* the receiver, messages and all */
+	if (is("fanotify-marks")) close(wfd), wfd = -1;
+	if (!strncmp(mode, "membarrier", 10) || is("timens-children") || is("cgroupns")) wl_failf("selftest: cannot undo %s", mode);
 }
 
 static void check(void) {
@@ -505,6 +691,90 @@ static void check(void) {
 		socklen_t fl = sizeof from;
 		WL_CHECK(fd_a >= 0 && recvfrom(fd_a, buf, sizeof buf, MSG_DONTWAIT, (struct sockaddr *)&from, &fl) == 5 && memcmp(buf, "hello", 5) == 0, "queued datagram lost");
 		WL_CHECK(fl > offsetof(struct sockaddr_un, sun_path) + 1 && !strncmp(from.sun_path + 1, "criu-bun-refuse-s-", 18), "the datagram lost its sender's name (address length %u)", (unsigned)fl);
+	} else if (is("scm-rights-stream") || is("scm-rights-seqpacket")) {
+		int got[8], n = fd_b >= 0 ? recvfds(fd_b, 5, got, 8) : -1;
+		if (is("scm-rights-stream")) {
+			WL_CHECK(n == 4, "%d fds arrived, not 4", n);
+			if (n == 4) {
+				struct stat a, b;
+				WL_CHECK(fstat(got[0], &a) == 0 && fstat(got[1], &b) == 0 && S_ISFIFO(a.st_mode) && a.st_ino == b.st_ino, "not the two ends of one pipe");
+				WL_CHECK(write(got[1], "p", 1) == 1 && read(got[0], aio_buf, 1) == 1 && aio_buf[0] == 'p', "the pipe in flight does not carry data");
+				WL_CHECK(is_anon(got[2], "memfd:inflight") || (fstat(got[2], &a) == 0 && S_ISREG(a.st_mode)), "the third fd is not the memfd");
+				WL_CHECK(is_anon(got[3], "[eventpoll]"), "the fourth fd is not the epoll fd");
+			}
+		} else WL_CHECK(n == 1 && is_anon(got[0], "[eventpoll]"), "the epoll fd did not arrive (%d fds)", n);
+	} else if (is("membarrier-global")) {
+		WL_CHECK(syscall(SYS_membarrier, 1 << 1 /* GLOBAL_EXPEDITED */, 0, 0) == 0, "membarrier global expedited: %m");
+	} else if (is("membarrier-synccore")) {
+		WL_CHECK(syscall(SYS_membarrier, 1 << 5 /* PRIVATE_EXPEDITED_SYNC_CORE */, 0, 0) == 0, "membarrier sync-core: %m");
+	} else if (is("membarrier-rseq")) {
+		WL_CHECK(syscall(SYS_membarrier, 1 << 7 /* PRIVATE_EXPEDITED_RSEQ */, 0, 0) == 0, "membarrier rseq: %m");
+	} else if (is("tmpfile-rodir")) {
+		char b[4] = "";
+		WL_CHECK(fd_a >= 0 && pread(fd_a, b, 3, 0) == 3 && !memcmp(b, "tmp", 3) && fstat(fd_a, &st) == 0 && st.st_nlink == 0, "the O_TMPFILE file is gone");
+	} else if (is("epoll-closed")) {
+		struct epoll_event ev = {0};
+		WL_CHECK(fd_a >= 0 && epoll_wait(fd_a, &ev, 1, 0) == 1 && ev.data.u64 == 42, "the pipe's event is gone");
+	} else if (is("aio-events")) {
+		struct io_event ev;
+		struct timespec z = {0, 0};
+		long n = aio_ctx ? syscall(SYS_io_getevents, aio_ctx, 1, 1, &ev, &z) : -1;
+		WL_CHECK(n == 1 && ev.data == 0x5eed && ev.res == 14 && !memcmp(aio_buf, "completed-read", 14), "the completed read is gone (%ld)", n);
+	} else if (is("lease-write")) {
+		WL_CHECK(fd_a >= 0 && fcntl(fd_a, F_GETLEASE) == F_WRLCK, "write lease lost");
+	} else if (is("memfd-map-private")) {
+		size_t bad = 0;
+		for (size_t i = 0; mem && i < memlen; i++) bad += (unsigned char)mem[i] != 0x5a;
+		WL_CHECK(mem && bad == 0, "%zu bytes of the mapping changed", bad);
+	} else if (is("packet-opts")) {
+		int v = 0;
+		socklen_t l = sizeof v;
+		WL_CHECK(fd_a >= 0 && getsockopt(fd_a, SOL_PACKET, PACKET_AUXDATA, &v, &l) == 0 && v == 1, "PACKET_AUXDATA lost");
+		l = sizeof v;
+		WL_CHECK(fd_a >= 0 && getsockopt(fd_a, SOL_PACKET, PACKET_FANOUT, &v, &l) == 0 && (v & 0xffff) == (getpid() & 0xffff), "PACKET_FANOUT lost (%x)", v);
+	} else if (is("special-map")) {
+		char l[128];
+		snprintf(l, sizeof l, "/proc/self/map_files/%lx-%lx", (unsigned long)mem, (unsigned long)mem + memlen);
+		char t[64] = "";
+		ssize_t n = mem ? readlink(l, t, sizeof t - 1) : -1;
+		WL_CHECK(n > 0 && !strncmp(t, "socket:[", 8), "the ring is not mapped (%s)", t);
+	} else if (is("special-map-uring")) {
+		char l[128];
+		snprintf(l, sizeof l, "/proc/self/map_files/%lx-%lx", (unsigned long)mem, (unsigned long)mem + ((memlen + 4095) & ~4095UL));
+		char t[64] = "";
+		ssize_t n = mem ? readlink(l, t, sizeof t - 1) : -1;
+		WL_CHECK(n > 0 && strstr(t, "io_uring"), "the rings are not mapped (%s)", t);
+	} else if (is("special-map-uring")) {
+		struct io_uring_params prm;
+		memset(&prm, 0, sizeof prm);
+		int u = (int)syscall(SYS_io_uring_setup, 4, &prm);
+		NEED(u >= 0);
+		memlen = prm.sq_off.array + prm.sq_entries * sizeof(unsigned);
+		NEED((mem = mmap(NULL, memlen, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, u, IORING_OFF_SQ_RING)) != MAP_FAILED);
+		close(u); /* the rings live on in the mapping alone */
+	} else if (is("sock-packet")) {
+		WL_CHECK(fd_a >= 0 && geti_(fd_a, SOL_SOCKET, SO_TYPE) == SOCK_PACKET, "not a SOCK_PACKET socket");
+	} else if (is("netlink-bound")) {
+		struct sockaddr_nl nl;
+		socklen_t l = sizeof nl;
+		WL_CHECK(fd_a >= 0 && getsockname(fd_a, (struct sockaddr *)&nl, &l) == 0 && nl.nl_groups == RTMGRP_LINK, "the netlink socket left its group");
+		l = sizeof nl;
+		WL_CHECK(fd_b >= 0 && getpeername(fd_b, (struct sockaddr *)&nl, &l) == 0 && nl.nl_family == AF_NETLINK, "the connected netlink socket");
+	} else if (is("fanotify-marks")) {
+		WL_CHECK(wfd >= 0 && pwrite(wfd, "m", 1, 0) == 1, "write to the marked file");
+		int found = 0;
+		for (int i = 0; i < 100 && !found && fd_a >= 0; i++) {
+			struct pollfd pf = {.fd = fd_a, .events = POLLIN};
+			poll(&pf, 1, 20);
+			char b[4096];
+			ssize_t n = read(fd_a, b, sizeof b);
+			for (struct fanotify_event_metadata *e = (void *)b; n > 0 && FAN_EVENT_OK(e, n); e = FAN_EVENT_NEXT(e, n)) {
+				struct stat es;
+				if (e->fd >= 0 && fstat(e->fd, &es) == 0 && es.st_dev == marked_dev && es.st_ino == marked_ino && (e->mask & FAN_MODIFY)) found = 1;
+				if (e->fd >= 0) close(e->fd);
+			}
+		}
+		WL_CHECK(found, "no FAN_MODIFY from the inode mark");
 	} else if (is("udp-cork")) {
 		int n = -1;
 		WL_CHECK(fd_a >= 0 && ioctl(fd_a, TIOCOUTQ, &n) == 0 && n > 0, "cork is empty (%d)", n);
