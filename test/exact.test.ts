@@ -75,6 +75,11 @@ describe("unix pairs across processes (used to hang after restore)", () => {
     ["seqpair", "a child blocked in read() on a SEQPACKET pair whose other end is its parent's"],
     ["ring", "4 processes in a ring of stream socketpairs with 1 MiB in flight on each link"],
     ["server", "a named listener with 3 accepted connections whose clients are children waiting for the answer"],
+    ["seqpair-cow", "the seqpair child and its parent sharing 16 MiB of heap copy-on-write, half of it rewritten by the child"],
+    ["seqpair-strict", "the seqpair child in seccomp strict mode"],
+    ["seqpair-filter", "the seqpair child under a seccomp filter inherited from its parent"],
+    ["seqpair-tsync", "the seqpair parent's filter set with TSYNC over its two threads, inherited by the child"],
+    ["writers", "the server's 3 clients writing continuously (2 MiB each), blocked in write() at dump"],
   ] as const) {
     test(`${mode}: ${what}`, async () => {
       const w = await startWorkload("unixtree", [mode], { stderr: "file" });
@@ -88,7 +93,7 @@ describe("unix pairs across processes (used to hang after restore)", () => {
     }, 60_000);
   }
   test("the unixtree checks fail when data is lost", async () => {
-    for (const mode of ["seqpair", "ring", "server"]) {
+    for (const mode of ["seqpair", "ring", "server", "seqpair-cow", "seqpair-strict", "seqpair-filter", "seqpair-tsync", "writers"]) {
       const bad = await runWorkload("unixtree", [mode, "--selftest-corrupt"], { resultTimeoutMs: 15_000 });
       expect(`${mode}: ${bad.summary}`).toStartWith(`${mode}: FAIL`);
     }
