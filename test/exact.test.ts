@@ -15,7 +15,7 @@ const modes: [string, string, string[]?][] = [
   ["securebits", "securebits (SECBIT_NOROOT locked, NO_SETUID_FIXUP, KEEP_CAPS)"],
   ["trapign", "SIGTRAP ignored (restore's int3 stops force SIGTRAPs, which would reset it)"],
   ["traphandler", "a SIGTRAP handler with SIGTRAP blocked: handler, flags, mask and blocked bit kept"],
-  ["mlock", "mlock()ed memory is locked again, contents kept"],
+  ["mlock", "mlock()ed and MAP_LOCKED memory is locked again, contents kept"],
   ["loginuid", "/proc/self/loginuid"],
   ["maywrite", "a read-only MAP_SHARED mapping of a file opened read-write can still be made writable"],
   ["pipesize", "capacity of empty pipes (F_SETPIPE_SZ), smaller and larger than the default"],

@@ -6,7 +6,7 @@
  *   pdeathsig   PR_SET_PDEATHSIG(SIGUSR2) on the process and on a child's thread (child reports by pipe)
  *   thp         PR_SET_THP_DISABLE
  *   securebits  SECBIT_NOROOT (locked), SECBIT_NO_SETUID_FIXUP and SECBIT_KEEP_CAPS set: all still set
- *   mlock       an mlock()ed 256 KiB pattern: still locked (VmFlags lo), contents kept
+ *   mlock       an mlock()ed 256 KiB pattern and a MAP_LOCKED one: still locked (VmFlags lo), contents kept
  *   loginuid    /proc/self/loginuid set to 4242
  *   maywrite    MAP_SHARED PROT_READ mapping of a file opened O_RDWR (fd closed): mprotect RW works, writes reach the file
  *   pipesize    empty pipes of 4 KiB and 1 MiB capacity (F_SETPIPE_SZ) keep it
@@ -71,7 +71,7 @@
 
 static int fds[8] = {-1, -1, -1, -1, -1, -1, -1, -1};
 static pid_t grandchild; /* pidfd: the child's child */
-static char *mem;
+static char *mem, *mem2; /* mem2: mlock's MAP_LOCKED mapping */
 static const size_t MLEN = 256 << 10;
 static pid_t child;
 static const off_t HOLE_DATA2 = 1 << 20; /* second extent of the sparse file */
@@ -213,6 +213,9 @@ static void setup(void) {
 		NEED((mem = mmap(NULL, MLEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)) != MAP_FAILED);
 		wl_fill(mem, MLEN, 77);
 		NEED(mlock(mem, MLEN) == 0);
+		/* and one mapped MAP_LOCKED */
+		NEED((mem2 = mmap(NULL, MLEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_LOCKED, -1, 0)) != MAP_FAILED);
+		wl_fill(mem2, MLEN, 78);
 	} else if (is("loginuid")) {
 		int fd = open("/proc/self/loginuid", O_WRONLY);
 		NEED(fd >= 0 && write(fd, "4242", 4) == 4);
@@ -390,7 +393,7 @@ static void corrupt(void) {
 	else if (is("thp")) prctl(PR_SET_THP_DISABLE, 0, 0, 0, 0);
 	else if (is("securebits")) prctl(PR_SET_SECUREBITS, SECUREBITS_WANT & ~0x4, 0, 0, 0); /* NO_SETUID_FIXUP off */
 	else if (is("trapign") || is("traphandler")) signal(SIGTRAP, SIG_DFL);
-	else if (is("mlock")) munlock(mem, MLEN);
+	else if (is("mlock")) munlock(mem, MLEN), munlock(mem2, MLEN);
 	else if (is("loginuid")) wl_failf("selftest: loginuid cannot be changed back");
 	else if (is("maywrite")) { munmap(mem, 8192); mem = NULL; }
 	else if (is("pipesize")) fcntl(fds[0], F_SETPIPE_SZ, 65536);
@@ -447,6 +450,8 @@ static void check(void) {
 	else if (is("mlock")) {
 		WL_CHECK(smaps_flag(mem, "lo"), "memory is no longer locked");
 		WL_CHECK(wl_verify_fill(mem, MLEN, 77) == (size_t)-1, "locked memory changed");
+		WL_CHECK(smaps_flag(mem2, "lo"), "the MAP_LOCKED memory is no longer locked");
+		WL_CHECK(wl_verify_fill(mem2, MLEN, 78) == (size_t)-1, "the MAP_LOCKED memory changed");
 	} else if (is("loginuid")) {
 		char b[32] = "";
 		int fd = open("/proc/self/loginuid", O_RDONLY);
