@@ -21,7 +21,8 @@
  *                       special-map-uring: io_uring's rings mapped, its fd closed;
  *                       sock-packet: a SOCK_PACKET socket; netlink-bound: a bound netlink socket
  *                       in a multicast group and one connected to the kernel; fanotify-marks:
- *                       inode and mount marks and an ignore mask)
+ *                       inode and mount marks and an ignore mask; tty-queued-master: a slave's
+ *                       output the master has not read)
  * --selftest-corrupt: undoes the thing before go, so the check fails.
  */
 #define WL_MODES
@@ -282,6 +283,14 @@ static void setup(void) {
 		NEED(grantpt(fd_a) == 0 && unlockpt(fd_a) == 0);
 		NEED((fd_b = open(ptsname(fd_a), O_RDWR | O_NOCTTY)) >= 0);
 		NEED(write(fd_a, "queued\n", 7) == 7);
+	} else if (is("tty-queued-master")) { /* the other way: output of the slave the master has not read */
+		NEED((fd_a = posix_openpt(O_RDWR | O_NOCTTY)) >= 0);
+		NEED(grantpt(fd_a) == 0 && unlockpt(fd_a) == 0);
+		NEED((fd_b = open(ptsname(fd_a), O_RDWR | O_NOCTTY)) >= 0);
+		NEED(write(fd_b, "output\n", 7) == 7);
+		int n = 0;
+		for (int i = 0; i < 200 && (ioctl(fd_a, FIONREAD, &n) != 0 || n == 0); i++) wl_sleep_ms(5);
+		NEED(n > 0);
 	} else if (is("deleted-linked")) {
 		char q[4200], r[4200];
 		wl_path(q, sizeof q, "orig");
@@ -605,6 +614,9 @@ static void check(void) {
 	} else if (is("tty-queued")) {
 		int n = -1;
 		WL_CHECK(fd_b >= 0 && ioctl(fd_b, FIONREAD, &n) == 0 && n == 7, "terminal input queue has %d bytes, not 7", n);
+	} else if (is("tty-queued-master")) {
+		int n = -1;
+		WL_CHECK(fd_a >= 0 && ioctl(fd_a, FIONREAD, &n) == 0 && n == 8, "the master has %d bytes to read, not 8 (output\\r\\n)", n);
 	} else if (is("deleted-linked")) {
 		char r[4200];
 		wl_path(r, sizeof r, "other");
