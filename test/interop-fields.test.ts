@@ -3,7 +3,8 @@
 // no_new_privs (creds_entry field 18; criu-bun also keeps thread_core field 1001): a seccomp
 // workload (no_new_privs and two filters) dumped by either tool is restored by the other;
 // a memfd's mode (memfd_inode_entry field 9, st_mode): a memfd fchmod'ed to 0640 (and fchown'ed), dumped by
-// CRIU 4.2 and by criu-bun, is restored with that mode and owner.
+// CRIU 4.2 and by criu-bun, is restored with that mode and owner; SysV shared memory of a tree's own
+// IPC namespace (in_pagemaps, pagemap-shmem, the sysv VMA encoding), both ways.
 import { afterAll, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -119,3 +120,69 @@ for (const [dumper, restorer] of [["criu-bun", "criu-4.2"], ["criu-4.2", "criu-b
     await waitUntil("the restored workload to be gone", () => !existsSync(`/proc/${w.pid}`), 10000);
   });
 }
+
+// SysV shared memory in a tree's own IPC namespace (workloads/sysvshm.c: three segments, one read-only
+// in the parent, one split in three VMAs by mprotect, one marked IPC_RMID; patterns, holes and zero
+// pages), saved as CRIU 4.2 saves it: ipc_shm_entry with in_pagemaps in ipcns-shm-<ns>.img, contents in
+// pagemap-shmem-<shmid>.img + a pages file, each mapping a VMA_ANON_SHARED | VMA_AREA_SYSVIPC VMA
+// (MAP_SHARED | MAP_ANONYMOUS, shmid = the segment's id, fdflags O_RDWR or O_RDONLY). CRIU 4.2's
+// restore does not keep the IPC_RMID mark (it creates the segment with the mode's permission bits
+// only): restored by CRIU, the workload runs without that mark (nodest).
+const treeGone = async (dir: string) => {
+  for (const p of readImage<S.pstree_entry>(dir, "pstree.img", "PSTREE")) await waitUntil(`process ${p.pid} reaped`, () => !existsSync(`/proc/${p.pid}`), 20000);
+};
+for (const [dumper, restorer] of [["criu-bun", "criu-4.2"], ["criu-4.2", "criu-bun"]] as const) {
+  test.skipIf(!have)(`${dumper} dumps SysV shared memory of the tree's own IPC namespace, ${restorer} restores it: ids, keys, modes, owner, contents, sharing and protections`, async () => {
+    const w = await startWorkload("sysvshm", restorer === "criu-4.2" ? ["nodest"] : [], { wrap: ["unshare", "--ipc", "--"] });
+    const dir = mkdtempSync(join(tmp, `sysv-${dumper}-`));
+    run(dumper, ["dump", "-t", String(w.pid)], dir);
+    const ipcNs = readImage<S.task_kobj_ids_entry>(dir, `ids-${w.pid}.img`, "IDS")[0].ipcNsId;
+    const segs = readImage<S.ipc_shm_entry>(dir, `ipcns-shm-${ipcNs}.img`, "IPCNS_SHM");
+    expect(segs.map((s) => [s.desc!.id, Number(s.size), s.inPagemaps]).sort()).toEqual([[0, 20580, true], [1, 8192, true], [2, 12288, true]]);
+    for (const s of segs) expect(existsSync(join(dir, `pagemap-shmem-${s.desc!.id}.img`))).toBe(true);
+    const sysv = readImage<S.mm_entry>(dir, `mm-${w.pid}.img`, "MM")[0].vmas.filter((v) => v.status & (1 << 10));
+    expect(sysv.map((v) => [Number(v.shmid), Number(v.pgoff), v.prot, v.flags, v.status, v.fdflags])).toEqual([
+      [1, 0, 1, 0x21, 0x501, 0], // B, SHM_RDONLY
+      [2, 0, 3, 0x21, 0x501, 2], [2, 4096, 1, 0x21, 0x501, 2], [2, 8192, 3, 0x21, 0x501, 2], // C in three parts
+      [0, 0, 3, 0x21, 0x501, 2], // A
+    ]);
+    await treeGone(dir);
+    run(restorer, ["restore", "-d"], dir);
+    trigger(w);
+    const r = await waitResult(w, 15000);
+    expect(r.summary).toBe("PASS");
+  }, 90000);
+}
+
+test.skipIf(!have)("criu-bun and CRIU 4.2 save the same SysV segments of one tree: entries, VMAs and each segment's bytes", async () => {
+  const w = await startWorkload("sysvshm", [], { wrap: ["unshare", "--ipc", "--"] });
+  const c = mkdtempSync(join(tmp, "sysv-cmp-criu-")), b = mkdtempSync(join(tmp, "sysv-cmp-bun-"));
+  run("criu-4.2", ["dump", "-R", "-t", String(w.pid)], c);
+  run("criu-bun", ["dump", "-R", "-t", String(w.pid)], b);
+  const bytes = (dir: string, s: S.ipc_shm_entry) => {
+    // the segment as restore sees it: zero, then each run of the pagemap from its pages file
+    const out = new Uint8Array(Number(s.size));
+    const pm = readImage<any>(dir, `pagemap-shmem-${s.desc!.id}.img`, "PAGEMAP");
+    const pages = readFileSync(join(dir, `pages-${pm[0].pagesId}.img`));
+    let off = 0;
+    for (const e of pm.slice(1) as S.pagemap_entry[]) {
+      const len = Number(e.nrPages) * 4096;
+      out.set(pages.subarray(off, off + Math.min(len, Number(s.size - e.vaddr))), Number(e.vaddr));
+      off += len;
+    }
+    return Bun.hash(out).toString(16);
+  };
+  const view = (dir: string) => {
+    const ns = readImage<S.task_kobj_ids_entry>(dir, `ids-${w.pid}.img`, "IDS")[0].ipcNsId;
+    const segs = readImage<S.ipc_shm_entry>(dir, `ipcns-shm-${ns}.img`, "IPCNS_SHM").sort((x, y) => x.desc!.id - y.desc!.id);
+    const pids = readImage<S.pstree_entry>(dir, "pstree.img", "PSTREE").map((p) => p.pid);
+    return {
+      segs: segs.map((s) => ({ desc: { ...s.desc, $typeName: undefined }, size: s.size, inPagemaps: s.inPagemaps, bytes: bytes(dir, s) })),
+      vmas: pids.map((p) => readImage<S.mm_entry>(dir, `mm-${p}.img`, "MM")[0].vmas.filter((v) => v.status & (1 << 10))
+        .map((v) => [v.start, v.end, v.pgoff, v.shmid, v.prot, v.flags, v.status, v.fd, v.fdflags])),
+    };
+  };
+  expect(view(b)).toEqual(view(c));
+  trigger(w);
+  expect((await waitResult(w, 15000)).summary).toBe("PASS"); // both dumps left it running, unharmed
+}, 90000);

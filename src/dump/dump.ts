@@ -398,7 +398,7 @@ const ROOT_IDS = { vmId: 1, filesId: 1, fsId: 1, sighandId: 1, pidNsId: 1, netNs
 function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pageServer: PageServerClient | undefined, track: MemTracker): DumpStats {
   const d = o.dir;
   const files = new FileTable();
-  const extra = new ImageSink();
+  const extra = new ImageSink(tree.length + 1); // pages-1..n are the processes' (pages-N.img below)
   const twins = new FdTwins();
   const stats: DumpStats = { pids: tree.map((n) => n.pid), freezingTime: Math.round(freezeMs * 1000), frozenTime: 0, memdumpTime: 0, memwriteTime: 0, pagesScanned: 0, pagesWritten: 0, pagesSkippedParent: 0 };
   const pstree: Record<string, any>[] = [];
@@ -538,18 +538,20 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
   for (const v of task.vmas) {
     if (v.status & VMA.SYSVIPC) {
       v.shmid = BigInt(v.inode);
+      // as CRIU: O_RDWR when the mapping may be written (the segment is attached writable), else O_RDONLY
+      v.fdflags = v.mayWrite ? 2 /* O_RDWR */ : 0;
       if (!extra.has(`sysv:${v.inode}`)) { withNs(pid, "ipc", () => dumpSysvShm(pid, v.start, v.end, v.inode, extra, shmImage(ns.ownIpcNs ? ids.ipcNsId : undefined))); extra.mark(`sysv:${v.inode}`); }
-    }
-    if (v.status & VMA.ANON_SHARED) {
+    } else if (v.status & VMA.ANON_SHARED) {
       v.shmid = BigInt(v.inode);
+      if (extra.has(`sysv:${v.inode}`)) throw new CriuError("dump", `process ${pid}: shared memory at 0x${v.start.toString(16)} has the id of SysV segment ${v.inode} (pagemap-shmem-${v.inode}.img), which CRIU's images cannot tell apart`);
       if (!extra.has(`pagemap-shmem-${v.inode}.img`)) dumpShmem(pid, v.start, v.end, v.inode, extra);
     }
   }
   n.dumped = { vpid, vmas: task.vmas };
   task.mm.vmas = task.vmas.map((v) => ({
     start: v.start, end: v.end, pgoff: v.pgoff, shmid: v.shmid, prot: v.prot, flags: v.flags, status: v.status,
-    // as CRIU: madv only when set, fdflags only for file mappings
-    fd: v.fd, madv: v.madv ? v.madv : undefined, fdflags: v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED) ? v.fdflags : undefined,
+    // as CRIU: madv only when set, fdflags only for file mappings and SysV segments
+    fd: v.fd, madv: v.madv ? v.madv : undefined, fdflags: v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED | VMA.SYSVIPC) ? v.fdflags : undefined,
   }));
 
   // memory

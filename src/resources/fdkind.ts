@@ -11,6 +11,10 @@ import type * as S from "../images/schemas";
 
 /** Extra images produced while dumping fds (pipes-data, eventpoll tfds, sk-queues ...). */
 export class ImageSink {
+  /** @param nextPages the first pages-N.img number for shared memory contents (after the processes' own 1..n) */
+  constructor(private nextPages = 1) {}
+  /** a pages-N.img number no other image of this dump uses (CRIU numbers them from one counter too) */
+  pagesId(): number { return this.nextPages++; }
   private files = new Map<string, { kind: string; items: { msg: Message; payload?: Uint8Array }[] }>();
   add<T extends DescMessage>(file: string, kind: string, schema: T, init: Record<string, any>, payload?: Uint8Array) {
     let f = this.files.get(file);

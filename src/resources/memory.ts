@@ -55,7 +55,9 @@ export function classifyVmas(pid: number, brk: bigint, startBrk: bigint): { vmas
       status |= VMA.ANON_PRIVATE; flags |= MAP.ANONYMOUS;
       if (v.vmflags.includes("gd")) flags |= MAP.GROWSDOWN;
     } else if (v.path.startsWith("/SYSV") && v.shared) {
-      status |= VMA.SYSVIPC; // saved once per segment (sysvshm.ts)
+      // saved once per segment (sysvshm.ts); encoded as CRIU encodes it: a shared anonymous mapping
+      // that is a SysV segment (shmid and fdflags are set by the dump)
+      status |= VMA.ANON_SHARED | VMA.SYSVIPC; flags |= MAP.ANONYMOUS;
     } else if (v.path.startsWith("/SYSV") || v.path.startsWith("/memfd:")) {
       throw new CriuError("mem", `process ${pid}: mapping of '${v.path}' at 0x${v.start.toString(16)} is not supported yet`);
     } else if (v.inode !== 0 && !v.path.startsWith("/")) {

@@ -1,6 +1,6 @@
 // Shared anonymous memory (MAP_SHARED|MAP_ANONYMOUS, shown as "/dev/zero (deleted)"): the
-// contents are dumped once per shmem inode into pagemap-shmem-<ino>.img + pages-<ino>.img
-// (vaddr = offset in the object, zero pages left out), as CRIU does. At restore the first
+// contents are dumped once per shmem inode into pagemap-shmem-<ino>.img + pages-<N>.img (N from
+// the dump's one counter; vaddr = offset in the object, zero pages left out), as CRIU does. At restore the first
 // process that maps it creates a memfd of the right size, fills it and holds it; every other
 // process takes the same object with pidfd_getfd, so writes are seen across processes again.
 import { existsSync, readFileSync, fstatSync } from "node:fs";
@@ -18,7 +18,8 @@ const PAGE = 4096;
 
 /**
  * The contents of a shmem object (shared anonymous memory, memfd ...), read through `path`, as
- * CRIU stores them: pagemap-shmem-<id>.img (vaddr = offset, zero pages left out) + pages-<id>.img.
+ * CRIU stores them: pagemap-shmem-<id>.img (vaddr = offset, zero pages left out) + pages-<N>.img
+ * (N a number of the dump's own, named in the pagemap's head).
  */
 export function dumpShmemContents(path: string, size: bigint, id: number, images: ImageSink, where: string) {
   const fd = openFd(path, O.RDONLY | O.CLOEXEC);
@@ -27,8 +28,10 @@ export function dumpShmemContents(path: string, size: bigint, id: number, images
     const buf = new Uint8Array(1 << 20);
     const u32 = new Uint32Array(buf.buffer);
     const file = `pagemap-shmem-${id}.img`;
-    images.add(file, "PAGEMAP", S.pagemap_headSchema, { pagesId: id });
-    images.raw(`pages-${id}.img`, new Uint8Array(0)); // exists even when every page is zero
+    if (images.has(file)) throw new CriuError("dump", `${where}: two shared memory objects have id ${id} (pagemap-shmem-${id}.img), which CRIU's images cannot tell apart`);
+    const pagesId = images.pagesId();
+    images.add(file, "PAGEMAP", S.pagemap_headSchema, { pagesId });
+    images.raw(`pages-${pagesId}.img`, new Uint8Array(0)); // exists even when every page is zero
     for (let off = 0n; off < size; off += BigInt(buf.length)) {
       const want = Number(size - off < BigInt(buf.length) ? size - off : BigInt(buf.length));
       buf.fill(0);
@@ -41,28 +44,50 @@ export function dumpShmemContents(path: string, size: bigint, id: number, images
         const last = runs[runs.length - 1];
         if (last && last.vaddr + BigInt(last.nrPages * PAGE) === va) last.nrPages++;
         else runs.push({ vaddr: va, nrPages: 1 });
-        images.raw(`pages-${id}.img`, buf.slice(p * PAGE, (p + 1) * PAGE));
+        images.raw(`pages-${pagesId}.img`, buf.slice(p * PAGE, (p + 1) * PAGE));
       }
     }
     for (const r of runs) images.add(file, "PAGEMAP", S.pagemap_entrySchema, { vaddr: r.vaddr, compatNrPages: r.nrPages, nrPages: BigInt(r.nrPages), flags: 4 });
   } finally { closeFd(fd); }
 }
 
+/**
+ * The saved contents of shmem object `id` (pagemap-shmem-<id>.img and the pages file its head
+ * names), checked against an object of `size` bytes: each run's place in the object and in the pages
+ * file (strict: a run past the end is refused; else it is cut there, as CRIU reads shared anonymous
+ * memory, whose object may be larger than what is still mapped). Undefined when the object has no
+ * pagemap (criu-bun's older dumps of an all-zero object).
+ */
+export function shmemRuns(dir: string, id: number | bigint, size: bigint, where: string, strict = false): { pages: Uint8Array; runs: { vaddr: bigint; off: number; len: number }[] } | undefined {
+  const pm = `pagemap-shmem-${id}.img`;
+  if (!existsSync(join(dir, pm))) return undefined;
+  const items = readImage<any>(dir, pm, "PAGEMAP");
+  const pagesFile = `pages-${items[0]?.pagesId}.img`;
+  if (!items.length || !existsSync(join(dir, pagesFile))) throw new CriuError("restore", `${where}: ${pm} names ${pagesFile}, which is missing`);
+  const pages = readFileSync(join(dir, pagesFile));
+  const limit = (size + BigInt(PAGE - 1)) & ~BigInt(PAGE - 1);
+  const runs: { vaddr: bigint; off: number; len: number }[] = [];
+  let off = 0;
+  for (const e of items.slice(1) as S.pagemap_entry[]) {
+    const len = pagemapNrPages(e) * PAGE;
+    if (e.flags !== 4 /* PE_PRESENT */) throw new CriuError("restore", `${where}: ${pm}: a run at offset ${e.vaddr} has flags ${e.flags} (only present pages are read for shared memory)`);
+    if (e.vaddr % BigInt(PAGE) || (strict && e.vaddr + BigInt(len) > limit)) throw new CriuError("restore", `${where}: ${pm}: a run of ${len / PAGE} pages at offset ${e.vaddr} lies outside the object's ${size} bytes`);
+    if (off + len > pages.length) throw new CriuError("restore", `${where}: ${pagesFile} is truncated`);
+    if (e.vaddr < limit) runs.push({ vaddr: e.vaddr, off, len: e.vaddr + BigInt(len) > limit ? Number(limit - e.vaddr) : len });
+    off += len;
+  }
+  return { pages, runs };
+}
+
 /** Write the saved contents of shmem object `id` into the target's fd (through /proc), up to size. */
 export function fillShmemContents(dir: string, id: number | bigint, pid: number, fd: number, size: bigint, where: string) {
-  const pm = `pagemap-shmem-${id}.img`;
-  if (!existsSync(join(dir, pm))) return;
-  const items = readImage<any>(dir, pm, "PAGEMAP");
-  const pages = readFileSync(join(dir, `pages-${items[0].pagesId}.img`));
+  const saved = shmemRuns(dir, id, size, where);
+  if (!saved) return;
   const wfd = openFd(`/proc/${pid}/fd/${fd}`, O.RDWR | O.CLOEXEC);
   try {
-    let off = 0;
-    for (const e of items.slice(1) as S.pagemap_entry[]) {
-      const len = pagemapNrPages(e) * PAGE;
-      if (off + len > pages.length) throw new CriuError("restore", `${where}: pages-${items[0].pagesId}.img is truncated`);
-      const end = e.vaddr + BigInt(len) > size ? Number(size - e.vaddr) : len;
-      pwriteFull(wfd, pages, e.vaddr, end, off, `${where}: writing shared memory contents`);
-      off += len;
+    for (const r of saved.runs) {
+      const end = r.vaddr + BigInt(r.len) > size ? Number(size - r.vaddr) : r.len;
+      pwriteFull(wfd, saved.pages, r.vaddr, end, r.off, `${where}: writing shared memory contents`);
     }
   } finally { closeFd(wfd); }
 }

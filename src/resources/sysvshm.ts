@@ -1,12 +1,18 @@
 // SysV shared memory segments that dumped processes have attached (maps show "/SYSV<key>
-// (deleted)", inode = shmid). Each segment is saved once in ipcns-shm-1.img (CRIU's
-// ipc_shm_entry + contents). Restore recreates it with the same id (kernel.shm_next_id), key,
-// mode and contents, every process shmat()s it at its old address, and a segment that was
-// marked for removal (IPC_RMID) is removed again once everyone is attached.
+// (deleted)", inode = shmid). Each segment is saved once, as CRIU 4 saves it: an ipc_shm_entry with
+// in_pagemaps in ipcns-shm-<ns id>.img, its contents in pagemap-shmem-<shmid>.img + a pages file
+// (offsets in the segment, zero pages left out); each mapping is a VMA with VMA_ANON_SHARED |
+// VMA_AREA_SYSVIPC, MAP_SHARED | MAP_ANONYMOUS, shmid = the segment's id, fdflags O_RDWR when it
+// may be written (VM_MAYWRITE), O_RDONLY for a SHM_RDONLY attach. Restore also reads CRIU's older
+// form (contents right after each entry, padded to 4 bytes). It recreates the segment with the same
+// id (kernel.shm_next_id), key, mode, owner and contents, every process shmat()s it at its old
+// address (task.ts), and a segment that was marked for removal (IPC_RMID) is removed again once
+// everyone is attached.
 import { readFileSync, writeFileSync, fstatSync } from "node:fs";
-import { toArrayBuffer } from "bun:ffi";
 import { syscall } from "../sys/syscall";
-import { openFd, closeFd, O, preadFull } from "../sys/mem";
+import { openFd, closeFd, O } from "../sys/mem";
+import { withShmBytes, setShmOwner } from "../sys/shm";
+import { dumpShmemContents, shmemRuns } from "./shmem";
 import type { ImageSink } from "./fdkind";
 import * as S from "../images/schemas";
 import { readImagePayloads, imageExists } from "../images/image";
@@ -38,41 +44,59 @@ export function segments(): Map<number, SegInfo> {
 export function dumpSysvShm(pid: number, start: bigint, end: bigint, shmid: number, images: ImageSink, file = SHM_IMAGE) {
   const seg = segments().get(shmid);
   if (!seg) throw new CriuError("mem", `process ${pid}: SysV shared memory ${shmid} at 0x${start.toString(16)} is not in /proc/sysvipc/shm (another IPC namespace?)`);
-  const fd = openFd(`/proc/${pid}/map_files/${start.toString(16)}-${end.toString(16)}`, O.RDONLY | O.CLOEXEC);
+  const path = `/proc/${pid}/map_files/${start.toString(16)}-${end.toString(16)}`;
+  const fd = openFd(path, O.RDONLY | O.CLOEXEC);
   try {
-    const size = Number(seg.size);
     if (BigInt(fstatSync(fd).size) < seg.size) throw new CriuError("mem", `process ${pid}: SysV segment ${shmid} is smaller than /proc says`);
-    const data = new Uint8Array(size);
-    preadFull(fd, data, 0n, size, 0, `process ${pid}: reading SysV shared memory ${shmid}`);
-    images.add(file, "IPCNS_SHM", S.ipc_shm_entrySchema, {
-      desc: { key: seg.key, uid: seg.uid, gid: seg.gid, cuid: seg.cuid, cgid: seg.cgid, mode: seg.mode, id: shmid }, size: seg.size,
-    }, data);
   } finally { closeFd(fd); }
+  images.add(file, "IPCNS_SHM", S.ipc_shm_entrySchema, {
+    desc: { key: seg.key, uid: seg.uid, gid: seg.gid, cuid: seg.cuid, cgid: seg.cgid, mode: seg.mode, id: shmid }, size: seg.size, inPagemaps: true,
+  }, new Uint8Array(0)); // no contents after the entry: they are in the pagemap
+  dumpShmemContents(path, seg.size, shmid, images, `process ${pid}: SysV shared memory ${shmid}`);
+  log.debug(`process ${pid}: SysV shared memory ${shmid} (key 0x${seg.key.toString(16)}, ${seg.size} bytes, mode 0${seg.mode.toString(8)}) saved in ${file} and pagemap-shmem-${shmid}.img`);
 }
 
-/** Before any process exists: make every saved segment exist again with its id and contents. */
+/** Before any process exists: make every saved segment exist again with its id, owner and contents. */
 export function restoreSysvShm(dir: string, file = SHM_IMAGE): { id: number; dest: boolean }[] {
   if (!imageExists(dir, file)) return [];
   const out: { id: number; dest: boolean }[] = [];
   const live = segments();
-  for (const { msg, payload } of readImagePayloads<S.ipc_shm_entry>(dir, file, "IPCNS_SHM")) {
-    const d = msg.desc!;
-    const old = live.get(d.id);
-    if (old) {
-      if (old.nattch > 0) throw new CriuError("restore", `SysV shared memory ${d.id} exists and is attached by ${old.nattch} process(es)`);
-      syscall(SHM.ctl, d.id, IPC_RMID, 0); // left over from the dumped tree: replace with the image
+  const items = readImagePayloads<S.ipc_shm_entry>(dir, file, "IPCNS_SHM");
+  // everything is read and checked before the first segment is made
+  const contents = items.map(({ msg, payload }) => {
+    const where = `${file}: SysV shared memory ${msg.desc!.id}`;
+    if (msg.hugetlbFlag) throw new CriuError("restore", `${where}: a hugetlb segment (hugetlb_flag 0x${msg.hugetlbFlag.toString(16)}) cannot be restored by criu-bun yet`);
+    if (!msg.inPagemaps) return { raw: payload.subarray(0, Number(msg.size)) };
+    const saved = shmemRuns(dir, msg.desc!.id, msg.size, where, true);
+    if (!saved) throw new CriuError("restore", `${where}: its contents are in pagemaps (in_pagemaps), but pagemap-shmem-${msg.desc!.id}.img is missing`);
+    return { saved };
+  });
+  try {
+    for (const [i, { msg }] of items.entries()) {
+      const d = msg.desc!;
+      const old = live.get(d.id);
+      if (old) {
+        if (old.nattch > 0) throw new CriuError("restore", `SysV shared memory ${d.id} exists and is attached by ${old.nattch} process(es)`);
+        syscall(SHM.ctl, d.id, IPC_RMID, 0); // left over from the dumped tree: replace with the image
+      }
+      writeFileSync("/proc/sys/kernel/shm_next_id", String(d.id));
+      const id = syscall(SHM.get, d.key, Number(msg.size), IPC_CREAT | IPC_EXCL | (d.mode & 0o777)); // resets shm_next_id
+      if (id < 0) throw new CriuError("restore", `cannot recreate SysV shared memory ${d.id} (key 0x${d.key.toString(16)}): ${errnoText(-id)}`);
+      if (id !== d.id) { syscall(SHM.ctl, id, IPC_RMID, 0); throw new CriuError("restore", `SysV shared memory came back as ${id}, not ${d.id}`); }
+      out.push({ id, dest: (d.mode & SHM_DEST) !== 0 });
+      const e = setShmOwner(id, d.uid, d.gid);
+      if (e) throw new CriuError("restore", `cannot give SysV shared memory ${id} to ${d.uid}:${d.gid} (${errnoText(e)})`);
+      withShmBytes(id, Number(msg.size), (mem) => {
+        const c = contents[i];
+        if (c.raw) mem.set(c.raw);
+        else for (const r of c.saved!.runs) {
+          const len = r.vaddr + BigInt(r.len) > msg.size ? Number(msg.size - r.vaddr) : r.len;
+          mem.set(c.saved!.pages.subarray(r.off, r.off + len), Number(r.vaddr));
+        }
+      });
+      log.info(`SysV shared memory ${id} recreated (${msg.size} bytes${msg.inPagemaps ? `, ${contents[i].saved!.runs.reduce((n, r) => n + r.len, 0) / 4096} pages from pagemap-shmem-${id}.img` : ""})`);
     }
-    writeFileSync("/proc/sys/kernel/shm_next_id", String(d.id));
-    const id = syscall(SHM.get, d.key, Number(msg.size), IPC_CREAT | IPC_EXCL | (d.mode & 0o777)); // resets shm_next_id
-    if (id < 0) throw new CriuError("restore", `cannot recreate SysV shared memory ${d.id} (key 0x${d.key.toString(16)}): ${errnoText(-id)}`);
-    if (id !== d.id) { syscall(SHM.ctl, id, IPC_RMID, 0); throw new CriuError("restore", `SysV shared memory came back as ${id}, not ${d.id}`); }
-    const addr = syscall(SHM.at, id, 0, 0);
-    if (addr < 0 && addr > -4096) throw new CriuError("restore", `shmat of segment ${id} failed (${errnoText(-addr)})`);
-    new Uint8Array(toArrayBuffer(addr as any, 0, Number(msg.size))).set(payload.subarray(0, Number(msg.size)));
-    syscall(SHM.dt, addr);
-    out.push({ id, dest: (d.mode & SHM_DEST) !== 0 });
-    log.info(`SysV shared memory ${id} recreated (${msg.size} bytes)`);
-  }
+  } catch (e) { dropSysvShm(out); throw e; }
   return out;
 }
 

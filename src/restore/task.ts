@@ -58,7 +58,7 @@ function sameVma(v: S.vma_entry, c: { start: bigint; end: bigint; prot: number; 
   if (((v.flags & MAP.SHARED) !== 0) !== c.shared) return false;
   if (((v.flags & MAP.GROWSDOWN) !== 0) !== c.vmflags.includes("gd")) return false;
   if (v.status & VMA.ANON_PRIVATE) return c.inode === 0 && !c.path.startsWith("/");
-  if (v.status & VMA.SYSVIPC) return c.path.startsWith("/SYSV") && BigInt(c.inode) === v.shmid;
+  if (v.status & VMA.SYSVIPC) return c.path.startsWith("/SYSV") && BigInt(c.inode) === v.shmid && c.pgoff === v.pgoff;
   if (v.status & VMA.ANON_SHARED) return c.path.includes(`criu-bun-shmem-${v.shmid} `) || c.path.endsWith(`criu-bun-shmem-${v.shmid}`);
   if (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) return c.pgoff === v.pgoff && set.files.get(Number(v.shmid))?.reg?.name === c.path;
   return false;
@@ -417,12 +417,23 @@ export class TaskBuilder {
     // A child forked from its restored parent already has the parent's memory: every VMA it
     // shares with the parent stays, so its pages stay copy-on-write shared as they were.
     const kept = new Set<bigint>();
+    const drop: typeof cur = [];
     for (const c of cur) {
       if (c.start === this.tramp || special.has(c.path) || c.path === "[vsyscall]") continue;
       const v = this.parent && mm.vmas.find((x) => sameVma(x, c, this.set));
-      if (v) { kept.add(v.start); continue; }
-      inj.ok("munmap", NR.munmap, c.start, c.end - c.start);
+      if (v) kept.add(v.start);
+      else drop.push(c);
     }
+    // a SysV segment stays only when all its parts are the dumped ones (one shmat maps it whole)
+    for (const v of mm.vmas) {
+      if (!(v.status & VMA.SYSVIPC) || kept.has(v.start)) continue;
+      for (const x of mm.vmas) {
+        if (!(x.status & VMA.SYSVIPC) || x.shmid !== v.shmid || !kept.has(x.start)) continue;
+        kept.delete(x.start);
+        drop.push(...cur.filter((c) => c.start === x.start));
+      }
+    }
+    for (const c of drop) inj.ok("munmap", NR.munmap, c.start, c.end - c.start);
     const dv = mm.vmas.find((x) => x.status & VMA.VDSO), cv = cur.find((c) => c.path === "[vdso]");
     if (!(this.parent && dv && cv && dv.start === cv.start && dv.end === cv.end)) this.placeVdso(cur);
     if (kept.size) this.forgetParentPages(kept);
@@ -460,9 +471,23 @@ export class TaskBuilder {
         if (v.status & (VMA.VDSO | VMA.VVAR | VMA.VSYSCALL)) continue;
         if (v.status & VMA.SYSVIPC) {
           if (kept.has(v.start)) continue;
-          const flags = (v.prot & 2 ? 0 : 0o10000 /* SHM_RDONLY */) | (v.prot & 4 ? 0o100000 /* SHM_EXEC */ : 0);
-          const r = inj.call(SHMAT, v.shmid, v.start, flags);
-          if (r !== v.start) throw new CriuError("restore", `shmat of SysV segment ${v.shmid} at ${hex(v.start)} failed (${r < 0n ? "errno " + -r : "got " + hex(r)})`);
+          // one shmat() maps the whole segment at its first VMA (pgoff 0); the VMAs after it (parts
+          // given another protection since, validate.ts checks they follow on) only get theirs back.
+          // Attached writable when any of its VMAs may be written (fdflags O_RDWR; images without
+          // fdflags: PROT_WRITE), read-only (SHM_RDONLY) otherwise, as CRIU attaches it
+          const mine = mm.vmas.filter((x) => x.status & VMA.SYSVIPC && x.shmid === v.shmid);
+          const rw = mine.some((x) => isFieldSet(x, S.vma_entrySchema.field.fdflags) ? (x.fdflags & 3) === 2 : (x.prot & 2) !== 0);
+          const exec = mine.some((x) => x.prot & 4);
+          const attached = 1 | (rw ? 2 : 0) | (exec ? 4 : 0);
+          if (v.pgoff === 0n) {
+            const r = inj.call(SHMAT, v.shmid, v.start, (rw ? 0 : 0o10000 /* SHM_RDONLY */) | (exec ? 0o100000 /* SHM_EXEC */ : 0));
+            if (r !== v.start) throw new CriuError("restore", `shmat of SysV segment ${v.shmid} at ${hex(v.start)} failed (${r < 0n ? errnoText(-r) : "got " + hex(r)})`);
+          }
+          if (v.prot !== attached) {
+            const r = inj.call(NR.mprotect, v.start, v.end - v.start, v.prot);
+            if (r < 0n) throw new CriuError("restore", `mprotect of SysV segment ${v.shmid} at ${hex(v.start)}-${hex(v.end)} failed (${errnoText(-r)})`);
+          }
+          log.debug(`process ${this.pid}: ${v.pgoff === 0n ? `attached SysV segment ${v.shmid} (${rw ? "rw" : "ro"}${exec ? ", exec" : ""}) at` : "protection of"} ${vmaLine(v)}`);
           continue;
         }
         if (kept.has(v.start)) {
@@ -487,7 +512,7 @@ export class TaskBuilder {
         } else if (v.status & VMA.ANON_SHARED) {
           fd = fileFds.get(-v.shmid - 1n) ?? -1;
           if (fd < 0) {
-            const size = this.set.tasks.flatMap((t) => t.mm?.vmas ?? []).filter((x) => x.status & VMA.ANON_SHARED && x.shmid === v.shmid)
+            const size = this.set.tasks.flatMap((t) => t.mm?.vmas ?? []).filter((x) => x.status & VMA.ANON_SHARED && !(x.status & VMA.SYSVIPC) && x.shmid === v.shmid)
               .reduce((m, x) => { const e = x.pgoff + (x.end - x.start); return e > m ? e : m; }, 0n);
             const got = shmemFd({
               pid: this.pid, inj, dir: this.set.dir, tree: this.tree, shmid: v.shmid, size, str: (s) => this.str(s),

@@ -121,8 +121,18 @@ export function validateMm(dir: string, file: string, mm: S.mm_entry | undefined
     if (v.prot & ~7) throw bad(dir, file, `${at}: bad protection ${hex(v.prot)}`);
     const st = v.status >>> 0;
     for (const [bit, name] of UNSUPPORTED) if (st & bit) throw bad(dir, file, `${at}: ${name} mappings are not supported`);
-    const kind = st & KINDS;
+    // a SysV segment is a shared anonymous mapping too (CRIU sets both bits; criu-bun's older dumps only SYSVIPC)
+    const kind = st & VMA.SYSVIPC ? st & KINDS & ~VMA.ANON_SHARED : st & KINDS;
     if (kind & (kind - 1)) throw bad(dir, file, `${at}: status ${hex(st)} names more than one kind of mapping`);
+    if (kind & VMA.SYSVIPC) {
+      // one shmat() maps the segment from its first VMA (pgoff 0); other parts follow it directly
+      if (v.pgoff % P) throw bad(dir, file, `${at}: SysV segment offset ${v.pgoff} is not page aligned`);
+      if (v.pgoff) {
+        const prev = mm.vmas[i - 1];
+        if (!prev || !(prev.status & VMA.SYSVIPC) || prev.shmid !== v.shmid || prev.end !== v.start || prev.pgoff + (prev.end - prev.start) !== v.pgoff)
+          throw bad(dir, file, `${at}: part of SysV segment ${v.shmid} at offset ${v.pgoff} does not follow on from the part before it (holes in an attached segment are not supported)`);
+      }
+    }
     if (kind & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) {
       if (v.pgoff % P) throw bad(dir, file, `${at}: file offset ${v.pgoff} is not page aligned`);
       if (!files.get(Number(v.shmid))?.reg) throw bad(dir, file, `${at} maps file id ${v.shmid}, which files.img does not have`);

@@ -1,6 +1,7 @@
 // x86_64 system call numbers used by criu-bun.
 export const NR = {
   read: 0, write: 1, open: 2, close: 3, stat: 4, fstat: 5, lstat: 6, poll: 7, lseek: 8, mmap: 9,
+  shmget: 29, shmat: 30, shmctl: 31, shmdt: 67,
   mprotect: 10, munmap: 11, brk: 12, rt_sigaction: 13, rt_sigprocmask: 14, ioctl: 16, pread64: 17,
   pwrite64: 18, readv: 19, writev: 20, access: 21, pipe: 22, mremap: 25, madvise: 28, dup: 32,
   dup2: 33, pause: 34, nanosleep: 35, getitimer: 36, alarm: 37, setitimer: 38, getpid: 39,
