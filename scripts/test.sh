@@ -17,6 +17,11 @@ bun test --timeout 60000 "$@" 2>&1 | tee "$out"
 rc=${PIPESTATUS[0]}
 pass=$(grep -Eo '^ *[0-9]+ pass$' "$out" | tail -1 | tr -dc 0-9)
 fail=$(grep -Eo '^ *[0-9]+ fail$' "$out" | tail -1 | tr -dc 0-9)
+# CI keeps only the end of what a run prints: say again, last, what each failed test printed
+# (the lines between the previous test's result and its own "(fail)" line, at most 60)
+awk '/^\(pass\)|^\(skip\)|^\(todo\)|^test\/.*\.test\.ts:$/ { n = 0; next }
+     /^\(fail\)/ { if (!(($0) in seen)) { seen[$0] = 1; print "=== " $0; s = n > 60 ? n - 60 : 0; for (i = s; i < n; i++) print buf[i % 61]; } n = 0; next }
+     { buf[n % 61] = $0; n++ }' "$out" | tail -400
 rm -f "$out"
 fail=$(( ${fail:-0} + typefail ))
 echo "${pass:-0} passed, ${fail} failed"

@@ -142,7 +142,7 @@ describe("children that exit while the tree is frozen", () => {
     const sh = Bun.spawn(["sh", "-c", `i=0; while :; do i=$((i+1)); echo $i > ${tick}.new; mv ${tick}.new ${tick}; /bin/true; done`], { stdin: "ignore", stdout: "ignore", stderr: "ignore" });
     const count = () => { try { return Number(readFileSync(tick, "utf8")) || 0; } catch { return 0; } };
     try {
-      await waitUntil("the shell to count", () => count() >= 20);
+      await waitUntil("the shell to count", () => count() >= 20, 30000);
       let zombies = 0, dir = "";
       for (let i = 0; i < 20; i++) {
         dir = imagesDir(`forkloop${i}`);
