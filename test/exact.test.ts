@@ -12,6 +12,9 @@ afterAll(() => { cleanup(); cleanupImages(); });
 const modes: [string, string, string[]?][] = [
   ["pdeathsig", "PR_SET_PDEATHSIG of a process and of its child"],
   ["thp", "PR_SET_THP_DISABLE"],
+  ["membarrier", "membarrier registrations: private expedited and global expedited"],
+  ["membarrier-synccore", "membarrier registration of sync-core alone (private expedited stays EPERM)"],
+  ["membarrier-rseq", "membarrier registrations: rseq and private expedited"],
   ["securebits", "securebits (SECBIT_NOROOT locked, NO_SETUID_FIXUP, KEEP_CAPS)"],
   ["trapign", "SIGTRAP ignored (restore's int3 stops force SIGTRAPs, which would reset it)"],
   ["traphandler", "a SIGTRAP handler with SIGTRAP blocked: handler, flags, mask and blocked bit kept"],

@@ -86,7 +86,6 @@ describe("dump refuses what it cannot restore exactly; the target runs on", () =
   const ALSO: [string, UnsupportedKey, string[]?][] = [["pidfd-outside", "pidfd"], ["pidfd-thread", "pidfd"], ["deleted-symlink", "deleted-special"], ["deleted-fifo", "deleted-special"], ["unix-closed-named", "unix-queue-named-sender"],
     ["console", "terminal"], ["vt", "terminal"], ["devtty", "terminal"],
     ["scm-rights-stream", "scm-rights"], ["scm-rights-seqpacket", "scm-rights"],
-    ["membarrier-global", "membarrier"], ["membarrier-synccore", "membarrier"], ["membarrier-rseq", "membarrier"],
     ["tmpfile-rodir", "tmpfile"], ["epoll-closed", "epoll-stale"], ["aio-events", "aio"], ["lease-write", "lease"],
     ["memfd-map-private", "memfd-map"], ["packet-opts", "packet-socket"], ["sock-packet", "packet-socket"], ["special-map-uring", "special-map"],
     ["netlink-bound", "netlink-socket"], ["tty-queued-master", "tty-queued"], ["fanotify-marks", "fanotify"], ["inotify-deleted", "inotify-deleted", ["--link-remap"]]];

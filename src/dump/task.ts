@@ -9,13 +9,13 @@ import type { FrozenProcess } from "../ptrace/seize";
 import { xsaveToFpregs } from "../resources/xsave";
 import { classifyVmas, type DumpedVma } from "../resources/memory";
 import { CriuError, log } from "../log";
-import { refuse } from "../resources/unsupported";
 import { dumpSeccompFilters, type SeccompFilter } from "../resources/seccomp";
 import { errnoText } from "../sys/errno";
 import { dumpCreds } from "../resources/creds";
 import { itimerCalls, decodeItimers, dumpPosixTimers } from "../resources/timers";
 import { sigactionCalls, decodeSigactions, dumpPendingSignals, dumpSigmask, refusePendingTrap } from "../resources/signals";
 import { dumpRlimits } from "../resources/rlimits";
+import { dumpMembarrier } from "../resources/membarrier";
 import type { OutCall } from "../ptrace/inject";
 
 const ERESTARTSYS = -512n, ERESTARTNOINTR = -513n, ERESTARTNOHAND = -514n, ERESTART_RESTARTBLOCK = -516n;
@@ -140,6 +140,7 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
   let brk = 0n;
   let subreaper = false;
   let thpDisabled = false;
+  let membarrier = 0;
   let uts = { nodename: "", domainname: "" };
   const clocks: Record<string, { tvSec: bigint; tvNsec: bigint }> = {};
   const sigactions: Record<string, any>[] = [];
@@ -168,8 +169,7 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
       ], scratch);
       brk = BigInt.asUintN(64, got[0].r);
       thpDisabled = got[1].r > 0n;
-      const mb = got[2].r;
-      if (mb > 0n) refuse("dump", `process ${pid}`, "membarrier", `mask 0x${mb.toString(16)}`);
+      membarrier = dumpMembarrier(pid, inj, got[2].r);
       if (got[3].r === 0n) subreaper = got[3].b[0] !== 0;
       clockIds.forEach(([, key], k) => {
         const { r, b } = got[4 + k];
@@ -256,6 +256,7 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
     comm: stat.comm, timers: { real: itimers!.real, virt: itimers!.virt, prof: itimers!.prof, posix },
     rlimits: { rlimits: limits }, signalsS: { signals: shared }, loginuid: readLoginuid(pid),
     oomScoreAdj: Number(readText(`/proc/${pid}/oom_score_adj`).trim()), sigactions, childSubreaper: subreaper,
+    ...(membarrier ? { membarrierRegistrationMask: membarrier } : {}),
   };
 
   // --- memory layout

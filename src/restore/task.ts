@@ -28,6 +28,7 @@ import { fillParentPages } from "../codec/incremental";
 import { lazyRanges, makeUffd } from "../resources/lazymem";
 import { restoreMountNs } from "../resources/mounts";
 import { restoreSeccomp } from "../resources/seccomp";
+import { restoreMembarrier } from "../resources/membarrier";
 import { restoreCreds } from "../resources/creds";
 import { restoreTimers } from "../resources/timers";
 import { sigactionRestoreCalls, restoreTrapAction, restorePendingSignals, restoreSigmask, type TrapAction } from "../resources/signals";
@@ -671,6 +672,7 @@ export class TaskBuilder {
     this.batchWithData(t.pid, [...sa, ...rlimitRestoreCalls(t.pid, tc.rlimits?.rlimits ?? [])]);
     if (tc.childSubreaper) inj.ok("prctl(PR_SET_CHILD_SUBREAPER)", NR.prctl, 36, 1, 0, 0, 0);
     if (t.mm?.thpDisabled) inj.ok("prctl(PR_SET_THP_DISABLE)", NR.prctl, 41, 1, 0, 0, 0);
+    restoreMembarrier(t.pid, inj, tc.membarrierRegistrationMask ?? 0);
     this.restoreLoginuid(tc.loginuid);
     if (tc.oomScoreAdj !== undefined) {
       try { writeFileSync(`/proc/${this.pid}/oom_score_adj`, String(tc.oomScoreAdj)); } catch {}

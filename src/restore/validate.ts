@@ -4,6 +4,7 @@
 // kernel's and the restore code's own assumptions: page alignment, address ranges that do not
 // overlap and are sorted, ids that refer to entries that exist, counts that fit their sizes.
 // Anything else would make restore loop, write to the wrong place, or build a wrong process.
+import { MEMBARRIER_KNOWN } from "../resources/membarrier";
 import { isFieldSet } from "@bufbuild/protobuf";
 import { inventory_entrySchema } from "../images/gen/inventory_pb";
 import { join } from "node:path";
@@ -87,8 +88,9 @@ export function validateCore(dir: string, file: string, c: S.core_entry, leader:
       ids.add(t.itId);
     }
     if ((tc.comm?.length ?? 0) > 64) throw bad(dir, file, "command name too long");
-    // CRIU 4.2 records these; criu-bun's dump refuses them, and its restore cannot bring them back
-    if (tc.membarrierRegistrationMask) throw bad(dir, file, `membarrier registrations (mask 0x${tc.membarrierRegistrationMask.toString(16)}) cannot be restored by criu-bun yet`);
+    // the REGISTER_* commands restore repeats (resources/membarrier.ts); any other bit is not one
+    const mb = tc.membarrierRegistrationMask ?? 0;
+    if (mb & ~MEMBARRIER_KNOWN) throw bad(dir, file, `membarrier registrations (mask 0x${mb.toString(16)}) hold a command that is no registration`);
   }
   const cet = ti.fpregs.xsave?.cet;
   if (cet && (cet.cet || cet.ssp)) throw bad(dir, file, `CET shadow stack state (cet 0x${cet.cet.toString(16)}, ssp 0x${cet.ssp.toString(16)}) cannot be restored by criu-bun yet`);

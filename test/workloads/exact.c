@@ -5,6 +5,9 @@
  *   exact DIR MODE
  *   pdeathsig   PR_SET_PDEATHSIG(SIGUSR2) on the process and on a child's thread (child reports by pipe)
  *   thp         PR_SET_THP_DISABLE
+ *   membarrier  membarrier registrations (private expedited and global expedited); -synccore: sync-core
+ *               alone (PRIVATE_EXPEDITED still EPERM); -rseq: rseq and private expedited: the
+ *               GET_REGISTRATIONS mask and each expedited command's answer (0 or EPERM) kept
  *   securebits  SECBIT_NOROOT (locked), SECBIT_NO_SETUID_FIXUP and SECBIT_KEEP_CAPS set: all still set
  *   mlock       an mlock()ed 256 KiB pattern and a MAP_LOCKED one: still locked (VmFlags lo), contents kept
  *   loginuid    /proc/self/loginuid set to 4242
@@ -77,6 +80,16 @@ static pid_t child;
 static const off_t HOLE_DATA2 = 1 << 20; /* second extent of the sparse file */
 static const time_t MTIME = 1000000000;
 
+
+/* membarrier: the registrations (GET_REGISTRATIONS) and what each expedited command answers (0 or -EPERM) */
+enum { MB_PRIVATE = 1 << 3, MB_REGISTER_GLOBAL = 1 << 2, MB_REGISTER_PRIVATE = 1 << 4, MB_SYNC_CORE = 1 << 5,
+	MB_REGISTER_SYNC_CORE = 1 << 6, MB_RSEQ = 1 << 7, MB_REGISTER_RSEQ = 1 << 8, MB_GET_REGISTRATIONS = 1 << 9 };
+static long membarrier(int cmd, int flags) { long r = syscall(SYS_membarrier, cmd, flags, 0); return r < 0 ? -errno : r; }
+static long mb_mask, mb_private, mb_sync_core, mb_rseq;
+static void mb_record(void) {
+	mb_mask = membarrier(MB_GET_REGISTRATIONS, 0);
+	mb_private = membarrier(MB_PRIVATE, 0), mb_sync_core = membarrier(MB_SYNC_CORE, 0), mb_rseq = membarrier(MB_RSEQ, 0);
+}
 
 /* traphandler: SIGTRAPs that reached the handler */
 static volatile sig_atomic_t traps;
@@ -196,6 +209,17 @@ static void setup(void) {
 		fds[0] = p[1], fds[1] = q[0];
 		close(p[0]), close(q[1]);
 	} else if (is("thp")) NEED(prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) == 0);
+	else if (is("membarrier")) { /* private expedited and global expedited */
+		NEED(membarrier(MB_REGISTER_PRIVATE, 0) == 0 && membarrier(MB_REGISTER_GLOBAL, 0) == 0);
+		mb_record();
+	} else if (is("membarrier-synccore")) { /* sync-core alone: the private expedited command stays EPERM */
+		NEED(membarrier(MB_REGISTER_SYNC_CORE, 0) == 0);
+		mb_record();
+		NEED(mb_private == -EPERM);
+	} else if (is("membarrier-rseq")) { /* rseq and private expedited */
+		NEED(membarrier(MB_REGISTER_RSEQ, 0) == 0 && membarrier(MB_REGISTER_PRIVATE, 0) == 0);
+		mb_record();
+	}
 	else if (is("securebits")) NEED(prctl(PR_SET_SECUREBITS, SECUREBITS_WANT, 0, 0, 0) == 0);
 	else if (is("trapign")) NEED(signal(SIGTRAP, SIG_IGN) != SIG_ERR);
 	else if (is("traphandler")) {
@@ -391,6 +415,10 @@ static void setup(void) {
 static void corrupt(void) {
 	if (is("pdeathsig")) prctl(PR_SET_PDEATHSIG, 0);
 	else if (is("thp")) prctl(PR_SET_THP_DISABLE, 0, 0, 0, 0);
+	/* registrations cannot be undone: one more, as an approximate restore would make */
+	else if (is("membarrier")) membarrier(MB_REGISTER_SYNC_CORE, 0);
+	else if (is("membarrier-synccore")) membarrier(MB_REGISTER_PRIVATE, 0);
+	else if (is("membarrier-rseq")) membarrier(MB_REGISTER_GLOBAL, 0);
 	else if (is("securebits")) prctl(PR_SET_SECUREBITS, SECUREBITS_WANT & ~0x4, 0, 0, 0); /* NO_SETUID_FIXUP off */
 	else if (is("trapign") || is("traphandler")) signal(SIGTRAP, SIG_DFL);
 	else if (is("mlock")) munlock(mem, MLEN), munlock(mem2, MLEN);
@@ -425,6 +453,14 @@ static void check(void) {
 		close(fds[0]);
 		waitpid(child, NULL, 0);
 	} else if (is("thp")) WL_CHECK(prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0) == 1, "THP not disabled");
+	else if (!strncmp(mode, "membarrier", 10)) {
+		long mask = membarrier(MB_GET_REGISTRATIONS, 0);
+		WL_CHECK(mask == mb_mask, "membarrier registrations 0x%lx, not 0x%lx", mask, mb_mask);
+		WL_CHECK(membarrier(MB_PRIVATE, 0) == mb_private, "PRIVATE_EXPEDITED gives %ld, not %ld", membarrier(MB_PRIVATE, 0), mb_private);
+		WL_CHECK(membarrier(MB_SYNC_CORE, 0) == mb_sync_core, "PRIVATE_EXPEDITED_SYNC_CORE gives %ld, not %ld", membarrier(MB_SYNC_CORE, 0), mb_sync_core);
+		WL_CHECK(membarrier(MB_RSEQ, 0) == mb_rseq, "PRIVATE_EXPEDITED_RSEQ gives %ld, not %ld", membarrier(MB_RSEQ, 0), mb_rseq);
+		wl_detail("membarrier=0x%lx private=%ld sync_core=%ld rseq=%ld", mb_mask, mb_private, mb_sync_core, mb_rseq);
+	}
 	else if (is("securebits")) WL_CHECK(prctl(PR_GET_SECUREBITS, 0, 0, 0, 0) == SECUREBITS_WANT, "securebits are 0x%x, not 0x%x", prctl(PR_GET_SECUREBITS, 0, 0, 0, 0), SECUREBITS_WANT);
 	else if (is("trapign")) {
 		struct sigaction old;

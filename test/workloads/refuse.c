@@ -12,8 +12,7 @@
  *                       scm-rights-stream: a stream pair, plain bytes then one message of two
  *                       SCM_RIGHTS cmsgs (a pipe's two ends and a memfd; an epoll fd), every fd
  *                       only in flight; scm-rights-seqpacket: a plain message, then one carrying an
- *                       epoll fd its sender closed; membarrier-global, -synccore, -rseq: the other
- *                       registrations; tmpfile-rodir: O_TMPFILE in a directory made read-only
+ *                       epoll fd its sender closed; tmpfile-rodir: O_TMPFILE in a directory made read-only
  *                       since; epoll-closed: a target's fd number closed, not reused; aio-events:
  *                       an AIO ring with a completed read not reaped; lease-write: a write lease;
  *                       memfd-map-private: a memfd mapped private, its fd open; packet-opts: a
@@ -209,7 +208,6 @@ static void setup(void) {
 		a.config = PERF_COUNT_SW_TASK_CLOCK;
 		NEED((fd_a = (int)syscall(SYS_perf_event_open, &a, 0, -1, -1, 0)) >= 0);
 	} else if (is("nsfs")) NEED((fd_a = open("/proc/self/ns/net", O_RDONLY)) >= 0);
-	else if (is("membarrier")) NEED(syscall(SYS_membarrier, 1 << 4 /* REGISTER_PRIVATE_EXPEDITED */, 0, 0) == 0);
 	else if (is("stop-signal")) {
 		child = fork();
 		if (child == 0) {
@@ -447,10 +445,7 @@ static void setup(void) {
 		}
 		close(ep);
 		fd_a = s[0], fd_b = s[1];
-	} else if (is("membarrier-global")) NEED(syscall(SYS_membarrier, 1 << 2 /* REGISTER_GLOBAL_EXPEDITED */, 0, 0) == 0);
-	else if (is("membarrier-synccore")) NEED(syscall(SYS_membarrier, 1 << 6 /* REGISTER_PRIVATE_EXPEDITED_SYNC_CORE */, 0, 0) == 0);
-	else if (is("membarrier-rseq")) NEED(syscall(SYS_membarrier, 1 << 8 /* REGISTER_PRIVATE_EXPEDITED_RSEQ */, 0, 0) == 0);
-	else if (is("tmpfile-rodir")) {
+	} else if (is("tmpfile-rodir")) {
 		char q[4200];
 		wl_path(q, sizeof q, "ro");
 		NEED(mkdir(q, 0700) == 0);
@@ -567,13 +562,12 @@ static void undo(void) {
 	if (is("ipcns-objects")) { struct { long type; char text[8]; } m; msgrcv(ipc_msq, &m, sizeof m.text, 0, IPC_NOWAIT); }
 	if (is("scm-rights-stream") || is("scm-rights-seqpacket")) close(fd_b), fd_b = -1; /* the receiver, messages and all */
 	if (is("fanotify-marks")) close(wfd), wfd = -1;
-	if (!strncmp(mode, "membarrier", 10) || is("timens-children") || is("cgroupns")) wl_failf("selftest: cannot undo %s", mode);
+	if (is("timens-children") || is("cgroupns")) wl_failf("selftest: cannot undo %s", mode);
 }
 
 static void check(void) {
 	struct stat st;
-	if (is("membarrier")) WL_CHECK(syscall(SYS_membarrier, 1 << 3 /* PRIVATE_EXPEDITED */, 0, 0) == 0, "membarrier private expedited: %m");
-	else if (is("stop-signal")) {
+	if (is("stop-signal")) {
 		WL_CHECK(proc_state(child) == 'T', "child %d is not stopped (%c)", (int)child, proc_state(child));
 		kill(child, SIGKILL);
 		waitpid(child, NULL, 0);
@@ -715,12 +709,6 @@ static void check(void) {
 				WL_CHECK(is_anon(got[3], "[eventpoll]"), "the fourth fd is not the epoll fd");
 			}
 		} else WL_CHECK(n == 1 && is_anon(got[0], "[eventpoll]"), "the epoll fd did not arrive (%d fds)", n);
-	} else if (is("membarrier-global")) {
-		WL_CHECK(syscall(SYS_membarrier, 1 << 1 /* GLOBAL_EXPEDITED */, 0, 0) == 0, "membarrier global expedited: %m");
-	} else if (is("membarrier-synccore")) {
-		WL_CHECK(syscall(SYS_membarrier, 1 << 5 /* PRIVATE_EXPEDITED_SYNC_CORE */, 0, 0) == 0, "membarrier sync-core: %m");
-	} else if (is("membarrier-rseq")) {
-		WL_CHECK(syscall(SYS_membarrier, 1 << 7 /* PRIVATE_EXPEDITED_RSEQ */, 0, 0) == 0, "membarrier rseq: %m");
 	} else if (is("tmpfile-rodir")) {
 		char b[4] = "";
 		WL_CHECK(fd_a >= 0 && pread(fd_a, b, 3, 0) == 3 && !memcmp(b, "tmp", 3) && fstat(fd_a, &st) == 0 && st.st_nlink == 0, "the O_TMPFILE file is gone");
