@@ -21,6 +21,7 @@ import { fpregsToXsave } from "../resources/xsave";
 import { VMA, MAP, PAGE } from "../resources/vma";
 import type { RestoreSet, TaskImages } from "./images";
 import * as S from "../images/schemas";
+import { isFieldSet } from "@bufbuild/protobuf";
 import { CriuError, log } from "../log";
 import { vmaLine } from "../resources/memory";
 import { fillPages } from "../codec/pipeline";
