@@ -12,6 +12,8 @@ afterAll(() => { cleanup(); cleanupImages(); });
 const modes: [string, string, string[]?][] = [
   ["pdeathsig", "PR_SET_PDEATHSIG of a process and of its child"],
   ["thp", "PR_SET_THP_DISABLE"],
+  ["tstp", "a child stopped by SIGTSTP stays stopped by SIGTSTP (its parent's wait sees no SIGSTOP)"],
+  ["ttin", "a child stopped by SIGTTIN, the same"],
   ["membarrier", "membarrier registrations: private expedited and global expedited"],
   ["membarrier-synccore", "membarrier registration of sync-core alone (private expedited stays EPERM)"],
   ["membarrier-rseq", "membarrier registrations: rseq and private expedited"],

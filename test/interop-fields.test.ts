@@ -98,6 +98,22 @@ for (const [dumper, restorer, mode, mask] of [["criu-4.2", "criu-bun", "membarri
   });
 }
 
+// the stop signal of a stopped task (task_core_entry.stop_signo): a child stopped by SIGTSTP
+for (const [dumper, restorer] of [["criu-4.2", "criu-bun"], ["criu-bun", "criu-4.2"]] as const) {
+  test.skipIf(!have)(`${dumper} dumps a child stopped by SIGTSTP, ${restorer} restores it stopped by SIGTSTP`, async () => {
+    const w = await startWorkload("exact", ["tstp"]);
+    const dir = mkdtempSync(join(tmp, `tstp-${dumper}-`));
+    run(dumper, ["dump", "-t", String(w.pid)], dir);
+    await w.proc!.exited;
+    const stopped = readImage<S.pstree_entry>(dir, "pstree.img", "PSTREE").find((p) => p.pid !== w.pid)!;
+    expect(readImage<S.core_entry>(dir, `core-${stopped.pid}.img`, "CORE")[0].tc).toMatchObject({ taskState: 3, stopSigno: 20 });
+    await waitUntil("the dumped child's pid to be free", () => !existsSync(`/proc/${stopped.pid}`), 10000);
+    run(restorer, ["restore", "-d"], dir);
+    trigger(w);
+    expect((await waitResult(w, 15000)).summary).toBe("PASS");
+  });
+}
+
 test.skipIf(!have)("a CRIU 4.2 image with a membarrier mask of no registration or CET shadow stack state is refused in one line naming the file, nothing restored", async () => {
   const w = await startWorkload("counter");
   const dir = mkdtempSync(join(tmp, "refused-"));

@@ -108,6 +108,8 @@ interface TreeNode {
   pid: number; ppid: number; children: number[];
   /** it was stopped (SIGSTOP, ^Z) before we came: it stays stopped, and is restored stopped */
   wasStopped?: boolean;
+  /** the signal that stopped it: SIGSTOP, SIGTSTP, SIGTTIN or SIGTTOU */
+  stopSig?: number;
   ids?: Record<string, number>;
   fp?: FrozenProcess; mem?: RemoteMem;
   /** its pid in the images and its VMAs, once dumped (memory tracking is armed from them) */
@@ -181,9 +183,10 @@ function freezeTree(root: number, timeoutMs: number, preSeized?: Set<number>): T
             ? { pid, ppid: st.ppid, children: [], wasStopped: st.state === "T", fp }
             : { pid, ppid: st.ppid, children: [], zombie: { exitCode: st.exitCode, pgid: st.pgid, sid: st.sid, comm: st.comm } };
           nodes.set(pid, node); order.push(pid); fresh++;
-          // restore stops a stopped process with SIGSTOP; another stop signal would be told apart by its parent
+          // the stop signal (its parent's wait tells SIGSTOP from SIGTSTP, SIGTTIN, SIGTTOU): restore
+          // stops it with the same (task_core_entry.stop_signo, as CRIU 4.2 keeps it)
           const ss = node.fp?.threads[0].stopSig;
-          if (node.wasStopped && ss !== undefined && ss !== 19 && ss !== 5) refuse("dump", `process ${pid}`, "stop-signal", `signal ${ss}`);
+          if (node.wasStopped) node.stopSig = ss !== undefined && ss >= 20 && ss <= 22 ? ss : 19;
         }
         if (node.zombie) continue;
         node.children = listChildren(pid).sort((a, b) => a - b);
@@ -511,7 +514,7 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
     writeImage(d, "timens-0.img", "TIMENS", [msg(S.timens_entrySchema, { monotonic: task.clocks.monotonic, boottime: task.clocks.boottime })]);
   }
   for (const t of task.threads) t.core.threadCore.cgSet = cgSet; // where CRIU 4 keeps it (per thread)
-  if (n.wasStopped) task.threads[0].core.tc.taskState = 3; // TASK_STOPPED
+  if (n.wasStopped) Object.assign(task.threads[0].core.tc, { taskState: 3 /* TASK_STOPPED */, stopSigno: n.stopSig ?? 19 });
   // a process sharing its parent's fd table (CLONE_FILES) has it dumped once, under one files id
   const tableDone = ids.filesId !== ids.vmId;
   const locks: LockDump[] = [];

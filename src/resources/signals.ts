@@ -3,6 +3,8 @@
 // through the frozen leader's injected rt_sigaction (in the dump's batch) and PTRACE_PEEKSIGINFO;
 // set again at restore through the process's own injected syscalls, SIGTRAP's handler last.
 import { getSigmask, setSigmask, peekSiginfo } from "../sys/ptrace";
+import { readdirSync } from "node:fs";
+import { readStat, type ProcStat } from "../sys/proc";
 import { NR } from "../sys/nr";
 import { errnoText } from "../sys/errno";
 import type { Injector, InCall, OutCall } from "../ptrace/inject";
@@ -149,4 +151,40 @@ export function restoreSigmask(tid: number, tcore: S.thread_core_entry | undefin
   const mask = tcore && isFieldSet(tcore, S.thread_core_entrySchema.field.blkSigset) ? tcore.blkSigset : tc.blkSigset;
   setSigmask(tid, mask);
   log.debug(`signals: thread ${tid}: blocked mask 0x${mask.toString(16)}`);
+}
+
+/** The stop signal a stopped task is given again at restore (task_core_entry.stop_signo, as CRIU
+ *  4.2 keeps it): SIGTSTP, SIGTTIN or SIGTTOU as it was; SIGSTOP otherwise (or when not stopped). */
+export function stopSignal(tc: S.task_core_entry | undefined): number {
+  const s = tc?.taskState === 3 ? tc.stopSigno ?? 0 : 0;
+  return s >= 20 && s <= 22 ? s : SIGSTOP;
+}
+
+/**
+ * Why `sig` (SIGTSTP, SIGTTIN or SIGTTOU) would not stop the restored process `hostPid`, or
+ * undefined: a handler or a blocked mask in the images, or a process group orphaned here (the
+ * kernel drops those three signals for one). Asked before anything runs, so a restore that could
+ * not stop it as it was fails and leaves nothing behind.
+ */
+export function stopSignalProblem(hostPid: number, sig: number, tc: S.task_core_entry, threadCores: (S.thread_core_entry | undefined)[]): string | undefined {
+  if (sig === SIGSTOP) return undefined;
+  const sa = tc.sigactions[SIGACTION_SIGNALS.indexOf(sig)];
+  if (sa && sa.sigaction !== 0n) return `signal ${sig} has a handler or is ignored (0x${sa.sigaction.toString(16)})`;
+  for (const t of threadCores) {
+    const mask = t && isFieldSet(t, S.thread_core_entrySchema.field.blkSigset) ? t.blkSigset : tc.blkSigset;
+    if (mask & (1n << BigInt(sig - 1))) return `signal ${sig} is blocked`;
+  }
+  // orphaned: no member has a parent in another group of its session (init does not count)
+  const me = readStat(hostPid);
+  const all = new Map<number, ProcStat>();
+  for (const d of readdirSync("/proc")) {
+    if (!/^\d+$/.test(d)) continue;
+    try { const st = readStat(Number(d)); all.set(st.pid, st); } catch {} // gone meanwhile
+  }
+  const held = [...all.values()].some((p) => {
+    if (p.pgid !== me.pgid) return false;
+    const q = all.get(p.ppid);
+    return q !== undefined && q.pid !== 1 && q.pgid !== me.pgid && q.sid === p.sid;
+  });
+  return held ? undefined : `its process group ${me.pgid} is orphaned here (the kernel drops signal ${sig} for it)`;
 }

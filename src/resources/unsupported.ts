@@ -19,7 +19,6 @@ export const UNSUPPORTED = {
   "perf_event": "perf_event",
   "nsfs": "namespace file",
   // task attributes (dump/task.ts)
-  "stop-signal": "stopped by a signal other than SIGSTOP",
   "timens-children": "time namespace for children differing from its own",
   "chroot": "root directory other than criu-bun's",
   "cgroupns": "cgroup namespace of its own",

@@ -276,6 +276,7 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
     }
     runHook(o.hooks, "post-restore", { pid: builders[0].pid });
     if (set.newNetNs) softHook(o.hooks, "network-unlock", builders[0].pid);
+    for (const b of builders) if (!b.t.zombie) b.checkStopSignal(o.leaveStopped);
     runHook(o.hooks, "pre-resume", { pid: builders[0].pid });
     // last before the release: the dump's network lock goes, this restore's (gone with
     // criu-bun) holds until the processes run

@@ -32,7 +32,7 @@ import { restoreSeccomp } from "../resources/seccomp";
 import { restoreMembarrier } from "../resources/membarrier";
 import { restoreCreds } from "../resources/creds";
 import { restoreTimers } from "../resources/timers";
-import { sigactionRestoreCalls, restoreTrapAction, restorePendingSignals, restoreSigmask, type TrapAction } from "../resources/signals";
+import { sigactionRestoreCalls, restoreTrapAction, restorePendingSignals, restoreSigmask, stopSignal, stopSignalProblem, type TrapAction } from "../resources/signals";
 import { rlimitRestoreCalls } from "../resources/rlimits";
 import type { InCall } from "../ptrace/inject";
 import { errnoText } from "../sys/errno";
@@ -802,11 +802,24 @@ export class TaskBuilder {
 
   /** Let every thread run (or stay stopped with -s). */
   release(opts: { leaveStopped?: boolean }) {
-    const stopped = opts.leaveStopped || this.t.cores.get(this.t.pid)?.tc?.taskState === 3; // dumped while stopped
+    const tc = this.t.cores.get(this.t.pid)?.tc;
+    const stopped = opts.leaveStopped || tc?.taskState === 3; // dumped while stopped
+    // dumped while stopped: the signal that stopped it (its parent's wait tells them apart); -s: SIGSTOP
+    const stopSig = opts.leaveStopped ? 19 : stopSignal(tc);
     for (const tid of [...this.tids].reverse()) {
-      const sig = stopped ? 19 : this.caught.get(tid)?.[0] ?? 0;
+      const sig = stopped ? stopSig : this.caught.get(tid)?.[0] ?? 0;
       detach(tid, sig);
     }
+  }
+
+  /** Before the release: a process dumped stopped by SIGTSTP, SIGTTIN or SIGTTOU must stop so again. */
+  checkStopSignal(leaveStopped?: boolean) {
+    const tc = this.t.cores.get(this.t.pid)?.tc;
+    const sig = stopSignal(tc);
+    if (leaveStopped || sig === 19 || !tc) return;
+    const why = stopSignalProblem(this.pid, sig, tc, this.t.tids.map((tid) => this.t.cores.get(tid)?.threadCore));
+    if (why) throw new CriuError("restore", `process ${this.t.pid} was stopped by signal ${sig}, which would not stop it again: ${why}`);
+    log.debug(`process ${this.t.pid}: stopped again by signal ${sig} at the release`);
   }
 
   /** Right after creation, before its children exist: a session leader starts its session. */

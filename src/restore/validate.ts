@@ -88,6 +88,7 @@ export function validateCore(dir: string, file: string, c: S.core_entry, leader:
       ids.add(t.itId);
     }
     if ((tc.comm?.length ?? 0) > 64) throw bad(dir, file, "command name too long");
+    if (tc.stopSigno && ![19, 20, 21, 22].includes(tc.stopSigno)) throw bad(dir, file, `stop signal ${tc.stopSigno} is no stop signal`);
     // the REGISTER_* commands restore repeats (resources/membarrier.ts); any other bit is not one
     const mb = tc.membarrierRegistrationMask ?? 0;
     if (mb & ~MEMBARRIER_KNOWN) throw bad(dir, file, `membarrier registrations (mask 0x${mb.toString(16)}) hold a command that is no registration`);

@@ -5,6 +5,8 @@
  *   exact DIR MODE
  *   pdeathsig   PR_SET_PDEATHSIG(SIGUSR2) on the process and on a child's thread (child reports by pipe)
  *   thp         PR_SET_THP_DISABLE
+ *   tstp        a child in its own process group stopped by SIGTSTP (its stop reaped): still stopped,
+ *               and a stop its parent sees again is by SIGTSTP; ttin: the same with SIGTTIN
  *   membarrier  membarrier registrations (private expedited and global expedited); -synccore: sync-core
  *               alone (PRIVATE_EXPEDITED still EPERM); -rseq: rseq and private expedited: the
  *               GET_REGISTRATIONS mask and each expedited command's answer (0 or EPERM) kept
@@ -209,6 +211,18 @@ static void setup(void) {
 		fds[0] = p[1], fds[1] = q[0];
 		close(p[0]), close(q[1]);
 	} else if (is("thp")) NEED(prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) == 0);
+	else if (is("tstp") || is("ttin")) { /* a child in a group of its own, stopped by SIGTSTP (SIGTTIN), its stop reaped */
+		int sig = is("tstp") ? SIGTSTP : SIGTTIN;
+		child = fork();
+		if (child == 0) {
+			setpgid(0, 0);
+			for (;;) pause();
+		}
+		setpgid(child, child);
+		int st;
+		NEED(kill(child, sig) == 0);
+		NEED(waitpid(child, &st, WUNTRACED) == child && WIFSTOPPED(st) && WSTOPSIG(st) == sig);
+	}
 	else if (is("membarrier")) { /* private expedited and global expedited */
 		NEED(membarrier(MB_REGISTER_PRIVATE, 0) == 0 && membarrier(MB_REGISTER_GLOBAL, 0) == 0);
 		mb_record();
@@ -415,6 +429,7 @@ static void setup(void) {
 static void corrupt(void) {
 	if (is("pdeathsig")) prctl(PR_SET_PDEATHSIG, 0);
 	else if (is("thp")) prctl(PR_SET_THP_DISABLE, 0, 0, 0, 0);
+	else if (is("tstp") || is("ttin")) kill(child, SIGCONT), kill(child, SIGSTOP); /* stopped, by SIGSTOP now */
 	/* registrations cannot be undone: one more, as an approximate restore would make */
 	else if (is("membarrier")) membarrier(MB_REGISTER_SYNC_CORE, 0);
 	else if (is("membarrier-synccore")) membarrier(MB_REGISTER_PRIVATE, 0);
@@ -453,6 +468,17 @@ static void check(void) {
 		close(fds[0]);
 		waitpid(child, NULL, 0);
 	} else if (is("thp")) WL_CHECK(prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0) == 1, "THP not disabled");
+	else if (is("tstp") || is("ttin")) {
+		int sig = is("tstp") ? SIGTSTP : SIGTTIN, pgid = 0, st = 0;
+		for (int i = 0; i < 200 && proc_stat(child, &pgid) != 'T'; i++) wl_sleep_ms(10);
+		WL_CHECK(proc_stat(child, &pgid) == 'T', "the child is not stopped (%c)", proc_stat(child, &pgid));
+		/* a restore stops it again: its parent may see that stop, and it must be by the same signal */
+		pid_t r = waitpid(child, &st, WUNTRACED | WNOHANG);
+		WL_CHECK(r == 0 || (r == child && WIFSTOPPED(st) && WSTOPSIG(st) == sig), "the child's stop reads as status 0x%x (signal %d), not a stop by %d", st, WIFSTOPPED(st) ? WSTOPSIG(st) : -1, sig);
+		wl_detail("stop=%s", r == 0 ? "not reported again" : "reported again");
+		kill(child, SIGKILL);
+		waitpid(child, NULL, 0);
+	}
 	else if (!strncmp(mode, "membarrier", 10)) {
 		long mask = membarrier(MB_GET_REGISTRATIONS, 0);
 		WL_CHECK(mask == mb_mask, "membarrier registrations 0x%lx, not 0x%lx", mask, mb_mask);

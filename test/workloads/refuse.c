@@ -130,19 +130,6 @@ static void culprit(pid_t p) {
 }
 
 
-static char proc_state(pid_t p) {
-	char path[64], buf[512];
-	snprintf(path, sizeof path, "/proc/%d/stat", (int)p);
-	int fd = open(path, O_RDONLY);
-	if (fd < 0) return 0;
-	ssize_t n = read(fd, buf, sizeof buf - 1);
-	close(fd);
-	if (n <= 0) return 0;
-	buf[n] = 0;
-	char *c = strrchr(buf, ')');
-	return c ? c[2] : 0;
-}
-
 static int sendfd(int sock, int fd) {
 	char data = 'x';
 	struct iovec iov = {&data, 1};
@@ -208,18 +195,7 @@ static void setup(void) {
 		a.config = PERF_COUNT_SW_TASK_CLOCK;
 		NEED((fd_a = (int)syscall(SYS_perf_event_open, &a, 0, -1, -1, 0)) >= 0);
 	} else if (is("nsfs")) NEED((fd_a = open("/proc/self/ns/net", O_RDONLY)) >= 0);
-	else if (is("stop-signal")) {
-		child = fork();
-		if (child == 0) {
-			setpgid(0, 0);
-			for (;;) pause();
-		}
-		setpgid(child, child);
-		int st;
-		NEED(kill(child, SIGTSTP) == 0);
-		NEED(waitpid(child, &st, WUNTRACED) == child && WIFSTOPPED(st) && WSTOPSIG(st) == SIGTSTP);
-		culprit(child);
-	} else if (is("timens-children")) NEED(unshare(CLONE_NEWTIME) == 0);
+	else if (is("timens-children")) NEED(unshare(CLONE_NEWTIME) == 0);
 	else if (is("cgroupns")) {
 		readlink("/proc/self/ns/cgroup", cgns_before, sizeof cgns_before - 1);
 		NEED(unshare(CLONE_NEWCGROUP) == 0);
@@ -552,7 +528,6 @@ static void setup(void) {
 /* undo the thing (selftest): the check at go must then fail */
 static void undo(void) {
 	if (fd_a >= 0) close(fd_a), fd_a = -1;
-	if (is("stop-signal")) kill(child, SIGCONT);
 	if (is("scm-rights")) { char b; recv(fd_b, &b, 1, MSG_DONTWAIT); } /* the message goes, its fd with it */
 	if (is("sigtrap")) { sigset_t s; sigemptyset(&s); sigaddset(&s, SIGTRAP); int sig; sigwait(&s, &sig); }
 	if (mem) munmap(mem, memlen), mem = NULL;
@@ -567,11 +542,7 @@ static void undo(void) {
 
 static void check(void) {
 	struct stat st;
-	if (is("stop-signal")) {
-		WL_CHECK(proc_state(child) == 'T', "child %d is not stopped (%c)", (int)child, proc_state(child));
-		kill(child, SIGKILL);
-		waitpid(child, NULL, 0);
-	} else if (is("timens-children")) {
+	if (is("timens-children")) {
 		char a[64] = "", b[64] = "";
 		readlink("/proc/self/ns/time", a, sizeof a - 1);
 		readlink("/proc/self/ns/time_for_children", b, sizeof b - 1);
