@@ -1,7 +1,7 @@
 // The dump pipeline: freeze the process, collect its state, write CRIU images, then kill,
 // release (-R) or leave it stopped (-s). Any failure before the end releases the process
 // untouched (registers were restored after every injection).
-import { create, type DescMessage } from "@bufbuild/protobuf";
+import { create, type DescMessage, type Message } from "@bufbuild/protobuf";
 import { statSync, existsSync, readlinkSync, readFileSync, mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { DumpStage, under, openDir, type DirHandle } from "../images/safefs";
@@ -488,7 +488,7 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
     dumpCriuRunId: dumpRunId(tree[0].pid),
   })]);
   writeImage(d, "pstree.img", "PSTREE", pstree.map((p) => msg(S.pstree_entrySchema, p)));
-  writeImage(d, "files.img", "FILES", files.files.map((f) => msg(S.file_entrySchema, f)));
+  writeImage(d, "files.img", "FILES", files.files as unknown as Message[]); // plain objects: encoded as they are (encode.ts)
   const cg = cgroups.entry(); // none when every task is in criu-bun's own cgroups, as CRIU
   if (cg) writeImage(d, "cgroup.img", "CGROUP", [msg(S.cgroup_entrySchema, cg)]);
   seccomp.write(d);
@@ -642,7 +642,7 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
   writeImage(d, `mm-${vpid}.img`, "MM", [msg(S.mm_entrySchema, task.mm)]);
   if (!pageServer) writeImageBytes(d, `pagemap-${vpid}.img`, encodePagemap(id, pr.runs!));
   writeImage(d, `fs-${vpid}.img`, "FS", [msg(S.fs_entrySchema, { cwdId, rootId, umask: task.umask })]);
-  if (!tableDone) writeImage(d, `fdinfo-${ids.filesId}.img`, "FDINFO", fds.map((f) => msg(S.fdinfo_entrySchema, { id: f.id, flags: f.cloexec ? 1 : 0, type: f.type, fd: f.fd })));
+  if (!tableDone) writeImage(d, `fdinfo-${ids.filesId}.img`, "FDINFO", fds.map((f) => ({ id: f.id, flags: f.cloexec ? 1 : 0, type: f.type, fd: f.fd }) as unknown as Message));
   return { memUs, scanned: pr.scanned, written: pr.written, skipped, tids, pgid: task.stat.pgid, sid: task.stat.sid };
   }
 }

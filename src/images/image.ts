@@ -3,6 +3,7 @@
 import { create, fromBinary, toBinary, isFieldSet, type DescMessage, type Message } from "@bufbuild/protobuf";
 import { existsSync, readFileSync } from "node:fs";
 import { writeNewFile } from "./safefs";
+import { PbWriter, encodeInto } from "./encode";
 import { join } from "node:path";
 import { CriuError } from "../log";
 import {
@@ -51,23 +52,34 @@ function zeroOf(f: any): unknown {
   }
 }
 
-/** Give every unset required field its default, recursively, so the message can be encoded. */
+/** Give every unset required field its default, recursively, so the message can be encoded
+ *  (the fields to look at are listed once per message type). */
 export function fillRequired(schema: DescMessage, msg: any): void {
-  for (const f of schema.fields as any[]) {
+  for (const f of fillPlan(schema)) {
     const name = f.localName;
     if (f.fieldKind === "message") {
       if (msg[name] === undefined && f.presence === 3) msg[name] = create(f.message);
       if (msg[name] !== undefined) fillRequired(f.message, msg[name]);
-    } else if (f.fieldKind === "list" && f.listKind === "message") {
+    } else if (f.fieldKind === "list") {
       for (const m of msg[name]) fillRequired(f.message, m);
-    } else if ((f.fieldKind === "scalar" || f.fieldKind === "enum") && f.presence === 3) {
-      if (!isFieldSet(msg, f)) msg[name] = zeroOf(f);
-    }
+    } else if (!isFieldSet(msg, f)) msg[name] = zeroOf(f);
   }
+}
+const fillPlans = new WeakMap<DescMessage, any[]>();
+/** the fields fillRequired looks at: messages, lists of messages, required scalars and enums */
+function fillPlan(schema: DescMessage): any[] {
+  let p = fillPlans.get(schema);
+  if (!p) {
+    p = (schema.fields as any[]).filter((f) => f.fieldKind === "message" || (f.fieldKind === "list" && f.listKind === "message")
+      || ((f.fieldKind === "scalar" || f.fieldKind === "enum") && f.presence === 3));
+    fillPlans.set(schema, p);
+  }
+  return p;
 }
 
 function schemaOfMsg(msg: Message, fallback?: DescMessage): DescMessage {
-  return fallback && fallback.typeName === msg.$typeName ? fallback
+  // a plain object (no $typeName: a message's fields only) is of the image's own kind
+  return fallback && (fallback.typeName === msg.$typeName || msg.$typeName === undefined) ? fallback
     : msg.$typeName === PAGEMAP_HEAD_SCHEMA.typeName ? PAGEMAP_HEAD_SCHEMA
     : msg.$typeName === ghost_chunk_entrySchema.typeName ? ghost_chunk_entrySchema
     : msg.$typeName === ipc_msgSchema.typeName ? ipc_msgSchema
@@ -77,23 +89,22 @@ function schemaOfMsg(msg: Message, fallback?: DescMessage): DescMessage {
 // ---------- encoding ----------
 
 class Out {
-  parts: Uint8Array[] = [];
-  u32(v: number) { const b = new Uint8Array(4); new DataView(b.buffer).setUint32(0, v >>> 0, true); this.parts.push(b); }
-  bytes(b: Uint8Array) { this.parts.push(b); }
-  pad(n: number) { if (n > 0) this.parts.push(new Uint8Array(n)); }
+  w = new PbWriter();
+  u32(v: number) { this.w.u32le(v); }
+  bytes(b: Uint8Array) { this.w.raw(b); }
+  pad(n: number) { if (n > 0) this.w.raw(new Uint8Array(n)); }
+  /** u32 length, then the message (unset required fields with their defaults, as fillRequired) */
   entry(schema: DescMessage, msg: Message) {
-    fillRequired(schema, msg);
-    const b = toBinary(schema, msg);
-    this.u32(b.length);
-    this.bytes(b);
+    // a message made by create() gets its defaults as well (callers may read them back); a plain
+    // object (the large tables of a dump: files, fdinfo) is encoded as it is
+    if (msg.$typeName !== undefined) fillRequired(schema, msg);
+    const w = this.w;
+    w.u32le(0);
+    const start = w.pos;
+    encodeInto(w, schema, msg);
+    new DataView(w.buf.buffer).setUint32(start - 4, w.pos - start, true);
   }
-  concat(): Uint8Array {
-    const n = this.parts.reduce((a, p) => a + p.length, 0);
-    const r = new Uint8Array(n);
-    let o = 0;
-    for (const p of this.parts) { r.set(p, o); o += p.length; }
-    return r;
-  }
+  concat(): Uint8Array { return this.w.finish(); }
 }
 
 function header(out: Out, k: ImageKind) {

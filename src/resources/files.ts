@@ -1,7 +1,7 @@
 // The fd table of a process: dump walks /proc/PID/fd and hands each fd to its kind (kinds.ts);
 // restore opens every file once per file id in the target and dup3()s it into place.
-import { statSync, readFileSync } from "node:fs";
-import { listFds, parseFdinfo, readLink } from "../sys/proc";
+import { statSync, fstatSync } from "node:fs";
+import { listFds, parseFdinfo, readLink, readProcText } from "../sys/proc";
 import { raiseNofile } from "../sys/limits";
 import { CriuError, log } from "../log";
 import { syscall, addr } from "../sys/syscall";
@@ -164,7 +164,7 @@ export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: 
       let target: string, fdinfoText: string;
       try {
         target = targets.get(fd) ?? readLink(`/proc/${pid}/fd/${fd}`);
-        fdinfoText = readFileSync(`/proc/${pid}/fdinfo/${fd}`, "latin1");
+        fdinfoText = readProcText(`/proc/${pid}/fdinfo/${fd}`);
       } catch { continue; }
       // a lease first: any open of the file from here (a build-id read) would break it, and the
       // lease break's SIGIO kills a holder without a handler (the target must run on)
@@ -173,19 +173,6 @@ export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: 
       const fdinfo = parseFdinfo(fdinfoText);
       const flags = parseInt(fdinfo.flags ?? "0", 8);
       const cloexec = (flags & O_CLOEXEC) !== 0;
-      let st;
-      try { st = statSync(`/proc/${pid}/fd/${fd}`, { bigint: true }); } catch (e: any) { throw new CriuError("files", `${where}: cannot stat '${target}': ${e.message}`); }
-      // the same open file description seen through another fd: same id (kcmp says so)
-      // (fds of one description show the same offset and flags: only those are compared)
-      const twinKey = `${st.dev}:${st.ino}:${fdinfo.pos}:${flags & ~O_CLOEXEC}`;
-      const slot = seen.find(pid, fd, twinKey);
-      const twin = slot.twin;
-      if (twin) {
-        out.push({ fd, id: twin.id, type: twin.type, cloexec });
-        log.debug(`${where}: '${target}' shares file id ${twin.id} with process ${twin.pid} fd ${twin.fd}${cloexec ? ", cloexec" : ""}`);
-        fdLocks(pid, fd, fdinfoText, where, opts, lockSeen, twin.id, locks);
-        continue;
-      }
       let dup = -1;
       const grab = () => {
         if (dup >= 0) return dup;
@@ -193,6 +180,23 @@ export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: 
         if (dup < 0) throw new CriuError("files", `${where}: pidfd_getfd failed (${errnoText(-dup)})`);
         return dup;
       };
+      let st;
+      // through criu-bun's copy of the fd (taken for its owner and kind anyway): fstat, cheaper
+      // than a path walk through /proc/PID/fd/N; without a copy, through the path
+      try { try { st = fstatSync(grab(), { bigint: true }); } catch (e) { if (dup >= 0) throw e; st = statSync(`/proc/${pid}/fd/${fd}`, { bigint: true }); } }
+      catch (e: any) { if (dup >= 0) closeFd(dup); throw new CriuError("files", `${where}: cannot stat '${target}': ${e.message}`); }
+      // the same open file description seen through another fd: same id (kcmp says so)
+      // (fds of one description show the same offset and flags: only those are compared)
+      const twinKey = `${st.dev}:${st.ino}:${fdinfo.pos}:${flags & ~O_CLOEXEC}`;
+      const slot = seen.find(pid, fd, twinKey);
+      const twin = slot.twin;
+      if (twin) {
+        if (dup >= 0) closeFd(dup);
+        out.push({ fd, id: twin.id, type: twin.type, cloexec });
+        log.debug(`${where}: '${target}' shares file id ${twin.id} with process ${twin.pid} fd ${twin.fd}${cloexec ? ", cloexec" : ""}`);
+        fdLocks(pid, fd, fdinfoText, where, opts, lockSeen, twin.id, locks);
+        continue;
+      }
       try {
         let fown: S.fown_entry | undefined;
         try { fown = readOwner(pid, grab(), where, ownPidNs); } catch (e) { if (dup >= 0) throw e; } // no copy: no owner to read (as before)

@@ -41,11 +41,20 @@ function unixDiag(ino: number, where: string, pid: number, opts?: DumpOpts): Dia
   return withNetns(pid, () => unixDiagHere(ino, where)); // made after the listing (a peer outside the tree)
 }
 
+const nsOf = new WeakMap<DumpOpts, Map<string, string>>();
 /** every unix socket of pid's network namespace (listed once per dump) */
 function unixDiagListing(pid: number, where: string, opts: DumpOpts): Map<number, Diag> {
   let byNs = diagCache.get(opts);
   if (!byNs) diagCache.set(opts, (byNs = new Map()));
-  const ns = readLink(`/proc/${pid}/ns/net`);
+  // the namespace of each process read once (the tree is frozen)
+  const key = `pid:${pid}`;
+  let ns = nsOf.get(opts)?.get(key);
+  if (ns === undefined) {
+    ns = readLink(`/proc/${pid}/ns/net`);
+    let m = nsOf.get(opts);
+    if (!m) nsOf.set(opts, (m = new Map()));
+    m.set(key, ns);
+  }
   let all = byNs.get(ns);
   if (!all) byNs.set(ns, (all = withNetns(pid, () => unixDiagAll(where))));
   return all;

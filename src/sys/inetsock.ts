@@ -149,9 +149,9 @@ export function addrString(family: number, a: Uint8Array): string {
 
 /** The protocol name sockfs gives a socket (system.sockprotoname: "TCP", "UDPv6", "PING", "UNIX"...),
  * read through a path to it such as /proc/PID/fd/N; undefined if it has none. */
+const protoBuf = new Uint8Array(64), protoAttr = cstr("system.sockprotoname"), protoText = new TextDecoder();
 export function sockProtoName(path: string): string | undefined {
-  const buf = new Uint8Array(64);
-  const r = syscall(NR.getxattr, addr(cstr(path)), addr(cstr("system.sockprotoname")), addr(buf), buf.length);
+  const r = syscall(NR.getxattr, addr(cstr(path)), addr(protoAttr), addr(protoBuf), protoBuf.length);
   if (r <= 0) return undefined;
-  return new TextDecoder().decode(buf.subarray(0, r)).replace(/\0.*$/s, "");
+  return protoText.decode(protoBuf.subarray(0, r)).replace(/\0.*$/s, "");
 }

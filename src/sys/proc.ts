@@ -1,5 +1,8 @@
 // Parsers for /proc/PID/*. Addresses are BigInt ([vsyscall] sits above 2^53).
 import { readFileSync, readdirSync, readlinkSync } from "node:fs";
+import { syscall, addr, cstr } from "./syscall";
+import { NR } from "./nr";
+import { errnoText, errnoName } from "./errno";
 
 export interface Vma {
   start: bigint; end: bigint;
@@ -13,6 +16,27 @@ export interface Vma {
 
 export function readText(path: string): string {
   return readFileSync(path, "latin1");
+}
+
+// one buffer for the small /proc files read once per fd (fdinfo): open, read until the end,
+// close, three system calls and no Buffer per file (readFileSync adds an fstat and a copy)
+let small = new Uint8Array(16384);
+/** A small /proc file's text (latin1); throws an Error with code (ENOENT ...) as readFileSync does. */
+export function readProcText(path: string): string {
+  const fd = syscall(NR.openat, -100, addr(cstr(path)), 0o2000000 /* O_RDONLY|O_CLOEXEC */, 0);
+  if (fd < 0) throw Object.assign(new Error(`${path}: ${errnoText(-fd)}`), { code: errnoName(-fd) });
+  let n = 0;
+  try {
+    for (;;) {
+      if (n === small.length) { const b = new Uint8Array(small.length * 2); b.set(small); small = b; }
+      const r = syscall(NR.read, fd, addr(small, n), small.length - n);
+      if (r === -4) continue;
+      if (r < 0) throw Object.assign(new Error(`${path}: ${errnoText(-r)}`), { code: errnoName(-r) });
+      if (r === 0) break;
+      n += r;
+    }
+  } finally { syscall(NR.close, fd); }
+  return Buffer.from(small.buffer, small.byteOffset, n).toString("latin1");
 }
 
 const MAPS_RE = /^([0-9a-f]+)-([0-9a-f]+) ([r-])([w-])([x-])([sp]) ([0-9a-f]+) ([0-9a-f]+:[0-9a-f]+) (\d+)\s*(.*)$/;
