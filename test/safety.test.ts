@@ -292,6 +292,47 @@ describe("criu-bun killed at random moments", () => {
   let seed = 0x5eed;
   const rnd = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
 
+  test("restore killed when all but leaving repair mode is done: the connection closes silently, nothing lingers on the port", async () => {
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const w = await startWorkload("tcpserver", [String(port), "--expect=1"]);
+    const trips = join(w.dir, "trips");
+    // one round trip, then the client waits, reading: nothing stays queued on the server's side
+    // (a socket closed with unread data resets at once, and would linger on no account)
+    const client = Bun.spawn(["python3", "-c", `import socket,time,os\ns=socket.create_connection(("127.0.0.1",${port}))\ns.sendall(b"x"*100)\ngot=0\nwhile got<100:\n  got+=len(s.recv(100-got))\nopen("${trips}.tmp","w").write("1"); os.rename("${trips}.tmp","${trips}")\ns.recv(1)\ntime.sleep(600)`], { stdout: "ignore", stderr: "ignore" });
+    const tripCount = () => { try { return Number(readFileSync(trips, "utf8")); } catch { return 0; } };
+    /** the server's side of the port: its listener and its end of the connection, in any state */
+    const serverSide = () => Bun.spawnSync(["ss", "-tanH", `( sport = :${port} )`]).stdout.toString().trim();
+    try {
+      await until(() => tripCount() >= 1, "a round trip before the dump", 30000);
+      const dir = imagesDir("kill-repair-off");
+      dump(w.pid, dir, ["--tcp-established"]);
+      await waitReaped(w.pid);
+      expect(serverSide()).toBe(""); // the dumped server's sockets went silently
+      // everything done but the connections' repair mode and the release: registers, hooks, the
+      // dump's lock handed over. Killed there, the restored server dies (PTRACE_O_EXITKILL) with
+      // its connection still in repair mode
+      const pause = join(w.dir, "pause-repair");
+      const p = Bun.spawn([...criuBunCommand(), "restore", "-D", dir, "-d", "-v4", "-o", "restore.log"], {
+        stdout: "ignore", stderr: "pipe", env: { ...process.env, CRIU_BUN_PAUSE: "restore-repair-off", CRIU_BUN_PAUSE_FILE: pause },
+      });
+      await until(() => existsSync(pause) || p.exitCode !== null, "the restore to reach restore-repair-off", 60000);
+      if (p.exitCode !== null) expect(await new Response(p.stderr).text()).toBe("(paused at restore-repair-off)");
+      expect(isAlive(w.pid)).toBe(true); // restored, still held
+      expect(readFileSync(join(dir, "restore.log"), "utf8")).toContain("in repair mode until the tree is let go");
+      p.kill("SIGKILL");
+      await p.exited;
+      rmSync(pause, { force: true });
+      await until(() => !existsSync(`/proc/${w.pid}`), `${w.pid} gone with its criu-bun`);
+      await until(() => puppets().length === 0, "a puppet survives");
+      // closed in repair mode: no FIN, so no FIN_WAIT or TIME_WAIT socket keeps the port (one
+      // closed the normal way stays for a minute, and a later listener's bind fails)
+      await holdsFor("nothing of the server's on its port", () => serverSide() === "", 1000);
+      expect(listLockTables()).toEqual([]);
+    } finally {
+      client.kill("SIGKILL");
+    }
+  }, 180_000);
+
   test("dump (with a locked TCP connection) and restore: targets untraced and running (but for a kill mid-injection, a known limitation), no puppet, no lock, no half dump", async () => {
     const port = 20000 + Math.floor(Math.random() * 20000);
     const w = await startWorkload("tcpserver", [String(port), "--expect=1"]);

@@ -473,26 +473,52 @@ export const inetKind: FdKind = {
   },
 };
 
-/** connections of this restore still in repair mode, by "pid:file id" */
-let inRepair = new Map<string, { unsent?: Uint8Array; reuseaddr: boolean; where: string; ctx?: RestoreCtx; fd?: number }>();
+/** connections of this restore still in repair mode, by "pid:file id"; copy: criu-bun's own fd
+ *  on the socket (netRestoreHoldRepaired), through which it leaves repair mode at the very end */
+let inRepair = new Map<string, { unsent?: Uint8Array; reuseaddr: boolean; where: string; ctx?: RestoreCtx; fd?: number; copy?: number }>();
 
 /**
- * Process PID's connections out of repair mode, the last step before the tree runs (CRIU's order):
- * the socket's SO_REUSEADDR back as dumped (leaving repair mode clears it), then the tail that had
- * not been sent yet goes out the normal way, while the send buffer is still forced large (the
- * program's own SO_SNDBUF comes back after); if the buffer is full anyway (its accounting counts
- * overhead too), grow it and go on.
+ * Process PID's connections, still in repair mode, copied into criu-bun (pidfd_getfd: the same
+ * socket), while the process is still being built. The process then takes its own credentials,
+ * signals and registers with its connections in repair mode: a restore that fails or is killed
+ * meanwhile closes them silently (no FIN, nothing lingering on the port).
  */
-export function netRestoreLeaveRepair(pid: number) {
+export function netRestoreHoldRepaired(pid: number) {
+  let pidfd = -1;
+  try {
+    for (const [key, e] of inRepair) {
+      if (!key.startsWith(`${pid}:`) || e.copy !== undefined) continue;
+      if (!e.ctx || e.fd === undefined) throw new CriuError("restore", `${e.where}: the TCP connection's fd was never placed`);
+      if (pidfd < 0) {
+        pidfd = syscall(NR.pidfd_open, pid, 0);
+        if (pidfd < 0) throw new CriuError("restore", `${e.where}: pidfd_open failed (${errnoText(-pidfd)})`);
+      }
+      const c = syscall(NR.pidfd_getfd, pidfd, e.fd, 0);
+      if (c < 0) throw new CriuError("restore", `${e.where}: taking a copy of the TCP connection failed (${errnoText(-c)})`);
+      e.copy = c;
+      log.debug(`${e.ctx.where}: TCP connection held by criu-bun (fd ${c}) in repair mode until the tree is let go`);
+    }
+  } finally { if (pidfd >= 0) syscall(NR.close, pidfd); }
+}
+
+/**
+ * Every connection of the restore out of repair mode, the last step before the tree is let go,
+ * after everything else that can fail (credentials, signals, registers, hooks, the dump's lock
+ * handed over): through criu-bun's copy of each socket (the process may have dropped
+ * CAP_NET_ADMIN by now, criu-bun has it). The socket's SO_REUSEADDR back as dumped (leaving repair
+ * mode clears it), then the tail that had not been sent yet goes out the normal way, while the
+ * send buffer is still forced large; if the buffer is full anyway (its accounting counts overhead
+ * too), grow it and go on. Only the release of the processes follows: a criu-bun killed from
+ * here on can still leave a connection closed the normal way, a window of a few system calls.
+ */
+export function netRestoreLeaveRepair() {
   for (const [key, e] of inRepair) {
-    if (!key.startsWith(`${pid}:`)) continue;
-    inRepair.delete(key);
-    const { ctx, fd, unsent } = e;
-    if (!ctx || fd === undefined) throw new CriuError("restore", `${e.where}: the TCP connection's fd was never placed`);
-    const inj = ctx.inj;
+    const { unsent, copy: fd } = e;
+    const where = e.ctx?.where ?? e.where;
+    if (fd === undefined) throw new CriuError("restore", `${where}: the TCP connection was never held (internal order)`);
     const setInt = (lvl: number, opt: number, v: number, what: string) => {
-      const r = inj.call(NR.setsockopt, fd, lvl, opt, ctx.scratch(0n, int32(v)), 4);
-      if (r < 0n) throw new CriuError("restore", `${ctx.where}: ${what} failed (${errnoText(-r)})`);
+      const r = syscall(NR.setsockopt, fd, lvl, opt, addr(int32(v)), 4);
+      if (r < 0) throw new CriuError("restore", `${where}: ${what} failed (${errnoText(-r)})`);
     };
     setInt(SOL.TCP, TCP.REPAIR, 0, "leaving TCP repair mode");
     if (e.reuseaddr) setInt(SOL.SOCKET, SO.REUSEADDR, 1, "SO_REUSEADDR");
@@ -500,14 +526,24 @@ export function netRestoreLeaveRepair(pid: number) {
       let off = 0, grow = Math.max(unsent.length * 4, 1 << 20);
       while (off < unsent.length) {
         const part = unsent.subarray(off);
-        const n = withTargetBuffer(ctx, part, (a) => Number(inj.call(NR.sendto, fd, a, part.length, 0x40, 0, 0)));
+        const n = syscall(NR.sendto, fd, addr(part), part.length, 0x40 /* MSG_DONTWAIT */, 0, 0);
         if (n === -11 && grow < 1 << 28) { setInt(SOL.SOCKET, SO.SNDBUFFORCE, grow, "SO_SNDBUFFORCE"); grow *= 2; continue; }
-        if (n < 0) throw new CriuError("restore", `${ctx.where}: sending the ${unsent.length - off} unsent bytes failed (${errnoText(n)})`);
+        if (n === -4) continue;
+        if (n < 0) throw new CriuError("restore", `${where}: sending the ${unsent.length - off} unsent bytes failed (${errnoText(-n)})`);
         off += n;
       }
     }
-    log.debug(`${ctx.where}: TCP connection out of repair mode${unsent?.length ? `, ${unsent.length} unsent bytes sent` : ""}`);
+    inRepair.delete(key);
+    syscall(NR.close, fd);
+    log.debug(`${where}: TCP connection out of repair mode${unsent?.length ? `, ${unsent.length} unsent bytes sent` : ""}`);
   }
+}
+
+/** criu-bun's copies of connections still in repair mode closed (a failed restore: the sockets
+ *  go silently with the processes) */
+function dropRepairCopies() {
+  for (const e of inRepair.values()) if (e.copy !== undefined) syscall(NR.close, e.copy);
+  inRepair = new Map();
 }
 
 function concatBytes(a: Uint8Array, b: Uint8Array) {
@@ -528,7 +564,7 @@ let restoreTables = new Map<string, number>();
  * lockTable, the nftables table (inet) the dump left (CRIU's "CRIU-<dump_criu_run_id>", also
  * criu-bun's); lockMethod, CRIU's network_lock_method (0 iptables, 1 nftables, 2 skip).
  */
-export function netRestoreBegin(o: { tcpClose?: boolean; lockTable?: string; lockMethod?: number }) { restoreOpts = o; restoreTables = new Map(); inRepair = new Map(); }
+export function netRestoreBegin(o: { tcpClose?: boolean; lockTable?: string; lockMethod?: number }) { restoreOpts = o; restoreTables = new Map(); dropRepairCopies(); }
 /** the table the dump left for process pid's connections */
 const dumpLockTable = (pid: number) => restoreOpts.lockTable ?? lockTableName(pid);
 /** A restore that succeeded, before its processes are let go: the dump's locks (same table names
@@ -543,9 +579,8 @@ export function netRestoreHandover() {
 export function netRestoreEnd() { netRestoreAbort(); }
 /** A failed restore: its own locks go (the dump's stays, for another try). */
 export function netRestoreAbort() {
-  for (const pid of restoreTables.values()) netRelease(heldTableName(pid));
-  restoreTables = new Map();
-  inRepair = new Map();
+  try { for (const pid of restoreTables.values()) netRelease(heldTableName(pid)); }
+  finally { restoreTables = new Map(); dropRepairCopies(); }
 }
 
 /** Lock every TCP endpoint of this restore before the first connection is made. */

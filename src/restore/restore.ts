@@ -20,7 +20,7 @@ import { O } from "../sys/mem";
 import { CriuError, log, phase, asCriuError, logFd, unalias } from "../log";
 import { startWatchdog, stopWatchdog, tick, whilePaused, setStallHint } from "./watchdog";
 import { fault, pausePoint } from "../fault";
-import { netRestoreBegin, netRestoreEnd, netRestoreAbort, netRestoreHandover, netRestoreLeaveRepair } from "../resources/inet";
+import { netRestoreBegin, netRestoreEnd, netRestoreAbort, netRestoreHandover, netRestoreHoldRepaired, netRestoreLeaveRepair } from "../resources/inet";
 import { NETWORK_LOCK, runLockTableName } from "../net/netlock";
 import { isFieldSet } from "@bufbuild/protobuf";
 import { inventory_entrySchema } from "../images/gen/inventory_pb";
@@ -248,9 +248,10 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
       b.restoreTaskState({ shellJob: o.shellJob });
       phase("restoring threads", b.t.pid);
       b.createThreads();
-      // its connections out of repair mode as late as can be: while it may still (CAP_NET_ADMIN,
-      // before its own credentials), so that a restore failing before here closes them silently
-      netRestoreLeaveRepair(b.pid);
+      // its connections stay in repair mode until everything else is done: criu-bun takes a copy
+      // of each now (before the process's own credentials), and leaves repair mode through it
+      // last, so that a restore failing or killed before then closes them silently
+      netRestoreHoldRepaired(b.pid);
       b.restoreThreadState();
       phase("restoring signals and timers", b.t.pid);
       b.restoreSignalsAndTimers();
@@ -281,6 +282,10 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
     // last before the release: the dump's network lock goes, this restore's (gone with
     // criu-bun) holds until the processes run
     netRestoreHandover();
+    // the connections out of repair mode, the last thing that can fail (CRIU's order too: repair
+    // off right before the tree is let go)
+    pausePoint("restore-repair-off");
+    netRestoreLeaveRepair();
   } catch (e) {
     const err = asCriuError(e, "restore"); // names the phase it happened in, before cleanup moves on
     phase("cleaning up a failed restore");
