@@ -27,6 +27,7 @@ const modes: [string, string, string[]?][] = [
   ["peergone", "unix stream, seqpacket and dgram sockets whose peer closed: queued data, then EOF / ECONNREFUSED"],
   ["udpshut", "UDP sockets shut down for writing (EPIPE) and for reading (recv 0)"],
   ["fown", "F_SETOWN to itself, F_SETSIG, O_ASYNC on a pipe: a write raises the signal with si_fd"],
+  ["fownother", "F_SETOWN to a child and F_SETOWN_EX to its process group, F_SETSIG, O_ASYNC: the child gets each signal"],
   ["ghost", "deleted sparse file (3 MiB, 8 KiB of data, --ghost-limit 1M: judged by its blocks): holes, mode and mtime", ["--ghost-limit", "1M", "--ghost-fiemap"]],
   ["ghost", "the same with --no-ghost-fiemap (the data extents are saved all the same)", ["--ghost-limit", "1M", "--no-ghost-fiemap"]],
   ["zpgid", "a zombie whose process group differs from its parent's"],

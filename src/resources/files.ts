@@ -118,14 +118,17 @@ function fdLocks(pid: number, fd: number, text: string, where: string, opts: Dum
  *  of the fd (dup). An owner other than the process itself (another process, a group, one of its
  *  threads) is refused. */
 const own = new Int32Array(2); // scratch for every fd (its address taken at each call: see unix.ts getInt)
-function readOwner(pid: number, dup: number, where: string, ownPidNs: () => boolean): S.fown_entry | undefined {
+function readOwner(pid: number, dup: number, where: string, ownPidNs: () => boolean, tree: number[]): S.fown_entry | undefined {
   own[0] = own[1] = 0;
   const r = syscall(NR.fcntl, dup, 16 /* F_GETOWN_EX */, addr(own));
   const sig = syscall(NR.fcntl, dup, 11 /* F_GETSIG */);
   const owner = r === 0 ? own[1] : 0;
   if (!owner && sig <= 0) return undefined;
-  if (owner && (own[0] !== 1 /* F_OWNER_PID */ || owner !== pid)) {
-    refuse("files", where, "fown", `owner ${own[0] === 1 ? "process" : own[0] === 2 ? "group" : "thread"} ${owner}`);
+  // a process of the tree, or a group whose leader is one: every process exists (same pid) before
+  // restore sets owners. A thread does not yet (threads come after the files), nor what is outside
+  const kind = own[0] === 1 ? "process" : own[0] === 2 ? "group" : "thread";
+  if (owner && (own[0] === 0 /* F_OWNER_TID */ || !(owner === pid || tree.includes(owner)))) {
+    refuse("files", where, "fown", `owner ${kind} ${owner}${own[0] === 0 ? "" : ", not of the tree"}`);
   }
   if (owner && ownPidNs()) refuse("files", where, "fown", `owner ${owner} in a PID namespace`);
   const uids = new Uint32Array(2);
@@ -199,7 +202,7 @@ export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: 
       }
       try {
         let fown: S.fown_entry | undefined;
-        try { fown = readOwner(pid, grab(), where, ownPidNs); } catch (e) { if (dup >= 0) throw e; } // no copy: no owner to read (as before)
+        try { fown = readOwner(pid, grab(), where, ownPidNs, opts.tree); } catch (e) { if (dup >= 0) throw e; } // no copy: no owner to read (as before)
         const kind = FD_KINDS.find((k) => k.match(target, st, `/proc/${pid}/fd/${fd}`, opts));
         if (!kind && /^(cgroup|ipc|mnt|net|pid|pid_for_children|time|time_for_children|user|uts):\[\d+\]$/.test(target)) refuse("files", where, "nsfs", `'${target}'`);
         if (!kind) throw new CriuError("files", `${where}: ${describe(target)} is not supported yet`);

@@ -35,7 +35,7 @@ export const UNSUPPORTED = {
   "lease": "file lease",
   "proc-gone": "directory of a process that is gone (/proc/PID)",
   // files (resources/files.ts and the kinds)
-  "fown": "file owner other than the process itself (F_SETOWN)",
+  "fown": "file owner that is a thread or outside the tree (F_SETOWN)",
   "memfd-shared": "memfd opened by several processes through separate descriptions",
   "deleted-linked": "deleted file that still has another hard link",
   "deleted-special": "deleted file that is not a regular file or a directory",

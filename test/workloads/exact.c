@@ -18,6 +18,9 @@
  *   peergone    unix stream, seqpacket and dgram sockets whose peer closed after sending: data, then EOF / ECONNREFUSED
  *   udpshut     connected UDP sockets shut down for writing (send: EPIPE) and for reading (recv: 0 at once)
  *   fown        a pipe owned by the process (F_SETOWN), F_SETSIG(SIGUSR1), O_ASYNC: a write raises SIGUSR1 with si_fd
+ *   fownother   a pipe owned by a child (F_SETOWN), one by the child's process group (F_SETOWN_EX
+ *               F_OWNER_PGRP), each with its F_SETSIG and O_ASYNC: owners kept, a write raises each
+ *               signal in the child with the right si_fd
  *   ghost       a deleted sparse file: holes where they were (SEEK_DATA/SEEK_HOLE), mode 0640, mtime 2001-09-09
  *   zpgid       a zombie child that made its own process group: still a zombie, pgid its own, exit status 7
  *   wipeonfork  MADV_WIPEONFORK memory: kept in the process, a fork's child sees it zeroed
@@ -290,6 +293,41 @@ static void setup(void) {
 		NEED(pipe(fds) == 0);
 		NEED(fcntl(fds[0], F_SETOWN, getpid()) == 0 && fcntl(fds[0], F_SETSIG, SIGUSR1) == 0);
 		NEED(fcntl(fds[0], F_SETFL, fcntl(fds[0], F_GETFL) | O_ASYNC) == 0);
+	} else if (is("fownother")) {
+		/* fds[0..1]: a pipe owned by the child (F_OWNER_PID), SIGUSR1; fds[2..3]: one owned by the
+		 * child's process group (F_OWNER_PGRP), SIGUSR2; both O_ASYNC. The child reports each signal
+		 * it gets (signo, si_fd) on fds[4..5] */
+		int rep[2], ready[2];
+		NEED(pipe(fds) == 0 && pipe(fds + 2) == 0 && pipe(rep) == 0 && pipe(ready) == 0);
+		child = fork();
+		if (child == 0) {
+			setpgid(0, 0);
+			sigset_t set;
+			sigemptyset(&set);
+			sigaddset(&set, SIGUSR1);
+			sigaddset(&set, SIGUSR2);
+			sigprocmask(SIG_BLOCK, &set, NULL);
+			close(rep[0]);
+			write(ready[1], "r", 1);
+			for (int i = 0; i < 2; i++) {
+				siginfo_t si;
+				int sig;
+				do sig = sigwaitinfo(&set, &si); while (sig < 0 && errno == EINTR);
+				int msg[2] = {sig, si.si_fd};
+				write(rep[1], msg, sizeof msg);
+			}
+			_exit(0);
+		}
+		setpgid(child, child);
+		char c;
+		NEED(read(ready[0], &c, 1) == 1);
+		close(ready[0]), close(ready[1]), close(rep[1]);
+		fds[4] = rep[0];
+		struct f_owner_ex pgrp = {F_OWNER_PGRP, child};
+		NEED(fcntl(fds[0], F_SETOWN, child) == 0 && fcntl(fds[0], F_SETSIG, SIGUSR1) == 0);
+		NEED(fcntl(fds[2], F_SETOWN_EX, &pgrp) == 0 && fcntl(fds[2], F_SETSIG, SIGUSR2) == 0);
+		NEED(fcntl(fds[0], F_SETFL, fcntl(fds[0], F_GETFL) | O_ASYNC) == 0);
+		NEED(fcntl(fds[2], F_SETFL, fcntl(fds[2], F_GETFL) | O_ASYNC) == 0);
 	} else if (is("ghost")) {
 		char p[4200];
 		wl_path(p, sizeof p, "sparse");
@@ -443,6 +481,7 @@ static void corrupt(void) {
 	else if (is("peergone")) { char b[8]; recv(fds[0], b, sizeof b, 0); }
 	else if (is("udpshut")) { close(fds[0]); fds[0] = socket(AF_INET, SOCK_DGRAM, 0); }
 	else if (is("fown")) fcntl(fds[0], F_SETFL, fcntl(fds[0], F_GETFL) & ~O_ASYNC);
+	else if (is("fownother")) fcntl(fds[0], F_SETOWN, getpid()); /* owned by itself, as a restore keeping only its own would */
 	else if (is("ghost")) { struct timespec ts[2] = {{MTIME, 0}, {MTIME + 1, 0}}; futimens(fds[0], ts); }
 	else if (is("zpgid")) waitpid(child, NULL, 0);
 	else if (is("pidfd")) { close(fds[2]); fds[2] = (int)syscall(SYS_pidfd_open, getpid(), O_NONBLOCK); }
@@ -574,6 +613,23 @@ static void check(void) {
 		WL_CHECK(write(fds[1], "x", 1) == 1, "write");
 		for (int i = 0; i < 200 && usr1_fd < 0; i++) wl_sleep_ms(5);
 		WL_CHECK(usr1_fd == fds[0], "no SIGUSR1 for fd %d (got si_fd %d)", fds[0], (int)usr1_fd);
+	} else if (is("fownother")) {
+		struct f_owner_ex o1 = {0, 0}, o2 = {0, 0};
+		WL_CHECK(fcntl(fds[0], F_GETOWN_EX, &o1) == 0 && o1.type == F_OWNER_PID && o1.pid == child, "first pipe's owner: type %d pid %d, want the child %d", o1.type, o1.pid, (int)child);
+		WL_CHECK(fcntl(fds[2], F_GETOWN_EX, &o2) == 0 && o2.type == F_OWNER_PGRP && o2.pid == child, "second pipe's owner: type %d pid %d, want group %d", o2.type, o2.pid, (int)child);
+		WL_CHECK(fcntl(fds[0], F_GETSIG) == SIGUSR1 && fcntl(fds[2], F_GETSIG) == SIGUSR2, "F_GETSIG %d / %d", fcntl(fds[0], F_GETSIG), fcntl(fds[2], F_GETSIG));
+		/* a write raises each pipe's signal in the child (a wrong owner: nothing, or not there) */
+		int want[2][2] = {{SIGUSR1, fds[0]}, {SIGUSR2, fds[2]}};
+		for (int i = 0; i < 2; i++) {
+			WL_CHECK(write(fds[1 + 2 * i], "x", 1) == 1, "write");
+			struct pollfd pf = {fds[4], POLLIN, 0};
+			int msg[2] = {0, 0};
+			WL_CHECK(poll(&pf, 1, 3000) == 1 && read(fds[4], msg, sizeof msg) == sizeof msg && msg[0] == want[i][0] && msg[1] == want[i][1],
+				"the child got signal %d for fd %d, want %d for fd %d", msg[0], msg[1], want[i][0], want[i][1]);
+		}
+		int st = 0;
+		kill(child, SIGKILL); /* if it still waits */
+		WL_CHECK(waitpid(child, &st, 0) == child, "child");
 	} else if (is("ghost")) {
 		struct stat st;
 		int fd = fds[0];

@@ -21,7 +21,8 @@
  *                       sock-packet: a SOCK_PACKET socket; netlink-bound: a bound netlink socket
  *                       in a multicast group and one connected to the kernel; fanotify-marks:
  *                       inode and mount marks and an ignore mask; tty-queued-master: a slave's
- *                       output the master has not read)
+ *                       output the master has not read; fown-outside: a pipe owned by a process
+ *                       outside the tree)
  * --selftest-corrupt: undoes the thing before go, so the check fails.
  */
 #define WL_MODES
@@ -35,6 +36,7 @@
 #include <linux/if_packet.h>
 #include <net/ethernet.h>
 #include <sched.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/fanotify.h>
 #include <sys/ioctl.h>
@@ -115,6 +117,14 @@ static int is_anon(int fd, const char *name) { /* an anon_inode fd of that name 
 	snprintf(l, sizeof l, "/proc/self/fd/%d", fd);
 	ssize_t n = readlink(l, t, sizeof t - 1);
 	return n > 0 && strstr(t, name) != NULL;
+}
+
+static volatile pid_t idle_tid; /* fown: the thread that owns the pipe */
+static void *idle_thread(void *a) {
+	(void)a;
+	idle_tid = (pid_t)syscall(SYS_gettid);
+	for (;;) pause();
+	return NULL;
 }
 
 static int geti_(int fd, int lvl, int opt) {
@@ -226,12 +236,18 @@ static void setup(void) {
 		NEED((mem = mmap(NULL, memlen, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0)) != MAP_FAILED);
 		close(fd);
 		NEED(munmap(sh, memlen) == 0);
-	} else if (is("fown")) { /* owned by another process (its own is restored) */
+	} else if (is("fown")) { /* owned by a thread of its own (F_OWNER_TID: threads come after files at restore) */
 		NEED(pipe(p) == 0);
 		fd_a = p[0], fd_b = p[1];
-		child = fork();
-		if (child == 0) { for (;;) pause(); }
-		NEED(fcntl(fd_a, F_SETOWN, child) == 0);
+		pthread_t t;
+		NEED(pthread_create(&t, NULL, idle_thread, NULL) == 0);
+		while (!idle_tid) wl_sleep_ms(1);
+		struct f_owner_ex o = {F_OWNER_TID, idle_tid};
+		NEED(fcntl(fd_a, F_SETOWN_EX, &o) == 0);
+	} else if (is("fown-outside")) { /* owned by a process outside the tree (its parent) */
+		NEED(pipe(p) == 0);
+		fd_a = p[0], fd_b = p[1];
+		NEED(fcntl(fd_a, F_SETOWN, getppid()) == 0);
 	} else if (is("memfd-shared")) {
 		NEED((fd_a = memfd_create("shared", 0)) >= 0);
 		NEED(write(fd_a, "abc", 3) == 3);
@@ -568,9 +584,10 @@ static void check(void) {
 			WL_CHECK(bad == 0, "%zu bytes of the mapping changed", bad);
 		}
 	} else if (is("fown")) {
-		WL_CHECK(fd_a >= 0 && fcntl(fd_a, F_GETOWN) == child, "F_GETOWN lost");
-		kill(child, SIGKILL);
-		waitpid(child, NULL, 0);
+		struct f_owner_ex o = {0, 0};
+		WL_CHECK(fd_a >= 0 && fcntl(fd_a, F_GETOWN_EX, &o) == 0 && o.type == F_OWNER_TID && o.pid == idle_tid, "F_GETOWN_EX lost (%d %d)", o.type, o.pid);
+	} else if (is("fown-outside")) {
+		WL_CHECK(fd_a >= 0 && fcntl(fd_a, F_GETOWN) == getppid(), "F_GETOWN lost");
 	}
 	else if (is("memfd-shared")) {
 		WL_CHECK(fd_a >= 0 && pwrite(fd_a, "xyz", 3, 0) == 3, "memfd write");
