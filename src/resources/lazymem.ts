@@ -11,9 +11,11 @@
 // the process never sees it. The daemon gets it over the unix socket `lazy-pages.socket` in the
 // work directory as CRIU passes it (an int pid, then the fd by SCM_RIGHTS; a zombie's pid negated
 // and no fd). Then restore says the tree runs (CRIU's 0x52535446, "RSTF") and waits for the
-// daemon's int 0: all memory is there. restore keeps its own copy of every userfaultfd meanwhile:
-// if the daemon dies, the process's faults keep waiting (no page silently reads as zero) until
-// restore kills the tree, with one line.
+// daemon's int 0: all memory is there. CRIU 4.2's daemon never answers: it exits once every page is
+// in, and restore, seeing the connection end without the 0, checks the memory itself (every lazy
+// page still mapped is present or swapped: missingPages). restore keeps its own copy of every
+// userfaultfd meanwhile: if the daemon dies, the process's faults keep waiting (no page silently
+// reads as zero) until restore kills the tree, with one line.
 import { existsSync, lstatSync, realpathSync } from "node:fs";
 import { join } from "node:path";
 import { VMA, MAP, PE, PAGE } from "./vma";
@@ -21,7 +23,8 @@ import type { DumpedVma } from "./memory";
 import { CriuError, log } from "../log";
 import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
-import { O, closeFd } from "../sys/mem";
+import { O, closeFd, openFd, preadFull } from "../sys/mem";
+import { readVmas } from "../sys/proc";
 import { errnoText } from "../sys/errno";
 import { UFFDIO_API, UFFDIO_REGISTER, UFFD_API, UFFDIO_REGISTER_MODE, UFFD_LAZY_FEATURES } from "../sys/uffd";
 import { sendPacket, recvPacket } from "../sys/seqpacket";
@@ -128,9 +131,13 @@ export class LazyChannel {
     log.info(`lazy pages: connected to the lazy-pages daemon at ${path}`);
   }
 
+  /** what each process's daemon must bring in (for the check when the daemon ends without its 0) */
+  private expected: { pid: number; vpid: number; runs: Run[] }[] = [];
+
   /** One process's userfaultfd to the daemon (CRIU's order: the pid, then the fd); restore keeps its copy. */
-  send(vpid: number, uffd: number) {
+  send(vpid: number, uffd: number, pid?: number, pagemap?: Run[]) {
     this.held.push(uffd);
+    if (pid !== undefined && pagemap) this.expected.push({ pid, vpid, runs: pagemap.filter(lazyOnly) });
     sendPacket(this.fd, new Uint8Array(new Int32Array([vpid]).buffer));
     sendPacket(this.fd, new Uint8Array([0]), uffd);
     this.sent++;
@@ -143,8 +150,10 @@ export class LazyChannel {
   released() { sendPacket(this.fd, new Uint8Array(new Uint32Array([RESTORE_FINISHED]).buffer)); }
 
   /**
-   * Wait until the daemon says all memory is in (true), or the connection ends without it (false:
-   * the daemon died or failed).
+   * Wait until all memory is in (true), or not (false: the daemon died or failed). criu-bun's daemon
+   * says so (an int 0); CRIU's never answers (its restore sends RSTF and hangs up) and exits once it
+   * has brought every page in: when the connection ends without the 0, the memory itself tells
+   * (missingPages).
    */
   waitDone(): boolean {
     const got: number[] = [];
@@ -152,10 +161,50 @@ export class LazyChannel {
       let p;
       try { p = recvPacket(this.fd, 4); } catch (e: any) { log.warn(`lazy pages: ${e.message}`); return false; }
       for (const fd of p.fds) closeFd(fd);
-      if (!p.data.length) return false;
+      if (!p.data.length) {
+        const missing = this.missingPages();
+        if (missing) { log.info(`lazy pages: the daemon hung up with ${missing} of the restored tree's lazy pages not brought in`); return false; }
+        log.info("lazy pages: the daemon hung up without a word (CRIU's does) and every lazy page of the restored tree is in");
+        return true;
+      }
       got.push(...p.data);
       if (got.length >= 4) return new Int32Array(new Uint8Array(got.slice(0, 4)).buffer)[0] === 0;
     }
+  }
+
+  /**
+   * Lazy pages not in memory, once the daemon is gone: each page of each process's lazy runs that is
+   * still where it was (in private anonymous memory) must be present or swapped out (pagemap bits
+   * 63, 62). Pages the process unmapped or moved since are not counted (the daemon drops them on
+   * the unmap and remap events); a page it discarded itself (MADV_DONTNEED) is, so such a restore
+   * fails rather than risk running with a page that never came.
+   */
+  missingPages(): number {
+    let missing = 0;
+    for (const e of this.expected) {
+      if (!existsSync(`/proc/${e.pid}`)) continue; // exited meanwhile: nothing of it runs on
+      let vmas;
+      try { vmas = readVmas(e.pid); } catch { continue; }
+      const fd = openFd(`/proc/${e.pid}/pagemap`, O.RDONLY | O.CLOEXEC);
+      try {
+        for (const r of e.runs) {
+          const end = r.vaddr + BigInt(r.nrPages * PAGE);
+          for (const v of vmas) {
+            if (v.end <= r.vaddr || v.start >= end || v.shared || v.inode !== 0) continue;
+            const a = v.start > r.vaddr ? v.start : r.vaddr, b = v.end < end ? v.end : end;
+            const n = Number((b - a) / BigInt(PAGE));
+            const buf = new Uint8Array(n * 8);
+            preadFull(fd, buf, (a / BigInt(PAGE)) * 8n, buf.length, 0, `lazy pages: pagemap of process ${e.pid}`);
+            const w = new BigUint64Array(buf.buffer);
+            let here = 0;
+            for (let i = 0; i < n; i++) if (!(w[i] & (3n << 62n))) here++;
+            if (here) log.info(`lazy pages: process ${e.pid} (${e.vpid} in the images): ${here} page(s) of 0x${a.toString(16)}-0x${b.toString(16)} not in memory`);
+            missing += here;
+          }
+        }
+      } finally { closeFd(fd); }
+    }
+    return missing;
   }
 
   close() {
