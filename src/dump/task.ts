@@ -1,34 +1,20 @@
 // Collecting one frozen process: threads, memory layout, task state. Produces plain init objects
 // shaped like CRIU's protobuf messages (camelCase field names of the generated code).
-import { getRegs, getXstate, getRseqConfig, R, REG_NAMES, type Regs, getThreadArea, GDT_ENTRY_TLS_MIN, GDT_ENTRY_TLS_ENTRIES } from "../sys/ptrace";
+import { getRegs } from "../sys/ptrace";
 import { readStat, readStatus, readAuxv, readLink, readText, type ProcStat } from "../sys/proc";
-import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { BATCH_CODE, Injector, RemoteMem } from "../ptrace/inject";
 import type { FrozenProcess } from "../ptrace/seize";
-import { xsaveToFpregs } from "../resources/xsave";
 import { classifyVmas, type DumpedVma } from "../resources/memory";
 import { CriuError, log } from "../log";
-import { dumpSeccompFilters, type SeccompFilter } from "../resources/seccomp";
 import { errnoText } from "../sys/errno";
-import { dumpCreds } from "../resources/creds";
+import { dumpThread, type ThreadDump } from "../resources/threads";
 import { itimerCalls, decodeItimers, dumpPosixTimers } from "../resources/timers";
-import { sigactionCalls, decodeSigactions, dumpPendingSignals, dumpSigmask, refusePendingTrap } from "../resources/signals";
+import { sigactionCalls, decodeSigactions, dumpPendingSignals } from "../resources/signals";
 import { dumpRlimits } from "../resources/rlimits";
 import { dumpMembarrier } from "../resources/membarrier";
 import type { OutCall } from "../ptrace/inject";
 
-const ERESTARTSYS = -512n, ERESTARTNOINTR = -513n, ERESTARTNOHAND = -514n, ERESTART_RESTARTBLOCK = -516n;
-const EINTR = -4n;
-
-export interface ThreadDump {
-  tid: number;
-  regs: Regs;          // after the restart fix-up
-  xstate: Uint8Array;
-  core: Record<string, any>; // core_entry init (thread_info + thread_core, tc for the leader)
-  /** seccomp filters of the thread, oldest first, with their flags (mode 2) */
-  seccomp: SeccompFilter[];
-}
 export interface TaskDump {
   pid: number; stat: ProcStat;
   threads: ThreadDump[];
@@ -41,38 +27,6 @@ export interface TaskDump {
   clocks: Record<string, { tvSec: bigint; tvNsec: bigint }>;
   /** hostname and domain name the process sees (its UTS namespace) */
   uts: { nodename: string; domainname: string };
-}
-
-/** Fix registers of a thread stopped inside a syscall so that it re-issues or fails it cleanly. */
-export function fixupRestart(regs: Regs) {
-  const orig = BigInt.asIntN(64, regs[R.orig_rax]);
-  if (orig < 0n) return;
-  const rax = BigInt.asIntN(64, regs[R.rax]);
-  if (rax === ERESTARTSYS || rax === ERESTARTNOINTR || rax === ERESTARTNOHAND) {
-    regs[R.rax] = regs[R.orig_rax];
-    regs[R.rip] -= 2n;
-  } else if (rax === ERESTART_RESTARTBLOCK) {
-    // The kernel's restart_block cannot be carried over. poll() without a timeout loses nothing
-    // by being re-issued; anything else (nanosleep, timed waits) sees EINTR, as with criu.
-    // Sleeps are re-issued for what is left: the kernel already stored the remaining time in
-    // *rem, so that becomes the new request; absolute sleeps are re-issued as they are.
-    const reissue = () => { regs[R.rax] = regs[R.orig_rax]; regs[R.rip] -= 2n; };
-    if (orig === 7n && BigInt.asIntN(32, regs[R.rdx] & 0xffffffffn) < 0n) reissue();
-    else if (orig === 35n && regs[R.rsi] !== 0n) { regs[R.rdi] = regs[R.rsi]; reissue(); }
-    else if (orig === 230n && (regs[R.rsi] & 1n) /* TIMER_ABSTIME */) reissue();
-    else if (orig === 230n && regs[R.r10] !== 0n) { regs[R.rdx] = regs[R.r10]; reissue(); }
-    else regs[R.rax] = BigInt.asUintN(64, EINTR);
-  }
-  // orig_ax stays the syscall number, as CRIU writes it; restore resumes with -1 (CRIU's sigreturn
-  // does the same), so nothing is restarted twice
-}
-
-export function regsToEntry(r: Regs): Record<string, bigint | number> {
-  const map: Record<string, string> = { rbp: "bp", rbx: "bx", rax: "ax", rcx: "cx", rdx: "dx", rsi: "si", rdi: "di", orig_rax: "origAx", rip: "ip", eflags: "flags", rsp: "sp", fs_base: "fsBase", gs_base: "gsBase" };
-  const o: Record<string, bigint | number> = {};
-  REG_NAMES.forEach((n, i) => { o[map[n] ?? n] = r[i]; });
-  o.mode = 1; // NATIVE
-  return o;
 }
 
 function hexMask(s: string | undefined): bigint { return s ? BigInt("0x" + s) : 0n; }
@@ -192,59 +146,7 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
 
   // --- threads
   const threads: ThreadDump[] = [];
-  for (const t of fp.threads) {
-    const regs = getRegs(t.tid);
-    const xstate = getXstate(t.tid);
-    const sigmask = dumpSigmask(t.tid);
-    const rseq = getRseqConfig(t.tid);
-    // robust list: readable from outside
-    const head = new BigUint64Array(1), len = new BigUint64Array(1);
-    const rr = syscall(NR.get_robust_list, t.tid, addr(head), addr(len));
-    if (rr < 0) throw new CriuError("dump", `get_robust_list(${t.tid}) failed (${errnoText(-rr)})`);
-    // clear_child_tid and sigaltstack: injected in the thread itself
-    const tinj = new Injector(t.tid, sysInsn, "sysstop", mem);
-    let tidAddr = 0n;
-    let sas = { ssSp: 0n, ssSize: 0n, ssFlags: 2 };
-    let secbits = 0;
-    let pdeathSig = 0;
-    try {
-      tinj.withScratch(32, (scratch) => {
-        tinj.ok("prctl(PR_GET_PDEATHSIG)", NR.prctl, 2, scratch);
-        pdeathSig = new DataView(mem.read(scratch, 4).buffer).getInt32(0, true);
-        tinj.ok("prctl(PR_GET_TID_ADDRESS)", NR.prctl, 40, scratch);
-        tidAddr = new DataView(mem.read(scratch, 8).buffer).getBigUint64(0, true);
-        tinj.ok("sigaltstack", NR.sigaltstack, 0, scratch);
-        const dv = new DataView(mem.read(scratch, 24).buffer);
-        sas = { ssSp: dv.getBigUint64(0, true), ssFlags: dv.getInt32(8, true), ssSize: dv.getBigUint64(16, true) };
-        secbits = Number(tinj.ok("prctl(PR_GET_SECUREBITS)", NR.prctl, 27));
-      });
-    } finally { tinj.restore(); }
-    // a signal caught on its way in while freezing is still owed to the thread
-    const pending = dumpPendingSignals(t.tid, false, t.pendingSiginfo);
-    fixupRestart(regs);
-    const tstat = readStat(pid, t.tid);
-    const comm = readText(`/proc/${pid}/task/${t.tid}/comm`).replace(/\n$/, "");
-    const core: Record<string, any> = {
-      mtype: 1,
-      threadInfo: { clearTidAddr: tidAddr, gpregs: regsToEntry(regs), fpregs: xsaveToFpregs(xstate),
-        tls: Array.from({ length: GDT_ENTRY_TLS_ENTRIES }, (_, i) => getThreadArea(t.tid, GDT_ENTRY_TLS_MIN + i)) },
-      threadCore: {
-        futexRla: head[0], futexRlaLen: Number(len[0]), schedNice: tstat.nice, schedPolicy: 0, schedPrio: 0,
-        blkSigset: sigmask, sas, pdeathSig, signalsP: { signals: pending }, creds: dumpCreds(pid, t.tid, secbits),
-        comm,
-        ...(rseq && rseq.ptr ? { rseqEntry: { rseqAbiPointer: rseq.ptr, rseqAbiSize: rseq.len, signature: rseq.sig } } : {}),
-      },
-    };
-    const tst = readStatus(pid, t.tid);
-    refusePendingTrap(pid, t.tid, tst, t.pendingStopSig);
-    const seccompMode = Number(tst.Seccomp ?? "0");
-    core.threadCore.seccompMode = seccompMode;
-    if (tst.NoNewPrivs === "1") {
-      core.threadCore.noNewPrivs = true;
-      core.threadCore.creds!.noNewPrivs = 1; // where CRIU 4.2 keeps it (and reads it at restore)
-    }
-    threads.push({ tid: t.tid, regs, xstate, core, seccomp: seccompMode === 2 ? dumpSeccompFilters(t.tid) : [] });
-  }
+  for (const t of fp.threads) threads.push(dumpThread(pid, t, sysInsn, mem));
 
   // --- process-wide state in the leader's core
   const shared = dumpPendingSignals(leader.tid, true);

@@ -2,10 +2,7 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
-import {
-  ptrace, PTRACE, getRegs, setRegs, setXstate, getXstate, setSigmask, wait4Raw, W, __WALL, R, describeStatus, detach,
-  setThreadArea,
-} from "../sys/ptrace";
+import { ptrace, PTRACE, getRegs, setRegs, setSigmask, wait4Raw, W, __WALL, R, describeStatus, detach } from "../sys/ptrace";
 import { O } from "../sys/mem";
 import { restoreFds, importFd, restoreCtx, fdFloor } from "../resources/files";
 import { restoreDeleted } from "../resources/reg";
@@ -17,7 +14,6 @@ import { TreeFiles } from "../resources/fdkind";
 import { readVmas } from "../sys/proc";
 import { Injector, RemoteMem, BATCH_CODE } from "../ptrace/inject";
 import { startPuppet, PUPPET_SYSCALL } from "../ptrace/puppet";
-import { fpregsToXsave } from "../resources/xsave";
 import { VMA, MAP, PAGE } from "../resources/vma";
 import type { RestoreSet, TaskImages } from "./images";
 import * as S from "../images/schemas";
@@ -28,9 +24,8 @@ import { fillPages } from "../codec/pipeline";
 import { fillParentPages } from "../codec/incremental";
 import { lazyRanges, makeUffd } from "../resources/lazymem";
 import { restoreMountNs } from "../resources/mounts";
-import { restoreSeccomp } from "../resources/seccomp";
 import { restoreMembarrier } from "../resources/membarrier";
-import { restoreCreds } from "../resources/creds";
+import { restoreThread, restoreFpregs, restoreRegisters } from "../resources/threads";
 import { restoreTimers } from "../resources/timers";
 import { sigactionRestoreCalls, restoreTrapAction, restorePendingSignals, restoreSigmask, stopSignal, stopSignalProblem, type TrapAction } from "../resources/signals";
 import { rlimitRestoreCalls } from "../resources/rlimits";
@@ -716,35 +711,12 @@ export class TaskBuilder {
     }
   }
 
-  /** Per-thread kernel state: tid address, robust list, rseq, altstack, name, creds. */
+  /** Per-thread kernel state: tid address, robust list, rseq, altstack, name, creds (threads.ts). */
   restoreThreadState() {
     for (const tid of this.tids) {
-      const core = this.t.cores.get(this.vtid(tid))!;
-      const inj = this.injs.get(tid)!;
-      const tcore = core.threadCore!;
-      inj.call(NR.set_tid_address, core.threadInfo!.clearTidAddr);
-      if (tcore.futexRla) inj.ok("set_robust_list", NR.set_robust_list, tcore.futexRla, tcore.futexRlaLen);
-      const rs = tcore.rseqEntry;
-      if (rs && rs.rseqAbiPointer) {
-        const r = inj.call(NR.rseq, rs.rseqAbiPointer, rs.rseqAbiSize, 0, rs.signature);
-        if (r < 0n) throw new CriuError("restore", `rseq registration for ${tid} failed (${errnoText(-r)})`);
-      }
-      const sas = tcore.sas;
-      if (sas && !(sas.ssFlags & 2 /* SS_DISABLE */)) {
-        const b = new ArrayBuffer(24); const dv = new DataView(b);
-        dv.setBigUint64(0, sas.ssSp, true); dv.setInt32(8, sas.ssFlags & ~1, true); dv.setBigUint64(16, sas.ssSize, true);
-        inj.ok("sigaltstack", NR.sigaltstack, this.scratchWrite(0n, new Uint8Array(b)), 0);
-      }
-      const comm = tcore.comm ?? (this.vtid(tid) === this.t.pid ? this.t.cores.get(this.t.pid)!.tc!.comm : undefined);
-      if (comm) inj.call(NR.prctl, 15 /* PR_SET_NAME */, this.str(comm), 0, 0, 0);
-      if (tcore.schedNice) {
-        const r = inj.call(NR.setpriority, 0 /* PRIO_PROCESS */, this.vtid(tid), tcore.schedNice);
-        if (r < 0n) log.warn(`thread ${this.vtid(tid)}: nice ${tcore.schedNice} not restored (${errnoText(-r)})`);
-      }
-      restoreSeccomp({ tid, vtid: this.vtid(tid), inj, scratch: (off, data) => this.scratchWrite(off, data) }, tcore, this.set.seccomp);
-      if (tcore.creds) restoreCreds({ vtid: this.vtid(tid), inj, scratch: (off, data) => this.scratchWrite(off, data) }, tcore.creds);
-      // after the credentials: changing them clears the parent-death signal
-      if (tcore.pdeathSig) inj.ok("prctl(PR_SET_PDEATHSIG)", NR.prctl, 1, tcore.pdeathSig, 0, 0, 0);
+      const vtid = this.vtid(tid), core = this.t.cores.get(vtid)!;
+      const comm = core.threadCore!.comm ?? (vtid === this.t.pid ? this.t.cores.get(this.t.pid)!.tc!.comm : undefined);
+      restoreThread({ tid, vtid, inj: this.injs.get(tid)!, scratch: (off, data) => this.scratchWrite(off, data), str: (s) => this.str(s) }, core, comm, this.set.seccomp);
     }
   }
 
@@ -772,11 +744,7 @@ export class TaskBuilder {
 
   /** Registers of every thread, trampoline unmapped from the leader itself, then let go. */
   finish() {
-    for (const tid of this.tids) {
-      const core = this.t.cores.get(this.vtid(tid))!;
-      const xsize = getXstate(tid).length;
-      setXstate(tid, fpregsToXsave(core.threadInfo!.fpregs, xsize));
-    }
+    for (const tid of this.tids) restoreFpregs(tid, this.t.cores.get(this.vtid(tid))!);
     // SIGTRAP's handler, then munmap of the trampoline, from the leader through its syscall
     // stops (the trampoline's `syscall`, never reaching its int3): no int3 runs (and forces a
     // SIGTRAP) after the handler is set, and no instruction is fetched from the unmapped trampoline
@@ -791,10 +759,7 @@ export class TaskBuilder {
     const tc = this.t.cores.get(this.t.pid)!.tc!;
     for (const tid of this.tids) {
       const core = this.t.cores.get(this.vtid(tid))!;
-      const regs = entryToRegs(core.threadInfo!.gpregs!);
-      regs[R.orig_rax] = 0xffffffffffffffffn; // no syscall restart on resume: done at dump (fixupRestart), as CRIU's sigreturn
-      setRegs(tid, regs);
-      for (const d of core.threadInfo!.tls) setThreadArea(tid, d); // the TLS GDT entries (12..14)
+      restoreRegisters(tid, this.vtid(tid), core);
       restoreSigmask(tid, core.threadCore, tc);
     }
     this.mem?.close();
@@ -879,12 +844,4 @@ export class TaskBuilder {
     }
     this.mem?.close();
   }
-}
-
-export function entryToRegs(g: S.user_x86_regs_entry): BigUint64Array {
-  const r = new BigUint64Array(27);
-  const v = [g.r15, g.r14, g.r13, g.r12, g.bp, g.bx, g.r11, g.r10, g.r9, g.r8, g.ax, g.cx, g.dx, g.si, g.di, g.origAx,
-    g.ip, g.cs, g.flags, g.sp, g.ss, g.fsBase, g.gsBase, g.ds, g.es, g.fs, g.gs];
-  v.forEach((x, i) => (r[i] = BigInt(x)));
-  return r;
 }

@@ -1,0 +1,193 @@
+// Threads and their registers, both directions: at dump each frozen thread's registers (fixed up
+// so that an interrupted syscall is re-issued or fails cleanly), FPU/xsave state, TLS entries,
+// robust list, rseq, clear_child_tid, sigaltstack, parent-death signal, nice and name, with its
+// signals (signals.ts), credentials (creds.ts) and seccomp state (seccomp.ts), as CRIU's
+// core_entry; at restore the same set again through each thread's own injected syscalls, and the
+// registers last, before the threads are let go.
+import { getRegs, getXstate, setXstate, setRegs, getRseqConfig, getThreadArea, setThreadArea, R, REG_NAMES, type Regs, GDT_ENTRY_TLS_MIN, GDT_ENTRY_TLS_ENTRIES } from "../sys/ptrace";
+import { readStat, readStatus, readText } from "../sys/proc";
+import { syscall, addr } from "../sys/syscall";
+import { NR } from "../sys/nr";
+import { errnoText } from "../sys/errno";
+import { Injector, type RemoteMem } from "../ptrace/inject";
+import type * as S from "../images/schemas";
+import { CriuError, log } from "../log";
+import { xsaveToFpregs, fpregsToXsave } from "./xsave";
+import { dumpPendingSignals, dumpSigmask, refusePendingTrap } from "./signals";
+import { dumpCreds, restoreCreds } from "./creds";
+import { dumpSeccompFilters, restoreSeccomp, type SeccompFilter } from "./seccomp";
+
+const ERESTARTSYS = -512n, ERESTARTNOINTR = -513n, ERESTARTNOHAND = -514n, ERESTART_RESTARTBLOCK = -516n;
+const EINTR = -4n;
+const PR_SET_PDEATHSIG = 1, PR_GET_PDEATHSIG = 2, PR_SET_NAME = 15, PR_GET_SECUREBITS = 27, PR_GET_TID_ADDRESS = 40;
+const SS_ONSTACK = 1, SS_DISABLE = 2, PRIO_PROCESS = 0;
+
+export interface ThreadDump {
+  tid: number;
+  regs: Regs;          // after the restart fix-up
+  xstate: Uint8Array;
+  core: Record<string, any>; // core_entry init (thread_info + thread_core, tc for the leader)
+  /** seccomp filters of the thread, oldest first, with their flags (mode 2) */
+  seccomp: SeccompFilter[];
+}
+
+// ---------- dump ----------
+
+/** Fix registers of a thread stopped inside a syscall so that it re-issues or fails it cleanly. */
+export function fixupRestart(regs: Regs) {
+  const orig = BigInt.asIntN(64, regs[R.orig_rax]);
+  if (orig < 0n) return;
+  const rax = BigInt.asIntN(64, regs[R.rax]);
+  if (rax === ERESTARTSYS || rax === ERESTARTNOINTR || rax === ERESTARTNOHAND) {
+    regs[R.rax] = regs[R.orig_rax];
+    regs[R.rip] -= 2n;
+  } else if (rax === ERESTART_RESTARTBLOCK) {
+    // The kernel's restart_block cannot be carried over. poll() without a timeout loses nothing
+    // by being re-issued; anything else (nanosleep, timed waits) sees EINTR, as with criu.
+    // Sleeps are re-issued for what is left: the kernel already stored the remaining time in
+    // *rem, so that becomes the new request; absolute sleeps are re-issued as they are.
+    const reissue = () => { regs[R.rax] = regs[R.orig_rax]; regs[R.rip] -= 2n; };
+    if (orig === 7n && BigInt.asIntN(32, regs[R.rdx] & 0xffffffffn) < 0n) reissue();
+    else if (orig === 35n && regs[R.rsi] !== 0n) { regs[R.rdi] = regs[R.rsi]; reissue(); }
+    else if (orig === 230n && (regs[R.rsi] & 1n) /* TIMER_ABSTIME */) reissue();
+    else if (orig === 230n && regs[R.r10] !== 0n) { regs[R.rdx] = regs[R.r10]; reissue(); }
+    else regs[R.rax] = BigInt.asUintN(64, EINTR);
+  }
+  // orig_ax stays the syscall number, as CRIU writes it; restore resumes with -1 (CRIU's sigreturn
+  // does the same), so nothing is restarted twice
+}
+
+export function regsToEntry(r: Regs): Record<string, bigint | number> {
+  const map: Record<string, string> = { rbp: "bp", rbx: "bx", rax: "ax", rcx: "cx", rdx: "dx", rsi: "si", rdi: "di", orig_rax: "origAx", rip: "ip", eflags: "flags", rsp: "sp", fs_base: "fsBase", gs_base: "gsBase" };
+  const o: Record<string, bigint | number> = {};
+  REG_NAMES.forEach((n, i) => { o[map[n] ?? n] = r[i]; });
+  o.mode = 1; // NATIVE
+  return o;
+}
+
+/**
+ * Everything of one frozen thread of process `pid`, as its core_entry (thread_info, thread_core).
+ * `sysInsn`: a syscall instruction of the process, through which the thread's own state is asked
+ * (injected prctl, sigaltstack); its registers are left as they were.
+ */
+export function dumpThread(pid: number, t: { tid: number; pendingSiginfo?: Uint8Array; pendingStopSig?: number }, sysInsn: bigint, mem: RemoteMem): ThreadDump {
+  const regs = getRegs(t.tid);
+  const xstate = getXstate(t.tid);
+  const sigmask = dumpSigmask(t.tid);
+  const rseq = getRseqConfig(t.tid);
+  // robust list: readable from outside
+  const head = new BigUint64Array(1), len = new BigUint64Array(1);
+  const rr = syscall(NR.get_robust_list, t.tid, addr(head), addr(len));
+  if (rr < 0) throw new CriuError("dump", `get_robust_list(${t.tid}) failed (${errnoText(-rr)})`);
+  // clear_child_tid and sigaltstack: injected in the thread itself
+  const tinj = new Injector(t.tid, sysInsn, "sysstop", mem);
+  let tidAddr = 0n;
+  let sas = { ssSp: 0n, ssSize: 0n, ssFlags: SS_DISABLE };
+  let secbits = 0;
+  let pdeathSig = 0;
+  try {
+    tinj.withScratch(32, (scratch) => {
+      tinj.ok("prctl(PR_GET_PDEATHSIG)", NR.prctl, PR_GET_PDEATHSIG, scratch);
+      pdeathSig = new DataView(mem.read(scratch, 4).buffer).getInt32(0, true);
+      tinj.ok("prctl(PR_GET_TID_ADDRESS)", NR.prctl, PR_GET_TID_ADDRESS, scratch);
+      tidAddr = new DataView(mem.read(scratch, 8).buffer).getBigUint64(0, true);
+      tinj.ok("sigaltstack", NR.sigaltstack, 0, scratch);
+      const dv = new DataView(mem.read(scratch, 24).buffer);
+      sas = { ssSp: dv.getBigUint64(0, true), ssFlags: dv.getInt32(8, true), ssSize: dv.getBigUint64(16, true) };
+      secbits = Number(tinj.ok("prctl(PR_GET_SECUREBITS)", NR.prctl, PR_GET_SECUREBITS));
+    });
+  } finally { tinj.restore(); }
+  // a signal caught on its way in while freezing is still owed to the thread
+  const pending = dumpPendingSignals(t.tid, false, t.pendingSiginfo);
+  fixupRestart(regs);
+  const tstat = readStat(pid, t.tid);
+  const comm = readText(`/proc/${pid}/task/${t.tid}/comm`).replace(/\n$/, "");
+  const core: Record<string, any> = {
+    mtype: 1,
+    threadInfo: { clearTidAddr: tidAddr, gpregs: regsToEntry(regs), fpregs: xsaveToFpregs(xstate),
+      tls: Array.from({ length: GDT_ENTRY_TLS_ENTRIES }, (_, i) => getThreadArea(t.tid, GDT_ENTRY_TLS_MIN + i)) },
+    threadCore: {
+      futexRla: head[0], futexRlaLen: Number(len[0]), schedNice: tstat.nice, schedPolicy: 0, schedPrio: 0,
+      blkSigset: sigmask, sas, pdeathSig, signalsP: { signals: pending }, creds: dumpCreds(pid, t.tid, secbits),
+      comm,
+      ...(rseq && rseq.ptr ? { rseqEntry: { rseqAbiPointer: rseq.ptr, rseqAbiSize: rseq.len, signature: rseq.sig } } : {}),
+    },
+  };
+  const tst = readStatus(pid, t.tid);
+  refusePendingTrap(pid, t.tid, tst, t.pendingStopSig);
+  const seccompMode = Number(tst.Seccomp ?? "0");
+  core.threadCore.seccompMode = seccompMode;
+  if (tst.NoNewPrivs === "1") {
+    core.threadCore.noNewPrivs = true;
+    core.threadCore.creds!.noNewPrivs = 1; // where CRIU 4.2 keeps it (and reads it at restore)
+  }
+  log.debug(`threads: thread ${t.tid}: ip 0x${regs[R.rip].toString(16)} sp 0x${regs[R.rsp].toString(16)} orig_ax ${BigInt.asIntN(64, regs[R.orig_rax])}, ` +
+    `xstate ${xstate.length} bytes, clear_tid 0x${tidAddr.toString(16)}, robust list 0x${head[0].toString(16)}/${len[0]}` +
+    `${rseq && rseq.ptr ? `, rseq 0x${rseq.ptr.toString(16)}` : ""}${sas.ssFlags & SS_DISABLE ? "" : `, altstack 0x${sas.ssSp.toString(16)}+${sas.ssSize}`}` +
+    `${pdeathSig ? `, pdeath signal ${pdeathSig}` : ""}, nice ${tstat.nice}, comm '${comm}'`);
+  return { tid: t.tid, regs, xstate, core, seccomp: seccompMode === 2 ? dumpSeccompFilters(t.tid) : [] };
+}
+
+// ---------- restore ----------
+
+/**
+ * Per-thread kernel state of one restored thread, through its own injected syscalls: tid address,
+ * robust list, rseq, altstack, name, nice, then seccomp and credentials while it is still root,
+ * then the parent-death signal (changing credentials clears it). `comm`: the thread's name (the
+ * leader's may only be in tc.comm); `scratch(off, bytes)` copies bytes into its scratch page,
+ * `str(s)` a path or name.
+ */
+export function restoreThread(
+  thread: { tid: number; vtid: number; inj: Injector; scratch: (off: bigint, data: Uint8Array) => bigint; str: (s: string) => bigint },
+  core: S.core_entry, comm: string | undefined, seccompFilters: S.seccomp_filter[],
+) {
+  const { tid, vtid, inj, scratch } = thread;
+  const tcore = core.threadCore!;
+  inj.call(NR.set_tid_address, core.threadInfo!.clearTidAddr);
+  if (tcore.futexRla) inj.ok("set_robust_list", NR.set_robust_list, tcore.futexRla, tcore.futexRlaLen);
+  const rs = tcore.rseqEntry;
+  if (rs && rs.rseqAbiPointer) {
+    const r = inj.call(NR.rseq, rs.rseqAbiPointer, rs.rseqAbiSize, 0, rs.signature);
+    if (r < 0n) throw new CriuError("restore", `rseq registration for ${tid} failed (${errnoText(-r)})`);
+  }
+  const sas = tcore.sas;
+  if (sas && !(sas.ssFlags & SS_DISABLE)) {
+    const b = new ArrayBuffer(24); const dv = new DataView(b);
+    dv.setBigUint64(0, sas.ssSp, true); dv.setInt32(8, sas.ssFlags & ~SS_ONSTACK, true); dv.setBigUint64(16, sas.ssSize, true);
+    inj.ok("sigaltstack", NR.sigaltstack, scratch(0n, new Uint8Array(b)), 0);
+  }
+  if (comm) inj.call(NR.prctl, PR_SET_NAME, thread.str(comm), 0, 0, 0);
+  if (tcore.schedNice) {
+    const r = inj.call(NR.setpriority, PRIO_PROCESS, vtid, tcore.schedNice);
+    if (r < 0n) log.warn(`thread ${vtid}: nice ${tcore.schedNice} not restored (${errnoText(-r)})`);
+  }
+  restoreSeccomp({ tid, vtid, inj, scratch }, tcore, seccompFilters);
+  if (tcore.creds) restoreCreds({ vtid, inj, scratch }, tcore.creds);
+  // after the credentials: changing them clears the parent-death signal
+  if (tcore.pdeathSig) inj.ok("prctl(PR_SET_PDEATHSIG)", NR.prctl, PR_SET_PDEATHSIG, tcore.pdeathSig, 0, 0, 0);
+  log.debug(`threads: thread ${vtid}: kernel state restored (clear_tid 0x${core.threadInfo!.clearTidAddr.toString(16)}${tcore.futexRla ? `, robust list 0x${tcore.futexRla.toString(16)}` : ""}` +
+    `${rs && rs.rseqAbiPointer ? `, rseq 0x${rs.rseqAbiPointer.toString(16)}` : ""}${sas && !(sas.ssFlags & SS_DISABLE) ? `, altstack 0x${sas.ssSp.toString(16)}` : ""}${comm ? `, comm '${comm}'` : ""})`);
+}
+
+/** The FPU/xsave state of a stopped thread, in this CPU's xsave layout. */
+export function restoreFpregs(tid: number, core: S.core_entry) {
+  const xsize = getXstate(tid).length;
+  setXstate(tid, fpregsToXsave(core.threadInfo!.fpregs, xsize));
+}
+
+/** General registers and TLS entries of a stopped thread, the last thing before it runs. */
+export function restoreRegisters(tid: number, vtid: number, core: S.core_entry) {
+  const regs = entryToRegs(core.threadInfo!.gpregs!);
+  regs[R.orig_rax] = 0xffffffffffffffffn; // no syscall restart on resume: done at dump (fixupRestart), as CRIU's sigreturn
+  setRegs(tid, regs);
+  for (const d of core.threadInfo!.tls) setThreadArea(tid, d); // the TLS GDT entries (12..14)
+  log.debug(`threads: thread ${vtid}: registers set (ip 0x${regs[R.rip].toString(16)} sp 0x${regs[R.rsp].toString(16)}), ${core.threadInfo!.tls.length} TLS entries`);
+}
+
+export function entryToRegs(g: S.user_x86_regs_entry): BigUint64Array {
+  const r = new BigUint64Array(27);
+  const v = [g.r15, g.r14, g.r13, g.r12, g.bp, g.bx, g.r11, g.r10, g.r9, g.r8, g.ax, g.cx, g.dx, g.si, g.di, g.origAx,
+    g.ip, g.cs, g.flags, g.sp, g.ss, g.fsBase, g.gsBase, g.ds, g.es, g.fs, g.gs];
+  v.forEach((x, i) => (r[i] = BigInt(x)));
+  return r;
+}
