@@ -18,8 +18,8 @@ export function readText(path: string): string {
   return readFileSync(path, "latin1");
 }
 
-// one buffer for the small /proc files read once per fd (fdinfo): open, read until the end,
-// close, three system calls and no Buffer per file (readFileSync adds an fstat and a copy)
+// one buffer for the small /proc files read once per fd (fdinfo): open, read (a short read is
+// the end), close: three system calls and no Buffer per file (readFileSync makes five and a copy)
 let small = new Uint8Array(16384);
 /** A small /proc file's text (latin1); throws an Error with code (ENOENT ...) as readFileSync does. */
 export function readProcText(path: string): string {
@@ -34,6 +34,8 @@ export function readProcText(path: string): string {
       if (r < 0) throw Object.assign(new Error(`${path}: ${errnoText(-r)}`), { code: errnoName(-r) });
       if (r === 0) break;
       n += r;
+      // a short read is the end: a seq_file fills the buffer as far as its text goes
+      if (n < small.length) break;
     }
   } finally { syscall(NR.close, fd); }
   return Buffer.from(small.buffer, small.byteOffset, n).toString("latin1");
