@@ -66,6 +66,33 @@ describe("what criu-bun writes is private", () => {
   }, 30_000);
 });
 
+describe("the directory criu-bun creates", () => {
+  test("a dump's stage (where images are written until the commit) is 0700, owned by criu-bun, its files 0600", async () => {
+    const w = await startWorkload("block", ["read"]);
+    const dir = imagesDir("stage-mode");
+    chmodSync(dir, 0o755); // readable by all: what protects the images is the stage's own mode
+    const pause = join(w.dir, "pause-stage");
+    const p = Bun.spawn([...criuBunCommand(), "dump", "-t", String(w.pid), "-D", dir, "-R"], {
+      stdout: "ignore", stderr: "pipe", env: { ...process.env, CRIU_BUN_PAUSE: "dump-written", CRIU_BUN_PAUSE_FILE: pause },
+    });
+    try {
+      const end = Date.now() + 60_000;
+      while (!existsSync(pause) && p.exitCode === null && Date.now() < end) await Bun.sleep(10);
+      expect(existsSync(pause)).toBe(true);
+      const stages = readdirSync(dir).filter((n) => n.startsWith(".criu-bun-dump-"));
+      expect(stages.length).toBe(1);
+      const st = lstatSync(join(dir, stages[0]));
+      expect({ dir: st.isDirectory(), mode: st.mode & 0o7777, uid: st.uid }).toEqual({ dir: true, mode: 0o700, uid: process.geteuid!() });
+      const inside = readdirSync(join(dir, stages[0]));
+      expect(inside).toContain(`core-${w.pid}.img`);
+      for (const n of inside) expect({ n, mode: statSync(join(dir, stages[0], n)).mode & 0o777 }).toEqual({ n, mode: 0o600 });
+    } finally { rmSync(pause, { force: true }); }
+    expect(await p.exited).toBe(0);
+    expect(readdirSync(dir).filter((n) => n.startsWith("."))).toEqual([]);
+    await wakeAndCheck(w);
+  }, 90_000);
+});
+
 describe("symlinks planted by another user", () => {
   test("in the images directory: no write follows them (images, log, pidfile)", async () => {
     const v = victim("img");
