@@ -106,7 +106,7 @@ describe("restore failures", () => {
     dump(w.pid, dir, ["-R"]);
     const r = criuBun(["restore", "-d", "-D", dir]);
     expect(r.code).not.toBe(0);
-    expect(errorLines(r.stderr)).toEqual([`Error (restore): PID ${w.pid} is in use`]);
+    expect(errorLines(r.stderr)).toEqual([`Error (restore): PID ${w.pid} is in use (by 'counter')`]);
     trigger(w);
     expect((await waitResult(w)).text).toStartWith("PASS");
   });

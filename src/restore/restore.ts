@@ -88,7 +88,7 @@ function precheck(set: RestoreSet, o: RestoreOptions) {
   if (!o.ignoreCgroups) precheckCgroups([...set.cgroups.values()], used, !!o.manageCgroups);
   for (const t of set.tasks) {
     // in a fresh PID namespace every PID is free; here they must be
-    if (!set.newPidNs) for (const tid of t.tids) if (!pidFree(tid)) throw new CriuError("restore", `PID ${tid} is in use`);
+    if (!set.newPidNs) for (const tid of t.tids) if (!pidFree(tid)) throw new CriuError("restore", `PID ${tid} is in use${pidUser(tid)}`);
     if (t.zombie) continue;
     precheckFds(t.fds, set.files, set.dir, t.pid, { shellJob: o.shellJob, inMountNs: !!set.mounts });
     for (const v of t.mm.vmas) {
@@ -101,17 +101,35 @@ function precheck(set: RestoreSet, o: RestoreOptions) {
   }
 }
 
-/** A PID held only by a zombie that its parent has not reaped yet is given a few seconds to go. */
+/**
+ * A PID held by a process on its way out (killed, exiting, or a zombie its parent has not reaped
+ * yet: PID 1 here reaps orphans only every second or two) is given a few seconds to go; a PID of
+ * a live process is in use at once.
+ */
 function pidFree(pid: number): boolean {
-  const deadline = Date.now() + 5000;
+  const deadline = Date.now() + 10000;
   for (;;) {
-    let state: string;
-    try { state = readFileSync(`/proc/${pid}/stat`, "latin1").replace(/^.*\) /s, "")[0]; } catch { return true; }
-    if (state !== "Z" && state !== "X") return false;
-    if (Date.now() > deadline) return false;
+    let f: string[];
+    try { f = readFileSync(`/proc/${pid}/stat`, "latin1").replace(/^.*\) /s, "").split(" "); } catch { return true; }
+    const state = f[0], flags = Number(f[6]);
+    const dying = state === "Z" || state === "X" || (flags & 0x4 /* PF_EXITING */) !== 0 || sigkillPending(pid);
+    if (!dying || Date.now() > deadline) return false;
     tick();
     Bun.sleepSync(10);
   }
+}
+function pidUser(pid: number): string {
+  try {
+    const st = readFileSync(`/proc/${pid}/stat`, "latin1");
+    const comm = st.slice(st.indexOf("(") + 1, st.lastIndexOf(")"));
+    return st.slice(st.lastIndexOf(") ") + 2)[0] === "Z" ? ` (by a zombie '${comm}' not reaped in 10 s)` : ` (by '${comm}')`;
+  } catch { return ""; }
+}
+function sigkillPending(pid: number): boolean {
+  try {
+    const s = readFileSync(`/proc/${pid}/status`, "latin1");
+    return [/^SigPnd:\s*([0-9a-f]+)/m.exec(s), /^ShdPnd:\s*([0-9a-f]+)/m.exec(s)].some((m) => m !== null && (BigInt(`0x${m[1]}`) & 0x100n) !== 0n);
+  } catch { return false; }
 }
 
 function checkFile(pid: number, what: string, reg: S.reg_file_entry, checkSize = true) {
