@@ -31,6 +31,11 @@ function tmp(t: string) { const d = mkdtempSync(join(tmpdir(), `criu-bun-mig-${t
 function text(p: string): string | null { try { return readFileSync(p, "utf8"); } catch { return null; } }
 const count = (w: string) => Number(text(join(w, "count")) ?? 0);
 const status = (pid: number, key: string) => new RegExp(`^${key}:\\s*(.*)$`, "m").exec(text(`/proc/${pid}/status`) ?? "")?.[1];
+/** the lazy-pages daemons (post-copy) a destination with -D d started, still there */
+const daemonsOf = (d: string) => readdirSync("/proc").filter((x) => /^\d+$/.test(x)).filter((x) => {
+  const c = text(`/proc/${x}/cmdline`);
+  return !!c && c.includes("lazy-pages") && c.includes(d);
+});
 const fdTargets = (pid: number) => readdirSync(`/proc/${pid}/fd`).map((f) => { try { return readlinkSync(`/proc/${pid}/fd/${f}`); } catch { return ""; } });
 
 /** migcounter.py in its own PID namespace (and session), in netns ns; returns its pid here. */
@@ -48,9 +53,9 @@ async function startCounter(ns: string, mib: number, echo?: string, extra = "") 
 }
 
 /** The destination: migrate --listen in netns ns, its stdout in a file; resolves once it listens. */
-async function listen(ns: string, port: number, address = "0.0.0.0") {
+async function listen(ns: string, port: number, address = "0.0.0.0", extra: string[] = []) {
   const d = tmp("dst");
-  const p = Bun.spawn(inNs(ns, [...criuBunCommand(), "migrate", "--listen", String(port), "--address", address, "-D", d, "-v4", "-o", "migrate.log"]), {
+  const p = Bun.spawn(inNs(ns, [...criuBunCommand(), "migrate", "--listen", String(port), "--address", address, "-D", d, "-v4", "-o", "migrate.log", ...extra]), {
     stdin: "ignore", stdout: Bun.file(join(d, "stdout")), stderr: Bun.file(join(d, "stderr")), cwd: REPO_ROOT,
   });
   procs.push(p);
@@ -117,6 +122,18 @@ test("migrate a python3 counter over loopback: pre-copy rounds send less and les
   const npid = Number(/restored pid (\d+)/.exec(dst.out())?.[1]);
   expect(npid).toBeGreaterThan(0);
   pids.add(npid);
+  // post-copy (the default): the restore wrote only the last round's pages; the pre-copied ones came
+  // from the destination's lazy-pages daemon, after the tree ran, and that daemon is gone
+  expect(dst.out()).toContain(`restored pid ${npid} in`);
+  expect(dst.out()).toContain("(its pre-copied memory follows)");
+  expect(dst.out()).toMatch(new RegExp(`all memory of pid ${npid} in \\d`));
+  // (of the parent images' pages the restore itself took only those outside private anonymous memory)
+  const taken = [...dst.log().matchAll(/: (\d+) pages taken from the parent images/g)].reduce((s, m) => s + Number(m[1]), 0);
+  expect(taken).toBeLessThan(2048);
+  const lazyLog = text(join(dst.d, "lazy-pages.log")) ?? "";
+  const served = Number(/lazy-pages: done: (\d+) of (\d+) pages served/.exec(lazyLog)?.[1] ?? 0);
+  expect(served).toBeGreaterThan(8192 - Number(fin?.[1]));
+  expect(daemonsOf(dst.d)).toEqual([]);
   // the source is gone, the restored one counts on from where it was
   await waitFor(() => !existsSync(`/proc/${pid}`), "source gone");
   const c0 = count(w);
@@ -124,6 +141,29 @@ test("migrate a python3 counter over loopback: pre-copy rounds send less and les
   expect(fdTargets(npid).some((t) => t.includes("userfaultfd"))).toBe(false);
   expect(await result(w)).toStartWith("PASS");
 }, 90_000);
+
+test("migrate --listen --no-post-copy: the restore writes every page before the tree runs; it counts on, its memory is right", async () => {
+  const ns = nets.make("eager");
+  const { pid, w } = await startCounter(ns, 8);
+  await waitFor(() => count(w) > 50, "counter running");
+  const dst = await listen(ns, 7506, "127.0.0.1", ["--no-post-copy"]);
+  const src = migrate(ns, pid, "127.0.0.1:7506");
+  const r = await src.done();
+  if (r.code !== 0) throw new Error(`migrate failed (${r.code}): ${r.stderr}\n${src.log()}\n--- destination:\n${dst.err()}${dst.log()}`);
+  expect(await dst.p.exited).toBe(0);
+  const npid = Number(/restored pid (\d+)/.exec(dst.out())?.[1]);
+  expect(npid).toBeGreaterThan(0);
+  pids.add(npid);
+  expect(dst.out()).not.toContain("follows");
+  expect(existsSync(join(dst.d, "lazy-pages.log"))).toBe(false);
+  // every page of the 8 MiB went in by the restore itself (the last round's and its parents')
+  const written = [...dst.log().matchAll(/Pages: (\d+) written into|: (\d+) pages taken from the parent images/g)].reduce((s, m) => s + Number(m[1] ?? m[2]), 0);
+  expect(written).toBeGreaterThan(2048);
+  await waitFor(() => !existsSync(`/proc/${pid}`), "source gone");
+  const c0 = count(w);
+  await waitFor(() => count(w) > c0 + 50, "restored counter counting");
+  expect(await result(w)).toStartWith("PASS");
+}, 60_000);
 
 /** tcp_client.py (tcp.test.ts's checking echo client) in netns ns */
 function client(ns: string, host: string, port: number, name: string, seed: number) {
@@ -164,6 +204,8 @@ test("the destination dies after the first round: the source goes on untouched (
   expect(fdTargets(pid).some((t) => t.includes("userfaultfd"))).toBe(true);
   dst.p.kill("SIGKILL");
   await dst.p.exited;
+  // its post-copy daemon, waiting for a restore, goes with it
+  await waitFor(() => daemonsOf(dst.d).length === 0, "the destination's lazy-pages daemon gone");
   rmSync(pause);
   const r = await src.done();
   expect(r.code).not.toBe(0);
@@ -244,6 +286,7 @@ test("the source dies after the first round: the destination fails in one line, 
   expect(errs[0]).toMatch(/Error \(migrate\): the source closed the connection after round 1, before the restore; nothing was restored/);
   expect(dst.out()).not.toContain("restored pid");
   expect(readdirSync(dst.d).filter((f) => f.startsWith(".criu-bun-migrate"))).toEqual([]);
+  expect(daemonsOf(dst.d)).toEqual([]);
   // the workload was not frozen when its migrator died: it runs on (its tracking fd stays: nobody is left to close it)
   const c0 = count(w);
   await waitFor(() => count(w) > c0 + 50, "source counting");
@@ -271,6 +314,8 @@ test("the restore on the destination fails: the source is resumed untouched and 
   expect(status(pid, "TracerPid")).toBe("0");
   expect(fdTargets(pid).some((t) => t.includes("userfaultfd"))).toBe(false);
   expect(readdirSync(d).filter((f) => f.startsWith(".criu-bun-migrate"))).toEqual([]);
+  // the post-copy daemon the failed restore had connected to is gone too
+  expect(daemonsOf(d)).toEqual([]);
   const c0 = count(w);
   await waitFor(() => count(w) > c0 + 50, "source counting after the failed restore");
   expect(await result(w)).toStartWith("PASS");

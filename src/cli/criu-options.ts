@@ -259,6 +259,8 @@ export const CRIU_BUN_OPTIONS: readonly CriuOption[] = [
     meaning: "install: make criu-bun the criu command (a symlink named criu)" },
   { name: "prefix", arg: "required", key: "prefix", commands: ["install"], support: "yes",
     meaning: "install: directory for the criu symlink (default /usr/local/sbin)" },
+  { name: "post-copy", arg: "none", negatable: true, key: "postCopy", commands: ["migrate"], support: "yes",
+    meaning: "migrate --listen: the tree runs as soon as its state is restored, its pre-copied memory copied in after by a lazy-pages daemon (the default); --no-post-copy: the restore writes every page first (criu-bun extension)" },
   { name: "listen", arg: "required", key: "listen", commands: ["migrate"], support: "yes",
     meaning: "migrate: receive a migrating tree on this TCP port and restore it (criu-bun extension)" },
   { name: "to", arg: "required", key: "to", commands: ["migrate"], support: "yes",

@@ -1,5 +1,5 @@
 // criu-bun migrate (criu-bun's own command): live migration, src/net/migrate.ts.
-//   destination: criu-bun migrate --listen PORT [--address A] [-D DIR]
+//   destination: criu-bun migrate --listen PORT [--address A] [-D DIR] [--no-post-copy]
 //   source:      criu-bun migrate -t PID --to HOST:PORT [-D DIR] [--tcp-established]
 import { existsSync, statSync } from "node:fs";
 import { CriuError } from "../log";
@@ -25,6 +25,7 @@ export async function run(opts: Opts, _args: string[]): Promise<number> {
     migrateIn({
       address: String(opts.address ?? "0.0.0.0"), port: port(String(opts.listen), "--listen"), dir, timeoutSec,
       restore: { trustImages: !!opts.trustImages, hooks: scriptHooks(opts), timeoutSec },
+      postCopy: opts.postCopy !== false,
     });
     return 0;
   }

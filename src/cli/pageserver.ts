@@ -31,7 +31,7 @@ export function signalReady(fd: number) {
 }
 
 /** The command that runs this criu-bun again (the compiled executable, or bun with the entry script). */
-function selfCommand(): string[] {
+export function selfCommand(): string[] {
   const script = process.argv[1];
   return script && !script.startsWith("/$bunfs/") ? [process.execPath, script] : [process.execPath];
 }

@@ -2,10 +2,7 @@ import { join, isAbsolute } from "node:path";
 import { CriuError, log } from "../log";
 import type { Opts } from "./options";
 import { restoreProcesses } from "../restore/restore";
-import type { LazyChannel } from "../resources/lazymem";
-import { readdirSync, readFileSync } from "node:fs";
-import { syscall } from "../sys/syscall";
-import { NR } from "../sys/nr";
+import { awaitLazyMemory } from "../resources/lazymem";
 import { wait4Raw } from "../sys/ptrace";
 import { parseExtMounts } from "../resources/mounts";
 import { scriptHooks } from "./scripts";
@@ -51,32 +48,4 @@ export async function run(opts: Opts, args: string[]): Promise<number> {
     if (r === -4) continue; // EINTR
     if (r < 0) return 0; // ECHILD: nothing left
   }
-}
-
-/**
- * A lazy restore runs before its memory is all there: wait (with or without -d) until the daemon
- * says it is. If the daemon goes first, the tree must not run on with memory missing: it is killed.
- */
-function awaitLazyMemory(lazy: LazyChannel, pids: number[], root: number, parent: boolean) {
-  try {
-    if (lazy.waitDone()) { log.info("lazy pages: all memory of the restored tree is in"); return; }
-    // the tree and whatever it forked since
-    const all = new Set<number>();
-    const walk = (p: number) => {
-      if (all.has(p)) return;
-      all.add(p);
-      let tids: string[] = [];
-      try { tids = readdirSync(`/proc/${p}/task`); } catch { return; }
-      for (const t of tids) {
-        let kids = "";
-        try { kids = readFileSync(`/proc/${p}/task/${t}/children`, "latin1"); } catch { continue; }
-        for (const k of kids.split(" ").filter(Boolean)) walk(Number(k));
-      }
-    };
-    for (const p of pids) walk(p);
-    for (const p of all) syscall(NR.kill, p, 9);
-    lazy.removeStaleSocket();
-    if (parent) for (;;) { const { r } = wait4Raw(-1, 0x40000000); if (r === -4) continue; if (r < 0) break; }
-    throw new CriuError("restore", `the lazy-pages daemon went away before the restored memory was all in; the restored tree (root ${root}, ${all.size} process(es)) was killed`);
-  } finally { lazy.close(); }
 }

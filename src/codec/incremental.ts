@@ -26,7 +26,7 @@ interface Block { raw: number; file: number; rawLen: number; storedLen: number; 
  * compressed or not) whole blocks are read, checked against their XXH64 and decoded; without one
  * (CRIU's images) the file is read ahead.
  */
-class PageSource {
+export class PageSource {
   private runs: (PagemapRun & { off: number })[] = [];
   private fd = -1;
   private blocks?: Block[];

@@ -313,7 +313,7 @@ export function checkPages(dir: string, t: PagesTask): PagesLayout {
 }
 
 /** The blocks of a task's page stream, each with the target segments it covers. */
-function* restoreBlocks(t: PagesTask, l: PagesLayout): Generator<Block> {
+function* restoreBlocks(t: PagesTask, l: PagesLayout, lazy?: (v: { status: number; flags: number }) => boolean): Generator<Block> {
   const vmas = t.mm.vmas;
   const entries = t.pagemap.filter((e) => e.flags & PE.PRESENT);
   let ei = 0, inEntry = 0, vi = 0, fileOff = 0;
@@ -334,7 +334,8 @@ function* restoreBlocks(t: PagesTask, l: PagesLayout): Generator<Block> {
       const n = Math.min(pages, e.nrPages - inEntry, Number((v.end - va) / 4096n));
       // validatePagemap() makes this impossible; it is what keeps this loop from spinning
       if (!(n > 0)) throw new CriuError("restore", `pagemap-${t.pid}.img: page 0x${va.toString(16)} does not fit its VMA`);
-      segs.push(Number(va), n, vmaKind(v));
+      // memory left to the lazy-pages daemon: not written (as the kernel's own pages are not)
+      segs.push(Number(va), n, vmaKind(v) | (lazy?.(v as any) ? SEG_KERNEL : 0));
       pages -= n; inEntry += n;
       if (inEntry === e.nrPages) { ei++; inEntry = 0; }
       va += BigInt(n * PAGE);
@@ -367,12 +368,32 @@ function blockWhere(dir: string, t: PagesTask, l: PagesLayout, job: Block | Rest
     `holding the pages of process ${t.pid} at 0x${first.toString(16)}-0x${lastEnd.toString(16)}`;
 }
 
-function restoreJobs(op: "fill", blocks: Generator<Block>, cow = false): Iterator<JobIn<RestoreJob>> {
+function restoreJobs(op: "fill", blocks: Generator<Block>, cow = false, skipUnwritten = false): Iterator<JobIn<RestoreJob>> {
   return (function* () {
     for (const b of blocks) {
+      // nothing of it to write (all lazy memory, or the kernel's): not even read (the daemon
+      // reading it checks it)
+      let skip = skipUnwritten;
+      for (let i = 2; i < b.segs.length && skip; i += 3) if (!(b.segs[i] & SEG_KERNEL)) skip = false;
+      if (skip && b.segs.length) continue;
       yield { op, block: b.i, fileOff: b.fileOff, rawLen: b.rawLen, storedLen: b.storedLen, flags: b.flags, rawHash: b.rawHash, storedHash: b.storedHash, hasHash: b.hasHash, segs: b.segs, cow };
     }
   })();
+}
+
+/** Bytes of a task's PE_PRESENT pages outside the VMAs `lazy` picks. */
+function eagerBytes(t: PagesTask, lazy: (v: { status: number; flags: number }) => boolean): number {
+  let n = 0;
+  for (const e of t.pagemap) {
+    if (!(e.flags & PE.PRESENT)) continue;
+    const end = e.vaddr + BigInt(e.nrPages * PAGE);
+    for (const v of t.mm.vmas) {
+      if (v.end <= e.vaddr || v.start >= end || lazy(v as any)) continue;
+      const a = v.start > e.vaddr ? v.start : e.vaddr, b = v.end < end ? v.end : end;
+      n += Number(b - a);
+    }
+  }
+  return n;
 }
 
 function layoutOf(dir: string, t: PagesTask) {
@@ -383,18 +404,20 @@ function layoutOf(dir: string, t: PagesTask) {
  * Write a task's pages into the process `pid` (its VMAs mapped already). memFd: its /proc/PID/mem
  * opened read-write (for pages process_vm_writev cannot write). Returns pages written.
  */
-export function fillPages(dir: string, t: PagesTask, pid: number, memFd: number, cow = false): number {
+export function fillPages(dir: string, t: PagesTask, pid: number, memFd: number, cow = false,
+  lazy?: (v: { status: number; flags: number }) => boolean): number {
   const l = layoutOf(dir, t);
   const path = join(dir, l.dataFile);
   const fd = openSync(path, "r");
   const total = presentBytes(t);
-  const nw = workerCount(total);
+  // workers for what is written here: with lazy memory left out, only the pages outside it
+  const nw = workerCount(lazy ? eagerBytes(t, lazy) : total);
   const pool = new Pool(nw, { pid, memFd, pagesFd: fd, compress: false }, total);
   const progress = new Progress("restore", total);
   let written = 0;
   const t0 = performance.now();
   try {
-    pool.run<RestoreJob>(restoreJobs("fill", restoreBlocks(t, l), cow), (s) => { written += s.written; progress.add(s.rawLen); },
+    pool.run<RestoreJob>(restoreJobs("fill", restoreBlocks(t, l, lazy), cow, !!lazy), (s) => { written += s.written; progress.add(s.rawLen); },
       (s, job) => new CriuError("restore", `${blockWhere(dir, t, l, job)}: ${s.error()}`));
   } finally { pool.close(); progress.end(); closeSync(fd); }
   log.info(`Pages: ${written} written into ${pid} from ${l.dataFile} in ${(performance.now() - t0).toFixed(1)} ms, ${nw} worker(s)`);

@@ -3,6 +3,9 @@
 // It listens on DIR's (or -W's) lazy-pages.socket for `restore --lazy-pages`, which hands it one
 // userfaultfd per restored process (src/resources/lazymem.ts), and gets the pages from the dump
 // serving them (`dump --lazy-pages`, CRIU's or criu-bun's: PS_IOV_GET, src/net/pageserver.ts).
+// Without --page-server (migrate's post-copy, src/net/migrate.ts) the pages come from the images in
+// DIR itself: the pages of private anonymous memory that DIR's parent images hold
+// (lazymem.ts lazyParentRuns), which `restore --lazy-pages` with lazyParents left out.
 // A fault is answered first (the faulting page and up to 15 lazy pages after it); between faults
 // the rest streams in 1 MiB pieces (at most CRIU_BUN_LAZY_RATE MiB/s when set). Pages of a
 // registered VMA that the dump did not hold read as zero (UFFDIO_ZEROPAGE). The events follow the
@@ -20,7 +23,10 @@ import { recvPacket, sendPacket } from "../sys/seqpacket";
 import { readUffdMsgs, uffdCopy, uffdZero, uffdWake, UFFD_EVENT } from "../sys/uffd";
 import { decodePagemap } from "../images/pagemap";
 import { LazyPagesClient } from "./pageserver";
-import { LAZY_SOCKET, RESTORE_FINISHED, sockaddrUn, clearStaleSocket } from "../resources/lazymem";
+import { LAZY_SOCKET, RESTORE_FINISHED, sockaddrUn, clearStaleSocket, lazyParentRuns } from "../resources/lazymem";
+import { PageSource } from "../codec/incremental";
+import { readImage } from "../images/image";
+import type * as S from "../images/schemas";
 import { PE, PAGE } from "../resources/vma";
 
 const P = BigInt(PAGE);
@@ -32,8 +38,45 @@ type Rng = [bigint, bigint, bigint];
 interface Lpi { vpid: number; src: number; fd: number; pending: Rng[]; total: number }
 
 export interface LazyDaemonOptions {
-  dir: string; workDir: string; address: string; port: number; timeoutSec: number;
+  /** address and port of the dump serving the pages; none: the images in dir hold them */
+  dir: string; workDir: string; address?: string; port?: number; timeoutSec: number;
   onListening?: () => void;
+  /** an fd whose end (EOF or hang-up) while no restore has come means the caller is gone: give up */
+  watchFd?: number;
+}
+
+/** Where the daemon gets pages: the dump's page server, or the images. */
+interface PageGetter {
+  /** up to nrPages pages of process pid from vaddr into buf; how many it got (at least one) */
+  get(pid: number, vaddr: bigint, nrPages: number, buf: Uint8Array, fault?: boolean): number;
+  close(): void; drop(): void;
+}
+
+/** The pages of DIR's images (following its parents), per process as the images name it. */
+class ImagePages implements PageGetter {
+  /** per process: one reader for the background stream (in address order, its cached block
+   * read through) and one for faults (anywhere), so that faults do not evict the stream's block */
+  private srcs = new Map<string, PageSource>();
+  constructor(private dir: string) {}
+  get(pid: number, vaddr: bigint, nrPages: number, buf: Uint8Array, fault = false): number {
+    const key = `${pid}${fault ? "f" : "s"}`;
+    let s = this.srcs.get(key);
+    if (!s) {
+      const o = PageSource.open(this.dir, pid);
+      if (!o) throw new CriuError("lazy-pages", `${this.dir} has no pagemap-${pid}.img`);
+      this.srcs.set(key, s = o);
+    }
+    let n = 0;
+    while (n < nrPages) {
+      const got = s.readSpan(vaddr + BigInt(n) * P, nrPages - n, buf, n * PAGE);
+      if (!got) break;
+      n += got;
+    }
+    if (!n) throw new CriuError("lazy-pages", `process ${pid}: page 0x${vaddr.toString(16)} is in none of the images of ${this.dir}`);
+    return n;
+  }
+  close() { for (const s of this.srcs.values()) s.close(); this.srcs.clear(); }
+  drop() { this.close(); }
 }
 
 export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: number } {
@@ -45,7 +88,8 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
   closeFd(probe);
   if (busy) throw new CriuError("lazy-pages", `a lazy-pages daemon already listens at ${path}`);
   clearStaleSocket(path);
-  const ps = new LazyPagesClient(o.address, o.port, o.timeoutSec);
+  const local = o.address === undefined;
+  const ps: PageGetter = local ? new ImagePages(o.dir) : new LazyPagesClient(o.address!, o.port!, o.timeoutSec);
   const ls = syscall(NR.socket, 1, 1 | 0o2000000, 0);
   let conn = -1;
   const lpis: Lpi[] = [];
@@ -59,6 +103,17 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
     if (syscall(NR.listen, ls, 1) < 0) throw new CriuError("lazy-pages", `listen on ${path} failed`);
     log.info(`lazy-pages: waiting for restore --lazy-pages at ${path}`);
     o.onListening?.();
+    if (o.watchFd !== undefined) {
+      // wait for the restore, or for the caller (migrate --listen) to go away without one
+      const pfd = new Int32Array([ls, 1, o.watchFd, 1]);
+      for (;;) {
+        const n = syscall(NR.poll, addr(pfd), 2, -1);
+        if (n === -4) continue;
+        if (n < 0) throw new CriuError("lazy-pages", `poll failed (${errnoText(-n)})`);
+        if ((pfd[1] >>> 16) & 1) break;
+        if (pfd[3] >>> 16) throw new CriuError("lazy-pages", "the caller went away before any restore came");
+      }
+    }
     for (;;) { conn = syscall(NR.accept4, ls, 0, 0, 0o2000000); if (conn !== -4) break; }
     if (conn < 0) throw new CriuError("lazy-pages", `accept on ${path} failed (${errnoText(-conn)})`);
     log.info("lazy-pages: restore connected");
@@ -86,7 +141,14 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
     };
     const addLpi = (vpid: number, fd: number) => {
       const pending: Rng[] = [];
-      for (const r of decodePagemap(o.dir, `pagemap-${vpid}.img`).runs) {
+      let runs = decodePagemap(o.dir, `pagemap-${vpid}.img`).runs;
+      if (local) {
+        const lazy = runs.find((r) => r.flags === PE.LAZY);
+        if (lazy) throw new CriuError("lazy-pages", `process ${vpid}: pages 0x${lazy.vaddr.toString(16)}... stayed with the dump (dump --lazy-pages); take them with --page-server`);
+        const [mm] = readImage<S.mm_entry>(o.dir, `mm-${vpid}.img`, "MM");
+        runs = lazyParentRuns(mm?.vmas ?? [], runs).map((r) => ({ ...r, flags: PE.LAZY }));
+      }
+      for (const r of runs) {
         if (!(r.flags & PE.LAZY) || r.flags & (PE.PRESENT | PE.PARENT)) continue;
         const a = r.vaddr, b = r.vaddr + BigInt(r.nrPages) * P;
         const last = pending[pending.length - 1];
@@ -100,8 +162,8 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
     };
 
     /** Pages [a, a + n pages) of lpi from the dump (where it holds them: a + off), into the process. */
-    const fetch = (l: Lpi, a: bigint, n: number, off0: bigint) => {
-      const got = ps.get(l.src, a + off0, n, buf);
+    const fetch = (l: Lpi, a: bigint, n: number, off0: bigint, fault = false) => {
+      const got = ps.get(l.src, a + off0, n, buf, fault);
       let off = 0;
       const len = got * PAGE;
       let gone = 0;
@@ -146,7 +208,7 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
         return;
       }
       const [, end, off] = l.pending[i];
-      fetch(l, a, Math.min(FAULT_PAGES, Number((end - a) / P)), off);
+      fetch(l, a, Math.min(FAULT_PAGES, Number((end - a) / P)), off, true);
     };
 
     /** faults read while a copy waited for the mm (answered next round) */
@@ -208,7 +270,7 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
     ps.close();
     sendPacket(conn, new Uint8Array(new Int32Array([0]).buffer));
     ok = true;
-    log.info(`lazy-pages: done: ${served} of ${total} pages served, the dump was told to finish`);
+    log.info(`lazy-pages: done: ${served} of ${total} pages served${local ? " from the images" : ", the dump was told to finish"}`);
     return { served, total };
   } finally {
     if (!ok) ps.drop();

@@ -10,10 +10,19 @@
 // lets the source go on as it was: running, not traced, its tracking userfaultfd closed, its
 // connections out of repair mode and no network lock left.
 //
+// Post-copy (the destination's default; --no-post-copy: off): the destination starts a lazy-pages
+// daemon reading its received images (`criu-bun lazy-pages -D WORK/final -W WORK`, before round 1,
+// so it waits when it is needed) and restores the final round with lazyPages + lazyParents: the
+// pages of private anonymous memory, pre-copied or sent in the final round, are not written by the
+// restore but registered with userfaultfd and copied in by the daemon after the tree runs (faults
+// first). So the restore after the freeze does not grow with memory. The destination reports
+// success once the tree runs (every page is on the destination by then), then waits for the daemon;
+// if it fails, the restored tree is killed (its memory would be missing).
+//
 // Protocol: one TCP connection, the source connects. Every message is a 16-byte header
 // { u32 magic 0x474d4243 ("CBMG"); u32 type; u64 length } (little endian) and `length` bytes:
 //   HELLO   (1) both ways, first: JSON { version: 1 }
-//   ROUND   (2) source: JSON { round: n }; then a CRIU page-server session (pageserver.ts: PS_IOV_*
+//   ROUND   (2) source: JSON { round: n, final?: true }; then a CRIU page-server session (pageserver.ts: PS_IOV_*
 //               requests up to PS_IOV_CLOSE and its int status) on the same connection; the
 //               destination keeps it in DIR/<n>, whose `parent` is ../<n-1>
 //   FILE    (3) source: u32 name length, the name, the bytes: an image of the final dump (the
@@ -28,7 +37,9 @@ import { join } from "node:path";
 import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { closeFd } from "../sys/mem";
-import { CriuError, log } from "../log";
+import { CriuError, log, logLevel } from "../log";
+import { awaitLazyMemory } from "../resources/lazymem";
+import { selfCommand } from "../cli/pageserver";
 import { pausePoint } from "../fault";
 import { writeNewFile } from "../images/safefs";
 import {
@@ -125,7 +136,7 @@ export function migrateOut(o: MigrateSource): { rounds: RoundStat[]; downtimeMs:
     mkdirSync(sub, { mode: 0o700 });
     const b0 = wireBytes, t0 = performance.now();
     let downtimeMs = 0, remotePid = 0, restoreMs = 0, finalPages = 0, pagesBytes = 0;
-    sendJson(fd, MSG.ROUND, { round: n }, "sending ROUND to the destination");
+    sendJson(fd, MSG.ROUND, { round: n, final: true }, "sending ROUND to the destination");
     const st = dumpProcess({ ...common, dir: sub, prevImagesDir: `../${done}`, psClient: new PageServerClient(o.host, o.port, timeoutSec, fd),
       handOff: (dir, frozenAt) => {
         pagesBytes = wireBytes - b0;
@@ -191,7 +202,46 @@ export interface MigrateListen {
   dir: string;
   timeoutSec?: number;
   restore: Omit<RestoreOptions, "dir">;
+  /**
+   * post-copy (the default): the final restore leaves the pre-copied pages of private anonymous
+   * memory to a lazy-pages daemon reading them from the received images, so the tree runs without
+   * waiting for them; false: the restore writes every page first
+   */
+  postCopy?: boolean;
   onListening?: () => void;
+}
+
+/**
+ * The lazy-pages daemon of a post-copy restore (`criu-bun lazy-pages -D WORK/final -W WORK`, pages
+ * from the images), started before the rounds so that it is waiting when the restore needs it. Its
+ * stdin is a pipe from here: if this process goes before any restore, so does it.
+ */
+function startImageDaemon(work: string, logDir: string, timeoutSec: number): { pid: number; proc: ReturnType<typeof Bun.spawn> } {
+  const final = join(work, "final");
+  mkdirSync(final, { mode: 0o700 });
+  const fds = new Int32Array(2);
+  must("pipe2", syscall(NR.pipe2, addr(fds), 0o2000000));
+  let proc;
+  try {
+    proc = Bun.spawn([...selfCommand(), "lazy-pages", "-D", final, "-W", work, "--status-fd", "3", `-v${logLevel()}`, "-o", join(logDir, "lazy-pages.log")], {
+      stdio: ["pipe", "ignore", "inherit", fds[1]], env: { ...process.env, CRIU_BUN_LAZY_WATCH_FD: "0" },
+    });
+  } finally { closeFd(fds[1]); }
+  try {
+    const pfd = new Int32Array([fds[0], 1]);
+    const until = performance.now() + timeoutSec * 1000;
+    for (;;) {
+      const left = Math.max(0, Math.ceil(until - performance.now()));
+      const n = syscall(NR.poll, addr(pfd), 1, left);
+      if (n === -4) continue;
+      const b = new Uint8Array(1);
+      if (n > 0 && syscall(NR.read, fds[0], addr(b), 1) === 1) break;
+      proc.kill(9);
+      throw new CriuError("migrate", n === 0 ? `the lazy-pages daemon (pid ${proc.pid}) did not start within ${timeoutSec} s` : `the lazy-pages daemon (pid ${proc.pid}) exited before listening; see ${join(logDir, "lazy-pages.log")}`);
+    }
+  } finally { closeFd(fds[0]); }
+  log.info(`post-copy: lazy-pages daemon ${proc.pid} waits for the restore at ${work}`);
+  return { pid: proc.pid, proc };
 }
 
 export function migrateIn(o: MigrateListen): { pid: number } {
@@ -199,6 +249,8 @@ export function migrateIn(o: MigrateListen): { pid: number } {
   const ls = must("socket", syscall(NR.socket, 2, 1 | 0o2000000, 0));
   let conn = -1;
   let work: string | undefined;
+  let daemon: ReturnType<typeof startImageDaemon> | undefined;
+  let served = false;
   try {
     setInt(ls, 1 /* SOL_SOCKET */, 2 /* SO_REUSEADDR */, 1);
     const sa = sockaddrIn(o.address, o.port);
@@ -215,7 +267,7 @@ export function migrateIn(o: MigrateListen): { pid: number } {
     TCP_NODELAY(conn, true);
     setDeadline(conn, timeoutSec, "the source");
     work = mkdtempSync(join(o.dir, ".criu-bun-migrate-in-"));
-    let cur = "", round = 0;
+    let cur = "", round = 0, final = false;
     for (;;) {
       const m = recv(conn, round ? `waiting for the source (after round ${round})` : "waiting for the source's HELLO");
       if (!m) throw new CriuError("migrate", `the source closed the connection ${round ? `after round ${round}` : "before HELLO"}, before the restore; nothing was restored`);
@@ -223,11 +275,14 @@ export function migrateIn(o: MigrateListen): { pid: number } {
         const v = json(m, "HELLO").version;
         sendJson(conn, MSG.HELLO, { version: VERSION }, "answering HELLO");
         if (v !== VERSION) throw new CriuError("migrate", `the source speaks migrate protocol version ${v}, not ${VERSION}`);
+        if (o.postCopy !== false && !daemon) daemon = startImageDaemon(work!, o.dir, timeoutSec);
       } else if (m.type === MSG.ROUND) {
-        const n = Number(json(m, "ROUND").round);
+        const v = json(m, "ROUND"), n = Number(v.round);
         if (n !== round + 1) throw new CriuError("migrate", `round ${n} after round ${round}`);
-        cur = join(work, String(n));
-        mkdirSync(cur, { mode: 0o700 });
+        // the final round goes where the post-copy daemon reads it
+        final = v.final === true && n > 1 && !!daemon;
+        cur = join(work, final ? "final" : String(n));
+        if (!final) mkdirSync(cur, { mode: 0o700 });
         if (n > 1) linkParent(cur, `../${n - 1}`);
         const b0 = wireBytes, t0 = performance.now();
         // within a round the source reads all of a process's pages before it sends them (a
@@ -251,16 +306,28 @@ export function migrateIn(o: MigrateListen): { pid: number } {
         if (!cur) throw new CriuError("migrate", "RESTORE before any round");
         const t0 = performance.now();
         let res: Record<string, unknown>;
+        // post-copy: the pre-copied pages of private anonymous memory come after the tree runs
+        const post = final && daemon ? { lazyPages: true, lazyParents: true, workDir: work } : {};
+        if (!final && daemon) { daemon.proc.kill(9); daemon = undefined; }
+        let st;
         try {
-          const st = restoreProcesses({ ...o.restore, dir: cur, timeoutSec: o.restore.timeoutSec });
+          st = restoreProcesses({ ...o.restore, ...post, dir: cur, timeoutSec: o.restore.timeoutSec });
           res = { ok: true, pid: st.pid, restoreMs: performance.now() - t0 };
-          out(`restored pid ${st.pid} in ${(performance.now() - t0).toFixed(1)} ms`);
+          out(`restored pid ${st.pid} in ${(performance.now() - t0).toFixed(1)} ms${st.lazy ? " (its pre-copied memory follows)" : ""}`);
         } catch (e: any) {
           res = { ok: false, error: e?.message ?? String(e) };
           sendJson(conn, MSG.RESULT, res, "reporting the restore's failure");
           throw e;
         }
-        sendJson(conn, MSG.RESULT, res, "reporting the restore");
+        // the source may go now: the tree runs here and all its memory is here
+        try { sendJson(conn, MSG.RESULT, res, "reporting the restore"); }
+        catch (e) { st.lazy?.close(); throw e; }
+        served = true;
+        if (st.lazy) {
+          // the daemon copies the rest in; if it fails the tree cannot go on (its memory is missing): killed
+          awaitLazyMemory(st.lazy, st.pids, st.pid, false);
+          out(`all memory of pid ${st.pid} in ${(performance.now() - t0).toFixed(1)} ms after the restore began`);
+        }
         return { pid: res.pid as number };
       } else {
         throw new CriuError("migrate", `unknown message ${m.type} from the source`);
@@ -269,6 +336,8 @@ export function migrateIn(o: MigrateListen): { pid: number } {
   } finally {
     if (conn >= 0) { forgetSocket(conn); closeFd(conn); }
     closeFd(ls);
+    // a daemon with no restore served (the migration failed before): gone
+    if (daemon && !served) daemon.proc.kill(9);
     if (work) rmSync(work, { recursive: true, force: true });
   }
 }

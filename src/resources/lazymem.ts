@@ -16,7 +16,8 @@
 // page still mapped is present or swapped: missingPages). restore keeps its own copy of every
 // userfaultfd meanwhile: if the daemon dies, the process's faults keep waiting (no page silently
 // reads as zero) until restore kills the tree, with one line.
-import { existsSync, lstatSync, realpathSync } from "node:fs";
+import { existsSync, lstatSync, realpathSync, readdirSync, readFileSync } from "node:fs";
+import { wait4Raw } from "../sys/ptrace";
 import { join } from "node:path";
 import { VMA, MAP, PE, PAGE } from "./vma";
 import type { DumpedVma } from "./memory";
@@ -58,13 +59,61 @@ const lazyOnly = (r: Run) => (r.flags & PE.LAZY) !== 0 && !(r.flags & (PE.PRESEN
 export const hasLazyPages = (pagemap: Run[]) => pagemap.some(lazyOnly);
 
 /**
- * The VMAs to register: each that holds a lazy run. A lazy run outside such memory is refused
+ * Post-copy from the restoring side's own images (migrate's default final step): the runs of a
+ * process's pagemap that the images hold (PE_PRESENT: the final round's; PE_PARENT: the pre-copy
+ * rounds') inside memory that can be lazy, each clipped to one such VMA. `restore` with
+ * lazyParents leaves them out and registers their VMAs; the lazy-pages daemon serving from the
+ * images (no --page-server) copies them in. Both sides compute them with this one function from
+ * the same images.
+ */
+export function lazyParentRuns(vmas: { start: bigint; end: bigint; status: number; flags: number }[], pagemap: Run[]): Run[] {
+  const out: Run[] = [];
+  let vi = 0;
+  for (const r of pagemap) {
+    if (!(r.flags & (PE.PARENT | PE.PRESENT))) continue;
+    const end = r.vaddr + BigInt(r.nrPages * PAGE);
+    while (vi < vmas.length && vmas[vi].end <= r.vaddr) vi++;
+    for (let k = vi; k < vmas.length && vmas[k].start < end; k++) {
+      const v = vmas[k];
+      if (!canBeLazy(v)) continue;
+      const a = r.vaddr > v.start ? r.vaddr : v.start, b = end < v.end ? end : v.end;
+      if (a < b) out.push({ vaddr: a, nrPages: Number((b - a) / BigInt(PAGE)), flags: r.flags });
+    }
+  }
+  return out;
+}
+
+/** The PE_PARENT runs minus lazyParentRuns: what a lazyParents restore writes itself. */
+export function eagerParentRuns(vmas: { start: bigint; end: bigint; status: number; flags: number }[], pagemap: Run[]): Run[] {
+  const out: Run[] = [];
+  let vi = 0;
+  for (const r of pagemap) {
+    if (!(r.flags & PE.PARENT) || r.flags & PE.PRESENT) continue;
+    const end = r.vaddr + BigInt(r.nrPages * PAGE);
+    while (vi < vmas.length && vmas[vi].end <= r.vaddr) vi++;
+    for (let a = r.vaddr, k = vi; a < end;) {
+      while (k < vmas.length && vmas[k].end <= a) k++;
+      const v = vmas[k];
+      const inside = !!v && v.start <= a;
+      const b = inside ? (v.end < end ? v.end : end) : v && v.start < end ? v.start : end;
+      // not lazy memory (or outside every VMA: validatePagemap refuses that): written by the restore
+      if (!inside || !canBeLazy(v)) out.push({ vaddr: a, nrPages: Number((b - a) / BigInt(PAGE)), flags: r.flags });
+      a = b;
+    }
+  }
+  return out;
+}
+
+/**
+ * The VMAs to register: each that holds a lazy run (and, with lazyParents, a run of
+ * lazyParentRuns). A lazy run outside such memory is refused
  * (a restore could not get its pages in: only private anonymous memory is registered).
  */
-export function lazyRanges(pid: number, vmas: S.vma_entry[], pagemap: Run[]): [bigint, bigint][] {
+export function lazyRanges(pid: number, vmas: S.vma_entry[], pagemap: Run[], lazyParents = false): [bigint, bigint][] {
   const out: [bigint, bigint][] = [];
-  for (const r of pagemap) {
-    if (!lazyOnly(r)) continue;
+  const runs = lazyParents ? [...pagemap.filter(lazyOnly), ...lazyParentRuns(vmas, pagemap)].sort((x, y) => (x.vaddr < y.vaddr ? -1 : 1)) : pagemap;
+  for (const r of runs) {
+    if (!lazyOnly(r) && !lazyParents) continue;
     const end = r.vaddr + BigInt(r.nrPages * PAGE);
     const v = vmas.find((x) => x.start <= r.vaddr && end <= x.end);
     if (!v || !canBeLazy(v)) {
@@ -243,4 +292,32 @@ export function clearStaleSocket(path: string) {
   try { st = lstatSync(path); } catch { return; }
   if (!st.isSocket()) throw new CriuError("lazy-pages", `${path} exists and is not a socket`);
   syscall(NR.unlink, addr(new TextEncoder().encode(path + "\0")));
+}
+
+/**
+ * A lazy restore runs before its memory is all there: wait (with or without -d) until the daemon
+ * says it is. If the daemon goes first, the tree must not run on with memory missing: it is killed.
+ */
+export function awaitLazyMemory(lazy: LazyChannel, pids: number[], root: number, parent: boolean) {
+  try {
+    if (lazy.waitDone()) { log.info("lazy pages: all memory of the restored tree is in"); return; }
+    // the tree and whatever it forked since
+    const all = new Set<number>();
+    const walk = (p: number) => {
+      if (all.has(p)) return;
+      all.add(p);
+      let tids: string[] = [];
+      try { tids = readdirSync(`/proc/${p}/task`); } catch { return; }
+      for (const t of tids) {
+        let kids = "";
+        try { kids = readFileSync(`/proc/${p}/task/${t}/children`, "latin1"); } catch { continue; }
+        for (const k of kids.split(" ").filter(Boolean)) walk(Number(k));
+      }
+    };
+    for (const p of pids) walk(p);
+    for (const p of all) syscall(NR.kill, p, 9);
+    lazy.removeStaleSocket();
+    if (parent) for (;;) { const { r } = wait4Raw(-1, 0x40000000); if (r === -4) continue; if (r < 0) break; }
+    throw new CriuError("restore", `the lazy-pages daemon went away before the restored memory was all in; the restored tree (root ${root}, ${all.size} process(es)) was killed`);
+  } finally { lazy.close(); }
 }

@@ -42,6 +42,8 @@ export interface RestoreSet {
   extNetKey?: string;
   /** rst_sibling: the root becomes a child of criu-bun's parent (the caller), not of criu-bun */
   rstSibling?: boolean;
+  /** restore --lazy-pages for migrate: the parent images' pages of lazy memory come from the daemon too (lazyParentRuns) */
+  lazyParents?: boolean;
   /** inherit_fd / --inherit-fd: KEY (e.g. "pipe:[123]") -> an fd of criu-bun's that takes that file's place */
   inheritFds?: Map<string, number>;
   /** the root had its own IPC namespace: a new one (SysV segments are made inside it) */

@@ -59,6 +59,11 @@ export interface RestoreOptions {
   cgRoots?: CgRoot[];
   /** --lazy-pages: memory left with the source comes on demand from the lazy-pages daemon (its socket in workDir) */
   lazyPages?: boolean;
+  /**
+   * with lazyPages: the pages of private anonymous memory that the parent images hold come from the
+   * daemon too (one serving from these images: migrate's post-copy, lazymem.ts lazyParentRuns)
+   */
+  lazyParents?: boolean;
 }
 
 export interface Restored { pid: number; ms: number; forkMs: number; pages: number; processes: number;
@@ -190,10 +195,11 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
   // memory left with the source of a lazy dump: only a lazy restore can get it
   const lazyTask = set.tasks.find((t) => !t.zombie && hasLazyPages(t.pagemap));
   if (lazyTask && !o.lazyPages) throw new CriuError("restore", `process ${lazyTask.pid}: its private memory stayed with the source (dump --lazy-pages); restore it with --lazy-pages and a running lazy-pages daemon`);
-  if (o.lazyPages && !lazyTask) log.info("lazy pages: the images hold every page; nothing to take lazily");
+  if (o.lazyPages && !lazyTask && !o.lazyParents) log.info("lazy pages: the images hold every page; nothing to take lazily");
   if ((o.emptyNs ?? 0) & ~0x40000000) throw new CriuError("restore", `empty_ns 0x${(o.emptyNs!).toString(16)}: only the network namespace (CLONE_NEWNET) can be left empty`);
   if ((o.emptyNs ?? 0) & 0x40000000) set.emptyNetNs = true;
   set.rstSibling = !!o.rstSibling;
+  set.lazyParents = !!(o.lazyPages && o.lazyParents);
   if (o.inheritFds?.size) set.inheritFds = o.inheritFds;
   if (set.extNetKey !== undefined && !o.inheritFds?.has(set.extNetKey)) {
     throw new CriuError("restore", `the tree's network namespace was external (key ${set.extNetKey}): give the namespace to join as inherit_fd ${set.extNetKey} (--inherit-fd fd[N]:${set.extNetKey})`);

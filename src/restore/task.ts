@@ -22,7 +22,7 @@ import { CriuError, log } from "../log";
 import { vmaLine } from "../resources/memory";
 import { fillPages } from "../codec/pipeline";
 import { fillParentPages } from "../codec/incremental";
-import { lazyRanges, makeUffd } from "../resources/lazymem";
+import { lazyRanges, makeUffd, eagerParentRuns, canBeLazy } from "../resources/lazymem";
 import { restoreMountNs } from "../resources/mounts";
 import { restoreMembarrier } from "../resources/membarrier";
 import { restoreThread, restoreFpregs, restoreRegisters } from "../resources/threads";
@@ -597,8 +597,11 @@ export class TaskBuilder {
   }
 
   private fillPages() {
-    fillPages(this.set.dir, this.t, this.pid, this.mem!.fd, !!this.parent); // src/codec/pipeline.ts
-    fillParentPages(this.set.dir, this.t.pid, this.t.pagemap, this.mem!.fd, `process ${this.t.pid}`); // incremental dumps
+    // src/codec/pipeline.ts; with lazyParents the pages of private anonymous memory are the daemon's
+    fillPages(this.set.dir, this.t, this.pid, this.mem!.fd, !!this.parent, this.set.lazyParents ? canBeLazy : undefined);
+    // incremental dumps; with lazyParents (migrate's post-copy) only what is not lazy memory: the daemon brings the rest
+    const runs = this.set.lazyParents ? eagerParentRuns(this.t.mm.vmas, this.t.pagemap) : this.t.pagemap;
+    fillParentPages(this.set.dir, this.t.pid, runs, this.mem!.fd, `process ${this.t.pid}`);
   }
 
   /** mm fields, auxv and exe link in one PR_SET_MM_MAP. */
@@ -737,7 +740,7 @@ export class TaskBuilder {
    * when this process has no lazy pages.
    */
   lazyUffd(): number | undefined {
-    const ranges = lazyRanges(this.t.pid, this.t.mm.vmas, this.t.pagemap);
+    const ranges = lazyRanges(this.t.pid, this.t.mm.vmas, this.t.pagemap, !!this.set.lazyParents);
     if (!ranges.length) return undefined;
     return makeUffd({ pid: this.pid, vpid: this.t.pid, call: (nr, ...a) => this.inj!.call(nr, ...a), scratch: (d) => this.scratchWrite(0n, d) }, ranges);
   }
