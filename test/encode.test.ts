@@ -29,7 +29,7 @@ function scalar(t: ScalarType, f: any): unknown {
 function value(f: any, depth: number): unknown {
   const kind = f.fieldKind === "list" ? f.listKind : f.fieldKind;
   if (kind === "message") return randomMsg(f.message, depth + 1);
-  if (kind === "enum") return pick(f.enum.values).number;
+  if (kind === "enum") return (pick(f.enum.values) as { number: number }).number;
   return scalar(f.scalar, f);
 }
 
@@ -81,5 +81,5 @@ test("an image encoded by the fast path decodes back to the same entries", () =>
   const back = decodeImage(bytes, "fdinfo-1.img").entries;
   expect(back.length).toBe(1000);
   back.forEach((e: any, i) => { expect(e.fd).toBe(i + 3); expect(e.type).toBe(1 + (i % 5)); });
-  expect(fromBinary(s, toBinary(s, entries[7])).fd).toBe(10);
+  expect((fromBinary(s, toBinary(s, entries[7])) as any).fd).toBe(10);
 });

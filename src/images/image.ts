@@ -1,6 +1,6 @@
 // Reading and writing CRIU image files: header magics, then (u32 length + message) entries,
 // some followed by raw payload. See magic.ts for the kinds.
-import { create, fromBinary, toBinary, isFieldSet, type DescMessage, type Message } from "@bufbuild/protobuf";
+import { create, fromBinary, isFieldSet, type DescMessage, type Message } from "@bufbuild/protobuf";
 import { existsSync, readFileSync } from "node:fs";
 import { writeNewFile } from "./safefs";
 import { PbWriter, encodeInto } from "./encode";
