@@ -36,13 +36,14 @@ import { fault, pausePoint } from "../fault";
 import { PageServerClient, serveLazyPages, type LazySource } from "../net/pageserver";
 import { splitLazy } from "../resources/lazymem";
 import { setNetworkLockSkip } from "../net/netlock";
-import { netdevs, withNs } from "../sys/netns";
+import { withNs } from "../sys/netns";
 import { dedupeAgainstParent, linkParent } from "../codec/incremental";
 import { netDumpEnd, netDumpLocked, netDumpKilled } from "../resources/inet";
 import { dumpRunId, NETWORK_LOCK } from "../net/netlock";
 import { runHook, type Hooks } from "../hooks";
-import { checkMountNs, checkRoot, checkNsRoot, dumpMountNs, isPrivateCopy, readMountinfo, type ExtMounts } from "../resources/mounts";
+import { dumpMountNs, readMountinfo, type ExtMounts } from "../resources/mounts";
 import { refuse } from "../resources/unsupported";
+import { NsView, nsIds, writeTreeNsImages, writeRootNsImages, ROOT_IDS, IPC_NS_ID } from "../resources/namespaces";
 
 export interface DumpOptions {
   pid: number; dir: string; leaveRunning?: boolean; leaveStopped?: boolean; shellJob?: boolean;
@@ -393,10 +394,6 @@ function unlockHook(hooks: Hooks | undefined, pid: number) {
   try { runHook(hooks, "network-unlock", { pid }); } catch (e: any) { log.warn(`network-unlock: ${e.message}`); }
 }
 
-/** the id of the tree's own IPC namespace (ids, ipcns-var-14.img) */
-const IPC_NS_ID = 14;
-/** The dumper's own ids (inventory root_ids), numbered as CRIU numbers its own. */
-const ROOT_IDS = { vmId: 1, filesId: 1, fsId: 1, sighandId: 1, pidNsId: 1, netNsId: 2, ipcNsId: 3, utsNsId: 4, timeNsId: 5, mntNsId: 6, userNsId: 7, cgroupNsId: 8 };
 
 function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pageServer: PageServerClient | undefined, track: MemTracker): DumpStats {
   const d = o.dir;
@@ -406,8 +403,7 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
   const stats: DumpStats = { pids: tree.map((n) => n.pid), freezingTime: Math.round(freezeMs * 1000), frozenTime: 0, memdumpTime: 0, memwriteTime: 0, pagesScanned: 0, pagesWritten: 0, pagesSkippedParent: 0 };
   const pstree: Record<string, any>[] = [];
   const ns = new NsView(tree[0].pid, !!((o.emptyNs ?? 0) & CLONE_NEWNET), o.extNetNs);
-  // an external network namespace: only its key is saved (as criu: netns-<id>.img, ext_key)
-  if (ns.extNetKey) writeImage(d, `netns-13.img`, "NETNS", [msg(S.netns_entrySchema, { extKey: ns.extNetKey })]);
+  writeTreeNsImages(d, ns);
   if (ns.container && !o.preDump) {
     // (a pre-dump keeps memory for the next dump; the mounts are saved by that dump, as criu
     // does: runc's pre-dump request names no external mounts)
@@ -446,10 +442,7 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
     // tree's start at 2; namespaces the dumper shares keep the dumper's ids (ROOT_IDS)
     const kid = idx + 2;
     const ids = { vmId: kid, filesId: sharedId(tree, idx, KCMP.FILES, "filesId"), fsId: sharedId(tree, idx, KCMP.FS, "fsId"),
-      sighandId: kid, pidNsId: ns.ownPidNs ? 9 : ROOT_IDS.pidNsId, netNsId: ns.ownNetNs ? 13 : ROOT_IDS.netNsId,
-      ipcNsId: ns.ownIpcNs ? IPC_NS_ID : ROOT_IDS.ipcNsId, utsNsId: ns.ownUtsNs ? 11 : ROOT_IDS.utsNsId,
-      mntNsId: ns.ownMntNs ? 10 : ROOT_IDS.mntNsId, userNsId: ROOT_IDS.userNsId, cgroupNsId: ROOT_IDS.cgroupNsId,
-      timeNsId: ns.ownTimeNs ? 12 : ROOT_IDS.timeNsId };
+      sighandId: kid, ...nsIds(ns) };
     if (!n.zombie) ns.check(n.pid); // a zombie has no namespaces left to look at
     if (!n.zombie && readlinkSync(`/proc/${n.pid}/ns/time_for_children`) !== readlinkSync(`/proc/${n.pid}/ns/time`)) {
       refuse("dump", `process ${n.pid}`, "timens-children");
@@ -504,15 +497,7 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
   phase("dumping", pid);
   const task: TaskDump = dumpTask(n.fp!, mem);
   log.debug(`process ${pid}: task state collected`);
-  if (id === 1 && ns.ownUtsNs) writeImage(d, `utsns-${ids.utsNsId}.img`, "UTSNS", [msg(S.utsns_entrySchema, task.uts)]);
-  if (id === 1 && ns.ownTimeNs) {
-    if (!task.clocks.monotonic || !task.clocks.boottime) throw new CriuError("dump", `process ${pid}: cannot read its clocks for its time namespace`);
-    writeImage(d, `timens-${ids.timeNsId}.img`, "TIMENS", [msg(S.timens_entrySchema, { monotonic: task.clocks.monotonic, boottime: task.clocks.boottime })]);
-  } else if (id === 1 && task.clocks.monotonic && task.clocks.boottime) {
-    // the host's time namespace: CRIU 4.2 writes its clocks all the same, as timens-0.img
-    // (neither tool's restore uses it unless the tree had a time namespace of its own)
-    writeImage(d, "timens-0.img", "TIMENS", [msg(S.timens_entrySchema, { monotonic: task.clocks.monotonic, boottime: task.clocks.boottime })]);
-  }
+  if (id === 1) writeRootNsImages(d, pid, ns, ids, task.uts, task.clocks);
   for (const t of task.threads) t.core.threadCore.cgSet = cgSet; // where CRIU 4 keeps it (per thread)
   if (n.wasStopped) Object.assign(task.threads[0].core.tc, { taskState: 3 /* TASK_STOPPED */, stopSigno: n.stopSig ?? 19 });
   // a process sharing its parent's fd table (CLONE_FILES) has it dumped once, under one files id
@@ -653,101 +638,6 @@ function dumpPages(pid: number, vmas: TaskDump["vmas"], mem: RemoteMem, dir: str
 }
 
 const byAddress = <T extends { vaddr: bigint }>(runs: T[]) => runs.sort((a, b) => (a.vaddr < b.vaddr ? -1 : a.vaddr > b.vaddr ? 1 : 0));
-
-/**
- * PIDs as the dumped tree sees them. A tree whose root is the init of its own PID namespace
- * (unshare --pid --fork) is dumped with the PIDs of that namespace; images never hold our PIDs.
- */
-class NsView {
-  ownPidNs: boolean;
-  ownMntNs: boolean;
-  /** its own mount namespace is not a copy of ours: saved in mountpoints-<id>.img */
-  container = false;
-  ownUtsNs: boolean;
-  ownTimeNs: boolean;
-  ownNetNs: boolean;
-  ownIpcNs: boolean;
-  private rootNs = new Map<string, string>();
-  private rootPidNs: string;
-  private cache = new Map<string, number>();
-  /** the key of the tree's network namespace when it is external (--external net[INODE]:KEY) */
-  extNetKey?: string;
-  constructor(root: number, emptyNet = false, extNet?: { ino: number; key: string }) {
-    this.rootPidNs = readlinkSync(`/proc/${root}/ns/pid`);
-    this.ownPidNs = this.rootPidNs !== readlinkSync("/proc/self/ns/pid");
-    this.ownMntNs = readlinkSync(`/proc/${root}/ns/mnt`) !== readlinkSync("/proc/self/ns/mnt");
-    this.ownUtsNs = readlinkSync(`/proc/${root}/ns/uts`) !== readlinkSync("/proc/self/ns/uts");
-    this.ownTimeNs = readlinkSync(`/proc/${root}/ns/time`) !== readlinkSync("/proc/self/ns/time");
-    for (const k of ["net", "ipc", "uts", "mnt", "user", "cgroup", "time"]) this.rootNs.set(k, readlinkSync(`/proc/${root}/ns/${k}`));
-    // namespaces criu-bun cannot recreate: the tree must share them with criu-bun
-    // its own network namespace with nothing but loopback comes back as a new one with lo up
-    this.ownNetNs = this.rootNs.get("net") !== readlinkSync("/proc/self/ns/net");
-    const netIno = Number(/^net:\[(\d+)\]$/.exec(this.rootNs.get("net")!)?.[1]);
-    if (extNet && (!this.ownNetNs || extNet.ino !== netIno)) {
-      throw new CriuError("dump", `--external net[${extNet.ino}]:${extNet.key}: process ${root} is in network namespace ${this.rootNs.get("net")}${this.ownNetNs ? "" : ", criu-bun's own"}, not that one`);
-    }
-    if (extNet) {
-      // the caller's namespace: its interfaces, addresses and routes stay as they are, the tree's
-      // sockets are saved (TCP with --tcp-established) and restore joins it again by its key
-      this.extNetKey = extNet.key;
-      log.info(`process ${root}: its network namespace ${this.rootNs.get("net")} is external (key ${extNet.key}): not saved`);
-    } else if (this.ownNetNs && emptyNet) {
-      // empty_ns net: the caller (runc, Podman) builds the namespace's interfaces itself on restore
-      log.info(`process ${root}: its network namespace's contents are left to the caller (empty_ns)`);
-    } else if (this.ownNetNs) {
-      const devs = netdevs(root).filter((d) => d !== "lo");
-      if (devs.length) {
-        throw new CriuError("dump", `process ${root} is in its own network namespace with interfaces (${devs.join(", ")}), which criu-bun does not save yet; run criu-bun inside it (nsenter --net=/proc/${root}/ns/net)`);
-      }
-    }
-    // its own IPC namespace: SysV segments are read inside it, and it comes back as a new one
-    this.ownIpcNs = this.rootNs.get("ipc") !== readlinkSync("/proc/self/ns/ipc");
-    for (const [k, what, how] of [["user", "user", "--user"]]) {
-      if (this.rootNs.get(k) !== readlinkSync(`/proc/self/ns/${k}`)) {
-        throw new CriuError("dump", `process ${root} is in its own ${what} namespace, which criu-bun does not save yet; run criu-bun inside it (nsenter ${how}=/proc/${root}/ns/${k})`);
-      }
-    }
-    // its own cgroup namespace: restore does not make one (it would come back in criu-bun's)
-    if (this.rootNs.get("cgroup") !== readlinkSync("/proc/self/ns/cgroup")) refuse("dump", `process ${root}`, "cgroupns", this.rootNs.get("cgroup"));
-    // its own mount namespace: only a private copy of ours (plus a fresh /proc) comes back exactly
-    // its own mount namespace: a private copy of ours (plus a fresh /proc) comes back as before;
-    // any other (a container's) is saved mount by mount (dumpMountNs)
-    this.container = this.ownMntNs && !isPrivateCopy(root, this.ownPidNs);
-    if (!this.container) {
-      checkRoot(root, this.ownMntNs);
-      if (this.ownMntNs) checkMountNs(root, this.ownPidNs);
-    }
-    if (this.ownPidNs && this.v(root) !== 1) {
-      throw new CriuError("dump", `process ${root} lives in a PID namespace it is not the init of; dump that namespace's init instead`);
-    }
-  }
-  private last(pid: number, key: string, tid?: number): number {
-    const text = readFileSync(tid ? `/proc/${pid}/task/${tid}/status` : `/proc/${pid}/status`, "latin1");
-    const m = new RegExp(`^${key}:\\s*(.*)$`, "m").exec(text);
-    if (!m) throw new CriuError("dump", `process ${pid}: no ${key} in /proc/${pid}/status`);
-    const l = m[1].trim().split(/\s+/);
-    return Number(l[l.length - 1]);
-  }
-  /** the PID (or TID) in the tree's own namespace */
-  v(pid: number, tid?: number): number {
-    const k = `${pid}/${tid ?? ""}`;
-    let r = this.cache.get(k);
-    if (r === undefined) this.cache.set(k, (r = this.last(pid, "NSpid", tid)));
-    return r;
-  }
-  groups(pid: number) { return { pgid: this.last(pid, "NSpgid"), sid: this.last(pid, "NSsid") }; }
-  /** every process of the tree must be in the root's PID namespace (nested ones are not supported) */
-  check(pid: number) {
-    for (const [k, v] of this.rootNs) {
-      const mine = readlinkSync(`/proc/${pid}/ns/${k}`);
-      if (mine !== v) throw new CriuError("dump", `process ${pid} is in a ${k} namespace of its own (${mine}, the tree's root is in ${v}); nested ${k} namespaces are not supported yet`);
-    }
-    if (this.container) checkNsRoot(pid); else checkRoot(pid, this.ownMntNs);
-    if (readlinkSync(`/proc/${pid}/ns/pid`) !== this.rootPidNs) {
-      throw new CriuError("dump", `process ${pid} is in a nested PID namespace; nested PID namespaces are not supported yet`);
-    }
-  }
-}
 
 const KCMP = { VM: 1, FILES: 2, FS: 3 } as const;
 /** The id of a kernel object (fd table, fs, mm) that tree[idx] shares with an earlier process, or its own. */

@@ -13,6 +13,7 @@ import { itimerCalls, decodeItimers, dumpPosixTimers } from "../resources/timers
 import { sigactionCalls, decodeSigactions, dumpPendingSignals } from "../resources/signals";
 import { dumpRlimits } from "../resources/rlimits";
 import { dumpMembarrier } from "../resources/membarrier";
+import { nsCalls, decodeNsCalls, type Clocks } from "../resources/namespaces";
 import type { OutCall } from "../ptrace/inject";
 
 export interface TaskDump {
@@ -24,7 +25,7 @@ export interface TaskDump {
   cwd: string; root: string; exe: string;
   sigactions: Record<string, any>[];
   /** CLOCK_MONOTONIC and CLOCK_BOOTTIME as the process saw them at dump time */
-  clocks: Record<string, { tvSec: bigint; tvNsec: bigint }>;
+  clocks: Clocks;
   /** hostname and domain name the process sees (its UTS namespace) */
   uts: { nodename: string; domainname: string };
 }
@@ -96,7 +97,7 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
   let thpDisabled = false;
   let membarrier = 0;
   let uts = { nodename: "", domainname: "" };
-  const clocks: Record<string, { tvSec: bigint; tvNsec: bigint }> = {};
+  let clocks: Clocks = {};
   const sigactions: Record<string, any>[] = [];
   let itimers: ReturnType<typeof decodeItimers> | undefined;
   let posix: Record<string, any>[] = [];
@@ -106,7 +107,6 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
       // table (signals.ts) and the three itimers: one batch in one stop of the process where it
       // can run one (batchCalls), else one injected syscall each.
       const sa = sigactionCalls();
-      const clockIds = [[1, "monotonic"], [7, "boottime"]] as const;
       const head = 7; // calls before the sigactions
       const got = batchCalls(inj, mem, status, pid, [
         { nr: NR.brk, args: () => [0], out: 0 },
@@ -114,10 +114,7 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
         // membarrier registrations (Linux 6.3+ can tell them; older kernels answer EINVAL)
         { nr: NR.membarrier, args: () => [1 << 9 /* MEMBARRIER_CMD_GET_REGISTRATIONS */, 0, 0], out: 0 },
         { nr: NR.prctl, args: (buf: bigint) => [37 /* PR_GET_CHILD_SUBREAPER */, buf], out: 8 },
-        // the clocks as the process sees them (its time namespace may shift them)
-        ...clockIds.map(([id]) => ({ nr: NR.clock_gettime, args: (buf: bigint) => [id, buf], out: 16 })),
-        // struct utsname: 6 fields of 65 bytes; nodename is the 2nd, domainname the 6th
-        { nr: NR.uname, args: (buf: bigint) => [buf], out: 390 },
+        ...nsCalls(), // the clocks as the process sees them, uname (namespaces.ts)
         ...sa,
         ...itimerCalls(),
       ], scratch);
@@ -125,17 +122,7 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
       thpDisabled = got[1].r > 0n;
       membarrier = dumpMembarrier(pid, inj, got[2].r);
       if (got[3].r === 0n) subreaper = got[3].b[0] !== 0;
-      clockIds.forEach(([, key], k) => {
-        const { r, b } = got[4 + k];
-        if (r !== 0n) return;
-        const dv = new DataView(b.buffer, b.byteOffset, 16);
-        clocks[key] = { tvSec: dv.getBigInt64(0, true), tvNsec: dv.getBigInt64(8, true) };
-      });
-      if (got[6].r === 0n) {
-        const b = got[6].b;
-        const str = (off: number) => new TextDecoder().decode(b.subarray(off, b.indexOf(0, off) < 0 ? off + 65 : Math.min(b.indexOf(0, off), off + 65)));
-        uts = { nodename: str(65), domainname: str(325) };
-      }
+      ({ clocks, uts } = decodeNsCalls(pid, got.slice(4, 7)));
       sigactions.push(...decodeSigactions(pid, got.slice(head, head + sa.length)));
       itimers = decodeItimers(pid, got.slice(head + sa.length, head + sa.length + 3));
       posix = dumpPosixTimers(pid, inj, mem, scratch);

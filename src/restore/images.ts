@@ -10,6 +10,7 @@ import { taskCgSet, readCgroups } from "../resources/cgroup";
 import { verifyManifest } from "../images/manifest";
 import { readSeccomp } from "../resources/seccomp";
 import { sigactionTable } from "../resources/signals";
+import { loadNamespaces, type RestoreNamespaces } from "../resources/namespaces";
 import { readIpcNs } from "../resources/ipcns";
 import { validatePstree, validateThreads, validateCore, validateMm, validatePagemap, validateFdinfo, validateFiles } from "./validate";
 
@@ -25,35 +26,23 @@ export interface TaskImages {
   fs: S.fs_entry;
   fds: S.fdinfo_entry[];
 }
-export interface RestoreSet {
+/** with the namespaces to make again (namespaces.ts) */
+export interface RestoreSet extends RestoreNamespaces {
   dir: string;
-  /** the root was the init of its own PID namespace (and had its own mounts): recreate them */
-  newPidNs?: boolean;
-  newMntNs?: boolean;
   /** the tree's own mount namespace (a container's), from mountpoints-<id>.img: built before anything runs */
   mounts?: S.mnt_entry[];
   /** where its root goes (--root, or where it was) and the external mounts' paths (set by precheck) */
   mountOpts?: { root: string; ext: import("../resources/mounts").ExtMounts };
-  /** the root had its own network namespace (loopback only): a new one with lo up */
-  newNetNs?: boolean;
   /** empty_ns net: the new network namespace is left empty (not even lo up), the caller fills it */
   emptyNetNs?: boolean;
-  /** the tree's network namespace was external: restore joins the one inherit_fd gives for this key */
-  extNetKey?: string;
   /** rst_sibling: the root becomes a child of criu-bun's parent (the caller), not of criu-bun */
   rstSibling?: boolean;
   /** restore --lazy-pages for migrate: the parent images' pages of lazy memory come from the daemon too (lazyParentRuns) */
   lazyParents?: boolean;
   /** inherit_fd / --inherit-fd: KEY (e.g. "pipe:[123]") -> an fd of criu-bun's that takes that file's place */
   inheritFds?: Map<string, number>;
-  /** the root had its own IPC namespace: a new one (SysV segments are made inside it) */
-  newIpcNs?: boolean;
   /** the sysctls of the tree's own IPC namespace (ipcns-var) */
   ipcVars?: S.ipc_var_entry;
-  /** the root had its own time namespace: its clocks at dump time */
-  timens?: S.timens_entry;
-  /** the root had its own UTS namespace: hostname and domain name */
-  uts?: S.utsns_entry;
   /** seccomp filters from seccomp.img (threads point at their newest with seccomp_filter) */
   seccomp: S.seccomp_filter[];
   /** cgroup sets from cgroup.img (tasks point at them with tc.cgSet) */
@@ -150,21 +139,7 @@ export function loadImages(dir: string): RestoreSet {
     if (!pids.has(t.ppid)) throw new CriuError("restore", `${dir}/pstree.img: process ${t.pid} has parent ${t.ppid}, which is not in the images`);
   }
   const rootIds = tasks[0].ids, dumper = inventory.rootIds;
-  const newPidNs = !!(rootIds && dumper && rootIds.pidNsId !== dumper.pidNsId);
-  const newMntNs = !!(rootIds && dumper && rootIds.mntNsId !== dumper.mntNsId);
-  let uts: S.utsns_entry | undefined;
-  if (rootIds && dumper && rootIds.utsNsId !== dumper.utsNsId) {
-    need(dir, `utsns-${rootIds.utsNsId}.img`);
-    uts = readImage<S.utsns_entry>(dir, `utsns-${rootIds.utsNsId}.img`, "UTSNS")[0];
-    if (!uts) throw new CriuError("restore", `${dir}/utsns-${rootIds.utsNsId}.img has no entry`);
-  }
-  let timens: S.timens_entry | undefined;
-  if (rootIds && dumper && rootIds.timeNsId !== dumper.timeNsId) {
-    need(dir, `timens-${rootIds.timeNsId}.img`);
-    timens = readImage<S.timens_entry>(dir, `timens-${rootIds.timeNsId}.img`, "TIMENS")[0];
-    if (!timens?.monotonic || !timens.boottime) throw new CriuError("restore", `${dir}/timens-${rootIds.timeNsId}.img has no clocks`);
-  }
-  if (newPidNs && tasks[0].pid !== 1) throw new CriuError("restore", `${dir}: the tree lives in its own PID namespace but its root is PID ${tasks[0].pid}, not that namespace's init`);
+  const { newPidNs, newMntNs, uts, timens, newNetNs, extNetKey, newIpcNs } = loadNamespaces(dir, rootIds, dumper, tasks[0].pid);
   const cgroups = new Map<number, S.cg_set_entry>();
   if (imageExists(dir, "cgroup.img")) for (const cs of readImage<S.cgroup_entry>(dir, "cgroup.img", "CGROUP")[0]?.sets ?? []) cgroups.set(cs.id, cs);
   // root_cg_set (the dumper's set) means the restorer's own cgroups: a task in it whose parent is
@@ -177,11 +152,6 @@ export function loadImages(dir: string): RestoreSet {
     if (cg && cg !== inventory.rootCgSet && !cgroups.has(cg)) throw new CriuError("restore", `${dir}/core-${t.pid}.img: cgroup set ${cg} is not in cgroup.img`);
   }
   const seccomp = readSeccomp(dir, tasks.flatMap((t) => [...t.cores.values()].map((c) => ({ pid: t.pid, tc: c.threadCore }))));
-  const newNetNs = !!(rootIds && dumper && rootIds.netNsId !== dumper.netNsId);
-  // an external network namespace (dump --external net[INODE]:KEY): its key, to be given as inherit_fd
-  const netImg = rootIds ? `netns-${rootIds.netNsId}.img` : "";
-  const extNetKey = newNetNs && imageExists(dir, netImg) ? readImage<S.netns_entry>(dir, netImg, "NETNS")[0]?.extKey || undefined : undefined;
-  const newIpcNs = !!(rootIds && dumper && rootIds.ipcNsId !== dumper.ipcNsId);
   const ipcVars = newIpcNs ? readIpcNs(dir, rootIds!.ipcNsId) : undefined;
   const mntImg = rootIds ? `mountpoints-${rootIds.mntNsId}.img` : "";
   const mounts = newMntNs && imageExists(dir, mntImg) ? readImage<S.mnt_entry>(dir, mntImg, "MNTS") : undefined;

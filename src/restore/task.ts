@@ -1,6 +1,6 @@
 // Turning a puppet into one restored process: PID, address space, files, task state, threads.
 import { readFileSync, writeFileSync } from "node:fs";
-import { syscall, addr } from "../sys/syscall";
+import { syscall } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { ptrace, PTRACE, getRegs, setRegs, setSigmask, wait4Raw, W, __WALL, R, describeStatus, detach } from "../sys/ptrace";
 import { O } from "../sys/mem";
@@ -24,6 +24,7 @@ import { fillPages } from "../codec/pipeline";
 import { fillParentPages } from "../codec/incremental";
 import { lazyRanges, makeUffd, eagerParentRuns, canBeLazy } from "../resources/lazymem";
 import { restoreMountNs } from "../resources/mounts";
+import { enterTimens, restoreRootNamespaces } from "../resources/namespaces";
 import { restoreMembarrier } from "../resources/membarrier";
 import { restoreThread, restoreFpregs, restoreRegisters } from "../resources/threads";
 import { restoreTimers } from "../resources/timers";
@@ -185,7 +186,7 @@ export class TaskBuilder {
     pmem.write(this.tramp + BATCH_AT, BATCH_CODE);
     pinj.ok("close_range", NR.close_range, 0, 0xffffffff, 0);
     const inherited = this.importInherited(pinj);
-    if (this.set.timens) this.enterTimens(pinj);
+    if (this.set.timens) enterTimens(pinj, this.puppet, this.set.timens);
     // clone3 with set_tid = [pid], CLONE_PARENT: the new process is criu-bun's child
     const args = new BigUint64Array(11);
     // a tree dumped from the init of its own PID namespace comes back in a fresh one, as PID 1
@@ -293,28 +294,6 @@ export class TaskBuilder {
   sharesFiles = false;
   sharesFs = false;
 
-  /**
-   * The tree had its own time namespace: the puppet makes a new one for its children whose
-   * offsets put CLOCK_MONOTONIC and CLOCK_BOOTTIME back where the tree saw them at dump time.
-   */
-  private enterTimens(pinj: Injector) {
-    pinj.ok("unshare(CLONE_NEWTIME)", NR.unshare, 0x80);
-    const now = (clock: number) => {
-      const ts = new BigInt64Array(2);
-      if (syscall(NR.clock_gettime, clock, addr(ts)) !== 0) throw new CriuError("restore", `clock_gettime(${clock}) failed`);
-      return ts[0] * 1_000_000_000n + ts[1];
-    };
-    const off = (t: S.timespec, clock: number) => {
-      let d = BigInt.asIntN(64, t.tvSec) * 1_000_000_000n + BigInt.asIntN(64, t.tvNsec) - now(clock);
-      let sec = d / 1_000_000_000n, nsec = d % 1_000_000_000n;
-      if (nsec < 0n) { nsec += 1_000_000_000n; sec -= 1n; }
-      return `${sec} ${nsec}`;
-    };
-    const tn = this.set.timens!;
-    try { writeFileSync(`/proc/${this.puppet}/timens_offsets`, `monotonic ${off(tn.monotonic!, 1)}\nboottime ${off(tn.boottime!, 7)}\n`); }
-    catch (e: any) { throw new CriuError("restore", `cannot set the time namespace offsets: ${e.code ?? e.message}`); }
-  }
-
   /** Fork this process, with its old PID, from its parent (whose memory is already restored). */
   createFromParent(parent: TaskBuilder) {
     const t = this.t;
@@ -353,38 +332,9 @@ export class TaskBuilder {
     this.injs.set(this.pid, this.inj);
     this.tids.push(this.pid);
     this.v.set(this.pid, this.t.pid);
-    if (!this.parent && this.set.newMntNs && !this.set.mounts) {
-      // the tree had its own mount namespace, a private copy of ours (dump checked it, src/resources/mounts.ts),
-      // with a /proc of its PID namespace if it has one (unshare --mount-proc)
-      this.inj.ok("unshare(CLONE_NEWNS)", NR.unshare, 0x20000);
-      this.inj.ok("mount / private", NR.mount, 0, this.str("/"), 0, 0x4000 | 0x40000 /* MS_REC|MS_PRIVATE */, 0);
-      if (this.newPidNs) this.inj.ok("mount /proc", NR.mount, this.str("proc", 1), this.str("/proc", 2), this.str("proc", 3), 2 | 4 | 8, 0);
-    }
-    if (!this.parent && this.set.newIpcNs) this.inj.ok("unshare(CLONE_NEWIPC)", NR.unshare, 0x08000000);
-    if (!this.parent && this.set.newNetNs && this.set.extNetKey !== undefined) {
-      // an external network namespace: the one the caller gave for its key (runc: the netns path
-      // of config.json), joined as it is; empty_ns does not apply to it
-      this.joinExtNetNs(this.set.extNetKey);
-    } else if (!this.parent && this.set.newNetNs && this.set.emptyNetNs) {
-      // empty_ns net: a new, empty network namespace; the caller sets it up (setup-namespaces)
-      this.inj.ok("unshare(CLONE_NEWNET)", NR.unshare, 0x40000000);
-    } else if (!this.parent && this.set.newNetNs) {
-      // the tree had its own network namespace with only loopback: a new one, lo up
-      this.inj.ok("unshare(CLONE_NEWNET)", NR.unshare, 0x40000000);
-      const s = Number(this.inj.ok("socket", NR.socket, 2 /* AF_INET */, 2 /* SOCK_DGRAM */, 0));
-      const ifr = new Uint8Array(40);
-      ifr.set(Buffer.from("lo"));
-      new DataView(ifr.buffer).setUint16(16, 0x1 | 0x8 | 0x40, true); // IFF_UP | IFF_LOOPBACK | IFF_RUNNING
-      const r = this.inj.call(NR.ioctl, s, 0x8914 /* SIOCSIFFLAGS */, this.scratchWrite(0n, ifr));
-      this.inj.call(NR.close, s);
-      if (r < 0n) throw new CriuError("restore", `cannot bring lo up in the new network namespace (${errnoText(-r)})`);
-    }
-    if (!this.parent && this.set.uts) {
-      // the tree had its own UTS namespace: a new one with its hostname and domain name
-      const { nodename, domainname } = this.set.uts;
-      this.inj.ok("unshare(CLONE_NEWUTS)", NR.unshare, 0x04000000);
-      this.inj.ok("sethostname", NR.sethostname, this.str(nodename), Buffer.byteLength(nodename));
-      this.inj.ok("setdomainname", NR.setdomainname, this.str(domainname, 1), Buffer.byteLength(domainname));
+    if (!this.parent) {
+      restoreRootNamespaces({ pid: this.pid, inj: this.inj, str: (s, slot) => this.str(s, slot), scratch: (off, d) => this.scratchWrite(off, d),
+        joinExtNetNs: (key) => this.joinExtNetNs(key) }, this.set, this.newPidNs);
     }
     if (!this.parent && this.set.mounts) {
       // a container's mounts, after the namespaces they belong to (proc: PID, mqueue: IPC, sysfs: network)
