@@ -127,7 +127,8 @@ export interface FdKind {
   /** fd_types value in file_entry.type */
   type: number;
   /** fdPath: /proc/PID/fd/N of the fd (for kinds that must look closer, e.g. statfs) */
-  match(target: string, st: BigIntStats, fdPath: string, opts?: DumpOpts): boolean;
+  /** copy: criu-bun's own fd on the file when it has one (cheaper to ask than fdPath) */
+  match(target: string, st: BigIntStats, fdPath: string, opts?: DumpOpts, copy?: number): boolean;
   /** create the file entry (through ctx.files) and extra images; returns the file id */
   dump(ctx: DumpCtx): number;
   /** checks before any process is created */

@@ -203,7 +203,8 @@ export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: 
       try {
         let fown: S.fown_entry | undefined;
         try { fown = readOwner(pid, grab(), where, ownPidNs, opts.tree); } catch (e) { if (dup >= 0) throw e; } // no copy: no owner to read (as before)
-        const kind = FD_KINDS.find((k) => k.match(target, st, `/proc/${pid}/fd/${fd}`, opts));
+        const fdPath = `/proc/${pid}/fd/${fd}`;
+        const kind = FD_KINDS.find((k) => k.match(target, st, fdPath, opts, dup));
         if (!kind && /^(cgroup|ipc|mnt|net|pid|pid_for_children|time|time_for_children|user|uts):\[\d+\]$/.test(target)) refuse("files", where, "nsfs", `'${target}'`);
         if (!kind) throw new CriuError("files", `${where}: ${describe(target)} is not supported yet`);
         if (opts.nsMounts && kind.type === FD_TYPE.REG && !opts.nsMounts.has(Number(fdinfo.mnt_id))) {

@@ -334,10 +334,10 @@ const INET_PROTO_NAMES = new Set(["TCP", "TCPv6", "UDP", "UDPv6", "UDP-Lite", "U
 export const inetKind: FdKind = {
   name: "inet socket",
   type: FD_INETSK,
-  match(target, st, procPath) {
+  match(target, st, procPath, _opts, copy) {
     if (!target.startsWith("socket:[")) return false;
     // sockfs names the protocol; unbound sockets are in no /proc/net table
-    const pname = procPath ? sockProtoName(procPath) : undefined;
+    const pname = copy !== undefined && copy >= 0 ? sockProtoName(copy) : procPath ? sockProtoName(procPath) : undefined;
     if (pname !== undefined) return INET_PROTO_NAMES.has(pname);
     const pid = Number(/^\/proc\/(\d+)\//.exec(procPath ?? "")?.[1] ?? "self");
     // one scan per dump (a dump takes well under a second between fds)

@@ -150,8 +150,10 @@ export function addrString(family: number, a: Uint8Array): string {
 /** The protocol name sockfs gives a socket (system.sockprotoname: "TCP", "UDPv6", "PING", "UNIX"...),
  * read through a path to it such as /proc/PID/fd/N; undefined if it has none. */
 const protoBuf = new Uint8Array(64), protoAttr = cstr("system.sockprotoname"), protoText = new TextDecoder();
-export function sockProtoName(path: string): string | undefined {
-  const r = syscall(NR.getxattr, addr(cstr(path)), addr(protoAttr), addr(protoBuf), protoBuf.length);
+export function sockProtoName(path: string | number): string | undefined {
+  // a path, or an fd of criu-bun's on the socket (fgetxattr: no walk through /proc)
+  const r = typeof path === "number" ? syscall(NR.fgetxattr, path, addr(protoAttr), addr(protoBuf), protoBuf.length)
+    : syscall(NR.getxattr, addr(cstr(path)), addr(protoAttr), addr(protoBuf), protoBuf.length);
   if (r <= 0) return undefined;
   return protoText.decode(protoBuf.subarray(0, r)).replace(/\0.*$/s, "");
 }

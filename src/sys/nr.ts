@@ -20,7 +20,7 @@ export const NR = {
   set_tid_address: 218, timer_create: 222, timer_settime: 223, timer_gettime: 224,
   timer_getoverrun: 225, timer_delete: 226, clock_gettime: 228, clock_nanosleep: 230,
   exit_group: 231, epoll_wait: 232, epoll_ctl: 233, tgkill: 234, openat: 257, mkdirat: 258, fchownat: 260, linkat: 265,
-  newfstatat: 262, getxattr: 191, unlinkat: 263, ppoll: 271, unshare: 272, set_robust_list: 273,
+  newfstatat: 262, getxattr: 191, fgetxattr: 193, unlinkat: 263, ppoll: 271, unshare: 272, set_robust_list: 273,
   get_robust_list: 274, splice: 275, tee: 276, signalfd4: 289, eventfd2: 290, epoll_create1: 291,
   dup3: 292, pipe2: 293, inotify_init1: 294, preadv: 295, pwritev: 296, rt_tgsigqueueinfo: 297,
   perf_event_open: 298, prlimit64: 302, setns: 308, process_vm_readv: 310, process_vm_writev: 311,
