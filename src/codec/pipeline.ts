@@ -47,31 +47,41 @@ class Pool {
   private workers: Worker[] = [];
   private slots: Slot[] = [];
   private core?: BlockCore;
+  private sabs: SharedArrayBuffer[] = [];
+  /** [0]: Workers that took their last "open" */
+  private ready = new Int32Array(new SharedArrayBuffer(4));
+  private opens = 0;
 
-  /** totalBytes: raw bytes of all jobs together (sizes the buffers of a small job run alone) */
-  constructor(nWorkers: number, init: PoolInit, totalBytes = BLOCK) {
-    if (nWorkers <= 0) {
-      this.alone(init, totalBytes);
-      return;
-    }
+  /** Start nWorkers Workers (none: the work is done on this thread); they get their work with open(). */
+  constructor(nWorkers: number) {
+    if (nWorkers <= 0) return;
     const module = PageCodec.module();
     // slot i belongs to worker i % nWorkers; every worker gets the whole list (indexed by slot)
-    const sabs: SharedArrayBuffer[] = [];
     for (let i = 0; i < nWorkers * SLOTS_PER_WORKER; i++) {
-      sabs.push(new SharedArrayBuffer(slotBytes()));
-      this.slots.push(new Slot(sabs[i]));
+      this.sabs.push(new SharedArrayBuffer(slotBytes()));
+      this.slots.push(new Slot(this.sabs[i]));
     }
-    const ready = new Int32Array(new SharedArrayBuffer(4));
     for (let w = 0; w < nWorkers; w++) {
       const worker = new Worker(workerUrl(), { smol: true } as any);
-      worker.postMessage({ op: "init", slots: sabs, ready: ready.buffer, module, ...init });
+      worker.postMessage({ op: "start", slots: this.sabs, ready: this.ready.buffer, module });
       this.workers.push(worker);
     }
+  }
+
+  /** Give every Worker the process and files of the next run (totalBytes: raw bytes of all its
+   * jobs, which sizes the buffers of a small job run alone) and wait until they took them. */
+  open(init: PoolInit, totalBytes = BLOCK) {
+    this.core = undefined;
+    if (!this.workers.length) { this.alone(init, totalBytes); return; }
+    const nw = this.workers.length;
+    Atomics.store(this.ready, 0, 0);
+    this.opens++;
+    for (const w of this.workers) w.postMessage({ op: "open", ...init });
     // a Worker that cannot start (missing entry point, ...) must not hang us: work alone then
     const t0 = Date.now();
-    while (Atomics.load(ready, 0) < nWorkers && Date.now() - t0 < 5000) Atomics.wait(ready, 0, Atomics.load(ready, 0), 100);
-    if (Atomics.load(ready, 0) < nWorkers) {
-      log.warn(`page workers did not start in 5 s (${Atomics.load(ready, 0)} of ${nWorkers}); working on the main thread`);
+    while (Atomics.load(this.ready, 0) < nw && Date.now() - t0 < 5000) Atomics.wait(this.ready, 0, Atomics.load(this.ready, 0), 100);
+    if (Atomics.load(this.ready, 0) < nw) {
+      log.warn(`page workers did not start in 5 s (${Atomics.load(this.ready, 0)} of ${nw}); working on the main thread`);
       this.close();
       this.alone(init, totalBytes);
     }
@@ -133,6 +143,35 @@ class Pool {
     for (const w of this.workers) w.terminate();
     this.workers = [];
   }
+}
+
+/** Workers started ahead (startPageWorkers), used by every dumpPages/fillPages until stopPageWorkers. */
+let spare: Pool | undefined;
+
+/**
+ * Start the page Workers now, for a dump or restore of about `bytes` of pages: a Worker takes
+ * 0.1-0.4 s to start (its runtime, the codec), time that passes while the tree is collected or
+ * built instead of before the first page. Kept for every process of the tree (one start, not one
+ * per process) until stopPageWorkers(). Nothing when the work is too small for Workers.
+ */
+export function startPageWorkers(bytes: number) {
+  if (spare) return;
+  const nw = workerCount(bytes);
+  if (nw > 0) { spare = new Pool(nw); log.debug(`${nw} page worker(s) started ahead for ${size(bytes)}`); }
+}
+export function stopPageWorkers() { spare?.close(); spare = undefined; }
+
+/** The pool for a run of nw Workers: the ones started ahead when there are, else new ones. */
+function takePool(nw: number): { pool: Pool; shared: boolean } {
+  if (nw > 0 && spare) return { pool: spare, shared: true };
+  return { pool: new Pool(nw), shared: false };
+}
+/** After a run: a pool of its own is closed; the shared one too when the run failed half-way (its
+ * slots may still be busy). */
+function endPool(p: { pool: Pool; shared: boolean }, ok: boolean) {
+  if (p.shared && ok && p.pool.parallel) return;
+  p.pool.close();
+  if (p.shared) spare = undefined;
 }
 
 /** The Worker entry point: next to this file in the source tree; in the compiled executable the
@@ -227,9 +266,12 @@ export function dumpPages(o: { pid: number; vmas: DumpedVma[]; memFd: number; di
   const nw = workerCount(totalPages * PAGE);
   // uncompressed: each block is written where it belongs by the thread that read it (DumpOrder)
   const order = compress ? undefined : new DumpOrder();
-  const pool = new Pool(nw, { pid: o.pid, memFd: o.memFd, pagesFd: -1, compress, outFd: order ? fd : undefined, order: order?.buffer }, totalPages * PAGE);
   const t0 = performance.now();
+  const p = takePool(nw);
+  const pool = p.pool;
+  let ok = false;
   try {
+    pool.open({ pid: o.pid, memFd: o.memFd, pagesFd: -1, compress, outFd: order ? fd : undefined, order: order?.buffer }, totalPages * PAGE);
     pool.run<DumpJob>(jobs, (s) => {
       scanned += s.written;
       progress.add(s.written * PAGE);
@@ -245,8 +287,9 @@ export function dumpPages(o: { pid: number; vmas: DumpedVma[]; memFd: number; di
       for (let i = 0; i < s.nRuns; i++) runs.add(s.runs[i * 2], s.runs[i * 2 + 1], PE.PRESENT);
     }, (s) => new CriuError("mem", `process ${o.pid}: ${s.error()}`));
     if (order && order.end !== stored) throw new CriuError("mem", `process ${o.pid}: ${path} holds ${order.end} bytes of pages, expected ${stored}`);
+    ok = true;
   } finally {
-    pool.close();
+    endPool(p, ok);
     progress.end();
     closeSync(fd);
   }
@@ -412,14 +455,18 @@ export function fillPages(dir: string, t: PagesTask, pid: number, memFd: number,
   const total = presentBytes(t);
   // workers for what is written here: with lazy memory left out, only the pages outside it
   const nw = workerCount(lazy ? eagerBytes(t, lazy) : total);
-  const pool = new Pool(nw, { pid, memFd, pagesFd: fd, compress: false }, total);
   const progress = new Progress("restore", total);
   let written = 0;
   const t0 = performance.now();
+  const p = takePool(nw);
+  const pool = p.pool;
+  let ok = false;
   try {
+    pool.open({ pid, memFd, pagesFd: fd, compress: false }, total);
     pool.run<RestoreJob>(restoreJobs("fill", restoreBlocks(t, l, lazy), cow, !!lazy), (s) => { written += s.written; progress.add(s.rawLen); },
       (s, job) => new CriuError("restore", `${blockWhere(dir, t, l, job)}: ${s.error()}`));
-  } finally { pool.close(); progress.end(); closeSync(fd); }
+    ok = true;
+  } finally { endPool(p, ok); progress.end(); closeSync(fd); }
   log.info(`Pages: ${written} written into ${pid} from ${l.dataFile} in ${(performance.now() - t0).toFixed(1)} ms, ${nw} worker(s)`);
   if (logLevel() >= LOG_DEBUG) log.debug(`criu-bun peak RSS (VmHWM): ${peakRssKb()} kB`);
   return written;

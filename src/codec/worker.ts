@@ -10,17 +10,27 @@ declare const self: Worker;
 let core: BlockCore | undefined;
 let slots: Slot[] = [];
 let startError = "";
+let module: WebAssembly.Module | undefined;
+let ready: Int32Array | undefined;
 
 self.onmessage = (e: MessageEvent) => {
   const m = e.data;
-  if (m.op === "init") {
+  // "start": the slots and the codec's module, once; "open": the process and files of a run (one
+  // per process of a tree), acknowledged through `ready`
+  if (m.op === "start") {
     slots = (m.slots as SharedArrayBuffer[]).map((b) => new Slot(b));
-    const init: CoreInit = { pid: m.pid, memFd: m.memFd, pagesFd: m.pagesFd, compress: m.compress, module: m.module, outFd: m.outFd, order: m.order };
+    module = m.module;
+    ready = new Int32Array(m.ready as SharedArrayBuffer);
+    return;
+  }
+  if (m.op === "open") {
+    const init: CoreInit = { pid: m.pid, memFd: m.memFd, pagesFd: m.pagesFd, compress: m.compress, module, outFd: m.outFd, order: m.order };
+    core = undefined;
+    startError = "";
     try { core = new BlockCore(init); }
     catch (err: any) { startError = `page worker start: ${err?.message ?? err}`; }
-    const ready = new Int32Array(m.ready as SharedArrayBuffer);
-    Atomics.add(ready, 0, 1);
-    Atomics.notify(ready, 0);
+    Atomics.add(ready!, 0, 1);
+    Atomics.notify(ready!, 0);
     return;
   }
   const job = m as Job;

@@ -13,12 +13,12 @@ import { RemoteMem } from "../ptrace/inject";
 import { syscall } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { dumpTask, type TaskDump } from "./task";
-import { dumpPages as pipelineDumpPages } from "../codec/pipeline";
+import { dumpPages as pipelineDumpPages, startPageWorkers, stopPageWorkers } from "../codec/pipeline";
 import { MemTracker } from "../resources/memtrack";
 import { pagesToDump, type DumpedVma, type PageRun } from "../resources/memory";
 import type { PagemapRun } from "../images/pagemap";
 import { dumpFds, FileTable, FdTwins, type FdDump, type LockDump } from "../resources/files";
-import { readStat, listChildren, fdLinks } from "../sys/proc";
+import { readStat, readStatus, listChildren, fdLinks } from "../sys/proc";
 import { ImageSink, type DumpOpts } from "../resources/fdkind";
 import { dumpShmem } from "../resources/shmem";
 import { saveGhost, dropLinkRemaps, keepLinkRemaps } from "../resources/reg";
@@ -254,6 +254,9 @@ export function dumpProcess(o: DumpOptions): DumpStats {
     try { tree = freezeTree(pid, (o.timeoutSec ?? 10) * 1000, preSeized); }
     finally { if (preSeized?.size) { log.info(`releasing ${preSeized.size} thread(s) of the cgroup outside the tree`); releaseSeized(preSeized); } }
     tFrozen = performance.now();
+    // the page Workers start while the tree is collected (a dump of a parent's changes alone
+    // may need none)
+    if (!w.prevImagesDir) startPageWorkers(tree.reduce((sum, n) => sum + (n.fp ? anonBytes(n.pid) : 0), 0));
     pausePoint("dump-frozen");
     if (ownNet) { netLocked = true; runHook(o.hooks, "network-lock", { pid }); }
     runHook(o.hooks, "query-ext-files", { pid });
@@ -305,7 +308,7 @@ export function dumpProcess(o: DumpOptions): DumpStats {
     prev?.close();
     if (tree.length) log.info(`Dump of ${pid} failed; ${tree.length} process(es) released`);
     throw e;
-  }
+  } finally { stopPageWorkers(); }
   for (const n of tree) n.mem?.close();
   stats.frozenTime = Math.round(((released ? tThawed : performance.now()) - tFrozen) * 1000);
   const alive = tree.filter((n) => n.fp);
@@ -635,6 +638,11 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
 /** Memory pages of one process into pages-<pagesId>.img; returns the runs for pagemap-PID.img. */
 function dumpPages(pid: number, vmas: TaskDump["vmas"], mem: RemoteMem, dir: string, pagesId: number, compress?: boolean, want?: PageRun[]) {
   return pipelineDumpPages({ pid, vmas, memFd: mem.fd, dir, pagesId, compress, want }); // src/codec/pipeline.ts
+}
+
+/** Bytes of private memory a process has (RssAnon), 0 when it cannot be read. */
+function anonBytes(pid: number): number {
+  try { return Number(/^(\d+) kB/.exec(readStatus(pid).RssAnon ?? "")?.[1] ?? 0) * 1024; } catch { return 0; }
 }
 
 const byAddress = <T extends { vaddr: bigint }>(runs: T[]) => runs.sort((a, b) => (a.vaddr < b.vaddr ? -1 : a.vaddr > b.vaddr ? 1 : 0));

@@ -4,6 +4,7 @@ import { statSync, readFileSync } from "node:fs";
 import { setNetworkLockSkip } from "../net/netlock";
 import { openDir, checkImagesTrusted, replaceFile } from "../images/safefs";
 import { loadImages, type RestoreSet } from "./images";
+import { startPageWorkers, stopPageWorkers } from "../codec/pipeline";
 import { requireImages } from "./validate";
 import { TaskBuilder } from "./task";
 import { create } from "@bufbuild/protobuf";
@@ -177,7 +178,7 @@ function restoreFrom(o: RestoreOptions): Restored {
   const t0 = performance.now();
   // no progress for --timeout seconds (default 10) ends the restore, whatever it waits for
   startWatchdog((o.timeoutSec ?? 10) * 1000, logFd());
-  try { return restoreAll(o, t0); } finally { stopWatchdog(); }
+  try { return restoreAll(o, t0); } finally { stopPageWorkers(); stopWatchdog(); }
 }
 
 function restoreAll(o: RestoreOptions, t0: number): Restored {
@@ -204,6 +205,9 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
   if (set.extNetKey !== undefined && !o.inheritFds?.has(set.extNetKey)) {
     throw new CriuError("restore", `the tree's network namespace was external (key ${set.extNetKey}): give the namespace to join as inherit_fd ${set.extNetKey} (--inherit-fd fd[N]:${set.extNetKey})`);
   }
+  // the page Workers start while the processes are created (not for a post-copy restore: most
+  // of its memory comes later, from the lazy-pages daemon)
+  if (!set.lazyParents) startPageWorkers(set.tasks.reduce((sum, t) => sum + (t.zombie ? 0 : (t.pagemap ?? []).reduce((n, e) => n + (e.flags & 4 /* PE_PRESENT */ ? e.nrPages * 4096 : 0), 0)), 0));
   runHook(o.hooks, "pre-restore");
   const ownNs = !!(set.newPidNs || set.newMntNs || set.newNetNs || set.newIpcNs || set.uts || set.timens);
   const root = set.tasks[0];
