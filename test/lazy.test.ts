@@ -263,3 +263,39 @@ test.skipIf(!existsSync(CRIU42))("CRIU 4.2's lazy-pages daemon killed mid-way: c
   await waitUntil("the source's result", () => read(join(w.dir, "result")) !== "", 30_000);
   expect(read(join(w.dir, "result"))).toStartWith("PASS");
 }, 120_000);
+
+// A plain dump marks present pages of memory that may be lazy PE_LAZY | PE_PRESENT, as CRIU marks them
+// in every dump: CRIU 4.2's restore --lazy-pages, with its lazy-pages daemon reading the images, then
+// leaves exactly those to the daemon (without the marks it took none lazily: 0/0 pages).
+test.skipIf(!existsSync(CRIU42))("CRIU 4.2 restore --lazy-pages of criu-bun's plain dump: the same PE_LAZY marks as CRIU's own dump, its daemon brings those pages in, hash right", async () => {
+  const w = await startLazy(64);
+  const c = tmp("criu"), img = tmp("img");
+  const cd = Bun.spawnSync([CRIU42, "dump", "-R", "-t", String(w.pid), "-D", ".", "-o", "dump.log", "-v4"], { cwd: c });
+  expect(cd.exitCode).toBe(0);
+  const x = criuBun(["dump", "-t", String(w.pid), "-D", img, "-o", "dump.log", "-v4"]);
+  expect([x.code, x.stderr]).toEqual([0, ""]);
+  // page by page: whether each page both dumps hold is marked lazy
+  const lazyOf = (dir: string) => {
+    const m = new Map<bigint, boolean>();
+    for (const r of decodePagemap(dir, "pagemap-1.img").runs) if (r.flags & 4) for (let i = 0; i < r.nrPages; i++) m.set(r.vaddr + BigInt(i * 4096), !!(r.flags & 2));
+    return m;
+  };
+  const [mc, mb] = [lazyOf(c), lazyOf(img)];
+  const both = [...mb.keys()].filter((a) => mc.has(a));
+  expect(both.length).toBeGreaterThan(16000);
+  expect(both.filter((a) => mb.get(a)).length).toBeGreaterThan(16000);
+  expect(both.filter((a) => mb.get(a) !== mc.get(a)).map((a) => a.toString(16))).toEqual([]);
+  await waitUntil("the source gone", () => !isAlive(w.pid), 10_000);
+  const d = spawn([CRIU42, "lazy-pages", "-D", ".", "-o", "lazy.log", "-v4"], img);
+  await waitUntil("the lazy-pages socket", () => existsSync(join(img, "lazy-pages.socket")) || d.exitCode !== null, 30_000);
+  const r = Bun.spawnSync([CRIU42, "restore", "-D", ".", "--lazy-pages", "-d", "-o", "restore.log", "-v4"], { cwd: img, stdout: "pipe", stderr: "pipe", timeout: 60_000 });
+  expect(`${r.exitCode} ${read(join(img, "restore.log")).split("\n").filter((l) => l.includes("Error") && !l.includes("RLIMIT")).join("\n")}`).toBe("0 ");
+  expect(await d.exited).toBe(0);
+  const m = /UFFD transferred pages: \((\d+)\/(\d+)\)/.exec(read(join(img, "lazy.log")));
+  expect(m && m[1] === m[2] && Number(m[1]) > 16000).toBe(true);
+  const n = counter(w.dir);
+  await waitUntil("the restored process to run", () => counter(w.dir) > n, 10_000);
+  writeFileSync(join(w.dir, "go"), "");
+  await waitUntil("the restored workload's result", () => read(join(w.dir, "result")) !== "", 30_000);
+  expect(read(join(w.dir, "result"))).toStartWith("PASS");
+}, 90_000);

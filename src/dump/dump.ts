@@ -34,7 +34,7 @@ import * as S from "../images/schemas";
 import { CriuError, log, phase, unalias, aliasPath } from "../log";
 import { fault, pausePoint } from "../fault";
 import { PageServerClient, serveLazyPages, type LazySource } from "../net/pageserver";
-import { splitLazy } from "../resources/lazymem";
+import { splitLazy, markLazy } from "../resources/lazymem";
 import { setNetworkLockSkip } from "../net/netlock";
 import { withNs } from "../sys/netns";
 import { dedupeAgainstParent, linkParent } from "../codec/incremental";
@@ -573,7 +573,7 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
           }
           if (ps.open(vpid) !== hasParent) throw new CriuError("dump", `process ${pid}: the page server ${hasParent ? "has no" : "has"} parent images for it, unlike this side`);
           const runs = tracked ? byAddress<PagemapRun>([...p.runs, ...tracked.fromParent]) : [...p.runs];
-          ps.sendRuns(runs, join(tmp, p.file));
+          ps.sendRuns(markLazy(runs, vmas), join(tmp, p.file));
           writeImageBytes(d, `sent-pagemap-${vpid}.img`, encodePagemap(0, runs));
           return { scanned: p.scanned, written: p.written, skipped: tracked ? pagesOf(tracked.fromParent) : 0 };
         } finally { rmSync(tmp, { recursive: true, force: true }); }
@@ -587,7 +587,7 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
     try {
       pr = dumpPages(pid, task.vmas, mem, tmp, id, false, want);
       const runs = tracked ? byAddress<PagemapRun>([...pr.runs, ...tracked.fromParent]) : [...pr.runs];
-      pageServer.sendRuns(runs, join(tmp, pr.file));
+      pageServer.sendRuns(markLazy(runs, task.vmas), join(tmp, pr.file));
       if (tracked) skipped = pagesOf(tracked.fromParent);
       pr = { ...pr, runs };
     } finally { rmSync(tmp, { recursive: true, force: true }); }
@@ -628,7 +628,7 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
   }
   writeImage(d, `ids-${vpid}.img`, "IDS", [msg(S.task_kobj_ids_entrySchema, ids)]);
   writeImage(d, `mm-${vpid}.img`, "MM", [msg(S.mm_entrySchema, task.mm)]);
-  if (!pageServer) writeImageBytes(d, `pagemap-${vpid}.img`, encodePagemap(id, pr.runs!));
+  if (!pageServer) writeImageBytes(d, `pagemap-${vpid}.img`, encodePagemap(id, markLazy(pr.runs!, task.vmas)));
   writeImage(d, `fs-${vpid}.img`, "FS", [msg(S.fs_entrySchema, { cwdId, rootId, umask: task.umask })]);
   if (!tableDone) writeImage(d, `fdinfo-${ids.filesId}.img`, "FDINFO", fds.map((f) => ({ id: f.id, flags: f.cloexec ? 1 : 0, type: f.type, fd: f.fd }) as unknown as Message));
   return { memUs, scanned: pr.scanned, written: pr.written, skipped, tids, pgid: task.stat.pgid, sid: task.stat.sid };

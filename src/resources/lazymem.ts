@@ -50,6 +50,31 @@ export function splitLazy(vmas: DumpedVma[]): { eager: DumpedVma[]; lazy: Dumped
   return { eager, lazy };
 }
 
+/**
+ * Present pages of memory that may be lazy get PE_LAZY too, as CRIU marks them in every dump: its
+ * `restore --lazy-pages` (with a lazy-pages daemon reading these images) leaves exactly those pages to
+ * the daemon and restores the others itself; without the mark it takes none lazily. A run that
+ * spans VMAs of both kinds is split where they meet. criu-bun's own restore reads them as present.
+ */
+export function markLazy(runs: Iterable<{ vaddr: bigint; nrPages: number; flags: number }>, vmas: { start: bigint; end: bigint; status: number; flags: number }[]): { vaddr: bigint; nrPages: number; flags: number }[] {
+  const out: { vaddr: bigint; nrPages: number; flags: number }[] = [];
+  let i = 0;
+  for (const r of runs) {
+    if (!(r.flags & PE.PRESENT) || r.flags & PE.LAZY) { out.push(r); continue; }
+    let a = r.vaddr;
+    const end = r.vaddr + BigInt(r.nrPages * PAGE);
+    while (a < end) {
+      while (i < vmas.length && vmas[i].end <= a) i++;
+      const v = i < vmas.length && vmas[i].start <= a ? vmas[i] : undefined;
+      // up to the end of the VMA holding a (or to the next VMA / the run's end outside any)
+      const stop = v ? (v.end < end ? v.end : end) : (i < vmas.length && vmas[i].start < end ? vmas[i].start : end);
+      out.push({ vaddr: a, nrPages: Number((stop - a) / BigInt(PAGE)), flags: v && canBeLazy(v) ? r.flags | PE.LAZY : r.flags });
+      a = stop;
+    }
+  }
+  return out;
+}
+
 // ---- restore --------------------------------------------------------------------------------------
 
 type Run = { vaddr: bigint; nrPages: number; flags: number };
