@@ -21,8 +21,10 @@
 //
 // migrate: downtime of `criu-bun migrate` over loopback (workloads/migcounter.py, python3 in its
 // own PID namespace, writing 1% of its pages a second; checks its memory after the migration):
-// BENCH_MIGRATE=256,1024 (MiB, the default; 64 with BENCH_QUICK; empty: none; 4096 if the machine
-// has the memory: source, images and restored copy at once), BENCH_MIGRATE_ROUNDS (default 1).
+// BENCH_MIGRATE=256,1024,4096 (MiB, the default, 4096 only if MemAvailable holds 3.5 times it: source,
+// received images in BENCH_DIR's tmpfs and restored copy at once; 64 with BENCH_QUICK; empty: none),
+// BENCH_MIGRATE_ROUNDS (default 1), BENCH_MIGRATE_EAGER=1 (each size also with --no-post-copy on the
+// destination: the restore writes every page before the tree runs, the way before post-copy).
 //
 // Env: BENCH_QUICK=1 (64 and 256 MiB, 1 round, 5 small-process rounds, no --compress: for
 // iterating), BENCH_SIZES=1024,4096 (MiB; empty: small process only), BENCH_PATTERNS=heap (any of
@@ -41,7 +43,13 @@ const SIZES = (process.env.BENCH_SIZES ?? (QUICK ? "64,256" : "1024,4096")).spli
 const SMALL_ROUNDS = Number(process.env.BENCH_SMALL_ROUNDS ?? (QUICK ? 5 : 11));
 const COMPRESS = (process.env.BENCH_COMPRESS ?? (QUICK ? "0" : "1")) === "1";
 const BASE = process.env.BENCH_DIR ?? "/dev/shm/criu-bun-bench";
-const MIGRATE = (process.env.BENCH_MIGRATE ?? (QUICK ? "64" : "256,1024")).split(",").map(Number).filter((n) => n > 0);
+const memAvailMib = Number(/MemAvailable:\s+(\d+)/.exec(readFileSync("/proc/meminfo", "utf8"))?.[1] ?? 0) / 1024;
+const MIGRATE = (process.env.BENCH_MIGRATE ?? (QUICK ? "64" : "256,1024,4096")).split(",").map(Number).filter((n) => n > 0).filter((n) => {
+  if (n * 3.5 <= memAvailMib) return true;
+  console.log(`migrate ${n} MiB skipped: it needs about ${Math.round(n * 3.5)} MiB available (source, images, restored copy), the machine has ${Math.round(memAvailMib)}`);
+  return false;
+});
+const MIGRATE_EAGER = process.env.BENCH_MIGRATE_EAGER === "1";
 const exe = process.env.CRIU_BUN_EXE ?? join(REPO_ROOT, "criu-bun");
 const CB = existsSync(exe) ? [exe] : [process.execPath, join(REPO_ROOT, "src/main.ts")];
 // ../shared/tools beside the repository (a worktree under ../wt/NAME: two levels up)
@@ -210,10 +218,10 @@ async function runcRows() {
   rmSync(bin, { recursive: true, force: true });
 }
 
-interface MigrateRow { what: string; downtimeMs: number; restoreMs: number; rounds: string; frozen: string; finalPages: number; s: number; rssKb: number }
+interface MigrateRow { what: string; downtimeMs: number; restoreMs: number; allInMs: string; rounds: string; frozen: string; finalPages: number; s: number; rssKb: number }
 const migrateRows: MigrateRow[] = [];
 /** One live migration over loopback of migcounter.py (MiB, 1% of its pages written a second). */
-function migrateRow(mib: number) {
+function migrateRow(mib: number, eager = false) {
   const wdir = join(BASE, `mig-wl-${mib}-${Date.now()}`), src = join(BASE, "mig-src"), dst = join(BASE, "mig-dst");
   for (const d of [wdir, src, dst]) { rmSync(d, { recursive: true, force: true }); mkdirSync(d, { recursive: true, mode: 0o700 }); }
   const rate = Math.max(1, Math.round((mib * 256) / 100));
@@ -225,7 +233,7 @@ function migrateRow(mib: number) {
   spins.add(pid);
   sleep(1000); // a second of writing before the migration starts
   const port = 7700 + (process.pid % 200);
-  const l = Bun.spawn([...CB, "migrate", "--listen", String(port), "--address", "127.0.0.1", "-D", dst, "-v4", "-o", "migrate.log"], { stdout: Bun.file(join(dst, "stdout")), stderr: "ignore" });
+  const l = Bun.spawn([...CB, "migrate", "--listen", String(port), "--address", "127.0.0.1", "-D", dst, "-v4", "-o", "migrate.log", ...(eager ? ["--no-post-copy"] : [])], { stdout: Bun.file(join(dst, "stdout")), stderr: "ignore" });
   const until = Date.now() + 30_000;
   while (!(existsSync(join(dst, "stdout")) && readFileSync(join(dst, "stdout"), "utf8").includes("listening"))) { if (Date.now() > until) throw new Error("migrate --listen did not start"); sleep(10); }
   const r = timed([...CB, "migrate", "-t", String(pid), "--to", `127.0.0.1:${port}`, "-D", src, "-v4", "-o", "migrate.log"], true);
@@ -233,6 +241,12 @@ function migrateRow(mib: number) {
   const npid = Number(/restored pid (\d+)/.exec(dout)?.[1] ?? 0);
   if (npid) spins.add(npid);
   if (r.code !== 0) { l.kill(); throw new Error(`migrate ${mib} MiB failed:\n${r.out}${readFileSync(join(src, "migrate.log"), "utf8").split("\n").filter((x) => /Error/.test(x)).join("\n")}`); }
+  // post-copy: the destination says when the last page is in (ms after its restore began)
+  let allIn = "";
+  if (!eager) {
+    const until2 = Date.now() + 600_000;
+    while (!(allIn = /all memory of pid \d+ in ([\d.]+) ms/.exec(readFileSync(join(dst, "stdout"), "utf8"))?.[1] ?? "") && l.exitCode === null && Date.now() < until2) sleep(50);
+  }
   writeFileSync(join(wdir, "go"), "");
   const res = waitFile(join(wdir, "result"), 120_000);
   if (!res.startsWith("PASS")) throw new Error(`migrated migcounter ${mib} MiB failed its check:\n${res}`);
@@ -241,8 +255,8 @@ function migrateRow(mib: number) {
   const fin = /final: (\d+) pages .* (\d+) bytes in all/.exec(r.out);
   rounds.push(`final ${(Number(fin?.[2] ?? 0) / 2 ** 20).toFixed(1)}`);
   migrateRows.push({
-    what: `migrate ${mib >= 1024 ? `${mib / 1024} GiB` : `${mib} MiB`}, 1% of pages written/s (${rate} pages/s)`,
-    downtimeMs: Number(/downtime ([\d.]+) ms/.exec(r.out)?.[1]), restoreMs: Number(/restore took ([\d.]+) ms/.exec(r.out)?.[1]),
+    what: `migrate ${mib >= 1024 ? `${mib / 1024} GiB` : `${mib} MiB`}, 1% of pages written/s (${rate} pages/s)${eager ? ", --no-post-copy" : ""}`,
+    downtimeMs: Number(/downtime ([\d.]+) ms/.exec(r.out)?.[1]), restoreMs: Number(/restore took ([\d.]+) ms/.exec(r.out)?.[1]), allInMs: eager ? "(before it ran)" : allIn ? Number(allIn).toFixed(0) : "?",
     rounds: rounds.join(" / "), frozen, finalPages: Number(fin?.[1] ?? NaN), s: r.s, rssKb: r.rssKb,
   });
   kill(npid); kill(pid); kill(outer);
@@ -367,7 +381,10 @@ for (const pattern of PATTERNS) for (const mib of SIZES) {
 
 // migrate: downtime while the workload writes 1% of its pages a second
 for (const mib of MIGRATE) {
-  for (let i = 0; i < Number(process.env.BENCH_MIGRATE_ROUNDS ?? 1); i++) migrateRow(mib);
+  for (let i = 0; i < Number(process.env.BENCH_MIGRATE_ROUNDS ?? 1); i++) {
+    migrateRow(mib);
+    if (MIGRATE_EAGER) migrateRow(mib, true);
+  }
 }
 
 } catch (e) {
@@ -405,9 +422,9 @@ for (const r of floorRows) {
 }
 if (migrateRows.length) {
   console.log("\nmigrate over loopback (criu-bun only: CRIU has no such command); downtime = frozen on the source until running on the destination");
-  console.log("| what | downtime ms | of it, restore ms | MiB sent per round | frozen ms per pre-copy round | pages in the final round | source command wall s | source peak RSS |");
-  console.log("| --- | --- | --- | --- | --- | --- | --- | --- |");
-  for (const r of migrateRows) console.log(`| ${r.what} | ${r.downtimeMs.toFixed(0)} | ${r.restoreMs.toFixed(0)} | ${r.rounds} | ${r.frozen} | ${r.finalPages} | ${r.s.toFixed(2)} | ${mib(r.rssKb)} |`);
+  console.log("| what | downtime ms | of it, restore ms | all memory in, ms after the restore began | MiB sent per round | frozen ms per pre-copy round | pages in the final round | source command wall s | source peak RSS |");
+  console.log("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+  for (const r of migrateRows) console.log(`| ${r.what} | ${r.downtimeMs.toFixed(0)} | ${r.restoreMs.toFixed(0)} | ${r.allInMs} | ${r.rounds} | ${r.frozen} | ${r.finalPages} | ${r.s.toFixed(2)} | ${mib(r.rssKb)} |`);
 }
 const load = readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
 console.log(`\nload average at the end: ${load} (${navigator.hardwareConcurrency} CPUs)`);
