@@ -251,6 +251,10 @@ test("migrate with --tcp-established from one namespace to another: the client o
   expect(npid).toBeGreaterThan(0);
   pids.add(npid);
   await waitFor(() => !existsSync(`/proc/${pid}`), "source gone");
+  // the dump's lock stays in the source's namespace (found there by migrate), and migrate says how
+  // to lift it: until the switch-over below, the client's packets still come here, and without the
+  // lock this namespace would answer them with RST
+  expect(r.stdout).toMatch(/the network lock \(nftables table inet CRIU-\S+\) stays here: .*nft delete table inet CRIU-/);
   // the switch-over: the source's namespace goes, the client's link to the destination comes up
   nets.del(na);
   const before = c.recvd();

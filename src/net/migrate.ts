@@ -51,6 +51,7 @@ import { restoreProcesses, type RestoreOptions } from "../restore/restore";
 import { dropTracking } from "../resources/memtrack";
 import { linkParent } from "../codec/incremental";
 import { errnoText } from "../sys/errno";
+import { runLockTableName, dumpRunId, listLockTables } from "./netlock";
 
 const MAGIC = 0x474d4243;
 export const MSG = { HELLO: 1, ROUND: 2, FILE: 3, RESTORE: 4, RESULT: 5 } as const;
@@ -164,6 +165,13 @@ export function migrateOut(o: MigrateSource): { rounds: RoundStat[]; downtimeMs:
     out(`final: ${r.pages} pages (${pagesBytes} bytes with the page stream), ${r.bytes} bytes in all (${mib(r.bytes)} MiB)`);
     out(`downtime ${downtimeMs.toFixed(1)} ms (frozen here until running there; the restore took ${Number(restoreMs).toFixed(1)} ms of it)`);
     out(`process ${o.pid} runs on ${o.host} as pid ${remotePid}; ${rounds.reduce((s, x) => s + x.bytes, 0)} bytes sent in ${rounds.length} round(s)`);
+    // the dump's network lock stays here, as CRIU leaves it after a dump: the peers' packets that
+    // still come here until the network sends them to the destination are dropped by it; without
+    // it this kernel would answer them with RST and the moved connections would die
+    const lock = runLockTableName(dumpRunId(o.pid));
+    if (o.tcpEstablished && listLockTables().includes(lock)) {
+      out(`the network lock (nftables table inet ${lock}) stays here: it keeps this host from resetting the moved connections while their peers' packets still come here; once they go to the destination: nft delete table inet ${lock}`);
+    }
     return { rounds, downtimeMs, remotePid };
   } catch (e) {
     // the tree was let go by the dump that failed; the tracking the pre-copy armed ends too
