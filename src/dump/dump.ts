@@ -627,7 +627,7 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
     writeImage(d, `core-${ns.v(pid, t.tid)}.img`, "CORE", [msg(S.core_entrySchema, core)]);
   }
   writeImage(d, `ids-${vpid}.img`, "IDS", [msg(S.task_kobj_ids_entrySchema, ids)]);
-  writeImage(d, `mm-${vpid}.img`, "MM", [msg(S.mm_entrySchema, task.mm)]);
+  writeImage(d, `mm-${vpid}.img`, "MM", [task.mm as unknown as Message]); // plain: thousands of VMAs encoded as they are
   if (!pageServer) writeImageBytes(d, `pagemap-${vpid}.img`, encodePagemap(id, markLazy(pr.runs!, task.vmas)));
   writeImage(d, `fs-${vpid}.img`, "FS", [msg(S.fs_entrySchema, { cwdId, rootId, umask: task.umask })]);
   if (!tableDone) writeImage(d, `fdinfo-${ids.filesId}.img`, "FDINFO", fds.map((f) => ({ id: f.id, flags: f.cloexec ? 1 : 0, type: f.type, fd: f.fd }) as unknown as Message));

@@ -355,7 +355,13 @@ export const unixKind: FdKind = {
       const pd = unixDiag(d.peer, ctx.where, ctx.pid, ctx.opts);
       if (pd.peer !== ino) refuse("files", ctx.where, "unix-oneway-queue", `${d.rq} bytes on unix socket ${ino}`);
     }
-    if ((d.peer || peerGone) && !listening) {
+    // a stream socket whose peer is frozen in the tree (or gone) with nothing queued in the
+    // listing has nothing to read (stream data has no empty packets; datagram and seqpacket
+    // queues may hold empty ones, the listing's byte count cannot tell: those are always read)
+    const nothingQueued = listed !== undefined && type === 1 && d.rq === 0 && (peerGone || peerInTree);
+    // (the queues' image is written all the same: restore then knows none was lost)
+    if ((d.peer || peerGone) && !listening && nothingQueued) ctx.images.ensure("sk-queues.img", "SK_QUEUES");
+    if ((d.peer || peerGone) && !listening && !nothingQueued) {
       // a closed peer's data is put back from the unnamed end of a new pair: exact only when
       // its sender had no name either (recvfrom() gives the sender's name)
       const senders: Uint8Array[] | undefined = peerGone ? [] : undefined;
