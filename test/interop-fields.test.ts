@@ -220,3 +220,21 @@ test.skipIf(!have)("criu-bun and CRIU 4.2 save the same SysV segments of one tre
   trigger(w);
   expect((await waitResult(w, 15000)).summary).toBe("PASS"); // both dumps left it running, unharmed
 }, 90000);
+
+// pidfds (exact.c pidfd: on itself, two on a child sharing an inode, one O_NONBLOCK, one on a
+// grandchild): their flags as CRIU writes them, without the access mode, which CRIU 4.2 hands to
+// pidfd_open() (O_RDWR there is EINVAL: it failed to restore criu-bun's before)
+for (const [dumper, restorer] of [["criu-bun", "criu-4.2"], ["criu-4.2", "criu-bun"]] as const) {
+  test.skipIf(!have)(`${dumper} dumps pidfds, ${restorer} restores them: same processes, shared inode, O_NONBLOCK`, async () => {
+    const w = await startWorkload("exact", ["pidfd"]);
+    const dir = mkdtempSync(join(tmp, `pidfd-${dumper}-`));
+    run(dumper, ["dump", "-t", String(w.pid)], dir);
+    const flags = readImage<S.file_entry>(dir, "files.img", "FILES").filter((f) => f.pidfd).map((f) => f.pidfd!.flags).sort((a, b) => a - b);
+    expect(flags).toEqual([0, 0, 0, 0o4000]);
+    await treeGone(dir);
+    run(restorer, ["restore", "-d"], dir);
+    trigger(w);
+    const r = await waitResult(w, 15000);
+    expect(r.summary).toBe("PASS");
+  }, 90000);
+}

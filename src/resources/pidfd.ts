@@ -24,7 +24,9 @@ export const pidfdKind: FdKind = {
     if (ctx.flags & PIDFD_THREAD) refuse("files", ctx.where, "pidfd", "of a thread (PIDFD_THREAD)");
     const ns = (ctx.fdinfo["NSpid"] ?? String(pid)).split(/\s+/).filter(Boolean);
     const nspid = Number(ns[ns.length - 1]);
-    return ctx.files.add(null, (id) => ({ id, type: 20, pidfd: { id, ino: Number(ctx.st.ino & 0xffffffffn), flags: ctx.flags, nspid, fown: FOWN0 } }));
+    // flags as CRIU writes them, without the access mode (a pidfd is always O_RDWR): CRIU 4.2 passes
+    // them to pidfd_open(), which refuses O_RDWR (EINVAL)
+    return ctx.files.add(null, (id) => ({ id, type: 20, pidfd: { id, ino: Number(ctx.st.ino & 0xffffffffn), flags: ctx.flags & ~3, nspid, fown: FOWN0 } }));
   },
   restore(ctx, f) {
     const e = f.pidfd!;
