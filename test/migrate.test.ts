@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { criuBunCommand, REPO_ROOT } from "./harness";
-import { Netns, runOk, inNs, tcpCounter, waitFor as waitNs } from "./netns";
+import { Netns, runOk, inNs, tcpCounter, clientBackoffs, waitFor as waitNs } from "./netns";
 
 const nets = new Netns("cbm");
 /** waits of this file get 30 s unless told (a migration of a loaded machine takes a while) */
@@ -255,6 +255,12 @@ test("migrate with --tcp-established from one namespace to another: the client o
   // to lift it: until the switch-over below, the client's packets still come here, and without the
   // lock this namespace would answer them with RST
   expect(r.stdout).toMatch(/the network lock \(nftables table inet CRIU-\S+\) stays here: .*nft delete table inet CRIU-/);
+  // a slow switch-over: the client's next retransmission still goes to the source's namespace,
+  // where the lock drops it (without the lock that namespace answers RST and the connection dies:
+  // this test failed here when migrate deleted the lock after killing the source)
+  const b0 = Math.max(0, ...clientBackoffs(nc, port));
+  await waitFor(() => { const b = clientBackoffs(nc, port); return b.length === 0 || b[0] > b0; }, "the client retransmitting into the source's namespace");
+  expect(clientBackoffs(nc, port).length).toBe(1);
   // the switch-over: the source's namespace goes, the client's link to the destination comes up
   nets.del(na);
   const before = c.recvd();
