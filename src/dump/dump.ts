@@ -43,6 +43,7 @@ import { dumpRunId, NETWORK_LOCK } from "../net/netlock";
 import { runHook, type Hooks } from "../hooks";
 import { dumpMountNs, readMountinfo, type ExtMounts } from "../resources/mounts";
 import { refuse } from "../resources/unsupported";
+import { linkMmFiles, mmVmaEntries } from "../resources/mm";
 import { NsView, nsIds, writeTreeNsImages, writeRootNsImages, ROOT_IDS, IPC_NS_ID } from "../resources/namespaces";
 
 export interface DumpOptions {
@@ -518,14 +519,7 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
     : files.addPath(path, flags);
   const cwdId = fileId(task.cwd, `/proc/${pid}/cwd`, 0);
   const rootId = files.addPath(task.root, 0);
-  task.mm.exeFileId = fileId(task.exe, `/proc/${pid}/exe`, 0);
-  for (const v of task.vmas) {
-    if (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) {
-      const rw = v.status & VMA.FILE_SHARED && (v.prot & 2 || v.mayWrite) ? 2 /* O_RDWR */ : 0;
-      v.shmid = BigInt(fileId(v.path, `/proc/${pid}/map_files/${v.start.toString(16)}-${v.end.toString(16)}`, rw));
-      v.fdflags = rw;
-    }
-  }
+  linkMmFiles(pid, task.mm, task.exe, task.vmas, fileId);
   for (const v of task.vmas) {
     if (v.status & VMA.SYSVIPC) {
       v.shmid = BigInt(v.inode);
@@ -539,11 +533,7 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
     }
   }
   n.dumped = { vpid, vmas: task.vmas };
-  task.mm.vmas = task.vmas.map((v) => ({
-    start: v.start, end: v.end, pgoff: v.pgoff, shmid: v.shmid, prot: v.prot, flags: v.flags, status: v.status,
-    // as CRIU: madv only when set, fdflags only for file mappings and SysV segments
-    fd: v.fd, madv: v.madv ? v.madv : undefined, fdflags: v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED | VMA.SYSVIPC) ? v.fdflags : undefined,
-  }));
+  task.mm.vmas = mmVmaEntries(task.vmas);
 
   // memory
   const tMem = performance.now();

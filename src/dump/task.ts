@@ -1,11 +1,11 @@
 // Collecting one frozen process: threads, memory layout, task state. Produces plain init objects
 // shaped like CRIU's protobuf messages (camelCase field names of the generated code).
 import { getRegs } from "../sys/ptrace";
-import { readStat, readStatus, readAuxv, readLink, readText, type ProcStat } from "../sys/proc";
+import { readStat, readStatus, readLink, readText, type ProcStat } from "../sys/proc";
 import { NR } from "../sys/nr";
 import { BATCH_CODE, Injector, RemoteMem } from "../ptrace/inject";
 import type { FrozenProcess } from "../ptrace/seize";
-import { classifyVmas, type DumpedVma } from "../resources/memory";
+import type { DumpedVma } from "../resources/memory";
 import { CriuError, log } from "../log";
 import { errnoText } from "../sys/errno";
 import { dumpThread, type ThreadDump } from "../resources/threads";
@@ -14,6 +14,7 @@ import { sigactionCalls, decodeSigactions, dumpPendingSignals } from "../resourc
 import { dumpRlimits } from "../resources/rlimits";
 import { dumpMembarrier } from "../resources/membarrier";
 import { nsCalls, decodeNsCalls, type Clocks } from "../resources/namespaces";
+import { mmCalls, decodeMmCalls, dumpMm } from "../resources/mm";
 import type { OutCall } from "../ptrace/inject";
 
 export interface TaskDump {
@@ -109,8 +110,7 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
       const sa = sigactionCalls();
       const head = 7; // calls before the sigactions
       const got = batchCalls(inj, mem, status, pid, [
-        { nr: NR.brk, args: () => [0], out: 0 },
-        { nr: NR.prctl, args: () => [42 /* PR_GET_THP_DISABLE */, 0, 0, 0, 0], out: 0 },
+        ...mmCalls(), // brk, THP (mm.ts)
         // membarrier registrations (Linux 6.3+ can tell them; older kernels answer EINVAL)
         { nr: NR.membarrier, args: () => [1 << 9 /* MEMBARRIER_CMD_GET_REGISTRATIONS */, 0, 0], out: 0 },
         { nr: NR.prctl, args: (buf: bigint) => [37 /* PR_GET_CHILD_SUBREAPER */, buf], out: 8 },
@@ -118,8 +118,7 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
         ...sa,
         ...itimerCalls(),
       ], scratch);
-      brk = BigInt.asUintN(64, got[0].r);
-      thpDisabled = got[1].r > 0n;
+      ({ brk, thpDisabled } = decodeMmCalls(got.slice(0, 2)));
       membarrier = dumpMembarrier(pid, inj, got[2].r);
       if (got[3].r === 0n) subreaper = got[3].b[0] !== 0;
       ({ clocks, uts } = decodeNsCalls(pid, got.slice(4, 7)));
@@ -149,15 +148,7 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
   };
 
   // --- memory layout
-  const { vmas } = classifyVmas(pid, brk, stat.startBrk);
-  const exe = readLink(`/proc/${pid}/exe`);
-  const auxv = readAuxv(pid);
-  const mm = {
-    mmStartCode: stat.startCode, mmEndCode: stat.endCode, mmStartData: stat.startData, mmEndData: stat.endData,
-    mmStartStack: stat.startStack, mmStartBrk: stat.startBrk, mmBrk: brk, mmArgStart: stat.argStart, mmArgEnd: stat.argEnd,
-    mmEnvStart: stat.envStart, mmEnvEnd: stat.envEnd, exeFileId: 0, ...auxvFields(auxv), vmas: [] as any[],
-    dumpable: 1, thpDisabled,
-  };
+  const { vmas, mm, exe } = dumpMm(pid, stat, brk, thpDisabled);
   const umask = parseInt(status.Umask ?? "22", 8);
   log.info(`Dumped state of ${pid}: ${threads.length} thread(s), ${vmas.length} VMAs, brk 0x${brk.toString(16)}`);
   return {
@@ -168,17 +159,4 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
 
 function readLoginuid(pid: number): number {
   try { return Number(readText(`/proc/${pid}/loginuid`).trim()); } catch { return 0xffffffff; }
-}
-
-/** CRIU's AT_VECTOR_SIZE: mm_saved_auxv holds at most this many words (CRIU refuses more). */
-export const AT_VECTOR_SIZE = 44;
-
-/** auxv as CRIU stores it: the first 44 words (the AT_NULL pair that ends it is implied: the kernel
- * adds it); an auxv with more than that is also kept whole in criu-bun's full_auxv. */
-export function auxvFields(auxv: ArrayLike<bigint>): { mmSavedAuxv: bigint[]; fullAuxv: bigint[] } {
-  const all = Array.from(auxv);
-  let n = all.length;
-  while (n >= 2 && all[n - 2] === 0n && all[n - 1] === 0n) n -= 2; // trailing AT_NULL pairs
-  if (n <= AT_VECTOR_SIZE) return { mmSavedAuxv: all.slice(0, Math.min(all.length, AT_VECTOR_SIZE)), fullAuxv: [] };
-  return { mmSavedAuxv: all.slice(0, AT_VECTOR_SIZE), fullAuxv: all };
 }

@@ -9,21 +9,19 @@ import { restoreDeleted } from "../resources/reg";
 import { readImage, imageExists } from "../images/image";
 import { cttyIndexes } from "../resources/tty";
 import { shmemFd } from "../resources/shmem";
-import { SHMAT } from "../resources/sysvshm";
 import { TreeFiles } from "../resources/fdkind";
 import { readVmas } from "../sys/proc";
 import { Injector, RemoteMem, BATCH_CODE } from "../ptrace/inject";
 import { startPuppet, PUPPET_SYSCALL } from "../ptrace/puppet";
-import { VMA, MAP, PAGE } from "../resources/vma";
+import { MAP } from "../resources/vma";
 import type { RestoreSet, TaskImages } from "./images";
 import * as S from "../images/schemas";
-import { isFieldSet } from "@bufbuild/protobuf";
 import { CriuError, log } from "../log";
-import { vmaLine } from "../resources/memory";
 import { fillPages } from "../codec/pipeline";
 import { fillParentPages } from "../codec/incremental";
 import { lazyRanges, makeUffd, eagerParentRuns, canBeLazy } from "../resources/lazymem";
 import { restoreMountNs } from "../resources/mounts";
+import { restoreMemory, restoreMmFields, type MmRestoreCtx } from "../resources/mm";
 import { enterTimens, restoreRootNamespaces } from "../resources/namespaces";
 import { restoreMembarrier } from "../resources/membarrier";
 import { restoreThread, restoreFpregs, restoreRegisters } from "../resources/threads";
@@ -48,18 +46,6 @@ export function nsPid(hostPid: number): number {
   if (!m) return hostPid;
   const l = m[1].trim().split(/\s+/);
   return Number(l[l.length - 1]);
-}
-
-/** A VMA the child inherited from its parent that is exactly the dumped one. */
-function sameVma(v: S.vma_entry, c: { start: bigint; end: bigint; prot: number; shared: boolean; pgoff: bigint; inode: number; path: string; vmflags: string[] }, set: RestoreSet): boolean {
-  if (v.start !== c.start || v.end !== c.end || v.prot !== c.prot) return false;
-  if (((v.flags & MAP.SHARED) !== 0) !== c.shared) return false;
-  if (((v.flags & MAP.GROWSDOWN) !== 0) !== c.vmflags.includes("gd")) return false;
-  if (v.status & VMA.ANON_PRIVATE) return c.inode === 0 && !c.path.startsWith("/");
-  if (v.status & VMA.SYSVIPC) return c.path.startsWith("/SYSV") && BigInt(c.inode) === v.shmid && c.pgoff === v.pgoff;
-  if (v.status & VMA.ANON_SHARED) return c.path.includes(`criu-bun-shmem-${v.shmid} `) || c.path.endsWith(`criu-bun-shmem-${v.shmid}`);
-  if (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) return c.pgoff === v.pgoff && set.files.get(Number(v.shmid))?.reg?.name === c.path;
-  return false;
 }
 
 export function pickTrampoline(set: RestoreSet, puppetPid: number): bigint {
@@ -356,195 +342,30 @@ export class TaskBuilder {
     }
   }
 
-  /** Unmap the puppet's memory, put the vDSO where it was, map every VMA and fill the pages. */
-  restoreMemory() {
-    const inj = this.inj!, mm = this.t.mm, pid = this.pid;
-    const special = new Set(["[vdso]", "[vvar]", "[vvar_vclock]"]);
-    const cur = readVmas(pid);
-    // A child forked from its restored parent already has the parent's memory: every VMA it
-    // shares with the parent stays, so its pages stay copy-on-write shared as they were.
-    const kept = new Set<bigint>();
-    const drop: typeof cur = [];
-    for (const c of cur) {
-      if (c.start === this.tramp || special.has(c.path) || c.path === "[vsyscall]") continue;
-      const v = this.parent && mm.vmas.find((x) => sameVma(x, c, this.set));
-      if (v) kept.add(v.start);
-      else drop.push(c);
-    }
-    // a SysV segment stays only when all its parts are the dumped ones (one shmat maps it whole)
-    for (const v of mm.vmas) {
-      if (!(v.status & VMA.SYSVIPC) || kept.has(v.start)) continue;
-      for (const x of mm.vmas) {
-        if (!(x.status & VMA.SYSVIPC) || x.shmid !== v.shmid || !kept.has(x.start)) continue;
-        kept.delete(x.start);
-        drop.push(...cur.filter((c) => c.start === x.start));
-      }
-    }
-    for (const c of drop) inj.ok("munmap", NR.munmap, c.start, c.end - c.start);
-    const dv = mm.vmas.find((x) => x.status & VMA.VDSO), cv = cur.find((c) => c.path === "[vdso]");
-    if (!(this.parent && dv && cv && dv.start === cv.start && dv.end === cv.end)) this.placeVdso(cur);
-    if (kept.size) this.forgetParentPages(kept);
-    // map every VMA
-    const fileFds = new Map<bigint, number>();
-    // anonymous mappings (and their madvise) wait here and go in one batch of injected syscalls
-    // (Injector.callMany) before any other call, so they are made in the same order as ever
-    const pending: { v: S.vma_entry; calls: (number | bigint)[][] }[] = [];
-    const flush = () => {
-      if (!pending.length) return;
-      const calls = pending.flatMap((p) => p.calls);
-      const res = this.batchCalls(calls);
-      let k = 0;
-      for (const { v, calls: cs } of pending) {
-        const r = res[k];
-        if (r !== v.start) throw new CriuError("restore", `mmap of ${hex(v.start)}-${hex(v.end)} failed (${r < 0n ? "errno " + -r : "got " + hex(r)})`);
-        log.debug(`process ${this.pid}: mapped ${vmaLine(v)}`);
-        k += cs.length;
-      }
-      pending.length = 0;
-    };
-    try {
-      for (const v of mm.vmas) {
-        const anon = !(v.status & (VMA.SYSVIPC | VMA.FILE_PRIVATE | VMA.FILE_SHARED | VMA.ANON_SHARED)) && !kept.has(v.start) && !(v.status & (VMA.VDSO | VMA.VVAR | VMA.VSYSCALL));
-        if (anon) {
-          const len = v.end - v.start;
-          const flags = (v.flags & (MAP.SHARED | MAP.PRIVATE | MAP.ANONYMOUS | MAP.GROWSDOWN)) | MAP.FIXED | MAP.ANONYMOUS;
-          const calls: (number | bigint)[][] = [[NR.mmap, v.start, len, v.prot, flags, -1, 0n]];
-          if (v.madv) for (let b = 0n; b < 64n; b++) if (v.madv & (1n << b)) calls.push([NR.madvise, v.start, len, b]);
-          pending.push({ v, calls });
-          continue;
-        }
-        flush();
-        // the kernel's mappings: the vDSO and vvar were placed above, [vsyscall] is the kernel's own
-        if (v.status & (VMA.VDSO | VMA.VVAR | VMA.VSYSCALL)) continue;
-        if (v.status & VMA.SYSVIPC) {
-          if (kept.has(v.start)) continue;
-          // one shmat() maps the whole segment at its first VMA (pgoff 0); the VMAs after it (parts
-          // given another protection since, validate.ts checks they follow on) only get theirs back.
-          // Attached writable when any of its VMAs may be written (fdflags O_RDWR; images without
-          // fdflags: PROT_WRITE), read-only (SHM_RDONLY) otherwise, as CRIU attaches it
-          const mine = mm.vmas.filter((x) => x.status & VMA.SYSVIPC && x.shmid === v.shmid);
-          const rw = mine.some((x) => isFieldSet(x, S.vma_entrySchema.field.fdflags) ? (x.fdflags & 3) === 2 : (x.prot & 2) !== 0);
-          const exec = mine.some((x) => x.prot & 4);
-          const attached = 1 | (rw ? 2 : 0) | (exec ? 4 : 0);
-          if (v.pgoff === 0n) {
-            const r = inj.call(SHMAT, v.shmid, v.start, (rw ? 0 : 0o10000 /* SHM_RDONLY */) | (exec ? 0o100000 /* SHM_EXEC */ : 0));
-            if (r !== v.start) throw new CriuError("restore", `shmat of SysV segment ${v.shmid} at ${hex(v.start)} failed (${r < 0n ? errnoText(-r) : "got " + hex(r)})`);
-          }
-          if (v.prot !== attached) {
-            const r = inj.call(NR.mprotect, v.start, v.end - v.start, v.prot);
-            if (r < 0n) throw new CriuError("restore", `mprotect of SysV segment ${v.shmid} at ${hex(v.start)}-${hex(v.end)} failed (${errnoText(-r)})`);
-          }
-          log.debug(`process ${this.pid}: ${v.pgoff === 0n ? `attached SysV segment ${v.shmid} (${rw ? "rw" : "ro"}${exec ? ", exec" : ""}) at` : "protection of"} ${vmaLine(v)}`);
-          continue;
-        }
-        if (kept.has(v.start)) {
-          if (v.madv) for (let b = 0n; b < 64n; b++) if (v.madv & (1n << b)) inj.call(NR.madvise, v.start, v.end - v.start, b);
-          continue;
-        }
-        const len = v.end - v.start;
-        let fd = -1;
-        let flags = (v.flags & (MAP.SHARED | MAP.PRIVATE | MAP.ANONYMOUS | MAP.GROWSDOWN)) | MAP.FIXED;
-        if (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) {
-          fd = fileFds.get(v.shmid) ?? -1;
-          if (fd < 0) {
-            const f = this.set.files.get(Number(v.shmid));
-            if (!f?.reg) throw new CriuError("restore", `mapping at ${hex(v.start)}: file id ${v.shmid} not in files.img`);
-            const oflags = ((v.fdflags ?? 0) & 3) | O.CLOEXEC;
-            fd = restoreDeleted(this.fileCtx(`mapping at ${hex(v.start)}`), f, oflags)
-              ?? Number(inj.call(NR.openat, -100, this.str(f.reg.name), oflags, 0));
-            if (fd < 0) throw new CriuError("restore", `cannot open '${f.reg.name}' to map it at ${hex(v.start)} (${errnoText(-fd)})`);
-            fileFds.set(v.shmid, fd);
-          }
-          flags &= ~MAP.ANONYMOUS;
-        } else if (v.status & VMA.ANON_SHARED) {
-          fd = fileFds.get(-v.shmid - 1n) ?? -1;
-          if (fd < 0) {
-            const size = this.set.tasks.flatMap((t) => t.mm?.vmas ?? []).filter((x) => x.status & VMA.ANON_SHARED && !(x.status & VMA.SYSVIPC) && x.shmid === v.shmid)
-              .reduce((m, x) => { const e = x.pgoff + (x.end - x.start); return e > m ? e : m; }, 0n);
-            const got = shmemFd({
-              pid: this.pid, inj, dir: this.set.dir, tree: this.tree, shmid: v.shmid, size, str: (s) => this.str(s),
-              floor: this.t.fds.reduce((m, f) => Math.max(m, f.fd), 0) + 16,
-              vpid: this.t.pid,
-              importFd: (owner) => importFd(inj, this.pid, owner, `process ${this.pid} shared memory`),
-            });
-            fd = got.fd;
-            if (!got.own) fileFds.set(-v.shmid - 1n, fd); // imported: close after mapping; the holder closes its own later
-            else this.ownShmem.add(fd);
-          }
-          flags = (flags & ~MAP.ANONYMOUS & ~MAP.PRIVATE) | MAP.SHARED;
-        } else flags |= MAP.ANONYMOUS;
-        const r = inj.call(NR.mmap, v.start, len, v.prot, flags, fd, fd >= 0 ? v.pgoff : 0n);
-        if (r !== v.start) throw new CriuError("restore", `mmap of ${hex(v.start)}-${hex(v.end)} failed (${r < 0n ? "errno " + -r : "got " + hex(r)})`);
-        log.debug(`process ${this.pid}: mapped ${vmaLine(v)}${fd >= 0 ? ` from fd ${fd}` : ""}`);
-        if (v.madv) {
-          for (let b = 0n; b < 64n; b++) if (v.madv & (1n << b)) inj.call(NR.madvise, v.start, len, b);
-        }
-      }
-      flush();
-    } finally {
-      const closes = [...fileFds.values()].map((fd) => [NR.close, fd]);
-      if (closes.length) this.batchCalls(closes);
-    }
-    this.fillPages();
-    // mlock()ed memory is locked again once its contents are back
-    for (const v of mm.vmas) {
-      if (!(v.flags & MAP.LOCKED)) continue;
-      const r = inj.call(NR.mlock, v.start, v.end - v.start);
-      if (r < 0n) throw new CriuError("restore", `mlock of ${hex(v.start)}-${hex(v.end)} failed (${errnoText(-r)})`);
-    }
-  }
-
-  private placeVdso(cur: ReturnType<typeof readVmas>) {
+  /** The memory layout of the process (mm.ts), through its own injected syscalls. */
+  private mmCtx(): MmRestoreCtx {
     const inj = this.inj!;
-    const dumpedVdso = this.t.mm.vmas.find((v) => v.status & VMA.VDSO);
-    const dumpedVvar = this.t.mm.vmas.filter((v) => v.status & VMA.VVAR);
-    const have = cur.filter((v) => v.path === "[vvar]" || v.path === "[vvar_vclock]" || v.path === "[vdso]");
-    for (const v of have) inj.ok("munmap vdso", NR.munmap, v.start, v.end - v.start);
-    if (!dumpedVdso) return;
-    const ourVdso = have.find((v) => v.path === "[vdso]")!;
-    const ourVvarSize = have.filter((v) => v.path !== "[vdso]").reduce((s, v) => s + (v.end - v.start), 0n);
-    const dumpedVvarSize = dumpedVvar.reduce((s, v) => s + (v.end - v.start), 0n);
-    if (ourVdso.end - ourVdso.start !== dumpedVdso.end - dumpedVdso.start || ourVvarSize !== dumpedVvarSize) {
-      throw new CriuError("restore", `the vDSO of this kernel differs from the dumped one (images from another kernel are not supported yet)`);
-    }
-    const vvarStart = dumpedVvar.length ? dumpedVvar.reduce((m, v) => (v.start < m ? v.start : m), dumpedVvar[0].start) : dumpedVdso.start;
-    const r = inj.call(NR.arch_prctl, 0x2003 /* ARCH_MAP_VDSO_64 */, dumpedVvar.length ? vvarStart : dumpedVdso.start);
-    if (r < 0n) throw new CriuError("restore", `cannot map the vDSO at ${hex(vvarStart)} (${errnoText(-r)})`);
-    const now = readVmas(this.pid).find((v) => v.path === "[vdso]");
-    if (!now || now.start !== dumpedVdso.start) {
-      throw new CriuError("restore", `vDSO landed at ${now ? hex(now.start) : "nowhere"}, expected ${hex(dumpedVdso.start)}`);
-    }
+    return {
+      pid: this.pid, vpid: this.t.pid, inj, mm: this.t.mm, pagemap: this.t.pagemap, parent: this.parent?.t, files: this.set.files, tramp: this.tramp,
+      treeVmas: () => this.set.tasks.flatMap((t) => t.mm?.vmas ?? []),
+      batch: (calls) => this.batchCalls(calls), str: (s, slot = 0) => this.str(s, slot), scratch: (off, d) => this.scratchWrite(off, d),
+      openDeleted: (f, flags, what) => restoreDeleted(this.fileCtx(what), f, flags),
+      shmem: (shmid, size) => {
+        const got = shmemFd({
+          pid: this.pid, inj, dir: this.set.dir, tree: this.tree, shmid, size, str: (s) => this.str(s),
+          floor: this.t.fds.reduce((m, f) => Math.max(m, f.fd), 0) + 16,
+          vpid: this.t.pid,
+          importFd: (owner) => importFd(inj, this.pid, owner, `process ${this.pid} shared memory`),
+        });
+        if (got.own) this.ownShmem.add(got.fd);
+        return got;
+      },
+      fill: () => this.fillPages(),
+    };
   }
 
-  /**
-   * In kept VMAs: pages the parent wrote that this process does not have go back to zero / file.
-   * A run of the parent's pagemap may span several VMAs (a .data run going on into the .bss after
-   * it): each kept VMA takes its own part of every run.
-   */
-  private forgetParentPages(kept: Set<bigint>) {
-    const mine = this.t.pagemap.filter((e) => e.flags & 4).map((e) => [e.vaddr, e.vaddr + BigInt(e.nrPages * PAGE)] as [bigint, bigint]);
-    const keptVmas = this.t.mm.vmas.filter((x) => kept.has(x.start) && !(x.status & (VMA.ANON_SHARED | VMA.FILE_SHARED | VMA.SYSVIPC)));
-    let dropped = 0n;
-    const drop = (a: bigint, e: bigint) => { this.inj!.ok("madvise(MADV_DONTNEED)", NR.madvise, a, e - a, 4 /* MADV_DONTNEED */); dropped += (e - a) / BigInt(PAGE); };
-    for (const pe of this.parent!.t.pagemap) {
-      if (!(pe.flags & 4)) continue;
-      const runEnd = pe.vaddr + BigInt(pe.nrPages * PAGE);
-      for (const v of keptVmas) {
-        // [max(run, vma) .. min(run, vma)) minus my own runs
-        let a = pe.vaddr > v.start ? pe.vaddr : v.start;
-        const end = runEnd < v.end ? runEnd : v.end;
-        if (a >= end) continue;
-        for (const [s, e] of mine) {
-          if (e <= a || s >= end) continue;
-          if (s > a) drop(a, s);
-          a = e > a ? e : a;
-          if (a >= end) break;
-        }
-        if (a < end) drop(a, end);
-      }
-    }
-    if (dropped) log.debug(`process ${this.t.pid}: ${dropped} page(s) inherited from the parent that it did not have dropped`);
-  }
+  /** Unmap the puppet's memory, put the vDSO where it was, map every VMA and fill the pages. */
+  restoreMemory() { restoreMemory(this.mmCtx()); }
 
   private fillPages() {
     // src/codec/pipeline.ts; with lazyParents the pages of private anonymous memory are the daemon's
@@ -555,33 +376,7 @@ export class TaskBuilder {
   }
 
   /** mm fields, auxv and exe link in one PR_SET_MM_MAP. */
-  restoreMmFields() {
-    const mm = this.t.mm, inj = this.inj!;
-    const exeFile = this.set.files.get(mm.exeFileId);
-    const exe = exeFile?.reg?.name;
-    let exeFd = -1;
-    const deleted = exe ? restoreDeleted(this.fileCtx("executable"), exeFile!, O.RDONLY | O.CLOEXEC) : undefined;
-    if (deleted !== undefined) exeFd = deleted;
-    else if (exe) {
-      exeFd = Number(inj.call(NR.openat, -100, this.str(exe), O.RDONLY | O.CLOEXEC, 0));
-      if (exeFd < 0) throw new CriuError("restore", `cannot open the executable '${exe}' (${errnoText(-exeFd)})`);
-    }
-    const b = new ArrayBuffer(104);
-    const dv = new DataView(b);
-    const f = [mm.mmStartCode, mm.mmEndCode, mm.mmStartData, mm.mmEndData, mm.mmStartBrk, mm.mmBrk, mm.mmStartStack,
-      mm.mmArgStart, mm.mmArgEnd, mm.mmEnvStart, mm.mmEnvEnd];
-    f.forEach((v, i) => dv.setBigUint64(i * 8, v, true));
-    // criu-bun's full_auxv when CRIU's 44 words could not hold it (see auxvFields)
-    const auxv = new BigUint64Array((mm.fullAuxv?.length ? mm.fullAuxv : mm.mmSavedAuxv).map((x) => BigInt(x)));
-    const auxAddr = this.scratchWrite(512n, new Uint8Array(auxv.buffer));
-    dv.setBigUint64(88, auxAddr, true);
-    dv.setUint32(96, auxv.length * 8, true);
-    dv.setUint32(100, exeFd < 0 ? 0xffffffff : exeFd, true);
-    const mapAddr = this.scratchWrite(0n, new Uint8Array(b));
-    const r = inj.call(NR.prctl, 35 /* PR_SET_MM */, 14 /* PR_SET_MM_MAP */, mapAddr, 104, 0);
-    if (exeFd >= 0) inj.call(NR.close, exeFd);
-    if (r < 0n) throw new CriuError("restore", `prctl(PR_SET_MM_MAP) failed for ${this.pid} (${errnoText(-r)})`);
-  }
+  restoreMmFields() { restoreMmFields(this.mmCtx()); }
 
   /** A file-restore context for this process (ghost files needed by mappings and exe). */
   private fileCtx(what: string) {

@@ -1,0 +1,352 @@
+// Memory layout of a process, both directions: at dump its VMAs (memory.ts classifies them),
+// brk, THP setting, auxv, exe and the mm fields of /proc/PID/stat, as CRIU's mm_entry; at restore
+// the puppet's memory unmapped, the vDSO put where it was, every VMA mapped again (anonymous ones
+// batched, files and shared memory from their fds, SysV segments attached, VMAs a forked child
+// shares with its parent kept), its pages filled (codec), mlock()ed ranges locked again, and the
+// mm fields, auxv and exe link set in one PR_SET_MM_MAP. Page contents are the codec's
+// (src/codec), shared memory's shmem.ts and sysvshm.ts.
+import { readAuxv, readLink, readVmas, type ProcStat } from "../sys/proc";
+import { NR } from "../sys/nr";
+import { O } from "../sys/mem";
+import { errnoText } from "../sys/errno";
+import type { Injector, OutCall } from "../ptrace/inject";
+import * as S from "../images/schemas";
+import { isFieldSet } from "@bufbuild/protobuf";
+import { CriuError, log } from "../log";
+import { classifyVmas, vmaLine, type DumpedVma } from "./memory";
+import { VMA, MAP, PAGE } from "./vma";
+import { SHMAT } from "./sysvshm";
+
+const PR_GET_THP_DISABLE = 42, PR_SET_MM = 35, PR_SET_MM_MAP = 14;
+function hex(v: bigint | number) { return "0x" + v.toString(16); }
+
+// ---------- dump ----------
+
+/** brk(0) and PR_GET_THP_DISABLE, for the dump's batch */
+export function mmCalls(): OutCall[] {
+  return [
+    { nr: NR.brk, args: () => [0], out: 0 },
+    { nr: NR.prctl, args: () => [PR_GET_THP_DISABLE, 0, 0, 0, 0], out: 0 },
+  ];
+}
+
+/** the batch's answers to mmCalls() */
+export function decodeMmCalls(got: { r: bigint }[]): { brk: bigint; thpDisabled: boolean } {
+  return { brk: BigInt.asUintN(64, got[0].r), thpDisabled: got[1].r > 0n };
+}
+
+/**
+ * The memory layout of a frozen process: its VMAs and CRIU's mm_entry fields (its vmas and
+ * exe_file_id are filled in once the files they map have ids: mmVmaEntries, the dump's file table).
+ */
+export function dumpMm(pid: number, stat: ProcStat, brk: bigint, thpDisabled: boolean) {
+  const { vmas } = classifyVmas(pid, brk, stat.startBrk);
+  const exe = readLink(`/proc/${pid}/exe`);
+  const auxv = readAuxv(pid);
+  const mm = {
+    mmStartCode: stat.startCode, mmEndCode: stat.endCode, mmStartData: stat.startData, mmEndData: stat.endData,
+    mmStartStack: stat.startStack, mmStartBrk: stat.startBrk, mmBrk: brk, mmArgStart: stat.argStart, mmArgEnd: stat.argEnd,
+    mmEnvStart: stat.envStart, mmEnvEnd: stat.envEnd, exeFileId: 0, ...auxvFields(auxv), vmas: [] as any[],
+    dumpable: 1, thpDisabled,
+  };
+  log.debug(`mm: process ${pid}: ${vmas.length} VMAs, code ${hex(stat.startCode)}-${hex(stat.endCode)}, brk ${hex(stat.startBrk)}-${hex(brk)}, ` +
+    `stack ${hex(stat.startStack)}, auxv ${auxv.length / 2} entries, exe ${exe}${thpDisabled ? ", THP disabled" : ""}`);
+  return { vmas, mm, exe };
+}
+
+/** CRIU's AT_VECTOR_SIZE: mm_saved_auxv holds at most this many words (CRIU refuses more). */
+export const AT_VECTOR_SIZE = 44;
+
+/** auxv as CRIU stores it: the first 44 words (the AT_NULL pair that ends it is implied: the kernel
+ * adds it); an auxv with more than that is also kept whole in criu-bun's full_auxv. */
+export function auxvFields(auxv: ArrayLike<bigint>): { mmSavedAuxv: bigint[]; fullAuxv: bigint[] } {
+  const all = Array.from(auxv);
+  let n = all.length;
+  while (n >= 2 && all[n - 2] === 0n && all[n - 1] === 0n) n -= 2; // trailing AT_NULL pairs
+  if (n <= AT_VECTOR_SIZE) return { mmSavedAuxv: all.slice(0, Math.min(all.length, AT_VECTOR_SIZE)), fullAuxv: [] };
+  return { mmSavedAuxv: all.slice(0, AT_VECTOR_SIZE), fullAuxv: all };
+}
+
+/**
+ * File ids of what the process maps: its executable and each file mapping (O_RDWR for a shared
+ * writable one), through fileId(path, source, flags): the dump's file table, a ghost file for a
+ * deleted one read through SOURCE.
+ */
+export function linkMmFiles(pid: number, mm: Record<string, any>, exe: string, vmas: DumpedVma[], fileId: (path: string, source: string, flags: number) => number) {
+  mm.exeFileId = fileId(exe, `/proc/${pid}/exe`, 0);
+  for (const v of vmas) {
+    if (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) {
+      const rw = v.status & VMA.FILE_SHARED && (v.prot & 2 || v.mayWrite) ? 2 /* O_RDWR */ : 0;
+      v.shmid = BigInt(fileId(v.path, `/proc/${pid}/map_files/${v.start.toString(16)}-${v.end.toString(16)}`, rw));
+      v.fdflags = rw;
+      log.debug(`mm: process ${pid}: mapping at ${hex(v.start)} is file id ${v.shmid}${rw ? " (O_RDWR)" : ""}`);
+    }
+  }
+  log.debug(`mm: process ${pid}: executable ${exe} is file id ${mm.exeFileId}`);
+}
+
+/** vma_entry of each VMA, as CRIU writes them: madv only when set, fdflags only for file mappings and SysV segments */
+export function mmVmaEntries(vmas: DumpedVma[]) {
+  return vmas.map((v) => ({
+    start: v.start, end: v.end, pgoff: v.pgoff, shmid: v.shmid, prot: v.prot, flags: v.flags, status: v.status,
+    fd: v.fd, madv: v.madv ? v.madv : undefined, fdflags: v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED | VMA.SYSVIPC) ? v.fdflags : undefined,
+  }));
+}
+
+// ---------- restore ----------
+
+/** What the memory restore of one process needs from the restore of its tree. */
+export interface MmRestoreCtx {
+  /** the process as criu-bun sees it, and as the images name it */
+  pid: number; vpid: number;
+  inj: Injector;
+  mm: S.mm_entry;
+  pagemap: { vaddr: bigint; nrPages: number; flags: number }[];
+  /** the restored process it was forked from: VMAs it shares with it are kept (copy-on-write) */
+  parent?: { pagemap: { vaddr: bigint; nrPages: number; flags: number }[] };
+  files: Map<number, S.file_entry>;
+  /** criu-bun's trampoline in the process: left mapped */
+  tramp: bigint;
+  /** every VMA of the tree (shared anonymous memory is as large as its largest extent in any) */
+  treeVmas: () => S.vma_entry[];
+  /** independent syscalls in as few stops as fit (anonymous mappings, closes) */
+  batch: (calls: (number | bigint)[][]) => bigint[];
+  str: (s: string, slot?: number) => bigint;
+  scratch: (off: bigint, data: Uint8Array) => bigint;
+  /** a deleted file (ghost) opened in the process, or undefined when it is not one */
+  openDeleted: (f: S.file_entry, flags: number, what: string) => number | undefined;
+  /** an fd of shared anonymous memory SHMID in the process; own: the process holds it for the others */
+  shmem: (shmid: bigint, size: bigint) => { fd: number; own: boolean };
+  /** the pages of the process's memory, once every VMA is mapped */
+  fill: () => void;
+}
+
+/** A VMA the child inherited from its parent that is exactly the dumped one. */
+function sameVma(v: S.vma_entry, c: { start: bigint; end: bigint; prot: number; shared: boolean; pgoff: bigint; inode: number; path: string; vmflags: string[] }, files: Map<number, S.file_entry>): boolean {
+  if (v.start !== c.start || v.end !== c.end || v.prot !== c.prot) return false;
+  if (((v.flags & MAP.SHARED) !== 0) !== c.shared) return false;
+  if (((v.flags & MAP.GROWSDOWN) !== 0) !== c.vmflags.includes("gd")) return false;
+  if (v.status & VMA.ANON_PRIVATE) return c.inode === 0 && !c.path.startsWith("/");
+  if (v.status & VMA.SYSVIPC) return c.path.startsWith("/SYSV") && BigInt(c.inode) === v.shmid && c.pgoff === v.pgoff;
+  if (v.status & VMA.ANON_SHARED) return c.path.includes(`criu-bun-shmem-${v.shmid} `) || c.path.endsWith(`criu-bun-shmem-${v.shmid}`);
+  if (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) return c.pgoff === v.pgoff && files.get(Number(v.shmid))?.reg?.name === c.path;
+  return false;
+}
+
+
+/** Unmap the puppet's memory, put the vDSO where it was, map every VMA and fill the pages. */
+export function restoreMemory(proc: MmRestoreCtx) {
+  const inj = proc.inj, mm = proc.mm, pid = proc.pid;
+  const special = new Set(["[vdso]", "[vvar]", "[vvar_vclock]"]);
+  const cur = readVmas(pid);
+  // A child forked from its restored parent already has the parent's memory: every VMA it
+  // shares with the parent stays, so its pages stay copy-on-write shared as they were.
+  const kept = new Set<bigint>();
+  const drop: typeof cur = [];
+  for (const c of cur) {
+    if (c.start === proc.tramp || special.has(c.path) || c.path === "[vsyscall]") continue;
+    const v = proc.parent && mm.vmas.find((x) => sameVma(x, c, proc.files));
+    if (v) kept.add(v.start);
+    else drop.push(c);
+  }
+  // a SysV segment stays only when all its parts are the dumped ones (one shmat maps it whole)
+  for (const v of mm.vmas) {
+    if (!(v.status & VMA.SYSVIPC) || kept.has(v.start)) continue;
+    for (const x of mm.vmas) {
+      if (!(x.status & VMA.SYSVIPC) || x.shmid !== v.shmid || !kept.has(x.start)) continue;
+      kept.delete(x.start);
+      drop.push(...cur.filter((c) => c.start === x.start));
+    }
+  }
+  for (const c of drop) inj.ok("munmap", NR.munmap, c.start, c.end - c.start);
+  const dv = mm.vmas.find((x) => x.status & VMA.VDSO), cv = cur.find((c) => c.path === "[vdso]");
+  if (!(proc.parent && dv && cv && dv.start === cv.start && dv.end === cv.end)) placeVdso(proc, cur);
+  if (kept.size) forgetParentPages(proc, kept);
+  // map every VMA
+  const fileFds = new Map<bigint, number>();
+  // anonymous mappings (and their madvise) wait here and go in one batch of injected syscalls
+  // (Injector.callMany) before any other call, so they are made in the same order as ever
+  const pending: { v: S.vma_entry; calls: (number | bigint)[][] }[] = [];
+  const flush = () => {
+    if (!pending.length) return;
+    const calls = pending.flatMap((p) => p.calls);
+    const res = proc.batch(calls);
+    let k = 0;
+    for (const { v, calls: cs } of pending) {
+      const r = res[k];
+      if (r !== v.start) throw new CriuError("restore", `mmap of ${hex(v.start)}-${hex(v.end)} failed (${r < 0n ? "errno " + -r : "got " + hex(r)})`);
+      log.debug(`process ${proc.pid}: mapped ${vmaLine(v)}`);
+      k += cs.length;
+    }
+    pending.length = 0;
+  };
+  try {
+    for (const v of mm.vmas) {
+      const anon = !(v.status & (VMA.SYSVIPC | VMA.FILE_PRIVATE | VMA.FILE_SHARED | VMA.ANON_SHARED)) && !kept.has(v.start) && !(v.status & (VMA.VDSO | VMA.VVAR | VMA.VSYSCALL));
+      if (anon) {
+        const len = v.end - v.start;
+        const flags = (v.flags & (MAP.SHARED | MAP.PRIVATE | MAP.ANONYMOUS | MAP.GROWSDOWN)) | MAP.FIXED | MAP.ANONYMOUS;
+        const calls: (number | bigint)[][] = [[NR.mmap, v.start, len, v.prot, flags, -1, 0n]];
+        if (v.madv) for (let b = 0n; b < 64n; b++) if (v.madv & (1n << b)) calls.push([NR.madvise, v.start, len, b]);
+        pending.push({ v, calls });
+        continue;
+      }
+      flush();
+      // the kernel's mappings: the vDSO and vvar were placed above, [vsyscall] is the kernel's own
+      if (v.status & (VMA.VDSO | VMA.VVAR | VMA.VSYSCALL)) continue;
+      if (v.status & VMA.SYSVIPC) {
+        if (kept.has(v.start)) continue;
+        // one shmat() maps the whole segment at its first VMA (pgoff 0); the VMAs after it (parts
+        // given another protection since, validate.ts checks they follow on) only get theirs back.
+        // Attached writable when any of its VMAs may be written (fdflags O_RDWR; images without
+        // fdflags: PROT_WRITE), read-only (SHM_RDONLY) otherwise, as CRIU attaches it
+        const mine = mm.vmas.filter((x) => x.status & VMA.SYSVIPC && x.shmid === v.shmid);
+        const rw = mine.some((x) => isFieldSet(x, S.vma_entrySchema.field.fdflags) ? (x.fdflags & 3) === 2 : (x.prot & 2) !== 0);
+        const exec = mine.some((x) => x.prot & 4);
+        const attached = 1 | (rw ? 2 : 0) | (exec ? 4 : 0);
+        if (v.pgoff === 0n) {
+          const r = inj.call(SHMAT, v.shmid, v.start, (rw ? 0 : 0o10000 /* SHM_RDONLY */) | (exec ? 0o100000 /* SHM_EXEC */ : 0));
+          if (r !== v.start) throw new CriuError("restore", `shmat of SysV segment ${v.shmid} at ${hex(v.start)} failed (${r < 0n ? errnoText(-r) : "got " + hex(r)})`);
+        }
+        if (v.prot !== attached) {
+          const r = inj.call(NR.mprotect, v.start, v.end - v.start, v.prot);
+          if (r < 0n) throw new CriuError("restore", `mprotect of SysV segment ${v.shmid} at ${hex(v.start)}-${hex(v.end)} failed (${errnoText(-r)})`);
+        }
+        log.debug(`process ${proc.pid}: ${v.pgoff === 0n ? `attached SysV segment ${v.shmid} (${rw ? "rw" : "ro"}${exec ? ", exec" : ""}) at` : "protection of"} ${vmaLine(v)}`);
+        continue;
+      }
+      if (kept.has(v.start)) {
+        if (v.madv) for (let b = 0n; b < 64n; b++) if (v.madv & (1n << b)) inj.call(NR.madvise, v.start, v.end - v.start, b);
+        continue;
+      }
+      const len = v.end - v.start;
+      let fd = -1;
+      let flags = (v.flags & (MAP.SHARED | MAP.PRIVATE | MAP.ANONYMOUS | MAP.GROWSDOWN)) | MAP.FIXED;
+      if (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) {
+        fd = fileFds.get(v.shmid) ?? -1;
+        if (fd < 0) {
+          const f = proc.files.get(Number(v.shmid));
+          if (!f?.reg) throw new CriuError("restore", `mapping at ${hex(v.start)}: file id ${v.shmid} not in files.img`);
+          const oflags = ((v.fdflags ?? 0) & 3) | O.CLOEXEC;
+          fd = proc.openDeleted(f, oflags, `mapping at ${hex(v.start)}`)
+            ?? Number(inj.call(NR.openat, -100, proc.str(f.reg.name), oflags, 0));
+          if (fd < 0) throw new CriuError("restore", `cannot open '${f.reg.name}' to map it at ${hex(v.start)} (${errnoText(-fd)})`);
+          fileFds.set(v.shmid, fd);
+        }
+        flags &= ~MAP.ANONYMOUS;
+      } else if (v.status & VMA.ANON_SHARED) {
+        fd = fileFds.get(-v.shmid - 1n) ?? -1;
+        if (fd < 0) {
+          const size = proc.treeVmas().filter((x) => x.status & VMA.ANON_SHARED && !(x.status & VMA.SYSVIPC) && x.shmid === v.shmid)
+            .reduce((m, x) => { const e = x.pgoff + (x.end - x.start); return e > m ? e : m; }, 0n);
+          const got = proc.shmem(v.shmid, size);
+          fd = got.fd;
+          if (!got.own) fileFds.set(-v.shmid - 1n, fd); // imported: close after mapping; the holder closes its own later
+        }
+        flags = (flags & ~MAP.ANONYMOUS & ~MAP.PRIVATE) | MAP.SHARED;
+      } else flags |= MAP.ANONYMOUS;
+      const r = inj.call(NR.mmap, v.start, len, v.prot, flags, fd, fd >= 0 ? v.pgoff : 0n);
+      if (r !== v.start) throw new CriuError("restore", `mmap of ${hex(v.start)}-${hex(v.end)} failed (${r < 0n ? "errno " + -r : "got " + hex(r)})`);
+      log.debug(`process ${proc.pid}: mapped ${vmaLine(v)}${fd >= 0 ? ` from fd ${fd}` : ""}`);
+      if (v.madv) {
+        for (let b = 0n; b < 64n; b++) if (v.madv & (1n << b)) inj.call(NR.madvise, v.start, len, b);
+      }
+    }
+    flush();
+  } finally {
+    const closes = [...fileFds.values()].map((fd) => [NR.close, fd]);
+    if (closes.length) proc.batch(closes);
+  }
+  proc.fill();
+  // mlock()ed memory is locked again once its contents are back
+  for (const v of mm.vmas) {
+    if (!(v.flags & MAP.LOCKED)) continue;
+    const r = inj.call(NR.mlock, v.start, v.end - v.start);
+    if (r < 0n) throw new CriuError("restore", `mlock of ${hex(v.start)}-${hex(v.end)} failed (${errnoText(-r)})`);
+  }
+  log.debug(`mm: process ${proc.vpid}: ${mm.vmas.length} VMAs in place${kept.size ? `, ${kept.size} kept from its parent` : ""}`);
+}
+
+function placeVdso(proc: MmRestoreCtx, cur: ReturnType<typeof readVmas>) {
+  const inj = proc.inj;
+  const dumpedVdso = proc.mm.vmas.find((v) => v.status & VMA.VDSO);
+  const dumpedVvar = proc.mm.vmas.filter((v) => v.status & VMA.VVAR);
+  const have = cur.filter((v) => v.path === "[vvar]" || v.path === "[vvar_vclock]" || v.path === "[vdso]");
+  for (const v of have) inj.ok("munmap vdso", NR.munmap, v.start, v.end - v.start);
+  if (!dumpedVdso) return;
+  const ourVdso = have.find((v) => v.path === "[vdso]")!;
+  const ourVvarSize = have.filter((v) => v.path !== "[vdso]").reduce((s, v) => s + (v.end - v.start), 0n);
+  const dumpedVvarSize = dumpedVvar.reduce((s, v) => s + (v.end - v.start), 0n);
+  if (ourVdso.end - ourVdso.start !== dumpedVdso.end - dumpedVdso.start || ourVvarSize !== dumpedVvarSize) {
+    throw new CriuError("restore", `the vDSO of this kernel differs from the dumped one (images from another kernel are not supported yet)`);
+  }
+  const vvarStart = dumpedVvar.length ? dumpedVvar.reduce((m, v) => (v.start < m ? v.start : m), dumpedVvar[0].start) : dumpedVdso.start;
+  const r = inj.call(NR.arch_prctl, 0x2003 /* ARCH_MAP_VDSO_64 */, dumpedVvar.length ? vvarStart : dumpedVdso.start);
+  if (r < 0n) throw new CriuError("restore", `cannot map the vDSO at ${hex(vvarStart)} (${errnoText(-r)})`);
+  const now = readVmas(proc.pid).find((v) => v.path === "[vdso]");
+  if (!now || now.start !== dumpedVdso.start) {
+    throw new CriuError("restore", `vDSO landed at ${now ? hex(now.start) : "nowhere"}, expected ${hex(dumpedVdso.start)}`);
+  }
+}
+
+/**
+ * In kept VMAs: pages the parent wrote that this process does not have go back to zero / file.
+ * A run of the parent's pagemap may span several VMAs (a .data run going on into the .bss after
+ * it): each kept VMA takes its own part of every run.
+ */
+function forgetParentPages(proc: MmRestoreCtx, kept: Set<bigint>) {
+  const mine = proc.pagemap.filter((e) => e.flags & 4).map((e) => [e.vaddr, e.vaddr + BigInt(e.nrPages * PAGE)] as [bigint, bigint]);
+  const keptVmas = proc.mm.vmas.filter((x) => kept.has(x.start) && !(x.status & (VMA.ANON_SHARED | VMA.FILE_SHARED | VMA.SYSVIPC)));
+  let dropped = 0n;
+  const drop = (a: bigint, e: bigint) => { proc.inj.ok("madvise(MADV_DONTNEED)", NR.madvise, a, e - a, 4 /* MADV_DONTNEED */); dropped += (e - a) / BigInt(PAGE); };
+  for (const pe of proc.parent!.pagemap) {
+    if (!(pe.flags & 4)) continue;
+    const runEnd = pe.vaddr + BigInt(pe.nrPages * PAGE);
+    for (const v of keptVmas) {
+      // [max(run, vma) .. min(run, vma)) minus my own runs
+      let a = pe.vaddr > v.start ? pe.vaddr : v.start;
+      const end = runEnd < v.end ? runEnd : v.end;
+      if (a >= end) continue;
+      for (const [s, e] of mine) {
+        if (e <= a || s >= end) continue;
+        if (s > a) drop(a, s);
+        a = e > a ? e : a;
+        if (a >= end) break;
+      }
+      if (a < end) drop(a, end);
+    }
+  }
+  if (dropped) log.debug(`process ${proc.vpid}: ${dropped} page(s) inherited from the parent that it did not have dropped`);
+}
+
+
+/** mm fields, auxv and exe link in one PR_SET_MM_MAP. */
+export function restoreMmFields(proc: MmRestoreCtx) {
+  const mm = proc.mm, inj = proc.inj;
+  const exeFile = proc.files.get(mm.exeFileId);
+  const exe = exeFile?.reg?.name;
+  let exeFd = -1;
+  const deleted = exe ? proc.openDeleted(exeFile!, O.RDONLY | O.CLOEXEC, "executable") : undefined;
+  if (deleted !== undefined) exeFd = deleted;
+  else if (exe) {
+    exeFd = Number(inj.call(NR.openat, -100, proc.str(exe), O.RDONLY | O.CLOEXEC, 0));
+    if (exeFd < 0) throw new CriuError("restore", `cannot open the executable '${exe}' (${errnoText(-exeFd)})`);
+  }
+  const b = new ArrayBuffer(104);
+  const dv = new DataView(b);
+  const f = [mm.mmStartCode, mm.mmEndCode, mm.mmStartData, mm.mmEndData, mm.mmStartBrk, mm.mmBrk, mm.mmStartStack,
+    mm.mmArgStart, mm.mmArgEnd, mm.mmEnvStart, mm.mmEnvEnd];
+  f.forEach((v, i) => dv.setBigUint64(i * 8, v, true));
+  // criu-bun's full_auxv when CRIU's 44 words could not hold it (see auxvFields)
+  const auxv = new BigUint64Array((mm.fullAuxv?.length ? mm.fullAuxv : mm.mmSavedAuxv).map((x) => BigInt(x)));
+  const auxAddr = proc.scratch(512n, new Uint8Array(auxv.buffer));
+  dv.setBigUint64(88, auxAddr, true);
+  dv.setUint32(96, auxv.length * 8, true);
+  dv.setUint32(100, exeFd < 0 ? 0xffffffff : exeFd, true);
+  const mapAddr = proc.scratch(0n, new Uint8Array(b));
+  const r = inj.call(NR.prctl, PR_SET_MM, PR_SET_MM_MAP, mapAddr, 104, 0);
+  if (exeFd >= 0) inj.call(NR.close, exeFd);
+  if (r < 0n) throw new CriuError("restore", `prctl(PR_SET_MM_MAP) failed for ${proc.pid} (${errnoText(-r)})`);
+  log.debug(`mm: process ${proc.vpid}: PR_SET_MM_MAP: brk ${hex(mm.mmStartBrk)}-${hex(mm.mmBrk)}, stack ${hex(mm.mmStartStack)}, ${auxv.length / 2} auxv entries, exe ${exe ?? "none"}${deleted !== undefined ? " (deleted)" : ""}`);
+}
+
