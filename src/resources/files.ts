@@ -190,7 +190,8 @@ export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: 
       catch (e: any) { if (dup >= 0) closeFd(dup); throw new CriuError("files", `${where}: cannot stat '${target}': ${e.message}`); }
       // the same open file description seen through another fd: same id (kcmp says so)
       // (fds of one description show the same offset and flags: only those are compared)
-      const twinKey = `${st.dev}:${st.ino}:${fdinfo.pos}:${flags & ~O_CLOEXEC}`;
+      // (eventfds all share one anonymous inode: their id, as fdinfo shows it, tells them apart)
+      const twinKey = `${st.dev}:${st.ino}:${fdinfo.pos}:${flags & ~O_CLOEXEC}${fdinfo["eventfd-id"] !== undefined ? `:e${fdinfo["eventfd-id"]}` : ""}`;
       const slot = seen.find(pid, fd, twinKey);
       const twin = slot.twin;
       if (twin) {
