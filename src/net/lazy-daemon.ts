@@ -6,7 +6,8 @@
 // Without --page-server (migrate's post-copy, src/net/migrate.ts) the pages come from the images in
 // DIR itself: the pages of private anonymous memory that DIR's parent images hold
 // (lazymem.ts lazyParentRuns), which `restore --lazy-pages` with lazyParents left out.
-// A fault is answered first (the faulting page and up to 15 lazy pages after it); between faults
+// A fault is answered first (the faulting page and up to 15 lazy pages after it; from the images,
+// the 256 pending pages around it: they cost the same block read); between faults
 // the rest streams in 1 MiB pieces (at most CRIU_BUN_LAZY_RATE MiB/s when set). Pages of a
 // registered VMA that the dump did not hold read as zero (UFFDIO_ZEROPAGE). The events follow the
 // process: fork (the child's missing pages are the parent's), mremap (pending pages move), munmap
@@ -207,7 +208,15 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
         else if (e && e !== 3 && e !== 2) throw new CriuError("lazy-pages", `process ${l.vpid}: UFFDIO_ZEROPAGE at 0x${a.toString(16)} failed (${errnoText(e)})`);
         return;
       }
-      const [, end, off] = l.pending[i];
+      const [start, end, off] = l.pending[i];
+      if (local) {
+        // from the images every fault costs a whole block read and checked (1 MiB): all the pending
+        // pages around it go in with it (a process writing all over its memory would otherwise
+        // pay a block per page, and the background stream would starve)
+        const from = a - BigInt(STREAM_PAGES / 2) * P > start ? a - BigInt(STREAM_PAGES / 2) * P : start;
+        fetch(l, from, Math.min(STREAM_PAGES, Number((end - from) / P)), off, true);
+        return;
+      }
       fetch(l, a, Math.min(FAULT_PAGES, Number((end - a) / P)), off, true);
     };
 
