@@ -204,7 +204,7 @@ export async function startWorkload(name: string, args: string[] = [], opts: Sta
  * Wait until the workload's main thread sleeps inside a syscall (state S and
  * /proc/PID/syscall not "running"); returns the syscall number it is blocked in.
  */
-export async function waitBlocked(w: Workload, timeoutMs = 5000): Promise<number> {
+export async function waitBlocked(w: Workload, timeoutMs = 30000): Promise<number> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const state = procState(w.pid);

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, readFileSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { $ } from "bun";
-import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, isAlive, criuBun, criuBunCommand, waitGone } from "./harness";
+import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, isAlive, criuBun, criuBunCommand, waitGone, waitUntil } from "./harness";
 import { dump, restore, imagesDir, cleanupImages, flipBit } from "./engine-helpers";
 
 beforeAll(async () => { await buildWorkloads(); }, 120_000);
@@ -84,8 +84,7 @@ describe("page pipeline", () => {
       "import mmap, sys, time\nm = mmap.mmap(-1, 256 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)\nfor i in range(0, 256 << 20, 3 * 4096): m[i] = 1\nopen(sys.argv[1], 'w').write('ready')\ntime.sleep(600)", ready],
       { stdin: "ignore", stdout: "ignore", stderr: "ignore" });
     try {
-      for (let i = 0; i < 500 && !existsSync(ready); i++) await Bun.sleep(10);
-      expect(existsSync(ready)).toBe(true);
+      await waitUntil("python3 to fill its 256 MiB", () => existsSync(ready), 30000);
       const images: Record<string, Buffer>[] = [];
       for (const how of ["scan", "read"]) {
         const dir = imagesDir(`pagemap-${how}`);
@@ -147,7 +146,7 @@ describe("page pipeline", () => {
     await waitGone(w.pid);
     const r = await restore(dir, w.pid);
     trigger(w);
-    expect((await waitResult(w, 15000)).text).toStartWith("PASS"); // memory hash as at setup
+    expect((await waitResult(w, 60000)).text).toStartWith("PASS"); // memory hash as at setup (13 s at load 15)
     expect(await r.proc.exited).toBe(0); // restore waits for its tree, as criu does without -d
     const restoreKb = peak("restore.log");
     for (const kb of [dumpKb, restoreKb]) {
