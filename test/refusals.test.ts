@@ -88,7 +88,7 @@ describe("dump refuses what it cannot restore exactly; the target runs on", () =
     ["scm-rights-stream", "scm-rights"], ["scm-rights-seqpacket", "scm-rights"],
     ["tmpfile-rodir", "tmpfile"], ["epoll-closed", "epoll-stale"], ["aio-events", "aio"], ["lease-write", "lease"],
     ["memfd-map-private", "memfd-map"], ["packet-opts", "packet-socket"], ["sock-packet", "packet-socket"], ["special-map-uring", "special-map"],
-    ["netlink-bound", "netlink-socket"], ["tty-queued-master", "tty-queued"], ["fown-outside", "fown"], ["fanotify-marks", "fanotify"], ["inotify-deleted", "inotify-deleted", ["--link-remap"]]];
+    ["netlink-bound", "netlink-socket"], ["tty-queued-master", "tty-queued"], ["fown-outside", "fown"], ["pidfd-dead2", "pidfd"], ["fanotify-marks", "fanotify"], ["inotify-deleted", "inotify-deleted", ["--link-remap"]]];
   for (const [mode, key, extra = []] of ALSO) {
     test.skipIf((mode === "console" && !openable("/dev/console")) || (mode === "vt" && !openable("/dev/tty1")))(`${mode}${extra.length ? ` (${extra.join(" ")})` : ""}: also ${UNSUPPORTED[key]}`, async () => {
       const w = await startWorkload("refuse", [mode], { stderr: "file" });
@@ -118,7 +118,7 @@ describe("dump refuses what it cannot restore exactly; the target runs on", () =
   test("the workload's checks fail when the thing is undone (fown, scm-rights, sigtrap, guard, lease, aio, epoll-stale, ipcns-objects and the variants above)", async () => {
     for (const key of ["fown", "scm-rights", "sigtrap", "guard", "lease", "aio", "epoll-stale", "ipcns-objects",
       "scm-rights-stream", "scm-rights-seqpacket", "tmpfile-rodir", "epoll-closed", "aio-events", "lease-write", "memfd-map-private",
-      "packet-opts", "special-map", "special-map-uring", "sock-packet", "netlink-bound", "fanotify-marks", "tty-queued-master", "fown-outside"]) {
+      "packet-opts", "special-map", "special-map-uring", "sock-packet", "netlink-bound", "fanotify-marks", "tty-queued-master", "fown-outside", "pidfd-dead2"]) {
       const bad = await runWorkload("refuse", [key, "--selftest-corrupt"]);
       expect(`${key}: ${bad.summary}`).toStartWith(`${key}: FAIL`);
     }

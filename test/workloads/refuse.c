@@ -22,7 +22,7 @@
  *                       in a multicast group and one connected to the kernel; fanotify-marks:
  *                       inode and mount marks and an ignore mask; tty-queued-master: a slave's
  *                       output the master has not read; fown-outside: a pipe owned by a process
- *                       outside the tree)
+ *                       outside the tree; pidfd-dead2: two pidfds on one dead child)
  * --selftest-corrupt: undoes the thing before go, so the check fails.
  */
 #define WL_MODES
@@ -177,6 +177,13 @@ static void setup(void) {
 		child = fork();
 		if (child == 0) { for (;;) pause(); }
 		NEED((fd_a = (int)syscall(SYS_pidfd_open, child, 0)) >= 0);
+		kill(child, SIGKILL);
+		NEED(waitpid(child, NULL, 0) == child);
+		child = 0;
+	} else if (is("pidfd-dead2")) { /* two pidfds on one child since reaped (one inode) */
+		child = fork();
+		if (child == 0) { for (;;) pause(); }
+		NEED((fd_a = (int)syscall(SYS_pidfd_open, child, 0)) >= 0 && (fd_b = (int)syscall(SYS_pidfd_open, child, 0)) >= 0);
 		kill(child, SIGKILL);
 		NEED(waitpid(child, NULL, 0) == child);
 		child = 0;
@@ -663,6 +670,10 @@ static void check(void) {
 	} else if (is("pidfd-outside") || is("pidfd-thread")) {
 		WL_CHECK(fd_a >= 0 && syscall(SYS_pidfd_send_signal, fd_a, 0, NULL, 0) == 0, "the pidfd no longer reaches its process: %m");
 	} else if (is("pidfd")) {
+		WL_CHECK(fd_a >= 0 && syscall(SYS_pidfd_send_signal, fd_a, 0, NULL, 0) < 0 && errno == ESRCH, "the pidfd of the dead child: %m");
+	} else if (is("pidfd-dead2")) {
+		struct stat a, b;
+		WL_CHECK(fd_a >= 0 && fd_b >= 0 && fstat(fd_a, &a) == 0 && fstat(fd_b, &b) == 0 && a.st_ino == b.st_ino, "the two pidfds are not one inode");
 		WL_CHECK(fd_a >= 0 && syscall(SYS_pidfd_send_signal, fd_a, 0, NULL, 0) < 0 && errno == ESRCH, "the pidfd of the dead child: %m");
 	} else if (is("scm-rights")) {
 		char data, ctl[CMSG_SPACE(sizeof(int))];
