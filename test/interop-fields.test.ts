@@ -238,3 +238,27 @@ for (const [dumper, restorer] of [["criu-bun", "criu-4.2"], ["criu-4.2", "criu-b
     expect(r.summary).toBe("PASS");
   }, 90000);
 }
+
+// a pty slave as a child session leader's controlling terminal (exact.c ctty, cttyclosed): the
+// session and its foreground group are written on both tty-info entries, as CRIU writes them (CRIU
+// 4.2's restore takes the master's: with criu-bun's images it made no controlling terminal before)
+for (const mode of ["ctty", "cttyclosed"]) {
+  for (const [dumper, restorer] of [["criu-bun", "criu-4.2"], ["criu-4.2", "criu-bun"]] as const) {
+    test.skipIf(!have)(`${dumper} dumps a pty as a session's controlling terminal (${mode}), ${restorer} restores it: /dev/tty opens, TIOCGSID names the session, SIGHUP on hangup`, async () => {
+      const w = await startWorkload("exact", [mode]);
+      const dir = mkdtempSync(join(tmp, `${mode}-${dumper}-`));
+      run(dumper, ["dump", "-t", String(w.pid)], dir);
+      const infos = readImage<S.tty_info_entry>(dir, "tty-info.img", "TTY_INFO");
+      const leader = readImage<S.pstree_entry>(dir, "pstree.img", "PSTREE").find((p) => p.sid === p.pid && p.pid !== w.pid)!;
+      // the master's entry (CRIU writes no slave entry when no fd holds the slave: cttyclosed)
+      expect(infos.filter((i) => i.id & 1).map((i) => [i.sid, i.pgrp])).toEqual([[leader.pid, leader.pgid]]);
+      for (const i of infos) expect([i.id, i.sid, i.pgrp]).toEqual([i.id, leader.pid, leader.pgid]);
+      await treeGone(dir);
+      run(restorer, ["restore", "-d"], dir);
+      trigger(w);
+      const r = await waitResult(w, 15000);
+      expect(r.summary).toBe("PASS");
+      await treeGone(dir); // its pty index is free again only once all of it is gone
+    }, 90000);
+  }
+}

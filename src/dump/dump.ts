@@ -424,16 +424,20 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
   // every fd of the frozen tree and what it points to, read once (fds, pty masters, socket peers)
   const links = new Map(alivePids.map((p) => [p, fdLinks(p)]));
   const fdOpts: DumpOpts = { tree: alivePids, shellJob: o.shellJob, tcpEstablished: o.tcpEstablished, tcpClose: o.tcpClose, skipInFlight: o.skipInFlight, extUnixSk: o.extUnixSk,
-    fileLocks: o.fileLocks, links, ptyMasters: ptyMasters(alivePids, links), ptySessions: new Map<number, number>(), nsMounts, skipFd: (p, fd) => track.skips(p, fd) };
+    fileLocks: o.fileLocks, links, ptyMasters: ptyMasters(alivePids, links), ptySessions: new Map<number, number>(), ptyForeground: new Map<number, number>(), nsMounts, skipFd: (p, fd) => track.skips(p, fd) };
   for (const p of alivePids) {
     const st = readStat(p);
     if (st.sid === p && st.ttyNr) {
       fdOpts.ptySessions!.set(st.ttyNr, ns.v(p));
+      // its foreground process group (stat tpgid), numbered as the images number it, as CRIU keeps it
+      const tpgid = Number(st.fields[8 - 3]);
+      const member = tpgid > 0 ? alivePids.find((q) => readStat(q).pgid === tpgid) : undefined;
+      if (member !== undefined) fdOpts.ptyForeground!.set(st.ttyNr, ns.groups(member).pgid);
       // a pty of the tree as controlling terminal: restore makes it so through the leader's own fd on it
       const major = (st.ttyNr >> 8) & 0xfff, minor = (st.ttyNr & 0xff) | ((st.ttyNr >> 12) & 0xfff00);
       const index = major >= 136 && major <= 143 ? (major - 136) * 256 + minor : -1;
       if (index >= 0 && fdOpts.ptyMasters!.has(index) && !fdLinks(p).some(([, t]) => t === `/dev/pts/${index}`)) {
-        noteCtty(files, extra, files.statRoot, index, ns.v(p), `process ${p}`);
+        noteCtty(files, extra, files.statRoot, index, ns.v(p), `process ${p}`, fdOpts.ptyForeground!.get(st.ttyNr) ?? 0);
       }
     }
   }

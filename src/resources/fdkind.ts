@@ -53,6 +53,8 @@ export interface DumpOpts {
   shellJob?: boolean; tcpEstablished?: boolean; tcpClose?: boolean; skipInFlight?: boolean; extUnixSk?: boolean; fileLocks?: boolean;
   /** pts indexes whose master is in the tree (tty.ts), and the session of each slave's controlling terminal (rdev -> pid) */
   ptyMasters?: Set<number>; ptySessions?: Map<number, number>;
+  /** the foreground process group (images' numbering) of each of those terminals (tty_nr -> pgid) */
+  ptyForeground?: Map<number, number>;
   /** the tree lives in its own mount namespace (a container's): the ids of its mounts */
   nsMounts?: Set<number>;
   /** fds that belong to criu-bun, not to the process (memory tracking's userfaultfd): not dumped */

@@ -57,12 +57,12 @@ function termiosBytes(t: S.termios_entry): Uint8Array {
 }
 
 /** The slave's tty-info entry (termios, window size, owner, session): written once per pty. */
-function slaveInfo(fd: number, index: number, sid: number, uid: number, gid: number, what: string) {
+function slaveInfo(fd: number, index: number, sid: number, pgrp: number, uid: number, gid: number, what: string) {
   const termios = termiosOf(ioctlBuf(fd, IOC.TCGETS, 36, `${what}: TCGETS`));
   const termiosLocked = termiosOf(ioctlBuf(fd, IOC.TIOCGLCKTRMIOS, 36, `${what}: TIOCGLCKTRMIOS`));
   const ws = new DataView(ioctlBuf(fd, IOC.TIOCGWINSZ, 8, `${what}: TIOCGWINSZ`).buffer);
   return {
-    id: index * 2, type: 1 /* PTY */, locked: false, exclusive: false, packetMode: false, sid, pgrp: 0, rdev: ptsRdev(index), termios, termiosLocked,
+    id: index * 2, type: 1 /* PTY */, locked: false, exclusive: false, packetMode: false, sid, pgrp, rdev: ptsRdev(index), termios, termiosLocked,
     winsize: { wsRow: ws.getUint16(0, true), wsCol: ws.getUint16(2, true), wsXpixel: ws.getUint16(4, true), wsYpixel: ws.getUint16(6, true) },
     pty: { index }, uid, gid,
   };
@@ -74,21 +74,22 @@ function slaveInfo(fd: number, index: number, sid: number, uid: number, gid: num
  * fd of criu-bun's own; restore opens the slave in the leader (restoreCtty) to make it its
  * controlling terminal again.
  */
-export function noteCtty(files: FileTable, images: ImageSink, statRoot: string, index: number, sid: number, where: string) {
+export function noteCtty(files: FileTable, images: ImageSink, statRoot: string, index: number, sid: number, where: string, pgrp = 0) {
   const key = `ttyinfo:${index * 2}`;
   if (files.byKey.has(key)) return;
   const fd = openFd(`${statRoot}/dev/pts/${index}`, O.RDONLY | O.NOCTTY | O.NONBLOCK | O.CLOEXEC);
   try {
     const st = statSync(`/proc/self/fd/${fd}`);
-    images.add("tty-info.img", "TTY_INFO", S.tty_info_entrySchema, slaveInfo(fd, index, sid, st.uid, st.gid, where));
+    images.add("tty-info.img", "TTY_INFO", S.tty_info_entrySchema, slaveInfo(fd, index, sid, pgrp, st.uid, st.gid, where));
   } finally { closeFd(fd); }
   files.byKey.set(key, index * 2);
   log.debug(`${where}: controlling terminal /dev/pts/${index} held by no fd of its session leader ${sid}: noted for restore`);
 }
 
-/** Restore: the session leader takes its controlling pty again by opening it (no O_NOCTTY). */
+/** Restore: the session leader takes its controlling pty again by opening it (no O_NOCTTY). The
+ *  session is on the master's entry too (CRIU 4.2 writes no slave entry when no fd holds the slave). */
 export function cttyIndexes(infos: S.tty_info_entry[], vpid: number): number[] {
-  return infos.filter((i) => i.pty && i.rdev !== PTMX_RDEV && i.sid === vpid).map((i) => i.pty!.index);
+  return [...new Set(infos.filter((i) => i.pty && i.sid === vpid).map((i) => i.pty!.index))];
 }
 
 /**
@@ -130,10 +131,11 @@ export const ttyKind: FdKind = {
       const ws = new DataView(ioctlBuf(fd, IOC.TIOCGWINSZ, 8, `${ctx.where}: TIOCGWINSZ`).buffer);
       let locked = false;
       if (master) locked = new DataView(ioctlBuf(fd, IOC.TIOCGPTLCK, 4, `${ctx.where}: TIOCGPTLCK`).buffer).getInt32(0, true) !== 0;
-      // the session whose controlling terminal this slave is (from the tree's stat tty_nr)
-      const sid = master ? 0 : (ctx.opts.ptySessions?.get(ptsRdev(index)) ?? 0);
+      // the session whose controlling terminal the pair is (from the tree's stat tty_nr) and its
+      // foreground group, on both entries as CRIU writes them (CRIU 4.2's restore takes the master's)
+      const sid = ctx.opts.ptySessions?.get(ptsRdev(index)) ?? 0, pgrp = sid ? ctx.opts.ptyForeground?.get(ptsRdev(index)) ?? 0 : 0;
       ctx.images.add("tty-info.img", "TTY_INFO", S.tty_info_entrySchema, {
-        id: infoId, type: 1 /* PTY */, locked, exclusive: false, packetMode: false, sid, pgrp: 0,
+        id: infoId, type: 1 /* PTY */, locked, exclusive: false, packetMode: false, sid, pgrp,
         rdev: master ? PTMX_RDEV : ptsRdev(index), termios, termiosLocked,
         winsize: { wsRow: ws.getUint16(0, true), wsCol: ws.getUint16(2, true), wsXpixel: ws.getUint16(4, true), wsYpixel: ws.getUint16(6, true) },
         pty: { index },
