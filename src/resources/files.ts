@@ -1,10 +1,10 @@
 // The fd table of a process: dump walks /proc/PID/fd and hands each fd to its kind (kinds.ts);
 // restore opens every file once per file id in the target and dup3()s it into place.
 import { statSync, fstatSync } from "node:fs";
-import { listFds, parseFdinfo, readLink, readProcText } from "../sys/proc";
+import { listFds, parseFdinfo, readLink, readFdinfoAt } from "../sys/proc";
 import { raiseNofile } from "../sys/limits";
 import { CriuError, log } from "../log";
-import { syscall, addr } from "../sys/syscall";
+import { syscall, addr, cstr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { closeFd, O } from "../sys/mem";
 import { FD_KINDS, kindByType } from "./kinds";
@@ -158,6 +158,9 @@ export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: 
   raiseNofile(64, `dumping the ${fdList.length} fds of process ${pid}`, 0, fdList.length + 256);
   const pidfd = syscall(NR.pidfd_open, pid, 0);
   if (pidfd < 0) throw new CriuError("files", `process ${pid}: pidfd_open failed (${errnoText(-pidfd)})`);
+  // each fd's fdinfo opened relative to the process's fdinfo directory, held for the loop
+  const fdinfoDir = syscall(NR.openat, -100, addr(cstr(`/proc/${pid}/fdinfo`)), O.RDONLY | O.DIRECTORY | O.CLOEXEC, 0);
+  if (fdinfoDir < 0) { closeFd(pidfd); throw new CriuError("files", `process ${pid}: cannot open /proc/${pid}/fdinfo (${errnoText(-fdinfoDir)})`); }
   let pidNs: boolean | undefined;
   const ownPidNs = () => (pidNs ??= readLink(`/proc/${pid}/ns/pid`) !== readLink("/proc/self/ns/pid"));
   try {
@@ -167,7 +170,7 @@ export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: 
       let target: string, fdinfoText: string;
       try {
         target = targets.get(fd) ?? readLink(`/proc/${pid}/fd/${fd}`);
-        fdinfoText = readProcText(`/proc/${pid}/fdinfo/${fd}`);
+        fdinfoText = readFdinfoAt(fdinfoDir, fd);
       } catch { continue; }
       // a lease first: any open of the file from here (a build-id read) would break it, and the
       // lease break's SIGIO kills a holder without a handler (the target must run on)
@@ -231,6 +234,7 @@ export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: 
     }
   } finally {
     closeFd(pidfd);
+    closeFd(fdinfoDir);
   }
   return out;
 }

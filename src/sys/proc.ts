@@ -21,9 +21,22 @@ export function readText(path: string): string {
 // one buffer for the small /proc files read once per fd (fdinfo): open, read (a short read is
 // the end), close: three system calls and no Buffer per file (readFileSync makes five and a copy)
 let small = new Uint8Array(16384);
-/** A small /proc file's text (latin1); throws an Error with code (ENOENT ...) as readFileSync does. */
-export function readProcText(path: string): string {
-  const fd = syscall(NR.openat, -100, addr(cstr(path)), 0o2000000 /* O_RDONLY|O_CLOEXEC */, 0);
+const numName = new Uint8Array(16);
+/** "N\0" of a non-negative integer in a shared buffer (an fd's name in /proc/PID/fdinfo) */
+function numberName(n: number): Uint8Array {
+  const t = String(n);
+  for (let i = 0; i < t.length; i++) numName[i] = t.charCodeAt(i);
+  numName[t.length] = 0;
+  return numName;
+}
+/** The fdinfo of fd, through an fd of criu-bun's on /proc/PID/fdinfo (no walk from /proc each time). */
+export function readFdinfoAt(dirfd: number, fd: number): string {
+  return readProcText(`fdinfo/${fd}`, dirfd, numberName(fd));
+}
+/** A small /proc file's text (latin1); throws an Error with code (ENOENT ...) as readFileSync does.
+ *  (dirfd, name: opened relative to dirfd by that NUL-terminated name, path only for errors) */
+export function readProcText(path: string, dirfd = -100, name?: Uint8Array): string {
+  const fd = syscall(NR.openat, dirfd, addr(name ?? cstr(path)), 0o2000000 /* O_RDONLY|O_CLOEXEC */, 0);
   if (fd < 0) throw Object.assign(new Error(`${path}: ${errnoText(-fd)}`), { code: errnoName(-fd) });
   let n = 0;
   try {
