@@ -43,16 +43,37 @@ function ioctlBuf(fd: number, req: number, len: number, what: string): Uint8Arra
   return b;
 }
 
+// termios_entry.c_cc as CRIU 4.2 writes and reads it: the control characters' bytes copied into the
+// array of 19 uint32 (4 bytes to an entry, little-endian: c_cc[0..3] in the first), not one to an
+// entry; CRIU's entries past the bytes are left undefined. criu-bun's dumps before wrote one byte to
+// an entry (each entry <= 0xff, the later ones rarely all zero): read too, an image that fits both
+// readings refused.
+const NCC = 19;
+function packCc(cc: Uint8Array): number[] {
+  const words = new Array<number>(NCC).fill(0);
+  for (let i = 0; i < cc.length; i++) words[i >> 2] = (words[i >> 2] | (cc[i] << ((i & 3) * 8))) >>> 0;
+  return words;
+}
+function unpackCc(words: number[], what: string): Uint8Array {
+  const cc = new Uint8Array(NCC);
+  if (words.length < 5) throw new CriuError("restore", `${what}: termios c_cc has ${words.length} entries (CRIU writes ${NCC})`);
+  const packed = words.some((w) => w > 0xff);
+  if (!packed && words.length >= NCC && words.slice(5).every((w) => w === 0) && words.slice(1, 5).some((w) => w !== 0))
+    throw new CriuError("restore", `${what}: termios c_cc [${words.slice(0, 5).join(", ")}, 0 ...] reads as CRIU's packed bytes and as one byte to an entry alike; refused`);
+  if (packed || words.length < NCC || words.slice(5).every((w) => w === 0)) for (let i = 0; i < NCC; i++) cc[i] = (words[i >> 2] >>> ((i & 3) * 8)) & 0xff;
+  else for (let i = 0; i < NCC; i++) cc[i] = words[i];
+  return cc;
+}
 function termiosOf(b: Uint8Array) {
   const dv = new DataView(b.buffer);
   // struct termios (kernel, 36 bytes): 4 flags, c_line, c_cc[19], then speeds come from c_cflag
   return { cIflag: dv.getUint32(0, true), cOflag: dv.getUint32(4, true), cCflag: dv.getUint32(8, true), cLflag: dv.getUint32(12, true),
-    cLine: b[16], cIspeed: 0, cOspeed: 0, cCc: [...b.subarray(17, 36)] };
+    cLine: b[16], cIspeed: 0, cOspeed: 0, cCc: packCc(b.subarray(17, 36)) };
 }
-function termiosBytes(t: S.termios_entry): Uint8Array {
+function termiosBytes(t: S.termios_entry, what: string): Uint8Array {
   const b = new Uint8Array(36), dv = new DataView(b.buffer);
   dv.setUint32(0, t.cIflag, true); dv.setUint32(4, t.cOflag, true); dv.setUint32(8, t.cCflag, true); dv.setUint32(12, t.cLflag, true);
-  b[16] = t.cLine; b.set(t.cCc.slice(0, 19), 17);
+  b[16] = t.cLine; b.set(unpackCc(t.cCc, what), 17);
   return b;
 }
 
@@ -183,9 +204,9 @@ export const ttyKind: FdKind = {
       }
       inj.ok("TIOCSPTLCK", NR.ioctl, m, IOC.TIOCSPTLCK, ctx.scratch(0n, new Uint8Array(4))); // unlock to open the slave
       const slaveInfo = infos.find((i) => i.pty?.index === index && i.rdev !== PTMX_RDEV) ?? info;
-      if (slaveInfo.termios) inj.ok("TCSETS", NR.ioctl, m, IOC.TCSETS, ctx.scratch(0n, termiosBytes(slaveInfo.termios)));
+      if (slaveInfo.termios) inj.ok("TCSETS", NR.ioctl, m, IOC.TCSETS, ctx.scratch(0n, termiosBytes(slaveInfo.termios, `tty-info.img: pty ${index}`)));
       const lockedTermios = slaveInfo.termiosLocked ?? info.termiosLocked;
-      if (lockedTermios) inj.ok("TIOCSLCKTRMIOS", NR.ioctl, m, IOC.TIOCSLCKTRMIOS, ctx.scratch(0n, termiosBytes(lockedTermios)));
+      if (lockedTermios) inj.ok("TIOCSLCKTRMIOS", NR.ioctl, m, IOC.TIOCSLCKTRMIOS, ctx.scratch(0n, termiosBytes(lockedTermios, `tty-info.img: pty ${index} (locked termios)`)));
       if (slaveInfo.winsize) {
         const w = slaveInfo.winsize, b = new Uint8Array(8), dv = new DataView(b.buffer);
         dv.setUint16(0, w.wsRow, true); dv.setUint16(2, w.wsCol, true); dv.setUint16(4, w.wsXpixel, true); dv.setUint16(6, w.wsYpixel, true);

@@ -26,7 +26,8 @@
  *   wipeonfork  MADV_WIPEONFORK memory: kept in the process, a fork's child sees it zeroed
  *   memfdmode   a memfd with 5 bytes, fchmod()ed to 0640 and fchown()ed to 4242:4243: mode, owner, data kept
  *   memfdexec   an ELF in a memfd held read-only: execveat(AT_EMPTY_PATH) runs it (no ETXTBSY)
- *   ptyowner    a pty pair whose slave was chown()ed to 4242:4243: the slave keeps that owner
+ *   ptyowner    a pty pair whose slave was chown()ed to 4242:4243: the slave keeps that owner, and its
+ *               control characters (c_cc[0..16] = 0x41..0x51)
  *   linkremap   (dump with --link-remap) a file deleted while open and mapped shared, with another hard link
  *               "other": fd and mapping are that inode still (writes show through "other"), the fd
  *               reads "DIR/orig (deleted)", no link_remap.N is left in DIR
@@ -61,6 +62,7 @@
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <sys/ioctl.h>
+#include <termios.h>
 #include <poll.h>
 #include <dirent.h>
 #include <sys/sysmacros.h>
@@ -448,6 +450,11 @@ static void setup(void) {
 		if (is("ptyowner")) {
 			NEED(chown(slave, 4242, 4243) == 0);
 			NEED((fds[1] = open(slave, O_RDWR | O_NOCTTY)) >= 0);
+			/* control characters of its own (each at its place in c_cc) */
+			struct termios t;
+			NEED(tcgetattr(fds[1], &t) == 0);
+			for (int i = 0; i < 17; i++) t.c_cc[i] = (cc_t)(0x41 + i);
+			NEED(tcsetattr(fds[1], TCSANOW, &t) == 0);
 		} else {
 			int c[2], r[2];
 			NEED(pipe(c) == 0 && pipe(r) == 0);
@@ -780,6 +787,9 @@ static void check(void) {
 	} else if (is("ptyowner")) {
 		struct stat st;
 		WL_CHECK(fstat(fds[1], &st) == 0 && st.st_uid == 4242 && st.st_gid == 4243, "slave owned by %d:%d, want 4242:4243", (int)st.st_uid, (int)st.st_gid);
+		struct termios t;
+		WL_CHECK(tcgetattr(fds[1], &t) == 0, "tcgetattr: %s", strerror(errno));
+		for (int i = 0; i < 17; i++) WL_CHECK(t.c_cc[i] == (cc_t)(0x41 + i), "c_cc[%d] = 0x%x, want 0x%x", i, t.c_cc[i], 0x41 + i);
 		WL_CHECK(write(fds[0], "x\n", 2) == 2, "master write");
 	} else if (is("ctty") || is("cttyclosed")) {
 		int sid = -1;
