@@ -2,7 +2,8 @@
 import { syscall, addr, cstr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { errnoName } from "../sys/errno";
-import { AF, SOCK, SOL, NETLINK, NLM_F, NLMSG, socketFd, socketPair, setsockoptInt, getsockoptInt, getsockoptBuf, nlMessage, nlTalk, nlError } from "../sys/sock";
+import { AF, SOCK, SOL, socketFd, socketPair, setsockoptInt, getsockoptInt, getsockoptBuf } from "../sys/sock";
+import { NETLINK, NLM_F, NLMSG, nlmsg, nlTalk, nlError } from "../sys/netlink";
 import { Missing, need, withFds, type Probe } from "./probe";
 
 const TCP_REPAIR = 19, TCP_REPAIR_QUEUE = 20, TCP_QUEUE_SEQ = 21, TCP_TIMESTAMP = 24, TCP_REPAIR_WINDOW = 29;
@@ -49,7 +50,7 @@ function sockDiag(): string {
     const dv = new DataView(req.buffer);
     dv.setUint8(0, AF.UNIX); dv.setUint32(4, 0xffffffff, true); // all states
     dv.setUint32(8, ino, true); dv.setUint32(16, 0xffffffff, true); dv.setUint32(20, 0xffffffff, true); // ino + any cookie
-    const msgs = nlTalk(nl, nlMessage(20 /* SOCK_DIAG_BY_FAMILY */, NLM_F.REQUEST, 1, req), false);
+    const msgs = nlTalk(nl, nlmsg(20 /* SOCK_DIAG_BY_FAMILY */, NLM_F.REQUEST, 1, req), false);
     need(msgs.length > 0, "no answer from sock_diag");
     const m = msgs[0];
     if (m.type === NLMSG.ERROR) {
@@ -69,7 +70,7 @@ function nftables(): string {
     const nl = sock(fds, AF.NETLINK, SOCK.RAW, NETLINK.NETFILTER);
     const nfgen = new Uint8Array(4); // struct nfgenmsg: family AF_UNSPEC, version 0, res_id 0
     const type = (10 /* NFNL_SUBSYS_NFTABLES */ << 8) | 16 /* NFT_MSG_GETGEN */;
-    const msgs = nlTalk(nl, nlMessage(type, NLM_F.REQUEST, 1, nfgen), false);
+    const msgs = nlTalk(nl, nlmsg(type, NLM_F.REQUEST, 1, nfgen), false);
     need(msgs.length > 0, "no answer from nfnetlink");
     const m = msgs[0];
     if (m.type === NLMSG.ERROR) throw new Missing(`nf_tables: ${errnoName(-nlError(m))}`);

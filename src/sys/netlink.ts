@@ -1,10 +1,11 @@
-// Netlink from criu-bun: message and attribute building, a request/ack exchange, and dumps.
-// Used by the network lock (nf_tables) and by socket diagnostics (sock_diag).
+// Netlink from criu-bun, the one netlink library: message and attribute building and parsing, a
+// request/ack exchange, dumps, and one request/answer on a caller's socket (check's probes).
+// Used by the network lock (nf_tables), socket diagnostics (sock_diag) and `check`.
 import { syscall, addr } from "./syscall";
 import { NR } from "./nr";
 import { SysError } from "./errno";
 
-export const NETLINK = { SOCK_DIAG: 4, NETFILTER: 12 } as const;
+export const NETLINK = { ROUTE: 0, SOCK_DIAG: 4, NETFILTER: 12 } as const;
 export const NLM_F = { REQUEST: 1, MULTI: 2, ACK: 4, ROOT: 0x100, MATCH: 0x200, DUMP: 0x300, EXCL: 0x200, CREATE: 0x400, APPEND: 0x800 } as const;
 export const NLMSG = { NOOP: 1, ERROR: 2, DONE: 3 } as const;
 export const NLA_F_NESTED = 0x8000;
@@ -54,7 +55,57 @@ export function nlmsg(type: number, flags: number, seq: number, body: Uint8Array
   return b;
 }
 
-export interface NlReply { type: number; flags: number; seq: number; payload: Uint8Array }
+export interface NlReply { type: number; flags: number; seq: number; pid: number; payload: Uint8Array }
+
+/** Split the first n bytes of buf (one datagram) into netlink messages. */
+export function parseNl(buf: Uint8Array, n: number): NlReply[] {
+  const out: NlReply[] = [];
+  const dv = new DataView(buf.buffer, buf.byteOffset, n);
+  for (let off = 0; off + 16 <= n;) {
+    const len = dv.getUint32(off, true);
+    if (len < 16 || off + len > n) break;
+    out.push({
+      type: dv.getUint16(off + 4, true), flags: dv.getUint16(off + 6, true),
+      seq: dv.getUint32(off + 8, true), pid: dv.getUint32(off + 12, true),
+      payload: buf.slice(off + 16, off + len),
+    });
+    off += align4(len);
+  }
+  return out;
+}
+
+/** The (negative) errno in an NLMSG_ERROR message's payload; 0 is an ack. */
+export function nlError(m: { payload: Uint8Array }): number {
+  return new DataView(m.payload.buffer, m.payload.byteOffset, m.payload.length).getInt32(0, true);
+}
+
+/** sendto the kernel (sockaddr_nl with nl_pid 0) on a netlink socket. */
+function sendToKernel(fd: number, buf: Uint8Array) {
+  const sa = new Uint8Array(12);
+  sa[0] = 16; // AF_NETLINK
+  const r = syscall(NR.sendto, fd, addr(buf), buf.length, 0, addr(sa), 12);
+  if (r < 0) throw new SysError("netlink sendto", -r);
+}
+
+/**
+ * Send one request to the kernel on a netlink socket and collect the answer: for a dump every
+ * message up to NLMSG_DONE, otherwise the first message (NLMSG_ERROR carries -errno).
+ */
+export function nlTalk(fd: number, msg: Uint8Array, dump: boolean): NlReply[] {
+  sendToKernel(fd, msg);
+  const out: NlReply[] = [];
+  const buf = new Uint8Array(65536);
+  for (;;) {
+    const r = syscall(NR.recvfrom, fd, addr(buf), buf.length, 0, 0, 0);
+    if (r === -4) continue;
+    if (r < 0) throw new SysError("netlink recvfrom", -r);
+    if (r === 0) return out;
+    for (const m of parseNl(buf, r)) {
+      out.push(m);
+      if (!dump || m.type === NLMSG.DONE || m.type === NLMSG.ERROR) return out;
+    }
+  }
+}
 
 export class NetlinkSocket {
   fd: number;
@@ -65,27 +116,14 @@ export class NetlinkSocket {
     this.fd = fd;
   }
   nextSeq() { return ++this.seq; }
-  send(buf: Uint8Array) {
-    const sa = new Uint8Array(12);
-    sa[0] = 16;
-    const r = syscall(NR.sendto, this.fd, addr(buf), buf.length, 0, addr(sa), 12);
-    if (r < 0) throw new SysError("netlink sendto", -r);
-  }
+  send(buf: Uint8Array) { sendToKernel(this.fd, buf); }
   /** Read one datagram and split it into messages. */
   recv(): NlReply[] {
     const buf = new Uint8Array(65536);
     let r: number;
     do r = syscall(NR.recvfrom, this.fd, addr(buf), buf.length, 0, 0, 0); while (r === -4);
     if (r < 0) throw new SysError("netlink recv", -r);
-    const out: NlReply[] = [];
-    const dv = new DataView(buf.buffer);
-    for (let o = 0; o + 16 <= r;) {
-      const len = dv.getUint32(o, true);
-      if (len < 16) break;
-      out.push({ type: dv.getUint16(o + 4, true), flags: dv.getUint16(o + 6, true), seq: dv.getUint32(o + 8, true), payload: buf.slice(o + 16, o + len) });
-      o += align4(len);
-    }
-    return out;
+    return parseNl(buf, r);
   }
   /**
    * Send messages that each asked for an ACK (seqs listed in `acks`); returns 0 when all were
@@ -97,7 +135,7 @@ export class NetlinkSocket {
     while (want.size) {
       for (const m of this.recv()) {
         if (m.type !== NLMSG.ERROR) continue;
-        const err = new DataView(m.payload.buffer, m.payload.byteOffset).getInt32(0, true);
+        const err = nlError(m);
         if (err < 0) return { err, seq: m.seq };
         want.delete(m.seq);
       }
@@ -114,7 +152,7 @@ export class NetlinkSocket {
         if (m.seq !== seq) continue;
         if (m.type === NLMSG.DONE) return out;
         if (m.type === NLMSG.ERROR) {
-          const err = new DataView(m.payload.buffer, m.payload.byteOffset).getInt32(0, true);
+          const err = nlError(m);
           if (err < 0) throw new SysError("netlink dump", -err);
           continue;
         }
