@@ -21,12 +21,9 @@ import { CriuError, log } from "../log";
 import { refuse } from "./unsupported";
 import { dumpSkOpts, restoreUnixSkOpts } from "./inet";
 import { errnoText } from "../sys/errno";
+import { AF, AF_NAMES, SOL, SO, MSG, SCM_RIGHTS } from "../sys/sock";
 
-const AF_UNIX = 1, SOL_SOCKET = 1;
-const SO = { TYPE: 3, SNDBUF: 7, RCVBUF: 8, ACCEPTCONN: 30, DOMAIN: 39, PEEK_OFF: 42 };
-const MSG_PEEK = 2, MSG_DONTWAIT = 0x40, MSG_TRUNC = 0x20;
 const TCP_LISTEN = 10;
-const FAMILIES: Record<number, string> = { 2: "inet", 10: "inet6", 16: "netlink", 17: "packet", 40: "vsock", 44: "xdp", 38: "alg" };
 
 interface Diag { type: number; state: number; ino: number; name?: Uint8Array; peer: number; rq: number; wq: number; shutdown: number; vfs?: { ino: number; dev: number } }
 
@@ -66,7 +63,7 @@ function diagRequest(ino: number, dump: boolean): Uint8Array {
   dv.setUint32(0, 40, true); dv.setUint16(4, 20 /* SOCK_DIAG_BY_FAMILY */, true);
   dv.setUint16(6, 1 /* NLM_F_REQUEST */ | (dump ? 0x300 /* NLM_F_DUMP */ : 0), true);
   dv.setUint32(8, 1, true);
-  req[16] = AF_UNIX;
+  req[16] = AF.UNIX;
   dv.setUint32(20, 0xffffffff, true);          // states
   dv.setUint32(24, ino, true);
   dv.setUint32(28, 0x1 | 0x2 | 0x4 | 0x10, true); // NAME | VFS | PEER | RQLEN
@@ -152,12 +149,12 @@ function sameDev(st: number, k: number): boolean {
 const intVal = new Int32Array(1), intLen = new Uint32Array(1);
 function getInt(fd: number, opt: number): number {
   intVal[0] = 0; intLen[0] = 4;
-  const r = syscall(NR.getsockopt, fd, SOL_SOCKET, opt, addr(intVal), addr(intLen));
+  const r = syscall(NR.getsockopt, fd, SOL.SOCKET, opt, addr(intVal), addr(intLen));
   return r < 0 ? r : intVal[0];
 }
 function setInt(fd: number, opt: number, val: number): number {
   intVal[0] = val;
-  return syscall(NR.setsockopt, fd, SOL_SOCKET, opt, addr(intVal), 4);
+  return syscall(NR.setsockopt, fd, SOL.SOCKET, opt, addr(intVal), 4);
 }
 
 let peek: { buf: Uint8Array; ctl: Uint8Array; iov: BigUint64Array; msg: BigUint64Array } | undefined;
@@ -178,7 +175,7 @@ function peekQueue(fd: number, stream: boolean, where: string, senders?: Uint8Ar
       msg.fill(0n);
       if (senders) { msg[0] = BigInt(addr(from)); msg[1] = BigInt(from.length); }
       msg[2] = BigInt(addr(iov)); msg[3] = 1n; msg[4] = BigInt(addr(ctl)); msg[5] = BigInt(ctl.length);
-      const n = syscall(NR.recvmsg, fd, addr(msg), MSG_PEEK | MSG_DONTWAIT | (stream ? 0 : MSG_TRUNC));
+      const n = syscall(NR.recvmsg, fd, addr(msg), MSG.PEEK | MSG.DONTWAIT | (stream ? 0 : MSG.TRUNC));
       if (n === -11 || n === 0) break;
       if (n < 0) throw new CriuError("files", `${where}: peeking the socket queue failed (${errnoText(-n)})`);
       const fds = scmFds(ctl, Number(msg[5]));
@@ -199,7 +196,7 @@ function scmFds(ctl: Uint8Array, len: number): number[] {
   for (let off = 0; off + 16 <= len;) {
     const clen = Number(dv.getBigUint64(off, true));
     if (clen < 16) break;
-    if (dv.getInt32(off + 8, true) === SOL_SOCKET && dv.getInt32(off + 12, true) === 1 /* SCM_RIGHTS */) {
+    if (dv.getInt32(off + 8, true) === SOL.SOCKET && dv.getInt32(off + 12, true) === SCM_RIGHTS) {
       for (let p = off + 16; p + 4 <= off + clen && p + 4 <= len; p += 4) fds.push(dv.getInt32(p, true));
     }
     off += (clen + 7) & ~7;
@@ -270,8 +267,8 @@ export const unixKind: FdKind = {
     const listed = ctx.opts ? unixDiagListing(ctx.pid, ctx.where, ctx.opts).get(ino) : undefined;
     if (!listed) {
       const family = getInt(fd, SO.DOMAIN);
-      if (family !== AF_UNIX) {
-        throw new CriuError("files", `${ctx.where}: ${FAMILIES[family] ?? `family ${family}`} socket (${ctx.target}) is not supported yet`);
+      if (family !== AF.UNIX) {
+        throw new CriuError("files", `${ctx.where}: ${AF_NAMES[family] ?? `family ${family}`} socket (${ctx.target}) is not supported yet`);
       }
     }
     const d = listed ?? unixDiag(ino, ctx.where, ctx.pid, ctx.opts);
@@ -393,7 +390,7 @@ export const unixKind: FdKind = {
     if (peerFile && peerFile.usk!.peer === u.ino) {
       // mutual peers: one socketpair, then refill both queues
       const a = ctx.scratch(0n, new Uint8Array(8));
-      const r = inj.call(NR.socketpair, AF_UNIX, u.type | O.CLOEXEC, 0, a);
+      const r = inj.call(NR.socketpair, AF.UNIX, u.type | O.CLOEXEC, 0, a);
       if (r < 0n) throw new CriuError("restore", `${ctx.where}: socketpair failed (${errnoText(-r)})`);
       const v = new Int32Array(ctx.mem.read(a, 8).buffer);
       const mine = ctx.high(v[0], ctx.where), theirs = ctx.high(v[1], ctx.where);
@@ -415,7 +412,7 @@ export const unixKind: FdKind = {
     if (!u.peer && u.state === 1 /* TCP_ESTABLISHED */) {
       // its peer was closed: a pair, the queue sent from the other end, which is then closed
       const a = ctx.scratch(0n, new Uint8Array(8));
-      const r = inj.call(NR.socketpair, AF_UNIX, u.type | O.CLOEXEC, 0, a);
+      const r = inj.call(NR.socketpair, AF.UNIX, u.type | O.CLOEXEC, 0, a);
       if (r < 0n) throw new CriuError("restore", `${ctx.where}: socketpair failed (${errnoText(-r)})`);
       const v = new Int32Array(ctx.mem.read(a, 8).buffer);
       const mine = ctx.high(v[0], ctx.where), theirs = ctx.high(v[1], ctx.where);
@@ -492,7 +489,7 @@ function restoreGroup(ctx: RestoreCtx, f: S.file_entry): number {
   }
   const fds = new Map<number, number>();
   for (const m of members) {
-    const r = Number(ctx.inj.call(NR.socket, AF_UNIX, m.usk!.type | O.CLOEXEC, 0));
+    const r = Number(ctx.inj.call(NR.socket, AF.UNIX, m.usk!.type | O.CLOEXEC, 0));
     if (r < 0) throw new CriuError("restore", `${ctx.where}: socket(AF_UNIX) failed (${errnoText(-r)})`);
     const fd = ctx.high(r, ctx.where);
     setBufs(ctx, fd, m.usk!);
@@ -537,11 +534,11 @@ function sockaddr(name: Uint8Array, nameDir?: string): { sa: Uint8Array; text: s
     const p = new TextEncoder().encode(path);
     const tail = nul >= 0 ? name.subarray(nul) : new Uint8Array(0);
     const sa = new Uint8Array(2 + p.length + tail.length);
-    sa[0] = AF_UNIX; sa.set(p, 2); sa.set(tail, 2 + p.length);
+    sa[0] = AF.UNIX; sa.set(p, 2); sa.set(tail, 2 + p.length);
     return { sa, text: path };
   }
   const sa = new Uint8Array(2 + name.length);
-  sa[0] = AF_UNIX; sa.set(name, 2);
+  sa[0] = AF.UNIX; sa.set(name, 2);
   return { sa, text: new TextDecoder().decode(name).replace(/\0/g, "@") };
 }
 
@@ -558,7 +555,7 @@ function pathOf(name: Uint8Array): string {
 
 /** A new unix socket of the dumped type, bound to its dumped name if it had one. */
 function boundSocket(ctx: RestoreCtx, u: S.unix_sk_entry): number {
-  const r = Number(ctx.inj.call(NR.socket, AF_UNIX, u.type | O.CLOEXEC, 0));
+  const r = Number(ctx.inj.call(NR.socket, AF.UNIX, u.type | O.CLOEXEC, 0));
   if (r < 0) throw new CriuError("restore", `${ctx.where}: socket(AF_UNIX) failed (${errnoText(-r)})`);
   const fd = ctx.high(r, ctx.where);
   setBufs(ctx, fd, u);
@@ -592,7 +589,7 @@ function bindHere(ctx: RestoreCtx, u: S.unix_sk_entry, fd: number, nr: number = 
   const inj = ctx.inj;
   const text = sockaddr(u.name, u.nameDir).text;
   const sa = new Uint8Array(2 + u.name.length);
-  sa[0] = AF_UNIX; sa.set(u.name, 2);
+  sa[0] = AF.UNIX; sa.set(u.name, 2);
   const relative = u.name[0] !== 0 && u.name[0] !== 0x2f /* / */ && !!u.nameDir;
   let cwd = -1;
   if (relative) {
@@ -653,11 +650,11 @@ function restoreExternal(ctx: RestoreCtx, f: S.file_entry, ext: S.file_entry): n
     if (items.length) {
       if (!u.name.length) throw new CriuError("restore", `${ctx.where}: queued datagrams of unnamed unix socket ${u.ino} cannot be put back`);
       const own = sockaddr(u.name, u.nameDir);
-      const tmp = syscall(NR.socket, AF_UNIX, 2 | O.CLOEXEC, 0);
+      const tmp = syscall(NR.socket, AF.UNIX, 2 | O.CLOEXEC, 0);
       if (tmp < 0) throw new CriuError("restore", `${ctx.where}: socket failed (${-tmp})`);
       try {
         for (const it of items) {
-          const n = syscall(NR.sendto, tmp, addr(it.payload), it.payload.length, MSG_DONTWAIT, addr(own.sa), own.sa.length);
+          const n = syscall(NR.sendto, tmp, addr(it.payload), it.payload.length, MSG.DONTWAIT, addr(own.sa), own.sa.length);
           if (n !== it.payload.length) throw new CriuError("restore", `${ctx.where}: re-queueing ${it.payload.length} bytes to '${own.text}' failed (${n})`);
         }
       } finally { closeFd(tmp); }
@@ -683,7 +680,7 @@ function refill(ctx: RestoreCtx, f: S.file_entry, peerTargetFd: number) {
   if (fd < 0) throw new CriuError("restore", `${ctx.where}: pidfd_getfd failed (${-fd})`);
   try {
     for (const it of items) {
-      const n = syscall(NR.sendto, fd, addr(it.payload), it.payload.length, MSG_DONTWAIT | 0x4000 /* MSG_NOSIGNAL */, 0, 0);
+      const n = syscall(NR.sendto, fd, addr(it.payload), it.payload.length, MSG.DONTWAIT | MSG.NOSIGNAL, 0, 0);
       if (n !== it.payload.length) throw new CriuError("restore", `${ctx.where}: re-queueing ${it.payload.length} bytes on unix socket ${f.usk!.ino} failed (${n})`);
     }
   } finally { closeFd(fd); }
@@ -693,7 +690,7 @@ function refill(ctx: RestoreCtx, f: S.file_entry, peerTargetFd: number) {
 function setBufs(ctx: RestoreCtx, fd: number, u: Pick<S.unix_sk_entry, "opts">) {
   for (const [opt, v] of [[32 /* SO_SNDBUFFORCE */, u.opts?.soSndbuf ?? 0], [33 /* SO_RCVBUFFORCE */, u.opts?.soRcvbuf ?? 0]]) {
     if (!v) continue;
-    const r = ctx.inj.call(NR.setsockopt, fd, SOL_SOCKET, opt, ctx.scratch(0n, new Uint8Array(new Int32Array([Math.ceil(v / 2)]).buffer)), 4);
+    const r = ctx.inj.call(NR.setsockopt, fd, SOL.SOCKET, opt, ctx.scratch(0n, new Uint8Array(new Int32Array([Math.ceil(v / 2)]).buffer)), 4);
     if (r < 0n) throw new CriuError("restore", `${ctx.where}: setting the buffer size of a unix socket to ${v} failed (${errnoText(-r)})`);
   }
 }
@@ -740,7 +737,7 @@ function restoreNamedConnection(ctx: RestoreCtx, f: S.file_entry) {
   const [xf, yf] = peerAccepted ? [pf!, f] : [f, pf];
   const x = xf.usk!, y = yf?.usk;
   const sock = () => {
-    const r = Number(inj.call(NR.socket, AF_UNIX, x.type | O.CLOEXEC, 0));
+    const r = Number(inj.call(NR.socket, AF.UNIX, x.type | O.CLOEXEC, 0));
     if (r < 0) throw new CriuError("restore", `${ctx.where}: socket(AF_UNIX) failed (${errnoText(-r)})`);
     return ctx.high(r, ctx.where);
   };

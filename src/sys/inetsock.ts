@@ -3,17 +3,9 @@
 import { syscall, addr, cstr } from "./syscall";
 import { NR } from "./nr";
 import { SysError } from "./errno";
+import { AF } from "./sock";
+export { AF, SOCK, IPPROTO, SOL, SO, MSG } from "./sock";
 
-export const AF = { UNIX: 1, INET: 2, INET6: 10, NETLINK: 16 } as const;
-export const SOCK = { STREAM: 1, DGRAM: 2, RAW: 3, NONBLOCK: 0o4000, CLOEXEC: 0o2000000 } as const;
-export const IPPROTO = { IP: 0, ICMP: 1, TCP: 6, UDP: 17, IPV6: 41, ICMPV6: 58, UDPLITE: 136, RAW: 255 } as const;
-export const SOL = { SOCKET: 1, IP: 0, TCP: 6, UDP: 17, IPV6: 41, ICMPV6: 58, RAW: 255 } as const;
-export const SO = {
-  REUSEADDR: 2, TYPE: 3, DONTROUTE: 5, BROADCAST: 6, SNDBUF: 7, RCVBUF: 8, KEEPALIVE: 9, OOBINLINE: 10,
-  PRIORITY: 12, LINGER: 13, REUSEPORT: 15, RCVLOWAT: 18, RCVTIMEO: 20, SNDTIMEO: 21, BINDTODEVICE: 25,
-  NO_CHECK: 11, PASSCRED: 16, GET_FILTER: 26, ATTACH_FILTER: 26, PASSSEC: 34, LOCK_FILTER: 44,
-  ACCEPTCONN: 30, SNDBUFFORCE: 32, RCVBUFFORCE: 33, PROTOCOL: 38, DOMAIN: 39, MARK: 36, BUF_LOCK: 72,
-} as const;
 export const TCP = {
   NODELAY: 1, MAXSEG: 2, CORK: 3, KEEPIDLE: 4, KEEPINTVL: 5, KEEPCNT: 6, INFO: 11,
   REPAIR: 19, REPAIR_QUEUE: 20, QUEUE_SEQ: 21, REPAIR_OPTIONS: 22, TIMESTAMP: 24, REPAIR_WINDOW: 29,
@@ -23,7 +15,6 @@ export const IP = { TOS: 1, TTL: 2, HDRINCL: 3, PKTINFO: 8, NODEFRAG: 22 } as co
 export const IPV6 = { RECVPKTINFO: 49, UNICAST_HOPS: 16, TCLASS: 67, HDRINCL: 36 } as const;
 /** ICMP_FILTER (SOL_RAW) and ICMPV6_FILTER (SOL_ICMPV6): 4 and 32 bytes of type bits */
 export const ICMP_FILTER = 1, ICMPV6_FILTER = 1;
-export const MSG = { PEEK: 2, DONTWAIT: 0x40 } as const;
 export const SIOCINQ = 0x541b, SIOCOUTQ = 0x5411, SIOCOUTQNSD = 0x894b;
 
 // one scratch buffer (and its length word) for every small getsockopt, results copied out (taking

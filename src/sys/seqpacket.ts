@@ -4,8 +4,10 @@ import { syscall, addr } from "./syscall";
 import { NR } from "./nr";
 import { SysError } from "./errno";
 
-const MSG_TRUNC = 0x20, MSG_CMSG_CLOEXEC = 0x40000000, MSG_NOSIGNAL = 0x4000;
-const SOL_SOCKET = 1, SCM_RIGHTS = 1, SO_PEERCRED = 17;
+import { AF, SOL, SO, MSG, SCM_RIGHTS } from "./sock";
+
+const MSG_TRUNC = MSG.TRUNC, MSG_CMSG_CLOEXEC = MSG.CMSG_CLOEXEC, MSG_NOSIGNAL = MSG.NOSIGNAL;
+const SOL_SOCKET = SOL.SOCKET, SO_PEERCRED = SO.PEERCRED;
 const EINTR = 4;
 
 /** struct msghdr with one iovec and room for one cmsg of 4 fds; buffers kept alive by the caller */
@@ -77,7 +79,7 @@ export function peerCred(fd: number): { pid: number; uid: number; gid: number } 
 /** SO_TYPE of an fd that should be a socket; -errno when it is not one. */
 export function socketType(fd: number): number {
   const v = new Int32Array(1), len = new Uint32Array([4]);
-  const r = syscall(NR.getsockopt, fd, SOL_SOCKET, 3 /* SO_TYPE */, addr(v), addr(len));
+  const r = syscall(NR.getsockopt, fd, SOL_SOCKET, SO.TYPE, addr(v), addr(len));
   return r < 0 ? r : v[0];
 }
 
@@ -86,7 +88,7 @@ function sockaddrUn(path: string): Uint8Array {
   const p = Buffer.from(path, "utf8");
   if (p.length > 107) throw new SysError(`unix socket path ${path}`, 36 /* ENAMETOOLONG */);
   const a = new Uint8Array(2 + 108);
-  a[0] = 1; // AF_UNIX
+  a[0] = AF.UNIX;
   a.set(p, 2);
   return a;
 }
