@@ -9,7 +9,6 @@ import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { buildWorkloads, cleanup, criuBunCommand, REPO_ROOT, startWorkload, workloadBin } from "./harness";
 import { readImage } from "../src/images/image";
-import type * as S from "../src/images/schemas";
 import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import { criu_reqSchema, criu_respSchema, criu_req_type as T, type criu_resp } from "../src/images/gen/rpc_pb";
 import { recvPacket, sendPacket, seqpacketConnect } from "../src/sys/seqpacket";
@@ -75,7 +74,7 @@ describe.skipIf(!isRoot)("--network-lock", () => {
       const d = cb(["dump", "-t", String(srv.pid), "-D", img, "-o", "dump.log", "-v4", "--tcp-established", "--network-lock", mode], { pre: inNs([]) });
       expect(`${mode}: ${d.code} ${d.err}`).toBe(`${mode}: 0 `);
       const log = text(join(img, "dump.log"))!;
-      const [inv] = readImage<S.inventory_entry>(img, "inventory.img", "INVENTORY");
+      const [inv] = readImage(img, "inventory.img", "INVENTORY");
       await srv.proc.exited; // reaped: its PID is free for the restore
       if (mode === "skip") {
         expect(log).toContain("Network locking skipped");
@@ -103,11 +102,11 @@ describe.skipIf(!isRoot)("--network-lock", () => {
       const img = dir(`peer-nl-${mode}`);
       const r = Bun.spawnSync([PEER, "dump", "-t", String(w.pid), "-D", img, "-o", "dump.log", "--leave-running", "--network-lock", mode], { cwd: img, stdout: "pipe", stderr: "pipe" });
       expect(r.exitCode).toBe(0);
-      expect(readImage<S.inventory_entry>(img, "inventory.img", "INVENTORY")[0].networkLockMethod).toBe(want);
+      expect(readImage(img, "inventory.img", "INVENTORY")[0].networkLockMethod).toBe(want);
       if (mode === "skip") {
         const ours = dir("ours-nl-skip");
         expect(cb(["dump", "-t", String(w.pid), "-D", ours, "-R", "--network-lock", "skip"]).code).toBe(0);
-        expect(readImage<S.inventory_entry>(ours, "inventory.img", "INVENTORY")[0].networkLockMethod).toBe(want);
+        expect(readImage(ours, "inventory.img", "INVENTORY")[0].networkLockMethod).toBe(want);
       }
     }
   });

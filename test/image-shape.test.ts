@@ -19,7 +19,7 @@ async function dumped() {
 }
 
 function editCore(dir: string, pid: number, edit: (c: S.core_entry) => void) {
-  const [core] = readImage<S.core_entry>(dir, `core-${pid}.img`, "CORE");
+  const [core] = readImage(dir, `core-${pid}.img`, "CORE");
   edit(core);
   writeImage(dir, `core-${pid}.img`, "CORE", [core]);
 }
@@ -34,7 +34,7 @@ function refused(dir: string, pid: number, what: RegExp) {
 
 test("a dump writes CRIU's table: 62 sigactions, compat_sigaction false", async () => {
   const { pid, dir } = await dumped();
-  const [core] = readImage<S.core_entry>(dir, `core-${pid}.img`, "CORE");
+  const [core] = readImage(dir, `core-${pid}.img`, "CORE");
   expect(core.tc!.sigactions.length).toBe(62);
   expect(core.tc!.sigactions.every((e) => e.compatSigaction === false)).toBe(true);
 }, 60000);

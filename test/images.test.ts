@@ -10,7 +10,7 @@ import {
 } from "../src/images/image";
 import { KINDS, kindByName, IMG_COMMON_MAGIC, PAGEMAP_HEAD_SCHEMA, imageName } from "../src/images/magic";
 import { toCritJson, fromCritJson, stringifyCrit, parseCritJson, qpEncode, qpDecode, formatIp, parseIp } from "../src/images/json";
-import { ghost_chunk_entrySchema } from "../src/images/gen/files_pb";
+import { ghost_chunk_entrySchema, type pipe_data_entry } from "../src/images/gen/files_pb";
 import { pstree_entrySchema } from "../src/images/gen/pstree_pb";
 import { pagemap_entrySchema } from "../src/images/gen/mm_pb";
 import { CriuError } from "../src/log";
@@ -79,7 +79,7 @@ test("file names follow CRIU's patterns", () => {
 test("writeImage / readImage / readImagePayloads / imageExists on disk", () => {
   const d = tmp();
   const k = kindByName.get("PIPES_DATA")!;
-  const items = sampleItems(k);
+  const items = sampleItems(k) as { msg: pipe_data_entry; payload: Uint8Array }[];
   writeImageWithPayload(d, "pipes-data.img", "PIPES_DATA", items);
   expect(imageExists(d, "pipes-data.img")).toBe(true);
   expect(imageExists(d, "nope.img")).toBe(false);

@@ -35,7 +35,7 @@ for (const [dumper, restorer] of [["criu-4.2", "criu-bun"], ["criu-bun", "criu-4
     const dir = mkdtempSync(join(tmp, `${dumper}-`));
     run(dumper, ["dump", "-t", String(w.pid)], dir);
     await w.proc!.exited;
-    const core = readImage<S.core_entry>(dir, `core-${w.pid}.img`, "CORE")[0];
+    const core = readImage(dir, `core-${w.pid}.img`, "CORE")[0];
     expect(core.threadCore?.creds?.noNewPrivs).toBe(1); // CRIU's field, from both tools
     run(restorer, ["restore", "-d"], dir);
     trigger(w);
@@ -51,7 +51,7 @@ test.skipIf(!have)("criu-4.2 dumps a memfd fchmod'ed to 0640 and fchown'ed, criu
   const dir = mkdtempSync(join(tmp, "memfd-mode-"));
   run("criu-4.2", ["dump", "-t", String(w.pid)], dir);
   await w.proc!.exited;
-  const [ie] = readImage<S.memfd_inode_entry>(dir, "memfd.img", "MEMFD_INODE");
+  const [ie] = readImage(dir, "memfd.img", "MEMFD_INODE");
   expect(ie.mode & 0o7777).toBe(0o640);
   expect([ie.uid, ie.gid]).toEqual([4242, 4243]);
   run("criu-bun", ["restore", "-d"], dir);
@@ -65,7 +65,7 @@ test.skipIf(!have)("criu-bun dumps a memfd fchmod'ed to 0640 and fchown'ed, criu
   const dir = mkdtempSync(join(tmp, "memfd-mode-ours-"));
   run("criu-bun", ["dump", "-t", String(w.pid)], dir);
   await w.proc!.exited;
-  const [ie] = readImage<S.memfd_inode_entry>(dir, "memfd.img", "MEMFD_INODE");
+  const [ie] = readImage(dir, "memfd.img", "MEMFD_INODE");
   expect([ie.mode & 0o7777, ie.uid, ie.gid]).toEqual([0o640, 4242, 4243]);
   run("criu-4.2", ["restore", "-d"], dir);
   trigger(w);
@@ -77,7 +77,7 @@ test("criu-bun writes a memfd's st_mode, as CRIU 4.2 does", async () => {
   const w = await startWorkload("memfd");
   const dir = mkdtempSync(join(tmp, "memfd-ours-"));
   run("criu-bun", ["dump", "-t", String(w.pid), "-R"], dir);
-  for (const ie of readImage<S.memfd_inode_entry>(dir, "memfd.img", "MEMFD_INODE")) expect(ie.mode).toBe(0o100777);
+  for (const ie of readImage(dir, "memfd.img", "MEMFD_INODE")) expect(ie.mode).toBe(0o100777);
 });
 
 // membarrier registrations (task_core_entry field 22): CRIU 4.2's GET_REGISTRATIONS mask is made
@@ -91,7 +91,7 @@ for (const [dumper, restorer, mode, mask] of [["criu-4.2", "criu-bun", "membarri
     const dir = mkdtempSync(join(tmp, `${mode}-${dumper}-`));
     run(dumper, ["dump", "-t", String(w.pid)], dir);
     await w.proc!.exited;
-    expect(readImage<S.core_entry>(dir, `core-${w.pid}.img`, "CORE")[0].tc?.membarrierRegistrationMask).toBe(mask);
+    expect(readImage(dir, `core-${w.pid}.img`, "CORE")[0].tc?.membarrierRegistrationMask).toBe(mask);
     run(restorer, ["restore", "-d"], dir);
     trigger(w);
     expect((await waitResult(w, 15000)).summary).toBe("PASS");
@@ -105,8 +105,8 @@ for (const [dumper, restorer] of [["criu-4.2", "criu-bun"], ["criu-bun", "criu-4
     const dir = mkdtempSync(join(tmp, `tstp-${dumper}-`));
     run(dumper, ["dump", "-t", String(w.pid)], dir);
     await w.proc!.exited;
-    const stopped = readImage<S.pstree_entry>(dir, "pstree.img", "PSTREE").find((p) => p.pid !== w.pid)!;
-    expect(readImage<S.core_entry>(dir, `core-${stopped.pid}.img`, "CORE")[0].tc).toMatchObject({ taskState: 3, stopSigno: 20 });
+    const stopped = readImage(dir, "pstree.img", "PSTREE").find((p) => p.pid !== w.pid)!;
+    expect(readImage(dir, `core-${stopped.pid}.img`, "CORE")[0].tc).toMatchObject({ taskState: 3, stopSigno: 20 });
     await waitUntil("the dumped child's pid to be free", () => !existsSync(`/proc/${stopped.pid}`), 10000);
     run(restorer, ["restore", "-d"], dir);
     trigger(w);
@@ -120,7 +120,7 @@ test.skipIf(!have)("a CRIU 4.2 image with a membarrier mask of no registration o
   run("criu-4.2", ["dump", "-t", String(w.pid)], dir);
   await w.proc!.exited;
   const file = `core-${w.pid}.img`;
-  const orig = readImage<S.core_entry>(dir, file, "CORE")[0];
+  const orig = readImage(dir, file, "CORE")[0];
   for (const [what, change, line] of [
     ["membarrier", (c: any) => { c.tc.membarrierRegistrationMask = 0x18; }, `membarrier registrations (mask 0x18) hold a command that is no registration`],
     ["cet", (c: any) => { c.threadInfo.fpregs.xsave.cet = create(S.user_x86_cet_entrySchema, { cet: 1n, ssp: 0x7ff000n }); }, `CET shadow stack state (cet 0x1, ssp 0x7ff000) cannot be restored by criu-bun yet`],
@@ -141,10 +141,10 @@ for (const [dumper, restorer] of [["criu-bun", "criu-4.2"], ["criu-4.2", "criu-b
     run(dumper, ["dump", "-t", String(w.pid)], dir);
     await w.proc!.exited;
     // CRIU's numbering, which CRIU pairs master and slave by: (index << 1) + 1 for the master, index << 1 for the slave
-    const infos = readImage<S.tty_info_entry>(dir, "tty-info.img", "TTY_INFO");
+    const infos = readImage(dir, "tty-info.img", "TTY_INFO");
     expect(infos.map((i) => i.id - i.pty!.index * 2).sort()).toEqual([0, 1]);
     // every tty entry names its path through a regular-file entry (CRIU refuses one without)
-    const files = readImage<S.file_entry>(dir, "files.img", "FILES");
+    const files = readImage(dir, "files.img", "FILES");
     for (const f of files.filter((x) => x.tty)) expect(files.find((x) => x.id === f.tty!.regfId)?.reg?.name).toMatch(/^\/dev\/(ptmx|pts\/\d+)$/);
     run(restorer, ["restore", "-d"], dir);
     trigger(w);
@@ -163,18 +163,18 @@ for (const [dumper, restorer] of [["criu-bun", "criu-4.2"], ["criu-4.2", "criu-b
 // restore does not keep the IPC_RMID mark (it creates the segment with the mode's permission bits
 // only): restored by CRIU, the workload runs without that mark (nodest).
 const treeGone = async (dir: string) => {
-  for (const p of readImage<S.pstree_entry>(dir, "pstree.img", "PSTREE")) await waitUntil(`process ${p.pid} reaped`, () => !existsSync(`/proc/${p.pid}`), 20000);
+  for (const p of readImage(dir, "pstree.img", "PSTREE")) await waitUntil(`process ${p.pid} reaped`, () => !existsSync(`/proc/${p.pid}`), 20000);
 };
 for (const [dumper, restorer] of [["criu-bun", "criu-4.2"], ["criu-4.2", "criu-bun"]] as const) {
   test.skipIf(!have)(`${dumper} dumps SysV shared memory of the tree's own IPC namespace, ${restorer} restores it: ids, keys, modes, owner, contents, sharing and protections`, async () => {
     const w = await startWorkload("sysvshm", restorer === "criu-4.2" ? ["nodest"] : [], { wrap: ["unshare", "--ipc", "--"] });
     const dir = mkdtempSync(join(tmp, `sysv-${dumper}-`));
     run(dumper, ["dump", "-t", String(w.pid)], dir);
-    const ipcNs = readImage<S.task_kobj_ids_entry>(dir, `ids-${w.pid}.img`, "IDS")[0].ipcNsId;
-    const segs = readImage<S.ipc_shm_entry>(dir, `ipcns-shm-${ipcNs}.img`, "IPCNS_SHM");
+    const ipcNs = readImage(dir, `ids-${w.pid}.img`, "IDS")[0].ipcNsId;
+    const segs = readImage(dir, `ipcns-shm-${ipcNs}.img`, "IPCNS_SHM");
     expect(segs.map((s) => [s.desc!.id, Number(s.size), s.inPagemaps]).sort()).toEqual([[0, 20580, true], [1, 8192, true], [2, 12288, true]]);
     for (const s of segs) expect(existsSync(join(dir, `pagemap-shmem-${s.desc!.id}.img`))).toBe(true);
-    const sysv = readImage<S.mm_entry>(dir, `mm-${w.pid}.img`, "MM")[0].vmas.filter((v) => v.status & (1 << 10));
+    const sysv = readImage(dir, `mm-${w.pid}.img`, "MM")[0].vmas.filter((v) => v.status & (1 << 10));
     expect(sysv.map((v) => [Number(v.shmid), Number(v.pgoff), v.prot, v.flags, v.status, v.fdflags])).toEqual([
       [1, 0, 1, 0x21, 0x501, 0], // B, SHM_RDONLY
       [2, 0, 3, 0x21, 0x501, 2], [2, 4096, 1, 0x21, 0x501, 2], [2, 8192, 3, 0x21, 0x501, 2], // C in three parts
@@ -196,8 +196,8 @@ test.skipIf(!have)("criu-bun and CRIU 4.2 save the same SysV segments of one tre
   const bytes = (dir: string, s: S.ipc_shm_entry) => {
     // the segment as restore sees it: zero, then each run of the pagemap from its pages file
     const out = new Uint8Array(Number(s.size));
-    const pm = readImage<any>(dir, `pagemap-shmem-${s.desc!.id}.img`, "PAGEMAP");
-    const pages = readFileSync(join(dir, `pages-${pm[0].pagesId}.img`));
+    const pm = readImage(dir, `pagemap-shmem-${s.desc!.id}.img`, "PAGEMAP");
+    const pages = readFileSync(join(dir, `pages-${(pm[0] as S.pagemap_head).pagesId}.img`));
     let off = 0;
     for (const e of pm.slice(1) as S.pagemap_entry[]) {
       const len = Number(e.nrPages) * 4096;
@@ -207,12 +207,12 @@ test.skipIf(!have)("criu-bun and CRIU 4.2 save the same SysV segments of one tre
     return Bun.hash(out).toString(16);
   };
   const view = (dir: string) => {
-    const ns = readImage<S.task_kobj_ids_entry>(dir, `ids-${w.pid}.img`, "IDS")[0].ipcNsId;
-    const segs = readImage<S.ipc_shm_entry>(dir, `ipcns-shm-${ns}.img`, "IPCNS_SHM").sort((x, y) => x.desc!.id - y.desc!.id);
-    const pids = readImage<S.pstree_entry>(dir, "pstree.img", "PSTREE").map((p) => p.pid);
+    const ns = readImage(dir, `ids-${w.pid}.img`, "IDS")[0].ipcNsId;
+    const segs = readImage(dir, `ipcns-shm-${ns}.img`, "IPCNS_SHM").sort((x, y) => x.desc!.id - y.desc!.id);
+    const pids = readImage(dir, "pstree.img", "PSTREE").map((p) => p.pid);
     return {
       segs: segs.map((s) => ({ desc: { ...s.desc, $typeName: undefined }, size: s.size, inPagemaps: s.inPagemaps, bytes: bytes(dir, s) })),
-      vmas: pids.map((p) => readImage<S.mm_entry>(dir, `mm-${p}.img`, "MM")[0].vmas.filter((v) => v.status & (1 << 10))
+      vmas: pids.map((p) => readImage(dir, `mm-${p}.img`, "MM")[0].vmas.filter((v) => v.status & (1 << 10))
         .map((v) => [v.start, v.end, v.pgoff, v.shmid, v.prot, v.flags, v.status, v.fd, v.fdflags])),
     };
   };
@@ -229,7 +229,7 @@ for (const [dumper, restorer] of [["criu-bun", "criu-4.2"], ["criu-4.2", "criu-b
     const w = await startWorkload("exact", ["pidfd"]);
     const dir = mkdtempSync(join(tmp, `pidfd-${dumper}-`));
     run(dumper, ["dump", "-t", String(w.pid)], dir);
-    const flags = readImage<S.file_entry>(dir, "files.img", "FILES").filter((f) => f.pidfd).map((f) => f.pidfd!.flags).sort((a, b) => a - b);
+    const flags = readImage(dir, "files.img", "FILES").filter((f) => f.pidfd).map((f) => f.pidfd!.flags).sort((a, b) => a - b);
     expect(flags).toEqual([0, 0, 0, 0o4000]);
     await treeGone(dir);
     run(restorer, ["restore", "-d"], dir);

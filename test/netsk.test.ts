@@ -8,7 +8,6 @@ import { join } from "node:path";
 import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, isAlive, criuBunCommand, runWorkload, REPO_ROOT, type Workload } from "./harness";
 import { imagesDir, cleanupImages, waitReaped } from "./engine-helpers";
 import { readImage } from "../src/images/image";
-import type * as S from "../src/images/schemas";
 
 const ns = `cbt-netsk-${process.pid % 100000}`;
 const inNs = (cmd: string[]) => ["nsenter", `--net=/run/netns/${ns}`, ...cmd];
@@ -54,7 +53,7 @@ async function checkPass(w: Workload) {
   expect(res.text).toStartWith("PASS");
   return res.text;
 }
-const inetEntries = (dir: string) => readImage<S.file_entry>(dir, "files.img", "FILES").filter((f) => f.isk).map((f) => f.isk!);
+const inetEntries = (dir: string) => readImage(dir, "files.img", "FILES").filter((f) => f.isk).map((f) => f.isk!);
 
 describe("--tcp-close", () => {
   test("connections (established and half-closed) come back closed: recv 0, send EPIPE", async () => {
@@ -172,7 +171,7 @@ describe("unix sockets restored exactly (the workload checks itself)", () => {
   test("dgram: clients connected one way (unnamed, abstract, in a child), abstract server, self-connected with a queued datagram, relative name, path mode and owner", async () => {
     const w = await startU("dgram");
     const dir = await dumpRestore(w, "unix-dgram");
-    const u = readImage<S.file_entry>(dir, "files.img", "FILES").filter((f) => f.usk).map((f) => f.usk!);
+    const u = readImage(dir, "files.img", "FILES").filter((f) => f.usk).map((f) => f.usk!);
     const srv = u.find((e) => new TextDecoder().decode(e.name).endsWith("/srv.sock\0"))!;
     expect(srv.filePerms).toMatchObject({ mode: 0o640, uid: 4321, gid: 8765 });
     expect(u.filter((e) => e.peer === srv.ino).length).toBe(3);
@@ -183,7 +182,7 @@ describe("unix sockets restored exactly (the workload checks itself)", () => {
   test("deleted: unlinked name (with a client), removed directory (listener), a FIFO now at the path: names kept, no file made, FIFO untouched", async () => {
     const w = await startU("deleted");
     const dir = await dumpRestore(w, "unix-deleted");
-    const u = readImage<S.file_entry>(dir, "files.img", "FILES").filter((f) => f.usk).map((f) => f.usk!);
+    const u = readImage(dir, "files.img", "FILES").filter((f) => f.usk).map((f) => f.usk!);
     expect(u.filter((e) => e.deleted).length).toBe(3);
     await checkPass(w);
   }, 60_000);
@@ -191,7 +190,7 @@ describe("unix sockets restored exactly (the workload checks itself)", () => {
     const w = await startU("accepted");
     const dir = await dumpRestore(w, "unix-accepted");
     // the accepted ends carry their listener's name in the image, as CRIU writes it
-    const u = readImage<S.file_entry>(dir, "files.img", "FILES").filter((f) => f.usk).map((f) => f.usk!);
+    const u = readImage(dir, "files.img", "FILES").filter((f) => f.usk).map((f) => f.usk!);
     const accSock = u.filter((e) => new TextDecoder().decode(e.name).endsWith("/acc.sock\0"));
     expect(accSock.filter((e) => e.state === 10).length).toBe(1);
     expect(accSock.filter((e) => e.state === 1).length).toBe(3);

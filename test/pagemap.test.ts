@@ -19,11 +19,11 @@ test("our encoding decodes with the generic reader and with crit, both page-coun
   const d = mkdtempSync(join(tmpdir(), "criu-bun-pm-"));
   try {
     writeFileSync(join(d, "pagemap-1.img"), encodePagemap(7, runs));
-    const msgs = readImage<any>(d, "pagemap-1.img", "PAGEMAP");
-    expect(msgs[0].pagesId).toBe(7);
-    expect(msgs.slice(1).map((e: S.pagemap_entry) => ({ vaddr: e.vaddr, nrPages: pagemapNrPages(e), flags: e.flags }))).toEqual(runs);
-    expect(msgs[3].compatNrPages).toBe(0);
-    expect(msgs[2].compatNrPages).toBe(300);
+    const msgs = readImage(d, "pagemap-1.img", "PAGEMAP");
+    expect((msgs[0] as S.pagemap_head).pagesId).toBe(7);
+    expect((msgs.slice(1) as S.pagemap_entry[]).map((e) => ({ vaddr: e.vaddr, nrPages: pagemapNrPages(e), flags: e.flags }))).toEqual(runs);
+    expect((msgs[3] as S.pagemap_entry).compatNrPages).toBe(0);
+    expect((msgs[2] as S.pagemap_entry).compatNrPages).toBe(300);
     if (existsSync("/usr/bin/crit")) {
       const r = Bun.spawnSync(["crit", "decode", "-i", join(d, "pagemap-1.img")]);
       expect(r.exitCode).toBe(0);

@@ -11,8 +11,6 @@ import type { Subprocess } from "bun";
 import { buildWorkloads, workloadBin, criuBunCommand, REPO_ROOT } from "./harness";
 import { Netns, runOk, inNs, tcpCounter, waitFor, clientBackoffs } from "./netns";
 import { readImage, readImagePayloads } from "../src/images/image";
-import type * as S from "../src/images/schemas";
-import type { tcp_stream_entry } from "../src/images/gen/sockets_pb";
 
 const nets = new Netns("cbt");
 const dirs: string[] = [];
@@ -119,9 +117,9 @@ async function finishClients(dir: string, clients: Client[]) {
 }
 /** files.img inet entries and the tcp-stream images of a dump */
 function inetImages(dir: string) {
-  const files = readImage<S.file_entry>(dir, "files.img", "FILES").filter((f) => f.isk).map((f) => f.isk!);
+  const files = readImage(dir, "files.img", "FILES").filter((f) => f.isk).map((f) => f.isk!);
   const streams = files.filter((k) => k.proto === 6 && k.state === 1).map((k) => {
-    const [item] = readImagePayloads<tcp_stream_entry>(dir, `tcp-stream-${k.ino.toString(16)}.img`, "TCP_STREAM");
+    const [item] = readImagePayloads(dir, `tcp-stream-${k.ino.toString(16)}.img`, "TCP_STREAM");
     return { isk: k, st: item.msg, payload: item.payload };
   });
   return { files, streams };

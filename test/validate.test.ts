@@ -11,6 +11,7 @@ import { dump, imagesDir, cleanupImages, restore, waitReaped } from "./engine-he
 import { readImage, encodeImage } from "../src/images/image";
 import { decodePagemap, encodePagemap } from "../src/images/pagemap";
 import * as S from "../src/images/schemas";
+import type { MessageKind } from "../src/images/magic";
 
 const dumped = new Map<string, { w: Workload; dir: string }>();
 const copies: string[] = [];
@@ -67,8 +68,8 @@ function rewritePagemap(dir: string, edit: (runs: { vaddr: bigint; nrPages: numb
 }
 
 function rewrite<T>(dir: string, f: string, kind: string, edit: (entries: T[]) => void) {
-  const e = readImage<any>(dir, f, kind);
-  edit(e);
+  const e = readImage(dir, f, kind as MessageKind);
+  edit(e as unknown as T[]);
   writeFileSync(join(dir, f), encodeImage(kind, e));
 }
 
@@ -127,7 +128,7 @@ describe("missing or inconsistent images", () => {
     // still sorted and inside the same VMAs, but the bytes would land one page lower
     const c2 = copyOf(dir);
     let moved = false;
-    const [mm] = readImage<S.mm_entry>(c2, file(c2, "mm-"), "MM");
+    const [mm] = readImage(c2, file(c2, "mm-"), "MM");
     rewritePagemap(c2, (runs) => {
       for (let i = 1; i < runs.length && !moved; i++) {
         const prevEnd = runs[i - 1].vaddr + BigInt(runs[i - 1].nrPages) * 4096n, to = runs[i].vaddr - 4096n;

@@ -10,11 +10,12 @@ import { closeSync, constants, openSync, readFileSync, writeSync } from "node:fs
 import { CriuError } from "../log";
 import type { Opts } from "./options";
 import { readImage, imageExists, decodeImage, encodeImage, pagemapNrPages } from "../images/image";
+import type { MessageKind } from "../images/magic";
 import { toCritJson, stringifyCrit, stringifyCritCompact, parseCritJson, fromCritJson, formatIp } from "../images/json";
 import type { pstree_entry } from "../images/gen/pstree_pb";
 import type { core_entry, task_kobj_ids_entry } from "../images/gen/core_pb";
 import type { mm_entry } from "../images/gen/mm_pb";
-import type { fdinfo_entry, file_entry } from "../images/gen/files_pb";
+import type { file_entry } from "../images/gen/files_pb";
 import { fd_types } from "../images/gen/files_pb";
 import type { fs_entry } from "../images/gen/inventory_pb";
 import type { pagemap_entry } from "../images/gen/mm_pb";
@@ -129,13 +130,13 @@ class Dir {
   constructor(public dir: string) {}
   one<T>(file: string, kind: string): T | undefined {
     if (!imageExists(this.dir, file)) return undefined;
-    return readImage(this.dir, file, kind)[0] as T | undefined;
+    return readImage(this.dir, file, kind as MessageKind)[0] as T | undefined;
   }
   fileEntry(id: number): file_entry | undefined {
     if (!this.files) {
       this.files = new Map();
       if (imageExists(this.dir, "files.img"))
-        for (const f of readImage<file_entry>(this.dir, "files.img", "FILES")) this.files.set(f.id, f);
+        for (const f of readImage(this.dir, "files.img", "FILES")) this.files.set(f.id, f);
     }
     return this.files.get(id);
   }
@@ -167,7 +168,7 @@ class Dir {
 function summarizeDir(dir: string, what: string[], crit = false): string {
   const d = new Dir(dir);
   if (!imageExists(dir, "pstree.img")) throw new CriuError("show", `${dir}: no pstree.img (not an images directory?)`);
-  const tree = readImage<pstree_entry>(dir, "pstree.img", "PSTREE");
+  const tree = readImage(dir, "pstree.img", "PSTREE");
   const out: string[] = [];
   for (const w of what) {
     if (w === "ps") {
@@ -222,7 +223,7 @@ function summarizeDir(dir: string, what: string[], crit = false): string {
         const core = ids ? undefined : d.one<core_entry>(`core-${p.pid}.img`, "CORE");
         const filesId = ids?.filesId ?? core?.ids?.filesId;
         if (filesId !== undefined && imageExists(dir, `fdinfo-${filesId}.img`)) {
-          for (const fd of readImage<fdinfo_entry>(dir, `fdinfo-${filesId}.img`, "FDINFO"))
+          for (const fd of readImage(dir, `fdinfo-${filesId}.img`, "FDINFO"))
             out.push(`\t${pad(fd.fd, 7)}: ${d.describe(fd.type, fd.id)}`);
         } else out.push("\t(no fdinfo image)");
         const fs = d.one<fs_entry>(`fs-${p.pid}.img`, "FS");
@@ -238,7 +239,7 @@ function summarizeDir(dir: string, what: string[], crit = false): string {
         const mm = d.one<mm_entry>(`mm-${p.pid}.img`, "MM");
         if (!mm || !imageExists(dir, `pagemap-${p.pid}.img`)) { out.push("\t(no mm or pagemap image)"); continue; }
         const vmas = mm.vmas;
-        const pms = readImage<pagemap_entry>(dir, `pagemap-${p.pid}.img`, "PAGEMAP").slice(1);
+        const pms = readImage(dir, `pagemap-${p.pid}.img`, "PAGEMAP").slice(1) as pagemap_entry[];
         let vi = 0, prev = -1;
         for (const pm of pms) {
           const va = BigInt(pm.vaddr), nr = pagemapNrPages(pm);

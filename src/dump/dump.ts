@@ -1,7 +1,7 @@
 // The dump pipeline: freeze the process, collect its state, write CRIU images, then kill,
 // release (-R) or leave it stopped (-s). Any failure before the end releases the process
 // untouched (registers were restored after every injection).
-import { create, type DescMessage, type Message } from "@bufbuild/protobuf";
+import { create, type DescMessage } from "@bufbuild/protobuf";
 import { statSync, existsSync, readlinkSync, readFileSync, mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { DumpStage, under, openDir, type DirHandle } from "../images/safefs";
@@ -489,7 +489,7 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
     dumpCriuRunId: dumpRunId(tree[0].pid),
   })]);
   writeImage(d, "pstree.img", "PSTREE", pstree.map((p) => msg(S.pstree_entrySchema, p)));
-  writeImage(d, "files.img", "FILES", files.files as unknown as Message[]); // plain objects: encoded as they are (encode.ts)
+  writeImage(d, "files.img", "FILES", files.files as unknown as S.file_entry[]); // plain objects: encoded as they are (encode.ts)
   const cg = cgroups.entry(); // none when every task is in criu-bun's own cgroups, as CRIU
   if (cg) writeImage(d, "cgroup.img", "CGROUP", [msg(S.cgroup_entrySchema, cg)]);
   seccomp.write(d);
@@ -621,10 +621,10 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
     writeImage(d, `core-${ns.v(pid, t.tid)}.img`, "CORE", [msg(S.core_entrySchema, core)]);
   }
   writeImage(d, `ids-${vpid}.img`, "IDS", [msg(S.task_kobj_ids_entrySchema, ids)]);
-  writeImage(d, `mm-${vpid}.img`, "MM", [task.mm as unknown as Message]); // plain: thousands of VMAs encoded as they are
+  writeImage(d, `mm-${vpid}.img`, "MM", [task.mm as unknown as S.mm_entry]); // plain: thousands of VMAs encoded as they are
   if (!pageServer) writeImageBytes(d, `pagemap-${vpid}.img`, encodePagemap(id, markLazy(pr.runs!, task.vmas)));
   writeImage(d, `fs-${vpid}.img`, "FS", [msg(S.fs_entrySchema, { cwdId, rootId, umask: task.umask })]);
-  if (!tableDone) writeImage(d, `fdinfo-${ids.filesId}.img`, "FDINFO", fds.map((f) => ({ id: f.id, flags: f.cloexec ? 1 : 0, type: f.type, fd: f.fd }) as unknown as Message));
+  if (!tableDone) writeImage(d, `fdinfo-${ids.filesId}.img`, "FDINFO", fds.map((f) => ({ id: f.id, flags: f.cloexec ? 1 : 0, type: f.type, fd: f.fd }) as unknown as S.fdinfo_entry));
   return { memUs, scanned: pr.scanned, written: pr.written, skipped, tids, pgid: task.stat.pgid, sid: task.stat.sid };
   }
 }

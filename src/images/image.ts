@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { CriuError } from "../log";
 import {
   IMG_COMMON_MAGIC, IMG_SERVICE_MAGIC, kindByMagic, kindByName, PAGEMAP_HEAD_SCHEMA,
-  type ImageKind,
+  type ImageKind, type MessageKind, type EntryOf,
 } from "./magic";
 import { ghost_chunk_entrySchema } from "./gen/files_pb";
 import { ipc_msgSchema } from "./gen/ns_pb";
@@ -170,7 +170,7 @@ export function writeImageBytes(dir: string, file: string, data: Uint8Array): vo
 }
 
 /** Write an image of `kind` (crit's magic name) holding `entries` into dir/file. */
-export function writeImage(dir: string, file: string, kind: string, entries: Message[]): void {
+export function writeImage<N extends MessageKind>(dir: string, file: string, kind: N, entries: EntryOf<N>[]): void {
   const k = getKind(kind);
   if (k.payload !== "none" && k.payload !== "ghost" && entries.length)
     throw new CriuError("image", `${file}: ${kind} entries need payloads (use writeImageWithPayload)`);
@@ -178,7 +178,7 @@ export function writeImage(dir: string, file: string, kind: string, entries: Mes
 }
 
 /** Write an image whose entries are each followed by raw bytes (pipes-data, sk-queues, ...). */
-export function writeImageWithPayload(dir: string, file: string, kind: string, items: PayloadItem[]): void {
+export function writeImageWithPayload<N extends MessageKind>(dir: string, file: string, kind: N, items: PayloadItem<EntryOf<N>>[]): void {
   const k = getKind(kind);
   writeFileAtomic(join(dir, file), encode(k, items, file));
 }
@@ -302,13 +302,13 @@ function readAs(dir: string, file: string, kind: string, wantPayload: boolean): 
 }
 
 /** Read all entries of dir/file, checking its magic is `kind`'s. */
-export function readImage<T extends Message = Message>(dir: string, file: string, kind: string): T[] {
-  return readAs(dir, file, kind, false).map((i) => i.msg as T);
+export function readImage<N extends MessageKind>(dir: string, file: string, kind: N): EntryOf<N>[] {
+  return readAs(dir, file, kind, false).map((i) => i.msg as EntryOf<N>);
 }
 
 /** Read entries with the raw payload that follows each one. */
-export function readImagePayloads<T extends Message = Message>(dir: string, file: string, kind: string): PayloadItem<T>[] {
-  return readAs(dir, file, kind, true) as PayloadItem<T>[];
+export function readImagePayloads<N extends MessageKind>(dir: string, file: string, kind: N): PayloadItem<EntryOf<N>>[] {
+  return readAs(dir, file, kind, true) as PayloadItem<EntryOf<N>>[];
 }
 
 /** Decode bytes of an image (kind detected from its magic). */

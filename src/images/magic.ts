@@ -1,7 +1,7 @@
 // The image kinds criu-bun knows: crit's magic name -> magic number, header style, message
 // schema, file name pattern and how raw payload follows entries. Facts from CRIU's
 // criu/include/magic.h, criu/image-desc.c and crit (lib/pycriu/images/images.py).
-import type { DescMessage } from "@bufbuild/protobuf";
+import type { DescMessage, MessageShape } from "@bufbuild/protobuf";
 import { pstree_entrySchema } from "./gen/pstree_pb";
 import {
   core_entrySchema, task_kobj_ids_entrySchema, creds_entrySchema, sa_entrySchema, rlimit_entrySchema,
@@ -13,7 +13,7 @@ import {
   fdinfo_entrySchema, file_entrySchema, reg_file_entrySchema, pipe_entrySchema, fifo_entrySchema,
   pipe_data_entrySchema, eventfd_file_entrySchema, eventpoll_file_entrySchema, eventpoll_tfd_entrySchema,
   signalfd_entrySchema, timerfd_entrySchema, inotify_file_entrySchema, inotify_wd_entrySchema,
-  fanotify_file_entrySchema, fanotify_mark_entrySchema, memfd_inode_entrySchema, ghost_file_entrySchema,
+  fanotify_file_entrySchema, fanotify_mark_entrySchema, memfd_inode_entrySchema, ghost_file_entrySchema, ghost_chunk_entrySchema,
   remap_file_path_entrySchema, tty_file_entrySchema, tty_info_entrySchema, tty_data_entrySchema,
   file_lock_entrySchema, ext_file_entrySchema, tunfile_entrySchema, irmap_cache_entrySchema,
 } from "./gen/files_pb";
@@ -57,91 +57,110 @@ export interface ImageKind {
   payload: PayloadKind;
 }
 
-const K: ImageKind[] = [];
-function kind(name: string, magic: number, file: string, schema?: DescMessage, payload: PayloadKind = "none", header: Header = "common") {
-  K.push({ name, magic, header, schema, file, payload });
+function kind<T extends DescMessage | undefined = undefined>(magic: number, file: string, schema?: T, payload: PayloadKind = "none", header: Header = "common") {
+  return { magic, file, schema: schema as T, payload, header };
 }
 
-kind("INVENTORY", 0x58313116, "inventory.img", inventory_entrySchema, "none", "inventory");
-kind("PSTREE", 0x50273030, "pstree.img", pstree_entrySchema);
-kind("FDINFO", 0x56213732, "fdinfo-%u.img", fdinfo_entrySchema);
-kind("PAGEMAP", 0x56084025, "pagemap-%lu.img", pagemap_entrySchema);
-kind("CORE", 0x55053847, "core-%u.img", core_entrySchema);
-kind("IDS", 0x54432030, "ids-%u.img", task_kobj_ids_entrySchema);
-kind("VMAS", 0x54123737, "vmas-%u.img", vma_entrySchema);
-kind("PIPES", 0x56513555, "pipes.img", pipe_entrySchema);
-kind("PIPES_DATA", 0x56453709, "pipes-data.img", pipe_data_entrySchema, "pipe");
-kind("FIFO", 0x58364939, "fifo.img", fifo_entrySchema);
-kind("FIFO_DATA", 0x59333054, "fifo-data.img", pipe_data_entrySchema, "pipe");
-kind("SIGACT", 0x55344201, "sigacts-%u.img", sa_entrySchema);
-kind("UNIXSK", 0x54373943, "unixsk.img", unix_sk_entrySchema);
-kind("INETSK", 0x56443851, "inetsk.img", inet_sk_entrySchema);
-kind("PACKETSK", 0x60454618, "packetsk.img", packet_sock_entrySchema);
-kind("ITIMERS", 0x57464056, "itimers-%u.img", itimer_entrySchema);
-kind("POSIX_TIMERS", 0x52603957, "posix-timers-%u.img", posix_timer_entrySchema);
-kind("SK_QUEUES", 0x56264026, "sk-queues.img", sk_packet_entrySchema, "skq");
-kind("UTSNS", 0x54473203, "utsns-%u.img", utsns_entrySchema);
-kind("CREDS", 0x54023547, "creds-%u.img", creds_entrySchema);
-kind("IPC_VAR", 0x53115007, "ipcns-var-%u.img", ipc_var_entrySchema);
-kind("IPCNS_SHM", 0x46283044, "ipcns-shm-%u.img", ipc_shm_entrySchema, "ipc_shm");
-kind("IPCNS_MSG", 0x55453737, "ipcns-msg-%u.img", ipc_msg_entrySchema, "ipc_msg");
-kind("IPCNS_SEM", 0x59573019, "ipcns-sem-%u.img", ipc_sem_entrySchema, "ipc_sem");
-kind("REG_FILES", 0x50363636, "reg-files.img", reg_file_entrySchema);
-kind("EXT_FILES", 0x59255641, "ext-files.img", ext_file_entrySchema);
-kind("FS", 0x51403912, "fs-%u.img", fs_entrySchema);
-kind("MM", 0x57492820, "mm-%u.img", mm_entrySchema);
-kind("REMAP_FPATH", 0x59133954, "remap-fpath.img", remap_file_path_entrySchema);
-kind("GHOST_FILE", 0x52583605, "ghost-file-%x.img", ghost_file_entrySchema, "ghost");
-kind("TCP_STREAM", 0x51465506, "tcp-stream-%x.img", tcp_stream_entrySchema, "tcp");
-kind("EVENTFD_FILE", 0x44523722, "eventfd.img", eventfd_file_entrySchema);
-kind("EVENTPOLL_FILE", 0x45023858, "eventpoll.img", eventpoll_file_entrySchema);
-kind("EVENTPOLL_TFD", 0x44433746, "eventpoll-tfd.img", eventpoll_tfd_entrySchema);
-kind("SIGNALFD", 0x57323820, "signalfd.img", signalfd_entrySchema);
-kind("INOTIFY_FILE", 0x48424431, "inotify.img", inotify_file_entrySchema);
-kind("INOTIFY_WD", 0x54562009, "inotify-wd.img", inotify_wd_entrySchema);
-kind("MNTS", 0x55563928, "mountpoints-%u.img", mnt_entrySchema);
-kind("NETDEV", 0x57373951, "netdev-%u.img", net_device_entrySchema);
-kind("NETNS", 0x55933752, "netns-%u.img", netns_entrySchema);
-kind("TTY_FILES", 0x59433025, "tty.img", tty_file_entrySchema);
-kind("TTY_INFO", 0x59453036, "tty-info.img", tty_info_entrySchema);
-kind("TTY_DATA", 0x59413026, "tty-data.img", tty_data_entrySchema);
-kind("FILE_LOCKS", 0x54323616, "filelocks.img", file_lock_entrySchema);
-kind("RLIMIT", 0x57113925, "rlimit-%u.img", rlimit_entrySchema);
-kind("FANOTIFY_FILE", 0x55096122, "fanotify.img", fanotify_file_entrySchema);
-kind("FANOTIFY_MARK", 0x56506035, "fanotify-mark.img", fanotify_mark_entrySchema);
-kind("SIGNAL", 0x59255647, "signal-s-%u.img", siginfo_entrySchema); // also signal-p-%u.img
-kind("NETLINK_SK", 0x58005614, "netlinksk.img", netlink_sk_entrySchema);
-kind("NS_FILES", 0x61394011, "ns-files.img", ns_file_entrySchema);
-kind("TUNFILE", 0x57143751, "tunfile.img", tunfile_entrySchema);
-kind("CGROUP", 0x59383330, "cgroup.img", cgroup_entrySchema);
-kind("TIMERFD", 0x50493712, "timerfd.img", timerfd_entrySchema);
-kind("CPUINFO", 0x61404013, "cpuinfo.img", cpuinfo_entrySchema);
-kind("USERNS", 0x55474906, "userns-%u.img", userns_entrySchema);
-kind("SECCOMP", 0x64413049, "seccomp.img", seccomp_entrySchema);
-kind("FILES", 0x56303138, "files.img", file_entrySchema);
-kind("MEMFD_INODE", 0x48453499, "memfd.img", memfd_inode_entrySchema);
-kind("TIMENS", 0x43114433, "timens-%u.img", timens_entrySchema);
-kind("PIDNS", 0x61157326, "pidns-%u.img", pidns_entrySchema);
-kind("BINFMT_MISC", 0x67343323, "binfmt-misc.img", binfmt_misc_entrySchema); // also binfmt-misc-%u.img (older)
-kind("AUTOFS", 0x49353943, "autofs-%u.img", autofs_entrySchema);
-kind("BPFMAP_FILE", 0x57506142, "bpfmap-file.img", bpfmap_file_entrySchema);
-kind("BPFMAP_DATA", 0x64324033, "bpfmap-data.img", bpfmap_data_entrySchema, "bpfmap");
-kind("APPARMOR", 0x59423047, "apparmor.img", apparmor_entrySchema);
-kind("STATS", 0x57093306, "stats-%s", stats_entrySchema, "none", "service");
-kind("IRMAP_CACHE", 0x57004059, "irmap-cache.img", irmap_cache_entrySchema, "none", "service");
-// Raw images: no magic, no entries (page contents, tarballs, ip/iptables/nft dumps, netlink).
-kind("PAGES", 0, "pages-%u.img", undefined, "none", "raw");
-kind("IFADDR", 0, "ifaddr-%u.img", undefined, "none", "raw");
-kind("ROUTE", 0, "route-%u.img", undefined, "none", "raw");
-kind("ROUTE6", 0, "route6-%u.img", undefined, "none", "raw");
-kind("RULE", 0, "rule-%u.img", undefined, "none", "raw");
-kind("IPTABLES", 0, "iptables-%u.img", undefined, "none", "raw");
-kind("IP6TABLES", 0, "ip6tables-%u.img", undefined, "none", "raw");
-kind("NFTABLES", 0, "nftables-%u.img", undefined, "none", "raw");
-kind("TMPFS_IMG", 0, "tmpfs-%u.tar.gz.img", undefined, "none", "raw");
-kind("TMPFS_DEV", 0, "tmpfs-dev-%u.tar.gz.img", undefined, "none", "raw");
-kind("NETNF_CT", 0, "netns-ct-%u.img", undefined, "none", "raw");
-kind("NETNF_EXP", 0, "netns-exp-%u.img", undefined, "none", "raw");
+/**
+ * The one table of image kinds, by crit's magic name: magic, CRIU's file name pattern, entry
+ * schema, payload and header style. Reading and writing take a kind's name from here (KindName,
+ * MessageKind) and its entries are typed by its schema (EntryOf), so a misspelled kind or an entry
+ * of another message fails to compile.
+ */
+export const IMAGE_KINDS = {
+  INVENTORY: kind(0x58313116, "inventory.img", inventory_entrySchema, "none", "inventory"),
+  PSTREE: kind(0x50273030, "pstree.img", pstree_entrySchema),
+  FDINFO: kind(0x56213732, "fdinfo-%u.img", fdinfo_entrySchema),
+  PAGEMAP: kind(0x56084025, "pagemap-%lu.img", pagemap_entrySchema),
+  CORE: kind(0x55053847, "core-%u.img", core_entrySchema),
+  IDS: kind(0x54432030, "ids-%u.img", task_kobj_ids_entrySchema),
+  VMAS: kind(0x54123737, "vmas-%u.img", vma_entrySchema),
+  PIPES: kind(0x56513555, "pipes.img", pipe_entrySchema),
+  PIPES_DATA: kind(0x56453709, "pipes-data.img", pipe_data_entrySchema, "pipe"),
+  FIFO: kind(0x58364939, "fifo.img", fifo_entrySchema),
+  FIFO_DATA: kind(0x59333054, "fifo-data.img", pipe_data_entrySchema, "pipe"),
+  SIGACT: kind(0x55344201, "sigacts-%u.img", sa_entrySchema),
+  UNIXSK: kind(0x54373943, "unixsk.img", unix_sk_entrySchema),
+  INETSK: kind(0x56443851, "inetsk.img", inet_sk_entrySchema),
+  PACKETSK: kind(0x60454618, "packetsk.img", packet_sock_entrySchema),
+  ITIMERS: kind(0x57464056, "itimers-%u.img", itimer_entrySchema),
+  POSIX_TIMERS: kind(0x52603957, "posix-timers-%u.img", posix_timer_entrySchema),
+  SK_QUEUES: kind(0x56264026, "sk-queues.img", sk_packet_entrySchema, "skq"),
+  UTSNS: kind(0x54473203, "utsns-%u.img", utsns_entrySchema),
+  CREDS: kind(0x54023547, "creds-%u.img", creds_entrySchema),
+  IPC_VAR: kind(0x53115007, "ipcns-var-%u.img", ipc_var_entrySchema),
+  IPCNS_SHM: kind(0x46283044, "ipcns-shm-%u.img", ipc_shm_entrySchema, "ipc_shm"),
+  IPCNS_MSG: kind(0x55453737, "ipcns-msg-%u.img", ipc_msg_entrySchema, "ipc_msg"),
+  IPCNS_SEM: kind(0x59573019, "ipcns-sem-%u.img", ipc_sem_entrySchema, "ipc_sem"),
+  REG_FILES: kind(0x50363636, "reg-files.img", reg_file_entrySchema),
+  EXT_FILES: kind(0x59255641, "ext-files.img", ext_file_entrySchema),
+  FS: kind(0x51403912, "fs-%u.img", fs_entrySchema),
+  MM: kind(0x57492820, "mm-%u.img", mm_entrySchema),
+  REMAP_FPATH: kind(0x59133954, "remap-fpath.img", remap_file_path_entrySchema),
+  GHOST_FILE: kind(0x52583605, "ghost-file-%x.img", ghost_file_entrySchema, "ghost"),
+  TCP_STREAM: kind(0x51465506, "tcp-stream-%x.img", tcp_stream_entrySchema, "tcp"),
+  EVENTFD_FILE: kind(0x44523722, "eventfd.img", eventfd_file_entrySchema),
+  EVENTPOLL_FILE: kind(0x45023858, "eventpoll.img", eventpoll_file_entrySchema),
+  EVENTPOLL_TFD: kind(0x44433746, "eventpoll-tfd.img", eventpoll_tfd_entrySchema),
+  SIGNALFD: kind(0x57323820, "signalfd.img", signalfd_entrySchema),
+  INOTIFY_FILE: kind(0x48424431, "inotify.img", inotify_file_entrySchema),
+  INOTIFY_WD: kind(0x54562009, "inotify-wd.img", inotify_wd_entrySchema),
+  MNTS: kind(0x55563928, "mountpoints-%u.img", mnt_entrySchema),
+  NETDEV: kind(0x57373951, "netdev-%u.img", net_device_entrySchema),
+  NETNS: kind(0x55933752, "netns-%u.img", netns_entrySchema),
+  TTY_FILES: kind(0x59433025, "tty.img", tty_file_entrySchema),
+  TTY_INFO: kind(0x59453036, "tty-info.img", tty_info_entrySchema),
+  TTY_DATA: kind(0x59413026, "tty-data.img", tty_data_entrySchema),
+  FILE_LOCKS: kind(0x54323616, "filelocks.img", file_lock_entrySchema),
+  RLIMIT: kind(0x57113925, "rlimit-%u.img", rlimit_entrySchema),
+  FANOTIFY_FILE: kind(0x55096122, "fanotify.img", fanotify_file_entrySchema),
+  FANOTIFY_MARK: kind(0x56506035, "fanotify-mark.img", fanotify_mark_entrySchema),
+  SIGNAL: kind(0x59255647, "signal-s-%u.img", siginfo_entrySchema), // also signal-p-%u.img
+  NETLINK_SK: kind(0x58005614, "netlinksk.img", netlink_sk_entrySchema),
+  NS_FILES: kind(0x61394011, "ns-files.img", ns_file_entrySchema),
+  TUNFILE: kind(0x57143751, "tunfile.img", tunfile_entrySchema),
+  CGROUP: kind(0x59383330, "cgroup.img", cgroup_entrySchema),
+  TIMERFD: kind(0x50493712, "timerfd.img", timerfd_entrySchema),
+  CPUINFO: kind(0x61404013, "cpuinfo.img", cpuinfo_entrySchema),
+  USERNS: kind(0x55474906, "userns-%u.img", userns_entrySchema),
+  SECCOMP: kind(0x64413049, "seccomp.img", seccomp_entrySchema),
+  FILES: kind(0x56303138, "files.img", file_entrySchema),
+  MEMFD_INODE: kind(0x48453499, "memfd.img", memfd_inode_entrySchema),
+  TIMENS: kind(0x43114433, "timens-%u.img", timens_entrySchema),
+  PIDNS: kind(0x61157326, "pidns-%u.img", pidns_entrySchema),
+  BINFMT_MISC: kind(0x67343323, "binfmt-misc.img", binfmt_misc_entrySchema), // also binfmt-misc-%u.img (older)
+  AUTOFS: kind(0x49353943, "autofs-%u.img", autofs_entrySchema),
+  BPFMAP_FILE: kind(0x57506142, "bpfmap-file.img", bpfmap_file_entrySchema),
+  BPFMAP_DATA: kind(0x64324033, "bpfmap-data.img", bpfmap_data_entrySchema, "bpfmap"),
+  APPARMOR: kind(0x59423047, "apparmor.img", apparmor_entrySchema),
+  STATS: kind(0x57093306, "stats-%s", stats_entrySchema, "none", "service"),
+  IRMAP_CACHE: kind(0x57004059, "irmap-cache.img", irmap_cache_entrySchema, "none", "service"),
+  // Raw images: no magic, no entries (page contents, tarballs, ip/iptables/nft dumps, netlink).
+  PAGES: kind(0, "pages-%u.img", undefined, "none", "raw"),
+  IFADDR: kind(0, "ifaddr-%u.img", undefined, "none", "raw"),
+  ROUTE: kind(0, "route-%u.img", undefined, "none", "raw"),
+  ROUTE6: kind(0, "route6-%u.img", undefined, "none", "raw"),
+  RULE: kind(0, "rule-%u.img", undefined, "none", "raw"),
+  IPTABLES: kind(0, "iptables-%u.img", undefined, "none", "raw"),
+  IP6TABLES: kind(0, "ip6tables-%u.img", undefined, "none", "raw"),
+  NFTABLES: kind(0, "nftables-%u.img", undefined, "none", "raw"),
+  TMPFS_IMG: kind(0, "tmpfs-%u.tar.gz.img", undefined, "none", "raw"),
+  TMPFS_DEV: kind(0, "tmpfs-dev-%u.tar.gz.img", undefined, "none", "raw"),
+  NETNF_CT: kind(0, "netns-ct-%u.img", undefined, "none", "raw"),
+  NETNF_EXP: kind(0, "netns-exp-%u.img", undefined, "none", "raw"),
+};
+
+export type KindName = keyof typeof IMAGE_KINDS;
+type SchemaOf<N extends KindName> = (typeof IMAGE_KINDS)[N]["schema"];
+/** the kinds whose entries are protobuf messages (every kind but the raw ones) */
+export type MessageKind = { [N in KindName]: SchemaOf<N> extends DescMessage ? N : never }[KindName];
+/** the message type of a kind's entries */
+// PAGEMAP: a head, then entries; GHOST_FILE: a ghost_file_entry, then its chunks
+export type EntryOf<N extends MessageKind> = N extends "PAGEMAP" ? MessageShape<typeof pagemap_headSchema> | MessageShape<typeof pagemap_entrySchema>
+  : N extends "GHOST_FILE" ? MessageShape<typeof ghost_file_entrySchema> | MessageShape<typeof ghost_chunk_entrySchema>
+  : SchemaOf<N> extends DescMessage ? MessageShape<SchemaOf<N>> : never;
+
+const K: ImageKind[] = Object.entries(IMAGE_KINDS).map(([name, k]) => ({ name, ...k }));
 
 export const KINDS: readonly ImageKind[] = K;
 export const kindByName = new Map(K.map((k) => [k.name, k]));

@@ -27,7 +27,6 @@ import { LazyPagesClient } from "./pageserver";
 import { LAZY_SOCKET, RESTORE_FINISHED, sockaddrUn, clearStaleSocket, lazyParentRuns } from "../resources/lazymem";
 import { PageSource } from "../codec/incremental";
 import { readImage } from "../images/image";
-import type * as S from "../images/schemas";
 import { PE, PAGE } from "../resources/vma";
 
 const P = BigInt(PAGE);
@@ -146,7 +145,7 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
       if (local) {
         const lazy = runs.find((r) => r.flags === PE.LAZY);
         if (lazy) throw new CriuError("lazy-pages", `process ${vpid}: pages 0x${lazy.vaddr.toString(16)}... stayed with the dump (dump --lazy-pages); take them with --page-server`);
-        const [mm] = readImage<S.mm_entry>(o.dir, `mm-${vpid}.img`, "MM");
+        const [mm] = readImage(o.dir, `mm-${vpid}.img`, "MM");
         runs = lazyParentRuns(mm?.vmas ?? [], runs).map((r) => ({ ...r, flags: PE.LAZY }));
       }
       for (const r of runs) {

@@ -7,7 +7,6 @@ import { NR } from "../sys/nr";
 import { CriuError } from "../log";
 import { syscall, addr } from "../sys/syscall";
 import { refuse } from "./unsupported";
-import type * as S from "../images/schemas";
 import { errnoText } from "../sys/errno";
 
 const EPOLL_CLOEXEC = 0o2000000;
@@ -50,7 +49,7 @@ export const epollKind: FdKind = {
   restoreLate(ctx, f, epfd) {
     const e = f.epfd!;
     let tfds = e.tfd;
-    if (!tfds.length) tfds = cachedImage<S.eventpoll_tfd_entry>(ctx, "eventpoll-tfd.img", "EVENTPOLL_TFD").filter((t) => t.id === e.id);
+    if (!tfds.length) tfds = cachedImage(ctx, "eventpoll-tfd.img", "EVENTPOLL_TFD").filter((t) => t.id === e.id);
     for (const t of tfds) {
       const ev = new Uint8Array(12); // struct epoll_event is packed on x86_64
       const dv = new DataView(ev.buffer);

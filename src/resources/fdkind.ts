@@ -8,6 +8,7 @@ import { writeImage, writeImageWithPayload, readImage, readImagePayloads, imageE
 import type { FileTable } from "./files";
 import type { Injector, RemoteMem } from "../ptrace/inject";
 import type * as S from "../images/schemas";
+import type { MessageKind, EntryOf } from "../images/magic";
 
 /** Extra images produced while dumping fds (pipes-data, eventpoll tfds, sk-queues ...). */
 export class ImageSink {
@@ -15,8 +16,9 @@ export class ImageSink {
   constructor(private nextPages = 1) {}
   /** a pages-N.img number no other image of this dump uses (CRIU numbers them from one counter too) */
   pagesId(): number { return this.nextPages++; }
-  private files = new Map<string, { kind: string; items: { msg: Message; payload?: Uint8Array }[] }>();
-  add<T extends DescMessage>(file: string, kind: string, schema: T, init: Record<string, any>, payload?: Uint8Array) {
+  private files = new Map<string, { kind: MessageKind; items: { msg: Message; payload?: Uint8Array }[] }>();
+  /** an entry of kind KIND (magic.ts) for FILE: SCHEMA is the kind's (or its head's, chunks') */
+  add(file: string, kind: MessageKind, schema: DescMessage, init: Record<string, any>, payload?: Uint8Array) {
     let f = this.files.get(file);
     if (!f) this.files.set(file, (f = { kind, items: [] }));
     f.items.push({ msg: create(schema, init as any), payload });
@@ -29,7 +31,7 @@ export class ImageSink {
     r.push(data);
   }
   /** write FILE even if nothing is added to it (restore then knows it is not lost) */
-  ensure(file: string, kind: string) {
+  ensure(file: string, kind: MessageKind) {
     if (!this.files.has(file)) this.files.set(file, { kind, items: [] });
   }
   has(file: string) { return this.files.has(file) || this.raws.has(file) || this.marks.has(file); }
@@ -39,8 +41,8 @@ export class ImageSink {
   writeAll(dir: string) {
     for (const [file, chunks] of this.raws) writeNewFile(join(dir, file), Buffer.concat(chunks));
     for (const [file, f] of this.files) {
-      if (f.items.some((i) => i.payload)) writeImageWithPayload(dir, file, f.kind, f.items.map((i) => ({ msg: i.msg, payload: i.payload ?? new Uint8Array(0) })));
-      else writeImage(dir, file, f.kind, f.items.map((i) => i.msg));
+      if (f.items.some((i) => i.payload)) writeImageWithPayload(dir, file, f.kind, f.items.map((i) => ({ msg: i.msg as EntryOf<MessageKind>, payload: i.payload ?? new Uint8Array(0) })));
+      else writeImage(dir, file, f.kind, f.items.map((i) => i.msg as EntryOf<MessageKind>));
     }
   }
 }
@@ -144,24 +146,24 @@ export interface FdKind {
 }
 
 /** Read an optional image once per restore. */
-export function cachedImage<T extends Message>(ctx: RestoreCtx, file: string, kind: string): T[] {
+export function cachedImage<N extends MessageKind>(ctx: RestoreCtx, file: string, kind: N): EntryOf<N>[] {
   const key = `img:${file}`;
-  if (!ctx.state.has(key)) ctx.state.set(key, imageExists(ctx.dir, file) ? readImage<T>(ctx.dir, file, kind) : []);
+  if (!ctx.state.has(key)) ctx.state.set(key, imageExists(ctx.dir, file) ? readImage(ctx.dir, file, kind) : []);
   return ctx.state.get(key);
 }
-export function cachedPayloads<T extends Message>(ctx: RestoreCtx, file: string, kind: string): { msg: T; payload: Uint8Array }[] {
+export function cachedPayloads<N extends MessageKind>(ctx: RestoreCtx, file: string, kind: N): { msg: EntryOf<N>; payload: Uint8Array }[] {
   const key = `imgp:${file}`;
-  if (!ctx.state.has(key)) ctx.state.set(key, imageExists(ctx.dir, file) ? readImagePayloads<T>(ctx.dir, file, kind) : []);
+  if (!ctx.state.has(key)) ctx.state.set(key, imageExists(ctx.dir, file) ? readImagePayloads(ctx.dir, file, kind) : []);
   return ctx.state.get(key);
 }
 /** The entries of an image read once per restore (cachedPayloads), grouped by key(msg), so
  *  finding those of one file costs a lookup, not a pass over the image. */
-export function cachedPayloadsBy<T extends Message, K>(ctx: RestoreCtx, file: string, kind: string, key: (m: T) => K): Map<K, { msg: T; payload: Uint8Array }[]> {
+export function cachedPayloadsBy<N extends MessageKind, K>(ctx: RestoreCtx, file: string, kind: N, key: (m: EntryOf<N>) => K): Map<K, { msg: EntryOf<N>; payload: Uint8Array }[]> {
   const k = `imgp-by:${file}`;
-  let m = ctx.state.get(k) as Map<K, { msg: T; payload: Uint8Array }[]> | undefined;
+  let m = ctx.state.get(k) as Map<K, { msg: EntryOf<N>; payload: Uint8Array }[]> | undefined;
   if (!m) {
     m = new Map();
-    for (const item of cachedPayloads<T>(ctx, file, kind)) {
+    for (const item of cachedPayloads(ctx, file, kind)) {
       const id = key(item.msg);
       const list = m.get(id);
       if (list) list.push(item); else m.set(id, [item]);

@@ -66,7 +66,7 @@ export const fifoKind: FdKind = {
       if (h < 0) throw new CriuError("restore", `${ctx.where}: cannot open fifo '${reg.name}' (${errnoText(-h)})`);
       const held = ctx.high(h, ctx.where);
       ctx.hold(key, held);
-      const item = cachedPayloadsBy<S.pipe_data_entry, number>(ctx, "fifo-data.img", "FIFO_DATA", (m) => m.pipeId).get(fi.pipeId)?.[0];
+      const item = cachedPayloadsBy(ctx, "fifo-data.img", "FIFO_DATA", (m) => m.pipeId).get(fi.pipeId)?.[0];
       if (item) {
         const want = Math.max(item.msg.size || 65536, item.payload.length);
         if (want !== 65536) {

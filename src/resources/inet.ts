@@ -635,7 +635,7 @@ function restoreInet(ctx: RestoreCtx, k: S.inet_sk_entry): number {
   const connection = tcp && !raw && k.state !== TCP_STATE.LISTEN && k.state !== TCP_STATE.CLOSE;
   let closed = false;
   if (connection) {
-    const item = k.state === TCP_STATE.ESTABLISHED ? cachedPayloads<S.tcp_stream_entry>(ctx, streamImage(k.ino), "TCP_STREAM")[0] : undefined;
+    const item = k.state === TCP_STATE.ESTABLISHED ? cachedPayloads(ctx, streamImage(k.ino), "TCP_STREAM")[0] : undefined;
     if (restoreOpts.tcpClose || !item) {
       // --tcp-close (or dumped with it): as CRIU, a socket shut down both ways and never
       // connected here, so recv() says 0 (end of stream) and send() EPIPE, and no peer sees it

@@ -79,7 +79,7 @@ export function readIpcNs(dir: string, nsId: number): S.ipc_var_entry {
   }
   const file = `ipcns-var-${nsId}.img`;
   if (!imageExists(dir, file)) throw new CriuError("restore", `${dir}/${file} is missing: the tree had an IPC namespace of its own`);
-  const v = readImage<S.ipc_var_entry>(dir, file, "IPC_VAR")[0];
+  const v = readImage(dir, file, "IPC_VAR")[0];
   if (!v) throw new CriuError("restore", `${dir}/${file} has no entry`);
   if (v.semCtls.length !== 4) throw new CriuError("restore", `${dir}/${file}: sem_ctls has ${v.semCtls.length} values, not 4`);
   return v;

@@ -50,7 +50,7 @@ export const memfdKind: FdKind = {
   },
   precheck(f, dir, where) {
     const ino = f.memfd!.inodeId;
-    if (!readImage<S.memfd_inode_entry>(dir, "memfd.img", "MEMFD_INODE").some((i) => Number(i.inodeId) === ino))
+    if (!readImage(dir, "memfd.img", "MEMFD_INODE").some((i) => Number(i.inodeId) === ino))
       throw new CriuError("restore", `${where}: memfd inode ${ino} is not in memfd.img`);
   },
   restore(ctx, f) {
@@ -59,7 +59,7 @@ export const memfdKind: FdKind = {
     let base = ctx.state.get(key) as number | undefined;
     let fd: number;
     if (base === undefined) {
-      const ie = cachedImage<S.memfd_inode_entry>(ctx, "memfd.img", "MEMFD_INODE").find((i) => Number(i.inodeId) === e.inodeId)!;
+      const ie = cachedImage(ctx, "memfd.img", "MEMFD_INODE").find((i) => Number(i.inodeId) === e.inodeId)!;
       // CRIU 4.2's hugetlb_flag: memfd_create here would make an ordinary memfd of it
       if (ie.hugetlbFlag) throw new CriuError("restore", `${ctx.where}: memfd '${ie.name}' of huge pages (hugetlb_flag 0x${ie.hugetlbFlag.toString(16)}) cannot be restored by criu-bun yet`);
       const sealable = ie.seals !== F_SEAL_SEAL;

@@ -222,20 +222,20 @@ export function loadNamespaces(dir: string, rootIds: S.task_kobj_ids_entry | und
   let uts: S.utsns_entry | undefined;
   if (differs("utsNsId")) {
     need(`utsns-${rootIds!.utsNsId}.img`);
-    uts = readImage<S.utsns_entry>(dir, `utsns-${rootIds!.utsNsId}.img`, "UTSNS")[0];
+    uts = readImage(dir, `utsns-${rootIds!.utsNsId}.img`, "UTSNS")[0];
     if (!uts) throw new CriuError("restore", `${dir}/utsns-${rootIds!.utsNsId}.img has no entry`);
   }
   let timens: S.timens_entry | undefined;
   if (differs("timeNsId")) {
     need(`timens-${rootIds!.timeNsId}.img`);
-    timens = readImage<S.timens_entry>(dir, `timens-${rootIds!.timeNsId}.img`, "TIMENS")[0];
+    timens = readImage(dir, `timens-${rootIds!.timeNsId}.img`, "TIMENS")[0];
     if (!timens?.monotonic || !timens.boottime) throw new CriuError("restore", `${dir}/timens-${rootIds!.timeNsId}.img has no clocks`);
   }
   if (newPidNs && rootPid !== 1) throw new CriuError("restore", `${dir}: the tree lives in its own PID namespace but its root is PID ${rootPid}, not that namespace's init`);
   const newNetNs = differs("netNsId");
   // an external network namespace (dump --external net[INODE]:KEY): its key, to be given as inherit_fd
   const netImg = rootIds ? `netns-${rootIds.netNsId}.img` : "";
-  const extNetKey = newNetNs && imageExists(dir, netImg) ? readImage<S.netns_entry>(dir, netImg, "NETNS")[0]?.extKey || undefined : undefined;
+  const extNetKey = newNetNs && imageExists(dir, netImg) ? readImage(dir, netImg, "NETNS")[0]?.extKey || undefined : undefined;
   const newIpcNs = differs("ipcNsId");
   const own = [newPidNs && "pid", newMntNs && "mnt", uts && "uts", timens && "time", newNetNs && (extNetKey ? `net (external, ${extNetKey})` : "net"), newIpcNs && "ipc"].filter(Boolean);
   log.debug(`namespaces: the tree's own: ${own.length ? own.join(", ") : "none"}`);

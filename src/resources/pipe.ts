@@ -76,7 +76,7 @@ export const pipeKind: FdKind = {
       const v = new Int32Array(ctx.mem.read(a, 8).buffer);
       const r = ctx.high(v[0], ctx.where), w = ctx.high(v[1], ctx.where);
       ctx.hold(rKey, r); ctx.hold(wKey, w);
-      const item = cachedPayloadsBy<S.pipe_data_entry, number>(ctx, "pipes-data.img", "PIPES_DATA", (m) => m.pipeId).get(p.pipeId)?.[0];
+      const item = cachedPayloadsBy(ctx, "pipes-data.img", "PIPES_DATA", (m) => m.pipeId).get(p.pipeId)?.[0];
       if (item) {
         const want = Math.max(item.msg.size || 65536, item.payload.length);
         if (want !== 65536) {

@@ -303,7 +303,7 @@ const linkedRemaps = new Map<string, Map<number, number>>();
 function readRemaps(dir: string) {
   const g = new Map<number, number>(), l = new Map<number, number>();
   if (imageExists(dir, "remap-fpath.img")) {
-    for (const r of readImage<S.remap_file_path_entry>(dir, "remap-fpath.img", "REMAP_FPATH")) {
+    for (const r of readImage(dir, "remap-fpath.img", "REMAP_FPATH")) {
       if (r.remapType === 1) g.set(r.origId, r.remapId);
       else if (r.remapType === 0) l.set(r.origId, r.remapId);
     }
@@ -363,7 +363,8 @@ export function restoreGhost(ctx: RestoreCtx, f: S.file_entry, ghostId: number, 
   const key = `ghost:${ghostId}`;
   let base = ctx.fdFrom(key);
   if (base === undefined) {
-    const [g, ...chunks] = cachedPayloads<S.ghost_file_entry>(ctx, `ghost-file-${ghostId.toString(16)}.img`, "GHOST_FILE");
+    const [first, ...chunks] = cachedPayloads(ctx, `ghost-file-${ghostId.toString(16)}.img`, "GHOST_FILE");
+    const g = first as { msg: S.ghost_file_entry; payload: Uint8Array } | undefined; // then its chunks
     if (!g) throw new CriuError("restore", `${ctx.where}: ghost-file-${ghostId.toString(16)}.img is missing`);
     if ((g.msg.mode & 0o170000) === 0o040000) return restoreGhostDir(ctx, f, ghostId, g.msg, flags);
     // at its own path if free, else beside it; unlinked right after

@@ -65,7 +65,7 @@ export class SeccompChains {
 
 /** seccomp.img's filters, each thread's reference checked (threads point at their newest filter). */
 export function readSeccomp(dir: string, threads: Iterable<{ pid: number; tc?: S.thread_core_entry }>): S.seccomp_filter[] {
-  const filters = imageExists(dir, "seccomp.img") ? readImage<S.seccomp_entry>(dir, "seccomp.img", "SECCOMP")[0]?.seccompFilters ?? [] : [];
+  const filters = imageExists(dir, "seccomp.img") ? readImage(dir, "seccomp.img", "SECCOMP")[0]?.seccompFilters ?? [] : [];
   for (const { pid, tc } of threads) {
     if (tc?.seccompMode === 2 && (tc.seccompFilter === undefined || tc.seccompFilter >= filters.length)) {
       throw new CriuError("restore", `${dir}/core-${pid}.img: seccomp filter ${tc.seccompFilter} is not in seccomp.img`);

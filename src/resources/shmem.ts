@@ -61,8 +61,8 @@ export function dumpShmemContents(path: string, size: bigint, id: number, images
 export function shmemRuns(dir: string, id: number | bigint, size: bigint, where: string, strict = false): { pages: Uint8Array; runs: { vaddr: bigint; off: number; len: number }[] } | undefined {
   const pm = `pagemap-shmem-${id}.img`;
   if (!existsSync(join(dir, pm))) return undefined;
-  const items = readImage<any>(dir, pm, "PAGEMAP");
-  const pagesFile = `pages-${items[0]?.pagesId}.img`;
+  const items = readImage(dir, pm, "PAGEMAP");
+  const pagesFile = `pages-${(items[0] as S.pagemap_head | undefined)?.pagesId}.img`;
   if (!items.length || !existsSync(join(dir, pagesFile))) throw new CriuError("restore", `${where}: ${pm} names ${pagesFile}, which is missing`);
   const pages = readFileSync(join(dir, pagesFile));
   const limit = (size + BigInt(PAGE - 1)) & ~BigInt(PAGE - 1);

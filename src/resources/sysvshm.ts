@@ -61,7 +61,7 @@ export function restoreSysvShm(dir: string, file = SHM_IMAGE): { id: number; des
   if (!imageExists(dir, file)) return [];
   const out: { id: number; dest: boolean }[] = [];
   const live = segments();
-  const items = readImagePayloads<S.ipc_shm_entry>(dir, file, "IPCNS_SHM");
+  const items = readImagePayloads(dir, file, "IPCNS_SHM");
   // everything is read and checked before the first segment is made
   const contents = items.map(({ msg, payload }) => {
     const where = `${file}: SysV shared memory ${msg.desc!.id}`;

@@ -171,7 +171,7 @@ export const ttyKind: FdKind = {
   },
   restore(ctx, f) {
     const t = f.tty!;
-    const infos = cachedImage<S.tty_info_entry>(ctx, "tty-info.img", "TTY_INFO");
+    const infos = cachedImage(ctx, "tty-info.img", "TTY_INFO");
     const info = infos.find((i) => i.id === t.ttyInfoId);
     if (!info?.pty) throw new CriuError("restore", `${ctx.where}: tty-info ${t.ttyInfoId} is not in tty-info.img`);
     const index = info.pty.index, master = info.rdev === PTMX_RDEV, inj = ctx.inj;

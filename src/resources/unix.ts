@@ -418,7 +418,7 @@ export const unixKind: FdKind = {
       const mine = ctx.high(v[0], ctx.where), theirs = ctx.high(v[1], ctx.where);
       setBufs(ctx, mine, u);
       if (u.name.length) bindName(ctx, u, mine); // a datagram socket's own name
-      const queued = (cachedPayloadsBy<S.sk_packet_entry, number>(ctx, "sk-queues.img", "SK_QUEUES", (m) => m.idFor).get(f.id) ?? []).reduce((n, p) => n + p.payload.length, 0);
+      const queued = (cachedPayloadsBy(ctx, "sk-queues.img", "SK_QUEUES", (m) => m.idFor).get(f.id) ?? []).reduce((n, p) => n + p.payload.length, 0);
       setBufs(ctx, theirs, { opts: { soSndbuf: queued * 2 + 65536, soRcvbuf: 0 } } as any);
       refill(ctx, f, theirs);
       inj.call(NR.close, theirs);
@@ -646,7 +646,7 @@ function restoreExternal(ctx: RestoreCtx, f: S.file_entry, ext: S.file_entry): n
   const u = f.usk!, e = ext.usk!, inj = ctx.inj;
   const fd = boundSocket(ctx, u);
   if (u.type === 2 && e.type === 2 && e.name.length) {
-    const items = (cachedPayloadsBy<S.sk_packet_entry, number>(ctx, "sk-queues.img", "SK_QUEUES", (m) => m.idFor).get(f.id) ?? []);
+    const items = (cachedPayloadsBy(ctx, "sk-queues.img", "SK_QUEUES", (m) => m.idFor).get(f.id) ?? []);
     if (items.length) {
       if (!u.name.length) throw new CriuError("restore", `${ctx.where}: queued datagrams of unnamed unix socket ${u.ino} cannot be put back`);
       const own = sockaddr(u.name, u.nameDir);
@@ -671,7 +671,7 @@ function restoreExternal(ctx: RestoreCtx, f: S.file_entry, ext: S.file_entry): n
 
 /** queued packets of socket f, sent from criu-bun through a copy of its peer's target fd */
 function refill(ctx: RestoreCtx, f: S.file_entry, peerTargetFd: number) {
-  const items = (cachedPayloadsBy<S.sk_packet_entry, number>(ctx, "sk-queues.img", "SK_QUEUES", (m) => m.idFor).get(f.id) ?? []);
+  const items = (cachedPayloadsBy(ctx, "sk-queues.img", "SK_QUEUES", (m) => m.idFor).get(f.id) ?? []);
   if (!items.length) return;
   const pfd = syscall(NR.pidfd_open, ctx.pid, 0);
   if (pfd < 0) throw new CriuError("restore", `${ctx.where}: pidfd_open failed (${-pfd})`);
@@ -741,7 +741,7 @@ function restoreNamedConnection(ctx: RestoreCtx, f: S.file_entry) {
     if (r < 0) throw new CriuError("restore", `${ctx.where}: socket(AF_UNIX) failed (${errnoText(-r)})`);
     return ctx.high(r, ctx.where);
   };
-  const queued = (e: S.file_entry) => (cachedPayloadsBy<S.sk_packet_entry, number>(ctx, "sk-queues.img", "SK_QUEUES", (m) => m.idFor).get(e.id) ?? []).reduce((n, p) => n + p.payload.length, 0);
+  const queued = (e: S.file_entry) => (cachedPayloadsBy(ctx, "sk-queues.img", "SK_QUEUES", (m) => m.idFor).get(e.id) ?? []).reduce((n, p) => n + p.payload.length, 0);
   const lfd = sock(), yfd = sock();
   let xfd: number;
   try {

@@ -59,24 +59,24 @@ function need(dir: string, file: string) {
 export function loadImages(dir: string): RestoreSet {
   if (!existsSync(dir)) throw new CriuError("restore", `images directory '${dir}' does not exist`);
   need(dir, "inventory.img");
-  const [inventory] = readImage<S.inventory_entry>(dir, "inventory.img", "INVENTORY");
+  const [inventory] = readImage(dir, "inventory.img", "INVENTORY");
   if (!inventory) throw new CriuError("restore", `${dir}/inventory.img has no entry`);
   if (inventory.imgVersion !== 2) throw new CriuError("restore", `${dir}/inventory.img: unsupported image version ${inventory.imgVersion}`);
   need(dir, "pstree.img");
-  const pstree = readImage<S.pstree_entry>(dir, "pstree.img", "PSTREE");
+  const pstree = readImage(dir, "pstree.img", "PSTREE");
   validatePstree(dir, pstree);
-  const files = validateFiles(dir, imageExists(dir, "files.img") ? readImage<S.file_entry>(dir, "files.img", "FILES") : []);
+  const files = validateFiles(dir, imageExists(dir, "files.img") ? readImage(dir, "files.img", "FILES") : []);
   const tasks: TaskImages[] = [];
   for (const p of pstree) {
     const pid = p.pid;
     // a zombie has only its core-PID.img (CRIU may leave anything in its pstree threads)
     need(dir, `core-${pid}.img`);
-    const leader = readImage<S.core_entry>(dir, `core-${pid}.img`, "CORE")[0];
+    const leader = readImage(dir, `core-${pid}.img`, "CORE")[0];
     const tids = leader?.tc?.taskState === 2 || !p.threads.length ? [pid] : [...p.threads];
     const cores = new Map<number, S.core_entry>();
     for (const tid of tids) {
       need(dir, `core-${tid}.img`);
-      const [c] = readImage<S.core_entry>(dir, `core-${tid}.img`, "CORE");
+      const [c] = readImage(dir, `core-${tid}.img`, "CORE");
       if (!c) throw new CriuError("restore", `${dir}/core-${tid}.img has no entry`);
       if (!c.threadInfo && c.tc?.taskState !== 2) throw new CriuError("restore", `${dir}/core-${tid}.img has no x86_64 thread info`);
       if (c.mtype !== 1) throw new CriuError("restore", `${dir}/core-${tid}.img is not an x86_64 image`);
@@ -93,7 +93,7 @@ export function loadImages(dir: string): RestoreSet {
       continue;
     }
     need(dir, `mm-${pid}.img`);
-    const [mm] = readImage<S.mm_entry>(dir, `mm-${pid}.img`, "MM");
+    const [mm] = readImage(dir, `mm-${pid}.img`, "MM");
     validateMm(dir, `mm-${pid}.img`, mm, files);
     need(dir, `pagemap-${pid}.img`);
     const pm = decodePagemap(dir, `pagemap-${pid}.img`);
@@ -107,13 +107,13 @@ export function loadImages(dir: string): RestoreSet {
     });
     checkPages(dir, { pid, pagemap, pagesFile, mm }); // pages-N.img or criu-bun's pages-N.lz4: present, sizes match
     need(dir, `fs-${pid}.img`);
-    const [fs] = readImage<S.fs_entry>(dir, `fs-${pid}.img`, "FS");
+    const [fs] = readImage(dir, `fs-${pid}.img`, "FS");
     if (inventory.allImages) need(dir, `ids-${pid}.img`);
-    const ids = imageExists(dir, `ids-${pid}.img`) ? readImage<S.task_kobj_ids_entry>(dir, `ids-${pid}.img`, "IDS")[0] : undefined;
+    const ids = imageExists(dir, `ids-${pid}.img`) ? readImage(dir, `ids-${pid}.img`, "IDS")[0] : undefined;
     const fdFile = ids ? `fdinfo-${ids.filesId}.img` : `fdinfo-1.img`;
     // criu-bun writes it even for a process without fds; CRIU leaves it out then
     if (inventory.allImages) need(dir, fdFile);
-    const fds = imageExists(dir, fdFile) ? readImage<S.fdinfo_entry>(dir, fdFile, "FDINFO") : [];
+    const fds = imageExists(dir, fdFile) ? readImage(dir, fdFile, "FDINFO") : [];
     validateFdinfo(dir, fdFile, fds, files);
     tasks.push({ pid, ppid: p.ppid, pgid: p.pgid, sid: p.sid, tids, cores, ids, mm, pagemap, pagesFile, fs, fds });
   }
@@ -141,7 +141,7 @@ export function loadImages(dir: string): RestoreSet {
   const rootIds = tasks[0].ids, dumper = inventory.rootIds;
   const { newPidNs, newMntNs, uts, timens, newNetNs, extNetKey, newIpcNs } = loadNamespaces(dir, rootIds, dumper, tasks[0].pid);
   const cgroups = new Map<number, S.cg_set_entry>();
-  if (imageExists(dir, "cgroup.img")) for (const cs of readImage<S.cgroup_entry>(dir, "cgroup.img", "CGROUP")[0]?.sets ?? []) cgroups.set(cs.id, cs);
+  if (imageExists(dir, "cgroup.img")) for (const cs of readImage(dir, "cgroup.img", "CGROUP")[0]?.sets ?? []) cgroups.set(cs.id, cs);
   // root_cg_set (the dumper's set) means the restorer's own cgroups: a task in it whose parent is
   // elsewhere moves back there
   const rootCg = inventory.rootCgSet;
@@ -154,7 +154,7 @@ export function loadImages(dir: string): RestoreSet {
   const seccomp = readSeccomp(dir, tasks.flatMap((t) => [...t.cores.values()].map((c) => ({ pid: t.pid, tc: c.threadCore }))));
   const ipcVars = newIpcNs ? readIpcNs(dir, rootIds!.ipcNsId) : undefined;
   const mntImg = rootIds ? `mountpoints-${rootIds.mntNsId}.img` : "";
-  const mounts = newMntNs && imageExists(dir, mntImg) ? readImage<S.mnt_entry>(dir, mntImg, "MNTS") : undefined;
+  const mounts = newMntNs && imageExists(dir, mntImg) ? readImage(dir, mntImg, "MNTS") : undefined;
   // criu-bun's dump: every image as written. Last, so that damage the checks above understand is
   // named by them (file, offset, field); this catches what still looks plausible
   if (inventory.allImages) verifyManifest(dir);

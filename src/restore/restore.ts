@@ -82,7 +82,7 @@ function precheck(set: RestoreSet, o: RestoreOptions) {
   // a terminal whose master was outside the tree (a container's console): only a caller that takes
   // the new master (RPC orphan_pts_master, runc passing it on to its console socket) can have it
   if (imageExists(set.dir, "tty-info.img")) {
-    const orphans = orphanSlaves(set.files, readImage<S.tty_info_entry>(set.dir, "tty-info.img", "TTY_INFO"));
+    const orphans = orphanSlaves(set.files, readImage(set.dir, "tty-info.img", "TTY_INFO"));
     if (orphans.length && !o.hooks?.wants?.("orphan-pts-master")) {
       throw new CriuError("restore", `/dev/pts/${orphans[0]}: its master was outside the dumped tree; restoring it needs a caller that takes the new master (orphan_pts_master over RPC)`);
     }

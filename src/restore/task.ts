@@ -15,7 +15,6 @@ import { Injector, RemoteMem, BATCH_CODE } from "../ptrace/inject";
 import { startPuppet, PUPPET_SYSCALL } from "../ptrace/puppet";
 import { MAP } from "../resources/vma";
 import type { RestoreSet, TaskImages } from "./images";
-import * as S from "../images/schemas";
 import { CriuError, log } from "../log";
 import { fillPages } from "../codec/pipeline";
 import { fillParentPages } from "../codec/incremental";
@@ -84,7 +83,7 @@ export class TaskBuilder {
   private restoreLocks() {
     if (!imageExists(this.set.dir, "filelocks.img")) return;
     const inj = this.inj!;
-    for (const l of readImage<S.file_lock_entry>(this.set.dir, "filelocks.img", "FILE_LOCKS")) {
+    for (const l of readImage(this.set.dir, "filelocks.img", "FILE_LOCKS")) {
       if (l.pid !== this.t.pid) continue;
       const what = `process ${this.t.pid} fd ${l.fd}: file lock`;
       let r: bigint;
@@ -104,7 +103,7 @@ export class TaskBuilder {
   /** Close what this process held open for the others (after every process has its files). */
   restoreCtty() {
     if (this.t.sid !== this.t.pid || !imageExists(this.set.dir, "tty-info.img")) return;
-    for (const index of cttyIndexes(readImage<S.tty_info_entry>(this.set.dir, "tty-info.img", "TTY_INFO"), this.t.pid)) {
+    for (const index of cttyIndexes(readImage(this.set.dir, "tty-info.img", "TTY_INFO"), this.t.pid)) {
       const fd = Number(this.inj!.call(NR.openat, -100, this.str(`/dev/pts/${index}`), O.RDWR | O.CLOEXEC, 0));
       if (fd < 0) throw new CriuError("restore", `process ${this.t.pid}: cannot open its controlling terminal /dev/pts/${index} (${errnoText(-fd)})`);
       this.inj!.call(NR.close, fd);
