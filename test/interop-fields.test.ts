@@ -146,6 +146,7 @@ for (const [dumper, restorer] of [["criu-bun", "criu-4.2"], ["criu-4.2", "criu-b
     // every tty entry names its path through a regular-file entry (CRIU refuses one without)
     const files = readImage(dir, "files.img", "FILES");
     for (const f of files.filter((x) => x.tty)) expect(files.find((x) => x.id === f.tty!.regfId)?.reg?.name).toMatch(/^\/dev\/(ptmx|pts\/\d+)$/);
+    await ptysFree(dir);
     run(restorer, ["restore", "-d"], dir);
     trigger(w);
     const r = await waitResult(w, 15000);
@@ -162,6 +163,12 @@ for (const [dumper, restorer] of [["criu-bun", "criu-4.2"], ["criu-4.2", "criu-b
 // (MAP_SHARED | MAP_ANONYMOUS, shmid = the segment's id, fdflags O_RDWR or O_RDONLY). CRIU 4.2's
 // restore does not keep the IPC_RMID mark (it creates the segment with the mode's permission bits
 // only): restored by CRIU, the workload runs without that mark (nodest).
+/** every pty index the images name free again (the dumped tree's, released a little after it is gone) */
+const ptysFree = async (dir: string) => {
+  for (const i of readImage<S.tty_info_entry>(dir, "tty-info.img", "TTY_INFO")) {
+    if (i.pty) await waitUntil(`/dev/pts/${i.pty.index} free`, () => !existsSync(`/dev/pts/${i.pty!.index}`), 20000);
+  }
+};
 const treeGone = async (dir: string) => {
   for (const p of readImage(dir, "pstree.img", "PSTREE")) await waitUntil(`process ${p.pid} reaped`, () => !existsSync(`/proc/${p.pid}`), 20000);
 };
@@ -254,6 +261,7 @@ for (const mode of ["ctty", "cttyclosed"]) {
       expect(infos.filter((i) => i.id & 1).map((i) => [i.sid, i.pgrp])).toEqual([[leader.pid, leader.pgid]]);
       for (const i of infos) expect([i.id, i.sid, i.pgrp]).toEqual([i.id, leader.pid, leader.pgid]);
       await treeGone(dir);
+      await ptysFree(dir);
       run(restorer, ["restore", "-d"], dir);
       trigger(w);
       const r = await waitResult(w, 15000);
