@@ -4,6 +4,7 @@ import { NR } from "../sys/nr";
 import { errnoName } from "../sys/errno";
 import { AF, SOCK, SOL, socketFd, socketPair, setsockoptInt, getsockoptInt, getsockoptBuf } from "../sys/sock";
 import { NETLINK, NLM_F, NLMSG, nlmsg, nlTalk, nlError } from "../sys/netlink";
+import { sockDiagGet, unixDiagReq, SOCK_DIAG_BY_FAMILY } from "../sys/sockdiag";
 import { Missing, need, withFds, type Probe } from "./probe";
 
 const TCP_REPAIR = 19, TCP_REPAIR_QUEUE = 20, TCP_QUEUE_SEQ = 21, TCP_TIMESTAMP = 24, TCP_REPAIR_WINDOW = 29;
@@ -45,19 +46,14 @@ function sockDiag(): string {
     const st = new BigUint64Array(18); // struct stat
     syscall(NR.fstat, pair[0], addr(st));
     const ino = Number(st[1]);
-    const nl = sock(fds, AF.NETLINK, SOCK.RAW, NETLINK.SOCK_DIAG);
-    const req = new Uint8Array(24); // struct unix_diag_req
-    const dv = new DataView(req.buffer);
-    dv.setUint8(0, AF.UNIX); dv.setUint32(4, 0xffffffff, true); // all states
-    dv.setUint32(8, ino, true); dv.setUint32(16, 0xffffffff, true); dv.setUint32(20, 0xffffffff, true); // ino + any cookie
-    const msgs = nlTalk(nl, nlmsg(20 /* SOCK_DIAG_BY_FAMILY */, NLM_F.REQUEST, 1, req), false);
-    need(msgs.length > 0, "no answer from sock_diag");
-    const m = msgs[0];
+    let m;
+    try { m = sockDiagGet(unixDiagReq(ino, 0)); } catch (e) { throw new Missing((e as Error).message); }
+    need(m !== undefined, "no answer from sock_diag");
     if (m.type === NLMSG.ERROR) {
       const e = -nlError(m);
       throw new Missing(e === 2 ? "no unix_diag in the kernel (ENOENT)" : `sock_diag error ${errnoName(e)}`);
     }
-    need(m.type === 20 && m.payload.length >= 16, `unexpected sock_diag answer type ${m.type}`);
+    need(m.type === SOCK_DIAG_BY_FAMILY && m.payload.length >= 16, `unexpected sock_diag answer type ${m.type}`);
     const got = new DataView(m.payload.buffer, m.payload.byteOffset).getUint32(4, true);
     need(got === ino, `sock_diag answered for inode ${got}, asked for ${ino}`);
     return `unix socket ${ino} found`;

@@ -15,7 +15,7 @@ import {
   sockaddr, addrToWords, wordsToAddr, addrString, int32, ioctlInt, SIOCOUTQ, sockProtoName,
 } from "../sys/inetsock";
 import { addr } from "../sys/syscall";
-import { NetlinkSocket, NETLINK } from "../sys/netlink";
+import { sockDiagDump, inetDiagReq, diagAttrs, INET_DIAG } from "../sys/sockdiag";
 import { syscall } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { MAP } from "./vma";
@@ -233,20 +233,12 @@ function pollBits(fd: number): number {
 /** Listen backlog (wqueue) and connections waiting in the accept queue (rqueue) of a listening
  * socket, from sock_diag. */
 function listenBacklog(family: number, port: number, ino: number): { backlog: number; pending: number } | undefined {
-  let nl: NetlinkSocket | undefined;
   try {
-    nl = new NetlinkSocket(NETLINK.SOCK_DIAG);
-    const req = new Uint8Array(56);
-    const dv = new DataView(req.buffer);
-    req[0] = family; req[1] = IPPROTO.TCP;
-    dv.setUint32(4, 1 << TCP_STATE.LISTEN, true);
-    dv.setUint16(8, port, false);
-    for (const m of nl.dump(20 /* SOCK_DIAG_BY_FAMILY */, req)) {
+    for (const m of sockDiagDump(inetDiagReq(family, IPPROTO.TCP, 1 << TCP_STATE.LISTEN, port))) {
       const d = new DataView(m.payload.buffer, m.payload.byteOffset, m.payload.length);
       if (m.payload.length >= 72 && d.getUint32(68, true) === ino) return { backlog: d.getUint32(60, true), pending: d.getUint32(56, true) };
     }
   } catch (e: any) { log.debug(`sock_diag: ${e.message}`); }
-  finally { nl?.close(); }
   return undefined;
 }
 
@@ -254,18 +246,12 @@ function listenBacklog(family: number, port: number, ino: number): { backlog: nu
  * the handshake's last ACK not come yet) whose local port and address are the listener's, from
  * sock_diag (asking for SYN_RECV also gives the request sockets). They live in no fd either. */
 function synQueue(family: number, port: number, local: Uint8Array): number {
-  let nl: NetlinkSocket | undefined;
   // the address is compared for IPv4 only: an IPv6 listener's request sockets may be v4-mapped
   // ones, and counting one too many only refuses (never loses a connection)
   const any = family !== AF.INET || local.every((b) => b === 0);
   let n = 0;
   try {
-    nl = new NetlinkSocket(NETLINK.SOCK_DIAG);
-    const req = new Uint8Array(56);
-    const dv = new DataView(req.buffer);
-    req[0] = family; req[1] = IPPROTO.TCP;
-    dv.setUint32(4, (1 << TCP_STATE.SYN_RECV) | (1 << 12 /* TCP_NEW_SYN_RECV */), true);
-    for (const m of nl.dump(20 /* SOCK_DIAG_BY_FAMILY */, req)) {
+    for (const m of sockDiagDump(inetDiagReq(family, IPPROTO.TCP, (1 << TCP_STATE.SYN_RECV) | (1 << 12 /* TCP_NEW_SYN_RECV */)))) {
       const p = m.payload;
       if (p.length < 72 || p[0] !== family || (p[1] !== TCP_STATE.SYN_RECV && p[1] !== 12)) continue;
       const d = new DataView(p.buffer, p.byteOffset, p.length);
@@ -276,7 +262,7 @@ function synQueue(family: number, port: number, local: Uint8Array): number {
   } catch (e: any) {
     // not knowing would let a half-open connection be lost silently
     throw new CriuError("files", `sock_diag cannot list the half-open connections of port ${port} (${e.message})`);
-  } finally { nl?.close(); }
+  }
   return n;
 }
 
@@ -299,28 +285,17 @@ function inetShutdown(pid: number, family: number, proto: number, ino: number, w
 function inetShutdownList(pid: number, family: number, proto: number, where: string): Map<number, number> {
   return withNetns(pid, () => {
     const out = new Map<number, number>();
-    const nl = new NetlinkSocket(NETLINK.SOCK_DIAG);
     try {
-      const req = new Uint8Array(56);
-      const dv = new DataView(req.buffer);
-      req[0] = family; req[1] = proto;
-      dv.setUint32(4, 0xffffffff, true);
-      for (const m of nl.dump(20 /* SOCK_DIAG_BY_FAMILY */, req)) {
+      for (const m of sockDiagDump(inetDiagReq(family, proto, 0xffffffff))) {
         const p = m.payload, d = new DataView(p.buffer, p.byteOffset, p.length);
         if (p.length < 72) continue;
-        let shut = 0;
-        for (let off = 72; off + 4 <= p.length;) {
-          const alen = d.getUint16(off, true), atype = d.getUint16(off + 2, true);
-          if (alen < 4) break;
-          if (atype === 8 /* INET_DIAG_SHUTDOWN */) { shut = p[off + 4]; break; }
-          off += (alen + 3) & ~3;
-        }
+        const shut = diagAttrs(p, 72).get(INET_DIAG.SHUTDOWN)?.[0] ?? 0;
         const ino = d.getUint32(68, true);
         if (!out.has(ino)) out.set(ino, shut);
       }
     } catch (e: any) {
       throw new CriuError("files", `${where}: sock_diag cannot tell whether the socket is shut down (${e.message})`);
-    } finally { nl.close(); }
+    }
     return out;
   });
 }

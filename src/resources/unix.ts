@@ -20,7 +20,9 @@ import { withNetns } from "../sys/netns";
 import { CriuError, log } from "../log";
 import { refuse } from "./unsupported";
 import { dumpSkOpts, restoreUnixSkOpts } from "./inet";
-import { errnoText } from "../sys/errno";
+import { errnoText, SysError } from "../sys/errno";
+import { sockDiagDump, sockDiagGet, unixDiagReq, diagAttrs, SOCK_DIAG_BY_FAMILY, UDIAG_SHOW, UNIX_DIAG } from "../sys/sockdiag";
+import { NLMSG, nlError } from "../sys/netlink";
 import { AF, AF_NAMES, SOL, SO, MSG, SCM_RIGHTS } from "../sys/sock";
 
 const TCP_LISTEN = 10;
@@ -57,85 +59,42 @@ function unixDiagListing(pid: number, where: string, opts: DumpOpts): Map<number
   return all;
 }
 
-function diagRequest(ino: number, dump: boolean): Uint8Array {
-  const req = new Uint8Array(40);
-  const dv = new DataView(req.buffer);
-  dv.setUint32(0, 40, true); dv.setUint16(4, 20 /* SOCK_DIAG_BY_FAMILY */, true);
-  dv.setUint16(6, 1 /* NLM_F_REQUEST */ | (dump ? 0x300 /* NLM_F_DUMP */ : 0), true);
-  dv.setUint32(8, 1, true);
-  req[16] = AF.UNIX;
-  dv.setUint32(20, 0xffffffff, true);          // states
-  dv.setUint32(24, ino, true);
-  dv.setUint32(28, 0x1 | 0x2 | 0x4 | 0x10, true); // NAME | VFS | PEER | RQLEN
-  dv.setUint32(32, 0xffffffff, true); dv.setUint32(36, 0xffffffff, true);
-  return req;
-}
-
-/** one unix_diag_msg with its attributes, at off of buf (len bytes) */
-function parseDiag(buf: Uint8Array, off: number, len: number): Diag {
-  const v = new DataView(buf.buffer, buf.byteOffset);
-  const d: Diag = { type: buf[off + 17], state: buf[off + 18], ino: v.getUint32(off + 20, true), peer: 0, rq: 0, wq: 0, shutdown: 0 };
-  for (let a = off + 32; a + 4 <= off + len;) {
-    const alen = v.getUint16(a, true), atype = v.getUint16(a + 2, true);
-    if (alen < 4) break;
-    const p = buf.subarray(a + 4, a + alen);
-    if (atype === 0) d.name = p.slice();
-    else if (atype === 1) d.vfs = { ino: v.getUint32(a + 4, true), dev: v.getUint32(a + 8, true) };
-    else if (atype === 2) d.peer = v.getUint32(a + 4, true);
-    else if (atype === 4) { d.rq = v.getUint32(a + 4, true); d.wq = v.getUint32(a + 8, true); }
-    else if (atype === 6) d.shutdown = p[0];
-    a += (alen + 3) & ~3;
+/** one unix_diag_msg with its attributes (a sock_diag answer's payload) */
+function parseDiag(p: Uint8Array): Diag {
+  const v = new DataView(p.buffer, p.byteOffset, p.length);
+  const d: Diag = { type: p[1], state: p[2], ino: v.getUint32(4, true), peer: 0, rq: 0, wq: 0, shutdown: 0 };
+  for (const [atype, a] of diagAttrs(p, 16)) {
+    const av = new DataView(a.buffer, a.byteOffset, a.length);
+    if (atype === UNIX_DIAG.NAME) d.name = a.slice();
+    else if (atype === UNIX_DIAG.VFS) d.vfs = { ino: av.getUint32(0, true), dev: av.getUint32(4, true) };
+    else if (atype === UNIX_DIAG.PEER) d.peer = av.getUint32(0, true);
+    else if (atype === UNIX_DIAG.RQLEN) { d.rq = av.getUint32(0, true); d.wq = av.getUint32(4, true); }
+    else if (atype === UNIX_DIAG.SHUTDOWN) d.shutdown = a[0];
   }
   return d;
 }
 
-function diagSocket(where: string): number {
-  const nl = syscall(NR.socket, 16 /* AF_NETLINK */, 2 | O.CLOEXEC /* SOCK_DGRAM */, 4 /* NETLINK_SOCK_DIAG */);
-  if (nl < 0) throw new CriuError("files", `${where}: sock_diag socket failed (${-nl})`);
-  return nl;
-}
-function diagSend(nl: number, req: Uint8Array, where: string) {
-  const sa = new Uint8Array(12); sa[0] = 16;
-  const s = syscall(NR.sendto, nl, addr(req), req.length, 0, addr(sa), 12);
-  if (s < 0) throw new CriuError("files", `${where}: sock_diag request failed (${-s})`);
-}
+const SHOW = UDIAG_SHOW.NAME | UDIAG_SHOW.VFS | UDIAG_SHOW.PEER | UDIAG_SHOW.RQLEN;
 
 /** every unix socket of this network namespace, by inode */
 function unixDiagAll(where: string): Map<number, Diag> {
   const out = new Map<number, Diag>();
-  const nl = diagSocket(where);
-  try {
-    diagSend(nl, diagRequest(0, true), where);
-    const buf = new Uint8Array(1 << 17);
-    const v = new DataView(buf.buffer);
-    for (;;) {
-      const n = syscall(NR.recvfrom, nl, addr(buf), buf.length, 0, 0, 0);
-      if (n === -4) continue;
-      if (n < 0) throw new CriuError("files", `${where}: sock_diag answer failed (${errnoText(-n)})`);
-      if (n === 0) return out;
-      for (let off = 0; off + 16 <= n;) {
-        const len = v.getUint32(off, true), type = v.getUint16(off + 4, true);
-        if (len < 16 || off + len > n) throw new CriuError("files", `${where}: sock_diag answer is malformed`);
-        if (type === 3 /* NLMSG_DONE */) return out;
-        if (type === 2 /* NLMSG_ERROR */) throw new CriuError("files", `${where}: sock_diag listing of unix sockets failed (${errnoText(-v.getInt32(off + 16, true))})`);
-        if (type === 20 && len >= 32) { const d = parseDiag(buf, off, len); out.set(d.ino, d); }
-        off += (len + 3) & ~3;
-      }
-    }
-  } finally { closeFd(nl); }
+  let msgs;
+  try { msgs = sockDiagDump(unixDiagReq(0, SHOW)); } catch (e) {
+    throw new CriuError("files", `${where}: sock_diag listing of unix sockets failed (${e instanceof SysError ? errnoText(e.errno) : (e as Error).message})`);
+  }
+  for (const m of msgs) if (m.type === SOCK_DIAG_BY_FAMILY && m.payload.length >= 16) { const d = parseDiag(m.payload); out.set(d.ino, d); }
+  return out;
 }
 
 function unixDiagHere(ino: number, where: string): Diag {
-  const nl = diagSocket(where);
-  try {
-    diagSend(nl, diagRequest(ino, false), where);
-    const buf = new Uint8Array(65536);
-    const n = syscall(NR.recvfrom, nl, addr(buf), buf.length, 0, 0, 0);
-    if (n < 32) throw new CriuError("files", `${where}: sock_diag answer too short (${n})`);
-    const v = new DataView(buf.buffer);
-    if (v.getUint16(4, true) === 2 /* NLMSG_ERROR */) throw new CriuError("files", `${where}: sock_diag does not know unix socket ${ino} (${errnoText(-v.getInt32(16, true))})`);
-    return parseDiag(buf, 0, v.getUint32(0, true));
-  } finally { closeFd(nl); }
+  let m;
+  try { m = sockDiagGet(unixDiagReq(ino, SHOW)); } catch (e) {
+    throw new CriuError("files", `${where}: sock_diag request failed (${e instanceof SysError ? errnoText(e.errno) : (e as Error).message})`);
+  }
+  if (m?.type === NLMSG.ERROR) throw new CriuError("files", `${where}: sock_diag does not know unix socket ${ino} (${errnoText(-nlError(m))})`);
+  if (!m || m.payload.length < 16) throw new CriuError("files", `${where}: sock_diag answer too short (${m ? m.payload.length + 16 : 0})`);
+  return parseDiag(m.payload);
 }
 
 /** st_dev (userspace encoding) and a kernel dev_t (major << 20 | minor) name the same device */
