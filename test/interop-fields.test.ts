@@ -255,8 +255,8 @@ for (const mode of ["ctty", "cttyclosed"]) {
       const w = await startWorkload("exact", [mode]);
       const dir = mkdtempSync(join(tmp, `${mode}-${dumper}-`));
       run(dumper, ["dump", "-t", String(w.pid)], dir);
-      const infos = readImage<S.tty_info_entry>(dir, "tty-info.img", "TTY_INFO");
-      const leader = readImage<S.pstree_entry>(dir, "pstree.img", "PSTREE").find((p) => p.sid === p.pid && p.pid !== w.pid)!;
+      const infos = readImage(dir, "tty-info.img", "TTY_INFO");
+      const leader = readImage(dir, "pstree.img", "PSTREE").find((p) => p.sid === p.pid && p.pid !== w.pid)!;
       // the master's entry (CRIU writes no slave entry when no fd holds the slave: cttyclosed)
       expect(infos.filter((i) => i.id & 1).map((i) => [i.sid, i.pgrp])).toEqual([[leader.pid, leader.pgid]]);
       for (const i of infos) expect([i.id, i.sid, i.pgrp]).toEqual([i.id, leader.pid, leader.pgid]);
