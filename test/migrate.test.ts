@@ -330,3 +330,34 @@ test("the restore on the destination fails: the source is resumed untouched and 
   await waitFor(() => count(w) > c0 + 50, "source counting after the failed restore");
   expect(await result(w)).toStartWith("PASS");
 }, 60_000);
+
+test("post-copy: the destination's lazy-pages daemon killed while the memory still comes in: the restored copy is killed, the destination says so in one line and leaves nothing", async () => {
+  const ns = nets.make("pcdie");
+  // one page written a second, and the background copy held to 1 MiB/s: 32 MiB take about 16 s
+  const { pid } = await startCounter(ns, 32, undefined, "--rate 1");
+  const d = tmp("dst");
+  const p = Bun.spawn(inNs(ns, [...criuBunCommand(), "migrate", "--listen", "7507", "--address", "127.0.0.1", "-D", d, "-v4", "-o", "migrate.log"]), {
+    stdin: "ignore", stdout: Bun.file(join(d, "stdout")), stderr: "ignore", cwd: REPO_ROOT, env: { ...process.env, CRIU_BUN_LAZY_RATE: "1" },
+  });
+  procs.push(p);
+  await waitFor(() => (text(join(d, "stdout")) ?? "").includes("listening on"), "destination listening");
+  const src = migrate(ns, pid, "127.0.0.1:7507");
+  const r = await src.done();
+  if (r.code !== 0) throw new Error(`migrate failed (${r.code}): ${r.stderr}\n${src.log()}`);
+  const npid = Number(/restored pid (\d+)/.exec(text(join(d, "stdout")) ?? "")?.[1]);
+  expect(npid).toBeGreaterThan(0);
+  pids.add(npid);
+  expect(text(join(d, "stdout"))).not.toContain("all memory of pid");
+  const daemons = daemonsOf(d);
+  expect(daemons.length).toBe(1);
+  process.kill(Number(daemons[0]), "SIGKILL");
+  expect(await p.exited).toBe(1);
+  const log = text(join(d, "migrate.log")) ?? "";
+  const errs = log.split("\n").filter((l) => l.includes("Error ("));
+  expect(errs).toEqual([expect.stringMatching(/the lazy-pages daemon went away before the restored memory was all in; the restored tree \(root \d+, 1 process\(es\)\) was killed/)]);
+  expect(log).not.toMatch(/    at /);
+  // the copy with missing memory does not run on; nothing of the migration is left
+  await waitFor(() => !existsSync(`/proc/${npid}`) || /^Z/.test(status(npid, "State") ?? ""), "the restored copy killed");
+  expect(daemonsOf(d)).toEqual([]);
+  expect(readdirSync(d).filter((f) => f.startsWith(".criu-bun-migrate"))).toEqual([]);
+}, 90_000);

@@ -209,9 +209,14 @@ export class LazyChannel {
   private expected: { pid: number; vpid: number; runs: Run[] }[] = [];
 
   /** One process's userfaultfd to the daemon (CRIU's order: the pid, then the fd); restore keeps its copy. */
-  send(vpid: number, uffd: number, pid?: number, pagemap?: Run[]) {
+  send(vpid: number, uffd: number, pid?: number, pagemap?: Run[], lazyParentsVmas?: S.vma_entry[]) {
     this.held.push(uffd);
-    if (pid !== undefined && pagemap) this.expected.push({ pid, vpid, runs: pagemap.filter(lazyOnly) });
+    // with lazyParents the daemon brings the images' pages of private anonymous memory too
+    if (pid !== undefined && pagemap) {
+      const runs = pagemap.filter(lazyOnly);
+      if (lazyParentsVmas) runs.push(...lazyParentRuns(lazyParentsVmas, pagemap));
+      this.expected.push({ pid, vpid, runs });
+    }
     sendPacket(this.fd, new Uint8Array(new Int32Array([vpid]).buffer));
     sendPacket(this.fd, new Uint8Array([0]), uffd);
     this.sent++;

@@ -261,7 +261,7 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
       if (b.t.zombie) { lazy.sendZombie(b.t.pid); continue; }
       phase("registering lazy memory", b.t.pid);
       const fd = b.lazyUffd();
-      if (fd !== undefined) lazy.send(b.t.pid, fd, b.pid, b.t.pagemap);
+      if (fd !== undefined) lazy.send(b.t.pid, fd, b.pid, b.t.pagemap, set.lazyParents ? b.t.mm.vmas : undefined);
     }
     // from here a process touching its lazy memory waits for the daemon
     if (lazy) setStallHint("the lazy memory of the restored processes comes from the lazy-pages daemon; is it still there?");
