@@ -165,7 +165,7 @@ for (const [dumper, restorer] of [["criu-bun", "criu-4.2"], ["criu-4.2", "criu-b
 // only): restored by CRIU, the workload runs without that mark (nodest).
 /** every pty index the images name free again (the dumped tree's, released a little after it is gone) */
 const ptysFree = async (dir: string) => {
-  for (const i of readImage<S.tty_info_entry>(dir, "tty-info.img", "TTY_INFO")) {
+  for (const i of readImage(dir, "tty-info.img", "TTY_INFO")) {
     if (i.pty) await waitUntil(`/dev/pts/${i.pty.index} free`, () => !existsSync(`/dev/pts/${i.pty!.index}`), 20000);
   }
 };
@@ -269,4 +269,20 @@ for (const mode of ["ctty", "cttyclosed"]) {
       await treeGone(dir); // its pty index is free again only once all of it is gone
     }, 90000);
   }
+}
+
+// fds on /proc/CHILD/status and /proc/CHILD of a process of the tree (exact.c procpid), restored once
+// the dumped processes are reaped: the paths are there again once the tree is (restore refused them
+// as gone when the originals' zombies were reaped first)
+for (const [dumper, restorer] of [["criu-4.2", "criu-bun"], ["criu-bun", "criu-bun"], ["criu-bun", "criu-4.2"]] as const) {
+  test.skipIf(!have)(`${dumper} dumps fds on /proc/PID of a process of the tree, ${restorer} restores them after the originals are reaped`, async () => {
+    const w = await startWorkload("exact", ["procpid"]);
+    const dir = mkdtempSync(join(tmp, `procpid-${dumper}-${restorer}-`));
+    run(dumper, ["dump", "-t", String(w.pid)], dir);
+    await treeGone(dir);
+    run(restorer, ["restore", "-d"], dir);
+    trigger(w);
+    const r = await waitResult(w, 15000);
+    expect(r.summary).toBe("PASS");
+  }, 90000);
 }

@@ -137,7 +137,7 @@ export interface FdKind {
   dump(ctx: DumpCtx): number;
   /** checks before any process is created */
   /** opts.inMountNs: paths belong to a mount namespace restore builds later (they are checked when opened) */
-  precheck?(f: S.file_entry, dir: string, where: string, opts?: { shellJob?: boolean; inMountNs?: boolean }): void;
+  precheck?(f: S.file_entry, dir: string, where: string, opts?: { shellJob?: boolean; inMountNs?: boolean; treePids?: Set<number> }): void;
   /** create the object in the target, return a target fd (moved high with ctx.high) */
   restore(ctx: RestoreCtx, f: S.file_entry, fe: S.fdinfo_entry): number;
   /** second pass, once per file, after every fd has its final number (epoll targets ...);

@@ -240,7 +240,7 @@ export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: 
 }
 
 /** Checks of every fd's file before any process is created. */
-export function precheckFds(fds: S.fdinfo_entry[], files: Map<number, S.file_entry>, dir: string, pid: number, opts: { shellJob?: boolean; inMountNs?: boolean } = {}) {
+export function precheckFds(fds: S.fdinfo_entry[], files: Map<number, S.file_entry>, dir: string, pid: number, opts: { shellJob?: boolean; inMountNs?: boolean; treePids?: Set<number> } = {}) {
   for (const fe of fds) {
     const f = files.get(fe.id);
     const where = `process ${pid} fd ${fe.fd}`;

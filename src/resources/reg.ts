@@ -82,6 +82,10 @@ export const regKind: FdKind = {
     const reg = f.reg!;
     if (opts?.shellJob && isTtyPath(reg.name) && shellTty()) return; // it gets our terminal
     if (opts?.inMountNs) return; // the container's path: it exists once its mounts are made
+    // a file of /proc/PID of a process of the tree (its status, its directory): there once it is
+    // (the original may be reaped already; CRIU's images name them the same way)
+    const proc = /^\/proc\/(\d+)(\/|$)/.exec(reg.name);
+    if (proc && opts?.treePids?.has(Number(proc[1]))) return;
     if (linkedOf(dir, f.id) !== undefined) {
       if (existsSync(reg.name)) throw new CriuError("restore", `${where}: '${reg.name}' exists again: the deleted file cannot be opened under its name (remove it first)`);
       return;

@@ -92,11 +92,13 @@ function precheck(set: RestoreSet, o: RestoreOptions) {
   if (o.cgRoots?.length && !o.ignoreCgroups) applyCgRoots(set.cgroups, taskCgSet(set.tasks[0]?.cores.get(set.tasks[0].pid)), o.cgRoots, set.inventory.rootCgSet);
   const used = new Set(set.tasks.map((t) => taskCgSet(t.cores.get(t.pid)) ?? 0));
   if (!o.ignoreCgroups) precheckCgroups([...set.cgroups.values()], used, !!o.manageCgroups);
+  // /proc/PID paths of the tree's own processes exist once they do (their fds are opened after every process is made)
+  const treePids = new Set(set.newPidNs ? [] : set.tasks.map((t) => t.pid));
   for (const t of set.tasks) {
     // in a fresh PID namespace every PID is free; here they must be
     if (!set.newPidNs) for (const tid of t.tids) if (!pidFree(tid)) throw new CriuError("restore", `PID ${tid} is in use${pidUser(tid)}`);
     if (t.zombie) continue;
-    precheckFds(t.fds, set.files, set.dir, t.pid, { shellJob: o.shellJob, inMountNs: !!set.mounts });
+    precheckFds(t.fds, set.files, set.dir, t.pid, { shellJob: o.shellJob, inMountNs: !!set.mounts, treePids });
     for (const v of t.mm.vmas) {
       if (v.status & ((1 << 6) | (1 << 7))) {
         const f = set.files.get(Number(v.shmid));
