@@ -22,7 +22,7 @@ import { readStat, readStatus, listChildren, fdLinks } from "../sys/proc";
 import { ImageSink, type DumpOpts } from "../resources/fdkind";
 import { dumpShmem } from "../resources/shmem";
 import { saveGhost, dropLinkRemaps, keepLinkRemaps } from "../resources/reg";
-import { ptyMasters, noteCtty } from "../resources/tty";
+import { FD_KINDS } from "../resources/kinds";
 import { dumpSysvShm, shmImage } from "../resources/sysvshm";
 
 import { CgroupSets, ROOT_CG_SET, freezeCgroup } from "../resources/cgroup";
@@ -418,29 +418,15 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
   if (ns.container) files.statRoot = `/proc/${tree[0].pid}/root`; // paths are the container's
   const nsMounts = ns.container ? new Set(readMountinfo(tree[0].pid).map((m) => m.id)) : undefined;
   const cgroups = new CgroupSets();
-  // what the fd dumpers need to know, once for the whole tree; for pty pairs: which masters the
-  // tree holds, and which session leader owns each terminal
+  // what the fd dumpers need to know, once for the whole tree
   const alivePids = tree.filter((n) => !n.zombie).map((n) => n.pid);
   // every fd of the frozen tree and what it points to, read once (fds, pty masters, socket peers)
   const links = new Map(alivePids.map((p) => [p, fdLinks(p)]));
   const fdOpts: DumpOpts = { tree: alivePids, shellJob: o.shellJob, tcpEstablished: o.tcpEstablished, tcpClose: o.tcpClose, skipInFlight: o.skipInFlight, extUnixSk: o.extUnixSk,
-    fileLocks: o.fileLocks, links, ptyMasters: ptyMasters(alivePids, links), ptySessions: new Map<number, number>(), ptyForeground: new Map<number, number>(), nsMounts, skipFd: (p, fd) => track.skips(p, fd) };
-  for (const p of alivePids) {
-    const st = readStat(p);
-    if (st.sid === p && st.ttyNr) {
-      fdOpts.ptySessions!.set(st.ttyNr, ns.v(p));
-      // its foreground process group (stat tpgid), numbered as the images number it, as CRIU keeps it
-      const tpgid = Number(st.fields[8 - 3]);
-      const member = tpgid > 0 ? alivePids.find((q) => readStat(q).pgid === tpgid) : undefined;
-      if (member !== undefined) fdOpts.ptyForeground!.set(st.ttyNr, ns.groups(member).pgid);
-      // a pty of the tree as controlling terminal: restore makes it so through the leader's own fd on it
-      const major = (st.ttyNr >> 8) & 0xfff, minor = (st.ttyNr & 0xff) | ((st.ttyNr >> 12) & 0xfff00);
-      const index = major >= 136 && major <= 143 ? (major - 136) * 256 + minor : -1;
-      if (index >= 0 && fdOpts.ptyMasters!.has(index) && !fdLinks(p).some(([, t]) => t === `/dev/pts/${index}`)) {
-        noteCtty(files, extra, files.statRoot, index, ns.v(p), `process ${p}`, fdOpts.ptyForeground!.get(st.ttyNr) ?? 0);
-      }
-    }
-  }
+    fileLocks: o.fileLocks, links, nsMounts, skipFd: (p, fd) => track.skips(p, fd) };
+  // each fd kind's look at the whole tree (pty masters and controlling terminals: tty.ts)
+  const dumpTree = { pids: alivePids, files, images: extra, vpid: (p: number) => ns.v(p), vpgid: (p: number) => ns.groups(p).pgid };
+  for (const k of FD_KINDS) k.dumpBegin?.(dumpTree, fdOpts);
   // its own IPC namespace: refused if it holds what is not saved, else its sysctls
   if (ns.ownIpcNs) dumpIpcNs(tree[0].pid, d, IPC_NS_ID);
   const seccomp = new SeccompChains();

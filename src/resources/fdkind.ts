@@ -126,8 +126,21 @@ export class TreeFiles {
   orphanPts = new Map<number, Holder>();
 }
 
+/** The frozen tree, as every fd kind sees it once before any fd is dumped (FdKind.dumpBegin). */
+export interface DumpTree {
+  /** its live processes */
+  pids: number[];
+  files: FileTable;
+  images: ImageSink;
+  /** a process's pid, and its process group, as the images number them */
+  vpid(pid: number): number;
+  vpgid(pid: number): number;
+}
+
 export interface FdKind {
   name: string;
+  /** once per dump, before the first fd: what this kind needs to know about the whole tree, kept in opts */
+  dumpBegin?(tree: DumpTree, opts: DumpOpts): void;
   /** fd_types value in file_entry.type */
   type: number;
   /** fdPath: /proc/PID/fd/N of the fd (for kinds that must look closer, e.g. statfs) */

@@ -8,7 +8,7 @@ import { readFileSync, statSync } from "node:fs";
 import type { FileTable } from "./files";
 import type { ImageSink } from "./fdkind";
 import { openFd, closeFd } from "../sys/mem";
-import type { FdKind, DumpOpts } from "./fdkind";
+import type { FdKind, DumpOpts, DumpTree } from "./fdkind";
 import { FOWN0, cachedImage } from "./fdkind";
 import { regEntry } from "./reg";
 import { syscall, addr } from "../sys/syscall";
@@ -16,7 +16,7 @@ import { NR } from "../sys/nr";
 import { O } from "../sys/mem";
 import * as S from "../images/schemas";
 import { CriuError, log } from "../log";
-import { fdLinks } from "../sys/proc";
+import { fdLinks, readStat } from "../sys/proc";
 import { refuse } from "./unsupported";
 
 const IOC = { TCGETS: 0x5401, TCSETS: 0x5402, TIOCGLCKTRMIOS: 0x5456, TIOCSLCKTRMIOS: 0x5457, TIOCGWINSZ: 0x5413, TIOCSWINSZ: 0x5414, TIOCSCTTY: 0x540e, TIOCGPTN: 0x80045430, TIOCSPTLCK: 0x40045431, TIOCGPTLCK: 0x80045439 } as const;
@@ -127,9 +127,36 @@ function containerPts(fdPath: string, opts?: DumpOpts): boolean {
   } catch { return false; }
 }
 
+/**
+ * Before the tree's fds: which pty masters the tree holds, which session leader owns each
+ * terminal and its foreground process group (numbered as the images number them, as CRIU keeps
+ * it); a pty of the tree that is a controlling terminal is noted (restore makes it so through the
+ * leader's own fd on it).
+ */
+function ttyDumpBegin(tree: DumpTree, opts: DumpOpts) {
+  opts.ptyMasters = ptyMasters(tree.pids, opts.links);
+  opts.ptySessions = new Map<number, number>();
+  opts.ptyForeground = new Map<number, number>();
+  for (const p of tree.pids) {
+    const st = readStat(p);
+    if (st.sid !== p || !st.ttyNr) continue;
+    opts.ptySessions.set(st.ttyNr, tree.vpid(p));
+    const tpgid = Number(st.fields[8 - 3]);
+    const member = tpgid > 0 ? tree.pids.find((q) => readStat(q).pgid === tpgid) : undefined;
+    if (member !== undefined) opts.ptyForeground.set(st.ttyNr, tree.vpgid(member));
+    const major = (st.ttyNr >> 8) & 0xfff, minor = (st.ttyNr & 0xff) | ((st.ttyNr >> 12) & 0xfff00);
+    const index = major >= 136 && major <= 143 ? (major - 136) * 256 + minor : -1;
+    if (index >= 0 && opts.ptyMasters.has(index) && !fdLinks(p).some(([, t]) => t === `/dev/pts/${index}`)) {
+      noteCtty(tree.files, tree.images, tree.files.statRoot, index, tree.vpid(p), `process ${p}`, opts.ptyForeground.get(st.ttyNr) ?? 0);
+    }
+  }
+  if (opts.ptyMasters.size) log.debug(`tty: the tree holds the masters of pts ${[...opts.ptyMasters].join(", ")}; ${opts.ptySessions.size} controlling terminal(s)`);
+}
+
 export const ttyKind: FdKind = {
   name: "pseudo terminal",
   type: 11,
+  dumpBegin: ttyDumpBegin,
   match: (target, _st, path, opts?: DumpOpts) => target === "/dev/ptmx" || target === "/dev/pts/ptmx" ||
     (/^\/dev\/pts\/\d+$/.test(target) && (!!opts?.ptyMasters?.has(Number(target.slice(9))) || containerPts(path, opts))),
   dump(ctx) {
