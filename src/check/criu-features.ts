@@ -104,7 +104,7 @@ function openat2(): string {
   return withFds((fds) => {
     const how = new BigUint64Array([BigInt(0o200000 | 0o2000000), 0n, 0x02n /* RESOLVE_NO_MAGICLINKS */]);
     const p = cstr("/");
-    const fd = syscall(437 /* openat2 */, -100, addr(p), addr(how), 24);
+    const fd = syscall(NR.openat2, -100, addr(p), addr(how), 24);
     need(fd >= 0, `openat2: ${errnoName(-fd)}`);
     fds.push(fd);
     return "openat2";

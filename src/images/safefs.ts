@@ -14,6 +14,7 @@ import {
 import { basename, dirname, join } from "node:path";
 import { O } from "../sys/mem";
 import { syscall } from "../sys/syscall";
+import { NR } from "../sys/nr";
 import { CriuError, log, aliasPath, unalias } from "../log";
 
 /** n random bytes as hex (Web Crypto: node:crypto would load the Node streams modules at start-up) */
@@ -162,7 +163,7 @@ export class DumpStage {
     const names = readdirSync(this.path);
     // every image and the stage directory on disk: one syncfs of their file system instead of an
     // open, fsync and close per image (a journal commit each); per file where syncfs fails
-    if (syscall(306 /* syncfs */, this.stageFd) < 0) {
+    if (syscall(NR.syncfs, this.stageFd) < 0) {
       for (const n of names) syncPath(join(this.path, n));
       syncPath(this.path);
     }

@@ -6,6 +6,7 @@ import { readFileSync, readlinkSync } from "node:fs";
 import type { FdKind } from "./fdkind";
 import { FOWN0 } from "./fdkind";
 import { syscall, addr, cstr } from "../sys/syscall";
+import { NR } from "../sys/nr";
 import { closeFd, O } from "../sys/mem";
 import { CriuError } from "../log";
 import { refuse } from "./unsupported";
@@ -47,7 +48,7 @@ function resolveHandle(pid: number, w: Wd, where: string): string {
   dv.setInt32(4, w.type, true);
   fh.set(w.handle, 8);
   for (const mnt of mountOf(pid, w.sdev)) {
-    const mfd = syscall(257 /* openat */, -100, addr(cstr(mnt)), O.RDONLY | O.DIRECTORY | O.CLOEXEC, 0);
+    const mfd = syscall(NR.openat, -100, addr(cstr(mnt)), O.RDONLY | O.DIRECTORY | O.CLOEXEC, 0);
     if (mfd < 0) continue;
     try {
       const fd = syscall(NR_open_by_handle_at, mfd, addr(fh), O.PATH | O.CLOEXEC);
@@ -106,10 +107,10 @@ export const inotifyKind: FdKind = {
     }
     if (removed) {
       // each rm_watch queued an IN_IGNORED event: drain them
-      inj.call(72 /* fcntl */, fd, 4 /* F_SETFL */, O.NONBLOCK);
+      inj.call(NR.fcntl, fd, 4 /* F_SETFL */, O.NONBLOCK);
       const buf = ctx.scratch(0n, new Uint8Array(1024));
-      while (inj.call(0 /* read */, fd, buf, 1024) > 0n);
-      inj.call(72, fd, 4, e.flags & O.NONBLOCK);
+      while (inj.call(NR.read, fd, buf, 1024) > 0n);
+      inj.call(NR.fcntl, fd, 4 /* F_SETFL */, e.flags & O.NONBLOCK);
     }
     return ctx.high(fd, ctx.where);
   },

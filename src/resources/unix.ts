@@ -536,7 +536,7 @@ function bindName(ctx: RestoreCtx, u: S.unix_sk_entry, fd: number) {
   bindHere(ctx, u, fd);
   if (u.name[0] !== 0 && u.filePerms) {
     const p = u.filePerms;
-    const m = ctx.inj.call(268 /* fchmodat */, -100, ctx.str(text), p.mode, 0);
+    const m = ctx.inj.call(NR.fchmodat, -100, ctx.str(text), p.mode, 0);
     const o = ctx.inj.call(NR.fchownat, -100, ctx.str(text), p.uid, p.gid, 0x100 /* AT_SYMLINK_NOFOLLOW */);
     if (m < 0n || o < 0n) throw new CriuError("restore", `${ctx.where}: giving '${text}' mode ${p.mode.toString(8)} and owner ${p.uid}:${p.gid} failed (${errnoText(-(m < 0n ? m : o))})`);
   }
