@@ -17,7 +17,8 @@ import { dumpPages as pipelineDumpPages, startPageWorkers, stopPageWorkers } fro
 import { MemTracker } from "../resources/memtrack";
 import { pagesToDump, type DumpedVma, type PageRun } from "../resources/memory";
 import type { PagemapRun } from "../images/pagemap";
-import { dumpFds, FileTable, FdTwins, type FdDump, type LockDump } from "../resources/files";
+import { dumpFds, FileTable, FdTwins, type FdDump } from "../resources/files";
+import type { LockDump } from "../resources/filelocks";
 import { readStat, readStatus, listChildren, fdLinks } from "../sys/proc";
 import { ImageSink, type DumpOpts } from "../resources/fdkind";
 import { dumpShmem } from "../resources/shmem";

@@ -14,6 +14,7 @@ import type { Injector } from "../ptrace/inject";
 import { refuse } from "./unsupported";
 import type * as S from "../images/schemas";
 import { errnoText } from "../sys/errno";
+import { fdLocks, type LockDump } from "./filelocks";
 
 export const FD_TYPE = { REG: 1, PIPE: 2, FIFO: 3, INETSK: 4, UNIXSK: 5, EVENTFD: 6, EVENTPOLL: 7, INOTIFY: 8, SIGNALFD: 9, PACKETSK: 10, TTY: 11, FANOTIFY: 12, NETLINKSK: 13, NS: 14, TIMERFD: 17, MEMFD: 18, PIDFD: 20 } as const;
 
@@ -89,28 +90,6 @@ export class FdTwins {
   add(key: string, where: { list?: FdTwin[]; at: number }, t: FdTwin) {
     if (where.list) where.list.splice(where.at, 0, t);
     else this.groups.set(key, [t]);
-  }
-}
-
-/** A file lock held through one of the process's fds (from the fdinfo "lock:" lines). */
-export interface LockDump { fd: number; flag: number; type: number; start: bigint; len: bigint }
-export const FL = { POSIX: 1, FLOCK: 2, OFDLCK: 1024 } as const;
-
-/** "lock:\t1: POSIX  ADVISORY  WRITE 1234 fe:00:5678 0 EOF" -> what to take again at restore. */
-function fdLocks(pid: number, fd: number, text: string, where: string, opts: DumpOpts, seen: Set<string>, id: number, out: LockDump[]) {
-  for (const m of text.matchAll(/^lock:\s*\d+:\s*(\S+)\s+(\S+)\s+(\S+)\s+(-?\d+)\s+(\S+)\s+(\d+)\s+(\S+)/gm)) {
-    const [, kind, mand, rw, owner, devino, start, end] = m;
-    if (kind === "LEASE") refuse("files", where, "lease", `${mand.toLowerCase()} ${rw.toLowerCase()} lease`);
-    if (!opts.fileLocks) throw new CriuError("files", `${where}: holds a ${kind} file lock; use --file-locks to dump it`);
-    if (mand !== "ADVISORY") throw new CriuError("files", `${where}: ${mand} file locks are not supported`);
-    const flag = kind === "FLOCK" ? FL.FLOCK : kind === "OFDLCK" ? FL.OFDLCK : kind === "POSIX" ? FL.POSIX : 0;
-    if (!flag) throw new CriuError("files", `${where}: ${kind} file locks are not supported`);
-    if (flag === FL.POSIX && Number(owner) !== pid) continue; // another process's lock on the same file
-    const key = flag === FL.POSIX ? `posix:${pid}:${devino}:${start}:${end}` : `${kind}:${id}:${start}:${end}`;
-    if (seen.has(key)) continue;
-    seen.add(key);
-    const s = BigInt(start), len = end === "EOF" ? 0n : BigInt(end) - s + 1n;
-    out.push({ fd, flag, type: rw === "READ" ? 0 /* F_RDLCK */ : 1 /* F_WRLCK */, start: s, len });
   }
 }
 

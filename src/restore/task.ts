@@ -29,6 +29,7 @@ import { sigactionRestoreCalls, restoreTrapAction, restorePendingSignals, restor
 import { rlimitRestoreCalls } from "../resources/rlimits";
 import type { InCall } from "../ptrace/inject";
 import { errnoText } from "../sys/errno";
+import { restoreLocks } from "../resources/filelocks";
 
 const TRAMP_SIZE = 5 * 4096; // code + scratch: 2 KiB of structs, then 4 path slots of 4 KiB
 const SCRATCH = 256n; // scratch data starts here inside the trampoline area
@@ -78,27 +79,6 @@ export class TaskBuilder {
   ownShmem = new Set<number>();
 
   constructor(public set: RestoreSet, public t: TaskImages, public tree: TreeFiles = new TreeFiles()) {}
-
-  /** File locks this process held (filelocks.img), taken again on its restored fds. */
-  private restoreLocks() {
-    if (!imageExists(this.set.dir, "filelocks.img")) return;
-    const inj = this.inj!;
-    for (const l of readImage(this.set.dir, "filelocks.img", "FILE_LOCKS")) {
-      if (l.pid !== this.t.pid) continue;
-      const what = `process ${this.t.pid} fd ${l.fd}: file lock`;
-      let r: bigint;
-      if (l.flag === 2 /* FLOCK */) {
-        r = inj.call(NR.flock, l.fd, (l.type === 0 ? 1 /* LOCK_SH */ : 2 /* LOCK_EX */) | 4 /* LOCK_NB */);
-      } else {
-        // struct flock: short l_type, short l_whence, off_t l_start, off_t l_len, pid_t l_pid
-        const b = new ArrayBuffer(32), dv = new DataView(b);
-        dv.setInt16(0, l.type, true); dv.setInt16(2, 0 /* SEEK_SET */, true);
-        dv.setBigInt64(8, l.start, true); dv.setBigInt64(16, l.len, true);
-        r = inj.call(NR.fcntl, l.fd, l.flag === 1024 ? 37 /* F_OFD_SETLK */ : 6 /* F_SETLK */, this.scratchWrite(0n, new Uint8Array(b)));
-      }
-      if (r < 0n) throw new CriuError("restore", `${what} cannot be taken again (${errnoText(-r)}: held by someone else?)`);
-    }
-  }
 
   /** Close what this process held open for the others (after every process has its files). */
   restoreCtty() {
@@ -391,7 +371,7 @@ export class TaskBuilder {
       pid: this.pid, vpid: this.t.pid, inj, mem: this.mem!, dir: this.set.dir, files: this.set.files, state: this.state, tree: this.tree, opts,
       str: (s, slot = 0) => this.str(s, slot), scratch: (off, d) => this.scratchWrite(off, d),
     }, this.t.fds);
-    this.restoreLocks();
+    restoreLocks({ vpid: this.t.pid, dir: this.set.dir, inj: this.inj!, scratch: (off, d) => this.scratchWrite(off, d) });
     if (this.sharesFs) return; // cwd, root and umask are the parent's, restored there
     const cwd = this.set.files.get(this.t.fs.cwdId)?.reg?.name;
     const root = this.set.files.get(this.t.fs.rootId)?.reg?.name;
