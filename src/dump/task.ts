@@ -1,7 +1,7 @@
 // Collecting one frozen process: threads, memory layout, task state. Produces plain init objects
 // shaped like CRIU's protobuf messages (camelCase field names of the generated code).
 import { getRegs } from "../sys/ptrace";
-import { readStat, readStatus, readLink, readText, type ProcStat } from "../sys/proc";
+import { readStat, readStatus, readLink, type ProcStat } from "../sys/proc";
 import { NR } from "../sys/nr";
 import { BATCH_CODE, Injector, RemoteMem } from "../ptrace/inject";
 import type { FrozenProcess } from "../ptrace/seize";
@@ -13,6 +13,7 @@ import { itimerCalls, decodeItimers, dumpPosixTimers } from "../resources/timers
 import { sigactionCalls, decodeSigactions, dumpPendingSignals } from "../resources/signals";
 import { dumpRlimits } from "../resources/rlimits";
 import { dumpMembarrier } from "../resources/membarrier";
+import { subreaperCall, decodeSubreaper, dumpTaskAttrs } from "../resources/taskattrs";
 import { nsCalls, decodeNsCalls, type Clocks } from "../resources/namespaces";
 import { mmCalls, decodeMmCalls, dumpMm } from "../resources/mm";
 import type { OutCall } from "../ptrace/inject";
@@ -113,14 +114,14 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
         ...mmCalls(), // brk, THP (mm.ts)
         // membarrier registrations (Linux 6.3+ can tell them; older kernels answer EINVAL)
         { nr: NR.membarrier, args: () => [1 << 9 /* MEMBARRIER_CMD_GET_REGISTRATIONS */, 0, 0], out: 0 },
-        { nr: NR.prctl, args: (buf: bigint) => [37 /* PR_GET_CHILD_SUBREAPER */, buf], out: 8 },
+        subreaperCall(),
         ...nsCalls(), // the clocks as the process sees them, uname (namespaces.ts)
         ...sa,
         ...itimerCalls(),
       ], scratch);
       ({ brk, thpDisabled } = decodeMmCalls(got.slice(0, 2)));
       membarrier = dumpMembarrier(pid, inj, got[2].r);
-      if (got[3].r === 0n) subreaper = got[3].b[0] !== 0;
+      subreaper = decodeSubreaper(got[3]);
       ({ clocks, uts } = decodeNsCalls(pid, got.slice(4, 7)));
       sigactions.push(...decodeSigactions(pid, got.slice(head, head + sa.length)));
       itimers = decodeItimers(pid, got.slice(head + sa.length, head + sa.length + 3));
@@ -137,13 +138,13 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
   // --- process-wide state in the leader's core
   const shared = dumpPendingSignals(leader.tid, true);
   const limits = dumpRlimits(pid);
-  const personality = parseInt(readText(`/proc/${pid}/personality`).trim(), 16);
+  const { personality, loginuid, oomScoreAdj } = dumpTaskAttrs(pid);
   const leaderCore = threads[0].core;
   leaderCore.tc = {
     taskState: 1, exitCode: 0, personality, flags: stat.flags, blkSigset: threads[0].core.threadCore.blkSigset,
     comm: stat.comm, timers: { real: itimers!.real, virt: itimers!.virt, prof: itimers!.prof, posix },
-    rlimits: { rlimits: limits }, signalsS: { signals: shared }, loginuid: readLoginuid(pid),
-    oomScoreAdj: Number(readText(`/proc/${pid}/oom_score_adj`).trim()), sigactions, childSubreaper: subreaper,
+    rlimits: { rlimits: limits }, signalsS: { signals: shared }, loginuid,
+    oomScoreAdj, sigactions, childSubreaper: subreaper,
     ...(membarrier ? { membarrierRegistrationMask: membarrier } : {}),
   };
 
@@ -157,6 +158,4 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
   };
 }
 
-function readLoginuid(pid: number): number {
-  try { return Number(readText(`/proc/${pid}/loginuid`).trim()); } catch { return 0xffffffff; }
-}
+

@@ -1,5 +1,5 @@
 // Turning a puppet into one restored process: PID, address space, files, task state, threads.
-import { readFileSync, writeFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { syscall } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { ptrace, PTRACE, getRegs, setRegs, setSigmask, wait4Raw, W, __WALL, R, describeStatus, detach } from "../sys/ptrace";
@@ -30,6 +30,7 @@ import { rlimitRestoreCalls } from "../resources/rlimits";
 import type { InCall } from "../ptrace/inject";
 import { errnoText } from "../sys/errno";
 import { restoreLocks } from "../resources/filelocks";
+import { restorePersonality, restoreTaskAttrs } from "../resources/taskattrs";
 
 const TRAMP_SIZE = 5 * 4096; // code + scratch: 2 KiB of structs, then 4 path slots of 4 KiB
 const SCRATCH = 256n; // scratch data starts here inside the trampoline area
@@ -386,36 +387,16 @@ export class TaskBuilder {
 
   restoreTaskState(opts: { shellJob?: boolean }) {
     const inj = this.inj!, t = this.t, tc = t.cores.get(t.pid)!.tc!;
-    inj.call(NR.personality, tc.personality);
+    restorePersonality(inj, tc);
     void opts;
     // signal handlers (CRIU's table of 62, checked when the images were loaded: sigactionTable)
     // and rlimits in one batch: one stop of the process instead of about 80
     const { calls: sa, trap } = sigactionRestoreCalls(t.pid, tc.sigactions);
     this.trapAction = trap; // set last, in finish()
     this.batchWithData(t.pid, [...sa, ...rlimitRestoreCalls(t.pid, tc.rlimits?.rlimits ?? [])]);
-    if (tc.childSubreaper) inj.ok("prctl(PR_SET_CHILD_SUBREAPER)", NR.prctl, 36, 1, 0, 0, 0);
     if (t.mm?.thpDisabled) inj.ok("prctl(PR_SET_THP_DISABLE)", NR.prctl, 41, 1, 0, 0, 0);
     restoreMembarrier(t.pid, inj, tc.membarrierRegistrationMask ?? 0);
-    this.restoreLoginuid(tc.loginuid);
-    if (tc.oomScoreAdj !== undefined) {
-      try { writeFileSync(`/proc/${this.pid}/oom_score_adj`, String(tc.oomScoreAdj)); } catch {}
-    }
-  }
-
-  /** The audit login uid: only the process itself may write its /proc/self/loginuid. */
-  private restoreLoginuid(want: number | undefined) {
-    if (want === undefined) return;
-    let mine = 0xffffffff;
-    try { mine = Number(readFileSync("/proc/self/loginuid", "latin1").trim()); } catch { return; } // no audit support
-    if (want === mine) return;
-    const inj = this.inj!;
-    const fd = Number(inj.call(NR.openat, -100, this.str("/proc/self/loginuid"), O.WRONLY | O.CLOEXEC, 0));
-    if (fd < 0) throw new CriuError("restore", `process ${this.t.pid}: cannot open /proc/self/loginuid to set it to ${want} (${errnoText(-fd)})`);
-    const text = new TextEncoder().encode(String(want >>> 0)); // 4294967295: unset
-    const w = inj.call(NR.write, fd, this.scratchWrite(0n, text), text.length);
-    inj.call(NR.close, fd);
-    if (w !== BigInt(text.length)) throw new CriuError("restore", `process ${this.t.pid}: setting its login uid to ${want} failed (${w < 0n ? `${errnoText(-w)}` : w})`);
-    log.debug(`process ${this.t.pid}: login uid ${want}`);
+    restoreTaskAttrs({ pid: this.pid, vpid: t.pid, inj, str: (s) => this.str(s), scratch: (off, d) => this.scratchWrite(off, d) }, tc);
   }
 
   /** Create the other threads with their TIDs. */
