@@ -1,6 +1,7 @@
 // File descriptor probes, run in criu-bun on descriptors made for the probe and closed after.
 import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
+import { F } from "../sys/mem";
 import { errnoName } from "../sys/errno";
 import { readFdinfo, readLink } from "../sys/proc";
 import { need, sys, withFds, memfd, type Probe } from "./probe";
@@ -16,7 +17,7 @@ function kcmpFile(): string {
   return withFds((fds) => {
     const a = memfd("criu-bun-kcmp-a"); fds.push(a);
     const b = memfd("criu-bun-kcmp-b"); fds.push(b);
-    const d = sys("dup", NR.fcntl, a, 1030 /* F_DUPFD_CLOEXEC */, 0); fds.push(d);
+    const d = sys("dup", NR.fcntl, a, F.DUPFD_CLOEXEC, 0); fds.push(d);
     const same = kcmp(KCMP_FILE, a, d), other = kcmp(KCMP_FILE, a, b);
     need(same !== -38, "no kcmp system call (CONFIG_CHECKPOINT_RESTORE off?)");
     need(same === 0, `kcmp of an fd and its dup gave ${same < 0 ? errnoName(-same) : same}`);

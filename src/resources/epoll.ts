@@ -4,6 +4,7 @@
 import type { FdKind } from "./fdkind";
 import { FOWN0, cachedImage } from "./fdkind";
 import { NR } from "../sys/nr";
+import { F } from "../sys/mem";
 import { CriuError } from "../log";
 import { syscall, addr } from "../sys/syscall";
 import { refuse } from "./unsupported";
@@ -58,6 +59,6 @@ export const epollKind: FdKind = {
       const r = ctx.inj.call(NR.epoll_ctl, epfd, 1 /* EPOLL_CTL_ADD */, t.tfd, ctx.scratch(0n, ev));
       if (r < 0n) throw new CriuError("restore", `${ctx.where}: epoll_ctl(ADD fd ${t.tfd}) failed (${errnoText(-r)})`);
     }
-    if (e.flags & 0o4000) ctx.inj.call(NR.fcntl, epfd, 4 /* F_SETFL */, e.flags);
+    if (e.flags & 0o4000) ctx.inj.call(NR.fcntl, epfd, F.SETFL, e.flags);
   },
 };

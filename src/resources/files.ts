@@ -6,7 +6,7 @@ import { raiseNofile } from "../sys/limits";
 import { CriuError, log } from "../log";
 import { syscall, addr, cstr } from "../sys/syscall";
 import { NR } from "../sys/nr";
-import { closeFd, O } from "../sys/mem";
+import { closeFd, O, F } from "../sys/mem";
 import { FD_KINDS, kindByType } from "./kinds";
 import { regEntry } from "./reg";
 import type { ImageSink, DumpOpts, RestoreCtx, Holder } from "./fdkind";
@@ -99,19 +99,19 @@ export class FdTwins {
 const own = new Int32Array(2); // scratch for every fd (its address taken at each call: see unix.ts getInt)
 function readOwner(pid: number, dup: number, where: string, ownPidNs: () => boolean, tree: number[]): S.fown_entry | undefined {
   own[0] = own[1] = 0;
-  const r = syscall(NR.fcntl, dup, 16 /* F_GETOWN_EX */, addr(own));
-  const sig = syscall(NR.fcntl, dup, 11 /* F_GETSIG */);
+  const r = syscall(NR.fcntl, dup, F.GETOWN_EX, addr(own));
+  const sig = syscall(NR.fcntl, dup, F.GETSIG);
   const owner = r === 0 ? own[1] : 0;
   if (!owner && sig <= 0) return undefined;
   // a process of the tree, or a group whose leader is one: every process exists (same pid) before
   // restore sets owners. A thread does not yet (threads come after the files), nor what is outside
   const kind = own[0] === 1 ? "process" : own[0] === 2 ? "group" : "thread";
-  if (owner && (own[0] === 0 /* F_OWNER_TID */ || !(owner === pid || tree.includes(owner)))) {
+  if (owner && (own[0] === F.OWNER_TID || !(owner === pid || tree.includes(owner)))) {
     refuse("files", where, "fown", `owner ${kind} ${owner}${own[0] === 0 ? "" : ", not of the tree"}`);
   }
   if (owner && ownPidNs()) refuse("files", where, "fown", `owner ${owner} in a PID namespace`);
   const uids = new Uint32Array(2);
-  if (owner && syscall(NR.fcntl, dup, 17 /* F_GETOWNER_UIDS */, addr(uids)) < 0) refuse("files", where, "fown", "F_GETOWNER_UIDS failed");
+  if (owner && syscall(NR.fcntl, dup, F.GETOWNER_UIDS, addr(uids)) < 0) refuse("files", where, "fown", "F_GETOWNER_UIDS failed");
   return { uid: uids[0], euid: uids[1], signum: Math.max(sig, 0), pidType: owner ? own[0] : 0, pid: owner } as S.fown_entry;
 }
 
@@ -251,7 +251,7 @@ export function restoreCtx(base: CtxBase, floor: number, where: string): Restore
   const inj = base.inj, tree = base.tree;
   const high = (fd: number, what: string) => {
     if (fd >= floor) return fd;
-    const r = Number(inj.call(NR.fcntl, fd, 1030 /* F_DUPFD_CLOEXEC */, floor));
+    const r = Number(inj.call(NR.fcntl, fd, F.DUPFD_CLOEXEC, floor));
     inj.call(NR.close, fd);
     if (r < 0) throw new CriuError("restore", `${what}: F_DUPFD failed (${errnoText(-r)})`);
     return r;
@@ -280,16 +280,16 @@ function restoreOwner(inj: Injector, scratch: (off: bigint, data: Uint8Array) =>
     const swap = o.uid !== 0 || o.euid !== 0;
     if (swap) ok(`setresuid(${o.uid}, ${o.euid}) for F_SETOWN`, inj.call(NR.setresuid, o.uid, o.euid, -1));
     const ex = new Int32Array([o.pidType, o.pid]);
-    const r = inj.call(NR.fcntl, fd, 15 /* F_SETOWN_EX */, scratch(0n, new Uint8Array(ex.buffer)));
+    const r = inj.call(NR.fcntl, fd, F.SETOWN_EX, scratch(0n, new Uint8Array(ex.buffer)));
     if (swap) ok("setresuid back to root", inj.call(NR.setresuid, 0, 0, -1));
     ok(`F_SETOWN_EX(${o.pid})`, r);
   }
-  if (o?.signum) ok(`F_SETSIG(${o.signum})`, inj.call(NR.fcntl, fd, 10 /* F_SETSIG */, o.signum));
+  if (o?.signum) ok(`F_SETSIG(${o.signum})`, inj.call(NR.fcntl, fd, F.SETSIG, o.signum));
   if (async) {
     // off, then on through the final fd number: the signal's si_fd is the fd O_ASYNC was set through
-    const fl = ok("F_GETFL", inj.call(NR.fcntl, fd, 3 /* F_GETFL */));
-    ok("F_SETFL(~O_ASYNC)", inj.call(NR.fcntl, fd, 4 /* F_SETFL */, fl & ~0o20000n));
-    ok("F_SETFL(O_ASYNC)", inj.call(NR.fcntl, fd, 4 /* F_SETFL */, fl | 0o20000n));
+    const fl = ok("F_GETFL", inj.call(NR.fcntl, fd, F.GETFL));
+    ok("F_SETFL(~O_ASYNC)", inj.call(NR.fcntl, fd, F.SETFL, fl & ~0o20000n));
+    ok("F_SETFL(O_ASYNC)", inj.call(NR.fcntl, fd, F.SETFL, fl | 0o20000n));
   }
 }
 

@@ -7,7 +7,7 @@ import type { FdKind } from "./fdkind";
 import { FOWN0 } from "./fdkind";
 import { syscall, addr, cstr } from "../sys/syscall";
 import { NR } from "../sys/nr";
-import { closeFd, O } from "../sys/mem";
+import { closeFd, O, F } from "../sys/mem";
 import { CriuError } from "../log";
 import { refuse } from "./unsupported";
 import { errnoText } from "../sys/errno";
@@ -107,10 +107,10 @@ export const inotifyKind: FdKind = {
     }
     if (removed) {
       // each rm_watch queued an IN_IGNORED event: drain them
-      inj.call(NR.fcntl, fd, 4 /* F_SETFL */, O.NONBLOCK);
+      inj.call(NR.fcntl, fd, F.SETFL, O.NONBLOCK);
       const buf = ctx.scratch(0n, new Uint8Array(1024));
       while (inj.call(NR.read, fd, buf, 1024) > 0n);
-      inj.call(NR.fcntl, fd, 4 /* F_SETFL */, e.flags & O.NONBLOCK);
+      inj.call(NR.fcntl, fd, F.SETFL, e.flags & O.NONBLOCK);
     }
     return ctx.high(fd, ctx.where);
   },

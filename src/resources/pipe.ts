@@ -3,7 +3,7 @@ import type { FdKind } from "./fdkind";
 import { FOWN0, cachedPayloadsBy } from "./fdkind";
 import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
-import { openFd, closeFd, O, writeFull } from "../sys/mem";
+import { openFd, closeFd, O, writeFull, F } from "../sys/mem";
 import * as S from "../images/schemas";
 import { CriuError, log } from "../log";
 import { errnoText } from "../sys/errno";
@@ -15,11 +15,11 @@ export function peekPipe(pid: number, fd: number, where: string, readable?: numb
   const rfd = readable ?? openFd(`/proc/${pid}/fd/${fd}`, O.RDONLY | O.NONBLOCK | O.CLOEXEC);
   const pair = new Int32Array(2);
   try {
-    const size = syscall(NR.fcntl, rfd, 1032 /* F_GETPIPE_SZ */);
+    const size = syscall(NR.fcntl, rfd, F.GETPIPE_SZ);
     if (size < 0) throw new CriuError("files", `${where}: F_GETPIPE_SZ failed (${-size})`);
     const r = syscall(NR.pipe2, addr(pair), O.NONBLOCK | O.CLOEXEC);
     if (r < 0) throw new CriuError("files", `pipe2 failed (${-r})`);
-    syscall(NR.fcntl, pair[1], 1031 /* F_SETPIPE_SZ */, size);
+    syscall(NR.fcntl, pair[1], F.SETPIPE_SZ, size);
     const n = syscall(NR.tee, rfd, pair[1], size, 2 /* SPLICE_F_NONBLOCK */);
     if (n === -11) return { data: new Uint8Array(0), size };
     if (n < 0) throw new CriuError("files", `${where}: tee failed (${-n})`);
@@ -80,7 +80,7 @@ export const pipeKind: FdKind = {
       if (item) {
         const want = Math.max(item.msg.size || 65536, item.payload.length);
         if (want !== 65536) {
-          const r = inj.call(NR.fcntl, w, 1031 /* F_SETPIPE_SZ */, want);
+          const r = inj.call(NR.fcntl, w, F.SETPIPE_SZ, want);
           if (r < 0n) throw new CriuError("restore", `${ctx.where}: F_SETPIPE_SZ(${want}) on pipe ${p.pipeId} failed (${errnoText(-r)})`);
         }
         if (item.payload.length) fillPipe(ctx.pid, w, item.payload, `refill pipe ${p.pipeId}`);
@@ -99,12 +99,12 @@ export const pipeKind: FdKind = {
       ctx.tree.held.set(usedKey, { pid: -1, fd: -1 });
       // our own description of this end (dup of the held one: the held fd is closed later)
       const src = ctx.fdFrom(key)!;
-      const d = Number(inj.call(NR.fcntl, src, 1030 /* F_DUPFD_CLOEXEC */, 0));
+      const d = Number(inj.call(NR.fcntl, src, F.DUPFD_CLOEXEC, 0));
       if (d < 0) throw new CriuError("restore", `${ctx.where}: dup of pipe end failed (${errnoText(-d)})`);
       fd = ctx.high(d, ctx.where);
       if (src !== ctx.tree.held.get(key)!.fd || ctx.tree.held.get(key)!.pid !== ctx.pid) inj.call(NR.close, src);
     }
-    inj.call(NR.fcntl, fd, 4 /* F_SETFL */, p.flags & ~3);
+    inj.call(NR.fcntl, fd, F.SETFL, p.flags & ~3);
     return fd;
   },
 };
@@ -115,19 +115,19 @@ const ACCMODE = ["read-only", "write-only", "read-write"];
 function inheritedPipe(ctx: Parameters<FdKind["restore"]>[0], p: S.pipe_entry, key: string): number {
   const inj = ctx.inj;
   const src = ctx.fdFrom(key)!;
-  const fl = Number(inj.call(NR.fcntl, src, 3 /* F_GETFL */));
+  const fl = Number(inj.call(NR.fcntl, src, F.GETFL));
   if (fl < 0) throw new CriuError("restore", `${ctx.where}: F_GETFL on the inherited fd for pipe:[${p.pipeId}] failed (${errnoText(-fl)})`);
   if ((fl & 3) !== (p.flags & 3)) {
     throw new CriuError("restore", `${ctx.where}: the fd inherited for pipe:[${p.pipeId}] is ${ACCMODE[fl & 3] ?? fl & 3}, the dumped end was ${ACCMODE[p.flags & 3] ?? p.flags & 3}`);
   }
-  const d = Number(inj.call(NR.fcntl, src, 1030 /* F_DUPFD_CLOEXEC */, 0));
+  const d = Number(inj.call(NR.fcntl, src, F.DUPFD_CLOEXEC, 0));
   if (d < 0) throw new CriuError("restore", `${ctx.where}: dup of the inherited fd for pipe:[${p.pipeId}] failed (${errnoText(-d)})`);
   const h = ctx.tree.held.get(key)!;
   if (src !== h.fd || h.pid !== ctx.pid) inj.call(NR.close, src);
   const fd = ctx.high(d, ctx.where);
   // status flags live in the shared description: set only what differs from the dump
   const want = p.flags & (O.NONBLOCK | O.APPEND | 0o20000 /* O_ASYNC */ | 0o40000 /* O_DIRECT */);
-  if ((fl & (O.NONBLOCK | O.APPEND | 0o20000 | 0o40000)) !== want) inj.call(NR.fcntl, fd, 4 /* F_SETFL */, p.flags & ~3);
+  if ((fl & (O.NONBLOCK | O.APPEND | 0o20000 | 0o40000)) !== want) inj.call(NR.fcntl, fd, F.SETFL, p.flags & ~3);
   ctx.tree.held.set(`${key}:used`, { pid: -1, fd: -1 });
   log.debug(`${ctx.where}: pipe:[${p.pipeId}] is the inherited fd (inherit_fd), its dumped bytes stay with the caller's pipe`);
   return fd;

@@ -5,7 +5,7 @@
 // process takes the same object with pidfd_getfd, so writes are seen across processes again.
 import { existsSync, readFileSync, fstatSync } from "node:fs";
 import { join } from "node:path";
-import { openFd, closeFd, O, preadFull, pwriteFull } from "../sys/mem";
+import { openFd, closeFd, O, preadFull, pwriteFull, F } from "../sys/mem";
 import { NR } from "../sys/nr";
 import { readImage, pagemapNrPages } from "../images/image";
 import * as S from "../images/schemas";
@@ -114,7 +114,7 @@ export function shmemFd(o: {
   if (held) return { fd: o.importFd(held), own: held.pid === o.pid };
   const low = Number(o.inj.call(NR.memfd_create, o.str(`criu-bun-shmem-${o.shmid}`), 1 /* MFD_CLOEXEC */));
   if (low < 0) throw new CriuError("restore", `process ${o.pid}: memfd_create for shared memory ${o.shmid} failed (${errnoText(-low)})`);
-  const fd = Number(o.inj.call(NR.fcntl, low, 1030 /* F_DUPFD_CLOEXEC */, o.floor));
+  const fd = Number(o.inj.call(NR.fcntl, low, F.DUPFD_CLOEXEC, o.floor));
   o.inj.call(NR.close, low);
   if (fd < 0) throw new CriuError("restore", `process ${o.pid}: moving shared memory fd failed (${errnoText(-fd)})`);
   const t = o.inj.call(NR.ftruncate, fd, o.size);

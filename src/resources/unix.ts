@@ -12,7 +12,7 @@ import type { FdKind, RestoreCtx, DumpOpts } from "./fdkind";
 import { FOWN0, cachedPayloadsBy } from "./fdkind";
 import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
-import { closeFd, O } from "../sys/mem";
+import { closeFd, O, F } from "../sys/mem";
 import { fdLinks, readLink } from "../sys/proc";
 import type * as S from "../images/schemas";
 import { sk_packet_entrySchema } from "../images/gen/sockets_pb";
@@ -658,7 +658,7 @@ function finish(ctx: RestoreCtx, f: S.file_entry, fd: number) {
   const u = f.usk!;
   restoreUnixSkOpts(ctx, fd, u.opts);
   if (u.shutdown) ctx.inj.call(NR.shutdown, fd, u.shutdown - 1);
-  if (u.flags & O.NONBLOCK) ctx.inj.call(NR.fcntl, fd, 4 /* F_SETFL */, O.NONBLOCK);
+  if (u.flags & O.NONBLOCK) ctx.inj.call(NR.fcntl, fd, F.SETFL, O.NONBLOCK);
 }
 
 const sameName = (a: Uint8Array, b: Uint8Array) => a.length === b.length && a.every((v, i) => v === b[i]);

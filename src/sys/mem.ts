@@ -23,6 +23,14 @@ export const O = {
   DIRECTORY: 0o200000, NOFOLLOW: 0o400000, NOATIME: 0o1000000, CLOEXEC: 0o2000000, PATH: 0o10000000,
   TMPFILE: 0o20200000,
 } as const;
+/** fcntl(2) commands, and the lock types and owner types some of them take */
+export const F = {
+  DUPFD: 0, GETFD: 1, SETFD: 2, GETFL: 3, SETFL: 4, GETLK: 5, SETLK: 6, SETLKW: 7, SETOWN: 8, GETOWN: 9,
+  SETSIG: 10, GETSIG: 11, SETOWN_EX: 15, GETOWN_EX: 16, GETOWNER_UIDS: 17, OFD_GETLK: 36, OFD_SETLK: 37,
+  OFD_SETLKW: 38, SETLEASE: 1024, GETLEASE: 1025, NOTIFY: 1026, DUPFD_CLOEXEC: 1030, SETPIPE_SZ: 1031,
+  GETPIPE_SZ: 1032, ADD_SEALS: 1033, GET_SEALS: 1034,
+  RDLCK: 0, WRLCK: 1, UNLCK: 2, OWNER_TID: 0, OWNER_PID: 1, OWNER_PGRP: 2,
+} as const;
 
 export function openFd(path: string, flags: number, mode = 0o644): number {
   const c = cstr(path);
