@@ -9,6 +9,7 @@ import { CriuError } from "../log";
 import { syscall, addr } from "../sys/syscall";
 import { refuse } from "./unsupported";
 import { errnoText } from "../sys/errno";
+import { fd_types } from "../images/gen/files_pb";
 
 const EPOLL_CLOEXEC = 0o2000000;
 
@@ -23,7 +24,7 @@ export function parseEpollTfds(text: string): { tfd: number; events: number; dat
 
 export const epollKind: FdKind = {
   name: "epoll",
-  type: 7,
+  type: fd_types.EVENTPOLL,
   match: (target) => target === "anon_inode:[eventpoll]",
   dump(ctx) {
     const tfds = parseEpollTfds(ctx.fdinfoText);

@@ -7,12 +7,13 @@ import { NR } from "../sys/nr";
 import { O } from "../sys/mem";
 import { CriuError } from "../log";
 import { errnoText } from "../sys/errno";
+import { fd_types } from "../images/gen/files_pb";
 
 const EFD_SEMAPHORE = 1;
 
 export const eventfdKind: FdKind = {
   name: "eventfd",
-  type: 6,
+  type: fd_types.EVENTFD,
   match: (target) => target === "anon_inode:[eventfd]",
   dump(ctx) {
     const count = ctx.fdinfo["eventfd-count"];

@@ -18,6 +18,7 @@ import * as S from "../images/schemas";
 import { refuse } from "./unsupported";
 import { CriuError } from "../log";
 import { errnoText } from "../sys/errno";
+import { fd_types } from "../images/gen/files_pb";
 
 const F_SETFL = 4, F_SETPIPE_SZ = 1031;
 
@@ -29,7 +30,7 @@ function fifoPath(ctx: { files: Map<number, S.file_entry> }, f: S.file_entry, wh
 
 export const fifoKind: FdKind = {
   name: "fifo",
-  type: 3,
+  type: fd_types.FIFO,
   match: (target, st) => st.isFIFO() && target.startsWith("/"),
   dump(ctx) {
     const { target, st } = ctx;

@@ -15,8 +15,10 @@ import { refuse } from "./unsupported";
 import type * as S from "../images/schemas";
 import { errnoText } from "../sys/errno";
 import { fdLocks, type LockDump } from "./filelocks";
+import { fd_types } from "../images/gen/files_pb";
 
-export const FD_TYPE = { REG: 1, PIPE: 2, FIFO: 3, INETSK: 4, UNIXSK: 5, EVENTFD: 6, EVENTPOLL: 7, INOTIFY: 8, SIGNALFD: 9, PACKETSK: 10, TTY: 11, FANOTIFY: 12, NETLINKSK: 13, NS: 14, TIMERFD: 17, MEMFD: 18, PIDFD: 20 } as const;
+/** fd_types of files.proto (generated): the kind of each fd in fdinfo and files.img */
+export const FD_TYPE = fd_types;
 
 export interface FdDump { fd: number; id: number; type: number; cloexec: boolean }
 export interface FileDump { id: number; type: number; [sub: string]: any }

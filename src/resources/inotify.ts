@@ -11,6 +11,7 @@ import { closeFd, O, F } from "../sys/mem";
 import { CriuError } from "../log";
 import { refuse } from "./unsupported";
 import { errnoText } from "../sys/errno";
+import { fd_types } from "../images/gen/files_pb";
 
 const NR_inotify_add_watch = 254, NR_inotify_rm_watch = 255, NR_open_by_handle_at = 304, NR_inotify_init1 = 294;
 
@@ -72,7 +73,7 @@ function toU64s(b: Uint8Array): bigint[] {
 
 export const inotifyKind: FdKind = {
   name: "inotify",
-  type: 8,
+  type: fd_types.INOTIFY,
   match: (target) => target === "anon_inode:inotify",
   dump(ctx) {
     const wds = parseInotify(ctx.fdinfoText).sort((a, b) => a.wd - b.wd);

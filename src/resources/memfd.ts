@@ -16,13 +16,14 @@ import { dumpShmemContents, fillShmemContents } from "./shmem";
 import { refuse } from "./unsupported";
 import { isFieldSet } from "@bufbuild/protobuf";
 import { errnoText } from "../sys/errno";
+import { fd_types } from "../images/gen/files_pb";
 
 const F_ADD_SEALS = 1033, F_GET_SEALS = 1034, F_SEAL_SEAL = 1;
 const MFD_CLOEXEC = 1, MFD_ALLOW_SEALING = 2;
 
 export const memfdKind: FdKind = {
   name: "memfd",
-  type: 18,
+  type: fd_types.MEMFD,
   match: (target, st) => target.startsWith("/memfd:") && st.isFile(),
   dump(ctx) {
     const ino = Number(ctx.st.ino);

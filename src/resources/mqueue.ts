@@ -29,6 +29,7 @@ import { CriuError } from "../log";
 import { readFileSync, existsSync } from "node:fs";
 import { join } from "node:path";
 import { errnoText } from "../sys/errno";
+import { fd_types } from "../images/gen/files_pb";
 
 const MQUEUE_MAGIC = 0x19800202;
 const SYS = { mq_open: 240, mq_unlink: 241, mq_timedsend: 242, mq_timedreceive: 243, mq_getsetattr: 245, statfs: 137, fchmod: 91, fchown: 93 };
@@ -83,7 +84,7 @@ function drainAndRefill(q: number, msgsize: number, where: string): { prio: numb
 
 export const mqueueKind: FdKind = {
   name: "POSIX message queue",
-  type: 16,
+  type: fd_types.EXT,
   // one statfs per file system and dump, not per fd (10,000 fds on one file system: 1 call)
   match: (target, st, fdPath, opts) => st.isFile() && target.startsWith("/") && mqueueDev(st.dev, fdPath, opts),
   dump(ctx) {

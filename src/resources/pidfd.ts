@@ -10,12 +10,13 @@ import { O } from "../sys/mem";
 import { CriuError } from "../log";
 import { refuse } from "./unsupported";
 import { errnoText } from "../sys/errno";
+import { fd_types } from "../images/gen/files_pb";
 
 const PIDFD_THREAD = O.EXCL;
 
 export const pidfdKind: FdKind = {
   name: "pidfd",
-  type: 20,
+  type: fd_types.PIDFD,
   match: (target) => target === "anon_inode:[pidfd]",
   dump(ctx) {
     const pid = Number(ctx.fdinfo["Pid"] ?? NaN);

@@ -7,6 +7,7 @@ import { openFd, closeFd, O, writeFull, F } from "../sys/mem";
 import * as S from "../images/schemas";
 import { CriuError, log } from "../log";
 import { errnoText } from "../sys/errno";
+import { fd_types } from "../images/gen/files_pb";
 
 /** A pipe's unread bytes, read without consuming them: tee() into a scratch pipe, then read that.
  *  readable: an fd of criu-bun's own that may already read the pipe (a grabbed read end of a
@@ -46,7 +47,7 @@ export function fillPipe(pid: number, wfd: number, data: Uint8Array, what: strin
 
 export const pipeKind: FdKind = {
   name: "pipe",
-  type: 2,
+  type: fd_types.PIPE,
   match: (target) => target.startsWith("pipe:["),
   dump(ctx) {
     const pipeId = Number(/^pipe:\[(\d+)\]$/.exec(ctx.target)![1]);

@@ -16,6 +16,7 @@ import { CriuError, log } from "../log";
 import { refuse } from "./unsupported";
 import { isFieldSet } from "@bufbuild/protobuf";
 import { buildIdOf, buildIdHex } from "./buildid";
+import { fd_types } from "../images/gen/files_pb";
 
 /** source: where to read the file's build-id (an fd of the target through /proc, or the path);
  * ids: build-ids already read in this dump, by the file's identity (key) */
@@ -64,7 +65,7 @@ function isTty(rdev: bigint) {
 
 export const regKind: FdKind = {
   name: "regular file",
-  type: 1,
+  type: fd_types.REG,
   // (a symbolic link itself only through O_PATH|O_NOFOLLOW)
   match: (target, st) => target.startsWith("/") && (st.isFile() || st.isDirectory() || st.isCharacterDevice() || st.isBlockDevice() || st.isSymbolicLink()),
   dump(ctx) {

@@ -5,10 +5,11 @@ import { NR } from "../sys/nr";
 import { O } from "../sys/mem";
 import { CriuError } from "../log";
 import { errnoText } from "../sys/errno";
+import { fd_types } from "../images/gen/files_pb";
 
 export const signalfdKind: FdKind = {
   name: "signalfd",
-  type: 9,
+  type: fd_types.SIGNALFD,
   match: (target) => target === "anon_inode:[signalfd]",
   dump(ctx) {
     const m = ctx.fdinfo.sigmask;

@@ -10,6 +10,7 @@ import { NR } from "../sys/nr";
 import { O } from "../sys/mem";
 import { CriuError } from "../log";
 import { errnoText } from "../sys/errno";
+import { fd_types } from "../images/gen/files_pb";
 
 const TFD_IOC_SET_TICKS = 0x40085400; // _IOW('T', 0, u64)
 
@@ -20,7 +21,7 @@ function field(text: string, name: string): string | undefined {
 
 export const timerfdKind: FdKind = {
   name: "timerfd",
-  type: 17,
+  type: fd_types.TIMERFD,
   match: (target) => target === "anon_inode:[timerfd]",
   dump(ctx) {
     const fd = ctx.grab();

@@ -18,6 +18,7 @@ import * as S from "../images/schemas";
 import { CriuError, log } from "../log";
 import { fdLinks, readStat } from "../sys/proc";
 import { refuse } from "./unsupported";
+import { fd_types } from "../images/gen/files_pb";
 
 const IOC = { TCGETS: 0x5401, TCSETS: 0x5402, TIOCGLCKTRMIOS: 0x5456, TIOCSLCKTRMIOS: 0x5457, TIOCGWINSZ: 0x5413, TIOCSWINSZ: 0x5414, TIOCSCTTY: 0x540e, TIOCGPTN: 0x80045430, TIOCSPTLCK: 0x40045431, TIOCGPTLCK: 0x80045439 } as const;
 const PTMX_RDEV = (5 << 8) | 2;
@@ -155,7 +156,7 @@ function ttyDumpBegin(tree: DumpTree, opts: DumpOpts) {
 
 export const ttyKind: FdKind = {
   name: "pseudo terminal",
-  type: 11,
+  type: fd_types.TTY,
   dumpBegin: ttyDumpBegin,
   match: (target, _st, path, opts?: DumpOpts) => target === "/dev/ptmx" || target === "/dev/pts/ptmx" ||
     (/^\/dev\/pts\/\d+$/.test(target) && (!!opts?.ptyMasters?.has(Number(target.slice(9))) || containerPts(path, opts))),

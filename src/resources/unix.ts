@@ -24,6 +24,7 @@ import { errnoText, SysError } from "../sys/errno";
 import { sockDiagDump, sockDiagGet, unixDiagReq, diagAttrs, SOCK_DIAG_BY_FAMILY, UDIAG_SHOW, UNIX_DIAG } from "../sys/sockdiag";
 import { NLMSG, nlError } from "../sys/netlink";
 import { AF, AF_NAMES, SOL, SO, MSG, SCM_RIGHTS } from "../sys/sock";
+import { fd_types } from "../images/gen/files_pb";
 
 const TCP_LISTEN = 10;
 
@@ -216,7 +217,7 @@ export const USK_EXTERN = 1;
 
 export const unixKind: FdKind = {
   name: "unix socket",
-  type: 5,
+  type: fd_types.UNIXSK,
   match: (target) => target.startsWith("socket:["),
   dump(ctx) {
     const fd = ctx.grab();
