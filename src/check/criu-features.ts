@@ -6,7 +6,8 @@ import { readFileSync } from "node:fs";
 import { syscall, addr, cstr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { errnoName } from "../sys/errno";
-import { AF, SOCK, SOL, socketFd, setsockoptInt, getsockoptBuf } from "../sys/sock";
+import { AF, SOCK, SOL, SO, socketFd, setsockoptInt, getsockoptBuf } from "../sys/sock";
+import { IPV6_FREEBIND } from "../sys/inetsock";
 import { Missing, need, withFds, type Probe } from "./probe";
 
 export const CRIU_FEATURE_NAMES = [
@@ -37,7 +38,7 @@ export const UNSUPPORTED_FEATURES: Record<string, string> = {
   pagemap_scan_guard_pages: "MADV_GUARD_INSTALL guard regions are not saved",
 };
 
-const SIOCGSKNS = 0x894c, SIOCUNIXFILE = 0x89e0, SO_BUF_LOCK = 72, SOL_IPV6 = 41, IPV6_FREEBIND = 78;
+const SIOCGSKNS = 0x894c, SIOCUNIXFILE = 0x89e0;
 const PR_TIMER_CREATE_RESTORE_IDS = 77, PR_TIMER_CREATE_RESTORE_IDS_GET = 2;
 
 function sock(fds: number[], domain: number, type: number): number {
@@ -83,7 +84,7 @@ function skUnixFile(): string {
 function bufLock(): string {
   return withFds((fds) => {
     const s = sock(fds, AF.INET, SOCK.STREAM);
-    const r = getsockoptBuf(s, SOL.SOCKET, SO_BUF_LOCK, new Uint8Array(4));
+    const r = getsockoptBuf(s, SOL.SOCKET, SO.BUF_LOCK, new Uint8Array(4));
     need(r === 4, `getsockopt(SO_BUF_LOCK): ${r < 0 ? errnoName(-r) : `${r} bytes`}`);
     return "SO_BUF_LOCK";
   });
@@ -93,7 +94,7 @@ function bufLock(): string {
 function ipv6Freebind(): string {
   return withFds((fds) => {
     const s = sock(fds, AF.INET6, SOCK.STREAM);
-    const r = setsockoptInt(s, SOL_IPV6, IPV6_FREEBIND, 1);
+    const r = setsockoptInt(s, SOL.IPV6, IPV6_FREEBIND, 1);
     need(r === 0, `setsockopt(IPV6_FREEBIND): ${errnoName(-r)}`);
     return "IPV6_FREEBIND";
   });

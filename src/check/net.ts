@@ -1,5 +1,6 @@
 // Network probes: TCP repair mode, sock_diag, nf_tables over netlink, tun.
 import { syscall, addr, cstr } from "../sys/syscall";
+import { TCP } from "../sys/inetsock";
 import { NR } from "../sys/nr";
 import { errnoName } from "../sys/errno";
 import { AF, SOCK, SOL, socketFd, socketPair, setsockoptInt, getsockoptInt, getsockoptBuf } from "../sys/sock";
@@ -7,7 +8,6 @@ import { NETLINK, NLM_F, NLMSG, nlmsg, nlTalk, nlError } from "../sys/netlink";
 import { sockDiagGet, unixDiagReq, SOCK_DIAG_BY_FAMILY } from "../sys/sockdiag";
 import { Missing, need, withFds, type Probe } from "./probe";
 
-const TCP_REPAIR = 19, TCP_REPAIR_QUEUE = 20, TCP_QUEUE_SEQ = 21, TCP_TIMESTAMP = 24, TCP_REPAIR_WINDOW = 29;
 
 function sock(fds: number[], domain: number, type: number, proto = 0): number {
   try {
@@ -23,15 +23,15 @@ function sock(fds: number[], domain: number, type: number, proto = 0): number {
 function tcpRepair(): string {
   return withFds((fds) => {
     const fd = sock(fds, AF.INET, SOCK.STREAM);
-    const r = setsockoptInt(fd, SOL.TCP, TCP_REPAIR, 1);
+    const r = setsockoptInt(fd, SOL.TCP, TCP.REPAIR, 1);
     need(r === 0, r === -1 ? "TCP_REPAIR needs CAP_NET_ADMIN" : `setsockopt(TCP_REPAIR): ${errnoName(-r)}`);
-    need(getsockoptInt(fd, SOL.TCP, TCP_REPAIR) === 1, "TCP_REPAIR does not read back as 1");
-    getsockoptInt(fd, SOL.TCP, TCP_TIMESTAMP);
-    need(setsockoptInt(fd, SOL.TCP, TCP_REPAIR_QUEUE, 2 /* send queue */) === 0, "TCP_REPAIR_QUEUE refused");
-    need(setsockoptInt(fd, SOL.TCP, TCP_QUEUE_SEQ, 12345) === 0, "TCP_QUEUE_SEQ refused in repair mode");
-    need(getsockoptInt(fd, SOL.TCP, TCP_QUEUE_SEQ) === 12345, "TCP_QUEUE_SEQ does not read back");
+    need(getsockoptInt(fd, SOL.TCP, TCP.REPAIR) === 1, "TCP_REPAIR does not read back as 1");
+    getsockoptInt(fd, SOL.TCP, TCP.TIMESTAMP);
+    need(setsockoptInt(fd, SOL.TCP, TCP.REPAIR_QUEUE, 2 /* send queue */) === 0, "TCP_REPAIR_QUEUE refused");
+    need(setsockoptInt(fd, SOL.TCP, TCP.QUEUE_SEQ, 12345) === 0, "TCP_QUEUE_SEQ refused in repair mode");
+    need(getsockoptInt(fd, SOL.TCP, TCP.QUEUE_SEQ) === 12345, "TCP_QUEUE_SEQ does not read back");
     const win = new Uint8Array(20);
-    const w = getsockoptBuf(fd, SOL.TCP, TCP_REPAIR_WINDOW, win);
+    const w = getsockoptBuf(fd, SOL.TCP, TCP.REPAIR_WINDOW, win);
     need(w === 20, `TCP_REPAIR_WINDOW: ${w < 0 ? errnoName(-w) : `${w} bytes`}`);
     return "repair mode, queues, sequence, window";
   });

@@ -4,6 +4,7 @@
 import { syscall, addr } from "./syscall";
 import { NR } from "./nr";
 import { SysError } from "./errno";
+import { AF, SOCK } from "./sock";
 
 export const NETLINK = { ROUTE: 0, SOCK_DIAG: 4, NETFILTER: 12 } as const;
 export const NLM_F = { REQUEST: 1, MULTI: 2, ACK: 4, ROOT: 0x100, MATCH: 0x200, DUMP: 0x300, EXCL: 0x200, CREATE: 0x400, APPEND: 0x800 } as const;
@@ -82,7 +83,7 @@ export function nlError(m: { payload: Uint8Array }): number {
 /** sendto the kernel (sockaddr_nl with nl_pid 0) on a netlink socket. */
 function sendToKernel(fd: number, buf: Uint8Array) {
   const sa = new Uint8Array(12);
-  sa[0] = 16; // AF_NETLINK
+  sa[0] = AF.NETLINK;
   const r = syscall(NR.sendto, fd, addr(buf), buf.length, 0, addr(sa), 12);
   if (r < 0) throw new SysError("netlink sendto", -r);
 }
@@ -111,7 +112,7 @@ export class NetlinkSocket {
   fd: number;
   seq = Math.floor(Date.now() / 1000) & 0xffffff;
   constructor(public proto: number) {
-    const fd = syscall(NR.socket, 16 /* AF_NETLINK */, 3 /* SOCK_RAW */ | 0o2000000 /* CLOEXEC */, proto);
+    const fd = syscall(NR.socket, AF.NETLINK, SOCK.RAW | SOCK.CLOEXEC, proto);
     if (fd < 0) throw new SysError(`socket(AF_NETLINK, ${proto})`, -fd);
     this.fd = fd;
   }

@@ -4,7 +4,7 @@ import { syscall, addr } from "./syscall";
 import { NR } from "./nr";
 import { SysError } from "./errno";
 
-import { AF, SOL, SO, MSG, SCM_RIGHTS } from "./sock";
+import { AF, SOCK, SOL, SO, MSG, SCM_RIGHTS } from "./sock";
 
 const MSG_TRUNC = MSG.TRUNC, MSG_CMSG_CLOEXEC = MSG.CMSG_CLOEXEC, MSG_NOSIGNAL = MSG.NOSIGNAL;
 const SOL_SOCKET = SOL.SOCKET, SO_PEERCRED = SO.PEERCRED;
@@ -95,7 +95,7 @@ function sockaddrUn(path: string): Uint8Array {
 
 /** A listening SOCK_SEQPACKET unix socket bound at path (close-on-exec). */
 export function seqpacketListen(path: string, backlog: number): number {
-  const fd = syscall(NR.socket, 1, 5 | 0o2000000, 0);
+  const fd = syscall(NR.socket, AF.UNIX, SOCK.SEQPACKET | SOCK.CLOEXEC, 0);
   if (fd < 0) throw new SysError("socket", -fd);
   const a = sockaddrUn(path);
   let r = syscall(NR.bind, fd, addr(a), 2 + Buffer.byteLength(path) + 1);
@@ -111,7 +111,7 @@ export function seqpacketAccept(fd: number, timeoutMs: number): number {
   const r = syscall(NR.poll, addr(pfd), 1, timeoutMs);
   if (r === -EINTR || r === 0) return -1;
   if (r < 0) throw new SysError("poll", -r);
-  const c = syscall(NR.accept4, fd, 0, 0, 0o2000000 /* SOCK_CLOEXEC */);
+  const c = syscall(NR.accept4, fd, 0, 0, SOCK.CLOEXEC);
   if (c === -EINTR || c === -11 /* EAGAIN */ || c === -103 /* ECONNABORTED */) return -1;
   if (c < 0) throw new SysError("accept4", -c);
   return c;
@@ -119,7 +119,7 @@ export function seqpacketAccept(fd: number, timeoutMs: number): number {
 
 /** A SOCK_SEQPACKET connection to the unix socket at path. */
 export function seqpacketConnect(path: string): number {
-  const fd = syscall(NR.socket, 1, 5 | 0o2000000, 0);
+  const fd = syscall(NR.socket, AF.UNIX, SOCK.SEQPACKET | SOCK.CLOEXEC, 0);
   if (fd < 0) throw new SysError("socket", -fd);
   const a = sockaddrUn(path);
   const r = syscall(NR.connect, fd, addr(a), 2 + Buffer.byteLength(path) + 1);
