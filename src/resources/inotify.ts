@@ -13,7 +13,6 @@ import { refuse } from "./unsupported";
 import { errnoText } from "../sys/errno";
 import { fd_types } from "../images/gen/files_pb";
 
-const NR_inotify_add_watch = 254, NR_inotify_rm_watch = 255, NR_open_by_handle_at = 304, NR_inotify_init1 = 294;
 
 interface Wd { wd: number; ino: bigint; sdev: number; mask: number; ignoredMask: number; bytes: number; type: number; handle: Uint8Array }
 
@@ -52,7 +51,7 @@ function resolveHandle(pid: number, w: Wd, where: string): string {
     const mfd = syscall(NR.openat, -100, addr(cstr(mnt)), O.RDONLY | O.DIRECTORY | O.CLOEXEC, 0);
     if (mfd < 0) continue;
     try {
-      const fd = syscall(NR_open_by_handle_at, mfd, addr(fh), O.PATH | O.CLOEXEC);
+      const fd = syscall(NR.open_by_handle_at, mfd, addr(fh), O.PATH | O.CLOEXEC);
       if (fd < 0) continue;
       try {
         const p = readlinkSync(`/proc/self/fd/${fd}`);
@@ -90,7 +89,7 @@ export const inotifyKind: FdKind = {
   },
   restore(ctx, f) {
     const e = f.ify!, inj = ctx.inj;
-    const fd = Number(inj.call(NR_inotify_init1, (e.flags & O.NONBLOCK) | O.CLOEXEC));
+    const fd = Number(inj.call(NR.inotify_init1, (e.flags & O.NONBLOCK) | O.CLOEXEC));
     if (fd < 0) throw new CriuError("restore", `${ctx.where}: inotify_init1 failed (${errnoText(-fd)})`);
     let removed = false;
     for (const w of [...e.wd].sort((a, b) => a.wd - b.wd)) {
@@ -98,11 +97,11 @@ export const inotifyKind: FdKind = {
       if (!path) throw new CriuError("restore", `${ctx.where}: inotify watch ${w.wd} has no path (file handles alone are not supported)`);
       const p = ctx.str(path);
       for (let tries = 0; ; tries++) {
-        const got = Number(inj.call(NR_inotify_add_watch, fd, p, w.mask));
+        const got = Number(inj.call(NR.inotify_add_watch, fd, p, w.mask));
         if (got < 0) throw new CriuError("restore", `${ctx.where}: inotify_add_watch('${path}') failed (${errnoText(-got)})`);
         if (got === w.wd) break;
         if (got > w.wd || tries > 1_000_000) throw new CriuError("restore", `${ctx.where}: inotify watch on '${path}' got wd ${got}, wanted ${w.wd}`);
-        inj.call(NR_inotify_rm_watch, fd, got);
+        inj.call(NR.inotify_rm_watch, fd, got);
         removed = true;
       }
     }

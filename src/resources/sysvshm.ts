@@ -18,8 +18,9 @@ import * as S from "../images/schemas";
 import { readImagePayloads, imageExists } from "../images/image";
 import { CriuError, log } from "../log";
 import { errnoText } from "../sys/errno";
+import { NR } from "../sys/nr";
 
-const SHM = { get: 29, at: 30, ctl: 31, dt: 67 } as const;
+const SHM = { get: NR.shmget, at: NR.shmat, ctl: NR.shmctl, dt: NR.shmdt } as const;
 const IPC_CREAT = 0o1000, IPC_EXCL = 0o2000, IPC_RMID = 0, SHM_DEST = 0o1000;
 export const SHM_IMAGE = "ipcns-shm-1.img";
 /** the segments' image: CRIU's ipcns-shm-<ns id>.img for a tree's own IPC namespace, ipcns-shm-1.img

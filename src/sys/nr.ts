@@ -30,7 +30,7 @@ export const NR = {
   timerfd_create: 283, timerfd_settime: 286, timerfd_gettime: 287, fadvise64: 221,
   sched_getaffinity: 204, sched_setaffinity: 203, getpriority: 140, setpriority: 141,
   mincore: 27, mount: 165, umount2: 166, sethostname: 170, setdomainname: 171, msync: 26, membarrier: 324, pkey_mprotect: 329, map_shadow_stack: 453,
-  syncfs: 306, fchmodat: 268, openat2: 437,
+  syncfs: 306, fchmodat: 268, openat2: 437, inotify_add_watch: 254, inotify_rm_watch: 255, open_by_handle_at: 304,
   io_setup: 206, io_destroy: 207, io_getevents: 208, pivot_root: 155, mknodat: 259, move_mount: 429, mlock: 149, utimensat: 280,
 } as const;
 
