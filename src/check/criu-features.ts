@@ -6,8 +6,8 @@ import { readFileSync } from "node:fs";
 import { syscall, addr, cstr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { errnoName } from "../sys/errno";
-import { AF, SOCK, SOL, SO, socketFd, setsockoptInt, getsockoptBuf } from "../sys/sock";
-import { IPV6_FREEBIND } from "../sys/inetsock";
+import { AF, SOCK, SOL, SO, socketFd, getsockoptBuf } from "../sys/sock";
+import { IPV6_FREEBIND, setsockoptInt } from "../sys/inetsock";
 import { Missing, need, withFds, type Probe } from "./probe";
 
 export const CRIU_FEATURE_NAMES = [

@@ -1,9 +1,9 @@
 // Network probes: TCP repair mode, sock_diag, nf_tables over netlink, tun.
 import { syscall, addr, cstr } from "../sys/syscall";
-import { TCP } from "../sys/inetsock";
+import { TCP, setsockoptInt, getsockoptInt } from "../sys/inetsock";
 import { NR } from "../sys/nr";
 import { errnoName } from "../sys/errno";
-import { AF, SOCK, SOL, socketFd, socketPair, setsockoptInt, getsockoptInt, getsockoptBuf } from "../sys/sock";
+import { AF, SOCK, SOL, socketFd, socketPair, getsockoptBuf } from "../sys/sock";
 import { NETLINK, NLM_F, NLMSG, nlmsg, nlTalk, nlError } from "../sys/netlink";
 import { sockDiagGet, unixDiagReq, SOCK_DIAG_BY_FAMILY } from "../sys/sockdiag";
 import { Missing, need, withFds, type Probe } from "./probe";

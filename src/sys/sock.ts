@@ -1,4 +1,5 @@
-// Small socket helpers for `check` probes: creation, int options. Netlink is in ./netlink.
+// Socket constants (the one table) and small socket helpers: creation, a raw getsockopt. Int
+// and byte options are in ./inetsock, netlink in ./netlink, sock_diag in ./sockdiag.
 import { syscall, addr } from "./syscall";
 import { NR } from "./nr";
 import { SysError } from "./errno";
@@ -33,20 +34,6 @@ export function socketPair(domain: number, type: number, protocol = 0): [number,
   const r = syscall(NR.socketpair, domain, type | SOCK.CLOEXEC, protocol, addr(fds));
   if (r < 0) throw new SysError("socketpair", -r);
   return [fds[0], fds[1]];
-}
-
-/** setsockopt with an int value; returns 0 or -errno. */
-export function setsockoptInt(fd: number, level: number, name: number, value: number): number {
-  const v = new Int32Array([value]);
-  return syscall(NR.setsockopt, fd, level, name, addr(v), 4);
-}
-
-/** getsockopt of an int; throws SysError on failure. */
-export function getsockoptInt(fd: number, level: number, name: number): number {
-  const v = new Int32Array(1), len = new Uint32Array([4]);
-  const r = syscall(NR.getsockopt, fd, level, name, addr(v), addr(len));
-  if (r < 0) throw new SysError(`getsockopt(${level}, ${name})`, -r);
-  return v[0];
 }
 
 /** getsockopt into buf; returns the length the kernel wrote, or -errno. */
