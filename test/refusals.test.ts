@@ -8,7 +8,7 @@ import { closeSync, constants, existsSync, openSync, readFileSync, readlinkSync,
 import { join } from "node:path";
 import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, isAlive, criuBun, runWorkload } from "./harness";
 import { imagesDir, cleanupImages } from "./engine-helpers";
-import { UNSUPPORTED, FD_TYPES_REFUSED, ANON_REFUSED, type UnsupportedKey } from "../src/resources/unsupported";
+import { UNSUPPORTED, FD_TYPES_REFUSED, FD_TYPES_NOT_FILES, ANON_REFUSED, type UnsupportedKey } from "../src/resources/unsupported";
 import { FD_KINDS } from "../src/resources/kinds";
 import { FD_TYPE } from "../src/resources/files";
 
@@ -37,10 +37,14 @@ const OTHER: Partial<Record<UnsupportedKey, [string, string, string[]]>> = {
 
 describe("the refusal list and the fd-kind registry", () => {
   test("every fd_types value has a kind or a refusal, never both", () => {
-    for (const [name, type] of Object.entries(FD_TYPE)) {
+    // the generated enum (a TypeScript enum maps numbers back to names too: numbers only)
+    const values = Object.entries(FD_TYPE).filter(([, type]) => typeof type === "number") as [string, number][];
+    expect(values.length).toBeGreaterThanOrEqual(21);
+    for (const [name, type] of values) {
       const kind = FD_KINDS.some((k) => k.type === type);
       const refused = type in FD_TYPES_REFUSED;
-      expect(`${name}: ${kind ? "kind" : ""}${refused ? "refused" : ""}`).toMatch(/: (kind|refused)$/);
+      const notFile = type in FD_TYPES_NOT_FILES;
+      expect(`${name}: ${kind ? "kind" : ""}${refused ? "refused" : ""}${notFile ? "not a file" : ""}`).toMatch(/: (kind|refused|not a file)$/);
     }
     for (const k of [...Object.values(FD_TYPES_REFUSED), ...Object.values(ANON_REFUSED)]) expect(keys).toContain(k);
   });

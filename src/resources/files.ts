@@ -11,7 +11,7 @@ import { FD_KINDS, kindByType } from "./kinds";
 import { regEntry } from "./reg";
 import type { ImageSink, DumpOpts, RestoreCtx, Holder } from "./fdkind";
 import type { Injector } from "../ptrace/inject";
-import { refuse } from "./unsupported";
+import { refuse, ANON_REFUSED } from "./unsupported";
 import type * as S from "../images/schemas";
 import { errnoText } from "../sys/errno";
 import { fdLocks, type LockDump } from "./filelocks";
@@ -191,6 +191,12 @@ export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: 
         const fdPath = `/proc/${pid}/fd/${fd}`;
         const kind = FD_KINDS.find((k) => k.match(target, st, fdPath, opts, dup));
         if (!kind && /^(cgroup|ipc|mnt|net|pid|pid_for_children|time|time_for_children|user|uts):\[\d+\]$/.test(target)) refuse("files", where, "nsfs", `'${target}'`);
+        // /dev/net/tun attached to an interface (fdinfo "iff:"): reopening the device would give an
+        // fd attached to nothing (CRIU keeps it as a tunfile with the link); unattached, it is a
+        // plain character device and reopened as one
+        if (fdinfo.iff !== undefined) refuse("files", where, "tun", `'${fdinfo.iff}'`);
+        const anon = target.startsWith("anon_inode:") ? ANON_REFUSED[target.slice(11).replace(/^\[|\]$/g, "")] : undefined;
+        if (!kind && anon) refuse("files", where, anon, target);
         if (!kind) throw new CriuError("files", `${where}: ${describe(target)} is not supported yet`);
         if (opts.nsMounts && kind.type === FD_TYPE.REG && !opts.nsMounts.has(Number(fdinfo.mnt_id))) {
           throw new CriuError("files", `${where}: '${target}' is on a mount outside the tree's mount namespace (mnt_id ${fdinfo.mnt_id}); not supported`);

@@ -52,6 +52,8 @@
 #include <sys/msg.h>
 #include <sys/sem.h>
 #include <linux/aio_abi.h>
+#include <linux/bpf.h>
+#include <linux/if_tun.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <net/if.h>
@@ -212,6 +214,26 @@ static void setup(void) {
 		a.config = PERF_COUNT_SW_TASK_CLOCK;
 		NEED((fd_a = (int)syscall(SYS_perf_event_open, &a, 0, -1, -1, 0)) >= 0);
 	} else if (is("nsfs")) NEED((fd_a = open("/proc/self/ns/net", O_RDONLY)) >= 0);
+	else if (is("tun")) { /* a tap device the kernel names (cbrfN), gone with its last fd */
+		struct ifreq ifr;
+		memset(&ifr, 0, sizeof ifr);
+		ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
+		strcpy(ifr.ifr_name, "cbrf%d");
+		NEED((fd_a = open("/dev/net/tun", O_RDWR | O_CLOEXEC)) >= 0);
+		NEED(ioctl(fd_a, TUNSETIFF, &ifr) == 0);
+	} else if (is("bpf-map")) { /* an array map whose element 0 holds 42 */
+		union bpf_attr a;
+		memset(&a, 0, sizeof a);
+		a.map_type = BPF_MAP_TYPE_ARRAY;
+		a.key_size = 4;
+		a.value_size = 8;
+		a.max_entries = 1;
+		NEED((fd_a = (int)syscall(SYS_bpf, BPF_MAP_CREATE, &a, sizeof a)) >= 0);
+		uint32_t k = 0; uint64_t v = 42;
+		memset(&a, 0, sizeof a);
+		a.map_fd = (uint32_t)fd_a; a.key = (uintptr_t)&k; a.value = (uintptr_t)&v;
+		NEED(syscall(SYS_bpf, BPF_MAP_UPDATE_ELEM, &a, sizeof a) == 0);
+	}
 	else if (is("timens-children")) NEED(unshare(CLONE_NEWTIME) == 0);
 	else if (is("cgroupns")) {
 		readlink("/proc/self/ns/cgroup", cgns_before, sizeof cgns_before - 1);
@@ -251,6 +273,16 @@ static void setup(void) {
 		while (!idle_tid) wl_sleep_ms(1);
 		struct f_owner_ex o = {F_OWNER_TID, idle_tid};
 		NEED(fcntl(fd_a, F_SETOWN_EX, &o) == 0);
+	} else if (is("tun")) {
+		struct ifreq ifr;
+		memset(&ifr, 0, sizeof ifr);
+		WL_CHECK(fd_a >= 0 && ioctl(fd_a, TUNGETIFF, &ifr) == 0 && !strncmp(ifr.ifr_name, "cbrf", 4), "the tap fd is attached to no interface: %m");
+	} else if (is("bpf-map")) {
+		uint32_t k = 0; uint64_t v = 0;
+		union bpf_attr a;
+		memset(&a, 0, sizeof a);
+		a.map_fd = (uint32_t)fd_a; a.key = (uintptr_t)&k; a.value = (uintptr_t)&v;
+		WL_CHECK(fd_a >= 0 && syscall(SYS_bpf, BPF_MAP_LOOKUP_ELEM, &a, sizeof a) == 0 && v == 42, "element 0 of the map is %llu, not 42: %m", (unsigned long long)v);
 	} else if (is("fown-outside")) { /* owned by a process outside the tree (its parent) */
 		NEED(pipe(p) == 0);
 		fd_a = p[0], fd_b = p[1];
