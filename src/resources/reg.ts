@@ -63,6 +63,22 @@ function isTty(rdev: bigint) {
   return major === 4 || major === 5 || (major >= 136 && major <= 143);
 }
 
+/**
+ * Character devices whose open file holds nothing beyond its flags and offset, so that opening
+ * the node again gives what the process had: mem's null, zero, full, random and urandom, and
+ * /dev/net/tun not attached to an interface (attached, files.ts refuses it). Any other (FUSE's
+ * connection, uinput, kmsg's read position, a GPU, a sound card...) would come back as a fresh
+ * open of the device, silently not what it was: refused.
+ */
+function statelessChardev(rdev: bigint): boolean {
+  const major = Number(((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn));
+  const minor = Number((rdev & 0xffn) | ((rdev >> 12n) & ~0xffn));
+  return (major === 1 && [3, 5, 7, 8, 9].includes(minor)) || (major === 10 && minor === 200);
+}
+function devNumbers(rdev: bigint): string {
+  return `${Number(((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn))}:${Number((rdev & 0xffn) | ((rdev >> 12n) & ~0xffn))}`;
+}
+
 export const regKind: FdKind = {
   name: "regular file",
   type: fd_types.REG,
@@ -74,6 +90,7 @@ export const regKind: FdKind = {
     if (st.isCharacterDevice() && isTty(st.rdev) && !ctx.opts.shellJob) {
       refuse("files", ctx.where, "terminal", `'${target}'; --shell-job gives a shell job criu-bun's terminal at restore`);
     }
+    if (st.isCharacterDevice() && !isTty(st.rdev) && !statelessChardev(st.rdev)) refuse("files", ctx.where, "chardev", `'${target}', ${devNumbers(st.rdev)}`);
     const size = st.isFile() ? st.size : undefined;
     // many fds on one file: its build-id is read once (same inode, size and change times)
     const ids = { map: ctx.files.buildIds, key: `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}` };

@@ -20,6 +20,7 @@ export const UNSUPPORTED = {
   "nsfs": "namespace file",
   "tun": "tun/tap device attached to an interface",
   "bpf-map": "BPF map",
+  "chardev": "character device other than null, zero, full, random, urandom, a terminal or an unattached tun",
   // task attributes (dump/task.ts)
   "timens-children": "time namespace for children differing from its own",
   "chroot": "root directory other than criu-bun's",

@@ -214,6 +214,11 @@ static void setup(void) {
 		a.config = PERF_COUNT_SW_TASK_CLOCK;
 		NEED((fd_a = (int)syscall(SYS_perf_event_open, &a, 0, -1, -1, 0)) >= 0);
 	} else if (is("nsfs")) NEED((fd_a = open("/proc/self/ns/net", O_RDONLY)) >= 0);
+	else if (is("chardev")) { /* /dev/kmsg, one record read: its read position is the open file's */
+		char rec[8192];
+		NEED((fd_a = open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC)) >= 0);
+		NEED(read(fd_a, rec, sizeof rec) > 0);
+	}
 	else if (is("tun")) { /* a tap device the kernel names (cbrfN), gone with its last fd */
 		struct ifreq ifr;
 		memset(&ifr, 0, sizeof ifr);
@@ -273,6 +278,9 @@ static void setup(void) {
 		while (!idle_tid) wl_sleep_ms(1);
 		struct f_owner_ex o = {F_OWNER_TID, idle_tid};
 		NEED(fcntl(fd_a, F_SETOWN_EX, &o) == 0);
+	} else if (is("chardev")) {
+		struct stat k;
+		WL_CHECK(fd_a >= 0 && fstat(fd_a, &k) == 0 && S_ISCHR(k.st_mode) && major(k.st_rdev) == 1 && minor(k.st_rdev) == 11, "the /dev/kmsg fd is gone");
 	} else if (is("tun")) {
 		struct ifreq ifr;
 		memset(&ifr, 0, sizeof ifr);
