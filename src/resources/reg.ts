@@ -59,7 +59,7 @@ export function shellTty(): string | undefined {
 }
 
 function isTty(rdev: bigint) {
-  const major = Number(rdev >> 8n) & 0xfff;
+  const [major] = majorMinor(rdev);
   return major === 4 || major === 5 || (major >= 136 && major <= 143);
 }
 
@@ -71,12 +71,12 @@ function isTty(rdev: bigint) {
  * open of the device, silently not what it was: refused.
  */
 function statelessChardev(rdev: bigint): boolean {
-  const major = Number(((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn));
-  const minor = Number((rdev & 0xffn) | ((rdev >> 12n) & ~0xffn));
+  const [major, minor] = majorMinor(rdev);
   return (major === 1 && [3, 5, 7, 8, 9].includes(minor)) || (major === 10 && minor === 200);
 }
-function devNumbers(rdev: bigint): string {
-  return `${Number(((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn))}:${Number((rdev & 0xffn) | ((rdev >> 12n) & ~0xffn))}`;
+/** glibc's dev_t split (st_rdev as stat gives it) */
+function majorMinor(rdev: bigint): [number, number] {
+  return [Number(((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn)), Number((rdev & 0xffn) | ((rdev >> 12n) & ~0xffn))];
 }
 
 export const regKind: FdKind = {
@@ -90,7 +90,7 @@ export const regKind: FdKind = {
     if (st.isCharacterDevice() && isTty(st.rdev) && !ctx.opts.shellJob) {
       refuse("files", ctx.where, "terminal", `'${target}'; --shell-job gives a shell job criu-bun's terminal at restore`);
     }
-    if (st.isCharacterDevice() && !isTty(st.rdev) && !statelessChardev(st.rdev)) refuse("files", ctx.where, "chardev", `'${target}', ${devNumbers(st.rdev)}`);
+    if (st.isCharacterDevice() && !isTty(st.rdev) && !statelessChardev(st.rdev)) refuse("files", ctx.where, "chardev", `'${target}', ${majorMinor(st.rdev).join(":")}`);
     const size = st.isFile() ? st.size : undefined;
     // many fds on one file: its build-id is read once (same inode, size and change times)
     const ids = { map: ctx.files.buildIds, key: `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}` };
