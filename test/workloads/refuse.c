@@ -783,14 +783,6 @@ static void check(void) {
 		char t[64] = "";
 		ssize_t n = mem ? readlink(l, t, sizeof t - 1) : -1;
 		WL_CHECK(n > 0 && strstr(t, "io_uring"), "the rings are not mapped (%s)", t);
-	} else if (is("special-map-uring")) {
-		struct io_uring_params prm;
-		memset(&prm, 0, sizeof prm);
-		int u = (int)syscall(SYS_io_uring_setup, 4, &prm);
-		NEED(u >= 0);
-		memlen = prm.sq_off.array + prm.sq_entries * sizeof(unsigned);
-		NEED((mem = mmap(NULL, memlen, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, u, IORING_OFF_SQ_RING)) != MAP_FAILED);
-		close(u); /* the rings live on in the mapping alone */
 	} else if (is("sock-packet")) {
 		WL_CHECK(fd_a >= 0 && geti_(fd_a, SOL_SOCKET, SO_TYPE) == SOCK_PACKET, "not a SOCK_PACKET socket");
 	} else if (is("netlink-bound")) {
