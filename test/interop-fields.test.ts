@@ -9,7 +9,7 @@ import { afterAll, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { cleanup, criuBunCommand, REPO_ROOT, startWorkload, trigger, waitResult, waitUntil } from "./harness";
+import { cleanup, criuBunCommand, REPO_ROOT, startWorkload, trigger, waitResult, waitUntil, type Workload } from "./harness";
 import { readImage, writeImage } from "../src/images/image";
 import { clone, create } from "@bufbuild/protobuf";
 import * as S from "../src/images/schemas";
@@ -29,6 +29,13 @@ function run(tool: "criu-bun" | "criu-4.2", args: string[], dir: string) {
   }
 }
 
+/** restore DIR with RESTORER (detached), wake the workload and see its own check pass */
+async function restoredPasses(restorer: "criu-bun" | "criu-4.2", dir: string, w: Workload) {
+  run(restorer, ["restore", "-d"], dir);
+  trigger(w);
+  expect((await waitResult(w, 15000)).summary).toBe("PASS");
+}
+
 for (const [dumper, restorer] of [["criu-4.2", "criu-bun"], ["criu-bun", "criu-4.2"]] as const) {
   test.skipIf(!have)(`${dumper} dumps, ${restorer} restores: no_new_privs and the seccomp filters still apply`, async () => {
     const w = await startWorkload("seccomp");
@@ -37,10 +44,7 @@ for (const [dumper, restorer] of [["criu-4.2", "criu-bun"], ["criu-bun", "criu-4
     await w.proc!.exited;
     const core = readImage(dir, `core-${w.pid}.img`, "CORE")[0];
     expect(core.threadCore?.creds?.noNewPrivs).toBe(1); // CRIU's field, from both tools
-    run(restorer, ["restore", "-d"], dir);
-    trigger(w);
-    const r = await waitResult(w, 15000);
-    expect(r.summary).toBe("PASS");
+    await restoredPasses(restorer, dir, w);
     // its pty index is free again only once it is gone (the next case needs the same index)
     await waitUntil("the restored workload to be gone", () => !existsSync(`/proc/${w.pid}`), 10000);
   });
@@ -54,10 +58,7 @@ test.skipIf(!have)("criu-4.2 dumps a memfd fchmod'ed to 0640 and fchown'ed, criu
   const [ie] = readImage(dir, "memfd.img", "MEMFD_INODE");
   expect(ie.mode & 0o7777).toBe(0o640);
   expect([ie.uid, ie.gid]).toEqual([4242, 4243]);
-  run("criu-bun", ["restore", "-d"], dir);
-  trigger(w);
-  const r = await waitResult(w, 15000);
-  expect(r.summary).toBe("PASS");
+  await restoredPasses("criu-bun", dir, w);
 });
 
 test.skipIf(!have)("criu-bun dumps a memfd fchmod'ed to 0640 and fchown'ed, criu-4.2 restores it with that mode and owner", async () => {
@@ -67,10 +68,7 @@ test.skipIf(!have)("criu-bun dumps a memfd fchmod'ed to 0640 and fchown'ed, criu
   await w.proc!.exited;
   const [ie] = readImage(dir, "memfd.img", "MEMFD_INODE");
   expect([ie.mode & 0o7777, ie.uid, ie.gid]).toEqual([0o640, 4242, 4243]);
-  run("criu-4.2", ["restore", "-d"], dir);
-  trigger(w);
-  const r = await waitResult(w, 15000);
-  expect(r.summary).toBe("PASS");
+  await restoredPasses("criu-4.2", dir, w);
 });
 
 test("criu-bun writes a memfd's st_mode, as CRIU 4.2 does", async () => {
@@ -92,9 +90,7 @@ for (const [dumper, restorer, mode, mask] of [["criu-4.2", "criu-bun", "membarri
     run(dumper, ["dump", "-t", String(w.pid)], dir);
     await w.proc!.exited;
     expect(readImage(dir, `core-${w.pid}.img`, "CORE")[0].tc?.membarrierRegistrationMask).toBe(mask);
-    run(restorer, ["restore", "-d"], dir);
-    trigger(w);
-    expect((await waitResult(w, 15000)).summary).toBe("PASS");
+    await restoredPasses(restorer, dir, w);
   });
 }
 
@@ -108,9 +104,7 @@ for (const [dumper, restorer] of [["criu-4.2", "criu-bun"], ["criu-bun", "criu-4
     const stopped = readImage(dir, "pstree.img", "PSTREE").find((p) => p.pid !== w.pid)!;
     expect(readImage(dir, `core-${stopped.pid}.img`, "CORE")[0].tc).toMatchObject({ taskState: 3, stopSigno: 20 });
     await waitUntil("the dumped child's pid to be free", () => !existsSync(`/proc/${stopped.pid}`), 10000);
-    run(restorer, ["restore", "-d"], dir);
-    trigger(w);
-    expect((await waitResult(w, 15000)).summary).toBe("PASS");
+    await restoredPasses(restorer, dir, w);
   });
 }
 
@@ -147,10 +141,7 @@ for (const [dumper, restorer] of [["criu-bun", "criu-4.2"], ["criu-4.2", "criu-b
     const files = readImage(dir, "files.img", "FILES");
     for (const f of files.filter((x) => x.tty)) expect(files.find((x) => x.id === f.tty!.regfId)?.reg?.name).toMatch(/^\/dev\/(ptmx|pts\/\d+)$/);
     await ptysFree(dir);
-    run(restorer, ["restore", "-d"], dir);
-    trigger(w);
-    const r = await waitResult(w, 15000);
-    expect(r.summary).toBe("PASS");
+    await restoredPasses(restorer, dir, w);
     // its pty index is free again only once it is gone (the next case needs the same index)
     await waitUntil("the restored workload to be gone", () => !existsSync(`/proc/${w.pid}`), 10000);
   });
@@ -188,10 +179,7 @@ for (const [dumper, restorer] of [["criu-bun", "criu-4.2"], ["criu-4.2", "criu-b
       [0, 0, 3, 0x21, 0x501, 2], // A
     ]);
     await treeGone(dir);
-    run(restorer, ["restore", "-d"], dir);
-    trigger(w);
-    const r = await waitResult(w, 15000);
-    expect(r.summary).toBe("PASS");
+    await restoredPasses(restorer, dir, w);
   }, 90000);
 }
 
@@ -239,10 +227,7 @@ for (const [dumper, restorer] of [["criu-bun", "criu-4.2"], ["criu-4.2", "criu-b
     const flags = readImage(dir, "files.img", "FILES").filter((f) => f.pidfd).map((f) => f.pidfd!.flags).sort((a, b) => a - b);
     expect(flags).toEqual([0, 0, 0, 0o4000]);
     await treeGone(dir);
-    run(restorer, ["restore", "-d"], dir);
-    trigger(w);
-    const r = await waitResult(w, 15000);
-    expect(r.summary).toBe("PASS");
+    await restoredPasses(restorer, dir, w);
   }, 90000);
 }
 
@@ -262,10 +247,7 @@ for (const mode of ["ctty", "cttyclosed"]) {
       for (const i of infos) expect([i.id, i.sid, i.pgrp]).toEqual([i.id, leader.pid, leader.pgid]);
       await treeGone(dir);
       await ptysFree(dir);
-      run(restorer, ["restore", "-d"], dir);
-      trigger(w);
-      const r = await waitResult(w, 15000);
-      expect(r.summary).toBe("PASS");
+      await restoredPasses(restorer, dir, w);
       await treeGone(dir); // its pty index is free again only once all of it is gone
     }, 90000);
   }
@@ -280,9 +262,6 @@ for (const [dumper, restorer] of [["criu-4.2", "criu-bun"], ["criu-bun", "criu-b
     const dir = mkdtempSync(join(tmp, `procpid-${dumper}-${restorer}-`));
     run(dumper, ["dump", "-t", String(w.pid)], dir);
     await treeGone(dir);
-    run(restorer, ["restore", "-d"], dir);
-    trigger(w);
-    const r = await waitResult(w, 15000);
-    expect(r.summary).toBe("PASS");
+    await restoredPasses(restorer, dir, w);
   }, 90000);
 }
