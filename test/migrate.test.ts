@@ -53,10 +53,10 @@ async function startCounter(ns: string, mib: number, echo?: string, extra = "") 
 }
 
 /** The destination: migrate --listen in netns ns, its stdout in a file; resolves once it listens. */
-async function listen(ns: string, port: number, address = "0.0.0.0", extra: string[] = []) {
+async function listen(ns: string, port: number, address = "0.0.0.0", extra: string[] = [], env: Record<string, string> = {}) {
   const d = tmp("dst");
   const p = Bun.spawn(inNs(ns, [...criuBunCommand(), "migrate", "--listen", String(port), "--address", address, "-D", d, "-v4", "-o", "migrate.log", ...extra]), {
-    stdin: "ignore", stdout: Bun.file(join(d, "stdout")), stderr: Bun.file(join(d, "stderr")), cwd: REPO_ROOT,
+    stdin: "ignore", stdout: Bun.file(join(d, "stdout")), stderr: Bun.file(join(d, "stderr")), cwd: REPO_ROOT, env: { ...process.env, ...env },
   });
   procs.push(p);
   await waitFor(() => (text(join(d, "stdout")) ?? "").includes("listening on"), "destination listening");
@@ -308,12 +308,7 @@ test("the restore on the destination fails: the source is resumed untouched and 
   const ns = nets.make("rfail");
   const { pid, w } = await startCounter(ns, 8);
   await waitFor(() => count(w) > 50, "counter running");
-  const d = tmp("dst");
-  const p = Bun.spawn(inNs(ns, [...criuBunCommand(), "migrate", "--listen", "7505", "--address", "127.0.0.1", "-D", d, "-v4", "-o", "migrate.log"]), {
-    stdin: "ignore", stdout: Bun.file(join(d, "stdout")), stderr: "ignore", cwd: REPO_ROOT, env: { ...process.env, CRIU_BUN_FAULT: "restore-end" },
-  });
-  procs.push(p);
-  await waitFor(() => (text(join(d, "stdout")) ?? "").includes("listening on"), "destination listening");
+  const { p, d } = await listen(ns, 7505, "127.0.0.1", [], { CRIU_BUN_FAULT: "restore-end" });
   const src = migrate(ns, pid, "127.0.0.1:7505");
   const r = await src.done();
   expect(r.code).toBe(1);
@@ -335,12 +330,7 @@ test("post-copy: the destination's lazy-pages daemon killed while the memory sti
   const ns = nets.make("pcdie");
   // one page written a second, and the background copy held to 1 MiB/s: 32 MiB take about 16 s
   const { pid } = await startCounter(ns, 32, undefined, "--rate 1");
-  const d = tmp("dst");
-  const p = Bun.spawn(inNs(ns, [...criuBunCommand(), "migrate", "--listen", "7507", "--address", "127.0.0.1", "-D", d, "-v4", "-o", "migrate.log"]), {
-    stdin: "ignore", stdout: Bun.file(join(d, "stdout")), stderr: "ignore", cwd: REPO_ROOT, env: { ...process.env, CRIU_BUN_LAZY_RATE: "1" },
-  });
-  procs.push(p);
-  await waitFor(() => (text(join(d, "stdout")) ?? "").includes("listening on"), "destination listening");
+  const { p, d } = await listen(ns, 7507, "127.0.0.1", [], { CRIU_BUN_LAZY_RATE: "1" });
   const src = migrate(ns, pid, "127.0.0.1:7507");
   const r = await src.done();
   if (r.code !== 0) throw new Error(`migrate failed (${r.code}): ${r.stderr}\n${src.log()}`);
