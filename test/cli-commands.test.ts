@@ -8,6 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { buildWorkloads, cleanup, criuBunCommand, REPO_ROOT, startWorkload, workloadBin } from "./harness";
+import { waitFor } from "./netns";
 import { readImage } from "../src/images/image";
 import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import { criu_reqSchema, criu_respSchema, criu_req_type as T, type criu_resp } from "../src/images/gen/rpc_pb";
@@ -30,15 +31,6 @@ afterAll(() => {
 });
 
 function text(p: string): string | null { try { return readFileSync(p, "utf8"); } catch { return null; } }
-async function waitFor<T>(fn: () => T | null | undefined | false, what: string, ms = 20000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timeout: ${what}`);
-    await Bun.sleep(20);
-  }
-}
 function cb(args: string[], o: { cwd?: string; pre?: string[]; stdin?: any } = {}) {
   const r = Bun.spawnSync([...(o.pre ?? []), ...criuBunCommand(), ...args], { stdout: "pipe", stderr: "pipe", cwd: o.cwd ?? REPO_ROOT, stdin: o.stdin ?? "ignore", timeout: 60000 });
   return { code: r.exitCode, out: r.stdout.toString(), err: r.stderr.toString() };

@@ -4,7 +4,7 @@ import { readFileSync, readdirSync, existsSync, mkdtempSync, rmSync, writeFileSy
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, isAlive, criuBunCommand, criuBun, waitUntil, cpuTicks } from "./harness";
-import { dump, restore, imagesDir, cleanupImages, waitReaped } from "./engine-helpers";
+import { dump, restore, imagesDir, cleanupImages, waitReaped, dumpRestoreVerify } from "./engine-helpers";
 
 beforeAll(async () => { await buildWorkloads(); }, 120_000);
 afterAll(() => { cleanup(); cleanupImages(); });
@@ -165,14 +165,7 @@ describe("children that exit while the tree is frozen", () => {
 
 describe("copy-on-write", () => {
   test("a child keeps a private mapping shared with its parent, but a page only the parent wrote (in a run of the parent's pages that began in another VMA) reads as zeroes in the child", async () => {
-    const w = await startWorkload("cowdrop");
-    const dir = imagesDir("cowdrop");
-    dump(w.pid, dir);
-    const r = await restore(dir, w.pid);
-    trigger(w);
-    const res = await waitResult(w, 15000);
-    expect(res.text).toStartWith("PASS");
-    expect(await r.proc.exited).toBe(0);
+    const { dir } = await dumpRestoreVerify("cowdrop");
     expect(readFileSync(join(dir, "restore.log"), "utf8")).toMatch(/page\(s\) inherited from the parent that it did not have dropped/);
   });
 
