@@ -2,7 +2,7 @@
 // release (-R) or leave it stopped (-s). Any failure before the end releases the process
 // untouched (registers were restored after every injection).
 import { create, type DescMessage } from "@bufbuild/protobuf";
-import { statSync, existsSync, readlinkSync, readFileSync, mkdtempSync, rmSync } from "node:fs";
+import { statSync, existsSync, readlinkSync, mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { DumpStage, under, openDir, type DirHandle } from "../images/safefs";
 import { SeccompChains } from "../resources/seccomp";
@@ -19,7 +19,7 @@ import { pagesToDump, type DumpedVma, type PageRun } from "../resources/memory";
 import type { PagemapRun } from "../images/pagemap";
 import { dumpFds, FileTable, FdTwins, type FdDump } from "../resources/files";
 import type { LockDump } from "../resources/filelocks";
-import { readStat, readStatus, listChildren, fdLinks } from "../sys/proc";
+import { readStat, readStatus, listChildren, fdLinks, sigkillPending } from "../sys/proc";
 import { ImageSink, type DumpOpts } from "../resources/fdkind";
 import { dumpShmem } from "../resources/shmem";
 import { saveGhost, dropLinkRemaps, keepLinkRemaps } from "../resources/reg";
@@ -128,10 +128,8 @@ function sameTreeAsFrozen(tree: TreeNode[]) {
   // a SIGKILL sent but not acted on yet counts: it is pending in every thread of a dying process
   const state = (pid: number, tid?: number) => {
     try {
-      const s = readFileSync(`/proc/${pid}/task/${tid ?? pid}/status`, "latin1");
-      const pnd = /^SigPnd:\s*([0-9a-f]+)/m.exec(s), shd = /^ShdPnd:\s*([0-9a-f]+)/m.exec(s);
-      if ([pnd, shd].some((m) => m && BigInt(`0x${m[1]}`) & 0x100n)) return "X";
-      return /^State:\s*(\S)/m.exec(s)?.[1] ?? "gone";
+      const s = readStatus(pid, tid ?? pid);
+      return sigkillPending(s) ? "X" : s.State?.[0] ?? "gone";
     } catch { return "gone"; }
   };
   for (const n of tree) {

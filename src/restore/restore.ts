@@ -1,6 +1,7 @@
 // The restore pipeline: load and validate all images, check the PIDs are free, then build the
 // process from a puppet. Any failure kills what was built.
 import { statSync, readFileSync } from "node:fs";
+import { readStat, readStatus, sigkillPending } from "../sys/proc";
 import { setNetworkLockSkip } from "../net/netlock";
 import { openDir, checkImagesTrusted, replaceFile } from "../images/safefs";
 import { loadImages, type RestoreSet } from "./images";
@@ -117,10 +118,11 @@ function precheck(set: RestoreSet, o: RestoreOptions) {
 function pidFree(pid: number): boolean {
   const deadline = Date.now() + 10000;
   for (;;) {
-    let f: string[];
-    try { f = readFileSync(`/proc/${pid}/stat`, "latin1").replace(/^.*\) /s, "").split(" "); } catch { return true; }
-    const state = f[0], flags = Number(f[6]);
-    const dying = state === "Z" || state === "X" || (flags & 0x4 /* PF_EXITING */) !== 0 || sigkillPending(pid);
+    let st;
+    try { st = readStat(pid); } catch { return true; }
+    let killed = false;
+    try { killed = sigkillPending(readStatus(pid)); } catch {}
+    const dying = st.state === "Z" || st.state === "X" || (st.flags & 0x4 /* PF_EXITING */) !== 0 || killed;
     if (!dying || Date.now() > deadline) return false;
     tick();
     Bun.sleepSync(10);
@@ -128,16 +130,9 @@ function pidFree(pid: number): boolean {
 }
 function pidUser(pid: number): string {
   try {
-    const st = readFileSync(`/proc/${pid}/stat`, "latin1");
-    const comm = st.slice(st.indexOf("(") + 1, st.lastIndexOf(")"));
-    return st.slice(st.lastIndexOf(") ") + 2)[0] === "Z" ? ` (by a zombie '${comm}' not reaped in 10 s)` : ` (by '${comm}')`;
+    const st = readStat(pid);
+    return st.state === "Z" ? ` (by a zombie '${st.comm}' not reaped in 10 s)` : ` (by '${st.comm}')`;
   } catch { return ""; }
-}
-function sigkillPending(pid: number): boolean {
-  try {
-    const s = readFileSync(`/proc/${pid}/status`, "latin1");
-    return [/^SigPnd:\s*([0-9a-f]+)/m.exec(s), /^ShdPnd:\s*([0-9a-f]+)/m.exec(s)].some((m) => m !== null && (BigInt(`0x${m[1]}`) & 0x100n) !== 0n);
-  } catch { return false; }
 }
 
 function checkFile(pid: number, what: string, reg: S.reg_file_entry, checkSize = true) {

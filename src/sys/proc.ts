@@ -132,6 +132,11 @@ export function readStatus(pid: number, tid?: number): Record<string, string> {
   return out;
 }
 
+/** A SIGKILL pending for the thread, in its own queue or its process's (status as readStatus gives it): it is dying. */
+export function sigkillPending(status: Record<string, string>): boolean {
+  return ["SigPnd", "ShdPnd"].some((k) => status[k] !== undefined && (BigInt(`0x${status[k]}`) & 0x100n) !== 0n);
+}
+
 export function listTids(pid: number): number[] {
   return readdirSync(`/proc/${pid}/task`).map(Number).sort((a, b) => (a === pid ? -1 : b === pid ? 1 : a - b));
 }
