@@ -57,9 +57,13 @@ export class FileTable {
 
 const O_CLOEXEC = 0o2000000;
 
+/** the name of an anon_inode:[NAME] target (brackets off), undefined for any other */
+function anonName(target: string): string | undefined {
+  return target.startsWith("anon_inode:") ? target.slice(11).replace(/^\[|\]$/g, "") : undefined;
+}
 function describe(target: string): string {
-  if (target.startsWith("anon_inode:")) return `${target.slice(11).replace(/^\[|\]$/g, "")} (${target})`;
-  return `'${target}'`;
+  const anon = anonName(target);
+  return anon !== undefined ? `${anon} (${target})` : `'${target}'`;
 }
 
 /** An fd already dumped, to find the same open file description through other fds and processes. */
@@ -195,7 +199,7 @@ export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: 
         // fd attached to nothing (CRIU keeps it as a tunfile with the link); unattached, it is a
         // plain character device and reopened as one
         if (fdinfo.iff !== undefined) refuse("files", where, "tun", `'${fdinfo.iff}'`);
-        const anon = target.startsWith("anon_inode:") ? ANON_REFUSED[target.slice(11).replace(/^\[|\]$/g, "")] : undefined;
+        const anon = ANON_REFUSED[anonName(target) ?? ""];
         if (!kind && anon) refuse("files", where, anon, target);
         if (!kind) throw new CriuError("files", `${where}: ${describe(target)} is not supported yet`);
         if (opts.nsMounts && kind.type === FD_TYPE.REG && !opts.nsMounts.has(Number(fdinfo.mnt_id))) {
