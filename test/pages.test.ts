@@ -82,7 +82,7 @@ describe("page pipeline", () => {
     const ready = join(imagesDir("pagemap-ready"), "ready");
     const py = Bun.spawn(["python3", "-c",
       "import mmap, sys, time\nm = mmap.mmap(-1, 256 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)\nfor i in range(0, 256 << 20, 3 * 4096): m[i] = 1\nopen(sys.argv[1], 'w').write('ready')\ntime.sleep(600)", ready],
-      { stdin: "ignore", stdout: "ignore", stderr: "ignore" });
+      { stdin: "ignore", stdout: "ignore", stderr: "ignore", detached: true });
     try {
       await waitUntil("python3 to fill its 256 MiB", () => existsSync(ready), 30000);
       const images: Record<string, Buffer>[] = [];

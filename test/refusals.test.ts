@@ -122,7 +122,7 @@ describe("dump refuses what it cannot restore exactly; the target runs on", () =
   test("the workload's checks fail when the thing is undone (fown, scm-rights, sigtrap, guard, lease, aio, epoll-stale, ipcns-objects and the variants above)", async () => {
     for (const key of ["fown", "scm-rights", "sigtrap", "guard", "lease", "aio", "epoll-stale", "ipcns-objects",
       "scm-rights-stream", "scm-rights-seqpacket", "tmpfile-rodir", "epoll-closed", "aio-events", "lease-write", "memfd-map-private",
-      "packet-opts", "special-map", "special-map-uring", "sock-packet", "netlink-bound", "fanotify-marks", "tty-queued-master", "fown-outside", "pidfd-dead2"]) {
+      "packet-opts", "special-map", "special-map-uring", "sock-packet", "netlink-bound", "fanotify-marks", "tty-queued-master", "fown-outside", "pidfd-dead2", "session-outside-pidns", "session-leader-gone", "pgrp-leader-gone"]) {
       const bad = await runWorkload("refuse", [key, "--selftest-corrupt"]);
       expect(`${key}: ${bad.summary}`).toStartWith(`${key}: FAIL`);
     }

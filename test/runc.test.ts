@@ -289,7 +289,7 @@ test.skipIf(!built)("criu-bun restore -d --restore-sibling --inherit-fd fd[N]:pi
   mkdirSync(dir);
   // a shell counting into a pipe (stdout and stderr); the pipe's read end is read through cat
   const a = pipe();
-  const sh = Bun.spawn(["sh", "-c", "i=0; while :; do i=$((i+1)); echo \"tick $i\"; sleep 0.05; done"], { stdin: "ignore", stdout: a[1], stderr: a[1] });
+  const sh = Bun.spawn(["sh", "-c", "i=0; while :; do i=$((i+1)); echo \"tick $i\"; sleep 0.05; done"], { stdin: "ignore", stdout: a[1], stderr: a[1], detached: true });
   spawned.push(sh);
   closeSync(a[1]);
   const c1 = Bun.spawn(["cat"], { stdin: a[0], stdout: "pipe" });

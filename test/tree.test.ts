@@ -139,7 +139,7 @@ describe("children that exit while the tree is frozen", () => {
   test("a shell running /bin/true without pause: 20 dumps in a row succeed (a child exiting mid-freeze is dumped as its parent's zombie); the last image restores and the shell counts on", async () => {
     const work = mkdtempSync(join(tmpdir(), "criu-bun-forkloop-"));
     const tick = join(work, "tick");
-    const sh = Bun.spawn(["sh", "-c", `i=0; while :; do i=$((i+1)); echo $i > ${tick}.new; mv ${tick}.new ${tick}; /bin/true; done`], { stdin: "ignore", stdout: "ignore", stderr: "ignore" });
+    const sh = Bun.spawn(["sh", "-c", `i=0; while :; do i=$((i+1)); echo $i > ${tick}.new; mv ${tick}.new ${tick}; /bin/true; done`], { stdin: "ignore", stdout: "ignore", stderr: "ignore", detached: true /* a session leader, as dump wants without --shell-job */ });
     const count = () => { try { return Number(readFileSync(tick, "utf8")) || 0; } catch { return 0; } };
     try {
       await waitUntil("the shell to count", () => count() >= 20, 30000);

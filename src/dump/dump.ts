@@ -398,6 +398,28 @@ function unlockHook(hooks: Hooks | undefined, pid: number) {
 }
 
 
+/**
+ * Sessions and process groups restore can give back exactly: every process's session and group
+ * are led by a process of the tree (restore recreates them with setsid/setpgid), or, with
+ * --shell-job, are the root's own (restore puts the tree in criu-bun's session and group, the
+ * job's). A leader outside the tree's PID namespace (session or group 0 seen from inside) or a
+ * leader that is gone cannot be recreated: refused, as CRIU refuses them.
+ */
+function checkSessions(tree: TreeNode[], ns: NsView, shellJob: boolean) {
+  const inTree = new Set(tree.map((n) => ns.v(n.pid)));
+  const root = ns.groups(tree[0].pid);
+  for (const n of tree) {
+    const { pgid, sid } = ns.groups(n.pid), where = `process ${n.pid}`;
+    if (sid === 0) refuse("dump", where, "session-outside-pidns", "getsid() is 0 inside its PID namespace");
+    if (pgid === 0) refuse("dump", where, "session-outside-pidns", "its process group leader is outside its PID namespace");
+    if (!inTree.has(sid) && !(shellJob && sid === root.sid)) {
+      if (n === tree[0]) throw new CriuError("dump", `${where} is not a session leader (its session is ${sid}); dump with --shell-job to restore it into criu-bun's session, or make it one (setsid)`);
+      refuse("dump", where, "session-leader-gone", `session ${sid}`);
+    }
+    if (!inTree.has(pgid) && !(shellJob && pgid === root.pgid)) refuse("dump", where, "pgrp-leader-gone", `process group ${pgid}`);
+  }
+}
+
 function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pageServer: PageServerClient | undefined, track: MemTracker): DumpStats {
   const d = o.dir;
   const files = new FileTable();
@@ -406,6 +428,7 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
   const stats: DumpStats = { pids: tree.map((n) => n.pid), freezingTime: Math.round(freezeMs * 1000), frozenTime: 0, memdumpTime: 0, memwriteTime: 0, pagesScanned: 0, pagesWritten: 0, pagesSkippedParent: 0 };
   const pstree: Record<string, any>[] = [];
   const ns = new NsView(tree[0].pid, !!((o.emptyNs ?? 0) & CLONE_NEWNET), o.extNetNs);
+  checkSessions(tree, ns, !!o.shellJob);
   writeTreeNsImages(d, ns);
   if (ns.container && !o.preDump) {
     // (a pre-dump keeps memory for the next dump; the mounts are saved by that dump, as criu

@@ -27,6 +27,9 @@ export const UNSUPPORTED = {
   "cgroupns": "cgroup namespace of its own",
   "ipcns-objects": "SysV message queue, semaphore set or unattached shared memory in its own IPC namespace",
   "sigtrap": "pending SIGTRAP",
+  "session-outside-pidns": "session or process group led from outside its PID namespace",
+  "session-leader-gone": "session whose leader is not in the tree",
+  "pgrp-leader-gone": "process group whose leader is not in the tree",
   // memory (resources/memory.ts)
   "droppable": "MAP_DROPPABLE mapping",
   "shmem-private": "private mapping of a shared memory object",

@@ -93,6 +93,7 @@ function precheck(set: RestoreSet, o: RestoreOptions) {
   if (o.cgRoots?.length && !o.ignoreCgroups) applyCgRoots(set.cgroups, taskCgSet(set.tasks[0]?.cores.get(set.tasks[0].pid)), o.cgRoots, set.inventory.rootCgSet);
   const used = new Set(set.tasks.map((t) => taskCgSet(t.cores.get(t.pid)) ?? 0));
   if (!o.ignoreCgroups) precheckCgroups([...set.cgroups.values()], used, !!o.manageCgroups);
+  checkSessions(set.tasks, !!o.shellJob);
   // /proc/PID paths of the tree's own processes exist once they do (their fds are opened after every process is made)
   const treePids = new Set(set.newPidNs ? [] : set.tasks.map((t) => t.pid));
   for (const t of set.tasks) {
@@ -240,7 +241,7 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
       } else b.createFromParent(byPid.get(t.ppid)!);
       const cg = taskCgSet(t.cores.get(t.pid));
       if (cg && !o.ignoreCgroups && set.cgroups.has(cg)) enterCgroups(b.pid, set.cgroups.get(cg)!, !!o.manageCgroups);
-      b.restoreSession(inTree, o.shellJob);
+      b.restoreSession(inTree);
       // memory before the children are forked from it: what they share stays shared
       phase("restoring memory", t.pid);
       if (!t.zombie) b.restoreMemory();
@@ -354,4 +355,27 @@ function handOverPtsMaster(hooks: Hooks | undefined, h: { pid: number; fd: numbe
   try { runHook(hooks, "orphan-pts-master", { pid: h.pid, fd }); }
   finally { closeFd(fd); }
   log.info(`/dev/pts/${index}: its new master was handed to the caller`);
+}
+
+/**
+ * Sessions and process groups restore can make exactly: led by a process of the images (made
+ * with setsid and setpgid), or, with --shell-job, the root's own, which become criu-bun's (the
+ * job's). Any other leader would need a process that is not in the images: refused before
+ * anything is made, as CRIU's restore refuses it.
+ */
+function checkSessions(tasks: { pid: number; pgid: number; sid: number }[], shellJob: boolean) {
+  const inTree = new Set(tasks.map((t) => t.pid));
+  const root = tasks[0];
+  for (const t of tasks) {
+    if (!inTree.has(t.sid) && !(shellJob && t.sid === root.sid)) {
+      throw new CriuError("restore", t === root
+        ? `process ${t.pid} was not a session leader (session ${t.sid}); restore it with --shell-job to put it in criu-bun's session`
+        : `process ${t.pid}: its session ${t.sid} is led by a process that is not in the images`);
+    }
+    if (!inTree.has(t.pgid) && !(shellJob && t.pgid === root.pgid)) {
+      throw new CriuError("restore", t === root
+        ? `process ${t.pid} was not a process group leader (group ${t.pgid}); restore it with --shell-job to put it in criu-bun's group`
+        : `process ${t.pid}: its process group ${t.pgid} is led by a process that is not in the images`);
+    }
+  }
 }

@@ -496,10 +496,10 @@ export class TaskBuilder {
   }
 
   /** Right after creation, before its children exist: a session leader starts its session. */
-  restoreSession(inTree: Set<number>, shellJob?: boolean) {
+  restoreSession(inTree: Set<number>) {
     const t = this.t;
     if (t.sid === t.pid) this.inj!.ok(`setsid in ${t.pid}`, NR.setsid);
-    else if (!inTree.has(t.sid) && !shellJob) log.warn(`process ${t.pid} belonged to session ${t.sid}; it joins criu-bun's`);
+    else if (!inTree.has(t.sid)) log.info(`process ${t.pid}: session ${t.sid} was the shell job's; it joins criu-bun's`); // (restore.ts checkSessions)
   }
   /** Once every process exists: process groups (leaders first, see restore.ts). */
   restoreGroup() {

@@ -71,7 +71,7 @@
 static char cgns_before[64]; /* cgroupns: the namespace it left */
 static int ipc_msq = -1, ipc_sem = -1; /* ipcns-objects: a message queue and a semaphore set in its own IPC namespace */
 static int fd_a = -1, fd_b = -1;
-static pid_t child;
+static pid_t child, leader;
 static char *mem;
 static size_t memlen = 1 << 20;
 static unsigned long aio_ctx;
@@ -240,6 +240,47 @@ static void setup(void) {
 		NEED(syscall(SYS_bpf, BPF_MAP_UPDATE_ELEM, &a, sizeof a) == 0);
 	}
 	else if (is("timens-children")) NEED(unshare(CLONE_NEWTIME) == 0);
+	else if (is("session-outside-pidns")) {
+		/* the init of a PID namespace of its own whose session (ours) is led from outside it:
+		 * getsid() is 0 there. It is the process dumped (DIR/ready names it). */
+		NEED(unshare(CLONE_NEWPID) == 0);
+		NEED((child = fork()) >= 0);
+		if (child == 0) { for (;;) pause(); }
+		wl_pid = child;
+		culprit(child);
+		leader = getpid();
+	} else if (is("session-leader-gone") || is("pgrp-leader-gone")) {
+		/* a child whose session (or process group) leader exited: it came back to us, a
+		 * subreaper, and its session (group) id names a process that is no more */
+		int p[2];
+		NEED(prctl(PR_SET_CHILD_SUBREAPER, 1) == 0 && pipe(p) == 0);
+		pid_t a = fork();
+		NEED(a >= 0);
+		if (a == 0) {
+			if (is("session-leader-gone") ? setsid() < 0 : setpgid(0, 0) != 0) _exit(1);
+			pid_t b = fork();
+			if (b < 0) _exit(1);
+			if (b == 0) { close(p[0]); write(p[1], "y", 1); for (;;) pause(); }
+			_exit(0);
+		}
+		close(p[1]);
+		char c = 0;
+		NEED(read(p[0], &c, 1) == 1 && c == 'y');
+		close(p[0]);
+		NEED(waitpid(a, NULL, 0) == a);
+		for (int i = 0; i < 1000 && !child; i++) { /* the grandchild, reparented to us */
+			char l[64], b[512];
+			snprintf(l, sizeof l, "/proc/self/task/%d/children", (int)getpid());
+			int f = open(l, O_RDONLY);
+			ssize_t n = f >= 0 ? read(f, b, sizeof b - 1) : -1;
+			if (f >= 0) close(f);
+			if (n > 0) b[n] = 0, child = (pid_t)atoi(b);
+			if (!child) wl_sleep_ms(5);
+		}
+		NEED(child > 0);
+		leader = a;
+		culprit(child);
+	}
 	else if (is("cgroupns")) {
 		readlink("/proc/self/ns/cgroup", cgns_before, sizeof cgns_before - 1);
 		NEED(unshare(CLONE_NEWCGROUP) == 0);
@@ -594,11 +635,20 @@ static void undo(void) {
 	if (is("scm-rights-stream") || is("scm-rights-seqpacket")) close(fd_b), fd_b = -1; /* the receiver, messages and all */
 	if (is("fanotify-marks")) close(wfd), wfd = -1;
 	if (is("timens-children") || is("cgroupns")) wl_failf("selftest: cannot undo %s", mode);
+	if (is("session-outside-pidns") || is("session-leader-gone") || is("pgrp-leader-gone")) leader = -1; /* the check then sees another */
 }
 
 static void check(void) {
 	struct stat st;
-	if (is("timens-children")) {
+	if (is("session-outside-pidns")) {
+		WL_CHECK(kill(child, 0) == 0 && getsid(child) == leader, "the namespace's init left our session (%d)", (int)getsid(child));
+		kill(child, SIGKILL), waitpid(child, NULL, 0);
+		wl_pid = getpid(); /* DIR/ready named the child */
+	} else if (is("session-leader-gone") || is("pgrp-leader-gone")) {
+		pid_t now = is("session-leader-gone") ? getsid(child) : getpgid(child);
+		WL_CHECK(now == leader, "the child's %s is %d, not %d", is("session-leader-gone") ? "session" : "process group", (int)now, (int)leader);
+		kill(child, SIGKILL), waitpid(child, NULL, 0);
+	} else if (is("timens-children")) {
 		char a[64] = "", b[64] = "";
 		readlink("/proc/self/ns/time", a, sizeof a - 1);
 		readlink("/proc/self/ns/time_for_children", b, sizeof b - 1);
