@@ -281,7 +281,7 @@ describe("UTS and other namespaces", () => {
 
 describe("time namespaces", () => {
   test("a process in its own time namespace keeps its shifted clocks (they continue from the dump)", async () => {
-    const w = await startWorkload("counter", [], { wrap: ["unshare", "--time", "--fork", "--monotonic", "1000000", "--boottime", "2000000", "--"] });
+    const w = await startWorkload("counter", [], { wrap: ["unshare", "--time", "--fork", "--monotonic", "1000000", "--boottime", "2000000", "--", "setsid"] });
     const uptime = (pid: number) => Number(Bun.spawnSync(["nsenter", "-T", "-t", String(pid), "cat", "/proc/uptime"]).stdout.toString().split(" ")[0]);
     const host = () => Number(readFileSync("/proc/uptime", "utf8").split(" ")[0]);
     const before = uptime(w.pid);
