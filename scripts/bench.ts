@@ -50,6 +50,10 @@ const MIGRATE = (process.env.BENCH_MIGRATE ?? (QUICK ? "64" : "256,1024,4096")).
   return false;
 });
 const MIGRATE_EAGER = process.env.BENCH_MIGRATE_EAGER === "1";
+/** BENCH_ONLY=migrate: the migrate rows alone */
+const ONLY_MIGRATE = process.env.BENCH_ONLY === "migrate";
+/** BENCH_MIGRATE_LOGS=DIR: each migration's logs (source and destination, -v4) kept there */
+const MIGRATE_LOGS = process.env.BENCH_MIGRATE_LOGS;
 const exe = process.env.CRIU_BUN_EXE ?? join(REPO_ROOT, "criu-bun");
 const CB = existsSync(exe) ? [exe] : [process.execPath, join(REPO_ROOT, "src/main.ts")];
 // ../shared/tools beside the repository (a worktree under ../wt/NAME: two levels up)
@@ -261,6 +265,13 @@ function migrateRow(mib: number, eager = false) {
   });
   kill(npid); kill(pid); kill(outer);
   waitGone(pid);
+  if (MIGRATE_LOGS) {
+    mkdirSync(MIGRATE_LOGS, { recursive: true });
+    const tag = `${mib}-${eager ? "eager" : "post"}-${Date.now()}`;
+    for (const [side, d] of [["src", src], ["dst", dst]]) for (const f of readdirSync(d).filter((f) => f.endsWith(".log"))) writeFileSync(join(MIGRATE_LOGS, `${tag}-${side}-${f}`), readFileSync(join(d, f)));
+    writeFileSync(join(MIGRATE_LOGS, `${tag}-src-stdout`), r.out);
+    writeFileSync(join(MIGRATE_LOGS, `${tag}-dst-stdout`), dout);
+  }
   for (const d of [wdir, src, dst]) rmSync(d, { recursive: true, force: true });
 }
 
@@ -272,13 +283,13 @@ sh(["gcc", "-O2", "-o", floorBin, join(REPO_ROOT, "scripts/bench-floor.c")]);
 let failure: unknown;
 try {
 // --version: the smallest command, 21 rounds alternating
-{
+if (!ONLY_MIGRATE) {
   const v = side("--version", 0);
   alternate(21, (t) => v.runs[t].push(timed([...cmdOf(t), "--version"])));
 }
 
 // the small process: whole commands as a user types them (default verbosity, no log file)
-{
+if (!ONLY_MIGRATE) {
   const sd = side("dump sleep (whole command)", 0), sr = side("restore sleep (whole command, -d)", 0);
   alternate(SMALL_ROUNDS, (t, i) => {
     const pid = Number(sh(["sh", "-c", "setsid sleep 1000 </dev/null >/dev/null 2>&1 & echo $!"]).out.trim());
@@ -299,10 +310,11 @@ try {
 // counts into a file of its rootfs, with criu-bun (installed as `criu`) and with CRIU 4.2 through
 // runc --criu. Wall time of each runc command (runc's own work included, as a user sees it).
 // Every restored container must carry on counting from where it was.
-if (!Bun.which("runc") || !busyboxBin) console.log("runc or busybox not found: the container rows are skipped");
+if (ONLY_MIGRATE) {}
+else if (!Bun.which("runc") || !busyboxBin) console.log("runc or busybox not found: the container rows are skipped");
 else await runcRows();
 
-for (const pattern of PATTERNS) for (const mib of SIZES) {
+for (const pattern of ONLY_MIGRATE ? [] : PATTERNS) for (const mib of SIZES) {
   const label = `${mib >= 1024 ? `${mib / 1024} GiB` : `${mib} MiB`} ${pattern}`;
   const bytes = mib * 2 ** 20;
   // floors, measured on the same process memory, to the same file system

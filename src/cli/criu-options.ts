@@ -260,7 +260,7 @@ export const CRIU_BUN_OPTIONS: readonly CriuOption[] = [
   { name: "prefix", arg: "required", key: "prefix", commands: ["install"], support: "yes",
     meaning: "install: directory for the criu symlink (default /usr/local/sbin)" },
   { name: "post-copy", arg: "none", negatable: true, key: "postCopy", commands: ["migrate"], support: "yes",
-    meaning: "migrate --listen: the tree runs as soon as its state is restored, its pre-copied memory copied in after by a lazy-pages daemon (the default); --no-post-copy: the restore writes every page first (criu-bun extension)" },
+    meaning: "migrate: the tree runs on the destination as soon as its state is restored, its memory copied in after by a lazy-pages daemon: pre-copied pages from the received images, the last round's from the frozen source (the default); --no-post-copy on either side: the final round sends every dirty page while frozen, and with --listen the restore writes every page first (criu-bun extension)" },
   { name: "listen", arg: "required", key: "listen", commands: ["migrate"], support: "yes",
     meaning: "migrate: receive a migrating tree on this TCP port and restore it (criu-bun extension)" },
   { name: "to", arg: "required", key: "to", commands: ["migrate"], support: "yes",

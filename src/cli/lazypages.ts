@@ -22,6 +22,8 @@ export async function run(opts: Opts, _args: string[]): Promise<number> {
     timeoutSec: opts.timeout !== undefined ? atoi(String(opts.timeout)) : 10,
     // started by migrate --listen: its pipe on this fd ends when it goes
     watchFd: process.env.CRIU_BUN_LAZY_WATCH_FD !== undefined ? atoi(process.env.CRIU_BUN_LAZY_WATCH_FD) : undefined,
+    // started by migrate --listen with post-copy from the source: the source's connection
+    sourceFd: process.env.CRIU_BUN_LAZY_SOURCE_FD !== undefined ? atoi(process.env.CRIU_BUN_LAZY_SOURCE_FD) : undefined,
     onListening: () => {
       if (opts.pidfile) writePidfile(opts, process.pid);
       if (daemonFd !== undefined) signalReady(atoi(daemonFd));

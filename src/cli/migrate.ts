@@ -34,6 +34,6 @@ export async function run(opts: Opts, _args: string[]): Promise<number> {
   if (!existsSync(`/proc/${opts.tree}`)) throw new CriuError("migrate", `process ${opts.tree} does not exist`);
   const m = /^(.+):(\d+)$/.exec(String(opts.to));
   if (!m) throw new CriuError("migrate", `--to ${opts.to}: give HOST:PORT (an IPv4 address and a port)`);
-  migrateOut({ pid: opts.tree, host: m[1], port: port(m[2], "--to"), dir, tcpEstablished: !!opts.tcpEstablished, timeoutSec });
+  migrateOut({ pid: opts.tree, host: m[1], port: port(m[2], "--to"), dir, tcpEstablished: !!opts.tcpEstablished, timeoutSec, postCopy: opts.postCopy !== false });
   return 0;
 }

@@ -35,7 +35,7 @@ import * as S from "../images/schemas";
 import { CriuError, log, phase, unalias, aliasPath } from "../log";
 import { fault, pausePoint } from "../fault";
 import { PageServerClient, serveLazyPages, type LazySource } from "../net/pageserver";
-import { splitLazy, markLazy } from "../resources/lazymem";
+import { splitLazy, markLazy, splitRunsLazy } from "../resources/lazymem";
 import { setNetworkLockSkip } from "../net/netlock";
 import { withNs } from "../sys/netns";
 import { dedupeAgainstParent, linkParent } from "../codec/incremental";
@@ -66,12 +66,25 @@ export interface DumpOptions {
    * migrate: once the images are in dir, with the tree still frozen (and its connections still
    * locked), hand them over. Returning kills the tree as a dump does; throwing lets it go on
    * running untouched (connections out of repair, lock removed) and fails the dump with that error.
-   * frozenAt: performance.now() when freezing began.
+   * frozenAt: performance.now() when freezing began. commit(): the caller is about to let the
+   * tree's copy run elsewhere: from then on this tree is never resumed (a failure leaves it
+   * stopped, and a SIGSTOP is queued to each process now, so that even criu-bun dying leaves it
+   * stopped rather than running beside its copy).
    */
-  handOff?: (dir: string, frozenAt: number) => void;
+  handOff?: (dir: string, frozenAt: number, commit: () => void) => void;
+  /**
+   * migrate's post-copy from the source: after handOff returned (committed), serve what the copy
+   * still needs from the frozen tree; returning kills the tree, throwing leaves it stopped
+   */
+  afterHandOff?: () => void;
   /** --lazy-pages: private anonymous memory is not written but served from the frozen tree on address:port (lazymem.ts) */
   lazyPages?: { address: string; port: number };
-  /** filled by the dump: the lazy runs of each process, by pid as the images name it */
+  /**
+   * filled by the dump: the lazy runs of each process, by pid as the images name it. Given by the
+   * caller with psClient and handOff (migrate's final round, post-copy from the source): the pages of
+   * private anonymous memory the dump would send go as PE_LAZY runs, without their contents, for
+   * the caller to serve from the frozen tree (afterHandOff)
+   */
   lazySources?: Map<number, LazySource>;
   /**
    * migrate's pre-copy rounds (a pre-dump with psClient): which pages to send is decided while the
@@ -215,6 +228,8 @@ export function dumpProcess(o: DumpOptions): DumpStats {
     const bad = o.leaveRunning ? "--leave-running" : o.leaveStopped ? "--leave-stopped" : o.pageServer || o.psClient ? "--page-server" : o.prevImagesDir ? "--prev-images-dir" : o.preDump ? "pre-dump" : o.handOff ? "migrate" : undefined;
     if (bad) throw new CriuError("dump", `--lazy-pages cannot be used with ${bad} (the source serves its memory from where it is frozen, then is killed)`);
     o = { ...o, lazySources: new Map() };
+  } else if (o.lazySources && !(o.psClient && o.handOff && !o.preDump)) {
+    throw new CriuError("dump", "post-copy from the source is migrate's final round only");
   }
   // images go into a private stage inside dir, moved into place when all is written and synced
   // (inventory.img last): a failed dump leaves dir as it was (src/images/safefs.ts)
@@ -317,11 +332,28 @@ export function dumpProcess(o: DumpOptions): DumpStats {
     return stats;
   }
   if (o.handOff) {
-    try { o.handOff(dir, t0); } catch (e) {
+    let committed = false;
+    const commit = () => {
+      committed = true;
+      // if criu-bun dies from here on, the tree stops instead of running beside its copy
+      for (const n of alive) syscall(NR.kill, n.pid, 19 /* SIGSTOP */);
+      log.info(`Tree of ${pid}: committed to its copy (a SIGSTOP is queued to each process: it is never resumed from here)`);
+    };
+    try {
+      o.handOff(dir, t0, commit);
+      o.afterHandOff?.();
+    } catch (e) {
       netDumpEnd("running");
       if (ownNet) unlockHook(o.hooks, pid);
-      for (const n of alive) letGo(n);
-      log.info(`Tree of ${pid} resumed as it was: the hand-off failed`);
+      if (committed) {
+        // its copy ran (or may have): resuming this one could run both; killing it could lose the only whole copy
+        for (const n of alive) for (const t of n.fp!.threads) syscall(NR.ptrace, 17 /* DETACH */, t.tid, 0, 19);
+        log.info(`Tree of ${pid} left stopped: the hand-off failed after its copy was let run`);
+        if (e instanceof CriuError) e.message += `; the source (pid ${pid}) is left stopped, not resumed since its copy ran: kill it, or \`kill -CONT\` it once that copy is known to be gone`;
+      } else {
+        for (const n of alive) letGo(n);
+        log.info(`Tree of ${pid} resumed as it was: the hand-off failed`);
+      }
       throw e;
     }
   }
@@ -338,11 +370,11 @@ export function dumpProcess(o: DumpOptions): DumpStats {
     log.info(`Tree of ${pid} left running`);
   } else {
     log.debug(`images written`);
-    if (o.lazySources) {
+    if (o.lazyPages) {
       // the restore side takes the rest of the memory from the frozen tree, then it goes; a
       // daemon that leaves before it has everything leaves the source running (as CRIU resumes it)
       try {
-        serveLazyPages(o.lazyPages!.address, o.lazyPages!.port, o.lazySources, undefined, o.timeoutSec ?? 10);
+        serveLazyPages(o.lazyPages!.address, o.lazyPages!.port, o.lazySources!, undefined, o.timeoutSec ?? 10);
       } catch (e) {
         netDumpEnd("running");
         if (ownNet) unlockHook(o.hooks, pid);
@@ -584,11 +616,21 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
     }
     const hasParent = pageServer.open(vpid);
     const tracked = o.prevImagesDir && hasParent ? track.select(pid, vpid, task.vmas) : undefined;
-    const want = tracked ? byAddress([...pagesToDump(pid, tracked.untracked), ...tracked.want]) : undefined;
+    let want = tracked ? byAddress([...pagesToDump(pid, tracked.untracked), ...tracked.want]) : undefined;
+    // post-copy from the source (migrate's final round): private anonymous memory is not read now,
+    // its runs go as PE_LAZY and the frozen tree serves them once its copy runs
+    let lazy: PageRun[] = [];
+    if (o.lazySources) {
+      const split = splitRunsLazy(want ?? pagesToDump(pid, task.vmas), task.vmas);
+      want = split.eager; lazy = split.lazy;
+      o.lazySources.set(vpid, { pid, runs: lazy });
+      log.info(`process ${pid}: ${pagesOf(lazy)} page(s) of private anonymous memory left here for post-copy, ${pagesOf(want)} sent now`);
+    }
     const tmp = mkdtempSync(join(d, ".criu-bun-pages-"));
     try {
       pr = dumpPages(pid, task.vmas, mem, tmp, id, false, want);
-      const runs = tracked ? byAddress<PagemapRun>([...pr.runs, ...tracked.fromParent]) : [...pr.runs];
+      const lz = lazy.map((r) => ({ vaddr: r.vaddr, nrPages: r.nrPages, flags: 2 /* PE_LAZY */ }));
+      const runs = tracked || lz.length ? byAddress<PagemapRun>([...pr.runs, ...(tracked?.fromParent ?? []), ...lz]) : [...pr.runs];
       pageServer.sendRuns(markLazy(runs, task.vmas), join(tmp, pr.file));
       if (tracked) skipped = pagesOf(tracked.fromParent);
       pr = { ...pr, runs };

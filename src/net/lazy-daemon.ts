@@ -6,9 +6,12 @@
 // Without --page-server (migrate's post-copy, src/net/migrate.ts) the pages come from the images in
 // DIR itself: the pages of private anonymous memory that DIR's parent images hold
 // (lazymem.ts lazyParentRuns), which `restore --lazy-pages` with lazyParents left out.
+// With both (migrate's post-copy from the source: sourceFd, a connection the source opened), the
+// images' pages come from the images and the final round's PE_LAZY runs from the frozen source,
+// those first; once they are all in the source is told (PS_IOV_CLOSE) and may go.
 // A fault is answered first (the faulting page and up to 15 lazy pages after it; from the images,
 // the 256 pending pages around it: they cost the same block read); between faults
-// the rest streams in 1 MiB pieces (at most CRIU_BUN_LAZY_RATE MiB/s when set). Pages of a
+// the rest streams in 1 MiB pieces once the tree runs (before, the restore has the CPU) (at most CRIU_BUN_LAZY_RATE MiB/s when set). Pages of a
 // registered VMA that the dump did not hold read as zero (UFFDIO_ZEROPAGE). The events follow the
 // process: fork (the child's missing pages are the parent's), mremap (pending pages move), munmap
 // and MADV_DONTNEED/REMOVE (those pages are no longer wanted). When every process's pages are in
@@ -33,8 +36,9 @@ const P = BigInt(PAGE);
 const FAULT_PAGES = 16, STREAM_PAGES = 256;
 
 /** One restored process: its userfaultfd and the lazy pages it has not got yet (sorted, disjoint). */
-/** [start, end) of pending pages here, and off: where the dump holds them is start + off (mremap moves them) */
-type Rng = [bigint, bigint, bigint];
+/** [start, end) of pending pages here, off: where the dump holds them is start + off (mremap moves
+ * them), and whether they come from the source (1: post-copy from the frozen source) or the images (0) */
+type Rng = [bigint, bigint, bigint, number];
 interface Lpi { vpid: number; src: number; fd: number; pending: Rng[]; total: number }
 
 export interface LazyDaemonOptions {
@@ -43,6 +47,12 @@ export interface LazyDaemonOptions {
   onListening?: () => void;
   /** an fd whose end (EOF or hang-up) while no restore has come means the caller is gone: give up */
   watchFd?: number;
+  /**
+   * with the images (no address): a connection to the frozen source serving the pages the images
+   * leave with it (PE_LAZY alone: migrate's final round, post-copy from the source). Those are
+   * taken first; once all are in the source is told (PS_IOV_CLOSE) and may go.
+   */
+  sourceFd?: number;
 }
 
 /** Where the daemon gets pages: the dump's page server, or the images. */
@@ -90,6 +100,9 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
   clearStaleSocket(path);
   const local = o.address === undefined;
   const ps: PageGetter = local ? new ImagePages(o.dir) : new LazyPagesClient(o.address!, o.port!, o.timeoutSec);
+  let remote: LazyPagesClient | undefined = local && o.sourceFd !== undefined ? new LazyPagesClient("source", 0, o.timeoutSec, o.sourceFd) : undefined;
+  /** pages taken from the source */
+  let fromSource = 0;
   const ls = syscall(NR.socket, 1, 1 | 0o2000000, 0);
   let conn = -1;
   const lpis: Lpi[] = [];
@@ -142,28 +155,33 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
     const addLpi = (vpid: number, fd: number) => {
       const pending: Rng[] = [];
       let runs = decodePagemap(o.dir, `pagemap-${vpid}.img`).runs;
+      // from the images: the runs of private anonymous memory they hold (0); the pages left with
+      // the source (PE_LAZY alone) come from it (1)
+      let tagged: { vaddr: bigint; nrPages: number; flags: number; src: number }[];
       if (local) {
-        const lazy = runs.find((r) => r.flags === PE.LAZY);
-        if (lazy) throw new CriuError("lazy-pages", `process ${vpid}: pages 0x${lazy.vaddr.toString(16)}... stayed with the dump (dump --lazy-pages); take them with --page-server`);
+        const lazy = runs.filter((r) => r.flags === PE.LAZY);
+        if (lazy.length && !remote) throw new CriuError("lazy-pages", `process ${vpid}: pages 0x${lazy[0].vaddr.toString(16)}... stayed with the dump (dump --lazy-pages); take them with --page-server`);
         const [mm] = readImage(o.dir, `mm-${vpid}.img`, "MM");
-        runs = lazyParentRuns(mm?.vmas ?? [], runs).map((r) => ({ ...r, flags: PE.LAZY }));
-      }
-      for (const r of runs) {
+        tagged = [...lazyParentRuns(mm?.vmas ?? [], runs).map((r) => ({ ...r, flags: PE.LAZY, src: 0 })), ...lazy.map((r) => ({ ...r, src: 1 }))]
+          .sort((x, y) => (x.vaddr < y.vaddr ? -1 : x.vaddr > y.vaddr ? 1 : 0));
+      } else tagged = runs.map((r) => ({ ...r, src: 1 }));
+      for (const r of tagged) {
         if (!(r.flags & PE.LAZY) || r.flags & (PE.PRESENT | PE.PARENT)) continue;
         const a = r.vaddr, b = r.vaddr + BigInt(r.nrPages) * P;
         const last = pending[pending.length - 1];
-        if (last && last[1] === a) last[1] = b; else pending.push([a, b, 0n]);
+        if (last && last[1] === a && last[3] === r.src) last[1] = b; else pending.push([a, b, 0n, r.src]);
       }
       pending.sort((x, y) => (x[0] < y[0] ? -1 : 1));
       const n = count(pending);
       total += n;
       lpis.push({ vpid, src: vpid, fd, pending, total: n });
-      log.info(`lazy-pages: process ${vpid}: ${n} lazy pages (userfaultfd ${fd})`);
+      log.info(`lazy-pages: process ${vpid}: ${n} lazy pages (userfaultfd ${fd})${remote ? `, ${count(pending.filter((r) => r[3]))} of them from the source` : ""}`);
     };
 
     /** Pages [a, a + n pages) of lpi from the dump (where it holds them: a + off), into the process. */
-    const fetch = (l: Lpi, a: bigint, n: number, off0: bigint, fault = false) => {
-      const got = ps.get(l.src, a + off0, n, buf, fault);
+    const fetch = (l: Lpi, a: bigint, n: number, off0: bigint, fault = false, fromSrc = 0) => {
+      const got = local && fromSrc ? remote!.get(l.src, a + off0, n, buf) : ps.get(l.src, a + off0, n, buf, fault);
+      if (local && fromSrc) fromSource += got;
       let off = 0;
       const len = got * PAGE;
       let gone = 0;
@@ -207,8 +225,8 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
         else if (e && e !== 3 && e !== 2) throw new CriuError("lazy-pages", `process ${l.vpid}: UFFDIO_ZEROPAGE at 0x${a.toString(16)} failed (${errnoText(e)})`);
         return;
       }
-      const [start, end, off] = l.pending[i];
-      if (local) {
+      const [start, end, off, fromSrc] = l.pending[i];
+      if (local && !fromSrc) {
         // from the images every fault costs a whole block read and checked (1 MiB): all the pending
         // pages around it go in with it (a process writing all over its memory would otherwise
         // pay a block per page, and the background stream would starve)
@@ -216,7 +234,7 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
         fetch(l, from, Math.min(STREAM_PAGES, Number((end - from) / P)), off, true);
         return;
       }
-      fetch(l, a, Math.min(FAULT_PAGES, Number((end - a) / P)), off, true);
+      fetch(l, a, Math.min(FAULT_PAGES, Number((end - a) / P)), off, true, fromSrc);
     };
 
     /** faults read while a copy waited for the mm (answered next round) */
@@ -228,7 +246,7 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
         if (m.event === UFFD_EVENT.PAGEFAULT) { if (deferFaults) deferred.push({ l, at: m.b }); else onFault(l, m.b); }
         else if (m.event === UFFD_EVENT.FORK) {
           // the child's missing pages are what the parent was missing: the same source pages
-          const child: Lpi = { vpid: l.vpid, src: l.src, fd: m.ufd, pending: l.pending.map(([a, b, o]) => [a, b, o] as Rng), total: 0 };
+          const child: Lpi = { vpid: l.vpid, src: l.src, fd: m.ufd, pending: l.pending.map(([a, b, o, r]) => [a, b, o, r] as Rng), total: 0 };
           child.total = count(child.pending);
           total += child.total;
           lpis.push(child);
@@ -240,10 +258,17 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
 
     for (;;) {
       const live = lpis.filter((l) => l.fd >= 0);
+      // the source may go once every page it kept is in (and the tree runs: no fork is to come)
+      if (remote && released && !lpis.some((l) => l.pending.some((r) => r[3]))) {
+        remote.close();
+        remote = undefined;
+        log.info(`lazy-pages: all ${fromSource} pages the source kept are in; the source was told to finish`);
+      }
       // done: the tree runs and every process has all its pages
       if (released && !lpis.some((l) => l.pending.length)) break;
       if (!restoreOpen && !released) throw new CriuError("lazy-pages", "the restore ended before the restored tree was running (it failed); the dump is left to resume its source");
-      const work = lpis.some((l) => l.pending.length);
+      // the background stream waits until the tree runs (the restore has the CPU until then)
+      const work = released && lpis.some((l) => l.pending.length);
       let wait = work ? 0 : 1000;
       if (work && rate > 0 && t0) {
         const due = t0 + (streamed / (rate * 1048576)) * 1000;
@@ -268,10 +293,12 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
       if (busy || !work) continue;
       // nothing to answer: stream a piece in the background
       if (!t0) t0 = performance.now();
-      const l = lpis.find((x) => x.pending.length)!;
-      const [a, b, off] = l.pending[0];
+      // the source's pages first: it is frozen until they are all in
+      let l = lpis.find((x) => x.pending.length)!, ri = 0;
+      if (remote) for (const x of lpis) { const k = x.pending.findIndex((r) => r[3]); if (k >= 0) { l = x; ri = k; break; } }
+      const [a, b, off, fromSrc] = l.pending[ri];
       const np = Math.min(STREAM_PAGES, Number((b - a) / P));
-      fetch(l, a, np, off);
+      fetch(l, a, np, off, false, fromSrc);
       streamed += np * PAGE;
     }
     log.info(`lazy-pages: ${served} of ${total} pages served`);
@@ -281,7 +308,7 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
     log.info(`lazy-pages: done: ${served} of ${total} pages served${local ? " from the images" : ", the dump was told to finish"}`);
     return { served, total };
   } finally {
-    if (!ok) ps.drop();
+    if (!ok) { ps.drop(); remote?.drop(); }
     for (const l of lpis) if (l.fd >= 0) closeFd(l.fd);
     if (conn >= 0) closeFd(conn);
     closeFd(ls);
@@ -294,12 +321,12 @@ const count = (rs: Rng[]) => rs.reduce((s, [a, b]) => s + Number((b - a) / P), 0
 /** Take [a, b) out of sorted disjoint ranges. */
 function remove(rs: Rng[], a: bigint, b: bigint) {
   for (let i = 0; i < rs.length; i++) {
-    const [x, y, o] = rs[i];
+    const [x, y, o, r] = rs[i];
     if (y <= a) continue;
     if (x >= b) break;
     const parts: Rng[] = [];
-    if (x < a) parts.push([x, a, o]);
-    if (y > b) parts.push([b, y, o]);
+    if (x < a) parts.push([x, a, o, r]);
+    if (y > b) parts.push([b, y, o, r]);
     rs.splice(i, 1, ...parts);
     i += parts.length - 1;
   }
@@ -308,9 +335,9 @@ function remove(rs: Rng[], a: bigint, b: bigint) {
 /** mremap: pending pages of [from, from + len) are now at to (the dump still holds them where they were). */
 function move(rs: Rng[], from: bigint, to: bigint, len: bigint) {
   const moved: Rng[] = [];
-  for (const [x, y, o] of rs) {
+  for (const [x, y, o, r] of rs) {
     const a = x > from ? x : from, b = y < from + len ? y : from + len;
-    if (a < b) moved.push([a - from + to, b - from + to, o + from - to]);
+    if (a < b) moved.push([a - from + to, b - from + to, o + from - to, r]);
   }
   remove(rs, from, from + len);
   for (const m of moved) rs.push(m);

@@ -4,11 +4,29 @@
 // with memory tracking (memtrack.ts): round 1 is a pre-dump sending every page, each later round a
 // pre-dump sending only the pages written since the round before (each reads its pages after
 // letting the tree go, tracking already armed: dumpProcess liveRead), until the dirty set stops
-// shrinking (or is small, or MAX_ROUNDS). Then the final dump: the tree is frozen, the last dirty
-// pages and all the state go over, the destination restores, and only when it reports success is
-// the source killed. Any failure before that (the peer dies or goes silent, the restore fails)
-// lets the source go on as it was: running, not traced, its tracking userfaultfd closed, its
-// connections out of repair mode and no network lock left.
+// shrinking (or is small, or MAX_ROUNDS). Then the final dump: the tree is frozen, the state (and
+// the last dirty pages that cannot be post-copied) go over, the destination restores and says
+// READY, the source commits (COMMIT), the destination lets the copy run and reports it (RESULT).
+//
+// At most one copy ever runs. Before the commit any failure (the peer dies or goes silent, the
+// restore fails, no COMMIT comes) kills the destination's copy, which never ran, and lets the
+// source go on as it was: running, not traced, its tracking userfaultfd closed, its connections out
+// of repair mode and no network lock left. At the commit the source queues a SIGSTOP to each of its
+// processes: from then on it never runs again. It is killed once the copy has all its memory;
+// if the post-copy fails (the source, the destination or the link dies) the destination kills its
+// copy (its memory is incomplete) and the source tree is left stopped, whole: not resumed (its
+// copy ran, and may have spoken to the world), not killed (it is the only whole copy): the
+// operator kills it, or resumes it (kill -CONT) knowing that the copy ran. If criu-bun itself dies
+// after the commit, the queued SIGSTOP leaves the tree stopped in the same way. (CRIU's lazy
+// migration resumes the source when its lazy-pages daemon goes away, even though the restored
+// copy already ran.)
+//
+// Post-copy from the source (both sides' default; --no-post-copy on the source: off): the final
+// round sends no page of private anonymous memory; those runs go as PE_LAZY, and the source serves
+// them from the frozen tree (PS_IOV_GET, /proc/PID/mem) on a second connection it opens at HELLO,
+// which the destination hands to its lazy-pages daemon. The daemon takes them first (faults first),
+// then tells the source (PS_IOV_CLOSE), which kills the tree; the pre-copied pages come from the
+// images after. The frozen window holds: freeze, state dump, its transfer, the restore of state.
 //
 // Post-copy (the destination's default; --no-post-copy: off): the destination starts a lazy-pages
 // daemon reading its received images (`criu-bun lazy-pages -D WORK/final -W WORK`, before round 1,
@@ -28,7 +46,11 @@
 //   FILE    (3) source: u32 name length, the name, the bytes: an image of the final dump (the
 //               round just sent), written 0600 into its directory
 //   RESTORE (4) source: JSON {}: restore from the last round's directory now
-//   RESULT  (5) destination: JSON { ok: true, pid, restoreMs } or { ok: false, error }
+//   READY   (6) destination: JSON { restoreMs }: restored, waiting for COMMIT to let it run
+//   COMMIT  (7) source: JSON {}: the source will never run again; let the copy run
+//   RESULT  (5) destination: JSON { ok: true, pid, restoreMs } (the copy runs) or { ok: false, error }
+//   LAZYCONN (8) source, first on its second connection: JSON { token } (HELLO's answer gave the token)
+// HELLO's JSON: source { version, postCopySource }, destination { version, postCopySource, token }.
 // Every read has a deadline (--timeout, default 30 s; 10 times that for the destination within a
 // round, whose pages the source reads before it sends them; the restore's RESULT: at least 120 s),
 // so a peer that dies or goes silent fails the migration cleanly instead of hanging it.
@@ -44,7 +66,7 @@ import { pausePoint } from "../fault";
 import { writeNewFile } from "../images/safefs";
 import {
   PageServerClient, serveSession, sockaddrIn, setDeadline, forgetSocket, writeAll, readAll, must, setInt, TCP_NODELAY,
-  wireBytes,
+  wireBytes, LazyPageServer, type LazySource,
 } from "./pageserver";
 import { dumpProcess } from "../dump/dump";
 import { restoreProcesses, type RestoreOptions } from "../restore/restore";
@@ -54,8 +76,8 @@ import { errnoText } from "../sys/errno";
 import { runLockTableName, dumpRunId, listLockTables } from "./netlock";
 
 const MAGIC = 0x474d4243;
-export const MSG = { HELLO: 1, ROUND: 2, FILE: 3, RESTORE: 4, RESULT: 5 } as const;
-const VERSION = 1;
+export const MSG = { HELLO: 1, ROUND: 2, FILE: 3, RESTORE: 4, RESULT: 5, READY: 6, COMMIT: 7, LAZYCONN: 8 } as const;
+const VERSION = 2;
 /** pre-copy rounds at most (the final dump comes after them) */
 const MAX_ROUNDS = Number(process.env.CRIU_BUN_MIGRATE_ROUNDS ?? 8);
 /** a dirty set this small (pages) is sent in the final dump at once */
@@ -96,6 +118,12 @@ export interface MigrateSource {
   /** local work directory (the rounds' metadata images; removed at the end) */
   dir: string;
   tcpEstablished?: boolean; timeoutSec?: number;
+  /**
+   * post-copy from the source (default; --no-post-copy: off): the final round sends no page of
+   * private anonymous memory; the destination's lazy-pages daemon takes them from the frozen tree
+   * after its copy runs (a second connection), and only then is the tree killed
+   */
+  postCopy?: boolean;
 }
 
 export interface RoundStat { round: number; pages: number; bytes: number; ms: number; frozenMs?: number }
@@ -106,12 +134,21 @@ export function migrateOut(o: MigrateSource): { rounds: RoundStat[]; downtimeMs:
   const work = mkdtempSync(join(o.dir, ".criu-bun-migrate-"));
   const rounds: RoundStat[] = [];
   let closed = false;
+  /** post-copy from the source: the connection the destination's lazy-pages daemon asks on */
+  let lazyFd = -1;
   let done = 0; // the last pre-copy round whose images are complete on both sides
   try {
-    sendJson(fd, MSG.HELLO, { version: VERSION }, "sending HELLO to the destination");
+    sendJson(fd, MSG.HELLO, { version: VERSION, postCopySource: o.postCopy !== false }, "sending HELLO to the destination");
     const hello = recv(fd, "reading the destination's HELLO");
     if (!hello || hello.type !== MSG.HELLO) throw new CriuError("migrate", "the destination did not answer HELLO");
-    if (json(hello, "HELLO").version !== VERSION) throw new CriuError("migrate", `the destination speaks migrate protocol version ${json(hello, "HELLO").version}, not ${VERSION}`);
+    const hv = json(hello, "HELLO");
+    if (hv.version !== VERSION) throw new CriuError("migrate", `the destination speaks migrate protocol version ${hv.version}, not ${VERSION}`);
+    // post-copy from the source: the destination's lazy-pages daemon gets its own connection
+    if (hv.postCopySource === true && typeof hv.token === "string") {
+      lazyFd = connect(o.host, o.port, timeoutSec);
+      sendJson(lazyFd, MSG.LAZYCONN, { token: hv.token }, "opening the post-copy connection to the destination");
+      log.info("post-copy from the source: the final round's pages of private anonymous memory stay here until the copy runs");
+    }
     const common = { pid: o.pid, tcpEstablished: !!o.tcpEstablished, timeoutSec };
     // pre-copy
     for (let n = 1; n <= MAX_ROUNDS; n++) {
@@ -137,10 +174,16 @@ export function migrateOut(o: MigrateSource): { rounds: RoundStat[]; downtimeMs:
     mkdirSync(sub, { mode: 0o700 });
     const b0 = wireBytes, t0 = performance.now();
     let downtimeMs = 0, remotePid = 0, restoreMs = 0, finalPages = 0, pagesBytes = 0;
+    const lazySources = lazyFd >= 0 ? new Map<number, LazySource>() : undefined;
+    let srv: LazyPageServer | undefined;
+    let lazyOpen = false;
+    const tFrozen = { at: 0 };
     sendJson(fd, MSG.ROUND, { round: n, final: true }, "sending ROUND to the destination");
-    const st = dumpProcess({ ...common, dir: sub, prevImagesDir: `../${done}`, psClient: new PageServerClient(o.host, o.port, timeoutSec, fd),
-      handOff: (dir, frozenAt) => {
+    const st = dumpProcess({ ...common, dir: sub, prevImagesDir: `../${done}`, psClient: new PageServerClient(o.host, o.port, timeoutSec, fd), lazySources,
+      handOff: (dir, frozenAt, commit) => {
+        tFrozen.at = frozenAt;
         pagesBytes = wireBytes - b0;
+        log.info(`migrate: images of the final round written and their pages sent, ${(performance.now() - frozenAt).toFixed(1)} ms after the freeze`);
         for (const f of readdirSync(dir).sort()) {
           if (f === "parent" || !lstatSync(join(dir, f)).isFile() || f.startsWith("memtrack-") || f.endsWith(".log")) continue;
           const name = te.encode(f), data = readFileSync(join(dir, f));
@@ -150,19 +193,58 @@ export function migrateOut(o: MigrateSource): { rounds: RoundStat[]; downtimeMs:
           send(fd, MSG.FILE, p, "sending images to the destination");
         }
         sendJson(fd, MSG.RESTORE, {}, "sending RESTORE to the destination");
-        setDeadline(fd, Math.max(120, timeoutSec), "the destination");
-        const res = recv(fd, "waiting for the destination's restore");
-        if (!res) throw new CriuError("migrate", "the destination closed the connection before it reported the restore");
-        if (res.type !== MSG.RESULT) throw new CriuError("migrate", `unexpected message ${res.type} instead of the restore's result`);
-        const v = json(res, "RESULT");
-        if (!v.ok) throw new CriuError("migrate", `the destination could not restore: ${v.error}`);
-        downtimeMs = performance.now() - frozenAt;
-        remotePid = v.pid; restoreMs = v.restoreMs;
-      } });
+        log.info(`migrate: images sent, RESTORE asked ${(performance.now() - frozenAt).toFixed(1)} ms after the freeze`);
+        if (lazySources) { srv = new LazyPageServer(lazyFd, lazySources, timeoutSec, true); lazyOpen = true; }
+        // the restore's own faults on the copy's memory (the kernel touching it: rseq, robust
+        // list...) are answered while it waits; READY: the copy is restored and waits for COMMIT
+        const waitSec = Math.max(120, timeoutSec), until = performance.now() + waitSec * 1000;
+        let committed = false, lazyLost: Error | undefined;
+        for (;;) {
+          const left = Math.ceil(until - performance.now());
+          if (left <= 0) throw new CriuError("migrate", `the destination did not report its restore within ${waitSec} s`);
+          const pfd = new Int32Array(lazyOpen ? [fd, 1, lazyFd, 1] : [fd, 1]);
+          const r = syscall(NR.poll, addr(pfd), lazyOpen ? 2 : 1, left);
+          if (r === -4 || r === 0) continue;
+          if (r < 0) throw new CriuError("migrate", `poll failed (${errnoText(-r)})`);
+          if (lazyOpen && pfd[3] >>> 16) {
+            try {
+              if (!srv!.serveOne()) lazyOpen = false; // the copy has all it needs already
+            } catch (e) {
+              // before the commit: the restore failing ends its daemon too; its RESULT says why
+              if (committed) throw e;
+              lazyOpen = false; lazyLost = e as Error;
+            }
+            continue;
+          }
+          if (!(pfd[1] >>> 16)) continue;
+          const res = recv(fd, "waiting for the destination's restore");
+          if (!res) throw new CriuError("migrate", "the destination closed the connection before it reported the restore");
+          if (res.type === MSG.READY && !committed) {
+            if (lazyLost) throw new CriuError("migrate", `the destination's lazy-pages daemon went away before the copy ran (${lazyLost.message})`);
+            commit();
+            committed = true;
+            sendJson(fd, MSG.COMMIT, {}, "letting the destination run the copy");
+            log.info(`migrate: the destination restored the tree in ${Number(json(res, "READY").restoreMs).toFixed(1)} ms; committed to it ${(performance.now() - frozenAt).toFixed(1)} ms after the freeze`);
+            continue;
+          }
+          if (res.type !== MSG.RESULT) throw new CriuError("migrate", `unexpected message ${res.type} instead of the restore's result`);
+          const v = json(res, "RESULT");
+          if (!v.ok) throw new CriuError("migrate", `the destination could not restore: ${v.error}`);
+          if (!committed) throw new CriuError("migrate", "the destination reported a restore it was not let run");
+          downtimeMs = performance.now() - frozenAt;
+          remotePid = v.pid; restoreMs = v.restoreMs;
+          break;
+        }
+        if (srv) out(`the tree runs on the destination (pid ${remotePid}) after ${downtimeMs.toFixed(1)} ms frozen; ${srv.total - srv.served} of its pages go from here now (post-copy)`);
+      },
+      // the copy runs: the pages still here go to it; once it has them all the tree is killed
+      afterHandOff: lazySources ? () => { pausePoint("migrate-post-copy"); while (lazyOpen && srv!.serveOne()); lazyOpen = false; } : undefined,
+    });
+    srv?.close();
     finalPages = st.pagesWritten;
     const r = { round: n, pages: finalPages, bytes: wireBytes - b0, ms: performance.now() - t0 };
     rounds.push(r);
-    out(`final: ${r.pages} pages (${pagesBytes} bytes with the page stream), ${r.bytes} bytes in all (${mib(r.bytes)} MiB)`);
+    out(`final: ${r.pages} pages (${pagesBytes} bytes with the page stream), ${r.bytes} bytes in all (${mib(r.bytes)} MiB)${srv ? `; ${srv.served} pages post-copied from here after the copy ran (of ${srv.total} left here)` : ""}`);
     out(`downtime ${downtimeMs.toFixed(1)} ms (frozen here until running there; the restore took ${Number(restoreMs).toFixed(1)} ms of it)`);
     out(`process ${o.pid} runs on ${o.host} as pid ${remotePid}; ${rounds.reduce((s, x) => s + x.bytes, 0)} bytes sent in ${rounds.length} round(s)`);
     // the dump's network lock stays here, as CRIU leaves it after a dump: the peers' packets that
@@ -177,12 +259,14 @@ export function migrateOut(o: MigrateSource): { rounds: RoundStat[]; downtimeMs:
     // the tree was let go by the dump that failed; the tracking the pre-copy armed ends too
     // (the connection first: a destination still waiting learns at once that it is over)
     forgetSocket(fd); closeFd(fd); closed = true;
+    if (lazyFd >= 0) { forgetSocket(lazyFd); closeFd(lazyFd); lazyFd = -1; }
     if (done) dropTracking(join(work, String(done)));
-    log.info(`migration of ${o.pid} failed; it goes on running here`);
+    log.info(`migration of ${o.pid} failed; ${/is left stopped/.test((e as any)?.message ?? "") ? "it is left stopped here (its copy ran)" : "it goes on running here"}`);
     // the page stream's errors are the migration's
     throw e instanceof CriuError && e.where === "page-server" ? new CriuError("migrate", e.message.replace(/the page server|the peer/g, "the destination")) : e;
   } finally {
     if (!closed) { forgetSocket(fd); closeFd(fd); }
+    if (lazyFd >= 0) { forgetSocket(lazyFd); closeFd(lazyFd); }
     rmSync(work, { recursive: true, force: true });
   }
 }
@@ -224,15 +308,17 @@ export interface MigrateListen {
  * from the images), started before the rounds so that it is waiting when the restore needs it. Its
  * stdin is a pipe from here: if this process goes before any restore, so does it.
  */
-function startImageDaemon(work: string, logDir: string, timeoutSec: number): { pid: number; proc: ReturnType<typeof Bun.spawn> } {
+function startImageDaemon(work: string, logDir: string, timeoutSec: number, sourceFd?: number): { pid: number; proc: ReturnType<typeof Bun.spawn> } {
   const final = join(work, "final");
   mkdirSync(final, { mode: 0o700 });
   const fds = new Int32Array(2);
   must("pipe2", syscall(NR.pipe2, addr(fds), 0o2000000));
   let proc;
   try {
-    proc = Bun.spawn([...selfCommand(), "lazy-pages", "-D", final, "-W", work, "--status-fd", "3", `-v${logLevel()}`, "-o", join(logDir, "lazy-pages.log")], {
-      stdio: ["pipe", "ignore", "inherit", fds[1]], env: { ...process.env, CRIU_BUN_LAZY_WATCH_FD: "0" },
+    // post-copy from the source: its connection is the daemon's fd 4
+    proc = Bun.spawn([...selfCommand(), "lazy-pages", "-D", final, "-W", work, "--status-fd", "3", `-v${logLevel()}`, "-o", join(logDir, "lazy-pages.log"), "--timeout", String(timeoutSec)], {
+      stdio: sourceFd !== undefined ? ["pipe", "ignore", "inherit", fds[1], sourceFd] : ["pipe", "ignore", "inherit", fds[1]],
+      env: { ...process.env, CRIU_BUN_LAZY_WATCH_FD: "0", ...(sourceFd !== undefined ? { CRIU_BUN_LAZY_SOURCE_FD: "4" } : {}) },
     });
   } finally { closeFd(fds[1]); }
   try {
@@ -248,8 +334,31 @@ function startImageDaemon(work: string, logDir: string, timeoutSec: number): { p
       throw new CriuError("migrate", n === 0 ? `the lazy-pages daemon (pid ${proc.pid}) did not start within ${timeoutSec} s` : `the lazy-pages daemon (pid ${proc.pid}) exited before listening; see ${join(logDir, "lazy-pages.log")}`);
     }
   } finally { closeFd(fds[0]); }
-  log.info(`post-copy: lazy-pages daemon ${proc.pid} waits for the restore at ${work}`);
+  log.info(`post-copy: lazy-pages daemon ${proc.pid} waits for the restore at ${work}${sourceFd !== undefined ? " (the final round's pages of private anonymous memory from the source)" : ""}`);
   return { pid: proc.pid, proc };
+}
+
+/** The source's second connection (post-copy from the source), which must carry the token HELLO gave it. */
+function acceptLazyConn(ls: number, token: string, timeoutSec: number): number {
+  const pfd = new Int32Array([ls, 1]);
+  const until = performance.now() + timeoutSec * 1000;
+  for (;;) {
+    const left = Math.ceil(until - performance.now());
+    if (left <= 0) throw new CriuError("migrate", `the source did not open its post-copy connection within ${timeoutSec} s`);
+    const n = syscall(NR.poll, addr(pfd), 1, left);
+    if (n === -4 || n === 0) continue;
+    if (n < 0) throw new CriuError("migrate", `poll failed (${errnoText(-n)})`);
+    break;
+  }
+  const c = must("accept", syscall(NR.accept4, ls, 0, 0, 0o2000000));
+  try {
+    setDeadline(c, timeoutSec, "the source");
+    const m = recv(c, "reading the source's post-copy connection");
+    if (!m || m.type !== MSG.LAZYCONN || json(m, "LAZYCONN").token !== token) throw new CriuError("migrate", "a connection that is not the source's post-copy connection came instead of it");
+    TCP_NODELAY(c, true);
+    forgetSocket(c);
+    return c;
+  } catch (e) { forgetSocket(c); closeFd(c); throw e; }
 }
 
 export function migrateIn(o: MigrateListen): { pid: number } {
@@ -280,10 +389,17 @@ export function migrateIn(o: MigrateListen): { pid: number } {
       const m = recv(conn, round ? `waiting for the source (after round ${round})` : "waiting for the source's HELLO");
       if (!m) throw new CriuError("migrate", `the source closed the connection ${round ? `after round ${round}` : "before HELLO"}, before the restore; nothing was restored`);
       if (m.type === MSG.HELLO) {
-        const v = json(m, "HELLO").version;
-        sendJson(conn, MSG.HELLO, { version: VERSION }, "answering HELLO");
+        const hv = json(m, "HELLO"), v = hv.version;
+        // post-copy from the source too: the source opens a second connection for the daemon
+        const fromSource = o.postCopy !== false && hv.postCopySource === true && !daemon;
+        const token = fromSource ? Buffer.from(crypto.getRandomValues(new Uint8Array(16))).toString("hex") : undefined;
+        sendJson(conn, MSG.HELLO, { version: VERSION, postCopySource: fromSource, token }, "answering HELLO");
         if (v !== VERSION) throw new CriuError("migrate", `the source speaks migrate protocol version ${v}, not ${VERSION}`);
-        if (o.postCopy !== false && !daemon) daemon = startImageDaemon(work!, o.dir, timeoutSec);
+        let lazyConn: number | undefined;
+        if (token) lazyConn = acceptLazyConn(ls, token, timeoutSec);
+        try {
+          if (o.postCopy !== false && !daemon) daemon = startImageDaemon(work!, o.dir, timeoutSec, lazyConn);
+        } finally { if (lazyConn !== undefined) closeFd(lazyConn); }
       } else if (m.type === MSG.ROUND) {
         const v = json(m, "ROUND"), n = Number(v.round);
         if (n !== round + 1) throw new CriuError("migrate", `round ${n} after round ${round}`);
@@ -318,13 +434,24 @@ export function migrateIn(o: MigrateListen): { pid: number } {
         const post = final && daemon ? { lazyPages: true, lazyParents: true, workDir: work } : {};
         if (!final && daemon) { daemon.proc.kill(9); daemon = undefined; }
         let st;
+        // restored, not yet running: the source lets it run (COMMIT) only once it will never run
+        // itself again; no COMMIT (the source or the link gone) fails the restore: the copy, which
+        // never ran, is killed, and the source goes on
+        const commit = () => {
+          sendJson(conn, MSG.READY, { restoreMs: performance.now() - t0 }, "telling the source the copy is restored");
+          setDeadline(conn, timeoutSec, "the source");
+          const c = recv(conn, "waiting for the source to let the copy run");
+          if (!c) throw new CriuError("migrate", "the source closed the connection before it let the restored copy run; the copy never ran");
+          if (c.type !== MSG.COMMIT) throw new CriuError("migrate", `unexpected message ${c.type} from the source instead of COMMIT`);
+          log.info(`migrate: the source committed; the copy runs ${(performance.now() - t0).toFixed(1)} ms after the restore began`);
+        };
         try {
-          st = restoreProcesses({ ...o.restore, ...post, dir: cur, timeoutSec: o.restore.timeoutSec });
+          st = restoreProcesses({ ...o.restore, ...post, dir: cur, timeoutSec: o.restore.timeoutSec, commit });
           res = { ok: true, pid: st.pid, restoreMs: performance.now() - t0 };
           out(`restored pid ${st.pid} in ${(performance.now() - t0).toFixed(1)} ms${st.lazy ? " (its pre-copied memory follows)" : ""}`);
         } catch (e: any) {
           res = { ok: false, error: e?.message ?? String(e) };
-          sendJson(conn, MSG.RESULT, res, "reporting the restore's failure");
+          try { sendJson(conn, MSG.RESULT, res, "reporting the restore's failure"); } catch (x: any) { log.warn(`cannot tell the source: ${x?.message}`); }
           throw e;
         }
         // the source may go now: the tree runs here and all its memory is here
@@ -333,7 +460,12 @@ export function migrateIn(o: MigrateListen): { pid: number } {
         served = true;
         if (st.lazy) {
           // the daemon copies the rest in; if it fails the tree cannot go on (its memory is missing): killed
-          awaitLazyMemory(st.lazy, st.pids, st.pid, false);
+          try { awaitLazyMemory(st.lazy, st.pids, st.pid, false); } catch (e: any) {
+            // the daemon's own reason (the source gone, ...) from its log
+            const why = (() => { try { return readFileSync(join(o.dir, "lazy-pages.log"), "utf8").split("\n").filter((l) => l.includes("Error (")).pop(); } catch { return undefined; } })();
+            if (why && e instanceof CriuError) e.message += ` (the daemon: ${why.replace(/^\([\d.]+\) Error \([^)]*\): /, "")})`;
+            throw e;
+          }
           out(`all memory of pid ${st.pid} in ${(performance.now() - t0).toFixed(1)} ms after the restore began`);
         }
         return { pid: res.pid as number };

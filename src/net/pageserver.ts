@@ -356,7 +356,14 @@ export interface LazySource { pid: number; runs: { vaddr: bigint; nrPages: numbe
 export class LazyPagesClient {
   private fd: number;
   private head = new Uint8Array(PSI_SIZE);
-  constructor(public address: string, public port: number, public timeoutSec = 10) {
+  /** fd: a connection to the dump made already (migrate's post-copy from the source: the source connected it) */
+  constructor(public address: string, public port: number, public timeoutSec = 10, fd?: number) {
+    if (fd !== undefined) {
+      this.fd = fd;
+      setDeadline(fd, timeoutSec, "the source serving lazy pages");
+      TCP_NODELAY(fd, true);
+      return;
+    }
     this.fd = must("socket", syscall(NR.socket, 2, 1 | 0o2000000, 0));
     setDeadline(this.fd, timeoutSec);
     peerOf.set(this.fd, "the dump serving lazy pages");
@@ -407,59 +414,85 @@ export class LazyPagesClient {
  * Waiting for a request has no deadline (the restore may come much later); each answer has one.
  */
 export function serveLazyPages(address: string, port: number, sources: Map<number, LazySource>, onListening?: () => void, timeoutSec = 10): number {
-  const total = [...sources.values()].reduce((s, x) => s + x.runs.reduce((m, r) => m + r.nrPages, 0), 0);
+  const total = lazyTotal(sources);
   const ls = listenOn(address, port, `Lazy pages (${total} pages of ${sources.size} process(es))`);
-  const memFds = new Map<number, number>();
-  let conn = -1, served = 0, lastLog = 0;
+  let conn = -1, srv: LazyPageServer | undefined;
   try {
     onListening?.();
     log.info(`lazy pages: waiting for the lazy-pages daemon on ${address}:${port}`);
     for (;;) { conn = syscall(NR.accept, ls, 0, 0); if (conn !== -4) break; }
     must("accept", conn);
-    TCP_NODELAY(conn, true);
-    const tv = new BigInt64Array([BigInt(Math.max(1, timeoutSec)), 0n]);
-    syscall(NR.setsockopt, conn, 1, 21 /* SO_SNDTIMEO */, addr(tv), 16);
-    deadlineSec.set(conn, timeoutSec);
-    peerOf.set(conn, "the lazy-pages daemon");
     log.info("lazy pages: the lazy-pages daemon connected");
-    const head = new Uint8Array(PSI_SIZE), dv = new DataView(head.buffer);
-    const buf = new Uint8Array(1 << 20);
-    const gone = () => new CriuError("lazy-pages", `the lazy-pages daemon closed the connection before the restore had all its memory (${served} of ${total} pages sent)`);
-    /** the daemon going away (a clean end, or a reset with pages in flight) is said as that */
-    const io = <T>(fn: () => T): T => {
-      try { return fn(); } catch (e: any) { if (/the peer closed the connection/.test(e?.message ?? "")) throw gone(); throw e; }
-    };
-    for (;;) {
-      if (!io(() => readAll(conn, head, "reading a request of the lazy-pages daemon"))) throw gone();
-      const cmd = dv.getUint32(0, true), nrBig = dv.getBigUint64(8, true), vaddr = dv.getBigUint64(16, true), dst = dv.getBigUint64(24, true);
-      const op = cmd & 0xffff;
-      if (op === PS.CLOSE || op === PS.FORCE_CLOSE) {
-        writeAll(conn, new Uint8Array(new Int32Array([0]).buffer), "answering PS_IOV_CLOSE");
-        log.info(`lazy pages: the restore has its memory (${served} of ${total} lazy pages were sent; the others it never needed or they were zero)`);
-        return served;
-      }
-      if (op !== PS.GET) throw new CriuError("lazy-pages", `unexpected request ${op} (0x${cmd.toString(16)}) from the lazy-pages daemon`);
-      const src = dst <= 0x7fffffffn ? sources.get(Number(dst)) : undefined;
-      if (!src) throw new CriuError("lazy-pages", `the lazy-pages daemon asked for pages of process ${dst}, which is not in the dump`);
-      const run = findRun(src.runs, vaddr);
-      if (!run || nrBig === 0n) throw new CriuError("lazy-pages", `the lazy-pages daemon asked for ${nrBig} page(s) at 0x${vaddr.toString(16)} of process ${dst}, which are not lazy pages of the dump`);
-      const left = Number((run.vaddr + BigInt(run.nrPages * PAGE) - vaddr) / BigInt(PAGE));
-      const n = Math.min(Number(nrBig > 0xffffn ? 0xffffn : nrBig), left, buf.length / PAGE);
-      let fd = memFds.get(src.pid);
-      if (fd === undefined) { fd = openFd(`/proc/${src.pid}/mem`, O.RDONLY | O.CLOEXEC); memFds.set(src.pid, fd); }
-      if (preadFull(fd, buf, vaddr, n * PAGE, 0, `read lazy pages of ${src.pid} at 0x${vaddr.toString(16)}`) !== n * PAGE) {
-        throw new CriuError("lazy-pages", `process ${src.pid}: short read of its memory at 0x${vaddr.toString(16)}`);
-      }
-      io(() => writeAll(conn, psi(PS.ADD_F | (PE_PRESENT << 16), n, vaddr, dst), "answering PS_IOV_GET"));
-      io(() => writeAll(conn, buf.subarray(0, n * PAGE), "sending lazy pages"));
-      served += n;
-      if (served - lastLog >= 16384) { lastLog = served; log.info(`lazy pages: ${served} of ${total} pages sent`); }
-    }
+    // waiting for a request has no deadline (the restore may come much later); each answer has one
+    srv = new LazyPageServer(conn, sources, timeoutSec, false);
+    while (srv.serveOne());
+    return srv.served;
   } finally {
-    for (const fd of memFds.values()) closeFd(fd);
+    srv?.close();
     if (conn >= 0) { deadlineSec.delete(conn); peerOf.delete(conn); closeFd(conn); }
     closeFd(ls);
   }
+}
+
+const lazyTotal = (sources: Map<number, LazySource>) => [...sources.values()].reduce((s, x) => s + x.runs.reduce((m, r) => m + r.nrPages, 0), 0);
+
+/**
+ * One lazy-pages daemon's requests on connection conn, answered from the frozen processes of
+ * sources: serveOne() answers one request (false once it was PS_IOV_CLOSE: the restore has all its
+ * memory). readDeadline: reads have the deadline too (otherwise only the answers). The caller closes conn.
+ */
+export class LazyPageServer {
+  served = 0;
+  readonly total: number;
+  private memFds = new Map<number, number>();
+  private head = new Uint8Array(PSI_SIZE);
+  private buf = new Uint8Array(1 << 20);
+  private lastLog = 0;
+  constructor(private conn: number, private sources: Map<number, LazySource>, timeoutSec: number, readDeadline: boolean) {
+    this.total = lazyTotal(sources);
+    TCP_NODELAY(conn, true);
+    if (readDeadline) setDeadline(conn, timeoutSec);
+    else {
+      const tv = new BigInt64Array([BigInt(Math.max(1, timeoutSec)), 0n]);
+      syscall(NR.setsockopt, conn, 1, 21 /* SO_SNDTIMEO */, addr(tv), 16);
+      deadlineSec.set(conn, timeoutSec);
+    }
+    peerOf.set(conn, "the lazy-pages daemon");
+  }
+  private gone() { return new CriuError("lazy-pages", `the lazy-pages daemon closed the connection before the restore had all its memory (${this.served} of ${this.total} pages sent)`); }
+  /** the daemon going away (a clean end, or a reset with pages in flight) is said as that */
+  private io<T>(fn: () => T): T {
+    try { return fn(); } catch (e: any) { if (/the peer closed the connection/.test(e?.message ?? "")) throw this.gone(); throw e; }
+  }
+  serveOne(): boolean {
+    const conn = this.conn, head = this.head, dv = new DataView(head.buffer), buf = this.buf;
+    if (!this.io(() => readAll(conn, head, "reading a request of the lazy-pages daemon"))) throw this.gone();
+    const cmd = dv.getUint32(0, true), nrBig = dv.getBigUint64(8, true), vaddr = dv.getBigUint64(16, true), dst = dv.getBigUint64(24, true);
+    const op = cmd & 0xffff;
+    if (op === PS.CLOSE || op === PS.FORCE_CLOSE) {
+      writeAll(conn, new Uint8Array(new Int32Array([0]).buffer), "answering PS_IOV_CLOSE");
+      log.info(`lazy pages: the restore has its memory (${this.served} of ${this.total} lazy pages were sent; the others it never needed or they were zero)`);
+      return false;
+    }
+    if (op !== PS.GET) throw new CriuError("lazy-pages", `unexpected request ${op} (0x${cmd.toString(16)}) from the lazy-pages daemon`);
+    const src = dst <= 0x7fffffffn ? this.sources.get(Number(dst)) : undefined;
+    if (!src) throw new CriuError("lazy-pages", `the lazy-pages daemon asked for pages of process ${dst}, which is not in the dump`);
+    const run = findRun(src.runs, vaddr);
+    if (!run || nrBig === 0n) throw new CriuError("lazy-pages", `the lazy-pages daemon asked for ${nrBig} page(s) at 0x${vaddr.toString(16)} of process ${dst}, which are not lazy pages of the dump`);
+    const left = Number((run.vaddr + BigInt(run.nrPages * PAGE) - vaddr) / BigInt(PAGE));
+    const n = Math.min(Number(nrBig > 0xffffn ? 0xffffn : nrBig), left, buf.length / PAGE);
+    let fd = this.memFds.get(src.pid);
+    if (fd === undefined) { fd = openFd(`/proc/${src.pid}/mem`, O.RDONLY | O.CLOEXEC); this.memFds.set(src.pid, fd); }
+    if (preadFull(fd, buf, vaddr, n * PAGE, 0, `read lazy pages of ${src.pid} at 0x${vaddr.toString(16)}`) !== n * PAGE) {
+      throw new CriuError("lazy-pages", `process ${src.pid}: short read of its memory at 0x${vaddr.toString(16)}`);
+    }
+    this.io(() => writeAll(conn, psi(PS.ADD_F | (PE_PRESENT << 16), n, vaddr, dst), "answering PS_IOV_GET"));
+    this.io(() => writeAll(conn, buf.subarray(0, n * PAGE), "sending lazy pages"));
+    this.served += n;
+    if (this.served - this.lastLog >= 16384) { this.lastLog = this.served; log.info(`lazy pages: ${this.served} of ${this.total} pages sent`); }
+    return true;
+  }
+  close() { for (const fd of this.memFds.values()) closeFd(fd); this.memFds.clear(); }
 }
 
 /** The run of sorted runs that holds vaddr (binary search). */

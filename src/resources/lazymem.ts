@@ -51,6 +51,27 @@ export function splitLazy(vmas: DumpedVma[]): { eager: DumpedVma[]; lazy: Dumped
 }
 
 /**
+ * Runs to read (sorted), split where the VMAs (sorted) that may be lazy begin and end: the pages a
+ * post-copy from the source leaves with the frozen tree (migrate's final round), and the others.
+ */
+export function splitRunsLazy<R extends { vaddr: bigint; nrPages: number; flags: number }>(runs: R[], vmas: { start: bigint; end: bigint; status: number; flags: number }[]): { eager: R[]; lazy: R[] } {
+  const eager: R[] = [], lazy: R[] = [];
+  let i = 0;
+  for (const r of runs) {
+    let a = r.vaddr;
+    const end = r.vaddr + BigInt(r.nrPages * PAGE);
+    while (a < end) {
+      while (i < vmas.length && vmas[i].end <= a) i++;
+      const v = i < vmas.length && vmas[i].start <= a ? vmas[i] : undefined;
+      const stop = v ? (v.end < end ? v.end : end) : (i < vmas.length && vmas[i].start < end ? vmas[i].start : end);
+      (v && canBeLazy(v) ? lazy : eager).push({ ...r, vaddr: a, nrPages: Number((stop - a) / BigInt(PAGE)) });
+      a = stop;
+    }
+  }
+  return { eager, lazy };
+}
+
+/**
  * Present pages of memory that may be lazy get PE_LAZY too, as CRIU marks them in every dump: its
  * `restore --lazy-pages` (with a lazy-pages daemon reading these images) leaves exactly those pages to
  * the daemon and restores the others itself; without the mark it takes none lazily. A run that

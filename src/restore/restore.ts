@@ -66,6 +66,12 @@ export interface RestoreOptions {
    * daemon too (one serving from these images: migrate's post-copy, lazymem.ts lazyParentRuns)
    */
   lazyParents?: boolean;
+  /**
+   * migrate: called once the tree is restored, before its connections leave repair mode and it is
+   * let go; throwing fails the restore (the tree is killed, it never ran). The source commits
+   * here to its copy.
+   */
+  commit?: () => void;
 }
 
 export interface Restored { pid: number; ms: number; forkMs: number; pages: number; processes: number;
@@ -305,6 +311,9 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
     if (set.newNetNs) softHook(o.hooks, "network-unlock", builders[0].pid);
     for (const b of builders) if (!b.t.zombie) b.checkStopSignal(o.leaveStopped);
     runHook(o.hooks, "pre-resume", { pid: builders[0].pid });
+    // migrate: the source commits to this copy here (a failure now kills the copy, which never ran,
+    // and the source resumes), before the connections can speak (out of repair, unlocked)
+    o.commit?.();
     // last before the release: the dump's network lock goes, this restore's (gone with
     // criu-bun) holds until the processes run
     netRestoreHandover();
