@@ -5,7 +5,7 @@
 import { getRegs, setRegs, ptrace, PTRACE, R, wait4Raw, W, type Regs, __WALL, describeStatus, getEventMsg } from "../sys/ptrace";
 import { tick } from "../restore/watchdog";
 import { openFd, closeFd, preadFull, pwriteFull, O } from "../sys/mem";
-import { readVmas } from "../sys/proc";
+import { readMaps } from "../sys/proc";
 import { CriuError, log, logLevel, LOG_DEBUG } from "../log";
 import { syscallName } from "../sys/nr";
 import { errnoText } from "../sys/errno";
@@ -74,7 +74,8 @@ export class Injector {
       const b = mem.read(rip - 2n, 2);
       if (b[0] === 0x0f && b[1] === 0x05) return rip - 2n;
     } catch {}
-    const vdso = readVmas(pid).find((v) => v.path === "[vdso]");
+    // maps, not smaps: smaps would walk the page tables of all the memory for one line
+    const vdso = readMaps(pid).find((v) => v.path === "[vdso]");
     if (vdso) {
       const b = mem.read(vdso.start, Number(vdso.end - vdso.start));
       for (let i = 0; i + 1 < b.length; i++) if (b[i] === 0x0f && b[i + 1] === 0x05) return vdso.start + BigInt(i);

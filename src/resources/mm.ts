@@ -5,7 +5,7 @@
 // shares with its parent kept), its pages filled (codec), mlock()ed ranges locked again, and the
 // mm fields, auxv and exe link set in one PR_SET_MM_MAP. Page contents are the codec's
 // (src/codec), shared memory's shmem.ts and sysvshm.ts.
-import { readAuxv, readLink, readVmas, type ProcStat } from "../sys/proc";
+import { readAuxv, readLink, readMaps, readVmas, type ProcStat } from "../sys/proc";
 import { NR } from "../sys/nr";
 import { O } from "../sys/mem";
 import { errnoText } from "../sys/errno";
@@ -283,7 +283,7 @@ function placeVdso(proc: MmRestoreCtx, cur: ReturnType<typeof readVmas>) {
   const vvarStart = dumpedVvar.length ? dumpedVvar.reduce((m, v) => (v.start < m ? v.start : m), dumpedVvar[0].start) : dumpedVdso.start;
   const r = inj.call(NR.arch_prctl, 0x2003 /* ARCH_MAP_VDSO_64 */, dumpedVvar.length ? vvarStart : dumpedVdso.start);
   if (r < 0n) throw new CriuError("restore", `cannot map the vDSO at ${hex(vvarStart)} (${errnoText(-r)})`);
-  const now = readVmas(proc.pid).find((v) => v.path === "[vdso]");
+  const now = readMaps(proc.pid).find((v) => v.path === "[vdso]"); // maps: no page-table walk
   if (!now || now.start !== dumpedVdso.start) {
     throw new CriuError("restore", `vDSO landed at ${now ? hex(now.start) : "nowhere"}, expected ${hex(dumpedVdso.start)}`);
   }
