@@ -196,10 +196,11 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
   netRestoreBegin({ tcpClose: o.tcpClose, lockMethod,
     lockTable: lockMethod === NETWORK_LOCK.NFTABLES && inv.dumpCriuRunId ? runLockTableName(inv.dumpCriuRunId) : undefined });
   phase("checking images");
-  precheck(set, o);
-  // memory left with the source of a lazy dump: only a lazy restore can get it
+  // memory left with the source of a lazy dump: only a lazy restore can get it (said before what
+  // the host lacks: no other check makes such images restorable)
   const lazyTask = set.tasks.find((t) => !t.zombie && hasLazyPages(t.pagemap));
   if (lazyTask && !o.lazyPages) throw new CriuError("restore", `process ${lazyTask.pid}: its private memory stayed with the source (dump --lazy-pages); restore it with --lazy-pages and a running lazy-pages daemon`);
+  precheck(set, o);
   if (o.lazyPages && !lazyTask && !o.lazyParents) log.info("lazy pages: the images hold every page; nothing to take lazily");
   if ((o.emptyNs ?? 0) & ~0x40000000) throw new CriuError("restore", `empty_ns 0x${(o.emptyNs!).toString(16)}: only the network namespace (CLONE_NEWNET) can be left empty`);
   if ((o.emptyNs ?? 0) & 0x40000000) set.emptyNetNs = true;
