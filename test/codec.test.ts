@@ -7,6 +7,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PageCodec, CodecError } from "../src/codec/codec";
+import { PlainCodec } from "../src/codec/plain";
 import { heapLike, prng } from "../src/codec/sample";
 import { syscall } from "../src/sys/syscall";
 import { NR } from "../src/sys/nr";
@@ -518,5 +519,45 @@ describe("Workers", () => {
       w.terminate();
       URL.revokeObjectURL(url);
     }
+  });
+});
+
+describe("PlainCodec (small runs on the main thread, no WebAssembly)", () => {
+  test("zero flags, XXH64 and checksumKept equal codec.wasm's on the same pages; LZ4 goes through codec.wasm", () => {
+    const n = 64;
+    const plain = new PlainCodec({ capacity: n * PAGE + PageCodec.lz4Bound(n * PAGE) + PAGE });
+    const rnd = prng(31);
+    for (const zeroShare of [0, 0.3, 0.9, 1]) {
+      const pages = heapLike(n * PAGE, 13);
+      for (let i = 0; i < n; i++) if (rnd() / 2 ** 32 < zeroShare) pages.fill(0, i * PAGE, (i + 1) * PAGE);
+      // single non-zero bytes at the first and last byte of pages, where a scan could stop short
+      pages.fill(0, 3 * PAGE, 5 * PAGE); pages[3 * PAGE] = 1; pages[5 * PAGE - 1] = 1;
+      codec.inputView(n * PAGE).set(pages);
+      plain.inputView(n * PAGE).set(pages);
+      const wf = [...codec.zeroPages(0, n)], pf = [...plain.zeroPages(0, n)];
+      expect(pf).toEqual(wf);
+      expect(plain.lastZeroCount).toBe(codec.lastZeroCount);
+      expect(plain.checksumKept(0, n)).toBe(codec.checksumKept(0, n));
+      expect(plain.checksum(PAGE + 5, 7 * PAGE - 9)).toBe(codec.checksum(PAGE + 5, 7 * PAGE - 9));
+      expect(plain.checksum(0, n * PAGE, 12345n)).toBe(codec.checksum(0, n * PAGE, 12345n));
+      expect(plain.isZero(3 * PAGE + 1, 2 * PAGE - 2)).toBe(codec.isZero(3 * PAGE + 1, 2 * PAGE - 2));
+    }
+    // LZ4 both ways through the fallback, from and into the plain buffer
+    const data = heapLike(16 * PAGE, 5);
+    plain.inputView(data.length).set(data);
+    const z = plain.compress(0, data.length).slice();
+    sameBytes(libDecompress(z, data.length), data);
+    const at = 32 * PAGE;
+    plain.inputView(z.length, at).set(z);
+    plain.inputView(data.length).fill(0);
+    expect(plain.decompressToInput(plain.inputView(z.length, at), 0, data.length)).toBe(data.length);
+    sameBytes(plain.inputView(data.length), data);
+    // process_vm_readv into it through inputAddr
+    const src = random(PAGE + 7, 3);
+    const local = new BigUint64Array([BigInt(plain.inputAddr(9)), BigInt(src.length)]);
+    const remote = new BigUint64Array([BigInt(ptr(src)), BigInt(src.length)]);
+    expect(syscall(NR.process_vm_readv, process.pid, ptr(local), 1, ptr(remote), 1, 0)).toBe(src.length);
+    sameBytes(plain.inputView(src.length, 9), src);
+    expect(() => plain.zeroPages(n * PAGE, 1 << 20)).toThrow(RangeError);
   });
 });

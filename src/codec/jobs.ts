@@ -15,6 +15,10 @@
 // Results go to a Slot: a small header (lengths, hashes, kept runs, error text) and a data area,
 // backed by a SharedArrayBuffer when a Worker fills it and the main thread waits on it.
 import { PageCodec } from "./codec";
+import { PlainCodec } from "./plain";
+
+/** codec.wasm, or for a small job on the main thread the same without WebAssembly (plain.ts) */
+export type Codec = PageCodec | PlainCodec;
 import { BLOCK, BLOCK_LZ4 } from "./format";
 import { vmRead, vmWrite, preadFull, pwriteFull, pwritevFull } from "../sys/mem";
 
@@ -115,6 +119,8 @@ export interface CoreInit {
   pid: number; memFd: number; pagesFd: number; compress: boolean; module?: WebAssembly.Module;
   /** the largest job in raw bytes (default BLOCK): a small dump needs no 1 MiB buffers */
   block?: number;
+  /** no WebAssembly (PlainCodec): for a small uncompressed run on the main thread */
+  plain?: boolean;
   /** uncompressed dump: the pages file (opened for writing) and its DumpOrder's buffer: each
    * block is written by the thread that read it */
   outFd?: number; order?: SharedArrayBuffer;
@@ -130,7 +136,7 @@ export interface StoredBlock { at: number; len: number; rawHash: bigint; storedH
  * The stored form of the raw block at 0..rawLen of c's input: with `compress`, its LZ4 block
  * copied to `zat` when that is shorter; else the raw bytes where they are.
  */
-export function encodeBlock(c: PageCodec, rawLen: number, zat: number, compress: boolean): StoredBlock {
+export function encodeBlock(c: Codec, rawLen: number, zat: number, compress: boolean): StoredBlock {
   const rawHash = c.checksum(0, rawLen);
   if (compress) {
     const z = c.compress(0, rawLen);
@@ -147,7 +153,7 @@ export function encodeBlock(c: PageCodec, rawLen: number, zat: number, compress:
  * and leave its rawLen raw bytes at 0 (an uncompressed block is read to 0 in the first place).
  * Throws BlockError.
  */
-export function decodeBlock(c: PageCodec, at: number, len: number, rawLen: number, flags: number, storedHash?: bigint): void {
+export function decodeBlock(c: Codec, at: number, len: number, rawLen: number, flags: number, storedHash?: bigint): void {
   if (storedHash !== undefined && c.checksum(at, len) !== storedHash) throw new BlockError("checksum mismatch");
   if (!(flags & BLOCK_LZ4)) return;
   let n: number;
@@ -157,7 +163,7 @@ export function decodeBlock(c: PageCodec, at: number, len: number, rawLen: numbe
 }
 
 export class BlockCore {
-  readonly codec: PageCodec;
+  readonly codec: Codec;
   private io: Uint8Array;
   /** stored bytes (compressed) live here, after the raw block */
   private readonly ZAT: number;
@@ -167,7 +173,8 @@ export class BlockCore {
     const block = init.block ?? BLOCK;
     this.ZAT = block;
     if (init.order && init.outFd !== undefined && init.outFd >= 0 && !init.compress) this.order = new DumpOrder(init.order);
-    this.codec = new PageCodec({ capacity: block + PageCodec.lz4Bound(block) + PAGE, module: init.module });
+    const capacity = block + PageCodec.lz4Bound(block) + PAGE;
+    this.codec = init.plain ? new PlainCodec({ capacity }) : new PageCodec({ capacity, module: init.module });
     this.io = this.codec.inputView();
   }
 

@@ -33,6 +33,10 @@ const SLOTS_PER_WORKER = 3;
 /** Below this many bytes the main thread does the work alone (a Worker costs ~10 ms to start). */
 export const WORKER_THRESHOLD = 48 << 20;
 const PROGRESS_MIN = 256 << 20;
+/** Up to this many bytes, a run alone on the main thread needs no codec.wasm (PlainCodec: its zero
+ * test is slower than the WASM one, but compiling the module costs more below this size);
+ * CRIU_BUN_CODEC=wasm uses codec.wasm always. */
+export const PLAIN_MAX = 8 << 20;
 /** Jobs between garbage collections: each job leaves a little garbage (job objects, views, BigInts)
  * that JSC would otherwise let pile up to hundreds of MiB on multi-GiB processes. */
 export const GC_EVERY = 128;
@@ -87,10 +91,12 @@ class Pool {
     }
   }
 
-  /** No Workers: one core on this thread, its buffers no larger than the largest job. */
+  /** No Workers: one core on this thread, its buffers no larger than the largest job; without
+   * WebAssembly (PlainCodec) when the run is small and uncompressed. */
   private alone(init: PoolInit, totalBytes: number) {
     const block = Math.min(BLOCK, Math.max(PAGE, Math.ceil(totalBytes / PAGE) * PAGE));
-    this.core = new BlockCore({ ...init, block });
+    const plain = !init.compress && totalBytes <= PLAIN_MAX && process.env.CRIU_BUN_CODEC !== "wasm";
+    this.core = new BlockCore({ ...init, block, plain });
     this.slots = [new Slot(new ArrayBuffer(slotBytes(block)))];
   }
 
