@@ -144,6 +144,8 @@ export class CriuError extends Error {
 export const context = { phase: "", pid: 0 };
 /** Enter a phase of the work (pid: the process it is about, in the images' numbering, if any). */
 export function phase(name: string, pid = 0) {
+  // at -v4 each phase's start is a line, so the timestamps tell where the time goes
+  if (level >= LOG_DEBUG) log.debug(`phase: ${name}${pid ? ` (process ${pid})` : ""}`);
   flushLog();
   context.phase = name;
   context.pid = pid;

@@ -450,6 +450,8 @@ test("the destination's lazy-pages daemon killed in the middle of the post-copy 
   expect(src.log()).not.toMatch(/    at /);
   expect(status(pid, "TracerPid")).toBe("0");
   await waitFor(() => stateOf(pid) === "T", "source stopped");
+  // its tracking ended (the final round leaves it to the kill; a tree that lives on has it closed)
+  expect(fdTargets(pid).some((t) => t.includes("userfaultfd"))).toBe(false);
   const c0 = count(w);
   process.kill(pid, "SIGCONT");
   await waitFor(() => count(w) > c0 + 200, "source counting after SIGCONT");

@@ -241,6 +241,7 @@ export function dumpProcess(o: DumpOptions): DumpStats {
   let prev: DirHandle | undefined;
   let netLocked = false;
   let pageServer: PageServerClient | undefined;
+  let track: MemTracker | undefined;
   // criu tells about the network lock only for a tree with its own network namespace
   let ownNet = false;
   /** liveRead: the tree was let go before its pages were read */
@@ -276,15 +277,18 @@ export function dumpProcess(o: DumpOptions): DumpStats {
     if (ownNet) { netLocked = true; runHook(o.hooks, "network-lock", { pid }); }
     runHook(o.hooks, "query-ext-files", { pid });
     for (const n of tree) if (n.fp) n.mem = new RemoteMem(n.pid);
-    const track = new MemTracker(w.dir, w.prevImagesDir);
+    track = new MemTracker(w.dir, w.prevImagesDir);
     stats = collectAndWrite(tree, w, tFrozen - t0, pageServer, track);
     // memory tracking, at the end of the frozen period: armed for the next dump, or ended in a
     // process that lives on (a killed tree takes it along)
     const arm = o.preDump || (o.trackMem && o.leaveRunning);
+    phase(arm ? "arming memory tracking" : "ending memory tracking");
     for (const n of tree) {
       if (!n.fp || !n.dumped) continue;
       if (arm) track.arm(n.pid, n.dumped.vpid, n.fp.threads[0].tid, n.mem!, n.dumped.vmas);
-      else if (o.leaveRunning || o.leaveStopped || o.handOff) track.disarm(n.pid, n.fp.threads[0].tid, n.mem!);
+      // (a hand-off's tree is killed with its tracking once its copy runs: ended only if it is let go
+      // again; closing it write-unprotects every tracked page, time that grows with memory)
+      else if (o.leaveRunning || o.leaveStopped) track.disarm(n.pid, n.fp.threads[0].tid, n.mem!);
     }
     if (w.deferred) {
       sameTreeAsFrozen(tree);
@@ -343,6 +347,13 @@ export function dumpProcess(o: DumpOptions): DumpStats {
       o.handOff(dir, t0, commit);
       o.afterHandOff?.();
     } catch (e) {
+      // the tree lives on (resumed or left stopped): its tracking ends first
+      for (const n of alive) {
+        const m = new RemoteMem(n.pid);
+        try { track!.disarm(n.pid, n.fp!.threads[0].tid, m); } catch (x: any) { log.warn(`process ${n.pid}: memory tracking not ended: ${x?.message}`); } finally { m.close(); }
+      }
+      // (the injection took the queued SIGSTOP as it passed: queued again)
+      if (committed) for (const n of alive) syscall(NR.kill, n.pid, 19);
       netDumpEnd("running");
       if (ownNet) unlockHook(o.hooks, pid);
       if (committed) {
@@ -515,6 +526,7 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
     pstree.push({ pid: vpid, ppid: vppid, pgid, sid, threads: r.tids });
   });
   log.debug(`all processes collected`);
+  phase("writing the tree's images");
   writeImage(d, "inventory.img", "INVENTORY", [msg(S.inventory_entrySchema, {
     imgVersion: 2, fdinfoPerId: true, nsPerId: true, lsmtype: 0,
     rootIds: ROOT_IDS, rootCgSet: ROOT_CG_SET,
@@ -551,6 +563,7 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
   // a process sharing its parent's fd table (CLONE_FILES) has it dumped once, under one files id
   const tableDone = ids.filesId !== ids.vmId;
   const locks: LockDump[] = [];
+  phase("dumping fds", pid);
   const fds: FdDump[] = tableDone ? [] : dumpFds(pid, files, extra, fdOpts, twins, locks);
   for (const l of locks) extra.add("filelocks.img", "FILE_LOCKS", S.file_lock_entrySchema, { ...l, pid: vpid });
   // cwd, root and exe are O_RDONLY entries as CRIU writes them (CRIU hands the exe's fd to
@@ -561,6 +574,7 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
   const fileId = (path: string, source: string, flags: number) => path.endsWith(" (deleted)")
     ? saveGhost(files, extra, statSync(source, { bigint: true }), path.slice(0, -" (deleted)".length), source, flags, 0n, `process ${pid}`)
     : files.addPath(path, flags);
+  phase("dumping mappings", pid);
   const cwdId = fileId(task.cwd, `/proc/${pid}/cwd`, 0);
   const rootId = files.addPath(task.root, 0);
   linkMmFiles(pid, task.mm, task.exe, task.vmas, fileId);
@@ -580,6 +594,7 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
   task.mm.vmas = mmVmaEntries(task.vmas);
 
   // memory
+  phase("dumping memory", pid);
   const tMem = performance.now();
   let pr;
   let skipped = 0;

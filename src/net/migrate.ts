@@ -426,8 +426,10 @@ export function migrateIn(o: MigrateListen): { pid: number } {
           throw new CriuError("migrate", `the source sent an image named '${name}', which it may not`);
         }
         writeNewFile(join(cur, name), m.data.subarray(4 + nl), false);
+        log.debug(`migrate: image ${name} received (${m.data.length - 4 - nl} bytes)`);
       } else if (m.type === MSG.RESTORE) {
         if (!cur) throw new CriuError("migrate", "RESTORE before any round");
+        log.info(`migrate: RESTORE: the final round's images are in; restoring from ${cur}`);
         const t0 = performance.now();
         let res: Record<string, unknown>;
         // post-copy: the pre-copied pages of private anonymous memory come after the tree runs

@@ -26,7 +26,7 @@ import { getRegs } from "../sys/ptrace";
 import { NR } from "../sys/nr";
 import { openFd, closeFd, O, PAGE_IS, PagemapScanner } from "../sys/mem";
 import { UFFDIO_API, UFFDIO_REGISTER, UFFD_API, UFFD_USER_MODE_ONLY, UFFDIO_REGISTER_MODE, UFFD_FEATURE, PM_SCAN } from "../sys/uffd";
-import { readStat, readVmas, readLink } from "../sys/proc";
+import { readStat, readLink } from "../sys/proc";
 import { errnoName } from "../sys/errno";
 import { decodePagemap, type PagemapRun } from "../images/pagemap";
 import { VMA } from "./vma";
@@ -101,14 +101,15 @@ export class MemTracker {
    */
   select(pid: number, vpid: number, vmas: DumpedVma[]): (TrackedPages & { untracked: DumpedVma[] }) | undefined {
     if (!this.live.has(pid) || off()) return undefined;
-    const registered = new Set(readVmas(pid).filter((v) => v.vmflags.includes("uw")).map((v) => `${v.start}-${v.end}`));
+    // which VMAs are registered: PAGEMAP_SCAN with CHECK_WPASYNC refuses the others (EPERM, scanRuns
+    // null); smaps's VmFlags would tell too, but reading smaps walks every page table of the process
     const parent = parentCoverage(resolve(this.dir, this.prevDir!), vpid);
     const fd = openFd(`/proc/${pid}/pagemap`, O.RDONLY | O.CLOEXEC);
     const sc = new PagemapScanner(fd);
     const out: TrackedPages & { untracked: DumpedVma[] } = { want: [], fromParent: [], trackedPages: 0, untracked: [] };
     try {
       for (const v of vmas) {
-        if (!(v.status & VMA.ANON_PRIVATE) || !registered.has(`${v.start}-${v.end}`)) { out.untracked.push(v); continue; }
+        if (!(v.status & VMA.ANON_PRIVATE) || v.status & (VMA.VDSO | VMA.VVAR | VMA.VSYSCALL)) { out.untracked.push(v); continue; }
         // written since the write-protect (not the zero page): read
         const written = scanRuns(sc, pid, v.start, v.end, {
           flags: PM_SCAN.CHECK_WPASYNC, mask: PAGE_IS.WRITTEN | PAGE_IS.PFNZERO, inverted: PAGE_IS.PFNZERO,
@@ -156,23 +157,26 @@ export class MemTracker {
         rec = { pid, startTime: String(readStat(pid).startTime), fd, ino: statSync(`/proc/${pid}/fd/${fd}`).ino };
         log.debug(`process ${pid}: userfaultfd ${fd} made for memory tracking`);
       }
-      // the VMAs registered already (by an earlier pre-dump) and those registered now: all are protected
-      const protect = readVmas(pid).filter((v) => v.vmflags.includes("uw")).map((v): [bigint, bigint] => [v.start, v.end]);
-      const have = new Set(protect.map(([a, b]) => `${a}-${b}`));
-      let n = 0;
-      for (const v of vmas) {
-        if (!(v.status & VMA.ANON_PRIVATE) || have.has(`${v.start}-${v.end}`)) continue;
-        const ok = inj.withScratch(32, (a) => {
-          mem.write(a, new Uint8Array(new BigUint64Array([v.start, v.end - v.start, BigInt(UFFDIO_REGISTER_MODE.WP), 0n]).buffer));
-          return inj.call(NR.ioctl, rec!.fd, UFFDIO_REGISTER, a);
-        });
-        if (ok === 0n) { n++; protect.push([v.start, v.end]); }
-        else log.debug(`process ${pid}: ${vmaName(v)} not tracked (UFFDIO_REGISTER: ${errnoName(Number(-ok))})`);
-      }
-      // write-protect every page of the registered VMAs: from now on a write marks a page
+      // the VMAs registered already (by an earlier pre-dump: PAGEMAP_SCAN with CHECK_WPASYNC takes
+      // them, refuses the others; smaps's VmFlags would tell too, but reading smaps walks every page
+      // table) and those registered now: all are protected
       const pm = openFd(`/proc/${pid}/pagemap`, O.RDONLY | O.CLOEXEC);
+      let n = 0;
       try {
         const sc = new PagemapScanner(pm);
+        const anon = vmas.filter((v) => v.status & VMA.ANON_PRIVATE && !(v.status & (VMA.VDSO | VMA.VVAR | VMA.VSYSCALL)));
+        const registered = (v: DumpedVma) => sc.scan(v.start, v.start + PAGE, { flags: PM_SCAN.CHECK_WPASYNC, mask: PAGE_IS.WRITTEN, ret: PAGE_IS.WRITTEN }) !== -1;
+        const protect: [bigint, bigint][] = [];
+        for (const v of anon) {
+          if (registered(v)) { protect.push([v.start, v.end]); continue; }
+          const ok = inj.withScratch(32, (a) => {
+            mem.write(a, new Uint8Array(new BigUint64Array([v.start, v.end - v.start, BigInt(UFFDIO_REGISTER_MODE.WP), 0n]).buffer));
+            return inj.call(NR.ioctl, rec!.fd, UFFDIO_REGISTER, a);
+          });
+          if (ok === 0n) { n++; protect.push([v.start, v.end]); }
+          else log.debug(`process ${pid}: ${vmaName(v)} not tracked (UFFDIO_REGISTER: ${errnoName(Number(-ok))})`);
+        }
+        // write-protect every page of the registered VMAs: from now on a write marks a page
         for (const [a, b] of protect) {
           scanRuns(sc, pid, a, b, { flags: PM_SCAN.WP_MATCHING | PM_SCAN.CHECK_WPASYNC, mask: PAGE_IS.WRITTEN, ret: PAGE_IS.WRITTEN });
         }
