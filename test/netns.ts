@@ -13,10 +13,14 @@ export function runOk(cmd: string[], what = cmd.join(" ")): string {
 /** CMD run inside the network namespace NS */
 export const inNs = (ns: string, cmd: string[]) => ["nsenter", `--net=/run/netns/${ns}`, ...cmd];
 
-/** The namespaces of one test file: `PREFIX-name-<pid>`, loopback up. */
+/**
+ * The namespaces of one test file: `PREFIX-name-<pid><random>`, loopback up. The random part: test
+ * runs in fresh PID namespaces (CI's, `unshare --pid`) get the same small PIDs, and two such runs
+ * at once on one machine must not take (and delete) each other's namespaces.
+ */
 export class Netns {
   private live = new Set<string>();
-  private tag = `${process.pid % 10000}`;
+  private tag = `${process.pid % 10000}${Math.random().toString(36).slice(2, 6)}`;
   constructor(private prefix: string) {}
   make(name: string): string {
     const ns = `${this.prefix}-${name}-${this.tag}`;

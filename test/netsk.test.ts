@@ -9,7 +9,7 @@ import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, isAlive, c
 import { imagesDir, cleanupImages, waitReaped } from "./engine-helpers";
 import { readImage } from "../src/images/image";
 
-const ns = `cbt-netsk-${process.pid % 100000}`;
+const ns = `cbt-netsk-${process.pid % 100000}${Math.random().toString(36).slice(2, 6)}`; // random: runs in fresh PID namespaces share PIDs
 const inNs = (cmd: string[]) => ["nsenter", `--net=/run/netns/${ns}`, ...cmd];
 const extPids: number[] = [];
 
