@@ -221,33 +221,58 @@ test("migration: server namespace deleted, recreated with the same address, clie
   veth(na);
   runOk(["ip", "-n", nc, "link", "set", "vc", "up"]);
   const work = tmp("mig");
+  // every segment the clients send or get, through both server namespaces: a reset is named with
+  // the segments before it, and its time against the steps below tells which namespace sent it
+  const sniffer = Bun.spawn(inNs(nc, ["python3", join(REPO_ROOT, "test", "tcp_sniff.py"), "any", work, String(port)]), { stdin: "ignore", stdout: "ignore", stderr: Bun.file(join(work, "sniff.stderr")) });
+  procs.push(sniffer);
+  await waitFor(() => existsSync(join(work, "sniff.ready")), "sniffer ready", 60000);
+  const steps: string[] = [];
+  const step = (what: string) => steps.push(`${(Date.now() / 1000).toFixed(3)} ${what}`);
   const srv = await startServer(na, port, [`--addr=${srvAddr}`, "--expect=3"]);
   const clients = [0, 1].map((i) => new Client(nc, srvAddr, port, work, `m${i}`, 500 + i));
   for (const c of clients) await c.reach(200_000);
   const img = tmp("mig-img");
+  step("dump starts");
   dump(na, srv.pid, img, ["--tcp-established"]);
+  step("dumped");
   expect(inetImages(img).streams.length).toBe(2);
   nets.del(na);
+  step("old namespace deleted");
   // the namespace goes asynchronously; with it the veth pair and so the clients' end
   await waitFor(() => Bun.spawnSync(["ip", "-n", nc, "link", "show", "vc"], { stdout: "ignore", stderr: "ignore" }).exitCode !== 0, "the old veth pair to go with its namespace");
+  step("old link gone");
   const nb = nets.make("mb");
   // the clients' side stays down until the restored sockets exist: nothing reaches an empty namespace
   veth(nb);
   const before = clients.map((c) => c.progress().recvd);
+  step("restore starts");
   await restore(nb, img, srv.pid);
+  step("restored");
   runOk(["ip", "-n", nc, "link", "set", "vc", "up"]);
+  step("clients' link up");
   try {
     for (const [i, c] of clients.entries()) await c.reach(before[i] + 300_000, 40000);
+    const late = new Client(nc, srvAddr, port, work, "mlate", 9);
+    await late.reach(50_000);
+    await finishClients(work, [...clients, late]);
+    expect(tcpCounter(nb, "OutRsts")).toBe(0);
+    expect(text(join(work, "sniff"))!.split("\n")[0]).toMatch(/^rst=0 /);
   } catch (e: any) {
-    // what the server and the restore saw: the one place to tell who reset the connection
-    throw new Error(`${e.message}\nserver: ${text(join(srv.dir, "stderr"))}\nrestore.log (tcp):\n${(text(join(img, "restore.log")) ?? "").split("\n").filter((l) => /tcp|TCP|rror|arn/.test(l)).join("\n")}`);
+    // what the server, the restore, the link and both ends' sockets saw: who reset the connection, and why
+    const run = (cmd: string[]) => { const r = Bun.spawnSync(cmd, { stdout: "pipe", stderr: "pipe" }); return r.stdout.toString() + r.stderr.toString(); };
+    const counters = (ns: string) => run(inNs(ns, ["nstat", "-az"])).split("\n").filter((l) => /Abort|Rst|Reset|Timeout|PAWS|Challenge|OutOfWindow|Drop|Prune/.test(l) && !/\s0\s/.test(l)).join("\n");
+    const status = text(`/proc/${srv.pid}/status`);
+    const alive = status ? `running (${/^State:\s*(.*)$/m.exec(status)?.[1]})` : "gone";
+    throw new Error(`${e.message}\nserver process ${srv.pid}: ${alive}; stderr: ${text(join(srv.dir, "stderr"))}`
+      + `\ndump.log (lock):\n${(text(join(img, "dump.log")) ?? "").split("\n").filter((l) => /Network lock|lock could not|killed/.test(l)).join("\n")}`
+      + `\nrestore.log (tcp):\n${(text(join(img, "restore.log")) ?? "").split("\n").filter((l) => /tcp|TCP|rror|arn/.test(l)).join("\n")}`
+      + `\nsteps:\n${steps.join("\n")}\ncapture in the clients' namespace (all interfaces):\n${text(join(work, "sniff"))}`
+      + `\nss -tie, server side:\n${run(inNs(nb, ["ss", "-tanieo"]))}\nss -tie, clients' side:\n${run(inNs(nc, ["ss", "-tanieo"]))}`
+      + `\nTCP counters, server side:\n${counters(nb)}\nclients' side:\n${counters(nc)}`);
   }
-  const late = new Client(nc, srvAddr, port, work, "mlate", 9);
-  await late.reach(50_000);
-  await finishClients(work, [...clients, late]);
-  expect(tcpCounter(nb, "OutRsts")).toBe(0);
   go(srv.dir);
   expect(await serverResult(srv.dir)).toStartWith("PASS");
+  sniffer.kill();
   nets.del(nb);
   nets.del(nc);
 }, 120_000);

@@ -80,5 +80,5 @@ try:
     write(name + ".progress", f"{sent} {recvd}\n")
     write(name + ".result", f"PASS sent={sent}\n")
 except Exception as e:
-    write(name + ".result", f"FAIL: {type(e).__name__}: {e} (sent={sent} recvd={recvd})\n")
+    write(name + ".result", f"FAIL: {type(e).__name__}: {e} (sent={sent} recvd={recvd}, at {time.time():.3f})\n")
     sys.exit(1)

@@ -107,12 +107,12 @@ int main(int argc, char **argv) {
 				ssize_t n = recv(c->fd, c->pend, CHUNK, 0);
 				if (n > 0) { c->plen = (size_t)n; c->poff = 0; }
 				else if (n == 0) c->eof = 1;
-				else if (errno != EAGAIN) { errors++; wl_detail("client %d: recv: %s", i, strerror(errno)); close(c->fd); c->fd = -1; continue; }
+				else if (errno != EAGAIN) { errors++; wl_detail("client %d: recv: %s", i, strerror(errno)); fprintf(stderr, "client %d: recv: %s\n", i, strerror(errno)); close(c->fd); c->fd = -1; continue; }
 			}
 			if (c->poff < c->plen) {
 				ssize_t w = send(c->fd, c->pend + c->poff, c->plen - c->poff, MSG_NOSIGNAL);
 				if (w > 0) { c->poff += (size_t)w; c->echoed += (unsigned long long)w; total += (unsigned long long)w; }
-				else if (w < 0 && errno != EAGAIN) { errors++; wl_detail("client %d: send: %s", i, strerror(errno)); close(c->fd); c->fd = -1; continue; }
+				else if (w < 0 && errno != EAGAIN) { errors++; wl_detail("client %d: send: %s", i, strerror(errno)); fprintf(stderr, "client %d: send: %s\n", i, strerror(errno)); close(c->fd); c->fd = -1; continue; }
 			}
 			if (c->eof && c->poff == c->plen) { close(c->fd); c->fd = -1; }
 		}
