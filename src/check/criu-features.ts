@@ -5,6 +5,7 @@
 import { readFileSync } from "node:fs";
 import { syscall, addr, cstr } from "../sys/syscall";
 import { NR } from "../sys/nr";
+import { PR } from "../sys/flags";
 import { errnoName } from "../sys/errno";
 import { AF, SOCK, SOL, SO, socketFd, getsockoptBuf } from "../sys/sock";
 import { IPV6_FREEBIND, setsockoptInt } from "../sys/inetsock";
@@ -39,7 +40,6 @@ export const UNSUPPORTED_FEATURES: Record<string, string> = {
 };
 
 const SIOCGSKNS = 0x894c, SIOCUNIXFILE = 0x89e0;
-const PR_TIMER_CREATE_RESTORE_IDS = 77, PR_TIMER_CREATE_RESTORE_IDS_GET = 2;
 
 function sock(fds: number[], domain: number, type: number): number {
   try { const fd = socketFd(domain, type); fds.push(fd); return fd; } catch (e) { throw new Missing((e as Error).message); }
@@ -114,7 +114,7 @@ function openat2(): string {
 
 /** PR_TIMER_CREATE_RESTORE_IDS: POSIX timers recreated with their ids (criu-bun's restore uses it). */
 function timerCrIds(): string {
-  const r = syscall(NR.prctl, PR_TIMER_CREATE_RESTORE_IDS, PR_TIMER_CREATE_RESTORE_IDS_GET, 0, 0, 0);
+  const r = syscall(NR.prctl, PR.TIMER_CREATE_RESTORE_IDS, PR.TIMER_CREATE_RESTORE_IDS_GET, 0, 0, 0);
   need(r >= 0, `prctl(PR_TIMER_CREATE_RESTORE_IDS): ${errnoName(-r)}`);
   return "PR_TIMER_CREATE_RESTORE_IDS";
 }

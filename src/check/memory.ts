@@ -2,6 +2,7 @@
 import { UFFDIO_API, UFFDIO_REGISTER, UFFDIO_WRITEPROTECT, UFFD_USER_MODE_ONLY, UFFD_FEATURE, UFFDIO_REGISTER_MODE, UFFDIO_UNREGISTER, uffdCopy } from "../sys/uffd";
 import { syscall, addr, cstr } from "../sys/syscall";
 import { NR } from "../sys/nr";
+import { PR } from "../sys/flags";
 import { errnoName } from "../sys/errno";
 import { readVmas, readLink } from "../sys/proc";
 import { vmWrite, openFd, pread, O, PAGE_IS } from "../sys/mem";
@@ -57,7 +58,7 @@ function memfdHugetlb(): string {
 /** PR_SET_MM_MAP_SIZE: the one-call mm restore interface (struct prctl_mm_map, 104 bytes). */
 function prctlMmMap(): string {
   const size = new Uint32Array(1);
-  sys("prctl(PR_SET_MM, PR_SET_MM_MAP_SIZE)", NR.prctl, 35, 15, addr(size), 0, 0);
+  sys("prctl(PR_SET_MM, PR_SET_MM_MAP_SIZE)", NR.prctl, PR.SET_MM, PR.SET_MM_MAP_SIZE, addr(size), 0, 0);
   need(size[0] === 104, `struct prctl_mm_map is ${size[0]} bytes, expected 104`);
   return "104 bytes";
 }

@@ -2,6 +2,7 @@
 import { existsSync } from "node:fs";
 import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
+import { PR } from "../sys/flags";
 import { errnoName } from "../sys/errno";
 import { readLink, readStatus, readText } from "../sys/proc";
 import { openFd, closeFd, O } from "../sys/mem";
@@ -19,7 +20,7 @@ function nsLink(kind: string): string {
 function userns(): string {
   const l = nsLink("user");
   const size = new Uint32Array(1);
-  sys("prctl(PR_SET_MM_MAP_SIZE)", NR.prctl, 35, 15, addr(size), 0, 0);
+  sys("prctl(PR_SET_MM_MAP_SIZE)", NR.prctl, PR.SET_MM, PR.SET_MM_MAP_SIZE, addr(size), 0, 0);
   return l;
 }
 

@@ -2,6 +2,7 @@
 // namespaces, the vDSO mapping API.
 import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
+import { PR, CLONE, CLONE_ARGS_SIZE } from "../sys/flags";
 import { PTRACE, PTRACE_O, NT, ptrace, seize, interrupt, getRegs, R, getSigmask, setSigmask, peekSiginfo } from "../sys/ptrace";
 import { readVmas, readStatus, readLink, listFds, readText, type Vma } from "../sys/proc";
 import { openFd, closeFd, preadFull, O, PagemapScanner, PAGE_IS } from "../sys/mem";
@@ -134,7 +135,7 @@ function killOnSyscall(nr: number): Uint8Array {
 function installFilter(t: Tracee, prog: Uint8Array) {
   t.mem.write(t.scratch + 64n, prog);
   t.mem.write(t.scratch, new Uint8Array(new BigUint64Array([BigInt(prog.length / 8), t.scratch + 64n]).buffer));
-  t.ok("prctl(PR_SET_NO_NEW_PRIVS)", NR.prctl, 38, 1, 0, 0, 0);
+  t.ok("prctl(PR_SET_NO_NEW_PRIVS)", NR.prctl, PR.SET_NO_NEW_PRIVS, 1, 0, 0, 0);
   t.ok("seccomp(SECCOMP_SET_MODE_FILTER)", NR.seccomp, 1, 0, t.scratch);
   need(readStatus(t.pid).Seccomp === "2", "the tracee is not in seccomp filter mode");
 }
@@ -181,13 +182,13 @@ function clone3SetTid(): string {
   return withTracee((t) => {
     for (let attempt = 0; attempt < 5; attempt++) {
       const want = freePid(attempt);
-      const args = new BigUint64Array(11); // struct clone_args, 88 bytes
-      args[0] = 0x8000n; // CLONE_PARENT: the child is ours to reap
+      const args = new BigUint64Array(CLONE_ARGS_SIZE / 8); // struct clone_args
+      args[0] = BigInt(CLONE.PARENT); // the child is ours to reap
       args[4] = 0n;      // exit_signal (CLONE_PARENT takes the tracee's)
       args[8] = t.scratch + 512n; args[9] = 1n; // set_tid = [want]
       t.mem.write(t.scratch + 512n, new Uint8Array(new BigUint64Array([BigInt(want)]).buffer));
       t.mem.write(t.scratch, new Uint8Array(args.buffer));
-      const r = t.inj.call(NR.clone3, t.scratch, 88);
+      const r = t.inj.call(NR.clone3, t.scratch, CLONE_ARGS_SIZE);
       if (r === -17n) continue; // EEXIST: somebody took it meanwhile
       if (r === -38n) throw new Missing("no clone3 system call");
       if (r === -7n) throw new Missing("clone3 does not know set_tid (E2BIG)");
@@ -207,7 +208,7 @@ function timens(): string {
   need(existsSync("/proc/self/ns/time"), "/proc/self/ns/time is missing");
   const mine = readLink("/proc/self/ns/time");
   return withTracee((t) => {
-    t.ok("unshare(CLONE_NEWTIME)", NR.unshare, 0x80);
+    t.ok("unshare(CLONE_NEWTIME)", NR.unshare, CLONE.NEWTIME);
     const theirs = readLink(`/proc/${t.pid}/ns/time_for_children`);
     need(theirs.startsWith("time:[") && theirs !== mine, `time_for_children is ${theirs}, ours is ${mine}`);
     return theirs;

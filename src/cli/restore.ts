@@ -3,7 +3,8 @@ import { CriuError, log } from "../log";
 import type { Opts } from "./options";
 import { restoreProcesses } from "../restore/restore";
 import { awaitLazyMemory } from "../resources/lazymem";
-import { wait4Raw } from "../sys/ptrace";
+import { wait4Raw, __WALL } from "../sys/ptrace";
+import { CLONE } from "../sys/flags";
 import { parseExtMounts } from "../resources/mounts";
 import { scriptHooks } from "./scripts";
 import { parseInheritFdArgs } from "../restore/inherit";
@@ -20,7 +21,7 @@ function cgroupMode(m: Opts["manageCgroups"]): { manageCgroups: boolean; ignoreC
 
 export async function run(opts: Opts, args: string[]): Promise<number> {
   const pidfile = opts.pidfile ? (isAbsolute(opts.pidfile) ? opts.pidfile : join(opts.workDir ?? opts.imagesDir, opts.pidfile)) : undefined;
-  const st = restoreProcesses({ emptyNs: opts.emptyNs === "net" ? 0x40000000 : undefined, dir: opts.imagesDir, workDir: opts.workDir, leaveStopped: !!opts.leaveStopped, shellJob: !!opts.shellJob, pidfile, tcpClose: !!opts.tcpClose,
+  const st = restoreProcesses({ emptyNs: opts.emptyNs === "net" ? CLONE.NEWNET : undefined, dir: opts.imagesDir, workDir: opts.workDir, leaveStopped: !!opts.leaveStopped, shellJob: !!opts.shellJob, pidfile, tcpClose: !!opts.tcpClose,
     root: opts.root !== undefined ? String(opts.root) : undefined, extMounts: parseExtMounts(opts.external, opts.extMountMap, "restore"),
     trustImages: !!opts.trustImages, timeoutSec: opts.timeout !== undefined ? Number(opts.timeout) : undefined, ...cgroupMode(opts.manageCgroups), hooks: scriptHooks(opts),
     rstSibling: !!opts.restoreSibling, inheritFds: parseInheritFdArgs(opts.inheritFd),
@@ -44,7 +45,7 @@ export async function run(opts: Opts, args: string[]): Promise<number> {
   // stay the parent, as criu does, until every child is gone; criu then exits 0 whatever the
   // restored tree's exit status was (its reap_zombies())
   for (;;) {
-    const { r } = wait4Raw(-1, 0x40000000 /* __WALL */);
+    const { r } = wait4Raw(-1, __WALL);
     if (r === -4) continue; // EINTR
     if (r < 0) return 0; // ECHILD: nothing left
   }

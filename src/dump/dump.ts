@@ -12,6 +12,7 @@ import { wait4Raw, W, __WALL } from "../sys/ptrace";
 import { RemoteMem } from "../ptrace/inject";
 import { syscall } from "../sys/syscall";
 import { NR } from "../sys/nr";
+import { CLONE } from "../sys/flags";
 import { dumpTask, type TaskDump } from "./task";
 import { dumpPages as pipelineDumpPages, startPageWorkers, stopPageWorkers } from "../codec/pipeline";
 import { MemTracker } from "../resources/memtrack";
@@ -433,8 +434,6 @@ function writeDumpStats(dir: string, stats: DumpStats) {
   } catch (e: any) { log.warn(`cannot write stats-dump: ${e.message}`); }
 }
 
-const CLONE_NEWNET = 0x40000000;
-
 /** network-unlock's answer changes nothing (criu ignores it too): the tree must be let go */
 function unlockHook(hooks: Hooks | undefined, pid: number) {
   try { runHook(hooks, "network-unlock", { pid }); } catch (e: any) { log.warn(`network-unlock: ${e.message}`); }
@@ -470,7 +469,7 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
   const twins = new FdTwins();
   const stats: DumpStats = { pids: tree.map((n) => n.pid), freezingTime: Math.round(freezeMs * 1000), frozenTime: 0, memdumpTime: 0, memwriteTime: 0, pagesScanned: 0, pagesWritten: 0, pagesSkippedParent: 0 };
   const pstree: Record<string, any>[] = [];
-  const ns = new NsView(tree[0].pid, !!((o.emptyNs ?? 0) & CLONE_NEWNET), o.extNetNs);
+  const ns = new NsView(tree[0].pid, !!((o.emptyNs ?? 0) & CLONE.NEWNET), o.extNetNs);
   checkSessions(tree, ns, !!o.shellJob);
   writeTreeNsImages(d, ns);
   if (ns.container && !o.preDump) {

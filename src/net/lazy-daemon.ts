@@ -22,6 +22,7 @@ import { CriuError, log } from "../log";
 import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { closeFd } from "../sys/mem";
+import { AF, SOCK } from "../sys/sock";
 import { errnoText } from "../sys/errno";
 import { recvPacket, sendPacket } from "../sys/seqpacket";
 import { readUffdMsgs, uffdCopy, uffdZero, uffdWake, UFFD_EVENT } from "../sys/uffd";
@@ -93,7 +94,7 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
   const path = join(o.workDir, LAZY_SOCKET);
   const sun = sockaddrUn(path);
   // a daemon already there is not replaced; a stale socket file is
-  const probe = syscall(NR.socket, 1, 1 | 0o2000000, 0);
+  const probe = syscall(NR.socket, AF.UNIX, SOCK.STREAM | SOCK.CLOEXEC, 0);
   const busy = syscall(NR.connect, probe, addr(sun), sun.length) === 0;
   closeFd(probe);
   if (busy) throw new CriuError("lazy-pages", `a lazy-pages daemon already listens at ${path}`);
@@ -103,7 +104,7 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
   let remote: LazyPagesClient | undefined = local && o.sourceFd !== undefined ? new LazyPagesClient("source", 0, o.timeoutSec, o.sourceFd) : undefined;
   /** pages taken from the source */
   let fromSource = 0;
-  const ls = syscall(NR.socket, 1, 1 | 0o2000000, 0);
+  const ls = syscall(NR.socket, AF.UNIX, SOCK.STREAM | SOCK.CLOEXEC, 0);
   let conn = -1;
   const lpis: Lpi[] = [];
   let served = 0, total = 0, ok = false;
@@ -127,7 +128,7 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
         if (pfd[3] >>> 16) throw new CriuError("lazy-pages", "the caller went away before any restore came");
       }
     }
-    for (;;) { conn = syscall(NR.accept4, ls, 0, 0, 0o2000000); if (conn !== -4) break; }
+    for (;;) { conn = syscall(NR.accept4, ls, 0, 0, SOCK.CLOEXEC); if (conn !== -4) break; }
     if (conn < 0) throw new CriuError("lazy-pages", `accept on ${path} failed (${errnoText(-conn)})`);
     log.info("lazy-pages: restore connected");
 

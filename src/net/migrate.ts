@@ -58,7 +58,8 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, lstatSync } 
 import { join } from "node:path";
 import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
-import { closeFd } from "../sys/mem";
+import { closeFd, O } from "../sys/mem";
+import { AF, SOCK, SOL, SO } from "../sys/sock";
 import { CriuError, log, logLevel } from "../log";
 import { awaitLazyMemory } from "../resources/lazymem";
 import { selfCommand } from "../cli/pageserver";
@@ -272,7 +273,7 @@ export function migrateOut(o: MigrateSource): { rounds: RoundStat[]; downtimeMs:
 }
 
 function connect(host: string, port: number, timeoutSec: number): number {
-  const fd = must("socket", syscall(NR.socket, 2, 1 | 0o2000000, 0));
+  const fd = must("socket", syscall(NR.socket, AF.INET, SOCK.STREAM | SOCK.CLOEXEC, 0));
   try {
     setDeadline(fd, timeoutSec, "the destination");
     const sa = sockaddrIn(host, port);
@@ -312,7 +313,7 @@ function startImageDaemon(work: string, logDir: string, timeoutSec: number, sour
   const final = join(work, "final");
   mkdirSync(final, { mode: 0o700 });
   const fds = new Int32Array(2);
-  must("pipe2", syscall(NR.pipe2, addr(fds), 0o2000000));
+  must("pipe2", syscall(NR.pipe2, addr(fds), O.CLOEXEC));
   let proc;
   try {
     // post-copy from the source: its connection is the daemon's fd 4
@@ -350,7 +351,7 @@ function acceptLazyConn(ls: number, token: string, timeoutSec: number): number {
     if (n < 0) throw new CriuError("migrate", `poll failed (${errnoText(-n)})`);
     break;
   }
-  const c = must("accept", syscall(NR.accept4, ls, 0, 0, 0o2000000));
+  const c = must("accept", syscall(NR.accept4, ls, 0, 0, SOCK.CLOEXEC));
   try {
     setDeadline(c, timeoutSec, "the source");
     const m = recv(c, "reading the source's post-copy connection");
@@ -363,13 +364,13 @@ function acceptLazyConn(ls: number, token: string, timeoutSec: number): number {
 
 export function migrateIn(o: MigrateListen): { pid: number } {
   const timeoutSec = o.timeoutSec ?? 30;
-  const ls = must("socket", syscall(NR.socket, 2, 1 | 0o2000000, 0));
+  const ls = must("socket", syscall(NR.socket, AF.INET, SOCK.STREAM | SOCK.CLOEXEC, 0));
   let conn = -1;
   let work: string | undefined;
   let daemon: ReturnType<typeof startImageDaemon> | undefined;
   let served = false;
   try {
-    setInt(ls, 1 /* SOL_SOCKET */, 2 /* SO_REUSEADDR */, 1);
+    setInt(ls, SOL.SOCKET, SO.REUSEADDR, 1);
     const sa = sockaddrIn(o.address, o.port);
     const r = syscall(NR.bind, ls, addr(sa), sa.length);
     if (r < 0) throw new CriuError("migrate", `cannot listen on ${o.address}:${o.port} (${errnoText(-r)})`);

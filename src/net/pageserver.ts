@@ -21,6 +21,7 @@ import { closeFd, preadFull, openFd, O } from "../sys/mem";
 import { decodePagemap, encodePagemap, type PagemapRun } from "../images/pagemap";
 import { CriuError, log } from "../log";
 import { errnoText } from "../sys/errno";
+import { AF, SOCK, SOL, SO, MSG, TCP } from "../sys/inetsock";
 
 export const PS = { ADD: 1, HOLE: 2, OPEN: 3, OPEN2: 4, PARENT: 5, ADD_F: 6, GET: 7, CLOSE: 0x1023, FORCE_CLOSE: 0x1024 } as const;
 const TYPE_PID = 1, TYPE_SHMEM = 2;
@@ -31,7 +32,7 @@ const PAGE_IDS_BASE = 0x10001;
 
 export function sockaddrIn(address: string, port: number): Uint8Array {
   const b = new Uint8Array(16), dv = new DataView(b.buffer);
-  dv.setUint16(0, 2, true); // AF_INET
+  dv.setUint16(0, AF.INET, true);
   dv.setUint16(2, port, false);
   const parts = address.split(".").map(Number);
   if (parts.length !== 4 || parts.some((p) => !(p >= 0 && p <= 255))) throw new CriuError("page-server", `'${address}' is not an IPv4 address`);
@@ -50,7 +51,7 @@ const peerOf = new Map<number, string>();
 export function setDeadline(fd: number, sec: number, peer?: string) {
   if (peer) peerOf.set(fd, peer);
   const tv = new BigInt64Array([BigInt(Math.max(1, sec)), 0n]);
-  for (const opt of [20 /* SO_RCVTIMEO */, 21 /* SO_SNDTIMEO */]) syscall(NR.setsockopt, fd, 1 /* SOL_SOCKET */, opt, addr(tv), 16);
+  for (const opt of [SO.RCVTIMEO, SO.SNDTIMEO]) syscall(NR.setsockopt, fd, SOL.SOCKET, opt, addr(tv), 16);
   deadlineSec.set(fd, sec);
 }
 
@@ -67,7 +68,7 @@ export function must(what: string, r: number, fd = -1): number {
 export let wireBytes = 0;
 export function writeAll(fd: number, b: Uint8Array, what: string) {
   for (let off = 0; off < b.length;) {
-    const r = syscall(NR.sendto, fd, addr(b, off), b.length - off, 0x4000 /* MSG_NOSIGNAL */, 0, 0);
+    const r = syscall(NR.sendto, fd, addr(b, off), b.length - off, MSG.NOSIGNAL, 0, 0);
     if (r === -4) continue;
     must(what, r, fd);
     off += r;
@@ -100,8 +101,8 @@ export function setInt(fd: number, level: number, opt: number, v: number) {
   const one = new Int32Array([v]);
   syscall(NR.setsockopt, fd, level, opt, addr(one), 4);
 }
-export const TCP_NODELAY = (fd: number, on: boolean) => setInt(fd, 6 /* SOL_TCP */, 1, on ? 1 : 0);
-const TCP_CORK = (fd: number, on: boolean) => setInt(fd, 6, 3, on ? 1 : 0);
+export const TCP_NODELAY = (fd: number, on: boolean) => setInt(fd, SOL.TCP, TCP.NODELAY, on ? 1 : 0);
+const TCP_CORK = (fd: number, on: boolean) => setInt(fd, SOL.TCP, TCP.CORK, on ? 1 : 0);
 
 /** dst_id -> [kind, id]; older CRIUs used other type numbers, kept readable as CRIU keeps them. */
 function decodeDst(dst: bigint): { file: string; kind: "pid" | "shmem"; id: bigint } | undefined {
@@ -125,7 +126,7 @@ export class PageServerClient {
   private shared = false;
   constructor(public address: string, public port: number, timeoutSec = 10, existingFd?: number) {
     if (existingFd !== undefined) { this.fd = existingFd; this.shared = true; return; }
-    this.fd = must("socket", syscall(NR.socket, 2, 1 | 0o2000000 /* SOCK_STREAM|SOCK_CLOEXEC */, 0));
+    this.fd = must("socket", syscall(NR.socket, AF.INET, SOCK.STREAM | SOCK.CLOEXEC, 0));
     setDeadline(this.fd, timeoutSec);
     peerOf.set(this.fd, "the page server");
     const sa = sockaddrIn(address, port);
@@ -216,9 +217,9 @@ interface OpenMap { file: string; dst: bigint; pagesId: number; runs: PagemapRun
 
 /** A listening TCP socket on address:port (SO_REUSEADDR). */
 function listenOn(address: string, port: number, what: string): number {
-  const ls = must("socket", syscall(NR.socket, 2, 1 | 0o2000000, 0));
+  const ls = must("socket", syscall(NR.socket, AF.INET, SOCK.STREAM | SOCK.CLOEXEC, 0));
   try {
-    setInt(ls, 1 /* SOL_SOCKET */, 2 /* SO_REUSEADDR */, 1);
+    setInt(ls, SOL.SOCKET, SO.REUSEADDR, 1);
     const sa = sockaddrIn(address, port);
     const r = syscall(NR.bind, ls, addr(sa), sa.length);
     if (r < 0) throw new CriuError("page-server", `cannot listen on ${address}:${port} (${errnoText(-r)})`);
@@ -364,7 +365,7 @@ export class LazyPagesClient {
       TCP_NODELAY(fd, true);
       return;
     }
-    this.fd = must("socket", syscall(NR.socket, 2, 1 | 0o2000000, 0));
+    this.fd = must("socket", syscall(NR.socket, AF.INET, SOCK.STREAM | SOCK.CLOEXEC, 0));
     setDeadline(this.fd, timeoutSec);
     peerOf.set(this.fd, "the dump serving lazy pages");
     const sa = sockaddrIn(address, port);
@@ -454,7 +455,7 @@ export class LazyPageServer {
     if (readDeadline) setDeadline(conn, timeoutSec);
     else {
       const tv = new BigInt64Array([BigInt(Math.max(1, timeoutSec)), 0n]);
-      syscall(NR.setsockopt, conn, 1, 21 /* SO_SNDTIMEO */, addr(tv), 16);
+      syscall(NR.setsockopt, conn, SOL.SOCKET, SO.SNDTIMEO, addr(tv), 16);
       deadlineSec.set(conn, timeoutSec);
     }
     peerOf.set(conn, "the lazy-pages daemon");

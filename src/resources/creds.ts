@@ -4,11 +4,11 @@
 import { readFileSync } from "node:fs";
 import { readStatus } from "../sys/proc";
 import { NR } from "../sys/nr";
+import { PR } from "../sys/flags";
 import type { Injector } from "../ptrace/inject";
 import type * as S from "../images/schemas";
 import { log } from "../log";
 
-const PR_SET_KEEPCAPS = 8, PR_CAPBSET_DROP = 24, PR_SET_SECUREBITS = 28, PR_CAP_AMBIENT = 47, PR_CAP_AMBIENT_RAISE = 2;
 const SECBIT_KEEP_CAPS = 0x10, SECBIT_KEEP_CAPS_LOCKED = 0x20;
 const LINUX_CAPABILITY_VERSION_3 = 0x20080522;
 
@@ -62,21 +62,21 @@ export function restoreCreds(thread: { vtid: number; inj: Injector; scratch: (of
   }
   for (let cap = 0; cap <= lastCap; cap++) {
     const inBnd = ((c.capBnd[cap >> 5] ?? 0) >>> (cap & 31)) & 1;
-    if (!inBnd) inj.ok(`prctl(PR_CAPBSET_DROP, ${cap})`, NR.prctl, PR_CAPBSET_DROP, cap);
+    if (!inBnd) inj.ok(`prctl(PR_CAPBSET_DROP, ${cap})`, NR.prctl, PR.CAPBSET_DROP, cap);
   }
-  if (c.secbits) inj.ok("prctl(PR_SET_SECUREBITS)", NR.prctl, PR_SET_SECUREBITS, c.secbits);
+  if (c.secbits) inj.ok("prctl(PR_SET_SECUREBITS)", NR.prctl, PR.SET_SECUREBITS, c.secbits);
   inj.ok("setgroups", NR.setgroups, c.groups.length, scratch(0n, new Uint8Array(new Uint32Array(c.groups).buffer)));
   inj.ok("setresgid", NR.setresgid, c.gid, c.egid, c.sgid);
-  if (!(c.secbits & SECBIT_KEEP_CAPS_LOCKED)) inj.call(NR.prctl, PR_SET_KEEPCAPS, 1);
+  if (!(c.secbits & SECBIT_KEEP_CAPS_LOCKED)) inj.call(NR.prctl, PR.SET_KEEPCAPS, 1);
   inj.ok("setresuid", NR.setresuid, c.uid, c.euid, c.suid);
   inj.call(NR.setfsgid, c.fsgid); inj.call(NR.setfsuid, c.fsuid);
   // capset: header {version 3, pid 0}, two data words {effective, permitted, inheritable}
   const hd = scratch(0n, new Uint8Array(new Uint32Array([LINUX_CAPABILITY_VERSION_3, 0]).buffer));
   const data = new Uint32Array([c.capEff[0] ?? 0, c.capPrm[0] ?? 0, c.capInh[0] ?? 0, c.capEff[1] ?? 0, c.capPrm[1] ?? 0, c.capInh[1] ?? 0]);
   inj.ok("capset", NR.capset, hd, scratch(64n, new Uint8Array(data.buffer)));
-  if (!(c.secbits & SECBIT_KEEP_CAPS_LOCKED)) inj.call(NR.prctl, PR_SET_KEEPCAPS, c.secbits & SECBIT_KEEP_CAPS ? 1 : 0); // keep-caps back as it was
+  if (!(c.secbits & SECBIT_KEEP_CAPS_LOCKED)) inj.call(NR.prctl, PR.SET_KEEPCAPS, c.secbits & SECBIT_KEEP_CAPS ? 1 : 0); // keep-caps back as it was
   for (let cap = 0; cap <= lastCap; cap++) {
-    if (((amb[cap >> 5] ?? 0) >>> (cap & 31)) & 1) inj.ok(`prctl(PR_CAP_AMBIENT_RAISE, ${cap})`, NR.prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0);
+    if (((amb[cap >> 5] ?? 0) >>> (cap & 31)) & 1) inj.ok(`prctl(PR_CAP_AMBIENT_RAISE, ${cap})`, NR.prctl, PR.CAP_AMBIENT, PR.CAP_AMBIENT_RAISE, cap, 0, 0);
   }
   log.debug(`thread ${vtid}: credentials restored (uid ${c.uid}, gid ${c.gid}, ${c.groups.length} group(s), securebits 0x${c.secbits.toString(16)})`);
 }

@@ -13,14 +13,13 @@ import { cachedPayloadsBy } from "./fdkind";
 import { regEntry } from "./reg";
 import { peekPipe, fillPipe } from "./pipe";
 import { NR } from "../sys/nr";
-import { O } from "../sys/mem";
+import { O, F } from "../sys/mem";
 import * as S from "../images/schemas";
 import { refuse } from "./unsupported";
 import { CriuError } from "../log";
 import { errnoText } from "../sys/errno";
 import { fd_types } from "../images/gen/files_pb";
 
-const F_SETFL = 4, F_SETPIPE_SZ = 1031;
 
 function fifoPath(ctx: { files: Map<number, S.file_entry> }, f: S.file_entry, where: string): S.reg_file_entry {
   const reg = ctx.files.get(f.fifo!.regfId ?? -1)?.reg;
@@ -71,7 +70,7 @@ export const fifoKind: FdKind = {
       if (item) {
         const want = Math.max(item.msg.size || 65536, item.payload.length);
         if (want !== 65536) {
-          const r = inj.call(NR.fcntl, held, F_SETPIPE_SZ, want);
+          const r = inj.call(NR.fcntl, held, F.SETPIPE_SZ, want);
           if (r < 0n) throw new CriuError("restore", `${ctx.where}: F_SETPIPE_SZ(${want}) on fifo '${reg.name}' failed (${errnoText(-r)})`);
         }
         if (item.payload.length) fillPipe(ctx.pid, held, item.payload, `refill fifo '${reg.name}'`);
@@ -82,7 +81,7 @@ export const fifoKind: FdKind = {
     if (r < 0) throw new CriuError("restore", `${ctx.where}: cannot open fifo '${reg.name}' (${errnoText(-r)})`);
     const fd = ctx.high(r, ctx.where);
     if (!(flags & O.NONBLOCK)) {
-      const s = inj.call(NR.fcntl, fd, F_SETFL, flags & ~3);
+      const s = inj.call(NR.fcntl, fd, F.SETFL, flags & ~3);
       if (s < 0n) throw new CriuError("restore", `${ctx.where}: F_SETFL on fifo '${reg.name}' failed (${errnoText(-s)})`);
     }
     return fd;

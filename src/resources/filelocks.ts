@@ -2,6 +2,7 @@
 // OFD locks, advisory; leases and mandatory locks refused), saved in filelocks.img by the dump,
 // taken again at restore on the restored fds through the process's own injected syscalls.
 import { NR } from "../sys/nr";
+import { F } from "../sys/mem";
 import { errnoText } from "../sys/errno";
 import type { Injector } from "../ptrace/inject";
 import { readImage, imageExists } from "../images/image";
@@ -9,7 +10,7 @@ import { CriuError, log } from "../log";
 import { refuse } from "./unsupported";
 import type { DumpOpts } from "./fdkind";
 
-const LOCK_SH = 1, LOCK_EX = 2, LOCK_NB = 4, F_SETLK = 6, F_OFD_SETLK = 37;
+const LOCK_SH = 1, LOCK_EX = 2, LOCK_NB = 4;
 
 // ---------- dump ----------
 
@@ -57,7 +58,7 @@ export function restoreLocks(proc: { vpid: number; dir: string; inj: Injector; s
       const b = new ArrayBuffer(32), dv = new DataView(b);
       dv.setInt16(0, l.type, true); dv.setInt16(2, 0 /* SEEK_SET */, true);
       dv.setBigInt64(8, l.start, true); dv.setBigInt64(16, l.len, true);
-      r = inj.call(NR.fcntl, l.fd, l.flag === FL.OFDLCK ? F_OFD_SETLK : F_SETLK, proc.scratch(0n, new Uint8Array(b)));
+      r = inj.call(NR.fcntl, l.fd, l.flag === FL.OFDLCK ? F.OFD_SETLK : F.SETLK, proc.scratch(0n, new Uint8Array(b)));
     }
     if (r < 0n) throw new CriuError("restore", `${what} cannot be taken again (${errnoText(-r)}: held by someone else?)`);
     log.debug(`filelocks: ${what}: ${l.flag === FL.FLOCK ? "flock" : l.flag === FL.OFDLCK ? "OFD" : "POSIX"} ${l.type === 0 ? "read" : "write"} lock taken again (${l.start}+${l.len})`);

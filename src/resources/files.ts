@@ -285,7 +285,7 @@ export function restoreCtx(base: CtxBase, floor: number, where: string): Restore
 /** F_SETOWN_EX under the owner's uids (the kernel records them for its permission check), F_SETSIG, O_ASYNC. */
 function restoreOwner(inj: Injector, scratch: (off: bigint, data: Uint8Array) => bigint, fd: number, h: Record<string, any> | undefined, where: string) {
   const o = h?.fown as S.fown_entry | undefined;
-  const async = ((h?.flags ?? 0) & 0o20000) !== 0;
+  const async = ((h?.flags ?? 0) & O.ASYNC) !== 0;
   if (!o?.pid && !o?.signum && !async) return;
   const ok = (what: string, r: bigint) => { if (r < 0n) throw new CriuError("restore", `${where}: ${what} failed (${errnoText(-r)})`); return r; };
   if (o?.pid) {
@@ -300,8 +300,8 @@ function restoreOwner(inj: Injector, scratch: (off: bigint, data: Uint8Array) =>
   if (async) {
     // off, then on through the final fd number: the signal's si_fd is the fd O_ASYNC was set through
     const fl = ok("F_GETFL", inj.call(NR.fcntl, fd, F.GETFL));
-    ok("F_SETFL(~O_ASYNC)", inj.call(NR.fcntl, fd, F.SETFL, fl & ~0o20000n));
-    ok("F_SETFL(O_ASYNC)", inj.call(NR.fcntl, fd, F.SETFL, fl | 0o20000n));
+    ok("F_SETFL(~O_ASYNC)", inj.call(NR.fcntl, fd, F.SETFL, fl & ~BigInt(O.ASYNC)));
+    ok("F_SETFL(O_ASYNC)", inj.call(NR.fcntl, fd, F.SETFL, fl | BigInt(O.ASYNC)));
   }
 }
 

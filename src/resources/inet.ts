@@ -10,7 +10,7 @@ import { isFieldSet } from "@bufbuild/protobuf";
 import type { FdKind, RestoreCtx } from "./fdkind";
 import { FOWN0, cachedPayloads } from "./fdkind";
 import {
-  AF, SOL, SO, TCP, IPPROTO, IP_FREEBIND, IPV6_V6ONLY, IPV6_FREEBIND, SOCK, IP, IPV6, ICMP_FILTER, ICMPV6_FILTER,
+  AF, SOL, SO, TCP, IPPROTO, MSG, SHUT, IP_FREEBIND, IPV6_V6ONLY, IPV6_FREEBIND, SOCK, IP, IPV6, ICMP_FILTER, ICMPV6_FILTER,
   getsockoptInt, tryGetsockoptInt, getsockoptBytes, getSockName, getPeerName,
   sockaddr, addrToWords, wordsToAddr, addrString, int32, ioctlInt, SIOCOUTQ, sockProtoName,
 } from "../sys/inetsock";
@@ -18,6 +18,7 @@ import { addr } from "../sys/syscall";
 import { sockDiagDump, inetDiagReq, diagAttrs, INET_DIAG } from "../sys/sockdiag";
 import { syscall } from "../sys/syscall";
 import { NR } from "../sys/nr";
+import { F, O } from "../sys/mem";
 import { MAP } from "./vma";
 import {
   TCP_STATE, TCP_STATE_NAME, tcpInfo, repairOn, repairOff, dumpTcpStream, restoreTcpStream, type TcpStream, type SockOps,
@@ -376,7 +377,7 @@ export const inetKind: FdKind = {
           lockDump(ctx.pid, [{ proto, local: local.addr, lport: local.port, remote: peer!.addr, rport: peer!.port }]);
           // keep our own duplicate: the socket must outlive its process when the dump kills it,
           // to be closed in repair mode (see netDumpKilled)
-          const keep = syscall(NR.fcntl, fd, 1030 /* F_DUPFD_CLOEXEC */, 0);
+          const keep = syscall(NR.fcntl, fd, F.DUPFD_CLOEXEC, 0);
           if (keep < 0) throw new CriuError("files", `${where}: dup failed (${errnoText(-keep)})`);
           session ??= { locks: new Map(), repaired: [] };
           session!.repaired.push({ fd: keep, where });
@@ -501,7 +502,7 @@ export function netRestoreLeaveRepair() {
       let off = 0, grow = Math.max(unsent.length * 4, 1 << 20);
       while (off < unsent.length) {
         const part = unsent.subarray(off);
-        const n = syscall(NR.sendto, fd, addr(part), part.length, 0x40 /* MSG_DONTWAIT */, 0, 0);
+        const n = syscall(NR.sendto, fd, addr(part), part.length, MSG.DONTWAIT, 0, 0);
         if (n === -11 && grow < 1 << 28) { setInt(SOL.SOCKET, SO.SNDBUFFORCE, grow, "SO_SNDBUFFORCE"); grow *= 2; continue; }
         if (n === -4) continue;
         if (n < 0) throw new CriuError("restore", `${where}: sending the ${unsent.length - off} unsent bytes failed (${errnoText(-n)})`);
@@ -615,7 +616,7 @@ function restoreInet(ctx: RestoreCtx, k: S.inet_sk_entry): number {
       // --tcp-close (or dumped with it): as CRIU, a socket shut down both ways and never
       // connected here, so recv() says 0 (end of stream) and send() EPIPE, and no peer sees it
       closed = true;
-      const r = inj.call(NR.shutdown, fdT, 2 /* SHUT_RDWR */);
+      const r = inj.call(NR.shutdown, fdT, SHUT.RDWR);
       if (r < 0n && r !== -107n /* ENOTCONN: it is shut all the same */) fail("shutdown", r);
       log.info(`${where}: TCP connection (${TCP_STATE_NAME[k.state] ?? k.state}) restored closed`);
     } else {
@@ -638,7 +639,7 @@ function restoreInet(ctx: RestoreCtx, k: S.inet_sk_entry): number {
       const ops: SockOps = {
         setsockopt: (lvl, opt, v) => setopt(lvl, opt, v),
         connect: (sa) => Number(inj.call(NR.connect, fdT, ctx.scratch(0n, sa), sa.length)),
-        send: (data, flags) => withTargetBuffer(ctx, data, (a) => Number(inj.call(NR.sendto, fdT, a, data.length, flags | 0x40 /* DONTWAIT */, 0, 0))),
+        send: (data, flags) => withTargetBuffer(ctx, data, (a) => Number(inj.call(NR.sendto, fdT, a, data.length, flags | MSG.DONTWAIT, 0, 0))),
       };
       const peer = sockaddr(k.family, peerAddr, k.dstPort);
       const unsent = restoreTcpStream(ops, stream, peer, `${where} (TCP ${addrString(k.family, local)}:${k.srcPort} <-> ${addrString(k.family, peerAddr)}:${k.dstPort})`);
@@ -671,8 +672,8 @@ function restoreInet(ctx: RestoreCtx, k: S.inet_sk_entry): number {
     const r = inj.call(NR.shutdown, fdT, k.shutdown - 1);
     if (r < 0n && r !== -107n) fail("shutdown", r);
   }
-  const fl = k.flags & (0o4000 /* O_NONBLOCK */ | 0o20000 /* O_ASYNC */);
-  if (fl) call("fcntl(F_SETFL)", NR.fcntl, fdT, 4, fl);
+  const fl = k.flags & (O.NONBLOCK | O.ASYNC);
+  if (fl) call("fcntl(F_SETFL)", NR.fcntl, fdT, F.SETFL, fl);
   return fdT;
 }
 

@@ -17,7 +17,7 @@
 // userfaultfd meanwhile: if the daemon dies, the process's faults keep waiting (no page silently
 // reads as zero) until restore kills the tree, with one line.
 import { existsSync, lstatSync, realpathSync, readdirSync, readFileSync } from "node:fs";
-import { wait4Raw } from "../sys/ptrace";
+import { wait4Raw, __WALL } from "../sys/ptrace";
 import { join } from "node:path";
 import { VMA, MAP, PE, PAGE } from "./vma";
 import type { DumpedVma } from "./memory";
@@ -29,6 +29,7 @@ import { readVmas } from "../sys/proc";
 import { errnoText } from "../sys/errno";
 import { UFFDIO_API, UFFDIO_REGISTER, UFFD_API, UFFDIO_REGISTER_MODE, UFFD_LAZY_FEATURES } from "../sys/uffd";
 import { sendPacket, recvPacket } from "../sys/seqpacket";
+import { AF, SOCK } from "../sys/sock";
 import type * as S from "../images/schemas";
 
 export const LAZY_SOCKET = "lazy-pages.socket";
@@ -219,7 +220,7 @@ export class LazyChannel {
     const path = join(workDir, LAZY_SOCKET);
     const sun = sockaddrUn(path);
     if (!existsSync(path)) throw new CriuError("restore", `no lazy-pages daemon: ${path} does not exist (start \`criu-bun lazy-pages --page-server ...\` first)`);
-    this.fd = syscall(NR.socket, 1 /* AF_UNIX */, 1 | O.CLOEXEC, 0);
+    this.fd = syscall(NR.socket, AF.UNIX, SOCK.STREAM | SOCK.CLOEXEC, 0);
     if (this.fd < 0) throw new CriuError("restore", `socket for the lazy-pages daemon failed (${errnoText(-this.fd)})`);
     const r = syscall(NR.connect, this.fd, addr(sun), sun.length);
     if (r < 0) { closeFd(this.fd); throw new CriuError("restore", `cannot reach the lazy-pages daemon at ${path} (${errnoText(-r)})`); }
@@ -317,7 +318,7 @@ export class LazyChannel {
     const path = join(this.workDir, LAZY_SOCKET), sun = sockaddrUn(path);
     // a daemon being killed closes its connection before its listener: give it a second to go
     for (let i = 0; i < 50; i++) {
-      const fd = syscall(NR.socket, 1, 1 | O.CLOEXEC, 0);
+      const fd = syscall(NR.socket, AF.UNIX, SOCK.STREAM | SOCK.CLOEXEC, 0);
       const r = syscall(NR.connect, fd, addr(sun), sun.length);
       closeFd(fd);
       if (r === -111 /* ECONNREFUSED: no one listens */) { try { clearStaleSocket(path); log.info(`lazy pages: removed the dead daemon's ${path}`); } catch {} return; }
@@ -332,7 +333,7 @@ export function sockaddrUn(path: string): Uint8Array {
   const p = new TextEncoder().encode(path);
   if (p.length > 107) throw new CriuError("lazy-pages", `${path}: the unix socket path is longer than 107 bytes; use a shorter work directory (-W)`);
   const b = new Uint8Array(2 + p.length + 1);
-  new DataView(b.buffer).setUint16(0, 1, true);
+  new DataView(b.buffer).setUint16(0, AF.UNIX, true);
   b.set(p, 2);
   return b;
 }
@@ -368,7 +369,7 @@ export function awaitLazyMemory(lazy: LazyChannel, pids: number[], root: number,
     for (const p of pids) walk(p);
     for (const p of all) syscall(NR.kill, p, 9);
     lazy.removeStaleSocket();
-    if (parent) for (;;) { const { r } = wait4Raw(-1, 0x40000000); if (r === -4) continue; if (r < 0) break; }
+    if (parent) for (;;) { const { r } = wait4Raw(-1, __WALL); if (r === -4) continue; if (r < 0) break; }
     throw new CriuError("restore", `the lazy-pages daemon went away before the restored memory was all in; the restored tree (root ${root}, ${all.size} process(es)) was killed`);
   } finally { lazy.close(); }
 }

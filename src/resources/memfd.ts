@@ -8,7 +8,7 @@ import type { FdKind, RestoreCtx } from "./fdkind";
 import { FOWN0, cachedImage } from "./fdkind";
 import { syscall } from "../sys/syscall";
 import { NR } from "../sys/nr";
-import { O } from "../sys/mem";
+import { O, F } from "../sys/mem";
 import { readImage } from "../images/image";
 import * as S from "../images/schemas";
 import { CriuError } from "../log";
@@ -18,7 +18,7 @@ import { isFieldSet } from "@bufbuild/protobuf";
 import { errnoText } from "../sys/errno";
 import { fd_types } from "../images/gen/files_pb";
 
-const F_ADD_SEALS = 1033, F_GET_SEALS = 1034, F_SEAL_SEAL = 1;
+const F_SEAL_SEAL = 1;
 const MFD_CLOEXEC = 1, MFD_ALLOW_SEALING = 2;
 
 export const memfdKind: FdKind = {
@@ -38,7 +38,7 @@ export const memfdKind: FdKind = {
     if (seenBy === undefined) {
       ctx.files.byKey.set(key, ctx.pid);
       const fd = ctx.grab();
-      const seals = syscall(NR.fcntl, fd, F_GET_SEALS);
+      const seals = syscall(NR.fcntl, fd, F.GET_SEALS);
       if (seals < 0) throw new CriuError("files", `${ctx.where}: F_GET_SEALS failed (${-seals})`);
       const size = ctx.st.size;
       dumpShmemContents(`/proc/self/fd/${fd}`, size, ino, ctx.images, ctx.where);
@@ -79,7 +79,7 @@ export const memfdKind: FdKind = {
         if (c < 0n) throw new CriuError("restore", `${ctx.where}: fchmod of memfd '${ie.name}' to 0${(ie.mode & 0o7777).toString(8)} failed (${errnoText(-c)})`);
       }
       if (sealable && ie.seals) {
-        const s = inj.call(NR.fcntl, fd, F_ADD_SEALS, ie.seals);
+        const s = inj.call(NR.fcntl, fd, F.ADD_SEALS, ie.seals);
         if (s < 0n) throw new CriuError("restore", `${ctx.where}: F_ADD_SEALS(0x${ie.seals.toString(16)}) failed (${errnoText(-s)})`);
       }
       ctx.state.set(key, fd);

@@ -24,7 +24,7 @@ import { Injector, RemoteMem } from "../ptrace/inject";
 import { freezeProcess, releaseProcess } from "../ptrace/seize";
 import { getRegs } from "../sys/ptrace";
 import { NR } from "../sys/nr";
-import { openFd, closeFd, O, PAGE_IS, PagemapScanner } from "../sys/mem";
+import { openFd, closeFd, O, F, PAGE_IS, PagemapScanner } from "../sys/mem";
 import { UFFDIO_API, UFFDIO_REGISTER, UFFD_API, UFFD_USER_MODE_ONLY, UFFDIO_REGISTER_MODE, UFFD_FEATURE, PM_SCAN } from "../sys/uffd";
 import { readStat, readLink } from "../sys/proc";
 import { errnoName } from "../sys/errno";
@@ -34,7 +34,6 @@ import type { DumpedVma, PageRun } from "./memory";
 import { log } from "../log";
 
 const PAGE = 4096n, PE_PARENT = 1, PE_PRESENT = 4;
-const F_DUPFD_CLOEXEC = 1030;
 /** what the tracking record of one process holds */
 interface Record { pid: number; startTime: string; fd: number; ino: number }
 
@@ -151,7 +150,7 @@ export class MemTracker {
         });
         // a high number, so the process's own next open() gets the number it would have had
         const soft = nofileSoft(pid);
-        const high = Number(inj.call(NR.fcntl, u, F_DUPFD_CLOEXEC, Math.max(64, Math.floor(soft / 2))));
+        const high = Number(inj.call(NR.fcntl, u, F.DUPFD_CLOEXEC, Math.max(64, Math.floor(soft / 2))));
         const fd = high >= 0 ? high : u;
         if (high >= 0) { inj.call(NR.close, u); made = high; }
         rec = { pid, startTime: String(readStat(pid).startTime), fd, ino: statSync(`/proc/${pid}/fd/${fd}`).ino };

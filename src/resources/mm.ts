@@ -7,6 +7,7 @@
 // (src/codec), shared memory's shmem.ts and sysvshm.ts.
 import { readAuxv, readLink, readMaps, readVmas, type ProcStat } from "../sys/proc";
 import { NR } from "../sys/nr";
+import { PR, MADV } from "../sys/flags";
 import { O } from "../sys/mem";
 import { errnoText } from "../sys/errno";
 import type { Injector, OutCall } from "../ptrace/inject";
@@ -17,7 +18,6 @@ import { classifyVmas, vmaLine, type DumpedVma } from "./memory";
 import { VMA, MAP, PAGE } from "./vma";
 import { SHMAT } from "./sysvshm";
 
-const PR_GET_THP_DISABLE = 42, PR_SET_MM = 35, PR_SET_MM_MAP = 14;
 function hex(v: bigint | number) { return "0x" + v.toString(16); }
 
 // ---------- dump ----------
@@ -26,7 +26,7 @@ function hex(v: bigint | number) { return "0x" + v.toString(16); }
 export function mmCalls(): OutCall[] {
   return [
     { nr: NR.brk, args: () => [0], out: 0 },
-    { nr: NR.prctl, args: () => [PR_GET_THP_DISABLE, 0, 0, 0, 0], out: 0 },
+    { nr: NR.prctl, args: () => [PR.GET_THP_DISABLE, 0, 0, 0, 0], out: 0 },
   ];
 }
 
@@ -298,7 +298,7 @@ function forgetParentPages(proc: MmRestoreCtx, kept: Set<bigint>) {
   const mine = proc.pagemap.filter((e) => e.flags & 4).map((e) => [e.vaddr, e.vaddr + BigInt(e.nrPages * PAGE)] as [bigint, bigint]);
   const keptVmas = proc.mm.vmas.filter((x) => kept.has(x.start) && !(x.status & (VMA.ANON_SHARED | VMA.FILE_SHARED | VMA.SYSVIPC)));
   let dropped = 0n;
-  const drop = (a: bigint, e: bigint) => { proc.inj.ok("madvise(MADV_DONTNEED)", NR.madvise, a, e - a, 4 /* MADV_DONTNEED */); dropped += (e - a) / BigInt(PAGE); };
+  const drop = (a: bigint, e: bigint) => { proc.inj.ok("madvise(MADV_DONTNEED)", NR.madvise, a, e - a, MADV.DONTNEED); dropped += (e - a) / BigInt(PAGE); };
   for (const pe of proc.parent!.pagemap) {
     if (!(pe.flags & 4)) continue;
     const runEnd = pe.vaddr + BigInt(pe.nrPages * PAGE);
@@ -344,7 +344,7 @@ export function restoreMmFields(proc: MmRestoreCtx) {
   dv.setUint32(96, auxv.length * 8, true);
   dv.setUint32(100, exeFd < 0 ? 0xffffffff : exeFd, true);
   const mapAddr = proc.scratch(0n, new Uint8Array(b));
-  const r = inj.call(NR.prctl, PR_SET_MM, PR_SET_MM_MAP, mapAddr, 104, 0);
+  const r = inj.call(NR.prctl, PR.SET_MM, PR.SET_MM_MAP, mapAddr, 104, 0);
   if (exeFd >= 0) inj.call(NR.close, exeFd);
   if (r < 0n) throw new CriuError("restore", `prctl(PR_SET_MM_MAP) failed for ${proc.pid} (${errnoText(-r)})`);
   log.debug(`mm: process ${proc.vpid}: PR_SET_MM_MAP: brk ${hex(mm.mmStartBrk)}-${hex(mm.mmBrk)}, stack ${hex(mm.mmStartStack)}, ${auxv.length / 2} auxv entries, exe ${exe ?? "none"}${deleted !== undefined ? " (deleted)" : ""}`);

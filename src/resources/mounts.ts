@@ -17,6 +17,7 @@
 import { existsSync, readFileSync, readlinkSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { NR } from "../sys/nr";
+import { CLONE } from "../sys/flags";
 import { O } from "../sys/mem";
 import type * as S from "../images/schemas";
 import { extractTar, tarDirectory } from "./tar";
@@ -460,7 +461,7 @@ export function restoreMountNs(t0: MountTask, entries: S.mnt_entry[], dir: strin
   const root = rootE!;
   const R = rootDir.replace(/\/+$/, "") || "/";
   const at = (e: S.mnt_entry) => (e.mountpoint === "/" ? R : (R === "/" ? "" : R) + e.mountpoint);
-  t.ok("unshare(CLONE_NEWNS)", NR.unshare, 0x20000);
+  t.ok("unshare(CLONE_NEWNS)", NR.unshare, CLONE.NEWNS);
   t.ok("mount / rprivate", NR.mount, 0, t.str("/"), 0, MS.REC | MS.PRIVATE, 0);
   const clones = new Map<number, number>();
   const cloneBindsOf = (s: S.mnt_entry) => {

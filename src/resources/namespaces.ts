@@ -8,6 +8,8 @@
 import { readFileSync, readlinkSync, writeFileSync } from "node:fs";
 import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
+import { CLONE } from "../sys/flags";
+import { AF, SOCK } from "../sys/sock";
 import { errnoText } from "../sys/errno";
 import { netdevs } from "../sys/netns";
 import type { Injector, OutCall } from "../ptrace/inject";
@@ -16,10 +18,8 @@ import * as S from "../images/schemas";
 import { create } from "@bufbuild/protobuf";
 import { CriuError, log } from "../log";
 import { refuse } from "./unsupported";
-import { checkMountNs, checkRoot, checkNsRoot, isPrivateCopy } from "./mounts";
+import { checkMountNs, checkRoot, checkNsRoot, isPrivateCopy, MS } from "./mounts";
 
-const CLONE_NEWNS = 0x20000, CLONE_NEWIPC = 0x08000000, CLONE_NEWUTS = 0x04000000, CLONE_NEWNET = 0x40000000, CLONE_NEWTIME = 0x80;
-const MS_REC = 0x4000, MS_PRIVATE = 0x40000, MS_NOSUID = 2, MS_NODEV = 4, MS_NOEXEC = 8;
 const CLOCK_MONOTONIC = 1, CLOCK_BOOTTIME = 7;
 
 /** the id of the tree's own IPC namespace (ids, ipcns-var-14.img) */
@@ -249,7 +249,7 @@ export function loadNamespaces(dir: string, rootIds: S.task_kobj_ids_entry | und
  * put CLOCK_MONOTONIC and CLOCK_BOOTTIME back where the tree saw them at dump time.
  */
 export function enterTimens(pinj: Injector, puppet: number, tn: S.timens_entry) {
-  pinj.ok("unshare(CLONE_NEWTIME)", NR.unshare, CLONE_NEWTIME);
+  pinj.ok("unshare(CLONE_NEWTIME)", NR.unshare, CLONE.NEWTIME);
   const now = (clock: number) => {
     const ts = new BigInt64Array(2);
     if (syscall(NR.clock_gettime, clock, addr(ts)) !== 0) throw new CriuError("restore", `clock_gettime(${clock}) failed`);
@@ -281,13 +281,13 @@ export function restoreRootNamespaces(
   if (ns.newMntNs && !ns.mounts) {
     // the tree had its own mount namespace, a private copy of ours (dump checked it, src/resources/mounts.ts),
     // with a /proc of its PID namespace if it has one (unshare --mount-proc)
-    inj.ok("unshare(CLONE_NEWNS)", NR.unshare, CLONE_NEWNS);
-    inj.ok("mount / private", NR.mount, 0, str("/"), 0, MS_REC | MS_PRIVATE, 0);
-    if (newPidNs) inj.ok("mount /proc", NR.mount, str("proc", 1), str("/proc", 2), str("proc", 3), MS_NOSUID | MS_NODEV | MS_NOEXEC, 0);
+    inj.ok("unshare(CLONE_NEWNS)", NR.unshare, CLONE.NEWNS);
+    inj.ok("mount / private", NR.mount, 0, str("/"), 0, MS.REC | MS.PRIVATE, 0);
+    if (newPidNs) inj.ok("mount /proc", NR.mount, str("proc", 1), str("/proc", 2), str("proc", 3), MS.NOSUID | MS.NODEV | MS.NOEXEC, 0);
     log.debug(`namespaces: process ${root.pid}: a new mount namespace, a private copy of criu-bun's${newPidNs ? " with its own /proc" : ""}`);
   }
   if (ns.newIpcNs) {
-    inj.ok("unshare(CLONE_NEWIPC)", NR.unshare, CLONE_NEWIPC);
+    inj.ok("unshare(CLONE_NEWIPC)", NR.unshare, CLONE.NEWIPC);
     log.debug(`namespaces: process ${root.pid}: a new IPC namespace`);
   }
   if (ns.newNetNs && ns.extNetKey !== undefined) {
@@ -296,12 +296,12 @@ export function restoreRootNamespaces(
     root.joinExtNetNs(ns.extNetKey);
   } else if (ns.newNetNs && ns.emptyNetNs) {
     // empty_ns net: a new, empty network namespace; the caller sets it up (setup-namespaces)
-    inj.ok("unshare(CLONE_NEWNET)", NR.unshare, CLONE_NEWNET);
+    inj.ok("unshare(CLONE_NEWNET)", NR.unshare, CLONE.NEWNET);
     log.debug(`namespaces: process ${root.pid}: a new, empty network namespace (empty_ns)`);
   } else if (ns.newNetNs) {
     // the tree had its own network namespace with only loopback: a new one, lo up
-    inj.ok("unshare(CLONE_NEWNET)", NR.unshare, CLONE_NEWNET);
-    const s = Number(inj.ok("socket", NR.socket, 2 /* AF_INET */, 2 /* SOCK_DGRAM */, 0));
+    inj.ok("unshare(CLONE_NEWNET)", NR.unshare, CLONE.NEWNET);
+    const s = Number(inj.ok("socket", NR.socket, AF.INET, SOCK.DGRAM, 0));
     const ifr = new Uint8Array(40);
     ifr.set(Buffer.from("lo"));
     new DataView(ifr.buffer).setUint16(16, 0x1 | 0x8 | 0x40, true); // IFF_UP | IFF_LOOPBACK | IFF_RUNNING
@@ -313,7 +313,7 @@ export function restoreRootNamespaces(
   if (ns.uts) {
     // the tree had its own UTS namespace: a new one with its hostname and domain name
     const { nodename, domainname } = ns.uts;
-    inj.ok("unshare(CLONE_NEWUTS)", NR.unshare, CLONE_NEWUTS);
+    inj.ok("unshare(CLONE_NEWUTS)", NR.unshare, CLONE.NEWUTS);
     inj.ok("sethostname", NR.sethostname, str(nodename), Buffer.byteLength(nodename));
     inj.ok("setdomainname", NR.setdomainname, str(domainname, 1), Buffer.byteLength(domainname));
     log.debug(`namespaces: process ${root.pid}: a new UTS namespace, hostname '${nodename}', domain '${domainname}'`);

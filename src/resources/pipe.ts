@@ -127,8 +127,8 @@ function inheritedPipe(ctx: Parameters<FdKind["restore"]>[0], p: S.pipe_entry, k
   if (src !== h.fd || h.pid !== ctx.pid) inj.call(NR.close, src);
   const fd = ctx.high(d, ctx.where);
   // status flags live in the shared description: set only what differs from the dump
-  const want = p.flags & (O.NONBLOCK | O.APPEND | 0o20000 /* O_ASYNC */ | 0o40000 /* O_DIRECT */);
-  if ((fl & (O.NONBLOCK | O.APPEND | 0o20000 | 0o40000)) !== want) inj.call(NR.fcntl, fd, F.SETFL, p.flags & ~3);
+  const want = p.flags & (O.NONBLOCK | O.APPEND | O.ASYNC | O.DIRECT);
+  if ((fl & (O.NONBLOCK | O.APPEND | O.ASYNC | O.DIRECT)) !== want) inj.call(NR.fcntl, fd, F.SETFL, p.flags & ~3);
   ctx.tree.held.set(`${key}:used`, { pid: -1, fd: -1 });
   log.debug(`${ctx.where}: pipe:[${p.pipeId}] is the inherited fd (inherit_fd), its dumped bytes stay with the caller's pipe`);
   return fd;

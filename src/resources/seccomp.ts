@@ -4,6 +4,7 @@
 import { ptrace, PTRACE, PTRACE_O } from "../sys/ptrace";
 import { addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
+import { PR } from "../sys/flags";
 import { errnoName } from "../sys/errno";
 import { readImage, imageExists, writeImage } from "../images/image";
 import * as S from "../images/schemas";
@@ -15,7 +16,7 @@ import { CriuError, log } from "../log";
 export interface SeccompFilter { filter: Uint8Array; flags: number }
 
 const PTRACE_SECCOMP_GET_METADATA = 0x420d;
-const PR_SET_NO_NEW_PRIVS = 38, PR_SET_SECCOMP = 22, SECCOMP_MODE_STRICT = 1, SECCOMP_SET_MODE_FILTER = 1;
+const SECCOMP_MODE_STRICT = 1, SECCOMP_SET_MODE_FILTER = 1;
 const FILTER_FLAG_LOG = 2, FILTER_FLAG_SPEC_ALLOW = 4;
 /** what fits the restored thread's scratch area after the sock_fprog (2048 instructions) */
 const MAX_FILTER_BYTES = 16384;
@@ -102,7 +103,7 @@ export function restoreSeccomp(
   if (!tc.seccompMode && !nnp) return;
   const r = ptrace(PTRACE.SETOPTIONS, tid, 0, PTRACE_O.EXITKILL | PTRACE_O.TRACEFORK | PTRACE_O.TRACECLONE | PTRACE_O.TRACESYSGOOD | PTRACE_O.SUSPEND_SECCOMP);
   if (r < 0) throw new CriuError("restore", `thread ${vtid}: cannot suspend seccomp while restoring: ${errnoName(-r)}`);
-  if (nnp) inj.ok("prctl(PR_SET_NO_NEW_PRIVS)", NR.prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+  if (nnp) inj.ok("prctl(PR_SET_NO_NEW_PRIVS)", NR.prctl, PR.SET_NO_NEW_PRIVS, 1, 0, 0, 0);
   if (tc.seccompMode === 2) {
     const chain = chainOf(filters, tc.seccompFilter);
     for (const [k, f] of chain.entries()) {
@@ -116,6 +117,6 @@ export function restoreSeccomp(
       log.debug(`thread ${vtid}: seccomp filter ${k + 1}/${chain.length} installed (${f.filter.length / 8} instructions, flags 0x${flags.toString(16)})`);
     }
   } else if (tc.seccompMode === 1) {
-    inj.ok("prctl(PR_SET_SECCOMP, strict)", NR.prctl, PR_SET_SECCOMP, SECCOMP_MODE_STRICT, 0, 0, 0);
+    inj.ok("prctl(PR_SET_SECCOMP, strict)", NR.prctl, PR.SET_SECCOMP, SECCOMP_MODE_STRICT, 0, 0, 0);
   }
 }

@@ -5,20 +5,20 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { readText } from "../sys/proc";
 import { NR } from "../sys/nr";
+import { PR } from "../sys/flags";
 import { O } from "../sys/mem";
 import { errnoText } from "../sys/errno";
 import type { Injector, OutCall } from "../ptrace/inject";
 import type * as S from "../images/schemas";
 import { CriuError, log } from "../log";
 
-const PR_SET_CHILD_SUBREAPER = 36, PR_GET_CHILD_SUBREAPER = 37;
 const AUDIT_UNSET = 0xffffffff;
 
 // ---------- dump ----------
 
 /** PR_GET_CHILD_SUBREAPER, for the dump's batch */
 export function subreaperCall(): OutCall {
-  return { nr: NR.prctl, args: (buf: bigint) => [PR_GET_CHILD_SUBREAPER, buf], out: 8 };
+  return { nr: NR.prctl, args: (buf: bigint) => [PR.GET_CHILD_SUBREAPER, buf], out: 8 };
 }
 export function decodeSubreaper(got: { r: bigint; b: Uint8Array }): boolean {
   return got.r === 0n ? got.b[0] !== 0 : false;
@@ -49,7 +49,7 @@ export function restoreTaskAttrs(
   proc: { pid: number; vpid: number; inj: Injector; str: (s: string) => bigint; scratch: (off: bigint, data: Uint8Array) => bigint },
   tc: S.task_core_entry,
 ) {
-  if (tc.childSubreaper) proc.inj.ok("prctl(PR_SET_CHILD_SUBREAPER)", NR.prctl, PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+  if (tc.childSubreaper) proc.inj.ok("prctl(PR_SET_CHILD_SUBREAPER)", NR.prctl, PR.SET_CHILD_SUBREAPER, 1, 0, 0, 0);
   restoreLoginuid(proc, tc.loginuid);
   if (tc.oomScoreAdj !== undefined) {
     try { writeFileSync(`/proc/${proc.pid}/oom_score_adj`, String(tc.oomScoreAdj)); } catch {}

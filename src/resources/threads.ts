@@ -8,6 +8,7 @@ import { getRegs, getXstate, setXstate, setRegs, getRseqConfig, getThreadArea, s
 import { readStat, readStatus, readText } from "../sys/proc";
 import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
+import { PR } from "../sys/flags";
 import { errnoText } from "../sys/errno";
 import { Injector, type RemoteMem } from "../ptrace/inject";
 import type * as S from "../images/schemas";
@@ -19,7 +20,6 @@ import { dumpSeccompFilters, restoreSeccomp, type SeccompFilter } from "./seccom
 
 const ERESTARTSYS = -512n, ERESTARTNOINTR = -513n, ERESTARTNOHAND = -514n, ERESTART_RESTARTBLOCK = -516n;
 const EINTR = -4n;
-const PR_SET_PDEATHSIG = 1, PR_GET_PDEATHSIG = 2, PR_SET_NAME = 15, PR_GET_SECUREBITS = 27, PR_GET_TID_ADDRESS = 40;
 const SS_ONSTACK = 1, SS_DISABLE = 2, PRIO_PROCESS = 0;
 
 export interface ThreadDump {
@@ -87,14 +87,14 @@ export function dumpThread(pid: number, t: { tid: number; pendingSiginfo?: Uint8
   let pdeathSig = 0;
   try {
     tinj.withScratch(32, (scratch) => {
-      tinj.ok("prctl(PR_GET_PDEATHSIG)", NR.prctl, PR_GET_PDEATHSIG, scratch);
+      tinj.ok("prctl(PR_GET_PDEATHSIG)", NR.prctl, PR.GET_PDEATHSIG, scratch);
       pdeathSig = new DataView(mem.read(scratch, 4).buffer).getInt32(0, true);
-      tinj.ok("prctl(PR_GET_TID_ADDRESS)", NR.prctl, PR_GET_TID_ADDRESS, scratch);
+      tinj.ok("prctl(PR_GET_TID_ADDRESS)", NR.prctl, PR.GET_TID_ADDRESS, scratch);
       tidAddr = new DataView(mem.read(scratch, 8).buffer).getBigUint64(0, true);
       tinj.ok("sigaltstack", NR.sigaltstack, 0, scratch);
       const dv = new DataView(mem.read(scratch, 24).buffer);
       sas = { ssSp: dv.getBigUint64(0, true), ssFlags: dv.getInt32(8, true), ssSize: dv.getBigUint64(16, true) };
-      secbits = Number(tinj.ok("prctl(PR_GET_SECUREBITS)", NR.prctl, PR_GET_SECUREBITS));
+      secbits = Number(tinj.ok("prctl(PR_GET_SECUREBITS)", NR.prctl, PR.GET_SECUREBITS));
     });
   } finally { tinj.restore(); }
   // a signal caught on its way in while freezing is still owed to the thread
@@ -156,7 +156,7 @@ export function restoreThread(
     dv.setBigUint64(0, sas.ssSp, true); dv.setInt32(8, sas.ssFlags & ~SS_ONSTACK, true); dv.setBigUint64(16, sas.ssSize, true);
     inj.ok("sigaltstack", NR.sigaltstack, scratch(0n, new Uint8Array(b)), 0);
   }
-  if (comm) inj.call(NR.prctl, PR_SET_NAME, thread.str(comm), 0, 0, 0);
+  if (comm) inj.call(NR.prctl, PR.SET_NAME, thread.str(comm), 0, 0, 0);
   if (tcore.schedNice) {
     const r = inj.call(NR.setpriority, PRIO_PROCESS, vtid, tcore.schedNice);
     if (r < 0n) log.warn(`thread ${vtid}: nice ${tcore.schedNice} not restored (${errnoText(-r)})`);
@@ -164,7 +164,7 @@ export function restoreThread(
   restoreSeccomp({ tid, vtid, inj, scratch }, tcore, seccompFilters);
   if (tcore.creds) restoreCreds({ vtid, inj, scratch }, tcore.creds);
   // after the credentials: changing them clears the parent-death signal
-  if (tcore.pdeathSig) inj.ok("prctl(PR_SET_PDEATHSIG)", NR.prctl, PR_SET_PDEATHSIG, tcore.pdeathSig, 0, 0, 0);
+  if (tcore.pdeathSig) inj.ok("prctl(PR_SET_PDEATHSIG)", NR.prctl, PR.SET_PDEATHSIG, tcore.pdeathSig, 0, 0, 0);
   log.debug(`threads: thread ${vtid}: kernel state restored (clear_tid 0x${core.threadInfo!.clearTidAddr.toString(16)}${tcore.futexRla ? `, robust list 0x${tcore.futexRla.toString(16)}` : ""}` +
     `${rs && rs.rseqAbiPointer ? `, rseq 0x${rs.rseqAbiPointer.toString(16)}` : ""}${sas && !(sas.ssFlags & SS_DISABLE) ? `, altstack 0x${sas.ssSp.toString(16)}` : ""}${comm ? `, comm '${comm}'` : ""})`);
 }

@@ -4,13 +4,13 @@
 // again at restore with their old ids and their remaining time, as CRIU does.
 import { readText } from "../sys/proc";
 import { NR } from "../sys/nr";
+import { PR } from "../sys/flags";
 import { errnoText } from "../sys/errno";
 import type { Injector, RemoteMem } from "../ptrace/inject";
 import type * as S from "../images/schemas";
 import { CriuError, log } from "../log";
 
 const ITIMERS = ["real", "virt", "prof"] as const; // ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF
-const PR_TIMER_CREATE_RESTORE_IDS = 77;
 type Itimer = { isec: bigint; iusec: bigint; vsec: bigint; vusec: bigint };
 
 // ---------- dump ----------
@@ -85,7 +85,7 @@ export function restoreTimers(
   if (!timers) return;
   const { pid, inj, scratch } = proc;
   if (timers.posix.length) {
-    const byId = inj.call(NR.prctl, PR_TIMER_CREATE_RESTORE_IDS, 1, 0, 0, 0) >= 0n;
+    const byId = inj.call(NR.prctl, PR.TIMER_CREATE_RESTORE_IDS, PR.TIMER_CREATE_RESTORE_IDS_ON, 0, 0, 0) >= 0n;
     const sorted = [...timers.posix].sort((a, b) => a.itId - b.itId);
     const burnt: number[] = [];
     for (const pt of sorted) {
@@ -104,7 +104,7 @@ export function restoreTimers(
       }
     }
     for (const id of burnt) inj.call(NR.timer_delete, id);
-    if (byId) inj.call(NR.prctl, PR_TIMER_CREATE_RESTORE_IDS, 0, 0, 0, 0);
+    if (byId) inj.call(NR.prctl, PR.TIMER_CREATE_RESTORE_IDS, PR.TIMER_CREATE_RESTORE_IDS_OFF, 0, 0, 0);
     for (const pt of sorted) {
       // as CRIU: a zero value with an interval means "expired while frozen": due one interval on
       const zero = !pt.vsec && !pt.vnsec;

@@ -13,7 +13,7 @@ import { FOWN0, cachedImage } from "./fdkind";
 import { regEntry } from "./reg";
 import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
-import { O } from "../sys/mem";
+import { O, F } from "../sys/mem";
 import * as S from "../images/schemas";
 import { CriuError, log } from "../log";
 import { fdLinks, readStat } from "../sys/proc";
@@ -258,7 +258,7 @@ export const ttyKind: FdKind = {
     if (master) {
       // another description of the same master: the held one is it (masters are not reopenable)
       const src = ctx.fdFrom(key)!;
-      fd = Number(inj.call(NR.fcntl, src, 1030 /* F_DUPFD_CLOEXEC */, 0));
+      fd = Number(inj.call(NR.fcntl, src, F.DUPFD_CLOEXEC, 0));
       if (fd < 0) throw new CriuError("restore", `${ctx.where}: dup of pty master failed (${errnoText(-fd)})`);
       if (ctx.tree.held.get(key)!.pid !== ctx.pid) inj.call(NR.close, src);
       fd = ctx.high(fd, ctx.where);
@@ -269,7 +269,7 @@ export const ttyKind: FdKind = {
       if (info.sid && info.sid === ctx.vpid) inj.call(NR.ioctl, s, IOC.TIOCSCTTY, 0);
       fd = ctx.high(s, ctx.where);
     }
-    inj.call(NR.fcntl, fd, 4 /* F_SETFL */, t.flags & (O.NONBLOCK | O.APPEND));
+    inj.call(NR.fcntl, fd, F.SETFL, t.flags & (O.NONBLOCK | O.APPEND));
     return fd;
   },
 };

@@ -1,4 +1,5 @@
 // VMA classification shared by the memory dump and restore.
+import { MADV } from "../sys/flags";
 export const VMA = {
   REGULAR: 1 << 0, STACK: 1 << 1, VSYSCALL: 1 << 2, VDSO: 1 << 3, HEAP: 1 << 5,
   FILE_PRIVATE: 1 << 6, FILE_SHARED: 1 << 7, ANON_SHARED: 1 << 8, ANON_PRIVATE: 1 << 9,
@@ -12,9 +13,8 @@ export const PAGE = 4096;
 
 /** madvise advice values and the smaps VmFlags mnemonic that shows them. */
 export const MADV_FLAGS: [string, number][] = [
-  ["dc", 10 /* MADV_DONTFORK */], ["dd", 16 /* MADV_DONTDUMP */], ["mg", 12 /* MADV_MERGEABLE */],
-  ["hg", 14 /* MADV_HUGEPAGE */], ["nh", 15 /* MADV_NOHUGEPAGE */], ["wf", 18 /* MADV_WIPEONFORK */],
-  ["sr", 2 /* MADV_SEQUENTIAL */], ["rr", 1 /* MADV_RANDOM */],
+  ["dc", MADV.DONTFORK], ["dd", MADV.DONTDUMP], ["mg", MADV.MERGEABLE], ["hg", MADV.HUGEPAGE],
+  ["nh", MADV.NOHUGEPAGE], ["wf", MADV.WIPEONFORK], ["sr", MADV.SEQUENTIAL], ["rr", MADV.RANDOM],
 ];
 export function madvFromVmFlags(vmflags: string[]): bigint {
   let m = 0n;

@@ -32,6 +32,7 @@ import { orphanSlaves } from "../resources/tty";
 import { imageExists, readImage } from "../images/image";
 import { syscall } from "../sys/syscall";
 import { NR } from "../sys/nr";
+import { CLONE } from "../sys/flags";
 import { closeFd } from "../sys/mem";
 import { errnoText } from "../sys/errno";
 import { LazyChannel, hasLazyPages } from "../resources/lazymem";
@@ -202,8 +203,8 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
   if (lazyTask && !o.lazyPages) throw new CriuError("restore", `process ${lazyTask.pid}: its private memory stayed with the source (dump --lazy-pages); restore it with --lazy-pages and a running lazy-pages daemon`);
   precheck(set, o);
   if (o.lazyPages && !lazyTask && !o.lazyParents) log.info("lazy pages: the images hold every page; nothing to take lazily");
-  if ((o.emptyNs ?? 0) & ~0x40000000) throw new CriuError("restore", `empty_ns 0x${(o.emptyNs!).toString(16)}: only the network namespace (CLONE_NEWNET) can be left empty`);
-  if ((o.emptyNs ?? 0) & 0x40000000) set.emptyNetNs = true;
+  if ((o.emptyNs ?? 0) & ~CLONE.NEWNET) throw new CriuError("restore", `empty_ns 0x${(o.emptyNs!).toString(16)}: only the network namespace (CLONE_NEWNET) can be left empty`);
+  if ((o.emptyNs ?? 0) & CLONE.NEWNET) set.emptyNetNs = true;
   set.rstSibling = !!o.rstSibling;
   set.lazyParents = !!(o.lazyPages && o.lazyParents);
   if (o.inheritFds?.size) set.inheritFds = o.inheritFds;

@@ -2,8 +2,9 @@
 import { readFileSync } from "node:fs";
 import { syscall } from "../sys/syscall";
 import { NR } from "../sys/nr";
+import { PR, CLONE, CLONE_ARGS_SIZE } from "../sys/flags";
 import { ptrace, PTRACE, getRegs, setRegs, setSigmask, wait4Raw, W, __WALL, R, describeStatus, detach } from "../sys/ptrace";
-import { O } from "../sys/mem";
+import { O, F } from "../sys/mem";
 import { restoreFds, importFd, restoreCtx, fdFloor } from "../resources/files";
 import { restoreDeleted } from "../resources/reg";
 import { readImage, imageExists } from "../images/image";
@@ -37,7 +38,6 @@ const SCRATCH = 256n; // scratch data starts here inside the trampoline area
 const BATCH_AT = 16n; // Injector.callMany's code, after `syscall; int3`
 /** scratch offset and size of the area batched calls use (the 4 path slots: no path is in use then) */
 const BATCH_SCRATCH = 1792n, BATCH_SCRATCH_SIZE = 4 * 4096;
-const CLONE = { VM: 0x100, FS: 0x200, FILES: 0x400, SIGHAND: 0x800, PARENT: 0x8000, THREAD: 0x10000, SYSVSEM: 0x40000, NEWPID: 0x20000000 };
 
 function hex(v: bigint | number) { return "0x" + v.toString(16); }
 
@@ -154,7 +154,7 @@ export class TaskBuilder {
     const inherited = this.importInherited(pinj);
     if (this.set.timens) enterTimens(pinj, this.puppet, this.set.timens);
     // clone3 with set_tid = [pid], CLONE_PARENT: the new process is criu-bun's child
-    const args = new BigUint64Array(11);
+    const args = new BigUint64Array(CLONE_ARGS_SIZE / 8);
     // a tree dumped from the init of its own PID namespace comes back in a fresh one, as PID 1
     this.newPidNs = t.pid === 1 && this.set.tasks.length > 0 && !!this.set.newPidNs;
     const tidArr = new BigUint64Array([BigInt(t.pid)]);
@@ -165,7 +165,7 @@ export class TaskBuilder {
     const argsAddr = this.tramp + SCRATCH;
     pmem.write(argsAddr, new Uint8Array(args.buffer));
     pinj.syscallAddr = this.tramp;
-    const child = pinj.call(NR.clone3, argsAddr, 88);
+    const child = pinj.call(NR.clone3, argsAddr, CLONE_ARGS_SIZE);
     if (child < 0n) {
       if (child === -17n) throw new CriuError("restore", `PID ${t.pid} is in use`);
       if (child === -1n) throw new CriuError("restore", `process ${t.pid}: giving a process its old PID (clone3 set_tid) needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN; run the restore as root`);
@@ -209,7 +209,7 @@ export class TaskBuilder {
     for (const e of extra) inj.call(NR.close, e);
     if (got !== index) { inj.call(NR.close, m); throw new CriuError("restore", `pty ${index} of the restored devpts is taken (got ${got})`); }
     inj.ok("TIOCSPTLCK", NR.ioctl, m, 0x40045431, this.scratchWrite(0n, new Uint8Array(4)));
-    const h = Number(inj.call(NR.fcntl, m, 1030 /* F_DUPFD_CLOEXEC */, fdFloor(this.t.fds) + 8));
+    const h = Number(inj.call(NR.fcntl, m, F.DUPFD_CLOEXEC, fdFloor(this.t.fds) + 8));
     inj.call(NR.close, m);
     if (h < 0) throw new CriuError("restore", `pty ${index}: F_DUPFD failed (${errnoText(-h)})`);
     this.tree.held.set(`ptyEarly:${index}`, { pid: this.pid, vpid: this.t.pid, fd: h });
@@ -226,7 +226,7 @@ export class TaskBuilder {
   private joinExtNetNs(key: string) {
     const fd = this.inherited.get(key);
     if (fd === undefined) throw new CriuError("restore", `inherit_fd ${key}: not imported into the root`);
-    const r = Number(this.inj!.call(NR.setns, fd, 0x40000000));
+    const r = Number(this.inj!.call(NR.setns, fd, CLONE.NEWNET));
     if (r < 0) throw new CriuError("restore", `inherit_fd ${key}: criu-bun's fd ${this.set.inheritFds?.get(key)} is not a network namespace to join (setns: ${errnoText(-r)})`);
     this.tree.held.set(`inherit:${key}:used`, { pid: this.pid, vpid: this.t.pid, fd: -1 });
     log.info(`process ${this.t.pid} joined the external network namespace given for ${key} (criu-bun's fd ${this.set.inheritFds?.get(key)})`);
@@ -244,7 +244,7 @@ export class TaskBuilder {
       for (const [key, mine] of this.set.inheritFds) {
         const g = Number(pinj.call(NR.pidfd_getfd, pidfd, mine, 0));
         if (g < 0) throw new CriuError("restore", `inherit_fd ${mine} (${key}): pidfd_getfd failed (${errnoText(-g)})`);
-        const h = Number(pinj.call(NR.fcntl, g, 1030 /* F_DUPFD_CLOEXEC */, floor));
+        const h = Number(pinj.call(NR.fcntl, g, F.DUPFD_CLOEXEC, floor));
         pinj.call(NR.close, g);
         if (h < 0) throw new CriuError("restore", `inherit_fd ${mine} (${key}): F_DUPFD failed (${errnoText(-h)})`);
         log.debug(`inherit_fd: criu-bun's fd ${mine} for '${key}' is fd ${h} of the root until its files are restored`);
@@ -267,13 +267,13 @@ export class TaskBuilder {
     this.parent = parent;
     this.sharesFiles = !!t.ids && !!parent.t.ids && t.ids.filesId === parent.t.ids.filesId;
     this.sharesFs = !!t.ids && !!parent.t.ids && t.ids.fsId === parent.t.ids.fsId;
-    const args = new BigUint64Array(11);
+    const args = new BigUint64Array(CLONE_ARGS_SIZE / 8);
     args[0] = BigInt((this.sharesFiles ? CLONE.FILES : 0) | (this.sharesFs ? CLONE.FS : 0));
     args[4] = 17n; // SIGCHLD to the parent, as fork()
     args[8] = parent.scratchWrite(512n, new Uint8Array(new BigUint64Array([BigInt(t.pid)]).buffer));
     args[9] = 1n;
     const a = parent.scratchWrite(0n, new Uint8Array(args.buffer));
-    const child = parent.inj!.call(NR.clone3, a, 88);
+    const child = parent.inj!.call(NR.clone3, a, CLONE_ARGS_SIZE);
     if (child < 0n) throw new CriuError("restore", child === -17n ? `PID ${t.pid} is in use` : `clone3 of ${t.pid} from ${parent.pid} failed (${errnoText(-child)})`);
     // clone3 answers in the parent's PID namespace; ptrace needs ours: the fork event tells it
     this.pid = parent.inj!.lastEventPid || Number(child);
@@ -394,7 +394,7 @@ export class TaskBuilder {
     const { calls: sa, trap } = sigactionRestoreCalls(t.pid, tc.sigactions);
     this.trapAction = trap; // set last, in finish()
     this.batchWithData(t.pid, [...sa, ...rlimitRestoreCalls(t.pid, tc.rlimits?.rlimits ?? [])]);
-    if (t.mm?.thpDisabled) inj.ok("prctl(PR_SET_THP_DISABLE)", NR.prctl, 41, 1, 0, 0, 0);
+    if (t.mm?.thpDisabled) inj.ok("prctl(PR_SET_THP_DISABLE)", NR.prctl, PR.SET_THP_DISABLE, 1, 0, 0, 0);
     restoreMembarrier(t.pid, inj, tc.membarrierRegistrationMask ?? 0);
     restoreTaskAttrs({ pid: this.pid, vpid: t.pid, inj, str: (s) => this.str(s), scratch: (off, d) => this.scratchWrite(off, d) }, tc);
   }
@@ -404,12 +404,12 @@ export class TaskBuilder {
     const inj = this.inj!;
     for (const tid of this.t.tids) {
       if (tid === this.t.pid) continue;
-      const args = new BigUint64Array(11);
+      const args = new BigUint64Array(CLONE_ARGS_SIZE / 8);
       args[0] = BigInt(CLONE.VM | CLONE.FS | CLONE.FILES | CLONE.SIGHAND | CLONE.THREAD | CLONE.SYSVSEM);
       const tidAddr = this.scratchWrite(512n, new Uint8Array(new BigUint64Array([BigInt(tid)]).buffer));
       args[8] = tidAddr; args[9] = 1n;
       const a = this.scratchWrite(0n, new Uint8Array(args.buffer));
-      const r = inj.call(NR.clone3, a, 88);
+      const r = inj.call(NR.clone3, a, CLONE_ARGS_SIZE);
       if (r < 0n) throw new CriuError("restore", r === -17n ? `TID ${tid} is in use` : `clone3 for thread ${tid} failed (${errnoText(-r)})`);
       const host = inj.lastEventPid || Number(r);
       this.waitNewTask(host);

@@ -4,7 +4,7 @@ import { syscall, addr, cstr } from "./syscall";
 import { NR } from "./nr";
 import { SysError } from "./errno";
 import { AF } from "./sock";
-export { AF, SOCK, IPPROTO, SOL, SO, MSG } from "./sock";
+export { AF, SOCK, IPPROTO, SOL, SO, MSG, SHUT } from "./sock";
 
 export const TCP = {
   NODELAY: 1, MAXSEG: 2, CORK: 3, KEEPIDLE: 4, KEEPINTVL: 5, KEEPCNT: 6, INFO: 11,

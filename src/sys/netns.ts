@@ -4,10 +4,11 @@
 import { readlinkSync } from "node:fs";
 import { syscall } from "./syscall";
 import { NR } from "./nr";
+import { CLONE } from "./flags";
 import { openFd, closeFd, O } from "./mem";
 import { SysError } from "./errno";
 
-const CLONE_NEW = { net: 0x40000000, ipc: 0x08000000 } as const;
+const CLONE_NEW = { net: CLONE.NEWNET, ipc: CLONE.NEWIPC } as const;
 
 /** Run fn with the main thread in process pid's namespace of that kind, then come back. */
 export function withNs<T>(pid: number, kind: "net" | "ipc", fn: () => T): T {

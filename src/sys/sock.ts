@@ -18,6 +18,8 @@ export const SO = {
   NO_CHECK: 11, PASSCRED: 16, PEERCRED: 17, GET_FILTER: 26, ATTACH_FILTER: 26, PASSSEC: 34, LOCK_FILTER: 44,
   ACCEPTCONN: 30, SNDBUFFORCE: 32, RCVBUFFORCE: 33, PROTOCOL: 38, DOMAIN: 39, MARK: 36, PEEK_OFF: 42, BUF_LOCK: 72,
 } as const;
+/** shutdown(2) how */
+export const SHUT = { RD: 0, WR: 1, RDWR: 2 } as const;
 export const SCM_RIGHTS = 1;
 export const MSG = { PEEK: 2, TRUNC: 0x20, DONTWAIT: 0x40, NOSIGNAL: 0x4000, CMSG_CLOEXEC: 0x40000000 } as const;
 

@@ -3,6 +3,7 @@ import { ptr } from "bun:ffi";
 import { libc } from "./libc";
 import { cstr } from "./syscall";
 import { SysError } from "./errno";
+import { CLONE } from "./flags";
 
 export const POSIX_SPAWN = { RESETIDS: 1, SETPGROUP: 2, SETSIGDEF: 4, SETSIGMASK: 8, SETSID: 0x80 } as const;
 
@@ -120,8 +121,8 @@ export function spawnSibling(path: string, argv: string[]): number {
   const stack = new BigUint64Array(2048); // never used by the child's few instructions; given anyway
   const all = new BigUint64Array([0xffffffffffffffffn]), old = new BigUint64Array(1);
   const p = new BigUint64Array(8);
-  const CLONE_VM = 0x100, CLONE_VFORK = 0x4000, CLONE_PARENT = 0x8000, SIGCHLD = 17;
-  p[0] = BigInt(CLONE_VM | CLONE_VFORK | CLONE_PARENT | SIGCHLD);
+  const SIGCHLD = 17;
+  p[0] = BigInt(CLONE.VM | CLONE.VFORK | CLONE.PARENT | SIGCHLD);
   p[1] = (BigInt(ptr(stack)) + BigInt(stack.byteLength)) & ~15n;
   p[2] = c(path); p[3] = BigInt(ptr(argvA)); p[4] = BigInt(ptr(envA));
   p[5] = BigInt(ptr(all)); p[6] = BigInt(ptr(old));
