@@ -31,6 +31,9 @@ await step("proto -> src/images/gen", async () => {
   await $`${process.execPath} node_modules/@bufbuild/buf/bin/buf generate`.quiet();
   // descriptors as object literals instead of base64 to decode at start-up (see the script)
   await embedDescriptors("src/images/gen");
+  // and the descriptors built from them must be protobuf-es's own (a fresh process: this one
+  // imported the files before they were rewritten)
+  await $`${process.execPath} scripts/check-descriptors.ts`.quiet();
 });
 // --outfile PATH: the executable goes there instead of ./criu-bun
 const at = process.argv.indexOf("--outfile");

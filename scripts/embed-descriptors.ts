@@ -10,10 +10,14 @@
 // descriptors as unknown fields, where getOption() reads them, and opts.proto (which needs the
 // booted descriptor.proto) is loaded only by the code that formats crit JSON.
 //
+// The descriptors built from it are precomputed too: a third argument (a DescGraph, embed.ts) holds
+// per field what createFileRegistry would compute at start-up, so start-up only makes the objects;
+// scripts/check-descriptors.ts (run by the build) proves them equal to protobuf-es's own.
+//
 // A file this step does not recognise is left as protoc-gen-es wrote it (fileDesc still works).
 import { readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import type { DescFile, DescMessage } from "@bufbuild/protobuf";
+import type { DescEnum, DescField, DescFile, DescMessage } from "@bufbuild/protobuf";
 
 const CALL = /fileDesc\("([A-Za-z0-9+/=]*)"(?:, \[([\w, ]*)\])?\)/;
 
@@ -38,7 +42,10 @@ export async function embedDescriptors(dir: string): Promise<string[]> {
     // embeddedFile() sets the dependencies
     const root = Object.assign(Object.create(Object.getPrototypeOf(file.proto)), file.proto, { dependency: [] });
     const body = literal(root, protos);
-    let out = src.replace(CALL, () => `embeddedFile(${body}${keep.length ? `, [${keep.join(", ")}]` : ""})`);
+    // the descriptors themselves, precomputed (embed.ts graphFile); none for a file it cannot
+    // describe (map fields, extensions, services: protobuf-es builds those at start-up)
+    const graph = descGraph(file);
+    let out = src.replace(CALL, () => `embeddedFile(${body}, [${keep.join(", ")}]${graph ? `, ${graph}` : ""})`);
     // the shared prototypes (defaults of unset fields), declared before the file's descriptor
     const decls = [...protos].map(([p, id]) => `const ${id} = ${literal({ ...p }, protos)};\n`).join("");
     const at = out.search(/^\/\*\*\n \* Describes the file /m);
@@ -98,4 +105,57 @@ function literal(v: unknown, protos: Map<object, string>): string {
   }
   for (const [k, x] of Object.entries(v)) if (x !== undefined) parts.push(`${/^[$\w]+$/.test(k) ? k : JSON.stringify(k)}:${literal(x, protos)}`);
   return `{${parts.join(",")}}`;
+}
+
+/** A constant as a JavaScript expression. */
+function constant(v: unknown): string {
+  switch (typeof v) {
+    case "string": return JSON.stringify(v);
+    case "boolean": return String(v);
+    case "bigint": return `${v}n`;
+    case "number": return Object.is(v, -0) ? "-0" : Number.isNaN(v) ? "NaN" : v === Infinity ? "Infinity" : v === -Infinity ? "-Infinity" : String(v);
+    case "undefined": return "undefined";
+  }
+  if (v instanceof Uint8Array) return `new Uint8Array([${v.join(",")}])`;
+  throw new Error(`embed-descriptors: no constant for ${String(v)}`);
+}
+
+const FIELD_KINDS = ["scalar", "enum", "message", "list"];
+
+/**
+ * The DescGraph (src/images/embed.ts) of a file protobuf-es built, as an expression: per field what
+ * createFileRegistry computed. Undefined for a file with what graphFile does not build.
+ */
+function descGraph(file: DescFile): string | undefined {
+  if (file.extensions.length || file.services.length) return undefined;
+  const m: string[] = [], o: string[] = [], e: string[] = [];
+  const enumSpec = (d: DescEnum) => {
+    const vals = d.values.flatMap((v) => [JSON.stringify(v.localName), v.jsonName !== v.name ? JSON.stringify(v.jsonName) : "0"]);
+    e.push(`[${d.open ? 1 : 0},${d.sharedPrefix !== undefined ? JSON.stringify(d.sharedPrefix) : 0}${vals.length ? "," + vals.join(",") : ""}]`);
+  };
+  // enums in creation order: the file's, then each message's before its nested messages
+  const enumsOf = (d: DescMessage) => { d.nestedEnums.forEach(enumSpec); d.nestedMessages.forEach(enumsOf); };
+  file.enums.forEach(enumSpec);
+  let ok = true;
+  const fieldsOf = (d: DescMessage) => {
+    if (d.nestedExtensions.length || d.proto.nestedType.some((n) => n.options?.mapEntry)) ok = false;
+    const decl = d.proto.oneofDecl;
+    o.push(`[${decl.map((p) => JSON.stringify(d.oneofs.find((x) => x.proto === p)?.localName ?? "")).join(",")}]`);
+    const fs = d.fields.map((f0: DescField) => {
+      const f = f0 as any; // every DescField kind has these properties (undefined where they do not apply)
+      if (f.fieldKind === "map" || f.proto !== d.proto.field[d.fields.indexOf(f)]) ok = false;
+      const kind = FIELD_KINDS.indexOf(f.fieldKind);
+      const ref = f.message?.typeName ?? f.enum?.typeName;
+      const def = f.fieldKind === "list" ? undefined : f.getDefaultValue();
+      const oneof = f.oneof ? decl.indexOf(f.oneof.proto) + 1 : 0;
+      return `[${[JSON.stringify(f.localName), f.presence, f.utf8Validation ? 1 : 0, kind, constant(f.scalar), ref ? JSON.stringify(ref) : "0",
+        constant(f.listKind), constant(f.delimitedEncoding), constant(f.packed), f.longAsString ? 1 : 0, def === undefined ? "0" : `()=>${constant(def)}`, oneof].join(",")}]`;
+    });
+    m.push(`[${fs.join(",")}]`);
+    d.nestedMessages.forEach(fieldsOf);
+  };
+  file.messages.forEach((d) => { enumsOf(d); });
+  file.messages.forEach(fieldsOf);
+  if (!ok) return undefined;
+  return `{ed:${file.edition},m:[${m.join(",")}],o:[${o.join(",")}],e:[${e.join(",")}]}`;
 }
