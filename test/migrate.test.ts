@@ -119,6 +119,8 @@ test("migrate a python3 counter over loopback: pre-copy rounds send less and les
   const fin = /final: (\d+) pages/.exec(r.stdout);
   expect(Number(fin?.[1])).toBeLessThan(full / 4);
   expect(r.stdout).toMatch(/downtime \d+(\.\d+)? ms/);
+  // each pre-copy round's state was checked by the destination as a restore would, before the freeze
+  for (const x of rounds) expect(dst.log()).toMatch(new RegExp(`round ${x.n}: its images would restore \\(checked in`));
   const npid = Number(/restored pid (\d+)/.exec(dst.out())?.[1]);
   expect(npid).toBeGreaterThan(0);
   pids.add(npid);

@@ -50,6 +50,10 @@
 //   COMMIT  (7) source: JSON {}: the source will never run again; let the copy run
 //   RESULT  (5) destination: JSON { ok: true, pid, restoreMs } (the copy runs) or { ok: false, error }
 //   LAZYCONN (8) source, first on its second connection: JSON { token } (HELLO's answer gave the token)
+//   PRECHECK (9) source, after a pre-copy round's FILEs (its state images): JSON { round }: the
+//               destination checks them as a restore would, creating nothing; a problem is logged
+//               (a warning: the final round's state may differ), and the restore after the freeze
+//               finds its code compiled and the mapped files read
 // HELLO's JSON: source { version, postCopySource }, destination { version, postCopySource, token }.
 // Every read has a deadline (--timeout, default 30 s; 10 times that for the destination within a
 // round, whose pages the source reads before it sends them; the restore's RESULT: at least 120 s),
@@ -70,14 +74,14 @@ import {
   wireBytes, LazyPageServer, type LazySource,
 } from "./pageserver";
 import { dumpProcess } from "../dump/dump";
-import { restoreProcesses, type RestoreOptions } from "../restore/restore";
+import { restoreProcesses, checkRestorable, type RestoreOptions } from "../restore/restore";
 import { dropTracking } from "../resources/memtrack";
 import { linkParent } from "../codec/incremental";
 import { errnoText } from "../sys/errno";
 import { runLockTableName, dumpRunId, listLockTables } from "./netlock";
 
 const MAGIC = 0x474d4243;
-export const MSG = { HELLO: 1, ROUND: 2, FILE: 3, RESTORE: 4, RESULT: 5, READY: 6, COMMIT: 7, LAZYCONN: 8 } as const;
+export const MSG = { HELLO: 1, ROUND: 2, FILE: 3, RESTORE: 4, RESULT: 5, READY: 6, COMMIT: 7, LAZYCONN: 8, PRECHECK: 9 } as const;
 const VERSION = 2;
 /** pre-copy rounds at most (the final dump comes after them) */
 const MAX_ROUNDS = Number(process.env.CRIU_BUN_MIGRATE_ROUNDS ?? 8);
@@ -160,6 +164,9 @@ export function migrateOut(o: MigrateSource): { rounds: RoundStat[]; downtimeMs:
       const st = dumpProcess({ ...common, dir: sub, leaveRunning: true, preDump: true, liveRead: true, psClient: new PageServerClient(o.host, o.port, timeoutSec, fd),
         prevImagesDir: n > 1 ? `../${n - 1}` : undefined });
       done = n;
+      // its state images too: the destination checks them now (PRECHECK), not after the freeze
+      sendImages(fd, sub);
+      sendJson(fd, MSG.PRECHECK, { round: n }, "sending PRECHECK to the destination");
       const r = { round: n, pages: st.pagesWritten, bytes: wireBytes - b0, ms: performance.now() - t0, frozenMs: (st.freezingTime + st.frozenTime) / 1000 };
       rounds.push(r);
       // a pre-copy round freezes the tree only to find its state and which pages to send (liveRead)
@@ -185,14 +192,7 @@ export function migrateOut(o: MigrateSource): { rounds: RoundStat[]; downtimeMs:
         tFrozen.at = frozenAt;
         pagesBytes = wireBytes - b0;
         log.info(`migrate: images of the final round written and their pages sent, ${(performance.now() - frozenAt).toFixed(1)} ms after the freeze`);
-        for (const f of readdirSync(dir).sort()) {
-          if (f === "parent" || !lstatSync(join(dir, f)).isFile() || f.startsWith("memtrack-") || f.endsWith(".log")) continue;
-          const name = te.encode(f), data = readFileSync(join(dir, f));
-          const p = new Uint8Array(4 + name.length + data.length);
-          new DataView(p.buffer).setUint32(0, name.length, true);
-          p.set(name, 4); p.set(data, 4 + name.length);
-          send(fd, MSG.FILE, p, "sending images to the destination");
-        }
+        sendImages(fd, dir);
         sendJson(fd, MSG.RESTORE, {}, "sending RESTORE to the destination");
         log.info(`migrate: images sent, RESTORE asked ${(performance.now() - frozenAt).toFixed(1)} ms after the freeze`);
         if (lazySources) { srv = new LazyPageServer(lazyFd, lazySources, timeoutSec, true); lazyOpen = true; }
@@ -269,6 +269,18 @@ export function migrateOut(o: MigrateSource): { rounds: RoundStat[]; downtimeMs:
     if (!closed) { forgetSocket(fd); closeFd(fd); }
     if (lazyFd >= 0) { forgetSocket(lazyFd); closeFd(lazyFd); }
     rmSync(work, { recursive: true, force: true });
+  }
+}
+
+/** A round's images but its pages (those went through the page server) to the destination, as FILEs. */
+function sendImages(fd: number, dir: string) {
+  for (const f of readdirSync(dir).sort()) {
+    if (f === "parent" || !lstatSync(join(dir, f)).isFile() || f.startsWith("memtrack-") || f.endsWith(".log")) continue;
+    const name = te.encode(f), data = readFileSync(join(dir, f));
+    const p = new Uint8Array(4 + name.length + data.length);
+    new DataView(p.buffer).setUint32(0, name.length, true);
+    p.set(name, 4); p.set(data, 4 + name.length);
+    send(fd, MSG.FILE, p, "sending images to the destination");
   }
 }
 
@@ -428,6 +440,15 @@ export function migrateIn(o: MigrateListen): { pid: number } {
         }
         writeNewFile(join(cur, name), m.data.subarray(4 + nl), false);
         log.debug(`migrate: image ${name} received (${m.data.length - 4 - nl} bytes)`);
+      } else if (m.type === MSG.PRECHECK) {
+        if (!cur || final) throw new CriuError("migrate", "PRECHECK outside a pre-copy round");
+        const t0 = performance.now();
+        try {
+          checkRestorable({ ...o.restore, dir: cur });
+          log.info(`round ${round}: its images would restore (checked in ${(performance.now() - t0).toFixed(1)} ms)`);
+        } catch (e: any) {
+          log.warn(`round ${round}: its images would not restore as they are: ${e?.message ?? e}`);
+        }
       } else if (m.type === MSG.RESTORE) {
         if (!cur) throw new CriuError("migrate", "RESTORE before any round");
         log.info(`migrate: RESTORE: the final round's images are in; restoring from ${cur}`);

@@ -103,6 +103,8 @@ function precheck(set: RestoreSet, o: RestoreOptions) {
   checkSessions(set.tasks, !!o.shellJob);
   // /proc/PID paths of the tree's own processes exist once they do (their fds are opened after every process is made)
   const treePids = new Set(set.newPidNs ? [] : set.tasks.map((t) => t.pid));
+  // each mapped file once (a library is mapped four or five times: its stat and ELF build-id do not change)
+  const checked = new Set<number>();
   for (const t of set.tasks) {
     // in a fresh PID namespace every PID is free; here they must be
     if (!set.newPidNs) for (const tid of t.tids) if (!pidFree(tid)) throw new CriuError("restore", `PID ${tid} is in use${pidUser(tid)}`);
@@ -112,6 +114,8 @@ function precheck(set: RestoreSet, o: RestoreOptions) {
       if (v.status & ((1 << 6) | (1 << 7))) {
         const f = set.files.get(Number(v.shmid));
         if (!f?.reg) throw new CriuError("restore", `process ${t.pid}: mapping at 0x${v.start.toString(16)} refers to file id ${v.shmid}, not in files.img`);
+        if (checked.has(f.id)) continue;
+        checked.add(f.id);
         if (!isRemapped(set.dir, f.id) && !set.mounts) checkFile(t.pid, `mapping at 0x${v.start.toString(16)}`, f.reg, false); // ghosts are in the images
       }
     }
@@ -175,6 +179,25 @@ export function restoreProcesses(o: RestoreOptions): Restored {
     return restoreFrom({ ...o, dir: h.path });
   } catch (e: any) {
     if (e instanceof Error) e.message = unalias(e.message); // the directory's name, not its fd
+    throw e;
+  } finally { h.close(); }
+}
+
+/**
+ * migrate's destination during pre-copy: would these (pre-dump) images restore? Loads and checks
+ * them as a restore does first, creating nothing; throws what a restore would. Beside telling early
+ * what would fail, it readies what the restore after the freeze uses (code compiled, the mapped
+ * files' pages in the page cache), so that restore is faster.
+ */
+export function checkRestorable(o: RestoreOptions) {
+  needPrivileges();
+  const h = openDir(o.dir);
+  try {
+    if (!o.trustImages) checkImagesTrusted(h.path);
+    const set = loadImages(h.path);
+    precheck(set, { ...o, dir: h.path, ignoreCgroups: true, cgRoots: undefined });
+  } catch (e: any) {
+    if (e instanceof Error) e.message = unalias(e.message);
     throw e;
   } finally { h.close(); }
 }
