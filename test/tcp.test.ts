@@ -236,6 +236,14 @@ test("migration: server namespace deleted, recreated with the same address, clie
   dump(na, srv.pid, img, ["--tcp-established"]);
   step("dumped");
   expect(inetImages(img).streams.length).toBe(2);
+  // the lock holds while the clients send into it: each times out against it at least once
+  await waitFor(() => { const b = clientBackoffs(nc, port); return b.length === 2 && b.every((n) => n >= 1); }, "every client to time out against the lock (ss: backoff >= 1)");
+  step("clients timed out against the lock");
+  // the old namespace goes with the clients' end of the link down: a namespace being deleted loses
+  // its nftables hooks (the lock) before its interfaces (the kernel's teardown order), and a
+  // client's segment arriving in between was answered by its empty port with a RST (caught here:
+  // a bare RST, seq = the client's ack, between the deletion and the link going)
+  runOk(["ip", "-n", nc, "link", "set", "vc", "down"]);
   nets.del(na);
   step("old namespace deleted");
   // the namespace goes asynchronously; with it the veth pair and so the clients' end
