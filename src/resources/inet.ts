@@ -98,7 +98,12 @@ export function netDumpEnd(outcome: "killed" | "running" | "failed", runId?: str
   try {
     // before the tree dies (its network namespace is reached through it): the lock that outlives us
     // one table for the whole dump, named after its run id (as CRIU's), in each process's netns
-    if (outcome === "killed") for (const [pid, eps] of s.locks) withNetns(pid, () => netLock(runId ? runLockTableName(runId) : lockTableName(pid), eps));
+    if (outcome === "killed") {
+      for (const [pid, eps] of s.locks) withNetns(pid, () => netLock(runId ? runLockTableName(runId) : lockTableName(pid), eps));
+      // the kernel deletes a namespace's nftables hooks before its interfaces: a peer's segment
+      // arriving in between finds the port empty and unlocked, and is answered with a RST
+      log.info("The lock lives in the network namespace(s) of the dumped connections: take their interfaces down before deleting such a namespace, or its peers may see a RST");
+    }
   } catch (e: any) {
     log.error("dump", `the network lock could not be kept for the restore (${e?.message}); peers may see the connections reset`);
   } finally {
