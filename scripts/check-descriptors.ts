@@ -42,9 +42,10 @@ export function compareDescFiles(a: DescFile, b: DescFile): string[] {
       if (!(x instanceof Uint8Array && y instanceof Uint8Array) || x.length !== y.length || x.some((v, i) => v !== y[i])) out.push(`${path}: bytes differ`);
       return;
     }
-    const mapped = seen.get(x);
-    if (mapped) { if (mapped !== y) out.push(`${path}: points to another object`); return; }
-    seen.set(x, y);
+    const ox = x as object, oy = y as object;
+    const mapped = seen.get(ox);
+    if (mapped) { if (mapped !== oy) out.push(`${path}: points to another object`); return; }
+    seen.set(ox, oy);
     if (Array.isArray(x) !== Array.isArray(y)) { out.push(`${path}: array vs object`); return; }
     const kx = Object.getOwnPropertyNames(x).sort(), ky = Object.getOwnPropertyNames(y).sort();
     if (kx.join() !== ky.join()) { out.push(`${path}: properties [${kx}] vs [${ky}]`); return; }
@@ -52,7 +53,7 @@ export function compareDescFiles(a: DescFile, b: DescFile): string[] {
       const vx = (x as any)[k], vy = (y as any)[k];
       // the FileDescriptorProto parts are the same objects on both sides
       if (k === "proto" && isDesc(x)) { if (vx !== vy) out.push(`${path}.proto: another object`); continue; }
-      same(vx, vy, `${path}.${k}`, [x, y]);
+      same(vx, vy, `${path}.${k}`, [ox, oy]);
     }
   };
   same(a, b, a.name);
