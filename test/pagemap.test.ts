@@ -4,7 +4,9 @@ import { mkdtempSync, rmSync, writeFileSync, readFileSync, existsSync } from "no
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
-import { encodePagemap, decodePagemap } from "../src/images/pagemap";
+import { encodePagemap, decodePagemap, RunList } from "../src/images/pagemap";
+import { markLazy, markLazyList } from "../src/resources/lazymem";
+import { VMA, MAP, PE } from "../src/resources/vma";
 import { readImage, writeImage, pagemapNrPages } from "../src/images/image";
 import * as S from "../src/images/schemas";
 
@@ -75,4 +77,31 @@ test("a million runs round-trip (the time is printed, not asserted)", () => {
     console.error(`1e6 pagemap runs: encode+decode ${(performance.now() - t0).toFixed(0)} ms, ${bytes.length} bytes`);
   } finally { rmSync(d, { recursive: true }); }
   void readFileSync;
+});
+
+test("markLazyList (numbers, a RunList) marks and splits exactly as markLazy (objects)", () => {
+  let seed = 7;
+  const rnd = (n: number) => { seed = (seed * 1103515245 + 12345) % 2 ** 31; return seed % n; };
+  for (let round = 0; round < 50; round++) {
+    // sorted VMAs with gaps, some lazy-able (private anonymous), some not (file, locked, vDSO)
+    const vmas: { start: bigint; end: bigint; status: number; flags: number }[] = [];
+    let at = 0x10000 + rnd(16) * 4096;
+    for (let i = 0; i < 1 + rnd(8); i++) {
+      const len = (1 + rnd(64)) * 4096;
+      const kind = rnd(4);
+      vmas.push({ start: BigInt(at), end: BigInt(at + len), status: kind === 3 ? VMA.FILE_PRIVATE : VMA.ANON_PRIVATE | (kind === 2 ? VMA.VDSO : 0), flags: MAP.PRIVATE | (kind === 1 ? MAP.LOCKED : 0) });
+      at += len + rnd(3) * 4096;
+    }
+    // runs over them (merged where they touch, as a dump's RunList), some spanning VMAs and gaps
+    const list = new RunList();
+    for (let a = 0x10000; a < at;) {
+      const n = 1 + rnd(40);
+      if (rnd(3)) list.add(a, n, rnd(5) ? PE.PRESENT : rnd(2) ? PE.PARENT : PE.PRESENT | PE.LAZY);
+      a += (n + rnd(4)) * 4096;
+    }
+    const want = markLazy(list, vmas);
+    const got = [...markLazyList(list, vmas)];
+    expect(got).toEqual(want);
+    expect(encodePagemap(1, markLazyList(list, vmas))).toEqual(encodePagemap(1, want));
+  }
 });

@@ -31,12 +31,12 @@ import { CgroupSets, ROOT_CG_SET, freezeCgroup } from "../resources/cgroup";
 import { VMA } from "../resources/vma";
 import { writeImage, writeImageBytes } from "../images/image";
 import { writeManifest } from "../images/manifest";
-import { encodePagemap } from "../images/pagemap";
+import { encodePagemap, RunList } from "../images/pagemap";
 import * as S from "../images/schemas";
 import { CriuError, log, phase, unalias, aliasPath } from "../log";
 import { fault, pausePoint } from "../fault";
 import { PageServerClient, serveLazyPages, type LazySource } from "../net/pageserver";
-import { splitLazy, markLazy, splitRunsLazy } from "../resources/lazymem";
+import { splitLazy, markLazy, markLazyList, splitRunsLazy } from "../resources/lazymem";
 import { setNetworkLockSkip } from "../net/netlock";
 import { withNs } from "../sys/netns";
 import { dedupeAgainstParent, linkParent } from "../codec/incremental";
@@ -686,7 +686,7 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
   }
   writeImage(d, `ids-${vpid}.img`, "IDS", [msg(S.task_kobj_ids_entrySchema, ids)]);
   writeImage(d, `mm-${vpid}.img`, "MM", [task.mm as unknown as S.mm_entry]); // plain: thousands of VMAs encoded as they are
-  if (!pageServer) writeImageBytes(d, `pagemap-${vpid}.img`, encodePagemap(id, markLazy(pr.runs!, task.vmas)));
+  if (!pageServer) writeImageBytes(d, `pagemap-${vpid}.img`, encodePagemap(id, pr.runs instanceof RunList ? markLazyList(pr.runs, task.vmas) : markLazy(pr.runs!, task.vmas)));
   writeImage(d, `fs-${vpid}.img`, "FS", [msg(S.fs_entrySchema, { cwdId, rootId, umask: task.umask })]);
   if (!tableDone) writeImage(d, `fdinfo-${ids.filesId}.img`, "FDINFO", fds.map((f) => ({ id: f.id, flags: f.cloexec ? 1 : 0, type: f.type, fd: f.fd }) as unknown as S.fdinfo_entry));
   return { memUs, scanned: pr.scanned, written: pr.written, skipped, tids, pgid: task.stat.pgid, sid: task.stat.sid };

@@ -35,6 +35,15 @@ export class RunList implements Iterable<PagemapRun> {
     this.va[this.length] = vaddr; this.nf[this.length * 2] = nrPages; this.nf[this.length * 2 + 1] = flags;
     this.length++;
   }
+  /** Append a run as it is, never merged with the one before (runs split where VMAs meet). */
+  push(vaddr: number, nrPages: number, flags: number) {
+    if (this.length === this.va.length) {
+      const va = new Float64Array(this.va.length * 2); va.set(this.va); this.va = va;
+      const nf = new Uint32Array(this.nf.length * 2); nf.set(this.nf); this.nf = nf;
+    }
+    this.va[this.length] = vaddr; this.nf[this.length * 2] = nrPages; this.nf[this.length * 2 + 1] = flags;
+    this.length++;
+  }
   /** run i without building an object: [vaddr, nrPages, flags] */
   vaddrAt(i: number) { return this.va[i]; }
   pagesAt(i: number) { return this.nf[i * 2]; }

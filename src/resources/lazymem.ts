@@ -26,6 +26,7 @@ import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { O, closeFd, openFd, preadFull } from "../sys/mem";
 import { readVmas } from "../sys/proc";
+import { RunList } from "../images/pagemap";
 import { errnoText } from "../sys/errno";
 import { UFFDIO_API, UFFDIO_REGISTER, UFFD_API, UFFDIO_REGISTER_MODE, UFFD_LAZY_FEATURES } from "../sys/uffd";
 import { sendPacket, recvPacket } from "../sys/seqpacket";
@@ -91,6 +92,30 @@ export function markLazy(runs: Iterable<{ vaddr: bigint; nrPages: number; flags:
       // up to the end of the VMA holding a (or to the next VMA / the run's end outside any)
       const stop = v ? (v.end < end ? v.end : end) : (i < vmas.length && vmas[i].start < end ? vmas[i].start : end);
       out.push({ vaddr: a, nrPages: Number((stop - a) / BigInt(PAGE)), flags: v && canBeLazy(v) ? r.flags | PE.LAZY : r.flags });
+      a = stop;
+    }
+  }
+  return out;
+}
+
+/**
+ * markLazy on a RunList, into a RunList: the same runs and flags, computed on numbers (user
+ * addresses fit a double exactly) without an object or a BigInt per run. A dump of a GiB of
+ * fragmented memory has tens of thousands of runs: markLazy's objects cost a tenth of a second.
+ */
+export function markLazyList(runs: RunList, vmas: { start: bigint; end: bigint; status: number; flags: number }[]): RunList {
+  const out = new RunList();
+  const vs = vmas.map((v) => ({ start: Number(v.start), end: Number(v.end), lazy: canBeLazy(v) }));
+  let i = 0;
+  for (let k = 0; k < runs.length; k++) {
+    const flags = runs.flagsAt(k), va = runs.vaddrAt(k), n = runs.pagesAt(k);
+    if (!(flags & PE.PRESENT) || flags & PE.LAZY) { out.push(va, n, flags); continue; }
+    const end = va + n * PAGE;
+    for (let a = va; a < end;) {
+      while (i < vs.length && vs[i].end <= a) i++;
+      const v = i < vs.length && vs[i].start <= a ? vs[i] : undefined;
+      const stop = v ? (v.end < end ? v.end : end) : (i < vs.length && vs[i].start < end ? vs[i].start : end);
+      out.push(a, (stop - a) / PAGE, v && v.lazy ? flags | PE.LAZY : flags);
       a = stop;
     }
   }
