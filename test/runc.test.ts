@@ -12,6 +12,7 @@ import { closeSync, openSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdi
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { criuBun, criuBunCommand, REPO_ROOT, waitUntil, holdsFor } from "./harness";
+import { waitFor } from "./netns";
 import { syscall, addr } from "../src/sys/syscall";
 import { NR } from "../src/sys/nr";
 
@@ -249,7 +250,9 @@ test.skipIf(!runc || !busybox || !built)("runc checkpoint --pre-dump, then --lea
   expect(`${ck.exitCode} ${ck.stderr}`, logOf(img, "dump.log")).toBe("0 ");
   // the dump was taken before this: the counter's file (written before each tick is printed) is at
   // least where the dump saw it (the stream read here lags while spawnSync blocks)
-  const hi = Number(readFileSync(join(b, "rootfs/tmp/count"), "utf8"));
+  // (`echo $i > /tmp/count` truncates before it writes: an empty read is retried, a later value
+  // is still at least the dump's)
+  const hi = await waitFor(() => Number(readFileSync(join(b, "rootfs/tmp/count"), "utf8").trim()) || undefined, "the counter's file", 5000);
   // --leave-running: still there and still counting
   expect(state(id)?.status).toBe("running");
   await waitUntil("the container to go on counting", () => last(run.out.text) > hi + 2, 10000);
