@@ -24,3 +24,13 @@ export function pausePoint(name: string) {
   const deadline = Date.now() + 30_000;
   while (fs.existsSync(file) && Date.now() < deadline) Bun.sleepSync(5);
 }
+
+/**
+ * Tests: CRIU_BUN_DIE=NAME kills criu-bun with SIGKILL at the named point, as a kill from outside
+ * landing exactly there would (Injector's guarded calls: inject-N-set|entry|poked|exit, the N-th session's end inject-restored-N).
+ */
+export function diePoint(name: string) {
+  if (process.env.CRIU_BUN_DIE !== name) return;
+  process.kill(process.pid, "SIGKILL");
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1000);
+}

@@ -93,7 +93,7 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
   const sysInsn = Injector.findSyscallInsn(pid, leaderRegs, mem);
 
   // --- state that only the task can tell: injected syscalls in the leader
-  const inj = new Injector(leader.tid, sysInsn, "sysstop", mem);
+  const inj = Injector.dump(leader.tid, sysInsn, mem);
   let brk = 0n;
   let subreaper = false;
   let thpDisabled = false;

@@ -1,8 +1,12 @@
 // Running system calls inside a stopped tracee (our compel, without a parasite).
 //  - "sysstop" mode (dump): rip points at an existing `syscall` instruction of the target; we step
-//    through the syscall-entry and syscall-exit stops with PTRACE_SYSCALL.
+//    through the syscall-entry and syscall-exit stops with PTRACE_SYSCALL. Guarded (Injector.dump,
+//    guard.ts): rip points at our stub instead, which returns the thread to its saved state by
+//    itself should criu-bun die at any moment.
 //  - "trap" mode (restore): rip points at our trampoline `syscall; int3`; one PTRACE_CONT, one SIGTRAP.
-import { getRegs, setRegs, ptrace, PTRACE, R, wait4Raw, W, type Regs, __WALL, describeStatus, getEventMsg } from "../sys/ptrace";
+import { getRegs, setRegs, ptrace, PTRACE, R, wait4Raw, W, type Regs, __WALL, describeStatus, getEventMsg, getXstate, getSigmask } from "../sys/ptrace";
+import { buildFrame, findStubPlace, unguardable, GUARD_STUB, NR_RT_SIGRETURN, FRAME_SIGMASK_OFF, SCRATCH_ROOM } from "./guard";
+import { diePoint } from "../fault";
 import { tick } from "../restore/watchdog";
 import { openFd, closeFd, preadFull, pwriteFull, O } from "../sys/mem";
 import { readMaps } from "../sys/proc";
@@ -12,6 +16,8 @@ import { errnoText } from "../sys/errno";
 
 export class RemoteMem {
   fd: number;
+  /** where guarded injections put their stub in this process (guard.ts); null: nowhere */
+  stubPlace?: bigint | null;
   constructor(public pid: number) { this.fd = openFd(`/proc/${pid}/mem`, O.RDWR | O.CLOEXEC); }
   read(addr: bigint, len: number): Uint8Array {
     const b = new Uint8Array(len);
@@ -57,14 +63,32 @@ export interface OutCall { nr: number; args: (buf: bigint) => (number | bigint)[
  */
 export interface InCall { nr: number; data: bigint[]; args: (data: bigint) => (number | bigint)[]; check: (r: bigint) => void }
 
+/** guarded calls and sessions made by this criu-bun so far (CRIU_BUN_DIE=inject-N-POINT, inject-restored-N) */
+let guardedCalls = 0, guardedSessions = 0;
+const NR_RT_SIGPROCMASK = 14;
+
 export class Injector {
   saved: Regs;
+  /** guard the calls (dump): see guard.ts */
+  guarded = false;
+  /** the armed guard: the frame's address and the bytes it covers, the stub's place */
+  private guard?: { frame: bigint; old: Uint8Array; stub: bigint };
   /** signals that arrived while we were injecting; re-delivered by the caller */
   caughtSignals: number[] = [];
   /** PID (in criu-bun's namespace) of the last task this one forked or cloned during a call */
   lastEventPid = 0;
   constructor(public tid: number, public syscallAddr: bigint, public mode: InjectMode, public mem: RemoteMem) {
     this.saved = getRegs(tid);
+  }
+
+  /**
+   * An injector for the dump side (a live target that must run on as before whatever happens):
+   * its calls are guarded (guard.ts) where the thread allows it, else made the plain way.
+   */
+  static dump(tid: number, syscallAddr: bigint, mem: RemoteMem): Injector {
+    const inj = new Injector(tid, syscallAddr, "sysstop", mem);
+    inj.guarded = true;
+    return inj;
   }
 
   /** Find a `syscall` instruction usable for injection into a seized, stopped thread. */
@@ -93,10 +117,91 @@ export class Injector {
     }
   }
 
+  /**
+   * Arm the guard (guard.ts) before the first call of a session: frame on the stack, stub in the
+   * vDSO, then a first call storing the real signal mask in the frame. False (and the plain way
+   * is used) where the thread cannot be guarded.
+   */
+  private armGuard(): boolean {
+    const pid = this.mem.pid;
+    const why = unguardable(pid, this.tid, this.saved);
+    if (this.mem.stubPlace === undefined) {
+      try { this.mem.stubPlace = findStubPlace(pid, (a, n) => this.mem.read(a, n)); } catch (e: any) {
+        log.debug(`process ${pid}: no place for the injection stub (${e.message})`);
+        this.mem.stubPlace = null;
+      }
+    }
+    const stub = this.mem.stubPlace;
+    if (why || stub === null) {
+      log.debug(`thread ${this.tid}: injected syscalls not guarded: ${why || "no unused tail in the vDSO"}`);
+      this.guarded = false;
+      return false;
+    }
+    const f = buildFrame(this.saved, getXstate(this.tid), getSigmask(this.tid));
+    let old: Uint8Array;
+    try {
+      old = this.mem.read(f.frame, f.bytes.length);
+      pokeWords(this.tid, stub, GUARD_STUB); // (into the vDSO's padding: harmless if the frame write fails)
+    } catch (e: any) {
+      log.debug(`thread ${this.tid}: injected syscalls not guarded: ${e.message}`);
+      this.guarded = false;
+      return false;
+    }
+    this.guard = { frame: f.frame, old, stub };
+    this.mem.write(f.frame, f.bytes);
+    log.debug(`thread ${this.tid}: injected syscalls guarded (frame at 0x${f.frame.toString(16)}, ${f.bytes.length} bytes; stub at 0x${stub.toString(16)})`);
+    // the mask the thread has once it leaves its stop (a ppoll's or sigsuspend's temporary mask is
+    // gone by then): what the frame must give back
+    const r = this.guardedCall(NR_RT_SIGPROCMASK, [0 /* SIG_BLOCK */, 0, f.frame + FRAME_SIGMASK_OFF, 8], true);
+    if (r !== 0n) throw new CriuError("inject", `rt_sigprocmask in ${this.tid} failed (${errnoText(Number(-r))})`);
+    return true;
+  }
+
+  /** One guarded call (guard.ts): starts as rt_sigreturn, made NR at its syscall-entry stop (unless DIRECT). */
+  private guardedCall(nr: number, args: (number | bigint)[], direct = false): bigint {
+    const g = this.guard!;
+    const n = ++guardedCalls;
+    const regs = new BigUint64Array(this.saved);
+    regs[R.rip] = g.stub;
+    regs[R.rsp] = g.frame + 8n;
+    regs[R.rax] = BigInt(direct ? nr : NR_RT_SIGRETURN);
+    regs[R.orig_rax] = 0xffffffffffffffffn;
+    const order = [R.rdi, R.rsi, R.rdx, R.r10, R.r8, R.r9];
+    for (let i = 0; i < 6; i++) regs[order[i]] = BigInt.asUintN(64, BigInt(args[i] ?? 0));
+    setRegs(this.tid, regs);
+    diePoint(`inject-${n}-set`);
+    this.syscallStop();
+    diePoint(`inject-${n}-entry`);
+    if (!direct) {
+      if (ptrace(PTRACE.POKEUSER, this.tid, R.orig_rax * 8, BigInt(nr)) < 0) throw new CriuError("inject", `cannot set the syscall of thread ${this.tid}`);
+      diePoint(`inject-${n}-poked`);
+    }
+    this.syscallStop();
+    diePoint(`inject-${n}-exit`);
+    return BigInt.asIntN(64, getRegs(this.tid)[R.rax]);
+  }
+
+  /** Resume to the next syscall stop; signals met on the way are kept (caughtSignals), not delivered. */
+  private syscallStop() {
+    for (;;) {
+      ptrace(PTRACE.SYSCALL, this.tid, 0, 0);
+      const s = this.waitStop();
+      const sig = W.stopSig(s);
+      if ((sig & 0x7f) === 5 && W.event(s) === 0) return;
+      if (W.event(s) !== 0) continue;
+      this.caughtSignals.push(sig);
+    }
+  }
+
   /** Run syscall nr with args in the tracee; returns its raw result (negative = -errno). */
   call(nr: number, ...args: (number | bigint)[]): bigint {
     tick();
     this.lastEventPid = 0;
+    if (this.guarded && this.mode === "sysstop" && (this.guard || this.armGuard())) {
+      const ret = this.guardedCall(nr, args);
+      this.logCall(nr, args, ret);
+      return ret;
+    }
     const regs = new BigUint64Array(this.saved);
     regs[R.rip] = this.syscallAddr;
     regs[R.rax] = BigInt(nr);
@@ -118,11 +223,15 @@ export class Injector {
     }
     const out = getRegs(this.tid);
     const ret = BigInt.asIntN(64, out[R.rax]);
+    this.logCall(nr, args, ret);
+    return ret;
+  }
+
+  private logCall(nr: number, args: (number | bigint)[], ret: bigint) {
     if (logLevel() >= LOG_DEBUG) {
       const a = args.map((x) => (typeof x === "bigint" && x > 4096n ? `0x${x.toString(16)}` : String(x))).join(", ");
       log.debug(`thread ${this.tid}: injected ${syscallName(nr)}(${a}) = ${ret < 0n && ret > -4096n ? `-errno ${-ret}` : ret > 4096n ? `0x${ret.toString(16)}` : ret}`);
     }
-    return ret;
   }
 
   /** Let the thread run until it reaches an int3 (SIGTRAP); other stops are passed over, signals kept. */
@@ -184,10 +293,33 @@ export class Injector {
 
   /** Scratch memory below the red zone of the saved stack, restored afterwards. */
   withScratch<T>(size: number, fn: (addr: bigint) => T): T {
+    // (a guarded injection's frame lies below this room)
+    if (256n + BigInt(size) + 16n > 128n + SCRATCH_ROOM) throw new CriuError("inject", `scratch of ${size} bytes is too large`);
     const addr = (this.saved[R.rsp] - 256n - BigInt(size)) & ~0xfn;
     const old = this.mem.read(addr, size);
     try { return fn(addr); } finally { this.mem.write(addr, old); }
   }
 
-  restore() { setRegs(this.tid, this.saved); }
+  /**
+   * The saved registers back; then, guarded, the bytes under the frame and the stub (the frame
+   * is needed until the registers are back: a tracer dying before returns the thread through it).
+   */
+  restore() {
+    setRegs(this.tid, this.saved);
+    const g = this.guard;
+    if (!g) return;
+    diePoint(`inject-restored-${++guardedSessions}`);
+    this.guard = undefined;
+    this.mem.write(g.frame, g.old);
+    pokeWords(this.tid, g.stub, new Uint8Array(GUARD_STUB.length));
+  }
+}
+
+/** Write BYTES (whole 8-byte words) at ADDR of tracee TID with PTRACE_POKEDATA (it writes read-only code too). */
+function pokeWords(tid: number, addr: bigint, bytes: Uint8Array) {
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  for (let i = 0; i < bytes.length; i += 8) {
+    const r = ptrace(PTRACE.POKEDATA, tid, addr + BigInt(i), dv.getBigInt64(i, true));
+    if (r < 0) throw new CriuError("inject", `cannot write the injection stub into ${tid} at 0x${(addr + BigInt(i)).toString(16)} (${errnoText(-r)})`);
+  }
 }

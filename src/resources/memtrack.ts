@@ -136,7 +136,7 @@ export class MemTracker {
   arm(pid: number, vpid: number, tid: number, mem: RemoteMem, vmas: DumpedVma[]) {
     if (off()) return this.disarm(pid, tid, mem);
     let rec = this.live.get(pid);
-    const inj = new Injector(tid, Injector.findSyscallInsn(pid, getRegs(tid), mem), "sysstop", mem);
+    const inj = Injector.dump(tid, Injector.findSyscallInsn(pid, getRegs(tid), mem), mem);
     let made = -1;
     try {
       if (!rec) {
@@ -194,7 +194,7 @@ export class MemTracker {
   disarm(pid: number, tid: number, mem: RemoteMem) {
     const rec = this.live.get(pid);
     if (!rec) return;
-    const inj = new Injector(tid, Injector.findSyscallInsn(pid, getRegs(tid), mem), "sysstop", mem);
+    const inj = Injector.dump(tid, Injector.findSyscallInsn(pid, getRegs(tid), mem), mem);
     try { inj.call(NR.close, rec.fd); } finally { inj.restore(); }
     log.debug(`process ${pid}: memory tracking ended (userfaultfd ${rec.fd} closed)`);
   }
@@ -229,7 +229,7 @@ export function dropTracking(dir: string) {
       try {
         if (!staleRecord(rec.pid, rec)) { // again, now that it is stopped
           const tid = fp.threads[0].tid;
-          const inj = new Injector(tid, Injector.findSyscallInsn(rec.pid, getRegs(tid), mem), "sysstop", mem);
+          const inj = Injector.dump(tid, Injector.findSyscallInsn(rec.pid, getRegs(tid), mem), mem);
           try { inj.call(NR.close, rec.fd); } finally { inj.restore(); }
           log.info(`process ${rec.pid}: memory tracking ended (userfaultfd ${rec.fd} closed)`);
         }

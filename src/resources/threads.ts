@@ -11,6 +11,7 @@ import { NR } from "../sys/nr";
 import { PR } from "../sys/flags";
 import { errnoText } from "../sys/errno";
 import { Injector, type RemoteMem } from "../ptrace/inject";
+import { fixupRestart } from "../ptrace/restart";
 import type * as S from "../images/schemas";
 import { CriuError, log } from "../log";
 import { xsaveToFpregs, fpregsToXsave } from "./xsave";
@@ -18,8 +19,6 @@ import { dumpPendingSignals, dumpSigmask, refusePendingTrap } from "./signals";
 import { dumpCreds, restoreCreds } from "./creds";
 import { dumpSeccompFilters, restoreSeccomp, type SeccompFilter } from "./seccomp";
 
-const ERESTARTSYS = -512n, ERESTARTNOINTR = -513n, ERESTARTNOHAND = -514n, ERESTART_RESTARTBLOCK = -516n;
-const EINTR = -4n;
 const SS_ONSTACK = 1, SS_DISABLE = 2, PRIO_PROCESS = 0;
 
 export interface ThreadDump {
@@ -33,29 +32,7 @@ export interface ThreadDump {
 
 // ---------- dump ----------
 
-/** Fix registers of a thread stopped inside a syscall so that it re-issues or fails it cleanly. */
-export function fixupRestart(regs: Regs) {
-  const orig = BigInt.asIntN(64, regs[R.orig_rax]);
-  if (orig < 0n) return;
-  const rax = BigInt.asIntN(64, regs[R.rax]);
-  if (rax === ERESTARTSYS || rax === ERESTARTNOINTR || rax === ERESTARTNOHAND) {
-    regs[R.rax] = regs[R.orig_rax];
-    regs[R.rip] -= 2n;
-  } else if (rax === ERESTART_RESTARTBLOCK) {
-    // The kernel's restart_block cannot be carried over. poll() without a timeout loses nothing
-    // by being re-issued; anything else (nanosleep, timed waits) sees EINTR, as with criu.
-    // Sleeps are re-issued for what is left: the kernel already stored the remaining time in
-    // *rem, so that becomes the new request; absolute sleeps are re-issued as they are.
-    const reissue = () => { regs[R.rax] = regs[R.orig_rax]; regs[R.rip] -= 2n; };
-    if (orig === 7n && BigInt.asIntN(32, regs[R.rdx] & 0xffffffffn) < 0n) reissue();
-    else if (orig === 35n && regs[R.rsi] !== 0n) { regs[R.rdi] = regs[R.rsi]; reissue(); }
-    else if (orig === 230n && (regs[R.rsi] & 1n) /* TIMER_ABSTIME */) reissue();
-    else if (orig === 230n && regs[R.r10] !== 0n) { regs[R.rdx] = regs[R.r10]; reissue(); }
-    else regs[R.rax] = BigInt.asUintN(64, EINTR);
-  }
-  // orig_ax stays the syscall number, as CRIU writes it; restore resumes with -1 (CRIU's sigreturn
-  // does the same), so nothing is restarted twice
-}
+export { fixupRestart };
 
 export function regsToEntry(r: Regs): Record<string, bigint | number> {
   const map: Record<string, string> = { rbp: "bp", rbx: "bx", rax: "ax", rcx: "cx", rdx: "dx", rsi: "si", rdi: "di", orig_rax: "origAx", rip: "ip", eflags: "flags", rsp: "sp", fs_base: "fsBase", gs_base: "gsBase" };
@@ -80,7 +57,7 @@ export function dumpThread(pid: number, t: { tid: number; pendingSiginfo?: Uint8
   const rr = syscall(NR.get_robust_list, t.tid, addr(head), addr(len));
   if (rr < 0) throw new CriuError("dump", `get_robust_list(${t.tid}) failed (${errnoText(-rr)})`);
   // clear_child_tid and sigaltstack: injected in the thread itself
-  const tinj = new Injector(t.tid, sysInsn, "sysstop", mem);
+  const tinj = Injector.dump(t.tid, sysInsn, mem);
   let tidAddr = 0n;
   let sas = { ssSp: 0n, ssSize: 0n, ssFlags: SS_DISABLE };
   let secbits = 0;
