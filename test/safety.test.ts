@@ -506,7 +506,7 @@ describe("criu-bun killed at random moments", () => {
     const t0 = performance.now();
     expect(criuBun(["dump", "-t", String(w.pid), "-D", imagesDir("kill-regs-full"), "-R"]).code).toBe(0);
     const span = performance.now() - t0;
-    for (let i = 0; i < 24; i++) {
+    for (let i = 0; i < 16; i++) {
       const dir = imagesDir("kill-regs-random");
       const delay = rnd() * span;
       await killedAfter(["dump", "-t", String(w.pid), "-D", dir, "-R"], delay);
