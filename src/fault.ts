@@ -27,10 +27,13 @@ export function pausePoint(name: string) {
 
 /**
  * Tests: CRIU_BUN_DIE=NAME kills criu-bun with SIGKILL at the named point, as a kill from outside
- * landing exactly there would (Injector's guarded calls: inject-N-set|entry|poked|exit, the N-th session's end inject-restored-N).
+ * landing exactly there would (Injector's guarded calls: inject-N-set|run1|entry|poked|run2|exit, run1/run2 once the thread
+ * sits in its syscall stop before criu-bun's wait collected it; the N-th session's end
+ * inject-restored-N).
  */
-export function diePoint(name: string) {
+export function diePoint(name: string, first?: () => void) {
   if (process.env.CRIU_BUN_DIE !== name) return;
+  first?.();
   process.kill(process.pid, "SIGKILL");
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1000);
 }

@@ -480,9 +480,10 @@ describe("criu-bun killed at random moments", () => {
     const sessions = (log.match(/injected syscalls guarded \(/g) ?? []).length;
     const calls = (log.match(/: injected \w+\(/g) ?? []).length + sessions; // + each session's rt_sigprocmask (not logged)
     expect(sessions).toBe(5); // the leader's task state, then each of its 4 threads
-    // the first call (its rt_sigprocmask: no entry-stop rewrite), the second, the middle and last
+    // the first call (its rt_sigprocmask: no entry-stop rewrite), the second, the middle and last;
+    // run1/run2: the thread sits in its syscall stop and criu-bun has not collected it yet
     const points: string[] = [];
-    for (const n of [1, 2, Math.floor(calls / 2), calls]) for (const p of ["set", "entry", "poked", "exit"]) if (n > 1 || p !== "poked") points.push(`inject-${n}-${p}`);
+    for (const n of [1, 2, Math.floor(calls / 2), calls]) for (const p of ["set", "run1", "entry", "poked", "run2", "exit"]) if (n > 1 || p !== "poked") points.push(`inject-${n}-${p}`);
     for (const k of [1, 2, sessions]) points.push(`inject-restored-${k}`);
     for (const point of points) {
       const dir = imagesDir("kill-regs");

@@ -9,7 +9,7 @@ import { buildFrame, findStubPlace, unguardable, GUARD_STUB, NR_RT_SIGRETURN, FR
 import { diePoint } from "../fault";
 import { tick } from "../restore/watchdog";
 import { openFd, closeFd, preadFull, pwriteFull, O } from "../sys/mem";
-import { readMaps } from "../sys/proc";
+import { readMaps, readStat } from "../sys/proc";
 import { CriuError, log, logLevel, LOG_DEBUG } from "../log";
 import { syscallName } from "../sys/nr";
 import { errnoText } from "../sys/errno";
@@ -170,21 +170,23 @@ export class Injector {
     for (let i = 0; i < 6; i++) regs[order[i]] = BigInt.asUintN(64, BigInt(args[i] ?? 0));
     setRegs(this.tid, regs);
     diePoint(`inject-${n}-set`);
-    this.syscallStop();
+    this.syscallStop(`inject-${n}-run1`);
     diePoint(`inject-${n}-entry`);
     if (!direct) {
       if (ptrace(PTRACE.POKEUSER, this.tid, R.orig_rax * 8, BigInt(nr)) < 0) throw new CriuError("inject", `cannot set the syscall of thread ${this.tid}`);
       diePoint(`inject-${n}-poked`);
     }
-    this.syscallStop();
+    this.syscallStop(`inject-${n}-run2`);
     diePoint(`inject-${n}-exit`);
     return BigInt.asIntN(64, getRegs(this.tid)[R.rax]);
   }
 
   /** Resume to the next syscall stop; signals met on the way are kept (caughtSignals), not delivered. */
-  private syscallStop() {
+  private syscallStop(point = "") {
     for (;;) {
       ptrace(PTRACE.SYSCALL, this.tid, 0, 0);
+      // (tests: killed once the thread sits in its next stop, before our wait collects it)
+      diePoint(point, () => { for (let i = 0; i < 2000 && !tracingStop(this.tid); i++) Bun.sleepSync(1); });
       const s = this.waitStop();
       const sig = W.stopSig(s);
       if ((sig & 0x7f) === 5 && W.event(s) === 0) return;
@@ -313,6 +315,10 @@ export class Injector {
     this.mem.write(g.frame, g.old);
     pokeWords(this.tid, g.stub, new Uint8Array(GUARD_STUB.length));
   }
+}
+
+function tracingStop(tid: number): boolean {
+  try { return readStat(tid).state === "t"; } catch { return false; }
 }
 
 /** Write BYTES (whole 8-byte words) at ADDR of tracee TID with PTRACE_POKEDATA (it writes read-only code too). */

@@ -58,6 +58,14 @@ function waitInterrupted(tid: number, deadline: number): { sig: number; info?: U
  * Seize all threads of pid (repeating while new threads appear).
  * On failure every thread seized so far is released and the error is thrown.
  */
+/**
+ * TRACESYSGOOD: a syscall stop's code is SIGTRAP|0x80, not SIGTRAP. A thread in a syscall stop
+ * our wait has not collected yet sends itself that code as a signal when it resumes; when its
+ * tracer dies (criu-bun killed between a PTRACE_SYSCALL and its wait4) plain SIGTRAP would kill
+ * it, SIGTRAP|0x80 is no signal and is dropped.
+ */
+const DUMP_OPTIONS = PTRACE_O.TRACESYSGOOD;
+
 /** whether a seccomp filter of PID must be suspended while we inject syscalls */
 function needsSeccompSuspend(pid: number): boolean {
   try { return !/^Seccomp:\s*0$/m.test(readFileSync(`/proc/${pid}/status`, "latin1")); } catch { return false; }
@@ -71,7 +79,7 @@ function needsSeccompSuspend(pid: number): boolean {
 export function seizeFrozen(tids: number[]): number[] {
   const done: number[] = [];
   for (const tid of tids) {
-    const r = seize(tid, needsSeccompSuspend(tid) ? PTRACE_O.SUSPEND_SECCOMP : 0);
+    const r = seize(tid, DUMP_OPTIONS | (needsSeccompSuspend(tid) ? PTRACE_O.SUSPEND_SECCOMP : 0));
     if (r === -3) continue; // gone meanwhile
     if (r < 0) {
       for (const t of done) detach(t, 0);
@@ -110,7 +118,7 @@ export function freezeProcess(pid: number, timeoutMs = 10000, preSeized?: Set<nu
           continue;
         }
         // a seccomp filter must not judge (or kill for) the syscalls we inject: suspend it
-        let r = seize(tid, suspend ? PTRACE_O.SUSPEND_SECCOMP : 0);
+        let r = seize(tid, DUMP_OPTIONS | (suspend ? PTRACE_O.SUSPEND_SECCOMP : 0));
         if (r === -22 || r === -1) { if (suspend) throw new CriuError("seize", `cannot suspend the seccomp filters of ${tid} (needs CAP_SYS_ADMIN)`); }
         if (r < 0) {
           // a task that has exited cannot be seized (ESRCH once reaped, EPERM while a zombie)
