@@ -9,6 +9,7 @@ import type { FileTable } from "./files";
 import type { Injector, RemoteMem } from "../ptrace/inject";
 import type * as S from "../images/schemas";
 import type { MessageKind, EntryOf } from "../images/magic";
+import type { Hooks } from "../hooks";
 
 /** Extra images produced while dumping fds (pipes-data, eventpoll tfds, sk-queues ...). */
 export class ImageSink {
@@ -137,10 +138,53 @@ export interface DumpTree {
   vpgid(pid: number): number;
 }
 
+/** The whole restore, as every fd kind sees it at its phases (FdKind.restore* hooks). */
+export interface RestoreRun {
+  dir: string;
+  inventory: S.inventory_entry;
+  /** --tcp-close */
+  tcpClose?: boolean;
+  /** the dump's network lock as inventory.img tells it: CRIU's network_lock_method, and the
+   *  nftables table the dump left (CRIU's and criu-bun's "CRIU-<dump_criu_run_id>") */
+  lockMethod?: number; lockTable?: string;
+  /** the caller's notifications (a wait for one is not a stalled restore) */
+  hooks?: Hooks;
+  files: Map<number, S.file_entry>;
+  tree: TreeFiles;
+}
+
+/** A process of the restore once every process has its files (FdKind.restoreFilesDone). */
+export interface RestoredProc {
+  pid: number;
+  vpid: number;
+  /** its session, as the images number it */
+  sid: number;
+  inj: Injector;
+  /** a NUL-terminated string in its scratch area */
+  str(s: string): bigint;
+}
+
 export interface FdKind {
   name: string;
   /** once per dump, before the first fd: what this kind needs to know about the whole tree, kept in opts */
   dumpBegin?(tree: DumpTree, opts: DumpOpts): void;
+  /** images the file f needs besides files.img: need(file, why) throws when one is missing
+   *  (checked before anything is created) */
+  requireImages?(f: S.file_entry, run: RestoreRun, need: (file: string, why: string) => void): void;
+  /** once per restore, when its images are loaded */
+  restoreBegin?(run: RestoreRun): void;
+  /** once per restore, after requireImages, before any process is made: checks over the whole tree */
+  precheckTree?(run: RestoreRun): void;
+  /** process pid has its files and threads, before it takes its own credentials */
+  restoreProcessFiles?(pid: number): void;
+  /** every process has its files (before what they hold for each other is closed) */
+  restoreFilesDone?(run: RestoreRun, procs: RestoredProc[]): void;
+  /** the restore succeeded: the kind's last steps that may fail, right before the processes are let go */
+  restoreCommit?(): void;
+  /** the processes run */
+  restoreEnd?(): void;
+  /** the restore failed: what the kind made for it goes */
+  restoreAbort?(): void;
   /** fd_types value in file_entry.type */
   type: number;
   /** fdPath: /proc/PID/fd/N of the fd (for kinds that must look closer, e.g. statfs) */

@@ -50,6 +50,9 @@ export const fifoKind: FdKind = {
     }
     return id;
   },
+  requireImages(f, run, need) {
+    if (f.fifo && run.inventory.allImages) need("fifo-data.img", `files.img has FIFO ${f.fifo.pipeId}`);
+  },
   precheck(f, _dir, where) {
     if (!f.fifo) throw new CriuError("restore", `${where}: fifo file ${f.id} has no fifo entry`);
   },

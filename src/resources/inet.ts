@@ -6,6 +6,8 @@
 // Established connections are isolated by the network lock (src/net/netlock.ts) from the moment
 // they are dumped until the restored process runs.
 import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { pausePoint } from "../fault";
 import { isFieldSet } from "@bufbuild/protobuf";
 import type { FdKind, RestoreCtx } from "./fdkind";
 import { FOWN0, cachedPayloads } from "./fdkind";
@@ -23,7 +25,7 @@ import { MAP } from "./vma";
 import {
   TCP_STATE, TCP_STATE_NAME, tcpInfo, repairOn, repairOff, dumpTcpStream, restoreTcpStream, type TcpStream, type SockOps,
 } from "../net/tcp-repair";
-import { netLock, netUnlock, netRelease, lockTableName, heldTableName, runLockTableName, type LockedEndpoint } from "../net/netlock";
+import { netLock, netUnlock, netRelease, lockTableName, heldTableName, runLockTableName, NETWORK_LOCK, type LockedEndpoint } from "../net/netlock";
 import { withNetns } from "../sys/netns";
 import { readLink } from "../sys/proc";
 import * as S from "../images/gen/sockets_pb";
@@ -444,6 +446,16 @@ export const inetKind: FdKind = {
     } else log.debug(`${where}: ${kname} ${TCP_STATE_NAME[isk.state]} ${conn}${isk.shutdown ? ` shut down (${isk.shutdown})` : ""}`);
     return id;
   },
+  requireImages(f, run, need) {
+    const k = f.isk;
+    if (k && k.proto === IPPROTO.TCP && k.state === TCP_STATE.ESTABLISHED && !run.tcpClose && !run.inventory.tcpClose) {
+      need(streamImage(k.ino), `files.img has an established TCP connection, socket ${k.ino}; --tcp-close restores it closed`);
+      // CRIU's default lock: iptables rules per connection, which criu-bun has no way to lift
+      if (run.lockMethod === NETWORK_LOCK.IPTABLES)
+        throw new CriuError("restore", `${join(run.dir, "inventory.img")}: network_lock_method 0: the dump locked TCP connection ${k.ino} with iptables, which criu-bun cannot lift; dump with --network-lock nftables (or restore with --tcp-close)`);
+    }
+  },
+  restoreBegin: (run) => netRestoreBegin({ tcpClose: run.tcpClose, lockTable: run.lockTable, lockMethod: run.lockMethod }),
   restore(ctx, f) {
     return restoreInet(ctx, f.isk!);
   },
@@ -452,6 +464,17 @@ export const inetKind: FdKind = {
     const e = inRepair.get(`${ctx.pid}:${f.isk!.id}`);
     if (e) { e.ctx = ctx; e.fd = fd; }
   },
+  restoreProcessFiles: (pid) => netRestoreHoldRepaired(pid),
+  // last before the release: the dump's network lock goes, this restore's (gone with criu-bun)
+  // holds until the processes run; then the connections out of repair mode, the last thing that
+  // can fail (CRIU's order too: repair off right before the tree is let go)
+  restoreCommit() {
+    netRestoreHandover();
+    pausePoint("restore-repair-off");
+    netRestoreLeaveRepair();
+  },
+  restoreEnd: () => netRestoreEnd(),
+  restoreAbort: () => netRestoreAbort(),
 };
 
 /** connections of this restore still in repair mode, by "pid:file id"; copy: criu-bun's own fd
@@ -464,7 +487,7 @@ let inRepair = new Map<string, { unsent?: Uint8Array; reuseaddr: boolean; where:
  * signals and registers with its connections in repair mode: a restore that fails or is killed
  * meanwhile closes them silently (no FIN, nothing lingering on the port).
  */
-export function netRestoreHoldRepaired(pid: number) {
+function netRestoreHoldRepaired(pid: number) {
   let pidfd = -1;
   try {
     for (const [key, e] of inRepair) {
@@ -492,7 +515,7 @@ export function netRestoreHoldRepaired(pid: number) {
  * too), grow it and go on. Only the release of the processes follows: a criu-bun killed from
  * here on can still leave a connection closed the normal way, a window of a few system calls.
  */
-export function netRestoreLeaveRepair() {
+function netRestoreLeaveRepair() {
   for (const [key, e] of inRepair) {
     const { unsent, copy: fd } = e;
     const where = e.ctx?.where ?? e.where;
@@ -539,27 +562,26 @@ let restoreOpts: { tcpClose?: boolean; lockTable?: string; lockMethod?: number }
 /** lock tables of the processes of this restore that have inet sockets */
 let restoreTables = new Map<string, number>();
 
-/** Options of this restore (--tcp-close). */
 /**
  * Options of this restore (--tcp-close), and the dump's network lock as inventory.img tells it:
  * lockTable, the nftables table (inet) the dump left (CRIU's "CRIU-<dump_criu_run_id>", also
  * criu-bun's); lockMethod, CRIU's network_lock_method (0 iptables, 1 nftables, 2 skip).
  */
-export function netRestoreBegin(o: { tcpClose?: boolean; lockTable?: string; lockMethod?: number }) { restoreOpts = o; restoreTables = new Map(); dropRepairCopies(); }
+function netRestoreBegin(o: { tcpClose?: boolean; lockTable?: string; lockMethod?: number }) { restoreOpts = o; restoreTables = new Map(); dropRepairCopies(); }
 /** the table the dump left for process pid's connections */
 const dumpLockTable = (pid: number) => restoreOpts.lockTable ?? lockTableName(pid);
 /** A restore that succeeded, before its processes are let go: the dump's locks (same table names
  * in the same network namespaces) are lifted while this restore's own still drop the packets.
  * Those are tables owned by this criu-bun (NFT_TABLE_F_OWNER), so from here on no lock outlives
  * criu-bun: killed after the release, it leaves the connections running and nothing behind. */
-export function netRestoreHandover() {
+function netRestoreHandover() {
   for (const [t, pid] of restoreTables) withNetns(pid, () => netUnlock(t));
 }
 /** After a successful restore, the processes running: the connections are live again, this
  * restore's locks go. */
-export function netRestoreEnd() { netRestoreAbort(); }
+function netRestoreEnd() { netRestoreAbort(); }
 /** A failed restore: its own locks go (the dump's stays, for another try). */
-export function netRestoreAbort() {
+function netRestoreAbort() {
   try { for (const pid of restoreTables.values()) netRelease(heldTableName(pid)); }
   finally { restoreTables = new Map(); dropRepairCopies(); }
 }

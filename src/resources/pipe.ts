@@ -49,6 +49,9 @@ export const pipeKind: FdKind = {
   name: "pipe",
   type: fd_types.PIPE,
   match: (target) => target.startsWith("pipe:["),
+  requireImages(f, run, need) {
+    if (f.pipe && run.inventory.allImages) need("pipes-data.img", `files.img has pipe ${f.pipe.pipeId}`);
+  },
   dump(ctx) {
     const pipeId = Number(/^pipe:\[(\d+)\]$/.exec(ctx.target)![1]);
     const id = ctx.files.add(null, (id) => ({ id, type: 2, pipe: { id, pipeId, flags: ctx.flags, fown: FOWN0 } }));

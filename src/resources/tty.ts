@@ -8,7 +8,7 @@ import { readFileSync, statSync } from "node:fs";
 import type { FileTable } from "./files";
 import type { ImageSink } from "./fdkind";
 import { openFd, closeFd } from "../sys/mem";
-import type { FdKind, DumpOpts, DumpTree } from "./fdkind";
+import type { FdKind, DumpOpts, DumpTree, RestoredProc } from "./fdkind";
 import { FOWN0, cachedImage } from "./fdkind";
 import { regEntry } from "./reg";
 import { syscall, addr } from "../sys/syscall";
@@ -18,6 +18,8 @@ import * as S from "../images/schemas";
 import { CriuError, log } from "../log";
 import { fdLinks, readStat } from "../sys/proc";
 import { refuse } from "./unsupported";
+import { readImage, imageExists } from "../images/image";
+import { runHook, type Hooks } from "../hooks";
 import { fd_types } from "../images/gen/files_pb";
 
 const IOC = { TCGETS: 0x5401, TCSETS: 0x5402, TIOCGLCKTRMIOS: 0x5456, TIOCSLCKTRMIOS: 0x5457, TIOCGWINSZ: 0x5413, TIOCSWINSZ: 0x5414, TIOCSCTTY: 0x540e, TIOCGPTN: 0x80045430, TIOCSPTLCK: 0x40045431, TIOCGPTLCK: 0x80045439 } as const;
@@ -110,8 +112,25 @@ export function noteCtty(files: FileTable, images: ImageSink, statRoot: string, 
 
 /** Restore: the session leader takes its controlling pty again by opening it (no O_NOCTTY). The
  *  session is on the master's entry too (CRIU 4.2 writes no slave entry when no fd holds the slave). */
-export function cttyIndexes(infos: S.tty_info_entry[], vpid: number): number[] {
-  return [...new Set(infos.filter((i) => i.pty && i.sid === vpid).map((i) => i.pty!.index))];
+function restoreCtty(p: RestoredProc, infos: S.tty_info_entry[]) {
+  for (const index of new Set(infos.filter((i) => i.pty && i.sid === p.vpid).map((i) => i.pty!.index))) {
+    const fd = Number(p.inj.call(NR.openat, -100, p.str(`/dev/pts/${index}`), O.RDWR | O.CLOEXEC, 0));
+    if (fd < 0) throw new CriuError("restore", `process ${p.vpid}: cannot open its controlling terminal /dev/pts/${index} (${errnoText(-fd)})`);
+    p.inj.call(NR.close, fd);
+    log.debug(`process ${p.vpid}: /dev/pts/${index} is its controlling terminal again`);
+  }
+}
+
+/** orphan-pts-master: a copy of the new master (pidfd_getfd from the process holding it) sent to the caller. */
+function handOverPtsMaster(hooks: Hooks | undefined, h: { pid: number; fd: number }, index: number) {
+  const pidfd = syscall(NR.pidfd_open, h.pid, 0);
+  if (pidfd < 0) throw new CriuError("restore", `orphan-pts-master: pidfd_open(${h.pid}) failed (${errnoText(-pidfd)})`);
+  const fd = syscall(NR.pidfd_getfd, pidfd, h.fd, 0);
+  closeFd(pidfd);
+  if (fd < 0) throw new CriuError("restore", `orphan-pts-master: pidfd_getfd of /dev/pts/${index}'s master failed (${errnoText(-fd)})`);
+  try { runHook(hooks, "orphan-pts-master", { pid: h.pid, fd }); }
+  finally { closeFd(fd); }
+  log.info(`/dev/pts/${index}: its new master was handed to the caller`);
 }
 
 /**
@@ -271,6 +290,24 @@ export const ttyKind: FdKind = {
     }
     inj.call(NR.fcntl, fd, F.SETFL, t.flags & (O.NONBLOCK | O.APPEND));
     return fd;
+  },
+  // a terminal whose master was outside the tree (a container's console): only a caller that takes
+  // the new master (RPC orphan_pts_master, runc passing it on to its console socket) can have it
+  precheckTree(run) {
+    if (!imageExists(run.dir, "tty-info.img")) return;
+    const orphans = orphanSlaves(run.files, readImage(run.dir, "tty-info.img", "TTY_INFO"));
+    if (orphans.length && !run.hooks?.wants?.("orphan-pts-master")) {
+      throw new CriuError("restore", `/dev/pts/${orphans[0]}: its master was outside the dumped tree; restoring it needs a caller that takes the new master (orphan_pts_master over RPC)`);
+    }
+  },
+  // every process has its files: the new masters of terminals whose master was outside the tree
+  // go to the caller, and each session leader takes its controlling terminal again
+  restoreFilesDone(run, procs) {
+    for (const [index, h] of run.tree.orphanPts) handOverPtsMaster(run.hooks, h, index);
+    const leaders = procs.filter((p) => p.sid === p.vpid);
+    if (!leaders.length || !imageExists(run.dir, "tty-info.img")) return;
+    const infos = readImage(run.dir, "tty-info.img", "TTY_INFO");
+    for (const p of leaders) restoreCtty(p, infos);
   },
 };
 

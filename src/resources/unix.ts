@@ -219,6 +219,10 @@ export const unixKind: FdKind = {
   name: "unix socket",
   type: fd_types.UNIXSK,
   match: (target) => target.startsWith("socket:["),
+  requireImages(f, run, need) {
+    const u = f.usk;
+    if (u && run.inventory.allImages && u.peer && u.state !== TCP_LISTEN && !(u.uflags & USK_EXTERN)) need("sk-queues.img", `files.img has connected unix socket ${u.ino}`);
+  },
   dump(ctx) {
     const fd = ctx.grab();
     const ino = Number(ctx.st.ino);

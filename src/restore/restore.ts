@@ -14,7 +14,8 @@ import * as S from "../images/schemas";
 import { precheckFds } from "../resources/files";
 import { isRemapped, regSize, checkBuildId, finishLinkRemaps, forgetLinkRemaps } from "../resources/reg";
 import { enterCgroups, precheckCgroups, taskCgSet, applyCgRoots, type CgRoot } from "../resources/cgroup";
-import { TreeFiles } from "../resources/fdkind";
+import { TreeFiles, type RestoreRun, type FdKind } from "../resources/fdkind";
+import { FD_KINDS } from "../resources/kinds";
 import { restoreSysvShm, finishSysvShm, dropSysvShm, shmImage } from "../resources/sysvshm";
 import { withNs } from "../sys/netns";
 import { restoreIpcNs } from "../resources/ipcns";
@@ -22,19 +23,12 @@ import { O } from "../sys/mem";
 import { CriuError, log, phase, asCriuError, logFd, unalias } from "../log";
 import { startWatchdog, stopWatchdog, tick, whilePaused, setStallHint } from "./watchdog";
 import { fault, pausePoint } from "../fault";
-import { netRestoreBegin, netRestoreEnd, netRestoreAbort, netRestoreHandover, netRestoreHoldRepaired, netRestoreLeaveRepair } from "../resources/inet";
 import { NETWORK_LOCK, runLockTableName } from "../net/netlock";
 import { isFieldSet } from "@bufbuild/protobuf";
 import { inventory_entrySchema } from "../images/gen/inventory_pb";
 import { precheckMountNs, type ExtMounts } from "../resources/mounts";
 import { runHook as runHookNow, type Hooks } from "../hooks";
-import { orphanSlaves } from "../resources/tty";
-import { imageExists, readImage } from "../images/image";
-import { syscall } from "../sys/syscall";
-import { NR } from "../sys/nr";
 import { CLONE } from "../sys/flags";
-import { closeFd } from "../sys/mem";
-import { errnoText } from "../sys/errno";
 import { LazyChannel, hasLazyPages } from "../resources/lazymem";
 
 /** A hook waits for someone else (a script, the RPC client): that is not a stalled restore. */
@@ -84,17 +78,13 @@ function softHook(hooks: Hooks | undefined, action: "network-unlock" | "post-res
   try { runHook(hooks, action, { pid }); } catch (e: any) { log.warn(`${action}: ${e.message}`); }
 }
 
+/** Every fd kind's hook of one restore phase (FdKind.restore*), in kinds.ts order. */
+function kinds(fn: (k: FdKind) => void) { for (const k of FD_KINDS) fn(k); }
+
 /** Everything that can be checked before creating a process. */
-function precheck(set: RestoreSet, o: RestoreOptions) {
-  requireImages(set.dir, set.inventory, set.files, !!o.tcpClose);
-  // a terminal whose master was outside the tree (a container's console): only a caller that takes
-  // the new master (RPC orphan_pts_master, runc passing it on to its console socket) can have it
-  if (imageExists(set.dir, "tty-info.img")) {
-    const orphans = orphanSlaves(set.files, readImage(set.dir, "tty-info.img", "TTY_INFO"));
-    if (orphans.length && !o.hooks?.wants?.("orphan-pts-master")) {
-      throw new CriuError("restore", `/dev/pts/${orphans[0]}: its master was outside the dumped tree; restoring it needs a caller that takes the new master (orphan_pts_master over RPC)`);
-    }
-  }
+function precheck(set: RestoreSet, o: RestoreOptions, run: RestoreRun) {
+  requireImages(run, set.files);
+  kinds((k) => k.precheckTree?.(run));
   // a container's mounts: the root file system and every external mount must be there
   if (set.mounts) set.mountOpts = { root: precheckMountNs(set.mounts, set.dir, { root: o.root, ext: o.extMounts ?? { map: new Map() } }), ext: o.extMounts ?? { map: new Map() } };
   if (o.cgRoots?.length && !o.ignoreCgroups) applyCgRoots(set.cgroups, taskCgSet(set.tasks[0]?.cores.get(set.tasks[0].pid)), o.cgRoots, set.inventory.rootCgSet);
@@ -217,14 +207,17 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
   // the dump's network lock (CRIU writes network_lock_method always; criu-bun's older images not)
   const inv = set.inventory;
   const lockMethod = isFieldSet(inv, inventory_entrySchema.field.networkLockMethod) ? inv.networkLockMethod : undefined;
-  netRestoreBegin({ tcpClose: o.tcpClose, lockMethod,
-    lockTable: lockMethod === NETWORK_LOCK.NFTABLES && inv.dumpCriuRunId ? runLockTableName(inv.dumpCriuRunId) : undefined });
+  const treeFiles = new TreeFiles();
+  const hooks = o.hooks, kindHooks: Hooks | undefined = hooks && { run: (a, c) => whilePaused(() => hooks.run(a, c)), wants: hooks.wants && ((a) => hooks.wants!(a)) };
+  const run: RestoreRun = { dir: set.dir, inventory: inv, files: set.files, tcpClose: o.tcpClose, hooks: kindHooks, tree: treeFiles, lockMethod,
+    lockTable: lockMethod === NETWORK_LOCK.NFTABLES && inv.dumpCriuRunId ? runLockTableName(inv.dumpCriuRunId) : undefined };
+  kinds((k) => k.restoreBegin?.(run));
   phase("checking images");
   // memory left with the source of a lazy dump: only a lazy restore can get it (said before what
   // the host lacks: no other check makes such images restorable)
   const lazyTask = set.tasks.find((t) => !t.zombie && hasLazyPages(t.pagemap));
   if (lazyTask && !o.lazyPages) throw new CriuError("restore", `process ${lazyTask.pid}: its private memory stayed with the source (dump --lazy-pages); restore it with --lazy-pages and a running lazy-pages daemon`);
-  precheck(set, o);
+  precheck(set, o, run);
   if (o.lazyPages && !lazyTask && !o.lazyParents) log.info("lazy pages: the images hold every page; nothing to take lazily");
   if ((o.emptyNs ?? 0) & ~CLONE.NEWNET) throw new CriuError("restore", `empty_ns 0x${(o.emptyNs!).toString(16)}: only the network namespace (CLONE_NEWNET) can be left empty`);
   if ((o.emptyNs ?? 0) & CLONE.NEWNET) set.emptyNetNs = true;
@@ -243,7 +236,6 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
   const builders: TaskBuilder[] = [];
   const byPid = new Map<number, TaskBuilder>();
   const inTree = new Set(set.tasks.map((t) => t.pid));
-  const treeFiles = new TreeFiles();
   let forkMs = 0;
   let sysv: { id: number; dest: boolean }[] = [];
   // the daemon is reached before anything is created
@@ -308,18 +300,17 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
       // its connections stay in repair mode until everything else is done: criu-bun takes a copy
       // of each now (before the process's own credentials), and leaves repair mode through it
       // last, so that a restore failing or killed before then closes them silently
-      netRestoreHoldRepaired(b.pid);
+      kinds((k) => k.restoreProcessFiles?.(b.pid));
       b.restoreThreadState();
       phase("restoring signals and timers", b.t.pid);
       b.restoreSignalsAndTimers();
     }
-    // the new masters of terminals whose master was outside the tree go to the caller
-    for (const [index, h] of treeFiles.orphanPts) handOverPtsMaster(o.hooks, h, index);
+    // every process has its files (a terminal's new master to the caller, controlling terminals taken again)
+    const procs = builders.filter((b) => !b.t.zombie).map((b) => ({ pid: b.pid, vpid: b.t.pid, sid: b.t.sid, inj: b.inj!, str: (s: string) => b.str(s) }));
+    kinds((k) => k.restoreFilesDone?.(run, procs));
     for (const key of o.inheritFds?.keys() ?? []) {
       if (!treeFiles.held.has(`inherit:${key}:used`)) log.info(`inherit_fd '${key}': no file of the tree is that; the fd is not used`);
     }
-    // a session leader whose controlling pty it held no fd of takes it again, now that every pty is made
-    for (const b of builders) if (!b.t.zombie) b.restoreCtty();
     for (const b of builders) if (!b.t.zombie) b.closeHeld();
     // 3. registers, trampolines gone; 4. all go at once
     for (const b of builders) if (!b.t.zombie) { phase("restoring registers", b.t.pid); b.finish(); }
@@ -339,18 +330,13 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
     // migrate: the source commits to this copy here (a failure now kills the copy, which never ran,
     // and the source resumes), before the connections can speak (out of repair, unlocked)
     o.commit?.();
-    // last before the release: the dump's network lock goes, this restore's (gone with
-    // criu-bun) holds until the processes run
-    netRestoreHandover();
-    // the connections out of repair mode, the last thing that can fail (CRIU's order too: repair
-    // off right before the tree is let go)
-    pausePoint("restore-repair-off");
-    netRestoreLeaveRepair();
+    // the last steps that can fail (inet: the dump's network lock goes, connections out of repair mode)
+    kinds((k) => k.restoreCommit?.());
   } catch (e) {
     const err = asCriuError(e, "restore"); // names the phase it happened in, before cleanup moves on
     phase("cleaning up a failed restore");
     forgetLinkRemaps();
-    try { netRestoreAbort(); } catch (x) { log.warn(`network lock: ${asCriuError(x, "restore").message}`); }
+    kinds((k) => { try { k.restoreAbort?.(); } catch (x) { log.warn(`${k.name}: ${asCriuError(x, "restore").message}`); } });
     for (const b of [...builders].reverse()) {
       try { b.abort(); } catch (x) { log.warn(`cleanup of process ${b.t.pid}: ${asCriuError(x, "restore").message}`); }
     }
@@ -362,7 +348,7 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
   for (const b of [...builders].reverse()) if (!b.t.zombie) b.release({ leaveStopped: o.leaveStopped });
   lazy?.released();
   pausePoint("restore-released");
-  netRestoreEnd();
+  kinds((k) => k.restoreEnd?.());
   softHook(o.hooks, "post-resume", builders[0].pid);
   const t = root;
   // the root as criu-bun sees it (in a fresh PID namespace it is 1 inside, something else here)
@@ -377,18 +363,6 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
   } catch (e: any) { log.warn(`cannot write stats-restore: ${e.message}`); }
   log.info(`Restored ${set.tasks.length} process(es), root ${t.pid}, in ${ms.toFixed(1)} ms`);
   return { pid: hostPid, ms, forkMs, pages, processes: set.tasks.length, lazy, pids: builders.filter((b) => !b.t.zombie).map((b) => b.pid) };
-}
-
-/** orphan-pts-master: a copy of the new master (pidfd_getfd from the process holding it) sent to the caller. */
-function handOverPtsMaster(hooks: Hooks | undefined, h: { pid: number; fd: number }, index: number) {
-  const pidfd = syscall(NR.pidfd_open, h.pid, 0);
-  if (pidfd < 0) throw new CriuError("restore", `orphan-pts-master: pidfd_open(${h.pid}) failed (${errnoText(-pidfd)})`);
-  const fd = syscall(NR.pidfd_getfd, pidfd, h.fd, 0);
-  closeFd(pidfd);
-  if (fd < 0) throw new CriuError("restore", `orphan-pts-master: pidfd_getfd of /dev/pts/${index}'s master failed (${errnoText(-fd)})`);
-  try { runHook(hooks, "orphan-pts-master", { pid: h.pid, fd }); }
-  finally { closeFd(fd); }
-  log.info(`/dev/pts/${index}: its new master was handed to the caller`);
 }
 
 /**

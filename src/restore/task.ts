@@ -7,8 +7,6 @@ import { ptrace, PTRACE, getRegs, setRegs, setSigmask, wait4Raw, W, __WALL, R, d
 import { O, F } from "../sys/mem";
 import { restoreFds, importFd, restoreCtx, fdFloor } from "../resources/files";
 import { restoreDeleted } from "../resources/reg";
-import { readImage, imageExists } from "../images/image";
-import { cttyIndexes } from "../resources/tty";
 import { shmemFd } from "../resources/shmem";
 import { TreeFiles } from "../resources/fdkind";
 import { readVmas } from "../sys/proc";
@@ -82,16 +80,6 @@ export class TaskBuilder {
   constructor(public set: RestoreSet, public t: TaskImages, public tree: TreeFiles = new TreeFiles()) {}
 
   /** Close what this process held open for the others (after every process has its files). */
-  restoreCtty() {
-    if (this.t.sid !== this.t.pid || !imageExists(this.set.dir, "tty-info.img")) return;
-    for (const index of cttyIndexes(readImage(this.set.dir, "tty-info.img", "TTY_INFO"), this.t.pid)) {
-      const fd = Number(this.inj!.call(NR.openat, -100, this.str(`/dev/pts/${index}`), O.RDWR | O.CLOEXEC, 0));
-      if (fd < 0) throw new CriuError("restore", `process ${this.t.pid}: cannot open its controlling terminal /dev/pts/${index} (${errnoText(-fd)})`);
-      this.inj!.call(NR.close, fd);
-      log.debug(`process ${this.t.pid}: /dev/pts/${index} is its controlling terminal again`);
-    }
-  }
-
   closeHeld() {
     for (const fd of this.tree.toClose.get(this.pid) ?? []) this.inj!.call(NR.close, fd);
   }
@@ -132,7 +120,7 @@ export class TaskBuilder {
     this.mem!.write(a, data);
     return a;
   }
-  private str(s: string, slot = 0): bigint {
+  str(s: string, slot = 0): bigint {
     const b = Buffer.from(s + "\0");
     if (b.length > 4096) throw new CriuError("restore", `path too long: ${s.slice(0, 80)}...`);
     return this.scratchWrite(1792n + BigInt(slot) * 4096n, new Uint8Array(b.buffer, b.byteOffset, b.length));

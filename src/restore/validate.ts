@@ -5,11 +5,10 @@
 // overlap and are sorted, ids that refer to entries that exist, counts that fit their sizes.
 // Anything else would make restore loop, write to the wrong place, or build a wrong process.
 import { MEMBARRIER_KNOWN } from "../resources/membarrier";
-import { isFieldSet } from "@bufbuild/protobuf";
-import { inventory_entrySchema } from "../images/gen/inventory_pb";
 import { join } from "node:path";
 import { imageExists } from "../images/image";
-import { streamImage } from "../resources/inet";
+import { kindByType } from "../resources/kinds";
+import type { RestoreRun } from "../resources/fdkind";
 import type * as S from "../images/schemas";
 import { CriuError } from "../log";
 import { VMA, PE, PAGE } from "../resources/vma";
@@ -202,30 +201,16 @@ export function validateFiles(dir: string, entries: S.file_entry[]): Map<number,
 }
 
 /**
- * Images that what other images reference needs. A dump marked all_images (criu-bun's) wrote
- * each of them even when empty, so a missing one is damage; CRIU leaves empty ones out, so for
- * its dumps only what is never empty is required. TCP streams are always required for an
- * established connection unless it is restored closed (--tcp-close, or dumped that way).
+ * Images that what other images reference needs, as each fd kind says (FdKind.requireImages). A
+ * dump marked all_images (criu-bun's) wrote each of them even when empty, so a missing one is
+ * damage; CRIU leaves empty ones out, so for its dumps only what is never empty is required.
  */
-export function requireImages(dir: string, inventory: S.inventory_entry, files: Map<number, S.file_entry>, tcpClose: boolean) {
+export function requireImages(run: RestoreRun, files: Map<number, S.file_entry>) {
+  const dir = run.dir;
   // as CRIU: connections dumped without their state come back closed only when asked to
-  if (inventory.tcpClose && !tcpClose) throw new CriuError("restore", `${dir}: the images were dumped with --tcp-close; restore needs --tcp-close too`);
+  if (run.inventory.tcpClose && !run.tcpClose) throw new CriuError("restore", `${dir}: the images were dumped with --tcp-close; restore needs --tcp-close too`);
   const need = (file: string, why: string) => {
     if (!imageExists(dir, file)) throw new CriuError("restore", `${join(dir, file)} is missing (${why})`);
   };
-  for (const f of files.values()) {
-    if (inventory.allImages) {
-      if (f.pipe) need("pipes-data.img", `files.img has pipe ${f.pipe.pipeId}`);
-      if (f.fifo) need("fifo-data.img", `files.img has FIFO ${f.fifo.pipeId}`);
-      const u = f.usk;
-      if (u && u.peer && u.state !== 10 /* listening */ && !(u.uflags & 1 /* external */)) need("sk-queues.img", `files.img has connected unix socket ${u.ino}`);
-    }
-    const k = f.isk;
-    if (k && k.proto === 6 /* TCP */ && k.state === 1 /* ESTABLISHED */ && !tcpClose && !inventory.tcpClose) {
-      need(streamImage(k.ino), `files.img has an established TCP connection, socket ${k.ino}; --tcp-close restores it closed`);
-      // CRIU's default lock: iptables rules per connection, which criu-bun has no way to lift
-      if (isFieldSet(inventory, inventory_entrySchema.field.networkLockMethod) && inventory.networkLockMethod === 0)
-        throw new CriuError("restore", `${join(dir, "inventory.img")}: network_lock_method 0: the dump locked TCP connection ${k.ino} with iptables, which criu-bun cannot lift; dump with --network-lock nftables (or restore with --tcp-close)`);
-    }
-  }
+  for (const f of files.values()) kindByType(f.type)?.requireImages?.(f, run, need);
 }
