@@ -242,9 +242,17 @@ function migrateRow(mib: number, eager = false) {
   while (!(existsSync(join(dst, "stdout")) && readFileSync(join(dst, "stdout"), "utf8").includes("listening"))) { if (Date.now() > until) throw new Error("migrate --listen did not start"); sleep(10); }
   const r = timed([...CB, "migrate", "-t", String(pid), "--to", `127.0.0.1:${port}`, "-D", src, "-v4", "-o", "migrate.log"], true);
   const dout = readFileSync(join(dst, "stdout"), "utf8");
+  function saveLogs() {
+    if (!MIGRATE_LOGS) return;
+    mkdirSync(MIGRATE_LOGS, { recursive: true });
+    const tag = `${mib}-${eager ? "eager" : "post"}-${Date.now()}`;
+    for (const [side, d] of [["src", src], ["dst", dst]]) for (const f of readdirSync(d).filter((f) => f.endsWith(".log"))) writeFileSync(join(MIGRATE_LOGS, `${tag}-${side}-${f}`), readFileSync(join(d, f)));
+    writeFileSync(join(MIGRATE_LOGS, `${tag}-src-stdout`), r.out);
+    writeFileSync(join(MIGRATE_LOGS, `${tag}-dst-stdout`), readFileSync(join(dst, "stdout"), "utf8"));
+  }
   const npid = Number(/restored pid (\d+)/.exec(dout)?.[1] ?? 0);
   if (npid) spins.add(npid);
-  if (r.code !== 0) { l.kill(); throw new Error(`migrate ${mib} MiB failed:\n${r.out}${readFileSync(join(src, "migrate.log"), "utf8").split("\n").filter((x) => /Error/.test(x)).join("\n")}`); }
+  if (r.code !== 0) { l.kill(); saveLogs(); throw new Error(`migrate ${mib} MiB failed:\n${r.out}${readFileSync(join(src, "migrate.log"), "utf8").split("\n").filter((x) => /Error/.test(x)).join("\n")}`); }
   // post-copy: the destination says when the last page is in (ms after its restore began)
   let allIn = "";
   if (!eager) {
@@ -265,13 +273,7 @@ function migrateRow(mib: number, eager = false) {
   });
   kill(npid); kill(pid); kill(outer);
   waitGone(pid);
-  if (MIGRATE_LOGS) {
-    mkdirSync(MIGRATE_LOGS, { recursive: true });
-    const tag = `${mib}-${eager ? "eager" : "post"}-${Date.now()}`;
-    for (const [side, d] of [["src", src], ["dst", dst]]) for (const f of readdirSync(d).filter((f) => f.endsWith(".log"))) writeFileSync(join(MIGRATE_LOGS, `${tag}-${side}-${f}`), readFileSync(join(d, f)));
-    writeFileSync(join(MIGRATE_LOGS, `${tag}-src-stdout`), r.out);
-    writeFileSync(join(MIGRATE_LOGS, `${tag}-dst-stdout`), dout);
-  }
+  saveLogs();
   for (const d of [wdir, src, dst]) rmSync(d, { recursive: true, force: true });
 }
 

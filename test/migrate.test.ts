@@ -366,6 +366,8 @@ test("post-copy from the source: the last round's dirty pages of private anonymo
   // 3000 pages written a second: every round leaves thousands of dirty pages for the next
   const { pid, w } = await startCounter(ns, 16, undefined, "--rate 3000");
   await waitFor(() => count(w) > 500, "counter running");
+  const niceOf = (p: number) => (text(`/proc/${p}/stat`) ?? "").split(") ")[1]?.split(" ")[16];
+  const nice0 = niceOf(pid);
   const dst = await listen(ns, 7508, "127.0.0.1");
   const src = migrate(ns, pid, "127.0.0.1:7508");
   const r = await src.done();
@@ -390,6 +392,9 @@ test("post-copy from the source: the last round's dirty pages of private anonymo
   const lazyLog = text(join(dst.d, "lazy-pages.log")) ?? "";
   expect(lazyLog).toMatch(new RegExp(`lazy-pages: all ${served} pages the source kept are in; the source was told to finish`));
   expect(daemonsOf(dst.d)).toEqual([]);
+  // the frozen window ran at nice -20 on both sides; the copy has the nice it was dumped with
+  expect(dst.log()).toContain("migrate: the frozen window runs at nice -20");
+  expect(niceOf(npid)).toBe(nice0);
   await waitFor(() => !existsSync(`/proc/${pid}`), "source gone");
   const c0 = count(w);
   await waitFor(() => count(w) > c0 + 500, "restored counter counting");

@@ -40,7 +40,11 @@ const FAULT_PAGES = 16, STREAM_PAGES = 256;
 /** [start, end) of pending pages here, off: where the dump holds them is start + off (mremap moves
  * them), and whether they come from the source (1: post-copy from the frozen source) or the images (0) */
 type Rng = [bigint, bigint, bigint, number];
-interface Lpi { vpid: number; src: number; fd: number; pending: Rng[]; total: number }
+/** pending: from the images (or the dump's page server); rpending: from the source (post-copy from
+ * it: taken first). Each sorted and disjoint: thousands of scattered single pages are usual, so
+ * every lookup is a binary search, never a walk of the list. */
+interface Lpi { vpid: number; src: number; fd: number; pending: Rng[]; rpending: Rng[]; total: number }
+const anyPending = (l: Lpi) => l.pending.length > 0 || l.rpending.length > 0;
 
 export interface LazyDaemonOptions {
   /** address and port of the dump serving the pages; none: the images in dir hold them */
@@ -154,7 +158,7 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
       }
     };
     const addLpi = (vpid: number, fd: number) => {
-      const pending: Rng[] = [];
+      const pending: Rng[] = [], rpending: Rng[] = [];
       let runs = decodePagemap(o.dir, `pagemap-${vpid}.img`).runs;
       // from the images: the runs of private anonymous memory they hold (0); the pages left with
       // the source (PE_LAZY alone) come from it (1)
@@ -169,14 +173,16 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
       for (const r of tagged) {
         if (!(r.flags & PE.LAZY) || r.flags & (PE.PRESENT | PE.PARENT)) continue;
         const a = r.vaddr, b = r.vaddr + BigInt(r.nrPages) * P;
-        const last = pending[pending.length - 1];
-        if (last && last[1] === a && last[3] === r.src) last[1] = b; else pending.push([a, b, 0n, r.src]);
+        const list = local && r.src ? rpending : pending;
+        const last = list[list.length - 1];
+        if (last && last[1] === a) last[1] = b; else list.push([a, b, 0n, r.src]);
       }
       pending.sort((x, y) => (x[0] < y[0] ? -1 : 1));
-      const n = count(pending);
+      rpending.sort((x, y) => (x[0] < y[0] ? -1 : 1));
+      const n = count(pending) + count(rpending);
       total += n;
-      lpis.push({ vpid, src: vpid, fd, pending, total: n });
-      log.info(`lazy-pages: process ${vpid}: ${n} lazy pages (userfaultfd ${fd})${remote ? `, ${count(pending.filter((r) => r[3]))} of them from the source` : ""}`);
+      lpis.push({ vpid, src: vpid, fd, pending, rpending, total: n });
+      log.info(`lazy-pages: process ${vpid}: ${n} lazy pages (userfaultfd ${fd})${remote ? `, ${count(rpending)} of them from the source` : ""}`);
     };
 
     /** Pages [a, a + n pages) of lpi from the dump (where it holds them: a + off), into the process. */
@@ -192,7 +198,7 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
         if (!c.err) continue;
         // EAGAIN: the mm is changing (a fork, mremap, munmap... whose event waits to be read): read
         // the events first (faults are answered after), then try again where it is now
-        if (c.err === 11) { onEvents(l, true); if (!l.pending.some(([x, y]) => x <= a && a < y)) { gone = -1; break; } continue; }
+        if (c.err === 11) { onEvents(l, true); if (!holding(l, a)) { gone = -1; break; } continue; }
         if (c.err === 17 /* EEXIST: already there */) { uffdWake(l.fd, a + BigInt(off), PAGE); off += PAGE; continue; }
         if (c.err === 3 /* ESRCH: the process is gone */ || c.err === 2 /* ENOENT: no such VMA any more */) {
           log.debug(`lazy-pages: process ${l.vpid}: 0x${(a + BigInt(off)).toString(16)}: ${errnoText(c.err)}; pages dropped`);
@@ -206,27 +212,26 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
       // what can no longer go in (the process or its mapping is gone) is no longer wanted
       drop(l, a, a + BigInt(got) * P, gone === -1 ? 0 : got - placed); // -1: an event moved or dropped them (counted there)
       if (gone === 3) drop(l, 0n, 1n << 64n);
-      if (served - lastLog >= 8192 || !lpis.some((x) => x.pending.length)) { lastLog = served; log.info(`lazy-pages: ${served} of ${total} pages served`); }
+      if (served - lastLog >= 8192 || !lpis.some(anyPending)) { lastLog = served; log.info(`lazy-pages: ${served} of ${total} pages served`); }
     };
 
     /** Take [a, b) out of l's pending pages; `unwanted` of them (default: all) leave the total too. */
     const drop = (l: Lpi, a: bigint, b: bigint, unwanted?: number) => {
-      const before = count(l.pending);
-      remove(l.pending, a, b);
-      total -= unwanted ?? before - count(l.pending);
+      const removed = remove(l.pending, a, b) + remove(l.rpending, a, b);
+      total -= unwanted ?? removed;
     };
 
     const onFault = (l: Lpi, at: bigint) => {
       const a = at & ~(P - 1n);
-      const i = l.pending.findIndex(([x, y]) => x <= a && a < y);
-      if (i < 0) {
+      const h = holding(l, a);
+      if (!h) {
         // not lazy memory of the dump (never written, or dropped since): zeroes
         const e = uffdZero(l.fd, a, PAGE);
         if (e === 17) uffdWake(l.fd, a, PAGE);
         else if (e && e !== 3 && e !== 2) throw new CriuError("lazy-pages", `process ${l.vpid}: UFFDIO_ZEROPAGE at 0x${a.toString(16)} failed (${errnoText(e)})`);
         return;
       }
-      const [start, end, off, fromSrc] = l.pending[i];
+      const [start, end, off, fromSrc] = h!;
       if (local && !fromSrc) {
         // from the images every fault costs a whole block read and checked (1 MiB): all the pending
         // pages around it go in with it (a process writing all over its memory would otherwise
@@ -247,12 +252,13 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
         if (m.event === UFFD_EVENT.PAGEFAULT) { if (deferFaults) deferred.push({ l, at: m.b }); else onFault(l, m.b); }
         else if (m.event === UFFD_EVENT.FORK) {
           // the child's missing pages are what the parent was missing: the same source pages
-          const child: Lpi = { vpid: l.vpid, src: l.src, fd: m.ufd, pending: l.pending.map(([a, b, o, r]) => [a, b, o, r] as Rng), total: 0 };
-          child.total = count(child.pending);
+          const child: Lpi = { vpid: l.vpid, src: l.src, fd: m.ufd, pending: l.pending.map(([a, b, o, r]) => [a, b, o, r] as Rng),
+            rpending: l.rpending.map(([a, b, o, r]) => [a, b, o, r] as Rng), total: 0 };
+          child.total = count(child.pending) + count(child.rpending);
           total += child.total;
           lpis.push(child);
           log.info(`lazy-pages: process ${l.vpid} forked; its child's userfaultfd ${m.ufd} is served from the same pages`);
-        } else if (m.event === UFFD_EVENT.REMAP) move(l.pending, m.a, m.b, m.c);
+        } else if (m.event === UFFD_EVENT.REMAP) { move(l.pending, m.a, m.b, m.c); move(l.rpending, m.a, m.b, m.c); }
         else if (m.event === UFFD_EVENT.REMOVE || m.event === UFFD_EVENT.UNMAP) drop(l, m.a, m.b);
       }
     };
@@ -260,16 +266,16 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
     for (;;) {
       const live = lpis.filter((l) => l.fd >= 0);
       // the source may go once every page it kept is in (and the tree runs: no fork is to come)
-      if (remote && released && !lpis.some((l) => l.pending.some((r) => r[3]))) {
+      if (remote && released && !lpis.some((l) => l.rpending.length)) {
         remote.close();
         remote = undefined;
         log.info(`lazy-pages: all ${fromSource} pages the source kept are in; the source was told to finish`);
       }
       // done: the tree runs and every process has all its pages
-      if (released && !lpis.some((l) => l.pending.length)) break;
+      if (released && !lpis.some(anyPending)) break;
       if (!restoreOpen && !released) throw new CriuError("lazy-pages", "the restore ended before the restored tree was running (it failed); the dump is left to resume its source");
       // the background stream waits until the tree runs (the restore has the CPU until then)
-      const work = released && lpis.some((l) => l.pending.length);
+      const work = released && lpis.some(anyPending);
       let wait = work ? 0 : 1000;
       if (work && rate > 0 && t0) {
         const due = t0 + (streamed / (rate * 1048576)) * 1000;
@@ -295,9 +301,9 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
       // nothing to answer: stream a piece in the background
       if (!t0) t0 = performance.now();
       // the source's pages first: it is frozen until they are all in
-      let l = lpis.find((x) => x.pending.length)!, ri = 0;
-      if (remote) for (const x of lpis) { const k = x.pending.findIndex((r) => r[3]); if (k >= 0) { l = x; ri = k; break; } }
-      const [a, b, off, fromSrc] = l.pending[ri];
+      const lr = lpis.find((x) => x.rpending.length);
+      const l = lr ?? lpis.find((x) => x.pending.length)!;
+      const [a, b, off, fromSrc] = lr ? lr.rpending[0] : l.pending[0];
       const np = Math.min(STREAM_PAGES, Number((b - a) / P));
       fetch(l, a, np, off, false, fromSrc);
       streamed += np * PAGE;
@@ -319,18 +325,36 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
 
 const count = (rs: Rng[]) => rs.reduce((s, [a, b]) => s + Number((b - a) / P), 0);
 
-/** Take [a, b) out of sorted disjoint ranges. */
-function remove(rs: Rng[], a: bigint, b: bigint) {
-  for (let i = 0; i < rs.length; i++) {
+/** The first index of sorted disjoint ranges whose end is past a (binary search). */
+function firstAfter(rs: Rng[], a: bigint): number {
+  let lo = 0, hi = rs.length;
+  while (lo < hi) { const mid = (lo + hi) >> 1; if (rs[mid][1] <= a) lo = mid + 1; else hi = mid; }
+  return lo;
+}
+
+/** The pending range of l holding address a, if any. */
+function holding(l: Lpi, a: bigint): Rng | undefined {
+  for (const rs of [l.rpending, l.pending]) {
+    const i = firstAfter(rs, a);
+    if (i < rs.length && rs[i][0] <= a) return rs[i];
+  }
+  return undefined;
+}
+
+/** Take [a, b) out of sorted disjoint ranges; returns how many pages went. */
+function remove(rs: Rng[], a: bigint, b: bigint): number {
+  let removed = 0n;
+  for (let i = firstAfter(rs, a); i < rs.length; i++) {
     const [x, y, o, r] = rs[i];
-    if (y <= a) continue;
     if (x >= b) break;
     const parts: Rng[] = [];
     if (x < a) parts.push([x, a, o, r]);
     if (y > b) parts.push([b, y, o, r]);
+    removed += (y < b ? y : b) - (x > a ? x : a);
     rs.splice(i, 1, ...parts);
     i += parts.length - 1;
   }
+  return Number(removed / P);
 }
 
 /** mremap: pending pages of [from, from + len) are now at to (the dump still holds them where they were). */

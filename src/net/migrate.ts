@@ -79,6 +79,22 @@ import { dropTracking } from "../resources/memtrack";
 import { linkParent } from "../codec/incremental";
 import { errnoText } from "../sys/errno";
 import { runLockTableName, dumpRunId, listLockTables } from "./netlock";
+import { setThreadNice } from "../sys/proc";
+
+/**
+ * The frozen window (the final round on the source; its pages, images and restore on the
+ * destination) runs at nice -20: the tree waits on it, and a busy machine's other work would
+ * otherwise stretch the downtime. Only criu-bun's own thread (a restored thread gets its dumped
+ * nice back: threads.ts); CRIU_BUN_MIGRATE_NICE=0: not raised. Returns what undoes it.
+ */
+function boost(): () => void {
+  if (process.env.CRIU_BUN_MIGRATE_NICE === "0") return () => {};
+  const old = setThreadNice(-20);
+  if (old === undefined) { log.debug("migrate: the frozen window runs at this thread's nice (it cannot be raised)"); return () => {}; }
+  log.debug(`migrate: the frozen window runs at nice -20 (from ${old})`);
+  let done = false;
+  return () => { if (!done) { done = true; setThreadNice(old); } };
+}
 
 const MAGIC = 0x474d4243;
 export const MSG = { HELLO: 1, ROUND: 2, FILE: 3, RESTORE: 4, RESULT: 5, READY: 6, COMMIT: 7, LAZYCONN: 8, PRECHECK: 9 } as const;
@@ -186,6 +202,7 @@ export function migrateOut(o: MigrateSource): { rounds: RoundStat[]; downtimeMs:
     let srv: LazyPageServer | undefined;
     let lazyOpen = false;
     const tFrozen = { at: 0 };
+    const unboost = boost();
     sendJson(fd, MSG.ROUND, { round: n, final: true }, "sending ROUND to the destination");
     const st = dumpProcess({ ...common, dir: sub, prevImagesDir: `../${done}`, psClient: new PageServerClient(o.host, o.port, timeoutSec, fd), lazySources,
       handOff: (dir, frozenAt, commit) => {
@@ -234,6 +251,7 @@ export function migrateOut(o: MigrateSource): { rounds: RoundStat[]; downtimeMs:
           if (!committed) throw new CriuError("migrate", "the destination reported a restore it was not let run");
           downtimeMs = performance.now() - frozenAt;
           remotePid = v.pid; restoreMs = v.restoreMs;
+          unboost();
           break;
         }
         if (srv) out(`the tree runs on the destination (pid ${remotePid}) after ${downtimeMs.toFixed(1)} ms frozen; ${srv.total - srv.served} of its pages go from here now (post-copy)`);
@@ -242,6 +260,7 @@ export function migrateOut(o: MigrateSource): { rounds: RoundStat[]; downtimeMs:
       afterHandOff: lazySources ? () => { pausePoint("migrate-post-copy"); while (lazyOpen && srv!.serveOne()); lazyOpen = false; } : undefined,
     });
     srv?.close();
+    unboost();
     finalPages = st.pagesWritten;
     const r = { round: n, pages: finalPages, bytes: wireBytes - b0, ms: performance.now() - t0 };
     rounds.push(r);
@@ -381,6 +400,7 @@ export function migrateIn(o: MigrateListen): { pid: number } {
   let work: string | undefined;
   let daemon: ReturnType<typeof startImageDaemon> | undefined;
   let served = false;
+  let unboost = () => {};
   try {
     setInt(ls, SOL.SOCKET, SO.REUSEADDR, 1);
     const sa = sockaddrIn(o.address, o.port);
@@ -418,6 +438,7 @@ export function migrateIn(o: MigrateListen): { pid: number } {
         if (n !== round + 1) throw new CriuError("migrate", `round ${n} after round ${round}`);
         // the final round goes where the post-copy daemon reads it
         final = v.final === true && n > 1 && !!daemon;
+        if (v.final === true) unboost = boost();
         cur = join(work, final ? "final" : String(n));
         if (!final) mkdirSync(cur, { mode: 0o700 });
         if (n > 1) linkParent(cur, `../${n - 1}`);
@@ -482,6 +503,7 @@ export function migrateIn(o: MigrateListen): { pid: number } {
         try { sendJson(conn, MSG.RESULT, res, "reporting the restore"); }
         catch (e) { st.lazy?.close(); throw e; }
         served = true;
+        unboost();
         if (st.lazy) {
           // the daemon copies the rest in; if it fails the tree cannot go on (its memory is missing): killed
           try { awaitLazyMemory(st.lazy, st.pids, st.pid, false); } catch (e: any) {
@@ -502,6 +524,7 @@ export function migrateIn(o: MigrateListen): { pid: number } {
     closeFd(ls);
     // a daemon with no restore served (the migration failed before): gone
     if (daemon && !served) daemon.proc.kill(9);
+    unboost();
     if (work) rmSync(work, { recursive: true, force: true });
   }
 }

@@ -134,9 +134,10 @@ export function restoreThread(
     inj.ok("sigaltstack", NR.sigaltstack, scratch(0n, new Uint8Array(b)), 0);
   }
   if (comm) inj.call(NR.prctl, PR.SET_NAME, thread.str(comm), 0, 0, 0);
-  if (tcore.schedNice) {
-    const r = inj.call(NR.setpriority, PRIO_PROCESS, vtid, tcore.schedNice);
-    if (r < 0n) log.warn(`thread ${vtid}: nice ${tcore.schedNice} not restored (${errnoText(-r)})`);
+  // always, 0 too: a thread starts with the nice of whoever made it (criu-bun may run at another)
+  {
+    const r = inj.call(NR.setpriority, PRIO_PROCESS, vtid, tcore.schedNice ?? 0);
+    if (r < 0n) log.warn(`thread ${vtid}: nice ${tcore.schedNice ?? 0} not restored (${errnoText(-r)})`);
   }
   restoreSeccomp({ tid, vtid, inj, scratch }, tcore, seccompFilters);
   if (tcore.creds) restoreCreds({ vtid, inj, scratch }, tcore.creds);

@@ -208,3 +208,15 @@ export function readAuxv(pid: number): BigUint64Array {
   const b = readFileSync(`/proc/${pid}/auxv`);
   return new BigUint64Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.length));
 }
+
+/**
+ * The calling thread's nice value set to `nice` (Linux keeps nice per thread: the others, and
+ * processes started later from other threads, keep theirs); returns the value it had, or undefined
+ * when it could not be changed (without CAP_SYS_NICE a lower value is refused).
+ */
+export function setThreadNice(nice: number): number | undefined {
+  const tid = syscall(NR.gettid);
+  const r = syscall(NR.getpriority, 0 /* PRIO_PROCESS */, tid);
+  if (r < 0) return undefined;
+  return syscall(NR.setpriority, 0, tid, nice) < 0 ? undefined : 20 - r; // the kernel returns 20 - nice
+}
