@@ -81,6 +81,17 @@ function softHook(hooks: Hooks | undefined, action: "network-unlock" | "post-res
 /** Every fd kind's hook of one restore phase (FdKind.restore*), in kinds.ts order. */
 function kinds(fn: (k: FdKind) => void) { for (const k of FD_KINDS) fn(k); }
 
+/** The restore as fd kinds see it (their hooks' RestoreRun). */
+function restoreRun(set: RestoreSet, o: RestoreOptions): RestoreRun {
+  const inv = set.inventory, hooks = o.hooks;
+  // the dump's network lock (CRIU writes network_lock_method always; criu-bun's older images not)
+  const lockMethod = isFieldSet(inv, inventory_entrySchema.field.networkLockMethod) ? inv.networkLockMethod : undefined;
+  // a hook waits for someone else: the watchdog is paused meanwhile (runHook)
+  const kindHooks: Hooks | undefined = hooks && { run: (a, c) => whilePaused(() => hooks.run(a, c)), wants: hooks.wants && ((a) => hooks.wants!(a)) };
+  return { dir: set.dir, inventory: inv, files: set.files, tcpClose: o.tcpClose, hooks: kindHooks, tree: new TreeFiles(), lockMethod,
+    lockTable: lockMethod === NETWORK_LOCK.NFTABLES && inv.dumpCriuRunId ? runLockTableName(inv.dumpCriuRunId) : undefined };
+}
+
 /** Everything that can be checked before creating a process. */
 function precheck(set: RestoreSet, o: RestoreOptions, run: RestoreRun) {
   requireImages(run, set.files);
@@ -185,7 +196,8 @@ export function checkRestorable(o: RestoreOptions) {
   try {
     if (!o.trustImages) checkImagesTrusted(h.path);
     const set = loadImages(h.path);
-    precheck(set, { ...o, dir: h.path, ignoreCgroups: true, cgRoots: undefined });
+    const po = { ...o, dir: h.path, ignoreCgroups: true, cgRoots: undefined };
+    precheck(set, po, restoreRun(set, po));
   } catch (e: any) {
     if (e instanceof Error) e.message = unalias(e.message);
     throw e;
@@ -204,13 +216,8 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
   const set = loadImages(o.dir);
   // a dump made with --network-lock skip (criu-bun's or criu's): nothing to lock or unlock
   setNetworkLockSkip(set.inventory.networkLockMethod === 2);
-  // the dump's network lock (CRIU writes network_lock_method always; criu-bun's older images not)
-  const inv = set.inventory;
-  const lockMethod = isFieldSet(inv, inventory_entrySchema.field.networkLockMethod) ? inv.networkLockMethod : undefined;
-  const treeFiles = new TreeFiles();
-  const hooks = o.hooks, kindHooks: Hooks | undefined = hooks && { run: (a, c) => whilePaused(() => hooks.run(a, c)), wants: hooks.wants && ((a) => hooks.wants!(a)) };
-  const run: RestoreRun = { dir: set.dir, inventory: inv, files: set.files, tcpClose: o.tcpClose, hooks: kindHooks, tree: treeFiles, lockMethod,
-    lockTable: lockMethod === NETWORK_LOCK.NFTABLES && inv.dumpCriuRunId ? runLockTableName(inv.dumpCriuRunId) : undefined };
+  const run = restoreRun(set, o);
+  const treeFiles = run.tree;
   kinds((k) => k.restoreBegin?.(run));
   phase("checking images");
   // memory left with the source of a lazy dump: only a lazy restore can get it (said before what
