@@ -50,7 +50,7 @@ test("a shell job on a pty: refused without --shell-job, restored on its termina
     await py.exited;
     rmSync(dir, { recursive: true, force: true });
   }
-});
+}, 120_000); // 35 s seen under load
 
 test("a process that is not a session leader: dump refused without --shell-job, naming it; with it, restore refused without --shell-job, and with it the process joins criu-bun's session and group", async () => {
   const dir = mkdtempSync(join(tmpdir(), "criu-bun-wl-job-"));
@@ -95,4 +95,4 @@ test("a process that is not a session leader: dump refused without --shell-job, 
     try { sh.kill("SIGKILL"); } catch {}
     rmSync(dir, { recursive: true, force: true });
   }
-});
+}, 120_000);
