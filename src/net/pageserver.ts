@@ -154,10 +154,22 @@ export class PageServerClient {
   sendRuns(runs: Iterable<PagemapRun>, dataFile: string) {
     const src = openSync(dataFile, "r");
     const buf = new Uint8Array(1 << 20);
+    // the entries of runs without pages (holes, lazy runs: thousands when the pages are scattered)
+    // go out together, one write per 64 KiB of them
+    const heads = new Uint8Array(PSI_SIZE * 2048), hv = new DataView(heads.buffer);
+    let nh = 0;
+    const flush = () => { if (nh) { writeAll(this.fd, heads.subarray(0, nh * PSI_SIZE), "sending pagemap entries to the page server"); nh = 0; } };
     try {
       for (const r of runs) {
+        if (!(r.flags & PE_PRESENT)) {
+          const o = nh * PSI_SIZE;
+          hv.setUint32(o, PS.ADD_F | (r.flags << 16), true); hv.setUint32(o + 4, 0, true); hv.setBigUint64(o + 8, BigInt(r.nrPages), true);
+          hv.setBigUint64(o + 16, r.vaddr, true); hv.setBigUint64(o + 24, this.dst, true);
+          if (++nh === 2048) flush();
+          continue;
+        }
+        flush();
         writeAll(this.fd, psi(PS.ADD_F | (r.flags << 16), r.nrPages, r.vaddr, this.dst), "sending a pagemap entry to the page server");
-        if (!(r.flags & PE_PRESENT)) continue;
         for (let left = r.nrPages * PAGE; left > 0;) {
           const n = readSync(src, buf, 0, Math.min(buf.length, left), null);
           if (n <= 0) throw new CriuError("page-server", `${dataFile} ended early`);
@@ -166,6 +178,7 @@ export class PageServerClient {
         }
         this.pagesSent += r.nrPages;
       }
+      flush();
     } finally { closeSync(src); }
   }
 
@@ -275,7 +288,8 @@ export function serveSession(conn: number, dir: string, timeoutSec: number, shar
       if (!readAll(conn, head, "reading a request")) break;
       const cmd = dv.getUint32(0, true), nrBig = dv.getBigUint64(8, true), vaddr = dv.getBigUint64(16, true), dst = dv.getBigUint64(24, true);
       const op = cmd & 0xffff;
-      log.debug(`page server: request 0x${cmd.toString(16)} nr_pages ${nrBig} vaddr 0x${vaddr.toString(16)} dst_id 0x${dst.toString(16)}`);
+      // (a pagemap's runs, tens of thousands for scattered pages, are summed up when it is written)
+      if (op !== PS.ADD && op !== PS.ADD_F && op !== PS.HOLE) log.debug(`page server: request 0x${cmd.toString(16)} nr_pages ${nrBig} vaddr 0x${vaddr.toString(16)} dst_id 0x${dst.toString(16)}`);
       if (op === PS.CLOSE || op === PS.FORCE_CLOSE) {
         closeCur();
         writeAll(conn, new Uint8Array(new Int32Array([0]).buffer), "answering PS_IOV_CLOSE");

@@ -184,10 +184,14 @@ export function eagerParentRuns(vmas: { start: bigint; end: bigint; status: numb
 export function lazyRanges(pid: number, vmas: S.vma_entry[], pagemap: Run[], lazyParents = false): [bigint, bigint][] {
   const out: [bigint, bigint][] = [];
   const runs = lazyParents ? [...pagemap.filter(lazyOnly), ...lazyParentRuns(vmas, pagemap)].sort((x, y) => (x.vaddr < y.vaddr ? -1 : 1)) : pagemap;
+  // (runs and VMAs both by address: one walk, not a search of the VMAs per run)
+  const byStart = [...vmas].sort((x, y) => (x.start < y.start ? -1 : x.start > y.start ? 1 : 0));
+  let vi = 0;
   for (const r of runs) {
     if (!lazyOnly(r) && !lazyParents) continue;
     const end = r.vaddr + BigInt(r.nrPages * PAGE);
-    const v = vmas.find((x) => x.start <= r.vaddr && end <= x.end);
+    while (vi < byStart.length && byStart[vi].end <= r.vaddr) vi++;
+    const v = vi < byStart.length && byStart[vi].start <= r.vaddr && end <= byStart[vi].end ? byStart[vi] : undefined;
     if (!v || !canBeLazy(v)) {
       throw new CriuError("restore", `process ${pid}: lazy pages 0x${r.vaddr.toString(16)}-0x${end.toString(16)} are not inside private anonymous memory`);
     }
