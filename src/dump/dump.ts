@@ -1,7 +1,7 @@
 // The dump pipeline: freeze the process, collect its state, write CRIU images, then kill,
 // release (-R) or leave it stopped (-s). Any failure before the end releases the process
 // untouched (registers were restored after every injection).
-import { create, type DescMessage } from "@bufbuild/protobuf";
+import { create, type DescMessage, type MessageInitShape } from "@bufbuild/protobuf";
 import { statSync, existsSync, readlinkSync, mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { DumpStage, under, openDir, type DirHandle } from "../images/safefs";
@@ -117,7 +117,7 @@ export interface DumpStats {
   /** pages left to the parent images (unchanged since the pre-dump) */
   pagesSkippedParent: number }
 
-function msg<T extends DescMessage>(schema: T, init: Record<string, any>) { return create(schema, init as any); }
+function msg<T extends DescMessage>(schema: T, init: MessageInitShape<T>) { return create(schema, init); }
 
 
 /** A process of the dumped tree: frozen (alive) or a zombie (nothing to freeze). */
@@ -468,7 +468,7 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
   const extra = new ImageSink(tree.length + 1); // pages-1..n are the processes' (pages-N.img below)
   const twins = new FdTwins();
   const stats: DumpStats = { pids: tree.map((n) => n.pid), freezingTime: Math.round(freezeMs * 1000), frozenTime: 0, memdumpTime: 0, memwriteTime: 0, pagesScanned: 0, pagesWritten: 0, pagesSkippedParent: 0 };
-  const pstree: Record<string, any>[] = [];
+  const pstree: S.Init<typeof S.pstree_entrySchema>[] = [];
   const ns = new NsView(tree[0].pid, !!((o.emptyNs ?? 0) & CLONE.NEWNET), o.extNetNs);
   checkSessions(tree, ns, !!o.shellJob);
   writeTreeNsImages(d, ns);
@@ -558,7 +558,7 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
   log.debug(`process ${pid}: task state collected`);
   if (id === 1) writeRootNsImages(d, pid, ns, ids, task.uts, task.clocks);
   for (const t of task.threads) t.core.threadCore.cgSet = cgSet; // where CRIU 4 keeps it (per thread)
-  if (n.wasStopped) Object.assign(task.threads[0].core.tc, { taskState: 3 /* TASK_STOPPED */, stopSigno: n.stopSig ?? 19 });
+  if (n.wasStopped) Object.assign(task.threads[0].core.tc!, { taskState: 3 /* TASK_STOPPED */, stopSigno: n.stopSig ?? 19 });
   // a process sharing its parent's fd table (CLONE_FILES) has it dumped once, under one files id
   const tableDone = ids.filesId !== ids.vmId;
   const locks: LockDump[] = [];

@@ -17,15 +17,16 @@ import { subreaperCall, decodeSubreaper, dumpTaskAttrs } from "../resources/task
 import { nsCalls, decodeNsCalls, type Clocks } from "../resources/namespaces";
 import { mmCalls, decodeMmCalls, dumpMm } from "../resources/mm";
 import type { OutCall } from "../ptrace/inject";
+import type * as S from "../images/schemas";
 
 export interface TaskDump {
   pid: number; stat: ProcStat;
   threads: ThreadDump[];
   vmas: DumpedVma[];
-  mm: Record<string, any>;
+  mm: S.Init<typeof S.mm_entrySchema>;
   umask: number;
   cwd: string; root: string; exe: string;
-  sigactions: Record<string, any>[];
+  sigactions: S.Init<typeof S.sa_entrySchema>[];
   /** CLOCK_MONOTONIC and CLOCK_BOOTTIME as the process saw them at dump time */
   clocks: Clocks;
   /** hostname and domain name the process sees (its UTS namespace) */
@@ -100,9 +101,9 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
   let membarrier = 0;
   let uts = { nodename: "", domainname: "" };
   let clocks: Clocks = {};
-  const sigactions: Record<string, any>[] = [];
+  const sigactions: S.Init<typeof S.sa_entrySchema>[] = [];
   let itimers: ReturnType<typeof decodeItimers> | undefined;
-  let posix: Record<string, any>[] = [];
+  let posix: S.Init<typeof S.posix_timer_entrySchema>[] = [];
   try {
     inj.withScratch(400, (scratch) => {
       // brk, THP, membarrier registrations, the subreaper bit, the clocks, uname, the sigaction

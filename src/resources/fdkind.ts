@@ -3,7 +3,7 @@
 import { type BigIntStats } from "node:fs";
 import { writeNewFile } from "../images/safefs";
 import { join } from "node:path";
-import { create, type DescMessage, type Message } from "@bufbuild/protobuf";
+import { create, type DescMessage, type Message, type MessageInitShape } from "@bufbuild/protobuf";
 import { writeImage, writeImageWithPayload, readImage, readImagePayloads, imageExists } from "../images/image";
 import type { FileTable } from "./files";
 import type { Injector, RemoteMem } from "../ptrace/inject";
@@ -18,11 +18,12 @@ export class ImageSink {
   /** a pages-N.img number no other image of this dump uses (CRIU numbers them from one counter too) */
   pagesId(): number { return this.nextPages++; }
   private files = new Map<string, { kind: MessageKind; items: { msg: Message; payload?: Uint8Array }[] }>();
-  /** an entry of kind KIND (magic.ts) for FILE: SCHEMA is the kind's (or its head's, chunks') */
-  add(file: string, kind: MessageKind, schema: DescMessage, init: Record<string, any>, payload?: Uint8Array) {
+  /** an entry of kind KIND (magic.ts) for FILE: SCHEMA is the kind's (or its head's, chunks'),
+   *  INIT its generated init type (a misspelled field does not compile) */
+  add<D extends DescMessage>(file: string, kind: MessageKind, schema: D, init: MessageInitShape<D>, payload?: Uint8Array) {
     let f = this.files.get(file);
     if (!f) this.files.set(file, (f = { kind, items: [] }));
-    f.items.push({ msg: create(schema, init as any), payload });
+    f.items.push({ msg: create(schema, init), payload });
   }
   private raws = new Map<string, Uint8Array[]>();
   /** a raw file (pages-N.img ...) written as is; chunks appended in order */

@@ -21,7 +21,8 @@ import { fd_types } from "../images/gen/files_pb";
 export const FD_TYPE = fd_types;
 
 export interface FdDump { fd: number; id: number; type: number; cloexec: boolean }
-export interface FileDump { id: number; type: number; [sub: string]: any }
+/** a file_entry as the dump builds it (its generated init type: a misspelled field does not compile) */
+export type FileDump = S.InitOf<typeof S.file_entrySchema> & { id: number; type: number };
 
 /** Global file ids across the dump; a file description seen twice gets one id. */
 export class FileTable {
@@ -40,7 +41,7 @@ export class FileTable {
     const f = make(id);
     this.files.push(f);
     if (key) this.byKey.set(key, id);
-    if (f.usk && !(f.usk.uflags & 1)) this.usk.set(f.usk.ino, f);
+    if (f.usk && !((f.usk.uflags ?? 0) & 1)) this.usk.set(f.usk.ino!, f);
     return id;
   }
   byId(id: number): FileDump | undefined {

@@ -29,6 +29,7 @@ import { netLock, netUnlock, netRelease, lockTableName, heldTableName, runLockTa
 import { withNetns } from "../sys/netns";
 import { readLink } from "../sys/proc";
 import * as S from "../images/gen/sockets_pb";
+import type { InitOf } from "../images/schemas";
 import { CriuError, log } from "../log";
 import { errnoText } from "../sys/errno";
 import { refuse } from "./unsupported";
@@ -148,7 +149,7 @@ export function dumpSkOpts(fd: number, type: number, proto: number) {
   const ldv = new DataView(lb.buffer, lb.byteOffset);
   let dev = "";
   try { dev = textDecoder.decode(getsockoptBytes(fd, SOL.SOCKET, SO.BINDTODEVICE, 64)).replace(/\0.*$/s, ""); } catch {}
-  const o: Record<string, any> = {
+  const o: InitOf<typeof S.sk_opts_entrySchema> = {
     soSndbuf: i(SOL.SOCKET, SO.SNDBUF), soRcvbuf: i(SOL.SOCKET, SO.RCVBUF),
     soSndTmoSec: sndS, soSndTmoUsec: sndU, soRcvTmoSec: rcvS, soRcvTmoUsec: rcvU,
     reuseaddr: i(SOL.SOCKET, SO.REUSEADDR) !== 0, soPriority: i(SOL.SOCKET, SO.PRIORITY),
@@ -184,9 +185,9 @@ function socketFilter(fd: number): bigint[] {
 }
 
 /** IP-level options (ip_opts_entry), tos and ttl only where they differ from a new socket's. */
-function dumpIpOpts(pid: number, fd: number, family: number, type: number, proto: number): Record<string, any> {
+function dumpIpOpts(pid: number, fd: number, family: number, type: number, proto: number): InitOf<typeof S.ip_opts_entrySchema> {
   const v6 = family === AF.INET6;
-  const o: Record<string, any> = {};
+  const o: InitOf<typeof S.ip_opts_entrySchema> = {};
   // the kernel answers IP_FREEBIND for IPv6 sockets too (the same flag as IPV6_FREEBIND)
   if (tryGetsockoptInt(fd, SOL.IP, IP_FREEBIND)) o.freebind = true;
   const get = (lvl: number, opt: number) => tryGetsockoptInt(fd, lvl, opt) ?? 0;
@@ -202,7 +203,7 @@ function dumpIpOpts(pid: number, fd: number, family: number, type: number, proto
   if (tos !== fresh.tos) o.tos = tos;
   if (ttl !== fresh.ttl) o.ttl = ttl;
   if (type === SOCK.RAW) {
-    const raw: Record<string, any> = {};
+    const raw: InitOf<typeof S.ip_opts_raw_entrySchema> = {};
     if (get(v6 ? SOL.IPV6 : SOL.IP, v6 ? IPV6.HDRINCL : IP.HDRINCL)) raw.hdrincl = true;
     if (!v6 && get(SOL.IP, IP.NODEFRAG)) raw.nodefrag = true;
     if (proto === (v6 ? IPPROTO.ICMPV6 : IPPROTO.ICMP)) {
@@ -340,7 +341,7 @@ export const inetKind: FdKind = {
     const rawOrPing = type === SOCK.RAW || kname === "ping";
     const local = getSockName(fd)!;
     const peer = getPeerName(fd);
-    const isk: Record<string, any> = {
+    const isk: InitOf<typeof S.inet_sk_entrySchema> = {
       id: 0, ino, family, type, proto, flags: ctx.flags, backlog: 0,
       srcPort: local.port, dstPort: peer?.port ?? 0,
       srcAddr: addrToWords(local.addr), dstAddr: addrToWords(peer?.addr ?? new Uint8Array(family === AF.INET6 ? 16 : 4)),

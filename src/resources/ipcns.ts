@@ -57,14 +57,14 @@ export function dumpIpcNs(root: number, dir: string, nsId: number) {
     for (const [k, f] of NEXT_IDS) if (existsSync(sys(f))) { const n = Number(readSys(f)); if (n >= 0) v[k] = n; }
     return v;
   });
-  writeImage(dir, `ipcns-var-${nsId}.img`, "IPC_VAR", [create(S.ipc_var_entrySchema, e as any)]);
+  writeImage(dir, `ipcns-var-${nsId}.img`, "IPC_VAR", [create(S.ipc_var_entrySchema, e as S.Init<typeof S.ipc_var_entrySchema>)]);
   log.debug(`process ${root}: IPC namespace ${nsId}: sem ${(e.semCtls as number[]).join(" ")}, msgmax ${e.msgCtlmax}, msgmnb ${e.msgCtlmnb}, msgmni ${e.msgCtlmni}, shmmax ${e.shmCtlmax}, shmall ${e.shmCtlall}, shmmni ${e.shmCtlmni}, mqueue ${e.mqQueuesMax}/${e.mqMsgMax}/${e.mqMsgsizeMax}`);
 }
 
 // ---------- restore ----------
 
 /** an optional field of the image that was written (proto2: an unset one reads as 0) */
-const isSet = (v: S.ipc_var_entry, k: keyof S.ipc_var_entry) => isFieldSet(v, (S.ipc_var_entrySchema.field as any)[k]);
+const isSet = (v: S.ipc_var_entry, k: keyof S.ipc_var_entry) => isFieldSet(v, S.ipc_var_entrySchema.field[k as keyof typeof S.ipc_var_entrySchema.field]);
 
 /**
  * ipcns-var-NSID.img of the tree's own IPC namespace (required: without it the new namespace's

@@ -43,10 +43,10 @@ export function dumpMm(pid: number, stat: ProcStat, brk: bigint, thpDisabled: bo
   const { vmas } = classifyVmas(pid, brk, stat.startBrk);
   const exe = readLink(`/proc/${pid}/exe`);
   const auxv = readAuxv(pid);
-  const mm = {
+  const mm: S.Init<typeof S.mm_entrySchema> = {
     mmStartCode: stat.startCode, mmEndCode: stat.endCode, mmStartData: stat.startData, mmEndData: stat.endData,
     mmStartStack: stat.startStack, mmStartBrk: stat.startBrk, mmBrk: brk, mmArgStart: stat.argStart, mmArgEnd: stat.argEnd,
-    mmEnvStart: stat.envStart, mmEnvEnd: stat.envEnd, exeFileId: 0, ...auxvFields(auxv), vmas: [] as any[],
+    mmEnvStart: stat.envStart, mmEnvEnd: stat.envEnd, exeFileId: 0, ...auxvFields(auxv), vmas: [],
     dumpable: 1, thpDisabled,
   };
   log.debug(`mm: process ${pid}: ${vmas.length} VMAs, code ${hex(stat.startCode)}-${hex(stat.endCode)}, brk ${hex(stat.startBrk)}-${hex(brk)}, ` +
@@ -72,7 +72,7 @@ export function auxvFields(auxv: ArrayLike<bigint>): { mmSavedAuxv: bigint[]; fu
  * writable one), through fileId(path, source, flags): the dump's file table, a ghost file for a
  * deleted one read through SOURCE.
  */
-export function linkMmFiles(pid: number, mm: Record<string, any>, exe: string, vmas: DumpedVma[], fileId: (path: string, source: string, flags: number) => number) {
+export function linkMmFiles(pid: number, mm: S.Init<typeof S.mm_entrySchema>, exe: string, vmas: DumpedVma[], fileId: (path: string, source: string, flags: number) => number) {
   mm.exeFileId = fileId(exe, `/proc/${pid}/exe`, 0);
   for (const v of vmas) {
     if (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) {

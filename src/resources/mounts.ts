@@ -19,7 +19,8 @@ import { join, resolve } from "node:path";
 import { NR } from "../sys/nr";
 import { CLONE } from "../sys/flags";
 import { O } from "../sys/mem";
-import type * as S from "../images/schemas";
+import * as S from "../images/schemas";
+import { create } from "@bufbuild/protobuf";
 import { extractTar, tarDirectory } from "./tar";
 import { readText } from "../sys/proc";
 import { errnoName } from "../sys/errno";
@@ -256,12 +257,15 @@ function devName(d: bigint): string {
   return `${((d >> 8n) & 0xfffn) | ((d >> 32n) & ~0xfffn)}:${(d & 0xffn) | ((d >> 12n) & ~0xffn)}`;
 }
 
+/** mnt_entry as the dump builds it */
+type MntInit = S.InitOf<typeof S.mnt_entrySchema>;
+
 /**
  * Dump side: the tree's mount namespace (seen through process `pid`) into
  * mountpoints-<nsId>.img and tmpfs-dev-<dev>.tar.gz.img. Throws, naming the mount, for anything
  * restore could not recreate exactly.
  */
-export function dumpMountNs(pid: number, ext: ExtMounts, writeBytes: (file: string, data: Uint8Array) => void): Record<string, any>[] {
+export function dumpMountNs(pid: number, ext: ExtMounts, writeBytes: (file: string, data: Uint8Array) => void): MntInit[] {
   const ms = readMountinfo(pid);
   const nsName = safeLink(`/proc/${pid}/ns/mnt`);
   const where = `process ${pid} mount namespace ${nsName}`;
@@ -272,7 +276,7 @@ export function dumpMountNs(pid: number, ext: ExtMounts, writeBytes: (file: stri
   const hostIds = new Set(readMountinfo("self").flatMap((h) => h.optional.filter((o) => /^(shared|master):/.test(o)).map((o) => Number(o.split(":")[1]))));
   const sharedHere = new Set(ms.map((m) => optNum(m, "shared")).filter((n) => n));
   const seenMp = new Map<string, MountInfo>();
-  const entries = new Map<number, Record<string, any>>();
+  const entries = new Map<number, MntInit>();
   const ownCgroupNs = safeLink(`/proc/${pid}/ns/cgroup`) !== safeLink("/proc/self/ns/cgroup");
   for (const m of ms) {
     if (m.mountpoint.endsWith("//deleted") || m.mountpoint.endsWith(" (deleted)")) refuse(m, "is mounted on a deleted directory; not supported");
@@ -284,7 +288,7 @@ export function dumpMountNs(pid: number, ext: ExtMounts, writeBytes: (file: stri
     if (master && !sharedHere.has(master)) refuse(m, `is a slave of a peer group outside its namespace (master ${master}); not supported`);
     if (m.optional.some((o) => o.startsWith("propagate_from:"))) refuse(m, "receives propagation from outside its namespace; not supported");
     const { sbFlags, options } = superFlags(m);
-    const e: Record<string, any> = {
+    const e: MntInit = {
       fstype: FSTYPE[m.fstype] ?? 0, mntId: m.id, rootDev: kdev(m.dev), parentMntId: m.parent, flags: mountFlags(m) >>> 0,
       root: m.root, mountpoint: m.mountpoint, source: m.source, options, sharedId: shared, masterId: master, sbFlags,
     };
@@ -310,7 +314,7 @@ export function dumpMountNs(pid: number, ext: ExtMounts, writeBytes: (file: stri
     if ((m.fstype === "cgroup" || m.fstype === "cgroup2") && ownCgroupNs) refuse(m, "belongs to a cgroup namespace of its own, which criu-bun does not restore yet");
   }
   const plan = ms.map((m) => ({ m, e: entries.get(m.id)!, ...roles.get(m.id)! }));
-  const prop = propagationPlan([...entries.values()] as S.mnt_entry[]);
+  const prop = propagationPlan([...entries.values()].map((e) => create(S.mnt_entrySchema, e)));
   if (typeof prop === "string") { const i = prop.indexOf(" "); refuse(byId.get(Number(prop.slice(0, i)))!, prop.slice(i + 1)); }
   // tmpfs contents, read through the tree's root (the tree is frozen)
   for (const p of plan) {
@@ -320,7 +324,7 @@ export function dumpMountNs(pid: number, ext: ExtMounts, writeBytes: (file: stri
     if (devName(st.dev) !== p.m.dev) refuse(p.m, "is hidden under another mount; not supported");
     writeBytes(`tmpfs-dev-${p.e.rootDev}.tar.gz.img`, tarDirectory(path, st.dev, `${where}: tmpfs ${p.m.mountpoint}`));
   }
-  for (const p of plan) log.info(`${where}: ${p.kind} ${describe(p.m)}${p.source ? ` from mount ${p.source}` : ""}${p.e.extKey !== undefined ? ` key '${p.e.extKey}'` : ""} flags 0x${p.e.flags.toString(16)}`);
+  for (const p of plan) log.info(`${where}: ${p.kind} ${describe(p.m)}${p.source ? ` from mount ${p.source}` : ""}${p.e.extKey !== undefined ? ` key '${p.e.extKey}'` : ""} flags 0x${p.e.flags!.toString(16)}`);
   return [...plan].reverse().map((p) => p.e); // CRIU lists the root last
 }
 

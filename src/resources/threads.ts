@@ -21,11 +21,18 @@ import { dumpSeccompFilters, restoreSeccomp, type SeccompFilter } from "./seccom
 
 const SS_ONSTACK = 1, SS_DISABLE = 2, PRIO_PROCESS = 0;
 
+/** core_entry of one thread as the dump builds it: thread_info, thread_core, and tc for the leader */
+export type CoreInit = S.InitOf<typeof S.core_entrySchema> & {
+  threadInfo: S.InitOf<typeof S.thread_info_x86Schema>;
+  threadCore: S.InitOf<typeof S.thread_core_entrySchema>;
+  tc?: S.InitOf<typeof S.task_core_entrySchema>;
+};
+
 export interface ThreadDump {
   tid: number;
   regs: Regs;          // after the restart fix-up
   xstate: Uint8Array;
-  core: Record<string, any>; // core_entry init (thread_info + thread_core, tc for the leader)
+  core: CoreInit; // core_entry init (thread_info + thread_core, tc for the leader)
   /** seccomp filters of the thread, oldest first, with their flags (mode 2) */
   seccomp: SeccompFilter[];
 }
@@ -79,7 +86,7 @@ export function dumpThread(pid: number, t: { tid: number; pendingSiginfo?: Uint8
   fixupRestart(regs);
   const tstat = readStat(pid, t.tid);
   const comm = readText(`/proc/${pid}/task/${t.tid}/comm`).replace(/\n$/, "");
-  const core: Record<string, any> = {
+  const core: CoreInit = {
     mtype: 1,
     threadInfo: { clearTidAddr: tidAddr, gpregs: regsToEntry(regs), fpregs: xsaveToFpregs(xstate),
       tls: Array.from({ length: GDT_ENTRY_TLS_ENTRIES }, (_, i) => getThreadArea(t.tid, GDT_ENTRY_TLS_MIN + i)) },

@@ -53,12 +53,12 @@ function readPosixTimers(pid: number): PosixTimerInfo[] {
 
 /** posix_timer_entry of every POSIX timer of the frozen process (scratch: 32 bytes in it) */
 export function dumpPosixTimers(pid: number, inj: Injector, mem: RemoteMem, scratch: bigint) {
-  const posix: Record<string, any>[] = [];
+  const posix: S.Init<typeof S.posix_timer_entrySchema>[] = [];
   for (const t of readPosixTimers(pid)) {
     inj.ok("timer_gettime", NR.timer_gettime, t.id, scratch);
     const dv = new DataView(mem.read(scratch, 32).buffer);
     const overrun = Number(inj.call(NR.timer_getoverrun, t.id));
-    const e = {
+    const e: S.Init<typeof S.posix_timer_entrySchema> = {
       itId: t.id, clockId: t.clock, siSigno: t.signo, itSigevNotify: t.notify, sivalPtr: t.sival,
       overrun: Math.max(0, overrun), isec: dv.getBigUint64(0, true), insec: dv.getBigUint64(8, true),
       vsec: dv.getBigUint64(16, true), vnsec: dv.getBigUint64(24, true),

@@ -264,7 +264,7 @@ export const unixKind: FdKind = {
       id, type: 5,
       usk: {
         id, ino, type, state: listening ? TCP_LISTEN : d.state, flags: ctx.flags, uflags: 0, backlog: listening ? d.wq : 0,
-        peer: d.peer, fown: FOWN0, opts: dumpSkOpts(fd, type, 0) as S.sk_opts_entry,
+        peer: d.peer, fown: FOWN0, opts: dumpSkOpts(fd, type, 0),
         name, shutdown: d.shutdown, ...(filePerms ? { filePerms } : {}), ...(nameDir ? { nameDir } : {}), ...(deleted ? { deleted } : {}),
       },
     }));
@@ -383,7 +383,7 @@ export const unixKind: FdKind = {
       setBufs(ctx, mine, u);
       if (u.name.length) bindName(ctx, u, mine); // a datagram socket's own name
       const queued = (cachedPayloadsBy(ctx, "sk-queues.img", "SK_QUEUES", (m) => m.idFor).get(f.id) ?? []).reduce((n, p) => n + p.payload.length, 0);
-      setBufs(ctx, theirs, { opts: { soSndbuf: queued * 2 + 65536, soRcvbuf: 0 } } as any);
+      setBufs(ctx, theirs, { opts: { soSndbuf: queued * 2 + 65536, soRcvbuf: 0 } });
       refill(ctx, f, theirs);
       inj.call(NR.close, theirs);
       log.debug(`${ctx.where}: unix socket ${u.ino} restored with its peer closed`);
@@ -651,8 +651,8 @@ function refill(ctx: RestoreCtx, f: S.file_entry, peerTargetFd: number) {
 }
 
 /** SO_SNDBUF / SO_RCVBUF as dumped (the kernel doubles what is set: half of what getsockopt said) */
-function setBufs(ctx: RestoreCtx, fd: number, u: Pick<S.unix_sk_entry, "opts">) {
-  for (const [opt, v] of [[32 /* SO_SNDBUFFORCE */, u.opts?.soSndbuf ?? 0], [33 /* SO_RCVBUFFORCE */, u.opts?.soRcvbuf ?? 0]]) {
+function setBufs(ctx: RestoreCtx, fd: number, u: { opts?: { soSndbuf?: number; soRcvbuf?: number } }) {
+  for (const [opt, v] of [[SO.SNDBUFFORCE, u.opts?.soSndbuf ?? 0], [SO.RCVBUFFORCE, u.opts?.soRcvbuf ?? 0]]) {
     if (!v) continue;
     const r = ctx.inj.call(NR.setsockopt, fd, SOL.SOCKET, opt, ctx.scratch(0n, new Uint8Array(new Int32Array([Math.ceil(v / 2)]).buffer)), 4);
     if (r < 0n) throw new CriuError("restore", `${ctx.where}: setting the buffer size of a unix socket to ${v} failed (${errnoText(-r)})`);
@@ -710,7 +710,7 @@ function restoreNamedConnection(ctx: RestoreCtx, f: S.file_entry) {
   let xfd: number;
   try {
     // a stream's queue is bounded by its sender's SO_SNDBUF: the client's set before its data goes
-    setBufs(ctx, yfd, y ? y : { opts: { soSndbuf: queued(xf) * 2 + 65536, soRcvbuf: 0 } } as any);
+    setBufs(ctx, yfd, y ? y : { opts: { soSndbuf: queued(xf) * 2 + 65536, soRcvbuf: 0 } });
     const steps = () => {
       bindHere(ctx, x, lfd);
       if (y?.name.length) bindHere(ctx, y, yfd);
