@@ -32,7 +32,7 @@ export function fdLocks(pid: number, fd: number, text: string, where: string, op
     if (seen.has(key)) continue;
     seen.add(key);
     const s = BigInt(start), len = end === "EOF" ? 0n : BigInt(end) - s + 1n;
-    out.push({ fd, flag, type: rw === "READ" ? 0 /* F_RDLCK */ : 1 /* F_WRLCK */, start: s, len });
+    out.push({ fd, flag, type: rw === "READ" ? F.RDLCK : F.WRLCK, start: s, len });
   }
 }
 
@@ -52,7 +52,7 @@ export function restoreLocks(proc: { vpid: number; dir: string; inj: Injector; s
     const what = `process ${proc.vpid} fd ${l.fd}: file lock`;
     let r: bigint;
     if (l.flag === FL.FLOCK) {
-      r = inj.call(NR.flock, l.fd, (l.type === 0 ? LOCK_SH : LOCK_EX) | LOCK_NB);
+      r = inj.call(NR.flock, l.fd, (l.type === F.RDLCK ? LOCK_SH : LOCK_EX) | LOCK_NB);
     } else {
       // struct flock: short l_type, short l_whence, off_t l_start, off_t l_len, pid_t l_pid
       const b = new ArrayBuffer(32), dv = new DataView(b);

@@ -239,8 +239,8 @@ export const unixKind: FdKind = {
     const type = listed ? listed.type : getInt(fd, SO.TYPE);
     const listening = listed ? listed.state === TCP_LISTEN : getInt(fd, SO.ACCEPTCONN) === 1;
     // options CRIU's images have no field for, left at their defaults or refused
-    if (getInt(fd, 76 /* SO_PASSPIDFD */) > 0) refuse("files", ctx.where, "sockopt", "SO_PASSPIDFD");
-    if (getInt(fd, 83 /* SO_PASSRIGHTS */) === 0) refuse("files", ctx.where, "sockopt", "SO_PASSRIGHTS off");
+    if (getInt(fd, SO.PASSPIDFD) > 0) refuse("files", ctx.where, "sockopt", "SO_PASSPIDFD");
+    if (getInt(fd, SO.PASSRIGHTS) === 0) refuse("files", ctx.where, "sockopt", "SO_PASSRIGHTS off");
     if (listening && d.rq) refuse("files", ctx.where, "unix-in-flight", `${d.rq} on unix socket ${ino}`);
     // the name as bound, as CRIU keeps it: a path's trailing NUL (when the address length
     // counted it) stays, so getsockname() gives the same length after restore
