@@ -396,7 +396,7 @@ describe("criu-bun killed at random moments", () => {
       expect(listLockTables()).toEqual([]);
       for (let i = 0; i < 14; i++) {
         const dir = imagesDir("kill-dump");
-        const k = await killedAfter(["dump", "-t", String(w.pid), "-D", dir, "--tcp-established", "-R"], rnd() * span);
+        await killedAfter(["dump", "-t", String(w.pid), "-D", dir, "--tcp-established", "-R"], rnd() * span);
         // the target runs on, nobody traces it, no lock of the dead criu-bun is left
         await until(() => tracer(w.pid) === 0 || !isAlive(w.pid), `dump ${i}: ${w.pid} still traced`);
         // killed at any moment (inside an injected syscall too: guard.ts), the target runs on
