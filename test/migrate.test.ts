@@ -120,7 +120,8 @@ test("migrate a python3 counter over loopback: pre-copy rounds send less and les
   expect(Number(fin?.[1])).toBeLessThan(full / 4);
   expect(r.stdout).toMatch(/downtime \d+(\.\d+)? ms/);
   // each pre-copy round's state was checked by the destination as a restore would, before the freeze
-  for (const x of rounds) expect(dst.log()).toMatch(new RegExp(`round ${x.n}: its images would restore \\(checked in`));
+  // (a round caught while the workload renames its count file is told apart with a warning: the file it had open is gone)
+  for (const x of rounds) expect(dst.log()).toMatch(new RegExp(`round ${x.n}: its images would (restore \\(checked in|not restore as they are: process 1 fd \\d+: '[^']*count\\.tmp' does not exist any more)`));
   const npid = Number(/restored pid (\d+)/.exec(dst.out())?.[1]);
   expect(npid).toBeGreaterThan(0);
   pids.add(npid);

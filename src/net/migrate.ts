@@ -79,7 +79,7 @@ import { dropTracking } from "../resources/memtrack";
 import { linkParent } from "../codec/incremental";
 import { errnoText } from "../sys/errno";
 import { runLockTableName, dumpRunId, listLockTables } from "./netlock";
-import { setThreadNice } from "../sys/proc";
+import { setThreadNice, readStat } from "../sys/proc";
 
 /**
  * The frozen window (the final round on the source; its pages, images and restore on the
@@ -477,7 +477,7 @@ export function migrateIn(o: MigrateListen): { pid: number } {
         let res: Record<string, unknown>;
         // post-copy: the pre-copied pages of private anonymous memory come after the tree runs
         const post = final && daemon ? { lazyPages: true, lazyParents: true, workDir: work } : {};
-        if (!final && daemon) { daemon.proc.kill(9); daemon = undefined; }
+        if (!final && daemon) { killDaemon(daemon.proc.pid); daemon = undefined; }
         let st;
         // restored, not yet running: the source lets it run (COMMIT) only once it will never run
         // itself again; no COMMIT (the source or the link gone) fails the restore: the copy, which
@@ -523,8 +523,22 @@ export function migrateIn(o: MigrateListen): { pid: number } {
     if (conn >= 0) { forgetSocket(conn); closeFd(conn); }
     closeFd(ls);
     // a daemon with no restore served (the migration failed before): gone
-    if (daemon && !served) daemon.proc.kill(9);
+    if (daemon && !served) killDaemon(daemon.proc.pid);
     unboost();
     if (work) rmSync(work, { recursive: true, force: true });
+  }
+}
+
+/** The local lazy-pages daemon killed, and dead (a zombie or gone) before this returns: nothing of
+ *  a failed migration runs on after criu-bun has said so. */
+function killDaemon(pid: number) {
+  try { process.kill(pid, "SIGKILL"); } catch { return; }
+  const until = Date.now() + 5000;
+  for (;;) {
+    let st;
+    try { st = readStat(pid); } catch { return; }
+    if (st.state === "Z" || st.state === "X") return;
+    if (Date.now() > until) { log.warn(`the lazy-pages daemon ${pid} was killed but is still there after 5 s`); return; }
+    Bun.sleepSync(2);
   }
 }
