@@ -150,9 +150,10 @@ describe.skipIf(!isRoot)("--exec-cmd", () => {
       expect(r.result).toStartWith("PASS");
     }
     // the command starts with nothing pending and nothing blocked; what it ignores is its own
-    // (python3 ignores SIGPIPE and SIGXFSZ), the same as under criu: nothing of Bun's is left
+    // (python3 ignores SIGPIPE and SIGXFSZ): nothing of Bun's is left. (CRIU 4.2's command gets
+    // the same here, but in a fresh PID namespace it inherits CRIU's restore mask, every signal
+    // but SIGKILL, SIGSTOP, SIGCHLD, 32 and 33 blocked: not compared.)
     expect(runs[0].sig).toMatch(/^SigPnd=0+ ShdPnd=0+ SigBlk=0+ SigIgn=0+1001000$/);
-    if (runs[1]) expect(runs[0].sig).toBe(runs[1].sig);
   });
 
   test("a command that cannot run: one line naming it, exit 1 (the restored tree is left running, as criu leaves it)", async () => {
