@@ -63,6 +63,22 @@ async function listen(ns: string, port: number, address = "0.0.0.0", extra: stri
   return { p, d, out: () => text(join(d, "stdout")) ?? "", err: () => text(join(d, "stderr")) ?? "", log: () => text(join(d, "migrate.log")) ?? "" };
 }
 
+/** A migration that must have succeeded (both sides' logs otherwise), its destination exited 0: the source's result. */
+async function succeeded(src: ReturnType<typeof migrate>, dst: Awaited<ReturnType<typeof listen>>) {
+  const r = await src.done();
+  if (r.code !== 0) throw new Error(`migrate failed (${r.code}): ${r.stderr}\n${src.log()}\n--- destination:\n${dst.err()}${dst.log()}`);
+  expect(await dst.p.exited).toBe(0);
+  return r;
+}
+
+/** The copy's PID as the destination printed it (killed after the test). */
+function restoredPid(dst: Awaited<ReturnType<typeof listen>>) {
+  const npid = Number(/restored pid (\d+)/.exec(dst.out())?.[1]);
+  expect(npid).toBeGreaterThan(0);
+  pids.add(npid);
+  return npid;
+}
+
 function migrate(ns: string, pid: number, to: string, extra: string[] = [], env: Record<string, string> = {}) {
   const s = tmp("src");
   const p = Bun.spawn(inNs(ns, [...criuBunCommand(), "migrate", "-t", String(pid), "--to", to, "-D", s, "-v4", "-o", "migrate.log", ...extra]), {
@@ -104,9 +120,7 @@ test("migrate a python3 counter over loopback: pre-copy rounds send less and les
   await waitFor(() => count(w) > 100, "counter running");
   const dst = await listen(ns, 7501, "127.0.0.1");
   const src = migrate(ns, pid, "127.0.0.1:7501");
-  const r = await src.done();
-  if (r.code !== 0) throw new Error(`migrate failed (${r.code}): ${r.stderr}\n${src.log()}\n--- destination:\n${dst.err()}${dst.log()}`);
-  expect(await dst.p.exited).toBe(0);
+  const r = await succeeded(src, dst);
   // round 1 sends every page (32 MiB of bytearray at least), later rounds only what was written
   // (the workload runs, and writes, while a round's pages are read)
   const rounds = [...r.stdout.matchAll(/round (\d+): (\d+) pages, (\d+) bytes/g)].map((m) => ({ n: Number(m[1]), pages: Number(m[2]), bytes: Number(m[3]) }));
@@ -122,9 +136,7 @@ test("migrate a python3 counter over loopback: pre-copy rounds send less and les
   // each pre-copy round's state was checked by the destination as a restore would, before the freeze
   // (a round caught while the workload renames its count file is told apart with a warning: the file it had open is gone)
   for (const x of rounds) expect(dst.log()).toMatch(new RegExp(`round ${x.n}: its images would (restore \\(checked in|not restore as they are: process 1 fd \\d+: '[^']*count\\.tmp' does not exist any more)`));
-  const npid = Number(/restored pid (\d+)/.exec(dst.out())?.[1]);
-  expect(npid).toBeGreaterThan(0);
-  pids.add(npid);
+  const npid = restoredPid(dst);
   // post-copy (the default): the restore wrote only the last round's pages; the pre-copied ones came
   // from the destination's lazy-pages daemon, after the tree ran, and that daemon is gone
   expect(dst.out()).toContain(`restored pid ${npid} in`);
@@ -151,12 +163,8 @@ test("migrate --listen --no-post-copy: the restore writes every page before the 
   await waitFor(() => count(w) > 50, "counter running");
   const dst = await listen(ns, 7506, "127.0.0.1", ["--no-post-copy"]);
   const src = migrate(ns, pid, "127.0.0.1:7506");
-  const r = await src.done();
-  if (r.code !== 0) throw new Error(`migrate failed (${r.code}): ${r.stderr}\n${src.log()}\n--- destination:\n${dst.err()}${dst.log()}`);
-  expect(await dst.p.exited).toBe(0);
-  const npid = Number(/restored pid (\d+)/.exec(dst.out())?.[1]);
-  expect(npid).toBeGreaterThan(0);
-  pids.add(npid);
+  await succeeded(src, dst);
+  restoredPid(dst);
   expect(dst.out()).not.toContain("follows");
   expect(existsSync(join(dst.d, "lazy-pages.log"))).toBe(false);
   // every page of the 8 MiB went in by the restore itself (the last round's and its parents')
@@ -247,12 +255,8 @@ test("migrate with --tcp-established from one namespace to another: the client o
   await c.reach(100_000);
   const dst = await listen(nb, 7503, "10.77.2.2");
   const src = migrate(na, pid, "10.77.2.2:7503", ["--tcp-established"]);
-  const r = await src.done();
-  if (r.code !== 0) throw new Error(`migrate failed (${r.code}): ${r.stderr}\n${src.log()}\n--- destination:\n${dst.err()}${dst.log()}`);
-  expect(await dst.p.exited).toBe(0);
-  const npid = Number(/restored pid (\d+)/.exec(dst.out())?.[1]);
-  expect(npid).toBeGreaterThan(0);
-  pids.add(npid);
+  const r = await succeeded(src, dst);
+  restoredPid(dst);
   await waitFor(() => !existsSync(`/proc/${pid}`), "source gone");
   // the dump's lock stays in the source's namespace (found there by migrate), and migrate says how
   // to lift it: until the switch-over below, the client's packets still come here, and without the
@@ -371,12 +375,8 @@ test("post-copy from the source: the last round's dirty pages of private anonymo
   const nice0 = niceOf(pid);
   const dst = await listen(ns, 7508, "127.0.0.1");
   const src = migrate(ns, pid, "127.0.0.1:7508");
-  const r = await src.done();
-  if (r.code !== 0) throw new Error(`migrate failed (${r.code}): ${r.stderr}\n${src.log()}\n--- destination:\n${dst.err()}${dst.log()}`);
-  expect(await dst.p.exited).toBe(0);
-  const npid = Number(/restored pid (\d+)/.exec(dst.out())?.[1]);
-  expect(npid).toBeGreaterThan(0);
-  pids.add(npid);
+  const r = await succeeded(src, dst);
+  const npid = restoredPid(dst);
   // the final round sent only memory a restore cannot take lazily (private file mappings' pages);
   // the pages the tree wrote since the last pre-copy round went after its copy ran, from here
   const pc = /final: (\d+) pages .*; (\d+) pages post-copied from here after the copy ran \(of (\d+) left here\)/.exec(r.stdout);
@@ -418,9 +418,7 @@ async function pausedInPostCopy(name: string, port: number) {
   src.p.exited.then(() => { exited = true; });
   await waitFor(() => existsSync(pause) || exited, "source paused in its post-copy", 60000);
   if (exited) throw new Error(`the source ended before its pause: ${(await src.done()).stderr}\n${src.log()}`);
-  const npid = Number(/restored pid (\d+)/.exec(dst.out())?.[1]);
-  expect(npid).toBeGreaterThan(0);
-  pids.add(npid);
+  const npid = restoredPid(dst);
   expect(src.log()).toMatch(/[1-9]\d* of its pages go from here now \(post-copy\)/);
   return { pid, w, dst, src, pause, npid };
 }

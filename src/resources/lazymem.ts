@@ -53,23 +53,33 @@ export function splitLazy(vmas: DumpedVma[]): { eager: DumpedVma[]; lazy: Dumped
 }
 
 /**
+ * Cuts sorted runs where the sorted VMAs begin and end (a cursor over the VMAs, kept from run to
+ * run): each piece says whether the VMA holding it can be lazy (no VMA: no).
+ */
+class VmaCutter {
+  private i = 0;
+  constructor(private readonly vmas: { start: bigint; end: bigint; status: number; flags: number }[]) {}
+  cut(vaddr: bigint, nrPages: number, piece: (vaddr: bigint, nrPages: number, lazy: boolean) => void) {
+    const vmas = this.vmas, end = vaddr + BigInt(nrPages * PAGE);
+    for (let a = vaddr; a < end;) {
+      while (this.i < vmas.length && vmas[this.i].end <= a) this.i++;
+      const i = this.i, v = i < vmas.length && vmas[i].start <= a ? vmas[i] : undefined;
+      // up to the end of the VMA holding a (or to the next VMA / the run's end outside any)
+      const stop = v ? (v.end < end ? v.end : end) : (i < vmas.length && vmas[i].start < end ? vmas[i].start : end);
+      piece(a, Number((stop - a) / BigInt(PAGE)), !!v && canBeLazy(v));
+      a = stop;
+    }
+  }
+}
+
+/**
  * Runs to read (sorted), split where the VMAs (sorted) that may be lazy begin and end: the pages a
  * post-copy from the source leaves with the frozen tree (migrate's final round), and the others.
  */
 export function splitRunsLazy<R extends { vaddr: bigint; nrPages: number; flags: number }>(runs: R[], vmas: { start: bigint; end: bigint; status: number; flags: number }[]): { eager: R[]; lazy: R[] } {
   const eager: R[] = [], lazy: R[] = [];
-  let i = 0;
-  for (const r of runs) {
-    let a = r.vaddr;
-    const end = r.vaddr + BigInt(r.nrPages * PAGE);
-    while (a < end) {
-      while (i < vmas.length && vmas[i].end <= a) i++;
-      const v = i < vmas.length && vmas[i].start <= a ? vmas[i] : undefined;
-      const stop = v ? (v.end < end ? v.end : end) : (i < vmas.length && vmas[i].start < end ? vmas[i].start : end);
-      (v && canBeLazy(v) ? lazy : eager).push({ ...r, vaddr: a, nrPages: Number((stop - a) / BigInt(PAGE)) });
-      a = stop;
-    }
-  }
+  const c = new VmaCutter(vmas);
+  for (const r of runs) c.cut(r.vaddr, r.nrPages, (vaddr, nrPages, l) => (l ? lazy : eager).push({ ...r, vaddr, nrPages }));
   return { eager, lazy };
 }
 
@@ -81,19 +91,10 @@ export function splitRunsLazy<R extends { vaddr: bigint; nrPages: number; flags:
  */
 export function markLazy(runs: Iterable<{ vaddr: bigint; nrPages: number; flags: number }>, vmas: { start: bigint; end: bigint; status: number; flags: number }[]): { vaddr: bigint; nrPages: number; flags: number }[] {
   const out: { vaddr: bigint; nrPages: number; flags: number }[] = [];
-  let i = 0;
+  const c = new VmaCutter(vmas);
   for (const r of runs) {
     if (!(r.flags & PE.PRESENT) || r.flags & PE.LAZY) { out.push(r); continue; }
-    let a = r.vaddr;
-    const end = r.vaddr + BigInt(r.nrPages * PAGE);
-    while (a < end) {
-      while (i < vmas.length && vmas[i].end <= a) i++;
-      const v = i < vmas.length && vmas[i].start <= a ? vmas[i] : undefined;
-      // up to the end of the VMA holding a (or to the next VMA / the run's end outside any)
-      const stop = v ? (v.end < end ? v.end : end) : (i < vmas.length && vmas[i].start < end ? vmas[i].start : end);
-      out.push({ vaddr: a, nrPages: Number((stop - a) / BigInt(PAGE)), flags: v && canBeLazy(v) ? r.flags | PE.LAZY : r.flags });
-      a = stop;
-    }
+    c.cut(r.vaddr, r.nrPages, (vaddr, nrPages, l) => out.push({ vaddr, nrPages, flags: l ? r.flags | PE.LAZY : r.flags }));
   }
   return out;
 }
