@@ -45,6 +45,7 @@ import { dumpRunId, NETWORK_LOCK } from "../net/netlock";
 import { runHook, type Hooks } from "../hooks";
 import { dumpMountNs, readMountinfo, type ExtMounts } from "../resources/mounts";
 import { refuse } from "../resources/unsupported";
+import { unledGroup } from "../resources/taskattrs";
 import { linkMmFiles, mmVmaEntries } from "../resources/mm";
 import { NsView, nsIds, writeTreeNsImages, writeRootNsImages, ROOT_IDS, IPC_NS_ID } from "../resources/namespaces";
 
@@ -447,19 +448,21 @@ function unlockHook(hooks: Hooks | undefined, pid: number) {
  * job's). A leader outside the tree's PID namespace (session or group 0 seen from inside) or a
  * leader that is gone cannot be recreated: refused, as CRIU refuses them.
  */
-function checkSessions(tree: TreeNode[], ns: NsView, shellJob: boolean) {
-  const inTree = new Set(tree.map((n) => ns.v(n.pid)));
-  const root = ns.groups(tree[0].pid);
+function checkSessions(tree: TreeNode[], ns: NsView, shellJob: boolean): Map<number, { pgid: number; sid: number }> {
+  const groups = new Map(tree.map((n) => [n.pid, ns.groups(n.pid)]));
   for (const n of tree) {
-    const { pgid, sid } = ns.groups(n.pid), where = `process ${n.pid}`;
+    const { pgid, sid } = groups.get(n.pid)!, where = `process ${n.pid}`;
     if (sid === 0) refuse("dump", where, "session-outside-pidns", "getsid() is 0 inside its PID namespace");
     if (pgid === 0) refuse("dump", where, "session-outside-pidns", "its process group leader is outside its PID namespace");
-    if (!inTree.has(sid) && !(shellJob && sid === root.sid)) {
-      if (n === tree[0]) throw new CriuError("dump", `${where} is not a session leader (its session is ${sid}); dump with --shell-job to restore it into criu-bun's session, or make it one (setsid)`);
-      refuse("dump", where, "session-leader-gone", `session ${sid}`);
-    }
-    if (!inTree.has(pgid) && !(shellJob && pgid === root.pgid)) refuse("dump", where, "pgrp-leader-gone", `process group ${pgid}`);
   }
+  const u = unledGroup(tree.map((n) => ({ n, pid: ns.v(n.pid), ...groups.get(n.pid)! })), shellJob);
+  if (u) {
+    const { t, what } = u, where = `process ${t.n.pid}`;
+    if (what === "group") refuse("dump", where, "pgrp-leader-gone", `process group ${t.pgid}`);
+    if (t.n === tree[0]) throw new CriuError("dump", `${where} is not a session leader (its session is ${t.sid}); dump with --shell-job to restore it into criu-bun's session, or make it one (setsid)`);
+    refuse("dump", where, "session-leader-gone", `session ${t.sid}`);
+  }
+  return groups;
 }
 
 function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pageServer: PageServerClient | undefined, track: MemTracker): DumpStats {
@@ -470,7 +473,7 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
   const stats: DumpStats = { pids: tree.map((n) => n.pid), freezingTime: Math.round(freezeMs * 1000), frozenTime: 0, memdumpTime: 0, memwriteTime: 0, pagesScanned: 0, pagesWritten: 0, pagesSkippedParent: 0 };
   const pstree: S.Init<typeof S.pstree_entrySchema>[] = [];
   const ns = new NsView(tree[0].pid, !!((o.emptyNs ?? 0) & CLONE.NEWNET), o.extNetNs);
-  checkSessions(tree, ns, !!o.shellJob);
+  const groups = checkSessions(tree, ns, !!o.shellJob); // each process's, read once
   writeTreeNsImages(d, ns);
   if (ns.container && !o.preDump) {
     // (a pre-dump keeps memory for the next dump; the mounts are saved by that dump, as criu
@@ -489,7 +492,7 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
   const fdOpts: DumpOpts = { tree: alivePids, shellJob: o.shellJob, tcpEstablished: o.tcpEstablished, tcpClose: o.tcpClose, skipInFlight: o.skipInFlight, extUnixSk: o.extUnixSk,
     fileLocks: o.fileLocks, links, nsMounts, skipFd: (p, fd) => track.skips(p, fd) };
   // each fd kind's look at the whole tree (pty masters and controlling terminals: tty.ts)
-  const dumpTree = { pids: alivePids, files, images: extra, vpid: (p: number) => ns.v(p), vpgid: (p: number) => ns.groups(p).pgid };
+  const dumpTree = { pids: alivePids, files, images: extra, vpid: (p: number) => ns.v(p), vpgid: (p: number) => groups.get(p)!.pgid };
   for (const k of FD_KINDS) k.dumpBegin?.(dumpTree, fdOpts);
   // its own IPC namespace: refused if it holds what is not saved, else its sysctls
   if (ns.ownIpcNs) dumpIpcNs(tree[0].pid, d, IPC_NS_ID);
@@ -506,7 +509,7 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
       refuse("dump", `process ${n.pid}`, "timens-children");
     }
     const vpid = ns.v(n.pid), vppid = idx === 0 ? 0 : ns.v(n.ppid);
-    const { pgid, sid } = ns.groups(n.pid);
+    const { pgid, sid } = groups.get(n.pid)!;
     if (n.zombie) {
       const z = n.zombie;
       pstree.push({ pid: vpid, ppid: vppid, pgid, sid, threads: [vpid] });

@@ -97,11 +97,7 @@ export class NsView {
     }
   }
   private last(pid: number, key: string, tid?: number): number {
-    const text = readFileSync(tid ? `/proc/${pid}/task/${tid}/status` : `/proc/${pid}/status`, "latin1");
-    const m = new RegExp(`^${key}:\\s*(.*)$`, "m").exec(text);
-    if (!m) throw new CriuError("dump", `process ${pid}: no ${key} in /proc/${pid}/status`);
-    const l = m[1].trim().split(/\s+/);
-    return Number(l[l.length - 1]);
+    return lastField(readFileSync(tid ? `/proc/${pid}/task/${tid}/status` : `/proc/${pid}/status`, "latin1"), pid, key);
   }
   /** the PID (or TID) in the tree's own namespace */
   v(pid: number, tid?: number): number {
@@ -110,7 +106,11 @@ export class NsView {
     if (r === undefined) this.cache.set(k, (r = this.last(pid, "NSpid", tid)));
     return r;
   }
-  groups(pid: number) { return { pgid: this.last(pid, "NSpgid"), sid: this.last(pid, "NSsid") }; }
+  /** its process group and session in the tree's own namespace (one read of its status) */
+  groups(pid: number) {
+    const text = readFileSync(`/proc/${pid}/status`, "latin1");
+    return { pgid: lastField(text, pid, "NSpgid"), sid: lastField(text, pid, "NSsid") };
+  }
   /** every process of the tree must be in the root's PID namespace (nested ones are not supported) */
   check(pid: number) {
     for (const [k, v] of this.rootNs) {
@@ -318,4 +318,12 @@ export function restoreRootNamespaces(
     inj.ok("setdomainname", NR.setdomainname, str(domainname, 1), Buffer.byteLength(domainname));
     log.debug(`namespaces: process ${root.pid}: a new UTS namespace, hostname '${nodename}', domain '${domainname}'`);
   }
+}
+
+/** The last number of a /proc/PID/status line (NSpid, NSpgid, NSsid: the innermost namespace's). */
+function lastField(text: string, pid: number, key: string): number {
+  const m = new RegExp(`^${key}:\\s*(.*)$`, "m").exec(text);
+  if (!m) throw new CriuError("dump", `process ${pid}: no ${key} in /proc/${pid}/status`);
+  const l = m[1].trim().split(/\s+/);
+  return Number(l[l.length - 1]);
 }

@@ -14,6 +14,22 @@ import { CriuError, log } from "../log";
 
 const AUDIT_UNSET = 0xffffffff;
 
+/**
+ * Sessions and process groups restore can make exactly (CRIU's rule, checked at dump and again at
+ * restore): each led by a process of the tree (made with setsid and setpgid), or, with
+ * --shell-job, the root's own (they become criu-bun's, the job's). The first process whose session
+ * or group is neither, and which of the two; pids, pgids and sids as the tree's namespace numbers them.
+ */
+export function unledGroup<T extends { pid: number; pgid: number; sid: number }>(tasks: T[], shellJob: boolean): { t: T; what: "session" | "group" } | undefined {
+  const inTree = new Set(tasks.map((t) => t.pid));
+  const root = tasks[0];
+  for (const t of tasks) {
+    if (!inTree.has(t.sid) && !(shellJob && t.sid === root.sid)) return { t, what: "session" };
+    if (!inTree.has(t.pgid) && !(shellJob && t.pgid === root.pgid)) return { t, what: "group" };
+  }
+  return undefined;
+}
+
 // ---------- dump ----------
 
 /** PR_GET_CHILD_SUBREAPER, for the dump's batch */

@@ -20,6 +20,7 @@ import { restoreSysvShm, finishSysvShm, dropSysvShm, shmImage } from "../resourc
 import { withNs } from "../sys/netns";
 import { restoreIpcNs } from "../resources/ipcns";
 import { O } from "../sys/mem";
+import { unledGroup } from "../resources/taskattrs";
 import { CriuError, log, phase, asCriuError, logFd, unalias } from "../log";
 import { startWatchdog, stopWatchdog, tick, whilePaused, setStallHint } from "./watchdog";
 import { fault, pausePoint } from "../fault";
@@ -372,25 +373,16 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
   return { pid: hostPid, ms, forkMs, pages, processes: set.tasks.length, lazy, pids: builders.filter((b) => !b.t.zombie).map((b) => b.pid) };
 }
 
-/**
- * Sessions and process groups restore can make exactly: led by a process of the images (made
- * with setsid and setpgid), or, with --shell-job, the root's own, which become criu-bun's (the
- * job's). Any other leader would need a process that is not in the images: refused before
- * anything is made, as CRIU's restore refuses it.
- */
+/** Sessions and process groups led from outside the images: refused before anything is made, as
+ *  CRIU's restore refuses them (taskattrs.ts unledGroup). */
 function checkSessions(tasks: { pid: number; pgid: number; sid: number }[], shellJob: boolean) {
-  const inTree = new Set(tasks.map((t) => t.pid));
-  const root = tasks[0];
-  for (const t of tasks) {
-    if (!inTree.has(t.sid) && !(shellJob && t.sid === root.sid)) {
-      throw new CriuError("restore", t === root
-        ? `process ${t.pid} was not a session leader (session ${t.sid}); restore it with --shell-job to put it in criu-bun's session`
-        : `process ${t.pid}: its session ${t.sid} is led by a process that is not in the images`);
-    }
-    if (!inTree.has(t.pgid) && !(shellJob && t.pgid === root.pgid)) {
-      throw new CriuError("restore", t === root
-        ? `process ${t.pid} was not a process group leader (group ${t.pgid}); restore it with --shell-job to put it in criu-bun's group`
-        : `process ${t.pid}: its process group ${t.pgid} is led by a process that is not in the images`);
-    }
+  const u = unledGroup(tasks, shellJob);
+  if (!u) return;
+  const { t, what } = u, id = what === "session" ? t.sid : t.pgid;
+  if (t === tasks[0]) {
+    throw new CriuError("restore", what === "session"
+      ? `process ${t.pid} was not a session leader (session ${id}); restore it with --shell-job to put it in criu-bun's session`
+      : `process ${t.pid} was not a process group leader (group ${id}); restore it with --shell-job to put it in criu-bun's group`);
   }
+  throw new CriuError("restore", `process ${t.pid}: its ${what === "session" ? "session" : "process group"} ${id} is led by a process that is not in the images`);
 }
