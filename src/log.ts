@@ -80,7 +80,7 @@ function stamp(): string {
 // a write(2) each cost about a tenth of the frozen time. Debug lines are gathered in a buffer
 // and written when it fills, at the next line of a lower level (warnings and errors go out at
 // once, after what came before them), at every phase() and at exit. The buffer is shared memory:
-// the restore watchdog (restore/watchdog.ts), whose thread reports a stalled restore while this
+// the restore watchdog (src/watchdog.ts), whose thread reports a stalled restore while this
 // one is stuck, writes what is buffered before its own line (flushLogFrom).
 const BUF_BYTES = 32 << 10;
 const shared = new SharedArrayBuffer(BUF_BYTES + 8);

@@ -17,3 +17,9 @@ export function versionText(): string {
 export function versionLine(): string {
   return `Version: ${CRIU_LEVEL} (gitid ${GITID})`;
 }
+
+/** The command that runs this criu-bun again (the compiled executable, or bun with the entry script). */
+export function selfCommand(): string[] {
+  const script = process.argv[1];
+  return script && !script.startsWith("/$bunfs/") ? [process.execPath, script] : [process.execPath];
+}

@@ -1,4 +1,4 @@
-// criu-bun migrate: live migration between two criu-bun processes (src/net/migrate.ts), with real
+// criu-bun migrate: live migration between two criu-bun processes (src/migrate/migrate.ts), with real
 // processes in network namespaces made by the test. The workload (workloads/migcounter.py, python3
 // in its own PID namespace so that the destination can restore its PIDs while the frozen source
 // still holds them on this one machine) keeps writing its memory and checks it against a replay at

@@ -2,7 +2,7 @@ import { existsSync, statSync } from "node:fs";
 import { CriuError, log } from "../log";
 import type { Opts } from "./options";
 import { atoi } from "./getopt";
-import { runLazyDaemon } from "../net/lazy-daemon";
+import { runLazyDaemon } from "../restore/lazy-daemon";
 import { daemonize, writePidfile, signalReady, DAEMON_FD_ENV } from "./pageserver";
 
 /**

@@ -1,11 +1,11 @@
-// criu-bun migrate (criu-bun's own command): live migration, src/net/migrate.ts.
+// criu-bun migrate (criu-bun's own command): live migration, src/migrate/migrate.ts.
 //   destination: criu-bun migrate --listen PORT [--address A] [-D DIR] [--no-post-copy]
 //   source:      criu-bun migrate -t PID --to HOST:PORT [-D DIR] [--tcp-established]
 import { existsSync, statSync } from "node:fs";
 import { CriuError } from "../log";
 import type { Opts } from "./options";
 import { atoi } from "./getopt";
-import { migrateIn, migrateOut } from "../net/migrate";
+import { migrateIn, migrateOut } from "../migrate/migrate";
 import { scriptHooks } from "./scripts";
 
 function port(v: string, what: string): number {

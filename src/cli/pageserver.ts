@@ -9,6 +9,7 @@ import { NR } from "../sys/nr";
 import { runHook } from "../hooks";
 import { scriptHooks } from "./scripts";
 import { linkParent } from "../codec/incremental";
+import { selfCommand } from "../version";
 
 /** the daemon child learns from this variable which fd tells its parent it is listening */
 export const DAEMON_FD_ENV = "CRIU_BUN_DAEMON_FD";
@@ -30,11 +31,6 @@ export function signalReady(fd: number) {
   try { closeSync(fd); } catch {}
 }
 
-/** The command that runs this criu-bun again (the compiled executable, or bun with the entry script). */
-export function selfCommand(): string[] {
-  const script = process.argv[1];
-  return script && !script.startsWith("/$bunfs/") ? [process.execPath, script] : [process.execPath];
-}
 
 /**
  * criu -d/--daemon: run a copy of this command in the background (its own session, stdio on

@@ -10,14 +10,11 @@ import { atoi } from "./getopt";
 import { seqpacketListen, seqpacketAccept } from "../sys/seqpacket";
 import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
+import { selfCommand } from "../version";
 
 const DAEMON_FD_ENV = "CRIU_BUN_SERVICE_FD";
 const DEFAULT_ADDRESS = "./criu_service.socket";
 
-function selfCommand(): string[] {
-  const script = process.argv[1];
-  return script && !script.startsWith("/$bunfs/") ? [process.execPath, script] : [process.execPath];
-}
 
 function ready(fd: number) {
   try { writeSync(fd, new Uint8Array(1)); } catch (e: any) { throw new CriuError("service", `--status-fd ${fd}: ${e.code ?? e.message}`); }

@@ -12,13 +12,10 @@ import type { Opts } from "./options";
 import { readImage, imageExists, decodeImage, encodeImage, pagemapNrPages } from "../images/image";
 import type { MessageKind } from "../images/magic";
 import { toCritJson, stringifyCrit, stringifyCritCompact, parseCritJson, fromCritJson, formatIp } from "../images/json";
-import type { pstree_entry } from "../images/gen/pstree_pb";
-import type { core_entry, task_kobj_ids_entry } from "../images/gen/core_pb";
-import type { mm_entry } from "../images/gen/mm_pb";
-import type { file_entry } from "../images/gen/files_pb";
-import { fd_types } from "../images/gen/files_pb";
-import type { fs_entry } from "../images/gen/inventory_pb";
-import type { pagemap_entry } from "../images/gen/mm_pb";
+import {
+  fd_types, type pstree_entry, type core_entry, type task_kobj_ids_entry, type mm_entry, type file_entry, type fs_entry,
+  type pagemap_entry,
+} from "../images/schemas";
 
 const USAGE = "usage: criu-bun show decode|encode|info [-i IN] [-o OUT] [--pretty] [--nopl] | show show IN | show x DIR ps|fds|mems|rss";
 

@@ -20,7 +20,7 @@
 //                                                      view of the input buffer in WASM memory; fill
 //                                                      it (e.g. process_vm_readv) then call the codec
 //   .inputAddr(offset = 0): number                     real address of the input buffer for the
-//                                                      kernel (bun:ffi ptr of the view; stable until
+//                                                      kernel (sys/addr of the view; stable until
 //                                                      reserve())
 //   .zeroPages(offset, nPages): Uint8Array             flag per 4 KiB page, 1 = all zero. A view
 //                                                      valid until the next zeroPages()/reserve().
@@ -48,7 +48,7 @@
 // eats 32 bytes per round); XXH32 is there to match the LZ4 frame format's content checksums.
 // Both are tested against xxHash's own sanity vectors and XXH32 also against the lz4 CLI.
 import { readFileSync } from "node:fs";
-import { ptr } from "bun:ffi";
+import { addr } from "../sys/addr";
 // @ts-ignore: a file import: Bun gives its path (inside the executable when compiled)
 import wasmPath from "../../wasm/codec.wasm" with { type: "file" };
 import { CriuError } from "../log";
@@ -172,7 +172,7 @@ export class PageCodec {
   /** Real (process) address of input byte `offset`, for syscalls such as process_vm_readv. */
   inputAddr(offset = 0): number {
     this.check(offset, 0, "inputAddr");
-    return (ptr(this.u8) as unknown as number) + this.inAt + offset;
+    return addr(this.u8, this.inAt + offset);
   }
 
   /** One flag per 4 KiB page of [offset, offset + nPages*4096): 1 = all zero. */

@@ -26,7 +26,7 @@ import { RunList } from "../images/pagemap";
 import { writeFull } from "../sys/mem";
 import { VMA, PE } from "../resources/vma";
 import { CriuError, log, logLevel, LOG_DEBUG } from "../log";
-import { tick } from "../restore/watchdog";
+import { tick } from "../watchdog";
 
 const PAGE = 4096;
 const SLOTS_PER_WORKER = 3;

@@ -5,7 +5,7 @@
 // zero test is Buffer.compare against a zero page (memcmp) and XXH64 is Bun.hash.xxHash64: the
 // same function as codec.wasm's xxh64 (seed included), so the images are identical either way.
 // LZ4 (a compressed image met on restore) falls back to a PageCodec, made on first use.
-import { ptr } from "bun:ffi";
+import { addr } from "../sys/addr";
 import { PageCodec } from "./codec";
 
 const PAGE = 4096;
@@ -40,7 +40,7 @@ export class PlainCodec {
 
   inputAddr(offset = 0): number {
     this.check(offset, 0, "inputAddr");
-    return (ptr(this.u8) as unknown as number) + offset;
+    return addr(this.u8, offset);
   }
 
   /** One flag per 4 KiB page of [offset, offset + nPages*4096): 1 = all zero. */

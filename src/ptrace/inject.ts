@@ -7,7 +7,7 @@
 import { getRegs, setRegs, ptrace, PTRACE, R, wait4Raw, W, type Regs, __WALL, describeStatus, getEventMsg, getXstate, getSigmask } from "../sys/ptrace";
 import { buildFrame, findStubPlace, unguardable, GUARD_STUB, NR_RT_SIGRETURN, FRAME_SIGMASK_OFF, SCRATCH_ROOM } from "./guard";
 import { diePoint } from "../fault";
-import { tick } from "../restore/watchdog";
+import { tick } from "../watchdog";
 import { openFd, closeFd, preadFull, pwriteFull, O } from "../sys/mem";
 import { readMaps, readStat } from "../sys/proc";
 import { CriuError, log, logLevel, LOG_DEBUG } from "../log";

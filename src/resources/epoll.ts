@@ -9,7 +9,7 @@ import { CriuError } from "../log";
 import { syscall, addr } from "../sys/syscall";
 import { refuse } from "./unsupported";
 import { errnoText } from "../sys/errno";
-import { fd_types } from "../images/gen/files_pb";
+import { fd_types } from "../images/schemas";
 
 const EPOLL_CLOEXEC = 0o2000000;
 

@@ -18,7 +18,7 @@ import * as S from "../images/schemas";
 import { refuse } from "./unsupported";
 import { CriuError } from "../log";
 import { errnoText } from "../sys/errno";
-import { fd_types } from "../images/gen/files_pb";
+import { fd_types } from "../images/schemas";
 
 
 function fifoPath(ctx: { files: Map<number, S.file_entry> }, f: S.file_entry, where: string): S.reg_file_entry {

@@ -15,7 +15,7 @@ import { refuse, ANON_REFUSED } from "./unsupported";
 import type * as S from "../images/schemas";
 import { errnoText } from "../sys/errno";
 import { fdLocks, type LockDump } from "./filelocks";
-import { fd_types } from "../images/gen/files_pb";
+import { fd_types } from "../images/schemas";
 
 /** fd_types of files.proto (generated): the kind of each fd in fdinfo and files.img */
 export const FD_TYPE = fd_types;

@@ -28,7 +28,7 @@ import {
 import { netLock, netUnlock, netRelease, lockTableName, heldTableName, runLockTableName, NETWORK_LOCK, type LockedEndpoint } from "../net/netlock";
 import { withNetns } from "../sys/netns";
 import { readLink } from "../sys/proc";
-import * as S from "../images/gen/sockets_pb";
+import * as S from "../images/schemas";
 import type { InitOf } from "../images/schemas";
 import { CriuError, log } from "../log";
 import { errnoText } from "../sys/errno";

@@ -11,7 +11,7 @@ import { closeFd, O, F } from "../sys/mem";
 import { CriuError } from "../log";
 import { refuse } from "./unsupported";
 import { errnoText } from "../sys/errno";
-import { fd_types } from "../images/gen/files_pb";
+import { fd_types } from "../images/schemas";
 
 
 interface Wd { wd: number; ino: bigint; sdev: number; mask: number; ignoredMask: number; bytes: number; type: number; handle: Uint8Array }

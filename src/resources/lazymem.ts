@@ -1,7 +1,7 @@
 // Lazy pages (post-copy), the process's side: which memory a `dump --lazy-pages` leaves with the
 // source, and, on `restore --lazy-pages`, the userfaultfd that lets the process run before that
 // memory has arrived. The pages travel between the dump (src/net/pageserver.ts, serveLazyPages)
-// and the lazy-pages daemon (src/net/lazy-daemon.ts), which resolves the faults.
+// and the lazy-pages daemon (src/restore/lazy-daemon.ts), which resolves the faults.
 //
 // Dump: private anonymous memory (not the vDSO/vvar/vsyscall, not mlock()ed, as CRIU decides) is
 // not read; its pagemap runs carry PE_LAZY alone, as CRIU writes them. Restore: those VMAs are

@@ -16,7 +16,7 @@ import { dumpShmemContents, fillShmemContents } from "./shmem";
 import { refuse } from "./unsupported";
 import { isFieldSet } from "@bufbuild/protobuf";
 import { errnoText } from "../sys/errno";
-import { fd_types } from "../images/gen/files_pb";
+import { fd_types } from "../images/schemas";
 
 const F_SEAL_SEAL = 1;
 const MFD_CLOEXEC = 1, MFD_ALLOW_SEALING = 2;

@@ -29,7 +29,7 @@ import { CriuError } from "../log";
 import { readFileSync, existsSync } from "node:fs";
 import { join } from "node:path";
 import { errnoText } from "../sys/errno";
-import { fd_types } from "../images/gen/files_pb";
+import { fd_types } from "../images/schemas";
 
 const MQUEUE_MAGIC = 0x19800202;
 const SYS = { mq_open: 240, mq_unlink: 241, mq_timedsend: 242, mq_timedreceive: 243, mq_getsetattr: 245, statfs: 137, fchmod: 91, fchown: 93 };

@@ -10,7 +10,7 @@ import { O } from "../sys/mem";
 import { CriuError } from "../log";
 import { refuse } from "./unsupported";
 import { errnoText } from "../sys/errno";
-import { fd_types } from "../images/gen/files_pb";
+import { fd_types } from "../images/schemas";
 
 const PIDFD_THREAD = O.EXCL;
 

@@ -7,7 +7,7 @@ import { openFd, closeFd, O, writeFull, F } from "../sys/mem";
 import * as S from "../images/schemas";
 import { CriuError, log } from "../log";
 import { errnoText } from "../sys/errno";
-import { fd_types } from "../images/gen/files_pb";
+import { fd_types } from "../images/schemas";
 
 /** A pipe's unread bytes, read without consuming them: tee() into a scratch pipe, then read that.
  *  readable: an fd of criu-bun's own that may already read the pipe (a grabbed read end of a

@@ -16,7 +16,7 @@ import { CriuError, log } from "../log";
 import { refuse } from "./unsupported";
 import { isFieldSet } from "@bufbuild/protobuf";
 import { buildIdOf, buildIdHex } from "./buildid";
-import { fd_types } from "../images/gen/files_pb";
+import { fd_types } from "../images/schemas";
 
 /** source: where to read the file's build-id (an fd of the target through /proc, or the path);
  * ids: build-ids already read in this dump, by the file's identity (key) */

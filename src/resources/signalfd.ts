@@ -5,7 +5,7 @@ import { NR } from "../sys/nr";
 import { O } from "../sys/mem";
 import { CriuError } from "../log";
 import { errnoText } from "../sys/errno";
-import { fd_types } from "../images/gen/files_pb";
+import { fd_types } from "../images/schemas";
 
 export const signalfdKind: FdKind = {
   name: "signalfd",

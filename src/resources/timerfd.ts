@@ -10,7 +10,7 @@ import { NR } from "../sys/nr";
 import { O } from "../sys/mem";
 import { CriuError } from "../log";
 import { errnoText } from "../sys/errno";
-import { fd_types } from "../images/gen/files_pb";
+import { fd_types } from "../images/schemas";
 
 const TFD_IOC_SET_TICKS = 0x40085400; // _IOW('T', 0, u64)
 

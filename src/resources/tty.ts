@@ -20,7 +20,7 @@ import { fdLinks, readStat } from "../sys/proc";
 import { refuse } from "./unsupported";
 import { readImage, imageExists } from "../images/image";
 import { runHook, type Hooks } from "../hooks";
-import { fd_types } from "../images/gen/files_pb";
+import { fd_types } from "../images/schemas";
 
 const IOC = { TCGETS: 0x5401, TCSETS: 0x5402, TIOCGLCKTRMIOS: 0x5456, TIOCSLCKTRMIOS: 0x5457, TIOCGWINSZ: 0x5413, TIOCSWINSZ: 0x5414, TIOCSCTTY: 0x540e, TIOCGPTN: 0x80045430, TIOCSPTLCK: 0x40045431, TIOCGPTLCK: 0x80045439 } as const;
 const PTMX_RDEV = (5 << 8) | 2;

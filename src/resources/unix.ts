@@ -15,7 +15,7 @@ import { NR } from "../sys/nr";
 import { closeFd, O, F } from "../sys/mem";
 import { fdLinks, readLink } from "../sys/proc";
 import type * as S from "../images/schemas";
-import { sk_packet_entrySchema } from "../images/gen/sockets_pb";
+import { sk_packet_entrySchema, fd_types } from "../images/schemas";
 import { withNetns } from "../sys/netns";
 import { CriuError, log } from "../log";
 import { refuse } from "./unsupported";
@@ -24,7 +24,6 @@ import { errnoText, SysError } from "../sys/errno";
 import { sockDiagDump, sockDiagGet, unixDiagReq, diagAttrs, SOCK_DIAG_BY_FAMILY, UDIAG_SHOW, UNIX_DIAG } from "../sys/sockdiag";
 import { NLMSG, nlError } from "../sys/netlink";
 import { AF, AF_NAMES, SOL, SO, MSG, SCM_RIGHTS } from "../sys/sock";
-import { fd_types } from "../images/gen/files_pb";
 
 const TCP_LISTEN = 10;
 

@@ -4,7 +4,7 @@
 import { closeSync, fstatSync, openSync, readFileSync, realpathSync, statSync, constants as C } from "node:fs";
 import { isAbsolute, join } from "node:path";
 import { isFieldSet, ScalarType } from "@bufbuild/protobuf";
-import { criu_optsSchema, criu_featuresSchema, cgroup_rootSchema, criu_req_type, criu_cg_mode, type criu_opts, type criu_req } from "../images/gen/rpc_pb";
+import { criu_optsSchema, criu_featuresSchema, cgroup_rootSchema, criu_req_type, criu_cg_mode, type criu_opts, type criu_req } from "../images/rpc";
 import { inheritFds } from "../restore/inherit";
 import { CRIU_OPTIONS, refusal } from "../cli/criu-options";
 import { readConfig } from "../cli/config";

@@ -3,7 +3,7 @@
 // per packet, one criu_resp per request, until the caller closes its end. The requests run the
 // same dump and restore pipelines as the command line (src/rpc/requests.ts maps their fields).
 import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
-import { criu_reqSchema, criu_respSchema, criu_req_type, type criu_req } from "../images/gen/rpc_pb";
+import { criu_reqSchema, criu_respSchema, criu_req_type, type criu_req } from "../images/rpc";
 import { recvPacket, sendPacket, peerCred, socketType } from "../sys/seqpacket";
 import { CriuError, log, logFd, setLogFile, setLogLevel } from "../log";
 import { SysError, errnoText } from "../sys/errno";

@@ -52,10 +52,7 @@ export function sysOk(name: string, nr: number, a: Arg = 0, b: Arg = 0, c: Arg =
   return r;
 }
 
-/** Address of a typed array's bytes, for passing to the kernel. */
-export function addr(buf: ArrayBufferView | ArrayBuffer, offset = 0): number {
-  return (ffiPtr(buf as any) as unknown as number) + offset;
-}
+export { addr } from "./addr";
 
 /** NUL-terminated C string in a fresh buffer (keep a reference while the call runs). */
 export function cstr(s: string): Uint8Array {

@@ -3,7 +3,7 @@
 // It listens on DIR's (or -W's) lazy-pages.socket for `restore --lazy-pages`, which hands it one
 // userfaultfd per restored process (src/resources/lazymem.ts), and gets the pages from the dump
 // serving them (`dump --lazy-pages`, CRIU's or criu-bun's: PS_IOV_GET, src/net/pageserver.ts).
-// Without --page-server (migrate's post-copy, src/net/migrate.ts) the pages come from the images in
+// Without --page-server (migrate's post-copy, src/migrate/migrate.ts) the pages come from the images in
 // DIR itself: the pages of private anonymous memory that DIR's parent images hold
 // (lazymem.ts lazyParentRuns), which `restore --lazy-pages` with lazyParents left out.
 // With both (migrate's post-copy from the source: sourceFd, a connection the source opened), the
@@ -27,7 +27,7 @@ import { errnoText } from "../sys/errno";
 import { recvPacket, sendPacket } from "../sys/seqpacket";
 import { readUffdMsgs, uffdCopy, uffdZero, uffdWake, UFFD_EVENT } from "../sys/uffd";
 import { decodePagemap } from "../images/pagemap";
-import { LazyPagesClient } from "./pageserver";
+import { LazyPagesClient } from "../net/pageserver";
 import { LAZY_SOCKET, RESTORE_FINISHED, sockaddrUn, clearStaleSocket, lazyParentRuns } from "../resources/lazymem";
 import { PageSource } from "../codec/incremental";
 import { readImage } from "../images/image";

@@ -66,19 +66,19 @@ import { closeFd, O } from "../sys/mem";
 import { AF, SOCK, SOL, SO } from "../sys/sock";
 import { CriuError, log, logLevel } from "../log";
 import { awaitLazyMemory } from "../resources/lazymem";
-import { selfCommand } from "../cli/pageserver";
+import { selfCommand } from "../version";
 import { pausePoint } from "../fault";
 import { writeNewFile } from "../images/safefs";
 import {
   PageServerClient, serveSession, sockaddrIn, setDeadline, forgetSocket, writeAll, readAll, must, setInt, TCP_NODELAY,
   wireBytes, LazyPageServer, type LazySource,
-} from "./pageserver";
+} from "../net/pageserver";
 import { dumpProcess } from "../dump/dump";
 import { restoreProcesses, checkRestorable, type RestoreOptions } from "../restore/restore";
 import { dropTracking } from "../resources/memtrack";
 import { linkParent } from "../codec/incremental";
 import { errnoText } from "../sys/errno";
-import { runLockTableName, dumpRunId, listLockTables } from "./netlock";
+import { runLockTableName, dumpRunId, listLockTables } from "../net/netlock";
 import { setThreadNice, readStat } from "../sys/proc";
 
 /**

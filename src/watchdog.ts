@@ -3,7 +3,7 @@
 // the restore bumps (every phase, injected syscall and page block). When it has not moved for
 // the timeout, the watcher logs the error line (stderr, or the -o file) and kills criu-bun: every process
 // being built is traced with PTRACE_O_EXITKILL, so it dies too and nothing half-built remains.
-import { context, setPhaseHook, logBuffer } from "../log";
+import { context, setPhaseHook, logBuffer } from "./log";
 
 const PHASE_BYTES = 512;
 let counter: Int32Array | undefined;

@@ -1,0 +1,9 @@
+// The address of a typed array's bytes, for the kernel (syscall arguments, iovecs). A module of
+// its own so that code outside src/sys (the page codecs, also loaded by the page Workers) gets
+// an address without bun:ffi and without loading the syscall stub.
+import { ptr } from "bun:ffi";
+
+/** Address of a typed array's bytes, for passing to the kernel. */
+export function addr(buf: ArrayBufferView | ArrayBuffer, offset = 0): number {
+  return (ptr(buf as any) as unknown as number) + offset;
+}
