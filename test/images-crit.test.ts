@@ -2,14 +2,13 @@
 // to exactly the JSON we print; images `crit encode` writes from that JSON decode with our
 // reader to the same messages and payloads.
 import { test, expect, describe } from "bun:test";
-import { equals, type DescMessage } from "@bufbuild/protobuf";
+import { equals } from "@bufbuild/protobuf";
 import { existsSync, mkdtempSync, writeFileSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { encodeImage, decodeImage, pagemapNrPages } from "../src/images/image";
-import { kindByName, PAGEMAP_HEAD_SCHEMA } from "../src/images/magic";
+import { entrySchemaAt, kindByName } from "../src/images/magic";
 import { toCritJson, stringifyCrit, parseCritJson, fromCritJson } from "../src/images/json";
-import { ghost_chunk_entrySchema } from "../src/images/gen/files_pb";
 import { sampleItems, MSG_KINDS } from "./images-fill";
 import { stripForCrit } from "./crit-schema";
 
@@ -32,11 +31,7 @@ function crit(...args: string[]): string {
   return r.stdout.toString();
 }
 
-function schemaAt(kind: string, i: number): DescMessage {
-  if (kind === "PAGEMAP" && i === 0) return PAGEMAP_HEAD_SCHEMA;
-  if (kind === "GHOST_FILE" && i > 0) return ghost_chunk_entrySchema;
-  return kindByName.get(kind)!.schema!;
-}
+const schemaAt = (kind: string, i: number) => entrySchemaAt(kindByName.get(kind)!, i);
 
 /** Our items, minus the fields crit 3.17 does not know (read from crit's own descriptors): CRIU 4's
  * additions and criu-bun's extensions; both sides then describe the same thing. */

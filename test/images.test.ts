@@ -1,6 +1,6 @@
 // Image layer: framing, every kind's round trip (binary and crit JSON), errors, show CLI.
 import { test, expect, describe } from "bun:test";
-import { equals, create, type DescMessage } from "@bufbuild/protobuf";
+import { equals, create } from "@bufbuild/protobuf";
 import { mkdtempSync, writeFileSync, readFileSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -8,9 +8,9 @@ import {
   encodeImage, decodeImage, writeImage, writeImageWithPayload, readImage, readImagePayloads, openImage,
   imageExists, ImageError, pagemapNrPages, pagemapCounts,
 } from "../src/images/image";
-import { KINDS, kindByName, IMG_COMMON_MAGIC, PAGEMAP_HEAD_SCHEMA, imageName } from "../src/images/magic";
+import { KINDS, kindByName, IMG_COMMON_MAGIC, entrySchemaAt, imageName } from "../src/images/magic";
 import { toCritJson, fromCritJson, stringifyCrit, parseCritJson, qpEncode, qpDecode, formatIp, parseIp } from "../src/images/json";
-import { ghost_chunk_entrySchema, type pipe_data_entry } from "../src/images/gen/files_pb";
+import { type pipe_data_entry } from "../src/images/gen/files_pb";
 import { pstree_entrySchema } from "../src/images/gen/pstree_pb";
 import { pagemap_entrySchema } from "../src/images/gen/mm_pb";
 import { CriuError } from "../src/log";
@@ -20,12 +20,7 @@ const ROOT = join(import.meta.dir, "..");
 const BUN = process.execPath;
 const tmp = () => mkdtempSync(join(tmpdir(), "criu-bun-img-"));
 
-function schemaAt(kind: string, i: number): DescMessage {
-  const k = kindByName.get(kind)!;
-  if (kind === "PAGEMAP" && i === 0) return PAGEMAP_HEAD_SCHEMA;
-  if (kind === "GHOST_FILE" && i > 0) return ghost_chunk_entrySchema;
-  return k.schema!;
-}
+const schemaAt = (kind: string, i: number) => entrySchemaAt(kindByName.get(kind)!, i);
 
 describe("round trip of every image kind", () => {
   for (const k of MSG_KINDS) {

@@ -9,9 +9,9 @@ import { join } from "node:path";
 import { buildWorkloads, cleanup, criuBun, criuBunCommand, startWorkload, REPO_ROOT } from "./harness";
 import { decodeImage, encodeImage } from "../src/images/image";
 import { toCritJson, stringifyCrit, stringifyCritCompact, parseCritJson, fromCritJson } from "../src/images/json";
-import { KINDS, kindByName, PAGEMAP_HEAD_SCHEMA } from "../src/images/magic";
+import { KINDS, kindByName, PAGEMAP_HEAD_SCHEMA, entrySchemaAt } from "../src/images/magic";
 import { ghost_chunk_entrySchema } from "../src/images/gen/files_pb";
-import { equals, type DescMessage } from "@bufbuild/protobuf";
+import { equals } from "@bufbuild/protobuf";
 import { stripForCrit, fieldsCritLacks } from "./crit-schema";
 
 setDefaultTimeout(120_000);
@@ -63,11 +63,7 @@ function encodeText(text: string): Uint8Array {
   return encodeImage(kind, items);
 }
 
-function schemaAt(kind: string, i: number): DescMessage {
-  if (kind === "PAGEMAP" && i === 0) return PAGEMAP_HEAD_SCHEMA;
-  if (kind === "GHOST_FILE" && i > 0) return ghost_chunk_entrySchema;
-  return kindByName.get(kind)!.schema!;
-}
+const schemaAt = (kind: string, i: number) => entrySchemaAt(kindByName.get(kind)!, i);
 /** What crit 3.17 prints for an image: our decode without the fields crit's own schema lacks
  * (read from crit, see crit-schema.ts), and pagemap's field 2 under crit 3.17's name nr_pages. */
 function critView(buf: Uint8Array, pretty: boolean): string {

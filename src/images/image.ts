@@ -7,7 +7,7 @@ import { PbWriter, encodeInto } from "./encode";
 import { join } from "node:path";
 import { CriuError } from "../log";
 import {
-  IMG_COMMON_MAGIC, IMG_SERVICE_MAGIC, kindByMagic, kindByName, PAGEMAP_HEAD_SCHEMA,
+  IMG_COMMON_MAGIC, IMG_SERVICE_MAGIC, kindByMagic, kindByName, PAGEMAP_HEAD_SCHEMA, entrySchemaAt,
   type ImageKind, type MessageKind, type EntryOf,
 } from "./magic";
 import { ghost_chunk_entrySchema } from "./gen/files_pb";
@@ -143,10 +143,7 @@ function encode(k: ImageKind, items: PayloadItem[], file: string): Uint8Array {
     return out.concat();
   }
   items.forEach((it, i) => {
-    let schema = k.schema!;
-    if (k.name === "PAGEMAP" && i === 0) schema = PAGEMAP_HEAD_SCHEMA;
-    if (k.name === "GHOST_FILE" && i > 0) schema = ghost_chunk_entrySchema;
-    schema = schemaOfMsg(it.msg, schema);
+    const schema = schemaOfMsg(it.msg, entrySchemaAt(k, i));
     out.entry(schema, it.msg);
     if (k.payload === "ghost") {
       const g: any = items[0].msg;

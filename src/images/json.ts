@@ -5,8 +5,7 @@
 // Integers that do not fit a double stay bigint; stringifyCrit/parseCritJson keep them exact.
 import { create, isFieldSet, getOption, hasOption, type DescMessage, type DescField, type Message } from "@bufbuild/protobuf";
 import { criu } from "./gen/opts_pb";
-import { kindByName, PAGEMAP_HEAD_SCHEMA, type ImageKind } from "./magic";
-import { ghost_chunk_entrySchema } from "./gen/files_pb";
+import { entrySchemaAt, kindByName, type ImageKind } from "./magic";
 import { ipc_msgSchema } from "./gen/ns_pb";
 import { CriuError } from "../log";
 import { ipcMsgPayload, parseIpcMsgPayload, type OpenedImage, type PayloadItem } from "./image";
@@ -277,8 +276,7 @@ function payloadOut(k: ImageKind, msg: any, p: Uint8Array): unknown {
 export function toCritJson(img: OpenedImage, pretty = true): { magic: string; entries: Record<string, unknown>[] } {
   const k = kindByName.get(img.kind)!;
   const entries = img.entries.map((m: any, i) => {
-    const schema = k.name === "PAGEMAP" && i === 0 ? PAGEMAP_HEAD_SCHEMA
-      : k.name === "GHOST_FILE" && i > 0 ? ghost_chunk_entrySchema : k.schema!;
+    const schema = entrySchemaAt(k, i);
     const d = messageToDict(schema, m, pretty);
     const p = img.payloads?.[i];
     if (k.payload === "ghost") {
@@ -365,8 +363,7 @@ export function fromCritJson(j: { magic: string; entries: Record<string, any>[] 
   if (!k || !k.schema) throw new CriuError("json", `unknown or raw image magic '${j?.magic}'`);
   const items = (j.entries ?? []).map((e, i) => {
     const { extra, ...rest } = e;
-    const schema = k.name === "PAGEMAP" && i === 0 ? PAGEMAP_HEAD_SCHEMA
-      : k.name === "GHOST_FILE" && i > 0 ? ghost_chunk_entrySchema : k.schema!;
+    const schema = entrySchemaAt(k, i);
     const msg: any = dictToMessage(schema, rest);
     let payload: Uint8Array = new Uint8Array(0);
     if (k.payload === "ghost") payload = extra !== undefined ? unb64(extra) : payload;

@@ -169,6 +169,15 @@ export const kindByMagic = new Map(K.filter((k) => k.header !== "raw").map((k) =
 /** The head message of PAGEMAP images (every later entry is a pagemap_entry). */
 export const PAGEMAP_HEAD_SCHEMA = pagemap_headSchema;
 
+/** The schema of entry `i` of an image of kind `k`: a pagemap's first entry is its head, a chunked
+ *  ghost file's entries after the first are chunks; every other entry is of the kind's own schema. */
+export function entrySchemaAt(k: ImageKind, i: number): DescMessage {
+  if (k.name === "PAGEMAP" && i === 0) return PAGEMAP_HEAD_SCHEMA;
+  if (k.name === "GHOST_FILE" && i > 0) return ghost_chunk_entrySchema;
+  if (!k.schema) throw new Error(`image kind ${k.name} has no entries`);
+  return k.schema;
+}
+
 /** CRIU-style file name: imageName("CORE", 42) -> "core-42.img" (%x ids in hex). */
 export function imageName(kindName: string, id?: number | bigint | string): string {
   const k = kindByName.get(kindName);
