@@ -301,10 +301,17 @@ export function cpuTicks(pid: number): number {
  * with this (and the wait* helpers built on the same idea), never with a fixed sleep.
  */
 export async function waitUntil(what: string, cond: () => boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timeout (${timeoutMs} ms) waiting for ${what}`);
-    await sleep(5);
+  await waitFor(cond, what, timeoutMs, 5);
+}
+
+/** Poll FN until it gives a value (not null, undefined, false, 0 or ""); after ms fail naming what was awaited. */
+export async function waitFor<T>(fn: () => T | null | undefined | false, what: string, ms = 20000, everyMs = 20): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = fn();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timeout (${ms} ms) waiting for ${what}`);
+    await sleep(everyMs);
   }
 }
 
@@ -322,11 +329,7 @@ export async function holdsFor(what: string, cond: () => boolean, ms: number): P
 
 /** Wait until the pid is gone or a zombie (e.g. after killWorkload, before a restore). */
 export async function waitGone(pid: number, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (isAlive(pid)) {
-    if (Date.now() > deadline) throw new Error(`pid ${pid} still alive after ${timeoutMs} ms`);
-    await sleep(5);
-  }
+  await waitFor(() => !isAlive(pid), `pid ${pid} to be gone`, timeoutMs, 5);
 }
 
 /** Kill every workload started here and remove their directories (CRIU_BUN_KEEP=1 keeps them). */

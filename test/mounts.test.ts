@@ -6,7 +6,7 @@ import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSyn
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
-import { buildWorkloads, cleanup, criuBun, criuBunCommand, startWorkload, trigger, waitResult } from "./harness";
+import { buildWorkloads, cleanup, criuBun, criuBunCommand, startWorkload, trigger, waitFor, waitResult } from "./harness";
 import { cleanupImages, dump, imagesDir, restore } from "./engine-helpers";
 
 beforeAll(async () => { await buildWorkloads(); }, 120_000);
@@ -48,15 +48,6 @@ function dumpedPids(dir: string): number[] {
   return JSON.parse(r.stdout).entries.flatMap((e: any) => [e.pid, ...(e.threads ?? [])]);
 }
 
-async function waitFor<T>(fn: () => T | undefined | false, ms: number, what: string): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(20);
-  }
-}
 const CRIU42 = "/work/shared/tools/criu-4.2";
 const read = (p: string) => { try { return readFileSync(p, "utf8"); } catch { return ""; } };
 
@@ -129,10 +120,10 @@ async function startContainer(rootfs: string, o: { pre?: string; extra?: string;
     rootfs, INNER.replace("$EXTRA", () => o.extra ?? "").replace("$LATE", () => o.late ?? "").replace("$CHECK", () => o.check ?? "")],
   { stdin: "ignore", stdout: "ignore", stderr: "ignore", detached: true });
   spawned.push(outer);
-  let pid = await waitFor(() => Number(read(join(rootfs, "pid"))) || undefined, 10000, "the container's shell");
+  let pid = await waitFor(() => Number(read(join(rootfs, "pid"))) || undefined, "the container's shell", 10000);
   if (o.pidns) pid = childOf(outer.pid); // it is 1 in there
   containers.push(pid);
-  await waitFor(() => Number(read(join(rootfs, "work/count"))) > 1, 10000, "the container's counter");
+  await waitFor(() => Number(read(join(rootfs, "work/count"))) > 1, "the container's counter", 10000);
   return { pid, outer };
 }
 
@@ -142,7 +133,7 @@ function childOf(pid: number): number {
 
 async function counting(rootfs: string) {
   const a = Number(read(join(rootfs, "work/count")));
-  await waitFor(() => Number(read(join(rootfs, "work/count"))) > a + 2, 5000, "the counter to advance");
+  await waitFor(() => Number(read(join(rootfs, "work/count"))) > a + 2, "the counter to advance", 5000);
 }
 
 /**
@@ -197,7 +188,7 @@ const runcLike = (mqueue = true) => ({
 async function restoreInit(dir: string, extra: string[] = []): Promise<{ init: number; r: Subprocess }> {
   const r = Bun.spawn([...criuBunCommand(), "restore", "-D", dir, "-o", "restore.log", "-v4", ...extra], { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
   const logText = () => read(join(dir, "restore.log"));
-  await waitFor(() => logText().includes("Restore finished") || r.exitCode !== null, 20000, "the restore");
+  await waitFor(() => logText().includes("Restore finished") || r.exitCode !== null, "the restore", 20000);
   if (r.exitCode !== null) throw new Error((await new Response(r.stderr).text()) + logText());
   const init = childOf(r.pid);
   expect(/^NSpid:\s*\d+\s+1$/m.test(readFileSync(`/proc/${init}/status`, "utf8"))).toBe(true);
@@ -209,7 +200,7 @@ async function finish(rootfs: string, pid: number, r: { proc: Subprocess }, befo
   expect(readlinkSync(`/proc/${pid}/ns/mnt`)).not.toBe(readlinkSync("/proc/self/ns/mnt"));
   await counting(rootfs);
   writeFileSync(join(rootfs, "work/go"), "");
-  await waitFor(() => existsSync(join(rootfs, "work/result")), 10000, "the container's result");
+  await waitFor(() => existsSync(join(rootfs, "work/result")), "the container's result", 10000);
   const res = readFileSync(join(rootfs, "work/result"), "utf8");
   expect(res.split("\n")[0]).toBe("PASS");
   expect(mounts(res)).toEqual(before);
@@ -335,7 +326,7 @@ describe("container mount namespaces", () => {
     expect(same(`/proc/${initA}/root`, a)).toBe(true);
     await counting(a);
     writeFileSync(join(a, "work/go"), "");
-    await waitFor(() => existsSync(join(a, "work/result")), 10000, "the container's result");
+    await waitFor(() => existsSync(join(a, "work/result")), "the container's result", 10000);
     const res = readFileSync(join(a, "work/result"), "utf8");
     expect(res.split("\n")[0]).toBe("PASS");
     expect(mounts(res)).toEqual(beforeA);
@@ -402,7 +393,7 @@ describe("container mount namespaces", () => {
       expect(same(`/proc/${pid}/root`, rootfs)).toBe(true);
       await counting(rootfs);
       writeFileSync(join(rootfs, "work/go"), "");
-      await waitFor(() => existsSync(join(rootfs, "work/result")), 10000, "the container's result");
+      await waitFor(() => existsSync(join(rootfs, "work/result")), "the container's result", 10000);
       const res = readFileSync(join(rootfs, "work/result"), "utf8");
       expect(res.split("\n")[0]).toBe("PASS");
       expect(mounts(res)).toEqual(before);
@@ -416,7 +407,7 @@ describe("container mount namespaces", () => {
     const treeA = dumpedPids(da);
     await ca.outer.exited;
     // CRIU needs every PID of the tree free: wait until the killed processes are reaped (orphans by init)
-    await waitFor(() => treeA.every((p) => !existsSync(`/proc/${p}`)), 20000, "the dumped tree to be reaped");
+    await waitFor(() => treeA.every((p) => !existsSync(`/proc/${p}`)), "the dumped tree to be reaped", 20000);
     const rc = Bun.spawnSync([CRIU42, "restore", "-D", da, "-d", "--root", a, "-o", "criu-restore.log", "-v4"]);
     if (rc.exitCode !== 0) throw new Error(`tree ${treeA.join(",")}\n` + read(join(da, "criu-restore.log")).split("\n").filter((l) => l.includes("Error")).join("\n"));
     await check(a, ca.pid, beforeA);
@@ -429,7 +420,7 @@ describe("container mount namespaces", () => {
     if (dc.exitCode !== 0) throw new Error(read(join(db, "criu-dump.log")).split("\n").filter((l) => l.includes("Error")).join("\n"));
     await cb.outer.exited;
     const treeB = dumpedPids(db);
-    await waitFor(() => treeB.every((p) => !existsSync(`/proc/${p}`)), 20000, "the tree CRIU dumped to be reaped");
+    await waitFor(() => treeB.every((p) => !existsSync(`/proc/${p}`)), "the tree CRIU dumped to be reaped", 20000);
     expect(readdirSync(db).some((f) => /^tmpfs-dev-\d+\.tar\.gz\.img$/.test(f))).toBe(true);
     const r = await restore(db, cb.pid, ["--root", b]);
     await finish(b, cb.pid, r, beforeB);
@@ -455,7 +446,7 @@ describe("container mount namespaces", () => {
       await counting(rootfs);
       process.kill(-outer.pid, "SIGKILL");
       await outer.exited;
-      if (c.rslave) { process.kill(pid, "SIGKILL"); await waitFor(() => !existsSync(`/proc/${pid}`), 10000, "the container to end"); hostUmount(rootfs); }
+      if (c.rslave) { process.kill(pid, "SIGKILL"); await waitFor(() => !existsSync(`/proc/${pid}`), "the container to end", 10000); hostUmount(rootfs); }
     }
   }, 30000);
 
@@ -466,7 +457,7 @@ describe("container mount namespaces", () => {
     const check = `while [ ! -e /work/pty-result ]; do sleep 0.05; done
     [ "$(cat /work/pty-result)" = PASS ] || r="pty $(cat /work/pty-result)"`;
     const { pid, outer } = await startContainer(rootfs, { late: "mknod -m 666 /dev/null c 1 3; /bin/ptyns &", check });
-    const index = await waitFor(() => read(join(rootfs, "work/pty-index")).trim(), 10000, "the pty pair");
+    const index = await waitFor(() => read(join(rootfs, "work/pty-index")).trim(), "the pty pair", 10000);
     const before = mounts(readFileSync(`/proc/${pid}/mountinfo`, "utf8"));
     const dir = imagesDir("container-pty");
     dump(pid, dir);
@@ -498,7 +489,7 @@ describe("container mount namespaces", () => {
     await outer.exited;
     const ents = JSON.parse(Bun.spawnSync(["crit", "decode", "-i", join(dir, readdirSync(dir).find((f) => f.startsWith("mountpoints-"))!)]).stdout.toString()).entries;
     expect(ents.find((e: any) => e.mountpoint === "/").fstype).toBe(17); // OVERLAYFS
-    await waitFor(() => dumpedPids(dir).every((p) => !existsSync(`/proc/${p}`)), 20000, "the dumped tree to be reaped");
+    await waitFor(() => dumpedPids(dir).every((p) => !existsSync(`/proc/${p}`)), "the dumped tree to be reaped", 20000);
     // the runtime takes the overlay down after the checkpoint and mounts it again to restore
     hostUmount(merged);
     const gone = criuBun(["restore", "-D", dir]);
@@ -513,7 +504,7 @@ describe("container mount namespaces", () => {
   test("refused at dump in one line, the container running on: a process in a mount namespace of its own inside the container's; a container in a cgroup namespace of its own", async () => {
     const rootfs = busyboxRootfs();
     const { pid, outer } = await startContainer(rootfs, { extra: "mknod -m 666 /dev/null c 1 3; unshare -m sh -c 'echo $$ > /nested; exec sleep 1000' &" });
-    const nested = await waitFor(() => Number(read(join(rootfs, "nested"))) || undefined, 10000, "the nested namespace's shell").catch((e) => { throw new Error(e.message + read(join(rootfs, "work/out"))); });
+    const nested = await waitFor(() => Number(read(join(rootfs, "nested"))) || undefined, "the nested namespace's shell", 10000).catch((e) => { throw new Error(e.message + read(join(rootfs, "work/out"))); });
     const ns = (p: number, k: string) => readlinkSync(`/proc/${p}/ns/${k}`);
     expect(ns(nested, "mnt")).not.toBe(ns(pid, "mnt"));
     const r = criuBun(["dump", "-t", String(pid), "-D", imagesDir("mnt-nested")]);
@@ -548,7 +539,7 @@ describe("mount namespaces", () => {
     const rootfs = busyboxRootfs();
     const sh = Bun.spawn(["chroot", rootfs, "/bin/sh", "-c", "echo $$ > /pid; exec sleep 1000"], { stdin: "ignore", stdout: "ignore", stderr: "ignore", detached: true });
     spawned.push(sh);
-    const pid = await waitFor(() => Number(read(join(rootfs, "pid"))) || undefined, 10000, "the chrooted shell");
+    const pid = await waitFor(() => Number(read(join(rootfs, "pid"))) || undefined, "the chrooted shell", 10000);
     const rc = criuBun(["dump", "-t", String(pid), "-D", imagesDir("chroot")]);
     expect(rc.code).not.toBe(0);
     expect(rc.stderr.trim()).toBe(`Error (dump): process ${pid}: root directory other than criu-bun's (chroot to ${rootfs}) is not supported yet`);

@@ -2,6 +2,7 @@
 // connections between them (tcp.test.ts, migrate.test.ts): each test file names its own with a
 // prefix and removes what is left in its afterAll (Netns.cleanup).
 import { REPO_ROOT } from "./harness";
+export { waitFor } from "./harness";
 
 /** Run a command that must succeed; its stdout. */
 export function runOk(cmd: string[], what = cmd.join(" ")): string {
@@ -56,14 +57,4 @@ export function clientBackoffs(ns: string, port: number): number[] {
     return acc;
   }, []);
   return socks.map((l) => Number(/\bbackoff:(\d+)/.exec(l)?.[1] ?? 0));
-}
-/** Poll FN until it gives a value; after MS fail naming what was awaited. */
-export async function waitFor<T>(fn: () => T | null | undefined | false, what: string, ms = 20000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timeout: ${what}`);
-    await Bun.sleep(20);
-  }
 }

@@ -3,20 +3,14 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { copyFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
-import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, isAlive, criuBun, criuBunCommand } from "./harness";
+import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, isAlive, criuBun, criuBunCommand, waitFor } from "./harness";
 import { imagesDir, cleanupImages, restore, waitReaped } from "./engine-helpers";
 
 beforeAll(async () => { await buildWorkloads(); }, 120_000);
 afterAll(() => { cleanup(); cleanupImages(); });
 
 async function listening(port: number, ms = 10000) {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    const ss = Bun.spawnSync(["ss", "-Hltn", `sport = :${port}`]).stdout.toString();
-    if (ss.trim()) return;
-    await Bun.sleep(20);
-  }
-  throw new Error(`nothing listens on ${port}`);
+  await waitFor(() => Bun.spawnSync(["ss", "-Hltn", `sport = :${port}`]).stdout.toString().trim(), `something to listen on ${port}`, ms);
 }
 
 test("a process tree dumped through the page server restores from both directories", async () => {

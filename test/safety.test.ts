@@ -8,7 +8,7 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { buildWorkloads, cleanup, criuBun, criuBunCommand, holdsFor, isAlive, startWorkload, trigger, waitResult, type Workload } from "./harness";
+import { buildWorkloads, cleanup, criuBun, criuBunCommand, holdsFor, isAlive, startWorkload, trigger, waitResult, waitUntil, type Workload } from "./harness";
 import { cleanupImages, dump, imagesDir, restore, killAndWait, waitReaped } from "./engine-helpers";
 
 beforeAll(async () => { await buildWorkloads(); }, 120_000);
@@ -304,10 +304,7 @@ describe("criu-bun killed at random moments", () => {
     try { return readFileSync(`/proc/${p}/cmdline`, "latin1").startsWith("criu-bun-puppet\0"); } catch { return false; }
   });
   const tracer = (pid: number) => { try { return Number(/TracerPid:\s*(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? -1); } catch { return -1; } };
-  async function until(fn: () => boolean, what: string, ms = 10000) {
-    const end = Date.now() + ms;
-    while (!fn()) { if (Date.now() > end) throw new Error(`timeout: ${what}`); await Bun.sleep(10); }
-  }
+  const until = (fn: () => boolean, what: string, ms = 10000) => waitUntil(what, fn, ms);
   /** run criu-bun with args and SIGKILL it after delayMs (or let it finish); returns its exit */
   async function killedAfter(args: string[], delayMs: number) {
     const p = Bun.spawn([...criuBunCommand(), ...args], { stdout: "ignore", stderr: "ignore" });

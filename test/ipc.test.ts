@@ -1,5 +1,5 @@
-// FIFOs, POSIX message queues and unix sockets with an external peer on real processes: each
-// workload holds data in flight, is dumped, killed, restored, and verifies itself.
+// Inter-process channels whose data is in flight at dump: FIFOs, POSIX message queues and unix sockets with an external peer,
+// on real processes: each workload holds data, is dumped, killed, restored, and verifies itself.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
