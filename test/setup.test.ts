@@ -26,3 +26,11 @@ test("the build runs under the pinned Bun without install scripts", () => {
   expect(r.stdout.toString().trim()).toBe(pkg.devDependencies.bun);
   for (const s of ["build", "demo", "bench"]) expect(pkg.scripts[s]).toContain("sh scripts/bun ");
 });
+
+test("the formatter (Biome, pinned) runs from its platform binary without Node or install scripts", () => {
+  const r = Bun.spawnSync(["sh", join(ROOT, "scripts/biome"), "--version"], { stdout: "pipe", stderr: "pipe" });
+  expect(r.exitCode).toBe(0);
+  expect(r.stdout.toString().trim()).toBe(`Version: ${pkg.devDependencies["@biomejs/biome"]}`);
+  expect(pkg.scripts.format).toBe("sh scripts/biome format --write .");
+  expect(pkg.scripts["format:check"]).toBe("sh scripts/biome format .");
+});
