@@ -1,8 +1,10 @@
 // Network namespaces made by a test (ip netns, nsenter), shared by the tests that move TCP
 // connections between them (tcp.test.ts, migrate.test.ts): each test file names its own with a
 // prefix and removes what is left in its afterAll (Netns.cleanup).
-import { REPO_ROOT } from "./harness";
-export { waitFor } from "./harness";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { criuBunCommand, REPO_ROOT, waitFor } from "./harness";
+export { waitFor };
 
 /** Run a command that must succeed; its stdout. */
 export function runOk(cmd: string[], what = cmd.join(" ")): string {
@@ -13,6 +15,24 @@ export function runOk(cmd: string[], what = cmd.join(" ")): string {
 
 /** CMD run inside the network namespace NS */
 export const inNs = (ns: string, cmd: string[]) => ["nsenter", `--net=/run/netns/${ns}`, ...cmd];
+
+/** criu-bun run inside the network namespace NS (60 s deadline): its exit status and stderr */
+export function criuIn(ns: string, args: string[]) {
+  const r = Bun.spawnSync(inNs(ns, [...criuBunCommand(), ...args]), { stdout: "pipe", stderr: "pipe", cwd: REPO_ROOT, timeout: 60_000 });
+  return { code: r.exitCode, stderr: r.stderr.toString() };
+}
+const logOf = (dir: string, f: string) => { try { return readFileSync(join(dir, f), "utf8"); } catch { return ""; } };
+/** `dump -v4 -o dump.log` of PID inside NS; a failure throws with criu-bun's stderr and log */
+export function dumpIn(ns: string, pid: number, dir: string, extra: string[] = []) {
+  const r = criuIn(ns, ["dump", "-t", String(pid), "-D", dir, "-o", "dump.log", "-v4", ...extra]);
+  if (r.code !== 0) throw new Error(`dump failed (${r.code}): ${r.stderr}\n${logOf(dir, "dump.log")}`);
+}
+/** `restore -d -v4 -o restore.log` inside NS once the dumped PID is gone and reaped (its PID free) */
+export async function restoreIn(ns: string, dir: string, pid: number, extra: string[] = []) {
+  await waitFor(() => !existsSync(`/proc/${pid}`), `dumped process ${pid} gone`);
+  const r = criuIn(ns, ["restore", "-D", dir, "-o", "restore.log", "-v4", "-d", ...extra]);
+  if (r.code !== 0) throw new Error(`restore failed (${r.code}): ${r.stderr}\n${logOf(dir, "restore.log")}`);
+}
 
 /**
  * The namespaces of one test file: `PREFIX-name-<pid><random>`, loopback up. The random part: test

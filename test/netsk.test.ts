@@ -5,12 +5,12 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, isAlive, criuBunCommand, runWorkload, REPO_ROOT, type Workload } from "./harness";
+import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, isAlive, runWorkload, type Workload } from "./harness";
 import { imagesDir, cleanupImages, waitReaped } from "./engine-helpers";
 import { readImage } from "../src/images/image";
+import { criuIn, dumpIn, inNs, restoreIn } from "./netns";
 
 const ns = `cbt-netsk-${process.pid % 100000}${Math.random().toString(36).slice(2, 6)}`; // random: runs in fresh PID namespaces share PIDs
-const inNs = (cmd: string[]) => ["nsenter", `--net=/run/netns/${ns}`, ...cmd];
 const extPids: number[] = [];
 
 function run(cmd: string[]) {
@@ -22,7 +22,7 @@ beforeAll(async () => {
   Bun.spawnSync(["ip", "netns", "del", ns], { stderr: "ignore" });
   run(["ip", "netns", "add", ns]);
   run(["ip", "-n", ns, "link", "set", "lo", "up"]);
-  run(inNs(["sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647"]));
+  run(inNs(ns, ["sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647"]));
 }, 120_000);
 afterAll(() => {
   for (const p of extPids) try { process.kill(p, "SIGKILL"); } catch {}
@@ -31,20 +31,13 @@ afterAll(() => {
   Bun.spawnSync(["ip", "netns", "del", ns], { stderr: "ignore" });
 });
 
-function criu(args: string[]) {
-  const r = Bun.spawnSync(inNs([...criuBunCommand(), ...args]), { stdout: "pipe", stderr: "pipe", cwd: REPO_ROOT, timeout: 60_000 });
-  return { code: r.exitCode, stderr: r.stderr.toString() };
-}
-const log = (dir: string, f: string) => { try { return readFileSync(join(dir, f), "utf8"); } catch { return ""; } };
+const criu = (args: string[]) => criuIn(ns, args);
 const start = (mode: string) => startWorkload("inetsk", [mode], { stderr: "file", wrap: ["nsenter", `--net=/run/netns/${ns}`] });
 
 async function dumpRestore(w: Workload, tag: string, dumpArgs: string[] = [], restoreArgs: string[] = []) {
   const dir = imagesDir(`netsk-${tag}`);
-  const d = criu(["dump", "-t", String(w.pid), "-D", dir, "-o", "dump.log", "-v4", ...dumpArgs]);
-  if (d.code !== 0) throw new Error(`dump failed: ${d.stderr}\n${log(dir, "dump.log")}`);
-  await waitReaped(w.pid);
-  const r = criu(["restore", "-D", dir, "-o", "restore.log", "-v4", "-d", ...restoreArgs]);
-  if (r.code !== 0) throw new Error(`restore failed: ${r.stderr}\n${log(dir, "restore.log")}`);
+  dumpIn(ns, w.pid, dir, dumpArgs);
+  await restoreIn(ns, dir, w.pid, restoreArgs);
   return dir;
 }
 async function checkPass(w: Workload) {

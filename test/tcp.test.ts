@@ -8,8 +8,8 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, renameSyn
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
-import { buildWorkloads, workloadBin, criuBunCommand, REPO_ROOT } from "./harness";
-import { Netns, runOk, inNs, tcpCounter, waitFor, clientBackoffs } from "./netns";
+import { buildWorkloads, workloadBin, REPO_ROOT } from "./harness";
+import { Netns, runOk, inNs, tcpCounter, waitFor, clientBackoffs, criuIn, dumpIn, restoreIn } from "./netns";
 import { readImage, readImagePayloads } from "../src/images/image";
 
 const nets = new Netns("cbt");
@@ -63,20 +63,7 @@ class Client {
   }
 }
 
-function criu(ns: string, args: string[]) {
-  const r = Bun.spawnSync(inNs(ns, [...criuBunCommand(), ...args]), { stdout: "pipe", stderr: "pipe", cwd: REPO_ROOT, timeout: 60000 });
-  return { code: r.exitCode, stderr: r.stderr.toString() };
-}
-function dump(ns: string, pid: number, dir: string, extra: string[] = []) {
-  const r = criu(ns, ["dump", "-t", String(pid), "-D", dir, "-o", "dump.log", "-v4", ...extra]);
-  if (r.code !== 0) throw new Error(`dump failed (${r.code}): ${r.stderr}\n${text(join(dir, "dump.log"))}`);
-}
-async function restore(ns: string, dir: string, pid: number, extra: string[] = []) {
-  // gone, and reaped: its PID is free (waiting here lets the event loop reap it)
-  await waitFor(() => !existsSync(`/proc/${pid}`), "dumped server gone");
-  const r = criu(ns, ["restore", "-D", dir, "-o", "restore.log", "-v4", "-d", ...extra]);
-  if (r.code !== 0) throw new Error(`restore failed (${r.code}): ${r.stderr}\n${text(join(dir, "restore.log"))}`);
-}
+const criu = criuIn, dump = dumpIn, restore = restoreIn;
 /** established TCP sockets of a namespace with their queues (/proc/net/tcp and tcp6: tx = unacked or unsent bytes, rx = bytes not read) */
 function tcpQueues(ns: string) {
   return runOk(inNs(ns, ["cat", "/proc/net/tcp", "/proc/net/tcp6"])).split("\n").map((l) => l.trim().split(/\s+/))
