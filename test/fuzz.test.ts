@@ -23,6 +23,7 @@ import { dump, imagesDir, cleanupImages, waitReaped } from "./engine-helpers";
 import { openImage, encodeImage } from "../src/images/image";
 import { NetlinkSocket, NETLINK } from "../src/sys/netlink";
 import { writeManifest } from "../src/images/manifest";
+import { prng } from "../src/codec/sample";
 
 const SEED = Number(process.env.CRIU_BUN_FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31));
 const CASES = Number(process.env.CRIU_BUN_FUZZ_CASES ?? 200);
@@ -30,16 +31,10 @@ const BUDGET_MS = Number(process.env.CRIU_BUN_FUZZ_SECONDS ?? 100) * 1000;
 const WORKLOADS = ["counter", "pipes", "tree"];
 const DEADLINE_MS = 20_000;
 
-/** mulberry32: small, seedable */
+/** uniform in [0, 1) from codec/sample.ts's seedable mulberry32 */
 function rng(seed: number) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const next = prng(seed);
+  return () => next() / 4294967296;
 }
 const rand = rng(SEED);
 const pick = <T>(a: T[]): T => a[Math.floor(rand() * a.length)];

@@ -195,7 +195,9 @@ async function restoreInit(dir: string, extra: string[] = []): Promise<{ init: n
   return { init, r };
 }
 
-async function finish(rootfs: string, pid: number, r: { proc: Subprocess }, before: string[]) {
+/** The restored container PID runs in ROOTFS and its own mount namespace, counts on, and its self-check
+ *  passes with the mounts it had before the dump (whichever tool restored it). */
+async function containerPasses(rootfs: string, pid: number, before: string[]) {
   expect(same(`/proc/${pid}/root`, rootfs)).toBe(true); // the process's root is the rootfs, never the host's /
   expect(readlinkSync(`/proc/${pid}/ns/mnt`)).not.toBe(readlinkSync("/proc/self/ns/mnt"));
   await counting(rootfs);
@@ -204,7 +206,17 @@ async function finish(rootfs: string, pid: number, r: { proc: Subprocess }, befo
   const res = readFileSync(join(rootfs, "work/result"), "utf8");
   expect(res.split("\n")[0]).toBe("PASS");
   expect(mounts(res)).toEqual(before);
+}
+
+async function finish(rootfs: string, pid: number, r: { proc: Subprocess }, before: string[]) {
+  await containerPasses(rootfs, pid, before);
   expect(await r.proc.exited).toBe(0);
+}
+
+/** CRIU 4.2 run with ARGS, its log LOG in DIR at -v4; a failure throws with the log's Error lines */
+function criu42(args: string[], dir: string, log: string, context = "") {
+  const r = Bun.spawnSync([CRIU42, ...args, "-D", dir, "-o", log, "-v4"]);
+  if (r.exitCode !== 0) throw new Error(context + read(join(dir, log)).split("\n").filter((l) => l.includes("Error")).join("\n"));
 }
 
 describe("container mount namespaces", () => {
@@ -318,25 +330,17 @@ describe("container mount namespaces", () => {
     dump(ca.pid, da);
     await ca.outer.exited;
     const pidfile = join(da, "restored.pid");
-    const rc = Bun.spawnSync([CRIU42, "restore", "-D", da, "-d", "--root", a, "--pidfile", pidfile, "-o", "criu-restore.log", "-v4"]);
-    if (rc.exitCode !== 0) throw new Error(read(join(da, "criu-restore.log")).split("\n").filter((l) => l.includes("Error")).join("\n"));
+    criu42(["restore", "-d", "--root", a, "--pidfile", pidfile], da, "criu-restore.log");
     const initA = Number(read(pidfile));
     containers.push(initA);
     expect(/^NSpid:\s*\d+\s+1$/m.test(readFileSync(`/proc/${initA}/status`, "utf8"))).toBe(true);
-    expect(same(`/proc/${initA}/root`, a)).toBe(true);
-    await counting(a);
-    writeFileSync(join(a, "work/go"), "");
-    await waitFor(() => existsSync(join(a, "work/result")), "the container's result", 10000);
-    const res = readFileSync(join(a, "work/result"), "utf8");
-    expect(res.split("\n")[0]).toBe("PASS");
-    expect(mounts(res)).toEqual(beforeA);
+    await containerPasses(a, initA, beforeA);
     // CRIU 4.2 dumps, criu-bun restores
     const b = busyboxRootfs();
     const cb = await startContainer(b, runcLike(false));
     const beforeB = mounts(readFileSync(`/proc/${cb.pid}/mountinfo`, "utf8"));
     const db = imagesDir("pidns-from-criu");
-    const dc = Bun.spawnSync([CRIU42, "dump", "-t", String(cb.pid), "-D", db, "-o", "criu-dump.log", "-v4"]);
-    if (dc.exitCode !== 0) throw new Error(read(join(db, "criu-dump.log")).split("\n").filter((l) => l.includes("Error")).join("\n"));
+    criu42(["dump", "-t", String(cb.pid)], db, "criu-dump.log");
     await cb.outer.exited;
     const { init, r } = await restoreInit(db, ["--root", b]);
     await finish(b, init, { proc: r }, beforeB);
@@ -389,15 +393,6 @@ describe("container mount namespaces", () => {
   // changes every 50 ms, and an orphaned child the dump killed lingers as a zombie of an init that
   // reaps late, still holding the session and group ids CRIU's clone3 asks for (EEXIST)
   test("CRIU 4.2 restores criu-bun's images of the container, and criu-bun restores CRIU 4.2's", async () => {
-    const check = async (rootfs: string, pid: number, before: string[]) => {
-      expect(same(`/proc/${pid}/root`, rootfs)).toBe(true);
-      await counting(rootfs);
-      writeFileSync(join(rootfs, "work/go"), "");
-      await waitFor(() => existsSync(join(rootfs, "work/result")), "the container's result", 10000);
-      const res = readFileSync(join(rootfs, "work/result"), "utf8");
-      expect(res.split("\n")[0]).toBe("PASS");
-      expect(mounts(res)).toEqual(before);
-    };
     // criu-bun dumps, CRIU 4.2 restores (it needs --root for a mount namespace)
     const a = busyboxRootfs();
     const ca = await startContainer(a);
@@ -408,16 +403,14 @@ describe("container mount namespaces", () => {
     await ca.outer.exited;
     // CRIU needs every PID of the tree free: wait until the killed processes are reaped (orphans by init)
     await waitFor(() => treeA.every((p) => !existsSync(`/proc/${p}`)), "the dumped tree to be reaped", 20000);
-    const rc = Bun.spawnSync([CRIU42, "restore", "-D", da, "-d", "--root", a, "-o", "criu-restore.log", "-v4"]);
-    if (rc.exitCode !== 0) throw new Error(`tree ${treeA.join(",")}\n` + read(join(da, "criu-restore.log")).split("\n").filter((l) => l.includes("Error")).join("\n"));
-    await check(a, ca.pid, beforeA);
+    criu42(["restore", "-d", "--root", a], da, "criu-restore.log", `tree ${treeA.join(",")}\n`);
+    await containerPasses(a, ca.pid, beforeA);
     // CRIU 4.2 dumps, criu-bun restores
     const b = busyboxRootfs();
     const cb = await startContainer(b);
     const beforeB = mounts(readFileSync(`/proc/${cb.pid}/mountinfo`, "utf8"));
     const db = imagesDir("container-from-criu");
-    const dc = Bun.spawnSync([CRIU42, "dump", "-t", String(cb.pid), "-D", db, "-o", "criu-dump.log", "-v4"]);
-    if (dc.exitCode !== 0) throw new Error(read(join(db, "criu-dump.log")).split("\n").filter((l) => l.includes("Error")).join("\n"));
+    criu42(["dump", "-t", String(cb.pid)], db, "criu-dump.log");
     await cb.outer.exited;
     const treeB = dumpedPids(db);
     await waitFor(() => treeB.every((p) => !existsSync(`/proc/${p}`)), "the tree CRIU dumped to be reaped", 20000);
