@@ -1,7 +1,6 @@
 import { CriuError, log } from "../log";
 import type { Opts } from "./options";
 import { dumpProcess, type DumpStats } from "../dump/dump";
-import { setGhostLimit, setLinkRemap } from "../resources/reg";
 import { parseExtMounts, parseExtNetNs } from "../resources/mounts";
 import { scriptHooks } from "./scripts";
 import { atoi } from "./getopt";
@@ -25,8 +24,7 @@ export function pageServerOpt(opts: Opts, where: string): { address: string; por
 
 export async function run(opts: Opts, _args: string[]): Promise<number> {
   if (opts.tree === undefined || Number.isNaN(opts.tree)) throw new CriuError("dump", "no process to dump: give -t PID");
-  if (opts.ghostLimit !== undefined) setGhostLimit(parseSize(String(opts.ghostLimit)));
-  setLinkRemap(!!opts.linkRemap);
+  const ghostLimit = opts.ghostLimit !== undefined ? parseSize(String(opts.ghostLimit)) : undefined;
   const pageServer = pageServerOpt(opts, "dump");
   let lazyPages: { address: string; port: number } | undefined;
   if (opts.lazyPages) {
@@ -41,7 +39,7 @@ export async function run(opts: Opts, _args: string[]): Promise<number> {
     displayStats: !!opts.displayStats, pageServer, lazyPages, hooks: scriptHooks(opts), freezeCgroup: opts.freezeCgroup ? String(opts.freezeCgroup) : undefined,
     prevImagesDir: opts.prevImagesDir ? String(opts.prevImagesDir) : undefined, trackMem: !!opts.trackMem,
     extMounts: parseExtMounts(opts.external, opts.extMountMap, "dump"), extNetNs: parseExtNetNs(opts.external, "dump"),
-    networkLockSkip: opts.networkLock === "skip" || opts.networkLock === "none",
+    networkLockSkip: opts.networkLock === "skip" || opts.networkLock === "none", ghostLimit, linkRemap: !!opts.linkRemap,
   });
   if (opts.displayStats) displayStats(stats);
   log.info(`Dumping finished successfully in ${(performance.now() - t0).toFixed(1)} ms`);

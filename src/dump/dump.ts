@@ -2,7 +2,7 @@
 // release (-R) or leave it stopped (-s). Any failure before the end releases the process
 // untouched (registers were restored after every injection).
 import { create, type DescMessage, type MessageInitShape } from "@bufbuild/protobuf";
-import { statSync, existsSync, readlinkSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, readlinkSync, mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { DumpStage, under, openDir, type DirHandle } from "../images/safefs";
 import { SeccompChains } from "../resources/seccomp";
@@ -18,13 +18,12 @@ import { dumpPages as pipelineDumpPages, startPageWorkers, stopPageWorkers } fro
 import { MemTracker } from "../resources/memtrack";
 import { pagesToDump, type DumpedVma, type PageRun } from "../resources/memory";
 import type { PagemapRun } from "../images/pagemap";
-import { dumpFds, FileTable, FdTwins, type FdDump } from "../resources/files";
+import { dumpFds, FileTable, FdTwins, FdKindsDump, type FdDump } from "../resources/files";
 import type { LockDump } from "../resources/filelocks";
 import { readStat, readStatus, listChildren, fdLinks, sigkillPending } from "../sys/proc";
 import { ImageSink, type DumpOpts } from "../resources/fdkind";
 import { dumpShmem } from "../resources/shmem";
-import { saveGhost, dropLinkRemaps, keepLinkRemaps } from "../resources/reg";
-import { FD_KINDS } from "../resources/kinds";
+import { dumpTaskPaths } from "../resources/reg";
 import { dumpSysvShm, shmImage } from "../resources/sysvshm";
 
 import { CgroupSets, ROOT_CG_SET, freezeCgroup } from "../resources/cgroup";
@@ -37,21 +36,21 @@ import { CriuError, log, phase, unalias, aliasPath } from "../log";
 import { fault, pausePoint } from "../fault";
 import { PageServerClient, serveLazyPages, type LazySource } from "../net/pageserver";
 import { splitLazy, markLazy, markLazyList, splitRunsLazy } from "../resources/lazymem";
-import { setNetworkLockSkip } from "../net/netlock";
 import { withNs } from "../sys/netns";
 import { dedupeAgainstParent, linkParent } from "../codec/incremental";
-import { netDumpEnd, netDumpLocked, netDumpKilled } from "../resources/inet";
 import { dumpRunId, NETWORK_LOCK } from "../net/netlock";
 import { runHook, type Hooks } from "../hooks";
 import { dumpMountNs, readMountinfo, type ExtMounts } from "../resources/mounts";
 import { refuse } from "../resources/unsupported";
 import { unledGroup } from "../resources/taskattrs";
-import { linkMmFiles, mmVmaEntries } from "../resources/mm";
+import { mmVmaEntries } from "../resources/mm";
 import { NsView, nsIds, writeTreeNsImages, writeRootNsImages, ROOT_IDS, IPC_NS_ID } from "../resources/namespaces";
 
 export interface DumpOptions {
   pid: number; dir: string; leaveRunning?: boolean; leaveStopped?: boolean; shellJob?: boolean;
   timeoutSec?: number; displayStats?: boolean; compress?: boolean; tcpEstablished?: boolean; tcpClose?: boolean; skipInFlight?: boolean; extUnixSk?: boolean; fileLocks?: boolean;
+  /** --ghost-limit (bytes, default reg.ts GHOST_LIMIT) and --link-remap: how deleted files are kept */
+  ghostLimit?: number; linkRemap?: boolean;
   /** the images of a previous (pre-)dump, relative to dir: unchanged pages are not stored again */
   prevImagesDir?: string;
   /** a pre-dump: memory tracking is armed at its end (memtrack.ts) */
@@ -236,7 +235,8 @@ export function dumpProcess(o: DumpOptions): DumpStats {
   // images go into a private stage inside dir, moved into place when all is written and synced
   // (inventory.img last): a failed dump leaves dir as it was (src/images/safefs.ts)
   const stage = new DumpStage(dir);
-  setNetworkLockSkip(!!o.networkLockSkip);
+  // each fd kind's state for this dump, begun once the tree is frozen (FdKind.dumpBegin)
+  const kinds = new FdKindsDump();
   let tree: TreeNode[] = [];
   let stats: DumpStats;
   let t0 = 0, tFrozen = 0;
@@ -280,7 +280,7 @@ export function dumpProcess(o: DumpOptions): DumpStats {
     runHook(o.hooks, "query-ext-files", { pid });
     for (const n of tree) if (n.fp) n.mem = new RemoteMem(n.pid);
     track = new MemTracker(w.dir, w.prevImagesDir);
-    stats = collectAndWrite(tree, w, tFrozen - t0, pageServer, track);
+    stats = collectAndWrite(tree, w, tFrozen - t0, pageServer, track, kinds);
     // memory tracking, at the end of the frozen period: armed for the next dump, or ended in a
     // process that lives on (a killed tree takes it along)
     const arm = o.preDump || (o.trackMem && o.leaveRunning);
@@ -294,7 +294,7 @@ export function dumpProcess(o: DumpOptions): DumpStats {
     }
     if (w.deferred) {
       sameTreeAsFrozen(tree);
-      netDumpEnd("running");
+      kinds.release("running");
       if (ownNet) unlockHook(o.hooks, pid);
       for (const n of tree) letGo(n);
       released = true;
@@ -311,7 +311,7 @@ export function dumpProcess(o: DumpOptions): DumpStats {
     fault("dump-end", "dump");
     if (!released) sameTreeAsFrozen(tree);
     stage.commit();
-    keepLinkRemaps(); // restore opens the deleted files through them
+    kinds.commit(); // (reg.ts: restore opens the deleted files through their link remaps)
     prev?.close();
     // after the commit: a post-dump hook sees the images in place
     runHook(o.hooks, "post-dump", { pid });
@@ -320,12 +320,11 @@ export function dumpProcess(o: DumpOptions): DumpStats {
     pageServer?.abort(); // no PS_IOV_CLOSE: the page server drops what it received
     // a failure because a process of the tree died meanwhile is reported as that
     if (tree.length && !released) try { sameTreeAsFrozen(tree); } catch (lost) { log.debug(`failed with: ${(err as any)?.message}`); e = lost; }
-    netDumpEnd("failed");
+    kinds.abort();
     if (netLocked && !released) unlockHook(o.hooks, pid);
     for (const n of tree) { n.mem?.close(); if (!released) letGo(n); }
     if (e instanceof Error) e.message = unalias(e.message); // the directory's name, not its fd
     stage.abort();
-    dropLinkRemaps();
     prev?.close();
     if (tree.length) log.info(`Dump of ${pid} failed; ${tree.length} process(es) released`);
     throw e;
@@ -356,7 +355,7 @@ export function dumpProcess(o: DumpOptions): DumpStats {
       }
       // (the injection took the queued SIGSTOP as it passed: queued again)
       if (committed) for (const n of alive) syscall(NR.kill, n.pid, 19);
-      netDumpEnd("running");
+      kinds.release("running");
       if (ownNet) unlockHook(o.hooks, pid);
       if (committed) {
         // its copy ran (or may have): resuming this one could run both; killing it could lose the only whole copy
@@ -373,11 +372,11 @@ export function dumpProcess(o: DumpOptions): DumpStats {
   if (o.leaveStopped) {
     // leave them stopped: detach with SIGSTOP so they stay in a group stop
     for (const n of alive) for (const t of n.fp!.threads) syscall(NR.ptrace, 17 /*DETACH*/, t.tid, 0, 19);
-    netDumpEnd("running");
+    kinds.release("running");
     if (ownNet) unlockHook(o.hooks, pid);
     log.info(`Tree of ${pid} left stopped`);
   } else if (o.leaveRunning) {
-    netDumpEnd("running");
+    kinds.release("running");
     if (ownNet) unlockHook(o.hooks, pid);
     for (const n of alive) letGo(n);
     log.info(`Tree of ${pid} left running`);
@@ -389,14 +388,14 @@ export function dumpProcess(o: DumpOptions): DumpStats {
       try {
         serveLazyPages(o.lazyPages!.address, o.lazyPages!.port, o.lazySources!, undefined, o.timeoutSec ?? 10);
       } catch (e) {
-        netDumpEnd("running");
+        kinds.release("running");
         if (ownNet) unlockHook(o.hooks, pid);
         for (const n of alive) letGo(n);
         log.info(`Tree of ${pid} resumed: its lazy pages were not all taken`);
         throw e;
       }
     }
-    netDumpEnd("killed", dumpRunId(pid)); // while the tree lives: its network namespace is reached through it
+    kinds.release("killed", dumpRunId(pid)); // while the tree lives: its network namespace is reached through it
     for (const n of alive) syscall(NR.kill, n.pid, 9);
     for (const n of alive) for (const t of n.fp!.threads) syscall(NR.ptrace, 17, t.tid, 0, 0);
     // a killed thread still traced by us (DETACH needs a stopped tracee) reports its death to us
@@ -413,7 +412,7 @@ export function dumpProcess(o: DumpOptions): DumpStats {
     for (const n of [...alive].reverse()) for (const t of [...n.fp!.threads].reverse()) {
       for (;;) { const { r, status } = wait4Raw(t.tid, __WALL); if (r === -4) continue; if (r < 0 || W.exited(status) || W.signaled(status)) break; }
     }
-    netDumpKilled(); // the connections' last references, closed in repair mode
+    kinds.killed(); // (inet.ts: the connections' last references, closed in repair mode)
     log.info(`Tree of ${pid} (${tree.length} process(es)) killed after dump`);
   }
   writeDumpStats(o.workDir ?? dir, stats);
@@ -465,7 +464,8 @@ function checkSessions(tree: TreeNode[], ns: NsView, shellJob: boolean): Map<num
   return groups;
 }
 
-function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pageServer: PageServerClient | undefined, track: MemTracker): DumpStats {
+function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pageServer: PageServerClient | undefined, track: MemTracker,
+  kinds: FdKindsDump): DumpStats {
   const d = o.dir;
   const files = new FileTable();
   const extra = new ImageSink(tree.length + 1); // pages-1..n are the processes' (pages-N.img below)
@@ -490,10 +490,10 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
   // every fd of the frozen tree and what it points to, read once (fds, pty masters, socket peers)
   const links = new Map(alivePids.map((p) => [p, fdLinks(p)]));
   const fdOpts: DumpOpts = { tree: alivePids, shellJob: o.shellJob, tcpEstablished: o.tcpEstablished, tcpClose: o.tcpClose, skipInFlight: o.skipInFlight, extUnixSk: o.extUnixSk,
-    fileLocks: o.fileLocks, links, nsMounts, skipFd: (p, fd) => track.skips(p, fd) };
+    fileLocks: o.fileLocks, networkLockSkip: o.networkLockSkip, ghostLimit: o.ghostLimit, linkRemap: o.linkRemap, links, nsMounts, skipFd: (p, fd) => track.skips(p, fd) };
   // each fd kind's look at the whole tree (pty masters and controlling terminals: tty.ts)
   const dumpTree = { pids: alivePids, files, images: extra, vpid: (p: number) => ns.v(p), vpgid: (p: number) => groups.get(p)!.pgid };
-  for (const k of FD_KINDS) k.dumpBegin?.(dumpTree, fdOpts);
+  kinds.begin(dumpTree, fdOpts);
   // its own IPC namespace: refused if it holds what is not saved, else its sysctls
   if (ns.ownIpcNs) dumpIpcNs(tree[0].pid, d, IPC_NS_ID);
   const seccomp = new SeccompChains();
@@ -523,7 +523,7 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
     }
     n.ids = ids;
     track.adopt(n.pid, ns.v(n.pid));
-    const r = dumpOne(n, id, ids, files, extra, twins, o, fdOpts, d, ns, cgroups.add(n.pid), seccomp, pageServer, track);
+    const r = dumpOne(n, id, ids, files, extra, twins, o, fdOpts, kinds, d, ns, cgroups.add(n.pid), seccomp, pageServer, track);
     stats.memdumpTime += r.memUs; stats.pagesScanned += r.scanned; stats.pagesWritten += r.written; stats.pagesSkippedParent += r.skipped;
     pstree.push({ pid: vpid, ppid: vppid, pgid, sid, threads: r.tids });
   });
@@ -535,11 +535,9 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
     dumpUptime: BigInt(Math.round(performance.now() * 1000)),
     tcpClose: !!o.tcpClose && !o.tcpEstablished, // established connections saved without their streams
     allImages: true,
-    // the lock a killed tree's connections keep until restore: nftables table inet CRIU-<run id>
-    // (netlock.ts), as CRIU 4 names its own, so either tool's restore lifts it. --network-lock
-    // skip: criu's NETWORK_LOCK_SKIP, its restore does not unlock. No connection locked: unset
-    // (CRIU's restore would otherwise look for a table that was never made)
-    ...(o.networkLockSkip ? { networkLockMethod: NETWORK_LOCK.SKIP } : netDumpLocked() ? { networkLockMethod: NETWORK_LOCK.NFTABLES } : {}),
+    // what the kinds' objects need (inet.ts: the network lock a killed tree's connections keep
+    // until restore). --network-lock skip: criu's NETWORK_LOCK_SKIP, its restore does not unlock
+    ...(o.networkLockSkip ? { networkLockMethod: NETWORK_LOCK.SKIP } : kinds.inventory()),
     dumpCriuRunId: dumpRunId(tree[0].pid),
   })]);
   writeImage(d, "pstree.img", "PSTREE", pstree.map((p) => msg(S.pstree_entrySchema, p)));
@@ -553,7 +551,8 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
 }
 
 /** One live process of the tree: its core, mm, pages, fds, fs and ids images. */
-function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: FileTable, extra: ImageSink, twins: FdTwins, o: DumpOptions, fdOpts: DumpOpts, d: string, ns: NsView, cgSet: number, seccomp: SeccompChains, pageServer: PageServerClient | undefined, track: MemTracker) {
+function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: FileTable, extra: ImageSink, twins: FdTwins, o: DumpOptions, fdOpts: DumpOpts,
+  kinds: FdKindsDump, d: string, ns: NsView, cgSet: number, seccomp: SeccompChains, pageServer: PageServerClient | undefined, track: MemTracker) {
   const pid = n.pid, mem = n.mem!;
   const vpid = ns.v(pid);
   phase("dumping", pid);
@@ -566,20 +565,11 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
   const tableDone = ids.filesId !== ids.vmId;
   const locks: LockDump[] = [];
   phase("dumping fds", pid);
-  const fds: FdDump[] = tableDone ? [] : dumpFds(pid, files, extra, fdOpts, twins, locks);
+  const fds: FdDump[] = tableDone ? [] : dumpFds(pid, files, extra, fdOpts, kinds, twins, locks);
   for (const l of locks) extra.add("filelocks.img", "FILE_LOCKS", S.file_lock_entrySchema, { ...l, pid: vpid });
-  // cwd, root and exe are O_RDONLY entries as CRIU writes them (CRIU hands the exe's fd to
-  // PR_SET_MM_MAP, which refuses an O_PATH one); the exe shares its entry with its mappings
-  // a deleted executable or mapped file (an upgraded binary, a tmp file mapped then unlinked)
-  // is saved as a ghost file, read through /proc/PID/exe or /proc/PID/map_files; a removed
-  // directory as cwd is a ghost directory
-  const fileId = (path: string, source: string, flags: number) => path.endsWith(" (deleted)")
-    ? saveGhost(files, extra, statSync(source, { bigint: true }), path.slice(0, -" (deleted)".length), source, flags, 0n, `process ${pid}`)
-    : files.addPath(path, flags);
   phase("dumping mappings", pid);
-  const cwdId = fileId(task.cwd, `/proc/${pid}/cwd`, 0);
-  const rootId = files.addPath(task.root, 0);
-  linkMmFiles(pid, task.mm, task.exe, task.vmas, fileId);
+  // cwd, root, exe and mapped files (deleted ones as ghost files)
+  const { cwdId, rootId } = dumpTaskPaths(kinds, files, extra, pid, task);
   for (const v of task.vmas) {
     if (v.status & VMA.SYSVIPC) {
       v.shmid = BigInt(v.inode);

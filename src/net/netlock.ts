@@ -47,7 +47,21 @@ export const NETWORK_LOCK = { IPTABLES: 0, NFTABLES: 1, SKIP: 2 } as const;
  */
 export function heldTableName(pid: number) { return `criu-bun-${pid}-by-${process.pid}`; }
 const NFT_TABLE_F_OWNER = 2;
-const held = new Map<string, NetlinkSocket>();
+
+/** A lock table held by this criu-bun (netLock with it): the netlink socket whose closing makes
+ *  the kernel delete the table, kept by the dump or restore that made it. */
+export class HeldLock {
+  nl?: NetlinkSocket;
+  constructor(readonly table: string) {}
+  /** End the lock: closing its socket makes the kernel delete the table. */
+  release() {
+    const nl = this.nl;
+    if (!nl) return;
+    this.nl = undefined;
+    nl.close();
+    log.info(`Network lock ${this.table} released`);
+  }
+}
 
 function nfgen(family: number, resId = 0): Uint8Array {
   const b = new Uint8Array(4);
@@ -112,23 +126,22 @@ function describe(ep: LockedEndpoint) {
 }
 
 /** --network-lock skip (criu's NETWORK_LOCK_SKIP, inventory network_lock_method 2): the network is
- * someone else's to lock; every lock, release and unlock below does nothing. */
-let skipped = false;
-export function setNetworkLockSkip(on: boolean) {
-  skipped = on;
-  if (on) log.info("Network locking skipped (--network-lock skip): TCP peers are not isolated by criu-bun");
+ * someone else's to lock; the dump or restore then locks, releases and unlocks nothing (inet.ts). */
+export function logNetworkLockSkipped() {
+  log.info("Network locking skipped (--network-lock skip): TCP peers are not isolated by criu-bun");
 }
 
 /**
- * Add drop rules for these endpoints to the lock table (created on first use). hold: a table of
- * this criu-bun's (heldTableName), gone with it; netRelease ends it.
+ * Add drop rules for these endpoints to the lock table (created on first use). A HeldLock: a table
+ * of this criu-bun's (heldTableName), gone with it; its release() ends it.
  */
-export function netLock(table: string, eps: LockedEndpoint[], o: { hold?: boolean } = {}) {
-  if (!eps.length || skipped) return;
-  const nl = (o.hold && held.get(table)) || new NetlinkSocket(NETLINK.NETFILTER);
+export function netLock(lock: string | HeldLock, eps: LockedEndpoint[]) {
+  if (!eps.length) return;
+  const hold = typeof lock === "string" ? undefined : lock, table = typeof lock === "string" ? lock : lock.table;
+  const nl = hold?.nl ?? new NetlinkSocket(NETLINK.NETFILTER);
   try {
     const b = new Batch(nl);
-    b.add(MSG.NEWTABLE, NLM_F.CREATE, new Attrs().str(1, table).be32(2, o.hold ? NFT_TABLE_F_OWNER : 0), `create table ${table}`);
+    b.add(MSG.NEWTABLE, NLM_F.CREATE, new Attrs().str(1, table).be32(2, hold ? NFT_TABLE_F_OWNER : 0), `create table ${table}`);
     for (const [name, hook] of [["input", HOOK.LOCAL_IN], ["output", HOOK.LOCAL_OUT]] as const) {
       b.add(MSG.NEWCHAIN, NLM_F.CREATE, new Attrs().str(1, table).str(3, name)
         .nest(4, new Attrs().be32(1, hook).be32(2, -300 >>> 0)).be32(5, 1 /* NF_ACCEPT */).str(7, "filter"), `create chain ${name}`);
@@ -149,23 +162,13 @@ export function netLock(table: string, eps: LockedEndpoint[], o: { hold?: boolea
     }
     const res = b.run();
     if (res.err < 0) throw new CriuError("netlock", `cannot lock the network (${res.what}: ${errnoText(-res.err)}); nf_tables is needed, and CAP_NET_ADMIN`);
-    log.info(`Network locked for ${eps.map(describe).join(", ")} (nftables table inet ${table}${o.hold ? ", held by this criu-bun" : ""})`);
-    if (o.hold) held.set(table, nl);
-  } finally { if (!held.has(table)) nl.close(); }
-}
-
-/** End a held lock: closing its socket makes the kernel delete the table. */
-export function netRelease(table: string) {
-  const nl = held.get(table);
-  if (!nl) return;
-  held.delete(table);
-  nl.close();
-  log.info(`Network lock ${table} released`);
+    log.info(`Network locked for ${eps.map(describe).join(", ")} (nftables table inet ${table}${hold ? ", held by this criu-bun" : ""})`);
+    if (hold) hold.nl = nl;
+  } finally { if (nl !== hold?.nl) nl.close(); }
 }
 
 /** Remove the lock table; a missing table is fine. Returns false if it did not exist. */
 export function netUnlock(table: string): boolean {
-  if (skipped) return false;
   const nl = new NetlinkSocket(NETLINK.NETFILTER);
   try {
     const b = new Batch(nl);

@@ -55,10 +55,10 @@ export interface DumpOpts {
   /** each live process's fds and their targets, read once when the tree is frozen */
   links?: Map<number, [fd: number, target: string][]>;
   shellJob?: boolean; tcpEstablished?: boolean; tcpClose?: boolean; skipInFlight?: boolean; extUnixSk?: boolean; fileLocks?: boolean;
-  /** pts indexes whose master is in the tree (tty.ts), and the session of each slave's controlling terminal (rdev -> pid) */
-  ptyMasters?: Set<number>; ptySessions?: Map<number, number>;
-  /** the foreground process group (images' numbering) of each of those terminals (tty_nr -> pgid) */
-  ptyForeground?: Map<number, number>;
+  /** --network-lock skip: connections are not locked (inet.ts) */
+  networkLockSkip?: boolean;
+  /** --ghost-limit (bytes) and --link-remap: deleted files (reg.ts) */
+  ghostLimit?: number; linkRemap?: boolean;
   /** the tree lives in its own mount namespace (a container's): the ids of its mounts */
   nsMounts?: Set<number>;
   /** fds that belong to criu-bun, not to the process (memory tracking's userfaultfd): not dumped */
@@ -107,25 +107,42 @@ export interface RestoreCtx {
   /** the whole restore's shared state: objects other processes may need (see hold/fdFrom) */
   tree: TreeFiles;
   /** keep fd open (in this process) until every process has its files, under KEY */
-  hold(key: string, fd: number): void;
+  hold(key: HeldKey, fd: number): void;
   /** an fd in this process for an object held under KEY (imported with pidfd_getfd if another process holds it) */
-  fdFrom(key: string): number | undefined;
+  fdFrom(key: HeldKey): number | undefined;
   where: string;
 }
 
 /** An fd of a process under restore: pid as criu-bun sees it, vpid inside the restored namespace. */
 export interface Holder { pid: number; vpid?: number; fd: number }
 
+/**
+ * What an object held open for other processes is (TreeFiles.held): its kind's prefix and its id
+ * in the images, so a misspelled key does not compile.
+ */
+export type HeldKey =
+  | `pty:${number}` | `ptyEarly:${number}` | `usk:${number}` | `pipe:${number}:${"r" | "w"}` | `fifo:${number}:${string}`
+  | `mqueue:${number}` | `shmem:${bigint}` | `ghost:${number}` | `linked:${number}` | `inherit:${string}`;
+
 /** Files shared across the processes of one restore. */
 export class TreeFiles {
   /** file id -> where the restored open file description lives (pid, fd) */
   owners = new Map<number, Holder>();
   /** objects held open for other processes (pipe ends, socket peers ...) */
-  held = new Map<string, Holder>();
+  held = new Map<HeldKey, Holder>();
+  /** held objects an fd of the tree has taken as its own description (a pipe end, an inherited
+   *  fd): a second fd of the same object opens a description of its own */
+  taken = new Set<HeldKey>();
   /** per pid: fds to close once all processes have their files */
   toClose = new Map<number, number[]>();
   /** pts index -> the new master of a terminal whose master was outside the tree (handed to the caller: orphan-pts-master) */
   orphanPts = new Map<number, Holder>();
+  /** each fd kind's state for this restore (FdKind.restoreBegin) */
+  private kindStates = new Map<SomeFdKind, unknown>();
+  /** every kind's restoreBegin, once, when the images are loaded */
+  beginKinds(kinds: SomeFdKind[], run: RestoreRun) { for (const k of kinds) this.kindStates.set(k, k.restoreBegin?.(run)); }
+  /** kind K's state for this restore, typed by K (undefined for a kind without restoreBegin) */
+  kindState<R>(k: FdKind<unknown, R>): R { return this.kindStates.get(k) as R; }
 }
 
 /** The frozen tree, as every fd kind sees it once before any fd is dumped (FdKind.dumpBegin). */
@@ -165,43 +182,66 @@ export interface RestoredProc {
   str(s: string): bigint;
 }
 
-export interface FdKind {
+/** inventory.img fields a kind's objects need (FdKind.dumpInventory) */
+export type InventoryInit = Partial<S.InitOf<typeof S.inventory_entrySchema>>;
+
+/**
+ * One kind of fd. D: the kind's own state for one dump, made by dumpBegin and handed to each of
+ * its dump hooks; R: the same for one restore (restoreBegin). Made per dump or restore and kept
+ * by whoever runs it (FdKindsDump, TreeFiles), never in a module: two dumps (or a dump and a
+ * restore) in one criu-bun share nothing.
+ */
+export interface FdKind<D = undefined, R = undefined> {
   name: string;
-  /** once per dump, before the first fd: what this kind needs to know about the whole tree, kept in opts */
-  dumpBegin?(tree: DumpTree, opts: DumpOpts): void;
+  /** once per dump, before the first fd: what this kind needs to know about the whole tree */
+  dumpBegin?(tree: DumpTree, opts: DumpOpts): D;
+  /** inventory.img fields this dump needs (the network lock its connections keep) */
+  dumpInventory?(state: D): InventoryInit;
+  /** the images are in place (a later failure of the dump does not undo them) */
+  dumpCommit?(state: D): void;
+  /** the tree is about to be let go ("running", stopped too) or killed ("killed": runId names
+   *  what outlives it until the restore) */
+  dumpRelease?(state: D, how: "running" | "killed", runId?: string): void;
+  /** the killed tree is gone (its processes reaped) */
+  dumpKilled?(state: D): void;
+  /** the dump failed: what the kind made for it goes (the tree is let go as it was) */
+  dumpAbort?(state: D): void;
   /** images the file f needs besides files.img: need(file, why) throws when one is missing
    *  (checked before anything is created) */
   requireImages?(f: S.file_entry, run: RestoreRun, need: (file: string, why: string) => void): void;
-  /** once per restore, when its images are loaded */
-  restoreBegin?(run: RestoreRun): void;
+  /** once per restore, when its images are loaded: the kind's state for this restore */
+  restoreBegin?(run: RestoreRun): R;
   /** once per restore, after requireImages, before any process is made: checks over the whole tree */
   precheckTree?(run: RestoreRun): void;
   /** process pid has its files and threads, before it takes its own credentials */
-  restoreProcessFiles?(pid: number): void;
+  restoreProcessFiles?(pid: number, state: R): void;
   /** every process has its files (before what they hold for each other is closed) */
-  restoreFilesDone?(run: RestoreRun, procs: RestoredProc[]): void;
+  restoreFilesDone?(run: RestoreRun, procs: RestoredProc[], state: R): void;
   /** the restore succeeded: the kind's last steps that may fail, right before the processes are let go */
-  restoreCommit?(): void;
+  restoreCommit?(state: R): void;
   /** the processes run */
-  restoreEnd?(): void;
+  restoreEnd?(state: R): void;
   /** the restore failed: what the kind made for it goes */
-  restoreAbort?(): void;
+  restoreAbort?(state: R): void;
   /** fd_types value in file_entry.type */
   type: number;
   /** fdPath: /proc/PID/fd/N of the fd (for kinds that must look closer, e.g. statfs) */
   /** copy: criu-bun's own fd on the file when it has one (cheaper to ask than fdPath) */
-  match(target: string, st: BigIntStats, fdPath: string, opts?: DumpOpts, copy?: number): boolean;
+  match(target: string, st: BigIntStats, fdPath: string, opts: DumpOpts, copy: number | undefined, state: D): boolean;
   /** create the file entry (through ctx.files) and extra images; returns the file id */
-  dump(ctx: DumpCtx): number;
+  dump(ctx: DumpCtx, state: D): number;
   /** checks before any process is created */
   /** opts.inMountNs: paths belong to a mount namespace restore builds later (they are checked when opened) */
   precheck?(f: S.file_entry, dir: string, where: string, opts?: { shellJob?: boolean; inMountNs?: boolean; treePids?: Set<number> }): void;
   /** create the object in the target, return a target fd (moved high with ctx.high) */
-  restore(ctx: RestoreCtx, f: S.file_entry, fe: S.fdinfo_entry): number;
+  restore(ctx: RestoreCtx, f: S.file_entry, fe: S.fdinfo_entry, state: R): number;
   /** second pass, once per file, after every fd has its final number (epoll targets ...);
    *  fd is the final number of one fd using this file */
-  restoreLate?(ctx: RestoreCtx, f: S.file_entry, fd: number): void;
+  restoreLate?(ctx: RestoreCtx, f: S.file_entry, fd: number, state: R): void;
 }
+
+/** Any kind, its states unknown: what the lists of kinds hold (kinds.ts). */
+export type SomeFdKind = FdKind<unknown, unknown>;
 
 /** Read an optional image once per restore. */
 export function cachedImage<N extends MessageKind>(ctx: RestoreCtx, file: string, kind: N): EntryOf<N>[] {

@@ -62,7 +62,7 @@ export const fifoKind: FdKind = {
     let st;
     try { st = statSync(reg.name); } catch { throw new CriuError("restore", `${ctx.where}: fifo '${reg.name}' does not exist any more`); }
     if (!st.isFIFO()) throw new CriuError("restore", `${ctx.where}: '${reg.name}' is not a fifo any more`);
-    const key = `fifo:${fi.pipeId}:${reg.name}`;
+    const key = `fifo:${fi.pipeId}:${reg.name}` as const;
     if (!ctx.tree.held.has(key)) {
       // first use in the tree: hold the pipe open (reader and writer) and put the data back
       const h = Number(inj.call(NR.openat, -100, ctx.str(reg.name), O.RDWR | O.NONBLOCK | O.CLOEXEC, 0));

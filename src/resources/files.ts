@@ -9,7 +9,8 @@ import { NR } from "../sys/nr";
 import { closeFd, O, F } from "../sys/mem";
 import { FD_KINDS, kindByType } from "./kinds";
 import { regEntry } from "./reg";
-import type { ImageSink, DumpOpts, RestoreCtx, Holder } from "./fdkind";
+import type { ImageSink, DumpOpts, DumpTree, DumpCtx, RestoreCtx, Holder, FdKind, SomeFdKind, InventoryInit } from "./fdkind";
+import type { BigIntStats } from "node:fs";
 import type { Injector } from "../ptrace/inject";
 import { refuse, ANON_REFUSED } from "./unsupported";
 import type * as S from "../images/schemas";
@@ -100,6 +101,42 @@ export class FdTwins {
   }
 }
 
+/**
+ * The fd kinds of one dump, each with the state its dumpBegin made for this dump (FdKind<D>),
+ * handed to each of its dump hooks. Made by the dump before anything is frozen: a dump that fails
+ * before the kinds began ends none of them.
+ */
+export class FdKindsDump {
+  private states = new Map<SomeFdKind, unknown>();
+  constructor(private kinds: SomeFdKind[] = FD_KINDS) {}
+  /** every kind's look at the whole frozen tree, before its first fd */
+  begin(tree: DumpTree, opts: DumpOpts) { for (const k of this.kinds) this.states.set(k, k.dumpBegin?.(tree, opts)); }
+  /** kind K's state for this dump, typed by K */
+  stateOf<D>(k: FdKind<D, unknown>): D {
+    if (!this.states.has(k)) throw new CriuError("files", `${k.name}: used before the dump's kinds began (internal order)`);
+    return this.states.get(k) as D;
+  }
+  /** the kind of an fd, by its target and stat */
+  find(target: string, st: BigIntStats, fdPath: string, opts: DumpOpts, copy?: number): SomeFdKind | undefined {
+    return this.kinds.find((k) => k.match(target, st, fdPath, opts, copy, this.states.get(k)));
+  }
+  dump(k: SomeFdKind, ctx: DumpCtx): number { return k.dump(ctx, this.states.get(k)); }
+  /** inventory.img fields the kinds' objects need */
+  inventory(): InventoryInit {
+    return Object.assign({}, ...this.begun().map(([k, s]) => k.dumpInventory?.(s) ?? {}));
+  }
+  commit() { for (const [k, s] of this.begun()) k.dumpCommit?.(s); }
+  release(how: "running" | "killed", runId?: string) { for (const [k, s] of this.begun()) k.dumpRelease?.(s, how, runId); }
+  killed() { for (const [k, s] of this.begun()) k.dumpKilled?.(s); }
+  /** a failed dump: each kind's own cleanup, one failing not stopping the others */
+  abort() {
+    for (const [k, s] of this.begun()) {
+      try { k.dumpAbort?.(s); } catch (e) { log.warn(`${k.name}: ${e instanceof Error ? e.message : String(e)}`); }
+    }
+  }
+  private begun(): [SomeFdKind, unknown][] { return [...this.states]; }
+}
+
 /** F_SETOWN / F_SETSIG / O_ASYNC live in the open file description: read through criu-bun's copy
  *  of the fd (dup). An owner other than the process itself (another process, a group, one of its
  *  threads) is refused. */
@@ -133,7 +170,8 @@ function fownHolder(f: Record<string, any>): Record<string, any> | undefined {
  * fdinfo read per fd, one pidfd for the process, one copy of each fd (pidfd_getfd) shared by the
  * owner check and the fd's kind and closed as soon as the fd is done, twins found by kcmp order.
  */
-export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: DumpOpts, seen = new FdTwins(), locks: LockDump[] = []): FdDump[] {
+export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: DumpOpts, kinds: FdKindsDump, seen = new FdTwins(),
+  locks: LockDump[] = []): FdDump[] {
   const out: FdDump[] = [];
   const lockSeen = new Set<string>();
   const known = opts.links?.get(pid);
@@ -194,7 +232,7 @@ export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: 
         let fown: S.fown_entry | undefined;
         try { fown = readOwner(pid, grab(), where, ownPidNs, opts.tree); } catch (e) { if (dup >= 0) throw e; } // no copy: no owner to read (as before)
         const fdPath = `/proc/${pid}/fd/${fd}`;
-        const kind = FD_KINDS.find((k) => k.match(target, st, fdPath, opts, dup));
+        const kind = kinds.find(target, st, fdPath, opts, dup);
         if (!kind && /^(cgroup|ipc|mnt|net|pid|pid_for_children|time|time_for_children|user|uts):\[\d+\]$/.test(target)) refuse("files", where, "nsfs", `'${target}'`);
         // /dev/net/tun attached to an interface (fdinfo "iff:"): reopening the device would give an
         // fd attached to nothing (CRIU keeps it as a tunfile with the link); unattached, it is a
@@ -206,7 +244,7 @@ export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: 
         if (opts.nsMounts && kind.type === FD_TYPE.REG && !opts.nsMounts.has(Number(fdinfo.mnt_id))) {
           throw new CriuError("files", `${where}: '${target}' is on a mount outside the tree's mount namespace (mnt_id ${fdinfo.mnt_id}); not supported`);
         }
-        const id = kind.dump({
+        const id = kinds.dump(kind, {
           pid, fd, target, flags: flags & ~O_CLOEXEC, pos: BigInt(fdinfo.pos ?? "0"), st, fdinfo,
           fdinfoText, files: table, images, opts, where, grab,
         });
@@ -362,7 +400,7 @@ export function restoreFds(base: CtxBase, fds: S.fdinfo_entry[]) {
       continue;
     }
     const kind = kindByType(f.type)!;
-    const fd = kind.restore(restoreCtx(base, floor, where), f, fe);
+    const fd = kind.restore(restoreCtx(base, floor, where), f, fe, tree.kindState(kind));
     log.debug(`${where}: file id ${fe.id} (${kind.name}) created`);
     temps.set(fe.id, fd);
     pending.push(fe.id);
@@ -382,7 +420,7 @@ export function restoreFds(base: CtxBase, fds: S.fdinfo_entry[]) {
     const f = base.files.get(fe.id)!, kind = kindByType(f.type)!;
     if (!kind.restoreLate || !created.has(fe.id) || late.has(fe.id)) continue;
     late.add(fe.id);
-    kind.restoreLate(restoreCtx(base, floor, `process ${base.pid} fd ${fe.fd}`), f, fe.fd);
+    kind.restoreLate(restoreCtx(base, floor, `process ${base.pid} fd ${fe.fd}`), f, fe.fd, tree.kindState(kind));
   }
   const heldHere = new Set(tree.toClose.get(base.pid) ?? []);
   for (const t of closeLater) if (!heldHere.has(t)) inj.call(NR.close, t);

@@ -9,7 +9,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { pausePoint } from "../fault";
 import { isFieldSet } from "@bufbuild/protobuf";
-import type { FdKind, RestoreCtx } from "./fdkind";
+import type { FdKind, RestoreCtx, DumpOpts } from "./fdkind";
 import { FOWN0, cachedPayloads } from "./fdkind";
 import {
   AF, SOL, SO, TCP, IPPROTO, MSG, SHUT, IP_FREEBIND, IPV6_V6ONLY, IPV6_FREEBIND, SOCK, IP, IPV6, ICMP_FILTER, ICMPV6_FILTER,
@@ -25,7 +25,9 @@ import { MAP } from "./vma";
 import {
   TCP_STATE, TCP_STATE_NAME, tcpInfo, repairOn, repairOff, dumpTcpStream, restoreTcpStream, type TcpStream, type SockOps,
 } from "../net/tcp-repair";
-import { netLock, netUnlock, netRelease, lockTableName, heldTableName, runLockTableName, NETWORK_LOCK, type LockedEndpoint } from "../net/netlock";
+import {
+  netLock, netUnlock, lockTableName, heldTableName, runLockTableName, logNetworkLockSkipped, HeldLock, NETWORK_LOCK, type LockedEndpoint,
+} from "../net/netlock";
 import { withNetns } from "../sys/netns";
 import { readLink } from "../sys/proc";
 import * as S from "../images/schemas";
@@ -68,52 +70,68 @@ function inetInodes(pid: number): Set<bigint> {
   return out;
 }
 
-// ---------- dump-side session: connections held in repair mode until the dump ends ----------
+// ---------- one dump's connections: held in repair mode until the dump ends ----------
 
-interface DumpSession { locks: Map<number, LockedEndpoint[]>; repaired: { fd: number; where: string }[] }
-let session: DumpSession | null = null;
+/** inet's state for one dump (FdKind<InetDump>) */
+export interface InetDump {
+  /** --network-lock skip: nothing is locked or unlocked */
+  skipLock: boolean;
+  /** some connection was locked or kept (what the end of the dump deals with) */
+  active: boolean;
+  /** the endpoints locked in each process's netns, and the lock this criu-bun holds there */
+  locks: Map<number, { eps: LockedEndpoint[]; held: HeldLock }>;
+  /** criu-bun's duplicates of the established connections (closed in repair mode once a killed tree is gone) */
+  repaired: { fd: number; where: string }[];
+  /** the tree was let go or killed: the locks are dealt with */
+  released: boolean;
+  /** sk_shutdown of the sockets of a netns, family and protocol (inetShutdown) */
+  shutdownLists: Map<string, Map<number, number>>;
+  /** the inet sockets' inodes of the last namespace scanned (match, where sockfs names no protocol) */
+  inodes: { at: number; set: Set<bigint> } | null;
+}
+
+function inetDumpBegin(opts: DumpOpts): InetDump {
+  if (opts.networkLockSkip) logNetworkLockSkipped();
+  return { skipLock: !!opts.networkLockSkip, active: false, locks: new Map(), repaired: [], released: false, shutdownLists: new Map(), inodes: null };
+}
 
 /**
  * Lock endpoints of process pid. While the dump runs the lock is held by this criu-bun (gone if
  * it dies); a dump that kills the process leaves the same rules in the table a restore of that
- * process lifts (see netDumpEnd).
+ * process lifts (see inetDumpRelease).
  */
-function lockDump(pid: number, eps: LockedEndpoint[]) {
-  session ??= { locks: new Map(), repaired: [] };
-  withNetns(pid, () => netLock(heldTableName(pid), eps, { hold: true }));
-  const l = session.locks.get(pid) ?? [];
-  l.push(...eps);
-  session.locks.set(pid, l);
+function lockDump(s: InetDump, pid: number, eps: LockedEndpoint[]) {
+  s.active = true;
+  const l = s.locks.get(pid) ?? { eps: [], held: new HeldLock(heldTableName(pid)) };
+  if (!s.skipLock) withNetns(pid, () => netLock(l.held, eps));
+  l.eps.push(...eps);
+  s.locks.set(pid, l);
 }
 
 /**
- * End of a dump that touched inet sockets. "killed": the process is gone, our duplicates of its
- * connections are closed in repair mode (nothing is sent) and the lock stays until restore.
- * "running" (-R, -s) or "failed": connections leave repair mode and the lock is removed.
+ * The tree is let go or killed. "killed": the process is gone, our duplicates of its connections
+ * are closed in repair mode once it is (inetDumpKilled: nothing is sent) and the lock stays until
+ * restore. "running" (-R, -s, or a failed dump): connections leave repair mode and the lock is removed.
  */
-/** Whether this dump locked connections (a lock the killed tree's connections keep until restore). */
-export function netDumpLocked(): boolean { return !!session?.locks.size; }
-
-export function netDumpEnd(outcome: "killed" | "running" | "failed", runId?: string) {
-  const s = session;
-  session = null;
-  if (!s) return;
+function inetDumpRelease(s: InetDump, outcome: "killed" | "running", runId?: string) {
+  if (s.released || !s.active) return;
+  s.released = true;
   try {
     // before the tree dies (its network namespace is reached through it): the lock that outlives us
     // one table for the whole dump, named after its run id (as CRIU's), in each process's netns
     if (outcome === "killed") {
-      for (const [pid, eps] of s.locks) withNetns(pid, () => netLock(runId ? runLockTableName(runId) : lockTableName(pid), eps));
+      for (const [pid, l] of s.locks) if (!s.skipLock) withNetns(pid, () => netLock(runId ? runLockTableName(runId) : lockTableName(pid), l.eps));
       // the kernel deletes a namespace's nftables hooks before its interfaces: a peer's segment
       // arriving in between finds the port empty and unlocked, and is answered with a RST
       log.info("The lock lives in the network namespace(s) of the dumped connections: take their interfaces down before deleting such a namespace, or its peers may see a RST");
     }
-  } catch (e: any) {
-    log.error("dump", `the network lock could not be kept for the restore (${e?.message}); peers may see the connections reset`);
+  } catch (e) {
+    log.error("dump", `the network lock could not be kept for the restore (${e instanceof Error ? e.message : e}); peers may see the connections reset`);
   } finally {
-    for (const pid of s.locks.keys()) netRelease(heldTableName(pid));
+    for (const l of s.locks.values()) l.held.release();
   }
-  if (outcome === "killed") { killedRepaired = s.repaired; return; }
-  for (const r of s.repaired) {
+  if (outcome === "killed") return;
+  for (const r of s.repaired.splice(0)) {
     // a window probe, now that the lock is gone, so the peer learns at once we are back
     const e = repairOff(r.fd);
     if (e < 0) log.warn(`${r.where}: leaving TCP repair mode failed (${errnoText(-e)})`);
@@ -121,11 +139,10 @@ export function netDumpEnd(outcome: "killed" | "running" | "failed", runId?: str
   }
 }
 
-let killedRepaired: { fd: number; where: string }[] = [];
 /** The dumped tree was killed: our duplicates are the connections' last references; closed in
  *  repair mode, they go without a FIN or RST (the restore brings them back). */
-export function netDumpKilled() {
-  for (const r of killedRepaired.splice(0)) {
+function inetDumpKilled(s: InetDump) {
+  for (const r of s.repaired.splice(0)) {
     const e = setsockoptRepair(r.fd);
     if (e < 0) log.warn(`${r.where}: repair mode for the close failed (${errnoText(-e)})`);
     syscall(NR.close, r.fd);
@@ -278,10 +295,8 @@ function synQueue(family: number, port: number, local: Uint8Array): number {
 /** sk_shutdown of an inet socket (INET_DIAG_SHUTDOWN), found by inode in the process's netns.
  *  The sockets of a family and protocol are listed once per dump and netns (the tree is frozen),
  *  not once per socket; one missing from that listing is looked up in a fresh one. */
-const shutdownLists = new WeakMap<object, Map<string, Map<number, number>>>();
-function inetShutdown(pid: number, family: number, proto: number, ino: number, where: string, cacheKey: object): number {
-  let lists = shutdownLists.get(cacheKey);
-  if (!lists) shutdownLists.set(cacheKey, (lists = new Map()));
+function inetShutdown(pid: number, family: number, proto: number, ino: number, where: string, s: InetDump): number {
+  const lists = s.shutdownLists;
   const key = `${readLink(`/proc/${pid}/ns/net`)}:${family}:${proto}`;
   let list = lists.get(key);
   if (list?.has(ino)) return list.get(ino)!;
@@ -311,24 +326,31 @@ function inetShutdownList(pid: number, family: number, proto: number, where: str
 
 // ---------- the kind ----------
 
-let inodes: { at: number; set: Set<bigint> } | null = null;
 /** system.sockprotoname of AF_INET/AF_INET6 sockets (MPTCP and SCTP too: refused by dump as kinds not kept) */
 const INET_PROTO_NAMES = new Set(["TCP", "TCPv6", "UDP", "UDPv6", "UDP-Lite", "UDPLITEv6", "RAW", "RAWv6", "PING", "PINGv6", "MPTCP", "MPTCPv6", "SCTP", "SCTPv6", "DCCP", "DCCPv6", "L2TP/IP", "L2TP/IPv6"]);
 
-export const inetKind: FdKind = {
+export const inetKind: FdKind<InetDump, InetRestore> = {
   name: "inet socket",
   type: FD_INETSK,
-  match(target, st, procPath, _opts, copy) {
+  dumpBegin: (_tree, opts) => inetDumpBegin(opts),
+  // the lock a killed tree's connections keep until restore: nftables table inet CRIU-<run id>
+  // (netlock.ts), as CRIU 4 names its own, so either tool's restore lifts it. No connection
+  // locked: unset (CRIU's restore would otherwise look for a table that was never made)
+  dumpInventory: (s) => (s.locks.size ? { networkLockMethod: NETWORK_LOCK.NFTABLES } : {}),
+  dumpRelease: inetDumpRelease,
+  dumpKilled: inetDumpKilled,
+  dumpAbort: (s) => inetDumpRelease(s, "running"),
+  match(target, st, procPath, _opts, copy, s) {
     if (!target.startsWith("socket:[")) return false;
     // sockfs names the protocol; unbound sockets are in no /proc/net table
     const pname = copy !== undefined && copy >= 0 ? sockProtoName(copy) : procPath ? sockProtoName(procPath) : undefined;
     if (pname !== undefined) return INET_PROTO_NAMES.has(pname);
     const pid = Number(/^\/proc\/(\d+)\//.exec(procPath ?? "")?.[1] ?? "self");
     // one scan per dump (a dump takes well under a second between fds)
-    if (!inodes || Date.now() - inodes.at > 1000 || !inodes.set.has(st.ino)) inodes = { at: Date.now(), set: inetInodes(pid) };
-    return inodes.set.has(st.ino);
+    if (!s.inodes || Date.now() - s.inodes.at > 1000 || !s.inodes.set.has(st.ino)) s.inodes = { at: Date.now(), set: inetInodes(pid) };
+    return s.inodes.set.has(st.ino);
   },
-  dump(ctx) {
+  dump(ctx, s) {
     const fd = ctx.grab();
     const where = ctx.where;
     const family = getsockoptInt(fd, SOL.SOCKET, SO.DOMAIN);
@@ -376,19 +398,19 @@ export const inetKind: FdKind = {
           if (!ctx.opts.skipInFlight) refuse("files", where, "tcp-in-flight", `${half} half-open (SYN_RECV) on ${conn}`);
           log.warn(`${where}: ${half} half-open connection(s) (SYN_RECV) on ${conn} are dropped (--skip-in-flight)`);
         }
-        if (ctx.opts.tcpEstablished) lockDump(ctx.pid, [{ proto, local: local.addr, lport: local.port }]);
+        if (ctx.opts.tcpEstablished) lockDump(s, ctx.pid, [{ proto, local: local.addr, lport: local.port }]);
       } else if (state === TCP_STATE.ESTABLISHED) {
         if (!ctx.opts.tcpEstablished && !ctx.opts.tcpClose) {
           throw new CriuError("files", `${where}: established TCP connection ${conn}; use --tcp-established to dump it (or --tcp-close to restore it closed)`);
         }
         if (ctx.opts.tcpEstablished) {
-          lockDump(ctx.pid, [{ proto, local: local.addr, lport: local.port, remote: peer!.addr, rport: peer!.port }]);
+          lockDump(s, ctx.pid, [{ proto, local: local.addr, lport: local.port, remote: peer!.addr, rport: peer!.port }]);
           // keep our own duplicate: the socket must outlive its process when the dump kills it,
-          // to be closed in repair mode (see netDumpKilled)
+          // to be closed in repair mode (see inetDumpKilled)
           const keep = syscall(NR.fcntl, fd, F.DUPFD_CLOEXEC, 0);
           if (keep < 0) throw new CriuError("files", `${where}: dup failed (${errnoText(-keep)})`);
-          session ??= { locks: new Map(), repaired: [] };
-          session!.repaired.push({ fd: keep, where });
+          s.active = true;
+          s.repaired.push({ fd: keep, where });
           // repair mode only while the queues are read: TCP_REPAIR belongs to the socket, not to
           // our fd, so a criu-bun killed meanwhile would leave it on in a process that runs on
           // (its reads fail with EPERM, nothing is sent). The process is frozen and the lock
@@ -416,7 +438,7 @@ export const inetKind: FdKind = {
       isk.state = peer ? TCP_STATE.ESTABLISHED : TCP_STATE.CLOSE;
       // shut down for reading and/or writing (sk_shutdown: 1 read, 2 write), as CRIU's sk_shutdown
       // (sock_diag knows bound sockets only; an unbound one's read shutdown shows in poll)
-      const shut = local.port ? inetShutdown(ctx.pid, family, proto, ino, where, ctx.opts) : (pollBits(fd) & 0x2000 ? 1 : 0);
+      const shut = local.port ? inetShutdown(ctx.pid, family, proto, ino, where, s) : (pollBits(fd) & 0x2000 ? 1 : 0);
       if (shut) isk.shutdown = shut;
       // data in the cork is in the send queue until uncorked
       // corked, with or without data in the cork (CRIU's images have no field for it either)
@@ -456,31 +478,44 @@ export const inetKind: FdKind = {
         throw new CriuError("restore", `${join(run.dir, "inventory.img")}: network_lock_method 0: the dump locked TCP connection ${k.ino} with iptables, which criu-bun cannot lift; dump with --network-lock nftables (or restore with --tcp-close)`);
     }
   },
-  restoreBegin: (run) => netRestoreBegin({ tcpClose: run.tcpClose, lockTable: run.lockTable, lockMethod: run.lockMethod }),
-  restore(ctx, f) {
-    return restoreInet(ctx, f.isk!);
+  restoreBegin: netRestoreBegin,
+  restore(ctx, f, _fe, s) {
+    return restoreInet(ctx, f.isk!, s);
   },
   // a connection left in repair mode: where it is once every fd has its final number
-  restoreLate(ctx, f, fd) {
-    const e = inRepair.get(`${ctx.pid}:${f.isk!.id}`);
+  restoreLate(ctx, f, fd, s) {
+    const e = s.inRepair.get(`${ctx.pid}:${f.isk!.id}`);
     if (e) { e.ctx = ctx; e.fd = fd; }
   },
-  restoreProcessFiles: (pid) => netRestoreHoldRepaired(pid),
+  restoreProcessFiles: (pid, s) => netRestoreHoldRepaired(pid, s),
   // last before the release: the dump's network lock goes, this restore's (gone with criu-bun)
   // holds until the processes run; then the connections out of repair mode, the last thing that
   // can fail (CRIU's order too: repair off right before the tree is let go)
-  restoreCommit() {
-    netRestoreHandover();
+  restoreCommit(s) {
+    netRestoreHandover(s);
     pausePoint("restore-repair-off");
-    netRestoreLeaveRepair();
+    netRestoreLeaveRepair(s);
   },
-  restoreEnd: () => netRestoreEnd(),
-  restoreAbort: () => netRestoreAbort(),
+  restoreEnd: (s) => netRestoreEnd(s),
+  restoreAbort: (s) => netRestoreAbort(s),
 };
 
-/** connections of this restore still in repair mode, by "pid:file id"; copy: criu-bun's own fd
- *  on the socket (netRestoreHoldRepaired), through which it leaves repair mode at the very end */
-let inRepair = new Map<string, { unsent?: Uint8Array; reuseaddr: boolean; where: string; ctx?: RestoreCtx; fd?: number; copy?: number }>();
+/** inet's state for one restore (FdKind<InetDump, InetRestore>) */
+export interface InetRestore {
+  /** --tcp-close */
+  tcpClose?: boolean;
+  /** the nftables table (inet) the dump left (CRIU's "CRIU-<dump_criu_run_id>", also criu-bun's) */
+  lockTable?: string;
+  /** the dump was made with --network-lock skip: nothing to lock or unlock */
+  skipLock: boolean;
+  /** lock tables the dump left for the processes of this restore that have inet sockets (table -> pid) */
+  tables: Map<string, number>;
+  /** this restore's own locks, by pid (lockRestore), gone with criu-bun */
+  held: Map<number, HeldLock>;
+  /** connections of this restore still in repair mode, by "pid:file id"; copy: criu-bun's own fd
+   *  on the socket (netRestoreHoldRepaired), through which it leaves repair mode at the very end */
+  inRepair: Map<string, { unsent?: Uint8Array; reuseaddr: boolean; where: string; ctx?: RestoreCtx; fd?: number; copy?: number }>;
+}
 
 /**
  * Process PID's connections, still in repair mode, copied into criu-bun (pidfd_getfd: the same
@@ -488,10 +523,10 @@ let inRepair = new Map<string, { unsent?: Uint8Array; reuseaddr: boolean; where:
  * signals and registers with its connections in repair mode: a restore that fails or is killed
  * meanwhile closes them silently (no FIN, nothing lingering on the port).
  */
-function netRestoreHoldRepaired(pid: number) {
+function netRestoreHoldRepaired(pid: number, s: InetRestore) {
   let pidfd = -1;
   try {
-    for (const [key, e] of inRepair) {
+    for (const [key, e] of s.inRepair) {
       if (!key.startsWith(`${pid}:`) || e.copy !== undefined) continue;
       if (!e.ctx || e.fd === undefined) throw new CriuError("restore", `${e.where}: the TCP connection's fd was never placed`);
       if (pidfd < 0) {
@@ -516,8 +551,8 @@ function netRestoreHoldRepaired(pid: number) {
  * too), grow it and go on. Only the release of the processes follows: a criu-bun killed from
  * here on can still leave a connection closed the normal way, a window of a few system calls.
  */
-function netRestoreLeaveRepair() {
-  for (const [key, e] of inRepair) {
+function netRestoreLeaveRepair(s: InetRestore) {
+  for (const [key, e] of s.inRepair) {
     const { unsent, copy: fd } = e;
     const where = e.ctx?.where ?? e.where;
     if (fd === undefined) throw new CriuError("restore", `${where}: the TCP connection was never held (internal order)`);
@@ -538,7 +573,7 @@ function netRestoreLeaveRepair() {
         off += n;
       }
     }
-    inRepair.delete(key);
+    s.inRepair.delete(key);
     syscall(NR.close, fd);
     log.debug(`${where}: TCP connection out of repair mode${unsent?.length ? `, ${unsent.length} unsent bytes sent` : ""}`);
   }
@@ -546,9 +581,9 @@ function netRestoreLeaveRepair() {
 
 /** criu-bun's copies of connections still in repair mode closed (a failed restore: the sockets
  *  go silently with the processes) */
-function dropRepairCopies() {
-  for (const e of inRepair.values()) if (e.copy !== undefined) syscall(NR.close, e.copy);
-  inRepair = new Map();
+function dropRepairCopies(s: InetRestore) {
+  for (const e of s.inRepair.values()) if (e.copy !== undefined) syscall(NR.close, e.copy);
+  s.inRepair.clear();
 }
 
 function concatBytes(a: Uint8Array, b: Uint8Array) {
@@ -559,38 +594,40 @@ function concatBytes(a: Uint8Array, b: Uint8Array) {
 
 // ---------- restore ----------
 
-let restoreOpts: { tcpClose?: boolean; lockTable?: string; lockMethod?: number } = {};
-/** lock tables of the processes of this restore that have inet sockets */
-let restoreTables = new Map<string, number>();
-
 /**
  * Options of this restore (--tcp-close), and the dump's network lock as inventory.img tells it:
  * lockTable, the nftables table (inet) the dump left (CRIU's "CRIU-<dump_criu_run_id>", also
  * criu-bun's); lockMethod, CRIU's network_lock_method (0 iptables, 1 nftables, 2 skip).
  */
-function netRestoreBegin(o: { tcpClose?: boolean; lockTable?: string; lockMethod?: number }) { restoreOpts = o; restoreTables = new Map(); dropRepairCopies(); }
+function netRestoreBegin(run: { tcpClose?: boolean; lockTable?: string; lockMethod?: number }): InetRestore {
+  const skipLock = run.lockMethod === NETWORK_LOCK.SKIP;
+  if (skipLock) logNetworkLockSkipped();
+  return { tcpClose: run.tcpClose, lockTable: run.lockTable, skipLock, tables: new Map(), held: new Map(), inRepair: new Map() };
+}
 /** the table the dump left for process pid's connections */
-const dumpLockTable = (pid: number) => restoreOpts.lockTable ?? lockTableName(pid);
+const dumpLockTable = (s: InetRestore, pid: number) => s.lockTable ?? lockTableName(pid);
 /** A restore that succeeded, before its processes are let go: the dump's locks (same table names
  * in the same network namespaces) are lifted while this restore's own still drop the packets.
  * Those are tables owned by this criu-bun (NFT_TABLE_F_OWNER), so from here on no lock outlives
  * criu-bun: killed after the release, it leaves the connections running and nothing behind. */
-function netRestoreHandover() {
-  for (const [t, pid] of restoreTables) withNetns(pid, () => netUnlock(t));
+function netRestoreHandover(s: InetRestore) {
+  if (s.skipLock) return;
+  for (const [t, pid] of s.tables) withNetns(pid, () => netUnlock(t));
 }
 /** After a successful restore, the processes running: the connections are live again, this
  * restore's locks go. */
-function netRestoreEnd() { netRestoreAbort(); }
+function netRestoreEnd(s: InetRestore) { netRestoreAbort(s); }
 /** A failed restore: its own locks go (the dump's stays, for another try). */
-function netRestoreAbort() {
-  try { for (const pid of restoreTables.values()) netRelease(heldTableName(pid)); }
-  finally { restoreTables = new Map(); dropRepairCopies(); }
+function netRestoreAbort(s: InetRestore) {
+  try { for (const h of s.held.values()) h.release(); }
+  finally { s.tables.clear(); s.held.clear(); dropRepairCopies(s); }
 }
 
 /** Lock every TCP endpoint of this restore before the first connection is made. */
-function lockRestore(ctx: RestoreCtx) {
-  if (ctx.state.has("inet:locked")) return;
-  ctx.state.set("inet:locked", true);
+function lockRestore(ctx: RestoreCtx, s: InetRestore) {
+  if (s.held.has(ctx.pid)) return;
+  const held = new HeldLock(heldTableName(ctx.pid));
+  s.held.set(ctx.pid, held);
   const eps: LockedEndpoint[] = [];
   for (const f of ctx.files.values()) {
     const k = f.isk;
@@ -599,13 +636,13 @@ function lockRestore(ctx: RestoreCtx) {
     if (k.state === TCP_STATE.LISTEN) eps.push({ proto: k.proto, local, lport: k.srcPort });
     else if (k.state === TCP_STATE.ESTABLISHED) eps.push({ proto: k.proto, local, lport: k.srcPort, remote: wordsToAddr(k.dstAddr, k.family), rport: k.dstPort });
   }
-  restoreTables.set(dumpLockTable(ctx.pid), ctx.pid);
-  withNetns(ctx.pid, () => netLock(heldTableName(ctx.pid), eps, { hold: true }));
+  s.tables.set(dumpLockTable(s, ctx.pid), ctx.pid);
+  if (!s.skipLock) withNetns(ctx.pid, () => netLock(held, eps));
 }
 
-function restoreInet(ctx: RestoreCtx, k: S.inet_sk_entry): number {
+function restoreInet(ctx: RestoreCtx, k: S.inet_sk_entry, s: InetRestore): number {
   const inj = ctx.inj, where = ctx.where;
-  restoreTables.set(dumpLockTable(ctx.pid), ctx.pid);
+  s.tables.set(dumpLockTable(s, ctx.pid), ctx.pid);
   const fail = (what: string, r: bigint | number) => {
     throw new CriuError("restore", `${where}: ${what} failed (${errnoText(-Number(r))})`);
   };
@@ -640,7 +677,7 @@ function restoreInet(ctx: RestoreCtx, k: S.inet_sk_entry): number {
   let closed = false;
   if (connection) {
     const item = k.state === TCP_STATE.ESTABLISHED ? cachedPayloads(ctx, streamImage(k.ino), "TCP_STREAM")[0] : undefined;
-    if (restoreOpts.tcpClose || !item) {
+    if (s.tcpClose || !item) {
       // --tcp-close (or dumped with it): as CRIU, a socket shut down both ways and never
       // connected here, so recv() says 0 (end of stream) and send() EPIPE, and no peer sees it
       closed = true;
@@ -648,7 +685,7 @@ function restoreInet(ctx: RestoreCtx, k: S.inet_sk_entry): number {
       if (r < 0n && r !== -107n /* ENOTCONN: it is shut all the same */) fail("shutdown", r);
       log.info(`${where}: TCP connection (${TCP_STATE_NAME[k.state] ?? k.state}) restored closed`);
     } else {
-      lockRestore(ctx);
+      lockRestore(ctx, s);
       const m = item.msg;
       const stream: TcpStream = {
         state: { inqLen: m.inqLen, inqSeq: m.inqSeq, outqLen: m.outqLen, outqSeq: m.outqSeq, optMask: m.optMask,
@@ -674,7 +711,7 @@ function restoreInet(ctx: RestoreCtx, k: S.inet_sk_entry): number {
       // left in repair mode until the tree is about to run (netRestoreLeaveRepair), as CRIU does:
       // a restore that fails or is killed before then closes it without a FIN or RST, and leaves
       // no socket lingering on its port
-      inRepair.set(`${ctx.pid}:${k.id}`, { unsent, reuseaddr: !!k.opts?.reuseaddr, where });
+      s.inRepair.set(`${ctx.pid}:${k.id}`, { unsent, reuseaddr: !!k.opts?.reuseaddr, where });
       log.info(`${where}: TCP connection to ${addrString(k.family, peerAddr)}:${k.dstPort} restored (${m.inqLen} + ${m.outqLen} queued bytes), in repair mode until the tree runs`);
     }
   } else if (tcp && !raw && k.state === TCP_STATE.LISTEN) {

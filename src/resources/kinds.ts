@@ -1,5 +1,5 @@
 // Every fd kind criu-bun knows, in the order they are tried.
-import type { FdKind } from "./fdkind";
+import type { SomeFdKind } from "./fdkind";
 import { regKind } from "./reg";
 import { pipeKind } from "./pipe";
 import { ttyKind } from "./tty";
@@ -15,7 +15,7 @@ import { inetKind } from "./inet";
 import { mqueueKind } from "./mqueue";
 import { pidfdKind } from "./pidfd";
 
-export const FD_KINDS: FdKind[] = [ttyKind, pipeKind, fifoKind, eventfdKind, timerfdKind, signalfdKind, epollKind, inotifyKind, memfdKind, inetKind, unixKind, mqueueKind, pidfdKind, regKind];
-export function kindByType(type: number): FdKind | undefined {
+export const FD_KINDS: SomeFdKind[] = [ttyKind, pipeKind, fifoKind, eventfdKind, timerfdKind, signalfdKind, epollKind, inotifyKind, memfdKind, inetKind, unixKind, mqueueKind, pidfdKind, regKind];
+export function kindByType(type: number): SomeFdKind | undefined {
   return FD_KINDS.find((k) => k.type === type);
 }

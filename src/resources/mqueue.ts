@@ -45,12 +45,10 @@ function isMqueue(path: string): boolean {
   return syscall(SYS.statfs, addr(p), addr(buf)) === 0 && Number(buf[0]) === MQUEUE_MAGIC;
 }
 
-const byDump = new WeakMap<object, Map<bigint, boolean>>();
-/** is the file system of device dev (an fd of it at fdPath) mqueue; remembered for the dump (opts) */
-function mqueueDev(dev: bigint, fdPath: string, opts: object | undefined): boolean {
-  if (!opts) return isMqueue(fdPath);
-  let m = byDump.get(opts);
-  if (!m) byDump.set(opts, (m = new Map()));
+/** mqueue's state for one dump: whether each device seen is an mqueue file system */
+export type MqueueDump = Map<bigint, boolean>;
+/** is the file system of device dev (an fd of it at fdPath) mqueue; remembered for the dump */
+function mqueueDev(dev: bigint, fdPath: string, m: MqueueDump): boolean {
   let r = m.get(dev);
   if (r === undefined) m.set(dev, (r = isMqueue(fdPath)));
   return r;
@@ -82,11 +80,12 @@ function drainAndRefill(q: number, msgsize: number, where: string): { prio: numb
   return msgs;
 }
 
-export const mqueueKind: FdKind = {
+export const mqueueKind: FdKind<MqueueDump> = {
   name: "POSIX message queue",
   type: fd_types.EXT,
   // one statfs per file system and dump, not per fd (10,000 fds on one file system: 1 call)
-  match: (target, st, fdPath, opts) => st.isFile() && target.startsWith("/") && mqueueDev(st.dev, fdPath, opts),
+  dumpBegin: () => new Map(),
+  match: (target, st, fdPath, _opts, _copy, s) => st.isFile() && target.startsWith("/") && mqueueDev(st.dev, fdPath, s),
   dump(ctx) {
     const { target, st } = ctx;
     if (target.endsWith(" (deleted)")) throw new CriuError("files", `${ctx.where}: message queue '${target.slice(0, -10)}' was unlinked while open; not supported yet`);
@@ -127,7 +126,7 @@ export const mqueueKind: FdKind = {
     const q = lines.find((l): l is QueueLine => l.k === "queue" && l.ino === fl.ino);
     if (!q) throw new CriuError("restore", `${ctx.where}: message queue ${fl.ino} is not in ${MQ_IMAGE}`);
     const inj = ctx.inj, name = q.name.replace(/^\//, "");
-    const heldKey = `mqueue:${q.ino}`;
+    const heldKey = `mqueue:${q.ino}` as const;
     if (!ctx.tree.held.has(heldKey)) {
       inj.call(SYS.mq_unlink, ctx.str(name)); // the queue outlived the dumped process: start afresh
       const attr = new BigInt64Array([0n, BigInt(q.maxmsg), BigInt(q.msgsize), 0n, 0n, 0n, 0n, 0n]);

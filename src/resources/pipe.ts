@@ -1,5 +1,5 @@
 // Pipes: both ends, flags, and the unread bytes (pipes-data.img), shared across fds and processes.
-import type { FdKind } from "./fdkind";
+import type { FdKind, HeldKey, RestoreCtx } from "./fdkind";
 import { FOWN0, cachedPayloadsBy } from "./fdkind";
 import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
@@ -70,9 +70,9 @@ export const pipeKind: FdKind = {
     const inj = ctx.inj;
     // inherit_fd pipe:[ino]: the caller's fd takes this pipe's place (a container's stdio, whose
     // other end is the runtime's); its unread bytes are still in the pipe the caller kept
-    const inheritKey = `inherit:pipe:[${p.pipeId}]`;
+    const inheritKey = `inherit:pipe:[${p.pipeId}]` as const;
     if (ctx.tree.held.has(inheritKey)) return inheritedPipe(ctx, p, inheritKey);
-    const rKey = `pipe:${p.pipeId}:r`, wKey = `pipe:${p.pipeId}:w`;
+    const rKey = `pipe:${p.pipeId}:r` as const, wKey = `pipe:${p.pipeId}:w` as const;
     if (!ctx.tree.held.has(rKey)) {
       // first use of this pipe anywhere in the tree: make it here, refill it, hold both ends
       const a = ctx.scratch(0n, new Uint8Array(8));
@@ -91,16 +91,15 @@ export const pipeKind: FdKind = {
       }
     }
     const key = (p.flags & 3) === O.WRONLY ? wKey : rKey;
-    const usedKey = `${key}:used`;
     let fd: number;
-    if (ctx.tree.held.has(usedKey)) {
+    if (ctx.tree.taken.has(key)) {
       // another open description of the same end: reopen through /proc gives a new one
       const h = ctx.tree.held.get(key)!;
       const r = Number(inj.call(NR.openat, -100, ctx.str(`/proc/${h.pid}/fd/${h.fd}`), (p.flags & 3) | O.CLOEXEC, 0));
       if (r < 0) throw new CriuError("restore", `${ctx.where}: reopening pipe ${p.pipeId} failed (${errnoText(-r)})`);
       fd = ctx.high(r, ctx.where);
     } else {
-      ctx.tree.held.set(usedKey, { pid: -1, fd: -1 });
+      ctx.tree.taken.add(key);
       // our own description of this end (dup of the held one: the held fd is closed later)
       const src = ctx.fdFrom(key)!;
       const d = Number(inj.call(NR.fcntl, src, F.DUPFD_CLOEXEC, 0));
@@ -116,7 +115,7 @@ export const pipeKind: FdKind = {
 const ACCMODE = ["read-only", "write-only", "read-write"];
 
 /** An end of a pipe the caller handed over (inherit_fd): one more fd of the same open file description. */
-function inheritedPipe(ctx: Parameters<FdKind["restore"]>[0], p: S.pipe_entry, key: string): number {
+function inheritedPipe(ctx: RestoreCtx, p: S.pipe_entry, key: HeldKey): number {
   const inj = ctx.inj;
   const src = ctx.fdFrom(key)!;
   const fl = Number(inj.call(NR.fcntl, src, F.GETFL));
@@ -132,7 +131,7 @@ function inheritedPipe(ctx: Parameters<FdKind["restore"]>[0], p: S.pipe_entry, k
   // status flags live in the shared description: set only what differs from the dump
   const want = p.flags & (O.NONBLOCK | O.APPEND | O.ASYNC | O.DIRECT);
   if ((fl & (O.NONBLOCK | O.APPEND | O.ASYNC | O.DIRECT)) !== want) inj.call(NR.fcntl, fd, F.SETFL, p.flags & ~3);
-  ctx.tree.held.set(`${key}:used`, { pid: -1, fd: -1 });
+  ctx.tree.taken.add(key);
   log.debug(`${ctx.where}: pipe:[${p.pipeId}] is the inherited fd (inherit_fd), its dumped bytes stay with the caller's pipe`);
   return fd;
 }

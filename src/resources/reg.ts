@@ -2,7 +2,9 @@
 import { statSync, lstatSync, readlinkSync, existsSync, unlinkSync } from "node:fs";
 import { dirname } from "node:path";
 import type { FdKind, DumpCtx, RestoreCtx, ImageSink } from "./fdkind";
-import type { FileTable } from "./files";
+import type { FileTable, FdKindsDump } from "./files";
+import { linkMmFiles } from "./mm";
+import type { DumpedVma } from "./memory";
 import type { BigIntStats } from "node:fs";
 import { FOWN0, cachedPayloads } from "./fdkind";
 import { readImage, imageExists } from "../images/image";
@@ -79,14 +81,37 @@ function majorMinor(rdev: bigint): [number, number] {
   return [Number(((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn)), Number((rdev & 0xffn) | ((rdev >> 12n) & ~0xffn))];
 }
 
-export const regKind: FdKind = {
+/** reg's state for one dump: its --ghost-limit and --link-remap, and the link_remap names it made
+ *  (host paths), removed if the dump fails */
+export interface RegDump { ghostLimit: number; linkRemap: boolean; madeLinks: string[] }
+/** reg's state for one restore: link_remap names it opened (as the target sees them, and the
+ *  target's pid), removed once it succeeded (a failed one leaves them for the next try) */
+export interface RegRestore { usedLinks: { pid: number; name: string }[] }
+
+export const regKind: FdKind<RegDump, RegRestore> = {
   name: "regular file",
   type: fd_types.REG,
+  dumpBegin: (_tree, opts) => ({ ghostLimit: opts.ghostLimit ?? GHOST_LIMIT, linkRemap: !!opts.linkRemap, madeLinks: [] }),
+  // restore opens the deleted files through their link remaps
+  dumpCommit: (s) => { s.madeLinks.length = 0; },
+  dumpAbort: (s) => {
+    for (const p of s.madeLinks.splice(0)) { try { unlinkSync(p); log.debug(`removed link remap ${p}`); } catch {} }
+  },
+  restoreBegin: () => ({ usedLinks: [] }),
+  // (last of the kinds: nothing can fail after it) the deleted files are open again: their
+  // link_remap names can go
+  restoreCommit: (s) => {
+    for (const { pid, name } of s.usedLinks.splice(0)) {
+      try { unlinkSync(`/proc/${pid}/root${name}`); log.debug(`removed link remap ${name}`); }
+      catch (e) { log.warn(`cannot remove link remap ${name}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`); }
+    }
+  },
+  restoreAbort: (s) => { s.usedLinks.length = 0; },
   // (a symbolic link itself only through O_PATH|O_NOFOLLOW)
   match: (target, st) => target.startsWith("/") && (st.isFile() || st.isDirectory() || st.isCharacterDevice() || st.isBlockDevice() || st.isSymbolicLink()),
-  dump(ctx) {
+  dump(ctx, s) {
     const { target, st } = ctx;
-    if (target.endsWith(" (deleted)")) return dumpGhost(ctx);
+    if (target.endsWith(" (deleted)")) return dumpGhost(ctx, s);
     if (st.isCharacterDevice() && isTty(st.rdev) && !ctx.opts.shellJob) {
       refuse("files", ctx.where, "terminal", `'${target}'; --shell-job gives a shell job criu-bun's terminal at restore`);
     }
@@ -147,11 +172,10 @@ export const regKind: FdKind = {
 // unlinked, so the process finds an open, deleted file with the same contents, mode and owner.
 
 /** Largest deleted file whose contents are saved (--ghost-limit; criu's default is 1 MiB, ours larger). */
-let ghostLimit = 256 << 20;
-export function setGhostLimit(bytes: number) { ghostLimit = bytes; }
+export const GHOST_LIMIT = 256 << 20;
 
-function dumpGhost(ctx: DumpCtx): number {
-  return saveGhost(ctx.files, ctx.images, ctx.st, ctx.target.slice(0, -" (deleted)".length), `/proc/${ctx.pid}/fd/${ctx.fd}`, ctx.flags, ctx.pos, ctx.where);
+function dumpGhost(ctx: DumpCtx, s: RegDump): number {
+  return saveGhost(s, ctx.files, ctx.images, ctx.st, ctx.target.slice(0, -" (deleted)".length), `/proc/${ctx.pid}/fd/${ctx.fd}`, ctx.flags, ctx.pos, ctx.where);
 }
 
 /**
@@ -159,7 +183,8 @@ function dumpGhost(ctx: DumpCtx): number {
  * /proc/PID/map_files, /proc/PID/exe): its contents once per inode in ghost-file-N.img, and a
  * remap-fpath.img entry for this id.
  */
-export function saveGhost(files: FileTable, images: ImageSink, st: BigIntStats, path: string, source: string, flags: number, pos: bigint, where: string): number {
+function saveGhost(s: RegDump, files: FileTable, images: ImageSink, st: BigIntStats, path: string, source: string, flags: number, pos: bigint,
+  where: string): number {
   if (/^\/proc\/\d+(\/|$)/.test(path)) refuse("files", where, "proc-gone", `'${path}'`);
   if (/^\/dev\/pts\/\d+$/.test(path)) refuse("files", where, "terminal", `'${path}', its master was closed`);
   if (st.isDirectory()) return saveGhostDir(files, images, st, path, flags, pos);
@@ -167,10 +192,10 @@ export function saveGhost(files: FileTable, images: ImageSink, st: BigIntStats, 
   if (flags & O_TMPFILE) refuse("files", where, "tmpfile", `'${path}'`);
   // another hard link keeps the inode: a copy would be a different file. --link-remap links it
   // back under a name of its own (CRIU's link_remap.N) so restore opens that very inode
-  if (st.nlink > 0n) return saveLinked(files, images, st, path, source, flags, pos, where);
+  if (st.nlink > 0n) return saveLinked(s, files, images, st, path, source, flags, pos, where);
   // judged by what it holds (allocated blocks), not its apparent size, as CRIU does: a sparse file is cheap
   const held = st.blocks * 512n < st.size ? st.blocks * 512n : st.size;
-  if (held > BigInt(ghostLimit)) throw new CriuError("files", `${where}: deleted file '${path}' is ${st.size} bytes, over the ghost file limit of ${ghostLimit} (--ghost-limit)`);
+  if (held > BigInt(s.ghostLimit)) throw new CriuError("files", `${where}: deleted file '${path}' is ${st.size} bytes, over the ghost file limit of ${s.ghostLimit} (--ghost-limit)`);
   const key = `ghost:${st.dev}:${st.ino}`;
   let ghostId = files.byKey.get(key);
   if (ghostId === undefined) {
@@ -205,6 +230,25 @@ export function saveGhost(files: FileTable, images: ImageSink, st: BigIntStats, 
   const id = files.add(null, (id) => ({ id, type: 1, reg: regEntry(id, path, flags, pos, st.size, Number(st.mode)) }));
   images.add("remap-fpath.img", "REMAP_FPATH", S.remap_file_path_entrySchema, { origId: id, remapId: ghostId, remapType: 1 /* GHOST */ });
   return id;
+}
+
+/**
+ * The files of a process's cwd, root, exe and mappings (fs-N.img, mm-N.img): as CRIU writes them,
+ * O_RDONLY entries (CRIU hands the exe's fd to PR_SET_MM_MAP, which refuses an O_PATH one); the
+ * exe shares its entry with its mappings. A deleted executable or mapped file (an upgraded
+ * binary, a tmp file mapped then unlinked) is saved as a ghost file, read through /proc/PID/exe or
+ * /proc/PID/map_files; a removed directory as cwd is a ghost directory.
+ */
+export function dumpTaskPaths(kinds: FdKindsDump, files: FileTable, images: ImageSink, pid: number,
+  task: { cwd: string; root: string; exe: string; mm: S.Init<typeof S.mm_entrySchema>; vmas: DumpedVma[] }): { cwdId: number; rootId: number } {
+  const s = kinds.stateOf(regKind);
+  const fileId = (path: string, source: string, flags: number) => path.endsWith(" (deleted)")
+    ? saveGhost(s, files, images, statSync(source, { bigint: true }), path.slice(0, -" (deleted)".length), source, flags, 0n, `process ${pid}`)
+    : files.addPath(path, flags);
+  const cwdId = fileId(task.cwd, `/proc/${pid}/cwd`, 0);
+  const rootId = files.addPath(task.root, 0);
+  linkMmFiles(pid, task.mm, task.exe, task.vmas, fileId);
+  return { cwdId, rootId };
 }
 
 /** __O_TMPFILE, kept in the file's flags: whether it may still be linked in (not opened O_EXCL) is not visible */
@@ -252,17 +296,8 @@ function dataExtents(fd: number, size: number): [number, number][] {
 // it at its old name, opens it there (so the fd reads "NAME (deleted)" as before) and unlinks that
 // name; the link_remap.N names go once the whole restore succeeded (a failed one can be retried).
 
-let linkRemap = false;
-export function setLinkRemap(on: boolean) { linkRemap = on; }
-/** link_remap names made by this dump (host paths), removed if the dump fails */
-const madeLinks: string[] = [];
-export function dropLinkRemaps() {
-  for (const p of madeLinks.splice(0)) { try { unlinkSync(p); log.debug(`removed link remap ${p}`); } catch {} }
-}
-export function keepLinkRemaps() { madeLinks.length = 0; }
-
-function saveLinked(files: FileTable, images: ImageSink, st: BigIntStats, path: string, source: string, flags: number, pos: bigint, where: string): number {
-  if (!linkRemap) refuse("files", where, "deleted-linked", `'${path}', ${st.nlink} other link(s); --link-remap keeps it`);
+function saveLinked(s: RegDump, files: FileTable, images: ImageSink, st: BigIntStats, path: string, source: string, flags: number, pos: bigint, where: string): number {
+  if (!s.linkRemap) refuse("files", where, "deleted-linked", `'${path}', ${st.nlink} other link(s); --link-remap keeps it`);
   const key = `linked:${st.dev}:${st.ino}`;
   let remapId = files.byKey.get(key);
   if (remapId === undefined) {
@@ -273,7 +308,7 @@ function saveLinked(files: FileTable, images: ImageSink, st: BigIntStats, path: 
     const from = cstr(source), to = cstr(files.statRoot + name);
     const r = syscall(NR.linkat, -100, addr(from), -100, addr(to), 0x400 /* AT_SYMLINK_FOLLOW */);
     if (r < 0) throw new CriuError("files", `${where}: cannot link deleted file '${path}' back as '${name}' (${errnoName(-r)})`);
-    madeLinks.push(files.statRoot + name);
+    s.madeLinks.push(files.statRoot + name);
     log.debug(`${where}: deleted file '${path}' (${st.nlink} other link(s)) linked back as '${name}'`);
     const id = remapId;
     files.files.push({ id, type: 1, reg: regEntry(id, name, O.RDONLY, 0n, st.size, Number(st.mode)) });
@@ -283,22 +318,9 @@ function saveLinked(files: FileTable, images: ImageSink, st: BigIntStats, path: 
   return id;
 }
 
-/** link_remap names opened by this restore (as the target sees them, and the target's pid) */
-const usedLinks: { pid: number; name: string }[] = [];
-/** After a successful restore: the link_remap names are not needed any more. */
-export function finishLinkRemaps() {
-  for (const { pid, name } of usedLinks.splice(0)) {
-    try { unlinkSync(`/proc/${pid}/root${name}`); log.debug(`removed link remap ${name}`); }
-    catch (e: any) { log.warn(`cannot remove link remap ${name}: ${e.code ?? e.message}`); }
-  }
-}
-
-/** A failed restore: the link_remap names stay for the next try. */
-export function forgetLinkRemaps() { usedLinks.length = 0; }
-
 export function restoreLinked(ctx: RestoreCtx, f: S.file_entry, remapId: number, flags: number): number {
   const reg = f.reg!, inj = ctx.inj;
-  const key = `linked:${remapId}`;
+  const key = `linked:${remapId}` as const;
   let base = ctx.fdFrom(key);
   if (base === undefined) {
     const link = ctx.files.get(remapId)?.reg?.name;
@@ -310,7 +332,7 @@ export function restoreLinked(ctx: RestoreCtx, f: S.file_entry, remapId: number,
     if (fd < 0) throw new CriuError("restore", `${ctx.where}: cannot open deleted file '${reg.name}' (${errnoText(-fd)})`);
     base = ctx.high(fd, ctx.where);
     ctx.hold(key, base);
-    usedLinks.push({ pid: ctx.pid, name: link });
+    ctx.tree.kindState(regKind).usedLinks.push({ pid: ctx.pid, name: link });
     log.debug(`${ctx.where}: deleted file '${reg.name}' opened again through '${link}'`);
   }
   const r = Number(inj.call(NR.openat, -100, ctx.str(`/proc/self/fd/${base}`), flags | O.CLOEXEC, 0));
@@ -334,7 +356,7 @@ function readRemaps(dir: string) {
 }
 /** A removed directory: made again at its name (or beside it), opened, removed; the times last. */
 function restoreGhostDir(ctx: RestoreCtx, f: S.file_entry, ghostId: number, g: S.ghost_file_entry, flags: number): number {
-  const reg = f.reg!, inj = ctx.inj, key = `ghost:${ghostId}`;
+  const reg = f.reg!, inj = ctx.inj, key = `ghost:${ghostId}` as const;
   let name = reg.name, r = -17n;
   for (let i = 0; r === -17n && i < 100; i++) {
     if (i) name = `${reg.name}.criu-bun-ghost.${ghostId}.${i}`;
@@ -382,7 +404,7 @@ export function linkedOf(dir: string, id: number): number | undefined {
 
 export function restoreGhost(ctx: RestoreCtx, f: S.file_entry, ghostId: number, flags: number): number {
   const reg = f.reg!, inj = ctx.inj;
-  const key = `ghost:${ghostId}`;
+  const key = `ghost:${ghostId}` as const;
   let base = ctx.fdFrom(key);
   if (base === undefined) {
     const [first, ...chunks] = cachedPayloads(ctx, `ghost-file-${ghostId.toString(16)}.img`, "GHOST_FILE");

@@ -109,7 +109,7 @@ export function shmemFd(o: {
   vpid: number;
   str: (s: string) => bigint; importFd: (owner: { pid: number; vpid?: number; fd: number }) => number;
 }): { fd: number; own: boolean } {
-  const key = `shmem:${o.shmid}`;
+  const key = `shmem:${o.shmid}` as const;
   const held = o.tree.held.get(key);
   if (held) return { fd: o.importFd(held), own: held.pid === o.pid };
   const low = Number(o.inj.call(NR.memfd_create, o.str(`criu-bun-shmem-${o.shmid}`), 1 /* MFD_CLOEXEC */));

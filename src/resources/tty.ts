@@ -139,8 +139,8 @@ function handOverPtsMaster(hooks: Hooks | undefined, h: { pid: number; fd: numbe
  * made in the restored devpts and its master handed to the caller (orphan-pts-master), as criu does.
  * Output the container wrote and the old master holder has not read stays readable there.
  */
-function containerPts(fdPath: string, opts?: DumpOpts): boolean {
-  if (!opts?.nsMounts) return false;
+function containerPts(fdPath: string, opts: DumpOpts): boolean {
+  if (!opts.nsMounts) return false;
   try {
     const mnt = Number(/^mnt_id:\s*(\d+)/m.exec(readFileSync(fdPath.replace("/fd/", "/fdinfo/"), "latin1"))?.[1]);
     return opts.nsMounts.has(mnt);
@@ -153,33 +153,42 @@ function containerPts(fdPath: string, opts?: DumpOpts): boolean {
  * it); a pty of the tree that is a controlling terminal is noted (restore makes it so through the
  * leader's own fd on it).
  */
-function ttyDumpBegin(tree: DumpTree, opts: DumpOpts) {
-  opts.ptyMasters = ptyMasters(tree.pids, opts.links);
-  opts.ptySessions = new Map<number, number>();
-  opts.ptyForeground = new Map<number, number>();
+function ttyDumpBegin(tree: DumpTree, opts: DumpOpts): TtyDump {
+  const s: TtyDump = { masters: ptyMasters(tree.pids, opts.links), sessions: new Map(), foreground: new Map() };
   for (const p of tree.pids) {
     const st = readStat(p);
     if (st.sid !== p || !st.ttyNr) continue;
-    opts.ptySessions.set(st.ttyNr, tree.vpid(p));
+    s.sessions.set(st.ttyNr, tree.vpid(p));
     const tpgid = Number(st.fields[8 - 3]);
     const member = tpgid > 0 ? tree.pids.find((q) => readStat(q).pgid === tpgid) : undefined;
-    if (member !== undefined) opts.ptyForeground.set(st.ttyNr, tree.vpgid(member));
+    if (member !== undefined) s.foreground.set(st.ttyNr, tree.vpgid(member));
     const major = (st.ttyNr >> 8) & 0xfff, minor = (st.ttyNr & 0xff) | ((st.ttyNr >> 12) & 0xfff00);
     const index = major >= 136 && major <= 143 ? (major - 136) * 256 + minor : -1;
-    if (index >= 0 && opts.ptyMasters.has(index) && !fdLinks(p).some(([, t]) => t === `/dev/pts/${index}`)) {
-      noteCtty(tree.files, tree.images, tree.files.statRoot, index, tree.vpid(p), `process ${p}`, opts.ptyForeground.get(st.ttyNr) ?? 0);
+    if (index >= 0 && s.masters.has(index) && !fdLinks(p).some(([, t]) => t === `/dev/pts/${index}`)) {
+      noteCtty(tree.files, tree.images, tree.files.statRoot, index, tree.vpid(p), `process ${p}`, s.foreground.get(st.ttyNr) ?? 0);
     }
   }
-  if (opts.ptyMasters.size) log.debug(`tty: the tree holds the masters of pts ${[...opts.ptyMasters].join(", ")}; ${opts.ptySessions.size} controlling terminal(s)`);
+  if (s.masters.size) log.debug(`tty: the tree holds the masters of pts ${[...s.masters].join(", ")}; ${s.sessions.size} controlling terminal(s)`);
+  return s;
 }
 
-export const ttyKind: FdKind = {
+/** What one dump knows about the tree's terminals (ttyDumpBegin). */
+export interface TtyDump {
+  /** pts indexes whose master is in the tree */
+  masters: Set<number>;
+  /** the session (images' numbering) of each slave that is a controlling terminal (tty_nr -> sid) */
+  sessions: Map<number, number>;
+  /** the foreground process group (images' numbering) of each of those terminals (tty_nr -> pgid) */
+  foreground: Map<number, number>;
+}
+
+export const ttyKind: FdKind<TtyDump> = {
   name: "pseudo terminal",
   type: fd_types.TTY,
   dumpBegin: ttyDumpBegin,
-  match: (target, _st, path, opts?: DumpOpts) => target === "/dev/ptmx" || target === "/dev/pts/ptmx" ||
-    (/^\/dev\/pts\/\d+$/.test(target) && (!!opts?.ptyMasters?.has(Number(target.slice(9))) || containerPts(path, opts))),
-  dump(ctx) {
+  match: (target, _st, path, opts, _copy, s) => target === "/dev/ptmx" || target === "/dev/pts/ptmx" ||
+    (/^\/dev\/pts\/\d+$/.test(target) && (s.masters.has(Number(target.slice(9))) || containerPts(path, opts))),
+  dump(ctx, s) {
     const master = !ctx.target.startsWith("/dev/pts/") || ctx.target === "/dev/pts/ptmx";
     const index = master ? Number(/tty-index:\s*(\d+)/.exec(ctx.fdinfoText)?.[1] ?? NaN) : Number(ctx.target.slice(9));
     if (!Number.isInteger(index)) throw new CriuError("files", `${ctx.where}: cannot tell the index of pty ${ctx.target}`);
@@ -201,7 +210,7 @@ export const ttyKind: FdKind = {
       if (master) locked = new DataView(ioctlBuf(fd, IOC.TIOCGPTLCK, 4, `${ctx.where}: TIOCGPTLCK`).buffer).getInt32(0, true) !== 0;
       // the session whose controlling terminal the pair is (from the tree's stat tty_nr) and its
       // foreground group, on both entries as CRIU writes them (CRIU 4.2's restore takes the master's)
-      const sid = ctx.opts.ptySessions?.get(ptsRdev(index)) ?? 0, pgrp = sid ? ctx.opts.ptyForeground?.get(ptsRdev(index)) ?? 0 : 0;
+      const sid = s.sessions.get(ptsRdev(index)) ?? 0, pgrp = sid ? s.foreground.get(ptsRdev(index)) ?? 0 : 0;
       ctx.images.add("tty-info.img", "TTY_INFO", S.tty_info_entrySchema, {
         id: infoId, type: 1 /* PTY */, locked, exclusive: false, packetMode: false, sid, pgrp,
         rdev: master ? PTMX_RDEV : ptsRdev(index), termios, termiosLocked,
@@ -222,7 +231,7 @@ export const ttyKind: FdKind = {
     const info = infos.find((i) => i.id === t.ttyInfoId);
     if (!info?.pty) throw new CriuError("restore", `${ctx.where}: tty-info ${t.ttyInfoId} is not in tty-info.img`);
     const index = info.pty.index, master = info.rdev === PTMX_RDEV, inj = ctx.inj;
-    const key = `pty:${index}`;
+    const key = `pty:${index}` as const;
     if (!ctx.tree.held.has(key)) {
       // open /dev/ptmx until the kernel hands out our index (the ones before it are given back);
       // made already when the mounts needed its slave (ptyEarly: runc's /dev/console bind)

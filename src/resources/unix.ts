@@ -8,7 +8,7 @@
 // socket+bind+listen for named ones. Any other socket family stops the dump with a one-line error naming it.
 import { lstatSync, unlinkSync, mkdtempSync, mkdirSync, rmSync } from "node:fs";
 import { join, dirname } from "node:path";
-import type { FdKind, RestoreCtx, DumpOpts } from "./fdkind";
+import type { FdKind, RestoreCtx, DumpCtx } from "./fdkind";
 import { FOWN0, cachedPayloadsBy } from "./fdkind";
 import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
@@ -32,30 +32,31 @@ interface Diag { type: number; state: number; ino: number; name?: Uint8Array; pe
 /** sock_diag's view of a unix socket by inode. The kernel looks a socket up by inode through
  *  all unix sockets, so a dump asks once for all of those of the process's network namespace
  *  (one NLM_F_DUMP, kept for the dump: the tree is frozen) and looks them up here. */
-const diagCache = new WeakMap<DumpOpts, Map<string, Map<number, Diag>>>();
-function unixDiag(ino: number, where: string, pid: number, opts?: DumpOpts): Diag {
-  if (!opts) return withNetns(pid, () => unixDiagHere(ino, where));
-  const d = unixDiagListing(pid, where, opts).get(ino);
+function unixDiag(ino: number, where: string, pid: number, s: UnixDump): Diag {
+  const d = unixDiagListing(pid, where, s).get(ino);
   if (d) return d;
   return withNetns(pid, () => unixDiagHere(ino, where)); // made after the listing (a peer outside the tree)
 }
 
-const nsOf = new WeakMap<DumpOpts, Map<string, string>>();
+/** unix's state for one dump (FdKind<UnixDump>): what is listed once per dump (the tree is frozen) */
+export interface UnixDump {
+  /** the processes of the tree, and their fds' targets when read already */
+  tree: number[]; links?: Map<number, [number, string][]>;
+  /** sock_diag's listing of every unix socket, by network namespace */
+  diag: Map<string, Map<number, Diag>>;
+  /** the network namespace of each process */
+  netns: Map<number, string>;
+  /** inodes of the sockets the tree's processes hold (heldInTree), listed on first use */
+  treeInodes?: Set<number>;
+}
+
 /** every unix socket of pid's network namespace (listed once per dump) */
-function unixDiagListing(pid: number, where: string, opts: DumpOpts): Map<number, Diag> {
-  let byNs = diagCache.get(opts);
-  if (!byNs) diagCache.set(opts, (byNs = new Map()));
+function unixDiagListing(pid: number, where: string, s: UnixDump): Map<number, Diag> {
   // the namespace of each process read once (the tree is frozen)
-  const key = `pid:${pid}`;
-  let ns = nsOf.get(opts)?.get(key);
-  if (ns === undefined) {
-    ns = readLink(`/proc/${pid}/ns/net`);
-    let m = nsOf.get(opts);
-    if (!m) nsOf.set(opts, (m = new Map()));
-    m.set(key, ns);
-  }
-  let all = byNs.get(ns);
-  if (!all) byNs.set(ns, (all = withNetns(pid, () => unixDiagAll(where))));
+  let ns = s.netns.get(pid);
+  if (ns === undefined) s.netns.set(pid, (ns = readLink(`/proc/${pid}/ns/net`)));
+  let all = s.diag.get(ns);
+  if (!all) s.diag.set(ns, (all = withNetns(pid, () => unixDiagAll(where))));
   return all;
 }
 
@@ -165,13 +166,11 @@ function scmFds(ctl: Uint8Array, len: number): number[] {
 
 /** Does a process of the dumped tree hold unix socket ino (through any fd)? The tree's socket
  *  inodes are listed once per dump (the tree is frozen), not once per socket. */
-const treeSocketInodes = new WeakMap<DumpOpts, Set<number>>();
-function heldInTree(ino: number, opts: DumpOpts): boolean {
-  let set = treeSocketInodes.get(opts);
+function heldInTree(ino: number, s: UnixDump): boolean {
+  let set = s.treeInodes;
   if (!set) {
-    set = new Set();
-    for (const p of opts.tree) for (const [, t] of opts.links?.get(p) ?? fdLinks(p)) if (t.startsWith("socket:[")) set.add(Number(t.slice(8, -1)));
-    treeSocketInodes.set(opts, set);
+    set = s.treeInodes = new Set();
+    for (const p of s.tree) for (const [, t] of s.links?.get(p) ?? fdLinks(p)) if (t.startsWith("socket:[")) set.add(Number(t.slice(8, -1)));
   }
   return set.has(ino);
 }
@@ -183,18 +182,18 @@ function heldInTree(ino: number, opts: DumpOpts): boolean {
  * or when both ends are named and neither name is a listener's of the tree (which one was
  * accepted is then unknown).
  */
-function checkConnectionNames(ctx: import("./fdkind").DumpCtx, d: Diag, name: Uint8Array, peerInTree: boolean) {
-  const pd = peerInTree ? unixDiag(d.peer, ctx.where, ctx.pid, ctx.opts) : undefined;
+function checkConnectionNames(ctx: DumpCtx, s: UnixDump, d: Diag, name: Uint8Array, peerInTree: boolean) {
+  const pd = peerInTree ? unixDiag(d.peer, ctx.where, ctx.pid, s) : undefined;
   const pname = pd?.name ?? new Uint8Array(0);
   if (!(name.length && name[0] === 0) && !(pname.length && pname[0] === 0)) return;
-  const all = unixDiagListing(ctx.pid, ctx.where, ctx.opts);
+  const all = unixDiagListing(ctx.pid, ctx.where, s);
   const listeners = (n: Uint8Array) => [...all.values()].filter((s) => s.state === TCP_LISTEN && s.name && s.name.length === n.length && s.name.every((v, i) => v === n[i]));
   if (name.length && name[0] === 0) {
-    const out = listeners(name).find((l) => !heldInTree(l.ino, ctx.opts));
+    const out = listeners(name).find((l) => !heldInTree(l.ino, s));
     if (out) refuse("files", ctx.where, "unix-connection-name", `'${nameText(name)}' of unix socket ${d.ino} is held by listener ${out.ino} outside the tree`);
   }
   if (name.length && pname.length) {
-    const inTree = (n: Uint8Array) => listeners(n).some((l) => heldInTree(l.ino, ctx.opts));
+    const inTree = (n: Uint8Array) => listeners(n).some((l) => heldInTree(l.ino, s));
     if (!inTree(name) && !inTree(pname)) refuse("files", ctx.where, "unix-connection-name", `unix socket ${d.ino} '${nameText(name)}' and its peer ${d.peer} '${nameText(pname)}' are both named, neither by a listener of the tree`);
   }
 }
@@ -214,27 +213,28 @@ function uskByIno(files: Map<number, S.file_entry>, ino: number): S.file_entry |
 /** USK_EXTERN in unix_sk_entry.uflags: an entry for a peer outside the dumped tree (CRIU's layout) */
 export const USK_EXTERN = 1;
 
-export const unixKind: FdKind = {
+export const unixKind: FdKind<UnixDump> = {
   name: "unix socket",
   type: fd_types.UNIXSK,
+  dumpBegin: (_tree, opts) => ({ tree: opts.tree, links: opts.links, diag: new Map(), netns: new Map() }),
   match: (target) => target.startsWith("socket:["),
   requireImages(f, run, need) {
     const u = f.usk;
     if (u && run.inventory.allImages && u.peer && u.state !== TCP_LISTEN && !(u.uflags & USK_EXTERN)) need("sk-queues.img", `files.img has connected unix socket ${u.ino}`);
   },
-  dump(ctx) {
+  dump(ctx, s) {
     const fd = ctx.grab();
     const ino = Number(ctx.st.ino);
     // a socket in the dump's listing of unix sockets is one, with its type and state there
     // (three system calls fewer per socket); any other is asked
-    const listed = ctx.opts ? unixDiagListing(ctx.pid, ctx.where, ctx.opts).get(ino) : undefined;
+    const listed = unixDiagListing(ctx.pid, ctx.where, s).get(ino);
     if (!listed) {
       const family = getInt(fd, SO.DOMAIN);
       if (family !== AF.UNIX) {
         throw new CriuError("files", `${ctx.where}: ${AF_NAMES[family] ?? `family ${family}`} socket (${ctx.target}) is not supported yet`);
       }
     }
-    const d = listed ?? unixDiag(ino, ctx.where, ctx.pid, ctx.opts);
+    const d = listed ?? unixDiag(ino, ctx.where, ctx.pid, s);
     const type = listed ? listed.type : getInt(fd, SO.TYPE);
     const listening = listed ? listed.state === TCP_LISTEN : getInt(fd, SO.ACCEPTCONN) === 1;
     // options CRIU's images have no field for, left at their defaults or refused
@@ -267,7 +267,7 @@ export const unixKind: FdKind = {
         name, shutdown: d.shutdown, ...(filePerms ? { filePerms } : {}), ...(nameDir ? { nameDir } : {}), ...(deleted ? { deleted } : {}),
       },
     }));
-    if (d.peer && !listening && !ctx.files.usk.has(d.peer) && !heldInTree(d.peer, ctx.opts)) {
+    if (d.peer && !listening && !ctx.files.usk.has(d.peer) && !heldInTree(d.peer, s)) {
       // the peer lives outside the dumped tree
       if (!ctx.opts.extUnixSk) {
         throw new CriuError("files", `${ctx.where}: unix socket ${ino} is connected to socket ${d.peer} outside the dumped tree; use --ext-unix-sk`);
@@ -275,7 +275,7 @@ export const unixKind: FdKind = {
       // CRIU's layout: one extra UNIXSK file entry for the peer, flagged USK_EXTERN, with its name;
       // a datagram socket is reconnected to that name at restore, anything else comes back
       // unconnected (a valid socket of the same type; I/O on it says ENOTCONN)
-      const pd = unixDiag(d.peer, ctx.where, ctx.pid, ctx.opts);
+      const pd = unixDiag(d.peer, ctx.where, ctx.pid, s);
       let pname = pd.name ?? new Uint8Array(0);
       if (pname.length && pname[0] !== 0 && pname.indexOf(0) >= 0) pname = pname.subarray(0, pname.indexOf(0));
       ctx.files.add(`uskext:${d.peer}`, (pid) => ({
@@ -307,12 +307,12 @@ export const unixKind: FdKind = {
     // whose other end is closed at once, so data then EOF (stream) or ECONNREFUSED (dgram) follow
     const peerGone = !listening && !d.peer && d.state === 1 /* TCP_ESTABLISHED */;
     if (!listening && !d.peer && !peerGone && d.rq) refuse("files", ctx.where, "unix-dgram-queue", `${d.rq} bytes on unix socket ${ino}`);
-    const peerInTree = d.peer !== 0 && (ctx.files.usk.has(d.peer) || heldInTree(d.peer, ctx.opts));
-    if (type !== 2 && !listening && d.state === 1 && (peerInTree || peerGone)) checkConnectionNames(ctx, d, name, peerInTree);
+    const peerInTree = d.peer !== 0 && (ctx.files.usk.has(d.peer) || heldInTree(d.peer, s));
+    if (type !== 2 && !listening && d.state === 1 && (peerInTree || peerGone)) checkConnectionNames(ctx, s, d, name, peerInTree);
     if (d.peer && d.peer !== ino && !listening && d.rq && peerInTree) {
       // connected one way (to a server of the tree that is not connected back): what is queued
       // here was sent by some socket with sendto(), which the image cannot name
-      const pd = unixDiag(d.peer, ctx.where, ctx.pid, ctx.opts);
+      const pd = unixDiag(d.peer, ctx.where, ctx.pid, s);
       if (pd.peer !== ino) refuse("files", ctx.where, "unix-oneway-queue", `${d.rq} bytes on unix socket ${ino}`);
     }
     // a stream socket whose peer is frozen in the tree (or gone) with nothing queued in the

@@ -2,7 +2,6 @@
 // process from a puppet. Any failure kills what was built.
 import { statSync, readFileSync } from "node:fs";
 import { readStat, readStatus, sigkillPending } from "../sys/proc";
-import { setNetworkLockSkip } from "../net/netlock";
 import { openDir, checkImagesTrusted, replaceFile } from "../images/safefs";
 import { loadImages, type RestoreSet } from "./images";
 import { startPageWorkers, stopPageWorkers } from "../codec/pipeline";
@@ -12,9 +11,9 @@ import { create } from "@bufbuild/protobuf";
 import { writeImage } from "../images/image";
 import * as S from "../images/schemas";
 import { precheckFds } from "../resources/files";
-import { isRemapped, regSize, checkBuildId, finishLinkRemaps, forgetLinkRemaps } from "../resources/reg";
+import { isRemapped, regSize, checkBuildId } from "../resources/reg";
 import { enterCgroups, precheckCgroups, taskCgSet, applyCgRoots, type CgRoot } from "../resources/cgroup";
-import { TreeFiles, type RestoreRun, type FdKind } from "../resources/fdkind";
+import { TreeFiles, type RestoreRun, type SomeFdKind } from "../resources/fdkind";
 import { FD_KINDS } from "../resources/kinds";
 import { restoreSysvShm, finishSysvShm, dropSysvShm, shmImage } from "../resources/sysvshm";
 import { withNs } from "../sys/netns";
@@ -80,7 +79,7 @@ function softHook(hooks: Hooks | undefined, action: "network-unlock" | "post-res
 }
 
 /** Every fd kind's hook of one restore phase (FdKind.restore*), in kinds.ts order. */
-function kinds(fn: (k: FdKind) => void) { for (const k of FD_KINDS) fn(k); }
+function kinds(fn: (k: SomeFdKind) => void) { for (const k of FD_KINDS) fn(k); }
 
 /** The restore as fd kinds see it (their hooks' RestoreRun). */
 function restoreRun(set: RestoreSet, o: RestoreOptions): RestoreRun {
@@ -215,11 +214,11 @@ function restoreFrom(o: RestoreOptions): Restored {
 function restoreAll(o: RestoreOptions, t0: number): Restored {
   phase("loading images");
   const set = loadImages(o.dir);
-  // a dump made with --network-lock skip (criu-bun's or criu's): nothing to lock or unlock
-  setNetworkLockSkip(set.inventory.networkLockMethod === 2);
   const run = restoreRun(set, o);
   const treeFiles = run.tree;
-  kinds((k) => k.restoreBegin?.(run));
+  // each kind's state for this restore (inet: a dump made with --network-lock skip has nothing to lock or unlock)
+  treeFiles.beginKinds(FD_KINDS, run);
+  const state = (k: SomeFdKind) => treeFiles.kindState(k);
   phase("checking images");
   // memory left with the source of a lazy dump: only a lazy restore can get it (said before what
   // the host lacks: no other check makes such images restorable)
@@ -308,16 +307,16 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
       // its connections stay in repair mode until everything else is done: criu-bun takes a copy
       // of each now (before the process's own credentials), and leaves repair mode through it
       // last, so that a restore failing or killed before then closes them silently
-      kinds((k) => k.restoreProcessFiles?.(b.pid));
+      kinds((k) => k.restoreProcessFiles?.(b.pid, state(k)));
       b.restoreThreadState();
       phase("restoring signals and timers", b.t.pid);
       b.restoreSignalsAndTimers();
     }
     // every process has its files (a terminal's new master to the caller, controlling terminals taken again)
     const procs = builders.filter((b) => !b.t.zombie).map((b) => ({ pid: b.pid, vpid: b.t.pid, sid: b.t.sid, inj: b.inj!, str: (s: string) => b.str(s) }));
-    kinds((k) => k.restoreFilesDone?.(run, procs));
+    kinds((k) => k.restoreFilesDone?.(run, procs, state(k)));
     for (const key of o.inheritFds?.keys() ?? []) {
-      if (!treeFiles.held.has(`inherit:${key}:used`)) log.info(`inherit_fd '${key}': no file of the tree is that; the fd is not used`);
+      if (!treeFiles.taken.has(`inherit:${key}`)) log.info(`inherit_fd '${key}': no file of the tree is that; the fd is not used`);
     }
     for (const b of builders) if (!b.t.zombie) b.closeHeld();
     // 3. registers, trampolines gone; 4. all go at once
@@ -338,13 +337,13 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
     // migrate: the source commits to this copy here (a failure now kills the copy, which never ran,
     // and the source resumes), before the connections can speak (out of repair, unlocked)
     o.commit?.();
-    // the last steps that can fail (inet: the dump's network lock goes, connections out of repair mode)
-    kinds((k) => k.restoreCommit?.());
+    // the last steps that can fail (inet: the dump's network lock goes, connections out of repair
+    // mode), then reg's link_remap names go: the deleted files are open again
+    kinds((k) => k.restoreCommit?.(state(k)));
   } catch (e) {
     const err = asCriuError(e, "restore"); // names the phase it happened in, before cleanup moves on
     phase("cleaning up a failed restore");
-    forgetLinkRemaps();
-    kinds((k) => { try { k.restoreAbort?.(); } catch (x) { log.warn(`${k.name}: ${asCriuError(x, "restore").message}`); } });
+    kinds((k) => { try { k.restoreAbort?.(state(k)); } catch (x) { log.warn(`${k.name}: ${asCriuError(x, "restore").message}`); } });
     for (const b of [...builders].reverse()) {
       try { b.abort(); } catch (x) { log.warn(`cleanup of process ${b.t.pid}: ${asCriuError(x, "restore").message}`); }
     }
@@ -352,11 +351,10 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
     lazy?.close(); // before the tree runs: the daemon gives up and the dump resumes its source
     throw err;
   }
-  finishLinkRemaps(); // the deleted files are open again: their link_remap names can go
   for (const b of [...builders].reverse()) if (!b.t.zombie) b.release({ leaveStopped: o.leaveStopped });
   lazy?.released();
   pausePoint("restore-released");
-  kinds((k) => k.restoreEnd?.());
+  kinds((k) => k.restoreEnd?.(state(k)));
   softHook(o.hooks, "post-resume", builders[0].pid);
   const t = root;
   // the root as criu-bun sees it (in a fresh PID namespace it is 1 inside, something else here)

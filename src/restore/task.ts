@@ -216,7 +216,7 @@ export class TaskBuilder {
     if (fd === undefined) throw new CriuError("restore", `inherit_fd ${key}: not imported into the root`);
     const r = Number(this.inj!.call(NR.setns, fd, CLONE.NEWNET));
     if (r < 0) throw new CriuError("restore", `inherit_fd ${key}: criu-bun's fd ${this.set.inheritFds?.get(key)} is not a network namespace to join (setns: ${errnoText(-r)})`);
-    this.tree.held.set(`inherit:${key}:used`, { pid: this.pid, vpid: this.t.pid, fd: -1 });
+    this.tree.taken.add(`inherit:${key}`);
     log.info(`process ${this.t.pid} joined the external network namespace given for ${key} (criu-bun's fd ${this.set.inheritFds?.get(key)})`);
   }
 

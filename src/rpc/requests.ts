@@ -209,9 +209,6 @@ async function dumpRequest(conn: RpcConn, req: criu_req, pre: boolean): Promise<
       throw new CriuError("rpc", `${pre ? "PRE_DUMP" : "DUMP"}: no pid to dump (set opts.pid; dumping the calling process itself is not supported)`);
     }
     const { dumpProcess } = await import("../dump/dump");
-    const { setGhostLimit, setLinkRemap } = await import("../resources/reg");
-    if (isFieldSet(o!, criu_optsSchema.field.ghostLimit)) setGhostLimit(o!.ghostLimit);
-    setLinkRemap(!!o!.linkRemap);
     const ps = o!.ps;
     if (ps && (ps.fd || !ps.address || !ps.port)) throw new CriuError("rpc", "ps: a page server needs address and port (an fd is not supported)");
     const hooks = new RpcHooks(conn, o!.notifyScripts, false);
@@ -221,6 +218,7 @@ async function dumpRequest(conn: RpcConn, req: criu_req, pre: boolean): Promise<
       timeoutSec: o!.timeout || undefined, prevImagesDir: o!.parentImg || undefined,
       pageServer: ps ? { address: ps.address, port: ps.port } : undefined, hooks, extMounts: rpcExtMounts(o!, "dump"),
       freezeCgroup: o!.freezeCgroup || undefined, emptyNs: o!.emptyNs, workDir: dirs.work, extNetNs: parseExtNetNs(o!.external, "dump"),
+      ghostLimit: isFieldSet(o!, criu_optsSchema.field.ghostLimit) ? o!.ghostLimit : undefined, linkRemap: !!o!.linkRemap,
     });
     // a caller such as runc checks that the container is gone as soon as the reply arrives
     if (!pre && !o!.leaveRunning && !o!.leaveStopped) await waitTreeGone(stats.pids);
