@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, readFileSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { $ } from "bun";
-import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, isAlive, criuBun, criuBunCommand, waitGone, waitUntil } from "./harness";
+import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, isAlive, criuBun, criuBunCommand, waitGone, waitUntil, workloadBin, REPO_ROOT } from "./harness";
 import { dump, restore, imagesDir, cleanupImages, flipBit } from "./engine-helpers";
 
 beforeAll(async () => { await buildWorkloads(); }, 120_000);
@@ -73,6 +73,26 @@ describe("page pipeline", () => {
       expect(readFileSync(join(dir, "pages-1.idx")).length).toBeGreaterThan(32);
     }, 60_000);
   }
+
+  test("the compiled executable's page Workers are its embedded ones, not the source files its build read (source tree hidden)", () => {
+    const cmd = criuBunCommand();
+    if (cmd.length !== 1) { console.log("skipped: no up-to-date compiled ./criu-bun (the sources run as they are)"); return; }
+    const wdir = imagesDir("embedded-wl"), dir = imagesDir("embedded");
+    // in a mount namespace of their own: src/ of this checkout hidden under an empty tmpfs, the
+    // workload and the dump both there (the namespace, and the mount, end with the script)
+    const script = `mount -t tmpfs none ${join(REPO_ROOT, "src")} || exit 3
+      setsid ${workloadBin("spin")} ${wdir} 64 --pattern=heap </dev/null >/dev/null 2>&1 &
+      for i in $(seq 600); do [ -s ${wdir}/ready ] && break; sleep 0.1; done
+      pid=$(cat ${wdir}/ready); [ -n "$pid" ] || exit 4
+      ${cmd[0]} dump -t $pid -D ${dir} -R -v4 -o dump.log; rc=$?
+      kill -9 $pid; wait; exit $rc`;
+    const r = Bun.spawnSync(["unshare", "-m", "--propagation", "private", "sh", "-c", script], { stdout: "pipe", stderr: "pipe", timeout: 100_000 });
+    expect({ code: r.exitCode, err: r.stderr.toString() }).toEqual({ code: 0, err: "" });
+    const log = readFileSync(join(dir, "dump.log"), "utf8");
+    expect(log).toMatch(/page worker\(s\) started ahead for .* \(\/\$bunfs\/root\/codec\/worker\.js\)/);
+    expect(log).not.toContain("did not start");
+    expect(log).toMatch(/Pages: \d+ scanned, \d+ written to pages-1\.img .* [12] worker\(s\)/);
+  }, 120_000);
 
   test("PAGEMAP_SCAN and reading the pagemap pick the same pages (sparse anonymous memory, copied library pages)", async () => {
     // python3 with a 256 MiB private anonymous mapping of which every third page was written: more

@@ -163,7 +163,7 @@ let spare: Pool | undefined;
 export function startPageWorkers(bytes: number) {
   if (spare) return;
   const nw = workerCount(bytes);
-  if (nw > 0) { spare = new Pool(nw); log.debug(`${nw} page worker(s) started ahead for ${size(bytes)}`); }
+  if (nw > 0) { spare = new Pool(nw); log.debug(`${nw} page worker(s) started ahead for ${size(bytes)} (${workerUrl()})`); }
 }
 export function stopPageWorkers() { spare?.close(); spare = undefined; }
 
@@ -181,11 +181,13 @@ function endPool(p: { pool: Pool; shared: boolean }, ok: boolean) {
 }
 
 /** The Worker entry point: next to this file in the source tree; in the compiled executable the
- * extra entry point src/codec/worker.ts (scripts/build.ts) sits at codec/worker.ts under the
- * embedded root, relative to the executable's own module URL. */
-function workerUrl(): URL {
-  const here = import.meta.url;
-  return here.includes("/$bunfs/") ? new URL("./codec/worker.ts", here) : new URL("./worker.ts", here);
+ * extra entry point src/codec/worker.ts (scripts/build.ts), embedded as codec/worker.js under its
+ * root. Not found through import.meta.url there: in a --bytecode executable that names the source
+ * file the build read (/path/of/the/checkout/src/codec/pipeline.ts), so the Workers would load and
+ * transpile whatever source sits there now (another version, or nothing: then no Workers at all). */
+export function workerUrl(): string | URL {
+  if (Bun.main.startsWith("/$bunfs/")) return "/$bunfs/root/codec/worker.js";
+  return new URL("./worker.ts", import.meta.url);
 }
 
 function workerCount(bytes: number): number {
