@@ -2,7 +2,7 @@
 // memory), page checksums (a flipped bit stops restore before any restored process runs; what was built is killed), and the
 // memory criu-bun itself uses while dumping and restoring a large process.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, readFileSync, readdirSync, statSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { $ } from "bun";
 import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, isAlive, criuBun, criuBunCommand, waitGone, waitUntil, workloadBin, REPO_ROOT } from "./harness";
@@ -73,6 +73,53 @@ describe("page pipeline", () => {
       expect(readFileSync(join(dir, "pages-1.idx")).length).toBeGreaterThan(32);
     }, 60_000);
   }
+
+  test("pages-1.idx version 3 holds XXH3-64s; a version 2 index (XXH64s, as earlier criu-bun wrote) still restores and still catches a flipped bit", async () => {
+    const idxOf = (dir: string) => new DataView(readFileSync(join(dir, "pages-1.idx")).buffer);
+    // rewrite the index as version 2 (XXH64 of each block's bytes) and the manifest entry of it
+    const toV2 = (dir: string) => {
+      const pages = readFileSync(join(dir, "pages-1.img"));
+      const idx = readFileSync(join(dir, "pages-1.idx"));
+      const dv = new DataView(idx.buffer, idx.byteOffset, idx.length);
+      expect(dv.getUint32(4, true)).toBe(3);
+      let off = 0;
+      for (let i = 0; i < dv.getUint32(16, true); i++) {
+        const o = 32 + i * 32, len = dv.getUint32(o + 20, true);
+        const block = pages.subarray(off, off + len);
+        expect(dv.getBigUint64(o, true)).toBe(BigInt(Bun.hash.xxHash3(block))); // what version 3 holds
+        const h = BigInt(Bun.hash.xxHash64(block));
+        dv.setBigUint64(o, h, true); dv.setBigUint64(o + 8, h, true);
+        off += len;
+      }
+      expect(off).toBe(pages.length);
+      dv.setUint32(4, 2, true);
+      writeFileSync(join(dir, "pages-1.idx"), idx);
+      const sum = readFileSync(join(dir, "criu-bun.sum"), "latin1").replace(/^[0-9a-f]{16}(?=  pages-1\.idx$)/m,
+        Bun.hash.xxHash64(idx).toString(16).padStart(16, "0"));
+      writeFileSync(join(dir, "criu-bun.sum"), sum);
+    };
+    const w = await startWorkload("spin", ["24", "--pattern=heap"]);
+    const dir = imagesDir("idxv2");
+    dump(w.pid, dir, []);
+    await waitGone(w.pid);
+    expect(idxOf(dir).getUint32(16, true)).toBeGreaterThan(2); // several blocks
+    toV2(dir);
+    const r = await restore(dir, w.pid);
+    trigger(w);
+    expect((await waitResult(w, 15000)).text).toStartWith("PASS");
+    expect(await r.proc.exited).toBe(0);
+    // the same version 2 dump with one bit flipped in its pages: refused by the XXH64 check
+    const w2 = await startWorkload("spin", ["8", "--pattern=random"]);
+    const dir2 = imagesDir("idxv2flip");
+    dump(w2.pid, dir2, []);
+    await w2.proc!.exited;
+    toV2(dir2);
+    flipBit(join(dir2, "pages-1.img"), Math.floor(statSync(join(dir2, "pages-1.img")).size / 2) + 77);
+    const bad = criuBun(["restore", "-D", dir2, "-v2"]);
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toMatch(/checksum mismatch/);
+    expect(isAlive(w2.pid)).toBe(false);
+  }, 90_000);
 
   test("the compiled executable's page Workers are its embedded ones, not the source files its build read (source tree hidden)", () => {
     const cmd = criuBunCommand();

@@ -18,7 +18,7 @@ const PAGE = 4096, PE_PRESENT = 4, PE_PARENT = 1;
 const AHEAD = 256 * 1024;
 
 /** A block of a pages file with an index: where its raw bytes start, where it is stored. */
-interface Block { raw: number; file: number; rawLen: number; storedLen: number; flags: number; hash: bigint }
+interface Block { raw: number; file: number; rawLen: number; storedLen: number; flags: number; hash: bigint; xxh3: boolean }
 
 /**
  * One images directory's pages of one process, looked up by address (following parents). Pages
@@ -45,7 +45,7 @@ export class PageSource {
     if (layout.index) {
       let raw = 0, file = 0;
       this.blocks = layout.index.blocks.map((b) => {
-        const e = { raw, file, rawLen: b.rawLen, storedLen: b.storedLen, flags: b.flags, hash: b.storedHash };
+        const e = { raw, file, rawLen: b.rawLen, storedLen: b.storedLen, flags: b.flags, hash: b.storedHash, xxh3: layout.index!.xxh3 };
         raw += b.rawLen; file += b.storedLen;
         return e;
       });
@@ -67,7 +67,7 @@ export class PageSource {
     const where = `${this.dir}: parent pages block at file offset ${b.file}`;
     if (preadFull(this.fd, c.inputView(b.storedLen, at), BigInt(b.file), b.storedLen, 0, `read ${this.dir} pages`) !== b.storedLen)
       throw new CriuError("restore", `${where} is truncated`);
-    try { decodeBlock(c, at, b.storedLen, b.rawLen, b.flags, b.hash); }
+    try { decodeBlock(c, at, b.storedLen, b.rawLen, b.flags, b.hash, b.xxh3); }
     catch (e) { throw e instanceof BlockError ? new CriuError("restore", `${where}: ${e.message}`) : e; }
     this.cache = c.inputView(b.rawLen);
     this.cacheOff = b.raw;

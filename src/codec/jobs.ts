@@ -2,13 +2,14 @@
 // (src/codec/worker.ts): one PageCodec (one WASM instance) per thread, reused for every block.
 //
 // dump block:    segments of the dumped process -> process_vm_readv (or /proc/PID/mem) straight
-//                into WASM memory -> zero pages of anonymous memory dropped -> uncompressed: XXH64
-//                of the kept pages where they are, then, once the blocks before it have their
-//                lengths (DumpOrder), one pwritev of them from WASM memory into the pages file at
+//                into WASM memory -> zero pages of anonymous memory dropped, kept pages packed ->
+//                uncompressed: XXH3-64 of them, then, once the blocks before it have their
+//                lengths (DumpOrder), one pwrite of them from WASM memory into the pages file at
 //                this block's offset, by the thread that read them (no copy into the slot, no
-//                write on the main thread); with LZ4: kept pages packed together -> XXH64 -> LZ4
-//                -> stored bytes into the slot, written by the main thread.
-// fill block:    stored bytes from the pages file -> XXH64 compared with the index -> LZ4 decode
+//                write on the main thread); with LZ4: XXH3-64 -> LZ4 -> stored bytes into the
+//                slot, written by the main thread.
+// fill block:    stored bytes from the pages file -> XXH3-64 (XXH64 for page index versions 1
+//                and 2) compared with the index -> LZ4 decode
 //                -> zero pages of anonymous memory skipped (or, for memory inherited from the
 //                parent, pages already right) -> process_vm_writev (or /proc/PID/mem) into the target.
 //
@@ -20,7 +21,7 @@ import { PlainCodec } from "./plain";
 /** codec.wasm, or for a small job on the main thread the same without WebAssembly (plain.ts) */
 export type Codec = PageCodec | PlainCodec;
 import { BLOCK, BLOCK_LZ4 } from "./format";
-import { vmRead, vmWrite, preadFull, pwriteFull, pwritevFull } from "../sys/mem";
+import { vmRead, vmWrite, preadFull, pwriteFull } from "../sys/mem";
 
 const PAGE = 4096;
 /** segment kinds (bits) */
@@ -109,6 +110,8 @@ export interface RestoreJob {
   op: "fill"; slot: number; block: number;
   fileOff: number; rawLen: number; storedLen: number; flags: number;
   rawHash: bigint; storedHash: bigint; hasHash: boolean;
+  /** the hashes are XXH3-64 (page index version 3), else XXH64 */
+  xxh3: boolean;
   segs: number[]; /* [vaddr, nPages, kind]* covering rawLen bytes */
   /** the target inherited its memory from its parent: write only pages that differ from what is there */
   cow?: boolean;
@@ -129,32 +132,40 @@ export interface CoreInit {
 /** Thrown (and passed back from Workers as text) when a block fails a check. */
 export class BlockError extends Error {}
 
-/** A raw block's stored form in a codec's input: where, how long, both XXH64s, BLOCK_LZ4 or 0. */
+/** A raw block's stored form in a codec's input: where, how long, both XXH3-64s, BLOCK_LZ4 or 0. */
 export interface StoredBlock { at: number; len: number; rawHash: bigint; storedHash: bigint; flags: number }
 
 /**
+ * A block's checksum: XXH3-64 (page index version 3, what criu-bun writes), or XXH64 (versions 1
+ * and 2, still read).
+ */
+export function blockHash(c: Codec, at: number, len: number, xxh3: boolean): bigint {
+  return xxh3 ? c.hash(at, len) : c.checksum(at, len);
+}
+
+/**
  * The stored form of the raw block at 0..rawLen of c's input: with `compress`, its LZ4 block
- * copied to `zat` when that is shorter; else the raw bytes where they are.
+ * copied to `zat` when that is shorter; else the raw bytes where they are. Checksums: XXH3-64.
  */
 export function encodeBlock(c: Codec, rawLen: number, zat: number, compress: boolean): StoredBlock {
-  const rawHash = c.checksum(0, rawLen);
+  const rawHash = c.hash(0, rawLen);
   if (compress) {
     const z = c.compress(0, rawLen);
     if (z.length < rawLen) {
       c.inputView(z.length, zat).set(z);
-      return { at: zat, len: z.length, rawHash, storedHash: c.checksum(zat, z.length), flags: BLOCK_LZ4 };
+      return { at: zat, len: z.length, rawHash, storedHash: c.hash(zat, z.length), flags: BLOCK_LZ4 };
     }
   }
   return { at: 0, len: rawLen, rawHash, storedHash: rawHash, flags: 0 };
 }
 
 /**
- * Check the stored block at `at` of c's input (len bytes) against `storedHash` (when there is one)
- * and leave its rawLen raw bytes at 0 (an uncompressed block is read to 0 in the first place).
- * Throws BlockError.
+ * Check the stored block at `at` of c's input (len bytes) against `storedHash` (when there is one;
+ * xxh3: an XXH3-64, else an XXH64) and leave its rawLen raw bytes at 0 (an uncompressed block is
+ * read to 0 in the first place). Throws BlockError.
  */
-export function decodeBlock(c: Codec, at: number, len: number, rawLen: number, flags: number, storedHash?: bigint): void {
-  if (storedHash !== undefined && c.checksum(at, len) !== storedHash) throw new BlockError("checksum mismatch");
+export function decodeBlock(c: Codec, at: number, len: number, rawLen: number, flags: number, storedHash: bigint | undefined, xxh3: boolean): void {
+  if (storedHash !== undefined && blockHash(c, at, len, xxh3) !== storedHash) throw new BlockError("checksum mismatch");
   if (!(flags & BLOCK_LZ4)) return;
   let n: number;
   try { n = c.decompressToInput(c.inputView(len, at), 0, rawLen); }
@@ -168,7 +179,6 @@ export class BlockCore {
   /** stored bytes (compressed) live here, after the raw block */
   private readonly ZAT: number;
   private readonly order?: DumpOrder;
-  private readonly iov = new BigUint64Array(2 * (BLOCK / PAGE));
   constructor(public init: CoreInit) {
     const block = init.block ?? BLOCK;
     this.ZAT = block;
@@ -205,9 +215,8 @@ export class BlockCore {
     // other memory are kept: their mapping would not give zeroes back)
     const zeros = c.zeroPages(0, total);
     const anyZero = c.lastZeroCount > 0;
-    let w = 0, nRuns = 0, p = 0, nIov = 0;
-    const runs = out.runs, direct = this.order !== undefined, iov = this.iov;
-    const base = direct ? c.inputAddr(0) : 0;
+    let w = 0, nRuns = 0, p = 0;
+    const runs = out.runs;
     for (let i = 0; i < s.length; i += 3) {
       const va = s[i], n = s[i + 1], anon = (s[i + 2] & SEG_ANON) !== 0;
       if (anyZero && !anon) zeros.fill(0, p, p + n);
@@ -215,13 +224,9 @@ export class BlockCore {
         if (anyZero && zeros[p + k]) { k++; continue; }
         let e = k + 1;
         while (e < n && !(anyZero && zeros[p + e])) e++;
+        // kept pages packed from 0 (memmove in WASM memory: cheaper than hashing them in pieces)
         const from = (p + k) * PAGE, len = (e - k) * PAGE;
-        if (direct) {
-          // where the pages are: merged with the previous piece when it ends here (segments
-          // are packed from 0 in order, so pieces of one VMA often touch)
-          if (nIov && Number(iov[nIov * 2 - 2]) + Number(iov[nIov * 2 - 1]) === base + from) iov[nIov * 2 - 1] += BigInt(len);
-          else { iov[nIov * 2] = BigInt(base + from); iov[nIov * 2 + 1] = BigInt(len); nIov++; }
-        } else if (from !== w) io.copyWithin(w, from, from + len);
+        if (from !== w) io.copyWithin(w, from, from + len);
         const rva = va + k * PAGE;
         if (nRuns && runs[nRuns * 2 - 2] + runs[nRuns * 2 - 1] * PAGE === rva) runs[nRuns * 2 - 1] += e - k;
         else { runs[nRuns * 2] = rva; runs[nRuns * 2 + 1] = e - k; nRuns++; }
@@ -233,11 +238,11 @@ export class BlockCore {
     out.i32[I_NRUNS] = nRuns;
     out.i32[I_RAW] = w;
     out.i32[I_WRITTEN] = total;
-    if (direct) {
-      // 3. XXH64 of the kept pages in place, then this block's place in the file, then one pwritev
-      const h = w ? (anyZero ? c.checksumKept(0, total) : c.checksum(0, w)) : 0n;
-      const at = this.order!.claim(job.seq, w);
-      if (w) pwritevFull(this.init.outFd!, iov, nIov, at, "write pages");
+    if (this.order) {
+      // 3. XXH3 of the kept pages, then this block's place in the file, then one pwrite
+      const h = w ? c.hash(0, w) : 0n;
+      const at = this.order.claim(job.seq, w);
+      if (w) pwriteFull(this.init.outFd!, io, BigInt(at), w, 0, "write pages");
       out.f64[0] = at;
       out.u64[0] = h;
       out.u64[1] = h;
@@ -267,7 +272,7 @@ export class BlockCore {
     const at = this.loadStored(job);
     // the stored bytes are checked before they are used: a bad block stops the restore while
     // every process is still a stopped shell that never ran (it is then killed)
-    decodeBlock(c, at, job.storedLen, job.rawLen, job.flags, job.hasHash ? job.storedHash : undefined);
+    decodeBlock(c, at, job.storedLen, job.rawLen, job.flags, job.hasHash ? job.storedHash : undefined, job.xxh3);
     // write, skipping zero pages of anonymous memory (the fresh mapping is zero already) or, for
     // memory inherited from the parent, every page that is already right (it stays shared, COW)
     if (job.cow) { this.fillCow(job, out); return; }

@@ -1,12 +1,12 @@
 // The streaming page pipeline (dump and restore), synchronous for its callers.
 //
 // Dump:    pagemap -> blocks of up to 1 MiB of wanted pages -> (Workers, or the main thread for
-//          small dumps) process_vm_readv into WASM memory, zero pages out, XXH64; uncompressed:
+//          small dumps) process_vm_readv into WASM memory, zero pages out, XXH3-64; uncompressed:
 //          the same thread writes the kept pages from WASM memory at the block's offset (one
-//          pwritev, offsets handed out in block order by DumpOrder); --compress: LZ4, and the main
+//          pwrite, offsets handed out in block order by DumpOrder); --compress: LZ4, and the main
 //          thread writes the blocks in order. The main thread builds the pagemap runs and the
 //          block index (src/codec/format.ts).
-// Fill:    blocks read from the pages file, their XXH64 checked against pages-N.idx before they
+// Fill:    blocks read from the pages file, their hash checked against pages-N.idx before they
 //          are used, decoded and written into the target with process_vm_writev, zero pages of
 //          anonymous memory skipped; all while every restored process is a stopped shell that
 //          never ran, so a bad block ends the restore with nothing left behind.
@@ -342,7 +342,10 @@ export interface PagesTask {
   mm: { vmas: { start: bigint; end: bigint; status: number; prot: number }[] };
 }
 
-interface Block { i: number; fileOff: number; rawLen: number; storedLen: number; flags: number; rawHash: bigint; storedHash: bigint; hasHash: boolean; segs: number[] }
+interface Block {
+  i: number; fileOff: number; rawLen: number; storedLen: number; flags: number;
+  rawHash: bigint; storedHash: bigint; hasHash: boolean; xxh3: boolean; segs: number[];
+}
 
 const layouts = new Map<string, PagesLayout>();
 
@@ -396,7 +399,8 @@ function* restoreBlocks(t: PagesTask, l: PagesLayout, lazy?: (v: { status: numbe
   if (l.index) {
     for (let i = 0; i < l.index.blocks.length; i++) {
       const b = l.index.blocks[i];
-      yield { i, fileOff, rawLen: b.rawLen, storedLen: b.storedLen, flags: b.flags, rawHash: b.rawHash, storedHash: b.storedHash, hasHash: true, segs: take(b.rawLen / PAGE) };
+      yield { i, fileOff, rawLen: b.rawLen, storedLen: b.storedLen, flags: b.flags, rawHash: b.rawHash, storedHash: b.storedHash, hasHash: true,
+        xxh3: l.index.xxh3, segs: take(b.rawLen / PAGE) };
       fileOff += b.storedLen;
     }
   } else {
@@ -404,7 +408,8 @@ function* restoreBlocks(t: PagesTask, l: PagesLayout, lazy?: (v: { status: numbe
     const total = presentBytes(t);
     for (let i = 0, off = 0; off < total; i++) {
       const raw = Math.min(BLOCK, total - off);
-      yield { i, fileOff: off, rawLen: raw, storedLen: raw, flags: 0, rawHash: 0n, storedHash: 0n, hasHash: false, segs: take(raw / PAGE) };
+      yield { i, fileOff: off, rawLen: raw, storedLen: raw, flags: 0, rawHash: 0n, storedHash: 0n, hasHash: false,
+        xxh3: false, segs: take(raw / PAGE) };
       off += raw;
     }
   }
@@ -427,7 +432,7 @@ function restoreJobs(op: "fill", blocks: Generator<Block>, cow = false, skipUnwr
       let skip = skipUnwritten;
       for (let i = 2; i < b.segs.length && skip; i += 3) if (!(b.segs[i] & SEG_KERNEL)) skip = false;
       if (skip && b.segs.length) continue;
-      yield { op, block: b.i, fileOff: b.fileOff, rawLen: b.rawLen, storedLen: b.storedLen, flags: b.flags, rawHash: b.rawHash, storedHash: b.storedHash, hasHash: b.hasHash, segs: b.segs, cow };
+      yield { op, block: b.i, fileOff: b.fileOff, rawLen: b.rawLen, storedLen: b.storedLen, flags: b.flags, rawHash: b.rawHash, storedHash: b.storedHash, hasHash: b.hasHash, xxh3: b.xxh3, segs: b.segs, cow };
     }
   })();
 }

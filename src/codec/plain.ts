@@ -1,9 +1,10 @@
 // PlainCodec: the part of PageCodec's API a small uncompressed dump or restore uses (zero pages,
-// XXH64), without WebAssembly. Compiling and instantiating codec.wasm costs about 10 ms of CPU
+// XXH3-64, XXH64), without WebAssembly. Compiling and instantiating codec.wasm costs about 10 ms of CPU
 // (more wall time on a busy machine: the compile runs on JavaScriptCore's compiler threads),
 // which is a quarter of a small process's whole dump. Here the input is a plain ArrayBuffer, the
-// zero test is Buffer.compare against a zero page (memcmp) and XXH64 is Bun.hash.xxHash64: the
-// same function as codec.wasm's xxh64 (seed included), so the images are identical either way.
+// zero test is Buffer.compare against a zero page (memcmp), XXH3-64 is Bun.hash.xxHash3 as in
+// PageCodec.hash, and XXH64 is Bun.hash.xxHash64: the same function as codec.wasm's xxh64 (seed
+// included), so the images are identical either way.
 // LZ4 (a compressed image met on restore) falls back to a PageCodec, made on first use.
 import { addr } from "../sys/addr";
 import { PageCodec } from "./codec";
@@ -65,6 +66,12 @@ export class PlainCodec {
       if (ZERO_PAGE.compare(this.buf, at, at + n, 0, n) !== 0) return false;
     }
     return true;
+  }
+
+  /** XXH3-64 (seed 0) of input bytes [offset, offset+len), as PageCodec.hash. */
+  hash(offset: number, len: number): bigint {
+    this.check(offset, len, "hash");
+    return Bun.hash.xxHash3(this.u8.subarray(offset, offset + len)) as bigint;
   }
 
   /** XXH64 of input bytes [offset, offset+len). */
