@@ -1,31 +1,200 @@
-// errno numbers (x86_64 Linux) and names, so errors read like criu's: "(errno 3: ESRCH)".
-export const ERRNO_NAMES: Record<number, string> = {
-  1: "EPERM", 2: "ENOENT", 3: "ESRCH", 4: "EINTR", 5: "EIO", 6: "ENXIO", 7: "E2BIG", 8: "ENOEXEC",
-  9: "EBADF", 10: "ECHILD", 11: "EAGAIN", 12: "ENOMEM", 13: "EACCES", 14: "EFAULT", 16: "EBUSY",
-  17: "EEXIST", 18: "EXDEV", 19: "ENODEV", 20: "ENOTDIR", 21: "EISDIR", 22: "EINVAL", 23: "ENFILE",
-  24: "EMFILE", 25: "ENOTTY", 26: "ETXTBSY", 27: "EFBIG", 28: "ENOSPC", 29: "ESPIPE", 30: "EROFS",
-  32: "EPIPE", 34: "ERANGE", 36: "ENAMETOOLONG", 38: "ENOSYS", 39: "ENOTEMPTY", 40: "ELOOP",
-  61: "ENODATA", 75: "EOVERFLOW", 88: "ENOTSOCK", 92: "ENOPROTOOPT", 93: "EPROTONOSUPPORT",
-  95: "EOPNOTSUPP", 97: "EAFNOSUPPORT", 98: "EADDRINUSE", 99: "EADDRNOTAVAIL", 104: "ECONNRESET",
-  107: "ENOTCONN", 110: "ETIMEDOUT", 111: "ECONNREFUSED", 115: "EINPROGRESS",
-  512: "ERESTARTSYS", 513: "ERESTARTNOINTR", 514: "ERESTARTNOHAND", 516: "ERESTART_RESTARTBLOCK",
-};
-export const E = Object.fromEntries(Object.entries(ERRNO_NAMES).map(([k, v]) => [v, Number(k)])) as Record<string, number>;
+// errno names, numbers and texts (Linux, x86_64), and the one shape every failure line of
+// criu-bun takes when a system call failed:
+//
+//   <who>: <what> failed: <ENAME> (errno <N>: <text>)
+//
+// e.g. "process 4242 fd 5: memfd_create('buf') failed: EMFILE (errno 24: Too many open files)".
+// <who> names the process (or thread) first, then the resource where there is one: "process P
+// fd N", "process P VMA 0x7f..-0x7f..", "thread T", an image file, a socket or address. Build a
+// line with sysFailed(); where the phrasing is not "<what> failed" (e.g. "cannot open 'x'"), put
+// errnoText() after ": ". An error from node:fs (e.code "ENOENT") goes through errnoText(e) too.
+// No message prints a bare number or a bare name: test/error-lines.test.ts holds src/ to that.
 
-export function errnoName(e: number): string {
-  return ERRNO_NAMES[e] ?? `E${e}`;
+/** number -> [name, text] (the kernel's names; the texts are glibc's strerror) */
+const ERRNOS: Record<number, [string, string]> = {
+  1: ["EPERM", "Operation not permitted"],
+  2: ["ENOENT", "No such file or directory"],
+  3: ["ESRCH", "No such process"],
+  4: ["EINTR", "Interrupted system call"],
+  5: ["EIO", "Input/output error"],
+  6: ["ENXIO", "No such device or address"],
+  7: ["E2BIG", "Argument list too long"],
+  8: ["ENOEXEC", "Exec format error"],
+  9: ["EBADF", "Bad file descriptor"],
+  10: ["ECHILD", "No child processes"],
+  11: ["EAGAIN", "Resource temporarily unavailable"],
+  12: ["ENOMEM", "Cannot allocate memory"],
+  13: ["EACCES", "Permission denied"],
+  14: ["EFAULT", "Bad address"],
+  15: ["ENOTBLK", "Block device required"],
+  16: ["EBUSY", "Device or resource busy"],
+  17: ["EEXIST", "File exists"],
+  18: ["EXDEV", "Invalid cross-device link"],
+  19: ["ENODEV", "No such device"],
+  20: ["ENOTDIR", "Not a directory"],
+  21: ["EISDIR", "Is a directory"],
+  22: ["EINVAL", "Invalid argument"],
+  23: ["ENFILE", "Too many open files in system"],
+  24: ["EMFILE", "Too many open files"],
+  25: ["ENOTTY", "Inappropriate ioctl for device"],
+  26: ["ETXTBSY", "Text file busy"],
+  27: ["EFBIG", "File too large"],
+  28: ["ENOSPC", "No space left on device"],
+  29: ["ESPIPE", "Illegal seek"],
+  30: ["EROFS", "Read-only file system"],
+  31: ["EMLINK", "Too many links"],
+  32: ["EPIPE", "Broken pipe"],
+  33: ["EDOM", "Numerical argument out of domain"],
+  34: ["ERANGE", "Numerical result out of range"],
+  35: ["EDEADLK", "Resource deadlock avoided"],
+  36: ["ENAMETOOLONG", "File name too long"],
+  37: ["ENOLCK", "No locks available"],
+  38: ["ENOSYS", "Function not implemented"],
+  39: ["ENOTEMPTY", "Directory not empty"],
+  40: ["ELOOP", "Too many levels of symbolic links"],
+  42: ["ENOMSG", "No message of desired type"],
+  43: ["EIDRM", "Identifier removed"],
+  44: ["ECHRNG", "Channel number out of range"],
+  45: ["EL2NSYNC", "Level 2 not synchronized"],
+  46: ["EL3HLT", "Level 3 halted"],
+  47: ["EL3RST", "Level 3 reset"],
+  48: ["ELNRNG", "Link number out of range"],
+  49: ["EUNATCH", "Protocol driver not attached"],
+  50: ["ENOCSI", "No CSI structure available"],
+  51: ["EL2HLT", "Level 2 halted"],
+  52: ["EBADE", "Invalid exchange"],
+  53: ["EBADR", "Invalid request descriptor"],
+  54: ["EXFULL", "Exchange full"],
+  55: ["ENOANO", "No anode"],
+  56: ["EBADRQC", "Invalid request code"],
+  57: ["EBADSLT", "Invalid slot"],
+  59: ["EBFONT", "Bad font file format"],
+  60: ["ENOSTR", "Device not a stream"],
+  61: ["ENODATA", "No data available"],
+  62: ["ETIME", "Timer expired"],
+  63: ["ENOSR", "Out of streams resources"],
+  64: ["ENONET", "Machine is not on the network"],
+  65: ["ENOPKG", "Package not installed"],
+  66: ["EREMOTE", "Object is remote"],
+  67: ["ENOLINK", "Link has been severed"],
+  68: ["EADV", "Advertise error"],
+  69: ["ESRMNT", "Srmount error"],
+  70: ["ECOMM", "Communication error on send"],
+  71: ["EPROTO", "Protocol error"],
+  72: ["EMULTIHOP", "Multihop attempted"],
+  73: ["EDOTDOT", "RFS specific error"],
+  74: ["EBADMSG", "Bad message"],
+  75: ["EOVERFLOW", "Value too large for defined data type"],
+  76: ["ENOTUNIQ", "Name not unique on network"],
+  77: ["EBADFD", "File descriptor in bad state"],
+  78: ["EREMCHG", "Remote address changed"],
+  79: ["ELIBACC", "Can not access a needed shared library"],
+  80: ["ELIBBAD", "Accessing a corrupted shared library"],
+  81: ["ELIBSCN", ".lib section in a.out corrupted"],
+  82: ["ELIBMAX", "Attempting to link in too many shared libraries"],
+  83: ["ELIBEXEC", "Cannot exec a shared library directly"],
+  84: ["EILSEQ", "Invalid or incomplete multibyte or wide character"],
+  85: ["ERESTART", "Interrupted system call should be restarted"],
+  86: ["ESTRPIPE", "Streams pipe error"],
+  87: ["EUSERS", "Too many users"],
+  88: ["ENOTSOCK", "Socket operation on non-socket"],
+  89: ["EDESTADDRREQ", "Destination address required"],
+  90: ["EMSGSIZE", "Message too long"],
+  91: ["EPROTOTYPE", "Protocol wrong type for socket"],
+  92: ["ENOPROTOOPT", "Protocol not available"],
+  93: ["EPROTONOSUPPORT", "Protocol not supported"],
+  94: ["ESOCKTNOSUPPORT", "Socket type not supported"],
+  95: ["EOPNOTSUPP", "Operation not supported"],
+  96: ["EPFNOSUPPORT", "Protocol family not supported"],
+  97: ["EAFNOSUPPORT", "Address family not supported by protocol"],
+  98: ["EADDRINUSE", "Address already in use"],
+  99: ["EADDRNOTAVAIL", "Cannot assign requested address"],
+  100: ["ENETDOWN", "Network is down"],
+  101: ["ENETUNREACH", "Network is unreachable"],
+  102: ["ENETRESET", "Network dropped connection on reset"],
+  103: ["ECONNABORTED", "Software caused connection abort"],
+  104: ["ECONNRESET", "Connection reset by peer"],
+  105: ["ENOBUFS", "No buffer space available"],
+  106: ["EISCONN", "Transport endpoint is already connected"],
+  107: ["ENOTCONN", "Transport endpoint is not connected"],
+  108: ["ESHUTDOWN", "Cannot send after transport endpoint shutdown"],
+  109: ["ETOOMANYREFS", "Too many references: cannot splice"],
+  110: ["ETIMEDOUT", "Connection timed out"],
+  111: ["ECONNREFUSED", "Connection refused"],
+  112: ["EHOSTDOWN", "Host is down"],
+  113: ["EHOSTUNREACH", "No route to host"],
+  114: ["EALREADY", "Operation already in progress"],
+  115: ["EINPROGRESS", "Operation now in progress"],
+  116: ["ESTALE", "Stale file handle"],
+  117: ["EUCLEAN", "Structure needs cleaning"],
+  118: ["ENOTNAM", "Not a XENIX named type file"],
+  119: ["ENAVAIL", "No XENIX semaphores available"],
+  120: ["EISNAM", "Is a named type file"],
+  121: ["EREMOTEIO", "Remote I/O error"],
+  122: ["EDQUOT", "Disk quota exceeded"],
+  123: ["ENOMEDIUM", "No medium found"],
+  124: ["EMEDIUMTYPE", "Wrong medium type"],
+  125: ["ECANCELED", "Operation canceled"],
+  126: ["ENOKEY", "Required key not available"],
+  127: ["EKEYEXPIRED", "Key has expired"],
+  128: ["EKEYREVOKED", "Key has been revoked"],
+  129: ["EKEYREJECTED", "Key was rejected by service"],
+  130: ["EOWNERDEAD", "Owner died"],
+  131: ["ENOTRECOVERABLE", "State not recoverable"],
+  132: ["ERFKILL", "Operation not possible due to RF-kill"],
+  133: ["EHWPOISON", "Memory page has hardware error"],
+
+  // kernel-internal values a tracee's interrupted syscall can show in its registers
+  512: ["ERESTARTSYS", "Interrupted system call, to be restarted"],
+  513: ["ERESTARTNOINTR", "Interrupted system call, to be restarted"],
+  514: ["ERESTARTNOHAND", "Interrupted system call, to be restarted if no handler"],
+  515: ["ENOIOCTLCMD", "No ioctl command"],
+  516: ["ERESTART_RESTARTBLOCK", "Interrupted system call, to be restarted by restart_syscall"],
+  524: ["ENOTSUPP", "Operation is not supported"],
+};
+export const ERRNO_NAMES: Record<number, string> =
+  Object.fromEntries(Object.entries(ERRNOS).map(([k, v]) => [k, v[0]]));
+/** name -> number: E.ENOENT === 2 */
+export const E = Object.fromEntries(Object.entries(ERRNOS).map(([k, v]) => [v[0], Number(k)])) as Record<string, number>;
+
+/** "ENOENT" for 2 (a negative value, as raw syscalls return it, is turned round) */
+export function errnoName(e: number | bigint): string {
+  const n = Math.abs(Number(e));
+  return ERRNOS[n]?.[0] ?? `E${n}`;
 }
 
-/** "errno N: ENAME" for a positive errno (a negative one, as raw syscalls return it, is turned round) */
-export function errnoText(e: number | bigint): string {
-  const n = Math.abs(Number(e));
-  return `errno ${n}: ${errnoName(n)}`;
+/**
+ * The errno part of a failure line: "ENOENT (errno 2: No such file or directory)". Takes a
+ * positive or negative errno, or an error thrown by node:fs / a SysError (whose errno it finds);
+ * an error without one gives its message's first line.
+ */
+export function errnoText(e: number | bigint | unknown): string {
+  const n = typeof e === "number" || typeof e === "bigint" ? Math.abs(Number(e)) : errnoOf(e);
+  if (n === undefined) return String((e as { message?: unknown })?.message ?? e).split("\n")[0];
+  const known = ERRNOS[n];
+  return known ? `${known[0]} (errno ${n}: ${known[1]})` : `E${n} (errno ${n})`;
+}
+
+/** The positive errno an error carries (SysError, node:fs's code/errno), or undefined. */
+export function errnoOf(e: unknown): number | undefined {
+  const x = e as { errno?: unknown; code?: unknown } | undefined;
+  if (typeof x?.errno === "number" && x.errno !== 0) return Math.abs(x.errno);
+  if (typeof x?.code === "string" && E[x.code] !== undefined) return E[x.code];
+  return undefined;
+}
+
+/**
+ * One failure line: "<who>: <what> failed: ENAME (errno N: text)[; hint]". who names the process
+ * and the resource ("process 42 fd 3"); errno as for errnoText.
+ */
+export function sysFailed(who: string, what: string, errno: number | bigint | unknown, hint?: string): string {
+  return `${who ? `${who}: ` : ""}${what} failed: ${errnoText(errno)}${hint ? `; ${hint}` : ""}`;
 }
 
 /** A failed system call. `errno` is positive. */
 export class SysError extends Error {
   constructor(public call: string, public errno: number, detail?: string) {
-    super(`${call}${detail ? ` ${detail}` : ""} failed (${errnoText(errno)})`);
+    super(sysFailed("", `${call}${detail ? ` ${detail}` : ""}`, errno));
     this.name = "SysError";
   }
 }
