@@ -12,7 +12,7 @@ import { openFd, closeFd, preadFull, pwriteFull, O } from "../sys/mem";
 import { readMaps, readStat } from "../sys/proc";
 import { CriuError, log, logLevel, LOG_DEBUG } from "../log";
 import { syscallName } from "../sys/nr";
-import { errnoText } from "../sys/errno";
+import { errnoText, sysFailed } from "../sys/errno";
 
 export class RemoteMem {
   fd: number;
@@ -21,12 +21,12 @@ export class RemoteMem {
   constructor(public pid: number) { this.fd = openFd(`/proc/${pid}/mem`, O.RDWR | O.CLOEXEC); }
   read(addr: bigint, len: number): Uint8Array {
     const b = new Uint8Array(len);
-    const n = preadFull(this.fd, b, addr, len, 0, `read memory of ${this.pid} at 0x${addr.toString(16)}`);
-    if (n !== len) throw new CriuError("mem", `short read of ${this.pid} memory at 0x${addr.toString(16)}`);
+    const n = preadFull(this.fd, b, addr, len, 0, `process ${this.pid}: read of its memory at 0x${addr.toString(16)}`);
+    if (n !== len) throw new CriuError("mem", `process ${this.pid}: short read of its memory at 0x${addr.toString(16)}`);
     return b;
   }
   write(addr: bigint, data: Uint8Array, off = 0, len = data.length - off) {
-    pwriteFull(this.fd, data, addr, len, off, `write memory of ${this.pid} at 0x${addr.toString(16)}`);
+    pwriteFull(this.fd, data, addr, len, off, `process ${this.pid}: write of its memory at 0x${addr.toString(16)}`);
   }
   close() { if (this.fd >= 0) closeFd(this.fd); this.fd = -1; }
 }
@@ -77,8 +77,11 @@ export class Injector {
   caughtSignals: number[] = [];
   /** PID (in criu-bun's namespace) of the last task this one forked or cloned during a call */
   lastEventPid = 0;
+  /** how failure lines name the task: "process P" or "process P thread T" (restore: the images' numbers) */
+  who: string;
   constructor(public tid: number, public syscallAddr: bigint, public mode: InjectMode, public mem: RemoteMem) {
     this.saved = getRegs(tid);
+    this.who = tid === mem.pid ? `process ${tid}` : `process ${mem.pid} thread ${tid}`;
   }
 
   /**
@@ -111,7 +114,7 @@ export class Injector {
     for (;;) {
       const { r, status } = wait4Raw(this.tid, __WALL);
       if (r === -4) continue;
-      if (r < 0) throw new CriuError("inject", `wait4(${this.tid}) failed (${-r})`);
+      if (r < 0) throw new CriuError("inject", sysFailed(this.who, "wait4", r));
       if (!W.stopped(status)) throw new CriuError("inject", `thread ${this.tid} ${describeStatus(status)} during an injected syscall`);
       return status;
     }
@@ -153,7 +156,7 @@ export class Injector {
     // the mask the thread has once it leaves its stop (a ppoll's or sigsuspend's temporary mask is
     // gone by then): what the frame must give back
     const r = this.guardedCall(NR_RT_SIGPROCMASK, [0 /* SIG_BLOCK */, 0, f.frame + FRAME_SIGMASK_OFF, 8], true);
-    if (r !== 0n) throw new CriuError("inject", `rt_sigprocmask in ${this.tid} failed (${errnoText(Number(-r))})`);
+    if (r !== 0n) throw new CriuError("inject", sysFailed(this.who, "injected rt_sigprocmask", r));
     return true;
   }
 
@@ -232,7 +235,7 @@ export class Injector {
   private logCall(nr: number, args: (number | bigint)[], ret: bigint) {
     if (logLevel() >= LOG_DEBUG) {
       const a = args.map((x) => (typeof x === "bigint" && x > 4096n ? `0x${x.toString(16)}` : String(x))).join(", ");
-      log.debug(`thread ${this.tid}: injected ${syscallName(nr)}(${a}) = ${ret < 0n && ret > -4096n ? `-errno ${-ret}` : ret > 4096n ? `0x${ret.toString(16)}` : ret}`);
+      log.debug(`thread ${this.tid}: injected ${syscallName(nr)}(${a}) = ${ret < 0n && ret > -4096n ? errnoText(ret) : ret > 4096n ? `0x${ret.toString(16)}` : ret}`);
     }
   }
 
@@ -280,7 +283,7 @@ export class Injector {
       calls.forEach((c, i) => {
         const a = c.slice(1).map((x) => (typeof x === "bigint" && x > 4096n ? `0x${x.toString(16)}` : String(x))).join(", ");
         const ret = res[i];
-        log.debug(`thread ${this.tid}: injected ${syscallName(Number(c[0]))}(${a}) = ${ret < 0n && ret > -4096n ? `-errno ${-ret}` : ret > 4096n ? `0x${ret.toString(16)}` : ret} (batch of ${calls.length})`);
+        log.debug(`thread ${this.tid}: injected ${syscallName(Number(c[0]))}(${a}) = ${ret < 0n && ret > -4096n ? errnoText(ret) : ret > 4096n ? `0x${ret.toString(16)}` : ret} (batch of ${calls.length})`);
       });
     }
     return res;
@@ -289,7 +292,7 @@ export class Injector {
   /** Like call() but throws with the syscall name on failure. Returns a number. */
   ok(name: string, nr: number, ...args: (number | bigint)[]): bigint {
     const r = this.call(nr, ...args);
-    if (r < 0n && r > -4096n) throw new CriuError("inject", `${name} in ${this.tid} failed (${errnoText(-r)})`);
+    if (r < 0n && r > -4096n) throw new CriuError("inject", sysFailed(this.who, `injected ${name}`, r));
     return r;
   }
 
@@ -326,6 +329,6 @@ function pokeWords(tid: number, addr: bigint, bytes: Uint8Array) {
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   for (let i = 0; i < bytes.length; i += 8) {
     const r = ptrace(PTRACE.POKEDATA, tid, addr + BigInt(i), dv.getBigInt64(i, true));
-    if (r < 0) throw new CriuError("inject", `cannot write the injection stub into ${tid} at 0x${(addr + BigInt(i)).toString(16)} (${errnoText(-r)})`);
+    if (r < 0) throw new CriuError("inject", sysFailed(`thread ${tid}`, `PTRACE_POKEDATA of the injection stub at 0x${(addr + BigInt(i)).toString(16)}`, r));
   }
 }

@@ -8,6 +8,7 @@ import { NR } from "../sys/nr";
 import { spawn, spawnSibling } from "../sys/spawn";
 import { seize, interrupt, wait4Raw, W, PTRACE_O, __WALL, describeStatus } from "../sys/ptrace";
 import { CriuError } from "../log";
+import { sysFailed } from "../sys/errno";
 
 export const PUPPET_BASE = 0x13370000n;
 const CODE_OFF = 120;
@@ -75,13 +76,13 @@ export function startPuppet(sibling = false): number {
   }
   const pid = sibling ? spawnSibling(`/proc/self/fd/${memfd}`, ["criu-bun-puppet"]) : spawn(`/proc/self/fd/${memfd}`, ["criu-bun-puppet"], { env: {} });
   const r = seize(pid, PTRACE_O.EXITKILL | PTRACE_O.TRACEFORK | PTRACE_O.TRACECLONE | PTRACE_O.TRACESYSGOOD);
-  if (r < 0) { syscall(NR.kill, pid, 9); throw new CriuError("restore", `cannot seize the puppet process (${-r})`); }
+  if (r < 0) { syscall(NR.kill, pid, 9); throw new CriuError("restore", sysFailed(`puppet process ${pid}`, "PTRACE_SEIZE", r)); }
   interrupt(pid);
   for (;;) {
     const { r: w, status } = wait4Raw(pid, __WALL);
     if (w === -4) continue;
-    if (w < 0) throw new CriuError("restore", `puppet vanished (${-w})`);
-    if (!W.stopped(status)) throw new CriuError("restore", `puppet ${describeStatus(status)}`);
+    if (w < 0) throw new CriuError("restore", sysFailed(`puppet process ${pid}`, "wait4", w));
+    if (!W.stopped(status)) throw new CriuError("restore", `puppet process ${pid} ${describeStatus(status)}`);
     if (W.event(status) === 128) break; // interrupt stop
     // exec stop or signal stop before the interrupt lands: keep going
     syscall(NR.ptrace, 7, pid, 0, 0);

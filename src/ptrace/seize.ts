@@ -3,7 +3,7 @@ import { PTRACE_O, seize, interrupt, wait4Raw, detach, W, PTRACE_EVENT, PTRACE, 
 import { listTids } from "../sys/proc";
 import { readFileSync } from "node:fs";
 import { addr } from "../sys/syscall";
-import { errnoName } from "../sys/errno";
+import { sysFailed } from "../sys/errno";
 import { CriuError, log } from "../log";
 
 export interface FrozenThread {
@@ -31,7 +31,7 @@ function waitInterrupted(tid: number, deadline: number): { sig: number; info?: U
   for (;;) {
     const { r, status } = wait4Raw(tid, __WALL);
     if (r === -4) continue;
-    if (r < 0) throw new CriuError("seize", `wait4(${tid}) failed: ${errnoName(-r)}`);
+    if (r < 0) throw new CriuError("seize", sysFailed(`thread ${tid}`, "wait4", r));
     if (!W.stopped(status)) throw new ExitedWhileFreezing(tid, status);
     const ev = W.event(status);
     if (ev === PTRACE_EVENT.STOP) return { sig: pendingSig, info, stopSig: W.stopSig(status) }; // group-stop or interrupt stop
@@ -83,7 +83,7 @@ export function seizeFrozen(tids: number[]): number[] {
     if (r === -3) continue; // gone meanwhile
     if (r < 0) {
       for (const t of done) detach(t, 0);
-      throw new CriuError("seize", `cannot seize ${tid} in its frozen cgroup: ${errnoName(-r)}`);
+      throw new CriuError("seize", sysFailed(`thread ${tid}`, "PTRACE_SEIZE in its frozen cgroup", r));
     }
     interrupt(tid);
     done.push(tid);
@@ -119,12 +119,13 @@ export function freezeProcess(pid: number, timeoutMs = 10000, preSeized?: Set<nu
         }
         // a seccomp filter must not judge (or kill for) the syscalls we inject: suspend it
         let r = seize(tid, DUMP_OPTIONS | (suspend ? PTRACE_O.SUSPEND_SECCOMP : 0));
-        if (r === -22 || r === -1) { if (suspend) throw new CriuError("seize", `cannot suspend the seccomp filters of ${tid} (needs CAP_SYS_ADMIN)`); }
+        if (r === -22 || r === -1) { if (suspend) throw new CriuError("seize", sysFailed(tid === pid ? `process ${pid}` : `process ${pid} thread ${tid}`, "PTRACE_SEIZE with PTRACE_O_SUSPEND_SECCOMP", r, "needs CAP_SYS_ADMIN")); }
         if (r < 0) {
           // a task that has exited cannot be seized (ESRCH once reaped, EPERM while a zombie)
           if ((r === -3 || r === -1) && tid === pid && !seized.size && exitedNow(pid)) throw new ExitedWhileFreezing(tid, -1);
           if (r === -3) continue; // thread exited meanwhile
-          throw new CriuError("seize", `cannot seize ${tid}: ${errnoName(-r)}${r === -1 ? " (already traced, or not permitted)" : ""}`);
+          throw new CriuError("seize", sysFailed(tid === pid ? `process ${pid}` : `process ${pid} thread ${tid}`, "PTRACE_SEIZE", r,
+            r === -1 ? "already traced, or not permitted" : undefined));
         }
         interrupt(tid);
         let w;

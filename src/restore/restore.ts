@@ -30,6 +30,7 @@ import { precheckMountNs, type ExtMounts } from "../resources/mounts";
 import { runHook as runHookNow, type Hooks } from "../hooks";
 import { CLONE } from "../sys/flags";
 import { LazyChannel, hasLazyPages } from "../resources/lazymem";
+import { errnoText } from "../sys/errno";
 
 /** A hook waits for someone else (a script, the RPC client): that is not a stalled restore. */
 function runHook(...a: Parameters<typeof runHookNow>) { return whilePaused(() => runHookNow(...a)); }
@@ -174,7 +175,7 @@ export function restoreProcesses(o: RestoreOptions): Restored {
   // every image is read through an fd held on the directory (see safefs.ts), checked first
   let h;
   try { h = openDir(o.dir); }
-  catch (e: any) { throw new CriuError("restore", `images directory '${o.dir}' ${e?.code === "ENOENT" ? "does not exist" : `cannot be opened (${e?.code ?? e?.message})`}`); }
+  catch (e: any) { throw new CriuError("restore", `images directory '${o.dir}' ${e?.code === "ENOENT" ? "does not exist" : `cannot be opened: ${errnoText(e)}`}`); }
   try {
     if (!o.trustImages) checkImagesTrusted(h.path);
     return restoreFrom({ ...o, dir: h.path });
@@ -328,7 +329,7 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
     // the pidfile before anything runs: failing to write it fails the restore
     if (o.pidfile) {
       try { replaceFile(o.pidfile, `${builders[0].pid}`); }
-      catch (e: any) { throw new CriuError("restore", `cannot write pidfile ${o.pidfile} (${e?.code ?? e?.message})`); }
+      catch (e: any) { throw new CriuError("restore", `cannot write pidfile ${o.pidfile}: ${errnoText(e)}`); }
     }
     runHook(o.hooks, "post-restore", { pid: builders[0].pid });
     if (set.newNetNs) softHook(o.hooks, "network-unlock", builders[0].pid);

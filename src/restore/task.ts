@@ -27,7 +27,7 @@ import { restoreTimers } from "../resources/timers";
 import { sigactionRestoreCalls, restoreTrapAction, restorePendingSignals, restoreSigmask, stopSignal, stopSignalProblem, type TrapAction } from "../resources/signals";
 import { rlimitRestoreCalls } from "../resources/rlimits";
 import type { InCall } from "../ptrace/inject";
-import { errnoText } from "../sys/errno";
+import { errnoText, sysFailed } from "../sys/errno";
 import { restoreLocks } from "../resources/filelocks";
 import { restorePersonality, restoreTaskAttrs } from "../resources/taskattrs";
 
@@ -122,7 +122,7 @@ export class TaskBuilder {
   }
   str(s: string, slot = 0): bigint {
     const b = Buffer.from(s + "\0");
-    if (b.length > 4096) throw new CriuError("restore", `path too long: ${s.slice(0, 80)}...`);
+    if (b.length > 4096) throw new CriuError("restore", `process ${this.t.pid}: path too long: ${s.slice(0, 80)}...`);
     return this.scratchWrite(1792n + BigInt(slot) * 4096n, new Uint8Array(b.buffer, b.byteOffset, b.length));
   }
 
@@ -135,7 +135,8 @@ export class TaskBuilder {
     this.tramp = pickTrampoline(this.set, this.puppet);
     const pinj = new Injector(this.puppet, PUPPET_SYSCALL, "trap", pmem);
     const r = pinj.call(NR.mmap, this.tramp, TRAMP_SIZE, 7 /* RWX: code, and scratch the kernel writes into */, MAP.PRIVATE | MAP.ANONYMOUS | MAP.FIXED_NOREPLACE, -1, 0);
-    if (r !== this.tramp) throw new CriuError("restore", `cannot map the trampoline at ${hex(this.tramp)} (${r})`);
+    if (r !== this.tramp) throw new CriuError("restore", r < 0n ? sysFailed(`process ${t.pid} (the puppet ${this.puppet})`, `mmap of the trampoline at ${hex(this.tramp)}`, r)
+      : `process ${t.pid} (the puppet ${this.puppet}): the trampoline was mapped at ${hex(r)}, not ${hex(this.tramp)}`);
     pmem.write(this.tramp, new Uint8Array([0x0f, 0x05, 0xcc]));
     pmem.write(this.tramp + BATCH_AT, BATCH_CODE);
     pinj.ok("close_range", NR.close_range, 0, 0xffffffff, 0);
@@ -157,7 +158,7 @@ export class TaskBuilder {
     if (child < 0n) {
       if (child === -17n) throw new CriuError("restore", `PID ${t.pid} is in use`);
       if (child === -1n) throw new CriuError("restore", `process ${t.pid}: giving a process its old PID (clone3 set_tid) needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN; run the restore as root`);
-      throw new CriuError("restore", `clone3 with PID ${t.pid} failed (${errnoText(-child)})`);
+      throw new CriuError("restore", `clone3 with PID ${t.pid} failed: ${errnoText(-child)}`);
     }
     this.pid = Number(child);
     this.checkVpid(this.pid, t.pid);
@@ -187,7 +188,7 @@ export class TaskBuilder {
     let got = -1, m = -1;
     for (let tries = 0; tries <= index + 64; tries++) {
       m = Number(inj.call(NR.openat, -100, this.str(ptmx), O.RDWR | O.NOCTTY | O.CLOEXEC, 0));
-      if (m < 0) throw new CriuError("restore", `cannot open ${ptmx} (${errnoText(-m)})`);
+      if (m < 0) throw new CriuError("restore", sysFailed(`process ${this.t.pid}`, `opening ${ptmx}`, m));
       const ib = this.scratchWrite(0n, new Uint8Array(4));
       inj.ok("TIOCGPTN", NR.ioctl, m, 0x80045430, ib);
       got = new DataView(this.mem!.read(ib, 4).buffer).getInt32(0, true);
@@ -195,11 +196,11 @@ export class TaskBuilder {
       extra.push(m);
     }
     for (const e of extra) inj.call(NR.close, e);
-    if (got !== index) { inj.call(NR.close, m); throw new CriuError("restore", `pty ${index} of the restored devpts is taken (got ${got})`); }
+    if (got !== index) { inj.call(NR.close, m); throw new CriuError("restore", `process ${this.t.pid}: pty ${index} of the restored devpts is taken (got ${got})`); }
     inj.ok("TIOCSPTLCK", NR.ioctl, m, 0x40045431, this.scratchWrite(0n, new Uint8Array(4)));
     const h = Number(inj.call(NR.fcntl, m, F.DUPFD_CLOEXEC, fdFloor(this.t.fds) + 8));
     inj.call(NR.close, m);
-    if (h < 0) throw new CriuError("restore", `pty ${index}: F_DUPFD failed (${errnoText(-h)})`);
+    if (h < 0) throw new CriuError("restore", sysFailed(`process ${this.t.pid}`, `F_DUPFD of pty ${index}'s master`, h));
     this.tree.held.set(`ptyEarly:${index}`, { pid: this.pid, vpid: this.t.pid, fd: h });
     const l = this.tree.toClose.get(this.pid) ?? [];
     l.push(h); this.tree.toClose.set(this.pid, l);
@@ -213,9 +214,10 @@ export class TaskBuilder {
    *  container's PID namespace criu-bun's own PID means nothing) */
   private joinExtNetNs(key: string) {
     const fd = this.inherited.get(key);
-    if (fd === undefined) throw new CriuError("restore", `inherit_fd ${key}: not imported into the root`);
+    if (fd === undefined) throw new CriuError("restore", `process ${this.t.pid}: inherit_fd ${key}: not imported into the root`);
     const r = Number(this.inj!.call(NR.setns, fd, CLONE.NEWNET));
-    if (r < 0) throw new CriuError("restore", `inherit_fd ${key}: criu-bun's fd ${this.set.inheritFds?.get(key)} is not a network namespace to join (setns: ${errnoText(-r)})`);
+    if (r < 0) throw new CriuError("restore", sysFailed(`process ${this.t.pid}`, `setns into criu-bun's fd ${this.set.inheritFds?.get(key)} (inherit_fd ${key})`, r,
+      "is it a network namespace?"));
     this.tree.taken.add(`inherit:${key}`);
     log.info(`process ${this.t.pid} joined the external network namespace given for ${key} (criu-bun's fd ${this.set.inheritFds?.get(key)})`);
   }
@@ -227,14 +229,14 @@ export class TaskBuilder {
     if (!this.set.inheritFds?.size) return out;
     const floor = fdFloor(this.t.fds);
     const pidfd = Number(pinj.call(NR.pidfd_open, process.pid, 0));
-    if (pidfd < 0) throw new CriuError("restore", `inherit_fd: pidfd_open of criu-bun in the puppet failed (${errnoText(-pidfd)})`);
+    if (pidfd < 0) throw new CriuError("restore", sysFailed(`process ${this.t.pid} (the puppet ${this.puppet})`, "pidfd_open of criu-bun (inherit_fd)", pidfd));
     try {
       for (const [key, mine] of this.set.inheritFds) {
         const g = Number(pinj.call(NR.pidfd_getfd, pidfd, mine, 0));
-        if (g < 0) throw new CriuError("restore", `inherit_fd ${mine} (${key}): pidfd_getfd failed (${errnoText(-g)})`);
+        if (g < 0) throw new CriuError("restore", sysFailed(`process ${this.t.pid} (the puppet ${this.puppet})`, `pidfd_getfd of criu-bun's fd ${mine} (inherit_fd ${key})`, g));
         const h = Number(pinj.call(NR.fcntl, g, F.DUPFD_CLOEXEC, floor));
         pinj.call(NR.close, g);
-        if (h < 0) throw new CriuError("restore", `inherit_fd ${mine} (${key}): F_DUPFD failed (${errnoText(-h)})`);
+        if (h < 0) throw new CriuError("restore", sysFailed(`process ${this.t.pid} (the puppet ${this.puppet})`, `F_DUPFD of criu-bun's fd ${mine} (inherit_fd ${key})`, h));
         log.debug(`inherit_fd: criu-bun's fd ${mine} for '${key}' is fd ${h} of the root until its files are restored`);
         out.push([key, h]);
       }
@@ -262,7 +264,7 @@ export class TaskBuilder {
     args[9] = 1n;
     const a = parent.scratchWrite(0n, new Uint8Array(args.buffer));
     const child = parent.inj!.call(NR.clone3, a, CLONE_ARGS_SIZE);
-    if (child < 0n) throw new CriuError("restore", child === -17n ? `PID ${t.pid} is in use` : `clone3 of ${t.pid} from ${parent.pid} failed (${errnoText(-child)})`);
+    if (child < 0n) throw new CriuError("restore", child === -17n ? `PID ${t.pid} is in use` : `clone3 of ${t.pid} from ${parent.pid} failed: ${errnoText(-child)}`);
     // clone3 answers in the parent's PID namespace; ptrace needs ours: the fork event tells it
     this.pid = parent.inj!.lastEventPid || Number(child);
     this.checkVpid(this.pid, t.pid);
@@ -304,8 +306,8 @@ export class TaskBuilder {
     for (;;) {
       const { r, status } = wait4Raw(tid, __WALL);
       if (r === -4) continue;
-      if (r < 0) throw new CriuError("restore", `new task ${tid} vanished (${-r})`);
-      if (!W.stopped(status)) throw new CriuError("restore", `new task ${tid} ${describeStatus(status)}`);
+      if (r < 0) throw new CriuError("restore", sysFailed(`new thread ${tid} of process ${this.t.pid}`, "wait4", r));
+      if (!W.stopped(status)) throw new CriuError("restore", `process ${this.t.pid}: its new thread ${tid} ${describeStatus(status)}`);
       return;
     }
   }
@@ -398,7 +400,7 @@ export class TaskBuilder {
       args[8] = tidAddr; args[9] = 1n;
       const a = this.scratchWrite(0n, new Uint8Array(args.buffer));
       const r = inj.call(NR.clone3, a, CLONE_ARGS_SIZE);
-      if (r < 0n) throw new CriuError("restore", r === -17n ? `TID ${tid} is in use` : `clone3 for thread ${tid} failed (${errnoText(-r)})`);
+      if (r < 0n) throw new CriuError("restore", r === -17n ? `TID ${tid} is in use` : `clone3 for thread ${tid} failed: ${errnoText(-r)}`);
       const host = inj.lastEventPid || Number(r);
       this.waitNewTask(host);
       this.tids.push(host);
@@ -448,7 +450,7 @@ export class TaskBuilder {
     inj.mode = "sysstop";
     restoreTrapAction({ pid: this.t.pid, inj, scratch: (off, data) => this.scratchWrite(off, data) }, this.trapAction);
     const res = inj.call(NR.munmap, this.tramp, TRAMP_SIZE);
-    if (res !== 0n) throw new CriuError("restore", `munmap of the trampoline failed (${errnoText(-res)})`);
+    if (res !== 0n) throw new CriuError("restore", sysFailed(`process ${this.t.pid}`, `munmap of the trampoline at ${hex(this.tramp)}`, res));
     for (const tid of this.tids) {
       for (const s of this.injs.get(tid)!.caughtSignals) (this.caught.get(tid) ?? this.caught.set(tid, []).get(tid)!).push(s);
     }
@@ -495,7 +497,7 @@ export class TaskBuilder {
     const cur = Number(this.inj!.call(NR.getpgid, 0));
     if (cur === t.pgid) return;
     const r = this.inj!.call(NR.setpgid, 0, t.pgid === t.pid ? 0 : t.pgid);
-    if (r < 0n) log.warn(`process ${t.pid}: cannot join process group ${t.pgid} (${errnoText(-r)})`);
+    if (r < 0n) log.warn(`process ${t.pid}: cannot join process group ${t.pgid}: ${errnoText(-r)}`);
   }
 
   /** A zombie: exit with the recorded status and stay unreaped for the parent. */
@@ -516,7 +518,7 @@ export class TaskBuilder {
     for (;;) {
       const { r, status } = wait4Raw(this.pid, __WALL);
       if (r === -4) continue;
-      if (r < 0) throw new CriuError("restore", `zombie ${this.pid} vanished (${-r})`);
+      if (r < 0) throw new CriuError("restore", sysFailed(`zombie process ${this.t.pid}`, "wait4", r));
       if (W.exited(status) || W.signaled(status)) break;
       // signal-delivery stop of the fatal signal, or the exit event: let it go on
       ptrace(PTRACE.CONT, this.pid, 0, W.event(status) === 0 ? W.stopSig(status) : 0);
