@@ -280,7 +280,7 @@ describe("container mount namespaces", () => {
     rmSync(join(copy, "priv"), { recursive: true });
     const failed = criuBun(["restore", "-D", dir, "--root", copy, "--ext-mount-map", `myext:${hostB}`]);
     expect(failed.code).not.toBe(0);
-    expect(failed.stderr.trim().split("\n")).toEqual([`Error (restore): process ${pid}: mount tmpfs on /priv failed: ENOENT (the container's mounts are built on ${copy})`]);
+    expect(failed.stderr.trim().split("\n")).toEqual([`Error (restore): process ${pid}: mount tmpfs on /priv failed: ENOENT (errno 2: No such file or directory); the container's mounts are built on ${copy}`]);
     expect(read("/proc/self/mountinfo").split("\n").filter((l) => l.includes(copy) || l.includes(hostB))).toEqual([]);
     expect(existsSync(`/proc/${pid}`)).toBe(false);
     mkdirSync(join(copy, "priv"));

@@ -45,7 +45,7 @@ export const epollKind: FdKind = {
   },
   restore(ctx) {
     const fd = Number(ctx.inj.call(NR.epoll_create1, EPOLL_CLOEXEC));
-    if (fd < 0) throw new CriuError("restore", `${ctx.where}: epoll_create1 failed (${errnoText(-fd)})`);
+    if (fd < 0) throw new CriuError("restore", `${ctx.where}: epoll_create1 failed: ${errnoText(-fd)}`);
     return ctx.high(fd, ctx.where);
   },
   restoreLate(ctx, f, epfd) {
@@ -58,7 +58,7 @@ export const epollKind: FdKind = {
       dv.setUint32(0, t.events, true);
       dv.setBigUint64(4, t.data, true);
       const r = ctx.inj.call(NR.epoll_ctl, epfd, 1 /* EPOLL_CTL_ADD */, t.tfd, ctx.scratch(0n, ev));
-      if (r < 0n) throw new CriuError("restore", `${ctx.where}: epoll_ctl(ADD fd ${t.tfd}) failed (${errnoText(-r)})`);
+      if (r < 0n) throw new CriuError("restore", `${ctx.where}: epoll_ctl(ADD fd ${t.tfd}) failed: ${errnoText(-r)}`);
     }
     if (e.flags & 0o4000) ctx.inj.call(NR.fcntl, epfd, F.SETFL, e.flags);
   },

@@ -6,7 +6,7 @@ import { FOWN0 } from "./fdkind";
 import { NR } from "../sys/nr";
 import { O } from "../sys/mem";
 import { CriuError } from "../log";
-import { errnoText } from "../sys/errno";
+import { errnoText, sysFailed } from "../sys/errno";
 import { fd_types } from "../images/schemas";
 
 const EFD_SEMAPHORE = 1;
@@ -27,11 +27,11 @@ export const eventfdKind: FdKind = {
     const flags = (e.flags & EFD_SEMAPHORE) | (e.flags & O.NONBLOCK) | O.CLOEXEC;
     const small = e.counter <= 0xffffffffn;
     const fd = Number(ctx.inj.call(NR.eventfd2, small ? e.counter : 0n, flags));
-    if (fd < 0) throw new CriuError("restore", `${ctx.where}: eventfd2 failed (${errnoText(-fd)})`);
+    if (fd < 0) throw new CriuError("restore", `${ctx.where}: eventfd2 failed: ${errnoText(-fd)}`);
     if (!small) {
       const a = ctx.scratch(0n, new Uint8Array(new BigUint64Array([e.counter]).buffer));
       const r = ctx.inj.call(NR.write, fd, a, 8);
-      if (r !== 8n) throw new CriuError("restore", `${ctx.where}: setting eventfd counter ${e.counter} failed (${r})`);
+      if (r !== 8n) throw new CriuError("restore", r < 0n ? sysFailed(ctx.where, `setting eventfd counter ${e.counter}`, r) : `${ctx.where}: setting eventfd counter ${e.counter} wrote ${r} of 8 bytes`);
     }
     return ctx.high(fd, ctx.where);
   },

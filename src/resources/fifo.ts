@@ -66,7 +66,7 @@ export const fifoKind: FdKind = {
     if (!ctx.tree.held.has(key)) {
       // first use in the tree: hold the pipe open (reader and writer) and put the data back
       const h = Number(inj.call(NR.openat, -100, ctx.str(reg.name), O.RDWR | O.NONBLOCK | O.CLOEXEC, 0));
-      if (h < 0) throw new CriuError("restore", `${ctx.where}: cannot open fifo '${reg.name}' (${errnoText(-h)})`);
+      if (h < 0) throw new CriuError("restore", `${ctx.where}: cannot open fifo '${reg.name}': ${errnoText(-h)}`);
       const held = ctx.high(h, ctx.where);
       ctx.hold(key, held);
       const item = cachedPayloadsBy(ctx, "fifo-data.img", "FIFO_DATA", (m) => m.pipeId).get(fi.pipeId)?.[0];
@@ -74,18 +74,18 @@ export const fifoKind: FdKind = {
         const want = Math.max(item.msg.size || 65536, item.payload.length);
         if (want !== 65536) {
           const r = inj.call(NR.fcntl, held, F.SETPIPE_SZ, want);
-          if (r < 0n) throw new CriuError("restore", `${ctx.where}: F_SETPIPE_SZ(${want}) on fifo '${reg.name}' failed (${errnoText(-r)})`);
+          if (r < 0n) throw new CriuError("restore", `${ctx.where}: F_SETPIPE_SZ(${want}) on fifo '${reg.name}' failed: ${errnoText(-r)}`);
         }
         if (item.payload.length) fillPipe(ctx.pid, held, item.payload, `refill fifo '${reg.name}'`);
       }
     }
     const flags = reg.flags & ~(O.CREAT | O.EXCL | O.TRUNC | O.CLOEXEC);
     const r = Number(inj.call(NR.openat, -100, ctx.str(reg.name), flags | O.NONBLOCK | O.CLOEXEC, 0));
-    if (r < 0) throw new CriuError("restore", `${ctx.where}: cannot open fifo '${reg.name}' (${errnoText(-r)})`);
+    if (r < 0) throw new CriuError("restore", `${ctx.where}: cannot open fifo '${reg.name}': ${errnoText(-r)}`);
     const fd = ctx.high(r, ctx.where);
     if (!(flags & O.NONBLOCK)) {
       const s = inj.call(NR.fcntl, fd, F.SETFL, flags & ~3);
-      if (s < 0n) throw new CriuError("restore", `${ctx.where}: F_SETFL on fifo '${reg.name}' failed (${errnoText(-s)})`);
+      if (s < 0n) throw new CriuError("restore", `${ctx.where}: F_SETFL on fifo '${reg.name}' failed: ${errnoText(-s)}`);
     }
     return fd;
   },

@@ -60,7 +60,7 @@ export function restoreLocks(proc: { vpid: number; dir: string; inj: Injector; s
       dv.setBigInt64(8, l.start, true); dv.setBigInt64(16, l.len, true);
       r = inj.call(NR.fcntl, l.fd, l.flag === FL.OFDLCK ? F.OFD_SETLK : F.SETLK, proc.scratch(0n, new Uint8Array(b)));
     }
-    if (r < 0n) throw new CriuError("restore", `${what} cannot be taken again (${errnoText(-r)}: held by someone else?)`);
+    if (r < 0n) throw new CriuError("restore", `${what} cannot be taken again: ${errnoText(-r)}; held by someone else?`);
     log.debug(`filelocks: ${what}: ${l.flag === FL.FLOCK ? "flock" : l.flag === FL.OFDLCK ? "OFD" : "POSIX"} ${l.type === 0 ? "read" : "write"} lock taken again (${l.start}+${l.len})`);
     n++;
   }

@@ -181,10 +181,10 @@ export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: 
   // repair mode, until the dump ends): as much room as the hard limit gives
   raiseNofile(64, `dumping the ${fdList.length} fds of process ${pid}`, 0, fdList.length + 256);
   const pidfd = syscall(NR.pidfd_open, pid, 0);
-  if (pidfd < 0) throw new CriuError("files", `process ${pid}: pidfd_open failed (${errnoText(-pidfd)})`);
+  if (pidfd < 0) throw new CriuError("files", `process ${pid}: pidfd_open failed: ${errnoText(-pidfd)}`);
   // each fd's fdinfo opened relative to the process's fdinfo directory, held for the loop
   const fdinfoDir = syscall(NR.openat, -100, addr(cstr(`/proc/${pid}/fdinfo`)), O.RDONLY | O.DIRECTORY | O.CLOEXEC, 0);
-  if (fdinfoDir < 0) { closeFd(pidfd); throw new CriuError("files", `process ${pid}: cannot open /proc/${pid}/fdinfo (${errnoText(-fdinfoDir)})`); }
+  if (fdinfoDir < 0) { closeFd(pidfd); throw new CriuError("files", `process ${pid}: cannot open /proc/${pid}/fdinfo: ${errnoText(-fdinfoDir)}`); }
   let pidNs: boolean | undefined;
   const ownPidNs = () => (pidNs ??= readLink(`/proc/${pid}/ns/pid`) !== readLink("/proc/self/ns/pid"));
   try {
@@ -207,7 +207,7 @@ export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: 
       const grab = () => {
         if (dup >= 0) return dup;
         dup = syscall(NR.pidfd_getfd, pidfd, fd, 0);
-        if (dup < 0) throw new CriuError("files", `${where}: pidfd_getfd failed (${errnoText(-dup)})`);
+        if (dup < 0) throw new CriuError("files", `${where}: pidfd_getfd failed: ${errnoText(-dup)}`);
         return dup;
       };
       let st;
@@ -286,10 +286,10 @@ export function importFd(inj: Injector, pid: number, owner: Holder, what: string
   if (owner.pid === pid) return owner.fd;
   // pidfd_open runs inside the target: it needs the owner's PID in the target's namespace
   const pidfd = Number(inj.call(NR.pidfd_open, owner.vpid ?? owner.pid, 0));
-  if (pidfd < 0) throw new CriuError("restore", `${what}: pidfd_open(${owner.pid}) failed (${errnoText(-pidfd)})`);
+  if (pidfd < 0) throw new CriuError("restore", `${what}: pidfd_open(${owner.pid}) failed: ${errnoText(-pidfd)}`);
   const fd = Number(inj.call(NR.pidfd_getfd, pidfd, owner.fd, 0));
   inj.call(NR.close, pidfd);
-  if (fd < 0) throw new CriuError("restore", `${what}: pidfd_getfd of fd ${owner.fd} of ${owner.pid} failed (${errnoText(-fd)})`);
+  if (fd < 0) throw new CriuError("restore", `${what}: pidfd_getfd of fd ${owner.fd} of ${owner.pid} failed: ${errnoText(-fd)}`);
   return fd;
 }
 
@@ -304,7 +304,7 @@ export function restoreCtx(base: CtxBase, floor: number, where: string): Restore
     if (fd >= floor) return fd;
     const r = Number(inj.call(NR.fcntl, fd, F.DUPFD_CLOEXEC, floor));
     inj.call(NR.close, fd);
-    if (r < 0) throw new CriuError("restore", `${what}: F_DUPFD failed (${errnoText(-r)})`);
+    if (r < 0) throw new CriuError("restore", `${what}: F_DUPFD failed: ${errnoText(-r)}`);
     return r;
   };
   return {
@@ -326,7 +326,7 @@ function restoreOwner(inj: Injector, scratch: (off: bigint, data: Uint8Array) =>
   const o = h?.fown as S.fown_entry | undefined;
   const async = ((h?.flags ?? 0) & O.ASYNC) !== 0;
   if (!o?.pid && !o?.signum && !async) return;
-  const ok = (what: string, r: bigint) => { if (r < 0n) throw new CriuError("restore", `${where}: ${what} failed (${errnoText(-r)})`); return r; };
+  const ok = (what: string, r: bigint) => { if (r < 0n) throw new CriuError("restore", `${where}: ${what} failed: ${errnoText(-r)}`); return r; };
   if (o?.pid) {
     const swap = o.uid !== 0 || o.euid !== 0;
     if (swap) ok(`setresuid(${o.uid}, ${o.euid}) for F_SETOWN`, inj.call(NR.setresuid, o.uid, o.euid, -1));
@@ -374,7 +374,7 @@ export function restoreFds(base: CtxBase, fds: S.fdinfo_entry[]) {
       const t = temps.get(id)!;
       for (const fe of byId.get(id)!) {
         const r = inj.call(NR.dup3, t, fe.fd, fe.flags & 1 ? O.CLOEXEC : 0);
-        if (r < 0n) throw new CriuError("restore", `process ${base.pid} fd ${fe.fd}: dup3 failed (${errnoText(-r)})`);
+        if (r < 0n) throw new CriuError("restore", `process ${base.pid} fd ${fe.fd}: dup3 failed: ${errnoText(-r)}`);
         if (created.has(id) && !tree.owners.has(id)) tree.owners.set(id, { pid: base.pid, vpid: base.vpid, fd: fe.fd });
       }
       if (!heldHere.has(t) && !closeLater.has(t)) inj.call(NR.close, t);

@@ -33,7 +33,7 @@ import { readLink } from "../sys/proc";
 import * as S from "../images/schemas";
 import type { InitOf } from "../images/schemas";
 import { CriuError, log } from "../log";
-import { errnoText } from "../sys/errno";
+import { errnoText, sysFailed } from "../sys/errno";
 import { refuse } from "./unsupported";
 
 const FD_INETSK = 4;
@@ -134,7 +134,7 @@ function inetDumpRelease(s: InetDump, outcome: "killed" | "running", runId?: str
   for (const r of s.repaired.splice(0)) {
     // a window probe, now that the lock is gone, so the peer learns at once we are back
     const e = repairOff(r.fd);
-    if (e < 0) log.warn(`${r.where}: leaving TCP repair mode failed (${errnoText(-e)})`);
+    if (e < 0) log.warn(`${r.where}: leaving TCP repair mode failed: ${errnoText(-e)}`);
     syscall(NR.close, r.fd);
   }
 }
@@ -144,7 +144,7 @@ function inetDumpRelease(s: InetDump, outcome: "killed" | "running", runId?: str
 function inetDumpKilled(s: InetDump) {
   for (const r of s.repaired.splice(0)) {
     const e = setsockoptRepair(r.fd);
-    if (e < 0) log.warn(`${r.where}: repair mode for the close failed (${errnoText(-e)})`);
+    if (e < 0) log.warn(`${r.where}: repair mode for the close failed: ${errnoText(-e)}`);
     syscall(NR.close, r.fd);
   }
 }
@@ -154,7 +154,7 @@ function setsockoptRepair(fd: number): number { try { repairOn(fd, ""); return 0
 
 const textDecoder = new TextDecoder();
 /** sk_opts_entry of a grabbed socket (inet and unix alike, as CRIU's dump_socket_opts) */
-export function dumpSkOpts(fd: number, type: number, proto: number) {
+export function dumpSkOpts(fd: number, type: number, proto: number, where: string) {
   const i = (lvl: number, opt: number) => tryGetsockoptInt(fd, lvl, opt) ?? 0;
   const tv = (opt: number) => {
     const b = getsockoptBytes(fd, SOL.SOCKET, opt, 16);
@@ -180,7 +180,7 @@ export function dumpSkOpts(fd: number, type: number, proto: number) {
   if (i(SOL.SOCKET, SO.PASSCRED)) o.soPasscred = true;
   if (i(SOL.SOCKET, SO.PASSSEC)) o.soPasssec = true;
   if (i(SOL.SOCKET, SO.NO_CHECK)) o.soNoCheck = true;
-  const filter = socketFilter(fd);
+  const filter = socketFilter(fd, where);
   if (filter.length) o.soFilter = filter;
   if (proto === IPPROTO.TCP && type !== SOCK.RAW) {
     o.tcpKeepcnt = i(SOL.TCP, TCP.KEEPCNT); o.tcpKeepidle = i(SOL.TCP, TCP.KEEPIDLE); o.tcpKeepintvl = i(SOL.TCP, TCP.KEEPINTVL);
@@ -189,7 +189,7 @@ export function dumpSkOpts(fd: number, type: number, proto: number) {
 }
 
 /** A classic BPF filter (SO_ATTACH_FILTER) as CRIU keeps it: one fixed64 per instruction. */
-function socketFilter(fd: number): bigint[] {
+function socketFilter(fd: number, where: string): bigint[] {
   const len = new Uint32Array([0]);
   const r = syscall(NR.getsockopt, fd, SOL.SOCKET, SO.GET_FILTER, 0, addr(len));
   if (r < 0 || !len[0]) return [];
@@ -197,7 +197,7 @@ function socketFilter(fd: number): bigint[] {
   const buf = new BigUint64Array(n);
   const l2 = new Uint32Array([n]);
   const r2 = syscall(NR.getsockopt, fd, SOL.SOCKET, SO.GET_FILTER, addr(buf), addr(l2));
-  if (r2 < 0) throw new CriuError("files", `reading the socket filter failed (${errnoText(-r2)})`);
+  if (r2 < 0) throw new CriuError("files", sysFailed(where, "getsockopt(SO_GET_FILTER)", r2));
   return [...buf.subarray(0, l2[0])];
 }
 
@@ -211,7 +211,7 @@ function dumpIpOpts(pid: number, fd: number, family: number, type: number, proto
   if (get(v6 ? SOL.IPV6 : SOL.IP, v6 ? IPV6.RECVPKTINFO : IP.PKTINFO)) o.pktinfo = true;
   const fresh = withNetns(pid, () => {
     const t = syscall(NR.socket, family, type | SOCK.CLOEXEC, proto);
-    if (t < 0) throw new CriuError("files", `a socket(${family}, ${type}, ${proto}) to compare options with failed (${errnoText(-t)})`);
+    if (t < 0) throw new CriuError("files", sysFailed(`process ${pid} fd ${fd}`, `a socket(${family}, ${type}, ${proto}) to compare options with`, t));
     try {
       return { tos: tryGetsockoptInt(t, v6 ? SOL.IPV6 : SOL.IP, v6 ? IPV6.TCLASS : IP.TOS) ?? 0, ttl: tryGetsockoptInt(t, v6 ? SOL.IPV6 : SOL.IP, v6 ? IPV6.UNICAST_HOPS : IP.TTL) ?? 0 };
     } finally { syscall(NR.close, t); }
@@ -408,7 +408,7 @@ export const inetKind: FdKind<InetDump, InetRestore> = {
           // keep our own duplicate: the socket must outlive its process when the dump kills it,
           // to be closed in repair mode (see inetDumpKilled)
           const keep = syscall(NR.fcntl, fd, F.DUPFD_CLOEXEC, 0);
-          if (keep < 0) throw new CriuError("files", `${where}: dup failed (${errnoText(-keep)})`);
+          if (keep < 0) throw new CriuError("files", `${where}: dup failed: ${errnoText(-keep)}`);
           s.active = true;
           s.repaired.push({ fd: keep, where });
           // repair mode only while the queues are read: TCP_REPAIR belongs to the socket, not to
@@ -446,7 +446,7 @@ export const inetKind: FdKind<InetDump, InetRestore> = {
     }
     // options last: an established connection is locked and in repair mode by now, so its
     // queues were read the moment it was reached (they drain while the peer still runs)
-    isk.opts = dumpSkOpts(fd, type, proto);
+    isk.opts = dumpSkOpts(fd, type, proto, where);
     if (family === AF.INET6) isk.v6only = getsockoptInt(fd, SOL.IPV6, IPV6_V6ONLY) !== 0;
     isk.ipOpts = dumpIpOpts(ctx.pid, fd, family, type, proto);
     if (tryGetsockoptInt(fd, SOL.SOCKET, SO.LOCK_FILTER)) refuse("files", where, "sockopt", "SO_LOCK_FILTER");
@@ -531,10 +531,10 @@ function netRestoreHoldRepaired(pid: number, s: InetRestore) {
       if (!e.ctx || e.fd === undefined) throw new CriuError("restore", `${e.where}: the TCP connection's fd was never placed`);
       if (pidfd < 0) {
         pidfd = syscall(NR.pidfd_open, pid, 0);
-        if (pidfd < 0) throw new CriuError("restore", `${e.where}: pidfd_open failed (${errnoText(-pidfd)})`);
+        if (pidfd < 0) throw new CriuError("restore", `${e.where}: pidfd_open failed: ${errnoText(-pidfd)}`);
       }
       const c = syscall(NR.pidfd_getfd, pidfd, e.fd, 0);
-      if (c < 0) throw new CriuError("restore", `${e.where}: taking a copy of the TCP connection failed (${errnoText(-c)})`);
+      if (c < 0) throw new CriuError("restore", `${e.where}: taking a copy of the TCP connection failed: ${errnoText(-c)}`);
       e.copy = c;
       log.debug(`${e.ctx.where}: TCP connection held by criu-bun (fd ${c}) in repair mode until the tree is let go`);
     }
@@ -558,7 +558,7 @@ function netRestoreLeaveRepair(s: InetRestore) {
     if (fd === undefined) throw new CriuError("restore", `${where}: the TCP connection was never held (internal order)`);
     const setInt = (lvl: number, opt: number, v: number, what: string) => {
       const r = syscall(NR.setsockopt, fd, lvl, opt, addr(int32(v)), 4);
-      if (r < 0) throw new CriuError("restore", `${where}: ${what} failed (${errnoText(-r)})`);
+      if (r < 0) throw new CriuError("restore", `${where}: ${what} failed: ${errnoText(-r)}`);
     };
     setInt(SOL.TCP, TCP.REPAIR, 0, "leaving TCP repair mode");
     if (e.reuseaddr) setInt(SOL.SOCKET, SO.REUSEADDR, 1, "SO_REUSEADDR");
@@ -569,7 +569,7 @@ function netRestoreLeaveRepair(s: InetRestore) {
         const n = syscall(NR.sendto, fd, addr(part), part.length, MSG.DONTWAIT, 0, 0);
         if (n === -11 && grow < 1 << 28) { setInt(SOL.SOCKET, SO.SNDBUFFORCE, grow, "SO_SNDBUFFORCE"); grow *= 2; continue; }
         if (n === -4) continue;
-        if (n < 0) throw new CriuError("restore", `${where}: sending the ${unsent.length - off} unsent bytes failed (${errnoText(-n)})`);
+        if (n < 0) throw new CriuError("restore", `${where}: sending the ${unsent.length - off} unsent bytes failed: ${errnoText(-n)}`);
         off += n;
       }
     }
@@ -644,7 +644,7 @@ function restoreInet(ctx: RestoreCtx, k: S.inet_sk_entry, s: InetRestore): numbe
   const inj = ctx.inj, where = ctx.where;
   s.tables.set(dumpLockTable(s, ctx.pid), ctx.pid);
   const fail = (what: string, r: bigint | number) => {
-    throw new CriuError("restore", `${where}: ${what} failed (${errnoText(-Number(r))})`);
+    throw new CriuError("restore", `${where}: ${what} failed: ${errnoText(-Number(r))}`);
   };
   const call = (what: string, nr: number, ...a: (number | bigint)[]) => {
     const r = inj.call(nr, ...a);
@@ -748,7 +748,7 @@ function restoreSkOpts(ctx: RestoreCtx, k: S.inet_sk_entry, tcp: boolean, setopt
   if (!o) return;
   const set = (l: number, opt: number, v: Uint8Array, what: string) => {
     const r = setopt(l, opt, v);
-    if (r < 0) throw new CriuError("restore", `${where}: restoring ${what} failed (${errnoText(-r)})`);
+    if (r < 0) throw new CriuError("restore", `${where}: restoring ${what} failed: ${errnoText(-r)}`);
   };
   const seti = (l: number, opt: number, v: number, what: string) => set(l, opt, int32(v), what);
   // IP_TOS first: it sets the priority, which SO_PRIORITY below then puts back as dumped
@@ -808,7 +808,7 @@ function attachFilter(ctx: RestoreCtx, fd: number, o: S.sk_opts_entry) {
     dv.setUint16(0, o.soFilter.length, true); dv.setBigUint64(8, a, true);
     return Number(ctx.inj.call(NR.setsockopt, fd, SOL.SOCKET, SO.ATTACH_FILTER, ctx.scratch(0n, prog), 16));
   });
-  if (r < 0) throw new CriuError("restore", `${ctx.where}: restoring SO_ATTACH_FILTER (${o.soFilter.length} instructions) failed (${errnoText(-r)})`);
+  if (r < 0) throw new CriuError("restore", `${ctx.where}: restoring SO_ATTACH_FILTER (${o.soFilter.length} instructions) failed: ${errnoText(-r)}`);
 }
 
 /** The socket-level options of a unix socket (buffer sizes are set apart, before its queues). */
@@ -816,7 +816,7 @@ export function restoreUnixSkOpts(ctx: RestoreCtx, fd: number, o: S.sk_opts_entr
   if (!o) return;
   const seti = (opt: number, v: number, what: string) => {
     const r = Number(ctx.inj.call(NR.setsockopt, fd, SOL.SOCKET, opt, ctx.scratch(0n, int32(v)), 4));
-    if (r < 0) throw new CriuError("restore", `${ctx.where}: restoring ${what} failed (${errnoText(-r)})`);
+    if (r < 0) throw new CriuError("restore", `${ctx.where}: restoring ${what} failed: ${errnoText(-r)}`);
   };
   if (o.soPasscred) seti(SO.PASSCRED, 1, "SO_PASSCRED");
   if (o.soPasssec) seti(SO.PASSSEC, 1, "SO_PASSSEC");
@@ -827,7 +827,7 @@ export function restoreUnixSkOpts(ctx: RestoreCtx, fd: number, o: S.sk_opts_entr
     if (!s && !u) continue;
     const v = new Uint8Array(new BigUint64Array([BigInt(s), BigInt(u)]).buffer);
     const r = Number(ctx.inj.call(NR.setsockopt, fd, SOL.SOCKET, opt, ctx.scratch(0n, v), 16));
-    if (r < 0) throw new CriuError("restore", `${ctx.where}: restoring a socket timeout failed (${errnoText(-r)})`);
+    if (r < 0) throw new CriuError("restore", `${ctx.where}: restoring a socket timeout failed: ${errnoText(-r)}`);
   }
   attachFilter(ctx, fd, o);
 }
@@ -837,7 +837,7 @@ export function withTargetBuffer(ctx: RestoreCtx, data: Uint8Array, fn: (addr: b
   if (data.length <= 512) return fn(ctx.scratch(256n, data));
   const len = (data.length + 4095) & ~4095;
   const a = ctx.inj.call(NR.mmap, 0, len, 3, MAP.PRIVATE | MAP.ANONYMOUS, -1, 0);
-  if (a < 0n) throw new CriuError("restore", `${ctx.where}: mmap of a ${len}-byte buffer in the target failed (${errnoText(-a)})`);
+  if (a < 0n) throw new CriuError("restore", `${ctx.where}: mmap of a ${len}-byte buffer in the target failed: ${errnoText(-a)}`);
   try {
     ctx.mem.write(a, data);
     return fn(a);

@@ -90,7 +90,7 @@ export const inotifyKind: FdKind = {
   restore(ctx, f) {
     const e = f.ify!, inj = ctx.inj;
     const fd = Number(inj.call(NR.inotify_init1, (e.flags & O.NONBLOCK) | O.CLOEXEC));
-    if (fd < 0) throw new CriuError("restore", `${ctx.where}: inotify_init1 failed (${errnoText(-fd)})`);
+    if (fd < 0) throw new CriuError("restore", `${ctx.where}: inotify_init1 failed: ${errnoText(-fd)}`);
     let removed = false;
     for (const w of [...e.wd].sort((a, b) => a.wd - b.wd)) {
       const path = w.fHandle?.path;
@@ -98,7 +98,7 @@ export const inotifyKind: FdKind = {
       const p = ctx.str(path);
       for (let tries = 0; ; tries++) {
         const got = Number(inj.call(NR.inotify_add_watch, fd, p, w.mask));
-        if (got < 0) throw new CriuError("restore", `${ctx.where}: inotify_add_watch('${path}') failed (${errnoText(-got)})`);
+        if (got < 0) throw new CriuError("restore", `${ctx.where}: inotify_add_watch('${path}') failed: ${errnoText(-got)}`);
         if (got === w.wd) break;
         if (got > w.wd || tries > 1_000_000) throw new CriuError("restore", `${ctx.where}: inotify watch on '${path}' got wd ${got}, wanted ${w.wd}`);
         inj.call(NR.inotify_rm_watch, fd, got);

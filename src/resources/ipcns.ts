@@ -10,6 +10,7 @@ import * as S from "../images/schemas";
 import { create, isFieldSet } from "@bufbuild/protobuf";
 import { refuse } from "./unsupported";
 import { CriuError, log } from "../log";
+import { errnoText } from "../sys/errno";
 
 /** ipc_var_entry field -> its file under /proc/sys (the namespace's own view of it) */
 const U32_VARS: [keyof S.ipc_var_entry, string][] = [
@@ -92,7 +93,7 @@ export function readIpcNs(dir: string, nsId: number): S.ipc_var_entry {
 export function restoreIpcNs(root: number, v: S.ipc_var_entry, phase: "limits" | "next-ids" | "after-attach") {
   withNs(root, "ipc", () => {
     const put = (f: string, val: unknown) => {
-      try { writeFileSync(sys(f), `${val}\n`); } catch (e: any) { throw new CriuError("restore", `process ${root}: cannot set ${f.replace(/\//g, ".")} to ${val} in its IPC namespace (${e.code ?? e.message})`); }
+      try { writeFileSync(sys(f), `${val}\n`); } catch (e: any) { throw new CriuError("restore", `process ${root}: cannot set ${f.replace(/\//g, ".")} to ${val} in its IPC namespace: ${errnoText(e)}`); }
     };
     if (phase === "limits") {
       put("kernel/sem", v.semCtls.join(" "));

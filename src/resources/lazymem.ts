@@ -217,22 +217,22 @@ export interface UffdTarget {
 export function makeUffd(t: UffdTarget, ranges: [bigint, bigint][]): number {
   const what = `process ${t.vpid}: lazy pages`;
   const u = Number(t.call(NR.userfaultfd, O.CLOEXEC | O.NONBLOCK));
-  if (u < 0) throw new CriuError("restore", `${what}: userfaultfd failed (${errnoText(-u)})`);
+  if (u < 0) throw new CriuError("restore", `${what}: userfaultfd failed: ${errnoText(-u)}`);
   try {
     const api = t.scratch(new Uint8Array(new BigUint64Array([BigInt(UFFD_API), BigInt(UFFD_LAZY_FEATURES), 0n]).buffer));
     const r = t.call(NR.ioctl, u, UFFDIO_API, api);
-    if (r !== 0n) throw new CriuError("restore", `${what}: UFFDIO_API with the fork, remap, remove and unmap events failed (${errnoText(Number(-r))}); see check --feature lazy_pages`);
+    if (r !== 0n) throw new CriuError("restore", `${what}: UFFDIO_API with the fork, remap, remove and unmap events failed: ${errnoText(Number(-r))}; see check --feature lazy_pages`);
     for (const [a, b] of ranges) {
       const reg = t.scratch(new Uint8Array(new BigUint64Array([a, b - a, BigInt(UFFDIO_REGISTER_MODE.MISSING), 0n]).buffer));
       const x = t.call(NR.ioctl, u, UFFDIO_REGISTER, reg);
-      if (x !== 0n) throw new CriuError("restore", `${what}: UFFDIO_REGISTER of 0x${a.toString(16)}-0x${b.toString(16)} failed (${errnoText(Number(-x))})`);
+      if (x !== 0n) throw new CriuError("restore", `${what}: UFFDIO_REGISTER of 0x${a.toString(16)}-0x${b.toString(16)} failed: ${errnoText(Number(-x))}`);
       log.debug(`${what}: 0x${a.toString(16)}-0x${b.toString(16)} registered (missing mode)`);
     }
     const pidfd = syscall(NR.pidfd_open, t.pid, 0);
-    if (pidfd < 0) throw new CriuError("restore", `${what}: pidfd_open failed (${errnoText(-pidfd)})`);
+    if (pidfd < 0) throw new CriuError("restore", `${what}: pidfd_open failed: ${errnoText(-pidfd)}`);
     const fd = syscall(NR.pidfd_getfd, pidfd, u, 0);
     closeFd(pidfd);
-    if (fd < 0) throw new CriuError("restore", `${what}: pidfd_getfd of its userfaultfd failed (${errnoText(-fd)})`);
+    if (fd < 0) throw new CriuError("restore", `${what}: pidfd_getfd of its userfaultfd failed: ${errnoText(-fd)}`);
     return fd;
   } finally { t.call(NR.close, u); }
 }
@@ -251,9 +251,9 @@ export class LazyChannel {
     const sun = sockaddrUn(path);
     if (!existsSync(path)) throw new CriuError("restore", `no lazy-pages daemon: ${path} does not exist (start \`criu-bun lazy-pages --page-server ...\` first)`);
     this.fd = syscall(NR.socket, AF.UNIX, SOCK.STREAM | SOCK.CLOEXEC, 0);
-    if (this.fd < 0) throw new CriuError("restore", `socket for the lazy-pages daemon failed (${errnoText(-this.fd)})`);
+    if (this.fd < 0) throw new CriuError("restore", `socket for the lazy-pages daemon failed: ${errnoText(-this.fd)}`);
     const r = syscall(NR.connect, this.fd, addr(sun), sun.length);
-    if (r < 0) { closeFd(this.fd); throw new CriuError("restore", `cannot reach the lazy-pages daemon at ${path} (${errnoText(-r)})`); }
+    if (r < 0) { closeFd(this.fd); throw new CriuError("restore", `cannot reach the lazy-pages daemon at ${path}: ${errnoText(-r)}`); }
     log.info(`lazy pages: connected to the lazy-pages daemon at ${path}`);
   }
 

@@ -26,7 +26,7 @@ export function dumpMembarrier(pid: number, inj: Injector, got: bigint): number 
   if (mask & MEMBARRIER_REGISTER.PRIVATE_EXPEDITED && mask & (MEMBARRIER_REGISTER.SYNC_CORE | MEMBARRIER_REGISTER.RSEQ)) {
     const r = inj.call(NR.membarrier, CMD_PRIVATE_EXPEDITED, 0, 0);
     if (r === -1n /* EPERM: not registered itself */) mask &= ~MEMBARRIER_REGISTER.PRIVATE_EXPEDITED;
-    else if (r !== 0n) throw new CriuError("dump", `process ${pid}: membarrier(PRIVATE_EXPEDITED) failed (${errnoText(Number(-r))})`);
+    else if (r !== 0n) throw new CriuError("dump", `process ${pid}: membarrier(PRIVATE_EXPEDITED) failed: ${errnoText(Number(-r))}`);
   }
   log.debug(`process ${pid}: membarrier registrations 0x${mask.toString(16)}`);
   return mask;

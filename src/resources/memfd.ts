@@ -15,7 +15,7 @@ import { CriuError } from "../log";
 import { dumpShmemContents, fillShmemContents } from "./shmem";
 import { refuse } from "./unsupported";
 import { isFieldSet } from "@bufbuild/protobuf";
-import { errnoText } from "../sys/errno";
+import { errnoText, sysFailed } from "../sys/errno";
 import { fd_types } from "../images/schemas";
 
 const F_SEAL_SEAL = 1;
@@ -39,7 +39,7 @@ export const memfdKind: FdKind = {
       ctx.files.byKey.set(key, ctx.pid);
       const fd = ctx.grab();
       const seals = syscall(NR.fcntl, fd, F.GET_SEALS);
-      if (seals < 0) throw new CriuError("files", `${ctx.where}: F_GET_SEALS failed (${-seals})`);
+      if (seals < 0) throw new CriuError("files", sysFailed(ctx.where, "F_GET_SEALS", seals));
       const size = ctx.st.size;
       dumpShmemContents(`/proc/self/fd/${fd}`, size, ino, ctx.images, ctx.where);
       ctx.images.add("memfd.img", "MEMFD_INODE", S.memfd_inode_entrySchema, {
@@ -65,22 +65,22 @@ export const memfdKind: FdKind = {
       if (ie.hugetlbFlag) throw new CriuError("restore", `${ctx.where}: memfd '${ie.name}' of huge pages (hugetlb_flag 0x${ie.hugetlbFlag.toString(16)}) cannot be restored by criu-bun yet`);
       const sealable = ie.seals !== F_SEAL_SEAL;
       const r = Number(inj.call(NR.memfd_create, ctx.str(ie.name), MFD_CLOEXEC | (sealable ? MFD_ALLOW_SEALING : 0)));
-      if (r < 0) throw new CriuError("restore", `${ctx.where}: memfd_create('${ie.name}') failed (${errnoText(-r)})`);
+      if (r < 0) throw new CriuError("restore", `${ctx.where}: memfd_create('${ie.name}') failed: ${errnoText(-r)}`);
       fd = ctx.high(r, ctx.where);
       const t = inj.call(NR.ftruncate, fd, ie.size);
-      if (t < 0n) throw new CriuError("restore", `${ctx.where}: ftruncate of memfd to ${ie.size} failed (${errnoText(-t)})`);
+      if (t < 0n) throw new CriuError("restore", `${ctx.where}: ftruncate of memfd to ${ie.size} failed: ${errnoText(-t)}`);
       fillMemfd(ctx, fd, ie);
       // owner, then mode (st_mode, in CRIU 4.2's field and criu-bun's): memfd_create makes 0777,
       // owned by whoever restores
       const o = inj.call(NR.fchown, fd, ie.uid, ie.gid);
-      if (o < 0n) throw new CriuError("restore", `${ctx.where}: fchown of memfd '${ie.name}' to ${ie.uid}:${ie.gid} failed (${errnoText(-o)})`);
+      if (o < 0n) throw new CriuError("restore", `${ctx.where}: fchown of memfd '${ie.name}' to ${ie.uid}:${ie.gid} failed: ${errnoText(-o)}`);
       if (isFieldSet(ie, S.memfd_inode_entrySchema.field.mode) && (ie.mode & 0o7777) !== 0o777) {
         const c = inj.call(NR.fchmod, fd, ie.mode & 0o7777);
-        if (c < 0n) throw new CriuError("restore", `${ctx.where}: fchmod of memfd '${ie.name}' to 0${(ie.mode & 0o7777).toString(8)} failed (${errnoText(-c)})`);
+        if (c < 0n) throw new CriuError("restore", `${ctx.where}: fchmod of memfd '${ie.name}' to 0${(ie.mode & 0o7777).toString(8)} failed: ${errnoText(-c)}`);
       }
       if (sealable && ie.seals) {
         const s = inj.call(NR.fcntl, fd, F.ADD_SEALS, ie.seals);
-        if (s < 0n) throw new CriuError("restore", `${ctx.where}: F_ADD_SEALS(0x${ie.seals.toString(16)}) failed (${errnoText(-s)})`);
+        if (s < 0n) throw new CriuError("restore", `${ctx.where}: F_ADD_SEALS(0x${ie.seals.toString(16)}) failed: ${errnoText(-s)}`);
       }
       ctx.state.set(key, fd);
       (ctx.state.get("closeLater") as Set<number>).add(fd);
@@ -88,7 +88,7 @@ export const memfdKind: FdKind = {
     }
     // every description is its own open of the same inode
     const r = Number(inj.call(NR.openat, -100, ctx.str(`/proc/self/fd/${base}`), (e.flags & ~(O.CLOEXEC | O.CREAT | O.TRUNC | O.EXCL)) | O.CLOEXEC, 0));
-    if (r < 0) throw new CriuError("restore", `${ctx.where}: reopening memfd failed (${errnoText(-r)})`);
+    if (r < 0) throw new CriuError("restore", `${ctx.where}: reopening memfd failed: ${errnoText(-r)}`);
     fd = ctx.high(r, ctx.where);
     if (e.pos) inj.call(NR.lseek, fd, e.pos, 0);
     return fd;

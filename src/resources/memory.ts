@@ -3,7 +3,7 @@
 // pipeline.ts); the restore side is in src/restore/task.ts.
 import { readVmas, type Vma } from "../sys/proc";
 import { openFd, closeFd, preadFull, O, PagemapScanner, PAGE_IS } from "../sys/mem";
-import { errnoName, E } from "../sys/errno";
+import { E, errnoText } from "../sys/errno";
 import { VMA, MAP, PE, madvFromVmFlags } from "./vma";
 import { CriuError, log } from "../log";
 import { refuse } from "./unsupported";
@@ -148,7 +148,7 @@ function scanVma(pid: number, sc: PagemapScanner, v: DumpedVma, anon: boolean, r
     const n = sc.scan(at, v.end, q);
     if (n < 0) {
       if (at === v.start && (n === -E.ENOTTY || n === -E.EINVAL)) return n === -E.ENOTTY ? "unsupported" : "vma";
-      throw new CriuError("mem", `PAGEMAP_SCAN of process ${pid} at 0x${at.toString(16)}: ${errnoName(-n)}`);
+      throw new CriuError("mem", `PAGEMAP_SCAN of process ${pid} at 0x${at.toString(16)}: ${errnoText(-n)}`);
     }
     const vec = sc.vec, end = sc.walkEnd;
     if (end <= at) throw new CriuError("mem", `PAGEMAP_SCAN of process ${pid} made no progress at 0x${at.toString(16)}`);

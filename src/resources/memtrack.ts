@@ -27,7 +27,7 @@ import { NR } from "../sys/nr";
 import { openFd, closeFd, O, F, PAGE_IS, PagemapScanner } from "../sys/mem";
 import { UFFDIO_API, UFFDIO_REGISTER, UFFD_API, UFFD_USER_MODE_ONLY, UFFDIO_REGISTER_MODE, UFFD_FEATURE, PM_SCAN } from "../sys/uffd";
 import { readStat, readLink } from "../sys/proc";
-import { errnoName } from "../sys/errno";
+import { errnoText } from "../sys/errno";
 import { decodePagemap, type PagemapRun } from "../images/pagemap";
 import { VMA } from "./vma";
 import type { DumpedVma, PageRun } from "./memory";
@@ -141,12 +141,12 @@ export class MemTracker {
     try {
       if (!rec) {
         const u = Number(inj.call(NR.userfaultfd, O.CLOEXEC | O.NONBLOCK | UFFD_USER_MODE_ONLY));
-        if (u < 0) throw new Error(`userfaultfd: ${errnoName(-u)}`);
+        if (u < 0) throw new Error(`userfaultfd: ${errnoText(-u)}`);
         made = u;
         inj.withScratch(24, (a) => {
           mem.write(a, new Uint8Array(new BigUint64Array([BigInt(UFFD_API), BigInt(UFFD_FEATURE.WP_ASYNC), 0n]).buffer));
           const r = inj.call(NR.ioctl, u, UFFDIO_API, a);
-          if (r !== 0n) throw new Error(`UFFDIO_API with WP_ASYNC: ${errnoName(Number(-r))}`);
+          if (r !== 0n) throw new Error(`UFFDIO_API with WP_ASYNC: ${errnoText(Number(-r))}`);
         });
         // a high number, so the process's own next open() gets the number it would have had
         const soft = nofileSoft(pid);
@@ -173,7 +173,7 @@ export class MemTracker {
             return inj.call(NR.ioctl, rec!.fd, UFFDIO_REGISTER, a);
           });
           if (ok === 0n) { n++; protect.push([v.start, v.end]); }
-          else log.debug(`process ${pid}: ${vmaName(v)} not tracked (UFFDIO_REGISTER: ${errnoName(Number(-ok))})`);
+          else log.debug(`process ${pid}: ${vmaName(v)} not tracked (UFFDIO_REGISTER: ${errnoText(Number(-ok))})`);
         }
         // write-protect every page of the registered VMAs: from now on a write marks a page
         for (const [a, b] of protect) {
@@ -245,7 +245,7 @@ function scanRuns(sc: PagemapScanner, pid: number, start: bigint, end: bigint, q
   while (at < end) {
     const n = sc.scan(at, end, q);
     if (n === -1 /* EPERM: not registered with async write-protect */) return null;
-    if (n < 0) throw new Error(`PAGEMAP_SCAN of process ${pid} at 0x${at.toString(16)}: ${errnoName(-n)}`);
+    if (n < 0) throw new Error(`PAGEMAP_SCAN of process ${pid} at 0x${at.toString(16)}: ${errnoText(-n)}`);
     const stop = sc.walkEnd;
     if (stop <= at) throw new Error(`PAGEMAP_SCAN of process ${pid} made no progress at 0x${at.toString(16)}`);
     for (let i = 0; i < n; i++) {

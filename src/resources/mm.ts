@@ -9,7 +9,7 @@ import { readAuxv, readLink, readMaps, readVmas, type ProcStat } from "../sys/pr
 import { NR } from "../sys/nr";
 import { PR, MADV } from "../sys/flags";
 import { O } from "../sys/mem";
-import { errnoText } from "../sys/errno";
+import { sysFailed } from "../sys/errno";
 import type { Injector, OutCall } from "../ptrace/inject";
 import * as S from "../images/schemas";
 import { isFieldSet } from "@bufbuild/protobuf";
@@ -19,6 +19,10 @@ import { VMA, MAP, PAGE } from "./vma";
 import { SHMAT } from "./sysvshm";
 
 function hex(v: bigint | number) { return "0x" + v.toString(16); }
+function mmapFailed(proc: { vpid: number }, v: S.vma_entry, r: bigint): CriuError {
+  const who = `process ${proc.vpid} VMA ${hex(v.start)}-${hex(v.end)}`;
+  return new CriuError("restore", r < 0n ? sysFailed(who, "mmap", r) : `${who}: mmap placed it at ${hex(r)}`);
+}
 
 // ---------- dump ----------
 
@@ -174,7 +178,7 @@ export function restoreMemory(proc: MmRestoreCtx) {
     let k = 0;
     for (const { v, calls: cs } of pending) {
       const r = res[k];
-      if (r !== v.start) throw new CriuError("restore", `mmap of ${hex(v.start)}-${hex(v.end)} failed (${r < 0n ? "errno " + -r : "got " + hex(r)})`);
+      if (r !== v.start) throw mmapFailed(proc, v, r);
       log.debug(`process ${proc.pid}: mapped ${vmaLine(v)}`);
       k += cs.length;
     }
@@ -206,11 +210,12 @@ export function restoreMemory(proc: MmRestoreCtx) {
         const attached = 1 | (rw ? 2 : 0) | (exec ? 4 : 0);
         if (v.pgoff === 0n) {
           const r = inj.call(SHMAT, v.shmid, v.start, (rw ? 0 : 0o10000 /* SHM_RDONLY */) | (exec ? 0o100000 /* SHM_EXEC */ : 0));
-          if (r !== v.start) throw new CriuError("restore", `shmat of SysV segment ${v.shmid} at ${hex(v.start)} failed (${r < 0n ? errnoText(-r) : "got " + hex(r)})`);
+          if (r !== v.start) throw new CriuError("restore", r < 0n ? sysFailed(`process ${proc.vpid} VMA ${hex(v.start)}-${hex(v.end)}`, `shmat of SysV segment ${v.shmid}`, r)
+            : `process ${proc.vpid} VMA ${hex(v.start)}-${hex(v.end)}: shmat of SysV segment ${v.shmid} attached it at ${hex(r)}`);
         }
         if (v.prot !== attached) {
           const r = inj.call(NR.mprotect, v.start, v.end - v.start, v.prot);
-          if (r < 0n) throw new CriuError("restore", `mprotect of SysV segment ${v.shmid} at ${hex(v.start)}-${hex(v.end)} failed (${errnoText(-r)})`);
+          if (r < 0n) throw new CriuError("restore", sysFailed(`process ${proc.vpid} VMA ${hex(v.start)}-${hex(v.end)}`, `mprotect of SysV segment ${v.shmid}`, r));
         }
         log.debug(`process ${proc.pid}: ${v.pgoff === 0n ? `attached SysV segment ${v.shmid} (${rw ? "rw" : "ro"}${exec ? ", exec" : ""}) at` : "protection of"} ${vmaLine(v)}`);
         continue;
@@ -226,11 +231,11 @@ export function restoreMemory(proc: MmRestoreCtx) {
         fd = fileFds.get(v.shmid) ?? -1;
         if (fd < 0) {
           const f = proc.files.get(Number(v.shmid));
-          if (!f?.reg) throw new CriuError("restore", `mapping at ${hex(v.start)}: file id ${v.shmid} not in files.img`);
+          if (!f?.reg) throw new CriuError("restore", `process ${proc.vpid} VMA ${hex(v.start)}-${hex(v.end)}: file id ${v.shmid} not in files.img`);
           const oflags = ((v.fdflags ?? 0) & 3) | O.CLOEXEC;
           fd = proc.openDeleted(f, oflags, `mapping at ${hex(v.start)}`)
             ?? Number(inj.call(NR.openat, -100, proc.str(f.reg.name), oflags, 0));
-          if (fd < 0) throw new CriuError("restore", `cannot open '${f.reg.name}' to map it at ${hex(v.start)} (${errnoText(-fd)})`);
+          if (fd < 0) throw new CriuError("restore", sysFailed(`process ${proc.vpid} VMA ${hex(v.start)}-${hex(v.end)}`, `opening '${f.reg.name}' to map it`, fd));
           fileFds.set(v.shmid, fd);
         }
         flags &= ~MAP.ANONYMOUS;
@@ -246,7 +251,7 @@ export function restoreMemory(proc: MmRestoreCtx) {
         flags = (flags & ~MAP.ANONYMOUS & ~MAP.PRIVATE) | MAP.SHARED;
       } else flags |= MAP.ANONYMOUS;
       const r = inj.call(NR.mmap, v.start, len, v.prot, flags, fd, fd >= 0 ? v.pgoff : 0n);
-      if (r !== v.start) throw new CriuError("restore", `mmap of ${hex(v.start)}-${hex(v.end)} failed (${r < 0n ? "errno " + -r : "got " + hex(r)})`);
+      if (r !== v.start) throw mmapFailed(proc, v, r);
       log.debug(`process ${proc.pid}: mapped ${vmaLine(v)}${fd >= 0 ? ` from fd ${fd}` : ""}`);
       if (v.madv) {
         for (let b = 0n; b < 64n; b++) if (v.madv & (1n << b)) inj.call(NR.madvise, v.start, len, b);
@@ -262,7 +267,7 @@ export function restoreMemory(proc: MmRestoreCtx) {
   for (const v of mm.vmas) {
     if (!(v.flags & MAP.LOCKED)) continue;
     const r = inj.call(NR.mlock, v.start, v.end - v.start);
-    if (r < 0n) throw new CriuError("restore", `mlock of ${hex(v.start)}-${hex(v.end)} failed (${errnoText(-r)})`);
+    if (r < 0n) throw new CriuError("restore", sysFailed(`process ${proc.vpid} VMA ${hex(v.start)}-${hex(v.end)}`, "mlock", r));
   }
   log.debug(`mm: process ${proc.vpid}: ${mm.vmas.length} VMAs in place${kept.size ? `, ${kept.size} kept from its parent` : ""}`);
 }
@@ -278,14 +283,14 @@ function placeVdso(proc: MmRestoreCtx, cur: ReturnType<typeof readVmas>) {
   const ourVvarSize = have.filter((v) => v.path !== "[vdso]").reduce((s, v) => s + (v.end - v.start), 0n);
   const dumpedVvarSize = dumpedVvar.reduce((s, v) => s + (v.end - v.start), 0n);
   if (ourVdso.end - ourVdso.start !== dumpedVdso.end - dumpedVdso.start || ourVvarSize !== dumpedVvarSize) {
-    throw new CriuError("restore", `the vDSO of this kernel differs from the dumped one (images from another kernel are not supported yet)`);
+    throw new CriuError("restore", `process ${proc.vpid}: the vDSO of this kernel differs from the dumped one (images from another kernel are not supported yet)`);
   }
   const vvarStart = dumpedVvar.length ? dumpedVvar.reduce((m, v) => (v.start < m ? v.start : m), dumpedVvar[0].start) : dumpedVdso.start;
   const r = inj.call(NR.arch_prctl, 0x2003 /* ARCH_MAP_VDSO_64 */, dumpedVvar.length ? vvarStart : dumpedVdso.start);
-  if (r < 0n) throw new CriuError("restore", `cannot map the vDSO at ${hex(vvarStart)} (${errnoText(-r)})`);
+  if (r < 0n) throw new CriuError("restore", sysFailed(`process ${proc.vpid}`, `ARCH_MAP_VDSO_64 at ${hex(vvarStart)}`, r));
   const now = readMaps(proc.pid).find((v) => v.path === "[vdso]"); // maps: no page-table walk
   if (!now || now.start !== dumpedVdso.start) {
-    throw new CriuError("restore", `vDSO landed at ${now ? hex(now.start) : "nowhere"}, expected ${hex(dumpedVdso.start)}`);
+    throw new CriuError("restore", `process ${proc.vpid}: vDSO landed at ${now ? hex(now.start) : "nowhere"}, expected ${hex(dumpedVdso.start)}`);
   }
 }
 
@@ -330,7 +335,7 @@ export function restoreMmFields(proc: MmRestoreCtx) {
   if (deleted !== undefined) exeFd = deleted;
   else if (exe) {
     exeFd = Number(inj.call(NR.openat, -100, proc.str(exe), O.RDONLY | O.CLOEXEC, 0));
-    if (exeFd < 0) throw new CriuError("restore", `cannot open the executable '${exe}' (${errnoText(-exeFd)})`);
+    if (exeFd < 0) throw new CriuError("restore", sysFailed(`process ${proc.vpid}`, `opening its executable '${exe}'`, exeFd));
   }
   const b = new ArrayBuffer(104);
   const dv = new DataView(b);
@@ -346,7 +351,7 @@ export function restoreMmFields(proc: MmRestoreCtx) {
   const mapAddr = proc.scratch(0n, new Uint8Array(b));
   const r = inj.call(NR.prctl, PR.SET_MM, PR.SET_MM_MAP, mapAddr, 104, 0);
   if (exeFd >= 0) inj.call(NR.close, exeFd);
-  if (r < 0n) throw new CriuError("restore", `prctl(PR_SET_MM_MAP) failed for ${proc.pid} (${errnoText(-r)})`);
+  if (r < 0n) throw new CriuError("restore", sysFailed(`process ${proc.vpid}`, "prctl(PR_SET_MM_MAP)", r));
   log.debug(`mm: process ${proc.vpid}: PR_SET_MM_MAP: brk ${hex(mm.mmStartBrk)}-${hex(mm.mmBrk)}, stack ${hex(mm.mmStartStack)}, ${auxv.length / 2} auxv entries, exe ${exe ?? "none"}${deleted !== undefined ? " (deleted)" : ""}`);
 }
 

@@ -23,7 +23,7 @@ import * as S from "../images/schemas";
 import { create } from "@bufbuild/protobuf";
 import { extractTar, tarDirectory } from "./tar";
 import { readText } from "../sys/proc";
-import { errnoName } from "../sys/errno";
+import { errnoText } from "../sys/errno";
 import { refuse as refuseUnsupported } from "./unsupported";
 import { CriuError, log } from "../log";
 
@@ -458,7 +458,7 @@ export function restoreMountNs(t0: MountTask, entries: S.mnt_entry[], dir: strin
   // a failed step is one line naming the mount; the namespace with what was made goes with the task
   const t: MountTask = { ...t0, ok: (name, nr, ...args) => {
     const r = t0.call(nr, ...args);
-    if (r < 0n && r > -4096n) throw new CriuError("restore", `${where}: ${name} failed: ${errnoName(Number(-r))} (the container's mounts are built on ${rootDir})`);
+    if (r < 0n && r > -4096n) throw new CriuError("restore", `${where}: ${name} failed: ${errnoText(Number(-r))}; the container's mounts are built on ${rootDir}`);
     return r;
   } };
   const { root: rootE, roles } = restoreRoles(entries);

@@ -28,7 +28,7 @@ import { openFd, closeFd, O } from "../sys/mem";
 import { CriuError } from "../log";
 import { readFileSync, existsSync } from "node:fs";
 import { join } from "node:path";
-import { errnoText } from "../sys/errno";
+import { errnoText, sysFailed } from "../sys/errno";
 import { fd_types } from "../images/schemas";
 
 const MQUEUE_MAGIC = 0x19800202;
@@ -67,13 +67,13 @@ function drainAndRefill(q: number, msgsize: number, where: string): { prio: numb
     for (;;) {
       const n = syscall(SYS.mq_timedreceive, q, addr(buf), buf.length, addr(prio), addr(ts));
       if (n === -ETIMEDOUT || n === -EAGAIN) break;
-      if (n < 0) { err = new CriuError("files", `${where}: mq_timedreceive failed (${errnoText(-n)})`); break; }
+      if (n < 0) { err = new CriuError("files", `${where}: mq_timedreceive failed: ${errnoText(-n)}`); break; }
       msgs.push({ prio: prio[0], data: buf.slice(0, n) });
     }
   } finally {
     for (const m of msgs) {
       const r = syscall(SYS.mq_timedsend, q, addr(m.data), m.data.length, m.prio, addr(ts));
-      if (r < 0 && !err) err = new CriuError("files", `${where}: putting a message back into the queue failed (${errnoText(-r)}); it is lost`);
+      if (r < 0 && !err) err = new CriuError("files", `${where}: putting a message back into the queue failed: ${errnoText(-r)}; it is lost`);
     }
   }
   if (err) throw err;
@@ -97,7 +97,7 @@ export const mqueueKind: FdKind<MqueueDump> = {
       try {
         const attr = new BigInt64Array(8);
         const r = syscall(SYS.mq_getsetattr, q, 0, addr(attr));
-        if (r < 0) throw new CriuError("files", `${ctx.where}: mq_getsetattr failed (${errnoText(-r)})`);
+        if (r < 0) throw new CriuError("files", `${ctx.where}: mq_getsetattr failed: ${errnoText(-r)}`);
         const [maxmsg, msgsize, curmsgs] = [Number(attr[1]), Number(attr[2]), Number(attr[3])];
         const status = new Uint8Array(256);
         const n = syscall(NR.read, q, addr(status), status.length);
@@ -132,7 +132,7 @@ export const mqueueKind: FdKind<MqueueDump> = {
       const attr = new BigInt64Array([0n, BigInt(q.maxmsg), BigInt(q.msgsize), 0n, 0n, 0n, 0n, 0n]);
       const a = ctx.scratch(0n, new Uint8Array(attr.buffer));
       const r = Number(inj.call(SYS.mq_open, ctx.str(name), O.RDWR | O.CREAT | O.EXCL | O.CLOEXEC, q.mode, a));
-      if (r < 0) throw new CriuError("restore", `${ctx.where}: mq_open('${q.name}', maxmsg ${q.maxmsg}, msgsize ${q.msgsize}) failed (${errnoText(-r)})`);
+      if (r < 0) throw new CriuError("restore", `${ctx.where}: mq_open('${q.name}', maxmsg ${q.maxmsg}, msgsize ${q.msgsize}) failed: ${errnoText(-r)}`);
       const h = ctx.high(r, ctx.where);
       ctx.hold(heldKey, h);
       inj.call(SYS.fchmod, h, q.mode);
@@ -140,7 +140,7 @@ export const mqueueKind: FdKind<MqueueDump> = {
       if (q.msgs.length) refill(ctx, h, q);
     }
     const r = Number(inj.call(SYS.mq_open, ctx.str(name), (fl.flags & (3 | O.NONBLOCK)) | O.CLOEXEC, 0, 0));
-    if (r < 0) throw new CriuError("restore", `${ctx.where}: mq_open('${q.name}') failed (${errnoText(-r)})`);
+    if (r < 0) throw new CriuError("restore", `${ctx.where}: mq_open('${q.name}') failed: ${errnoText(-r)}`);
     return ctx.high(r, ctx.where);
   },
 };
@@ -155,16 +155,16 @@ function cachedLines(ctx: RestoreCtx): (QueueLine | FileLine)[] {
 
 function refill(ctx: RestoreCtx, targetFd: number, q: QueueLine) {
   const pfd = syscall(NR.pidfd_open, ctx.pid, 0);
-  if (pfd < 0) throw new CriuError("restore", `${ctx.where}: pidfd_open failed (${-pfd})`);
+  if (pfd < 0) throw new CriuError("restore", sysFailed(ctx.where, "pidfd_open", pfd));
   const fd = syscall(NR.pidfd_getfd, pfd, targetFd, 0);
   closeFd(pfd);
-  if (fd < 0) throw new CriuError("restore", `${ctx.where}: pidfd_getfd failed (${-fd})`);
+  if (fd < 0) throw new CriuError("restore", sysFailed(ctx.where, "pidfd_getfd", fd));
   const ts = new BigInt64Array(2);
   try {
     for (const m of q.msgs) {
       const data = new Uint8Array(Buffer.from(m.data, "base64"));
       const r = syscall(SYS.mq_timedsend, fd, addr(data), data.length, m.prio, addr(ts));
-      if (r < 0) throw new CriuError("restore", `${ctx.where}: sending a message to '${q.name}' failed (${errnoText(-r)})`);
+      if (r < 0) throw new CriuError("restore", `${ctx.where}: sending a message to '${q.name}' failed: ${errnoText(-r)}`);
     }
   } finally { closeFd(fd); }
 }

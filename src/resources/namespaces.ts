@@ -10,7 +10,7 @@ import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { CLONE } from "../sys/flags";
 import { AF, SOCK } from "../sys/sock";
-import { errnoText } from "../sys/errno";
+import { sysFailed } from "../sys/errno";
 import { netdevs } from "../sys/netns";
 import type { Injector, OutCall } from "../ptrace/inject";
 import { readImage, imageExists, writeImage } from "../images/image";
@@ -252,7 +252,8 @@ export function enterTimens(pinj: Injector, puppet: number, tn: S.timens_entry) 
   pinj.ok("unshare(CLONE_NEWTIME)", NR.unshare, CLONE.NEWTIME);
   const now = (clock: number) => {
     const ts = new BigInt64Array(2);
-    if (syscall(NR.clock_gettime, clock, addr(ts)) !== 0) throw new CriuError("restore", `clock_gettime(${clock}) failed`);
+    const r = syscall(NR.clock_gettime, clock, addr(ts));
+    if (r !== 0) throw new CriuError("restore", sysFailed("criu-bun", `clock_gettime(${clock})`, r));
     return ts[0] * 1_000_000_000n + ts[1];
   };
   const off = (t: S.timespec, clock: number) => {
@@ -263,7 +264,7 @@ export function enterTimens(pinj: Injector, puppet: number, tn: S.timens_entry) 
   };
   const text = `monotonic ${off(tn.monotonic!, CLOCK_MONOTONIC)}\nboottime ${off(tn.boottime!, CLOCK_BOOTTIME)}\n`;
   try { writeFileSync(`/proc/${puppet}/timens_offsets`, text); }
-  catch (e: any) { throw new CriuError("restore", `cannot set the time namespace offsets: ${e.code ?? e.message}`); }
+  catch (e: any) { throw new CriuError("restore", sysFailed(`puppet process ${puppet}`, "writing its timens_offsets", e)); }
   log.debug(`namespaces: a new time namespace, offsets ${text.trim().replace(/\n/g, ", ")}`);
 }
 
@@ -307,7 +308,7 @@ export function restoreRootNamespaces(
     new DataView(ifr.buffer).setUint16(16, 0x1 | 0x8 | 0x40, true); // IFF_UP | IFF_LOOPBACK | IFF_RUNNING
     const r = inj.call(NR.ioctl, s, 0x8914 /* SIOCSIFFLAGS */, root.scratch(0n, ifr));
     inj.call(NR.close, s);
-    if (r < 0n) throw new CriuError("restore", `cannot bring lo up in the new network namespace (${errnoText(-r)})`);
+    if (r < 0n) throw new CriuError("restore", sysFailed(`process ${root.pid}`, "SIOCSIFFLAGS bringing lo up in its new network namespace", r));
     log.debug(`namespaces: process ${root.pid}: a new network namespace, lo up`);
   }
   if (ns.uts) {

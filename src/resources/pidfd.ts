@@ -33,7 +33,7 @@ export const pidfdKind: FdKind = {
     const e = f.pidfd!;
     if (e.nspid <= 0) throw new CriuError("restore", `${ctx.where}: pidfd of a process that is gone cannot be restored`);
     const fd = Number(ctx.inj.call(NR.pidfd_open, e.nspid, e.flags & O.NONBLOCK));
-    if (fd < 0) throw new CriuError("restore", `${ctx.where}: pidfd_open(${e.nspid}) failed (${errnoText(-fd)})`);
+    if (fd < 0) throw new CriuError("restore", `${ctx.where}: pidfd_open(${e.nspid}) failed: ${errnoText(-fd)}`);
     return ctx.high(fd, ctx.where);
   },
 };

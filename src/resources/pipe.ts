@@ -6,7 +6,7 @@ import { NR } from "../sys/nr";
 import { openFd, closeFd, O, writeFull, F } from "../sys/mem";
 import * as S from "../images/schemas";
 import { CriuError, log } from "../log";
-import { errnoText } from "../sys/errno";
+import { errnoText, sysFailed } from "../sys/errno";
 import { fd_types } from "../images/schemas";
 
 /** A pipe's unread bytes, read without consuming them: tee() into a scratch pipe, then read that.
@@ -17,18 +17,18 @@ export function peekPipe(pid: number, fd: number, where: string, readable?: numb
   const pair = new Int32Array(2);
   try {
     const size = syscall(NR.fcntl, rfd, F.GETPIPE_SZ);
-    if (size < 0) throw new CriuError("files", `${where}: F_GETPIPE_SZ failed (${-size})`);
+    if (size < 0) throw new CriuError("files", sysFailed(where, "F_GETPIPE_SZ", size));
     const r = syscall(NR.pipe2, addr(pair), O.NONBLOCK | O.CLOEXEC);
-    if (r < 0) throw new CriuError("files", `pipe2 failed (${-r})`);
+    if (r < 0) throw new CriuError("files", sysFailed(where, "pipe2 (for a copy of the pipe)", r));
     syscall(NR.fcntl, pair[1], F.SETPIPE_SZ, size);
     const n = syscall(NR.tee, rfd, pair[1], size, 2 /* SPLICE_F_NONBLOCK */);
     if (n === -11) return { data: new Uint8Array(0), size };
-    if (n < 0) throw new CriuError("files", `${where}: tee failed (${-n})`);
+    if (n < 0) throw new CriuError("files", sysFailed(where, "tee", n));
     const data = new Uint8Array(n);
     let got = 0;
     while (got < n) {
       const k = syscall(NR.read, pair[0], addr(data, got), n - got);
-      if (k <= 0) throw new CriuError("files", `${where}: reading pipe copy failed (${k})`);
+      if (k <= 0) throw new CriuError("files", k < 0 ? sysFailed(where, "reading the pipe's copy", k) : `${where}: the pipe's copy ended after ${got} of ${n} bytes`);
       got += k;
     }
     return { data, size };
@@ -85,7 +85,7 @@ export const pipeKind: FdKind = {
         const want = Math.max(item.msg.size || 65536, item.payload.length);
         if (want !== 65536) {
           const r = inj.call(NR.fcntl, w, F.SETPIPE_SZ, want);
-          if (r < 0n) throw new CriuError("restore", `${ctx.where}: F_SETPIPE_SZ(${want}) on pipe ${p.pipeId} failed (${errnoText(-r)})`);
+          if (r < 0n) throw new CriuError("restore", `${ctx.where}: F_SETPIPE_SZ(${want}) on pipe ${p.pipeId} failed: ${errnoText(-r)}`);
         }
         if (item.payload.length) fillPipe(ctx.pid, w, item.payload, `refill pipe ${p.pipeId}`);
       }
@@ -96,14 +96,14 @@ export const pipeKind: FdKind = {
       // another open description of the same end: reopen through /proc gives a new one
       const h = ctx.tree.held.get(key)!;
       const r = Number(inj.call(NR.openat, -100, ctx.str(`/proc/${h.pid}/fd/${h.fd}`), (p.flags & 3) | O.CLOEXEC, 0));
-      if (r < 0) throw new CriuError("restore", `${ctx.where}: reopening pipe ${p.pipeId} failed (${errnoText(-r)})`);
+      if (r < 0) throw new CriuError("restore", `${ctx.where}: reopening pipe ${p.pipeId} failed: ${errnoText(-r)}`);
       fd = ctx.high(r, ctx.where);
     } else {
       ctx.tree.taken.add(key);
       // our own description of this end (dup of the held one: the held fd is closed later)
       const src = ctx.fdFrom(key)!;
       const d = Number(inj.call(NR.fcntl, src, F.DUPFD_CLOEXEC, 0));
-      if (d < 0) throw new CriuError("restore", `${ctx.where}: dup of pipe end failed (${errnoText(-d)})`);
+      if (d < 0) throw new CriuError("restore", `${ctx.where}: dup of pipe end failed: ${errnoText(-d)}`);
       fd = ctx.high(d, ctx.where);
       if (src !== ctx.tree.held.get(key)!.fd || ctx.tree.held.get(key)!.pid !== ctx.pid) inj.call(NR.close, src);
     }
@@ -119,12 +119,12 @@ function inheritedPipe(ctx: RestoreCtx, p: S.pipe_entry, key: HeldKey): number {
   const inj = ctx.inj;
   const src = ctx.fdFrom(key)!;
   const fl = Number(inj.call(NR.fcntl, src, F.GETFL));
-  if (fl < 0) throw new CriuError("restore", `${ctx.where}: F_GETFL on the inherited fd for pipe:[${p.pipeId}] failed (${errnoText(-fl)})`);
+  if (fl < 0) throw new CriuError("restore", `${ctx.where}: F_GETFL on the inherited fd for pipe:[${p.pipeId}] failed: ${errnoText(-fl)}`);
   if ((fl & 3) !== (p.flags & 3)) {
     throw new CriuError("restore", `${ctx.where}: the fd inherited for pipe:[${p.pipeId}] is ${ACCMODE[fl & 3] ?? fl & 3}, the dumped end was ${ACCMODE[p.flags & 3] ?? p.flags & 3}`);
   }
   const d = Number(inj.call(NR.fcntl, src, F.DUPFD_CLOEXEC, 0));
-  if (d < 0) throw new CriuError("restore", `${ctx.where}: dup of the inherited fd for pipe:[${p.pipeId}] failed (${errnoText(-d)})`);
+  if (d < 0) throw new CriuError("restore", `${ctx.where}: dup of the inherited fd for pipe:[${p.pipeId}] failed: ${errnoText(-d)}`);
   const h = ctx.tree.held.get(key)!;
   if (src !== h.fd || h.pid !== ctx.pid) inj.call(NR.close, src);
   const fd = ctx.high(d, ctx.where);

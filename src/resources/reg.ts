@@ -12,7 +12,7 @@ import * as S from "../images/schemas";
 import { openFd, closeFd, preadFull, pwriteFull } from "../sys/mem";
 import { NR } from "../sys/nr";
 import { syscall, addr, cstr } from "../sys/syscall";
-import { errnoName, errnoText } from "../sys/errno";
+import { errnoText } from "../sys/errno";
 import { O } from "../sys/mem";
 import { CriuError, log } from "../log";
 import { refuse } from "./unsupported";
@@ -156,10 +156,10 @@ export const regKind: FdKind<RegDump, RegRestore> = {
     // a shell job's terminal: as criu does, the restored job is attached to criu-bun's terminal
     const name = ctx.opts?.shellJob && isTtyPath(reg.name) ? shellTty() ?? reg.name : reg.name;
     const fd = Number(ctx.inj.call(NR.openat, -100, ctx.str(name), flags, 0));
-    if (fd < 0) throw new CriuError("restore", `${ctx.where}: cannot open '${reg.name}' (${errnoText(-fd)})`);
+    if (fd < 0) throw new CriuError("restore", `${ctx.where}: cannot open '${reg.name}': ${errnoText(-fd)}`);
     if (reg.pos && !(reg.flags & O.PATH)) {
       const r = ctx.inj.call(NR.lseek, fd, reg.pos, 0);
-      if (r < 0n && r !== -29n) throw new CriuError("restore", `${ctx.where}: lseek to ${reg.pos} in '${reg.name}' failed (${errnoText(-r)})`);
+      if (r < 0n && r !== -29n) throw new CriuError("restore", `${ctx.where}: lseek to ${reg.pos} in '${reg.name}' failed: ${errnoText(-r)}`);
     }
     return ctx.high(fd, ctx.where);
   },
@@ -307,7 +307,7 @@ function saveLinked(s: RegDump, files: FileTable, images: ImageSink, st: BigIntS
     // through the /proc magic link to the inode itself (AT_SYMLINK_FOLLOW), not the link
     const from = cstr(source), to = cstr(files.statRoot + name);
     const r = syscall(NR.linkat, -100, addr(from), -100, addr(to), 0x400 /* AT_SYMLINK_FOLLOW */);
-    if (r < 0) throw new CriuError("files", `${where}: cannot link deleted file '${path}' back as '${name}' (${errnoName(-r)})`);
+    if (r < 0) throw new CriuError("files", `${where}: cannot link deleted file '${path}' back as '${name}' (${errnoText(-r)})`);
     s.madeLinks.push(files.statRoot + name);
     log.debug(`${where}: deleted file '${path}' (${st.nlink} other link(s)) linked back as '${name}'`);
     const id = remapId;
@@ -326,10 +326,10 @@ export function restoreLinked(ctx: RestoreCtx, f: S.file_entry, remapId: number,
     const link = ctx.files.get(remapId)?.reg?.name;
     if (!link) throw new CriuError("restore", `${ctx.where}: link remap ${remapId} of '${reg.name}' is not in files.img`);
     const l = inj.call(NR.linkat, -100, ctx.str(link, 0), -100, ctx.str(reg.name, 1), 0);
-    if (l < 0n) throw new CriuError("restore", `${ctx.where}: cannot link '${link}' back at '${reg.name}' (${errnoText(-l)})`);
+    if (l < 0n) throw new CriuError("restore", `${ctx.where}: cannot link '${link}' back at '${reg.name}': ${errnoText(-l)}`);
     const fd = Number(inj.call(NR.openat, -100, ctx.str(reg.name), O.PATH | O.CLOEXEC, 0));
     inj.call(NR.unlink, ctx.str(reg.name));
-    if (fd < 0) throw new CriuError("restore", `${ctx.where}: cannot open deleted file '${reg.name}' (${errnoText(-fd)})`);
+    if (fd < 0) throw new CriuError("restore", `${ctx.where}: cannot open deleted file '${reg.name}': ${errnoText(-fd)}`);
     base = ctx.high(fd, ctx.where);
     ctx.hold(key, base);
     ctx.tree.kindState(regKind).usedLinks.push({ pid: ctx.pid, name: link });
@@ -337,7 +337,7 @@ export function restoreLinked(ctx: RestoreCtx, f: S.file_entry, remapId: number,
   }
   const r = Number(inj.call(NR.openat, -100, ctx.str(`/proc/self/fd/${base}`), flags | O.CLOEXEC, 0));
   if (ctx.tree.held.get(key)!.pid !== ctx.pid) inj.call(NR.close, base);
-  if (r < 0) throw new CriuError("restore", `${ctx.where}: reopening deleted file '${reg.name}' failed (${errnoText(-r)})`);
+  if (r < 0) throw new CriuError("restore", `${ctx.where}: reopening deleted file '${reg.name}' failed: ${errnoText(-r)}`);
   if (reg.pos) inj.call(NR.lseek, r, reg.pos, 0);
   return ctx.high(r, ctx.where);
 }
@@ -362,13 +362,13 @@ function restoreGhostDir(ctx: RestoreCtx, f: S.file_entry, ghostId: number, g: S
     if (i) name = `${reg.name}.criu-bun-ghost.${ghostId}.${i}`;
     r = inj.call(NR.mkdir, ctx.str(name), g.mode & 0o7777);
   }
-  if (r < 0n) throw new CriuError("restore", `${ctx.where}: cannot make removed directory '${reg.name}' again (${errnoText(-r)})`);
+  if (r < 0n) throw new CriuError("restore", `${ctx.where}: cannot make removed directory '${reg.name}' again: ${errnoText(-r)}`);
   const fd = Number(inj.call(NR.openat, -100, ctx.str(name), O.RDONLY | O.DIRECTORY | O.CLOEXEC, 0));
-  if (fd < 0) throw new CriuError("restore", `${ctx.where}: cannot open the directory made for '${reg.name}' (${errnoText(-fd)})`);
+  if (fd < 0) throw new CriuError("restore", `${ctx.where}: cannot open the directory made for '${reg.name}': ${errnoText(-fd)}`);
   inj.call(NR.fchown, fd, g.uid, g.gid);
   inj.call(NR.fchmod, fd, g.mode & 0o7777);
   const u = inj.call(NR.rmdir, ctx.str(name));
-  if (u < 0n) throw new CriuError("restore", `${ctx.where}: cannot remove the directory made for '${reg.name}' (${errnoText(-u)})`);
+  if (u < 0n) throw new CriuError("restore", `${ctx.where}: cannot remove the directory made for '${reg.name}': ${errnoText(-u)}`);
   if (g.mtim) {
     const ts = new BigInt64Array(4), a = g.atim ?? g.mtim;
     ts[0] = BigInt(a.tvSec); ts[1] = BigInt(a.tvUsec) * 1000n; ts[2] = BigInt(g.mtim.tvSec); ts[3] = BigInt(g.mtim.tvUsec) * 1000n;
@@ -377,7 +377,7 @@ function restoreGhostDir(ctx: RestoreCtx, f: S.file_entry, ghostId: number, g: S
   const base = ctx.high(fd, ctx.where);
   ctx.hold(key, base);
   const o = Number(inj.call(NR.openat, -100, ctx.str(`/proc/self/fd/${base}`), flags | O.CLOEXEC, 0));
-  if (o < 0) throw new CriuError("restore", `${ctx.where}: reopening removed directory '${reg.name}' failed (${errnoText(-o)})`);
+  if (o < 0) throw new CriuError("restore", `${ctx.where}: reopening removed directory '${reg.name}' failed: ${errnoText(-o)}`);
   return ctx.high(o, ctx.where);
 }
 
@@ -417,13 +417,13 @@ export function restoreGhost(ctx: RestoreCtx, f: S.file_entry, ghostId: number, 
       if (i) name = `${reg.name}.criu-bun-ghost.${ghostId}.${i}`;
       fd = Number(inj.call(NR.openat, -100, ctx.str(name), O.RDWR | O.CREAT | O.EXCL | O.CLOEXEC, g.msg.mode & 0o7777));
     }
-    if (fd < 0) throw new CriuError("restore", `${ctx.where}: cannot recreate deleted file '${reg.name}' (${errnoText(-fd)})`);
+    if (fd < 0) throw new CriuError("restore", `${ctx.where}: cannot recreate deleted file '${reg.name}': ${errnoText(-fd)}`);
     const w = openFd(`/proc/${ctx.pid}/fd/${fd}`, O.WRONLY | O.CLOEXEC);
     try {
       if (g.msg.chunks) {
         // holes stay holes: size first, then each data extent at its offset
         const tr = syscall(NR.ftruncate, w, g.msg.size ?? 0n);
-        if (tr < 0) throw new CriuError("restore", `${ctx.where}: ftruncate of recreated deleted file failed (${errnoText(-tr)})`);
+        if (tr < 0) throw new CriuError("restore", `${ctx.where}: ftruncate of recreated deleted file failed: ${errnoText(-tr)}`);
         for (const c of chunks) pwriteFull(w, c.payload, (c.msg as any).off, c.payload.length, 0, `${ctx.where}: writing deleted file contents`);
       } else pwriteFull(w, g.payload, 0n, g.payload.length, 0, `${ctx.where}: writing deleted file contents`);
     } finally { closeFd(w); }
@@ -434,21 +434,21 @@ export function restoreGhost(ctx: RestoreCtx, f: S.file_entry, ghostId: number, 
       const ts = new BigInt64Array(4), a = g.msg.atim ?? g.msg.mtim;
       ts[0] = BigInt(a.tvSec); ts[1] = BigInt(a.tvUsec) * 1000n; ts[2] = BigInt(g.msg.mtim.tvSec); ts[3] = BigInt(g.msg.mtim.tvUsec) * 1000n;
       const u = inj.call(NR.utimensat, fd, 0, ctx.scratch(0n, new Uint8Array(ts.buffer)), 0);
-      if (u < 0n) throw new CriuError("restore", `${ctx.where}: setting the times of recreated deleted file failed (${errnoText(-u)})`);
+      if (u < 0n) throw new CriuError("restore", `${ctx.where}: setting the times of recreated deleted file failed: ${errnoText(-u)}`);
     }
     const u = inj.call(NR.unlink, ctx.str(name));
-    if (u < 0n) throw new CriuError("restore", `${ctx.where}: cannot unlink recreated deleted file '${name}' (${errnoText(-u)})`);
+    if (u < 0n) throw new CriuError("restore", `${ctx.where}: cannot unlink recreated deleted file '${name}': ${errnoText(-u)}`);
     // hold it read-only: an open writer would forbid it as an executable (ETXTBSY/EACCES)
     const ro = Number(inj.call(NR.openat, -100, ctx.str(`/proc/self/fd/${fd}`), O.RDONLY | O.CLOEXEC, 0));
     inj.call(NR.close, fd);
-    if (ro < 0) throw new CriuError("restore", `${ctx.where}: reopening recreated deleted file '${name}' failed (${errnoText(-ro)})`);
+    if (ro < 0) throw new CriuError("restore", `${ctx.where}: reopening recreated deleted file '${name}' failed: ${errnoText(-ro)}`);
     base = ctx.high(ro, ctx.where);
     ctx.hold(key, base);
   }
   // every description is its own open of that inode, with its own flags and offset
   const r = Number(inj.call(NR.openat, -100, ctx.str(`/proc/self/fd/${base}`), flags | O.CLOEXEC, 0));
   if (ctx.tree.held.get(key)!.pid !== ctx.pid) inj.call(NR.close, base); // our imported copy
-  if (r < 0) throw new CriuError("restore", `${ctx.where}: reopening deleted file '${reg.name}' failed (${errnoText(-r)})`);
+  if (r < 0) throw new CriuError("restore", `${ctx.where}: reopening deleted file '${reg.name}' failed: ${errnoText(-r)}`);
   if (reg.pos) inj.call(NR.lseek, r, reg.pos, 0);
   return ctx.high(r, ctx.where);
 }

@@ -29,6 +29,6 @@ export function rlimitRestoreCalls(pid: number, rl: S.rlimit_entry[]): InCall[] 
   log.debug(`rlimits: process ${pid}: ${rl.length} limits to set`);
   return rl.map((l, i) => ({
     nr: NR.prlimit64, data: [l.cur, l.max], args: (lim) => [0, i, lim, 0],
-    check: (r) => { if (r < 0n) log.warn(`process ${pid}: rlimit ${i} (${l.cur}/${l.max}) not restored (${errnoText(-r)})`); },
+    check: (r) => { if (r < 0n) log.warn(`process ${pid}: rlimit ${i} (${l.cur}/${l.max}) not restored: ${errnoText(-r)}`); },
   }));
 }

@@ -5,7 +5,7 @@ import { ptrace, PTRACE, PTRACE_O } from "../sys/ptrace";
 import { addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { PR } from "../sys/flags";
-import { errnoName } from "../sys/errno";
+import { errnoText } from "../sys/errno";
 import { readImage, imageExists, writeImage } from "../images/image";
 import * as S from "../images/schemas";
 import { create, isFieldSet } from "@bufbuild/protobuf";
@@ -29,7 +29,7 @@ export function dumpSeccompFilters(tid: number): SeccompFilter[] {
   for (let i = 0; ; i++) {
     const n = ptrace(PTRACE.SECCOMP_GET_FILTER, tid, i, 0);
     if (n === -2 /* ENOENT: no more */) break;
-    if (n < 0) throw new CriuError("dump", `thread ${tid}: PTRACE_SECCOMP_GET_FILTER(${i}) failed: ${errnoName(-n)}`);
+    if (n < 0) throw new CriuError("dump", `thread ${tid}: PTRACE_SECCOMP_GET_FILTER(${i}) failed: ${errnoText(-n)}`);
     const buf = new Uint8Array(n * 8);
     const r = ptrace(PTRACE.SECCOMP_GET_FILTER, tid, i, addr(buf));
     if (r !== n) throw new CriuError("dump", `thread ${tid}: seccomp filter ${i} changed while being read`);
@@ -102,7 +102,7 @@ export function restoreSeccomp(
   const nnp = tc.noNewPrivs || !!tc.creds?.noNewPrivs;
   if (!tc.seccompMode && !nnp) return;
   const r = ptrace(PTRACE.SETOPTIONS, tid, 0, PTRACE_O.EXITKILL | PTRACE_O.TRACEFORK | PTRACE_O.TRACECLONE | PTRACE_O.TRACESYSGOOD | PTRACE_O.SUSPEND_SECCOMP);
-  if (r < 0) throw new CriuError("restore", `thread ${vtid}: cannot suspend seccomp while restoring: ${errnoName(-r)}`);
+  if (r < 0) throw new CriuError("restore", `thread ${vtid}: cannot suspend seccomp while restoring: ${errnoText(-r)}`);
   if (nnp) inj.ok("prctl(PR_SET_NO_NEW_PRIVS)", NR.prctl, PR.SET_NO_NEW_PRIVS, 1, 0, 0, 0);
   if (tc.seccompMode === 2) {
     const chain = chainOf(filters, tc.seccompFilter);

@@ -113,12 +113,12 @@ export function shmemFd(o: {
   const held = o.tree.held.get(key);
   if (held) return { fd: o.importFd(held), own: held.pid === o.pid };
   const low = Number(o.inj.call(NR.memfd_create, o.str(`criu-bun-shmem-${o.shmid}`), 1 /* MFD_CLOEXEC */));
-  if (low < 0) throw new CriuError("restore", `process ${o.pid}: memfd_create for shared memory ${o.shmid} failed (${errnoText(-low)})`);
+  if (low < 0) throw new CriuError("restore", `process ${o.pid}: memfd_create for shared memory ${o.shmid} failed: ${errnoText(-low)}`);
   const fd = Number(o.inj.call(NR.fcntl, low, F.DUPFD_CLOEXEC, o.floor));
   o.inj.call(NR.close, low);
-  if (fd < 0) throw new CriuError("restore", `process ${o.pid}: moving shared memory fd failed (${errnoText(-fd)})`);
+  if (fd < 0) throw new CriuError("restore", `process ${o.pid}: moving shared memory fd failed: ${errnoText(-fd)}`);
   const t = o.inj.call(NR.ftruncate, fd, o.size);
-  if (t < 0n) throw new CriuError("restore", `process ${o.pid}: sizing shared memory ${o.shmid} failed (${errnoText(-t)})`);
+  if (t < 0n) throw new CriuError("restore", `process ${o.pid}: sizing shared memory ${o.shmid} failed: ${errnoText(-t)}`);
   fillShmemContents(o.dir, o.shmid, o.pid, fd, o.size, `process ${o.pid}: shared memory ${o.shmid}`);
   o.tree.held.set(key, { pid: o.pid, vpid: o.vpid, fd });
   const l = o.tree.toClose.get(o.pid) ?? [];

@@ -21,7 +21,7 @@ export const signalfdKind: FdKind = {
     const s = f.sgfd!;
     const a = ctx.scratch(0n, new Uint8Array(new BigUint64Array([s.sigmask]).buffer));
     const fd = Number(ctx.inj.call(NR.signalfd4, -1, a, 8, (s.flags & O.NONBLOCK) | O.CLOEXEC));
-    if (fd < 0) throw new CriuError("restore", `${ctx.where}: signalfd4 failed (${errnoText(-fd)})`);
+    if (fd < 0) throw new CriuError("restore", `${ctx.where}: signalfd4 failed: ${errnoText(-fd)}`);
     return ctx.high(fd, ctx.where);
   },
 };

@@ -6,7 +6,7 @@ import { getSigmask, setSigmask, peekSiginfo } from "../sys/ptrace";
 import { readdirSync } from "node:fs";
 import { readStat, type ProcStat } from "../sys/proc";
 import { NR } from "../sys/nr";
-import { errnoText } from "../sys/errno";
+import { errnoText, sysFailed } from "../sys/errno";
 import type { Injector, InCall, OutCall } from "../ptrace/inject";
 import * as S from "../images/schemas";
 import { isFieldSet, type MessageInitShape } from "@bufbuild/protobuf";
@@ -41,7 +41,7 @@ export function decodeSigactions(pid: number, got: { r: bigint; b: Uint8Array }[
   const handled: string[] = [];
   SIGACTION_SIGNALS.forEach((sig, i) => {
     const { r, b } = got[i];
-    if (r < 0n) throw new CriuError("dump", `rt_sigaction(${sig}) in ${pid} failed (${errnoText(-r)})`);
+    if (r < 0n) throw new CriuError("dump", `rt_sigaction(${sig}) in ${pid} failed: ${errnoText(-r)}`);
     const dv = new DataView(b.buffer, b.byteOffset);
     const e = { sigaction: dv.getBigUint64(0, true), flags: dv.getBigUint64(8, true), restorer: dv.getBigUint64(16, true), mask: dv.getBigUint64(24, true), compatSigaction: false };
     if (e.sigaction) handled.push(`${sig}:${e.sigaction === 1n ? "ign" : "0x" + e.sigaction.toString(16)}`);
@@ -110,7 +110,7 @@ export function sigactionRestoreCalls(pid: number, sa: S.sa_entry[]): { calls: I
     if (sig === SIGTRAP) { trap = [e.sigaction, e.flags, e.restorer, e.mask]; return; }
     calls.push({
       nr: NR.rt_sigaction, data: [e.sigaction, e.flags, e.restorer, e.mask], args: (act) => [sig, act, 0, 8],
-      check: (r) => { if (r < 0n) throw new CriuError("restore", `rt_sigaction(${sig}) failed in ${pid} (${errnoText(-r)})`); },
+      check: (r) => { if (r < 0n) throw new CriuError("restore", sysFailed(`process ${pid}`, `rt_sigaction(${sig})`, r)); },
     });
   });
   log.debug(`signals: process ${pid}: ${calls.length} sigactions to set, SIGTRAP's last`);
@@ -122,7 +122,7 @@ export function restoreTrapAction(proc: { pid: number; inj: Injector; scratch: (
   if (!trap) return;
   const act = proc.scratch(0n, new Uint8Array(new BigUint64Array(trap).buffer));
   const r = proc.inj.call(NR.rt_sigaction, SIGTRAP, act, 0, 8);
-  if (r !== 0n) throw new CriuError("restore", `rt_sigaction(5) failed in ${proc.pid} (${errnoText(-r)})`);
+  if (r !== 0n) throw new CriuError("restore", sysFailed(`process ${proc.pid}`, "rt_sigaction(SIGTRAP)", r));
   log.debug(`signals: process ${proc.pid}: SIGTRAP's handler set (0x${trap[0].toString(16)})`);
 }
 
@@ -137,7 +137,7 @@ export function restorePendingSignals(proc: { pid: number; inj: Injector; scratc
     const sig = signo(s.siginfo);
     const a = scratch(0n, s.siginfo);
     const r = tid === null ? inj.call(NR.rt_sigqueueinfo, pid, sig, a) : inj.call(NR.rt_tgsigqueueinfo, pid, tid, sig, a);
-    if (r < 0n) throw new CriuError("restore", `cannot re-queue pending signal ${sig} of ${tid ?? pid} (${errnoText(-r)})`);
+    if (r < 0n) throw new CriuError("restore", sysFailed(tid === null ? `process ${pid}` : `process ${pid} thread ${tid}`, `re-queueing pending signal ${sig}`, r));
   }
   if (pending.length) log.debug(`signals: ${tid === null ? `process ${pid}` : `thread ${tid}`}: ${pending.length} pending signal(s) queued again (${pending.map((s) => signo(s.siginfo)).join(", ")})`);
 }

@@ -17,7 +17,7 @@ import type { ImageSink } from "./fdkind";
 import * as S from "../images/schemas";
 import { readImagePayloads, imageExists } from "../images/image";
 import { CriuError, log } from "../log";
-import { errnoText } from "../sys/errno";
+import { sysFailed } from "../sys/errno";
 import { NR } from "../sys/nr";
 
 const SHM = { get: NR.shmget, at: NR.shmat, ctl: NR.shmctl, dt: NR.shmdt } as const;
@@ -82,11 +82,11 @@ export function restoreSysvShm(dir: string, file = SHM_IMAGE): { id: number; des
       }
       writeFileSync("/proc/sys/kernel/shm_next_id", String(d.id));
       const id = syscall(SHM.get, d.key, Number(msg.size), IPC_CREAT | IPC_EXCL | (d.mode & 0o777)); // resets shm_next_id
-      if (id < 0) throw new CriuError("restore", `cannot recreate SysV shared memory ${d.id} (key 0x${d.key.toString(16)}): ${errnoText(-id)}`);
+      if (id < 0) throw new CriuError("restore", sysFailed(`${file}: SysV shared memory ${d.id}`, `shmget (key 0x${d.key.toString(16)})`, id));
       if (id !== d.id) { syscall(SHM.ctl, id, IPC_RMID, 0); throw new CriuError("restore", `SysV shared memory came back as ${id}, not ${d.id}`); }
       out.push({ id, dest: (d.mode & SHM_DEST) !== 0 });
       const e = setShmOwner(id, d.uid, d.gid);
-      if (e) throw new CriuError("restore", `cannot give SysV shared memory ${id} to ${d.uid}:${d.gid} (${errnoText(e)})`);
+      if (e) throw new CriuError("restore", sysFailed(`${file}: SysV shared memory ${id}`, `IPC_SET of its owner to ${d.uid}:${d.gid}`, e));
       withShmBytes(id, Number(msg.size), (mem) => {
         const c = contents[i];
         if (c.raw) mem.set(c.raw);

@@ -236,7 +236,7 @@ export function extractTar(buf: Uint8Array, dir: string, what: string): number {
         const kind = e.type === TYPE.CHR ? 0o020000 : e.type === TYPE.BLK ? 0o060000 : 0o010000;
         const dev = BigInt((e.minor & 0xff) | ((e.major & 0xfff) << 8)) | (BigInt(e.minor & ~0xff) << 12n) | (BigInt(e.major & ~0xfff) << 32n);
         const r = syscall(NR.mknodat, -100, addr(cstr(path)), kind | (e.mode & 0o7777), dev);
-        if (r < 0) throw new CriuError("restore", `${what}: cannot create device node '${e.name}' (${errnoText(-r)})`);
+        if (r < 0) throw new CriuError("restore", `${what}: cannot create device node '${e.name}': ${errnoText(-r)}`);
         lchownSync(path, e.uid, e.gid); chmodSync(path, e.mode); utimesSync(path, e.mtime, e.mtime);
         continue;
       }

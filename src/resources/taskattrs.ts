@@ -81,7 +81,7 @@ function restoreLoginuid(proc: { vpid: number; inj: Injector; str: (s: string) =
   if (want === mine) return;
   const inj = proc.inj;
   const fd = Number(inj.call(NR.openat, -100, proc.str("/proc/self/loginuid"), O.WRONLY | O.CLOEXEC, 0));
-  if (fd < 0) throw new CriuError("restore", `process ${proc.vpid}: cannot open /proc/self/loginuid to set it to ${want} (${errnoText(-fd)})`);
+  if (fd < 0) throw new CriuError("restore", `process ${proc.vpid}: cannot open /proc/self/loginuid to set it to ${want}: ${errnoText(-fd)}`);
   const text = new TextEncoder().encode(String(want >>> 0)); // 4294967295: unset
   const w = inj.call(NR.write, fd, proc.scratch(0n, text), text.length);
   inj.call(NR.close, fd);

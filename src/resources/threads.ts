@@ -9,7 +9,7 @@ import { readStat, readStatus, readText } from "../sys/proc";
 import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { PR } from "../sys/flags";
-import { errnoText } from "../sys/errno";
+import { errnoText, sysFailed } from "../sys/errno";
 import { Injector, type RemoteMem } from "../ptrace/inject";
 import { fixupRestart } from "../ptrace/restart";
 import type * as S from "../images/schemas";
@@ -62,7 +62,7 @@ export function dumpThread(pid: number, t: { tid: number; pendingSiginfo?: Uint8
   // robust list: readable from outside
   const head = new BigUint64Array(1), len = new BigUint64Array(1);
   const rr = syscall(NR.get_robust_list, t.tid, addr(head), addr(len));
-  if (rr < 0) throw new CriuError("dump", `get_robust_list(${t.tid}) failed (${errnoText(-rr)})`);
+  if (rr < 0) throw new CriuError("dump", sysFailed(`thread ${t.tid}`, "get_robust_list", rr));
   // clear_child_tid and sigaltstack: injected in the thread itself
   const tinj = Injector.dump(t.tid, sysInsn, mem);
   let tidAddr = 0n;
@@ -132,7 +132,7 @@ export function restoreThread(
   const rs = tcore.rseqEntry;
   if (rs && rs.rseqAbiPointer) {
     const r = inj.call(NR.rseq, rs.rseqAbiPointer, rs.rseqAbiSize, 0, rs.signature);
-    if (r < 0n) throw new CriuError("restore", `rseq registration for ${tid} failed (${errnoText(-r)})`);
+    if (r < 0n) throw new CriuError("restore", sysFailed(`thread ${vtid}`, "rseq registration", r));
   }
   const sas = tcore.sas;
   if (sas && !(sas.ssFlags & SS_DISABLE)) {
@@ -144,7 +144,7 @@ export function restoreThread(
   // always, 0 too: a thread starts with the nice of whoever made it (criu-bun may run at another)
   {
     const r = inj.call(NR.setpriority, PRIO_PROCESS, vtid, tcore.schedNice ?? 0);
-    if (r < 0n) log.warn(`thread ${vtid}: nice ${tcore.schedNice ?? 0} not restored (${errnoText(-r)})`);
+    if (r < 0n) log.warn(`thread ${vtid}: nice ${tcore.schedNice ?? 0} not restored: ${errnoText(-r)}`);
   }
   restoreSeccomp({ tid, vtid, inj, scratch }, tcore, seccompFilters);
   if (tcore.creds) restoreCreds({ vtid, inj, scratch }, tcore.creds);

@@ -9,7 +9,7 @@ import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { O } from "../sys/mem";
 import { CriuError } from "../log";
-import { errnoText } from "../sys/errno";
+import { errnoText, sysFailed } from "../sys/errno";
 import { fd_types } from "../images/schemas";
 
 const TFD_IOC_SET_TICKS = 0x40085400; // _IOW('T', 0, u64)
@@ -27,7 +27,7 @@ export const timerfdKind: FdKind = {
     const fd = ctx.grab();
     const its = new BigInt64Array(4); // it_interval {sec, nsec}, it_value {sec, nsec}
     const r = syscall(NR.timerfd_gettime, fd, addr(its));
-    if (r < 0) throw new CriuError("files", `${ctx.where}: timerfd_gettime failed (${-r})`);
+    if (r < 0) throw new CriuError("files", sysFailed(ctx.where, "timerfd_gettime", r));
     // read fdinfo again: gettime may have moved expirations into ticks
     const text = readFileSync(`/proc/${ctx.pid}/fdinfo/${ctx.fd}`, "latin1");
     const clockid = Number(field(text, "clockid") ?? NaN);
@@ -42,19 +42,19 @@ export const timerfdKind: FdKind = {
   restore(ctx, f) {
     const t = f.tfd!, inj = ctx.inj;
     const fd = Number(inj.call(NR.timerfd_create, t.clockid, (t.flags & O.NONBLOCK) | O.CLOEXEC));
-    if (fd < 0) throw new CriuError("restore", `${ctx.where}: timerfd_create(clock ${t.clockid}) failed (${errnoText(-fd)})`);
+    if (fd < 0) throw new CriuError("restore", `${ctx.where}: timerfd_create(clock ${t.clockid}) failed: ${errnoText(-fd)}`);
     let vsec = t.vsec, vnsec = t.vnsec;
     // a periodic timer whose first expiry was not seen: arm for one period
     if (vsec === 0n && vnsec === 0n && (t.isec || t.insec)) { vsec = t.isec; vnsec = t.insec; }
     if (vsec || vnsec) {
       const a = ctx.scratch(0n, new Uint8Array(new BigUint64Array([t.isec, t.insec, vsec, vnsec]).buffer));
       const r = inj.call(NR.timerfd_settime, fd, 0, a, 0);
-      if (r < 0n) throw new CriuError("restore", `${ctx.where}: timerfd_settime failed (${errnoText(-r)})`);
+      if (r < 0n) throw new CriuError("restore", `${ctx.where}: timerfd_settime failed: ${errnoText(-r)}`);
     }
     if (t.ticks) {
       const a = ctx.scratch(64n, new Uint8Array(new BigUint64Array([t.ticks]).buffer));
       const r = inj.call(NR.ioctl, fd, TFD_IOC_SET_TICKS, a);
-      if (r < 0n) throw new CriuError("restore", `${ctx.where}: TFD_IOC_SET_TICKS(${t.ticks}) failed (${errnoText(-r)}); the kernel needs CONFIG_CHECKPOINT_RESTORE`);
+      if (r < 0n) throw new CriuError("restore", `${ctx.where}: TFD_IOC_SET_TICKS(${t.ticks}) failed: ${errnoText(-r)}; the kernel needs CONFIG_CHECKPOINT_RESTORE`);
     }
     return ctx.high(fd, ctx.where);
   },

@@ -25,7 +25,7 @@ export function decodeItimers(pid: number, got: { r: bigint; b: Uint8Array }[]):
   const out = {} as Record<(typeof ITIMERS)[number], Itimer>;
   ITIMERS.forEach((name, w) => {
     const { r, b } = got[w];
-    if (r < 0n && r > -4096n) throw new CriuError("dump", `process ${pid}: getitimer(${name}) failed (${errnoText(-r)})`);
+    if (r < 0n && r > -4096n) throw new CriuError("dump", `process ${pid}: getitimer(${name}) failed: ${errnoText(-r)}`);
     const dv = new DataView(b.buffer, b.byteOffset);
     out[name] = { isec: dv.getBigUint64(0, true), iusec: dv.getBigUint64(8, true), vsec: dv.getBigUint64(16, true), vusec: dv.getBigUint64(24, true) };
     if (out[name].vsec || out[name].vusec || out[name].isec || out[name].iusec) log.debug(`process ${pid}: itimer ${name}: value ${out[name].vsec}.${out[name].vusec} interval ${out[name].isec}.${out[name].iusec}`);
@@ -96,7 +96,7 @@ export function restoreTimers(
       const idAddr = scratch(128n, new Uint8Array(new Int32Array([pt.itId]).buffer));
       for (;;) {
         const r = inj.call(NR.timer_create, pt.clockId, evAddr, idAddr);
-        if (r < 0n) throw new CriuError("restore", `process ${pid}: timer_create for POSIX timer ${pt.itId} failed (${errnoText(-r)})`);
+        if (r < 0n) throw new CriuError("restore", `process ${pid}: timer_create for POSIX timer ${pt.itId} failed: ${errnoText(-r)}`);
         const got = new DataView(proc.read(idAddr, 4).buffer).getInt32(0, true);
         if (got === pt.itId) break;
         if (byId || got > pt.itId) throw new CriuError("restore", `process ${pid}: POSIX timer ${pt.itId} came back as ${got}`);

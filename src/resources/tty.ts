@@ -3,7 +3,7 @@
 // termios, window size and lock state; a session leader gets its controlling terminal back.
 // Bytes queued inside the terminal are not saved: a dump finding any is refused. A /dev/pts/N whose master is outside the tree
 // is the terminal of a --shell-job (reg.ts). Images: file_entry.tty + tty-info.img, as CRIU.
-import { errnoName, errnoText } from "../sys/errno";
+import { errnoText, sysFailed } from "../sys/errno";
 import { readFileSync, statSync } from "node:fs";
 import type { FileTable } from "./files";
 import type { ImageSink } from "./fdkind";
@@ -42,7 +42,7 @@ export function ptyMasters(pids: number[], links?: Map<number, [number, string][
 function ioctlBuf(fd: number, req: number, len: number, what: string): Uint8Array {
   const b = new Uint8Array(len);
   const r = syscall(NR.ioctl, fd, req, addr(b));
-  if (r < 0) throw new CriuError("files", `${what} failed (${errnoText(-r)})`);
+  if (r < 0) throw new CriuError("files", `${what} failed: ${errnoText(-r)}`);
   return b;
 }
 
@@ -115,7 +115,7 @@ export function noteCtty(files: FileTable, images: ImageSink, statRoot: string, 
 function restoreCtty(p: RestoredProc, infos: S.tty_info_entry[]) {
   for (const index of new Set(infos.filter((i) => i.pty && i.sid === p.vpid).map((i) => i.pty!.index))) {
     const fd = Number(p.inj.call(NR.openat, -100, p.str(`/dev/pts/${index}`), O.RDWR | O.CLOEXEC, 0));
-    if (fd < 0) throw new CriuError("restore", `process ${p.vpid}: cannot open its controlling terminal /dev/pts/${index} (${errnoText(-fd)})`);
+    if (fd < 0) throw new CriuError("restore", `process ${p.vpid}: cannot open its controlling terminal /dev/pts/${index}: ${errnoText(-fd)}`);
     p.inj.call(NR.close, fd);
     log.debug(`process ${p.vpid}: /dev/pts/${index} is its controlling terminal again`);
   }
@@ -124,10 +124,10 @@ function restoreCtty(p: RestoredProc, infos: S.tty_info_entry[]) {
 /** orphan-pts-master: a copy of the new master (pidfd_getfd from the process holding it) sent to the caller. */
 function handOverPtsMaster(hooks: Hooks | undefined, h: { pid: number; fd: number }, index: number) {
   const pidfd = syscall(NR.pidfd_open, h.pid, 0);
-  if (pidfd < 0) throw new CriuError("restore", `orphan-pts-master: pidfd_open(${h.pid}) failed (${errnoText(-pidfd)})`);
+  if (pidfd < 0) throw new CriuError("restore", sysFailed(`process ${h.pid}`, "pidfd_open (orphan-pts-master)", pidfd));
   const fd = syscall(NR.pidfd_getfd, pidfd, h.fd, 0);
   closeFd(pidfd);
-  if (fd < 0) throw new CriuError("restore", `orphan-pts-master: pidfd_getfd of /dev/pts/${index}'s master failed (${errnoText(-fd)})`);
+  if (fd < 0) throw new CriuError("restore", sysFailed(`process ${h.pid} fd ${h.fd}`, `pidfd_getfd of /dev/pts/${index}'s master (orphan-pts-master)`, fd));
   try { runHook(hooks, "orphan-pts-master", { pid: h.pid, fd }); }
   finally { closeFd(fd); }
   log.info(`/dev/pts/${index}: its new master was handed to the caller`);
@@ -245,7 +245,7 @@ export const ttyKind: FdKind<TtyDump> = {
         if (m === -2 && tries === 0 && ptmx === "/dev/ptmx") { ptmx = "/dev/pts/ptmx"; tries--; continue; }
         if (m < 0) {
           for (const e of extra) inj.call(NR.close, e);
-          throw new CriuError("restore", `${ctx.where}: cannot open ${ptmx} to make pty ${index} again: ${errnoName(-m)}`);
+          throw new CriuError("restore", `${ctx.where}: cannot open ${ptmx} to make pty ${index} again: ${errnoText(-m)}`);
         }
         const ib = ctx.scratch(0n, new Uint8Array(4));
         inj.ok("TIOCGPTN", NR.ioctl, m, IOC.TIOCGPTN, ib);
@@ -287,12 +287,12 @@ export const ttyKind: FdKind<TtyDump> = {
       // another description of the same master: the held one is it (masters are not reopenable)
       const src = ctx.fdFrom(key)!;
       fd = Number(inj.call(NR.fcntl, src, F.DUPFD_CLOEXEC, 0));
-      if (fd < 0) throw new CriuError("restore", `${ctx.where}: dup of pty master failed (${errnoText(-fd)})`);
+      if (fd < 0) throw new CriuError("restore", `${ctx.where}: dup of pty master failed: ${errnoText(-fd)}`);
       if (ctx.tree.held.get(key)!.pid !== ctx.pid) inj.call(NR.close, src);
       fd = ctx.high(fd, ctx.where);
     } else {
       const s = Number(inj.call(NR.openat, -100, ctx.str(`/dev/pts/${index}`), (t.flags & ~O.CLOEXEC) | O.NOCTTY | O.CLOEXEC, 0));
-      if (s < 0) throw new CriuError("restore", `${ctx.where}: cannot open /dev/pts/${index} (${errnoText(-s)})`);
+      if (s < 0) throw new CriuError("restore", `${ctx.where}: cannot open /dev/pts/${index}: ${errnoText(-s)}`);
       // the session leader whose controlling terminal it was takes it again
       if (info.sid && info.sid === ctx.vpid) inj.call(NR.ioctl, s, IOC.TIOCSCTTY, 0);
       fd = ctx.high(s, ctx.where);

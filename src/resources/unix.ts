@@ -20,7 +20,7 @@ import { withNetns } from "../sys/netns";
 import { CriuError, log } from "../log";
 import { refuse } from "./unsupported";
 import { dumpSkOpts, restoreUnixSkOpts } from "./inet";
-import { errnoText, SysError } from "../sys/errno";
+import { errnoText, SysError, sysFailed } from "../sys/errno";
 import { sockDiagDump, sockDiagGet, unixDiagReq, diagAttrs, SOCK_DIAG_BY_FAMILY, UDIAG_SHOW, UNIX_DIAG } from "../sys/sockdiag";
 import { NLMSG, nlError } from "../sys/netlink";
 import { AF, AF_NAMES, SOL, SO, MSG, SCM_RIGHTS } from "../sys/sock";
@@ -93,7 +93,7 @@ function unixDiagHere(ino: number, where: string): Diag {
   try { m = sockDiagGet(unixDiagReq(ino, SHOW)); } catch (e) {
     throw new CriuError("files", `${where}: sock_diag request failed (${e instanceof SysError ? errnoText(e.errno) : (e as Error).message})`);
   }
-  if (m?.type === NLMSG.ERROR) throw new CriuError("files", `${where}: sock_diag does not know unix socket ${ino} (${errnoText(-nlError(m))})`);
+  if (m?.type === NLMSG.ERROR) throw new CriuError("files", `${where}: sock_diag does not know unix socket ${ino}: ${errnoText(-nlError(m))}`);
   if (!m || m.payload.length < 16) throw new CriuError("files", `${where}: sock_diag answer too short (${m ? m.payload.length + 16 : 0})`);
   return parseDiag(m.payload);
 }
@@ -137,7 +137,7 @@ function peekQueue(fd: number, stream: boolean, where: string, senders?: Uint8Ar
       msg[2] = BigInt(addr(iov)); msg[3] = 1n; msg[4] = BigInt(addr(ctl)); msg[5] = BigInt(ctl.length);
       const n = syscall(NR.recvmsg, fd, addr(msg), MSG.PEEK | MSG.DONTWAIT | (stream ? 0 : MSG.TRUNC));
       if (n === -11 || n === 0) break;
-      if (n < 0) throw new CriuError("files", `${where}: peeking the socket queue failed (${errnoText(-n)})`);
+      if (n < 0) throw new CriuError("files", `${where}: peeking the socket queue failed: ${errnoText(-n)}`);
       const fds = scmFds(ctl, Number(msg[5]));
       for (const f of fds) closeFd(f);
       if (fds.length || Number(msg[6] & 0xffffffffn) & 8 /* MSG_CTRUNC */) refuse("files", where, "scm-rights", `${fds.length} fd(s) in a queued message`);
@@ -263,7 +263,7 @@ export const unixKind: FdKind<UnixDump> = {
       id, type: 5,
       usk: {
         id, ino, type, state: listening ? TCP_LISTEN : d.state, flags: ctx.flags, uflags: 0, backlog: listening ? d.wq : 0,
-        peer: d.peer, fown: FOWN0, opts: dumpSkOpts(fd, type, 0),
+        peer: d.peer, fown: FOWN0, opts: dumpSkOpts(fd, type, 0, ctx.where),
         name, shutdown: d.shutdown, ...(filePerms ? { filePerms } : {}), ...(nameDir ? { nameDir } : {}), ...(deleted ? { deleted } : {}),
       },
     }));
@@ -354,7 +354,7 @@ export const unixKind: FdKind<UnixDump> = {
       // mutual peers: one socketpair, then refill both queues
       const a = ctx.scratch(0n, new Uint8Array(8));
       const r = inj.call(NR.socketpair, AF.UNIX, u.type | O.CLOEXEC, 0, a);
-      if (r < 0n) throw new CriuError("restore", `${ctx.where}: socketpair failed (${errnoText(-r)})`);
+      if (r < 0n) throw new CriuError("restore", `${ctx.where}: socketpair failed: ${errnoText(-r)}`);
       const v = new Int32Array(ctx.mem.read(a, 8).buffer);
       const mine = ctx.high(v[0], ctx.where), theirs = ctx.high(v[1], ctx.where);
       // one pair for the whole tree: the peer's end is held for whichever process has it
@@ -376,7 +376,7 @@ export const unixKind: FdKind<UnixDump> = {
       // its peer was closed: a pair, the queue sent from the other end, which is then closed
       const a = ctx.scratch(0n, new Uint8Array(8));
       const r = inj.call(NR.socketpair, AF.UNIX, u.type | O.CLOEXEC, 0, a);
-      if (r < 0n) throw new CriuError("restore", `${ctx.where}: socketpair failed (${errnoText(-r)})`);
+      if (r < 0n) throw new CriuError("restore", `${ctx.where}: socketpair failed: ${errnoText(-r)}`);
       const v = new Int32Array(ctx.mem.read(a, 8).buffer);
       const mine = ctx.high(v[0], ctx.where), theirs = ctx.high(v[1], ctx.where);
       setBufs(ctx, mine, u);
@@ -393,7 +393,7 @@ export const unixKind: FdKind<UnixDump> = {
     const fd = boundSocket(ctx, u);
     if (u.state === TCP_LISTEN) {
       const l = inj.call(NR.listen, fd, u.backlog);
-      if (l < 0n) throw new CriuError("restore", `${ctx.where}: listen failed (${errnoText(-l)})`);
+      if (l < 0n) throw new CriuError("restore", `${ctx.where}: listen failed: ${errnoText(-l)}`);
     }
     finish(ctx, f, fd);
     return fd;
@@ -453,7 +453,7 @@ function restoreGroup(ctx: RestoreCtx, f: S.file_entry): number {
   const fds = new Map<number, number>();
   for (const m of members) {
     const r = Number(ctx.inj.call(NR.socket, AF.UNIX, m.usk!.type | O.CLOEXEC, 0));
-    if (r < 0) throw new CriuError("restore", `${ctx.where}: socket(AF_UNIX) failed (${errnoText(-r)})`);
+    if (r < 0) throw new CriuError("restore", `${ctx.where}: socket(AF_UNIX) failed: ${errnoText(-r)}`);
     const fd = ctx.high(r, ctx.where);
     setBufs(ctx, fd, m.usk!);
     fds.set(m.usk!.ino, fd);
@@ -466,7 +466,7 @@ function restoreGroup(ctx: RestoreCtx, f: S.file_entry): number {
     if (!srv.name.length) throw new CriuError("restore", `${ctx.where}: unix socket ${m.usk!.ino} is connected to unnamed socket ${srv.ino}`);
     const { sa, text } = sockaddr(srv.name, srv.nameDir);
     const c = ctx.inj.call(NR.connect, fds.get(m.usk!.ino)!, ctx.scratch(0n, sa), sa.length);
-    if (c < 0n) throw new CriuError("restore", `${ctx.where}: connecting unix socket ${m.usk!.ino} to '${text}' failed (${errnoText(-c)})`);
+    if (c < 0n) throw new CriuError("restore", `${ctx.where}: connecting unix socket ${m.usk!.ino} to '${text}' failed: ${errnoText(-c)}`);
   };
   for (const m of members) if (named(m) && !ghost(m)) bindName(ctx, m.usk!, fds.get(m.usk!.ino)!);
   const ghosts = members.filter(ghost);
@@ -519,7 +519,7 @@ function pathOf(name: Uint8Array): string {
 /** A new unix socket of the dumped type, bound to its dumped name if it had one. */
 function boundSocket(ctx: RestoreCtx, u: S.unix_sk_entry): number {
   const r = Number(ctx.inj.call(NR.socket, AF.UNIX, u.type | O.CLOEXEC, 0));
-  if (r < 0) throw new CriuError("restore", `${ctx.where}: socket(AF_UNIX) failed (${errnoText(-r)})`);
+  if (r < 0) throw new CriuError("restore", `${ctx.where}: socket(AF_UNIX) failed: ${errnoText(-r)}`);
   const fd = ctx.high(r, ctx.where);
   setBufs(ctx, fd, u);
   if (u.name.length) bindName(ctx, u, fd);
@@ -542,7 +542,7 @@ function bindName(ctx: RestoreCtx, u: S.unix_sk_entry, fd: number) {
     const p = u.filePerms;
     const m = ctx.inj.call(NR.fchmodat, -100, ctx.str(text), p.mode, 0);
     const o = ctx.inj.call(NR.fchownat, -100, ctx.str(text), p.uid, p.gid, 0x100 /* AT_SYMLINK_NOFOLLOW */);
-    if (m < 0n || o < 0n) throw new CriuError("restore", `${ctx.where}: giving '${text}' mode ${p.mode.toString(8)} and owner ${p.uid}:${p.gid} failed (${errnoText(-(m < 0n ? m : o))})`);
+    if (m < 0n || o < 0n) throw new CriuError("restore", `${ctx.where}: giving '${text}' mode ${p.mode.toString(8)} and owner ${p.uid}:${p.gid} failed: ${errnoText(-(m < 0n ? m : o))}`);
   }
 }
 
@@ -557,13 +557,13 @@ function bindHere(ctx: RestoreCtx, u: S.unix_sk_entry, fd: number, nr: number = 
   let cwd = -1;
   if (relative) {
     cwd = Number(inj.call(NR.openat, -100, ctx.str("."), 0o10000000 /* O_PATH */ | 0o200000 /* O_DIRECTORY */ | O.CLOEXEC, 0));
-    if (cwd < 0) throw new CriuError("restore", `${ctx.where}: opening the cwd failed (${errnoText(-cwd)})`);
+    if (cwd < 0) throw new CriuError("restore", `${ctx.where}: opening the cwd failed: ${errnoText(-cwd)}`);
     const c = inj.call(NR.chdir, ctx.str(u.nameDir!));
-    if (c < 0n) { inj.call(NR.close, cwd); throw new CriuError("restore", `${ctx.where}: chdir to '${u.nameDir}' to bind '${text}' failed (${errnoText(-c)})`); }
+    if (c < 0n) { inj.call(NR.close, cwd); throw new CriuError("restore", `${ctx.where}: chdir to '${u.nameDir}' to bind '${text}' failed: ${errnoText(-c)}`); }
   }
   try {
     const b = inj.call(nr, fd, ctx.scratch(0n, sa), sa.length);
-    if (b < 0n) throw new CriuError("restore", `${ctx.where}: ${nr === NR.bind ? "bind" : "connect"} to '${text}' failed (${errnoText(-b)})`);
+    if (b < 0n) throw new CriuError("restore", `${ctx.where}: ${nr === NR.bind ? "bind" : "connect"} to '${text}' failed: ${errnoText(-b)}`);
   } finally {
     if (relative) { inj.call(NR.fchdir, cwd); inj.call(NR.close, cwd); }
   }
@@ -586,13 +586,13 @@ function withGhostRoot(ctx: RestoreCtx, us: S.unix_sk_entry[], fn: () => void) {
     }
     const open = (path: string) => {
       const r = Number(inj.call(NR.openat, -100, ctx.str(path), 0o10000000 /* O_PATH */ | 0o200000 /* O_DIRECTORY */ | O.CLOEXEC, 0));
-      if (r < 0) throw new CriuError("restore", `${ctx.where}: opening '${path}' failed (${errnoText(-r)})`);
+      if (r < 0) throw new CriuError("restore", `${ctx.where}: opening '${path}' failed: ${errnoText(-r)}`);
       return r;
     };
     const root = open("/"), cwd = open(".");
     try {
       const c = inj.call(NR.chroot, ctx.str(tmp));
-      if (c < 0n) throw new CriuError("restore", `${ctx.where}: chroot to a ghost root for unlinked socket names failed (${errnoText(-c)})`);
+      if (c < 0n) throw new CriuError("restore", `${ctx.where}: chroot to a ghost root for unlinked socket names failed: ${errnoText(-c)}`);
       try { fn(); } finally {
         const a = inj.call(NR.fchdir, root), b = inj.call(NR.chroot, ctx.str(".")), d = inj.call(NR.fchdir, cwd);
         if (a < 0n || b < 0n || d < 0n) throw new CriuError("restore", `${ctx.where}: putting root and cwd back after the ghost root failed`);
@@ -614,17 +614,17 @@ function restoreExternal(ctx: RestoreCtx, f: S.file_entry, ext: S.file_entry): n
       if (!u.name.length) throw new CriuError("restore", `${ctx.where}: queued datagrams of unnamed unix socket ${u.ino} cannot be put back`);
       const own = sockaddr(u.name, u.nameDir);
       const tmp = syscall(NR.socket, AF.UNIX, 2 | O.CLOEXEC, 0);
-      if (tmp < 0) throw new CriuError("restore", `${ctx.where}: socket failed (${-tmp})`);
+      if (tmp < 0) throw new CriuError("restore", sysFailed(ctx.where, "socket", tmp));
       try {
         for (const it of items) {
           const n = syscall(NR.sendto, tmp, addr(it.payload), it.payload.length, MSG.DONTWAIT, addr(own.sa), own.sa.length);
-          if (n !== it.payload.length) throw new CriuError("restore", `${ctx.where}: re-queueing ${it.payload.length} bytes to '${own.text}' failed (${n})`);
+          if (n !== it.payload.length) throw new CriuError("restore", n < 0 ? sysFailed(ctx.where, `re-queueing ${it.payload.length} bytes to '${own.text}'`, n) : `${ctx.where}: re-queueing ${it.payload.length} bytes to '${own.text}' sent ${n}`);
         }
       } finally { closeFd(tmp); }
     }
     const peer = sockaddr(e.name, e.nameDir || u.nameDir);
     const c = inj.call(NR.connect, fd, ctx.scratch(0n, peer.sa), peer.sa.length);
-    if (c < 0n) throw new CriuError("restore", `${ctx.where}: reconnecting unix socket ${u.ino} to external '${peer.text}' failed (${errnoText(-c)})`);
+    if (c < 0n) throw new CriuError("restore", `${ctx.where}: reconnecting unix socket ${u.ino} to external '${peer.text}' failed: ${errnoText(-c)}`);
   } else {
     log.info(`${ctx.where}: unix socket ${u.ino} had its peer ${u.peer} outside the dumped tree; restored unconnected`);
   }
@@ -637,14 +637,15 @@ function refill(ctx: RestoreCtx, f: S.file_entry, peerTargetFd: number) {
   const items = (cachedPayloadsBy(ctx, "sk-queues.img", "SK_QUEUES", (m) => m.idFor).get(f.id) ?? []);
   if (!items.length) return;
   const pfd = syscall(NR.pidfd_open, ctx.pid, 0);
-  if (pfd < 0) throw new CriuError("restore", `${ctx.where}: pidfd_open failed (${-pfd})`);
+  if (pfd < 0) throw new CriuError("restore", sysFailed(ctx.where, "pidfd_open", pfd));
   const fd = syscall(NR.pidfd_getfd, pfd, peerTargetFd, 0);
   closeFd(pfd);
-  if (fd < 0) throw new CriuError("restore", `${ctx.where}: pidfd_getfd failed (${-fd})`);
+  if (fd < 0) throw new CriuError("restore", sysFailed(ctx.where, "pidfd_getfd", fd));
   try {
     for (const it of items) {
       const n = syscall(NR.sendto, fd, addr(it.payload), it.payload.length, MSG.DONTWAIT | MSG.NOSIGNAL, 0, 0);
-      if (n !== it.payload.length) throw new CriuError("restore", `${ctx.where}: re-queueing ${it.payload.length} bytes on unix socket ${f.usk!.ino} failed (${n})`);
+      if (n !== it.payload.length) throw new CriuError("restore", n < 0 ? sysFailed(ctx.where, `re-queueing ${it.payload.length} bytes on unix socket ${f.usk!.ino}`, n)
+        : `${ctx.where}: re-queueing ${it.payload.length} bytes on unix socket ${f.usk!.ino} sent ${n}`);
     }
   } finally { closeFd(fd); }
 }
@@ -654,7 +655,7 @@ function setBufs(ctx: RestoreCtx, fd: number, u: { opts?: { soSndbuf?: number; s
   for (const [opt, v] of [[SO.SNDBUFFORCE, u.opts?.soSndbuf ?? 0], [SO.RCVBUFFORCE, u.opts?.soRcvbuf ?? 0]]) {
     if (!v) continue;
     const r = ctx.inj.call(NR.setsockopt, fd, SOL.SOCKET, opt, ctx.scratch(0n, new Uint8Array(new Int32Array([Math.ceil(v / 2)]).buffer)), 4);
-    if (r < 0n) throw new CriuError("restore", `${ctx.where}: setting the buffer size of a unix socket to ${v} failed (${errnoText(-r)})`);
+    if (r < 0n) throw new CriuError("restore", `${ctx.where}: setting the buffer size of a unix socket to ${v} failed: ${errnoText(-r)}`);
   }
 }
 
@@ -701,7 +702,7 @@ function restoreNamedConnection(ctx: RestoreCtx, f: S.file_entry) {
   const x = xf.usk!, y = yf?.usk;
   const sock = () => {
     const r = Number(inj.call(NR.socket, AF.UNIX, x.type | O.CLOEXEC, 0));
-    if (r < 0) throw new CriuError("restore", `${ctx.where}: socket(AF_UNIX) failed (${errnoText(-r)})`);
+    if (r < 0) throw new CriuError("restore", `${ctx.where}: socket(AF_UNIX) failed: ${errnoText(-r)}`);
     return ctx.high(r, ctx.where);
   };
   const queued = (e: S.file_entry) => (cachedPayloadsBy(ctx, "sk-queues.img", "SK_QUEUES", (m) => m.idFor).get(e.id) ?? []).reduce((n, p) => n + p.payload.length, 0);
@@ -714,14 +715,14 @@ function restoreNamedConnection(ctx: RestoreCtx, f: S.file_entry) {
       bindHere(ctx, x, lfd);
       if (y?.name.length) bindHere(ctx, y, yfd);
       const l = inj.call(NR.listen, lfd, 1);
-      if (l < 0n) throw new CriuError("restore", `${ctx.where}: listen on a temporary listener failed (${errnoText(-l)})`);
+      if (l < 0n) throw new CriuError("restore", `${ctx.where}: listen on a temporary listener failed: ${errnoText(-l)}`);
       bindHere(ctx, x, yfd, NR.connect);
     };
     const paths = [x, ...(y ? [y] : [])].filter((e) => e.name.length > 0 && e.name[0] !== 0);
     if (paths.length) withGhostRoot(ctx, paths, steps);
     else steps();
     const a = Number(inj.call(NR.accept4, lfd, 0, 0, O.CLOEXEC));
-    if (a < 0) throw new CriuError("restore", `${ctx.where}: accept4 on a temporary listener failed (${errnoText(-a)})`);
+    if (a < 0) throw new CriuError("restore", `${ctx.where}: accept4 on a temporary listener failed: ${errnoText(-a)}`);
     xfd = ctx.high(a, ctx.where);
   } finally { inj.call(NR.close, lfd); }
   setBufs(ctx, xfd, x);
