@@ -12,6 +12,7 @@
 //   ** only when the tree has any namespace of its own
 // A hook that fails stops the pipeline as any error would (the tree is released or killed).
 import { CriuError, log } from "./log";
+import { errnoText } from "./sys/errno";
 
 export type HookAction =
   | "pre-dump" | "network-lock" | "query-ext-files" | "post-dump" | "network-unlock"
@@ -59,7 +60,7 @@ export class ScriptHooks implements Hooks {
     for (const s of this.scripts) {
       let r;
       try { r = Bun.spawnSync([s], { env, stdin: "inherit", stdout: "inherit", stderr: "inherit" }); }
-      catch (e: any) { throw new CriuError("action-script", `cannot run ${s} for ${action}: ${e.code ?? e.message}`); }
+      catch (e: any) { throw new CriuError("action-script", `cannot run ${s} for ${action}: ${errnoText(e)}`); }
       if (!r.success) throw new CriuError("action-script", `${s} failed at ${action} (${r.signalCode ? `signal ${r.signalCode}` : `exit ${r.exitCode}`})`);
     }
   }

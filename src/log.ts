@@ -5,6 +5,7 @@
 // with the time since start, "(00.012345) ". Plain messages (log.msg: "Looks good.") always go
 // to stdout. Errors read "Error (where): ..."; the first one is kept for RPC replies.
 import { openSync, writeSync, closeSync, constants, fstatSync, lstatSync, ftruncateSync } from "node:fs";
+import { errnoText } from "./sys/errno";
 
 export const LOG_MSG = 0, LOG_ERROR = 1, LOG_WARN = 2, LOG_INFO = 3, LOG_DEBUG = 4;
 const LOG_TIMESTAMP = 3;
@@ -41,7 +42,7 @@ function openLogFile(path: string): number {
   catch (e: any) {
     let link = false;
     try { link = lstatSync(path).isSymbolicLink(); } catch {}
-    throw new CriuError("log", `${path}: ${link ? "a symbolic link, not followed" : e?.code ?? e?.message}`);
+    throw new CriuError("log", `${path}: ${link ? "a symbolic link, not followed" : errnoText(e)}`);
   }
   const st = fstatSync(f);
   if (!st.isFile() || st.nlink !== 1 || st.uid !== (process.geteuid?.() ?? 0)) {

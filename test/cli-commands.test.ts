@@ -163,7 +163,7 @@ describe.skipIf(!isRoot)("--exec-cmd", () => {
     await w.proc!.exited;
     const r = cb(["restore", "-D", img, "--exec-cmd", "--", "/nonexistent/cmd"]);
     expect(r.code).toBe(1);
-    expect(r.err).toBe("Error (restore): Failed to exec command /nonexistent/cmd: ENOENT\n");
+    expect(r.err).toBe("Error (restore): Failed to exec command /nonexistent/cmd: ENOENT (errno 2: No such file or directory)\n");
     const pid = w.pid;
     expect(existsSync(`/proc/${pid}`)).toBe(true);
     process.kill(pid, 9);

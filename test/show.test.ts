@@ -139,7 +139,7 @@ describe("decode and encode", () => {
     expect(r.err.trim().split("\n").length).toBe(1);
     r = show(["decode", "-i", join(tmp, "nothere.img")]);
     expect(r.code).toBe(1);
-    expect(r.err).toMatch(/^Error \(show\): cannot read .*nothere\.img: ENOENT\n$/);
+    expect(r.err).toMatch(/^Error \(show\): cannot read .*nothere\.img: ENOENT \(errno 2: No such file or directory\)\n$/);
     r = show(["frob"]);
     expect(r.code).toBe(1);
   });

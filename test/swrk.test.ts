@@ -482,7 +482,7 @@ test("RESTORE with exec_cmd: the reply, then the worker becomes the command (sam
           restored.pop();
         } else {
           expect(`${code} ${await new Response(c.proc.stderr as any).text()}`).toBe("1 "); // the error is in the log only
-          expect(log).toContain("Failed to exec cmd /nonexistent/cmd: ENOENT");
+          expect(log).toContain("Failed to exec cmd /nonexistent/cmd: ENOENT (errno 2: No such file or directory)");
           expect(isAlive(w.pid)).toBe(true);
         }
       } finally { closeSync(d); closeSync(wd); }

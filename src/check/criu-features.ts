@@ -6,7 +6,7 @@ import { readFileSync } from "node:fs";
 import { syscall, addr, cstr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { PR } from "../sys/flags";
-import { errnoName } from "../sys/errno";
+import { errnoText } from "../sys/errno";
 import { AF, SOCK, SOL, SO, socketFd, getsockoptBuf } from "../sys/sock";
 import { IPV6_FREEBIND, setsockoptInt } from "../sys/inetsock";
 import { Missing, need, withFds, type Probe } from "./probe";
@@ -50,7 +50,7 @@ function mntId(): string {
   return withFds((fds) => {
     const p = cstr("/");
     const fd = syscall(NR.openat, -100, addr(p), 0o200000 /* O_DIRECTORY */ | 0o2000000);
-    need(fd >= 0, `open /: ${errnoName(-fd)}`);
+    need(fd >= 0, `open /: ${errnoText(-fd)}`);
     fds.push(fd);
     const m = /^mnt_id:\s*(\d+)/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, "latin1"));
     need(m, "no mnt_id in /proc/self/fdinfo");
@@ -63,7 +63,7 @@ function skNs(): string {
   return withFds((fds) => {
     const s = sock(fds, AF.UNIX, SOCK.DGRAM);
     const ns = syscall(NR.ioctl, s, SIOCGSKNS, 0);
-    need(ns >= 0, `SIOCGSKNS: ${errnoName(-ns)}`);
+    need(ns >= 0, `SIOCGSKNS: ${errnoText(-ns)}`);
     fds.push(ns);
     return "socket's netns as an fd";
   });
@@ -75,7 +75,7 @@ function skUnixFile(): string {
     const s = sock(fds, AF.UNIX, SOCK.STREAM);
     const r = syscall(NR.ioctl, s, SIOCUNIXFILE, 0);
     if (r >= 0) fds.push(r);
-    need(r >= 0 || r === -2, `SIOCUNIXFILE: ${errnoName(-r)}`);
+    need(r >= 0 || r === -2, `SIOCUNIXFILE: ${errnoText(-r)}`);
     return "SIOCUNIXFILE";
   });
 }
@@ -85,7 +85,7 @@ function bufLock(): string {
   return withFds((fds) => {
     const s = sock(fds, AF.INET, SOCK.STREAM);
     const r = getsockoptBuf(s, SOL.SOCKET, SO.BUF_LOCK, new Uint8Array(4));
-    need(r === 4, `getsockopt(SO_BUF_LOCK): ${r < 0 ? errnoName(-r) : `${r} bytes`}`);
+    need(r === 4, `getsockopt(SO_BUF_LOCK): ${r < 0 ? errnoText(-r) : `${r} bytes`}`);
     return "SO_BUF_LOCK";
   });
 }
@@ -95,7 +95,7 @@ function ipv6Freebind(): string {
   return withFds((fds) => {
     const s = sock(fds, AF.INET6, SOCK.STREAM);
     const r = setsockoptInt(s, SOL.IPV6, IPV6_FREEBIND, 1);
-    need(r === 0, `setsockopt(IPV6_FREEBIND): ${errnoName(-r)}`);
+    need(r === 0, `setsockopt(IPV6_FREEBIND): ${errnoText(-r)}`);
     return "IPV6_FREEBIND";
   });
 }
@@ -106,7 +106,7 @@ function openat2(): string {
     const how = new BigUint64Array([BigInt(0o200000 | 0o2000000), 0n, 0x02n /* RESOLVE_NO_MAGICLINKS */]);
     const p = cstr("/");
     const fd = syscall(NR.openat2, -100, addr(p), addr(how), 24);
-    need(fd >= 0, `openat2: ${errnoName(-fd)}`);
+    need(fd >= 0, `openat2: ${errnoText(-fd)}`);
     fds.push(fd);
     return "openat2";
   });
@@ -115,7 +115,7 @@ function openat2(): string {
 /** PR_TIMER_CREATE_RESTORE_IDS: POSIX timers recreated with their ids (criu-bun's restore uses it). */
 function timerCrIds(): string {
   const r = syscall(NR.prctl, PR.TIMER_CREATE_RESTORE_IDS, PR.TIMER_CREATE_RESTORE_IDS_GET, 0, 0, 0);
-  need(r >= 0, `prctl(PR_TIMER_CREATE_RESTORE_IDS): ${errnoName(-r)}`);
+  need(r >= 0, `prctl(PR_TIMER_CREATE_RESTORE_IDS): ${errnoText(-r)}`);
   return "PR_TIMER_CREATE_RESTORE_IDS";
 }
 

@@ -2,7 +2,7 @@
 import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { F } from "../sys/mem";
-import { errnoName } from "../sys/errno";
+import { errnoText } from "../sys/errno";
 import { readFdinfo, readLink } from "../sys/proc";
 import { need, sys, withFds, memfd, type Probe } from "./probe";
 
@@ -20,8 +20,8 @@ function kcmpFile(): string {
     const d = sys("dup", NR.fcntl, a, F.DUPFD_CLOEXEC, 0); fds.push(d);
     const same = kcmp(KCMP_FILE, a, d), other = kcmp(KCMP_FILE, a, b);
     need(same !== -38, "no kcmp system call (CONFIG_CHECKPOINT_RESTORE off?)");
-    need(same === 0, `kcmp of an fd and its dup gave ${same < 0 ? errnoName(-same) : same}`);
-    need(other === 1 || other === 2, `kcmp of two memfds gave ${other < 0 ? errnoName(-other) : other}`);
+    need(same === 0, `kcmp of an fd and its dup gave ${same < 0 ? errnoText(-same) : same}`);
+    need(other === 1 || other === 2, `kcmp of two memfds gave ${other < 0 ? errnoText(-other) : other}`);
     return "same and different files told apart";
   });
 }
@@ -37,7 +37,7 @@ function kcmpEpoll(): string {
     sys("epoll_ctl", NR.epoll_ctl, ep, 1 /* ADD */, p[0], addr(ev));
     const slot = new Uint32Array([ep, p[0], 0]);
     const r = kcmp(KCMP_EPOLL_TFD, p[0], addr(slot));
-    need(r === 0, `kcmp(KCMP_EPOLL_TFD) of the watched pipe gave ${r < 0 ? errnoName(-r) : r}`);
+    need(r === 0, `kcmp(KCMP_EPOLL_TFD) of the watched pipe gave ${r < 0 ? errnoText(-r) : r}`);
     const r2 = kcmp(KCMP_EPOLL_TFD, p[1], addr(slot));
     need(r2 > 0, "kcmp(KCMP_EPOLL_TFD) confuses the two ends of a pipe");
     return "watched file found";
@@ -47,7 +47,7 @@ function kcmpEpoll(): string {
 function pidfdOpen(fds: number[]): number {
   const fd = syscall(NR.pidfd_open, process.pid, 0);
   need(fd !== -38, "no pidfd_open system call");
-  need(fd >= 0, `pidfd_open: ${errnoName(-fd)}`);
+  need(fd >= 0, `pidfd_open: ${errnoText(-fd)}`);
   fds.push(fd);
   return fd;
 }
@@ -69,7 +69,7 @@ function pidfdGetfd(): string {
     const m = memfd("criu-bun-getfd"); fds.push(m);
     const got = syscall(NR.pidfd_getfd, pfd, m, 0);
     need(got !== -38, "no pidfd_getfd system call");
-    need(got >= 0, `pidfd_getfd: ${errnoName(-got)}`);
+    need(got >= 0, `pidfd_getfd: ${errnoText(-got)}`);
     fds.push(got);
     need(got !== m && kcmp(KCMP_FILE, m, got) === 0, "pidfd_getfd gave another file");
     return "fd copied";
@@ -90,7 +90,7 @@ function timerfd(): string {
     sys("timerfd_settime", NR.timerfd_settime, fd, 0, addr(its), 0);
     const ticks = new BigUint64Array([7n]);
     const r = syscall(NR.ioctl, fd, 0x40085400 /* TFD_IOC_SET_TICKS */, addr(ticks));
-    need(r === 0, `TFD_IOC_SET_TICKS: ${errnoName(-r)}`);
+    need(r === 0, `TFD_IOC_SET_TICKS: ${errnoText(-r)}`);
     const info = readFdinfo(process.pid, fd);
     need(info.clockid === "1", `timerfd fdinfo clockid is ${info.clockid}`);
     need(info.ticks === "7", `timerfd fdinfo ticks is ${info.ticks} after setting 7`);

@@ -3,7 +3,7 @@ import { UFFDIO_API, UFFDIO_REGISTER, UFFDIO_WRITEPROTECT, UFFD_USER_MODE_ONLY, 
 import { syscall, addr, cstr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { PR } from "../sys/flags";
-import { errnoName } from "../sys/errno";
+import { errnoText } from "../sys/errno";
 import { readVmas, readLink } from "../sys/proc";
 import { vmWrite, openFd, pread, O, PAGE_IS } from "../sys/mem";
 import { Missing, need, sys, hex, withFds, memfd, MFD, type Probe } from "./probe";
@@ -14,7 +14,7 @@ const PAGE = 4096n;
 /** mmap anonymous private RW memory in criu-bun; fn gets its address; unmapped afterwards. */
 function withMapping<T>(len: bigint, fn: (a: bigint) => T): T {
   const r = syscall(NR.mmap, 0, len, 3, 0x22, -1, 0);
-  need(r >= 0 || r < -4095, `mmap: ${errnoName(-r)}`);
+  need(r >= 0 || r < -4095, `mmap: ${errnoText(-r)}`);
   const a = BigInt.asUintN(64, BigInt(r));
   try { return fn(a); } finally { syscall(NR.munmap, a, len); }
 }
@@ -49,7 +49,7 @@ function memfdHugetlb(): string {
   return withFds((fds) => {
     const n = cstr("criu-bun-check-huge");
     const fd = syscall(NR.memfd_create, addr(n), MFD.CLOEXEC | MFD.HUGETLB);
-    need(fd >= 0, `memfd_create(MFD_HUGETLB): ${errnoName(-fd)}`);
+    need(fd >= 0, `memfd_create(MFD_HUGETLB): ${errnoText(-fd)}`);
     fds.push(fd);
     return readLink(`/proc/self/fd/${fd}`);
   });
@@ -69,11 +69,11 @@ const NONCOOP = UFFD_FEATURE.EVENT_FORK | UFFD_FEATURE.EVENT_REMAP | UFFD_FEATUR
 function uffdOpen(features: number, fds: number[]): { fd: number; features: number } {
   const fd = syscall(NR.userfaultfd, O.CLOEXEC | O.NONBLOCK | (features & UFFD_FEATURE.EVENT_FORK ? 0 : UFFD_USER_MODE_ONLY));
   if (fd === -38) throw new Missing("no userfaultfd system call");
-  need(fd >= 0, `userfaultfd: ${errnoName(-fd)}`);
+  need(fd >= 0, `userfaultfd: ${errnoText(-fd)}`);
   fds.push(fd);
   const api = new BigUint64Array([0xaan, BigInt(features), 0n]);
   const r = syscall(NR.ioctl, fd, UFFDIO_API, addr(api));
-  need(r === 0, `UFFDIO_API with features ${hex(features)}: ${errnoName(-r)}`);
+  need(r === 0, `UFFDIO_API with features ${hex(features)}: ${errnoText(-r)}`);
   return { fd, features: Number(api[1]) };
 }
 
@@ -105,16 +105,16 @@ function lazyPages(): string {
       try {
         const page = new Uint8Array(Number(PAGE)).fill(0x5a);
         const c = uffdCopy(u, a, page, 0, page.length);
-        need(!c.err && c.copied === page.length, `UFFDIO_COPY: ${errnoName(c.err)}`);
+        need(!c.err && c.copied === page.length, `UFFDIO_COPY: ${errnoText(c.err)}`);
         const back = new Uint8Array(16);
         const mem = openFd("/proc/self/mem", O.RDONLY | O.CLOEXEC);
         fds.push(mem);
         need(pread(mem, back, a) === 16 && back.every((b) => b === 0x5a), "the page filled by UFFDIO_COPY does not read back");
         const pidfd = syscall(NR.pidfd_open, process.pid, 0);
-        need(pidfd >= 0, `pidfd_open: ${errnoName(-pidfd)}`);
+        need(pidfd >= 0, `pidfd_open: ${errnoText(-pidfd)}`);
         fds.push(pidfd);
         const dup = syscall(NR.pidfd_getfd, pidfd, u, 0);
-        need(dup >= 0, `pidfd_getfd: ${errnoName(-dup)}`);
+        need(dup >= 0, `pidfd_getfd: ${errnoText(-dup)}`);
         fds.push(dup);
         return "missing-mode userfaultfd with fork/remap/remove/unmap events, UFFDIO_COPY, pidfd_getfd";
       } finally {
@@ -139,10 +139,10 @@ function uffdWpAsync(): string {
       need(vmWrite(process.pid, a, one) === 1 && vmWrite(process.pid, a + PAGE, one) === 1, "cannot fill the probe pages");
       const reg = new BigUint64Array([a, 2n * PAGE, 2n /* MODE_WP */, 0n]);
       const r = syscall(NR.ioctl, u.fd, UFFDIO_REGISTER, addr(reg));
-      need(r === 0, `UFFDIO_REGISTER (write-protect mode): ${errnoName(-r)}`);
+      need(r === 0, `UFFDIO_REGISTER (write-protect mode): ${errnoText(-r)}`);
       const wp = new BigUint64Array([a, 2n * PAGE, 1n /* MODE_WP */]);
       const w = syscall(NR.ioctl, u.fd, UFFDIO_WRITEPROTECT, addr(wp));
-      need(w === 0, `UFFDIO_WRITEPROTECT: ${errnoName(-w)}`);
+      need(w === 0, `UFFDIO_WRITEPROTECT: ${errnoText(-w)}`);
       need(vmWrite(process.pid, a + PAGE, new Uint8Array([2])) === 1, "write to a write-protected page failed");
       const pm = openFd("/proc/self/pagemap", O.RDONLY | O.CLOEXEC);
       fds.push(pm);
@@ -157,7 +157,7 @@ function uffdWpAsync(): string {
 /** membarrier(MEMBARRIER_CMD_QUERY) lists the supported commands. */
 function membarrier(): string {
   const r = syscall(NR.membarrier, 0, 0, 0);
-  need(r >= 0, `membarrier: ${errnoName(-r)}`);
+  need(r >= 0, `membarrier: ${errnoText(-r)}`);
   need(r & 1, `membarrier offers commands ${hex(r)} without MEMBARRIER_CMD_GLOBAL`);
   return `commands ${hex(r)}`;
 }
@@ -166,7 +166,7 @@ function membarrier(): string {
 function rseq(): string {
   const r = syscall(NR.rseq, 0, 0, 0, 0);
   need(r !== -38, "no rseq system call");
-  need(r === -22, `rseq probe call gave ${r < 0 ? errnoName(-r) : r}, expected EINVAL`);
+  need(r === -22, `rseq probe call gave ${r < 0 ? errnoText(-r) : r}, expected EINVAL`);
   return "present";
 }
 
@@ -180,13 +180,13 @@ function aioRemap(): string {
     need(v && v.path.startsWith("/[aio]"), `no AIO ring at ${hex(cur)}`);
     const len = v.end - v.start;
     const dst = syscall(NR.mmap, 0, len, 3, 0x22, -1, 0);
-    need(dst > 0 || dst < -4095, `mmap: ${errnoName(-dst)}`);
+    need(dst > 0 || dst < -4095, `mmap: ${errnoText(-dst)}`);
     const d = BigInt.asUintN(64, BigInt(dst));
     const m = syscall(NR.mremap, cur, len, len, 3 /* MAYMOVE|FIXED */, d);
-    if (m < 0 && m > -4096) { syscall(NR.munmap, d, len); throw new Missing(`mremap of the AIO ring: ${errnoName(-m)}`); }
+    if (m < 0 && m > -4096) { syscall(NR.munmap, d, len); throw new Missing(`mremap of the AIO ring: ${errnoText(-m)}`); }
     cur = d;
     const e = syscall(NR.io_getevents, cur, 0, 1, 0, 0);
-    need(e === 0, `io_getevents on the moved ring: ${e < 0 ? errnoName(-e) : e}`);
+    need(e === 0, `io_getevents on the moved ring: ${e < 0 ? errnoText(-e) : e}`);
     return `ring of ${len / PAGE} pages moved`;
   } finally {
     syscall(NR.io_destroy, cur);

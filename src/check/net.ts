@@ -2,7 +2,7 @@
 import { syscall, addr, cstr } from "../sys/syscall";
 import { TCP, setsockoptInt, getsockoptInt } from "../sys/inetsock";
 import { NR } from "../sys/nr";
-import { errnoName } from "../sys/errno";
+import { errnoText } from "../sys/errno";
 import { AF, SOCK, SOL, socketFd, socketPair, getsockoptBuf } from "../sys/sock";
 import { NETLINK, NLM_F, NLMSG, nlmsg, nlTalk, nlError } from "../sys/netlink";
 import { sockDiagGet, unixDiagReq, SOCK_DIAG_BY_FAMILY } from "../sys/sockdiag";
@@ -24,7 +24,7 @@ function tcpRepair(): string {
   return withFds((fds) => {
     const fd = sock(fds, AF.INET, SOCK.STREAM);
     const r = setsockoptInt(fd, SOL.TCP, TCP.REPAIR, 1);
-    need(r === 0, r === -1 ? "TCP_REPAIR needs CAP_NET_ADMIN" : `setsockopt(TCP_REPAIR): ${errnoName(-r)}`);
+    need(r === 0, r === -1 ? "TCP_REPAIR needs CAP_NET_ADMIN" : `setsockopt(TCP_REPAIR): ${errnoText(-r)}`);
     need(getsockoptInt(fd, SOL.TCP, TCP.REPAIR) === 1, "TCP_REPAIR does not read back as 1");
     getsockoptInt(fd, SOL.TCP, TCP.TIMESTAMP);
     need(setsockoptInt(fd, SOL.TCP, TCP.REPAIR_QUEUE, 2 /* send queue */) === 0, "TCP_REPAIR_QUEUE refused");
@@ -32,7 +32,7 @@ function tcpRepair(): string {
     need(getsockoptInt(fd, SOL.TCP, TCP.QUEUE_SEQ) === 12345, "TCP_QUEUE_SEQ does not read back");
     const win = new Uint8Array(20);
     const w = getsockoptBuf(fd, SOL.TCP, TCP.REPAIR_WINDOW, win);
-    need(w === 20, `TCP_REPAIR_WINDOW: ${w < 0 ? errnoName(-w) : `${w} bytes`}`);
+    need(w === 20, `TCP_REPAIR_WINDOW: ${w < 0 ? errnoText(-w) : `${w} bytes`}`);
     return "repair mode, queues, sequence, window";
   });
 }
@@ -51,7 +51,7 @@ function sockDiag(): string {
     need(m !== undefined, "no answer from sock_diag");
     if (m.type === NLMSG.ERROR) {
       const e = -nlError(m);
-      throw new Missing(e === 2 ? "no unix_diag in the kernel (ENOENT)" : `sock_diag error ${errnoName(e)}`);
+      throw new Missing(e === 2 ? "no unix_diag in the kernel (ENOENT)" : `sock_diag error ${errnoText(e)}`);
     }
     need(m.type === SOCK_DIAG_BY_FAMILY && m.payload.length >= 16, `unexpected sock_diag answer type ${m.type}`);
     const got = new DataView(m.payload.buffer, m.payload.byteOffset).getUint32(4, true);
@@ -69,7 +69,7 @@ function nftables(): string {
     const msgs = nlTalk(nl, nlmsg(type, NLM_F.REQUEST, 1, nfgen), false);
     need(msgs.length > 0, "no answer from nfnetlink");
     const m = msgs[0];
-    if (m.type === NLMSG.ERROR) throw new Missing(`nf_tables: ${errnoName(-nlError(m))}`);
+    if (m.type === NLMSG.ERROR) throw new Missing(`nf_tables: ${errnoText(-nlError(m))}`);
     need(m.type === ((10 << 8) | 15) /* NFT_MSG_NEWGEN */, `unexpected nf_tables answer type ${m.type}`);
     // attribute NFTA_GEN_ID (1), u32 big endian, after the 4-byte nfgenmsg
     const dv = new DataView(m.payload.buffer, m.payload.byteOffset, m.payload.length);
@@ -90,11 +90,11 @@ function tun(): string {
   return withFds((fds) => {
     const p = cstr("/dev/net/tun");
     const fd = syscall(NR.openat, -100, addr(p), 2 | 0o2000000);
-    need(fd >= 0, `open /dev/net/tun: ${errnoName(-fd)}`);
+    need(fd >= 0, `open /dev/net/tun: ${errnoText(-fd)}`);
     fds.push(fd);
     const f = new Uint32Array(1);
     const r = syscall(NR.ioctl, fd, 0x800454cf /* TUNGETFEATURES */, addr(f));
-    need(r === 0, `TUNGETFEATURES: ${errnoName(-r)}`);
+    need(r === 0, `TUNGETFEATURES: ${errnoText(-r)}`);
     need((f[0] & 3) === 3, `tun features ${f[0].toString(16)} lack IFF_TUN/IFF_TAP`);
     return `features 0x${f[0].toString(16)}`;
   });

@@ -3,7 +3,7 @@ import { existsSync } from "node:fs";
 import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { PR } from "../sys/flags";
-import { errnoName } from "../sys/errno";
+import { errnoText } from "../sys/errno";
 import { readLink, readStatus, readText } from "../sys/proc";
 import { openFd, closeFd, O } from "../sys/mem";
 import { Missing, need, sys, type Probe } from "./probe";
@@ -59,7 +59,7 @@ function loginuid(): string {
   try {
     const b = Buffer.from(v);
     const w = syscall(NR.write, fd, addr(b), b.length);
-    need(w === b.length, `writing loginuid: ${w < 0 ? errnoName(-w) : w}`);
+    need(w === b.length, `writing loginuid: ${w < 0 ? errnoText(-w) : w}`);
   } finally { closeFd(fd); }
   need(readText("/proc/self/loginuid").trim() === v, "loginuid changed");
   return v === "4294967295" ? "unset" : v;

@@ -3,7 +3,7 @@
 // throws when it does not; the thrown message becomes the reason shown by `check --all`.
 import { syscall, addr, cstr } from "../sys/syscall";
 import { NR } from "../sys/nr";
-import { SysError, errnoName } from "../sys/errno";
+import { SysError, errnoText } from "../sys/errno";
 import { closeFd } from "../sys/mem";
 
 export interface Probe {
@@ -28,7 +28,7 @@ export function need(cond: unknown, reason: string): asserts cond {
 /** Raw syscall that must succeed; a failure is reported as the feature missing. */
 export function sys(what: string, nr: number, ...a: (number | bigint)[]): number {
   const r = syscall(nr, a[0] ?? 0, a[1] ?? 0, a[2] ?? 0, a[3] ?? 0, a[4] ?? 0, a[5] ?? 0);
-  if (r < 0 && r > -4096) throw new Missing(`${what}: ${errnoName(-r)}`);
+  if (r < 0 && r > -4096) throw new Missing(`${what}: ${errnoText(-r)}`);
   return r;
 }
 

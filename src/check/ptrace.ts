@@ -10,7 +10,7 @@ import { PUPPET_BASE, PUPPET_SYSCALL, startPuppet } from "../ptrace/puppet";
 import { RemoteMem } from "../ptrace/inject";
 import { withTracee, killReap, type Tracee } from "./tracee";
 import { Missing, need, hex, type Probe } from "./probe";
-import { errnoName, E } from "../sys/errno";
+import { E, errnoText } from "../sys/errno";
 import { existsSync } from "node:fs";
 
 /** PTRACE_SEIZE + PTRACE_INTERRUPT on a fresh child (startPuppet waits for PTRACE_EVENT_STOP). */
@@ -44,7 +44,7 @@ function ptraceRegsets(): string {
     const xs = new Uint8Array(16384);
     const iov = new BigUint64Array([BigInt(addr(xs)), BigInt(xs.length)]);
     const r = ptrace(PTRACE.GETREGSET, t.pid, NT.X86_XSTATE, addr(iov));
-    need(r === 0, `PTRACE_GETREGSET NT_X86_XSTATE: ${errnoName(-r)}`);
+    need(r === 0, `PTRACE_GETREGSET NT_X86_XSTATE: ${errnoText(-r)}`);
     need(iov[1] >= 576n, `xstate area of ${iov[1]} bytes is too small`);
     return `rip ${hex(rip)}, xstate ${iov[1]} bytes`;
   });
@@ -61,7 +61,7 @@ function procMem(): string {
     const back = new Uint8Array(64);
     const liov = new BigUint64Array([BigInt(addr(back)), 64n]), riov = new BigUint64Array([t.scratch, 64n]);
     const n = syscall(NR.process_vm_readv, t.pid, addr(liov), 1, addr(riov), 1, 0);
-    need(n === 64, `process_vm_readv: ${n < 0 ? errnoName(-n) : `${n} bytes`}`);
+    need(n === 64, `process_vm_readv: ${n < 0 ? errnoText(-n) : `${n} bytes`}`);
     need(back.every((b, i) => b === pat[i]), "process_vm_readv saw other bytes than were written");
     return "read and written";
   });
@@ -109,7 +109,7 @@ function getRseqConf(): string {
     const b = new ArrayBuffer(24);
     const r = ptrace(PTRACE.GET_RSEQ_CONFIGURATION, t.pid, 24, addr(b));
     need(r !== -5, "the kernel does not know PTRACE_GET_RSEQ_CONFIGURATION (EIO)");
-    need(r === 24, `PTRACE_GET_RSEQ_CONFIGURATION: ${r < 0 ? errnoName(-r) : `${r} bytes`}`);
+    need(r === 24, `PTRACE_GET_RSEQ_CONFIGURATION: ${r < 0 ? errnoText(-r) : `${r} bytes`}`);
     const dv = new DataView(b);
     const ptr = dv.getBigUint64(0, true), len = dv.getUint32(8, true), got = dv.getUint32(12, true);
     need(ptr === area && len === 32 && got === sig,
@@ -145,7 +145,7 @@ function seccompSuspend(): string {
   return withTracee((t) => {
     installFilter(t, killOnSyscall(NR.getppid));
     const r = ptrace(PTRACE.SETOPTIONS, t.pid, 0, PTRACE_O.EXITKILL | PTRACE_O.TRACECLONE | PTRACE_O.SUSPEND_SECCOMP);
-    need(r === 0, r === -22 ? "the kernel does not know PTRACE_O_SUSPEND_SECCOMP (or no CAP_SYS_ADMIN)" : `PTRACE_SETOPTIONS: ${errnoName(-r)}`);
+    need(r === 0, r === -22 ? "the kernel does not know PTRACE_O_SUSPEND_SECCOMP (or no CAP_SYS_ADMIN)" : `PTRACE_SETOPTIONS: ${errnoText(-r)}`);
     const ppid = t.inj.call(NR.getppid);
     need(ppid === BigInt(process.pid), `getppid in the filtered tracee gave ${ppid}`);
     return "filtered syscall ran";
@@ -158,7 +158,7 @@ function seccompFilters(): string {
     const insn = killOnSyscall(NR.getppid);
     installFilter(t, insn);
     const n = ptrace(PTRACE.SECCOMP_GET_FILTER, t.pid, 0, 0);
-    need(n === 4, n < 0 ? `PTRACE_SECCOMP_GET_FILTER: ${errnoName(-n)}` : `filter has ${n} instructions, expected 4`);
+    need(n === 4, n < 0 ? `PTRACE_SECCOMP_GET_FILTER: ${errnoText(-n)}` : `filter has ${n} instructions, expected 4`);
     const back = new Uint8Array(32);
     const r = ptrace(PTRACE.SECCOMP_GET_FILTER, t.pid, 0, addr(back));
     need(r === 4 && back.every((b, i) => b === insn[i]), "the filter read back differs");
@@ -192,7 +192,7 @@ function clone3SetTid(): string {
       if (r === -17n) continue; // EEXIST: somebody took it meanwhile
       if (r === -38n) throw new Missing("no clone3 system call");
       if (r === -7n) throw new Missing("clone3 does not know set_tid (E2BIG)");
-      need(r > 0n, `clone3 with set_tid: ${errnoName(Number(-r))}${r === -1n ? " (needs CAP_SYS_ADMIN over the PID namespace)" : ""}`);
+      need(r > 0n, `clone3 with set_tid: ${errnoText(Number(-r))}${r === -1n ? "; needs CAP_SYS_ADMIN over the PID namespace" : ""}`);
       const child = Number(r);
       t.extra.push(child);
       need(child === want, `clone3 gave PID ${child} instead of ${want}`);
@@ -254,7 +254,7 @@ function canMapVdso(): string {
     // returns the size of the vDSO image (older kernels: 0)
     const r = t.inj.call(NR.arch_prctl, 0x2003 /* ARCH_MAP_VDSO_64 */, target);
     if (r === -22n) throw new Missing("arch_prctl(ARCH_MAP_VDSO_64) is not supported");
-    need(r >= 0n, `arch_prctl(ARCH_MAP_VDSO_64): ${errnoName(Number(-r))}`);
+    need(r >= 0n, `arch_prctl(ARCH_MAP_VDSO_64): ${errnoText(Number(-r))}`);
     const after = vdsoLayout(readVmas(t.pid));
     need(after.start === target, `vDSO mapped at ${hex(after.start)}, asked for ${hex(target)}`);
     need(sizes(after) === sizes(before), `vDSO layout changed: ${sizes(after)} vs ${sizes(before)}`);
@@ -283,7 +283,7 @@ function memDirtyTrack(): string {
       try {
         const four = new Uint8Array([0x34]);
         const w = syscall(NR.write, cr, addr(four), 1);
-        need(w === 1, `writing 4 to clear_refs: ${errnoName(-w)}`);
+        need(w === 1, `writing 4 to clear_refs: ${errnoText(-w)}`);
       } finally { closeFd(cr); }
       need(!(read() & SD), "the soft-dirty bit survived clear_refs");
       t.mem.write(page, new Uint8Array([2]));
@@ -298,7 +298,7 @@ export function pagemapScan(pagemapFd: number, start: bigint, end: bigint, mask:
   const sc = new PagemapScanner(pagemapFd, 16);
   const n = sc.scan(start, end, { mask, ret });
   if (n === -E.ENOTTY || n === -E.EINVAL) throw new Missing("no PAGEMAP_SCAN ioctl (kernel < 6.7?)");
-  need(n >= 0, `PAGEMAP_SCAN: ${errnoName(-n)}`);
+  need(n >= 0, `PAGEMAP_SCAN: ${errnoText(-n)}`);
   const out: [bigint, bigint, number][] = [];
   for (let i = 0; i < n; i++) out.push([sc.vec[i * 3], sc.vec[i * 3 + 1], Number(sc.vec[i * 3 + 2])]);
   return out;

@@ -7,7 +7,7 @@ import { wait4Raw, W, __WALL } from "../sys/ptrace";
 import { startPuppet, PUPPET_SYSCALL } from "../ptrace/puppet";
 import { Injector, RemoteMem } from "../ptrace/inject";
 import { Missing, hex } from "./probe";
-import { errnoName } from "../sys/errno";
+import { errnoText } from "../sys/errno";
 
 export interface Tracee {
   pid: number;
@@ -40,7 +40,7 @@ export function withTracee<T>(fn: (t: Tracee) => T): T {
     const inj = new Injector(pid, PUPPET_SYSCALL, "trap", mem);
     const ok = (what: string, nr: number, ...args: (number | bigint)[]) => {
       const r = inj.call(nr, ...args);
-      if (r < 0n && r > -4096n) throw new Missing(`${what} in the tracee: ${errnoName(Number(-r))}`);
+      if (r < 0n && r > -4096n) throw new Missing(`${what} in the tracee: ${errnoText(Number(-r))}`);
       return r;
     };
     const scratch = ok("mmap", NR.mmap, 0, 4096, 3, 0x22 /* PRIVATE|ANONYMOUS */, -1, 0);

@@ -6,6 +6,7 @@
 // file format").
 import { readFileSync } from "node:fs";
 import { UsageError } from "./getopt";
+import { errnoText } from "../sys/errno";
 
 export const GLOBAL_CONFIG = "/etc/criu/default.conf";
 export const USER_CONFIG = ".criu/default.conf";
@@ -52,7 +53,7 @@ export function readConfig(file: string): ConfigLine[] | undefined {
     text = readFileSync(file, "utf8");
   } catch (e: any) {
     if (e?.code === "ENOENT") return undefined;
-    throw new UsageError(`${file}: cannot read config file: ${e?.code ?? e?.message ?? e}`);
+    throw new UsageError(`${file}: cannot read config file: ${errnoText(e)}`);
   }
   return parseConfigText(text, file);
 }

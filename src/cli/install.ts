@@ -5,6 +5,7 @@ import { lstatSync, readlinkSync, symlinkSync, renameSync, unlinkSync } from "no
 import { join, resolve } from "node:path";
 import { CriuError, log } from "../log";
 import type { Opts } from "./options";
+import { errnoText } from "../sys/errno";
 
 export async function run(opts: Opts, args: string[]): Promise<number> {
   if (!opts.asCriu || args.length) throw new CriuError("install", "usage: install --as-criu [--prefix DIR] (a symlink DIR/criu to criu-bun, DIR default /usr/local/sbin)");
@@ -17,13 +18,13 @@ export async function run(opts: Opts, args: string[]): Promise<number> {
     const st = lstatSync(link);
     if (!st.isSymbolicLink()) throw new CriuError("install", `${link} exists and is not a symlink (another criu?); remove it first`);
     existing = readlinkSync(link);
-  } catch (e: any) { if (e instanceof CriuError) throw e; if (e.code !== "ENOENT") throw new CriuError("install", `${link}: ${e.code ?? e.message}`); }
+  } catch (e: any) { if (e instanceof CriuError) throw e; if (e.code !== "ENOENT") throw new CriuError("install", `${link}: ${errnoText(e)}`); }
   if (existing === self) { process.stdout.write(`${link} -> ${self} (already)\n`); return 0; }
   if (existing !== undefined && !/criu-bun$/.test(existing)) throw new CriuError("install", `${link} already points to ${existing}; remove it first`);
   // a fresh name in the same directory, renamed over: no moment without a criu, no following links
   const tmp = join(dir, `.criu.criu-bun-${process.pid}-${Date.now()}`);
   try { symlinkSync(self, tmp); renameSync(tmp, link); }
-  catch (e: any) { try { unlinkSync(tmp); } catch {} throw new CriuError("install", `cannot create ${link}: ${e.code ?? e.message}`); }
+  catch (e: any) { try { unlinkSync(tmp); } catch {} throw new CriuError("install", `cannot create ${link}: ${errnoText(e)}`); }
   log.info(`installed ${link} -> ${self}`);
   process.stdout.write(`${link} -> ${self}\n`);
   return 0;

@@ -10,6 +10,7 @@ import { runHook } from "../hooks";
 import { scriptHooks } from "./scripts";
 import { linkParent } from "../codec/incremental";
 import { selfCommand } from "../version";
+import { errnoText } from "../sys/errno";
 
 /** the daemon child learns from this variable which fd tells its parent it is listening */
 export const DAEMON_FD_ENV = "CRIU_BUN_DAEMON_FD";
@@ -20,14 +21,14 @@ export function writePidfile(opts: Opts, pid: number) {
   const path = isAbsolute(f) ? f : join(opts.workDir ?? opts.imagesDir, f);
   let fd: number;
   try { fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600); }
-  catch (e: any) { throw new CriuError("page-server", `cannot create pidfile ${path}: ${e.code ?? e.message}`); }
+  catch (e: any) { throw new CriuError("page-server", `cannot create pidfile ${path}: ${errnoText(e)}`); }
   writeSync(fd, String(pid));
   closeSync(fd);
 }
 
 /** criu's --status-fd: one \0 byte, then the fd is closed. */
 export function signalReady(fd: number) {
-  try { writeSync(fd, new Uint8Array(1)); } catch (e: any) { throw new CriuError("page-server", `--status-fd ${fd}: ${e.code ?? e.message}`); }
+  try { writeSync(fd, new Uint8Array(1)); } catch (e: any) { throw new CriuError("page-server", `--status-fd ${fd}: ${errnoText(e)}`); }
   try { closeSync(fd); } catch {}
 }
 

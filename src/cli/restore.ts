@@ -8,6 +8,7 @@ import { CLONE } from "../sys/flags";
 import { parseExtMounts } from "../resources/mounts";
 import { scriptHooks } from "./scripts";
 import { parseInheritFdArgs } from "../restore/inherit";
+import { errnoText } from "../sys/errno";
 
 /**
  * criu's --manage-cgroups modes as far as criu-bun keeps cgroups (membership, no properties):
@@ -37,10 +38,9 @@ export async function run(opts: Opts, args: string[]): Promise<number> {
   if (opts.execCmd) {
     // criu's --exec-cmd: this process becomes the command (same PID), the restored tree its children
     const { execvp } = await import("../sys/exec");
-    const { errnoName } = await import("../sys/errno");
     log.info(`Executing ${args.join(" ")} as the parent of the restored tree (pid ${process.pid})`);
     const e = execvp(args);
-    throw new CriuError("restore", `Failed to exec command ${args[0]}: ${errnoName(e)}`);
+    throw new CriuError("restore", `Failed to exec command ${args[0]}: ${errnoText(e)}`);
   }
   // stay the parent, as criu does, until every child is gone; criu then exits 0 whatever the
   // restored tree's exit status was (its reap_zombies())

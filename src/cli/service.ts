@@ -11,13 +11,14 @@ import { seqpacketListen, seqpacketAccept } from "../sys/seqpacket";
 import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { selfCommand } from "../version";
+import { errnoText } from "../sys/errno";
 
 const DAEMON_FD_ENV = "CRIU_BUN_SERVICE_FD";
 const DEFAULT_ADDRESS = "./criu_service.socket";
 
 
 function ready(fd: number) {
-  try { writeSync(fd, new Uint8Array(1)); } catch (e: any) { throw new CriuError("service", `--status-fd ${fd}: ${e.code ?? e.message}`); }
+  try { writeSync(fd, new Uint8Array(1)); } catch (e: any) { throw new CriuError("service", `--status-fd ${fd}: ${errnoText(e)}`); }
   try { closeSync(fd); } catch {}
 }
 
@@ -26,7 +27,7 @@ function writePidfile(opts: Opts) {
   const path = isAbsolute(f) ? f : join(opts.workDir ?? opts.imagesDir, f);
   let fd: number;
   try { fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600); }
-  catch (e: any) { throw new CriuError("service", `cannot create pidfile ${path}: ${e.code ?? e.message}`); }
+  catch (e: any) { throw new CriuError("service", `cannot create pidfile ${path}: ${errnoText(e)}`); }
   writeSync(fd, String(process.pid));
   closeSync(fd);
 }
@@ -60,7 +61,7 @@ export async function run(opts: Opts, _args: string[]): Promise<number> {
     const st = lstatSync(path);
     if (!st.isSocket()) throw new CriuError("service", `${path} exists and is not a socket; not replaced`);
     unlinkSync(path);
-  } catch (e: any) { if (e instanceof CriuError) throw e; if (e.code !== "ENOENT") throw new CriuError("service", `${path}: ${e.code ?? e.message}`); }
+  } catch (e: any) { if (e instanceof CriuError) throw e; if (e.code !== "ENOENT") throw new CriuError("service", `${path}: ${errnoText(e)}`); }
   let fd: number;
   try { fd = seqpacketListen(path, 16); } catch (e: any) { throw new CriuError("service", `cannot listen on ${path}: ${e.message}`); }
   chmodSync(path, 0o666); // anyone may connect, as criu's service socket

@@ -16,6 +16,7 @@ import {
   fd_types, type pstree_entry, type core_entry, type task_kobj_ids_entry, type mm_entry, type file_entry, type fs_entry,
   type pagemap_entry,
 } from "../images/schemas";
+import { errnoText } from "../sys/errno";
 
 const USAGE = "usage: criu-bun show decode|encode|info [-i IN] [-o OUT] [--pretty] [--nopl] | show show IN | show x DIR ps|fds|mems|rss";
 
@@ -45,7 +46,7 @@ function parseShowArgs(args: string[]): ShowArgs {
 
 function readInput(path: string | undefined): Uint8Array {
   try { return path === undefined || path === "-" ? readFileSync(0) : readFileSync(path); }
-  catch (e: any) { throw new CriuError("show", `cannot read ${path ?? "stdin"}: ${e.code ?? e.message}`); }
+  catch (e: any) { throw new CriuError("show", `cannot read ${path ?? "stdin"}: ${errnoText(e)}`); }
 }
 
 /** Write the result: stdout, or a new file (0600, never through a symlink). */
@@ -55,13 +56,13 @@ function writeOutput(path: string | undefined, data: Uint8Array | string) {
     // a pipe takes what fits: write until everything is out
     for (let off = 0; off < bytes.length;) {
       try { off += writeSync(fd, bytes, off, bytes.length - off); }
-      catch (e: any) { if (e.code !== "EAGAIN") throw new CriuError("show", `cannot write ${path ?? "stdout"}: ${e.code ?? e.message}`); Bun.sleepSync(1); }
+      catch (e: any) { if (e.code !== "EAGAIN") throw new CriuError("show", `cannot write ${path ?? "stdout"}: ${errnoText(e)}`); Bun.sleepSync(1); }
     }
   };
   if (path === undefined || path === "-") { all(1); return; }
   let fd: number;
   try { fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o600); }
-  catch (e: any) { throw new CriuError("show", `cannot write ${path}: ${e.code ?? e.message}`); }
+  catch (e: any) { throw new CriuError("show", `cannot write ${path}: ${errnoText(e)}`); }
   try { all(fd); } finally { closeSync(fd); }
 }
 

@@ -80,7 +80,7 @@ function batchCalls(inj: Injector, mem: RemoteMem, status: Record<string, string
     return calls.map((c, i) => ({ r: res[i], b: data.subarray(Number(bufs[i] - area) - BATCH_TABLE, Number(bufs[i] - area) - BATCH_TABLE + c.out) }));
   } finally {
     const r = inj.call(NR.munmap, area, BATCH_AREA);
-    if (r !== 0n) throw new CriuError("dump", `process ${pid}: cannot unmap the batch area at 0x${area.toString(16)} (${errnoText(-r)})`);
+    if (r !== 0n) throw new CriuError("dump", `process ${pid}: cannot unmap the batch area at 0x${area.toString(16)}: ${errnoText(-r)}`);
   }
 }
 

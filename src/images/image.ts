@@ -13,6 +13,7 @@ import {
 import { ghost_chunk_entrySchema } from "./gen/files_pb";
 import { ipc_msgSchema } from "./gen/ns_pb";
 import { pagemap_entrySchema, type pagemap_entry } from "./gen/mm_pb";
+import { errnoText } from "../sys/errno";
 
 export class ImageError extends CriuError {
   constructor(public file: string, public offset: number, what: string) {
@@ -283,7 +284,7 @@ function load(path: string): Uint8Array {
   try {
     return new Uint8Array(readFileSync(path));
   } catch (e: any) {
-    throw new CriuError("image", `${path}: cannot read: ${e.code ?? e.message}`);
+    throw new CriuError("image", `${path}: cannot read: ${errnoText(e)}`);
   }
 }
 

@@ -16,6 +16,7 @@ import { O } from "../sys/mem";
 import { syscall } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { CriuError, log, aliasPath, unalias } from "../log";
+import { errnoText } from "../sys/errno";
 
 /** n random bytes as hex (Web Crypto: node:crypto would load the Node streams modules at start-up) */
 function randomHex(n: number): string {
@@ -26,7 +27,7 @@ const CREATE_NEW = O.WRONLY | O.CREAT | O.EXCL | O.NOFOLLOW | O.CLOEXEC;
 /** images, logs and pidfiles: pages hold a process's secrets */
 export const FILE_MODE = 0o600;
 
-function code(e: any): string { return e?.code ?? e?.message ?? String(e); }
+function code(e: unknown): string { return errnoText(e); }
 
 /**
  * rel under dir, left for the kernel to resolve: path.resolve would fold "/proc/self/fd/N/../x"
@@ -137,14 +138,14 @@ export class DumpStage {
     try { st = statSync(imagesDir); } catch { throw new CriuError(what, `images directory '${imagesDir}' does not exist`); }
     if (!st.isDirectory()) throw new CriuError(what, `images directory '${imagesDir}' is not a directory`);
     try { this.dir = openDir(imagesDir); }
-    catch (e: any) { throw new CriuError(what, `cannot open images directory '${imagesDir}' (${code(e)})`); }
+    catch (e: any) { throw new CriuError(what, `cannot open images directory '${imagesDir}': ${code(e)}`); }
     try {
       removeDeadStages(this.dir.path);
       // mkdtemp: a new directory, mode 0700, with a name nobody can guess; it doubles as the
       // "is the directory writable" probe (root passes access(W_OK) even on read-only mounts)
       let stage: string;
       try { stage = mkdtempSync(join(this.dir.path, `${STAGE_PREFIX}${process.pid}-`)); }
-      catch (e: any) { throw new CriuError(what, `images directory '${imagesDir}' is not writable (${code(e)})`); }
+      catch (e: any) { throw new CriuError(what, `images directory '${imagesDir}' is not writable: ${code(e)}`); }
       this.stageName = basename(stage);
       this.stageFd = openSync(stage, O.RDONLY | O.DIRECTORY | O.NOFOLLOW | O.CLOEXEC);
       const s = fstatSync(this.stageFd);

@@ -223,7 +223,7 @@ export function migrateOut(o: MigrateSource): { rounds: RoundStat[]; downtimeMs:
           const pfd = new Int32Array(lazyOpen ? [fd, 1, lazyFd, 1] : [fd, 1]);
           const r = syscall(NR.poll, addr(pfd), lazyOpen ? 2 : 1, left);
           if (r === -4 || r === 0) continue;
-          if (r < 0) throw new CriuError("migrate", `poll failed (${errnoText(-r)})`);
+          if (r < 0) throw new CriuError("migrate", `poll failed: ${errnoText(-r)}`);
           if (lazyOpen && pfd[3] >>> 16) {
             try {
               if (!srv!.serveOne()) lazyOpen = false; // the copy has all it needs already
@@ -311,7 +311,7 @@ function connect(host: string, port: number, timeoutSec: number): number {
     const r = syscall(NR.connect, fd, addr(sa), sa.length);
     if (r < 0) {
       throw new CriuError("migrate", r === -115 || r === -11 ? `cannot connect to the destination ${host}:${port} within ${timeoutSec} s (--timeout)`
-        : `cannot connect to the destination ${host}:${port} (${errnoText(-r)}${r === -111 ? ": nothing listens there" : ""})`);
+        : `cannot connect to the destination ${host}:${port}: ${errnoText(-r)}${r === -111 ? ": nothing listens there" : ""}`);
     }
     TCP_NODELAY(fd, true);
     return fd;
@@ -379,7 +379,7 @@ function acceptLazyConn(ls: number, token: string, timeoutSec: number): number {
     if (left <= 0) throw new CriuError("migrate", `the source did not open its post-copy connection within ${timeoutSec} s`);
     const n = syscall(NR.poll, addr(pfd), 1, left);
     if (n === -4 || n === 0) continue;
-    if (n < 0) throw new CriuError("migrate", `poll failed (${errnoText(-n)})`);
+    if (n < 0) throw new CriuError("migrate", `poll failed: ${errnoText(-n)}`);
     break;
   }
   const c = must("accept", syscall(NR.accept4, ls, 0, 0, SOCK.CLOEXEC));
@@ -405,7 +405,7 @@ export function migrateIn(o: MigrateListen): { pid: number } {
     setInt(ls, SOL.SOCKET, SO.REUSEADDR, 1);
     const sa = sockaddrIn(o.address, o.port);
     const r = syscall(NR.bind, ls, addr(sa), sa.length);
-    if (r < 0) throw new CriuError("migrate", `cannot listen on ${o.address}:${o.port} (${errnoText(-r)})`);
+    if (r < 0) throw new CriuError("migrate", `cannot listen on ${o.address}:${o.port}: ${errnoText(-r)}`);
     must("listen", syscall(NR.listen, ls, 1));
     out(`listening on ${o.address}:${o.port}`);
     o.onListening?.();

@@ -60,7 +60,7 @@ export function must(what: string, r: number, fd = -1): number {
     throw new CriuError("page-server", `${what}: ${peerOf.get(fd) ?? "the peer"} did not answer within ${deadlineSec.get(fd)} s (--timeout)`);
   }
   if (r === -32 /* EPIPE */ || r === -104 /* ECONNRESET */) throw new CriuError("page-server", `${what}: the peer closed the connection`);
-  if (r < 0) throw new CriuError("page-server", `${what} failed (${errnoText(-r)})`);
+  if (r < 0) throw new CriuError("page-server", `${what} failed: ${errnoText(-r)}`);
   return r;
 }
 
@@ -134,7 +134,7 @@ export class PageServerClient {
     if (r < 0) {
       deadlineSec.delete(this.fd); peerOf.delete(this.fd); closeFd(this.fd);
       throw new CriuError("page-server", r === -115 || r === -11 ? `cannot connect to the page server at ${address}:${port} within ${timeoutSec} s (--timeout)`
-        : `cannot connect to the page server at ${address}:${port} (${errnoText(-r)})`);
+        : `cannot connect to the page server at ${address}:${port}: ${errnoText(-r)}`);
     }
     TCP_CORK(this.fd, true); // headers and pages go out in full segments; answers are pushed
   }
@@ -235,7 +235,7 @@ function listenOn(address: string, port: number, what: string): number {
     setInt(ls, SOL.SOCKET, SO.REUSEADDR, 1);
     const sa = sockaddrIn(address, port);
     const r = syscall(NR.bind, ls, addr(sa), sa.length);
-    if (r < 0) throw new CriuError("page-server", `cannot listen on ${address}:${port} (${errnoText(-r)})`);
+    if (r < 0) throw new CriuError("page-server", `cannot listen on ${address}:${port}: ${errnoText(-r)}`);
     must("listen", syscall(NR.listen, ls, 1));
   } catch (e) { closeFd(ls); throw e; }
   log.info(`${what} listening on ${address}:${port}`);

@@ -7,7 +7,7 @@ import {
   getsockoptBytes, getsockoptInt, setsockoptInt, ioctlInt, recvBytes, int32,
   SOL, TCP, MSG, SIOCINQ, SIOCOUTQ, SIOCOUTQNSD,
 } from "../sys/inetsock";
-import { SysError, errnoText } from "../sys/errno";
+import { SysError, errnoText, sysFailed } from "../sys/errno";
 import { CriuError } from "../log";
 
 export const TCP_STATE = { ESTABLISHED: 1, SYN_SENT: 2, SYN_RECV: 3, FIN_WAIT1: 4, FIN_WAIT2: 5, TIME_WAIT: 6, CLOSE: 7, CLOSE_WAIT: 8, LAST_ACK: 9, LISTEN: 10, CLOSING: 11 } as const;
@@ -33,7 +33,7 @@ export function tcpInfo(fd: number): { state: number; options: number; sndWscale
 
 export function repairOn(fd: number, where: string) {
   const r = setsockoptInt(fd, SOL.TCP, TCP.REPAIR, 1);
-  if (r < 0) throw new CriuError("tcp", `${where}: cannot put the connection in repair mode (${errnoText(-r)}; needs CAP_NET_ADMIN)`);
+  if (r < 0) throw new CriuError("tcp", sysFailed(where, "TCP_REPAIR (putting the connection in repair mode)", r, "needs CAP_NET_ADMIN"));
 }
 /** Leave repair mode; the kernel sends a window probe so the peer learns we are back. */
 export function repairOff(fd: number, noProbe = false): number {
@@ -94,7 +94,7 @@ export interface SockOps {
 }
 
 function must(r: number, what: string, where: string) {
-  if (r < 0) throw new CriuError("tcp", `${where}: ${what} failed (${errnoText(-r)})`);
+  if (r < 0) throw new CriuError("tcp", `${where}: ${what} failed: ${errnoText(-r)}`);
 }
 
 /** Fill one queue in repair mode, in chunks that shrink when the kernel runs short of memory. */

@@ -117,7 +117,7 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
     const old = process.umask(0o177); // the socket file: 0600
     const r = syscall(NR.bind, ls, addr(sun), sun.length);
     process.umask(old);
-    if (r < 0) throw new CriuError("lazy-pages", `cannot listen on ${path} (${errnoText(-r)})`);
+    if (r < 0) throw new CriuError("lazy-pages", `cannot listen on ${path}: ${errnoText(-r)}`);
     if (syscall(NR.listen, ls, 1) < 0) throw new CriuError("lazy-pages", `listen on ${path} failed`);
     log.info(`lazy-pages: waiting for restore --lazy-pages at ${path}`);
     o.onListening?.();
@@ -127,13 +127,13 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
       for (;;) {
         const n = syscall(NR.poll, addr(pfd), 2, -1);
         if (n === -4) continue;
-        if (n < 0) throw new CriuError("lazy-pages", `poll failed (${errnoText(-n)})`);
+        if (n < 0) throw new CriuError("lazy-pages", `poll failed: ${errnoText(-n)}`);
         if ((pfd[1] >>> 16) & 1) break;
         if (pfd[3] >>> 16) throw new CriuError("lazy-pages", "the caller went away before any restore came");
       }
     }
     for (;;) { conn = syscall(NR.accept4, ls, 0, 0, SOCK.CLOEXEC); if (conn !== -4) break; }
-    if (conn < 0) throw new CriuError("lazy-pages", `accept on ${path} failed (${errnoText(-conn)})`);
+    if (conn < 0) throw new CriuError("lazy-pages", `accept on ${path} failed: ${errnoText(-conn)}`);
     log.info("lazy-pages: restore connected");
 
     let inbuf: number[] = [];
@@ -205,7 +205,7 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
           gone = c.err;
           break;
         }
-        throw new CriuError("lazy-pages", `process ${l.vpid}: UFFDIO_COPY at 0x${(a + BigInt(off)).toString(16)} failed (${errnoText(c.err)})`);
+        throw new CriuError("lazy-pages", `process ${l.vpid}: UFFDIO_COPY at 0x${(a + BigInt(off)).toString(16)} failed: ${errnoText(c.err)}`);
       }
       const placed = Math.min(off, len) / PAGE;
       served += placed;
@@ -228,7 +228,7 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
         // not lazy memory of the dump (never written, or dropped since): zeroes
         const e = uffdZero(l.fd, a, PAGE);
         if (e === 17) uffdWake(l.fd, a, PAGE);
-        else if (e && e !== 3 && e !== 2) throw new CriuError("lazy-pages", `process ${l.vpid}: UFFDIO_ZEROPAGE at 0x${a.toString(16)} failed (${errnoText(e)})`);
+        else if (e && e !== 3 && e !== 2) throw new CriuError("lazy-pages", `process ${l.vpid}: UFFDIO_ZEROPAGE at 0x${a.toString(16)} failed: ${errnoText(e)}`);
         return;
       }
       const [start, end, off, fromSrc] = h!;
@@ -247,7 +247,7 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
     const deferred: { l: Lpi; at: bigint }[] = [];
     const onEvents = (l: Lpi, deferFaults = false) => {
       const msgs = readUffdMsgs(l.fd, msgBuf);
-      if (typeof msgs === "number") throw new CriuError("lazy-pages", `process ${l.vpid}: reading its userfaultfd failed (${errnoText(-msgs)})`);
+      if (typeof msgs === "number") throw new CriuError("lazy-pages", `process ${l.vpid}: reading its userfaultfd failed: ${errnoText(-msgs)}`);
       for (const m of msgs) {
         if (m.event === UFFD_EVENT.PAGEFAULT) { if (deferFaults) deferred.push({ l, at: m.b }); else onFault(l, m.b); }
         else if (m.event === UFFD_EVENT.FORK) {
@@ -285,7 +285,7 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
       const pfd = new Int32Array(fds.length * 2);
       fds.forEach((fd, i) => { pfd[i * 2] = fd; pfd[i * 2 + 1] = 1 /* POLLIN */; });
       const n = syscall(NR.poll, addr(pfd), fds.length, wait);
-      if (n < 0 && n !== -4) throw new CriuError("lazy-pages", `poll failed (${errnoText(-n)})`);
+      if (n < 0 && n !== -4) throw new CriuError("lazy-pages", `poll failed: ${errnoText(-n)}`);
       let busy = deferred.length > 0;
       for (const d of deferred.splice(0)) if (d.l.fd >= 0) onFault(d.l, d.at);
       for (let i = 0; n > 0 && i < fds.length; i++) {

@@ -74,7 +74,7 @@ class CallerDir {
     catch (e: any) {
       if (e.code === "ENOTDIR") throw new CriuError("rpc", `${what} ${n} of the caller (pid ${peer}) is not a directory`);
       if (e.code === "ENOENT") throw new CriuError("rpc", `${what} ${n} is not an open fd of the caller (pid ${peer})`);
-      throw new CriuError("rpc", `cannot open ${what} ${n} of the caller (pid ${peer}): ${e.code ?? e.message}`);
+      throw new CriuError("rpc", `cannot open ${what} ${n} of the caller (pid ${peer}): ${errnoText(e)}`);
     }
     // by its own path when it has one here (relative paths such as parent_img "../pre" then mean
     // what the caller meant; /proc/self/fd/N/.. would not survive path joining), else by the fd
@@ -270,7 +270,7 @@ function waitPid(req: criu_req): RespInit {
   for (;;) {
     const { r, status } = wait4Raw(req.pid, 0);
     if (r === -4) continue;
-    if (r < 0) { const e: any = new CriuError("rpc", `WAIT_PID: ${req.pid} is not a child of criu-bun (${errnoText(-r)})`); e.crErrno = -r; throw e; }
+    if (r < 0) { const e: any = new CriuError("rpc", `WAIT_PID: ${req.pid} is not a child of criu-bun: ${errnoText(-r)}`); e.crErrno = -r; throw e; }
     if (W.exited(status) || W.signaled(status)) return { type: req.type, success: true, status };
   }
 }

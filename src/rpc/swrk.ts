@@ -80,7 +80,6 @@ export function failure(type: number, e: any): RespInit {
 async function execAfterRestore(conn: RpcConn, resp: RespInit, argv: string[]): Promise<number> {
   conn.send(resp);
   const { execvp } = await import("../sys/exec");
-  const { errnoName } = await import("../sys/errno");
   const { syscall } = await import("../sys/syscall");
   const { NR } = await import("../sys/nr");
   const lf = logFd();
@@ -89,14 +88,14 @@ async function execAfterRestore(conn: RpcConn, resp: RespInit, argv: string[]): 
   closeFd(conn.fd);
   log.info(`rpc: executing ${argv.join(" ")} as the parent of the restored tree (pid ${process.pid})`);
   const e = execvp(argv);
-  log.error("rpc", `Failed to exec cmd ${argv[0]}: ${errnoName(e)}`);
+  log.error("rpc", `Failed to exec cmd ${argv[0]}: ${errnoText(e)}`);
   return 1;
 }
 
 /** Serve one caller on FD until it closes. Returns the exit status for the worker process. */
 export async function serve(fd: number): Promise<number> {
   const st = socketType(fd);
-  if (st < 0) throw new CriuError("swrk", `fd ${fd} is not a socket (${errnoText(-st)})`);
+  if (st < 0) throw new CriuError("swrk", `fd ${fd} is not a socket: ${errnoText(-st)}`);
   if (st !== 5) throw new CriuError("swrk", `fd ${fd} is not a SOCK_SEQPACKET socket (type ${st})`);
   const conn = new RpcConn(fd);
   log.debug(`swrk: serving pid ${conn.peer.pid} (uid ${conn.peer.uid}) on fd ${fd}`);

@@ -40,7 +40,7 @@ export function raiseNofile(need: number, why: string, pid = 0, want = need): nu
   if (now < goal && hard > now && set(hard, hard) === 0) now = hard;
   if (now < BigInt(need)) {
     throw new CriuError("limits", `${why}: ${who} needs ${need} open files, RLIMIT_NOFILE allows ${hard}` +
-      (err ? ` and cannot be raised (${errnoText(err)}: needs CAP_SYS_RESOURCE)` : ` (fs.nr_open ${max})`));
+      (err ? ` and cannot be raised: ${errnoText(err)}; needs CAP_SYS_RESOURCE` : ` (fs.nr_open ${max})`));
   }
   if (now !== soft) log.debug(`${who}: RLIMIT_NOFILE raised from ${soft}/${hard} to ${now} (${why})`);
   return Number(now);
