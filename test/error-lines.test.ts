@@ -6,7 +6,7 @@
 // ./criu-bun, with the process named) is in engine-errors.test.ts "failure lines".
 import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
-import { join, relative } from "node:path";
+import { join } from "node:path";
 import { errnoText, sysFailed, errnoName, errnoOf, SysError, E } from "../src/sys/errno";
 import { REPO_ROOT } from "./harness";
 import { ALLOWED, BARE, bareErrnoLines, sources } from "./error-scan";
@@ -18,8 +18,8 @@ describe("failure lines in src/", () => {
   });
 
   test("the allow-list holds only lines that are still there", () => {
-    const all = sources(SRC).map((f) => [relative(SRC, f), readFileSync(f, "utf8")] as const);
-    for (const [file, piece] of ALLOWED) expect(all.some(([r, t]) => r === file && t.includes(piece))).toBe(true);
+    const all = sources(SRC).map((f) => readFileSync(f, "utf8"));
+    for (const piece of ALLOWED) expect(all.some((t) => t.includes(piece))).toBe(true);
   });
 
   test("the scan finds each way of printing a bare errno", () => {
