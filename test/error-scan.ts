@@ -18,7 +18,7 @@ export const BARE: { what: string; re: RegExp }[] = [
   // the raw result of a call in parentheses: "failed (${r})"
   { what: "a raw result as the failure", re: /failed \(\$\{[\w.]+\}\)/ },
   // node:fs's code alone: "${e.code ?? e.message}"
-  { what: "node's error code alone", re: /\w\??\.code \?\? |\$\{\w+\??\.code\}/ },
+  { what: "node's error code alone", re: /[\w)]\??\.code \?\? |\$\{\w+\??\.code\}/ },
   // a name alone in a message
   { what: "an errno name alone", re: /`[^`]*\$\{[^}]*errnoName\(/ },
   // the errno part not after ": " ("failed (ENOENT (errno 2: ...))")

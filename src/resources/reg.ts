@@ -103,7 +103,7 @@ export const regKind: FdKind<RegDump, RegRestore> = {
   restoreCommit: (s) => {
     for (const { pid, name } of s.usedLinks.splice(0)) {
       try { unlinkSync(`/proc/${pid}/root${name}`); log.debug(`removed link remap ${name}`); }
-      catch (e) { log.warn(`cannot remove link remap ${name}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`); }
+      catch (e) { log.warn(`cannot remove link remap ${name}: ${errnoText(e)}`); }
     }
   },
   restoreAbort: (s) => { s.usedLinks.length = 0; },
@@ -307,7 +307,7 @@ function saveLinked(s: RegDump, files: FileTable, images: ImageSink, st: BigIntS
     // through the /proc magic link to the inode itself (AT_SYMLINK_FOLLOW), not the link
     const from = cstr(source), to = cstr(files.statRoot + name);
     const r = syscall(NR.linkat, -100, addr(from), -100, addr(to), 0x400 /* AT_SYMLINK_FOLLOW */);
-    if (r < 0) throw new CriuError("files", `${where}: cannot link deleted file '${path}' back as '${name}' (${errnoText(-r)})`);
+    if (r < 0) throw new CriuError("files", `${where}: cannot link deleted file '${path}' back as '${name}': ${errnoText(-r)}`);
     s.madeLinks.push(files.statRoot + name);
     log.debug(`${where}: deleted file '${path}' (${st.nlink} other link(s)) linked back as '${name}'`);
     const id = remapId;
