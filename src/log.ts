@@ -81,8 +81,8 @@ function stamp(): string {
 // a write(2) each cost about a tenth of the frozen time. Debug lines are gathered in a buffer
 // and written when it fills, at the next line of a lower level (warnings and errors go out at
 // once, after what came before them), at every phase() and at exit. The buffer is shared memory:
-// the restore watchdog (src/watchdog.ts), whose thread reports a stalled restore while this
-// one is stuck, writes what is buffered before its own line (flushLogFrom).
+// the restore watchdog's signal handler (src/sys/stallkill.ts), which reports a stalled restore while
+// this thread is stuck, writes what is buffered before its own line.
 const BUF_BYTES = 32 << 10;
 const shared = new SharedArrayBuffer(BUF_BYTES + 8);
 const bufLen = new Int32Array(shared, 0, 2); // [0]: bytes buffered, [1]: the fd they go to
@@ -91,7 +91,7 @@ const enc = new TextEncoder();
 let exitHooked = false;
 let firstAt = 0; // when the oldest buffered line was logged
 
-/** The shared log buffer, for a thread that must write it out (watchdog). */
+/** The shared log buffer, for a handler that must write it out (watchdog). It never moves. */
 export function logBuffer(): SharedArrayBuffer { return shared; }
 
 /** Write out what the buffer holds (any thread: see flushLogFrom). */
