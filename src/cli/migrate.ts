@@ -7,6 +7,7 @@ import type { Opts } from "./options";
 import { atoi } from "./getopt";
 import { migrateIn, migrateOut } from "../migrate/migrate";
 import { scriptHooks } from "./scripts";
+import { E, errnoText } from "../sys/errno";
 
 function port(v: string, what: string): number {
   const p = /^\d+$/.test(v) ? Number(v) : NaN;
@@ -31,7 +32,7 @@ export async function run(opts: Opts, _args: string[]): Promise<number> {
   }
   if (opts.to === undefined) throw new CriuError("migrate", "give --to HOST:PORT and -t PID on the source, or --listen PORT on the destination");
   if (opts.tree === undefined || Number.isNaN(opts.tree)) throw new CriuError("migrate", "no process to migrate: give -t PID");
-  if (!existsSync(`/proc/${opts.tree}`)) throw new CriuError("migrate", `process ${opts.tree} does not exist`);
+  if (!existsSync(`/proc/${opts.tree}`)) throw new CriuError("migrate", `process ${opts.tree} does not exist: ${errnoText(E.ESRCH)}`);
   const m = /^(.+):(\d+)$/.exec(String(opts.to));
   if (!m) throw new CriuError("migrate", `--to ${opts.to}: give HOST:PORT (an IPv4 address and a port)`);
   migrateOut({ pid: opts.tree, host: m[1], port: port(m[2], "--to"), dir, tcpEstablished: !!opts.tcpEstablished, timeoutSec, postCopy: opts.postCopy !== false });

@@ -45,6 +45,7 @@ import { refuse } from "../resources/unsupported";
 import { unledGroup } from "../resources/taskattrs";
 import { mmVmaEntries } from "../resources/mm";
 import { NsView, nsIds, writeTreeNsImages, writeRootNsImages, ROOT_IDS, IPC_NS_ID } from "../resources/namespaces";
+import { E, errnoText } from "../sys/errno";
 
 export interface DumpOptions {
   pid: number; dir: string; leaveRunning?: boolean; leaveStopped?: boolean; shellJob?: boolean;
@@ -182,7 +183,7 @@ function freezeTree(root: number, timeoutMs: number, preSeized?: Set<number>): T
         let node = nodes.get(pid);
         if (!node) {
           let st;
-          try { st = readStat(pid); } catch { if (pid === root) throw new CriuError("dump", `process ${pid} does not exist`); continue; }
+          try { st = readStat(pid); } catch { if (pid === root) throw new CriuError("dump", `process ${pid} does not exist: ${errnoText(E.ESRCH)}`); continue; }
           let fp: FrozenProcess | undefined;
           if (st.state !== "Z") {
             try { fp = freezeProcess(pid, timeoutMs, preSeized); } catch (e) {
@@ -222,7 +223,10 @@ function freezeTree(root: number, timeoutMs: number, preSeized?: Set<number>): T
 export function dumpProcess(o: DumpOptions): DumpStats {
   const { pid, dir } = o;
   if (!Number.isInteger(pid) || pid <= 0) throw new CriuError("dump", `invalid PID '${o.pid}'`);
-  if (!existsSync(`/proc/${pid}`)) throw new CriuError("dump", `process ${pid} does not exist`);
+  // kill(pid, 0) says ESRCH for a process that is not there (EPERM for one that is, not ours)
+  if (syscall(NR.kill, pid, 0) === -E.ESRCH || !existsSync(`/proc/${pid}`)) {
+    throw new CriuError("dump", `process ${pid} does not exist: ${errnoText(E.ESRCH)}`);
+  }
   if (pid === process.pid) throw new CriuError("dump", `cannot dump criu-bun itself`);
   if (o.pageServer && o.compress) throw new CriuError("dump", "--compress cannot be used with --page-server (the page server writes CRIU's raw pages)");
   if (o.lazyPages) {

@@ -135,7 +135,7 @@ export class DumpStage {
 
   constructor(imagesDir: string, what = "dump") {
     let st: Stats;
-    try { st = statSync(imagesDir); } catch { throw new CriuError(what, `images directory '${imagesDir}' does not exist`); }
+    try { st = statSync(imagesDir); } catch (e) { throw new CriuError(what, `images directory '${imagesDir}' does not exist: ${errnoText(e)}`); }
     if (!st.isDirectory()) throw new CriuError(what, `images directory '${imagesDir}' is not a directory`);
     try { this.dir = openDir(imagesDir); }
     catch (e: any) { throw new CriuError(what, `cannot open images directory '${imagesDir}': ${code(e)}`); }

@@ -3,7 +3,7 @@ import { PTRACE_O, seize, interrupt, wait4Raw, detach, W, PTRACE_EVENT, PTRACE, 
 import { listTids } from "../sys/proc";
 import { readFileSync } from "node:fs";
 import { addr } from "../sys/syscall";
-import { sysFailed } from "../sys/errno";
+import { sysFailed, E, errnoText } from "../sys/errno";
 import { CriuError, log } from "../log";
 
 export interface FrozenThread {
@@ -107,7 +107,7 @@ export function freezeProcess(pid: number, timeoutMs = 10000, preSeized?: Set<nu
     for (;;) {
       let fresh = 0;
       let tids: number[];
-      try { tids = listTids(pid); } catch { throw new CriuError("seize", `process ${pid} does not exist`); }
+      try { tids = listTids(pid); } catch { throw new CriuError("seize", `process ${pid} does not exist: ${errnoText(E.ESRCH)}`); }
       for (const tid of tids) {
         if (seized.has(tid)) continue;
         if (preSeized?.has(tid)) {
@@ -141,7 +141,7 @@ export function freezeProcess(pid: number, timeoutMs = 10000, preSeized?: Set<nu
       }
       if (!fresh) break;
     }
-    if (!seized.has(pid)) throw new CriuError("seize", `process ${pid} does not exist`);
+    if (!seized.has(pid)) throw new CriuError("seize", `process ${pid} does not exist: ${errnoText(E.ESRCH)}`);
     const threads = [...seized.values()].sort((a, b) => (a.tid === pid ? -1 : b.tid === pid ? 1 : a.tid - b.tid));
     log.info(`Seized process ${pid} with ${threads.length} thread(s)`);
     return { pid, threads };

@@ -60,7 +60,7 @@ export const fifoKind: FdKind = {
     const fi = f.fifo!, inj = ctx.inj;
     const reg = fifoPath(ctx, f, ctx.where);
     let st;
-    try { st = statSync(reg.name); } catch { throw new CriuError("restore", `${ctx.where}: fifo '${reg.name}' does not exist any more`); }
+    try { st = statSync(reg.name); } catch (e) { throw new CriuError("restore", `${ctx.where}: fifo '${reg.name}' does not exist any more: ${errnoText(e)}`); }
     if (!st.isFIFO()) throw new CriuError("restore", `${ctx.where}: '${reg.name}' is not a fifo any more`);
     const key = `fifo:${fi.pipeId}:${reg.name}` as const;
     if (!ctx.tree.held.has(key)) {

@@ -139,7 +139,7 @@ export const regKind: FdKind<RegDump, RegRestore> = {
     }
     let st;
     try { st = (reg.flags & O.NOFOLLOW ? lstatSync : statSync)(reg.name, { bigint: true }); }
-    catch { throw new CriuError("restore", `${where}: '${reg.name}' does not exist any more`); }
+    catch (e) { throw new CriuError("restore", `${where}: '${reg.name}' does not exist any more: ${errnoText(e)}`); }
     const size = regSize(reg);
     if (size !== undefined && st.isFile() && st.size !== size && !(reg.flags & O.PATH)) {
       throw new CriuError("restore", `${where}: '${reg.name}' has changed size (${st.size} bytes, dumped with ${size})`);

@@ -152,7 +152,7 @@ function pidUser(pid: number): string {
 function checkFile(pid: number, what: string, reg: S.reg_file_entry, checkSize = true) {
   let st;
   try { st = statSync(reg.name, { bigint: true }); }
-  catch { throw new CriuError("restore", `process ${pid} ${what}: '${reg.name}' does not exist any more`); }
+  catch (e) { throw new CriuError("restore", `process ${pid} ${what}: '${reg.name}' does not exist any more: ${errnoText(e)}`); }
   const size = regSize(reg);
   if (checkSize && size !== undefined && st.isFile() && st.size !== size && !(reg.flags & O.PATH)) {
     throw new CriuError("restore", `process ${pid} ${what}: '${reg.name}' has changed size (${st.size} bytes, dumped with ${size})`);
@@ -175,7 +175,7 @@ export function restoreProcesses(o: RestoreOptions): Restored {
   // every image is read through an fd held on the directory (see safefs.ts), checked first
   let h;
   try { h = openDir(o.dir); }
-  catch (e: any) { throw new CriuError("restore", `images directory '${o.dir}' ${e?.code === "ENOENT" ? "does not exist" : `cannot be opened: ${errnoText(e)}`}`); }
+  catch (e: any) { throw new CriuError("restore", `images directory '${o.dir}' ${e?.code === "ENOENT" ? "does not exist" : "cannot be opened"}: ${errnoText(e)}`); }
   try {
     if (!o.trustImages) checkImagesTrusted(h.path);
     return restoreFrom({ ...o, dir: h.path });

@@ -156,9 +156,9 @@ export class TaskBuilder {
     pinj.syscallAddr = this.tramp;
     const child = pinj.call(NR.clone3, argsAddr, CLONE_ARGS_SIZE);
     if (child < 0n) {
-      if (child === -17n) throw new CriuError("restore", `PID ${t.pid} is in use`);
-      if (child === -1n) throw new CriuError("restore", `process ${t.pid}: giving a process its old PID (clone3 set_tid) needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN; run the restore as root`);
-      throw new CriuError("restore", `clone3 with PID ${t.pid} failed: ${errnoText(-child)}`);
+      const hint = child === -17n ? "its PID is in use"
+        : child === -1n ? "giving a process its old PID needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN; run the restore as root" : undefined;
+      throw new CriuError("restore", sysFailed(`process ${t.pid}`, "clone3 with set_tid", child, hint));
     }
     this.pid = Number(child);
     this.checkVpid(this.pid, t.pid);
@@ -264,7 +264,10 @@ export class TaskBuilder {
     args[9] = 1n;
     const a = parent.scratchWrite(0n, new Uint8Array(args.buffer));
     const child = parent.inj!.call(NR.clone3, a, CLONE_ARGS_SIZE);
-    if (child < 0n) throw new CriuError("restore", child === -17n ? `PID ${t.pid} is in use` : `clone3 of ${t.pid} from ${parent.pid} failed: ${errnoText(-child)}`);
+    if (child < 0n) {
+      throw new CriuError("restore", sysFailed(`process ${t.pid}`, `clone3 with set_tid from its parent ${parent.t.pid}`, child,
+        child === -17n ? "its PID is in use" : undefined));
+    }
     // clone3 answers in the parent's PID namespace; ptrace needs ours: the fork event tells it
     this.pid = parent.inj!.lastEventPid || Number(child);
     this.checkVpid(this.pid, t.pid);
@@ -400,7 +403,9 @@ export class TaskBuilder {
       args[8] = tidAddr; args[9] = 1n;
       const a = this.scratchWrite(0n, new Uint8Array(args.buffer));
       const r = inj.call(NR.clone3, a, CLONE_ARGS_SIZE);
-      if (r < 0n) throw new CriuError("restore", r === -17n ? `TID ${tid} is in use` : `clone3 for thread ${tid} failed: ${errnoText(-r)}`);
+      if (r < 0n) {
+        throw new CriuError("restore", sysFailed(`process ${this.t.pid} thread ${tid}`, "clone3 with set_tid", r, r === -17n ? "its TID is in use" : undefined));
+      }
       const host = inj.lastEventPid || Number(r);
       this.waitNewTask(host);
       this.tids.push(host);
