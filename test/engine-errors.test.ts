@@ -17,7 +17,7 @@ describe("dump failures", () => {
   test("non-existent PID", () => {
     const r = criuBun(["dump", "-t", "999999", "-D", imagesDir("nopid")]);
     expect(r.code).not.toBe(0);
-    expect(errorLines(r.stderr)).toEqual(["Error (dump): process 999999 does not exist"]);
+    expect(errorLines(r.stderr)).toEqual(["Error (dump): process 999999 does not exist: ESRCH (errno 3: No such process)"]);
   });
 
   test("unwritable images dir leaves the target running", async () => {
@@ -123,6 +123,9 @@ describe("restore failures", () => {
     const errs = errorLines(r.stderr);
     expect(errs.length).toBe(1);
     expect(errs[0]).toContain("does not exist any more");
+    // the one failure-line shape: the process, the file, the errno's name, number and text
+    expect(errs[0]).toStartWith(`Error (restore): process ${w.pid} `);
+    expect(errs[0]).toContain(`'${join(w.dir, victim)}' does not exist any more: ENOENT (errno 2: No such file or directory)`);
     expect(isAlive(w.pid)).toBe(false);
     // put it back: now it restores
     Bun.spawnSync(["mv", join(w.dir, victim + ".moved"), join(w.dir, victim)]);
@@ -130,6 +133,46 @@ describe("restore failures", () => {
     trigger(w);
     expect((await waitResult(w)).text).toStartWith("PASS");
     expect(await rr.proc.exited).toBe(0);
+  });
+});
+
+// Every line reporting a failed system call reads "<process and resource>: <what> failed: ENAME
+// (errno N: text)" (src/sys/errno.ts; error-lines.test.ts holds src/ to it).
+describe("failure lines", () => {
+  test("a dump of a process another tracer holds: PTRACE_SEIZE's EPERM, the process named; it runs on", async () => {
+    const w = await startWorkload("counter");
+    // the other tracer: python3 seizes the workload through libc's ptrace (PTRACE_SEIZE) and holds it
+    const tracer = Bun.spawn(["python3", "-c", [
+      "import ctypes, sys, time",
+      "libc = ctypes.CDLL(None, use_errno=True)",
+      "libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]",
+      `if libc.ptrace(0x4206, ${w.pid}, None, None) != 0: sys.exit(ctypes.get_errno())`,
+      "print('seized', flush=True)",
+      "time.sleep(120)",
+    ].join("\n")], { stdout: "pipe", stderr: "inherit" });
+    try {
+      await waitUntil("the workload is traced by python3", () =>
+        /TracerPid:\s*[1-9]/.test(readFileSync(`/proc/${w.pid}/status`, "utf8")), 10_000);
+      const r = criuBun(["dump", "-t", String(w.pid), "-D", imagesDir("traced")]);
+      expect(r.code).not.toBe(0);
+      expect(errorLines(r.stderr)).toEqual([
+        `Error (seize): process ${w.pid}: PTRACE_SEIZE failed: EPERM (errno 1: Operation not permitted); already traced, or not permitted`,
+      ]);
+    } finally {
+      tracer.kill(9);
+      await tracer.exited;
+    }
+    await waitUntil("python3's trace is gone", () => /TracerPid:\s*0\b/.test(readFileSync(`/proc/${w.pid}/status`, "utf8")));
+    trigger(w);
+    expect((await waitResult(w)).text).toStartWith("PASS");
+  });
+
+  test("a restore from an images directory that is not there: ENOENT, the directory named", () => {
+    const r = criuBun(["restore", "-d", "-D", "/nonexistent/criu-bun"]);
+    expect(r.code).not.toBe(0);
+    expect(errorLines(r.stderr)).toEqual([
+      "Error (restore): images directory '/nonexistent/criu-bun' does not exist: ENOENT (errno 2: No such file or directory)",
+    ]);
   });
 });
 
