@@ -323,7 +323,7 @@ export function dumpProcess(o: DumpOptions): DumpStats {
     let e = err;
     pageServer?.abort(); // no PS_IOV_CLOSE: the page server drops what it received
     // a failure because a process of the tree died meanwhile is reported as that
-    if (tree.length && !released) try { sameTreeAsFrozen(tree); } catch (lost) { log.debug(`failed with: ${(err as any)?.message}`); e = lost; }
+    if (tree.length && !released) try { sameTreeAsFrozen(tree); } catch (lost) { log.debug(`failed with: ${err instanceof Error ? err.message : err}`); e = lost; }
     kinds.abort();
     if (netLocked && !released) unlockHook(o.hooks, pid);
     for (const n of tree) { n.mem?.close(); if (!released) letGo(n); }

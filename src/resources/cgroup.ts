@@ -73,7 +73,7 @@ function dirTree(paths: string[]) {
     const dirName = parent ? p.slice(parent.path === "/" ? 1 : parent.path.length + 1) : p.slice(1);
     list.push({ path: p, dirName, children: [], properties: [] });
   }
-  const strip = (d: D): any => ({ dirName: d.dirName, children: d.children.map(strip), properties: [] });
+  const strip = (d: D): S.InitOf<typeof S.cgroup_dir_entrySchema> => ({ dirName: d.dirName, children: d.children.map(strip), properties: [] });
   return heads.map(strip);
 }
 

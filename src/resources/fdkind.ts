@@ -102,8 +102,8 @@ export interface RestoreCtx {
   high(fd: number, what: string): number;
   /** restore options that kinds care about */
   opts?: { shellJob?: boolean };
-  /** state shared between fds of one kind within this process's restore */
-  state: Map<string, any>;
+  /** what the fds of this process's restore share (images read once, memfd bases ...) */
+  state: ProcFilesState;
   /** the whole restore's shared state: objects other processes may need (see hold/fdFrom) */
   tree: TreeFiles;
   /** keep fd open (in this process) until every process has its files, under KEY */
@@ -111,6 +111,21 @@ export interface RestoreCtx {
   /** an fd in this process for an object held under KEY (imported with pidfd_getfd if another process holds it) */
   fdFrom(key: HeldKey): number | undefined;
   where: string;
+}
+
+/** What the restore of one process's fds shares between them (RestoreCtx.state). */
+export class ProcFilesState {
+  private cache = new Map<string, unknown>();
+  /** a value made once for this process under KEY (an image read once): the key names its type, one
+   *  key is only ever used with one make */
+  once<T>(key: string, make: () => T): T {
+    if (!this.cache.has(key)) this.cache.set(key, make());
+    return this.cache.get(key) as T;
+  }
+  /** fds a kind keeps open until every fd of this process is in place, then closed (restoreFds) */
+  closeLater = new Set<number>();
+  /** memfd inode id -> the fd of it every description of it is opened through (memfd.ts) */
+  memfds = new Map<number, number>();
 }
 
 /** An fd of a process under restore: pid as criu-bun sees it, vpid inside the restored namespace. */
@@ -245,29 +260,22 @@ export type SomeFdKind = FdKind<unknown, unknown>;
 
 /** Read an optional image once per restore. */
 export function cachedImage<N extends MessageKind>(ctx: RestoreCtx, file: string, kind: N): EntryOf<N>[] {
-  const key = `img:${file}`;
-  if (!ctx.state.has(key)) ctx.state.set(key, imageExists(ctx.dir, file) ? readImage(ctx.dir, file, kind) : []);
-  return ctx.state.get(key);
+  return ctx.state.once(`img:${kind}:${file}`, () => (imageExists(ctx.dir, file) ? readImage(ctx.dir, file, kind) : []));
 }
 export function cachedPayloads<N extends MessageKind>(ctx: RestoreCtx, file: string, kind: N): { msg: EntryOf<N>; payload: Uint8Array }[] {
-  const key = `imgp:${file}`;
-  if (!ctx.state.has(key)) ctx.state.set(key, imageExists(ctx.dir, file) ? readImagePayloads(ctx.dir, file, kind) : []);
-  return ctx.state.get(key);
+  return ctx.state.once(`imgp:${kind}:${file}`, () => (imageExists(ctx.dir, file) ? readImagePayloads(ctx.dir, file, kind) : []));
 }
 /** The entries of an image read once per restore (cachedPayloads), grouped by key(msg), so
  *  finding those of one file costs a lookup, not a pass over the image. */
 export function cachedPayloadsBy<N extends MessageKind, K>(ctx: RestoreCtx, file: string, kind: N, key: (m: EntryOf<N>) => K): Map<K, { msg: EntryOf<N>; payload: Uint8Array }[]> {
-  const k = `imgp-by:${file}`;
-  let m = ctx.state.get(k) as Map<K, { msg: EntryOf<N>; payload: Uint8Array }[]> | undefined;
-  if (!m) {
-    m = new Map();
+  return ctx.state.once(`imgp-by:${kind}:${file}`, () => {
+    const m = new Map<K, { msg: EntryOf<N>; payload: Uint8Array }[]>();
     for (const item of cachedPayloads(ctx, file, kind)) {
       const id = key(item.msg);
       const list = m.get(id);
       if (list) list.push(item); else m.set(id, [item]);
     }
-    ctx.state.set(k, m);
-  }
-  return m;
+    return m;
+  });
 }
 export const FOWN0 = { uid: 0, euid: 0, signum: 0, pidType: 0, pid: 0 };

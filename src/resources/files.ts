@@ -159,9 +159,11 @@ function readOwner(pid: number, dup: number, where: string, ownPidNs: () => bool
   return { uid: uids[0], euid: uids[1], signum: Math.max(sig, 0), pidType: owner ? own[0] : 0, pid: owner } as S.fown_entry;
 }
 
+/** a file entry's sub-entry that carries its fown (reg, pipe, usk ...), and its open flags */
+interface FownHolder { fown?: S.fown_entry | S.InitOf<typeof S.fown_entrySchema>; flags?: number }
 /** the sub-entry of a file entry that carries its fown (reg, pipe, usk ...) */
-function fownHolder(f: Record<string, any>): Record<string, any> | undefined {
-  for (const v of Object.values(f)) if (v && typeof v === "object" && "fown" in v) return v;
+function fownHolder(f: object): FownHolder | undefined {
+  for (const v of Object.values(f) as unknown[]) if (v && typeof v === "object" && "fown" in v) return v as FownHolder;
   return undefined;
 }
 
@@ -322,8 +324,8 @@ export function restoreCtx(base: CtxBase, floor: number, where: string): Restore
 }
 
 /** F_SETOWN_EX under the owner's uids (the kernel records them for its permission check), F_SETSIG, O_ASYNC. */
-function restoreOwner(inj: Injector, scratch: (off: bigint, data: Uint8Array) => bigint, fd: number, h: Record<string, any> | undefined, where: string) {
-  const o = h?.fown as S.fown_entry | undefined;
+function restoreOwner(inj: Injector, scratch: (off: bigint, data: Uint8Array) => bigint, fd: number, h: FownHolder | undefined, where: string) {
+  const o = h?.fown as S.fown_entry | undefined; // a restore's entries are decoded messages: every field set
   const async = ((h?.flags ?? 0) & O.ASYNC) !== 0;
   if (!o?.pid && !o?.signum && !async) return;
   const ok = (what: string, r: bigint) => { if (r < 0n) throw new CriuError("restore", `${where}: ${what} failed: ${errnoText(-r)}`); return r; };
@@ -359,8 +361,7 @@ export function restoreFds(base: CtxBase, fds: S.fdinfo_entry[]) {
   const room = limit - floor - 32;
   const temps = new Map<number, number>();
   const created = new Set<number>();
-  const closeLater = new Set<number>();
-  base.state.set("closeLater", closeLater);
+  const closeLater = (base.state.closeLater = new Set<number>());
   const tree = base.tree;
   const byId = new Map<number, S.fdinfo_entry[]>();
   for (const fe of sorted) { const l = byId.get(fe.id); if (l) l.push(fe); else byId.set(fe.id, [fe]); }

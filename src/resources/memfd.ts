@@ -56,8 +56,7 @@ export const memfdKind: FdKind = {
   },
   restore(ctx, f) {
     const e = f.memfd!, inj = ctx.inj;
-    const key = `memfd:${e.inodeId}`;
-    let base = ctx.state.get(key) as number | undefined;
+    let base = ctx.state.memfds.get(e.inodeId);
     let fd: number;
     if (base === undefined) {
       const ie = cachedImage(ctx, "memfd.img", "MEMFD_INODE").find((i) => Number(i.inodeId) === e.inodeId)!;
@@ -82,8 +81,8 @@ export const memfdKind: FdKind = {
         const s = inj.call(NR.fcntl, fd, F.ADD_SEALS, ie.seals);
         if (s < 0n) throw new CriuError("restore", `${ctx.where}: F_ADD_SEALS(0x${ie.seals.toString(16)}) failed: ${errnoText(-s)}`);
       }
-      ctx.state.set(key, fd);
-      (ctx.state.get("closeLater") as Set<number>).add(fd);
+      ctx.state.memfds.set(e.inodeId, fd);
+      ctx.state.closeLater.add(fd);
       base = fd;
     }
     // every description is its own open of the same inode

@@ -149,8 +149,7 @@ function readLines(dir: string): (QueueLine | FileLine)[] {
   return readFileSync(join(dir, MQ_IMAGE), "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l));
 }
 function cachedLines(ctx: RestoreCtx): (QueueLine | FileLine)[] {
-  if (!ctx.state.has(MQ_IMAGE)) ctx.state.set(MQ_IMAGE, readLines(ctx.dir));
-  return ctx.state.get(MQ_IMAGE);
+  return ctx.state.once(MQ_IMAGE, () => readLines(ctx.dir));
 }
 
 function refill(ctx: RestoreCtx, targetFd: number, q: QueueLine) {

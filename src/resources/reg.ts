@@ -424,7 +424,7 @@ export function restoreGhost(ctx: RestoreCtx, f: S.file_entry, ghostId: number, 
         // holes stay holes: size first, then each data extent at its offset
         const tr = syscall(NR.ftruncate, w, g.msg.size ?? 0n);
         if (tr < 0) throw new CriuError("restore", `${ctx.where}: ftruncate of recreated deleted file failed: ${errnoText(-tr)}`);
-        for (const c of chunks) pwriteFull(w, c.payload, (c.msg as any).off, c.payload.length, 0, `${ctx.where}: writing deleted file contents`);
+        for (const c of chunks) pwriteFull(w, c.payload, (c.msg as S.ghost_chunk_entry).off, c.payload.length, 0, `${ctx.where}: writing deleted file contents`);
       } else pwriteFull(w, g.payload, 0n, g.payload.length, 0, `${ctx.where}: writing deleted file contents`);
     } finally { closeFd(w); }
     inj.call(NR.fchown, fd, g.msg.uid, g.msg.gid);

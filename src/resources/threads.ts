@@ -156,8 +156,9 @@ export function restoreThread(
 
 /** The FPU/xsave state of a stopped thread, in this CPU's xsave layout. */
 export function restoreFpregs(tid: number, core: S.core_entry) {
+  // (validate.ts refused a core without fpregs)
   const xsize = getXstate(tid).length;
-  setXstate(tid, fpregsToXsave(core.threadInfo!.fpregs, xsize));
+  setXstate(tid, fpregsToXsave(core.threadInfo!.fpregs!, xsize));
 }
 
 /** General registers and TLS entries of a stopped thread, the last thing before it runs. */

@@ -280,7 +280,6 @@ export const ttyKind: FdKind<TtyDump> = {
         ctx.tree.orphanPts.set(index, { pid: ctx.pid, vpid: ctx.vpid, fd: held });
         log.info(`${ctx.where}: /dev/pts/${index}'s master was outside the tree: a new one is handed to the caller (orphan-pts-master)`);
       }
-      ctx.state.set(`ptylock:${index}`, masterInfo?.locked ?? false);
     }
     let fd: number;
     if (master) {

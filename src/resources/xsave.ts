@@ -2,8 +2,11 @@
 // user_x86_fpregs_entry / user_x86_xsave_entry fields. Component offsets come from CPUID leaf 0xD,
 // as they differ between CPUs (e.g. AMD has no MPX, so opmask sits at 832 rather than 1088).
 import { cpuid } from "../sys/syscall";
+import type * as S from "../images/schemas";
 
-interface Comp { bit: number; field: string; wordBytes: 4 | 8 }
+/** the user_x86_xsave_entry fields of the components past the legacy area */
+type CompField = "ymmhSpace" | "bndregState" | "bndcsrState" | "opmaskReg" | "zmmUpper" | "hi16Zmm" | "pkru";
+interface Comp { bit: number; field: CompField; wordBytes: 4 | 8 }
 // component bit -> CRIU field; 2=YMM_Hi128, 3=BNDREGS, 4=BNDCSR, 5=opmask, 6=ZMM_Hi256, 7=Hi16_ZMM, 9=PKRU
 const COMPONENTS: Comp[] = [
   { bit: 2, field: "ymmhSpace", wordBytes: 4 },
@@ -66,7 +69,7 @@ export function xsaveToFpregs(x: Uint8Array): Record<string, unknown> {
 }
 
 /** Inverse of xsaveToFpregs, into a buffer of the size the kernel wants. */
-export function fpregsToXsave(fp: any, size: number): Uint8Array {
+export function fpregsToXsave(fp: S.user_x86_fpregs_entry, size: number): Uint8Array {
   const x = new Uint8Array(size);
   const dv = new DataView(x.buffer);
   dv.setUint16(0, fp.cwd, true); dv.setUint16(2, fp.swd, true); dv.setUint8(4, fp.twd); dv.setUint16(6, fp.fop, true);

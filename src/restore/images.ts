@@ -3,7 +3,8 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { readImage, imageExists } from "../images/image";
 import { decodePagemap } from "../images/pagemap";
-import type * as S from "../images/schemas";
+import * as S from "../images/schemas";
+import { create } from "@bufbuild/protobuf";
 import { CriuError } from "../log";
 import { checkPages } from "../codec/pipeline";
 import { taskCgSet, readCgroups } from "../resources/cgroup";
@@ -16,7 +17,7 @@ import { validatePstree, validateThreads, validateCore, validateMm, validatePage
 
 export interface TaskImages {
   pid: number; ppid: number; pgid: number; sid: number; tids: number[];
-  /** a zombie: only its exit status is restored */
+  /** a zombie: only its exit status is restored (its mm and fs are empty entries, its pagemap and fds empty) */
   zombie?: { exitCode: number };
   cores: Map<number, S.core_entry>;
   ids?: S.task_kobj_ids_entry;
@@ -89,7 +90,7 @@ export function loadImages(dir: string): RestoreSet {
     if (tc.taskState !== 2) sigactionTable(`${dir}/core-${pid}.img`, tc);
     if (tc.taskState === 2 /* TASK_DEAD */) {
       tasks.push({ pid, ppid: p.ppid, pgid: p.pgid, sid: p.sid, tids: [pid], cores, zombie: { exitCode: tc.exitCode },
-        mm: undefined as any, pagemap: [], pagesFile: "", fs: undefined as any, fds: [] });
+        mm: create(S.mm_entrySchema), pagemap: [], pagesFile: "", fs: create(S.fs_entrySchema), fds: [] });
       continue;
     }
     need(dir, `mm-${pid}.img`);

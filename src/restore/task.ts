@@ -8,7 +8,7 @@ import { O, F } from "../sys/mem";
 import { restoreFds, importFd, restoreCtx, fdFloor } from "../resources/files";
 import { restoreDeleted } from "../resources/reg";
 import { shmemFd } from "../resources/shmem";
-import { TreeFiles } from "../resources/fdkind";
+import { TreeFiles, ProcFilesState } from "../resources/fdkind";
 import { readVmas } from "../sys/proc";
 import { Injector, RemoteMem, BATCH_CODE } from "../ptrace/inject";
 import { startPuppet, PUPPET_SYSCALL } from "../ptrace/puppet";
@@ -73,8 +73,8 @@ export class TaskBuilder {
   /** SIGTRAP's sigaction (handler, flags, restorer, mask), set last by finish() */
   trapAction: TrapAction | null = null;
   injs = new Map<number, Injector>();
-  /** per-restore state shared by fd kinds */
-  state = new Map<string, any>();
+  /** what the restore of this process's fds shares between them (RestoreCtx.state) */
+  state = new ProcFilesState();
   ownShmem = new Set<number>();
 
   constructor(public set: RestoreSet, public t: TaskImages, public tree: TreeFiles = new TreeFiles()) {}
