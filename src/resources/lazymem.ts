@@ -84,6 +84,32 @@ export function splitRunsLazy<R extends { vaddr: bigint; nrPages: number; flags:
 }
 
 /**
+ * The pieces of SPLIT's lazy runs that hold one of PAGES (addresses, any byte of the page) moved to
+ * its eager runs (both stay by address): memory the restore's own syscalls touch before the tree
+ * runs (a thread's rseq area, which its registration writes) is sent with the state instead of
+ * faulting in from the frozen source in the middle of the restore.
+ */
+export function keepEager<R extends { vaddr: bigint; nrPages: number; flags: number }>(split: { eager: R[]; lazy: R[] }, pages: bigint[]): { eager: R[]; lazy: R[] } {
+  const P = BigInt(PAGE);
+  const want = [...new Set(pages.map((p) => p & ~(P - 1n)))].sort((x, y) => (x < y ? -1 : x > y ? 1 : 0));
+  if (!want.length) return split;
+  const lazy: R[] = [], moved: R[] = [];
+  for (const r of split.lazy) {
+    let a = r.vaddr;
+    const end = r.vaddr + BigInt(r.nrPages) * P;
+    for (const p of want) {
+      if (p < a || p >= end) continue;
+      if (p > a) lazy.push({ ...r, vaddr: a, nrPages: Number((p - a) / P) });
+      moved.push({ ...r, vaddr: p, nrPages: 1 });
+      a = p + P;
+    }
+    if (a < end) lazy.push({ ...r, vaddr: a, nrPages: Number((end - a) / P) });
+  }
+  if (!moved.length) return split;
+  return { eager: [...split.eager, ...moved].sort((x, y) => (x.vaddr < y.vaddr ? -1 : x.vaddr > y.vaddr ? 1 : 0)), lazy };
+}
+
+/**
  * Present pages of memory that may be lazy get PE_LAZY too, as CRIU marks them in every dump: its
  * `restore --lazy-pages` (with a lazy-pages daemon reading these images) leaves exactly those pages to
  * the daemon and restores the others itself; without the mark it takes none lazily. A run that
@@ -183,22 +209,34 @@ export function eagerParentRuns(vmas: { start: bigint; end: bigint; status: numb
  * (a restore could not get its pages in: only private anonymous memory is registered).
  */
 export function lazyRanges(pid: number, vmas: S.vma_entry[], pagemap: Run[], lazyParents = false): [bigint, bigint][] {
-  const out: [bigint, bigint][] = [];
-  const runs = lazyParents ? [...pagemap.filter(lazyOnly), ...lazyParentRuns(vmas, pagemap)].sort((x, y) => (x.vaddr < y.vaddr ? -1 : 1)) : pagemap;
-  // (runs and VMAs both by address: one walk, not a search of the VMAs per run)
+  // one walk of the runs (by address, as images hold them) over the VMAs, marking the VMAs to
+  // register: no list of pieces built and sorted (a GiB of fragmented memory has tens of thousands
+  // of runs: that sort of BigInts took most of a tenth of a second of a migration's frozen window)
+  for (let i = 1; i < pagemap.length; i++) {
+    if (pagemap[i].vaddr < pagemap[i - 1].vaddr) return lazyRanges(pid, vmas, [...pagemap].sort((x, y) => (x.vaddr < y.vaddr ? -1 : 1)), lazyParents);
+  }
   const byStart = [...vmas].sort((x, y) => (x.start < y.start ? -1 : x.start > y.start ? 1 : 0));
+  const take = new Uint8Array(byStart.length);
   let vi = 0;
-  for (const r of runs) {
-    if (!lazyOnly(r) && !lazyParents) continue;
+  for (const r of pagemap) {
+    const only = lazyOnly(r), parent = lazyParents && (r.flags & (PE.PARENT | PE.PRESENT)) !== 0;
+    if (!only && !parent) continue;
     const end = r.vaddr + BigInt(r.nrPages * PAGE);
     while (vi < byStart.length && byStart[vi].end <= r.vaddr) vi++;
-    const v = vi < byStart.length && byStart[vi].start <= r.vaddr && end <= byStart[vi].end ? byStart[vi] : undefined;
-    if (!v || !canBeLazy(v)) {
-      throw new CriuError("restore", `process ${pid}: lazy pages 0x${r.vaddr.toString(16)}-0x${end.toString(16)} are not inside private anonymous memory`);
+    if (only) {
+      // a lazy run outside private anonymous memory: its pages could not be brought in
+      const v = vi < byStart.length && byStart[vi].start <= r.vaddr && end <= byStart[vi].end ? byStart[vi] : undefined;
+      if (!v || !canBeLazy(v)) {
+        throw new CriuError("restore", `process ${pid}: lazy pages 0x${r.vaddr.toString(16)}-0x${end.toString(16)} are not inside private anonymous memory`);
+      }
+      take[vi] = 1;
+    } else {
+      // the images' pages of every private anonymous VMA the run overlaps (lazyParentRuns' pieces)
+      for (let k = vi; k < byStart.length && byStart[k].start < end; k++) if (canBeLazy(byStart[k]) && byStart[k].end > r.vaddr) take[k] = 1;
     }
-    const last = out[out.length - 1];
-    if (!last || last[0] !== v.start) out.push([v.start, v.end]);
   }
+  const out: [bigint, bigint][] = [];
+  for (let k = 0; k < byStart.length; k++) if (take[k]) out.push([byStart[k].start, byStart[k].end]);
   return out;
 }
 

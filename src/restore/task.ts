@@ -4,7 +4,7 @@ import { syscall } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { PR, CLONE, CLONE_ARGS_SIZE } from "../sys/flags";
 import { ptrace, PTRACE, getRegs, setRegs, setSigmask, wait4Raw, W, __WALL, R, describeStatus, detach } from "../sys/ptrace";
-import { O, F } from "../sys/mem";
+import { O, F, pwriteFull } from "../sys/mem";
 import { restoreFds, importFd, restoreCtx, fdFloor } from "../resources/files";
 import { restoreDeleted } from "../resources/reg";
 import { shmemFd } from "../resources/shmem";
@@ -16,7 +16,7 @@ import { MAP } from "../resources/vma";
 import type { RestoreSet, TaskImages } from "./images";
 import { CriuError, log } from "../log";
 import { fillPages } from "../codec/pipeline";
-import { fillParentPages } from "../codec/incremental";
+import { fillParentPages, PageSource } from "../codec/incremental";
 import { lazyRanges, makeUffd, eagerParentRuns, canBeLazy } from "../resources/lazymem";
 import { restoreMountNs } from "../resources/mounts";
 import { restoreMemory, restoreMmFields, type MmRestoreCtx } from "../resources/mm";
@@ -346,6 +346,38 @@ export class TaskBuilder {
     // incremental dumps; with lazyParents (migrate's post-copy) only what is not lazy memory: the daemon brings the rest
     const runs = this.set.lazyParents ? eagerParentRuns(this.t.mm.vmas, this.t.pagemap) : this.t.pagemap;
     fillParentPages(this.set.dir, this.t.pid, runs, this.mem!.fd, `process ${this.t.pid}`);
+    if (this.set.lazyParents) this.placeRseqPages();
+  }
+
+  /**
+   * lazyParents: the pages of the threads' rseq areas written here from the images, though they
+   * are lazy memory. The restore's own rseq registration writes there before the tree runs: a
+   * fault the lazy-pages daemon answers only once it has read the images (a tenth of a second of
+   * the frozen window on a busy machine). The daemon finds them in place (EEXIST) and moves on.
+   */
+  private placeRseqPages() {
+    const pages = new Set<bigint>();
+    for (const core of this.t.cores.values()) {
+      const e = core.threadCore?.rseqEntry;
+      if (!e?.rseqAbiPointer) continue;
+      const a = BigInt(e.rseqAbiPointer);
+      pages.add(a & ~4095n);
+      pages.add((a + BigInt(Math.max(1, Number(e.rseqAbiSize || 32))) - 1n) & ~4095n);
+    }
+    if (!pages.size) return;
+    const src = PageSource.open(this.set.dir, this.t.pid);
+    if (!src) return;
+    try {
+      const buf = new Uint8Array(4096);
+      for (const p of pages) {
+        const v = this.t.mm.vmas.find((x) => BigInt(x.start) <= p && p < BigInt(x.end));
+        if (!v || !canBeLazy(v)) continue; // written with the rest
+        // not in the images (kept by the source, or a zero page): faulted in as before
+        if (!src.readSpan(p, 1, buf, 0)) continue;
+        pwriteFull(this.mem!.fd, buf, p, 4096, 0, `process ${this.t.pid}: write its rseq page at 0x${p.toString(16)}`);
+        log.debug(`process ${this.t.pid}: rseq page 0x${p.toString(16)} written from the images (not left to the lazy-pages daemon)`);
+      }
+    } finally { src.close(); }
   }
 
   /** mm fields, auxv and exe link in one PR_SET_MM_MAP. */
