@@ -53,7 +53,10 @@
 //   PRECHECK (9) source, after a pre-copy round's FILEs (its state images): JSON { round }: the
 //               destination checks them as a restore would, creating nothing; a problem is logged
 //               (a warning: the final round's state may differ), and the restore after the freeze
-//               finds its code compiled and the mapped files read
+//               finds its code compiled and the mapped files read; { round, last: true } for the
+//               last pre-copy round: the destination answers PRECHECKED once done, and only then
+//               does the source freeze the tree for the final round
+//   PRECHECKED (10) destination: JSON { round }: the last pre-copy round is checked
 // HELLO's JSON: source { version, postCopySource }, destination { version, postCopySource, token }.
 // Every read has a deadline (--timeout, default 30 s; 10 times that for the destination within a
 // round, whose pages the source reads before it sends them; the restore's RESULT: at least 120 s),
@@ -65,13 +68,14 @@ import { NR } from "../sys/nr";
 import { closeFd, O } from "../sys/mem";
 import { AF, SOCK, SOL, SO } from "../sys/sock";
 import { CriuError, log, logLevel } from "../log";
+import { prestartPuppet, renicePuppet, dropPuppet } from "../ptrace/puppet";
 import { awaitLazyMemory } from "../resources/lazymem";
 import { selfCommand } from "../version";
 import { pausePoint } from "../fault";
 import { writeNewFile } from "../images/safefs";
 import {
   PageServerClient, serveSession, sockaddrIn, setDeadline, forgetSocket, writeAll, readAll, must, setInt, TCP_NODELAY,
-  wireBytes, LazyPageServer, type LazySource,
+  wireBytes, LazyPageServer, type LazySource, warmCoverage,
 } from "../net/pageserver";
 import { dumpProcess } from "../dump/dump";
 import { restoreProcesses, checkRestorable, type RestoreOptions } from "../restore/restore";
@@ -97,8 +101,8 @@ function boost(): () => void {
 }
 
 const MAGIC = 0x474d4243;
-export const MSG = { HELLO: 1, ROUND: 2, FILE: 3, RESTORE: 4, RESULT: 5, READY: 6, COMMIT: 7, LAZYCONN: 8, PRECHECK: 9 } as const;
-const VERSION = 2;
+export const MSG = { HELLO: 1, ROUND: 2, FILE: 3, RESTORE: 4, RESULT: 5, READY: 6, COMMIT: 7, LAZYCONN: 8, PRECHECK: 9, PRECHECKED: 10 } as const;
+const VERSION = 3;
 /** pre-copy rounds at most (the final dump comes after them) */
 const MAX_ROUNDS = Number(process.env.CRIU_BUN_MIGRATE_ROUNDS ?? 8);
 /** a dirty set this small (pages) is sent in the final dump at once */
@@ -182,15 +186,26 @@ export function migrateOut(o: MigrateSource): { rounds: RoundStat[]; downtimeMs:
       done = n;
       // its state images too: the destination checks them now (PRECHECK), not after the freeze
       sendImages(fd, sub);
-      sendJson(fd, MSG.PRECHECK, { round: n }, "sending PRECHECK to the destination");
       const r = { round: n, pages: st.pagesWritten, bytes: wireBytes - b0, ms: performance.now() - t0, frozenMs: (st.freezingTime + st.frozenTime) / 1000 };
       rounds.push(r);
+      const prev = rounds[rounds.length - 2];
+      const shrinking = !prev || r.pages <= prev.pages * 0.9;
+      const last = r.pages <= SMALL_DIRTY || !shrinking || n === MAX_ROUNDS;
+      sendJson(fd, MSG.PRECHECK, { round: n, last }, "sending PRECHECK to the destination");
       // a pre-copy round freezes the tree only to find its state and which pages to send (liveRead)
       out(`round ${n}: ${r.pages} pages, ${r.bytes} bytes (${mib(r.bytes)} MiB) sent in ${r.ms.toFixed(0)} ms, the tree frozen ${r.frozenMs.toFixed(0)} ms of it`);
+      if (last) {
+        // the final round freezes the tree only once the destination is done with this one's
+        // check (it would answer the final round's first request only after it, the tree frozen)
+        const t1 = performance.now();
+        const a = recv(fd, "waiting for the destination's check of the last pre-copy round");
+        if (!a) throw new CriuError("migrate", "the destination closed the connection after the last pre-copy round");
+        if (a.type !== MSG.PRECHECKED) throw new CriuError("migrate", `unexpected message ${a.type} from the destination instead of PRECHECKED`);
+        log.info(`round ${n}: the destination checked it; waited ${(performance.now() - t1).toFixed(1)} ms for that`);
+      }
       pausePoint("migrate-round");
-      const prev = rounds[rounds.length - 2];
-      if (r.pages <= SMALL_DIRTY) break;
-      if (prev && r.pages > prev.pages * 0.9) { log.info(`the dirty set stopped shrinking (${prev.pages} -> ${r.pages} pages)`); break; }
+      if (!shrinking && r.pages > SMALL_DIRTY) log.info(`the dirty set stopped shrinking (${prev.pages} -> ${r.pages} pages)`);
+      if (last) break;
     }
     // the final dump: frozen until the destination runs the tree, then killed
     const n = done + 1;
@@ -428,6 +443,8 @@ export function migrateIn(o: MigrateListen): { pid: number } {
         const token = fromSource ? Buffer.from(crypto.getRandomValues(new Uint8Array(16))).toString("hex") : undefined;
         sendJson(conn, MSG.HELLO, { version: VERSION, postCopySource: fromSource, token }, "answering HELLO");
         if (v !== VERSION) throw new CriuError("migrate", `the source speaks migrate protocol version ${v}, not ${VERSION}`);
+        // the puppet the restored root is cloned from (spawned and seized: tens of ms) now, not in the frozen window
+        if (!o.restore.rstSibling) prestartPuppet();
         let lazyConn: number | undefined;
         if (token) lazyConn = acceptLazyConn(ls, token, timeoutSec);
         try {
@@ -438,7 +455,11 @@ export function migrateIn(o: MigrateListen): { pid: number } {
         if (n !== round + 1) throw new CriuError("migrate", `round ${n} after round ${round}`);
         // the final round goes where the post-copy daemon reads it
         final = v.final === true && n > 1 && !!daemon;
-        if (v.final === true) unboost = boost();
+        if (v.final === true) {
+          unboost = boost();
+          // the restored root inherits the puppet's nice until its threads get their own back
+          if (process.env.CRIU_BUN_MIGRATE_NICE !== "0" && renicePuppet(-20)) log.debug("migrate: the puppet runs at nice -20 too");
+        }
         cur = join(work, final ? "final" : String(n));
         if (!final) mkdirSync(cur, { mode: 0o700 });
         if (n > 1) linkParent(cur, `../${n - 1}`);
@@ -464,12 +485,15 @@ export function migrateIn(o: MigrateListen): { pid: number } {
       } else if (m.type === MSG.PRECHECK) {
         if (!cur || final) throw new CriuError("migrate", "PRECHECK outside a pre-copy round");
         const t0 = performance.now();
+        try { warmCoverage(cur); } catch (e: any) { log.debug(`round ${round}: coverage not computed ahead (${e?.message})`); }
         try {
           checkRestorable({ ...o.restore, dir: cur });
           log.info(`round ${round}: its images would restore (checked in ${(performance.now() - t0).toFixed(1)} ms)`);
         } catch (e: any) {
           log.warn(`round ${round}: its images would not restore as they are: ${e?.message ?? e}`);
         }
+        // the last pre-copy round: the source freezes the tree for the final one once told
+        if (json(m, "PRECHECK").last === true) sendJson(conn, MSG.PRECHECKED, { round }, "telling the source its round is checked");
       } else if (m.type === MSG.RESTORE) {
         if (!cur) throw new CriuError("migrate", "RESTORE before any round");
         log.info(`migrate: RESTORE: the final round's images are in; restoring from ${cur}`);
@@ -520,6 +544,7 @@ export function migrateIn(o: MigrateListen): { pid: number } {
       }
     }
   } finally {
+    dropPuppet(); // (started ahead, taken by the restore; first: it may hold the connection)
     if (conn >= 0) { forgetSocket(conn); closeFd(conn); }
     closeFd(ls);
     // a daemon with no restore served (the migration failed before): gone

@@ -12,7 +12,7 @@
 // pages-M.img (M from 0x10001 up, as CRIU's page server numbers them, so they never clash with the
 // dumper's own pages files) in its images directory; that directory plus the dumper's other images
 // restore with criu-bun or CRIU. With --prev-images-dir its "parent" link names the previous images.
-import { openSync, closeSync, readSync, appendFileSync, existsSync, rmSync } from "node:fs";
+import { openSync, closeSync, readSync, appendFileSync, existsSync, rmSync, statSync, realpathSync, readdirSync } from "node:fs";
 import { createNew, writeNewFile } from "../images/safefs";
 import { join } from "node:path";
 import { syscall, addr } from "../sys/syscall";
@@ -208,8 +208,34 @@ export class PageServerClient {
 
 // ---- the receiving side ----------------------------------------------------------------------
 
+/** pagemapCoverage's answers, by the file's real path and identity (warmCoverage) */
+const coverageCache = new Map<string, { id: string; cov: [bigint, bigint][] }>();
+function coverageKey(dir: string, file: string): { path: string; id: string } | undefined {
+  try {
+    const path = join(realpathSync(dir), file), st = statSync(path, { bigint: true });
+    return { path, id: `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}` };
+  } catch { return undefined; }
+}
+
+/**
+ * The coverage of every pagemap in DIR computed now (migrate's destination, once a pre-copy round
+ * is in): the next round's PS_IOV_OPEN2 finds it ready instead of decoding the parent's pagemap
+ * then, the final round's in the frozen window.
+ */
+export function warmCoverage(dir: string) {
+  for (const f of readdirSync(dir)) if (/^pagemap-\d+\.img$/.test(f)) pagemapCoverage(dir, f);
+}
+
 /** The address ranges (sorted, joined) whose pages dir's pagemap holds, stored or in its own parents. */
 export function pagemapCoverage(dir: string, file: string): [bigint, bigint][] {
+  const key = coverageKey(dir, file), hit = key && coverageCache.get(key.path);
+  if (key && hit && hit.id === key.id) return hit.cov;
+  const cov = computeCoverage(dir, file);
+  if (key) coverageCache.set(key.path, { id: key.id, cov });
+  return cov;
+}
+
+function computeCoverage(dir: string, file: string): [bigint, bigint][] {
   const out: [bigint, bigint][] = [];
   const runs = [...decodePagemap(dir, file).runs].sort((a, b) => (a.vaddr < b.vaddr ? -1 : a.vaddr > b.vaddr ? 1 : 0));
   for (const r of runs) {
@@ -221,9 +247,16 @@ export function pagemapCoverage(dir: string, file: string): [bigint, bigint][] {
   return out;
 }
 
+/** Whether [a, b) lies inside the ranges COV (sorted, joined: touching ranges are one, so one must hold it all). */
 function covered(cov: [bigint, bigint][], a: bigint, b: bigint): boolean {
-  for (const [x, y] of cov) { if (x <= a && a < y) a = y; if (a >= b) return true; }
-  return a >= b;
+  if (a >= b) return true;
+  // the last range starting at or before a (a binary search: a round's thousands of parent runs each check)
+  let lo = 0, hi = cov.length - 1, k = -1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    if (cov[mid][0] <= a) { k = mid; lo = mid + 1; } else hi = mid - 1;
+  }
+  return k >= 0 && cov[k][1] >= b;
 }
 
 interface OpenMap { file: string; dst: bigint; pagesId: number; runs: PagemapRun[]; pagesFd: number; parent?: [bigint, bigint][] }

@@ -9,6 +9,8 @@ import { spawn, spawnSibling } from "../sys/spawn";
 import { seize, interrupt, wait4Raw, W, PTRACE_O, __WALL, describeStatus } from "../sys/ptrace";
 import { CriuError } from "../log";
 import { sysFailed } from "../sys/errno";
+import { readFileSync } from "node:fs";
+import { Injector, RemoteMem } from "./inject";
 
 export const PUPPET_BASE = 0x13370000n;
 const CODE_OFF = 120;
@@ -65,6 +67,14 @@ const memfds = new Map<number, number>();
  * criu-bun from the seize on.
  */
 export function startPuppet(sibling = false): number {
+  if (!sibling && ahead !== undefined) {
+    // started ahead (prestartPuppet): still there and stopped as it was left
+    const pid = ahead;
+    ahead = undefined;
+    try { if (/\) t /.test(readFileSync(`/proc/${pid}/stat`, "utf8"))) return pid; } catch {}
+    syscall(NR.kill, pid, 9);
+    reap(pid);
+  }
   const parent = sibling ? process.ppid : process.pid;
   let memfd = memfds.get(parent) ?? -1;
   if (memfd < 0) {
@@ -89,4 +99,46 @@ export function startPuppet(sibling = false): number {
     interrupt(pid);
   }
   return pid;
+}
+
+/** a puppet started ahead of its restore (prestartPuppet), seized and stopped */
+let ahead: number | undefined;
+
+/**
+ * Start the next restore's puppet now (migrate's destination, before the frozen window: spawning
+ * and seizing it takes tens of ms on a busy machine). The restore's startPuppet takes it;
+ * dropPuppet ends it if no restore did. NICE: its nice (the restored root inherits it until its
+ * threads get their own back), set again later with renicePuppet.
+ */
+export function prestartPuppet() {
+  if (ahead !== undefined) return;
+  const pid = startPuppet(false);
+  ahead = pid;
+  // it keeps none of criu-bun's fds while it waits (a connection held open here would not end
+  // when criu-bun closes it); the restore closes them all again in any case
+  const mem = new RemoteMem(pid);
+  try {
+    const inj = new Injector(pid, PUPPET_SYSCALL, "trap", mem);
+    const r = inj.call(NR.close_range, 0, 0xffffffff, 0);
+    inj.restore();
+    if (r !== 0n) throw new CriuError("restore", sysFailed(`puppet process ${pid}`, "close_range", -r));
+  } catch (e) { dropPuppet(); throw e; } finally { mem.close(); }
+}
+
+/** The puppet started ahead, at NICE (migrate's frozen window runs at -20); false if none. */
+export function renicePuppet(nice: number): boolean {
+  return ahead !== undefined && syscall(NR.setpriority, 0 /* PRIO_PROCESS */, ahead, nice) === 0;
+}
+
+/** The puppet started ahead and not used: killed and reaped. */
+export function dropPuppet() {
+  if (ahead === undefined) return;
+  const pid = ahead;
+  ahead = undefined;
+  syscall(NR.kill, pid, 9);
+  reap(pid);
+}
+
+function reap(pid: number) {
+  for (;;) { const { r, status } = wait4Raw(pid, __WALL); if (r === -4) continue; if (r < 0 || !W.stopped(status)) break; }
 }
