@@ -156,6 +156,9 @@ let onPhase: (() => void) | undefined;
 /** Called at every phase() (the restore watchdog counts them as progress). */
 export function setPhaseHook(f: (() => void) | undefined) { onPhase = f; }
 
+/** What a caught error says (its message; anything thrown that is not an Error, as a string). */
+export function errorMessage(e: unknown): string { return e instanceof Error ? e.message : String(e); }
+
 /**
  * The one line a user sees for an error: a CriuError as it is; anything else (a bug, or damage
  * no check caught) becomes "internal error in <phase> for process P: ...", its stack only in the

@@ -32,7 +32,7 @@ import { writeImage, writeImageBytes } from "../images/image";
 import { writeManifest } from "../images/manifest";
 import { encodePagemap, RunList } from "../images/pagemap";
 import * as S from "../images/schemas";
-import { CriuError, log, phase, unalias, aliasPath } from "../log";
+import { CriuError, log, phase, unalias, aliasPath, errorMessage } from "../log";
 import { fault, pausePoint } from "../fault";
 import { PageServerClient, serveLazyPages, type LazySource } from "../net/pageserver";
 import { splitLazy, markLazy, markLazyList, splitRunsLazy, keepEager } from "../resources/lazymem";
@@ -323,7 +323,7 @@ export function dumpProcess(o: DumpOptions): DumpStats {
     let e = err;
     pageServer?.abort(); // no PS_IOV_CLOSE: the page server drops what it received
     // a failure because a process of the tree died meanwhile is reported as that
-    if (tree.length && !released) try { sameTreeAsFrozen(tree); } catch (lost) { log.debug(`failed with: ${err instanceof Error ? err.message : err}`); e = lost; }
+    if (tree.length && !released) try { sameTreeAsFrozen(tree); } catch (lost) { log.debug(`failed with: ${errorMessage(err)}`); e = lost; }
     kinds.abort();
     if (netLocked && !released) unlockHook(o.hooks, pid);
     for (const n of tree) { n.mem?.close(); if (!released) letGo(n); }
@@ -355,7 +355,7 @@ export function dumpProcess(o: DumpOptions): DumpStats {
       // the tree lives on (resumed or left stopped): its tracking ends first
       for (const n of alive) {
         const m = new RemoteMem(n.pid);
-        try { track!.disarm(n.pid, n.fp!.threads[0].tid, m); } catch (x: any) { log.warn(`process ${n.pid}: memory tracking not ended: ${x?.message}`); } finally { m.close(); }
+        try { track!.disarm(n.pid, n.fp!.threads[0].tid, m); } catch (x) { log.warn(`process ${n.pid}: memory tracking not ended: ${errorMessage(x)}`); } finally { m.close(); }
       }
       // (the injection took the queued SIGSTOP as it passed: queued again)
       if (committed) for (const n of alive) syscall(NR.kill, n.pid, 19);
@@ -435,12 +435,12 @@ function writeDumpStats(dir: string, stats: DumpStats) {
       pagesScanned: BigInt(stats.pagesScanned), pagesSkippedParent: BigInt(stats.pagesSkippedParent), pagesWritten: BigInt(stats.pagesWritten), pagesLazy: 0n,
     } })]);
     log.debug(`stats-dump written in ${dir}`);
-  } catch (e: any) { log.warn(`cannot write stats-dump: ${e.message}`); }
+  } catch (e) { log.warn(`cannot write stats-dump: ${errorMessage(e)}`); }
 }
 
 /** network-unlock's answer changes nothing (criu ignores it too): the tree must be let go */
 function unlockHook(hooks: Hooks | undefined, pid: number) {
-  try { runHook(hooks, "network-unlock", { pid }); } catch (e: any) { log.warn(`network-unlock: ${e.message}`); }
+  try { runHook(hooks, "network-unlock", { pid }); } catch (e) { log.warn(`network-unlock: ${errorMessage(e)}`); }
 }
 
 
@@ -611,9 +611,9 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
         const tmp = mkdtempSync(join(d, ".criu-bun-pages-"));
         try {
           let p;
-          try { p = dumpPages(pid, vmas, mem, tmp, id, false, want); } catch (e: any) {
+          try { p = dumpPages(pid, vmas, mem, tmp, id, false, want); } catch (e) {
             if (!existsSync(`/proc/${pid}`)) throw e;
-            log.warn(`process ${pid}: its memory changed while it was read (${e?.message}); left out of this round, sent in full by the next`);
+            log.warn(`process ${pid}: its memory changed while it was read (${errorMessage(e)}); left out of this round, sent in full by the next`);
             return { scanned: 0, written: 0, skipped: 0 };
           }
           if (ps.open(vpid) !== hasParent) throw new CriuError("dump", `process ${pid}: the page server ${hasParent ? "has no" : "has"} parent images for it, unlike this side`);

@@ -132,7 +132,7 @@ export function enterCgroups(hostPid: number, set: S.cg_set_entry, manage: boole
   for (const t of targets(set, hostPid)) {
     if (manage) mkdirSync(t.dir, { recursive: true });
     try { writeFileSync(join(t.dir, "cgroup.procs"), `${hostPid}\n`); }
-    catch (e: any) { throw new CriuError("restore", `cannot move process ${hostPid} into cgroup ${t.name || "(v2)"}:${t.path}: ${errnoText(e)}`); }
+    catch (e) { throw new CriuError("restore", `cannot move process ${hostPid} into cgroup ${t.name || "(v2)"}:${t.path}: ${errnoText(e)}`); }
   }
 }
 
@@ -143,15 +143,15 @@ export function enterCgroups(hostPid: number, set: S.cg_set_entry, manage: boole
  */
 export function freezeCgroup(path: string, timeoutMs = 10000): { tids: number[]; thaw(): void } {
   let dir: string;
-  try { dir = realpathSync(path); } catch (e: any) { throw new CriuError("dump", `freeze_cgroup ${path}: ${errnoText(e)}`); }
+  try { dir = realpathSync(path); } catch (e) { throw new CriuError("dump", `freeze_cgroup ${path}: ${errnoText(e)}`); }
   if (!dir.startsWith("/sys/fs/cgroup/")) throw new CriuError("dump", `freeze_cgroup ${path} is not a cgroup under /sys/fs/cgroup`);
   const v1 = existsSync(join(dir, "freezer.state"));
   if (!v1 && !existsSync(join(dir, "cgroup.freeze"))) throw new CriuError("dump", `freeze_cgroup ${path} has neither freezer.state (v1) nor cgroup.freeze (v2)`);
   const file = join(dir, v1 ? "freezer.state" : "cgroup.freeze");
-  const thaw = () => { try { writeFileSync(file, v1 ? "THAWED" : "0"); log.info(`cgroup ${dir} thawed`); } catch (e: any) { log.warn(`cannot thaw ${dir}: ${errnoText(e)}`); } };
+  const thaw = () => { try { writeFileSync(file, v1 ? "THAWED" : "0"); log.info(`cgroup ${dir} thawed`); } catch (e) { log.warn(`cannot thaw ${dir}: ${errnoText(e)}`); } };
   const frozen = () => v1 ? readFileSync(file, "latin1").trim() === "FROZEN" : /^frozen 1$/m.test(readFileSync(join(dir, "cgroup.events"), "latin1"));
   try { writeFileSync(file, v1 ? "FROZEN" : "1"); }
-  catch (e: any) { throw new CriuError("dump", `cannot freeze cgroup ${dir}: ${errnoText(e)}`); }
+  catch (e) { throw new CriuError("dump", `cannot freeze cgroup ${dir}: ${errnoText(e)}`); }
   const deadline = Date.now() + timeoutMs;
   while (!frozen()) {
     if (Date.now() > deadline) { thaw(); throw new CriuError("dump", `cgroup ${dir} did not freeze within ${timeoutMs} ms`); }

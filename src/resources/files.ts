@@ -3,7 +3,7 @@
 import { statSync, fstatSync } from "node:fs";
 import { listFds, parseFdinfo, readLink, readFdinfoAt } from "../sys/proc";
 import { raiseNofile } from "../sys/limits";
-import { CriuError, log } from "../log";
+import { CriuError, log, errorMessage } from "../log";
 import { syscall, addr, cstr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { closeFd, O, F } from "../sys/mem";
@@ -131,7 +131,7 @@ export class FdKindsDump {
   /** a failed dump: each kind's own cleanup, one failing not stopping the others */
   abort() {
     for (const [k, s] of this.begun()) {
-      try { k.dumpAbort?.(s); } catch (e) { log.warn(`${k.name}: ${e instanceof Error ? e.message : String(e)}`); }
+      try { k.dumpAbort?.(s); } catch (e) { log.warn(`${k.name}: ${errorMessage(e)}`); }
     }
   }
   private begun(): [SomeFdKind, unknown][] { return [...this.states]; }
@@ -216,7 +216,7 @@ export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: 
       // through criu-bun's copy of the fd (taken for its owner and kind anyway): fstat, cheaper
       // than a path walk through /proc/PID/fd/N; without a copy, through the path
       try { try { st = fstatSync(grab(), { bigint: true }); } catch (e) { if (dup >= 0) throw e; st = statSync(`/proc/${pid}/fd/${fd}`, { bigint: true }); } }
-      catch (e: any) { if (dup >= 0) closeFd(dup); throw new CriuError("files", `${where}: cannot stat '${target}': ${e.message}`); }
+      catch (e) { if (dup >= 0) closeFd(dup); throw new CriuError("files", `${where}: cannot stat '${target}': ${errorMessage(e)}`); }
       // the same open file description seen through another fd: same id (kcmp says so)
       // (fds of one description show the same offset and flags: only those are compared)
       // (eventfds all share one anonymous inode: their id, as fdinfo shows it, tells them apart)

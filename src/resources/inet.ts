@@ -32,7 +32,7 @@ import { withNetns } from "../sys/netns";
 import { readLink } from "../sys/proc";
 import * as S from "../images/schemas";
 import type { InitOf } from "../images/schemas";
-import { CriuError, log } from "../log";
+import { CriuError, log, errorMessage } from "../log";
 import { errnoText, sysFailed } from "../sys/errno";
 import { refuse } from "./unsupported";
 
@@ -126,7 +126,7 @@ function inetDumpRelease(s: InetDump, outcome: "killed" | "running", runId?: str
       log.info("The lock lives in the network namespace(s) of the dumped connections: take their interfaces down before deleting such a namespace, or its peers may see a RST");
     }
   } catch (e) {
-    log.error("dump", `the network lock could not be kept for the restore (${e instanceof Error ? e.message : e}); peers may see the connections reset`);
+    log.error("dump", `the network lock could not be kept for the restore (${errorMessage(e)}); peers may see the connections reset`);
   } finally {
     for (const l of s.locks.values()) l.held.release();
   }
@@ -264,7 +264,7 @@ function listenBacklog(family: number, port: number, ino: number): { backlog: nu
       const d = new DataView(m.payload.buffer, m.payload.byteOffset, m.payload.length);
       if (m.payload.length >= 72 && d.getUint32(68, true) === ino) return { backlog: d.getUint32(60, true), pending: d.getUint32(56, true) };
     }
-  } catch (e: any) { log.debug(`sock_diag: ${e.message}`); }
+  } catch (e) { log.debug(`sock_diag: ${errorMessage(e)}`); }
   return undefined;
 }
 
@@ -285,9 +285,9 @@ function synQueue(family: number, port: number, local: Uint8Array): number {
       if (!any && !local.every((b, i) => p[8 + i] === b)) continue;
       n++;
     }
-  } catch (e: any) {
+  } catch (e) {
     // not knowing would let a half-open connection be lost silently
-    throw new CriuError("files", `sock_diag cannot list the half-open connections of port ${port} (${e.message})`);
+    throw new CriuError("files", `sock_diag cannot list the half-open connections of port ${port} (${errorMessage(e)})`);
   }
   return n;
 }
@@ -317,8 +317,8 @@ function inetShutdownList(pid: number, family: number, proto: number, where: str
         const ino = d.getUint32(68, true);
         if (!out.has(ino)) out.set(ino, shut);
       }
-    } catch (e: any) {
-      throw new CriuError("files", `${where}: sock_diag cannot tell whether the socket is shut down (${e.message})`);
+    } catch (e) {
+      throw new CriuError("files", `${where}: sock_diag cannot tell whether the socket is shut down (${errorMessage(e)})`);
     }
     return out;
   });

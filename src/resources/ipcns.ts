@@ -93,7 +93,7 @@ export function readIpcNs(dir: string, nsId: number): S.ipc_var_entry {
 export function restoreIpcNs(root: number, v: S.ipc_var_entry, phase: "limits" | "next-ids" | "after-attach") {
   withNs(root, "ipc", () => {
     const put = (f: string, val: unknown) => {
-      try { writeFileSync(sys(f), `${val}\n`); } catch (e: any) { throw new CriuError("restore", `process ${root}: cannot set ${f.replace(/\//g, ".")} to ${val} in its IPC namespace: ${errnoText(e)}`); }
+      try { writeFileSync(sys(f), `${val}\n`); } catch (e) { throw new CriuError("restore", `process ${root}: cannot set ${f.replace(/\//g, ".")} to ${val} in its IPC namespace: ${errnoText(e)}`); }
     };
     if (phase === "limits") {
       put("kernel/sem", v.semCtls.join(" "));

@@ -21,7 +21,7 @@ import { wait4Raw, __WALL } from "../sys/ptrace";
 import { join } from "node:path";
 import { VMA, MAP, PE, PAGE } from "./vma";
 import type { DumpedVma } from "./memory";
-import { CriuError, log } from "../log";
+import { CriuError, log, errorMessage } from "../log";
 import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { O, closeFd, openFd, preadFull } from "../sys/mem";
@@ -328,7 +328,7 @@ export class LazyChannel {
     const got: number[] = [];
     for (;;) {
       let p;
-      try { p = recvPacket(this.fd, 4); } catch (e: any) { log.warn(`lazy pages: ${e.message}`); return false; }
+      try { p = recvPacket(this.fd, 4); } catch (e) { log.warn(`lazy pages: ${errorMessage(e)}`); return false; }
       for (const fd of p.fds) closeFd(fd);
       if (!p.data.length) {
         const missing = this.missingPages();

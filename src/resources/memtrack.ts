@@ -31,7 +31,7 @@ import { errnoText } from "../sys/errno";
 import { decodePagemap, type PagemapRun } from "../images/pagemap";
 import { VMA } from "./vma";
 import type { DumpedVma, PageRun } from "./memory";
-import { log } from "../log";
+import { log, errorMessage } from "../log";
 
 const PAGE = 4096n, PE_PARENT = 1, PE_PRESENT = 4;
 /** what the tracking record of one process holds */
@@ -183,9 +183,9 @@ export class MemTracker {
       writeRecord(this.dir, vpid, rec);
       log.info(`process ${pid}: memory tracking armed (userfaultfd ${rec.fd}, ${n} VMA(s) newly registered)`);
       made = -1;
-    } catch (e: any) {
+    } catch (e) {
       // tracking is an optimisation: the dump stands, the next one compares contents
-      log.warn(`process ${pid}: memory tracking not armed: ${e.message}`);
+      log.warn(`process ${pid}: memory tracking not armed: ${errorMessage(e)}`);
       if (made >= 0) inj.call(NR.close, made);
     } finally { inj.restore(); }
   }
@@ -234,7 +234,7 @@ export function dropTracking(dir: string) {
           log.info(`process ${rec.pid}: memory tracking ended (userfaultfd ${rec.fd} closed)`);
         }
       } finally { mem.close(); releaseProcess(fp); }
-    } catch (e: any) { log.warn(`process ${rec.pid}: memory tracking could not be ended: ${e.message}`); }
+    } catch (e) { log.warn(`process ${rec.pid}: memory tracking could not be ended: ${errorMessage(e)}`); }
   }
 }
 

@@ -264,7 +264,7 @@ export function enterTimens(pinj: Injector, puppet: number, tn: S.timens_entry) 
   };
   const text = `monotonic ${off(tn.monotonic!, CLOCK_MONOTONIC)}\nboottime ${off(tn.boottime!, CLOCK_BOOTTIME)}\n`;
   try { writeFileSync(`/proc/${puppet}/timens_offsets`, text); }
-  catch (e: any) { throw new CriuError("restore", sysFailed(`puppet process ${puppet}`, "writing its timens_offsets", e)); }
+  catch (e) { throw new CriuError("restore", sysFailed(`puppet process ${puppet}`, "writing its timens_offsets", e)); }
   log.debug(`namespaces: a new time namespace, offsets ${text.trim().replace(/\n/g, ", ")}`);
 }
 

@@ -20,7 +20,7 @@ import { withNs } from "../sys/netns";
 import { restoreIpcNs } from "../resources/ipcns";
 import { O } from "../sys/mem";
 import { unledGroup } from "../resources/taskattrs";
-import { CriuError, log, phase, asCriuError, logFd, unalias } from "../log";
+import { CriuError, log, phase, asCriuError, logFd, unalias, errorMessage } from "../log";
 import { startWatchdog, stopWatchdog, tick, whilePaused, setStallHint } from "../watchdog";
 import { fault, pausePoint } from "../fault";
 import { NETWORK_LOCK, runLockTableName } from "../net/netlock";
@@ -30,7 +30,7 @@ import { precheckMountNs, type ExtMounts } from "../resources/mounts";
 import { runHook as runHookNow, type Hooks } from "../hooks";
 import { CLONE } from "../sys/flags";
 import { LazyChannel, hasLazyPages } from "../resources/lazymem";
-import { errnoText } from "../sys/errno";
+import { errnoText, errnoOf } from "../sys/errno";
 
 /** A hook waits for someone else (a script, the RPC client): that is not a stalled restore. */
 function runHook(...a: Parameters<typeof runHookNow>) { return whilePaused(() => runHookNow(...a)); }
@@ -76,7 +76,7 @@ export interface Restored { pid: number; ms: number; forkMs: number; pages: numb
 
 /** Hooks whose answer changes nothing (criu only logs their failure): the tree goes on. */
 function softHook(hooks: Hooks | undefined, action: "network-unlock" | "post-resume", pid: number) {
-  try { runHook(hooks, action, { pid }); } catch (e: any) { log.warn(`${action}: ${e.message}`); }
+  try { runHook(hooks, action, { pid }); } catch (e) { log.warn(`${action}: ${errorMessage(e)}`); }
 }
 
 /** Every fd kind's hook of one restore phase (FdKind.restore*), in kinds.ts order. */
@@ -175,11 +175,11 @@ export function restoreProcesses(o: RestoreOptions): Restored {
   // every image is read through an fd held on the directory (see safefs.ts), checked first
   let h;
   try { h = openDir(o.dir); }
-  catch (e: any) { throw new CriuError("restore", `images directory '${o.dir}' ${e?.code === "ENOENT" ? "does not exist" : "cannot be opened"}: ${errnoText(e)}`); }
+  catch (e) { throw new CriuError("restore", `images directory '${o.dir}' ${errnoOf(e) === 2 /* ENOENT */ ? "does not exist" : "cannot be opened"}: ${errnoText(e)}`); }
   try {
     if (!o.trustImages) checkImagesTrusted(h.path);
     return restoreFrom({ ...o, dir: h.path });
-  } catch (e: any) {
+  } catch (e) {
     if (e instanceof Error) e.message = unalias(e.message); // the directory's name, not its fd
     throw e;
   } finally { h.close(); }
@@ -199,7 +199,7 @@ export function checkRestorable(o: RestoreOptions) {
     const set = loadImages(h.path);
     const po = { ...o, dir: h.path, ignoreCgroups: true, cgRoots: undefined };
     precheck(set, po, restoreRun(set, po));
-  } catch (e: any) {
+  } catch (e) {
     if (e instanceof Error) e.message = unalias(e.message);
     throw e;
   } finally { h.close(); }
@@ -329,7 +329,7 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
     // the pidfile before anything runs: failing to write it fails the restore
     if (o.pidfile) {
       try { replaceFile(o.pidfile, `${builders[0].pid}`); }
-      catch (e: any) { throw new CriuError("restore", `cannot write pidfile ${o.pidfile}: ${errnoText(e)}`); }
+      catch (e) { throw new CriuError("restore", `cannot write pidfile ${o.pidfile}: ${errnoText(e)}`); }
     }
     runHook(o.hooks, "post-restore", { pid: builders[0].pid });
     if (set.newNetNs) softHook(o.hooks, "network-unlock", builders[0].pid);
@@ -367,7 +367,7 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
       pagesCompared: 0n, pagesSkippedCow: 0n, forkingTime: Math.round(forkMs * 1000), restoreTime: Math.round(ms * 1000),
       pagesRestored: BigInt(pages),
     } })]);
-  } catch (e: any) { log.warn(`cannot write stats-restore: ${e.message}`); }
+  } catch (e) { log.warn(`cannot write stats-restore: ${errorMessage(e)}`); }
   log.info(`Restored ${set.tasks.length} process(es), root ${t.pid}, in ${ms.toFixed(1)} ms`);
   return { pid: hostPid, ms, forkMs, pages, processes: set.tasks.length, lazy, pids: builders.filter((b) => !b.t.zombie).map((b) => b.pid) };
 }
