@@ -7,12 +7,13 @@
 import { openSync, writeSync, closeSync, constants, fstatSync, lstatSync, ftruncateSync } from "node:fs";
 import { errnoText } from "./sys/errno";
 
-export const LOG_MSG = 0, LOG_ERROR = 1, LOG_WARN = 2, LOG_INFO = 3, LOG_DEBUG = 4;
+// criu's levels; 0 (LOG_MSG) is log.msg's: printed whatever the level
+const LOG_ERROR = 1, LOG_WARN = 2, LOG_INFO = 3;
+export const LOG_DEBUG = 4;
 const LOG_TIMESTAMP = 3;
 let level = 2; // criu's DEFAULT_LOGLEVEL
 let fd = 2;
 let ownFd = false;
-let firstError: string | undefined;
 const t0 = performance.now();
 
 export function setLogLevel(v: number) { flushLog(); level = Math.max(0, v); }
@@ -69,8 +70,6 @@ export function unalias(text: string): string {
 
 /** The fd log lines go to (2 unless -o). */
 export function logFd() { return fd; }
-/** The first error logged (criu reports it back over RPC). */
-export function firstLoggedError() { return firstError; }
 
 function stamp(): string {
   const us = Math.round((performance.now() - t0) * 1000);
@@ -95,8 +94,8 @@ let firstAt = 0; // when the oldest buffered line was logged
 export function logBuffer(): SharedArrayBuffer { return shared; }
 
 /** Write out what the buffer holds (any thread: see flushLogFrom). */
-export function flushLog() { flushLogFrom(shared); }
-export function flushLogFrom(sab: SharedArrayBuffer) {
+function flushLog() { flushLogFrom(shared); }
+function flushLogFrom(sab: SharedArrayBuffer) {
   const n = new Int32Array(sab, 0, 2), b = new Uint8Array(sab, 8);
   const len = Atomics.exchange(n, 0, 0);
   if (len > 0) { try { writeSync(Atomics.load(n, 1), b.subarray(0, len)); } catch {} }
@@ -104,7 +103,6 @@ export function flushLogFrom(sab: SharedArrayBuffer) {
 
 function emit(lvl: number, text: string) {
   text = unalias(text);
-  if (lvl === LOG_ERROR && firstError === undefined) firstError = text;
   if (lvl > level) return;
   const line = `${level >= LOG_TIMESTAMP ? stamp() : ""}${text}\n`;
   if (lvl === LOG_DEBUG && line.length * 3 <= BUF_BYTES) {

@@ -4,7 +4,7 @@
 // LXC reads the first line with fscanf("Version: %[^\n]") and compares it as a string, runc and
 // go-criu compute major*10000 + minor*100 (+ sublevel) from it. The GitID line has no '-',
 // so parsers that treat a '-' as a git-describe suffix ("v4.2-22-g...") leave it alone.
-export const VERSION = "0.1.0";
+const VERSION = "0.1.0";
 export const CRIU_LEVEL = "4.2";
 /** The one gitid string: `--version`'s GitID line, the log's first line and swrk's VERSION answer. */
 export const GITID = `criu_bun ${VERSION}`;

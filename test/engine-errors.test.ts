@@ -1,7 +1,7 @@
 // Bad input gets one clear error line and a non-zero exit, and nothing is lost: the target of a
 // failed dump keeps running as before; a failed restore leaves no process behind.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdirSync, writeFileSync, readFileSync, truncateSync, readdirSync, statSync } from "node:fs";
+import { writeFileSync, readFileSync, truncateSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, isAlive, criuBun, waitUntil } from "./harness";
 import { dump, imagesDir, cleanupImages, restore, waitReaped } from "./engine-helpers";
@@ -209,7 +209,6 @@ describe("cli", () => {
     expect((await waitResult(w)).text).toStartWith("PASS");
   });
 });
-void mkdirSync;
 
 describe("failures in the middle leave nothing behind", () => {
   test("a dump failing after every image is written releases the whole tree untouched", async () => {

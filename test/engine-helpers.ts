@@ -70,7 +70,6 @@ export async function killAndWait(w: Workload) {
   try { process.kill(w.pid, "SIGKILL"); } catch {}
   await waitGone(w.pid);
 }
-void REPO_ROOT;
 
 /** Wait until the pid is gone from /proc (a dead child of this test runner is reaped by Bun's event loop). */
 export async function waitReaped(pid: number, timeoutMs = 5000) {

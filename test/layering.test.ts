@@ -1,10 +1,11 @@
 // The layering ARCHITECTURE promises, checked on the source tree (no build needed): bun:ffi only in
 // src/sys, the generated protobuf modules only through src/images, no import cycle between src/'s
 // top-level folders except the two front doors (cli and rpc), and no comment naming a path outside
-// the repository or a repository path that is gone.
+// the repository or a repository path that is gone, no `void x;` workaround, no export nothing imports.
 import { test, expect } from "bun:test";
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
+import { unusedExports } from "../scripts/unused-exports";
 
 const ROOT = resolve(import.meta.dir, "..");
 const SRC = join(ROOT, "src");
@@ -143,3 +144,17 @@ test("no source comment names a path outside the repository, or a repository pat
   }
   expect(bad).toEqual([]);
 });
+
+test("no `void name;` statement silences an unused variable (delete the variable, or sys/addr keepAlive)", () => {
+  const files = [...handWritten, ...["test", "scripts"].flatMap((d) => walk(join(ROOT, d)))].filter((p) => p.endsWith(".ts"));
+  const bad: string[] = [];
+  for (const f of files)
+    readFileSync(f, "utf8").split("\n").forEach((line, i) => {
+      if (/(^|[;{]\s*)void [A-Za-z_$][\w$.]*;/.test(line.replace(/^\s+/, ""))) bad.push(`${rel(f)}:${i + 1}: ${line.trim()}`);
+    });
+  expect(bad).toEqual([]);
+});
+
+test("every export of src/ is used by another file, every module imported (scripts/unused-exports.ts)", () => {
+  expect(unusedExports(ROOT)).toEqual([]);
+}, 120_000);

@@ -1,6 +1,6 @@
 // The pagemap fast path (src/images/pagemap.ts) against the generic protobuf path and crit.
 import { expect, test } from "bun:test";
-import { mkdtempSync, rmSync, writeFileSync, readFileSync, existsSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
@@ -76,7 +76,6 @@ test("a million runs round-trip (the time is printed, not asserted)", () => {
     expect(back.runs[999_999]).toEqual(many[999_999]);
     console.error(`1e6 pagemap runs: encode+decode ${(performance.now() - t0).toFixed(0)} ms, ${bytes.length} bytes`);
   } finally { rmSync(d, { recursive: true }); }
-  void readFileSync;
 });
 
 test("markLazyList (numbers, a RunList) marks and splits exactly as markLazy (objects)", () => {

@@ -4,7 +4,7 @@
 // directory as it was.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import {
-  chmodSync, chownSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync,
+  chmodSync, chownSync, existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -295,7 +295,6 @@ describe("a process of the tree lost during its dump", () => {
   }
 });
 
-void mkdirSync;
 
 describe("criu-bun killed at random moments", () => {
   const { listLockTables } = require("../src/net/netlock") as typeof import("../src/net/netlock");

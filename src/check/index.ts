@@ -8,7 +8,6 @@ import { NET_PROBES } from "./net";
 import { NS_PROBES } from "./ns";
 import { CRIU_EXTRA_PROBES, CRIU_FEATURE_NAMES, UNSUPPORTED_FEATURES } from "./criu-features";
 
-export type { Probe } from "./probe";
 export { CRIU_FEATURE_NAMES, UNSUPPORTED_FEATURES };
 
 const nft = NET_PROBES.find((p) => p.name === "nftables")!;

@@ -229,7 +229,7 @@ function closeRange(): string {
 }
 
 /** [vvar], optional [vvar_vclock], [vdso]: contiguous, in that order. */
-export function vdsoLayout(vmas: Vma[]): { start: bigint; end: bigint; parts: Vma[] } {
+function vdsoLayout(vmas: Vma[]): { start: bigint; end: bigint; parts: Vma[] } {
   const names = ["[vvar]", "[vvar_vclock]", "[vdso]"];
   const parts = vmas.filter((v) => names.includes(v.path));
   need(parts.length > 0, "no vDSO mapping");

@@ -14,7 +14,7 @@ export const USER_CONFIG = ".criu/default.conf";
 /** One config file line as criu turns it into getopt arguments: ["--name"] or ["--name", value]. */
 export interface ConfigLine { line: number; argv: string[] }
 
-export function parseConfigText(text: string, file: string): ConfigLine[] {
+function parseConfigText(text: string, file: string): ConfigLine[] {
   const out: ConfigLine[] = [];
   const lines = text.split("\n");
   for (let n = 0; n < lines.length; n++) {

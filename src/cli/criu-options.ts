@@ -5,7 +5,7 @@
 // Keep this module free of imports: `criu-bun --version` and the parser load it before anything else.
 
 /** getopt_long's has_arg: none (flag), required (`--x V`, `--x=V`, `-xV`, `-x V`), optional (`--x=V`, `-xV` only). */
-export type ArgKind = "none" | "required" | "optional";
+type ArgKind = "none" | "required" | "optional";
 
 /**
  * What criu-bun does with an option:
@@ -14,7 +14,7 @@ export type ArgKind = "none" | "required" | "optional";
  * - "no": accepted by the parser, refused with one line where a command would use it
  *   ("--stream: not supported by criu-bun yet").
  */
-export type Support = "yes" | "noop" | "no";
+type Support = "yes" | "noop" | "no";
 
 /** criu's commands (plus criu-bun's `show`). */
 export type Command =

@@ -53,7 +53,7 @@ function findLong(name: string, where: string): LongEntry {
   return first;
 }
 
-export interface GetoptResult {
+interface GetoptResult {
   given: Given[];
   /** non-option arguments in order (the command word first), including everything after `--` */
   positional: string[];

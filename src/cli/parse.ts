@@ -4,7 +4,7 @@
 // config files.
 import { getoptLong, atoi, UsageError, type Given } from "./getopt";
 import { readConfig, GLOBAL_CONFIG, USER_CONFIG, type ConfigLine } from "./config";
-import { CGROUP_MODES, NETWORK_LOCK_METHODS, optionByName, type CriuOption } from "./criu-options";
+import { CGROUP_MODES, NETWORK_LOCK_METHODS, type CriuOption } from "./criu-options";
 import type { Opts } from "./options";
 
 export interface ParsedCli {
@@ -21,7 +21,7 @@ export interface ParsedCli {
   version: boolean;
 }
 
-export const DEFAULT_LOGLEVEL = 2;
+const DEFAULT_LOGLEVEL = 2;
 
 function badArg(g: Given): UsageError {
   return new UsageError(`invalid argument for ${g.spelled}: ${g.value}`);
@@ -97,7 +97,7 @@ function apply(opts: Opts, g: Given) {
   opts[k] = g.value;
 }
 
-export function defaultOpts(): Opts {
+function defaultOpts(): Opts {
   return { imagesDir: ".", verbosity: DEFAULT_LOGLEVEL };
 }
 
@@ -172,10 +172,4 @@ export function parseCli(argv: readonly string[], env: Record<string, string | u
   if (typeof opts.tree === "string") opts.tree = atoi(opts.tree);
   const [command, ...args] = cmd.positional;
   return { command, args, opts, given, configs, help, version };
-}
-
-/** The options given for `name` (for messages: how it was spelled, where it came from). */
-export function givenOf(p: ParsedCli, name: string): Given[] {
-  const o = optionByName(name);
-  return p.given.filter((g) => g.opt === o);
 }

@@ -19,7 +19,7 @@ function refusedValue(o: CriuOption, v: string | boolean | undefined): string | 
   return undefined;
 }
 
-export interface SupportVerdict {
+interface SupportVerdict {
   /** the first refusal line, if the command cannot run with these options */
   refused?: string;
   /** lines for the log (-v3): no-op options and options this command does not use */

@@ -27,16 +27,16 @@ import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { CriuError } from "../log";
 
-export const IDX_MAGIC = 0x58504243; // "CBPX"
-export const IDX_VERSION = 3;
-export const IDX_HEADER = 32;
-export const IDX_ENTRY = 32;
+const IDX_MAGIC = 0x58504243; // "CBPX"
+const IDX_VERSION = 3;
+const IDX_HEADER = 32;
+const IDX_ENTRY = 32;
 /** Raw bytes per block: one process_vm_readv chunk, one LZ4 block, one checksum. */
 export const BLOCK = 1 << 20;
 export const BLOCK_PAGES = BLOCK / 4096;
 export const BLOCK_LZ4 = 1;
 
-export interface BlockEntry { rawHash: bigint; storedHash: bigint; rawLen: number; storedLen: number; flags: number; addrHash?: number }
+interface BlockEntry { rawHash: bigint; storedHash: bigint; rawLen: number; storedLen: number; flags: number; addrHash?: number }
 
 /**
  * A 32-bit hash of a sequence of page addresses, fed in pieces (va, pages): pieces that continue
@@ -69,7 +69,7 @@ export class AddrHash {
     return v;
   }
 }
-export interface PagesIndex {
+interface PagesIndex {
   compressed: boolean; blockSize: number; totalRaw: number; blocks: BlockEntry[];
   /** the block hashes are XXH3-64 (version 3), else XXH64 */
   xxh3: boolean;
@@ -106,7 +106,7 @@ export class IndexWriter {
   }
 }
 
-export function parseIndex(bytes: Uint8Array, where: string): PagesIndex {
+function parseIndex(bytes: Uint8Array, where: string): PagesIndex {
   const bad = (m: string) => new CriuError("restore", `${where}: ${m}`);
   if (bytes.length < IDX_HEADER) throw bad("too short for a page index");
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);

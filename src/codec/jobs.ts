@@ -19,7 +19,7 @@ import { PageCodec } from "./codec";
 import { PlainCodec } from "./plain";
 
 /** codec.wasm, or for a small job on the main thread the same without WebAssembly (plain.ts) */
-export type Codec = PageCodec | PlainCodec;
+type Codec = PageCodec | PlainCodec;
 import { BLOCK, BLOCK_LZ4 } from "./format";
 import { vmRead, vmWrite, preadFull, pwriteFull } from "../sys/mem";
 
@@ -29,7 +29,9 @@ export const SEG_ANON = 1, SEG_READABLE = 2, SEG_WRITABLE = 4;
 /** pages of the vDSO: stored as CRIU stores them, never written back (the kernel maps its own) */
 export const SEG_KERNEL = 8;
 
-export const CTL_IDLE = 0, CTL_BUSY = 1, CTL_DONE = 2, CTL_ERROR = 3;
+// a slot's control word: 0 idle (as a new slot starts), then busy, then done or error
+const CTL_ERROR = 3;
+export const CTL_BUSY = 1, CTL_DONE = 2;
 export const I_CTL = 0; // the slot's control word (CTL_*), waited on with Atomics
 const I_RAW = 1, I_STORED = 2, I_NRUNS = 3, I_FLAGS = 4, I_ERRLEN = 5, I_WRITTEN = 6;
 const I_ORDER_SEQ = 0, I_ORDER_ABORT = 1;
@@ -133,13 +135,13 @@ export interface CoreInit {
 export class BlockError extends Error {}
 
 /** A raw block's stored form in a codec's input: where, how long, both XXH3-64s, BLOCK_LZ4 or 0. */
-export interface StoredBlock { at: number; len: number; rawHash: bigint; storedHash: bigint; flags: number }
+interface StoredBlock { at: number; len: number; rawHash: bigint; storedHash: bigint; flags: number }
 
 /**
  * A block's checksum: XXH3-64 (page index version 3, what criu-bun writes), or XXH64 (versions 1
  * and 2, still read).
  */
-export function blockHash(c: Codec, at: number, len: number, xxh3: boolean): bigint {
+function blockHash(c: Codec, at: number, len: number, xxh3: boolean): bigint {
   return xxh3 ? c.hash(at, len) : c.checksum(at, len);
 }
 

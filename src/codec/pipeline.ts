@@ -31,15 +31,15 @@ import { tick } from "../watchdog";
 const PAGE = 4096;
 const SLOTS_PER_WORKER = 3;
 /** Below this many bytes the main thread does the work alone (a Worker costs ~10 ms to start). */
-export const WORKER_THRESHOLD = 48 << 20;
+const WORKER_THRESHOLD = 48 << 20;
 const PROGRESS_MIN = 256 << 20;
 /** Up to this many bytes, a run alone on the main thread needs no codec.wasm (PlainCodec: its zero
  * test is slower than the WASM one, but compiling the module costs more below this size);
  * CRIU_BUN_CODEC=wasm uses codec.wasm always. */
-export const PLAIN_MAX = 8 << 20;
+const PLAIN_MAX = 8 << 20;
 /** Jobs between garbage collections: each job leaves a little garbage (job objects, views, BigInts)
  * that JSC would otherwise let pile up to hundreds of MiB on multi-GiB processes. */
-export const GC_EVERY = 128;
+const GC_EVERY = 128;
 
 type JobIn<J> = Omit<J, "slot">;
 type PoolInit = { pid: number; memFd: number; pagesFd: number; compress: boolean; outFd?: number; order?: SharedArrayBuffer };
@@ -185,7 +185,7 @@ function endPool(p: { pool: Pool; shared: boolean }, ok: boolean) {
  * root. Not found through import.meta.url there: in a --bytecode executable that names the source
  * file the build read (/path/of/the/checkout/src/codec/pipeline.ts), so the Workers would load and
  * transpile whatever source sits there now (another version, or nothing: then no Workers at all). */
-export function workerUrl(): string | URL {
+function workerUrl(): string | URL {
   if (Bun.main.startsWith("/$bunfs/")) return "/$bunfs/root/codec/worker.js";
   return new URL("./worker.ts", import.meta.url);
 }
@@ -206,7 +206,7 @@ function size(n: number) {
 }
 
 /** A progress line on stderr, only when stderr is a terminal and the work is large. */
-export class Progress {
+class Progress {
   private on: boolean;
   private t0 = performance.now();
   private last = 0;
@@ -232,14 +232,14 @@ export class Progress {
 }
 
 /** Peak resident memory of criu-bun (VmHWM), in KiB. */
-export function peakRssKb(): number {
+function peakRssKb(): number {
   try { const m = /VmHWM:\s+(\d+)/.exec(readFileSync("/proc/self/status", "latin1")); return m ? Number(m[1]) : 0; } catch { return 0; }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Dump
 
-export interface PagesDumpResult {
+interface PagesDumpResult {
   /** pagemap runs of the pages written (PE_PRESENT), sorted */
   runs: RunList;
   /** pages looked at / pages written */
@@ -335,7 +335,7 @@ function* dumpJobs(want: PageRun[], vmas: { start: bigint; end: bigint; status: 
 // ---------------------------------------------------------------------------------------------
 // Restore
 
-export interface PagesTask {
+interface PagesTask {
   pid: number;
   pagemap: { vaddr: bigint; nrPages: number; flags: number; offset: number }[];
   pagesFile: string;

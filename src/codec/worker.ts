@@ -1,6 +1,6 @@
 // A page Worker: one WASM codec instance, jobs by postMessage, results into shared slots that
 // the (synchronously waiting) main thread reads. See src/codec/pipeline.ts.
-import { BlockCore, Slot, runInto, CTL_BUSY, I_CTL, type CoreInit, type Job } from "./jobs";
+import { BlockCore, Slot, runInto, I_CTL, type CoreInit, type Job } from "./jobs";
 
 /** Jobs between garbage collections in this Worker (see GC_EVERY in pipeline.ts). */
 const GC_EVERY = 64;
@@ -41,5 +41,4 @@ self.onmessage = (e: MessageEvent) => {
   Atomics.store(out.i32, I_CTL, ctl);
   Atomics.notify(out.i32, I_CTL);
   if (++jobsDone % GC_EVERY === 0) Bun.gc(false);
-  void CTL_BUSY;
 };

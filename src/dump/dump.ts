@@ -47,7 +47,7 @@ import { mmVmaEntries } from "../resources/mm";
 import { NsView, nsIds, writeTreeNsImages, writeRootNsImages, ROOT_IDS, IPC_NS_ID } from "../resources/namespaces";
 import { E, errnoText } from "../sys/errno";
 
-export interface DumpOptions {
+interface DumpOptions {
   pid: number; dir: string; leaveRunning?: boolean; leaveStopped?: boolean; shellJob?: boolean;
   timeoutSec?: number; displayStats?: boolean; compress?: boolean; tcpEstablished?: boolean; tcpClose?: boolean; skipInFlight?: boolean; extUnixSk?: boolean; fileLocks?: boolean;
   /** --ghost-limit (bytes, default reg.ts GHOST_LIMIT) and --link-remap: how deleted files are kept */

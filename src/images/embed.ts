@@ -46,7 +46,7 @@ export function enumDesc(file: DescFile, path: number, ...paths: number[]): GenE
  *  delimitedEncoding, packed, longAsString 0|1, default (a function; 0: none), oneof index + 1].
  * kind: 0 scalar, 1 enum, 2 message, 3 list. Per enum (creation order): [open 0|1, sharedPrefix
  * or 0, then per value: localName, jsonName or 0]. */
-export interface DescGraph { ed: number; m: unknown[][][]; o: string[][]; e: unknown[][] }
+interface DescGraph { ed: number; m: unknown[][][]; o: string[][]; e: unknown[][] }
 
 const KINDS = ["scalar", "enum", "message", "list"] as const;
 const noDefault = () => undefined;
@@ -68,7 +68,7 @@ function fileTypes(f: DescFile): Map<string, DescMessage | DescEnum> {
   return m;
 }
 
-export function graphFile(p: FileDescriptorProto, deps: DescFile[], g: DescGraph): DescFile {
+function graphFile(p: FileDescriptorProto, deps: DescFile[], g: DescGraph): DescFile {
   const file: any = {
     kind: "file", proto: p, deprecated: p.options?.deprecated ?? false, edition: g.ed,
     name: p.name.replace(/\.proto$/, ""), dependencies: deps, enums: [], messages: [], extensions: [], services: [], toString: fileToString,

@@ -42,7 +42,7 @@ const DICT_MAPS: Record<string, Record<string, Record<number, string>>> = {
   },
 };
 
-export function mapFlags(value: number, map: FlagMap): string {
+function mapFlags(value: number, map: FlagMap): string {
   const names = map.filter(([, bit]) => (value & bit) !== 0).map(([n]) => n);
   let rest = value >>> 0;
   for (const [, bit] of map) rest = (rest & ~bit) >>> 0;
@@ -50,7 +50,7 @@ export function mapFlags(value: number, map: FlagMap): string {
   return names.join(" | ");
 }
 
-export function unmapFlags(s: string, map: FlagMap): number {
+function unmapFlags(s: string, map: FlagMap): number {
   if (s === "") return 0;
   const m = new Map(map);
   let v = 0;
@@ -63,13 +63,13 @@ export function unmapFlags(s: string, map: FlagMap): number {
 
 // ---------- helpers: base64 (MIME lines), quoted-printable, dev_t, IP ----------
 
-export function b64lines(b: Uint8Array): string {
+function b64lines(b: Uint8Array): string {
   const s = Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("base64");
   let out = "";
   for (let i = 0; i < s.length; i += 76) out += s.slice(i, i + 76) + "\n";
   return out;
 }
-export const unb64 = (s: string) => new Uint8Array(Buffer.from(s.replace(/\s+/g, ""), "base64"));
+const unb64 = (s: string) => new Uint8Array(Buffer.from(s.replace(/\s+/g, ""), "base64"));
 
 const HEX = "0123456789ABCDEF";
 /** Quoted-printable as Python's quopri.encodestring (binascii.b2a_qp, text mode). */
@@ -229,7 +229,7 @@ function normInt(v: bigint | number): bigint | number {
   return typeof v === "bigint" && v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
 }
 
-export function messageToDict(schema: DescMessage, msg: any, pretty = true, hex = false): Record<string, unknown> {
+function messageToDict(schema: DescMessage, msg: any, pretty = true, hex = false): Record<string, unknown> {
   const d: Record<string, unknown> = {};
   for (const f of sorted(schema) as any[]) {
     const v = msg[f.localName];
@@ -315,7 +315,7 @@ function scalarIn(f: any, v: any): unknown {
   return is64(f) ? n : Number(n);
 }
 
-export function dictToMessage<T extends Message = Message>(schema: DescMessage, d: Record<string, any>): T {
+function dictToMessage<T extends Message = Message>(schema: DescMessage, d: Record<string, any>): T {
   const msg: any = create(schema);
   for (const f of schema.fields as any[]) {
     if (!(f.name in d)) continue;

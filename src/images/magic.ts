@@ -32,10 +32,9 @@ import { autofs_entrySchema, binfmt_misc_entrySchema, apparmor_entrySchema } fro
 
 export const IMG_COMMON_MAGIC = 0x54564319;
 export const IMG_SERVICE_MAGIC = 0x55105940;
-export const INVENTORY_IMG_VERSION = 2; // CRTOOLS_IMAGES_V1_1
 
 /** How raw bytes follow an entry. */
-export type PayloadKind =
+type PayloadKind =
   | "none"
   | "pipe"     // pipe_data_entry.bytes raw bytes
   | "skq"      // sk_packet_entry.length raw bytes
@@ -46,7 +45,7 @@ export type PayloadKind =
   | "ipc_msg"  // qnum x (u32 len + ipc_msg + msize bytes padded to 8), kept raw
   | "bpfmap";  // keys_bytes + values_bytes raw bytes
 
-export type Header = "common" | "service" | "inventory" | "raw";
+type Header = "common" | "service" | "inventory" | "raw";
 
 export interface ImageKind {
   name: string;            // crit's magic name
@@ -150,7 +149,7 @@ export const IMAGE_KINDS = {
   NETNF_EXP: kind(0, "netns-exp-%u.img", undefined, "none", "raw"),
 };
 
-export type KindName = keyof typeof IMAGE_KINDS;
+type KindName = keyof typeof IMAGE_KINDS;
 type SchemaOf<N extends KindName> = (typeof IMAGE_KINDS)[N]["schema"];
 /** the kinds whose entries are protobuf messages (every kind but the raw ones) */
 export type MessageKind = { [N in KindName]: SchemaOf<N> extends DescMessage ? N : never }[KindName];

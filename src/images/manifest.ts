@@ -10,7 +10,7 @@ import { readdirSync, readFileSync, existsSync, writeFileSync, renameSync } from
 import { join } from "node:path";
 import { CriuError } from "../log";
 
-export const MANIFEST = "criu-bun.sum";
+const MANIFEST = "criu-bun.sum";
 
 function covered(f: string): boolean {
   if (/^pages-\d+\.idx$/.test(f)) return true;

@@ -25,7 +25,7 @@ function randomHex(n: number): string {
 
 const CREATE_NEW = O.WRONLY | O.CREAT | O.EXCL | O.NOFOLLOW | O.CLOEXEC;
 /** images, logs and pidfiles: pages hold a process's secrets */
-export const FILE_MODE = 0o600;
+const FILE_MODE = 0o600;
 
 function code(e: unknown): string { return errnoText(e); }
 

@@ -101,7 +101,7 @@ function boost(): () => void {
 }
 
 const MAGIC = 0x474d4243;
-export const MSG = { HELLO: 1, ROUND: 2, FILE: 3, RESTORE: 4, RESULT: 5, READY: 6, COMMIT: 7, LAZYCONN: 8, PRECHECK: 9, PRECHECKED: 10 } as const;
+const MSG = { HELLO: 1, ROUND: 2, FILE: 3, RESTORE: 4, RESULT: 5, READY: 6, COMMIT: 7, LAZYCONN: 8, PRECHECK: 9, PRECHECKED: 10 } as const;
 const VERSION = 3;
 /** pre-copy rounds at most (the final dump comes after them) */
 const MAX_ROUNDS = Number(process.env.CRIU_BUN_MIGRATE_ROUNDS ?? 8);
@@ -138,7 +138,7 @@ const out = (s: string) => { process.stdout.write(`migrate: ${s}\n`); log.info(s
 
 // ---- source ----------------------------------------------------------------------------------
 
-export interface MigrateSource {
+interface MigrateSource {
   pid: number; host: string; port: number;
   /** local work directory (the rounds' metadata images; removed at the end) */
   dir: string;
@@ -151,7 +151,7 @@ export interface MigrateSource {
   postCopy?: boolean;
 }
 
-export interface RoundStat { round: number; pages: number; bytes: number; ms: number; frozenMs?: number }
+interface RoundStat { round: number; pages: number; bytes: number; ms: number; frozenMs?: number }
 
 export function migrateOut(o: MigrateSource): { rounds: RoundStat[]; downtimeMs: number; remotePid: number } {
   const timeoutSec = o.timeoutSec ?? 30;
@@ -335,7 +335,7 @@ function connect(host: string, port: number, timeoutSec: number): number {
 
 // ---- destination -----------------------------------------------------------------------------
 
-export interface MigrateListen {
+interface MigrateListen {
   address: string; port: number;
   /** where the rounds' images are received (a private directory inside, removed at the end) */
   dir: string;

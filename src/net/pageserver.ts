@@ -23,10 +23,10 @@ import { CriuError, log } from "../log";
 import { errnoText } from "../sys/errno";
 import { AF, SOCK, SOL, SO, MSG, TCP } from "../sys/inetsock";
 
-export const PS = { ADD: 1, HOLE: 2, OPEN: 3, OPEN2: 4, PARENT: 5, ADD_F: 6, GET: 7, CLOSE: 0x1023, FORCE_CLOSE: 0x1024 } as const;
+const PS = { ADD: 1, HOLE: 2, OPEN: 3, OPEN2: 4, PARENT: 5, ADD_F: 6, GET: 7, CLOSE: 0x1023, FORCE_CLOSE: 0x1024 } as const;
 const TYPE_PID = 1, TYPE_SHMEM = 2;
 const PAGE = 4096, PE_PARENT = 1, PE_LAZY = 2, PE_PRESENT = 4;
-export const PSI_SIZE = 32;
+const PSI_SIZE = 32;
 /** the first pages-N.img id of a page server (CRIU: page ids base raised by 0x10000) */
 const PAGE_IDS_BASE = 0x10001;
 
@@ -227,7 +227,7 @@ export function warmCoverage(dir: string) {
 }
 
 /** The address ranges (sorted, joined) whose pages dir's pagemap holds, stored or in its own parents. */
-export function pagemapCoverage(dir: string, file: string): [bigint, bigint][] {
+function pagemapCoverage(dir: string, file: string): [bigint, bigint][] {
   const key = coverageKey(dir, file), hit = key && coverageCache.get(key.path);
   if (key && hit && hit.id === key.id) return hit.cov;
   const cov = computeCoverage(dir, file);

@@ -14,10 +14,10 @@ export const TCP_STATE = { ESTABLISHED: 1, SYN_SENT: 2, SYN_RECV: 3, FIN_WAIT1: 
 export const TCP_STATE_NAME: Record<number, string> = Object.fromEntries(Object.entries(TCP_STATE).map(([k, v]) => [v, k]));
 const QUEUE = { NONE: 0, RECV: 1, SEND: 2 };
 /** tcpi_options bits (= tcp_stream_entry.opt_mask) */
-export const TCPI_OPT = { TIMESTAMPS: 1, SACK: 2, WSCALE: 4 } as const;
+const TCPI_OPT = { TIMESTAMPS: 1, SACK: 2, WSCALE: 4 } as const;
 const TCPOPT = { MSS: 2, WINDOW: 3, SACK_PERM: 4, TIMESTAMP: 8 };
 
-export interface TcpStreamState {
+interface TcpStreamState {
   inqLen: number; inqSeq: number; outqLen: number; outqSeq: number; optMask: number;
   sndWscale: number; rcvWscale: number; mssClamp: number; timestamp: number;
   cork: boolean; nodelay: boolean; unsqLen: number;

@@ -110,7 +110,7 @@ function xsaveSize(xfeatures: bigint): number {
   return end;
 }
 
-export interface GuardFrame {
+interface GuardFrame {
   /** where the frame starts; the injected calls run with rsp = frame + 8 */
   frame: bigint;
   /** the frame and its fpstate, to be written at `frame` */

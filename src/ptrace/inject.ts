@@ -31,7 +31,7 @@ export class RemoteMem {
   close() { if (this.fd >= 0) closeFd(this.fd); this.fd = -1; }
 }
 
-export type InjectMode = "sysstop" | "trap";
+type InjectMode = "sysstop" | "trap";
 
 /**
  * The code Injector.callMany() runs: rbx = table, r12 = count; per 64-byte entry

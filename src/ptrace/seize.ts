@@ -6,7 +6,7 @@ import { addr } from "../sys/syscall";
 import { sysFailed, E, errnoText } from "../sys/errno";
 import { CriuError, log } from "../log";
 
-export interface FrozenThread {
+interface FrozenThread {
   tid: number;
   /** signal that was about to be delivered when we stopped it (0 if none), and its siginfo */
   pendingStopSig: number;
@@ -152,7 +152,7 @@ export function freezeProcess(pid: number, timeoutMs = 10000, preSeized?: Set<nu
 }
 
 /** Let a thread run again exactly as before (re-delivering a signal we intercepted). */
-export function releaseThread(t: FrozenThread) {
+function releaseThread(t: FrozenThread) {
   detach(t.tid, t.pendingStopSig);
 }
 export function releaseProcess(p: FrozenProcess) {

@@ -11,7 +11,7 @@ import { CriuError, log } from "../log";
 import type * as S from "../images/schemas";
 import { errnoText } from "../sys/errno";
 
-export interface CgMember { name: string; path: string }
+interface CgMember { name: string; path: string }
 
 /** /proc/PID/cgroup: "ID:controllers:/path" per hierarchy ("" controllers = cgroup v2). */
 export function readCgroups(pid: number | "self"): CgMember[] {

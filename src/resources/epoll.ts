@@ -13,7 +13,7 @@ import { fd_types } from "../images/schemas";
 
 const EPOLL_CLOEXEC = 0o2000000;
 
-export function parseEpollTfds(text: string): { tfd: number; events: number; data: bigint; pos: bigint; inode: bigint; dev: number }[] {
+function parseEpollTfds(text: string): { tfd: number; events: number; data: bigint; pos: bigint; inode: bigint; dev: number }[] {
   const out = [];
   for (const line of text.split("\n")) {
     const m = /^tfd:\s*(\d+)\s+events:\s*([0-9a-f]+)\s+data:\s*([0-9a-f]+)\s+pos:\s*(\d+)\s+ino:\s*([0-9a-f]+)\s+sdev:\s*([0-9a-f]+)/.exec(line);

@@ -16,7 +16,7 @@ const LOCK_SH = 1, LOCK_EX = 2, LOCK_NB = 4;
 
 /** A file lock held through one of the process's fds (from the fdinfo "lock:" lines). */
 export interface LockDump { fd: number; flag: number; type: number; start: bigint; len: bigint }
-export const FL = { POSIX: 1, FLOCK: 2, OFDLCK: 1024 } as const;
+const FL = { POSIX: 1, FLOCK: 2, OFDLCK: 1024 } as const;
 
 /** "lock:\t1: POSIX  ADVISORY  WRITE 1234 fe:00:5678 0 EOF" -> what to take again at restore. */
 export function fdLocks(pid: number, fd: number, text: string, where: string, opts: DumpOpts, seen: Set<string>, id: number, out: LockDump[]) {

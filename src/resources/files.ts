@@ -2,7 +2,7 @@
 // restore opens every file once per file id in the target and dup3()s it into place.
 import { statSync, fstatSync } from "node:fs";
 import { listFds, parseFdinfo, readLink, readFdinfoAt } from "../sys/proc";
-import { raiseNofile } from "../sys/limits";
+import { raiseNofile } from "./nofile";
 import { CriuError, log, errorMessage } from "../log";
 import { syscall, addr, cstr } from "../sys/syscall";
 import { NR } from "../sys/nr";
@@ -23,7 +23,7 @@ export const FD_TYPE = fd_types;
 
 export interface FdDump { fd: number; id: number; type: number; cloexec: boolean }
 /** a file_entry as the dump builds it (its generated init type: a misspelled field does not compile) */
-export type FileDump = S.InitOf<typeof S.file_entrySchema> & { id: number; type: number };
+type FileDump = S.InitOf<typeof S.file_entrySchema> & { id: number; type: number };
 
 /** Global file ids across the dump; a file description seen twice gets one id. */
 export class FileTable {
@@ -69,7 +69,7 @@ function describe(target: string): string {
 }
 
 /** An fd already dumped, to find the same open file description through other fds and processes. */
-export interface FdTwin { pid: number; fd: number; dev: bigint; ino: bigint; id: number; type: number }
+interface FdTwin { pid: number; fd: number; dev: bigint; ino: bigint; id: number; type: number }
 
 const KCMP_FILE = 0;
 /**

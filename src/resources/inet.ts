@@ -37,7 +37,7 @@ import { errnoText, sysFailed } from "../sys/errno";
 import { refuse } from "./unsupported";
 
 const FD_INETSK = 4;
-export const streamImage = (ino: number) => `tcp-stream-${ino.toString(16)}.img`;
+const streamImage = (ino: number) => `tcp-stream-${ino.toString(16)}.img`;
 
 // ---------- which sockets are ours ----------
 
@@ -73,7 +73,7 @@ function inetInodes(pid: number): Set<bigint> {
 // ---------- one dump's connections: held in repair mode until the dump ends ----------
 
 /** inet's state for one dump (FdKind<InetDump>) */
-export interface InetDump {
+interface InetDump {
   /** --network-lock skip: nothing is locked or unlocked */
   skipLock: boolean;
   /** some connection was locked or kept (what the end of the dump deals with) */
@@ -501,7 +501,7 @@ export const inetKind: FdKind<InetDump, InetRestore> = {
 };
 
 /** inet's state for one restore (FdKind<InetDump, InetRestore>) */
-export interface InetRestore {
+interface InetRestore {
   /** --tcp-close */
   tcpClose?: boolean;
   /** the nftables table (inet) the dump left (CRIU's "CRIU-<dump_criu_run_id>", also criu-bun's) */
@@ -833,7 +833,7 @@ export function restoreUnixSkOpts(ctx: RestoreCtx, fd: number, o: S.sk_opts_entr
 }
 
 /** Run fn with data placed in the target: in the scratch area when small, else in a temporary mapping. */
-export function withTargetBuffer(ctx: RestoreCtx, data: Uint8Array, fn: (addr: bigint) => number): number {
+function withTargetBuffer(ctx: RestoreCtx, data: Uint8Array, fn: (addr: bigint) => number): number {
   if (data.length <= 512) return fn(ctx.scratch(256n, data));
   const len = (data.length + 4095) & ~4095;
   const a = ctx.inj.call(NR.mmap, 0, len, 3, MAP.PRIVATE | MAP.ANONYMOUS, -1, 0);

@@ -16,7 +16,7 @@ import { fd_types } from "../images/schemas";
 
 interface Wd { wd: number; ino: bigint; sdev: number; mask: number; ignoredMask: number; bytes: number; type: number; handle: Uint8Array }
 
-export function parseInotify(text: string): Wd[] {
+function parseInotify(text: string): Wd[] {
   const out: Wd[] = [];
   for (const line of text.split("\n")) {
     const m = /^inotify wd:(\d+) ino:([0-9a-f]+) sdev:([0-9a-f]+) mask:([0-9a-f]+) ignored_mask:([0-9a-f]+) fhandle-bytes:([0-9a-f]+) fhandle-type:([0-9a-f]+) f_handle:([0-9a-f]*)/.exec(line);

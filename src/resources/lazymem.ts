@@ -240,7 +240,7 @@ export function lazyRanges(pid: number, vmas: S.vma_entry[], pagemap: Run[], laz
   return out;
 }
 
-export interface UffdTarget {
+interface UffdTarget {
   /** the process here, and as the images name it */
   pid: number; vpid: number;
   call: (nr: number, ...args: (number | bigint)[]) => bigint;

@@ -7,7 +7,7 @@ import { errnoText } from "../sys/errno";
 import type { Injector } from "../ptrace/inject";
 
 /** the REGISTER_* commands (as MEMBARRIER_CMD_GET_REGISTRATIONS reports them) */
-export const MEMBARRIER_REGISTER = { GLOBAL_EXPEDITED: 1 << 2, PRIVATE_EXPEDITED: 1 << 4, SYNC_CORE: 1 << 6, RSEQ: 1 << 8 } as const;
+const MEMBARRIER_REGISTER = { GLOBAL_EXPEDITED: 1 << 2, PRIVATE_EXPEDITED: 1 << 4, SYNC_CORE: 1 << 6, RSEQ: 1 << 8 } as const;
 export const MEMBARRIER_KNOWN = Object.values(MEMBARRIER_REGISTER).reduce((a, b) => a | b, 0);
 const CMD_PRIVATE_EXPEDITED = 1 << 3;
 

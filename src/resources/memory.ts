@@ -17,7 +17,7 @@ export interface DumpedVma {
 }
 export interface PageRun { vaddr: bigint; nrPages: number; flags: number }
 
-export function classifyVmas(pid: number, brk: bigint, startBrk: bigint): { vmas: DumpedVma[]; raw: Vma[] } {
+export function classifyVmas(pid: number): { vmas: DumpedVma[]; raw: Vma[] } {
   const raw = readVmas(pid);
   const vmas: DumpedVma[] = [];
   const mayWrite = new Set<bigint>();
@@ -78,7 +78,6 @@ export function classifyVmas(pid: number, brk: bigint, startBrk: bigint): { vmas
       madv: madvFromVmFlags(v.vmflags), fdflags: 0, path: v.path, dev: v.dev, inode: v.inode, mayWrite: mayWrite.has(v.start),
     });
   }
-  void brk; void startBrk;
   for (const v of vmas) log.debug(`process ${pid}: ${vmaLine(v)}`);
   return { vmas, raw };
 }

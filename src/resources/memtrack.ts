@@ -38,7 +38,7 @@ const PAGE = 4096n, PE_PARENT = 1, PE_PRESENT = 4;
 interface Record { pid: number; startTime: string; fd: number; ino: number }
 
 /** The pages of one process to read, and those to take from the parent, when tracking is in use. */
-export interface TrackedPages { want: PageRun[]; fromParent: PagemapRun[]; trackedPages: number }
+interface TrackedPages { want: PageRun[]; fromParent: PagemapRun[]; trackedPages: number }
 
 const recordName = (vpid: number) => `memtrack-${vpid}.json`;
 

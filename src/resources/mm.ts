@@ -44,7 +44,7 @@ export function decodeMmCalls(got: { r: bigint }[]): { brk: bigint; thpDisabled:
  * exe_file_id are filled in once the files they map have ids: mmVmaEntries, the dump's file table).
  */
 export function dumpMm(pid: number, stat: ProcStat, brk: bigint, thpDisabled: boolean) {
-  const { vmas } = classifyVmas(pid, brk, stat.startBrk);
+  const { vmas } = classifyVmas(pid);
   const exe = readLink(`/proc/${pid}/exe`);
   const auxv = readAuxv(pid);
   const mm: S.Init<typeof S.mm_entrySchema> = {
@@ -59,11 +59,11 @@ export function dumpMm(pid: number, stat: ProcStat, brk: bigint, thpDisabled: bo
 }
 
 /** CRIU's AT_VECTOR_SIZE: mm_saved_auxv holds at most this many words (CRIU refuses more). */
-export const AT_VECTOR_SIZE = 44;
+const AT_VECTOR_SIZE = 44;
 
 /** auxv as CRIU stores it: the first 44 words (the AT_NULL pair that ends it is implied: the kernel
  * adds it); an auxv with more than that is also kept whole in criu-bun's full_auxv. */
-export function auxvFields(auxv: ArrayLike<bigint>): { mmSavedAuxv: bigint[]; fullAuxv: bigint[] } {
+function auxvFields(auxv: ArrayLike<bigint>): { mmSavedAuxv: bigint[]; fullAuxv: bigint[] } {
   const all = Array.from(auxv);
   let n = all.length;
   while (n >= 2 && all[n - 2] === 0n && all[n - 1] === 0n) n -= 2; // trailing AT_NULL pairs

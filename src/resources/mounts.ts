@@ -27,7 +27,7 @@ import { errnoText } from "../sys/errno";
 import { refuse as refuseUnsupported } from "./unsupported";
 import { CriuError, log } from "../log";
 
-export interface MountInfo {
+interface MountInfo {
   id: number; parent: number; dev: string; root: string; mountpoint: string;
   /** per-mount options (rw, nosuid, nodev, noexec, relatime ...) */
   opts: string;
@@ -41,7 +41,7 @@ function unescape(s: string): string {
   return s.replace(/\\([0-7]{3})/g, (_, o) => String.fromCharCode(parseInt(o, 8)));
 }
 
-export function parseMountinfo(text: string): MountInfo[] {
+function parseMountinfo(text: string): MountInfo[] {
   const out: MountInfo[] = [];
   for (const line of text.split("\n")) {
     if (!line) continue;
@@ -64,7 +64,7 @@ const sig = (m: MountInfo) => `${m.dev} ${m.root} ${m.mountpoint} ${m.opts} ${m.
 const describe = (m: MountInfo) => `'${m.mountpoint}' (${m.fstype} ${m.source}${m.root !== "/" ? `, bind of ${m.root}` : ""})`;
 
 /** The /proc that restore mounts for a new PID namespace: mount("proc", "/proc", "proc", MS_NOSUID|MS_NODEV|MS_NOEXEC). */
-export const FRESH_PROC_OPTS = "rw,nosuid,nodev,noexec,relatime";
+const FRESH_PROC_OPTS = "rw,nosuid,nodev,noexec,relatime";
 
 /** Dump side: every process of the tree must have criu-bun's root directory (no chroot, no pivot_root). */
 export function checkRoot(pid: number, ownMntNs: boolean) {
@@ -357,7 +357,7 @@ type PropStep = { op: "shared"; e: S.mnt_entry } | { op: "join"; from: S.mnt_ent
  * Masters' groups come before their slaves. Returns the steps, or "MNTID why" for the first
  * mount the kernel could not be brought to the same state for.
  */
-export function propagationPlan(entries: S.mnt_entry[]): PropStep[] | string {
+function propagationPlan(entries: S.mnt_entry[]): PropStep[] | string {
   const groups = new Map<number, S.mnt_entry[]>();
   for (const e of entries) if (e.sharedId) { const g = groups.get(e.sharedId); if (g) g.push(e); else groups.set(e.sharedId, [e]); }
   const depth = (e: S.mnt_entry) => (e.root === "/" ? 0 : e.root.split("/").length);
@@ -398,7 +398,7 @@ export function propagationPlan(entries: S.mnt_entry[]): PropStep[] | string {
 // Restore
 
 /** The root task, before anything of the tree runs: injected syscalls and string slots (0..3). */
-export interface MountTask {
+interface MountTask {
   pid: number;
   ok(name: string, nr: number, ...args: (number | bigint)[]): bigint;
   call(nr: number, ...args: (number | bigint)[]): bigint;
@@ -406,7 +406,7 @@ export interface MountTask {
   /** make pts INDEX exist on the devpts whose ptmx is at PTMX (its master kept for the tty restore) */
   earlyPty?(ptmx: string, index: number): void;
 }
-export interface MountRestoreOpts { root?: string; ext: ExtMounts }
+interface MountRestoreOpts { root?: string; ext: ExtMounts }
 
 const OPEN_TREE_CLONE = 1, MOVE_MOUNT_F_EMPTY_PATH = 4, MOVE_MOUNT_SET_GROUP = 0x100;
 

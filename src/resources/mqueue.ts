@@ -34,7 +34,7 @@ import { fd_types } from "../images/schemas";
 const MQUEUE_MAGIC = 0x19800202;
 const SYS = { mq_open: 240, mq_unlink: 241, mq_timedsend: 242, mq_timedreceive: 243, mq_getsetattr: 245, statfs: 137, fchmod: 91, fchown: 93 };
 const ETIMEDOUT = 110, EAGAIN = 11;
-export const MQ_IMAGE = "mqueue.criu-bun.jsonl";
+const MQ_IMAGE = "mqueue.criu-bun.jsonl";
 
 interface QueueLine { k: "queue"; ino: number; name: string; mode: number; uid: number; gid: number; maxmsg: number; msgsize: number; msgs: { prio: number; data: string }[] }
 interface FileLine { k: "file"; id: number; ino: number; flags: number }
@@ -46,7 +46,7 @@ function isMqueue(path: string): boolean {
 }
 
 /** mqueue's state for one dump: whether each device seen is an mqueue file system */
-export type MqueueDump = Map<bigint, boolean>;
+type MqueueDump = Map<bigint, boolean>;
 /** is the file system of device dev (an fd of it at fdPath) mqueue; remembered for the dump */
 function mqueueDev(dev: bigint, fdPath: string, m: MqueueDump): boolean {
   let r = m.get(dev);

@@ -51,9 +51,9 @@ export function regSize(reg: S.reg_file_entry): bigint | undefined {
 }
 
 /** /dev/pts/N, /dev/ttyN, /dev/console ... */
-export function isTtyPath(p: string) { return /^\/dev\/(pts\/\d+|tty\w*|console)$/.test(p); }
+function isTtyPath(p: string) { return /^\/dev\/(pts\/\d+|tty\w*|console)$/.test(p); }
 /** the terminal criu-bun itself runs on (its stdin, else stdout/stderr), if any */
-export function shellTty(): string | undefined {
+function shellTty(): string | undefined {
   for (const fd of [0, 1, 2]) {
     try { const p = readlinkSync(`/proc/self/fd/${fd}`); if (isTtyPath(p)) return p; } catch {}
   }
@@ -83,10 +83,10 @@ function majorMinor(rdev: bigint): [number, number] {
 
 /** reg's state for one dump: its --ghost-limit and --link-remap, and the link_remap names it made
  *  (host paths), removed if the dump fails */
-export interface RegDump { ghostLimit: number; linkRemap: boolean; madeLinks: string[] }
+interface RegDump { ghostLimit: number; linkRemap: boolean; madeLinks: string[] }
 /** reg's state for one restore: link_remap names it opened (as the target sees them, and the
  *  target's pid), removed once it succeeded (a failed one leaves them for the next try) */
-export interface RegRestore { usedLinks: { pid: number; name: string }[] }
+interface RegRestore { usedLinks: { pid: number; name: string }[] }
 
 export const regKind: FdKind<RegDump, RegRestore> = {
   name: "regular file",
@@ -172,7 +172,7 @@ export const regKind: FdKind<RegDump, RegRestore> = {
 // unlinked, so the process finds an open, deleted file with the same contents, mode and owner.
 
 /** Largest deleted file whose contents are saved (--ghost-limit; criu's default is 1 MiB, ours larger). */
-export const GHOST_LIMIT = 256 << 20;
+const GHOST_LIMIT = 256 << 20;
 
 function dumpGhost(ctx: DumpCtx, s: RegDump): number {
   return saveGhost(s, ctx.files, ctx.images, ctx.st, ctx.target.slice(0, -" (deleted)".length), `/proc/${ctx.pid}/fd/${ctx.fd}`, ctx.flags, ctx.pos, ctx.where);
@@ -318,7 +318,7 @@ function saveLinked(s: RegDump, files: FileTable, images: ImageSink, st: BigIntS
   return id;
 }
 
-export function restoreLinked(ctx: RestoreCtx, f: S.file_entry, remapId: number, flags: number): number {
+function restoreLinked(ctx: RestoreCtx, f: S.file_entry, remapId: number, flags: number): number {
   const reg = f.reg!, inj = ctx.inj;
   const key = `linked:${remapId}` as const;
   let base = ctx.fdFrom(key);
@@ -392,17 +392,17 @@ export function restoreDeleted(ctx: RestoreCtx, f: S.file_entry, flags: number):
 export function isRemapped(dir: string, id: number) { return ghostOf(dir, id) !== undefined || linkedOf(dir, id) !== undefined; }
 
 /** The ghost file id a file id is remapped to, if any. */
-export function ghostOf(dir: string, id: number): number | undefined {
+function ghostOf(dir: string, id: number): number | undefined {
   if (!remaps.has(dir)) readRemaps(dir);
   return remaps.get(dir)!.get(id);
 }
 /** The link_remap file id a file id is remapped to (a deleted file with other links), if any. */
-export function linkedOf(dir: string, id: number): number | undefined {
+function linkedOf(dir: string, id: number): number | undefined {
   if (!linkedRemaps.has(dir)) readRemaps(dir);
   return linkedRemaps.get(dir)!.get(id);
 }
 
-export function restoreGhost(ctx: RestoreCtx, f: S.file_entry, ghostId: number, flags: number): number {
+function restoreGhost(ctx: RestoreCtx, f: S.file_entry, ghostId: number, flags: number): number {
   const reg = f.reg!, inj = ctx.inj;
   const key = `ghost:${ghostId}` as const;
   let base = ctx.fdFrom(key);

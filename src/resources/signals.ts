@@ -15,7 +15,7 @@ import { refuse } from "./unsupported";
 
 const SIGKILL = 9, SIGSTOP = 19, SIGTRAP = 5;
 /** CRIU's sigaction table: signals 1..64 without SIGKILL and SIGSTOP, in that order (62) */
-export const SIGACTION_SIGNALS: readonly number[] = Array.from({ length: 64 }, (_, i) => i + 1).filter((s) => s !== SIGKILL && s !== SIGSTOP);
+const SIGACTION_SIGNALS: readonly number[] = Array.from({ length: 64 }, (_, i) => i + 1).filter((s) => s !== SIGKILL && s !== SIGSTOP);
 /** struct sigaction as rt_sigaction reads and writes it: handler, flags, restorer, mask */
 const SIGACTION_BYTES = 32;
 

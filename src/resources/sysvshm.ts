@@ -22,7 +22,7 @@ import { NR } from "../sys/nr";
 
 const SHM = { get: NR.shmget, at: NR.shmat, ctl: NR.shmctl, dt: NR.shmdt } as const;
 const IPC_CREAT = 0o1000, IPC_EXCL = 0o2000, IPC_RMID = 0, SHM_DEST = 0o1000;
-export const SHM_IMAGE = "ipcns-shm-1.img";
+const SHM_IMAGE = "ipcns-shm-1.img";
 /** the segments' image: CRIU's ipcns-shm-<ns id>.img for a tree's own IPC namespace, ipcns-shm-1.img
  *  (criu-bun's own) for segments of the namespace criu-bun shares with the tree, which CRIU does not dump */
 export function shmImage(ownNsId?: number): string { return ownNsId ? `ipcns-shm-${ownNsId}.img` : SHM_IMAGE; }
@@ -30,7 +30,7 @@ export function shmImage(ownNsId?: number): string { return ownNsId ? `ipcns-shm
 interface SegInfo { key: number; id: number; mode: number; size: bigint; nattch: number; uid: number; gid: number; cuid: number; cgid: number }
 
 /** /proc/sysvipc/shm rows of this IPC namespace. */
-export function segments(): Map<number, SegInfo> {
+function segments(): Map<number, SegInfo> {
   const out = new Map<number, SegInfo>();
   for (const l of readFileSync("/proc/sysvipc/shm", "latin1").split("\n").slice(1)) {
     const f = l.trim().split(/\s+/);

@@ -140,7 +140,7 @@ function num(b: Uint8Array, off: number, len: number): number {
 }
 
 /** The entries of a (gzip-compressed or plain) tar stream, long names and pax paths applied. */
-export function readTar(buf: Uint8Array, what: string): Entry[] {
+function readTar(buf: Uint8Array, what: string): Entry[] {
   const b = buf[0] === 0x1f && buf[1] === 0x8b ? new Uint8Array(zlib().gunzipSync(buf)) : buf;
   const out: Entry[] = [];
   let off = 0, longName: string | undefined, longLink: string | undefined, pax: Record<string, string> = {};

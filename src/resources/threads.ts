@@ -22,7 +22,7 @@ import { dumpSeccompFilters, restoreSeccomp, type SeccompFilter } from "./seccom
 const SS_ONSTACK = 1, SS_DISABLE = 2, PRIO_PROCESS = 0;
 
 /** core_entry of one thread as the dump builds it: thread_info, thread_core, and tc for the leader */
-export type CoreInit = S.InitOf<typeof S.core_entrySchema> & {
+type CoreInit = S.InitOf<typeof S.core_entrySchema> & {
   threadInfo: S.InitOf<typeof S.thread_info_x86Schema>;
   threadCore: S.InitOf<typeof S.thread_core_entrySchema>;
   tc?: S.InitOf<typeof S.task_core_entrySchema>;
@@ -39,9 +39,8 @@ export interface ThreadDump {
 
 // ---------- dump ----------
 
-export { fixupRestart };
 
-export function regsToEntry(r: Regs): Record<string, bigint | number> {
+function regsToEntry(r: Regs): Record<string, bigint | number> {
   const map: Record<string, string> = { rbp: "bp", rbx: "bx", rax: "ax", rcx: "cx", rdx: "dx", rsi: "si", rdi: "di", orig_rax: "origAx", rip: "ip", eflags: "flags", rsp: "sp", fs_base: "fsBase", gs_base: "gsBase" };
   const o: Record<string, bigint | number> = {};
   REG_NAMES.forEach((n, i) => { o[map[n] ?? n] = r[i]; });
@@ -170,7 +169,7 @@ export function restoreRegisters(tid: number, vtid: number, core: S.core_entry) 
   log.debug(`threads: thread ${vtid}: registers set (ip 0x${regs[R.rip].toString(16)} sp 0x${regs[R.rsp].toString(16)}), ${core.threadInfo!.tls.length} TLS entries`);
 }
 
-export function entryToRegs(g: S.user_x86_regs_entry): BigUint64Array {
+function entryToRegs(g: S.user_x86_regs_entry): BigUint64Array {
   const r = new BigUint64Array(27);
   const v = [g.r15, g.r14, g.r13, g.r12, g.bp, g.bx, g.r11, g.r10, g.r9, g.r8, g.ax, g.cx, g.dx, g.si, g.di, g.origAx,
     g.ip, g.cs, g.flags, g.sp, g.ss, g.fsBase, g.gsBase, g.ds, g.es, g.fs, g.gs];

@@ -27,7 +27,7 @@ const PTMX_RDEV = (5 << 8) | 2;
 const ptsRdev = (i: number) => ((136 + (i >> 8)) << 8) | (i & 0xff); // old-style encoding: minors < 256 per major
 
 /** The pts indexes whose master (/dev/ptmx) some process of the tree holds; and which session owns each slave. */
-export function ptyMasters(pids: number[], links?: Map<number, [number, string][]>): Set<number> {
+function ptyMasters(pids: number[], links?: Map<number, [number, string][]>): Set<number> {
   const out = new Set<number>();
   for (const pid of pids) {
     for (const [fd, t] of links?.get(pid) ?? fdLinks(pid)) {
@@ -98,7 +98,7 @@ function slaveInfo(fd: number, index: number, sid: number, pgrp: number, uid: nu
  * fd of criu-bun's own; restore opens the slave in the leader (restoreCtty) to make it its
  * controlling terminal again.
  */
-export function noteCtty(files: FileTable, images: ImageSink, statRoot: string, index: number, sid: number, where: string, pgrp = 0) {
+function noteCtty(files: FileTable, images: ImageSink, statRoot: string, index: number, sid: number, where: string, pgrp = 0) {
   const key = `ttyinfo:${index * 2}`;
   if (files.byKey.has(key)) return;
   const fd = openFd(`${statRoot}/dev/pts/${index}`, O.RDONLY | O.NOCTTY | O.NONBLOCK | O.CLOEXEC);
@@ -173,7 +173,7 @@ function ttyDumpBegin(tree: DumpTree, opts: DumpOpts): TtyDump {
 }
 
 /** What one dump knows about the tree's terminals (ttyDumpBegin). */
-export interface TtyDump {
+interface TtyDump {
   /** pts indexes whose master is in the tree */
   masters: Set<number>;
   /** the session (images' numbering) of each slave that is a controlling terminal (tty_nr -> sid) */
@@ -320,7 +320,7 @@ export const ttyKind: FdKind<TtyDump> = {
 };
 
 /** tty-info entries of slaves whose master no file of the tree opens: terminals of a runtime's console */
-export function orphanSlaves(files: Map<number, S.file_entry>, infos: S.tty_info_entry[]): number[] {
+function orphanSlaves(files: Map<number, S.file_entry>, infos: S.tty_info_entry[]): number[] {
   const masters = new Set(infos.filter((i) => i.rdev === PTMX_RDEV && i.pty).map((i) => i.pty!.index));
   const used = new Set([...files.values()].filter((f) => f.tty).map((f) => f.tty!.ttyInfoId));
   return [...new Set(infos.filter((i) => i.rdev !== PTMX_RDEV && i.pty && used.has(i.id) && !masters.has(i.pty.index)).map((i) => i.pty!.index))];

@@ -39,7 +39,7 @@ function unixDiag(ino: number, where: string, pid: number, s: UnixDump): Diag {
 }
 
 /** unix's state for one dump (FdKind<UnixDump>): what is listed once per dump (the tree is frozen) */
-export interface UnixDump {
+interface UnixDump {
   /** the processes of the tree, and their fds' targets when read already */
   tree: number[]; links?: Map<number, [number, string][]>;
   /** sock_diag's listing of every unix socket, by network namespace */
@@ -211,7 +211,7 @@ function uskByIno(files: Map<number, S.file_entry>, ino: number): S.file_entry |
 }
 
 /** USK_EXTERN in unix_sk_entry.uflags: an entry for a peer outside the dumped tree (CRIU's layout) */
-export const USK_EXTERN = 1;
+const USK_EXTERN = 1;
 
 export const unixKind: FdKind<UnixDump> = {
   name: "unix socket",

@@ -7,12 +7,11 @@ export const VMA = {
   UNSUPP: 1 << 31,
 } as const;
 export const MAP = { SHARED: 1, PRIVATE: 2, FIXED: 0x10, ANONYMOUS: 0x20, GROWSDOWN: 0x100, NORESERVE: 0x4000, LOCKED: 0x2000, FIXED_NOREPLACE: 0x100000 } as const;
-export const PROT = { READ: 1, WRITE: 2, EXEC: 4 } as const;
 export const PE = { PARENT: 1, LAZY: 2, PRESENT: 4 } as const;
 export const PAGE = 4096;
 
 /** madvise advice values and the smaps VmFlags mnemonic that shows them. */
-export const MADV_FLAGS: [string, number][] = [
+const MADV_FLAGS: [string, number][] = [
   ["dc", MADV.DONTFORK], ["dd", MADV.DONTDUMP], ["mg", MADV.MERGEABLE], ["hg", MADV.HUGEPAGE],
   ["nh", MADV.NOHUGEPAGE], ["wf", MADV.WIPEONFORK], ["sr", MADV.SEQUENTIAL], ["rr", MADV.RANDOM],
 ];

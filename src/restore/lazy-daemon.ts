@@ -46,7 +46,7 @@ type Rng = [bigint, bigint, bigint, number];
 interface Lpi { vpid: number; src: number; fd: number; pending: Rng[]; rpending: Rng[]; total: number }
 const anyPending = (l: Lpi) => l.pending.length > 0 || l.rpending.length > 0;
 
-export interface LazyDaemonOptions {
+interface LazyDaemonOptions {
   /** address and port of the dump serving the pages; none: the images in dir hold them */
   dir: string; workDir: string; address?: string; port?: number; timeoutSec: number;
   onListening?: () => void;

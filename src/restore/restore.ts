@@ -70,7 +70,7 @@ export interface RestoreOptions {
   commit?: () => void;
 }
 
-export interface Restored { pid: number; ms: number; forkMs: number; pages: number; processes: number;
+interface Restored { pid: number; ms: number; forkMs: number; pages: number; processes: number;
   /** a lazy restore: the channel to the daemon (wait for all memory with waitDone) and the restored pids */
   lazy?: LazyChannel; pids: number[] }
 
@@ -302,7 +302,7 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
       b.restoreFiles({ shellJob: o.shellJob });
       fault("restore-files", "restore");
       phase("restoring task state", b.t.pid);
-      b.restoreTaskState({ shellJob: o.shellJob });
+      b.restoreTaskState();
       phase("restoring threads", b.t.pid);
       b.createThreads();
       // its connections stay in repair mode until everything else is done: criu-bun takes a copy

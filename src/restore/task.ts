@@ -40,14 +40,14 @@ const BATCH_SCRATCH = 1792n, BATCH_SCRATCH_SIZE = 4 * 4096;
 function hex(v: bigint | number) { return "0x" + v.toString(16); }
 
 /** The PID of a task in its own (innermost) PID namespace, from /proc/PID/status NSpid. */
-export function nsPid(hostPid: number): number {
+function nsPid(hostPid: number): number {
   const m = /^NSpid:\s*(.*)$/m.exec(readFileSync(`/proc/${hostPid}/status`, "latin1"));
   if (!m) return hostPid;
   const l = m[1].trim().split(/\s+/);
   return Number(l[l.length - 1]);
 }
 
-export function pickTrampoline(set: RestoreSet, puppetPid: number): bigint {
+function pickTrampoline(set: RestoreSet, puppetPid: number): bigint {
   const taken: [bigint, bigint][] = set.tasks.flatMap((t) => (t.mm?.vmas ?? []).map((v): [bigint, bigint] => [v.start, v.end]));
   for (const v of readVmas(puppetPid)) taken.push([v.start, v.end]);
   for (let a = 0x10000000n; a < 0x7f0000000000n; a += 0x10000000n) {
@@ -410,10 +410,9 @@ export class TaskBuilder {
     if (this.t.fs.umask !== undefined) inj.call(NR.umask, this.t.fs.umask);
   }
 
-  restoreTaskState(opts: { shellJob?: boolean }) {
+  restoreTaskState() {
     const inj = this.inj!, t = this.t, tc = t.cores.get(t.pid)!.tc!;
     restorePersonality(inj, tc);
-    void opts;
     // signal handlers (CRIU's table of 62, checked when the images were loaded: sigactionTable)
     // and rlimits in one batch: one stop of the process instead of about 80
     const { calls: sa, trap } = sigactionRestoreCalls(t.pid, tc.sigactions);

@@ -15,7 +15,7 @@ import { VMA, PE, PAGE } from "../resources/vma";
 
 const P = BigInt(PAGE);
 /** Highest user address on x86_64 (5-level paging); a VMA or page run must end at or below it. */
-export const TASK_SIZE_MAX = 0x00fffffffffff000n;
+const TASK_SIZE_MAX = 0x00fffffffffff000n;
 /** Highest PID Linux hands out (PID_MAX_LIMIT). */
 const PID_MAX = 4 * 1024 * 1024;
 /** The kernel's bound on open files per process (fs.nr_open can be raised up to this). */

@@ -11,7 +11,7 @@ import type { HookAction, HookContext, Hooks } from "../hooks";
 import { handleRequest } from "./requests";
 
 /** runc reads replies into 10 x 4096 bytes: a longer one is an error on its side */
-export const MAX_REPLY = 10 * 4096;
+const MAX_REPLY = 10 * 4096;
 const MAX_ERRMSG = 4000;
 
 export type RespInit = MessageInitShape<typeof criu_respSchema>;

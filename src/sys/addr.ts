@@ -7,3 +7,11 @@ import { ptr } from "bun:ffi";
 export function addr(buf: ArrayBufferView | ArrayBuffer, offset = 0): number {
   return (ptr(buf as any) as unknown as number) + offset;
 }
+
+const held: unknown[] = [];
+/** Call after a syscall that was given buffers by address only (argv strings, a clone stack): a
+ *  use the compiler cannot drop, so they stay reachable until the call has returned. They are held
+ *  until the next keepAlive. */
+export function keepAlive(...bufs: unknown[]) {
+  held.splice(0, held.length, ...bufs);
+}

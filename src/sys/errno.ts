@@ -152,8 +152,6 @@ const ERRNOS: Record<number, [string, string]> = {
   516: ["ERESTART_RESTARTBLOCK", "Interrupted system call, to be restarted by restart_syscall"],
   524: ["ENOTSUPP", "Operation is not supported"],
 };
-export const ERRNO_NAMES: Record<number, string> =
-  Object.fromEntries(Object.entries(ERRNOS).map(([k, v]) => [k, v[0]]));
 /** name -> number: E.ENOENT === 2 */
 export const E = Object.fromEntries(Object.entries(ERRNOS).map(([k, v]) => [v[0], Number(k)])) as Record<string, number>;
 

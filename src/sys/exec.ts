@@ -3,7 +3,7 @@
 // Signal dispositions Bun set and the signal mask go back to the defaults first, so the program
 // starts as it would from criu.
 import { existsSync } from "node:fs";
-import { syscall, addr, cstr } from "./syscall";
+import { syscall, addr, cstr, keepAlive } from "./syscall";
 import { NR } from "./nr";
 
 /** Replace this process with argv[0] (looked up in PATH unless it holds a '/'). Returns only on
@@ -53,6 +53,6 @@ export function execvp(argv: string[], env: Record<string, string | undefined> =
   for (const [s, o] of old) syscall(NR.rt_sigaction, s, addr(o), 0, 8);
   syscall(NR.rt_sigprocmask, 2, addr(oldMask), 0, 8);
   if (pending[0] & (1n << 29n)) syscall(NR.tgkill, syscall(NR.getpid), syscall(NR.gettid), 30);
-  void strs;
+  keepAlive(strs);
   return err;
 }

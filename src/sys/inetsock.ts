@@ -57,7 +57,7 @@ export function getsockoptInt(fd: number, level: number, opt: number): number {
 export function tryGetsockoptInt(fd: number, level: number, opt: number): number | undefined {
   return getInt(fd, level, opt);
 }
-export function setsockoptBytes(fd: number, level: number, opt: number, val: Uint8Array): number {
+function setsockoptBytes(fd: number, level: number, opt: number, val: Uint8Array): number {
   return syscall(NR.setsockopt, fd, level, opt, addr(val), val.length);
 }
 export function setsockoptInt(fd: number, level: number, opt: number, v: number): number {
@@ -81,7 +81,7 @@ export function recvBytes(fd: number, len: number, flags: number): Uint8Array {
   return buf.subarray(0, r);
 }
 
-export interface SockName { family: number; port: number; /** 4 or 16 bytes, network order */ addr: Uint8Array; flowinfo?: number; scope?: number }
+interface SockName { family: number; port: number; /** 4 or 16 bytes, network order */ addr: Uint8Array; flowinfo?: number; scope?: number }
 
 function nameCall(nr: number, fd: number): SockName | null {
   const buf = new Uint8Array(128);
@@ -94,7 +94,7 @@ function nameCall(nr: number, fd: number): SockName | null {
 export const getSockName = (fd: number) => nameCall(NR.getsockname, fd);
 export const getPeerName = (fd: number) => nameCall(NR.getpeername, fd);
 
-export function parseSockaddr(b: Uint8Array): SockName | null {
+function parseSockaddr(b: Uint8Array): SockName | null {
   if (b.length < 2) return null;
   const dv = new DataView(b.buffer, b.byteOffset, b.length);
   const family = dv.getUint16(0, true);

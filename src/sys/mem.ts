@@ -43,7 +43,7 @@ export function closeFd(fd: number) { syscall(NR.close, fd); }
 export function pread(fd: number, buf: Uint8Array, off: bigint | number, len = buf.length, bufOff = 0): number {
   return syscall(NR.pread64, fd, addr(buf, bufOff), len, off);
 }
-export function pwrite(fd: number, buf: Uint8Array, off: bigint | number, len = buf.length, bufOff = 0): number {
+function pwrite(fd: number, buf: Uint8Array, off: bigint | number, len = buf.length, bufOff = 0): number {
   return syscall(NR.pwrite64, fd, addr(buf, bufOff), len, off);
 }
 /** pread/pwrite until len bytes are moved, retrying EINTR and short transfers; throws on error.
@@ -70,29 +70,6 @@ export function preadFull(fd: number, buf: Uint8Array, off: bigint, len = buf.le
 export function pwriteFull(fd: number, buf: Uint8Array, off: bigint, len = buf.length, bufOff = 0, what = "pwrite"): void {
   fullIo(pwrite, fd, buf, off, len, bufOff, what);
 }
-/**
- * pwritev of n (address, length) pairs in iov (real addresses, e.g. of WASM memory) at file offset
- * off, all bytes, retrying EINTR and short writes; throws on error.
- */
-export function pwritevFull(fd: number, iov: BigUint64Array, n: number, off: number, what = "pwritev"): void {
-  let i = 0;
-  while (i < n) {
-    const cnt = Math.min(n - i, 1024); // IOV_MAX
-    // on 64-bit kernels pos_l carries the whole offset (pos_h is shifted out)
-    const r = syscall(NR.pwritev, fd, addr(iov) + i * 16, cnt, off, 0);
-    if (r === -4) continue;
-    if (r < 0) throw new SysError(what, -r);
-    if (r === 0) throw new SysError(what, 5);
-    off += r;
-    // skip the pairs written whole; shorten the one written in part
-    let left = r;
-    while (left > 0) {
-      const len = Number(iov[(i << 1) + 1]);
-      if (left >= len) { left -= len; i++; }
-      else { iov[i << 1] += BigInt(left); iov[(i << 1) + 1] = BigInt(len - left); left = 0; }
-    }
-  }
-}
 export function writeFull(fd: number, buf: Uint8Array, what = "write"): void {
   let done = 0;
   while (done < buf.length) {
@@ -109,7 +86,7 @@ const PAGEMAP_SCAN = 0xc0606610; // _IOWR('f', 16, struct pm_scan_arg)
 
 /** Which pages a scan keeps: after XOR with `inverted`, a page needs every `mask` bit and one of `anyof`;
  * regions are runs of kept pages with equal categories & `ret`. */
-export interface ScanQuery { flags?: number; inverted?: number; mask?: number; anyof?: number; ret: number }
+interface ScanQuery { flags?: number; inverted?: number; mask?: number; anyof?: number; ret: number }
 
 /**
  * PAGEMAP_SCAN (Linux 6.7+) over an open /proc/PID/pagemap: the kernel walks the page tables and

@@ -9,7 +9,7 @@ import { AF, SOCK } from "./sock";
 export const NETLINK = { ROUTE: 0, SOCK_DIAG: 4, NETFILTER: 12 } as const;
 export const NLM_F = { REQUEST: 1, MULTI: 2, ACK: 4, ROOT: 0x100, MATCH: 0x200, DUMP: 0x300, EXCL: 0x200, CREATE: 0x400, APPEND: 0x800 } as const;
 export const NLMSG = { NOOP: 1, ERROR: 2, DONE: 3 } as const;
-export const NLA_F_NESTED = 0x8000;
+const NLA_F_NESTED = 0x8000;
 
 const align4 = (n: number) => (n + 3) & ~3;
 
@@ -59,7 +59,7 @@ export function nlmsg(type: number, flags: number, seq: number, body: Uint8Array
 export interface NlReply { type: number; flags: number; seq: number; pid: number; payload: Uint8Array }
 
 /** Split the first n bytes of buf (one datagram) into netlink messages. */
-export function parseNl(buf: Uint8Array, n: number): NlReply[] {
+function parseNl(buf: Uint8Array, n: number): NlReply[] {
   const out: NlReply[] = [];
   const dv = new DataView(buf.buffer, buf.byteOffset, n);
   for (let off = 0; off + 16 <= n;) {

@@ -35,7 +35,7 @@ export function readFdinfoAt(dirfd: number, fd: number): string {
 }
 /** A small /proc file's text (latin1); throws an Error with code (ENOENT ...) as readFileSync does.
  *  (dirfd, name: opened relative to dirfd by that NUL-terminated name, path only for errors) */
-export function readProcText(path: string, dirfd = -100, name?: Uint8Array): string {
+function readProcText(path: string, dirfd = -100, name?: Uint8Array): string {
   const fd = syscall(NR.openat, dirfd, addr(name ?? cstr(path)), 0o2000000 /* O_RDONLY|O_CLOEXEC */, 0);
   if (fd < 0) throw Object.assign(new Error(`${path}: ${errnoText(-fd)}`), { code: errnoName(-fd) });
   let n = 0;
@@ -56,7 +56,7 @@ export function readProcText(path: string, dirfd = -100, name?: Uint8Array): str
 
 const MAPS_RE = /^([0-9a-f]+)-([0-9a-f]+) ([r-])([w-])([x-])([sp]) ([0-9a-f]+) ([0-9a-f]+:[0-9a-f]+) (\d+)\s*(.*)$/;
 
-export function parseMaps(text: string): Vma[] {
+function parseMaps(text: string): Vma[] {
   const out: Vma[] = [];
   for (const line of text.split("\n")) {
     if (!line) continue;
@@ -111,7 +111,7 @@ export interface ProcStat {
   fields: string[];
 }
 
-export function parseStat(text: string): ProcStat {
+function parseStat(text: string): ProcStat {
   const l = text.indexOf("("), r = text.lastIndexOf(")");
   const pid = Number(text.slice(0, l).trim());
   const comm = text.slice(l + 1, r);

@@ -17,7 +17,7 @@ export const PTRACE_O = {
 } as const;
 export const PTRACE_EVENT = { FORK: 1, VFORK: 2, CLONE: 3, EXEC: 4, VFORK_DONE: 5, EXIT: 6, SECCOMP: 7, STOP: 128 } as const;
 export const NT = { PRSTATUS: 1, PRFPREG: 2, X86_XSTATE: 0x202 } as const;
-export const __WALL = 0x40000000, WNOHANG = 1, WUNTRACED = 2, __WNOTHREAD = 0x20000000;
+export const __WALL = 0x40000000;
 
 /** Index of each register in user_regs_struct (27 x u64). */
 export const R = {
@@ -31,7 +31,7 @@ export type Regs = BigUint64Array; // length 27
 export function ptrace(req: number, pid: number, a: number | bigint = 0, data: number | bigint = 0): number {
   return syscall(NR.ptrace, req, pid, a, data);
 }
-export function ptraceOk(what: string, req: number, pid: number, a: number | bigint = 0, data: number | bigint = 0): number {
+function ptraceOk(what: string, req: number, pid: number, a: number | bigint = 0, data: number | bigint = 0): number {
   const r = ptrace(req, pid, a, data);
   if (r < 0) throw new SysError(`ptrace(${what}) on ${pid}`, -r);
   return r;
@@ -45,9 +45,6 @@ export function interrupt(pid: number): number {
 }
 export function detach(pid: number, sig = 0): number {
   return ptrace(PTRACE.DETACH, pid, 0, sig);
-}
-export function cont(pid: number, sig = 0): number {
-  return ptrace(PTRACE.CONT, pid, 0, sig);
 }
 
 const iov = new BigUint64Array(2);
@@ -96,7 +93,7 @@ export function getRseqConfig(pid: number): { ptr: bigint; len: number; flags: n
   return { ptr: dv.getBigUint64(0, true), len: dv.getUint32(8, true), sig: dv.getUint32(12, true), flags: dv.getUint32(16, true) };
 }
 /** One of the 3 TLS GDT entries (12..14) of a thread, as struct user_desc (ptrace GET_THREAD_AREA). */
-export interface UserDesc {
+interface UserDesc {
   entryNumber: number; baseAddr: number; limit: number; seg32bit: boolean; contentsH: boolean; contentsL: boolean;
   readExecOnly: boolean; limitInPages: boolean; segNotPresent: boolean; usable: boolean;
 }
@@ -132,16 +129,7 @@ export function peekSiginfo(pid: number, shared: boolean): Uint8Array[] {
   return out;
 }
 
-export interface WaitResult { pid: number; status: number }
 const st = new Int32Array(1);
-export function wait4(pid: number, flags = __WALL): WaitResult {
-  for (;;) {
-    const r = syscall(NR.wait4, pid, addr(st), flags, 0);
-    if (r === -4) continue; // EINTR
-    if (r < 0) throw new SysError(`wait4(${pid})`, -r);
-    return { pid: r, status: st[0] };
-  }
-}
 export function wait4Raw(pid: number, flags = __WALL): { r: number; status: number } {
   const r = syscall(NR.wait4, pid, addr(st), flags, 0);
   return { r, status: st[0] };

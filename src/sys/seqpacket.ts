@@ -10,25 +10,25 @@ const MSG_TRUNC = MSG.TRUNC, MSG_CMSG_CLOEXEC = MSG.CMSG_CLOEXEC, MSG_NOSIGNAL =
 const SOL_SOCKET = SOL.SOCKET, SO_PEERCRED = SO.PEERCRED;
 const EINTR = 4;
 
-/** struct msghdr with one iovec and room for one cmsg of 4 fds; buffers kept alive by the caller */
+/** struct msghdr (56 bytes) with its one iovec right after it, in one buffer; data and control are
+ *  kept alive by the caller */
 function msghdr(data: Uint8Array, control: Uint8Array | null) {
-  const iov = new BigUint64Array([BigInt(data.length ? addr(data) : 0), BigInt(data.length)]);
-  const h = new BigUint64Array(7);
-  h[2] = BigInt(addr(iov)); h[3] = 1n;
+  const h = new BigUint64Array(9);
+  h[7] = BigInt(data.length ? addr(data) : 0); h[8] = BigInt(data.length);
+  h[2] = BigInt(addr(h, 56)); h[3] = 1n;
   if (control) { h[4] = BigInt(addr(control)); h[5] = BigInt(control.length); }
-  return { h, iov };
+  return h;
 }
 
-export interface Packet { data: Uint8Array; fds: number[]; truncated: boolean }
+interface Packet { data: Uint8Array; fds: number[]; truncated: boolean }
 
 /** Receive one packet (blocking). data is empty at end of stream (the peer closed). */
 export function recvPacket(fd: number, max = 1 << 20): Packet {
   const buf = new Uint8Array(max);
   const control = new Uint8Array(64);
   for (;;) {
-    const { h, iov } = msghdr(buf, control);
+    const h = msghdr(buf, control);
     const r = syscall(NR.recvmsg, fd, addr(h), MSG_CMSG_CLOEXEC);
-    void iov;
     if (r === -EINTR) continue;
     if (r < 0) throw new SysError("recvmsg", -r);
     const fds: number[] = [];
@@ -59,9 +59,8 @@ export function sendPacket(fd: number, data: Uint8Array, passFd?: number) {
     dv.setInt32(16, passFd, true);
   }
   for (;;) {
-    const { h, iov } = msghdr(data, control);
+    const h = msghdr(data, control);
     const r = syscall(NR.sendmsg, fd, addr(h), MSG_NOSIGNAL);
-    void iov;
     if (r === -EINTR) continue;
     if (r < 0) throw new SysError("sendmsg", -r);
     return;

@@ -1,13 +1,13 @@
 // Start processes with libc posix_spawn (Bun never reaps or watches them, unlike Bun.spawn).
 import { ptr } from "bun:ffi";
 import { libc } from "./libc";
-import { cstr } from "./syscall";
+import { cstr, keepAlive } from "./syscall";
 import { SysError } from "./errno";
 import { CLONE } from "./flags";
 
-export const POSIX_SPAWN = { RESETIDS: 1, SETPGROUP: 2, SETSIGDEF: 4, SETSIGMASK: 8, SETSID: 0x80 } as const;
+const POSIX_SPAWN = { RESETIDS: 1, SETPGROUP: 2, SETSIGDEF: 4, SETSIGMASK: 8, SETSID: 0x80 } as const;
 
-export interface SpawnOpts {
+interface SpawnOpts {
   env?: Record<string, string | undefined>;
   /** fd in the child -> fd in this process to dup2 there */
   fds?: Record<number, number>;
@@ -49,7 +49,7 @@ export function spawn(path: string, argv: string[], opts: SpawnOpts = {}): numbe
   const r = libc.posix_spawn(pidBuf, pathC, fa, attr, argvA, envA);
   libc.posix_spawn_file_actions_destroy(fa);
   libc.posix_spawnattr_destroy(attr);
-  void keep;
+  keepAlive(keep);
   if (r !== 0) throw new SysError(`posix_spawn(${path})`, r);
   return pidBuf[0];
 }
@@ -127,7 +127,7 @@ export function spawnSibling(path: string, argv: string[]): number {
   p[2] = c(path); p[3] = BigInt(ptr(argvA)); p[4] = BigInt(ptr(envA));
   p[5] = BigInt(ptr(all)); p[6] = BigInt(ptr(old));
   const r = Number(siblingFn!(ptr(p) as unknown as number));
-  void keep; void stack;
+  keepAlive(keep, stack);
   if (r < 0) throw new SysError("clone(CLONE_PARENT)", -r);
   return r;
 }

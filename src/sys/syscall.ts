@@ -38,7 +38,7 @@ export function cpuid(leaf: number, subleaf = 0): Uint32Array {
   return out;
 }
 
-export type Arg = number | bigint;
+type Arg = number | bigint;
 
 /** A raw syscall. Returns the kernel's result: >= 0 on success, -errno on failure. */
 export function syscall(nr: number, a = 0 as Arg, b = 0 as Arg, c = 0 as Arg, d = 0 as Arg, e = 0 as Arg, f = 0 as Arg): number {
@@ -52,7 +52,7 @@ export function sysOk(name: string, nr: number, a: Arg = 0, b: Arg = 0, c: Arg =
   return r;
 }
 
-export { addr } from "./addr";
+export { addr, keepAlive } from "./addr";
 
 /** NUL-terminated C string in a fresh buffer (keep a reference while the call runs). */
 export function cstr(s: string): Uint8Array {

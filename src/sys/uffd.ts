@@ -16,14 +16,15 @@ export const PM_SCAN = { WP_MATCHING: 1, CHECK_WPASYNC: 2 } as const;
 
 // ---- the missing-mode side (lazy pages): the daemon resolves faults with these ----------------
 
-export const UFFDIO_UNREGISTER = 0x8010aa01, UFFDIO_WAKE = 0x8010aa02, UFFDIO_COPY = 0xc028aa03, UFFDIO_ZEROPAGE = 0xc020aa04;
+export const UFFDIO_UNREGISTER = 0x8010aa01;
+const UFFDIO_WAKE = 0x8010aa02, UFFDIO_COPY = 0xc028aa03, UFFDIO_ZEROPAGE = 0xc020aa04;
 /** uffd_msg.event */
 export const UFFD_EVENT = { PAGEFAULT: 0x12, FORK: 0x13, REMAP: 0x14, REMOVE: 0x15, UNMAP: 0x16 } as const;
 /** the events a lazy restore needs to follow the process: fork, mremap, MADV_DONTNEED/REMOVE, munmap */
 export const UFFD_LAZY_FEATURES = UFFD_FEATURE.EVENT_FORK | UFFD_FEATURE.EVENT_REMAP | UFFD_FEATURE.EVENT_REMOVE | UFFD_FEATURE.EVENT_UNMAP;
-export const UFFD_MSG_SIZE = 32;
+const UFFD_MSG_SIZE = 32;
 
-export interface UffdMsg { event: number; a: bigint; b: bigint; c: bigint; ufd: number }
+interface UffdMsg { event: number; a: bigint; b: bigint; c: bigint; ufd: number }
 
 /** Every message queued on a non-blocking uffd (none: EAGAIN). A negative number is an -errno. */
 export function readUffdMsgs(fd: number, buf: Uint8Array): UffdMsg[] | number {

@@ -3,10 +3,10 @@
 // process with many fds can be dumped and restored; a restored process gets its own limits back
 // afterwards (rlimit-*.img, restoreTaskState).
 import { readFileSync } from "node:fs";
-import { syscall, addr } from "./syscall";
-import { NR } from "./nr";
+import { syscall, addr } from "../sys/syscall";
+import { NR } from "../sys/nr";
 import { CriuError, log } from "../log";
-import { errnoText } from "./errno";
+import { errnoText } from "../sys/errno";
 
 const RLIMIT_NOFILE = 7;
 
