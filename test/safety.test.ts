@@ -487,6 +487,10 @@ describe("criu-bun killed at random moments", () => {
     const points: string[] = [];
     for (const n of [1, 2, calls]) for (const p of ["set", "run1", "entry", "poked", "run2", "exit"]) if (n > 1 || p !== "poked") points.push(`inject-${n}-${p}`);
     for (const k of [1, sessions]) points.push(`inject-restored-${k}`);
+    // the leader's task state: most of its calls in one guarded batch (Injector.guardedBatch), killed
+    // with its table written and its registers set, while it runs, and at its own signal's stop
+    expect(log).toContain("guarded batch of ");
+    for (const p of ["set", "run", "stop"]) points.push(`batch-1-${p}`);
     for (const point of points) {
       const dir = imagesDir("kill-regs");
       const r = Bun.spawnSync([...criuBunCommand(), "dump", "-t", String(w.pid), "-D", dir, "-R"], { stdout: "ignore", stderr: "pipe", env: { ...process.env, CRIU_BUN_DIE: point } });

@@ -65,10 +65,16 @@ function batchCalls(inj: Injector, mem: RemoteMem, status: Record<string, string
     else log.debug(`process ${pid}: no batch area (mmap: ${errnoText(-r)}): one injected syscall per call`);
   }
   if (area < 0n) {
-    return calls.map((c) => {
+    const single = (c: OutCall) => {
       const r = inj.call(c.nr, ...c.args(scratch));
       return { r, b: r < 0n ? new Uint8Array(c.out) : mem.read(scratch, c.out) };
-    });
+    };
+    // guarded (guard.ts): all but the last in one run of the thread where it can (Injector.guardedBatch:
+    // queries only), the last alone, so the thread ends in a syscall stop as after single calls
+    const head = calls.length > 1 ? inj.guardedBatch(calls.slice(0, -1)) : undefined;
+    if (!head) return calls.map(single);
+    head.forEach((h, i) => { if (h.r < 0n) h.b = new Uint8Array(calls[i].out); });
+    return [...head, single(calls[calls.length - 1])];
   }
   try {
     mem.write(area, BATCH_CODE);

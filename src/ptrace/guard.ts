@@ -25,6 +25,39 @@ import { fixupRestart } from "./restart";
 
 /** syscall; mov $15, %eax; syscall; padding to 16 bytes */
 export const GUARD_STUB = new Uint8Array([0x0f, 0x05, 0xb8, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc]);
+
+/**
+ * The guarded batch (Injector.guardedBatch), 64 bytes just before GUARD_STUB in the vDSO's tail:
+ * rbx = a table of 64-byte entries (nr, six arguments, result), r12 = their count, r13 = the
+ * frame's rsp. Each entry's syscall runs and its result is stored; then `mov %r13, %rsp;
+ * mov $15, %eax; syscall`: rt_sigreturn through the frame, the thread back as it was. The table
+ * lies above the stack pointer the batch runs with, so a signal handler run meanwhile (criu-bun
+ * gone) cannot overwrite it. The table's last entry is a tgkill of the thread itself with a
+ * signal it neither catches, blocks nor has pending: its signal-delivery-stop hands the thread
+ * back to the tracer (and without a tracer the kernel discards the signal).
+ */
+export const GUARD_BATCH = new Uint8Array([
+  0x4d, 0x85, 0xe4,             // test r12, r12
+  0x74, 0x2a,                   // jz done
+  0x48, 0x8b, 0x03,             // mov rax, [rbx]
+  0x48, 0x8b, 0x7b, 0x08,       // mov rdi, [rbx+8]
+  0x48, 0x8b, 0x73, 0x10,       // mov rsi, [rbx+16]
+  0x48, 0x8b, 0x53, 0x18,       // mov rdx, [rbx+24]
+  0x4c, 0x8b, 0x53, 0x20,       // mov r10, [rbx+32]
+  0x4c, 0x8b, 0x43, 0x28,       // mov r8, [rbx+40]
+  0x4c, 0x8b, 0x4b, 0x30,       // mov r9, [rbx+48]
+  0x0f, 0x05,                   // syscall
+  0x48, 0x89, 0x43, 0x38,       // mov [rbx+56], rax
+  0x48, 0x83, 0xc3, 0x40,       // add rbx, 64
+  0x49, 0xff, 0xcc,             // dec r12
+  0xeb, 0xd1,                   // jmp (test)
+  0x4c, 0x89, 0xec,             // done: mov rsp, r13
+  0xb8, 0x0f, 0x00, 0x00, 0x00, // mov eax, 15 (rt_sigreturn)
+  0x0f, 0x05,                   // syscall
+  0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc,
+]);
+/** where in GUARD_BATCH a call's syscall returns to (the tracer finds its tgkill's stop there) */
+export const GUARD_BATCH_AFTER_SYSCALL = 34n;
 export const NR_RT_SIGRETURN = 15;
 /** bytes below the red zone kept for the callers' scratch buffers (Injector.withScratch) */
 export const SCRATCH_ROOM = 1024n;
@@ -83,8 +116,15 @@ export function findStubPlace(pid: number, read: (addr: bigint, len: number) => 
   // zero, or the stub a criu-bun that died mid-dump left there
   const tail = b.subarray(off);
   if (!tail.every((x) => x === 0) && !tail.every((x, i) => x === GUARD_STUB[i])) return null;
+  // the batch's place before it, the same way (zero, or left there), if the ELF image leaves room
+  const boff = off - GUARD_BATCH.length, btail = b.subarray(boff, off);
+  batchPlaces.set(v.start + BigInt(off), used <= boff && (btail.every((x) => x === 0) || btail.every((x, i) => x === GUARD_BATCH[i])) ? v.start + BigInt(boff) : null);
   return v.start + BigInt(off);
 }
+
+const batchPlaces = new Map<bigint, bigint | null>();
+/** Where GUARD_BATCH can live beside the stub findStubPlace found at STUB (null: nowhere). */
+export function batchPlace(stub: bigint): bigint | null { return batchPlaces.get(stub) ?? null; }
 
 /** Why thread TID of PID cannot be guarded ("" if it can). */
 export function unguardable(pid: number, tid: number, regs: Regs): string {

@@ -5,11 +5,11 @@
 //    itself should criu-bun die at any moment.
 //  - "trap" mode (restore): rip points at our trampoline `syscall; int3`; one PTRACE_CONT, one SIGTRAP.
 import { getRegs, setRegs, ptrace, PTRACE, R, wait4Raw, W, type Regs, __WALL, describeStatus, getEventMsg, getXstate, getSigmask } from "../sys/ptrace";
-import { buildFrame, findStubPlace, unguardable, GUARD_STUB, NR_RT_SIGRETURN, FRAME_SIGMASK_OFF, SCRATCH_ROOM } from "./guard";
+import { buildFrame, findStubPlace, unguardable, GUARD_STUB, NR_RT_SIGRETURN, FRAME_SIGMASK_OFF, SCRATCH_ROOM, GUARD_BATCH, GUARD_BATCH_AFTER_SYSCALL, batchPlace } from "./guard";
 import { diePoint } from "../fault";
 import { tick } from "../watchdog";
 import { openFd, closeFd, preadFull, pwriteFull, O } from "../sys/mem";
-import { readMaps, readStat } from "../sys/proc";
+import { readMaps, readStat, readStatus } from "../sys/proc";
 import { CriuError, log, logLevel, LOG_DEBUG } from "../log";
 import { syscallName } from "../sys/nr";
 import { errnoText, sysFailed } from "../sys/errno";
@@ -64,15 +64,16 @@ export interface OutCall { nr: number; args: (buf: bigint) => (number | bigint)[
 export interface InCall { nr: number; data: bigint[]; args: (data: bigint) => (number | bigint)[]; check: (r: bigint) => void }
 
 /** guarded calls and sessions made by this criu-bun so far (CRIU_BUN_DIE=inject-N-POINT, inject-restored-N) */
-let guardedCalls = 0, guardedSessions = 0;
+let guardedCalls = 0, guardedSessions = 0, guardedBatches = 0;
 const NR_RT_SIGPROCMASK = 14;
 
 export class Injector {
   saved: Regs;
   /** guard the calls (dump): see guard.ts */
   guarded = false;
-  /** the armed guard: the frame's address and the bytes it covers, the stub's place */
-  private guard?: { frame: bigint; old: Uint8Array; stub: bigint };
+  /** the armed guard: the frame's address and the bytes it covers, the stub's place; the batch's
+   *  code (where written) and the stack it used (with the bytes it covered) */
+  private guard?: { frame: bigint; old: Uint8Array; stub: bigint; batch?: bigint; areas: { at: bigint; old: Uint8Array }[] };
   /** signals that arrived while we were injecting; re-delivered by the caller */
   caughtSignals: number[] = [];
   /** PID (in criu-bun's namespace) of the last task this one forked or cloned during a call */
@@ -150,7 +151,7 @@ export class Injector {
       this.guarded = false;
       return false;
     }
-    this.guard = { frame: f.frame, old, stub };
+    this.guard = { frame: f.frame, old, stub, areas: [] };
     this.mem.write(f.frame, f.bytes);
     log.debug(`thread ${this.tid}: injected syscalls guarded (frame at 0x${f.frame.toString(16)}, ${f.bytes.length} bytes; stub at 0x${stub.toString(16)})`);
     // the mask the thread has once it leaves its stop (a ppoll's or sigsuspend's temporary mask is
@@ -182,6 +183,90 @@ export class Injector {
     this.syscallStop(`inject-${n}-run2`);
     diePoint(`inject-${n}-exit`);
     return BigInt.asIntN(64, getRegs(this.tid)[R.rax]);
+  }
+
+  /**
+   * Independent, harmless calls (queries: nothing they do matters if they run again or without
+   * criu-bun) in one run of the thread, guarded (guard.ts GUARD_BATCH): the table and the out
+   * buffers below the frame, the thread's stack pointer below them; its own tgkill of a signal it
+   * neither catches, blocks nor has pending ends the run in a signal-delivery-stop, whose signal
+   * the tracer drops. Were criu-bun to die at any moment, the thread finishes the calls (the
+   * signal discarded: ignored, not caught) and returns through the frame as it was; the table
+   * stays as dead bytes below its stack pointer. Each call's result and out buffer; undefined when
+   * the thread cannot run one (not guarded, no room in its vDSO or on its stack, a seccomp filter,
+   * no such signal): the caller makes the calls one by one.
+   */
+  guardedBatch(calls: OutCall[]): { r: bigint; b: Uint8Array }[] | undefined {
+    if (!calls.length || !this.guarded || this.mode !== "sysstop" || process.env.CRIU_BUN_GUARDED_BATCH === "off") return undefined;
+    if (!(this.guard || this.armGuard())) return undefined;
+    const g = this.guard!, pid = this.mem.pid;
+    const place = batchPlace(g.stub);
+    if (place === null) { log.debug(`thread ${this.tid}: no room for a guarded batch in the vDSO`); return undefined; }
+    const st = readStatus(pid), ts = readStatus(pid, this.tid);
+    if (Number(st.Seccomp ?? "0") !== 0) return undefined;
+    const mask = (x?: string) => (x ? BigInt(`0x${x}`) : 0n);
+    const realMask = new DataView(this.mem.read(g.frame + FRAME_SIGMASK_OFF, 8).buffer).getBigUint64(0, true);
+    const busy = mask(st.SigCgt) | mask(st.ShdPnd) | mask(ts.SigBlk) | mask(ts.SigPnd) | realMask;
+    // ignored by default (SIGURG, SIGWINCH, SIGCHLD): sent uncaught, it changes nothing
+    const sig = [23, 28, 17].find((n) => !(busy & (1n << BigInt(n - 1))));
+    if (sig === undefined) { log.debug(`thread ${this.tid}: no signal free to end a guarded batch`); return undefined; }
+    const nsLast = (x?: string) => Number((x ?? "").split(/\s+/).filter(Boolean).pop());
+    const tgid = nsLast(st.NSpid), tid = nsLast(ts.NSpid);
+    if (!(tgid > 0 && tid > 0)) return undefined;
+    // the area: the table (the calls and the tgkill), then the out buffers, 64 bytes below the frame
+    const entries = calls.length + 1;
+    const outs: bigint[] = [];
+    let size = entries * 64;
+    for (const c of calls) { outs.push(BigInt(size)); size += (c.out + 15) & ~15; }
+    const area = (g.frame - 64n - BigInt(size)) & ~63n, sp = area - 128n;
+    // all of it and 16 KiB below (a handler's frame, were criu-bun gone) inside the thread's stack mapping
+    const stack = readMaps(pid).find((v) => v.start <= this.saved[R.rsp] && this.saved[R.rsp] < v.end);
+    if (!stack || stack.start > sp - 16384n || !(stack.prot & 2)) { log.debug(`thread ${this.tid}: no room on its stack for a guarded batch`); return undefined; }
+    const table = new BigUint64Array(size / 8);
+    calls.forEach((c, i) => {
+      const a = [c.nr, ...c.args(area + outs[i])];
+      for (let k = 0; k < 7; k++) table[i * 8 + k] = BigInt.asUintN(64, BigInt(a[k] ?? 0));
+    });
+    const last = (entries - 1) * 8;
+    table[last] = 234n; table[last + 1] = BigInt(tgid); table[last + 2] = BigInt(tid); table[last + 3] = BigInt(sig); // tgkill
+    const n = ++guardedBatches;
+    g.areas.push({ at: area, old: this.mem.read(area, size) });
+    if (g.batch === undefined) { pokeWords(this.tid, place, GUARD_BATCH); g.batch = place; }
+    this.mem.write(area, new Uint8Array(table.buffer));
+    const regs = new BigUint64Array(this.saved);
+    regs[R.rip] = place;
+    regs[R.rsp] = sp;
+    regs[R.rbx] = area;
+    regs[R.r12] = BigInt(entries);
+    regs[R.r13] = g.frame + 8n;
+    regs[R.orig_rax] = 0xffffffffffffffffn;
+    setRegs(this.tid, regs);
+    diePoint(`batch-${n}-set`);
+    const after = place + GUARD_BATCH_AFTER_SYSCALL;
+    for (let first = true; ; first = false) {
+      ptrace(PTRACE.CONT, this.tid, 0, 0);
+      if (first) diePoint(`batch-${n}-run`, () => { for (let i = 0; i < 2000 && !tracingStop(this.tid); i++) Bun.sleepSync(1); });
+      const s = this.waitStop();
+      if (W.event(s) !== 0) continue;
+      const got = W.stopSig(s);
+      if (got === sig) {
+        const now = getRegs(this.tid);
+        if (now[R.rip] === after && now[R.r12] === 1n && now[R.rbx] === area + BigInt(last * 8)) break;
+      }
+      this.caughtSignals.push(got); // (a signal from elsewhere meanwhile: kept, as during single calls)
+    }
+    diePoint(`batch-${n}-stop`);
+    const res = this.mem.read(area, size), words = new BigInt64Array(res.buffer);
+    const out = calls.map((c, i) => ({ r: words[i * 8 + 7], b: res.slice(Number(outs[i]), Number(outs[i]) + c.out) }));
+    if (logLevel() >= LOG_DEBUG) {
+      calls.forEach((c, i) => {
+        const a = c.args(area + outs[i]).map((x) => (typeof x === "bigint" && x > 4096n ? `0x${x.toString(16)}` : String(x))).join(", ");
+        const ret = out[i].r;
+        log.debug(`thread ${this.tid}: batched ${syscallName(c.nr)}(${a}) = ${ret < 0n && ret > -4096n ? errnoText(ret) : ret > 4096n ? `0x${ret.toString(16)}` : ret}`);
+      });
+      log.debug(`thread ${this.tid}: guarded batch of ${calls.length} call(s) ended by its own signal ${sig}`);
+    }
+    return out;
   }
 
   /** Resume to the next syscall stop; signals met on the way are kept (caughtSignals), not delivered. */
@@ -315,8 +400,10 @@ export class Injector {
     if (!g) return;
     diePoint(`inject-restored-${++guardedSessions}`);
     this.guard = undefined;
+    for (const a of g.areas.reverse()) this.mem.write(a.at, a.old);
     this.mem.write(g.frame, g.old);
     pokeWords(this.tid, g.stub, new Uint8Array(GUARD_STUB.length));
+    if (g.batch !== undefined) pokeWords(this.tid, g.batch, new Uint8Array(GUARD_BATCH.length));
   }
 }
 

@@ -70,12 +70,18 @@ export function dumpThread(pid: number, t: { tid: number; pendingSiginfo?: Uint8
   let pdeathSig = 0;
   try {
     tinj.withScratch(32, (scratch) => {
-      tinj.ok("prctl(PR_GET_PDEATHSIG)", NR.prctl, PR.GET_PDEATHSIG, scratch);
-      pdeathSig = new DataView(mem.read(scratch, 4).buffer).getInt32(0, true);
-      tinj.ok("prctl(PR_GET_TID_ADDRESS)", NR.prctl, PR.GET_TID_ADDRESS, scratch);
-      tidAddr = new DataView(mem.read(scratch, 8).buffer).getBigUint64(0, true);
-      tinj.ok("sigaltstack", NR.sigaltstack, 0, scratch);
-      const dv = new DataView(mem.read(scratch, 24).buffer);
+      // the three queries in one guarded batch where the thread can run one, else one by one
+      const names = ["prctl(PR_GET_PDEATHSIG)", "prctl(PR_GET_TID_ADDRESS)", "sigaltstack"];
+      const calls = [
+        { nr: NR.prctl, args: (b: bigint) => [PR.GET_PDEATHSIG, b], out: 4 },
+        { nr: NR.prctl, args: (b: bigint) => [PR.GET_TID_ADDRESS, b], out: 8 },
+        { nr: NR.sigaltstack, args: (b: bigint) => [0, b], out: 24 },
+      ];
+      const got = tinj.guardedBatch(calls) ?? calls.map((c, i) => ({ r: tinj.ok(names[i], c.nr, ...c.args(scratch)), b: mem.read(scratch, c.out) }));
+      got.forEach((g, i) => { if (g.r < 0n && g.r > -4096n) throw new CriuError("inject", sysFailed(`thread ${t.tid}`, `injected ${names[i]}`, g.r)); });
+      pdeathSig = new DataView(got[0].b.buffer, got[0].b.byteOffset).getInt32(0, true);
+      tidAddr = new DataView(got[1].b.buffer, got[1].b.byteOffset).getBigUint64(0, true);
+      const dv = new DataView(got[2].b.buffer, got[2].b.byteOffset);
       sas = { ssSp: dv.getBigUint64(0, true), ssFlags: dv.getInt32(8, true), ssSize: dv.getBigUint64(16, true) };
       secbits = Number(tinj.ok("prctl(PR_GET_SECUREBITS)", NR.prctl, PR.GET_SECUREBITS));
     });
