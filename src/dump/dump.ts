@@ -22,12 +22,10 @@ import { dumpFds, FileTable, FdTwins, FdKindsDump, type FdDump } from "../resour
 import type { LockDump } from "../resources/filelocks";
 import { readStat, readStatus, listChildren, fdLinks, sigkillPending } from "../sys/proc";
 import { ImageSink, type DumpOpts } from "../resources/fdkind";
-import { dumpShmem } from "../resources/shmem";
 import { dumpTaskPaths } from "../resources/reg";
-import { dumpSysvShm, shmImage } from "../resources/sysvshm";
+import { dumpSharedVmas, shmImage } from "../resources/sysvshm";
 
 import { CgroupSets, ROOT_CG_SET, freezeCgroup } from "../resources/cgroup";
-import { VMA } from "../resources/vma";
 import { writeImage, writeImageBytes } from "../images/image";
 import { writeManifest } from "../images/manifest";
 import { encodePagemap, RunList } from "../images/pagemap";
@@ -36,7 +34,6 @@ import { CriuError, log, phase, unalias, aliasPath, errorMessage } from "../log"
 import { fault, pausePoint } from "../fault";
 import { PageServerClient, serveLazyPages, type LazySource } from "../net/pageserver";
 import { splitLazy, markLazy, markLazyList, splitRunsLazy, keepEager } from "../resources/lazymem";
-import { withNs } from "../sys/netns";
 import { dedupeAgainstParent, linkParent } from "../codec/incremental";
 import { dumpRunId, NETWORK_LOCK } from "../net/netlock";
 import { runHook, type Hooks } from "../hooks";
@@ -509,9 +506,6 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
     const ids = { vmId: kid, filesId: sharedId(tree, idx, KCMP.FILES, "filesId"), fsId: sharedId(tree, idx, KCMP.FS, "fsId"),
       sighandId: kid, ...nsIds(ns) };
     if (!n.zombie) ns.check(n.pid); // a zombie has no namespaces left to look at
-    if (!n.zombie && readlinkSync(`/proc/${n.pid}/ns/time_for_children`) !== readlinkSync(`/proc/${n.pid}/ns/time`)) {
-      refuse("dump", `process ${n.pid}`, "timens-children");
-    }
     const vpid = ns.v(n.pid), vppid = idx === 0 ? 0 : ns.v(n.ppid);
     const { pgid, sid } = groups.get(n.pid)!;
     if (n.zombie) {
@@ -574,18 +568,7 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
   phase("dumping mappings", pid);
   // cwd, root, exe and mapped files (deleted ones as ghost files)
   const { cwdId, rootId } = dumpTaskPaths(kinds, files, extra, pid, task);
-  for (const v of task.vmas) {
-    if (v.status & VMA.SYSVIPC) {
-      v.shmid = BigInt(v.inode);
-      // as CRIU: O_RDWR when the mapping may be written (the segment is attached writable), else O_RDONLY
-      v.fdflags = v.mayWrite ? 2 /* O_RDWR */ : 0;
-      if (!extra.has(`sysv:${v.inode}`)) { withNs(pid, "ipc", () => dumpSysvShm(pid, v.start, v.end, v.inode, extra, shmImage(ns.ownIpcNs ? ids.ipcNsId : undefined))); extra.mark(`sysv:${v.inode}`); }
-    } else if (v.status & VMA.ANON_SHARED) {
-      v.shmid = BigInt(v.inode);
-      if (extra.has(`sysv:${v.inode}`)) throw new CriuError("dump", `process ${pid}: shared memory at 0x${v.start.toString(16)} has the id of SysV segment ${v.inode} (pagemap-shmem-${v.inode}.img), which CRIU's images cannot tell apart`);
-      if (!extra.has(`pagemap-shmem-${v.inode}.img`)) dumpShmem(pid, v.start, v.end, v.inode, extra);
-    }
-  }
+  dumpSharedVmas(pid, task.vmas, extra, shmImage(ns.ownIpcNs ? ids.ipcNsId : undefined));
   n.dumped = { vpid, vmas: task.vmas };
   task.mm.vmas = mmVmaEntries(task.vmas);
 

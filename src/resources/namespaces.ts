@@ -121,6 +121,8 @@ export class NsView {
     if (readlinkSync(`/proc/${pid}/ns/pid`) !== this.rootPidNs) {
       throw new CriuError("dump", `process ${pid} is in a nested PID namespace; nested PID namespaces are not supported yet`);
     }
+    // a time namespace made for its children (unshare CLONE_NEWTIME, no child yet) is not kept
+    if (readlinkSync(`/proc/${pid}/ns/time_for_children`) !== readlinkSync(`/proc/${pid}/ns/time`)) refuse("dump", `process ${pid}`, "timens-children");
   }
 }
 

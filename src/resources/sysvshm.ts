@@ -12,7 +12,10 @@ import { readFileSync, writeFileSync, fstatSync } from "node:fs";
 import { syscall } from "../sys/syscall";
 import { openFd, closeFd, O } from "../sys/mem";
 import { withShmBytes, setShmOwner } from "../sys/shm";
-import { dumpShmemContents, shmemRuns } from "./shmem";
+import { dumpShmemContents, shmemRuns, dumpShmem } from "./shmem";
+import { withNs } from "../sys/netns";
+import { VMA } from "./vma";
+import type { DumpedVma } from "./memory";
 import type { ImageSink } from "./fdkind";
 import * as S from "../images/schemas";
 import { readImagePayloads, imageExists } from "../images/image";
@@ -42,6 +45,26 @@ function segments(): Map<number, SegInfo> {
 }
 
 /** Save the segment attached at start..end in process pid (the caller does it once per shmid). */
+/**
+ * The shared memory a process maps, each segment or object once per dump: SysV segments (their
+ * contents and attributes in FILE, read in the process's IPC namespace) and shared anonymous
+ * memory (pagemap-shmem-N.img); each VMA gets its shmid (and a SysV one its open flags).
+ */
+export function dumpSharedVmas(pid: number, vmas: DumpedVma[], extra: ImageSink, file: string) {
+  for (const v of vmas) {
+    if (v.status & VMA.SYSVIPC) {
+      v.shmid = BigInt(v.inode);
+      // as CRIU: O_RDWR when the mapping may be written (the segment is attached writable), else O_RDONLY
+      v.fdflags = v.mayWrite ? 2 /* O_RDWR */ : 0;
+      if (!extra.has(`sysv:${v.inode}`)) { withNs(pid, "ipc", () => dumpSysvShm(pid, v.start, v.end, v.inode, extra, file)); extra.mark(`sysv:${v.inode}`); }
+    } else if (v.status & VMA.ANON_SHARED) {
+      v.shmid = BigInt(v.inode);
+      if (extra.has(`sysv:${v.inode}`)) throw new CriuError("dump", `process ${pid}: shared memory at 0x${v.start.toString(16)} has the id of SysV segment ${v.inode} (pagemap-shmem-${v.inode}.img), which CRIU's images cannot tell apart`);
+      if (!extra.has(`pagemap-shmem-${v.inode}.img`)) dumpShmem(pid, v.start, v.end, v.inode, extra);
+    }
+  }
+}
+
 export function dumpSysvShm(pid: number, start: bigint, end: bigint, shmid: number, images: ImageSink, file = SHM_IMAGE) {
   const seg = segments().get(shmid);
   if (!seg) throw new CriuError("mem", `process ${pid}: SysV shared memory ${shmid} at 0x${start.toString(16)} is not in /proc/sysvipc/shm (another IPC namespace?)`);

@@ -8,7 +8,8 @@ import { readFileSync, statSync } from "node:fs";
 import type { FileTable } from "./files";
 import type { ImageSink } from "./fdkind";
 import { openFd, closeFd } from "../sys/mem";
-import type { FdKind, DumpOpts, DumpTree, RestoredProc } from "./fdkind";
+import type { FdKind, DumpOpts, DumpTree, RestoredProc, TreeFiles } from "./fdkind";
+import type { Injector, RemoteMem } from "../ptrace/inject";
 import { FOWN0, cachedImage } from "./fdkind";
 import { regEntry } from "./reg";
 import { syscall, addr } from "../sys/syscall";
@@ -233,30 +234,20 @@ export const ttyKind: FdKind<TtyDump> = {
     const index = info.pty.index, master = info.rdev === PTMX_RDEV, inj = ctx.inj;
     const key = `pty:${index}` as const;
     if (!ctx.tree.held.has(key)) {
-      // open /dev/ptmx until the kernel hands out our index (the ones before it are given back);
       // made already when the mounts needed its slave (ptyEarly: runc's /dev/console bind)
-      const extra: number[] = [];
       const early = ctx.tree.held.has(`ptyEarly:${index}`) ? ctx.fdFrom(`ptyEarly:${index}`)! : -1;
-      let got = early >= 0 ? index : -1, m = early;
-      // /dev/ptmx, or a container's devpts's own ptmx where its /dev has none (a plain directory)
-      let ptmx = "/dev/ptmx";
-      for (let tries = 0; early < 0 && tries < 4096; tries++) {
-        m = Number(inj.call(NR.openat, -100, ctx.str(ptmx), O.RDWR | O.NOCTTY | O.CLOEXEC, 0));
-        if (m === -2 && tries === 0 && ptmx === "/dev/ptmx") { ptmx = "/dev/pts/ptmx"; tries--; continue; }
-        if (m < 0) {
-          for (const e of extra) inj.call(NR.close, e);
-          throw new CriuError("restore", `${ctx.where}: cannot open ${ptmx} to make pty ${index} again: ${errnoText(-m)}`);
+      let m = early;
+      if (early < 0) {
+        // /dev/ptmx, or a container's devpts's own ptmx where its /dev has none (a plain directory)
+        let ptmx = "/dev/ptmx";
+        let r = openPts(ctx, ptmx, index, 4096);
+        if (r.err === 2 && r.got < 0) r = openPts(ctx, (ptmx = "/dev/pts/ptmx"), index, 4096);
+        if (r.err !== undefined) throw new CriuError("restore", `${ctx.where}: cannot open ${ptmx} to make pty ${index} again: ${errnoText(r.err)}`);
+        if (r.got !== index) {
+          if (r.fd !== undefined) inj.call(NR.close, r.fd);
+          throw new CriuError("restore", `${ctx.where}: pty ${index} is taken (got ${r.got}); close /dev/pts/${index} first`);
         }
-        const ib = ctx.scratch(0n, new Uint8Array(4));
-        inj.ok("TIOCGPTN", NR.ioctl, m, IOC.TIOCGPTN, ib);
-        got = new DataView(ctx.mem.read(ib, 4).buffer).getInt32(0, true);
-        if (got === index || got > index) break;
-        extra.push(m);
-      }
-      for (const e of extra) inj.call(NR.close, e);
-      if (got !== index) {
-        if (m >= 0) inj.call(NR.close, m);
-        throw new CriuError("restore", `${ctx.where}: pty ${index} is taken (got ${got}); close /dev/pts/${index} first`);
+        m = r.fd!;
       }
       inj.ok("TIOCSPTLCK", NR.ioctl, m, IOC.TIOCSPTLCK, ctx.scratch(0n, new Uint8Array(4))); // unlock to open the slave
       const slaveInfo = infos.find((i) => i.pty?.index === index && i.rdev !== PTMX_RDEV) ?? info;
@@ -318,6 +309,55 @@ export const ttyKind: FdKind<TtyDump> = {
     for (const p of leaders) restoreCtty(p, infos);
   },
 };
+
+/** A process under restore, as the pty helpers reach into it. */
+interface PtyTarget { inj: Injector; mem: RemoteMem; str(s: string): bigint; scratch(off: bigint, data: Uint8Array): bigint }
+
+/**
+ * ptmx opened in the target until the kernel hands out pts INDEX or a later one (those before it
+ * are closed again), at most TRIES times: fd, the master it stopped at (got its index); err, the
+ * errno of an open that failed; neither when every try gave an earlier index.
+ */
+function openPts(t: PtyTarget, ptmx: string, index: number, tries: number): { fd?: number; err?: number; got: number } {
+  const extra: number[] = [];
+  let got = -1;
+  try {
+    for (let i = 0; i < tries; i++) {
+      const m = Number(t.inj.call(NR.openat, -100, t.str(ptmx), O.RDWR | O.NOCTTY | O.CLOEXEC, 0));
+      if (m < 0) return { err: -m, got };
+      const ib = t.scratch(0n, new Uint8Array(4));
+      t.inj.ok("TIOCGPTN", NR.ioctl, m, IOC.TIOCGPTN, ib);
+      got = new DataView(t.mem.read(ib, 4).buffer).getInt32(0, true);
+      if (got >= index) return { fd: m, got };
+      extra.push(m);
+    }
+    return { got };
+  } finally { for (const e of extra) t.inj.call(NR.close, e); }
+}
+
+/**
+ * A pty pair made while the mounts are built (a bind of its slave, runc's /dev/console, needs the
+ * slave to exist): ptmx opened until the kernel gives INDEX, unlocked, the master held above FLOOR
+ * for the tty restore (ttyKind.restore takes it under ptyEarly:INDEX).
+ */
+export function restoreEarlyPty(t: PtyTarget & { pid: number; vpid: number; tree: TreeFiles }, ptmx: string, index: number, floor: number) {
+  const inj = t.inj;
+  const r = openPts(t, ptmx, index, index + 65);
+  if (r.err !== undefined) throw new CriuError("restore", sysFailed(`process ${t.vpid}`, `opening ${ptmx}`, r.err));
+  if (r.got !== index) {
+    if (r.fd !== undefined) inj.call(NR.close, r.fd);
+    throw new CriuError("restore", `process ${t.vpid}: pty ${index} of the restored devpts is taken (got ${r.got})`);
+  }
+  const m = r.fd!;
+  inj.ok("TIOCSPTLCK", NR.ioctl, m, IOC.TIOCSPTLCK, t.scratch(0n, new Uint8Array(4)));
+  const h = Number(inj.call(NR.fcntl, m, F.DUPFD_CLOEXEC, floor));
+  inj.call(NR.close, m);
+  if (h < 0) throw new CriuError("restore", sysFailed(`process ${t.vpid}`, `F_DUPFD of pty ${index}'s master`, h));
+  t.tree.held.set(`ptyEarly:${index}`, { pid: t.pid, vpid: t.vpid, fd: h });
+  const l = t.tree.toClose.get(t.pid) ?? [];
+  l.push(h); t.tree.toClose.set(t.pid, l);
+  log.debug(`pts ${index} made early (its slave is bind-mounted), master fd ${h} held`);
+}
 
 /** tty-info entries of slaves whose master no file of the tree opens: terminals of a runtime's console */
 function orphanSlaves(files: Map<number, S.file_entry>, infos: S.tty_info_entry[]): number[] {

@@ -7,6 +7,7 @@ import { ptrace, PTRACE, getRegs, setRegs, setSigmask, wait4Raw, W, __WALL, R, d
 import { O, F, pwriteFull } from "../sys/mem";
 import { restoreFds, importFd, restoreCtx, fdFloor } from "../resources/files";
 import { restoreDeleted } from "../resources/reg";
+import { restoreEarlyPty } from "../resources/tty";
 import { shmemFd } from "../resources/shmem";
 import { TreeFiles, ProcFilesState } from "../resources/fdkind";
 import { readVmas } from "../sys/proc";
@@ -179,34 +180,6 @@ export class TaskBuilder {
     }
   }
 
-  /** A pty pair made while the mounts are built (a bind of its slave, runc's /dev/console, needs the
-   *  slave to exist): ptmx opened until the kernel gives INDEX, unlocked, the master held for the
-   *  tty restore (tty.ts takes it under ptyEarly:INDEX). */
-  private earlyPty(ptmx: string, index: number) {
-    const inj = this.inj!;
-    const extra: number[] = [];
-    let got = -1, m = -1;
-    for (let tries = 0; tries <= index + 64; tries++) {
-      m = Number(inj.call(NR.openat, -100, this.str(ptmx), O.RDWR | O.NOCTTY | O.CLOEXEC, 0));
-      if (m < 0) throw new CriuError("restore", sysFailed(`process ${this.t.pid}`, `opening ${ptmx}`, m));
-      const ib = this.scratchWrite(0n, new Uint8Array(4));
-      inj.ok("TIOCGPTN", NR.ioctl, m, 0x80045430, ib);
-      got = new DataView(this.mem!.read(ib, 4).buffer).getInt32(0, true);
-      if (got >= index) break;
-      extra.push(m);
-    }
-    for (const e of extra) inj.call(NR.close, e);
-    if (got !== index) { inj.call(NR.close, m); throw new CriuError("restore", `process ${this.t.pid}: pty ${index} of the restored devpts is taken (got ${got})`); }
-    inj.ok("TIOCSPTLCK", NR.ioctl, m, 0x40045431, this.scratchWrite(0n, new Uint8Array(4)));
-    const h = Number(inj.call(NR.fcntl, m, F.DUPFD_CLOEXEC, fdFloor(this.t.fds) + 8));
-    inj.call(NR.close, m);
-    if (h < 0) throw new CriuError("restore", sysFailed(`process ${this.t.pid}`, `F_DUPFD of pty ${index}'s master`, h));
-    this.tree.held.set(`ptyEarly:${index}`, { pid: this.pid, vpid: this.t.pid, fd: h });
-    const l = this.tree.toClose.get(this.pid) ?? [];
-    l.push(h); this.tree.toClose.set(this.pid, l);
-    log.debug(`pts ${index} made early (its slave is bind-mounted), master fd ${h} held`);
-  }
-
   /** inherit_fd KEY -> the root's copy of it (importInherited), while the root is made */
   private inherited = new Map<string, number>();
 
@@ -299,7 +272,8 @@ export class TaskBuilder {
       // a container's mounts, after the namespaces they belong to (proc: PID, mqueue: IPC, sysfs: network)
       const inj = this.inj;
       restoreMountNs({ pid: this.pid, ok: (n, nr, ...a) => inj.ok(n, nr, ...a), call: (nr, ...a) => inj.call(nr, ...a), str: (s, slot) => this.str(s, slot),
-        earlyPty: (ptmx, index) => this.earlyPty(ptmx, index) },
+        earlyPty: (ptmx, index) => restoreEarlyPty({ pid: this.pid, vpid: this.t.pid, tree: this.tree, inj: this.inj!, mem: this.mem!,
+          str: (x) => this.str(x), scratch: (off, data) => this.scratchWrite(off, data) }, ptmx, index, fdFloor(this.t.fds) + 8) },
         this.set.mounts, this.set.dir, this.set.mountOpts!.root, { root: this.set.mountOpts!.root, ext: this.set.mountOpts!.ext });
     }
     log.info(`Created process ${this.t.pid}${this.pid !== this.t.pid ? ` (${this.pid} here)` : ""}`);
