@@ -10,7 +10,7 @@ import { runHook } from "../hooks";
 import { scriptHooks } from "./scripts";
 import { linkParent } from "../codec/incremental";
 import { selfCommand } from "../version";
-import { errnoText } from "../sys/errno";
+import { errnoText, sysFailed } from "../sys/errno";
 
 /** the daemon child learns from this variable which fd tells its parent it is listening */
 export const DAEMON_FD_ENV = "CRIU_BUN_DAEMON_FD";
@@ -40,7 +40,8 @@ export function signalReady(fd: number) {
 export function daemonize(opts: Opts, what = "page server"): number {
   const fds = new Int32Array(2);
   const cmd = what === "page server" ? "page-server" : "lazy-pages";
-  if (syscall(NR.pipe2, addr(fds), 0o2000000) < 0) throw new CriuError(cmd, "cannot create a pipe for --daemon");
+  const p = syscall(NR.pipe2, addr(fds), 0o2000000);
+  if (p < 0) throw new CriuError(cmd, sysFailed("", "pipe2 for --daemon", p));
   const child = Bun.spawn([...selfCommand(), ...process.argv.slice(2)], {
     stdio: ["ignore", "ignore", "ignore", fds[1]], detached: true,
     env: { ...process.env, [DAEMON_FD_ENV]: "3" },

@@ -11,7 +11,7 @@ import { seqpacketListen, seqpacketAccept } from "../sys/seqpacket";
 import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { selfCommand } from "../version";
-import { errnoText } from "../sys/errno";
+import { errnoText, sysFailed } from "../sys/errno";
 
 const DAEMON_FD_ENV = "CRIU_BUN_SERVICE_FD";
 const DEFAULT_ADDRESS = "./criu_service.socket";
@@ -35,7 +35,8 @@ function writePidfile(opts: Opts) {
 /** -d: a copy of this command in its own session, stdio on /dev/null; returns once it listens. */
 function daemonize(opts: Opts): number {
   const fds = new Int32Array(2);
-  if (syscall(NR.pipe2, addr(fds), 0o2000000) < 0) throw new CriuError("service", "cannot create a pipe for --daemon");
+  const p = syscall(NR.pipe2, addr(fds), 0o2000000);
+  if (p < 0) throw new CriuError("service", sysFailed("", "pipe2 for --daemon", p));
   const child = Bun.spawn([...selfCommand(), ...process.argv.slice(2)], {
     stdio: ["ignore", "ignore", "ignore", fds[1]], detached: true, env: { ...process.env, [DAEMON_FD_ENV]: "3" },
   });

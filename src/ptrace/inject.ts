@@ -177,7 +177,8 @@ export class Injector {
     this.syscallStop(`inject-${n}-run1`);
     diePoint(`inject-${n}-entry`);
     if (!direct) {
-      if (ptrace(PTRACE.POKEUSER, this.tid, R.orig_rax * 8, BigInt(nr)) < 0) throw new CriuError("inject", `cannot set the syscall of thread ${this.tid}`);
+      const p = ptrace(PTRACE.POKEUSER, this.tid, R.orig_rax * 8, BigInt(nr));
+      if (p < 0) throw new CriuError("inject", sysFailed(this.who, "PTRACE_POKEUSER of orig_rax (setting the syscall)", p));
       diePoint(`inject-${n}-poked`);
     }
     this.syscallStop(`inject-${n}-run2`);

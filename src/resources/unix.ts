@@ -123,7 +123,8 @@ let peek: { buf: Uint8Array; ctl: Uint8Array; iov: BigUint64Array; msg: BigUint6
  *  each packet's source name as recvfrom() gives it (the sun_path bytes; empty: unnamed) */
 function peekQueue(fd: number, stream: boolean, where: string, senders?: Uint8Array[]): Uint8Array[] {
   const old = getInt(fd, SO.PEEK_OFF);
-  if (setInt(fd, SO.PEEK_OFF, 0) < 0) throw new CriuError("files", `${where}: SO_PEEK_OFF not available`);
+  const po = setInt(fd, SO.PEEK_OFF, 0);
+  if (po < 0) throw new CriuError("files", sysFailed(where, "setsockopt(SO_PEEK_OFF)", po));
   const out: Uint8Array[] = [];
   try {
     // one set of buffers for every socket of the dump (addresses taken at each call, see getInt)
@@ -595,7 +596,8 @@ function withGhostRoot(ctx: RestoreCtx, us: S.unix_sk_entry[], fn: () => void) {
       if (c < 0n) throw new CriuError("restore", `${ctx.where}: chroot to a ghost root for unlinked socket names failed: ${errnoText(-c)}`);
       try { fn(); } finally {
         const a = inj.call(NR.fchdir, root), b = inj.call(NR.chroot, ctx.str(".")), d = inj.call(NR.fchdir, cwd);
-        if (a < 0n || b < 0n || d < 0n) throw new CriuError("restore", `${ctx.where}: putting root and cwd back after the ghost root failed`);
+        const bad = a < 0n ? a : b < 0n ? b : d;
+        if (bad < 0n) throw new CriuError("restore", sysFailed(ctx.where, "putting root and cwd back after the ghost root", bad));
       }
     } finally { inj.call(NR.close, root); inj.call(NR.close, cwd); }
     log.debug(`${ctx.where}: unix socket name(s) ${us.map((u) => `'${sockaddr(u.name, u.nameDir).text}'`).join(", ")} bound with no file (unlinked at dump)`);

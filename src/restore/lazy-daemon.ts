@@ -23,7 +23,7 @@ import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { closeFd } from "../sys/mem";
 import { AF, SOCK } from "../sys/sock";
-import { errnoText } from "../sys/errno";
+import { errnoText, sysFailed } from "../sys/errno";
 import { recvPacket, sendPacket } from "../sys/seqpacket";
 import { readUffdMsgs, uffdCopy, uffdZero, uffdWake, UFFD_EVENT } from "../sys/uffd";
 import { decodePagemap } from "../images/pagemap";
@@ -118,7 +118,8 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
     const r = syscall(NR.bind, ls, addr(sun), sun.length);
     process.umask(old);
     if (r < 0) throw new CriuError("lazy-pages", `cannot listen on ${path}: ${errnoText(-r)}`);
-    if (syscall(NR.listen, ls, 1) < 0) throw new CriuError("lazy-pages", `listen on ${path} failed`);
+    const l = syscall(NR.listen, ls, 1);
+    if (l < 0) throw new CriuError("lazy-pages", sysFailed("", `listen on ${path}`, l));
     log.info(`lazy-pages: waiting for restore --lazy-pages at ${path}`);
     o.onListening?.();
     if (o.watchFd !== undefined) {
