@@ -65,7 +65,7 @@ export function dumpSharedVmas(pid: number, vmas: DumpedVma[], extra: ImageSink,
   }
 }
 
-export function dumpSysvShm(pid: number, start: bigint, end: bigint, shmid: number, images: ImageSink, file = SHM_IMAGE) {
+function dumpSysvShm(pid: number, start: bigint, end: bigint, shmid: number, images: ImageSink, file = SHM_IMAGE) {
   const seg = segments().get(shmid);
   if (!seg) throw new CriuError("mem", `process ${pid}: SysV shared memory ${shmid} at 0x${start.toString(16)} is not in /proc/sysvipc/shm (another IPC namespace?)`);
   const path = `/proc/${pid}/map_files/${start.toString(16)}-${end.toString(16)}`;
