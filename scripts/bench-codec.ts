@@ -55,11 +55,13 @@ bench("zero-page scan (+copy)", 3, () => {
 
 // Compress in place (no copy) to isolate the codec: load each chunk once per run, compress its blocks.
 const blocks: Uint8Array[] = [];
-let compressed = 0, compressMs = 0;
+let compressed = 0,
+  compressMs = 0;
 {
   const times: number[] = [];
   for (let r = 0; r < 3; r++) {
-    let ms = 0, size = 0;
+    let ms = 0,
+      size = 0;
     const keep = r === 0;
     for (let off = 0; off < TOTAL; off += CHUNK) {
       input.set(data.subarray(off, off + CHUNK));
@@ -76,7 +78,9 @@ let compressed = 0, compressMs = 0;
   }
   times.sort((a, b) => a - b);
   compressMs = times[1]!;
-  console.log(`${"lz4 compress".padEnd(28)} ${gbs(TOTAL, compressMs).padStart(12)}   (median of 3, ${compressMs.toFixed(0)} ms, ${BLOCK >> 10} KiB blocks)`);
+  console.log(
+    `${"lz4 compress".padEnd(28)} ${gbs(TOTAL, compressMs).padStart(12)}   (median of 3, ${compressMs.toFixed(0)} ms, ${BLOCK >> 10} KiB blocks)`
+  );
 }
 
 {
@@ -94,7 +98,9 @@ let compressed = 0, compressMs = 0;
     times.push(ms);
   }
   times.sort((a, b) => a - b);
-  console.log(`${"lz4 decompress (+stage)".padEnd(28)} ${gbs(TOTAL, times[1]!).padStart(12)}   (median of 3, ${times[1]!.toFixed(0)} ms; includes copying each block in)`);
+  console.log(
+    `${"lz4 decompress (+stage)".padEnd(28)} ${gbs(TOTAL, times[1]!).padStart(12)}   (median of 3, ${times[1]!.toFixed(0)} ms; includes copying each block in)`
+  );
   // check a sample against the source
   input.set(data.subarray(0, CHUNK));
   for (let b = 0; b < blocksPerChunk; b++) codec.decompressToInput(blocks[b]!, b * BLOCK, BLOCK);
@@ -109,7 +115,8 @@ try {
     LZ4_decompress_safe: { args: [FFIType.ptr, FFIType.ptr, FFIType.i32, FFIType.i32], returns: FFIType.i32 },
   }).symbols;
   const out = new Uint8Array(PageCodec.lz4Bound(BLOCK));
-  const base = ptr(data) as unknown as number, outp = ptr(out);
+  const base = ptr(data) as unknown as number,
+    outp = ptr(out);
   const times: number[] = [];
   let size = 0;
   for (let r = 0; r < 3; r++) {
@@ -119,8 +126,11 @@ try {
     times.push(performance.now() - t0);
   }
   times.sort((a, b) => a - b);
-  console.log(`${"liblz4 compress (native)".padEnd(28)} ${gbs(TOTAL, times[1]!).padStart(12)}   (median of 3, ratio ${(TOTAL / size).toFixed(3)})`);
-  const dst = new Uint8Array(BLOCK), dstp = ptr(dst);
+  console.log(
+    `${"liblz4 compress (native)".padEnd(28)} ${gbs(TOTAL, times[1]!).padStart(12)}   (median of 3, ratio ${(TOTAL / size).toFixed(3)})`
+  );
+  const dst = new Uint8Array(BLOCK),
+    dstp = ptr(dst);
   const staged = blocks.map((b) => [ptr(b), b.length] as const);
   const dt: number[] = [];
   for (let r = 0; r < 3; r++) {
@@ -129,7 +139,9 @@ try {
     dt.push(performance.now() - t0);
   }
   dt.sort((a, b) => a - b);
-  console.log(`${"liblz4 decompress (native)".padEnd(28)} ${gbs(TOTAL, dt[1]!).padStart(12)}   (median of 3, our blocks)`);
+  console.log(
+    `${"liblz4 decompress (native)".padEnd(28)} ${gbs(TOTAL, dt[1]!).padStart(12)}   (median of 3, our blocks)`
+  );
 } catch (e) {
   console.log(`liblz4 not loadable (${(e as Error).message}): no native comparison`);
 }
@@ -160,11 +172,23 @@ if (Bun.which("lz4") && bsFlag) {
   try {
     writeFileSync(join(dir, "heap.bin"), data);
     const t0 = performance.now();
-    const r = Bun.spawnSync(["lz4", "-1", "-f", "-q", "-BI", bsFlag, "--no-frame-crc", join(dir, "heap.bin"), join(dir, "heap.lz4")]);
+    const r = Bun.spawnSync([
+      "lz4",
+      "-1",
+      "-f",
+      "-q",
+      "-BI",
+      bsFlag,
+      "--no-frame-crc",
+      join(dir, "heap.bin"),
+      join(dir, "heap.lz4"),
+    ]);
     const ms = performance.now() - t0;
     if (r.exitCode !== 0) throw new Error(r.stderr.toString());
     const size = statSync(join(dir, "heap.lz4")).size;
-    console.log(`ratio lz4 -1 ${bsFlag}:            ${(TOTAL / size).toFixed(3)}  (${size} bytes; native CLI file-to-file ${gbs(TOTAL, ms)})`);
+    console.log(
+      `ratio lz4 -1 ${bsFlag}:            ${(TOTAL / size).toFixed(3)}  (${size} bytes; native CLI file-to-file ${gbs(TOTAL, ms)})`
+    );
     console.log(`size ours / lz4 -1: ${(compressed / size).toFixed(3)}`);
   } finally {
     rmSync(dir, { recursive: true, force: true });

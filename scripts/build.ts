@@ -54,5 +54,8 @@ if (!process.argv.includes("--no-compile")) {
     // CPU than a compiled hello-world, 4 with the chunks.
     await $`${process.execPath} build --compile --bytecode --format=esm --splitting --minify-syntax --minify-whitespace --compile-jit-policy=16 --no-compile-autoload-dotenv --no-compile-autoload-bunfig src/main.ts src/codec/worker.ts --outfile ${outfile}`.quiet();
   });
-  if (!existsSync(outfile)) { console.error(`build: ${outfile} missing`); process.exit(1); }
+  if (!existsSync(outfile)) {
+    console.error(`build: ${outfile} missing`);
+    process.exit(1);
+  }
 }

@@ -19,7 +19,8 @@ function registryFile(file: DescFile): DescFile {
   return f;
 }
 
-const isDesc = (v: unknown): v is { kind: string } => typeof v === "object" && v !== null && typeof (v as any).kind === "string" && "proto" in (v as any);
+const isDesc = (v: unknown): v is { kind: string } =>
+  typeof v === "object" && v !== null && typeof (v as any).kind === "string" && "proto" in (v as any);
 
 /** Differences between two descriptor graphs (empty: the same). */
 export function compareDescFiles(a: DescFile, b: DescFile): string[] {
@@ -28,9 +29,13 @@ export function compareDescFiles(a: DescFile, b: DescFile): string[] {
   const same = (x: unknown, y: unknown, path: string, owner?: [object, object]) => {
     if (out.length > 20) return;
     if (x === y) return;
-    if (typeof x !== typeof y) { out.push(`${path}: ${typeof x} vs ${typeof y}`); return; }
+    if (typeof x !== typeof y) {
+      out.push(`${path}: ${typeof x} vs ${typeof y}`);
+      return;
+    }
     if (typeof x === "function") {
-      if (path.endsWith(".toString")) same(String((x as Function).call(owner![0])), String((y as Function).call(owner![1])), `${path}()`);
+      if (path.endsWith(".toString"))
+        same(String((x as Function).call(owner![0])), String((y as Function).call(owner![1])), `${path}()`);
       else same((x as Function)(), (y as Function)(), `${path}()`);
       return;
     }
@@ -39,20 +44,40 @@ export function compareDescFiles(a: DescFile, b: DescFile): string[] {
       return;
     }
     if (x instanceof Uint8Array || y instanceof Uint8Array) {
-      if (!(x instanceof Uint8Array && y instanceof Uint8Array) || x.length !== y.length || x.some((v, i) => v !== y[i])) out.push(`${path}: bytes differ`);
+      if (
+        !(x instanceof Uint8Array && y instanceof Uint8Array) ||
+        x.length !== y.length ||
+        x.some((v, i) => v !== y[i])
+      )
+        out.push(`${path}: bytes differ`);
       return;
     }
-    const ox = x as object, oy = y as object;
+    const ox = x as object,
+      oy = y as object;
     const mapped = seen.get(ox);
-    if (mapped) { if (mapped !== oy) out.push(`${path}: points to another object`); return; }
+    if (mapped) {
+      if (mapped !== oy) out.push(`${path}: points to another object`);
+      return;
+    }
     seen.set(ox, oy);
-    if (Array.isArray(x) !== Array.isArray(y)) { out.push(`${path}: array vs object`); return; }
-    const kx = Object.getOwnPropertyNames(x).sort(), ky = Object.getOwnPropertyNames(y).sort();
-    if (kx.join() !== ky.join()) { out.push(`${path}: properties [${kx}] vs [${ky}]`); return; }
+    if (Array.isArray(x) !== Array.isArray(y)) {
+      out.push(`${path}: array vs object`);
+      return;
+    }
+    const kx = Object.getOwnPropertyNames(x).sort(),
+      ky = Object.getOwnPropertyNames(y).sort();
+    if (kx.join() !== ky.join()) {
+      out.push(`${path}: properties [${kx}] vs [${ky}]`);
+      return;
+    }
     for (const k of kx) {
-      const vx = (x as any)[k], vy = (y as any)[k];
+      const vx = (x as any)[k],
+        vy = (y as any)[k];
       // the FileDescriptorProto parts are the same objects on both sides
-      if (k === "proto" && isDesc(x)) { if (vx !== vy) out.push(`${path}.proto: another object`); continue; }
+      if (k === "proto" && isDesc(x)) {
+        if (vx !== vy) out.push(`${path}.proto: another object`);
+        continue;
+      }
       same(vx, vy, `${path}.${k}`, [ox, oy]);
     }
   };
@@ -63,7 +88,9 @@ export function compareDescFiles(a: DescFile, b: DescFile): string[] {
 /** Every generated file's differences, by file name. */
 export async function checkGenerated(): Promise<Map<string, string[]>> {
   const bad = new Map<string, string[]>();
-  for (const name of readdirSync(GEN).filter((f) => f.endsWith("_pb.ts")).sort()) {
+  for (const name of readdirSync(GEN)
+    .filter((f) => f.endsWith("_pb.ts"))
+    .sort()) {
     const mod = await import(join(GEN, name));
     for (const v of Object.values(mod)) {
       if (!isDesc(v) || (v as any).kind !== "file") continue;

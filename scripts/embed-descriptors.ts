@@ -24,18 +24,24 @@ const CALL = /fileDesc\("([A-Za-z0-9+/=]*)"(?:, \[([\w, ]*)\])?\)/;
 /** Rewrite every *_pb.ts in dir; returns the names of the files rewritten. */
 export async function embedDescriptors(dir: string): Promise<string[]> {
   const done: string[] = [];
-  for (const name of readdirSync(dir).filter((f) => f.endsWith("_pb.ts")).sort()) {
+  for (const name of readdirSync(dir)
+    .filter((f) => f.endsWith("_pb.ts"))
+    .sort()) {
     const path = resolve(join(dir, name));
     const src = readFileSync(path, "utf8");
     const m = CALL.exec(src);
     if (!m) continue;
-    const deps = (m[2] ?? "").split(",").map((s) => s.trim()).filter(Boolean);
+    const deps = (m[2] ?? "")
+      .split(",")
+      .map((s) => s.trim())
+      .filter(Boolean);
     // only imports of sibling generated files (not descriptor.proto: opts.proto extends it)
     if (deps.some((d) => !new RegExp(`^import \\{ ${d} \\} from "\\./[\\w-]+_pb";$`, "m").test(src))) continue;
     const fileVar = /export const (file_\w+): GenFile = /.exec(src)?.[1];
     if (!fileVar) continue;
     const file: DescFile = (await import(path))[fileVar];
-    if (file.dependencies.length !== deps.length) throw new Error(`${name}: ${deps.length} imports, ${file.dependencies.length} dependencies`);
+    if (file.dependencies.length !== deps.length)
+      throw new Error(`${name}: ${deps.length} imports, ${file.dependencies.length} dependencies`);
     const used = referencedFiles(file);
     const keep = deps.filter((_, i) => used.has(file.dependencies[i]));
     const protos = new Map<object, string>();
@@ -51,12 +57,14 @@ export async function embedDescriptors(dir: string): Promise<string[]> {
     const at = out.search(/^\/\*\*\n \* Describes the file /m);
     if (at < 0) throw new Error(`${name}: no "Describes the file" comment to put the defaults before`);
     out = `${out.slice(0, at)}${decls}\n${out.slice(at)}`;
-    for (const d of deps) if (!keep.includes(d)) out = out.replace(new RegExp(`^import \\{ ${d} \\} from "\\./[\\w-]+_pb";\\n`, "m"), "");
+    for (const d of deps)
+      if (!keep.includes(d)) out = out.replace(new RegExp(`^import \\{ ${d} \\} from "\\./[\\w-]+_pb";\\n`, "m"), "");
     // messageDesc/enumDesc from embed.ts: importing any value from @bufbuild/protobuf/codegenv2
     // would load its fileDesc, which boots descriptor.proto at once
     out = out.replace(/^import \{ ([\w, ]*) \} from "@bufbuild\/protobuf\/codegenv2";$/m, (_l, names: string) => {
       const rest = names.split(", ").filter((n) => n !== "fileDesc");
-      if (rest.some((n) => n !== "messageDesc" && n !== "enumDesc")) throw new Error(`${name}: imports ${names} from codegenv2`);
+      if (rest.some((n) => n !== "messageDesc" && n !== "enumDesc"))
+        throw new Error(`${name}: imports ${names} from codegenv2`);
       return `import { ${["embeddedFile", ...rest].join(", ")} } from "../embed";`;
     });
     writeFileSync(path, out);
@@ -86,11 +94,17 @@ function referencedFiles(file: DescFile): Set<DescFile> {
  */
 function literal(v: unknown, protos: Map<object, string>): string {
   switch (typeof v) {
-    case "string": return JSON.stringify(v);
-    case "number": case "boolean": return String(v);
-    case "bigint": return `${v}n`;
-    case "object": break;
-    default: throw new Error(`embed-descriptors: cannot write a ${typeof v}`);
+    case "string":
+      return JSON.stringify(v);
+    case "number":
+    case "boolean":
+      return String(v);
+    case "bigint":
+      return `${v}n`;
+    case "object":
+      break;
+    default:
+      throw new Error(`embed-descriptors: cannot write a ${typeof v}`);
   }
   if (v === null) throw new Error("embed-descriptors: null in a descriptor");
   if (v instanceof Uint8Array) return `new Uint8Array([${v.join(",")}])`;
@@ -98,23 +112,38 @@ function literal(v: unknown, protos: Map<object, string>): string {
   const parts: string[] = [];
   const proto = Object.getPrototypeOf(v);
   if (proto !== Object.prototype) {
-    if (Object.getPrototypeOf(proto) !== Object.prototype) throw new Error("embed-descriptors: unexpected prototype chain");
+    if (Object.getPrototypeOf(proto) !== Object.prototype)
+      throw new Error("embed-descriptors: unexpected prototype chain");
     let id = protos.get(proto);
     if (!id) protos.set(proto, (id = `$defaults${protos.size}`));
     parts.push(`__proto__:${id}`);
   }
-  for (const [k, x] of Object.entries(v)) if (x !== undefined) parts.push(`${/^[$\w]+$/.test(k) ? k : JSON.stringify(k)}:${literal(x, protos)}`);
+  for (const [k, x] of Object.entries(v))
+    if (x !== undefined) parts.push(`${/^[$\w]+$/.test(k) ? k : JSON.stringify(k)}:${literal(x, protos)}`);
   return `{${parts.join(",")}}`;
 }
 
 /** A constant as a JavaScript expression. */
 function constant(v: unknown): string {
   switch (typeof v) {
-    case "string": return JSON.stringify(v);
-    case "boolean": return String(v);
-    case "bigint": return `${v}n`;
-    case "number": return Object.is(v, -0) ? "-0" : Number.isNaN(v) ? "NaN" : v === Infinity ? "Infinity" : v === -Infinity ? "-Infinity" : String(v);
-    case "undefined": return "undefined";
+    case "string":
+      return JSON.stringify(v);
+    case "boolean":
+      return String(v);
+    case "bigint":
+      return `${v}n`;
+    case "number":
+      return Object.is(v, -0)
+        ? "-0"
+        : Number.isNaN(v)
+          ? "NaN"
+          : v === Infinity
+            ? "Infinity"
+            : v === -Infinity
+              ? "-Infinity"
+              : String(v);
+    case "undefined":
+      return "undefined";
   }
   if (v instanceof Uint8Array) return `new Uint8Array([${v.join(",")}])`;
   throw new Error(`embed-descriptors: no constant for ${String(v)}`);
@@ -128,13 +157,23 @@ const FIELD_KINDS = ["scalar", "enum", "message", "list"];
  */
 function descGraph(file: DescFile): string | undefined {
   if (file.extensions.length || file.services.length) return undefined;
-  const m: string[] = [], o: string[] = [], e: string[] = [];
+  const m: string[] = [],
+    o: string[] = [],
+    e: string[] = [];
   const enumSpec = (d: DescEnum) => {
-    const vals = d.values.flatMap((v) => [JSON.stringify(v.localName), v.jsonName !== v.name ? JSON.stringify(v.jsonName) : "0"]);
-    e.push(`[${d.open ? 1 : 0},${d.sharedPrefix !== undefined ? JSON.stringify(d.sharedPrefix) : 0}${vals.length ? "," + vals.join(",") : ""}]`);
+    const vals = d.values.flatMap((v) => [
+      JSON.stringify(v.localName),
+      v.jsonName !== v.name ? JSON.stringify(v.jsonName) : "0",
+    ]);
+    e.push(
+      `[${d.open ? 1 : 0},${d.sharedPrefix !== undefined ? JSON.stringify(d.sharedPrefix) : 0}${vals.length ? "," + vals.join(",") : ""}]`
+    );
   };
   // enums in creation order: the file's, then each message's before its nested messages
-  const enumsOf = (d: DescMessage) => { d.nestedEnums.forEach(enumSpec); d.nestedMessages.forEach(enumsOf); };
+  const enumsOf = (d: DescMessage) => {
+    d.nestedEnums.forEach(enumSpec);
+    d.nestedMessages.forEach(enumsOf);
+  };
   file.enums.forEach(enumSpec);
   let ok = true;
   const fieldsOf = (d: DescMessage) => {
@@ -148,13 +187,27 @@ function descGraph(file: DescFile): string | undefined {
       const ref = f.message?.typeName ?? f.enum?.typeName;
       const def = f.fieldKind === "list" ? undefined : f.getDefaultValue();
       const oneof = f.oneof ? decl.indexOf(f.oneof.proto) + 1 : 0;
-      return `[${[JSON.stringify(f.localName), f.presence, f.utf8Validation ? 1 : 0, kind, constant(f.scalar), ref ? JSON.stringify(ref) : "0",
-        constant(f.listKind), constant(f.delimitedEncoding), constant(f.packed), f.longAsString ? 1 : 0, def === undefined ? "0" : `()=>${constant(def)}`, oneof].join(",")}]`;
+      return `[${[
+        JSON.stringify(f.localName),
+        f.presence,
+        f.utf8Validation ? 1 : 0,
+        kind,
+        constant(f.scalar),
+        ref ? JSON.stringify(ref) : "0",
+        constant(f.listKind),
+        constant(f.delimitedEncoding),
+        constant(f.packed),
+        f.longAsString ? 1 : 0,
+        def === undefined ? "0" : `()=>${constant(def)}`,
+        oneof,
+      ].join(",")}]`;
     });
     m.push(`[${fs.join(",")}]`);
     d.nestedMessages.forEach(fieldsOf);
   };
-  file.messages.forEach((d) => { enumsOf(d); });
+  file.messages.forEach((d) => {
+    enumsOf(d);
+  });
   file.messages.forEach(fieldsOf);
   if (!ok) return undefined;
   return `{ed:${file.edition},m:[${m.join(",")}],o:[${o.join(",")}],e:[${e.join(",")}]}`;

@@ -16,8 +16,12 @@ export function unusedExports(root = ROOT): string[] {
   const parsed = ts.parseJsonConfigFileContent(config.config, ts.sys, dirname(configPath));
   const program = ts.createProgram({ rootNames: parsed.fileNames, options: parsed.options });
   const checker = program.getTypeChecker();
-  const ours = (f: ts.SourceFile) => !f.isDeclarationFile && f.fileName.startsWith(root + "/") && !f.fileName.includes("/node_modules/");
-  const candidate = (f: ts.SourceFile) => ours(f) && relative(root, f.fileName).startsWith("src/") && !relative(root, f.fileName).startsWith("src/images/gen/");
+  const ours = (f: ts.SourceFile) =>
+    !f.isDeclarationFile && f.fileName.startsWith(root + "/") && !f.fileName.includes("/node_modules/");
+  const candidate = (f: ts.SourceFile) =>
+    ours(f) &&
+    relative(root, f.fileName).startsWith("src/") &&
+    !relative(root, f.fileName).startsWith("src/images/gen/");
 
   // the names worth resolving: those some candidate module exports (the checker is asked about
   // these identifiers only, which keeps the run short)
@@ -62,9 +66,11 @@ export function unusedExports(root = ROOT): string[] {
     if (!ours(f)) continue;
     const visit = (n: ts.Node) => {
       const spec =
-        (ts.isImportDeclaration(n) || ts.isExportDeclaration(n)) && n.moduleSpecifier ? n.moduleSpecifier
-        : ts.isCallExpression(n) && n.expression.kind === ts.SyntaxKind.ImportKeyword ? n.arguments[0]
-        : undefined;
+        (ts.isImportDeclaration(n) || ts.isExportDeclaration(n)) && n.moduleSpecifier
+          ? n.moduleSpecifier
+          : ts.isCallExpression(n) && n.expression.kind === ts.SyntaxKind.ImportKeyword
+            ? n.arguments[0]
+            : undefined;
       const target = spec && checker.getSymbolAtLocation(spec)?.valueDeclaration?.getSourceFile();
       if (target && target !== f) imported.add(target.fileName);
       ts.forEachChild(n, visit);

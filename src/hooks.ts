@@ -15,9 +15,19 @@ import { CriuError, log } from "./log";
 import { errnoText } from "./sys/errno";
 
 export type HookAction =
-  | "pre-dump" | "network-lock" | "query-ext-files" | "post-dump" | "network-unlock"
-  | "pre-restore" | "setup-namespaces" | "post-setup-namespaces" | "orphan-pts-master"
-  | "post-restore" | "pre-resume" | "post-resume" | "status-ready";
+  | "pre-dump"
+  | "network-lock"
+  | "query-ext-files"
+  | "post-dump"
+  | "network-unlock"
+  | "pre-restore"
+  | "setup-namespaces"
+  | "post-setup-namespaces"
+  | "orphan-pts-master"
+  | "post-restore"
+  | "pre-resume"
+  | "post-resume"
+  | "status-ready";
 
 export interface HookContext {
   /** the root process of the tree as criu-bun sees it (dump: the target; restore: once it exists) */
@@ -52,16 +62,32 @@ export function runHook(hooks: Hooks | undefined, action: HookAction, ctx: HookC
  * that exits non-zero fails the dump or restore. Scripts see criu-bun's stdio.
  */
 export class ScriptHooks implements Hooks {
-  constructor(private scripts: string[], private imagesDir: string) {}
-  wants(action: HookAction) { return action !== "query-ext-files" && action !== "orphan-pts-master"; }
+  constructor(
+    private scripts: string[],
+    private imagesDir: string
+  ) {}
+  wants(action: HookAction) {
+    return action !== "query-ext-files" && action !== "orphan-pts-master";
+  }
   run(action: HookAction, ctx: HookContext) {
-    const env: Record<string, string> = { ...process.env as Record<string, string>, CRTOOLS_SCRIPT_ACTION: action, CRTOOLS_IMAGE_DIR: this.imagesDir };
+    const env: Record<string, string> = {
+      ...(process.env as Record<string, string>),
+      CRTOOLS_SCRIPT_ACTION: action,
+      CRTOOLS_IMAGE_DIR: this.imagesDir,
+    };
     if (ctx.pid !== undefined) env.CRTOOLS_INIT_PID = String(ctx.pid);
     for (const s of this.scripts) {
       let r;
-      try { r = Bun.spawnSync([s], { env, stdin: "inherit", stdout: "inherit", stderr: "inherit" }); }
-      catch (e: any) { throw new CriuError("action-script", `cannot run ${s} for ${action}: ${errnoText(e)}`); }
-      if (!r.success) throw new CriuError("action-script", `${s} failed at ${action} (${r.signalCode ? `signal ${r.signalCode}` : `exit ${r.exitCode}`})`);
+      try {
+        r = Bun.spawnSync([s], { env, stdin: "inherit", stdout: "inherit", stderr: "inherit" });
+      } catch (e: any) {
+        throw new CriuError("action-script", `cannot run ${s} for ${action}: ${errnoText(e)}`);
+      }
+      if (!r.success)
+        throw new CriuError(
+          "action-script",
+          `${s} failed at ${action} (${r.signalCode ? `signal ${r.signalCode}` : `exit ${r.exitCode}`})`
+        );
     }
   }
 }

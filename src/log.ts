@@ -8,7 +8,9 @@ import { openSync, writeSync, closeSync, constants, fstatSync, lstatSync, ftrunc
 import { errnoText } from "./sys/errno";
 
 // criu's levels; 0 (LOG_MSG) is log.msg's: printed whatever the level
-const LOG_ERROR = 1, LOG_WARN = 2, LOG_INFO = 3;
+const LOG_ERROR = 1,
+  LOG_WARN = 2,
+  LOG_INFO = 3;
 export const LOG_DEBUG = 4;
 const LOG_TIMESTAMP = 3;
 let level = 2; // criu's DEFAULT_LOGLEVEL
@@ -16,13 +18,21 @@ let fd = 2;
 let ownFd = false;
 const t0 = performance.now();
 
-export function setLogLevel(v: number) { flushLog(); level = Math.max(0, v); }
-export function logLevel() { return level; }
+export function setLogLevel(v: number) {
+  flushLog();
+  level = Math.max(0, v);
+}
+export function logLevel() {
+  return level;
+}
 
 /** Send the log to `path` ("-": stdout; undefined: stderr). */
 export function setLogFile(path: string | undefined) {
   flushLog();
-  if (ownFd) { closeSync(fd); ownFd = false; }
+  if (ownFd) {
+    closeSync(fd);
+    ownFd = false;
+  }
   fd = 2;
   if (path === "-") fd = 1;
   else if (path) {
@@ -39,10 +49,13 @@ export function setLogFile(path: string | undefined) {
 function openLogFile(path: string): number {
   const { O_WRONLY, O_CREAT, O_APPEND, O_NOFOLLOW, O_NONBLOCK, O_CLOEXEC } = constants as Record<string, number>;
   let f: number;
-  try { f = openSync(path, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_NONBLOCK | (O_CLOEXEC ?? 0o2000000), 0o600); }
-  catch (e: any) {
+  try {
+    f = openSync(path, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_NONBLOCK | (O_CLOEXEC ?? 0o2000000), 0o600);
+  } catch (e: any) {
     let link = false;
-    try { link = lstatSync(path).isSymbolicLink(); } catch {}
+    try {
+      link = lstatSync(path).isSymbolicLink();
+    } catch {}
     throw new CriuError("log", `${path}: ${link ? "a symbolic link, not followed" : errnoText(e)}`);
   }
   const st = fstatSync(f);
@@ -60,8 +73,11 @@ function openLogFile(path: string): number {
  */
 const aliases = new Map<string, string>();
 export function aliasPath(p: string, shown: string | undefined): () => void {
-  if (shown === undefined) aliases.delete(p); else aliases.set(p, shown);
-  return () => { aliases.delete(p); };
+  if (shown === undefined) aliases.delete(p);
+  else aliases.set(p, shown);
+  return () => {
+    aliases.delete(p);
+  };
 }
 export function unalias(text: string): string {
   if (!aliases.size || !text.includes("/proc/self/fd/")) return text;
@@ -69,7 +85,9 @@ export function unalias(text: string): string {
 }
 
 /** The fd log lines go to (2 unless -o). */
-export function logFd() { return fd; }
+export function logFd() {
+  return fd;
+}
 
 function stamp(): string {
   const us = Math.round((performance.now() - t0) * 1000);
@@ -91,14 +109,23 @@ let exitHooked = false;
 let firstAt = 0; // when the oldest buffered line was logged
 
 /** The shared log buffer, for a handler that must write it out (watchdog). It never moves. */
-export function logBuffer(): SharedArrayBuffer { return shared; }
+export function logBuffer(): SharedArrayBuffer {
+  return shared;
+}
 
 /** Write out what the buffer holds (any thread: see flushLogFrom). */
-function flushLog() { flushLogFrom(shared); }
+function flushLog() {
+  flushLogFrom(shared);
+}
 function flushLogFrom(sab: SharedArrayBuffer) {
-  const n = new Int32Array(sab, 0, 2), b = new Uint8Array(sab, 8);
+  const n = new Int32Array(sab, 0, 2),
+    b = new Uint8Array(sab, 8);
   const len = Atomics.exchange(n, 0, 0);
-  if (len > 0) { try { writeSync(Atomics.load(n, 1), b.subarray(0, len)); } catch {} }
+  if (len > 0) {
+    try {
+      writeSync(Atomics.load(n, 1), b.subarray(0, len));
+    } catch {}
+  }
 }
 
 function emit(lvl: number, text: string) {
@@ -110,30 +137,54 @@ function emit(lvl: number, text: string) {
     // a slow stream of lines (a long-running lazy-pages daemon): written at the next line once
     // the oldest buffered one is 0.2 s old
     const now = performance.now();
-    if (len && (bufLen[1] !== fd || len + line.length * 3 > BUF_BYTES || now - firstAt > 200)) { flushLog(); len = 0; }
+    if (len && (bufLen[1] !== fd || len + line.length * 3 > BUF_BYTES || now - firstAt > 200)) {
+      flushLog();
+      len = 0;
+    }
     if (!len) firstAt = now;
     const { written } = enc.encodeInto(line, buf.subarray(len));
     bufLen[1] = fd;
     Atomics.store(bufLen, 0, len + written);
-    if (!exitHooked) { exitHooked = true; process.on("exit", flushLog); }
+    if (!exitHooked) {
+      exitHooked = true;
+      process.on("exit", flushLog);
+    }
     return;
   }
   flushLog();
-  try { writeSync(fd, line); } catch {}
+  try {
+    writeSync(fd, line);
+  } catch {}
 }
 
 export const log = {
   /** criu's pr_msg: always printed, on stdout */
-  msg(text: string) { flushLog(); try { writeSync(1, text + "\n"); } catch {} },
-  error(where: string, msg: string) { emit(LOG_ERROR, `Error (${where}): ${msg}`); },
-  warn(msg: string) { emit(LOG_WARN, `Warn: ${msg}`); },
-  info(msg: string) { emit(LOG_INFO, msg); },
-  debug(msg: string) { emit(LOG_DEBUG, msg); },
+  msg(text: string) {
+    flushLog();
+    try {
+      writeSync(1, text + "\n");
+    } catch {}
+  },
+  error(where: string, msg: string) {
+    emit(LOG_ERROR, `Error (${where}): ${msg}`);
+  },
+  warn(msg: string) {
+    emit(LOG_WARN, `Warn: ${msg}`);
+  },
+  info(msg: string) {
+    emit(LOG_INFO, msg);
+  },
+  debug(msg: string) {
+    emit(LOG_DEBUG, msg);
+  },
 };
 
 /** An error meant for the user: one line, criu-style, naming what failed and where. */
 export class CriuError extends Error {
-  constructor(public where: string, message: string) {
+  constructor(
+    public where: string,
+    message: string
+  ) {
     super(message);
     this.name = "CriuError";
   }
@@ -152,10 +203,14 @@ export function phase(name: string, pid = 0) {
 }
 let onPhase: (() => void) | undefined;
 /** Called at every phase() (the restore watchdog counts them as progress). */
-export function setPhaseHook(f: (() => void) | undefined) { onPhase = f; }
+export function setPhaseHook(f: (() => void) | undefined) {
+  onPhase = f;
+}
 
 /** What a caught error says (its message; anything thrown that is not an Error, as a string). */
-export function errorMessage(e: unknown): string { return e instanceof Error ? e.message : String(e); }
+export function errorMessage(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
 
 /**
  * The one line a user sees for an error: a CriuError as it is; anything else (a bug, or damage

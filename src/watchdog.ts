@@ -20,7 +20,11 @@ let lastPhase = "";
 let suffix = "";
 
 /** Said after the phase in the timeout's line (what the restore may be waiting for), "" for nothing. */
-export function setStallHint(s: string) { suffix = s ? ` (${s})` : ""; lastPhase = ""; tick(); }
+export function setStallHint(s: string) {
+  suffix = s ? ` (${s})` : "";
+  lastPhase = "";
+  tick();
+}
 
 /** The restore moved on (cheap: call it as often as you like). */
 export function tick() {
@@ -28,7 +32,10 @@ export function tick() {
   const p = context.phase + (context.pid ? ` for process ${context.pid}` : "") + suffix;
   if (p !== lastPhase) {
     lastPhase = p;
-    stallKillerLine(fd, `Error (${verb}): no progress for ${timeout / 1000} s${p ? ` in ${p}` : ""} (--timeout); stopped, nothing restored\n`);
+    stallKillerLine(
+      fd,
+      `Error (${verb}): no progress for ${timeout / 1000} s${p ? ` in ${p}` : ""} (--timeout); stopped, nothing restored\n`
+    );
   }
   if (paused) return;
   const now = performance.now();
@@ -42,8 +49,12 @@ export function startWatchdog(timeoutMs: number, logFd: number, what = "restore"
   if (running || !(timeoutMs > 0)) return;
   stallKillerStart(logBuffer());
   running = true;
-  timeout = timeoutMs; fd = logFd; verb = what;
-  lastArm = -Infinity; paused = 0; lastPhase = "";
+  timeout = timeoutMs;
+  fd = logFd;
+  verb = what;
+  lastArm = -Infinity;
+  paused = 0;
+  lastPhase = "";
   setPhaseHook(tick);
   tick();
 }
@@ -52,7 +63,14 @@ export function startWatchdog(timeoutMs: number, logFd: number, what = "restore"
 export function whilePaused<T>(fn: () => T): T {
   if (!running) return fn();
   if (paused++ === 0) stallKillerArm(0);
-  try { return fn(); } finally { if (--paused === 0) { lastArm = -Infinity; tick(); } }
+  try {
+    return fn();
+  } finally {
+    if (--paused === 0) {
+      lastArm = -Infinity;
+      tick();
+    }
+  }
 }
 
 export function stopWatchdog() {

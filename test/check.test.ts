@@ -10,14 +10,25 @@ import { REPO_ROOT, newestSource } from "./harness";
 import { PROBES, runProbe, CRIU_FEATURE_NAMES, UNSUPPORTED_FEATURES } from "../src/check/index";
 import { listChildren, listFds, readLink, readVmas } from "../src/sys/proc";
 
-interface Run { code: number; stdout: string; stderr: string }
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
 
 /** criu-bun from source (always the code under test, even if ./criu-bun is stale). */
 function check(...args: string[]): Run {
   return exec([process.execPath, join(REPO_ROOT, "src/main.ts"), "check", ...args]);
 }
 function exec(cmd: string[], cwd = REPO_ROOT): Run {
-  const r = Bun.spawnSync(cmd, { cwd, stdin: "ignore", stdout: "pipe", stderr: "pipe", timeout: 120_000, env: { ...process.env } });
+  const r = Bun.spawnSync(cmd, {
+    cwd,
+    stdin: "ignore",
+    stdout: "pipe",
+    stderr: "pipe",
+    timeout: 120_000,
+    env: { ...process.env },
+  });
   return { code: r.exitCode ?? -1, stdout: r.stdout.toString(), stderr: r.stderr.toString() };
 }
 
@@ -54,13 +65,41 @@ describe("check", () => {
       expect(rest).toEqual(["Looks good."]);
       expect(all.code).toBe(0);
     } else {
-      expect(rest).toEqual(["Looks good but some kernel features are missing", "which, depending on your process tree, may cause", "dump or restore failure."]);
+      expect(rest).toEqual([
+        "Looks good but some kernel features are missing",
+        "which, depending on your process tree, may cause",
+        "dump or restore failure.",
+      ]);
       expect(all.code).toBe(1);
     }
     // criu's names where criu has them
-    for (const n of ["can_map_vdso", "clone3_set_tid", "get_rseq_conf", "mem_dirty_track", "uffd", "uffd-noncoop", "timens",
-      "seccomp_suspend", "seccomp_filters", "kcmp_epoll", "pidfd_store", "memfd_hugetlb", "ns_pid", "nftables", "userns",
-      "cgroupns", "loginuid", "tun", "timerfd", "fdinfo_lock", "aio_remap", "network_lock_nftables", "mnt_id", "openat2"]) expect(names).toContain(n);
+    for (const n of [
+      "can_map_vdso",
+      "clone3_set_tid",
+      "get_rseq_conf",
+      "mem_dirty_track",
+      "uffd",
+      "uffd-noncoop",
+      "timens",
+      "seccomp_suspend",
+      "seccomp_filters",
+      "kcmp_epoll",
+      "pidfd_store",
+      "memfd_hugetlb",
+      "ns_pid",
+      "nftables",
+      "userns",
+      "cgroupns",
+      "loginuid",
+      "tun",
+      "timerfd",
+      "fdinfo_lock",
+      "aio_remap",
+      "network_lock_nftables",
+      "mnt_id",
+      "openat2",
+    ])
+      expect(names).toContain(n);
   });
 
   test("--feature list prints CRIU 4.2's names in criu's order, then criu-bun's own", () => {
@@ -125,17 +164,28 @@ describe("check", () => {
   });
 
   // skipped (and reported as such) where there is no unshare or no user namespaces
-  test.skipIf(exec(["unshare", "--user", "true"]).code !== 0)("without privileges (a new user namespace) the basics fail: Error (check) lines, exit 1", () => {
-    const r = exec(["unshare", "--user", process.execPath, join(REPO_ROOT, "src/main.ts"), "check"]);
-    expect(r.code).toBe(1);
-    expect(r.stdout).toBe("Does not look good.\n");
-    // set_tid needs CAP_SYS_ADMIN over the PID namespace, which a new user namespace does not own
-    expect(r.stderr).toMatch(/^Error \(check\): clone3_set_tid: clone3 with set_tid: EPERM/m);
-    for (const l of r.stderr.trim().split("\n")) expect(l).toMatch(/^Error \(check\): \S+: .+/);
-    const f = exec(["unshare", "--user", process.execPath, join(REPO_ROOT, "src/main.ts"), "check", "--feature", "tcp_repair"]);
-    expect(f.code).toBe(1);
-    expect(f.stderr).toContain("Error (check): tcp_repair is not supported: TCP_REPAIR needs CAP_NET_ADMIN");
-  });
+  test.skipIf(exec(["unshare", "--user", "true"]).code !== 0)(
+    "without privileges (a new user namespace) the basics fail: Error (check) lines, exit 1",
+    () => {
+      const r = exec(["unshare", "--user", process.execPath, join(REPO_ROOT, "src/main.ts"), "check"]);
+      expect(r.code).toBe(1);
+      expect(r.stdout).toBe("Does not look good.\n");
+      // set_tid needs CAP_SYS_ADMIN over the PID namespace, which a new user namespace does not own
+      expect(r.stderr).toMatch(/^Error \(check\): clone3_set_tid: clone3 with set_tid: EPERM/m);
+      for (const l of r.stderr.trim().split("\n")) expect(l).toMatch(/^Error \(check\): \S+: .+/);
+      const f = exec([
+        "unshare",
+        "--user",
+        process.execPath,
+        join(REPO_ROOT, "src/main.ts"),
+        "check",
+        "--feature",
+        "tcp_repair",
+      ]);
+      expect(f.code).toBe(1);
+      expect(f.stderr).toContain("Error (check): tcp_repair is not supported: TCP_REPAIR needs CAP_NET_ADMIN");
+    }
+  );
 
   test("each probe agrees with an independent look at this machine", () => {
     const config = kernelConfig();
@@ -144,7 +194,10 @@ describe("check", () => {
     const kv = (a: number, b: number) => maj > a || (maj === a && min >= b);
     const root = process.getuid?.() === 0;
     const mountinfo = readFileSync("/proc/self/mountinfo", "latin1");
-    const smapsFlags = readFileSync("/proc/self/smaps", "latin1").split("\n").filter((l) => l.startsWith("VmFlags:")).join(" ");
+    const smapsFlags = readFileSync("/proc/self/smaps", "latin1")
+      .split("\n")
+      .filter((l) => l.startsWith("VmFlags:"))
+      .join(" ");
 
     const expected: Record<string, boolean | undefined> = {
       clone3_set_tid: root && kv(5, 5) ? true : undefined,
@@ -163,7 +216,8 @@ describe("check", () => {
       mem_dirty_track: cfg("CONFIG_MEM_SOFT_DIRTY") ?? (/\bsd\b/.test(smapsFlags) ? undefined : false),
       uffd: cfg("CONFIG_USERFAULTFD") ?? existsSync("/proc/sys/vm/unprivileged_userfaultfd"),
       "uffd-noncoop": root ? cfg("CONFIG_USERFAULTFD") : undefined,
-      uffd_wp_async: cfg("CONFIG_PTE_MARKER_UFFD_WP") === undefined ? undefined : cfg("CONFIG_PTE_MARKER_UFFD_WP")! && kv(6, 7),
+      uffd_wp_async:
+        cfg("CONFIG_PTE_MARKER_UFFD_WP") === undefined ? undefined : cfg("CONFIG_PTE_MARKER_UFFD_WP")! && kv(6, 7),
       tun: existsSync("/dev/net/tun") ? (root ? true : undefined) : false,
       loginuid: existsSync("/proc/self/loginuid") ? undefined : false,
       tcp_repair: root ? true : undefined,
@@ -187,7 +241,9 @@ describe("check", () => {
   });
 
   test("can_map_vdso understands this kernel's vDSO layout ([vvar_vclock] on 6.13+)", () => {
-    const names = readVmas(process.pid).map((v) => v.path).filter((p) => /^\[(vvar|vvar_vclock|vdso)\]$/.test(p));
+    const names = readVmas(process.pid)
+      .map((v) => v.path)
+      .filter((p) => /^\[(vvar|vvar_vclock|vdso)\]$/.test(p));
     expect(names[names.length - 1]).toBe("[vdso]");
     expect(verdict.get("can_map_vdso")).toBe(true);
   });
@@ -196,10 +252,22 @@ describe("check", () => {
     // run in this process, synchronously, so nothing else changes these in between
     const kids = listChildren(process.pid).sort().join(",");
     // the puppet's ELF stays cached in one memfd for the life of the process (src/ptrace/puppet.ts)
-    const ownFds = () => listFds(process.pid).filter((fd) => { try { return !readLink(`/proc/self/fd/${fd}`).startsWith("/memfd:criu-bun-puppet"); } catch { return false; } }).join(",");
+    const ownFds = () =>
+      listFds(process.pid)
+        .filter((fd) => {
+          try {
+            return !readLink(`/proc/self/fd/${fd}`).startsWith("/memfd:criu-bun-puppet");
+          } catch {
+            return false;
+          }
+        })
+        .join(",");
     const fds = ownFds();
     // what the in-process probes map: AIO rings, userfaultfd-registered areas
-    const probeMaps = () => readVmas(process.pid).filter((v) => v.path.startsWith("/[aio]") || v.vmflags.some((f) => f === "uw" || f === "um")).length;
+    const probeMaps = () =>
+      readVmas(process.pid).filter(
+        (v) => v.path.startsWith("/[aio]") || v.vmflags.some((f) => f === "uw" || f === "um")
+      ).length;
     const maps = probeMaps();
     const results = PROBES.map(runProbe);
     for (const r of results) expect(`${r.name}: ${r.broken ? "broken: " + r.text : "ok"}`).toBe(`${r.name}: ok`);
@@ -230,7 +298,9 @@ describe("single executable", () => {
       if (b.code !== 0) throw new Error(`build failed: ${b.stderr}`);
     }
   }, 180_000);
-  afterAll(() => { if (dir) rmSync(dir, { recursive: true, force: true }); });
+  afterAll(() => {
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
 
   test("runs check alone in an empty directory", () => {
     const extra = readdirSync(dir).filter((f) => f !== "criu-bun");
@@ -248,7 +318,12 @@ describe("single executable", () => {
 function kernelConfig(): Set<string> | null {
   try {
     const text = gunzipSync(readFileSync("/proc/config.gz")).toString("latin1");
-    return new Set(text.split("\n").filter((l) => /^CONFIG_\w+=[ym]$/.test(l)).map((l) => l.split("=")[0]));
+    return new Set(
+      text
+        .split("\n")
+        .filter((l) => /^CONFIG_\w+=[ym]$/.test(l))
+        .map((l) => l.split("=")[0])
+    );
   } catch {
     return null;
   }

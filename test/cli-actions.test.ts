@@ -4,21 +4,39 @@ import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "
 import { chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { buildWorkloads, cleanup, criuBun, criuBunCommand, isAlive, startWorkload, trigger, waitResult, waitUntil } from "./harness";
+import {
+  buildWorkloads,
+  cleanup,
+  criuBun,
+  criuBunCommand,
+  isAlive,
+  startWorkload,
+  trigger,
+  waitResult,
+  waitUntil,
+} from "./harness";
 import { waitReaped } from "./engine-helpers";
 
 setDefaultTimeout(90_000);
 const tmp = mkdtempSync(join(tmpdir(), "criu-bun-actions-"));
 const NOCONF = ["--no-default-config"];
-beforeAll(async () => { await buildWorkloads(); }, 120_000);
-afterAll(() => { cleanup(); rmSync(tmp, { recursive: true, force: true }); });
+beforeAll(async () => {
+  await buildWorkloads();
+}, 120_000);
+afterAll(() => {
+  cleanup();
+  rmSync(tmp, { recursive: true, force: true });
+});
 
 /** An action script that appends "ACTION|IMAGE_DIR|INIT_PID" to a record file, failing at $FAIL_AT. */
 function recorder(name: string): { script: string; record: string; read: () => string[] } {
   const record = join(tmp, `${name}.log`);
   const script = join(tmp, `${name}.sh`);
-  writeFileSync(script, `#!/bin/sh\necho "$CRTOOLS_SCRIPT_ACTION|$CRTOOLS_IMAGE_DIR|\${CRTOOLS_INIT_PID-none}" >> ${record}\n` +
-    `[ "$CRTOOLS_SCRIPT_ACTION" = "$FAIL_AT" ] && exit 3\nexit 0\n`);
+  writeFileSync(
+    script,
+    `#!/bin/sh\necho "$CRTOOLS_SCRIPT_ACTION|$CRTOOLS_IMAGE_DIR|\${CRTOOLS_INIT_PID-none}" >> ${record}\n` +
+      `[ "$CRTOOLS_SCRIPT_ACTION" = "$FAIL_AT" ] && exit 3\nexit 0\n`
+  );
   chmodSync(script, 0o755);
   return { script, record, read: () => (existsSync(record) ? readFileSync(record, "utf8").trim().split("\n") : []) };
 }
@@ -27,8 +45,19 @@ describe("--action-script", () => {
   test("every action of a dump and a restore, in criu's order, with CRTOOLS_IMAGE_DIR and CRTOOLS_INIT_PID; two scripts run in the order given", async () => {
     const w = await startWorkload("counter");
     const dir = mkdtempSync(join(tmp, "img-"));
-    const a = recorder("a"), b = recorder("b");
-    let r = criuBun(["dump", "-t", String(w.pid), "-D", dir, "--action-script", a.script, `--action-script=${b.script}`, ...NOCONF]);
+    const a = recorder("a"),
+      b = recorder("b");
+    let r = criuBun([
+      "dump",
+      "-t",
+      String(w.pid),
+      "-D",
+      dir,
+      "--action-script",
+      a.script,
+      `--action-script=${b.script}`,
+      ...NOCONF,
+    ]);
     expect(`${r.code} ${r.stderr}`).toBe("0 ");
     const p = w.pid;
     expect(a.read()).toEqual([`pre-dump|${dir}|${p}`, `post-dump|${dir}|${p}`]);
@@ -37,7 +66,12 @@ describe("--action-script", () => {
     rmSync(a.record);
     r = criuBun(["restore", "-d", "-D", dir, "--action-script", a.script, ...NOCONF]);
     expect(`${r.code} ${r.stderr}`).toBe("0 ");
-    expect(a.read()).toEqual([`pre-restore|${dir}|none`, `post-restore|${dir}|${p}`, `pre-resume|${dir}|${p}`, `post-resume|${dir}|${p}`]);
+    expect(a.read()).toEqual([
+      `pre-restore|${dir}|none`,
+      `post-restore|${dir}|${p}`,
+      `pre-resume|${dir}|${p}`,
+      `post-resume|${dir}|${p}`,
+    ]);
     trigger(w);
     expect((await waitResult(w, 15000)).text).toStartWith("PASS");
   });
@@ -46,7 +80,9 @@ describe("--action-script", () => {
     const w = await startWorkload("counter");
     const dir = mkdtempSync(join(tmp, "img-"));
     const a = recorder("fail");
-    const r = criuBun(["dump", "-t", String(w.pid), "-D", dir, "--action-script", a.script, ...NOCONF], { env: { FAIL_AT: "post-dump" } });
+    const r = criuBun(["dump", "-t", String(w.pid), "-D", dir, "--action-script", a.script, ...NOCONF], {
+      env: { FAIL_AT: "post-dump" },
+    });
     expect(r.code).toBe(1);
     expect(r.stderr).toBe(`Error (action-script): ${a.script} failed at post-dump (exit 3)\n`);
     expect(a.read().map((l) => l.split("|")[0])).toEqual(["pre-dump", "post-dump"]);
@@ -62,7 +98,19 @@ describe("page-server", () => {
   async function dumpTo(psDir: string) {
     const w = await startWorkload("counter");
     const dir = mkdtempSync(join(tmp, "ps-img-"));
-    const r = criuBun(["dump", "-t", String(w.pid), "-D", dir, "--page-server", "--address", "127.0.0.1", "--port", String(port), ...NOCONF]);
+    const r = criuBun([
+      "dump",
+      "-t",
+      String(w.pid),
+      "-D",
+      dir,
+      "--page-server",
+      "--address",
+      "127.0.0.1",
+      "--port",
+      String(port),
+      ...NOCONF,
+    ]);
     expect(`${r.code} ${r.stderr}`).toBe("0 ");
     expect(readdirSync(psDir).some((f) => f.startsWith("pages-"))).toBe(true);
     return w;
@@ -75,9 +123,26 @@ describe("page-server", () => {
     const fds = new Int32Array(2);
     const { syscall, addr } = await import("../src/sys/syscall");
     expect(syscall(293 /* pipe2 */, addr(fds), 0o2000000)).toBe(0);
-    const ps = Bun.spawn([...criuBunCommand(), "page-server", "-D", psDir, "--address", "127.0.0.1", "--port", String(port),
-      "--status-fd", "3", "--pidfile", "ps.pid", "--action-script", a.script, ...NOCONF],
-    { stdio: ["ignore", "ignore", "pipe", fds[1]] });
+    const ps = Bun.spawn(
+      [
+        ...criuBunCommand(),
+        "page-server",
+        "-D",
+        psDir,
+        "--address",
+        "127.0.0.1",
+        "--port",
+        String(port),
+        "--status-fd",
+        "3",
+        "--pidfile",
+        "ps.pid",
+        "--action-script",
+        a.script,
+        ...NOCONF,
+      ],
+      { stdio: ["ignore", "ignore", "pipe", fds[1]] }
+    );
     require("node:fs").closeSync(fds[1]);
     const buf = new Uint8Array(2);
     // blocks until the server writes; a second read gives EOF: the server closed its end
@@ -95,12 +160,31 @@ describe("page-server", () => {
   test("-d: criu-bun returns once the daemon listens; the daemon writes its own pid and serves one dump", async () => {
     port++;
     const psDir = mkdtempSync(join(tmp, "ps-"));
-    const r = criuBun(["page-server", "-d", "-D", psDir, "--address", "127.0.0.1", "--port", String(port), "--pidfile", "d.pid", "-o", "ps.log", "-v4", ...NOCONF]);
+    const r = criuBun([
+      "page-server",
+      "-d",
+      "-D",
+      psDir,
+      "--address",
+      "127.0.0.1",
+      "--port",
+      String(port),
+      "--pidfile",
+      "d.pid",
+      "-o",
+      "ps.log",
+      "-v4",
+      ...NOCONF,
+    ]);
     expect(`${r.code} ${r.stderr}`).toBe("0 ");
     const pid = Number(readFileSync(join(psDir, "d.pid"), "utf8"));
     expect(isAlive(pid)).toBe(true);
     // its own session, detached from us
-    expect(readFileSync(`/proc/${pid}/stat`, "latin1").replace(/^.*\) /s, "").split(" ")[3]).toBe(String(pid));
+    expect(
+      readFileSync(`/proc/${pid}/stat`, "latin1")
+        .replace(/^.*\) /s, "")
+        .split(" ")[3]
+    ).toBe(String(pid));
     await dumpTo(psDir);
     await waitUntil("the page server daemon to exit after the dump", () => !isAlive(pid), 10_000);
     expect(readFileSync(join(psDir, "ps.log"), "utf8")).toContain("Page server finished");

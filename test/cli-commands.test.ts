@@ -3,7 +3,19 @@
 // does (../shared/tools/criu-4.2 or $CRIU_PEER) where it is there, and against criu's documented
 // behaviour otherwise.
 import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
-import { closeSync, constants, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  constants,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
@@ -24,18 +36,38 @@ const tmp = mkdtempSync(join(tmpdir(), "criu-bun-clicmd-"));
 const procs: Subprocess[] = [];
 const namespaces: string[] = [];
 afterAll(() => {
-  for (const p of procs) { try { p.kill(9); } catch {} }
+  for (const p of procs) {
+    try {
+      p.kill(9);
+    } catch {}
+  }
   for (const ns of namespaces) Bun.spawnSync(["ip", "netns", "del", ns], { stderr: "ignore" });
   cleanup();
   rmSync(tmp, { recursive: true, force: true });
 });
 
-function text(p: string): string | null { try { return readFileSync(p, "utf8"); } catch { return null; } }
+function text(p: string): string | null {
+  try {
+    return readFileSync(p, "utf8");
+  } catch {
+    return null;
+  }
+}
 function cb(args: string[], o: { cwd?: string; pre?: string[]; stdin?: any } = {}) {
-  const r = Bun.spawnSync([...(o.pre ?? []), ...criuBunCommand(), ...args], { stdout: "pipe", stderr: "pipe", cwd: o.cwd ?? REPO_ROOT, stdin: o.stdin ?? "ignore", timeout: 60000 });
+  const r = Bun.spawnSync([...(o.pre ?? []), ...criuBunCommand(), ...args], {
+    stdout: "pipe",
+    stderr: "pipe",
+    cwd: o.cwd ?? REPO_ROOT,
+    stdin: o.stdin ?? "ignore",
+    timeout: 60000,
+  });
   return { code: r.exitCode, out: r.stdout.toString(), err: r.stderr.toString() };
 }
-function dir(name: string) { const d = join(tmp, name); mkdirSync(d, { recursive: true }); return d; }
+function dir(name: string) {
+  const d = join(tmp, name);
+  mkdirSync(d, { recursive: true });
+  return d;
+}
 
 describe.skipIf(!isRoot)("--network-lock", () => {
   const tag = `${process.pid % 10000}`;
@@ -43,13 +75,25 @@ describe.skipIf(!isRoot)("--network-lock", () => {
   const inNs = (cmd: string[]) => ["nsenter", `--net=/run/netns/${ns}`, ...cmd];
   /** criu-bun's lock tables in the namespace (read over netlink by criu-bun's own code, in the namespace) */
   const tables = () => {
-    const r = Bun.spawnSync(inNs([process.execPath, "-e", `console.log(JSON.stringify((await import(${JSON.stringify(join(REPO_ROOT, "src/net/netlock.ts"))})).listLockTables()))`]), { stdout: "pipe", stderr: "pipe" });
+    const r = Bun.spawnSync(
+      inNs([
+        process.execPath,
+        "-e",
+        `console.log(JSON.stringify((await import(${JSON.stringify(join(REPO_ROOT, "src/net/netlock.ts"))})).listLockTables()))`,
+      ]),
+      { stdout: "pipe", stderr: "pipe" }
+    );
     if (r.exitCode !== 0) throw new Error(r.stderr.toString());
     return JSON.parse(r.stdout.toString()) as string[];
   };
   async function server(port: number) {
     const d = dir(`srv-${port}`);
-    const p = Bun.spawn(inNs([workloadBin("tcpserver"), d, String(port)]), { detached: true, stdin: "ignore", stdout: "ignore", stderr: "ignore" });
+    const p = Bun.spawn(inNs([workloadBin("tcpserver"), d, String(port)]), {
+      detached: true,
+      stdin: "ignore",
+      stdout: "ignore",
+      stderr: "ignore",
+    });
     procs.push(p);
     return { pid: Number(await waitFor(() => text(join(d, "ready")), "server ready")), dir: d, proc: p };
   }
@@ -63,7 +107,22 @@ describe.skipIf(!isRoot)("--network-lock", () => {
     for (const mode of ["skip", "nftables"]) {
       const srv = await server(mode === "skip" ? 7301 : 7302);
       const img = dir(`img-${mode}`);
-      const d = cb(["dump", "-t", String(srv.pid), "-D", img, "-o", "dump.log", "-v4", "--tcp-established", "--network-lock", mode], { pre: inNs([]) });
+      const d = cb(
+        [
+          "dump",
+          "-t",
+          String(srv.pid),
+          "-D",
+          img,
+          "-o",
+          "dump.log",
+          "-v4",
+          "--tcp-established",
+          "--network-lock",
+          mode,
+        ],
+        { pre: inNs([]) }
+      );
       expect(`${mode}: ${d.code} ${d.err}`).toBe(`${mode}: 0 `);
       const log = text(join(img, "dump.log"))!;
       const [inv] = readImage(img, "inventory.img", "INVENTORY");
@@ -79,20 +138,36 @@ describe.skipIf(!isRoot)("--network-lock", () => {
       }
       const r = cb(["restore", "-D", img, "-o", "restore.log", "-v4", "-d"], { pre: inNs([]) });
       const rlog = text(join(img, "restore.log"))!;
-      expect(`${mode}: ${r.code} ${r.err}${r.code ? rlog.split("\n").filter((l) => l.includes("Error")).join("\n") : ""}`).toBe(`${mode}: 0 `);
+      expect(
+        `${mode}: ${r.code} ${r.err}${
+          r.code
+            ? rlog
+                .split("\n")
+                .filter((l) => l.includes("Error"))
+                .join("\n")
+            : ""
+        }`
+      ).toBe(`${mode}: 0 `);
       if (mode === "skip") expect(rlog).not.toContain("Network unlocked");
       else expect(rlog).toContain(`Network unlocked (table inet CRIU-criu-bun-${srv.pid} deleted)`);
       expect(tables()).toEqual([]);
-      writeFileSync(join(srv.dir, "go.tmp"), "go\n"); renameSync(join(srv.dir, "go.tmp"), join(srv.dir, "go"));
+      writeFileSync(join(srv.dir, "go.tmp"), "go\n");
+      renameSync(join(srv.dir, "go.tmp"), join(srv.dir, "go"));
       expect(await waitFor(() => text(join(srv.dir, "result")), "server result")).toStartWith("PASS");
     }
   });
 
   test.skipIf(!havePeer)("CRIU 4.2 writes the same network_lock_method for skip (2) and nftables (1)", async () => {
-    for (const [mode, want] of [["skip", 2], ["nftables", 1]] as const) {
+    for (const [mode, want] of [
+      ["skip", 2],
+      ["nftables", 1],
+    ] as const) {
       const w = await startWorkload("counter");
       const img = dir(`peer-nl-${mode}`);
-      const r = Bun.spawnSync([PEER, "dump", "-t", String(w.pid), "-D", img, "-o", "dump.log", "--leave-running", "--network-lock", mode], { cwd: img, stdout: "pipe", stderr: "pipe" });
+      const r = Bun.spawnSync(
+        [PEER, "dump", "-t", String(w.pid), "-D", img, "-o", "dump.log", "--leave-running", "--network-lock", mode],
+        { cwd: img, stdout: "pipe", stderr: "pipe" }
+      );
       expect(r.exitCode).toBe(0);
       expect(readImage(img, "inventory.img", "INVENTORY")[0].networkLockMethod).toBe(want);
       if (mode === "skip") {
@@ -106,7 +181,9 @@ describe.skipIf(!isRoot)("--network-lock", () => {
   test("iptables is refused in one line, before anything is touched", () => {
     const r = cb(["dump", "-t", "1", "-D", tmp, "--network-lock", "iptables"]);
     expect(r.code).toBe(1);
-    expect(r.err).toBe("Error (dump): --network-lock iptables: not supported by criu-bun yet (criu-bun locks the network with nftables; skip leaves it unlocked)\n");
+    expect(r.err).toBe(
+      "Error (dump): --network-lock iptables: not supported by criu-bun yet (criu-bun locks the network with nftables; skip leaves it unlocked)\n"
+    );
   });
 });
 
@@ -129,16 +206,36 @@ describe.skipIf(!isRoot)("--exec-cmd", () => {
     const w = await startWorkload("counter");
     const img = dir(`exec-${tool}`);
     const out = join(img, "probe.out");
-    const d = tool === "criu-bun" ? cb(["dump", "-t", String(w.pid), "-D", img])
-      : (() => { const r = Bun.spawnSync([PEER, "dump", "-t", String(w.pid), "-D", img, "-o", "dump.log"], { stdout: "pipe", stderr: "pipe", cwd: img }); return { code: r.exitCode, err: r.stderr.toString() }; })();
+    const d =
+      tool === "criu-bun"
+        ? cb(["dump", "-t", String(w.pid), "-D", img])
+        : (() => {
+            const r = Bun.spawnSync([PEER, "dump", "-t", String(w.pid), "-D", img, "-o", "dump.log"], {
+              stdout: "pipe",
+              stderr: "pipe",
+              cwd: img,
+            });
+            return { code: r.exitCode, err: r.stderr.toString() };
+          })();
     expect(`${tool} dump: ${d.code} ${d.err}`).toBe(`${tool} dump: 0 `);
     await w.proc!.exited; // reaped: its PID is free again
-    const cmd = [tool === "criu-bun" ? criuBunCommand() : [PEER], ["restore", "-D", img, "-o", "restore.log", "--exec-cmd", "--", "python3", "-c", EXEC_PROBE, out, w.dir]].flat();
+    const cmd = [
+      tool === "criu-bun" ? criuBunCommand() : [PEER],
+      ["restore", "-D", img, "-o", "restore.log", "--exec-cmd", "--", "python3", "-c", EXEC_PROBE, out, w.dir],
+    ].flat();
     const p = Bun.spawn(cmd, { cwd: img, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
     procs.push(p);
     const code = await p.exited;
     const report = (text(out) ?? "").trim().split(" ").map(Number);
-    return { code, stderr: await new Response(p.stderr).text(), report, toolPid: p.pid, wlPid: w.pid, result: text(join(w.dir, "result")) ?? "", sig: text(out + ".sig") ?? "" };
+    return {
+      code,
+      stderr: await new Response(p.stderr).text(),
+      report,
+      toolPid: p.pid,
+      wlPid: w.pid,
+      result: text(join(w.dir, "result")) ?? "",
+      sig: text(out + ".sig") ?? "",
+    };
   }
 
   test("the command replaces criu-bun (same pid), the restored tree is its child and it reaps it; as CRIU 4.2 does", async () => {
@@ -163,7 +260,9 @@ describe.skipIf(!isRoot)("--exec-cmd", () => {
     await w.proc!.exited;
     const r = cb(["restore", "-D", img, "--exec-cmd", "--", "/nonexistent/cmd"]);
     expect(r.code).toBe(1);
-    expect(r.err).toBe("Error (restore): Failed to exec command /nonexistent/cmd: ENOENT (errno 2: No such file or directory)\n");
+    expect(r.err).toBe(
+      "Error (restore): Failed to exec command /nonexistent/cmd: ENOENT (errno 2: No such file or directory)\n"
+    );
     const pid = w.pid;
     expect(existsSync(`/proc/${pid}`)).toBe(true);
     process.kill(pid, 9);
@@ -171,14 +270,26 @@ describe.skipIf(!isRoot)("--exec-cmd", () => {
 
   test("refusals as criu's: no command, with -d, outside restore", () => {
     expect(cb(["restore", "-D", tmp, "--exec-cmd"]).err).toBe("Error (cli): --exec-cmd requires a command\n");
-    expect(cb(["restore", "-D", tmp, "-d", "--exec-cmd", "--", "true"]).err).toBe("Error (cli): --restore-detached and --exec-cmd cannot be used together\n");
-    expect(cb(["dump", "-t", "1", "-D", tmp, "--exec-cmd", "--", "true"]).err).toBe("Error (cli): --exec-cmd is available for the restore command only\n");
+    expect(cb(["restore", "-D", tmp, "-d", "--exec-cmd", "--", "true"]).err).toBe(
+      "Error (cli): --restore-detached and --exec-cmd cannot be used together\n"
+    );
+    expect(cb(["dump", "-t", "1", "-D", tmp, "--exec-cmd", "--", "true"]).err).toBe(
+      "Error (cli): --exec-cmd is available for the restore command only\n"
+    );
   });
 });
 
 describe("service", () => {
   const daemons: string[] = []; // pidfiles
-  afterAll(() => { for (const p of daemons) { const pid = Number(text(p)); if (pid > 0) try { process.kill(pid, 9); } catch {} } });
+  afterAll(() => {
+    for (const p of daemons) {
+      const pid = Number(text(p));
+      if (pid > 0)
+        try {
+          process.kill(pid, 9);
+        } catch {}
+    }
+  });
 
   /** one request on a new connection to the service at path, its answer */
   async function call(path: string, req: MessageInitShape<typeof criu_reqSchema>): Promise<criu_resp> {
@@ -187,45 +298,63 @@ describe("service", () => {
       sendPacket(fd, toBinary(criu_reqSchema, create(criu_reqSchema, req)));
       const pfd = new Int32Array([fd, 1]);
       const end = Date.now() + 60000;
-      while (syscall(NR.poll, addr(pfd), 1, 0) === 0) { if (Date.now() > end) throw new Error("no answer"); await Bun.sleep(20); }
+      while (syscall(NR.poll, addr(pfd), 1, 0) === 0) {
+        if (Date.now() > end) throw new Error("no answer");
+        await Bun.sleep(20);
+      }
       const p = recvPacket(fd, 10 * 4096);
       return fromBinary(criu_respSchema, p.data);
-    } finally { closeSync(fd); }
+    } finally {
+      closeSync(fd);
+    }
   }
   async function start(tool: "criu-bun" | "criu-4.2") {
     const d = dir(`service-${tool}`);
-    const sock = join(d, "criu_service.socket"), pidfile = join(d, "service.pid");
+    const sock = join(d, "criu_service.socket"),
+      pidfile = join(d, "service.pid");
     daemons.push(pidfile);
     const args = ["service", "--address", sock, "-d", "--pidfile", pidfile, "-o", join(d, "service.log"), "-v4"];
-    const r = tool === "criu-bun" ? cb(args) : (() => { const x = Bun.spawnSync([PEER, ...args], { stdout: "pipe", stderr: "pipe", cwd: d }); return { code: x.exitCode, err: x.stderr.toString() }; })();
+    const r =
+      tool === "criu-bun"
+        ? cb(args)
+        : (() => {
+            const x = Bun.spawnSync([PEER, ...args], { stdout: "pipe", stderr: "pipe", cwd: d });
+            return { code: x.exitCode, err: x.stderr.toString() };
+          })();
     expect(`${tool}: ${r.code} ${r.err}`).toBe(`${tool}: 0 `);
     return { sock, pid: Number(await waitFor(() => text(pidfile), "service pidfile")) };
   }
 
-  test.skipIf(!isRoot)("-d --address --pidfile: a daemon on a 0666 socket answers VERSION, CHECK and a DUMP per connection, as CRIU 4.2's service does", async () => {
-    for (const tool of ["criu-bun", ...(havePeer ? ["criu-4.2"] as const : [])] as const) {
-      const s = await start(tool);
-      expect(statSync(s.sock).isSocket()).toBe(true);
-      expect(statSync(s.sock).mode & 0o777).toBe(0o666);
-      expect(existsSync(`/proc/${s.pid}`)).toBe(true);
-      const v = await call(s.sock, { type: T.VERSION });
-      expect([v.type, v.success, v.version?.majorNumber, v.version?.minorNumber]).toEqual([T.VERSION, true, 4, 2]);
-      const c = await call(s.sock, { type: T.CHECK });
-      expect([c.type, c.success]).toEqual([T.CHECK, true]);
-      // a dump of a running workload into a directory this test holds open (images_dir_fd)
-      const w = await startWorkload("counter");
-      const img = dir(`service-img-${tool}`);
-      const dfd = openSync(img, constants.O_RDONLY | constants.O_DIRECTORY);
-      const r = await call(s.sock, { type: T.DUMP, opts: { pid: w.pid, imagesDirFd: dfd, leaveRunning: true, logFile: "dump.log", logLevel: 4 } });
-      closeSync(dfd);
-      expect(`${tool}: ${r.success} ${r.success ? "" : r.crErrmsg}`).toBe(`${tool}: true `); // (CRIU 4.2 reports its RLIMIT_NOFILE complaint even on success)
-      expect(existsSync(join(img, "inventory.img"))).toBe(true);
-      expect(existsSync(`/proc/${w.pid}`)).toBe(true);
-      // the service is still there for the next caller
-      expect((await call(s.sock, { type: T.VERSION })).success).toBe(true);
-      process.kill(s.pid, 9);
+  test.skipIf(!isRoot)(
+    "-d --address --pidfile: a daemon on a 0666 socket answers VERSION, CHECK and a DUMP per connection, as CRIU 4.2's service does",
+    async () => {
+      for (const tool of ["criu-bun", ...(havePeer ? (["criu-4.2"] as const) : [])] as const) {
+        const s = await start(tool);
+        expect(statSync(s.sock).isSocket()).toBe(true);
+        expect(statSync(s.sock).mode & 0o777).toBe(0o666);
+        expect(existsSync(`/proc/${s.pid}`)).toBe(true);
+        const v = await call(s.sock, { type: T.VERSION });
+        expect([v.type, v.success, v.version?.majorNumber, v.version?.minorNumber]).toEqual([T.VERSION, true, 4, 2]);
+        const c = await call(s.sock, { type: T.CHECK });
+        expect([c.type, c.success]).toEqual([T.CHECK, true]);
+        // a dump of a running workload into a directory this test holds open (images_dir_fd)
+        const w = await startWorkload("counter");
+        const img = dir(`service-img-${tool}`);
+        const dfd = openSync(img, constants.O_RDONLY | constants.O_DIRECTORY);
+        const r = await call(s.sock, {
+          type: T.DUMP,
+          opts: { pid: w.pid, imagesDirFd: dfd, leaveRunning: true, logFile: "dump.log", logLevel: 4 },
+        });
+        closeSync(dfd);
+        expect(`${tool}: ${r.success} ${r.success ? "" : r.crErrmsg}`).toBe(`${tool}: true `); // (CRIU 4.2 reports its RLIMIT_NOFILE complaint even on success)
+        expect(existsSync(join(img, "inventory.img"))).toBe(true);
+        expect(existsSync(`/proc/${w.pid}`)).toBe(true);
+        // the service is still there for the next caller
+        expect((await call(s.sock, { type: T.VERSION })).success).toBe(true);
+        process.kill(s.pid, 9);
+      }
     }
-  });
+  );
 
   test("a path that is not a socket is left alone: one line, exit 1", () => {
     const f = join(dir("service-file"), "plain");
@@ -242,15 +371,26 @@ describe("refused in one line, before anything is touched", () => {
     for (const cmd of [["dump", "-t", "1"], ["restore"]]) {
       const r = cb([...cmd, "-D", tmp, "--stream"]);
       expect(r.code).toBe(1);
-      expect(r.err).toBe(`Error (${cmd[0]}): --stream: not supported by criu-bun yet (criu-image-streamer's socket protocol is not implemented; dump to an images directory)\n`);
+      expect(r.err).toBe(
+        `Error (${cmd[0]}): --stream: not supported by criu-bun yet (criu-image-streamer's socket protocol is not implemented; dump to an images directory)\n`
+      );
     }
   });
   test("cpuinfo dump|check and dedup say what criu-bun does instead; no cpuinfo.img is written", () => {
     const d = dir("refused");
     for (const [args, line] of [
-      [["cpuinfo", "dump"], "Error (cpuinfo): 'cpuinfo dump' is not supported by criu-bun yet (cpuinfo.img is not written or checked; a restore compares this CPU's xsave features with the dumped registers itself)"],
-      [["cpuinfo", "check"], "Error (cpuinfo): 'cpuinfo check' is not supported by criu-bun yet (cpuinfo.img is not written or checked; a restore compares this CPU's xsave features with the dumped registers itself)"],
-      [["dedup"], "Error (dedup): 'dedup' is not supported by criu-bun yet (pages a later dump rewrote are not punched out of the parent images; --auto-dedup is refused too)"],
+      [
+        ["cpuinfo", "dump"],
+        "Error (cpuinfo): 'cpuinfo dump' is not supported by criu-bun yet (cpuinfo.img is not written or checked; a restore compares this CPU's xsave features with the dumped registers itself)",
+      ],
+      [
+        ["cpuinfo", "check"],
+        "Error (cpuinfo): 'cpuinfo check' is not supported by criu-bun yet (cpuinfo.img is not written or checked; a restore compares this CPU's xsave features with the dumped registers itself)",
+      ],
+      [
+        ["dedup"],
+        "Error (dedup): 'dedup' is not supported by criu-bun yet (pages a later dump rewrote are not punched out of the parent images; --auto-dedup is refused too)",
+      ],
     ] as const) {
       const r = cb([...args, "-D", d]);
       expect(`${args.join(" ")}: ${r.code} ${r.err}`).toBe(`${args.join(" ")}: 1 ${line}\n`);

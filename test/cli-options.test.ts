@@ -17,7 +17,10 @@ setDefaultTimeout(60_000); // each run of the executable is a process start; thi
 const NOCONF = ["--no-default-config"];
 const env: Record<string, string> = { PATH: process.env.PATH ?? "/usr/bin:/bin" };
 const tmp = mkdtempSync(join(tmpdir(), "criu-bun-cli-"));
-afterAll(() => { cleanup(); rmSync(tmp, { recursive: true, force: true }); });
+afterAll(() => {
+  cleanup();
+  rmSync(tmp, { recursive: true, force: true });
+});
 
 describe("option table", () => {
   test("85 long options, unique names and letters, short string as criu's", () => {
@@ -27,24 +30,33 @@ describe("option table", () => {
     expect(new Set(shorts).size).toBe(shorts.length);
     // every letter of "dSsRt:hD:o:v::x::Vr:jJ:lW:L:M:" with its argument kind
     const kinds = new Map<string, string>();
-    for (const m of CRIU_SHORT_OPTS.matchAll(/([A-Za-z])(:{0,2})/g)) kinds.set(m[1], ["none", "required", "optional"][m[2].length]);
+    for (const m of CRIU_SHORT_OPTS.matchAll(/([A-Za-z])(:{0,2})/g))
+      kinds.set(m[1], ["none", "required", "optional"][m[2].length]);
     expect(new Set(shorts)).toEqual(new Set(kinds.keys()));
     for (const o of CRIU_OPTIONS) if (o.short) expect(`${o.short}:${o.arg}`).toBe(`${o.short}:${kinds.get(o.short)}`);
   });
 
-  test.skipIf(!existsSync(CRIU_42))("every name is one CRIU 4.2's binary knows (its getopt table strings), --no- forms exactly criu's", () => {
-    const strings = readFileSync(CRIU_42).toString("latin1");
-    for (const o of CRIU_OPTIONS) {
-      expect(strings.includes(`${o.name}\0`)).toBe(true);
-      expect(`${o.name}: ${strings.includes(`\0no-${o.name}\0`)}`).toBe(`${o.name}: ${!!o.negatable}`);
+  test.skipIf(!existsSync(CRIU_42))(
+    "every name is one CRIU 4.2's binary knows (its getopt table strings), --no- forms exactly criu's",
+    () => {
+      const strings = readFileSync(CRIU_42).toString("latin1");
+      for (const o of CRIU_OPTIONS) {
+        expect(strings.includes(`${o.name}\0`)).toBe(true);
+        expect(`${o.name}: ${strings.includes(`\0no-${o.name}\0`)}`).toBe(`${o.name}: ${!!o.negatable}`);
+      }
+      expect(strings.includes(`${CRIU_SHORT_OPTS}\0`)).toBe(true);
     }
-    expect(strings.includes(`${CRIU_SHORT_OPTS}\0`)).toBe(true);
-  });
+  );
 });
 
 const parse = (...argv: string[]) => parseCli([...NOCONF, ...argv], env);
 const usageError = (...argv: string[]) => {
-  try { parse(...argv); } catch (e) { if (e instanceof UsageError) return e.message; throw e; }
+  try {
+    parse(...argv);
+  } catch (e) {
+    if (e instanceof UsageError) return e.message;
+    throw e;
+  }
   throw new Error(`no error for ${argv.join(" ")}`);
 };
 
@@ -92,7 +104,10 @@ describe("getopt_long semantics", () => {
     expect(p.opts.execCmd).toBe(true);
     // repeatable options collect their values in order
     expect(parse("dump", "--external", "a", "--external=b").opts.external).toEqual(["a", "b"]);
-    expect(parse("check", "--feature", "mnt_id", "--feature", "tcp_half_closed").opts.feature).toEqual(["mnt_id", "tcp_half_closed"]);
+    expect(parse("check", "--feature", "mnt_id", "--feature", "tcp_half_closed").opts.feature).toEqual([
+      "mnt_id",
+      "tcp_half_closed",
+    ]);
   });
 
   test("glibc's errors", () => {
@@ -101,7 +116,9 @@ describe("getopt_long semantics", () => {
     expect(usageError("dump", "-t")).toBe("option requires an argument -- 't'");
     expect(usageError("dump", "--tree")).toBe("option '--tree' requires an argument");
     expect(usageError("dump", "--shell-job=yes")).toBe("option '--shell-job' doesn't allow an argument");
-    expect(usageError("dump", "--re")).toMatch(/^option '--re' is ambiguous; possibilities: '--restore-detached' '--restore-sibling'/);
+    expect(usageError("dump", "--re")).toMatch(
+      /^option '--re' is ambiguous; possibilities: '--restore-detached' '--restore-sibling'/
+    );
     expect(usageError("dump", "-t", "0")).toBe("invalid argument for -t: 0");
     expect(usageError("dump", "--tree=abc")).toBe("invalid argument for --tree: abc");
     expect(usageError("page-server", "--port", "x")).toBe("invalid argument for --port: x");
@@ -111,7 +128,8 @@ describe("getopt_long semantics", () => {
   });
 
   test("--manage-cgroups: every criu mode parses; bare means soft", () => {
-    for (const m of ["none", "props", "soft", "full", "strict", "ignore"]) expect(parse("restore", `--manage-cgroups=${m}`).opts.manageCgroups).toBe(m);
+    for (const m of ["none", "props", "soft", "full", "strict", "ignore"])
+      expect(parse("restore", `--manage-cgroups=${m}`).opts.manageCgroups).toBe(m);
     expect(parse("restore", "--manage-cgroups").opts.manageCgroups).toBe(true);
   });
 });
@@ -119,13 +137,24 @@ describe("getopt_long semantics", () => {
 /** A value criu accepts for each option with an argument (numbers where criu takes any string, to catch "-D 3"). */
 function sample(o: CriuOption): string {
   const s: Record<string, string> = {
-    "manage-cgroups": "soft", "network-lock": "nftables", "pre-dump-mode": "read", "file-validation": "filesize",
-    "empty-ns": "net", "cpu-cap": "fpu", "veth-pair": "7=8", "join-ns": "5:6", "ext-mount-map": "5:6", "ext-unix-sk": "5",
+    "manage-cgroups": "soft",
+    "network-lock": "nftables",
+    "pre-dump-mode": "read",
+    "file-validation": "filesize",
+    "empty-ns": "net",
+    "cpu-cap": "fpu",
+    "veth-pair": "7=8",
+    "join-ns": "5:6",
+    "ext-mount-map": "5:6",
+    "ext-unix-sk": "5",
   };
   return s[o.name] ?? "5";
 }
 
-interface Form { argv: string[]; expect: unknown }
+interface Form {
+  argv: string[];
+  expect: unknown;
+}
 function forms(o: CriuOption): Form[] {
   const v = sample(o);
   const val = (x: unknown) => (o.repeat ? [x] : x);
@@ -144,7 +173,17 @@ function forms(o: CriuOption): Form[] {
   return out;
 }
 
-const SPECIAL = new Set(["help", "version", "ms", "verbosity", "config", "no-default-config", "tree", "leave-stopped", "leave-running"]);
+const SPECIAL = new Set([
+  "help",
+  "version",
+  "ms",
+  "verbosity",
+  "config",
+  "no-default-config",
+  "tree",
+  "leave-stopped",
+  "leave-running",
+]);
 
 describe("every option of CRIU 4.2, every spelling", () => {
   for (const o of CRIU_OPTIONS) {
@@ -153,7 +192,10 @@ describe("every option of CRIU 4.2, every spelling", () => {
       for (const f of forms(o)) {
         if (SPECIAL.has(o.name)) {
           // parsed, with their own effects (checked in the tests around)
-          if (o.name === "ms") { expect(usageError(cmd, ...f.argv)).toMatch(/deprecated/); continue; }
+          if (o.name === "ms") {
+            expect(usageError(cmd, ...f.argv)).toMatch(/deprecated/);
+            continue;
+          }
           if (o.name === "config") continue; // reads the file: see config tests
           const p = parse(cmd, ...f.argv);
           if (o.name === "help") expect(p.help).toBe(true);
@@ -171,7 +213,8 @@ describe("every option of CRIU 4.2, every spelling", () => {
         const v = checkSupport(cmd, p.given);
         const withValue = JSON.stringify(f.expect).includes(`"${sample(o)}"`);
         if (o.support === "no" && f.expect !== false) expect(v.refused).toBe(refusal(o.name));
-        else if (o.name === "ext-unix-sk" && withValue) expect(v.refused).toStartWith("--ext-unix-sk=5: not supported by criu-bun yet");
+        else if (o.name === "ext-unix-sk" && withValue)
+          expect(v.refused).toStartWith("--ext-unix-sk=5: not supported by criu-bun yet");
         else expect(v.refused).toBeUndefined();
       }
     });
@@ -247,28 +290,60 @@ describe("config files", () => {
   function runWith(opts: { global?: string; user?: string; envFile?: string; config?: string; extra?: string[] }) {
     const home = mkdtempSync(join(cfgDir, "home-"));
     const e: Record<string, string> = { PATH: process.env.PATH!, HOME: home };
-    if (opts.user) { mkdirSync(join(home, ".criu")); writeFileSync(join(home, ".criu", "default.conf"), opts.user); }
-    if (opts.envFile) { const f = join(home, "env.conf"); writeFileSync(f, opts.envFile); e.CRIU_CONFIG_FILE = f; }
+    if (opts.user) {
+      mkdirSync(join(home, ".criu"));
+      writeFileSync(join(home, ".criu", "default.conf"), opts.user);
+    }
+    if (opts.envFile) {
+      const f = join(home, "env.conf");
+      writeFileSync(f, opts.envFile);
+      e.CRIU_CONFIG_FILE = f;
+    }
     const args = ["check", ...(opts.extra ?? [])];
-    if (opts.config) { const f = join(home, "cmd.conf"); writeFileSync(f, opts.config); args.push("--config", f); }
+    if (opts.config) {
+      const f = join(home, "cmd.conf");
+      writeFileSync(f, opts.config);
+      args.push("--config", f);
+    }
     let cmd = [...criuBunCommand(), ...args];
     if (opts.global !== undefined) {
       // /etc/criu/default.conf seen only by this run: a private mount namespace with a directory bound over /etc/criu
       const g = mkdtempSync(join(cfgDir, "etc-"));
       writeFileSync(join(g, "default.conf"), opts.global);
-      cmd = ["unshare", "-m", "--propagation", "private", "sh", "-c", `mount --bind ${g} /etc/criu && exec "$@"`, "sh", ...cmd];
+      cmd = [
+        "unshare",
+        "-m",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        `mount --bind ${g} /etc/criu && exec "$@"`,
+        "sh",
+        ...cmd,
+      ];
     }
     const r = Bun.spawnSync(cmd, { env: e, stdout: "pipe", stderr: "pipe" });
     return { code: r.exitCode, stdout: r.stdout.toString(), stderr: r.stderr.toString() };
   }
   const logLine = (name: string) => `log-file ${join(cfgDir, name)}\nverbosity=4   # comment\n`;
   let madeEtc = false;
-  beforeAll(() => { if (!existsSync("/etc/criu")) { mkdirSync("/etc/criu"); madeEtc = true; } });
-  afterAll(() => { if (madeEtc) rmdirSync("/etc/criu"); });
+  beforeAll(() => {
+    if (!existsSync("/etc/criu")) {
+      mkdirSync("/etc/criu");
+      madeEtc = true;
+    }
+  });
+  afterAll(() => {
+    if (madeEtc) rmdirSync("/etc/criu");
+  });
 
   test("an option in each of the four places takes effect", () => {
-    for (const [where, o] of [["global", { global: logLine("global.log") }], ["user", { user: logLine("user.log") }],
-      ["env", { envFile: logLine("env.log") }], ["config", { config: logLine("config.log") }]] as const) {
+    for (const [where, o] of [
+      ["global", { global: logLine("global.log") }],
+      ["user", { user: logLine("user.log") }],
+      ["env", { envFile: logLine("env.log") }],
+      ["config", { config: logLine("config.log") }],
+    ] as const) {
       const r = runWith(o);
       expect(`${where}: ${r.code} ${r.stderr}`).toBe(`${where}: 0 `);
       expect(r.stdout).toBe("Looks good.\n");
@@ -308,7 +383,9 @@ describe("config files", () => {
     writeFileSync(f, "tcp-established\nstream\n");
     const rr = criuBun(["dump", "-t", "1", "--config", f], { env });
     expect(rr.code).toBe(1);
-    expect(rr.stderr).toBe(`Error (dump): --stream: not supported by criu-bun yet (criu-image-streamer's socket protocol is not implemented; dump to an images directory) (${f}:2)\n`);
+    expect(rr.stderr).toBe(
+      `Error (dump): --stream: not supported by criu-bun yet (criu-image-streamer's socket protocol is not implemented; dump to an images directory) (${f}:2)\n`
+    );
   });
 
   test("malformed lines: an error naming the file and line", () => {
@@ -316,7 +393,7 @@ describe("config files", () => {
       ["tcp-established\nlog-file a b\n", /:2: more than one value: 'a b'/],
       ["shell-job yes\n", /:1: shell-job takes no value \('yes'\)/],
       ["\n\nno-such-option\n", /:3: unrecognized option '--no-such-option'/],
-      ["lsm-profile \"apparmor:x\n", /:1: unterminated quoted value/],
+      ['lsm-profile "apparmor:x\n', /:1: unterminated quoted value/],
       ["tree\n", /:1: option '--tree' requires an argument/],
     ];
     for (const [text, re] of cases) {
@@ -338,8 +415,12 @@ function lxcAccepts(out: string, need = "2.0"): { ok: boolean; version?: string 
 }
 /** LXC's cmp_version(): sscanf("%d.%d.%d") on both, major, then minor, then patch. */
 function lxcCmpVersion(v1: string, v2: string): number {
-  const oct = (v: string) => { const m = /^(-?\d+)(?:\.(-?\d+)(?:\.(-?\d+))?)?/.exec(v); return m ? [m[1], m[2], m[3]].map((x) => (x === undefined ? -1 : Number(x))) : null; };
-  const a = oct(v1), b = oct(v2);
+  const oct = (v: string) => {
+    const m = /^(-?\d+)(?:\.(-?\d+)(?:\.(-?\d+))?)?/.exec(v);
+    return m ? [m[1], m[2], m[3]].map((x) => (x === undefined ? -1 : Number(x))) : null;
+  };
+  const a = oct(v1),
+    b = oct(v2);
   if (!a || !b) return -1;
   for (let i = 0; i < 2; i++) if (a[i] !== b[i]) return a[i] > b[i] ? 1 : -1;
   return a[2] > b[2] ? 1 : a[2] === b[2] ? 0 : -1;
@@ -355,7 +436,9 @@ function runcVersion(out: string): number {
     if (sp < 0 || dash < sp) throw new Error("Unable to parse the CRIU version");
     const m = /^GitID: v(\d+)\.(\d+)(?:\.(\d+))?$/.exec(out.slice(sp, dash));
     if (!m) throw new Error("Unable to parse the CRIU version");
-    return m[3] === undefined ? Number(m[1]) * 10000 + (Number(m[2]) + 1) * 100 : Number(m[1]) * 10000 + Number(m[2]) * 100 + Number(m[3]) + 1;
+    return m[3] === undefined
+      ? Number(m[1]) * 10000 + (Number(m[2]) + 1) * 100
+      : Number(m[1]) * 10000 + Number(m[2]) * 100 + Number(m[3]) + 1;
   }
   const m = /^Version: (\d+)\.(\d+)(?:\.(\d+))?\n/.exec(out);
   if (!m) throw new Error("Unable to parse the CRIU version");
@@ -364,7 +447,10 @@ function runcVersion(out: string): number {
 /** go-criu's GetCriuVersion() arithmetic on the same numbers (a GitID marks a development build: next minor). */
 function goCriuVersion(major: number, minor: number, sublevel: number | undefined, gitid: string | undefined): number {
   let v = major * 10000 + minor * 100 + (sublevel ?? 0);
-  if (gitid !== undefined) { v -= v % 100; v += 100; }
+  if (gitid !== undefined) {
+    v -= v % 100;
+    v += 100;
+  }
   return v;
 }
 

@@ -38,7 +38,12 @@ function sameBytes(got: Uint8Array | null, want: Uint8Array) {
   expect(got).not.toBeNull();
   expect(got!.length).toBe(want.length);
   let diff = -1;
-  if (Buffer.compare(got!, want) !== 0) for (let i = 0; i < want.length; i++) if (got![i] !== want[i]) { diff = i; break; }
+  if (Buffer.compare(got!, want) !== 0)
+    for (let i = 0; i < want.length; i++)
+      if (got![i] !== want[i]) {
+        diff = i;
+        break;
+      }
   expect(diff).toBe(-1);
 }
 
@@ -55,7 +60,8 @@ function oursDecode(block: Uint8Array, max: number): Uint8Array<ArrayBuffer> {
 }
 
 function random(n: number, seed: number): Uint8Array {
-  const r = prng(seed), b = new Uint8Array(n);
+  const r = prng(seed),
+    b = new Uint8Array(n);
   for (let i = 0; i < n; i++) b[i] = r() & 255;
   return b;
 }
@@ -65,14 +71,17 @@ function repetitive(n: number, period: number): Uint8Array {
   return b;
 }
 function mixed(n: number, seed: number): Uint8Array {
-  const b = new Uint8Array(n), r = prng(seed);
+  const b = new Uint8Array(n),
+    r = prng(seed);
   let p = 0;
   while (p < n) {
     const len = Math.min(n - p, 1 + (r() % 300));
     const k = r() % 4;
     if (k === 0) for (let i = 0; i < len; i++) b[p + i] = r() & 255;
-    else if (k === 1 && p > 0) { const off = 1 + (r() % Math.min(p, 70000)); for (let i = 0; i < len; i++) b[p + i] = b[p + i - off]!; }
-    else if (k === 2) b.fill(r() & 255, p, p + len);
+    else if (k === 1 && p > 0) {
+      const off = 1 + (r() % Math.min(p, 70000));
+      for (let i = 0; i < len; i++) b[p + i] = b[p + i - off]!;
+    } else if (k === 2) b.fill(r() & 255, p, p + len);
     p += len; // k === 3: zeros
   }
   return b;
@@ -80,10 +89,12 @@ function mixed(n: number, seed: number): Uint8Array {
 
 /** Short copies from 1-24 bytes back between short random runs: every match-copy path of the decoder. */
 function shortOffsets(n: number, seed: number): Uint8Array {
-  const b = new Uint8Array(n), r = prng(seed);
+  const b = new Uint8Array(n),
+    r = prng(seed);
   let p = 0;
   while (p < n) {
-    const lit = r() % 6, len = Math.min(n - p, 4 + (r() % 40));
+    const lit = r() % 6,
+      len = Math.min(n - p, 4 + (r() % 40));
     for (let i = 0; i < lit && p < n; i++) b[p++] = r() & 255;
     if (p < 24) continue;
     const off = 1 + (r() % 24);
@@ -196,7 +207,8 @@ describe("lz4 blocks", () => {
   test("compression ratio close to liblz4's default level", () => {
     for (const [name, data] of cases) {
       if (data.length < 4096) continue;
-      const a = ours(data).length, b = libCompress(data).length;
+      const a = ours(data).length,
+        b = libCompress(data).length;
       if (a > b * 1.1 + 64) throw new Error(`${name}: ours ${a} bytes vs liblz4 ${b}`);
     }
   });
@@ -245,8 +257,12 @@ describe("corrupt lz4 input", () => {
     const r = prng(99);
     const data = heapLike(16 * PAGE, 12);
     const block = ours(data);
-    const SENT = 0x5c, at = 4 * PAGE, max = data.length;
-    let errors = 0, agreed = 0, trials = 0;
+    const SENT = 0x5c,
+      at = 4 * PAGE,
+      max = data.length;
+    let errors = 0,
+      agreed = 0,
+      trials = 0;
     for (let t = 0; t < 1500; t++) {
       let b: Uint8Array;
       const k = t % 3;
@@ -285,8 +301,12 @@ describe("corrupt lz4 input", () => {
 // ---- lz4 frames, to talk to the lz4 CLI
 const LZ4_MAGIC = 0x184d2204;
 let dir = "";
-beforeAll(() => { dir = mkdtempSync(join(tmpdir(), "criu-bun-codec-")); });
-afterAll(() => { if (dir) rmSync(dir, { recursive: true, force: true }); });
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), "criu-bun-codec-"));
+});
+afterAll(() => {
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
 
 function lz4cli(args: string[]) {
   const r = Bun.spawnSync(["lz4", ...args], { stdout: "pipe", stderr: "pipe" });
@@ -389,8 +409,14 @@ describe("checksums", () => {
 
   test("XXH32 vectors", () => {
     const v: [number, number, number][] = [
-      [0, 0, 0x02cc5d05], [0, PRIME32, 0x36b78ae7], [1, 0, 0xcf65b03e], [1, PRIME32, 0xb4545aa4],
-      [14, 0, 0x1208e7e2], [14, PRIME32, 0x6af1d1fe], [222, 0, 0x5bd11dbd], [222, PRIME32, 0x58803c5f],
+      [0, 0, 0x02cc5d05],
+      [0, PRIME32, 0x36b78ae7],
+      [1, 0, 0xcf65b03e],
+      [1, PRIME32, 0xb4545aa4],
+      [14, 0, 0x1208e7e2],
+      [14, PRIME32, 0x6af1d1fe],
+      [222, 0, 0x5bd11dbd],
+      [222, PRIME32, 0x58803c5f],
     ];
     codec.inputView(222, 3).set(sanity); // unaligned
     for (const [len, seed, want] of v) expect(codec.xxh32(3, len, seed)).toBe(want);
@@ -398,9 +424,15 @@ describe("checksums", () => {
 
   test("XXH64 vectors", () => {
     const v: [number, bigint, bigint][] = [
-      [0, 0n, 0xef46db3751d8e999n], [0, BigInt(PRIME32), 0xac75fda2929b17efn], [1, 0n, 0xe934a84adb052768n],
-      [1, BigInt(PRIME32), 0x5014607643a9b4c3n], [4, 0n, 0x9136a0dca57457een], [14, 0n, 0x8282dcc4994e35c8n],
-      [14, BigInt(PRIME32), 0xc3bd6bf63deb6df0n], [222, 0n, 0xb641ae8cb691c174n], [222, BigInt(PRIME32), 0x20cb8ab7ae10c14an],
+      [0, 0n, 0xef46db3751d8e999n],
+      [0, BigInt(PRIME32), 0xac75fda2929b17efn],
+      [1, 0n, 0xe934a84adb052768n],
+      [1, BigInt(PRIME32), 0x5014607643a9b4c3n],
+      [4, 0n, 0x9136a0dca57457een],
+      [14, 0n, 0x8282dcc4994e35c8n],
+      [14, BigInt(PRIME32), 0xc3bd6bf63deb6df0n],
+      [222, 0n, 0xb641ae8cb691c174n],
+      [222, BigInt(PRIME32), 0x20cb8ab7ae10c14an],
     ];
     codec.inputView(222, 5).set(sanity);
     for (const [len, seed, want] of v) expect(codec.checksum(5, len, seed)).toBe(want);
@@ -531,10 +563,13 @@ describe("PlainCodec (small runs on the main thread, no WebAssembly)", () => {
       const pages = heapLike(n * PAGE, 13);
       for (let i = 0; i < n; i++) if (rnd() / 2 ** 32 < zeroShare) pages.fill(0, i * PAGE, (i + 1) * PAGE);
       // single non-zero bytes at the first and last byte of pages, where a scan could stop short
-      pages.fill(0, 3 * PAGE, 5 * PAGE); pages[3 * PAGE] = 1; pages[5 * PAGE - 1] = 1;
+      pages.fill(0, 3 * PAGE, 5 * PAGE);
+      pages[3 * PAGE] = 1;
+      pages[5 * PAGE - 1] = 1;
       codec.inputView(n * PAGE).set(pages);
       plain.inputView(n * PAGE).set(pages);
-      const wf = [...codec.zeroPages(0, n)], pf = [...plain.zeroPages(0, n)];
+      const wf = [...codec.zeroPages(0, n)],
+        pf = [...plain.zeroPages(0, n)];
       expect(pf).toEqual(wf);
       expect(plain.lastZeroCount).toBe(codec.lastZeroCount);
       expect(plain.checksumKept(0, n)).toBe(codec.checksumKept(0, n));

@@ -27,7 +27,9 @@ print(json.dumps(seen))`;
   const r = Bun.spawnSync([PY, "-c", script], { stdout: "pipe", stderr: "pipe" });
   if (r.exitCode !== 0) throw new Error(`reading crit's schema: ${r.stderr.toString().trim().split("\n").pop()}`);
   const j = JSON.parse(r.stdout.toString()) as Record<string, Record<string, string>>;
-  known = new Map(Object.entries(j).map(([m, fs]) => [m, new Map(Object.entries(fs).map(([n, name]) => [Number(n), name]))]));
+  known = new Map(
+    Object.entries(j).map(([m, fs]) => [m, new Map(Object.entries(fs).map(([n, name]) => [Number(n), name]))])
+  );
   return known;
 }
 
@@ -38,7 +40,10 @@ export function fieldsCritLacks(schema: DescMessage, out = new Set<string>(), se
   seen.add(schema.typeName);
   const theirs = k.get(schema.typeName);
   for (const f of schema.fields as any[]) {
-    if (!theirs?.has(f.number)) { out.add(`${schema.typeName}.${f.name} (${f.number})`); continue; }
+    if (!theirs?.has(f.number)) {
+      out.add(`${schema.typeName}.${f.name} (${f.number})`);
+      continue;
+    }
     if (f.message) fieldsCritLacks(f.message, out, seen);
   }
   return out;
@@ -55,6 +60,7 @@ export function stripForCrit(schema: DescMessage, msg: any): void {
       continue;
     }
     if (f.fieldKind === "message") stripForCrit(f.message, msg[f.localName]);
-    else if (f.fieldKind === "list" && f.listKind === "message") for (const m of msg[f.localName]) stripForCrit(f.message, m);
+    else if (f.fieldKind === "list" && f.listKind === "message")
+      for (const m of msg[f.localName]) stripForCrit(f.message, m);
   }
 }

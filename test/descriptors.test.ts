@@ -15,7 +15,8 @@ describe("descriptors from precomputed graphs", () => {
   });
 
   test("the comparison sees a difference (a changed field, a changed name)", () => {
-    const reg = (f: typeof file_core) => createFileRegistry(f.proto, (n) => f.dependencies.find((d) => d.proto.name === n)).getFile(f.proto.name)!;
+    const reg = (f: typeof file_core) =>
+      createFileRegistry(f.proto, (n) => f.dependencies.find((d) => d.proto.name === n)).getFile(f.proto.name)!;
     const other = reg(file_core);
     expect(compareDescFiles(file_core, other)).toEqual([]);
     (other.messages[0].fields[0] as any).packed = !(other.messages[0].fields[0] as any).packed;
@@ -26,7 +27,14 @@ describe("descriptors from precomputed graphs", () => {
   });
 
   test("a message round-trips through them", () => {
-    const m = create(task_core_entrySchema, { taskState: 1, exitCode: 7, personality: 0, flags: 3, comm: "sleep", blkSigset: 5n });
+    const m = create(task_core_entrySchema, {
+      taskState: 1,
+      exitCode: 7,
+      personality: 0,
+      flags: 3,
+      comm: "sleep",
+      blkSigset: 5n,
+    });
     const back = fromBinary(task_core_entrySchema, toBinary(task_core_entrySchema, m));
     expect(back.comm).toBe("sleep");
     expect(back.blkSigset).toBe(5n);

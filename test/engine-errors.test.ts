@@ -6,8 +6,13 @@ import { join } from "node:path";
 import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, isAlive, criuBun, waitUntil } from "./harness";
 import { dump, imagesDir, cleanupImages, restore, waitReaped } from "./engine-helpers";
 
-beforeAll(async () => { await buildWorkloads(); }, 120_000);
-afterAll(() => { cleanup(); cleanupImages(); });
+beforeAll(async () => {
+  await buildWorkloads();
+}, 120_000);
+afterAll(() => {
+  cleanup();
+  cleanupImages();
+});
 
 function errorLines(stderr: string) {
   return stderr.split("\n").filter((l) => l.startsWith("Error ("));
@@ -17,7 +22,9 @@ describe("dump failures", () => {
   test("non-existent PID", () => {
     const r = criuBun(["dump", "-t", "999999", "-D", imagesDir("nopid")]);
     expect(r.code).not.toBe(0);
-    expect(errorLines(r.stderr)).toEqual(["Error (dump): process 999999 does not exist: ESRCH (errno 3: No such process)"]);
+    expect(errorLines(r.stderr)).toEqual([
+      "Error (dump): process 999999 does not exist: ESRCH (errno 3: No such process)",
+    ]);
   });
 
   test("unwritable images dir leaves the target running", async () => {
@@ -125,7 +132,9 @@ describe("restore failures", () => {
     expect(errs[0]).toContain("does not exist any more");
     // the one failure-line shape: the process, the file, the errno's name, number and text
     expect(errs[0]).toStartWith(`Error (restore): process ${w.pid} `);
-    expect(errs[0]).toContain(`'${join(w.dir, victim)}' does not exist any more: ENOENT (errno 2: No such file or directory)`);
+    expect(errs[0]).toContain(
+      `'${join(w.dir, victim)}' does not exist any more: ENOENT (errno 2: No such file or directory)`
+    );
     expect(isAlive(w.pid)).toBe(false);
     // put it back: now it restores
     Bun.spawnSync(["mv", join(w.dir, victim + ".moved"), join(w.dir, victim)]);
@@ -142,17 +151,27 @@ describe("failure lines", () => {
   test("a dump of a process another tracer holds: PTRACE_SEIZE's EPERM, the process named; it runs on", async () => {
     const w = await startWorkload("counter");
     // the other tracer: python3 seizes the workload through libc's ptrace (PTRACE_SEIZE) and holds it
-    const tracer = Bun.spawn(["python3", "-c", [
-      "import ctypes, sys, time",
-      "libc = ctypes.CDLL(None, use_errno=True)",
-      "libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]",
-      `if libc.ptrace(0x4206, ${w.pid}, None, None) != 0: sys.exit(ctypes.get_errno())`,
-      "print('seized', flush=True)",
-      "time.sleep(120)",
-    ].join("\n")], { stdout: "pipe", stderr: "inherit" });
+    const tracer = Bun.spawn(
+      [
+        "python3",
+        "-c",
+        [
+          "import ctypes, sys, time",
+          "libc = ctypes.CDLL(None, use_errno=True)",
+          "libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]",
+          `if libc.ptrace(0x4206, ${w.pid}, None, None) != 0: sys.exit(ctypes.get_errno())`,
+          "print('seized', flush=True)",
+          "time.sleep(120)",
+        ].join("\n"),
+      ],
+      { stdout: "pipe", stderr: "inherit" }
+    );
     try {
-      await waitUntil("the workload is traced by python3", () =>
-        /TracerPid:\s*[1-9]/.test(readFileSync(`/proc/${w.pid}/status`, "utf8")), 10_000);
+      await waitUntil(
+        "the workload is traced by python3",
+        () => /TracerPid:\s*[1-9]/.test(readFileSync(`/proc/${w.pid}/status`, "utf8")),
+        10_000
+      );
       const r = criuBun(["dump", "-t", String(w.pid), "-D", imagesDir("traced")]);
       expect(r.code).not.toBe(0);
       expect(errorLines(r.stderr)).toEqual([
@@ -162,7 +181,9 @@ describe("failure lines", () => {
       tracer.kill(9);
       await tracer.exited;
     }
-    await waitUntil("python3's trace is gone", () => /TracerPid:\s*0\b/.test(readFileSync(`/proc/${w.pid}/status`, "utf8")));
+    await waitUntil("python3's trace is gone", () =>
+      /TracerPid:\s*0\b/.test(readFileSync(`/proc/${w.pid}/status`, "utf8"))
+    );
     trigger(w);
     expect((await waitResult(w)).text).toStartWith("PASS");
   });
@@ -188,8 +209,19 @@ describe("cli", () => {
   test("--help and --version", () => {
     const h = criuBun(["--help"]);
     expect(h.code).toBe(0);
-    for (const c of ["check", "dump", "pre-dump", "restore", "show", "page-server", "lazy-pages"]) expect(h.stdout).toContain(c);
-    for (const o of ["--tree", "--images-dir", "--leave-running", "--restore-detached", "--shell-job", "--tcp-established", "--pidfile", "--display-stats", "--log-file"]) {
+    for (const c of ["check", "dump", "pre-dump", "restore", "show", "page-server", "lazy-pages"])
+      expect(h.stdout).toContain(c);
+    for (const o of [
+      "--tree",
+      "--images-dir",
+      "--leave-running",
+      "--restore-detached",
+      "--shell-job",
+      "--tcp-established",
+      "--pidfile",
+      "--display-stats",
+      "--log-file",
+    ]) {
       expect(h.stdout).toContain(o);
     }
     const v = criuBun(["--version"]);
@@ -213,7 +245,9 @@ describe("cli", () => {
 describe("failures in the middle leave nothing behind", () => {
   test("a dump failing after every image is written releases the whole tree untouched", async () => {
     const w = await startWorkload("tree");
-    const r = criuBun(["dump", "-t", String(w.pid), "-D", imagesDir("fault-dump")], { env: { CRIU_BUN_FAULT: "dump-end" } });
+    const r = criuBun(["dump", "-t", String(w.pid), "-D", imagesDir("fault-dump")], {
+      env: { CRIU_BUN_FAULT: "dump-end" },
+    });
     expect(r.code).not.toBe(0);
     expect(errorLines(r.stderr)).toEqual(["Error (dump): injected fault 'dump-end' (CRIU_BUN_FAULT)"]);
     expect(readFileSync(`/proc/${w.pid}/status`, "utf8")).toMatch(/TracerPid:\s*0\n/);
@@ -224,7 +258,12 @@ describe("failures in the middle leave nothing behind", () => {
   for (const stage of ["restore-files", "restore-end"]) {
     test(`a restore failing at ${stage} kills every process it built`, async () => {
       const w = await startWorkload("tree");
-      const pids = [w.pid, ...readdirSync(w.dir).filter((f) => f.startsWith("s-")).map((f) => Number(readFileSync(join(w.dir, f), "utf8").split(" ")[0]))];
+      const pids = [
+        w.pid,
+        ...readdirSync(w.dir)
+          .filter((f) => f.startsWith("s-"))
+          .map((f) => Number(readFileSync(join(w.dir, f), "utf8").split(" ")[0])),
+      ];
       const dir = imagesDir("fault-restore");
       dump(w.pid, dir);
       for (const p of pids) await waitReaped(p).catch(() => {});

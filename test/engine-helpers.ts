@@ -34,10 +34,18 @@ export function dump(pid: number, dir: string, extra: string[] = []) {
 }
 
 function readLog(dir: string, name: string): string {
-  try { return require("node:fs").readFileSync(join(dir, name), "utf8"); } catch { return ""; }
+  try {
+    return require("node:fs").readFileSync(join(dir, name), "utf8");
+  } catch {
+    return "";
+  }
 }
 
-export interface Restored { proc: Subprocess; pid: number; stderr: () => Promise<string> }
+export interface Restored {
+  proc: Subprocess;
+  pid: number;
+  stderr: () => Promise<string>;
+}
 /** Start `criu-bun restore -D dir` (not detached) and wait until the pid is back. */
 export async function restore(dir: string, pid: number, extra: string[] = [], timeoutMs = 20000): Promise<Restored> {
   await waitReaped(pid);
@@ -46,15 +54,27 @@ export async function restore(dir: string, pid: number, extra: string[] = [], ti
   rmSync(join(dir, "restore.log"), { force: true });
   const before = 0;
   const proc = Bun.spawn([...criuBunCommand(), "restore", "-D", dir, "-o", "restore.log", "-v4", ...extra], {
-    cwd: REPO_ROOT, stdin: "ignore", stdout: "pipe", stderr: "pipe",
+    cwd: REPO_ROOT,
+    stdin: "ignore",
+    stdout: "pipe",
+    stderr: "pipe",
   });
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (proc.exitCode !== null) {
-      throw new Error(`restore exited ${proc.exitCode}:\n${await new Response(proc.stderr).text()}\n${readLog(dir, "restore.log")}`);
+      throw new Error(
+        `restore exited ${proc.exitCode}:\n${await new Response(proc.stderr).text()}\n${readLog(dir, "restore.log")}`
+      );
     }
     const st = statOf(pid);
-    if (st && st !== "t" && st !== "T" && st !== "Z" && readLog(dir, "restore.log").slice(before).includes("Restore finished")) break;
+    if (
+      st &&
+      st !== "t" &&
+      st !== "T" &&
+      st !== "Z" &&
+      readLog(dir, "restore.log").slice(before).includes("Restore finished")
+    )
+      break;
     if (Date.now() > deadline) throw new Error(`restore did not finish in time:\n${readLog(dir, "restore.log")}`);
     await Bun.sleep(10);
   }
@@ -62,12 +82,20 @@ export async function restore(dir: string, pid: number, extra: string[] = [], ti
 }
 
 function statOf(pid: number): string | null {
-  try { return require("node:fs").readFileSync(`/proc/${pid}/stat`, "latin1").replace(/^.*\) /s, "")[0]; } catch { return null; }
+  try {
+    return require("node:fs")
+      .readFileSync(`/proc/${pid}/stat`, "latin1")
+      .replace(/^.*\) /s, "")[0];
+  } catch {
+    return null;
+  }
 }
 
 /** Kill a workload we dumped (it is our child: Bun reaps it). */
 export async function killAndWait(w: Workload) {
-  try { process.kill(w.pid, "SIGKILL"); } catch {}
+  try {
+    process.kill(w.pid, "SIGKILL");
+  } catch {}
   await waitGone(w.pid);
 }
 
@@ -86,8 +114,11 @@ export async function waitReaped(pid: number, timeoutMs = 5000) {
  * trigger its self-check and assert PASS and criu-bun's exit status 0. Returns the workload and
  * the images directory for further checks.
  */
-export async function dumpRestoreVerify(name: string, args: string[] = [],
-  opts: { dumpArgs?: string[]; restoreArgs?: string[] } = {}) {
+export async function dumpRestoreVerify(
+  name: string,
+  args: string[] = [],
+  opts: { dumpArgs?: string[]; restoreArgs?: string[] } = {}
+) {
   const { startWorkload, trigger, waitResult } = await import("./harness");
   const { expect } = await import("bun:test");
   const w = await startWorkload(name, args);

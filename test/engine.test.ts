@@ -2,12 +2,28 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync, readdirSync, existsSync, readlinkSync } from "node:fs";
 import { join } from "node:path";
-import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, isAlive, procState, criuBun, waitUntil, holdsFor, cpuTicks } from "./harness";
+import {
+  buildWorkloads,
+  cleanup,
+  startWorkload,
+  trigger,
+  waitResult,
+  isAlive,
+  procState,
+  criuBun,
+  waitUntil,
+  holdsFor,
+  cpuTicks,
+} from "./harness";
 import { dump, restore, imagesDir, cleanupImages, waitReaped, dumpRestoreVerify } from "./engine-helpers";
 
-beforeAll(async () => { await buildWorkloads(); }, 120_000);
-afterAll(() => { cleanup(); cleanupImages(); });
-
+beforeAll(async () => {
+  await buildWorkloads();
+}, 120_000);
+afterAll(() => {
+  cleanup();
+  cleanupImages();
+});
 
 describe("single process", () => {
   test("counter: memory, heap, TLS, brk, guard pages survive", async () => {
@@ -70,7 +86,9 @@ describe("files", () => {
     const w = await startWorkload("deleted");
     const r = criuBun(["dump", "-t", String(w.pid), "-D", imagesDir("ghostlimit"), "--ghost-limit", "16K"]);
     expect(r.code).not.toBe(0);
-    expect(r.stderr).toMatch(/deleted file '.*\/deleted' is 32768 bytes, over the ghost file limit of 16384 \(--ghost-limit\)/);
+    expect(r.stderr).toMatch(
+      /deleted file '.*\/deleted' is 32768 bytes, over the ghost file limit of 16384 \(--ghost-limit\)/
+    );
     trigger(w);
     expect((await waitResult(w)).text).toStartWith("PASS");
   });
@@ -134,7 +152,6 @@ describe("leave running / leave stopped", () => {
   });
 });
 
-
 describe("real programs", () => {
   test("python3 with state in a dict", async () => {
     await dumpRestoreVerify("pyloop.py");
@@ -175,8 +192,11 @@ describe("images are CRIU's", () => {
     expect(theirs).toEqual(ours);
     // and the live process agrees too (it was left running); as in CRIU's images, [vvar_vclock] is
     // part of the [vvar] VMA before it
-    const live = readFileSync(`/proc/${w.pid}/maps`, "utf8").split("\n").filter((l) => l && !l.includes("[vvar_vclock]"))
-      .map((l) => BigInt("0x" + l.split("-")[0])).sort();
+    const live = readFileSync(`/proc/${w.pid}/maps`, "utf8")
+      .split("\n")
+      .filter((l) => l && !l.includes("[vvar_vclock]"))
+      .map((l) => BigInt("0x" + l.split("-")[0]))
+      .sort();
     expect(ours).toEqual(live);
     trigger(w);
     expect((await waitResult(w)).text).toStartWith("PASS");
@@ -187,7 +207,8 @@ describe("images are CRIU's", () => {
 const statusField = (t: string, k: string) => new RegExp(`^${k}:\\s*(.*)$`, "m").exec(t)![1].trim();
 /** Ids, groups and capability sets of two /proc/PID/status texts are the same. */
 function expectSameCreds(before: string, after: string) {
-  for (const k of ["Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"]) expect(`${k}: ${statusField(after, k)}`).toBe(`${k}: ${statusField(before, k)}`);
+  for (const k of ["Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"])
+    expect(`${k}: ${statusField(after, k)}`).toBe(`${k}: ${statusField(before, k)}`);
 }
 
 /** A counter started under `wrap` (checked first by `check`) keeps its credentials through dump and restore. */
@@ -206,22 +227,37 @@ async function credsSurvive(tag: string, wrap: string[], check: (status: string)
 
 describe("credentials", () => {
   test("a process running as uid/gid 1000 with supplementary groups keeps its credentials", async () => {
-    await credsSurvive("creds", ["setpriv", "--reuid", "1000", "--regid", "1000", "--groups", "1001,1002", "--"],
-      (st) => expect(statusField(st, "Uid")).toBe("1000\t1000\t1000\t1000"));
+    await credsSurvive(
+      "creds",
+      ["setpriv", "--reuid", "1000", "--regid", "1000", "--groups", "1001,1002", "--"],
+      (st) => expect(statusField(st, "Uid")).toBe("1000\t1000\t1000\t1000")
+    );
   });
 });
 
 describe("task attributes", () => {
   test("umask, cwd, comm, nice, rlimits, oom_score_adj come back; -d, --pidfile and --display-stats", async () => {
-    const wrap = ["sh", "-c", 'umask 027; cd /tmp; echo 123 > /proc/self/oom_score_adj; exec nice -n 5 prlimit --nofile=512:1024 --core=0:0 "$0" "$@"'];
+    const wrap = [
+      "sh",
+      "-c",
+      'umask 027; cd /tmp; echo 123 > /proc/self/oom_score_adj; exec nice -n 5 prlimit --nofile=512:1024 --core=0:0 "$0" "$@"',
+    ];
     const w = await startWorkload("counter", [], { wrap });
     const snap = (pid: number) => {
       const st = readFileSync(`/proc/${pid}/status`, "utf8");
-      const f = readFileSync(`/proc/${pid}/stat`, "latin1").replace(/^.*\) /s, "").split(" ");
+      const f = readFileSync(`/proc/${pid}/stat`, "latin1")
+        .replace(/^.*\) /s, "")
+        .split(" ");
       return {
-        umask: /^Umask:\s*(\S+)/m.exec(st)![1], cwd: readlinkSync(`/proc/${pid}/cwd`), comm: readFileSync(`/proc/${pid}/comm`, "utf8"),
-        nice: f[16], oom: readFileSync(`/proc/${pid}/oom_score_adj`, "utf8"),
-        limits: readFileSync(`/proc/${pid}/limits`, "utf8").split("\n").filter((l) => /open files|core file/.test(l)).join("\n"),
+        umask: /^Umask:\s*(\S+)/m.exec(st)![1],
+        cwd: readlinkSync(`/proc/${pid}/cwd`),
+        comm: readFileSync(`/proc/${pid}/comm`, "utf8"),
+        nice: f[16],
+        oom: readFileSync(`/proc/${pid}/oom_score_adj`, "utf8"),
+        limits: readFileSync(`/proc/${pid}/limits`, "utf8")
+          .split("\n")
+          .filter((l) => /open files|core file/.test(l))
+          .join("\n"),
       };
     };
     const before = snap(w.pid);
@@ -244,9 +280,25 @@ describe("task attributes", () => {
 
 describe("capabilities", () => {
   test("a uid 1000 process with an inheritable+ambient capability and a reduced bounding set keeps its sets", async () => {
-    await credsSurvive("caps",
-      ["setpriv", "--reuid", "1000", "--regid", "1000", "--clear-groups", "--inh-caps", "+net_raw", "--ambient-caps", "+net_raw", "--bounding-set", "-sys_admin,-sys_ptrace", "--"],
-      (st) => expect(statusField(st, "CapEff")).toBe("0000000000002000"));
+    await credsSurvive(
+      "caps",
+      [
+        "setpriv",
+        "--reuid",
+        "1000",
+        "--regid",
+        "1000",
+        "--clear-groups",
+        "--inh-caps",
+        "+net_raw",
+        "--ambient-caps",
+        "+net_raw",
+        "--bounding-set",
+        "-sys_admin,-sys_ptrace",
+        "--",
+      ],
+      (st) => expect(statusField(st, "CapEff")).toBe("0000000000002000")
+    );
   });
 });
 
@@ -279,7 +331,9 @@ describe("more options", () => {
     require("node:fs").appendFileSync(join(w.dir, "ro"), "more");
     const r = criuBun(["restore", "-d", "-D", dir]);
     expect(r.code).not.toBe(0);
-    expect(r.stderr).toMatch(/Error \(restore\): process \d+ fd \d+: '.*\/ro' has changed size \(\d+ bytes, dumped with \d+\)/);
+    expect(r.stderr).toMatch(
+      /Error \(restore\): process \d+ fd \d+: '.*\/ro' has changed size \(\d+ bytes, dumped with \d+\)/
+    );
     expect(isAlive(w.pid)).toBe(false);
   });
 });

@@ -24,22 +24,25 @@ describe("failure lines in src/", () => {
 
   test("the scan finds each way of printing a bare errno", () => {
     const samples = [
-      "throw new CriuError(\"x\", `${where}: socket failed (${-r})`);",
-      "throw new CriuError(\"x\", `${where}: write failed (${n})`);",
-      "throw new CriuError(\"x\", `mmap failed (${r < 0n ? \"errno \" + -r : hex(r)})`);",
-      "throw new CriuError(\"x\", `cannot read ${p}: ${e.code ?? e.message}`);",
-      "throw new CriuError(\"x\", `seize ${tid}: ${errnoName(-r)}`);",
-      "throw new CriuError(\"x\", `${where}: dup failed (${errnoText(-r)})`);",
+      'throw new CriuError("x", `${where}: socket failed (${-r})`);',
+      'throw new CriuError("x", `${where}: write failed (${n})`);',
+      'throw new CriuError("x", `mmap failed (${r < 0n ? "errno " + -r : hex(r)})`);',
+      'throw new CriuError("x", `cannot read ${p}: ${e.code ?? e.message}`);',
+      'throw new CriuError("x", `seize ${tid}: ${errnoName(-r)}`);',
+      'throw new CriuError("x", `${where}: dup failed (${errnoText(-r)})`);',
     ];
     for (const s of samples) expect(BARE.some((b) => b.re.test(s))).toBe(true);
-    expect(BARE.some((b) => b.re.test("throw new CriuError(\"x\", sysFailed(where, \"dup\", -r));"))).toBe(false);
+    expect(BARE.some((b) => b.re.test('throw new CriuError("x", sysFailed(where, "dup", -r));'))).toBe(false);
   });
 });
 
 describe("the helper", () => {
   test("names and numbers agree with the kernel's and glibc's (python3's errno and os.strerror)", () => {
-    const py = Bun.spawnSync(["python3", "-c",
-      "import errno,os\nfor n in (1,2,3,13,16,17,22,24,38,95,98,111,133): print(n, os.strerror(n))"]);
+    const py = Bun.spawnSync([
+      "python3",
+      "-c",
+      "import errno,os\nfor n in (1,2,3,13,16,17,22,24,38,95,98,111,133): print(n, os.strerror(n))",
+    ]);
     expect(py.exitCode).toBe(0);
     const lines = py.stdout.toString().trim().split("\n");
     expect(lines.length).toBe(13);
@@ -54,12 +57,19 @@ describe("the helper", () => {
   });
 
   test("sysFailed, SysError and node:fs errors give the one shape", () => {
-    expect(sysFailed("process 42 fd 3", "dup", -9)).toBe("process 42 fd 3: dup failed: EBADF (errno 9: Bad file descriptor)");
-    expect(sysFailed("process 42", "setns", 1, "needs CAP_SYS_ADMIN"))
-      .toBe("process 42: setns failed: EPERM (errno 1: Operation not permitted); needs CAP_SYS_ADMIN");
+    expect(sysFailed("process 42 fd 3", "dup", -9)).toBe(
+      "process 42 fd 3: dup failed: EBADF (errno 9: Bad file descriptor)"
+    );
+    expect(sysFailed("process 42", "setns", 1, "needs CAP_SYS_ADMIN")).toBe(
+      "process 42: setns failed: EPERM (errno 1: Operation not permitted); needs CAP_SYS_ADMIN"
+    );
     expect(new SysError("open", 2, "/x").message).toBe("open /x failed: ENOENT (errno 2: No such file or directory)");
     let err: unknown;
-    try { readFileSync("/nonexistent/criu-bun"); } catch (e) { err = e; }
+    try {
+      readFileSync("/nonexistent/criu-bun");
+    } catch (e) {
+      err = e;
+    }
     expect(errnoOf(err)).toBe(2);
     expect(errnoText(err)).toBe("ENOENT (errno 2: No such file or directory)");
     expect(errnoText(new Error("not a syscall"))).toBe("not a syscall");

@@ -6,7 +6,9 @@ import { join, relative } from "node:path";
 export function sources(dir: string, out: string[] = []): string[] {
   for (const n of readdirSync(dir)) {
     const p = join(dir, n);
-    if (statSync(p).isDirectory()) { if (n !== "gen") sources(p, out); } else if (n.endsWith(".ts")) out.push(p);
+    if (statSync(p).isDirectory()) {
+      if (n !== "gen") sources(p, out);
+    } else if (n.endsWith(".ts")) out.push(p);
   }
   return out;
 }
@@ -35,14 +37,16 @@ export function bareErrnoLines(root: string): string[] {
   for (const f of sources(root)) {
     const rel = relative(root, f);
     if (rel === join("sys", "errno.ts")) continue;
-    readFileSync(f, "utf8").split("\n").forEach((line, i) => {
-      if (/^\s*(\/\/|\*)/.test(line)) return;
-      for (const b of BARE) {
-        if (!b.re.test(line)) continue;
-        if (ALLOWED.some((piece) => line.includes(piece))) continue;
-        found.push(`src/${rel}:${i + 1}: ${b.what}: ${line.trim().slice(0, 160)}`);
-      }
-    });
+    readFileSync(f, "utf8")
+      .split("\n")
+      .forEach((line, i) => {
+        if (/^\s*(\/\/|\*)/.test(line)) return;
+        for (const b of BARE) {
+          if (!b.re.test(line)) continue;
+          if (ALLOWED.some((piece) => line.includes(piece))) continue;
+          found.push(`src/${rel}:${i + 1}: ${b.what}: ${line.trim().slice(0, 160)}`);
+        }
+      });
   }
   return found;
 }

@@ -6,8 +6,13 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, runWorkload } from "./harness";
 import { dump, restore, imagesDir, cleanupImages } from "./engine-helpers";
 
-beforeAll(async () => { await buildWorkloads(); }, 120_000);
-afterAll(() => { cleanup(); cleanupImages(); });
+beforeAll(async () => {
+  await buildWorkloads();
+}, 120_000);
+afterAll(() => {
+  cleanup();
+  cleanupImages();
+});
 
 const modes: [string, string, string[]?][] = [
   ["pdeathsig", "PR_SET_PDEATHSIG of a process and of its child"],
@@ -27,22 +32,43 @@ const modes: [string, string, string[]?][] = [
   ["peergone", "unix stream, seqpacket and dgram sockets whose peer closed: queued data, then EOF / ECONNREFUSED"],
   ["udpshut", "UDP sockets shut down for writing (EPIPE) and for reading (recv 0)"],
   ["fown", "F_SETOWN to itself, F_SETSIG, O_ASYNC on a pipe: a write raises the signal with si_fd"],
-  ["fownother", "F_SETOWN to a child and F_SETOWN_EX to its process group, F_SETSIG, O_ASYNC: the child gets each signal"],
-  ["ghost", "deleted sparse file (3 MiB, 8 KiB of data, --ghost-limit 1M: judged by its blocks): holes, mode and mtime", ["--ghost-limit", "1M", "--ghost-fiemap"]],
-  ["ghost", "the same with --no-ghost-fiemap (the data extents are saved all the same)", ["--ghost-limit", "1M", "--no-ghost-fiemap"]],
+  [
+    "fownother",
+    "F_SETOWN to a child and F_SETOWN_EX to its process group, F_SETSIG, O_ASYNC: the child gets each signal",
+  ],
+  [
+    "ghost",
+    "deleted sparse file (3 MiB, 8 KiB of data, --ghost-limit 1M: judged by its blocks): holes, mode and mtime",
+    ["--ghost-limit", "1M", "--ghost-fiemap"],
+  ],
+  [
+    "ghost",
+    "the same with --no-ghost-fiemap (the data extents are saved all the same)",
+    ["--ghost-limit", "1M", "--no-ghost-fiemap"],
+  ],
   ["zpgid", "a zombie whose process group differs from its parent's"],
   ["wipeonfork", "MADV_WIPEONFORK kept: a fork's child sees the range zeroed"],
   ["memfdmode", "a memfd fchmod()ed and fchown()ed: mode, owner and data kept"],
   ["memfdexec", "an executable memfd held read-only: execveat after restore (no ETXTBSY)"],
-  ["linkremap", "--link-remap: a deleted file with another hard link comes back as that inode (fd and shared mapping)", ["--link-remap"]],
+  [
+    "linkremap",
+    "--link-remap: a deleted file with another hard link comes back as that inode (fd and shared mapping)",
+    ["--link-remap"],
+  ],
   ["deldircwd", "a removed directory as cwd"],
   ["deldirfd", "a removed directory as an O_DIRECTORY fd"],
   ["devnode", "a device node made with mknod, and /dev/zero"],
   ["fifodata", "a FIFO with unread data"],
   ["opathlink", "an O_PATH|O_NOFOLLOW fd on a symlink"],
   ["procpid", "fds on /proc/CHILD/status and /proc/CHILD of a process of the tree"],
-  ["seccompthreads", "threads with different seccomp filters (one kills on syscalls criu-bun injects): each keeps its own"],
-  ["pidfd", "pidfds on itself, on a child (two, one inode) and on a grandchild: signals and waitid through them; a child's pipe pulled in with pidfd_getfd"],
+  [
+    "seccompthreads",
+    "threads with different seccomp filters (one kills on syscalls criu-bun injects): each keeps its own",
+  ],
+  [
+    "pidfd",
+    "pidfds on itself, on a child (two, one inode) and on a grandchild: signals and waitid through them; a child's pipe pulled in with pidfd_getfd",
+  ],
   ["ptyowner", "a pty slave chown()ed to another user keeps its owner"],
   ["ctty", "controlling pty of a child session: /dev/tty opens, TIOCGSID on the master, SIGHUP when the master closes"],
   ["cttyclosed", "the same with the child's fd of the slave closed (its controlling terminal all the same)"],
@@ -81,7 +107,10 @@ describe("unix pairs across processes (used to hang after restore)", () => {
     ["seqpair", "a child blocked in read() on a SEQPACKET pair whose other end is its parent's"],
     ["ring", "4 processes in a ring of stream socketpairs with 1 MiB in flight on each link"],
     ["server", "a named listener with 3 accepted connections whose clients are children waiting for the answer"],
-    ["seqpair-cow", "the seqpair child and its parent sharing 16 MiB of heap copy-on-write, half of it rewritten by the child"],
+    [
+      "seqpair-cow",
+      "the seqpair child and its parent sharing 16 MiB of heap copy-on-write, half of it rewritten by the child",
+    ],
     ["seqpair-strict", "the seqpair child in seccomp strict mode"],
     ["seqpair-filter", "the seqpair child under a seccomp filter inherited from its parent"],
     ["seqpair-tsync", "the seqpair parent's filter set with TSYNC over its two threads, inherited by the child"],
@@ -99,7 +128,16 @@ describe("unix pairs across processes (used to hang after restore)", () => {
     }, 60_000);
   }
   test("the unixtree checks fail when data is lost", async () => {
-    for (const mode of ["seqpair", "ring", "server", "seqpair-cow", "seqpair-strict", "seqpair-filter", "seqpair-tsync", "writers"]) {
+    for (const mode of [
+      "seqpair",
+      "ring",
+      "server",
+      "seqpair-cow",
+      "seqpair-strict",
+      "seqpair-filter",
+      "seqpair-tsync",
+      "writers",
+    ]) {
       const bad = await runWorkload("unixtree", [mode, "--selftest-corrupt"], { resultTimeoutMs: 15_000 });
       expect(`${mode}: ${bad.summary}`).toStartWith(`${mode}: FAIL`);
     }

@@ -6,40 +6,81 @@
 import { test, expect } from "bun:test";
 import type { BigIntStats } from "node:fs";
 import { FdKindsDump, FileTable } from "../src/resources/files";
-import { ImageSink, TreeFiles, type FdKind, type DumpTree, type DumpOpts, type DumpCtx, type RestoreRun } from "../src/resources/fdkind";
+import {
+  ImageSink,
+  TreeFiles,
+  type FdKind,
+  type DumpTree,
+  type DumpOpts,
+  type DumpCtx,
+  type RestoreRun,
+} from "../src/resources/fdkind";
 import { FD_KINDS } from "../src/resources/kinds";
 import { ttyKind } from "../src/resources/tty";
 import { inetKind } from "../src/resources/inet";
 
-interface Counted { seen: string[]; ended?: string }
+interface Counted {
+  seen: string[];
+  ended?: string;
+}
 
 /** a kind that counts what its hooks see, in the state of one dump */
 function countingKind(log: string[]): FdKind<Counted, { opened: number }> {
   return {
-    name: "counting", type: 99,
+    name: "counting",
+    type: 99,
     dumpBegin: () => ({ seen: [] }),
-    match: (target, _st, _p, _o, _c, s) => { s.seen.push(`match ${target}`); return target === "x"; },
-    dump: (ctx, s) => { s.seen.push(`dump ${ctx.target}`); return 7; },
+    match: (target, _st, _p, _o, _c, s) => {
+      s.seen.push(`match ${target}`);
+      return target === "x";
+    },
+    dump: (ctx, s) => {
+      s.seen.push(`dump ${ctx.target}`);
+      return 7;
+    },
     dumpInventory: (s) => (s.seen.length ? { tcpClose: true } : {}),
-    dumpRelease: (s, how) => { s.ended = how; log.push(`release ${how} after ${s.seen.join(",")}`); },
-    dumpAbort: (s) => { log.push(`abort ${s.seen.length}`); throw new Error("counting: cleanup failed"); },
+    dumpRelease: (s, how) => {
+      s.ended = how;
+      log.push(`release ${how} after ${s.seen.join(",")}`);
+    },
+    dumpAbort: (s) => {
+      log.push(`abort ${s.seen.length}`);
+      throw new Error("counting: cleanup failed");
+    },
     restoreBegin: () => ({ opened: 0 }),
     restore: (_ctx, _f, _fe, s) => ++s.opened,
   };
 }
 
-const tree = (): DumpTree => ({ pids: [], files: new FileTable(), images: new ImageSink(), vpid: (p) => p, vpgid: (p) => p });
+const tree = (): DumpTree => ({
+  pids: [],
+  files: new FileTable(),
+  images: new ImageSink(),
+  vpid: (p) => p,
+  vpgid: (p) => p,
+});
 const st = {} as BigIntStats;
 
 test("each dump has its own kind states; the hooks see their kind's state; a failing abort does not stop the others", () => {
   const log: string[] = [];
   const k = countingKind(log);
-  const other: FdKind<{ n: number }> = { name: "other", type: 98, dumpBegin: () => ({ n: 1 }), match: () => false, dump: () => 0, restore: () => -1,
-    dumpAbort: (s) => { log.push(`other abort ${s.n}`); } };
-  const a = new FdKindsDump([k, other]), b = new FdKindsDump([k, other]);
+  const other: FdKind<{ n: number }> = {
+    name: "other",
+    type: 98,
+    dumpBegin: () => ({ n: 1 }),
+    match: () => false,
+    dump: () => 0,
+    restore: () => -1,
+    dumpAbort: (s) => {
+      log.push(`other abort ${s.n}`);
+    },
+  };
+  const a = new FdKindsDump([k, other]),
+    b = new FdKindsDump([k, other]);
   expect(() => a.stateOf(k)).toThrow(/before the dump's kinds began/);
   const opts: DumpOpts = { tree: [] };
-  a.begin(tree(), opts); b.begin(tree(), opts);
+  a.begin(tree(), opts);
+  b.begin(tree(), opts);
   const found = a.find("x", st, "/proc/1/fd/3", opts);
   expect(found).toBe(k);
   expect(a.dump(found!, { target: "x" } as DumpCtx)).toBe(7);
@@ -57,9 +98,11 @@ test("each dump has its own kind states; the hooks see their kind's state; a fai
 
 test("each restore has its own kind states (TreeFiles), typed by the kind", () => {
   const k = countingKind([]);
-  const t1 = new TreeFiles(), t2 = new TreeFiles();
+  const t1 = new TreeFiles(),
+    t2 = new TreeFiles();
   const run = {} as RestoreRun;
-  t1.beginKinds([k], run); t2.beginKinds([k], run);
+  t1.beginKinds([k], run);
+  t2.beginKinds([k], run);
   t1.kindState(k).opened++;
   expect(t1.kindState(k).opened).toBe(1);
   expect(t2.kindState(k).opened).toBe(0);
@@ -82,7 +125,8 @@ test("kind states and held keys are checked at compile time", () => {
   const masters: Set<number> = ({ tree: [] } as DumpOpts).ptyMasters;
   expect(masters).toBeUndefined();
   const bad: FdKind<Counted> = {
-    name: "bad", type: 97,
+    name: "bad",
+    type: 97,
     // @ts-expect-error dumpBegin makes the kind's state, nothing else
     dumpBegin: () => ({ seen: 1 }),
     match: () => false,

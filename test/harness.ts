@@ -4,7 +4,18 @@
 // state and writes DIR/result ("PASS" or "FAIL: reason", then detail lines).
 // Engine tests put `criu-bun dump` + kill + `criu-bun restore` between ready and trigger.
 
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { constants, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
@@ -99,7 +110,11 @@ export function buildWorkloads(): Promise<void> {
         stdout: "pipe",
         stderr: "pipe",
       });
-      const [code, out1, err] = await Promise.all([p.exited, new Response(p.stdout).text(), new Response(p.stderr).text()]);
+      const [code, out1, err] = await Promise.all([
+        p.exited,
+        new Response(p.stdout).text(),
+        new Response(p.stderr).text(),
+      ]);
       if (code !== 0) {
         rmSync(tmp, { force: true });
         throw new Error(`gcc failed for ${src} (exit ${code}):\n${out1}${err}`);
@@ -186,7 +201,9 @@ export async function startWorkload(name: string, args: string[] = [], opts: Sta
       break;
     }
     if (proc.exitCode !== null || proc.signalCode !== null) {
-      throw new Error(`workload exited (code ${proc.exitCode}, signal ${proc.signalCode}) before ready\n${describe(w)}`);
+      throw new Error(
+        `workload exited (code ${proc.exitCode}, signal ${proc.signalCode}) before ready\n${describe(w)}`
+      );
     }
     if (Date.now() > deadline) {
       killWorkload(w);
@@ -305,7 +322,12 @@ export async function waitUntil(what: string, cond: () => boolean, timeoutMs = 5
 }
 
 /** Poll FN until it gives a value (not null, undefined, false, 0 or ""); after ms fail naming what was awaited. */
-export async function waitFor<T>(fn: () => T | null | undefined | false, what: string, ms = 20000, everyMs = 20): Promise<T> {
+export async function waitFor<T>(
+  fn: () => T | null | undefined | false,
+  what: string,
+  ms = 20000,
+  everyMs = 20
+): Promise<T> {
   const deadline = Date.now() + ms;
   for (;;) {
     const v = fn();
@@ -347,7 +369,7 @@ export function cleanup(): void {
 export async function runWorkload(
   name: string,
   args: string[] = [],
-  opts: StartOptions & { resultTimeoutMs?: number; between?: (w: Workload) => Promise<void> | void } = {},
+  opts: StartOptions & { resultTimeoutMs?: number; between?: (w: Workload) => Promise<void> | void } = {}
 ): Promise<WorkloadResult & { workload: Workload }> {
   const w = await startWorkload(name, args, opts);
   if (opts.between) await opts.between(w);
@@ -388,7 +410,10 @@ export function newestSource(): number {
 }
 
 /** Run criu-bun synchronously with ARGS; returns exit code and captured output. */
-export function criuBun(args: string[], opts: { cwd?: string; timeoutMs?: number; env?: Record<string, string> } = {}): RunResult {
+export function criuBun(
+  args: string[],
+  opts: { cwd?: string; timeoutMs?: number; env?: Record<string, string> } = {}
+): RunResult {
   const r = Bun.spawnSync([...criuBunCommand(), ...args], {
     cwd: opts.cwd ?? REPO_ROOT,
     stdin: "ignore",
@@ -398,7 +423,8 @@ export function criuBun(args: string[], opts: { cwd?: string; timeoutMs?: number
     env: opts.env ? { ...process.env, ...opts.env } : undefined,
   });
   return {
-    code: r.exitCode ?? 128 + ((r.signalCode && constants.signals[r.signalCode as keyof typeof constants.signals]) || 0),
+    code:
+      r.exitCode ?? 128 + ((r.signalCode && constants.signals[r.signalCode as keyof typeof constants.signals]) || 0),
     stdout: r.stdout?.toString() ?? "",
     stderr: r.stderr?.toString() ?? "",
   };

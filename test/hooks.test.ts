@@ -12,7 +12,10 @@ import { restoreProcesses } from "../src/restore/restore";
 import { ScriptHooks, type Hooks, type HookAction, type HookContext } from "../src/hooks";
 import { CriuError } from "../src/log";
 
-afterAll(() => { cleanup(); cleanupImages(); });
+afterAll(() => {
+  cleanup();
+  cleanupImages();
+});
 
 class Recorder implements Hooks {
   seen: { action: HookAction; pid?: number; state?: string | null }[] = [];
@@ -76,12 +79,19 @@ test("action scripts see CRTOOLS_SCRIPT_ACTION, CRTOOLS_IMAGE_DIR and CRTOOLS_IN
   const dir = imagesDir("hooks-script");
   const out = join(dir, "actions.txt");
   const script = join(dir, "act.sh");
-  writeFileSync(script, `#!/bin/sh\necho "$CRTOOLS_SCRIPT_ACTION $CRTOOLS_INIT_PID $CRTOOLS_IMAGE_DIR" >> ${out}\n[ "$CRTOOLS_SCRIPT_ACTION" != "$FAIL_AT" ]\n`);
+  writeFileSync(
+    script,
+    `#!/bin/sh\necho "$CRTOOLS_SCRIPT_ACTION $CRTOOLS_INIT_PID $CRTOOLS_IMAGE_DIR" >> ${out}\n[ "$CRTOOLS_SCRIPT_ACTION" != "$FAIL_AT" ]\n`
+  );
   chmodSync(script, 0o700);
   process.env.FAIL_AT = "post-dump";
   try {
-    expect(() => dumpProcess({ pid: w.pid, dir, leaveRunning: true, hooks: new ScriptHooks([script], dir) })).toThrow("failed at post-dump (exit 1)");
-  } finally { delete process.env.FAIL_AT; }
+    expect(() => dumpProcess({ pid: w.pid, dir, leaveRunning: true, hooks: new ScriptHooks([script], dir) })).toThrow(
+      "failed at post-dump (exit 1)"
+    );
+  } finally {
+    delete process.env.FAIL_AT;
+  }
   expect(readFileSync(out, "utf8")).toBe(`pre-dump ${w.pid} ${dir}\npost-dump ${w.pid} ${dir}\n`);
   expect(procState(w.pid)).not.toBe("t");
   trigger(w);

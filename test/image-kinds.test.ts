@@ -25,7 +25,9 @@ test("kinds and entries are checked at compile time; a written image reads back 
     // @ts-expect-error what a kind reads is its own message, not another's
     const wrong: S.core_entry[] = readImage(d, "mm-1.img", "MM");
     expect(wrong.length).toBe(1);
-  } finally { rmSync(d, { recursive: true, force: true }); }
+  } finally {
+    rmSync(d, { recursive: true, force: true });
+  }
 });
 
 test("the table: one entry per kind name and magic, names and files as CRIU's", () => {

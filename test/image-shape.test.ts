@@ -8,7 +8,10 @@ import { dump, imagesDir, cleanupImages, waitReaped } from "./engine-helpers";
 import { readImage, writeImage } from "../src/images/image";
 import * as S from "../src/images/schemas";
 
-afterAll(() => { cleanup(); cleanupImages(); });
+afterAll(() => {
+  cleanup();
+  cleanupImages();
+});
 
 async function dumped() {
   const w = await startWorkload("counter");
@@ -41,12 +44,16 @@ test("a dump writes CRIU's table: 62 sigactions, compat_sigaction false", async 
 
 test("64 sigactions (signal - 1 indexing) are refused naming the file and field", async () => {
   const { pid, dir } = await dumped();
-  editCore(dir, pid, (c) => { c.tc!.sigactions.push(create(S.sa_entrySchema, {}), create(S.sa_entrySchema, {})); });
+  editCore(dir, pid, (c) => {
+    c.tc!.sigactions.push(create(S.sa_entrySchema, {}), create(S.sa_entrySchema, {}));
+  });
   refused(dir, pid, new RegExp(`core-${pid}\\.img: tc\\.sigactions has 64 entries`));
 }, 60000);
 
 test("a 32-bit (compat) sigaction is refused naming the entry", async () => {
   const { pid, dir } = await dumped();
-  editCore(dir, pid, (c) => { c.tc!.sigactions[5].compatSigaction = true; });
+  editCore(dir, pid, (c) => {
+    c.tc!.sigactions[5].compatSigaction = true;
+  });
   refused(dir, pid, new RegExp(`core-${pid}\\.img: tc\\.sigactions\\[5\\]\\.compat_sigaction is set`));
 }, 60000);

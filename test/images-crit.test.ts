@@ -27,7 +27,8 @@ const CRIT_ENCODE_BROKEN = new Set(["IPCNS_SHM", "BPFMAP_DATA"]);
 
 function crit(...args: string[]): string {
   const r = Bun.spawnSync([CRIT, ...args], { stdout: "pipe", stderr: "pipe" });
-  if (r.exitCode !== 0) throw new Error(`crit ${args.join(" ")} failed: ${r.stderr.toString().trim().split("\n").pop()}`);
+  if (r.exitCode !== 0)
+    throw new Error(`crit ${args.join(" ")} failed: ${r.stderr.toString().trim().split("\n").pop()}`);
   return r.stdout.toString();
 }
 
@@ -45,14 +46,23 @@ function itemsFor(kind: string) {
  *  pagemap field 2 (nr_pages, CRIU 4.2's compat_nr_pages) is put back to CRIU 4.2's first. */
 function showEncode(kind: string, text: string): Uint8Array {
   const j: any = parseCritJson(text);
-  if (kind === "PAGEMAP") for (const e of j.entries.slice(1)) if ("nr_pages" in e && !("compat_nr_pages" in e)) { e.compat_nr_pages = e.nr_pages; delete e.nr_pages; }
+  if (kind === "PAGEMAP")
+    for (const e of j.entries.slice(1))
+      if ("nr_pages" in e && !("compat_nr_pages" in e)) {
+        e.compat_nr_pages = e.nr_pages;
+        delete e.nr_pages;
+      }
   const { kind: k, items } = fromCritJson(j);
   return encodeImage(k, items);
 }
 
 /** crit 3.17 calls pagemap field 2 "nr_pages" and does not know field 5. */
 function asCrit317(kind: string, j: any) {
-  if (kind === "PAGEMAP") for (const e of j.entries.slice(1)) { e.nr_pages = e.compat_nr_pages; delete e.compat_nr_pages; }
+  if (kind === "PAGEMAP")
+    for (const e of j.entries.slice(1)) {
+      e.nr_pages = e.compat_nr_pages;
+      delete e.compat_nr_pages;
+    }
   return j;
 }
 
@@ -73,7 +83,10 @@ describe.skipIf(!have)("criu-bun -> crit decode", () => {
   }
   test("show FILE prints what crit decode prints", () => {
     const f = join(dir, "ours-CORE.img");
-    const r = Bun.spawnSync([process.execPath, join(ROOT, "src/main.ts"), "show", f], { stdout: "pipe", stderr: "pipe" });
+    const r = Bun.spawnSync([process.execPath, join(ROOT, "src/main.ts"), "show", f], {
+      stdout: "pipe",
+      stderr: "pipe",
+    });
     expect(r.exitCode).toBe(0);
     expect(r.stdout.toString().trimEnd()).toBe(crit("decode", "-i", f, "--pretty").trimEnd());
   });
@@ -84,14 +97,20 @@ describe.skipIf(!have)("crit encode -> criu-bun", () => {
     test(k.name, () => {
       const items = itemsFor(k.name);
       const json = asCrit317(k.name, toCritJson(decodeImage(encodeImage(k.name, items))));
-      const jf = join(dir, `crit-${k.name}.json`), f = join(dir, `crit-${k.name}.img`);
+      const jf = join(dir, `crit-${k.name}.json`),
+        f = join(dir, `crit-${k.name}.img`);
       writeFileSync(jf, stringifyCrit(json));
       crit("encode", "-i", jf, "-o", f);
       const critBytes = new Uint8Array(readFileSync(f));
       // crit's image: show decode -> show encode, and crit decode -> show encode, give crit's bytes back
-      expect(`${k.name}: ${Buffer.compare(showEncode(k.name, stringifyCrit(toCritJson(decodeImage(critBytes)))), critBytes)}`).toBe(`${k.name}: 0`);
+      expect(
+        `${k.name}: ${Buffer.compare(showEncode(k.name, stringifyCrit(toCritJson(decodeImage(critBytes)))), critBytes)}`
+      ).toBe(`${k.name}: 0`);
       // (crit decode of bytes equal to ours was checked above, in criu-bun -> crit decode)
-      if (Buffer.compare(critBytes, encodeImage(k.name, items)) !== 0) expect(`${k.name}: ${Buffer.compare(showEncode(k.name, crit("decode", "-i", f)), critBytes)}`).toBe(`${k.name}: 0`);
+      if (Buffer.compare(critBytes, encodeImage(k.name, items)) !== 0)
+        expect(`${k.name}: ${Buffer.compare(showEncode(k.name, crit("decode", "-i", f)), critBytes)}`).toBe(
+          `${k.name}: 0`
+        );
       const img = decodeImage(critBytes, f);
       expect(img.kind).toBe(k.name);
       expect(img.entries.length).toBe(items.length);
@@ -104,7 +123,8 @@ describe.skipIf(!have)("crit encode -> criu-bun", () => {
           return;
         }
         expect(equals(schemaAt(k.name, i), m, want)).toBe(true);
-        if (k.payload !== "none") expect(Buffer.from(img.payloads![i]).equals(Buffer.from(items[i].payload))).toBe(true);
+        if (k.payload !== "none")
+          expect(Buffer.from(img.payloads![i]).equals(Buffer.from(items[i].payload))).toBe(true);
       });
     });
   }
@@ -112,18 +132,48 @@ describe.skipIf(!have)("crit encode -> criu-bun", () => {
 
 describe.skipIf(!have)("hand-written crit JSON", () => {
   test("crit encode of a CRIU-style inet socket + core decodes to the same values", () => {
-    const files = { magic: "FILES", entries: [{ type: "INETSK", id: 3, isk: {
-      id: 3, ino: 81234, family: "INET", type: "STREAM", proto: "TCP", state: "ESTABLISHED",
-      src_port: 40000, dst_port: 8080, flags: "0x802", backlog: 0, src_addr: ["127.0.0.1"], dst_addr: ["10.1.2.3"],
-      fown: { uid: 0, euid: 0, signum: 0, pid_type: 0, pid: 0 },
-      opts: { so_sndbuf: 16384, so_rcvbuf: 131072, so_snd_tmo_sec: 0, so_snd_tmo_usec: 0, so_rcv_tmo_sec: 0, so_rcv_tmo_usec: 0 } } }] };
-    const jf = join(dir, "hand-files.json"), f = join(dir, "hand-files.img");
+    const files = {
+      magic: "FILES",
+      entries: [
+        {
+          type: "INETSK",
+          id: 3,
+          isk: {
+            id: 3,
+            ino: 81234,
+            family: "INET",
+            type: "STREAM",
+            proto: "TCP",
+            state: "ESTABLISHED",
+            src_port: 40000,
+            dst_port: 8080,
+            flags: "0x802",
+            backlog: 0,
+            src_addr: ["127.0.0.1"],
+            dst_addr: ["10.1.2.3"],
+            fown: { uid: 0, euid: 0, signum: 0, pid_type: 0, pid: 0 },
+            opts: {
+              so_sndbuf: 16384,
+              so_rcvbuf: 131072,
+              so_snd_tmo_sec: 0,
+              so_snd_tmo_usec: 0,
+              so_rcv_tmo_sec: 0,
+              so_rcv_tmo_usec: 0,
+            },
+          },
+        },
+      ],
+    };
+    const jf = join(dir, "hand-files.json"),
+      f = join(dir, "hand-files.img");
     writeFileSync(jf, JSON.stringify(files));
     crit("encode", "-i", jf, "-o", f);
     const img = decodeImage(new Uint8Array(readFileSync(f)), f);
     const s: any = (img.entries[0] as any).isk;
-    expect([s.family, s.type, s.proto, s.state, s.srcPort, s.dstPort, s.flags]).toEqual([2, 1, 6, 1, 40000, 8080, 0x802]);
-    expect(s.srcAddr).toEqual([0x0100007f]);   // network order word, as CRIU stores it
+    expect([s.family, s.type, s.proto, s.state, s.srcPort, s.dstPort, s.flags]).toEqual([
+      2, 1, 6, 1, 40000, 8080, 0x802,
+    ]);
+    expect(s.srcAddr).toEqual([0x0100007f]); // network order word, as CRIU stores it
     expect(s.dstAddr).toEqual([0x0302010a]);
     const shown = toCritJson(img) as any;
     expect(shown.entries[0].isk.src_addr).toEqual(["127.0.0.1"]);
@@ -131,7 +181,11 @@ describe.skipIf(!have)("hand-written crit JSON", () => {
   });
   test("crit x ps/fds/mems read a directory we wrote", () => {
     const d = mkdtempSync(join(tmpdir(), "criu-bun-critx-"));
-    const r = Bun.spawnSync([process.execPath, "-e", `
+    const r = Bun.spawnSync(
+      [
+        process.execPath,
+        "-e",
+        `
       const I = await import(${JSON.stringify(join(ROOT, "src/images/index.ts"))});
       const d = ${JSON.stringify(d)};
       I.writeImage(d, "pstree.img", "PSTREE", [I.create(I.pstree_entrySchema, { pid: 50, pgid: 50, sid: 50, threads: [50] })]);
@@ -141,7 +195,10 @@ describe.skipIf(!have)("hand-written crit JSON", () => {
       I.writeImage(d, "files.img", "FILES", [I.create(I.file_entrySchema, { type: 1, id: 2, reg: { id: 2, name: "/tmp/out.log", fown: {} } })]);
       I.writeImage(d, "fs-50.img", "FS", [I.create(I.fs_entrySchema, { cwdId: 2, rootId: 2 })]);
       I.writeImage(d, "mm-50.img", "MM", [I.create(I.mm_entrySchema, { exeFileId: 2, vmas: [{ start: 0x10000n, end: 0x12000n, prot: 3, status: 0x201, fd: -1n }] })]);
-    `], { stdout: "pipe", stderr: "pipe" });
+    `,
+      ],
+      { stdout: "pipe", stderr: "pipe" }
+    );
     expect(r.stderr.toString()).toBe("");
     expect(crit("x", d, "ps")).toMatch(/50\s+50\s+50\s+worker/);
     expect(crit("x", d, "fds")).toMatch(/1: \/tmp\/out\.log/);

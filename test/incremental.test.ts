@@ -3,11 +3,26 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { mkdirSync, readdirSync, statSync, readlinkSync, existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, isAlive, criuBun, cpuTicks, waitUntil } from "./harness";
+import {
+  buildWorkloads,
+  cleanup,
+  startWorkload,
+  trigger,
+  waitResult,
+  isAlive,
+  criuBun,
+  cpuTicks,
+  waitUntil,
+} from "./harness";
 import { imagesDir, cleanupImages, restore, flipBit } from "./engine-helpers";
 
-beforeAll(async () => { await buildWorkloads(); }, 120_000);
-afterAll(() => { cleanup(); cleanupImages(); });
+beforeAll(async () => {
+  await buildWorkloads();
+}, 120_000);
+afterAll(() => {
+  cleanup();
+  cleanupImages();
+});
 
 /** until the spinning workload has had the CPU again since the last dump (its counter page changed) */
 async function ranOn(pid: number) {
@@ -23,15 +38,41 @@ test("pre-dump, pre-dump, dump: the last one stores only what changed and restor
   expect(r.stderr).toBe("");
   expect(r.code).toBe(0);
   expect(isAlive(w.pid)).toBe(true); // pre-dump leaves it running
-  r = criuBun(["pre-dump", "-t", String(w.pid), "-D", join(base, "pre2"), "--prev-images-dir", "../pre1", "--track-mem"]);
+  r = criuBun([
+    "pre-dump",
+    "-t",
+    String(w.pid),
+    "-D",
+    join(base, "pre2"),
+    "--prev-images-dir",
+    "../pre1",
+    "--track-mem",
+  ]);
   expect(r.code).toBe(0);
-  r = criuBun(["dump", "-t", String(w.pid), "-D", join(base, "final"), "--prev-images-dir", "../pre2", "--track-mem", "-v4", "-o", "dump.log"]);
+  r = criuBun([
+    "dump",
+    "-t",
+    String(w.pid),
+    "-D",
+    join(base, "final"),
+    "--prev-images-dir",
+    "../pre2",
+    "--track-mem",
+    "-v4",
+    "-o",
+    "dump.log",
+  ]);
   expect(r.code).toBe(0);
   expect(readlinkSync(join(base, "final", "parent"))).toBe("../pre2");
-  const size = (d: string) => readdirSync(join(base, d)).filter((f) => /^pages-\d+\.img$/.test(f)).reduce((s, f) => s + statSync(join(base, d, f)).size, 0);
+  const size = (d: string) =>
+    readdirSync(join(base, d))
+      .filter((f) => /^pages-\d+\.img$/.test(f))
+      .reduce((s, f) => s + statSync(join(base, d, f)).size, 0);
   expect(size("pre1")).toBeGreaterThan(20 << 20); // the heap
   expect(size("final")).toBeLessThan(size("pre1") / 20); // only the pages that changed
-  const pm = JSON.parse(Bun.spawnSync(["crit", "decode", "-i", join(base, "final", `pagemap-${w.pid}.img`), "--pretty"]).stdout.toString());
+  const pm = JSON.parse(
+    Bun.spawnSync(["crit", "decode", "-i", join(base, "final", `pagemap-${w.pid}.img`), "--pretty"]).stdout.toString()
+  );
   expect(pm.entries.some((e: any) => e.flags === "PE_PARENT")).toBe(true);
   const rr = await restore(join(base, "final"), w.pid);
   trigger(w);
@@ -68,7 +109,19 @@ test("--compress with pre-dump and --prev-images-dir: LZ4 pages at every level, 
   let r = criuBun(["pre-dump", "-t", String(w.pid), "-D", join(base, "pre"), "--compress"]);
   expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: "" });
   await ranOn(w.pid);
-  r = criuBun(["dump", "-t", String(w.pid), "-D", join(base, "final"), "--prev-images-dir", "../pre", "--compress", "-v4", "-o", "dump.log"]);
+  r = criuBun([
+    "dump",
+    "-t",
+    String(w.pid),
+    "-D",
+    join(base, "final"),
+    "--prev-images-dir",
+    "../pre",
+    "--compress",
+    "-v4",
+    "-o",
+    "dump.log",
+  ]);
   expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: "" });
   for (const d of ["pre", "final"]) {
     expect(existsSync(join(base, d, "pages-1.lz4"))).toBe(true);
@@ -76,7 +129,9 @@ test("--compress with pre-dump and --prev-images-dir: LZ4 pages at every level, 
   }
   expect(statSync(join(base, "pre", "pages-1.lz4")).size).toBeGreaterThan(4 << 20); // the heap, compressed
   expect(statSync(join(base, "final", "pages-1.lz4")).size).toBeLessThan(1 << 20); // only what changed
-  expect(readFileSync(join(base, "final", "dump.log"), "utf8")).toMatch(/pages unchanged since the previous dump, \d+ stored in pages-1\.lz4/);
+  expect(readFileSync(join(base, "final", "dump.log"), "utf8")).toMatch(
+    /pages unchanged since the previous dump, \d+ stored in pages-1\.lz4/
+  );
   const rr = await restore(join(base, "final"), w.pid);
   trigger(w);
   expect((await waitResult(w, 15000)).text).toStartWith("PASS"); // memory hash: parent pages decoded right

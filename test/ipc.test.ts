@@ -6,16 +6,20 @@ import { join } from "node:path";
 import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, waitGone, isAlive, criuBun } from "./harness";
 import { dump, restore, imagesDir, cleanupImages, dumpRestoreVerify } from "./engine-helpers";
 
-beforeAll(async () => { await buildWorkloads(); }, 120_000);
+beforeAll(async () => {
+  await buildWorkloads();
+}, 120_000);
 /** external helpers (double-forked by the extunix workload): stopped at the end if still there */
 const helpers: string[] = [];
 afterAll(() => {
   for (const dir of helpers) {
-    try { process.kill(Number(readFileSync(join(dir, "ext-pid"), "utf8")), "SIGKILL"); } catch {}
+    try {
+      process.kill(Number(readFileSync(join(dir, "ext-pid"), "utf8")), "SIGKILL");
+    } catch {}
   }
-  cleanup(); cleanupImages();
+  cleanup();
+  cleanupImages();
 });
-
 
 function show(dir: string, file: string): any {
   const r = criuBun(["show", `${dir}/${file}`]);
@@ -33,7 +37,9 @@ describe("fifo", () => {
     // each fifo points at a REG entry with its path; data once per fifo (f1, f2, f3)
     for (const f of fifos) expect(entries.find((e) => e.id === f.fifo.regf_id)?.reg?.name).toMatch(/\/f[123]$/);
     const data = show(dir, "fifo-data.img");
-    expect((data.entries ?? data).map((e: any) => e.bytes).sort((a: number, b: number) => a - b)).toEqual([9, 3007, 150000]);
+    expect((data.entries ?? data).map((e: any) => e.bytes).sort((a: number, b: number) => a - b)).toEqual([
+      9, 3007, 150000,
+    ]);
     if (Bun.which("crit")) {
       for (const f of ["files.img", "fifo-data.img"]) {
         const p = Bun.spawnSync(["crit", "decode", "-i", `${dir}/${f}`], { stdout: "pipe", stderr: "pipe" });
@@ -52,7 +58,11 @@ describe("unix socket with its peer outside the tree", () => {
     expect(r.code).toBe(1);
     const lines = r.stderr.trim().split("\n");
     expect(lines.length).toBe(1);
-    expect(lines[0]).toMatch(new RegExp(`^Error \\(files\\): process ${w.pid} fd \\d+: unix socket \\d+ is connected to socket \\d+ outside the dumped tree; use --ext-unix-sk$`));
+    expect(lines[0]).toMatch(
+      new RegExp(
+        `^Error \\(files\\): process ${w.pid} fd \\d+: unix socket \\d+ is connected to socket \\d+ outside the dumped tree; use --ext-unix-sk$`
+      )
+    );
     expect(isAlive(w.pid)).toBe(true);
     trigger(w);
     const res = await waitResult(w, 10000);
@@ -66,9 +76,16 @@ describe("unix socket with its peer outside the tree", () => {
     expect(r.code).toBe(1);
     // the one error line; the warning about the stream sockets (that --ext-unix-sk would bring
     // back unconnected) may come before it
-    const lines = r.stderr.trim().split("\n").filter((l) => !l.startsWith("Warn: "));
+    const lines = r.stderr
+      .trim()
+      .split("\n")
+      .filter((l) => !l.startsWith("Warn: "));
     expect(lines.length).toBe(1);
-    expect(lines[0]).toMatch(new RegExp(`^Error \\(files\\): process ${w.pid} fd \\d+: queued message from a named sender restore cannot send from \\(a datagram from '${w.dir.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}/ext-d\\.sock' queued on unix socket \\d+\\) is not supported yet$`));
+    expect(lines[0]).toMatch(
+      new RegExp(
+        `^Error \\(files\\): process ${w.pid} fd \\d+: queued message from a named sender restore cannot send from \\(a datagram from '${w.dir.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}/ext-d\\.sock' queued on unix socket \\d+\\) is not supported yet$`
+      )
+    );
     expect(isAlive(w.pid)).toBe(true);
     trigger(w);
     const res = await waitResult(w, 10000);
@@ -82,7 +99,9 @@ describe("unix socket with its peer outside the tree", () => {
     dump(w.pid, dir, ["--ext-unix-sk"]);
     await waitGone(w.pid);
     const files = show(dir, "files.img");
-    const ext = (files.entries ?? files).filter((e: any) => e.type === "UNIXSK" && e.usk.uflags && Number(e.usk.uflags) & 1);
+    const ext = (files.entries ?? files).filter(
+      (e: any) => e.type === "UNIXSK" && e.usk.uflags && Number(e.usk.uflags) & 1
+    );
     expect(ext.length).toBe(3); // the helper's datagram socket, its accepted stream socket, its socketpair end
     const r = await restore(dir, w.pid);
     trigger(w);
@@ -104,7 +123,10 @@ describe("POSIX message queue", () => {
     const { dir } = await dumpRestoreVerify("mqueue");
     const files = show(dir, "files.img");
     expect((files.entries ?? files).filter((e: any) => e.type === "EXT").length).toBe(4); // P: q1 rw, w1, q2; C: its own
-    const lines = readFileSync(join(dir, "mqueue.criu-bun.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l));
+    const lines = readFileSync(join(dir, "mqueue.criu-bun.jsonl"), "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l));
     const q1 = lines.find((l) => l.k === "queue" && l.name.endsWith("-1"));
     expect(q1.msgs.map((m: any) => m.prio)).toEqual([5, 5, 1, 1, 0]);
     expect([q1.maxmsg, q1.msgsize, q1.mode]).toEqual([8, 200, 0o640]);
@@ -116,7 +138,9 @@ describe("POSIX message queue", () => {
 
   test("the messages read at dump are back in the queue when the dump fails later, and with --leave-running", async () => {
     const w = await startWorkload("mqueue");
-    const failed = criuBun(["dump", "-t", String(w.pid), "-D", imagesDir("mqueue-fault")], { env: { CRIU_BUN_FAULT: "dump-end" } });
+    const failed = criuBun(["dump", "-t", String(w.pid), "-D", imagesDir("mqueue-fault")], {
+      env: { CRIU_BUN_FAULT: "dump-end" },
+    });
     expect(failed.code).toBe(1);
     expect(failed.stderr).toContain("injected fault 'dump-end'");
     expect(isAlive(w.pid)).toBe(true);

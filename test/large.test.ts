@@ -10,14 +10,23 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { decodeImage } from "../src/images/image";
 
-beforeAll(async () => { await buildWorkloads(); }, 120_000);
-afterAll(() => { cleanup(); cleanupImages(); });
+beforeAll(async () => {
+  await buildWorkloads();
+}, 120_000);
+afterAll(() => {
+  cleanup();
+  cleanupImages();
+});
 
 /** dump pid into dir (at the default log level unless verbose); criu-bun's CPU seconds and the
  *  frozen time it reports, in its stats-dump image (CRIU's frozen_time, in µs) and on screen */
 function timedDump(pid: number, dir: string, extra: string[] = ["-o", "dump.log", "-v4"]) {
   const r = Bun.spawnSync([...criuBunCommand(), "dump", "-t", String(pid), "-D", dir, ...extra, "--display-stats"], {
-    cwd: REPO_ROOT, stdin: "ignore", stdout: "pipe", stderr: "pipe", timeout: 240_000,
+    cwd: REPO_ROOT,
+    stdin: "ignore",
+    stdout: "pipe",
+    stderr: "pipe",
+    timeout: 240_000,
   });
   const out = r.stdout.toString() + r.stderr.toString();
   if (r.exitCode !== 0) throw new Error(`dump failed (${r.exitCode}): ${out}`);
@@ -30,11 +39,19 @@ function timedDump(pid: number, dir: string, extra: string[] = ["-o", "dump.log"
 }
 
 /** CRIU 4.2's frozen time for the same process (left running), when the peer is here */
-const PEER = process.env.CRIU_PEER ?? [join(REPO_ROOT, "..", "shared", "tools", "criu-4.2"), join(REPO_ROOT, "..", "..", "shared", "tools", "criu-4.2")].find((p) => existsSync(p));
+const PEER =
+  process.env.CRIU_PEER ??
+  [
+    join(REPO_ROOT, "..", "shared", "tools", "criu-4.2"),
+    join(REPO_ROOT, "..", "..", "shared", "tools", "criu-4.2"),
+  ].find((p) => existsSync(p));
 function peerFrozen(pid: number): number | undefined {
   if (!PEER || !existsSync(PEER)) return undefined;
   const dir = imagesDir("large-peer");
-  const r = Bun.spawnSync([PEER, "dump", "-t", String(pid), "-D", dir, "--leave-running", "--display-stats", "-o", "dump.log"], { stdin: "ignore", stdout: "pipe", stderr: "pipe", timeout: 240_000 });
+  const r = Bun.spawnSync(
+    [PEER, "dump", "-t", String(pid), "-D", dir, "--leave-running", "--display-stats", "-o", "dump.log"],
+    { stdin: "ignore", stdout: "pipe", stderr: "pipe", timeout: 240_000 }
+  );
   const us = /Frozen time: (\d+) us/.exec(r.stdout.toString() + r.stderr.toString())?.[1];
   return r.exitCode === 0 && us ? Number(us) / 1e6 : undefined;
 }
@@ -53,13 +70,17 @@ test("10,000 fds and 5,000 VMAs: dumped and restored, every fd and mapping check
   // and criu-bun against CRIU when the peer is there
   const peer = peerFrozen(w.pid);
   const quick = timedDump(w.pid, imagesDir("large-frozen"), ["-R"]);
-  console.log(`10,000 fds/5,000 VMAs: frozen ${quick.frozen.toFixed(3)} s (stats-dump)${peer !== undefined ? `, CRIU 4.2 ${peer.toFixed(3)} s` : ""}`);
+  console.log(
+    `10,000 fds/5,000 VMAs: frozen ${quick.frozen.toFixed(3)} s (stats-dump)${peer !== undefined ? `, CRIU 4.2 ${peer.toFixed(3)} s` : ""}`
+  );
   expect(quick.frozen).toBeLessThan(30);
   if (peer !== undefined) expect(quick.frozen).toBeLessThan(4 * peer + 0.5);
   const dir = imagesDir("large");
   const t4 = timedDump(w.pid, dir);
-  console.log(`dump of 2,500 fds/1,250 VMAs: ${t1.cpu.toFixed(2)} s CPU, frozen ${t1.frozen} s; ` +
-    `10,000 fds/5,000 VMAs: ${t4.cpu.toFixed(2)} s CPU, frozen ${t4.frozen} s`);
+  console.log(
+    `dump of 2,500 fds/1,250 VMAs: ${t1.cpu.toFixed(2)} s CPU, frozen ${t1.frozen} s; ` +
+      `10,000 fds/5,000 VMAs: ${t4.cpu.toFixed(2)} s CPU, frozen ${t4.frozen} s`
+  );
   // linear: 4 times the work costs about 4 times (fixed costs make it less); square would be 16
   expect(t4.cpu / t1.cpu).toBeLessThan(6);
 
@@ -75,7 +96,10 @@ test("10,000 fds and 5,000 VMAs: dumped and restored, every fd and mapping check
 
 test("the large workload's checks fail when an fd, an offset or a mapping is damaged", async () => {
   for (const what of ["fd", "offset", "vma"]) {
-    const w = await startWorkload("large", ["1000", "500", `--selftest-corrupt=${what}`], { stderr: "file", timeoutMs: 30_000 });
+    const w = await startWorkload("large", ["1000", "500", `--selftest-corrupt=${what}`], {
+      stderr: "file",
+      timeoutMs: 30_000,
+    });
     trigger(w);
     const res = await waitResult(w, 30_000);
     expect(`${what}: ${res.text}`).toStartWith(`${what}: FAIL`);

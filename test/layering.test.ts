@@ -67,19 +67,31 @@ test("the generated modules (src/images/gen) are imported only from src/images",
 /** Strongly connected components (more than one node) of a graph, by Tarjan's algorithm. */
 function cycles(nodes: string[], next: (n: string) => Iterable<string>): string[][] {
   let counter = 0;
-  const index = new Map<string, number>(), low = new Map<string, number>(), stack: string[] = [], on = new Set<string>();
+  const index = new Map<string, number>(),
+    low = new Map<string, number>(),
+    stack: string[] = [],
+    on = new Set<string>();
   const out: string[][] = [];
   const visit = (v: string) => {
-    index.set(v, counter); low.set(v, counter); counter++;
-    stack.push(v); on.add(v);
+    index.set(v, counter);
+    low.set(v, counter);
+    counter++;
+    stack.push(v);
+    on.add(v);
     for (const w of next(v)) {
-      if (!index.has(w)) { visit(w); low.set(v, Math.min(low.get(v)!, low.get(w)!)); }
-      else if (on.has(w)) low.set(v, Math.min(low.get(v)!, index.get(w)!));
+      if (!index.has(w)) {
+        visit(w);
+        low.set(v, Math.min(low.get(v)!, low.get(w)!));
+      } else if (on.has(w)) low.set(v, Math.min(low.get(v)!, index.get(w)!));
     }
     if (low.get(v) !== index.get(v)) return;
     const c: string[] = [];
     let w: string;
-    do { w = stack.pop()!; on.delete(w); c.push(w); } while (w !== v);
+    do {
+      w = stack.pop()!;
+      on.delete(w);
+      c.push(w);
+    } while (w !== v);
     if (c.length > 1) out.push(c.sort());
   };
   for (const n of nodes) if (!index.has(n)) visit(n);
@@ -96,7 +108,8 @@ test("no import cycle between src/'s folders but the two front doors (cli, rpc);
       const r = resolveSpec(f, s);
       if (!r || !r.startsWith(SRC + "/")) continue;
       targets.push(r);
-      const a = topOf(f), b = topOf(r);
+      const a = topOf(f),
+        b = topOf(r);
       if (a === b) continue;
       if (!edges.has(a)) edges.set(a, new Map());
       const m = edges.get(a)!;
@@ -117,12 +130,21 @@ test("no import cycle between src/'s folders but the two front doors (cli, rpc);
     for (const b of ["cli", "rpc"]) if (m.has(b) && !["cli", "rpc", "main"].includes(a)) upward.push(...m.get(b)!);
   expect(upward).toEqual([]);
   // the cycles fixed before must stay gone (named so a failure says which)
-  for (const [a, b] of [["codec", "resources"], ["codec", "restore"], ["ptrace", "restore"], ["net", "resources"],
-    ["net", "dump"], ["net", "restore"], ["net", "codec"], ["cli", "net"]])
+  for (const [a, b] of [
+    ["codec", "resources"],
+    ["codec", "restore"],
+    ["ptrace", "restore"],
+    ["net", "resources"],
+    ["net", "dump"],
+    ["net", "restore"],
+    ["net", "codec"],
+    ["cli", "net"],
+  ])
     expect(found.some((c) => c.includes(a) && c.includes(b))).toBe(false);
   // file level: a cycle only inside a folder, never across two
   const crossing = cycles(handWritten, (n) => fileEdges.get(n) ?? [])
-    .filter((c) => new Set(c.map(topOf)).size > 1).map((c) => c.map(rel).join(" "));
+    .filter((c) => new Set(c.map(topOf)).size > 1)
+    .map((c) => c.map(rel).join(" "));
   expect(crossing).toEqual([]);
 });
 
@@ -146,12 +168,17 @@ test("no source comment names a path outside the repository, or a repository pat
 });
 
 test("no `void name;` statement silences an unused variable (delete the variable, or sys/addr keepAlive)", () => {
-  const files = [...handWritten, ...["test", "scripts"].flatMap((d) => walk(join(ROOT, d)))].filter((p) => p.endsWith(".ts"));
+  const files = [...handWritten, ...["test", "scripts"].flatMap((d) => walk(join(ROOT, d)))].filter((p) =>
+    p.endsWith(".ts")
+  );
   const bad: string[] = [];
   for (const f of files)
-    readFileSync(f, "utf8").split("\n").forEach((line, i) => {
-      if (/(^|[;{]\s*)void [A-Za-z_$][\w$.]*;/.test(line.replace(/^\s+/, ""))) bad.push(`${rel(f)}:${i + 1}: ${line.trim()}`);
-    });
+    readFileSync(f, "utf8")
+      .split("\n")
+      .forEach((line, i) => {
+        if (/(^|[;{]\s*)void [A-Za-z_$][\w$.]*;/.test(line.replace(/^\s+/, "")))
+          bad.push(`${rel(f)}:${i + 1}: ${line.trim()}`);
+      });
   expect(bad).toEqual([]);
 });
 

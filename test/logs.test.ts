@@ -6,23 +6,39 @@ import { join } from "node:path";
 import { buildWorkloads, cleanup, startWorkload, trigger, waitResult } from "./harness";
 import { dump, restore, imagesDir, cleanupImages } from "./engine-helpers";
 
-beforeAll(async () => { await buildWorkloads(); }, 120_000);
-afterAll(() => { cleanup(); cleanupImages(); });
+beforeAll(async () => {
+  await buildWorkloads();
+}, 120_000);
+afterAll(() => {
+  cleanup();
+  cleanupImages();
+});
 
 test("a -v4 dump log has a line per fd and per VMA; the restore log one per fd, VMA and injected syscall", async () => {
   const w = await startWorkload("manyfds.py");
   const fds = readdirSync(`/proc/${w.pid}/fd`).map(Number);
   const targets = new Map(fds.map((fd) => [fd, readlinkSync(`/proc/${w.pid}/fd/${fd}`)]));
   // [vvar_vclock] is saved as part of [vvar] (one VMA, as CRIU writes it): [vvar] is matched by its start
-  const lines = readFileSync(`/proc/${w.pid}/maps`, "latin1").trim().split("\n").filter((l) => !l.endsWith("[vsyscall]") && !l.endsWith("[vvar_vclock]"));
-  const maps = lines.map((l) => l.split(" ")[0].split("-").map((h) => BigInt(`0x${h}`)));
+  const lines = readFileSync(`/proc/${w.pid}/maps`, "latin1")
+    .trim()
+    .split("\n")
+    .filter((l) => !l.endsWith("[vsyscall]") && !l.endsWith("[vvar_vclock]"));
+  const maps = lines.map((l) =>
+    l
+      .split(" ")[0]
+      .split("-")
+      .map((h) => BigInt(`0x${h}`))
+  );
   const vvar = new Set(lines.filter((l) => l.endsWith("[vvar]")).map((l) => BigInt(`0x${l.split("-")[0]}`)));
   expect(readdirSync(`/proc/${w.pid}/task`).length).toBe(2);
   const dir = imagesDir("logs");
   dump(w.pid, dir); // -v4 -o dump.log
   const dlog = readFileSync(join(dir, "dump.log"), "utf8");
   for (const [fd, target] of targets) {
-    expect({ fd, line: new RegExp(`process ${w.pid} fd ${fd}: .*'${target.replace(/[[\]]/g, "\\$&")}'.* file id \\d+`).test(dlog) }).toEqual({ fd, line: true });
+    expect({
+      fd,
+      line: new RegExp(`process ${w.pid} fd ${fd}: .*'${target.replace(/[[\]]/g, "\\$&")}'.* file id \\d+`).test(dlog),
+    }).toEqual({ fd, line: true });
   }
   // every VMA, by its range (the kernel may merge or split none between reading maps and the dump: the tree is idle)
   for (const [s, e] of maps) {
@@ -31,7 +47,11 @@ test("a -v4 dump log has a line per fd and per VMA; the restore log one per fd, 
   }
   const r = await restore(dir, w.pid);
   const rlog = readFileSync(join(dir, "restore.log"), "utf8");
-  for (const fd of fds) expect({ fd, line: new RegExp(`process ${w.pid} fd ${fd}: file id \\d+ (\\([\\w ]+\\) created|taken from)`).test(rlog) }).toEqual({ fd, line: true });
+  for (const fd of fds)
+    expect({
+      fd,
+      line: new RegExp(`process ${w.pid} fd ${fd}: file id \\d+ (\\([\\w ]+\\) created|taken from)`).test(rlog),
+    }).toEqual({ fd, line: true });
   expect(rlog).toMatch(new RegExp(`process ${w.pid}: mapped vma 0x`));
   expect(rlog).toMatch(/thread \d+: injected (mmap|dup3|close)\(/);
   trigger(w);

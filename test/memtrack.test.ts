@@ -5,13 +5,29 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdirSync, readFileSync, readdirSync, readlinkSync, writeFileSync, existsSync } from "node:fs";
 import { join } from "node:path";
-import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, waitUntil, criuBun, isAlive, type Workload } from "./harness";
+import {
+  buildWorkloads,
+  cleanup,
+  startWorkload,
+  trigger,
+  waitResult,
+  waitUntil,
+  criuBun,
+  isAlive,
+  type Workload,
+} from "./harness";
 import { imagesDir, cleanupImages, restore, waitReaped } from "./engine-helpers";
 
-beforeAll(async () => { await buildWorkloads(); }, 120_000);
-afterAll(() => { cleanup(); cleanupImages(); });
+beforeAll(async () => {
+  await buildWorkloads();
+}, 120_000);
+afterAll(() => {
+  cleanup();
+  cleanupImages();
+});
 
-const MIB = 64, PAGES = (MIB << 20) / 4096;
+const MIB = 64,
+  PAGES = (MIB << 20) / 4096;
 const supported = criuBun(["check", "--feature", "uffd_wp_async"]).code === 0;
 
 /** Ask the workload to rewrite these pages (its generation `n`), and wait until it has. */
@@ -27,7 +43,14 @@ function stats(out: string) {
   return { scanned: n("scanned"), written: n("written") };
 }
 
-const uffdFds = (pid: number) => readdirSync(`/proc/${pid}/fd`).filter((f) => { try { return readlinkSync(`/proc/${pid}/fd/${f}`).includes("userfaultfd"); } catch { return false; } });
+const uffdFds = (pid: number) =>
+  readdirSync(`/proc/${pid}/fd`).filter((f) => {
+    try {
+      return readlinkSync(`/proc/${pid}/fd/${f}`).includes("userfaultfd");
+    } catch {
+      return false;
+    }
+  });
 /** Restore the workload from dir; it must run without a userfaultfd and report every page right. */
 async function restoreAndCheck(w: Workload, dir: string) {
   await waitReaped(w.pid);
@@ -58,7 +81,19 @@ describe.skipIf(!supported)("memory tracking (uffd-wp async)", () => {
       await touch(w, i + 1, writes[i]);
       const last = i === 2;
       const dir = dirs[i + 1];
-      r = criuBun([last ? "dump" : "pre-dump", "-t", String(w.pid), "-D", join(base, dir), "--prev-images-dir", `../${dirs[i]}`, "--display-stats", "-o", "dump.log", "-v4"]);
+      r = criuBun([
+        last ? "dump" : "pre-dump",
+        "-t",
+        String(w.pid),
+        "-D",
+        join(base, dir),
+        "--prev-images-dir",
+        `../${dirs[i]}`,
+        "--display-stats",
+        "-o",
+        "dump.log",
+        "-v4",
+      ]);
       expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: "" });
       const s = stats(r.stdout);
       // only the written pages (and the little else the process touched: stack, its bookkeeping)
@@ -66,7 +101,9 @@ describe.skipIf(!supported)("memory tracking (uffd-wp async)", () => {
       expect(s.scanned).toBeGreaterThanOrEqual(writes[i].length);
       expect(s.scanned).toBeLessThan(writes[i].length + 200);
       expect(s.scanned).toBeLessThan(PAGES / 20);
-      expect(readFileSync(join(base, dir, "dump.log"), "utf8")).toMatch(/tracked memory: \d+ pages written since the previous dump, \d+ taken from it/);
+      expect(readFileSync(join(base, dir, "dump.log"), "utf8")).toMatch(
+        /tracked memory: \d+ pages written since the previous dump, \d+ taken from it/
+      );
       // the tracking fd is never saved as the process's own
       const fdinfo = Bun.spawnSync(["crit", "x", join(base, dir), "fds"]).stdout.toString();
       expect(fdinfo).not.toContain("userfaultfd");
@@ -82,7 +119,17 @@ describe.skipIf(!supported)("memory tracking (uffd-wp async)", () => {
     expect(uffdFds(w.pid).length).toBe(1);
     expect(readFileSync(`/proc/${w.pid}/smaps`, "latin1")).toMatch(/VmFlags:.* uw/);
     await touch(w, 1, range(100, 40));
-    const r = criuBun(["dump", "-R", "-t", String(w.pid), "-D", join(base, "final"), "--prev-images-dir", "../pre", "--display-stats"]);
+    const r = criuBun([
+      "dump",
+      "-R",
+      "-t",
+      String(w.pid),
+      "-D",
+      join(base, "final"),
+      "--prev-images-dir",
+      "../pre",
+      "--display-stats",
+    ]);
     expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: "" });
     expect(stats(r.stdout).scanned).toBeLessThan(PAGES / 20);
     expect(isAlive(w.pid)).toBe(true);
@@ -105,9 +152,23 @@ describe.skipIf(!supported)("memory tracking (uffd-wp async)", () => {
     await waitUntil("the workload to close its fds", () => existsSync(join(w.dir, "closed-fds")));
     expect(uffdFds(w.pid)).toEqual([]);
     await touch(w, 1, range(0, 20));
-    const r = criuBun(["dump", "-t", String(w.pid), "-D", join(base, "final"), "--prev-images-dir", "../pre", "--display-stats", "-o", "dump.log", "-v4"]);
+    const r = criuBun([
+      "dump",
+      "-t",
+      String(w.pid),
+      "-D",
+      join(base, "final"),
+      "--prev-images-dir",
+      "../pre",
+      "--display-stats",
+      "-o",
+      "dump.log",
+      "-v4",
+    ]);
     expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: "" });
-    expect(readFileSync(join(base, "final", "dump.log"), "utf8")).toContain("memory tracking from the previous dump is gone");
+    expect(readFileSync(join(base, "final", "dump.log"), "utf8")).toContain(
+      "memory tracking from the previous dump is gone"
+    );
     await restoreAndCheck(w, join(base, "final"));
   }, 120_000);
 });

@@ -27,23 +27,48 @@ function veth(a: string, b: string, net: string, names = ["va", "vb"]) {
   runOk(["ip", "-n", a, "link", "set", names[0], "up"]);
   runOk(["ip", "-n", b, "link", "set", names[1], "up"]);
 }
-function tmp(t: string) { const d = mkdtempSync(join(tmpdir(), `criu-bun-mig-${t}-`)); dirs.push(d); return d; }
-function text(p: string): string | null { try { return readFileSync(p, "utf8"); } catch { return null; } }
+function tmp(t: string) {
+  const d = mkdtempSync(join(tmpdir(), `criu-bun-mig-${t}-`));
+  dirs.push(d);
+  return d;
+}
+function text(p: string): string | null {
+  try {
+    return readFileSync(p, "utf8");
+  } catch {
+    return null;
+  }
+}
 const count = (w: string) => Number(text(join(w, "count")) ?? 0);
-const status = (pid: number, key: string) => new RegExp(`^${key}:\\s*(.*)$`, "m").exec(text(`/proc/${pid}/status`) ?? "")?.[1];
+const status = (pid: number, key: string) =>
+  new RegExp(`^${key}:\\s*(.*)$`, "m").exec(text(`/proc/${pid}/status`) ?? "")?.[1];
 /** the lazy-pages daemons (post-copy) a destination with -D d started, still there */
-const daemonsOf = (d: string) => readdirSync("/proc").filter((x) => /^\d+$/.test(x)).filter((x) => {
-  const c = text(`/proc/${x}/cmdline`);
-  return !!c && c.includes("lazy-pages") && c.includes(d);
-});
-const fdTargets = (pid: number) => readdirSync(`/proc/${pid}/fd`).map((f) => { try { return readlinkSync(`/proc/${pid}/fd/${f}`); } catch { return ""; } });
+const daemonsOf = (d: string) =>
+  readdirSync("/proc")
+    .filter((x) => /^\d+$/.test(x))
+    .filter((x) => {
+      const c = text(`/proc/${x}/cmdline`);
+      return !!c && c.includes("lazy-pages") && c.includes(d);
+    });
+const fdTargets = (pid: number) =>
+  readdirSync(`/proc/${pid}/fd`).map((f) => {
+    try {
+      return readlinkSync(`/proc/${pid}/fd/${f}`);
+    } catch {
+      return "";
+    }
+  });
 
 /** migcounter.py in its own PID namespace (and session), in netns ns; returns its pid here. */
 async function startCounter(ns: string, mib: number, echo?: string, extra = "") {
   const w = tmp("wl");
   // the root of its PID namespace (pid 1 there), in our mount namespace
   const cmd = `exec python3 ${WL} ${w} ${mib} ${echo ? `--echo ${echo}` : ""} ${extra} </dev/null >/dev/null 2>${w}/stderr`;
-  const p = Bun.spawn(inNs(ns, ["unshare", "--pid", "--fork", "sh", "-c", cmd]), { stdin: "ignore", stdout: "ignore", stderr: "ignore" });
+  const p = Bun.spawn(inNs(ns, ["unshare", "--pid", "--fork", "sh", "-c", cmd]), {
+    stdin: "ignore",
+    stdout: "ignore",
+    stderr: "ignore",
+  });
   procs.push(p);
   await waitFor(() => existsSync(join(w, "ready")), "workload ready");
   const pid = Number((text(`/proc/${p.pid}/task/${p.pid}/children`) ?? "").trim());
@@ -53,20 +78,55 @@ async function startCounter(ns: string, mib: number, echo?: string, extra = "") 
 }
 
 /** The destination: migrate --listen in netns ns, its stdout in a file; resolves once it listens. */
-async function listen(ns: string, port: number, address = "0.0.0.0", extra: string[] = [], env: Record<string, string> = {}) {
+async function listen(
+  ns: string,
+  port: number,
+  address = "0.0.0.0",
+  extra: string[] = [],
+  env: Record<string, string> = {}
+) {
   const d = tmp("dst");
-  const p = Bun.spawn(inNs(ns, [...criuBunCommand(), "migrate", "--listen", String(port), "--address", address, "-D", d, "-v4", "-o", "migrate.log", ...extra]), {
-    stdin: "ignore", stdout: Bun.file(join(d, "stdout")), stderr: Bun.file(join(d, "stderr")), cwd: REPO_ROOT, env: { ...process.env, ...env },
-  });
+  const p = Bun.spawn(
+    inNs(ns, [
+      ...criuBunCommand(),
+      "migrate",
+      "--listen",
+      String(port),
+      "--address",
+      address,
+      "-D",
+      d,
+      "-v4",
+      "-o",
+      "migrate.log",
+      ...extra,
+    ]),
+    {
+      stdin: "ignore",
+      stdout: Bun.file(join(d, "stdout")),
+      stderr: Bun.file(join(d, "stderr")),
+      cwd: REPO_ROOT,
+      env: { ...process.env, ...env },
+    }
+  );
   procs.push(p);
   await waitFor(() => (text(join(d, "stdout")) ?? "").includes("listening on"), "destination listening");
-  return { p, d, out: () => text(join(d, "stdout")) ?? "", err: () => text(join(d, "stderr")) ?? "", log: () => text(join(d, "migrate.log")) ?? "" };
+  return {
+    p,
+    d,
+    out: () => text(join(d, "stdout")) ?? "",
+    err: () => text(join(d, "stderr")) ?? "",
+    log: () => text(join(d, "migrate.log")) ?? "",
+  };
 }
 
 /** A migration that must have succeeded (both sides' logs otherwise), its destination exited 0: the source's result. */
 async function succeeded(src: ReturnType<typeof migrate>, dst: Awaited<ReturnType<typeof listen>>) {
   const r = await src.done();
-  if (r.code !== 0) throw new Error(`migrate failed (${r.code}): ${r.stderr}\n${src.log()}\n--- destination:\n${dst.err()}${dst.log()}`);
+  if (r.code !== 0)
+    throw new Error(
+      `migrate failed (${r.code}): ${r.stderr}\n${src.log()}\n--- destination:\n${dst.err()}${dst.log()}`
+    );
   expect(await dst.p.exited).toBe(0);
   return r;
 }
@@ -81,13 +141,39 @@ function restoredPid(dst: Awaited<ReturnType<typeof listen>>) {
 
 function migrate(ns: string, pid: number, to: string, extra: string[] = [], env: Record<string, string> = {}) {
   const s = tmp("src");
-  const p = Bun.spawn(inNs(ns, [...criuBunCommand(), "migrate", "-t", String(pid), "--to", to, "-D", s, "-v4", "-o", "migrate.log", ...extra]), {
-    stdin: "ignore", stdout: "pipe", stderr: "pipe", cwd: REPO_ROOT, env: { ...process.env, ...env },
-  });
+  const p = Bun.spawn(
+    inNs(ns, [
+      ...criuBunCommand(),
+      "migrate",
+      "-t",
+      String(pid),
+      "--to",
+      to,
+      "-D",
+      s,
+      "-v4",
+      "-o",
+      "migrate.log",
+      ...extra,
+    ]),
+    {
+      stdin: "ignore",
+      stdout: "pipe",
+      stderr: "pipe",
+      cwd: REPO_ROOT,
+      env: { ...process.env, ...env },
+    }
+  );
   procs.push(p);
   return {
-    p, s, log: () => text(join(s, "migrate.log")) ?? "",
-    done: async () => ({ code: await p.exited, stdout: await new Response(p.stdout).text(), stderr: await new Response(p.stderr).text() }),
+    p,
+    s,
+    log: () => text(join(s, "migrate.log")) ?? "",
+    done: async () => ({
+      code: await p.exited,
+      stdout: await new Response(p.stdout).text(),
+      stderr: await new Response(p.stderr).text(),
+    }),
   };
 }
 
@@ -98,10 +184,16 @@ async function result(w: string) {
 
 beforeAll(() => {});
 afterAll(() => {
-  for (const p of procs) try { p.kill("SIGKILL"); } catch {}
+  for (const p of procs)
+    try {
+      p.kill("SIGKILL");
+    } catch {}
   for (const pid of pids) {
     const cmd = text(`/proc/${pid}/cmdline`);
-    if (cmd?.includes("migcounter.py")) try { process.kill(pid, "SIGKILL"); } catch {}
+    if (cmd?.includes("migcounter.py"))
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {}
   }
   nets.cleanup();
   if (!process.env.CRIU_BUN_KEEP) for (const d of dirs) rmSync(d, { recursive: true, force: true });
@@ -123,7 +215,11 @@ test("migrate a python3 counter over loopback: pre-copy rounds send less and les
   const r = await succeeded(src, dst);
   // round 1 sends every page (32 MiB of bytearray at least), later rounds only what was written
   // (the workload runs, and writes, while a round's pages are read)
-  const rounds = [...r.stdout.matchAll(/round (\d+): (\d+) pages, (\d+) bytes/g)].map((m) => ({ n: Number(m[1]), pages: Number(m[2]), bytes: Number(m[3]) }));
+  const rounds = [...r.stdout.matchAll(/round (\d+): (\d+) pages, (\d+) bytes/g)].map((m) => ({
+    n: Number(m[1]),
+    pages: Number(m[2]),
+    bytes: Number(m[3]),
+  }));
   expect(rounds.length).toBeGreaterThanOrEqual(2);
   // (a round whose read met a mapping that went away leaves the process to the next round, which
   // sends it in full: the largest round is the full one)
@@ -135,7 +231,12 @@ test("migrate a python3 counter over loopback: pre-copy rounds send less and les
   expect(r.stdout).toMatch(/downtime \d+(\.\d+)? ms/);
   // each pre-copy round's state was checked by the destination as a restore would, before the freeze
   // (a round caught while the workload renames its count file is told apart with a warning: the file it had open is gone)
-  for (const x of rounds) expect(dst.log()).toMatch(new RegExp(`round ${x.n}: its images would (restore \\(checked in|not restore as they are: process 1 fd \\d+: '[^']*count\\.tmp' does not exist any more)`));
+  for (const x of rounds)
+    expect(dst.log()).toMatch(
+      new RegExp(
+        `round ${x.n}: its images would (restore \\(checked in|not restore as they are: process 1 fd \\d+: '[^']*count\\.tmp' does not exist any more)`
+      )
+    );
   const npid = restoredPid(dst);
   // post-copy (the default): the restore wrote only the last round's pages; the pre-copied ones came
   // from the destination's lazy-pages daemon, after the tree ran, and that daemon is gone
@@ -143,7 +244,10 @@ test("migrate a python3 counter over loopback: pre-copy rounds send less and les
   expect(dst.out()).toContain("(its pre-copied memory follows)");
   expect(dst.out()).toMatch(new RegExp(`all memory of pid ${npid} in \\d`));
   // (of the parent images' pages the restore itself took only those outside private anonymous memory)
-  const taken = [...dst.log().matchAll(/: (\d+) pages taken from the parent images/g)].reduce((s, m) => s + Number(m[1]), 0);
+  const taken = [...dst.log().matchAll(/: (\d+) pages taken from the parent images/g)].reduce(
+    (s, m) => s + Number(m[1]),
+    0
+  );
   expect(taken).toBeLessThan(2048);
   const lazyLog = text(join(dst.d, "lazy-pages.log")) ?? "";
   const served = Number(/lazy-pages: done: (\d+) of (\d+) pages served/.exec(lazyLog)?.[1] ?? 0);
@@ -168,7 +272,9 @@ test("migrate --listen --no-post-copy: the restore writes every page before the 
   expect(dst.out()).not.toContain("follows");
   expect(existsSync(join(dst.d, "lazy-pages.log"))).toBe(false);
   // every page of the 8 MiB went in by the restore itself (the last round's and its parents')
-  const written = [...dst.log().matchAll(/Pages: (\d+) written into|: (\d+) pages taken from the parent images/g)].reduce((s, m) => s + Number(m[1] ?? m[2]), 0);
+  const written = [
+    ...dst.log().matchAll(/Pages: (\d+) written into|: (\d+) pages taken from the parent images/g),
+  ].reduce((s, m) => s + Number(m[1] ?? m[2]), 0);
   expect(written).toBeGreaterThan(2048);
   await waitFor(() => !existsSync(`/proc/${pid}`), "source gone");
   const c0 = count(w);
@@ -179,17 +285,26 @@ test("migrate --listen --no-post-copy: the restore writes every page before the 
 /** tcp_client.py (tcp.test.ts's checking echo client) in netns ns */
 function client(ns: string, host: string, port: number, name: string, seed: number) {
   const d = tmp("cli");
-  const p = Bun.spawn(inNs(ns, ["python3", join(REPO_ROOT, "test", "tcp_client.py"), host, String(port), String(seed), d, name]),
-    { stdin: "ignore", stdout: "ignore", stderr: Bun.file(join(d, `${name}.stderr`)) });
+  const p = Bun.spawn(
+    inNs(ns, ["python3", join(REPO_ROOT, "test", "tcp_client.py"), host, String(port), String(seed), d, name]),
+    { stdin: "ignore", stdout: "ignore", stderr: Bun.file(join(d, `${name}.stderr`)) }
+  );
   procs.push(p);
   const recvd = () => Number((text(join(d, `${name}.progress`)) ?? "0 0").trim().split(" ")[1]);
   return {
-    d, recvd,
-    reach: (n: number, ms = 30000) => waitFor(() => {
-      const r = text(join(d, `${name}.result`));
-      if (r && !r.startsWith("PASS")) throw new Error(`client ${name}: ${r}${text(join(d, `${name}.stderr`)) ?? ""}`);
-      return recvd() >= n;
-    }, `client ${name} to get ${n} bytes back (has ${recvd()})`, ms),
+    d,
+    recvd,
+    reach: (n: number, ms = 30000) =>
+      waitFor(
+        () => {
+          const r = text(join(d, `${name}.result`));
+          if (r && !r.startsWith("PASS"))
+            throw new Error(`client ${name}: ${r}${text(join(d, `${name}.stderr`)) ?? ""}`);
+          return recvd() >= n;
+        },
+        `client ${name} to get ${n} bytes back (has ${recvd()})`,
+        ms
+      ),
     finish: async () => {
       writeFileSync(join(d, "stop"), "");
       return (await waitFor(() => text(join(d, `${name}.result`)), `client ${name} result`, 60000)).trim();
@@ -199,16 +314,22 @@ function client(ns: string, host: string, port: number, name: string, seed: numb
 
 test("the destination dies after the first round: the source goes on untouched (running, not traced, no userfaultfd, its connection unlocked)", async () => {
   // the destination in a namespace of its own: the RST its death gives the control connection is counted there
-  const ns = nets.make("die"), nd = nets.make("die2");
+  const ns = nets.make("die"),
+    nd = nets.make("die2");
   veth(ns, nd, "10.77.1");
   const { pid, w } = await startCounter(ns, 16, "127.0.0.1:7601");
   const c = client(ns, "127.0.0.1", 7601, "d1", 11);
   await c.reach(50_000);
   const dst = await listen(nd, 7502, "10.77.1.2");
   const pause = join(tmp("pause"), "paused");
-  const src = migrate(ns, pid, "10.77.1.2:7502", ["--tcp-established"], { CRIU_BUN_PAUSE: "migrate-round", CRIU_BUN_PAUSE_FILE: pause });
+  const src = migrate(ns, pid, "10.77.1.2:7502", ["--tcp-established"], {
+    CRIU_BUN_PAUSE: "migrate-round",
+    CRIU_BUN_PAUSE_FILE: pause,
+  });
   let exited = false;
-  src.p.exited.then(() => { exited = true; });
+  src.p.exited.then(() => {
+    exited = true;
+  });
   await waitFor(() => existsSync(pause) || exited, "source paused after round 1", 60000);
   if (exited) throw new Error(`the source ended before its pause: ${(await src.done()).stderr}\n${src.log()}`);
   // the pre-copy left tracking in the source: it is ended again below
@@ -222,7 +343,10 @@ test("the destination dies after the first round: the source goes on untouched (
   expect(r.code).not.toBe(0);
   // one error line (in the log: -o keeps the console quiet), naming the destination's end; no stack
   expect(r.stderr).toBe("");
-  const errs = src.log().split("\n").filter((l) => l.includes("Error ("));
+  const errs = src
+    .log()
+    .split("\n")
+    .filter((l) => l.includes("Error ("));
   expect(errs).toEqual([expect.stringMatching(/Error \(migrate\): .*the destination/)]);
   expect(src.log()).not.toMatch(/    at /);
   expect(src.log()).toContain("goes on running here");
@@ -230,7 +354,8 @@ test("the destination dies after the first round: the source goes on untouched (
   expect(status(pid, "TracerPid")).toBe("0");
   expect(status(pid, "State")).not.toMatch(/^[tT]/);
   expect(fdTargets(pid).some((t) => t.includes("userfaultfd"))).toBe(false);
-  const c0 = count(w), r0 = c.recvd();
+  const c0 = count(w),
+    r0 = c.recvd();
   await waitFor(() => count(w) > c0 + 100, "source counting after the failed migration");
   await c.reach(r0 + 100_000);
   expect(tcpCounter(ns, "OutRsts")).toBe(0);
@@ -239,8 +364,11 @@ test("the destination dies after the first round: the source goes on untouched (
 }, 90_000);
 
 test("migrate with --tcp-established from one namespace to another: the client outside keeps its connection, no RST, the counter's memory is right", async () => {
-  const nc = nets.make("cli"), na = nets.make("src"), nb = nets.make("dst");
-  const srvAddr = "10.77.3.2", port = 7602;
+  const nc = nets.make("cli"),
+    na = nets.make("src"),
+    nb = nets.make("dst");
+  const srvAddr = "10.77.3.2",
+    port = 7602;
   veth(na, nb, "10.77.2"); // the migration's own link
   // the service address: on na's link to the client now, and already on nb's (whose client end stays
   // down until the switch-over, as a router would move the address)
@@ -249,7 +377,12 @@ test("migrate with --tcp-established from one namespace to another: the client o
   runOk(["ip", "-n", nc, "addr", "add", "10.77.3.1/24", "dev", "vc"]);
   runOk(["ip", "-n", na, "addr", "add", `${srvAddr}/24`, "dev", "vs"]);
   runOk(["ip", "-n", nb, "addr", "add", `${srvAddr}/24`, "dev", "vs2"]);
-  for (const [ns, dev] of [[nc, "vc"], [na, "vs"], [nb, "vs2"]]) runOk(["ip", "-n", ns, "link", "set", dev, "up"]);
+  for (const [ns, dev] of [
+    [nc, "vc"],
+    [na, "vs"],
+    [nb, "vs2"],
+  ])
+    runOk(["ip", "-n", ns, "link", "set", dev, "up"]);
   const { pid, w } = await startCounter(na, 16, `${srvAddr}:${port}`);
   const c = client(nc, srvAddr, port, "m1", 21);
   await c.reach(100_000);
@@ -261,12 +394,17 @@ test("migrate with --tcp-established from one namespace to another: the client o
   // the dump's lock stays in the source's namespace (found there by migrate), and migrate says how
   // to lift it: until the switch-over below, the client's packets still come here, and without the
   // lock this namespace would answer them with RST
-  expect(r.stdout).toMatch(/the network lock \(nftables table inet CRIU-\S+\) stays here: .*nft delete table inet CRIU-/);
+  expect(r.stdout).toMatch(
+    /the network lock \(nftables table inet CRIU-\S+\) stays here: .*nft delete table inet CRIU-/
+  );
   // a slow switch-over: the client's next retransmission still goes to the source's namespace,
   // where the lock drops it (without the lock that namespace answers RST and the connection dies:
   // this test failed here when migrate deleted the lock after killing the source)
   const b0 = Math.max(0, ...clientBackoffs(nc, port));
-  await waitFor(() => { const b = clientBackoffs(nc, port); return b.length === 0 || b[0] > b0; }, "the client retransmitting into the source's namespace");
+  await waitFor(() => {
+    const b = clientBackoffs(nc, port);
+    return b.length === 0 || b[0] > b0;
+  }, "the client retransmitting into the source's namespace");
   expect(clientBackoffs(nc, port).length).toBe(1);
   // the switch-over: the source's namespace goes, the client's link to the destination comes up.
   // Its link to the client first goes down: a namespace being deleted loses its nftables hooks (the
@@ -280,7 +418,17 @@ test("migrate with --tcp-established from one namespace to another: the client o
   try {
     await c.reach(before + 150_000, 40000);
   } catch (e: any) {
-    throw new Error(`${e.message}\nworkload: ${text(join(w, "stderr"))}\nsource:\n${src.log().split("\n").filter((l) => /tcp|TCP|rror|arn/.test(l)).join("\n")}\ndestination:\n${dst.log().split("\n").filter((l) => /tcp|TCP|rror|arn/.test(l)).join("\n")}`);
+    throw new Error(
+      `${e.message}\nworkload: ${text(join(w, "stderr"))}\nsource:\n${src
+        .log()
+        .split("\n")
+        .filter((l) => /tcp|TCP|rror|arn/.test(l))
+        .join("\n")}\ndestination:\n${dst
+        .log()
+        .split("\n")
+        .filter((l) => /tcp|TCP|rror|arn/.test(l))
+        .join("\n")}`
+    );
   }
   const c0 = count(w);
   await waitFor(() => count(w) > c0 + 100, "restored counter counting");
@@ -297,14 +445,21 @@ test("the source dies after the first round: the destination fails in one line, 
   const pause = join(tmp("pause"), "paused");
   const src = migrate(ns, pid, "127.0.0.1:7504", [], { CRIU_BUN_PAUSE: "migrate-round", CRIU_BUN_PAUSE_FILE: pause });
   let exited = false;
-  src.p.exited.then(() => { exited = true; });
+  src.p.exited.then(() => {
+    exited = true;
+  });
   await waitFor(() => existsSync(pause) || exited, "source paused after round 1", 60000);
   if (exited) throw new Error(`the source ended before its pause: ${(await src.done()).stderr}\n${src.log()}`);
   src.p.kill("SIGKILL");
   expect(await dst.p.exited).toBe(1);
-  const errs = dst.log().split("\n").filter((l) => l.includes("Error ("));
+  const errs = dst
+    .log()
+    .split("\n")
+    .filter((l) => l.includes("Error ("));
   expect(errs.length).toBe(1);
-  expect(errs[0]).toMatch(/Error \(migrate\): the source closed the connection after round 1, before the restore; nothing was restored/);
+  expect(errs[0]).toMatch(
+    /Error \(migrate\): the source closed the connection after round 1, before the restore; nothing was restored/
+  );
   expect(dst.out()).not.toContain("restored pid");
   expect(readdirSync(dst.d).filter((f) => f.startsWith(".criu-bun-migrate"))).toEqual([]);
   expect(daemonsOf(dst.d)).toEqual([]);
@@ -324,7 +479,10 @@ test("the restore on the destination fails: the source is resumed untouched and 
   const r = await src.done();
   expect(r.code).toBe(1);
   expect(await p.exited).toBe(1);
-  const errs = src.log().split("\n").filter((l) => l.includes("Error ("));
+  const errs = src
+    .log()
+    .split("\n")
+    .filter((l) => l.includes("Error ("));
   expect(errs).toEqual([expect.stringMatching(/Error \(migrate\): the destination could not restore: /)]);
   expect(src.log()).toContain("resumed as it was");
   expect(status(pid, "TracerPid")).toBe("0");
@@ -355,10 +513,17 @@ test("post-copy: the destination's lazy-pages daemon killed while the memory sti
   expect(await p.exited).toBe(1);
   const log = text(join(d, "migrate.log")) ?? "";
   const errs = log.split("\n").filter((l) => l.includes("Error ("));
-  expect(errs).toEqual([expect.stringMatching(/the lazy-pages daemon went away before the restored memory was all in; the restored tree \(root \d+, 1 process\(es\)\) was killed/)]);
+  expect(errs).toEqual([
+    expect.stringMatching(
+      /the lazy-pages daemon went away before the restored memory was all in; the restored tree \(root \d+, 1 process\(es\)\) was killed/
+    ),
+  ]);
   expect(log).not.toMatch(/    at /);
   // the copy with missing memory does not run on; nothing of the migration is left
-  await waitFor(() => !existsSync(`/proc/${npid}`) || /^Z/.test(status(npid, "State") ?? ""), "the restored copy killed");
+  await waitFor(
+    () => !existsSync(`/proc/${npid}`) || /^Z/.test(status(npid, "State") ?? ""),
+    "the restored copy killed"
+  );
   expect(daemonsOf(d)).toEqual([]);
   expect(readdirSync(d).filter((f) => f.startsWith(".criu-bun-migrate"))).toEqual([]);
 }, 90_000);
@@ -379,19 +544,29 @@ test("post-copy from the source: the last round's dirty pages of private anonymo
   const npid = restoredPid(dst);
   // the final round sent only memory a restore cannot take lazily (private file mappings' pages);
   // the pages the tree wrote since the last pre-copy round went after its copy ran, from here
-  const pc = /final: (\d+) pages .*; (\d+) pages post-copied from here after the copy ran \(of (\d+) left here\)/.exec(r.stdout);
+  const pc = /final: (\d+) pages .*; (\d+) pages post-copied from here after the copy ran \(of (\d+) left here\)/.exec(
+    r.stdout
+  );
   expect(pc).not.toBeNull();
   const [sentFrozen, served, left] = [Number(pc![1]), Number(pc![2]), Number(pc![3])];
   expect(left).toBeGreaterThan(100);
   expect(served).toBe(left);
-  expect(r.stdout).toMatch(/the tree runs on the destination \(pid \d+\) after [\d.]+ ms frozen; \d+ of its pages go from here now \(post-copy\)/);
+  expect(r.stdout).toMatch(
+    /the tree runs on the destination \(pid \d+\) after [\d.]+ ms frozen; \d+ of its pages go from here now \(post-copy\)/
+  );
   // what the final round read while frozen: no page of the bytearray (a run of private anonymous memory)
-  expect(src.log()).toMatch(new RegExp(`process ${pid}: ${left} page\\(s\\) of private anonymous memory left here for post-copy, ${sentFrozen} sent now`));
+  expect(src.log()).toMatch(
+    new RegExp(
+      `process ${pid}: ${left} page\\(s\\) of private anonymous memory left here for post-copy, ${sentFrozen} sent now`
+    )
+  );
   // the restored copy was let run only once the source had committed (it stops rather than ever run again)
   expect(dst.log()).toContain("migrate: the source committed");
   expect(src.log()).toContain("committed to its copy");
   const lazyLog = text(join(dst.d, "lazy-pages.log")) ?? "";
-  expect(lazyLog).toMatch(new RegExp(`lazy-pages: all ${served} pages the source kept are in; the source was told to finish`));
+  expect(lazyLog).toMatch(
+    new RegExp(`lazy-pages: all ${served} pages the source kept are in; the source was told to finish`)
+  );
   expect(daemonsOf(dst.d)).toEqual([]);
   // the frozen window ran at nice -20 on both sides; the copy has the nice it was dumped with
   expect(dst.log()).toContain("migrate: the frozen window runs at nice -20");
@@ -413,9 +588,14 @@ async function pausedInPostCopy(name: string, port: number) {
   await waitFor(() => count(w) > 500, "counter running");
   const dst = await listen(ns, port, "127.0.0.1");
   const pause = join(tmp("pause"), "paused");
-  const src = migrate(ns, pid, `127.0.0.1:${port}`, [], { CRIU_BUN_PAUSE: "migrate-post-copy", CRIU_BUN_PAUSE_FILE: pause });
+  const src = migrate(ns, pid, `127.0.0.1:${port}`, [], {
+    CRIU_BUN_PAUSE: "migrate-post-copy",
+    CRIU_BUN_PAUSE_FILE: pause,
+  });
   let exited = false;
-  src.p.exited.then(() => { exited = true; });
+  src.p.exited.then(() => {
+    exited = true;
+  });
   await waitFor(() => existsSync(pause) || exited, "source paused in its post-copy", 60000);
   if (exited) throw new Error(`the source ended before its pause: ${(await src.done()).stderr}\n${src.log()}`);
   const npid = restoredPid(dst);
@@ -427,9 +607,19 @@ test("the source's migrate killed in the middle of the post-copy: the copy (miss
   const { pid, w, dst, src, npid } = await pausedInPostCopy("pckill", 7509);
   src.p.kill("SIGKILL");
   expect(await dst.p.exited).toBe(1);
-  const errs = dst.log().split("\n").filter((l) => l.includes("Error ("));
-  expect(errs).toEqual([expect.stringMatching(/the lazy-pages daemon went away before the restored memory was all in; the restored tree \(root \d+, 1 process\(es\)\) was killed \(the daemon: .*/)]);
-  await waitFor(() => !existsSync(`/proc/${npid}`) || /^Z/.test(status(npid, "State") ?? ""), "the restored copy killed");
+  const errs = dst
+    .log()
+    .split("\n")
+    .filter((l) => l.includes("Error ("));
+  expect(errs).toEqual([
+    expect.stringMatching(
+      /the lazy-pages daemon went away before the restored memory was all in; the restored tree \(root \d+, 1 process\(es\)\) was killed \(the daemon: .*/
+    ),
+  ]);
+  await waitFor(
+    () => !existsSync(`/proc/${npid}`) || /^Z/.test(status(npid, "State") ?? ""),
+    "the restored copy killed"
+  );
   expect(daemonsOf(dst.d)).toEqual([]);
   // the source was committed to its copy: with criu-bun gone it stops (the queued SIGSTOP), it
   // does not run on beside a copy that ran
@@ -450,13 +640,23 @@ test("the destination's lazy-pages daemon killed in the middle of the post-copy 
   expect(daemons.length).toBe(1);
   process.kill(Number(daemons[0]), "SIGKILL");
   expect(await dst.p.exited).toBe(1);
-  await waitFor(() => !existsSync(`/proc/${npid}`) || /^Z/.test(status(npid, "State") ?? ""), "the restored copy killed");
+  await waitFor(
+    () => !existsSync(`/proc/${npid}`) || /^Z/.test(status(npid, "State") ?? ""),
+    "the restored copy killed"
+  );
   rmSync(pause);
   const r = await src.done();
   expect(r.code).toBe(1);
   expect(r.stderr).toBe("");
-  const errs = src.log().split("\n").filter((l) => l.includes("Error ("));
-  expect(errs).toEqual([expect.stringMatching(/the lazy-pages daemon closed the connection before the restore had all its memory .*; the source \(pid \d+\) is left stopped, not resumed since its copy ran/)]);
+  const errs = src
+    .log()
+    .split("\n")
+    .filter((l) => l.includes("Error ("));
+  expect(errs).toEqual([
+    expect.stringMatching(
+      /the lazy-pages daemon closed the connection before the restore had all its memory .*; the source \(pid \d+\) is left stopped, not resumed since its copy ran/
+    ),
+  ]);
   expect(src.log()).not.toMatch(/    at /);
   expect(status(pid, "TracerPid")).toBe("0");
   await waitFor(() => stateOf(pid) === "T", "source stopped");

@@ -18,10 +18,21 @@ export const inNs = (ns: string, cmd: string[]) => ["nsenter", `--net=/run/netns
 
 /** criu-bun run inside the network namespace NS (60 s deadline): its exit status and stderr */
 export function criuIn(ns: string, args: string[]) {
-  const r = Bun.spawnSync(inNs(ns, [...criuBunCommand(), ...args]), { stdout: "pipe", stderr: "pipe", cwd: REPO_ROOT, timeout: 60_000 });
+  const r = Bun.spawnSync(inNs(ns, [...criuBunCommand(), ...args]), {
+    stdout: "pipe",
+    stderr: "pipe",
+    cwd: REPO_ROOT,
+    timeout: 60_000,
+  });
   return { code: r.exitCode, stderr: r.stderr.toString() };
 }
-const logOf = (dir: string, f: string) => { try { return readFileSync(join(dir, f), "utf8"); } catch { return ""; } };
+const logOf = (dir: string, f: string) => {
+  try {
+    return readFileSync(join(dir, f), "utf8");
+  } catch {
+    return "";
+  }
+};
 /** `dump -v4 -o dump.log` of PID inside NS; a failure throws with criu-bun's stderr and log */
 export function dumpIn(ns: string, pid: number, dir: string, extra: string[] = []) {
   const r = criuIn(ns, ["dump", "-t", String(pid), "-D", dir, "-o", "dump.log", "-v4", ...extra]);
@@ -51,7 +62,10 @@ export class Netns {
     runOk(["ip", "-n", ns, "link", "set", "lo", "up"]);
     return ns;
   }
-  del(ns: string) { runOk(["ip", "netns", "del", ns]); this.live.delete(ns); }
+  del(ns: string) {
+    runOk(["ip", "netns", "del", ns]);
+    this.live.delete(ns);
+  }
   cleanup() {
     for (const ns of this.live) Bun.spawnSync(["ip", "netns", "del", ns], { stderr: "ignore" });
     this.live.clear();
@@ -60,8 +74,11 @@ export class Netns {
 
 /** A counter of the namespace's TCP MIB (/proc/net/snmp), e.g. OutRsts. */
 export function tcpCounter(ns: string, name: string): number {
-  const lines = runOk(inNs(ns, ["cat", "/proc/net/snmp"])).split("\n").filter((l) => l.startsWith("Tcp:"));
-  const keys = lines[0].split(/\s+/), vals = lines[1].split(/\s+/);
+  const lines = runOk(inNs(ns, ["cat", "/proc/net/snmp"]))
+    .split("\n")
+    .filter((l) => l.startsWith("Tcp:"));
+  const keys = lines[0].split(/\s+/),
+    vals = lines[1].split(/\s+/);
   return Number(vals[keys.indexOf(name)]);
 }
 
@@ -72,9 +89,13 @@ export function tcpCounter(ns: string, name: string): number {
  */
 export function clientBackoffs(ns: string, port: number): number[] {
   const out = runOk(inNs(ns, ["ss", "-Htin", "state", "established", `( dport = :${port} )`]));
-  const socks = out.split("\n").filter((l) => l.trim()).reduce<string[]>((acc, l) => {
-    if (/^\s/.test(l) && acc.length) acc[acc.length - 1] += ` ${l}`; else acc.push(l);
-    return acc;
-  }, []);
+  const socks = out
+    .split("\n")
+    .filter((l) => l.trim())
+    .reduce<string[]>((acc, l) => {
+      if (/^\s/.test(l) && acc.length) acc[acc.length - 1] += ` ${l}`;
+      else acc.push(l);
+      return acc;
+    }, []);
   return socks.map((l) => Number(/\bbackoff:(\d+)/.exec(l)?.[1] ?? 0));
 }

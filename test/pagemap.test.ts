@@ -23,7 +23,9 @@ test("our encoding decodes with the generic reader and with crit, both page-coun
     writeFileSync(join(d, "pagemap-1.img"), encodePagemap(7, runs));
     const msgs = readImage(d, "pagemap-1.img", "PAGEMAP");
     expect((msgs[0] as S.pagemap_head).pagesId).toBe(7);
-    expect((msgs.slice(1) as S.pagemap_entry[]).map((e) => ({ vaddr: e.vaddr, nrPages: pagemapNrPages(e), flags: e.flags }))).toEqual(runs);
+    expect(
+      (msgs.slice(1) as S.pagemap_entry[]).map((e) => ({ vaddr: e.vaddr, nrPages: pagemapNrPages(e), flags: e.flags }))
+    ).toEqual(runs);
     expect((msgs[3] as S.pagemap_entry).compatNrPages).toBe(0);
     expect((msgs[2] as S.pagemap_entry).compatNrPages).toBe(300);
     if (existsSync("/usr/bin/crit")) {
@@ -35,7 +37,9 @@ test("our encoding decodes with the generic reader and with crit, both page-coun
       expect(j.entries[1].vaddr).toBe(4096);
       expect(j.entries[3].nr_pages).toBe(0); // crit 3.17 names field 2 nr_pages: the 32-bit count, 0 when it overflows
     }
-  } finally { rmSync(d, { recursive: true }); }
+  } finally {
+    rmSync(d, { recursive: true });
+  }
 });
 
 test("the fast decoder reads what the generic writer (and CRIU 4.2's nr_pages-only entries) produce", () => {
@@ -47,10 +51,17 @@ test("the fast decoder reads what the generic writer (and CRIU 4.2's nr_pages-on
       create(S.pagemap_entrySchema, { vaddr: 0x9000n, compatNrPages: 0, nrPages: 9n, flags: 4 }),
       create(S.pagemap_entrySchema, { vaddr: 0x20000n, compatNrPages: 1 }),
     ]);
-    expect(decodePagemap(d, "pagemap-2.img")).toEqual({ pagesId: 3, runs: [
-      { vaddr: 0x2000n, nrPages: 5, flags: 4 }, { vaddr: 0x9000n, nrPages: 9, flags: 4 }, { vaddr: 0x20000n, nrPages: 1, flags: 4 },
-    ] });
-  } finally { rmSync(d, { recursive: true }); }
+    expect(decodePagemap(d, "pagemap-2.img")).toEqual({
+      pagesId: 3,
+      runs: [
+        { vaddr: 0x2000n, nrPages: 5, flags: 4 },
+        { vaddr: 0x9000n, nrPages: 9, flags: 4 },
+        { vaddr: 0x20000n, nrPages: 1, flags: 4 },
+      ],
+    });
+  } finally {
+    rmSync(d, { recursive: true });
+  }
 });
 
 test("truncated and garbage pagemaps give one error naming the file and offset", () => {
@@ -58,14 +69,24 @@ test("truncated and garbage pagemaps give one error naming the file and offset",
   try {
     const good = encodePagemap(1, runs);
     writeFileSync(join(d, "pagemap-3.img"), good.subarray(0, good.length - 3));
-    expect(() => decodePagemap(d, "pagemap-3.img")).toThrow(/pagemap-3\.img: truncated entry \(needs \d+ bytes, has \d+\) at offset \d+/);
+    expect(() => decodePagemap(d, "pagemap-3.img")).toThrow(
+      /pagemap-3\.img: truncated entry \(needs \d+ bytes, has \d+\) at offset \d+/
+    );
     writeFileSync(join(d, "pagemap-4.img"), Buffer.from("garbage garbage"));
-    expect(() => decodePagemap(d, "pagemap-4.img")).toThrow(/pagemap-4\.img: not a PAGEMAP image \(bad magic\) at offset 0/);
-  } finally { rmSync(d, { recursive: true }); }
+    expect(() => decodePagemap(d, "pagemap-4.img")).toThrow(
+      /pagemap-4\.img: not a PAGEMAP image \(bad magic\) at offset 0/
+    );
+  } finally {
+    rmSync(d, { recursive: true });
+  }
 });
 
 test("a million runs round-trip (the time is printed, not asserted)", () => {
-  const many = Array.from({ length: 1_000_000 }, (_, i) => ({ vaddr: 0x7f0000000000n + BigInt(i) * 0x2000n, nrPages: 1, flags: 4 }));
+  const many = Array.from({ length: 1_000_000 }, (_, i) => ({
+    vaddr: 0x7f0000000000n + BigInt(i) * 0x2000n,
+    nrPages: 1,
+    flags: 4,
+  }));
   const t0 = performance.now();
   const bytes = encodePagemap(1, many);
   const d = mkdtempSync(join(tmpdir(), "criu-bun-pm-"));
@@ -75,12 +96,17 @@ test("a million runs round-trip (the time is printed, not asserted)", () => {
     expect(back.runs.length).toBe(1_000_000);
     expect(back.runs[999_999]).toEqual(many[999_999]);
     console.error(`1e6 pagemap runs: encode+decode ${(performance.now() - t0).toFixed(0)} ms, ${bytes.length} bytes`);
-  } finally { rmSync(d, { recursive: true }); }
+  } finally {
+    rmSync(d, { recursive: true });
+  }
 });
 
 test("markLazyList (numbers, a RunList) marks and splits exactly as markLazy (objects)", () => {
   let seed = 7;
-  const rnd = (n: number) => { seed = (seed * 1103515245 + 12345) % 2 ** 31; return seed % n; };
+  const rnd = (n: number) => {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31;
+    return seed % n;
+  };
   for (let round = 0; round < 50; round++) {
     // sorted VMAs with gaps, some lazy-able (private anonymous), some not (file, locked, vDSO)
     const vmas: { start: bigint; end: bigint; status: number; flags: number }[] = [];
@@ -88,12 +114,17 @@ test("markLazyList (numbers, a RunList) marks and splits exactly as markLazy (ob
     for (let i = 0; i < 1 + rnd(8); i++) {
       const len = (1 + rnd(64)) * 4096;
       const kind = rnd(4);
-      vmas.push({ start: BigInt(at), end: BigInt(at + len), status: kind === 3 ? VMA.FILE_PRIVATE : VMA.ANON_PRIVATE | (kind === 2 ? VMA.VDSO : 0), flags: MAP.PRIVATE | (kind === 1 ? MAP.LOCKED : 0) });
+      vmas.push({
+        start: BigInt(at),
+        end: BigInt(at + len),
+        status: kind === 3 ? VMA.FILE_PRIVATE : VMA.ANON_PRIVATE | (kind === 2 ? VMA.VDSO : 0),
+        flags: MAP.PRIVATE | (kind === 1 ? MAP.LOCKED : 0),
+      });
       at += len + rnd(3) * 4096;
     }
     // runs over them (merged where they touch, as a dump's RunList), some spanning VMAs and gaps
     const list = new RunList();
-    for (let a = 0x10000; a < at;) {
+    for (let a = 0x10000; a < at; ) {
       const n = 1 + rnd(40);
       if (rnd(3)) list.add(a, n, rnd(5) ? PE.PRESENT : rnd(2) ? PE.PARENT : PE.PRESENT | PE.LAZY);
       a += (n + rnd(4)) * 4096;

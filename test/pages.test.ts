@@ -5,13 +5,33 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { $ } from "bun";
-import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, isAlive, criuBun, criuBunCommand, waitGone, waitUntil, workloadBin, REPO_ROOT } from "./harness";
+import {
+  buildWorkloads,
+  cleanup,
+  startWorkload,
+  trigger,
+  waitResult,
+  isAlive,
+  criuBun,
+  criuBunCommand,
+  waitGone,
+  waitUntil,
+  workloadBin,
+  REPO_ROOT,
+} from "./harness";
 import { dump, restore, imagesDir, cleanupImages, flipBit } from "./engine-helpers";
 
-beforeAll(async () => { await buildWorkloads(); }, 120_000);
-afterAll(() => { cleanup(); cleanupImages(); });
+beforeAll(async () => {
+  await buildWorkloads();
+}, 120_000);
+afterAll(() => {
+  cleanup();
+  cleanupImages();
+});
 
-function hasCrit() { return Bun.spawnSync(["sh", "-c", "command -v crit"]).exitCode === 0; }
+function hasCrit() {
+  return Bun.spawnSync(["sh", "-c", "command -v crit"]).exitCode === 0;
+}
 
 async function roundTrip(args: string[], dumpArgs: string[], expectFiles: (dir: string) => void) {
   const w = await startWorkload("spin", args);
@@ -84,18 +104,22 @@ describe("page pipeline", () => {
       expect(dv.getUint32(4, true)).toBe(3);
       let off = 0;
       for (let i = 0; i < dv.getUint32(16, true); i++) {
-        const o = 32 + i * 32, len = dv.getUint32(o + 20, true);
+        const o = 32 + i * 32,
+          len = dv.getUint32(o + 20, true);
         const block = pages.subarray(off, off + len);
         expect(dv.getBigUint64(o, true)).toBe(BigInt(Bun.hash.xxHash3(block))); // what version 3 holds
         const h = BigInt(Bun.hash.xxHash64(block));
-        dv.setBigUint64(o, h, true); dv.setBigUint64(o + 8, h, true);
+        dv.setBigUint64(o, h, true);
+        dv.setBigUint64(o + 8, h, true);
         off += len;
       }
       expect(off).toBe(pages.length);
       dv.setUint32(4, 2, true);
       writeFileSync(join(dir, "pages-1.idx"), idx);
-      const sum = readFileSync(join(dir, "criu-bun.sum"), "latin1").replace(/^[0-9a-f]{16}(?=  pages-1\.idx$)/m,
-        Bun.hash.xxHash64(idx).toString(16).padStart(16, "0"));
+      const sum = readFileSync(join(dir, "criu-bun.sum"), "latin1").replace(
+        /^[0-9a-f]{16}(?=  pages-1\.idx$)/m,
+        Bun.hash.xxHash64(idx).toString(16).padStart(16, "0")
+      );
       writeFileSync(join(dir, "criu-bun.sum"), sum);
     };
     const w = await startWorkload("spin", ["24", "--pattern=heap"]);
@@ -123,8 +147,12 @@ describe("page pipeline", () => {
 
   test("the compiled executable's page Workers are its embedded ones, not the source files its build read (source tree hidden)", () => {
     const cmd = criuBunCommand();
-    if (cmd.length !== 1) { console.log("skipped: no up-to-date compiled ./criu-bun (the sources run as they are)"); return; }
-    const wdir = imagesDir("embedded-wl"), dir = imagesDir("embedded");
+    if (cmd.length !== 1) {
+      console.log("skipped: no up-to-date compiled ./criu-bun (the sources run as they are)");
+      return;
+    }
+    const wdir = imagesDir("embedded-wl"),
+      dir = imagesDir("embedded");
     // in a mount namespace of their own: src/ of this checkout hidden under an empty tmpfs, the
     // workload and the dump both there (the namespace, and the mount, end with the script)
     const script = `mount -t tmpfs none ${join(REPO_ROOT, "src")} || exit 3
@@ -133,7 +161,11 @@ describe("page pipeline", () => {
       pid=$(cat ${wdir}/ready); [ -n "$pid" ] || exit 4
       ${cmd[0]} dump -t $pid -D ${dir} -R -v4 -o dump.log; rc=$?
       kill -9 $pid; wait; exit $rc`;
-    const r = Bun.spawnSync(["unshare", "-m", "--propagation", "private", "sh", "-c", script], { stdout: "pipe", stderr: "pipe", timeout: 100_000 });
+    const r = Bun.spawnSync(["unshare", "-m", "--propagation", "private", "sh", "-c", script], {
+      stdout: "pipe",
+      stderr: "pipe",
+      timeout: 100_000,
+    });
     expect({ code: r.exitCode, err: r.stderr.toString() }).toEqual({ code: 0, err: "" });
     const log = readFileSync(join(dir, "dump.log"), "utf8");
     expect(log).toMatch(/page worker\(s\) started ahead for .* \(\/\$bunfs\/root\/codec\/worker\.js\)/);
@@ -147,35 +179,50 @@ describe("page pipeline", () => {
     // socket outside the dumped tree. The two dumps must pick the same pages (pagemap images equal);
     // page contents are not compared, python3 runs a little between the two dumps.
     const ready = join(imagesDir("pagemap-ready"), "ready");
-    const py = Bun.spawn(["python3", "-c",
-      "import mmap, sys, time\nm = mmap.mmap(-1, 256 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)\nfor i in range(0, 256 << 20, 3 * 4096): m[i] = 1\nopen(sys.argv[1], 'w').write('ready')\ntime.sleep(600)", ready],
-      { stdin: "ignore", stdout: "ignore", stderr: "ignore", detached: true });
+    const py = Bun.spawn(
+      [
+        "python3",
+        "-c",
+        "import mmap, sys, time\nm = mmap.mmap(-1, 256 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)\nfor i in range(0, 256 << 20, 3 * 4096): m[i] = 1\nopen(sys.argv[1], 'w').write('ready')\ntime.sleep(600)",
+        ready,
+      ],
+      { stdin: "ignore", stdout: "ignore", stderr: "ignore", detached: true }
+    );
     try {
       await waitUntil("python3 to fill its 256 MiB", () => existsSync(ready), 30000);
       const images: Record<string, Buffer>[] = [];
       for (const how of ["scan", "read"]) {
         const dir = imagesDir(`pagemap-${how}`);
-        const r = criuBun(["dump", "-t", String(py.pid), "-D", dir, "-R", "-v4", "-o", "dump.log"],
-          { env: how === "read" ? { CRIU_BUN_PAGEMAP: "read" } : {} });
+        const r = criuBun(["dump", "-t", String(py.pid), "-D", dir, "-R", "-v4", "-o", "dump.log"], {
+          env: how === "read" ? { CRIU_BUN_PAGEMAP: "read" } : {},
+        });
         expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: "" });
         const log = readFileSync(join(dir, "dump.log"), "utf8");
         expect(log).toMatch(how === "read" ? /pagemap by read\)/ : /pagemap by PAGEMAP_SCAN\)/);
-        images.push({ pagemap: readFileSync(join(dir, `pagemap-${py.pid}.img`)), pages: readFileSync(join(dir, "pages-1.img")) });
+        images.push({
+          pagemap: readFileSync(join(dir, `pagemap-${py.pid}.img`)),
+          pages: readFileSync(join(dir, "pages-1.img")),
+        });
       }
       expect(images[0].pagemap.equals(images[1].pagemap)).toBe(true);
       expect(images[0].pages.length).toBe(images[1].pages.length);
       expect(images[0].pages.length).toBeGreaterThan(((256 << 20) / 3) * 0.9); // the written pages, not the whole mapping
       expect(images[0].pages.length).toBeLessThan(256 << 20);
       expect(isAlive(py.pid)).toBe(true); // -R: left running
-    } finally { py.kill(9); await py.exited; }
+    } finally {
+      py.kill(9);
+      await py.exited;
+    }
   }, 60_000);
 
   test("a progress line on a terminal when more than 256 MiB move, none without a terminal", async () => {
     const w = await startWorkload("spin", ["300", "--pattern=mixed"], { timeoutMs: 60_000 });
     // stderr on a pseudo-terminal: python3's pty.spawn runs the command and relays what it prints
     const onTty = (args: string[]) => {
-      const r = Bun.spawnSync(["python3", "-c", "import pty, sys; sys.exit(pty.spawn(sys.argv[1:]) >> 8)", ...criuBunCommand(), ...args],
-        { stdin: "ignore", stdout: "pipe", stderr: "pipe", env: { ...process.env, CRIU_BUN_NO_PROGRESS: "" } });
+      const r = Bun.spawnSync(
+        ["python3", "-c", "import pty, sys; sys.exit(pty.spawn(sys.argv[1:]) >> 8)", ...criuBunCommand(), ...args],
+        { stdin: "ignore", stdout: "pipe", stderr: "pipe", env: { ...process.env, CRIU_BUN_NO_PROGRESS: "" } }
+      );
       return { code: r.exitCode, out: r.stdout.toString() };
     };
     const dir = imagesDir("progress");
@@ -194,7 +241,9 @@ describe("page pipeline", () => {
       expect(r.code).toBe(0);
       expect(r.out).toMatch(/restore: [\d.]+ MiB of 30\d\.\d MiB, [\d.]+ GB\/s, ETA [\d.]+ s/);
     } finally {
-      try { process.kill(w.pid, 9); } catch {}
+      try {
+        process.kill(w.pid, 9);
+      } catch {}
       await waitGone(w.pid);
     }
   }, 60_000);

@@ -3,24 +3,72 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { copyFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
-import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, isAlive, criuBun, criuBunCommand, waitFor } from "./harness";
+import {
+  buildWorkloads,
+  cleanup,
+  startWorkload,
+  trigger,
+  waitResult,
+  isAlive,
+  criuBun,
+  criuBunCommand,
+  waitFor,
+} from "./harness";
 import { imagesDir, cleanupImages, restore } from "./engine-helpers";
 
-beforeAll(async () => { await buildWorkloads(); }, 120_000);
-afterAll(() => { cleanup(); cleanupImages(); });
+beforeAll(async () => {
+  await buildWorkloads();
+}, 120_000);
+afterAll(() => {
+  cleanup();
+  cleanupImages();
+});
 
 async function listening(port: number, ms = 10000) {
-  await waitFor(() => Bun.spawnSync(["ss", "-Hltn", `sport = :${port}`]).stdout.toString().trim(), `something to listen on ${port}`, ms);
+  await waitFor(
+    () =>
+      Bun.spawnSync(["ss", "-Hltn", `sport = :${port}`])
+        .stdout.toString()
+        .trim(),
+    `something to listen on ${port}`,
+    ms
+  );
 }
 
 test("a process tree dumped through the page server restores from both directories", async () => {
   const port = 19100 + Math.floor(Math.random() * 800);
-  const psDir = imagesDir("ps-recv"), dir = imagesDir("ps-dump");
-  const server = Bun.spawn([...criuBunCommand(), "page-server", "-D", psDir, "--address", "127.0.0.1", "--port", String(port), "-v4", "-o", "ps.log"],
-    { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+  const psDir = imagesDir("ps-recv"),
+    dir = imagesDir("ps-dump");
+  const server = Bun.spawn(
+    [
+      ...criuBunCommand(),
+      "page-server",
+      "-D",
+      psDir,
+      "--address",
+      "127.0.0.1",
+      "--port",
+      String(port),
+      "-v4",
+      "-o",
+      "ps.log",
+    ],
+    { stdin: "ignore", stdout: "pipe", stderr: "pipe" }
+  );
   await listening(port);
   const w = await startWorkload("forky", ["3"]);
-  const r = criuBun(["dump", "-t", String(w.pid), "-D", dir, "--page-server", "--address", "127.0.0.1", "--port", String(port)]);
+  const r = criuBun([
+    "dump",
+    "-t",
+    String(w.pid),
+    "-D",
+    dir,
+    "--page-server",
+    "--address",
+    "127.0.0.1",
+    "--port",
+    String(port),
+  ]);
   expect(r.stderr).toBe("");
   expect(r.code).toBe(0);
   expect(await server.exited).toBe(0);
@@ -40,7 +88,18 @@ test("a process tree dumped through the page server restores from both directori
 
 test("no page server listening: the dump fails before freezing anything", async () => {
   const w = await startWorkload("counter");
-  const r = criuBun(["dump", "-t", String(w.pid), "-D", imagesDir("ps-none"), "--page-server", "--address", "127.0.0.1", "--port", "1"]);
+  const r = criuBun([
+    "dump",
+    "-t",
+    String(w.pid),
+    "-D",
+    imagesDir("ps-none"),
+    "--page-server",
+    "--address",
+    "127.0.0.1",
+    "--port",
+    "1",
+  ]);
   expect(r.code).not.toBe(0);
   expect(r.stderr).toContain("cannot connect to the page server at 127.0.0.1:1");
   expect(isAlive(w.pid)).toBe(true);
@@ -51,13 +110,28 @@ test("no page server listening: the dump fails before freezing anything", async 
 test("a page server that accepts and never answers fails the dump within --timeout; the process keeps running", async () => {
   const net = await import("node:net");
   const held: any[] = [];
-  const srv = net.createServer((c) => { held.push(c); }); // accepts, reads nothing, answers nothing
+  const srv = net.createServer((c) => {
+    held.push(c);
+  }); // accepts, reads nothing, answers nothing
   await new Promise<void>((r) => srv.listen(0, "127.0.0.1", () => r()));
   const port = (srv.address() as any).port;
   try {
     const w = await startWorkload("counter");
     const t0 = Date.now();
-    const r = criuBun(["dump", "-t", String(w.pid), "-D", imagesDir("ps-silent"), "--page-server", "--address", "127.0.0.1", "--port", String(port), "--timeout", "2"]);
+    const r = criuBun([
+      "dump",
+      "-t",
+      String(w.pid),
+      "-D",
+      imagesDir("ps-silent"),
+      "--page-server",
+      "--address",
+      "127.0.0.1",
+      "--port",
+      String(port),
+      "--timeout",
+      "2",
+    ]);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toContain("the page server did not answer within 2 s");
     expect(Date.now() - t0).toBeLessThan(30000);
@@ -75,29 +149,66 @@ test("a page server that accepts and never answers fails the dump within --timeo
 /** CRIU 4's page_server_iov: u32 cmd, 4 bytes padding, u64 nr_pages, u64 vaddr, u64 dst_id */
 function psi(cmd: number, nr: number, vaddr: bigint, dst: bigint) {
   const b = Buffer.alloc(32);
-  b.writeUInt32LE(cmd, 0); b.writeBigUInt64LE(BigInt(nr), 8); b.writeBigUInt64LE(vaddr, 16); b.writeBigUInt64LE(dst, 24);
+  b.writeUInt32LE(cmd, 0);
+  b.writeBigUInt64LE(BigInt(nr), 8);
+  b.writeBigUInt64LE(vaddr, 16);
+  b.writeBigUInt64LE(dst, 24);
   return b;
 }
 
 async function rawSession(steps: (sock: import("node:net").Socket) => Promise<void>) {
   const port = 19100 + Math.floor(Math.random() * 800);
   const psDir = imagesDir("ps-raw");
-  const server = Bun.spawn([...criuBunCommand(), "page-server", "-D", psDir, "--address", "127.0.0.1", "--port", String(port), "-v4", "-o", "ps.log"],
-    { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+  const server = Bun.spawn(
+    [
+      ...criuBunCommand(),
+      "page-server",
+      "-D",
+      psDir,
+      "--address",
+      "127.0.0.1",
+      "--port",
+      String(port),
+      "-v4",
+      "-o",
+      "ps.log",
+    ],
+    { stdin: "ignore", stdout: "pipe", stderr: "pipe" }
+  );
   await listening(port);
   const net = await import("node:net");
   const sock = net.connect(port, "127.0.0.1");
-  await new Promise<void>((r, j) => { sock.once("connect", () => r()); sock.once("error", j); });
+  await new Promise<void>((r, j) => {
+    sock.once("connect", () => r());
+    sock.once("error", j);
+  });
   await steps(sock);
   const code = await server.exited;
-  const log = (() => { try { return require("node:fs").readFileSync(join(psDir, "ps.log"), "utf8"); } catch { return ""; } })();
-  return { code, stderr: (await new Response(server.stderr).text()) + log, files: readdirSync(psDir).filter((f) => f.endsWith(".img")) };
+  const log = (() => {
+    try {
+      return require("node:fs").readFileSync(join(psDir, "ps.log"), "utf8");
+    } catch {
+      return "";
+    }
+  })();
+  return {
+    code,
+    stderr: (await new Response(server.stderr).text()) + log,
+    files: readdirSync(psDir).filter((f) => f.endsWith(".img")),
+  };
 }
-const read = (sock: import("node:net").Socket, n: number) => new Promise<Buffer>((r) => {
-  let got = Buffer.alloc(0);
-  const on = (d: Buffer) => { got = Buffer.concat([got, d]); if (got.length >= n) { sock.off("data", on); r(got); } };
-  sock.on("data", on);
-});
+const read = (sock: import("node:net").Socket, n: number) =>
+  new Promise<Buffer>((r) => {
+    let got = Buffer.alloc(0);
+    const on = (d: Buffer) => {
+      got = Buffer.concat([got, d]);
+      if (got.length >= n) {
+        sock.off("data", on);
+        r(got);
+      }
+    };
+    sock.on("data", on);
+  });
 const DST = (7n << 8n) | 1n; // pagemap of pid 7
 
 test("page-server: a dumper that hangs up without PS_IOV_CLOSE fails the session, and none of its files stay", async () => {

@@ -8,15 +8,27 @@ import { closeSync, constants, existsSync, openSync, readFileSync, readlinkSync,
 import { join } from "node:path";
 import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, isAlive, criuBun, runWorkload } from "./harness";
 import { imagesDir, cleanupImages } from "./engine-helpers";
-import { UNSUPPORTED, FD_TYPES_REFUSED, FD_TYPES_NOT_FILES, ANON_REFUSED, type UnsupportedKey } from "../src/resources/unsupported";
+import {
+  UNSUPPORTED,
+  FD_TYPES_REFUSED,
+  FD_TYPES_NOT_FILES,
+  ANON_REFUSED,
+  type UnsupportedKey,
+} from "../src/resources/unsupported";
 import { FD_KINDS } from "../src/resources/kinds";
 import { FD_TYPE } from "../src/resources/files";
 
-beforeAll(async () => { await buildWorkloads(); }, 120_000);
+beforeAll(async () => {
+  await buildWorkloads();
+}, 120_000);
 const extPids: number[] = [];
 afterAll(() => {
-  for (const p of extPids) try { process.kill(p, "SIGKILL"); } catch {}
-  cleanup(); cleanupImages();
+  for (const p of extPids)
+    try {
+      process.kill(p, "SIGKILL");
+    } catch {}
+  cleanup();
+  cleanupImages();
 });
 
 const esc = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
@@ -44,7 +56,9 @@ describe("the refusal list and the fd-kind registry", () => {
       const kind = FD_KINDS.some((k) => k.type === type);
       const refused = type in FD_TYPES_REFUSED;
       const notFile = type in FD_TYPES_NOT_FILES;
-      expect(`${name}: ${kind ? "kind" : ""}${refused ? "refused" : ""}${notFile ? "not a file" : ""}`).toMatch(/: (kind|refused|not a file)$/);
+      expect(`${name}: ${kind ? "kind" : ""}${refused ? "refused" : ""}${notFile ? "not a file" : ""}`).toMatch(
+        /: (kind|refused|not a file)$/
+      );
     }
     for (const k of [...Object.values(FD_TYPES_REFUSED), ...Object.values(ANON_REFUSED)]) expect(keys).toContain(k);
   });
@@ -57,7 +71,11 @@ describe("dump refuses what it cannot restore exactly; the target runs on", () =
       const hp = "/proc/sys/vm/nr_hugepages";
       const hpWas = key === "hugetlb" ? readFileSync(hp, "utf8").trim() : undefined;
       if (hpWas === "0") writeFileSync(hp, "2");
-      try { await refusedAndRunsOn(key); } finally { if (hpWas === "0") writeFileSync(hp, "0"); }
+      try {
+        await refusedAndRunsOn(key);
+      } finally {
+        if (hpWas === "0") writeFileSync(hp, "0");
+      }
     });
   }
   async function refusedAndRunsOn(key: UnsupportedKey) {
@@ -72,9 +90,16 @@ describe("dump refuses what it cannot restore exactly; the target runs on", () =
       expect(r.code).toBe(1);
       // one error line (warnings about other fds, such as those --ext-unix-sk brings back
       // unconnected, may come before it)
-      const lines = r.stderr.trim().split("\n").filter((l) => !l.startsWith("Warn: "));
+      const lines = r.stderr
+        .trim()
+        .split("\n")
+        .filter((l) => !l.startsWith("Warn: "));
       expect(lines.length).toBe(1);
-      expect(lines[0]).toMatch(new RegExp(`^Error \\(\\w+\\): process ${culprit}( fd \\d+)?: .*${esc(UNSUPPORTED[key])}.* is not supported yet$`));
+      expect(lines[0]).toMatch(
+        new RegExp(
+          `^Error \\(\\w+\\): process ${culprit}( fd \\d+)?: .*${esc(UNSUPPORTED[key])}.* is not supported yet$`
+        )
+      );
       expect(isAlive(w.pid)).toBe(true);
       expect(readFileSync(`/proc/${w.pid}/status`, "utf8")).toMatch(/TracerPid:\s*0\n/);
       trigger(w);
@@ -85,26 +110,60 @@ describe("dump refuses what it cannot restore exactly; the target runs on", () =
 
   // cases that share an entry with the one above: refused the same way
   // (console and vt need the devices openable here: /dev/console and /dev/tty1)
-  const openable = (dev: string) => { try { closeSync(openSync(dev, constants.O_RDONLY | constants.O_NOCTTY)); return true; } catch { return false; } };
+  const openable = (dev: string) => {
+    try {
+      closeSync(openSync(dev, constants.O_RDONLY | constants.O_NOCTTY));
+      return true;
+    } catch {
+      return false;
+    }
+  };
   // (issue 12's variants of an entry: each must be refused by it too, not slip through)
-  const ALSO: [string, UnsupportedKey, string[]?][] = [["pidfd-outside", "pidfd"], ["pidfd-thread", "pidfd"], ["deleted-symlink", "deleted-special"], ["deleted-fifo", "deleted-special"], ["unix-closed-named", "unix-queue-named-sender"],
-    ["console", "terminal"], ["vt", "terminal"], ["devtty", "terminal"],
-    ["scm-rights-stream", "scm-rights"], ["scm-rights-seqpacket", "scm-rights"],
-    ["tmpfile-rodir", "tmpfile"], ["epoll-closed", "epoll-stale"], ["aio-events", "aio"], ["lease-write", "lease"],
-    ["memfd-map-private", "memfd-map"], ["packet-opts", "packet-socket"], ["sock-packet", "packet-socket"], ["special-map-uring", "special-map"],
-    ["netlink-bound", "netlink-socket"], ["tty-queued-master", "tty-queued"], ["fown-outside", "fown"], ["pidfd-dead2", "pidfd"], ["fanotify-marks", "fanotify"], ["inotify-deleted", "inotify-deleted", ["--link-remap"]]];
+  const ALSO: [string, UnsupportedKey, string[]?][] = [
+    ["pidfd-outside", "pidfd"],
+    ["pidfd-thread", "pidfd"],
+    ["deleted-symlink", "deleted-special"],
+    ["deleted-fifo", "deleted-special"],
+    ["unix-closed-named", "unix-queue-named-sender"],
+    ["console", "terminal"],
+    ["vt", "terminal"],
+    ["devtty", "terminal"],
+    ["scm-rights-stream", "scm-rights"],
+    ["scm-rights-seqpacket", "scm-rights"],
+    ["tmpfile-rodir", "tmpfile"],
+    ["epoll-closed", "epoll-stale"],
+    ["aio-events", "aio"],
+    ["lease-write", "lease"],
+    ["memfd-map-private", "memfd-map"],
+    ["packet-opts", "packet-socket"],
+    ["sock-packet", "packet-socket"],
+    ["special-map-uring", "special-map"],
+    ["netlink-bound", "netlink-socket"],
+    ["tty-queued-master", "tty-queued"],
+    ["fown-outside", "fown"],
+    ["pidfd-dead2", "pidfd"],
+    ["fanotify-marks", "fanotify"],
+    ["inotify-deleted", "inotify-deleted", ["--link-remap"]],
+  ];
   for (const [mode, key, extra = []] of ALSO) {
-    test.skipIf((mode === "console" && !openable("/dev/console")) || (mode === "vt" && !openable("/dev/tty1")))(`${mode}${extra.length ? ` (${extra.join(" ")})` : ""}: also ${UNSUPPORTED[key]}`, async () => {
-      const w = await startWorkload("refuse", [mode], { stderr: "file" });
-      const culpritFile = join(w.dir, "culprit");
-      const culprit = existsSync(culpritFile) ? Number(readFileSync(culpritFile, "utf8")) : w.pid;
-      const r = criuBun(["dump", "-t", String(w.pid), "-D", imagesDir(`refuse-${mode}`), ...extra]);
-      expect(r.code).toBe(1);
-      expect(r.stderr.trim()).toMatch(new RegExp(`^Error \\(\\w+\\): process ${culprit}( fd \\d+)?: ${esc(UNSUPPORTED[key])}.* is not supported yet$`));
-      expect(isAlive(w.pid)).toBe(true);
-      trigger(w);
-      expect((await waitResult(w, 10_000)).text).toStartWith("PASS");
-    });
+    test.skipIf((mode === "console" && !openable("/dev/console")) || (mode === "vt" && !openable("/dev/tty1")))(
+      `${mode}${extra.length ? ` (${extra.join(" ")})` : ""}: also ${UNSUPPORTED[key]}`,
+      async () => {
+        const w = await startWorkload("refuse", [mode], { stderr: "file" });
+        const culpritFile = join(w.dir, "culprit");
+        const culprit = existsSync(culpritFile) ? Number(readFileSync(culpritFile, "utf8")) : w.pid;
+        const r = criuBun(["dump", "-t", String(w.pid), "-D", imagesDir(`refuse-${mode}`), ...extra]);
+        expect(r.code).toBe(1);
+        expect(r.stderr.trim()).toMatch(
+          new RegExp(
+            `^Error \\(\\w+\\): process ${culprit}( fd \\d+)?: ${esc(UNSUPPORTED[key])}.* is not supported yet$`
+          )
+        );
+        expect(isAlive(w.pid)).toBe(true);
+        trigger(w);
+        expect((await waitResult(w, 10_000)).text).toStartWith("PASS");
+      }
+    );
   }
 
   test("a process started by unshare -C (a cgroup namespace of its own): refused at dump in one line, runs on", async () => {
@@ -112,7 +171,11 @@ describe("dump refuses what it cannot restore exactly; the target runs on", () =
     expect(readlinkSync(`/proc/${w.pid}/ns/cgroup`)).not.toBe(readlinkSync("/proc/self/ns/cgroup"));
     const r = criuBun(["dump", "-t", String(w.pid), "-D", imagesDir("refuse-unshare-C")]);
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(new RegExp(`^Error \\(dump\\): process ${w.pid}: cgroup namespace of its own \\(cgroup:\\[\\d+\\]\\) is not supported yet\n$`));
+    expect(r.stderr).toMatch(
+      new RegExp(
+        `^Error \\(dump\\): process ${w.pid}: cgroup namespace of its own \\(cgroup:\\[\\d+\\]\\) is not supported yet\n$`
+      )
+    );
     expect(isAlive(w.pid)).toBe(true);
     expect(readFileSync(`/proc/${w.pid}/status`, "utf8")).toMatch(/TracerPid:\s*0\n/);
     trigger(w);
@@ -120,9 +183,35 @@ describe("dump refuses what it cannot restore exactly; the target runs on", () =
   });
 
   test("the workload's checks fail when the thing is undone (fown, scm-rights, sigtrap, guard, lease, aio, epoll-stale, ipcns-objects and the variants above)", async () => {
-    for (const key of ["fown", "scm-rights", "sigtrap", "guard", "lease", "aio", "epoll-stale", "ipcns-objects",
-      "scm-rights-stream", "scm-rights-seqpacket", "tmpfile-rodir", "epoll-closed", "aio-events", "lease-write", "memfd-map-private",
-      "packet-opts", "special-map", "special-map-uring", "sock-packet", "netlink-bound", "fanotify-marks", "tty-queued-master", "fown-outside", "pidfd-dead2", "session-outside-pidns", "session-leader-gone", "pgrp-leader-gone"]) {
+    for (const key of [
+      "fown",
+      "scm-rights",
+      "sigtrap",
+      "guard",
+      "lease",
+      "aio",
+      "epoll-stale",
+      "ipcns-objects",
+      "scm-rights-stream",
+      "scm-rights-seqpacket",
+      "tmpfile-rodir",
+      "epoll-closed",
+      "aio-events",
+      "lease-write",
+      "memfd-map-private",
+      "packet-opts",
+      "special-map",
+      "special-map-uring",
+      "sock-packet",
+      "netlink-bound",
+      "fanotify-marks",
+      "tty-queued-master",
+      "fown-outside",
+      "pidfd-dead2",
+      "session-outside-pidns",
+      "session-leader-gone",
+      "pgrp-leader-gone",
+    ]) {
       const bad = await runWorkload("refuse", [key, "--selftest-corrupt"]);
       expect(`${key}: ${bad.summary}`).toStartWith(`${key}: FAIL`);
     }

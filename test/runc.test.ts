@@ -8,7 +8,21 @@
 // the container's mounts) is refused with one line in dump.log while the container keeps running.
 // The bundle is built here; every container, image directory and pipe is removed after.
 import { afterAll, expect, test } from "bun:test";
-import { closeSync, openSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  openSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { criuBun, criuBunCommand, REPO_ROOT, waitUntil, holdsFor } from "./harness";
@@ -23,8 +37,16 @@ const netnses: string[] = [];
 afterAll(() => {
   for (const id of containers) Bun.spawnSync(["runc", "delete", "-f", id]);
   for (const ns of netnses) Bun.spawnSync(["ip", "netns", "del", ns], { stderr: "ignore" });
-  for (const fd of heldFds) { try { closeSync(fd); } catch {} }
-  for (const p of spawned) { try { p.kill(9); } catch {} }
+  for (const fd of heldFds) {
+    try {
+      closeSync(fd);
+    } catch {}
+  }
+  for (const p of spawned) {
+    try {
+      p.kill(9);
+    } catch {}
+  }
   rmSync(tmp, { recursive: true, force: true });
 });
 
@@ -42,18 +64,23 @@ function installAsCriu(): string {
   return join(bin, "criu");
 }
 
-test.skipIf(!built)("install --as-criu: a symlink named criu that answers --version as criu 4.2, criu-bun's version in GitID; a foreign criu is left alone", () => {
-  const criu = installAsCriu();
-  const v = Bun.spawnSync([criu, "--version"]);
-  expect(v.stdout.toString()).toMatch(/^Version: 4\.2\nGitID: criu_bun \d+\.\d+\.\d+\n$/);
-  expect(criuBun(["install", "--as-criu", "--prefix", join(tmp, "bin")]).stdout).toContain("(already)");
-  const other = join(tmp, "other");
-  mkdirSync(other);
-  symlinkSync("/bin/true", join(other, "criu"));
-  const r = criuBun(["install", "--as-criu", "--prefix", other]);
-  expect(r.code).toBe(1);
-  expect(r.stderr.trim()).toBe(`Error (install): ${join(other, "criu")} already points to /bin/true; remove it first`);
-});
+test.skipIf(!built)(
+  "install --as-criu: a symlink named criu that answers --version as criu 4.2, criu-bun's version in GitID; a foreign criu is left alone",
+  () => {
+    const criu = installAsCriu();
+    const v = Bun.spawnSync([criu, "--version"]);
+    expect(v.stdout.toString()).toMatch(/^Version: 4\.2\nGitID: criu_bun \d+\.\d+\.\d+\n$/);
+    expect(criuBun(["install", "--as-criu", "--prefix", join(tmp, "bin")]).stdout).toContain("(already)");
+    const other = join(tmp, "other");
+    mkdirSync(other);
+    symlinkSync("/bin/true", join(other, "criu"));
+    const r = criuBun(["install", "--as-criu", "--prefix", other]);
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim()).toBe(
+      `Error (install): ${join(other, "criu")} already points to /bin/true; remove it first`
+    );
+  }
+);
 
 /** a busybox OCI bundle whose shell counts into /tmp/count in its rootfs (and, with checks, more: see counter()) */
 function bundle(args?: string[], name = "bundle", edit?: (c: any) => void): string {
@@ -72,43 +99,55 @@ function bundle(args?: string[], name = "bundle", edit?: (c: any) => void): stri
   return b;
 }
 
-test.skipIf(!runc || !busybox || !built)("runc checkpoint: past the version probe to DUMP; the container is refused with one line and keeps running", async () => {
-  const criu = installAsCriu();
-  const b = bundle();
-  const id = `criu-bun-${process.pid}`;
-  containers.push(id);
-  // the container keeps the stdio runc gives it: a file, not a pipe someone waits on
-  const errFile = join(tmp, "run.err");
-  const errFd = openSync(errFile, "w", 0o600);
-  const run = Bun.spawnSync(["runc", "run", "-d", id], { cwd: b, stdin: "ignore", stdout: errFd, stderr: errFd });
-  closeSync(errFd);
-  expect(readFileSync(errFile, "utf8")).toBe("");
-  expect(run.exitCode).toBe(0);
-  const count = () => Number(readFileSync(join(b, "rootfs/tmp/count"), "utf8").trim() || 0);
-  await waitUntil("the counter", () => existsSync(join(b, "rootfs/tmp/count")) && count() > 2);
-  const img = join(tmp, "img");
-  mkdirSync(img);
-  const ck = Bun.spawnSync(["runc", "--criu", criu, "checkpoint", "--image-path", img, "--work-path", img, id], { stdout: "pipe", stderr: "pipe", timeout: 60000 });
-  const err = ck.stderr.toString();
-  expect(err).not.toContain("version check failed");
-  expect(err).toContain("criu failed: type ");
-  expect(ck.exitCode).not.toBe(0);
-  const log = readFileSync(join(img, "dump.log"), "utf8");
-  // the request runc sent: what a container needs (its root, mounts, netns left alone, freezer)
-  expect(log).toMatch(/rpc: dump with .*root=.*empty_ns=1073741824/);
-  const errors = log.split("\n").filter((l) => l.includes("Error"));
-  expect(errors).toHaveLength(1);
-  // refused with one line naming what criu-bun cannot restore exactly (today: the container's stdio
-  // file on a mount outside its mount namespace), after runc answered the dump's notifications
-  expect(errors[0]).toMatch(/Error \([a-z]+\): .*(not supported|refused)/);
-  expect(log).toContain("Running pre-dump scripts");
-  // still running, not frozen, not stopped
-  const state = JSON.parse(Bun.spawnSync(["runc", "state", id]).stdout.toString());
-  expect(state.status).toBe("running");
-  const before = count();
-  await waitUntil("the counter to go on", () => count() > before + 2);
-  await holdsFor("the container running", () => JSON.parse(Bun.spawnSync(["runc", "state", id]).stdout.toString()).status === "running", 200);
-}, 90000);
+test.skipIf(!runc || !busybox || !built)(
+  "runc checkpoint: past the version probe to DUMP; the container is refused with one line and keeps running",
+  async () => {
+    const criu = installAsCriu();
+    const b = bundle();
+    const id = `criu-bun-${process.pid}`;
+    containers.push(id);
+    // the container keeps the stdio runc gives it: a file, not a pipe someone waits on
+    const errFile = join(tmp, "run.err");
+    const errFd = openSync(errFile, "w", 0o600);
+    const run = Bun.spawnSync(["runc", "run", "-d", id], { cwd: b, stdin: "ignore", stdout: errFd, stderr: errFd });
+    closeSync(errFd);
+    expect(readFileSync(errFile, "utf8")).toBe("");
+    expect(run.exitCode).toBe(0);
+    const count = () => Number(readFileSync(join(b, "rootfs/tmp/count"), "utf8").trim() || 0);
+    await waitUntil("the counter", () => existsSync(join(b, "rootfs/tmp/count")) && count() > 2);
+    const img = join(tmp, "img");
+    mkdirSync(img);
+    const ck = Bun.spawnSync(["runc", "--criu", criu, "checkpoint", "--image-path", img, "--work-path", img, id], {
+      stdout: "pipe",
+      stderr: "pipe",
+      timeout: 60000,
+    });
+    const err = ck.stderr.toString();
+    expect(err).not.toContain("version check failed");
+    expect(err).toContain("criu failed: type ");
+    expect(ck.exitCode).not.toBe(0);
+    const log = readFileSync(join(img, "dump.log"), "utf8");
+    // the request runc sent: what a container needs (its root, mounts, netns left alone, freezer)
+    expect(log).toMatch(/rpc: dump with .*root=.*empty_ns=1073741824/);
+    const errors = log.split("\n").filter((l) => l.includes("Error"));
+    expect(errors).toHaveLength(1);
+    // refused with one line naming what criu-bun cannot restore exactly (today: the container's stdio
+    // file on a mount outside its mount namespace), after runc answered the dump's notifications
+    expect(errors[0]).toMatch(/Error \([a-z]+\): .*(not supported|refused)/);
+    expect(log).toContain("Running pre-dump scripts");
+    // still running, not frozen, not stopped
+    const state = JSON.parse(Bun.spawnSync(["runc", "state", id]).stdout.toString());
+    expect(state.status).toBe("running");
+    const before = count();
+    await waitUntil("the counter to go on", () => count() > before + 2);
+    await holdsFor(
+      "the container running",
+      () => JSON.parse(Bun.spawnSync(["runc", "state", id]).stdout.toString()).status === "running",
+      200
+    );
+  },
+  90000
+);
 
 /**
  * The self-checking counter: i lives in the shell; /dev/shm/count (a tmpfs of the container's, whose
@@ -116,8 +155,12 @@ test.skipIf(!runc || !busybox || !built)("runc checkpoint: past the version prob
  * on a mismatch (a restore that lost the shell's state, or the tmpfs's, or restarted the shell),
  * then prints "tick i" to stdout (a pipe) and writes i to /tmp/count (the rootfs, seen from here).
  */
-const COUNTER = ["sh", "-c", "i=0; while :; do i=$((i+1)); read c < /dev/shm/count || c=0; " +
-  "if [ \"$c\" != \"$((i-1))\" ]; then echo \"BAD $c $i\"; fi; echo $i > /dev/shm/count; echo $i > /tmp/count; echo \"tick $i\"; sleep 0.05; done"];
+const COUNTER = [
+  "sh",
+  "-c",
+  "i=0; while :; do i=$((i+1)); read c < /dev/shm/count || c=0; " +
+    'if [ "$c" != "$((i-1))" ]; then echo "BAD $c $i"; fi; echo $i > /dev/shm/count; echo $i > /tmp/count; echo "tick $i"; sleep 0.05; done',
+];
 
 /** Everything a stream says, as it arrives; done once its last writer is gone. */
 function collect(stream: ReadableStream<Uint8Array>) {
@@ -142,7 +185,9 @@ const heldFds: number[] = [];
 /** runc with its stdio on fresh pipes (Bun's own "pipe" stdio are sockets), which a detached
  *  container keeps: stdin's write end stays here, stdout and stderr are read through cat */
 function runcPiped(args: string[], cwd: string) {
-  const i = pipe(), o = pipe(), e = pipe();
+  const i = pipe(),
+    o = pipe(),
+    e = pipe();
   const p = Bun.spawn(["runc", ...args], { cwd, stdin: i[0], stdout: o[1], stderr: e[1] });
   spawned.push(p);
   for (const fd of [i[0], o[1], e[1]]) closeSync(fd);
@@ -160,7 +205,13 @@ function state(id: string): { status: string; pid: number } | undefined {
   return r.exitCode === 0 ? JSON.parse(r.stdout.toString()) : undefined;
 }
 function pipesOf(pid: number) {
-  return [0, 1, 2].map((fd) => { try { return readlinkSync(`/proc/${pid}/fd/${fd}`); } catch { return "?"; } });
+  return [0, 1, 2].map((fd) => {
+    try {
+      return readlinkSync(`/proc/${pid}/fd/${fd}`);
+    } catch {
+      return "?";
+    }
+  });
 }
 function runcOk(args: string[], cwd?: string) {
   const r = Bun.spawnSync(["runc", ...args], { cwd, stdout: "pipe", stderr: "pipe", timeout: 90000 });
@@ -168,184 +219,273 @@ function runcOk(args: string[], cwd?: string) {
   return r;
 }
 /** on failure, what criu-bun said */
-function logOf(dir: string, file: string) { try { return readFileSync(join(dir, file), "utf8").split("\n").filter((l) => l.includes("Error")).join("\n"); } catch { return "(no log)"; } }
-
-test.skipIf(!runc || !busybox || !built)("runc checkpoint, then runc restore -d (32 MiB memory limit): the container's shell carries on from where it was, writing into the restoring runc's pipes, in its rootfs", async () => {
-  const criu = installAsCriu();
-  // with a 32 MiB memory limit: runc moves criu-bun into the container's cgroups before it restores
-  const b = bundle(COUNTER, "counter", (c) => { c.linux.resources = { ...(c.linux.resources ?? {}), memory: { limit: 32 << 20 } }; });
-  const id = `criu-bun-c-${process.pid}`;
-  containers.push(id);
-  const run = runcPiped(["run", "-d", id], b);
-  expect(await run.p.exited).toBe(0);
-  const pid0 = state(id)!.pid;
-  const before = pipesOf(pid0);
-  expect(before.every((l) => l.startsWith("pipe:["))).toBe(true);
-  await waitUntil("the container to count", () => last(run.out.text) >= 5, 20000);
-
-  const img = join(tmp, "img-c");
-  const ck = Bun.spawnSync(["runc", "--criu", criu, "checkpoint", "--image-path", img, "--work-path", img, id], { stdout: "pipe", stderr: "pipe", timeout: 90000 });
-  expect(`${ck.exitCode} ${ck.stderr}`, logOf(img, "dump.log")).toBe("0 ");
-  // the container is gone: runc says so, and the last writer of its stdout pipe has closed it
-  expect(state(id)).toBeUndefined();
-  await waitUntil("the old stdout pipe to end", () => run.out.done, 10000);
-  const n = last(run.out.text);
-  expect(run.out.text).not.toContain("BAD");
-  // runc kept the names of the container's stdio for restore (its inherit_fd keys)
-  expect(JSON.parse(readFileSync(join(img, "descriptors.json"), "utf8"))).toEqual(before);
-  const dumpLog = readFileSync(join(img, "dump.log"), "utf8");
-  expect(dumpLog).toMatch(/rpc: dump with .*root=.*empty_ns=1073741824/);
-  expect(dumpLog).toContain("Dumping finished successfully");
-
-  const rs = runcPiped(["--criu", criu, "restore", "-d", "--image-path", img, "--work-path", img, id], b);
-  const rc = await rs.p.exited;
-  expect(`${rc} ${rs.err.text}`, logOf(img, "restore.log")).toBe("0 ");
-  const st = state(id)!;
-  expect(st.status).toBe("running");
-  // the memory cgroup's peak: criu-bun's own charge while it restored, plus the container's
-  const mem = readFileSync(`/proc/${st.pid}/cgroup`, "utf8").split("\n").find((l) => /^\d+:(memory)?:/.test(l) && (l.includes(":memory:") || l.startsWith("0::")));
-  const v1 = /^\d+:memory:(.*)$/m.exec(readFileSync(`/proc/${st.pid}/cgroup`, "utf8"));
-  const peakFile = v1 ? `/sys/fs/cgroup/memory${v1[1]}/memory.max_usage_in_bytes` : `/sys/fs/cgroup${mem!.split("::")[1]}/memory.peak`;
-  if (existsSync(peakFile)) console.log(`runc restore under a 32 MiB limit: memory cgroup peak ${(Number(readFileSync(peakFile, "utf8")) / 1048576).toFixed(1)} MiB`);
-  // the restored shell prints into the pipes runc restore was given (inherit_fd), from n+1 on
-  await waitUntil("the restored counter to print", () => ticks(rs.out.text).length >= 5, 20000);
-  const after = ticks(rs.out.text);
-  expect(after[0]).toBe(n + 1);
-  expect(after.slice(0, 5)).toEqual([n + 1, n + 2, n + 3, n + 4, n + 5]);
-  expect(rs.out.text).not.toContain("BAD");
-  const restoreLog = readFileSync(join(img, "restore.log"), "utf8");
-  expect(restoreLog).toMatch(/rpc: restore with .*rst_sibling=true.*inherit_fd=/);
-  expect(restoreLog).toContain("rst_sibling");
-  // its stdio are runc restore's pipes, not the old ones
-  const now = pipesOf(st.pid);
-  expect(now.every((l) => l.startsWith("pipe:["))).toBe(true);
-  expect(now.some((l) => before.includes(l))).toBe(false);
-  // its root is the bundle's rootfs: the file it writes there is the one we see
-  const inode = (p: string) => statSync(p).ino;
-  expect(inode(`/proc/${st.pid}/root/tmp/count`)).toBe(inode(join(b, "rootfs/tmp/count")));
-  // runc exec joins it and sees the container's files and the counter going on
-  const ex = runcOk(["exec", id, "cat", "/dev/shm/count"]);
-  expect(Number(ex.stdout.toString().trim())).toBeGreaterThan(n);
-  runcOk(["kill", id, "KILL"]);
-  await waitUntil("the container to stop", () => state(id)?.status === "stopped", 10000);
-  runcOk(["delete", id]);
-  expect(state(id)).toBeUndefined();
-}, 120000);
-
-test.skipIf(!runc || !busybox || !built)("runc checkpoint --pre-dump, then --leave-running; restored in the foreground under a new name: new cgroups (cg_root), runc's own child (rst_sibling)", async () => {
-  const criu = installAsCriu();
-  const b = bundle(COUNTER, "counter2");
-  const id = `criu-bun-p-${process.pid}`, id2 = `criu-bun-q-${process.pid}`;
-  containers.push(id, id2);
-  const run = runcPiped(["run", "-d", id], b);
-  expect(await run.p.exited).toBe(0);
-  await waitUntil("the container to count", () => last(run.out.text) >= 5, 20000);
-
-  const pre = join(tmp, "pre"), img = join(tmp, "img-p");
-  const pd = Bun.spawnSync(["runc", "--criu", criu, "checkpoint", "--pre-dump", "--image-path", pre, "--work-path", pre, id], { stdout: "pipe", stderr: "pipe", timeout: 90000 });
-  expect(`${pd.exitCode} ${pd.stderr}`, logOf(pre, "dump.log")).toBe("0 ");
-  expect(state(id)?.status).toBe("running");
-  const lo = last(run.out.text);
-  const ck = Bun.spawnSync(["runc", "--criu", criu, "checkpoint", "--leave-running", "--parent-path", "../pre", "--image-path", img, "--work-path", img, id], { stdout: "pipe", stderr: "pipe", timeout: 90000 });
-  expect(`${ck.exitCode} ${ck.stderr}`, logOf(img, "dump.log")).toBe("0 ");
-  // the dump was taken before this: the counter's file (written before each tick is printed) is at
-  // least where the dump saw it (the stream read here lags while spawnSync blocks)
-  // (`echo $i > /tmp/count` truncates before it writes: an empty read is retried, a later value
-  // is still at least the dump's)
-  const hi = await waitFor(() => Number(readFileSync(join(b, "rootfs/tmp/count"), "utf8").trim()) || undefined, "the counter's file", 5000);
-  // --leave-running: still there and still counting
-  expect(state(id)?.status).toBe("running");
-  await waitUntil("the container to go on counting", () => last(run.out.text) > hi + 2, 10000);
-  // the final dump stored only what changed since the pre-dump (its pagemap points at the parent)
-  expect(readFileSync(join(img, "dump.log"), "utf8")).toMatch(/parent_img="\.\.\/pre"/);
-  runcOk(["kill", id, "KILL"]);
-  await waitUntil("the first container to stop", () => state(id)?.status === "stopped", 10000);
-  runcOk(["delete", id]);
-
-  // a foreground restore: runc waits for its child, the restored container's init
-  const rs = runcPiped(["--criu", criu, "restore", "--image-path", img, "--work-path", img, id2], b);
-  await waitUntil("the restored counter to print", () => ticks(rs.out.text).length >= 5, 30000);
-  const after = ticks(rs.out.text);
-  expect(after[0]).toBeGreaterThan(lo);
-  expect(after[0]).toBeLessThanOrEqual(hi + 1);
-  expect(rs.out.text).not.toContain("BAD");
-  const st = state(id2)!;
-  expect(st.status).toBe("running");
-  // its parent is the runc that restored it, not criu-bun (gone by now) nor init
-  expect(Number(/^PPid:\s*(\d+)/m.exec(readFileSync(`/proc/${st.pid}/status`, "utf8"))![1])).toBe(rs.p.pid);
-  // its cgroups are the new container's (cg_root), not the old one's
-  const cg = readFileSync(`/proc/${st.pid}/cgroup`, "utf8");
-  expect(cg).toContain(`/${id2}\n`);
-  expect(cg).not.toContain(`/${id}\n`);
-  runcOk(["kill", id2, "KILL"]);
-  // runc restore was waiting for its child: it ends now, with the signal's status
-  const code = await Promise.race([rs.p.exited, Bun.sleep(15000).then(() => "timeout")]);
-  expect(code).toBe(137);
-  await waitUntil("the container to stop", () => state(id2)?.status !== "running", 10000);
-  runcOk(["delete", "-f", id2]);
-  expect(state(id2)).toBeUndefined();
-}, 120000);
-
-test.skipIf(!built)("criu-bun restore -d --restore-sibling --inherit-fd fd[N]:pipe:[INO]: the restored shell is our child and writes into the pipe we gave; bad --inherit-fd refused in one line", async () => {
-  const { wait4Raw } = await import("../src/sys/ptrace");
-  const dir = join(tmp, "cli-img");
-  mkdirSync(dir);
-  // a shell counting into a pipe (stdout and stderr); the pipe's read end is read through cat
-  const a = pipe();
-  const sh = Bun.spawn(["sh", "-c", "i=0; while :; do i=$((i+1)); echo \"tick $i\"; sleep 0.05; done"], { stdin: "ignore", stdout: a[1], stderr: a[1], detached: true });
-  spawned.push(sh);
-  closeSync(a[1]);
-  const c1 = Bun.spawn(["cat"], { stdin: a[0], stdout: "pipe" });
-  spawned.push(c1);
-  closeSync(a[0]);
-  const out1 = collect(c1.stdout);
-  await waitUntil("the shell to count", () => last(out1.text) >= 3, 10000);
-  const key = readlinkSync(`/proc/${sh.pid}/fd/1`);
-  expect(key).toMatch(/^pipe:\[\d+\]$/);
-  const d = criuBun(["dump", "-t", String(sh.pid), "-D", dir, "-o", "dump.log", "-v4"]);
-  expect(d.stderr).toBe("");
-  expect(d.code).toBe(0);
-  await sh.exited;
-  await waitUntil("the old pipe to end", () => out1.done, 10000);
-  const n = last(out1.text);
-
-  // bad spellings and keys: one line each, nothing restored
-  const bad = criuBun(["restore", "-d", "-D", dir, "--inherit-fd", "fd3:pipe:[1]"]);
-  expect(bad.code).toBe(1);
-  expect(bad.stderr.trim()).toBe("Error (restore): --inherit-fd 'fd3:pipe:[1]': expected fd[N]:KEY");
-  const notPipe = criuBun(["restore", "-d", "-D", dir, "--inherit-fd", "fd[0]:tmp/x"]);
-  expect(notPipe.stderr.trim()).toBe("Error (restore): inherit_fd 'tmp/x': only pipes (pipe:[ino]) and external namespaces (their key) can be inherited by criu-bun yet");
-  const closed = criuBun(["restore", "-d", "-D", dir, "--inherit-fd", `fd[77]:${key}`]);
-  expect(closed.stderr.trim()).toBe(`Error (restore): inherit_fd '${key}': fd 77 is not open in criu-bun`);
-  const noDetach = criuBun(["restore", "-D", dir, "--restore-sibling"]);
-  expect(noDetach.code).toBe(1);
-  expect(noDetach.stderr.split("\n").filter(Boolean)).toHaveLength(1);
-
-  // criu-bun's fd 3 is the write end of a new pipe: it takes the old pipe's place
-  const b = pipe();
-  const r = Bun.spawnSync([...criuBunCommand(), "restore", "-d", "--restore-sibling", "-D", dir, "-o", "restore.log", "-v4", "--pidfile", join(dir, "pid"),
-    "--inherit-fd", `fd[3]:${key}`], { stdio: ["ignore", "pipe", "pipe", b[1]], timeout: 60000 });
-  closeSync(b[1]);
-  expect(r.stderr.toString()).toBe("");
-  expect(r.exitCode).toBe(0);
-  const pid = Number(readFileSync(join(dir, "pid"), "utf8"));
-  const c2 = Bun.spawn(["cat"], { stdin: b[0], stdout: "pipe" });
-  spawned.push(c2);
-  closeSync(b[0]);
-  const out2 = collect(c2.stdout);
+function logOf(dir: string, file: string) {
   try {
-    // a sibling of criu-bun: our child, as criu's --restore-sibling makes it
-    expect(Number(/^PPid:\s*(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))![1])).toBe(process.pid);
-    await waitUntil("the restored shell to print into the new pipe", () => ticks(out2.text).length >= 3, 10000);
-    expect(ticks(out2.text).slice(0, 3)).toEqual([n + 1, n + 2, n + 3]);
-    expect(pipesOf(pid).slice(1)).toEqual([readlinkSync(`/proc/${c2.pid}/fd/0`), readlinkSync(`/proc/${c2.pid}/fd/0`)]);
-    expect(readFileSync(join(dir, "restore.log"), "utf8")).toContain(`criu-bun's fd 3 for '${key}'`);
-  } finally {
-    process.kill(pid, 9);
-    // our child: reaped here
-    await waitUntil("the restored shell to exit", () => wait4Raw(pid, 0x40000000 | 1 /* __WALL|WNOHANG */).r === pid, 10000);
+    return readFileSync(join(dir, file), "utf8")
+      .split("\n")
+      .filter((l) => l.includes("Error"))
+      .join("\n");
+  } catch {
+    return "(no log)";
   }
-}, 60000);
+}
+
+test.skipIf(!runc || !busybox || !built)(
+  "runc checkpoint, then runc restore -d (32 MiB memory limit): the container's shell carries on from where it was, writing into the restoring runc's pipes, in its rootfs",
+  async () => {
+    const criu = installAsCriu();
+    // with a 32 MiB memory limit: runc moves criu-bun into the container's cgroups before it restores
+    const b = bundle(COUNTER, "counter", (c) => {
+      c.linux.resources = { ...(c.linux.resources ?? {}), memory: { limit: 32 << 20 } };
+    });
+    const id = `criu-bun-c-${process.pid}`;
+    containers.push(id);
+    const run = runcPiped(["run", "-d", id], b);
+    expect(await run.p.exited).toBe(0);
+    const pid0 = state(id)!.pid;
+    const before = pipesOf(pid0);
+    expect(before.every((l) => l.startsWith("pipe:["))).toBe(true);
+    await waitUntil("the container to count", () => last(run.out.text) >= 5, 20000);
+
+    const img = join(tmp, "img-c");
+    const ck = Bun.spawnSync(["runc", "--criu", criu, "checkpoint", "--image-path", img, "--work-path", img, id], {
+      stdout: "pipe",
+      stderr: "pipe",
+      timeout: 90000,
+    });
+    expect(`${ck.exitCode} ${ck.stderr}`, logOf(img, "dump.log")).toBe("0 ");
+    // the container is gone: runc says so, and the last writer of its stdout pipe has closed it
+    expect(state(id)).toBeUndefined();
+    await waitUntil("the old stdout pipe to end", () => run.out.done, 10000);
+    const n = last(run.out.text);
+    expect(run.out.text).not.toContain("BAD");
+    // runc kept the names of the container's stdio for restore (its inherit_fd keys)
+    expect(JSON.parse(readFileSync(join(img, "descriptors.json"), "utf8"))).toEqual(before);
+    const dumpLog = readFileSync(join(img, "dump.log"), "utf8");
+    expect(dumpLog).toMatch(/rpc: dump with .*root=.*empty_ns=1073741824/);
+    expect(dumpLog).toContain("Dumping finished successfully");
+
+    const rs = runcPiped(["--criu", criu, "restore", "-d", "--image-path", img, "--work-path", img, id], b);
+    const rc = await rs.p.exited;
+    expect(`${rc} ${rs.err.text}`, logOf(img, "restore.log")).toBe("0 ");
+    const st = state(id)!;
+    expect(st.status).toBe("running");
+    // the memory cgroup's peak: criu-bun's own charge while it restored, plus the container's
+    const mem = readFileSync(`/proc/${st.pid}/cgroup`, "utf8")
+      .split("\n")
+      .find((l) => /^\d+:(memory)?:/.test(l) && (l.includes(":memory:") || l.startsWith("0::")));
+    const v1 = /^\d+:memory:(.*)$/m.exec(readFileSync(`/proc/${st.pid}/cgroup`, "utf8"));
+    const peakFile = v1
+      ? `/sys/fs/cgroup/memory${v1[1]}/memory.max_usage_in_bytes`
+      : `/sys/fs/cgroup${mem!.split("::")[1]}/memory.peak`;
+    if (existsSync(peakFile))
+      console.log(
+        `runc restore under a 32 MiB limit: memory cgroup peak ${(Number(readFileSync(peakFile, "utf8")) / 1048576).toFixed(1)} MiB`
+      );
+    // the restored shell prints into the pipes runc restore was given (inherit_fd), from n+1 on
+    await waitUntil("the restored counter to print", () => ticks(rs.out.text).length >= 5, 20000);
+    const after = ticks(rs.out.text);
+    expect(after[0]).toBe(n + 1);
+    expect(after.slice(0, 5)).toEqual([n + 1, n + 2, n + 3, n + 4, n + 5]);
+    expect(rs.out.text).not.toContain("BAD");
+    const restoreLog = readFileSync(join(img, "restore.log"), "utf8");
+    expect(restoreLog).toMatch(/rpc: restore with .*rst_sibling=true.*inherit_fd=/);
+    expect(restoreLog).toContain("rst_sibling");
+    // its stdio are runc restore's pipes, not the old ones
+    const now = pipesOf(st.pid);
+    expect(now.every((l) => l.startsWith("pipe:["))).toBe(true);
+    expect(now.some((l) => before.includes(l))).toBe(false);
+    // its root is the bundle's rootfs: the file it writes there is the one we see
+    const inode = (p: string) => statSync(p).ino;
+    expect(inode(`/proc/${st.pid}/root/tmp/count`)).toBe(inode(join(b, "rootfs/tmp/count")));
+    // runc exec joins it and sees the container's files and the counter going on
+    const ex = runcOk(["exec", id, "cat", "/dev/shm/count"]);
+    expect(Number(ex.stdout.toString().trim())).toBeGreaterThan(n);
+    runcOk(["kill", id, "KILL"]);
+    await waitUntil("the container to stop", () => state(id)?.status === "stopped", 10000);
+    runcOk(["delete", id]);
+    expect(state(id)).toBeUndefined();
+  },
+  120000
+);
+
+test.skipIf(!runc || !busybox || !built)(
+  "runc checkpoint --pre-dump, then --leave-running; restored in the foreground under a new name: new cgroups (cg_root), runc's own child (rst_sibling)",
+  async () => {
+    const criu = installAsCriu();
+    const b = bundle(COUNTER, "counter2");
+    const id = `criu-bun-p-${process.pid}`,
+      id2 = `criu-bun-q-${process.pid}`;
+    containers.push(id, id2);
+    const run = runcPiped(["run", "-d", id], b);
+    expect(await run.p.exited).toBe(0);
+    await waitUntil("the container to count", () => last(run.out.text) >= 5, 20000);
+
+    const pre = join(tmp, "pre"),
+      img = join(tmp, "img-p");
+    const pd = Bun.spawnSync(
+      ["runc", "--criu", criu, "checkpoint", "--pre-dump", "--image-path", pre, "--work-path", pre, id],
+      { stdout: "pipe", stderr: "pipe", timeout: 90000 }
+    );
+    expect(`${pd.exitCode} ${pd.stderr}`, logOf(pre, "dump.log")).toBe("0 ");
+    expect(state(id)?.status).toBe("running");
+    const lo = last(run.out.text);
+    const ck = Bun.spawnSync(
+      [
+        "runc",
+        "--criu",
+        criu,
+        "checkpoint",
+        "--leave-running",
+        "--parent-path",
+        "../pre",
+        "--image-path",
+        img,
+        "--work-path",
+        img,
+        id,
+      ],
+      { stdout: "pipe", stderr: "pipe", timeout: 90000 }
+    );
+    expect(`${ck.exitCode} ${ck.stderr}`, logOf(img, "dump.log")).toBe("0 ");
+    // the dump was taken before this: the counter's file (written before each tick is printed) is at
+    // least where the dump saw it (the stream read here lags while spawnSync blocks)
+    // (`echo $i > /tmp/count` truncates before it writes: an empty read is retried, a later value
+    // is still at least the dump's)
+    const hi = await waitFor(
+      () => Number(readFileSync(join(b, "rootfs/tmp/count"), "utf8").trim()) || undefined,
+      "the counter's file",
+      5000
+    );
+    // --leave-running: still there and still counting
+    expect(state(id)?.status).toBe("running");
+    await waitUntil("the container to go on counting", () => last(run.out.text) > hi + 2, 10000);
+    // the final dump stored only what changed since the pre-dump (its pagemap points at the parent)
+    expect(readFileSync(join(img, "dump.log"), "utf8")).toMatch(/parent_img="\.\.\/pre"/);
+    runcOk(["kill", id, "KILL"]);
+    await waitUntil("the first container to stop", () => state(id)?.status === "stopped", 10000);
+    runcOk(["delete", id]);
+
+    // a foreground restore: runc waits for its child, the restored container's init
+    const rs = runcPiped(["--criu", criu, "restore", "--image-path", img, "--work-path", img, id2], b);
+    await waitUntil("the restored counter to print", () => ticks(rs.out.text).length >= 5, 30000);
+    const after = ticks(rs.out.text);
+    expect(after[0]).toBeGreaterThan(lo);
+    expect(after[0]).toBeLessThanOrEqual(hi + 1);
+    expect(rs.out.text).not.toContain("BAD");
+    const st = state(id2)!;
+    expect(st.status).toBe("running");
+    // its parent is the runc that restored it, not criu-bun (gone by now) nor init
+    expect(Number(/^PPid:\s*(\d+)/m.exec(readFileSync(`/proc/${st.pid}/status`, "utf8"))![1])).toBe(rs.p.pid);
+    // its cgroups are the new container's (cg_root), not the old one's
+    const cg = readFileSync(`/proc/${st.pid}/cgroup`, "utf8");
+    expect(cg).toContain(`/${id2}\n`);
+    expect(cg).not.toContain(`/${id}\n`);
+    runcOk(["kill", id2, "KILL"]);
+    // runc restore was waiting for its child: it ends now, with the signal's status
+    const code = await Promise.race([rs.p.exited, Bun.sleep(15000).then(() => "timeout")]);
+    expect(code).toBe(137);
+    await waitUntil("the container to stop", () => state(id2)?.status !== "running", 10000);
+    runcOk(["delete", "-f", id2]);
+    expect(state(id2)).toBeUndefined();
+  },
+  120000
+);
+
+test.skipIf(!built)(
+  "criu-bun restore -d --restore-sibling --inherit-fd fd[N]:pipe:[INO]: the restored shell is our child and writes into the pipe we gave; bad --inherit-fd refused in one line",
+  async () => {
+    const { wait4Raw } = await import("../src/sys/ptrace");
+    const dir = join(tmp, "cli-img");
+    mkdirSync(dir);
+    // a shell counting into a pipe (stdout and stderr); the pipe's read end is read through cat
+    const a = pipe();
+    const sh = Bun.spawn(["sh", "-c", 'i=0; while :; do i=$((i+1)); echo "tick $i"; sleep 0.05; done'], {
+      stdin: "ignore",
+      stdout: a[1],
+      stderr: a[1],
+      detached: true,
+    });
+    spawned.push(sh);
+    closeSync(a[1]);
+    const c1 = Bun.spawn(["cat"], { stdin: a[0], stdout: "pipe" });
+    spawned.push(c1);
+    closeSync(a[0]);
+    const out1 = collect(c1.stdout);
+    await waitUntil("the shell to count", () => last(out1.text) >= 3, 10000);
+    const key = readlinkSync(`/proc/${sh.pid}/fd/1`);
+    expect(key).toMatch(/^pipe:\[\d+\]$/);
+    const d = criuBun(["dump", "-t", String(sh.pid), "-D", dir, "-o", "dump.log", "-v4"]);
+    expect(d.stderr).toBe("");
+    expect(d.code).toBe(0);
+    await sh.exited;
+    await waitUntil("the old pipe to end", () => out1.done, 10000);
+    const n = last(out1.text);
+
+    // bad spellings and keys: one line each, nothing restored
+    const bad = criuBun(["restore", "-d", "-D", dir, "--inherit-fd", "fd3:pipe:[1]"]);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr.trim()).toBe("Error (restore): --inherit-fd 'fd3:pipe:[1]': expected fd[N]:KEY");
+    const notPipe = criuBun(["restore", "-d", "-D", dir, "--inherit-fd", "fd[0]:tmp/x"]);
+    expect(notPipe.stderr.trim()).toBe(
+      "Error (restore): inherit_fd 'tmp/x': only pipes (pipe:[ino]) and external namespaces (their key) can be inherited by criu-bun yet"
+    );
+    const closed = criuBun(["restore", "-d", "-D", dir, "--inherit-fd", `fd[77]:${key}`]);
+    expect(closed.stderr.trim()).toBe(`Error (restore): inherit_fd '${key}': fd 77 is not open in criu-bun`);
+    const noDetach = criuBun(["restore", "-D", dir, "--restore-sibling"]);
+    expect(noDetach.code).toBe(1);
+    expect(noDetach.stderr.split("\n").filter(Boolean)).toHaveLength(1);
+
+    // criu-bun's fd 3 is the write end of a new pipe: it takes the old pipe's place
+    const b = pipe();
+    const r = Bun.spawnSync(
+      [
+        ...criuBunCommand(),
+        "restore",
+        "-d",
+        "--restore-sibling",
+        "-D",
+        dir,
+        "-o",
+        "restore.log",
+        "-v4",
+        "--pidfile",
+        join(dir, "pid"),
+        "--inherit-fd",
+        `fd[3]:${key}`,
+      ],
+      { stdio: ["ignore", "pipe", "pipe", b[1]], timeout: 60000 }
+    );
+    closeSync(b[1]);
+    expect(r.stderr.toString()).toBe("");
+    expect(r.exitCode).toBe(0);
+    const pid = Number(readFileSync(join(dir, "pid"), "utf8"));
+    const c2 = Bun.spawn(["cat"], { stdin: b[0], stdout: "pipe" });
+    spawned.push(c2);
+    closeSync(b[0]);
+    const out2 = collect(c2.stdout);
+    try {
+      // a sibling of criu-bun: our child, as criu's --restore-sibling makes it
+      expect(Number(/^PPid:\s*(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))![1])).toBe(process.pid);
+      await waitUntil("the restored shell to print into the new pipe", () => ticks(out2.text).length >= 3, 10000);
+      expect(ticks(out2.text).slice(0, 3)).toEqual([n + 1, n + 2, n + 3]);
+      expect(pipesOf(pid).slice(1)).toEqual([
+        readlinkSync(`/proc/${c2.pid}/fd/0`),
+        readlinkSync(`/proc/${c2.pid}/fd/0`),
+      ]);
+      expect(readFileSync(join(dir, "restore.log"), "utf8")).toContain(`criu-bun's fd 3 for '${key}'`);
+    } finally {
+      process.kill(pid, 9);
+      // our child: reaped here
+      await waitUntil(
+        "the restored shell to exit",
+        () => wait4Raw(pid, 0x40000000 | 1 /* __WALL|WNOHANG */).r === pid,
+        10000
+      );
+    }
+  },
+  60000
+);
 
 /** receives each console master runc sends to --console-socket (run, then restore) and copies what
  *  the terminal says to a file, one master after the other */
@@ -365,52 +505,78 @@ while True:
     f.write(b"--- master closed\\n")
 `;
 
-test.skipIf(!runc || !busybox || !built || !Bun.which("python3"))("a container with a terminal (--console-socket): checkpoint, restore -d --console-socket: runc gets the new pty master (orphan-pts-master) and the shell goes on printing on it", async () => {
-  const criu = installAsCriu();
-  const b = bundle(COUNTER, "tty", (c) => { c.process.terminal = true; });
-  const id = `criu-bun-t-${process.pid}`;
-  containers.push(id);
-  const sock = join(tmp, "console.sock"), out = join(tmp, "console.out");
-  writeFileSync(join(tmp, "console.py"), CONSOLE);
-  const rcv = Bun.spawn(["python3", join(tmp, "console.py"), sock, out], { stdout: "ignore", stderr: "inherit" });
-  spawned.push(rcv);
-  await waitUntil("the console socket", () => existsSync(sock), 10000);
-  runcOk(["run", "-d", "--console-socket", sock, id], b);
-  const text = () => { try { return readFileSync(out, "utf8").replace(/\r/g, ""); } catch { return ""; } };
-  await waitUntil("the container to print on its terminal", () => last(text()) >= 3, 20000);
-  const pid = state(id)!.pid;
-  expect(readlinkSync(`/proc/${pid}/fd/1`)).toMatch(/^\/dev\/pts\/\d+$/);
-  const img = join(tmp, "img-t");
-  const ck = Bun.spawnSync(["runc", "--criu", criu, "checkpoint", "--image-path", img, "--work-path", img, id], { stdout: "pipe", stderr: "pipe", timeout: 90000 });
-  expect(`${ck.exitCode} ${ck.stderr}`, logOf(img, "dump.log")).toBe("0 ");
-  expect(state(id)).toBeUndefined();
-  // the old master reads the last of the old terminal's output, then its slave side is gone
-  await waitUntil("the old master to close", () => text().includes("--- master closed"), 10000);
-  const before = text().split("--- master closed")[0];
-  expect(before).not.toContain("BAD");
-  const n = last(before);
-  const rs = Bun.spawnSync(["runc", "--criu", criu, "restore", "-d", "--console-socket", sock, "--image-path", img, "--work-path", img, id], { cwd: b, stdout: "pipe", stderr: "pipe", timeout: 90000 });
-  expect(`${rs.exitCode} ${rs.stderr}`, logOf(img, "restore.log")).toBe("0 ");
-  expect(readFileSync(join(img, "restore.log"), "utf8")).toContain("rpc: orphan-pts-master acknowledged");
-  const after = () => text().split("--- master closed\n")[1] ?? "";
-  await waitUntil("the restored shell to print on the new terminal", () => ticks(after()).length >= 3, 20000);
-  expect(ticks(after()).slice(0, 3)).toEqual([n + 1, n + 2, n + 3]);
-  expect(after()).not.toContain("BAD");
-  const st = state(id)!;
-  expect(st.status).toBe("running");
-  expect(readlinkSync(`/proc/${st.pid}/fd/0`)).toMatch(/^\/dev\/pts\/\d+$/);
-  runcOk(["delete", "-f", id]);
-  // without a caller to take the new master (the command line), the same images are refused, one line
-  const cli = criuBun(["restore", "-d", "-D", img]);
-  expect(cli.code).toBe(1);
-  expect(cli.stderr.trim()).toMatch(/^Error \(restore\): \/dev\/pts\/\d+: its master was outside the dumped tree; restoring it needs a caller that takes the new master \(orphan_pts_master over RPC\)$/);
-}, 120000);
+test.skipIf(!runc || !busybox || !built || !Bun.which("python3"))(
+  "a container with a terminal (--console-socket): checkpoint, restore -d --console-socket: runc gets the new pty master (orphan-pts-master) and the shell goes on printing on it",
+  async () => {
+    const criu = installAsCriu();
+    const b = bundle(COUNTER, "tty", (c) => {
+      c.process.terminal = true;
+    });
+    const id = `criu-bun-t-${process.pid}`;
+    containers.push(id);
+    const sock = join(tmp, "console.sock"),
+      out = join(tmp, "console.out");
+    writeFileSync(join(tmp, "console.py"), CONSOLE);
+    const rcv = Bun.spawn(["python3", join(tmp, "console.py"), sock, out], { stdout: "ignore", stderr: "inherit" });
+    spawned.push(rcv);
+    await waitUntil("the console socket", () => existsSync(sock), 10000);
+    runcOk(["run", "-d", "--console-socket", sock, id], b);
+    const text = () => {
+      try {
+        return readFileSync(out, "utf8").replace(/\r/g, "");
+      } catch {
+        return "";
+      }
+    };
+    await waitUntil("the container to print on its terminal", () => last(text()) >= 3, 20000);
+    const pid = state(id)!.pid;
+    expect(readlinkSync(`/proc/${pid}/fd/1`)).toMatch(/^\/dev\/pts\/\d+$/);
+    const img = join(tmp, "img-t");
+    const ck = Bun.spawnSync(["runc", "--criu", criu, "checkpoint", "--image-path", img, "--work-path", img, id], {
+      stdout: "pipe",
+      stderr: "pipe",
+      timeout: 90000,
+    });
+    expect(`${ck.exitCode} ${ck.stderr}`, logOf(img, "dump.log")).toBe("0 ");
+    expect(state(id)).toBeUndefined();
+    // the old master reads the last of the old terminal's output, then its slave side is gone
+    await waitUntil("the old master to close", () => text().includes("--- master closed"), 10000);
+    const before = text().split("--- master closed")[0];
+    expect(before).not.toContain("BAD");
+    const n = last(before);
+    const rs = Bun.spawnSync(
+      ["runc", "--criu", criu, "restore", "-d", "--console-socket", sock, "--image-path", img, "--work-path", img, id],
+      { cwd: b, stdout: "pipe", stderr: "pipe", timeout: 90000 }
+    );
+    expect(`${rs.exitCode} ${rs.stderr}`, logOf(img, "restore.log")).toBe("0 ");
+    expect(readFileSync(join(img, "restore.log"), "utf8")).toContain("rpc: orphan-pts-master acknowledged");
+    const after = () => text().split("--- master closed\n")[1] ?? "";
+    await waitUntil("the restored shell to print on the new terminal", () => ticks(after()).length >= 3, 20000);
+    expect(ticks(after()).slice(0, 3)).toEqual([n + 1, n + 2, n + 3]);
+    expect(after()).not.toContain("BAD");
+    const st = state(id)!;
+    expect(st.status).toBe("running");
+    expect(readlinkSync(`/proc/${st.pid}/fd/0`)).toMatch(/^\/dev\/pts\/\d+$/);
+    runcOk(["delete", "-f", id]);
+    // without a caller to take the new master (the command line), the same images are refused, one line
+    const cli = criuBun(["restore", "-d", "-D", img]);
+    expect(cli.code).toBe(1);
+    expect(cli.stderr.trim()).toMatch(
+      /^Error \(restore\): \/dev\/pts\/\d+: its master was outside the dumped tree; restoring it needs a caller that takes the new master \(orphan_pts_master over RPC\)$/
+    );
+  },
+  120000
+);
 
 /** a TCP counter of a network namespace (/proc/net/snmp, "Tcp:" lines) */
 function tcpCounter(ns: string, name: string): number {
   const r = Bun.spawnSync(["ip", "netns", "exec", ns, "cat", "/proc/net/snmp"], { stdout: "pipe" });
-  const lines = r.stdout.toString().split("\n").filter((l) => l.startsWith("Tcp:"));
-  const keys = lines[0].split(/\s+/), vals = lines[1].split(/\s+/);
+  const lines = r.stdout
+    .toString()
+    .split("\n")
+    .filter((l) => l.startsWith("Tcp:"));
+  const keys = lines[0].split(/\s+/),
+    vals = lines[1].split(/\s+/);
   return Number(vals[keys.indexOf(name)]);
 }
 function ipOk(args: string[]) {
@@ -418,75 +584,126 @@ function ipOk(args: string[]) {
   if (r.exitCode !== 0) throw new Error(`ip ${args.join(" ")}: ${r.stderr}`);
 }
 
-test.skipIf(!runc || !busybox || !built || !Bun.which("python3") || !Bun.which("ip"))("--tcp-established, the container in an external network namespace (config.json names /run/netns/X): a client outside keeps its connection across runc checkpoint / runc restore, no RST", async () => {
-  const criu = installAsCriu();
-  const tag = process.pid % 100000;
-  // the container's namespace and the client's, joined by a veth pair
-  const ctr = `cbr-ctr-${tag}`, cli = `cbr-cli-${tag}`;
-  for (const ns of [ctr, cli]) { Bun.spawnSync(["ip", "netns", "del", ns], { stderr: "ignore" }); ipOk(["netns", "add", ns]); netnses.push(ns); ipOk(["-n", ns, "link", "set", "lo", "up"]); }
-  const addr = "10.231.19.2", port = 7130;
-  ipOk(["-n", cli, "link", "add", "vc", "type", "veth", "peer", "name", "vs", "netns", ctr]);
-  ipOk(["-n", cli, "addr", "add", "10.231.19.1/24", "dev", "vc"]);
-  ipOk(["-n", ctr, "addr", "add", `${addr}/24`, "dev", "vs"]);
-  ipOk(["-n", ctr, "link", "set", "vs", "up"]);
-  ipOk(["-n", cli, "link", "set", "vc", "up"]);
-  // an echo server in busybox: nc listens (-ll: one cat per connection, cat echoes)
-  const b = bundle(["nc", "-ll", "-p", String(port), "-e", "cat"], "tcpnet", (c) => {
-    c.linux.namespaces = c.linux.namespaces.map((n: any) => n.type === "network" ? { type: "network", path: `/run/netns/${ctr}` } : n);
-  });
-  const id = `criu-bun-n-${process.pid}`;
-  containers.push(id);
-  const run = runcPiped(["run", "-d", id], b);
-  expect(await run.p.exited).toBe(0);
-  const pid0 = state(id)!.pid;
-  const listening = () => ["tcp", "tcp6"].some((f) => readFileSync(`/proc/${pid0}/net/${f}`, "utf8").split("\n").some((l) => l.includes(`:${port.toString(16).toUpperCase()} `) && / 0A /.test(l)));
-  await waitUntil("the container to listen", listening, 10000);
+test.skipIf(!runc || !busybox || !built || !Bun.which("python3") || !Bun.which("ip"))(
+  "--tcp-established, the container in an external network namespace (config.json names /run/netns/X): a client outside keeps its connection across runc checkpoint / runc restore, no RST",
+  async () => {
+    const criu = installAsCriu();
+    const tag = process.pid % 100000;
+    // the container's namespace and the client's, joined by a veth pair
+    const ctr = `cbr-ctr-${tag}`,
+      cli = `cbr-cli-${tag}`;
+    for (const ns of [ctr, cli]) {
+      Bun.spawnSync(["ip", "netns", "del", ns], { stderr: "ignore" });
+      ipOk(["netns", "add", ns]);
+      netnses.push(ns);
+      ipOk(["-n", ns, "link", "set", "lo", "up"]);
+    }
+    const addr = "10.231.19.2",
+      port = 7130;
+    ipOk(["-n", cli, "link", "add", "vc", "type", "veth", "peer", "name", "vs", "netns", ctr]);
+    ipOk(["-n", cli, "addr", "add", "10.231.19.1/24", "dev", "vc"]);
+    ipOk(["-n", ctr, "addr", "add", `${addr}/24`, "dev", "vs"]);
+    ipOk(["-n", ctr, "link", "set", "vs", "up"]);
+    ipOk(["-n", cli, "link", "set", "vc", "up"]);
+    // an echo server in busybox: nc listens (-ll: one cat per connection, cat echoes)
+    const b = bundle(["nc", "-ll", "-p", String(port), "-e", "cat"], "tcpnet", (c) => {
+      c.linux.namespaces = c.linux.namespaces.map((n: any) =>
+        n.type === "network" ? { type: "network", path: `/run/netns/${ctr}` } : n
+      );
+    });
+    const id = `criu-bun-n-${process.pid}`;
+    containers.push(id);
+    const run = runcPiped(["run", "-d", id], b);
+    expect(await run.p.exited).toBe(0);
+    const pid0 = state(id)!.pid;
+    const listening = () =>
+      ["tcp", "tcp6"].some((f) =>
+        readFileSync(`/proc/${pid0}/net/${f}`, "utf8")
+          .split("\n")
+          .some((l) => l.includes(`:${port.toString(16).toUpperCase()} `) && / 0A /.test(l))
+      );
+    await waitUntil("the container to listen", listening, 10000);
 
-  // the client (test/tcp_client.py, never dumped) streams a pattern and checks every byte it gets back
-  const work = join(tmp, "tcpnet-client");
-  mkdirSync(work);
-  const client = Bun.spawn(["ip", "netns", "exec", cli, "python3", join(REPO_ROOT, "test", "tcp_client.py"), addr, String(port), "7", work, "c"],
-    { stdin: "ignore", stdout: "ignore", stderr: Bun.file(join(work, "c.stderr")) });
-  spawned.push(client);
-  const txt = (f: string) => { try { return readFileSync(join(work, f), "utf8"); } catch { return ""; } };
-  const recvd = () => Number(txt("c.progress").trim().split(" ")[1] ?? 0);
-  const failed = () => { const r = txt("c.result"); if (r && !r.startsWith("PASS")) throw new Error(`client: ${r} ${txt("c.stderr")}`); return false; };
-  await waitUntil("the client to get 200 KB back", () => failed() || recvd() >= 200_000, 20000);
-  const rsts = tcpCounter(ctr, "OutRsts"), resets = tcpCounter(cli, "EstabResets");
+    // the client (test/tcp_client.py, never dumped) streams a pattern and checks every byte it gets back
+    const work = join(tmp, "tcpnet-client");
+    mkdirSync(work);
+    const client = Bun.spawn(
+      [
+        "ip",
+        "netns",
+        "exec",
+        cli,
+        "python3",
+        join(REPO_ROOT, "test", "tcp_client.py"),
+        addr,
+        String(port),
+        "7",
+        work,
+        "c",
+      ],
+      { stdin: "ignore", stdout: "ignore", stderr: Bun.file(join(work, "c.stderr")) }
+    );
+    spawned.push(client);
+    const txt = (f: string) => {
+      try {
+        return readFileSync(join(work, f), "utf8");
+      } catch {
+        return "";
+      }
+    };
+    const recvd = () => Number(txt("c.progress").trim().split(" ")[1] ?? 0);
+    const failed = () => {
+      const r = txt("c.result");
+      if (r && !r.startsWith("PASS")) throw new Error(`client: ${r} ${txt("c.stderr")}`);
+      return false;
+    };
+    await waitUntil("the client to get 200 KB back", () => failed() || recvd() >= 200_000, 20000);
+    const rsts = tcpCounter(ctr, "OutRsts"),
+      resets = tcpCounter(cli, "EstabResets");
 
-  const img = join(tmp, "img-n");
-  const ck = Bun.spawnSync(["runc", "--criu", criu, "checkpoint", "--tcp-established", "--image-path", img, "--work-path", img, id], { stdout: "pipe", stderr: "pipe", timeout: 90000 });
-  expect(`${ck.exitCode} ${ck.stderr}`, logOf(img, "dump.log")).toBe("0 ");
-  expect(state(id)).toBeUndefined();
-  const dumpLog = readFileSync(join(img, "dump.log"), "utf8");
-  // runc named the namespace external (its inode, key extRootNetNS); criu-bun saved only the key
-  expect(dumpLog).toMatch(new RegExp(`external=\\["net\\[${statSync(`/run/netns/${ctr}`).ino}\\]:extRootNetNS"\\]`));
-  expect(dumpLog).toContain("is external (key extRootNetNS): not saved");
-  // the connection, with its queued data, and the listener
-  const streams = readdirSync(img).filter((f) => /^tcp-stream-[0-9a-f]+\.img$/.test(f));
-  expect(streams).toHaveLength(1);
-  expect(dumpLog).toMatch(new RegExp(`Network locked for tcp port ${port} <-> \\d+`));
-  const at = recvd();
+    const img = join(tmp, "img-n");
+    const ck = Bun.spawnSync(
+      ["runc", "--criu", criu, "checkpoint", "--tcp-established", "--image-path", img, "--work-path", img, id],
+      { stdout: "pipe", stderr: "pipe", timeout: 90000 }
+    );
+    expect(`${ck.exitCode} ${ck.stderr}`, logOf(img, "dump.log")).toBe("0 ");
+    expect(state(id)).toBeUndefined();
+    const dumpLog = readFileSync(join(img, "dump.log"), "utf8");
+    // runc named the namespace external (its inode, key extRootNetNS); criu-bun saved only the key
+    expect(dumpLog).toMatch(new RegExp(`external=\\["net\\[${statSync(`/run/netns/${ctr}`).ino}\\]:extRootNetNS"\\]`));
+    expect(dumpLog).toContain("is external (key extRootNetNS): not saved");
+    // the connection, with its queued data, and the listener
+    const streams = readdirSync(img).filter((f) => /^tcp-stream-[0-9a-f]+\.img$/.test(f));
+    expect(streams).toHaveLength(1);
+    expect(dumpLog).toMatch(new RegExp(`Network locked for tcp port ${port} <-> \\d+`));
+    const at = recvd();
 
-  // restored at once (a client's retransmission timer backs off while the connection is locked)
-  const rs = runcPiped(["--criu", criu, "restore", "-d", "--tcp-established", "--image-path", img, "--work-path", img, id], b);
-  const rc = await rs.p.exited;
-  expect(`${rc} ${rs.err.text}`, logOf(img, "restore.log")).toBe("0 ");
-  const st = state(id)!;
-  expect(st.status).toBe("running");
-  // back in the same namespace: the one config.json names, which runc gave as inherit_fd extRootNetNS
-  expect(statSync(`/proc/${st.pid}/ns/net`).ino).toBe(statSync(`/run/netns/${ctr}`).ino);
-  expect(readFileSync(join(img, "restore.log"), "utf8")).toContain("joined the external network namespace given for extRootNetNS");
-  // the client goes on: 300 KB more echoed, then it stops sending and gets every byte back
-  await waitUntil("the client to get 300 KB more", () => failed() || recvd() >= at + 300_000, 40000);
-  writeFileSync(join(work, "stop"), "");
-  await waitUntil("the client's result", () => txt("c.result") !== "", 60000);
-  expect(txt("c.result")).toStartWith("PASS");
-  // no reset either way
-  expect(tcpCounter(ctr, "OutRsts")).toBe(rsts);
-  expect(tcpCounter(cli, "EstabResets")).toBe(resets);
-  runcOk(["delete", "-f", id]);
-  expect(state(id)).toBeUndefined();
-  for (const ns of [ctr, cli]) ipOk(["netns", "del", ns]);
-  netnses.length = 0;
-}, 120000);
+    // restored at once (a client's retransmission timer backs off while the connection is locked)
+    const rs = runcPiped(
+      ["--criu", criu, "restore", "-d", "--tcp-established", "--image-path", img, "--work-path", img, id],
+      b
+    );
+    const rc = await rs.p.exited;
+    expect(`${rc} ${rs.err.text}`, logOf(img, "restore.log")).toBe("0 ");
+    const st = state(id)!;
+    expect(st.status).toBe("running");
+    // back in the same namespace: the one config.json names, which runc gave as inherit_fd extRootNetNS
+    expect(statSync(`/proc/${st.pid}/ns/net`).ino).toBe(statSync(`/run/netns/${ctr}`).ino);
+    expect(readFileSync(join(img, "restore.log"), "utf8")).toContain(
+      "joined the external network namespace given for extRootNetNS"
+    );
+    // the client goes on: 300 KB more echoed, then it stops sending and gets every byte back
+    await waitUntil("the client to get 300 KB more", () => failed() || recvd() >= at + 300_000, 40000);
+    writeFileSync(join(work, "stop"), "");
+    await waitUntil("the client's result", () => txt("c.result") !== "", 60000);
+    expect(txt("c.result")).toStartWith("PASS");
+    // no reset either way
+    expect(tcpCounter(ctr, "OutRsts")).toBe(rsts);
+    expect(tcpCounter(cli, "EstabResets")).toBe(resets);
+    runcOk(["delete", "-f", id]);
+    expect(state(id)).toBeUndefined();
+    for (const ns of [ctr, cli]) ipOk(["netns", "del", ns]);
+    netnses.length = 0;
+  },
+  120000
+);

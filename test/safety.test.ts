@@ -4,14 +4,37 @@
 // directory as it was.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import {
-  chmodSync, chownSync, existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync,
+  chmodSync,
+  chownSync,
+  existsSync,
+  lstatSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { buildWorkloads, cleanup, criuBun, criuBunCommand, holdsFor, isAlive, startWorkload, trigger, waitResult, waitUntil, type Workload } from "./harness";
+import {
+  buildWorkloads,
+  cleanup,
+  criuBun,
+  criuBunCommand,
+  holdsFor,
+  isAlive,
+  startWorkload,
+  trigger,
+  waitResult,
+  waitUntil,
+  type Workload,
+} from "./harness";
 import { cleanupImages, dump, imagesDir, restore, killAndWait, waitReaped } from "./engine-helpers";
 
-beforeAll(async () => { await buildWorkloads(); }, 120_000);
+beforeAll(async () => {
+  await buildWorkloads();
+}, 120_000);
 const mounts: string[] = [];
 afterAll(() => {
   for (const m of mounts.splice(0)) Bun.spawnSync(["umount", "-l", m]);
@@ -20,18 +43,27 @@ afterAll(() => {
 });
 
 const NOBODY = 65534;
-function errorLines(stderr: string) { return stderr.split("\n").filter((l) => l.startsWith("Error (")); }
+function errorLines(stderr: string) {
+  return stderr.split("\n").filter((l) => l.startsWith("Error ("));
+}
 /** run a command as nobody (the other, unprivileged user) */
 function asNobody(argv: string[]) {
-  const r = Bun.spawnSync(["setpriv", `--reuid=${NOBODY}`, `--regid=${NOBODY}`, "--clear-groups", ...argv], { stderr: "pipe" });
+  const r = Bun.spawnSync(["setpriv", `--reuid=${NOBODY}`, `--regid=${NOBODY}`, "--clear-groups", ...argv], {
+    stderr: "pipe",
+  });
   if (r.exitCode !== 0) throw new Error(`as nobody: ${argv.join(" ")}: ${r.stderr.toString()}`);
 }
 /** name -> contents of every entry (symlinks as "-> target") */
 function snapshot(dir: string): Record<string, string> {
   const out: Record<string, string> = {};
   for (const n of readdirSync(dir).sort()) {
-    const p = join(dir, n), st = lstatSync(p);
-    out[n] = st.isSymbolicLink() ? `-> ${require("node:fs").readlinkSync(p)}` : st.isFile() ? Bun.hash(readFileSync(p)).toString(16) : "dir";
+    const p = join(dir, n),
+      st = lstatSync(p);
+    out[n] = st.isSymbolicLink()
+      ? `-> ${require("node:fs").readlinkSync(p)}`
+      : st.isFile()
+        ? Bun.hash(readFileSync(p)).toString(16)
+        : "dir";
   }
   return out;
 }
@@ -40,7 +72,11 @@ function victim(tag: string) {
   const d = mkdtempSync(join(tmpdir(), `criu-bun-victim-${tag}-`));
   const f = join(d, "secret");
   writeFileSync(f, "do not touch\n", { mode: 0o644 });
-  return { f, same: () => readFileSync(f, "utf8") === "do not touch\n" && statSync(f).size === 13, rm: () => rmSync(d, { recursive: true, force: true }) };
+  return {
+    f,
+    same: () => readFileSync(f, "utf8") === "do not touch\n" && statSync(f).size === 13,
+    rm: () => rmSync(d, { recursive: true, force: true }),
+  };
 }
 async function wakeAndCheck(w: Workload) {
   trigger(w);
@@ -73,7 +109,9 @@ describe("the directory criu-bun creates", () => {
     chmodSync(dir, 0o755); // readable by all: what protects the images is the stage's own mode
     const pause = join(w.dir, "pause-stage");
     const p = Bun.spawn([...criuBunCommand(), "dump", "-t", String(w.pid), "-D", dir, "-R"], {
-      stdout: "ignore", stderr: "pipe", env: { ...process.env, CRIU_BUN_PAUSE: "dump-written", CRIU_BUN_PAUSE_FILE: pause },
+      stdout: "ignore",
+      stderr: "pipe",
+      env: { ...process.env, CRIU_BUN_PAUSE: "dump-written", CRIU_BUN_PAUSE_FILE: pause },
     });
     try {
       const end = Date.now() + 60_000;
@@ -82,11 +120,18 @@ describe("the directory criu-bun creates", () => {
       const stages = readdirSync(dir).filter((n) => n.startsWith(".criu-bun-dump-"));
       expect(stages.length).toBe(1);
       const st = lstatSync(join(dir, stages[0]));
-      expect({ dir: st.isDirectory(), mode: st.mode & 0o7777, uid: st.uid }).toEqual({ dir: true, mode: 0o700, uid: process.geteuid!() });
+      expect({ dir: st.isDirectory(), mode: st.mode & 0o7777, uid: st.uid }).toEqual({
+        dir: true,
+        mode: 0o700,
+        uid: process.geteuid!(),
+      });
       const inside = readdirSync(join(dir, stages[0]));
       expect(inside).toContain(`core-${w.pid}.img`);
-      for (const n of inside) expect({ n, mode: statSync(join(dir, stages[0], n)).mode & 0o777 }).toEqual({ n, mode: 0o600 });
-    } finally { rmSync(pause, { force: true }); }
+      for (const n of inside)
+        expect({ n, mode: statSync(join(dir, stages[0], n)).mode & 0o777 }).toEqual({ n, mode: 0o600 });
+    } finally {
+      rmSync(pause, { force: true });
+    }
     expect(await p.exited).toBe(0);
     expect(readdirSync(dir).filter((n) => n.startsWith("."))).toEqual([]);
     await wakeAndCheck(w);
@@ -100,29 +145,53 @@ describe("symlinks planted by another user", () => {
       const w = await startWorkload("block", ["read"]);
       const dir = imagesDir("planted");
       chmodSync(dir, 0o1777); // a shared directory, as /tmp
-      const names = ["inventory.img", "pages-1.img", "pages-1.idx", `core-${w.pid}.img`, `pagemap-${w.pid}.img`, `mm-${w.pid}.img`,
-        "files.img", "pstree.img", "stats-dump.img", "stats-restore.img", "dump.log", "restore.log", "pid", `.criu-bun-probe-${w.pid}`];
+      const names = [
+        "inventory.img",
+        "pages-1.img",
+        "pages-1.idx",
+        `core-${w.pid}.img`,
+        `pagemap-${w.pid}.img`,
+        `mm-${w.pid}.img`,
+        "files.img",
+        "pstree.img",
+        "stats-dump.img",
+        "stats-restore.img",
+        "dump.log",
+        "restore.log",
+        "pid",
+        `.criu-bun-probe-${w.pid}`,
+      ];
       for (const n of names) asNobody(["ln", "-s", v.f, join(dir, n)]);
       // a log through a symlink is refused before anything is frozen
       const withLog = criuBun(["dump", "-t", String(w.pid), "-D", dir, "-o", "dump.log"]);
       expect(withLog.code).not.toBe(0);
-      expect(errorLines(withLog.stderr)).toEqual([`Error (dump): cannot open log file: ${join(dir, "dump.log")}: a symbolic link, not followed`]);
+      expect(errorLines(withLog.stderr)).toEqual([
+        `Error (dump): cannot open log file: ${join(dir, "dump.log")}: a symbolic link, not followed`,
+      ]);
       expect(isAlive(w.pid)).toBe(true);
       // images replace the links (rename never follows one): the victim stays as it was
       const d = criuBun(["dump", "-t", String(w.pid), "-D", dir]);
       expect(d.stderr).toBe("");
       expect(d.code).toBe(0);
       expect(v.same()).toBe(true);
-      for (const n of ["inventory.img", "pages-1.img", `core-${w.pid}.img`]) expect(lstatSync(join(dir, n)).isFile()).toBe(true);
+      for (const n of ["inventory.img", "pages-1.img", `core-${w.pid}.img`])
+        expect(lstatSync(join(dir, n)).isFile()).toBe(true);
       // as root, a directory others can write is refused; told to trust it, restore writes its
       // pidfile and stats without following the links
       await waitReaped(w.pid);
       const refused = criuBun(["restore", "-d", "-D", dir]);
       expect(refused.code).not.toBe(0);
-      expect(errorLines(refused.stderr)).toEqual([`Error (restore): images directory '${dir}' is writable by others: as root, criu-bun restores only images no other user could have changed (--trust-images to restore it anyway)`]);
+      expect(errorLines(refused.stderr)).toEqual([
+        `Error (restore): images directory '${dir}' is writable by others: as root, criu-bun restores only images no other user could have changed (--trust-images to restore it anyway)`,
+      ]);
       const logRefused = criuBun(["restore", "-d", "-D", dir, "--trust-images", "-o", "restore.log"]);
-      expect(errorLines(logRefused.stderr)).toEqual([`Error (restore): cannot open log file: ${join(dir, "restore.log")}: a symbolic link, not followed`]);
-      const p = Bun.spawn([...criuBunCommand(), "restore", "-D", dir, "--trust-images", "--pidfile", "pid"], { stdout: "ignore", stderr: "pipe" });
+      expect(errorLines(logRefused.stderr)).toEqual([
+        `Error (restore): cannot open log file: ${join(dir, "restore.log")}: a symbolic link, not followed`,
+      ]);
+      const p = Bun.spawn([...criuBunCommand(), "restore", "-D", dir, "--trust-images", "--pidfile", "pid"], {
+        stdout: "ignore",
+        stderr: "pipe",
+      });
       const deadline = Date.now() + 20000;
       while (!lstatSync(join(dir, "pid")).isFile() && Date.now() < deadline && p.exitCode === null) await Bun.sleep(10);
       expect(lstatSync(join(dir, "pid")).isFile()).toBe(true);
@@ -131,7 +200,9 @@ describe("symlinks planted by another user", () => {
       await wakeAndCheck(w);
       expect(await p.exited).toBe(0);
       expect(v.same()).toBe(true);
-    } finally { v.rm(); }
+    } finally {
+      v.rm();
+    }
   }, 40_000);
 
   test("in the work directory (-W): log refused, pidfile replaced, victim untouched", async () => {
@@ -147,7 +218,10 @@ describe("symlinks planted by another user", () => {
       expect(errorLines(d.stderr)[0]).toContain("a symbolic link");
       dump(w.pid, dir);
       await waitReaped(w.pid);
-      const p = Bun.spawn([...criuBunCommand(), "restore", "-D", dir, "-W", work, "--pidfile", "pid"], { stdout: "ignore", stderr: "pipe" });
+      const p = Bun.spawn([...criuBunCommand(), "restore", "-D", dir, "-W", work, "--pidfile", "pid"], {
+        stdout: "ignore",
+        stderr: "pipe",
+      });
       const deadline = Date.now() + 20000;
       while (!lstatSync(join(work, "pid")).isFile() && Date.now() < deadline) await Bun.sleep(10);
       expect(lstatSync(join(work, "pid")).isFile()).toBe(true);
@@ -156,7 +230,9 @@ describe("symlinks planted by another user", () => {
       expect(v.same()).toBe(true);
       await wakeAndCheck(w);
       expect(await p.exited).toBe(0);
-    } finally { v.rm(); }
+    } finally {
+      v.rm();
+    }
   }, 40_000);
 });
 
@@ -172,7 +248,9 @@ describe("restore as root trusts only images no other user could have written", 
     expect(tryRestore()[0]).toContain("is writable by others");
     chmodSync(dir, 0o700);
     chownSync(join(dir, "pages-1.img"), NOBODY, NOBODY);
-    expect(tryRestore()).toEqual([`Error (restore): ${join(dir, "pages-1.img")} is owned by uid ${NOBODY}: as root, criu-bun restores only images no other user could have changed (--trust-images to restore it anyway)`]);
+    expect(tryRestore()).toEqual([
+      `Error (restore): ${join(dir, "pages-1.img")} is owned by uid ${NOBODY}: as root, criu-bun restores only images no other user could have changed (--trust-images to restore it anyway)`,
+    ]);
     chownSync(join(dir, "pages-1.img"), 0, 0);
     chmodSync(join(dir, "mm-" + w.pid + ".img"), 0o620);
     expect(tryRestore()[0]).toContain(`mm-${w.pid}.img is writable by its group`);
@@ -193,9 +271,24 @@ describe("without privileges", () => {
     await waitReaped(w.pid);
     chmodSync(dir, 0o755);
     for (const n of readdirSync(dir)) chmodSync(join(dir, n), 0o644);
-    const r = Bun.spawnSync(["setpriv", `--reuid=${NOBODY}`, `--regid=${NOBODY}`, "--clear-groups", "--inh-caps=-all", ...criuBunCommand(), "restore", "-D", dir], { stderr: "pipe", stdout: "pipe", env: { ...process.env, HOME: "/nonexistent" } });
+    const r = Bun.spawnSync(
+      [
+        "setpriv",
+        `--reuid=${NOBODY}`,
+        `--regid=${NOBODY}`,
+        "--clear-groups",
+        "--inh-caps=-all",
+        ...criuBunCommand(),
+        "restore",
+        "-D",
+        dir,
+      ],
+      { stderr: "pipe", stdout: "pipe", env: { ...process.env, HOME: "/nonexistent" } }
+    );
     expect(r.exitCode).not.toBe(0);
-    expect(errorLines(r.stderr.toString())).toEqual(["Error (restore): giving processes their old PIDs (clone3 set_tid) and their memory layout (PR_SET_MM) needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN, which this user does not have; run the restore as root"]);
+    expect(errorLines(r.stderr.toString())).toEqual([
+      "Error (restore): giving processes their old PIDs (clone3 set_tid) and their memory layout (PR_SET_MM) needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN, which this user does not have; run the restore as root",
+    ]);
     expect(existsSync(`/proc/${w.pid}`)).toBe(false);
   }, 30_000);
 });
@@ -208,10 +301,13 @@ describe("a failed dump leaves the directory as it was", () => {
     mounts.push(dir);
     const used = () => Number(/\n\S+\s+\d+\s+(\d+)/.exec(Bun.spawnSync(["df", "-k", dir]).stdout.toString())![1]);
     dump(old.pid, dir);
-    const before = snapshot(dir), usedBefore = used();
+    const before = snapshot(dir),
+      usedBefore = used();
     // a failure at the very end (everything written)
     const w = await startWorkload("counter");
-    const f = criuBun(["dump", "-t", String(w.pid), "-D", dir, "--leave-running"], { env: { CRIU_BUN_FAULT: "dump-end" } });
+    const f = criuBun(["dump", "-t", String(w.pid), "-D", dir, "--leave-running"], {
+      env: { CRIU_BUN_FAULT: "dump-end" },
+    });
     expect(f.code).not.toBe(0);
     expect(snapshot(dir)).toEqual(before);
     // the disk fills up (counter has megabytes of heap): one line, nothing left, target running
@@ -252,16 +348,26 @@ function descendants(pid: number): number[] {
   const walk = (p: number) => {
     let kids: number[] = [];
     try {
-      for (const t of readdirSync(`/proc/${p}/task`)) kids.push(...readFileSync(`/proc/${p}/task/${t}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number));
+      for (const t of readdirSync(`/proc/${p}/task`))
+        kids.push(
+          ...readFileSync(`/proc/${p}/task/${t}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number)
+        );
     } catch {}
-    for (const k of kids) { out.push(k); walk(k); }
+    for (const k of kids) {
+      out.push(k);
+      walk(k);
+    }
   };
   walk(pid);
   return out;
 }
 
 describe("a process of the tree lost during its dump", () => {
-  for (const [point, who] of [["dump-frozen", "root"], ["dump-written", "root"], ["dump-written", "child"]] as const) {
+  for (const [point, who] of [
+    ["dump-frozen", "root"],
+    ["dump-written", "root"],
+    ["dump-written", "child"],
+  ] as const) {
     test(`${who} killed at ${point}: the dump fails, nothing committed`, async () => {
       const w = await startWorkload(who === "root" ? "block" : "tree", who === "root" ? ["read"] : []);
       const kids = who === "child" ? descendants(w.pid) : [];
@@ -269,11 +375,14 @@ describe("a process of the tree lost during its dump", () => {
         const dir = imagesDir("lost");
         const pauseFile = join(mkdtempSync(join(tmpdir(), "criu-bun-pause-")), "at");
         const p = Bun.spawn([...criuBunCommand(), "dump", "-t", String(w.pid), "-D", dir], {
-          stdout: "ignore", stderr: "pipe", env: { ...process.env, CRIU_BUN_PAUSE: point, CRIU_BUN_PAUSE_FILE: pauseFile },
+          stdout: "ignore",
+          stderr: "pipe",
+          env: { ...process.env, CRIU_BUN_PAUSE: point, CRIU_BUN_PAUSE_FILE: pauseFile },
         });
         const deadline = Date.now() + 20000;
         while (!existsSync(pauseFile)) {
-          if (Date.now() > deadline || p.exitCode !== null) throw new Error(`dump did not reach ${point}: ${await new Response(p.stderr).text()}`);
+          if (Date.now() > deadline || p.exitCode !== null)
+            throw new Error(`dump did not reach ${point}: ${await new Response(p.stderr).text()}`);
           await Bun.sleep(5);
         }
         const victimPid = who === "root" ? w.pid : kids.filter(isAlive).pop()!;
@@ -286,34 +395,54 @@ describe("a process of the tree lost during its dump", () => {
         expect(readdirSync(dir)).toEqual([]);
         if (who === "child") {
           // the rest of the tree was let go and runs on
-          for (const k of kids) if (k !== victimPid && isAlive(k)) if (existsSync(`/proc/${k}`)) expect(readFileSync(`/proc/${k}/status`, "utf8")).toMatch(/TracerPid:\s*0\n/);
+          for (const k of kids)
+            if (k !== victimPid && isAlive(k))
+              if (existsSync(`/proc/${k}`))
+                expect(readFileSync(`/proc/${k}/status`, "utf8")).toMatch(/TracerPid:\s*0\n/);
         }
       } finally {
-        for (const k of kids) try { process.kill(k, "SIGKILL"); } catch {}
+        for (const k of kids)
+          try {
+            process.kill(k, "SIGKILL");
+          } catch {}
       }
     }, 30_000);
   }
 });
 
-
 describe("criu-bun killed at random moments", () => {
   const { listLockTables } = require("../src/net/netlock") as typeof import("../src/net/netlock");
   /** processes whose command line is the puppet's */
-  const puppets = () => readdirSync("/proc").filter((p) => /^\d+$/.test(p)).filter((p) => {
-    try { return readFileSync(`/proc/${p}/cmdline`, "latin1").startsWith("criu-bun-puppet\0"); } catch { return false; }
-  });
-  const tracer = (pid: number) => { try { return Number(/TracerPid:\s*(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? -1); } catch { return -1; } };
+  const puppets = () =>
+    readdirSync("/proc")
+      .filter((p) => /^\d+$/.test(p))
+      .filter((p) => {
+        try {
+          return readFileSync(`/proc/${p}/cmdline`, "latin1").startsWith("criu-bun-puppet\0");
+        } catch {
+          return false;
+        }
+      });
+  const tracer = (pid: number) => {
+    try {
+      return Number(/TracerPid:\s*(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? -1);
+    } catch {
+      return -1;
+    }
+  };
   const until = (fn: () => boolean, what: string, ms = 10000) => waitUntil(what, fn, ms);
   /** run criu-bun with args and SIGKILL it after delayMs (or let it finish); returns its exit */
   async function killedAfter(args: string[], delayMs: number) {
     const p = Bun.spawn([...criuBunCommand(), ...args], { stdout: "ignore", stderr: "ignore" });
     await Promise.race([p.exited, Bun.sleep(delayMs)]);
-    try { p.kill("SIGKILL"); } catch {}
+    try {
+      p.kill("SIGKILL");
+    } catch {}
     return { code: await p.exited, pid: p.pid };
   }
   // a seeded generator: the same delays every run
   let seed = 0x5eed;
-  const rnd = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
+  const rnd = () => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff;
 
   test("restore killed when all but leaving repair mode is done: the connection closes silently, nothing lingers on the port", async () => {
     const port = 20000 + Math.floor(Math.random() * 20000);
@@ -321,10 +450,26 @@ describe("criu-bun killed at random moments", () => {
     const trips = join(w.dir, "trips");
     // one round trip, then the client waits, reading: nothing stays queued on the server's side
     // (a socket closed with unread data resets at once, and would linger on no account)
-    const client = Bun.spawn(["python3", "-c", `import socket,time,os\ns=socket.create_connection(("127.0.0.1",${port}))\ns.sendall(b"x"*100)\ngot=0\nwhile got<100:\n  got+=len(s.recv(100-got))\nopen("${trips}.tmp","w").write("1"); os.rename("${trips}.tmp","${trips}")\ns.recv(1)\ntime.sleep(600)`], { stdout: "ignore", stderr: "ignore" });
-    const tripCount = () => { try { return Number(readFileSync(trips, "utf8")); } catch { return 0; } };
+    const client = Bun.spawn(
+      [
+        "python3",
+        "-c",
+        `import socket,time,os\ns=socket.create_connection(("127.0.0.1",${port}))\ns.sendall(b"x"*100)\ngot=0\nwhile got<100:\n  got+=len(s.recv(100-got))\nopen("${trips}.tmp","w").write("1"); os.rename("${trips}.tmp","${trips}")\ns.recv(1)\ntime.sleep(600)`,
+      ],
+      { stdout: "ignore", stderr: "ignore" }
+    );
+    const tripCount = () => {
+      try {
+        return Number(readFileSync(trips, "utf8"));
+      } catch {
+        return 0;
+      }
+    };
     /** the server's side of the port: its listener and its end of the connection, in any state */
-    const serverSide = () => Bun.spawnSync(["ss", "-tanH", `( sport = :${port} )`]).stdout.toString().trim();
+    const serverSide = () =>
+      Bun.spawnSync(["ss", "-tanH", `( sport = :${port} )`])
+        .stdout.toString()
+        .trim();
     try {
       await until(() => tripCount() >= 1, "a round trip before the dump", 30000);
       const dir = imagesDir("kill-repair-off");
@@ -336,7 +481,9 @@ describe("criu-bun killed at random moments", () => {
       // its connection still in repair mode
       const pause = join(w.dir, "pause-repair");
       const p = Bun.spawn([...criuBunCommand(), "restore", "-D", dir, "-d", "-v4", "-o", "restore.log"], {
-        stdout: "ignore", stderr: "pipe", env: { ...process.env, CRIU_BUN_PAUSE: "restore-repair-off", CRIU_BUN_PAUSE_FILE: pause },
+        stdout: "ignore",
+        stderr: "pipe",
+        env: { ...process.env, CRIU_BUN_PAUSE: "restore-repair-off", CRIU_BUN_PAUSE_FILE: pause },
       });
       await until(() => existsSync(pause) || p.exitCode !== null, "the restore to reach restore-repair-off", 60000);
       if (p.exitCode !== null) expect(await new Response(p.stderr).text()).toBe("(paused at restore-repair-off)");
@@ -361,19 +508,40 @@ describe("criu-bun killed at random moments", () => {
     const w = await startWorkload("tcpserver", [String(port), "--expect=1"]);
     // the client counts its round trips in a file: the connection is usable while it grows
     const trips = join(w.dir, "trips");
-    const client = Bun.spawn(["python3", "-c", `import socket,time,os\ns=socket.create_connection(("127.0.0.1",${port}))\nn=0\nwhile True:\n  s.sendall(b"x"*100)\n  got=0\n  while got<100:\n    got+=len(s.recv(100-got))\n  n+=1\n  open("${trips}.tmp","w").write(str(n)); os.rename("${trips}.tmp","${trips}")\n  time.sleep(0.05)`], { stdout: "ignore", stderr: "ignore" });
-    const tripCount = () => { try { return Number(readFileSync(trips, "utf8")); } catch { return 0; } };
+    const client = Bun.spawn(
+      [
+        "python3",
+        "-c",
+        `import socket,time,os\ns=socket.create_connection(("127.0.0.1",${port}))\nn=0\nwhile True:\n  s.sendall(b"x"*100)\n  got=0\n  while got<100:\n    got+=len(s.recv(100-got))\n  n+=1\n  open("${trips}.tmp","w").write(str(n)); os.rename("${trips}.tmp","${trips}")\n  time.sleep(0.05)`,
+      ],
+      { stdout: "ignore", stderr: "ignore" }
+    );
+    const tripCount = () => {
+      try {
+        return Number(readFileSync(trips, "utf8"));
+      } catch {
+        return 0;
+      }
+    };
     /** the connection works: round trips go on (stopped by a socket left in repair mode, whose reads fail, or by a lock left behind) */
-    const flowing = async (what: string) => { const n = tripCount(); await until(() => tripCount() >= n + 3, `${what}: round trips stopped at ${n}`, 30000); };
+    const flowing = async (what: string) => {
+      const n = tripCount();
+      await until(() => tripCount() >= n + 3, `${what}: round trips stopped at ${n}`, 30000);
+    };
     try {
       await flowing("before");
       // a dump killed while it holds the connection (all collected, images being written): the
       // server runs on and its connection works (repair mode was on there until the dump ended)
       {
         const pause = join(w.dir, "pause-dump");
-        const p = Bun.spawn([...criuBunCommand(), "dump", "-t", String(w.pid), "-D", imagesDir("kill-paused"), "--tcp-established", "-R"], {
-          stdout: "ignore", stderr: "pipe", env: { ...process.env, CRIU_BUN_PAUSE: "dump-written", CRIU_BUN_PAUSE_FILE: pause },
-        });
+        const p = Bun.spawn(
+          [...criuBunCommand(), "dump", "-t", String(w.pid), "-D", imagesDir("kill-paused"), "--tcp-established", "-R"],
+          {
+            stdout: "ignore",
+            stderr: "pipe",
+            env: { ...process.env, CRIU_BUN_PAUSE: "dump-written", CRIU_BUN_PAUSE_FILE: pause },
+          }
+        );
         await until(() => existsSync(pause) || p.exitCode !== null, "the dump to reach dump-written", 60000);
         if (p.exitCode !== null) expect(await new Response(p.stderr).text()).toBe("(paused at dump-written)");
         p.kill("SIGKILL");
@@ -405,7 +573,11 @@ describe("criu-bun killed at random moments", () => {
         if (!names.includes("inventory.img")) {
           if (names.some((n) => !n.startsWith(".criu-bun-dump-"))) {
             const r = criuBun(["restore", "-D", dir, "-d"]);
-            expect({ i, code: r.code, err: r.stderr }).toEqual({ i, code: 1, err: `Error (restore): ${dir}/inventory.img is missing\n` });
+            expect({ i, code: r.code, err: r.stderr }).toEqual({
+              i,
+              code: 1,
+              err: `Error (restore): ${dir}/inventory.img is missing\n`,
+            });
           }
         } else expect(names).toContain("pstree.img");
       }
@@ -423,7 +595,10 @@ describe("criu-bun killed at random moments", () => {
         await killedAfter(["restore", "-D", dir, "-d"], i === 0 ? 0 : rnd() * Math.max(span, performance.now() - t1));
         await until(() => puppets().length === 0, `restore ${i}: a puppet survives`);
         // a killed restore leaves nothing (or, killed after it finished, the restored server)
-        await until(() => !existsSync(`/proc/${w.pid}`) || (isAlive(w.pid) && tracer(w.pid) === 0), `restore ${i}: ${w.pid} half-built`);
+        await until(
+          () => !existsSync(`/proc/${w.pid}`) || (isAlive(w.pid) && tracer(w.pid) === 0),
+          `restore ${i}: ${w.pid} half-built`
+        );
         restored = isAlive(w.pid);
         // restored: no lock of any criu-bun is left (the dump's went before the release, the
         // restore's own with its criu-bun); not restored: the dump's lock stays for the next try
@@ -442,7 +617,9 @@ describe("criu-bun killed at random moments", () => {
       // the test used to do by hand): the server runs, untraced, and no table is left
       const pause = join(w.dir, "pause");
       const p = Bun.spawn([...criuBunCommand(), "restore", "-D", dir, "-d"], {
-        stdout: "ignore", stderr: "pipe", env: { ...process.env, CRIU_BUN_PAUSE: "restore-released", CRIU_BUN_PAUSE_FILE: pause },
+        stdout: "ignore",
+        stderr: "pipe",
+        env: { ...process.env, CRIU_BUN_PAUSE: "restore-released", CRIU_BUN_PAUSE_FILE: pause },
       });
       await until(() => existsSync(pause) || p.exitCode !== null, "the restore to reach restore-released", 60000);
       if (p.exitCode !== null) expect(await new Response(p.stderr).text()).toBe("(paused at restore-released)");
@@ -451,7 +628,11 @@ describe("criu-bun killed at random moments", () => {
       rmSync(pause, { force: true });
       expect(isAlive(w.pid)).toBe(true);
       expect(tracer(w.pid)).toBe(0);
-      await holdsFor("the restored server running with no lock table", () => isAlive(w.pid) && listLockTables().length === 0, 300);
+      await holdsFor(
+        "the restored server running with no lock table",
+        () => isAlive(w.pid) && listLockTables().length === 0,
+        300
+      );
       expect(puppets()).toEqual([]);
     } finally {
       client.kill("SIGKILL");
@@ -466,8 +647,16 @@ describe("criu-bun killed at random moments", () => {
   async function untouched(w: Workload, what: string) {
     await until(() => tracer(w.pid) === 0 || !isAlive(w.pid), `${what}: ${w.pid} still traced`);
     const res = join(w.dir, "result");
-    const state = () => ({ what, alive: isAlive(w.pid), result: existsSync(res) ? readFileSync(res, "utf8").split("\n")[0] : "" });
-    await holdsFor(`${what}: the target runs on untouched (${JSON.stringify(state())})`, () => state().alive && !state().result, 150).catch(() => {});
+    const state = () => ({
+      what,
+      alive: isAlive(w.pid),
+      result: existsSync(res) ? readFileSync(res, "utf8").split("\n")[0] : "",
+    });
+    await holdsFor(
+      `${what}: the target runs on untouched (${JSON.stringify(state())})`,
+      () => state().alive && !state().result,
+      150
+    ).catch(() => {});
     expect(state()).toEqual({ what, alive: true, result: "" });
   }
 
@@ -485,7 +674,9 @@ describe("criu-bun killed at random moments", () => {
     // the first call (its rt_sigprocmask: no entry-stop rewrite), the second, and the last (a thread's);
     // run1/run2: the thread sits in its syscall stop and criu-bun has not collected it yet
     const points: string[] = [];
-    for (const n of [1, 2, calls]) for (const p of ["set", "run1", "entry", "poked", "run2", "exit"]) if (n > 1 || p !== "poked") points.push(`inject-${n}-${p}`);
+    for (const n of [1, 2, calls])
+      for (const p of ["set", "run1", "entry", "poked", "run2", "exit"])
+        if (n > 1 || p !== "poked") points.push(`inject-${n}-${p}`);
     for (const k of [1, sessions]) points.push(`inject-restored-${k}`);
     // the leader's task state: most of its calls in one guarded batch (Injector.guardedBatch), killed
     // with its table written and its registers set, while it runs, and at its own signal's stop
@@ -493,8 +684,16 @@ describe("criu-bun killed at random moments", () => {
     for (const p of ["set", "run", "stop"]) points.push(`batch-1-${p}`);
     for (const point of points) {
       const dir = imagesDir("kill-regs");
-      const r = Bun.spawnSync([...criuBunCommand(), "dump", "-t", String(w.pid), "-D", dir, "-R"], { stdout: "ignore", stderr: "pipe", env: { ...process.env, CRIU_BUN_DIE: point } });
-      expect({ point, signal: r.signalCode, stderr: r.stderr.toString() }).toEqual({ point, signal: "SIGKILL", stderr: "" });
+      const r = Bun.spawnSync([...criuBunCommand(), "dump", "-t", String(w.pid), "-D", dir, "-R"], {
+        stdout: "ignore",
+        stderr: "pipe",
+        env: { ...process.env, CRIU_BUN_DIE: point },
+      });
+      expect({ point, signal: r.signalCode, stderr: r.stderr.toString() }).toEqual({
+        point,
+        signal: "SIGKILL",
+        stderr: "",
+      });
       await untouched(w, `killed at ${point}`);
       expect(readdirSync(dir).filter((n) => !n.startsWith(".criu-bun-dump-"))).toEqual([]);
     }

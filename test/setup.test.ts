@@ -13,10 +13,13 @@ const lock = JSON.parse(readFileSync(join(ROOT, "package-lock.json"), "utf8"));
 for (const section of ["dependencies", "devDependencies"] as const) {
   test(`package.json ${section}: exact versions, the same in the lock`, () => {
     const deps: Record<string, string> = pkg[section] ?? {};
-    const loose = Object.entries(deps).filter(([, v]) => !EXACT.test(v)).map(([k, v]) => `${k}@${v}`);
+    const loose = Object.entries(deps)
+      .filter(([, v]) => !EXACT.test(v))
+      .map(([k, v]) => `${k}@${v}`);
     expect(loose).toEqual([]);
     expect(lock.packages[""][section] ?? {}).toEqual(deps);
-    for (const [name, version] of Object.entries(deps)) expect(lock.packages[`node_modules/${name}`]?.version).toBe(version);
+    for (const [name, version] of Object.entries(deps))
+      expect(lock.packages[`node_modules/${name}`]?.version).toBe(version);
   });
 }
 

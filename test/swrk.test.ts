@@ -6,24 +6,61 @@
 // success=false and a message, never a crash or a hang. RESTORE's runc fields (rst_sibling,
 // inherit_fd, cg_root) are driven here too, checked on the restored process.
 import { afterAll, afterEach, expect, test } from "bun:test";
-import { closeSync, existsSync, fstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readlinkSync, readSync, rmdirSync, rmSync, writeFileSync, constants as C } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  fstatSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  readlinkSync,
+  readSync,
+  rmdirSync,
+  rmSync,
+  writeFileSync,
+  constants as C,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { create, fromBinary, isFieldSet, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
-import { criu_featuresSchema, criu_reqSchema, criu_respSchema, criu_req_type as T, type criu_resp } from "../src/images/gen/rpc_pb";
+import {
+  criu_featuresSchema,
+  criu_reqSchema,
+  criu_respSchema,
+  criu_req_type as T,
+  type criu_resp,
+} from "../src/images/gen/rpc_pb";
 import { recvPacket, sendPacket } from "../src/sys/seqpacket";
 import { socketPair, AF, SOCK } from "../src/sys/sock";
 import { syscall, addr } from "../src/sys/syscall";
 import { NR } from "../src/sys/nr";
-import { criuBunCommand, REPO_ROOT, startWorkload, trigger, waitResult, cleanup, isAlive, procState, waitUntil, killWorkload } from "./harness";
+import {
+  criuBunCommand,
+  REPO_ROOT,
+  startWorkload,
+  trigger,
+  waitResult,
+  cleanup,
+  isAlive,
+  procState,
+  waitUntil,
+  killWorkload,
+} from "./harness";
 import { imagesDir, cleanupImages, waitReaped } from "./engine-helpers";
 
-afterAll(() => { cleanup(); cleanupImages(); });
+afterAll(() => {
+  cleanup();
+  cleanupImages();
+});
 
 /** A caller of `criu-bun swrk`: the socket, the worker process, requests and answers. */
 class Client {
-  constructor(readonly fd: number, readonly proc: Subprocess) {}
+  constructor(
+    readonly fd: number,
+    readonly proc: Subprocess
+  ) {}
   /** extra: fds of ours the worker gets at the given numbers (as runc's ExtraFiles for inherit_fd) */
   static start(fdNumber = 3, extra: Record<number, number> = {}): Client {
     const [mine, theirs] = socketPair(AF.UNIX, SOCK.SEQPACKET);
@@ -39,8 +76,12 @@ class Client {
     clients.push(c);
     return c;
   }
-  sendRaw(bytes: Uint8Array) { sendPacket(this.fd, bytes); }
-  send(req: MessageInitShape<typeof criu_reqSchema>) { this.sendRaw(toBinary(criu_reqSchema, create(criu_reqSchema, req))); }
+  sendRaw(bytes: Uint8Array) {
+    sendPacket(this.fd, bytes);
+  }
+  send(req: MessageInitShape<typeof criu_reqSchema>) {
+    this.sendRaw(toBinary(criu_reqSchema, create(criu_reqSchema, req)));
+  }
   /** the next reply, within ms; its fds (SCM_RIGHTS) too */
   recv(ms = 30000): { resp: criu_resp; fds: number[]; size: number } {
     const pfd = new Int16Array(4); // struct pollfd { int fd; short events; short revents }
@@ -53,7 +94,11 @@ class Client {
     expect(p.truncated).toBe(false); // runc's buffer: 10 x 4096 bytes
     return { resp: fromBinary(criu_respSchema, p.data), fds: p.fds, size: p.data.length };
   }
-  call(req: MessageInitShape<typeof criu_reqSchema>) { this.send(req); const { resp, size } = this.recv(); return Object.assign(resp, { size }); }
+  call(req: MessageInitShape<typeof criu_reqSchema>) {
+    this.send(req);
+    const { resp, size } = this.recv();
+    return Object.assign(resp, { size });
+  }
   /** answer every notification with notify_success (or refuse ACTION); the final reply and the notifications seen */
   serveNotifications(refuse?: string, onNotify?: (script: string, pid: number | undefined, fds: number[]) => void) {
     const seen: { script: string; pid?: number }[] = [];
@@ -61,7 +106,8 @@ class Client {
       const { resp, fds } = this.recv();
       if (resp.type !== T.NOTIFY) return { resp, seen };
       expect(resp.success).toBe(true);
-      const script = resp.notify!.script, pid = resp.notify!.pid || undefined;
+      const script = resp.notify!.script,
+        pid = resp.notify!.pid || undefined;
       seen.push(pid ? { script, pid } : { script });
       onNotify?.(script, pid, fds);
       for (const f of fds) closeSync(f);
@@ -77,11 +123,20 @@ class Client {
 }
 const clients: Client[] = [];
 afterEach(() => {
-  for (const c of clients.splice(0)) { try { closeSync(c.fd); } catch {} try { c.proc.kill(9); } catch {} }
+  for (const c of clients.splice(0)) {
+    try {
+      closeSync(c.fd);
+    } catch {}
+    try {
+      c.proc.kill(9);
+    } catch {}
+  }
 });
 
 /** a directory open in this process, as runc passes images_dir_fd / work_dir_fd */
-function dirFd(dir: string): number { return openSync(dir, C.O_RDONLY | C.O_DIRECTORY); }
+function dirFd(dir: string): number {
+  return openSync(dir, C.O_RDONLY | C.O_DIRECTORY);
+}
 
 test("VERSION: criu 4.2's level with criu-bun's own version in gitid; runc and Podman accept it; the worker exits 0 on close", async () => {
   const versionOut = Bun.spawnSync([...criuBunCommand(), "--version"], { stdout: "pipe" }).stdout.toString();
@@ -120,8 +175,15 @@ test("FEATURE_CHECK answers what was asked, truthfully; CHECK passes; several re
 
 test("every other request type is answered: success=false with a clear message where criu-bun does not serve it", async () => {
   const c = Client.start();
-  for (const [type, want] of [[T.PAGE_SERVER, /page server/], [T.PAGE_SERVER_CHLD, /page server/], [T.CPUINFO_DUMP, /not supported/],
-    [T.CPUINFO_CHECK, /not supported/], [T.NOTIFY, /no notification/], [T.WAIT_PID, /no pid/], [T.EMPTY, /unknown request type 0/]] as const) {
+  for (const [type, want] of [
+    [T.PAGE_SERVER, /page server/],
+    [T.PAGE_SERVER_CHLD, /page server/],
+    [T.CPUINFO_DUMP, /not supported/],
+    [T.CPUINFO_CHECK, /not supported/],
+    [T.NOTIFY, /no notification/],
+    [T.WAIT_PID, /no pid/],
+    [T.EMPTY, /unknown request type 0/],
+  ] as const) {
     const r = c.call({ type, ...(type === T.WAIT_PID ? {} : {}) });
     expect(r.type).toBe(type);
     expect(r.success).toBe(false);
@@ -169,7 +231,9 @@ test("malformed requests: bad protobuf, unknown type, missing pid, fds that are 
     r = c.call({ type: T.DUMP, opts: { imagesDirFd: d, pid: 999999999 } });
     expect(r.success).toBe(false);
     expect(r.crErrmsg).toMatch(/999999999/);
-  } finally { closeSync(d); }
+  } finally {
+    closeSync(d);
+  }
   // still serving after all that
   expect(c.call({ type: T.VERSION }).success).toBe(true);
   expect(await c.close()).toBe(0);
@@ -179,10 +243,14 @@ test("DUMP and RESTORE of a workload with notifications in criu's order; the log
   const w = await startWorkload("counter");
   const dir = imagesDir("swrk");
   const work = mkdtempSync(join(tmpdir(), "criu-bun-swrk-work-"));
-  const d = dirFd(dir), wd = dirFd(work);
+  const d = dirFd(dir),
+    wd = dirFd(work);
   try {
     let c = Client.start();
-    c.send({ type: T.DUMP, opts: { imagesDirFd: d, workDirFd: wd, pid: w.pid, logLevel: 4, logFile: "dump.log", notifyScripts: true } });
+    c.send({
+      type: T.DUMP,
+      opts: { imagesDirFd: d, workDirFd: wd, pid: w.pid, logLevel: 4, logFile: "dump.log", notifyScripts: true },
+    });
     let states: (string | null)[] = [];
     const dumped = c.serveNotifications(undefined, () => states.push(procState(w.pid)));
     expect(dumped.resp.type).toBe(T.DUMP);
@@ -198,24 +266,40 @@ test("DUMP and RESTORE of a workload with notifications in criu's order; the log
     await waitReaped(w.pid);
 
     c = Client.start();
-    c.send({ type: T.RESTORE, opts: { imagesDirFd: d, workDirFd: wd, logLevel: 4, logFile: "restore.log", notifyScripts: true } });
+    c.send({
+      type: T.RESTORE,
+      opts: { imagesDirFd: d, workDirFd: wd, logLevel: 4, logFile: "restore.log", notifyScripts: true },
+    });
     states = [];
-    const restored = c.serveNotifications(undefined, (s, pid) => { if (s === "post-restore") states.push(procState(pid!)); });
+    const restored = c.serveNotifications(undefined, (s, pid) => {
+      if (s === "post-restore") states.push(procState(pid!));
+    });
     expect(restored.resp.success).toBe(true);
     expect(restored.resp.restore?.pid).toBe(w.pid);
-    expect(restored.seen).toEqual([{ script: "pre-restore" }, { script: "post-restore", pid: w.pid }, { script: "pre-resume" }, { script: "post-resume" }]);
+    expect(restored.seen).toEqual([
+      { script: "pre-restore" },
+      { script: "post-restore", pid: w.pid },
+      { script: "pre-resume" },
+      { script: "post-resume" },
+    ]);
     expect(states).toEqual(["t"]); // restored, not running yet
     expect(readFileSync(join(work, "restore.log"), "utf8")).toContain("Restore finished successfully");
     expect(await c.close()).toBe(0);
     trigger(w);
     expect((await waitResult(w, 15000)).text).toStartWith("PASS");
-  } finally { closeSync(d); closeSync(wd); rmSync(work, { recursive: true, force: true }); }
+  } finally {
+    closeSync(d);
+    closeSync(wd);
+    rmSync(work, { recursive: true, force: true });
+  }
 }, 60000);
 
 test("a refused notification fails the request and the tree keeps running; PRE_DUMP then DUMP with parent_img", async () => {
   const w = await startWorkload("counter");
-  const pre = imagesDir("swrk-pre"), fin = imagesDir("swrk-fin");
-  const pd = dirFd(pre), fd = dirFd(fin);
+  const pre = imagesDir("swrk-pre"),
+    fin = imagesDir("swrk-fin");
+  const pd = dirFd(pre),
+    fd = dirFd(fin);
   try {
     const c = Client.start();
     c.send({ type: T.DUMP, opts: { imagesDirFd: fd, pid: w.pid, notifyScripts: true } });
@@ -228,14 +312,26 @@ test("a refused notification fails the request and the tree keeps running; PRE_D
     let r = c.call({ type: T.PRE_DUMP, opts: { imagesDirFd: pd, pid: w.pid, trackMem: true } });
     expect(r.success).toBe(true);
     expect(isAlive(w.pid)).toBe(true);
-    r = c.call({ type: T.DUMP, opts: { imagesDirFd: fd, pid: w.pid, trackMem: true, parentImg: join("..", pre.split("/").pop()!), leaveRunning: true } });
+    r = c.call({
+      type: T.DUMP,
+      opts: {
+        imagesDirFd: fd,
+        pid: w.pid,
+        trackMem: true,
+        parentImg: join("..", pre.split("/").pop()!),
+        leaveRunning: true,
+      },
+    });
     expect(r.crErrmsg ?? "").toBe("");
     expect(r.success).toBe(true);
     expect(isAlive(w.pid)).toBe(true);
     expect(await c.close()).toBe(0);
     trigger(w);
     expect((await waitResult(w, 15000)).text).toStartWith("PASS");
-  } finally { closeSync(pd); closeSync(fd); }
+  } finally {
+    closeSync(pd);
+    closeSync(fd);
+  }
 }, 60000);
 
 /** cgroup freezers on this machine: v1's freezer hierarchy and v2's cgroup.freeze */
@@ -243,7 +339,10 @@ function freezers(): { kind: string; base: string }[] {
   const out: { kind: string; base: string }[] = [];
   if (existsSync("/sys/fs/cgroup/freezer/tasks")) out.push({ kind: "v1", base: "/sys/fs/cgroup/freezer" });
   for (const b of ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]) {
-    if (existsSync(join(b, "cgroup.subtree_control")) && existsSync(join(b, "cgroup.procs"))) { out.push({ kind: "v2", base: b }); break; }
+    if (existsSync(join(b, "cgroup.subtree_control")) && existsSync(join(b, "cgroup.procs"))) {
+      out.push({ kind: "v2", base: b });
+      break;
+    }
   }
   return out;
 }
@@ -258,7 +357,10 @@ test("freeze_cgroup: the tree's cgroup (v1 freezer, v2 cgroup.freeze) is frozen 
     const d = dirFd(dir);
     try {
       writeFileSync(join(cg, "cgroup.procs"), String(w.pid));
-      const r = c.call({ type: T.DUMP, opts: { imagesDirFd: d, pid: w.pid, leaveRunning: true, freezeCgroup: cg, logLevel: 4, logFile: "dump.log" } });
+      const r = c.call({
+        type: T.DUMP,
+        opts: { imagesDirFd: d, pid: w.pid, leaveRunning: true, freezeCgroup: cg, logLevel: 4, logFile: "dump.log" },
+      });
       expect(r.crErrmsg ?? "").toBe("");
       expect(r.success).toBe(true);
       const log = readFileSync(join(dir, "dump.log"), "utf8");
@@ -267,14 +369,26 @@ test("freeze_cgroup: the tree's cgroup (v1 freezer, v2 cgroup.freeze) is frozen 
       // thawed again, running
       if (kind === "v1") expect(readFileSync(join(cg, "freezer.state"), "utf8").trim()).toBe("THAWED");
       else expect(readFileSync(join(cg, "cgroup.events"), "utf8")).toMatch(/^frozen 0$/m);
-      await waitUntil("running again", () => { const s = procState(w.pid); return s === "R" || s === "S"; });
+      await waitUntil("running again", () => {
+        const s = procState(w.pid);
+        return s === "R" || s === "S";
+      });
       trigger(w);
       expect((await waitResult(w, 15000)).text).toStartWith("PASS");
     } finally {
       closeSync(d);
-      try { process.kill(w.pid, 9); } catch {}
+      try {
+        process.kill(w.pid, 9);
+      } catch {}
       await waitReaped(w.pid).catch(() => {});
-      await waitUntil("cgroup empty", () => { try { rmdirSync(cg); return true; } catch { return false; } });
+      await waitUntil("cgroup empty", () => {
+        try {
+          rmdirSync(cg);
+          return true;
+        } catch {
+          return false;
+        }
+      });
     }
   }
   const d = dirFd(imagesDir("swrk-freeze-bad"));
@@ -286,10 +400,19 @@ test("freeze_cgroup: the tree's cgroup (v1 freezer, v2 cgroup.freeze) is frozen 
 }, 60000);
 
 test("empty_ns net: a tree in a network namespace with interfaces is dumped without them and restored into a new, empty one (the caller fills it)", async () => {
-  const w = await startWorkload("counter", [], { wrap: ["unshare", "--net", "sh", "-c", 'ip link add criubun0 type veth peer name criubun1 && ip link set lo up && exec "$0" "$@"'] });
+  const w = await startWorkload("counter", [], {
+    wrap: [
+      "unshare",
+      "--net",
+      "sh",
+      "-c",
+      'ip link add criubun0 type veth peer name criubun1 && ip link set lo up && exec "$0" "$@"',
+    ],
+  });
   const dir = imagesDir("swrk-emptyns");
   const d = dirFd(dir);
-  const links = (pid: number) => Bun.spawnSync(["nsenter", "-t", String(pid), "-n", "ip", "-o", "link"]).stdout.toString();
+  const links = (pid: number) =>
+    Bun.spawnSync(["nsenter", "-t", String(pid), "-n", "ip", "-o", "link"]).stdout.toString();
   try {
     expect(links(w.pid)).toContain("criubun0");
     const c = Client.start();
@@ -298,18 +421,30 @@ test("empty_ns net: a tree in a network namespace with interfaces is dumped with
     expect(r.success).toBe(false);
     expect(r.crErrmsg).toMatch(/own network namespace with interfaces \(.*criubun0/);
     expect(isAlive(w.pid)).toBe(true);
-    r = c.call({ type: T.DUMP, opts: { imagesDirFd: d, pid: w.pid, emptyNs: 0x40000000, logLevel: 4, logFile: "dump.log" } });
+    r = c.call({
+      type: T.DUMP,
+      opts: { imagesDirFd: d, pid: w.pid, emptyNs: 0x40000000, logLevel: 4, logFile: "dump.log" },
+    });
     expect(r.crErrmsg ?? "").toBe("");
     expect(r.success).toBe(true);
     // the worker lives on, yet the killed tree is reaped by its parent (this test): its PIDs are free for RESTORE
     await waitReaped(w.pid);
     c.send({ type: T.RESTORE, opts: { imagesDirFd: d, emptyNs: 0x40000000, notifyScripts: true } });
     let seenLinks = "";
-    const restored = c.serveNotifications(undefined, (s, pid) => { if (s === "setup-namespaces") seenLinks = links(pid!); });
+    const restored = c.serveNotifications(undefined, (s, pid) => {
+      if (s === "setup-namespaces") seenLinks = links(pid!);
+    });
     expect(restored.resp.crErrmsg ?? "").toBe("");
     expect(restored.resp.success).toBe(true);
-    expect(restored.seen.map((s) => s.script)).toEqual(["pre-restore", "setup-namespaces", "post-setup-namespaces", "post-restore",
-      "network-unlock", "pre-resume", "post-resume"]);
+    expect(restored.seen.map((s) => s.script)).toEqual([
+      "pre-restore",
+      "setup-namespaces",
+      "post-setup-namespaces",
+      "post-restore",
+      "network-unlock",
+      "pre-resume",
+      "post-resume",
+    ]);
     // at setup-namespaces the caller sees the new namespace: only lo, and down
     expect(seenLinks).not.toContain("criubun0");
     expect(seenLinks).toMatch(/^1: lo: <LOOPBACK>/);
@@ -317,7 +452,9 @@ test("empty_ns net: a tree in a network namespace with interfaces is dumped with
     expect(await c.close()).toBe(0);
     trigger(w);
     expect((await waitResult(w, 15000)).text).toStartWith("PASS");
-  } finally { closeSync(d); }
+  } finally {
+    closeSync(d);
+  }
 }, 60000);
 
 function pipe(): [number, number] {
@@ -352,7 +489,10 @@ test("RESTORE with rst_sibling and inherit_fd pipe:[INO]: the restored root is t
 
     // bad keys and fds: one line each, success=false, no process made
     for (const [inheritFd, want] of [
-      [[{ key: "tmp/x", fd: 4 }], "inherit_fd 'tmp/x': only pipes (pipe:[ino]) and external namespaces (their key) can be inherited by criu-bun yet"],
+      [
+        [{ key: "tmp/x", fd: 4 }],
+        "inherit_fd 'tmp/x': only pipes (pipe:[ino]) and external namespaces (their key) can be inherited by criu-bun yet",
+      ],
       [[{ key, fd: 77 }], `inherit_fd '${key}': fd 77 is not open in criu-bun`],
     ] as const) {
       r = c.call({ type: T.RESTORE, opts: { imagesDirFd: d, rstSibling: true, inheritFd: inheritFd as any } });
@@ -361,7 +501,10 @@ test("RESTORE with rst_sibling and inherit_fd pipe:[INO]: the restored root is t
       expect(existsSync(`/proc/${w.pid}`)).toBe(false);
     }
 
-    r = c.call({ type: T.RESTORE, opts: { imagesDirFd: d, rstSibling: true, inheritFd: [{ key, fd: 4 }], logLevel: 4, logFile: "restore.log" } });
+    r = c.call({
+      type: T.RESTORE,
+      opts: { imagesDirFd: d, rstSibling: true, inheritFd: [{ key, fd: 4 }], logLevel: 4, logFile: "restore.log" },
+    });
     expect(r.crErrmsg ?? "").toBe("");
     expect(r.success).toBe(true);
     restoredPid = r.restore!.pid;
@@ -383,58 +526,99 @@ test("RESTORE with rst_sibling and inherit_fd pipe:[INO]: the restored root is t
     const buf = Buffer.alloc(256);
     expect(buf.subarray(0, readSync(b[0], buf)).toString()).toBe(res.text);
     // ours to reap
-    await waitUntil("the restored shell to be reaped by us", () => wait4Raw(w.pid, 0x40000000 | 1 /* __WALL|WNOHANG */).r === w.pid, 10000);
+    await waitUntil(
+      "the restored shell to be reaped by us",
+      () => wait4Raw(w.pid, 0x40000000 | 1 /* __WALL|WNOHANG */).r === w.pid,
+      10000
+    );
     restoredPid = 0;
   } finally {
-    closeSync(d); closeSync(a[0]); closeSync(b[0]);
-    if (restoredPid) { try { process.kill(restoredPid, 9); } catch {} wait4Raw(restoredPid, 0x40000000); }
-  }
-}, 60000);
-
-test.skipIf(!existsSync("/sys/fs/cgroup/pids/cgroup.procs"))("RESTORE with cg_root (v1 pids): the tree's cgroup is made under the new root and the restored process is in it; a relative root refused in one line, nothing restored", async () => {
-  const base = "/sys/fs/cgroup/pids";
-  const old = `/criu-bun-swrk-${process.pid}-old`, neu = `/criu-bun-swrk-${process.pid}-new`;
-  mkdirSync(join(base, old));
-  const w = await startWorkload("counter");
-  const dir = imagesDir("swrk-cgroot");
-  const d = dirFd(dir);
-  const pidsCg = (pid: number) => /^\d+:pids:(.*)$/m.exec(readFileSync(`/proc/${pid}/cgroup`, "utf8"))?.[1];
-  try {
-    writeFileSync(join(base, old, "cgroup.procs"), String(w.pid));
-    expect(pidsCg(w.pid)).toBe(old);
-    const c = Client.start();
-    let r = c.call({ type: T.DUMP, opts: { imagesDirFd: d, pid: w.pid } });
-    expect(r.crErrmsg ?? "").toBe("");
-    expect(r.success).toBe(true);
-    await waitReaped(w.pid);
-
-    r = c.call({ type: T.RESTORE, opts: { imagesDirFd: d, manageCgroups: true, cgRoot: [{ ctrl: "pids", path: "criu-bun-relative" }] } });
-    expect(r.success).toBe(false);
-    expect(r.crErrmsg).toBe("cg_root pids:criu-bun-relative: the path must be absolute");
-    expect(existsSync(`/proc/${w.pid}`)).toBe(false);
-    expect(existsSync(join(base, neu))).toBe(false);
-
-    r = c.call({ type: T.RESTORE, opts: { imagesDirFd: d, manageCgroups: true, cgRoot: [{ ctrl: "pids", path: neu }], logLevel: 4, logFile: "restore.log" } });
-    expect(r.crErrmsg ?? "").toBe("");
-    expect(r.success).toBe(true);
-    expect(r.restore!.pid).toBe(w.pid);
-    // in the new root, made by the restore; the old one is empty
-    expect(pidsCg(w.pid)).toBe(neu);
-    expect(readFileSync(join(base, neu, "cgroup.procs"), "utf8").trim()).toBe(String(w.pid));
-    expect(readFileSync(join(base, old, "cgroup.procs"), "utf8").trim()).toBe("");
-    expect(readFileSync(join(dir, "restore.log"), "utf8")).toContain(`cg_root: pids cgroups under ${old} go under ${neu}`);
-    expect(await c.close()).toBe(0);
-    trigger(w);
-    expect((await waitResult(w, 15000)).text).toStartWith("PASS");
-  } finally {
     closeSync(d);
-    killWorkload(w);
-    for (const cg of [neu, old]) {
-      if (!existsSync(join(base, cg))) continue;
-      await waitUntil(`cgroup ${cg} empty`, () => { try { rmdirSync(join(base, cg)); return true; } catch { return false; } }, 10000);
+    closeSync(a[0]);
+    closeSync(b[0]);
+    if (restoredPid) {
+      try {
+        process.kill(restoredPid, 9);
+      } catch {}
+      wait4Raw(restoredPid, 0x40000000);
     }
   }
 }, 60000);
+
+test.skipIf(!existsSync("/sys/fs/cgroup/pids/cgroup.procs"))(
+  "RESTORE with cg_root (v1 pids): the tree's cgroup is made under the new root and the restored process is in it; a relative root refused in one line, nothing restored",
+  async () => {
+    const base = "/sys/fs/cgroup/pids";
+    const old = `/criu-bun-swrk-${process.pid}-old`,
+      neu = `/criu-bun-swrk-${process.pid}-new`;
+    mkdirSync(join(base, old));
+    const w = await startWorkload("counter");
+    const dir = imagesDir("swrk-cgroot");
+    const d = dirFd(dir);
+    const pidsCg = (pid: number) => /^\d+:pids:(.*)$/m.exec(readFileSync(`/proc/${pid}/cgroup`, "utf8"))?.[1];
+    try {
+      writeFileSync(join(base, old, "cgroup.procs"), String(w.pid));
+      expect(pidsCg(w.pid)).toBe(old);
+      const c = Client.start();
+      let r = c.call({ type: T.DUMP, opts: { imagesDirFd: d, pid: w.pid } });
+      expect(r.crErrmsg ?? "").toBe("");
+      expect(r.success).toBe(true);
+      await waitReaped(w.pid);
+
+      r = c.call({
+        type: T.RESTORE,
+        opts: { imagesDirFd: d, manageCgroups: true, cgRoot: [{ ctrl: "pids", path: "criu-bun-relative" }] },
+      });
+      expect(r.success).toBe(false);
+      expect(r.crErrmsg).toBe("cg_root pids:criu-bun-relative: the path must be absolute");
+      expect(existsSync(`/proc/${w.pid}`)).toBe(false);
+      expect(existsSync(join(base, neu))).toBe(false);
+
+      r = c.call({
+        type: T.RESTORE,
+        opts: {
+          imagesDirFd: d,
+          manageCgroups: true,
+          cgRoot: [{ ctrl: "pids", path: neu }],
+          logLevel: 4,
+          logFile: "restore.log",
+        },
+      });
+      expect(r.crErrmsg ?? "").toBe("");
+      expect(r.success).toBe(true);
+      expect(r.restore!.pid).toBe(w.pid);
+      // in the new root, made by the restore; the old one is empty
+      expect(pidsCg(w.pid)).toBe(neu);
+      expect(readFileSync(join(base, neu, "cgroup.procs"), "utf8").trim()).toBe(String(w.pid));
+      expect(readFileSync(join(base, old, "cgroup.procs"), "utf8").trim()).toBe("");
+      expect(readFileSync(join(dir, "restore.log"), "utf8")).toContain(
+        `cg_root: pids cgroups under ${old} go under ${neu}`
+      );
+      expect(await c.close()).toBe(0);
+      trigger(w);
+      expect((await waitResult(w, 15000)).text).toStartWith("PASS");
+    } finally {
+      closeSync(d);
+      killWorkload(w);
+      for (const cg of [neu, old]) {
+        if (!existsSync(join(base, cg))) continue;
+        await waitUntil(
+          `cgroup ${cg} empty`,
+          () => {
+            try {
+              rmdirSync(join(base, cg));
+              return true;
+            } catch {
+              return false;
+            }
+          },
+          10000
+        );
+      }
+    }
+  },
+  60000
+);
 
 // The command exec_cmd runs: records its own pid and children, lets the restored workload finish
 // and reaps it, as a supervisor would (the same probe as cli-commands' --exec-cmd test).
@@ -456,16 +640,21 @@ test("RESTORE with exec_cmd: the reply, then the worker becomes the command (sam
     for (const cmd of ["probe", "missing"] as const) {
       const w = await startWorkload("counter");
       const dir = imagesDir(`swrk-exec-${cmd}`);
-      const d = dirFd(dir), wd = dirFd(work);
+      const d = dirFd(dir),
+        wd = dirFd(work);
       try {
         const c = Client.start();
         let r = c.call({ type: T.DUMP, opts: { imagesDirFd: d, pid: w.pid } });
         expect(r.crErrmsg ?? "").toBe("");
         expect(r.success).toBe(true);
         await waitReaped(w.pid);
-        const out = join(work, `probe-${cmd}.out`), logName = `restore-${cmd}.log`;
+        const out = join(work, `probe-${cmd}.out`),
+          logName = `restore-${cmd}.log`;
         const argv = cmd === "probe" ? ["python3", "-c", EXEC_PROBE, out, w.dir] : ["/nonexistent/cmd"];
-        r = c.call({ type: T.RESTORE, opts: { imagesDirFd: d, workDirFd: wd, logFile: logName, logLevel: 4, execCmd: argv } });
+        r = c.call({
+          type: T.RESTORE,
+          opts: { imagesDirFd: d, workDirFd: wd, logFile: logName, logLevel: 4, execCmd: argv },
+        });
         expect(r.crErrmsg ?? "").toBe("");
         expect(r.success).toBe(true);
         expect(r.restore!.pid).toBe(w.pid);
@@ -485,10 +674,16 @@ test("RESTORE with exec_cmd: the reply, then the worker becomes the command (sam
           expect(log).toContain("Failed to exec cmd /nonexistent/cmd: ENOENT (errno 2: No such file or directory)");
           expect(isAlive(w.pid)).toBe(true);
         }
-      } finally { closeSync(d); closeSync(wd); }
+      } finally {
+        closeSync(d);
+        closeSync(wd);
+      }
     }
   } finally {
-    for (const p of restored) try { process.kill(p, 9); } catch {}
+    for (const p of restored)
+      try {
+        process.kill(p, 9);
+      } catch {}
     rmSync(work, { recursive: true, force: true });
   }
 }, 90000);
@@ -500,7 +695,11 @@ test("config_file overrides the request as criu's does (leave-running, log-file)
   const d = dirFd(dir);
   try {
     const c = Client.start();
-    const conf = (name: string, text: string) => { const f = join(work, name); writeFileSync(f, text); return f; };
+    const conf = (name: string, text: string) => {
+      const f = join(work, name);
+      writeFileSync(f, text);
+      return f;
+    };
     // refused before anything is touched: one line naming the file and line each
     for (const [text, want] of [
       ["tcp-established\nstream\n", /^--stream: not supported by criu-bun yet .*\(.*bad1\.conf:2\)$/],
@@ -508,14 +707,25 @@ test("config_file overrides the request as criu's does (leave-running, log-file)
       ["no-such-option\n", /^config_file .*bad3\.conf:1: unrecognized option '--no-such-option'$/],
       ["ghost-limit lots\n", /^config_file .*bad4\.conf:1: --ghost-limit: 'lots' is not a number$/],
     ] as const) {
-      const i = ["tcp-established\nstream\n", "# runc.conf\nlog-file a b\n", "no-such-option\n", "ghost-limit lots\n"].indexOf(text) + 1;
+      const i =
+        ["tcp-established\nstream\n", "# runc.conf\nlog-file a b\n", "no-such-option\n", "ghost-limit lots\n"].indexOf(
+          text
+        ) + 1;
       const r = c.call({ type: T.DUMP, opts: { imagesDirFd: d, pid: w.pid, configFile: conf(`bad${i}.conf`, text) } });
       expect(r.success).toBe(false);
       expect(r.crErrmsg).toMatch(want);
       expect(procState(w.pid)).not.toBe("t");
     }
     const log = join(work, "from-conf.log");
-    const r = c.call({ type: T.DUMP, opts: { imagesDirFd: d, pid: w.pid, logFile: "request.log", configFile: conf("good.conf", `# as runc.conf\nleave-running\nlog-file ${log}\nverbosity 4   # more\n`) } });
+    const r = c.call({
+      type: T.DUMP,
+      opts: {
+        imagesDirFd: d,
+        pid: w.pid,
+        logFile: "request.log",
+        configFile: conf("good.conf", `# as runc.conf\nleave-running\nlog-file ${log}\nverbosity 4   # more\n`),
+      },
+    });
     expect(r.crErrmsg ?? "").toBe("");
     expect(r.success).toBe(true);
     // leave-running from the file: the tree goes on; log-file and verbosity from the file too
@@ -526,5 +736,8 @@ test("config_file overrides the request as criu's does (leave-running, log-file)
     expect(await c.close()).toBe(0);
     trigger(w);
     expect((await waitResult(w, 15000)).text).toStartWith("PASS");
-  } finally { closeSync(d); rmSync(work, { recursive: true, force: true }); }
+  } finally {
+    closeSync(d);
+    rmSync(work, { recursive: true, force: true });
+  }
 }, 60000);

@@ -17,14 +17,26 @@ const dirs: string[] = [];
 const procs: Subprocess[] = [];
 const servers: { pid: number; dir: string; proc?: Subprocess }[] = [];
 
-function tmp(t: string) { const d = mkdtempSync(join(tmpdir(), `criu-bun-tcp-${t}-`)); dirs.push(d); return d; }
-function text(p: string): string | null { try { return readFileSync(p, "utf8"); } catch { return null; } }
-
+function tmp(t: string) {
+  const d = mkdtempSync(join(tmpdir(), `criu-bun-tcp-${t}-`));
+  dirs.push(d);
+  return d;
+}
+function text(p: string): string | null {
+  try {
+    return readFileSync(p, "utf8");
+  } catch {
+    return null;
+  }
+}
 
 async function startServer(ns: string, port: number, args: string[]) {
   const dir = tmp("srv");
   const p = Bun.spawn(inNs(ns, [workloadBin("tcpserver"), dir, String(port), ...args]), {
-    detached: true, stdin: "ignore", stdout: "ignore", stderr: Bun.file(join(dir, "stderr")),
+    detached: true,
+    stdin: "ignore",
+    stdout: "ignore",
+    stderr: Bun.file(join(dir, "stderr")),
   });
   procs.push(p);
   const pid = Number(await waitFor(() => text(join(dir, "ready")), "server ready"));
@@ -35,9 +47,18 @@ async function startServer(ns: string, port: number, args: string[]) {
 
 class Client {
   proc: Subprocess;
-  constructor(public ns: string, host: string, port: number, public dir: string, public name: string, seed: number) {
-    this.proc = Bun.spawn(inNs(ns, ["python3", join(REPO_ROOT, "test", "tcp_client.py"), host, String(port), String(seed), dir, name]),
-      { stdin: "ignore", stdout: "ignore", stderr: Bun.file(join(dir, `${name}.stderr`)) });
+  constructor(
+    public ns: string,
+    host: string,
+    port: number,
+    public dir: string,
+    public name: string,
+    seed: number
+  ) {
+    this.proc = Bun.spawn(
+      inNs(ns, ["python3", join(REPO_ROOT, "test", "tcp_client.py"), host, String(port), String(seed), dir, name]),
+      { stdin: "ignore", stdout: "ignore", stderr: Bun.file(join(dir, `${name}.stderr`)) }
+    );
     procs.push(this.proc);
   }
   progress(): { sent: number; recvd: number } {
@@ -45,9 +66,13 @@ class Client {
     const [sent, recvd] = (t ?? "0 0").trim().split(" ").map(Number);
     return { sent, recvd };
   }
-  result() { return text(join(this.dir, `${this.name}.result`)); }
+  result() {
+    return text(join(this.dir, `${this.name}.result`));
+  }
   /** the client's local port (it writes it once connected) */
-  port() { return waitFor(() => Number(text(join(this.dir, `${this.name}.port`))), `client ${this.name} connected`); }
+  port() {
+    return waitFor(() => Number(text(join(this.dir, `${this.name}.port`))), `client ${this.name} connected`);
+  }
   /** stop reading (the server's queues towards it fill up) or read again */
   pause(on: boolean) {
     if (on) writeFileSync(join(this.dir, `${this.name}.pause`), "");
@@ -55,19 +80,29 @@ class Client {
   }
   /** wait until recvd >= n, failing early if the client gave up */
   async reach(n: number, ms = 30000) {
-    await waitFor(() => {
-      const r = this.result();
-      if (r && !r.startsWith("PASS")) throw new Error(`client ${this.name}: ${r}${text(join(this.dir, `${this.name}.stderr`)) ?? ""}`);
-      return this.progress().recvd >= n;
-    }, `client ${this.name} to get ${n} bytes back (has ${this.progress().recvd})`, ms);
+    await waitFor(
+      () => {
+        const r = this.result();
+        if (r && !r.startsWith("PASS"))
+          throw new Error(`client ${this.name}: ${r}${text(join(this.dir, `${this.name}.stderr`)) ?? ""}`);
+        return this.progress().recvd >= n;
+      },
+      `client ${this.name} to get ${n} bytes back (has ${this.progress().recvd})`,
+      ms
+    );
   }
 }
 
-const criu = criuIn, dump = dumpIn, restore = restoreIn;
+const criu = criuIn,
+  dump = dumpIn,
+  restore = restoreIn;
 /** established TCP sockets of a namespace with their queues (/proc/net/tcp and tcp6: tx = unacked or unsent bytes, rx = bytes not read) */
 function tcpQueues(ns: string) {
-  return runOk(inNs(ns, ["cat", "/proc/net/tcp", "/proc/net/tcp6"])).split("\n").map((l) => l.trim().split(/\s+/))
-    .filter((f) => f.length > 4 && f[3] === "01").map((f) => {
+  return runOk(inNs(ns, ["cat", "/proc/net/tcp", "/proc/net/tcp6"]))
+    .split("\n")
+    .map((l) => l.trim().split(/\s+/))
+    .filter((f) => f.length > 4 && f[3] === "01")
+    .map((f) => {
       const [tx, rx] = f[4].split(":").map((h) => parseInt(h, 16));
       return { lport: parseInt(f[1].split(":")[1], 16), rport: parseInt(f[2].split(":")[1], 16), tx, rx };
     });
@@ -78,23 +113,40 @@ function tcpQueues(ns: string) {
  * sending, reads nothing, so its receive queue stays full): the same queues on both ends for 200 ms.
  */
 async function waitQueuesFull(ns: string, port: number, cport: number) {
-  let last = "", seen = "none", since = 0;
+  let last = "",
+    seen = "none",
+    since = 0;
   try {
     await waitFor(() => {
       const q = tcpQueues(ns);
-      const srv = q.find((s) => s.lport === port && s.rport === cport), cli = q.find((s) => s.lport === cport && s.rport === port);
+      const srv = q.find((s) => s.lport === port && s.rport === cport),
+        cli = q.find((s) => s.lport === cport && s.rport === port);
       const now = JSON.stringify({ srv, cli });
       seen = now;
-      if (!srv || !cli || srv.tx === 0 || srv.rx === 0) { last = ""; return false; }
-      if (now !== last) { last = now; since = Date.now(); return false; }
+      if (!srv || !cli || srv.tx === 0 || srv.rx === 0) {
+        last = "";
+        return false;
+      }
+      if (now !== last) {
+        last = now;
+        since = Date.now();
+        return false;
+      }
       return Date.now() - since >= 200;
     }, "");
   } catch {
-    throw new Error(`timeout: server queues towards the paused client (port ${cport}) full and still; last seen ${seen}`);
+    throw new Error(
+      `timeout: server queues towards the paused client (port ${cport}) full and still; last seen ${seen}`
+    );
   }
 }
-function go(dir: string) { writeFileSync(join(dir, "go.tmp"), "go\n"); renameSync(join(dir, "go.tmp"), join(dir, "go")); }
-async function serverResult(dir: string) { return (await waitFor(() => text(join(dir, "result")), "server result")).trim(); }
+function go(dir: string) {
+  writeFileSync(join(dir, "go.tmp"), "go\n");
+  renameSync(join(dir, "go.tmp"), join(dir, "go"));
+}
+async function serverResult(dir: string) {
+  return (await waitFor(() => text(join(dir, "result")), "server result")).trim();
+}
 async function finishClients(dir: string, clients: Client[]) {
   writeFileSync(join(dir, "stop"), "");
   for (const c of clients) {
@@ -104,22 +156,34 @@ async function finishClients(dir: string, clients: Client[]) {
 }
 /** files.img inet entries and the tcp-stream images of a dump */
 function inetImages(dir: string) {
-  const files = readImage(dir, "files.img", "FILES").filter((f) => f.isk).map((f) => f.isk!);
-  const streams = files.filter((k) => k.proto === 6 && k.state === 1).map((k) => {
-    const [item] = readImagePayloads(dir, `tcp-stream-${k.ino.toString(16)}.img`, "TCP_STREAM");
-    return { isk: k, st: item.msg, payload: item.payload };
-  });
+  const files = readImage(dir, "files.img", "FILES")
+    .filter((f) => f.isk)
+    .map((f) => f.isk!);
+  const streams = files
+    .filter((k) => k.proto === 6 && k.state === 1)
+    .map((k) => {
+      const [item] = readImagePayloads(dir, `tcp-stream-${k.ino.toString(16)}.img`, "TCP_STREAM");
+      return { isk: k, st: item.msg, payload: item.payload };
+    });
   return { files, streams };
 }
 function killServer(s: { pid: number; dir: string }) {
   const cmd = text(`/proc/${s.pid}/cmdline`);
-  if (cmd && cmd.split("\0").includes(s.dir)) try { process.kill(s.pid, "SIGKILL"); } catch {}
+  if (cmd && cmd.split("\0").includes(s.dir))
+    try {
+      process.kill(s.pid, "SIGKILL");
+    } catch {}
 }
 
-beforeAll(async () => { await buildWorkloads(); });
+beforeAll(async () => {
+  await buildWorkloads();
+});
 afterAll(() => {
   for (const s of servers) killServer(s);
-  for (const p of procs) try { p.kill("SIGKILL"); } catch {}
+  for (const p of procs)
+    try {
+      p.kill("SIGKILL");
+    } catch {}
   nets.cleanup();
   if (!process.env.CRIU_BUN_KEEP) for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
@@ -131,7 +195,11 @@ afterAll(() => {
 async function echoAcrossDump(name: string, port: number, listen: string, hosts: string[]) {
   const ns = nets.make(name);
   const work = tmp(name);
-  const sniffer = Bun.spawn(inNs(ns, ["python3", join(REPO_ROOT, "test", "tcp_sniff.py"), "lo", work, String(port)]), { stdin: "ignore", stdout: "ignore", stderr: Bun.file(join(work, "sniff.stderr")) });
+  const sniffer = Bun.spawn(inNs(ns, ["python3", join(REPO_ROOT, "test", "tcp_sniff.py"), "lo", work, String(port)]), {
+    stdin: "ignore",
+    stdout: "ignore",
+    stderr: Bun.file(join(work, "sniff.stderr")),
+  });
   procs.push(sniffer);
   await waitFor(() => existsSync(join(work, "sniff.ready")), "sniffer ready");
   const srv = await startServer(ns, port, [`--addr=${listen}`, `--expect=${hosts.length + 1}`]);
@@ -165,7 +233,10 @@ async function echoAcrossDump(name: string, port: number, listen: string, hosts:
   clients[0].pause(false);
 
   // locked window: clients keep retransmitting into the lock, nobody answers with a RST
-  await waitFor(() => { const b = clientBackoffs(ns, port); return b.length === hosts.length && b.every((n) => n >= 2); }, "every client to time out twice against the lock (ss: backoff >= 2)");
+  await waitFor(() => {
+    const b = clientBackoffs(ns, port);
+    return b.length === hosts.length && b.every((n) => n >= 2);
+  }, "every client to time out twice against the lock (ss: backoff >= 2)");
   for (const c of clients) expect(c.result()).toBeNull();
   expect(tcpCounter(ns, "OutRsts")).toBe(rsts0);
   const before = clients.map((c) => c.progress().recvd);
@@ -197,8 +268,10 @@ test("IPv6 and v4-mapped connections on a dual-stack listener", async () => {
 }, 120_000);
 
 test("migration: server namespace deleted, recreated with the same address, clients outside keep their connections", async () => {
-  const nc = nets.make("mc"), na = nets.make("ma");
-  const port = 7103, srvAddr = "10.231.7.2";
+  const nc = nets.make("mc"),
+    na = nets.make("ma");
+  const port = 7103,
+    srvAddr = "10.231.7.2";
   const veth = (ns: string) => {
     runOk(["ip", "-n", nc, "link", "add", "vc", "type", "veth", "peer", "name", "vs", "netns", ns]);
     runOk(["ip", "-n", nc, "addr", "add", "10.231.7.1/24", "dev", "vc"]);
@@ -210,7 +283,11 @@ test("migration: server namespace deleted, recreated with the same address, clie
   const work = tmp("mig");
   // every segment the clients send or get, through both server namespaces: a reset is named with
   // the segments before it, and its time against the steps below tells which namespace sent it
-  const sniffer = Bun.spawn(inNs(nc, ["python3", join(REPO_ROOT, "test", "tcp_sniff.py"), "any", work, String(port)]), { stdin: "ignore", stdout: "ignore", stderr: Bun.file(join(work, "sniff.stderr")) });
+  const sniffer = Bun.spawn(inNs(nc, ["python3", join(REPO_ROOT, "test", "tcp_sniff.py"), "any", work, String(port)]), {
+    stdin: "ignore",
+    stdout: "ignore",
+    stderr: Bun.file(join(work, "sniff.stderr")),
+  });
   procs.push(sniffer);
   await waitFor(() => existsSync(join(work, "sniff.ready")), "sniffer ready", 60000);
   const steps: string[] = [];
@@ -224,7 +301,10 @@ test("migration: server namespace deleted, recreated with the same address, clie
   step("dumped");
   expect(inetImages(img).streams.length).toBe(2);
   // the lock holds while the clients send into it: each times out against it at least once
-  await waitFor(() => { const b = clientBackoffs(nc, port); return b.length === 2 && b.every((n) => n >= 1); }, "every client to time out against the lock (ss: backoff >= 1)");
+  await waitFor(() => {
+    const b = clientBackoffs(nc, port);
+    return b.length === 2 && b.every((n) => n >= 1);
+  }, "every client to time out against the lock (ss: backoff >= 1)");
   step("clients timed out against the lock");
   // the old namespace goes with the clients' end of the link down: a namespace being deleted loses
   // its nftables hooks (the lock) before its interfaces (the kernel's teardown order), and a
@@ -234,7 +314,10 @@ test("migration: server namespace deleted, recreated with the same address, clie
   nets.del(na);
   step("old namespace deleted");
   // the namespace goes asynchronously; with it the veth pair and so the clients' end
-  await waitFor(() => Bun.spawnSync(["ip", "-n", nc, "link", "show", "vc"], { stdout: "ignore", stderr: "ignore" }).exitCode !== 0, "the old veth pair to go with its namespace");
+  await waitFor(
+    () => Bun.spawnSync(["ip", "-n", nc, "link", "show", "vc"], { stdout: "ignore", stderr: "ignore" }).exitCode !== 0,
+    "the old veth pair to go with its namespace"
+  );
   step("old link gone");
   const nb = nets.make("mb");
   // the clients' side stays down until the restored sockets exist: nothing reaches an empty namespace
@@ -254,16 +337,31 @@ test("migration: server namespace deleted, recreated with the same address, clie
     expect(text(join(work, "sniff"))!.split("\n")[0]).toMatch(/^rst=0 /);
   } catch (e: any) {
     // what the server, the restore, the link and both ends' sockets saw: who reset the connection, and why
-    const run = (cmd: string[]) => { const r = Bun.spawnSync(cmd, { stdout: "pipe", stderr: "pipe" }); return r.stdout.toString() + r.stderr.toString(); };
-    const counters = (ns: string) => run(inNs(ns, ["nstat", "-az"])).split("\n").filter((l) => /Abort|Rst|Reset|Timeout|PAWS|Challenge|OutOfWindow|Drop|Prune/.test(l) && !/\s0\s/.test(l)).join("\n");
+    const run = (cmd: string[]) => {
+      const r = Bun.spawnSync(cmd, { stdout: "pipe", stderr: "pipe" });
+      return r.stdout.toString() + r.stderr.toString();
+    };
+    const counters = (ns: string) =>
+      run(inNs(ns, ["nstat", "-az"]))
+        .split("\n")
+        .filter((l) => /Abort|Rst|Reset|Timeout|PAWS|Challenge|OutOfWindow|Drop|Prune/.test(l) && !/\s0\s/.test(l))
+        .join("\n");
     const status = text(`/proc/${srv.pid}/status`);
     const alive = status ? `running (${/^State:\s*(.*)$/m.exec(status)?.[1]})` : "gone";
-    throw new Error(`${e.message}\nserver process ${srv.pid}: ${alive}; stderr: ${text(join(srv.dir, "stderr"))}`
-      + `\ndump.log (lock):\n${(text(join(img, "dump.log")) ?? "").split("\n").filter((l) => /Network lock|lock could not|killed/.test(l)).join("\n")}`
-      + `\nrestore.log (tcp):\n${(text(join(img, "restore.log")) ?? "").split("\n").filter((l) => /tcp|TCP|rror|arn/.test(l)).join("\n")}`
-      + `\nsteps:\n${steps.join("\n")}\ncapture in the clients' namespace (all interfaces):\n${text(join(work, "sniff"))}`
-      + `\nss -tie, server side:\n${run(inNs(nb, ["ss", "-tanieo"]))}\nss -tie, clients' side:\n${run(inNs(nc, ["ss", "-tanieo"]))}`
-      + `\nTCP counters, server side:\n${counters(nb)}\nclients' side:\n${counters(nc)}`);
+    throw new Error(
+      `${e.message}\nserver process ${srv.pid}: ${alive}; stderr: ${text(join(srv.dir, "stderr"))}` +
+        `\ndump.log (lock):\n${(text(join(img, "dump.log")) ?? "")
+          .split("\n")
+          .filter((l) => /Network lock|lock could not|killed/.test(l))
+          .join("\n")}` +
+        `\nrestore.log (tcp):\n${(text(join(img, "restore.log")) ?? "")
+          .split("\n")
+          .filter((l) => /tcp|TCP|rror|arn/.test(l))
+          .join("\n")}` +
+        `\nsteps:\n${steps.join("\n")}\ncapture in the clients' namespace (all interfaces):\n${text(join(work, "sniff"))}` +
+        `\nss -tie, server side:\n${run(inNs(nb, ["ss", "-tanieo"]))}\nss -tie, clients' side:\n${run(inNs(nc, ["ss", "-tanieo"]))}` +
+        `\nTCP counters, server side:\n${counters(nb)}\nclients' side:\n${counters(nc)}`
+    );
   }
   go(srv.dir);
   expect(await serverResult(srv.dir)).toStartWith("PASS");
@@ -311,7 +409,11 @@ test("without --tcp-established the dump refuses established connections; --leav
   nets.del(ns);
 }, 120_000);
 
-function kill(pid: number) { try { process.kill(pid, "SIGKILL"); } catch {} }
+function kill(pid: number) {
+  try {
+    process.kill(pid, "SIGKILL");
+  } catch {}
+}
 
 describe("UDP", () => {
   test("bound (IPv4, IPv6) and connected UDP sockets keep their addresses and work after restore", async () => {
@@ -329,7 +431,10 @@ describe("UDP", () => {
     const r = await restoreW(dir, w.pid);
     trigger(w);
     const replies: string[] = [];
-    for (const [fam, host, p] of [["udp4", "127.0.0.1", port], ["udp6", "::1", port + 1]] as const) {
+    for (const [fam, host, p] of [
+      ["udp4", "127.0.0.1", port],
+      ["udp6", "::1", port + 1],
+    ] as const) {
       const s = dgram.createSocket(fam);
       const reply = new Promise<string>((res) => s.on("message", (m) => res(m.toString())));
       s.send("ping", p, host);

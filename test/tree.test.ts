@@ -1,26 +1,56 @@
 // Process trees: shapes, sessions, groups, zombies, and what processes share.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { readFileSync, readdirSync, existsSync, mkdtempSync, rmSync, writeFileSync, readlinkSync, mkdirSync, rmdirSync } from "node:fs";
+import {
+  readFileSync,
+  readdirSync,
+  existsSync,
+  mkdtempSync,
+  rmSync,
+  writeFileSync,
+  readlinkSync,
+  mkdirSync,
+  rmdirSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, isAlive, criuBunCommand, criuBun, waitUntil, cpuTicks } from "./harness";
+import {
+  buildWorkloads,
+  cleanup,
+  startWorkload,
+  trigger,
+  waitResult,
+  isAlive,
+  criuBunCommand,
+  criuBun,
+  waitUntil,
+  cpuTicks,
+} from "./harness";
 import { dump, restore, imagesDir, cleanupImages, waitReaped, dumpRestoreVerify } from "./engine-helpers";
 
-beforeAll(async () => { await buildWorkloads(); }, 120_000);
-afterAll(() => { cleanup(); cleanupImages(); });
+beforeAll(async () => {
+  await buildWorkloads();
+}, 120_000);
+afterAll(() => {
+  cleanup();
+  cleanupImages();
+});
 
 function ids(pid: number) {
-  const f = readFileSync(`/proc/${pid}/stat`, "latin1").replace(/^.*\) /s, "").split(" ");
+  const f = readFileSync(`/proc/${pid}/stat`, "latin1")
+    .replace(/^.*\) /s, "")
+    .split(" ");
   return { state: f[0], ppid: +f[1], pgid: +f[2], sid: +f[3] };
 }
 
 describe("process trees", () => {
   test("3 levels, 6 processes, 2 sessions, 3 groups and a zombie keep PIDs, PPIDs, PGIDs, SIDs", async () => {
     const w = await startWorkload("tree");
-    const members = readdirSync(w.dir).filter((f) => f.startsWith("s-")).map((f) => {
-      const [pid, ppid, pgid, sid] = readFileSync(join(w.dir, f), "utf8").trim().split(" ").map(Number);
-      return { name: f.slice(2), pid, ppid, pgid, sid };
-    });
+    const members = readdirSync(w.dir)
+      .filter((f) => f.startsWith("s-"))
+      .map((f) => {
+        const [pid, ppid, pgid, sid] = readFileSync(join(w.dir, f), "utf8").trim().split(" ").map(Number);
+        return { name: f.slice(2), pid, ppid, pgid, sid };
+      });
     expect(members.length).toBe(5);
     const before = new Map([w.pid, ...members.map((m) => m.pid)].map((p) => [p, ids(p)]));
     expect(new Set([...before.values()].map((i) => i.sid)).size).toBe(2);
@@ -36,7 +66,12 @@ describe("process trees", () => {
     for (const m of members) await waitUntil("the restored child to run", () => isAlive(m.pid));
     for (const [p, i] of before) {
       const now = ids(p);
-      expect({ p, ppid: now.ppid, pgid: now.pgid, sid: now.sid }).toEqual({ p, ppid: p === w.pid ? now.ppid : i.ppid, pgid: i.pgid, sid: i.sid });
+      expect({ p, ppid: now.ppid, pgid: now.pgid, sid: now.sid }).toEqual({
+        p,
+        ppid: p === w.pid ? now.ppid : i.ppid,
+        pgid: i.pgid,
+        sid: i.sid,
+      });
     }
     expect(ids(z).state).toBe("Z");
     expect(ids(z).ppid).toBe(w.pid);
@@ -52,19 +87,30 @@ function childrenOf(pid: number): number[] {
   const out: number[] = [];
   for (const e of readdirSync("/proc")) {
     if (!/^\d+$/.test(e)) continue;
-    try { if (+readFileSync(`/proc/${e}/stat`, "latin1").replace(/^.*\) /s, "").split(" ")[1] === pid) out.push(+e); } catch {}
+    try {
+      if (
+        +readFileSync(`/proc/${e}/stat`, "latin1")
+          .replace(/^.*\) /s, "")
+          .split(" ")[1] === pid
+      )
+        out.push(+e);
+    } catch {}
   }
   return out;
 }
 
-
 describe("pipelines", () => {
   test("yes | head | sha256sum paused mid-stream gives the same digest as an uninterrupted run", async () => {
     const n = 600_000_000;
-    const expected = Bun.spawnSync(["bash", "-c", `yes 0123456789abcdef | head -c ${n} | sha256sum`]).stdout.toString().split(" ")[0];
+    const expected = Bun.spawnSync(["bash", "-c", `yes 0123456789abcdef | head -c ${n} | sha256sum`])
+      .stdout.toString()
+      .split(" ")[0];
     const w = await startWorkload("pipeline.sh", [String(n)]);
     // yes, head, sha256sum all running (mid-stream) and data already flowing through the pipes
-    await waitUntil("the 3 pipeline processes with data in flight", () => childrenOf(w.pid).length === 3 && childrenOf(w.pid).every((k) => cpuTicks(k) > 0));
+    await waitUntil(
+      "the 3 pipeline processes with data in flight",
+      () => childrenOf(w.pid).length === 3 && childrenOf(w.pid).every((k) => cpuTicks(k) > 0)
+    );
     const kids = childrenOf(w.pid);
     const dir = imagesDir("pipe");
     dump(w.pid, dir);
@@ -95,27 +141,50 @@ describe("PID namespaces", () => {
   test("a tree in its own PID namespace (unshare --pid --fork --mount-proc) comes back in a fresh one with the same PIDs", async () => {
     await buildWorkloads();
     const dir = mkdtempSync(join(tmpdir(), "criu-bun-wl-pidns-"));
-    const outer = Bun.spawn(["unshare", "--pid", "--fork", "--mount-proc", join(import.meta.dir, "workloads/bin/tree"), dir], {
-      stdin: "ignore", stdout: "ignore", stderr: "ignore", detached: true,
-    });
+    const outer = Bun.spawn(
+      ["unshare", "--pid", "--fork", "--mount-proc", join(import.meta.dir, "workloads/bin/tree"), dir],
+      {
+        stdin: "ignore",
+        stdout: "ignore",
+        stderr: "ignore",
+        detached: true,
+      }
+    );
     try {
       await waitUntil("the namespaced tree to be ready", () => existsSync(join(dir, "ready")), 10000);
       expect(readFileSync(join(dir, "ready"), "utf8").trim()).toBe("1"); // it is init in there
       const init = childrenOf(outer.pid)[0];
       expect(init).toBeGreaterThan(0);
-      const nsPids = (p: number) => /^NSpid:\s*(.*)$/m.exec(readFileSync(`/proc/${p}/status`, "utf8"))![1].trim().split(/\s+/).map(Number);
+      const nsPids = (p: number) =>
+        /^NSpid:\s*(.*)$/m
+          .exec(readFileSync(`/proc/${p}/status`, "utf8"))![1]
+          .trim()
+          .split(/\s+/)
+          .map(Number);
       expect(nsPids(init)).toEqual([init, 1]);
-      const inside = readdirSync(dir).filter((f) => f.startsWith("s-")).map((f) => Number(readFileSync(join(dir, f), "utf8").split(" ")[0])).sort((a, b) => a - b);
+      const inside = readdirSync(dir)
+        .filter((f) => f.startsWith("s-"))
+        .map((f) => Number(readFileSync(join(dir, f), "utf8").split(" ")[0]))
+        .sort((a, b) => a - b);
       expect(inside.length).toBe(5);
       const img = imagesDir("pidns");
       dump(init, img);
       await outer.exited;
       // the images hold the namespace's PIDs, and those PIDs are taken here (by our own init, 1, ...)
       const ps = JSON.parse(Bun.spawnSync(["crit", "decode", "-i", join(img, "pstree.img")]).stdout.toString());
-      expect(ps.entries.map((e: any) => e.pid).sort((a: number, b: number) => a - b)).toEqual([1, ...inside, ...ps.entries.map((e: any) => e.pid).filter((p: number) => p !== 1 && !inside.includes(p))].sort((a, b) => a - b));
+      expect(ps.entries.map((e: any) => e.pid).sort((a: number, b: number) => a - b)).toEqual(
+        [1, ...inside, ...ps.entries.map((e: any) => e.pid).filter((p: number) => p !== 1 && !inside.includes(p))].sort(
+          (a, b) => a - b
+        )
+      );
       expect(existsSync("/proc/1")).toBe(true);
-      const r = Bun.spawn([...criuBunCommand(), "restore", "-D", img, "-o", "restore.log", "-v4"], { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
-      const logText = () => (existsSync(join(img, "restore.log")) ? readFileSync(join(img, "restore.log"), "utf8") : "");
+      const r = Bun.spawn([...criuBunCommand(), "restore", "-D", img, "-o", "restore.log", "-v4"], {
+        stdin: "ignore",
+        stdout: "pipe",
+        stderr: "pipe",
+      });
+      const logText = () =>
+        existsSync(join(img, "restore.log")) ? readFileSync(join(img, "restore.log"), "utf8") : "";
       await waitUntil("restore to finish", () => logText().includes("Restore finished") || r.exitCode !== null, 20000);
       if (r.exitCode !== null) throw new Error((await new Response(r.stderr).text()) + logText());
       const newInit = childrenOf(r.pid)[0];
@@ -127,7 +196,9 @@ describe("PID namespaces", () => {
       expect(readFileSync(join(dir, "result"), "utf8")).toStartWith("PASS");
       expect(await r.exited).toBe(0);
     } finally {
-      try { outer.kill(9); } catch {}
+      try {
+        outer.kill(9);
+      } catch {}
       rmSync(dir, { recursive: true, force: true });
     }
   });
@@ -137,11 +208,26 @@ describe("children that exit while the tree is frozen", () => {
   test("a shell running /bin/true without pause: 20 dumps in a row succeed (a child exiting mid-freeze is dumped as its parent's zombie); the last image restores and the shell counts on", async () => {
     const work = mkdtempSync(join(tmpdir(), "criu-bun-forkloop-"));
     const tick = join(work, "tick");
-    const sh = Bun.spawn(["sh", "-c", `i=0; while :; do i=$((i+1)); echo $i > ${tick}.new; mv ${tick}.new ${tick}; /bin/true; done`], { stdin: "ignore", stdout: "ignore", stderr: "ignore", detached: true /* a session leader, as dump wants without --shell-job */ });
-    const count = () => { try { return Number(readFileSync(tick, "utf8")) || 0; } catch { return 0; } };
+    const sh = Bun.spawn(
+      ["sh", "-c", `i=0; while :; do i=$((i+1)); echo $i > ${tick}.new; mv ${tick}.new ${tick}; /bin/true; done`],
+      {
+        stdin: "ignore",
+        stdout: "ignore",
+        stderr: "ignore",
+        detached: true /* a session leader, as dump wants without --shell-job */,
+      }
+    );
+    const count = () => {
+      try {
+        return Number(readFileSync(tick, "utf8")) || 0;
+      } catch {
+        return 0;
+      }
+    };
     try {
       await waitUntil("the shell to count", () => count() >= 20, 30000);
-      let zombies = 0, dir = "";
+      let zombies = 0,
+        dir = "";
       for (let i = 0; i < 20; i++) {
         dir = imagesDir(`forkloop${i}`);
         dump(sh.pid, dir, i < 19 ? ["--leave-running"] : []);
@@ -155,7 +241,9 @@ describe("children that exit while the tree is frozen", () => {
       process.kill(sh.pid, "SIGKILL");
       await r.proc.exited;
     } finally {
-      try { process.kill(sh.pid, "SIGKILL"); } catch {}
+      try {
+        process.kill(sh.pid, "SIGKILL");
+      } catch {}
       rmSync(work, { recursive: true, force: true });
     }
   }, 120_000);
@@ -164,14 +252,20 @@ describe("children that exit while the tree is frozen", () => {
 describe("copy-on-write", () => {
   test("a child keeps a private mapping shared with its parent, but a page only the parent wrote (in a run of the parent's pages that began in another VMA) reads as zeroes in the child", async () => {
     const { dir } = await dumpRestoreVerify("cowdrop");
-    expect(readFileSync(join(dir, "restore.log"), "utf8")).toMatch(/page\(s\) inherited from the parent that it did not have dropped/);
+    expect(readFileSync(join(dir, "restore.log"), "utf8")).toMatch(
+      /page\(s\) inherited from the parent that it did not have dropped/
+    );
   });
 
   test("a fork-heavy tree comes back without doubling its memory (PSS within 10%)", async () => {
     const w = await startWorkload("forky", ["6"]);
     await waitUntil("6 forked children", () => childrenOf(w.pid).length === 6);
     const pids = () => [w.pid, ...childrenOf(w.pid)];
-    const pss = () => pids().reduce((s, p) => s + Number(/^Pss:\s+(\d+)/m.exec(readFileSync(`/proc/${p}/smaps_rollup`, "utf8"))![1]), 0);
+    const pss = () =>
+      pids().reduce(
+        (s, p) => s + Number(/^Pss:\s+(\d+)/m.exec(readFileSync(`/proc/${p}/smaps_rollup`, "utf8"))![1]),
+        0
+      );
     const kids = childrenOf(w.pid);
     expect(kids.length).toBe(6);
     const before = pss();
@@ -224,7 +318,10 @@ describe("cgroups", () => {
       writeFileSync(join(cg, "cgroup.procs"), `${w.pid}\n`);
       // the root moved after its children were forked: they stay where they were
       const kids = childrenOf(w.pid);
-      const line = (p: number) => readFileSync(`/proc/${p}/cgroup`, "utf8").split("\n").find((l) => /:pids:/.test(l));
+      const line = (p: number) =>
+        readFileSync(`/proc/${p}/cgroup`, "utf8")
+          .split("\n")
+          .find((l) => /:pids:/.test(l));
       expect(line(w.pid)).toEndWith(`:pids:/criu-bun-test-${process.pid}`);
       const before = kids.map(line);
       const dir = imagesDir("cg");
@@ -248,15 +345,26 @@ describe("cgroups", () => {
       expect((await waitResult(w, 15000)).text).toStartWith("PASS");
       expect(await rr.proc.exited).toBe(0);
     } finally {
-      for (let i = 0; i < 50 && existsSync(cg); i++) { try { rmdirSync(cg); } catch { await Bun.sleep(100); } }
+      for (let i = 0; i < 50 && existsSync(cg); i++) {
+        try {
+          rmdirSync(cg);
+        } catch {
+          await Bun.sleep(100);
+        }
+      }
     }
   });
 });
 
 describe("UTS and other namespaces", () => {
   test("a process in its own UTS namespace gets a new one with its hostname; a network namespace with interfaces is refused clearly", async () => {
-    const w = await startWorkload("counter", [], { wrap: ["unshare", "--uts", "sh", "-c", 'hostname criu-bun-uts-test; exec "$0" "$@"'] });
-    const host = (pid: number) => Bun.spawnSync(["nsenter", "-u", "-t", String(pid), "hostname"]).stdout.toString().trim();
+    const w = await startWorkload("counter", [], {
+      wrap: ["unshare", "--uts", "sh", "-c", 'hostname criu-bun-uts-test; exec "$0" "$@"'],
+    });
+    const host = (pid: number) =>
+      Bun.spawnSync(["nsenter", "-u", "-t", String(pid), "hostname"])
+        .stdout.toString()
+        .trim();
     expect(host(w.pid)).toBe("criu-bun-uts-test");
     const dir = imagesDir("uts");
     dump(w.pid, dir);
@@ -268,10 +376,16 @@ describe("UTS and other namespaces", () => {
     expect((await waitResult(w, 15000)).text).toStartWith("PASS");
     expect(await r.proc.exited).toBe(0);
 
-    const n = await startWorkload("counter", [], { wrap: ["unshare", "--net", "sh", "-c", 'ip link add criu-bun-v0 type veth peer name criu-bun-v1; exec "$0" "$@"'] });
+    const n = await startWorkload("counter", [], {
+      wrap: ["unshare", "--net", "sh", "-c", 'ip link add criu-bun-v0 type veth peer name criu-bun-v1; exec "$0" "$@"'],
+    });
     const rn = criuBun(["dump", "-t", String(n.pid), "-D", imagesDir("netns")]);
     expect(rn.code).not.toBe(0);
-    expect(rn.stderr).toMatch(new RegExp(`process ${n.pid} is in its own network namespace with interfaces \\(.*criu-bun-v0.*\\), which criu-bun does not save yet; run criu-bun inside it \\(nsenter --net=/proc/${n.pid}/ns/net\\)`));
+    expect(rn.stderr).toMatch(
+      new RegExp(
+        `process ${n.pid} is in its own network namespace with interfaces \\(.*criu-bun-v0.*\\), which criu-bun does not save yet; run criu-bun inside it \\(nsenter --net=/proc/${n.pid}/ns/net\\)`
+      )
+    );
     trigger(n);
     expect((await waitResult(n, 15000)).text).toStartWith("PASS");
   });
@@ -279,8 +393,15 @@ describe("UTS and other namespaces", () => {
 
 describe("time namespaces", () => {
   test("a process in its own time namespace keeps its shifted clocks (they continue from the dump)", async () => {
-    const w = await startWorkload("counter", [], { wrap: ["unshare", "--time", "--fork", "--monotonic", "1000000", "--boottime", "2000000", "--", "setsid"] });
-    const uptime = (pid: number) => Number(Bun.spawnSync(["nsenter", "-T", "-t", String(pid), "cat", "/proc/uptime"]).stdout.toString().split(" ")[0]);
+    const w = await startWorkload("counter", [], {
+      wrap: ["unshare", "--time", "--fork", "--monotonic", "1000000", "--boottime", "2000000", "--", "setsid"],
+    });
+    const uptime = (pid: number) =>
+      Number(
+        Bun.spawnSync(["nsenter", "-T", "-t", String(pid), "cat", "/proc/uptime"])
+          .stdout.toString()
+          .split(" ")[0]
+      );
     const host = () => Number(readFileSync("/proc/uptime", "utf8").split(" ")[0]);
     const before = uptime(w.pid);
     expect(before - host()).toBeGreaterThan(1_999_000);
@@ -301,7 +422,9 @@ describe("time namespaces", () => {
 describe("network namespaces", () => {
   test("a process alone in its own network namespace (loopback only) comes back in a new one, connections intact", async () => {
     const port = 7700 + Math.floor(Math.random() * 200);
-    const w = await startWorkload("netnsloop.py", [String(port)], { wrap: ["unshare", "--net", "sh", "-c", 'ip link set lo up; exec "$0" "$@"'] });
+    const w = await startWorkload("netnsloop.py", [String(port)], {
+      wrap: ["unshare", "--net", "sh", "-c", 'ip link set lo up; exec "$0" "$@"'],
+    });
     expect(readlinkSync(`/proc/${w.pid}/ns/net`)).not.toBe(readlinkSync("/proc/self/ns/net"));
     const dir = imagesDir("netns-lo");
     dump(w.pid, dir, ["--tcp-established"]);
@@ -319,29 +442,84 @@ describe("IPC namespaces", () => {
     const ipcOf = (p: number) => readlinkSync(`/proc/${p}/ns/ipc`);
     expect(ipcOf(w.pid)).not.toBe(ipcOf(process.pid));
     // the namespace's own limits, changed from the kernel's defaults (which a new namespace starts with)
-    const vars = ["kernel/sem", "kernel/msgmax", "kernel/msgmnb", "kernel/msgmni", "kernel/shmmax", "kernel/shmall", "kernel/shmmni", "kernel/shm_rmid_forced",
-      "fs/mqueue/queues_max", "fs/mqueue/msg_max", "fs/mqueue/msgsize_max", "fs/mqueue/msg_default", "fs/mqueue/msgsize_default"];
-    const readVars = (p: number) => Bun.spawnSync(["nsenter", "-i", "-t", String(p), "sh", "-c", vars.map((v) => `cat /proc/sys/${v}`).join("; ")]).stdout.toString().trim().split("\n");
-    const set = Bun.spawnSync(["nsenter", "-i", "-t", String(w.pid), "sh", "-c",
-      "echo '251 32001 33 129' > /proc/sys/kernel/sem; echo 12345 > /proc/sys/kernel/msgmax; echo 23456 > /proc/sys/kernel/msgmnb; echo 99 > /proc/sys/kernel/msgmni; " +
-      "echo 1073741824 > /proc/sys/kernel/shmmax; echo 2097152 > /proc/sys/kernel/shmall; echo 2048 > /proc/sys/kernel/shmmni; echo 1 > /proc/sys/kernel/shm_rmid_forced; " +
-      "echo 77 > /proc/sys/fs/mqueue/queues_max; echo 20 > /proc/sys/fs/mqueue/msg_max; echo 16384 > /proc/sys/fs/mqueue/msgsize_max; echo 9 > /proc/sys/fs/mqueue/msg_default; echo 4096 > /proc/sys/fs/mqueue/msgsize_default"], { stderr: "pipe" });
+    const vars = [
+      "kernel/sem",
+      "kernel/msgmax",
+      "kernel/msgmnb",
+      "kernel/msgmni",
+      "kernel/shmmax",
+      "kernel/shmall",
+      "kernel/shmmni",
+      "kernel/shm_rmid_forced",
+      "fs/mqueue/queues_max",
+      "fs/mqueue/msg_max",
+      "fs/mqueue/msgsize_max",
+      "fs/mqueue/msg_default",
+      "fs/mqueue/msgsize_default",
+    ];
+    const readVars = (p: number) =>
+      Bun.spawnSync(["nsenter", "-i", "-t", String(p), "sh", "-c", vars.map((v) => `cat /proc/sys/${v}`).join("; ")])
+        .stdout.toString()
+        .trim()
+        .split("\n");
+    const set = Bun.spawnSync(
+      [
+        "nsenter",
+        "-i",
+        "-t",
+        String(w.pid),
+        "sh",
+        "-c",
+        "echo '251 32001 33 129' > /proc/sys/kernel/sem; echo 12345 > /proc/sys/kernel/msgmax; echo 23456 > /proc/sys/kernel/msgmnb; echo 99 > /proc/sys/kernel/msgmni; " +
+          "echo 1073741824 > /proc/sys/kernel/shmmax; echo 2097152 > /proc/sys/kernel/shmall; echo 2048 > /proc/sys/kernel/shmmni; echo 1 > /proc/sys/kernel/shm_rmid_forced; " +
+          "echo 77 > /proc/sys/fs/mqueue/queues_max; echo 20 > /proc/sys/fs/mqueue/msg_max; echo 16384 > /proc/sys/fs/mqueue/msgsize_max; echo 9 > /proc/sys/fs/mqueue/msg_default; echo 4096 > /proc/sys/fs/mqueue/msgsize_default",
+      ],
+      { stderr: "pipe" }
+    );
     expect(set.stderr.toString()).toBe("");
     const before = readVars(w.pid);
-    expect(before).toEqual(["251\t32001\t33\t129", "12345", "23456", "99", "1073741824", "2097152", "2048", "1", "77", "20", "16384", "9", "4096"]);
+    expect(before).toEqual([
+      "251\t32001\t33\t129",
+      "12345",
+      "23456",
+      "99",
+      "1073741824",
+      "2097152",
+      "2048",
+      "1",
+      "77",
+      "20",
+      "16384",
+      "9",
+      "4096",
+    ]);
     const segs = Bun.spawnSync(["nsenter", "-i", "-t", String(w.pid), "ipcs", "-m"]).stdout.toString();
     const dir = imagesDir("ipcns");
     dump(w.pid, dir);
     // CRIU's image of them, which crit reads
     // named by the namespace's id, as CRIU names them
-    expect(readdirSync(dir).filter((f) => f.startsWith("ipcns-")).sort()).toEqual(["ipcns-shm-14.img", "ipcns-var-14.img"]);
+    expect(
+      readdirSync(dir)
+        .filter((f) => f.startsWith("ipcns-"))
+        .sort()
+    ).toEqual(["ipcns-shm-14.img", "ipcns-var-14.img"]);
     const crit = JSON.parse(Bun.spawnSync(["crit", "decode", "-i", join(dir, "ipcns-var-14.img")]).stdout.toString());
     expect(crit.entries[0].msg_ctlmax).toBe(12345);
     const r = await restore(dir, w.pid);
     expect(ipcOf(w.pid)).not.toBe(ipcOf(process.pid));
     expect(readVars(w.pid)).toEqual(before);
-    expect(Bun.spawnSync(["nsenter", "-i", "-t", String(w.pid), "ipcs", "-m"]).stdout.toString().split("\n").filter((l) => /^0x/.test(l)).map((l) => l.split(/\s+/).slice(0, 2).join(" ")))
-      .toEqual(segs.split("\n").filter((l) => /^0x/.test(l)).map((l) => l.split(/\s+/).slice(0, 2).join(" ")));
+    expect(
+      Bun.spawnSync(["nsenter", "-i", "-t", String(w.pid), "ipcs", "-m"])
+        .stdout.toString()
+        .split("\n")
+        .filter((l) => /^0x/.test(l))
+        .map((l) => l.split(/\s+/).slice(0, 2).join(" "))
+    ).toEqual(
+      segs
+        .split("\n")
+        .filter((l) => /^0x/.test(l))
+        .map((l) => l.split(/\s+/).slice(0, 2).join(" "))
+    );
     trigger(w);
     expect((await waitResult(w, 15000)).text).toStartWith("PASS");
     expect(await r.proc.exited).toBe(0);

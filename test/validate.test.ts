@@ -6,7 +6,16 @@ import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, unlinkSync, wri
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
-import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, criuBun, isAlive, type Workload } from "./harness";
+import {
+  buildWorkloads,
+  cleanup,
+  startWorkload,
+  trigger,
+  waitResult,
+  criuBun,
+  isAlive,
+  type Workload,
+} from "./harness";
 import { dump, imagesDir, cleanupImages, restore, waitReaped } from "./engine-helpers";
 import { readImage, encodeImage } from "../src/images/image";
 import { decodePagemap, encodePagemap } from "../src/images/pagemap";
@@ -16,9 +25,12 @@ import type { MessageKind } from "../src/images/magic";
 const dumped = new Map<string, { w: Workload; dir: string }>();
 const copies: string[] = [];
 
-beforeAll(async () => { await buildWorkloads(); }, 120_000);
+beforeAll(async () => {
+  await buildWorkloads();
+}, 120_000);
 afterAll(() => {
-  cleanup(); cleanupImages();
+  cleanup();
+  cleanupImages();
   for (const d of copies) rmSync(d, { recursive: true, force: true });
 });
 
@@ -78,7 +90,9 @@ describe("fields that would make restore loop or write elsewhere", () => {
     const { w, dir } = await pristine("counter");
     const c = copyOf(dir);
     // the last run of a VMA: an unaligned start there left restore no whole page to take, forever
-    const f = rewritePagemap(c, (runs) => { runs[runs.length - 1].vaddr += 16n; });
+    const f = rewritePagemap(c, (runs) => {
+      runs[runs.length - 1].vaddr += 16n;
+    });
     const line = refused(c, w, f, "not page aligned");
     expect(line).toContain(`entry `);
   });
@@ -87,14 +101,19 @@ describe("fields that would make restore loop or write elsewhere", () => {
     const { w, dir } = await pristine("counter");
     const c = copyOf(dir);
     const f = file(c, "mm-");
-    rewrite<S.mm_entry>(c, f, "MM", ([mm]) => { mm.vmas[2].end += 16n; });
+    rewrite<S.mm_entry>(c, f, "MM", ([mm]) => {
+      mm.vmas[2].end += 16n;
+    });
     refused(c, w, f, "VMA 2", "not page aligned");
   });
 
   test("overlapping VMAs and a pagemap run outside every VMA are refused", async () => {
     const { w, dir } = await pristine("counter");
-    const c1 = copyOf(dir), f = file(c1, "mm-");
-    rewrite<S.mm_entry>(c1, f, "MM", ([mm]) => { mm.vmas[3].start = mm.vmas[2].start; });
+    const c1 = copyOf(dir),
+      f = file(c1, "mm-");
+    rewrite<S.mm_entry>(c1, f, "MM", ([mm]) => {
+      mm.vmas[3].start = mm.vmas[2].start;
+    });
     refused(c1, w, f, "VMA 3", "overlaps");
     const c2 = copyOf(dir);
     rewrite<S.mm_entry>(c2, file(c2, "mm-"), "MM", ([mm]) => {
@@ -108,13 +127,21 @@ describe("fields that would make restore loop or write elsewhere", () => {
   test("pstree with PID 0, a loop of parents, a TID listed twice", async () => {
     const { w, dir } = await pristine("counter");
     const c1 = copyOf(dir);
-    rewrite<S.pstree_entry>(c1, "pstree.img", "PSTREE", (p) => { p[0].pid = 0; });
+    rewrite<S.pstree_entry>(c1, "pstree.img", "PSTREE", (p) => {
+      p[0].pid = 0;
+    });
     refused(c1, w, "pstree.img", "PID 0");
     const c2 = copyOf(dir);
-    rewrite<S.pstree_entry>(c2, "pstree.img", "PSTREE", (p) => { p.push(create(S.pstree_entrySchema, { ...p[0], ppid: p[0].pid + 1 })); p[1].pid = p[0].pid + 1; p[1].threads = [p[1].pid]; });
+    rewrite<S.pstree_entry>(c2, "pstree.img", "PSTREE", (p) => {
+      p.push(create(S.pstree_entrySchema, { ...p[0], ppid: p[0].pid + 1 }));
+      p[1].pid = p[0].pid + 1;
+      p[1].threads = [p[1].pid];
+    });
     refused(c2, w, "pstree.img");
     const c3 = copyOf(dir);
-    rewrite<S.pstree_entry>(c3, "pstree.img", "PSTREE", (p) => { p[0].threads = [p[0].pid, p[0].pid]; });
+    rewrite<S.pstree_entry>(c3, "pstree.img", "PSTREE", (p) => {
+      p[0].threads = [p[0].pid, p[0].pid];
+    });
     refused(c3, w, "pstree.img", "listed twice");
   });
 });
@@ -123,7 +150,11 @@ describe("missing or inconsistent images", () => {
   test("pagemap entries reordered: refused, both as unsorted and as moved (the page index binds blocks to addresses)", async () => {
     const { w, dir } = await pristine("counter");
     const c1 = copyOf(dir);
-    const f = rewritePagemap(c1, (runs) => { const t = runs[1]; runs[1] = runs[2]; runs[2] = t; });
+    const f = rewritePagemap(c1, (runs) => {
+      const t = runs[1];
+      runs[1] = runs[2];
+      runs[2] = t;
+    });
     refused(c1, w, f, "sorted");
     // still sorted and inside the same VMAs, but the bytes would land one page lower
     const c2 = copyOf(dir);
@@ -131,8 +162,12 @@ describe("missing or inconsistent images", () => {
     const [mm] = readImage(c2, file(c2, "mm-"), "MM");
     rewritePagemap(c2, (runs) => {
       for (let i = 1; i < runs.length && !moved; i++) {
-        const prevEnd = runs[i - 1].vaddr + BigInt(runs[i - 1].nrPages) * 4096n, to = runs[i].vaddr - 4096n;
-        if (to > prevEnd && mm.vmas.some((v) => v.start <= to && runs[i].vaddr < v.end)) { runs[i].vaddr = to; moved = true; }
+        const prevEnd = runs[i - 1].vaddr + BigInt(runs[i - 1].nrPages) * 4096n,
+          to = runs[i].vaddr - 4096n;
+        if (to > prevEnd && mm.vmas.some((v) => v.start <= to && runs[i].vaddr < v.end)) {
+          runs[i].vaddr = to;
+          moved = true;
+        }
       }
     });
     expect(moved).toBe(true);
@@ -141,7 +176,8 @@ describe("missing or inconsistent images", () => {
 
   test("no fdinfo image (a process without fds), no ids image: refused naming the file", async () => {
     const { w, dir } = await pristine("counter");
-    const c1 = copyOf(dir), fdinfo = file(c1, "fdinfo-");
+    const c1 = copyOf(dir),
+      fdinfo = file(c1, "fdinfo-");
     unlinkSync(join(c1, fdinfo));
     refused(c1, w, `${fdinfo} is missing`);
     const c2 = copyOf(dir);
@@ -162,11 +198,16 @@ describe("missing or inconsistent images", () => {
 
   test("an fd whose type differs from its file's, an fd listed twice: refused", async () => {
     const { w, dir } = await pristine("counter");
-    const c1 = copyOf(dir), fdinfo = file(c1, "fdinfo-");
-    rewrite<S.fdinfo_entry>(c1, fdinfo, "FDINFO", (fds) => { fds[0].type = 2; });
+    const c1 = copyOf(dir),
+      fdinfo = file(c1, "fdinfo-");
+    rewrite<S.fdinfo_entry>(c1, fdinfo, "FDINFO", (fds) => {
+      fds[0].type = 2;
+    });
     refused(c1, w, fdinfo, "type");
     const c2 = copyOf(dir);
-    rewrite<S.fdinfo_entry>(c2, fdinfo, "FDINFO", (fds) => { fds[1].fd = fds[0].fd; });
+    rewrite<S.fdinfo_entry>(c2, fdinfo, "FDINFO", (fds) => {
+      fds[1].fd = fds[0].fd;
+    });
     refused(c2, w, fdinfo, "listed twice");
   });
 });
@@ -180,7 +221,9 @@ describe("unexpected errors", () => {
     expect(r.stderr.trim().split("\n")).toEqual([line]);
     expect(isAlive(w.pid)).toBe(false);
     // at -v4 the log has the stack too
-    const r4 = criuBun(["restore", "-d", "-D", dir, "-o", "bug.log", "-v4"], { env: { CRIU_BUN_FAULT: "restore-files:internal" } });
+    const r4 = criuBun(["restore", "-d", "-D", dir, "-o", "bug.log", "-v4"], {
+      env: { CRIU_BUN_FAULT: "restore-files:internal" },
+    });
     expect(r4.code).not.toBe(0);
     const logText = readFileSync(join(dir, "bug.log"), "utf8");
     expect(logText).toContain(line);
@@ -198,10 +241,15 @@ describe("--timeout", () => {
   test("a restore that stops making progress ends within --timeout with one line, leaving no process", async () => {
     const { w, dir } = await pristine("counter");
     const t0 = Date.now();
-    const r = criuBun(["restore", "-d", "-D", dir, "--timeout", "2"], { env: { CRIU_BUN_FAULT: "restore-files:hang" }, timeoutMs: 30_000 });
+    const r = criuBun(["restore", "-d", "-D", dir, "--timeout", "2"], {
+      env: { CRIU_BUN_FAULT: "restore-files:hang" },
+      timeoutMs: 30_000,
+    });
     const ms = Date.now() - t0;
     expect(r.code).not.toBe(0);
-    expect(r.stderr.trim().split("\n")).toEqual([`Error (restore): no progress for 2 s in restoring files for process ${w.pid} (--timeout); stopped, nothing restored`]);
+    expect(r.stderr.trim().split("\n")).toEqual([
+      `Error (restore): no progress for 2 s in restoring files for process ${w.pid} (--timeout); stopped, nothing restored`,
+    ]);
     expect(ms).toBeLessThan(10_000);
     const deadline = Date.now() + 5000;
     while (isAlive(w.pid) && Date.now() < deadline) await Bun.sleep(20);
@@ -214,7 +262,9 @@ describe("criu-bun.sum", () => {
     const { w, dir } = await pristine("counter");
     const c = copyOf(dir);
     const f = `core-${w.pid}.img`;
-    rewrite<S.core_entry>(c, f, "CORE", ([core]) => { core.threadInfo!.gpregs!.ip += 1n; });
+    rewrite<S.core_entry>(c, f, "CORE", ([core]) => {
+      core.threadInfo!.gpregs!.ip += 1n;
+    });
     refused(c, w, f, "is damaged", "criu-bun.sum");
     // and without it, a dump that says criu-bun wrote it is refused too
     const c2 = copyOf(dir);

@@ -26,7 +26,6 @@ afterAll(() => cleanup());
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-
 const passCases: [string, string[]][] = [
   ["counter", []],
   ["threads", []],
@@ -79,7 +78,9 @@ describe("workloads pass without a dump", () => {
     const covered = new Set(passCases.map(([n]) => n));
     // the workloads of the DIR/ready, go, result protocol (wl.h); a helper program built for a
     // container (ptyns.c, run by mounts.test.ts inside its rootfs) speaks its own
-    const protocol = workloadNames().filter((n) => readFileSync(join(WORKLOADS_DIR, `${n}.c`), "utf8").includes('#include "wl.h"'));
+    const protocol = workloadNames().filter((n) =>
+      readFileSync(join(WORKLOADS_DIR, `${n}.c`), "utf8").includes('#include "wl.h"')
+    );
     expect(protocol.length).toBeGreaterThan(30);
     expect(protocol.filter((n) => !covered.has(n))).toEqual([]);
   });

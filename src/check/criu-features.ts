@@ -12,12 +12,50 @@ import { IPV6_FREEBIND, setsockoptInt } from "../sys/inetsock";
 import { Missing, need, withFds, type Probe } from "./probe";
 
 export const CRIU_FEATURE_NAMES = [
-  "mnt_id", "mem_dirty_track", "aio_remap", "timerfd", "tun", "tun_ns", "userns", "fdinfo_lock", "seccomp_suspend",
-  "seccomp_filters", "loginuid", "cgroupns", "autofs", "tcp_half_closed", "compat_cr", "uffd", "uffd-noncoop",
-  "can_map_vdso", "sk_ns", "sk_unix_file", "net_diag_raw", "nsid", "link_nsid", "kcmp_epoll", "timens",
-  "external_net_ns", "clone3_set_tid", "newifindex", "nftables", "has_ipt_legacy", "pidfd_store", "ns_pid",
-  "apparmor_stacking", "network_lock_nftables", "sockopt_buf_lock", "memfd_hugetlb", "move_mount_set_group", "openat2",
-  "get_rseq_conf", "ipv6_freebind", "pagemap_scan", "timer_cr_ids", "overlayfs_maps", "breakpoints",
+  "mnt_id",
+  "mem_dirty_track",
+  "aio_remap",
+  "timerfd",
+  "tun",
+  "tun_ns",
+  "userns",
+  "fdinfo_lock",
+  "seccomp_suspend",
+  "seccomp_filters",
+  "loginuid",
+  "cgroupns",
+  "autofs",
+  "tcp_half_closed",
+  "compat_cr",
+  "uffd",
+  "uffd-noncoop",
+  "can_map_vdso",
+  "sk_ns",
+  "sk_unix_file",
+  "net_diag_raw",
+  "nsid",
+  "link_nsid",
+  "kcmp_epoll",
+  "timens",
+  "external_net_ns",
+  "clone3_set_tid",
+  "newifindex",
+  "nftables",
+  "has_ipt_legacy",
+  "pidfd_store",
+  "ns_pid",
+  "apparmor_stacking",
+  "network_lock_nftables",
+  "sockopt_buf_lock",
+  "memfd_hugetlb",
+  "move_mount_set_group",
+  "openat2",
+  "get_rseq_conf",
+  "ipv6_freebind",
+  "pagemap_scan",
+  "timer_cr_ids",
+  "overlayfs_maps",
+  "breakpoints",
   "pagemap_scan_guard_pages",
 ] as const;
 
@@ -39,10 +77,17 @@ export const UNSUPPORTED_FEATURES: Record<string, string> = {
   pagemap_scan_guard_pages: "MADV_GUARD_INSTALL guard regions are not saved",
 };
 
-const SIOCGSKNS = 0x894c, SIOCUNIXFILE = 0x89e0;
+const SIOCGSKNS = 0x894c,
+  SIOCUNIXFILE = 0x89e0;
 
 function sock(fds: number[], domain: number, type: number): number {
-  try { const fd = socketFd(domain, type); fds.push(fd); return fd; } catch (e) { throw new Missing((e as Error).message); }
+  try {
+    const fd = socketFd(domain, type);
+    fds.push(fd);
+    return fd;
+  } catch (e) {
+    throw new Missing((e as Error).message);
+  }
 }
 
 /** /proc/<pid>/fdinfo shows mnt_id (files are matched to their mount). */
@@ -129,5 +174,10 @@ export const CRIU_EXTRA_PROBES: Probe[] = [
   { name: "openat2", basic: false, desc: "openat2(2)", run: openat2 },
   { name: "timer_cr_ids", basic: false, desc: "POSIX timers restored with their ids", run: timerCrIds },
   // as criu's: a check of the tool, not of the kernel (setns into a network namespace fd is old)
-  { name: "external_net_ns", basic: false, desc: "external network namespaces (dump --external net[INODE]:KEY, restore joins inherit_fd KEY)", run: () => {} },
+  {
+    name: "external_net_ns",
+    basic: false,
+    desc: "external network namespaces (dump --external net[INODE]:KEY, restore joins inherit_fd KEY)",
+    run: () => {},
+  },
 ];

@@ -6,7 +6,8 @@ import { errnoText } from "../sys/errno";
 import { readFdinfo, readLink } from "../sys/proc";
 import { need, sys, withFds, memfd, type Probe } from "./probe";
 
-const KCMP_FILE = 0, KCMP_EPOLL_TFD = 7;
+const KCMP_FILE = 0,
+  KCMP_EPOLL_TFD = 7;
 
 function kcmp(type: number, a: number | bigint, b: number | bigint): number {
   return syscall(NR.kcmp, process.pid, process.pid, type, a, b);
@@ -15,10 +16,14 @@ function kcmp(type: number, a: number | bigint, b: number | bigint): number {
 /** kcmp(KCMP_FILE): a dup'ed fd is the same file, another memfd is not. */
 function kcmpFile(): string {
   return withFds((fds) => {
-    const a = memfd("criu-bun-kcmp-a"); fds.push(a);
-    const b = memfd("criu-bun-kcmp-b"); fds.push(b);
-    const d = sys("dup", NR.fcntl, a, F.DUPFD_CLOEXEC, 0); fds.push(d);
-    const same = kcmp(KCMP_FILE, a, d), other = kcmp(KCMP_FILE, a, b);
+    const a = memfd("criu-bun-kcmp-a");
+    fds.push(a);
+    const b = memfd("criu-bun-kcmp-b");
+    fds.push(b);
+    const d = sys("dup", NR.fcntl, a, F.DUPFD_CLOEXEC, 0);
+    fds.push(d);
+    const same = kcmp(KCMP_FILE, a, d),
+      other = kcmp(KCMP_FILE, a, b);
     need(same !== -38, "no kcmp system call (CONFIG_CHECKPOINT_RESTORE off?)");
     need(same === 0, `kcmp of an fd and its dup gave ${same < 0 ? errnoText(-same) : same}`);
     need(other === 1 || other === 2, `kcmp of two memfds gave ${other < 0 ? errnoText(-other) : other}`);
@@ -29,9 +34,11 @@ function kcmpFile(): string {
 /** kcmp(KCMP_EPOLL_TFD): the file an epoll watches is found by (efd, tfd, toff). */
 function kcmpEpoll(): string {
   return withFds((fds) => {
-    const ep = sys("epoll_create1", NR.epoll_create1, 0o2000000); fds.push(ep);
+    const ep = sys("epoll_create1", NR.epoll_create1, 0o2000000);
+    fds.push(ep);
     const p = new Int32Array(2);
-    sys("pipe2", NR.pipe2, addr(p), 0o2000000); fds.push(p[0], p[1]);
+    sys("pipe2", NR.pipe2, addr(p), 0o2000000);
+    fds.push(p[0], p[1]);
     const ev = new Uint8Array(12); // struct epoll_event (packed): u32 events, u64 data
     new DataView(ev.buffer).setUint32(0, 1 /* EPOLLIN */, true);
     sys("epoll_ctl", NR.epoll_ctl, ep, 1 /* ADD */, p[0], addr(ev));
@@ -66,7 +73,8 @@ function pidfdOpenProbe(): string {
 function pidfdGetfd(): string {
   return withFds((fds) => {
     const pfd = pidfdOpen(fds);
-    const m = memfd("criu-bun-getfd"); fds.push(m);
+    const m = memfd("criu-bun-getfd");
+    fds.push(m);
     const got = syscall(NR.pidfd_getfd, pfd, m, 0);
     need(got !== -38, "no pidfd_getfd system call");
     need(got >= 0, `pidfd_getfd: ${errnoText(-got)}`);
@@ -85,7 +93,8 @@ function pidfdStore(): string {
 /** timerfd: TFD_IOC_SET_TICKS and the fdinfo fields a dump reads. */
 function timerfd(): string {
   return withFds((fds) => {
-    const fd = sys("timerfd_create", NR.timerfd_create, 1 /* CLOCK_MONOTONIC */, 0o2000000); fds.push(fd);
+    const fd = sys("timerfd_create", NR.timerfd_create, 1 /* CLOCK_MONOTONIC */, 0o2000000);
+    fds.push(fd);
     const its = new BigUint64Array([0n, 0n, 1000n, 0n]); // interval 0, value 1000 s
     sys("timerfd_settime", NR.timerfd_settime, fd, 0, addr(its), 0);
     const ticks = new BigUint64Array([7n]);
@@ -102,7 +111,8 @@ function timerfd(): string {
 /** A flock shows up as a "lock:" line in /proc/PID/fdinfo. */
 function fdinfoLock(): string {
   return withFds((fds) => {
-    const fd = memfd("criu-bun-lock"); fds.push(fd);
+    const fd = memfd("criu-bun-lock");
+    fds.push(fd);
     sys("flock", NR.flock, fd, 2 /* LOCK_EX */);
     const info = readFdinfo(process.pid, fd);
     need(info.lock && /FLOCK\s+ADVISORY\s+WRITE/.test(info.lock), `fdinfo lock field: ${info.lock ?? "missing"}`);

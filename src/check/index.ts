@@ -14,7 +14,15 @@ const nft = NET_PROBES.find((p) => p.name === "nftables")!;
 /** criu's network_lock_nftables: the lock criu-bun takes is the nf_tables one */
 const NETWORK_LOCK_NFTABLES: Probe = { ...nft, name: "network_lock_nftables", desc: "network locking with nf_tables" };
 
-export const PROBES: Probe[] = [...TRACEE_PROBES, ...MEMORY_PROBES, ...FILE_PROBES, ...NET_PROBES, NETWORK_LOCK_NFTABLES, ...NS_PROBES, ...CRIU_EXTRA_PROBES]
+export const PROBES: Probe[] = [
+  ...TRACEE_PROBES,
+  ...MEMORY_PROBES,
+  ...FILE_PROBES,
+  ...NET_PROBES,
+  NETWORK_LOCK_NFTABLES,
+  ...NS_PROBES,
+  ...CRIU_EXTRA_PROBES,
+]
   // basic ones first, each group in its own order
   .sort((a, b) => Number(b.basic) - Number(a.basic));
 

@@ -1,5 +1,14 @@
 // Memory probes run inside criu-bun itself, on mappings made for the probe and unmapped after.
-import { UFFDIO_API, UFFDIO_REGISTER, UFFDIO_WRITEPROTECT, UFFD_USER_MODE_ONLY, UFFD_FEATURE, UFFDIO_REGISTER_MODE, UFFDIO_UNREGISTER, uffdCopy } from "../sys/uffd";
+import {
+  UFFDIO_API,
+  UFFDIO_REGISTER,
+  UFFDIO_WRITEPROTECT,
+  UFFD_USER_MODE_ONLY,
+  UFFD_FEATURE,
+  UFFDIO_REGISTER_MODE,
+  UFFDIO_UNREGISTER,
+  uffdCopy,
+} from "../sys/uffd";
 import { syscall, addr, cstr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { PR } from "../sys/flags";
@@ -16,7 +25,11 @@ function withMapping<T>(len: bigint, fn: (a: bigint) => T): T {
   const r = syscall(NR.mmap, 0, len, 3, 0x22, -1, 0);
   need(r >= 0 || r < -4095, `mmap: ${errnoText(-r)}`);
   const a = BigInt.asUintN(64, BigInt(r));
-  try { return fn(a); } finally { syscall(NR.munmap, a, len); }
+  try {
+    return fn(a);
+  } finally {
+    syscall(NR.munmap, a, len);
+  }
 }
 
 /** /proc/self/map_files/START-END links to the file a mapping maps. */
@@ -25,7 +38,11 @@ function mapFiles(): string {
   need(v, "no file mapping to look at");
   const link = `/proc/self/map_files/${v.start.toString(16)}-${v.end.toString(16)}`;
   let target: string;
-  try { target = readLink(link); } catch (e) { throw new Missing(`${link}: ${(e as Error).message}`); }
+  try {
+    target = readLink(link);
+  } catch (e) {
+    throw new Missing(`${link}: ${(e as Error).message}`);
+  }
   need(target === v.path, `${link} points to ${target}, maps says ${v.path}`);
   return v.path;
 }
@@ -63,11 +80,15 @@ function prctlMmMap(): string {
   return "104 bytes";
 }
 
-const NONCOOP = UFFD_FEATURE.EVENT_FORK | UFFD_FEATURE.EVENT_REMAP | UFFD_FEATURE.EVENT_REMOVE | UFFD_FEATURE.EVENT_UNMAP;
+const NONCOOP =
+  UFFD_FEATURE.EVENT_FORK | UFFD_FEATURE.EVENT_REMAP | UFFD_FEATURE.EVENT_REMOVE | UFFD_FEATURE.EVENT_UNMAP;
 
 /** A userfaultfd after the UFFDIO_API handshake asking for `features`; returns fd and the kernel's feature set. */
 function uffdOpen(features: number, fds: number[]): { fd: number; features: number } {
-  const fd = syscall(NR.userfaultfd, O.CLOEXEC | O.NONBLOCK | (features & UFFD_FEATURE.EVENT_FORK ? 0 : UFFD_USER_MODE_ONLY));
+  const fd = syscall(
+    NR.userfaultfd,
+    O.CLOEXEC | O.NONBLOCK | (features & UFFD_FEATURE.EVENT_FORK ? 0 : UFFD_USER_MODE_ONLY)
+  );
   if (fd === -38) throw new Missing("no userfaultfd system call");
   need(fd >= 0, `userfaultfd: ${errnoText(-fd)}`);
   fds.push(fd);
@@ -85,7 +106,10 @@ function uffd(): string {
 function uffdNoncoop(): string {
   return withFds((fds) => {
     const all = uffdOpen(0, fds).features;
-    need((all & NONCOOP) === NONCOOP, `the kernel offers features ${hex(all)} without all of fork/remap/remove/unmap events`);
+    need(
+      (all & NONCOOP) === NONCOOP,
+      `the kernel offers features ${hex(all)} without all of fork/remap/remove/unmap events`
+    );
     uffdOpen(NONCOOP, fds);
     return "event features accepted";
   });
@@ -109,7 +133,10 @@ function lazyPages(): string {
         const back = new Uint8Array(16);
         const mem = openFd("/proc/self/mem", O.RDONLY | O.CLOEXEC);
         fds.push(mem);
-        need(pread(mem, back, a) === 16 && back.every((b) => b === 0x5a), "the page filled by UFFDIO_COPY does not read back");
+        need(
+          pread(mem, back, a) === 16 && back.every((b) => b === 0x5a),
+          "the page filled by UFFDIO_COPY does not read back"
+        );
         const pidfd = syscall(NR.pidfd_open, process.pid, 0);
         need(pidfd >= 0, `pidfd_open: ${errnoText(-pidfd)}`);
         fds.push(pidfd);
@@ -136,7 +163,10 @@ function uffdWpAsync(): string {
     const u = uffdOpen(UFFD_FEATURE.WP_ASYNC, fds);
     return withMapping(2n * PAGE, (a) => {
       const one = new Uint8Array([1]);
-      need(vmWrite(process.pid, a, one) === 1 && vmWrite(process.pid, a + PAGE, one) === 1, "cannot fill the probe pages");
+      need(
+        vmWrite(process.pid, a, one) === 1 && vmWrite(process.pid, a + PAGE, one) === 1,
+        "cannot fill the probe pages"
+      );
       const reg = new BigUint64Array([a, 2n * PAGE, 2n /* MODE_WP */, 0n]);
       const r = syscall(NR.ioctl, u.fd, UFFDIO_REGISTER, addr(reg));
       need(r === 0, `UFFDIO_REGISTER (write-protect mode): ${errnoText(-r)}`);
@@ -183,7 +213,10 @@ function aioRemap(): string {
     need(dst > 0 || dst < -4095, `mmap: ${errnoText(-dst)}`);
     const d = BigInt.asUintN(64, BigInt(dst));
     const m = syscall(NR.mremap, cur, len, len, 3 /* MAYMOVE|FIXED */, d);
-    if (m < 0 && m > -4096) { syscall(NR.munmap, d, len); throw new Missing(`mremap of the AIO ring: ${errnoText(-m)}`); }
+    if (m < 0 && m > -4096) {
+      syscall(NR.munmap, d, len);
+      throw new Missing(`mremap of the AIO ring: ${errnoText(-m)}`);
+    }
     cur = d;
     const e = syscall(NR.io_getevents, cur, 0, 1, 0, 0);
     need(e === 0, `io_getevents on the moved ring: ${e < 0 ? errnoText(-e) : e}`);

@@ -8,7 +8,6 @@ import { NETLINK, NLM_F, NLMSG, nlmsg, nlTalk, nlError } from "../sys/netlink";
 import { sockDiagGet, unixDiagReq, SOCK_DIAG_BY_FAMILY } from "../sys/sockdiag";
 import { Missing, need, withFds, type Probe } from "./probe";
 
-
 function sock(fds: number[], domain: number, type: number, proto = 0): number {
   try {
     const fd = socketFd(domain, type, proto);
@@ -41,13 +40,21 @@ function tcpRepair(): string {
 function sockDiag(): string {
   return withFds((fds) => {
     let pair: [number, number];
-    try { pair = socketPair(AF.UNIX, SOCK.STREAM); } catch (e) { throw new Missing((e as Error).message); }
+    try {
+      pair = socketPair(AF.UNIX, SOCK.STREAM);
+    } catch (e) {
+      throw new Missing((e as Error).message);
+    }
     fds.push(...pair);
     const st = new BigUint64Array(18); // struct stat
     syscall(NR.fstat, pair[0], addr(st));
     const ino = Number(st[1]);
     let m;
-    try { m = sockDiagGet(unixDiagReq(ino, 0)); } catch (e) { throw new Missing((e as Error).message); }
+    try {
+      m = sockDiagGet(unixDiagReq(ino, 0));
+    } catch (e) {
+      throw new Missing((e as Error).message);
+    }
     need(m !== undefined, "no answer from sock_diag");
     if (m.type === NLMSG.ERROR) {
       const e = -nlError(m);
@@ -74,8 +81,9 @@ function nftables(): string {
     // attribute NFTA_GEN_ID (1), u32 big endian, after the 4-byte nfgenmsg
     const dv = new DataView(m.payload.buffer, m.payload.byteOffset, m.payload.length);
     let gen = -1;
-    for (let off = 4; off + 4 <= m.payload.length;) {
-      const len = dv.getUint16(off, true), at = dv.getUint16(off + 2, true) & 0x3fff;
+    for (let off = 4; off + 4 <= m.payload.length; ) {
+      const len = dv.getUint16(off, true),
+        at = dv.getUint16(off + 2, true) & 0x3fff;
       if (len < 4) break;
       if (at === 1 && len >= 8) gen = dv.getUint32(off + 4, false);
       off += (len + 3) & ~3;
@@ -106,5 +114,3 @@ export const NET_PROBES: Probe[] = [
   { name: "nftables", basic: false, desc: "nf_tables (network locking)", run: nftables },
   { name: "tun", basic: false, desc: "tun/tap devices", run: tun },
 ];
-
-

@@ -39,9 +39,13 @@ function nsPid(): string {
 
 /** A cgroup2 hierarchy is mounted and we have a place in it (the "0::" line). */
 function cgroupV2(): string {
-  const mine = readText("/proc/self/cgroup").split("\n").find((l) => l.startsWith("0::"));
+  const mine = readText("/proc/self/cgroup")
+    .split("\n")
+    .find((l) => l.startsWith("0::"));
   need(mine, "/proc/self/cgroup has no cgroup v2 line");
-  const mnt = readText("/proc/self/mountinfo").split("\n").map((l) => l.split(" "))
+  const mnt = readText("/proc/self/mountinfo")
+    .split("\n")
+    .map((l) => l.split(" "))
     .find((f) => f[f.indexOf("-") + 1] === "cgroup2");
   need(mnt, "no cgroup2 file system is mounted");
   const dir = mnt[4].replace(/\\040/g, " ");
@@ -55,12 +59,18 @@ function loginuid(): string {
   const v = readText("/proc/self/loginuid").trim();
   need(/^\d+$/.test(v), `loginuid reads ${v}`);
   let fd: number;
-  try { fd = openFd("/proc/self/loginuid", O.WRONLY | O.CLOEXEC); } catch (e) { throw new Missing((e as Error).message); }
+  try {
+    fd = openFd("/proc/self/loginuid", O.WRONLY | O.CLOEXEC);
+  } catch (e) {
+    throw new Missing((e as Error).message);
+  }
   try {
     const b = Buffer.from(v);
     const w = syscall(NR.write, fd, addr(b), b.length);
     need(w === b.length, `writing loginuid: ${w < 0 ? errnoText(-w) : w}`);
-  } finally { closeFd(fd); }
+  } finally {
+    closeFd(fd);
+  }
   need(readText("/proc/self/loginuid").trim() === v, "loginuid changed");
   return v === "4294967295" ? "unset" : v;
 }

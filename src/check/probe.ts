@@ -18,7 +18,10 @@ export interface Probe {
 
 /** A feature that is not there (as opposed to a probe that broke). */
 export class Missing extends Error {
-  constructor(reason: string) { super(reason); this.name = "Missing"; }
+  constructor(reason: string) {
+    super(reason);
+    this.name = "Missing";
+  }
 }
 
 export function need(cond: unknown, reason: string): asserts cond {
@@ -40,7 +43,11 @@ export function errText(e: unknown): string {
 /** Run fn with fds collected in `fds`; close them all afterwards. */
 export function withFds<T>(fn: (fds: number[]) => T): T {
   const fds: number[] = [];
-  try { return fn(fds); } finally { for (const fd of fds) if (fd >= 0) closeFd(fd); }
+  try {
+    return fn(fds);
+  } finally {
+    for (const fd of fds) if (fd >= 0) closeFd(fd);
+  }
 }
 
 export const MFD = { CLOEXEC: 1, ALLOW_SEALING: 2, HUGETLB: 4 } as const;

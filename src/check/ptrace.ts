@@ -3,7 +3,19 @@
 import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { PR, CLONE, CLONE_ARGS_SIZE } from "../sys/flags";
-import { PTRACE, PTRACE_O, NT, ptrace, seize, interrupt, getRegs, R, getSigmask, setSigmask, peekSiginfo } from "../sys/ptrace";
+import {
+  PTRACE,
+  PTRACE_O,
+  NT,
+  ptrace,
+  seize,
+  interrupt,
+  getRegs,
+  R,
+  getSigmask,
+  setSigmask,
+  peekSiginfo,
+} from "../sys/ptrace";
 import { readVmas, readStatus, readLink, listFds, readText, type Vma } from "../sys/proc";
 import { openFd, closeFd, preadFull, O, PagemapScanner, PAGE_IS } from "../sys/mem";
 import { PUPPET_BASE, PUPPET_SYSCALL, startPuppet } from "../ptrace/puppet";
@@ -59,10 +71,14 @@ function procMem(): string {
     const pat = new Uint8Array(64).map((_, i) => (i * 7 + 1) & 0xff);
     t.mem.write(t.scratch, pat);
     const back = new Uint8Array(64);
-    const liov = new BigUint64Array([BigInt(addr(back)), 64n]), riov = new BigUint64Array([t.scratch, 64n]);
+    const liov = new BigUint64Array([BigInt(addr(back)), 64n]),
+      riov = new BigUint64Array([t.scratch, 64n]);
     const n = syscall(NR.process_vm_readv, t.pid, addr(liov), 1, addr(riov), 1, 0);
     need(n === 64, `process_vm_readv: ${n < 0 ? errnoText(-n) : `${n} bytes`}`);
-    need(back.every((b, i) => b === pat[i]), "process_vm_readv saw other bytes than were written");
+    need(
+      back.every((b, i) => b === pat[i]),
+      "process_vm_readv saw other bytes than were written"
+    );
     return "read and written";
   });
 }
@@ -85,15 +101,19 @@ function ptracePeeksiginfo(): string {
     setSigmask(t.pid, 1n << 9n); // keep SIGUSR1 pending
     const info = new Uint8Array(128);
     const dv = new DataView(info.buffer);
-    dv.setInt32(0, 10, true); dv.setInt32(8, 1, true); // si_signo SIGUSR1, si_code 1 (positive: only allowed to self)
-    dv.setInt32(16, t.pid, true); dv.setInt32(24, 0x5eed, true); // si_pid, si_int
+    dv.setInt32(0, 10, true);
+    dv.setInt32(8, 1, true); // si_signo SIGUSR1, si_code 1 (positive: only allowed to self)
+    dv.setInt32(16, t.pid, true);
+    dv.setInt32(24, 0x5eed, true); // si_pid, si_int
     t.mem.write(t.scratch, info);
     t.ok("rt_sigqueueinfo", NR.rt_sigqueueinfo, t.pid, 10, t.scratch);
     const got = peekSiginfo(t.pid, true);
     need(got.length === 1, `PEEKSIGINFO found ${got.length} queued signals, expected 1`);
     const g = new DataView(got[0].buffer);
-    need(g.getInt32(0, true) === 10 && g.getInt32(8, true) === 1 && g.getInt32(24, true) === 0x5eed,
-      "PEEKSIGINFO returned another siginfo than was queued");
+    need(
+      g.getInt32(0, true) === 10 && g.getInt32(8, true) === 1 && g.getInt32(24, true) === 0x5eed,
+      "PEEKSIGINFO returned another siginfo than was queued"
+    );
     return "siginfo with si_code 1 read back";
   });
 }
@@ -104,30 +124,39 @@ function ptracePeeksiginfo(): string {
  */
 function getRseqConf(): string {
   return withTracee((t) => {
-    const area = t.scratch + 1024n, sig = 0x53053053;
+    const area = t.scratch + 1024n,
+      sig = 0x53053053;
     t.ok("rseq", NR.rseq, area, 32, 0, sig);
     const b = new ArrayBuffer(24);
     const r = ptrace(PTRACE.GET_RSEQ_CONFIGURATION, t.pid, 24, addr(b));
     need(r !== -5, "the kernel does not know PTRACE_GET_RSEQ_CONFIGURATION (EIO)");
     need(r === 24, `PTRACE_GET_RSEQ_CONFIGURATION: ${r < 0 ? errnoText(-r) : `${r} bytes`}`);
     const dv = new DataView(b);
-    const ptr = dv.getBigUint64(0, true), len = dv.getUint32(8, true), got = dv.getUint32(12, true);
-    need(ptr === area && len === 32 && got === sig,
-      `rseq config ${hex(ptr)}/${len}/${hex(got)} is not what was registered (${hex(area)}/32/${hex(sig)})`);
+    const ptr = dv.getBigUint64(0, true),
+      len = dv.getUint32(8, true),
+      got = dv.getUint32(12, true);
+    need(
+      ptr === area && len === 32 && got === sig,
+      `rseq config ${hex(ptr)}/${len}/${hex(got)} is not what was registered (${hex(area)}/32/${hex(sig)})`
+    );
     return `rseq at ${hex(ptr)}`;
   });
 }
 
 /** BPF: kill the process on syscall `nr`, allow everything else. */
 function killOnSyscall(nr: number): Uint8Array {
-  const b = new Uint8Array(32), dv = new DataView(b.buffer);
+  const b = new Uint8Array(32),
+    dv = new DataView(b.buffer);
   const insn = (i: number, code: number, jt: number, jf: number, k: number) => {
-    dv.setUint16(i * 8, code, true); b[i * 8 + 2] = jt; b[i * 8 + 3] = jf; dv.setUint32(i * 8 + 4, k >>> 0, true);
+    dv.setUint16(i * 8, code, true);
+    b[i * 8 + 2] = jt;
+    b[i * 8 + 3] = jf;
+    dv.setUint32(i * 8 + 4, k >>> 0, true);
   };
-  insn(0, 0x20, 0, 0, 0);            // ld  [0] (seccomp_data.nr)
-  insn(1, 0x15, 0, 1, nr);           // jeq #nr
-  insn(2, 0x06, 0, 0, 0x80000000);   // ret SECCOMP_RET_KILL_PROCESS
-  insn(3, 0x06, 0, 0, 0x7fff0000);   // ret SECCOMP_RET_ALLOW
+  insn(0, 0x20, 0, 0, 0); // ld  [0] (seccomp_data.nr)
+  insn(1, 0x15, 0, 1, nr); // jeq #nr
+  insn(2, 0x06, 0, 0, 0x80000000); // ret SECCOMP_RET_KILL_PROCESS
+  insn(3, 0x06, 0, 0, 0x7fff0000); // ret SECCOMP_RET_ALLOW
   return b;
 }
 
@@ -145,7 +174,12 @@ function seccompSuspend(): string {
   return withTracee((t) => {
     installFilter(t, killOnSyscall(NR.getppid));
     const r = ptrace(PTRACE.SETOPTIONS, t.pid, 0, PTRACE_O.EXITKILL | PTRACE_O.TRACECLONE | PTRACE_O.SUSPEND_SECCOMP);
-    need(r === 0, r === -22 ? "the kernel does not know PTRACE_O_SUSPEND_SECCOMP (or no CAP_SYS_ADMIN)" : `PTRACE_SETOPTIONS: ${errnoText(-r)}`);
+    need(
+      r === 0,
+      r === -22
+        ? "the kernel does not know PTRACE_O_SUSPEND_SECCOMP (or no CAP_SYS_ADMIN)"
+        : `PTRACE_SETOPTIONS: ${errnoText(-r)}`
+    );
     const ppid = t.inj.call(NR.getppid);
     need(ppid === BigInt(process.pid), `getppid in the filtered tracee gave ${ppid}`);
     return "filtered syscall ran";
@@ -184,15 +218,19 @@ function clone3SetTid(): string {
       const want = freePid(attempt);
       const args = new BigUint64Array(CLONE_ARGS_SIZE / 8); // struct clone_args
       args[0] = BigInt(CLONE.PARENT); // the child is ours to reap
-      args[4] = 0n;      // exit_signal (CLONE_PARENT takes the tracee's)
-      args[8] = t.scratch + 512n; args[9] = 1n; // set_tid = [want]
+      args[4] = 0n; // exit_signal (CLONE_PARENT takes the tracee's)
+      args[8] = t.scratch + 512n;
+      args[9] = 1n; // set_tid = [want]
       t.mem.write(t.scratch + 512n, new Uint8Array(new BigUint64Array([BigInt(want)]).buffer));
       t.mem.write(t.scratch, new Uint8Array(args.buffer));
       const r = t.inj.call(NR.clone3, t.scratch, CLONE_ARGS_SIZE);
       if (r === -17n) continue; // EEXIST: somebody took it meanwhile
       if (r === -38n) throw new Missing("no clone3 system call");
       if (r === -7n) throw new Missing("clone3 does not know set_tid (E2BIG)");
-      need(r > 0n, `clone3 with set_tid: ${errnoText(Number(-r))}${r === -1n ? "; needs CAP_SYS_ADMIN over the PID namespace" : ""}`);
+      need(
+        r > 0n,
+        `clone3 with set_tid: ${errnoText(Number(-r))}${r === -1n ? "; needs CAP_SYS_ADMIN over the PID namespace" : ""}`
+      );
       const child = Number(r);
       t.extra.push(child);
       need(child === want, `clone3 gave PID ${child} instead of ${want}`);
@@ -235,7 +273,8 @@ function vdsoLayout(vmas: Vma[]): { start: bigint; end: bigint; parts: Vma[] } {
   need(parts.length > 0, "no vDSO mapping");
   const order = parts.map((v) => v.path).join(" ");
   need(order === "[vvar] [vdso]" || order === "[vvar] [vvar_vclock] [vdso]", `unexpected vDSO layout: ${order}`);
-  for (let i = 1; i < parts.length; i++) need(parts[i].start === parts[i - 1].end, `vDSO areas are not contiguous: ${order}`);
+  for (let i = 1; i < parts.length; i++)
+    need(parts[i].start === parts[i - 1].end, `vDSO areas are not contiguous: ${order}`);
   return { start: parts[0].start, end: parts[parts.length - 1].end, parts };
 }
 
@@ -245,7 +284,8 @@ function vdsoLayout(vmas: Vma[]): { start: bigint; end: bigint; parts: Vma[] } {
  */
 function canMapVdso(): string {
   const own = vdsoLayout(readVmas(process.pid));
-  const sizes = (l: ReturnType<typeof vdsoLayout>) => l.parts.map((v) => `${v.path}:${(v.end - v.start) / 4096n}`).join(" ");
+  const sizes = (l: ReturnType<typeof vdsoLayout>) =>
+    l.parts.map((v) => `${v.path}:${(v.end - v.start) / 4096n}`).join(" ");
   return withTracee((t) => {
     const before = vdsoLayout(readVmas(t.pid));
     need(sizes(before) === sizes(own), `the tracee's vDSO (${sizes(before)}) differs from ours (${sizes(own)})`);
@@ -258,12 +298,19 @@ function canMapVdso(): string {
     const after = vdsoLayout(readVmas(t.pid));
     need(after.start === target, `vDSO mapped at ${hex(after.start)}, asked for ${hex(target)}`);
     need(sizes(after) === sizes(before), `vDSO layout changed: ${sizes(after)} vs ${sizes(before)}`);
-    const vd = own.parts[own.parts.length - 1], len = Number(vd.end - vd.start);
+    const vd = own.parts[own.parts.length - 1],
+      len = Number(vd.end - vd.start);
     const selfMem = new RemoteMem(process.pid);
     try {
-      const a = selfMem.read(vd.start, len), b = t.mem.read(after.parts[after.parts.length - 1].start, len);
-      need(a.every((x, i) => x === b[i]), "the remapped vDSO code differs from ours");
-    } finally { selfMem.close(); }
+      const a = selfMem.read(vd.start, len),
+        b = t.mem.read(after.parts[after.parts.length - 1].start, len);
+      need(
+        a.every((x, i) => x === b[i]),
+        "the remapped vDSO code differs from ours"
+      );
+    } finally {
+      selfMem.close();
+    }
     return sizes(after);
   });
 }
@@ -276,25 +323,39 @@ function memDirtyTrack(): string {
     const pm = openFd(`/proc/${t.pid}/pagemap`, O.RDONLY | O.CLOEXEC);
     try {
       const ent = new BigUint64Array(1);
-      const read = () => { preadFull(pm, new Uint8Array(ent.buffer), (page / 4096n) * 8n, 8, 0, "pagemap"); return ent[0]; };
-      const SD = 1n << 55n, PRESENT = 1n << 63n;
+      const read = () => {
+        preadFull(pm, new Uint8Array(ent.buffer), (page / 4096n) * 8n, 8, 0, "pagemap");
+        return ent[0];
+      };
+      const SD = 1n << 55n,
+        PRESENT = 1n << 63n;
       need(read() & PRESENT, "the written page is not present");
       const cr = openFd(`/proc/${t.pid}/clear_refs`, O.WRONLY | O.CLOEXEC);
       try {
         const four = new Uint8Array([0x34]);
         const w = syscall(NR.write, cr, addr(four), 1);
         need(w === 1, `writing 4 to clear_refs: ${errnoText(-w)}`);
-      } finally { closeFd(cr); }
+      } finally {
+        closeFd(cr);
+      }
       need(!(read() & SD), "the soft-dirty bit survived clear_refs");
       t.mem.write(page, new Uint8Array([2]));
       need(read() & SD, "no soft-dirty bit after a write (kernel without CONFIG_MEM_SOFT_DIRTY?)");
       return "bit 55 cleared and set";
-    } finally { closeFd(pm); }
+    } finally {
+      closeFd(pm);
+    }
   });
 }
 
 /** PAGEMAP_SCAN ioctl; returns [start, end, categories] regions. */
-export function pagemapScan(pagemapFd: number, start: bigint, end: bigint, mask: number, ret: number): [bigint, bigint, number][] {
+export function pagemapScan(
+  pagemapFd: number,
+  start: bigint,
+  end: bigint,
+  mask: number,
+  ret: number
+): [bigint, bigint, number][] {
   const sc = new PagemapScanner(pagemapFd, 16);
   const n = sc.scan(start, end, { mask, ret });
   if (n === -E.ENOTTY || n === -E.EINVAL) throw new Missing("no PAGEMAP_SCAN ioctl (kernel < 6.7?)");
@@ -316,7 +377,9 @@ function pagemapScanProbe(): string {
       const s = regs.map(([a, b]) => `${(a - base) / 4096n}-${(b - base) / 4096n}`).join(",");
       need(s === "0-1,2-3", `PAGEMAP_SCAN reported pages ${s || "none"}, expected 0-1,2-3`);
       return "2 of 4 pages found";
-    } finally { closeFd(pm); }
+    } finally {
+      closeFd(pm);
+    }
   });
 }
 

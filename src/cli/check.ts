@@ -10,7 +10,8 @@ import { CriuError, log } from "../log";
 import { PROBES, findProbe, runProbe, featureNames, UNSUPPORTED_FEATURES, type ProbeResult } from "../check/index";
 import type { Opts } from "./options";
 
-const MAYBE = "Looks good but some kernel features are missing\nwhich, depending on your process tree, may cause\ndump or restore failure.";
+const MAYBE =
+  "Looks good but some kernel features are missing\nwhich, depending on your process tree, may cause\ndump or restore failure.";
 /** criu's experimental category */
 const EXPERIMENTAL = ["autofs", "compat_cr"];
 
@@ -34,18 +35,28 @@ export async function run(opts: Opts, args: string[]): Promise<number> {
       for (const n of featureNames()) out(n);
       return 0;
     }
-    for (const n of names) if (!findProbe(n) && !UNSUPPORTED_FEATURES[n]) throw new CriuError("check", `unknown feature ${n} (see --feature list)`);
+    for (const n of names)
+      if (!findProbe(n) && !UNSUPPORTED_FEATURES[n])
+        throw new CriuError("check", `unknown feature ${n} (see --feature list)`);
     let code = 0;
     for (const n of names) {
       const p = findProbe(n);
-      if (!p) { log.error("check", `${n} is unsupported by criu-bun: ${UNSUPPORTED_FEATURES[n]}`); code = 1; continue; }
+      if (!p) {
+        log.error("check", `${n} is unsupported by criu-bun: ${UNSUPPORTED_FEATURES[n]}`);
+        code = 1;
+        continue;
+      }
       const r = runProbe(p);
       if (r.ok) out(`${p.name} is supported`);
-      else { log.error("check", `${p.name} is not supported: ${r.text}`); code = 1; }
+      else {
+        log.error("check", `${p.name} is not supported: ${r.text}`);
+        code = 1;
+      }
     }
     return code;
   }
-  const extra = !!(opts.all || opts.extra), experimental = !!(opts.all || opts.experimental);
+  const extra = !!(opts.all || opts.extra),
+    experimental = !!(opts.all || opts.experimental);
   const results = (extra ? PROBES : PROBES.filter((p) => p.basic)).map(runProbe);
   if (experimental) results.push(...EXPERIMENTAL.map((n) => (findProbe(n) ? runProbe(findProbe(n)!) : unsupported(n))));
   if (extra || experimental) for (const r of results) out(line(r));

@@ -12,7 +12,10 @@ export const GLOBAL_CONFIG = "/etc/criu/default.conf";
 export const USER_CONFIG = ".criu/default.conf";
 
 /** One config file line as criu turns it into getopt arguments: ["--name"] or ["--name", value]. */
-export interface ConfigLine { line: number; argv: string[] }
+export interface ConfigLine {
+  line: number;
+  argv: string[];
+}
 
 function parseConfigText(text: string, file: string): ConfigLine[] {
   const out: ConfigLine[] = [];
@@ -25,21 +28,24 @@ function parseConfigText(text: string, file: string): ConfigLine[] {
     const m = /^([^ \t]+)(?:[ \t]+(.*))?$/.exec(s)!;
     const opt = `--${m[1]}`;
     let rest = (m[2] ?? "").replace(/[ \t]+$/, "");
-    if (rest === "" || rest.startsWith("#")) { out.push({ line: n + 1, argv: [opt] }); continue; }
+    if (rest === "" || rest.startsWith("#")) {
+      out.push({ line: n + 1, argv: [opt] });
+      continue;
+    }
     let value: string;
-    if (rest.startsWith("\"")) {
+    if (rest.startsWith('"')) {
       // up to the next quote not preceded by a backslash; \" stands for "
       let j = 1;
-      for (; j < rest.length; j++) if (rest[j] === "\"" && rest[j - 1] !== "\\") break;
+      for (; j < rest.length; j++) if (rest[j] === '"' && rest[j - 1] !== "\\") break;
       if (j >= rest.length) throw bad("unterminated quoted value");
-      value = rest.slice(1, j).replace(/\\"/g, "\"");
+      value = rest.slice(1, j).replace(/\\"/g, '"');
       const after = rest.slice(j + 1).trim();
       if (after && !after.startsWith("#")) throw bad(`unexpected '${after}' after the quoted value`);
     } else {
       const hash = rest.indexOf("#");
       if (hash >= 0) rest = rest.slice(0, hash).replace(/[ \t]+$/, "");
       if (/[ \t]/.test(rest)) throw bad(`more than one value: '${rest}'`);
-      value = rest.replace(/\\"/g, "\"");
+      value = rest.replace(/\\"/g, '"');
     }
     out.push({ line: n + 1, argv: [opt, value] });
   }

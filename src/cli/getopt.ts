@@ -26,7 +26,11 @@ export class UsageError extends Error {
   }
 }
 
-interface LongEntry { name: string; opt: CriuOption; neg: boolean }
+interface LongEntry {
+  name: string;
+  opt: CriuOption;
+  neg: boolean;
+}
 
 const LONG: LongEntry[] = [];
 const SHORT = new Map<string, CriuOption>();
@@ -47,9 +51,17 @@ function findLong(name: string, where: string): LongEntry {
   const cands = name ? LONG.filter((l) => l.name.startsWith(name)) : [];
   if (!cands.length) throw new UsageError(`${where}unrecognized option '--${name}'`);
   const first = cands[0];
-  const same = cands.every((c) => c.opt.key === first.opt.key && c.neg === first.neg && c.opt.arg === first.opt.arg &&
-    (c.opt === first.opt || c.opt.arg === "none"));
-  if (!same) throw new UsageError(`${where}option '--${name}' is ambiguous; possibilities: ${cands.map((c) => `'--${c.name}'`).join(" ")}`);
+  const same = cands.every(
+    (c) =>
+      c.opt.key === first.opt.key &&
+      c.neg === first.neg &&
+      c.opt.arg === first.opt.arg &&
+      (c.opt === first.opt || c.opt.arg === "none")
+  );
+  if (!same)
+    throw new UsageError(
+      `${where}option '--${name}' is ambiguous; possibilities: ${cands.map((c) => `'--${c.name}'`).join(" ")}`
+    );
   return first;
 }
 
@@ -65,7 +77,11 @@ interface GetoptResult {
  * Parse argv (without the program name). `where` prefixes messages ("FILE:LINE: ").
  * Throws UsageError with glibc's wording for unknown, ambiguous or malformed options.
  */
-export function getoptLong(argv: readonly string[], where = "", whereOf?: (i: number) => string | undefined): GetoptResult {
+export function getoptLong(
+  argv: readonly string[],
+  where = "",
+  whereOf?: (i: number) => string | undefined
+): GetoptResult {
   const given: Given[] = [];
   const positional: string[] = [];
   let afterDashDash = -1;
@@ -80,7 +96,11 @@ export function getoptLong(argv: readonly string[], where = "", whereOf?: (i: nu
       break;
     }
     if (a.length < 2 || a[0] !== "-") {
-      if (posix) { afterDashDash = positional.length; positional.push(...argv.slice(i)); break; }
+      if (posix) {
+        afterDashDash = positional.length;
+        positional.push(...argv.slice(i));
+        break;
+      }
       positional.push(a);
       continue;
     }
@@ -109,7 +129,10 @@ export function getoptLong(argv: readonly string[], where = "", whereOf?: (i: nu
       const opt = SHORT.get(c);
       if (!opt) throw new UsageError(`${pre}invalid option -- '${c}'`);
       const spelled = `-${c}`;
-      if (opt.arg === "none") { given.push({ opt, value: true, spelled, where: w }); continue; }
+      if (opt.arg === "none") {
+        given.push({ opt, value: true, spelled, where: w });
+        continue;
+      }
       const rest = a.slice(k + 1);
       if (rest) given.push({ opt, value: rest, spelled, where: w });
       else if (opt.arg === "optional") given.push({ opt, value: undefined, spelled, where: w });

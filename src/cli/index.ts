@@ -21,17 +21,52 @@ interface CommandDef {
 const unsupported = (name: string) => async () => (await import("./unsupported")).run(name);
 
 const COMMANDS: Record<string, CommandDef> = {
-  dump: { desc: "checkpoint a process tree (-t PID) into an images directory (-D DIR)", load: async () => (await import("./dump")).run },
-  "pre-dump": { desc: "pre-dump the memory of a process tree that keeps running", load: async () => (await import("./predump")).run },
-  restore: { desc: "restore a process tree from an images directory (-D DIR)", load: async () => (await import("./restore")).run },
-  check: { desc: "check that the kernel supports what criu-bun needs", load: async () => (await import("./check")).run },
-  "page-server": { desc: "receive the pages of a dump run with --page-server (--port N, -D DIR)", load: async () => (await import("./pageserver")).run },
-  show: { desc: "crit in criu-bun: decode|encode|info [-i IN] [-o OUT] [--pretty] [--nopl], x DIR ps|fds|mems|rss", load: async () => (await import("./show")).run, args: "any" },
-  service: { desc: "serve criu's RPC on a unix socket (--address PATH, default ./criu_service.socket), a worker per connection", load: async () => (await import("./service")).run },
-  swrk: { desc: "serve criu's RPC on the socket at fd N (how runc, crun and Podman call criu)", load: async () => (await import("./swrk")).run, args: "any" },
-  install: { desc: "install --as-criu [--prefix DIR]: make criu-bun the criu in PATH (a symlink DIR/criu)", load: async () => (await import("./install")).run },
-  migrate: { desc: "live migration: -t PID --to HOST:PORT on the source, --listen PORT on the destination", load: async () => (await import("./migrate")).run },
-  "lazy-pages": { desc: "serve a restore --lazy-pages the pages of a dump --lazy-pages (--page-server --address A --port P -D DIR)", load: async () => (await import("./lazypages")).run },
+  dump: {
+    desc: "checkpoint a process tree (-t PID) into an images directory (-D DIR)",
+    load: async () => (await import("./dump")).run,
+  },
+  "pre-dump": {
+    desc: "pre-dump the memory of a process tree that keeps running",
+    load: async () => (await import("./predump")).run,
+  },
+  restore: {
+    desc: "restore a process tree from an images directory (-D DIR)",
+    load: async () => (await import("./restore")).run,
+  },
+  check: {
+    desc: "check that the kernel supports what criu-bun needs",
+    load: async () => (await import("./check")).run,
+  },
+  "page-server": {
+    desc: "receive the pages of a dump run with --page-server (--port N, -D DIR)",
+    load: async () => (await import("./pageserver")).run,
+  },
+  show: {
+    desc: "crit in criu-bun: decode|encode|info [-i IN] [-o OUT] [--pretty] [--nopl], x DIR ps|fds|mems|rss",
+    load: async () => (await import("./show")).run,
+    args: "any",
+  },
+  service: {
+    desc: "serve criu's RPC on a unix socket (--address PATH, default ./criu_service.socket), a worker per connection",
+    load: async () => (await import("./service")).run,
+  },
+  swrk: {
+    desc: "serve criu's RPC on the socket at fd N (how runc, crun and Podman call criu)",
+    load: async () => (await import("./swrk")).run,
+    args: "any",
+  },
+  install: {
+    desc: "install --as-criu [--prefix DIR]: make criu-bun the criu in PATH (a symlink DIR/criu)",
+    load: async () => (await import("./install")).run,
+  },
+  migrate: {
+    desc: "live migration: -t PID --to HOST:PORT on the source, --listen PORT on the destination",
+    load: async () => (await import("./migrate")).run,
+  },
+  "lazy-pages": {
+    desc: "serve a restore --lazy-pages the pages of a dump --lazy-pages (--page-server --address A --port P -D DIR)",
+    load: async () => (await import("./lazypages")).run,
+  },
   dedup: { desc: "remove duplicate pages of a dump (not supported yet)", load: unsupported("dedup") },
   cpuinfo: { desc: "cpuinfo dump|check (not supported yet)", load: unsupported("cpuinfo"), args: "any" },
 };
@@ -57,8 +92,11 @@ function usage(): string {
     const tag = o.support === "no" ? " [not supported yet]" : "";
     lines.push(`  ${flag.padEnd(30)} ${o.meaning}${tag}`);
   }
-  lines.push("", "Config files: /etc/criu/default.conf, ~/.criu/default.conf, $CRIU_CONFIG_FILE, --config FILE;",
-    "one option per line without dashes, optionally with one value; '#' comments.");
+  lines.push(
+    "",
+    "Config files: /etc/criu/default.conf, ~/.criu/default.conf, $CRIU_CONFIG_FILE, --config FILE;",
+    "one option per line without dashes, optionally with one value; '#' comments."
+  );
   return lines.join("\n") + "\n";
 }
 
@@ -68,7 +106,9 @@ async function closeFds(list: unknown) {
   const { closeSync } = await import("node:fs");
   for (const v of list) {
     const fd = atoi(String(v));
-    try { closeSync(fd); } catch {}
+    try {
+      closeSync(fd);
+    } catch {}
   }
 }
 
@@ -86,7 +126,10 @@ function showIndex(argv: string[]): number {
     } else if (a.startsWith("-") && a.length > 1) {
       for (let k = 1; k < a.length; k++) {
         const o = optionByShort(a[k]);
-        if (o && o.arg !== "none") { if (k === a.length - 1 && o.arg === "required") i++; break; }
+        if (o && o.arg !== "none") {
+          if (k === a.length - 1 && o.arg === "required") i++;
+          break;
+        }
       }
     } else return a === "show" ? i : -1;
   }
@@ -97,7 +140,10 @@ export async function main(argv: string[]): Promise<number> {
   let p: ParsedCli;
   let showArgs: string[] | undefined;
   const si = showIndex(argv);
-  if (si >= 0) { showArgs = argv.slice(si + 1); argv = argv.slice(0, si + 1); }
+  if (si >= 0) {
+    showArgs = argv.slice(si + 1);
+    argv = argv.slice(0, si + 1);
+  }
   try {
     p = parseCli(argv);
     if (showArgs) p.args = showArgs;
@@ -106,8 +152,14 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`Error (cli): ${e.message}\nTry -h|--help for more info\n`);
     return 1;
   }
-  if (p.version) { process.stdout.write(versionText()); return 0; }
-  if (p.help) { process.stdout.write(usage()); return 0; }
+  if (p.version) {
+    process.stdout.write(versionText());
+    return 0;
+  }
+  if (p.help) {
+    process.stdout.write(usage());
+    return 0;
+  }
 
   const { log, setLogFile, setLogLevel, asCriuError } = await import("../log");
   const fail = (where: string, msg: string) => {
@@ -121,7 +173,7 @@ export async function main(argv: string[]): Promise<number> {
     return 1;
   }
   const name = p.command;
-  if (name === "exec") return fail("cli", "the \"exec\" action is deprecated by the Compel library");
+  if (name === "exec") return fail("cli", 'the "exec" action is deprecated by the Compel library');
   const def = COMMANDS[name];
   if (!def) {
     process.stderr.write(`Error (cli): unknown command '${name}'\nTry -h|--help for more info\n`);

@@ -12,13 +12,18 @@ import { daemonize, writePidfile, signalReady, DAEMON_FD_ENV } from "./pageserve
  */
 export async function run(opts: Opts, _args: string[]): Promise<number> {
   const port = opts.pageServer ? atoi(String(opts.port ?? "")) : undefined;
-  if (opts.pageServer && (!opts.address || !(port! > 0 && port! < 65536))) throw new CriuError("lazy-pages", "--page-server needs --address and --port (where `dump --lazy-pages` listens)");
+  if (opts.pageServer && (!opts.address || !(port! > 0 && port! < 65536)))
+    throw new CriuError("lazy-pages", "--page-server needs --address and --port (where `dump --lazy-pages` listens)");
   const dir = opts.imagesDir;
-  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new CriuError("lazy-pages", `images directory '${dir}' does not exist`);
+  if (!existsSync(dir) || !statSync(dir).isDirectory())
+    throw new CriuError("lazy-pages", `images directory '${dir}' does not exist`);
   const daemonFd = process.env[DAEMON_FD_ENV];
   if (opts.restoreDetached && daemonFd === undefined) return daemonize(opts, "lazy-pages");
   const r = runLazyDaemon({
-    dir, workDir: String(opts.workDir ?? dir), address: opts.pageServer ? String(opts.address) : undefined, port,
+    dir,
+    workDir: String(opts.workDir ?? dir),
+    address: opts.pageServer ? String(opts.address) : undefined,
+    port,
     timeoutSec: opts.timeout !== undefined ? atoi(String(opts.timeout)) : 10,
     // started by migrate --listen: its pipe on this fd ends when it goes
     watchFd: process.env.CRIU_BUN_LAZY_WATCH_FD !== undefined ? atoi(process.env.CRIU_BUN_LAZY_WATCH_FD) : undefined,

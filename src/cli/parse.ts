@@ -35,7 +35,10 @@ function inWhere(g: Given, msg: string): UsageError {
 function checkCpuCap(v: string): boolean {
   let s = v;
   while (s.length) {
-    if (s[0] === "^" || s[0] === ",") { s = s.slice(1); continue; }
+    if (s[0] === "^" || s[0] === ",") {
+      s = s.slice(1);
+      continue;
+    }
     const m = /^(fpu|all|none|cpu|ins)/.exec(s);
     if (!m) return false;
     s = s.slice(m[1].length);
@@ -59,15 +62,34 @@ function validate(g: Given) {
     throw inWhere(g, msg[n] ?? `invalid argument for ${g.spelled}: ${v}`);
   }
   switch (n) {
-    case "tree": if (atoi(v) <= 0) throw inWhere(g, badArg(g).message); break;
-    case "port": if (atoi(v) === 0) throw inWhere(g, badArg(g).message); break;
-    case "status-fd": if (!/^\s*[+-]?\d/.test(v)) throw inWhere(g, `Unable to parse a value of --status-fd: ${v}`); break;
-    case "ps-socket": case "close": case "timeout": break;
-    case "cpu-cap": if (!checkCpuCap(v)) throw inWhere(g, `Unknown FPU mode \`${v}' selected`); break;
-    case "veth-pair": if (!v.includes("=")) throw inWhere(g, badArg(g).message); break;
-    case "join-ns": if (!v.includes(":")) throw inWhere(g, badArg(g).message); break;
-    case "ext-mount-map": if (v !== "auto" && !v.includes(":")) throw inWhere(g, badArg(g).message); break;
-    case "ext-unix-sk": if (!/^\d+(,\d+)*$/.test(v)) throw inWhere(g, `Failed to parse unix socket inode from optarg: ${v}`); break;
+    case "tree":
+      if (atoi(v) <= 0) throw inWhere(g, badArg(g).message);
+      break;
+    case "port":
+      if (atoi(v) === 0) throw inWhere(g, badArg(g).message);
+      break;
+    case "status-fd":
+      if (!/^\s*[+-]?\d/.test(v)) throw inWhere(g, `Unable to parse a value of --status-fd: ${v}`);
+      break;
+    case "ps-socket":
+    case "close":
+    case "timeout":
+      break;
+    case "cpu-cap":
+      if (!checkCpuCap(v)) throw inWhere(g, `Unknown FPU mode \`${v}' selected`);
+      break;
+    case "veth-pair":
+      if (!v.includes("=")) throw inWhere(g, badArg(g).message);
+      break;
+    case "join-ns":
+      if (!v.includes(":")) throw inWhere(g, badArg(g).message);
+      break;
+    case "ext-mount-map":
+      if (v !== "auto" && !v.includes(":")) throw inWhere(g, badArg(g).message);
+      break;
+    case "ext-unix-sk":
+      if (!/^\d+(,\d+)*$/.test(v)) throw inWhere(g, `Failed to parse unix socket inode from optarg: ${v}`);
+      break;
   }
 }
 
@@ -85,15 +107,26 @@ function apply(opts: Opts, g: Given) {
     else opts.verbosity = atoi(String(v));
     return;
   }
-  if (o.name === "leave-stopped") { opts.leaveStopped = true; opts.leaveRunning = false; return; }
-  if (o.name === "leave-running") { opts.leaveRunning = true; opts.leaveStopped = false; return; }
+  if (o.name === "leave-stopped") {
+    opts.leaveStopped = true;
+    opts.leaveRunning = false;
+    return;
+  }
+  if (o.name === "leave-running") {
+    opts.leaveRunning = true;
+    opts.leaveStopped = false;
+    return;
+  }
   if (o.repeat) {
     const list = (opts[k] as (string | boolean)[] | undefined) ?? [];
     list.push(g.value === undefined ? true : g.value);
     opts[k] = list;
     return;
   }
-  if (o.arg === "optional" && g.value === undefined) { opts[k] = true; return; }
+  if (o.arg === "optional" && g.value === undefined) {
+    opts[k] = true;
+    return;
+  }
   opts[k] = g.value;
 }
 
@@ -108,13 +141,20 @@ function fromConfig(lines: ConfigLine[], file: string): Given[] {
     const r = getoptLong(l.argv, `${where}: `, () => where);
     // criu takes the value of an optional-argument option only as NAME=VALUE; in a config file
     // "manage-cgroups full" can only mean the value, so criu-bun takes it
-    if (r.positional.length === 1 && r.given.length === 1 && r.given[0].opt.arg === "optional" && r.given[0].value === undefined) {
+    if (
+      r.positional.length === 1 &&
+      r.given.length === 1 &&
+      r.given[0].opt.arg === "optional" &&
+      r.given[0].value === undefined
+    ) {
       r.given[0].value = r.positional[0];
       r.positional.length = 0;
     }
     if (r.positional.length) {
       const g = r.given[0];
-      throw new UsageError(`${where}: ${g ? `${g.spelled.slice(2)} takes no value` : "not an option"} ('${r.positional.join(" ")}')`);
+      throw new UsageError(
+        `${where}: ${g ? `${g.spelled.slice(2)} takes no value` : "not an option"} ('${r.positional.join(" ")}')`
+      );
     }
     if (r.given.some((g) => g.opt.name === "config" || g.opt.name === "no-default-config"))
       throw new UsageError(`${where}: ${l.argv[0].slice(2)} has no effect inside a config file`);
@@ -127,17 +167,27 @@ function fromConfig(lines: ConfigLine[], file: string): Given[] {
  * Parse the command line (argv without the program name) with criu's config files before it.
  * `rpcConfig` is the RPC request's config_file, read last (it overrides the request's options in criu).
  */
-export function parseCli(argv: readonly string[], env: Record<string, string | undefined> = process.env, rpcConfig?: string): ParsedCli {
+export function parseCli(
+  argv: readonly string[],
+  env: Record<string, string | undefined> = process.env,
+  rpcConfig?: string
+): ParsedCli {
   // criu's pre-parse: --help anywhere wins; --config/--no-default-config decide which files to read
   let noDefault = false;
   let cfgFile: string | undefined;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === "--") break;
-    if (a === "--help" || a === "-h") return { args: [], opts: defaultOpts(), given: [], configs: [], help: true, version: false };
+    if (a === "--help" || a === "-h")
+      return { args: [], opts: defaultOpts(), given: [], configs: [], help: true, version: false };
     if (a === "--no-default-config") noDefault = true;
-    else if (a === "--config") { cfgFile = argv[i + 1]; noDefault = true; }
-    else if (a.startsWith("--config=")) { cfgFile = a.slice("--config=".length); noDefault = true; }
+    else if (a === "--config") {
+      cfgFile = argv[i + 1];
+      noDefault = true;
+    } else if (a.startsWith("--config=")) {
+      cfgFile = a.slice("--config=".length);
+      noDefault = true;
+    }
   }
   const given: Given[] = [];
   const configs: string[] = [];
@@ -161,11 +211,18 @@ export function parseCli(argv: readonly string[], env: Record<string, string | u
   if (rpcConfig) file(rpcConfig, true);
 
   const opts = defaultOpts();
-  let help = false, version = false;
+  let help = false,
+    version = false;
   for (const g of given) {
-    if (g.opt.name === "help") { help = true; continue; }
-    if (g.opt.name === "version") { version = true; break; } // criu prints it as soon as it meets -V
-    if (g.opt.name === "ms") throw inWhere(g, "--ms is deprecated; see \"Check options\" of criu-bun --help");
+    if (g.opt.name === "help") {
+      help = true;
+      continue;
+    }
+    if (g.opt.name === "version") {
+      version = true;
+      break;
+    } // criu prints it as soon as it meets -V
+    if (g.opt.name === "ms") throw inWhere(g, '--ms is deprecated; see "Check options" of criu-bun --help');
     validate(g);
     apply(opts, g);
   }

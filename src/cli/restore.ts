@@ -21,16 +21,35 @@ function cgroupMode(m: Opts["manageCgroups"]): { manageCgroups: boolean; ignoreC
 }
 
 export async function run(opts: Opts, args: string[]): Promise<number> {
-  const pidfile = opts.pidfile ? (isAbsolute(opts.pidfile) ? opts.pidfile : join(opts.workDir ?? opts.imagesDir, opts.pidfile)) : undefined;
-  const st = restoreProcesses({ emptyNs: opts.emptyNs === "net" ? CLONE.NEWNET : undefined, dir: opts.imagesDir, workDir: opts.workDir, leaveStopped: !!opts.leaveStopped, shellJob: !!opts.shellJob, pidfile, tcpClose: !!opts.tcpClose,
-    root: opts.root !== undefined ? String(opts.root) : undefined, extMounts: parseExtMounts(opts.external, opts.extMountMap, "restore"),
-    trustImages: !!opts.trustImages, timeoutSec: opts.timeout !== undefined ? Number(opts.timeout) : undefined, ...cgroupMode(opts.manageCgroups), hooks: scriptHooks(opts),
-    rstSibling: !!opts.restoreSibling, inheritFds: parseInheritFdArgs(opts.inheritFd),
-    lazyPages: !!opts.lazyPages });
+  const pidfile = opts.pidfile
+    ? isAbsolute(opts.pidfile)
+      ? opts.pidfile
+      : join(opts.workDir ?? opts.imagesDir, opts.pidfile)
+    : undefined;
+  const st = restoreProcesses({
+    emptyNs: opts.emptyNs === "net" ? CLONE.NEWNET : undefined,
+    dir: opts.imagesDir,
+    workDir: opts.workDir,
+    leaveStopped: !!opts.leaveStopped,
+    shellJob: !!opts.shellJob,
+    pidfile,
+    tcpClose: !!opts.tcpClose,
+    root: opts.root !== undefined ? String(opts.root) : undefined,
+    extMounts: parseExtMounts(opts.external, opts.extMountMap, "restore"),
+    trustImages: !!opts.trustImages,
+    timeoutSec: opts.timeout !== undefined ? Number(opts.timeout) : undefined,
+    ...cgroupMode(opts.manageCgroups),
+    hooks: scriptHooks(opts),
+    rstSibling: !!opts.restoreSibling,
+    inheritFds: parseInheritFdArgs(opts.inheritFd),
+    lazyPages: !!opts.lazyPages,
+  });
   const pid = st.pid;
   if (opts.displayStats) {
-    process.stdout.write(`Displaying restore stats:\nPages compared: 0\nPages skipped COW: 0\nPages restored: ${st.pages}\n` +
-      `Restore time: ${(st.ms / 1000).toFixed(6)} s\nForking time: ${(st.forkMs / 1000).toFixed(6)} s\n`);
+    process.stdout.write(
+      `Displaying restore stats:\nPages compared: 0\nPages skipped COW: 0\nPages restored: ${st.pages}\n` +
+        `Restore time: ${(st.ms / 1000).toFixed(6)} s\nForking time: ${(st.forkMs / 1000).toFixed(6)} s\n`
+    );
   }
   log.info(`Restore finished successfully (pid ${pid})`);
   if (st.lazy) awaitLazyMemory(st.lazy, st.pids, pid, !opts.restoreDetached);

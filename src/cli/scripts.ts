@@ -10,5 +10,8 @@ export function scriptHooks(opts: Opts): ScriptHooks | undefined {
   const list = Array.isArray(opts.actionScript) ? opts.actionScript.map(String) : [];
   if (!list.length) return undefined;
   const work = resolve(opts.workDir ?? opts.imagesDir);
-  return new ScriptHooks(list.map((s) => (isAbsolute(s) ? s : join(work, s))), resolve(opts.imagesDir));
+  return new ScriptHooks(
+    list.map((s) => (isAbsolute(s) ? s : join(work, s))),
+    resolve(opts.imagesDir)
+  );
 }

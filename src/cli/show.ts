@@ -13,14 +13,29 @@ import { readImage, imageExists, decodeImage, encodeImage, pagemapNrPages } from
 import type { MessageKind } from "../images/magic";
 import { toCritJson, stringifyCrit, stringifyCritCompact, parseCritJson, fromCritJson, formatIp } from "../images/json";
 import {
-  fd_types, type pstree_entry, type core_entry, type task_kobj_ids_entry, type mm_entry, type file_entry, type fs_entry,
+  fd_types,
+  type pstree_entry,
+  type core_entry,
+  type task_kobj_ids_entry,
+  type mm_entry,
+  type file_entry,
+  type fs_entry,
   type pagemap_entry,
 } from "../images/schemas";
 import { errnoText } from "../sys/errno";
 
-const USAGE = "usage: criu-bun show decode|encode|info [-i IN] [-o OUT] [--pretty] [--nopl] | show show IN | show x DIR ps|fds|mems|rss";
+const USAGE =
+  "usage: criu-bun show decode|encode|info [-i IN] [-o OUT] [--pretty] [--nopl] | show show IN | show x DIR ps|fds|mems|rss";
 
-interface ShowArgs { verb?: string; rest: string[]; input?: string; output?: string; pretty: boolean; nopl: boolean; dir?: string }
+interface ShowArgs {
+  verb?: string;
+  rest: string[];
+  input?: string;
+  output?: string;
+  pretty: boolean;
+  nopl: boolean;
+  dir?: string;
+}
 
 function parseShowArgs(args: string[]): ShowArgs {
   const a: ShowArgs = { rest: [], pretty: false, nopl: false };
@@ -45,8 +60,11 @@ function parseShowArgs(args: string[]): ShowArgs {
 }
 
 function readInput(path: string | undefined): Uint8Array {
-  try { return path === undefined || path === "-" ? readFileSync(0) : readFileSync(path); }
-  catch (e: any) { throw new CriuError("show", `cannot read ${path ?? "stdin"}: ${errnoText(e)}`); }
+  try {
+    return path === undefined || path === "-" ? readFileSync(0) : readFileSync(path);
+  } catch (e: any) {
+    throw new CriuError("show", `cannot read ${path ?? "stdin"}: ${errnoText(e)}`);
+  }
 }
 
 /** Write the result: stdout, or a new file (0600, never through a symlink). */
@@ -54,16 +72,30 @@ function writeOutput(path: string | undefined, data: Uint8Array | string) {
   const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
   const all = (fd: number) => {
     // a pipe takes what fits: write until everything is out
-    for (let off = 0; off < bytes.length;) {
-      try { off += writeSync(fd, bytes, off, bytes.length - off); }
-      catch (e: any) { if (e.code !== "EAGAIN") throw new CriuError("show", `cannot write ${path ?? "stdout"}: ${errnoText(e)}`); Bun.sleepSync(1); }
+    for (let off = 0; off < bytes.length; ) {
+      try {
+        off += writeSync(fd, bytes, off, bytes.length - off);
+      } catch (e: any) {
+        if (e.code !== "EAGAIN") throw new CriuError("show", `cannot write ${path ?? "stdout"}: ${errnoText(e)}`);
+        Bun.sleepSync(1);
+      }
     }
   };
-  if (path === undefined || path === "-") { all(1); return; }
+  if (path === undefined || path === "-") {
+    all(1);
+    return;
+  }
   let fd: number;
-  try { fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o600); }
-  catch (e: any) { throw new CriuError("show", `cannot write ${path}: ${errnoText(e)}`); }
-  try { all(fd); } finally { closeSync(fd); }
+  try {
+    fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o600);
+  } catch (e: any) {
+    throw new CriuError("show", `cannot write ${path}: ${errnoText(e)}`);
+  }
+  try {
+    all(fd);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 function decodeText(buf: Uint8Array, name: string, pretty: boolean, nopl: boolean): string {
@@ -93,7 +125,11 @@ export async function run(opts: Opts, args: string[]): Promise<number> {
     case "encode": {
       const text = new TextDecoder().decode(readInput(a.input));
       let j: any;
-      try { j = parseCritJson(text); } catch (e: any) { throw new CriuError("show", `${a.input ?? "stdin"}: not JSON: ${e.message}`); }
+      try {
+        j = parseCritJson(text);
+      } catch (e: any) {
+        throw new CriuError("show", `${a.input ?? "stdin"}: not JSON: ${e.message}`);
+      }
       const { kind, items } = fromCritJson(j);
       writeOutput(a.output, encodeImage(kind, items));
       return 0;
@@ -107,7 +143,8 @@ export async function run(opts: Opts, args: string[]): Promise<number> {
     }
     case "x": {
       const [d, ...what] = a.rest;
-      if (!d || !what.length) throw new CriuError("show", `show x needs a directory and ps, fds, mems or rss (${USAGE})`);
+      if (!d || !what.length)
+        throw new CriuError("show", `show x needs a directory and ps, fds, mems or rss (${USAGE})`);
       writeOutput(a.output, summarizeDir(d, what, true));
       return 0;
     }
@@ -182,7 +219,9 @@ function summarizeDir(dir: string, what: string[], crit = false): string {
         const core = d.one<core_entry>(`core-${p.pid}.img`, "CORE");
         const comm = core?.tc?.comm ?? "?";
         const thr = p.threads.length > 1 && !crit ? ` (${p.threads.length} threads)` : "";
-        out.push(`${pad(p.pid, 7)}${crit ? "" : pad(p.ppid, 7)}${pad(p.pgid, 7)}${pad(p.sid, 7)}   ${" ".repeat(4 * depth)}${comm}${thr}`);
+        out.push(
+          `${pad(p.pid, 7)}${crit ? "" : pad(p.ppid, 7)}${pad(p.pgid, 7)}${pad(p.sid, 7)}   ${" ".repeat(4 * depth)}${comm}${thr}`
+        );
         for (const k of kids.get(p.pid) ?? []) walk(k, depth + 1);
       };
       for (const r of kids.get(0) ?? []) walk(r, 0);
@@ -190,7 +229,10 @@ function summarizeDir(dir: string, what: string[], crit = false): string {
       for (const p of tree) {
         const mm = d.one<mm_entry>(`mm-${p.pid}.img`, "MM");
         out.push(`${p.pid}`);
-        if (!mm) { out.push("\t(no mm image)"); continue; }
+        if (!mm) {
+          out.push("\t(no mm image)");
+          continue;
+        }
         out.push(`\t${"exe".padEnd(36)}    ${d.describe(fd_types.REG, mm.exeFileId)}`);
         for (const v of mm.vmas) {
           const st = v.status;
@@ -235,12 +277,17 @@ function summarizeDir(dir: string, what: string[], crit = false): string {
       for (const p of tree) {
         out.push(`${p.pid}`);
         const mm = d.one<mm_entry>(`mm-${p.pid}.img`, "MM");
-        if (!mm || !imageExists(dir, `pagemap-${p.pid}.img`)) { out.push("\t(no mm or pagemap image)"); continue; }
+        if (!mm || !imageExists(dir, `pagemap-${p.pid}.img`)) {
+          out.push("\t(no mm or pagemap image)");
+          continue;
+        }
         const vmas = mm.vmas;
         const pms = readImage(dir, `pagemap-${p.pid}.img`, "PAGEMAP").slice(1) as pagemap_entry[];
-        let vi = 0, prev = -1;
+        let vi = 0,
+          prev = -1;
         for (const pm of pms) {
-          const va = BigInt(pm.vaddr), nr = pagemapNrPages(pm);
+          const va = BigInt(pm.vaddr),
+            nr = pagemapNrPages(pm);
           const pstr = `\t${va.toString(16)} / ${String(nr).padEnd(8)}`;
           while (vi < vmas.length && BigInt(vmas[vi].end) <= va) vi++;
           const end = va + (BigInt(nr) << 12n);

@@ -9,12 +9,17 @@ import { refusal, type Command, type CriuOption } from "./criu-options";
 function refusedValue(o: CriuOption, v: string | boolean | undefined): string | undefined {
   switch (o.name) {
     case "ext-unix-sk":
-      return typeof v === "string" ? `--ext-unix-sk=${v}: not supported by criu-bun yet (give --ext-unix-sk without socket inodes)` : undefined;
+      return typeof v === "string"
+        ? `--ext-unix-sk=${v}: not supported by criu-bun yet (give --ext-unix-sk without socket inodes)`
+        : undefined;
     case "manage-cgroups":
       return v === "props" || v === "full" || v === "strict"
-        ? `--manage-cgroups=${v}: not supported by criu-bun yet (cgroup properties are not saved; soft, none and ignore work)` : undefined;
+        ? `--manage-cgroups=${v}: not supported by criu-bun yet (cgroup properties are not saved; soft, none and ignore work)`
+        : undefined;
     case "network-lock":
-      return v === "iptables" ? `--network-lock iptables: not supported by criu-bun yet (criu-bun locks the network with nftables; skip leaves it unlocked)` : undefined;
+      return v === "iptables"
+        ? `--network-lock iptables: not supported by criu-bun yet (criu-bun locks the network with nftables; skip leaves it unlocked)`
+        : undefined;
   }
   return undefined;
 }

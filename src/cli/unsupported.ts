@@ -3,7 +3,8 @@ import type { Opts } from "./options";
 
 /** Why a command of criu's is refused (one line, named with the command's own words). */
 const WHY: Record<string, string> = {
-  cpuinfo: "cpuinfo.img is not written or checked; a restore compares this CPU's xsave features with the dumped registers itself",
+  cpuinfo:
+    "cpuinfo.img is not written or checked; a restore compares this CPU's xsave features with the dumped registers itself",
   dedup: "pages a later dump rewrote are not punched out of the parent images; --auto-dedup is refused too",
 };
 

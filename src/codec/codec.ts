@@ -76,7 +76,10 @@ interface Exports {
 
 /** A corrupt LZ4 block (or one that does not fit the destination). */
 export class CodecError extends CriuError {
-  constructor(message: string, public offset: number) {
+  constructor(
+    message: string,
+    public offset: number
+  ) {
     super("lz4", message);
     this.name = "CodecError";
   }
@@ -145,7 +148,8 @@ export class PageCodec {
     const need = outAt + outCap;
     const have = this.memory.buffer.byteLength;
     if (need > have) {
-      const oldIn = this.inAt, oldCap = this.cap;
+      const oldIn = this.inAt,
+        oldCap = this.cap;
       this.memory.grow(Math.ceil((need - have) / WASM_PAGE));
       this.u8 = new Uint8Array(this.memory.buffer);
       // keep the input contents (the input moves when the flags area grows)
@@ -206,17 +210,23 @@ export class PageCodec {
       src = block.byteOffset; // already in our memory (e.g. a compress() result): no copy
       const end = src + block.length;
       const dst = this.inAt + offset;
-      if (src < dst + maxLen && dst < end) throw new RangeError("PageCodec.decompressToInput: block overlaps the destination");
+      if (src < dst + maxLen && dst < end)
+        throw new RangeError("PageCodec.decompressToInput: block overlaps the destination");
     } else {
       if (block.length > this.outCap)
-        throw new RangeError(`PageCodec.decompressToInput: block of ${block.length} bytes exceeds the ${this.outCap}-byte staging buffer (reserve() more)`);
+        throw new RangeError(
+          `PageCodec.decompressToInput: block of ${block.length} bytes exceeds the ${this.outCap}-byte staging buffer (reserve() more)`
+        );
       this.u8.set(block, this.outAt);
       src = this.outAt;
     }
     const n = this.x.lz4Decompress(src, block.length, this.inAt + offset, maxLen);
     if (n < 0) {
       const at = -n - 1;
-      throw new CodecError(`corrupt LZ4 block (${block.length} bytes, error at byte ${at}, output limit ${maxLen})`, at);
+      throw new CodecError(
+        `corrupt LZ4 block (${block.length} bytes, error at byte ${at}, output limit ${maxLen})`,
+        at
+      );
     }
     return n;
   }
@@ -224,7 +234,9 @@ export class PageCodec {
   /** Decode one LZ4 block into dst (at most dst.length bytes); returns the decoded length. */
   decompress(block: Uint8Array, dst: Uint8Array): number {
     if (dst.length > this.cap)
-      throw new RangeError(`PageCodec.decompress: destination of ${dst.length} bytes exceeds capacity ${this.cap} (reserve() more)`);
+      throw new RangeError(
+        `PageCodec.decompress: destination of ${dst.length} bytes exceeds capacity ${this.cap} (reserve() more)`
+      );
     const n = this.decompressToInput(block, 0, dst.length);
     dst.set(new Uint8Array(this.memory.buffer, this.inAt, n));
     return n;

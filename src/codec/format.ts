@@ -36,7 +36,14 @@ export const BLOCK = 1 << 20;
 export const BLOCK_PAGES = BLOCK / 4096;
 export const BLOCK_LZ4 = 1;
 
-interface BlockEntry { rawHash: bigint; storedHash: bigint; rawLen: number; storedLen: number; flags: number; addrHash?: number }
+interface BlockEntry {
+  rawHash: bigint;
+  storedHash: bigint;
+  rawLen: number;
+  storedLen: number;
+  flags: number;
+  addrHash?: number;
+}
 
 /**
  * A 32-bit hash of a sequence of page addresses, fed in pieces (va, pages): pieces that continue
@@ -48,9 +55,13 @@ export class AddrHash {
   private start = 0;
   private n = 0;
   add(va: number, pages: number) {
-    if (this.n && this.start + this.n * 4096 === va) { this.n += pages; return; }
+    if (this.n && this.start + this.n * 4096 === va) {
+      this.n += pages;
+      return;
+    }
     this.flush();
-    this.start = va; this.n = pages;
+    this.start = va;
+    this.n = pages;
   }
   private mix(x: number) {
     this.h = Math.imul(this.h ^ (x >>> 0), 0x01000193);
@@ -58,7 +69,9 @@ export class AddrHash {
   }
   private flush() {
     if (!this.n) return;
-    this.mix(this.start % 0x100000000); this.mix(Math.floor(this.start / 0x100000000)); this.mix(this.n);
+    this.mix(this.start % 0x100000000);
+    this.mix(Math.floor(this.start / 0x100000000));
+    this.mix(this.n);
     this.n = 0;
   }
   /** the hash of everything added since the last value(), and start over */
@@ -70,7 +83,10 @@ export class AddrHash {
   }
 }
 interface PagesIndex {
-  compressed: boolean; blockSize: number; totalRaw: number; blocks: BlockEntry[];
+  compressed: boolean;
+  blockSize: number;
+  totalRaw: number;
+  blocks: BlockEntry[];
   /** the block hashes are XXH3-64 (version 3), else XXH64 */
   xxh3: boolean;
 }
@@ -88,20 +104,33 @@ export class IndexWriter {
   constructor(private compressed: boolean) {}
   add(e: BlockEntry) {
     const need = IDX_HEADER + (this.n + 1) * IDX_ENTRY;
-    if (need > this.buf.length) { const b = new Uint8Array(this.buf.length * 2); b.set(this.buf); this.buf = b; }
+    if (need > this.buf.length) {
+      const b = new Uint8Array(this.buf.length * 2);
+      b.set(this.buf);
+      this.buf = b;
+    }
     const dv = new DataView(this.buf.buffer, IDX_HEADER + this.n * IDX_ENTRY, IDX_ENTRY);
-    dv.setBigUint64(0, e.rawHash, true); dv.setBigUint64(8, e.storedHash, true);
-    dv.setUint32(16, e.rawLen, true); dv.setUint32(20, e.storedLen, true); dv.setUint32(24, e.flags, true);
+    dv.setBigUint64(0, e.rawHash, true);
+    dv.setBigUint64(8, e.storedHash, true);
+    dv.setUint32(16, e.rawLen, true);
+    dv.setUint32(20, e.storedLen, true);
+    dv.setUint32(24, e.flags, true);
     if (e.addrHash === undefined) throw new Error("page index block without its address hash");
     dv.setUint32(28, e.addrHash, true);
     this.n++;
     this.totalRaw += e.rawLen;
   }
-  get count() { return this.n; }
+  get count() {
+    return this.n;
+  }
   bytes(): Uint8Array {
     const dv = new DataView(this.buf.buffer);
-    dv.setUint32(0, IDX_MAGIC, true); dv.setUint32(4, IDX_VERSION, true); dv.setUint32(8, this.compressed ? 1 : 0, true);
-    dv.setUint32(12, BLOCK, true); dv.setUint32(16, this.n, true); dv.setBigUint64(24, BigInt(this.totalRaw), true);
+    dv.setUint32(0, IDX_MAGIC, true);
+    dv.setUint32(4, IDX_VERSION, true);
+    dv.setUint32(8, this.compressed ? 1 : 0, true);
+    dv.setUint32(12, BLOCK, true);
+    dv.setUint32(16, this.n, true);
+    dv.setBigUint64(24, BigInt(this.totalRaw), true);
     return this.buf.subarray(0, IDX_HEADER + this.n * IDX_ENTRY);
   }
 }
@@ -113,21 +142,31 @@ function parseIndex(bytes: Uint8Array, where: string): PagesIndex {
   if (dv.getUint32(0, true) !== IDX_MAGIC) throw bad("not a criu-bun page index (bad magic)");
   const version = dv.getUint32(4, true);
   if (version < 1 || version > IDX_VERSION) throw bad(`unsupported page index version ${version}`);
-  const flags = dv.getUint32(8, true), blockSize = dv.getUint32(12, true), n = dv.getUint32(16, true);
+  const flags = dv.getUint32(8, true),
+    blockSize = dv.getUint32(12, true),
+    n = dv.getUint32(16, true);
   const totalRaw = Number(dv.getBigUint64(24, true));
-  if (bytes.length !== IDX_HEADER + n * IDX_ENTRY) throw bad(`${bytes.length} bytes, expected ${IDX_HEADER + n * IDX_ENTRY} for ${n} blocks`);
+  if (bytes.length !== IDX_HEADER + n * IDX_ENTRY)
+    throw bad(`${bytes.length} bytes, expected ${IDX_HEADER + n * IDX_ENTRY} for ${n} blocks`);
   if (blockSize % 4096 || blockSize <= 0 || blockSize > 64 << 20) throw bad(`bad block size ${blockSize}`);
   const blocks: BlockEntry[] = new Array(n);
   let sum = 0;
   for (let i = 0; i < n; i++) {
     const o = IDX_HEADER + i * IDX_ENTRY;
     const e: BlockEntry = {
-      rawHash: dv.getBigUint64(o, true), storedHash: dv.getBigUint64(o + 8, true),
-      rawLen: dv.getUint32(o + 16, true), storedLen: dv.getUint32(o + 20, true), flags: dv.getUint32(o + 24, true),
+      rawHash: dv.getBigUint64(o, true),
+      storedHash: dv.getBigUint64(o + 8, true),
+      rawLen: dv.getUint32(o + 16, true),
+      storedLen: dv.getUint32(o + 20, true),
+      flags: dv.getUint32(o + 24, true),
       addrHash: version >= 2 ? dv.getUint32(o + 28, true) : undefined,
     };
     if (e.rawLen % 4096 || e.rawLen > blockSize || e.rawLen === 0) throw bad(`block ${i}: bad raw length ${e.rawLen}`);
-    if (e.flags & BLOCK_LZ4 ? e.storedLen === 0 || e.storedLen > blockSize + (blockSize >> 8) + 16 : e.storedLen !== e.rawLen)
+    if (
+      e.flags & BLOCK_LZ4
+        ? e.storedLen === 0 || e.storedLen > blockSize + (blockSize >> 8) + 16
+        : e.storedLen !== e.rawLen
+    )
       throw bad(`block ${i}: bad stored length ${e.storedLen}`);
     sum += e.rawLen;
     blocks[i] = e;
@@ -153,15 +192,23 @@ export function checkPagesLayout(dir: string, pagesFile: string, rawBytes: numbe
   let dataFile: string;
   if (existsSync(join(dir, n.img))) dataFile = n.img;
   else if (existsSync(join(dir, n.lz4))) {
-    if (!index?.compressed) throw new CriuError("restore", `${join(dir, n.lz4)} has no compressed page index ${idxPath}`);
+    if (!index?.compressed)
+      throw new CriuError("restore", `${join(dir, n.lz4)} has no compressed page index ${idxPath}`);
     dataFile = n.lz4;
   } else throw new CriuError("restore", `${join(dir, n.img)} is missing`);
   if (index && index.compressed !== (dataFile === n.lz4))
-    throw new CriuError("restore", `${idxPath} is for ${index.compressed ? "compressed" : "uncompressed"} pages, but ${join(dir, dataFile)} is not`);
+    throw new CriuError(
+      "restore",
+      `${idxPath} is for ${index.compressed ? "compressed" : "uncompressed"} pages, but ${join(dir, dataFile)} is not`
+    );
   const path = join(dir, dataFile);
   const size = statSync(path).size;
   if (index) {
-    if (index.totalRaw !== rawBytes) throw new CriuError("restore", `${idxPath} covers ${index.totalRaw} bytes of pages, ${pagemapFile} lists ${rawBytes}`);
+    if (index.totalRaw !== rawBytes)
+      throw new CriuError(
+        "restore",
+        `${idxPath} covers ${index.totalRaw} bytes of pages, ${pagemapFile} lists ${rawBytes}`
+      );
     const stored = index.blocks.reduce((s, b) => s + b.storedLen, 0);
     if (size !== stored) throw new CriuError("restore", `${path} is ${size} bytes, ${idxPath} expects ${stored}`);
   } else if (size < rawBytes) {
@@ -174,22 +221,36 @@ export function checkPagesLayout(dir: string, pagesFile: string, rawBytes: numbe
  * Does each block of the index hold the pages the pagemap says, at the addresses it says? `runs`:
  * the pagemap's runs stored in this pages file (PE_PRESENT), in file order. Throws naming both files.
  */
-export function checkAddrBinding(index: PagesIndex, runs: { vaddr: bigint; nrPages: number }[], idxPath: string, pagemapFile: string) {
+export function checkAddrBinding(
+  index: PagesIndex,
+  runs: { vaddr: bigint; nrPages: number }[],
+  idxPath: string,
+  pagemapFile: string
+) {
   if (!index.blocks.length || index.blocks[0].addrHash === undefined) return; // version 1: nothing recorded
   const h = new AddrHash();
-  let ri = 0, inRun = 0;
+  let ri = 0,
+    inRun = 0;
   index.blocks.forEach((b, i) => {
     let pages = b.rawLen / 4096;
     while (pages > 0) {
       const r = runs[ri];
       if (!r) throw new CriuError("restore", `${idxPath}: block ${i} holds pages ${pagemapFile} does not list`);
-      if (!(r.nrPages > 0)) throw new CriuError("restore", `${pagemapFile}: an entry at 0x${r.vaddr.toString(16)} has ${r.nrPages} pages`);
+      if (!(r.nrPages > 0))
+        throw new CriuError("restore", `${pagemapFile}: an entry at 0x${r.vaddr.toString(16)} has ${r.nrPages} pages`);
       const n = Math.min(pages, r.nrPages - inRun);
       h.add(Number(r.vaddr) + inRun * 4096, n);
-      pages -= n; inRun += n;
-      if (inRun === r.nrPages) { ri++; inRun = 0; }
+      pages -= n;
+      inRun += n;
+      if (inRun === r.nrPages) {
+        ri++;
+        inRun = 0;
+      }
     }
     if (h.value() !== b.addrHash)
-      throw new CriuError("restore", `${pagemapFile} does not match ${idxPath}: block ${i} was dumped from other addresses (entries reordered, moved or resized)`);
+      throw new CriuError(
+        "restore",
+        `${pagemapFile} does not match ${idxPath}: block ${i} was dumped from other addresses (entries reordered, moved or resized)`
+      );
   });
 }

@@ -10,15 +10,33 @@ import { decodePagemap, type PagemapRun } from "../images/pagemap";
 import { preadFull, pwriteFull, writeFull } from "../sys/mem";
 import { PageCodec } from "../codec/codec";
 import { encodeBlock, decodeBlock, BlockError } from "../codec/jobs";
-import { BLOCK, BLOCK_LZ4, IndexWriter, AddrHash, pagesNames, checkPagesLayout, checkAddrBinding } from "../codec/format";
+import {
+  BLOCK,
+  BLOCK_LZ4,
+  IndexWriter,
+  AddrHash,
+  pagesNames,
+  checkPagesLayout,
+  checkAddrBinding,
+} from "../codec/format";
 import { CriuError, log } from "../log";
 
-const PAGE = 4096, PE_PRESENT = 4, PE_PARENT = 1;
+const PAGE = 4096,
+  PE_PRESENT = 4,
+  PE_PARENT = 1;
 /** bytes a parent's pages file is read ahead by */
 const AHEAD = 256 * 1024;
 
 /** A block of a pages file with an index: where its raw bytes start, where it is stored. */
-interface Block { raw: number; file: number; rawLen: number; storedLen: number; flags: number; hash: bigint; xxh3: boolean }
+interface Block {
+  raw: number;
+  file: number;
+  rawLen: number;
+  storedLen: number;
+  flags: number;
+  hash: bigint;
+  xxh3: boolean;
+}
 
 /**
  * One images directory's pages of one process, looked up by address (following parents). Pages
@@ -35,18 +53,40 @@ export class PageSource {
   private cacheOff = -1;
   private cacheLen = 0;
   private parent?: PageSource | null;
-  constructor(public dir: string, public pid: number) {
+  constructor(
+    public dir: string,
+    public pid: number
+  ) {
     const pm = decodePagemap(dir, `pagemap-${pid}.img`);
     let off = 0;
-    for (const r of pm.runs) { this.runs.push({ ...r, off }); if (r.flags & PE_PRESENT) off += r.nrPages * PAGE; }
+    for (const r of pm.runs) {
+      this.runs.push({ ...r, off });
+      if (r.flags & PE_PRESENT) off += r.nrPages * PAGE;
+    }
     const layout = checkPagesLayout(dir, `pages-${pm.pagesId}.img`, off, `pagemap-${pid}.img`);
-    if (layout.index) checkAddrBinding(layout.index, pm.runs.filter((r) => r.flags & PE_PRESENT), join(dir, pagesNames(`pages-${pm.pagesId}.img`).idx), join(dir, `pagemap-${pid}.img`));
+    if (layout.index)
+      checkAddrBinding(
+        layout.index,
+        pm.runs.filter((r) => r.flags & PE_PRESENT),
+        join(dir, pagesNames(`pages-${pm.pagesId}.img`).idx),
+        join(dir, `pagemap-${pid}.img`)
+      );
     this.fd = openSync(join(dir, layout.dataFile), "r");
     if (layout.index) {
-      let raw = 0, file = 0;
+      let raw = 0,
+        file = 0;
       this.blocks = layout.index.blocks.map((b) => {
-        const e = { raw, file, rawLen: b.rawLen, storedLen: b.storedLen, flags: b.flags, hash: b.storedHash, xxh3: layout.index!.xxh3 };
-        raw += b.rawLen; file += b.storedLen;
+        const e = {
+          raw,
+          file,
+          rawLen: b.rawLen,
+          storedLen: b.storedLen,
+          flags: b.flags,
+          hash: b.storedHash,
+          xxh3: layout.index!.xxh3,
+        };
+        raw += b.rawLen;
+        file += b.storedLen;
         return e;
       });
       this.codec = new PageCodec({ capacity: 3 * layout.index.blockSize }); // decoded block, then the stored one
@@ -59,16 +99,28 @@ export class PageSource {
       this.cacheOff = off;
       return this.cacheLen >= PAGE;
     }
-    let lo = 0, hi = this.blocks.length - 1;
-    while (lo < hi) { const mid = (lo + hi + 1) >> 1; if (this.blocks[mid].raw <= off) lo = mid; else hi = mid - 1; }
-    const b = this.blocks[lo], c = this.codec!;
+    let lo = 0,
+      hi = this.blocks.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (this.blocks[mid].raw <= off) lo = mid;
+      else hi = mid - 1;
+    }
+    const b = this.blocks[lo],
+      c = this.codec!;
     if (!b || off >= b.raw + b.rawLen) return false;
     const at = b.flags & BLOCK_LZ4 ? c.capacity - b.storedLen : 0; // stored bytes after the decoded ones
     const where = `${this.dir}: parent pages block at file offset ${b.file}`;
-    if (preadFull(this.fd, c.inputView(b.storedLen, at), BigInt(b.file), b.storedLen, 0, `read ${this.dir} pages`) !== b.storedLen)
+    if (
+      preadFull(this.fd, c.inputView(b.storedLen, at), BigInt(b.file), b.storedLen, 0, `read ${this.dir} pages`) !==
+      b.storedLen
+    )
       throw new CriuError("restore", `${where} is truncated`);
-    try { decodeBlock(c, at, b.storedLen, b.rawLen, b.flags, b.hash, b.xxh3); }
-    catch (e) { throw e instanceof BlockError ? new CriuError("restore", `${where}: ${e.message}`) : e; }
+    try {
+      decodeBlock(c, at, b.storedLen, b.rawLen, b.flags, b.hash, b.xxh3);
+    } catch (e) {
+      throw e instanceof BlockError ? new CriuError("restore", `${where}: ${e.message}`) : e;
+    }
     this.cache = c.inputView(b.rawLen);
     this.cacheOff = b.raw;
     this.cacheLen = b.rawLen;
@@ -78,9 +130,11 @@ export class PageSource {
     return existsSync(join(dir, `pagemap-${pid}.img`)) ? new PageSource(dir, pid) : null;
   }
   private find(va: bigint) {
-    let lo = 0, hi = this.runs.length - 1;
+    let lo = 0,
+      hi = this.runs.length - 1;
     while (lo <= hi) {
-      const mid = (lo + hi) >> 1, r = this.runs[mid];
+      const mid = (lo + hi) >> 1,
+        r = this.runs[mid];
       if (va < r.vaddr) hi = mid - 1;
       else if (va >= r.vaddr + BigInt(r.nrPages * PAGE)) lo = mid + 1;
       else return r;
@@ -109,12 +163,19 @@ export class PageSource {
       return n;
     }
     if (r.flags & PE_PARENT) {
-      if (this.parent === undefined) this.parent = existsSync(join(this.dir, "parent")) ? PageSource.open(resolve(this.dir, "parent"), this.pid) : null;
+      if (this.parent === undefined)
+        this.parent = existsSync(join(this.dir, "parent"))
+          ? PageSource.open(resolve(this.dir, "parent"), this.pid)
+          : null;
       return this.parent?.readSpan(va, Math.min(maxPages, inRun), buf, at) ?? 0;
     }
     return 0;
   }
-  close() { if (this.fd >= 0) closeSync(this.fd); this.fd = -1; this.parent?.close(); }
+  close() {
+    if (this.fd >= 0) closeSync(this.fd);
+    this.fd = -1;
+    this.parent?.close();
+  }
 }
 
 /**
@@ -124,13 +185,20 @@ export class PageSource {
  * fresh block index (XXH64 each), so an incremental dump's pages are checked at restore like any
  * other; with `compress` the blocks are LZ4 in pages-N.lz4, as a --compress dump writes them.
  */
-export function dedupeAgainstParent(dir: string, pagesFile: string, runs: PagemapRun[], parentDir: string, pid: number, compress = false):
-  { runs: PagemapRun[]; kept: number; fromParent: number; file: string; stored: number } {
+export function dedupeAgainstParent(
+  dir: string,
+  pagesFile: string,
+  runs: PagemapRun[],
+  parentDir: string,
+  pid: number,
+  compress = false
+): { runs: PagemapRun[]; kept: number; fromParent: number; file: string; stored: number } {
   try {
     return dedupe(dir, pagesFile, runs, parentDir, pid, compress);
   } catch (e) {
     // the parent's images are read with restore's checks; here their faults fail the dump
-    if (e instanceof CriuError && e.where === "restore") throw new CriuError("dump", `--prev-images-dir ${parentDir}: ${e.message}`);
+    if (e instanceof CriuError && e.where === "restore")
+      throw new CriuError("dump", `--prev-images-dir ${parentDir}: ${e.message}`);
     throw e;
   }
 }
@@ -138,7 +206,14 @@ export function dedupeAgainstParent(dir: string, pagesFile: string, runs: Pagema
 function dedupe(dir: string, pagesFile: string, runs: PagemapRun[], parentDir: string, pid: number, compress: boolean) {
   const names = pagesNames(pagesFile);
   const parent = PageSource.open(under(dir, parentDir), pid);
-  if (!parent && !compress) return { runs, kept: runs.reduce((s, r) => s + r.nrPages, 0), fromParent: 0, file: pagesFile, stored: statSync(join(dir, pagesFile)).size };
+  if (!parent && !compress)
+    return {
+      runs,
+      kept: runs.reduce((s, r) => s + r.nrPages, 0),
+      fromParent: 0,
+      file: pagesFile,
+      stored: statSync(join(dir, pagesFile)).size,
+    };
   const src = openSync(join(dir, pagesFile), "r");
   const outFile = compress ? names.lz4 : names.img;
   const tmp = join(dir, `${outFile}.dedupe`);
@@ -146,23 +221,36 @@ function dedupe(dir: string, pagesFile: string, runs: PagemapRun[], parentDir: s
   // kept pages gather at the start of the codec's buffer (one block of the new file); a block's
   // LZ4 form goes after them
   const codec = new PageCodec({ capacity: 2 * BLOCK + PAGE });
-  const io = codec.inputView(), ZAT = BLOCK;
-  const mine = new Uint8Array(BLOCK), theirs = new Uint8Array(PAGE);
+  const io = codec.inputView(),
+    ZAT = BLOCK;
+  const mine = new Uint8Array(BLOCK),
+    theirs = new Uint8Array(PAGE);
   const index = new IndexWriter(compress);
   const addrs = new AddrHash();
   const res: PagemapRun[] = [];
-  let inOff = 0n, fill = 0, kept = 0, fromParent = 0, stored = 0;
+  let inOff = 0n,
+    fill = 0,
+    kept = 0,
+    fromParent = 0,
+    stored = 0;
   const flush = () => {
     if (!fill) return;
     const b = encodeBlock(codec, fill, ZAT, compress);
     writeFull(out, io.subarray(b.at, b.at + b.len), `write ${outFile}`);
-    index.add({ rawHash: b.rawHash, storedHash: b.storedHash, rawLen: fill, storedLen: b.len, flags: b.flags, addrHash: addrs.value() });
+    index.add({
+      rawHash: b.rawHash,
+      storedHash: b.storedHash,
+      rawLen: fill,
+      storedLen: b.len,
+      flags: b.flags,
+      addrHash: addrs.value(),
+    });
     stored += b.len;
     fill = 0;
   };
   try {
     for (const r of runs) {
-      for (let i = 0; i < r.nrPages;) {
+      for (let i = 0; i < r.nrPages; ) {
         const n = Math.min(r.nrPages - i, BLOCK / PAGE);
         if (preadFull(src, mine, inOff, n * PAGE, 0, `read ${pagesFile}`) !== n * PAGE)
           throw new CriuError("dump", `${join(dir, pagesFile)} is shorter than its pagemap`);
@@ -191,7 +279,11 @@ function dedupe(dir: string, pagesFile: string, runs: PagemapRun[], parentDir: s
   } catch (e) {
     rmSync(tmp, { force: true });
     throw e;
-  } finally { closeSync(src); closeSync(out); parent?.close(); }
+  } finally {
+    closeSync(src);
+    closeSync(out);
+    parent?.close();
+  }
   renameSync(tmp, join(dir, outFile));
   if (outFile !== pagesFile) rmSync(join(dir, pagesFile));
   writeNewFile(join(dir, names.idx), index.bytes());
@@ -202,8 +294,11 @@ function dedupe(dir: string, pagesFile: string, runs: PagemapRun[], parentDir: s
  * directory base, which is where the link ends up; dir may be the dump's stage inside it). */
 export function linkParent(dir: string, parentDir: string, base = dir) {
   const link = join(dir, "parent");
-  try { if (lstatSync(link)) rmSync(link); } catch {}
-  if (!existsSync(under(base, parentDir))) throw new CriuError("dump", `--prev-images-dir '${parentDir}' does not exist (it is relative to the images dir)`);
+  try {
+    if (lstatSync(link)) rmSync(link);
+  } catch {}
+  if (!existsSync(under(base, parentDir)))
+    throw new CriuError("dump", `--prev-images-dir '${parentDir}' does not exist (it is relative to the images dir)`);
   symlinkSync(parentDir, link);
 }
 
@@ -212,7 +307,11 @@ export function fillParentPages(dir: string, pid: number, runs: PagemapRun[], me
   const parentRuns = runs.filter((r) => r.flags & PE_PARENT && !(r.flags & PE_PRESENT));
   if (!parentRuns.length) return;
   const pdir = join(dir, "parent");
-  if (!existsSync(pdir)) throw new CriuError("restore", `${where}: pagemap-${pid}.img refers to parent images, but ${dir}/parent is missing`);
+  if (!existsSync(pdir))
+    throw new CriuError(
+      "restore",
+      `${where}: pagemap-${pid}.img refers to parent images, but ${dir}/parent is missing`
+    );
   // the parent held by an fd too (the kernel follows the link, relative to where it is); errors name it by its real path
   withDir(pdir, (p) => fillFrom(p, pid, parentRuns, memFd, where));
 }
@@ -222,14 +321,16 @@ function fillFrom(pdir: string, pid: number, parentRuns: PagemapRun[], memFd: nu
   if (!src) throw new CriuError("restore", `${where}: the parent images have no pagemap-${pid}.img`);
   // consecutive pages gather in buf and go into the target with one write of up to 1 MiB
   const buf = new Uint8Array(BLOCK);
-  let n = 0, at = 0n, fill = 0;
+  let n = 0,
+    at = 0n,
+    fill = 0;
   const flush = () => {
     if (fill) pwriteFull(memFd, buf, at, fill, 0, `${where}: write pages at 0x${at.toString(16)}`);
     fill = 0;
   };
   try {
     for (const r of parentRuns) {
-      for (let i = 0; i < r.nrPages;) {
+      for (let i = 0; i < r.nrPages; ) {
         const va = r.vaddr + BigInt(i * PAGE);
         if (fill && (fill === BLOCK || at + BigInt(fill) !== va)) flush();
         if (!fill) at = va;
@@ -241,6 +342,8 @@ function fillFrom(pdir: string, pid: number, parentRuns: PagemapRun[], memFd: nu
       }
     }
     flush();
-  } finally { src.close(); }
+  } finally {
+    src.close();
+  }
   log.info(`${where}: ${n} pages taken from the parent images`);
 }

@@ -25,17 +25,27 @@ import { vmRead, vmWrite, preadFull, pwriteFull } from "../sys/mem";
 
 const PAGE = 4096;
 /** segment kinds (bits) */
-export const SEG_ANON = 1, SEG_READABLE = 2, SEG_WRITABLE = 4;
+export const SEG_ANON = 1,
+  SEG_READABLE = 2,
+  SEG_WRITABLE = 4;
 /** pages of the vDSO: stored as CRIU stores them, never written back (the kernel maps its own) */
 export const SEG_KERNEL = 8;
 
 // a slot's control word: 0 idle (as a new slot starts), then busy, then done or error
 const CTL_ERROR = 3;
-export const CTL_BUSY = 1, CTL_DONE = 2;
+export const CTL_BUSY = 1,
+  CTL_DONE = 2;
 export const I_CTL = 0; // the slot's control word (CTL_*), waited on with Atomics
-const I_RAW = 1, I_STORED = 2, I_NRUNS = 3, I_FLAGS = 4, I_ERRLEN = 5, I_WRITTEN = 6;
-const I_ORDER_SEQ = 0, I_ORDER_ABORT = 1;
-const RUNS_AT = 64, MAX_RUNS = BLOCK / PAGE; // pairs of f64
+const I_RAW = 1,
+  I_STORED = 2,
+  I_NRUNS = 3,
+  I_FLAGS = 4,
+  I_ERRLEN = 5,
+  I_WRITTEN = 6;
+const I_ORDER_SEQ = 0,
+  I_ORDER_ABORT = 1;
+const RUNS_AT = 64,
+  MAX_RUNS = BLOCK / PAGE; // pairs of f64
 const DATA_AT = 8192;
 /** Bytes of a slot for jobs of up to `block` raw bytes. */
 export const slotBytes = (block = BLOCK) => DATA_AT + PageCodec.lz4Bound(block) + 4096;
@@ -55,15 +65,33 @@ export class Slot {
     this.runs = new Float64Array(buffer, RUNS_AT, MAX_RUNS * 2);
     this.data = new Uint8Array(buffer, DATA_AT, buffer.byteLength - DATA_AT);
   }
-  get rawLen() { return this.i32[I_RAW]; }
-  get storedLen() { return this.i32[I_STORED]; }
-  get nRuns() { return this.i32[I_NRUNS]; }
-  get flags() { return this.i32[I_FLAGS]; }
-  get written() { return this.i32[I_WRITTEN]; }
-  get fileOff() { return this.f64[0]; }
-  get rawHash() { return this.u64[0]; }
-  get storedHash() { return this.u64[1]; }
-  error(): string { return new TextDecoder().decode(this.data.subarray(0, this.i32[I_ERRLEN])); }
+  get rawLen() {
+    return this.i32[I_RAW];
+  }
+  get storedLen() {
+    return this.i32[I_STORED];
+  }
+  get nRuns() {
+    return this.i32[I_NRUNS];
+  }
+  get flags() {
+    return this.i32[I_FLAGS];
+  }
+  get written() {
+    return this.i32[I_WRITTEN];
+  }
+  get fileOff() {
+    return this.f64[0];
+  }
+  get rawHash() {
+    return this.u64[0];
+  }
+  get storedHash() {
+    return this.u64[1];
+  }
+  error(): string {
+    return new TextDecoder().decode(this.data.subarray(0, this.i32[I_ERRLEN]));
+  }
   setError(msg: string) {
     const b = new TextEncoder().encode(msg.slice(0, 2000));
     this.data.set(b);
@@ -71,7 +99,12 @@ export class Slot {
   }
 }
 
-export interface DumpJob { op: "dump"; slot: number; segs: number[] /* [vaddr, nPages, kind]* */; seq: number /* 0, 1, ... in file order */ }
+export interface DumpJob {
+  op: "dump";
+  slot: number;
+  segs: number[] /* [vaddr, nPages, kind]* */;
+  seq: number /* 0, 1, ... in file order */;
+}
 
 /**
  * Where the next block of an uncompressed dump goes in the pages file, shared by the threads that
@@ -104,38 +137,61 @@ export class DumpOrder {
     Atomics.notify(this.i32, I_ORDER_SEQ);
     return off;
   }
-  abort() { Atomics.store(this.i32, I_ORDER_ABORT, 1); Atomics.notify(this.i32, I_ORDER_SEQ); }
+  abort() {
+    Atomics.store(this.i32, I_ORDER_ABORT, 1);
+    Atomics.notify(this.i32, I_ORDER_SEQ);
+  }
   /** bytes claimed so far */
-  get end() { return this.f64[0]; }
+  get end() {
+    return this.f64[0];
+  }
 }
 export interface RestoreJob {
-  op: "fill"; slot: number; block: number;
-  fileOff: number; rawLen: number; storedLen: number; flags: number;
-  rawHash: bigint; storedHash: bigint; hasHash: boolean;
+  op: "fill";
+  slot: number;
+  block: number;
+  fileOff: number;
+  rawLen: number;
+  storedLen: number;
+  flags: number;
+  rawHash: bigint;
+  storedHash: bigint;
+  hasHash: boolean;
   /** the hashes are XXH3-64 (page index version 3), else XXH64 */
   xxh3: boolean;
-  segs: number[]; /* [vaddr, nPages, kind]* covering rawLen bytes */
+  segs: number[] /* [vaddr, nPages, kind]* covering rawLen bytes */;
   /** the target inherited its memory from its parent: write only pages that differ from what is there */
   cow?: boolean;
 }
 export type Job = DumpJob | RestoreJob;
 
 export interface CoreInit {
-  pid: number; memFd: number; pagesFd: number; compress: boolean; module?: WebAssembly.Module;
+  pid: number;
+  memFd: number;
+  pagesFd: number;
+  compress: boolean;
+  module?: WebAssembly.Module;
   /** the largest job in raw bytes (default BLOCK): a small dump needs no 1 MiB buffers */
   block?: number;
   /** no WebAssembly (PlainCodec): for a small uncompressed run on the main thread */
   plain?: boolean;
   /** uncompressed dump: the pages file (opened for writing) and its DumpOrder's buffer: each
    * block is written by the thread that read it */
-  outFd?: number; order?: SharedArrayBuffer;
+  outFd?: number;
+  order?: SharedArrayBuffer;
 }
 
 /** Thrown (and passed back from Workers as text) when a block fails a check. */
 export class BlockError extends Error {}
 
 /** A raw block's stored form in a codec's input: where, how long, both XXH3-64s, BLOCK_LZ4 or 0. */
-interface StoredBlock { at: number; len: number; rawHash: bigint; storedHash: bigint; flags: number }
+interface StoredBlock {
+  at: number;
+  len: number;
+  rawHash: bigint;
+  storedHash: bigint;
+  flags: number;
+}
 
 /**
  * A block's checksum: XXH3-64 (page index version 3, what criu-bun writes), or XXH64 (versions 1
@@ -166,12 +222,23 @@ export function encodeBlock(c: Codec, rawLen: number, zat: number, compress: boo
  * xxh3: an XXH3-64, else an XXH64) and leave its rawLen raw bytes at 0 (an uncompressed block is
  * read to 0 in the first place). Throws BlockError.
  */
-export function decodeBlock(c: Codec, at: number, len: number, rawLen: number, flags: number, storedHash: bigint | undefined, xxh3: boolean): void {
+export function decodeBlock(
+  c: Codec,
+  at: number,
+  len: number,
+  rawLen: number,
+  flags: number,
+  storedHash: bigint | undefined,
+  xxh3: boolean
+): void {
   if (storedHash !== undefined && blockHash(c, at, len, xxh3) !== storedHash) throw new BlockError("checksum mismatch");
   if (!(flags & BLOCK_LZ4)) return;
   let n: number;
-  try { n = c.decompressToInput(c.inputView(len, at), 0, rawLen); }
-  catch (e: any) { throw new BlockError(`LZ4 block does not decode (${e.message})`); }
+  try {
+    n = c.decompressToInput(c.inputView(len, at), 0, rawLen);
+  } catch (e: any) {
+    throw new BlockError(`LZ4 block does not decode (${e.message})`);
+  }
   if (n !== rawLen) throw new BlockError(`LZ4 block decodes to ${n} bytes, index says ${rawLen}`);
 }
 
@@ -184,7 +251,8 @@ export class BlockCore {
   constructor(public init: CoreInit) {
     const block = init.block ?? BLOCK;
     this.ZAT = block;
-    if (init.order && init.outFd !== undefined && init.outFd >= 0 && !init.compress) this.order = new DumpOrder(init.order);
+    if (init.order && init.outFd !== undefined && init.outFd >= 0 && !init.compress)
+      this.order = new DumpOrder(init.order);
     const capacity = block + PageCodec.lz4Bound(block) + PAGE;
     this.codec = init.plain ? new PlainCodec({ capacity }) : new PageCodec({ capacity, module: init.module });
     this.io = this.codec.inputView();
@@ -192,18 +260,26 @@ export class BlockCore {
 
   run(job: Job, out: Slot): void {
     if (job.op === "dump") {
-      try { this.dump(job, out); }
-      catch (e) { this.order?.abort(); throw e; }
+      try {
+        this.dump(job, out);
+      } catch (e) {
+        this.order?.abort();
+        throw e;
+      }
     } else this.restore(job, out);
   }
 
   private dump(job: DumpJob, out: Slot) {
     const { pid, memFd } = this.init;
-    const io = this.io, c = this.codec, s = job.segs;
+    const io = this.io,
+      c = this.codec,
+      s = job.segs;
     // 1. read every segment, packed from offset 0
     let off = 0;
     for (let i = 0; i < s.length; i += 3) {
-      const va = s[i], len = s[i + 1] * PAGE, kind = s[i + 2];
+      const va = s[i],
+        len = s[i + 1] * PAGE,
+        kind = s[i + 2];
       let got = kind & SEG_READABLE ? vmRead(pid, BigInt(va), io, off, len) : -1;
       if (got !== len) {
         // unreadable (PROT_NONE, ...) or partly: /proc/PID/mem reads with FOLL_FORCE
@@ -217,21 +293,33 @@ export class BlockCore {
     // other memory are kept: their mapping would not give zeroes back)
     const zeros = c.zeroPages(0, total);
     const anyZero = c.lastZeroCount > 0;
-    let w = 0, nRuns = 0, p = 0;
+    let w = 0,
+      nRuns = 0,
+      p = 0;
     const runs = out.runs;
     for (let i = 0; i < s.length; i += 3) {
-      const va = s[i], n = s[i + 1], anon = (s[i + 2] & SEG_ANON) !== 0;
+      const va = s[i],
+        n = s[i + 1],
+        anon = (s[i + 2] & SEG_ANON) !== 0;
       if (anyZero && !anon) zeros.fill(0, p, p + n);
-      for (let k = 0; k < n;) {
-        if (anyZero && zeros[p + k]) { k++; continue; }
+      for (let k = 0; k < n; ) {
+        if (anyZero && zeros[p + k]) {
+          k++;
+          continue;
+        }
         let e = k + 1;
         while (e < n && !(anyZero && zeros[p + e])) e++;
         // kept pages packed from 0 (memmove in WASM memory: cheaper than hashing them in pieces)
-        const from = (p + k) * PAGE, len = (e - k) * PAGE;
+        const from = (p + k) * PAGE,
+          len = (e - k) * PAGE;
         if (from !== w) io.copyWithin(w, from, from + len);
         const rva = va + k * PAGE;
         if (nRuns && runs[nRuns * 2 - 2] + runs[nRuns * 2 - 1] * PAGE === rva) runs[nRuns * 2 - 1] += e - k;
-        else { runs[nRuns * 2] = rva; runs[nRuns * 2 + 1] = e - k; nRuns++; }
+        else {
+          runs[nRuns * 2] = rva;
+          runs[nRuns * 2 + 1] = e - k;
+          nRuns++;
+        }
         w += len;
         k = e;
       }
@@ -252,7 +340,11 @@ export class BlockCore {
       out.i32[I_FLAGS] = 0;
       return;
     }
-    if (!w) { out.i32[I_STORED] = 0; out.i32[I_FLAGS] = 0; return; }
+    if (!w) {
+      out.i32[I_STORED] = 0;
+      out.i32[I_FLAGS] = 0;
+      return;
+    }
     const b = encodeBlock(c, w, this.ZAT, this.init.compress);
     out.data.set(io.subarray(b.at, b.at + b.len));
     out.u64[0] = b.rawHash;
@@ -265,7 +357,8 @@ export class BlockCore {
   private loadStored(job: RestoreJob): number {
     const at = job.flags & BLOCK_LZ4 ? this.ZAT : 0;
     const got = preadFull(this.init.pagesFd, this.io, BigInt(job.fileOff), job.storedLen, at, "read pages");
-    if (got !== job.storedLen) throw new BlockError(`truncated: ${got} of ${job.storedLen} bytes at file offset ${job.fileOff}`);
+    if (got !== job.storedLen)
+      throw new BlockError(`truncated: ${got} of ${job.storedLen} bytes at file offset ${job.fileOff}`);
     return at;
   }
 
@@ -277,12 +370,20 @@ export class BlockCore {
     decodeBlock(c, at, job.storedLen, job.rawLen, job.flags, job.hasHash ? job.storedHash : undefined, job.xxh3);
     // write, skipping zero pages of anonymous memory (the fresh mapping is zero already) or, for
     // memory inherited from the parent, every page that is already right (it stays shared, COW)
-    if (job.cow) { this.fillCow(job, out); return; }
+    if (job.cow) {
+      this.fillCow(job, out);
+      return;
+    }
     const s = job.segs;
     const zeros = c.zeroPages(0, job.rawLen / PAGE);
-    let p = 0, written = 0;
+    let p = 0,
+      written = 0;
     for (let i = 0; i < s.length; i += 3) {
-      const va = s[i], n = s[i + 1], kind = s[i + 2], anon = (kind & SEG_ANON) !== 0, at = p;
+      const va = s[i],
+        n = s[i + 1],
+        kind = s[i + 2],
+        anon = (kind & SEG_ANON) !== 0,
+        at = p;
       if (!(kind & SEG_KERNEL)) written += this.writeSegment(va, n, p, kind, (k) => anon && zeros[at + k] === 1);
       p += n;
     }
@@ -292,13 +393,19 @@ export class BlockCore {
 
   /** Write the pages of one segment (raw bytes from page p of the block) that `skip` keeps, in runs. */
   private writeSegment(va: number, n: number, p: number, kind: number, skip: (k: number) => boolean): number {
-    const { pid, memFd } = this.init, io = this.io;
+    const { pid, memFd } = this.init,
+      io = this.io;
     let written = 0;
-    for (let k = 0; k < n;) {
-      if (skip(k)) { k++; continue; }
+    for (let k = 0; k < n; ) {
+      if (skip(k)) {
+        k++;
+        continue;
+      }
       let e = k + 1;
       while (e < n && !skip(e)) e++;
-      const from = (p + k) * PAGE, len = (e - k) * PAGE, dst = BigInt(va + k * PAGE);
+      const from = (p + k) * PAGE,
+        len = (e - k) * PAGE,
+        dst = BigInt(va + k * PAGE);
       const r = kind & SEG_WRITABLE ? vmWrite(pid, dst, io, from, len) : -1;
       if (r !== len) pwriteFull(memFd, io, dst, len, from, `write pages of ${pid} at 0x${dst.toString(16)}`);
       written += e - k;
@@ -310,17 +417,27 @@ export class BlockCore {
   /** Compare each page with the target's current one (read into the area after the raw block). */
   private fillCow(job: RestoreJob, out: Slot) {
     const { pid, memFd } = this.init;
-    const io = this.io, s = job.segs, cmp = this.ZAT;
+    const io = this.io,
+      s = job.segs,
+      cmp = this.ZAT;
     const a = new Uint32Array(io.buffer, io.byteOffset, io.length >> 2);
-    let p = 0, written = 0;
+    let p = 0,
+      written = 0;
     for (let i = 0; i < s.length; i += 3) {
-      const va = s[i], n = s[i + 1], kind = s[i + 2];
-      if (kind & SEG_KERNEL) { p += n; continue; }
+      const va = s[i],
+        n = s[i + 1],
+        kind = s[i + 2];
+      if (kind & SEG_KERNEL) {
+        p += n;
+        continue;
+      }
       const got = preadFull(memFd, io, BigInt(va), n * PAGE, cmp, `read memory of ${pid}`);
-      if (got !== n * PAGE) throw new BlockError(`cannot read ${n * PAGE} bytes of process ${pid} at 0x${va.toString(16)}`);
+      if (got !== n * PAGE)
+        throw new BlockError(`cannot read ${n * PAGE} bytes of process ${pid} at 0x${va.toString(16)}`);
       const at = p;
       const same = (q: number) => {
-        const x = ((at + q) * PAGE) >> 2, y = (cmp + q * PAGE) >> 2;
+        const x = ((at + q) * PAGE) >> 2,
+          y = (cmp + q * PAGE) >> 2;
         for (let j = 0; j < 1024; j++) if (a[x + j] !== a[y + j]) return false;
         return true;
       };

@@ -19,8 +19,33 @@ import { openSync, closeSync, existsSync, unlinkSync, readFileSync } from "node:
 import { createNew, writeNewFile } from "../images/safefs";
 import { join } from "node:path";
 import { PageCodec } from "./codec";
-import { BlockCore, DumpOrder, Slot, runInto, slotBytes, CTL_BUSY, CTL_DONE, I_CTL, SEG_ANON, SEG_READABLE, SEG_WRITABLE, SEG_KERNEL, type DumpJob, type RestoreJob } from "./jobs";
-import { BLOCK, BLOCK_PAGES, BLOCK_LZ4, IndexWriter, AddrHash, pagesNames, checkPagesLayout, checkAddrBinding, type PagesLayout } from "./format";
+import {
+  BlockCore,
+  DumpOrder,
+  Slot,
+  runInto,
+  slotBytes,
+  CTL_BUSY,
+  CTL_DONE,
+  I_CTL,
+  SEG_ANON,
+  SEG_READABLE,
+  SEG_WRITABLE,
+  SEG_KERNEL,
+  type DumpJob,
+  type RestoreJob,
+} from "./jobs";
+import {
+  BLOCK,
+  BLOCK_PAGES,
+  BLOCK_LZ4,
+  IndexWriter,
+  AddrHash,
+  pagesNames,
+  checkPagesLayout,
+  checkAddrBinding,
+  type PagesLayout,
+} from "./format";
 import { pagesToDump, type DumpedVma, type PageRun } from "../resources/memory";
 import { RunList } from "../images/pagemap";
 import { writeFull } from "../sys/mem";
@@ -42,7 +67,14 @@ const PLAIN_MAX = 8 << 20;
 const GC_EVERY = 128;
 
 type JobIn<J> = Omit<J, "slot">;
-type PoolInit = { pid: number; memFd: number; pagesFd: number; compress: boolean; outFd?: number; order?: SharedArrayBuffer };
+type PoolInit = {
+  pid: number;
+  memFd: number;
+  pagesFd: number;
+  compress: boolean;
+  outFd?: number;
+  order?: SharedArrayBuffer;
+};
 
 // ---------------------------------------------------------------------------------------------
 // Worker pool
@@ -76,16 +108,22 @@ class Pool {
    * jobs, which sizes the buffers of a small job run alone) and wait until they took them. */
   open(init: PoolInit, totalBytes = BLOCK) {
     this.core = undefined;
-    if (!this.workers.length) { this.alone(init, totalBytes); return; }
+    if (!this.workers.length) {
+      this.alone(init, totalBytes);
+      return;
+    }
     const nw = this.workers.length;
     Atomics.store(this.ready, 0, 0);
     this.opens++;
     for (const w of this.workers) w.postMessage({ op: "open", ...init });
     // a Worker that cannot start (missing entry point, ...) must not hang us: work alone then
     const t0 = Date.now();
-    while (Atomics.load(this.ready, 0) < nw && Date.now() - t0 < 5000) Atomics.wait(this.ready, 0, Atomics.load(this.ready, 0), 100);
+    while (Atomics.load(this.ready, 0) < nw && Date.now() - t0 < 5000)
+      Atomics.wait(this.ready, 0, Atomics.load(this.ready, 0), 100);
     if (Atomics.load(this.ready, 0) < nw) {
-      log.warn(`page workers did not start in 5 s (${Atomics.load(this.ready, 0)} of ${nw}); working on the main thread`);
+      log.warn(
+        `page workers did not start in 5 s (${Atomics.load(this.ready, 0)} of ${nw}); working on the main thread`
+      );
       this.close();
       this.alone(init, totalBytes);
     }
@@ -100,10 +138,16 @@ class Pool {
     this.slots = [new Slot(new ArrayBuffer(slotBytes(block)))];
   }
 
-  get parallel() { return this.workers.length; }
+  get parallel() {
+    return this.workers.length;
+  }
 
   /** Run jobs in order; consume(slot, job) sees each result in job order. */
-  run<J extends DumpJob | RestoreJob>(jobs: Iterator<JobIn<J>>, consumeJob: (s: Slot, job: J) => void, fail: (s: Slot, job: J) => Error) {
+  run<J extends DumpJob | RestoreJob>(
+    jobs: Iterator<JobIn<J>>,
+    consumeJob: (s: Slot, job: J) => void,
+    fail: (s: Slot, job: J) => Error
+  ) {
     let done = 0;
     const consume = (s: Slot, job: J) => {
       consumeJob(s, job);
@@ -163,9 +207,15 @@ let spare: Pool | undefined;
 export function startPageWorkers(bytes: number) {
   if (spare) return;
   const nw = workerCount(bytes);
-  if (nw > 0) { spare = new Pool(nw); log.debug(`${nw} page worker(s) started ahead for ${size(bytes)} (${workerUrl()})`); }
+  if (nw > 0) {
+    spare = new Pool(nw);
+    log.debug(`${nw} page worker(s) started ahead for ${size(bytes)} (${workerUrl()})`);
+  }
 }
-export function stopPageWorkers() { spare?.close(); spare = undefined; }
+export function stopPageWorkers() {
+  spare?.close();
+  spare = undefined;
+}
 
 /** The pool for a run of nw Workers: the ones started ahead when there are, else new ones. */
 function takePool(nw: number): { pool: Pool; shared: boolean } {
@@ -211,7 +261,10 @@ class Progress {
   private t0 = performance.now();
   private last = 0;
   done = 0;
-  constructor(private what: string, private total: number) {
+  constructor(
+    private what: string,
+    private total: number
+  ) {
     this.on = total > PROGRESS_MIN && !!process.stderr.isTTY && !process.env.CRIU_BUN_NO_PROGRESS;
   }
   add(bytes: number) {
@@ -224,16 +277,26 @@ class Progress {
     const rate = s > 0 ? this.done / s : 0;
     const eta = rate > 0 ? Math.max(0, (this.total - this.done) / rate) : 0;
     const line = `${this.what}: ${size(this.done)} of ${size(this.total)}, ${(rate / 1e9).toFixed(2)} GB/s, ETA ${eta.toFixed(1)} s`;
-    try { require("node:fs").writeSync(2, `\r\x1b[K${line}`); } catch {}
+    try {
+      require("node:fs").writeSync(2, `\r\x1b[K${line}`);
+    } catch {}
   }
   end() {
-    if (this.on) try { require("node:fs").writeSync(2, "\r\x1b[K"); } catch {}
+    if (this.on)
+      try {
+        require("node:fs").writeSync(2, "\r\x1b[K");
+      } catch {}
   }
 }
 
 /** Peak resident memory of criu-bun (VmHWM), in KiB. */
 function peakRssKb(): number {
-  try { const m = /VmHWM:\s+(\d+)/.exec(readFileSync("/proc/self/status", "latin1")); return m ? Number(m[1]) : 0; } catch { return 0; }
+  try {
+    const m = /VmHWM:\s+(\d+)/.exec(readFileSync("/proc/self/status", "latin1"));
+    return m ? Number(m[1]) : 0;
+  } catch {
+    return 0;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -243,9 +306,11 @@ interface PagesDumpResult {
   /** pagemap runs of the pages written (PE_PRESENT), sorted */
   runs: RunList;
   /** pages looked at / pages written */
-  scanned: number; written: number;
+  scanned: number;
+  written: number;
   /** bytes of the pages file, bytes of raw pages in it */
-  storedBytes: number; rawBytes: number;
+  storedBytes: number;
+  rawBytes: number;
   file: string;
 }
 
@@ -255,7 +320,15 @@ interface PagesDumpResult {
  * cannot read). Returns what pagemap-PID.img must list.
  */
 /** want: the runs to read, when the caller chose them (memory tracking); else pagesToDump's */
-export function dumpPages(o: { pid: number; vmas: DumpedVma[]; memFd: number; dir: string; pagesId?: number; compress?: boolean; want?: PageRun[] }): PagesDumpResult {
+export function dumpPages(o: {
+  pid: number;
+  vmas: DumpedVma[];
+  memFd: number;
+  dir: string;
+  pagesId?: number;
+  compress?: boolean;
+  want?: PageRun[];
+}): PagesDumpResult {
   const names = pagesNames(`pages-${o.pagesId ?? 1}.img`);
   const compress = !!o.compress;
   const dataFile = compress ? names.lz4 : names.img;
@@ -269,7 +342,9 @@ export function dumpPages(o: { pid: number; vmas: DumpedVma[]; memFd: number; di
   const index = new IndexWriter(compress);
   const addrs = new AddrHash();
   const runs = new RunList();
-  let scanned = 0, written = 0, stored = 0;
+  let scanned = 0,
+    written = 0,
+    stored = 0;
   const progress = new Progress("dump", totalPages * PAGE);
   const nw = workerCount(totalPages * PAGE);
   // uncompressed: each block is written where it belongs by the thread that read it (DumpOrder)
@@ -279,22 +354,41 @@ export function dumpPages(o: { pid: number; vmas: DumpedVma[]; memFd: number; di
   const pool = p.pool;
   let ok = false;
   try {
-    pool.open({ pid: o.pid, memFd: o.memFd, pagesFd: -1, compress, outFd: order ? fd : undefined, order: order?.buffer }, totalPages * PAGE);
-    pool.run<DumpJob>(jobs, (s) => {
-      scanned += s.written;
-      progress.add(s.written * PAGE);
-      const raw = s.rawLen;
-      if (order) {
-        if (s.fileOff !== stored) throw new CriuError("mem", `process ${o.pid}: a block of ${path} went to offset ${s.fileOff}, expected ${stored}`);
-      } else if (raw) writeFull(fd, s.data.subarray(0, s.storedLen), `write ${path}`);
-      if (!raw) return;
-      stored += s.storedLen;
-      for (let i = 0; i < s.nRuns; i++) addrs.add(s.runs[i * 2], s.runs[i * 2 + 1]);
-      index.add({ rawHash: s.rawHash, storedHash: s.storedHash, rawLen: raw, storedLen: s.storedLen, flags: s.flags & BLOCK_LZ4, addrHash: addrs.value() });
-      written += raw / PAGE;
-      for (let i = 0; i < s.nRuns; i++) runs.add(s.runs[i * 2], s.runs[i * 2 + 1], PE.PRESENT);
-    }, (s) => new CriuError("mem", `process ${o.pid}: ${s.error()}`));
-    if (order && order.end !== stored) throw new CriuError("mem", `process ${o.pid}: ${path} holds ${order.end} bytes of pages, expected ${stored}`);
+    pool.open(
+      { pid: o.pid, memFd: o.memFd, pagesFd: -1, compress, outFd: order ? fd : undefined, order: order?.buffer },
+      totalPages * PAGE
+    );
+    pool.run<DumpJob>(
+      jobs,
+      (s) => {
+        scanned += s.written;
+        progress.add(s.written * PAGE);
+        const raw = s.rawLen;
+        if (order) {
+          if (s.fileOff !== stored)
+            throw new CriuError(
+              "mem",
+              `process ${o.pid}: a block of ${path} went to offset ${s.fileOff}, expected ${stored}`
+            );
+        } else if (raw) writeFull(fd, s.data.subarray(0, s.storedLen), `write ${path}`);
+        if (!raw) return;
+        stored += s.storedLen;
+        for (let i = 0; i < s.nRuns; i++) addrs.add(s.runs[i * 2], s.runs[i * 2 + 1]);
+        index.add({
+          rawHash: s.rawHash,
+          storedHash: s.storedHash,
+          rawLen: raw,
+          storedLen: s.storedLen,
+          flags: s.flags & BLOCK_LZ4,
+          addrHash: addrs.value(),
+        });
+        written += raw / PAGE;
+        for (let i = 0; i < s.nRuns; i++) runs.add(s.runs[i * 2], s.runs[i * 2 + 1], PE.PRESENT);
+      },
+      (s) => new CriuError("mem", `process ${o.pid}: ${s.error()}`)
+    );
+    if (order && order.end !== stored)
+      throw new CriuError("mem", `process ${o.pid}: ${path} holds ${order.end} bytes of pages, expected ${stored}`);
     ok = true;
   } finally {
     endPool(p, ok);
@@ -303,21 +397,34 @@ export function dumpPages(o: { pid: number; vmas: DumpedVma[]; memFd: number; di
   }
   writeNewFile(join(o.dir, names.idx), index.bytes());
   const ms = performance.now() - t0;
-  log.info(`Pages: ${scanned} scanned, ${written} written to ${dataFile} (${size(stored)}${compress ? `, ratio ${(written * PAGE / Math.max(stored, 1)).toFixed(2)}` : ""}) in ${ms.toFixed(1)} ms, ${nw} worker(s)`);
+  log.info(
+    `Pages: ${scanned} scanned, ${written} written to ${dataFile} (${size(stored)}${compress ? `, ratio ${((written * PAGE) / Math.max(stored, 1)).toFixed(2)}` : ""}) in ${ms.toFixed(1)} ms, ${nw} worker(s)`
+  );
   if (logLevel() >= LOG_DEBUG) log.debug(`criu-bun peak RSS (VmHWM): ${peakRssKb()} kB`);
   return { runs, scanned, written, storedBytes: stored, rawBytes: written * PAGE, file: dataFile };
 }
 
 function vmaKind(v: { status: number; prot: number }): number {
-  return ((v.status & VMA.ANON_PRIVATE) ? SEG_ANON : 0) | ((v.prot & 1) ? SEG_READABLE : 0) | ((v.prot & 2) ? SEG_WRITABLE : 0) |
-    ((v.status & (VMA.VDSO | VMA.VVAR | VMA.VSYSCALL)) ? SEG_KERNEL : 0);
+  return (
+    (v.status & VMA.ANON_PRIVATE ? SEG_ANON : 0) |
+    (v.prot & 1 ? SEG_READABLE : 0) |
+    (v.prot & 2 ? SEG_WRITABLE : 0) |
+    (v.status & (VMA.VDSO | VMA.VVAR | VMA.VSYSCALL) ? SEG_KERNEL : 0)
+  );
 }
 
 /** Cut page runs into jobs of at most BLOCK_PAGES pages, segments split at VMA ends. */
-function* dumpJobs(want: PageRun[], vmas: { start: bigint; end: bigint; status: number; prot: number }[]): Generator<JobIn<DumpJob>> {
-  let segs: number[] = [], pages = 0, vi = 0, seq = 0;
+function* dumpJobs(
+  want: PageRun[],
+  vmas: { start: bigint; end: bigint; status: number; prot: number }[]
+): Generator<JobIn<DumpJob>> {
+  let segs: number[] = [],
+    pages = 0,
+    vi = 0,
+    seq = 0;
   for (const r of want) {
-    let va = r.vaddr, left = r.nrPages;
+    let va = r.vaddr,
+      left = r.nrPages;
     while (left > 0) {
       while (vi < vmas.length && vmas[vi].end <= va) vi++;
       const v = vmas[vi];
@@ -325,8 +432,14 @@ function* dumpJobs(want: PageRun[], vmas: { start: bigint; end: bigint; status: 
       const inVma = Number((v.end - va) / 4096n);
       const n = Math.min(left, inVma, BLOCK_PAGES - pages);
       segs.push(Number(va), n, vmaKind(v));
-      pages += n; left -= n; va += BigInt(n * PAGE);
-      if (pages === BLOCK_PAGES) { yield { op: "dump", segs, seq: seq++ }; segs = []; pages = 0; }
+      pages += n;
+      left -= n;
+      va += BigInt(n * PAGE);
+      if (pages === BLOCK_PAGES) {
+        yield { op: "dump", segs, seq: seq++ };
+        segs = [];
+        pages = 0;
+      }
     }
   }
   if (pages) yield { op: "dump", segs, seq: seq++ };
@@ -343,8 +456,16 @@ interface PagesTask {
 }
 
 interface Block {
-  i: number; fileOff: number; rawLen: number; storedLen: number; flags: number;
-  rawHash: bigint; storedHash: bigint; hasHash: boolean; xxh3: boolean; segs: number[];
+  i: number;
+  fileOff: number;
+  rawLen: number;
+  storedLen: number;
+  flags: number;
+  rawHash: bigint;
+  storedHash: bigint;
+  hasHash: boolean;
+  xxh3: boolean;
+  segs: number[];
 }
 
 const layouts = new Map<string, PagesLayout>();
@@ -361,16 +482,29 @@ function presentBytes(t: PagesTask) {
  */
 export function checkPages(dir: string, t: PagesTask): PagesLayout {
   const l = checkPagesLayout(dir, t.pagesFile, presentBytes(t), `pagemap-${t.pid}.img`);
-  if (l.index) checkAddrBinding(l.index, t.pagemap.filter((e) => e.flags & PE.PRESENT), join(dir, pagesNames(t.pagesFile).idx), join(dir, `pagemap-${t.pid}.img`));
+  if (l.index)
+    checkAddrBinding(
+      l.index,
+      t.pagemap.filter((e) => e.flags & PE.PRESENT),
+      join(dir, pagesNames(t.pagesFile).idx),
+      join(dir, `pagemap-${t.pid}.img`)
+    );
   layouts.set(`${dir}\0${t.pid}`, l);
   return l;
 }
 
 /** The blocks of a task's page stream, each with the target segments it covers. */
-function* restoreBlocks(t: PagesTask, l: PagesLayout, lazy?: (v: { status: number; flags: number }) => boolean): Generator<Block> {
+function* restoreBlocks(
+  t: PagesTask,
+  l: PagesLayout,
+  lazy?: (v: { status: number; flags: number }) => boolean
+): Generator<Block> {
   const vmas = t.mm.vmas;
   const entries = t.pagemap.filter((e) => e.flags & PE.PRESENT);
-  let ei = 0, inEntry = 0, vi = 0, fileOff = 0;
+  let ei = 0,
+    inEntry = 0,
+    vi = 0,
+    fileOff = 0;
   const take = (pages: number): number[] => {
     const segs: number[] = [];
     while (pages > 0) {
@@ -387,11 +521,16 @@ function* restoreBlocks(t: PagesTask, l: PagesLayout, lazy?: (v: { status: numbe
       }
       const n = Math.min(pages, e.nrPages - inEntry, Number((v.end - va) / 4096n));
       // validatePagemap() makes this impossible; it is what keeps this loop from spinning
-      if (!(n > 0)) throw new CriuError("restore", `pagemap-${t.pid}.img: page 0x${va.toString(16)} does not fit its VMA`);
+      if (!(n > 0))
+        throw new CriuError("restore", `pagemap-${t.pid}.img: page 0x${va.toString(16)} does not fit its VMA`);
       // memory left to the lazy-pages daemon: not written (as the kernel's own pages are not)
       segs.push(Number(va), n, vmaKind(v) | (lazy?.(v as any) ? SEG_KERNEL : 0));
-      pages -= n; inEntry += n;
-      if (inEntry === e.nrPages) { ei++; inEntry = 0; }
+      pages -= n;
+      inEntry += n;
+      if (inEntry === e.nrPages) {
+        ei++;
+        inEntry = 0;
+      }
       va += BigInt(n * PAGE);
     }
     return segs;
@@ -399,8 +538,18 @@ function* restoreBlocks(t: PagesTask, l: PagesLayout, lazy?: (v: { status: numbe
   if (l.index) {
     for (let i = 0; i < l.index.blocks.length; i++) {
       const b = l.index.blocks[i];
-      yield { i, fileOff, rawLen: b.rawLen, storedLen: b.storedLen, flags: b.flags, rawHash: b.rawHash, storedHash: b.storedHash, hasHash: true,
-        xxh3: l.index.xxh3, segs: take(b.rawLen / PAGE) };
+      yield {
+        i,
+        fileOff,
+        rawLen: b.rawLen,
+        storedLen: b.storedLen,
+        flags: b.flags,
+        rawHash: b.rawHash,
+        storedHash: b.storedHash,
+        hasHash: true,
+        xxh3: l.index.xxh3,
+        segs: take(b.rawLen / PAGE),
+      };
       fileOff += b.storedLen;
     }
   } else {
@@ -408,8 +557,18 @@ function* restoreBlocks(t: PagesTask, l: PagesLayout, lazy?: (v: { status: numbe
     const total = presentBytes(t);
     for (let i = 0, off = 0; off < total; i++) {
       const raw = Math.min(BLOCK, total - off);
-      yield { i, fileOff: off, rawLen: raw, storedLen: raw, flags: 0, rawHash: 0n, storedHash: 0n, hasHash: false,
-        xxh3: false, segs: take(raw / PAGE) };
+      yield {
+        i,
+        fileOff: off,
+        rawLen: raw,
+        storedLen: raw,
+        flags: 0,
+        rawHash: 0n,
+        storedHash: 0n,
+        hasHash: false,
+        xxh3: false,
+        segs: take(raw / PAGE),
+      };
       off += raw;
     }
   }
@@ -420,11 +579,18 @@ function blockWhere(dir: string, t: PagesTask, l: PagesLayout, job: Block | Rest
   const first = s[0] ?? 0;
   let lastEnd = first;
   for (let i = 0; i < s.length; i += 3) lastEnd = s[i] + s[i + 1] * PAGE;
-  return `${join(dir, l.dataFile)}: block ${"block" in job ? job.block : job.i} (file offset ${job.fileOff}, ${job.storedLen} bytes) ` +
-    `holding the pages of process ${t.pid} at 0x${first.toString(16)}-0x${lastEnd.toString(16)}`;
+  return (
+    `${join(dir, l.dataFile)}: block ${"block" in job ? job.block : job.i} (file offset ${job.fileOff}, ${job.storedLen} bytes) ` +
+    `holding the pages of process ${t.pid} at 0x${first.toString(16)}-0x${lastEnd.toString(16)}`
+  );
 }
 
-function restoreJobs(op: "fill", blocks: Generator<Block>, cow = false, skipUnwritten = false): Iterator<JobIn<RestoreJob>> {
+function restoreJobs(
+  op: "fill",
+  blocks: Generator<Block>,
+  cow = false,
+  skipUnwritten = false
+): Iterator<JobIn<RestoreJob>> {
   return (function* () {
     for (const b of blocks) {
       // nothing of it to write (all lazy memory, or the kernel's): not even read (the daemon
@@ -432,7 +598,20 @@ function restoreJobs(op: "fill", blocks: Generator<Block>, cow = false, skipUnwr
       let skip = skipUnwritten;
       for (let i = 2; i < b.segs.length && skip; i += 3) if (!(b.segs[i] & SEG_KERNEL)) skip = false;
       if (skip && b.segs.length) continue;
-      yield { op, block: b.i, fileOff: b.fileOff, rawLen: b.rawLen, storedLen: b.storedLen, flags: b.flags, rawHash: b.rawHash, storedHash: b.storedHash, hasHash: b.hasHash, xxh3: b.xxh3, segs: b.segs, cow };
+      yield {
+        op,
+        block: b.i,
+        fileOff: b.fileOff,
+        rawLen: b.rawLen,
+        storedLen: b.storedLen,
+        flags: b.flags,
+        rawHash: b.rawHash,
+        storedHash: b.storedHash,
+        hasHash: b.hasHash,
+        xxh3: b.xxh3,
+        segs: b.segs,
+        cow,
+      };
     }
   })();
 }
@@ -445,7 +624,8 @@ function eagerBytes(t: PagesTask, lazy: (v: { status: number; flags: number }) =
     const end = e.vaddr + BigInt(e.nrPages * PAGE);
     for (const v of t.mm.vmas) {
       if (v.end <= e.vaddr || v.start >= end || lazy(v as any)) continue;
-      const a = v.start > e.vaddr ? v.start : e.vaddr, b = v.end < end ? v.end : end;
+      const a = v.start > e.vaddr ? v.start : e.vaddr,
+        b = v.end < end ? v.end : end;
       n += Number(b - a);
     }
   }
@@ -460,8 +640,14 @@ function layoutOf(dir: string, t: PagesTask) {
  * Write a task's pages into the process `pid` (its VMAs mapped already). memFd: its /proc/PID/mem
  * opened read-write (for pages process_vm_writev cannot write). Returns pages written.
  */
-export function fillPages(dir: string, t: PagesTask, pid: number, memFd: number, cow = false,
-  lazy?: (v: { status: number; flags: number }) => boolean): number {
+export function fillPages(
+  dir: string,
+  t: PagesTask,
+  pid: number,
+  memFd: number,
+  cow = false,
+  lazy?: (v: { status: number; flags: number }) => boolean
+): number {
   const l = layoutOf(dir, t);
   const path = join(dir, l.dataFile);
   const fd = openSync(path, "r");
@@ -476,11 +662,23 @@ export function fillPages(dir: string, t: PagesTask, pid: number, memFd: number,
   let ok = false;
   try {
     pool.open({ pid, memFd, pagesFd: fd, compress: false }, total);
-    pool.run<RestoreJob>(restoreJobs("fill", restoreBlocks(t, l, lazy), cow, !!lazy), (s) => { written += s.written; progress.add(s.rawLen); },
-      (s, job) => new CriuError("restore", `${blockWhere(dir, t, l, job)}: ${s.error()}`));
+    pool.run<RestoreJob>(
+      restoreJobs("fill", restoreBlocks(t, l, lazy), cow, !!lazy),
+      (s) => {
+        written += s.written;
+        progress.add(s.rawLen);
+      },
+      (s, job) => new CriuError("restore", `${blockWhere(dir, t, l, job)}: ${s.error()}`)
+    );
     ok = true;
-  } finally { endPool(p, ok); progress.end(); closeSync(fd); }
-  log.info(`Pages: ${written} written into ${pid} from ${l.dataFile} in ${(performance.now() - t0).toFixed(1)} ms, ${nw} worker(s)`);
+  } finally {
+    endPool(p, ok);
+    progress.end();
+    closeSync(fd);
+  }
+  log.info(
+    `Pages: ${written} written into ${pid} from ${l.dataFile} in ${(performance.now() - t0).toFixed(1)} ms, ${nw} worker(s)`
+  );
   if (logLevel() >= LOG_DEBUG) log.debug(`criu-bun peak RSS (VmHWM): ${peakRssKb()} kB`);
   return written;
 }

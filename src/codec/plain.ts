@@ -31,7 +31,9 @@ export class PlainCodec {
 
   private check(offset: number, len: number, what: string) {
     if (!Number.isInteger(offset) || !Number.isInteger(len) || offset < 0 || len < 0 || offset + len > this.capacity)
-      throw new RangeError(`PlainCodec.${what}: [${offset}, +${len}) outside the input buffer (${this.capacity} bytes)`);
+      throw new RangeError(
+        `PlainCodec.${what}: [${offset}, +${len}) outside the input buffer (${this.capacity} bytes)`
+      );
   }
 
   inputView(bytes = this.capacity, offset = 0): Uint8Array<ArrayBuffer> {

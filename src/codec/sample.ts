@@ -43,7 +43,11 @@ function structPage(buf: Uint8Array, off: number, rnd: () => number) {
 }
 
 /** `bytes` (a multiple of 4096) of heap-like data: about 30% zero, 55% structured, 15% random pages. */
-export function heapLike<B extends ArrayBufferLike = ArrayBuffer>(bytes: number, seed = 1, out?: Uint8Array<B>): Uint8Array<B> {
+export function heapLike<B extends ArrayBufferLike = ArrayBuffer>(
+  bytes: number,
+  seed = 1,
+  out?: Uint8Array<B>
+): Uint8Array<B> {
   if (!out) out = new Uint8Array(bytes) as unknown as Uint8Array<B>;
   const rnd = prng(seed);
   out.fill(0, 0, bytes);

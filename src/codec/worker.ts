@@ -24,11 +24,22 @@ self.onmessage = (e: MessageEvent) => {
     return;
   }
   if (m.op === "open") {
-    const init: CoreInit = { pid: m.pid, memFd: m.memFd, pagesFd: m.pagesFd, compress: m.compress, module, outFd: m.outFd, order: m.order };
+    const init: CoreInit = {
+      pid: m.pid,
+      memFd: m.memFd,
+      pagesFd: m.pagesFd,
+      compress: m.compress,
+      module,
+      outFd: m.outFd,
+      order: m.order,
+    };
     core = undefined;
     startError = "";
-    try { core = new BlockCore(init); }
-    catch (err: any) { startError = `page worker start: ${err?.message ?? err}`; }
+    try {
+      core = new BlockCore(init);
+    } catch (err: any) {
+      startError = `page worker start: ${err?.message ?? err}`;
+    }
     Atomics.add(ready!, 0, 1);
     Atomics.notify(ready!, 0);
     return;
@@ -36,8 +47,10 @@ self.onmessage = (e: MessageEvent) => {
   const job = m as Job;
   const out = slots[job.slot];
   let ctl: number;
-  if (!core) { out.setError(startError || "page worker not started"); ctl = 3; }
-  else ctl = runInto(core, job, out);
+  if (!core) {
+    out.setError(startError || "page worker not started");
+    ctl = 3;
+  } else ctl = runInto(core, job, out);
   Atomics.store(out.i32, I_CTL, ctl);
   Atomics.notify(out.i32, I_CTL);
   if (++jobsDone % GC_EVERY === 0) Bun.gc(false);

@@ -7,7 +7,14 @@ import { join } from "node:path";
 import { DumpStage, under, openDir, type DirHandle } from "../images/safefs";
 import { SeccompChains } from "../resources/seccomp";
 import { dumpIpcNs } from "../resources/ipcns";
-import { freezeProcess, releaseProcess, seizeFrozen, releaseSeized, ExitedWhileFreezing, type FrozenProcess } from "../ptrace/seize";
+import {
+  freezeProcess,
+  releaseProcess,
+  seizeFrozen,
+  releaseSeized,
+  ExitedWhileFreezing,
+  type FrozenProcess,
+} from "../ptrace/seize";
 import { wait4Raw, W, __WALL } from "../sys/ptrace";
 import { RemoteMem } from "../ptrace/inject";
 import { syscall } from "../sys/syscall";
@@ -45,10 +52,22 @@ import { NsView, nsIds, writeTreeNsImages, writeRootNsImages, ROOT_IDS, IPC_NS_I
 import { E, errnoText } from "../sys/errno";
 
 interface DumpOptions {
-  pid: number; dir: string; leaveRunning?: boolean; leaveStopped?: boolean; shellJob?: boolean;
-  timeoutSec?: number; displayStats?: boolean; compress?: boolean; tcpEstablished?: boolean; tcpClose?: boolean; skipInFlight?: boolean; extUnixSk?: boolean; fileLocks?: boolean;
+  pid: number;
+  dir: string;
+  leaveRunning?: boolean;
+  leaveStopped?: boolean;
+  shellJob?: boolean;
+  timeoutSec?: number;
+  displayStats?: boolean;
+  compress?: boolean;
+  tcpEstablished?: boolean;
+  tcpClose?: boolean;
+  skipInFlight?: boolean;
+  extUnixSk?: boolean;
+  fileLocks?: boolean;
   /** --ghost-limit (bytes, default reg.ts GHOST_LIMIT) and --link-remap: how deleted files are kept */
-  ghostLimit?: number; linkRemap?: boolean;
+  ghostLimit?: number;
+  linkRemap?: boolean;
   /** the images of a previous (pre-)dump, relative to dir: unchanged pages are not stored again */
   prevImagesDir?: string;
   /** a pre-dump: memory tracking is armed at its end (memtrack.ts) */
@@ -111,22 +130,32 @@ interface DumpOptions {
 export interface DumpStats {
   /** the processes of the dumped tree, root first */
   pids: number[];
-  freezingTime: number; frozenTime: number; memdumpTime: number; memwriteTime: number; pagesScanned: number; pagesWritten: number;
+  freezingTime: number;
+  frozenTime: number;
+  memdumpTime: number;
+  memwriteTime: number;
+  pagesScanned: number;
+  pagesWritten: number;
   /** pages left to the parent images (unchanged since the pre-dump) */
-  pagesSkippedParent: number }
+  pagesSkippedParent: number;
+}
 
-function msg<T extends DescMessage>(schema: T, init: MessageInitShape<T>) { return create(schema, init); }
-
+function msg<T extends DescMessage>(schema: T, init: MessageInitShape<T>) {
+  return create(schema, init);
+}
 
 /** A process of the dumped tree: frozen (alive) or a zombie (nothing to freeze). */
 interface TreeNode {
-  pid: number; ppid: number; children: number[];
+  pid: number;
+  ppid: number;
+  children: number[];
   /** it was stopped (SIGSTOP, ^Z) before we came: it stays stopped, and is restored stopped */
   wasStopped?: boolean;
   /** the signal that stopped it: SIGSTOP, SIGTSTP, SIGTTIN or SIGTTOU */
   stopSig?: number;
   ids?: Record<string, number>;
-  fp?: FrozenProcess; mem?: RemoteMem;
+  fp?: FrozenProcess;
+  mem?: RemoteMem;
   /** its pid in the images and its VMAs, once dumped (memory tracking is armed from them) */
   dumped?: { vpid: number; vmas: DumpedVma[] };
   zombie?: { exitCode: number; pgid: number; sid: number; comm: string };
@@ -141,18 +170,26 @@ function sameTreeAsFrozen(tree: TreeNode[]) {
   const state = (pid: number, tid?: number) => {
     try {
       const s = readStatus(pid, tid ?? pid);
-      return sigkillPending(s) ? "X" : s.State?.[0] ?? "gone";
-    } catch { return "gone"; }
+      return sigkillPending(s) ? "X" : (s.State?.[0] ?? "gone");
+    } catch {
+      return "gone";
+    }
   };
   for (const n of tree) {
     if (n.zombie) {
-      if (state(n.pid) !== "Z") throw new CriuError("dump", `zombie ${n.pid} of the tree was reaped while the tree was being dumped`);
+      if (state(n.pid) !== "Z")
+        throw new CriuError("dump", `zombie ${n.pid} of the tree was reaped while the tree was being dumped`);
       continue;
     }
     for (const t of n.fp!.threads) {
       const s = state(n.pid, t.tid);
       if (s === "gone" || s === "Z" || s === "X") {
-        throw new CriuError("dump", t.tid === n.pid ? `process ${n.pid} of the tree exited while it was being dumped` : `thread ${t.tid} of process ${n.pid} exited while it was being dumped`);
+        throw new CriuError(
+          "dump",
+          t.tid === n.pid
+            ? `process ${n.pid} of the tree exited while it was being dumped`
+            : `thread ${t.tid} of process ${n.pid} exited while it was being dumped`
+        );
       }
     }
   }
@@ -163,7 +200,8 @@ function sameTreeAsFrozen(tree: TreeNode[]) {
 function letGo(n: TreeNode) {
   if (!n.fp) return;
   const ss = n.fp.threads[0].stopSig ?? 19;
-  if (n.wasStopped) for (const t of n.fp.threads) syscall(NR.ptrace, 17 /* DETACH */, t.tid, 0, ss >= 19 && ss <= 22 ? ss : 19);
+  if (n.wasStopped)
+    for (const t of n.fp.threads) syscall(NR.ptrace, 17 /* DETACH */, t.tid, 0, ss >= 19 && ss <= 22 ? ss : 19);
   else releaseProcess(n.fp);
 }
 
@@ -180,22 +218,41 @@ function freezeTree(root: number, timeoutMs: number, preSeized?: Set<number>): T
         let node = nodes.get(pid);
         if (!node) {
           let st;
-          try { st = readStat(pid); } catch { if (pid === root) throw new CriuError("dump", `process ${pid} does not exist: ${errnoText(E.ESRCH)}`); continue; }
+          try {
+            st = readStat(pid);
+          } catch {
+            if (pid === root) throw new CriuError("dump", `process ${pid} does not exist: ${errnoText(E.ESRCH)}`);
+            continue;
+          }
           let fp: FrozenProcess | undefined;
           if (st.state !== "Z") {
-            try { fp = freezeProcess(pid, timeoutMs, preSeized); } catch (e) {
+            try {
+              fp = freezeProcess(pid, timeoutMs, preSeized);
+            } catch (e) {
               // a child that exits between our look and its stop (a shell's `sleep`, say) is a
               // zombie of its frozen parent now, or gone if the parent does not wait for children
               if (!(e instanceof ExitedWhileFreezing) || e.tid !== pid || pid === root) throw e;
-              try { st = readStat(pid); } catch { log.debug(`process ${pid} exited while being frozen and is gone`); continue; }
+              try {
+                st = readStat(pid);
+              } catch {
+                log.debug(`process ${pid} exited while being frozen and is gone`);
+                continue;
+              }
               if (st.state !== "Z") throw e;
               log.debug(`process ${pid} exited while being frozen: dumped as a zombie`);
             }
           }
           node = fp
             ? { pid, ppid: st.ppid, children: [], wasStopped: st.state === "T", fp }
-            : { pid, ppid: st.ppid, children: [], zombie: { exitCode: st.exitCode, pgid: st.pgid, sid: st.sid, comm: st.comm } };
-          nodes.set(pid, node); order.push(pid); fresh++;
+            : {
+                pid,
+                ppid: st.ppid,
+                children: [],
+                zombie: { exitCode: st.exitCode, pgid: st.pgid, sid: st.sid, comm: st.comm },
+              };
+          nodes.set(pid, node);
+          order.push(pid);
+          fresh++;
           // the stop signal (its parent's wait tells SIGSTOP from SIGTSTP, SIGTTIN, SIGTTOU): restore
           // stops it with the same (task_core_entry.stop_signo, as CRIU 4.2 keeps it)
           const ss = node.fp?.threads[0].stopSig;
@@ -225,10 +282,30 @@ export function dumpProcess(o: DumpOptions): DumpStats {
     throw new CriuError("dump", `process ${pid} does not exist: ${errnoText(E.ESRCH)}`);
   }
   if (pid === process.pid) throw new CriuError("dump", `cannot dump criu-bun itself`);
-  if (o.pageServer && o.compress) throw new CriuError("dump", "--compress cannot be used with --page-server (the page server writes CRIU's raw pages)");
+  if (o.pageServer && o.compress)
+    throw new CriuError(
+      "dump",
+      "--compress cannot be used with --page-server (the page server writes CRIU's raw pages)"
+    );
   if (o.lazyPages) {
-    const bad = o.leaveRunning ? "--leave-running" : o.leaveStopped ? "--leave-stopped" : o.pageServer || o.psClient ? "--page-server" : o.prevImagesDir ? "--prev-images-dir" : o.preDump ? "pre-dump" : o.handOff ? "migrate" : undefined;
-    if (bad) throw new CriuError("dump", `--lazy-pages cannot be used with ${bad} (the source serves its memory from where it is frozen, then is killed)`);
+    const bad = o.leaveRunning
+      ? "--leave-running"
+      : o.leaveStopped
+        ? "--leave-stopped"
+        : o.pageServer || o.psClient
+          ? "--page-server"
+          : o.prevImagesDir
+            ? "--prev-images-dir"
+            : o.preDump
+              ? "pre-dump"
+              : o.handOff
+                ? "migrate"
+                : undefined;
+    if (bad)
+      throw new CriuError(
+        "dump",
+        `--lazy-pages cannot be used with ${bad} (the source serves its memory from where it is frozen, then is killed)`
+      );
     o = { ...o, lazySources: new Map() };
   } else if (o.lazySources && !(o.psClient && o.handOff && !o.preDump)) {
     throw new CriuError("dump", "post-copy from the source is migrate's final round only");
@@ -240,7 +317,8 @@ export function dumpProcess(o: DumpOptions): DumpStats {
   const kinds = new FdKindsDump();
   let tree: TreeNode[] = [];
   let stats: DumpStats;
-  let t0 = 0, tFrozen = 0;
+  let t0 = 0,
+    tFrozen = 0;
   let prev: DirHandle | undefined;
   let netLocked = false;
   let pageServer: PageServerClient | undefined;
@@ -248,7 +326,8 @@ export function dumpProcess(o: DumpOptions): DumpStats {
   // criu tells about the network lock only for a tree with its own network namespace
   let ownNet = false;
   /** liveRead: the tree was let go before its pages were read */
-  let released = false, tThawed = 0;
+  let released = false,
+    tThawed = 0;
   try {
     if (o.prevImagesDir) {
       linkParent(stage.path, o.prevImagesDir, stage.dir.path);
@@ -256,9 +335,16 @@ export function dumpProcess(o: DumpOptions): DumpStats {
       prev = openDir(under(stage.dir.path, o.prevImagesDir));
       aliasPath(prev.path, o.prevImagesDir);
     }
-    const w: DumpOptions = { ...o, dir: stage.path, prevImagesDir: prev?.path, deferred: o.liveRead && o.preDump && o.psClient ? [] : undefined };
+    const w: DumpOptions = {
+      ...o,
+      dir: stage.path,
+      prevImagesDir: prev?.path,
+      deferred: o.liveRead && o.preDump && o.psClient ? [] : undefined,
+    };
     // connect first: a page server that is not there fails the dump before anything is frozen
-    pageServer = o.psClient ?? (o.pageServer ? new PageServerClient(o.pageServer.address, o.pageServer.port, o.timeoutSec ?? 10) : undefined);
+    pageServer =
+      o.psClient ??
+      (o.pageServer ? new PageServerClient(o.pageServer.address, o.pageServer.port, o.timeoutSec ?? 10) : undefined);
     runHook(o.hooks, "pre-dump", { pid });
     ownNet = readlinkSync(`/proc/${pid}/ns/net`) !== readlinkSync("/proc/self/ns/net");
     t0 = performance.now();
@@ -268,16 +354,29 @@ export function dumpProcess(o: DumpOptions): DumpStats {
     let preSeized: Set<number> | undefined;
     if (o.freezeCgroup) {
       const fz = freezeCgroup(o.freezeCgroup, (o.timeoutSec ?? 10) * 1000);
-      try { preSeized = new Set(seizeFrozen(fz.tids)); } finally { fz.thaw(); }
+      try {
+        preSeized = new Set(seizeFrozen(fz.tids));
+      } finally {
+        fz.thaw();
+      }
     }
-    try { tree = freezeTree(pid, (o.timeoutSec ?? 10) * 1000, preSeized); }
-    finally { if (preSeized?.size) { log.info(`releasing ${preSeized.size} thread(s) of the cgroup outside the tree`); releaseSeized(preSeized); } }
+    try {
+      tree = freezeTree(pid, (o.timeoutSec ?? 10) * 1000, preSeized);
+    } finally {
+      if (preSeized?.size) {
+        log.info(`releasing ${preSeized.size} thread(s) of the cgroup outside the tree`);
+        releaseSeized(preSeized);
+      }
+    }
     tFrozen = performance.now();
     // the page Workers start while the tree is collected (a dump of a parent's changes alone
     // may need none)
     if (!w.prevImagesDir) startPageWorkers(tree.reduce((sum, n) => sum + (n.fp ? anonBytes(n.pid) : 0), 0));
     pausePoint("dump-frozen");
-    if (ownNet) { netLocked = true; runHook(o.hooks, "network-lock", { pid }); }
+    if (ownNet) {
+      netLocked = true;
+      runHook(o.hooks, "network-lock", { pid });
+    }
     runHook(o.hooks, "query-ext-files", { pid });
     for (const n of tree) if (n.fp) n.mem = new RemoteMem(n.pid);
     track = new MemTracker(w.dir, w.prevImagesDir);
@@ -303,7 +402,9 @@ export function dumpProcess(o: DumpOptions): DumpStats {
       log.info(`Tree of ${pid} let go: its pages are read while it runs (tracking marks what it writes meanwhile)`);
       for (const job of w.deferred) {
         const r = job();
-        stats.pagesScanned += r.scanned; stats.pagesWritten += r.written; stats.pagesSkippedParent += r.skipped;
+        stats.pagesScanned += r.scanned;
+        stats.pagesWritten += r.written;
+        stats.pagesSkippedParent += r.skipped;
       }
       stats.memdumpTime += Math.round((performance.now() - tThawed) * 1000);
     }
@@ -320,16 +421,27 @@ export function dumpProcess(o: DumpOptions): DumpStats {
     let e = err;
     pageServer?.abort(); // no PS_IOV_CLOSE: the page server drops what it received
     // a failure because a process of the tree died meanwhile is reported as that
-    if (tree.length && !released) try { sameTreeAsFrozen(tree); } catch (lost) { log.debug(`failed with: ${errorMessage(err)}`); e = lost; }
+    if (tree.length && !released)
+      try {
+        sameTreeAsFrozen(tree);
+      } catch (lost) {
+        log.debug(`failed with: ${errorMessage(err)}`);
+        e = lost;
+      }
     kinds.abort();
     if (netLocked && !released) unlockHook(o.hooks, pid);
-    for (const n of tree) { n.mem?.close(); if (!released) letGo(n); }
+    for (const n of tree) {
+      n.mem?.close();
+      if (!released) letGo(n);
+    }
     if (e instanceof Error) e.message = unalias(e.message); // the directory's name, not its fd
     stage.abort();
     prev?.close();
     if (tree.length) log.info(`Dump of ${pid} failed; ${tree.length} process(es) released`);
     throw e;
-  } finally { stopPageWorkers(); }
+  } finally {
+    stopPageWorkers();
+  }
   for (const n of tree) n.mem?.close();
   stats.frozenTime = Math.round(((released ? tThawed : performance.now()) - tFrozen) * 1000);
   const alive = tree.filter((n) => n.fp);
@@ -343,7 +455,9 @@ export function dumpProcess(o: DumpOptions): DumpStats {
       committed = true;
       // if criu-bun dies from here on, the tree stops instead of running beside its copy
       for (const n of alive) syscall(NR.kill, n.pid, 19 /* SIGSTOP */);
-      log.info(`Tree of ${pid}: committed to its copy (a SIGSTOP is queued to each process: it is never resumed from here)`);
+      log.info(
+        `Tree of ${pid}: committed to its copy (a SIGSTOP is queued to each process: it is never resumed from here)`
+      );
     };
     try {
       o.handOff(dir, t0, commit);
@@ -352,7 +466,13 @@ export function dumpProcess(o: DumpOptions): DumpStats {
       // the tree lives on (resumed or left stopped): its tracking ends first
       for (const n of alive) {
         const m = new RemoteMem(n.pid);
-        try { track!.disarm(n.pid, n.fp!.threads[0].tid, m); } catch (x) { log.warn(`process ${n.pid}: memory tracking not ended: ${errorMessage(x)}`); } finally { m.close(); }
+        try {
+          track!.disarm(n.pid, n.fp!.threads[0].tid, m);
+        } catch (x) {
+          log.warn(`process ${n.pid}: memory tracking not ended: ${errorMessage(x)}`);
+        } finally {
+          m.close();
+        }
       }
       // (the injection took the queued SIGSTOP as it passed: queued again)
       if (committed) for (const n of alive) syscall(NR.kill, n.pid, 19);
@@ -362,7 +482,8 @@ export function dumpProcess(o: DumpOptions): DumpStats {
         // its copy ran (or may have): resuming this one could run both; killing it could lose the only whole copy
         for (const n of alive) for (const t of n.fp!.threads) syscall(NR.ptrace, 17 /* DETACH */, t.tid, 0, 19);
         log.info(`Tree of ${pid} left stopped: the hand-off failed after its copy was let run`);
-        if (e instanceof CriuError) e.message += `; the source (pid ${pid}) is left stopped, not resumed since its copy ran: kill it, or \`kill -CONT\` it once that copy is known to be gone`;
+        if (e instanceof CriuError)
+          e.message += `; the source (pid ${pid}) is left stopped, not resumed since its copy ran: kill it, or \`kill -CONT\` it once that copy is known to be gone`;
       } else {
         for (const n of alive) letGo(n);
         log.info(`Tree of ${pid} resumed as it was: the hand-off failed`);
@@ -410,9 +531,14 @@ export function dumpProcess(o: DumpOptions): DumpStats {
     // children before parents and non-leader threads before their leader: a thread-group leader
     // reports its death only once every other thread of its group is reaped, and the init of a PID
     // namespace only once its children are; waiting for either first would wait forever
-    for (const n of [...alive].reverse()) for (const t of [...n.fp!.threads].reverse()) {
-      for (;;) { const { r, status } = wait4Raw(t.tid, __WALL); if (r === -4) continue; if (r < 0 || W.exited(status) || W.signaled(status)) break; }
-    }
+    for (const n of [...alive].reverse())
+      for (const t of [...n.fp!.threads].reverse()) {
+        for (;;) {
+          const { r, status } = wait4Raw(t.tid, __WALL);
+          if (r === -4) continue;
+          if (r < 0 || W.exited(status) || W.signaled(status)) break;
+        }
+      }
     kinds.killed(); // (inet.ts: the connections' last references, closed in repair mode)
     log.info(`Tree of ${pid} (${tree.length} process(es)) killed after dump`);
   }
@@ -427,19 +553,34 @@ export function dumpProcess(o: DumpOptions): DumpStats {
  */
 function writeDumpStats(dir: string, stats: DumpStats) {
   try {
-    writeImage(dir, "stats-dump", "STATS", [msg(S.stats_entrySchema, { dump: {
-      freezingTime: stats.freezingTime, frozenTime: stats.frozenTime, memdumpTime: stats.memdumpTime, memwriteTime: stats.memwriteTime,
-      pagesScanned: BigInt(stats.pagesScanned), pagesSkippedParent: BigInt(stats.pagesSkippedParent), pagesWritten: BigInt(stats.pagesWritten), pagesLazy: 0n,
-    } })]);
+    writeImage(dir, "stats-dump", "STATS", [
+      msg(S.stats_entrySchema, {
+        dump: {
+          freezingTime: stats.freezingTime,
+          frozenTime: stats.frozenTime,
+          memdumpTime: stats.memdumpTime,
+          memwriteTime: stats.memwriteTime,
+          pagesScanned: BigInt(stats.pagesScanned),
+          pagesSkippedParent: BigInt(stats.pagesSkippedParent),
+          pagesWritten: BigInt(stats.pagesWritten),
+          pagesLazy: 0n,
+        },
+      }),
+    ]);
     log.debug(`stats-dump written in ${dir}`);
-  } catch (e) { log.warn(`cannot write stats-dump: ${errorMessage(e)}`); }
+  } catch (e) {
+    log.warn(`cannot write stats-dump: ${errorMessage(e)}`);
+  }
 }
 
 /** network-unlock's answer changes nothing (criu ignores it too): the tree must be let go */
 function unlockHook(hooks: Hooks | undefined, pid: number) {
-  try { runHook(hooks, "network-unlock", { pid }); } catch (e) { log.warn(`network-unlock: ${errorMessage(e)}`); }
+  try {
+    runHook(hooks, "network-unlock", { pid });
+  } catch (e) {
+    log.warn(`network-unlock: ${errorMessage(e)}`);
+  }
 }
-
 
 /**
  * Sessions and process groups restore can give back exactly: every process's session and group
@@ -451,27 +592,52 @@ function unlockHook(hooks: Hooks | undefined, pid: number) {
 function checkSessions(tree: TreeNode[], ns: NsView, shellJob: boolean): Map<number, { pgid: number; sid: number }> {
   const groups = new Map(tree.map((n) => [n.pid, ns.groups(n.pid)]));
   for (const n of tree) {
-    const { pgid, sid } = groups.get(n.pid)!, where = `process ${n.pid}`;
+    const { pgid, sid } = groups.get(n.pid)!,
+      where = `process ${n.pid}`;
     if (sid === 0) refuse("dump", where, "session-outside-pidns", "getsid() is 0 inside its PID namespace");
-    if (pgid === 0) refuse("dump", where, "session-outside-pidns", "its process group leader is outside its PID namespace");
+    if (pgid === 0)
+      refuse("dump", where, "session-outside-pidns", "its process group leader is outside its PID namespace");
   }
-  const u = unledGroup(tree.map((n) => ({ n, pid: ns.v(n.pid), ...groups.get(n.pid)! })), shellJob);
+  const u = unledGroup(
+    tree.map((n) => ({ n, pid: ns.v(n.pid), ...groups.get(n.pid)! })),
+    shellJob
+  );
   if (u) {
-    const { t, what } = u, where = `process ${t.n.pid}`;
+    const { t, what } = u,
+      where = `process ${t.n.pid}`;
     if (what === "group") refuse("dump", where, "pgrp-leader-gone", `process group ${t.pgid}`);
-    if (t.n === tree[0]) throw new CriuError("dump", `${where} is not a session leader (its session is ${t.sid}); dump with --shell-job to restore it into criu-bun's session, or make it one (setsid)`);
+    if (t.n === tree[0])
+      throw new CriuError(
+        "dump",
+        `${where} is not a session leader (its session is ${t.sid}); dump with --shell-job to restore it into criu-bun's session, or make it one (setsid)`
+      );
     refuse("dump", where, "session-leader-gone", `session ${t.sid}`);
   }
   return groups;
 }
 
-function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pageServer: PageServerClient | undefined, track: MemTracker,
-  kinds: FdKindsDump): DumpStats {
+function collectAndWrite(
+  tree: TreeNode[],
+  o: DumpOptions,
+  freezeMs: number,
+  pageServer: PageServerClient | undefined,
+  track: MemTracker,
+  kinds: FdKindsDump
+): DumpStats {
   const d = o.dir;
   const files = new FileTable();
   const extra = new ImageSink(tree.length + 1); // pages-1..n are the processes' (pages-N.img below)
   const twins = new FdTwins();
-  const stats: DumpStats = { pids: tree.map((n) => n.pid), freezingTime: Math.round(freezeMs * 1000), frozenTime: 0, memdumpTime: 0, memwriteTime: 0, pagesScanned: 0, pagesWritten: 0, pagesSkippedParent: 0 };
+  const stats: DumpStats = {
+    pids: tree.map((n) => n.pid),
+    freezingTime: Math.round(freezeMs * 1000),
+    frozenTime: 0,
+    memdumpTime: 0,
+    memwriteTime: 0,
+    pagesScanned: 0,
+    pagesWritten: 0,
+    pagesSkippedParent: 0,
+  };
   const pstree: S.Init<typeof S.pstree_entrySchema>[] = [];
   const ns = new NsView(tree[0].pid, !!((o.emptyNs ?? 0) & CLONE.NEWNET), o.extNetNs);
   const groups = checkSessions(tree, ns, !!o.shellJob); // each process's, read once
@@ -481,7 +647,12 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
     // does: runc's pre-dump request names no external mounts)
     const root = tree[0].pid;
     const entries = dumpMountNs(root, o.extMounts ?? { map: new Map() }, (f, data) => writeImageBytes(d, f, data));
-    writeImage(d, `mountpoints-10.img`, "MNTS", entries.map((e) => msg(S.mnt_entrySchema, e)));
+    writeImage(
+      d,
+      `mountpoints-10.img`,
+      "MNTS",
+      entries.map((e) => msg(S.mnt_entrySchema, e))
+    );
   }
   if (ns.container) files.statRoot = `/proc/${tree[0].pid}/root`; // paths are the container's
   const nsMounts = ns.container ? new Set(readMountinfo(tree[0].pid).map((m) => m.id)) : undefined;
@@ -490,10 +661,29 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
   const alivePids = tree.filter((n) => !n.zombie).map((n) => n.pid);
   // every fd of the frozen tree and what it points to, read once (fds, pty masters, socket peers)
   const links = new Map(alivePids.map((p) => [p, fdLinks(p)]));
-  const fdOpts: DumpOpts = { tree: alivePids, shellJob: o.shellJob, tcpEstablished: o.tcpEstablished, tcpClose: o.tcpClose, skipInFlight: o.skipInFlight, extUnixSk: o.extUnixSk,
-    fileLocks: o.fileLocks, networkLockSkip: o.networkLockSkip, ghostLimit: o.ghostLimit, linkRemap: o.linkRemap, links, nsMounts, skipFd: (p, fd) => track.skips(p, fd) };
+  const fdOpts: DumpOpts = {
+    tree: alivePids,
+    shellJob: o.shellJob,
+    tcpEstablished: o.tcpEstablished,
+    tcpClose: o.tcpClose,
+    skipInFlight: o.skipInFlight,
+    extUnixSk: o.extUnixSk,
+    fileLocks: o.fileLocks,
+    networkLockSkip: o.networkLockSkip,
+    ghostLimit: o.ghostLimit,
+    linkRemap: o.linkRemap,
+    links,
+    nsMounts,
+    skipFd: (p, fd) => track.skips(p, fd),
+  };
   // each fd kind's look at the whole tree (pty masters and controlling terminals: tty.ts)
-  const dumpTree = { pids: alivePids, files, images: extra, vpid: (p: number) => ns.v(p), vpgid: (p: number) => groups.get(p)!.pgid };
+  const dumpTree = {
+    pids: alivePids,
+    files,
+    images: extra,
+    vpid: (p: number) => ns.v(p),
+    vpgid: (p: number) => groups.get(p)!.pgid,
+  };
   kinds.begin(dumpTree, fdOpts);
   // its own IPC namespace: refused if it holds what is not saved, else its sysctls
   if (ns.ownIpcNs) dumpIpcNs(tree[0].pid, d, IPC_NS_ID);
@@ -503,42 +693,91 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
     // kernel object ids as CRIU numbers them: 1 is the dumper's own (inventory root_ids), the
     // tree's start at 2; namespaces the dumper shares keep the dumper's ids (ROOT_IDS)
     const kid = idx + 2;
-    const ids = { vmId: kid, filesId: sharedId(tree, idx, KCMP.FILES, "filesId"), fsId: sharedId(tree, idx, KCMP.FS, "fsId"),
-      sighandId: kid, ...nsIds(ns) };
+    const ids = {
+      vmId: kid,
+      filesId: sharedId(tree, idx, KCMP.FILES, "filesId"),
+      fsId: sharedId(tree, idx, KCMP.FS, "fsId"),
+      sighandId: kid,
+      ...nsIds(ns),
+    };
     if (!n.zombie) ns.check(n.pid); // a zombie has no namespaces left to look at
-    const vpid = ns.v(n.pid), vppid = idx === 0 ? 0 : ns.v(n.ppid);
+    const vpid = ns.v(n.pid),
+      vppid = idx === 0 ? 0 : ns.v(n.ppid);
     const { pgid, sid } = groups.get(n.pid)!;
     if (n.zombie) {
       const z = n.zombie;
       pstree.push({ pid: vpid, ppid: vppid, pgid, sid, threads: [vpid] });
-      writeImage(d, `core-${vpid}.img`, "CORE", [msg(S.core_entrySchema, {
-        mtype: 1, tc: { taskState: 2 /* TASK_DEAD */, exitCode: z.exitCode, personality: 0, flags: 0, blkSigset: 0n, comm: z.comm },
-      })]);
+      writeImage(d, `core-${vpid}.img`, "CORE", [
+        msg(S.core_entrySchema, {
+          mtype: 1,
+          tc: {
+            taskState: 2 /* TASK_DEAD */,
+            exitCode: z.exitCode,
+            personality: 0,
+            flags: 0,
+            blkSigset: 0n,
+            comm: z.comm,
+          },
+        }),
+      ]);
       return;
     }
     if (!n.zombie && sharedId(tree, idx, KCMP.VM, "vmId") !== kid) {
-      throw new CriuError("dump", `process ${n.pid} shares its memory with another process (CLONE_VM without threads, e.g. vfork); not supported yet`);
+      throw new CriuError(
+        "dump",
+        `process ${n.pid} shares its memory with another process (CLONE_VM without threads, e.g. vfork); not supported yet`
+      );
     }
     n.ids = ids;
     track.adopt(n.pid, ns.v(n.pid));
-    const r = dumpOne(n, id, ids, files, extra, twins, o, fdOpts, kinds, d, ns, cgroups.add(n.pid), seccomp, pageServer, track);
-    stats.memdumpTime += r.memUs; stats.pagesScanned += r.scanned; stats.pagesWritten += r.written; stats.pagesSkippedParent += r.skipped;
+    const r = dumpOne(
+      n,
+      id,
+      ids,
+      files,
+      extra,
+      twins,
+      o,
+      fdOpts,
+      kinds,
+      d,
+      ns,
+      cgroups.add(n.pid),
+      seccomp,
+      pageServer,
+      track
+    );
+    stats.memdumpTime += r.memUs;
+    stats.pagesScanned += r.scanned;
+    stats.pagesWritten += r.written;
+    stats.pagesSkippedParent += r.skipped;
     pstree.push({ pid: vpid, ppid: vppid, pgid, sid, threads: r.tids });
   });
   log.debug(`all processes collected`);
   phase("writing the tree's images");
-  writeImage(d, "inventory.img", "INVENTORY", [msg(S.inventory_entrySchema, {
-    imgVersion: 2, fdinfoPerId: true, nsPerId: true, lsmtype: 0,
-    rootIds: ROOT_IDS, rootCgSet: ROOT_CG_SET,
-    dumpUptime: BigInt(Math.round(performance.now() * 1000)),
-    tcpClose: !!o.tcpClose && !o.tcpEstablished, // established connections saved without their streams
-    allImages: true,
-    // what the kinds' objects need (inet.ts: the network lock a killed tree's connections keep
-    // until restore). --network-lock skip: criu's NETWORK_LOCK_SKIP, its restore does not unlock
-    ...(o.networkLockSkip ? { networkLockMethod: NETWORK_LOCK.SKIP } : kinds.inventory()),
-    dumpCriuRunId: dumpRunId(tree[0].pid),
-  })]);
-  writeImage(d, "pstree.img", "PSTREE", pstree.map((p) => msg(S.pstree_entrySchema, p)));
+  writeImage(d, "inventory.img", "INVENTORY", [
+    msg(S.inventory_entrySchema, {
+      imgVersion: 2,
+      fdinfoPerId: true,
+      nsPerId: true,
+      lsmtype: 0,
+      rootIds: ROOT_IDS,
+      rootCgSet: ROOT_CG_SET,
+      dumpUptime: BigInt(Math.round(performance.now() * 1000)),
+      tcpClose: !!o.tcpClose && !o.tcpEstablished, // established connections saved without their streams
+      allImages: true,
+      // what the kinds' objects need (inet.ts: the network lock a killed tree's connections keep
+      // until restore). --network-lock skip: criu's NETWORK_LOCK_SKIP, its restore does not unlock
+      ...(o.networkLockSkip ? { networkLockMethod: NETWORK_LOCK.SKIP } : kinds.inventory()),
+      dumpCriuRunId: dumpRunId(tree[0].pid),
+    }),
+  ]);
+  writeImage(
+    d,
+    "pstree.img",
+    "PSTREE",
+    pstree.map((p) => msg(S.pstree_entrySchema, p))
+  );
   writeImage(d, "files.img", "FILES", files.files as unknown as S.file_entry[]); // plain objects: encoded as they are (encode.ts)
   const cg = cgroups.entry(); // none when every task is in criu-bun's own cgroups, as CRIU
   if (cg) writeImage(d, "cgroup.img", "CGROUP", [msg(S.cgroup_entrySchema, cg)]);
@@ -549,16 +788,33 @@ function collectAndWrite(tree: TreeNode[], o: DumpOptions, freezeMs: number, pag
 }
 
 /** One live process of the tree: its core, mm, pages, fds, fs and ids images. */
-function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: FileTable, extra: ImageSink, twins: FdTwins, o: DumpOptions, fdOpts: DumpOpts,
-  kinds: FdKindsDump, d: string, ns: NsView, cgSet: number, seccomp: SeccompChains, pageServer: PageServerClient | undefined, track: MemTracker) {
-  const pid = n.pid, mem = n.mem!;
+function dumpOne(
+  n: TreeNode,
+  id: number,
+  ids: Record<string, number>,
+  files: FileTable,
+  extra: ImageSink,
+  twins: FdTwins,
+  o: DumpOptions,
+  fdOpts: DumpOpts,
+  kinds: FdKindsDump,
+  d: string,
+  ns: NsView,
+  cgSet: number,
+  seccomp: SeccompChains,
+  pageServer: PageServerClient | undefined,
+  track: MemTracker
+) {
+  const pid = n.pid,
+    mem = n.mem!;
   const vpid = ns.v(pid);
   phase("dumping", pid);
   const task: TaskDump = dumpTask(n.fp!, mem);
   log.debug(`process ${pid}: task state collected`);
   if (id === 1) writeRootNsImages(d, pid, ns, ids, task.uts, task.clocks);
   for (const t of task.threads) t.core.threadCore.cgSet = cgSet; // where CRIU 4 keeps it (per thread)
-  if (n.wasStopped) Object.assign(task.threads[0].core.tc!, { taskState: 3 /* TASK_STOPPED */, stopSigno: n.stopSig ?? 19 });
+  if (n.wasStopped)
+    Object.assign(task.threads[0].core.tc!, { taskState: 3 /* TASK_STOPPED */, stopSigno: n.stopSig ?? 19 });
   // a process sharing its parent's fd table (CLONE_FILES) has it dumped once, under one files id
   const tableDone = ids.filesId !== ids.vmId;
   const locks: LockDump[] = [];
@@ -589,22 +845,33 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
       const hasParent = !!o.prevImagesDir && existsSync(join(o.prevImagesDir, `sent-pagemap-${vpid}.img`));
       const tracked = hasParent ? track.select(pid, vpid, task.vmas) : undefined;
       const want = tracked ? byAddress([...pagesToDump(pid, tracked.untracked), ...tracked.want]) : undefined;
-      const vmas = task.vmas, ps = pageServer;
+      const vmas = task.vmas,
+        ps = pageServer;
       o.deferred.push(() => {
         const tmp = mkdtempSync(join(d, ".criu-bun-pages-"));
         try {
           let p;
-          try { p = dumpPages(pid, vmas, mem, tmp, id, false, want); } catch (e) {
+          try {
+            p = dumpPages(pid, vmas, mem, tmp, id, false, want);
+          } catch (e) {
             if (!existsSync(`/proc/${pid}`)) throw e;
-            log.warn(`process ${pid}: its memory changed while it was read (${errorMessage(e)}); left out of this round, sent in full by the next`);
+            log.warn(
+              `process ${pid}: its memory changed while it was read (${errorMessage(e)}); left out of this round, sent in full by the next`
+            );
             return { scanned: 0, written: 0, skipped: 0 };
           }
-          if (ps.open(vpid) !== hasParent) throw new CriuError("dump", `process ${pid}: the page server ${hasParent ? "has no" : "has"} parent images for it, unlike this side`);
+          if (ps.open(vpid) !== hasParent)
+            throw new CriuError(
+              "dump",
+              `process ${pid}: the page server ${hasParent ? "has no" : "has"} parent images for it, unlike this side`
+            );
           const runs = tracked ? byAddress<PagemapRun>([...p.runs, ...tracked.fromParent]) : [...p.runs];
           ps.sendRuns(markLazy(runs, vmas), join(tmp, p.file));
           writeImageBytes(d, `sent-pagemap-${vpid}.img`, encodePagemap(0, runs));
           return { scanned: p.scanned, written: p.written, skipped: tracked ? pagesOf(tracked.fromParent) : 0 };
-        } finally { rmSync(tmp, { recursive: true, force: true }); }
+        } finally {
+          rmSync(tmp, { recursive: true, force: true });
+        }
       });
       return finish({ scanned: 0, written: 0 });
     }
@@ -618,27 +885,39 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
       // the rseq areas go now: the restore registers them (the kernel writes there) before the tree runs
       const rseq = task.threads.flatMap((t) => {
         const e = t.core.threadCore?.rseqEntry;
-        return e?.rseqAbiPointer ? [BigInt(e.rseqAbiPointer), BigInt(e.rseqAbiPointer) + BigInt(Math.max(1, Number(e.rseqAbiSize ?? 32))) - 1n] : [];
+        return e?.rseqAbiPointer
+          ? [BigInt(e.rseqAbiPointer), BigInt(e.rseqAbiPointer) + BigInt(Math.max(1, Number(e.rseqAbiSize ?? 32))) - 1n]
+          : [];
       });
       const split = keepEager(splitRunsLazy(want ?? pagesToDump(pid, task.vmas), task.vmas), rseq);
-      want = split.eager; lazy = split.lazy;
+      want = split.eager;
+      lazy = split.lazy;
       o.lazySources.set(vpid, { pid, runs: lazy });
-      log.info(`process ${pid}: ${pagesOf(lazy)} page(s) of private anonymous memory left here for post-copy, ${pagesOf(want)} sent now`);
+      log.info(
+        `process ${pid}: ${pagesOf(lazy)} page(s) of private anonymous memory left here for post-copy, ${pagesOf(want)} sent now`
+      );
     }
     const tmp = mkdtempSync(join(d, ".criu-bun-pages-"));
     try {
       pr = dumpPages(pid, task.vmas, mem, tmp, id, false, want);
       const t1 = performance.now();
       const lz = lazy.map((r) => ({ vaddr: r.vaddr, nrPages: r.nrPages, flags: 2 /* PE_LAZY */ }));
-      const runs = tracked || lz.length ? byAddress<PagemapRun>([...pr.runs, ...(tracked?.fromParent ?? []), ...lz]) : [...pr.runs];
+      const runs =
+        tracked || lz.length
+          ? byAddress<PagemapRun>([...pr.runs, ...(tracked?.fromParent ?? []), ...lz])
+          : [...pr.runs];
       const t2 = performance.now();
       const marked = markLazy(runs, task.vmas);
       const t3 = performance.now();
       pageServer.sendRuns(marked, join(tmp, pr.file));
-      log.debug(`process ${pid}: ${runs.length} pagemap runs (${tracked?.fromParent.length ?? 0} from the parent) ordered in ${(t2 - t1).toFixed(1)} ms, marked in ${(t3 - t2).toFixed(1)} ms, sent in ${(performance.now() - t3).toFixed(1)} ms`);
+      log.debug(
+        `process ${pid}: ${runs.length} pagemap runs (${tracked?.fromParent.length ?? 0} from the parent) ordered in ${(t2 - t1).toFixed(1)} ms, marked in ${(t3 - t2).toFixed(1)} ms, sent in ${(performance.now() - t3).toFixed(1)} ms`
+      );
       if (tracked) skipped = pagesOf(tracked.fromParent);
       pr = { ...pr, runs };
-    } finally { rmSync(tmp, { recursive: true, force: true }); }
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
     // what the server now holds for this process, for a later dump with this one as its parent
     const t4 = performance.now();
     writeImageBytes(d, `sent-pagemap-${vpid}.img`, encodePagemap(0, pr.runs));
@@ -654,12 +933,20 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
     if (split) {
       const lazy = pagesToDump(pid, split.lazy);
       o.lazySources!.set(vpid, { pid, runs: lazy });
-      pr = { ...pr, runs: byAddress<PagemapRun>([...pr.runs, ...lazy.map((r) => ({ ...r, flags: 2 /* PE_LAZY */ }))]), scanned: pr.scanned + lazy.reduce((m, r) => m + r.nrPages, 0) };
-      log.info(`process ${pid}: ${lazy.reduce((m, r) => m + r.nrPages, 0)} pages of private anonymous memory left with the source (lazy)`);
+      pr = {
+        ...pr,
+        runs: byAddress<PagemapRun>([...pr.runs, ...lazy.map((r) => ({ ...r, flags: 2 /* PE_LAZY */ }))]),
+        scanned: pr.scanned + lazy.reduce((m, r) => m + r.nrPages, 0),
+      };
+      log.info(
+        `process ${pid}: ${lazy.reduce((m, r) => m + r.nrPages, 0)} pages of private anonymous memory left with the source (lazy)`
+      );
     }
     if (o.prevImagesDir) {
       const dd = dedupeAgainstParent(d, pr.file, [...pr.runs], o.prevImagesDir, vpid, o.compress);
-      log.info(`process ${pid}: ${dd.fromParent} pages unchanged since the previous dump, ${dd.kept} stored in ${dd.file}`);
+      log.info(
+        `process ${pid}: ${dd.fromParent} pages unchanged since the previous dump, ${dd.kept} stored in ${dd.file}`
+      );
       const runs = tracked ? byAddress<PagemapRun>([...dd.runs, ...tracked.fromParent]) : dd.runs;
       skipped = dd.fromParent + (tracked ? pagesOf(tracked.fromParent) : 0);
       pr = { ...pr, runs, written: dd.kept, file: dd.file, storedBytes: dd.stored, rawBytes: dd.kept * 4096 };
@@ -668,31 +955,54 @@ function dumpOne(n: TreeNode, id: number, ids: Record<string, number>, files: Fi
   return finish(pr);
 
   function finish(pr: { scanned: number; written: number; runs?: Iterable<PagemapRun> }) {
-  const memUs = Math.round((performance.now() - tMem) * 1000);
-  const tids = task.threads.map((t) => ns.v(pid, t.tid));
-  for (const t of task.threads) {
-    if (t.seccomp.length) t.core.threadCore.seccompFilter = seccomp.add(t.seccomp);
-    const core = { ...t.core };
-    if (t.tid === pid) core.tc = task.threads[0].core.tc;
-    writeImage(d, `core-${ns.v(pid, t.tid)}.img`, "CORE", [msg(S.core_entrySchema, core)]);
-  }
-  writeImage(d, `ids-${vpid}.img`, "IDS", [msg(S.task_kobj_ids_entrySchema, ids)]);
-  writeImage(d, `mm-${vpid}.img`, "MM", [task.mm as unknown as S.mm_entry]); // plain: thousands of VMAs encoded as they are
-  if (!pageServer) writeImageBytes(d, `pagemap-${vpid}.img`, encodePagemap(id, pr.runs instanceof RunList ? markLazyList(pr.runs, task.vmas) : markLazy(pr.runs!, task.vmas)));
-  writeImage(d, `fs-${vpid}.img`, "FS", [msg(S.fs_entrySchema, { cwdId, rootId, umask: task.umask })]);
-  if (!tableDone) writeImage(d, `fdinfo-${ids.filesId}.img`, "FDINFO", fds.map((f) => ({ id: f.id, flags: f.cloexec ? 1 : 0, type: f.type, fd: f.fd }) as unknown as S.fdinfo_entry));
-  return { memUs, scanned: pr.scanned, written: pr.written, skipped, tids, pgid: task.stat.pgid, sid: task.stat.sid };
+    const memUs = Math.round((performance.now() - tMem) * 1000);
+    const tids = task.threads.map((t) => ns.v(pid, t.tid));
+    for (const t of task.threads) {
+      if (t.seccomp.length) t.core.threadCore.seccompFilter = seccomp.add(t.seccomp);
+      const core = { ...t.core };
+      if (t.tid === pid) core.tc = task.threads[0].core.tc;
+      writeImage(d, `core-${ns.v(pid, t.tid)}.img`, "CORE", [msg(S.core_entrySchema, core)]);
+    }
+    writeImage(d, `ids-${vpid}.img`, "IDS", [msg(S.task_kobj_ids_entrySchema, ids)]);
+    writeImage(d, `mm-${vpid}.img`, "MM", [task.mm as unknown as S.mm_entry]); // plain: thousands of VMAs encoded as they are
+    if (!pageServer)
+      writeImageBytes(
+        d,
+        `pagemap-${vpid}.img`,
+        encodePagemap(id, pr.runs instanceof RunList ? markLazyList(pr.runs, task.vmas) : markLazy(pr.runs!, task.vmas))
+      );
+    writeImage(d, `fs-${vpid}.img`, "FS", [msg(S.fs_entrySchema, { cwdId, rootId, umask: task.umask })]);
+    if (!tableDone)
+      writeImage(
+        d,
+        `fdinfo-${ids.filesId}.img`,
+        "FDINFO",
+        fds.map((f) => ({ id: f.id, flags: f.cloexec ? 1 : 0, type: f.type, fd: f.fd }) as unknown as S.fdinfo_entry)
+      );
+    return { memUs, scanned: pr.scanned, written: pr.written, skipped, tids, pgid: task.stat.pgid, sid: task.stat.sid };
   }
 }
 
 /** Memory pages of one process into pages-<pagesId>.img; returns the runs for pagemap-PID.img. */
-function dumpPages(pid: number, vmas: TaskDump["vmas"], mem: RemoteMem, dir: string, pagesId: number, compress?: boolean, want?: PageRun[]) {
+function dumpPages(
+  pid: number,
+  vmas: TaskDump["vmas"],
+  mem: RemoteMem,
+  dir: string,
+  pagesId: number,
+  compress?: boolean,
+  want?: PageRun[]
+) {
   return pipelineDumpPages({ pid, vmas, memFd: mem.fd, dir, pagesId, compress, want }); // src/codec/pipeline.ts
 }
 
 /** Bytes of private memory a process has (RssAnon), 0 when it cannot be read. */
 function anonBytes(pid: number): number {
-  try { return Number(/^(\d+) kB/.exec(readStatus(pid).RssAnon ?? "")?.[1] ?? 0) * 1024; } catch { return 0; }
+  try {
+    return Number(/^(\d+) kB/.exec(readStatus(pid).RssAnon ?? "")?.[1] ?? 0) * 1024;
+  } catch {
+    return 0;
+  }
 }
 
 /**
@@ -704,7 +1014,10 @@ function anonBytes(pid: number): number {
 function byAddress<T extends { vaddr: bigint }>(runs: T[]): T[] {
   const starts = [0];
   for (let i = 1; i < runs.length; i++) {
-    if (runs[i].vaddr < runs[i - 1].vaddr) { starts.push(i); if (starts.length > 8) return runs.sort((a, b) => (a.vaddr < b.vaddr ? -1 : a.vaddr > b.vaddr ? 1 : 0)); }
+    if (runs[i].vaddr < runs[i - 1].vaddr) {
+      starts.push(i);
+      if (starts.length > 8) return runs.sort((a, b) => (a.vaddr < b.vaddr ? -1 : a.vaddr > b.vaddr ? 1 : 0));
+    }
   }
   if (starts.length === 1) return runs;
   starts.push(runs.length);
@@ -712,10 +1025,16 @@ function byAddress<T extends { vaddr: bigint }>(runs: T[]): T[] {
   while (parts.length > 1) {
     const next: T[][] = [];
     for (let k = 0; k < parts.length; k += 2) {
-      const x = parts[k], y = parts[k + 1];
-      if (!y) { next.push(x); continue; }
+      const x = parts[k],
+        y = parts[k + 1];
+      if (!y) {
+        next.push(x);
+        continue;
+      }
       const m: T[] = new Array(x.length + y.length);
-      let i = 0, j = 0, o = 0;
+      let i = 0,
+        j = 0,
+        o = 0;
       while (i < x.length && j < y.length) m[o++] = y[j].vaddr < x[i].vaddr ? y[j++] : x[i++];
       while (i < x.length) m[o++] = x[i++];
       while (j < y.length) m[o++] = y[j++];
@@ -738,4 +1057,3 @@ function sharedId(tree: TreeNode[], idx: number, type: number, key: string): num
   }
   return idx + 2; // the process's own (ids start at 2, as CRIU's: 1 is the dumper's)
 }
-

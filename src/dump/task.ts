@@ -20,12 +20,15 @@ import type { OutCall } from "../ptrace/inject";
 import type * as S from "../images/schemas";
 
 export interface TaskDump {
-  pid: number; stat: ProcStat;
+  pid: number;
+  stat: ProcStat;
   threads: ThreadDump[];
   vmas: DumpedVma[];
   mm: S.Init<typeof S.mm_entrySchema>;
   umask: number;
-  cwd: string; root: string; exe: string;
+  cwd: string;
+  root: string;
+  exe: string;
   sigactions: S.Init<typeof S.sa_entrySchema>[];
   /** CLOCK_MONOTONIC and CLOCK_BOOTTIME as the process saw them at dump time */
   clocks: Clocks;
@@ -33,9 +36,12 @@ export interface TaskDump {
   uts: { nodename: string; domainname: string };
 }
 
-function hexMask(s: string | undefined): bigint { return s ? BigInt("0x" + s) : 0n; }
+function hexMask(s: string | undefined): bigint {
+  return s ? BigInt("0x" + s) : 0n;
+}
 
-const BATCH_AREA = 16384, BATCH_TABLE = 8192;
+const BATCH_AREA = 16384,
+  BATCH_TABLE = 8192;
 
 /**
  * Run independent syscalls in the stopped leader, each with an out buffer; returns each result and
@@ -50,7 +56,14 @@ const BATCH_AREA = 16384, BATCH_TABLE = 8192;
  * the kernel may deliver that SIGTRAP as the tracer goes (restart from signal-delivery-stop, man 2 ptrace: it kills the process), and the RWX area
  * would stay in its memory map; a dump killed at any moment must leave the target as it was.
  */
-function batchCalls(inj: Injector, mem: RemoteMem, status: Record<string, string>, pid: number, calls: OutCall[], scratch: bigint): { r: bigint; b: Uint8Array }[] {
+function batchCalls(
+  inj: Injector,
+  mem: RemoteMem,
+  status: Record<string, string>,
+  pid: number,
+  calls: OutCall[],
+  scratch: bigint
+): { r: bigint; b: Uint8Array }[] {
   const trap = 1n << 4n; // SIGTRAP
   const trapFree = ((hexMask(status.SigBlk) | hexMask(status.SigIgn)) & trap) === 0n;
   // a seccomp filter may kill the process on the mmap/munmap the batch needs (syscalls the
@@ -59,7 +72,13 @@ function batchCalls(inj: Injector, mem: RemoteMem, status: Record<string, string
   let outBytes = 0;
   for (const c of calls) outBytes += (c.out + 15) & ~15;
   let area = -1n;
-  if (trapFree && unfiltered && process.env.CRIU_BUN_BATCH === "on" && BATCH_TABLE + outBytes <= BATCH_AREA && calls.length * 64 <= BATCH_TABLE - 256) {
+  if (
+    trapFree &&
+    unfiltered &&
+    process.env.CRIU_BUN_BATCH === "on" &&
+    BATCH_TABLE + outBytes <= BATCH_AREA &&
+    calls.length * 64 <= BATCH_TABLE - 256
+  ) {
     const r = inj.call(NR.mmap, 0, BATCH_AREA, 7 /* RWX */, 0x22 /* MAP_PRIVATE | MAP_ANONYMOUS */, -1, 0);
     if (r > 0n || r < -4095n) area = BigInt.asUintN(64, r);
     else log.debug(`process ${pid}: no batch area (mmap: ${errnoText(-r)}): one injected syscall per call`);
@@ -73,20 +92,36 @@ function batchCalls(inj: Injector, mem: RemoteMem, status: Record<string, string
     // queries only), the last alone, so the thread ends in a syscall stop as after single calls
     const head = calls.length > 1 ? inj.guardedBatch(calls.slice(0, -1)) : undefined;
     if (!head) return calls.map(single);
-    head.forEach((h, i) => { if (h.r < 0n) h.b = new Uint8Array(calls[i].out); });
+    head.forEach((h, i) => {
+      if (h.r < 0n) h.b = new Uint8Array(calls[i].out);
+    });
     return [...head, single(calls[calls.length - 1])];
   }
   try {
     mem.write(area, BATCH_CODE);
     const bufs: bigint[] = [];
     let off = BATCH_TABLE;
-    for (const c of calls) { bufs.push(area + BigInt(off)); off += (c.out + 15) & ~15; }
-    const res = inj.callMany(area, area + 256n, calls.map((c, i) => [c.nr, ...c.args(bufs[i])]));
+    for (const c of calls) {
+      bufs.push(area + BigInt(off));
+      off += (c.out + 15) & ~15;
+    }
+    const res = inj.callMany(
+      area,
+      area + 256n,
+      calls.map((c, i) => [c.nr, ...c.args(bufs[i])])
+    );
     const data = mem.read(area + BigInt(BATCH_TABLE), off - BATCH_TABLE);
-    return calls.map((c, i) => ({ r: res[i], b: data.subarray(Number(bufs[i] - area) - BATCH_TABLE, Number(bufs[i] - area) - BATCH_TABLE + c.out) }));
+    return calls.map((c, i) => ({
+      r: res[i],
+      b: data.subarray(Number(bufs[i] - area) - BATCH_TABLE, Number(bufs[i] - area) - BATCH_TABLE + c.out),
+    }));
   } finally {
     const r = inj.call(NR.munmap, area, BATCH_AREA);
-    if (r !== 0n) throw new CriuError("dump", `process ${pid}: cannot unmap the batch area at 0x${area.toString(16)}: ${errnoText(-r)}`);
+    if (r !== 0n)
+      throw new CriuError(
+        "dump",
+        `process ${pid}: cannot unmap the batch area at 0x${area.toString(16)}: ${errnoText(-r)}`
+      );
   }
 }
 
@@ -117,15 +152,22 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
       // can run one (batchCalls), else one injected syscall each.
       const sa = sigactionCalls();
       const head = 7; // calls before the sigactions
-      const got = batchCalls(inj, mem, status, pid, [
-        ...mmCalls(), // brk, THP (mm.ts)
-        // membarrier registrations (Linux 6.3+ can tell them; older kernels answer EINVAL)
-        { nr: NR.membarrier, args: () => [1 << 9 /* MEMBARRIER_CMD_GET_REGISTRATIONS */, 0, 0], out: 0 },
-        subreaperCall(),
-        ...nsCalls(), // the clocks as the process sees them, uname (namespaces.ts)
-        ...sa,
-        ...itimerCalls(),
-      ], scratch);
+      const got = batchCalls(
+        inj,
+        mem,
+        status,
+        pid,
+        [
+          ...mmCalls(), // brk, THP (mm.ts)
+          // membarrier registrations (Linux 6.3+ can tell them; older kernels answer EINVAL)
+          { nr: NR.membarrier, args: () => [1 << 9 /* MEMBARRIER_CMD_GET_REGISTRATIONS */, 0, 0], out: 0 },
+          subreaperCall(),
+          ...nsCalls(), // the clocks as the process sees them, uname (namespaces.ts)
+          ...sa,
+          ...itimerCalls(),
+        ],
+        scratch
+      );
       ({ brk, thpDisabled } = decodeMmCalls(got.slice(0, 2)));
       membarrier = dumpMembarrier(pid, inj, got[2].r);
       subreaper = decodeSubreaper(got[3]);
@@ -148,10 +190,19 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
   const { personality, loginuid, oomScoreAdj } = dumpTaskAttrs(pid);
   const leaderCore = threads[0].core;
   leaderCore.tc = {
-    taskState: 1, exitCode: 0, personality, flags: stat.flags, blkSigset: threads[0].core.threadCore.blkSigset,
-    comm: stat.comm, timers: { real: itimers!.real, virt: itimers!.virt, prof: itimers!.prof, posix },
-    rlimits: { rlimits: limits }, signalsS: { signals: shared }, loginuid,
-    oomScoreAdj, sigactions, childSubreaper: subreaper,
+    taskState: 1,
+    exitCode: 0,
+    personality,
+    flags: stat.flags,
+    blkSigset: threads[0].core.threadCore.blkSigset,
+    comm: stat.comm,
+    timers: { real: itimers!.real, virt: itimers!.virt, prof: itimers!.prof, posix },
+    rlimits: { rlimits: limits },
+    signalsS: { signals: shared },
+    loginuid,
+    oomScoreAdj,
+    sigactions,
+    childSubreaper: subreaper,
     ...(membarrier ? { membarrierRegistrationMask: membarrier } : {}),
   };
 
@@ -160,9 +211,17 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
   const umask = parseInt(status.Umask ?? "22", 8);
   log.info(`Dumped state of ${pid}: ${threads.length} thread(s), ${vmas.length} VMAs, brk 0x${brk.toString(16)}`);
   return {
-    pid, stat, threads, vmas, mm, umask, sigactions, uts, clocks,
-    cwd: readLink(`/proc/${pid}/cwd`), root: readLink(`/proc/${pid}/root`), exe,
+    pid,
+    stat,
+    threads,
+    vmas,
+    mm,
+    umask,
+    sigactions,
+    uts,
+    clocks,
+    cwd: readLink(`/proc/${pid}/cwd`),
+    root: readLink(`/proc/${pid}/root`),
+    exe,
   };
 }
-
-

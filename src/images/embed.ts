@@ -46,14 +46,27 @@ export function enumDesc(file: DescFile, path: number, ...paths: number[]): GenE
  *  delimitedEncoding, packed, longAsString 0|1, default (a function; 0: none), oneof index + 1].
  * kind: 0 scalar, 1 enum, 2 message, 3 list. Per enum (creation order): [open 0|1, sharedPrefix
  * or 0, then per value: localName, jsonName or 0]. */
-interface DescGraph { ed: number; m: unknown[][][]; o: string[][]; e: unknown[][] }
+interface DescGraph {
+  ed: number;
+  m: unknown[][][];
+  o: string[][];
+  e: unknown[][];
+}
 
 const KINDS = ["scalar", "enum", "message", "list"] as const;
 const noDefault = () => undefined;
-function fileToString(this: DescFile) { return `file ${this.proto.name}`; }
-function typeToString(this: { kind: string; typeName: string }) { return `${this.kind} ${this.typeName}`; }
-function memberToString(this: { kind: string; parent: { typeName: string }; name: string }) { return `${this.kind} ${this.parent.typeName}.${this.name}`; }
-function valueToString(this: { parent: { typeName: string }; name: string }) { return `enum value ${this.parent.typeName}.${this.name}`; }
+function fileToString(this: DescFile) {
+  return `file ${this.proto.name}`;
+}
+function typeToString(this: { kind: string; typeName: string }) {
+  return `${this.kind} ${this.typeName}`;
+}
+function memberToString(this: { kind: string; parent: { typeName: string }; name: string }) {
+  return `${this.kind} ${this.parent.typeName}.${this.name}`;
+}
+function valueToString(this: { parent: { typeName: string }; name: string }) {
+  return `enum value ${this.parent.typeName}.${this.name}`;
+}
 
 /** every message and enum of a file, by type name (for fields whose type is in a dependency) */
 const typesOf = new WeakMap<DescFile, Map<string, DescMessage | DescEnum>>();
@@ -61,7 +74,11 @@ function fileTypes(f: DescFile): Map<string, DescMessage | DescEnum> {
   let m = typesOf.get(f);
   if (m) return m;
   m = new Map();
-  const add = (d: DescMessage) => { m!.set(d.typeName, d); for (const e of d.nestedEnums) m!.set(e.typeName, e); d.nestedMessages.forEach(add); };
+  const add = (d: DescMessage) => {
+    m!.set(d.typeName, d);
+    for (const e of d.nestedEnums) m!.set(e.typeName, e);
+    d.nestedMessages.forEach(add);
+  };
   for (const e of f.enums) m.set(e.typeName, e);
   f.messages.forEach(add);
   typesOf.set(f, m);
@@ -70,22 +87,52 @@ function fileTypes(f: DescFile): Map<string, DescMessage | DescEnum> {
 
 function graphFile(p: FileDescriptorProto, deps: DescFile[], g: DescGraph): DescFile {
   const file: any = {
-    kind: "file", proto: p, deprecated: p.options?.deprecated ?? false, edition: g.ed,
-    name: p.name.replace(/\.proto$/, ""), dependencies: deps, enums: [], messages: [], extensions: [], services: [], toString: fileToString,
+    kind: "file",
+    proto: p,
+    deprecated: p.options?.deprecated ?? false,
+    edition: g.ed,
+    name: p.name.replace(/\.proto$/, ""),
+    dependencies: deps,
+    enums: [],
+    messages: [],
+    extensions: [],
+    services: [],
+    toString: fileToString,
   };
   const types = new Map<string, any>();
-  let mi = 0, ei = 0;
+  let mi = 0,
+    ei = 0;
   const enumOf = (ep: any, parent: any) => {
     const s = g.e[ei++];
     const typeName = parent ? `${parent.typeName}.${ep.name}` : ep.name;
     const d: any = {
-      kind: "enum", proto: ep, deprecated: ep.options?.deprecated ?? false, file, parent, open: s[0] === 1, name: ep.name, typeName,
-      value: {}, values: [], sharedPrefix: s[1] || undefined, toString: typeToString,
+      kind: "enum",
+      proto: ep,
+      deprecated: ep.options?.deprecated ?? false,
+      file,
+      parent,
+      open: s[0] === 1,
+      name: ep.name,
+      typeName,
+      value: {},
+      values: [],
+      sharedPrefix: s[1] || undefined,
+      toString: typeToString,
     };
     types.set(typeName, d);
     for (let i = 0; i < ep.value.length; i++) {
       const vp = ep.value[i];
-      const v = { kind: "enum_value", proto: vp, deprecated: vp.options?.deprecated ?? false, parent: d, name: vp.name, localName: s[2 + 2 * i], number: vp.number, jsonName: s[3 + 2 * i] || vp.name, toString: valueToString };
+      const v = {
+        kind: "enum_value",
+        proto: vp,
+        deprecated: vp.options?.deprecated ?? false,
+        parent: d,
+        name: vp.name,
+        localName: s[2 + 2 * i],
+        number: vp.number,
+        jsonName: s[3 + 2 * i] || vp.name,
+        toString: valueToString,
+      };
       d.values.push(v);
       d.value[vp.number] ??= v;
     }
@@ -94,8 +141,21 @@ function graphFile(p: FileDescriptorProto, deps: DescFile[], g: DescGraph): Desc
   const messageOf = (mp: any, parent: any) => {
     const typeName = parent ? `${parent.typeName}.${mp.name}` : mp.name;
     const d: any = {
-      kind: "message", proto: mp, deprecated: mp.options?.deprecated ?? false, file, parent, name: mp.name, typeName,
-      fields: [], field: {}, oneofs: [], members: [], nestedEnums: [], nestedMessages: [], nestedExtensions: [], toString: typeToString,
+      kind: "message",
+      proto: mp,
+      deprecated: mp.options?.deprecated ?? false,
+      file,
+      parent,
+      name: mp.name,
+      typeName,
+      fields: [],
+      field: {},
+      oneofs: [],
+      members: [],
+      nestedEnums: [],
+      nestedMessages: [],
+      nestedExtensions: [],
+      toString: typeToString,
     };
     (parent ? parent.nestedMessages : file.messages).push(d);
     types.set(typeName, d);
@@ -107,37 +167,69 @@ function graphFile(p: FileDescriptorProto, deps: DescFile[], g: DescGraph): Desc
   const lookup = (name: string) => types.get(name) ?? deps.map((f) => fileTypes(f).get(name)).find((x) => x);
   // fields, in createFileRegistry's order (each top-level message, then its nested ones, depth first)
   const fieldsOf = (d: any) => {
-    const s = g.m[mi], names = g.o[mi];
+    const s = g.m[mi],
+      names = g.o[mi];
     mi++;
     const mp = d.proto;
-    const oneofs = names.map((localName, i) => ({ kind: "oneof", proto: mp.oneofDecl[i], deprecated: false, parent: d, fields: [] as any[], name: mp.oneofDecl[i].name, localName, toString: memberToString }));
+    const oneofs = names.map((localName, i) => ({
+      kind: "oneof",
+      proto: mp.oneofDecl[i],
+      deprecated: false,
+      parent: d,
+      fields: [] as any[],
+      name: mp.oneofDecl[i].name,
+      localName,
+      toString: memberToString,
+    }));
     const seen = new Set<any>();
     for (let i = 0; i < s.length; i++) {
-      const f = s[i] as any[], fp = mp.field[i];
+      const f = s[i] as any[],
+        fp = mp.field[i];
       const kind = KINDS[f[3]];
       const ref = f[5] ? lookup(f[5]) : undefined;
       if (f[5] && !ref) throw new Error(`embedded descriptor of ${p.name}: ${f[5]} not found`);
       const oneof = f[11] ? oneofs[f[11] - 1] : undefined;
       const field: any = {
-        kind: "field", proto: fp, deprecated: fp.options?.deprecated ?? false, name: fp.name, number: fp.number,
-        scalar: f[4], message: ref?.kind === "message" ? ref : undefined, enum: ref?.kind === "enum" ? ref : undefined,
-        presence: f[1], utf8Validation: f[2] === 1, listKind: f[6], mapKind: undefined, mapKey: undefined,
-        delimitedEncoding: f[7], packed: f[8], longAsString: f[9] === 1,
+        kind: "field",
+        proto: fp,
+        deprecated: fp.options?.deprecated ?? false,
+        name: fp.name,
+        number: fp.number,
+        scalar: f[4],
+        message: ref?.kind === "message" ? ref : undefined,
+        enum: ref?.kind === "enum" ? ref : undefined,
+        presence: f[1],
+        utf8Validation: f[2] === 1,
+        listKind: f[6],
+        mapKind: undefined,
+        mapKey: undefined,
+        delimitedEncoding: f[7],
+        packed: f[8],
+        longAsString: f[9] === 1,
         getDefaultValue: kind === "list" ? undefined : f[10] || noDefault,
-        parent: d, oneof, localName: f[0], jsonName: fp.jsonName, toString: memberToString, fieldKind: kind,
+        parent: d,
+        oneof,
+        localName: f[0],
+        jsonName: fp.jsonName,
+        toString: memberToString,
+        fieldKind: kind,
       };
       d.fields.push(field);
       d.field[field.localName] = field;
       if (!oneof) d.members.push(field);
       else {
         oneof.fields.push(field);
-        if (!seen.has(oneof)) { seen.add(oneof); d.members.push(oneof); }
+        if (!seen.has(oneof)) {
+          seen.add(oneof);
+          d.members.push(oneof);
+        }
       }
     }
     for (const o of oneofs) if (seen.has(o)) d.oneofs.push(o);
     for (const n of d.nestedMessages) fieldsOf(n);
   };
   for (const m of file.messages) fieldsOf(m);
-  if (mi !== g.m.length || ei !== g.e.length) throw new Error(`embedded descriptor of ${p.name}: graph does not match the file`);
+  if (mi !== g.m.length || ei !== g.e.length)
+    throw new Error(`embedded descriptor of ${p.name}: graph does not match the file`);
   return file as DescFile;
 }

@@ -24,33 +24,62 @@ export class PbWriter {
     this.buf = b;
     this.view = new DataView(b.buffer);
   }
-  u32le(v: number) { this.ensure(4); this.view.setUint32(this.pos, v >>> 0, true); this.pos += 4; }
-  raw(b: Uint8Array) { this.ensure(b.length); this.buf.set(b, this.pos); this.pos += b.length; }
+  u32le(v: number) {
+    this.ensure(4);
+    this.view.setUint32(this.pos, v >>> 0, true);
+    this.pos += 4;
+  }
+  raw(b: Uint8Array) {
+    this.ensure(b.length);
+    this.buf.set(b, this.pos);
+    this.pos += b.length;
+  }
   varint32(v: number) {
     this.ensure(5);
     const b = this.buf;
-    while (v > 0x7f) { b[this.pos++] = (v & 0x7f) | 0x80; v >>>= 7; }
+    while (v > 0x7f) {
+      b[this.pos++] = (v & 0x7f) | 0x80;
+      v >>>= 7;
+    }
     b[this.pos++] = v;
   }
   /** a signed 32-bit value as a varint (negative: sign-extended to 10 bytes) */
   int32(v: number) {
     if (v >= 0) return this.varint32(v);
     this.ensure(10);
-    for (let i = 0; i < 9; i++) { this.buf[this.pos++] = (v & 0x7f) | 0x80; v >>= 7; }
+    for (let i = 0; i < 9; i++) {
+      this.buf[this.pos++] = (v & 0x7f) | 0x80;
+      v >>= 7;
+    }
     this.buf[this.pos++] = 1;
   }
   varint64(v: bigint) {
     v = BigInt.asUintN(64, v);
     if (v < 0x80000000n) return this.varint32(Number(v));
     this.ensure(10);
-    while (v > 0x7fn) { this.buf[this.pos++] = Number(v & 0x7fn) | 0x80; v >>= 7n; }
+    while (v > 0x7fn) {
+      this.buf[this.pos++] = Number(v & 0x7fn) | 0x80;
+      v >>= 7n;
+    }
     this.buf[this.pos++] = Number(v);
   }
-  fixed64(v: bigint) { this.ensure(8); this.view.setBigUint64(this.pos, BigInt.asUintN(64, v), true); this.pos += 8; }
-  bytes(b: Uint8Array) { this.varint32(b.length); this.raw(b); }
+  fixed64(v: bigint) {
+    this.ensure(8);
+    this.view.setBigUint64(this.pos, BigInt.asUintN(64, v), true);
+    this.pos += 8;
+  }
+  bytes(b: Uint8Array) {
+    this.varint32(b.length);
+    this.raw(b);
+  }
   string(s: string) {
     let ascii = s.length < 128;
-    if (ascii) for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 0x7f) { ascii = false; break; }
+    if (ascii)
+      for (let i = 0; i < s.length; i++)
+        if (s.charCodeAt(i) > 0x7f) {
+          ascii = false;
+          break;
+        }
     if (!ascii) return this.bytes(enc.encode(s));
     this.ensure(s.length + 1);
     this.buf[this.pos++] = s.length;
@@ -64,7 +93,8 @@ export class PbWriter {
   }
   /** what was written since start becomes length-delimited */
   endDelimited(start: number) {
-    const len = this.pos - start, n = varintSize(len);
+    const len = this.pos - start,
+      n = varintSize(len);
     this.ensure(n);
     this.buf.copyWithin(start + n, start, this.pos);
     const end = this.pos + n;
@@ -72,34 +102,126 @@ export class PbWriter {
     this.varint32(len);
     this.pos = end;
   }
-  finish(): Uint8Array { return this.buf.slice(0, this.pos); }
+  finish(): Uint8Array {
+    return this.buf.slice(0, this.pos);
+  }
 }
 
-function varintSize(v: number) { let n = 1; while (v > 0x7f) { v >>>= 7; n++; } return n; }
+function varintSize(v: number) {
+  let n = 1;
+  while (v > 0x7f) {
+    v >>>= 7;
+    n++;
+  }
+  return n;
+}
 
 type Put = (w: PbWriter, v: any) => void;
-interface Field { name: string; required: boolean; list: boolean; packed: boolean; tag: number; put: Put; zero?: unknown; child?: DescMessage; isMsg: boolean; packedTag: number }
+interface Field {
+  name: string;
+  required: boolean;
+  list: boolean;
+  packed: boolean;
+  tag: number;
+  put: Put;
+  zero?: unknown;
+  child?: DescMessage;
+  isMsg: boolean;
+  packedTag: number;
+}
 
 const int = (f: DescField, v: any, lo: number, hi: number) => {
-  if (typeof v !== "number" || !Number.isInteger(v) || v < lo || v > hi) throw new Error(`cannot encode field ${f.parent.typeName}.${f.name}: ${String(v)} is out of range`);
+  if (typeof v !== "number" || !Number.isInteger(v) || v < lo || v > hi)
+    throw new Error(`cannot encode field ${f.parent.typeName}.${f.name}: ${String(v)} is out of range`);
 };
 const big = (v: any): bigint => (typeof v === "bigint" ? v : BigInt(v));
 
 function scalarPut(f: DescField, t: ScalarType): { put: Put; wire: number } {
   switch (t) {
-    case ScalarType.UINT32: return { wire: 0, put: (w, v) => { int(f, v, 0, 0xffffffff); w.varint32(v); } };
-    case ScalarType.INT32: return { wire: 0, put: (w, v) => { int(f, v, -0x80000000, 0x7fffffff); w.int32(v); } };
-    case ScalarType.SINT32: return { wire: 0, put: (w, v) => { int(f, v, -0x80000000, 0x7fffffff); w.varint32(((v << 1) ^ (v >> 31)) >>> 0); } };
-    case ScalarType.BOOL: return { wire: 0, put: (w, v) => { w.ensure(1); w.buf[w.pos++] = v ? 1 : 0; } };
-    case ScalarType.UINT64: case ScalarType.INT64: return { wire: 0, put: (w, v) => w.varint64(big(v)) };
-    case ScalarType.SINT64: return { wire: 0, put: (w, v) => { const x = BigInt.asIntN(64, big(v)); w.varint64((x << 1n) ^ (x >> 63n)); } };
-    case ScalarType.FIXED64: case ScalarType.SFIXED64: return { wire: 1, put: (w, v) => w.fixed64(big(v)) };
-    case ScalarType.DOUBLE: return { wire: 1, put: (w, v) => { w.ensure(8); new DataView(w.buf.buffer).setFloat64(w.pos, v, true); w.pos += 8; } };
-    case ScalarType.FIXED32: return { wire: 5, put: (w, v) => { int(f, v, 0, 0xffffffff); w.u32le(v); } };
-    case ScalarType.SFIXED32: return { wire: 5, put: (w, v) => { int(f, v, -0x80000000, 0x7fffffff); w.u32le(v); } };
-    case ScalarType.FLOAT: return { wire: 5, put: (w, v) => { w.ensure(4); new DataView(w.buf.buffer).setFloat32(w.pos, v, true); w.pos += 4; } };
-    case ScalarType.STRING: return { wire: 2, put: (w, v) => w.string(typeof v === "string" ? v : String(v)) };
-    case ScalarType.BYTES: return { wire: 2, put: (w, v) => w.bytes(v) };
+    case ScalarType.UINT32:
+      return {
+        wire: 0,
+        put: (w, v) => {
+          int(f, v, 0, 0xffffffff);
+          w.varint32(v);
+        },
+      };
+    case ScalarType.INT32:
+      return {
+        wire: 0,
+        put: (w, v) => {
+          int(f, v, -0x80000000, 0x7fffffff);
+          w.int32(v);
+        },
+      };
+    case ScalarType.SINT32:
+      return {
+        wire: 0,
+        put: (w, v) => {
+          int(f, v, -0x80000000, 0x7fffffff);
+          w.varint32(((v << 1) ^ (v >> 31)) >>> 0);
+        },
+      };
+    case ScalarType.BOOL:
+      return {
+        wire: 0,
+        put: (w, v) => {
+          w.ensure(1);
+          w.buf[w.pos++] = v ? 1 : 0;
+        },
+      };
+    case ScalarType.UINT64:
+    case ScalarType.INT64:
+      return { wire: 0, put: (w, v) => w.varint64(big(v)) };
+    case ScalarType.SINT64:
+      return {
+        wire: 0,
+        put: (w, v) => {
+          const x = BigInt.asIntN(64, big(v));
+          w.varint64((x << 1n) ^ (x >> 63n));
+        },
+      };
+    case ScalarType.FIXED64:
+    case ScalarType.SFIXED64:
+      return { wire: 1, put: (w, v) => w.fixed64(big(v)) };
+    case ScalarType.DOUBLE:
+      return {
+        wire: 1,
+        put: (w, v) => {
+          w.ensure(8);
+          new DataView(w.buf.buffer).setFloat64(w.pos, v, true);
+          w.pos += 8;
+        },
+      };
+    case ScalarType.FIXED32:
+      return {
+        wire: 5,
+        put: (w, v) => {
+          int(f, v, 0, 0xffffffff);
+          w.u32le(v);
+        },
+      };
+    case ScalarType.SFIXED32:
+      return {
+        wire: 5,
+        put: (w, v) => {
+          int(f, v, -0x80000000, 0x7fffffff);
+          w.u32le(v);
+        },
+      };
+    case ScalarType.FLOAT:
+      return {
+        wire: 5,
+        put: (w, v) => {
+          w.ensure(4);
+          new DataView(w.buf.buffer).setFloat32(w.pos, v, true);
+          w.pos += 4;
+        },
+      };
+    case ScalarType.STRING:
+      return { wire: 2, put: (w, v) => w.string(typeof v === "string" ? v : String(v)) };
+    case ScalarType.BYTES:
+      return { wire: 2, put: (w, v) => w.bytes(v) };
   }
   throw new Error(`scalar type ${t} of ${f.parent.typeName}.${f.name} is not known`);
 }
@@ -109,11 +231,20 @@ function zeroOf(f: any): unknown {
   if (d !== undefined) return d;
   if (f.fieldKind === "enum") return f.enum.values[0].number;
   switch (f.scalar) {
-    case ScalarType.STRING: return "";
-    case ScalarType.BYTES: return new Uint8Array(0);
-    case ScalarType.BOOL: return false;
-    case ScalarType.INT64: case ScalarType.UINT64: case ScalarType.FIXED64: case ScalarType.SFIXED64: case ScalarType.SINT64: return 0n;
-    default: return 0;
+    case ScalarType.STRING:
+      return "";
+    case ScalarType.BYTES:
+      return new Uint8Array(0);
+    case ScalarType.BOOL:
+      return false;
+    case ScalarType.INT64:
+    case ScalarType.UINT64:
+    case ScalarType.FIXED64:
+    case ScalarType.SFIXED64:
+    case ScalarType.SINT64:
+      return 0n;
+    default:
+      return 0;
   }
 }
 
@@ -124,22 +255,34 @@ function plan(schema: DescMessage): Field[] {
   p = [];
   plans.set(schema, p);
   for (const f of [...schema.fields].sort((a, b) => a.number - b.number) as any[]) {
-    if (f.oneof || f.fieldKind === "map") throw new Error(`${schema.typeName}.${f.name}: oneof and map fields are not encoded here`);
+    if (f.oneof || f.fieldKind === "map")
+      throw new Error(`${schema.typeName}.${f.name}: oneof and map fields are not encoded here`);
     const isMsg = f.fieldKind === "message" || (f.fieldKind === "list" && f.listKind === "message");
     const list = f.fieldKind === "list";
     let put: Put, wire: number;
     if (isMsg) {
       const child = f.message as DescMessage;
-      put = (w, v) => { const start = w.pos; encodeInto(w, child, v); w.endDelimited(start); };
+      put = (w, v) => {
+        const start = w.pos;
+        encodeInto(w, child, v);
+        w.endDelimited(start);
+      };
       wire = 2;
     } else {
       const t = f.fieldKind === "enum" || (list && f.listKind === "enum") ? ScalarType.INT32 : f.scalar;
       ({ put, wire } = scalarPut(f, t));
     }
     p.push({
-      name: f.localName, required: f.presence === 3 /* LEGACY_REQUIRED */, list, packed: list && !!f.packed,
-      tag: (f.number << 3) | wire, packedTag: (f.number << 3) | 2, put, isMsg,
-      child: isMsg ? f.message : undefined, zero: !isMsg && !list ? zeroOf(f) : undefined,
+      name: f.localName,
+      required: f.presence === 3 /* LEGACY_REQUIRED */,
+      list,
+      packed: list && !!f.packed,
+      tag: (f.number << 3) | wire,
+      packedTag: (f.number << 3) | 2,
+      put,
+      isMsg,
+      child: isMsg ? f.message : undefined,
+      zero: !isMsg && !list ? zeroOf(f) : undefined,
     });
   }
   return p;
@@ -157,8 +300,14 @@ export function encodeInto(w: PbWriter, schema: DescMessage, msg: any) {
       if (v == null || !v.length) continue;
       if (f.packed) {
         w.varint32(f.packedTag);
-        w.delimited(() => { for (const x of v) f.put(w, x); });
-      } else for (const x of v) { w.varint32(f.tag); f.put(w, x); }
+        w.delimited(() => {
+          for (const x of v) f.put(w, x);
+        });
+      } else
+        for (const x of v) {
+          w.varint32(f.tag);
+          f.put(w, x);
+        }
       continue;
     }
     if (v == null) {
@@ -169,7 +318,10 @@ export function encodeInto(w: PbWriter, schema: DescMessage, msg: any) {
     f.put(w, v);
   }
   if (msg.$unknown?.length) {
-    for (const u of msg.$unknown) { w.varint32(((u.no << 3) | u.wireType) >>> 0); w.raw(u.data); }
+    for (const u of msg.$unknown) {
+      w.varint32(((u.no << 3) | u.wireType) >>> 0);
+      w.raw(u.data);
+    }
   }
 }
 

@@ -7,8 +7,15 @@ import { PbWriter, encodeInto } from "./encode";
 import { join } from "node:path";
 import { CriuError } from "../log";
 import {
-  IMG_COMMON_MAGIC, IMG_SERVICE_MAGIC, kindByMagic, kindByName, PAGEMAP_HEAD_SCHEMA, entrySchemaAt,
-  type ImageKind, type MessageKind, type EntryOf,
+  IMG_COMMON_MAGIC,
+  IMG_SERVICE_MAGIC,
+  kindByMagic,
+  kindByName,
+  PAGEMAP_HEAD_SCHEMA,
+  entrySchemaAt,
+  type ImageKind,
+  type MessageKind,
+  type EntryOf,
 } from "./magic";
 import { ghost_chunk_entrySchema } from "./gen/files_pb";
 import { ipc_msgSchema } from "./gen/ns_pb";
@@ -16,13 +23,20 @@ import { pagemap_entrySchema, type pagemap_entry } from "./gen/mm_pb";
 import { errnoText } from "../sys/errno";
 
 export class ImageError extends CriuError {
-  constructor(public file: string, public offset: number, what: string) {
+  constructor(
+    public file: string,
+    public offset: number,
+    what: string
+  ) {
     super("image", `${file}: ${what} at offset ${offset}`);
     this.name = "ImageError";
   }
 }
 
-export interface PayloadItem<T extends Message = Message> { msg: T; payload: Uint8Array }
+export interface PayloadItem<T extends Message = Message> {
+  msg: T;
+  payload: Uint8Array;
+}
 
 export interface OpenedImage {
   kind: string;
@@ -45,11 +59,20 @@ function zeroOf(f: any): unknown {
   const d = f.getDefaultValue?.();
   if (d !== undefined) return d;
   switch (f.scalar) {
-    case 9: return "";                       // string
-    case 12: return new Uint8Array(0);        // bytes
-    case 8: return false;                     // bool
-    case 3: case 4: case 6: case 16: case 18: return 0n; // 64-bit ints
-    default: return 0;
+    case 9:
+      return ""; // string
+    case 12:
+      return new Uint8Array(0); // bytes
+    case 8:
+      return false; // bool
+    case 3:
+    case 4:
+    case 6:
+    case 16:
+    case 18:
+      return 0n; // 64-bit ints
+    default:
+      return 0;
   }
 }
 
@@ -71,8 +94,12 @@ const fillPlans = new WeakMap<DescMessage, any[]>();
 function fillPlan(schema: DescMessage): any[] {
   let p = fillPlans.get(schema);
   if (!p) {
-    p = (schema.fields as any[]).filter((f) => f.fieldKind === "message" || (f.fieldKind === "list" && f.listKind === "message")
-      || ((f.fieldKind === "scalar" || f.fieldKind === "enum") && f.presence === 3));
+    p = (schema.fields as any[]).filter(
+      (f) =>
+        f.fieldKind === "message" ||
+        (f.fieldKind === "list" && f.listKind === "message") ||
+        ((f.fieldKind === "scalar" || f.fieldKind === "enum") && f.presence === 3)
+    );
     fillPlans.set(schema, p);
   }
   return p;
@@ -80,20 +107,32 @@ function fillPlan(schema: DescMessage): any[] {
 
 function schemaOfMsg(msg: Message, fallback?: DescMessage): DescMessage {
   // a plain object (no $typeName: a message's fields only) is of the image's own kind
-  return fallback && (fallback.typeName === msg.$typeName || msg.$typeName === undefined) ? fallback
-    : msg.$typeName === PAGEMAP_HEAD_SCHEMA.typeName ? PAGEMAP_HEAD_SCHEMA
-    : msg.$typeName === ghost_chunk_entrySchema.typeName ? ghost_chunk_entrySchema
-    : msg.$typeName === ipc_msgSchema.typeName ? ipc_msgSchema
-    : (() => { throw new CriuError("image", `message ${msg.$typeName} does not belong to this image`); })();
+  return fallback && (fallback.typeName === msg.$typeName || msg.$typeName === undefined)
+    ? fallback
+    : msg.$typeName === PAGEMAP_HEAD_SCHEMA.typeName
+      ? PAGEMAP_HEAD_SCHEMA
+      : msg.$typeName === ghost_chunk_entrySchema.typeName
+        ? ghost_chunk_entrySchema
+        : msg.$typeName === ipc_msgSchema.typeName
+          ? ipc_msgSchema
+          : (() => {
+              throw new CriuError("image", `message ${msg.$typeName} does not belong to this image`);
+            })();
 }
 
 // ---------- encoding ----------
 
 class Out {
   w = new PbWriter();
-  u32(v: number) { this.w.u32le(v); }
-  bytes(b: Uint8Array) { this.w.raw(b); }
-  pad(n: number) { if (n > 0) this.w.raw(new Uint8Array(n)); }
+  u32(v: number) {
+    this.w.u32le(v);
+  }
+  bytes(b: Uint8Array) {
+    this.w.raw(b);
+  }
+  pad(n: number) {
+    if (n > 0) this.w.raw(new Uint8Array(n));
+  }
   /** u32 length, then the message (unset required fields with their defaults, as fillRequired) */
   entry(schema: DescMessage, msg: Message) {
     // a message made by create() gets its defaults as well (callers may read them back); a plain
@@ -105,7 +144,9 @@ class Out {
     encodeInto(w, schema, msg);
     new DataView(w.buf.buffer).setUint32(start - 4, w.pos - start, true);
   }
-  concat(): Uint8Array { return this.w.finish(); }
+  concat(): Uint8Array {
+    return this.w.finish();
+  }
 }
 
 function header(out: Out, k: ImageKind) {
@@ -119,20 +160,45 @@ const roundUp = (x: number, y: number) => Math.ceil(x / y) * y;
 
 function writePayload(out: Out, k: ImageKind, msg: any, payload: Uint8Array, where: string) {
   const need = (n: number) => {
-    if (payload.length !== n) throw new CriuError("image", `${where}: payload is ${payload.length} bytes, entry says ${n}`);
+    if (payload.length !== n)
+      throw new CriuError("image", `${where}: payload is ${payload.length} bytes, entry says ${n}`);
   };
   switch (k.payload) {
-    case "pipe": need(msg.bytes); out.bytes(payload); break;
-    case "skq": need(msg.length); out.bytes(payload); break;
-    case "tcp": need(msg.inqLen + msg.outqLen); out.bytes(payload); break;
+    case "pipe":
+      need(msg.bytes);
+      out.bytes(payload);
+      break;
+    case "skq":
+      need(msg.length);
+      out.bytes(payload);
+      break;
+    case "tcp":
+      need(msg.inqLen + msg.outqLen);
+      out.bytes(payload);
+      break;
     case "ipc_shm":
-      if (msg.inPagemaps) { need(0); break; }
-      need(Number(msg.size)); out.bytes(payload); out.pad(roundUp(payload.length, 4) - payload.length); break;
+      if (msg.inPagemaps) {
+        need(0);
+        break;
+      }
+      need(Number(msg.size));
+      out.bytes(payload);
+      out.pad(roundUp(payload.length, 4) - payload.length);
+      break;
     case "ipc_sem":
-      need(msg.nsems * 2); out.bytes(payload); out.pad(roundUp(payload.length, 8) - payload.length); break;
-    case "ipc_msg": out.bytes(payload); break; // already framed (see ipcMsgPayload)
-    case "bpfmap": need(msg.keysBytes + msg.valuesBytes); out.bytes(payload); break;
-    default: if (payload.length) throw new CriuError("image", `${where}: ${k.name} entries carry no payload`);
+      need(msg.nsems * 2);
+      out.bytes(payload);
+      out.pad(roundUp(payload.length, 8) - payload.length);
+      break;
+    case "ipc_msg":
+      out.bytes(payload);
+      break; // already framed (see ipcMsgPayload)
+    case "bpfmap":
+      need(msg.keysBytes + msg.valuesBytes);
+      out.bytes(payload);
+      break;
+    default:
+      if (payload.length) throw new CriuError("image", `${where}: ${k.name} entries carry no payload`);
   }
 }
 
@@ -148,8 +214,10 @@ function encode(k: ImageKind, items: PayloadItem[], file: string): Uint8Array {
     out.entry(schema, it.msg);
     if (k.payload === "ghost") {
       const g: any = items[0].msg;
-      if (i === 0 && g.chunks && it.payload.length) throw new CriuError("image", `${file}: chunked ghost file: data goes with the chunk entries`);
-      if (i > 0 && (it.msg as any).len !== BigInt(it.payload.length)) throw new CriuError("image", `${file}: ghost chunk len differs from its payload`);
+      if (i === 0 && g.chunks && it.payload.length)
+        throw new CriuError("image", `${file}: chunked ghost file: data goes with the chunk entries`);
+      if (i > 0 && (it.msg as any).len !== BigInt(it.payload.length))
+        throw new CriuError("image", `${file}: ghost chunk len differs from its payload`);
       out.bytes(it.payload);
     } else writePayload(out, k, it.msg, it.payload, file);
   });
@@ -172,11 +240,23 @@ export function writeImage<N extends MessageKind>(dir: string, file: string, kin
   const k = getKind(kind);
   if (k.payload !== "none" && k.payload !== "ghost" && entries.length)
     throw new CriuError("image", `${file}: ${kind} entries need payloads (use writeImageWithPayload)`);
-  writeFileAtomic(join(dir, file), encode(k, entries.map((msg) => ({ msg, payload: EMPTY })), file));
+  writeFileAtomic(
+    join(dir, file),
+    encode(
+      k,
+      entries.map((msg) => ({ msg, payload: EMPTY })),
+      file
+    )
+  );
 }
 
 /** Write an image whose entries are each followed by raw bytes (pipes-data, sk-queues, ...). */
-export function writeImageWithPayload<N extends MessageKind>(dir: string, file: string, kind: N, items: PayloadItem<EntryOf<N>>[]): void {
+export function writeImageWithPayload<N extends MessageKind>(
+  dir: string,
+  file: string,
+  kind: N,
+  items: PayloadItem<EntryOf<N>>[]
+): void {
   const k = getKind(kind);
   writeFileAtomic(join(dir, file), encode(k, items, file));
 }
@@ -184,7 +264,9 @@ export function writeImageWithPayload<N extends MessageKind>(dir: string, file: 
 /** Encode an image to bytes without writing it (tests, streaming). */
 export function encodeImage(kind: string, items: PayloadItem[] | Message[]): Uint8Array {
   const k = getKind(kind);
-  const its = (items as any[]).map((x) => ("msg" in x && "payload" in x && !("$typeName" in x)) ? x : { msg: x, payload: EMPTY });
+  const its = (items as any[]).map((x) =>
+    "msg" in x && "payload" in x && !("$typeName" in x) ? x : { msg: x, payload: EMPTY }
+  );
   return encode(k, its, `<${kind}>`);
 }
 
@@ -196,26 +278,48 @@ function u32(buf: Uint8Array, off: number): number {
 
 function detect(buf: Uint8Array, file: string): { k: ImageKind; off: number } {
   if (buf.length < 4) throw new ImageError(file, 0, `truncated image header (${buf.length} bytes)`);
-  let m = u32(buf, 0), off = 4;
+  let m = u32(buf, 0),
+    off = 4;
   let outer: number | undefined;
   if (m === IMG_COMMON_MAGIC || m === IMG_SERVICE_MAGIC) {
     if (buf.length < 8) throw new ImageError(file, 4, "truncated image header");
-    outer = m; m = u32(buf, 4); off = 8;
+    outer = m;
+    m = u32(buf, 4);
+    off = 8;
   }
   const k = kindByMagic.get(m);
-  if (!k) throw new ImageError(file, off - 4, `unknown magic 0x${m.toString(16)} (not a CRIU image, or a raw image like pages-N.img)`);
+  if (!k)
+    throw new ImageError(
+      file,
+      off - 4,
+      `unknown magic 0x${m.toString(16)} (not a CRIU image, or a raw image like pages-N.img)`
+    );
   const wantOuter = k.header === "common" ? IMG_COMMON_MAGIC : k.header === "service" ? IMG_SERVICE_MAGIC : undefined;
   if (outer !== wantOuter)
-    throw new ImageError(file, 0, `bad header for ${k.name}: ${outer === undefined ? "missing" : "unexpected"} leading magic`);
+    throw new ImageError(
+      file,
+      0,
+      `bad header for ${k.name}: ${outer === undefined ? "missing" : "unexpected"} leading magic`
+    );
   return { k, off };
 }
 
 class In {
-  constructor(public buf: Uint8Array, public off: number, public file: string) {}
-  get eof() { return this.off >= this.buf.length; }
+  constructor(
+    public buf: Uint8Array,
+    public off: number,
+    public file: string
+  ) {}
+  get eof() {
+    return this.off >= this.buf.length;
+  }
   take(n: number, what: string): Uint8Array {
     if (this.off + n > this.buf.length)
-      throw new ImageError(this.file, this.off, `truncated ${what}: need ${n} bytes, have ${this.buf.length - this.off}`);
+      throw new ImageError(
+        this.file,
+        this.off,
+        `truncated ${what}: need ${n} bytes, have ${this.buf.length - this.off}`
+      );
     const r = this.buf.subarray(this.off, this.off + n);
     this.off += n;
     return r;
@@ -225,12 +329,20 @@ class In {
     const lenb = this.take(4, "entry size");
     const n = u32(lenb, 0);
     if (n > this.buf.length - this.off)
-      throw new ImageError(this.file, at, `truncated ${schema.typeName} entry: size ${n}, ${this.buf.length - this.off} bytes left`);
+      throw new ImageError(
+        this.file,
+        at,
+        `truncated ${schema.typeName} entry: size ${n}, ${this.buf.length - this.off} bytes left`
+      );
     const body = this.take(n, "entry");
     try {
       return fromBinary(schema, body) as T;
     } catch (e: any) {
-      throw new ImageError(this.file, at, `garbage ${schema.typeName} entry (${String(e?.message ?? e).split("\n")[0]})`);
+      throw new ImageError(
+        this.file,
+        at,
+        `garbage ${schema.typeName} entry (${String(e?.message ?? e).split("\n")[0]})`
+      );
     }
   }
 }
@@ -242,7 +354,10 @@ function decode(k: ImageKind, buf: Uint8Array, off: number, file: string, wantPa
   if (k.payload === "ghost") {
     if (r.eof) return items;
     const g: any = r.entry(k.schema!);
-    if (!g.chunks) { items.push({ msg: g, payload: r.take(buf.length - r.off, "ghost data") }); return items; }
+    if (!g.chunks) {
+      items.push({ msg: g, payload: r.take(buf.length - r.off, "ghost data") });
+      return items;
+    }
     items.push({ msg: g, payload: EMPTY });
     while (!r.eof) {
       const c: any = r.entry(ghost_chunk_entrySchema);
@@ -257,14 +372,31 @@ function decode(k: ImageKind, buf: Uint8Array, off: number, file: string, wantPa
     const msg: any = r.entry(schema);
     let payload: Uint8Array = EMPTY;
     switch (k.payload) {
-      case "pipe": payload = r.take(msg.bytes, "pipe data"); break;
-      case "skq": payload = r.take(msg.length, "queued packet"); break;
-      case "tcp": payload = r.take(msg.inqLen + msg.outqLen, "tcp queues"); break;
-      case "bpfmap": payload = r.take(msg.keysBytes + msg.valuesBytes, "bpf map keys and values"); break;
-      case "ipc_shm":
-        if (!msg.inPagemaps) { const n = Number(msg.size); payload = r.take(n, "shm data"); r.take(roundUp(n, 4) - n, "shm padding"); }
+      case "pipe":
+        payload = r.take(msg.bytes, "pipe data");
         break;
-      case "ipc_sem": { const n = msg.nsems * 2; payload = r.take(n, "semaphores"); r.take(roundUp(n, 8) - n, "sem padding"); break; }
+      case "skq":
+        payload = r.take(msg.length, "queued packet");
+        break;
+      case "tcp":
+        payload = r.take(msg.inqLen + msg.outqLen, "tcp queues");
+        break;
+      case "bpfmap":
+        payload = r.take(msg.keysBytes + msg.valuesBytes, "bpf map keys and values");
+        break;
+      case "ipc_shm":
+        if (!msg.inPagemaps) {
+          const n = Number(msg.size);
+          payload = r.take(n, "shm data");
+          r.take(roundUp(n, 4) - n, "shm padding");
+        }
+        break;
+      case "ipc_sem": {
+        const n = msg.nsems * 2;
+        payload = r.take(n, "semaphores");
+        r.take(roundUp(n, 8) - n, "sem padding");
+        break;
+      }
       case "ipc_msg": {
         const start = r.off;
         for (let i = 0; i < msg.qnum; i++) {
@@ -295,7 +427,11 @@ function readAs(dir: string, file: string, kind: string, wantPayload: boolean): 
   if (k.header === "raw") return [{ msg: undefined as any, payload: buf }];
   const { k: got, off } = detect(buf, path);
   if (got.magic !== k.magic)
-    throw new ImageError(path, off - 4, `wrong magic: expected ${kind} (0x${k.magic.toString(16)}), found ${got.name} (0x${got.magic.toString(16)})`);
+    throw new ImageError(
+      path,
+      off - 4,
+      `wrong magic: expected ${kind} (0x${k.magic.toString(16)}), found ${got.name} (0x${got.magic.toString(16)})`
+    );
   return decode(k, buf, off, path, wantPayload);
 }
 
@@ -305,7 +441,11 @@ export function readImage<N extends MessageKind>(dir: string, file: string, kind
 }
 
 /** Read entries with the raw payload that follows each one. */
-export function readImagePayloads<N extends MessageKind>(dir: string, file: string, kind: N): PayloadItem<EntryOf<N>>[] {
+export function readImagePayloads<N extends MessageKind>(
+  dir: string,
+  file: string,
+  kind: N
+): PayloadItem<EntryOf<N>>[] {
   return readAs(dir, file, kind, true) as PayloadItem<EntryOf<N>>[];
 }
 
@@ -352,7 +492,11 @@ export function ipcMsgPayload(items: { msg: Message; data: Uint8Array }[]): Uint
 }
 
 /** Split an ipcns-msg payload into its messages. */
-export function parseIpcMsgPayload(payload: Uint8Array, qnum: number, file = "<ipcns-msg>"): { msg: Message; data: Uint8Array }[] {
+export function parseIpcMsgPayload(
+  payload: Uint8Array,
+  qnum: number,
+  file = "<ipcns-msg>"
+): { msg: Message; data: Uint8Array }[] {
   const r = new In(payload, 0, file);
   const res: { msg: Message; data: Uint8Array }[] = [];
   for (let i = 0; i < qnum; i++) {
@@ -362,4 +506,3 @@ export function parseIpcMsgPayload(payload: Uint8Array, qnum: number, file = "<i
   }
   return res;
 }
-

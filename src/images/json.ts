@@ -3,7 +3,15 @@
 // numbers as "major:minor", sk/task-state values as names, bytes as MIME base64, unix socket
 // names quoted-printable, IP addresses as text, payloads under "extra"), and back.
 // Integers that do not fit a double stay bigint; stringifyCrit/parseCritJson keep them exact.
-import { create, isFieldSet, getOption, hasOption, type DescMessage, type DescField, type Message } from "@bufbuild/protobuf";
+import {
+  create,
+  isFieldSet,
+  getOption,
+  hasOption,
+  type DescMessage,
+  type DescField,
+  type Message,
+} from "@bufbuild/protobuf";
 import { criu } from "./gen/opts_pb";
 import { entrySchemaAt, kindByName, type ImageKind } from "./magic";
 import { ipc_msgSchema } from "./gen/ns_pb";
@@ -14,22 +22,64 @@ import { ipcMsgPayload, parseIpcMsgPayload, type OpenedImage, type PayloadItem }
 
 type FlagMap = [string, number][];
 const FLAG_MAPS: Record<string, FlagMap> = {
-  "mmap.prot": [["PROT_READ", 0x1], ["PROT_WRITE", 0x2], ["PROT_EXEC", 0x4]],
-  "mmap.flags": [["MAP_SHARED", 0x1], ["MAP_PRIVATE", 0x2], ["MAP_ANON", 0x20], ["MAP_GROWSDOWN", 0x100]],
+  "mmap.prot": [
+    ["PROT_READ", 0x1],
+    ["PROT_WRITE", 0x2],
+    ["PROT_EXEC", 0x4],
+  ],
+  "mmap.flags": [
+    ["MAP_SHARED", 0x1],
+    ["MAP_PRIVATE", 0x2],
+    ["MAP_ANON", 0x20],
+    ["MAP_GROWSDOWN", 0x100],
+  ],
   "mmap.status": [
-    ["VMA_AREA_NONE", 0], ["VMA_AREA_REGULAR", 1 << 0], ["VMA_AREA_STACK", 1 << 1], ["VMA_AREA_VSYSCALL", 1 << 2],
-    ["VMA_AREA_VDSO", 1 << 3], ["VMA_AREA_HEAP", 1 << 5], ["VMA_FILE_PRIVATE", 1 << 6], ["VMA_FILE_SHARED", 1 << 7],
-    ["VMA_ANON_SHARED", 1 << 8], ["VMA_ANON_PRIVATE", 1 << 9], ["VMA_AREA_SYSVIPC", 1 << 10], ["VMA_AREA_SOCKET", 1 << 11],
-    ["VMA_AREA_VVAR", 1 << 12], ["VMA_AREA_AIORING", 1 << 13], ["VMA_UNSUPP", 2 ** 31],
+    ["VMA_AREA_NONE", 0],
+    ["VMA_AREA_REGULAR", 1 << 0],
+    ["VMA_AREA_STACK", 1 << 1],
+    ["VMA_AREA_VSYSCALL", 1 << 2],
+    ["VMA_AREA_VDSO", 1 << 3],
+    ["VMA_AREA_HEAP", 1 << 5],
+    ["VMA_FILE_PRIVATE", 1 << 6],
+    ["VMA_FILE_SHARED", 1 << 7],
+    ["VMA_ANON_SHARED", 1 << 8],
+    ["VMA_ANON_PRIVATE", 1 << 9],
+    ["VMA_AREA_SYSVIPC", 1 << 10],
+    ["VMA_AREA_SOCKET", 1 << 11],
+    ["VMA_AREA_VVAR", 1 << 12],
+    ["VMA_AREA_AIORING", 1 << 13],
+    ["VMA_UNSUPP", 2 ** 31],
   ],
   "rfile.flags": [
-    ["O_WRONLY", 0o1], ["O_RDWR", 0o2], ["O_CREAT", 0o100], ["O_EXCL", 0o200], ["O_NOCTTY", 0o400],
-    ["O_TRUNC", 0o1000], ["O_APPEND", 0o2000], ["O_NONBLOCK", 0o4000], ["O_DSYNC", 0o10000], ["FASYNC", 0o20000],
-    ["O_DIRECT", 0o40000], ["O_LARGEFILE", 0o100000], ["O_DIRECTORY", 0o200000], ["O_NOFOLLOW", 0o400000],
-    ["O_NOATIME", 0o1000000], ["O_CLOEXEC", 0o2000000],
+    ["O_WRONLY", 0o1],
+    ["O_RDWR", 0o2],
+    ["O_CREAT", 0o100],
+    ["O_EXCL", 0o200],
+    ["O_NOCTTY", 0o400],
+    ["O_TRUNC", 0o1000],
+    ["O_APPEND", 0o2000],
+    ["O_NONBLOCK", 0o4000],
+    ["O_DSYNC", 0o10000],
+    ["FASYNC", 0o20000],
+    ["O_DIRECT", 0o40000],
+    ["O_LARGEFILE", 0o100000],
+    ["O_DIRECTORY", 0o200000],
+    ["O_NOFOLLOW", 0o400000],
+    ["O_NOATIME", 0o1000000],
+    ["O_CLOEXEC", 0o2000000],
   ],
-  "pmap.flags": [["PE_PARENT", 1], ["PE_LAZY", 2], ["PE_PRESENT", 4]],
-  "seals.flags": [["F_SEAL_SEAL", 1], ["F_SEAL_SHRINK", 2], ["F_SEAL_GROW", 4], ["F_SEAL_WRITE", 8], ["F_SEAL_FUTURE_WRITE", 0x10]],
+  "pmap.flags": [
+    ["PE_PARENT", 1],
+    ["PE_LAZY", 2],
+    ["PE_PRESENT", 4],
+  ],
+  "seals.flags": [
+    ["F_SEAL_SEAL", 1],
+    ["F_SEAL_SHRINK", 2],
+    ["F_SEAL_GROW", 4],
+    ["F_SEAL_WRITE", 8],
+    ["F_SEAL_FUTURE_WRITE", 0x10],
+  ],
 };
 
 const DICT_MAPS: Record<string, Record<string, Record<number, string>>> = {
@@ -37,7 +87,18 @@ const DICT_MAPS: Record<string, Record<string, Record<number, string>>> = {
   sk: {
     family: { 1: "UNIX", 2: "INET", 10: "INET6", 16: "NETLINK", 17: "PACKET" },
     type: { 1: "STREAM", 2: "DGRAM", 3: "RAW", 5: "SEQPACKET", 10: "PACKET" },
-    state: { 1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2", 6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN" },
+    state: {
+      1: "ESTABLISHED",
+      2: "SYN_SENT",
+      3: "SYN_RECV",
+      4: "FIN_WAIT1",
+      5: "FIN_WAIT2",
+      6: "TIME_WAIT",
+      7: "CLOSE",
+      8: "CLOSE_WAIT",
+      9: "LAST_ACK",
+      10: "LISTEN",
+    },
     proto: { 0: "IP", 6: "TCP", 17: "UDP", 136: "UDPLITE" },
   },
 };
@@ -80,21 +141,33 @@ export function qpEncode(d: Uint8Array): string {
   for (let i = 0; i < d.length; i++) {
     const c = d[i];
     const next = i + 1 < d.length ? d[i + 1] : -1;
-    const enc = c > 126 || c === 0x3d ||
+    const enc =
+      c > 126 ||
+      c === 0x3d ||
       (c === 0x2e && linelen === 0 && (next === -1 || next === 10 || next === 13 || next === 0)) ||
       ((c === 9 || c === 32) && i + 1 === d.length) ||
       (c < 33 && c !== 13 && c !== 10 && c !== 9 && c !== 32);
     if (enc) {
-      if (linelen + 3 >= MAX) { out.push("=\n"); linelen = 0; }
+      if (linelen + 3 >= MAX) {
+        out.push("=\n");
+        linelen = 0;
+      }
       out.push("=" + HEX[c >> 4] + HEX[c & 15]);
       linelen += 3;
     } else if (c === 10 || (c === 13 && next === 10)) {
       linelen = 0;
       const last = out[out.length - 1];
-      if (last === " " || last === "\t") out[out.length - 1] = "=" + HEX[last.charCodeAt(0) >> 4] + HEX[last.charCodeAt(0) & 15];
-      if (c === 13) { out.push("\r\n"); i++; } else out.push("\n");
+      if (last === " " || last === "\t")
+        out[out.length - 1] = "=" + HEX[last.charCodeAt(0) >> 4] + HEX[last.charCodeAt(0) & 15];
+      if (c === 13) {
+        out.push("\r\n");
+        i++;
+      } else out.push("\n");
     } else {
-      if (i + 1 !== d.length && next !== 10 && linelen + 1 >= MAX) { out.push("=\n"); linelen = 0; }
+      if (i + 1 !== d.length && next !== 10 && linelen + 1 >= MAX) {
+        out.push("=\n");
+        linelen = 0;
+      }
       linelen++;
       out.push(String.fromCharCode(c));
     }
@@ -107,10 +180,20 @@ export function qpDecode(s: string): Uint8Array {
   for (let i = 0; i < s.length; i++) {
     const ch = s[i];
     if (ch === "=") {
-      if (s[i + 1] === "\n") { i += 1; continue; }
-      if (s[i + 1] === "\r" && s[i + 2] === "\n") { i += 2; continue; }
+      if (s[i + 1] === "\n") {
+        i += 1;
+        continue;
+      }
+      if (s[i + 1] === "\r" && s[i + 2] === "\n") {
+        i += 2;
+        continue;
+      }
       const h = s.slice(i + 1, i + 3);
-      if (/^[0-9A-Fa-f]{2}$/.test(h)) { out.push(parseInt(h, 16)); i += 2; continue; }
+      if (/^[0-9A-Fa-f]{2}$/.test(h)) {
+        out.push(parseInt(h, 16));
+        i += 2;
+        continue;
+      }
       out.push(0x3d);
     } else out.push(ch.charCodeAt(0) & 0xff);
   }
@@ -120,7 +203,8 @@ export function qpDecode(s: string): Uint8Array {
 const KERN_MINORBITS = 20;
 function decodeDev(v: number, old: boolean): string {
   if (old) {
-    const major = ((v >>> 8) & 0xfff), minor = (v & 0xff) | ((v >>> 12) & 0xfff00);
+    const major = (v >>> 8) & 0xfff,
+      minor = (v & 0xff) | ((v >>> 12) & 0xfff00);
     return `${major}:${minor}`;
   }
   return `${Math.floor(v / 2 ** KERN_MINORBITS)}:${v & ((1 << KERN_MINORBITS) - 1)}`;
@@ -139,19 +223,30 @@ export function formatIp(words: number[]): string {
     return [v >>> 24, (v >>> 16) & 255, (v >>> 8) & 255, v & 255].join(".");
   }
   const h: number[] = [];
-  for (let i = 0; i < 4; i++) { const v = ntohl(words[i] ?? 0); h.push(v >>> 16, v & 0xffff); }
+  for (let i = 0; i < 4; i++) {
+    const v = ntohl(words[i] ?? 0);
+    h.push(v >>> 16, v & 0xffff);
+  }
   // Python's ipaddress: the longest run (first on ties) of >= 2 zero hextets becomes "::".
-  let best = -1, bestLen = 0;
-  for (let i = 0; i < 8;) {
-    if (h[i] !== 0) { i++; continue; }
+  let best = -1,
+    bestLen = 0;
+  for (let i = 0; i < 8; ) {
+    if (h[i] !== 0) {
+      i++;
+      continue;
+    }
     let j = i;
     while (j < 8 && h[j] === 0) j++;
-    if (j - i > bestLen) { best = i; bestLen = j - i; }
+    if (j - i > bestLen) {
+      best = i;
+      bestLen = j - i;
+    }
     i = j;
   }
   const hex = h.map((x) => x.toString(16));
   if (bestLen > 1) {
-    const left = hex.slice(0, best).join(":"), right = hex.slice(best + bestLen).join(":");
+    const left = hex.slice(0, best).join(":"),
+      right = hex.slice(best + bestLen).join(":");
     return `${left}::${right}`;
   }
   return hex.join(":");
@@ -178,7 +273,10 @@ export function parseIp(s: string): number[] {
   const fill = r !== undefined ? 8 - lh.length - rh.length : 0;
   const h = [...lh, ...Array(fill).fill("0"), ...rh].map((x) => parseInt(x, 16));
   if (h.length !== 8 || h.some((x) => !(x >= 0 && x <= 0xffff))) throw new CriuError("json", `bad IPv6 address '${s}'`);
-  if (tail.length) { h[6] = tail[0]; h[7] = tail[1]; }
+  if (tail.length) {
+    h[6] = tail[0];
+    h[7] = tail[1];
+  }
   const w: number[] = [];
   for (let i = 0; i < 4; i++) w.push(htonl(((h[2 * i] << 16) | h[2 * i + 1]) >>> 0));
   return w;
@@ -189,7 +287,8 @@ function pyInt(s: string): bigint {
   const t = s.trim().replace(/_/g, "");
   const neg = t.startsWith("-");
   const u = neg || t.startsWith("+") ? t.slice(1) : t;
-  if (!/^(0[xX][0-9a-fA-F]+|0[oO][0-7]+|0[bB][01]+|[1-9][0-9]*|0+)$/.test(u)) throw new CriuError("json", `bad integer '${s}'`);
+  if (!/^(0[xX][0-9a-fA-F]+|0[oO][0-7]+|0[bB][01]+|[1-9][0-9]*|0+)$/.test(u))
+    throw new CriuError("json", `bad integer '${s}'`);
   const v = BigInt(u.startsWith("0o") || u.startsWith("0O") ? "0o" + u.slice(2) : u);
   return neg ? -v : v;
 }
@@ -226,7 +325,9 @@ function scalarOut(f: any, v: any, pretty: boolean, hex: boolean): unknown {
 
 /** bigint if needed, else number (JSON-friendly). */
 function normInt(v: bigint | number): bigint | number {
-  return typeof v === "bigint" && v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
+  return typeof v === "bigint" && v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER)
+    ? Number(v)
+    : v;
 }
 
 function messageToDict(schema: DescMessage, msg: any, pretty = true, hex = false): Record<string, unknown> {
@@ -236,10 +337,15 @@ function messageToDict(schema: DescMessage, msg: any, pretty = true, hex = false
     if (f.fieldKind === "list") {
       if (!v.length) continue;
       const o = opts(f);
-      if (pretty && o?.ipadd) { d[f.name] = [formatIp(v)]; continue; }
+      if (pretty && o?.ipadd) {
+        d[f.name] = [formatIp(v)];
+        continue;
+      }
       const h = hex || !!o?.hex;
-      d[f.name] = f.listKind === "message" ? v.map((m: any) => messageToDict(f.message, m, pretty, h))
-        : v.map((x: any) => scalarOut(f, x, pretty, h));
+      d[f.name] =
+        f.listKind === "message"
+          ? v.map((m: any) => messageToDict(f.message, m, pretty, h))
+          : v.map((x: any) => scalarOut(f, x, pretty, h));
     } else if (f.fieldKind === "message") {
       if (v === undefined) continue;
       d[f.name] = messageToDict(f.message, v, pretty, hex || !!opts(f)?.hex);
@@ -255,9 +361,14 @@ function messageToDict(schema: DescMessage, msg: any, pretty = true, hex = false
 
 function payloadOut(k: ImageKind, msg: any, p: Uint8Array): unknown {
   switch (k.payload) {
-    case "pipe": case "skq": case "bpfmap": return b64lines(p);
-    case "tcp": return { inq: b64lines(p.subarray(0, msg.inqLen)), outq: b64lines(p.subarray(msg.inqLen)) };
-    case "ipc_shm": return b64lines(p);
+    case "pipe":
+    case "skq":
+    case "bpfmap":
+      return b64lines(p);
+    case "tcp":
+      return { inq: b64lines(p.subarray(0, msg.inqLen)), outq: b64lines(p.subarray(msg.inqLen)) };
+    case "ipc_shm":
+      return b64lines(p);
     case "ipc_sem": {
       const r: number[] = [];
       for (let i = 0; i + 1 < p.length; i += 2) r.push(p[i] | (p[i + 1] << 8));
@@ -265,7 +376,10 @@ function payloadOut(k: ImageKind, msg: any, p: Uint8Array): unknown {
     }
     case "ipc_msg": {
       const r: unknown[] = [];
-      for (const m of parseIpcMsgPayload(p, msg.qnum)) { r.push(messageToDict(ipc_msgSchema, m.msg, false)); r.push(b64lines(m.data)); }
+      for (const m of parseIpcMsgPayload(p, msg.qnum)) {
+        r.push(messageToDict(ipc_msgSchema, m.msg, false));
+        r.push(b64lines(m.data));
+      }
       return r;
     }
   }
@@ -322,8 +436,12 @@ function dictToMessage<T extends Message = Message>(schema: DescMessage, d: Reco
     const v = d[f.name];
     if (f.fieldKind === "list") {
       if (!Array.isArray(v)) throw new CriuError("json", `${schema.typeName}.${f.name}: expected a list`);
-      if (v.length && typeof v[0] === "string" && opts(f)?.ipadd) { msg[f.localName] = parseIp(v[0]); continue; }
-      msg[f.localName] = f.listKind === "message" ? v.map((x: any) => dictToMessage(f.message, x)) : v.map((x: any) => scalarIn(f, x));
+      if (v.length && typeof v[0] === "string" && opts(f)?.ipadd) {
+        msg[f.localName] = parseIp(v[0]);
+        continue;
+      }
+      msg[f.localName] =
+        f.listKind === "message" ? v.map((x: any) => dictToMessage(f.message, x)) : v.map((x: any) => scalarIn(f, x));
     } else if (f.fieldKind === "message") {
       msg[f.localName] = dictToMessage(f.message, v ?? {});
     } else if (f.fieldKind !== "map") {
@@ -335,22 +453,33 @@ function dictToMessage<T extends Message = Message>(schema: DescMessage, d: Reco
 
 function payloadIn(k: ImageKind, msg: any, extra: any): Uint8Array {
   switch (k.payload) {
-    case "pipe": case "skq": case "ipc_shm": case "bpfmap": {
+    case "pipe":
+    case "skq":
+    case "ipc_shm":
+    case "bpfmap": {
       const b = unb64(extra);
       return k.payload === "ipc_shm" ? b.subarray(0, Number(msg.size)) : b;
     }
     case "tcp": {
-      const a = unb64(extra.inq), b = unb64(extra.outq);
-      const r = new Uint8Array(a.length + b.length); r.set(a); r.set(b, a.length); return r;
+      const a = unb64(extra.inq),
+        b = unb64(extra.outq);
+      const r = new Uint8Array(a.length + b.length);
+      r.set(a);
+      r.set(b, a.length);
+      return r;
     }
     case "ipc_sem": {
       const r = new Uint8Array(extra.length * 2);
-      extra.forEach((x: number, i: number) => { r[2 * i] = x & 255; r[2 * i + 1] = (x >> 8) & 255; });
+      extra.forEach((x: number, i: number) => {
+        r[2 * i] = x & 255;
+        r[2 * i + 1] = (x >> 8) & 255;
+      });
       return r;
     }
     case "ipc_msg": {
       const items: { msg: Message; data: Uint8Array }[] = [];
-      for (let i = 0; i < extra.length; i += 2) items.push({ msg: dictToMessage(ipc_msgSchema, extra[i]), data: unb64(extra[i + 1]) });
+      for (let i = 0; i < extra.length; i += 2)
+        items.push({ msg: dictToMessage(ipc_msgSchema, extra[i]), data: unb64(extra[i + 1]) });
       return ipcMsgPayload(items);
     }
   }
@@ -358,7 +487,10 @@ function payloadIn(k: ImageKind, msg: any, extra: any): Uint8Array {
 }
 
 /** crit JSON ({magic, entries}) -> image kind + items, ready for writeImageWithPayload / encodeImage. */
-export function fromCritJson(j: { magic: string; entries: Record<string, any>[] }): { kind: string; items: PayloadItem[] } {
+export function fromCritJson(j: { magic: string; entries: Record<string, any>[] }): {
+  kind: string;
+  items: PayloadItem[];
+} {
   const k = kindByName.get(j?.magic);
   if (!k || !k.schema) throw new CriuError("json", `unknown or raw image magic '${j?.magic}'`);
   const items = (j.entries ?? []).map((e, i) => {
@@ -389,7 +521,11 @@ function pyStr(s: string): string {
     else if (c >= 0x20 && c <= 0x7e) out += ch;
     else if (c > 0xffff) {
       const v = c - 0x10000;
-      out += "\\u" + (0xd800 + (v >> 10)).toString(16).padStart(4, "0") + "\\u" + (0xdc00 + (v & 0x3ff)).toString(16).padStart(4, "0");
+      out +=
+        "\\u" +
+        (0xd800 + (v >> 10)).toString(16).padStart(4, "0") +
+        "\\u" +
+        (0xdc00 + (v & 0x3ff)).toString(16).padStart(4, "0");
     } else out += "\\u" + c.toString(16).padStart(4, "0");
   }
   return out + '"';
@@ -405,11 +541,19 @@ export function stringifyCrit(v: unknown, indent = 4, level = 0): string {
   if (typeof v === "string") return pyStr(v);
   if (Array.isArray(v)) {
     if (!v.length) return "[]";
-    return "[\n" + v.map((x) => pad(level + 1) + stringifyCrit(x, indent, level + 1)).join(",\n") + "\n" + pad(level) + "]";
+    return (
+      "[\n" + v.map((x) => pad(level + 1) + stringifyCrit(x, indent, level + 1)).join(",\n") + "\n" + pad(level) + "]"
+    );
   }
   const ents = Object.entries(v as object);
   if (!ents.length) return "{}";
-  return "{\n" + ents.map(([k, x]) => pad(level + 1) + pyStr(k) + ": " + stringifyCrit(x, indent, level + 1)).join(",\n") + "\n" + pad(level) + "}";
+  return (
+    "{\n" +
+    ents.map(([k, x]) => pad(level + 1) + pyStr(k) + ": " + stringifyCrit(x, indent, level + 1)).join(",\n") +
+    "\n" +
+    pad(level) +
+    "}"
+  );
 }
 
 /** JSON text as Python's json.dumps(obj) with no indent (crit decode without --pretty): ", " and ": ". */
@@ -417,7 +561,13 @@ export function stringifyCritCompact(v: unknown): string {
   if (v === null || v === undefined) return "null";
   if (Array.isArray(v)) return "[" + v.map(stringifyCritCompact).join(", ") + "]";
   if (typeof v === "object" && typeof v !== "bigint") {
-    return "{" + Object.entries(v as object).map(([k, x]) => pyStr(k) + ": " + stringifyCritCompact(x)).join(", ") + "}";
+    return (
+      "{" +
+      Object.entries(v as object)
+        .map(([k, x]) => pyStr(k) + ": " + stringifyCritCompact(x))
+        .join(", ") +
+      "}"
+    );
   }
   return stringifyCrit(v);
 }
@@ -425,37 +575,76 @@ export function stringifyCritCompact(v: unknown): string {
 /** JSON.parse that keeps integers beyond 2^53 exact (as bigint). */
 export function parseCritJson(text: string): any {
   let i = 0;
-  const ws = () => { while (i < text.length && /\s/.test(text[i])) i++; };
-  const fail = (what: string): never => { throw new CriuError("json", `bad JSON at offset ${i}: ${what}`); };
+  const ws = () => {
+    while (i < text.length && /\s/.test(text[i])) i++;
+  };
+  const fail = (what: string): never => {
+    throw new CriuError("json", `bad JSON at offset ${i}: ${what}`);
+  };
   const val = (): any => {
     ws();
     const c = text[i];
     if (c === "{") {
-      i++; const o: any = {}; ws();
-      if (text[i] === "}") { i++; return o; }
+      i++;
+      const o: any = {};
+      ws();
+      if (text[i] === "}") {
+        i++;
+        return o;
+      }
       for (;;) {
-        ws(); const k = str(); ws();
+        ws();
+        const k = str();
+        ws();
         if (text[i++] !== ":") fail("expected ':'");
-        o[k] = val(); ws();
-        if (text[i] === ",") { i++; continue; }
-        if (text[i] === "}") { i++; return o; }
+        o[k] = val();
+        ws();
+        if (text[i] === ",") {
+          i++;
+          continue;
+        }
+        if (text[i] === "}") {
+          i++;
+          return o;
+        }
         fail("expected ',' or '}'");
       }
     }
     if (c === "[") {
-      i++; const a: any[] = []; ws();
-      if (text[i] === "]") { i++; return a; }
+      i++;
+      const a: any[] = [];
+      ws();
+      if (text[i] === "]") {
+        i++;
+        return a;
+      }
       for (;;) {
-        a.push(val()); ws();
-        if (text[i] === ",") { i++; continue; }
-        if (text[i] === "]") { i++; return a; }
+        a.push(val());
+        ws();
+        if (text[i] === ",") {
+          i++;
+          continue;
+        }
+        if (text[i] === "]") {
+          i++;
+          return a;
+        }
         fail("expected ',' or ']'");
       }
     }
     if (c === '"') return str();
-    if (text.startsWith("true", i)) { i += 4; return true; }
-    if (text.startsWith("false", i)) { i += 5; return false; }
-    if (text.startsWith("null", i)) { i += 4; return null; }
+    if (text.startsWith("true", i)) {
+      i += 4;
+      return true;
+    }
+    if (text.startsWith("false", i)) {
+      i += 5;
+      return false;
+    }
+    if (text.startsWith("null", i)) {
+      i += 4;
+      return null;
+    }
     const m = /^-?\d+(\.\d+)?([eE][+-]?\d+)?/.exec(text.slice(i, i + 64));
     if (!m) fail("unexpected character");
     i += m![0].length;
@@ -471,7 +660,8 @@ export function parseCritJson(text: string): any {
     i++;
     return JSON.parse(text.slice(start, i));
   };
-  const r = val(); ws();
+  const r = val();
+  ws();
   if (i < text.length) fail("trailing data");
   return r;
 }

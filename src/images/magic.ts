@@ -4,27 +4,67 @@
 import type { DescMessage, MessageShape } from "@bufbuild/protobuf";
 import { pstree_entrySchema } from "./gen/pstree_pb";
 import {
-  core_entrySchema, task_kobj_ids_entrySchema, creds_entrySchema, sa_entrySchema, rlimit_entrySchema,
-  itimer_entrySchema, posix_timer_entrySchema, siginfo_entrySchema, seccomp_entrySchema,
+  core_entrySchema,
+  task_kobj_ids_entrySchema,
+  creds_entrySchema,
+  sa_entrySchema,
+  rlimit_entrySchema,
+  itimer_entrySchema,
+  posix_timer_entrySchema,
+  siginfo_entrySchema,
+  seccomp_entrySchema,
 } from "./gen/core_pb";
 import { inventory_entrySchema, stats_entrySchema, fs_entrySchema, cpuinfo_entrySchema } from "./gen/inventory_pb";
 import { mm_entrySchema, vma_entrySchema, pagemap_headSchema, pagemap_entrySchema } from "./gen/mm_pb";
 import {
-  fdinfo_entrySchema, file_entrySchema, reg_file_entrySchema, pipe_entrySchema, fifo_entrySchema,
-  pipe_data_entrySchema, eventfd_file_entrySchema, eventpoll_file_entrySchema, eventpoll_tfd_entrySchema,
-  signalfd_entrySchema, timerfd_entrySchema, inotify_file_entrySchema, inotify_wd_entrySchema,
-  fanotify_file_entrySchema, fanotify_mark_entrySchema, memfd_inode_entrySchema, ghost_file_entrySchema, ghost_chunk_entrySchema,
-  remap_file_path_entrySchema, tty_file_entrySchema, tty_info_entrySchema, tty_data_entrySchema,
-  file_lock_entrySchema, ext_file_entrySchema, tunfile_entrySchema, irmap_cache_entrySchema,
+  fdinfo_entrySchema,
+  file_entrySchema,
+  reg_file_entrySchema,
+  pipe_entrySchema,
+  fifo_entrySchema,
+  pipe_data_entrySchema,
+  eventfd_file_entrySchema,
+  eventpoll_file_entrySchema,
+  eventpoll_tfd_entrySchema,
+  signalfd_entrySchema,
+  timerfd_entrySchema,
+  inotify_file_entrySchema,
+  inotify_wd_entrySchema,
+  fanotify_file_entrySchema,
+  fanotify_mark_entrySchema,
+  memfd_inode_entrySchema,
+  ghost_file_entrySchema,
+  ghost_chunk_entrySchema,
+  remap_file_path_entrySchema,
+  tty_file_entrySchema,
+  tty_info_entrySchema,
+  tty_data_entrySchema,
+  file_lock_entrySchema,
+  ext_file_entrySchema,
+  tunfile_entrySchema,
+  irmap_cache_entrySchema,
 } from "./gen/files_pb";
 import {
-  unix_sk_entrySchema, inet_sk_entrySchema, tcp_stream_entrySchema, sk_packet_entrySchema,
-  netlink_sk_entrySchema, packet_sock_entrySchema,
+  unix_sk_entrySchema,
+  inet_sk_entrySchema,
+  tcp_stream_entrySchema,
+  sk_packet_entrySchema,
+  netlink_sk_entrySchema,
+  packet_sock_entrySchema,
 } from "./gen/sockets_pb";
 import {
-  ns_file_entrySchema, utsns_entrySchema, pidns_entrySchema, timens_entrySchema, userns_entrySchema,
-  ipc_var_entrySchema, ipc_shm_entrySchema, ipc_sem_entrySchema, ipc_msg_entrySchema, mnt_entrySchema,
-  net_device_entrySchema, netns_entrySchema,
+  ns_file_entrySchema,
+  utsns_entrySchema,
+  pidns_entrySchema,
+  timens_entrySchema,
+  userns_entrySchema,
+  ipc_var_entrySchema,
+  ipc_shm_entrySchema,
+  ipc_sem_entrySchema,
+  ipc_msg_entrySchema,
+  mnt_entrySchema,
+  net_device_entrySchema,
+  netns_entrySchema,
 } from "./gen/ns_pb";
 import { cgroup_entrySchema } from "./gen/cgroup_pb";
 import { bpfmap_file_entrySchema, bpfmap_data_entrySchema } from "./gen/files_pb";
@@ -36,27 +76,33 @@ export const IMG_SERVICE_MAGIC = 0x55105940;
 /** How raw bytes follow an entry. */
 type PayloadKind =
   | "none"
-  | "pipe"     // pipe_data_entry.bytes raw bytes
-  | "skq"      // sk_packet_entry.length raw bytes
-  | "tcp"      // inq_len + outq_len raw bytes
-  | "ghost"    // ghost file contents (whole rest, or per ghost_chunk_entry)
-  | "ipc_shm"  // size bytes, padded to 4 (none when in_pagemaps)
-  | "ipc_sem"  // nsems u16, padded to 8
-  | "ipc_msg"  // qnum x (u32 len + ipc_msg + msize bytes padded to 8), kept raw
-  | "bpfmap";  // keys_bytes + values_bytes raw bytes
+  | "pipe" // pipe_data_entry.bytes raw bytes
+  | "skq" // sk_packet_entry.length raw bytes
+  | "tcp" // inq_len + outq_len raw bytes
+  | "ghost" // ghost file contents (whole rest, or per ghost_chunk_entry)
+  | "ipc_shm" // size bytes, padded to 4 (none when in_pagemaps)
+  | "ipc_sem" // nsems u16, padded to 8
+  | "ipc_msg" // qnum x (u32 len + ipc_msg + msize bytes padded to 8), kept raw
+  | "bpfmap"; // keys_bytes + values_bytes raw bytes
 
 type Header = "common" | "service" | "inventory" | "raw";
 
 export interface ImageKind {
-  name: string;            // crit's magic name
+  name: string; // crit's magic name
   magic: number;
   header: Header;
-  schema?: DescMessage;    // entry schema (PAGEMAP: entries after the head)
-  file: string;            // CRIU's name pattern, e.g. "core-%u.img"
+  schema?: DescMessage; // entry schema (PAGEMAP: entries after the head)
+  file: string; // CRIU's name pattern, e.g. "core-%u.img"
   payload: PayloadKind;
 }
 
-function kind<T extends DescMessage | undefined = undefined>(magic: number, file: string, schema?: T, payload: PayloadKind = "none", header: Header = "common") {
+function kind<T extends DescMessage | undefined = undefined>(
+  magic: number,
+  file: string,
+  schema?: T,
+  payload: PayloadKind = "none",
+  header: Header = "common"
+) {
   return { magic, file, schema: schema as T, payload, header };
 }
 
@@ -155,9 +201,13 @@ type SchemaOf<N extends KindName> = (typeof IMAGE_KINDS)[N]["schema"];
 export type MessageKind = { [N in KindName]: SchemaOf<N> extends DescMessage ? N : never }[KindName];
 /** the message type of a kind's entries */
 // PAGEMAP: a head, then entries; GHOST_FILE: a ghost_file_entry, then its chunks
-export type EntryOf<N extends MessageKind> = N extends "PAGEMAP" ? MessageShape<typeof pagemap_headSchema> | MessageShape<typeof pagemap_entrySchema>
-  : N extends "GHOST_FILE" ? MessageShape<typeof ghost_file_entrySchema> | MessageShape<typeof ghost_chunk_entrySchema>
-  : SchemaOf<N> extends DescMessage ? MessageShape<SchemaOf<N>> : never;
+export type EntryOf<N extends MessageKind> = N extends "PAGEMAP"
+  ? MessageShape<typeof pagemap_headSchema> | MessageShape<typeof pagemap_entrySchema>
+  : N extends "GHOST_FILE"
+    ? MessageShape<typeof ghost_file_entrySchema> | MessageShape<typeof ghost_chunk_entrySchema>
+    : SchemaOf<N> extends DescMessage
+      ? MessageShape<SchemaOf<N>>
+      : never;
 
 const K: ImageKind[] = Object.entries(IMAGE_KINDS).map(([name, k]) => ({ name, ...k }));
 
@@ -181,6 +231,5 @@ export function entrySchemaAt(k: ImageKind, i: number): DescMessage {
 export function imageName(kindName: string, id?: number | bigint | string): string {
   const k = kindByName.get(kindName);
   if (!k) throw new Error(`unknown image kind ${kindName}`);
-  return k.file.replace(/%(lu|u|d|x|s)/, (_m, c) =>
-    c === "x" ? BigInt(id ?? 0).toString(16) : String(id ?? ""));
+  return k.file.replace(/%(lu|u|d|x|s)/, (_m, c) => (c === "x" ? BigInt(id ?? 0).toString(16) : String(id ?? "")));
 }

@@ -21,7 +21,10 @@ const hash = (b: Uint8Array) => Bun.hash.xxHash64(b).toString(16).padStart(16, "
 
 /** After every image is written (pages, idx and metadata): list them with their checksums. */
 export function writeManifest(dir: string) {
-  const lines = readdirSync(dir).filter(covered).sort().map((f) => `${hash(readFileSync(join(dir, f)))}  ${f}\n`);
+  const lines = readdirSync(dir)
+    .filter(covered)
+    .sort()
+    .map((f) => `${hash(readFileSync(join(dir, f)))}  ${f}\n`);
   const tmp = join(dir, `.${MANIFEST}.tmp${process.pid}`);
   writeFileSync(tmp, lines.join(""), { mode: 0o600 });
   renameSync(tmp, join(dir, MANIFEST));
@@ -30,7 +33,11 @@ export function writeManifest(dir: string) {
 /** Every image the manifest lists is there and unchanged. */
 export function verifyManifest(dir: string) {
   const path = join(dir, MANIFEST);
-  if (!existsSync(path)) throw new CriuError("restore", `${path} is missing (inventory.img says criu-bun wrote this dump, with checksums of its images)`);
+  if (!existsSync(path))
+    throw new CriuError(
+      "restore",
+      `${path} is missing (inventory.img says criu-bun wrote this dump, with checksums of its images)`
+    );
   const text = readFileSync(path, "latin1");
   const lines = text.split("\n");
   if (lines.pop() !== "") throw new CriuError("restore", `${path} is truncated`);
@@ -39,6 +46,7 @@ export function verifyManifest(dir: string) {
     if (!m || !covered(m[2])) throw new CriuError("restore", `${path}: line ${i + 1} is damaged`);
     const f = join(dir, m[2]);
     if (!existsSync(f)) throw new CriuError("restore", `${f} is missing (listed in ${MANIFEST})`);
-    if (hash(readFileSync(f)) !== m[1]) throw new CriuError("restore", `${f} is damaged: its checksum differs from the one in ${MANIFEST}`);
+    if (hash(readFileSync(f)) !== m[1])
+      throw new CriuError("restore", `${f} is damaged: its checksum differs from the one in ${MANIFEST}`);
   }
 }

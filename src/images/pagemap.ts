@@ -10,7 +10,11 @@ import { IMG_COMMON_MAGIC } from "./magic";
 
 const PAGEMAP_MAGIC = 0x56084025;
 
-export interface PagemapRun { vaddr: bigint; nrPages: number; flags: number }
+export interface PagemapRun {
+  vaddr: bigint;
+  nrPages: number;
+  flags: number;
+}
 
 /**
  * Page runs kept compactly (16 bytes each in typed arrays instead of an object and a BigInt per
@@ -24,32 +28,56 @@ export class RunList implements Iterable<PagemapRun> {
   length = 0;
   add(vaddr: number, nrPages: number, flags: number) {
     const i = this.length - 1;
-    if (i >= 0 && this.nf[i * 2 + 1] === flags && this.va[i] + this.nf[i * 2] * 4096 === vaddr && this.nf[i * 2] + nrPages <= 0xffffffff) {
+    if (
+      i >= 0 &&
+      this.nf[i * 2 + 1] === flags &&
+      this.va[i] + this.nf[i * 2] * 4096 === vaddr &&
+      this.nf[i * 2] + nrPages <= 0xffffffff
+    ) {
       this.nf[i * 2] += nrPages;
       return;
     }
     if (this.length === this.va.length) {
-      const va = new Float64Array(this.va.length * 2); va.set(this.va); this.va = va;
-      const nf = new Uint32Array(this.nf.length * 2); nf.set(this.nf); this.nf = nf;
+      const va = new Float64Array(this.va.length * 2);
+      va.set(this.va);
+      this.va = va;
+      const nf = new Uint32Array(this.nf.length * 2);
+      nf.set(this.nf);
+      this.nf = nf;
     }
-    this.va[this.length] = vaddr; this.nf[this.length * 2] = nrPages; this.nf[this.length * 2 + 1] = flags;
+    this.va[this.length] = vaddr;
+    this.nf[this.length * 2] = nrPages;
+    this.nf[this.length * 2 + 1] = flags;
     this.length++;
   }
   /** Append a run as it is, never merged with the one before (runs split where VMAs meet). */
   push(vaddr: number, nrPages: number, flags: number) {
     if (this.length === this.va.length) {
-      const va = new Float64Array(this.va.length * 2); va.set(this.va); this.va = va;
-      const nf = new Uint32Array(this.nf.length * 2); nf.set(this.nf); this.nf = nf;
+      const va = new Float64Array(this.va.length * 2);
+      va.set(this.va);
+      this.va = va;
+      const nf = new Uint32Array(this.nf.length * 2);
+      nf.set(this.nf);
+      this.nf = nf;
     }
-    this.va[this.length] = vaddr; this.nf[this.length * 2] = nrPages; this.nf[this.length * 2 + 1] = flags;
+    this.va[this.length] = vaddr;
+    this.nf[this.length * 2] = nrPages;
+    this.nf[this.length * 2 + 1] = flags;
     this.length++;
   }
   /** run i without building an object: [vaddr, nrPages, flags] */
-  vaddrAt(i: number) { return this.va[i]; }
-  pagesAt(i: number) { return this.nf[i * 2]; }
-  flagsAt(i: number) { return this.nf[i * 2 + 1]; }
+  vaddrAt(i: number) {
+    return this.va[i];
+  }
+  pagesAt(i: number) {
+    return this.nf[i * 2];
+  }
+  flagsAt(i: number) {
+    return this.nf[i * 2 + 1];
+  }
   *[Symbol.iterator](): Iterator<PagemapRun> {
-    for (let i = 0; i < this.length; i++) yield { vaddr: BigInt(this.va[i]), nrPages: this.nf[i * 2], flags: this.nf[i * 2 + 1] };
+    for (let i = 0; i < this.length; i++)
+      yield { vaddr: BigInt(this.va[i]), nrPages: this.nf[i * 2], flags: this.nf[i * 2 + 1] };
   }
 }
 
@@ -65,7 +93,10 @@ class Out {
   u32(v: number) {
     this.need(4);
     const b = this.buf;
-    b[this.len] = v & 0xff; b[this.len + 1] = (v >>> 8) & 0xff; b[this.len + 2] = (v >>> 16) & 0xff; b[this.len + 3] = v >>> 24;
+    b[this.len] = v & 0xff;
+    b[this.len + 1] = (v >>> 8) & 0xff;
+    b[this.len + 2] = (v >>> 16) & 0xff;
+    b[this.len + 3] = v >>> 24;
     this.len += 4;
   }
   /** v < 2^53, in integer halves: the floating-point % and floor of a plain loop cost 10x more
@@ -73,7 +104,8 @@ class Out {
   varint(v: number) {
     this.need(10);
     const b = this.buf;
-    let lo = v >>> 0, hi = v > 0xffffffff ? Math.floor(v / 0x100000000) : 0;
+    let lo = v >>> 0,
+      hi = v > 0xffffffff ? Math.floor(v / 0x100000000) : 0;
     while (hi !== 0 || lo > 0x7f) {
       b[this.len++] = (lo & 0x7f) | 0x80;
       lo = ((lo >>> 7) | (hi << 25)) >>> 0;
@@ -90,7 +122,10 @@ function varintLen(v: number) {
   if (v < 0x10000000) return 4;
   let n = 4;
   v = Math.floor(v / 0x10000000);
-  while (v >= 0x80) { v = Math.floor(v / 0x80); n++; }
+  while (v >= 0x80) {
+    v = Math.floor(v / 0x80);
+    n++;
+  }
   return n + 1;
 }
 
@@ -98,17 +133,28 @@ function varintLen(v: number) {
 function entry(b: Uint8Array, at: number, va: number, n: number, flags: number): number {
   const compat = n > 0xffffffff ? 0 : n;
   const size = 4 + varintLen(va) + varintLen(compat) + varintLen(flags) + varintLen(n);
-  b[at] = size; b[at + 1] = size >>> 8; b[at + 2] = 0; b[at + 3] = 0;
+  b[at] = size;
+  b[at + 1] = size >>> 8;
+  b[at + 2] = 0;
+  b[at + 3] = 0;
   let p = at + 4;
-  b[p++] = 0x08; p = putVarint(b, p, va);
-  b[p++] = 0x10; p = putVarint(b, p, compat);
-  b[p++] = 0x20; p = putVarint(b, p, flags);
-  b[p++] = 0x28; return putVarint(b, p, n);
+  b[p++] = 0x08;
+  p = putVarint(b, p, va);
+  b[p++] = 0x10;
+  p = putVarint(b, p, compat);
+  b[p++] = 0x20;
+  p = putVarint(b, p, flags);
+  b[p++] = 0x28;
+  return putVarint(b, p, n);
 }
 
 function putVarint(b: Uint8Array, p: number, v: number): number {
-  if (v < 0x80) { b[p] = v; return p + 1; }
-  let lo = v >>> 0, hi = v > 0xffffffff ? Math.floor(v / 0x100000000) : 0;
+  if (v < 0x80) {
+    b[p] = v;
+    return p + 1;
+  }
+  let lo = v >>> 0,
+    hi = v > 0xffffffff ? Math.floor(v / 0x100000000) : 0;
   while (hi !== 0 || lo > 0x7f) {
     b[p++] = (lo & 0x7f) | 0x80;
     lo = ((lo >>> 7) | (hi << 25)) >>> 0;
@@ -121,8 +167,11 @@ function putVarint(b: Uint8Array, p: number, v: number): number {
 /** The whole image: magics, pagemap_head{pages_id}, then one pagemap_entry per run. */
 export function encodePagemap(pagesId: number, runs: Iterable<PagemapRun>): Uint8Array {
   const o = new Out();
-  o.u32(IMG_COMMON_MAGIC); o.u32(PAGEMAP_MAGIC);
-  o.u32(1 + varintLen(pagesId)); o.varint(0x08); o.varint(pagesId);
+  o.u32(IMG_COMMON_MAGIC);
+  o.u32(PAGEMAP_MAGIC);
+  o.u32(1 + varintLen(pagesId));
+  o.varint(0x08);
+  o.varint(pagesId);
   // an entry is at most 4 + 4 * 11 bytes
   if (runs instanceof RunList) {
     o.need(runs.length * 48);
@@ -130,7 +179,10 @@ export function encodePagemap(pagesId: number, runs: Iterable<PagemapRun>): Uint
     for (let i = 0; i < runs.length; i++) p = entry(o.buf, p, runs.vaddrAt(i), runs.pagesAt(i), runs.flagsAt(i));
     o.len = p;
   } else {
-    for (const r of runs) { o.need(48); o.len = entry(o.buf, o.len, Number(r.vaddr), r.nrPages, r.flags); }
+    for (const r of runs) {
+      o.need(48);
+      o.len = entry(o.buf, o.len, Number(r.vaddr), r.nrPages, r.flags);
+    }
   }
   return o.buf.slice(0, o.len);
 }
@@ -140,17 +192,27 @@ export function decodePagemap(dir: string, file: string): { pagesId: number; run
   const b = readFileSync(join(dir, file));
   const dv = new DataView(b.buffer, b.byteOffset, b.length);
   if (b.length < 8) throw new ImageError(file, 0, "truncated header");
-  if (dv.getUint32(0, true) !== IMG_COMMON_MAGIC || dv.getUint32(4, true) !== PAGEMAP_MAGIC) throw new ImageError(file, 0, "not a PAGEMAP image (bad magic)");
-  let off = 8, pagesId = -1;
+  if (dv.getUint32(0, true) !== IMG_COMMON_MAGIC || dv.getUint32(4, true) !== PAGEMAP_MAGIC)
+    throw new ImageError(file, 0, "not a PAGEMAP image (bad magic)");
+  let off = 8,
+    pagesId = -1;
   const runs: PagemapRun[] = [];
   while (off < b.length) {
     if (off + 4 > b.length) throw new ImageError(file, off, "truncated entry length");
     const len = dv.getUint32(off, true);
-    const start = off + 4, end = start + len;
-    if (end > b.length) throw new ImageError(file, off, `truncated entry (needs ${len} bytes, has ${b.length - start})`);
-    let p = start, vaddr = -1, compat = -1, nr = -1, flags = 4, head = -1;
+    const start = off + 4,
+      end = start + len;
+    if (end > b.length)
+      throw new ImageError(file, off, `truncated entry (needs ${len} bytes, has ${b.length - start})`);
+    let p = start,
+      vaddr = -1,
+      compat = -1,
+      nr = -1,
+      flags = 4,
+      head = -1;
     const varint = () => {
-      let v = 0, mul = 1;
+      let v = 0,
+        mul = 1;
       for (;;) {
         if (p >= end) throw new ImageError(file, p, "truncated varint");
         const c = b[p++];
@@ -161,17 +223,26 @@ export function decodePagemap(dir: string, file: string): { pagesId: number; run
       }
     };
     while (p < end) {
-      const tag = varint(), field = Math.floor(tag / 8), wt = tag & 7;
+      const tag = varint(),
+        field = Math.floor(tag / 8),
+        wt = tag & 7;
       if (wt !== 0) throw new ImageError(file, p, `unexpected wire type ${wt} in field ${field}`);
       const v = varint();
-      if (pagesId < 0) { if (field === 1) head = v; continue; }
-      if (field === 1) vaddr = v; else if (field === 2) compat = v; else if (field === 4) flags = v; else if (field === 5) nr = v;
+      if (pagesId < 0) {
+        if (field === 1) head = v;
+        continue;
+      }
+      if (field === 1) vaddr = v;
+      else if (field === 2) compat = v;
+      else if (field === 4) flags = v;
+      else if (field === 5) nr = v;
     }
     if (pagesId < 0) {
       if (head < 0) throw new ImageError(file, off, "pagemap_head without pages_id");
       pagesId = head;
     } else {
-      if (vaddr < 0 || (compat < 0 && nr < 0)) throw new ImageError(file, off, "pagemap_entry without vaddr or page count");
+      if (vaddr < 0 || (compat < 0 && nr < 0))
+        throw new ImageError(file, off, "pagemap_entry without vaddr or page count");
       runs.push({ vaddr: BigInt(vaddr), nrPages: nr >= 0 ? nr : compat, flags });
     }
     off = end;

@@ -8,8 +8,21 @@
 // killed dump never damages what the directory held, and a directory without inventory.img is
 // not a dump. Restore as root refuses images that another user could have written.
 import {
-  openSync, closeSync, writeSync, fsyncSync, fstatSync, lstatSync, statSync, readdirSync, renameSync, unlinkSync,
-  rmSync, mkdtempSync, rmdirSync, realpathSync, type Stats,
+  openSync,
+  closeSync,
+  writeSync,
+  fsyncSync,
+  fstatSync,
+  lstatSync,
+  statSync,
+  readdirSync,
+  renameSync,
+  unlinkSync,
+  rmSync,
+  mkdtempSync,
+  rmdirSync,
+  realpathSync,
+  type Stats,
 } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { O } from "../sys/mem";
@@ -27,7 +40,9 @@ const CREATE_NEW = O.WRONLY | O.CREAT | O.EXCL | O.NOFOLLOW | O.CLOEXEC;
 /** images, logs and pidfiles: pages hold a process's secrets */
 const FILE_MODE = 0o600;
 
-function code(e: unknown): string { return errnoText(e); }
+function code(e: unknown): string {
+  return errnoText(e);
+}
 
 /**
  * rel under dir, left for the kernel to resolve: path.resolve would fold "/proc/self/fd/N/../x"
@@ -39,7 +54,7 @@ export function under(dir: string, rel: string): string {
 
 /** Write all of data to fd. */
 function writeAllFd(fd: number, data: Uint8Array, what: string) {
-  for (let off = 0; off < data.length;) {
+  for (let off = 0; off < data.length; ) {
     const n = writeSync(fd, data, off, data.length - off);
     if (n <= 0) throw new CriuError("dump", `${what}: short write`);
     off += n;
@@ -52,8 +67,9 @@ function writeAllFd(fd: number, data: Uint8Array, what: string) {
  * makes O_EXCL fail instead of being followed).
  */
 export function createNew(path: string, replace = false): number {
-  try { return openSync(path, CREATE_NEW, FILE_MODE); }
-  catch (e: any) {
+  try {
+    return openSync(path, CREATE_NEW, FILE_MODE);
+  } catch (e: any) {
     if (e?.code !== "EEXIST" || !replace) throw e;
     unlinkSync(path);
     return openSync(path, CREATE_NEW, FILE_MODE);
@@ -63,7 +79,11 @@ export function createNew(path: string, replace = false): number {
 /** Write data into path as a new file (see createNew). */
 export function writeNewFile(path: string, data: Uint8Array, replace = true) {
   const fd = createNew(path, replace);
-  try { writeAllFd(fd, data, `write ${path}`); } finally { closeSync(fd); }
+  try {
+    writeAllFd(fd, data, `write ${path}`);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /**
@@ -75,42 +95,80 @@ export function replaceFile(path: string, data: Uint8Array | string) {
   const tmp = join(dir.path, `.${basename(path)}.${randomHex(6)}`);
   try {
     const fd = createNew(tmp);
-    try { writeAllFd(fd, typeof data === "string" ? Buffer.from(data) : data, `write ${path}`); fsyncSync(fd); } finally { closeSync(fd); }
+    try {
+      writeAllFd(fd, typeof data === "string" ? Buffer.from(data) : data, `write ${path}`);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
     renameSync(tmp, join(dir.path, basename(path)));
   } catch (e) {
-    try { unlinkSync(tmp); } catch {}
+    try {
+      unlinkSync(tmp);
+    } catch {}
     throw e;
-  } finally { dir.close(); }
+  } finally {
+    dir.close();
+  }
 }
 
 /** A directory held by an fd; path is /proc/self/fd/N, which names that directory whatever happens to its name. */
-export interface DirHandle { fd: number; path: string; shown: string; close(): void }
+export interface DirHandle {
+  fd: number;
+  path: string;
+  shown: string;
+  close(): void;
+}
 
 export function openDir(dir: string): DirHandle {
   const fd = openSync(dir, O.RDONLY | O.DIRECTORY | O.CLOEXEC);
   const path = `/proc/self/fd/${fd}`;
   const unalias = aliasPath(path, dir);
   let open = true;
-  return { fd, path, shown: dir, close() { if (open) { open = false; unalias(); closeSync(fd); } } };
+  return {
+    fd,
+    path,
+    shown: dir,
+    close() {
+      if (open) {
+        open = false;
+        unalias();
+        closeSync(fd);
+      }
+    },
+  };
 }
 
 /** Run fn on dir held by an fd (its /proc/self/fd path); errors name dir by its real path. */
 export function withDir<T>(dir: string, fn: (path: string) => T): T {
   const h = openDir(dir);
   try {
-    try { aliasPath(h.path, realpathSync(dir)); } catch {}
+    try {
+      aliasPath(h.path, realpathSync(dir));
+    } catch {}
     return fn(h.path);
   } catch (e: any) {
     if (e instanceof Error) e.message = unalias(e.message);
     throw e;
-  } finally { h.close(); }
+  } finally {
+    h.close();
+  }
 }
 
 /** fsync a file or directory by path (O_RDONLY; a symlink is not followed and not synced). */
 function syncPath(path: string) {
   let fd: number;
-  try { fd = openSync(path, O.RDONLY | O.NOFOLLOW | O.CLOEXEC | O.NONBLOCK); } catch (e: any) { if (e?.code === "ELOOP") return; throw e; }
-  try { fsyncSync(fd); } finally { closeSync(fd); }
+  try {
+    fd = openSync(path, O.RDONLY | O.NOFOLLOW | O.CLOEXEC | O.NONBLOCK);
+  } catch (e: any) {
+    if (e?.code === "ELOOP") return;
+    throw e;
+  }
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 const STAGE_PREFIX = ".criu-bun-dump-";
@@ -118,7 +176,12 @@ const STAGE_PREFIX = ".criu-bun-dump-";
 const IMAGE_NAME = /^[A-Za-z0-9_.-]+\.(img|lz4|idx)$/;
 
 function pidAlive(pid: number): boolean {
-  try { statSync(`/proc/${pid}`); return true; } catch { return false; }
+  try {
+    statSync(`/proc/${pid}`);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /**
@@ -135,21 +198,32 @@ export class DumpStage {
 
   constructor(imagesDir: string, what = "dump") {
     let st: Stats;
-    try { st = statSync(imagesDir); } catch (e) { throw new CriuError(what, `images directory '${imagesDir}' does not exist: ${errnoText(e)}`); }
+    try {
+      st = statSync(imagesDir);
+    } catch (e) {
+      throw new CriuError(what, `images directory '${imagesDir}' does not exist: ${errnoText(e)}`);
+    }
     if (!st.isDirectory()) throw new CriuError(what, `images directory '${imagesDir}' is not a directory`);
-    try { this.dir = openDir(imagesDir); }
-    catch (e: any) { throw new CriuError(what, `cannot open images directory '${imagesDir}': ${code(e)}`); }
+    try {
+      this.dir = openDir(imagesDir);
+    } catch (e: any) {
+      throw new CriuError(what, `cannot open images directory '${imagesDir}': ${code(e)}`);
+    }
     try {
       removeDeadStages(this.dir.path);
       // mkdtemp: a new directory, mode 0700, with a name nobody can guess; it doubles as the
       // "is the directory writable" probe (root passes access(W_OK) even on read-only mounts)
       let stage: string;
-      try { stage = mkdtempSync(join(this.dir.path, `${STAGE_PREFIX}${process.pid}-`)); }
-      catch (e: any) { throw new CriuError(what, `images directory '${imagesDir}' is not writable: ${code(e)}`); }
+      try {
+        stage = mkdtempSync(join(this.dir.path, `${STAGE_PREFIX}${process.pid}-`));
+      } catch (e: any) {
+        throw new CriuError(what, `images directory '${imagesDir}' is not writable: ${code(e)}`);
+      }
       this.stageName = basename(stage);
       this.stageFd = openSync(stage, O.RDONLY | O.DIRECTORY | O.NOFOLLOW | O.CLOEXEC);
       const s = fstatSync(this.stageFd);
-      if (s.uid !== (process.geteuid?.() ?? 0) || (s.mode & 0o077)) throw new CriuError(what, `${imagesDir}/${this.stageName} was replaced while being created`);
+      if (s.uid !== (process.geteuid?.() ?? 0) || s.mode & 0o077)
+        throw new CriuError(what, `${imagesDir}/${this.stageName} was replaced while being created`);
       this.path = `/proc/self/fd/${this.stageFd}`;
       aliasPath(this.path, imagesDir);
       log.debug(`writing images into ${imagesDir}/${this.stageName}, moved into place at the end`);
@@ -170,7 +244,11 @@ export class DumpStage {
     }
     const d = this.dir.path;
     // the old dump stops being one first: a kill from here on leaves no inventory.img
-    try { unlinkSync(join(d, "inventory.img")); } catch (e: any) { if (e?.code !== "ENOENT") throw e; }
+    try {
+      unlinkSync(join(d, "inventory.img"));
+    } catch (e: any) {
+      if (e?.code !== "ENOENT") throw e;
+    }
     syncPath(d);
     const mine = new Set(names);
     for (const n of names) if (n !== "inventory.img") renameSync(join(this.path, n), join(d, n));
@@ -178,7 +256,11 @@ export class DumpStage {
     for (const n of readdirSync(d)) {
       if (mine.has(n) || n.startsWith(STAGE_PREFIX)) continue;
       let st: Stats;
-      try { st = lstatSync(join(d, n)); } catch { continue; }
+      try {
+        st = lstatSync(join(d, n));
+      } catch {
+        continue;
+      }
       if ((IMAGE_NAME.test(n) && st.isFile()) || (n === "parent" && st.isSymbolicLink())) unlinkSync(join(d, n));
     }
     syncPath(d);
@@ -193,14 +275,21 @@ export class DumpStage {
   abort() {
     if (this.done) return;
     this.done = true;
-    try { rmSync(join(this.dir.path, this.stageName), { recursive: true, force: true }); }
-    catch (e: any) { log.warn(`cannot remove ${this.dir.shown}/${this.stageName}: ${code(e)}`); }
+    try {
+      rmSync(join(this.dir.path, this.stageName), { recursive: true, force: true });
+    } catch (e: any) {
+      log.warn(`cannot remove ${this.dir.shown}/${this.stageName}: ${code(e)}`);
+    }
     this.close();
   }
 
   private close() {
-    try { rmdirSync(join(this.dir.path, this.stageName)); } catch {}
-    try { closeSync(this.stageFd); } catch {}
+    try {
+      rmdirSync(join(this.dir.path, this.stageName));
+    } catch {}
+    try {
+      closeSync(this.stageFd);
+    } catch {}
     aliasPath(this.path, undefined);
     this.dir.close();
   }
@@ -209,7 +298,11 @@ export class DumpStage {
 /** Stages left by a criu-bun that was killed (its PID no longer runs) are removed. */
 function removeDeadStages(dir: string) {
   let names: string[];
-  try { names = readdirSync(dir); } catch { return; }
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return;
+  }
   const me = process.geteuid?.() ?? 0;
   for (const n of names) {
     const m = /^\.criu-bun-dump-(\d+)-[A-Za-z0-9]{6}$/.exec(n);
@@ -231,10 +324,17 @@ function removeDeadStages(dir: string) {
 export function checkImagesTrusted(dir: string, depth = 0) {
   const euid = process.geteuid?.() ?? 0;
   if (euid !== 0) return; // an unprivileged restore can do nothing its user could not do anyway
-  const bad = (st: Stats) => (st.uid !== 0 && st.uid !== euid) ? `is owned by uid ${st.uid}`
-    : (st.mode & 0o022) && !(st.isSymbolicLink()) ? `is writable by ${st.mode & 0o002 ? "others" : "its group"}` : undefined;
+  const bad = (st: Stats) =>
+    st.uid !== 0 && st.uid !== euid
+      ? `is owned by uid ${st.uid}`
+      : st.mode & 0o022 && !st.isSymbolicLink()
+        ? `is writable by ${st.mode & 0o002 ? "others" : "its group"}`
+        : undefined;
   const refuse = (what: string, why: string) => {
-    throw new CriuError("restore", `${what} ${why}: as root, criu-bun restores only images no other user could have changed (--trust-images to restore it anyway)`);
+    throw new CriuError(
+      "restore",
+      `${what} ${why}: as root, criu-bun restores only images no other user could have changed (--trust-images to restore it anyway)`
+    );
   };
   const dst = statSync(dir);
   const why = bad(dst);
@@ -244,7 +344,10 @@ export function checkImagesTrusted(dir: string, depth = 0) {
     const p = join(dir, n);
     const l = lstatSync(p);
     if (l.isSymbolicLink()) {
-      if (n === "parent" && depth < 32) { checkImagesTrusted(join(dir, n), depth + 1); continue; }
+      if (n === "parent" && depth < 32) {
+        checkImagesTrusted(join(dir, n), depth + 1);
+        continue;
+      }
       if (IMAGE_NAME.test(n)) refuse(`${p}`, "is a symbolic link");
       continue;
     }

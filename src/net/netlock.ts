@@ -11,8 +11,8 @@ import { errnoText } from "../sys/errno";
 
 /** One local endpoint to isolate; remote unset = every peer (a listening socket). */
 export interface LockedEndpoint {
-  proto: number;        // 6 = TCP, 17 = UDP
-  local: Uint8Array;    // 4 or 16 bytes; all zero = any local address
+  proto: number; // 6 = TCP, 17 = UDP
+  local: Uint8Array; // 4 or 16 bytes; all zero = any local address
   lport: number;
   remote?: Uint8Array;
   rport?: number;
@@ -22,22 +22,29 @@ const NFNL_SUBSYS_NFTABLES = 10;
 const MSG = { NEWTABLE: 0, DELTABLE: 2, NEWCHAIN: 3, NEWRULE: 6 };
 const NFPROTO = { INET: 1, IPV4: 2, IPV6: 10 };
 const HOOK = { LOCAL_IN: 1, LOCAL_OUT: 3 };
-const BATCH_BEGIN = 0x10, BATCH_END = 0x11;
+const BATCH_BEGIN = 0x10,
+  BATCH_END = 0x11;
 
 /**
  * The lock a dump leaves for its restore (process pid was killed with its connections): kept
  * until a restore of pid succeeds, as criu does.
  */
-export function lockTableName(pid: number) { return `criu-bun-${pid}`; }
+export function lockTableName(pid: number) {
+  return `criu-bun-${pid}`;
+}
 /**
  * The lock a dump of the tree rooted at pid leaves: "CRIU-" + the dump's run id, the table name
  * CRIU 4 gives its nftables lock (table inet CRIU-<dump_criu_run_id>), with the run id written in
  * inventory.img (dump_criu_run_id, network_lock_method nftables), so that CRIU 4.2 restoring
  * criu-bun's images lifts criu-bun's lock, and criu-bun restoring CRIU's lifts CRIU's.
  */
-export function dumpRunId(rootPid: number) { return `criu-bun-${rootPid}`; }
+export function dumpRunId(rootPid: number) {
+  return `criu-bun-${rootPid}`;
+}
 /** CRIU formats "inet CRIU-<run id>" into 32 bytes: the table name is cut at 26 characters */
-export function runLockTableName(runId: string) { return `CRIU-${runId}`.slice(0, 26); }
+export function runLockTableName(runId: string) {
+  return `CRIU-${runId}`.slice(0, 26);
+}
 /** inventory network_lock_method values (CRIU's enum, not the RPC one) */
 export const NETWORK_LOCK = { IPTABLES: 0, NFTABLES: 1, SKIP: 2 } as const;
 /**
@@ -45,7 +52,9 @@ export const NETWORK_LOCK = { IPTABLES: 0, NFTABLES: 1, SKIP: 2 } as const;
  * with NFT_TABLE_F_OWNER on a netlink socket kept open, so the kernel deletes it when the socket
  * closes, which includes criu-bun being killed at any moment. Named after both PIDs.
  */
-export function heldTableName(pid: number) { return `criu-bun-${pid}-by-${process.pid}`; }
+export function heldTableName(pid: number) {
+  return `criu-bun-${pid}-by-${process.pid}`;
+}
 const NFT_TABLE_F_OWNER = 2;
 
 /** A lock table held by this criu-bun (netLock with it): the netlink socket whose closing makes
@@ -74,27 +83,53 @@ const msgType = (m: number) => (NFNL_SUBSYS_NFTABLES << 8) | m;
 function expr(name: string, data: Attrs): Attrs {
   return new Attrs().str(1 /* NFTA_EXPR_NAME */, name).nest(2 /* NFTA_EXPR_DATA */, data);
 }
-function meta(key: number) { return expr("meta", new Attrs().be32(1 /* DREG */, 1).be32(2 /* KEY */, key)); }
+function meta(key: number) {
+  return expr("meta", new Attrs().be32(1 /* DREG */, 1).be32(2 /* KEY */, key));
+}
 function payload(base: number, offset: number, len: number) {
   return expr("payload", new Attrs().be32(1, 1).be32(2, base).be32(3, offset).be32(4, len));
 }
 function cmpEq(value: Uint8Array) {
-  return expr("cmp", new Attrs().be32(1 /* SREG */, 1).be32(2 /* OP */, 0 /* EQ */).nest(3 /* DATA */, new Attrs().bytes(1 /* VALUE */, value)));
+  return expr(
+    "cmp",
+    new Attrs()
+      .be32(1 /* SREG */, 1)
+      .be32(2 /* OP */, 0 /* EQ */)
+      .nest(3 /* DATA */, new Attrs().bytes(1 /* VALUE */, value))
+  );
 }
 function drop() {
   const verdict = new Attrs().be32(1 /* NFTA_VERDICT_CODE */, 0 /* NF_DROP */);
-  return expr("immediate", new Attrs().be32(1 /* DREG */, 0 /* NFT_REG_VERDICT */).nest(2, new Attrs().nest(2 /* NFTA_DATA_VERDICT */, verdict)));
+  return expr(
+    "immediate",
+    new Attrs()
+      .be32(1 /* DREG */, 0 /* NFT_REG_VERDICT */)
+      .nest(2, new Attrs().nest(2 /* NFTA_DATA_VERDICT */, verdict))
+  );
 }
 const port = (p: number) => new Uint8Array([p >> 8, p & 255]);
 
 /** The address as it appears in packets: v4-mapped IPv6 endpoints talk IPv4. */
-function wireAddr(a: Uint8Array): Uint8Array { return isV4Mapped(a) ? a.slice(12) : a; }
+function wireAddr(a: Uint8Array): Uint8Array {
+  return isV4Mapped(a) ? a.slice(12) : a;
+}
 const isAny = (a: Uint8Array) => a.every((x) => x === 0);
 
 /** Expressions of one rule: packets from src(addr, port) to dst(addr, port). */
-function ruleExprs(v6: boolean, proto: number, src: Uint8Array | null, sport: number | null, dst: Uint8Array | null, dport: number | null): Attrs[] {
-  const e: Attrs[] = [meta(15 /* NFPROTO */), cmpEq(new Uint8Array([v6 ? NFPROTO.IPV6 : NFPROTO.IPV4])),
-    meta(16 /* L4PROTO */), cmpEq(new Uint8Array([proto]))];
+function ruleExprs(
+  v6: boolean,
+  proto: number,
+  src: Uint8Array | null,
+  sport: number | null,
+  dst: Uint8Array | null,
+  dport: number | null
+): Attrs[] {
+  const e: Attrs[] = [
+    meta(15 /* NFPROTO */),
+    cmpEq(new Uint8Array([v6 ? NFPROTO.IPV6 : NFPROTO.IPV4])),
+    meta(16 /* L4PROTO */),
+    cmpEq(new Uint8Array([proto])),
+  ];
   if (src) e.push(payload(1, v6 ? 8 : 12, v6 ? 16 : 4), cmpEq(src));
   if (dst) e.push(payload(1, v6 ? 24 : 16, v6 ? 16 : 4), cmpEq(dst));
   if (sport !== null) e.push(payload(2, 0, 2), cmpEq(port(sport)));
@@ -107,10 +142,14 @@ class Batch {
   parts: Uint8Array[] = [];
   acks: number[] = [];
   what = new Map<number, string>();
-  constructor(private nl: NetlinkSocket) { this.parts.push(nlmsg(BATCH_BEGIN, NLM_F.REQUEST, nl.nextSeq(), nfgen(0, NFNL_SUBSYS_NFTABLES))); }
+  constructor(private nl: NetlinkSocket) {
+    this.parts.push(nlmsg(BATCH_BEGIN, NLM_F.REQUEST, nl.nextSeq(), nfgen(0, NFNL_SUBSYS_NFTABLES)));
+  }
   add(type: number, flags: number, attrs: Attrs, what: string) {
     const seq = this.nl.nextSeq();
-    this.parts.push(nlmsg(msgType(type), NLM_F.REQUEST | NLM_F.ACK | flags, seq, concat([nfgen(NFPROTO.INET), attrs.concat()])));
+    this.parts.push(
+      nlmsg(msgType(type), NLM_F.REQUEST | NLM_F.ACK | flags, seq, concat([nfgen(NFPROTO.INET), attrs.concat()]))
+    );
     this.acks.push(seq);
     this.what.set(seq, what);
   }
@@ -137,14 +176,32 @@ export function logNetworkLockSkipped() {
  */
 export function netLock(lock: string | HeldLock, eps: LockedEndpoint[]) {
   if (!eps.length) return;
-  const hold = typeof lock === "string" ? undefined : lock, table = typeof lock === "string" ? lock : lock.table;
+  const hold = typeof lock === "string" ? undefined : lock,
+    table = typeof lock === "string" ? lock : lock.table;
   const nl = hold?.nl ?? new NetlinkSocket(NETLINK.NETFILTER);
   try {
     const b = new Batch(nl);
-    b.add(MSG.NEWTABLE, NLM_F.CREATE, new Attrs().str(1, table).be32(2, hold ? NFT_TABLE_F_OWNER : 0), `create table ${table}`);
-    for (const [name, hook] of [["input", HOOK.LOCAL_IN], ["output", HOOK.LOCAL_OUT]] as const) {
-      b.add(MSG.NEWCHAIN, NLM_F.CREATE, new Attrs().str(1, table).str(3, name)
-        .nest(4, new Attrs().be32(1, hook).be32(2, -300 >>> 0)).be32(5, 1 /* NF_ACCEPT */).str(7, "filter"), `create chain ${name}`);
+    b.add(
+      MSG.NEWTABLE,
+      NLM_F.CREATE,
+      new Attrs().str(1, table).be32(2, hold ? NFT_TABLE_F_OWNER : 0),
+      `create table ${table}`
+    );
+    for (const [name, hook] of [
+      ["input", HOOK.LOCAL_IN],
+      ["output", HOOK.LOCAL_OUT],
+    ] as const) {
+      b.add(
+        MSG.NEWCHAIN,
+        NLM_F.CREATE,
+        new Attrs()
+          .str(1, table)
+          .str(3, name)
+          .nest(4, new Attrs().be32(1, hook).be32(2, -300 >>> 0))
+          .be32(5, 1 /* NF_ACCEPT */)
+          .str(7, "filter"),
+        `create chain ${name}`
+      );
     }
     for (const ep of eps) {
       const local = wireAddr(ep.local);
@@ -154,17 +211,33 @@ export function netLock(lock: string | HeldLock, eps: LockedEndpoint[]) {
       const rp = ep.rport ?? null;
       const inE = ruleExprs(v6, ep.proto, r, rp, l, ep.lport);
       const outE = ruleExprs(v6, ep.proto, l, ep.lport, r, rp);
-      for (const [chain, ex] of [["input", inE], ["output", outE]] as const) {
+      for (const [chain, ex] of [
+        ["input", inE],
+        ["output", outE],
+      ] as const) {
         const list = new Attrs();
         for (const x of ex) list.nest(1 /* NFTA_LIST_ELEM */, x);
-        b.add(MSG.NEWRULE, NLM_F.CREATE | NLM_F.APPEND, new Attrs().str(1, table).str(2, chain).nest(4, list), `${chain} rule for ${describe(ep)}`);
+        b.add(
+          MSG.NEWRULE,
+          NLM_F.CREATE | NLM_F.APPEND,
+          new Attrs().str(1, table).str(2, chain).nest(4, list),
+          `${chain} rule for ${describe(ep)}`
+        );
       }
     }
     const res = b.run();
-    if (res.err < 0) throw new CriuError("netlock", `cannot lock the network (${res.what}: ${errnoText(-res.err)}); nf_tables is needed, and CAP_NET_ADMIN`);
-    log.info(`Network locked for ${eps.map(describe).join(", ")} (nftables table inet ${table}${hold ? ", held by this criu-bun" : ""})`);
+    if (res.err < 0)
+      throw new CriuError(
+        "netlock",
+        `cannot lock the network (${res.what}: ${errnoText(-res.err)}); nf_tables is needed, and CAP_NET_ADMIN`
+      );
+    log.info(
+      `Network locked for ${eps.map(describe).join(", ")} (nftables table inet ${table}${hold ? ", held by this criu-bun" : ""})`
+    );
     if (hold) hold.nl = nl;
-  } finally { if (nl !== hold?.nl) nl.close(); }
+  } finally {
+    if (nl !== hold?.nl) nl.close();
+  }
 }
 
 /** Remove the lock table; a missing table is fine. Returns false if it did not exist. */
@@ -174,11 +247,16 @@ export function netUnlock(table: string): boolean {
     const b = new Batch(nl);
     b.add(MSG.DELTABLE, 0, new Attrs().str(1, table), `delete table ${table}`);
     const res = b.run();
-    if (res.err === -2) { log.debug(`no network lock table inet ${table} here`); return false; }
+    if (res.err === -2) {
+      log.debug(`no network lock table inet ${table} here`);
+      return false;
+    }
     if (res.err < 0) throw new CriuError("netlock", `cannot unlock the network (${res.what}: ${errnoText(-res.err)})`);
     log.info(`Network unlocked (table inet ${table} deleted)`);
     return true;
-  } finally { nl.close(); }
+  } finally {
+    nl.close();
+  }
 }
 
 /** Names of the inet nftables tables of criu-bun's locks in the current network namespace. */
@@ -187,9 +265,11 @@ export function listLockTables(): string[] {
   try {
     const out: string[] = [];
     for (const m of nl.dump(msgType(1 /* NFT_MSG_GETTABLE */), nfgen(NFPROTO.INET))) {
-      const p = m.payload, dv = new DataView(p.buffer, p.byteOffset, p.byteLength);
-      for (let o = 4; o + 4 <= p.length;) {
-        const len = dv.getUint16(o, true), type = dv.getUint16(o + 2, true) & 0x3fff;
+      const p = m.payload,
+        dv = new DataView(p.buffer, p.byteOffset, p.byteLength);
+      for (let o = 4; o + 4 <= p.length; ) {
+        const len = dv.getUint16(o, true),
+          type = dv.getUint16(o + 2, true) & 0x3fff;
         if (len < 4) break;
         if (type === 1 /* NFTA_TABLE_NAME */) {
           const name = new TextDecoder().decode(p.subarray(o + 4, o + len)).replace(/\0.*$/s, "");
@@ -199,5 +279,7 @@ export function listLockTables(): string[] {
       }
     }
     return out;
-  } finally { nl.close(); }
+  } finally {
+    nl.close();
+  }
 }

@@ -12,7 +12,17 @@
 // pages-M.img (M from 0x10001 up, as CRIU's page server numbers them, so they never clash with the
 // dumper's own pages files) in its images directory; that directory plus the dumper's other images
 // restore with criu-bun or CRIU. With --prev-images-dir its "parent" link names the previous images.
-import { openSync, closeSync, readSync, appendFileSync, existsSync, rmSync, statSync, realpathSync, readdirSync } from "node:fs";
+import {
+  openSync,
+  closeSync,
+  readSync,
+  appendFileSync,
+  existsSync,
+  rmSync,
+  statSync,
+  realpathSync,
+  readdirSync,
+} from "node:fs";
 import { createNew, writeNewFile } from "../images/safefs";
 import { join } from "node:path";
 import { syscall, addr } from "../sys/syscall";
@@ -23,25 +33,44 @@ import { CriuError, log } from "../log";
 import { errnoText } from "../sys/errno";
 import { AF, SOCK, SOL, SO, MSG, TCP } from "../sys/inetsock";
 
-const PS = { ADD: 1, HOLE: 2, OPEN: 3, OPEN2: 4, PARENT: 5, ADD_F: 6, GET: 7, CLOSE: 0x1023, FORCE_CLOSE: 0x1024 } as const;
-const TYPE_PID = 1, TYPE_SHMEM = 2;
-const PAGE = 4096, PE_PARENT = 1, PE_LAZY = 2, PE_PRESENT = 4;
+const PS = {
+  ADD: 1,
+  HOLE: 2,
+  OPEN: 3,
+  OPEN2: 4,
+  PARENT: 5,
+  ADD_F: 6,
+  GET: 7,
+  CLOSE: 0x1023,
+  FORCE_CLOSE: 0x1024,
+} as const;
+const TYPE_PID = 1,
+  TYPE_SHMEM = 2;
+const PAGE = 4096,
+  PE_PARENT = 1,
+  PE_LAZY = 2,
+  PE_PRESENT = 4;
 const PSI_SIZE = 32;
 /** the first pages-N.img id of a page server (CRIU: page ids base raised by 0x10000) */
 const PAGE_IDS_BASE = 0x10001;
 
 export function sockaddrIn(address: string, port: number): Uint8Array {
-  const b = new Uint8Array(16), dv = new DataView(b.buffer);
+  const b = new Uint8Array(16),
+    dv = new DataView(b.buffer);
   dv.setUint16(0, AF.INET, true);
   dv.setUint16(2, port, false);
   const parts = address.split(".").map(Number);
-  if (parts.length !== 4 || parts.some((p) => !(p >= 0 && p <= 255))) throw new CriuError("page-server", `'${address}' is not an IPv4 address`);
+  if (parts.length !== 4 || parts.some((p) => !(p >= 0 && p <= 255)))
+    throw new CriuError("page-server", `'${address}' is not an IPv4 address`);
   b.set(parts, 4);
   return b;
 }
 
 /** Forget a socket's deadline and peer name (before it is closed). */
-export function forgetSocket(fd: number) { deadlineSec.delete(fd); peerOf.delete(fd); }
+export function forgetSocket(fd: number) {
+  deadlineSec.delete(fd);
+  peerOf.delete(fd);
+}
 
 /** sockets with a deadline: EAGAIN on them means the peer did not answer in time */
 const deadlineSec = new Map<number, number>();
@@ -57,9 +86,13 @@ export function setDeadline(fd: number, sec: number, peer?: string) {
 
 export function must(what: string, r: number, fd = -1): number {
   if (r === -11 /* EAGAIN: SO_RCVTIMEO/SO_SNDTIMEO ran out */ && deadlineSec.has(fd)) {
-    throw new CriuError("page-server", `${what}: ${peerOf.get(fd) ?? "the peer"} did not answer within ${deadlineSec.get(fd)} s (--timeout)`);
+    throw new CriuError(
+      "page-server",
+      `${what}: ${peerOf.get(fd) ?? "the peer"} did not answer within ${deadlineSec.get(fd)} s (--timeout)`
+    );
   }
-  if (r === -32 /* EPIPE */ || r === -104 /* ECONNRESET */) throw new CriuError("page-server", `${what}: the peer closed the connection`);
+  if (r === -32 /* EPIPE */ || r === -104 /* ECONNRESET */)
+    throw new CriuError("page-server", `${what}: the peer closed the connection`);
   if (r < 0) throw new CriuError("page-server", `${what} failed: ${errnoText(-r)}`);
   return r;
 }
@@ -67,7 +100,7 @@ export function must(what: string, r: number, fd = -1): number {
 /** bytes written to every socket by writeAll, for statistics (migrate counts each round's) */
 export let wireBytes = 0;
 export function writeAll(fd: number, b: Uint8Array, what: string) {
-  for (let off = 0; off < b.length;) {
+  for (let off = 0; off < b.length; ) {
     const r = syscall(NR.sendto, fd, addr(b, off), b.length - off, MSG.NOSIGNAL, 0, 0);
     if (r === -4) continue;
     must(what, r, fd);
@@ -77,7 +110,7 @@ export function writeAll(fd: number, b: Uint8Array, what: string) {
 }
 /** Read exactly len bytes; false on a clean end of stream before the first byte. */
 export function readAll(fd: number, b: Uint8Array, what: string, len = b.length): boolean {
-  for (let off = 0; off < len;) {
+  for (let off = 0; off < len; ) {
     const r = syscall(NR.read, fd, addr(b, off), len - off);
     if (r === -4) continue;
     must(what, r, fd);
@@ -91,9 +124,12 @@ export function readAll(fd: number, b: Uint8Array, what: string, len = b.length)
 }
 
 function psi(cmd: number, nrPages: number, vaddr: bigint, dstId: bigint): Uint8Array {
-  const b = new Uint8Array(PSI_SIZE), dv = new DataView(b.buffer);
-  dv.setUint32(0, cmd, true); dv.setBigUint64(8, BigInt(nrPages), true);
-  dv.setBigUint64(16, vaddr, true); dv.setBigUint64(24, dstId, true);
+  const b = new Uint8Array(PSI_SIZE),
+    dv = new DataView(b.buffer);
+  dv.setUint32(0, cmd, true);
+  dv.setBigUint64(8, BigInt(nrPages), true);
+  dv.setBigUint64(16, vaddr, true);
+  dv.setBigUint64(24, dstId, true);
   return b;
 }
 
@@ -106,9 +142,11 @@ const TCP_CORK = (fd: number, on: boolean) => setInt(fd, SOL.TCP, TCP.CORK, on ?
 
 /** dst_id -> [kind, id]; older CRIUs used other type numbers, kept readable as CRIU keeps them. */
 function decodeDst(dst: bigint): { file: string; kind: "pid" | "shmem"; id: bigint } | undefined {
-  const type = Number(dst & 0xffn), id = dst >> 8n;
+  const type = Number(dst & 0xffn),
+    id = dst >> 8n;
   if ([TYPE_PID, 10, 11, 16, 17].includes(type)) return { file: `pagemap-${id}.img`, kind: "pid", id };
-  if ([TYPE_SHMEM, 27, 28, 29, 32, 33, 34].includes(type)) return { file: `pagemap-shmem-${id}.img`, kind: "shmem", id };
+  if ([TYPE_SHMEM, 27, 28, 29, 32, 33, 34].includes(type))
+    return { file: `pagemap-shmem-${id}.img`, kind: "shmem", id };
   return undefined;
 }
 
@@ -124,17 +162,32 @@ export class PageServerClient {
   /** on a connection that carries more than this session (migrate's control channel): close()
    * ends the session with PS_IOV_CLOSE and its status but leaves the connection open */
   private shared = false;
-  constructor(public address: string, public port: number, timeoutSec = 10, existingFd?: number) {
-    if (existingFd !== undefined) { this.fd = existingFd; this.shared = true; return; }
+  constructor(
+    public address: string,
+    public port: number,
+    timeoutSec = 10,
+    existingFd?: number
+  ) {
+    if (existingFd !== undefined) {
+      this.fd = existingFd;
+      this.shared = true;
+      return;
+    }
     this.fd = must("socket", syscall(NR.socket, AF.INET, SOCK.STREAM | SOCK.CLOEXEC, 0));
     setDeadline(this.fd, timeoutSec);
     peerOf.set(this.fd, "the page server");
     const sa = sockaddrIn(address, port);
     const r = syscall(NR.connect, this.fd, addr(sa), sa.length);
     if (r < 0) {
-      deadlineSec.delete(this.fd); peerOf.delete(this.fd); closeFd(this.fd);
-      throw new CriuError("page-server", r === -115 || r === -11 ? `cannot connect to the page server at ${address}:${port} within ${timeoutSec} s (--timeout)`
-        : `cannot connect to the page server at ${address}:${port}: ${errnoText(-r)}`);
+      deadlineSec.delete(this.fd);
+      peerOf.delete(this.fd);
+      closeFd(this.fd);
+      throw new CriuError(
+        "page-server",
+        r === -115 || r === -11
+          ? `cannot connect to the page server at ${address}:${port} within ${timeoutSec} s (--timeout)`
+          : `cannot connect to the page server at ${address}:${port}: ${errnoText(-r)}`
+      );
     }
     TCP_CORK(this.fd, true); // headers and pages go out in full segments; answers are pushed
   }
@@ -145,7 +198,8 @@ export class PageServerClient {
     writeAll(this.fd, psi(PS.OPEN2, 0, 0n, this.dst), "sending PS_IOV_OPEN2 to the page server");
     this.push();
     const parent = new Uint8Array(1);
-    if (!readAll(this.fd, parent, "reading the page server's answer to PS_IOV_OPEN2")) throw new CriuError("page-server", "the page server closed the connection");
+    if (!readAll(this.fd, parent, "reading the page server's answer to PS_IOV_OPEN2"))
+      throw new CriuError("page-server", "the page server closed the connection");
     log.debug(`page server: pagemap of ${vpid} opened; the server ${parent[0] ? "has" : "has no"} parent images`);
     return parent[0] !== 0;
   }
@@ -156,21 +210,34 @@ export class PageServerClient {
     const buf = new Uint8Array(1 << 20);
     // the entries of runs without pages (holes, lazy runs: thousands when the pages are scattered)
     // go out together, one write per 64 KiB of them
-    const heads = new Uint8Array(PSI_SIZE * 2048), hv = new DataView(heads.buffer);
+    const heads = new Uint8Array(PSI_SIZE * 2048),
+      hv = new DataView(heads.buffer);
     let nh = 0;
-    const flush = () => { if (nh) { writeAll(this.fd, heads.subarray(0, nh * PSI_SIZE), "sending pagemap entries to the page server"); nh = 0; } };
+    const flush = () => {
+      if (nh) {
+        writeAll(this.fd, heads.subarray(0, nh * PSI_SIZE), "sending pagemap entries to the page server");
+        nh = 0;
+      }
+    };
     try {
       for (const r of runs) {
         if (!(r.flags & PE_PRESENT)) {
           const o = nh * PSI_SIZE;
-          hv.setUint32(o, PS.ADD_F | (r.flags << 16), true); hv.setUint32(o + 4, 0, true); hv.setBigUint64(o + 8, BigInt(r.nrPages), true);
-          hv.setBigUint64(o + 16, r.vaddr, true); hv.setBigUint64(o + 24, this.dst, true);
+          hv.setUint32(o, PS.ADD_F | (r.flags << 16), true);
+          hv.setUint32(o + 4, 0, true);
+          hv.setBigUint64(o + 8, BigInt(r.nrPages), true);
+          hv.setBigUint64(o + 16, r.vaddr, true);
+          hv.setBigUint64(o + 24, this.dst, true);
           if (++nh === 2048) flush();
           continue;
         }
         flush();
-        writeAll(this.fd, psi(PS.ADD_F | (r.flags << 16), r.nrPages, r.vaddr, this.dst), "sending a pagemap entry to the page server");
-        for (let left = r.nrPages * PAGE; left > 0;) {
+        writeAll(
+          this.fd,
+          psi(PS.ADD_F | (r.flags << 16), r.nrPages, r.vaddr, this.dst),
+          "sending a pagemap entry to the page server"
+        );
+        for (let left = r.nrPages * PAGE; left > 0; ) {
           const n = readSync(src, buf, 0, Math.min(buf.length, left), null);
           if (n <= 0) throw new CriuError("page-server", `${dataFile} ended early`);
           writeAll(this.fd, buf.subarray(0, n), "sending pages to the page server");
@@ -179,13 +246,21 @@ export class PageServerClient {
         this.pagesSent += r.nrPages;
       }
       flush();
-    } finally { closeSync(src); }
+    } finally {
+      closeSync(src);
+    }
   }
 
   /** one PS_IOV_OPEN2 and its runs */
-  sendPagemap(vpid: number, runs: Iterable<PagemapRun>, dataFile: string) { this.open(vpid); this.sendRuns(runs, dataFile); }
+  sendPagemap(vpid: number, runs: Iterable<PagemapRun>, dataFile: string) {
+    this.open(vpid);
+    this.sendRuns(runs, dataFile);
+  }
 
-  private push() { TCP_CORK(this.fd, false); TCP_CORK(this.fd, true); }
+  private push() {
+    TCP_CORK(this.fd, false);
+    TCP_CORK(this.fd, true);
+  }
 
   /** PS_IOV_CLOSE: the server answers with its status once everything is written; then we hang up. */
   close() {
@@ -197,13 +272,32 @@ export class PageServerClient {
       TCP_CORK(fd, false);
       const st = new Int32Array(1);
       const ok = readAll(fd, new Uint8Array(st.buffer), "reading the page server's status");
-      if (!ok || st[0] !== 0) throw new CriuError("page-server", `the page server reported a failure (status ${ok ? st[0] : "none: it closed the connection"})`);
-    } finally { if (!this.shared) { deadlineSec.delete(fd); peerOf.delete(fd); closeFd(fd); } }
+      if (!ok || st[0] !== 0)
+        throw new CriuError(
+          "page-server",
+          `the page server reported a failure (status ${ok ? st[0] : "none: it closed the connection"})`
+        );
+    } finally {
+      if (!this.shared) {
+        deadlineSec.delete(fd);
+        peerOf.delete(fd);
+        closeFd(fd);
+      }
+    }
   }
 
   /** Drop the connection without the close handshake (a failed dump): the server sees no
    * PS_IOV_CLOSE. On a shared connection its owner closes it (the stream is broken now). */
-  abort() { if (this.fd >= 0) { if (!this.shared) { deadlineSec.delete(this.fd); peerOf.delete(this.fd); closeFd(this.fd); } this.fd = -1; } }
+  abort() {
+    if (this.fd >= 0) {
+      if (!this.shared) {
+        deadlineSec.delete(this.fd);
+        peerOf.delete(this.fd);
+        closeFd(this.fd);
+      }
+      this.fd = -1;
+    }
+  }
 }
 
 // ---- the receiving side ----------------------------------------------------------------------
@@ -212,9 +306,12 @@ export class PageServerClient {
 const coverageCache = new Map<string, { id: string; cov: [bigint, bigint][] }>();
 function coverageKey(dir: string, file: string): { path: string; id: string } | undefined {
   try {
-    const path = join(realpathSync(dir), file), st = statSync(path, { bigint: true });
+    const path = join(realpathSync(dir), file),
+      st = statSync(path, { bigint: true });
     return { path, id: `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}` };
-  } catch { return undefined; }
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -228,7 +325,8 @@ export function warmCoverage(dir: string) {
 
 /** The address ranges (sorted, joined) whose pages dir's pagemap holds, stored or in its own parents. */
 function pagemapCoverage(dir: string, file: string): [bigint, bigint][] {
-  const key = coverageKey(dir, file), hit = key && coverageCache.get(key.path);
+  const key = coverageKey(dir, file),
+    hit = key && coverageCache.get(key.path);
   if (key && hit && hit.id === key.id) return hit.cov;
   const cov = computeCoverage(dir, file);
   if (key) coverageCache.set(key.path, { id: key.id, cov });
@@ -240,9 +338,12 @@ function computeCoverage(dir: string, file: string): [bigint, bigint][] {
   const runs = [...decodePagemap(dir, file).runs].sort((a, b) => (a.vaddr < b.vaddr ? -1 : a.vaddr > b.vaddr ? 1 : 0));
   for (const r of runs) {
     if (!(r.flags & (PE_PRESENT | PE_PARENT))) continue;
-    const a = r.vaddr, b = r.vaddr + BigInt(r.nrPages * PAGE);
+    const a = r.vaddr,
+      b = r.vaddr + BigInt(r.nrPages * PAGE);
     const last = out[out.length - 1];
-    if (last && last[1] >= a) { if (b > last[1]) last[1] = b; } else out.push([a, b]);
+    if (last && last[1] >= a) {
+      if (b > last[1]) last[1] = b;
+    } else out.push([a, b]);
   }
   return out;
 }
@@ -251,15 +352,27 @@ function computeCoverage(dir: string, file: string): [bigint, bigint][] {
 function covered(cov: [bigint, bigint][], a: bigint, b: bigint): boolean {
   if (a >= b) return true;
   // the last range starting at or before a (a binary search: a round's thousands of parent runs each check)
-  let lo = 0, hi = cov.length - 1, k = -1;
+  let lo = 0,
+    hi = cov.length - 1,
+    k = -1;
   while (lo <= hi) {
     const mid = (lo + hi) >> 1;
-    if (cov[mid][0] <= a) { k = mid; lo = mid + 1; } else hi = mid - 1;
+    if (cov[mid][0] <= a) {
+      k = mid;
+      lo = mid + 1;
+    } else hi = mid - 1;
   }
   return k >= 0 && cov[k][1] >= b;
 }
 
-interface OpenMap { file: string; dst: bigint; pagesId: number; runs: PagemapRun[]; pagesFd: number; parent?: [bigint, bigint][] }
+interface OpenMap {
+  file: string;
+  dst: bigint;
+  pagesId: number;
+  runs: PagemapRun[];
+  pagesFd: number;
+  parent?: [bigint, bigint][];
+}
 
 /** A listening TCP socket on address:port (SO_REUSEADDR). */
 function listenOn(address: string, port: number, what: string): number {
@@ -270,7 +383,10 @@ function listenOn(address: string, port: number, what: string): number {
     const r = syscall(NR.bind, ls, addr(sa), sa.length);
     if (r < 0) throw new CriuError("page-server", `cannot listen on ${address}:${port}: ${errnoText(-r)}`);
     must("listen", syscall(NR.listen, ls, 1));
-  } catch (e) { closeFd(ls); throw e; }
+  } catch (e) {
+    closeFd(ls);
+    throw e;
+  }
   log.info(`${what} listening on ${address}:${port}`);
   return ls;
 }
@@ -280,7 +396,13 @@ function listenOn(address: string, port: number, what: string): number {
  * parentDir is given). Returns pages received. A session that fails or ends without PS_IOV_CLOSE
  * leaves none of its files behind.
  */
-export function servePages(dir: string, address: string, port: number, onListening?: () => void, timeoutSec = 10): number {
+export function servePages(
+  dir: string,
+  address: string,
+  port: number,
+  onListening?: () => void,
+  timeoutSec = 10
+): number {
   const ls = listenOn(address, port, "Page server");
   let conn = -1;
   try {
@@ -289,7 +411,11 @@ export function servePages(dir: string, address: string, port: number, onListeni
     TCP_NODELAY(conn, true); // the has-parent byte and the status go out at once
     return serveSession(conn, dir, timeoutSec, false);
   } finally {
-    if (conn >= 0) { deadlineSec.delete(conn); peerOf.delete(conn); closeFd(conn); }
+    if (conn >= 0) {
+      deadlineSec.delete(conn);
+      peerOf.delete(conn);
+      closeFd(conn);
+    }
     closeFd(ls);
   }
 }
@@ -303,7 +429,9 @@ export function servePages(dir: string, address: string, port: number, onListeni
 export function serveSession(conn: number, dir: string, timeoutSec: number, shared: boolean): number {
   let cur: OpenMap | undefined;
   const written: string[] = [];
-  let nextPagesId = PAGE_IDS_BASE, pages = 0, ok = false;
+  let nextPagesId = PAGE_IDS_BASE,
+    pages = 0,
+    ok = false;
   const hasParentDir = existsSync(join(dir, "parent"));
   const closeCur = () => {
     if (!cur) return;
@@ -314,15 +442,22 @@ export function serveSession(conn: number, dir: string, timeoutSec: number, shar
     cur = undefined;
   };
   try {
-    const head = new Uint8Array(PSI_SIZE), dv = new DataView(head.buffer);
+    const head = new Uint8Array(PSI_SIZE),
+      dv = new DataView(head.buffer);
     const buf = new Uint8Array(1 << 20);
     let closed = 0;
     for (;;) {
       if (!readAll(conn, head, "reading a request")) break;
-      const cmd = dv.getUint32(0, true), nrBig = dv.getBigUint64(8, true), vaddr = dv.getBigUint64(16, true), dst = dv.getBigUint64(24, true);
+      const cmd = dv.getUint32(0, true),
+        nrBig = dv.getBigUint64(8, true),
+        vaddr = dv.getBigUint64(16, true),
+        dst = dv.getBigUint64(24, true);
       const op = cmd & 0xffff;
       // (a pagemap's runs, tens of thousands for scattered pages, are summed up when it is written)
-      if (op !== PS.ADD && op !== PS.ADD_F && op !== PS.HOLE) log.debug(`page server: request 0x${cmd.toString(16)} nr_pages ${nrBig} vaddr 0x${vaddr.toString(16)} dst_id 0x${dst.toString(16)}`);
+      if (op !== PS.ADD && op !== PS.ADD_F && op !== PS.HOLE)
+        log.debug(
+          `page server: request 0x${cmd.toString(16)} nr_pages ${nrBig} vaddr 0x${vaddr.toString(16)} dst_id 0x${dst.toString(16)}`
+        );
       if (op === PS.CLOSE || op === PS.FORCE_CLOSE) {
         closeCur();
         writeAll(conn, new Uint8Array(new Int32Array([0]).buffer), "answering PS_IOV_CLOSE");
@@ -331,56 +466,96 @@ export function serveSession(conn: number, dir: string, timeoutSec: number, shar
       }
       if (op === PS.OPEN || op === PS.OPEN2 || op === PS.PARENT) {
         const d = decodeDst(dst);
-        if (!d) throw new CriuError("page-server", `unknown pagemap type ${Number(dst & 0xffn)} in request 0x${cmd.toString(16)} (dst_id 0x${dst.toString(16)})`);
+        if (!d)
+          throw new CriuError(
+            "page-server",
+            `unknown pagemap type ${Number(dst & 0xffn)} in request 0x${cmd.toString(16)} (dst_id 0x${dst.toString(16)})`
+          );
         const parentHas = hasParentDir && existsSync(join(dir, "parent", d.file));
-        if (op === PS.PARENT) { writeAll(conn, new Uint8Array(new Int32Array([parentHas ? 1 : 0]).buffer), "answering PS_IOV_PARENT"); continue; }
+        if (op === PS.PARENT) {
+          writeAll(conn, new Uint8Array(new Int32Array([parentHas ? 1 : 0]).buffer), "answering PS_IOV_PARENT");
+          continue;
+        }
         closeCur();
         if (written.includes(d.file)) throw new CriuError("page-server", `${d.file} was sent twice`);
         const pagesId = nextPagesId++;
         const pagesFile = join(dir, `pages-${pagesId}.img`);
-        cur = { file: d.file, dst, pagesId, runs: [], pagesFd: createNew(pagesFile, true), parent: parentHas ? pagemapCoverage(join(dir, "parent"), d.file) : undefined };
+        cur = {
+          file: d.file,
+          dst,
+          pagesId,
+          runs: [],
+          pagesFd: createNew(pagesFile, true),
+          parent: parentHas ? pagemapCoverage(join(dir, "parent"), d.file) : undefined,
+        };
         written.push(`pages-${pagesId}.img`);
         log.info(`page server: opening ${d.file} (parent images: ${parentHas ? "yes" : "no"})`);
         if (op === PS.OPEN2) writeAll(conn, new Uint8Array([parentHas ? 1 : 0]), "answering PS_IOV_OPEN2");
       } else if (op === PS.ADD || op === PS.ADD_F || op === PS.HOLE) {
-        if (!cur || cur.dst !== dst) throw new CriuError("page-server", `pages for dst_id 0x${dst.toString(16)}, which is not the opened pagemap`);
-        if (nrBig === 0n || nrBig > 0xffffffffn) throw new CriuError("page-server", `a run of ${nrBig} pages at 0x${vaddr.toString(16)}`);
+        if (!cur || cur.dst !== dst)
+          throw new CriuError("page-server", `pages for dst_id 0x${dst.toString(16)}, which is not the opened pagemap`);
+        if (nrBig === 0n || nrBig > 0xffffffffn)
+          throw new CriuError("page-server", `a run of ${nrBig} pages at 0x${vaddr.toString(16)}`);
         const nr = Number(nrBig);
         const flags = op === PS.ADD_F ? cmd >>> 16 : op === PS.ADD ? PE_PRESENT : PE_PARENT;
-        if (flags & ~(PE_PARENT | PE_LAZY | PE_PRESENT)) throw new CriuError("page-server", `unknown pagemap flags 0x${flags.toString(16)} at 0x${vaddr.toString(16)}`);
+        if (flags & ~(PE_PARENT | PE_LAZY | PE_PRESENT))
+          throw new CriuError(
+            "page-server",
+            `unknown pagemap flags 0x${flags.toString(16)} at 0x${vaddr.toString(16)}`
+          );
         if (flags & PE_PARENT && !(flags & PE_PRESENT)) {
           // a hole: its pages must be in the parent images, or a restore could not find them
           const end = vaddr + BigInt(nr * PAGE);
-          if (!cur.parent) throw new CriuError("page-server", `${cur.file}: pages 0x${vaddr.toString(16)}-0x${end.toString(16)} are in the parent images, but ${dir} has none (page-server --prev-images-dir)`);
-          if (!covered(cur.parent, vaddr, end)) throw new CriuError("page-server", `${cur.file}: pages 0x${vaddr.toString(16)}-0x${end.toString(16)} are not in the parent images`);
+          if (!cur.parent)
+            throw new CriuError(
+              "page-server",
+              `${cur.file}: pages 0x${vaddr.toString(16)}-0x${end.toString(16)} are in the parent images, but ${dir} has none (page-server --prev-images-dir)`
+            );
+          if (!covered(cur.parent, vaddr, end))
+            throw new CriuError(
+              "page-server",
+              `${cur.file}: pages 0x${vaddr.toString(16)}-0x${end.toString(16)} are not in the parent images`
+            );
         }
         cur.runs.push({ vaddr, nrPages: nr, flags });
         if (flags & PE_PRESENT) {
-          for (let left = nr * PAGE; left > 0;) {
+          for (let left = nr * PAGE; left > 0; ) {
             const n = Math.min(buf.length, left);
-            if (!readAll(conn, buf, "receiving pages", n)) throw new CriuError("page-server", "the connection ended in the middle of the pages");
+            if (!readAll(conn, buf, "receiving pages", n))
+              throw new CriuError("page-server", "the connection ended in the middle of the pages");
             appendFileSync(cur.pagesFd, buf.subarray(0, n));
             left -= n;
           }
           pages += nr;
         }
       } else if (op === PS.GET) {
-        throw new CriuError("page-server", "PS_IOV_GET (lazy pages): this page server receives a dump; the pages of a lazy restore are served by `dump --lazy-pages`");
+        throw new CriuError(
+          "page-server",
+          "PS_IOV_GET (lazy pages): this page server receives a dump; the pages of a lazy restore are served by `dump --lazy-pages`"
+        );
       } else {
         throw new CriuError("page-server", `unknown request ${op} (0x${cmd.toString(16)})`);
       }
     }
-    if (!closed) throw new CriuError("page-server", "the dumper closed the connection without PS_IOV_CLOSE: the data were not flushed");
+    if (!closed)
+      throw new CriuError(
+        "page-server",
+        "the dumper closed the connection without PS_IOV_CLOSE: the data were not flushed"
+      );
     if (closed === PS.CLOSE && !shared) {
       // as CRIU: wait for the dumper to hang up (it reads our status first), with a deadline
       setDeadline(conn, timeoutSec);
       peerOf.set(conn, "the dumper");
       const b = new Uint8Array(1);
-      if (readAll(conn, b, "waiting for the dumper to close the connection")) throw new CriuError("page-server", "unexpected data after PS_IOV_CLOSE");
+      if (readAll(conn, b, "waiting for the dumper to close the connection"))
+        throw new CriuError("page-server", "unexpected data after PS_IOV_CLOSE");
     }
     ok = true;
   } finally {
-    if (cur) { closeSync(cur.pagesFd); cur = undefined; }
+    if (cur) {
+      closeSync(cur.pagesFd);
+      cur = undefined;
+    }
     if (!ok) for (const f of written) rmSync(join(dir, f), { force: true });
   }
   log.info(`Page server received ${pages} pages`);
@@ -398,14 +573,22 @@ export function serveSession(conn: number, dir: string, timeoutSec: number, shar
 // kills the source. A daemon that goes away without it leaves the source to the caller (CRIU resumes it).
 
 /** The lazy runs of one dumped process: pid here, and its runs sorted by address. */
-export interface LazySource { pid: number; runs: { vaddr: bigint; nrPages: number }[] }
+export interface LazySource {
+  pid: number;
+  runs: { vaddr: bigint; nrPages: number }[];
+}
 
 /** The client of a lazy dump (the lazy-pages daemon): PS_IOV_GET requests and their answers. */
 export class LazyPagesClient {
   private fd: number;
   private head = new Uint8Array(PSI_SIZE);
   /** fd: a connection to the dump made already (migrate's post-copy from the source: the source connected it) */
-  constructor(public address: string, public port: number, public timeoutSec = 10, fd?: number) {
+  constructor(
+    public address: string,
+    public port: number,
+    public timeoutSec = 10,
+    fd?: number
+  ) {
     if (fd !== undefined) {
       this.fd = fd;
       setDeadline(fd, timeoutSec, "the source serving lazy pages");
@@ -419,7 +602,10 @@ export class LazyPagesClient {
     const r = syscall(NR.connect, this.fd, addr(sa), sa.length);
     if (r < 0) {
       this.drop();
-      throw new CriuError("lazy-pages", `cannot connect to the dump serving lazy pages at ${address}:${port} (${r === -111 ? "nothing listens there" : errnoText(-r)})`);
+      throw new CriuError(
+        "lazy-pages",
+        `cannot connect to the dump serving lazy pages at ${address}:${port} (${r === -111 ? "nothing listens there" : errnoText(-r)})`
+      );
     }
     TCP_NODELAY(this.fd, true);
   }
@@ -430,14 +616,28 @@ export class LazyPagesClient {
    */
   get(dstPid: number, vaddr: bigint, nrPages: number, buf: Uint8Array): number {
     writeAll(this.fd, psi(PS.GET, nrPages, vaddr, BigInt(dstPid)), "asking the dump for pages (PS_IOV_GET)");
-    if (!readAll(this.fd, this.head, "reading the dump's answer to PS_IOV_GET")) throw new CriuError("lazy-pages", "the dump serving lazy pages closed the connection");
+    if (!readAll(this.fd, this.head, "reading the dump's answer to PS_IOV_GET"))
+      throw new CriuError("lazy-pages", "the dump serving lazy pages closed the connection");
     const dv = new DataView(this.head.buffer);
-    const op = dv.getUint32(0, true) & 0xffff, n = dv.getBigUint64(8, true), va = dv.getBigUint64(16, true), dst = dv.getBigUint64(24, true);
-    if ((op !== PS.ADD_F && op !== PS.ADD) || va !== vaddr || dst !== BigInt(dstPid) || n === 0n || n > BigInt(nrPages)) {
-      throw new CriuError("lazy-pages", `the dump answered PS_IOV_GET of ${nrPages} page(s) at 0x${vaddr.toString(16)} of process ${dstPid} with request ${op}, ${n} page(s) at 0x${va.toString(16)} of ${dst}`);
+    const op = dv.getUint32(0, true) & 0xffff,
+      n = dv.getBigUint64(8, true),
+      va = dv.getBigUint64(16, true),
+      dst = dv.getBigUint64(24, true);
+    if (
+      (op !== PS.ADD_F && op !== PS.ADD) ||
+      va !== vaddr ||
+      dst !== BigInt(dstPid) ||
+      n === 0n ||
+      n > BigInt(nrPages)
+    ) {
+      throw new CriuError(
+        "lazy-pages",
+        `the dump answered PS_IOV_GET of ${nrPages} page(s) at 0x${vaddr.toString(16)} of process ${dstPid} with request ${op}, ${n} page(s) at 0x${va.toString(16)} of ${dst}`
+      );
     }
     const len = Number(n) * PAGE;
-    if (!readAll(this.fd, buf, "receiving lazy pages", len)) throw new CriuError("lazy-pages", "the dump serving lazy pages closed the connection in the middle of pages");
+    if (!readAll(this.fd, buf, "receiving lazy pages", len))
+      throw new CriuError("lazy-pages", "the dump serving lazy pages closed the connection in the middle of pages");
     return Number(n);
   }
 
@@ -448,11 +648,24 @@ export class LazyPagesClient {
       writeAll(this.fd, psi(PS.CLOSE, 0, 0n, 0n), "sending PS_IOV_CLOSE to the dump");
       const st = new Int32Array(1);
       const ok = readAll(this.fd, new Uint8Array(st.buffer), "reading the dump's status");
-      if (!ok || st[0] !== 0) throw new CriuError("lazy-pages", `the dump serving lazy pages reported a failure (status ${ok ? st[0] : "none: it closed the connection"})`);
-    } finally { this.drop(); }
+      if (!ok || st[0] !== 0)
+        throw new CriuError(
+          "lazy-pages",
+          `the dump serving lazy pages reported a failure (status ${ok ? st[0] : "none: it closed the connection"})`
+        );
+    } finally {
+      this.drop();
+    }
   }
 
-  drop() { if (this.fd >= 0) { deadlineSec.delete(this.fd); peerOf.delete(this.fd); closeFd(this.fd); this.fd = -1; } }
+  drop() {
+    if (this.fd >= 0) {
+      deadlineSec.delete(this.fd);
+      peerOf.delete(this.fd);
+      closeFd(this.fd);
+      this.fd = -1;
+    }
+  }
 }
 
 /**
@@ -461,14 +674,24 @@ export class LazyPagesClient {
  * the pages served; throws (one line) when the daemon goes away first or asks for what is not lazy.
  * Waiting for a request has no deadline (the restore may come much later); each answer has one.
  */
-export function serveLazyPages(address: string, port: number, sources: Map<number, LazySource>, onListening?: () => void, timeoutSec = 10): number {
+export function serveLazyPages(
+  address: string,
+  port: number,
+  sources: Map<number, LazySource>,
+  onListening?: () => void,
+  timeoutSec = 10
+): number {
   const total = lazyTotal(sources);
   const ls = listenOn(address, port, `Lazy pages (${total} pages of ${sources.size} process(es))`);
-  let conn = -1, srv: LazyPageServer | undefined;
+  let conn = -1,
+    srv: LazyPageServer | undefined;
   try {
     onListening?.();
     log.info(`lazy pages: waiting for the lazy-pages daemon on ${address}:${port}`);
-    for (;;) { conn = syscall(NR.accept, ls, 0, 0); if (conn !== -4) break; }
+    for (;;) {
+      conn = syscall(NR.accept, ls, 0, 0);
+      if (conn !== -4) break;
+    }
     must("accept", conn);
     log.info("lazy pages: the lazy-pages daemon connected");
     // waiting for a request has no deadline (the restore may come much later); each answer has one
@@ -477,12 +700,17 @@ export function serveLazyPages(address: string, port: number, sources: Map<numbe
     return srv.served;
   } finally {
     srv?.close();
-    if (conn >= 0) { deadlineSec.delete(conn); peerOf.delete(conn); closeFd(conn); }
+    if (conn >= 0) {
+      deadlineSec.delete(conn);
+      peerOf.delete(conn);
+      closeFd(conn);
+    }
     closeFd(ls);
   }
 }
 
-const lazyTotal = (sources: Map<number, LazySource>) => [...sources.values()].reduce((s, x) => s + x.runs.reduce((m, r) => m + r.nrPages, 0), 0);
+const lazyTotal = (sources: Map<number, LazySource>) =>
+  [...sources.values()].reduce((s, x) => s + x.runs.reduce((m, r) => m + r.nrPages, 0), 0);
 
 /**
  * One lazy-pages daemon's requests on connection conn, answered from the frozen processes of
@@ -496,7 +724,12 @@ export class LazyPageServer {
   private head = new Uint8Array(PSI_SIZE);
   private buf = new Uint8Array(1 << 20);
   private lastLog = 0;
-  constructor(private conn: number, private sources: Map<number, LazySource>, timeoutSec: number, readDeadline: boolean) {
+  constructor(
+    private conn: number,
+    private sources: Map<number, LazySource>,
+    timeoutSec: number,
+    readDeadline: boolean
+  ) {
     this.total = lazyTotal(sources);
     TCP_NODELAY(conn, true);
     if (readDeadline) setDeadline(conn, timeoutSec);
@@ -507,47 +740,88 @@ export class LazyPageServer {
     }
     peerOf.set(conn, "the lazy-pages daemon");
   }
-  private gone() { return new CriuError("lazy-pages", `the lazy-pages daemon closed the connection before the restore had all its memory (${this.served} of ${this.total} pages sent)`); }
+  private gone() {
+    return new CriuError(
+      "lazy-pages",
+      `the lazy-pages daemon closed the connection before the restore had all its memory (${this.served} of ${this.total} pages sent)`
+    );
+  }
   /** the daemon going away (a clean end, or a reset with pages in flight) is said as that */
   private io<T>(fn: () => T): T {
-    try { return fn(); } catch (e: any) { if (/the peer closed the connection/.test(e?.message ?? "")) throw this.gone(); throw e; }
+    try {
+      return fn();
+    } catch (e: any) {
+      if (/the peer closed the connection/.test(e?.message ?? "")) throw this.gone();
+      throw e;
+    }
   }
   serveOne(): boolean {
-    const conn = this.conn, head = this.head, dv = new DataView(head.buffer), buf = this.buf;
+    const conn = this.conn,
+      head = this.head,
+      dv = new DataView(head.buffer),
+      buf = this.buf;
     if (!this.io(() => readAll(conn, head, "reading a request of the lazy-pages daemon"))) throw this.gone();
-    const cmd = dv.getUint32(0, true), nrBig = dv.getBigUint64(8, true), vaddr = dv.getBigUint64(16, true), dst = dv.getBigUint64(24, true);
+    const cmd = dv.getUint32(0, true),
+      nrBig = dv.getBigUint64(8, true),
+      vaddr = dv.getBigUint64(16, true),
+      dst = dv.getBigUint64(24, true);
     const op = cmd & 0xffff;
     if (op === PS.CLOSE || op === PS.FORCE_CLOSE) {
       writeAll(conn, new Uint8Array(new Int32Array([0]).buffer), "answering PS_IOV_CLOSE");
-      log.info(`lazy pages: the restore has its memory (${this.served} of ${this.total} lazy pages were sent; the others it never needed or they were zero)`);
+      log.info(
+        `lazy pages: the restore has its memory (${this.served} of ${this.total} lazy pages were sent; the others it never needed or they were zero)`
+      );
       return false;
     }
-    if (op !== PS.GET) throw new CriuError("lazy-pages", `unexpected request ${op} (0x${cmd.toString(16)}) from the lazy-pages daemon`);
+    if (op !== PS.GET)
+      throw new CriuError("lazy-pages", `unexpected request ${op} (0x${cmd.toString(16)}) from the lazy-pages daemon`);
     const src = dst <= 0x7fffffffn ? this.sources.get(Number(dst)) : undefined;
-    if (!src) throw new CriuError("lazy-pages", `the lazy-pages daemon asked for pages of process ${dst}, which is not in the dump`);
+    if (!src)
+      throw new CriuError(
+        "lazy-pages",
+        `the lazy-pages daemon asked for pages of process ${dst}, which is not in the dump`
+      );
     const run = findRun(src.runs, vaddr);
-    if (!run || nrBig === 0n) throw new CriuError("lazy-pages", `the lazy-pages daemon asked for ${nrBig} page(s) at 0x${vaddr.toString(16)} of process ${dst}, which are not lazy pages of the dump`);
+    if (!run || nrBig === 0n)
+      throw new CriuError(
+        "lazy-pages",
+        `the lazy-pages daemon asked for ${nrBig} page(s) at 0x${vaddr.toString(16)} of process ${dst}, which are not lazy pages of the dump`
+      );
     const left = Number((run.vaddr + BigInt(run.nrPages * PAGE) - vaddr) / BigInt(PAGE));
     const n = Math.min(Number(nrBig > 0xffffn ? 0xffffn : nrBig), left, buf.length / PAGE);
     let fd = this.memFds.get(src.pid);
-    if (fd === undefined) { fd = openFd(`/proc/${src.pid}/mem`, O.RDONLY | O.CLOEXEC); this.memFds.set(src.pid, fd); }
-    if (preadFull(fd, buf, vaddr, n * PAGE, 0, `read lazy pages of ${src.pid} at 0x${vaddr.toString(16)}`) !== n * PAGE) {
+    if (fd === undefined) {
+      fd = openFd(`/proc/${src.pid}/mem`, O.RDONLY | O.CLOEXEC);
+      this.memFds.set(src.pid, fd);
+    }
+    if (
+      preadFull(fd, buf, vaddr, n * PAGE, 0, `read lazy pages of ${src.pid} at 0x${vaddr.toString(16)}`) !==
+      n * PAGE
+    ) {
       throw new CriuError("lazy-pages", `process ${src.pid}: short read of its memory at 0x${vaddr.toString(16)}`);
     }
     this.io(() => writeAll(conn, psi(PS.ADD_F | (PE_PRESENT << 16), n, vaddr, dst), "answering PS_IOV_GET"));
     this.io(() => writeAll(conn, buf.subarray(0, n * PAGE), "sending lazy pages"));
     this.served += n;
-    if (this.served - this.lastLog >= 16384) { this.lastLog = this.served; log.info(`lazy pages: ${this.served} of ${this.total} pages sent`); }
+    if (this.served - this.lastLog >= 16384) {
+      this.lastLog = this.served;
+      log.info(`lazy pages: ${this.served} of ${this.total} pages sent`);
+    }
     return true;
   }
-  close() { for (const fd of this.memFds.values()) closeFd(fd); this.memFds.clear(); }
+  close() {
+    for (const fd of this.memFds.values()) closeFd(fd);
+    this.memFds.clear();
+  }
 }
 
 /** The run of sorted runs that holds vaddr (binary search). */
 function findRun(runs: { vaddr: bigint; nrPages: number }[], vaddr: bigint) {
-  let lo = 0, hi = runs.length - 1;
+  let lo = 0,
+    hi = runs.length - 1;
   while (lo <= hi) {
-    const mid = (lo + hi) >> 1, r = runs[mid];
+    const mid = (lo + hi) >> 1,
+      r = runs[mid];
     if (vaddr < r.vaddr) hi = mid - 1;
     else if (vaddr >= r.vaddr + BigInt(r.nrPages * PAGE)) lo = mid + 1;
     else return (vaddr - r.vaddr) % BigInt(PAGE) === 0n ? r : undefined;

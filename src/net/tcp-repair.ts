@@ -4,26 +4,67 @@
 // send or receive queue for TCP_QUEUE_SEQ and for peeking/filling data, TCP_REPAIR_OPTIONS sets
 // what the SYN exchange negotiated, TCP_REPAIR_WINDOW the window state, TCP_TIMESTAMP the clock.
 import {
-  getsockoptBytes, getsockoptInt, setsockoptInt, ioctlInt, recvBytes, int32,
-  SOL, TCP, MSG, SIOCINQ, SIOCOUTQ, SIOCOUTQNSD,
+  getsockoptBytes,
+  getsockoptInt,
+  setsockoptInt,
+  ioctlInt,
+  recvBytes,
+  int32,
+  SOL,
+  TCP,
+  MSG,
+  SIOCINQ,
+  SIOCOUTQ,
+  SIOCOUTQNSD,
 } from "../sys/inetsock";
 import { SysError, errnoText, sysFailed } from "../sys/errno";
 import { CriuError } from "../log";
 
-export const TCP_STATE = { ESTABLISHED: 1, SYN_SENT: 2, SYN_RECV: 3, FIN_WAIT1: 4, FIN_WAIT2: 5, TIME_WAIT: 6, CLOSE: 7, CLOSE_WAIT: 8, LAST_ACK: 9, LISTEN: 10, CLOSING: 11 } as const;
-export const TCP_STATE_NAME: Record<number, string> = Object.fromEntries(Object.entries(TCP_STATE).map(([k, v]) => [v, k]));
+export const TCP_STATE = {
+  ESTABLISHED: 1,
+  SYN_SENT: 2,
+  SYN_RECV: 3,
+  FIN_WAIT1: 4,
+  FIN_WAIT2: 5,
+  TIME_WAIT: 6,
+  CLOSE: 7,
+  CLOSE_WAIT: 8,
+  LAST_ACK: 9,
+  LISTEN: 10,
+  CLOSING: 11,
+} as const;
+export const TCP_STATE_NAME: Record<number, string> = Object.fromEntries(
+  Object.entries(TCP_STATE).map(([k, v]) => [v, k])
+);
 const QUEUE = { NONE: 0, RECV: 1, SEND: 2 };
 /** tcpi_options bits (= tcp_stream_entry.opt_mask) */
 const TCPI_OPT = { TIMESTAMPS: 1, SACK: 2, WSCALE: 4 } as const;
 const TCPOPT = { MSS: 2, WINDOW: 3, SACK_PERM: 4, TIMESTAMP: 8 };
 
 interface TcpStreamState {
-  inqLen: number; inqSeq: number; outqLen: number; outqSeq: number; optMask: number;
-  sndWscale: number; rcvWscale: number; mssClamp: number; timestamp: number;
-  cork: boolean; nodelay: boolean; unsqLen: number;
-  sndWl1?: number; sndWnd?: number; maxWindow?: number; rcvWnd?: number; rcvWup?: number;
+  inqLen: number;
+  inqSeq: number;
+  outqLen: number;
+  outqSeq: number;
+  optMask: number;
+  sndWscale: number;
+  rcvWscale: number;
+  mssClamp: number;
+  timestamp: number;
+  cork: boolean;
+  nodelay: boolean;
+  unsqLen: number;
+  sndWl1?: number;
+  sndWnd?: number;
+  maxWindow?: number;
+  rcvWnd?: number;
+  rcvWup?: number;
 }
-export interface TcpStream { state: TcpStreamState; inq: Uint8Array; outq: Uint8Array }
+export interface TcpStream {
+  state: TcpStreamState;
+  inq: Uint8Array;
+  outq: Uint8Array;
+}
 
 /** TCP state byte from TCP_INFO (works on any TCP socket). */
 export function tcpInfo(fd: number): { state: number; options: number; sndWscale: number; rcvWscale: number } {
@@ -33,7 +74,11 @@ export function tcpInfo(fd: number): { state: number; options: number; sndWscale
 
 export function repairOn(fd: number, where: string) {
   const r = setsockoptInt(fd, SOL.TCP, TCP.REPAIR, 1);
-  if (r < 0) throw new CriuError("tcp", sysFailed(where, "TCP_REPAIR (putting the connection in repair mode)", r, "needs CAP_NET_ADMIN"));
+  if (r < 0)
+    throw new CriuError(
+      "tcp",
+      sysFailed(where, "TCP_REPAIR (putting the connection in repair mode)", r, "needs CAP_NET_ADMIN")
+    );
 }
 /** Leave repair mode; the kernel sends a window probe so the peer learns we are back. */
 export function repairOff(fd: number, noProbe = false): number {
@@ -50,7 +95,11 @@ function seqOf(fd: number, q: number): number {
 export function dumpTcpStream(fd: number, where: string): TcpStream {
   try {
     const info = tcpInfo(fd);
-    if (info.state !== TCP_STATE.ESTABLISHED) throw new CriuError("tcp", `${where}: TCP state ${TCP_STATE_NAME[info.state] ?? info.state} cannot be dumped yet (only ESTABLISHED)`);
+    if (info.state !== TCP_STATE.ESTABLISHED)
+      throw new CriuError(
+        "tcp",
+        `${where}: TCP state ${TCP_STATE_NAME[info.state] ?? info.state} cannot be dumped yet (only ESTABLISHED)`
+      );
     const outqLen = ioctlInt(fd, SIOCOUTQ);
     const unsqLen = ioctlInt(fd, SIOCOUTQNSD);
     const inqLen = ioctlInt(fd, SIOCINQ);
@@ -60,11 +109,20 @@ export function dumpTcpStream(fd: number, where: string): TcpStream {
     const outq = recvBytes(fd, outqLen, MSG.PEEK | MSG.DONTWAIT);
     setsockoptInt(fd, SOL.TCP, TCP.REPAIR_QUEUE, QUEUE.NONE);
     if (inq.length !== inqLen || outq.length !== outqLen) {
-      throw new CriuError("tcp", `${where}: queues changed while reading them (receive ${inq.length}/${inqLen}, send ${outq.length}/${outqLen} bytes)`);
+      throw new CriuError(
+        "tcp",
+        `${where}: queues changed while reading them (receive ${inq.length}/${inqLen}, send ${outq.length}/${outqLen} bytes)`
+      );
     }
     const st: TcpStreamState = {
-      inqLen, inqSeq, outqLen, outqSeq, unsqLen, optMask: info.options,
-      sndWscale: info.sndWscale, rcvWscale: info.rcvWscale,
+      inqLen,
+      inqSeq,
+      outqLen,
+      outqSeq,
+      unsqLen,
+      optMask: info.options,
+      sndWscale: info.sndWscale,
+      rcvWscale: info.rcvWscale,
       mssClamp: getsockoptInt(fd, SOL.TCP, TCP.MAXSEG),
       timestamp: getsockoptInt(fd, SOL.TCP, TCP.TIMESTAMP) >>> 0,
       nodelay: getsockoptInt(fd, SOL.TCP, TCP.NODELAY) !== 0,
@@ -74,10 +132,15 @@ export function dumpTcpStream(fd: number, where: string): TcpStream {
       const w = getsockoptBytes(fd, SOL.TCP, TCP.REPAIR_WINDOW, 20);
       const dv = new DataView(w.buffer, w.byteOffset);
       if (w.length >= 20) {
-        st.sndWl1 = dv.getUint32(0, true); st.sndWnd = dv.getUint32(4, true); st.maxWindow = dv.getUint32(8, true);
-        st.rcvWnd = dv.getUint32(12, true); st.rcvWup = dv.getUint32(16, true);
+        st.sndWl1 = dv.getUint32(0, true);
+        st.sndWnd = dv.getUint32(4, true);
+        st.maxWindow = dv.getUint32(8, true);
+        st.rcvWnd = dv.getUint32(12, true);
+        st.rcvWup = dv.getUint32(16, true);
       }
-    } catch { /* kernels before 4.8: no window state */ }
+    } catch {
+      /* kernels before 4.8: no window state */
+    }
     return { state: st, inq, outq };
   } catch (e) {
     if (e instanceof SysError) throw new CriuError("tcp", `${where}: ${e.message}`);
@@ -102,7 +165,7 @@ function fillQueue(ops: SockOps, q: number, data: Uint8Array, where: string) {
   if (!data.length) return;
   must(ops.setsockopt(SOL.TCP, TCP.REPAIR_QUEUE, int32(q)), "TCP_REPAIR_QUEUE", where);
   let chunk = q === QUEUE.RECV ? 64 * 1024 : 1 << 20;
-  for (let off = 0; off < data.length;) {
+  for (let off = 0; off < data.length; ) {
     const n = ops.send(data.subarray(off, Math.min(data.length, off + chunk)), 0);
     if (n === -12 /* ENOMEM */ || n === -11 /* EAGAIN */) {
       if (chunk <= 1024) must(n, `refilling the ${q === QUEUE.RECV ? "receive" : "send"} queue`, where);
@@ -132,7 +195,8 @@ export function restoreTcpStream(ops: SockOps, s: TcpStream, peer: Uint8Array, w
   if (st.optMask & TCPI_OPT.TIMESTAMPS) opts.push([TCPOPT.TIMESTAMP, 0]);
   const ob = new Uint32Array(opts.flat());
   must(ops.setsockopt(SOL.TCP, TCP.REPAIR_OPTIONS, new Uint8Array(ob.buffer)), "TCP_REPAIR_OPTIONS", where);
-  if (st.optMask & TCPI_OPT.TIMESTAMPS) must(ops.setsockopt(SOL.TCP, TCP.TIMESTAMP, int32(st.timestamp | 0)), "TCP_TIMESTAMP", where);
+  if (st.optMask & TCPI_OPT.TIMESTAMPS)
+    must(ops.setsockopt(SOL.TCP, TCP.TIMESTAMP, int32(st.timestamp | 0)), "TCP_TIMESTAMP", where);
   fillQueue(ops, QUEUE.RECV, s.inq, where);
   const sent = st.outqLen - st.unsqLen;
   fillQueue(ops, QUEUE.SEND, s.outq.subarray(0, sent), where);

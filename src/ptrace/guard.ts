@@ -24,7 +24,9 @@ import { readStatus, readText } from "../sys/proc";
 import { fixupRestart } from "./restart";
 
 /** syscall; mov $15, %eax; syscall; padding to 16 bytes */
-export const GUARD_STUB = new Uint8Array([0x0f, 0x05, 0xb8, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc]);
+export const GUARD_STUB = new Uint8Array([
+  0x0f, 0x05, 0xb8, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc,
+]);
 
 /**
  * The guarded batch (Injector.guardedBatch), 64 bytes just before GUARD_STUB in the vDSO's tail:
@@ -37,24 +39,70 @@ export const GUARD_STUB = new Uint8Array([0x0f, 0x05, 0xb8, 0x0f, 0x00, 0x00, 0x
  * back to the tracer (and without a tracer the kernel discards the signal).
  */
 export const GUARD_BATCH = new Uint8Array([
-  0x4d, 0x85, 0xe4,             // test r12, r12
-  0x74, 0x2a,                   // jz done
-  0x48, 0x8b, 0x03,             // mov rax, [rbx]
-  0x48, 0x8b, 0x7b, 0x08,       // mov rdi, [rbx+8]
-  0x48, 0x8b, 0x73, 0x10,       // mov rsi, [rbx+16]
-  0x48, 0x8b, 0x53, 0x18,       // mov rdx, [rbx+24]
-  0x4c, 0x8b, 0x53, 0x20,       // mov r10, [rbx+32]
-  0x4c, 0x8b, 0x43, 0x28,       // mov r8, [rbx+40]
-  0x4c, 0x8b, 0x4b, 0x30,       // mov r9, [rbx+48]
-  0x0f, 0x05,                   // syscall
-  0x48, 0x89, 0x43, 0x38,       // mov [rbx+56], rax
-  0x48, 0x83, 0xc3, 0x40,       // add rbx, 64
-  0x49, 0xff, 0xcc,             // dec r12
-  0xeb, 0xd1,                   // jmp (test)
-  0x4c, 0x89, 0xec,             // done: mov rsp, r13
-  0xb8, 0x0f, 0x00, 0x00, 0x00, // mov eax, 15 (rt_sigreturn)
-  0x0f, 0x05,                   // syscall
-  0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc,
+  0x4d,
+  0x85,
+  0xe4, // test r12, r12
+  0x74,
+  0x2a, // jz done
+  0x48,
+  0x8b,
+  0x03, // mov rax, [rbx]
+  0x48,
+  0x8b,
+  0x7b,
+  0x08, // mov rdi, [rbx+8]
+  0x48,
+  0x8b,
+  0x73,
+  0x10, // mov rsi, [rbx+16]
+  0x48,
+  0x8b,
+  0x53,
+  0x18, // mov rdx, [rbx+24]
+  0x4c,
+  0x8b,
+  0x53,
+  0x20, // mov r10, [rbx+32]
+  0x4c,
+  0x8b,
+  0x43,
+  0x28, // mov r8, [rbx+40]
+  0x4c,
+  0x8b,
+  0x4b,
+  0x30, // mov r9, [rbx+48]
+  0x0f,
+  0x05, // syscall
+  0x48,
+  0x89,
+  0x43,
+  0x38, // mov [rbx+56], rax
+  0x48,
+  0x83,
+  0xc3,
+  0x40, // add rbx, 64
+  0x49,
+  0xff,
+  0xcc, // dec r12
+  0xeb,
+  0xd1, // jmp (test)
+  0x4c,
+  0x89,
+  0xec, // done: mov rsp, r13
+  0xb8,
+  0x0f,
+  0x00,
+  0x00,
+  0x00, // mov eax, 15 (rt_sigreturn)
+  0x0f,
+  0x05, // syscall
+  0xcc,
+  0xcc,
+  0xcc,
+  0xcc,
+  0xcc,
+  0xcc,
+  0xcc,
 ]);
 /** where in GUARD_BATCH a call's syscall returns to (the tracer finds its tgkill's stop there) */
 export const GUARD_BATCH_AFTER_SYSCALL = 34n;
@@ -62,20 +110,41 @@ export const NR_RT_SIGRETURN = 15;
 /** bytes below the red zone kept for the callers' scratch buffers (Injector.withScratch) */
 export const SCRATCH_ROOM = 1024n;
 
-const FP_XSTATE_MAGIC1 = 0x46505853, FP_XSTATE_MAGIC2 = 0x46505845;
-const UC_FP_XSTATE = 1n, UC_SIGCONTEXT_SS = 2n, UC_STRICT_RESTORE_SS = 4n;
+const FP_XSTATE_MAGIC1 = 0x46505853,
+  FP_XSTATE_MAGIC2 = 0x46505845;
+const UC_FP_XSTATE = 1n,
+  UC_SIGCONTEXT_SS = 2n,
+  UC_STRICT_RESTORE_SS = 4n;
 const XFEATURE_XTILE_DATA = 1n << 18n; // the only component a task gets only on request
 /** rt_sigframe up to its siginfo: pretcode 8, ucontext 304, siginfo 128 */
 const FRAME_SIZE = 440n;
 /** offsets in the frame: ucontext at 8 (uc_flags, uc_link, uc_stack, uc_mcontext, uc_sigmask) */
-const UC_FLAGS = 8, UC_STACK = 24, MCTX = 48, SIGMASK = 304;
+const UC_FLAGS = 8,
+  UC_STACK = 24,
+  MCTX = 48,
+  SIGMASK = 304;
 export const FRAME_SIGMASK_OFF = BigInt(SIGMASK);
 
 /** struct sigcontext_64 slots (8 bytes each) of the general registers */
 const SC_SLOTS: [number, number][] = [
-  [0, R.r8], [1, R.r9], [2, R.r10], [3, R.r11], [4, R.r12], [5, R.r13], [6, R.r14], [7, R.r15],
-  [8, R.rdi], [9, R.rsi], [10, R.rbp], [11, R.rbx], [12, R.rdx], [13, R.rax], [14, R.rcx],
-  [15, R.rsp], [16, R.rip], [17, R.eflags],
+  [0, R.r8],
+  [1, R.r9],
+  [2, R.r10],
+  [3, R.r11],
+  [4, R.r12],
+  [5, R.r13],
+  [6, R.r14],
+  [7, R.r15],
+  [8, R.rdi],
+  [9, R.rsi],
+  [10, R.rbp],
+  [11, R.rbx],
+  [12, R.rdx],
+  [13, R.rax],
+  [14, R.rcx],
+  [15, R.rsp],
+  [16, R.rip],
+  [17, R.eflags],
 ];
 
 /**
@@ -84,7 +153,9 @@ const SC_SLOTS: [number, number][] = [
  * stub, left by a criu-bun that died). null if none.
  */
 export function findStubPlace(pid: number, read: (addr: bigint, len: number) => Uint8Array): bigint | null {
-  const line = readText(`/proc/${pid}/maps`).split("\n").find((l) => l.endsWith(" [vdso]"));
+  const line = readText(`/proc/${pid}/maps`)
+    .split("\n")
+    .find((l) => l.endsWith(" [vdso]"));
   if (!line) return null;
   const [a, b0] = line.split(" ")[0].split("-");
   const v = { start: BigInt(`0x${a}`), end: BigInt(`0x${b0}`) };
@@ -93,14 +164,18 @@ export function findStubPlace(pid: number, read: (addr: bigint, len: number) => 
   const b = read(v.start, size);
   const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
   if (dv.getUint32(0, false) !== 0x7f454c46 || b[4] !== 2 /* ELFCLASS64 */) return null;
-  const phoff = Number(dv.getBigUint64(0x20, true)), shoff = Number(dv.getBigUint64(0x28, true));
-  const phentsize = dv.getUint16(0x36, true), phnum = dv.getUint16(0x38, true);
-  const shentsize = dv.getUint16(0x3a, true), shnum = dv.getUint16(0x3c, true);
+  const phoff = Number(dv.getBigUint64(0x20, true)),
+    shoff = Number(dv.getBigUint64(0x28, true));
+  const phentsize = dv.getUint16(0x36, true),
+    phnum = dv.getUint16(0x38, true);
+  const shentsize = dv.getUint16(0x3a, true),
+    shnum = dv.getUint16(0x3c, true);
   let used = Math.max(64, phoff + phnum * phentsize, shoff + shnum * shentsize);
   for (let i = 0; i < phnum; i++) {
     const p = phoff + i * phentsize;
     if (p + 56 > size) return null;
-    const vaddr = dv.getBigUint64(p + 16, true), memsz = dv.getBigUint64(p + 40, true);
+    const vaddr = dv.getBigUint64(p + 16, true),
+      memsz = dv.getBigUint64(p + 40, true);
     used = Math.max(used, Number(dv.getBigUint64(p + 8, true) + dv.getBigUint64(p + 32, true)));
     if (vaddr < BigInt(size)) used = Math.max(used, Number(vaddr + memsz)); // linked at 0, as the vDSO is
   }
@@ -117,14 +192,22 @@ export function findStubPlace(pid: number, read: (addr: bigint, len: number) => 
   const tail = b.subarray(off);
   if (!tail.every((x) => x === 0) && !tail.every((x, i) => x === GUARD_STUB[i])) return null;
   // the batch's place before it, the same way (zero, or left there), if the ELF image leaves room
-  const boff = off - GUARD_BATCH.length, btail = b.subarray(boff, off);
-  batchPlaces.set(v.start + BigInt(off), used <= boff && (btail.every((x) => x === 0) || btail.every((x, i) => x === GUARD_BATCH[i])) ? v.start + BigInt(boff) : null);
+  const boff = off - GUARD_BATCH.length,
+    btail = b.subarray(boff, off);
+  batchPlaces.set(
+    v.start + BigInt(off),
+    used <= boff && (btail.every((x) => x === 0) || btail.every((x, i) => x === GUARD_BATCH[i]))
+      ? v.start + BigInt(boff)
+      : null
+  );
   return v.start + BigInt(off);
 }
 
 const batchPlaces = new Map<bigint, bigint | null>();
 /** Where GUARD_BATCH can live beside the stub findStubPlace found at STUB (null: nowhere). */
-export function batchPlace(stub: bigint): bigint | null { return batchPlaces.get(stub) ?? null; }
+export function batchPlace(stub: bigint): bigint | null {
+  return batchPlaces.get(stub) ?? null;
+}
 
 /** Why thread TID of PID cannot be guarded ("" if it can). */
 export function unguardable(pid: number, tid: number, regs: Regs): string {
@@ -144,7 +227,11 @@ function xsaveSize(xfeatures: bigint): number {
   for (let i = 2; i < 63; i++) {
     if (!(xfeatures & (1n << BigInt(i)))) continue;
     let c = layout.get(i);
-    if (!c) { const r = cpuid(0xd, i); c = { size: r[0], off: r[1] }; layout.set(i, c); }
+    if (!c) {
+      const r = cpuid(0xd, i);
+      c = { size: r[0], off: r[1] };
+      layout.set(i, c);
+    }
     if (c.size && c.off) end = Math.max(end, c.off + c.size);
   }
   return end;
@@ -167,7 +254,9 @@ export function buildFrame(saved: Regs, xstate: Uint8Array, sigmask: bigint): Gu
   fixupRestart(regs);
   // fpstate: the ptrace xsave area (standard format) with the signal frame's software bytes
   const xs = new DataView(xstate.buffer, xstate.byteOffset, xstate.byteLength);
-  let fpLen = 512, xfeatures = 3n, xsize = 512;
+  let fpLen = 512,
+    xfeatures = 3n,
+    xsize = 512;
   if (xstate.length >= 576) {
     const xcr0 = xs.getBigUint64(464, true); // the kernel's user XCR0 word of the ptrace area
     const xstateBv = xs.getBigUint64(512, true);
@@ -191,7 +280,13 @@ export function buildFrame(saved: Regs, xstate: Uint8Array, sigmask: bigint): Gu
     dv.setUint32(fpOff + 480, xsize, true);
     dv.setUint32(fpOff + xsize, FP_XSTATE_MAGIC2, true);
   }
-  dv.setBigUint64(UC_FLAGS, xstate.length >= 576 ? UC_FP_XSTATE | UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS : UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS, true);
+  dv.setBigUint64(
+    UC_FLAGS,
+    xstate.length >= 576
+      ? UC_FP_XSTATE | UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS
+      : UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS,
+    true
+  );
   // uc_stack: rt_sigreturn hands it to sigaltstack(); an invalid mode (4) makes that change nothing
   dv.setInt32(UC_STACK + 8, 4, true);
   for (const [slot, r] of SC_SLOTS) dv.setBigUint64(MCTX + slot * 8, regs[r], true);

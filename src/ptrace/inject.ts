@@ -4,8 +4,33 @@
 //    guard.ts): rip points at our stub instead, which returns the thread to its saved state by
 //    itself should criu-bun die at any moment.
 //  - "trap" mode (restore): rip points at our trampoline `syscall; int3`; one PTRACE_CONT, one SIGTRAP.
-import { getRegs, setRegs, ptrace, PTRACE, R, wait4Raw, W, type Regs, __WALL, describeStatus, getEventMsg, getXstate, getSigmask } from "../sys/ptrace";
-import { buildFrame, findStubPlace, unguardable, GUARD_STUB, NR_RT_SIGRETURN, FRAME_SIGMASK_OFF, SCRATCH_ROOM, GUARD_BATCH, GUARD_BATCH_AFTER_SYSCALL, batchPlace } from "./guard";
+import {
+  getRegs,
+  setRegs,
+  ptrace,
+  PTRACE,
+  R,
+  wait4Raw,
+  W,
+  type Regs,
+  __WALL,
+  describeStatus,
+  getEventMsg,
+  getXstate,
+  getSigmask,
+} from "../sys/ptrace";
+import {
+  buildFrame,
+  findStubPlace,
+  unguardable,
+  GUARD_STUB,
+  NR_RT_SIGRETURN,
+  FRAME_SIGMASK_OFF,
+  SCRATCH_ROOM,
+  GUARD_BATCH,
+  GUARD_BATCH_AFTER_SYSCALL,
+  batchPlace,
+} from "./guard";
 import { diePoint } from "../fault";
 import { tick } from "../watchdog";
 import { openFd, closeFd, preadFull, pwriteFull, O } from "../sys/mem";
@@ -18,17 +43,23 @@ export class RemoteMem {
   fd: number;
   /** where guarded injections put their stub in this process (guard.ts); null: nowhere */
   stubPlace?: bigint | null;
-  constructor(public pid: number) { this.fd = openFd(`/proc/${pid}/mem`, O.RDWR | O.CLOEXEC); }
+  constructor(public pid: number) {
+    this.fd = openFd(`/proc/${pid}/mem`, O.RDWR | O.CLOEXEC);
+  }
   read(addr: bigint, len: number): Uint8Array {
     const b = new Uint8Array(len);
     const n = preadFull(this.fd, b, addr, len, 0, `process ${this.pid}: read of its memory at 0x${addr.toString(16)}`);
-    if (n !== len) throw new CriuError("mem", `process ${this.pid}: short read of its memory at 0x${addr.toString(16)}`);
+    if (n !== len)
+      throw new CriuError("mem", `process ${this.pid}: short read of its memory at 0x${addr.toString(16)}`);
     return b;
   }
   write(addr: bigint, data: Uint8Array, off = 0, len = data.length - off) {
     pwriteFull(this.fd, data, addr, len, off, `process ${this.pid}: write of its memory at 0x${addr.toString(16)}`);
   }
-  close() { if (this.fd >= 0) closeFd(this.fd); this.fd = -1; }
+  close() {
+    if (this.fd >= 0) closeFd(this.fd);
+    this.fd = -1;
+  }
 }
 
 type InjectMode = "sysstop" | "trap";
@@ -38,33 +69,77 @@ type InjectMode = "sysstop" | "trap";
  * rax = [rbx], rdi..r9 = [rbx+8..48], syscall, [rbx+56] = rax; then int3.
  */
 export const BATCH_CODE = new Uint8Array([
-  0x4d, 0x85, 0xe4,             // test r12, r12
-  0x74, 0x2a,                   // jz done
-  0x48, 0x8b, 0x03,             // mov rax, [rbx]
-  0x48, 0x8b, 0x7b, 0x08,       // mov rdi, [rbx+8]
-  0x48, 0x8b, 0x73, 0x10,       // mov rsi, [rbx+16]
-  0x48, 0x8b, 0x53, 0x18,       // mov rdx, [rbx+24]
-  0x4c, 0x8b, 0x53, 0x20,       // mov r10, [rbx+32]
-  0x4c, 0x8b, 0x43, 0x28,       // mov r8, [rbx+40]
-  0x4c, 0x8b, 0x4b, 0x30,       // mov r9, [rbx+48]
-  0x0f, 0x05,                   // syscall
-  0x48, 0x89, 0x43, 0x38,       // mov [rbx+56], rax
-  0x48, 0x83, 0xc3, 0x40,       // add rbx, 64
-  0x49, 0xff, 0xcc,             // dec r12
-  0xeb, 0xd1,                   // jmp (test)
-  0xcc,                         // done: int3
+  0x4d,
+  0x85,
+  0xe4, // test r12, r12
+  0x74,
+  0x2a, // jz done
+  0x48,
+  0x8b,
+  0x03, // mov rax, [rbx]
+  0x48,
+  0x8b,
+  0x7b,
+  0x08, // mov rdi, [rbx+8]
+  0x48,
+  0x8b,
+  0x73,
+  0x10, // mov rsi, [rbx+16]
+  0x48,
+  0x8b,
+  0x53,
+  0x18, // mov rdx, [rbx+24]
+  0x4c,
+  0x8b,
+  0x53,
+  0x20, // mov r10, [rbx+32]
+  0x4c,
+  0x8b,
+  0x43,
+  0x28, // mov r8, [rbx+40]
+  0x4c,
+  0x8b,
+  0x4b,
+  0x30, // mov r9, [rbx+48]
+  0x0f,
+  0x05, // syscall
+  0x48,
+  0x89,
+  0x43,
+  0x38, // mov [rbx+56], rax
+  0x48,
+  0x83,
+  0xc3,
+  0x40, // add rbx, 64
+  0x49,
+  0xff,
+  0xcc, // dec r12
+  0xeb,
+  0xd1, // jmp (test)
+  0xcc, // done: int3
 ]);
 
 /** One syscall of a dump-side batch: its arguments given the address of its out buffer (out bytes). */
-export interface OutCall { nr: number; args: (buf: bigint) => (number | bigint)[]; out: number }
+export interface OutCall {
+  nr: number;
+  args: (buf: bigint) => (number | bigint)[];
+  out: number;
+}
 /**
  * One syscall of a restore-side batch: `data` (64-bit words) is copied into the process first and
  * its address given to args; `check` sees the call's result, in the order the calls were listed.
  */
-export interface InCall { nr: number; data: bigint[]; args: (data: bigint) => (number | bigint)[]; check: (r: bigint) => void }
+export interface InCall {
+  nr: number;
+  data: bigint[];
+  args: (data: bigint) => (number | bigint)[];
+  check: (r: bigint) => void;
+}
 
 /** guarded calls and sessions made by this criu-bun so far (CRIU_BUN_DIE=inject-N-POINT, inject-restored-N) */
-let guardedCalls = 0, guardedSessions = 0, guardedBatches = 0;
+let guardedCalls = 0,
+  guardedSessions = 0,
+  guardedBatches = 0;
 const NR_RT_SIGPROCMASK = 14;
 
 export class Injector {
@@ -73,14 +148,25 @@ export class Injector {
   guarded = false;
   /** the armed guard: the frame's address and the bytes it covers, the stub's place; the batch's
    *  code (where written) and the stack it used (with the bytes it covered) */
-  private guard?: { frame: bigint; old: Uint8Array; stub: bigint; batch?: bigint; areas: { at: bigint; old: Uint8Array }[] };
+  private guard?: {
+    frame: bigint;
+    old: Uint8Array;
+    stub: bigint;
+    batch?: bigint;
+    areas: { at: bigint; old: Uint8Array }[];
+  };
   /** signals that arrived while we were injecting; re-delivered by the caller */
   caughtSignals: number[] = [];
   /** PID (in criu-bun's namespace) of the last task this one forked or cloned during a call */
   lastEventPid = 0;
   /** how failure lines name the task: "process P" or "process P thread T" (restore: the images' numbers) */
   who: string;
-  constructor(public tid: number, public syscallAddr: bigint, public mode: InjectMode, public mem: RemoteMem) {
+  constructor(
+    public tid: number,
+    public syscallAddr: bigint,
+    public mode: InjectMode,
+    public mem: RemoteMem
+  ) {
     this.saved = getRegs(tid);
     this.who = tid === mem.pid ? `process ${tid}` : `process ${mem.pid} thread ${tid}`;
   }
@@ -116,7 +202,8 @@ export class Injector {
       const { r, status } = wait4Raw(this.tid, __WALL);
       if (r === -4) continue;
       if (r < 0) throw new CriuError("inject", sysFailed(this.who, "wait4", r));
-      if (!W.stopped(status)) throw new CriuError("inject", `thread ${this.tid} ${describeStatus(status)} during an injected syscall`);
+      if (!W.stopped(status))
+        throw new CriuError("inject", `thread ${this.tid} ${describeStatus(status)} during an injected syscall`);
       return status;
     }
   }
@@ -130,7 +217,9 @@ export class Injector {
     const pid = this.mem.pid;
     const why = unguardable(pid, this.tid, this.saved);
     if (this.mem.stubPlace === undefined) {
-      try { this.mem.stubPlace = findStubPlace(pid, (a, n) => this.mem.read(a, n)); } catch (e: any) {
+      try {
+        this.mem.stubPlace = findStubPlace(pid, (a, n) => this.mem.read(a, n));
+      } catch (e: any) {
         log.debug(`process ${pid}: no place for the injection stub (${e.message})`);
         this.mem.stubPlace = null;
       }
@@ -153,7 +242,9 @@ export class Injector {
     }
     this.guard = { frame: f.frame, old, stub, areas: [] };
     this.mem.write(f.frame, f.bytes);
-    log.debug(`thread ${this.tid}: injected syscalls guarded (frame at 0x${f.frame.toString(16)}, ${f.bytes.length} bytes; stub at 0x${stub.toString(16)})`);
+    log.debug(
+      `thread ${this.tid}: injected syscalls guarded (frame at 0x${f.frame.toString(16)}, ${f.bytes.length} bytes; stub at 0x${stub.toString(16)})`
+    );
     // the mask the thread has once it leaves its stop (a ppoll's or sigsuspend's temporary mask is
     // gone by then): what the frame must give back
     const r = this.guardedCall(NR_RT_SIGPROCMASK, [0 /* SIG_BLOCK */, 0, f.frame + FRAME_SIGMASK_OFF, 8], true);
@@ -178,7 +269,8 @@ export class Injector {
     diePoint(`inject-${n}-entry`);
     if (!direct) {
       const p = ptrace(PTRACE.POKEUSER, this.tid, R.orig_rax * 8, BigInt(nr));
-      if (p < 0) throw new CriuError("inject", sysFailed(this.who, "PTRACE_POKEUSER of orig_rax (setting the syscall)", p));
+      if (p < 0)
+        throw new CriuError("inject", sysFailed(this.who, "PTRACE_POKEUSER of orig_rax (setting the syscall)", p));
       diePoint(`inject-${n}-poked`);
     }
     this.syscallStop(`inject-${n}-run2`);
@@ -198,41 +290,64 @@ export class Injector {
    * no such signal): the caller makes the calls one by one.
    */
   guardedBatch(calls: OutCall[]): { r: bigint; b: Uint8Array }[] | undefined {
-    if (!calls.length || !this.guarded || this.mode !== "sysstop" || process.env.CRIU_BUN_GUARDED_BATCH === "off") return undefined;
+    if (!calls.length || !this.guarded || this.mode !== "sysstop" || process.env.CRIU_BUN_GUARDED_BATCH === "off")
+      return undefined;
     if (!(this.guard || this.armGuard())) return undefined;
-    const g = this.guard!, pid = this.mem.pid;
+    const g = this.guard!,
+      pid = this.mem.pid;
     const place = batchPlace(g.stub);
-    if (place === null) { log.debug(`thread ${this.tid}: no room for a guarded batch in the vDSO`); return undefined; }
-    const st = readStatus(pid), ts = readStatus(pid, this.tid);
+    if (place === null) {
+      log.debug(`thread ${this.tid}: no room for a guarded batch in the vDSO`);
+      return undefined;
+    }
+    const st = readStatus(pid),
+      ts = readStatus(pid, this.tid);
     if (Number(st.Seccomp ?? "0") !== 0) return undefined;
     const mask = (x?: string) => (x ? BigInt(`0x${x}`) : 0n);
     const realMask = new DataView(this.mem.read(g.frame + FRAME_SIGMASK_OFF, 8).buffer).getBigUint64(0, true);
     const busy = mask(st.SigCgt) | mask(st.ShdPnd) | mask(ts.SigBlk) | mask(ts.SigPnd) | realMask;
     // ignored by default (SIGURG, SIGWINCH, SIGCHLD): sent uncaught, it changes nothing
     const sig = [23, 28, 17].find((n) => !(busy & (1n << BigInt(n - 1))));
-    if (sig === undefined) { log.debug(`thread ${this.tid}: no signal free to end a guarded batch`); return undefined; }
+    if (sig === undefined) {
+      log.debug(`thread ${this.tid}: no signal free to end a guarded batch`);
+      return undefined;
+    }
     const nsLast = (x?: string) => Number((x ?? "").split(/\s+/).filter(Boolean).pop());
-    const tgid = nsLast(st.NSpid), tid = nsLast(ts.NSpid);
+    const tgid = nsLast(st.NSpid),
+      tid = nsLast(ts.NSpid);
     if (!(tgid > 0 && tid > 0)) return undefined;
     // the area: the table (the calls and the tgkill), then the out buffers, 64 bytes below the frame
     const entries = calls.length + 1;
     const outs: bigint[] = [];
     let size = entries * 64;
-    for (const c of calls) { outs.push(BigInt(size)); size += (c.out + 15) & ~15; }
-    const area = (g.frame - 64n - BigInt(size)) & ~63n, sp = area - 128n;
+    for (const c of calls) {
+      outs.push(BigInt(size));
+      size += (c.out + 15) & ~15;
+    }
+    const area = (g.frame - 64n - BigInt(size)) & ~63n,
+      sp = area - 128n;
     // all of it and 16 KiB below (a handler's frame, were criu-bun gone) inside the thread's stack mapping
     const stack = readMaps(pid).find((v) => v.start <= this.saved[R.rsp] && this.saved[R.rsp] < v.end);
-    if (!stack || stack.start > sp - 16384n || !(stack.prot & 2)) { log.debug(`thread ${this.tid}: no room on its stack for a guarded batch`); return undefined; }
+    if (!stack || stack.start > sp - 16384n || !(stack.prot & 2)) {
+      log.debug(`thread ${this.tid}: no room on its stack for a guarded batch`);
+      return undefined;
+    }
     const table = new BigUint64Array(size / 8);
     calls.forEach((c, i) => {
       const a = [c.nr, ...c.args(area + outs[i])];
       for (let k = 0; k < 7; k++) table[i * 8 + k] = BigInt.asUintN(64, BigInt(a[k] ?? 0));
     });
     const last = (entries - 1) * 8;
-    table[last] = 234n; table[last + 1] = BigInt(tgid); table[last + 2] = BigInt(tid); table[last + 3] = BigInt(sig); // tgkill
+    table[last] = 234n;
+    table[last + 1] = BigInt(tgid);
+    table[last + 2] = BigInt(tid);
+    table[last + 3] = BigInt(sig); // tgkill
     const n = ++guardedBatches;
     g.areas.push({ at: area, old: this.mem.read(area, size) });
-    if (g.batch === undefined) { pokeWords(this.tid, place, GUARD_BATCH); g.batch = place; }
+    if (g.batch === undefined) {
+      pokeWords(this.tid, place, GUARD_BATCH);
+      g.batch = place;
+    }
     this.mem.write(area, new Uint8Array(table.buffer));
     const regs = new BigUint64Array(this.saved);
     regs[R.rip] = place;
@@ -246,7 +361,10 @@ export class Injector {
     const after = place + GUARD_BATCH_AFTER_SYSCALL;
     for (let first = true; ; first = false) {
       ptrace(PTRACE.CONT, this.tid, 0, 0);
-      if (first) diePoint(`batch-${n}-run`, () => { for (let i = 0; i < 2000 && !tracingStop(this.tid); i++) Bun.sleepSync(1); });
+      if (first)
+        diePoint(`batch-${n}-run`, () => {
+          for (let i = 0; i < 2000 && !tracingStop(this.tid); i++) Bun.sleepSync(1);
+        });
       const s = this.waitStop();
       if (W.event(s) !== 0) continue;
       const got = W.stopSig(s);
@@ -257,13 +375,19 @@ export class Injector {
       this.caughtSignals.push(got); // (a signal from elsewhere meanwhile: kept, as during single calls)
     }
     diePoint(`batch-${n}-stop`);
-    const res = this.mem.read(area, size), words = new BigInt64Array(res.buffer);
+    const res = this.mem.read(area, size),
+      words = new BigInt64Array(res.buffer);
     const out = calls.map((c, i) => ({ r: words[i * 8 + 7], b: res.slice(Number(outs[i]), Number(outs[i]) + c.out) }));
     if (logLevel() >= LOG_DEBUG) {
       calls.forEach((c, i) => {
-        const a = c.args(area + outs[i]).map((x) => (typeof x === "bigint" && x > 4096n ? `0x${x.toString(16)}` : String(x))).join(", ");
+        const a = c
+          .args(area + outs[i])
+          .map((x) => (typeof x === "bigint" && x > 4096n ? `0x${x.toString(16)}` : String(x)))
+          .join(", ");
         const ret = out[i].r;
-        log.debug(`thread ${this.tid}: batched ${syscallName(c.nr)}(${a}) = ${ret < 0n && ret > -4096n ? errnoText(ret) : ret > 4096n ? `0x${ret.toString(16)}` : ret}`);
+        log.debug(
+          `thread ${this.tid}: batched ${syscallName(c.nr)}(${a}) = ${ret < 0n && ret > -4096n ? errnoText(ret) : ret > 4096n ? `0x${ret.toString(16)}` : ret}`
+        );
       });
       log.debug(`thread ${this.tid}: guarded batch of ${calls.length} call(s) ended by its own signal ${sig}`);
     }
@@ -275,7 +399,9 @@ export class Injector {
     for (;;) {
       ptrace(PTRACE.SYSCALL, this.tid, 0, 0);
       // (tests: killed once the thread sits in its next stop, before our wait collects it)
-      diePoint(point, () => { for (let i = 0; i < 2000 && !tracingStop(this.tid); i++) Bun.sleepSync(1); });
+      diePoint(point, () => {
+        for (let i = 0; i < 2000 && !tracingStop(this.tid); i++) Bun.sleepSync(1);
+      });
       const s = this.waitStop();
       const sig = W.stopSig(s);
       if ((sig & 0x7f) === 5 && W.event(s) === 0) return;
@@ -303,11 +429,14 @@ export class Injector {
     if (this.mode === "trap") {
       this.runToTrap();
     } else {
-      for (let stops = 0; stops < 2;) {
+      for (let stops = 0; stops < 2; ) {
         ptrace(PTRACE.SYSCALL, this.tid, 0, 0);
         const s = this.waitStop();
         const sig = W.stopSig(s);
-        if ((sig & 0x7f) === 5 && W.event(s) === 0) { stops++; continue; }
+        if ((sig & 0x7f) === 5 && W.event(s) === 0) {
+          stops++;
+          continue;
+        }
         if (W.event(s) !== 0) continue;
         this.caughtSignals.push(sig);
       }
@@ -321,7 +450,9 @@ export class Injector {
   private logCall(nr: number, args: (number | bigint)[], ret: bigint) {
     if (logLevel() >= LOG_DEBUG) {
       const a = args.map((x) => (typeof x === "bigint" && x > 4096n ? `0x${x.toString(16)}` : String(x))).join(", ");
-      log.debug(`thread ${this.tid}: injected ${syscallName(nr)}(${a}) = ${ret < 0n && ret > -4096n ? errnoText(ret) : ret > 4096n ? `0x${ret.toString(16)}` : ret}`);
+      log.debug(
+        `thread ${this.tid}: injected ${syscallName(nr)}(${a}) = ${ret < 0n && ret > -4096n ? errnoText(ret) : ret > 4096n ? `0x${ret.toString(16)}` : ret}`
+      );
     }
   }
 
@@ -354,7 +485,9 @@ export class Injector {
     if (!calls.length) return [];
     tick();
     const table = new BigUint64Array(calls.length * 8);
-    calls.forEach((c, i) => { for (let k = 0; k < 7; k++) table[i * 8 + k] = BigInt.asUintN(64, BigInt(c[k] ?? 0)); });
+    calls.forEach((c, i) => {
+      for (let k = 0; k < 7; k++) table[i * 8 + k] = BigInt.asUintN(64, BigInt(c[k] ?? 0));
+    });
     this.mem.write(tableAddr, new Uint8Array(table.buffer));
     const regs = new BigUint64Array(this.saved);
     regs[R.rip] = codeAddr;
@@ -367,9 +500,14 @@ export class Injector {
     const res = calls.map((_, i) => out[i * 8 + 7]);
     if (logLevel() >= LOG_DEBUG) {
       calls.forEach((c, i) => {
-        const a = c.slice(1).map((x) => (typeof x === "bigint" && x > 4096n ? `0x${x.toString(16)}` : String(x))).join(", ");
+        const a = c
+          .slice(1)
+          .map((x) => (typeof x === "bigint" && x > 4096n ? `0x${x.toString(16)}` : String(x)))
+          .join(", ");
         const ret = res[i];
-        log.debug(`thread ${this.tid}: injected ${syscallName(Number(c[0]))}(${a}) = ${ret < 0n && ret > -4096n ? errnoText(ret) : ret > 4096n ? `0x${ret.toString(16)}` : ret} (batch of ${calls.length})`);
+        log.debug(
+          `thread ${this.tid}: injected ${syscallName(Number(c[0]))}(${a}) = ${ret < 0n && ret > -4096n ? errnoText(ret) : ret > 4096n ? `0x${ret.toString(16)}` : ret} (batch of ${calls.length})`
+        );
       });
     }
     return res;
@@ -385,10 +523,15 @@ export class Injector {
   /** Scratch memory below the red zone of the saved stack, restored afterwards. */
   withScratch<T>(size: number, fn: (addr: bigint) => T): T {
     // (a guarded injection's frame lies below this room)
-    if (256n + BigInt(size) + 16n > 128n + SCRATCH_ROOM) throw new CriuError("inject", `scratch of ${size} bytes is too large`);
+    if (256n + BigInt(size) + 16n > 128n + SCRATCH_ROOM)
+      throw new CriuError("inject", `scratch of ${size} bytes is too large`);
     const addr = (this.saved[R.rsp] - 256n - BigInt(size)) & ~0xfn;
     const old = this.mem.read(addr, size);
-    try { return fn(addr); } finally { this.mem.write(addr, old); }
+    try {
+      return fn(addr);
+    } finally {
+      this.mem.write(addr, old);
+    }
   }
 
   /**
@@ -409,7 +552,11 @@ export class Injector {
 }
 
 function tracingStop(tid: number): boolean {
-  try { return readStat(tid).state === "t"; } catch { return false; }
+  try {
+    return readStat(tid).state === "t";
+  } catch {
+    return false;
+  }
 }
 
 /** Write BYTES (whole 8-byte words) at ADDR of tracee TID with PTRACE_POKEDATA (it writes read-only code too). */
@@ -417,6 +564,10 @@ function pokeWords(tid: number, addr: bigint, bytes: Uint8Array) {
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   for (let i = 0; i < bytes.length; i += 8) {
     const r = ptrace(PTRACE.POKEDATA, tid, addr + BigInt(i), dv.getBigInt64(i, true));
-    if (r < 0) throw new CriuError("inject", sysFailed(`thread ${tid}`, `PTRACE_POKEDATA of the injection stub at 0x${(addr + BigInt(i)).toString(16)}`, r));
+    if (r < 0)
+      throw new CriuError(
+        "inject",
+        sysFailed(`thread ${tid}`, `PTRACE_POKEDATA of the injection stub at 0x${(addr + BigInt(i)).toString(16)}`, r)
+      );
   }
 }

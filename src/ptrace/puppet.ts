@@ -20,36 +20,73 @@ export const PUPPET_SYSCALL = PUPPET_BASE + BigInt(CODE_OFF + 49);
 function puppetElf(parent: number): Uint8Array {
   const le32 = (v: number) => [v & 255, (v >> 8) & 255, (v >> 16) & 255, (v >>> 24) & 255];
   const code = [
-    0xbf, 1, 0, 0, 0,            // mov edi, PR_SET_PDEATHSIG
-    0xbe, 9, 0, 0, 0,            // mov esi, SIGKILL
-    0xb8, 157, 0, 0, 0,          // mov eax, prctl
-    0x0f, 0x05,                  // syscall
-    0xb8, 110, 0, 0, 0,          // mov eax, getppid
-    0x0f, 0x05,                  // syscall
-    0x3d, ...le32(parent),       // cmp eax, criu-bun's pid
-    0x74, 0x09,                  // je pause loop
-    0xb8, 231, 0, 0, 0,          // mov eax, exit_group: criu-bun died before the prctl
-    0x31, 0xff,                  // xor edi, edi
-    0x0f, 0x05,                  // syscall
-    0xb8, 34, 0, 0, 0, 0x0f, 0x05, 0xeb, 0xf7, // pause loop
-    /* syscall; int3 */ 0x0f, 0x05, 0xcc];
+    0xbf,
+    1,
+    0,
+    0,
+    0, // mov edi, PR_SET_PDEATHSIG
+    0xbe,
+    9,
+    0,
+    0,
+    0, // mov esi, SIGKILL
+    0xb8,
+    157,
+    0,
+    0,
+    0, // mov eax, prctl
+    0x0f,
+    0x05, // syscall
+    0xb8,
+    110,
+    0,
+    0,
+    0, // mov eax, getppid
+    0x0f,
+    0x05, // syscall
+    0x3d,
+    ...le32(parent), // cmp eax, criu-bun's pid
+    0x74,
+    0x09, // je pause loop
+    0xb8,
+    231,
+    0,
+    0,
+    0, // mov eax, exit_group: criu-bun died before the prctl
+    0x31,
+    0xff, // xor edi, edi
+    0x0f,
+    0x05, // syscall
+    0xb8,
+    34,
+    0,
+    0,
+    0,
+    0x0f,
+    0x05,
+    0xeb,
+    0xf7, // pause loop
+    /* syscall; int3 */ 0x0f,
+    0x05,
+    0xcc,
+  ];
   if (code.length !== 52) throw new Error("puppet code size");
   const size = CODE_OFF + code.length;
   const b = new Uint8Array(size);
   const dv = new DataView(b.buffer);
   b.set([0x7f, 0x45, 0x4c, 0x46, 2, 1, 1, 0]);
-  dv.setUint16(16, 2, true);            // ET_EXEC
-  dv.setUint16(18, 0x3e, true);         // x86_64
+  dv.setUint16(16, 2, true); // ET_EXEC
+  dv.setUint16(18, 0x3e, true); // x86_64
   dv.setUint32(20, 1, true);
   dv.setBigUint64(24, PUPPET_BASE + BigInt(CODE_OFF), true); // entry
-  dv.setBigUint64(32, 64n, true);       // phoff
-  dv.setUint16(52, 64, true);           // ehsize
-  dv.setUint16(54, 56, true);           // phentsize
-  dv.setUint16(56, 1, true);            // phnum
+  dv.setBigUint64(32, 64n, true); // phoff
+  dv.setUint16(52, 64, true); // ehsize
+  dv.setUint16(54, 56, true); // phentsize
+  dv.setUint16(56, 1, true); // phnum
   // program header
-  dv.setUint32(64, 1, true);            // PT_LOAD
-  dv.setUint32(68, 5, true);            // R+X
-  dv.setBigUint64(72, 0n, true);        // offset
+  dv.setUint32(64, 1, true); // PT_LOAD
+  dv.setUint32(68, 5, true); // R+X
+  dv.setBigUint64(72, 0n, true); // offset
   dv.setBigUint64(80, PUPPET_BASE, true);
   dv.setBigUint64(88, PUPPET_BASE, true);
   dv.setBigUint64(96, BigInt(size), true);
@@ -71,7 +108,9 @@ export function startPuppet(sibling = false): number {
     // started ahead (prestartPuppet): still there and stopped as it was left
     const pid = ahead;
     ahead = undefined;
-    try { if (/\) t /.test(readFileSync(`/proc/${pid}/stat`, "utf8"))) return pid; } catch {}
+    try {
+      if (/\) t /.test(readFileSync(`/proc/${pid}/stat`, "utf8"))) return pid;
+    } catch {}
     syscall(NR.kill, pid, 9);
     reap(pid);
   }
@@ -84,9 +123,14 @@ export function startPuppet(sibling = false): number {
     sysOk("write puppet", NR.write, memfd, addr(elf), elf.length);
     memfds.set(parent, memfd);
   }
-  const pid = sibling ? spawnSibling(`/proc/self/fd/${memfd}`, ["criu-bun-puppet"]) : spawn(`/proc/self/fd/${memfd}`, ["criu-bun-puppet"], { env: {} });
+  const pid = sibling
+    ? spawnSibling(`/proc/self/fd/${memfd}`, ["criu-bun-puppet"])
+    : spawn(`/proc/self/fd/${memfd}`, ["criu-bun-puppet"], { env: {} });
   const r = seize(pid, PTRACE_O.EXITKILL | PTRACE_O.TRACEFORK | PTRACE_O.TRACECLONE | PTRACE_O.TRACESYSGOOD);
-  if (r < 0) { syscall(NR.kill, pid, 9); throw new CriuError("restore", sysFailed(`puppet process ${pid}`, "PTRACE_SEIZE", r)); }
+  if (r < 0) {
+    syscall(NR.kill, pid, 9);
+    throw new CriuError("restore", sysFailed(`puppet process ${pid}`, "PTRACE_SEIZE", r));
+  }
   interrupt(pid);
   for (;;) {
     const { r: w, status } = wait4Raw(pid, __WALL);
@@ -122,7 +166,12 @@ export function prestartPuppet() {
     const r = inj.call(NR.close_range, 0, 0xffffffff, 0);
     inj.restore();
     if (r !== 0n) throw new CriuError("restore", sysFailed(`puppet process ${pid}`, "close_range", -r));
-  } catch (e) { dropPuppet(); throw e; } finally { mem.close(); }
+  } catch (e) {
+    dropPuppet();
+    throw e;
+  } finally {
+    mem.close();
+  }
 }
 
 /** The puppet started ahead, at NICE (migrate's frozen window runs at -20); false if none. */
@@ -140,5 +189,9 @@ export function dropPuppet() {
 }
 
 function reap(pid: number) {
-  for (;;) { const { r, status } = wait4Raw(pid, __WALL); if (r === -4) continue; if (r < 0 || !W.stopped(status)) break; }
+  for (;;) {
+    const { r, status } = wait4Raw(pid, __WALL);
+    if (r === -4) continue;
+    if (r < 0 || !W.stopped(status)) break;
+  }
 }

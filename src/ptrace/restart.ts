@@ -3,7 +3,10 @@
 // the kernel's restart_block cannot be carried over (a restored thread, a sigreturn).
 import { R, type Regs } from "../sys/ptrace";
 
-const ERESTARTSYS = -512n, ERESTARTNOINTR = -513n, ERESTARTNOHAND = -514n, ERESTART_RESTARTBLOCK = -516n;
+const ERESTARTSYS = -512n,
+  ERESTARTNOINTR = -513n,
+  ERESTARTNOHAND = -514n,
+  ERESTART_RESTARTBLOCK = -516n;
 const EINTR = -4n;
 
 /** Fix registers of a thread stopped inside a syscall so that it re-issues or fails it cleanly. */
@@ -19,12 +22,19 @@ export function fixupRestart(regs: Regs) {
     // by being re-issued; anything else (nanosleep, timed waits) sees EINTR, as with criu.
     // Sleeps are re-issued for what is left: the kernel already stored the remaining time in
     // *rem, so that becomes the new request; absolute sleeps are re-issued as they are.
-    const reissue = () => { regs[R.rax] = regs[R.orig_rax]; regs[R.rip] -= 2n; };
+    const reissue = () => {
+      regs[R.rax] = regs[R.orig_rax];
+      regs[R.rip] -= 2n;
+    };
     if (orig === 7n && BigInt.asIntN(32, regs[R.rdx] & 0xffffffffn) < 0n) reissue();
-    else if (orig === 35n && regs[R.rsi] !== 0n) { regs[R.rdi] = regs[R.rsi]; reissue(); }
-    else if (orig === 230n && (regs[R.rsi] & 1n) /* TIMER_ABSTIME */) reissue();
-    else if (orig === 230n && regs[R.r10] !== 0n) { regs[R.rdx] = regs[R.r10]; reissue(); }
-    else regs[R.rax] = BigInt.asUintN(64, EINTR);
+    else if (orig === 35n && regs[R.rsi] !== 0n) {
+      regs[R.rdi] = regs[R.rsi];
+      reissue();
+    } else if (orig === 230n && regs[R.rsi] & 1n /* TIMER_ABSTIME */) reissue();
+    else if (orig === 230n && regs[R.r10] !== 0n) {
+      regs[R.rdx] = regs[R.r10];
+      reissue();
+    } else regs[R.rax] = BigInt.asUintN(64, EINTR);
   }
   // orig_ax stays the syscall number, as CRIU writes it; restore resumes with -1 (CRIU's sigreturn
   // does the same), so nothing is restarted twice

@@ -1,5 +1,17 @@
 // Freezing: seize every thread of a process, interrupt it and wait for the stop.
-import { PTRACE_O, seize, interrupt, wait4Raw, detach, W, PTRACE_EVENT, PTRACE, ptrace, __WALL, describeStatus } from "../sys/ptrace";
+import {
+  PTRACE_O,
+  seize,
+  interrupt,
+  wait4Raw,
+  detach,
+  W,
+  PTRACE_EVENT,
+  PTRACE,
+  ptrace,
+  __WALL,
+  describeStatus,
+} from "../sys/ptrace";
 import { listTids } from "../sys/proc";
 import { readFileSync } from "node:fs";
 import { addr } from "../sys/syscall";
@@ -14,14 +26,26 @@ interface FrozenThread {
   /** the signal of the stop it reported (group-stop: SIGSTOP, SIGTSTP ...; PTRACE_INTERRUPT: SIGTRAP) */
   stopSig?: number;
 }
-export interface FrozenProcess { pid: number; threads: FrozenThread[] }
+export interface FrozenProcess {
+  pid: number;
+  threads: FrozenThread[];
+}
 
 /** A thread that exited (or was killed) between its seize and its stop: it is not there to freeze. */
 export class ExitedWhileFreezing extends CriuError {
-  constructor(public tid: number, status: number) { super("seize", `thread ${tid} ${status < 0 ? "exited" : describeStatus(status)} while being frozen`); }
+  constructor(
+    public tid: number,
+    status: number
+  ) {
+    super("seize", `thread ${tid} ${status < 0 ? "exited" : describeStatus(status)} while being frozen`);
+  }
 }
 function exitedNow(pid: number): boolean {
-  try { return /^State:\s*[ZX]/m.test(readFileSync(`/proc/${pid}/status`, "latin1")); } catch { return true; }
+  try {
+    return /^State:\s*[ZX]/m.test(readFileSync(`/proc/${pid}/status`, "latin1"));
+  } catch {
+    return true;
+  }
 }
 
 /** Wait for a seized+interrupted thread to report its stop. Signal-delivery stops are recorded and re-stopped. */
@@ -68,7 +92,11 @@ const DUMP_OPTIONS = PTRACE_O.TRACESYSGOOD;
 
 /** whether a seccomp filter of PID must be suspended while we inject syscalls */
 function needsSeccompSuspend(pid: number): boolean {
-  try { return !/^Seccomp:\s*0$/m.test(readFileSync(`/proc/${pid}/status`, "latin1")); } catch { return false; }
+  try {
+    return !/^Seccomp:\s*0$/m.test(readFileSync(`/proc/${pid}/status`, "latin1"));
+  } catch {
+    return false;
+  }
 }
 
 /**
@@ -95,7 +123,12 @@ export function seizeFrozen(tids: number[]): number[] {
 export function releaseSeized(tids: Iterable<number>, timeoutMs = 5000) {
   const deadline = Date.now() + timeoutMs;
   for (const tid of tids) {
-    try { const { sig } = waitInterrupted(tid, deadline); detach(tid, sig); } catch (e: any) { log.warn(`releasing ${tid}: ${e.message}`); }
+    try {
+      const { sig } = waitInterrupted(tid, deadline);
+      detach(tid, sig);
+    } catch (e: any) {
+      log.warn(`releasing ${tid}: ${e.message}`);
+    }
   }
 }
 
@@ -107,7 +140,11 @@ export function freezeProcess(pid: number, timeoutMs = 10000, preSeized?: Set<nu
     for (;;) {
       let fresh = 0;
       let tids: number[];
-      try { tids = listTids(pid); } catch { throw new CriuError("seize", `process ${pid} does not exist: ${errnoText(E.ESRCH)}`); }
+      try {
+        tids = listTids(pid);
+      } catch {
+        throw new CriuError("seize", `process ${pid} does not exist: ${errnoText(E.ESRCH)}`);
+      }
       for (const tid of tids) {
         if (seized.has(tid)) continue;
         if (preSeized?.has(tid)) {
@@ -119,20 +156,44 @@ export function freezeProcess(pid: number, timeoutMs = 10000, preSeized?: Set<nu
         }
         // a seccomp filter must not judge (or kill for) the syscalls we inject: suspend it
         let r = seize(tid, DUMP_OPTIONS | (suspend ? PTRACE_O.SUSPEND_SECCOMP : 0));
-        if (r === -22 || r === -1) { if (suspend) throw new CriuError("seize", sysFailed(tid === pid ? `process ${pid}` : `process ${pid} thread ${tid}`, "PTRACE_SEIZE with PTRACE_O_SUSPEND_SECCOMP", r, "needs CAP_SYS_ADMIN")); }
+        if (r === -22 || r === -1) {
+          if (suspend)
+            throw new CriuError(
+              "seize",
+              sysFailed(
+                tid === pid ? `process ${pid}` : `process ${pid} thread ${tid}`,
+                "PTRACE_SEIZE with PTRACE_O_SUSPEND_SECCOMP",
+                r,
+                "needs CAP_SYS_ADMIN"
+              )
+            );
+        }
         if (r < 0) {
           // a task that has exited cannot be seized (ESRCH once reaped, EPERM while a zombie)
-          if ((r === -3 || r === -1) && tid === pid && !seized.size && exitedNow(pid)) throw new ExitedWhileFreezing(tid, -1);
+          if ((r === -3 || r === -1) && tid === pid && !seized.size && exitedNow(pid))
+            throw new ExitedWhileFreezing(tid, -1);
           if (r === -3) continue; // thread exited meanwhile
-          throw new CriuError("seize", sysFailed(tid === pid ? `process ${pid}` : `process ${pid} thread ${tid}`, "PTRACE_SEIZE", r,
-            r === -1 ? "already traced, or not permitted" : undefined));
+          throw new CriuError(
+            "seize",
+            sysFailed(
+              tid === pid ? `process ${pid}` : `process ${pid} thread ${tid}`,
+              "PTRACE_SEIZE",
+              r,
+              r === -1 ? "already traced, or not permitted" : undefined
+            )
+          );
         }
         interrupt(tid);
         let w;
-        try { w = waitInterrupted(tid, deadline); } catch (e) {
+        try {
+          w = waitInterrupted(tid, deadline);
+        } catch (e) {
           // a thread other than the leader that ends meanwhile is simply not there any more
           // (the leader's end is the process's: the caller looks at what is left of it)
-          if (e instanceof ExitedWhileFreezing && tid !== pid) { log.debug(`thread ${tid} of ${pid} exited while being frozen: left out`); continue; }
+          if (e instanceof ExitedWhileFreezing && tid !== pid) {
+            log.debug(`thread ${tid} of ${pid} exited while being frozen: left out`);
+            continue;
+          }
           throw e;
         }
         const { sig, info, stopSig } = w;

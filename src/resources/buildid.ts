@@ -4,18 +4,28 @@
 // at the path, so another binary of the same size is not taken for the dumped one.
 import { closeSync, openSync, readSync, constants as FS } from "node:fs";
 
-const MAP = 1 << 20, PT_NOTE = 4, NT_GNU_BUILD_ID = 3;
+const MAP = 1 << 20,
+  PT_NOTE = 4,
+  NT_GNU_BUILD_ID = 3;
 
 /** The build-id words of path (an ELF file), or undefined (not ELF, no note, unreadable). */
 export function buildIdOf(path: string): number[] | undefined {
   let fd: number;
-  try { fd = openSync(path, FS.O_RDONLY | FS.O_NONBLOCK | 0o2000000 /* O_CLOEXEC: not in fs.constants */); } catch { return undefined; }
+  try {
+    fd = openSync(path, FS.O_RDONLY | FS.O_NONBLOCK | 0o2000000 /* O_CLOEXEC: not in fs.constants */);
+  } catch {
+    return undefined;
+  }
   try {
     const read = (off: number, len: number): Uint8Array | undefined => {
       if (off < 0 || len <= 0 || off + len > MAP) return undefined;
       const b = new Uint8Array(len);
       let got = 0;
-      while (got < len) { const n = readSync(fd, b, got, len - got, off + got); if (n <= 0) break; got += n; }
+      while (got < len) {
+        const n = readSync(fd, b, got, len - got, off + got);
+        if (n <= 0) break;
+        got += n;
+      }
       return got === len ? b : undefined;
     };
     const eh = read(0, 64);
@@ -25,7 +35,8 @@ export function buildIdOf(path: string): number[] | undefined {
     if (eh[5] !== 1) return undefined; // big-endian ELF: not this machine's
     const dv = new DataView(eh.buffer);
     const phoff = is64 ? Number(dv.getBigUint64(32, true)) : dv.getUint32(28, true);
-    const phentsize = dv.getUint16(is64 ? 54 : 42, true), phnum = dv.getUint16(is64 ? 56 : 44, true);
+    const phentsize = dv.getUint16(is64 ? 54 : 42, true),
+      phnum = dv.getUint16(is64 ? 56 : 44, true);
     if (!phnum || phentsize < (is64 ? 56 : 32)) return undefined;
     const ph = read(phoff, phentsize * phnum);
     if (!ph) return undefined;
@@ -38,8 +49,10 @@ export function buildIdOf(path: string): number[] | undefined {
       const notes = read(off, Math.min(size, MAP - off));
       if (!notes) continue;
       const nv = new DataView(notes.buffer);
-      for (let p = 0; p + 12 <= notes.length;) {
-        const namesz = nv.getUint32(p, true), descsz = nv.getUint32(p + 4, true), type = nv.getUint32(p + 8, true);
+      for (let p = 0; p + 12 <= notes.length; ) {
+        const namesz = nv.getUint32(p, true),
+          descsz = nv.getUint32(p + 4, true),
+          type = nv.getUint32(p + 8, true);
         const desc = p + 12 + ((namesz + 3) & ~3);
         if (type === NT_GNU_BUILD_ID) {
           if (descsz === 0 || descsz > 512 || desc + descsz > notes.length) return undefined;
@@ -52,7 +65,11 @@ export function buildIdOf(path: string): number[] | undefined {
       }
     }
     return undefined;
-  } catch { return undefined; } finally { closeSync(fd); }
+  } catch {
+    return undefined;
+  } finally {
+    closeSync(fd);
+  }
 }
 
 export const buildIdHex = (w: number[]) => Buffer.from(new Uint32Array(w).buffer).toString("hex");

@@ -11,14 +11,20 @@ import { CriuError, log } from "../log";
 import type * as S from "../images/schemas";
 import { errnoText } from "../sys/errno";
 
-interface CgMember { name: string; path: string }
+interface CgMember {
+  name: string;
+  path: string;
+}
 
 /** /proc/PID/cgroup: "ID:controllers:/path" per hierarchy ("" controllers = cgroup v2). */
 export function readCgroups(pid: number | "self"): CgMember[] {
-  return readFileSync(`/proc/${pid}/cgroup`, "latin1").split("\n").filter(Boolean).map((l) => {
-    const m = /^\d+:([^:]*):(.*)$/.exec(l)!;
-    return { name: m[1], path: m[2] };
-  });
+  return readFileSync(`/proc/${pid}/cgroup`, "latin1")
+    .split("\n")
+    .filter(Boolean)
+    .map((l) => {
+      const m = /^\d+:([^:]*):(.*)$/.exec(l)!;
+      return { name: m[1], path: m[2] };
+    });
 }
 
 /**
@@ -29,7 +35,9 @@ export function readCgroups(pid: number | "self"): CgMember[] {
 export class CgroupSets {
   sets: { id: number; ctls: CgMember[] }[] = [];
   private byKey = new Map<string, number>();
-  constructor() { this.add("self"); }
+  constructor() {
+    this.add("self");
+  }
   add(pid: number | "self"): number {
     const ctls = readCgroups(pid).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     const key = JSON.stringify(ctls);
@@ -49,7 +57,10 @@ export class CgroupSets {
     return {
       sets: sets.map((s) => ({ id: s.id, ctls: s.ctls.map((c) => ({ name: c.name, path: c.path })) })),
       // cgroup v2 is the controller named "" (one empty cname, as CRIU); dirs: the tasks' cgroups
-      controllers: names.map((n) => ({ cnames: n.split(","), dirs: dirTree(sets.flatMap((s) => s.ctls.filter((c) => c.name === n).map((c) => c.path))) })),
+      controllers: names.map((n) => ({
+        cnames: n.split(","),
+        dirs: dirTree(sets.flatMap((s) => s.ctls.filter((c) => c.name === n).map((c) => c.path))),
+      })),
     };
   }
 }
@@ -63,17 +74,23 @@ function dirTree(paths: string[]) {
   type D = { path: string; dirName: string; children: D[]; properties: never[] };
   const heads: D[] = [];
   for (const p of [...new Set(paths)].sort((a, b) => a.length - b.length)) {
-    let list = heads, parent: D | undefined;
+    let list = heads,
+      parent: D | undefined;
     for (;;) {
       const up = list.find((d) => d.path === "/" || p.startsWith(d.path + "/"));
       if (!up || up.path === p) break;
-      parent = up; list = up.children;
+      parent = up;
+      list = up.children;
     }
     if (list.some((d) => d.path === p)) continue;
     const dirName = parent ? p.slice(parent.path === "/" ? 1 : parent.path.length + 1) : p.slice(1);
     list.push({ path: p, dirName, children: [], properties: [] });
   }
-  const strip = (d: D): S.InitOf<typeof S.cgroup_dir_entrySchema> => ({ dirName: d.dirName, children: d.children.map(strip), properties: [] });
+  const strip = (d: D): S.InitOf<typeof S.cgroup_dir_entrySchema> => ({
+    dirName: d.dirName,
+    children: d.children.map(strip),
+    properties: [],
+  });
   return heads.map(strip);
 }
 
@@ -91,16 +108,27 @@ function mounts(): Map<string, string> {
     if (!post) continue;
     const [fstype, , superOpts] = post.split(" ");
     const mnt = pre.split(" ")[4];
-    if (fstype === "cgroup2") { if (!out.has("")) out.set("", mnt); continue; }
+    if (fstype === "cgroup2") {
+      if (!out.has("")) out.set("", mnt);
+      continue;
+    }
     if (fstype !== "cgroup") continue;
-    const ctrls = superOpts.split(",").filter((o) => !["rw", "ro", "relatime", "noatime", "nosuid", "nodev", "noexec", "xattr", "clone_children"].includes(o) && !o.startsWith("release_agent"));
+    const ctrls = superOpts
+      .split(",")
+      .filter(
+        (o) =>
+          !["rw", "ro", "relatime", "noatime", "nosuid", "nodev", "noexec", "xattr", "clone_children"].includes(o) &&
+          !o.startsWith("release_agent")
+      );
     const key = ctrls.sort().join(",");
     if (!out.has(key)) out.set(key, mnt);
   }
   return out;
 }
 
-function norm(name: string) { return name.split(",").sort().join(","); }
+function norm(name: string) {
+  return name.split(",").sort().join(",");
+}
 
 /** The cgroup directories a set needs: members different from where `who` is now. */
 function targets(set: S.cg_set_entry, who: number | "self") {
@@ -110,7 +138,10 @@ function targets(set: S.cg_set_entry, who: number | "self") {
   for (const c of set.ctls) {
     if (mine.get(norm(c.name)) === c.path) continue;
     const mnt = m.get(norm(c.name));
-    if (!mnt) { log.warn(`cgroup hierarchy '${c.name || "v2"}' is not mounted here; ${c.path} not restored`); continue; }
+    if (!mnt) {
+      log.warn(`cgroup hierarchy '${c.name || "v2"}' is not mounted here; ${c.path} not restored`);
+      continue;
+    }
     out.push({ dir: join(mnt, c.path), name: c.name, path: c.path });
   }
   return out;
@@ -121,7 +152,10 @@ export function precheckCgroups(sets: S.cg_set_entry[], used: Set<number>, manag
     if (!used.has(s.id)) continue;
     for (const t of targets(s, "self")) {
       if (!existsSync(t.dir) && !manage) {
-        throw new CriuError("restore", `cgroup ${t.name || "(v2)"}:${t.path} does not exist here (${t.dir}); create it or use --manage-cgroups`);
+        throw new CriuError(
+          "restore",
+          `cgroup ${t.name || "(v2)"}:${t.path} does not exist here (${t.dir}); create it or use --manage-cgroups`
+        );
       }
     }
   }
@@ -131,8 +165,14 @@ export function precheckCgroups(sets: S.cg_set_entry[], used: Set<number>, manag
 export function enterCgroups(hostPid: number, set: S.cg_set_entry, manage: boolean) {
   for (const t of targets(set, hostPid)) {
     if (manage) mkdirSync(t.dir, { recursive: true });
-    try { writeFileSync(join(t.dir, "cgroup.procs"), `${hostPid}\n`); }
-    catch (e) { throw new CriuError("restore", `cannot move process ${hostPid} into cgroup ${t.name || "(v2)"}:${t.path}: ${errnoText(e)}`); }
+    try {
+      writeFileSync(join(t.dir, "cgroup.procs"), `${hostPid}\n`);
+    } catch (e) {
+      throw new CriuError(
+        "restore",
+        `cannot move process ${hostPid} into cgroup ${t.name || "(v2)"}:${t.path}: ${errnoText(e)}`
+      );
+    }
   }
 }
 
@@ -143,33 +183,66 @@ export function enterCgroups(hostPid: number, set: S.cg_set_entry, manage: boole
  */
 export function freezeCgroup(path: string, timeoutMs = 10000): { tids: number[]; thaw(): void } {
   let dir: string;
-  try { dir = realpathSync(path); } catch (e) { throw new CriuError("dump", `freeze_cgroup ${path}: ${errnoText(e)}`); }
-  if (!dir.startsWith("/sys/fs/cgroup/")) throw new CriuError("dump", `freeze_cgroup ${path} is not a cgroup under /sys/fs/cgroup`);
+  try {
+    dir = realpathSync(path);
+  } catch (e) {
+    throw new CriuError("dump", `freeze_cgroup ${path}: ${errnoText(e)}`);
+  }
+  if (!dir.startsWith("/sys/fs/cgroup/"))
+    throw new CriuError("dump", `freeze_cgroup ${path} is not a cgroup under /sys/fs/cgroup`);
   const v1 = existsSync(join(dir, "freezer.state"));
-  if (!v1 && !existsSync(join(dir, "cgroup.freeze"))) throw new CriuError("dump", `freeze_cgroup ${path} has neither freezer.state (v1) nor cgroup.freeze (v2)`);
+  if (!v1 && !existsSync(join(dir, "cgroup.freeze")))
+    throw new CriuError("dump", `freeze_cgroup ${path} has neither freezer.state (v1) nor cgroup.freeze (v2)`);
   const file = join(dir, v1 ? "freezer.state" : "cgroup.freeze");
-  const thaw = () => { try { writeFileSync(file, v1 ? "THAWED" : "0"); log.info(`cgroup ${dir} thawed`); } catch (e) { log.warn(`cannot thaw ${dir}: ${errnoText(e)}`); } };
-  const frozen = () => v1 ? readFileSync(file, "latin1").trim() === "FROZEN" : /^frozen 1$/m.test(readFileSync(join(dir, "cgroup.events"), "latin1"));
-  try { writeFileSync(file, v1 ? "FROZEN" : "1"); }
-  catch (e) { throw new CriuError("dump", `cannot freeze cgroup ${dir}: ${errnoText(e)}`); }
+  const thaw = () => {
+    try {
+      writeFileSync(file, v1 ? "THAWED" : "0");
+      log.info(`cgroup ${dir} thawed`);
+    } catch (e) {
+      log.warn(`cannot thaw ${dir}: ${errnoText(e)}`);
+    }
+  };
+  const frozen = () =>
+    v1
+      ? readFileSync(file, "latin1").trim() === "FROZEN"
+      : /^frozen 1$/m.test(readFileSync(join(dir, "cgroup.events"), "latin1"));
+  try {
+    writeFileSync(file, v1 ? "FROZEN" : "1");
+  } catch (e) {
+    throw new CriuError("dump", `cannot freeze cgroup ${dir}: ${errnoText(e)}`);
+  }
   const deadline = Date.now() + timeoutMs;
   while (!frozen()) {
-    if (Date.now() > deadline) { thaw(); throw new CriuError("dump", `cgroup ${dir} did not freeze within ${timeoutMs} ms`); }
+    if (Date.now() > deadline) {
+      thaw();
+      throw new CriuError("dump", `cgroup ${dir} did not freeze within ${timeoutMs} ms`);
+    }
     Bun.sleepSync(1);
   }
   const tids: number[] = [];
   const walk = (d: string) => {
-    const list = readFileSync(join(d, v1 ? "tasks" : "cgroup.threads"), "latin1").split("\n").filter(Boolean).map(Number);
+    const list = readFileSync(join(d, v1 ? "tasks" : "cgroup.threads"), "latin1")
+      .split("\n")
+      .filter(Boolean)
+      .map(Number);
     tids.push(...list);
     for (const e of readdirSync(d, { withFileTypes: true })) if (e.isDirectory()) walk(join(d, e.name));
   };
-  try { walk(dir); } catch (e) { thaw(); throw e; }
+  try {
+    walk(dir);
+  } catch (e) {
+    thaw();
+    throw e;
+  }
   log.info(`cgroup ${dir} frozen with ${tids.length} thread(s)`);
   return { tids, thaw };
 }
 
 /** A new root for the tree's cgroups (criu's cg_root / --cgroup-root): ctrl undefined = every hierarchy not named. */
-export interface CgRoot { ctrl?: string; path: string }
+export interface CgRoot {
+  ctrl?: string;
+  path: string;
+}
 
 /**
  * cg_root: the tree comes back under other cgroups (runc restoring a container under a new name
@@ -177,28 +250,40 @@ export interface CgRoot { ctrl?: string; path: string }
  * cgroup is the old root: every set's path there, which must be it or below it, moves under the
  * new root. A path outside the old root is refused: it could not go anywhere exact.
  */
-export function applyCgRoots(sets: Map<number, S.cg_set_entry>, rootSet: number | undefined, roots: CgRoot[], restorerSet?: number) {
+export function applyCgRoots(
+  sets: Map<number, S.cg_set_entry>,
+  rootSet: number | undefined,
+  roots: CgRoot[],
+  restorerSet?: number
+) {
   if (!roots.length || rootSet === undefined || rootSet === restorerSet || !sets.has(rootSet)) {
     if (roots.length) log.info(`cg_root: the root process is in the restorer's own cgroups; nothing to move`);
     return;
   }
-  for (const r of roots) if (!r.path.startsWith("/")) throw new CriuError("restore", `cg_root ${r.ctrl ?? ""}:${r.path}: the path must be absolute`);
+  for (const r of roots)
+    if (!r.path.startsWith("/"))
+      throw new CriuError("restore", `cg_root ${r.ctrl ?? ""}:${r.path}: the path must be absolute`);
   const rootCtls = sets.get(rootSet)!.ctls;
-  const pick = (name: string) => roots.find((r) => r.ctrl !== undefined && (r.ctrl === name || (name !== "" && name.split(",").includes(r.ctrl))))
-    ?? roots.find((r) => r.ctrl === undefined);
+  const pick = (name: string) =>
+    roots.find((r) => r.ctrl !== undefined && (r.ctrl === name || (name !== "" && name.split(",").includes(r.ctrl)))) ??
+    roots.find((r) => r.ctrl === undefined);
   for (const c of rootCtls) {
     const r = pick(c.name);
     if (!r) continue;
-    const old = c.path, neu = r.path.replace(/\/+$/, "") || "/";
+    const old = c.path,
+      neu = r.path.replace(/\/+$/, "") || "/";
     for (const s of sets.values()) {
       if (s.id === restorerSet) continue; // the restorer's own cgroups (root_cg_set), where runc put criu
       for (const x of s.ctls) {
         if (x.name !== c.name) continue;
         if (x.path !== old && !(old === "/" ? x.path.startsWith("/") : x.path.startsWith(old + "/"))) {
-          throw new CriuError("restore", `cg_root ${c.name || "(v2)"}:${neu}: cgroup set ${s.id} has ${x.path}, outside the root process's cgroup ${old}`);
+          throw new CriuError(
+            "restore",
+            `cg_root ${c.name || "(v2)"}:${neu}: cgroup set ${s.id} has ${x.path}, outside the root process's cgroup ${old}`
+          );
         }
         const rest = x.path.slice(old === "/" ? 0 : old.length);
-        x.path = neu === "/" ? (rest || "/") : neu + (rest === "/" ? "" : rest);
+        x.path = neu === "/" ? rest || "/" : neu + (rest === "/" ? "" : rest);
       }
     }
     log.info(`cg_root: ${c.name || "(v2)"} cgroups under ${old} go under ${neu}`);

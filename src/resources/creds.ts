@@ -9,7 +9,8 @@ import type { Injector } from "../ptrace/inject";
 import type * as S from "../images/schemas";
 import { log } from "../log";
 
-const SECBIT_KEEP_CAPS = 0x10, SECBIT_KEEP_CAPS_LOCKED = 0x20;
+const SECBIT_KEEP_CAPS = 0x10,
+  SECBIT_KEEP_CAPS_LOCKED = 0x20;
 const LINUX_CAPABILITY_VERSION_3 = 0x20080522;
 
 // ---------- dump ----------
@@ -26,11 +27,25 @@ export function dumpCreds(pid: number, tid: number, secbits: number) {
   const [gid, egid, sgid, fsgid] = st.Gid.split(/\s+/).map(Number);
   const groups = (st.Groups ?? "").split(/\s+/).filter(Boolean).map(Number);
   const c = {
-    uid, gid, euid, egid, suid, sgid, fsuid, fsgid,
-    capInh: capWords(st.CapInh), capPrm: capWords(st.CapPrm), capEff: capWords(st.CapEff), capBnd: capWords(st.CapBnd), capAmb: capWords(st.CapAmb),
-    secbits, groups,
+    uid,
+    gid,
+    euid,
+    egid,
+    suid,
+    sgid,
+    fsuid,
+    fsgid,
+    capInh: capWords(st.CapInh),
+    capPrm: capWords(st.CapPrm),
+    capEff: capWords(st.CapEff),
+    capBnd: capWords(st.CapBnd),
+    capAmb: capWords(st.CapAmb),
+    secbits,
+    groups,
   };
-  log.debug(`thread ${tid}: uids ${uid}/${euid}/${suid}/${fsuid} gids ${gid}/${egid}/${sgid}/${fsgid} groups [${groups.join(",")}] cap eff ${st.CapEff} bnd ${st.CapBnd} amb ${st.CapAmb ?? "0"} secbits 0x${secbits.toString(16)}`);
+  log.debug(
+    `thread ${tid}: uids ${uid}/${euid}/${suid}/${fsuid} gids ${gid}/${egid}/${sgid}/${fsgid} groups [${groups.join(",")}] cap eff ${st.CapEff} bnd ${st.CapBnd} amb ${st.CapAmb ?? "0"} secbits 0x${secbits.toString(16)}`
+  );
   return c;
 }
 
@@ -49,14 +64,34 @@ function capLast(): number {
  * then the capability sets themselves, then the ambient ones (cap_amb). `scratch(off, bytes)`
  * copies bytes into the thread's scratch page.
  */
-export function restoreCreds(thread: { vtid: number; inj: Injector; scratch: (off: bigint, data: Uint8Array) => bigint }, c: S.creds_entry) {
+export function restoreCreds(
+  thread: { vtid: number; inj: Injector; scratch: (off: bigint, data: Uint8Array) => bigint },
+  c: S.creds_entry
+) {
   const { vtid, inj, scratch } = thread;
   const lastCap = capLast();
   const full = lastCap >= 32 ? [0xffffffff, 2 ** (lastCap - 31) - 1] : [2 ** (lastCap + 1) - 1, 0];
-  const isFull = (w: number[]) => (w[0] >>> 0) === (full[0] >>> 0) && (w[1] ?? 0) === full[1];
-  const rootish = c.uid === 0 && c.euid === 0 && c.suid === 0 && c.gid === 0 && c.egid === 0 && c.sgid === 0 && c.fsuid === 0 && c.fsgid === 0;
+  const isFull = (w: number[]) => w[0] >>> 0 === full[0] >>> 0 && (w[1] ?? 0) === full[1];
+  const rootish =
+    c.uid === 0 &&
+    c.euid === 0 &&
+    c.suid === 0 &&
+    c.gid === 0 &&
+    c.egid === 0 &&
+    c.sgid === 0 &&
+    c.fsuid === 0 &&
+    c.fsgid === 0;
   const amb = c.capAmb ?? [];
-  if (rootish && !c.groups.length && !c.secbits && isFull(c.capBnd) && isFull(c.capPrm) && isFull(c.capEff) && !(c.capInh[0] || c.capInh[1]) && !(amb[0] || amb[1])) {
+  if (
+    rootish &&
+    !c.groups.length &&
+    !c.secbits &&
+    isFull(c.capBnd) &&
+    isFull(c.capPrm) &&
+    isFull(c.capEff) &&
+    !(c.capInh[0] || c.capInh[1]) &&
+    !(amb[0] || amb[1])
+  ) {
     log.debug(`thread ${vtid}: root with every capability, as criu-bun: credentials left as they are`);
     return;
   }
@@ -69,14 +104,25 @@ export function restoreCreds(thread: { vtid: number; inj: Injector; scratch: (of
   inj.ok("setresgid", NR.setresgid, c.gid, c.egid, c.sgid);
   if (!(c.secbits & SECBIT_KEEP_CAPS_LOCKED)) inj.call(NR.prctl, PR.SET_KEEPCAPS, 1);
   inj.ok("setresuid", NR.setresuid, c.uid, c.euid, c.suid);
-  inj.call(NR.setfsgid, c.fsgid); inj.call(NR.setfsuid, c.fsuid);
+  inj.call(NR.setfsgid, c.fsgid);
+  inj.call(NR.setfsuid, c.fsuid);
   // capset: header {version 3, pid 0}, two data words {effective, permitted, inheritable}
   const hd = scratch(0n, new Uint8Array(new Uint32Array([LINUX_CAPABILITY_VERSION_3, 0]).buffer));
-  const data = new Uint32Array([c.capEff[0] ?? 0, c.capPrm[0] ?? 0, c.capInh[0] ?? 0, c.capEff[1] ?? 0, c.capPrm[1] ?? 0, c.capInh[1] ?? 0]);
+  const data = new Uint32Array([
+    c.capEff[0] ?? 0,
+    c.capPrm[0] ?? 0,
+    c.capInh[0] ?? 0,
+    c.capEff[1] ?? 0,
+    c.capPrm[1] ?? 0,
+    c.capInh[1] ?? 0,
+  ]);
   inj.ok("capset", NR.capset, hd, scratch(64n, new Uint8Array(data.buffer)));
   if (!(c.secbits & SECBIT_KEEP_CAPS_LOCKED)) inj.call(NR.prctl, PR.SET_KEEPCAPS, c.secbits & SECBIT_KEEP_CAPS ? 1 : 0); // keep-caps back as it was
   for (let cap = 0; cap <= lastCap; cap++) {
-    if (((amb[cap >> 5] ?? 0) >>> (cap & 31)) & 1) inj.ok(`prctl(PR_CAP_AMBIENT_RAISE, ${cap})`, NR.prctl, PR.CAP_AMBIENT, PR.CAP_AMBIENT_RAISE, cap, 0, 0);
+    if (((amb[cap >> 5] ?? 0) >>> (cap & 31)) & 1)
+      inj.ok(`prctl(PR_CAP_AMBIENT_RAISE, ${cap})`, NR.prctl, PR.CAP_AMBIENT, PR.CAP_AMBIENT_RAISE, cap, 0, 0);
   }
-  log.debug(`thread ${vtid}: credentials restored (uid ${c.uid}, gid ${c.gid}, ${c.groups.length} group(s), securebits 0x${c.secbits.toString(16)})`);
+  log.debug(
+    `thread ${vtid}: credentials restored (uid ${c.uid}, gid ${c.gid}, ${c.groups.length} group(s), securebits 0x${c.secbits.toString(16)})`
+  );
 }

@@ -13,11 +13,24 @@ import { fd_types } from "../images/schemas";
 
 const EPOLL_CLOEXEC = 0o2000000;
 
-function parseEpollTfds(text: string): { tfd: number; events: number; data: bigint; pos: bigint; inode: bigint; dev: number }[] {
+function parseEpollTfds(
+  text: string
+): { tfd: number; events: number; data: bigint; pos: bigint; inode: bigint; dev: number }[] {
   const out = [];
   for (const line of text.split("\n")) {
-    const m = /^tfd:\s*(\d+)\s+events:\s*([0-9a-f]+)\s+data:\s*([0-9a-f]+)\s+pos:\s*(\d+)\s+ino:\s*([0-9a-f]+)\s+sdev:\s*([0-9a-f]+)/.exec(line);
-    if (m) out.push({ tfd: +m[1], events: parseInt(m[2], 16), data: BigInt("0x" + m[3]), pos: BigInt(m[4]), inode: BigInt("0x" + m[5]), dev: parseInt(m[6], 16) });
+    const m =
+      /^tfd:\s*(\d+)\s+events:\s*([0-9a-f]+)\s+data:\s*([0-9a-f]+)\s+pos:\s*(\d+)\s+ino:\s*([0-9a-f]+)\s+sdev:\s*([0-9a-f]+)/.exec(
+        line
+      );
+    if (m)
+      out.push({
+        tfd: +m[1],
+        events: parseInt(m[2], 16),
+        data: BigInt("0x" + m[3]),
+        pos: BigInt(m[4]),
+        inode: BigInt("0x" + m[5]),
+        dev: parseInt(m[6], 16),
+      });
   }
   return out;
 }
@@ -36,11 +49,31 @@ export const epollKind: FdKind = {
       seen.set(t.tfd, toff + 1);
       const slot = new Uint32Array([ctx.fd, t.tfd, toff]);
       const r = syscall(NR.kcmp, ctx.pid, ctx.pid, 7 /* KCMP_EPOLL_TFD */, t.tfd, addr(slot));
-      if (r !== 0) refuse("files", ctx.where, "epoll-stale", `target added as fd ${t.tfd}, which ${r === -9 ? "is closed" : "is another file"} now`);
+      if (r !== 0)
+        refuse(
+          "files",
+          ctx.where,
+          "epoll-stale",
+          `target added as fd ${t.tfd}, which ${r === -9 ? "is closed" : "is another file"} now`
+        );
     }
     return ctx.files.add(null, (id) => ({
-      id, type: 7,
-      epfd: { id, flags: ctx.flags, fown: FOWN0, tfd: tfds.map((t) => ({ id, tfd: t.tfd, events: t.events, data: t.data, dev: t.dev, inode: t.inode, pos: t.pos })) },
+      id,
+      type: 7,
+      epfd: {
+        id,
+        flags: ctx.flags,
+        fown: FOWN0,
+        tfd: tfds.map((t) => ({
+          id,
+          tfd: t.tfd,
+          events: t.events,
+          data: t.data,
+          dev: t.dev,
+          inode: t.inode,
+          pos: t.pos,
+        })),
+      },
     }));
   },
   restore(ctx) {

@@ -20,7 +20,11 @@ export const eventfdKind: FdKind = {
     if (count === undefined) throw new CriuError("files", `${ctx.where}: eventfd without eventfd-count in fdinfo`);
     const sem = ctx.fdinfo["eventfd-semaphore"] === "1";
     const counter = BigInt("0x" + count.trim());
-    return ctx.files.add(null, (id) => ({ id, type: 6, efd: { id, flags: ctx.flags | (sem ? EFD_SEMAPHORE : 0), fown: FOWN0, counter } }));
+    return ctx.files.add(null, (id) => ({
+      id,
+      type: 6,
+      efd: { id, flags: ctx.flags | (sem ? EFD_SEMAPHORE : 0), fown: FOWN0, counter },
+    }));
   },
   restore(ctx, f) {
     const e = f.efd!;
@@ -31,7 +35,13 @@ export const eventfdKind: FdKind = {
     if (!small) {
       const a = ctx.scratch(0n, new Uint8Array(new BigUint64Array([e.counter]).buffer));
       const r = ctx.inj.call(NR.write, fd, a, 8);
-      if (r !== 8n) throw new CriuError("restore", r < 0n ? sysFailed(ctx.where, `setting eventfd counter ${e.counter}`, r) : `${ctx.where}: setting eventfd counter ${e.counter} wrote ${r} of 8 bytes`);
+      if (r !== 8n)
+        throw new CriuError(
+          "restore",
+          r < 0n
+            ? sysFailed(ctx.where, `setting eventfd counter ${e.counter}`, r)
+            : `${ctx.where}: setting eventfd counter ${e.counter} wrote ${r} of 8 bytes`
+        );
     }
     return ctx.high(fd, ctx.where);
   },

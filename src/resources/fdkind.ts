@@ -16,11 +16,19 @@ export class ImageSink {
   /** @param nextPages the first pages-N.img number for shared memory contents (after the processes' own 1..n) */
   constructor(private nextPages = 1) {}
   /** a pages-N.img number no other image of this dump uses (CRIU numbers them from one counter too) */
-  pagesId(): number { return this.nextPages++; }
+  pagesId(): number {
+    return this.nextPages++;
+  }
   private files = new Map<string, { kind: MessageKind; items: { msg: Message; payload?: Uint8Array }[] }>();
   /** an entry of kind KIND (magic.ts) for FILE: SCHEMA is the kind's (or its head's, chunks'),
    *  INIT its generated init type (a misspelled field does not compile) */
-  add<D extends DescMessage>(file: string, kind: MessageKind, schema: D, init: MessageInitShape<D>, payload?: Uint8Array) {
+  add<D extends DescMessage>(
+    file: string,
+    kind: MessageKind,
+    schema: D,
+    init: MessageInitShape<D>,
+    payload?: Uint8Array
+  ) {
     let f = this.files.get(file);
     if (!f) this.files.set(file, (f = { kind, items: [] }));
     f.items.push({ msg: create(schema, init), payload });
@@ -36,15 +44,31 @@ export class ImageSink {
   ensure(file: string, kind: MessageKind) {
     if (!this.files.has(file)) this.files.set(file, { kind, items: [] });
   }
-  has(file: string) { return this.files.has(file) || this.raws.has(file) || this.marks.has(file); }
+  has(file: string) {
+    return this.files.has(file) || this.raws.has(file) || this.marks.has(file);
+  }
   /** remember that KEY was dealt with in this dump (has(KEY) is then true) */
-  mark(key: string) { this.marks.add(key); }
+  mark(key: string) {
+    this.marks.add(key);
+  }
   private marks = new Set<string>();
   writeAll(dir: string) {
     for (const [file, chunks] of this.raws) writeNewFile(join(dir, file), Buffer.concat(chunks));
     for (const [file, f] of this.files) {
-      if (f.items.some((i) => i.payload)) writeImageWithPayload(dir, file, f.kind, f.items.map((i) => ({ msg: i.msg as EntryOf<MessageKind>, payload: i.payload ?? new Uint8Array(0) })));
-      else writeImage(dir, file, f.kind, f.items.map((i) => i.msg as EntryOf<MessageKind>));
+      if (f.items.some((i) => i.payload))
+        writeImageWithPayload(
+          dir,
+          file,
+          f.kind,
+          f.items.map((i) => ({ msg: i.msg as EntryOf<MessageKind>, payload: i.payload ?? new Uint8Array(0) }))
+        );
+      else
+        writeImage(
+          dir,
+          file,
+          f.kind,
+          f.items.map((i) => i.msg as EntryOf<MessageKind>)
+        );
     }
   }
 }
@@ -54,11 +78,17 @@ export interface DumpOpts {
   tree: number[];
   /** each live process's fds and their targets, read once when the tree is frozen */
   links?: Map<number, [fd: number, target: string][]>;
-  shellJob?: boolean; tcpEstablished?: boolean; tcpClose?: boolean; skipInFlight?: boolean; extUnixSk?: boolean; fileLocks?: boolean;
+  shellJob?: boolean;
+  tcpEstablished?: boolean;
+  tcpClose?: boolean;
+  skipInFlight?: boolean;
+  extUnixSk?: boolean;
+  fileLocks?: boolean;
   /** --network-lock skip: connections are not locked (inet.ts) */
   networkLockSkip?: boolean;
   /** --ghost-limit (bytes) and --link-remap: deleted files (reg.ts) */
-  ghostLimit?: number; linkRemap?: boolean;
+  ghostLimit?: number;
+  linkRemap?: boolean;
   /** the tree lives in its own mount namespace (a container's): the ids of its mounts */
   nsMounts?: Set<number>;
   /** fds that belong to criu-bun, not to the process (memory tracking's userfaultfd): not dumped */
@@ -129,15 +159,27 @@ export class ProcFilesState {
 }
 
 /** An fd of a process under restore: pid as criu-bun sees it, vpid inside the restored namespace. */
-export interface Holder { pid: number; vpid?: number; fd: number }
+export interface Holder {
+  pid: number;
+  vpid?: number;
+  fd: number;
+}
 
 /**
  * What an object held open for other processes is (TreeFiles.held): its kind's prefix and its id
  * in the images, so a misspelled key does not compile.
  */
 export type HeldKey =
-  | `pty:${number}` | `ptyEarly:${number}` | `usk:${number}` | `pipe:${number}:${"r" | "w"}` | `fifo:${number}:${string}`
-  | `mqueue:${number}` | `shmem:${bigint}` | `ghost:${number}` | `linked:${number}` | `inherit:${string}`;
+  | `pty:${number}`
+  | `ptyEarly:${number}`
+  | `usk:${number}`
+  | `pipe:${number}:${"r" | "w"}`
+  | `fifo:${number}:${string}`
+  | `mqueue:${number}`
+  | `shmem:${bigint}`
+  | `ghost:${number}`
+  | `linked:${number}`
+  | `inherit:${string}`;
 
 /** Files shared across the processes of one restore. */
 export class TreeFiles {
@@ -155,9 +197,13 @@ export class TreeFiles {
   /** each fd kind's state for this restore (FdKind.restoreBegin) */
   private kindStates = new Map<SomeFdKind, unknown>();
   /** every kind's restoreBegin, once, when the images are loaded */
-  beginKinds(kinds: SomeFdKind[], run: RestoreRun) { for (const k of kinds) this.kindStates.set(k, k.restoreBegin?.(run)); }
+  beginKinds(kinds: SomeFdKind[], run: RestoreRun) {
+    for (const k of kinds) this.kindStates.set(k, k.restoreBegin?.(run));
+  }
   /** kind K's state for this restore, typed by K (undefined for a kind without restoreBegin) */
-  kindState<R>(k: FdKind<unknown, R>): R { return this.kindStates.get(k) as R; }
+  kindState<R>(k: FdKind<unknown, R>): R {
+    return this.kindStates.get(k) as R;
+  }
 }
 
 /** The frozen tree, as every fd kind sees it once before any fd is dumped (FdKind.dumpBegin). */
@@ -179,7 +225,8 @@ export interface RestoreRun {
   tcpClose?: boolean;
   /** the dump's network lock as inventory.img tells it: CRIU's network_lock_method, and the
    *  nftables table the dump left (CRIU's and criu-bun's "CRIU-<dump_criu_run_id>") */
-  lockMethod?: number; lockTable?: string;
+  lockMethod?: number;
+  lockTable?: string;
   /** the caller's notifications (a wait for one is not a stalled restore) */
   hooks?: Hooks;
   files: Map<number, S.file_entry>;
@@ -247,7 +294,12 @@ export interface FdKind<D = undefined, R = undefined> {
   dump(ctx: DumpCtx, state: D): number;
   /** checks before any process is created */
   /** opts.inMountNs: paths belong to a mount namespace restore builds later (they are checked when opened) */
-  precheck?(f: S.file_entry, dir: string, where: string, opts?: { shellJob?: boolean; inMountNs?: boolean; treePids?: Set<number> }): void;
+  precheck?(
+    f: S.file_entry,
+    dir: string,
+    where: string,
+    opts?: { shellJob?: boolean; inMountNs?: boolean; treePids?: Set<number> }
+  ): void;
   /** create the object in the target, return a target fd (moved high with ctx.high) */
   restore(ctx: RestoreCtx, f: S.file_entry, fe: S.fdinfo_entry, state: R): number;
   /** second pass, once per file, after every fd has its final number (epoll targets ...);
@@ -260,20 +312,34 @@ export type SomeFdKind = FdKind<unknown, unknown>;
 
 /** Read an optional image once per restore. */
 export function cachedImage<N extends MessageKind>(ctx: RestoreCtx, file: string, kind: N): EntryOf<N>[] {
-  return ctx.state.once(`img:${kind}:${file}`, () => (imageExists(ctx.dir, file) ? readImage(ctx.dir, file, kind) : []));
+  return ctx.state.once(`img:${kind}:${file}`, () =>
+    imageExists(ctx.dir, file) ? readImage(ctx.dir, file, kind) : []
+  );
 }
-export function cachedPayloads<N extends MessageKind>(ctx: RestoreCtx, file: string, kind: N): { msg: EntryOf<N>; payload: Uint8Array }[] {
-  return ctx.state.once(`imgp:${kind}:${file}`, () => (imageExists(ctx.dir, file) ? readImagePayloads(ctx.dir, file, kind) : []));
+export function cachedPayloads<N extends MessageKind>(
+  ctx: RestoreCtx,
+  file: string,
+  kind: N
+): { msg: EntryOf<N>; payload: Uint8Array }[] {
+  return ctx.state.once(`imgp:${kind}:${file}`, () =>
+    imageExists(ctx.dir, file) ? readImagePayloads(ctx.dir, file, kind) : []
+  );
 }
 /** The entries of an image read once per restore (cachedPayloads), grouped by key(msg), so
  *  finding those of one file costs a lookup, not a pass over the image. */
-export function cachedPayloadsBy<N extends MessageKind, K>(ctx: RestoreCtx, file: string, kind: N, key: (m: EntryOf<N>) => K): Map<K, { msg: EntryOf<N>; payload: Uint8Array }[]> {
+export function cachedPayloadsBy<N extends MessageKind, K>(
+  ctx: RestoreCtx,
+  file: string,
+  kind: N,
+  key: (m: EntryOf<N>) => K
+): Map<K, { msg: EntryOf<N>; payload: Uint8Array }[]> {
   return ctx.state.once(`imgp-by:${kind}:${file}`, () => {
     const m = new Map<K, { msg: EntryOf<N>; payload: Uint8Array }[]>();
     for (const item of cachedPayloads(ctx, file, kind)) {
       const id = key(item.msg);
       const list = m.get(id);
-      if (list) list.push(item); else m.set(id, [item]);
+      if (list) list.push(item);
+      else m.set(id, [item]);
     }
     return m;
   });

@@ -20,10 +20,10 @@ import { CriuError } from "../log";
 import { errnoText } from "../sys/errno";
 import { fd_types } from "../images/schemas";
 
-
 function fifoPath(ctx: { files: Map<number, S.file_entry> }, f: S.file_entry, where: string): S.reg_file_entry {
   const reg = ctx.files.get(f.fifo!.regfId ?? -1)?.reg;
-  if (!reg) throw new CriuError("restore", `${where}: fifo ${f.id} has no path entry (regf_id ${f.fifo!.regfId}) in files.img`);
+  if (!reg)
+    throw new CriuError("restore", `${where}: fifo ${f.id} has no path entry (regf_id ${f.fifo!.regfId}) in files.img`);
   return reg;
 }
 
@@ -37,7 +37,11 @@ export const fifoKind: FdKind = {
       refuse("files", ctx.where, "deleted-special", `'${target.slice(0, -10)}', a FIFO`);
     }
     const pipeId = Number(st.ino);
-    const regfId = ctx.files.add(null, (id) => ({ id, type: 1, reg: regEntry(id, target, ctx.flags, 0n, undefined, Number(st.mode)) }));
+    const regfId = ctx.files.add(null, (id) => ({
+      id,
+      type: 1,
+      reg: regEntry(id, target, ctx.flags, 0n, undefined, Number(st.mode)),
+    }));
     const id = ctx.files.add(null, (id) => ({ id, type: 3, fifo: { id, pipeId, regfId } }));
     const key = `fifo:${st.dev}:${st.ino}`;
     if (!ctx.files.byKey.has(key)) {
@@ -46,7 +50,14 @@ export const fifoKind: FdKind = {
       const readable = (ctx.flags & 3) !== O.WRONLY ? ctx.grab() : undefined;
       const { data, size } = peekPipe(ctx.pid, ctx.fd, ctx.where, readable);
       ctx.images.ensure("fifo-data.img", "FIFO_DATA");
-      if (data.length || size !== 65536) ctx.images.add("fifo-data.img", "FIFO_DATA", S.pipe_data_entrySchema, { pipeId, bytes: data.length, size }, data);
+      if (data.length || size !== 65536)
+        ctx.images.add(
+          "fifo-data.img",
+          "FIFO_DATA",
+          S.pipe_data_entrySchema,
+          { pipeId, bytes: data.length, size },
+          data
+        );
     }
     return id;
   },
@@ -57,10 +68,15 @@ export const fifoKind: FdKind = {
     if (!f.fifo) throw new CriuError("restore", `${where}: fifo file ${f.id} has no fifo entry`);
   },
   restore(ctx, f) {
-    const fi = f.fifo!, inj = ctx.inj;
+    const fi = f.fifo!,
+      inj = ctx.inj;
     const reg = fifoPath(ctx, f, ctx.where);
     let st;
-    try { st = statSync(reg.name); } catch (e) { throw new CriuError("restore", `${ctx.where}: fifo '${reg.name}' does not exist any more: ${errnoText(e)}`); }
+    try {
+      st = statSync(reg.name);
+    } catch (e) {
+      throw new CriuError("restore", `${ctx.where}: fifo '${reg.name}' does not exist any more: ${errnoText(e)}`);
+    }
     if (!st.isFIFO()) throw new CriuError("restore", `${ctx.where}: '${reg.name}' is not a fifo any more`);
     const key = `fifo:${fi.pipeId}:${reg.name}` as const;
     if (!ctx.tree.held.has(key)) {
@@ -74,7 +90,11 @@ export const fifoKind: FdKind = {
         const want = Math.max(item.msg.size || 65536, item.payload.length);
         if (want !== 65536) {
           const r = inj.call(NR.fcntl, held, F.SETPIPE_SZ, want);
-          if (r < 0n) throw new CriuError("restore", `${ctx.where}: F_SETPIPE_SZ(${want}) on fifo '${reg.name}' failed: ${errnoText(-r)}`);
+          if (r < 0n)
+            throw new CriuError(
+              "restore",
+              `${ctx.where}: F_SETPIPE_SZ(${want}) on fifo '${reg.name}' failed: ${errnoText(-r)}`
+            );
         }
         if (item.payload.length) fillPipe(ctx.pid, held, item.payload, `refill fifo '${reg.name}'`);
       }
@@ -85,7 +105,8 @@ export const fifoKind: FdKind = {
     const fd = ctx.high(r, ctx.where);
     if (!(flags & O.NONBLOCK)) {
       const s = inj.call(NR.fcntl, fd, F.SETFL, flags & ~3);
-      if (s < 0n) throw new CriuError("restore", `${ctx.where}: F_SETFL on fifo '${reg.name}' failed: ${errnoText(-s)}`);
+      if (s < 0n)
+        throw new CriuError("restore", `${ctx.where}: F_SETFL on fifo '${reg.name}' failed: ${errnoText(-s)}`);
     }
     return fd;
   },

@@ -10,20 +10,38 @@ import { CriuError, log } from "../log";
 import { refuse } from "./unsupported";
 import type { DumpOpts } from "./fdkind";
 
-const LOCK_SH = 1, LOCK_EX = 2, LOCK_NB = 4;
+const LOCK_SH = 1,
+  LOCK_EX = 2,
+  LOCK_NB = 4;
 
 // ---------- dump ----------
 
 /** A file lock held through one of the process's fds (from the fdinfo "lock:" lines). */
-export interface LockDump { fd: number; flag: number; type: number; start: bigint; len: bigint }
+export interface LockDump {
+  fd: number;
+  flag: number;
+  type: number;
+  start: bigint;
+  len: bigint;
+}
 const FL = { POSIX: 1, FLOCK: 2, OFDLCK: 1024 } as const;
 
 /** "lock:\t1: POSIX  ADVISORY  WRITE 1234 fe:00:5678 0 EOF" -> what to take again at restore. */
-export function fdLocks(pid: number, fd: number, text: string, where: string, opts: DumpOpts, seen: Set<string>, id: number, out: LockDump[]) {
+export function fdLocks(
+  pid: number,
+  fd: number,
+  text: string,
+  where: string,
+  opts: DumpOpts,
+  seen: Set<string>,
+  id: number,
+  out: LockDump[]
+) {
   for (const m of text.matchAll(/^lock:\s*\d+:\s*(\S+)\s+(\S+)\s+(\S+)\s+(-?\d+)\s+(\S+)\s+(\d+)\s+(\S+)/gm)) {
     const [, kind, mand, rw, owner, devino, start, end] = m;
     if (kind === "LEASE") refuse("files", where, "lease", `${mand.toLowerCase()} ${rw.toLowerCase()} lease`);
-    if (!opts.fileLocks) throw new CriuError("files", `${where}: holds a ${kind} file lock; use --file-locks to dump it`);
+    if (!opts.fileLocks)
+      throw new CriuError("files", `${where}: holds a ${kind} file lock; use --file-locks to dump it`);
     if (mand !== "ADVISORY") throw new CriuError("files", `${where}: ${mand} file locks are not supported`);
     const flag = kind === "FLOCK" ? FL.FLOCK : kind === "OFDLCK" ? FL.OFDLCK : kind === "POSIX" ? FL.POSIX : 0;
     if (!flag) throw new CriuError("files", `${where}: ${kind} file locks are not supported`);
@@ -31,7 +49,8 @@ export function fdLocks(pid: number, fd: number, text: string, where: string, op
     const key = flag === FL.POSIX ? `posix:${pid}:${devino}:${start}:${end}` : `${kind}:${id}:${start}:${end}`;
     if (seen.has(key)) continue;
     seen.add(key);
-    const s = BigInt(start), len = end === "EOF" ? 0n : BigInt(end) - s + 1n;
+    const s = BigInt(start),
+      len = end === "EOF" ? 0n : BigInt(end) - s + 1n;
     out.push({ fd, flag, type: rw === "READ" ? F.RDLCK : F.WRLCK, start: s, len });
   }
 }
@@ -43,7 +62,12 @@ export function fdLocks(pid: number, fd: number, text: string, where: string, op
  * injected flock / fcntl(F_SETLK, F_OFD_SETLK), non-blocking: a lock someone else holds now fails
  * the restore.
  */
-export function restoreLocks(proc: { vpid: number; dir: string; inj: Injector; scratch: (off: bigint, data: Uint8Array) => bigint }) {
+export function restoreLocks(proc: {
+  vpid: number;
+  dir: string;
+  inj: Injector;
+  scratch: (off: bigint, data: Uint8Array) => bigint;
+}) {
   if (!imageExists(proc.dir, "filelocks.img")) return;
   const inj = proc.inj;
   let n = 0;
@@ -55,13 +79,19 @@ export function restoreLocks(proc: { vpid: number; dir: string; inj: Injector; s
       r = inj.call(NR.flock, l.fd, (l.type === F.RDLCK ? LOCK_SH : LOCK_EX) | LOCK_NB);
     } else {
       // struct flock: short l_type, short l_whence, off_t l_start, off_t l_len, pid_t l_pid
-      const b = new ArrayBuffer(32), dv = new DataView(b);
-      dv.setInt16(0, l.type, true); dv.setInt16(2, 0 /* SEEK_SET */, true);
-      dv.setBigInt64(8, l.start, true); dv.setBigInt64(16, l.len, true);
+      const b = new ArrayBuffer(32),
+        dv = new DataView(b);
+      dv.setInt16(0, l.type, true);
+      dv.setInt16(2, 0 /* SEEK_SET */, true);
+      dv.setBigInt64(8, l.start, true);
+      dv.setBigInt64(16, l.len, true);
       r = inj.call(NR.fcntl, l.fd, l.flag === FL.OFDLCK ? F.OFD_SETLK : F.SETLK, proc.scratch(0n, new Uint8Array(b)));
     }
-    if (r < 0n) throw new CriuError("restore", `${what} cannot be taken again: ${errnoText(-r)}; held by someone else?`);
-    log.debug(`filelocks: ${what}: ${l.flag === FL.FLOCK ? "flock" : l.flag === FL.OFDLCK ? "OFD" : "POSIX"} ${l.type === 0 ? "read" : "write"} lock taken again (${l.start}+${l.len})`);
+    if (r < 0n)
+      throw new CriuError("restore", `${what} cannot be taken again: ${errnoText(-r)}; held by someone else?`);
+    log.debug(
+      `filelocks: ${what}: ${l.flag === FL.FLOCK ? "flock" : l.flag === FL.OFDLCK ? "OFD" : "POSIX"} ${l.type === 0 ? "read" : "write"} lock taken again (${l.start}+${l.len})`
+    );
     n++;
   }
   if (n) log.debug(`filelocks: process ${proc.vpid}: ${n} lock(s) taken again`);

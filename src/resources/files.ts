@@ -9,7 +9,17 @@ import { NR } from "../sys/nr";
 import { closeFd, O, F } from "../sys/mem";
 import { FD_KINDS, kindByType } from "./kinds";
 import { regEntry } from "./reg";
-import type { ImageSink, DumpOpts, DumpTree, DumpCtx, RestoreCtx, Holder, FdKind, SomeFdKind, InventoryInit } from "./fdkind";
+import type {
+  ImageSink,
+  DumpOpts,
+  DumpTree,
+  DumpCtx,
+  RestoreCtx,
+  Holder,
+  FdKind,
+  SomeFdKind,
+  InventoryInit,
+} from "./fdkind";
 import type { BigIntStats } from "node:fs";
 import type { Injector } from "../ptrace/inject";
 import { refuse, ANON_REFUSED } from "./unsupported";
@@ -21,7 +31,12 @@ import { fd_types } from "../images/schemas";
 /** fd_types of files.proto (generated): the kind of each fd in fdinfo and files.img */
 export const FD_TYPE = fd_types;
 
-export interface FdDump { fd: number; id: number; type: number; cloexec: boolean }
+export interface FdDump {
+  fd: number;
+  id: number;
+  type: number;
+  cloexec: boolean;
+}
 /** a file_entry as the dump builds it (its generated init type: a misspelled field does not compile) */
 type FileDump = S.InitOf<typeof S.file_entrySchema> & { id: number; type: number };
 
@@ -52,8 +67,16 @@ export class FileTable {
   /** A path used by a mapping, cwd, root or exe (opened O_RDONLY/O_PATH at restore). */
   addPath(path: string, flags: number): number {
     let size: bigint | undefined, mode: number | undefined;
-    try { const st = statSync(this.statRoot + path, { bigint: true }); size = st.isFile() ? st.size : undefined; mode = Number(st.mode); } catch {}
-    return this.add(`path:${path}:${flags}`, (id) => ({ id, type: FD_TYPE.REG, reg: regEntry(id, path, flags, 0n, size, mode, this.statRoot + path) }));
+    try {
+      const st = statSync(this.statRoot + path, { bigint: true });
+      size = st.isFile() ? st.size : undefined;
+      mode = Number(st.mode);
+    } catch {}
+    return this.add(`path:${path}:${flags}`, (id) => ({
+      id,
+      type: FD_TYPE.REG,
+      reg: regEntry(id, path, flags, 0n, size, mode, this.statRoot + path),
+    }));
   }
 }
 
@@ -69,7 +92,14 @@ function describe(target: string): string {
 }
 
 /** An fd already dumped, to find the same open file description through other fds and processes. */
-interface FdTwin { pid: number; fd: number; dev: bigint; ino: bigint; id: number; type: number }
+interface FdTwin {
+  pid: number;
+  fd: number;
+  dev: bigint;
+  ino: bigint;
+  id: number;
+  type: number;
+}
 
 const KCMP_FILE = 0;
 /**
@@ -84,14 +114,22 @@ export class FdTwins {
   find(pid: number, fd: number, key: string): { twin?: FdTwin; list?: FdTwin[]; at: number } {
     const list = this.groups.get(key);
     if (!list) return { at: 0 };
-    let lo = 0, hi = list.length;
+    let lo = 0,
+      hi = list.length;
     while (lo < hi) {
-      const mid = (lo + hi) >> 1, x = list[mid];
+      const mid = (lo + hi) >> 1,
+        x = list[mid];
       const r = syscall(NR.kcmp, x.pid, pid, KCMP_FILE, x.fd, fd);
       if (r === 0) return { twin: x, list, at: mid };
-      if (r === 1) lo = mid + 1; // x's file sorts before ours
+      if (r === 1)
+        lo = mid + 1; // x's file sorts before ours
       else if (r === 2) hi = mid;
-      else return { twin: list.find((y) => syscall(NR.kcmp, y.pid, pid, KCMP_FILE, y.fd, fd) === 0), list, at: list.length }; // no order: compare each
+      else
+        return {
+          twin: list.find((y) => syscall(NR.kcmp, y.pid, pid, KCMP_FILE, y.fd, fd) === 0),
+          list,
+          at: list.length,
+        }; // no order: compare each
     }
     return { list, at: lo };
   }
@@ -110,38 +148,61 @@ export class FdKindsDump {
   private states = new Map<SomeFdKind, unknown>();
   constructor(private kinds: SomeFdKind[] = FD_KINDS) {}
   /** every kind's look at the whole frozen tree, before its first fd */
-  begin(tree: DumpTree, opts: DumpOpts) { for (const k of this.kinds) this.states.set(k, k.dumpBegin?.(tree, opts)); }
+  begin(tree: DumpTree, opts: DumpOpts) {
+    for (const k of this.kinds) this.states.set(k, k.dumpBegin?.(tree, opts));
+  }
   /** kind K's state for this dump, typed by K */
   stateOf<D>(k: FdKind<D, unknown>): D {
-    if (!this.states.has(k)) throw new CriuError("files", `${k.name}: used before the dump's kinds began (internal order)`);
+    if (!this.states.has(k))
+      throw new CriuError("files", `${k.name}: used before the dump's kinds began (internal order)`);
     return this.states.get(k) as D;
   }
   /** the kind of an fd, by its target and stat */
   find(target: string, st: BigIntStats, fdPath: string, opts: DumpOpts, copy?: number): SomeFdKind | undefined {
     return this.kinds.find((k) => k.match(target, st, fdPath, opts, copy, this.states.get(k)));
   }
-  dump(k: SomeFdKind, ctx: DumpCtx): number { return k.dump(ctx, this.states.get(k)); }
+  dump(k: SomeFdKind, ctx: DumpCtx): number {
+    return k.dump(ctx, this.states.get(k));
+  }
   /** inventory.img fields the kinds' objects need */
   inventory(): InventoryInit {
     return Object.assign({}, ...this.begun().map(([k, s]) => k.dumpInventory?.(s) ?? {}));
   }
-  commit() { for (const [k, s] of this.begun()) k.dumpCommit?.(s); }
-  release(how: "running" | "killed", runId?: string) { for (const [k, s] of this.begun()) k.dumpRelease?.(s, how, runId); }
-  killed() { for (const [k, s] of this.begun()) k.dumpKilled?.(s); }
+  commit() {
+    for (const [k, s] of this.begun()) k.dumpCommit?.(s);
+  }
+  release(how: "running" | "killed", runId?: string) {
+    for (const [k, s] of this.begun()) k.dumpRelease?.(s, how, runId);
+  }
+  killed() {
+    for (const [k, s] of this.begun()) k.dumpKilled?.(s);
+  }
   /** a failed dump: each kind's own cleanup, one failing not stopping the others */
   abort() {
     for (const [k, s] of this.begun()) {
-      try { k.dumpAbort?.(s); } catch (e) { log.warn(`${k.name}: ${errorMessage(e)}`); }
+      try {
+        k.dumpAbort?.(s);
+      } catch (e) {
+        log.warn(`${k.name}: ${errorMessage(e)}`);
+      }
     }
   }
-  private begun(): [SomeFdKind, unknown][] { return [...this.states]; }
+  private begun(): [SomeFdKind, unknown][] {
+    return [...this.states];
+  }
 }
 
 /** F_SETOWN / F_SETSIG / O_ASYNC live in the open file description: read through criu-bun's copy
  *  of the fd (dup). An owner other than the process itself (another process, a group, one of its
  *  threads) is refused. */
 const own = new Int32Array(2); // scratch for every fd (its address taken at each call: see unix.ts getInt)
-function readOwner(pid: number, dup: number, where: string, ownPidNs: () => boolean, tree: number[]): S.fown_entry | undefined {
+function readOwner(
+  pid: number,
+  dup: number,
+  where: string,
+  ownPidNs: () => boolean,
+  tree: number[]
+): S.fown_entry | undefined {
   own[0] = own[1] = 0;
   const r = syscall(NR.fcntl, dup, F.GETOWN_EX, addr(own));
   const sig = syscall(NR.fcntl, dup, F.GETSIG);
@@ -155,12 +216,22 @@ function readOwner(pid: number, dup: number, where: string, ownPidNs: () => bool
   }
   if (owner && ownPidNs()) refuse("files", where, "fown", `owner ${owner} in a PID namespace`);
   const uids = new Uint32Array(2);
-  if (owner && syscall(NR.fcntl, dup, F.GETOWNER_UIDS, addr(uids)) < 0) refuse("files", where, "fown", "F_GETOWNER_UIDS failed");
-  return { uid: uids[0], euid: uids[1], signum: Math.max(sig, 0), pidType: owner ? own[0] : 0, pid: owner } as S.fown_entry;
+  if (owner && syscall(NR.fcntl, dup, F.GETOWNER_UIDS, addr(uids)) < 0)
+    refuse("files", where, "fown", "F_GETOWNER_UIDS failed");
+  return {
+    uid: uids[0],
+    euid: uids[1],
+    signum: Math.max(sig, 0),
+    pidType: owner ? own[0] : 0,
+    pid: owner,
+  } as S.fown_entry;
 }
 
 /** a file entry's sub-entry that carries its fown (reg, pipe, usk ...), and its open flags */
-interface FownHolder { fown?: S.fown_entry | S.InitOf<typeof S.fown_entrySchema>; flags?: number }
+interface FownHolder {
+  fown?: S.fown_entry | S.InitOf<typeof S.fown_entrySchema>;
+  flags?: number;
+}
 /** the sub-entry of a file entry that carries its fown (reg, pipe, usk ...) */
 function fownHolder(f: object): FownHolder | undefined {
   for (const v of Object.values(f) as unknown[]) if (v && typeof v === "object" && "fown" in v) return v as FownHolder;
@@ -172,8 +243,15 @@ function fownHolder(f: object): FownHolder | undefined {
  * fdinfo read per fd, one pidfd for the process, one copy of each fd (pidfd_getfd) shared by the
  * owner check and the fd's kind and closed as soon as the fd is done, twins found by kcmp order.
  */
-export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: DumpOpts, kinds: FdKindsDump, seen = new FdTwins(),
-  locks: LockDump[] = []): FdDump[] {
+export function dumpFds(
+  pid: number,
+  table: FileTable,
+  images: ImageSink,
+  opts: DumpOpts,
+  kinds: FdKindsDump,
+  seen = new FdTwins(),
+  locks: LockDump[] = []
+): FdDump[] {
   const out: FdDump[] = [];
   const lockSeen = new Set<string>();
   const known = opts.links?.get(pid);
@@ -186,7 +264,10 @@ export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: 
   if (pidfd < 0) throw new CriuError("files", `process ${pid}: pidfd_open failed: ${errnoText(-pidfd)}`);
   // each fd's fdinfo opened relative to the process's fdinfo directory, held for the loop
   const fdinfoDir = syscall(NR.openat, -100, addr(cstr(`/proc/${pid}/fdinfo`)), O.RDONLY | O.DIRECTORY | O.CLOEXEC, 0);
-  if (fdinfoDir < 0) { closeFd(pidfd); throw new CriuError("files", `process ${pid}: cannot open /proc/${pid}/fdinfo: ${errnoText(-fdinfoDir)}`); }
+  if (fdinfoDir < 0) {
+    closeFd(pidfd);
+    throw new CriuError("files", `process ${pid}: cannot open /proc/${pid}/fdinfo: ${errnoText(-fdinfoDir)}`);
+  }
   let pidNs: boolean | undefined;
   const ownPidNs = () => (pidNs ??= readLink(`/proc/${pid}/ns/pid`) !== readLink("/proc/self/ns/pid"));
   try {
@@ -197,7 +278,9 @@ export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: 
       try {
         target = targets.get(fd) ?? readLink(`/proc/${pid}/fd/${fd}`);
         fdinfoText = readFdinfoAt(fdinfoDir, fd);
-      } catch { continue; }
+      } catch {
+        continue;
+      }
       // a lease first: any open of the file from here (a build-id read) would break it, and the
       // lease break's SIGIO kills a holder without a handler (the target must run on)
       const lease = /^lock:\s*\d+:\s*LEASE\s+(\S+)\s+(\S+)/m.exec(fdinfoText);
@@ -215,8 +298,17 @@ export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: 
       let st;
       // through criu-bun's copy of the fd (taken for its owner and kind anyway): fstat, cheaper
       // than a path walk through /proc/PID/fd/N; without a copy, through the path
-      try { try { st = fstatSync(grab(), { bigint: true }); } catch (e) { if (dup >= 0) throw e; st = statSync(`/proc/${pid}/fd/${fd}`, { bigint: true }); } }
-      catch (e) { if (dup >= 0) closeFd(dup); throw new CriuError("files", `${where}: cannot stat '${target}': ${errorMessage(e)}`); }
+      try {
+        try {
+          st = fstatSync(grab(), { bigint: true });
+        } catch (e) {
+          if (dup >= 0) throw e;
+          st = statSync(`/proc/${pid}/fd/${fd}`, { bigint: true });
+        }
+      } catch (e) {
+        if (dup >= 0) closeFd(dup);
+        throw new CriuError("files", `${where}: cannot stat '${target}': ${errorMessage(e)}`);
+      }
       // the same open file description seen through another fd: same id (kcmp says so)
       // (fds of one description show the same offset and flags: only those are compared)
       // (eventfds all share one anonymous inode: their id, as fdinfo shows it, tells them apart)
@@ -226,16 +318,23 @@ export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: 
       if (twin) {
         if (dup >= 0) closeFd(dup);
         out.push({ fd, id: twin.id, type: twin.type, cloexec });
-        log.debug(`${where}: '${target}' shares file id ${twin.id} with process ${twin.pid} fd ${twin.fd}${cloexec ? ", cloexec" : ""}`);
+        log.debug(
+          `${where}: '${target}' shares file id ${twin.id} with process ${twin.pid} fd ${twin.fd}${cloexec ? ", cloexec" : ""}`
+        );
         fdLocks(pid, fd, fdinfoText, where, opts, lockSeen, twin.id, locks);
         continue;
       }
       try {
         let fown: S.fown_entry | undefined;
-        try { fown = readOwner(pid, grab(), where, ownPidNs, opts.tree); } catch (e) { if (dup >= 0) throw e; } // no copy: no owner to read (as before)
+        try {
+          fown = readOwner(pid, grab(), where, ownPidNs, opts.tree);
+        } catch (e) {
+          if (dup >= 0) throw e;
+        } // no copy: no owner to read (as before)
         const fdPath = `/proc/${pid}/fd/${fd}`;
         const kind = kinds.find(target, st, fdPath, opts, dup);
-        if (!kind && /^(cgroup|ipc|mnt|net|pid|pid_for_children|time|time_for_children|user|uts):\[\d+\]$/.test(target)) refuse("files", where, "nsfs", `'${target}'`);
+        if (!kind && /^(cgroup|ipc|mnt|net|pid|pid_for_children|time|time_for_children|user|uts):\[\d+\]$/.test(target))
+          refuse("files", where, "nsfs", `'${target}'`);
         // /dev/net/tun attached to an interface (fdinfo "iff:"): reopening the device would give an
         // fd attached to nothing (CRIU keeps it as a tunfile with the link); unattached, it is a
         // plain character device and reopened as one
@@ -244,11 +343,25 @@ export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: 
         if (!kind && anon) refuse("files", where, anon, target);
         if (!kind) throw new CriuError("files", `${where}: ${describe(target)} is not supported yet`);
         if (opts.nsMounts && kind.type === FD_TYPE.REG && !opts.nsMounts.has(Number(fdinfo.mnt_id))) {
-          throw new CriuError("files", `${where}: '${target}' is on a mount outside the tree's mount namespace (mnt_id ${fdinfo.mnt_id}); not supported`);
+          throw new CriuError(
+            "files",
+            `${where}: '${target}' is on a mount outside the tree's mount namespace (mnt_id ${fdinfo.mnt_id}); not supported`
+          );
         }
         const id = kinds.dump(kind, {
-          pid, fd, target, flags: flags & ~O_CLOEXEC, pos: BigInt(fdinfo.pos ?? "0"), st, fdinfo,
-          fdinfoText, files: table, images, opts, where, grab,
+          pid,
+          fd,
+          target,
+          flags: flags & ~O_CLOEXEC,
+          pos: BigInt(fdinfo.pos ?? "0"),
+          st,
+          fdinfo,
+          fdinfoText,
+          files: table,
+          images,
+          opts,
+          where,
+          grab,
         });
         if (fown) {
           const h = fownHolder(table.byId(id) ?? {});
@@ -257,7 +370,9 @@ export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: 
           log.debug(`${where}: owner ${fown.pid} (uid ${fown.uid}/${fown.euid}), signal ${fown.signum}`);
         }
         seen.add(twinKey, slot, { pid, fd, dev: st.dev, ino: st.ino, id, type: kind.type });
-        log.debug(`${where}: ${kind.name} '${target}' flags 0${(flags & ~O_CLOEXEC).toString(8)} pos ${fdinfo.pos ?? "0"} -> file id ${id}${cloexec ? ", cloexec" : ""}`);
+        log.debug(
+          `${where}: ${kind.name} '${target}' flags 0${(flags & ~O_CLOEXEC).toString(8)} pos ${fdinfo.pos ?? "0"} -> file id ${id}${cloexec ? ", cloexec" : ""}`
+        );
         out.push({ fd, id, type: kind.type, cloexec });
         fdLocks(pid, fd, fdinfoText, where, opts, lockSeen, id, locks);
       } finally {
@@ -272,7 +387,13 @@ export function dumpFds(pid: number, table: FileTable, images: ImageSink, opts: 
 }
 
 /** Checks of every fd's file before any process is created. */
-export function precheckFds(fds: S.fdinfo_entry[], files: Map<number, S.file_entry>, dir: string, pid: number, opts: { shellJob?: boolean; inMountNs?: boolean; treePids?: Set<number> } = {}) {
+export function precheckFds(
+  fds: S.fdinfo_entry[],
+  files: Map<number, S.file_entry>,
+  dir: string,
+  pid: number,
+  opts: { shellJob?: boolean; inMountNs?: boolean; treePids?: Set<number> } = {}
+) {
   for (const fe of fds) {
     const f = files.get(fe.id);
     const where = `process ${pid} fd ${fe.fd}`;
@@ -291,7 +412,8 @@ export function importFd(inj: Injector, pid: number, owner: Holder, what: string
   if (pidfd < 0) throw new CriuError("restore", `${what}: pidfd_open(${owner.pid}) failed: ${errnoText(-pidfd)}`);
   const fd = Number(inj.call(NR.pidfd_getfd, pidfd, owner.fd, 0));
   inj.call(NR.close, pidfd);
-  if (fd < 0) throw new CriuError("restore", `${what}: pidfd_getfd of fd ${owner.fd} of ${owner.pid} failed: ${errnoText(-fd)}`);
+  if (fd < 0)
+    throw new CriuError("restore", `${what}: pidfd_getfd of fd ${owner.fd} of ${owner.pid} failed: ${errnoText(-fd)}`);
   return fd;
 }
 
@@ -301,7 +423,8 @@ type CtxBase = Omit<RestoreCtx, "high" | "where" | "hold" | "fdFrom">;
 
 /** A full RestoreCtx for one file of process base.pid; fds it makes go at or above floor. */
 export function restoreCtx(base: CtxBase, floor: number, where: string): RestoreCtx {
-  const inj = base.inj, tree = base.tree;
+  const inj = base.inj,
+    tree = base.tree;
   const high = (fd: number, what: string) => {
     if (fd >= floor) return fd;
     const r = Number(inj.call(NR.fcntl, fd, F.DUPFD_CLOEXEC, floor));
@@ -310,11 +433,14 @@ export function restoreCtx(base: CtxBase, floor: number, where: string): Restore
     return r;
   };
   return {
-    ...base, high, where,
+    ...base,
+    high,
+    where,
     hold(key, fd) {
       tree.held.set(key, { pid: base.pid, vpid: base.vpid, fd });
       const l = tree.toClose.get(base.pid) ?? [];
-      l.push(fd); tree.toClose.set(base.pid, l);
+      l.push(fd);
+      tree.toClose.set(base.pid, l);
     },
     fdFrom(key) {
       const h = tree.held.get(key);
@@ -324,11 +450,20 @@ export function restoreCtx(base: CtxBase, floor: number, where: string): Restore
 }
 
 /** F_SETOWN_EX under the owner's uids (the kernel records them for its permission check), F_SETSIG, O_ASYNC. */
-function restoreOwner(inj: Injector, scratch: (off: bigint, data: Uint8Array) => bigint, fd: number, h: FownHolder | undefined, where: string) {
+function restoreOwner(
+  inj: Injector,
+  scratch: (off: bigint, data: Uint8Array) => bigint,
+  fd: number,
+  h: FownHolder | undefined,
+  where: string
+) {
   const o = h?.fown as S.fown_entry | undefined; // a restore's entries are decoded messages: every field set
   const async = ((h?.flags ?? 0) & O.ASYNC) !== 0;
   if (!o?.pid && !o?.signum && !async) return;
-  const ok = (what: string, r: bigint) => { if (r < 0n) throw new CriuError("restore", `${where}: ${what} failed: ${errnoText(-r)}`); return r; };
+  const ok = (what: string, r: bigint) => {
+    if (r < 0n) throw new CriuError("restore", `${where}: ${what} failed: ${errnoText(-r)}`);
+    return r;
+  };
   if (o?.pid) {
     const swap = o.uid !== 0 || o.euid !== 0;
     if (swap) ok(`setresuid(${o.uid}, ${o.euid}) for F_SETOWN`, inj.call(NR.setresuid, o.uid, o.euid, -1));
@@ -347,7 +482,9 @@ function restoreOwner(inj: Injector, scratch: (off: bigint, data: Uint8Array) =>
 }
 
 /** The lowest fd number the restore of these fds may use for its own temporary fds. */
-export function fdFloor(fds: S.fdinfo_entry[]) { return fds.reduce((m, f) => Math.max(m, f.fd), 0) + 16; }
+export function fdFloor(fds: S.fdinfo_entry[]) {
+  return fds.reduce((m, f) => Math.max(m, f.fd), 0) + 16;
+}
 
 export function restoreFds(base: CtxBase, fds: S.fdinfo_entry[]) {
   const inj = base.inj;
@@ -357,14 +494,23 @@ export function restoreFds(base: CtxBase, fds: S.fdinfo_entry[]) {
   // the fds in place plus temporary ones above the floor (soft limit up to the hard one; the
   // target's own limits come back with its other rlimits, restoreTaskState). When the limit
   // cannot hold a temporary fd per file, files are put in place in batches (place below).
-  const limit = raiseNofile(floor + 64, `restoring the ${fds.length} fds of process ${base.pid}`, base.pid, floor + ids + 64);
+  const limit = raiseNofile(
+    floor + 64,
+    `restoring the ${fds.length} fds of process ${base.pid}`,
+    base.pid,
+    floor + ids + 64
+  );
   const room = limit - floor - 32;
   const temps = new Map<number, number>();
   const created = new Set<number>();
   const closeLater = (base.state.closeLater = new Set<number>());
   const tree = base.tree;
   const byId = new Map<number, S.fdinfo_entry[]>();
-  for (const fe of sorted) { const l = byId.get(fe.id); if (l) l.push(fe); else byId.set(fe.id, [fe]); }
+  for (const fe of sorted) {
+    const l = byId.get(fe.id);
+    if (l) l.push(fe);
+    else byId.set(fe.id, [fe]);
+  }
   // dup3 every fd of the files made so far into its number; their temporary fds are closed
   // unless held for another process or closed later by their kind
   let pending: number[] = [];
@@ -383,12 +529,15 @@ export function restoreFds(base: CtxBase, fds: S.fdinfo_entry[]) {
     }
     pending = [];
   };
-  const imp = (owner: Holder, what: string) => owner.pid === base.pid ? owner.fd : restoreCtx(base, floor, what).high(importFd(inj, base.pid, owner, what), what);
+  const imp = (owner: Holder, what: string) =>
+    owner.pid === base.pid ? owner.fd : restoreCtx(base, floor, what).high(importFd(inj, base.pid, owner, what), what);
   for (const fe of sorted) {
     if (temps.has(fe.id)) continue;
     // fds above the floor now: temporary ones, those held for other processes, those closed later
     if (pending.length + (tree.toClose.get(base.pid)?.length ?? 0) + closeLater.size + 16 >= room) {
-      log.debug(`process ${base.pid}: ${pending.length} file(s) put in place before more are made (RLIMIT_NOFILE ${limit})`);
+      log.debug(
+        `process ${base.pid}: ${pending.length} file(s) put in place before more are made (RLIMIT_NOFILE ${limit})`
+      );
       place();
     }
     const f = base.files.get(fe.id)!;
@@ -397,7 +546,9 @@ export function restoreFds(base: CtxBase, fds: S.fdinfo_entry[]) {
     if (owner) {
       temps.set(fe.id, imp(owner, where));
       pending.push(fe.id);
-      log.debug(`${where}: file id ${fe.id} taken from process ${owner.pid} fd ${owner.fd} (one open file description)`);
+      log.debug(
+        `${where}: file id ${fe.id} taken from process ${owner.pid} fd ${owner.fd} (one open file description)`
+      );
       continue;
     }
     const kind = kindByType(f.type)!;
@@ -418,7 +569,8 @@ export function restoreFds(base: CtxBase, fds: S.fdinfo_entry[]) {
   // second pass, once per file created here, now that every fd has its final number (epoll ...)
   const late = new Set<number>();
   for (const fe of sorted) {
-    const f = base.files.get(fe.id)!, kind = kindByType(f.type)!;
+    const f = base.files.get(fe.id)!,
+      kind = kindByType(f.type)!;
     if (!kind.restoreLate || !created.has(fe.id) || late.has(fe.id)) continue;
     late.add(fe.id);
     kind.restoreLate(restoreCtx(base, floor, `process ${base.pid} fd ${fe.fd}`), f, fe.fd, tree.kindState(kind));

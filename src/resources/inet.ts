@@ -12,9 +12,34 @@ import { isFieldSet } from "@bufbuild/protobuf";
 import type { FdKind, RestoreCtx, DumpOpts } from "./fdkind";
 import { FOWN0, cachedPayloads } from "./fdkind";
 import {
-  AF, SOL, SO, TCP, IPPROTO, MSG, SHUT, IP_FREEBIND, IPV6_V6ONLY, IPV6_FREEBIND, SOCK, IP, IPV6, ICMP_FILTER, ICMPV6_FILTER,
-  getsockoptInt, tryGetsockoptInt, getsockoptBytes, getSockName, getPeerName,
-  sockaddr, addrToWords, wordsToAddr, addrString, int32, ioctlInt, SIOCOUTQ, sockProtoName,
+  AF,
+  SOL,
+  SO,
+  TCP,
+  IPPROTO,
+  MSG,
+  SHUT,
+  IP_FREEBIND,
+  IPV6_V6ONLY,
+  IPV6_FREEBIND,
+  SOCK,
+  IP,
+  IPV6,
+  ICMP_FILTER,
+  ICMPV6_FILTER,
+  getsockoptInt,
+  tryGetsockoptInt,
+  getsockoptBytes,
+  getSockName,
+  getPeerName,
+  sockaddr,
+  addrToWords,
+  wordsToAddr,
+  addrString,
+  int32,
+  ioctlInt,
+  SIOCOUTQ,
+  sockProtoName,
 } from "../sys/inetsock";
 import { addr } from "../sys/syscall";
 import { sockDiagDump, inetDiagReq, diagAttrs, INET_DIAG } from "../sys/sockdiag";
@@ -23,10 +48,26 @@ import { NR } from "../sys/nr";
 import { F, O } from "../sys/mem";
 import { MAP } from "./vma";
 import {
-  TCP_STATE, TCP_STATE_NAME, tcpInfo, repairOn, repairOff, dumpTcpStream, restoreTcpStream, type TcpStream, type SockOps,
+  TCP_STATE,
+  TCP_STATE_NAME,
+  tcpInfo,
+  repairOn,
+  repairOff,
+  dumpTcpStream,
+  restoreTcpStream,
+  type TcpStream,
+  type SockOps,
 } from "../net/tcp-repair";
 import {
-  netLock, netUnlock, lockTableName, heldTableName, runLockTableName, logNetworkLockSkipped, HeldLock, NETWORK_LOCK, type LockedEndpoint,
+  netLock,
+  netUnlock,
+  lockTableName,
+  heldTableName,
+  runLockTableName,
+  logNetworkLockSkipped,
+  HeldLock,
+  NETWORK_LOCK,
+  type LockedEndpoint,
 } from "../net/netlock";
 import { withNetns } from "../sys/netns";
 import { readLink } from "../sys/proc";
@@ -47,7 +88,11 @@ const PROC_NET = ["tcp", "tcp6", "udp", "udp6", "udplite", "udplite6", "raw", "r
 function procNetLine(pid: number, files: string[], ino: number): string[] | undefined {
   for (const f of files) {
     let text: string;
-    try { text = readFileSync(`/proc/${pid}/net/${f}`, "latin1"); } catch { continue; }
+    try {
+      text = readFileSync(`/proc/${pid}/net/${f}`, "latin1");
+    } catch {
+      continue;
+    }
     for (const line of text.split("\n").slice(1)) {
       const cols = line.trim().split(/\s+/);
       if (cols.length > 9 && cols[9] === String(ino)) return cols;
@@ -61,7 +106,11 @@ function inetInodes(pid: number): Set<bigint> {
   const out = new Set<bigint>();
   for (const f of PROC_NET) {
     let text: string;
-    try { text = readFileSync(`/proc/${pid}/net/${f}`, "latin1"); } catch { continue; }
+    try {
+      text = readFileSync(`/proc/${pid}/net/${f}`, "latin1");
+    } catch {
+      continue;
+    }
     for (const line of text.split("\n").slice(1)) {
       const cols = line.trim().split(/\s+/);
       if (cols.length > 9) out.add(BigInt(cols[9]));
@@ -92,7 +141,15 @@ interface InetDump {
 
 function inetDumpBegin(opts: DumpOpts): InetDump {
   if (opts.networkLockSkip) logNetworkLockSkipped();
-  return { skipLock: !!opts.networkLockSkip, active: false, locks: new Map(), repaired: [], released: false, shutdownLists: new Map(), inodes: null };
+  return {
+    skipLock: !!opts.networkLockSkip,
+    active: false,
+    locks: new Map(),
+    repaired: [],
+    released: false,
+    shutdownLists: new Map(),
+    inodes: null,
+  };
 }
 
 /**
@@ -120,13 +177,19 @@ function inetDumpRelease(s: InetDump, outcome: "killed" | "running", runId?: str
     // before the tree dies (its network namespace is reached through it): the lock that outlives us
     // one table for the whole dump, named after its run id (as CRIU's), in each process's netns
     if (outcome === "killed") {
-      for (const [pid, l] of s.locks) if (!s.skipLock) withNetns(pid, () => netLock(runId ? runLockTableName(runId) : lockTableName(pid), l.eps));
+      for (const [pid, l] of s.locks)
+        if (!s.skipLock) withNetns(pid, () => netLock(runId ? runLockTableName(runId) : lockTableName(pid), l.eps));
       // the kernel deletes a namespace's nftables hooks before its interfaces: a peer's segment
       // arriving in between finds the port empty and unlocked, and is answered with a RST
-      log.info("The lock lives in the network namespace(s) of the dumped connections: take their interfaces down before deleting such a namespace, or its peers may see a RST");
+      log.info(
+        "The lock lives in the network namespace(s) of the dumped connections: take their interfaces down before deleting such a namespace, or its peers may see a RST"
+      );
     }
   } catch (e) {
-    log.error("dump", `the network lock could not be kept for the restore (${errorMessage(e)}); peers may see the connections reset`);
+    log.error(
+      "dump",
+      `the network lock could not be kept for the restore (${errorMessage(e)}); peers may see the connections reset`
+    );
   } finally {
     for (const l of s.locks.values()) l.held.release();
   }
@@ -148,7 +211,14 @@ function inetDumpKilled(s: InetDump) {
     syscall(NR.close, r.fd);
   }
 }
-function setsockoptRepair(fd: number): number { try { repairOn(fd, ""); return 0; } catch { return -1; } }
+function setsockoptRepair(fd: number): number {
+  try {
+    repairOn(fd, "");
+    return 0;
+  } catch {
+    return -1;
+  }
+}
 
 // ---------- socket options ----------
 
@@ -161,19 +231,31 @@ export function dumpSkOpts(fd: number, type: number, proto: number, where: strin
     const dv = new DataView(b.buffer, b.byteOffset);
     return [dv.getBigUint64(0, true), dv.getBigUint64(8, true)];
   };
-  const [sndS, sndU] = tv(SO.SNDTIMEO), [rcvS, rcvU] = tv(SO.RCVTIMEO);
+  const [sndS, sndU] = tv(SO.SNDTIMEO),
+    [rcvS, rcvU] = tv(SO.RCVTIMEO);
   const lb = getsockoptBytes(fd, SOL.SOCKET, SO.LINGER, 8);
   const ldv = new DataView(lb.buffer, lb.byteOffset);
   let dev = "";
-  try { dev = textDecoder.decode(getsockoptBytes(fd, SOL.SOCKET, SO.BINDTODEVICE, 64)).replace(/\0.*$/s, ""); } catch {}
+  try {
+    dev = textDecoder.decode(getsockoptBytes(fd, SOL.SOCKET, SO.BINDTODEVICE, 64)).replace(/\0.*$/s, "");
+  } catch {}
   const o: InitOf<typeof S.sk_opts_entrySchema> = {
-    soSndbuf: i(SOL.SOCKET, SO.SNDBUF), soRcvbuf: i(SOL.SOCKET, SO.RCVBUF),
-    soSndTmoSec: sndS, soSndTmoUsec: sndU, soRcvTmoSec: rcvS, soRcvTmoUsec: rcvU,
-    reuseaddr: i(SOL.SOCKET, SO.REUSEADDR) !== 0, soPriority: i(SOL.SOCKET, SO.PRIORITY),
-    soRcvlowat: i(SOL.SOCKET, SO.RCVLOWAT), soMark: i(SOL.SOCKET, SO.MARK),
-    soDontroute: i(SOL.SOCKET, SO.DONTROUTE) !== 0, soReuseport: i(SOL.SOCKET, SO.REUSEPORT) !== 0,
-    soBroadcast: i(SOL.SOCKET, SO.BROADCAST) !== 0, soKeepalive: i(SOL.SOCKET, SO.KEEPALIVE) !== 0,
-    soOobinline: i(SOL.SOCKET, SO.OOBINLINE), soBufLock: i(SOL.SOCKET, SO.BUF_LOCK),
+    soSndbuf: i(SOL.SOCKET, SO.SNDBUF),
+    soRcvbuf: i(SOL.SOCKET, SO.RCVBUF),
+    soSndTmoSec: sndS,
+    soSndTmoUsec: sndU,
+    soRcvTmoSec: rcvS,
+    soRcvTmoUsec: rcvU,
+    reuseaddr: i(SOL.SOCKET, SO.REUSEADDR) !== 0,
+    soPriority: i(SOL.SOCKET, SO.PRIORITY),
+    soRcvlowat: i(SOL.SOCKET, SO.RCVLOWAT),
+    soMark: i(SOL.SOCKET, SO.MARK),
+    soDontroute: i(SOL.SOCKET, SO.DONTROUTE) !== 0,
+    soReuseport: i(SOL.SOCKET, SO.REUSEPORT) !== 0,
+    soBroadcast: i(SOL.SOCKET, SO.BROADCAST) !== 0,
+    soKeepalive: i(SOL.SOCKET, SO.KEEPALIVE) !== 0,
+    soOobinline: i(SOL.SOCKET, SO.OOBINLINE),
+    soBufLock: i(SOL.SOCKET, SO.BUF_LOCK),
   };
   if (ldv.getInt32(0, true)) o.soLinger = ldv.getInt32(4, true);
   if (dev) o.soBoundDev = dev;
@@ -183,7 +265,9 @@ export function dumpSkOpts(fd: number, type: number, proto: number, where: strin
   const filter = socketFilter(fd, where);
   if (filter.length) o.soFilter = filter;
   if (proto === IPPROTO.TCP && type !== SOCK.RAW) {
-    o.tcpKeepcnt = i(SOL.TCP, TCP.KEEPCNT); o.tcpKeepidle = i(SOL.TCP, TCP.KEEPIDLE); o.tcpKeepintvl = i(SOL.TCP, TCP.KEEPINTVL);
+    o.tcpKeepcnt = i(SOL.TCP, TCP.KEEPCNT);
+    o.tcpKeepidle = i(SOL.TCP, TCP.KEEPIDLE);
+    o.tcpKeepintvl = i(SOL.TCP, TCP.KEEPINTVL);
   }
   return o;
 }
@@ -202,7 +286,13 @@ function socketFilter(fd: number, where: string): bigint[] {
 }
 
 /** IP-level options (ip_opts_entry), tos and ttl only where they differ from a new socket's. */
-function dumpIpOpts(pid: number, fd: number, family: number, type: number, proto: number): InitOf<typeof S.ip_opts_entrySchema> {
+function dumpIpOpts(
+  pid: number,
+  fd: number,
+  family: number,
+  type: number,
+  proto: number
+): InitOf<typeof S.ip_opts_entrySchema> {
   const v6 = family === AF.INET6;
   const o: InitOf<typeof S.ip_opts_entrySchema> = {};
   // the kernel answers IP_FREEBIND for IPv6 sockets too (the same flag as IPV6_FREEBIND)
@@ -211,12 +301,22 @@ function dumpIpOpts(pid: number, fd: number, family: number, type: number, proto
   if (get(v6 ? SOL.IPV6 : SOL.IP, v6 ? IPV6.RECVPKTINFO : IP.PKTINFO)) o.pktinfo = true;
   const fresh = withNetns(pid, () => {
     const t = syscall(NR.socket, family, type | SOCK.CLOEXEC, proto);
-    if (t < 0) throw new CriuError("files", sysFailed(`process ${pid} fd ${fd}`, `a socket(${family}, ${type}, ${proto}) to compare options with`, t));
+    if (t < 0)
+      throw new CriuError(
+        "files",
+        sysFailed(`process ${pid} fd ${fd}`, `a socket(${family}, ${type}, ${proto}) to compare options with`, t)
+      );
     try {
-      return { tos: tryGetsockoptInt(t, v6 ? SOL.IPV6 : SOL.IP, v6 ? IPV6.TCLASS : IP.TOS) ?? 0, ttl: tryGetsockoptInt(t, v6 ? SOL.IPV6 : SOL.IP, v6 ? IPV6.UNICAST_HOPS : IP.TTL) ?? 0 };
-    } finally { syscall(NR.close, t); }
+      return {
+        tos: tryGetsockoptInt(t, v6 ? SOL.IPV6 : SOL.IP, v6 ? IPV6.TCLASS : IP.TOS) ?? 0,
+        ttl: tryGetsockoptInt(t, v6 ? SOL.IPV6 : SOL.IP, v6 ? IPV6.UNICAST_HOPS : IP.TTL) ?? 0,
+      };
+    } finally {
+      syscall(NR.close, t);
+    }
   });
-  const tos = get(v6 ? SOL.IPV6 : SOL.IP, v6 ? IPV6.TCLASS : IP.TOS), ttl = get(v6 ? SOL.IPV6 : SOL.IP, v6 ? IPV6.UNICAST_HOPS : IP.TTL);
+  const tos = get(v6 ? SOL.IPV6 : SOL.IP, v6 ? IPV6.TCLASS : IP.TOS),
+    ttl = get(v6 ? SOL.IPV6 : SOL.IP, v6 ? IPV6.UNICAST_HOPS : IP.TTL);
   if (tos !== fresh.tos) o.tos = tos;
   if (ttl !== fresh.ttl) o.ttl = ttl;
   if (type === SOCK.RAW) {
@@ -244,14 +344,22 @@ function kindName(family: number, type: number, proto: number): string | undefin
 }
 
 /** TCP states of a connection (connected or half-closed): --tcp-close restores them closed. */
-const CONNECTED = new Set<number>([TCP_STATE.ESTABLISHED, TCP_STATE.SYN_SENT, TCP_STATE.FIN_WAIT1, TCP_STATE.FIN_WAIT2,
-  TCP_STATE.CLOSE_WAIT, TCP_STATE.LAST_ACK, TCP_STATE.CLOSING]);
+const CONNECTED = new Set<number>([
+  TCP_STATE.ESTABLISHED,
+  TCP_STATE.SYN_SENT,
+  TCP_STATE.FIN_WAIT1,
+  TCP_STATE.FIN_WAIT2,
+  TCP_STATE.CLOSE_WAIT,
+  TCP_STATE.LAST_ACK,
+  TCP_STATE.CLOSING,
+]);
 
 /** poll() bits of a grabbed socket, without consuming anything (a pending error stays pending) */
 function pollBits(fd: number): number {
   const pfd = new Uint8Array(8);
   const dv = new DataView(pfd.buffer);
-  dv.setInt32(0, fd, true); dv.setInt16(4, 0x2000 /* POLLRDHUP */ | 0x10 /* POLLHUP */ | 1 /* POLLIN */, true);
+  dv.setInt32(0, fd, true);
+  dv.setInt16(4, 0x2000 /* POLLRDHUP */ | 0x10 /* POLLHUP */ | 1 /* POLLIN */, true);
   const r = syscall(NR.poll, addr(pfd), 1, 0);
   return r < 0 ? 0 : dv.getInt16(6, true);
 }
@@ -262,9 +370,12 @@ function listenBacklog(family: number, port: number, ino: number): { backlog: nu
   try {
     for (const m of sockDiagDump(inetDiagReq(family, IPPROTO.TCP, 1 << TCP_STATE.LISTEN, port))) {
       const d = new DataView(m.payload.buffer, m.payload.byteOffset, m.payload.length);
-      if (m.payload.length >= 72 && d.getUint32(68, true) === ino) return { backlog: d.getUint32(60, true), pending: d.getUint32(56, true) };
+      if (m.payload.length >= 72 && d.getUint32(68, true) === ino)
+        return { backlog: d.getUint32(60, true), pending: d.getUint32(56, true) };
     }
-  } catch (e) { log.debug(`sock_diag: ${errorMessage(e)}`); }
+  } catch (e) {
+    log.debug(`sock_diag: ${errorMessage(e)}`);
+  }
   return undefined;
 }
 
@@ -277,7 +388,9 @@ function synQueue(family: number, port: number, local: Uint8Array): number {
   const any = family !== AF.INET || local.every((b) => b === 0);
   let n = 0;
   try {
-    for (const m of sockDiagDump(inetDiagReq(family, IPPROTO.TCP, (1 << TCP_STATE.SYN_RECV) | (1 << 12 /* TCP_NEW_SYN_RECV */)))) {
+    for (const m of sockDiagDump(
+      inetDiagReq(family, IPPROTO.TCP, (1 << TCP_STATE.SYN_RECV) | (1 << 12) /* TCP_NEW_SYN_RECV */)
+    )) {
       const p = m.payload;
       if (p.length < 72 || p[0] !== family || (p[1] !== TCP_STATE.SYN_RECV && p[1] !== 12)) continue;
       const d = new DataView(p.buffer, p.byteOffset, p.length);
@@ -287,7 +400,10 @@ function synQueue(family: number, port: number, local: Uint8Array): number {
     }
   } catch (e) {
     // not knowing would let a half-open connection be lost silently
-    throw new CriuError("files", `sock_diag cannot list the half-open connections of port ${port} (${errorMessage(e)})`);
+    throw new CriuError(
+      "files",
+      `sock_diag cannot list the half-open connections of port ${port} (${errorMessage(e)})`
+    );
   }
   return n;
 }
@@ -311,14 +427,18 @@ function inetShutdownList(pid: number, family: number, proto: number, where: str
     const out = new Map<number, number>();
     try {
       for (const m of sockDiagDump(inetDiagReq(family, proto, 0xffffffff))) {
-        const p = m.payload, d = new DataView(p.buffer, p.byteOffset, p.length);
+        const p = m.payload,
+          d = new DataView(p.buffer, p.byteOffset, p.length);
         if (p.length < 72) continue;
         const shut = diagAttrs(p, 72).get(INET_DIAG.SHUTDOWN)?.[0] ?? 0;
         const ino = d.getUint32(68, true);
         if (!out.has(ino)) out.set(ino, shut);
       }
     } catch (e) {
-      throw new CriuError("files", `${where}: sock_diag cannot tell whether the socket is shut down (${errorMessage(e)})`);
+      throw new CriuError(
+        "files",
+        `${where}: sock_diag cannot tell whether the socket is shut down (${errorMessage(e)})`
+      );
     }
     return out;
   });
@@ -327,7 +447,26 @@ function inetShutdownList(pid: number, family: number, proto: number, where: str
 // ---------- the kind ----------
 
 /** system.sockprotoname of AF_INET/AF_INET6 sockets (MPTCP and SCTP too: refused by dump as kinds not kept) */
-const INET_PROTO_NAMES = new Set(["TCP", "TCPv6", "UDP", "UDPv6", "UDP-Lite", "UDPLITEv6", "RAW", "RAWv6", "PING", "PINGv6", "MPTCP", "MPTCPv6", "SCTP", "SCTPv6", "DCCP", "DCCPv6", "L2TP/IP", "L2TP/IPv6"]);
+const INET_PROTO_NAMES = new Set([
+  "TCP",
+  "TCPv6",
+  "UDP",
+  "UDPv6",
+  "UDP-Lite",
+  "UDPLITEv6",
+  "RAW",
+  "RAWv6",
+  "PING",
+  "PINGv6",
+  "MPTCP",
+  "MPTCPv6",
+  "SCTP",
+  "SCTPv6",
+  "DCCP",
+  "DCCPv6",
+  "L2TP/IP",
+  "L2TP/IPv6",
+]);
 
 export const inetKind: FdKind<InetDump, InetRestore> = {
   name: "inet socket",
@@ -343,11 +482,13 @@ export const inetKind: FdKind<InetDump, InetRestore> = {
   match(target, st, procPath, _opts, copy, s) {
     if (!target.startsWith("socket:[")) return false;
     // sockfs names the protocol; unbound sockets are in no /proc/net table
-    const pname = copy !== undefined && copy >= 0 ? sockProtoName(copy) : procPath ? sockProtoName(procPath) : undefined;
+    const pname =
+      copy !== undefined && copy >= 0 ? sockProtoName(copy) : procPath ? sockProtoName(procPath) : undefined;
     if (pname !== undefined) return INET_PROTO_NAMES.has(pname);
     const pid = Number(/^\/proc\/(\d+)\//.exec(procPath ?? "")?.[1] ?? "self");
     // one scan per dump (a dump takes well under a second between fds)
-    if (!s.inodes || Date.now() - s.inodes.at > 1000 || !s.inodes.set.has(st.ino)) s.inodes = { at: Date.now(), set: inetInodes(pid) };
+    if (!s.inodes || Date.now() - s.inodes.at > 1000 || !s.inodes.set.has(st.ino))
+      s.inodes = { at: Date.now(), set: inetInodes(pid) };
     return s.inodes.set.has(st.ino);
   },
   dump(ctx, s) {
@@ -357,16 +498,25 @@ export const inetKind: FdKind<InetDump, InetRestore> = {
     const type = getsockoptInt(fd, SOL.SOCKET, SO.TYPE);
     const proto = getsockoptInt(fd, SOL.SOCKET, SO.PROTOCOL);
     const ino = Number(ctx.st.ino);
-    if (family !== AF.INET && family !== AF.INET6) throw new CriuError("files", `${where}: socket family ${family} is not an inet socket`);
+    if (family !== AF.INET && family !== AF.INET6)
+      throw new CriuError("files", `${where}: socket family ${family} is not an inet socket`);
     const kname = kindName(family, type, proto);
     if (!kname) refuse("files", where, "inet-kind", `type ${type} protocol ${proto}`);
     const rawOrPing = type === SOCK.RAW || kname === "ping";
     const local = getSockName(fd)!;
     const peer = getPeerName(fd);
     const isk: InitOf<typeof S.inet_sk_entrySchema> = {
-      id: 0, ino, family, type, proto, flags: ctx.flags, backlog: 0,
-      srcPort: local.port, dstPort: peer?.port ?? 0,
-      srcAddr: addrToWords(local.addr), dstAddr: addrToWords(peer?.addr ?? new Uint8Array(family === AF.INET6 ? 16 : 4)),
+      id: 0,
+      ino,
+      family,
+      type,
+      proto,
+      flags: ctx.flags,
+      backlog: 0,
+      srcPort: local.port,
+      dstPort: peer?.port ?? 0,
+      srcAddr: addrToWords(local.addr),
+      dstAddr: addrToWords(peer?.addr ?? new Uint8Array(family === AF.INET6 ? 16 : 4)),
       fown: FOWN0,
     };
     const conn = `${addrString(family, local.addr)}:${local.port}${peer ? ` <-> ${addrString(family, peer.addr)}:${peer.port}` : ""}`;
@@ -395,16 +545,22 @@ export const inetKind: FdKind<InetDump, InetRestore> = {
         const half = withNetns(ctx.pid, () => synQueue(family, local.port, local.addr));
         log.debug(`${where}: ${half} half-open connection(s) in the SYN queue of ${conn}`);
         if (half) {
-          if (!ctx.opts.skipInFlight) refuse("files", where, "tcp-in-flight", `${half} half-open (SYN_RECV) on ${conn}`);
+          if (!ctx.opts.skipInFlight)
+            refuse("files", where, "tcp-in-flight", `${half} half-open (SYN_RECV) on ${conn}`);
           log.warn(`${where}: ${half} half-open connection(s) (SYN_RECV) on ${conn} are dropped (--skip-in-flight)`);
         }
         if (ctx.opts.tcpEstablished) lockDump(s, ctx.pid, [{ proto, local: local.addr, lport: local.port }]);
       } else if (state === TCP_STATE.ESTABLISHED) {
         if (!ctx.opts.tcpEstablished && !ctx.opts.tcpClose) {
-          throw new CriuError("files", `${where}: established TCP connection ${conn}; use --tcp-established to dump it (or --tcp-close to restore it closed)`);
+          throw new CriuError(
+            "files",
+            `${where}: established TCP connection ${conn}; use --tcp-established to dump it (or --tcp-close to restore it closed)`
+          );
         }
         if (ctx.opts.tcpEstablished) {
-          lockDump(s, ctx.pid, [{ proto, local: local.addr, lport: local.port, remote: peer!.addr, rport: peer!.port }]);
+          lockDump(s, ctx.pid, [
+            { proto, local: local.addr, lport: local.port, remote: peer!.addr, rport: peer!.port },
+          ]);
           // keep our own duplicate: the socket must outlive its process when the dump kills it,
           // to be closed in repair mode (see inetDumpKilled)
           const keep = syscall(NR.fcntl, fd, F.DUPFD_CLOEXEC, 0);
@@ -417,12 +573,19 @@ export const inetKind: FdKind<InetDump, InetRestore> = {
           // drops the packets, so nothing moves after; off without a window probe (the lock
           // would drop it anyway)
           repairOn(keep, where);
-          try { stream = dumpTcpStream(keep, `${where} (${conn})`); }
-          finally { repairOff(keep, true); }
+          try {
+            stream = dumpTcpStream(keep, `${where} (${conn})`);
+          } finally {
+            repairOff(keep, true);
+          }
         }
       } else if (CONNECTED.has(state)) {
         if (ctx.opts.tcpEstablished) refuse("files", where, "tcp-half-closed", `${TCP_STATE_NAME[state]} ${conn}`);
-        if (!ctx.opts.tcpClose) throw new CriuError("files", `${where}: TCP connection ${conn} in state ${TCP_STATE_NAME[state]}; use --tcp-close to restore it closed`);
+        if (!ctx.opts.tcpClose)
+          throw new CriuError(
+            "files",
+            `${where}: TCP connection ${conn} in state ${TCP_STATE_NAME[state]}; use --tcp-close to restore it closed`
+          );
       } else if (state === TCP_STATE.CLOSE) {
         // a socket never connected, or whose connection ended (reset, closed): a pending error
         // (ECONNRESET not read yet) cannot be put back; a read shutdown can
@@ -432,17 +595,21 @@ export const inetKind: FdKind<InetDump, InetRestore> = {
         // and a CLOSE socket says EPIPE to send() whether or not its write side was shut
         if (ev & 0x2000 /* POLLRDHUP */) isk.shutdown = 1;
       } else {
-        throw new CriuError("files", `${where}: TCP socket ${conn} in state ${TCP_STATE_NAME[state] ?? state} cannot be dumped yet`);
+        throw new CriuError(
+          "files",
+          `${where}: TCP socket ${conn} in state ${TCP_STATE_NAME[state] ?? state} cannot be dumped yet`
+        );
       }
     } else {
       isk.state = peer ? TCP_STATE.ESTABLISHED : TCP_STATE.CLOSE;
       // shut down for reading and/or writing (sk_shutdown: 1 read, 2 write), as CRIU's sk_shutdown
       // (sock_diag knows bound sockets only; an unbound one's read shutdown shows in poll)
-      const shut = local.port ? inetShutdown(ctx.pid, family, proto, ino, where, s) : (pollBits(fd) & 0x2000 ? 1 : 0);
+      const shut = local.port ? inetShutdown(ctx.pid, family, proto, ino, where, s) : pollBits(fd) & 0x2000 ? 1 : 0;
       if (shut) isk.shutdown = shut;
       // data in the cork is in the send queue until uncorked
       // corked, with or without data in the cork (CRIU's images have no field for it either)
-      if (tryGetsockoptInt(fd, proto, 1 /* UDP_CORK */)) refuse("files", where, "udp-cork", `${conn}, ${ioctlInt(fd, SIOCOUTQ)} bytes corked`);
+      if (tryGetsockoptInt(fd, proto, 1 /* UDP_CORK */))
+        refuse("files", where, "udp-cork", `${conn}, ${ioctlInt(fd, SIOCOUTQ)} bytes corked`);
     }
     // options last: an established connection is locked and in repair mode by now, so its
     // queues were read the moment it was reached (they drain while the peer still runs)
@@ -450,32 +617,53 @@ export const inetKind: FdKind<InetDump, InetRestore> = {
     if (family === AF.INET6) isk.v6only = getsockoptInt(fd, SOL.IPV6, IPV6_V6ONLY) !== 0;
     isk.ipOpts = dumpIpOpts(ctx.pid, fd, family, type, proto);
     if (tryGetsockoptInt(fd, SOL.SOCKET, SO.LOCK_FILTER)) refuse("files", where, "sockopt", "SO_LOCK_FILTER");
-    if (proto === IPPROTO.UDPLITE && (tryGetsockoptInt(fd, IPPROTO.UDPLITE, 10) || tryGetsockoptInt(fd, IPPROTO.UDPLITE, 11))) {
+    if (
+      proto === IPPROTO.UDPLITE &&
+      (tryGetsockoptInt(fd, IPPROTO.UDPLITE, 10) || tryGetsockoptInt(fd, IPPROTO.UDPLITE, 11))
+    ) {
       refuse("files", where, "sockopt", "UDPLITE_SEND_CSCOV/UDPLITE_RECV_CSCOV");
     }
-    if (proto === IPPROTO.TCP && type === SOCK.STREAM && tryGetsockoptInt(fd, SOL.TCP, 9 /* TCP_DEFER_ACCEPT */)) refuse("files", where, "sockopt", "TCP_DEFER_ACCEPT");
+    if (proto === IPPROTO.TCP && type === SOCK.STREAM && tryGetsockoptInt(fd, SOL.TCP, 9 /* TCP_DEFER_ACCEPT */))
+      refuse("files", where, "sockopt", "TCP_DEFER_ACCEPT");
     if (proto === IPPROTO.TCP && type === SOCK.STREAM) {
       isk.tcpOpts = {
-        cork: getsockoptInt(fd, SOL.TCP, TCP.CORK) !== 0, nodelay: getsockoptInt(fd, SOL.TCP, TCP.NODELAY) !== 0,
-        keepcnt: getsockoptInt(fd, SOL.TCP, TCP.KEEPCNT), keepidle: getsockoptInt(fd, SOL.TCP, TCP.KEEPIDLE), keepintvl: getsockoptInt(fd, SOL.TCP, TCP.KEEPINTVL),
+        cork: getsockoptInt(fd, SOL.TCP, TCP.CORK) !== 0,
+        nodelay: getsockoptInt(fd, SOL.TCP, TCP.NODELAY) !== 0,
+        keepcnt: getsockoptInt(fd, SOL.TCP, TCP.KEEPCNT),
+        keepidle: getsockoptInt(fd, SOL.TCP, TCP.KEEPIDLE),
+        keepintvl: getsockoptInt(fd, SOL.TCP, TCP.KEEPINTVL),
       };
     }
     const id = ctx.files.add(null, (id) => ({ id, type: FD_INETSK, isk: { ...isk, id } }));
     if (stream) {
       const s = stream.state;
-      ctx.images.add(streamImage(ino), "TCP_STREAM", S.tcp_stream_entrySchema, { ...s },
-        concatBytes(stream.inq, stream.outq));
+      ctx.images.add(
+        streamImage(ino),
+        "TCP_STREAM",
+        S.tcp_stream_entrySchema,
+        { ...s },
+        concatBytes(stream.inq, stream.outq)
+      );
       log.info(`${where}: TCP ${conn}: receive queue ${s.inqLen} bytes, send queue ${s.outqLen} (${s.unsqLen} unsent)`);
-    } else log.debug(`${where}: ${kname} ${TCP_STATE_NAME[isk.state]} ${conn}${isk.shutdown ? ` shut down (${isk.shutdown})` : ""}`);
+    } else
+      log.debug(
+        `${where}: ${kname} ${TCP_STATE_NAME[isk.state]} ${conn}${isk.shutdown ? ` shut down (${isk.shutdown})` : ""}`
+      );
     return id;
   },
   requireImages(f, run, need) {
     const k = f.isk;
     if (k && k.proto === IPPROTO.TCP && k.state === TCP_STATE.ESTABLISHED && !run.tcpClose && !run.inventory.tcpClose) {
-      need(streamImage(k.ino), `files.img has an established TCP connection, socket ${k.ino}; --tcp-close restores it closed`);
+      need(
+        streamImage(k.ino),
+        `files.img has an established TCP connection, socket ${k.ino}; --tcp-close restores it closed`
+      );
       // CRIU's default lock: iptables rules per connection, which criu-bun has no way to lift
       if (run.lockMethod === NETWORK_LOCK.IPTABLES)
-        throw new CriuError("restore", `${join(run.dir, "inventory.img")}: network_lock_method 0: the dump locked TCP connection ${k.ino} with iptables, which criu-bun cannot lift; dump with --network-lock nftables (or restore with --tcp-close)`);
+        throw new CriuError(
+          "restore",
+          `${join(run.dir, "inventory.img")}: network_lock_method 0: the dump locked TCP connection ${k.ino} with iptables, which criu-bun cannot lift; dump with --network-lock nftables (or restore with --tcp-close)`
+        );
     }
   },
   restoreBegin: netRestoreBegin,
@@ -485,7 +673,10 @@ export const inetKind: FdKind<InetDump, InetRestore> = {
   // a connection left in repair mode: where it is once every fd has its final number
   restoreLate(ctx, f, fd, s) {
     const e = s.inRepair.get(`${ctx.pid}:${f.isk!.id}`);
-    if (e) { e.ctx = ctx; e.fd = fd; }
+    if (e) {
+      e.ctx = ctx;
+      e.fd = fd;
+    }
   },
   restoreProcessFiles: (pid, s) => netRestoreHoldRepaired(pid, s),
   // last before the release: the dump's network lock goes, this restore's (gone with criu-bun)
@@ -514,7 +705,10 @@ interface InetRestore {
   held: Map<number, HeldLock>;
   /** connections of this restore still in repair mode, by "pid:file id"; copy: criu-bun's own fd
    *  on the socket (netRestoreHoldRepaired), through which it leaves repair mode at the very end */
-  inRepair: Map<string, { unsent?: Uint8Array; reuseaddr: boolean; where: string; ctx?: RestoreCtx; fd?: number; copy?: number }>;
+  inRepair: Map<
+    string,
+    { unsent?: Uint8Array; reuseaddr: boolean; where: string; ctx?: RestoreCtx; fd?: number; copy?: number }
+  >;
 }
 
 /**
@@ -528,17 +722,21 @@ function netRestoreHoldRepaired(pid: number, s: InetRestore) {
   try {
     for (const [key, e] of s.inRepair) {
       if (!key.startsWith(`${pid}:`) || e.copy !== undefined) continue;
-      if (!e.ctx || e.fd === undefined) throw new CriuError("restore", `${e.where}: the TCP connection's fd was never placed`);
+      if (!e.ctx || e.fd === undefined)
+        throw new CriuError("restore", `${e.where}: the TCP connection's fd was never placed`);
       if (pidfd < 0) {
         pidfd = syscall(NR.pidfd_open, pid, 0);
         if (pidfd < 0) throw new CriuError("restore", `${e.where}: pidfd_open failed: ${errnoText(-pidfd)}`);
       }
       const c = syscall(NR.pidfd_getfd, pidfd, e.fd, 0);
-      if (c < 0) throw new CriuError("restore", `${e.where}: taking a copy of the TCP connection failed: ${errnoText(-c)}`);
+      if (c < 0)
+        throw new CriuError("restore", `${e.where}: taking a copy of the TCP connection failed: ${errnoText(-c)}`);
       e.copy = c;
       log.debug(`${e.ctx.where}: TCP connection held by criu-bun (fd ${c}) in repair mode until the tree is let go`);
     }
-  } finally { if (pidfd >= 0) syscall(NR.close, pidfd); }
+  } finally {
+    if (pidfd >= 0) syscall(NR.close, pidfd);
+  }
 }
 
 /**
@@ -555,7 +753,8 @@ function netRestoreLeaveRepair(s: InetRestore) {
   for (const [key, e] of s.inRepair) {
     const { unsent, copy: fd } = e;
     const where = e.ctx?.where ?? e.where;
-    if (fd === undefined) throw new CriuError("restore", `${where}: the TCP connection was never held (internal order)`);
+    if (fd === undefined)
+      throw new CriuError("restore", `${where}: the TCP connection was never held (internal order)`);
     const setInt = (lvl: number, opt: number, v: number, what: string) => {
       const r = syscall(NR.setsockopt, fd, lvl, opt, addr(int32(v)), 4);
       if (r < 0) throw new CriuError("restore", `${where}: ${what} failed: ${errnoText(-r)}`);
@@ -563,19 +762,30 @@ function netRestoreLeaveRepair(s: InetRestore) {
     setInt(SOL.TCP, TCP.REPAIR, 0, "leaving TCP repair mode");
     if (e.reuseaddr) setInt(SOL.SOCKET, SO.REUSEADDR, 1, "SO_REUSEADDR");
     if (unsent?.length) {
-      let off = 0, grow = Math.max(unsent.length * 4, 1 << 20);
+      let off = 0,
+        grow = Math.max(unsent.length * 4, 1 << 20);
       while (off < unsent.length) {
         const part = unsent.subarray(off);
         const n = syscall(NR.sendto, fd, addr(part), part.length, MSG.DONTWAIT, 0, 0);
-        if (n === -11 && grow < 1 << 28) { setInt(SOL.SOCKET, SO.SNDBUFFORCE, grow, "SO_SNDBUFFORCE"); grow *= 2; continue; }
+        if (n === -11 && grow < 1 << 28) {
+          setInt(SOL.SOCKET, SO.SNDBUFFORCE, grow, "SO_SNDBUFFORCE");
+          grow *= 2;
+          continue;
+        }
         if (n === -4) continue;
-        if (n < 0) throw new CriuError("restore", `${where}: sending the ${unsent.length - off} unsent bytes failed: ${errnoText(-n)}`);
+        if (n < 0)
+          throw new CriuError(
+            "restore",
+            `${where}: sending the ${unsent.length - off} unsent bytes failed: ${errnoText(-n)}`
+          );
         off += n;
       }
     }
     s.inRepair.delete(key);
     syscall(NR.close, fd);
-    log.debug(`${where}: TCP connection out of repair mode${unsent?.length ? `, ${unsent.length} unsent bytes sent` : ""}`);
+    log.debug(
+      `${where}: TCP connection out of repair mode${unsent?.length ? `, ${unsent.length} unsent bytes sent` : ""}`
+    );
   }
 }
 
@@ -588,7 +798,8 @@ function dropRepairCopies(s: InetRestore) {
 
 function concatBytes(a: Uint8Array, b: Uint8Array) {
   const r = new Uint8Array(a.length + b.length);
-  r.set(a); r.set(b, a.length);
+  r.set(a);
+  r.set(b, a.length);
   return r;
 }
 
@@ -602,7 +813,14 @@ function concatBytes(a: Uint8Array, b: Uint8Array) {
 function netRestoreBegin(run: { tcpClose?: boolean; lockTable?: string; lockMethod?: number }): InetRestore {
   const skipLock = run.lockMethod === NETWORK_LOCK.SKIP;
   if (skipLock) logNetworkLockSkipped();
-  return { tcpClose: run.tcpClose, lockTable: run.lockTable, skipLock, tables: new Map(), held: new Map(), inRepair: new Map() };
+  return {
+    tcpClose: run.tcpClose,
+    lockTable: run.lockTable,
+    skipLock,
+    tables: new Map(),
+    held: new Map(),
+    inRepair: new Map(),
+  };
 }
 /** the table the dump left for process pid's connections */
 const dumpLockTable = (s: InetRestore, pid: number) => s.lockTable ?? lockTableName(pid);
@@ -616,11 +834,18 @@ function netRestoreHandover(s: InetRestore) {
 }
 /** After a successful restore, the processes running: the connections are live again, this
  * restore's locks go. */
-function netRestoreEnd(s: InetRestore) { netRestoreAbort(s); }
+function netRestoreEnd(s: InetRestore) {
+  netRestoreAbort(s);
+}
 /** A failed restore: its own locks go (the dump's stays, for another try). */
 function netRestoreAbort(s: InetRestore) {
-  try { for (const h of s.held.values()) h.release(); }
-  finally { s.tables.clear(); s.held.clear(); dropRepairCopies(s); }
+  try {
+    for (const h of s.held.values()) h.release();
+  } finally {
+    s.tables.clear();
+    s.held.clear();
+    dropRepairCopies(s);
+  }
 }
 
 /** Lock every TCP endpoint of this restore before the first connection is made. */
@@ -634,14 +859,16 @@ function lockRestore(ctx: RestoreCtx, s: InetRestore) {
     if (!k || k.proto !== IPPROTO.TCP) continue;
     const local = wordsToAddr(k.srcAddr, k.family);
     if (k.state === TCP_STATE.LISTEN) eps.push({ proto: k.proto, local, lport: k.srcPort });
-    else if (k.state === TCP_STATE.ESTABLISHED) eps.push({ proto: k.proto, local, lport: k.srcPort, remote: wordsToAddr(k.dstAddr, k.family), rport: k.dstPort });
+    else if (k.state === TCP_STATE.ESTABLISHED)
+      eps.push({ proto: k.proto, local, lport: k.srcPort, remote: wordsToAddr(k.dstAddr, k.family), rport: k.dstPort });
   }
   s.tables.set(dumpLockTable(s, ctx.pid), ctx.pid);
   if (!s.skipLock) withNetns(ctx.pid, () => netLock(held, eps));
 }
 
 function restoreInet(ctx: RestoreCtx, k: S.inet_sk_entry, s: InetRestore): number {
-  const inj = ctx.inj, where = ctx.where;
+  const inj = ctx.inj,
+    where = ctx.where;
   s.tables.set(dumpLockTable(s, ctx.pid), ctx.pid);
   const fail = (what: string, r: bigint | number) => {
     throw new CriuError("restore", `${where}: ${what} failed: ${errnoText(-Number(r))}`);
@@ -651,8 +878,12 @@ function restoreInet(ctx: RestoreCtx, k: S.inet_sk_entry, s: InetRestore): numbe
     if (r < 0n) fail(what, r);
     return r;
   };
-  const setopt = (lvl: number, opt: number, v: Uint8Array) => Number(inj.call(NR.setsockopt, fdT, lvl, opt, ctx.scratch(0n, v), v.length));
-  const setInt = (lvl: number, opt: number, v: number, what: string) => { const r = setopt(lvl, opt, int32(v)); if (r < 0) fail(`setsockopt ${what}`, r); };
+  const setopt = (lvl: number, opt: number, v: Uint8Array) =>
+    Number(inj.call(NR.setsockopt, fdT, lvl, opt, ctx.scratch(0n, v), v.length));
+  const setInt = (lvl: number, opt: number, v: number, what: string) => {
+    const r = setopt(lvl, opt, int32(v));
+    if (r < 0) fail(`setsockopt ${what}`, r);
+  };
   let fdT = Number(call("socket", NR.socket, k.family, k.type | SOCK.CLOEXEC, k.proto));
   fdT = ctx.high(fdT, where);
   const local = wordsToAddr(k.srcAddr, k.family);
@@ -665,7 +896,13 @@ function restoreInet(ctx: RestoreCtx, k: S.inet_sk_entry, s: InetRestore): numbe
   // (a raw socket's is fixed at birth: it counts as bound to its protocol)
   if (k.family === AF.INET6 && k.type !== SOCK.RAW) setInt(SOL.IPV6, IPV6_V6ONLY, k.v6only ? 1 : 0, "IPV6_V6ONLY");
   // freebind before bind: the address may not be local (any more)
-  if (k.ipOpts?.freebind) setInt(k.family === AF.INET6 ? SOL.IPV6 : SOL.IP, k.family === AF.INET6 ? IPV6_FREEBIND : IP_FREEBIND, 1, "FREEBIND");
+  if (k.ipOpts?.freebind)
+    setInt(
+      k.family === AF.INET6 ? SOL.IPV6 : SOL.IP,
+      k.family === AF.INET6 ? IPV6_FREEBIND : IP_FREEBIND,
+      1,
+      "FREEBIND"
+    );
   if (k.opts?.soBoundDev) {
     const d = new TextEncoder().encode(k.opts.soBoundDev + "\0");
     const r = setopt(SOL.SOCKET, SO.BINDTODEVICE, d);
@@ -676,7 +913,8 @@ function restoreInet(ctx: RestoreCtx, k: S.inet_sk_entry, s: InetRestore): numbe
   const connection = tcp && !raw && k.state !== TCP_STATE.LISTEN && k.state !== TCP_STATE.CLOSE;
   let closed = false;
   if (connection) {
-    const item = k.state === TCP_STATE.ESTABLISHED ? cachedPayloads(ctx, streamImage(k.ino), "TCP_STREAM")[0] : undefined;
+    const item =
+      k.state === TCP_STATE.ESTABLISHED ? cachedPayloads(ctx, streamImage(k.ino), "TCP_STREAM")[0] : undefined;
     if (s.tcpClose || !item) {
       // --tcp-close (or dumped with it): as CRIU, a socket shut down both ways and never
       // connected here, so recv() says 0 (end of stream) and send() EPIPE, and no peer sees it
@@ -688,11 +926,25 @@ function restoreInet(ctx: RestoreCtx, k: S.inet_sk_entry, s: InetRestore): numbe
       lockRestore(ctx, s);
       const m = item.msg;
       const stream: TcpStream = {
-        state: { inqLen: m.inqLen, inqSeq: m.inqSeq, outqLen: m.outqLen, outqSeq: m.outqSeq, optMask: m.optMask,
-          sndWscale: m.sndWscale, rcvWscale: m.rcvWscale, mssClamp: m.mssClamp, timestamp: m.timestamp,
-          cork: m.cork, nodelay: m.nodelay, unsqLen: m.unsqLen,
-          ...(m.maxWindow ? { sndWl1: m.sndWl1, sndWnd: m.sndWnd, maxWindow: m.maxWindow, rcvWnd: m.rcvWnd, rcvWup: m.rcvWup } : {}) },
-        inq: item.payload.subarray(0, m.inqLen), outq: item.payload.subarray(m.inqLen, m.inqLen + m.outqLen),
+        state: {
+          inqLen: m.inqLen,
+          inqSeq: m.inqSeq,
+          outqLen: m.outqLen,
+          outqSeq: m.outqSeq,
+          optMask: m.optMask,
+          sndWscale: m.sndWscale,
+          rcvWscale: m.rcvWscale,
+          mssClamp: m.mssClamp,
+          timestamp: m.timestamp,
+          cork: m.cork,
+          nodelay: m.nodelay,
+          unsqLen: m.unsqLen,
+          ...(m.maxWindow
+            ? { sndWl1: m.sndWl1, sndWnd: m.sndWnd, maxWindow: m.maxWindow, rcvWnd: m.rcvWnd, rcvWup: m.rcvWup }
+            : {}),
+        },
+        inq: item.payload.subarray(0, m.inqLen),
+        outq: item.payload.subarray(m.inqLen, m.inqLen + m.outqLen),
       };
       const r = setopt(SOL.TCP, TCP.REPAIR, int32(1));
       if (r < 0) fail("TCP_REPAIR (needs CAP_NET_ADMIN)", r);
@@ -704,15 +956,25 @@ function restoreInet(ctx: RestoreCtx, k: S.inet_sk_entry, s: InetRestore): numbe
       const ops: SockOps = {
         setsockopt: (lvl, opt, v) => setopt(lvl, opt, v),
         connect: (sa) => Number(inj.call(NR.connect, fdT, ctx.scratch(0n, sa), sa.length)),
-        send: (data, flags) => withTargetBuffer(ctx, data, (a) => Number(inj.call(NR.sendto, fdT, a, data.length, flags | MSG.DONTWAIT, 0, 0))),
+        send: (data, flags) =>
+          withTargetBuffer(ctx, data, (a) =>
+            Number(inj.call(NR.sendto, fdT, a, data.length, flags | MSG.DONTWAIT, 0, 0))
+          ),
       };
       const peer = sockaddr(k.family, peerAddr, k.dstPort);
-      const unsent = restoreTcpStream(ops, stream, peer, `${where} (TCP ${addrString(k.family, local)}:${k.srcPort} <-> ${addrString(k.family, peerAddr)}:${k.dstPort})`);
+      const unsent = restoreTcpStream(
+        ops,
+        stream,
+        peer,
+        `${where} (TCP ${addrString(k.family, local)}:${k.srcPort} <-> ${addrString(k.family, peerAddr)}:${k.dstPort})`
+      );
       // left in repair mode until the tree is about to run (netRestoreLeaveRepair), as CRIU does:
       // a restore that fails or is killed before then closes it without a FIN or RST, and leaves
       // no socket lingering on its port
       s.inRepair.set(`${ctx.pid}:${k.id}`, { unsent, reuseaddr: !!k.opts?.reuseaddr, where });
-      log.info(`${where}: TCP connection to ${addrString(k.family, peerAddr)}:${k.dstPort} restored (${m.inqLen} + ${m.outqLen} queued bytes), in repair mode until the tree runs`);
+      log.info(
+        `${where}: TCP connection to ${addrString(k.family, peerAddr)}:${k.dstPort} restored (${m.inqLen} + ${m.outqLen} queued bytes), in repair mode until the tree runs`
+      );
     }
   } else if (tcp && !raw && k.state === TCP_STATE.LISTEN) {
     setInt(SOL.SOCKET, SO.REUSEADDR, 1, "SO_REUSEADDR");
@@ -743,8 +1005,16 @@ function restoreInet(ctx: RestoreCtx, k: S.inet_sk_entry, s: InetRestore): numbe
 }
 
 /** Socket options as dumped; any the kernel refuses fails the restore (never a socket that differs). */
-function restoreSkOpts(ctx: RestoreCtx, k: S.inet_sk_entry, tcp: boolean, setopt: (l: number, o: number, v: Uint8Array) => number, fd: number, stream: boolean) {
-  const o = k.opts, where = ctx.where;
+function restoreSkOpts(
+  ctx: RestoreCtx,
+  k: S.inet_sk_entry,
+  tcp: boolean,
+  setopt: (l: number, o: number, v: Uint8Array) => number,
+  fd: number,
+  stream: boolean
+) {
+  const o = k.opts,
+    where = ctx.where;
   if (!o) return;
   const set = (l: number, opt: number, v: Uint8Array, what: string) => {
     const r = setopt(l, opt, v);
@@ -752,17 +1022,27 @@ function restoreSkOpts(ctx: RestoreCtx, k: S.inet_sk_entry, tcp: boolean, setopt
   };
   const seti = (l: number, opt: number, v: number, what: string) => set(l, opt, int32(v), what);
   // IP_TOS first: it sets the priority, which SO_PRIORITY below then puts back as dumped
-  const ip = k.ipOpts, v6 = k.family === AF.INET6;
+  const ip = k.ipOpts,
+    v6 = k.family === AF.INET6;
   if (ip) {
-    if (ip.pktinfo) seti(v6 ? SOL.IPV6 : SOL.IP, v6 ? IPV6.RECVPKTINFO : IP.PKTINFO, 1, v6 ? "IPV6_RECVPKTINFO" : "IP_PKTINFO");
-    if (isFieldSet(ip, S.ip_opts_entrySchema.field.tos)) seti(v6 ? SOL.IPV6 : SOL.IP, v6 ? IPV6.TCLASS : IP.TOS, ip.tos!, v6 ? "IPV6_TCLASS" : "IP_TOS");
-    if (isFieldSet(ip, S.ip_opts_entrySchema.field.ttl)) seti(v6 ? SOL.IPV6 : SOL.IP, v6 ? IPV6.UNICAST_HOPS : IP.TTL, ip.ttl!, v6 ? "IPV6_UNICAST_HOPS" : "IP_TTL");
+    if (ip.pktinfo)
+      seti(v6 ? SOL.IPV6 : SOL.IP, v6 ? IPV6.RECVPKTINFO : IP.PKTINFO, 1, v6 ? "IPV6_RECVPKTINFO" : "IP_PKTINFO");
+    if (isFieldSet(ip, S.ip_opts_entrySchema.field.tos))
+      seti(v6 ? SOL.IPV6 : SOL.IP, v6 ? IPV6.TCLASS : IP.TOS, ip.tos!, v6 ? "IPV6_TCLASS" : "IP_TOS");
+    if (isFieldSet(ip, S.ip_opts_entrySchema.field.ttl))
+      seti(v6 ? SOL.IPV6 : SOL.IP, v6 ? IPV6.UNICAST_HOPS : IP.TTL, ip.ttl!, v6 ? "IPV6_UNICAST_HOPS" : "IP_TTL");
     const r = ip.raw;
     if (r && k.type === SOCK.RAW) {
       // IPPROTO_RAW sockets have IP_HDRINCL from birth; others only if it was set
       if (r.hdrincl) seti(v6 ? SOL.IPV6 : SOL.IP, v6 ? IPV6.HDRINCL : IP.HDRINCL, 1, "IP_HDRINCL");
       if (r.nodefrag) seti(SOL.IP, IP.NODEFRAG, 1, "IP_NODEFRAG");
-      if (r.icmpvFilter?.length) set(v6 ? SOL.ICMPV6 : SOL.RAW, v6 ? ICMPV6_FILTER : ICMP_FILTER, new Uint8Array(new Uint32Array(r.icmpvFilter).buffer), "ICMP_FILTER");
+      if (r.icmpvFilter?.length)
+        set(
+          v6 ? SOL.ICMPV6 : SOL.RAW,
+          v6 ? ICMPV6_FILTER : ICMP_FILTER,
+          new Uint8Array(new Uint32Array(r.icmpvFilter).buffer),
+          "ICMP_FILTER"
+        );
     }
   }
   seti(SOL.SOCKET, SO.REUSEADDR, o.reuseaddr ? 1 : 0, "SO_REUSEADDR");
@@ -777,9 +1057,14 @@ function restoreSkOpts(ctx: RestoreCtx, k: S.inet_sk_entry, tcp: boolean, setopt
   if (o.soNoCheck) seti(SOL.SOCKET, SO.NO_CHECK, 1, "SO_NO_CHECK");
   if (o.soPasscred) seti(SOL.SOCKET, SO.PASSCRED, 1, "SO_PASSCRED");
   if (o.soPasssec) seti(SOL.SOCKET, SO.PASSSEC, 1, "SO_PASSSEC");
-  if (isFieldSet(o, S.sk_opts_entrySchema.field.soLinger)) set(SOL.SOCKET, SO.LINGER, new Uint8Array(new Int32Array([1, o.soLinger]).buffer), "SO_LINGER");
-  for (const [opt, s, u] of [[SO.SNDTIMEO, o.soSndTmoSec, o.soSndTmoUsec], [SO.RCVTIMEO, o.soRcvTmoSec, o.soRcvTmoUsec]] as const) {
-    if (s || u) set(SOL.SOCKET, opt, new Uint8Array(new BigUint64Array([BigInt(s), BigInt(u)]).buffer), "socket timeout");
+  if (isFieldSet(o, S.sk_opts_entrySchema.field.soLinger))
+    set(SOL.SOCKET, SO.LINGER, new Uint8Array(new Int32Array([1, o.soLinger]).buffer), "SO_LINGER");
+  for (const [opt, s, u] of [
+    [SO.SNDTIMEO, o.soSndTmoSec, o.soSndTmoUsec],
+    [SO.RCVTIMEO, o.soRcvTmoSec, o.soRcvTmoUsec],
+  ] as const) {
+    if (s || u)
+      set(SOL.SOCKET, opt, new Uint8Array(new BigUint64Array([BigInt(s), BigInt(u)]).buffer), "socket timeout");
   }
   attachFilter(ctx, fd, o);
   if (tcp) {
@@ -805,10 +1090,15 @@ function attachFilter(ctx: RestoreCtx, fd: number, o: S.sk_opts_entry) {
   const r = withTargetBuffer(ctx, insns, (a) => {
     const prog = new Uint8Array(16);
     const dv = new DataView(prog.buffer);
-    dv.setUint16(0, o.soFilter.length, true); dv.setBigUint64(8, a, true);
+    dv.setUint16(0, o.soFilter.length, true);
+    dv.setBigUint64(8, a, true);
     return Number(ctx.inj.call(NR.setsockopt, fd, SOL.SOCKET, SO.ATTACH_FILTER, ctx.scratch(0n, prog), 16));
   });
-  if (r < 0) throw new CriuError("restore", `${ctx.where}: restoring SO_ATTACH_FILTER (${o.soFilter.length} instructions) failed: ${errnoText(-r)}`);
+  if (r < 0)
+    throw new CriuError(
+      "restore",
+      `${ctx.where}: restoring SO_ATTACH_FILTER (${o.soFilter.length} instructions) failed: ${errnoText(-r)}`
+    );
 }
 
 /** The socket-level options of a unix socket (buffer sizes are set apart, before its queues). */
@@ -823,7 +1113,10 @@ export function restoreUnixSkOpts(ctx: RestoreCtx, fd: number, o: S.sk_opts_entr
   if (o.soPriority) seti(SO.PRIORITY, o.soPriority, "SO_PRIORITY");
   if (o.soMark) seti(SO.MARK, o.soMark, "SO_MARK");
   if ((o.soRcvlowat ?? 0) > 1) seti(SO.RCVLOWAT, o.soRcvlowat!, "SO_RCVLOWAT");
-  for (const [opt, s, u] of [[SO.SNDTIMEO, o.soSndTmoSec, o.soSndTmoUsec], [SO.RCVTIMEO, o.soRcvTmoSec, o.soRcvTmoUsec]] as const) {
+  for (const [opt, s, u] of [
+    [SO.SNDTIMEO, o.soSndTmoSec, o.soSndTmoUsec],
+    [SO.RCVTIMEO, o.soRcvTmoSec, o.soRcvTmoUsec],
+  ] as const) {
     if (!s && !u) continue;
     const v = new Uint8Array(new BigUint64Array([BigInt(s), BigInt(u)]).buffer);
     const r = Number(ctx.inj.call(NR.setsockopt, fd, SOL.SOCKET, opt, ctx.scratch(0n, v), 16));
@@ -837,9 +1130,12 @@ function withTargetBuffer(ctx: RestoreCtx, data: Uint8Array, fn: (addr: bigint) 
   if (data.length <= 512) return fn(ctx.scratch(256n, data));
   const len = (data.length + 4095) & ~4095;
   const a = ctx.inj.call(NR.mmap, 0, len, 3, MAP.PRIVATE | MAP.ANONYMOUS, -1, 0);
-  if (a < 0n) throw new CriuError("restore", `${ctx.where}: mmap of a ${len}-byte buffer in the target failed: ${errnoText(-a)}`);
+  if (a < 0n)
+    throw new CriuError("restore", `${ctx.where}: mmap of a ${len}-byte buffer in the target failed: ${errnoText(-a)}`);
   try {
     ctx.mem.write(a, data);
     return fn(a);
-  } finally { ctx.inj.call(NR.munmap, a, len); }
+  } finally {
+    ctx.inj.call(NR.munmap, a, len);
+  }
 }

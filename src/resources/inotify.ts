@@ -13,26 +13,46 @@ import { refuse } from "./unsupported";
 import { errnoText } from "../sys/errno";
 import { fd_types } from "../images/schemas";
 
-
-interface Wd { wd: number; ino: bigint; sdev: number; mask: number; ignoredMask: number; bytes: number; type: number; handle: Uint8Array }
+interface Wd {
+  wd: number;
+  ino: bigint;
+  sdev: number;
+  mask: number;
+  ignoredMask: number;
+  bytes: number;
+  type: number;
+  handle: Uint8Array;
+}
 
 function parseInotify(text: string): Wd[] {
   const out: Wd[] = [];
   for (const line of text.split("\n")) {
-    const m = /^inotify wd:(\d+) ino:([0-9a-f]+) sdev:([0-9a-f]+) mask:([0-9a-f]+) ignored_mask:([0-9a-f]+) fhandle-bytes:([0-9a-f]+) fhandle-type:([0-9a-f]+) f_handle:([0-9a-f]*)/.exec(line);
+    const m =
+      /^inotify wd:(\d+) ino:([0-9a-f]+) sdev:([0-9a-f]+) mask:([0-9a-f]+) ignored_mask:([0-9a-f]+) fhandle-bytes:([0-9a-f]+) fhandle-type:([0-9a-f]+) f_handle:([0-9a-f]*)/.exec(
+        line
+      );
     if (!m) continue;
     const hex = m[8];
     const handle = new Uint8Array(hex.length / 2);
     for (let i = 0; i < handle.length; i++) handle[i] = parseInt(hex.slice(i * 2, i * 2 + 2), 16);
-    out.push({ wd: +m[1], ino: BigInt("0x" + m[2]), sdev: parseInt(m[3], 16), mask: parseInt(m[4], 16), ignoredMask: parseInt(m[5], 16),
-      bytes: parseInt(m[6], 16), type: parseInt(m[7], 16), handle });
+    out.push({
+      wd: +m[1],
+      ino: BigInt("0x" + m[2]),
+      sdev: parseInt(m[3], 16),
+      mask: parseInt(m[4], 16),
+      ignoredMask: parseInt(m[5], 16),
+      bytes: parseInt(m[6], 16),
+      type: parseInt(m[7], 16),
+      handle,
+    });
   }
   return out;
 }
 
 /** kernel dev_t (major << 20 | minor) -> a mount point of that device in the process's view */
 function mountOf(pid: number, sdev: number): string[] {
-  const major = sdev >>> 20, minor = sdev & 0xfffff;
+  const major = sdev >>> 20,
+    minor = sdev & 0xfffff;
   const out: string[] = [];
   for (const line of readFileSync(`/proc/${pid}/mountinfo`, "utf8").split("\n")) {
     const f = line.split(" ");
@@ -55,12 +75,20 @@ function resolveHandle(pid: number, w: Wd, where: string): string {
       if (fd < 0) continue;
       try {
         const p = readlinkSync(`/proc/self/fd/${fd}`);
-        if (p.endsWith(" (deleted)")) refuse("files", where, "inotify-deleted", `watch ${w.wd} on '${p.slice(0, -10)}'`);
+        if (p.endsWith(" (deleted)"))
+          refuse("files", where, "inotify-deleted", `watch ${w.wd} on '${p.slice(0, -10)}'`);
         return p;
-      } finally { closeFd(fd); }
-    } finally { closeFd(mfd); }
+      } finally {
+        closeFd(fd);
+      }
+    } finally {
+      closeFd(mfd);
+    }
   }
-  throw new CriuError("files", `${where}: cannot find the file of inotify watch ${w.wd} (inode ${w.ino}, device ${w.sdev >>> 20}:${w.sdev & 0xfffff})`);
+  throw new CriuError(
+    "files",
+    `${where}: cannot find the file of inotify watch ${w.wd} (inode ${w.ino}, device ${w.sdev >>> 20}:${w.sdev & 0xfffff})`
+  );
 }
 
 function toU64s(b: Uint8Array): bigint[] {
@@ -77,30 +105,50 @@ export const inotifyKind: FdKind = {
   dump(ctx) {
     const wds = parseInotify(ctx.fdinfoText).sort((a, b) => a.wd - b.wd);
     return ctx.files.add(null, (id) => ({
-      id, type: 8,
+      id,
+      type: 8,
       ify: {
-        id, flags: ctx.flags, fown: FOWN0,
+        id,
+        flags: ctx.flags,
+        fown: FOWN0,
         wd: wds.map((w) => ({
-          id, iIno: w.ino, mask: w.mask, ignoredMask: w.ignoredMask, sDev: w.sdev, wd: w.wd,
-          fHandle: { bytes: w.bytes, type: w.type, handle: toU64s(w.handle), path: resolveHandle(ctx.pid, w, ctx.where) },
+          id,
+          iIno: w.ino,
+          mask: w.mask,
+          ignoredMask: w.ignoredMask,
+          sDev: w.sdev,
+          wd: w.wd,
+          fHandle: {
+            bytes: w.bytes,
+            type: w.type,
+            handle: toU64s(w.handle),
+            path: resolveHandle(ctx.pid, w, ctx.where),
+          },
         })),
       },
     }));
   },
   restore(ctx, f) {
-    const e = f.ify!, inj = ctx.inj;
+    const e = f.ify!,
+      inj = ctx.inj;
     const fd = Number(inj.call(NR.inotify_init1, (e.flags & O.NONBLOCK) | O.CLOEXEC));
     if (fd < 0) throw new CriuError("restore", `${ctx.where}: inotify_init1 failed: ${errnoText(-fd)}`);
     let removed = false;
     for (const w of [...e.wd].sort((a, b) => a.wd - b.wd)) {
       const path = w.fHandle?.path;
-      if (!path) throw new CriuError("restore", `${ctx.where}: inotify watch ${w.wd} has no path (file handles alone are not supported)`);
+      if (!path)
+        throw new CriuError(
+          "restore",
+          `${ctx.where}: inotify watch ${w.wd} has no path (file handles alone are not supported)`
+        );
       const p = ctx.str(path);
       for (let tries = 0; ; tries++) {
         const got = Number(inj.call(NR.inotify_add_watch, fd, p, w.mask));
-        if (got < 0) throw new CriuError("restore", `${ctx.where}: inotify_add_watch('${path}') failed: ${errnoText(-got)}`);
+        if (got < 0)
+          throw new CriuError("restore", `${ctx.where}: inotify_add_watch('${path}') failed: ${errnoText(-got)}`);
         if (got === w.wd) break;
-        if (got > w.wd || tries > 1_000_000) throw new CriuError("restore", `${ctx.where}: inotify watch on '${path}' got wd ${got}, wanted ${w.wd}`);
+        if (got > w.wd || tries > 1_000_000)
+          throw new CriuError("restore", `${ctx.where}: inotify watch on '${path}' got wd ${got}, wanted ${w.wd}`);
         inj.call(NR.inotify_rm_watch, fd, got);
         removed = true;
       }

@@ -14,21 +14,39 @@ import { errnoText } from "../sys/errno";
 
 /** ipc_var_entry field -> its file under /proc/sys (the namespace's own view of it) */
 const U32_VARS: [keyof S.ipc_var_entry, string][] = [
-  ["msgCtlmax", "kernel/msgmax"], ["msgCtlmnb", "kernel/msgmnb"], ["msgCtlmni", "kernel/msgmni"],
+  ["msgCtlmax", "kernel/msgmax"],
+  ["msgCtlmnb", "kernel/msgmnb"],
+  ["msgCtlmni", "kernel/msgmni"],
   ["shmCtlmni", "kernel/shmmni"],
-  ["mqQueuesMax", "fs/mqueue/queues_max"], ["mqMsgMax", "fs/mqueue/msg_max"], ["mqMsgsizeMax", "fs/mqueue/msgsize_max"],
+  ["mqQueuesMax", "fs/mqueue/queues_max"],
+  ["mqMsgMax", "fs/mqueue/msg_max"],
+  ["mqMsgsizeMax", "fs/mqueue/msgsize_max"],
 ];
-const U64_VARS: [keyof S.ipc_var_entry, string][] = [["shmCtlmax", "kernel/shmmax"], ["shmCtlall", "kernel/shmall"]];
+const U64_VARS: [keyof S.ipc_var_entry, string][] = [
+  ["shmCtlmax", "kernel/shmmax"],
+  ["shmCtlall", "kernel/shmall"],
+];
 /** optional in CRIU's image, and on kernels */
-const OPT_VARS: [keyof S.ipc_var_entry, string][] = [["mqMsgDefault", "fs/mqueue/msg_default"], ["mqMsgsizeDefault", "fs/mqueue/msgsize_default"]];
+const OPT_VARS: [keyof S.ipc_var_entry, string][] = [
+  ["mqMsgDefault", "fs/mqueue/msg_default"],
+  ["mqMsgsizeDefault", "fs/mqueue/msgsize_default"],
+];
 /** the next id a new object gets; -1 (not set) is left out */
-const NEXT_IDS: [keyof S.ipc_var_entry, string][] = [["msgNextId", "kernel/msg_next_id"], ["semNextId", "kernel/sem_next_id"], ["shmNextId", "kernel/shm_next_id"]];
+const NEXT_IDS: [keyof S.ipc_var_entry, string][] = [
+  ["msgNextId", "kernel/msg_next_id"],
+  ["semNextId", "kernel/sem_next_id"],
+  ["shmNextId", "kernel/shm_next_id"],
+];
 
 const sys = (f: string) => `/proc/sys/${f}`;
 const readSys = (f: string) => readFileSync(sys(f), "latin1").trim();
 /** rows of /proc/sysvipc/KIND in the caller's IPC namespace (the header line left out) */
 function sysvRows(kind: "msg" | "sem" | "shm"): string[][] {
-  return readFileSync(`/proc/sysvipc/${kind}`, "latin1").split("\n").slice(1).map((l) => l.trim().split(/\s+/)).filter((f) => f.length > 4);
+  return readFileSync(`/proc/sysvipc/${kind}`, "latin1")
+    .split("\n")
+    .slice(1)
+    .map((l) => l.trim().split(/\s+/))
+    .filter((f) => f.length > 4);
 }
 
 // ---------- dump ----------
@@ -39,13 +57,16 @@ function sysvRows(kind: "msg" | "sem" | "shm"): string[][] {
  */
 export function dumpIpcNs(root: number, dir: string, nsId: number) {
   const e = withNs(root, "ipc", () => {
-    const msg = sysvRows("msg"), sem = sysvRows("sem");
+    const msg = sysvRows("msg"),
+      sem = sysvRows("sem");
     // /proc/sysvipc/shm: key shmid perms size cpid lpid nattch ...
     const loose = sysvRows("shm").filter((f) => Number(f[6]) === 0);
     const what = [
       msg.length ? `${msg.length} SysV message queue(s) (ids ${msg.map((f) => f[1]).join(", ")})` : "",
       sem.length ? `${sem.length} SysV semaphore set(s) (ids ${sem.map((f) => f[1]).join(", ")})` : "",
-      loose.length ? `${loose.length} SysV shared memory segment(s) nobody has attached (ids ${loose.map((f) => f[1]).join(", ")})` : "",
+      loose.length
+        ? `${loose.length} SysV shared memory segment(s) nobody has attached (ids ${loose.map((f) => f[1]).join(", ")})`
+        : "",
     ].filter(Boolean);
     if (what.length) refuse("dump", `process ${root}`, "ipcns-objects", what.join(", "));
     const v: Record<string, unknown> = { semCtls: readSys("kernel/sem").split(/\s+/).map(Number) };
@@ -55,17 +76,26 @@ export function dumpIpcNs(root: number, dir: string, nsId: number) {
     // auto_msgmni is gone from today's kernels (CRIU writes 0 then)
     v.autoMsgmni = existsSync(sys("kernel/auto_msgmni")) ? Number(readSys("kernel/auto_msgmni")) : 0;
     for (const [k, f] of OPT_VARS) if (existsSync(sys(f))) v[k] = Number(readSys(f));
-    for (const [k, f] of NEXT_IDS) if (existsSync(sys(f))) { const n = Number(readSys(f)); if (n >= 0) v[k] = n; }
+    for (const [k, f] of NEXT_IDS)
+      if (existsSync(sys(f))) {
+        const n = Number(readSys(f));
+        if (n >= 0) v[k] = n;
+      }
     return v;
   });
-  writeImage(dir, `ipcns-var-${nsId}.img`, "IPC_VAR", [create(S.ipc_var_entrySchema, e as S.Init<typeof S.ipc_var_entrySchema>)]);
-  log.debug(`process ${root}: IPC namespace ${nsId}: sem ${(e.semCtls as number[]).join(" ")}, msgmax ${e.msgCtlmax}, msgmnb ${e.msgCtlmnb}, msgmni ${e.msgCtlmni}, shmmax ${e.shmCtlmax}, shmall ${e.shmCtlall}, shmmni ${e.shmCtlmni}, mqueue ${e.mqQueuesMax}/${e.mqMsgMax}/${e.mqMsgsizeMax}`);
+  writeImage(dir, `ipcns-var-${nsId}.img`, "IPC_VAR", [
+    create(S.ipc_var_entrySchema, e as S.Init<typeof S.ipc_var_entrySchema>),
+  ]);
+  log.debug(
+    `process ${root}: IPC namespace ${nsId}: sem ${(e.semCtls as number[]).join(" ")}, msgmax ${e.msgCtlmax}, msgmnb ${e.msgCtlmnb}, msgmni ${e.msgCtlmni}, shmmax ${e.shmCtlmax}, shmall ${e.shmCtlall}, shmmni ${e.shmCtlmni}, mqueue ${e.mqQueuesMax}/${e.mqMsgMax}/${e.mqMsgsizeMax}`
+  );
 }
 
 // ---------- restore ----------
 
 /** an optional field of the image that was written (proto2: an unset one reads as 0) */
-const isSet = (v: S.ipc_var_entry, k: keyof S.ipc_var_entry) => isFieldSet(v, S.ipc_var_entrySchema.field[k as keyof typeof S.ipc_var_entrySchema.field]);
+const isSet = (v: S.ipc_var_entry, k: keyof S.ipc_var_entry) =>
+  isFieldSet(v, S.ipc_var_entrySchema.field[k as keyof typeof S.ipc_var_entrySchema.field]);
 
 /**
  * ipcns-var-NSID.img of the tree's own IPC namespace (required: without it the new namespace's
@@ -73,16 +103,24 @@ const isSet = (v: S.ipc_var_entry, k: keyof S.ipc_var_entry) => isFieldSet(v, S.
  * message queues and semaphore sets are refused here: criu-bun does not restore them.
  */
 export function readIpcNs(dir: string, nsId: number): S.ipc_var_entry {
-  for (const [kind, file] of [["IPCNS_MSG", `ipcns-msg-${nsId}.img`], ["IPCNS_SEM", `ipcns-sem-${nsId}.img`]] as const) {
+  for (const [kind, file] of [
+    ["IPCNS_MSG", `ipcns-msg-${nsId}.img`],
+    ["IPCNS_SEM", `ipcns-sem-${nsId}.img`],
+  ] as const) {
     if (imageExists(dir, file) && readImage(dir, file, kind).length) {
-      throw new CriuError("restore", `${dir}/${file}: SysV ${kind === "IPCNS_MSG" ? "message queues" : "semaphore sets"} of the tree's IPC namespace are not restored by criu-bun yet`);
+      throw new CriuError(
+        "restore",
+        `${dir}/${file}: SysV ${kind === "IPCNS_MSG" ? "message queues" : "semaphore sets"} of the tree's IPC namespace are not restored by criu-bun yet`
+      );
     }
   }
   const file = `ipcns-var-${nsId}.img`;
-  if (!imageExists(dir, file)) throw new CriuError("restore", `${dir}/${file} is missing: the tree had an IPC namespace of its own`);
+  if (!imageExists(dir, file))
+    throw new CriuError("restore", `${dir}/${file} is missing: the tree had an IPC namespace of its own`);
   const v = readImage(dir, file, "IPC_VAR")[0];
   if (!v) throw new CriuError("restore", `${dir}/${file} has no entry`);
-  if (v.semCtls.length !== 4) throw new CriuError("restore", `${dir}/${file}: sem_ctls has ${v.semCtls.length} values, not 4`);
+  if (v.semCtls.length !== 4)
+    throw new CriuError("restore", `${dir}/${file}: sem_ctls has ${v.semCtls.length} values, not 4`);
   return v;
 }
 
@@ -93,7 +131,14 @@ export function readIpcNs(dir: string, nsId: number): S.ipc_var_entry {
 export function restoreIpcNs(root: number, v: S.ipc_var_entry, phase: "limits" | "next-ids" | "after-attach") {
   withNs(root, "ipc", () => {
     const put = (f: string, val: unknown) => {
-      try { writeFileSync(sys(f), `${val}\n`); } catch (e) { throw new CriuError("restore", `process ${root}: cannot set ${f.replace(/\//g, ".")} to ${val} in its IPC namespace: ${errnoText(e)}`); }
+      try {
+        writeFileSync(sys(f), `${val}\n`);
+      } catch (e) {
+        throw new CriuError(
+          "restore",
+          `process ${root}: cannot set ${f.replace(/\//g, ".")} to ${val} in its IPC namespace: ${errnoText(e)}`
+        );
+      }
     };
     if (phase === "limits") {
       put("kernel/sem", v.semCtls.join(" "));

@@ -15,7 +15,22 @@ import { inetKind } from "./inet";
 import { mqueueKind } from "./mqueue";
 import { pidfdKind } from "./pidfd";
 
-export const FD_KINDS: SomeFdKind[] = [ttyKind, pipeKind, fifoKind, eventfdKind, timerfdKind, signalfdKind, epollKind, inotifyKind, memfdKind, inetKind, unixKind, mqueueKind, pidfdKind, regKind];
+export const FD_KINDS: SomeFdKind[] = [
+  ttyKind,
+  pipeKind,
+  fifoKind,
+  eventfdKind,
+  timerfdKind,
+  signalfdKind,
+  epollKind,
+  inotifyKind,
+  memfdKind,
+  inetKind,
+  unixKind,
+  mqueueKind,
+  pidfdKind,
+  regKind,
+];
 export function kindByType(type: number): SomeFdKind | undefined {
   return FD_KINDS.find((k) => k.type === type);
 }

@@ -41,13 +41,18 @@ export const RESTORE_FINISHED = 0x52535446;
 
 /** Memory whose pages a lazy dump leaves with the source (CRIU's vma_entry_can_be_lazy). */
 export function canBeLazy(v: { status: number; flags: number }): boolean {
-  return (v.status & VMA.ANON_PRIVATE) !== 0 && (v.flags & MAP.PRIVATE) !== 0 && !(v.flags & MAP.LOCKED) &&
-    !(v.status & (VMA.VDSO | VMA.VVAR | VMA.VSYSCALL | VMA.AIORING));
+  return (
+    (v.status & VMA.ANON_PRIVATE) !== 0 &&
+    (v.flags & MAP.PRIVATE) !== 0 &&
+    !(v.flags & MAP.LOCKED) &&
+    !(v.status & (VMA.VDSO | VMA.VVAR | VMA.VSYSCALL | VMA.AIORING))
+  );
 }
 
 /** Split the VMAs: those read now, and those whose pages stay with the source. */
 export function splitLazy(vmas: DumpedVma[]): { eager: DumpedVma[]; lazy: DumpedVma[] } {
-  const eager: DumpedVma[] = [], lazy: DumpedVma[] = [];
+  const eager: DumpedVma[] = [],
+    lazy: DumpedVma[] = [];
   for (const v of vmas) (canBeLazy(v) ? lazy : eager).push(v);
   return { eager, lazy };
 }
@@ -60,12 +65,14 @@ class VmaCutter {
   private i = 0;
   constructor(private readonly vmas: { start: bigint; end: bigint; status: number; flags: number }[]) {}
   cut(vaddr: bigint, nrPages: number, piece: (vaddr: bigint, nrPages: number, lazy: boolean) => void) {
-    const vmas = this.vmas, end = vaddr + BigInt(nrPages * PAGE);
-    for (let a = vaddr; a < end;) {
+    const vmas = this.vmas,
+      end = vaddr + BigInt(nrPages * PAGE);
+    for (let a = vaddr; a < end; ) {
       while (this.i < vmas.length && vmas[this.i].end <= a) this.i++;
-      const i = this.i, v = i < vmas.length && vmas[i].start <= a ? vmas[i] : undefined;
+      const i = this.i,
+        v = i < vmas.length && vmas[i].start <= a ? vmas[i] : undefined;
       // up to the end of the VMA holding a (or to the next VMA / the run's end outside any)
-      const stop = v ? (v.end < end ? v.end : end) : (i < vmas.length && vmas[i].start < end ? vmas[i].start : end);
+      const stop = v ? (v.end < end ? v.end : end) : i < vmas.length && vmas[i].start < end ? vmas[i].start : end;
       piece(a, Number((stop - a) / BigInt(PAGE)), !!v && canBeLazy(v));
       a = stop;
     }
@@ -76,10 +83,15 @@ class VmaCutter {
  * Runs to read (sorted), split where the VMAs (sorted) that may be lazy begin and end: the pages a
  * post-copy from the source leaves with the frozen tree (migrate's final round), and the others.
  */
-export function splitRunsLazy<R extends { vaddr: bigint; nrPages: number; flags: number }>(runs: R[], vmas: { start: bigint; end: bigint; status: number; flags: number }[]): { eager: R[]; lazy: R[] } {
-  const eager: R[] = [], lazy: R[] = [];
+export function splitRunsLazy<R extends { vaddr: bigint; nrPages: number; flags: number }>(
+  runs: R[],
+  vmas: { start: bigint; end: bigint; status: number; flags: number }[]
+): { eager: R[]; lazy: R[] } {
+  const eager: R[] = [],
+    lazy: R[] = [];
   const c = new VmaCutter(vmas);
-  for (const r of runs) c.cut(r.vaddr, r.nrPages, (vaddr, nrPages, l) => (l ? lazy : eager).push({ ...r, vaddr, nrPages }));
+  for (const r of runs)
+    c.cut(r.vaddr, r.nrPages, (vaddr, nrPages, l) => (l ? lazy : eager).push({ ...r, vaddr, nrPages }));
   return { eager, lazy };
 }
 
@@ -89,11 +101,15 @@ export function splitRunsLazy<R extends { vaddr: bigint; nrPages: number; flags:
  * runs (a thread's rseq area, which its registration writes) is sent with the state instead of
  * faulting in from the frozen source in the middle of the restore.
  */
-export function keepEager<R extends { vaddr: bigint; nrPages: number; flags: number }>(split: { eager: R[]; lazy: R[] }, pages: bigint[]): { eager: R[]; lazy: R[] } {
+export function keepEager<R extends { vaddr: bigint; nrPages: number; flags: number }>(
+  split: { eager: R[]; lazy: R[] },
+  pages: bigint[]
+): { eager: R[]; lazy: R[] } {
   const P = BigInt(PAGE);
   const want = [...new Set(pages.map((p) => p & ~(P - 1n)))].sort((x, y) => (x < y ? -1 : x > y ? 1 : 0));
   if (!want.length) return split;
-  const lazy: R[] = [], moved: R[] = [];
+  const lazy: R[] = [],
+    moved: R[] = [];
   for (const r of split.lazy) {
     let a = r.vaddr;
     const end = r.vaddr + BigInt(r.nrPages) * P;
@@ -106,7 +122,10 @@ export function keepEager<R extends { vaddr: bigint; nrPages: number; flags: num
     if (a < end) lazy.push({ ...r, vaddr: a, nrPages: Number((end - a) / P) });
   }
   if (!moved.length) return split;
-  return { eager: [...split.eager, ...moved].sort((x, y) => (x.vaddr < y.vaddr ? -1 : x.vaddr > y.vaddr ? 1 : 0)), lazy };
+  return {
+    eager: [...split.eager, ...moved].sort((x, y) => (x.vaddr < y.vaddr ? -1 : x.vaddr > y.vaddr ? 1 : 0)),
+    lazy,
+  };
 }
 
 /**
@@ -115,12 +134,20 @@ export function keepEager<R extends { vaddr: bigint; nrPages: number; flags: num
  * the daemon and restores the others itself; without the mark it takes none lazily. A run that
  * spans VMAs of both kinds is split where they meet. criu-bun's own restore reads them as present.
  */
-export function markLazy(runs: Iterable<{ vaddr: bigint; nrPages: number; flags: number }>, vmas: { start: bigint; end: bigint; status: number; flags: number }[]): { vaddr: bigint; nrPages: number; flags: number }[] {
+export function markLazy(
+  runs: Iterable<{ vaddr: bigint; nrPages: number; flags: number }>,
+  vmas: { start: bigint; end: bigint; status: number; flags: number }[]
+): { vaddr: bigint; nrPages: number; flags: number }[] {
   const out: { vaddr: bigint; nrPages: number; flags: number }[] = [];
   const c = new VmaCutter(vmas);
   for (const r of runs) {
-    if (!(r.flags & PE.PRESENT) || r.flags & PE.LAZY) { out.push(r); continue; }
-    c.cut(r.vaddr, r.nrPages, (vaddr, nrPages, l) => out.push({ vaddr, nrPages, flags: l ? r.flags | PE.LAZY : r.flags }));
+    if (!(r.flags & PE.PRESENT) || r.flags & PE.LAZY) {
+      out.push(r);
+      continue;
+    }
+    c.cut(r.vaddr, r.nrPages, (vaddr, nrPages, l) =>
+      out.push({ vaddr, nrPages, flags: l ? r.flags | PE.LAZY : r.flags })
+    );
   }
   return out;
 }
@@ -130,18 +157,26 @@ export function markLazy(runs: Iterable<{ vaddr: bigint; nrPages: number; flags:
  * addresses fit a double exactly) without an object or a BigInt per run. A dump of a GiB of
  * fragmented memory has tens of thousands of runs: markLazy's objects cost a tenth of a second.
  */
-export function markLazyList(runs: RunList, vmas: { start: bigint; end: bigint; status: number; flags: number }[]): RunList {
+export function markLazyList(
+  runs: RunList,
+  vmas: { start: bigint; end: bigint; status: number; flags: number }[]
+): RunList {
   const out = new RunList();
   const vs = vmas.map((v) => ({ start: Number(v.start), end: Number(v.end), lazy: canBeLazy(v) }));
   let i = 0;
   for (let k = 0; k < runs.length; k++) {
-    const flags = runs.flagsAt(k), va = runs.vaddrAt(k), n = runs.pagesAt(k);
-    if (!(flags & PE.PRESENT) || flags & PE.LAZY) { out.push(va, n, flags); continue; }
+    const flags = runs.flagsAt(k),
+      va = runs.vaddrAt(k),
+      n = runs.pagesAt(k);
+    if (!(flags & PE.PRESENT) || flags & PE.LAZY) {
+      out.push(va, n, flags);
+      continue;
+    }
     const end = va + n * PAGE;
-    for (let a = va; a < end;) {
+    for (let a = va; a < end; ) {
       while (i < vs.length && vs[i].end <= a) i++;
       const v = i < vs.length && vs[i].start <= a ? vs[i] : undefined;
-      const stop = v ? (v.end < end ? v.end : end) : (i < vs.length && vs[i].start < end ? vs[i].start : end);
+      const stop = v ? (v.end < end ? v.end : end) : i < vs.length && vs[i].start < end ? vs[i].start : end;
       out.push(a, (stop - a) / PAGE, v && v.lazy ? flags | PE.LAZY : flags);
       a = stop;
     }
@@ -165,7 +200,10 @@ export const hasLazyPages = (pagemap: Run[]) => pagemap.some(lazyOnly);
  * images (no --page-server) copies them in. Both sides compute them with this one function from
  * the same images.
  */
-export function lazyParentRuns(vmas: { start: bigint; end: bigint; status: number; flags: number }[], pagemap: Run[]): Run[] {
+export function lazyParentRuns(
+  vmas: { start: bigint; end: bigint; status: number; flags: number }[],
+  pagemap: Run[]
+): Run[] {
   const out: Run[] = [];
   let vi = 0;
   for (const r of pagemap) {
@@ -175,7 +213,8 @@ export function lazyParentRuns(vmas: { start: bigint; end: bigint; status: numbe
     for (let k = vi; k < vmas.length && vmas[k].start < end; k++) {
       const v = vmas[k];
       if (!canBeLazy(v)) continue;
-      const a = r.vaddr > v.start ? r.vaddr : v.start, b = end < v.end ? end : v.end;
+      const a = r.vaddr > v.start ? r.vaddr : v.start,
+        b = end < v.end ? end : v.end;
       if (a < b) out.push({ vaddr: a, nrPages: Number((b - a) / BigInt(PAGE)), flags: r.flags });
     }
   }
@@ -183,14 +222,17 @@ export function lazyParentRuns(vmas: { start: bigint; end: bigint; status: numbe
 }
 
 /** The PE_PARENT runs minus lazyParentRuns: what a lazyParents restore writes itself. */
-export function eagerParentRuns(vmas: { start: bigint; end: bigint; status: number; flags: number }[], pagemap: Run[]): Run[] {
+export function eagerParentRuns(
+  vmas: { start: bigint; end: bigint; status: number; flags: number }[],
+  pagemap: Run[]
+): Run[] {
   const out: Run[] = [];
   let vi = 0;
   for (const r of pagemap) {
     if (!(r.flags & PE.PARENT) || r.flags & PE.PRESENT) continue;
     const end = r.vaddr + BigInt(r.nrPages * PAGE);
     while (vi < vmas.length && vmas[vi].end <= r.vaddr) vi++;
-    for (let a = r.vaddr, k = vi; a < end;) {
+    for (let a = r.vaddr, k = vi; a < end; ) {
       while (k < vmas.length && vmas[k].end <= a) k++;
       const v = vmas[k];
       const inside = !!v && v.start <= a;
@@ -213,13 +255,20 @@ export function lazyRanges(pid: number, vmas: S.vma_entry[], pagemap: Run[], laz
   // register: no list of pieces built and sorted (a GiB of fragmented memory has tens of thousands
   // of runs: that sort of BigInts took most of a tenth of a second of a migration's frozen window)
   for (let i = 1; i < pagemap.length; i++) {
-    if (pagemap[i].vaddr < pagemap[i - 1].vaddr) return lazyRanges(pid, vmas, [...pagemap].sort((x, y) => (x.vaddr < y.vaddr ? -1 : 1)), lazyParents);
+    if (pagemap[i].vaddr < pagemap[i - 1].vaddr)
+      return lazyRanges(
+        pid,
+        vmas,
+        [...pagemap].sort((x, y) => (x.vaddr < y.vaddr ? -1 : 1)),
+        lazyParents
+      );
   }
   const byStart = [...vmas].sort((x, y) => (x.start < y.start ? -1 : x.start > y.start ? 1 : 0));
   const take = new Uint8Array(byStart.length);
   let vi = 0;
   for (const r of pagemap) {
-    const only = lazyOnly(r), parent = lazyParents && (r.flags & (PE.PARENT | PE.PRESENT)) !== 0;
+    const only = lazyOnly(r),
+      parent = lazyParents && (r.flags & (PE.PARENT | PE.PRESENT)) !== 0;
     if (!only && !parent) continue;
     const end = r.vaddr + BigInt(r.nrPages * PAGE);
     while (vi < byStart.length && byStart[vi].end <= r.vaddr) vi++;
@@ -227,12 +276,16 @@ export function lazyRanges(pid: number, vmas: S.vma_entry[], pagemap: Run[], laz
       // a lazy run outside private anonymous memory: its pages could not be brought in
       const v = vi < byStart.length && byStart[vi].start <= r.vaddr && end <= byStart[vi].end ? byStart[vi] : undefined;
       if (!v || !canBeLazy(v)) {
-        throw new CriuError("restore", `process ${pid}: lazy pages 0x${r.vaddr.toString(16)}-0x${end.toString(16)} are not inside private anonymous memory`);
+        throw new CriuError(
+          "restore",
+          `process ${pid}: lazy pages 0x${r.vaddr.toString(16)}-0x${end.toString(16)} are not inside private anonymous memory`
+        );
       }
       take[vi] = 1;
     } else {
       // the images' pages of every private anonymous VMA the run overlaps (lazyParentRuns' pieces)
-      for (let k = vi; k < byStart.length && byStart[k].start < end; k++) if (canBeLazy(byStart[k]) && byStart[k].end > r.vaddr) take[k] = 1;
+      for (let k = vi; k < byStart.length && byStart[k].start < end; k++)
+        if (canBeLazy(byStart[k]) && byStart[k].end > r.vaddr) take[k] = 1;
     }
   }
   const out: [bigint, bigint][] = [];
@@ -242,7 +295,8 @@ export function lazyRanges(pid: number, vmas: S.vma_entry[], pagemap: Run[], laz
 
 interface UffdTarget {
   /** the process here, and as the images name it */
-  pid: number; vpid: number;
+  pid: number;
+  vpid: number;
   call: (nr: number, ...args: (number | bigint)[]) => bigint;
   /** put bytes in the process's scratch memory (not its own), returns their address */
   scratch: (data: Uint8Array) => bigint;
@@ -257,13 +311,25 @@ export function makeUffd(t: UffdTarget, ranges: [bigint, bigint][]): number {
   const u = Number(t.call(NR.userfaultfd, O.CLOEXEC | O.NONBLOCK));
   if (u < 0) throw new CriuError("restore", `${what}: userfaultfd failed: ${errnoText(-u)}`);
   try {
-    const api = t.scratch(new Uint8Array(new BigUint64Array([BigInt(UFFD_API), BigInt(UFFD_LAZY_FEATURES), 0n]).buffer));
+    const api = t.scratch(
+      new Uint8Array(new BigUint64Array([BigInt(UFFD_API), BigInt(UFFD_LAZY_FEATURES), 0n]).buffer)
+    );
     const r = t.call(NR.ioctl, u, UFFDIO_API, api);
-    if (r !== 0n) throw new CriuError("restore", `${what}: UFFDIO_API with the fork, remap, remove and unmap events failed: ${errnoText(Number(-r))}; see check --feature lazy_pages`);
+    if (r !== 0n)
+      throw new CriuError(
+        "restore",
+        `${what}: UFFDIO_API with the fork, remap, remove and unmap events failed: ${errnoText(Number(-r))}; see check --feature lazy_pages`
+      );
     for (const [a, b] of ranges) {
-      const reg = t.scratch(new Uint8Array(new BigUint64Array([a, b - a, BigInt(UFFDIO_REGISTER_MODE.MISSING), 0n]).buffer));
+      const reg = t.scratch(
+        new Uint8Array(new BigUint64Array([a, b - a, BigInt(UFFDIO_REGISTER_MODE.MISSING), 0n]).buffer)
+      );
       const x = t.call(NR.ioctl, u, UFFDIO_REGISTER, reg);
-      if (x !== 0n) throw new CriuError("restore", `${what}: UFFDIO_REGISTER of 0x${a.toString(16)}-0x${b.toString(16)} failed: ${errnoText(Number(-x))}`);
+      if (x !== 0n)
+        throw new CriuError(
+          "restore",
+          `${what}: UFFDIO_REGISTER of 0x${a.toString(16)}-0x${b.toString(16)} failed: ${errnoText(Number(-x))}`
+        );
       log.debug(`${what}: 0x${a.toString(16)}-0x${b.toString(16)} registered (missing mode)`);
     }
     const pidfd = syscall(NR.pidfd_open, t.pid, 0);
@@ -272,7 +338,9 @@ export function makeUffd(t: UffdTarget, ranges: [bigint, bigint][]): number {
     closeFd(pidfd);
     if (fd < 0) throw new CriuError("restore", `${what}: pidfd_getfd of its userfaultfd failed: ${errnoText(-fd)}`);
     return fd;
-  } finally { t.call(NR.close, u); }
+  } finally {
+    t.call(NR.close, u);
+  }
 }
 
 /** restore's end of the unix socket to the lazy-pages daemon. */
@@ -283,15 +351,24 @@ export class LazyChannel {
   public workDir: string;
   constructor(workDir: string) {
     // the directory itself, not a /proc/self/fd/N alias that goes when restore closes its handle
-    try { workDir = realpathSync(workDir); } catch {}
+    try {
+      workDir = realpathSync(workDir);
+    } catch {}
     this.workDir = workDir;
     const path = join(workDir, LAZY_SOCKET);
     const sun = sockaddrUn(path);
-    if (!existsSync(path)) throw new CriuError("restore", `no lazy-pages daemon: ${path} does not exist (start \`criu-bun lazy-pages --page-server ...\` first)`);
+    if (!existsSync(path))
+      throw new CriuError(
+        "restore",
+        `no lazy-pages daemon: ${path} does not exist (start \`criu-bun lazy-pages --page-server ...\` first)`
+      );
     this.fd = syscall(NR.socket, AF.UNIX, SOCK.STREAM | SOCK.CLOEXEC, 0);
     if (this.fd < 0) throw new CriuError("restore", `socket for the lazy-pages daemon failed: ${errnoText(-this.fd)}`);
     const r = syscall(NR.connect, this.fd, addr(sun), sun.length);
-    if (r < 0) { closeFd(this.fd); throw new CriuError("restore", `cannot reach the lazy-pages daemon at ${path}: ${errnoText(-r)}`); }
+    if (r < 0) {
+      closeFd(this.fd);
+      throw new CriuError("restore", `cannot reach the lazy-pages daemon at ${path}: ${errnoText(-r)}`);
+    }
     log.info(`lazy pages: connected to the lazy-pages daemon at ${path}`);
   }
 
@@ -313,10 +390,14 @@ export class LazyChannel {
     log.info(`lazy pages: userfaultfd of process ${vpid} handed to the daemon`);
   }
   /** A zombie: its pid negated, no fd (as CRIU). */
-  sendZombie(vpid: number) { sendPacket(this.fd, new Uint8Array(new Int32Array([-vpid]).buffer)); }
+  sendZombie(vpid: number) {
+    sendPacket(this.fd, new Uint8Array(new Int32Array([-vpid]).buffer));
+  }
 
   /** The tree is restored and runs (CRIU's "ReSTore Finished"): the daemon may finish once all memory is in. */
-  released() { sendPacket(this.fd, new Uint8Array(new Uint32Array([RESTORE_FINISHED]).buffer)); }
+  released() {
+    sendPacket(this.fd, new Uint8Array(new Uint32Array([RESTORE_FINISHED]).buffer));
+  }
 
   /**
    * Wait until all memory is in (true), or not (false: the daemon died or failed). criu-bun's daemon
@@ -328,12 +409,22 @@ export class LazyChannel {
     const got: number[] = [];
     for (;;) {
       let p;
-      try { p = recvPacket(this.fd, 4); } catch (e) { log.warn(`lazy pages: ${errorMessage(e)}`); return false; }
+      try {
+        p = recvPacket(this.fd, 4);
+      } catch (e) {
+        log.warn(`lazy pages: ${errorMessage(e)}`);
+        return false;
+      }
       for (const fd of p.fds) closeFd(fd);
       if (!p.data.length) {
         const missing = this.missingPages();
-        if (missing) { log.info(`lazy pages: the daemon hung up with ${missing} of the restored tree's lazy pages not brought in`); return false; }
-        log.info("lazy pages: the daemon hung up without a word (CRIU's does) and every lazy page of the restored tree is in");
+        if (missing) {
+          log.info(`lazy pages: the daemon hung up with ${missing} of the restored tree's lazy pages not brought in`);
+          return false;
+        }
+        log.info(
+          "lazy pages: the daemon hung up without a word (CRIU's does) and every lazy page of the restored tree is in"
+        );
         return true;
       }
       got.push(...p.data);
@@ -353,43 +444,63 @@ export class LazyChannel {
     for (const e of this.expected) {
       if (!existsSync(`/proc/${e.pid}`)) continue; // exited meanwhile: nothing of it runs on
       let vmas;
-      try { vmas = readVmas(e.pid); } catch { continue; }
+      try {
+        vmas = readVmas(e.pid);
+      } catch {
+        continue;
+      }
       const fd = openFd(`/proc/${e.pid}/pagemap`, O.RDONLY | O.CLOEXEC);
       try {
         for (const r of e.runs) {
           const end = r.vaddr + BigInt(r.nrPages * PAGE);
           for (const v of vmas) {
             if (v.end <= r.vaddr || v.start >= end || v.shared || v.inode !== 0) continue;
-            const a = v.start > r.vaddr ? v.start : r.vaddr, b = v.end < end ? v.end : end;
+            const a = v.start > r.vaddr ? v.start : r.vaddr,
+              b = v.end < end ? v.end : end;
             const n = Number((b - a) / BigInt(PAGE));
             const buf = new Uint8Array(n * 8);
             preadFull(fd, buf, (a / BigInt(PAGE)) * 8n, buf.length, 0, `lazy pages: pagemap of process ${e.pid}`);
             const w = new BigUint64Array(buf.buffer);
             let here = 0;
             for (let i = 0; i < n; i++) if (!(w[i] & (3n << 62n))) here++;
-            if (here) log.info(`lazy pages: process ${e.pid} (${e.vpid} in the images): ${here} page(s) of 0x${a.toString(16)}-0x${b.toString(16)} not in memory`);
+            if (here)
+              log.info(
+                `lazy pages: process ${e.pid} (${e.vpid} in the images): ${here} page(s) of 0x${a.toString(16)}-0x${b.toString(16)} not in memory`
+              );
             missing += here;
           }
         }
-      } finally { closeFd(fd); }
+      } finally {
+        closeFd(fd);
+      }
     }
     return missing;
   }
 
   close() {
     for (const fd of this.held.splice(0)) closeFd(fd);
-    if (this.fd >= 0) { closeFd(this.fd); this.fd = -1; }
+    if (this.fd >= 0) {
+      closeFd(this.fd);
+      this.fd = -1;
+    }
   }
 
   /** A daemon that died (killed) leaves its socket file: removed when nothing listens there any more. */
   removeStaleSocket() {
-    const path = join(this.workDir, LAZY_SOCKET), sun = sockaddrUn(path);
+    const path = join(this.workDir, LAZY_SOCKET),
+      sun = sockaddrUn(path);
     // a daemon being killed closes its connection before its listener: give it a second to go
     for (let i = 0; i < 50; i++) {
       const fd = syscall(NR.socket, AF.UNIX, SOCK.STREAM | SOCK.CLOEXEC, 0);
       const r = syscall(NR.connect, fd, addr(sun), sun.length);
       closeFd(fd);
-      if (r === -111 /* ECONNREFUSED: no one listens */) { try { clearStaleSocket(path); log.info(`lazy pages: removed the dead daemon's ${path}`); } catch {} return; }
+      if (r === -111 /* ECONNREFUSED: no one listens */) {
+        try {
+          clearStaleSocket(path);
+          log.info(`lazy pages: removed the dead daemon's ${path}`);
+        } catch {}
+        return;
+      }
       if (r < 0) return; // gone already (or not ours to judge)
       Bun.sleepSync(20);
     }
@@ -399,7 +510,11 @@ export class LazyChannel {
 /** struct sockaddr_un for path (refused when too long, as the kernel would truncate it). */
 export function sockaddrUn(path: string): Uint8Array {
   const p = new TextEncoder().encode(path);
-  if (p.length > 107) throw new CriuError("lazy-pages", `${path}: the unix socket path is longer than 107 bytes; use a shorter work directory (-W)`);
+  if (p.length > 107)
+    throw new CriuError(
+      "lazy-pages",
+      `${path}: the unix socket path is longer than 107 bytes; use a shorter work directory (-W)`
+    );
   const b = new Uint8Array(2 + p.length + 1);
   new DataView(b.buffer).setUint16(0, AF.UNIX, true);
   b.set(p, 2);
@@ -409,7 +524,11 @@ export function sockaddrUn(path: string): Uint8Array {
 /** A stale socket file of an earlier daemon is removed; anything else at that path is refused. */
 export function clearStaleSocket(path: string) {
   let st;
-  try { st = lstatSync(path); } catch { return; }
+  try {
+    st = lstatSync(path);
+  } catch {
+    return;
+  }
   if (!st.isSocket()) throw new CriuError("lazy-pages", `${path} exists and is not a socket`);
   syscall(NR.unlink, addr(new TextEncoder().encode(path + "\0")));
 }
@@ -420,24 +539,45 @@ export function clearStaleSocket(path: string) {
  */
 export function awaitLazyMemory(lazy: LazyChannel, pids: number[], root: number, parent: boolean) {
   try {
-    if (lazy.waitDone()) { log.info("lazy pages: all memory of the restored tree is in"); return; }
+    if (lazy.waitDone()) {
+      log.info("lazy pages: all memory of the restored tree is in");
+      return;
+    }
     // the tree and whatever it forked since
     const all = new Set<number>();
     const walk = (p: number) => {
       if (all.has(p)) return;
       all.add(p);
       let tids: string[] = [];
-      try { tids = readdirSync(`/proc/${p}/task`); } catch { return; }
+      try {
+        tids = readdirSync(`/proc/${p}/task`);
+      } catch {
+        return;
+      }
       for (const t of tids) {
         let kids = "";
-        try { kids = readFileSync(`/proc/${p}/task/${t}/children`, "latin1"); } catch { continue; }
+        try {
+          kids = readFileSync(`/proc/${p}/task/${t}/children`, "latin1");
+        } catch {
+          continue;
+        }
         for (const k of kids.split(" ").filter(Boolean)) walk(Number(k));
       }
     };
     for (const p of pids) walk(p);
     for (const p of all) syscall(NR.kill, p, 9);
     lazy.removeStaleSocket();
-    if (parent) for (;;) { const { r } = wait4Raw(-1, __WALL); if (r === -4) continue; if (r < 0) break; }
-    throw new CriuError("restore", `the lazy-pages daemon went away before the restored memory was all in; the restored tree (root ${root}, ${all.size} process(es)) was killed`);
-  } finally { lazy.close(); }
+    if (parent)
+      for (;;) {
+        const { r } = wait4Raw(-1, __WALL);
+        if (r === -4) continue;
+        if (r < 0) break;
+      }
+    throw new CriuError(
+      "restore",
+      `the lazy-pages daemon went away before the restored memory was all in; the restored tree (root ${root}, ${all.size} process(es)) was killed`
+    );
+  } finally {
+    lazy.close();
+  }
 }

@@ -7,7 +7,12 @@ import { errnoText } from "../sys/errno";
 import type { Injector } from "../ptrace/inject";
 
 /** the REGISTER_* commands (as MEMBARRIER_CMD_GET_REGISTRATIONS reports them) */
-const MEMBARRIER_REGISTER = { GLOBAL_EXPEDITED: 1 << 2, PRIVATE_EXPEDITED: 1 << 4, SYNC_CORE: 1 << 6, RSEQ: 1 << 8 } as const;
+const MEMBARRIER_REGISTER = {
+  GLOBAL_EXPEDITED: 1 << 2,
+  PRIVATE_EXPEDITED: 1 << 4,
+  SYNC_CORE: 1 << 6,
+  RSEQ: 1 << 8,
+} as const;
 export const MEMBARRIER_KNOWN = Object.values(MEMBARRIER_REGISTER).reduce((a, b) => a | b, 0);
 const CMD_PRIVATE_EXPEDITED = 1 << 3;
 
@@ -22,11 +27,19 @@ export function dumpMembarrier(pid: number, inj: Injector, got: bigint): number 
   if (got <= 0n) return 0;
   let mask = Number(got);
   // a registration a later kernel adds: not known here, so not made again
-  if (mask & ~MEMBARRIER_KNOWN) throw new CriuError("dump", `process ${pid}: membarrier registrations 0x${(mask & ~MEMBARRIER_KNOWN).toString(16)} (of 0x${mask.toString(16)}) are not supported yet`);
-  if (mask & MEMBARRIER_REGISTER.PRIVATE_EXPEDITED && mask & (MEMBARRIER_REGISTER.SYNC_CORE | MEMBARRIER_REGISTER.RSEQ)) {
+  if (mask & ~MEMBARRIER_KNOWN)
+    throw new CriuError(
+      "dump",
+      `process ${pid}: membarrier registrations 0x${(mask & ~MEMBARRIER_KNOWN).toString(16)} (of 0x${mask.toString(16)}) are not supported yet`
+    );
+  if (
+    mask & MEMBARRIER_REGISTER.PRIVATE_EXPEDITED &&
+    mask & (MEMBARRIER_REGISTER.SYNC_CORE | MEMBARRIER_REGISTER.RSEQ)
+  ) {
     const r = inj.call(NR.membarrier, CMD_PRIVATE_EXPEDITED, 0, 0);
     if (r === -1n /* EPERM: not registered itself */) mask &= ~MEMBARRIER_REGISTER.PRIVATE_EXPEDITED;
-    else if (r !== 0n) throw new CriuError("dump", `process ${pid}: membarrier(PRIVATE_EXPEDITED) failed: ${errnoText(Number(-r))}`);
+    else if (r !== 0n)
+      throw new CriuError("dump", `process ${pid}: membarrier(PRIVATE_EXPEDITED) failed: ${errnoText(Number(-r))}`);
   }
   log.debug(`process ${pid}: membarrier registrations 0x${mask.toString(16)}`);
   return mask;

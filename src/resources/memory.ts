@@ -9,13 +9,27 @@ import { CriuError, log } from "../log";
 import { refuse } from "./unsupported";
 
 export interface DumpedVma {
-  start: bigint; end: bigint; pgoff: bigint; shmid: bigint; prot: number; flags: number; status: number;
-  fd: bigint; madv: bigint; fdflags: number;
-  path: string; dev: string; inode: number;
+  start: bigint;
+  end: bigint;
+  pgoff: bigint;
+  shmid: bigint;
+  prot: number;
+  flags: number;
+  status: number;
+  fd: bigint;
+  madv: bigint;
+  fdflags: number;
+  path: string;
+  dev: string;
+  inode: number;
   /** VM_MAYWRITE on a shared mapping: mprotect(PROT_WRITE) must keep working after restore */
   mayWrite?: boolean;
 }
-export interface PageRun { vaddr: bigint; nrPages: number; flags: number }
+export interface PageRun {
+  vaddr: bigint;
+  nrPages: number;
+  flags: number;
+}
 
 export function classifyVmas(pid: number): { vmas: DumpedVma[]; raw: Vma[] } {
   const raw = readVmas(pid);
@@ -28,38 +42,75 @@ export function classifyVmas(pid: number): { vmas: DumpedVma[]; raw: Vma[] } {
     // kernel's in place), [vdso] (its pages are stored, restore maps this kernel's vDSO there) and
     // [vvar] with the [vvar_vclock] after it as one VMA (never read: restore maps them with the vDSO)
     if (v.path === "[vsyscall]") {
-      vmas.push({ start: v.start, end: v.end, pgoff: 0n, shmid: 0n, prot: v.prot, flags: MAP.PRIVATE | MAP.ANONYMOUS,
-        status: VMA.VSYSCALL | VMA.ANON_PRIVATE, fd: -1n, madv: madvFromVmFlags(v.vmflags), fdflags: 0, path: v.path, dev: v.dev, inode: 0 });
+      vmas.push({
+        start: v.start,
+        end: v.end,
+        pgoff: 0n,
+        shmid: 0n,
+        prot: v.prot,
+        flags: MAP.PRIVATE | MAP.ANONYMOUS,
+        status: VMA.VSYSCALL | VMA.ANON_PRIVATE,
+        fd: -1n,
+        madv: madvFromVmFlags(v.vmflags),
+        fdflags: 0,
+        path: v.path,
+        dev: v.dev,
+        inode: 0,
+      });
       continue;
     }
     if (v.path === "[vvar_vclock]") {
       const prev = vmas[vmas.length - 1];
-      if (prev && prev.status & VMA.VVAR && prev.end === v.start && prev.prot === v.prot) { prev.end = v.end; continue; }
+      if (prev && prev.status & VMA.VVAR && prev.end === v.start && prev.prot === v.prot) {
+        prev.end = v.end;
+        continue;
+      }
     }
-    if (v.path === "[vdso]") { status |= VMA.VDSO | VMA.ANON_PRIVATE; flags |= MAP.ANONYMOUS; }
-    else if (v.path === "[vvar]" || v.path === "[vvar_vclock]") { status |= VMA.VVAR | VMA.ANON_PRIVATE; flags |= MAP.ANONYMOUS; }
-    else if (v.path === "[stack]") { status |= VMA.ANON_PRIVATE; flags |= MAP.ANONYMOUS | MAP.GROWSDOWN; } // CRIU: no VMA_AREA_STACK
-    else if (v.path === "[heap]") { status |= VMA.HEAP | VMA.ANON_PRIVATE; flags |= MAP.ANONYMOUS; }
-    else if (v.vmflags.includes("dp")) refuse("mem", `process ${pid}`, "droppable", `at 0x${v.start.toString(16)}`);
-    else if (v.vmflags.includes("ht")) refuse("mem", `process ${pid}`, "hugetlb", `'${v.path}' at 0x${v.start.toString(16)}`);
+    if (v.path === "[vdso]") {
+      status |= VMA.VDSO | VMA.ANON_PRIVATE;
+      flags |= MAP.ANONYMOUS;
+    } else if (v.path === "[vvar]" || v.path === "[vvar_vclock]") {
+      status |= VMA.VVAR | VMA.ANON_PRIVATE;
+      flags |= MAP.ANONYMOUS;
+    } else if (v.path === "[stack]") {
+      status |= VMA.ANON_PRIVATE;
+      flags |= MAP.ANONYMOUS | MAP.GROWSDOWN;
+    } // CRIU: no VMA_AREA_STACK
+    else if (v.path === "[heap]") {
+      status |= VMA.HEAP | VMA.ANON_PRIVATE;
+      flags |= MAP.ANONYMOUS;
+    } else if (v.vmflags.includes("dp")) refuse("mem", `process ${pid}`, "droppable", `at 0x${v.start.toString(16)}`);
+    else if (v.vmflags.includes("ht"))
+      refuse("mem", `process ${pid}`, "hugetlb", `'${v.path}' at 0x${v.start.toString(16)}`);
     else if (v.path.startsWith("/[aio]")) refuse("mem", `process ${pid}`, "aio", `at 0x${v.start.toString(16)}`);
-    else if (v.path.startsWith("/memfd:")) refuse("mem", `process ${pid}`, "memfd-map", `'${v.path}' at 0x${v.start.toString(16)}`);
+    else if (v.path.startsWith("/memfd:"))
+      refuse("mem", `process ${pid}`, "memfd-map", `'${v.path}' at 0x${v.start.toString(16)}`);
     else if (!v.shared && v.path.startsWith("/dev/zero") && v.inode) {
       // MAP_PRIVATE of a shmem object (through /proc/PID/map_files): its untouched pages are the object's
       refuse("mem", `process ${pid}`, "shmem-private", `'${v.path}' at 0x${v.start.toString(16)}`);
     } else if (v.shared && v.path.startsWith("/dev/zero") && v.inode) {
       // MAP_SHARED|MAP_ANONYMOUS: a shmem object, dumped once (shmem.ts)
-      status |= VMA.ANON_SHARED; flags |= MAP.ANONYMOUS;
+      status |= VMA.ANON_SHARED;
+      flags |= MAP.ANONYMOUS;
     } else if (v.inode === 0 && (v.path === "" || v.path.startsWith("[anon:"))) {
-      if (v.shared) throw new CriuError("mem", `process ${pid}: shared anonymous mapping at 0x${v.start.toString(16)} is not supported yet`);
-      status |= VMA.ANON_PRIVATE; flags |= MAP.ANONYMOUS;
+      if (v.shared)
+        throw new CriuError(
+          "mem",
+          `process ${pid}: shared anonymous mapping at 0x${v.start.toString(16)} is not supported yet`
+        );
+      status |= VMA.ANON_PRIVATE;
+      flags |= MAP.ANONYMOUS;
       if (v.vmflags.includes("gd")) flags |= MAP.GROWSDOWN;
     } else if (v.path.startsWith("/SYSV") && v.shared) {
       // saved once per segment (sysvshm.ts); encoded as CRIU encodes it: a shared anonymous mapping
       // that is a SysV segment (shmid and fdflags are set by the dump)
-      status |= VMA.ANON_SHARED | VMA.SYSVIPC; flags |= MAP.ANONYMOUS;
+      status |= VMA.ANON_SHARED | VMA.SYSVIPC;
+      flags |= MAP.ANONYMOUS;
     } else if (v.path.startsWith("/SYSV") || v.path.startsWith("/memfd:")) {
-      throw new CriuError("mem", `process ${pid}: mapping of '${v.path}' at 0x${v.start.toString(16)} is not supported yet`);
+      throw new CriuError(
+        "mem",
+        `process ${pid}: mapping of '${v.path}' at 0x${v.start.toString(16)} is not supported yet`
+      );
     } else if (v.inode !== 0 && !v.path.startsWith("/")) {
       // socket:[N] (a packet ring), anon_inode:[io_uring], [anon_shmem:NAME] ...: no file to map again
       refuse("mem", `process ${pid}`, "special-map", `'${v.path}' at 0x${v.start.toString(16)}`);
@@ -74,8 +125,20 @@ export function classifyVmas(pid: number): { vmas: DumpedVma[]; raw: Vma[] } {
     // a MAP_SHARED file mapping that may be made writable (the file was opened read-write)
     if (v.shared && v.vmflags.includes("mw")) mayWrite.add(v.start);
     vmas.push({
-      start: v.start, end: v.end, pgoff: v.pgoff, shmid: 0n, prot: v.prot, flags, status, fd: -1n,
-      madv: madvFromVmFlags(v.vmflags), fdflags: 0, path: v.path, dev: v.dev, inode: v.inode, mayWrite: mayWrite.has(v.start),
+      start: v.start,
+      end: v.end,
+      pgoff: v.pgoff,
+      shmid: 0n,
+      prot: v.prot,
+      flags,
+      status,
+      fd: -1n,
+      madv: madvFromVmFlags(v.vmflags),
+      fdflags: 0,
+      path: v.path,
+      dev: v.dev,
+      inode: v.inode,
+      mayWrite: mayWrite.has(v.start),
     });
   }
   for (const v of vmas) log.debug(`process ${pid}: ${vmaLine(v)}`);
@@ -83,13 +146,23 @@ export function classifyVmas(pid: number): { vmas: DumpedVma[]; raw: Vma[] } {
 }
 
 /** One VMA as the -v4 logs show it, on dump and on restore. */
-export function vmaLine(v: { start: bigint; end: bigint; prot: number; flags: number; status: number; pgoff: bigint; path?: string }): string {
+export function vmaLine(v: {
+  start: bigint;
+  end: bigint;
+  prot: number;
+  flags: number;
+  status: number;
+  pgoff: bigint;
+  path?: string;
+}): string {
   const prot = `${v.prot & 1 ? "r" : "-"}${v.prot & 2 ? "w" : "-"}${v.prot & 4 ? "x" : "-"}`;
   return `vma 0x${v.start.toString(16)}-0x${v.end.toString(16)} ${prot} flags 0x${v.flags.toString(16)} status 0x${v.status.toString(16)} pgoff 0x${v.pgoff.toString(16)}${v.path ? ` ${v.path}` : ""}`;
 }
 
 const PAGE_IS_GUARD = 1 << 8;
-const PM_PRESENT = 1 << 31, PM_SWAP = 1 << 30, PM_FILE = 1 << 29; // bits 63,62,61 as seen in the high u32
+const PM_PRESENT = 1 << 31,
+  PM_SWAP = 1 << 30,
+  PM_FILE = 1 << 29; // bits 63,62,61 as seen in the high u32
 
 /** Append the run [vaddr, +nrPages) to runs, extending the last one when they touch and it is not
  * before `floor` (runs stop at VMA ends, as CRIU writes them). */
@@ -108,12 +181,18 @@ function addRun(runs: PageRun[], floor: number, vaddr: bigint, nrPages: number) 
 export function pagesToDump(pid: number, vmas: DumpedVma[]): PageRun[] {
   const fd = openFd(`/proc/${pid}/pagemap`, O.RDONLY | O.CLOEXEC);
   const runs: PageRun[] = [];
-  let scanner: PagemapScanner | undefined = process.env.CRIU_BUN_PAGEMAP === "read" ? undefined : new PagemapScanner(fd);
+  let scanner: PagemapScanner | undefined =
+    process.env.CRIU_BUN_PAGEMAP === "read" ? undefined : new PagemapScanner(fd);
   let reader: PagemapReader | undefined;
   // guard regions (MADV_GUARD_INSTALL) are page table markers no image keeps: found with the
   // pages (PAGE_IS_GUARD, Linux 6.14+), refused
   const probe = vmas.find((v) => v.status & VMA.ANON_PRIVATE && !(v.status & (VMA.VVAR | VMA.VSYSCALL | VMA.VDSO)));
-  const guard = scanner && probe && scanner.scan(probe.start, probe.start + 4096n, { anyof: PAGE_IS_GUARD, ret: PAGE_IS_GUARD }) >= 0 ? PAGE_IS_GUARD : 0;
+  const guard =
+    scanner &&
+    probe &&
+    scanner.scan(probe.start, probe.start + 4096n, { anyof: PAGE_IS_GUARD, ret: PAGE_IS_GUARD }) >= 0
+      ? PAGE_IS_GUARD
+      : 0;
   const t0 = performance.now();
   try {
     for (const v of vmas) {
@@ -122,7 +201,10 @@ export function pagesToDump(pid: number, vmas: DumpedVma[]): PageRun[] {
       // as CRIU: [vdso] pages are stored, [vvar] and [vsyscall] ones are not (not readable)
       if ((!anon && !filePriv) || v.status & (VMA.VVAR | VMA.VSYSCALL)) continue;
       // and every [vdso] page, present or not: CRIU's restore reads the dumped vDSO's ELF header
-      if (v.status & VMA.VDSO) { runs.push({ vaddr: v.start, nrPages: Number((v.end - v.start) / 4096n), flags: PE.PRESENT }); continue; }
+      if (v.status & VMA.VDSO) {
+        runs.push({ vaddr: v.start, nrPages: Number((v.end - v.start) / 4096n), flags: PE.PRESENT });
+        continue;
+      }
       if (scanner) {
         const r = scanVma(pid, scanner, v, anon, runs, guard);
         if (r === "done") continue;
@@ -130,17 +212,33 @@ export function pagesToDump(pid: number, vmas: DumpedVma[]): PageRun[] {
       }
       (reader ??= new PagemapReader(pid, fd)).vma(v, anon, runs);
     }
-  } finally { closeFd(fd); }
+  } finally {
+    closeFd(fd);
+  }
   const how = scanner && reader ? "PAGEMAP_SCAN and read" : scanner ? "PAGEMAP_SCAN" : "read";
-  log.debug(`Pagemap of ${pid}: ${runs.length} runs of pages to dump (pagemap by ${how}) in ${(performance.now() - t0).toFixed(1)} ms`);
+  log.debug(
+    `Pagemap of ${pid}: ${runs.length} runs of pages to dump (pagemap by ${how}) in ${(performance.now() - t0).toFixed(1)} ms`
+  );
   return runs;
 }
 
 /** One VMA by PAGEMAP_SCAN. "vma": this VMA refused (nothing added), read it instead. */
-function scanVma(pid: number, sc: PagemapScanner, v: DumpedVma, anon: boolean, runs: PageRun[], guard = 0): "done" | "vma" | "unsupported" {
+function scanVma(
+  pid: number,
+  sc: PagemapScanner,
+  v: DumpedVma,
+  anon: boolean,
+  runs: PageRun[],
+  guard = 0
+): "done" | "vma" | "unsupported" {
   const q = anon
     ? { anyof: PAGE_IS.PRESENT | PAGE_IS.SWAPPED | guard, ret: PAGE_IS.PRESENT | PAGE_IS.SWAPPED | guard }
-    : { inverted: PAGE_IS.FILE, mask: PAGE_IS.FILE, anyof: PAGE_IS.PRESENT | PAGE_IS.SWAPPED, ret: PAGE_IS.PRESENT | PAGE_IS.SWAPPED };
+    : {
+        inverted: PAGE_IS.FILE,
+        mask: PAGE_IS.FILE,
+        anyof: PAGE_IS.PRESENT | PAGE_IS.SWAPPED,
+        ret: PAGE_IS.PRESENT | PAGE_IS.SWAPPED,
+      };
   const floor = runs.length;
   let at = v.start;
   while (at < v.end) {
@@ -149,13 +247,17 @@ function scanVma(pid: number, sc: PagemapScanner, v: DumpedVma, anon: boolean, r
       if (at === v.start && (n === -E.ENOTTY || n === -E.EINVAL)) return n === -E.ENOTTY ? "unsupported" : "vma";
       throw new CriuError("mem", `PAGEMAP_SCAN of process ${pid} at 0x${at.toString(16)}: ${errnoText(-n)}`);
     }
-    const vec = sc.vec, end = sc.walkEnd;
-    if (end <= at) throw new CriuError("mem", `PAGEMAP_SCAN of process ${pid} made no progress at 0x${at.toString(16)}`);
+    const vec = sc.vec,
+      end = sc.walkEnd;
+    if (end <= at)
+      throw new CriuError("mem", `PAGEMAP_SCAN of process ${pid} made no progress at 0x${at.toString(16)}`);
     // only what lies below walk_end counts: 6.18 was seen returning regions past it when it stopped
     // early, and the next call (from walk_end) reports them again
     for (let i = 0; i < n; i++) {
-      const a = vec[i * 3], b = vec[i * 3 + 1] < end ? vec[i * 3 + 1] : end;
-      if (guard && Number(vec[i * 3 + 2]) & guard && a < b) refuse("mem", `process ${pid}`, "guard", `at 0x${a.toString(16)}`);
+      const a = vec[i * 3],
+        b = vec[i * 3 + 1] < end ? vec[i * 3 + 1] : end;
+      if (guard && Number(vec[i * 3 + 2]) & guard && a < b)
+        refuse("mem", `process ${pid}`, "guard", `at 0x${a.toString(16)}`);
       if (a < b) addRun(runs, floor, a, Number((b - a) / 4096n));
     }
     at = end;
@@ -168,11 +270,15 @@ class PagemapReader {
   private static readonly CHUNK = 1 << 16;
   private readonly buf = new Uint8Array(PagemapReader.CHUNK * 8);
   private readonly u32 = new Uint32Array(this.buf.buffer);
-  constructor(private readonly pid: number, private readonly fd: number) {}
+  constructor(
+    private readonly pid: number,
+    private readonly fd: number
+  ) {}
 
   vma(v: DumpedVma, anon: boolean, runs: PageRun[]) {
     const { buf, u32 } = this;
-    const first = v.start / 4096n, n = Number((v.end - v.start) / 4096n);
+    const first = v.start / 4096n,
+      n = Number((v.end - v.start) / 4096n);
     const floor = runs.length;
     let runStart = -1;
     for (let base = 0; base < n; base += PagemapReader.CHUNK) {
@@ -183,8 +289,12 @@ class PagemapReader {
         const hi = u32[i * 2 + 1];
         const want = (hi & (PM_PRESENT | PM_SWAP)) !== 0 && (anon || (hi & PM_FILE) === 0);
         const idx = base + i;
-        if (want) { if (runStart < 0) runStart = idx; }
-        else if (runStart >= 0) { addRun(runs, floor, v.start + BigInt(runStart) * 4096n, idx - runStart); runStart = -1; }
+        if (want) {
+          if (runStart < 0) runStart = idx;
+        } else if (runStart >= 0) {
+          addRun(runs, floor, v.start + BigInt(runStart) * 4096n, idx - runStart);
+          runStart = -1;
+        }
       }
     }
     if (runStart >= 0) addRun(runs, floor, v.start + BigInt(runStart) * 4096n, n - runStart);

@@ -18,14 +18,32 @@
 // UFFDIO_REGISTER of those ranges failing with EBUSY; an exec, closing the fd or an mremap ends
 // tracking (the next dump compares contents instead). The fd is never dumped as the process's own, and
 // a dump that does not re-arm (the final dump, or -R without --track-mem) closes it in the target.
-import { closeSync, existsSync, fstatSync, readdirSync, openSync, readFileSync, statSync, writeSync, constants as FS } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  fstatSync,
+  readdirSync,
+  openSync,
+  readFileSync,
+  statSync,
+  writeSync,
+  constants as FS,
+} from "node:fs";
 import { join, resolve } from "node:path";
 import { Injector, RemoteMem } from "../ptrace/inject";
 import { freezeProcess, releaseProcess } from "../ptrace/seize";
 import { getRegs } from "../sys/ptrace";
 import { NR } from "../sys/nr";
 import { openFd, closeFd, O, F, PAGE_IS, PagemapScanner } from "../sys/mem";
-import { UFFDIO_API, UFFDIO_REGISTER, UFFD_API, UFFD_USER_MODE_ONLY, UFFDIO_REGISTER_MODE, UFFD_FEATURE, PM_SCAN } from "../sys/uffd";
+import {
+  UFFDIO_API,
+  UFFDIO_REGISTER,
+  UFFD_API,
+  UFFD_USER_MODE_ONLY,
+  UFFDIO_REGISTER_MODE,
+  UFFD_FEATURE,
+  PM_SCAN,
+} from "../sys/uffd";
 import { readStat, readLink } from "../sys/proc";
 import { errnoText } from "../sys/errno";
 import { decodePagemap, type PagemapRun } from "../images/pagemap";
@@ -33,12 +51,23 @@ import { VMA } from "./vma";
 import type { DumpedVma, PageRun } from "./memory";
 import { log, errorMessage } from "../log";
 
-const PAGE = 4096n, PE_PARENT = 1, PE_PRESENT = 4;
+const PAGE = 4096n,
+  PE_PARENT = 1,
+  PE_PRESENT = 4;
 /** what the tracking record of one process holds */
-interface Record { pid: number; startTime: string; fd: number; ino: number }
+interface Record {
+  pid: number;
+  startTime: string;
+  fd: number;
+  ino: number;
+}
 
 /** The pages of one process to read, and those to take from the parent, when tracking is in use. */
-interface TrackedPages { want: PageRun[]; fromParent: PagemapRun[]; trackedPages: number }
+interface TrackedPages {
+  want: PageRun[];
+  fromParent: PagemapRun[];
+  trackedPages: number;
+}
 
 const recordName = (vpid: number) => `memtrack-${vpid}.json`;
 
@@ -46,7 +75,10 @@ export class MemTracker {
   /** per process (criu-bun's pid): the live tracking fd in it, when the parent's record still holds */
   private live = new Map<number, Record>();
 
-  constructor(private readonly dir: string, private readonly prevDir: string | undefined) {}
+  constructor(
+    private readonly dir: string,
+    private readonly prevDir: string | undefined
+  ) {}
 
   /** Find the tracking left by the parent dump in process pid (vpid in the images). */
   adopt(pid: number, vpid: number) {
@@ -54,15 +86,25 @@ export class MemTracker {
     const path = join(resolve(this.dir, this.prevDir), recordName(vpid));
     if (!existsSync(path)) return;
     let rec: Record;
-    try { rec = JSON.parse(readFileSync(path, "utf8")); } catch { log.warn(`${path}: unreadable; pages are compared instead`); return; }
+    try {
+      rec = JSON.parse(readFileSync(path, "utf8"));
+    } catch {
+      log.warn(`${path}: unreadable; pages are compared instead`);
+      return;
+    }
     if (rec.pid !== pid || !Number.isInteger(rec.fd) || rec.fd < 0) return;
     const why = this.stale(pid, rec);
-    if (why) { log.info(`process ${pid}: memory tracking from the previous dump is gone (${why}); pages are compared instead`); return; }
+    if (why) {
+      log.info(`process ${pid}: memory tracking from the previous dump is gone (${why}); pages are compared instead`);
+      return;
+    }
     this.live.set(pid, rec);
     log.debug(`process ${pid}: memory tracking by userfaultfd ${rec.fd} in use`);
   }
 
-  private stale(pid: number, rec: Record): string { return staleRecord(pid, rec); }
+  private stale(pid: number, rec: Record): string {
+    return staleRecord(pid, rec);
+  }
 
   /** fds that are criu-bun's tracking, not the process's own: never dumped. That includes the
    *  copies a child forked after the pre-dump inherited (a busybox shell's forked applets): the
@@ -74,8 +116,12 @@ export class MemTracker {
     try {
       if (!readLink(`/proc/${pid}/fd/${fd}`).includes("userfaultfd")) return false;
       if (!inos.has(statSync(`/proc/${pid}/fd/${fd}`).ino)) return false;
-    } catch { return false; }
-    log.debug(`process ${pid} fd ${fd}: a copy of criu-bun's tracking userfaultfd inherited through fork; not the process's own, not dumped`);
+    } catch {
+      return false;
+    }
+    log.debug(
+      `process ${pid} fd ${fd}: a copy of criu-bun's tracking userfaultfd inherited through fork; not the process's own, not dumped`
+    );
     return true;
   }
   private inos?: Set<number>;
@@ -87,7 +133,10 @@ export class MemTracker {
     try {
       for (const f of readdirSync(dir)) {
         if (!/^memtrack-\d+\.json$/.test(f)) continue;
-        try { const r = JSON.parse(readFileSync(join(dir, f), "utf8")); if (Number.isInteger(r.ino)) this.inos.add(r.ino); } catch {}
+        try {
+          const r = JSON.parse(readFileSync(join(dir, f), "utf8"));
+          if (Number.isInteger(r.ino)) this.inos.add(r.ino);
+        } catch {}
       }
     } catch {}
     return this.inos;
@@ -108,24 +157,42 @@ export class MemTracker {
     const out: TrackedPages & { untracked: DumpedVma[] } = { want: [], fromParent: [], trackedPages: 0, untracked: [] };
     try {
       for (const v of vmas) {
-        if (!(v.status & VMA.ANON_PRIVATE) || v.status & (VMA.VDSO | VMA.VVAR | VMA.VSYSCALL)) { out.untracked.push(v); continue; }
+        if (!(v.status & VMA.ANON_PRIVATE) || v.status & (VMA.VDSO | VMA.VVAR | VMA.VSYSCALL)) {
+          out.untracked.push(v);
+          continue;
+        }
         // written since the write-protect (not the zero page): read
         const written = scanRuns(sc, pid, v.start, v.end, {
-          flags: PM_SCAN.CHECK_WPASYNC, mask: PAGE_IS.WRITTEN | PAGE_IS.PFNZERO, inverted: PAGE_IS.PFNZERO,
-          anyof: PAGE_IS.PRESENT | PAGE_IS.SWAPPED, ret: PAGE_IS.WRITTEN | PAGE_IS.PRESENT | PAGE_IS.SWAPPED,
+          flags: PM_SCAN.CHECK_WPASYNC,
+          mask: PAGE_IS.WRITTEN | PAGE_IS.PFNZERO,
+          inverted: PAGE_IS.PFNZERO,
+          anyof: PAGE_IS.PRESENT | PAGE_IS.SWAPPED,
+          ret: PAGE_IS.WRITTEN | PAGE_IS.PRESENT | PAGE_IS.SWAPPED,
         });
-        if (written === null) { out.untracked.push(v); continue; }
+        if (written === null) {
+          out.untracked.push(v);
+          continue;
+        }
         // there and untouched: the parent's copy is this page (where the parent has one)
-        const same = scanRuns(sc, pid, v.start, v.end, {
-          flags: PM_SCAN.CHECK_WPASYNC, mask: PAGE_IS.WRITTEN | PAGE_IS.PFNZERO, inverted: PAGE_IS.WRITTEN | PAGE_IS.PFNZERO,
-          anyof: PAGE_IS.PRESENT | PAGE_IS.SWAPPED, ret: PAGE_IS.PRESENT | PAGE_IS.SWAPPED,
-        }) ?? [];
+        const same =
+          scanRuns(sc, pid, v.start, v.end, {
+            flags: PM_SCAN.CHECK_WPASYNC,
+            mask: PAGE_IS.WRITTEN | PAGE_IS.PFNZERO,
+            inverted: PAGE_IS.WRITTEN | PAGE_IS.PFNZERO,
+            anyof: PAGE_IS.PRESENT | PAGE_IS.SWAPPED,
+            ret: PAGE_IS.PRESENT | PAGE_IS.SWAPPED,
+          }) ?? [];
         for (const [a, b] of written) out.want.push({ vaddr: a, nrPages: Number((b - a) / PAGE), flags: PE_PRESENT });
-        for (const [a, b] of intersect(same, parent)) out.fromParent.push({ vaddr: a, nrPages: Number((b - a) / PAGE), flags: PE_PARENT });
+        for (const [a, b] of intersect(same, parent))
+          out.fromParent.push({ vaddr: a, nrPages: Number((b - a) / PAGE), flags: PE_PARENT });
         out.trackedPages += Number((v.end - v.start) / PAGE);
       }
-    } finally { closeFd(fd); }
-    log.info(`process ${pid}: tracked memory: ${count(out.want)} pages written since the previous dump, ${count(out.fromParent)} taken from it, ${out.untracked.length} VMA(s) not tracked`);
+    } finally {
+      closeFd(fd);
+    }
+    log.info(
+      `process ${pid}: tracked memory: ${count(out.want)} pages written since the previous dump, ${count(out.fromParent)} taken from it, ${out.untracked.length} VMA(s) not tracked`
+    );
     return out;
   }
 
@@ -144,7 +211,10 @@ export class MemTracker {
         if (u < 0) throw new Error(`userfaultfd: ${errnoText(-u)}`);
         made = u;
         inj.withScratch(24, (a) => {
-          mem.write(a, new Uint8Array(new BigUint64Array([BigInt(UFFD_API), BigInt(UFFD_FEATURE.WP_ASYNC), 0n]).buffer));
+          mem.write(
+            a,
+            new Uint8Array(new BigUint64Array([BigInt(UFFD_API), BigInt(UFFD_FEATURE.WP_ASYNC), 0n]).buffer)
+          );
           const r = inj.call(NR.ioctl, u, UFFDIO_API, a);
           if (r !== 0n) throw new Error(`UFFDIO_API with WP_ASYNC: ${errnoText(Number(-r))}`);
         });
@@ -152,7 +222,10 @@ export class MemTracker {
         const soft = nofileSoft(pid);
         const high = Number(inj.call(NR.fcntl, u, F.DUPFD_CLOEXEC, Math.max(64, Math.floor(soft / 2))));
         const fd = high >= 0 ? high : u;
-        if (high >= 0) { inj.call(NR.close, u); made = high; }
+        if (high >= 0) {
+          inj.call(NR.close, u);
+          made = high;
+        }
         rec = { pid, startTime: String(readStat(pid).startTime), fd, ino: statSync(`/proc/${pid}/fd/${fd}`).ino };
         log.debug(`process ${pid}: userfaultfd ${fd} made for memory tracking`);
       }
@@ -163,23 +236,44 @@ export class MemTracker {
       let n = 0;
       try {
         const sc = new PagemapScanner(pm);
-        const anon = vmas.filter((v) => v.status & VMA.ANON_PRIVATE && !(v.status & (VMA.VDSO | VMA.VVAR | VMA.VSYSCALL)));
-        const registered = (v: DumpedVma) => sc.scan(v.start, v.start + PAGE, { flags: PM_SCAN.CHECK_WPASYNC, mask: PAGE_IS.WRITTEN, ret: PAGE_IS.WRITTEN }) !== -1;
+        const anon = vmas.filter(
+          (v) => v.status & VMA.ANON_PRIVATE && !(v.status & (VMA.VDSO | VMA.VVAR | VMA.VSYSCALL))
+        );
+        const registered = (v: DumpedVma) =>
+          sc.scan(v.start, v.start + PAGE, {
+            flags: PM_SCAN.CHECK_WPASYNC,
+            mask: PAGE_IS.WRITTEN,
+            ret: PAGE_IS.WRITTEN,
+          }) !== -1;
         const protect: [bigint, bigint][] = [];
         for (const v of anon) {
-          if (registered(v)) { protect.push([v.start, v.end]); continue; }
+          if (registered(v)) {
+            protect.push([v.start, v.end]);
+            continue;
+          }
           const ok = inj.withScratch(32, (a) => {
-            mem.write(a, new Uint8Array(new BigUint64Array([v.start, v.end - v.start, BigInt(UFFDIO_REGISTER_MODE.WP), 0n]).buffer));
+            mem.write(
+              a,
+              new Uint8Array(new BigUint64Array([v.start, v.end - v.start, BigInt(UFFDIO_REGISTER_MODE.WP), 0n]).buffer)
+            );
             return inj.call(NR.ioctl, rec!.fd, UFFDIO_REGISTER, a);
           });
-          if (ok === 0n) { n++; protect.push([v.start, v.end]); }
-          else log.debug(`process ${pid}: ${vmaName(v)} not tracked (UFFDIO_REGISTER: ${errnoText(Number(-ok))})`);
+          if (ok === 0n) {
+            n++;
+            protect.push([v.start, v.end]);
+          } else log.debug(`process ${pid}: ${vmaName(v)} not tracked (UFFDIO_REGISTER: ${errnoText(Number(-ok))})`);
         }
         // write-protect every page of the registered VMAs: from now on a write marks a page
         for (const [a, b] of protect) {
-          scanRuns(sc, pid, a, b, { flags: PM_SCAN.WP_MATCHING | PM_SCAN.CHECK_WPASYNC, mask: PAGE_IS.WRITTEN, ret: PAGE_IS.WRITTEN });
+          scanRuns(sc, pid, a, b, {
+            flags: PM_SCAN.WP_MATCHING | PM_SCAN.CHECK_WPASYNC,
+            mask: PAGE_IS.WRITTEN,
+            ret: PAGE_IS.WRITTEN,
+          });
         }
-      } finally { closeFd(pm); }
+      } finally {
+        closeFd(pm);
+      }
       writeRecord(this.dir, vpid, rec);
       log.info(`process ${pid}: memory tracking armed (userfaultfd ${rec.fd}, ${n} VMA(s) newly registered)`);
       made = -1;
@@ -187,7 +281,9 @@ export class MemTracker {
       // tracking is an optimisation: the dump stands, the next one compares contents
       log.warn(`process ${pid}: memory tracking not armed: ${errorMessage(e)}`);
       if (made >= 0) inj.call(NR.close, made);
-    } finally { inj.restore(); }
+    } finally {
+      inj.restore();
+    }
   }
 
   /** A dump that does not re-arm: the tracking fd goes from a process that lives on. */
@@ -195,7 +291,11 @@ export class MemTracker {
     const rec = this.live.get(pid);
     if (!rec) return;
     const inj = Injector.dump(tid, Injector.findSyscallInsn(pid, getRegs(tid), mem), mem);
-    try { inj.call(NR.close, rec.fd); } finally { inj.restore(); }
+    try {
+      inj.call(NR.close, rec.fd);
+    } finally {
+      inj.restore();
+    }
     log.debug(`process ${pid}: memory tracking ended (userfaultfd ${rec.fd} closed)`);
   }
 }
@@ -206,7 +306,9 @@ function staleRecord(pid: number, rec: Record): string {
     if (String(readStat(pid).startTime) !== rec.startTime) return "another process has the pid";
     if (!readLink(`/proc/${pid}/fd/${rec.fd}`).includes("userfaultfd")) return `fd ${rec.fd} is no userfaultfd`;
     if (statSync(`/proc/${pid}/fd/${rec.fd}`).ino !== rec.ino) return `fd ${rec.fd} is another userfaultfd`;
-  } catch { return `fd ${rec.fd} is closed`; }
+  } catch {
+    return `fd ${rec.fd} is closed`;
+  }
   return "";
 }
 
@@ -218,28 +320,52 @@ function staleRecord(pid: number, rec: Record): string {
  */
 export function dropTracking(dir: string) {
   let files: string[] = [];
-  try { files = readdirSync(dir).filter((f) => /^memtrack-\d+\.json$/.test(f)); } catch { return; }
+  try {
+    files = readdirSync(dir).filter((f) => /^memtrack-\d+\.json$/.test(f));
+  } catch {
+    return;
+  }
   for (const f of files) {
     let rec: Record;
-    try { rec = JSON.parse(readFileSync(join(dir, f), "utf8")); } catch { continue; }
+    try {
+      rec = JSON.parse(readFileSync(join(dir, f), "utf8"));
+    } catch {
+      continue;
+    }
     if (!Number.isInteger(rec.pid) || !Number.isInteger(rec.fd) || staleRecord(rec.pid, rec)) continue;
     try {
       const fp = freezeProcess(rec.pid, 10000);
       const mem = new RemoteMem(rec.pid);
       try {
-        if (!staleRecord(rec.pid, rec)) { // again, now that it is stopped
+        if (!staleRecord(rec.pid, rec)) {
+          // again, now that it is stopped
           const tid = fp.threads[0].tid;
           const inj = Injector.dump(tid, Injector.findSyscallInsn(rec.pid, getRegs(tid), mem), mem);
-          try { inj.call(NR.close, rec.fd); } finally { inj.restore(); }
+          try {
+            inj.call(NR.close, rec.fd);
+          } finally {
+            inj.restore();
+          }
           log.info(`process ${rec.pid}: memory tracking ended (userfaultfd ${rec.fd} closed)`);
         }
-      } finally { mem.close(); releaseProcess(fp); }
-    } catch (e) { log.warn(`process ${rec.pid}: memory tracking could not be ended: ${errorMessage(e)}`); }
+      } finally {
+        mem.close();
+        releaseProcess(fp);
+      }
+    } catch (e) {
+      log.warn(`process ${rec.pid}: memory tracking could not be ended: ${errorMessage(e)}`);
+    }
   }
 }
 
 /** [start, end) regions of one PAGEMAP_SCAN query over [start, end); null if the VMA is not tracked (EPERM). */
-function scanRuns(sc: PagemapScanner, pid: number, start: bigint, end: bigint, q: Parameters<PagemapScanner["scan"]>[2]): [bigint, bigint][] | null {
+function scanRuns(
+  sc: PagemapScanner,
+  pid: number,
+  start: bigint,
+  end: bigint,
+  q: Parameters<PagemapScanner["scan"]>[2]
+): [bigint, bigint][] | null {
   const out: [bigint, bigint][] = [];
   let at = start;
   while (at < end) {
@@ -249,10 +375,12 @@ function scanRuns(sc: PagemapScanner, pid: number, start: bigint, end: bigint, q
     const stop = sc.walkEnd;
     if (stop <= at) throw new Error(`PAGEMAP_SCAN of process ${pid} made no progress at 0x${at.toString(16)}`);
     for (let i = 0; i < n; i++) {
-      const a = sc.vec[i * 3], b = sc.vec[i * 3 + 1] < stop ? sc.vec[i * 3 + 1] : stop;
+      const a = sc.vec[i * 3],
+        b = sc.vec[i * 3 + 1] < stop ? sc.vec[i * 3 + 1] : stop;
       if (a >= b) continue;
       const last = out[out.length - 1];
-      if (last && last[1] === a) last[1] = b; else out.push([a, b]);
+      if (last && last[1] === a) last[1] = b;
+      else out.push([a, b]);
     }
     at = stop;
   }
@@ -263,12 +391,17 @@ function scanRuns(sc: PagemapScanner, pid: number, start: bigint, end: bigint, q
 function parentCoverage(parentDir: string, vpid: number): [bigint, bigint][] {
   const out: [bigint, bigint][] = [];
   // a parent dumped through a page server keeps what it sent in sent-pagemap-N.img (its pages are on the server's side)
-  const file = !existsSync(join(parentDir, `pagemap-${vpid}.img`)) && existsSync(join(parentDir, `sent-pagemap-${vpid}.img`)) ? `sent-pagemap-${vpid}.img` : `pagemap-${vpid}.img`;
+  const file =
+    !existsSync(join(parentDir, `pagemap-${vpid}.img`)) && existsSync(join(parentDir, `sent-pagemap-${vpid}.img`))
+      ? `sent-pagemap-${vpid}.img`
+      : `pagemap-${vpid}.img`;
   for (const r of decodePagemap(parentDir, file).runs) {
     if (!(r.flags & (PE_PRESENT | PE_PARENT))) continue;
-    const a = r.vaddr, b = r.vaddr + BigInt(r.nrPages) * PAGE;
+    const a = r.vaddr,
+      b = r.vaddr + BigInt(r.nrPages) * PAGE;
     const last = out[out.length - 1];
-    if (last && last[1] === a) last[1] = b; else out.push([a, b]);
+    if (last && last[1] === a) last[1] = b;
+    else out.push([a, b]);
   }
   return out.sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0));
 }
@@ -276,11 +409,14 @@ function parentCoverage(parentDir: string, vpid: number): [bigint, bigint][] {
 /** Intersection of two sorted lists of disjoint ranges. */
 function intersect(a: [bigint, bigint][], b: [bigint, bigint][]): [bigint, bigint][] {
   const out: [bigint, bigint][] = [];
-  let i = 0, j = 0;
+  let i = 0,
+    j = 0;
   while (i < a.length && j < b.length) {
-    const lo = a[i][0] > b[j][0] ? a[i][0] : b[j][0], hi = a[i][1] < b[j][1] ? a[i][1] : b[j][1];
+    const lo = a[i][0] > b[j][0] ? a[i][0] : b[j][0],
+      hi = a[i][1] < b[j][1] ? a[i][1] : b[j][1];
     if (lo < hi) out.push([lo, hi]);
-    if (a[i][1] < b[j][1]) i++; else j++;
+    if (a[i][1] < b[j][1]) i++;
+    else j++;
   }
   return out;
 }
@@ -297,9 +433,15 @@ function nofileSoft(pid: number): number {
 
 /** The record, written 0600 without following a link, as this dump's own file. */
 function writeRecord(dir: string, vpid: number, rec: Record) {
-  const fd = openSync(join(dir, recordName(vpid)), FS.O_WRONLY | FS.O_CREAT | FS.O_TRUNC | FS.O_NOFOLLOW | O.CLOEXEC, 0o600);
+  const fd = openSync(
+    join(dir, recordName(vpid)),
+    FS.O_WRONLY | FS.O_CREAT | FS.O_TRUNC | FS.O_NOFOLLOW | O.CLOEXEC,
+    0o600
+  );
   try {
     if (!fstatSync(fd).isFile()) throw new Error(`${recordName(vpid)} is not a regular file`);
     writeSync(fd, JSON.stringify(rec) + "\n");
-  } finally { closeSync(fd); }
+  } finally {
+    closeSync(fd);
+  }
 }

@@ -18,7 +18,9 @@ import { classifyVmas, vmaLine, type DumpedVma } from "./memory";
 import { VMA, MAP, PAGE } from "./vma";
 import { SHMAT } from "./sysvshm";
 
-function hex(v: bigint | number) { return "0x" + v.toString(16); }
+function hex(v: bigint | number) {
+  return "0x" + v.toString(16);
+}
 function mmapFailed(proc: { vpid: number }, v: S.vma_entry, r: bigint): CriuError {
   const who = `process ${proc.vpid} VMA ${hex(v.start)}-${hex(v.end)}`;
   return new CriuError("restore", r < 0n ? sysFailed(who, "mmap", r) : `${who}: mmap placed it at ${hex(r)}`);
@@ -48,13 +50,27 @@ export function dumpMm(pid: number, stat: ProcStat, brk: bigint, thpDisabled: bo
   const exe = readLink(`/proc/${pid}/exe`);
   const auxv = readAuxv(pid);
   const mm: S.Init<typeof S.mm_entrySchema> = {
-    mmStartCode: stat.startCode, mmEndCode: stat.endCode, mmStartData: stat.startData, mmEndData: stat.endData,
-    mmStartStack: stat.startStack, mmStartBrk: stat.startBrk, mmBrk: brk, mmArgStart: stat.argStart, mmArgEnd: stat.argEnd,
-    mmEnvStart: stat.envStart, mmEnvEnd: stat.envEnd, exeFileId: 0, ...auxvFields(auxv), vmas: [],
-    dumpable: 1, thpDisabled,
+    mmStartCode: stat.startCode,
+    mmEndCode: stat.endCode,
+    mmStartData: stat.startData,
+    mmEndData: stat.endData,
+    mmStartStack: stat.startStack,
+    mmStartBrk: stat.startBrk,
+    mmBrk: brk,
+    mmArgStart: stat.argStart,
+    mmArgEnd: stat.argEnd,
+    mmEnvStart: stat.envStart,
+    mmEnvEnd: stat.envEnd,
+    exeFileId: 0,
+    ...auxvFields(auxv),
+    vmas: [],
+    dumpable: 1,
+    thpDisabled,
   };
-  log.debug(`mm: process ${pid}: ${vmas.length} VMAs, code ${hex(stat.startCode)}-${hex(stat.endCode)}, brk ${hex(stat.startBrk)}-${hex(brk)}, ` +
-    `stack ${hex(stat.startStack)}, auxv ${auxv.length / 2} entries, exe ${exe}${thpDisabled ? ", THP disabled" : ""}`);
+  log.debug(
+    `mm: process ${pid}: ${vmas.length} VMAs, code ${hex(stat.startCode)}-${hex(stat.endCode)}, brk ${hex(stat.startBrk)}-${hex(brk)}, ` +
+      `stack ${hex(stat.startStack)}, auxv ${auxv.length / 2} entries, exe ${exe}${thpDisabled ? ", THP disabled" : ""}`
+  );
   return { vmas, mm, exe };
 }
 
@@ -76,7 +92,13 @@ function auxvFields(auxv: ArrayLike<bigint>): { mmSavedAuxv: bigint[]; fullAuxv:
  * writable one), through fileId(path, source, flags): the dump's file table, a ghost file for a
  * deleted one read through SOURCE.
  */
-export function linkMmFiles(pid: number, mm: S.Init<typeof S.mm_entrySchema>, exe: string, vmas: DumpedVma[], fileId: (path: string, source: string, flags: number) => number) {
+export function linkMmFiles(
+  pid: number,
+  mm: S.Init<typeof S.mm_entrySchema>,
+  exe: string,
+  vmas: DumpedVma[],
+  fileId: (path: string, source: string, flags: number) => number
+) {
   mm.exeFileId = fileId(exe, `/proc/${pid}/exe`, 0);
   for (const v of vmas) {
     if (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) {
@@ -92,8 +114,16 @@ export function linkMmFiles(pid: number, mm: S.Init<typeof S.mm_entrySchema>, ex
 /** vma_entry of each VMA, as CRIU writes them: madv only when set, fdflags only for file mappings and SysV segments */
 export function mmVmaEntries(vmas: DumpedVma[]) {
   return vmas.map((v) => ({
-    start: v.start, end: v.end, pgoff: v.pgoff, shmid: v.shmid, prot: v.prot, flags: v.flags, status: v.status,
-    fd: v.fd, madv: v.madv ? v.madv : undefined, fdflags: v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED | VMA.SYSVIPC) ? v.fdflags : undefined,
+    start: v.start,
+    end: v.end,
+    pgoff: v.pgoff,
+    shmid: v.shmid,
+    prot: v.prot,
+    flags: v.flags,
+    status: v.status,
+    fd: v.fd,
+    madv: v.madv ? v.madv : undefined,
+    fdflags: v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED | VMA.SYSVIPC) ? v.fdflags : undefined,
   }));
 }
 
@@ -102,7 +132,8 @@ export function mmVmaEntries(vmas: DumpedVma[]) {
 /** What the memory restore of one process needs from the restore of its tree. */
 export interface MmRestoreCtx {
   /** the process as criu-bun sees it, and as the images name it */
-  pid: number; vpid: number;
+  pid: number;
+  vpid: number;
   inj: Injector;
   mm: S.mm_entry;
   pagemap: { vaddr: bigint; nrPages: number; flags: number }[];
@@ -126,21 +157,37 @@ export interface MmRestoreCtx {
 }
 
 /** A VMA the child inherited from its parent that is exactly the dumped one. */
-function sameVma(v: S.vma_entry, c: { start: bigint; end: bigint; prot: number; shared: boolean; pgoff: bigint; inode: number; path: string; vmflags: string[] }, files: Map<number, S.file_entry>): boolean {
+function sameVma(
+  v: S.vma_entry,
+  c: {
+    start: bigint;
+    end: bigint;
+    prot: number;
+    shared: boolean;
+    pgoff: bigint;
+    inode: number;
+    path: string;
+    vmflags: string[];
+  },
+  files: Map<number, S.file_entry>
+): boolean {
   if (v.start !== c.start || v.end !== c.end || v.prot !== c.prot) return false;
   if (((v.flags & MAP.SHARED) !== 0) !== c.shared) return false;
   if (((v.flags & MAP.GROWSDOWN) !== 0) !== c.vmflags.includes("gd")) return false;
   if (v.status & VMA.ANON_PRIVATE) return c.inode === 0 && !c.path.startsWith("/");
   if (v.status & VMA.SYSVIPC) return c.path.startsWith("/SYSV") && BigInt(c.inode) === v.shmid && c.pgoff === v.pgoff;
-  if (v.status & VMA.ANON_SHARED) return c.path.includes(`criu-bun-shmem-${v.shmid} `) || c.path.endsWith(`criu-bun-shmem-${v.shmid}`);
-  if (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) return c.pgoff === v.pgoff && files.get(Number(v.shmid))?.reg?.name === c.path;
+  if (v.status & VMA.ANON_SHARED)
+    return c.path.includes(`criu-bun-shmem-${v.shmid} `) || c.path.endsWith(`criu-bun-shmem-${v.shmid}`);
+  if (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED))
+    return c.pgoff === v.pgoff && files.get(Number(v.shmid))?.reg?.name === c.path;
   return false;
 }
 
-
 /** Unmap the puppet's memory, put the vDSO where it was, map every VMA and fill the pages. */
 export function restoreMemory(proc: MmRestoreCtx) {
-  const inj = proc.inj, mm = proc.mm, pid = proc.pid;
+  const inj = proc.inj,
+    mm = proc.mm,
+    pid = proc.pid;
   const special = new Set(["[vdso]", "[vvar]", "[vvar_vclock]"]);
   const cur = readVmas(pid);
   // A child forked from its restored parent already has the parent's memory: every VMA it
@@ -163,7 +210,8 @@ export function restoreMemory(proc: MmRestoreCtx) {
     }
   }
   for (const c of drop) inj.ok("munmap", NR.munmap, c.start, c.end - c.start);
-  const dv = mm.vmas.find((x) => x.status & VMA.VDSO), cv = cur.find((c) => c.path === "[vdso]");
+  const dv = mm.vmas.find((x) => x.status & VMA.VDSO),
+    cv = cur.find((c) => c.path === "[vdso]");
   if (!(proc.parent && dv && cv && dv.start === cv.start && dv.end === cv.end)) placeVdso(proc, cur);
   if (kept.size) forgetParentPages(proc, kept);
   // map every VMA
@@ -186,10 +234,14 @@ export function restoreMemory(proc: MmRestoreCtx) {
   };
   try {
     for (const v of mm.vmas) {
-      const anon = !(v.status & (VMA.SYSVIPC | VMA.FILE_PRIVATE | VMA.FILE_SHARED | VMA.ANON_SHARED)) && !kept.has(v.start) && !(v.status & (VMA.VDSO | VMA.VVAR | VMA.VSYSCALL));
+      const anon =
+        !(v.status & (VMA.SYSVIPC | VMA.FILE_PRIVATE | VMA.FILE_SHARED | VMA.ANON_SHARED)) &&
+        !kept.has(v.start) &&
+        !(v.status & (VMA.VDSO | VMA.VVAR | VMA.VSYSCALL));
       if (anon) {
         const len = v.end - v.start;
-        const flags = (v.flags & (MAP.SHARED | MAP.PRIVATE | MAP.ANONYMOUS | MAP.GROWSDOWN)) | MAP.FIXED | MAP.ANONYMOUS;
+        const flags =
+          (v.flags & (MAP.SHARED | MAP.PRIVATE | MAP.ANONYMOUS | MAP.GROWSDOWN)) | MAP.FIXED | MAP.ANONYMOUS;
         const calls: (number | bigint)[][] = [[NR.mmap, v.start, len, v.prot, flags, -1, 0n]];
         if (v.madv) for (let b = 0n; b < 64n; b++) if (v.madv & (1n << b)) calls.push([NR.madvise, v.start, len, b]);
         pending.push({ v, calls });
@@ -205,23 +257,50 @@ export function restoreMemory(proc: MmRestoreCtx) {
         // Attached writable when any of its VMAs may be written (fdflags O_RDWR; images without
         // fdflags: PROT_WRITE), read-only (SHM_RDONLY) otherwise, as CRIU attaches it
         const mine = mm.vmas.filter((x) => x.status & VMA.SYSVIPC && x.shmid === v.shmid);
-        const rw = mine.some((x) => isFieldSet(x, S.vma_entrySchema.field.fdflags) ? (x.fdflags & 3) === 2 : (x.prot & 2) !== 0);
+        const rw = mine.some((x) =>
+          isFieldSet(x, S.vma_entrySchema.field.fdflags) ? (x.fdflags & 3) === 2 : (x.prot & 2) !== 0
+        );
         const exec = mine.some((x) => x.prot & 4);
         const attached = 1 | (rw ? 2 : 0) | (exec ? 4 : 0);
         if (v.pgoff === 0n) {
-          const r = inj.call(SHMAT, v.shmid, v.start, (rw ? 0 : 0o10000 /* SHM_RDONLY */) | (exec ? 0o100000 /* SHM_EXEC */ : 0));
-          if (r !== v.start) throw new CriuError("restore", r < 0n ? sysFailed(`process ${proc.vpid} VMA ${hex(v.start)}-${hex(v.end)}`, `shmat of SysV segment ${v.shmid}`, r)
-            : `process ${proc.vpid} VMA ${hex(v.start)}-${hex(v.end)}: shmat of SysV segment ${v.shmid} attached it at ${hex(r)}`);
+          const r = inj.call(
+            SHMAT,
+            v.shmid,
+            v.start,
+            (rw ? 0 : 0o10000) /* SHM_RDONLY */ | (exec ? 0o100000 /* SHM_EXEC */ : 0)
+          );
+          if (r !== v.start)
+            throw new CriuError(
+              "restore",
+              r < 0n
+                ? sysFailed(
+                    `process ${proc.vpid} VMA ${hex(v.start)}-${hex(v.end)}`,
+                    `shmat of SysV segment ${v.shmid}`,
+                    r
+                  )
+                : `process ${proc.vpid} VMA ${hex(v.start)}-${hex(v.end)}: shmat of SysV segment ${v.shmid} attached it at ${hex(r)}`
+            );
         }
         if (v.prot !== attached) {
           const r = inj.call(NR.mprotect, v.start, v.end - v.start, v.prot);
-          if (r < 0n) throw new CriuError("restore", sysFailed(`process ${proc.vpid} VMA ${hex(v.start)}-${hex(v.end)}`, `mprotect of SysV segment ${v.shmid}`, r));
+          if (r < 0n)
+            throw new CriuError(
+              "restore",
+              sysFailed(
+                `process ${proc.vpid} VMA ${hex(v.start)}-${hex(v.end)}`,
+                `mprotect of SysV segment ${v.shmid}`,
+                r
+              )
+            );
         }
-        log.debug(`process ${proc.pid}: ${v.pgoff === 0n ? `attached SysV segment ${v.shmid} (${rw ? "rw" : "ro"}${exec ? ", exec" : ""}) at` : "protection of"} ${vmaLine(v)}`);
+        log.debug(
+          `process ${proc.pid}: ${v.pgoff === 0n ? `attached SysV segment ${v.shmid} (${rw ? "rw" : "ro"}${exec ? ", exec" : ""}) at` : "protection of"} ${vmaLine(v)}`
+        );
         continue;
       }
       if (kept.has(v.start)) {
-        if (v.madv) for (let b = 0n; b < 64n; b++) if (v.madv & (1n << b)) inj.call(NR.madvise, v.start, v.end - v.start, b);
+        if (v.madv)
+          for (let b = 0n; b < 64n; b++) if (v.madv & (1n << b)) inj.call(NR.madvise, v.start, v.end - v.start, b);
         continue;
       }
       const len = v.end - v.start;
@@ -231,19 +310,37 @@ export function restoreMemory(proc: MmRestoreCtx) {
         fd = fileFds.get(v.shmid) ?? -1;
         if (fd < 0) {
           const f = proc.files.get(Number(v.shmid));
-          if (!f?.reg) throw new CriuError("restore", `process ${proc.vpid} VMA ${hex(v.start)}-${hex(v.end)}: file id ${v.shmid} not in files.img`);
+          if (!f?.reg)
+            throw new CriuError(
+              "restore",
+              `process ${proc.vpid} VMA ${hex(v.start)}-${hex(v.end)}: file id ${v.shmid} not in files.img`
+            );
           const oflags = ((v.fdflags ?? 0) & 3) | O.CLOEXEC;
-          fd = proc.openDeleted(f, oflags, `mapping at ${hex(v.start)}`)
-            ?? Number(inj.call(NR.openat, -100, proc.str(f.reg.name), oflags, 0));
-          if (fd < 0) throw new CriuError("restore", sysFailed(`process ${proc.vpid} VMA ${hex(v.start)}-${hex(v.end)}`, `opening '${f.reg.name}' to map it`, fd));
+          fd =
+            proc.openDeleted(f, oflags, `mapping at ${hex(v.start)}`) ??
+            Number(inj.call(NR.openat, -100, proc.str(f.reg.name), oflags, 0));
+          if (fd < 0)
+            throw new CriuError(
+              "restore",
+              sysFailed(
+                `process ${proc.vpid} VMA ${hex(v.start)}-${hex(v.end)}`,
+                `opening '${f.reg.name}' to map it`,
+                fd
+              )
+            );
           fileFds.set(v.shmid, fd);
         }
         flags &= ~MAP.ANONYMOUS;
       } else if (v.status & VMA.ANON_SHARED) {
         fd = fileFds.get(-v.shmid - 1n) ?? -1;
         if (fd < 0) {
-          const size = proc.treeVmas().filter((x) => x.status & VMA.ANON_SHARED && !(x.status & VMA.SYSVIPC) && x.shmid === v.shmid)
-            .reduce((m, x) => { const e = x.pgoff + (x.end - x.start); return e > m ? e : m; }, 0n);
+          const size = proc
+            .treeVmas()
+            .filter((x) => x.status & VMA.ANON_SHARED && !(x.status & VMA.SYSVIPC) && x.shmid === v.shmid)
+            .reduce((m, x) => {
+              const e = x.pgoff + (x.end - x.start);
+              return e > m ? e : m;
+            }, 0n);
           const got = proc.shmem(v.shmid, size);
           fd = got.fd;
           if (!got.own) fileFds.set(-v.shmid - 1n, fd); // imported: close after mapping; the holder closes its own later
@@ -267,9 +364,12 @@ export function restoreMemory(proc: MmRestoreCtx) {
   for (const v of mm.vmas) {
     if (!(v.flags & MAP.LOCKED)) continue;
     const r = inj.call(NR.mlock, v.start, v.end - v.start);
-    if (r < 0n) throw new CriuError("restore", sysFailed(`process ${proc.vpid} VMA ${hex(v.start)}-${hex(v.end)}`, "mlock", r));
+    if (r < 0n)
+      throw new CriuError("restore", sysFailed(`process ${proc.vpid} VMA ${hex(v.start)}-${hex(v.end)}`, "mlock", r));
   }
-  log.debug(`mm: process ${proc.vpid}: ${mm.vmas.length} VMAs in place${kept.size ? `, ${kept.size} kept from its parent` : ""}`);
+  log.debug(
+    `mm: process ${proc.vpid}: ${mm.vmas.length} VMAs in place${kept.size ? `, ${kept.size} kept from its parent` : ""}`
+  );
 }
 
 function placeVdso(proc: MmRestoreCtx, cur: ReturnType<typeof readVmas>) {
@@ -283,14 +383,23 @@ function placeVdso(proc: MmRestoreCtx, cur: ReturnType<typeof readVmas>) {
   const ourVvarSize = have.filter((v) => v.path !== "[vdso]").reduce((s, v) => s + (v.end - v.start), 0n);
   const dumpedVvarSize = dumpedVvar.reduce((s, v) => s + (v.end - v.start), 0n);
   if (ourVdso.end - ourVdso.start !== dumpedVdso.end - dumpedVdso.start || ourVvarSize !== dumpedVvarSize) {
-    throw new CriuError("restore", `process ${proc.vpid}: the vDSO of this kernel differs from the dumped one (images from another kernel are not supported yet)`);
+    throw new CriuError(
+      "restore",
+      `process ${proc.vpid}: the vDSO of this kernel differs from the dumped one (images from another kernel are not supported yet)`
+    );
   }
-  const vvarStart = dumpedVvar.length ? dumpedVvar.reduce((m, v) => (v.start < m ? v.start : m), dumpedVvar[0].start) : dumpedVdso.start;
+  const vvarStart = dumpedVvar.length
+    ? dumpedVvar.reduce((m, v) => (v.start < m ? v.start : m), dumpedVvar[0].start)
+    : dumpedVdso.start;
   const r = inj.call(NR.arch_prctl, 0x2003 /* ARCH_MAP_VDSO_64 */, dumpedVvar.length ? vvarStart : dumpedVdso.start);
-  if (r < 0n) throw new CriuError("restore", sysFailed(`process ${proc.vpid}`, `ARCH_MAP_VDSO_64 at ${hex(vvarStart)}`, r));
+  if (r < 0n)
+    throw new CriuError("restore", sysFailed(`process ${proc.vpid}`, `ARCH_MAP_VDSO_64 at ${hex(vvarStart)}`, r));
   const now = readMaps(proc.pid).find((v) => v.path === "[vdso]"); // maps: no page-table walk
   if (!now || now.start !== dumpedVdso.start) {
-    throw new CriuError("restore", `process ${proc.vpid}: vDSO landed at ${now ? hex(now.start) : "nowhere"}, expected ${hex(dumpedVdso.start)}`);
+    throw new CriuError(
+      "restore",
+      `process ${proc.vpid}: vDSO landed at ${now ? hex(now.start) : "nowhere"}, expected ${hex(dumpedVdso.start)}`
+    );
   }
 }
 
@@ -300,10 +409,17 @@ function placeVdso(proc: MmRestoreCtx, cur: ReturnType<typeof readVmas>) {
  * it): each kept VMA takes its own part of every run.
  */
 function forgetParentPages(proc: MmRestoreCtx, kept: Set<bigint>) {
-  const mine = proc.pagemap.filter((e) => e.flags & 4).map((e) => [e.vaddr, e.vaddr + BigInt(e.nrPages * PAGE)] as [bigint, bigint]);
-  const keptVmas = proc.mm.vmas.filter((x) => kept.has(x.start) && !(x.status & (VMA.ANON_SHARED | VMA.FILE_SHARED | VMA.SYSVIPC)));
+  const mine = proc.pagemap
+    .filter((e) => e.flags & 4)
+    .map((e) => [e.vaddr, e.vaddr + BigInt(e.nrPages * PAGE)] as [bigint, bigint]);
+  const keptVmas = proc.mm.vmas.filter(
+    (x) => kept.has(x.start) && !(x.status & (VMA.ANON_SHARED | VMA.FILE_SHARED | VMA.SYSVIPC))
+  );
   let dropped = 0n;
-  const drop = (a: bigint, e: bigint) => { proc.inj.ok("madvise(MADV_DONTNEED)", NR.madvise, a, e - a, MADV.DONTNEED); dropped += (e - a) / BigInt(PAGE); };
+  const drop = (a: bigint, e: bigint) => {
+    proc.inj.ok("madvise(MADV_DONTNEED)", NR.madvise, a, e - a, MADV.DONTNEED);
+    dropped += (e - a) / BigInt(PAGE);
+  };
   for (const pe of proc.parent!.pagemap) {
     if (!(pe.flags & 4)) continue;
     const runEnd = pe.vaddr + BigInt(pe.nrPages * PAGE);
@@ -321,13 +437,14 @@ function forgetParentPages(proc: MmRestoreCtx, kept: Set<bigint>) {
       if (a < end) drop(a, end);
     }
   }
-  if (dropped) log.debug(`process ${proc.vpid}: ${dropped} page(s) inherited from the parent that it did not have dropped`);
+  if (dropped)
+    log.debug(`process ${proc.vpid}: ${dropped} page(s) inherited from the parent that it did not have dropped`);
 }
-
 
 /** mm fields, auxv and exe link in one PR_SET_MM_MAP. */
 export function restoreMmFields(proc: MmRestoreCtx) {
-  const mm = proc.mm, inj = proc.inj;
+  const mm = proc.mm,
+    inj = proc.inj;
   const exeFile = proc.files.get(mm.exeFileId);
   const exe = exeFile?.reg?.name;
   let exeFd = -1;
@@ -335,12 +452,24 @@ export function restoreMmFields(proc: MmRestoreCtx) {
   if (deleted !== undefined) exeFd = deleted;
   else if (exe) {
     exeFd = Number(inj.call(NR.openat, -100, proc.str(exe), O.RDONLY | O.CLOEXEC, 0));
-    if (exeFd < 0) throw new CriuError("restore", sysFailed(`process ${proc.vpid}`, `opening its executable '${exe}'`, exeFd));
+    if (exeFd < 0)
+      throw new CriuError("restore", sysFailed(`process ${proc.vpid}`, `opening its executable '${exe}'`, exeFd));
   }
   const b = new ArrayBuffer(104);
   const dv = new DataView(b);
-  const f = [mm.mmStartCode, mm.mmEndCode, mm.mmStartData, mm.mmEndData, mm.mmStartBrk, mm.mmBrk, mm.mmStartStack,
-    mm.mmArgStart, mm.mmArgEnd, mm.mmEnvStart, mm.mmEnvEnd];
+  const f = [
+    mm.mmStartCode,
+    mm.mmEndCode,
+    mm.mmStartData,
+    mm.mmEndData,
+    mm.mmStartBrk,
+    mm.mmBrk,
+    mm.mmStartStack,
+    mm.mmArgStart,
+    mm.mmArgEnd,
+    mm.mmEnvStart,
+    mm.mmEnvEnd,
+  ];
   f.forEach((v, i) => dv.setBigUint64(i * 8, v, true));
   // criu-bun's full_auxv when CRIU's 44 words could not hold it (see auxvFields)
   const auxv = new BigUint64Array((mm.fullAuxv?.length ? mm.fullAuxv : mm.mmSavedAuxv).map((x) => BigInt(x)));
@@ -352,6 +481,7 @@ export function restoreMmFields(proc: MmRestoreCtx) {
   const r = inj.call(NR.prctl, PR.SET_MM, PR.SET_MM_MAP, mapAddr, 104, 0);
   if (exeFd >= 0) inj.call(NR.close, exeFd);
   if (r < 0n) throw new CriuError("restore", sysFailed(`process ${proc.vpid}`, "prctl(PR_SET_MM_MAP)", r));
-  log.debug(`mm: process ${proc.vpid}: PR_SET_MM_MAP: brk ${hex(mm.mmStartBrk)}-${hex(mm.mmBrk)}, stack ${hex(mm.mmStartStack)}, ${auxv.length / 2} auxv entries, exe ${exe ?? "none"}${deleted !== undefined ? " (deleted)" : ""}`);
+  log.debug(
+    `mm: process ${proc.vpid}: PR_SET_MM_MAP: brk ${hex(mm.mmStartBrk)}-${hex(mm.mmBrk)}, stack ${hex(mm.mmStartStack)}, ${auxv.length / 2} auxv entries, exe ${exe ?? "none"}${deleted !== undefined ? " (deleted)" : ""}`
+  );
 }
-

@@ -28,12 +28,18 @@ import { refuse as refuseUnsupported } from "./unsupported";
 import { CriuError, log } from "../log";
 
 interface MountInfo {
-  id: number; parent: number; dev: string; root: string; mountpoint: string;
+  id: number;
+  parent: number;
+  dev: string;
+  root: string;
+  mountpoint: string;
   /** per-mount options (rw, nosuid, nodev, noexec, relatime ...) */
   opts: string;
   /** optional fields: shared:N, master:N, propagate_from:N, unbindable */
   optional: string[];
-  fstype: string; source: string; superOpts: string;
+  fstype: string;
+  source: string;
+  superOpts: string;
 }
 
 /** octal escapes of mountinfo (\040 space, \011 tab, \012 newline, \134 backslash) */
@@ -49,8 +55,16 @@ function parseMountinfo(text: string): MountInfo[] {
     const sep = f.indexOf("-", 6);
     if (sep < 0 || f.length < sep + 4) throw new CriuError("dump", `cannot parse mountinfo line '${line}'`);
     out.push({
-      id: Number(f[0]), parent: Number(f[1]), dev: f[2], root: unescape(f[3]), mountpoint: unescape(f[4]), opts: f[5],
-      optional: f.slice(6, sep), fstype: f[sep + 1], source: unescape(f[sep + 2]), superOpts: f.slice(sep + 3).join(" "),
+      id: Number(f[0]),
+      parent: Number(f[1]),
+      dev: f[2],
+      root: unescape(f[3]),
+      mountpoint: unescape(f[4]),
+      opts: f[5],
+      optional: f.slice(6, sep),
+      fstype: f[sep + 1],
+      source: unescape(f[sep + 2]),
+      superOpts: f.slice(sep + 3).join(" "),
     });
   }
   return out;
@@ -61,17 +75,22 @@ export function readMountinfo(pid: number | "self"): MountInfo[] {
 }
 
 const sig = (m: MountInfo) => `${m.dev} ${m.root} ${m.mountpoint} ${m.opts} ${m.fstype} ${m.source} ${m.superOpts}`;
-const describe = (m: MountInfo) => `'${m.mountpoint}' (${m.fstype} ${m.source}${m.root !== "/" ? `, bind of ${m.root}` : ""})`;
+const describe = (m: MountInfo) =>
+  `'${m.mountpoint}' (${m.fstype} ${m.source}${m.root !== "/" ? `, bind of ${m.root}` : ""})`;
 
 /** The /proc that restore mounts for a new PID namespace: mount("proc", "/proc", "proc", MS_NOSUID|MS_NODEV|MS_NOEXEC). */
 const FRESH_PROC_OPTS = "rw,nosuid,nodev,noexec,relatime";
 
 /** Dump side: every process of the tree must have criu-bun's root directory (no chroot, no pivot_root). */
 export function checkRoot(pid: number, ownMntNs: boolean) {
-  const rs = statSync(`/proc/${pid}/root`), ms = statSync("/");
+  const rs = statSync(`/proc/${pid}/root`),
+    ms = statSync("/");
   if (rs.dev === ms.dev && rs.ino === ms.ino) return;
   if (!ownMntNs) refuseUnsupported("dump", `process ${pid}`, "chroot", `chroot to ${safeLink(`/proc/${pid}/root`)}`);
-  throw new CriuError("dump", `process ${pid} has a root directory other than criu-bun's in its own mount namespace (${safeLink(`/proc/${pid}/ns/mnt`)}); container root file systems are not supported yet`);
+  throw new CriuError(
+    "dump",
+    `process ${pid} has a root directory other than criu-bun's in its own mount namespace (${safeLink(`/proc/${pid}/ns/mnt`)}); container root file systems are not supported yet`
+  );
 }
 
 /**
@@ -80,32 +99,46 @@ export function checkRoot(pid: number, ownMntNs: boolean) {
  * (a /proc of it mounted on top of ours is expected, restore makes the same).
  */
 export function checkMountNs(pid: number, ownPidNs: boolean) {
-  const mine = readMountinfo("self"), theirs = readMountinfo(pid);
+  const mine = readMountinfo("self"),
+    theirs = readMountinfo(pid);
   const nsName = safeLink(`/proc/${pid}/ns/mnt`);
   const refuse = (why: string) => {
-    throw new CriuError("dump", `process ${pid} is in its own mount namespace (${nsName}) ${why}; only a private copy of criu-bun's mounts is supported yet`);
+    throw new CriuError(
+      "dump",
+      `process ${pid} is in its own mount namespace (${nsName}) ${why}; only a private copy of criu-bun's mounts is supported yet`
+    );
   };
   // each mount by the chain of mounts from the root down to it: the listing order differs
   // between a namespace and its copy, what sits on what does not
-  const mineKeys = chainKeys(mine), theirKeys = chainKeys(theirs);
+  const mineKeys = chainKeys(mine),
+    theirKeys = chainKeys(theirs);
   const left = new Map<string, number>();
   for (const k of mineKeys) left.set(k, (left.get(k) ?? 0) + 1);
   let freshProc = 0;
   theirs.forEach((m, i) => {
     const n = left.get(theirKeys[i]) ?? 0;
-    if (n > 0) { left.set(theirKeys[i], n - 1); return; }
+    if (n > 0) {
+      left.set(theirKeys[i], n - 1);
+      return;
+    }
     // restore mounts a /proc of the new PID namespace on top of ours, as unshare --mount-proc did
-    if (ownPidNs && !freshProc && m.fstype === "proc" && m.mountpoint === "/proc" && m.opts === FRESH_PROC_OPTS) { freshProc++; return; }
+    if (ownPidNs && !freshProc && m.fstype === "proc" && m.mountpoint === "/proc" && m.opts === FRESH_PROC_OPTS) {
+      freshProc++;
+      return;
+    }
     refuse(`with mount ${describe(m)} that criu-bun's namespace does not have`);
   });
   const missing = mine.find((_, i) => (left.get(mineKeys[i]) ?? 0) > 0 && left.set(mineKeys[i], 0));
   if (missing) refuse(`without criu-bun's mount ${describe(missing)}`);
-  if (ownPidNs && !freshProc) refuse(`without a fresh /proc of its PID namespace on top of criu-bun's mounts (as unshare --mount-proc makes)`);
+  if (ownPidNs && !freshProc)
+    refuse(`without a fresh /proc of its PID namespace on top of criu-bun's mounts (as unshare --mount-proc makes)`);
   for (const m of theirs) {
     const prop = m.optional.filter((o) => /^(shared|master):/.test(o) || o === "unbindable");
     if (prop.length) refuse(`where mount ${describe(m)} is not private (${prop.join(" ")})`);
   }
-  log.debug(`process ${pid}: its mount namespace ${nsName} is a private copy of criu-bun's${theirs.length > mine.length ? " with a fresh /proc" : ""}`);
+  log.debug(
+    `process ${pid}: its mount namespace ${nsName} is a private copy of criu-bun's${theirs.length > mine.length ? " with a fresh /proc" : ""}`
+  );
 }
 
 /** every mount's key: the signatures of the mounts from the root down to it */
@@ -113,13 +146,22 @@ function chainKeys(ms: MountInfo[]): string[] {
   const byId = new Map(ms.map((m) => [m.id, m]));
   return ms.map((m) => {
     const parts: string[] = [];
-    for (let c: MountInfo | undefined = m, n = 0; c && n < ms.length; c = c.parent !== c.id ? byId.get(c.parent) : undefined, n++) parts.push(sig(c));
+    for (
+      let c: MountInfo | undefined = m, n = 0;
+      c && n < ms.length;
+      c = c.parent !== c.id ? byId.get(c.parent) : undefined, n++
+    )
+      parts.push(sig(c));
     return parts.reverse().join("\n");
   });
 }
 
 function safeLink(p: string): string {
-  try { return readlinkSync(p); } catch { return "?"; }
+  try {
+    return readlinkSync(p);
+  } catch {
+    return "?";
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -127,20 +169,70 @@ function safeLink(p: string): string {
 
 /** images/mnt.proto's fstype codes */
 const FSTYPE: Record<string, number> = {
-  proc: 1, sysfs: 2, devtmpfs: 3, binfmt_misc: 4, tmpfs: 5, devpts: 6, simfs: 7, pstore: 8, securityfs: 9, fusectl: 10,
-  debugfs: 11, cgroup: 12, aufs: 13, mqueue: 14, fuse: 15, overlay: 17, autofs: 18, tracefs: 19, cgroup2: 23,
+  proc: 1,
+  sysfs: 2,
+  devtmpfs: 3,
+  binfmt_misc: 4,
+  tmpfs: 5,
+  devpts: 6,
+  simfs: 7,
+  pstore: 8,
+  securityfs: 9,
+  fusectl: 10,
+  debugfs: 11,
+  cgroup: 12,
+  aufs: 13,
+  mqueue: 14,
+  fuse: 15,
+  overlay: 17,
+  autofs: 18,
+  tracefs: 19,
+  cgroup2: 23,
 };
 const FSNAME = new Map(Object.entries(FSTYPE).map(([k, v]) => [v, k]));
 /** file systems criu-bun mounts anew at restore (tmpfs with its saved contents) */
 const FRESH = new Set(["tmpfs", "proc", "sysfs", "devpts", "mqueue", "cgroup", "cgroup2"]);
 
 export const MS = {
-  RDONLY: 1, NOSUID: 2, NODEV: 4, NOEXEC: 8, SYNCHRONOUS: 16, REMOUNT: 32, MANDLOCK: 64, DIRSYNC: 128, NOSYMFOLLOW: 256,
-  NOATIME: 1024, NODIRATIME: 2048, BIND: 4096, MOVE: 8192, REC: 16384, UNBINDABLE: 1 << 17, PRIVATE: 1 << 18, SLAVE: 1 << 19,
-  SHARED: 1 << 20, RELATIME: 1 << 21, STRICTATIME: 1 << 24, LAZYTIME: 1 << 25,
+  RDONLY: 1,
+  NOSUID: 2,
+  NODEV: 4,
+  NOEXEC: 8,
+  SYNCHRONOUS: 16,
+  REMOUNT: 32,
+  MANDLOCK: 64,
+  DIRSYNC: 128,
+  NOSYMFOLLOW: 256,
+  NOATIME: 1024,
+  NODIRATIME: 2048,
+  BIND: 4096,
+  MOVE: 8192,
+  REC: 16384,
+  UNBINDABLE: 1 << 17,
+  PRIVATE: 1 << 18,
+  SLAVE: 1 << 19,
+  SHARED: 1 << 20,
+  RELATIME: 1 << 21,
+  STRICTATIME: 1 << 24,
+  LAZYTIME: 1 << 25,
 } as const;
-const MNT_OPT: Record<string, number> = { ro: MS.RDONLY, nosuid: MS.NOSUID, nodev: MS.NODEV, noexec: MS.NOEXEC, noatime: MS.NOATIME, nodiratime: MS.NODIRATIME, relatime: MS.RELATIME, nosymfollow: MS.NOSYMFOLLOW };
-const SB_OPT: Record<string, number> = { ro: MS.RDONLY, sync: MS.SYNCHRONOUS, dirsync: MS.DIRSYNC, mand: MS.MANDLOCK, lazytime: MS.LAZYTIME };
+const MNT_OPT: Record<string, number> = {
+  ro: MS.RDONLY,
+  nosuid: MS.NOSUID,
+  nodev: MS.NODEV,
+  noexec: MS.NOEXEC,
+  noatime: MS.NOATIME,
+  nodiratime: MS.NODIRATIME,
+  relatime: MS.RELATIME,
+  nosymfollow: MS.NOSYMFOLLOW,
+};
+const SB_OPT: Record<string, number> = {
+  ro: MS.RDONLY,
+  sync: MS.SYNCHRONOUS,
+  dirsync: MS.DIRSYNC,
+  mand: MS.MANDLOCK,
+  lazytime: MS.LAZYTIME,
+};
 
 /** "maj:min" -> the kernel's internal dev_t (major << 20 | minor), as CRIU stores root_dev */
 function kdev(dev: string): number {
@@ -169,27 +261,43 @@ function superFlags(m: MountInfo): { sbFlags: number; options: string } {
   if (m.fstype === "devpts" && !rest.includes("newinstance")) rest.push("newinstance");
   return { sbFlags, options: rest.join(",") };
 }
-const optNum = (m: MountInfo, key: string) => Number(m.optional.find((o) => o.startsWith(`${key}:`))?.slice(key.length + 1) ?? 0);
+const optNum = (m: MountInfo, key: string) =>
+  Number(m.optional.find((o) => o.startsWith(`${key}:`))?.slice(key.length + 1) ?? 0);
 
 /** where a dumped tree's mounts are mapped: --external mnt[MOUNTPOINT]:KEY / --ext-mount-map MOUNTPOINT:KEY (or auto) */
-export interface ExtMounts { map: Map<string, string>; auto?: boolean }
+export interface ExtMounts {
+  map: Map<string, string>;
+  auto?: boolean;
+}
 
 /** Parse --external mnt[K]:V and --ext-mount-map K:V / auto into one map (dump: mountpoint -> key; restore: key -> path). */
 export function parseExtMounts(external: unknown, extMountMap: unknown, cmd: string): ExtMounts {
   const list = (v: unknown) => (v === undefined || v === false ? [] : Array.isArray(v) ? v.map(String) : [String(v)]);
   const out: ExtMounts = { map: new Map() };
   for (const e of list(extMountMap)) {
-    if (e === "auto") { out.auto = true; continue; }
+    if (e === "auto") {
+      out.auto = true;
+      continue;
+    }
     const i = e.indexOf(":");
     if (i <= 0) throw new CriuError(cmd, `--ext-mount-map '${e}': expected KEY:VALUE or auto`);
     out.map.set(e.slice(0, i), e.slice(i + 1));
   }
   for (const e of list(external)) {
     const m = /^mnt\[(.*)\]:(.*)$/.exec(e);
-    if (m) { out.map.set(m[1], m[2]); continue; }
+    if (m) {
+      out.map.set(m[1], m[2]);
+      continue;
+    }
     if (/^mnt\[/.test(e)) throw new CriuError(cmd, `--external '${e}': expected mnt[KEY]:VALUE`);
-    if (/^net\[/.test(e)) { parseExtNetNs([e], cmd); continue; } // the network namespace's, below
-    throw new CriuError(cmd, `--external '${e}': only mnt[KEY]:VALUE and net[INODE]:KEY external resources are supported by criu-bun yet`);
+    if (/^net\[/.test(e)) {
+      parseExtNetNs([e], cmd);
+      continue;
+    } // the network namespace's, below
+    throw new CriuError(
+      cmd,
+      `--external '${e}': only mnt[KEY]:VALUE and net[INODE]:KEY external resources are supported by criu-bun yet`
+    );
   }
   return out;
 }
@@ -200,7 +308,12 @@ export function parseExtMounts(external: unknown, extMountMap: unknown, cmd: str
  * ext_key, as criu), not its contents; restore joins the namespace given as inherit_fd KEY.
  */
 export function parseExtNetNs(external: unknown, cmd: string): { ino: number; key: string } | undefined {
-  const list = external === undefined || external === false ? [] : Array.isArray(external) ? external.map(String) : [String(external)];
+  const list =
+    external === undefined || external === false
+      ? []
+      : Array.isArray(external)
+        ? external.map(String)
+        : [String(external)];
   let out: { ino: number; key: string } | undefined;
   for (const e of list) {
     if (!/^net\[/.test(e)) continue;
@@ -217,18 +330,38 @@ export function parseExtNetNs(external: unknown, cmd: string): { ino: number; ke
  * without images), or a namespace of its own (a container: saved with dumpMountNs)?
  */
 export function isPrivateCopy(pid: number, ownPidNs: boolean): boolean {
-  try { checkMountNs(pid, ownPidNs); return true; } catch (e) { if (e instanceof CriuError) return false; throw e; }
+  try {
+    checkMountNs(pid, ownPidNs);
+    return true;
+  } catch (e) {
+    if (e instanceof CriuError) return false;
+    throw e;
+  }
 }
 
 /** Dump side, for a container: every process's root must be its namespace's root (no chroot inside). */
 export function checkNsRoot(pid: number) {
   const r = safeLink(`/proc/${pid}/root`);
-  if (r !== "/") throw new CriuError("dump", `process ${pid} has a root directory other than its mount namespace's (chroot to ${r}); not supported yet`);
+  if (r !== "/")
+    throw new CriuError(
+      "dump",
+      `process ${pid} has a root directory other than its mount namespace's (chroot to ${r}); not supported yet`
+    );
 }
 
 /** What restore does with one mount; dump and restore classify the same way. */
-interface Role { kind: "root" | "fresh" | "bind" | "external"; source?: number }
-interface Classified { mntId: number; rootDev: number; root: string; fstype: string; extKey?: string; isRoot: boolean }
+interface Role {
+  kind: "root" | "fresh" | "bind" | "external";
+  source?: number;
+}
+interface Classified {
+  mntId: number;
+  rootDev: number;
+  root: string;
+  fstype: string;
+  extKey?: string;
+  isRoot: boolean;
+}
 
 /**
  * The namespace's root, external mounts, and new ones (tmpfs, proc ...) are origins; another
@@ -242,10 +375,21 @@ function classify(ms: Classified[]): Map<number, Role> {
   const rank = (m: Classified) => (m.isRoot ? 0 : m.extKey !== undefined ? 1 : 2);
   const depth = (m: Classified) => (m.root === "/" ? 0 : m.root.split("/").length);
   for (const m of [...ms].sort((a, b) => rank(a) - rank(b) || depth(a) - depth(b) || a.mntId - b.mntId)) {
-    if (m.isRoot) { out.set(m.mntId, { kind: "root" }); origins.push(m); continue; }
-    if (m.extKey !== undefined) { out.set(m.mntId, { kind: "external" }); origins.push(m); continue; }
+    if (m.isRoot) {
+      out.set(m.mntId, { kind: "root" });
+      origins.push(m);
+      continue;
+    }
+    if (m.extKey !== undefined) {
+      out.set(m.mntId, { kind: "external" });
+      origins.push(m);
+      continue;
+    }
     const s = origins.find((o) => o.rootDev === m.rootDev && within(m.root, o.root));
-    if (s) { out.set(m.mntId, { kind: "bind", source: s.mntId }); continue; }
+    if (s) {
+      out.set(m.mntId, { kind: "bind", source: s.mntId });
+      continue;
+    }
     out.set(m.mntId, { kind: "fresh" });
     origins.push(m);
   }
@@ -265,57 +409,112 @@ type MntInit = S.InitOf<typeof S.mnt_entrySchema>;
  * mountpoints-<nsId>.img and tmpfs-dev-<dev>.tar.gz.img. Throws, naming the mount, for anything
  * restore could not recreate exactly.
  */
-export function dumpMountNs(pid: number, ext: ExtMounts, writeBytes: (file: string, data: Uint8Array) => void): MntInit[] {
+export function dumpMountNs(
+  pid: number,
+  ext: ExtMounts,
+  writeBytes: (file: string, data: Uint8Array) => void
+): MntInit[] {
   const ms = readMountinfo(pid);
   const nsName = safeLink(`/proc/${pid}/ns/mnt`);
   const where = `process ${pid} mount namespace ${nsName}`;
-  const refuse = (m: MountInfo, why: string): never => { throw new CriuError("dump", `${where}: mount ${describe(m)} ${why}`); };
+  const refuse = (m: MountInfo, why: string): never => {
+    throw new CriuError("dump", `${where}: mount ${describe(m)} ${why}`);
+  };
   const byId = new Map(ms.map((m) => [m.id, m]));
   const roots = ms.filter((m) => !byId.has(m.parent) || m.parent === m.id);
-  if (roots.length !== 1 || roots[0].mountpoint !== "/") throw new CriuError("dump", `${where}: expected one root mount at /, found ${roots.map(describe).join(", ") || "none"}`);
-  const hostIds = new Set(readMountinfo("self").flatMap((h) => h.optional.filter((o) => /^(shared|master):/.test(o)).map((o) => Number(o.split(":")[1]))));
+  if (roots.length !== 1 || roots[0].mountpoint !== "/")
+    throw new CriuError(
+      "dump",
+      `${where}: expected one root mount at /, found ${roots.map(describe).join(", ") || "none"}`
+    );
+  const hostIds = new Set(
+    readMountinfo("self").flatMap((h) =>
+      h.optional.filter((o) => /^(shared|master):/.test(o)).map((o) => Number(o.split(":")[1]))
+    )
+  );
   const sharedHere = new Set(ms.map((m) => optNum(m, "shared")).filter((n) => n));
   const seenMp = new Map<string, MountInfo>();
   const entries = new Map<number, MntInit>();
   const ownCgroupNs = safeLink(`/proc/${pid}/ns/cgroup`) !== safeLink("/proc/self/ns/cgroup");
   for (const m of ms) {
-    if (m.mountpoint.endsWith("//deleted") || m.mountpoint.endsWith(" (deleted)")) refuse(m, "is mounted on a deleted directory; not supported");
+    if (m.mountpoint.endsWith("//deleted") || m.mountpoint.endsWith(" (deleted)"))
+      refuse(m, "is mounted on a deleted directory; not supported");
     const other = seenMp.get(m.mountpoint);
     if (other) refuse(m, `is mounted on top of ${describe(other)}; stacked mounts are not supported yet`);
     seenMp.set(m.mountpoint, m);
-    const shared = optNum(m, "shared"), master = optNum(m, "master");
-    if (shared && hostIds.has(shared)) refuse(m, `is shared with mounts outside its namespace (peer group ${shared}); not supported`);
-    if (master && !sharedHere.has(master)) refuse(m, `is a slave of a peer group outside its namespace (master ${master}); not supported`);
-    if (m.optional.some((o) => o.startsWith("propagate_from:"))) refuse(m, "receives propagation from outside its namespace; not supported");
+    const shared = optNum(m, "shared"),
+      master = optNum(m, "master");
+    if (shared && hostIds.has(shared))
+      refuse(m, `is shared with mounts outside its namespace (peer group ${shared}); not supported`);
+    if (master && !sharedHere.has(master))
+      refuse(m, `is a slave of a peer group outside its namespace (master ${master}); not supported`);
+    if (m.optional.some((o) => o.startsWith("propagate_from:")))
+      refuse(m, "receives propagation from outside its namespace; not supported");
     const { sbFlags, options } = superFlags(m);
     const e: MntInit = {
-      fstype: FSTYPE[m.fstype] ?? 0, mntId: m.id, rootDev: kdev(m.dev), parentMntId: m.parent, flags: mountFlags(m) >>> 0,
-      root: m.root, mountpoint: m.mountpoint, source: m.source, options, sharedId: shared, masterId: master, sbFlags,
+      fstype: FSTYPE[m.fstype] ?? 0,
+      mntId: m.id,
+      rootDev: kdev(m.dev),
+      parentMntId: m.parent,
+      flags: mountFlags(m) >>> 0,
+      root: m.root,
+      mountpoint: m.mountpoint,
+      source: m.source,
+      options,
+      sharedId: shared,
+      masterId: master,
+      sbFlags,
     };
     const key = ext.map.get(m.mountpoint);
-    if (m === roots[0] && key !== undefined) refuse(m, "is the namespace's root: it cannot be external (restore puts it on --root)");
+    if (m === roots[0] && key !== undefined)
+      refuse(m, "is the namespace's root: it cannot be external (restore puts it on --root)");
     if (key !== undefined) e.extKey = key;
     entries.set(m.id, e);
   }
-  const cls = () => classify(ms.map((m) => ({ mntId: m.id, rootDev: kdev(m.dev), root: m.root, fstype: m.fstype, extKey: entries.get(m.id)!.extKey, isRoot: m === roots[0] })));
+  const cls = () =>
+    classify(
+      ms.map((m) => ({
+        mntId: m.id,
+        rootDev: kdev(m.dev),
+        root: m.root,
+        fstype: m.fstype,
+        extKey: entries.get(m.id)!.extKey,
+        isRoot: m === roots[0],
+      }))
+    );
   let roles = cls();
   if (ext.auto) {
     // --ext-mount-map auto: what criu-bun cannot make again is bound from where it is visible here
     for (const m of ms) {
-      if (roles.get(m.id)!.kind === "fresh" && !FRESH.has(m.fstype)) { const h = hostPath(m); if (h) entries.get(m.id)!.extKey = h; }
+      if (roles.get(m.id)!.kind === "fresh" && !FRESH.has(m.fstype)) {
+        const h = hostPath(m);
+        if (h) entries.get(m.id)!.extKey = h;
+      }
     }
     roles = cls();
   }
   for (const m of ms) {
     const r = roles.get(m.id)!;
     if (r.kind !== "fresh") continue;
-    if (!FRESH.has(m.fstype)) refuse(m, `cannot be recreated by criu-bun; mark it external (--external mnt[${m.mountpoint}]:KEY at dump, --external mnt[KEY]:PATH at restore)`);
-    if (m.root !== "/") refuse(m, `is a bind of '${m.root}' of a ${m.fstype} that is not mounted in the namespace; mark it external (--external mnt[${m.mountpoint}]:KEY)`);
-    if ((m.fstype === "cgroup" || m.fstype === "cgroup2") && ownCgroupNs) refuse(m, "belongs to a cgroup namespace of its own, which criu-bun does not restore yet");
+    if (!FRESH.has(m.fstype))
+      refuse(
+        m,
+        `cannot be recreated by criu-bun; mark it external (--external mnt[${m.mountpoint}]:KEY at dump, --external mnt[KEY]:PATH at restore)`
+      );
+    if (m.root !== "/")
+      refuse(
+        m,
+        `is a bind of '${m.root}' of a ${m.fstype} that is not mounted in the namespace; mark it external (--external mnt[${m.mountpoint}]:KEY)`
+      );
+    if ((m.fstype === "cgroup" || m.fstype === "cgroup2") && ownCgroupNs)
+      refuse(m, "belongs to a cgroup namespace of its own, which criu-bun does not restore yet");
   }
   const plan = ms.map((m) => ({ m, e: entries.get(m.id)!, ...roles.get(m.id)! }));
   const prop = propagationPlan([...entries.values()].map((e) => create(S.mnt_entrySchema, e)));
-  if (typeof prop === "string") { const i = prop.indexOf(" "); refuse(byId.get(Number(prop.slice(0, i)))!, prop.slice(i + 1)); }
+  if (typeof prop === "string") {
+    const i = prop.indexOf(" ");
+    refuse(byId.get(Number(prop.slice(0, i)))!, prop.slice(i + 1));
+  }
   // tmpfs contents, read through the tree's root (the tree is frozen)
   for (const p of plan) {
     if (p.kind !== "fresh" || p.m.fstype !== "tmpfs") continue;
@@ -324,7 +523,10 @@ export function dumpMountNs(pid: number, ext: ExtMounts, writeBytes: (file: stri
     if (devName(st.dev) !== p.m.dev) refuse(p.m, "is hidden under another mount; not supported");
     writeBytes(`tmpfs-dev-${p.e.rootDev}.tar.gz.img`, tarDirectory(path, st.dev, `${where}: tmpfs ${p.m.mountpoint}`));
   }
-  for (const p of plan) log.info(`${where}: ${p.kind} ${describe(p.m)}${p.source ? ` from mount ${p.source}` : ""}${p.e.extKey !== undefined ? ` key '${p.e.extKey}'` : ""} flags 0x${p.e.flags!.toString(16)}`);
+  for (const p of plan)
+    log.info(
+      `${where}: ${p.kind} ${describe(p.m)}${p.source ? ` from mount ${p.source}` : ""}${p.e.extKey !== undefined ? ` key '${p.e.extKey}'` : ""} flags 0x${p.e.flags!.toString(16)}`
+    );
   return [...plan].reverse().map((p) => p.e); // CRIU lists the root last
 }
 
@@ -346,7 +548,10 @@ function hostPath(m: MountInfo): string | undefined {
 // ---------------------------------------------------------------------------------------------
 // Propagation: peer groups (shared:N) and slaves (master:N) as mountinfo shows them
 
-type PropStep = { op: "shared"; e: S.mnt_entry } | { op: "join"; from: S.mnt_entry; e: S.mnt_entry } | { op: "slave"; e: S.mnt_entry };
+type PropStep =
+  | { op: "shared"; e: S.mnt_entry }
+  | { op: "join"; from: S.mnt_entry; e: S.mnt_entry }
+  | { op: "slave"; e: S.mnt_entry };
 
 /**
  * How restore recreates the saved peer groups and slaves once every mount exists (all private):
@@ -359,29 +564,50 @@ type PropStep = { op: "shared"; e: S.mnt_entry } | { op: "join"; from: S.mnt_ent
  */
 function propagationPlan(entries: S.mnt_entry[]): PropStep[] | string {
   const groups = new Map<number, S.mnt_entry[]>();
-  for (const e of entries) if (e.sharedId) { const g = groups.get(e.sharedId); if (g) g.push(e); else groups.set(e.sharedId, [e]); }
+  for (const e of entries)
+    if (e.sharedId) {
+      const g = groups.get(e.sharedId);
+      if (g) g.push(e);
+      else groups.set(e.sharedId, [e]);
+    }
   const depth = (e: S.mnt_entry) => (e.root === "/" ? 0 : e.root.split("/").length);
   const steps: PropStep[] = [];
-  const made = new Set<number>(), making = new Set<number>();
+  const made = new Set<number>(),
+    making = new Set<number>();
   let err: string | undefined;
   const slaveOf = (e: S.mnt_entry, master: number): boolean => {
     const g = groups.get(master);
-    if (!g) { err = `${e.mntId} is a slave of peer group ${master}, which has no mount in the namespace; not supported`; return false; }
+    if (!g) {
+      err = `${e.mntId} is a slave of peer group ${master}, which has no mount in the namespace; not supported`;
+      return false;
+    }
     if (!makeGroup(master)) return false;
     const from = g.find((x) => x.rootDev === e.rootDev && within(e.root, x.root));
-    if (!from) { err = `${e.mntId} is a slave of peer group ${master}, none of whose mounts holds its root '${e.root}'; not supported`; return false; }
+    if (!from) {
+      err = `${e.mntId} is a slave of peer group ${master}, none of whose mounts holds its root '${e.root}'; not supported`;
+      return false;
+    }
     steps.push({ op: "join", from, e }, { op: "slave", e });
     return true;
   };
   const makeGroup = (id: number): boolean => {
     if (made.has(id)) return true;
-    if (making.has(id)) { err = `${groups.get(id)![0].mntId} is in a cycle of peer groups and masters; not supported`; return false; }
+    if (making.has(id)) {
+      err = `${groups.get(id)![0].mntId} is in a cycle of peer groups and masters; not supported`;
+      return false;
+    }
     making.add(id);
     const g = groups.get(id)!;
     const lead = [...g].sort((a, b) => depth(a) - depth(b) || a.mntId - b.mntId)[0];
     for (const m of g) {
-      if (m.rootDev !== lead.rootDev || !within(m.root, lead.root)) { err = `${m.mntId} is a peer (group ${id}) of '${lead.mountpoint}', whose root '${lead.root}' does not hold its root '${m.root}'; not supported`; return false; }
-      if ((m.masterId ?? 0) !== (lead.masterId ?? 0)) { err = `${m.mntId} is a peer (group ${id}) of '${lead.mountpoint}' with another master (${m.masterId ?? 0}, not ${lead.masterId ?? 0}); not supported`; return false; }
+      if (m.rootDev !== lead.rootDev || !within(m.root, lead.root)) {
+        err = `${m.mntId} is a peer (group ${id}) of '${lead.mountpoint}', whose root '${lead.root}' does not hold its root '${m.root}'; not supported`;
+        return false;
+      }
+      if ((m.masterId ?? 0) !== (lead.masterId ?? 0)) {
+        err = `${m.mntId} is a peer (group ${id}) of '${lead.mountpoint}' with another master (${m.masterId ?? 0}, not ${lead.masterId ?? 0}); not supported`;
+        return false;
+      }
     }
     if (lead.masterId && !slaveOf(lead, lead.masterId)) return false;
     steps.push({ op: "shared", e: lead });
@@ -390,7 +616,8 @@ function propagationPlan(entries: S.mnt_entry[]): PropStep[] | string {
     return true;
   };
   for (const id of [...groups.keys()].sort((a, b) => a - b)) if (!makeGroup(id)) return err!;
-  for (const e of [...entries].sort((a, b) => a.mntId - b.mntId)) if (e.masterId && !e.sharedId && !slaveOf(e, e.masterId)) return err!;
+  for (const e of [...entries].sort((a, b) => a.mntId - b.mntId))
+    if (e.masterId && !e.sharedId && !slaveOf(e, e.masterId)) return err!;
   return steps;
 }
 
@@ -406,43 +633,81 @@ interface MountTask {
   /** make pts INDEX exist on the devpts whose ptmx is at PTMX (its master kept for the tty restore) */
   earlyPty?(ptmx: string, index: number): void;
 }
-interface MountRestoreOpts { root?: string; ext: ExtMounts }
+interface MountRestoreOpts {
+  root?: string;
+  ext: ExtMounts;
+}
 
-const OPEN_TREE_CLONE = 1, MOVE_MOUNT_F_EMPTY_PATH = 4, MOVE_MOUNT_SET_GROUP = 0x100;
+const OPEN_TREE_CLONE = 1,
+  MOVE_MOUNT_F_EMPTY_PATH = 4,
+  MOVE_MOUNT_SET_GROUP = 0x100;
 
 function restoreRoles(entries: S.mnt_entry[]) {
   const byId = new Map(entries.map((e) => [e.mntId, e]));
   const root = entries.find((e) => !byId.has(e.parentMntId) || e.parentMntId === e.mntId);
-  const roles = classify(entries.map((e) => ({ mntId: e.mntId, rootDev: e.rootDev, root: e.root, fstype: FSNAME.get(e.fstype) ?? "", extKey: e.extKey || undefined, isRoot: e === root })));
+  const roles = classify(
+    entries.map((e) => ({
+      mntId: e.mntId,
+      rootDev: e.rootDev,
+      root: e.root,
+      fstype: FSNAME.get(e.fstype) ?? "",
+      extKey: e.extKey || undefined,
+      isRoot: e === root,
+    }))
+  );
   return { root, roles, byId };
 }
 
 /** Restore side, before creating anything: every mount can be made (external keys mapped, the root directory exists). Returns the root directory. */
 export function precheckMountNs(entries: S.mnt_entry[], dir: string, o: MountRestoreOpts): string {
   const { root, roles } = restoreRoles(entries);
-  if (!root || root.mountpoint !== "/") throw new CriuError("restore", `${dir}: the saved mount namespace has no root mount at /`);
+  if (!root || root.mountpoint !== "/")
+    throw new CriuError("restore", `${dir}: the saved mount namespace has no root mount at /`);
   let rootDir = o.root !== undefined ? resolve(o.root) : undefined;
   if (!rootDir) {
     const [maj, min] = [root.rootDev >>> 20, root.rootDev & 0xfffff];
     rootDir = hostPath({ dev: `${maj}:${min}`, root: root.root } as MountInfo);
-    if (!rootDir) throw new CriuError("restore", `the container's root file system (${root.root} on ${maj}:${min}) is not visible here; give it with --root DIR`);
+    if (!rootDir)
+      throw new CriuError(
+        "restore",
+        `the container's root file system (${root.root} on ${maj}:${min}) is not visible here; give it with --root DIR`
+      );
   }
   let st;
-  try { st = statSync(rootDir); } catch { throw new CriuError("restore", `--root '${rootDir}' does not exist`); }
+  try {
+    st = statSync(rootDir);
+  } catch {
+    throw new CriuError("restore", `--root '${rootDir}' does not exist`);
+  }
   if (!st.isDirectory()) throw new CriuError("restore", `--root '${rootDir}' is not a directory`);
   const prop = propagationPlan(entries);
   if (typeof prop === "string") {
-    const i = prop.indexOf(" "), e = entries.find((x) => x.mntId === Number(prop.slice(0, i)))!;
+    const i = prop.indexOf(" "),
+      e = entries.find((x) => x.mntId === Number(prop.slice(0, i)))!;
     throw new CriuError("restore", `mount '${e.mountpoint}' ${prop.slice(i + 1)}`);
   }
   for (const e of entries) {
-    const r = roles.get(e.mntId)!, name = FSNAME.get(e.fstype);
-    if (r.kind === "fresh" && !(name && FRESH.has(name))) throw new CriuError("restore", `mount '${e.mountpoint}' (${name ?? `fstype ${e.fstype}`} ${e.source}) cannot be recreated by criu-bun`);
-    if (r.kind === "fresh" && name === "tmpfs" && !existsSync(join(dir, `tmpfs-dev-${e.rootDev}.tar.gz.img`))) throw new CriuError("restore", `${join(dir, `tmpfs-dev-${e.rootDev}.tar.gz.img`)} is missing (contents of tmpfs ${e.mountpoint})`);
+    const r = roles.get(e.mntId)!,
+      name = FSNAME.get(e.fstype);
+    if (r.kind === "fresh" && !(name && FRESH.has(name)))
+      throw new CriuError(
+        "restore",
+        `mount '${e.mountpoint}' (${name ?? `fstype ${e.fstype}`} ${e.source}) cannot be recreated by criu-bun`
+      );
+    if (r.kind === "fresh" && name === "tmpfs" && !existsSync(join(dir, `tmpfs-dev-${e.rootDev}.tar.gz.img`)))
+      throw new CriuError(
+        "restore",
+        `${join(dir, `tmpfs-dev-${e.rootDev}.tar.gz.img`)} is missing (contents of tmpfs ${e.mountpoint})`
+      );
     if (r.kind !== "external") continue;
     const path = o.ext.map.get(e.extKey!) ?? (o.ext.auto ? e.extKey : undefined);
-    if (path === undefined) throw new CriuError("restore", `mount '${e.mountpoint}' is external (key '${e.extKey}'): map it with --external mnt[${e.extKey}]:PATH or --ext-mount-map ${e.extKey}:PATH`);
-    if (!existsSync(path)) throw new CriuError("restore", `external mount '${e.mountpoint}': '${path}' (key '${e.extKey}') does not exist`);
+    if (path === undefined)
+      throw new CriuError(
+        "restore",
+        `mount '${e.mountpoint}' is external (key '${e.extKey}'): map it with --external mnt[${e.extKey}]:PATH or --ext-mount-map ${e.extKey}:PATH`
+      );
+    if (!existsSync(path))
+      throw new CriuError("restore", `external mount '${e.mountpoint}': '${path}' (key '${e.extKey}') does not exist`);
   }
   return rootDir;
 }
@@ -453,14 +718,27 @@ export function precheckMountNs(entries: S.mnt_entry[], dir: string, o: MountRes
  * bind mount is cloned (open_tree) from its source right after the source is made, before
  * anything is mounted below it, so no later mount can stand in the way.
  */
-export function restoreMountNs(t0: MountTask, entries: S.mnt_entry[], dir: string, rootDir: string, o: MountRestoreOpts) {
+export function restoreMountNs(
+  t0: MountTask,
+  entries: S.mnt_entry[],
+  dir: string,
+  rootDir: string,
+  o: MountRestoreOpts
+) {
   const where = `process ${t0.pid}`;
   // a failed step is one line naming the mount; the namespace with what was made goes with the task
-  const t: MountTask = { ...t0, ok: (name, nr, ...args) => {
-    const r = t0.call(nr, ...args);
-    if (r < 0n && r > -4096n) throw new CriuError("restore", `${where}: ${name} failed: ${errnoText(Number(-r))}; the container's mounts are built on ${rootDir}`);
-    return r;
-  } };
+  const t: MountTask = {
+    ...t0,
+    ok: (name, nr, ...args) => {
+      const r = t0.call(nr, ...args);
+      if (r < 0n && r > -4096n)
+        throw new CriuError(
+          "restore",
+          `${where}: ${name} failed: ${errnoText(Number(-r))}; the container's mounts are built on ${rootDir}`
+        );
+      return r;
+    },
+  };
   const { root: rootE, roles } = restoreRoles(entries);
   const root = rootE!;
   const R = rootDir.replace(/\/+$/, "") || "/";
@@ -475,15 +753,29 @@ export function restoreMountNs(t0: MountTask, entries: S.mnt_entry[], dir: strin
       const rest = s.root === "/" ? b.root : b.root.slice(s.root.length);
       const from = at(s) + (rest === "/" ? "" : rest);
       // runc's /dev/console: a bind of the terminal's slave, which exists once its pair is made
-      if (FSNAME.get(s.fstype) === "devpts" && /^\/\d+$/.test(rest) && t.earlyPty) t.earlyPty(at(s) + (s.root === "/" ? "" : s.root) + "/ptmx", Number(rest.slice(1)));
-      clones.set(b.mntId, Number(t.ok(`open_tree(${from})`, NR.open_tree, -100, t.str(from), OPEN_TREE_CLONE | O.CLOEXEC)));
+      if (FSNAME.get(s.fstype) === "devpts" && /^\/\d+$/.test(rest) && t.earlyPty)
+        t.earlyPty(at(s) + (s.root === "/" ? "" : s.root) + "/ptmx", Number(rest.slice(1)));
+      clones.set(
+        b.mntId,
+        Number(t.ok(`open_tree(${from})`, NR.open_tree, -100, t.str(from), OPEN_TREE_CLONE | O.CLOEXEC))
+      );
       log.debug(`${where}: ${b.mountpoint} will be a bind of ${from}`);
     }
   };
   const setFlags = (e: S.mnt_entry) => {
-    let f = e.flags & (MS.RDONLY | MS.NOSUID | MS.NODEV | MS.NOEXEC | MS.NOATIME | MS.NODIRATIME | MS.RELATIME | MS.NOSYMFOLLOW);
+    let f =
+      e.flags &
+      (MS.RDONLY | MS.NOSUID | MS.NODEV | MS.NOEXEC | MS.NOATIME | MS.NODIRATIME | MS.RELATIME | MS.NOSYMFOLLOW);
     if (!(f & (MS.NOATIME | MS.RELATIME))) f |= MS.STRICTATIME;
-    t.ok(`remount ${e.mountpoint} flags 0x${f.toString(16)}`, NR.mount, 0, t.str(at(e)), 0, MS.REMOUNT | MS.BIND | f, 0);
+    t.ok(
+      `remount ${e.mountpoint} flags 0x${f.toString(16)}`,
+      NR.mount,
+      0,
+      t.str(at(e)),
+      0,
+      MS.REMOUNT | MS.BIND | f,
+      0
+    );
   };
   // the root: a bind of rootDir on itself (nothing of the host below it comes along)
   t.ok(`bind ${R} onto itself`, NR.mount, t.str(R), t.str(R, 1), 0, MS.BIND, 0);
@@ -493,25 +785,66 @@ export function restoreMountNs(t0: MountTask, entries: S.mnt_entry[], dir: strin
   const done = new Set<number>([root.mntId]);
   const order = entries.filter((e) => e !== root).sort((a, b) => a.mntId - b.mntId);
   while (done.size < entries.length) {
-    const e = order.find((x) => !done.has(x.mntId) && done.has(x.parentMntId) && (roles.get(x.mntId)!.kind !== "bind" || clones.has(x.mntId)));
-    if (!e) throw new CriuError("restore", `${where}: the saved mounts cannot be ordered (${order.filter((x) => !done.has(x.mntId)).map((x) => x.mountpoint).join(", ")})`);
-    const r = roles.get(e.mntId)!, target = at(e), name = FSNAME.get(e.fstype) ?? "";
+    const e = order.find(
+      (x) =>
+        !done.has(x.mntId) && done.has(x.parentMntId) && (roles.get(x.mntId)!.kind !== "bind" || clones.has(x.mntId))
+    );
+    if (!e)
+      throw new CriuError(
+        "restore",
+        `${where}: the saved mounts cannot be ordered (${order
+          .filter((x) => !done.has(x.mntId))
+          .map((x) => x.mountpoint)
+          .join(", ")})`
+      );
+    const r = roles.get(e.mntId)!,
+      target = at(e),
+      name = FSNAME.get(e.fstype) ?? "";
     if (r.kind === "external") {
       const path = o.ext.map.get(e.extKey!) ?? e.extKey!;
       t.ok(`bind external ${path} onto ${e.mountpoint}`, NR.mount, t.str(path), t.str(target, 1), 0, MS.BIND, 0);
     } else if (r.kind === "bind") {
       const fd = clones.get(e.mntId)!;
-      t.ok(`move_mount onto ${e.mountpoint}`, NR.move_mount, fd, t.str(""), -100, t.str(target, 1), MOVE_MOUNT_F_EMPTY_PATH);
+      t.ok(
+        `move_mount onto ${e.mountpoint}`,
+        NR.move_mount,
+        fd,
+        t.str(""),
+        -100,
+        t.str(target, 1),
+        MOVE_MOUNT_F_EMPTY_PATH
+      );
       t.call(NR.close, fd);
       clones.delete(e.mntId);
     } else {
       const sb = e.sbFlags ?? 0;
-      t.ok(`mount ${name} on ${e.mountpoint}`, NR.mount, t.str(e.source || name), t.str(target, 1), t.str(name, 2), sb & ~MS.RDONLY, e.options ? t.str(e.options, 3) : 0);
+      t.ok(
+        `mount ${name} on ${e.mountpoint}`,
+        NR.mount,
+        t.str(e.source || name),
+        t.str(target, 1),
+        t.str(name, 2),
+        sb & ~MS.RDONLY,
+        e.options ? t.str(e.options, 3) : 0
+      );
       if (name === "tmpfs") {
-        const n = extractTar(readFileSync(join(dir, `tmpfs-dev-${e.rootDev}.tar.gz.img`)), `/proc/${t.pid}/root${target}`, `tmpfs ${e.mountpoint}`);
+        const n = extractTar(
+          readFileSync(join(dir, `tmpfs-dev-${e.rootDev}.tar.gz.img`)),
+          `/proc/${t.pid}/root${target}`,
+          `tmpfs ${e.mountpoint}`
+        );
         log.info(`${where}: tmpfs ${e.mountpoint}: ${n} entries restored`);
       }
-      if (sb & MS.RDONLY) t.ok(`${e.mountpoint}: read-only super block`, NR.mount, 0, t.str(target), 0, MS.REMOUNT | sb, e.options ? t.str(e.options, 3) : 0);
+      if (sb & MS.RDONLY)
+        t.ok(
+          `${e.mountpoint}: read-only super block`,
+          NR.mount,
+          0,
+          t.str(target),
+          0,
+          MS.REMOUNT | sb,
+          e.options ? t.str(e.options, 3) : 0
+        );
     }
     setFlags(e);
     cloneBindsOf(e);
@@ -529,8 +862,19 @@ export function restoreMountNs(t0: MountTask, entries: S.mnt_entry[], dir: strin
   for (const s of propagationPlan(entries) as PropStep[]) {
     if (s.op === "shared") t.ok(`make ${s.e.mountpoint} shared`, NR.mount, 0, t.str(s.e.mountpoint), 0, MS.SHARED, 0);
     else if (s.op === "slave") t.ok(`make ${s.e.mountpoint} slave`, NR.mount, 0, t.str(s.e.mountpoint), 0, MS.SLAVE, 0);
-    else t.ok(`${s.e.mountpoint} joins the peer group of ${s.from.mountpoint}`, NR.move_mount, -100, t.str(s.from.mountpoint), -100, t.str(s.e.mountpoint, 1), MOVE_MOUNT_SET_GROUP);
+    else
+      t.ok(
+        `${s.e.mountpoint} joins the peer group of ${s.from.mountpoint}`,
+        NR.move_mount,
+        -100,
+        t.str(s.from.mountpoint),
+        -100,
+        t.str(s.e.mountpoint, 1),
+        MOVE_MOUNT_SET_GROUP
+      );
   }
-  for (const e of entries) if (e.flags & MS.UNBINDABLE) t.ok(`make ${e.mountpoint} unbindable`, NR.mount, 0, t.str(e.mountpoint), 0, MS.UNBINDABLE, 0);
+  for (const e of entries)
+    if (e.flags & MS.UNBINDABLE)
+      t.ok(`make ${e.mountpoint} unbindable`, NR.mount, 0, t.str(e.mountpoint), 0, MS.UNBINDABLE, 0);
   log.info(`${where}: ${entries.length} mounts restored on ${R}, pivot_root done`);
 }

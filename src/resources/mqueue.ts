@@ -32,12 +32,37 @@ import { errnoText, sysFailed } from "../sys/errno";
 import { fd_types } from "../images/schemas";
 
 const MQUEUE_MAGIC = 0x19800202;
-const SYS = { mq_open: 240, mq_unlink: 241, mq_timedsend: 242, mq_timedreceive: 243, mq_getsetattr: 245, statfs: 137, fchmod: 91, fchown: 93 };
-const ETIMEDOUT = 110, EAGAIN = 11;
+const SYS = {
+  mq_open: 240,
+  mq_unlink: 241,
+  mq_timedsend: 242,
+  mq_timedreceive: 243,
+  mq_getsetattr: 245,
+  statfs: 137,
+  fchmod: 91,
+  fchown: 93,
+};
+const ETIMEDOUT = 110,
+  EAGAIN = 11;
 const MQ_IMAGE = "mqueue.criu-bun.jsonl";
 
-interface QueueLine { k: "queue"; ino: number; name: string; mode: number; uid: number; gid: number; maxmsg: number; msgsize: number; msgs: { prio: number; data: string }[] }
-interface FileLine { k: "file"; id: number; ino: number; flags: number }
+interface QueueLine {
+  k: "queue";
+  ino: number;
+  name: string;
+  mode: number;
+  uid: number;
+  gid: number;
+  maxmsg: number;
+  msgsize: number;
+  msgs: { prio: number; data: string }[];
+}
+interface FileLine {
+  k: "file";
+  id: number;
+  ino: number;
+  flags: number;
+}
 
 function isMqueue(path: string): boolean {
   const buf = new BigInt64Array(16);
@@ -67,13 +92,20 @@ function drainAndRefill(q: number, msgsize: number, where: string): { prio: numb
     for (;;) {
       const n = syscall(SYS.mq_timedreceive, q, addr(buf), buf.length, addr(prio), addr(ts));
       if (n === -ETIMEDOUT || n === -EAGAIN) break;
-      if (n < 0) { err = new CriuError("files", `${where}: mq_timedreceive failed: ${errnoText(-n)}`); break; }
+      if (n < 0) {
+        err = new CriuError("files", `${where}: mq_timedreceive failed: ${errnoText(-n)}`);
+        break;
+      }
       msgs.push({ prio: prio[0], data: buf.slice(0, n) });
     }
   } finally {
     for (const m of msgs) {
       const r = syscall(SYS.mq_timedsend, q, addr(m.data), m.data.length, m.prio, addr(ts));
-      if (r < 0 && !err) err = new CriuError("files", `${where}: putting a message back into the queue failed: ${errnoText(-r)}; it is lost`);
+      if (r < 0 && !err)
+        err = new CriuError(
+          "files",
+          `${where}: putting a message back into the queue failed: ${errnoText(-r)}; it is lost`
+        );
     }
   }
   if (err) throw err;
@@ -88,7 +120,11 @@ export const mqueueKind: FdKind<MqueueDump> = {
   match: (target, st, fdPath, _opts, _copy, s) => st.isFile() && target.startsWith("/") && mqueueDev(st.dev, fdPath, s),
   dump(ctx) {
     const { target, st } = ctx;
-    if (target.endsWith(" (deleted)")) throw new CriuError("files", `${ctx.where}: message queue '${target.slice(0, -10)}' was unlinked while open; not supported yet`);
+    if (target.endsWith(" (deleted)"))
+      throw new CriuError(
+        "files",
+        `${ctx.where}: message queue '${target.slice(0, -10)}' was unlinked while open; not supported yet`
+      );
     const ino = Number(st.ino);
     const key = `mqueue:${st.dev}:${st.ino}`;
     if (!ctx.files.byKey.has(key)) {
@@ -102,37 +138,61 @@ export const mqueueKind: FdKind<MqueueDump> = {
         const status = new Uint8Array(256);
         const n = syscall(NR.read, q, addr(status), status.length);
         const notify = /NOTIFY_PID:(\d+)/.exec(new TextDecoder().decode(status.subarray(0, Math.max(n, 0))))?.[1];
-        if (notify && notify !== "0") throw new CriuError("files", `${ctx.where}: message queue '${target}' has an mq_notify registration (process ${notify}); not supported yet`);
+        if (notify && notify !== "0")
+          throw new CriuError(
+            "files",
+            `${ctx.where}: message queue '${target}' has an mq_notify registration (process ${notify}); not supported yet`
+          );
         const msgs = drainAndRefill(q, msgsize, ctx.where);
-        if (msgs.length !== curmsgs) throw new CriuError("files", `${ctx.where}: message queue '${target}' changed while dumped (${msgs.length} messages, ${curmsgs} expected)`);
+        if (msgs.length !== curmsgs)
+          throw new CriuError(
+            "files",
+            `${ctx.where}: message queue '${target}' changed while dumped (${msgs.length} messages, ${curmsgs} expected)`
+          );
         const ql: QueueLine = {
-          k: "queue", ino, name: target, mode: Number(st.mode) & 0o7777, uid: Number(st.uid), gid: Number(st.gid), maxmsg, msgsize,
+          k: "queue",
+          ino,
+          name: target,
+          mode: Number(st.mode) & 0o7777,
+          uid: Number(st.uid),
+          gid: Number(st.gid),
+          maxmsg,
+          msgsize,
           msgs: msgs.map((m) => ({ prio: m.prio, data: Buffer.from(m.data).toString("base64") })),
         };
         ctx.images.raw(MQ_IMAGE, line(ql));
-      } finally { closeFd(q); }
+      } finally {
+        closeFd(q);
+      }
     }
     const id = ctx.files.add(null, (id) => ({ id, type: 16, ext: { id, fown: FOWN0 } }));
     ctx.images.raw(MQ_IMAGE, line({ k: "file", id, ino, flags: ctx.flags } satisfies FileLine));
     return id;
   },
   precheck(f, dir, where) {
-    if (!existsSync(join(dir, MQ_IMAGE))) throw new CriuError("restore", `${where}: external file ${f.id} needs ${MQ_IMAGE}, which is missing`);
-    if (!readLines(dir).some((l) => l.k === "file" && l.id === f.id)) throw new CriuError("restore", `${where}: external file ${f.id} is not a message queue known to ${MQ_IMAGE}`);
+    if (!existsSync(join(dir, MQ_IMAGE)))
+      throw new CriuError("restore", `${where}: external file ${f.id} needs ${MQ_IMAGE}, which is missing`);
+    if (!readLines(dir).some((l) => l.k === "file" && l.id === f.id))
+      throw new CriuError("restore", `${where}: external file ${f.id} is not a message queue known to ${MQ_IMAGE}`);
   },
   restore(ctx, f) {
     const lines = cachedLines(ctx);
     const fl = lines.find((l): l is FileLine => l.k === "file" && l.id === f.id)!;
     const q = lines.find((l): l is QueueLine => l.k === "queue" && l.ino === fl.ino);
     if (!q) throw new CriuError("restore", `${ctx.where}: message queue ${fl.ino} is not in ${MQ_IMAGE}`);
-    const inj = ctx.inj, name = q.name.replace(/^\//, "");
+    const inj = ctx.inj,
+      name = q.name.replace(/^\//, "");
     const heldKey = `mqueue:${q.ino}` as const;
     if (!ctx.tree.held.has(heldKey)) {
       inj.call(SYS.mq_unlink, ctx.str(name)); // the queue outlived the dumped process: start afresh
       const attr = new BigInt64Array([0n, BigInt(q.maxmsg), BigInt(q.msgsize), 0n, 0n, 0n, 0n, 0n]);
       const a = ctx.scratch(0n, new Uint8Array(attr.buffer));
       const r = Number(inj.call(SYS.mq_open, ctx.str(name), O.RDWR | O.CREAT | O.EXCL | O.CLOEXEC, q.mode, a));
-      if (r < 0) throw new CriuError("restore", `${ctx.where}: mq_open('${q.name}', maxmsg ${q.maxmsg}, msgsize ${q.msgsize}) failed: ${errnoText(-r)}`);
+      if (r < 0)
+        throw new CriuError(
+          "restore",
+          `${ctx.where}: mq_open('${q.name}', maxmsg ${q.maxmsg}, msgsize ${q.msgsize}) failed: ${errnoText(-r)}`
+        );
       const h = ctx.high(r, ctx.where);
       ctx.hold(heldKey, h);
       inj.call(SYS.fchmod, h, q.mode);
@@ -146,7 +206,10 @@ export const mqueueKind: FdKind<MqueueDump> = {
 };
 
 function readLines(dir: string): (QueueLine | FileLine)[] {
-  return readFileSync(join(dir, MQ_IMAGE), "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l));
+  return readFileSync(join(dir, MQ_IMAGE), "utf8")
+    .split("\n")
+    .filter(Boolean)
+    .map((l) => JSON.parse(l));
 }
 function cachedLines(ctx: RestoreCtx): (QueueLine | FileLine)[] {
   return ctx.state.once(MQ_IMAGE, () => readLines(ctx.dir));
@@ -163,7 +226,10 @@ function refill(ctx: RestoreCtx, targetFd: number, q: QueueLine) {
     for (const m of q.msgs) {
       const data = new Uint8Array(Buffer.from(m.data, "base64"));
       const r = syscall(SYS.mq_timedsend, fd, addr(data), data.length, m.prio, addr(ts));
-      if (r < 0) throw new CriuError("restore", `${ctx.where}: sending a message to '${q.name}' failed: ${errnoText(-r)}`);
+      if (r < 0)
+        throw new CriuError("restore", `${ctx.where}: sending a message to '${q.name}' failed: ${errnoText(-r)}`);
     }
-  } finally { closeFd(fd); }
+  } finally {
+    closeFd(fd);
+  }
 }

@@ -20,12 +20,26 @@ import { CriuError, log } from "../log";
 import { refuse } from "./unsupported";
 import { checkMountNs, checkRoot, checkNsRoot, isPrivateCopy, MS } from "./mounts";
 
-const CLOCK_MONOTONIC = 1, CLOCK_BOOTTIME = 7;
+const CLOCK_MONOTONIC = 1,
+  CLOCK_BOOTTIME = 7;
 
 /** the id of the tree's own IPC namespace (ids, ipcns-var-14.img) */
 export const IPC_NS_ID = 14;
 /** The dumper's own ids (inventory root_ids), numbered as CRIU numbers its own. */
-export const ROOT_IDS = { vmId: 1, filesId: 1, fsId: 1, sighandId: 1, pidNsId: 1, netNsId: 2, ipcNsId: 3, utsNsId: 4, timeNsId: 5, mntNsId: 6, userNsId: 7, cgroupNsId: 8 };
+export const ROOT_IDS = {
+  vmId: 1,
+  filesId: 1,
+  fsId: 1,
+  sighandId: 1,
+  pidNsId: 1,
+  netNsId: 2,
+  ipcNsId: 3,
+  utsNsId: 4,
+  timeNsId: 5,
+  mntNsId: 6,
+  userNsId: 7,
+  cgroupNsId: 8,
+};
 
 // ---------- dump ----------
 
@@ -53,37 +67,50 @@ export class NsView {
     this.ownMntNs = readlinkSync(`/proc/${root}/ns/mnt`) !== readlinkSync("/proc/self/ns/mnt");
     this.ownUtsNs = readlinkSync(`/proc/${root}/ns/uts`) !== readlinkSync("/proc/self/ns/uts");
     this.ownTimeNs = readlinkSync(`/proc/${root}/ns/time`) !== readlinkSync("/proc/self/ns/time");
-    for (const k of ["net", "ipc", "uts", "mnt", "user", "cgroup", "time"]) this.rootNs.set(k, readlinkSync(`/proc/${root}/ns/${k}`));
+    for (const k of ["net", "ipc", "uts", "mnt", "user", "cgroup", "time"])
+      this.rootNs.set(k, readlinkSync(`/proc/${root}/ns/${k}`));
     // namespaces criu-bun cannot recreate: the tree must share them with criu-bun
     // its own network namespace with nothing but loopback comes back as a new one with lo up
     this.ownNetNs = this.rootNs.get("net") !== readlinkSync("/proc/self/ns/net");
     const netIno = Number(/^net:\[(\d+)\]$/.exec(this.rootNs.get("net")!)?.[1]);
     if (extNet && (!this.ownNetNs || extNet.ino !== netIno)) {
-      throw new CriuError("dump", `--external net[${extNet.ino}]:${extNet.key}: process ${root} is in network namespace ${this.rootNs.get("net")}${this.ownNetNs ? "" : ", criu-bun's own"}, not that one`);
+      throw new CriuError(
+        "dump",
+        `--external net[${extNet.ino}]:${extNet.key}: process ${root} is in network namespace ${this.rootNs.get("net")}${this.ownNetNs ? "" : ", criu-bun's own"}, not that one`
+      );
     }
     if (extNet) {
       // the caller's namespace: its interfaces, addresses and routes stay as they are, the tree's
       // sockets are saved (TCP with --tcp-established) and restore joins it again by its key
       this.extNetKey = extNet.key;
-      log.info(`process ${root}: its network namespace ${this.rootNs.get("net")} is external (key ${extNet.key}): not saved`);
+      log.info(
+        `process ${root}: its network namespace ${this.rootNs.get("net")} is external (key ${extNet.key}): not saved`
+      );
     } else if (this.ownNetNs && emptyNet) {
       // empty_ns net: the caller (runc, Podman) builds the namespace's interfaces itself on restore
       log.info(`process ${root}: its network namespace's contents are left to the caller (empty_ns)`);
     } else if (this.ownNetNs) {
       const devs = netdevs(root).filter((d) => d !== "lo");
       if (devs.length) {
-        throw new CriuError("dump", `process ${root} is in its own network namespace with interfaces (${devs.join(", ")}), which criu-bun does not save yet; run criu-bun inside it (nsenter --net=/proc/${root}/ns/net)`);
+        throw new CriuError(
+          "dump",
+          `process ${root} is in its own network namespace with interfaces (${devs.join(", ")}), which criu-bun does not save yet; run criu-bun inside it (nsenter --net=/proc/${root}/ns/net)`
+        );
       }
     }
     // its own IPC namespace: SysV segments are read inside it, and it comes back as a new one
     this.ownIpcNs = this.rootNs.get("ipc") !== readlinkSync("/proc/self/ns/ipc");
     for (const [k, what, how] of [["user", "user", "--user"]]) {
       if (this.rootNs.get(k) !== readlinkSync(`/proc/self/ns/${k}`)) {
-        throw new CriuError("dump", `process ${root} is in its own ${what} namespace, which criu-bun does not save yet; run criu-bun inside it (nsenter ${how}=/proc/${root}/ns/${k})`);
+        throw new CriuError(
+          "dump",
+          `process ${root} is in its own ${what} namespace, which criu-bun does not save yet; run criu-bun inside it (nsenter ${how}=/proc/${root}/ns/${k})`
+        );
       }
     }
     // its own cgroup namespace: restore does not make one (it would come back in criu-bun's)
-    if (this.rootNs.get("cgroup") !== readlinkSync("/proc/self/ns/cgroup")) refuse("dump", `process ${root}`, "cgroupns", this.rootNs.get("cgroup"));
+    if (this.rootNs.get("cgroup") !== readlinkSync("/proc/self/ns/cgroup"))
+      refuse("dump", `process ${root}`, "cgroupns", this.rootNs.get("cgroup"));
     // its own mount namespace: only a private copy of ours (plus a fresh /proc) comes back exactly
     // its own mount namespace: a private copy of ours (plus a fresh /proc) comes back as before;
     // any other (a container's) is saved mount by mount (dumpMountNs)
@@ -93,7 +120,10 @@ export class NsView {
       if (this.ownMntNs) checkMountNs(root, this.ownPidNs);
     }
     if (this.ownPidNs && this.v(root) !== 1) {
-      throw new CriuError("dump", `process ${root} lives in a PID namespace it is not the init of; dump that namespace's init instead`);
+      throw new CriuError(
+        "dump",
+        `process ${root} lives in a PID namespace it is not the init of; dump that namespace's init instead`
+      );
     }
   }
   private last(pid: number, key: string, tid?: number): number {
@@ -115,17 +145,25 @@ export class NsView {
   check(pid: number) {
     for (const [k, v] of this.rootNs) {
       const mine = readlinkSync(`/proc/${pid}/ns/${k}`);
-      if (mine !== v) throw new CriuError("dump", `process ${pid} is in a ${k} namespace of its own (${mine}, the tree's root is in ${v}); nested ${k} namespaces are not supported yet`);
+      if (mine !== v)
+        throw new CriuError(
+          "dump",
+          `process ${pid} is in a ${k} namespace of its own (${mine}, the tree's root is in ${v}); nested ${k} namespaces are not supported yet`
+        );
     }
-    if (this.container) checkNsRoot(pid); else checkRoot(pid, this.ownMntNs);
+    if (this.container) checkNsRoot(pid);
+    else checkRoot(pid, this.ownMntNs);
     if (readlinkSync(`/proc/${pid}/ns/pid`) !== this.rootPidNs) {
-      throw new CriuError("dump", `process ${pid} is in a nested PID namespace; nested PID namespaces are not supported yet`);
+      throw new CriuError(
+        "dump",
+        `process ${pid} is in a nested PID namespace; nested PID namespaces are not supported yet`
+      );
     }
     // a time namespace made for its children (unshare CLONE_NEWTIME, no child yet) is not kept
-    if (readlinkSync(`/proc/${pid}/ns/time_for_children`) !== readlinkSync(`/proc/${pid}/ns/time`)) refuse("dump", `process ${pid}`, "timens-children");
+    if (readlinkSync(`/proc/${pid}/ns/time_for_children`) !== readlinkSync(`/proc/${pid}/ns/time`))
+      refuse("dump", `process ${pid}`, "timens-children");
   }
 }
-
 
 /**
  * The namespace ids of a process of the tree: the tree's own namespaces numbered as CRIU numbers
@@ -133,15 +171,22 @@ export class NsView {
  */
 export function nsIds(ns: NsView) {
   return {
-    pidNsId: ns.ownPidNs ? 9 : ROOT_IDS.pidNsId, netNsId: ns.ownNetNs ? 13 : ROOT_IDS.netNsId,
-    ipcNsId: ns.ownIpcNs ? IPC_NS_ID : ROOT_IDS.ipcNsId, utsNsId: ns.ownUtsNs ? 11 : ROOT_IDS.utsNsId,
-    mntNsId: ns.ownMntNs ? 10 : ROOT_IDS.mntNsId, userNsId: ROOT_IDS.userNsId, cgroupNsId: ROOT_IDS.cgroupNsId,
+    pidNsId: ns.ownPidNs ? 9 : ROOT_IDS.pidNsId,
+    netNsId: ns.ownNetNs ? 13 : ROOT_IDS.netNsId,
+    ipcNsId: ns.ownIpcNs ? IPC_NS_ID : ROOT_IDS.ipcNsId,
+    utsNsId: ns.ownUtsNs ? 11 : ROOT_IDS.utsNsId,
+    mntNsId: ns.ownMntNs ? 10 : ROOT_IDS.mntNsId,
+    userNsId: ROOT_IDS.userNsId,
+    cgroupNsId: ROOT_IDS.cgroupNsId,
     timeNsId: ns.ownTimeNs ? 12 : ROOT_IDS.timeNsId,
   };
 }
 
 /** the batch calls of nsCalls(): the clocks as the process sees them (its time namespace may shift them) and uname */
-const CLOCKS = [[CLOCK_MONOTONIC, "monotonic"], [CLOCK_BOOTTIME, "boottime"]] as const;
+const CLOCKS = [
+  [CLOCK_MONOTONIC, "monotonic"],
+  [CLOCK_BOOTTIME, "boottime"],
+] as const;
 export function nsCalls(): OutCall[] {
   return [
     ...CLOCKS.map(([id]) => ({ nr: NR.clock_gettime, args: (buf: bigint) => [id, buf], out: 16 })),
@@ -152,7 +197,10 @@ export function nsCalls(): OutCall[] {
 
 export type Clocks = Record<string, { tvSec: bigint; tvNsec: bigint }>;
 /** the batch's answers to nsCalls(): CLOCK_MONOTONIC and CLOCK_BOOTTIME, hostname and domain name */
-export function decodeNsCalls(pid: number, got: { r: bigint; b: Uint8Array }[]): { clocks: Clocks; uts: { nodename: string; domainname: string } } {
+export function decodeNsCalls(
+  pid: number,
+  got: { r: bigint; b: Uint8Array }[]
+): { clocks: Clocks; uts: { nodename: string; domainname: string } } {
   const clocks: Clocks = {};
   let uts = { nodename: "", domainname: "" };
   CLOCKS.forEach(([, key], k) => {
@@ -164,10 +212,15 @@ export function decodeNsCalls(pid: number, got: { r: bigint; b: Uint8Array }[]):
   const u = got[CLOCKS.length];
   if (u.r === 0n) {
     const b = u.b;
-    const str = (off: number) => new TextDecoder().decode(b.subarray(off, b.indexOf(0, off) < 0 ? off + 65 : Math.min(b.indexOf(0, off), off + 65)));
+    const str = (off: number) =>
+      new TextDecoder().decode(
+        b.subarray(off, b.indexOf(0, off) < 0 ? off + 65 : Math.min(b.indexOf(0, off), off + 65))
+      );
     uts = { nodename: str(65), domainname: str(325) };
   }
-  log.debug(`namespaces: process ${pid}: hostname '${uts.nodename}', domain '${uts.domainname}'${clocks.monotonic ? `, monotonic ${clocks.monotonic.tvSec}.${clocks.monotonic.tvNsec}` : ""}${clocks.boottime ? `, boottime ${clocks.boottime.tvSec}.${clocks.boottime.tvNsec}` : ""}`);
+  log.debug(
+    `namespaces: process ${pid}: hostname '${uts.nodename}', domain '${uts.domainname}'${clocks.monotonic ? `, monotonic ${clocks.monotonic.tvSec}.${clocks.monotonic.tvNsec}` : ""}${clocks.boottime ? `, boottime ${clocks.boottime.tvSec}.${clocks.boottime.tvNsec}` : ""}`
+  );
   return { clocks, uts };
 }
 
@@ -181,19 +234,31 @@ export function writeTreeNsImages(dir: string, ns: NsView) {
 }
 
 /** The root process's hostname (its own UTS namespace) and clocks (timens-<id>.img, or CRIU's timens-0.img for the host's). */
-export function writeRootNsImages(dir: string, pid: number, ns: NsView, ids: Record<string, number>, uts: { nodename: string; domainname: string }, clocks: Clocks) {
+export function writeRootNsImages(
+  dir: string,
+  pid: number,
+  ns: NsView,
+  ids: Record<string, number>,
+  uts: { nodename: string; domainname: string },
+  clocks: Clocks
+) {
   if (ns.ownUtsNs) {
     writeImage(dir, `utsns-${ids.utsNsId}.img`, "UTSNS", [create(S.utsns_entrySchema, uts)]);
     log.debug(`namespaces: utsns-${ids.utsNsId}.img: the tree's own UTS namespace`);
   }
   if (ns.ownTimeNs) {
-    if (!clocks.monotonic || !clocks.boottime) throw new CriuError("dump", `process ${pid}: cannot read its clocks for its time namespace`);
-    writeImage(dir, `timens-${ids.timeNsId}.img`, "TIMENS", [create(S.timens_entrySchema, { monotonic: clocks.monotonic, boottime: clocks.boottime })]);
+    if (!clocks.monotonic || !clocks.boottime)
+      throw new CriuError("dump", `process ${pid}: cannot read its clocks for its time namespace`);
+    writeImage(dir, `timens-${ids.timeNsId}.img`, "TIMENS", [
+      create(S.timens_entrySchema, { monotonic: clocks.monotonic, boottime: clocks.boottime }),
+    ]);
     log.debug(`namespaces: timens-${ids.timeNsId}.img: the tree's own time namespace`);
   } else if (clocks.monotonic && clocks.boottime) {
     // the host's time namespace: CRIU 4.2 writes its clocks all the same, as timens-0.img
     // (neither tool's restore uses it unless the tree had a time namespace of its own)
-    writeImage(dir, "timens-0.img", "TIMENS", [create(S.timens_entrySchema, { monotonic: clocks.monotonic, boottime: clocks.boottime })]);
+    writeImage(dir, "timens-0.img", "TIMENS", [
+      create(S.timens_entrySchema, { monotonic: clocks.monotonic, boottime: clocks.boottime }),
+    ]);
   }
 }
 
@@ -217,10 +282,19 @@ export interface RestoreNamespaces {
 }
 
 /** Which of the root's namespaces differ from the dumper's (inventory root_ids), with what they hold. */
-export function loadNamespaces(dir: string, rootIds: S.task_kobj_ids_entry | undefined, dumper: S.task_kobj_ids_entry | undefined, rootPid: number): RestoreNamespaces {
-  const differs = (k: "pidNsId" | "mntNsId" | "utsNsId" | "timeNsId" | "netNsId" | "ipcNsId") => !!(rootIds && dumper && rootIds[k] !== dumper[k]);
-  const need = (file: string) => { if (!imageExists(dir, file)) throw new CriuError("restore", `${dir}/${file} is missing`); };
-  const newPidNs = differs("pidNsId"), newMntNs = differs("mntNsId");
+export function loadNamespaces(
+  dir: string,
+  rootIds: S.task_kobj_ids_entry | undefined,
+  dumper: S.task_kobj_ids_entry | undefined,
+  rootPid: number
+): RestoreNamespaces {
+  const differs = (k: "pidNsId" | "mntNsId" | "utsNsId" | "timeNsId" | "netNsId" | "ipcNsId") =>
+    !!(rootIds && dumper && rootIds[k] !== dumper[k]);
+  const need = (file: string) => {
+    if (!imageExists(dir, file)) throw new CriuError("restore", `${dir}/${file} is missing`);
+  };
+  const newPidNs = differs("pidNsId"),
+    newMntNs = differs("mntNsId");
   let uts: S.utsns_entry | undefined;
   if (differs("utsNsId")) {
     need(`utsns-${rootIds!.utsNsId}.img`);
@@ -231,15 +305,28 @@ export function loadNamespaces(dir: string, rootIds: S.task_kobj_ids_entry | und
   if (differs("timeNsId")) {
     need(`timens-${rootIds!.timeNsId}.img`);
     timens = readImage(dir, `timens-${rootIds!.timeNsId}.img`, "TIMENS")[0];
-    if (!timens?.monotonic || !timens.boottime) throw new CriuError("restore", `${dir}/timens-${rootIds!.timeNsId}.img has no clocks`);
+    if (!timens?.monotonic || !timens.boottime)
+      throw new CriuError("restore", `${dir}/timens-${rootIds!.timeNsId}.img has no clocks`);
   }
-  if (newPidNs && rootPid !== 1) throw new CriuError("restore", `${dir}: the tree lives in its own PID namespace but its root is PID ${rootPid}, not that namespace's init`);
+  if (newPidNs && rootPid !== 1)
+    throw new CriuError(
+      "restore",
+      `${dir}: the tree lives in its own PID namespace but its root is PID ${rootPid}, not that namespace's init`
+    );
   const newNetNs = differs("netNsId");
   // an external network namespace (dump --external net[INODE]:KEY): its key, to be given as inherit_fd
   const netImg = rootIds ? `netns-${rootIds.netNsId}.img` : "";
-  const extNetKey = newNetNs && imageExists(dir, netImg) ? readImage(dir, netImg, "NETNS")[0]?.extKey || undefined : undefined;
+  const extNetKey =
+    newNetNs && imageExists(dir, netImg) ? readImage(dir, netImg, "NETNS")[0]?.extKey || undefined : undefined;
   const newIpcNs = differs("ipcNsId");
-  const own = [newPidNs && "pid", newMntNs && "mnt", uts && "uts", timens && "time", newNetNs && (extNetKey ? `net (external, ${extNetKey})` : "net"), newIpcNs && "ipc"].filter(Boolean);
+  const own = [
+    newPidNs && "pid",
+    newMntNs && "mnt",
+    uts && "uts",
+    timens && "time",
+    newNetNs && (extNetKey ? `net (external, ${extNetKey})` : "net"),
+    newIpcNs && "ipc",
+  ].filter(Boolean);
   log.debug(`namespaces: the tree's own: ${own.length ? own.join(", ") : "none"}`);
   return { newPidNs, newMntNs, uts, timens, newNetNs, extNetKey, newIpcNs };
 }
@@ -260,13 +347,20 @@ export function enterTimens(pinj: Injector, puppet: number, tn: S.timens_entry) 
   };
   const off = (t: S.timespec, clock: number) => {
     const d = BigInt.asIntN(64, t.tvSec) * 1_000_000_000n + BigInt.asIntN(64, t.tvNsec) - now(clock);
-    let sec = d / 1_000_000_000n, nsec = d % 1_000_000_000n;
-    if (nsec < 0n) { nsec += 1_000_000_000n; sec -= 1n; }
+    let sec = d / 1_000_000_000n,
+      nsec = d % 1_000_000_000n;
+    if (nsec < 0n) {
+      nsec += 1_000_000_000n;
+      sec -= 1n;
+    }
     return `${sec} ${nsec}`;
   };
   const text = `monotonic ${off(tn.monotonic!, CLOCK_MONOTONIC)}\nboottime ${off(tn.boottime!, CLOCK_BOOTTIME)}\n`;
-  try { writeFileSync(`/proc/${puppet}/timens_offsets`, text); }
-  catch (e) { throw new CriuError("restore", sysFailed(`puppet process ${puppet}`, "writing its timens_offsets", e)); }
+  try {
+    writeFileSync(`/proc/${puppet}/timens_offsets`, text);
+  } catch (e) {
+    throw new CriuError("restore", sysFailed(`puppet process ${puppet}`, "writing its timens_offsets", e));
+  }
   log.debug(`namespaces: a new time namespace, offsets ${text.trim().replace(/\n/g, ", ")}`);
 }
 
@@ -277,8 +371,15 @@ export function enterTimens(pinj: Injector, puppet: number, tn: S.timens_entry) 
  * container's mounts (a namespace that is not a copy) are built after this by mounts.ts.
  */
 export function restoreRootNamespaces(
-  root: { pid: number; inj: Injector; str: (s: string, slot?: number) => bigint; scratch: (off: bigint, data: Uint8Array) => bigint; joinExtNetNs: (key: string) => void },
-  ns: RestoreNamespaces & { emptyNetNs?: boolean; mounts?: unknown }, newPidNs: boolean,
+  root: {
+    pid: number;
+    inj: Injector;
+    str: (s: string, slot?: number) => bigint;
+    scratch: (off: bigint, data: Uint8Array) => bigint;
+    joinExtNetNs: (key: string) => void;
+  },
+  ns: RestoreNamespaces & { emptyNetNs?: boolean; mounts?: unknown },
+  newPidNs: boolean
 ) {
   const { inj, str } = root;
   if (ns.newMntNs && !ns.mounts) {
@@ -286,8 +387,19 @@ export function restoreRootNamespaces(
     // with a /proc of its PID namespace if it has one (unshare --mount-proc)
     inj.ok("unshare(CLONE_NEWNS)", NR.unshare, CLONE.NEWNS);
     inj.ok("mount / private", NR.mount, 0, str("/"), 0, MS.REC | MS.PRIVATE, 0);
-    if (newPidNs) inj.ok("mount /proc", NR.mount, str("proc", 1), str("/proc", 2), str("proc", 3), MS.NOSUID | MS.NODEV | MS.NOEXEC, 0);
-    log.debug(`namespaces: process ${root.pid}: a new mount namespace, a private copy of criu-bun's${newPidNs ? " with its own /proc" : ""}`);
+    if (newPidNs)
+      inj.ok(
+        "mount /proc",
+        NR.mount,
+        str("proc", 1),
+        str("/proc", 2),
+        str("proc", 3),
+        MS.NOSUID | MS.NODEV | MS.NOEXEC,
+        0
+      );
+    log.debug(
+      `namespaces: process ${root.pid}: a new mount namespace, a private copy of criu-bun's${newPidNs ? " with its own /proc" : ""}`
+    );
   }
   if (ns.newIpcNs) {
     inj.ok("unshare(CLONE_NEWIPC)", NR.unshare, CLONE.NEWIPC);
@@ -310,7 +422,11 @@ export function restoreRootNamespaces(
     new DataView(ifr.buffer).setUint16(16, 0x1 | 0x8 | 0x40, true); // IFF_UP | IFF_LOOPBACK | IFF_RUNNING
     const r = inj.call(NR.ioctl, s, 0x8914 /* SIOCSIFFLAGS */, root.scratch(0n, ifr));
     inj.call(NR.close, s);
-    if (r < 0n) throw new CriuError("restore", sysFailed(`process ${root.pid}`, "SIOCSIFFLAGS bringing lo up in its new network namespace", r));
+    if (r < 0n)
+      throw new CriuError(
+        "restore",
+        sysFailed(`process ${root.pid}`, "SIOCSIFFLAGS bringing lo up in its new network namespace", r)
+      );
     log.debug(`namespaces: process ${root.pid}: a new network namespace, lo up`);
   }
   if (ns.uts) {

@@ -11,7 +11,11 @@ import { errnoText } from "../sys/errno";
 const RLIMIT_NOFILE = 7;
 
 function nrOpen(): bigint {
-  try { return BigInt(readFileSync("/proc/sys/fs/nr_open", "latin1").trim()); } catch { return 1048576n; }
+  try {
+    return BigInt(readFileSync("/proc/sys/fs/nr_open", "latin1").trim());
+  } catch {
+    return 1048576n;
+  }
 }
 
 function get(pid: number): [bigint, bigint] | undefined {
@@ -31,16 +35,21 @@ export function raiseNofile(need: number, why: string, pid = 0, want = need): nu
   if (soft >= goal) return Number(soft);
   const set = (s: bigint, h: bigint) => syscall(NR.prlimit64, pid, RLIMIT_NOFILE, addr(new BigUint64Array([s, h])), 0);
   const max = nrOpen();
-  let now = soft, err = 0;
+  let now = soft,
+    err = 0;
   if (goal > hard) {
     const h = goal <= max ? goal : max;
     const r = set(h, h);
-    if (r === 0) now = h; else err = -r;
+    if (r === 0) now = h;
+    else err = -r;
   }
   if (now < goal && hard > now && set(hard, hard) === 0) now = hard;
   if (now < BigInt(need)) {
-    throw new CriuError("limits", `${why}: ${who} needs ${need} open files, RLIMIT_NOFILE allows ${hard}` +
-      (err ? ` and cannot be raised: ${errnoText(err)}; needs CAP_SYS_RESOURCE` : ` (fs.nr_open ${max})`));
+    throw new CriuError(
+      "limits",
+      `${why}: ${who} needs ${need} open files, RLIMIT_NOFILE allows ${hard}` +
+        (err ? ` and cannot be raised: ${errnoText(err)}; needs CAP_SYS_RESOURCE` : ` (fs.nr_open ${max})`)
+    );
   }
   if (now !== soft) log.debug(`${who}: RLIMIT_NOFILE raised from ${soft}/${hard} to ${now} (${why})`);
   return Number(now);

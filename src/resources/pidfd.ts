@@ -27,11 +27,16 @@ export const pidfdKind: FdKind = {
     const nspid = Number(ns[ns.length - 1]);
     // flags as CRIU writes them, without the access mode (a pidfd is always O_RDWR): CRIU 4.2 passes
     // them to pidfd_open(), which refuses O_RDWR (EINVAL)
-    return ctx.files.add(null, (id) => ({ id, type: 20, pidfd: { id, ino: Number(ctx.st.ino & 0xffffffffn), flags: ctx.flags & ~3, nspid, fown: FOWN0 } }));
+    return ctx.files.add(null, (id) => ({
+      id,
+      type: 20,
+      pidfd: { id, ino: Number(ctx.st.ino & 0xffffffffn), flags: ctx.flags & ~3, nspid, fown: FOWN0 },
+    }));
   },
   restore(ctx, f) {
     const e = f.pidfd!;
-    if (e.nspid <= 0) throw new CriuError("restore", `${ctx.where}: pidfd of a process that is gone cannot be restored`);
+    if (e.nspid <= 0)
+      throw new CriuError("restore", `${ctx.where}: pidfd of a process that is gone cannot be restored`);
     const fd = Number(ctx.inj.call(NR.pidfd_open, e.nspid, e.flags & O.NONBLOCK));
     if (fd < 0) throw new CriuError("restore", `${ctx.where}: pidfd_open(${e.nspid}) failed: ${errnoText(-fd)}`);
     return ctx.high(fd, ctx.where);

@@ -12,7 +12,12 @@ import { fd_types } from "../images/schemas";
 /** A pipe's unread bytes, read without consuming them: tee() into a scratch pipe, then read that.
  *  readable: an fd of criu-bun's own that may already read the pipe (a grabbed read end of a
  *  FIFO); without it the end is reopened read-only through /proc. */
-export function peekPipe(pid: number, fd: number, where: string, readable?: number): { data: Uint8Array; size: number } {
+export function peekPipe(
+  pid: number,
+  fd: number,
+  where: string,
+  readable?: number
+): { data: Uint8Array; size: number } {
   const rfd = readable ?? openFd(`/proc/${pid}/fd/${fd}`, O.RDONLY | O.NONBLOCK | O.CLOEXEC);
   const pair = new Int32Array(2);
   try {
@@ -28,7 +33,13 @@ export function peekPipe(pid: number, fd: number, where: string, readable?: numb
     let got = 0;
     while (got < n) {
       const k = syscall(NR.read, pair[0], addr(data, got), n - got);
-      if (k <= 0) throw new CriuError("files", k < 0 ? sysFailed(where, "reading the pipe's copy", k) : `${where}: the pipe's copy ended after ${got} of ${n} bytes`);
+      if (k <= 0)
+        throw new CriuError(
+          "files",
+          k < 0
+            ? sysFailed(where, "reading the pipe's copy", k)
+            : `${where}: the pipe's copy ended after ${got} of ${n} bytes`
+        );
       got += k;
     }
     return { data, size };
@@ -42,7 +53,11 @@ export function peekPipe(pid: number, fd: number, where: string, readable?: numb
 /** Refill a freshly made pipe in the target through its write end (from criu-bun, via /proc). */
 export function fillPipe(pid: number, wfd: number, data: Uint8Array, what: string) {
   const fd = openFd(`/proc/${pid}/fd/${wfd}`, O.WRONLY | O.NONBLOCK | O.CLOEXEC);
-  try { writeFull(fd, data, what); } finally { closeFd(fd); }
+  try {
+    writeFull(fd, data, what);
+  } finally {
+    closeFd(fd);
+  }
 }
 
 export const pipeKind: FdKind = {
@@ -61,7 +76,14 @@ export const pipeKind: FdKind = {
       const { data, size } = peekPipe(ctx.pid, ctx.fd, ctx.where);
       // an empty pipe too when its capacity is not the default (F_SETPIPE_SZ)
       ctx.images.ensure("pipes-data.img", "PIPES_DATA");
-      if (data.length || size !== 65536) ctx.images.add("pipes-data.img", "PIPES_DATA", S.pipe_data_entrySchema, { pipeId, bytes: data.length, size }, data);
+      if (data.length || size !== 65536)
+        ctx.images.add(
+          "pipes-data.img",
+          "PIPES_DATA",
+          S.pipe_data_entrySchema,
+          { pipeId, bytes: data.length, size },
+          data
+        );
     }
     return id;
   },
@@ -72,20 +94,27 @@ export const pipeKind: FdKind = {
     // other end is the runtime's); its unread bytes are still in the pipe the caller kept
     const inheritKey = `inherit:pipe:[${p.pipeId}]` as const;
     if (ctx.tree.held.has(inheritKey)) return inheritedPipe(ctx, p, inheritKey);
-    const rKey = `pipe:${p.pipeId}:r` as const, wKey = `pipe:${p.pipeId}:w` as const;
+    const rKey = `pipe:${p.pipeId}:r` as const,
+      wKey = `pipe:${p.pipeId}:w` as const;
     if (!ctx.tree.held.has(rKey)) {
       // first use of this pipe anywhere in the tree: make it here, refill it, hold both ends
       const a = ctx.scratch(0n, new Uint8Array(8));
       inj.ok("pipe2", NR.pipe2, a, O.CLOEXEC);
       const v = new Int32Array(ctx.mem.read(a, 8).buffer);
-      const r = ctx.high(v[0], ctx.where), w = ctx.high(v[1], ctx.where);
-      ctx.hold(rKey, r); ctx.hold(wKey, w);
+      const r = ctx.high(v[0], ctx.where),
+        w = ctx.high(v[1], ctx.where);
+      ctx.hold(rKey, r);
+      ctx.hold(wKey, w);
       const item = cachedPayloadsBy(ctx, "pipes-data.img", "PIPES_DATA", (m) => m.pipeId).get(p.pipeId)?.[0];
       if (item) {
         const want = Math.max(item.msg.size || 65536, item.payload.length);
         if (want !== 65536) {
           const r = inj.call(NR.fcntl, w, F.SETPIPE_SZ, want);
-          if (r < 0n) throw new CriuError("restore", `${ctx.where}: F_SETPIPE_SZ(${want}) on pipe ${p.pipeId} failed: ${errnoText(-r)}`);
+          if (r < 0n)
+            throw new CriuError(
+              "restore",
+              `${ctx.where}: F_SETPIPE_SZ(${want}) on pipe ${p.pipeId} failed: ${errnoText(-r)}`
+            );
         }
         if (item.payload.length) fillPipe(ctx.pid, w, item.payload, `refill pipe ${p.pipeId}`);
       }
@@ -119,12 +148,23 @@ function inheritedPipe(ctx: RestoreCtx, p: S.pipe_entry, key: HeldKey): number {
   const inj = ctx.inj;
   const src = ctx.fdFrom(key)!;
   const fl = Number(inj.call(NR.fcntl, src, F.GETFL));
-  if (fl < 0) throw new CriuError("restore", `${ctx.where}: F_GETFL on the inherited fd for pipe:[${p.pipeId}] failed: ${errnoText(-fl)}`);
+  if (fl < 0)
+    throw new CriuError(
+      "restore",
+      `${ctx.where}: F_GETFL on the inherited fd for pipe:[${p.pipeId}] failed: ${errnoText(-fl)}`
+    );
   if ((fl & 3) !== (p.flags & 3)) {
-    throw new CriuError("restore", `${ctx.where}: the fd inherited for pipe:[${p.pipeId}] is ${ACCMODE[fl & 3] ?? fl & 3}, the dumped end was ${ACCMODE[p.flags & 3] ?? p.flags & 3}`);
+    throw new CriuError(
+      "restore",
+      `${ctx.where}: the fd inherited for pipe:[${p.pipeId}] is ${ACCMODE[fl & 3] ?? fl & 3}, the dumped end was ${ACCMODE[p.flags & 3] ?? p.flags & 3}`
+    );
   }
   const d = Number(inj.call(NR.fcntl, src, F.DUPFD_CLOEXEC, 0));
-  if (d < 0) throw new CriuError("restore", `${ctx.where}: dup of the inherited fd for pipe:[${p.pipeId}] failed: ${errnoText(-d)}`);
+  if (d < 0)
+    throw new CriuError(
+      "restore",
+      `${ctx.where}: dup of the inherited fd for pipe:[${p.pipeId}] failed: ${errnoText(-d)}`
+    );
   const h = ctx.tree.held.get(key)!;
   if (src !== h.fd || h.pid !== ctx.pid) inj.call(NR.close, src);
   const fd = ctx.high(d, ctx.where);
@@ -132,6 +172,8 @@ function inheritedPipe(ctx: RestoreCtx, p: S.pipe_entry, key: HeldKey): number {
   const want = p.flags & (O.NONBLOCK | O.APPEND | O.ASYNC | O.DIRECT);
   if ((fl & (O.NONBLOCK | O.APPEND | O.ASYNC | O.DIRECT)) !== want) inj.call(NR.fcntl, fd, F.SETFL, p.flags & ~3);
   ctx.tree.taken.add(key);
-  log.debug(`${ctx.where}: pipe:[${p.pipeId}] is the inherited fd (inherit_fd), its dumped bytes stay with the caller's pipe`);
+  log.debug(
+    `${ctx.where}: pipe:[${p.pipeId}] is the inherited fd (inherit_fd), its dumped bytes stay with the caller's pipe`
+  );
   return fd;
 }

@@ -15,7 +15,9 @@ const show = (v: bigint) => (v === RLIM_INFINITY ? "unlimited" : String(v));
 /** rlimit_entry per RLIMIT_*, in the kernel's order */
 export function dumpRlimits(pid: number): { cur: bigint; max: bigint }[] {
   const limits: Rlimit[] = readLimits(pid);
-  log.debug(`rlimits: process ${pid}: ${limits.map((l) => `${l.name.trim()} ${show(l.cur)}/${show(l.max)}`).join(", ")}`);
+  log.debug(
+    `rlimits: process ${pid}: ${limits.map((l) => `${l.name.trim()} ${show(l.cur)}/${show(l.max)}`).join(", ")}`
+  );
   return limits.map((l) => ({ cur: l.cur, max: l.max }));
 }
 
@@ -28,7 +30,11 @@ export function dumpRlimits(pid: number): { cur: bigint; max: bigint }[] {
 export function rlimitRestoreCalls(pid: number, rl: S.rlimit_entry[]): InCall[] {
   log.debug(`rlimits: process ${pid}: ${rl.length} limits to set`);
   return rl.map((l, i) => ({
-    nr: NR.prlimit64, data: [l.cur, l.max], args: (lim) => [0, i, lim, 0],
-    check: (r) => { if (r < 0n) log.warn(`process ${pid}: rlimit ${i} (${l.cur}/${l.max}) not restored: ${errnoText(-r)}`); },
+    nr: NR.prlimit64,
+    data: [l.cur, l.max],
+    args: (lim) => [0, i, lim, 0],
+    check: (r) => {
+      if (r < 0n) log.warn(`process ${pid}: rlimit ${i} (${l.cur}/${l.max}) not restored: ${errnoText(-r)}`);
+    },
   }));
 }

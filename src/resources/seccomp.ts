@@ -13,11 +13,16 @@ import type { Injector } from "../ptrace/inject";
 import { CriuError, log } from "../log";
 
 /** one filter of a chain: classic BPF program bytes and its SECCOMP_FILTER_FLAG_* */
-export interface SeccompFilter { filter: Uint8Array; flags: number }
+export interface SeccompFilter {
+  filter: Uint8Array;
+  flags: number;
+}
 
 const PTRACE_SECCOMP_GET_METADATA = 0x420d;
-const SECCOMP_MODE_STRICT = 1, SECCOMP_SET_MODE_FILTER = 1;
-const FILTER_FLAG_LOG = 2, FILTER_FLAG_SPEC_ALLOW = 4;
+const SECCOMP_MODE_STRICT = 1,
+  SECCOMP_SET_MODE_FILTER = 1;
+const FILTER_FLAG_LOG = 2,
+  FILTER_FLAG_SPEC_ALLOW = 4;
 /** what fits the restored thread's scratch area after the sock_fprog (2048 instructions) */
 const MAX_FILTER_BYTES = 16384;
 
@@ -36,7 +41,9 @@ export function dumpSeccompFilters(tid: number): SeccompFilter[] {
     const md = new BigUint64Array([BigInt(i), 0n]);
     const m = ptrace(PTRACE_SECCOMP_GET_METADATA, tid, 16, addr(md));
     out.push({ filter: buf, flags: m >= 0 ? Number(md[1]) : 0 });
-    log.debug(`thread ${tid}: seccomp filter ${i} (newest first): ${n} instructions, flags 0x${(m >= 0 ? Number(md[1]) : 0).toString(16)}`);
+    log.debug(
+      `thread ${tid}: seccomp filter ${i} (newest first): ${n} instructions, flags 0x${(m >= 0 ? Number(md[1]) : 0).toString(16)}`
+    );
   }
   return out.reverse();
 }
@@ -48,9 +55,13 @@ export class SeccompChains {
   add(chain: SeccompFilter[]): number {
     let prev: number | undefined;
     for (const f of chain) {
-      const same = (x: { filter: Uint8Array; prev?: number }) => x.prev === prev && x.filter.length === f.filter.length && x.filter.every((b, i) => b === f.filter[i]);
+      const same = (x: { filter: Uint8Array; prev?: number }) =>
+        x.prev === prev && x.filter.length === f.filter.length && x.filter.every((b, i) => b === f.filter[i]);
       let i = this.filters.findIndex(same);
-      if (i < 0) { i = this.filters.length; this.filters.push({ filter: f.filter, ...(prev !== undefined ? { prev } : {}), flags: f.flags }); }
+      if (i < 0) {
+        i = this.filters.length;
+        this.filters.push({ filter: f.filter, ...(prev !== undefined ? { prev } : {}), flags: f.flags });
+      }
       prev = i;
     }
     return prev!;
@@ -65,11 +76,19 @@ export class SeccompChains {
 // ---------- restore ----------
 
 /** seccomp.img's filters, each thread's reference checked (threads point at their newest filter). */
-export function readSeccomp(dir: string, threads: Iterable<{ pid: number; tc?: S.thread_core_entry }>): S.seccomp_filter[] {
-  const filters = imageExists(dir, "seccomp.img") ? readImage(dir, "seccomp.img", "SECCOMP")[0]?.seccompFilters ?? [] : [];
+export function readSeccomp(
+  dir: string,
+  threads: Iterable<{ pid: number; tc?: S.thread_core_entry }>
+): S.seccomp_filter[] {
+  const filters = imageExists(dir, "seccomp.img")
+    ? (readImage(dir, "seccomp.img", "SECCOMP")[0]?.seccompFilters ?? [])
+    : [];
   for (const { pid, tc } of threads) {
     if (tc?.seccompMode === 2 && (tc.seccompFilter === undefined || tc.seccompFilter >= filters.length)) {
-      throw new CriuError("restore", `${dir}/core-${pid}.img: seccomp filter ${tc.seccompFilter} is not in seccomp.img`);
+      throw new CriuError(
+        "restore",
+        `${dir}/core-${pid}.img: seccomp filter ${tc.seccompFilter} is not in seccomp.img`
+      );
     }
   }
   return filters;
@@ -78,7 +97,7 @@ export function readSeccomp(dir: string, threads: Iterable<{ pid: number; tc?: S
 /** A thread's chain, oldest first, from its newest filter's index. */
 function chainOf(filters: S.seccomp_filter[], newest: number | undefined): S.seccomp_filter[] {
   const chain: S.seccomp_filter[] = [];
-  for (let i: number | undefined = newest; i !== undefined;) {
+  for (let i: number | undefined = newest; i !== undefined; ) {
     const f = filters[i];
     if (!f) throw new CriuError("restore", `seccomp.img: filter ${i} is referenced but not there`);
     chain.unshift(f);
@@ -95,26 +114,44 @@ function chainOf(filters: S.seccomp_filter[], newest: number | undefined): S.sec
  */
 export function restoreSeccomp(
   thread: { tid: number; vtid: number; inj: Injector; scratch: (off: bigint, data: Uint8Array) => bigint },
-  tc: S.thread_core_entry, filters: S.seccomp_filter[],
+  tc: S.thread_core_entry,
+  filters: S.seccomp_filter[]
 ) {
   const { tid, vtid, inj, scratch } = thread;
   // criu-bun's own field, or CRIU 4.2's creds.no_new_privs
   const nnp = tc.noNewPrivs || !!tc.creds?.noNewPrivs;
   if (!tc.seccompMode && !nnp) return;
-  const r = ptrace(PTRACE.SETOPTIONS, tid, 0, PTRACE_O.EXITKILL | PTRACE_O.TRACEFORK | PTRACE_O.TRACECLONE | PTRACE_O.TRACESYSGOOD | PTRACE_O.SUSPEND_SECCOMP);
+  const r = ptrace(
+    PTRACE.SETOPTIONS,
+    tid,
+    0,
+    PTRACE_O.EXITKILL | PTRACE_O.TRACEFORK | PTRACE_O.TRACECLONE | PTRACE_O.TRACESYSGOOD | PTRACE_O.SUSPEND_SECCOMP
+  );
   if (r < 0) throw new CriuError("restore", `thread ${vtid}: cannot suspend seccomp while restoring: ${errnoText(-r)}`);
   if (nnp) inj.ok("prctl(PR_SET_NO_NEW_PRIVS)", NR.prctl, PR.SET_NO_NEW_PRIVS, 1, 0, 0, 0);
   if (tc.seccompMode === 2) {
     const chain = chainOf(filters, tc.seccompFilter);
     for (const [k, f] of chain.entries()) {
-      if (!f.filter.length || f.filter.length > MAX_FILTER_BYTES || f.filter.length % 8) throw new CriuError("restore", `thread ${vtid}: a seccomp filter of ${f.filter.length} bytes is not supported (at most ${MAX_FILTER_BYTES / 8} instructions)`);
+      if (!f.filter.length || f.filter.length > MAX_FILTER_BYTES || f.filter.length % 8)
+        throw new CriuError(
+          "restore",
+          `thread ${vtid}: a seccomp filter of ${f.filter.length} bytes is not supported (at most ${MAX_FILTER_BYTES / 8} instructions)`
+        );
       const code = scratch(2048n, f.filter);
       const prog = new DataView(new ArrayBuffer(16));
       prog.setUint16(0, f.filter.length / 8, true);
       prog.setBigUint64(8, code, true);
       const flags = (f.flags ?? 0) & (FILTER_FLAG_LOG | FILTER_FLAG_SPEC_ALLOW);
-      inj.ok("seccomp(SET_MODE_FILTER)", NR.seccomp, SECCOMP_SET_MODE_FILTER, flags, scratch(0n, new Uint8Array(prog.buffer)));
-      log.debug(`thread ${vtid}: seccomp filter ${k + 1}/${chain.length} installed (${f.filter.length / 8} instructions, flags 0x${flags.toString(16)})`);
+      inj.ok(
+        "seccomp(SET_MODE_FILTER)",
+        NR.seccomp,
+        SECCOMP_SET_MODE_FILTER,
+        flags,
+        scratch(0n, new Uint8Array(prog.buffer))
+      );
+      log.debug(
+        `thread ${vtid}: seccomp filter ${k + 1}/${chain.length} installed (${f.filter.length / 8} instructions, flags 0x${flags.toString(16)})`
+      );
     }
   } else if (tc.seccompMode === 1) {
     inj.ok("prctl(PR_SET_SECCOMP, strict)", NR.prctl, PR.SET_SECCOMP, SECCOMP_MODE_STRICT, 0, 0, 0);

@@ -28,7 +28,11 @@ export function dumpShmemContents(path: string, size: bigint, id: number, images
     const buf = new Uint8Array(1 << 20);
     const u32 = new Uint32Array(buf.buffer);
     const file = `pagemap-shmem-${id}.img`;
-    if (images.has(file)) throw new CriuError("dump", `${where}: two shared memory objects have id ${id} (pagemap-shmem-${id}.img), which CRIU's images cannot tell apart`);
+    if (images.has(file))
+      throw new CriuError(
+        "dump",
+        `${where}: two shared memory objects have id ${id} (pagemap-shmem-${id}.img), which CRIU's images cannot tell apart`
+      );
     const pagesId = images.pagesId();
     images.add(file, "PAGEMAP", S.pagemap_headSchema, { pagesId });
     images.raw(`pages-${pagesId}.img`, new Uint8Array(0)); // exists even when every page is zero
@@ -38,7 +42,11 @@ export function dumpShmemContents(path: string, size: bigint, id: number, images
       preadFull(fd, buf, off, want, 0, `${where}: reading shared memory`);
       for (let p = 0; p * PAGE < want; p++) {
         let zero = true;
-        for (let i = p * 1024; i < (p + 1) * 1024; i++) if (u32[i]) { zero = false; break; }
+        for (let i = p * 1024; i < (p + 1) * 1024; i++)
+          if (u32[i]) {
+            zero = false;
+            break;
+          }
         if (zero) continue;
         const va = off + BigInt(p * PAGE);
         const last = runs[runs.length - 1];
@@ -47,8 +55,16 @@ export function dumpShmemContents(path: string, size: bigint, id: number, images
         images.raw(`pages-${pagesId}.img`, buf.slice(p * PAGE, (p + 1) * PAGE));
       }
     }
-    for (const r of runs) images.add(file, "PAGEMAP", S.pagemap_entrySchema, { vaddr: r.vaddr, compatNrPages: r.nrPages, nrPages: BigInt(r.nrPages), flags: 4 });
-  } finally { closeFd(fd); }
+    for (const r of runs)
+      images.add(file, "PAGEMAP", S.pagemap_entrySchema, {
+        vaddr: r.vaddr,
+        compatNrPages: r.nrPages,
+        nrPages: BigInt(r.nrPages),
+        flags: 4,
+      });
+  } finally {
+    closeFd(fd);
+  }
 }
 
 /**
@@ -58,29 +74,52 @@ export function dumpShmemContents(path: string, size: bigint, id: number, images
  * memory, whose object may be larger than what is still mapped). Undefined when the object has no
  * pagemap (criu-bun's older dumps of an all-zero object).
  */
-export function shmemRuns(dir: string, id: number | bigint, size: bigint, where: string, strict = false): { pages: Uint8Array; runs: { vaddr: bigint; off: number; len: number }[] } | undefined {
+export function shmemRuns(
+  dir: string,
+  id: number | bigint,
+  size: bigint,
+  where: string,
+  strict = false
+): { pages: Uint8Array; runs: { vaddr: bigint; off: number; len: number }[] } | undefined {
   const pm = `pagemap-shmem-${id}.img`;
   if (!existsSync(join(dir, pm))) return undefined;
   const items = readImage(dir, pm, "PAGEMAP");
   const pagesFile = `pages-${(items[0] as S.pagemap_head | undefined)?.pagesId}.img`;
-  if (!items.length || !existsSync(join(dir, pagesFile))) throw new CriuError("restore", `${where}: ${pm} names ${pagesFile}, which is missing`);
+  if (!items.length || !existsSync(join(dir, pagesFile)))
+    throw new CriuError("restore", `${where}: ${pm} names ${pagesFile}, which is missing`);
   const pages = readFileSync(join(dir, pagesFile));
   const limit = (size + BigInt(PAGE - 1)) & ~BigInt(PAGE - 1);
   const runs: { vaddr: bigint; off: number; len: number }[] = [];
   let off = 0;
   for (const e of items.slice(1) as S.pagemap_entry[]) {
     const len = pagemapNrPages(e) * PAGE;
-    if (e.flags !== 4 /* PE_PRESENT */) throw new CriuError("restore", `${where}: ${pm}: a run at offset ${e.vaddr} has flags ${e.flags} (only present pages are read for shared memory)`);
-    if (e.vaddr % BigInt(PAGE) || (strict && e.vaddr + BigInt(len) > limit)) throw new CriuError("restore", `${where}: ${pm}: a run of ${len / PAGE} pages at offset ${e.vaddr} lies outside the object's ${size} bytes`);
+    if (e.flags !== 4 /* PE_PRESENT */)
+      throw new CriuError(
+        "restore",
+        `${where}: ${pm}: a run at offset ${e.vaddr} has flags ${e.flags} (only present pages are read for shared memory)`
+      );
+    if (e.vaddr % BigInt(PAGE) || (strict && e.vaddr + BigInt(len) > limit))
+      throw new CriuError(
+        "restore",
+        `${where}: ${pm}: a run of ${len / PAGE} pages at offset ${e.vaddr} lies outside the object's ${size} bytes`
+      );
     if (off + len > pages.length) throw new CriuError("restore", `${where}: ${pagesFile} is truncated`);
-    if (e.vaddr < limit) runs.push({ vaddr: e.vaddr, off, len: e.vaddr + BigInt(len) > limit ? Number(limit - e.vaddr) : len });
+    if (e.vaddr < limit)
+      runs.push({ vaddr: e.vaddr, off, len: e.vaddr + BigInt(len) > limit ? Number(limit - e.vaddr) : len });
     off += len;
   }
   return { pages, runs };
 }
 
 /** Write the saved contents of shmem object `id` into the target's fd (through /proc), up to size. */
-export function fillShmemContents(dir: string, id: number | bigint, pid: number, fd: number, size: bigint, where: string) {
+export function fillShmemContents(
+  dir: string,
+  id: number | bigint,
+  pid: number,
+  fd: number,
+  size: bigint,
+  where: string
+) {
   const saved = shmemRuns(dir, id, size, where);
   if (!saved) return;
   const wfd = openFd(`/proc/${pid}/fd/${fd}`, O.RDWR | O.CLOEXEC);
@@ -89,7 +128,9 @@ export function fillShmemContents(dir: string, id: number | bigint, pid: number,
       const end = r.vaddr + BigInt(r.len) > size ? Number(size - r.vaddr) : r.len;
       pwriteFull(wfd, saved.pages, r.vaddr, end, r.off, `${where}: writing shared memory contents`);
     }
-  } finally { closeFd(wfd); }
+  } finally {
+    closeFd(wfd);
+  }
 }
 
 /** MAP_SHARED anonymous memory attached at start..end in process pid. */
@@ -97,31 +138,47 @@ export function dumpShmem(pid: number, start: bigint, end: bigint, ino: number, 
   const path = `/proc/${pid}/map_files/${start.toString(16)}-${end.toString(16)}`;
   const fd = openFd(path, O.RDONLY | O.CLOEXEC);
   let size: bigint;
-  try { size = BigInt(fstatSync(fd).size); } finally { closeFd(fd); }
+  try {
+    size = BigInt(fstatSync(fd).size);
+  } finally {
+    closeFd(fd);
+  }
   dumpShmemContents(path, size, ino, images, `process ${pid}`);
 }
 
 /** The shared object for shmid in this process (created and filled here, or taken from the holder). */
 export function shmemFd(o: {
-  pid: number; inj: Injector; dir: string; tree: TreeFiles; shmid: bigint; size: bigint;
+  pid: number;
+  inj: Injector;
+  dir: string;
+  tree: TreeFiles;
+  shmid: bigint;
+  size: bigint;
   /** the held fd goes at or above this number, clear of the fds the process will get back */
   floor: number;
   vpid: number;
-  str: (s: string) => bigint; importFd: (owner: { pid: number; vpid?: number; fd: number }) => number;
+  str: (s: string) => bigint;
+  importFd: (owner: { pid: number; vpid?: number; fd: number }) => number;
 }): { fd: number; own: boolean } {
   const key = `shmem:${o.shmid}` as const;
   const held = o.tree.held.get(key);
   if (held) return { fd: o.importFd(held), own: held.pid === o.pid };
   const low = Number(o.inj.call(NR.memfd_create, o.str(`criu-bun-shmem-${o.shmid}`), 1 /* MFD_CLOEXEC */));
-  if (low < 0) throw new CriuError("restore", `process ${o.pid}: memfd_create for shared memory ${o.shmid} failed: ${errnoText(-low)}`);
+  if (low < 0)
+    throw new CriuError(
+      "restore",
+      `process ${o.pid}: memfd_create for shared memory ${o.shmid} failed: ${errnoText(-low)}`
+    );
   const fd = Number(o.inj.call(NR.fcntl, low, F.DUPFD_CLOEXEC, o.floor));
   o.inj.call(NR.close, low);
   if (fd < 0) throw new CriuError("restore", `process ${o.pid}: moving shared memory fd failed: ${errnoText(-fd)}`);
   const t = o.inj.call(NR.ftruncate, fd, o.size);
-  if (t < 0n) throw new CriuError("restore", `process ${o.pid}: sizing shared memory ${o.shmid} failed: ${errnoText(-t)}`);
+  if (t < 0n)
+    throw new CriuError("restore", `process ${o.pid}: sizing shared memory ${o.shmid} failed: ${errnoText(-t)}`);
   fillShmemContents(o.dir, o.shmid, o.pid, fd, o.size, `process ${o.pid}: shared memory ${o.shmid}`);
   o.tree.held.set(key, { pid: o.pid, vpid: o.vpid, fd });
   const l = o.tree.toClose.get(o.pid) ?? [];
-  l.push(fd); o.tree.toClose.set(o.pid, l);
+  l.push(fd);
+  o.tree.toClose.set(o.pid, l);
   return { fd, own: true };
 }

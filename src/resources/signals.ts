@@ -13,23 +13,33 @@ import { isFieldSet, type MessageInitShape } from "@bufbuild/protobuf";
 import { CriuError, log } from "../log";
 import { refuse } from "./unsupported";
 
-const SIGKILL = 9, SIGSTOP = 19, SIGTRAP = 5;
+const SIGKILL = 9,
+  SIGSTOP = 19,
+  SIGTRAP = 5;
 /** CRIU's sigaction table: signals 1..64 without SIGKILL and SIGSTOP, in that order (62) */
-const SIGACTION_SIGNALS: readonly number[] = Array.from({ length: 64 }, (_, i) => i + 1).filter((s) => s !== SIGKILL && s !== SIGSTOP);
+const SIGACTION_SIGNALS: readonly number[] = Array.from({ length: 64 }, (_, i) => i + 1).filter(
+  (s) => s !== SIGKILL && s !== SIGSTOP
+);
 /** struct sigaction as rt_sigaction reads and writes it: handler, flags, restorer, mask */
 const SIGACTION_BYTES = 32;
 
 type SaInit = MessageInitShape<typeof S.sa_entrySchema>;
 type SiginfoInit = MessageInitShape<typeof S.siginfo_entrySchema>;
 
-function hexMask(s: string | undefined): bigint { return s ? BigInt("0x" + s) : 0n; }
+function hexMask(s: string | undefined): bigint {
+  return s ? BigInt("0x" + s) : 0n;
+}
 const signo = (si: Uint8Array) => new DataView(si.buffer, si.byteOffset).getInt32(0, true);
 
 // ---------- dump ----------
 
 /** rt_sigaction(sig, NULL, out, 8) for every signal of the table, for the dump's batch */
 export function sigactionCalls(): OutCall[] {
-  return SIGACTION_SIGNALS.map((sig) => ({ nr: NR.rt_sigaction, args: (buf: bigint) => [sig, 0, buf, 8], out: SIGACTION_BYTES }));
+  return SIGACTION_SIGNALS.map((sig) => ({
+    nr: NR.rt_sigaction,
+    args: (buf: bigint) => [sig, 0, buf, 8],
+    out: SIGACTION_BYTES,
+  }));
 }
 
 /**
@@ -43,11 +53,19 @@ export function decodeSigactions(pid: number, got: { r: bigint; b: Uint8Array }[
     const { r, b } = got[i];
     if (r < 0n) throw new CriuError("dump", `rt_sigaction(${sig}) in ${pid} failed: ${errnoText(-r)}`);
     const dv = new DataView(b.buffer, b.byteOffset);
-    const e = { sigaction: dv.getBigUint64(0, true), flags: dv.getBigUint64(8, true), restorer: dv.getBigUint64(16, true), mask: dv.getBigUint64(24, true), compatSigaction: false };
+    const e = {
+      sigaction: dv.getBigUint64(0, true),
+      flags: dv.getBigUint64(8, true),
+      restorer: dv.getBigUint64(16, true),
+      mask: dv.getBigUint64(24, true),
+      compatSigaction: false,
+    };
     if (e.sigaction) handled.push(`${sig}:${e.sigaction === 1n ? "ign" : "0x" + e.sigaction.toString(16)}`);
     out.push(e);
   });
-  log.debug(`signals: process ${pid}: ${out.length} sigactions read, ${handled.length} not SIG_DFL${handled.length ? ` (${handled.join(" ")})` : ""}`);
+  log.debug(
+    `signals: process ${pid}: ${out.length} sigactions read, ${handled.length} not SIG_DFL${handled.length ? ` (${handled.join(" ")})` : ""}`
+  );
   return out;
 }
 
@@ -58,7 +76,10 @@ export function decodeSigactions(pid: number, got: { r: bigint; b: Uint8Array }[
 export function dumpPendingSignals(tid: number, shared: boolean, caught?: Uint8Array): SiginfoInit[] {
   const list = peekSiginfo(tid, shared).map((b) => ({ siginfo: b }));
   if (caught) list.push({ siginfo: caught });
-  if (list.length) log.debug(`signals: ${shared ? `process of ${tid}` : `thread ${tid}`}: ${list.length} pending (${list.map((s) => signo(s.siginfo)).join(", ")})`);
+  if (list.length)
+    log.debug(
+      `signals: ${shared ? `process of ${tid}` : `thread ${tid}`}: ${list.length} pending (${list.map((s) => signo(s.siginfo)).join(", ")})`
+    );
   return list;
 }
 
@@ -71,7 +92,12 @@ export function dumpSigmask(tid: number): bigint {
  * A pending SIGTRAP belongs to a debugger's conversation with the thread: refused, as CRIU does.
  * `status` is the thread's /proc status, `stopSig` the signal it was stopped by when frozen.
  */
-export function refusePendingTrap(pid: number, tid: number, status: Record<string, string>, stopSig: number | undefined) {
+export function refusePendingTrap(
+  pid: number,
+  tid: number,
+  status: Record<string, string>,
+  stopSig: number | undefined
+) {
   if ((hexMask(status.SigPnd) | hexMask(status.ShdPnd)) & (1n << BigInt(SIGTRAP - 1)) || stopSig === SIGTRAP) {
     refuse("dump", `process ${pid}${tid !== pid ? ` thread ${tid}` : ""}`, "sigtrap");
   }
@@ -86,10 +112,22 @@ export function refusePendingTrap(pid: number, tid: number, status: Record<strin
  */
 export function sigactionTable(file: string, tc: S.task_core_entry) {
   const n = tc.sigactions.length;
-  if (n === 0) throw new CriuError("restore", `${file}: tc.sigactions is empty (signal handlers in a separate sigacts image are not supported)`);
-  if (n !== SIGACTION_SIGNALS.length) throw new CriuError("restore", `${file}: tc.sigactions has ${n} entries, CRIU's table has 62 (signals 1-64 without SIGKILL and SIGSTOP)`);
+  if (n === 0)
+    throw new CriuError(
+      "restore",
+      `${file}: tc.sigactions is empty (signal handlers in a separate sigacts image are not supported)`
+    );
+  if (n !== SIGACTION_SIGNALS.length)
+    throw new CriuError(
+      "restore",
+      `${file}: tc.sigactions has ${n} entries, CRIU's table has 62 (signals 1-64 without SIGKILL and SIGSTOP)`
+    );
   const compat = tc.sigactions.findIndex((e) => e.compatSigaction);
-  if (compat >= 0) throw new CriuError("restore", `${file}: tc.sigactions[${compat}].compat_sigaction is set (32-bit handlers are not supported)`);
+  if (compat >= 0)
+    throw new CriuError(
+      "restore",
+      `${file}: tc.sigactions[${compat}].compat_sigaction is set (32-bit handlers are not supported)`
+    );
 }
 
 // ---------- restore ----------
@@ -107,10 +145,17 @@ export function sigactionRestoreCalls(pid: number, sa: S.sa_entry[]): { calls: I
   let trap: TrapAction | null = null;
   SIGACTION_SIGNALS.forEach((sig, i) => {
     const e = sa[i];
-    if (sig === SIGTRAP) { trap = [e.sigaction, e.flags, e.restorer, e.mask]; return; }
+    if (sig === SIGTRAP) {
+      trap = [e.sigaction, e.flags, e.restorer, e.mask];
+      return;
+    }
     calls.push({
-      nr: NR.rt_sigaction, data: [e.sigaction, e.flags, e.restorer, e.mask], args: (act) => [sig, act, 0, 8],
-      check: (r) => { if (r < 0n) throw new CriuError("restore", sysFailed(`process ${pid}`, `rt_sigaction(${sig})`, r)); },
+      nr: NR.rt_sigaction,
+      data: [e.sigaction, e.flags, e.restorer, e.mask],
+      args: (act) => [sig, act, 0, 8],
+      check: (r) => {
+        if (r < 0n) throw new CriuError("restore", sysFailed(`process ${pid}`, `rt_sigaction(${sig})`, r));
+      },
     });
   });
   log.debug(`signals: process ${pid}: ${calls.length} sigactions to set, SIGTRAP's last`);
@@ -118,7 +163,10 @@ export function sigactionRestoreCalls(pid: number, sa: S.sa_entry[]): { calls: I
 }
 
 /** SIGTRAP's handler, once no int3 of criu-bun's runs in the process any more. */
-export function restoreTrapAction(proc: { pid: number; inj: Injector; scratch: (off: bigint, data: Uint8Array) => bigint }, trap: TrapAction | null) {
+export function restoreTrapAction(
+  proc: { pid: number; inj: Injector; scratch: (off: bigint, data: Uint8Array) => bigint },
+  trap: TrapAction | null
+) {
   if (!trap) return;
   const act = proc.scratch(0n, new Uint8Array(new BigUint64Array(trap).buffer));
   const r = proc.inj.call(NR.rt_sigaction, SIGTRAP, act, 0, 8);
@@ -131,15 +179,31 @@ export function restoreTrapAction(proc: { pid: number; inj: Injector; scratch: (
  * siginfo through a thread's own injected rt_sigqueueinfo / rt_tgsigqueueinfo. Every signal is
  * blocked until the very end, so they wait in the queues as they did.
  */
-export function restorePendingSignals(proc: { pid: number; inj: Injector; scratch: (off: bigint, data: Uint8Array) => bigint }, tid: number | null, pending: S.siginfo_entry[]) {
+export function restorePendingSignals(
+  proc: { pid: number; inj: Injector; scratch: (off: bigint, data: Uint8Array) => bigint },
+  tid: number | null,
+  pending: S.siginfo_entry[]
+) {
   const { pid, inj, scratch } = proc;
   for (const s of pending) {
     const sig = signo(s.siginfo);
     const a = scratch(0n, s.siginfo);
-    const r = tid === null ? inj.call(NR.rt_sigqueueinfo, pid, sig, a) : inj.call(NR.rt_tgsigqueueinfo, pid, tid, sig, a);
-    if (r < 0n) throw new CriuError("restore", sysFailed(tid === null ? `process ${pid}` : `process ${pid} thread ${tid}`, `re-queueing pending signal ${sig}`, r));
+    const r =
+      tid === null ? inj.call(NR.rt_sigqueueinfo, pid, sig, a) : inj.call(NR.rt_tgsigqueueinfo, pid, tid, sig, a);
+    if (r < 0n)
+      throw new CriuError(
+        "restore",
+        sysFailed(
+          tid === null ? `process ${pid}` : `process ${pid} thread ${tid}`,
+          `re-queueing pending signal ${sig}`,
+          r
+        )
+      );
   }
-  if (pending.length) log.debug(`signals: ${tid === null ? `process ${pid}` : `thread ${tid}`}: ${pending.length} pending signal(s) queued again (${pending.map((s) => signo(s.siginfo)).join(", ")})`);
+  if (pending.length)
+    log.debug(
+      `signals: ${tid === null ? `process ${pid}` : `thread ${tid}`}: ${pending.length} pending signal(s) queued again (${pending.map((s) => signo(s.siginfo)).join(", ")})`
+    );
 }
 
 /**
@@ -156,7 +220,7 @@ export function restoreSigmask(tid: number, tcore: S.thread_core_entry | undefin
 /** The stop signal a stopped task is given again at restore (task_core_entry.stop_signo, as CRIU
  *  4.2 keeps it): SIGTSTP, SIGTTIN or SIGTTOU as it was; SIGSTOP otherwise (or when not stopped). */
 export function stopSignal(tc: S.task_core_entry | undefined): number {
-  const s = tc?.taskState === 3 ? tc.stopSigno ?? 0 : 0;
+  const s = tc?.taskState === 3 ? (tc.stopSigno ?? 0) : 0;
   return s >= 20 && s <= 22 ? s : SIGSTOP;
 }
 
@@ -166,7 +230,12 @@ export function stopSignal(tc: S.task_core_entry | undefined): number {
  * kernel drops those three signals for one). Asked before anything runs, so a restore that could
  * not stop it as it was fails and leaves nothing behind.
  */
-export function stopSignalProblem(hostPid: number, sig: number, tc: S.task_core_entry, threadCores: (S.thread_core_entry | undefined)[]): string | undefined {
+export function stopSignalProblem(
+  hostPid: number,
+  sig: number,
+  tc: S.task_core_entry,
+  threadCores: (S.thread_core_entry | undefined)[]
+): string | undefined {
   if (sig === SIGSTOP) return undefined;
   const sa = tc.sigactions[SIGACTION_SIGNALS.indexOf(sig)];
   if (sa && sa.sigaction !== 0n) return `signal ${sig} has a handler or is ignored (0x${sa.sigaction.toString(16)})`;
@@ -179,7 +248,10 @@ export function stopSignalProblem(hostPid: number, sig: number, tc: S.task_core_
   const all = new Map<number, ProcStat>();
   for (const d of readdirSync("/proc")) {
     if (!/^\d+$/.test(d)) continue;
-    try { const st = readStat(Number(d)); all.set(st.pid, st); } catch {} // gone meanwhile
+    try {
+      const st = readStat(Number(d));
+      all.set(st.pid, st);
+    } catch {} // gone meanwhile
   }
   const held = [...all.values()].some((p) => {
     if (p.pgid !== me.pgid) return false;

@@ -24,13 +24,28 @@ import { sysFailed } from "../sys/errno";
 import { NR } from "../sys/nr";
 
 const SHM = { get: NR.shmget, at: NR.shmat, ctl: NR.shmctl, dt: NR.shmdt } as const;
-const IPC_CREAT = 0o1000, IPC_EXCL = 0o2000, IPC_RMID = 0, SHM_DEST = 0o1000;
+const IPC_CREAT = 0o1000,
+  IPC_EXCL = 0o2000,
+  IPC_RMID = 0,
+  SHM_DEST = 0o1000;
 const SHM_IMAGE = "ipcns-shm-1.img";
 /** the segments' image: CRIU's ipcns-shm-<ns id>.img for a tree's own IPC namespace, ipcns-shm-1.img
  *  (criu-bun's own) for segments of the namespace criu-bun shares with the tree, which CRIU does not dump */
-export function shmImage(ownNsId?: number): string { return ownNsId ? `ipcns-shm-${ownNsId}.img` : SHM_IMAGE; }
+export function shmImage(ownNsId?: number): string {
+  return ownNsId ? `ipcns-shm-${ownNsId}.img` : SHM_IMAGE;
+}
 
-interface SegInfo { key: number; id: number; mode: number; size: bigint; nattch: number; uid: number; gid: number; cuid: number; cgid: number }
+interface SegInfo {
+  key: number;
+  id: number;
+  mode: number;
+  size: bigint;
+  nattch: number;
+  uid: number;
+  gid: number;
+  cuid: number;
+  cgid: number;
+}
 
 /** /proc/sysvipc/shm rows of this IPC namespace. */
 function segments(): Map<number, SegInfo> {
@@ -38,8 +53,17 @@ function segments(): Map<number, SegInfo> {
   for (const l of readFileSync("/proc/sysvipc/shm", "latin1").split("\n").slice(1)) {
     const f = l.trim().split(/\s+/);
     if (f.length < 11) continue;
-    out.set(Number(f[1]), { key: Number(f[0]) >>> 0, id: Number(f[1]), mode: parseInt(f[2], 8), size: BigInt(f[3]), nattch: Number(f[6]),
-      uid: Number(f[7]), gid: Number(f[8]), cuid: Number(f[9]), cgid: Number(f[10]) });
+    out.set(Number(f[1]), {
+      key: Number(f[0]) >>> 0,
+      id: Number(f[1]),
+      mode: parseInt(f[2], 8),
+      size: BigInt(f[3]),
+      nattch: Number(f[6]),
+      uid: Number(f[7]),
+      gid: Number(f[8]),
+      cuid: Number(f[9]),
+      cgid: Number(f[10]),
+    });
   }
   return out;
 }
@@ -56,10 +80,17 @@ export function dumpSharedVmas(pid: number, vmas: DumpedVma[], extra: ImageSink,
       v.shmid = BigInt(v.inode);
       // as CRIU: O_RDWR when the mapping may be written (the segment is attached writable), else O_RDONLY
       v.fdflags = v.mayWrite ? 2 /* O_RDWR */ : 0;
-      if (!extra.has(`sysv:${v.inode}`)) { withNs(pid, "ipc", () => dumpSysvShm(pid, v.start, v.end, v.inode, extra, file)); extra.mark(`sysv:${v.inode}`); }
+      if (!extra.has(`sysv:${v.inode}`)) {
+        withNs(pid, "ipc", () => dumpSysvShm(pid, v.start, v.end, v.inode, extra, file));
+        extra.mark(`sysv:${v.inode}`);
+      }
     } else if (v.status & VMA.ANON_SHARED) {
       v.shmid = BigInt(v.inode);
-      if (extra.has(`sysv:${v.inode}`)) throw new CriuError("dump", `process ${pid}: shared memory at 0x${v.start.toString(16)} has the id of SysV segment ${v.inode} (pagemap-shmem-${v.inode}.img), which CRIU's images cannot tell apart`);
+      if (extra.has(`sysv:${v.inode}`))
+        throw new CriuError(
+          "dump",
+          `process ${pid}: shared memory at 0x${v.start.toString(16)} has the id of SysV segment ${v.inode} (pagemap-shmem-${v.inode}.img), which CRIU's images cannot tell apart`
+        );
       if (!extra.has(`pagemap-shmem-${v.inode}.img`)) dumpShmem(pid, v.start, v.end, v.inode, extra);
     }
   }
@@ -67,17 +98,34 @@ export function dumpSharedVmas(pid: number, vmas: DumpedVma[], extra: ImageSink,
 
 function dumpSysvShm(pid: number, start: bigint, end: bigint, shmid: number, images: ImageSink, file = SHM_IMAGE) {
   const seg = segments().get(shmid);
-  if (!seg) throw new CriuError("mem", `process ${pid}: SysV shared memory ${shmid} at 0x${start.toString(16)} is not in /proc/sysvipc/shm (another IPC namespace?)`);
+  if (!seg)
+    throw new CriuError(
+      "mem",
+      `process ${pid}: SysV shared memory ${shmid} at 0x${start.toString(16)} is not in /proc/sysvipc/shm (another IPC namespace?)`
+    );
   const path = `/proc/${pid}/map_files/${start.toString(16)}-${end.toString(16)}`;
   const fd = openFd(path, O.RDONLY | O.CLOEXEC);
   try {
-    if (BigInt(fstatSync(fd).size) < seg.size) throw new CriuError("mem", `process ${pid}: SysV segment ${shmid} is smaller than /proc says`);
-  } finally { closeFd(fd); }
-  images.add(file, "IPCNS_SHM", S.ipc_shm_entrySchema, {
-    desc: { key: seg.key, uid: seg.uid, gid: seg.gid, cuid: seg.cuid, cgid: seg.cgid, mode: seg.mode, id: shmid }, size: seg.size, inPagemaps: true,
-  }, new Uint8Array(0)); // no contents after the entry: they are in the pagemap
+    if (BigInt(fstatSync(fd).size) < seg.size)
+      throw new CriuError("mem", `process ${pid}: SysV segment ${shmid} is smaller than /proc says`);
+  } finally {
+    closeFd(fd);
+  }
+  images.add(
+    file,
+    "IPCNS_SHM",
+    S.ipc_shm_entrySchema,
+    {
+      desc: { key: seg.key, uid: seg.uid, gid: seg.gid, cuid: seg.cuid, cgid: seg.cgid, mode: seg.mode, id: shmid },
+      size: seg.size,
+      inPagemaps: true,
+    },
+    new Uint8Array(0)
+  ); // no contents after the entry: they are in the pagemap
   dumpShmemContents(path, seg.size, shmid, images, `process ${pid}: SysV shared memory ${shmid}`);
-  log.debug(`process ${pid}: SysV shared memory ${shmid} (key 0x${seg.key.toString(16)}, ${seg.size} bytes, mode 0${seg.mode.toString(8)}) saved in ${file} and pagemap-shmem-${shmid}.img`);
+  log.debug(
+    `process ${pid}: SysV shared memory ${shmid} (key 0x${seg.key.toString(16)}, ${seg.size} bytes, mode 0${seg.mode.toString(8)}) saved in ${file} and pagemap-shmem-${shmid}.img`
+  );
 }
 
 /** Before any process exists: make every saved segment exist again with its id, owner and contents. */
@@ -89,10 +137,18 @@ export function restoreSysvShm(dir: string, file = SHM_IMAGE): { id: number; des
   // everything is read and checked before the first segment is made
   const contents = items.map(({ msg, payload }) => {
     const where = `${file}: SysV shared memory ${msg.desc!.id}`;
-    if (msg.hugetlbFlag) throw new CriuError("restore", `${where}: a hugetlb segment (hugetlb_flag 0x${msg.hugetlbFlag.toString(16)}) cannot be restored by criu-bun yet`);
+    if (msg.hugetlbFlag)
+      throw new CriuError(
+        "restore",
+        `${where}: a hugetlb segment (hugetlb_flag 0x${msg.hugetlbFlag.toString(16)}) cannot be restored by criu-bun yet`
+      );
     if (!msg.inPagemaps) return { raw: payload.subarray(0, Number(msg.size)) };
     const saved = shmemRuns(dir, msg.desc!.id, msg.size, where, true);
-    if (!saved) throw new CriuError("restore", `${where}: its contents are in pagemaps (in_pagemaps), but pagemap-shmem-${msg.desc!.id}.img is missing`);
+    if (!saved)
+      throw new CriuError(
+        "restore",
+        `${where}: its contents are in pagemaps (in_pagemaps), but pagemap-shmem-${msg.desc!.id}.img is missing`
+      );
     return { saved };
   });
   try {
@@ -100,27 +156,48 @@ export function restoreSysvShm(dir: string, file = SHM_IMAGE): { id: number; des
       const d = msg.desc!;
       const old = live.get(d.id);
       if (old) {
-        if (old.nattch > 0) throw new CriuError("restore", `SysV shared memory ${d.id} exists and is attached by ${old.nattch} process(es)`);
+        if (old.nattch > 0)
+          throw new CriuError(
+            "restore",
+            `SysV shared memory ${d.id} exists and is attached by ${old.nattch} process(es)`
+          );
         syscall(SHM.ctl, d.id, IPC_RMID, 0); // left over from the dumped tree: replace with the image
       }
       writeFileSync("/proc/sys/kernel/shm_next_id", String(d.id));
       const id = syscall(SHM.get, d.key, Number(msg.size), IPC_CREAT | IPC_EXCL | (d.mode & 0o777)); // resets shm_next_id
-      if (id < 0) throw new CriuError("restore", sysFailed(`${file}: SysV shared memory ${d.id}`, `shmget (key 0x${d.key.toString(16)})`, id));
-      if (id !== d.id) { syscall(SHM.ctl, id, IPC_RMID, 0); throw new CriuError("restore", `SysV shared memory came back as ${id}, not ${d.id}`); }
+      if (id < 0)
+        throw new CriuError(
+          "restore",
+          sysFailed(`${file}: SysV shared memory ${d.id}`, `shmget (key 0x${d.key.toString(16)})`, id)
+        );
+      if (id !== d.id) {
+        syscall(SHM.ctl, id, IPC_RMID, 0);
+        throw new CriuError("restore", `SysV shared memory came back as ${id}, not ${d.id}`);
+      }
       out.push({ id, dest: (d.mode & SHM_DEST) !== 0 });
       const e = setShmOwner(id, d.uid, d.gid);
-      if (e) throw new CriuError("restore", sysFailed(`${file}: SysV shared memory ${id}`, `IPC_SET of its owner to ${d.uid}:${d.gid}`, e));
+      if (e)
+        throw new CriuError(
+          "restore",
+          sysFailed(`${file}: SysV shared memory ${id}`, `IPC_SET of its owner to ${d.uid}:${d.gid}`, e)
+        );
       withShmBytes(id, Number(msg.size), (mem) => {
         const c = contents[i];
         if (c.raw) mem.set(c.raw);
-        else for (const r of c.saved!.runs) {
-          const len = r.vaddr + BigInt(r.len) > msg.size ? Number(msg.size - r.vaddr) : r.len;
-          mem.set(c.saved!.pages.subarray(r.off, r.off + len), Number(r.vaddr));
-        }
+        else
+          for (const r of c.saved!.runs) {
+            const len = r.vaddr + BigInt(r.len) > msg.size ? Number(msg.size - r.vaddr) : r.len;
+            mem.set(c.saved!.pages.subarray(r.off, r.off + len), Number(r.vaddr));
+          }
       });
-      log.info(`SysV shared memory ${id} recreated (${msg.size} bytes${msg.inPagemaps ? `, ${contents[i].saved!.runs.reduce((n, r) => n + r.len, 0) / 4096} pages from pagemap-shmem-${id}.img` : ""})`);
+      log.info(
+        `SysV shared memory ${id} recreated (${msg.size} bytes${msg.inPagemaps ? `, ${contents[i].saved!.runs.reduce((n, r) => n + r.len, 0) / 4096} pages from pagemap-shmem-${id}.img` : ""})`
+      );
     }
-  } catch (e) { dropSysvShm(out); throw e; }
+  } catch (e) {
+    dropSysvShm(out);
+    throw e;
+  }
   return out;
 }
 

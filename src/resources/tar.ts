@@ -3,7 +3,26 @@
 // Writing walks a directory without following any symlink and without leaving its file system
 // (a mount below it is recorded as the directory it is mounted on, as tar --one-file-system does).
 // Reading accepts what GNU tar writes: ustar/GNU headers, GNU long names (L, K) and pax headers.
-import { closeSync, fchmodSync, fchownSync, futimesSync, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, openSync, readFileSync, readdirSync, readlinkSync, symlinkSync, writeSync, chmodSync, chownSync, utimesSync } from "node:fs";
+import {
+  closeSync,
+  fchmodSync,
+  fchownSync,
+  futimesSync,
+  lchownSync,
+  linkSync,
+  lstatSync,
+  lutimesSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readdirSync,
+  readlinkSync,
+  symlinkSync,
+  writeSync,
+  chmodSync,
+  chownSync,
+  utimesSync,
+} from "node:fs";
 import { syscall, cstr, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { O } from "../sys/mem";
@@ -14,7 +33,19 @@ import { errnoText } from "../sys/errno";
 const zlib = (): typeof import("node:zlib") => require("node:zlib");
 
 const BLOCK = 512;
-const TYPE = { FILE: "0", LINK: "1", SYMLINK: "2", CHR: "3", BLK: "4", DIR: "5", FIFO: "6", LONGNAME: "L", LONGLINK: "K", PAX: "x", PAXG: "g" } as const;
+const TYPE = {
+  FILE: "0",
+  LINK: "1",
+  SYMLINK: "2",
+  CHR: "3",
+  BLK: "4",
+  DIR: "5",
+  FIFO: "6",
+  LONGNAME: "L",
+  LONGLINK: "K",
+  PAX: "x",
+  PAXG: "g",
+} as const;
 
 function octal(n: number | bigint, width: number): string {
   const s = n.toString(8);
@@ -22,9 +53,25 @@ function octal(n: number | bigint, width: number): string {
   return s.padStart(width - 1, "0") + "\0";
 }
 
-function header(name: string, type: string, o: { mode?: number; uid?: number; gid?: number; size?: number; mtime?: number; link?: string; major?: number; minor?: number }): Uint8Array {
+function header(
+  name: string,
+  type: string,
+  o: {
+    mode?: number;
+    uid?: number;
+    gid?: number;
+    size?: number;
+    mtime?: number;
+    link?: string;
+    major?: number;
+    minor?: number;
+  }
+): Uint8Array {
   const h = new Uint8Array(BLOCK);
-  const put = (off: number, len: number, s: string) => { const b = Buffer.from(s, "utf8"); h.set(b.subarray(0, len), off); };
+  const put = (off: number, len: number, s: string) => {
+    const b = Buffer.from(s, "utf8");
+    h.set(b.subarray(0, len), off);
+  };
   put(0, 100, name);
   put(100, 8, octal(o.mode ?? 0, 8));
   put(108, 8, octal(o.uid ?? 0, 8));
@@ -45,7 +92,10 @@ function header(name: string, type: string, o: { mode?: number; uid?: number; gi
 
 class TarWriter {
   parts: Uint8Array[] = [];
-  private pad(n: number) { const r = n % BLOCK; if (r) this.parts.push(new Uint8Array(BLOCK - r)); }
+  private pad(n: number) {
+    const r = n % BLOCK;
+    if (r) this.parts.push(new Uint8Array(BLOCK - r));
+  }
   private longField(type: string, s: string) {
     const b = Buffer.from(s + "\0", "utf8");
     this.parts.push(header("././@LongLink", type, { size: b.length }), b);
@@ -55,7 +105,10 @@ class TarWriter {
     if (Buffer.byteLength(name) > 100) this.longField(TYPE.LONGNAME, name);
     if (o.link && Buffer.byteLength(o.link) > 100) this.longField(TYPE.LONGLINK, o.link);
     this.parts.push(header(name, type, { ...o, size: data?.length ?? 0 }));
-    if (data?.length) { this.parts.push(data); this.pad(data.length); }
+    if (data?.length) {
+      this.parts.push(data);
+      this.pad(data.length);
+    }
   }
   finish(): Uint8Array {
     this.parts.push(new Uint8Array(BLOCK * 2));
@@ -71,12 +124,18 @@ class TarWriter {
 export function tarDirectory(dir: string, dev: bigint, where: string): Uint8Array {
   const w = new TarWriter();
   const links = new Map<string, string>();
-  let files = 0, bytes = 0;
+  let files = 0,
+    bytes = 0;
   const walk = (rel: string) => {
     const path = rel === "." ? dir : `${dir}/${rel.slice(2)}`;
     const st = lstatSync(path, { bigint: true });
     const name = st.isDirectory() ? `${rel}/` : rel;
-    const base = { mode: Number(st.mode & 0o7777n), uid: Number(st.uid), gid: Number(st.gid), mtime: Number(st.mtimeMs / 1000n) };
+    const base = {
+      mode: Number(st.mode & 0o7777n),
+      uid: Number(st.uid),
+      gid: Number(st.gid),
+      mtime: Number(st.mtimeMs / 1000n),
+    };
     if (st.dev !== dev) {
       // another mount: its mountpoint only. A file mount (runc's /dev/console, a bind of the
       // terminal's slave) needs a non-directory there: what the tree sees at that path, without
@@ -84,7 +143,8 @@ export function tarDirectory(dir: string, dev: bigint, where: string): Uint8Arra
       if (st.isDirectory()) w.entry(name, TYPE.DIR, base);
       else if (st.isCharacterDevice() || st.isBlockDevice()) {
         const r = st.rdev;
-        const major = Number(((r >> 8n) & 0xfffn) | ((r >> 32n) & ~0xfffn)), minor = Number((r & 0xffn) | ((r >> 12n) & ~0xffn));
+        const major = Number(((r >> 8n) & 0xfffn) | ((r >> 32n) & ~0xfffn)),
+          minor = Number((r & 0xffn) | ((r >> 12n) & ~0xffn));
         w.entry(rel, st.isCharacterDevice() ? TYPE.CHR : TYPE.BLK, { ...base, major, minor });
       } else w.entry(rel, TYPE.FILE, base, new Uint8Array(0));
       return;
@@ -92,7 +152,10 @@ export function tarDirectory(dir: string, dev: bigint, where: string): Uint8Arra
     if (!st.isDirectory() && st.nlink > 1n) {
       const k = `${st.ino}`;
       const first = links.get(k);
-      if (first) { w.entry(rel, TYPE.LINK, { ...base, link: first }); return; }
+      if (first) {
+        w.entry(rel, TYPE.LINK, { ...base, link: first });
+        return;
+      }
       links.set(k, rel);
     }
     files++;
@@ -107,7 +170,8 @@ export function tarDirectory(dir: string, dev: bigint, where: string): Uint8Arra
       w.entry(rel, TYPE.SYMLINK, { ...base, link: readlinkSync(path) });
     } else if (st.isCharacterDevice() || st.isBlockDevice()) {
       const r = st.rdev; // the kernel's new_encode_dev
-      const major = Number(((r >> 8n) & 0xfffn) | ((r >> 32n) & ~0xfffn)), minor = Number((r & 0xffn) | ((r >> 12n) & ~0xffn));
+      const major = Number(((r >> 8n) & 0xfffn) | ((r >> 32n) & ~0xfffn)),
+        minor = Number((r & 0xffn) | ((r >> 12n) & ~0xffn));
       w.entry(rel, st.isCharacterDevice() ? TYPE.CHR : TYPE.BLK, { ...base, major, minor });
     } else if (st.isFIFO()) {
       w.entry(rel, TYPE.FIFO, base);
@@ -122,7 +186,18 @@ export function tarDirectory(dir: string, dev: bigint, where: string): Uint8Arra
   return out;
 }
 
-interface Entry { name: string; type: string; mode: number; uid: number; gid: number; mtime: number; link: string; major: number; minor: number; data: Uint8Array }
+interface Entry {
+  name: string;
+  type: string;
+  mode: number;
+  uid: number;
+  gid: number;
+  mtime: number;
+  link: string;
+  major: number;
+  minor: number;
+  data: Uint8Array;
+}
 
 function str(b: Uint8Array, off: number, len: number): string {
   let e = off;
@@ -130,7 +205,8 @@ function str(b: Uint8Array, off: number, len: number): string {
   return Buffer.from(b.subarray(off, e)).toString("utf8");
 }
 function num(b: Uint8Array, off: number, len: number): number {
-  if (b[off] & 0x80) { // base-256
+  if (b[off] & 0x80) {
+    // base-256
     let v = 0n;
     for (let i = off + 1; i < off + len; i++) v = (v << 8n) | BigInt(b[i]);
     return Number(v);
@@ -143,7 +219,10 @@ function num(b: Uint8Array, off: number, len: number): number {
 function readTar(buf: Uint8Array, what: string): Entry[] {
   const b = buf[0] === 0x1f && buf[1] === 0x8b ? new Uint8Array(zlib().gunzipSync(buf)) : buf;
   const out: Entry[] = [];
-  let off = 0, longName: string | undefined, longLink: string | undefined, pax: Record<string, string> = {};
+  let off = 0,
+    longName: string | undefined,
+    longLink: string | undefined,
+    pax: Record<string, string> = {};
   const bad = (why: string) => new CriuError("restore", `${what}: ${why}`);
   while (off + BLOCK <= b.length) {
     const h = b.subarray(off, off + BLOCK);
@@ -156,15 +235,23 @@ function readTar(buf: Uint8Array, what: string): Entry[] {
     const data = b.subarray(off + BLOCK, off + BLOCK + size);
     if (data.length !== size) throw bad(`truncated tar stream`);
     off += BLOCK + Math.ceil(size / BLOCK) * BLOCK;
-    if (type === TYPE.LONGNAME) { longName = str(data, 0, size); continue; }
-    if (type === TYPE.LONGLINK) { longLink = str(data, 0, size); continue; }
+    if (type === TYPE.LONGNAME) {
+      longName = str(data, 0, size);
+      continue;
+    }
+    if (type === TYPE.LONGLINK) {
+      longLink = str(data, 0, size);
+      continue;
+    }
     if (type === TYPE.PAXG) continue;
     if (type === TYPE.PAX) {
       const text = Buffer.from(data).toString("utf8");
-      for (let p = 0; p < text.length;) {
-        const sp = text.indexOf(" ", p), len = parseInt(text.slice(p, sp), 10);
+      for (let p = 0; p < text.length; ) {
+        const sp = text.indexOf(" ", p),
+          len = parseInt(text.slice(p, sp), 10);
         if (!(len > 0)) throw bad(`bad pax header`);
-        const rec = text.slice(sp + 1, p + len - 1), eq = rec.indexOf("=");
+        const rec = text.slice(sp + 1, p + len - 1),
+          eq = rec.indexOf("=");
         pax[rec.slice(0, eq)] = rec.slice(eq + 1);
         p += len;
       }
@@ -174,12 +261,25 @@ function readTar(buf: Uint8Array, what: string): Entry[] {
     const magic = str(h, 257, 6);
     let name = longName ?? pax.path ?? (magic === "ustar" && prefix ? `${prefix}/${str(h, 0, 100)}` : str(h, 0, 100));
     const link = longLink ?? pax.linkpath ?? str(h, 157, 100);
-    for (const k of Object.keys(pax)) if (k.startsWith("SCHILY.xattr.") || k.startsWith("LIBARCHIVE.xattr.")) throw bad(`'${name}' has extended attributes, which criu-bun does not restore yet`);
+    for (const k of Object.keys(pax))
+      if (k.startsWith("SCHILY.xattr.") || k.startsWith("LIBARCHIVE.xattr."))
+        throw bad(`'${name}' has extended attributes, which criu-bun does not restore yet`);
     if (type === "S") throw bad(`'${name}' is a GNU sparse file, which criu-bun does not read yet`);
     name = name.replace(/\/+$/, "");
-    out.push({ name, type, mode: num(h, 100, 8), uid: pax.uid ? +pax.uid : num(h, 108, 8), gid: pax.gid ? +pax.gid : num(h, 116, 8),
-      mtime: pax.mtime ? Math.floor(+pax.mtime) : num(h, 136, 12), link, major: num(h, 329, 8), minor: num(h, 337, 8), data });
-    longName = longLink = undefined; pax = {};
+    out.push({
+      name,
+      type,
+      mode: num(h, 100, 8),
+      uid: pax.uid ? +pax.uid : num(h, 108, 8),
+      gid: pax.gid ? +pax.gid : num(h, 116, 8),
+      mtime: pax.mtime ? Math.floor(+pax.mtime) : num(h, 136, 12),
+      link,
+      major: num(h, 329, 8),
+      minor: num(h, 337, 8),
+      data,
+    });
+    longName = longLink = undefined;
+    pax = {};
   }
   return out;
 }
@@ -187,7 +287,8 @@ function readTar(buf: Uint8Array, what: string): Entry[] {
 /** A name from the stream made safe: relative, no "..", no empty parts. */
 function safeName(name: string, what: string): string | undefined {
   const parts = name.split("/").filter((p) => p && p !== ".");
-  if (parts.some((p) => p === "..")) throw new CriuError("restore", `${what}: tar entry '${name}' leaves its directory`);
+  if (parts.some((p) => p === ".."))
+    throw new CriuError("restore", `${what}: tar entry '${name}' leaves its directory`);
   return parts.length ? parts.join("/") : undefined;
 }
 
@@ -202,8 +303,11 @@ export function extractTar(buf: Uint8Array, dir: string, what: string): number {
   const dirs: Entry[] = [];
   for (const e of entries) {
     const rel = safeName(e.name, what);
-    if (rel === undefined) { // the root of the tmpfs itself
-      chmodSync(dir, e.mode); chownSync(dir, e.uid, e.gid); dirs.push({ ...e, name: "" });
+    if (rel === undefined) {
+      // the root of the tmpfs itself
+      chmodSync(dir, e.mode);
+      chownSync(dir, e.uid, e.gid);
+      dirs.push({ ...e, name: "" });
       continue;
     }
     const parent = rel.includes("/") ? rel.slice(0, rel.lastIndexOf("/")) : "";
@@ -211,20 +315,30 @@ export function extractTar(buf: Uint8Array, dir: string, what: string): number {
     const path = `${dir}/${rel}`;
     switch (e.type) {
       case TYPE.DIR:
-        mkdirSync(path, { mode: 0o700 }); chownSync(path, e.uid, e.gid); chmodSync(path, e.mode);
-        made.add(rel); dirs.push({ ...e, name: rel });
+        mkdirSync(path, { mode: 0o700 });
+        chownSync(path, e.uid, e.gid);
+        chmodSync(path, e.mode);
+        made.add(rel);
+        dirs.push({ ...e, name: rel });
         continue;
-      case TYPE.FILE: case "\0": case "7": {
+      case TYPE.FILE:
+      case "\0":
+      case "7": {
         const fd = openSync(path, O.WRONLY | O.CREAT | O.EXCL | O.NOFOLLOW | O.CLOEXEC, 0o600);
         try {
-          for (let p = 0; p < e.data.length;) p += writeSync(fd, e.data, p, e.data.length - p);
-          fchownSync(fd, e.uid, e.gid); fchmodSync(fd, e.mode);
+          for (let p = 0; p < e.data.length; ) p += writeSync(fd, e.data, p, e.data.length - p);
+          fchownSync(fd, e.uid, e.gid);
+          fchmodSync(fd, e.mode);
           futimesSync(fd, e.mtime, e.mtime);
-        } finally { closeSync(fd); }
+        } finally {
+          closeSync(fd);
+        }
         continue;
       }
       case TYPE.SYMLINK:
-        symlinkSync(e.link, path); lchownSync(path, e.uid, e.gid); lutimesSync(path, e.mtime, e.mtime);
+        symlinkSync(e.link, path);
+        lchownSync(path, e.uid, e.gid);
+        lutimesSync(path, e.mtime, e.mtime);
         continue;
       case TYPE.LINK: {
         const target = safeName(e.link, what);
@@ -232,12 +346,19 @@ export function extractTar(buf: Uint8Array, dir: string, what: string): number {
         linkSync(`${dir}/${target}`, path);
         continue;
       }
-      case TYPE.CHR: case TYPE.BLK: case TYPE.FIFO: {
+      case TYPE.CHR:
+      case TYPE.BLK:
+      case TYPE.FIFO: {
         const kind = e.type === TYPE.CHR ? 0o020000 : e.type === TYPE.BLK ? 0o060000 : 0o010000;
-        const dev = BigInt((e.minor & 0xff) | ((e.major & 0xfff) << 8)) | (BigInt(e.minor & ~0xff) << 12n) | (BigInt(e.major & ~0xfff) << 32n);
+        const dev =
+          BigInt((e.minor & 0xff) | ((e.major & 0xfff) << 8)) |
+          (BigInt(e.minor & ~0xff) << 12n) |
+          (BigInt(e.major & ~0xfff) << 32n);
         const r = syscall(NR.mknodat, -100, addr(cstr(path)), kind | (e.mode & 0o7777), dev);
         if (r < 0) throw new CriuError("restore", `${what}: cannot create device node '${e.name}': ${errnoText(-r)}`);
-        lchownSync(path, e.uid, e.gid); chmodSync(path, e.mode); utimesSync(path, e.mtime, e.mtime);
+        lchownSync(path, e.uid, e.gid);
+        chmodSync(path, e.mode);
+        utimesSync(path, e.mtime, e.mtime);
         continue;
       }
       default:

@@ -20,7 +20,10 @@ const AUDIT_UNSET = 0xffffffff;
  * --shell-job, the root's own (they become criu-bun's, the job's). The first process whose session
  * or group is neither, and which of the two; pids, pgids and sids as the tree's namespace numbers them.
  */
-export function unledGroup<T extends { pid: number; pgid: number; sid: number }>(tasks: T[], shellJob: boolean): { t: T; what: "session" | "group" } | undefined {
+export function unledGroup<T extends { pid: number; pgid: number; sid: number }>(
+  tasks: T[],
+  shellJob: boolean
+): { t: T; what: "session" | "group" } | undefined {
   const inTree = new Set(tasks.map((t) => t.pid));
   const root = tasks[0];
   for (const t of tasks) {
@@ -44,9 +47,13 @@ export function decodeSubreaper(got: { r: bigint; b: Uint8Array }): boolean {
 export function dumpTaskAttrs(pid: number) {
   const personality = parseInt(readText(`/proc/${pid}/personality`).trim(), 16);
   let loginuid = AUDIT_UNSET;
-  try { loginuid = Number(readText(`/proc/${pid}/loginuid`).trim()); } catch {}
+  try {
+    loginuid = Number(readText(`/proc/${pid}/loginuid`).trim());
+  } catch {}
   const oomScoreAdj = Number(readText(`/proc/${pid}/oom_score_adj`).trim());
-  log.debug(`taskattrs: process ${pid}: personality 0x${personality.toString(16)}, login uid ${loginuid}, oom_score_adj ${oomScoreAdj}`);
+  log.debug(
+    `taskattrs: process ${pid}: personality 0x${personality.toString(16)}, login uid ${loginuid}, oom_score_adj ${oomScoreAdj}`
+  );
   return { personality, loginuid, oomScoreAdj };
 }
 
@@ -62,29 +69,54 @@ export function restorePersonality(inj: Injector, tc: S.task_core_entry) {
  * path into its scratch area, `scratch(off, bytes)` bytes.
  */
 export function restoreTaskAttrs(
-  proc: { pid: number; vpid: number; inj: Injector; str: (s: string) => bigint; scratch: (off: bigint, data: Uint8Array) => bigint },
-  tc: S.task_core_entry,
+  proc: {
+    pid: number;
+    vpid: number;
+    inj: Injector;
+    str: (s: string) => bigint;
+    scratch: (off: bigint, data: Uint8Array) => bigint;
+  },
+  tc: S.task_core_entry
 ) {
   if (tc.childSubreaper) proc.inj.ok("prctl(PR_SET_CHILD_SUBREAPER)", NR.prctl, PR.SET_CHILD_SUBREAPER, 1, 0, 0, 0);
   restoreLoginuid(proc, tc.loginuid);
   if (tc.oomScoreAdj !== undefined) {
-    try { writeFileSync(`/proc/${proc.pid}/oom_score_adj`, String(tc.oomScoreAdj)); } catch {}
+    try {
+      writeFileSync(`/proc/${proc.pid}/oom_score_adj`, String(tc.oomScoreAdj));
+    } catch {}
   }
-  log.debug(`taskattrs: process ${proc.vpid}: personality 0x${tc.personality.toString(16)}${tc.childSubreaper ? ", child subreaper" : ""}, oom_score_adj ${tc.oomScoreAdj ?? "unchanged"}`);
+  log.debug(
+    `taskattrs: process ${proc.vpid}: personality 0x${tc.personality.toString(16)}${tc.childSubreaper ? ", child subreaper" : ""}, oom_score_adj ${tc.oomScoreAdj ?? "unchanged"}`
+  );
 }
 
 /** The audit login uid: only the process itself may write its /proc/self/loginuid. */
-function restoreLoginuid(proc: { vpid: number; inj: Injector; str: (s: string) => bigint; scratch: (off: bigint, data: Uint8Array) => bigint }, want: number | undefined) {
+function restoreLoginuid(
+  proc: { vpid: number; inj: Injector; str: (s: string) => bigint; scratch: (off: bigint, data: Uint8Array) => bigint },
+  want: number | undefined
+) {
   if (want === undefined) return;
   let mine = AUDIT_UNSET;
-  try { mine = Number(readFileSync("/proc/self/loginuid", "latin1").trim()); } catch { return; } // no audit support
+  try {
+    mine = Number(readFileSync("/proc/self/loginuid", "latin1").trim());
+  } catch {
+    return;
+  } // no audit support
   if (want === mine) return;
   const inj = proc.inj;
   const fd = Number(inj.call(NR.openat, -100, proc.str("/proc/self/loginuid"), O.WRONLY | O.CLOEXEC, 0));
-  if (fd < 0) throw new CriuError("restore", `process ${proc.vpid}: cannot open /proc/self/loginuid to set it to ${want}: ${errnoText(-fd)}`);
+  if (fd < 0)
+    throw new CriuError(
+      "restore",
+      `process ${proc.vpid}: cannot open /proc/self/loginuid to set it to ${want}: ${errnoText(-fd)}`
+    );
   const text = new TextEncoder().encode(String(want >>> 0)); // 4294967295: unset
   const w = inj.call(NR.write, fd, proc.scratch(0n, text), text.length);
   inj.call(NR.close, fd);
-  if (w !== BigInt(text.length)) throw new CriuError("restore", `process ${proc.vpid}: setting its login uid to ${want} failed (${w < 0n ? `${errnoText(-w)}` : w})`);
+  if (w !== BigInt(text.length))
+    throw new CriuError(
+      "restore",
+      `process ${proc.vpid}: setting its login uid to ${want} failed (${w < 0n ? `${errnoText(-w)}` : w})`
+    );
   log.debug(`process ${proc.vpid}: login uid ${want}`);
 }

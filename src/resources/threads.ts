@@ -4,7 +4,20 @@
 // signals (signals.ts), credentials (creds.ts) and seccomp state (seccomp.ts), as CRIU's
 // core_entry; at restore the same set again through each thread's own injected syscalls, and the
 // registers last, before the threads are let go.
-import { getRegs, getXstate, setXstate, setRegs, getRseqConfig, getThreadArea, setThreadArea, R, REG_NAMES, type Regs, GDT_ENTRY_TLS_MIN, GDT_ENTRY_TLS_ENTRIES } from "../sys/ptrace";
+import {
+  getRegs,
+  getXstate,
+  setXstate,
+  setRegs,
+  getRseqConfig,
+  getThreadArea,
+  setThreadArea,
+  R,
+  REG_NAMES,
+  type Regs,
+  GDT_ENTRY_TLS_MIN,
+  GDT_ENTRY_TLS_ENTRIES,
+} from "../sys/ptrace";
 import { readStat, readStatus, readText } from "../sys/proc";
 import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
@@ -19,7 +32,9 @@ import { dumpPendingSignals, dumpSigmask, refusePendingTrap } from "./signals";
 import { dumpCreds, restoreCreds } from "./creds";
 import { dumpSeccompFilters, restoreSeccomp, type SeccompFilter } from "./seccomp";
 
-const SS_ONSTACK = 1, SS_DISABLE = 2, PRIO_PROCESS = 0;
+const SS_ONSTACK = 1,
+  SS_DISABLE = 2,
+  PRIO_PROCESS = 0;
 
 /** core_entry of one thread as the dump builds it: thread_info, thread_core, and tc for the leader */
 type CoreInit = S.InitOf<typeof S.core_entrySchema> & {
@@ -30,7 +45,7 @@ type CoreInit = S.InitOf<typeof S.core_entrySchema> & {
 
 export interface ThreadDump {
   tid: number;
-  regs: Regs;          // after the restart fix-up
+  regs: Regs; // after the restart fix-up
   xstate: Uint8Array;
   core: CoreInit; // core_entry init (thread_info + thread_core, tc for the leader)
   /** seccomp filters of the thread, oldest first, with their flags (mode 2) */
@@ -39,11 +54,26 @@ export interface ThreadDump {
 
 // ---------- dump ----------
 
-
 function regsToEntry(r: Regs): Record<string, bigint | number> {
-  const map: Record<string, string> = { rbp: "bp", rbx: "bx", rax: "ax", rcx: "cx", rdx: "dx", rsi: "si", rdi: "di", orig_rax: "origAx", rip: "ip", eflags: "flags", rsp: "sp", fs_base: "fsBase", gs_base: "gsBase" };
+  const map: Record<string, string> = {
+    rbp: "bp",
+    rbx: "bx",
+    rax: "ax",
+    rcx: "cx",
+    rdx: "dx",
+    rsi: "si",
+    rdi: "di",
+    orig_rax: "origAx",
+    rip: "ip",
+    eflags: "flags",
+    rsp: "sp",
+    fs_base: "fsBase",
+    gs_base: "gsBase",
+  };
   const o: Record<string, bigint | number> = {};
-  REG_NAMES.forEach((n, i) => { o[map[n] ?? n] = r[i]; });
+  REG_NAMES.forEach((n, i) => {
+    o[map[n] ?? n] = r[i];
+  });
   o.mode = 1; // NATIVE
   return o;
 }
@@ -53,13 +83,19 @@ function regsToEntry(r: Regs): Record<string, bigint | number> {
  * `sysInsn`: a syscall instruction of the process, through which the thread's own state is asked
  * (injected prctl, sigaltstack); its registers are left as they were.
  */
-export function dumpThread(pid: number, t: { tid: number; pendingSiginfo?: Uint8Array; pendingStopSig?: number }, sysInsn: bigint, mem: RemoteMem): ThreadDump {
+export function dumpThread(
+  pid: number,
+  t: { tid: number; pendingSiginfo?: Uint8Array; pendingStopSig?: number },
+  sysInsn: bigint,
+  mem: RemoteMem
+): ThreadDump {
   const regs = getRegs(t.tid);
   const xstate = getXstate(t.tid);
   const sigmask = dumpSigmask(t.tid);
   const rseq = getRseqConfig(t.tid);
   // robust list: readable from outside
-  const head = new BigUint64Array(1), len = new BigUint64Array(1);
+  const head = new BigUint64Array(1),
+    len = new BigUint64Array(1);
   const rr = syscall(NR.get_robust_list, t.tid, addr(head), addr(len));
   if (rr < 0) throw new CriuError("dump", sysFailed(`thread ${t.tid}`, "get_robust_list", rr));
   // clear_child_tid and sigaltstack: injected in the thread itself
@@ -77,15 +113,22 @@ export function dumpThread(pid: number, t: { tid: number; pendingSiginfo?: Uint8
         { nr: NR.prctl, args: (b: bigint) => [PR.GET_TID_ADDRESS, b], out: 8 },
         { nr: NR.sigaltstack, args: (b: bigint) => [0, b], out: 24 },
       ];
-      const got = tinj.guardedBatch(calls) ?? calls.map((c, i) => ({ r: tinj.ok(names[i], c.nr, ...c.args(scratch)), b: mem.read(scratch, c.out) }));
-      got.forEach((g, i) => { if (g.r < 0n && g.r > -4096n) throw new CriuError("inject", sysFailed(`thread ${t.tid}`, `injected ${names[i]}`, g.r)); });
+      const got =
+        tinj.guardedBatch(calls) ??
+        calls.map((c, i) => ({ r: tinj.ok(names[i], c.nr, ...c.args(scratch)), b: mem.read(scratch, c.out) }));
+      got.forEach((g, i) => {
+        if (g.r < 0n && g.r > -4096n)
+          throw new CriuError("inject", sysFailed(`thread ${t.tid}`, `injected ${names[i]}`, g.r));
+      });
       pdeathSig = new DataView(got[0].b.buffer, got[0].b.byteOffset).getInt32(0, true);
       tidAddr = new DataView(got[1].b.buffer, got[1].b.byteOffset).getBigUint64(0, true);
       const dv = new DataView(got[2].b.buffer, got[2].b.byteOffset);
       sas = { ssSp: dv.getBigUint64(0, true), ssFlags: dv.getInt32(8, true), ssSize: dv.getBigUint64(16, true) };
       secbits = Number(tinj.ok("prctl(PR_GET_SECUREBITS)", NR.prctl, PR.GET_SECUREBITS));
     });
-  } finally { tinj.restore(); }
+  } finally {
+    tinj.restore();
+  }
   // a signal caught on its way in while freezing is still owed to the thread
   const pending = dumpPendingSignals(t.tid, false, t.pendingSiginfo);
   fixupRestart(regs);
@@ -93,13 +136,27 @@ export function dumpThread(pid: number, t: { tid: number; pendingSiginfo?: Uint8
   const comm = readText(`/proc/${pid}/task/${t.tid}/comm`).replace(/\n$/, "");
   const core: CoreInit = {
     mtype: 1,
-    threadInfo: { clearTidAddr: tidAddr, gpregs: regsToEntry(regs), fpregs: xsaveToFpregs(xstate),
-      tls: Array.from({ length: GDT_ENTRY_TLS_ENTRIES }, (_, i) => getThreadArea(t.tid, GDT_ENTRY_TLS_MIN + i)) },
+    threadInfo: {
+      clearTidAddr: tidAddr,
+      gpregs: regsToEntry(regs),
+      fpregs: xsaveToFpregs(xstate),
+      tls: Array.from({ length: GDT_ENTRY_TLS_ENTRIES }, (_, i) => getThreadArea(t.tid, GDT_ENTRY_TLS_MIN + i)),
+    },
     threadCore: {
-      futexRla: head[0], futexRlaLen: Number(len[0]), schedNice: tstat.nice, schedPolicy: 0, schedPrio: 0,
-      blkSigset: sigmask, sas, pdeathSig, signalsP: { signals: pending }, creds: dumpCreds(pid, t.tid, secbits),
+      futexRla: head[0],
+      futexRlaLen: Number(len[0]),
+      schedNice: tstat.nice,
+      schedPolicy: 0,
+      schedPrio: 0,
+      blkSigset: sigmask,
+      sas,
+      pdeathSig,
+      signalsP: { signals: pending },
+      creds: dumpCreds(pid, t.tid, secbits),
       comm,
-      ...(rseq && rseq.ptr ? { rseqEntry: { rseqAbiPointer: rseq.ptr, rseqAbiSize: rseq.len, signature: rseq.sig } } : {}),
+      ...(rseq && rseq.ptr
+        ? { rseqEntry: { rseqAbiPointer: rseq.ptr, rseqAbiSize: rseq.len, signature: rseq.sig } }
+        : {}),
     },
   };
   const tst = readStatus(pid, t.tid);
@@ -110,10 +167,12 @@ export function dumpThread(pid: number, t: { tid: number; pendingSiginfo?: Uint8
     core.threadCore.noNewPrivs = true;
     core.threadCore.creds!.noNewPrivs = 1; // where CRIU 4.2 keeps it (and reads it at restore)
   }
-  log.debug(`threads: thread ${t.tid}: ip 0x${regs[R.rip].toString(16)} sp 0x${regs[R.rsp].toString(16)} orig_ax ${BigInt.asIntN(64, regs[R.orig_rax])}, ` +
-    `xstate ${xstate.length} bytes, clear_tid 0x${tidAddr.toString(16)}, robust list 0x${head[0].toString(16)}/${len[0]}` +
-    `${rseq && rseq.ptr ? `, rseq 0x${rseq.ptr.toString(16)}` : ""}${sas.ssFlags & SS_DISABLE ? "" : `, altstack 0x${sas.ssSp.toString(16)}+${sas.ssSize}`}` +
-    `${pdeathSig ? `, pdeath signal ${pdeathSig}` : ""}, nice ${tstat.nice}, comm '${comm}'`);
+  log.debug(
+    `threads: thread ${t.tid}: ip 0x${regs[R.rip].toString(16)} sp 0x${regs[R.rsp].toString(16)} orig_ax ${BigInt.asIntN(64, regs[R.orig_rax])}, ` +
+      `xstate ${xstate.length} bytes, clear_tid 0x${tidAddr.toString(16)}, robust list 0x${head[0].toString(16)}/${len[0]}` +
+      `${rseq && rseq.ptr ? `, rseq 0x${rseq.ptr.toString(16)}` : ""}${sas.ssFlags & SS_DISABLE ? "" : `, altstack 0x${sas.ssSp.toString(16)}+${sas.ssSize}`}` +
+      `${pdeathSig ? `, pdeath signal ${pdeathSig}` : ""}, nice ${tstat.nice}, comm '${comm}'`
+  );
   return { tid: t.tid, regs, xstate, core, seccomp: seccompMode === 2 ? dumpSeccompFilters(t.tid) : [] };
 }
 
@@ -127,8 +186,16 @@ export function dumpThread(pid: number, t: { tid: number; pendingSiginfo?: Uint8
  * `str(s)` a path or name.
  */
 export function restoreThread(
-  thread: { tid: number; vtid: number; inj: Injector; scratch: (off: bigint, data: Uint8Array) => bigint; str: (s: string) => bigint },
-  core: S.core_entry, comm: string | undefined, seccompFilters: S.seccomp_filter[],
+  thread: {
+    tid: number;
+    vtid: number;
+    inj: Injector;
+    scratch: (off: bigint, data: Uint8Array) => bigint;
+    str: (s: string) => bigint;
+  },
+  core: S.core_entry,
+  comm: string | undefined,
+  seccompFilters: S.seccomp_filter[]
 ) {
   const { tid, vtid, inj, scratch } = thread;
   const tcore = core.threadCore!;
@@ -141,8 +208,11 @@ export function restoreThread(
   }
   const sas = tcore.sas;
   if (sas && !(sas.ssFlags & SS_DISABLE)) {
-    const b = new ArrayBuffer(24); const dv = new DataView(b);
-    dv.setBigUint64(0, sas.ssSp, true); dv.setInt32(8, sas.ssFlags & ~SS_ONSTACK, true); dv.setBigUint64(16, sas.ssSize, true);
+    const b = new ArrayBuffer(24);
+    const dv = new DataView(b);
+    dv.setBigUint64(0, sas.ssSp, true);
+    dv.setInt32(8, sas.ssFlags & ~SS_ONSTACK, true);
+    dv.setBigUint64(16, sas.ssSize, true);
     inj.ok("sigaltstack", NR.sigaltstack, scratch(0n, new Uint8Array(b)), 0);
   }
   if (comm) inj.call(NR.prctl, PR.SET_NAME, thread.str(comm), 0, 0, 0);
@@ -155,8 +225,10 @@ export function restoreThread(
   if (tcore.creds) restoreCreds({ vtid, inj, scratch }, tcore.creds);
   // after the credentials: changing them clears the parent-death signal
   if (tcore.pdeathSig) inj.ok("prctl(PR_SET_PDEATHSIG)", NR.prctl, PR.SET_PDEATHSIG, tcore.pdeathSig, 0, 0, 0);
-  log.debug(`threads: thread ${vtid}: kernel state restored (clear_tid 0x${core.threadInfo!.clearTidAddr.toString(16)}${tcore.futexRla ? `, robust list 0x${tcore.futexRla.toString(16)}` : ""}` +
-    `${rs && rs.rseqAbiPointer ? `, rseq 0x${rs.rseqAbiPointer.toString(16)}` : ""}${sas && !(sas.ssFlags & SS_DISABLE) ? `, altstack 0x${sas.ssSp.toString(16)}` : ""}${comm ? `, comm '${comm}'` : ""})`);
+  log.debug(
+    `threads: thread ${vtid}: kernel state restored (clear_tid 0x${core.threadInfo!.clearTidAddr.toString(16)}${tcore.futexRla ? `, robust list 0x${tcore.futexRla.toString(16)}` : ""}` +
+      `${rs && rs.rseqAbiPointer ? `, rseq 0x${rs.rseqAbiPointer.toString(16)}` : ""}${sas && !(sas.ssFlags & SS_DISABLE) ? `, altstack 0x${sas.ssSp.toString(16)}` : ""}${comm ? `, comm '${comm}'` : ""})`
+  );
 }
 
 /** The FPU/xsave state of a stopped thread, in this CPU's xsave layout. */
@@ -172,13 +244,42 @@ export function restoreRegisters(tid: number, vtid: number, core: S.core_entry) 
   regs[R.orig_rax] = 0xffffffffffffffffn; // no syscall restart on resume: done at dump (fixupRestart), as CRIU's sigreturn
   setRegs(tid, regs);
   for (const d of core.threadInfo!.tls) setThreadArea(tid, d); // the TLS GDT entries (12..14)
-  log.debug(`threads: thread ${vtid}: registers set (ip 0x${regs[R.rip].toString(16)} sp 0x${regs[R.rsp].toString(16)}), ${core.threadInfo!.tls.length} TLS entries`);
+  log.debug(
+    `threads: thread ${vtid}: registers set (ip 0x${regs[R.rip].toString(16)} sp 0x${regs[R.rsp].toString(16)}), ${core.threadInfo!.tls.length} TLS entries`
+  );
 }
 
 function entryToRegs(g: S.user_x86_regs_entry): BigUint64Array {
   const r = new BigUint64Array(27);
-  const v = [g.r15, g.r14, g.r13, g.r12, g.bp, g.bx, g.r11, g.r10, g.r9, g.r8, g.ax, g.cx, g.dx, g.si, g.di, g.origAx,
-    g.ip, g.cs, g.flags, g.sp, g.ss, g.fsBase, g.gsBase, g.ds, g.es, g.fs, g.gs];
+  const v = [
+    g.r15,
+    g.r14,
+    g.r13,
+    g.r12,
+    g.bp,
+    g.bx,
+    g.r11,
+    g.r10,
+    g.r9,
+    g.r8,
+    g.ax,
+    g.cx,
+    g.dx,
+    g.si,
+    g.di,
+    g.origAx,
+    g.ip,
+    g.cs,
+    g.flags,
+    g.sp,
+    g.ss,
+    g.fsBase,
+    g.gsBase,
+    g.ds,
+    g.es,
+    g.fs,
+    g.gs,
+  ];
   v.forEach((x, i) => (r[i] = BigInt(x)));
   return r;
 }

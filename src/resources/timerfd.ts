@@ -35,17 +35,35 @@ export const timerfdKind: FdKind = {
     const settimeFlags = parseInt(field(text, "settime flags") ?? "0", 8);
     if (!Number.isFinite(clockid)) throw new CriuError("files", `${ctx.where}: timerfd without clockid in fdinfo`);
     return ctx.files.add(null, (id) => ({
-      id, type: 17,
-      tfd: { id, flags: ctx.flags, fown: FOWN0, clockid, ticks, settimeFlags, vsec: its[2], vnsec: its[3], isec: its[0], insec: its[1] },
+      id,
+      type: 17,
+      tfd: {
+        id,
+        flags: ctx.flags,
+        fown: FOWN0,
+        clockid,
+        ticks,
+        settimeFlags,
+        vsec: its[2],
+        vnsec: its[3],
+        isec: its[0],
+        insec: its[1],
+      },
     }));
   },
   restore(ctx, f) {
-    const t = f.tfd!, inj = ctx.inj;
+    const t = f.tfd!,
+      inj = ctx.inj;
     const fd = Number(inj.call(NR.timerfd_create, t.clockid, (t.flags & O.NONBLOCK) | O.CLOEXEC));
-    if (fd < 0) throw new CriuError("restore", `${ctx.where}: timerfd_create(clock ${t.clockid}) failed: ${errnoText(-fd)}`);
-    let vsec = t.vsec, vnsec = t.vnsec;
+    if (fd < 0)
+      throw new CriuError("restore", `${ctx.where}: timerfd_create(clock ${t.clockid}) failed: ${errnoText(-fd)}`);
+    let vsec = t.vsec,
+      vnsec = t.vnsec;
     // a periodic timer whose first expiry was not seen: arm for one period
-    if (vsec === 0n && vnsec === 0n && (t.isec || t.insec)) { vsec = t.isec; vnsec = t.insec; }
+    if (vsec === 0n && vnsec === 0n && (t.isec || t.insec)) {
+      vsec = t.isec;
+      vnsec = t.insec;
+    }
     if (vsec || vnsec) {
       const a = ctx.scratch(0n, new Uint8Array(new BigUint64Array([t.isec, t.insec, vsec, vnsec]).buffer));
       const r = inj.call(NR.timerfd_settime, fd, 0, a, 0);
@@ -54,7 +72,11 @@ export const timerfdKind: FdKind = {
     if (t.ticks) {
       const a = ctx.scratch(64n, new Uint8Array(new BigUint64Array([t.ticks]).buffer));
       const r = inj.call(NR.ioctl, fd, TFD_IOC_SET_TICKS, a);
-      if (r < 0n) throw new CriuError("restore", `${ctx.where}: TFD_IOC_SET_TICKS(${t.ticks}) failed: ${errnoText(-r)}; the kernel needs CONFIG_CHECKPOINT_RESTORE`);
+      if (r < 0n)
+        throw new CriuError(
+          "restore",
+          `${ctx.where}: TFD_IOC_SET_TICKS(${t.ticks}) failed: ${errnoText(-r)}; the kernel needs CONFIG_CHECKPOINT_RESTORE`
+        );
     }
     return ctx.high(fd, ctx.where);
   },

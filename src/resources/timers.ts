@@ -21,32 +21,64 @@ export function itimerCalls() {
 }
 
 /** the batch's answers to itimerCalls(), as CRIU's itimer_entry per kind */
-export function decodeItimers(pid: number, got: { r: bigint; b: Uint8Array }[]): Record<(typeof ITIMERS)[number], Itimer> {
+export function decodeItimers(
+  pid: number,
+  got: { r: bigint; b: Uint8Array }[]
+): Record<(typeof ITIMERS)[number], Itimer> {
   const out = {} as Record<(typeof ITIMERS)[number], Itimer>;
   ITIMERS.forEach((name, w) => {
     const { r, b } = got[w];
-    if (r < 0n && r > -4096n) throw new CriuError("dump", `process ${pid}: getitimer(${name}) failed: ${errnoText(-r)}`);
+    if (r < 0n && r > -4096n)
+      throw new CriuError("dump", `process ${pid}: getitimer(${name}) failed: ${errnoText(-r)}`);
     const dv = new DataView(b.buffer, b.byteOffset);
-    out[name] = { isec: dv.getBigUint64(0, true), iusec: dv.getBigUint64(8, true), vsec: dv.getBigUint64(16, true), vusec: dv.getBigUint64(24, true) };
-    if (out[name].vsec || out[name].vusec || out[name].isec || out[name].iusec) log.debug(`process ${pid}: itimer ${name}: value ${out[name].vsec}.${out[name].vusec} interval ${out[name].isec}.${out[name].iusec}`);
+    out[name] = {
+      isec: dv.getBigUint64(0, true),
+      iusec: dv.getBigUint64(8, true),
+      vsec: dv.getBigUint64(16, true),
+      vusec: dv.getBigUint64(24, true),
+    };
+    if (out[name].vsec || out[name].vusec || out[name].isec || out[name].iusec)
+      log.debug(
+        `process ${pid}: itimer ${name}: value ${out[name].vsec}.${out[name].vusec} interval ${out[name].isec}.${out[name].iusec}`
+      );
   });
   return out;
 }
 
-interface PosixTimerInfo { id: number; signo: number; sival: bigint; notify: number; notifyTid: number; clock: number }
+interface PosixTimerInfo {
+  id: number;
+  signo: number;
+  sival: bigint;
+  notify: number;
+  notifyTid: number;
+  clock: number;
+}
 /** /proc/PID/timers: "ID: 0\nsignal: 34/0000000000000000\nnotify: signal/pid.1234\nClockID: 1\n" per timer. */
 function readPosixTimers(pid: number): PosixTimerInfo[] {
   let text = "";
-  try { text = readText(`/proc/${pid}/timers`); } catch { return []; }
+  try {
+    text = readText(`/proc/${pid}/timers`);
+  } catch {
+    return [];
+  }
   const out: PosixTimerInfo[] = [];
   for (const block of text.split(/(?=^ID:)/m)) {
-    const m = /ID:\s*(\d+)\s+signal:\s*(\d+)\/([0-9a-f]+)\s+notify:\s*(\w+)\/(\w+)\.(\d+)\s+ClockID:\s*(\d+)/.exec(block);
+    const m = /ID:\s*(\d+)\s+signal:\s*(\d+)\/([0-9a-f]+)\s+notify:\s*(\w+)\/(\w+)\.(\d+)\s+ClockID:\s*(\d+)/.exec(
+      block
+    );
     if (!m) continue;
     const kind = m[4];
     // SIGEV_SIGNAL 0, SIGEV_NONE 1, SIGEV_THREAD 2, SIGEV_THREAD_ID 4
     let notify = kind === "none" ? 1 : kind === "thread" ? 2 : 0;
     if (m[5] === "tid") notify |= 4;
-    out.push({ id: +m[1], signo: +m[2], sival: BigInt("0x" + m[3]), notify, notifyTid: m[5] === "tid" ? +m[6] : 0, clock: +m[7] });
+    out.push({
+      id: +m[1],
+      signo: +m[2],
+      sival: BigInt("0x" + m[3]),
+      notify,
+      notifyTid: m[5] === "tid" ? +m[6] : 0,
+      clock: +m[7],
+    });
   }
   return out;
 }
@@ -59,12 +91,21 @@ export function dumpPosixTimers(pid: number, inj: Injector, mem: RemoteMem, scra
     const dv = new DataView(mem.read(scratch, 32).buffer);
     const overrun = Number(inj.call(NR.timer_getoverrun, t.id));
     const e: S.Init<typeof S.posix_timer_entrySchema> = {
-      itId: t.id, clockId: t.clock, siSigno: t.signo, itSigevNotify: t.notify, sivalPtr: t.sival,
-      overrun: Math.max(0, overrun), isec: dv.getBigUint64(0, true), insec: dv.getBigUint64(8, true),
-      vsec: dv.getBigUint64(16, true), vnsec: dv.getBigUint64(24, true),
+      itId: t.id,
+      clockId: t.clock,
+      siSigno: t.signo,
+      itSigevNotify: t.notify,
+      sivalPtr: t.sival,
+      overrun: Math.max(0, overrun),
+      isec: dv.getBigUint64(0, true),
+      insec: dv.getBigUint64(8, true),
+      vsec: dv.getBigUint64(16, true),
+      vnsec: dv.getBigUint64(24, true),
       ...(t.notifyTid ? { notifyThreadId: t.notifyTid } : {}),
     };
-    log.debug(`process ${pid}: POSIX timer ${t.id}: clock ${t.clock}, signal ${t.signo}, notify ${t.notify}${t.notifyTid ? ` tid ${t.notifyTid}` : ""}, value ${e.vsec}.${e.vnsec} interval ${e.isec}.${e.insec}, overrun ${e.overrun}`);
+    log.debug(
+      `process ${pid}: POSIX timer ${t.id}: clock ${t.clock}, signal ${t.signo}, notify ${t.notify}${t.notifyTid ? ` tid ${t.notifyTid}` : ""}, value ${e.vsec}.${e.vnsec} interval ${e.isec}.${e.insec}, overrun ${e.overrun}`
+    );
     posix.push(e);
   }
   return posix;
@@ -79,8 +120,13 @@ export function dumpPosixTimers(pid: number, inj: Injector, mem: RemoteMem, scra
  * the leader's scratch page; `read(addr, n)` reads its memory.
  */
 export function restoreTimers(
-  proc: { pid: number; inj: Injector; scratch: (off: bigint, data: Uint8Array) => bigint; read: (a: bigint, n: number) => Uint8Array },
-  timers: S.task_timers_entry | undefined,
+  proc: {
+    pid: number;
+    inj: Injector;
+    scratch: (off: bigint, data: Uint8Array) => bigint;
+    read: (a: bigint, n: number) => Uint8Array;
+  },
+  timers: S.task_timers_entry | undefined
 ) {
   if (!timers) return;
   const { pid, inj, scratch } = proc;
@@ -89,17 +135,25 @@ export function restoreTimers(
     const sorted = [...timers.posix].sort((a, b) => a.itId - b.itId);
     const burnt: number[] = [];
     for (const pt of sorted) {
-      const ev = new ArrayBuffer(64); const dv = new DataView(ev);
-      dv.setBigUint64(0, pt.sivalPtr, true); dv.setInt32(8, pt.siSigno, true); dv.setInt32(12, pt.itSigevNotify, true);
+      const ev = new ArrayBuffer(64);
+      const dv = new DataView(ev);
+      dv.setBigUint64(0, pt.sivalPtr, true);
+      dv.setInt32(8, pt.siSigno, true);
+      dv.setInt32(12, pt.itSigevNotify, true);
       if (pt.notifyThreadId) dv.setInt32(16, pt.notifyThreadId, true);
       const evAddr = scratch(0n, new Uint8Array(ev));
       const idAddr = scratch(128n, new Uint8Array(new Int32Array([pt.itId]).buffer));
       for (;;) {
         const r = inj.call(NR.timer_create, pt.clockId, evAddr, idAddr);
-        if (r < 0n) throw new CriuError("restore", `process ${pid}: timer_create for POSIX timer ${pt.itId} failed: ${errnoText(-r)}`);
+        if (r < 0n)
+          throw new CriuError(
+            "restore",
+            `process ${pid}: timer_create for POSIX timer ${pt.itId} failed: ${errnoText(-r)}`
+          );
         const got = new DataView(proc.read(idAddr, 4).buffer).getInt32(0, true);
         if (got === pt.itId) break;
-        if (byId || got > pt.itId) throw new CriuError("restore", `process ${pid}: POSIX timer ${pt.itId} came back as ${got}`);
+        if (byId || got > pt.itId)
+          throw new CriuError("restore", `process ${pid}: POSIX timer ${pt.itId} came back as ${got}`);
         burnt.push(got); // ids are handed out in order: take the ones before ours, free them at the end
       }
     }
@@ -112,7 +166,9 @@ export function restoreTimers(
       const its = new BigUint64Array([pt.isec, pt.insec, zero ? pt.isec : pt.vsec, zero ? pt.insec : pt.vnsec]);
       inj.ok("timer_settime", NR.timer_settime, pt.itId, 0, scratch(0n, new Uint8Array(its.buffer)), 0);
     }
-    log.debug(`process ${pid}: ${sorted.length} POSIX timer(s) restored${byId ? " (PR_TIMER_CREATE_RESTORE_IDS)" : burnt.length ? ` (${burnt.length} id(s) taken and freed on the way)` : ""}`);
+    log.debug(
+      `process ${pid}: ${sorted.length} POSIX timer(s) restored${byId ? " (PR_TIMER_CREATE_RESTORE_IDS)" : burnt.length ? ` (${burnt.length} id(s) taken and freed on the way)` : ""}`
+    );
   }
   ITIMERS.forEach((n, w) => {
     const it = timers[n];

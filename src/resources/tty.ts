@@ -23,7 +23,18 @@ import { readImage, imageExists } from "../images/image";
 import { runHook, type Hooks } from "../hooks";
 import { fd_types } from "../images/schemas";
 
-const IOC = { TCGETS: 0x5401, TCSETS: 0x5402, TIOCGLCKTRMIOS: 0x5456, TIOCSLCKTRMIOS: 0x5457, TIOCGWINSZ: 0x5413, TIOCSWINSZ: 0x5414, TIOCSCTTY: 0x540e, TIOCGPTN: 0x80045430, TIOCSPTLCK: 0x40045431, TIOCGPTLCK: 0x80045439 } as const;
+const IOC = {
+  TCGETS: 0x5401,
+  TCSETS: 0x5402,
+  TIOCGLCKTRMIOS: 0x5456,
+  TIOCSLCKTRMIOS: 0x5457,
+  TIOCGWINSZ: 0x5413,
+  TIOCSWINSZ: 0x5414,
+  TIOCSCTTY: 0x540e,
+  TIOCGPTN: 0x80045430,
+  TIOCSPTLCK: 0x40045431,
+  TIOCGPTLCK: 0x80045439,
+} as const;
 const PTMX_RDEV = (5 << 8) | 2;
 const ptsRdev = (i: number) => ((136 + (i >> 8)) << 8) | (i & 0xff); // old-style encoding: minors < 256 per major
 
@@ -60,24 +71,42 @@ function packCc(cc: Uint8Array): number[] {
 }
 function unpackCc(words: number[], what: string): Uint8Array {
   const cc = new Uint8Array(NCC);
-  if (words.length < 5) throw new CriuError("restore", `${what}: termios c_cc has ${words.length} entries (CRIU writes ${NCC})`);
+  if (words.length < 5)
+    throw new CriuError("restore", `${what}: termios c_cc has ${words.length} entries (CRIU writes ${NCC})`);
   const packed = words.some((w) => w > 0xff);
   if (!packed && words.length >= NCC && words.slice(5).every((w) => w === 0) && words.slice(1, 5).some((w) => w !== 0))
-    throw new CriuError("restore", `${what}: termios c_cc [${words.slice(0, 5).join(", ")}, 0 ...] reads as CRIU's packed bytes and as one byte to an entry alike; refused`);
-  if (packed || words.length < NCC || words.slice(5).every((w) => w === 0)) for (let i = 0; i < NCC; i++) cc[i] = (words[i >> 2] >>> ((i & 3) * 8)) & 0xff;
+    throw new CriuError(
+      "restore",
+      `${what}: termios c_cc [${words.slice(0, 5).join(", ")}, 0 ...] reads as CRIU's packed bytes and as one byte to an entry alike; refused`
+    );
+  if (packed || words.length < NCC || words.slice(5).every((w) => w === 0))
+    for (let i = 0; i < NCC; i++) cc[i] = (words[i >> 2] >>> ((i & 3) * 8)) & 0xff;
   else for (let i = 0; i < NCC; i++) cc[i] = words[i];
   return cc;
 }
 function termiosOf(b: Uint8Array) {
   const dv = new DataView(b.buffer);
   // struct termios (kernel, 36 bytes): 4 flags, c_line, c_cc[19], then speeds come from c_cflag
-  return { cIflag: dv.getUint32(0, true), cOflag: dv.getUint32(4, true), cCflag: dv.getUint32(8, true), cLflag: dv.getUint32(12, true),
-    cLine: b[16], cIspeed: 0, cOspeed: 0, cCc: packCc(b.subarray(17, 36)) };
+  return {
+    cIflag: dv.getUint32(0, true),
+    cOflag: dv.getUint32(4, true),
+    cCflag: dv.getUint32(8, true),
+    cLflag: dv.getUint32(12, true),
+    cLine: b[16],
+    cIspeed: 0,
+    cOspeed: 0,
+    cCc: packCc(b.subarray(17, 36)),
+  };
 }
 function termiosBytes(t: S.termios_entry, what: string): Uint8Array {
-  const b = new Uint8Array(36), dv = new DataView(b.buffer);
-  dv.setUint32(0, t.cIflag, true); dv.setUint32(4, t.cOflag, true); dv.setUint32(8, t.cCflag, true); dv.setUint32(12, t.cLflag, true);
-  b[16] = t.cLine; b.set(unpackCc(t.cCc, what), 17);
+  const b = new Uint8Array(36),
+    dv = new DataView(b.buffer);
+  dv.setUint32(0, t.cIflag, true);
+  dv.setUint32(4, t.cOflag, true);
+  dv.setUint32(8, t.cCflag, true);
+  dv.setUint32(12, t.cLflag, true);
+  b[16] = t.cLine;
+  b.set(unpackCc(t.cCc, what), 17);
   return b;
 }
 
@@ -87,9 +116,25 @@ function slaveInfo(fd: number, index: number, sid: number, pgrp: number, uid: nu
   const termiosLocked = termiosOf(ioctlBuf(fd, IOC.TIOCGLCKTRMIOS, 36, `${what}: TIOCGLCKTRMIOS`));
   const ws = new DataView(ioctlBuf(fd, IOC.TIOCGWINSZ, 8, `${what}: TIOCGWINSZ`).buffer);
   return {
-    id: index * 2, type: 1 /* PTY */, locked: false, exclusive: false, packetMode: false, sid, pgrp, rdev: ptsRdev(index), termios, termiosLocked,
-    winsize: { wsRow: ws.getUint16(0, true), wsCol: ws.getUint16(2, true), wsXpixel: ws.getUint16(4, true), wsYpixel: ws.getUint16(6, true) },
-    pty: { index }, uid, gid,
+    id: index * 2,
+    type: 1 /* PTY */,
+    locked: false,
+    exclusive: false,
+    packetMode: false,
+    sid,
+    pgrp,
+    rdev: ptsRdev(index),
+    termios,
+    termiosLocked,
+    winsize: {
+      wsRow: ws.getUint16(0, true),
+      wsCol: ws.getUint16(2, true),
+      wsXpixel: ws.getUint16(4, true),
+      wsYpixel: ws.getUint16(6, true),
+    },
+    pty: { index },
+    uid,
+    gid,
   };
 }
 
@@ -99,16 +144,33 @@ function slaveInfo(fd: number, index: number, sid: number, pgrp: number, uid: nu
  * fd of criu-bun's own; restore opens the slave in the leader (restoreCtty) to make it its
  * controlling terminal again.
  */
-function noteCtty(files: FileTable, images: ImageSink, statRoot: string, index: number, sid: number, where: string, pgrp = 0) {
+function noteCtty(
+  files: FileTable,
+  images: ImageSink,
+  statRoot: string,
+  index: number,
+  sid: number,
+  where: string,
+  pgrp = 0
+) {
   const key = `ttyinfo:${index * 2}`;
   if (files.byKey.has(key)) return;
   const fd = openFd(`${statRoot}/dev/pts/${index}`, O.RDONLY | O.NOCTTY | O.NONBLOCK | O.CLOEXEC);
   try {
     const st = statSync(`/proc/self/fd/${fd}`);
-    images.add("tty-info.img", "TTY_INFO", S.tty_info_entrySchema, slaveInfo(fd, index, sid, pgrp, st.uid, st.gid, where));
-  } finally { closeFd(fd); }
+    images.add(
+      "tty-info.img",
+      "TTY_INFO",
+      S.tty_info_entrySchema,
+      slaveInfo(fd, index, sid, pgrp, st.uid, st.gid, where)
+    );
+  } finally {
+    closeFd(fd);
+  }
   files.byKey.set(key, index * 2);
-  log.debug(`${where}: controlling terminal /dev/pts/${index} held by no fd of its session leader ${sid}: noted for restore`);
+  log.debug(
+    `${where}: controlling terminal /dev/pts/${index} held by no fd of its session leader ${sid}: noted for restore`
+  );
 }
 
 /** Restore: the session leader takes its controlling pty again by opening it (no O_NOCTTY). The
@@ -116,7 +178,11 @@ function noteCtty(files: FileTable, images: ImageSink, statRoot: string, index: 
 function restoreCtty(p: RestoredProc, infos: S.tty_info_entry[]) {
   for (const index of new Set(infos.filter((i) => i.pty && i.sid === p.vpid).map((i) => i.pty!.index))) {
     const fd = Number(p.inj.call(NR.openat, -100, p.str(`/dev/pts/${index}`), O.RDWR | O.CLOEXEC, 0));
-    if (fd < 0) throw new CriuError("restore", `process ${p.vpid}: cannot open its controlling terminal /dev/pts/${index}: ${errnoText(-fd)}`);
+    if (fd < 0)
+      throw new CriuError(
+        "restore",
+        `process ${p.vpid}: cannot open its controlling terminal /dev/pts/${index}: ${errnoText(-fd)}`
+      );
     p.inj.call(NR.close, fd);
     log.debug(`process ${p.vpid}: /dev/pts/${index} is its controlling terminal again`);
   }
@@ -128,9 +194,16 @@ function handOverPtsMaster(hooks: Hooks | undefined, h: { pid: number; fd: numbe
   if (pidfd < 0) throw new CriuError("restore", sysFailed(`process ${h.pid}`, "pidfd_open (orphan-pts-master)", pidfd));
   const fd = syscall(NR.pidfd_getfd, pidfd, h.fd, 0);
   closeFd(pidfd);
-  if (fd < 0) throw new CriuError("restore", sysFailed(`process ${h.pid} fd ${h.fd}`, `pidfd_getfd of /dev/pts/${index}'s master (orphan-pts-master)`, fd));
-  try { runHook(hooks, "orphan-pts-master", { pid: h.pid, fd }); }
-  finally { closeFd(fd); }
+  if (fd < 0)
+    throw new CriuError(
+      "restore",
+      sysFailed(`process ${h.pid} fd ${h.fd}`, `pidfd_getfd of /dev/pts/${index}'s master (orphan-pts-master)`, fd)
+    );
+  try {
+    runHook(hooks, "orphan-pts-master", { pid: h.pid, fd });
+  } finally {
+    closeFd(fd);
+  }
   log.info(`/dev/pts/${index}: its new master was handed to the caller`);
 }
 
@@ -145,7 +218,9 @@ function containerPts(fdPath: string, opts: DumpOpts): boolean {
   try {
     const mnt = Number(/^mnt_id:\s*(\d+)/m.exec(readFileSync(fdPath.replace("/fd/", "/fdinfo/"), "latin1"))?.[1]);
     return opts.nsMounts.has(mnt);
-  } catch { return false; }
+  } catch {
+    return false;
+  }
 }
 
 /**
@@ -163,13 +238,25 @@ function ttyDumpBegin(tree: DumpTree, opts: DumpOpts): TtyDump {
     const tpgid = Number(st.fields[8 - 3]);
     const member = tpgid > 0 ? tree.pids.find((q) => readStat(q).pgid === tpgid) : undefined;
     if (member !== undefined) s.foreground.set(st.ttyNr, tree.vpgid(member));
-    const major = (st.ttyNr >> 8) & 0xfff, minor = (st.ttyNr & 0xff) | ((st.ttyNr >> 12) & 0xfff00);
+    const major = (st.ttyNr >> 8) & 0xfff,
+      minor = (st.ttyNr & 0xff) | ((st.ttyNr >> 12) & 0xfff00);
     const index = major >= 136 && major <= 143 ? (major - 136) * 256 + minor : -1;
     if (index >= 0 && s.masters.has(index) && !fdLinks(p).some(([, t]) => t === `/dev/pts/${index}`)) {
-      noteCtty(tree.files, tree.images, tree.files.statRoot, index, tree.vpid(p), `process ${p}`, s.foreground.get(st.ttyNr) ?? 0);
+      noteCtty(
+        tree.files,
+        tree.images,
+        tree.files.statRoot,
+        index,
+        tree.vpid(p),
+        `process ${p}`,
+        s.foreground.get(st.ttyNr) ?? 0
+      );
     }
   }
-  if (s.masters.size) log.debug(`tty: the tree holds the masters of pts ${[...s.masters].join(", ")}; ${s.sessions.size} controlling terminal(s)`);
+  if (s.masters.size)
+    log.debug(
+      `tty: the tree holds the masters of pts ${[...s.masters].join(", ")}; ${s.sessions.size} controlling terminal(s)`
+    );
   return s;
 }
 
@@ -187,15 +274,24 @@ export const ttyKind: FdKind<TtyDump> = {
   name: "pseudo terminal",
   type: fd_types.TTY,
   dumpBegin: ttyDumpBegin,
-  match: (target, _st, path, opts, _copy, s) => target === "/dev/ptmx" || target === "/dev/pts/ptmx" ||
+  match: (target, _st, path, opts, _copy, s) =>
+    target === "/dev/ptmx" ||
+    target === "/dev/pts/ptmx" ||
     (/^\/dev\/pts\/\d+$/.test(target) && (s.masters.has(Number(target.slice(9))) || containerPts(path, opts))),
   dump(ctx, s) {
     const master = !ctx.target.startsWith("/dev/pts/") || ctx.target === "/dev/pts/ptmx";
     const index = master ? Number(/tty-index:\s*(\d+)/.exec(ctx.fdinfoText)?.[1] ?? NaN) : Number(ctx.target.slice(9));
-    if (!Number.isInteger(index)) throw new CriuError("files", `${ctx.where}: cannot tell the index of pty ${ctx.target}`);
+    if (!Number.isInteger(index))
+      throw new CriuError("files", `${ctx.where}: cannot tell the index of pty ${ctx.target}`);
     // bytes waiting to be read on this side are not saved: refuse rather than lose them
     const inq = new Int32Array(1);
-    if (syscall(NR.ioctl, ctx.grab(), 0x541b /* TIOCINQ */, addr(inq)) === 0 && inq[0] > 0) refuse("files", ctx.where, "tty-queued", `${inq[0]} bytes unread on ${master ? "the master" : `/dev/pts/${index}`}`);
+    if (syscall(NR.ioctl, ctx.grab(), 0x541b /* TIOCINQ */, addr(inq)) === 0 && inq[0] > 0)
+      refuse(
+        "files",
+        ctx.where,
+        "tty-queued",
+        `${inq[0]} bytes unread on ${master ? "the master" : `/dev/pts/${index}`}`
+      );
     // CRIU's ids: (index << 1) + 1 for the master, index << 1 for the slave (CRIU pairs them so)
     const infoId = index * 2 + (master ? 1 : 0);
     const key = `ttyinfo:${infoId}`;
@@ -208,14 +304,30 @@ export const ttyKind: FdKind<TtyDump> = {
       const termiosLocked = termiosOf(ioctlBuf(fd, IOC.TIOCGLCKTRMIOS, 36, `${ctx.where}: TIOCGLCKTRMIOS`));
       const ws = new DataView(ioctlBuf(fd, IOC.TIOCGWINSZ, 8, `${ctx.where}: TIOCGWINSZ`).buffer);
       let locked = false;
-      if (master) locked = new DataView(ioctlBuf(fd, IOC.TIOCGPTLCK, 4, `${ctx.where}: TIOCGPTLCK`).buffer).getInt32(0, true) !== 0;
+      if (master)
+        locked =
+          new DataView(ioctlBuf(fd, IOC.TIOCGPTLCK, 4, `${ctx.where}: TIOCGPTLCK`).buffer).getInt32(0, true) !== 0;
       // the session whose controlling terminal the pair is (from the tree's stat tty_nr) and its
       // foreground group, on both entries as CRIU writes them (CRIU 4.2's restore takes the master's)
-      const sid = s.sessions.get(ptsRdev(index)) ?? 0, pgrp = sid ? s.foreground.get(ptsRdev(index)) ?? 0 : 0;
+      const sid = s.sessions.get(ptsRdev(index)) ?? 0,
+        pgrp = sid ? (s.foreground.get(ptsRdev(index)) ?? 0) : 0;
       ctx.images.add("tty-info.img", "TTY_INFO", S.tty_info_entrySchema, {
-        id: infoId, type: 1 /* PTY */, locked, exclusive: false, packetMode: false, sid, pgrp,
-        rdev: master ? PTMX_RDEV : ptsRdev(index), termios, termiosLocked,
-        winsize: { wsRow: ws.getUint16(0, true), wsCol: ws.getUint16(2, true), wsXpixel: ws.getUint16(4, true), wsYpixel: ws.getUint16(6, true) },
+        id: infoId,
+        type: 1 /* PTY */,
+        locked,
+        exclusive: false,
+        packetMode: false,
+        sid,
+        pgrp,
+        rdev: master ? PTMX_RDEV : ptsRdev(index),
+        termios,
+        termiosLocked,
+        winsize: {
+          wsRow: ws.getUint16(0, true),
+          wsCol: ws.getUint16(2, true),
+          wsXpixel: ws.getUint16(4, true),
+          wsYpixel: ws.getUint16(6, true),
+        },
         pty: { index },
         // the slave's owner (chown()ed by a login program, or the opener of /dev/ptmx): given back at restore
         ...(master ? {} : { uid: Number(ctx.st.uid), gid: Number(ctx.st.gid) }),
@@ -223,15 +335,25 @@ export const ttyKind: FdKind<TtyDump> = {
     }
     // as CRIU: the terminal's path in a regular-file entry the tty entry names (regf_id); CRIU 4.2
     // refuses a tty without one ("TTY w/o regfile"), criu-bun's restore opens by index
-    const regfId = ctx.files.add(null, (id) => ({ id, type: 1 /* REG */, reg: regEntry(id, ctx.target, ctx.flags, 0n, undefined, undefined) }));
-    return ctx.files.add(null, (id) => ({ id, type: 11, tty: { id, ttyInfoId: infoId, flags: ctx.flags, fown: FOWN0, regfId } }));
+    const regfId = ctx.files.add(null, (id) => ({
+      id,
+      type: 1 /* REG */,
+      reg: regEntry(id, ctx.target, ctx.flags, 0n, undefined, undefined),
+    }));
+    return ctx.files.add(null, (id) => ({
+      id,
+      type: 11,
+      tty: { id, ttyInfoId: infoId, flags: ctx.flags, fown: FOWN0, regfId },
+    }));
   },
   restore(ctx, f) {
     const t = f.tty!;
     const infos = cachedImage(ctx, "tty-info.img", "TTY_INFO");
     const info = infos.find((i) => i.id === t.ttyInfoId);
     if (!info?.pty) throw new CriuError("restore", `${ctx.where}: tty-info ${t.ttyInfoId} is not in tty-info.img`);
-    const index = info.pty.index, master = info.rdev === PTMX_RDEV, inj = ctx.inj;
+    const index = info.pty.index,
+      master = info.rdev === PTMX_RDEV,
+      inj = ctx.inj;
     const key = `pty:${index}` as const;
     if (!ctx.tree.held.has(key)) {
       // made already when the mounts needed its slave (ptyEarly: runc's /dev/console bind)
@@ -242,34 +364,71 @@ export const ttyKind: FdKind<TtyDump> = {
         let ptmx = "/dev/ptmx";
         let r = openPts(ctx, ptmx, index, 4096);
         if (r.err === 2 && r.got < 0) r = openPts(ctx, (ptmx = "/dev/pts/ptmx"), index, 4096);
-        if (r.err !== undefined) throw new CriuError("restore", `${ctx.where}: cannot open ${ptmx} to make pty ${index} again: ${errnoText(r.err)}`);
+        if (r.err !== undefined)
+          throw new CriuError(
+            "restore",
+            `${ctx.where}: cannot open ${ptmx} to make pty ${index} again: ${errnoText(r.err)}`
+          );
         if (r.got !== index) {
           if (r.fd !== undefined) inj.call(NR.close, r.fd);
-          throw new CriuError("restore", `${ctx.where}: pty ${index} is taken (got ${r.got}); close /dev/pts/${index} first`);
+          throw new CriuError(
+            "restore",
+            `${ctx.where}: pty ${index} is taken (got ${r.got}); close /dev/pts/${index} first`
+          );
         }
         m = r.fd!;
       }
       inj.ok("TIOCSPTLCK", NR.ioctl, m, IOC.TIOCSPTLCK, ctx.scratch(0n, new Uint8Array(4))); // unlock to open the slave
       const slaveInfo = infos.find((i) => i.pty?.index === index && i.rdev !== PTMX_RDEV) ?? info;
-      if (slaveInfo.termios) inj.ok("TCSETS", NR.ioctl, m, IOC.TCSETS, ctx.scratch(0n, termiosBytes(slaveInfo.termios, `tty-info.img: pty ${index}`)));
+      if (slaveInfo.termios)
+        inj.ok(
+          "TCSETS",
+          NR.ioctl,
+          m,
+          IOC.TCSETS,
+          ctx.scratch(0n, termiosBytes(slaveInfo.termios, `tty-info.img: pty ${index}`))
+        );
       const lockedTermios = slaveInfo.termiosLocked ?? info.termiosLocked;
-      if (lockedTermios) inj.ok("TIOCSLCKTRMIOS", NR.ioctl, m, IOC.TIOCSLCKTRMIOS, ctx.scratch(0n, termiosBytes(lockedTermios, `tty-info.img: pty ${index} (locked termios)`)));
+      if (lockedTermios)
+        inj.ok(
+          "TIOCSLCKTRMIOS",
+          NR.ioctl,
+          m,
+          IOC.TIOCSLCKTRMIOS,
+          ctx.scratch(0n, termiosBytes(lockedTermios, `tty-info.img: pty ${index} (locked termios)`))
+        );
       if (slaveInfo.winsize) {
-        const w = slaveInfo.winsize, b = new Uint8Array(8), dv = new DataView(b.buffer);
-        dv.setUint16(0, w.wsRow, true); dv.setUint16(2, w.wsCol, true); dv.setUint16(4, w.wsXpixel, true); dv.setUint16(6, w.wsYpixel, true);
+        const w = slaveInfo.winsize,
+          b = new Uint8Array(8),
+          dv = new DataView(b.buffer);
+        dv.setUint16(0, w.wsRow, true);
+        dv.setUint16(2, w.wsCol, true);
+        dv.setUint16(4, w.wsXpixel, true);
+        dv.setUint16(6, w.wsYpixel, true);
         inj.ok("TIOCSWINSZ", NR.ioctl, m, IOC.TIOCSWINSZ, ctx.scratch(0n, b));
       }
       if (slaveInfo.rdev !== PTMX_RDEV && slaveInfo.uid !== undefined && slaveInfo.gid !== undefined) {
-        inj.ok(`chown /dev/pts/${index} to ${slaveInfo.uid}:${slaveInfo.gid}`, NR.fchownat, -100, ctx.str(`/dev/pts/${index}`), slaveInfo.uid, slaveInfo.gid, 0);
+        inj.ok(
+          `chown /dev/pts/${index} to ${slaveInfo.uid}:${slaveInfo.gid}`,
+          NR.fchownat,
+          -100,
+          ctx.str(`/dev/pts/${index}`),
+          slaveInfo.uid,
+          slaveInfo.gid,
+          0
+        );
         log.debug(`${ctx.where}: /dev/pts/${index} owned by ${slaveInfo.uid}:${slaveInfo.gid} again`);
       }
       const held = ctx.high(m, ctx.where);
       ctx.hold(key, held);
       const masterInfo = infos.find((i) => i.pty?.index === index && i.rdev === PTMX_RDEV);
-      if (!masterInfo && !orphanOk(ctx.files, infos, index)) throw new CriuError("restore", `${ctx.where}: /dev/pts/${index}'s master is not in the images`);
+      if (!masterInfo && !orphanOk(ctx.files, infos, index))
+        throw new CriuError("restore", `${ctx.where}: /dev/pts/${index}'s master is not in the images`);
       if (!masterInfo) {
         ctx.tree.orphanPts.set(index, { pid: ctx.pid, vpid: ctx.vpid, fd: held });
-        log.info(`${ctx.where}: /dev/pts/${index}'s master was outside the tree: a new one is handed to the caller (orphan-pts-master)`);
+        log.info(
+          `${ctx.where}: /dev/pts/${index}'s master was outside the tree: a new one is handed to the caller (orphan-pts-master)`
+        );
       }
     }
     let fd: number;
@@ -281,7 +440,9 @@ export const ttyKind: FdKind<TtyDump> = {
       if (ctx.tree.held.get(key)!.pid !== ctx.pid) inj.call(NR.close, src);
       fd = ctx.high(fd, ctx.where);
     } else {
-      const s = Number(inj.call(NR.openat, -100, ctx.str(`/dev/pts/${index}`), (t.flags & ~O.CLOEXEC) | O.NOCTTY | O.CLOEXEC, 0));
+      const s = Number(
+        inj.call(NR.openat, -100, ctx.str(`/dev/pts/${index}`), (t.flags & ~O.CLOEXEC) | O.NOCTTY | O.CLOEXEC, 0)
+      );
       if (s < 0) throw new CriuError("restore", `${ctx.where}: cannot open /dev/pts/${index}: ${errnoText(-s)}`);
       // the session leader whose controlling terminal it was takes it again
       if (info.sid && info.sid === ctx.vpid) inj.call(NR.ioctl, s, IOC.TIOCSCTTY, 0);
@@ -296,7 +457,10 @@ export const ttyKind: FdKind<TtyDump> = {
     if (!imageExists(run.dir, "tty-info.img")) return;
     const orphans = orphanSlaves(run.files, readImage(run.dir, "tty-info.img", "TTY_INFO"));
     if (orphans.length && !run.hooks?.wants?.("orphan-pts-master")) {
-      throw new CriuError("restore", `/dev/pts/${orphans[0]}: its master was outside the dumped tree; restoring it needs a caller that takes the new master (orphan_pts_master over RPC)`);
+      throw new CriuError(
+        "restore",
+        `/dev/pts/${orphans[0]}: its master was outside the dumped tree; restoring it needs a caller that takes the new master (orphan_pts_master over RPC)`
+      );
     }
   },
   // every process has its files: the new masters of terminals whose master was outside the tree
@@ -311,7 +475,12 @@ export const ttyKind: FdKind<TtyDump> = {
 };
 
 /** A process under restore, as the pty helpers reach into it. */
-interface PtyTarget { inj: Injector; mem: RemoteMem; str(s: string): bigint; scratch(off: bigint, data: Uint8Array): bigint }
+interface PtyTarget {
+  inj: Injector;
+  mem: RemoteMem;
+  str(s: string): bigint;
+  scratch(off: bigint, data: Uint8Array): bigint;
+}
 
 /**
  * ptmx opened in the target until the kernel hands out pts INDEX or a later one (those before it
@@ -332,7 +501,9 @@ function openPts(t: PtyTarget, ptmx: string, index: number, tries: number): { fd
       extra.push(m);
     }
     return { got };
-  } finally { for (const e of extra) t.inj.call(NR.close, e); }
+  } finally {
+    for (const e of extra) t.inj.call(NR.close, e);
+  }
 }
 
 /**
@@ -340,7 +511,12 @@ function openPts(t: PtyTarget, ptmx: string, index: number, tries: number): { fd
  * slave to exist): ptmx opened until the kernel gives INDEX, unlocked, the master held above FLOOR
  * for the tty restore (ttyKind.restore takes it under ptyEarly:INDEX).
  */
-export function restoreEarlyPty(t: PtyTarget & { pid: number; vpid: number; tree: TreeFiles }, ptmx: string, index: number, floor: number) {
+export function restoreEarlyPty(
+  t: PtyTarget & { pid: number; vpid: number; tree: TreeFiles },
+  ptmx: string,
+  index: number,
+  floor: number
+) {
   const inj = t.inj;
   const r = openPts(t, ptmx, index, index + 65);
   if (r.err !== undefined) throw new CriuError("restore", sysFailed(`process ${t.vpid}`, `opening ${ptmx}`, r.err));
@@ -355,7 +531,8 @@ export function restoreEarlyPty(t: PtyTarget & { pid: number; vpid: number; tree
   if (h < 0) throw new CriuError("restore", sysFailed(`process ${t.vpid}`, `F_DUPFD of pty ${index}'s master`, h));
   t.tree.held.set(`ptyEarly:${index}`, { pid: t.pid, vpid: t.vpid, fd: h });
   const l = t.tree.toClose.get(t.pid) ?? [];
-  l.push(h); t.tree.toClose.set(t.pid, l);
+  l.push(h);
+  t.tree.toClose.set(t.pid, l);
   log.debug(`pts ${index} made early (its slave is bind-mounted), master fd ${h} held`);
 }
 
@@ -363,6 +540,14 @@ export function restoreEarlyPty(t: PtyTarget & { pid: number; vpid: number; tree
 function orphanSlaves(files: Map<number, S.file_entry>, infos: S.tty_info_entry[]): number[] {
   const masters = new Set(infos.filter((i) => i.rdev === PTMX_RDEV && i.pty).map((i) => i.pty!.index));
   const used = new Set([...files.values()].filter((f) => f.tty).map((f) => f.tty!.ttyInfoId));
-  return [...new Set(infos.filter((i) => i.rdev !== PTMX_RDEV && i.pty && used.has(i.id) && !masters.has(i.pty.index)).map((i) => i.pty!.index))];
+  return [
+    ...new Set(
+      infos
+        .filter((i) => i.rdev !== PTMX_RDEV && i.pty && used.has(i.id) && !masters.has(i.pty.index))
+        .map((i) => i.pty!.index)
+    ),
+  ];
 }
-function orphanOk(files: Map<number, S.file_entry>, infos: S.tty_info_entry[], index: number) { return orphanSlaves(files, infos).includes(index); }
+function orphanOk(files: Map<number, S.file_entry>, infos: S.tty_info_entry[], index: number) {
+  return orphanSlaves(files, infos).includes(index);
+}

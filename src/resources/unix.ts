@@ -21,13 +21,31 @@ import { CriuError, log } from "../log";
 import { refuse } from "./unsupported";
 import { dumpSkOpts, restoreUnixSkOpts } from "./inet";
 import { errnoText, SysError, sysFailed } from "../sys/errno";
-import { sockDiagDump, sockDiagGet, unixDiagReq, diagAttrs, SOCK_DIAG_BY_FAMILY, UDIAG_SHOW, UNIX_DIAG } from "../sys/sockdiag";
+import {
+  sockDiagDump,
+  sockDiagGet,
+  unixDiagReq,
+  diagAttrs,
+  SOCK_DIAG_BY_FAMILY,
+  UDIAG_SHOW,
+  UNIX_DIAG,
+} from "../sys/sockdiag";
 import { NLMSG, nlError } from "../sys/netlink";
 import { AF, AF_NAMES, SOL, SO, MSG, SCM_RIGHTS } from "../sys/sock";
 
 const TCP_LISTEN = 10;
 
-interface Diag { type: number; state: number; ino: number; name?: Uint8Array; peer: number; rq: number; wq: number; shutdown: number; vfs?: { ino: number; dev: number } }
+interface Diag {
+  type: number;
+  state: number;
+  ino: number;
+  name?: Uint8Array;
+  peer: number;
+  rq: number;
+  wq: number;
+  shutdown: number;
+  vfs?: { ino: number; dev: number };
+}
 
 /** sock_diag's view of a unix socket by inode. The kernel looks a socket up by inode through
  *  all unix sockets, so a dump asks once for all of those of the process's network namespace
@@ -41,7 +59,8 @@ function unixDiag(ino: number, where: string, pid: number, s: UnixDump): Diag {
 /** unix's state for one dump (FdKind<UnixDump>): what is listed once per dump (the tree is frozen) */
 interface UnixDump {
   /** the processes of the tree, and their fds' targets when read already */
-  tree: number[]; links?: Map<number, [number, string][]>;
+  tree: number[];
+  links?: Map<number, [number, string][]>;
   /** sock_diag's listing of every unix socket, by network namespace */
   diag: Map<string, Map<number, Diag>>;
   /** the network namespace of each process */
@@ -69,8 +88,10 @@ function parseDiag(p: Uint8Array): Diag {
     if (atype === UNIX_DIAG.NAME) d.name = a.slice();
     else if (atype === UNIX_DIAG.VFS) d.vfs = { ino: av.getUint32(0, true), dev: av.getUint32(4, true) };
     else if (atype === UNIX_DIAG.PEER) d.peer = av.getUint32(0, true);
-    else if (atype === UNIX_DIAG.RQLEN) { d.rq = av.getUint32(0, true); d.wq = av.getUint32(4, true); }
-    else if (atype === UNIX_DIAG.SHUTDOWN) d.shutdown = a[0];
+    else if (atype === UNIX_DIAG.RQLEN) {
+      d.rq = av.getUint32(0, true);
+      d.wq = av.getUint32(4, true);
+    } else if (atype === UNIX_DIAG.SHUTDOWN) d.shutdown = a[0];
   }
   return d;
 }
@@ -81,34 +102,53 @@ const SHOW = UDIAG_SHOW.NAME | UDIAG_SHOW.VFS | UDIAG_SHOW.PEER | UDIAG_SHOW.RQL
 function unixDiagAll(where: string): Map<number, Diag> {
   const out = new Map<number, Diag>();
   let msgs;
-  try { msgs = sockDiagDump(unixDiagReq(0, SHOW)); } catch (e) {
-    throw new CriuError("files", `${where}: sock_diag listing of unix sockets failed (${e instanceof SysError ? errnoText(e.errno) : (e as Error).message})`);
+  try {
+    msgs = sockDiagDump(unixDiagReq(0, SHOW));
+  } catch (e) {
+    throw new CriuError(
+      "files",
+      `${where}: sock_diag listing of unix sockets failed (${e instanceof SysError ? errnoText(e.errno) : (e as Error).message})`
+    );
   }
-  for (const m of msgs) if (m.type === SOCK_DIAG_BY_FAMILY && m.payload.length >= 16) { const d = parseDiag(m.payload); out.set(d.ino, d); }
+  for (const m of msgs)
+    if (m.type === SOCK_DIAG_BY_FAMILY && m.payload.length >= 16) {
+      const d = parseDiag(m.payload);
+      out.set(d.ino, d);
+    }
   return out;
 }
 
 function unixDiagHere(ino: number, where: string): Diag {
   let m;
-  try { m = sockDiagGet(unixDiagReq(ino, SHOW)); } catch (e) {
-    throw new CriuError("files", `${where}: sock_diag request failed (${e instanceof SysError ? errnoText(e.errno) : (e as Error).message})`);
+  try {
+    m = sockDiagGet(unixDiagReq(ino, SHOW));
+  } catch (e) {
+    throw new CriuError(
+      "files",
+      `${where}: sock_diag request failed (${e instanceof SysError ? errnoText(e.errno) : (e as Error).message})`
+    );
   }
-  if (m?.type === NLMSG.ERROR) throw new CriuError("files", `${where}: sock_diag does not know unix socket ${ino}: ${errnoText(-nlError(m))}`);
-  if (!m || m.payload.length < 16) throw new CriuError("files", `${where}: sock_diag answer too short (${m ? m.payload.length + 16 : 0})`);
+  if (m?.type === NLMSG.ERROR)
+    throw new CriuError("files", `${where}: sock_diag does not know unix socket ${ino}: ${errnoText(-nlError(m))}`);
+  if (!m || m.payload.length < 16)
+    throw new CriuError("files", `${where}: sock_diag answer too short (${m ? m.payload.length + 16 : 0})`);
   return parseDiag(m.payload);
 }
 
 /** st_dev (userspace encoding) and a kernel dev_t (major << 20 | minor) name the same device */
 function sameDev(st: number, k: number): boolean {
-  const major = (st >>> 8) & 0xfff, minor = (st & 0xff) | ((st >>> 12) & 0xfff00);
-  return (k >>> 20) === major && (k & 0xfffff) === minor;
+  const major = (st >>> 8) & 0xfff,
+    minor = (st & 0xff) | ((st >>> 12) & 0xfff00);
+  return k >>> 20 === major && (k & 0xfffff) === minor;
 }
 
 // scratch words for the socket options read and set per socket; their addresses are taken at
 // each call (addr() also tells the JIT the call may change them: a cached address would not)
-const intVal = new Int32Array(1), intLen = new Uint32Array(1);
+const intVal = new Int32Array(1),
+  intLen = new Uint32Array(1);
 function getInt(fd: number, opt: number): number {
-  intVal[0] = 0; intLen[0] = 4;
+  intVal[0] = 0;
+  intLen[0] = 4;
   const r = syscall(NR.getsockopt, fd, SOL.SOCKET, opt, addr(intVal), addr(intLen));
   return r < 0 ? r : intVal[0];
 }
@@ -128,25 +168,40 @@ function peekQueue(fd: number, stream: boolean, where: string, senders?: Uint8Ar
   const out: Uint8Array[] = [];
   try {
     // one set of buffers for every socket of the dump (addresses taken at each call, see getInt)
-    peek ??= { buf: new Uint8Array(1 << 20), ctl: new Uint8Array(4096), iov: new BigUint64Array(2), msg: new BigUint64Array(7) };
+    peek ??= {
+      buf: new Uint8Array(1 << 20),
+      ctl: new Uint8Array(4096),
+      iov: new BigUint64Array(2),
+      msg: new BigUint64Array(7),
+    };
     const { buf, ctl, iov, msg } = peek;
     const from = new Uint8Array(128);
     for (let i = 0; i < 100000; i++) {
-      iov[0] = BigInt(addr(buf)); iov[1] = BigInt(buf.length);
+      iov[0] = BigInt(addr(buf));
+      iov[1] = BigInt(buf.length);
       msg.fill(0n);
-      if (senders) { msg[0] = BigInt(addr(from)); msg[1] = BigInt(from.length); }
-      msg[2] = BigInt(addr(iov)); msg[3] = 1n; msg[4] = BigInt(addr(ctl)); msg[5] = BigInt(ctl.length);
+      if (senders) {
+        msg[0] = BigInt(addr(from));
+        msg[1] = BigInt(from.length);
+      }
+      msg[2] = BigInt(addr(iov));
+      msg[3] = 1n;
+      msg[4] = BigInt(addr(ctl));
+      msg[5] = BigInt(ctl.length);
       const n = syscall(NR.recvmsg, fd, addr(msg), MSG.PEEK | MSG.DONTWAIT | (stream ? 0 : MSG.TRUNC));
       if (n === -11 || n === 0) break;
       if (n < 0) throw new CriuError("files", `${where}: peeking the socket queue failed: ${errnoText(-n)}`);
       const fds = scmFds(ctl, Number(msg[5]));
       for (const f of fds) closeFd(f);
-      if (fds.length || Number(msg[6] & 0xffffffffn) & 8 /* MSG_CTRUNC */) refuse("files", where, "scm-rights", `${fds.length} fd(s) in a queued message`);
+      if (fds.length || Number(msg[6] & 0xffffffffn) & 8 /* MSG_CTRUNC */)
+        refuse("files", where, "scm-rights", `${fds.length} fd(s) in a queued message`);
       if (n > buf.length) throw new CriuError("files", `${where}: a queued packet of ${n} bytes is too big`);
       out.push(buf.slice(0, n));
       if (senders) senders.push(from.slice(2, Math.max(2, Math.min(from.length, Number(msg[1] & 0xffffffffn)))));
     }
-  } finally { setInt(fd, SO.PEEK_OFF, old < 0 ? -1 : old); }
+  } finally {
+    setInt(fd, SO.PEEK_OFF, old < 0 ? -1 : old);
+  }
   return out;
 }
 
@@ -154,7 +209,7 @@ function peekQueue(fd: number, stream: boolean, where: string, senders?: Uint8Ar
 function scmFds(ctl: Uint8Array, len: number): number[] {
   const dv = new DataView(ctl.buffer, ctl.byteOffset);
   const fds: number[] = [];
-  for (let off = 0; off + 16 <= len;) {
+  for (let off = 0; off + 16 <= len; ) {
     const clen = Number(dv.getBigUint64(off, true));
     if (clen < 16) break;
     if (dv.getInt32(off + 8, true) === SOL.SOCKET && dv.getInt32(off + 12, true) === SCM_RIGHTS) {
@@ -171,7 +226,8 @@ function heldInTree(ino: number, s: UnixDump): boolean {
   let set = s.treeInodes;
   if (!set) {
     set = s.treeInodes = new Set();
-    for (const p of s.tree) for (const [, t] of s.links?.get(p) ?? fdLinks(p)) if (t.startsWith("socket:[")) set.add(Number(t.slice(8, -1)));
+    for (const p of s.tree)
+      for (const [, t] of s.links?.get(p) ?? fdLinks(p)) if (t.startsWith("socket:[")) set.add(Number(t.slice(8, -1)));
   }
   return set.has(ino);
 }
@@ -188,14 +244,29 @@ function checkConnectionNames(ctx: DumpCtx, s: UnixDump, d: Diag, name: Uint8Arr
   const pname = pd?.name ?? new Uint8Array(0);
   if (!(name.length && name[0] === 0) && !(pname.length && pname[0] === 0)) return;
   const all = unixDiagListing(ctx.pid, ctx.where, s);
-  const listeners = (n: Uint8Array) => [...all.values()].filter((s) => s.state === TCP_LISTEN && s.name && s.name.length === n.length && s.name.every((v, i) => v === n[i]));
+  const listeners = (n: Uint8Array) =>
+    [...all.values()].filter(
+      (s) => s.state === TCP_LISTEN && s.name && s.name.length === n.length && s.name.every((v, i) => v === n[i])
+    );
   if (name.length && name[0] === 0) {
     const out = listeners(name).find((l) => !heldInTree(l.ino, s));
-    if (out) refuse("files", ctx.where, "unix-connection-name", `'${nameText(name)}' of unix socket ${d.ino} is held by listener ${out.ino} outside the tree`);
+    if (out)
+      refuse(
+        "files",
+        ctx.where,
+        "unix-connection-name",
+        `'${nameText(name)}' of unix socket ${d.ino} is held by listener ${out.ino} outside the tree`
+      );
   }
   if (name.length && pname.length) {
     const inTree = (n: Uint8Array) => listeners(n).some((l) => heldInTree(l.ino, s));
-    if (!inTree(name) && !inTree(pname)) refuse("files", ctx.where, "unix-connection-name", `unix socket ${d.ino} '${nameText(name)}' and its peer ${d.peer} '${nameText(pname)}' are both named, neither by a listener of the tree`);
+    if (!inTree(name) && !inTree(pname))
+      refuse(
+        "files",
+        ctx.where,
+        "unix-connection-name",
+        `unix socket ${d.ino} '${nameText(name)}' and its peer ${d.peer} '${nameText(pname)}' are both named, neither by a listener of the tree`
+      );
   }
 }
 
@@ -221,7 +292,8 @@ export const unixKind: FdKind<UnixDump> = {
   match: (target) => target.startsWith("socket:["),
   requireImages(f, run, need) {
     const u = f.usk;
-    if (u && run.inventory.allImages && u.peer && u.state !== TCP_LISTEN && !(u.uflags & USK_EXTERN)) need("sk-queues.img", `files.img has connected unix socket ${u.ino}`);
+    if (u && run.inventory.allImages && u.peer && u.state !== TCP_LISTEN && !(u.uflags & USK_EXTERN))
+      need("sk-queues.img", `files.img has connected unix socket ${u.ino}`);
   },
   dump(ctx, s) {
     const fd = ctx.grab();
@@ -232,7 +304,10 @@ export const unixKind: FdKind<UnixDump> = {
     if (!listed) {
       const family = getInt(fd, SO.DOMAIN);
       if (family !== AF.UNIX) {
-        throw new CriuError("files", `${ctx.where}: ${AF_NAMES[family] ?? `family ${family}`} socket (${ctx.target}) is not supported yet`);
+        throw new CriuError(
+          "files",
+          `${ctx.where}: ${AF_NAMES[family] ?? `family ${family}`} socket (${ctx.target}) is not supported yet`
+        );
       }
     }
     const d = listed ?? unixDiag(ino, ctx.where, ctx.pid, s);
@@ -255,23 +330,44 @@ export const unixKind: FdKind<UnixDump> = {
       // the name was unlinked (or its directory removed, or something else now sits there)
       if (!path.startsWith("/")) nameDir = readLink(`/proc/${ctx.pid}/cwd`);
       let st: import("node:fs").Stats | undefined;
-      try { st = lstatSync(nameDir ? join(nameDir, path) : path); } catch {}
+      try {
+        st = lstatSync(nameDir ? join(nameDir, path) : path);
+      } catch {}
       deleted = !st || !d.vfs || Number(st.ino) !== d.vfs.ino || !sameDev(Number(st.dev), d.vfs.dev);
       if (st && !deleted) filePerms = { mode: st.mode & 0o7777, uid: st.uid, gid: st.gid };
-      if (deleted) log.debug(`${ctx.where}: unix socket ${ino}: its name '${path}' is no longer its file (${st ? "another file sits there" : "gone"})`);
+      if (deleted)
+        log.debug(
+          `${ctx.where}: unix socket ${ino}: its name '${path}' is no longer its file (${st ? "another file sits there" : "gone"})`
+        );
     }
     const id = ctx.files.add(null, (id) => ({
-      id, type: 5,
+      id,
+      type: 5,
       usk: {
-        id, ino, type, state: listening ? TCP_LISTEN : d.state, flags: ctx.flags, uflags: 0, backlog: listening ? d.wq : 0,
-        peer: d.peer, fown: FOWN0, opts: dumpSkOpts(fd, type, 0, ctx.where),
-        name, shutdown: d.shutdown, ...(filePerms ? { filePerms } : {}), ...(nameDir ? { nameDir } : {}), ...(deleted ? { deleted } : {}),
+        id,
+        ino,
+        type,
+        state: listening ? TCP_LISTEN : d.state,
+        flags: ctx.flags,
+        uflags: 0,
+        backlog: listening ? d.wq : 0,
+        peer: d.peer,
+        fown: FOWN0,
+        opts: dumpSkOpts(fd, type, 0, ctx.where),
+        name,
+        shutdown: d.shutdown,
+        ...(filePerms ? { filePerms } : {}),
+        ...(nameDir ? { nameDir } : {}),
+        ...(deleted ? { deleted } : {}),
       },
     }));
     if (d.peer && !listening && !ctx.files.usk.has(d.peer) && !heldInTree(d.peer, s)) {
       // the peer lives outside the dumped tree
       if (!ctx.opts.extUnixSk) {
-        throw new CriuError("files", `${ctx.where}: unix socket ${ino} is connected to socket ${d.peer} outside the dumped tree; use --ext-unix-sk`);
+        throw new CriuError(
+          "files",
+          `${ctx.where}: unix socket ${ino} is connected to socket ${d.peer} outside the dumped tree; use --ext-unix-sk`
+        );
       }
       // CRIU's layout: one extra UNIXSK file entry for the peer, flagged USK_EXTERN, with its name;
       // a datagram socket is reconnected to that name at restore, anything else comes back
@@ -280,16 +376,33 @@ export const unixKind: FdKind<UnixDump> = {
       let pname = pd.name ?? new Uint8Array(0);
       if (pname.length && pname[0] !== 0 && pname.indexOf(0) >= 0) pname = pname.subarray(0, pname.indexOf(0));
       ctx.files.add(`uskext:${d.peer}`, (pid) => ({
-        id: pid, type: 5,
+        id: pid,
+        type: 5,
         usk: {
-          id: pid, ino: d.peer, type: pd.type, state: TCP_LISTEN, flags: 0, uflags: USK_EXTERN, backlog: 0, peer: 0, fown: FOWN0,
-          opts: { soSndbuf: 0, soRcvbuf: 0, soSndTmoSec: 0n, soSndTmoUsec: 0n, soRcvTmoSec: 0n, soRcvTmoUsec: 0n }, name: pname, shutdown: 0,
+          id: pid,
+          ino: d.peer,
+          type: pd.type,
+          state: TCP_LISTEN,
+          flags: 0,
+          uflags: USK_EXTERN,
+          backlog: 0,
+          peer: 0,
+          fown: FOWN0,
+          opts: { soSndbuf: 0, soRcvbuf: 0, soSndTmoSec: 0n, soSndTmoUsec: 0n, soRcvTmoSec: 0n, soRcvTmoUsec: 0n },
+          name: pname,
+          shutdown: 0,
         },
       }));
       const reconnect = type === 2 && pd.type === 2 && pname.length > 0;
-      if (!reconnect) log.warn(`${ctx.where}: unix socket ${ino} has its peer ${d.peer} outside the dumped tree; it is restored unconnected`);
+      if (!reconnect)
+        log.warn(
+          `${ctx.where}: unix socket ${ino} has its peer ${d.peer} outside the dumped tree; it is restored unconnected`
+        );
       if (d.rq && !(reconnect && name.length)) {
-        throw new CriuError("files", `${ctx.where}: unix socket ${ino} has ${d.rq} queued bytes from socket ${d.peer} outside the dumped tree; only a named datagram socket keeps them`);
+        throw new CriuError(
+          "files",
+          `${ctx.where}: unix socket ${ino} has ${d.rq} queued bytes from socket ${d.peer} outside the dumped tree; only a named datagram socket keeps them`
+        );
       }
       if (d.rq) {
         // restore puts the datagrams back from an unnamed socket of criu-bun's: exact only for
@@ -299,7 +412,12 @@ export const unixKind: FdKind<UnixDump> = {
         peekQueue(fd, false, ctx.where, senders);
         const named = senders.find((n) => n.length > 0);
         if (named) {
-          refuse("files", ctx.where, "unix-queue-named-sender", `a datagram from '${nameText(named)}' queued on unix socket ${ino}`);
+          refuse(
+            "files",
+            ctx.where,
+            "unix-queue-named-sender",
+            `a datagram from '${nameText(named)}' queued on unix socket ${ino}`
+          );
         }
         log.debug(`${ctx.where}: unix socket ${ino}: ${senders.length} queued datagram(s), all from unnamed senders`);
       }
@@ -307,9 +425,11 @@ export const unixKind: FdKind<UnixDump> = {
     // connected, but the peer is closed (sock_diag has no peer inode for it): restored as a pair
     // whose other end is closed at once, so data then EOF (stream) or ECONNREFUSED (dgram) follow
     const peerGone = !listening && !d.peer && d.state === 1 /* TCP_ESTABLISHED */;
-    if (!listening && !d.peer && !peerGone && d.rq) refuse("files", ctx.where, "unix-dgram-queue", `${d.rq} bytes on unix socket ${ino}`);
+    if (!listening && !d.peer && !peerGone && d.rq)
+      refuse("files", ctx.where, "unix-dgram-queue", `${d.rq} bytes on unix socket ${ino}`);
     const peerInTree = d.peer !== 0 && (ctx.files.usk.has(d.peer) || heldInTree(d.peer, s));
-    if (type !== 2 && !listening && d.state === 1 && (peerInTree || peerGone)) checkConnectionNames(ctx, s, d, name, peerInTree);
+    if (type !== 2 && !listening && d.state === 1 && (peerInTree || peerGone))
+      checkConnectionNames(ctx, s, d, name, peerInTree);
     if (d.peer && d.peer !== ino && !listening && d.rq && peerInTree) {
       // connected one way (to a server of the tree that is not connected back): what is queued
       // here was sent by some socket with sendto(), which the image cannot name
@@ -328,20 +448,31 @@ export const unixKind: FdKind<UnixDump> = {
       const senders: Uint8Array[] | undefined = peerGone ? [] : undefined;
       const q = peekQueue(fd, type === 1, ctx.where, senders);
       const named = senders?.find((n) => n.length > 0);
-      if (named) refuse("files", ctx.where, "unix-queue-named-sender", `data from closed '${nameText(named)}' queued on unix socket ${ino}`);
+      if (named)
+        refuse(
+          "files",
+          ctx.where,
+          "unix-queue-named-sender",
+          `data from closed '${nameText(named)}' queued on unix socket ${ino}`
+        );
       ctx.images.ensure("sk-queues.img", "SK_QUEUES");
-      for (const p of q) ctx.images.add("sk-queues.img", "SK_QUEUES", sk_packet_entrySchema, { idFor: id, length: p.length }, p);
+      for (const p of q)
+        ctx.images.add("sk-queues.img", "SK_QUEUES", sk_packet_entrySchema, { idFor: id, length: p.length }, p);
     }
     return id;
   },
   restore(ctx, f) {
-    const u = f.usk!, inj = ctx.inj;
+    const u = f.usk!,
+      inj = ctx.inj;
     // the other end of a pair made while restoring its peer, maybe in another process of the tree
     const ready = ctx.fdFrom(`usk:${u.ino}`);
     if (ready !== undefined) return ready;
     const peerFile = u.peer ? uskByIno(ctx.files, u.peer) : undefined;
     if (u.peer && !peerFile) {
-      throw new CriuError("restore", `${ctx.where}: unix socket ${u.ino} is connected to socket ${u.peer} outside the dumped processes (--ext-unix-sk is not supported yet)`);
+      throw new CriuError(
+        "restore",
+        `${ctx.where}: unix socket ${u.ino} is connected to socket ${u.peer} outside the dumped processes (--ext-unix-sk is not supported yet)`
+      );
     }
     // datagram sockets connected one way (clients of a named server, a socket connected to
     // itself): the server and all its clients are made together, bound, then connected by name
@@ -357,7 +488,8 @@ export const unixKind: FdKind<UnixDump> = {
       const r = inj.call(NR.socketpair, AF.UNIX, u.type | O.CLOEXEC, 0, a);
       if (r < 0n) throw new CriuError("restore", `${ctx.where}: socketpair failed: ${errnoText(-r)}`);
       const v = new Int32Array(ctx.mem.read(a, 8).buffer);
-      const mine = ctx.high(v[0], ctx.where), theirs = ctx.high(v[1], ctx.where);
+      const mine = ctx.high(v[0], ctx.where),
+        theirs = ctx.high(v[1], ctx.where);
       // one pair for the whole tree: the peer's end is held for whichever process has it
       ctx.hold(`usk:${u.peer}`, theirs);
       // buffer sizes first: a stream's queue is bounded by its sender's SO_SNDBUF
@@ -379,10 +511,14 @@ export const unixKind: FdKind<UnixDump> = {
       const r = inj.call(NR.socketpair, AF.UNIX, u.type | O.CLOEXEC, 0, a);
       if (r < 0n) throw new CriuError("restore", `${ctx.where}: socketpair failed: ${errnoText(-r)}`);
       const v = new Int32Array(ctx.mem.read(a, 8).buffer);
-      const mine = ctx.high(v[0], ctx.where), theirs = ctx.high(v[1], ctx.where);
+      const mine = ctx.high(v[0], ctx.where),
+        theirs = ctx.high(v[1], ctx.where);
       setBufs(ctx, mine, u);
       if (u.name.length) bindName(ctx, u, mine); // a datagram socket's own name
-      const queued = (cachedPayloadsBy(ctx, "sk-queues.img", "SK_QUEUES", (m) => m.idFor).get(f.id) ?? []).reduce((n, p) => n + p.payload.length, 0);
+      const queued = (cachedPayloadsBy(ctx, "sk-queues.img", "SK_QUEUES", (m) => m.idFor).get(f.id) ?? []).reduce(
+        (n, p) => n + p.payload.length,
+        0
+      );
       setBufs(ctx, theirs, { opts: { soSndbuf: queued * 2 + 65536, soRcvbuf: 0 } });
       refill(ctx, f, theirs);
       inj.call(NR.close, theirs);
@@ -390,7 +526,11 @@ export const unixKind: FdKind<UnixDump> = {
       finish(ctx, f, mine);
       return mine;
     }
-    if (u.peer) throw new CriuError("restore", `${ctx.where}: unix socket ${u.ino} connected one way to ${u.peer}: not supported yet`);
+    if (u.peer)
+      throw new CriuError(
+        "restore",
+        `${ctx.where}: unix socket ${u.ino} connected one way to ${u.peer}: not supported yet`
+      );
     const fd = boundSocket(ctx, u);
     if (u.state === TCP_LISTEN) {
       const l = inj.call(NR.listen, fd, u.backlog);
@@ -404,7 +544,10 @@ export const unixKind: FdKind<UnixDump> = {
 /** Unix socket files of this restore by inode (entries for peers outside the tree left out). */
 /** the tree's unix sockets by inode, and the inodes some socket is connected to one way:
  *  indexed once per restore (per socket, the restore of 10,000 fds would be quadratic) */
-const treeSocketsCache = new WeakMap<Map<number, S.file_entry>, { socks: Map<number, S.file_entry>; oneWayTargets: Set<number> }>();
+const treeSocketsCache = new WeakMap<
+  Map<number, S.file_entry>,
+  { socks: Map<number, S.file_entry>; oneWayTargets: Set<number> }
+>();
 function treeIndex(ctx: RestoreCtx) {
   let c = treeSocketsCache.get(ctx.files);
   if (!c) {
@@ -416,7 +559,9 @@ function treeIndex(ctx: RestoreCtx) {
   }
   return c;
 }
-function treeSockets(ctx: RestoreCtx): Map<number, S.file_entry> { return treeIndex(ctx).socks; }
+function treeSockets(ctx: RestoreCtx): Map<number, S.file_entry> {
+  return treeIndex(ctx).socks;
+}
 /** connected to another socket of the tree that is not connected back to it */
 function isOneWay(u: S.unix_sk_entry, socks: Map<number, S.file_entry>): boolean {
   const p = u.peer ? socks.get(u.peer) : undefined;
@@ -438,14 +583,14 @@ function oneWayGroup(ctx: RestoreCtx, u: S.unix_sk_entry): boolean {
 function restoreGroup(ctx: RestoreCtx, f: S.file_entry): number {
   const socks = treeSockets(ctx);
   let root = f;
-  for (const seen = new Set([f.usk!.ino]); isOneWay(root.usk!, socks);) {
+  for (const seen = new Set([f.usk!.ino]); isOneWay(root.usk!, socks); ) {
     const p = socks.get(root.usk!.peer)!;
     if (seen.has(p.usk!.ino)) break; // a ring: any member will do as the root
     seen.add(p.usk!.ino);
     root = p;
   }
   const members: S.file_entry[] = [];
-  for (const stack = [root]; stack.length;) {
+  for (const stack = [root]; stack.length; ) {
     const m = stack.pop()!;
     if (members.includes(m)) continue;
     members.push(m);
@@ -464,18 +609,30 @@ function restoreGroup(ctx: RestoreCtx, f: S.file_entry): number {
   const conns = members.filter((m) => m.usk!.peer && fds.has(m.usk!.peer));
   const connect = (m: S.file_entry) => {
     const srv = socks.get(m.usk!.peer)!.usk!;
-    if (!srv.name.length) throw new CriuError("restore", `${ctx.where}: unix socket ${m.usk!.ino} is connected to unnamed socket ${srv.ino}`);
+    if (!srv.name.length)
+      throw new CriuError(
+        "restore",
+        `${ctx.where}: unix socket ${m.usk!.ino} is connected to unnamed socket ${srv.ino}`
+      );
     const { sa, text } = sockaddr(srv.name, srv.nameDir);
     const c = ctx.inj.call(NR.connect, fds.get(m.usk!.ino)!, ctx.scratch(0n, sa), sa.length);
-    if (c < 0n) throw new CriuError("restore", `${ctx.where}: connecting unix socket ${m.usk!.ino} to '${text}' failed: ${errnoText(-c)}`);
+    if (c < 0n)
+      throw new CriuError(
+        "restore",
+        `${ctx.where}: connecting unix socket ${m.usk!.ino} to '${text}' failed: ${errnoText(-c)}`
+      );
   };
   for (const m of members) if (named(m) && !ghost(m)) bindName(ctx, m.usk!, fds.get(m.usk!.ino)!);
   const ghosts = members.filter(ghost);
   if (ghosts.length) {
-    withGhostRoot(ctx, ghosts.map((m) => m.usk!), () => {
-      for (const m of ghosts) bindHere(ctx, m.usk!, fds.get(m.usk!.ino)!);
-      for (const m of conns) if (ghost(socks.get(m.usk!.peer)!)) connect(m);
-    });
+    withGhostRoot(
+      ctx,
+      ghosts.map((m) => m.usk!),
+      () => {
+        for (const m of ghosts) bindHere(ctx, m.usk!, fds.get(m.usk!.ino)!);
+        for (const m of conns) if (ghost(socks.get(m.usk!.peer)!)) connect(m);
+      }
+    );
   }
   for (const m of conns) if (!ghost(socks.get(m.usk!.peer)!)) connect(m);
   for (const m of members) {
@@ -484,7 +641,9 @@ function restoreGroup(ctx: RestoreCtx, f: S.file_entry): number {
     finish(ctx, m, fd);
     ctx.hold(`usk:${m.usk!.ino}`, fd);
   }
-  log.debug(`${ctx.where}: unix sockets ${members.map((m) => m.usk!.ino).join(", ")} restored as one group (${conns.length} connected one way or to themselves)`);
+  log.debug(
+    `${ctx.where}: unix sockets ${members.map((m) => m.usk!.ino).join(", ")} restored as one group (${conns.length} connected one way or to themselves)`
+  );
   return ctx.fdFrom(`usk:${f.usk!.ino}`)!;
 }
 
@@ -498,11 +657,14 @@ function sockaddr(name: Uint8Array, nameDir?: string): { sa: Uint8Array; text: s
     const p = new TextEncoder().encode(path);
     const tail = nul >= 0 ? name.subarray(nul) : new Uint8Array(0);
     const sa = new Uint8Array(2 + p.length + tail.length);
-    sa[0] = AF.UNIX; sa.set(p, 2); sa.set(tail, 2 + p.length);
+    sa[0] = AF.UNIX;
+    sa.set(p, 2);
+    sa.set(tail, 2 + p.length);
     return { sa, text: path };
   }
   const sa = new Uint8Array(2 + name.length);
-  sa[0] = AF.UNIX; sa.set(name, 2);
+  sa[0] = AF.UNIX;
+  sa.set(name, 2);
   return { sa, text: new TextDecoder().decode(name).replace(/\0/g, "@") };
 }
 
@@ -537,13 +699,21 @@ function bindName(ctx: RestoreCtx, u: S.unix_sk_entry, fd: number) {
   if (u.name[0] === 0) connectionsNamedFirst(ctx, u);
   if (u.name[0] !== 0 && u.deleted) return withGhostRoot(ctx, [u], () => bindHere(ctx, u, fd));
   const { text } = sockaddr(u.name, u.nameDir);
-  if (u.name[0] !== 0) { try { if (lstatSync(text).isSocket()) unlinkSync(text); } catch {} }
+  if (u.name[0] !== 0) {
+    try {
+      if (lstatSync(text).isSocket()) unlinkSync(text);
+    } catch {}
+  }
   bindHere(ctx, u, fd);
   if (u.name[0] !== 0 && u.filePerms) {
     const p = u.filePerms;
     const m = ctx.inj.call(NR.fchmodat, -100, ctx.str(text), p.mode, 0);
     const o = ctx.inj.call(NR.fchownat, -100, ctx.str(text), p.uid, p.gid, 0x100 /* AT_SYMLINK_NOFOLLOW */);
-    if (m < 0n || o < 0n) throw new CriuError("restore", `${ctx.where}: giving '${text}' mode ${p.mode.toString(8)} and owner ${p.uid}:${p.gid} failed: ${errnoText(-(m < 0n ? m : o))}`);
+    if (m < 0n || o < 0n)
+      throw new CriuError(
+        "restore",
+        `${ctx.where}: giving '${text}' mode ${p.mode.toString(8)} and owner ${p.uid}:${p.gid} failed: ${errnoText(-(m < 0n ? m : o))}`
+      );
   }
 }
 
@@ -553,20 +723,36 @@ function bindHere(ctx: RestoreCtx, u: S.unix_sk_entry, fd: number, nr: number = 
   const inj = ctx.inj;
   const text = sockaddr(u.name, u.nameDir).text;
   const sa = new Uint8Array(2 + u.name.length);
-  sa[0] = AF.UNIX; sa.set(u.name, 2);
+  sa[0] = AF.UNIX;
+  sa.set(u.name, 2);
   const relative = u.name[0] !== 0 && u.name[0] !== 0x2f /* / */ && !!u.nameDir;
   let cwd = -1;
   if (relative) {
-    cwd = Number(inj.call(NR.openat, -100, ctx.str("."), 0o10000000 /* O_PATH */ | 0o200000 /* O_DIRECTORY */ | O.CLOEXEC, 0));
+    cwd = Number(
+      inj.call(NR.openat, -100, ctx.str("."), 0o10000000 /* O_PATH */ | 0o200000 /* O_DIRECTORY */ | O.CLOEXEC, 0)
+    );
     if (cwd < 0) throw new CriuError("restore", `${ctx.where}: opening the cwd failed: ${errnoText(-cwd)}`);
     const c = inj.call(NR.chdir, ctx.str(u.nameDir!));
-    if (c < 0n) { inj.call(NR.close, cwd); throw new CriuError("restore", `${ctx.where}: chdir to '${u.nameDir}' to bind '${text}' failed: ${errnoText(-c)}`); }
+    if (c < 0n) {
+      inj.call(NR.close, cwd);
+      throw new CriuError(
+        "restore",
+        `${ctx.where}: chdir to '${u.nameDir}' to bind '${text}' failed: ${errnoText(-c)}`
+      );
+    }
   }
   try {
     const b = inj.call(nr, fd, ctx.scratch(0n, sa), sa.length);
-    if (b < 0n) throw new CriuError("restore", `${ctx.where}: ${nr === NR.bind ? "bind" : "connect"} to '${text}' failed: ${errnoText(-b)}`);
+    if (b < 0n)
+      throw new CriuError(
+        "restore",
+        `${ctx.where}: ${nr === NR.bind ? "bind" : "connect"} to '${text}' failed: ${errnoText(-b)}`
+      );
   } finally {
-    if (relative) { inj.call(NR.fchdir, cwd); inj.call(NR.close, cwd); }
+    if (relative) {
+      inj.call(NR.fchdir, cwd);
+      inj.call(NR.close, cwd);
+    }
   }
 }
 
@@ -586,47 +772,92 @@ function withGhostRoot(ctx: RestoreCtx, us: S.unix_sk_entry[], fn: () => void) {
       if (u.nameDir) mkdirSync(join(tmp, u.nameDir), { recursive: true, mode: 0o700 });
     }
     const open = (path: string) => {
-      const r = Number(inj.call(NR.openat, -100, ctx.str(path), 0o10000000 /* O_PATH */ | 0o200000 /* O_DIRECTORY */ | O.CLOEXEC, 0));
+      const r = Number(
+        inj.call(NR.openat, -100, ctx.str(path), 0o10000000 /* O_PATH */ | 0o200000 /* O_DIRECTORY */ | O.CLOEXEC, 0)
+      );
       if (r < 0) throw new CriuError("restore", `${ctx.where}: opening '${path}' failed: ${errnoText(-r)}`);
       return r;
     };
-    const root = open("/"), cwd = open(".");
+    const root = open("/"),
+      cwd = open(".");
     try {
       const c = inj.call(NR.chroot, ctx.str(tmp));
-      if (c < 0n) throw new CriuError("restore", `${ctx.where}: chroot to a ghost root for unlinked socket names failed: ${errnoText(-c)}`);
-      try { fn(); } finally {
-        const a = inj.call(NR.fchdir, root), b = inj.call(NR.chroot, ctx.str(".")), d = inj.call(NR.fchdir, cwd);
+      if (c < 0n)
+        throw new CriuError(
+          "restore",
+          `${ctx.where}: chroot to a ghost root for unlinked socket names failed: ${errnoText(-c)}`
+        );
+      try {
+        fn();
+      } finally {
+        const a = inj.call(NR.fchdir, root),
+          b = inj.call(NR.chroot, ctx.str(".")),
+          d = inj.call(NR.fchdir, cwd);
         const bad = a < 0n ? a : b < 0n ? b : d;
-        if (bad < 0n) throw new CriuError("restore", sysFailed(ctx.where, "putting root and cwd back after the ghost root", bad));
+        if (bad < 0n)
+          throw new CriuError("restore", sysFailed(ctx.where, "putting root and cwd back after the ghost root", bad));
       }
-    } finally { inj.call(NR.close, root); inj.call(NR.close, cwd); }
-    log.debug(`${ctx.where}: unix socket name(s) ${us.map((u) => `'${sockaddr(u.name, u.nameDir).text}'`).join(", ")} bound with no file (unlinked at dump)`);
-  } finally { rmSync(tmp, { recursive: true, force: true }); }
+    } finally {
+      inj.call(NR.close, root);
+      inj.call(NR.close, cwd);
+    }
+    log.debug(
+      `${ctx.where}: unix socket name(s) ${us.map((u) => `'${sockaddr(u.name, u.nameDir).text}'`).join(", ")} bound with no file (unlinked at dump)`
+    );
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
 }
 
 /** A socket whose peer was outside the dumped tree (--ext-unix-sk): a datagram socket is
  *  reconnected to the peer's name (as criu does), after its queued datagrams are put back by
  *  name (so its own name is needed for that); anything else comes back unconnected. */
 function restoreExternal(ctx: RestoreCtx, f: S.file_entry, ext: S.file_entry): number {
-  const u = f.usk!, e = ext.usk!, inj = ctx.inj;
+  const u = f.usk!,
+    e = ext.usk!,
+    inj = ctx.inj;
   const fd = boundSocket(ctx, u);
   if (u.type === 2 && e.type === 2 && e.name.length) {
-    const items = (cachedPayloadsBy(ctx, "sk-queues.img", "SK_QUEUES", (m) => m.idFor).get(f.id) ?? []);
+    const items = cachedPayloadsBy(ctx, "sk-queues.img", "SK_QUEUES", (m) => m.idFor).get(f.id) ?? [];
     if (items.length) {
-      if (!u.name.length) throw new CriuError("restore", `${ctx.where}: queued datagrams of unnamed unix socket ${u.ino} cannot be put back`);
+      if (!u.name.length)
+        throw new CriuError(
+          "restore",
+          `${ctx.where}: queued datagrams of unnamed unix socket ${u.ino} cannot be put back`
+        );
       const own = sockaddr(u.name, u.nameDir);
       const tmp = syscall(NR.socket, AF.UNIX, 2 | O.CLOEXEC, 0);
       if (tmp < 0) throw new CriuError("restore", sysFailed(ctx.where, "socket", tmp));
       try {
         for (const it of items) {
-          const n = syscall(NR.sendto, tmp, addr(it.payload), it.payload.length, MSG.DONTWAIT, addr(own.sa), own.sa.length);
-          if (n !== it.payload.length) throw new CriuError("restore", n < 0 ? sysFailed(ctx.where, `re-queueing ${it.payload.length} bytes to '${own.text}'`, n) : `${ctx.where}: re-queueing ${it.payload.length} bytes to '${own.text}' sent ${n}`);
+          const n = syscall(
+            NR.sendto,
+            tmp,
+            addr(it.payload),
+            it.payload.length,
+            MSG.DONTWAIT,
+            addr(own.sa),
+            own.sa.length
+          );
+          if (n !== it.payload.length)
+            throw new CriuError(
+              "restore",
+              n < 0
+                ? sysFailed(ctx.where, `re-queueing ${it.payload.length} bytes to '${own.text}'`, n)
+                : `${ctx.where}: re-queueing ${it.payload.length} bytes to '${own.text}' sent ${n}`
+            );
         }
-      } finally { closeFd(tmp); }
+      } finally {
+        closeFd(tmp);
+      }
     }
     const peer = sockaddr(e.name, e.nameDir || u.nameDir);
     const c = inj.call(NR.connect, fd, ctx.scratch(0n, peer.sa), peer.sa.length);
-    if (c < 0n) throw new CriuError("restore", `${ctx.where}: reconnecting unix socket ${u.ino} to external '${peer.text}' failed: ${errnoText(-c)}`);
+    if (c < 0n)
+      throw new CriuError(
+        "restore",
+        `${ctx.where}: reconnecting unix socket ${u.ino} to external '${peer.text}' failed: ${errnoText(-c)}`
+      );
   } else {
     log.info(`${ctx.where}: unix socket ${u.ino} had its peer ${u.peer} outside the dumped tree; restored unconnected`);
   }
@@ -636,7 +867,7 @@ function restoreExternal(ctx: RestoreCtx, f: S.file_entry, ext: S.file_entry): n
 
 /** queued packets of socket f, sent from criu-bun through a copy of its peer's target fd */
 function refill(ctx: RestoreCtx, f: S.file_entry, peerTargetFd: number) {
-  const items = (cachedPayloadsBy(ctx, "sk-queues.img", "SK_QUEUES", (m) => m.idFor).get(f.id) ?? []);
+  const items = cachedPayloadsBy(ctx, "sk-queues.img", "SK_QUEUES", (m) => m.idFor).get(f.id) ?? [];
   if (!items.length) return;
   const pfd = syscall(NR.pidfd_open, ctx.pid, 0);
   if (pfd < 0) throw new CriuError("restore", sysFailed(ctx.where, "pidfd_open", pfd));
@@ -646,18 +877,39 @@ function refill(ctx: RestoreCtx, f: S.file_entry, peerTargetFd: number) {
   try {
     for (const it of items) {
       const n = syscall(NR.sendto, fd, addr(it.payload), it.payload.length, MSG.DONTWAIT | MSG.NOSIGNAL, 0, 0);
-      if (n !== it.payload.length) throw new CriuError("restore", n < 0 ? sysFailed(ctx.where, `re-queueing ${it.payload.length} bytes on unix socket ${f.usk!.ino}`, n)
-        : `${ctx.where}: re-queueing ${it.payload.length} bytes on unix socket ${f.usk!.ino} sent ${n}`);
+      if (n !== it.payload.length)
+        throw new CriuError(
+          "restore",
+          n < 0
+            ? sysFailed(ctx.where, `re-queueing ${it.payload.length} bytes on unix socket ${f.usk!.ino}`, n)
+            : `${ctx.where}: re-queueing ${it.payload.length} bytes on unix socket ${f.usk!.ino} sent ${n}`
+        );
     }
-  } finally { closeFd(fd); }
+  } finally {
+    closeFd(fd);
+  }
 }
 
 /** SO_SNDBUF / SO_RCVBUF as dumped (the kernel doubles what is set: half of what getsockopt said) */
 function setBufs(ctx: RestoreCtx, fd: number, u: { opts?: { soSndbuf?: number; soRcvbuf?: number } }) {
-  for (const [opt, v] of [[SO.SNDBUFFORCE, u.opts?.soSndbuf ?? 0], [SO.RCVBUFFORCE, u.opts?.soRcvbuf ?? 0]]) {
+  for (const [opt, v] of [
+    [SO.SNDBUFFORCE, u.opts?.soSndbuf ?? 0],
+    [SO.RCVBUFFORCE, u.opts?.soRcvbuf ?? 0],
+  ]) {
     if (!v) continue;
-    const r = ctx.inj.call(NR.setsockopt, fd, SOL.SOCKET, opt, ctx.scratch(0n, new Uint8Array(new Int32Array([Math.ceil(v / 2)]).buffer)), 4);
-    if (r < 0n) throw new CriuError("restore", `${ctx.where}: setting the buffer size of a unix socket to ${v} failed: ${errnoText(-r)}`);
+    const r = ctx.inj.call(
+      NR.setsockopt,
+      fd,
+      SOL.SOCKET,
+      opt,
+      ctx.scratch(0n, new Uint8Array(new Int32Array([Math.ceil(v / 2)]).buffer)),
+      4
+    );
+    if (r < 0n)
+      throw new CriuError(
+        "restore",
+        `${ctx.where}: setting the buffer size of a unix socket to ${v} failed: ${errnoText(-r)}`
+      );
   }
 }
 
@@ -671,7 +923,8 @@ function finish(ctx: RestoreCtx, f: S.file_entry, fd: number) {
 const sameName = (a: Uint8Array, b: Uint8Array) => a.length === b.length && a.every((v, i) => v === b[i]);
 /** a listening socket of the tree has this name */
 function treeListens(ctx: RestoreCtx, name: Uint8Array): boolean {
-  for (const s of treeSockets(ctx).values()) if (s.usk!.state === TCP_LISTEN && sameName(s.usk!.name, name)) return true;
+  for (const s of treeSockets(ctx).values())
+    if (s.usk!.state === TCP_LISTEN && sameName(s.usk!.name, name)) return true;
   return false;
 }
 
@@ -695,20 +948,30 @@ function namedConnection(u: S.unix_sk_entry, p: S.unix_sk_entry | undefined): bo
  * processes that have them; a closed peer's end is closed after its data is sent.
  */
 function restoreNamedConnection(ctx: RestoreCtx, f: S.file_entry) {
-  const inj = ctx.inj, socks = treeSockets(ctx);
+  const inj = ctx.inj,
+    socks = treeSockets(ctx);
   const pf = f.usk!.peer ? socks.get(f.usk!.peer) : undefined;
   // the accepted end: the one with its tree listener's name, else the named one (the dump
   // refused the pairs where this is ambiguous for an abstract name)
-  const peerAccepted = !!pf && pf.usk!.name.length > 0 && (!f.usk!.name.length || (treeListens(ctx, pf.usk!.name) && !treeListens(ctx, f.usk!.name)));
+  const peerAccepted =
+    !!pf &&
+    pf.usk!.name.length > 0 &&
+    (!f.usk!.name.length || (treeListens(ctx, pf.usk!.name) && !treeListens(ctx, f.usk!.name)));
   const [xf, yf] = peerAccepted ? [pf!, f] : [f, pf];
-  const x = xf.usk!, y = yf?.usk;
+  const x = xf.usk!,
+    y = yf?.usk;
   const sock = () => {
     const r = Number(inj.call(NR.socket, AF.UNIX, x.type | O.CLOEXEC, 0));
     if (r < 0) throw new CriuError("restore", `${ctx.where}: socket(AF_UNIX) failed: ${errnoText(-r)}`);
     return ctx.high(r, ctx.where);
   };
-  const queued = (e: S.file_entry) => (cachedPayloadsBy(ctx, "sk-queues.img", "SK_QUEUES", (m) => m.idFor).get(e.id) ?? []).reduce((n, p) => n + p.payload.length, 0);
-  const lfd = sock(), yfd = sock();
+  const queued = (e: S.file_entry) =>
+    (cachedPayloadsBy(ctx, "sk-queues.img", "SK_QUEUES", (m) => m.idFor).get(e.id) ?? []).reduce(
+      (n, p) => n + p.payload.length,
+      0
+    );
+  const lfd = sock(),
+    yfd = sock();
   let xfd: number;
   try {
     // a stream's queue is bounded by its sender's SO_SNDBUF: the client's set before its data goes
@@ -717,7 +980,8 @@ function restoreNamedConnection(ctx: RestoreCtx, f: S.file_entry) {
       bindHere(ctx, x, lfd);
       if (y?.name.length) bindHere(ctx, y, yfd);
       const l = inj.call(NR.listen, lfd, 1);
-      if (l < 0n) throw new CriuError("restore", `${ctx.where}: listen on a temporary listener failed: ${errnoText(-l)}`);
+      if (l < 0n)
+        throw new CriuError("restore", `${ctx.where}: listen on a temporary listener failed: ${errnoText(-l)}`);
       bindHere(ctx, x, yfd, NR.connect);
     };
     const paths = [x, ...(y ? [y] : [])].filter((e) => e.name.length > 0 && e.name[0] !== 0);
@@ -726,7 +990,9 @@ function restoreNamedConnection(ctx: RestoreCtx, f: S.file_entry) {
     const a = Number(inj.call(NR.accept4, lfd, 0, 0, O.CLOEXEC));
     if (a < 0) throw new CriuError("restore", `${ctx.where}: accept4 on a temporary listener failed: ${errnoText(-a)}`);
     xfd = ctx.high(a, ctx.where);
-  } finally { inj.call(NR.close, lfd); }
+  } finally {
+    inj.call(NR.close, lfd);
+  }
   setBufs(ctx, xfd, x);
   ctx.hold(`usk:${x.ino}`, xfd);
   refill(ctx, xf, yfd);
@@ -736,7 +1002,9 @@ function restoreNamedConnection(ctx: RestoreCtx, f: S.file_entry) {
     finish(ctx, yf!, yfd);
   } else inj.call(NR.close, yfd);
   finish(ctx, xf, xfd);
-  log.debug(`${ctx.where}: unix socket ${x.ino} ('${nameText(x.name)}') accepted from a temporary listener${y ? `, its peer ${y.ino}${y.name.length ? ` bound to '${nameText(y.name)}'` : ""} connected` : ", its closed peer's data sent"}`);
+  log.debug(
+    `${ctx.where}: unix socket ${x.ino} ('${nameText(x.name)}') accepted from a temporary listener${y ? `, its peer ${y.ino}${y.name.length ? ` bound to '${nameText(y.name)}'` : ""} connected` : ", its closed peer's data sent"}`
+  );
 }
 
 /** Before a socket of the tree binds abstract name u.name: the named connections carrying that

@@ -69,19 +69,31 @@ export type UnsupportedKey = keyof typeof UNSUPPORTED;
 
 /** fd_types values (files.ts FD_TYPE) that have no FdKind, and the UNSUPPORTED entry that refuses them */
 export const FD_TYPES_REFUSED: Record<number, UnsupportedKey> = {
-  10: "packet-socket", 12: "fanotify", 13: "netlink-socket", 14: "nsfs", 15: "tun", 19: "bpf-map",
+  10: "packet-socket",
+  12: "fanotify",
+  13: "netlink-socket",
+  14: "nsfs",
+  15: "tun",
+  19: "bpf-map",
 };
 
 /** fd_types values that are CRIU's own bookkeeping, not a kind of open file a process can hold:
  *  UND (unset), CTL_TTY (the controlling terminal's entry), AUTOFS_PIPE (autofs's pipe, a PIPE
  *  with a different restore) */
 export const FD_TYPES_NOT_FILES: Record<number, string> = {
-  0: "UND", 65534: "CTL_TTY", 65535: "AUTOFS_PIPE",
+  0: "UND",
+  65534: "CTL_TTY",
+  65535: "AUTOFS_PIPE",
 };
 
 /** anon_inode:[NAME] targets with no FdKind (files.ts refuses them by these names) */
 export const ANON_REFUSED: Record<string, UnsupportedKey> = {
-  io_uring: "io_uring", userfaultfd: "userfaultfd", perf_event: "perf_event", "[fanotify]": "fanotify", fanotify: "fanotify", "bpf-map": "bpf-map",
+  io_uring: "io_uring",
+  userfaultfd: "userfaultfd",
+  perf_event: "perf_event",
+  "[fanotify]": "fanotify",
+  fanotify: "fanotify",
+  "bpf-map": "bpf-map",
 };
 
 /** Refuse the dump: "WHERE: RESOURCE (detail) is not supported yet". */

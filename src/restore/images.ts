@@ -13,10 +13,22 @@ import { readSeccomp } from "../resources/seccomp";
 import { sigactionTable } from "../resources/signals";
 import { loadNamespaces, type RestoreNamespaces } from "../resources/namespaces";
 import { readIpcNs } from "../resources/ipcns";
-import { validatePstree, validateThreads, validateCore, validateMm, validatePagemap, validateFdinfo, validateFiles } from "./validate";
+import {
+  validatePstree,
+  validateThreads,
+  validateCore,
+  validateMm,
+  validatePagemap,
+  validateFdinfo,
+  validateFiles,
+} from "./validate";
 
 export interface TaskImages {
-  pid: number; ppid: number; pgid: number; sid: number; tids: number[];
+  pid: number;
+  ppid: number;
+  pgid: number;
+  sid: number;
+  tids: number[];
   /** a zombie: only its exit status is restored (its mm and fs are empty entries, its pagemap and fds empty) */
   zombie?: { exitCode: number };
   cores: Map<number, S.core_entry>;
@@ -62,7 +74,8 @@ export function loadImages(dir: string): RestoreSet {
   need(dir, "inventory.img");
   const [inventory] = readImage(dir, "inventory.img", "INVENTORY");
   if (!inventory) throw new CriuError("restore", `${dir}/inventory.img has no entry`);
-  if (inventory.imgVersion !== 2) throw new CriuError("restore", `${dir}/inventory.img: unsupported image version ${inventory.imgVersion}`);
+  if (inventory.imgVersion !== 2)
+    throw new CriuError("restore", `${dir}/inventory.img: unsupported image version ${inventory.imgVersion}`);
   need(dir, "pstree.img");
   const pstree = readImage(dir, "pstree.img", "PSTREE");
   validatePstree(dir, pstree);
@@ -79,7 +92,8 @@ export function loadImages(dir: string): RestoreSet {
       need(dir, `core-${tid}.img`);
       const [c] = readImage(dir, `core-${tid}.img`, "CORE");
       if (!c) throw new CriuError("restore", `${dir}/core-${tid}.img has no entry`);
-      if (!c.threadInfo && c.tc?.taskState !== 2) throw new CriuError("restore", `${dir}/core-${tid}.img has no x86_64 thread info`);
+      if (!c.threadInfo && c.tc?.taskState !== 2)
+        throw new CriuError("restore", `${dir}/core-${tid}.img has no x86_64 thread info`);
       if (c.mtype !== 1) throw new CriuError("restore", `${dir}/core-${tid}.img is not an x86_64 image`);
       if (tid === pid && !c.tc) throw new CriuError("restore", `${dir}/core-${pid}.img has no task core`);
       if (c.tc?.taskState !== 2) validateCore(dir, `core-${tid}.img`, c, tid === pid);
@@ -89,8 +103,20 @@ export function loadImages(dir: string): RestoreSet {
     if (!tc) throw new CriuError("restore", `${dir}/core-${pid}.img has no task core`);
     if (tc.taskState !== 2) sigactionTable(`${dir}/core-${pid}.img`, tc);
     if (tc.taskState === 2 /* TASK_DEAD */) {
-      tasks.push({ pid, ppid: p.ppid, pgid: p.pgid, sid: p.sid, tids: [pid], cores, zombie: { exitCode: tc.exitCode },
-        mm: create(S.mm_entrySchema), pagemap: [], pagesFile: "", fs: create(S.fs_entrySchema), fds: [] });
+      tasks.push({
+        pid,
+        ppid: p.ppid,
+        pgid: p.pgid,
+        sid: p.sid,
+        tids: [pid],
+        cores,
+        zombie: { exitCode: tc.exitCode },
+        mm: create(S.mm_entrySchema),
+        pagemap: [],
+        pagesFile: "",
+        fs: create(S.fs_entrySchema),
+        fds: [],
+      });
       continue;
     }
     need(dir, `mm-${pid}.img`);
@@ -123,41 +149,82 @@ export function loadImages(dir: string): RestoreSet {
   const pids = new Set(tasks.map((t) => t.pid));
   const byPid = new Map(tasks.map((t) => [t.pid, t]));
   // an fd table or fs shared between processes can only be recreated between parent and child
-  for (const [key, what] of [["filesId", "fd table"], ["fsId", "fs (cwd, umask)"]] as const) {
+  for (const [key, what] of [
+    ["filesId", "fd table"],
+    ["fsId", "fs (cwd, umask)"],
+  ] as const) {
     const first = new Map<number, TaskImages>();
     for (const t of tasks) {
       if (!t.ids) continue;
       const id = t.ids[key];
       const f = first.get(id);
-      if (!f) { first.set(id, t); continue; }
+      if (!f) {
+        first.set(id, t);
+        continue;
+      }
       const parent = byPid.get(t.ppid);
       if (!parent?.ids || parent.ids[key] !== id) {
-        throw new CriuError("restore", `process ${t.pid} shares its ${what} with process ${f.pid}, which is not its parent: not supported`);
+        throw new CriuError(
+          "restore",
+          `process ${t.pid} shares its ${what} with process ${f.pid}, which is not its parent: not supported`
+        );
       }
     }
   }
   for (const t of tasks.slice(1)) {
-    if (!pids.has(t.ppid)) throw new CriuError("restore", `${dir}/pstree.img: process ${t.pid} has parent ${t.ppid}, which is not in the images`);
+    if (!pids.has(t.ppid))
+      throw new CriuError(
+        "restore",
+        `${dir}/pstree.img: process ${t.pid} has parent ${t.ppid}, which is not in the images`
+      );
   }
-  const rootIds = tasks[0].ids, dumper = inventory.rootIds;
-  const { newPidNs, newMntNs, uts, timens, newNetNs, extNetKey, newIpcNs } = loadNamespaces(dir, rootIds, dumper, tasks[0].pid);
+  const rootIds = tasks[0].ids,
+    dumper = inventory.rootIds;
+  const { newPidNs, newMntNs, uts, timens, newNetNs, extNetKey, newIpcNs } = loadNamespaces(
+    dir,
+    rootIds,
+    dumper,
+    tasks[0].pid
+  );
   const cgroups = new Map<number, S.cg_set_entry>();
-  if (imageExists(dir, "cgroup.img")) for (const cs of readImage(dir, "cgroup.img", "CGROUP")[0]?.sets ?? []) cgroups.set(cs.id, cs);
+  if (imageExists(dir, "cgroup.img"))
+    for (const cs of readImage(dir, "cgroup.img", "CGROUP")[0]?.sets ?? []) cgroups.set(cs.id, cs);
   // root_cg_set (the dumper's set) means the restorer's own cgroups: a task in it whose parent is
   // elsewhere moves back there
   const rootCg = inventory.rootCgSet;
-  if (cgroups.size && rootCg && !cgroups.has(rootCg)) cgroups.set(rootCg, { id: rootCg, ctls: readCgroups("self") } as S.cg_set_entry);
+  if (cgroups.size && rootCg && !cgroups.has(rootCg))
+    cgroups.set(rootCg, { id: rootCg, ctls: readCgroups("self") } as S.cg_set_entry);
   for (const t of tasks) {
     const cg = taskCgSet(t.cores.get(t.pid));
     // the dumper's own set (root_cg_set) is not in cgroup.img: the task stays in the restorer's
-    if (cg && cg !== inventory.rootCgSet && !cgroups.has(cg)) throw new CriuError("restore", `${dir}/core-${t.pid}.img: cgroup set ${cg} is not in cgroup.img`);
+    if (cg && cg !== inventory.rootCgSet && !cgroups.has(cg))
+      throw new CriuError("restore", `${dir}/core-${t.pid}.img: cgroup set ${cg} is not in cgroup.img`);
   }
-  const seccomp = readSeccomp(dir, tasks.flatMap((t) => [...t.cores.values()].map((c) => ({ pid: t.pid, tc: c.threadCore }))));
+  const seccomp = readSeccomp(
+    dir,
+    tasks.flatMap((t) => [...t.cores.values()].map((c) => ({ pid: t.pid, tc: c.threadCore })))
+  );
   const ipcVars = newIpcNs ? readIpcNs(dir, rootIds!.ipcNsId) : undefined;
   const mntImg = rootIds ? `mountpoints-${rootIds.mntNsId}.img` : "";
   const mounts = newMntNs && imageExists(dir, mntImg) ? readImage(dir, mntImg, "MNTS") : undefined;
   // criu-bun's dump: every image as written. Last, so that damage the checks above understand is
   // named by them (file, offset, field); this catches what still looks plausible
   if (inventory.allImages) verifyManifest(dir);
-  return { dir, inventory, files, tasks, newPidNs, newMntNs, mounts, newNetNs, extNetKey, newIpcNs, ipcVars, uts, timens, cgroups, seccomp };
+  return {
+    dir,
+    inventory,
+    files,
+    tasks,
+    newPidNs,
+    newMntNs,
+    mounts,
+    newNetNs,
+    extNetKey,
+    newIpcNs,
+    ipcVars,
+    uts,
+    timens,
+    cgroups,
+    seccomp,
+  };
 }

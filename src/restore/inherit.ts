@@ -13,10 +13,17 @@ export function inheritFds(list: { key: string; fd: number }[]): Map<string, num
   for (const { key, fd } of list) {
     // pipe:[ino], or the key of an external namespace (runc: extRootNetNS, an fd of the netns to join)
     if (!/^pipe:\[\d+\]$/.test(key) && !/^[A-Za-z][\w.-]*$/.test(key)) {
-      throw new CriuError("restore", `inherit_fd '${key}': only pipes (pipe:[ino]) and external namespaces (their key) can be inherited by criu-bun yet`);
+      throw new CriuError(
+        "restore",
+        `inherit_fd '${key}': only pipes (pipe:[ino]) and external namespaces (their key) can be inherited by criu-bun yet`
+      );
     }
     if (!Number.isInteger(fd) || fd < 0) throw new CriuError("restore", `inherit_fd '${key}': bad fd ${fd}`);
-    try { fstatSync(fd); } catch { throw new CriuError("restore", `inherit_fd '${key}': fd ${fd} is not open in criu-bun`); }
+    try {
+      fstatSync(fd);
+    } catch {
+      throw new CriuError("restore", `inherit_fd '${key}': fd ${fd} is not open in criu-bun`);
+    }
     // runc names the pipe behind stdout and stderr twice (fd 1 and 2): the first one counts, as in criu
     if (!out.has(key)) out.set(key, fd);
   }
@@ -26,9 +33,11 @@ export function inheritFds(list: { key: string; fd: number }[]): Map<string, num
 /** --inherit-fd fd[N]:KEY, as criu's command line spells it */
 export function parseInheritFdArgs(args: unknown): Map<string, number> | undefined {
   const list = (Array.isArray(args) ? args : args === undefined ? [] : [args]).map(String);
-  return inheritFds(list.map((a) => {
-    const m = /^fd\[(\d+)\]:(.+)$/.exec(a);
-    if (!m) throw new CriuError("restore", `--inherit-fd '${a}': expected fd[N]:KEY`);
-    return { key: m[2], fd: Number(m[1]) };
-  }));
+  return inheritFds(
+    list.map((a) => {
+      const m = /^fd\[(\d+)\]:(.+)$/.exec(a);
+      if (!m) throw new CriuError("restore", `--inherit-fd '${a}': expected fd[N]:KEY`);
+      return { key: m[2], fd: Number(m[1]) };
+    })
+  );
 }

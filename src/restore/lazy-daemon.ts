@@ -34,7 +34,8 @@ import { readImage } from "../images/image";
 import { PE, PAGE } from "../resources/vma";
 
 const P = BigInt(PAGE);
-const FAULT_PAGES = 16, STREAM_PAGES = 256;
+const FAULT_PAGES = 16,
+  STREAM_PAGES = 256;
 
 /** One restored process: its userfaultfd and the lazy pages it has not got yet (sorted, disjoint). */
 /** [start, end) of pending pages here, off: where the dump holds them is start + off (mremap moves
@@ -43,12 +44,23 @@ type Rng = [bigint, bigint, bigint, number];
 /** pending: from the images (or the dump's page server); rpending: from the source (post-copy from
  * it: taken first). Each sorted and disjoint: thousands of scattered single pages are usual, so
  * every lookup is a binary search, never a walk of the list. */
-interface Lpi { vpid: number; src: number; fd: number; pending: Rng[]; rpending: Rng[]; total: number }
+interface Lpi {
+  vpid: number;
+  src: number;
+  fd: number;
+  pending: Rng[];
+  rpending: Rng[];
+  total: number;
+}
 const anyPending = (l: Lpi) => l.pending.length > 0 || l.rpending.length > 0;
 
 interface LazyDaemonOptions {
   /** address and port of the dump serving the pages; none: the images in dir hold them */
-  dir: string; workDir: string; address?: string; port?: number; timeoutSec: number;
+  dir: string;
+  workDir: string;
+  address?: string;
+  port?: number;
+  timeoutSec: number;
   onListening?: () => void;
   /** an fd whose end (EOF or hang-up) while no restore has come means the caller is gone: give up */
   watchFd?: number;
@@ -64,7 +76,8 @@ interface LazyDaemonOptions {
 interface PageGetter {
   /** up to nrPages pages of process pid from vaddr into buf; how many it got (at least one) */
   get(pid: number, vaddr: bigint, nrPages: number, buf: Uint8Array, fault?: boolean): number;
-  close(): void; drop(): void;
+  close(): void;
+  drop(): void;
 }
 
 /** The pages of DIR's images (following its parents), per process as the images name it. */
@@ -79,7 +92,7 @@ class ImagePages implements PageGetter {
     if (!s) {
       const o = PageSource.open(this.dir, pid);
       if (!o) throw new CriuError("lazy-pages", `${this.dir} has no pagemap-${pid}.img`);
-      this.srcs.set(key, s = o);
+      this.srcs.set(key, (s = o));
     }
     let n = 0;
     while (n < nrPages) {
@@ -87,11 +100,20 @@ class ImagePages implements PageGetter {
       if (!got) break;
       n += got;
     }
-    if (!n) throw new CriuError("lazy-pages", `process ${pid}: page 0x${vaddr.toString(16)} is in none of the images of ${this.dir}`);
+    if (!n)
+      throw new CriuError(
+        "lazy-pages",
+        `process ${pid}: page 0x${vaddr.toString(16)} is in none of the images of ${this.dir}`
+      );
     return n;
   }
-  close() { for (const s of this.srcs.values()) s.close(); this.srcs.clear(); }
-  drop() { this.close(); }
+  close() {
+    for (const s of this.srcs.values()) s.close();
+    this.srcs.clear();
+  }
+  drop() {
+    this.close();
+  }
 }
 
 export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: number } {
@@ -105,13 +127,16 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
   clearStaleSocket(path);
   const local = o.address === undefined;
   const ps: PageGetter = local ? new ImagePages(o.dir) : new LazyPagesClient(o.address!, o.port!, o.timeoutSec);
-  let remote: LazyPagesClient | undefined = local && o.sourceFd !== undefined ? new LazyPagesClient("source", 0, o.timeoutSec, o.sourceFd) : undefined;
+  let remote: LazyPagesClient | undefined =
+    local && o.sourceFd !== undefined ? new LazyPagesClient("source", 0, o.timeoutSec, o.sourceFd) : undefined;
   /** pages taken from the source */
   let fromSource = 0;
   const ls = syscall(NR.socket, AF.UNIX, SOCK.STREAM | SOCK.CLOEXEC, 0);
   let conn = -1;
   const lpis: Lpi[] = [];
-  let served = 0, total = 0, ok = false;
+  let served = 0,
+    total = 0,
+    ok = false;
   const rate = Number(process.env.CRIU_BUN_LAZY_RATE ?? 0); // MiB/s of background streaming, 0: no limit
   try {
     const old = process.umask(0o177); // the socket file: 0600
@@ -133,65 +158,95 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
         if (pfd[3] >>> 16) throw new CriuError("lazy-pages", "the caller went away before any restore came");
       }
     }
-    for (;;) { conn = syscall(NR.accept4, ls, 0, 0, SOCK.CLOEXEC); if (conn !== -4) break; }
+    for (;;) {
+      conn = syscall(NR.accept4, ls, 0, 0, SOCK.CLOEXEC);
+      if (conn !== -4) break;
+    }
     if (conn < 0) throw new CriuError("lazy-pages", `accept on ${path} failed: ${errnoText(-conn)}`);
     log.info("lazy-pages: restore connected");
 
     let inbuf: number[] = [];
     const fdq: number[] = [];
-    let released = false, restoreOpen = true;
-    const buf = new Uint8Array(STREAM_PAGES * PAGE), msgBuf = new Uint8Array(32 * 64);
-    let streamed = 0, t0 = 0;
+    let released = false,
+      restoreOpen = true;
+    const buf = new Uint8Array(STREAM_PAGES * PAGE),
+      msgBuf = new Uint8Array(32 * 64);
+    let streamed = 0,
+      t0 = 0;
     let lastLog = 0;
 
     const takeFromRestore = () => {
       const p = recvPacket(conn, 64);
       fdq.push(...p.fds);
-      if (!p.data.length) { restoreOpen = false; return; }
+      if (!p.data.length) {
+        restoreOpen = false;
+        return;
+      }
       inbuf.push(...p.data);
       while (inbuf.length >= 4) {
         const pid = new Int32Array(new Uint8Array(inbuf.slice(0, 4)).buffer)[0];
-        if (pid === RESTORE_FINISHED) { released = true; inbuf = inbuf.slice(4); log.info("lazy-pages: the restored tree runs"); continue; }
-        if (pid < 0) { inbuf = inbuf.slice(4); log.info(`lazy-pages: process ${-pid} is a zombie`); continue; }
+        if (pid === RESTORE_FINISHED) {
+          released = true;
+          inbuf = inbuf.slice(4);
+          log.info("lazy-pages: the restored tree runs");
+          continue;
+        }
+        if (pid < 0) {
+          inbuf = inbuf.slice(4);
+          log.info(`lazy-pages: process ${-pid} is a zombie`);
+          continue;
+        }
         if (inbuf.length < 5 || !fdq.length) break;
         inbuf = inbuf.slice(5);
         addLpi(pid, fdq.shift()!);
       }
     };
     const addLpi = (vpid: number, fd: number) => {
-      const pending: Rng[] = [], rpending: Rng[] = [];
+      const pending: Rng[] = [],
+        rpending: Rng[] = [];
       const t0 = performance.now();
       let runs = decodePagemap(o.dir, `pagemap-${vpid}.img`).runs;
-      log.debug(`lazy-pages: process ${vpid}: ${runs.length} pagemap runs read in ${(performance.now() - t0).toFixed(1)} ms`);
+      log.debug(
+        `lazy-pages: process ${vpid}: ${runs.length} pagemap runs read in ${(performance.now() - t0).toFixed(1)} ms`
+      );
       // from the images: the runs of private anonymous memory they hold (0); the pages left with
       // the source (PE_LAZY alone) come from it (1)
       let tagged: { vaddr: bigint; nrPages: number; flags: number; src: number }[];
       if (local) {
         const lazy = runs.filter((r) => r.flags === PE.LAZY);
-        if (lazy.length && !remote) throw new CriuError("lazy-pages", `process ${vpid}: pages 0x${lazy[0].vaddr.toString(16)}... stayed with the dump (dump --lazy-pages); take them with --page-server`);
+        if (lazy.length && !remote)
+          throw new CriuError(
+            "lazy-pages",
+            `process ${vpid}: pages 0x${lazy[0].vaddr.toString(16)}... stayed with the dump (dump --lazy-pages); take them with --page-server`
+          );
         const [mm] = readImage(o.dir, `mm-${vpid}.img`, "MM");
         // both by address already (the pagemap is): merged, not sorted (a sort of tens of thousands
         // of BigInt addresses held the first fault, the restore's own, for a tenth of a second)
         const fromImages = lazyParentRuns(mm?.vmas ?? [], runs);
         tagged = [];
-        for (let i = 0, k = 0; i < fromImages.length || k < lazy.length;) {
-          if (k >= lazy.length || (i < fromImages.length && fromImages[i].vaddr <= lazy[k].vaddr)) tagged.push({ ...fromImages[i++], flags: PE.LAZY, src: 0 });
+        for (let i = 0, k = 0; i < fromImages.length || k < lazy.length; ) {
+          if (k >= lazy.length || (i < fromImages.length && fromImages[i].vaddr <= lazy[k].vaddr))
+            tagged.push({ ...fromImages[i++], flags: PE.LAZY, src: 0 });
           else tagged.push({ ...lazy[k++], src: 1 });
         }
       } else tagged = runs.map((r) => ({ ...r, src: 1 }));
       for (const r of tagged) {
         if (!(r.flags & PE.LAZY) || r.flags & (PE.PRESENT | PE.PARENT)) continue;
-        const a = r.vaddr, b = r.vaddr + BigInt(r.nrPages) * P;
+        const a = r.vaddr,
+          b = r.vaddr + BigInt(r.nrPages) * P;
         const list = local && r.src ? rpending : pending;
         const last = list[list.length - 1];
-        if (last && last[1] === a) last[1] = b; else list.push([a, b, 0n, r.src]);
+        if (last && last[1] === a) last[1] = b;
+        else list.push([a, b, 0n, r.src]);
       }
       pending.sort((x, y) => (x[0] < y[0] ? -1 : 1));
       rpending.sort((x, y) => (x[0] < y[0] ? -1 : 1));
       const n = count(pending) + count(rpending);
       total += n;
       lpis.push({ vpid, src: vpid, fd, pending, rpending, total: n });
-      log.info(`lazy-pages: process ${vpid}: ${n} lazy pages (userfaultfd ${fd})${remote ? `, ${count(rpending)} of them from the source` : ""}, found in ${(performance.now() - t0).toFixed(1)} ms`);
+      log.info(
+        `lazy-pages: process ${vpid}: ${n} lazy pages (userfaultfd ${fd})${remote ? `, ${count(rpending)} of them from the source` : ""}, found in ${(performance.now() - t0).toFixed(1)} ms`
+      );
     };
 
     /** Pages [a, a + n pages) of lpi from the dump (where it holds them: a + off), into the process. */
@@ -207,21 +262,40 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
         if (!c.err) continue;
         // EAGAIN: the mm is changing (a fork, mremap, munmap... whose event waits to be read): read
         // the events first (faults are answered after), then try again where it is now
-        if (c.err === 11) { onEvents(l, true); if (!holding(l, a)) { gone = -1; break; } continue; }
-        if (c.err === 17 /* EEXIST: already there */) { uffdWake(l.fd, a + BigInt(off), PAGE); off += PAGE; continue; }
+        if (c.err === 11) {
+          onEvents(l, true);
+          if (!holding(l, a)) {
+            gone = -1;
+            break;
+          }
+          continue;
+        }
+        if (c.err === 17 /* EEXIST: already there */) {
+          uffdWake(l.fd, a + BigInt(off), PAGE);
+          off += PAGE;
+          continue;
+        }
         if (c.err === 3 /* ESRCH: the process is gone */ || c.err === 2 /* ENOENT: no such VMA any more */) {
-          log.debug(`lazy-pages: process ${l.vpid}: 0x${(a + BigInt(off)).toString(16)}: ${errnoText(c.err)}; pages dropped`);
+          log.debug(
+            `lazy-pages: process ${l.vpid}: 0x${(a + BigInt(off)).toString(16)}: ${errnoText(c.err)}; pages dropped`
+          );
           gone = c.err;
           break;
         }
-        throw new CriuError("lazy-pages", `process ${l.vpid}: UFFDIO_COPY at 0x${(a + BigInt(off)).toString(16)} failed: ${errnoText(c.err)}`);
+        throw new CriuError(
+          "lazy-pages",
+          `process ${l.vpid}: UFFDIO_COPY at 0x${(a + BigInt(off)).toString(16)} failed: ${errnoText(c.err)}`
+        );
       }
       const placed = Math.min(off, len) / PAGE;
       served += placed;
       // what can no longer go in (the process or its mapping is gone) is no longer wanted
       drop(l, a, a + BigInt(got) * P, gone === -1 ? 0 : got - placed); // -1: an event moved or dropped them (counted there)
       if (gone === 3) drop(l, 0n, 1n << 64n);
-      if (served - lastLog >= 8192 || !lpis.some(anyPending)) { lastLog = served; log.info(`lazy-pages: ${served} of ${total} pages served`); }
+      if (served - lastLog >= 8192 || !lpis.some(anyPending)) {
+        lastLog = served;
+        log.info(`lazy-pages: ${served} of ${total} pages served`);
+      }
     };
 
     /** Take [a, b) out of l's pending pages; `unwanted` of them (default: all) leave the total too. */
@@ -237,7 +311,11 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
         // not lazy memory of the dump (never written, or dropped since): zeroes
         const e = uffdZero(l.fd, a, PAGE);
         if (e === 17) uffdWake(l.fd, a, PAGE);
-        else if (e && e !== 3 && e !== 2) throw new CriuError("lazy-pages", `process ${l.vpid}: UFFDIO_ZEROPAGE at 0x${a.toString(16)} failed: ${errnoText(e)}`);
+        else if (e && e !== 3 && e !== 2)
+          throw new CriuError(
+            "lazy-pages",
+            `process ${l.vpid}: UFFDIO_ZEROPAGE at 0x${a.toString(16)} failed: ${errnoText(e)}`
+          );
         return;
       }
       const [start, end, off, fromSrc] = h!;
@@ -256,19 +334,32 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
     const deferred: { l: Lpi; at: bigint }[] = [];
     const onEvents = (l: Lpi, deferFaults = false) => {
       const msgs = readUffdMsgs(l.fd, msgBuf);
-      if (typeof msgs === "number") throw new CriuError("lazy-pages", `process ${l.vpid}: reading its userfaultfd failed: ${errnoText(-msgs)}`);
+      if (typeof msgs === "number")
+        throw new CriuError("lazy-pages", `process ${l.vpid}: reading its userfaultfd failed: ${errnoText(-msgs)}`);
       for (const m of msgs) {
-        if (m.event === UFFD_EVENT.PAGEFAULT) { if (deferFaults) deferred.push({ l, at: m.b }); else onFault(l, m.b); }
-        else if (m.event === UFFD_EVENT.FORK) {
+        if (m.event === UFFD_EVENT.PAGEFAULT) {
+          if (deferFaults) deferred.push({ l, at: m.b });
+          else onFault(l, m.b);
+        } else if (m.event === UFFD_EVENT.FORK) {
           // the child's missing pages are what the parent was missing: the same source pages
-          const child: Lpi = { vpid: l.vpid, src: l.src, fd: m.ufd, pending: l.pending.map(([a, b, o, r]) => [a, b, o, r] as Rng),
-            rpending: l.rpending.map(([a, b, o, r]) => [a, b, o, r] as Rng), total: 0 };
+          const child: Lpi = {
+            vpid: l.vpid,
+            src: l.src,
+            fd: m.ufd,
+            pending: l.pending.map(([a, b, o, r]) => [a, b, o, r] as Rng),
+            rpending: l.rpending.map(([a, b, o, r]) => [a, b, o, r] as Rng),
+            total: 0,
+          };
           child.total = count(child.pending) + count(child.rpending);
           total += child.total;
           lpis.push(child);
-          log.info(`lazy-pages: process ${l.vpid} forked; its child's userfaultfd ${m.ufd} is served from the same pages`);
-        } else if (m.event === UFFD_EVENT.REMAP) { move(l.pending, m.a, m.b, m.c); move(l.rpending, m.a, m.b, m.c); }
-        else if (m.event === UFFD_EVENT.REMOVE || m.event === UFFD_EVENT.UNMAP) drop(l, m.a, m.b);
+          log.info(
+            `lazy-pages: process ${l.vpid} forked; its child's userfaultfd ${m.ufd} is served from the same pages`
+          );
+        } else if (m.event === UFFD_EVENT.REMAP) {
+          move(l.pending, m.a, m.b, m.c);
+          move(l.rpending, m.a, m.b, m.c);
+        } else if (m.event === UFFD_EVENT.REMOVE || m.event === UFFD_EVENT.UNMAP) drop(l, m.a, m.b);
       }
     };
 
@@ -282,7 +373,11 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
       }
       // done: the tree runs and every process has all its pages
       if (released && !lpis.some(anyPending)) break;
-      if (!restoreOpen && !released) throw new CriuError("lazy-pages", "the restore ended before the restored tree was running (it failed); the dump is left to resume its source");
+      if (!restoreOpen && !released)
+        throw new CriuError(
+          "lazy-pages",
+          "the restore ended before the restored tree was running (it failed); the dump is left to resume its source"
+        );
       // the background stream waits until the tree runs (the restore has the CPU until then)
       const work = released && lpis.some(anyPending);
       let wait = work ? 0 : 1000;
@@ -292,7 +387,10 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
       }
       const fds = [...(restoreOpen ? [conn] : []), ...live.map((l) => l.fd)];
       const pfd = new Int32Array(fds.length * 2);
-      fds.forEach((fd, i) => { pfd[i * 2] = fd; pfd[i * 2 + 1] = 1 /* POLLIN */; });
+      fds.forEach((fd, i) => {
+        pfd[i * 2] = fd;
+        pfd[i * 2 + 1] = 1 /* POLLIN */;
+      });
       const n = syscall(NR.poll, addr(pfd), fds.length, wait);
       if (n < 0 && n !== -4) throw new CriuError("lazy-pages", `poll failed: ${errnoText(-n)}`);
       let busy = deferred.length > 0;
@@ -301,10 +399,18 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
         const rev = (pfd[i * 2 + 1] >>> 16) & 0xffff;
         if (!rev) continue;
         busy = true;
-        if (fds[i] === conn && restoreOpen) { takeFromRestore(); continue; }
+        if (fds[i] === conn && restoreOpen) {
+          takeFromRestore();
+          continue;
+        }
         const l = live.find((x) => x.fd === fds[i])!;
         if (rev & 1) onEvents(l);
-        else if (rev & (8 | 16 | 32)) { log.debug(`lazy-pages: process ${l.vpid}: userfaultfd hung up`); drop(l, 0n, 1n << 64n); closeFd(l.fd); l.fd = -1; }
+        else if (rev & (8 | 16 | 32)) {
+          log.debug(`lazy-pages: process ${l.vpid}: userfaultfd hung up`);
+          drop(l, 0n, 1n << 64n);
+          closeFd(l.fd);
+          l.fd = -1;
+        }
       }
       if (busy || !work) continue;
       // nothing to answer: stream a piece in the background
@@ -321,10 +427,15 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
     ps.close();
     sendPacket(conn, new Uint8Array(new Int32Array([0]).buffer));
     ok = true;
-    log.info(`lazy-pages: done: ${served} of ${total} pages served${local ? " from the images" : ", the dump was told to finish"}`);
+    log.info(
+      `lazy-pages: done: ${served} of ${total} pages served${local ? " from the images" : ", the dump was told to finish"}`
+    );
     return { served, total };
   } finally {
-    if (!ok) { ps.drop(); remote?.drop(); }
+    if (!ok) {
+      ps.drop();
+      remote?.drop();
+    }
     for (const l of lpis) if (l.fd >= 0) closeFd(l.fd);
     if (conn >= 0) closeFd(conn);
     closeFd(ls);
@@ -336,8 +447,13 @@ const count = (rs: Rng[]) => rs.reduce((s, [a, b]) => s + Number((b - a) / P), 0
 
 /** The first index of sorted disjoint ranges whose end is past a (binary search). */
 function firstAfter(rs: Rng[], a: bigint): number {
-  let lo = 0, hi = rs.length;
-  while (lo < hi) { const mid = (lo + hi) >> 1; if (rs[mid][1] <= a) lo = mid + 1; else hi = mid; }
+  let lo = 0,
+    hi = rs.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (rs[mid][1] <= a) lo = mid + 1;
+    else hi = mid;
+  }
   return lo;
 }
 
@@ -370,7 +486,8 @@ function remove(rs: Rng[], a: bigint, b: bigint): number {
 function move(rs: Rng[], from: bigint, to: bigint, len: bigint) {
   const moved: Rng[] = [];
   for (const [x, y, o, r] of rs) {
-    const a = x > from ? x : from, b = y < from + len ? y : from + len;
+    const a = x > from ? x : from,
+      b = y < from + len ? y : from + len;
     if (a < b) moved.push([a - from + to, b - from + to, o + from - to, r]);
   }
   remove(rs, from, from + len);

@@ -33,14 +33,23 @@ import { LazyChannel, hasLazyPages } from "../resources/lazymem";
 import { errnoText, errnoOf } from "../sys/errno";
 
 /** A hook waits for someone else (a script, the RPC client): that is not a stalled restore. */
-function runHook(...a: Parameters<typeof runHookNow>) { return whilePaused(() => runHookNow(...a)); }
+function runHook(...a: Parameters<typeof runHookNow>) {
+  return whilePaused(() => runHookNow(...a));
+}
 
 export interface RestoreOptions {
   /** root: where the saved mount namespace's root goes (--root); extMounts: key -> path of external mounts */
-  root?: string; extMounts?: ExtMounts;
+  root?: string;
+  extMounts?: ExtMounts;
   /** the work dir (-W, RPC work_dir_fd): stats-restore goes there, as criu writes it (default: dir) */
   workDir?: string;
-  dir: string; leaveStopped?: boolean; timeoutSec?: number; shellJob?: boolean; pidfile?: string; tcpClose?: boolean; manageCgroups?: boolean;
+  dir: string;
+  leaveStopped?: boolean;
+  timeoutSec?: number;
+  shellJob?: boolean;
+  pidfile?: string;
+  tcpClose?: boolean;
+  manageCgroups?: boolean;
   /** --manage-cgroups=ignore: leave every task in the cgroups restore runs in */
   ignoreCgroups?: boolean;
   /** notifications (action scripts, RPC) at criu's points; each blocks until answered */
@@ -70,27 +79,53 @@ export interface RestoreOptions {
   commit?: () => void;
 }
 
-interface Restored { pid: number; ms: number; forkMs: number; pages: number; processes: number;
+interface Restored {
+  pid: number;
+  ms: number;
+  forkMs: number;
+  pages: number;
+  processes: number;
   /** a lazy restore: the channel to the daemon (wait for all memory with waitDone) and the restored pids */
-  lazy?: LazyChannel; pids: number[] }
+  lazy?: LazyChannel;
+  pids: number[];
+}
 
 /** Hooks whose answer changes nothing (criu only logs their failure): the tree goes on. */
 function softHook(hooks: Hooks | undefined, action: "network-unlock" | "post-resume", pid: number) {
-  try { runHook(hooks, action, { pid }); } catch (e) { log.warn(`${action}: ${errorMessage(e)}`); }
+  try {
+    runHook(hooks, action, { pid });
+  } catch (e) {
+    log.warn(`${action}: ${errorMessage(e)}`);
+  }
 }
 
 /** Every fd kind's hook of one restore phase (FdKind.restore*), in kinds.ts order. */
-function kinds(fn: (k: SomeFdKind) => void) { for (const k of FD_KINDS) fn(k); }
+function kinds(fn: (k: SomeFdKind) => void) {
+  for (const k of FD_KINDS) fn(k);
+}
 
 /** The restore as fd kinds see it (their hooks' RestoreRun). */
 function restoreRun(set: RestoreSet, o: RestoreOptions): RestoreRun {
-  const inv = set.inventory, hooks = o.hooks;
+  const inv = set.inventory,
+    hooks = o.hooks;
   // the dump's network lock (CRIU writes network_lock_method always; criu-bun's older images not)
   const lockMethod = isFieldSet(inv, inventory_entrySchema.field.networkLockMethod) ? inv.networkLockMethod : undefined;
   // a hook waits for someone else: the watchdog is paused meanwhile (runHook)
-  const kindHooks: Hooks | undefined = hooks && { run: (a, c) => whilePaused(() => hooks.run(a, c)), wants: hooks.wants && ((a) => hooks.wants!(a)) };
-  return { dir: set.dir, inventory: inv, files: set.files, tcpClose: o.tcpClose, hooks: kindHooks, tree: new TreeFiles(), lockMethod,
-    lockTable: lockMethod === NETWORK_LOCK.NFTABLES && inv.dumpCriuRunId ? runLockTableName(inv.dumpCriuRunId) : undefined };
+  const kindHooks: Hooks | undefined = hooks && {
+    run: (a, c) => whilePaused(() => hooks.run(a, c)),
+    wants: hooks.wants && ((a) => hooks.wants!(a)),
+  };
+  return {
+    dir: set.dir,
+    inventory: inv,
+    files: set.files,
+    tcpClose: o.tcpClose,
+    hooks: kindHooks,
+    tree: new TreeFiles(),
+    lockMethod,
+    lockTable:
+      lockMethod === NETWORK_LOCK.NFTABLES && inv.dumpCriuRunId ? runLockTableName(inv.dumpCriuRunId) : undefined,
+  };
 }
 
 /** Everything that can be checked before creating a process. */
@@ -98,8 +133,13 @@ function precheck(set: RestoreSet, o: RestoreOptions, run: RestoreRun) {
   requireImages(run, set.files);
   kinds((k) => k.precheckTree?.(run));
   // a container's mounts: the root file system and every external mount must be there
-  if (set.mounts) set.mountOpts = { root: precheckMountNs(set.mounts, set.dir, { root: o.root, ext: o.extMounts ?? { map: new Map() } }), ext: o.extMounts ?? { map: new Map() } };
-  if (o.cgRoots?.length && !o.ignoreCgroups) applyCgRoots(set.cgroups, taskCgSet(set.tasks[0]?.cores.get(set.tasks[0].pid)), o.cgRoots, set.inventory.rootCgSet);
+  if (set.mounts)
+    set.mountOpts = {
+      root: precheckMountNs(set.mounts, set.dir, { root: o.root, ext: o.extMounts ?? { map: new Map() } }),
+      ext: o.extMounts ?? { map: new Map() },
+    };
+  if (o.cgRoots?.length && !o.ignoreCgroups)
+    applyCgRoots(set.cgroups, taskCgSet(set.tasks[0]?.cores.get(set.tasks[0].pid)), o.cgRoots, set.inventory.rootCgSet);
   const used = new Set(set.tasks.map((t) => taskCgSet(t.cores.get(t.pid)) ?? 0));
   if (!o.ignoreCgroups) precheckCgroups([...set.cgroups.values()], used, !!o.manageCgroups);
   checkSessions(set.tasks, !!o.shellJob);
@@ -109,16 +149,23 @@ function precheck(set: RestoreSet, o: RestoreOptions, run: RestoreRun) {
   const checked = new Set<number>();
   for (const t of set.tasks) {
     // in a fresh PID namespace every PID is free; here they must be
-    if (!set.newPidNs) for (const tid of t.tids) if (!pidFree(tid)) throw new CriuError("restore", `PID ${tid} is in use${pidUser(tid)}`);
+    if (!set.newPidNs)
+      for (const tid of t.tids)
+        if (!pidFree(tid)) throw new CriuError("restore", `PID ${tid} is in use${pidUser(tid)}`);
     if (t.zombie) continue;
     precheckFds(t.fds, set.files, set.dir, t.pid, { shellJob: o.shellJob, inMountNs: !!set.mounts, treePids });
     for (const v of t.mm.vmas) {
       if (v.status & ((1 << 6) | (1 << 7))) {
         const f = set.files.get(Number(v.shmid));
-        if (!f?.reg) throw new CriuError("restore", `process ${t.pid}: mapping at 0x${v.start.toString(16)} refers to file id ${v.shmid}, not in files.img`);
+        if (!f?.reg)
+          throw new CriuError(
+            "restore",
+            `process ${t.pid}: mapping at 0x${v.start.toString(16)} refers to file id ${v.shmid}, not in files.img`
+          );
         if (checked.has(f.id)) continue;
         checked.add(f.id);
-        if (!isRemapped(set.dir, f.id) && !set.mounts) checkFile(t.pid, `mapping at 0x${v.start.toString(16)}`, f.reg, false); // ghosts are in the images
+        if (!isRemapped(set.dir, f.id) && !set.mounts)
+          checkFile(t.pid, `mapping at 0x${v.start.toString(16)}`, f.reg, false); // ghosts are in the images
       }
     }
   }
@@ -133,10 +180,16 @@ function pidFree(pid: number): boolean {
   const deadline = Date.now() + 10000;
   for (;;) {
     let st;
-    try { st = readStat(pid); } catch { return true; }
+    try {
+      st = readStat(pid);
+    } catch {
+      return true;
+    }
     let killed = false;
-    try { killed = sigkillPending(readStatus(pid)); } catch {}
-    const dying = st.state === "Z" || st.state === "X" || (st.flags & 0x4 /* PF_EXITING */) !== 0 || killed;
+    try {
+      killed = sigkillPending(readStatus(pid));
+    } catch {}
+    const dying = st.state === "Z" || st.state === "X" || (st.flags & 0x4) /* PF_EXITING */ !== 0 || killed;
     if (!dying || Date.now() > deadline) return false;
     tick();
     Bun.sleepSync(10);
@@ -146,16 +199,24 @@ function pidUser(pid: number): string {
   try {
     const st = readStat(pid);
     return st.state === "Z" ? ` (by a zombie '${st.comm}' not reaped in 10 s)` : ` (by '${st.comm}')`;
-  } catch { return ""; }
+  } catch {
+    return "";
+  }
 }
 
 function checkFile(pid: number, what: string, reg: S.reg_file_entry, checkSize = true) {
   let st;
-  try { st = statSync(reg.name, { bigint: true }); }
-  catch (e) { throw new CriuError("restore", `process ${pid} ${what}: '${reg.name}' does not exist any more: ${errnoText(e)}`); }
+  try {
+    st = statSync(reg.name, { bigint: true });
+  } catch (e) {
+    throw new CriuError("restore", `process ${pid} ${what}: '${reg.name}' does not exist any more: ${errnoText(e)}`);
+  }
   const size = regSize(reg);
   if (checkSize && size !== undefined && st.isFile() && st.size !== size && !(reg.flags & O.PATH)) {
-    throw new CriuError("restore", `process ${pid} ${what}: '${reg.name}' has changed size (${st.size} bytes, dumped with ${size})`);
+    throw new CriuError(
+      "restore",
+      `process ${pid} ${what}: '${reg.name}' has changed size (${st.size} bytes, dumped with ${size})`
+    );
   }
   if (st.isFile()) checkBuildId(`process ${pid} ${what}`, reg);
 }
@@ -163,10 +224,17 @@ function checkFile(pid: number, what: string, reg: S.reg_file_entry, checkSize =
 /** Privileges restore cannot do without, said before anything is read (as an unprivileged user). */
 function needPrivileges() {
   let eff = 0n;
-  try { eff = BigInt(`0x${/^CapEff:\s*([0-9a-f]+)/m.exec(readFileSync("/proc/self/status", "latin1"))![1]}`); } catch { return; }
+  try {
+    eff = BigInt(`0x${/^CapEff:\s*([0-9a-f]+)/m.exec(readFileSync("/proc/self/status", "latin1"))![1]}`);
+  } catch {
+    return;
+  }
   const has = (cap: number) => (eff >> BigInt(cap)) & 1n;
   if (!has(21 /* SYS_ADMIN */) && !has(40 /* CHECKPOINT_RESTORE */)) {
-    throw new CriuError("restore", "giving processes their old PIDs (clone3 set_tid) and their memory layout (PR_SET_MM) needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN, which this user does not have; run the restore as root");
+    throw new CriuError(
+      "restore",
+      "giving processes their old PIDs (clone3 set_tid) and their memory layout (PR_SET_MM) needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN, which this user does not have; run the restore as root"
+    );
   }
 }
 
@@ -174,15 +242,23 @@ export function restoreProcesses(o: RestoreOptions): Restored {
   needPrivileges();
   // every image is read through an fd held on the directory (see safefs.ts), checked first
   let h;
-  try { h = openDir(o.dir); }
-  catch (e) { throw new CriuError("restore", `images directory '${o.dir}' ${errnoOf(e) === 2 /* ENOENT */ ? "does not exist" : "cannot be opened"}: ${errnoText(e)}`); }
+  try {
+    h = openDir(o.dir);
+  } catch (e) {
+    throw new CriuError(
+      "restore",
+      `images directory '${o.dir}' ${errnoOf(e) === 2 /* ENOENT */ ? "does not exist" : "cannot be opened"}: ${errnoText(e)}`
+    );
+  }
   try {
     if (!o.trustImages) checkImagesTrusted(h.path);
     return restoreFrom({ ...o, dir: h.path });
   } catch (e) {
     if (e instanceof Error) e.message = unalias(e.message); // the directory's name, not its fd
     throw e;
-  } finally { h.close(); }
+  } finally {
+    h.close();
+  }
 }
 
 /**
@@ -202,14 +278,21 @@ export function checkRestorable(o: RestoreOptions) {
   } catch (e) {
     if (e instanceof Error) e.message = unalias(e.message);
     throw e;
-  } finally { h.close(); }
+  } finally {
+    h.close();
+  }
 }
 
 function restoreFrom(o: RestoreOptions): Restored {
   const t0 = performance.now();
   // no progress for --timeout seconds (default 10) ends the restore, whatever it waits for
   startWatchdog((o.timeoutSec ?? 10) * 1000, logFd());
-  try { return restoreAll(o, t0); } finally { stopPageWorkers(); stopWatchdog(); }
+  try {
+    return restoreAll(o, t0);
+  } finally {
+    stopPageWorkers();
+    stopWatchdog();
+  }
 }
 
 function restoreAll(o: RestoreOptions, t0: number): Restored {
@@ -224,20 +307,42 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
   // memory left with the source of a lazy dump: only a lazy restore can get it (said before what
   // the host lacks: no other check makes such images restorable)
   const lazyTask = set.tasks.find((t) => !t.zombie && hasLazyPages(t.pagemap));
-  if (lazyTask && !o.lazyPages) throw new CriuError("restore", `process ${lazyTask.pid}: its private memory stayed with the source (dump --lazy-pages); restore it with --lazy-pages and a running lazy-pages daemon`);
+  if (lazyTask && !o.lazyPages)
+    throw new CriuError(
+      "restore",
+      `process ${lazyTask.pid}: its private memory stayed with the source (dump --lazy-pages); restore it with --lazy-pages and a running lazy-pages daemon`
+    );
   precheck(set, o, run);
-  if (o.lazyPages && !lazyTask && !o.lazyParents) log.info("lazy pages: the images hold every page; nothing to take lazily");
-  if ((o.emptyNs ?? 0) & ~CLONE.NEWNET) throw new CriuError("restore", `empty_ns 0x${(o.emptyNs!).toString(16)}: only the network namespace (CLONE_NEWNET) can be left empty`);
+  if (o.lazyPages && !lazyTask && !o.lazyParents)
+    log.info("lazy pages: the images hold every page; nothing to take lazily");
+  if ((o.emptyNs ?? 0) & ~CLONE.NEWNET)
+    throw new CriuError(
+      "restore",
+      `empty_ns 0x${(o.emptyNs!).toString(16)}: only the network namespace (CLONE_NEWNET) can be left empty`
+    );
   if ((o.emptyNs ?? 0) & CLONE.NEWNET) set.emptyNetNs = true;
   set.rstSibling = !!o.rstSibling;
   set.lazyParents = !!(o.lazyPages && o.lazyParents);
   if (o.inheritFds?.size) set.inheritFds = o.inheritFds;
   if (set.extNetKey !== undefined && !o.inheritFds?.has(set.extNetKey)) {
-    throw new CriuError("restore", `the tree's network namespace was external (key ${set.extNetKey}): give the namespace to join as inherit_fd ${set.extNetKey} (--inherit-fd fd[N]:${set.extNetKey})`);
+    throw new CriuError(
+      "restore",
+      `the tree's network namespace was external (key ${set.extNetKey}): give the namespace to join as inherit_fd ${set.extNetKey} (--inherit-fd fd[N]:${set.extNetKey})`
+    );
   }
   // the page Workers start while the processes are created (not for a post-copy restore: most
   // of its memory comes later, from the lazy-pages daemon)
-  if (!set.lazyParents) startPageWorkers(set.tasks.reduce((sum, t) => sum + (t.zombie ? 0 : (t.pagemap ?? []).reduce((n, e) => n + (e.flags & 4 /* PE_PRESENT */ ? e.nrPages * 4096 : 0), 0)), 0));
+  if (!set.lazyParents)
+    startPageWorkers(
+      set.tasks.reduce(
+        (sum, t) =>
+          sum +
+          (t.zombie
+            ? 0
+            : (t.pagemap ?? []).reduce((n, e) => n + (e.flags & 4 /* PE_PRESENT */ ? e.nrPages * 4096 : 0), 0)),
+        0
+      )
+    );
   runHook(o.hooks, "pre-restore");
   const ownNs = !!(set.newPidNs || set.newMntNs || set.newNetNs || set.newIpcNs || set.uts || set.timens);
   const root = set.tasks[0];
@@ -257,7 +362,8 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
     for (const t of set.tasks) {
       phase("creating the process", t.pid);
       const b = new TaskBuilder(set, t, treeFiles);
-      builders.push(b); byPid.set(t.pid, b);
+      builders.push(b);
+      byPid.set(t.pid, b);
       if (t === root) {
         b.createFromPuppet();
         if (set.newIpcNs) {
@@ -286,14 +392,19 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
     // lazy memory: every process exists (no fork event is left to answer), none has dropped its
     // privileges yet (the fork event needs CAP_SYS_PTRACE): each gets its userfaultfd now, and from
     // here its faults are the daemon's
-    if (lazy) for (const b of builders) {
-      if (b.t.zombie) { lazy.sendZombie(b.t.pid); continue; }
-      phase("registering lazy memory", b.t.pid);
-      const fd = b.lazyUffd();
-      if (fd !== undefined) lazy.send(b.t.pid, fd, b.pid, b.t.pagemap, set.lazyParents ? b.t.mm.vmas : undefined);
-    }
+    if (lazy)
+      for (const b of builders) {
+        if (b.t.zombie) {
+          lazy.sendZombie(b.t.pid);
+          continue;
+        }
+        phase("registering lazy memory", b.t.pid);
+        const fd = b.lazyUffd();
+        if (fd !== undefined) lazy.send(b.t.pid, fd, b.pid, b.t.pagemap, set.lazyParents ? b.t.mm.vmas : undefined);
+      }
     // from here a process touching its lazy memory waits for the daemon
-    if (lazy) setStallHint("the lazy memory of the restored processes comes from the lazy-pages daemon; is it still there?");
+    if (lazy)
+      setStallHint("the lazy memory of the restored processes comes from the lazy-pages daemon; is it still there?");
     for (const b of builders) {
       if (b.t.zombie) continue;
       phase("restoring mm fields", b.t.pid);
@@ -314,22 +425,32 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
       b.restoreSignalsAndTimers();
     }
     // every process has its files (a terminal's new master to the caller, controlling terminals taken again)
-    const procs = builders.filter((b) => !b.t.zombie).map((b) => ({ pid: b.pid, vpid: b.t.pid, sid: b.t.sid, inj: b.inj!, str: (s: string) => b.str(s) }));
+    const procs = builders
+      .filter((b) => !b.t.zombie)
+      .map((b) => ({ pid: b.pid, vpid: b.t.pid, sid: b.t.sid, inj: b.inj!, str: (s: string) => b.str(s) }));
     kinds((k) => k.restoreFilesDone?.(run, procs, state(k)));
     for (const key of o.inheritFds?.keys() ?? []) {
-      if (!treeFiles.taken.has(`inherit:${key}`)) log.info(`inherit_fd '${key}': no file of the tree is that; the fd is not used`);
+      if (!treeFiles.taken.has(`inherit:${key}`))
+        log.info(`inherit_fd '${key}': no file of the tree is that; the fd is not used`);
     }
     for (const b of builders) if (!b.t.zombie) b.closeHeld();
     // 3. registers, trampolines gone; 4. all go at once
-    for (const b of builders) if (!b.t.zombie) { phase("restoring registers", b.t.pid); b.finish(); }
+    for (const b of builders)
+      if (!b.t.zombie) {
+        phase("restoring registers", b.t.pid);
+        b.finish();
+      }
     fault("restore-end", "restore");
     ipc(() => finishSysvShm(sysv));
     // shm_rmid_forced last: set earlier it would destroy the segments not attached yet
     if (set.newIpcNs) restoreIpcNs(builders[0].pid, set.ipcVars!, "after-attach");
     // the pidfile before anything runs: failing to write it fails the restore
     if (o.pidfile) {
-      try { replaceFile(o.pidfile, `${builders[0].pid}`); }
-      catch (e) { throw new CriuError("restore", `cannot write pidfile ${o.pidfile}: ${errnoText(e)}`); }
+      try {
+        replaceFile(o.pidfile, `${builders[0].pid}`);
+      } catch (e) {
+        throw new CriuError("restore", `cannot write pidfile ${o.pidfile}: ${errnoText(e)}`);
+      }
     }
     runHook(o.hooks, "post-restore", { pid: builders[0].pid });
     if (set.newNetNs) softHook(o.hooks, "network-unlock", builders[0].pid);
@@ -344,9 +465,19 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
   } catch (e) {
     const err = asCriuError(e, "restore"); // names the phase it happened in, before cleanup moves on
     phase("cleaning up a failed restore");
-    kinds((k) => { try { k.restoreAbort?.(state(k)); } catch (x) { log.warn(`${k.name}: ${asCriuError(x, "restore").message}`); } });
+    kinds((k) => {
+      try {
+        k.restoreAbort?.(state(k));
+      } catch (x) {
+        log.warn(`${k.name}: ${asCriuError(x, "restore").message}`);
+      }
+    });
     for (const b of [...builders].reverse()) {
-      try { b.abort(); } catch (x) { log.warn(`cleanup of process ${b.t.pid}: ${asCriuError(x, "restore").message}`); }
+      try {
+        b.abort();
+      } catch (x) {
+        log.warn(`cleanup of process ${b.t.pid}: ${asCriuError(x, "restore").message}`);
+      }
     }
     if (!set.newIpcNs) dropSysvShm(sysv); // in a new IPC namespace they die with it
     lazy?.close(); // before the tree runs: the daemon gives up and the dump resumes its source
@@ -363,13 +494,30 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
   const ms = performance.now() - t0;
   const pages = set.tasks.reduce((n, x) => n + x.pagemap.reduce((m, e) => m + (e.flags & 4 ? e.nrPages : 0), 0), 0);
   try {
-    writeImage(o.workDir ?? o.dir, "stats-restore", "STATS", [create(S.stats_entrySchema, { restore: {
-      pagesCompared: 0n, pagesSkippedCow: 0n, forkingTime: Math.round(forkMs * 1000), restoreTime: Math.round(ms * 1000),
-      pagesRestored: BigInt(pages),
-    } })]);
-  } catch (e) { log.warn(`cannot write stats-restore: ${errorMessage(e)}`); }
+    writeImage(o.workDir ?? o.dir, "stats-restore", "STATS", [
+      create(S.stats_entrySchema, {
+        restore: {
+          pagesCompared: 0n,
+          pagesSkippedCow: 0n,
+          forkingTime: Math.round(forkMs * 1000),
+          restoreTime: Math.round(ms * 1000),
+          pagesRestored: BigInt(pages),
+        },
+      }),
+    ]);
+  } catch (e) {
+    log.warn(`cannot write stats-restore: ${errorMessage(e)}`);
+  }
   log.info(`Restored ${set.tasks.length} process(es), root ${t.pid}, in ${ms.toFixed(1)} ms`);
-  return { pid: hostPid, ms, forkMs, pages, processes: set.tasks.length, lazy, pids: builders.filter((b) => !b.t.zombie).map((b) => b.pid) };
+  return {
+    pid: hostPid,
+    ms,
+    forkMs,
+    pages,
+    processes: set.tasks.length,
+    lazy,
+    pids: builders.filter((b) => !b.t.zombie).map((b) => b.pid),
+  };
 }
 
 /** Sessions and process groups led from outside the images: refused before anything is made, as
@@ -377,11 +525,18 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
 function checkSessions(tasks: { pid: number; pgid: number; sid: number }[], shellJob: boolean) {
   const u = unledGroup(tasks, shellJob);
   if (!u) return;
-  const { t, what } = u, id = what === "session" ? t.sid : t.pgid;
+  const { t, what } = u,
+    id = what === "session" ? t.sid : t.pgid;
   if (t === tasks[0]) {
-    throw new CriuError("restore", what === "session"
-      ? `process ${t.pid} was not a session leader (session ${id}); restore it with --shell-job to put it in criu-bun's session`
-      : `process ${t.pid} was not a process group leader (group ${id}); restore it with --shell-job to put it in criu-bun's group`);
+    throw new CriuError(
+      "restore",
+      what === "session"
+        ? `process ${t.pid} was not a session leader (session ${id}); restore it with --shell-job to put it in criu-bun's session`
+        : `process ${t.pid} was not a process group leader (group ${id}); restore it with --shell-job to put it in criu-bun's group`
+    );
   }
-  throw new CriuError("restore", `process ${t.pid}: its ${what === "session" ? "session" : "process group"} ${id} is led by a process that is not in the images`);
+  throw new CriuError(
+    "restore",
+    `process ${t.pid}: its ${what === "session" ? "session" : "process group"} ${id} is led by a process that is not in the images`
+  );
 }

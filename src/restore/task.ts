@@ -3,7 +3,19 @@ import { readFileSync } from "node:fs";
 import { syscall } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { PR, CLONE, CLONE_ARGS_SIZE } from "../sys/flags";
-import { ptrace, PTRACE, getRegs, setRegs, setSigmask, wait4Raw, W, __WALL, R, describeStatus, detach } from "../sys/ptrace";
+import {
+  ptrace,
+  PTRACE,
+  getRegs,
+  setRegs,
+  setSigmask,
+  wait4Raw,
+  W,
+  __WALL,
+  R,
+  describeStatus,
+  detach,
+} from "../sys/ptrace";
 import { O, F, pwriteFull } from "../sys/mem";
 import { restoreFds, importFd, restoreCtx, fdFloor } from "../resources/files";
 import { restoreDeleted } from "../resources/reg";
@@ -25,7 +37,15 @@ import { enterTimens, restoreRootNamespaces } from "../resources/namespaces";
 import { restoreMembarrier } from "../resources/membarrier";
 import { restoreThread, restoreFpregs, restoreRegisters } from "../resources/threads";
 import { restoreTimers } from "../resources/timers";
-import { sigactionRestoreCalls, restoreTrapAction, restorePendingSignals, restoreSigmask, stopSignal, stopSignalProblem, type TrapAction } from "../resources/signals";
+import {
+  sigactionRestoreCalls,
+  restoreTrapAction,
+  restorePendingSignals,
+  restoreSigmask,
+  stopSignal,
+  stopSignalProblem,
+  type TrapAction,
+} from "../resources/signals";
 import { rlimitRestoreCalls } from "../resources/rlimits";
 import type { InCall } from "../ptrace/inject";
 import { errnoText, sysFailed } from "../sys/errno";
@@ -36,9 +56,12 @@ const TRAMP_SIZE = 5 * 4096; // code + scratch: 2 KiB of structs, then 4 path sl
 const SCRATCH = 256n; // scratch data starts here inside the trampoline area
 const BATCH_AT = 16n; // Injector.callMany's code, after `syscall; int3`
 /** scratch offset and size of the area batched calls use (the 4 path slots: no path is in use then) */
-const BATCH_SCRATCH = 1792n, BATCH_SCRATCH_SIZE = 4 * 4096;
+const BATCH_SCRATCH = 1792n,
+  BATCH_SCRATCH_SIZE = 4 * 4096;
 
-function hex(v: bigint | number) { return "0x" + v.toString(16); }
+function hex(v: bigint | number) {
+  return "0x" + v.toString(16);
+}
 
 /** The PID of a task in its own (innermost) PID namespace, from /proc/PID/status NSpid. */
 function nsPid(hostPid: number): number {
@@ -49,7 +72,9 @@ function nsPid(hostPid: number): number {
 }
 
 function pickTrampoline(set: RestoreSet, puppetPid: number): bigint {
-  const taken: [bigint, bigint][] = set.tasks.flatMap((t) => (t.mm?.vmas ?? []).map((v): [bigint, bigint] => [v.start, v.end]));
+  const taken: [bigint, bigint][] = set.tasks.flatMap((t) =>
+    (t.mm?.vmas ?? []).map((v): [bigint, bigint] => [v.start, v.end])
+  );
   for (const v of readVmas(puppetPid)) taken.push([v.start, v.end]);
   for (let a = 0x10000000n; a < 0x7f0000000000n; a += 0x10000000n) {
     const e = a + BigInt(TRAMP_SIZE);
@@ -64,7 +89,9 @@ export class TaskBuilder {
   /** host tids of this process's threads (leader first); vtid() maps them to the image's ids */
   tids: number[] = [];
   v = new Map<number, number>();
-  vtid(hostTid: number): number { return this.v.get(hostTid) ?? hostTid; }
+  vtid(hostTid: number): number {
+    return this.v.get(hostTid) ?? hostTid;
+  }
   /** this process lives in a new PID namespace made for the restore (root only) */
   newPidNs = false;
   mem?: RemoteMem;
@@ -78,7 +105,11 @@ export class TaskBuilder {
   state = new ProcFilesState();
   ownShmem = new Set<number>();
 
-  constructor(public set: RestoreSet, public t: TaskImages, public tree: TreeFiles = new TreeFiles()) {}
+  constructor(
+    public set: RestoreSet,
+    public t: TaskImages,
+    public tree: TreeFiles = new TreeFiles()
+  ) {}
 
   /** Close what this process held open for the others (after every process has its files). */
   closeHeld() {
@@ -89,7 +120,8 @@ export class TaskBuilder {
   batchCalls(calls: (number | bigint)[][]): bigint[] {
     const inj = this.inj!;
     if (process.env.CRIU_BUN_BATCH === "off") return calls.map(([nr, ...args]) => inj.call(Number(nr), ...args));
-    const per = Number(BigInt(BATCH_SCRATCH_SIZE) / 64n), out: bigint[] = [];
+    const per = Number(BigInt(BATCH_SCRATCH_SIZE) / 64n),
+      out: bigint[] = [];
     for (let i = 0; i < calls.length; i += per)
       out.push(...inj.callMany(this.tramp + BATCH_AT, this.tramp + SCRATCH + BATCH_SCRATCH, calls.slice(i, i + per)));
     return out;
@@ -110,9 +142,13 @@ export class TaskBuilder {
       structs.push(...c.data);
     }
     const tableOff = BigInt(structs.length * 8 + 63) & ~63n;
-    if (tableOff + BigInt(raw.length * 64) > BigInt(BATCH_SCRATCH_SIZE)) throw new CriuError("restore", `process ${vpid}: ${raw.length} calls do not fit the batch area`);
+    if (tableOff + BigInt(raw.length * 64) > BigInt(BATCH_SCRATCH_SIZE))
+      throw new CriuError("restore", `process ${vpid}: ${raw.length} calls do not fit the batch area`);
     this.scratchWrite(BATCH_SCRATCH, new Uint8Array(new BigUint64Array(structs).buffer));
-    const res = process.env.CRIU_BUN_BATCH === "off" ? raw.map(([nr, ...args]) => inj.call(Number(nr), ...args)) : inj.callMany(this.tramp + BATCH_AT, base + tableOff, raw);
+    const res =
+      process.env.CRIU_BUN_BATCH === "off"
+        ? raw.map(([nr, ...args]) => inj.call(Number(nr), ...args))
+        : inj.callMany(this.tramp + BATCH_AT, base + tableOff, raw);
     calls.forEach((c, i) => c.check(res[i]));
   }
 
@@ -131,13 +167,27 @@ export class TaskBuilder {
   createFromPuppet() {
     const t = this.t;
     this.puppet = startPuppet(!!this.set.rstSibling);
-    if (this.set.rstSibling) log.info(`puppet ${this.puppet} is a child of ${process.ppid} (rst_sibling): so is the restored root`);
+    if (this.set.rstSibling)
+      log.info(`puppet ${this.puppet} is a child of ${process.ppid} (rst_sibling): so is the restored root`);
     const pmem = new RemoteMem(this.puppet);
     this.tramp = pickTrampoline(this.set, this.puppet);
     const pinj = new Injector(this.puppet, PUPPET_SYSCALL, "trap", pmem);
-    const r = pinj.call(NR.mmap, this.tramp, TRAMP_SIZE, 7 /* RWX: code, and scratch the kernel writes into */, MAP.PRIVATE | MAP.ANONYMOUS | MAP.FIXED_NOREPLACE, -1, 0);
-    if (r !== this.tramp) throw new CriuError("restore", r < 0n ? sysFailed(`process ${t.pid} (the puppet ${this.puppet})`, `mmap of the trampoline at ${hex(this.tramp)}`, r)
-      : `process ${t.pid} (the puppet ${this.puppet}): the trampoline was mapped at ${hex(r)}, not ${hex(this.tramp)}`);
+    const r = pinj.call(
+      NR.mmap,
+      this.tramp,
+      TRAMP_SIZE,
+      7 /* RWX: code, and scratch the kernel writes into */,
+      MAP.PRIVATE | MAP.ANONYMOUS | MAP.FIXED_NOREPLACE,
+      -1,
+      0
+    );
+    if (r !== this.tramp)
+      throw new CriuError(
+        "restore",
+        r < 0n
+          ? sysFailed(`process ${t.pid} (the puppet ${this.puppet})`, `mmap of the trampoline at ${hex(this.tramp)}`, r)
+          : `process ${t.pid} (the puppet ${this.puppet}): the trampoline was mapped at ${hex(r)}, not ${hex(this.tramp)}`
+      );
     pmem.write(this.tramp, new Uint8Array([0x0f, 0x05, 0xcc]));
     pmem.write(this.tramp + BATCH_AT, BATCH_CODE);
     pinj.ok("close_range", NR.close_range, 0, 0xffffffff, 0);
@@ -151,14 +201,21 @@ export class TaskBuilder {
     const tidAddr = this.tramp + SCRATCH + 512n;
     pmem.write(tidAddr, new Uint8Array(tidArr.buffer));
     // CLONE_PARENT wants exit_signal 0: the puppet's SIGCHLD is inherited
-    args[0] = BigInt(CLONE.PARENT | (this.newPidNs ? CLONE.NEWPID : 0)); args[4] = 0n; args[8] = tidAddr; args[9] = 1n;
+    args[0] = BigInt(CLONE.PARENT | (this.newPidNs ? CLONE.NEWPID : 0));
+    args[4] = 0n;
+    args[8] = tidAddr;
+    args[9] = 1n;
     const argsAddr = this.tramp + SCRATCH;
     pmem.write(argsAddr, new Uint8Array(args.buffer));
     pinj.syscallAddr = this.tramp;
     const child = pinj.call(NR.clone3, argsAddr, CLONE_ARGS_SIZE);
     if (child < 0n) {
-      const hint = child === -17n ? "its PID is in use"
-        : child === -1n ? "giving a process its old PID needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN; run the restore as root" : undefined;
+      const hint =
+        child === -17n
+          ? "its PID is in use"
+          : child === -1n
+            ? "giving a process its old PID needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN; run the restore as root"
+            : undefined;
       throw new CriuError("restore", sysFailed(`process ${t.pid}`, "clone3 with set_tid", child, hint));
     }
     this.pid = Number(child);
@@ -167,7 +224,11 @@ export class TaskBuilder {
     pmem.close();
     // the puppet has served its purpose
     syscall(NR.kill, this.puppet, 9);
-    for (;;) { const { r: w, status } = wait4Raw(this.puppet, __WALL); if (w === -4) continue; if (w < 0 || !W.stopped(status)) break; }
+    for (;;) {
+      const { r: w, status } = wait4Raw(this.puppet, __WALL);
+      if (w === -4) continue;
+      if (w < 0 || !W.stopped(status)) break;
+    }
     this.puppet = -1;
     this.inherited = new Map(inherited);
     this.adopt();
@@ -176,7 +237,8 @@ export class TaskBuilder {
     for (const [key, fd] of inherited) {
       this.tree.held.set(`inherit:${key}`, { pid: this.pid, vpid: t.pid, fd });
       const l = this.tree.toClose.get(this.pid) ?? [];
-      l.push(fd); this.tree.toClose.set(this.pid, l);
+      l.push(fd);
+      this.tree.toClose.set(this.pid, l);
     }
   }
 
@@ -187,12 +249,23 @@ export class TaskBuilder {
    *  container's PID namespace criu-bun's own PID means nothing) */
   private joinExtNetNs(key: string) {
     const fd = this.inherited.get(key);
-    if (fd === undefined) throw new CriuError("restore", `process ${this.t.pid}: inherit_fd ${key}: not imported into the root`);
+    if (fd === undefined)
+      throw new CriuError("restore", `process ${this.t.pid}: inherit_fd ${key}: not imported into the root`);
     const r = Number(this.inj!.call(NR.setns, fd, CLONE.NEWNET));
-    if (r < 0) throw new CriuError("restore", sysFailed(`process ${this.t.pid}`, `setns into criu-bun's fd ${this.set.inheritFds?.get(key)} (inherit_fd ${key})`, r,
-      "is it a network namespace?"));
+    if (r < 0)
+      throw new CriuError(
+        "restore",
+        sysFailed(
+          `process ${this.t.pid}`,
+          `setns into criu-bun's fd ${this.set.inheritFds?.get(key)} (inherit_fd ${key})`,
+          r,
+          "is it a network namespace?"
+        )
+      );
     this.tree.taken.add(`inherit:${key}`);
-    log.info(`process ${this.t.pid} joined the external network namespace given for ${key} (criu-bun's fd ${this.set.inheritFds?.get(key)})`);
+    log.info(
+      `process ${this.t.pid} joined the external network namespace given for ${key} (criu-bun's fd ${this.set.inheritFds?.get(key)})`
+    );
   }
 
   /** inherit_fd: each fd criu-bun was given for a KEY, copied into the puppet (same open file
@@ -202,18 +275,40 @@ export class TaskBuilder {
     if (!this.set.inheritFds?.size) return out;
     const floor = fdFloor(this.t.fds);
     const pidfd = Number(pinj.call(NR.pidfd_open, process.pid, 0));
-    if (pidfd < 0) throw new CriuError("restore", sysFailed(`process ${this.t.pid} (the puppet ${this.puppet})`, "pidfd_open of criu-bun (inherit_fd)", pidfd));
+    if (pidfd < 0)
+      throw new CriuError(
+        "restore",
+        sysFailed(`process ${this.t.pid} (the puppet ${this.puppet})`, "pidfd_open of criu-bun (inherit_fd)", pidfd)
+      );
     try {
       for (const [key, mine] of this.set.inheritFds) {
         const g = Number(pinj.call(NR.pidfd_getfd, pidfd, mine, 0));
-        if (g < 0) throw new CriuError("restore", sysFailed(`process ${this.t.pid} (the puppet ${this.puppet})`, `pidfd_getfd of criu-bun's fd ${mine} (inherit_fd ${key})`, g));
+        if (g < 0)
+          throw new CriuError(
+            "restore",
+            sysFailed(
+              `process ${this.t.pid} (the puppet ${this.puppet})`,
+              `pidfd_getfd of criu-bun's fd ${mine} (inherit_fd ${key})`,
+              g
+            )
+          );
         const h = Number(pinj.call(NR.fcntl, g, F.DUPFD_CLOEXEC, floor));
         pinj.call(NR.close, g);
-        if (h < 0) throw new CriuError("restore", sysFailed(`process ${this.t.pid} (the puppet ${this.puppet})`, `F_DUPFD of criu-bun's fd ${mine} (inherit_fd ${key})`, h));
+        if (h < 0)
+          throw new CriuError(
+            "restore",
+            sysFailed(
+              `process ${this.t.pid} (the puppet ${this.puppet})`,
+              `F_DUPFD of criu-bun's fd ${mine} (inherit_fd ${key})`,
+              h
+            )
+          );
         log.debug(`inherit_fd: criu-bun's fd ${mine} for '${key}' is fd ${h} of the root until its files are restored`);
         out.push([key, h]);
       }
-    } finally { pinj.call(NR.close, pidfd); }
+    } finally {
+      pinj.call(NR.close, pidfd);
+    }
     return out;
   }
 
@@ -238,8 +333,15 @@ export class TaskBuilder {
     const a = parent.scratchWrite(0n, new Uint8Array(args.buffer));
     const child = parent.inj!.call(NR.clone3, a, CLONE_ARGS_SIZE);
     if (child < 0n) {
-      throw new CriuError("restore", sysFailed(`process ${t.pid}`, `clone3 with set_tid from its parent ${parent.t.pid}`, child,
-        child === -17n ? "its PID is in use" : undefined));
+      throw new CriuError(
+        "restore",
+        sysFailed(
+          `process ${t.pid}`,
+          `clone3 with set_tid from its parent ${parent.t.pid}`,
+          child,
+          child === -17n ? "its PID is in use" : undefined
+        )
+      );
     }
     // clone3 answers in the parent's PID namespace; ptrace needs ours: the fork event tells it
     this.pid = parent.inj!.lastEventPid || Number(child);
@@ -252,7 +354,10 @@ export class TaskBuilder {
   /** The new task must have the image's PID in its own namespace. */
   private checkVpid(hostPid: number, want: number) {
     const ns = nsPid(hostPid);
-    if (ns !== want) { syscall(NR.kill, hostPid, 9); throw new CriuError("restore", `clone3 gave PID ${ns} instead of ${want}`); }
+    if (ns !== want) {
+      syscall(NR.kill, hostPid, 9);
+      throw new CriuError("restore", `clone3 gave PID ${ns} instead of ${want}`);
+    }
   }
 
   private adopt() {
@@ -265,16 +370,48 @@ export class TaskBuilder {
     this.tids.push(this.pid);
     this.v.set(this.pid, this.t.pid);
     if (!this.parent) {
-      restoreRootNamespaces({ pid: this.pid, inj: this.inj, str: (s, slot) => this.str(s, slot), scratch: (off, d) => this.scratchWrite(off, d),
-        joinExtNetNs: (key) => this.joinExtNetNs(key) }, this.set, this.newPidNs);
+      restoreRootNamespaces(
+        {
+          pid: this.pid,
+          inj: this.inj,
+          str: (s, slot) => this.str(s, slot),
+          scratch: (off, d) => this.scratchWrite(off, d),
+          joinExtNetNs: (key) => this.joinExtNetNs(key),
+        },
+        this.set,
+        this.newPidNs
+      );
     }
     if (!this.parent && this.set.mounts) {
       // a container's mounts, after the namespaces they belong to (proc: PID, mqueue: IPC, sysfs: network)
       const inj = this.inj;
-      restoreMountNs({ pid: this.pid, ok: (n, nr, ...a) => inj.ok(n, nr, ...a), call: (nr, ...a) => inj.call(nr, ...a), str: (s, slot) => this.str(s, slot),
-        earlyPty: (ptmx, index) => restoreEarlyPty({ pid: this.pid, vpid: this.t.pid, tree: this.tree, inj: this.inj!, mem: this.mem!,
-          str: (x) => this.str(x), scratch: (off, data) => this.scratchWrite(off, data) }, ptmx, index, fdFloor(this.t.fds) + 8) },
-        this.set.mounts, this.set.dir, this.set.mountOpts!.root, { root: this.set.mountOpts!.root, ext: this.set.mountOpts!.ext });
+      restoreMountNs(
+        {
+          pid: this.pid,
+          ok: (n, nr, ...a) => inj.ok(n, nr, ...a),
+          call: (nr, ...a) => inj.call(nr, ...a),
+          str: (s, slot) => this.str(s, slot),
+          earlyPty: (ptmx, index) =>
+            restoreEarlyPty(
+              {
+                pid: this.pid,
+                vpid: this.t.pid,
+                tree: this.tree,
+                inj: this.inj!,
+                mem: this.mem!,
+                str: (x) => this.str(x),
+                scratch: (off, data) => this.scratchWrite(off, data),
+              },
+              ptmx,
+              index,
+              fdFloor(this.t.fds) + 8
+            ),
+        },
+        this.set.mounts,
+        this.set.dir,
+        this.set.mountOpts!.root,
+        { root: this.set.mountOpts!.root, ext: this.set.mountOpts!.ext }
+      );
     }
     log.info(`Created process ${this.t.pid}${this.pid !== this.t.pid ? ` (${this.pid} here)` : ""}`);
   }
@@ -284,7 +421,8 @@ export class TaskBuilder {
       const { r, status } = wait4Raw(tid, __WALL);
       if (r === -4) continue;
       if (r < 0) throw new CriuError("restore", sysFailed(`new thread ${tid} of process ${this.t.pid}`, "wait4", r));
-      if (!W.stopped(status)) throw new CriuError("restore", `process ${this.t.pid}: its new thread ${tid} ${describeStatus(status)}`);
+      if (!W.stopped(status))
+        throw new CriuError("restore", `process ${this.t.pid}: its new thread ${tid} ${describeStatus(status)}`);
       return;
     }
   }
@@ -293,13 +431,28 @@ export class TaskBuilder {
   private mmCtx(): MmRestoreCtx {
     const inj = this.inj!;
     return {
-      pid: this.pid, vpid: this.t.pid, inj, mm: this.t.mm, pagemap: this.t.pagemap, parent: this.parent?.t, files: this.set.files, tramp: this.tramp,
+      pid: this.pid,
+      vpid: this.t.pid,
+      inj,
+      mm: this.t.mm,
+      pagemap: this.t.pagemap,
+      parent: this.parent?.t,
+      files: this.set.files,
+      tramp: this.tramp,
       treeVmas: () => this.set.tasks.flatMap((t) => t.mm?.vmas ?? []),
-      batch: (calls) => this.batchCalls(calls), str: (s, slot = 0) => this.str(s, slot), scratch: (off, d) => this.scratchWrite(off, d),
+      batch: (calls) => this.batchCalls(calls),
+      str: (s, slot = 0) => this.str(s, slot),
+      scratch: (off, d) => this.scratchWrite(off, d),
       openDeleted: (f, flags, what) => restoreDeleted(this.fileCtx(what), f, flags),
       shmem: (shmid, size) => {
         const got = shmemFd({
-          pid: this.pid, inj, dir: this.set.dir, tree: this.tree, shmid, size, str: (s) => this.str(s),
+          pid: this.pid,
+          inj,
+          dir: this.set.dir,
+          tree: this.tree,
+          shmid,
+          size,
+          str: (s) => this.str(s),
           floor: this.t.fds.reduce((m, f) => Math.max(m, f.fd), 0) + 16,
           vpid: this.t.pid,
           importFd: (owner) => importFd(inj, this.pid, owner, `process ${this.pid} shared memory`),
@@ -312,11 +465,20 @@ export class TaskBuilder {
   }
 
   /** Unmap the puppet's memory, put the vDSO where it was, map every VMA and fill the pages. */
-  restoreMemory() { restoreMemory(this.mmCtx()); }
+  restoreMemory() {
+    restoreMemory(this.mmCtx());
+  }
 
   private fillPages() {
     // src/codec/pipeline.ts; with lazyParents the pages of private anonymous memory are the daemon's
-    fillPages(this.set.dir, this.t, this.pid, this.mem!.fd, !!this.parent, this.set.lazyParents ? canBeLazy : undefined);
+    fillPages(
+      this.set.dir,
+      this.t,
+      this.pid,
+      this.mem!.fd,
+      !!this.parent,
+      this.set.lazyParents ? canBeLazy : undefined
+    );
     // incremental dumps; with lazyParents (migrate's post-copy) only what is not lazy memory: the daemon brings the rest
     const runs = this.set.lazyParents ? eagerParentRuns(this.t.mm.vmas, this.t.pagemap) : this.t.pagemap;
     fillParentPages(this.set.dir, this.t.pid, runs, this.mem!.fd, `process ${this.t.pid}`);
@@ -349,43 +511,83 @@ export class TaskBuilder {
         // not in the images (kept by the source, or a zero page): faulted in as before
         if (!src.readSpan(p, 1, buf, 0)) continue;
         pwriteFull(this.mem!.fd, buf, p, 4096, 0, `process ${this.t.pid}: write its rseq page at 0x${p.toString(16)}`);
-        log.debug(`process ${this.t.pid}: rseq page 0x${p.toString(16)} written from the images (not left to the lazy-pages daemon)`);
+        log.debug(
+          `process ${this.t.pid}: rseq page 0x${p.toString(16)} written from the images (not left to the lazy-pages daemon)`
+        );
       }
-    } finally { src.close(); }
+    } finally {
+      src.close();
+    }
   }
 
   /** mm fields, auxv and exe link in one PR_SET_MM_MAP. */
-  restoreMmFields() { restoreMmFields(this.mmCtx()); }
+  restoreMmFields() {
+    restoreMmFields(this.mmCtx());
+  }
 
   /** A file-restore context for this process (ghost files needed by mappings and exe). */
   private fileCtx(what: string) {
-    return restoreCtx({
-      pid: this.pid, vpid: this.t.pid, inj: this.inj!, mem: this.mem!, dir: this.set.dir, files: this.set.files, state: this.state,
-      tree: this.tree, str: (s, slot = 0) => this.str(s, slot), scratch: (off, d) => this.scratchWrite(off, d),
-    }, fdFloor(this.t.fds), `process ${this.t.pid} ${what}`);
+    return restoreCtx(
+      {
+        pid: this.pid,
+        vpid: this.t.pid,
+        inj: this.inj!,
+        mem: this.mem!,
+        dir: this.set.dir,
+        files: this.set.files,
+        state: this.state,
+        tree: this.tree,
+        str: (s, slot = 0) => this.str(s, slot),
+        scratch: (off, d) => this.scratchWrite(off, d),
+      },
+      fdFloor(this.t.fds),
+      `process ${this.t.pid} ${what}`
+    );
   }
 
   restoreFiles(opts: { shellJob?: boolean } = {}) {
     const inj = this.inj!;
-    if (!this.sharesFiles) restoreFds({
-      pid: this.pid, vpid: this.t.pid, inj, mem: this.mem!, dir: this.set.dir, files: this.set.files, state: this.state, tree: this.tree, opts,
-      str: (s, slot = 0) => this.str(s, slot), scratch: (off, d) => this.scratchWrite(off, d),
-    }, this.t.fds);
-    restoreLocks({ vpid: this.t.pid, dir: this.set.dir, inj: this.inj!, scratch: (off, d) => this.scratchWrite(off, d) });
+    if (!this.sharesFiles)
+      restoreFds(
+        {
+          pid: this.pid,
+          vpid: this.t.pid,
+          inj,
+          mem: this.mem!,
+          dir: this.set.dir,
+          files: this.set.files,
+          state: this.state,
+          tree: this.tree,
+          opts,
+          str: (s, slot = 0) => this.str(s, slot),
+          scratch: (off, d) => this.scratchWrite(off, d),
+        },
+        this.t.fds
+      );
+    restoreLocks({
+      vpid: this.t.pid,
+      dir: this.set.dir,
+      inj: this.inj!,
+      scratch: (off, d) => this.scratchWrite(off, d),
+    });
     if (this.sharesFs) return; // cwd, root and umask are the parent's, restored there
     const cwd = this.set.files.get(this.t.fs.cwdId)?.reg?.name;
     const root = this.set.files.get(this.t.fs.rootId)?.reg?.name;
     const cwdFile = this.set.files.get(this.t.fs.cwdId);
     const removed = cwdFile ? restoreDeleted(this.fileCtx("cwd"), cwdFile, O.RDONLY | O.DIRECTORY) : undefined;
-    if (removed !== undefined) { inj.ok("fchdir to the removed cwd", NR.fchdir, removed); inj.call(NR.close, removed); }
-    else if (cwd) inj.ok(`chdir(${cwd})`, NR.chdir, this.str(cwd));
+    if (removed !== undefined) {
+      inj.ok("fchdir to the removed cwd", NR.fchdir, removed);
+      inj.call(NR.close, removed);
+    } else if (cwd) inj.ok(`chdir(${cwd})`, NR.chdir, this.str(cwd));
     // the cwd first, as seen from here: it may lie outside the root (chroot leaves the cwd alone)
     if (root && root !== "/") inj.ok(`chroot(${root})`, NR.chroot, this.str(root));
     if (this.t.fs.umask !== undefined) inj.call(NR.umask, this.t.fs.umask);
   }
 
   restoreTaskState() {
-    const inj = this.inj!, t = this.t, tc = t.cores.get(t.pid)!.tc!;
+    const inj = this.inj!,
+      t = this.t,
+      tc = t.cores.get(t.pid)!.tc!;
     restorePersonality(inj, tc);
     // signal handlers (CRIU's table of 62, checked when the images were loaded: sigactionTable)
     // and rlimits in one batch: one stop of the process instead of about 80
@@ -394,7 +596,10 @@ export class TaskBuilder {
     this.batchWithData(t.pid, [...sa, ...rlimitRestoreCalls(t.pid, tc.rlimits?.rlimits ?? [])]);
     if (t.mm?.thpDisabled) inj.ok("prctl(PR_SET_THP_DISABLE)", NR.prctl, PR.SET_THP_DISABLE, 1, 0, 0, 0);
     restoreMembarrier(t.pid, inj, tc.membarrierRegistrationMask ?? 0);
-    restoreTaskAttrs({ pid: this.pid, vpid: t.pid, inj, str: (s) => this.str(s), scratch: (off, d) => this.scratchWrite(off, d) }, tc);
+    restoreTaskAttrs(
+      { pid: this.pid, vpid: t.pid, inj, str: (s) => this.str(s), scratch: (off, d) => this.scratchWrite(off, d) },
+      tc
+    );
   }
 
   /** Create the other threads with their TIDs. */
@@ -405,11 +610,20 @@ export class TaskBuilder {
       const args = new BigUint64Array(CLONE_ARGS_SIZE / 8);
       args[0] = BigInt(CLONE.VM | CLONE.FS | CLONE.FILES | CLONE.SIGHAND | CLONE.THREAD | CLONE.SYSVSEM);
       const tidAddr = this.scratchWrite(512n, new Uint8Array(new BigUint64Array([BigInt(tid)]).buffer));
-      args[8] = tidAddr; args[9] = 1n;
+      args[8] = tidAddr;
+      args[9] = 1n;
       const a = this.scratchWrite(0n, new Uint8Array(args.buffer));
       const r = inj.call(NR.clone3, a, CLONE_ARGS_SIZE);
       if (r < 0n) {
-        throw new CriuError("restore", sysFailed(`process ${this.t.pid} thread ${tid}`, "clone3 with set_tid", r, r === -17n ? "its TID is in use" : undefined));
+        throw new CriuError(
+          "restore",
+          sysFailed(
+            `process ${this.t.pid} thread ${tid}`,
+            "clone3 with set_tid",
+            r,
+            r === -17n ? "its TID is in use" : undefined
+          )
+        );
       }
       const host = inj.lastEventPid || Number(r);
       this.waitNewTask(host);
@@ -422,21 +636,46 @@ export class TaskBuilder {
   /** Per-thread kernel state: tid address, robust list, rseq, altstack, name, creds (threads.ts). */
   restoreThreadState() {
     for (const tid of this.tids) {
-      const vtid = this.vtid(tid), core = this.t.cores.get(vtid)!;
+      const vtid = this.vtid(tid),
+        core = this.t.cores.get(vtid)!;
       const comm = core.threadCore!.comm ?? (vtid === this.t.pid ? this.t.cores.get(this.t.pid)!.tc!.comm : undefined);
-      restoreThread({ tid, vtid, inj: this.injs.get(tid)!, scratch: (off, data) => this.scratchWrite(off, data), str: (s) => this.str(s) }, core, comm, this.set.seccomp);
+      restoreThread(
+        {
+          tid,
+          vtid,
+          inj: this.injs.get(tid)!,
+          scratch: (off, data) => this.scratchWrite(off, data),
+          str: (s) => this.str(s),
+        },
+        core,
+        comm,
+        this.set.seccomp
+      );
     }
   }
 
   /** Pending signals, timers: the last things before the registers, so nothing fires early. */
   restoreSignalsAndTimers() {
-    const t = this.t, tc = t.cores.get(t.pid)!.tc!;
+    const t = this.t,
+      tc = t.cores.get(t.pid)!.tc!;
     const scratch = (off: bigint, data: Uint8Array) => this.scratchWrite(off, data);
     restorePendingSignals({ pid: t.pid, inj: this.inj!, scratch }, null, tc.signalsS?.signals ?? []);
     for (const tid of this.tids) {
-      restorePendingSignals({ pid: t.pid, inj: this.injs.get(tid)!, scratch }, this.vtid(tid), this.t.cores.get(this.vtid(tid))!.threadCore?.signalsP?.signals ?? []);
+      restorePendingSignals(
+        { pid: t.pid, inj: this.injs.get(tid)!, scratch },
+        this.vtid(tid),
+        this.t.cores.get(this.vtid(tid))!.threadCore?.signalsP?.signals ?? []
+      );
     }
-    restoreTimers({ pid: t.pid, inj: this.inj!, scratch: (off, data) => this.scratchWrite(off, data), read: (a, n) => this.mem!.read(a, n) }, tc.timers);
+    restoreTimers(
+      {
+        pid: t.pid,
+        inj: this.inj!,
+        scratch: (off, data) => this.scratchWrite(off, data),
+        read: (a, n) => this.mem!.read(a, n),
+      },
+      tc.timers
+    );
   }
 
   /**
@@ -447,7 +686,15 @@ export class TaskBuilder {
   lazyUffd(): number | undefined {
     const ranges = lazyRanges(this.t.pid, this.t.mm.vmas, this.t.pagemap, !!this.set.lazyParents);
     if (!ranges.length) return undefined;
-    return makeUffd({ pid: this.pid, vpid: this.t.pid, call: (nr, ...a) => this.inj!.call(nr, ...a), scratch: (d) => this.scratchWrite(0n, d) }, ranges);
+    return makeUffd(
+      {
+        pid: this.pid,
+        vpid: this.t.pid,
+        call: (nr, ...a) => this.inj!.call(nr, ...a),
+        scratch: (d) => this.scratchWrite(0n, d),
+      },
+      ranges
+    );
   }
 
   /** Registers of every thread, trampoline unmapped from the leader itself, then let go. */
@@ -460,9 +707,14 @@ export class TaskBuilder {
     inj.mode = "sysstop";
     restoreTrapAction({ pid: this.t.pid, inj, scratch: (off, data) => this.scratchWrite(off, data) }, this.trapAction);
     const res = inj.call(NR.munmap, this.tramp, TRAMP_SIZE);
-    if (res !== 0n) throw new CriuError("restore", sysFailed(`process ${this.t.pid}`, `munmap of the trampoline at ${hex(this.tramp)}`, res));
+    if (res !== 0n)
+      throw new CriuError(
+        "restore",
+        sysFailed(`process ${this.t.pid}`, `munmap of the trampoline at ${hex(this.tramp)}`, res)
+      );
     for (const tid of this.tids) {
-      for (const s of this.injs.get(tid)!.caughtSignals) (this.caught.get(tid) ?? this.caught.set(tid, []).get(tid)!).push(s);
+      for (const s of this.injs.get(tid)!.caughtSignals)
+        (this.caught.get(tid) ?? this.caught.set(tid, []).get(tid)!).push(s);
     }
     const tc = this.t.cores.get(this.t.pid)!.tc!;
     for (const tid of this.tids) {
@@ -480,7 +732,7 @@ export class TaskBuilder {
     // dumped while stopped: the signal that stopped it (its parent's wait tells them apart); -s: SIGSTOP
     const stopSig = opts.leaveStopped ? 19 : stopSignal(tc);
     for (const tid of [...this.tids].reverse()) {
-      const sig = stopped ? stopSig : this.caught.get(tid)?.[0] ?? 0;
+      const sig = stopped ? stopSig : (this.caught.get(tid)?.[0] ?? 0);
       detach(tid, sig);
     }
   }
@@ -490,8 +742,17 @@ export class TaskBuilder {
     const tc = this.t.cores.get(this.t.pid)?.tc;
     const sig = stopSignal(tc);
     if (leaveStopped || sig === 19 || !tc) return;
-    const why = stopSignalProblem(this.pid, sig, tc, this.t.tids.map((tid) => this.t.cores.get(tid)?.threadCore));
-    if (why) throw new CriuError("restore", `process ${this.t.pid} was stopped by signal ${sig}, which would not stop it again: ${why}`);
+    const why = stopSignalProblem(
+      this.pid,
+      sig,
+      tc,
+      this.t.tids.map((tid) => this.t.cores.get(tid)?.threadCore)
+    );
+    if (why)
+      throw new CriuError(
+        "restore",
+        `process ${this.t.pid} was stopped by signal ${sig}, which would not stop it again: ${why}`
+      );
     log.debug(`process ${this.t.pid}: stopped again by signal ${sig} at the release`);
   }
 
@@ -499,7 +760,8 @@ export class TaskBuilder {
   restoreSession(inTree: Set<number>) {
     const t = this.t;
     if (t.sid === t.pid) this.inj!.ok(`setsid in ${t.pid}`, NR.setsid);
-    else if (!inTree.has(t.sid)) log.info(`process ${t.pid}: session ${t.sid} was the shell job's; it joins criu-bun's`); // (restore.ts checkSessions)
+    else if (!inTree.has(t.sid))
+      log.info(`process ${t.pid}: session ${t.sid} was the shell job's; it joins criu-bun's`); // (restore.ts checkSessions)
   }
   /** Once every process exists: process groups (leaders first, see restore.ts). */
   restoreGroup() {
@@ -514,14 +776,19 @@ export class TaskBuilder {
   becomeZombie() {
     const st = this.t.zombie!.exitCode;
     const regs = getRegs(this.pid);
-    regs[R.rip] = this.tramp; regs[R.orig_rax] = 0xffffffffffffffffn;
+    regs[R.rip] = this.tramp;
+    regs[R.orig_rax] = 0xffffffffffffffffn;
     let sig = 0;
-    if ((st & 0x7f) === 0) { regs[R.rax] = BigInt(NR.exit_group); regs[R.rdi] = BigInt((st >> 8) & 0xff); }
-    else {
+    if ((st & 0x7f) === 0) {
+      regs[R.rax] = BigInt(NR.exit_group);
+      regs[R.rdi] = BigInt((st >> 8) & 0xff);
+    } else {
       sig = st & 0x7f;
       this.inj!.call(NR.rt_sigaction, sig, this.scratchWrite(0n, new Uint8Array(32)), 0, 8); // SIG_DFL
       setSigmask(this.pid, 0n);
-      regs[R.rax] = BigInt(NR.kill); regs[R.rdi] = BigInt(this.t.pid); regs[R.rsi] = BigInt(sig);
+      regs[R.rax] = BigInt(NR.kill);
+      regs[R.rdi] = BigInt(this.t.pid);
+      regs[R.rsi] = BigInt(sig);
     }
     setRegs(this.pid, regs);
     ptrace(PTRACE.CONT, this.pid, 0, 0);

@@ -39,7 +39,8 @@ export function validatePstree(dir: string, pstree: S.pstree_entry[]) {
     const what = `entry ${i} (pid ${p.pid})`;
     if (!okId(p.pid)) throw bad(dir, f, `entry ${i}: PID ${p.pid} is out of range`);
     if (pids.has(p.pid)) throw bad(dir, f, `PID ${p.pid} is listed twice`);
-    if (!okId(p.pgid) || !okId(p.sid)) throw bad(dir, f, `${what}: process group ${p.pgid} / session ${p.sid} out of range`);
+    if (!okId(p.pgid) || !okId(p.sid))
+      throw bad(dir, f, `${what}: process group ${p.pgid} / session ${p.sid} out of range`);
     if (i > 0) {
       if (p.ppid === p.pid) throw bad(dir, f, `${what} is its own parent`);
       if (!pids.has(p.ppid)) throw bad(dir, f, `${what}: parent ${p.ppid} is not listed before it`);
@@ -61,7 +62,8 @@ export function validateThreads(dir: string, pstree: S.pstree_entry[], live: (pi
     const mine = new Set<number>();
     for (const t of p.threads) {
       if (!okId(t)) throw bad(dir, f, `${what}: thread ${t} out of range`);
-      if (mine.has(t) || (owner.has(t) && owner.get(t) !== p.pid)) throw bad(dir, f, `${what}: TID ${t} is listed twice`);
+      if (mine.has(t) || (owner.has(t) && owner.get(t) !== p.pid))
+        throw bad(dir, f, `${what}: TID ${t} is listed twice`);
       mine.add(t);
       owner.set(t, p.pid);
     }
@@ -77,8 +79,11 @@ export function validateCore(dir: string, file: string, c: S.core_entry, leader:
     if (!tc) throw bad(dir, file, "has no task core");
     if (tc.taskState !== 1 && tc.taskState !== 3) throw bad(dir, file, `unknown task state ${tc.taskState}`);
     if (tc.sigactions.length > 64) throw bad(dir, file, `${tc.sigactions.length} signal handlers (at most 64)`);
-    if ((tc.rlimits?.rlimits.length ?? 0) > 16) throw bad(dir, file, `${tc.rlimits!.rlimits.length} rlimits (at most 16)`);
-    for (const s of tc.signalsS?.signals ?? []) if (s.siginfo.length !== 128) throw bad(dir, file, `a pending signal's siginfo is ${s.siginfo.length} bytes, not 128`);
+    if ((tc.rlimits?.rlimits.length ?? 0) > 16)
+      throw bad(dir, file, `${tc.rlimits!.rlimits.length} rlimits (at most 16)`);
+    for (const s of tc.signalsS?.signals ?? [])
+      if (s.siginfo.length !== 128)
+        throw bad(dir, file, `a pending signal's siginfo is ${s.siginfo.length} bytes, not 128`);
     const ids = new Set<number>();
     for (const t of tc.timers?.posix ?? []) {
       // ids are handed out from 0 up; restore may have to walk up to this one
@@ -87,25 +92,45 @@ export function validateCore(dir: string, file: string, c: S.core_entry, leader:
       ids.add(t.itId);
     }
     if ((tc.comm?.length ?? 0) > 64) throw bad(dir, file, "command name too long");
-    if (tc.stopSigno && ![19, 20, 21, 22].includes(tc.stopSigno)) throw bad(dir, file, `stop signal ${tc.stopSigno} is no stop signal`);
+    if (tc.stopSigno && ![19, 20, 21, 22].includes(tc.stopSigno))
+      throw bad(dir, file, `stop signal ${tc.stopSigno} is no stop signal`);
     // the REGISTER_* commands restore repeats (resources/membarrier.ts); any other bit is not one
     const mb = tc.membarrierRegistrationMask ?? 0;
-    if (mb & ~MEMBARRIER_KNOWN) throw bad(dir, file, `membarrier registrations (mask 0x${mb.toString(16)}) hold a command that is no registration`);
+    if (mb & ~MEMBARRIER_KNOWN)
+      throw bad(
+        dir,
+        file,
+        `membarrier registrations (mask 0x${mb.toString(16)}) hold a command that is no registration`
+      );
   }
   const cet = ti.fpregs.xsave?.cet;
-  if (cet && (cet.cet || cet.ssp)) throw bad(dir, file, `CET shadow stack state (cet 0x${cet.cet.toString(16)}, ssp 0x${cet.ssp.toString(16)}) cannot be restored by criu-bun yet`);
+  if (cet && (cet.cet || cet.ssp))
+    throw bad(
+      dir,
+      file,
+      `CET shadow stack state (cet 0x${cet.cet.toString(16)}, ssp 0x${cet.ssp.toString(16)}) cannot be restored by criu-bun yet`
+    );
   const th = c.threadCore;
   if (th) {
-    for (const s of th.signalsP?.signals ?? []) if (s.siginfo.length !== 128) throw bad(dir, file, `a pending signal's siginfo is ${s.siginfo.length} bytes, not 128`);
-    if (th.creds && th.creds.groups.length > 65536) throw bad(dir, file, `${th.creds.groups.length} supplementary groups (at most 65536)`);
+    for (const s of th.signalsP?.signals ?? [])
+      if (s.siginfo.length !== 128)
+        throw bad(dir, file, `a pending signal's siginfo is ${s.siginfo.length} bytes, not 128`);
+    if (th.creds && th.creds.groups.length > 65536)
+      throw bad(dir, file, `${th.creds.groups.length} supplementary groups (at most 65536)`);
     if ((th.comm?.length ?? 0) > 64) throw bad(dir, file, "thread name too long");
   }
 }
 
 const KINDS = VMA.ANON_PRIVATE | VMA.ANON_SHARED | VMA.FILE_PRIVATE | VMA.FILE_SHARED | VMA.SYSVIPC;
-const UNSUPPORTED: [number, string][] = [[VMA.AIORING, "AIO ring"], [VMA.SOCKET, "socket"], [VMA.MEMFD, "memfd"], [VMA.UNSUPP >>> 0, "unsupported"]];
+const UNSUPPORTED: [number, string][] = [
+  [VMA.AIORING, "AIO ring"],
+  [VMA.SOCKET, "socket"],
+  [VMA.MEMFD, "memfd"],
+  [VMA.UNSUPP >>> 0, "unsupported"],
+];
 /** [vsyscall]: the kernel's own page, listed by CRIU (restore leaves it to the kernel) */
-const VSYSCALL_START = 0xffffffffff600000n, VSYSCALL_END = 0xffffffffff601000n;
+const VSYSCALL_START = 0xffffffffff600000n,
+  VSYSCALL_END = 0xffffffffff601000n;
 
 /** mm-PID.img: VMAs page aligned, inside user space, sorted, not overlapping; one kind each. */
 export function validateMm(dir: string, file: string, mm: S.mm_entry | undefined, files: Map<number, S.file_entry>) {
@@ -116,13 +141,15 @@ export function validateMm(dir: string, file: string, mm: S.mm_entry | undefined
     if (v.start % P || v.end % P) throw bad(dir, file, `${at} is not page aligned`);
     if (v.start >= v.end) throw bad(dir, file, `${at} is empty or reversed`);
     if (v.status & VMA.VSYSCALL) {
-      if (v.start !== VSYSCALL_START || v.end !== VSYSCALL_END) throw bad(dir, file, `${at}: a vsyscall mapping is where the kernel puts it or nowhere`);
+      if (v.start !== VSYSCALL_START || v.end !== VSYSCALL_END)
+        throw bad(dir, file, `${at}: a vsyscall mapping is where the kernel puts it or nowhere`);
     } else if (v.end > TASK_SIZE_MAX) throw bad(dir, file, `${at} lies beyond user space`);
     if (v.start < prevEnd) throw bad(dir, file, `${at} overlaps or precedes the VMA before it`);
     prevEnd = v.end;
     if (v.prot & ~7) throw bad(dir, file, `${at}: bad protection ${hex(v.prot)}`);
     const st = v.status >>> 0;
-    for (const [bit, name] of UNSUPPORTED) if (st & bit) throw bad(dir, file, `${at}: ${name} mappings are not supported`);
+    for (const [bit, name] of UNSUPPORTED)
+      if (st & bit) throw bad(dir, file, `${at}: ${name} mappings are not supported`);
     // a SysV segment is a shared anonymous mapping too (CRIU sets both bits; criu-bun's older dumps only SYSVIPC)
     const kind = st & VMA.SYSVIPC ? st & KINDS & ~VMA.ANON_SHARED : st & KINDS;
     if (kind & (kind - 1)) throw bad(dir, file, `${at}: status ${hex(st)} names more than one kind of mapping`);
@@ -131,39 +158,61 @@ export function validateMm(dir: string, file: string, mm: S.mm_entry | undefined
       if (v.pgoff % P) throw bad(dir, file, `${at}: SysV segment offset ${v.pgoff} is not page aligned`);
       if (v.pgoff) {
         const prev = mm.vmas[i - 1];
-        if (!prev || !(prev.status & VMA.SYSVIPC) || prev.shmid !== v.shmid || prev.end !== v.start || prev.pgoff + (prev.end - prev.start) !== v.pgoff)
-          throw bad(dir, file, `${at}: part of SysV segment ${v.shmid} at offset ${v.pgoff} does not follow on from the part before it (holes in an attached segment are not supported)`);
+        if (
+          !prev ||
+          !(prev.status & VMA.SYSVIPC) ||
+          prev.shmid !== v.shmid ||
+          prev.end !== v.start ||
+          prev.pgoff + (prev.end - prev.start) !== v.pgoff
+        )
+          throw bad(
+            dir,
+            file,
+            `${at}: part of SysV segment ${v.shmid} at offset ${v.pgoff} does not follow on from the part before it (holes in an attached segment are not supported)`
+          );
       }
     }
     if (kind & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) {
       if (v.pgoff % P) throw bad(dir, file, `${at}: file offset ${v.pgoff} is not page aligned`);
-      if (!files.get(Number(v.shmid))?.reg) throw bad(dir, file, `${at} maps file id ${v.shmid}, which files.img does not have`);
+      if (!files.get(Number(v.shmid))?.reg)
+        throw bad(dir, file, `${at} maps file id ${v.shmid}, which files.img does not have`);
     }
-    if (kind & VMA.ANON_SHARED && v.pgoff % P) throw bad(dir, file, `${at}: shared memory offset ${v.pgoff} is not page aligned`);
+    if (kind & VMA.ANON_SHARED && v.pgoff % P)
+      throw bad(dir, file, `${at}: shared memory offset ${v.pgoff} is not page aligned`);
   }
-  if (mm.mmSavedAuxv.length > 128 || mm.mmSavedAuxv.length % 2) throw bad(dir, file, `auxv of ${mm.mmSavedAuxv.length} words`);
+  if (mm.mmSavedAuxv.length > 128 || mm.mmSavedAuxv.length % 2)
+    throw bad(dir, file, `auxv of ${mm.mmSavedAuxv.length} words`);
   if (mm.mmStartBrk > mm.mmBrk) throw bad(dir, file, `brk ${hex(mm.mmBrk)} below its start ${hex(mm.mmStartBrk)}`);
-  if (mm.exeFileId && !files.get(mm.exeFileId)?.reg) throw bad(dir, file, `executable file id ${mm.exeFileId} is not in files.img`);
+  if (mm.exeFileId && !files.get(mm.exeFileId)?.reg)
+    throw bad(dir, file, `executable file id ${mm.exeFileId} is not in files.img`);
 }
 
 /**
  * pagemap-PID.img: runs page aligned, non-empty, sorted, not overlapping, each stored in the pages
  * file or the parent's, and wholly inside private mappings of mm-PID.img (pages are written there).
  */
-export function validatePagemap(dir: string, file: string, runs: { vaddr: bigint; nrPages: number; flags: number }[], mm: S.mm_entry) {
+export function validatePagemap(
+  dir: string,
+  file: string,
+  runs: { vaddr: bigint; nrPages: number; flags: number }[],
+  mm: S.mm_entry
+) {
   const vmas = mm.vmas;
-  let prevEnd = 0n, vi = 0;
+  let prevEnd = 0n,
+    vi = 0;
   for (const [i, r] of runs.entries()) {
     const at = `entry ${i} (${hex(r.vaddr)}, ${r.nrPages} pages)`;
     if (r.vaddr % P) throw bad(dir, file, `${at}: address not page aligned`);
     if (!Number.isSafeInteger(r.nrPages) || r.nrPages <= 0) throw bad(dir, file, `${at}: bad page count`);
     const end = r.vaddr + BigInt(r.nrPages) * P;
     if (end > TASK_SIZE_MAX) throw bad(dir, file, `${at} lies beyond user space`);
-    if (r.vaddr < prevEnd) throw bad(dir, file, `${at} overlaps or precedes the entry before it (entries must be sorted)`);
+    if (r.vaddr < prevEnd)
+      throw bad(dir, file, `${at} overlaps or precedes the entry before it (entries must be sorted)`);
     prevEnd = end;
     if (r.flags & ~(PE.PARENT | PE.LAZY | PE.PRESENT)) throw bad(dir, file, `${at}: unknown flags ${hex(r.flags)}`);
     // PE_LAZY alone: the pages stayed with the source of a lazy dump (restore --lazy-pages)
-    if (r.flags !== PE.LAZY && !!(r.flags & PE.PARENT) === !!(r.flags & PE.PRESENT)) throw bad(dir, file, `${at}: flags ${hex(r.flags)} must say either in this dump or in the parent's`);
+    if (r.flags !== PE.LAZY && !!(r.flags & PE.PARENT) === !!(r.flags & PE.PRESENT))
+      throw bad(dir, file, `${at}: flags ${hex(r.flags)} must say either in this dump or in the parent's`);
     // inside private VMAs, possibly several adjacent ones
     let a = r.vaddr;
     while (vi < vmas.length && vmas[vi].end <= a) vi++;
@@ -171,7 +220,11 @@ export function validatePagemap(dir: string, file: string, runs: { vaddr: bigint
       const v = vmas[k];
       if (!v || v.start > a) throw bad(dir, file, `${at}: page ${hex(a)} is outside every VMA of the mm image`);
       if (!(v.status & (VMA.ANON_PRIVATE | VMA.FILE_PRIVATE)) || v.status & (VMA.VVAR | VMA.VSYSCALL))
-        throw bad(dir, file, `${at}: page ${hex(a)} lies in a mapping whose pages are not dumped (${hex(v.start)}-${hex(v.end)}, status ${hex(v.status)})`);
+        throw bad(
+          dir,
+          file,
+          `${at}: page ${hex(a)} lies in a mapping whose pages are not dumped (${hex(v.start)}-${hex(v.end)}, status ${hex(v.status)})`
+        );
       a = v.end;
     }
   }
@@ -186,7 +239,8 @@ export function validateFdinfo(dir: string, file: string, fds: S.fdinfo_entry[],
     seen.add(fd.fd);
     const f = files.get(fd.id);
     if (!f) throw bad(dir, file, `fd ${fd.fd} refers to file id ${fd.id}, which files.img does not have`);
-    if (f.type !== fd.type) throw bad(dir, file, `fd ${fd.fd} is of type ${fd.type} but file id ${fd.id} in files.img is of type ${f.type}`);
+    if (f.type !== fd.type)
+      throw bad(dir, file, `fd ${fd.fd} is of type ${fd.type} but file id ${fd.id} in files.img is of type ${f.type}`);
   }
 }
 
@@ -208,7 +262,8 @@ export function validateFiles(dir: string, entries: S.file_entry[]): Map<number,
 export function requireImages(run: RestoreRun, files: Map<number, S.file_entry>) {
   const dir = run.dir;
   // as CRIU: connections dumped without their state come back closed only when asked to
-  if (run.inventory.tcpClose && !run.tcpClose) throw new CriuError("restore", `${dir}: the images were dumped with --tcp-close; restore needs --tcp-close too`);
+  if (run.inventory.tcpClose && !run.tcpClose)
+    throw new CriuError("restore", `${dir}: the images were dumped with --tcp-close; restore needs --tcp-close too`);
   const need = (file: string, why: string) => {
     if (!imageExists(dir, file)) throw new CriuError("restore", `${join(dir, file)} is missing (${why})`);
   };

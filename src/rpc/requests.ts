@@ -4,7 +4,15 @@
 import { closeSync, fstatSync, openSync, readFileSync, realpathSync, statSync, constants as C } from "node:fs";
 import { isAbsolute, join } from "node:path";
 import { isFieldSet, ScalarType } from "@bufbuild/protobuf";
-import { criu_optsSchema, criu_featuresSchema, cgroup_rootSchema, criu_req_type, criu_cg_mode, type criu_opts, type criu_req } from "../images/rpc";
+import {
+  criu_optsSchema,
+  criu_featuresSchema,
+  cgroup_rootSchema,
+  criu_req_type,
+  criu_cg_mode,
+  type criu_opts,
+  type criu_req,
+} from "../images/rpc";
 import { inheritFds } from "../restore/inherit";
 import { CRIU_OPTIONS, refusal } from "../cli/criu-options";
 import { readConfig } from "../cli/config";
@@ -18,25 +26,92 @@ import { errnoText } from "../sys/errno";
 const T = criu_req_type;
 
 /** criu_opts fields every request may carry: the RPC front door handles them itself */
-const COMMON = ["images_dir_fd", "images_dir", "work_dir_fd", "log_file", "log_level", "log_to_stderr", "notify_scripts",
-  "config_file", "display_stats",
+const COMMON = [
+  "images_dir_fd",
+  "images_dir",
+  "work_dir_fd",
+  "log_file",
+  "log_level",
+  "log_to_stderr",
+  "notify_scripts",
+  "config_file",
+  "display_stats",
   // criu-bun already behaves as these ask (noop rows of the option table)
-  "track_mem", "link_remap", "weak_sysctls", "pre_dump_mode", "mntns_compat_mode", "network_lock", "manage_cgroups", "manage_cgroups_mode"];
+  "track_mem",
+  "link_remap",
+  "weak_sysctls",
+  "pre_dump_mode",
+  "mntns_compat_mode",
+  "network_lock",
+  "manage_cgroups",
+  "manage_cgroups_mode",
+];
 /** the fields each request maps onto its pipeline's options; any other field set is refused */
 const MAPPED: Record<"dump" | "pre-dump" | "restore", Set<string>> = {
-  dump: new Set([...COMMON, "pid", "leave_running", "leave_stopped", "shell_job", "tcp_established", "tcp_close", "ext_unix_sk",
-    "file_locks", "timeout", "parent_img", "ps", "ghost_limit", "freeze_cgroup", "ext_mnt", "external", "auto_ext_mnt", "empty_ns",
+  dump: new Set([
+    ...COMMON,
+    "pid",
+    "leave_running",
+    "leave_stopped",
+    "shell_job",
+    "tcp_established",
+    "tcp_close",
+    "ext_unix_sk",
+    "file_locks",
+    "timeout",
+    "parent_img",
+    "ps",
+    "ghost_limit",
+    "freeze_cgroup",
+    "ext_mnt",
+    "external",
+    "auto_ext_mnt",
+    "empty_ns",
     // used by criu on restore only (runc sends them on dump too)
-    "root", "orphan_pts_master"]),
-  "pre-dump": new Set([...COMMON, "pid", "shell_job", "tcp_established", "ext_unix_sk", "file_locks", "timeout", "parent_img",
-    "ghost_limit", "freeze_cgroup", "ext_mnt", "external", "auto_ext_mnt", "root", "orphan_pts_master", "empty_ns"]),
-  restore: new Set([...COMMON, "leave_stopped", "shell_job", "tcp_close", "tcp_established", "ext_unix_sk", "file_locks", "root",
-    "ext_mnt", "external", "auto_ext_mnt", "orphan_pts_master", "empty_ns", "rst_sibling", "inherit_fd", "cg_root",
+    "root",
+    "orphan_pts_master",
+  ]),
+  "pre-dump": new Set([
+    ...COMMON,
+    "pid",
+    "shell_job",
+    "tcp_established",
+    "ext_unix_sk",
+    "file_locks",
+    "timeout",
+    "parent_img",
+    "ghost_limit",
+    "freeze_cgroup",
+    "ext_mnt",
+    "external",
+    "auto_ext_mnt",
+    "root",
+    "orphan_pts_master",
+    "empty_ns",
+  ]),
+  restore: new Set([
+    ...COMMON,
+    "leave_stopped",
+    "shell_job",
+    "tcp_close",
+    "tcp_established",
+    "ext_unix_sk",
+    "file_locks",
+    "root",
+    "ext_mnt",
+    "external",
+    "auto_ext_mnt",
+    "orphan_pts_master",
+    "empty_ns",
+    "rst_sibling",
+    "inherit_fd",
+    "cg_root",
     // criu-bun opens a device file by its dumped path; evasive_devices only allows more (another
     // path to the same device when that one is gone), so a restore it would have saved fails naming the file
     "evasive_devices",
     // run by the worker after the reply (swrk.ts)
-    "exec_cmd"]),
+    "exec_cmd",
+  ]),
 };
 
 /** Is FIELD (criu_opts' proto name) set to something that asks for behaviour? */
@@ -54,13 +129,18 @@ function given(o: criu_opts, field: string): boolean {
 /** Refuse the first set field this request does not map, with the option's one line where there is one. */
 function refuseUnmapped(o: criu_opts, command: "dump" | "pre-dump" | "restore") {
   const set = criu_optsSchema.fields.filter((f) => given(o, f.name));
-  log.debug(`rpc: ${command} with ${set.map((f) => `${f.name}=${JSON.stringify((o as any)[f.localName], (k, v) => k === "$typeName" ? undefined : typeof v === "bigint" ? String(v) : v)}`).join(" ")}`);
+  log.debug(
+    `rpc: ${command} with ${set.map((f) => `${f.name}=${JSON.stringify((o as any)[f.localName], (k, v) => (k === "$typeName" ? undefined : typeof v === "bigint" ? String(v) : v))}`).join(" ")}`
+  );
   for (const f of set) {
     if (MAPPED[command].has(f.name)) continue;
     if (f.name === "cpu_cap" && o.cpuCap === 0xffffffff) continue; // its default
     if (f.name === "ghost_limit" || f.name === "file_validation_method" || f.name === "pre_dump_mode") continue; // defaults and noops
     const opt = CRIU_OPTIONS.find((x) => x.rpc === f.name);
-    throw new CriuError("rpc", `${f.name}: ${opt && opt.support === "no" ? refusal(opt.name) : `not supported by criu-bun's ${command} over RPC yet`}`);
+    throw new CriuError(
+      "rpc",
+      `${f.name}: ${opt && opt.support === "no" ? refusal(opt.name) : `not supported by criu-bun's ${command} over RPC yet`}`
+    );
   }
 }
 
@@ -70,9 +150,11 @@ class CallerDir {
   readonly path: string;
   constructor(peer: number, n: number, what: string) {
     const src = `/proc/${peer}/fd/${n}`;
-    try { this.fd = openSync(src, C.O_RDONLY | C.O_DIRECTORY | 0o2000000 /* O_CLOEXEC */); }
-    catch (e: any) {
-      if (e.code === "ENOTDIR") throw new CriuError("rpc", `${what} ${n} of the caller (pid ${peer}) is not a directory`);
+    try {
+      this.fd = openSync(src, C.O_RDONLY | C.O_DIRECTORY | 0o2000000 /* O_CLOEXEC */);
+    } catch (e: any) {
+      if (e.code === "ENOTDIR")
+        throw new CriuError("rpc", `${what} ${n} of the caller (pid ${peer}) is not a directory`);
       if (e.code === "ENOENT") throw new CriuError("rpc", `${what} ${n} is not an open fd of the caller (pid ${peer})`);
       throw new CriuError("rpc", `cannot open ${what} ${n} of the caller (pid ${peer}): ${errnoText(e)}`);
     }
@@ -81,32 +163,49 @@ class CallerDir {
     const viaFd = `/proc/self/fd/${this.fd}`;
     this.path = viaFd;
     try {
-      const real = realpathSync(viaFd), a = statSync(real), b = fstatSync(this.fd);
+      const real = realpathSync(viaFd),
+        a = statSync(real),
+        b = fstatSync(this.fd);
       if (a.dev === b.dev && a.ino === b.ino) this.path = real;
     } catch {}
   }
-  close() { try { closeSync(this.fd); } catch {} }
+  close() {
+    try {
+      closeSync(this.fd);
+    } catch {}
+  }
 }
 
-interface Dirs { images: string; work: string; close(): void }
+interface Dirs {
+  images: string;
+  work: string;
+  close(): void;
+}
 
 /** images_dir_fd (or images_dir), work_dir_fd; the log file in the work dir at log_level. */
 function openDirs(conn: RpcConn, o: criu_opts | undefined, command: string): Dirs {
   if (!o) throw new CriuError("rpc", `${command} request without opts`);
   const held: CallerDir[] = [];
-  const close = () => { for (const d of held) d.close(); };
+  const close = () => {
+    for (const d of held) d.close();
+  };
   try {
     // the config file last, over the request's own fields (as criu does for runc's runc.conf)
     const conf = applyConfigFile(o);
     let images: string;
     if (conf.imagesDir !== undefined) images = conf.imagesDir;
-    else if (o.imagesDirFd >= 0) { const d = new CallerDir(conn.peer.pid, o.imagesDirFd, "images_dir_fd"); held.push(d); images = d.path; }
-    else if (o.imagesDir) images = o.imagesDir;
+    else if (o.imagesDirFd >= 0) {
+      const d = new CallerDir(conn.peer.pid, o.imagesDirFd, "images_dir_fd");
+      held.push(d);
+      images = d.path;
+    } else if (o.imagesDir) images = o.imagesDir;
     else throw new CriuError("rpc", `${command}: neither images_dir_fd nor images_dir is set`);
     let work = images;
     if (conf.workDir !== undefined) work = conf.workDir;
     else if (isFieldSet(o, criu_optsSchema.field.workDirFd) && o.workDirFd >= 0) {
-      const d = new CallerDir(conn.peer.pid, o.workDirFd, "work_dir_fd"); held.push(d); work = d.path;
+      const d = new CallerDir(conn.peer.pid, o.workDirFd, "work_dir_fd");
+      held.push(d);
+      work = d.path;
     }
     setLogLevel(o.logLevel);
     if (conf.logFile !== undefined) setLogFile(isAbsolute(conf.logFile) ? conf.logFile : join(work, conf.logFile));
@@ -115,7 +214,10 @@ function openDirs(conn: RpcConn, o: criu_opts | undefined, command: string): Dir
       setLogFile(join(work, o.logFile));
     }
     return { images, work, close };
-  } catch (e) { close(); throw e; }
+  } catch (e) {
+    close();
+    throw e;
+  }
 }
 
 /**
@@ -130,25 +232,42 @@ function applyConfigFile(o: criu_opts): { imagesDir?: string; workDir?: string; 
   const over: { imagesDir?: string; workDir?: string; logFile?: string } = {};
   if (!o.configFile) return over;
   let lines;
-  try { lines = readConfig(o.configFile); }
-  catch (e: any) { throw new CriuError("rpc", `config_file ${e?.message ?? e}`); }
+  try {
+    lines = readConfig(o.configFile);
+  } catch (e: any) {
+    throw new CriuError("rpc", `config_file ${e?.message ?? e}`);
+  }
   for (const { line, argv } of lines ?? []) {
     const where = `${o.configFile}:${line}`;
     const bad = (why: string) => new CriuError("rpc", `config_file ${where}: ${why}`);
-    let name = argv[0].slice(2), on = true;
+    let name = argv[0].slice(2),
+      on = true;
     let opt = CRIU_OPTIONS.find((x) => x.name === name);
     if (!opt && name.startsWith("no-")) {
       opt = CRIU_OPTIONS.find((x) => x.name === name.slice(3) && x.negatable);
-      if (opt) { on = false; name = opt.name; }
+      if (opt) {
+        on = false;
+        name = opt.name;
+      }
     }
     if (!opt) throw bad(`unrecognized option '--${name}'`);
     const val = argv[1];
     if ((opt.arg === "none" || !on) && val !== undefined) throw bad(`${argv[0].slice(2)} takes no value ('${val}')`);
     if (opt.arg === "required" && val === undefined) throw bad(`option '--${name}' requires an argument`);
-    if (opt.values && val !== undefined && !opt.values.includes(val)) throw bad(`--${name}: '${val}' is not one of ${opt.values.join(", ")}`);
-    if (opt.name === "images-dir") { over.imagesDir = val; continue; }
-    if (opt.name === "work-dir") { over.workDir = val; continue; }
-    if (opt.name === "log-file") { over.logFile = val; continue; }
+    if (opt.values && val !== undefined && !opt.values.includes(val))
+      throw bad(`--${name}: '${val}' is not one of ${opt.values.join(", ")}`);
+    if (opt.name === "images-dir") {
+      over.imagesDir = val;
+      continue;
+    }
+    if (opt.name === "work-dir") {
+      over.workDir = val;
+      continue;
+    }
+    if (opt.name === "log-file") {
+      over.logFile = val;
+      continue;
+    }
     if (opt.name === "verbosity") {
       if (val !== undefined && !/^\d+$/.test(val)) throw bad(`verbosity '${val}' is not a number`);
       o.logLevel = val === undefined ? o.logLevel + 1 : Number(val);
@@ -161,10 +280,15 @@ function applyConfigFile(o: criu_opts): { imagesDir?: string; workDir?: string; 
     const target = o as any;
     if (f.fieldKind === "scalar" && f.scalar === ScalarType.BOOL && val === undefined) target[f.localName] = on;
     else if (f.fieldKind === "scalar" && f.scalar === ScalarType.STRING && val !== undefined) target[f.localName] = val;
-    else if (f.fieldKind === "scalar" && [ScalarType.INT32, ScalarType.UINT32].includes(f.scalar) && val !== undefined) {
+    else if (
+      f.fieldKind === "scalar" &&
+      [ScalarType.INT32, ScalarType.UINT32].includes(f.scalar) &&
+      val !== undefined
+    ) {
       if (!/^\d+$/.test(val)) throw bad(`--${name}: '${val}' is not a number`);
       target[f.localName] = Number(val);
-    } else if (f.fieldKind === "list" && f.listKind === "scalar" && f.scalar === ScalarType.STRING && val !== undefined) target[f.localName].push(val);
+    } else if (f.fieldKind === "list" && f.listKind === "scalar" && f.scalar === ScalarType.STRING && val !== undefined)
+      target[f.localName].push(val);
     else throw cannot();
     log.debug(`rpc: ${f.name} from config_file ${where}`);
   }
@@ -190,12 +314,18 @@ function manageCgroups(o: criu_opts): boolean {
 async function waitTreeGone(pids: number[], ms = 10000) {
   const deadline = Date.now() + ms;
   const alive = (p: number) => {
-    try { const s = readFileSync(`/proc/${p}/stat`, "latin1").replace(/^.*\) /s, "")[0]; return s !== "Z" && s !== "X"; } catch { return false; }
+    try {
+      const s = readFileSync(`/proc/${p}/stat`, "latin1").replace(/^.*\) /s, "")[0];
+      return s !== "Z" && s !== "X";
+    } catch {
+      return false;
+    }
   };
   for (;;) {
     const left = pids.filter(alive);
     if (!left.length) return;
-    if (Date.now() > deadline) throw new CriuError("dump", `process(es) ${left.join(", ")} still running ${ms} ms after the dump killed them`);
+    if (Date.now() > deadline)
+      throw new CriuError("dump", `process(es) ${left.join(", ")} still running ${ms} ms after the dump killed them`);
     await Bun.sleep(5);
   }
 }
@@ -206,25 +336,48 @@ async function dumpRequest(conn: RpcConn, req: criu_req, pre: boolean): Promise<
   try {
     refuseUnmapped(o!, pre ? "pre-dump" : "dump");
     if (!isFieldSet(o!, criu_optsSchema.field.pid) || o!.pid <= 0) {
-      throw new CriuError("rpc", `${pre ? "PRE_DUMP" : "DUMP"}: no pid to dump (set opts.pid; dumping the calling process itself is not supported)`);
+      throw new CriuError(
+        "rpc",
+        `${pre ? "PRE_DUMP" : "DUMP"}: no pid to dump (set opts.pid; dumping the calling process itself is not supported)`
+      );
     }
     const { dumpProcess } = await import("../dump/dump");
     const ps = o!.ps;
-    if (ps && (ps.fd || !ps.address || !ps.port)) throw new CriuError("rpc", "ps: a page server needs address and port (an fd is not supported)");
+    if (ps && (ps.fd || !ps.address || !ps.port))
+      throw new CriuError("rpc", "ps: a page server needs address and port (an fd is not supported)");
     const hooks = new RpcHooks(conn, o!.notifyScripts, false);
     const stats = dumpProcess({
-      pid: o!.pid, dir: dirs.images, preDump: pre, trackMem: o!.trackMem, leaveRunning: pre || o!.leaveRunning, leaveStopped: !pre && o!.leaveStopped,
-      shellJob: o!.shellJob, tcpEstablished: o!.tcpEstablished, tcpClose: o!.tcpClose, skipInFlight: o!.tcpSkipInFlight, extUnixSk: o!.extUnixSk, fileLocks: o!.fileLocks,
-      timeoutSec: o!.timeout || undefined, prevImagesDir: o!.parentImg || undefined,
-      pageServer: ps ? { address: ps.address, port: ps.port } : undefined, hooks, extMounts: rpcExtMounts(o!, "dump"),
-      freezeCgroup: o!.freezeCgroup || undefined, emptyNs: o!.emptyNs, workDir: dirs.work, extNetNs: parseExtNetNs(o!.external, "dump"),
-      ghostLimit: isFieldSet(o!, criu_optsSchema.field.ghostLimit) ? o!.ghostLimit : undefined, linkRemap: !!o!.linkRemap,
+      pid: o!.pid,
+      dir: dirs.images,
+      preDump: pre,
+      trackMem: o!.trackMem,
+      leaveRunning: pre || o!.leaveRunning,
+      leaveStopped: !pre && o!.leaveStopped,
+      shellJob: o!.shellJob,
+      tcpEstablished: o!.tcpEstablished,
+      tcpClose: o!.tcpClose,
+      skipInFlight: o!.tcpSkipInFlight,
+      extUnixSk: o!.extUnixSk,
+      fileLocks: o!.fileLocks,
+      timeoutSec: o!.timeout || undefined,
+      prevImagesDir: o!.parentImg || undefined,
+      pageServer: ps ? { address: ps.address, port: ps.port } : undefined,
+      hooks,
+      extMounts: rpcExtMounts(o!, "dump"),
+      freezeCgroup: o!.freezeCgroup || undefined,
+      emptyNs: o!.emptyNs,
+      workDir: dirs.work,
+      extNetNs: parseExtNetNs(o!.external, "dump"),
+      ghostLimit: isFieldSet(o!, criu_optsSchema.field.ghostLimit) ? o!.ghostLimit : undefined,
+      linkRemap: !!o!.linkRemap,
     });
     // a caller such as runc checks that the container is gone as soon as the reply arrives
     if (!pre && !o!.leaveRunning && !o!.leaveStopped) await waitTreeGone(stats.pids);
     log.info(`${pre ? "Pre-dump" : "Dumping"} finished successfully`);
     return pre ? { type: req.type, success: true } : { type: req.type, success: true, dump: { restored: false } };
-  } finally { dirs.close(); }
+  } finally {
+    dirs.close();
+  }
 }
 
 async function restoreRequest(conn: RpcConn, req: criu_req): Promise<RespInit> {
@@ -234,20 +387,48 @@ async function restoreRequest(conn: RpcConn, req: criu_req): Promise<RespInit> {
     refuseUnmapped(o!, "restore");
     const { restoreProcesses } = await import("../restore/restore");
     const hooks = new RpcHooks(conn, o!.notifyScripts, o!.orphanPtsMaster);
-    const st = restoreProcesses({ dir: dirs.images, workDir: dirs.work, leaveStopped: o!.leaveStopped, shellJob: o!.shellJob, tcpClose: o!.tcpClose,
-      manageCgroups: manageCgroups(o!), ignoreCgroups: isFieldSet(o!, criu_optsSchema.field.manageCgroupsMode) && o!.manageCgroupsMode === criu_cg_mode.IGNORE,
-      hooks, root: o!.root || undefined, extMounts: rpcExtMounts(o!, "restore"),
-      emptyNs: o!.emptyNs, rstSibling: o!.rstSibling, inheritFds: inheritFds(o!.inheritFd.map((i) => ({ key: i.key, fd: i.fd }))),
-      cgRoots: o!.cgRoot.map((c) => ({ ctrl: isFieldSet(c, cgroup_rootSchema.field.ctrl) ? c.ctrl : undefined, path: c.path })) });
+    const st = restoreProcesses({
+      dir: dirs.images,
+      workDir: dirs.work,
+      leaveStopped: o!.leaveStopped,
+      shellJob: o!.shellJob,
+      tcpClose: o!.tcpClose,
+      manageCgroups: manageCgroups(o!),
+      ignoreCgroups:
+        isFieldSet(o!, criu_optsSchema.field.manageCgroupsMode) && o!.manageCgroupsMode === criu_cg_mode.IGNORE,
+      hooks,
+      root: o!.root || undefined,
+      extMounts: rpcExtMounts(o!, "restore"),
+      emptyNs: o!.emptyNs,
+      rstSibling: o!.rstSibling,
+      inheritFds: inheritFds(o!.inheritFd.map((i) => ({ key: i.key, fd: i.fd }))),
+      cgRoots: o!.cgRoot.map((c) => ({
+        ctrl: isFieldSet(c, cgroup_rootSchema.field.ctrl) ? c.ctrl : undefined,
+        path: c.path,
+      })),
+    });
     log.info(`Restore finished successfully (pid ${st.pid})`);
     return { type: req.type, success: true, restore: { pid: st.pid } };
-  } finally { dirs.close(); }
+  } finally {
+    dirs.close();
+  }
 }
 
 async function checkRequest(req: criu_req): Promise<RespInit> {
   const { PROBES, runProbe } = await import("../check/index");
-  const failed = PROBES.filter((p) => p.basic).map(runProbe).filter((r) => !r.ok);
-  if (failed.length) return { type: req.type, success: false, crErrno: 0, crErrmsg: failed.map((r) => `${r.name}: ${r.text}`).join("; ").slice(0, 4000) };
+  const failed = PROBES.filter((p) => p.basic)
+    .map(runProbe)
+    .filter((r) => !r.ok);
+  if (failed.length)
+    return {
+      type: req.type,
+      success: false,
+      crErrno: 0,
+      crErrmsg: failed
+        .map((r) => `${r.name}: ${r.text}`)
+        .join("; ")
+        .slice(0, 4000),
+    };
   return { type: req.type, success: true };
 }
 
@@ -270,7 +451,11 @@ function waitPid(req: criu_req): RespInit {
   for (;;) {
     const { r, status } = wait4Raw(req.pid, 0);
     if (r === -4) continue;
-    if (r < 0) { const e: any = new CriuError("rpc", `WAIT_PID: ${req.pid} is not a child of criu-bun: ${errnoText(-r)}`); e.crErrno = -r; throw e; }
+    if (r < 0) {
+      const e: any = new CriuError("rpc", `WAIT_PID: ${req.pid} is not a child of criu-bun: ${errnoText(-r)}`);
+      e.crErrno = -r;
+      throw e;
+    }
     if (W.exited(status) || W.signaled(status)) return { type: req.type, success: true, status };
   }
 }
@@ -279,22 +464,47 @@ export async function handleRequest(conn: RpcConn, req: criu_req): Promise<RespI
   log.debug(`rpc: ${T[req.type] ?? req.type} request`);
   switch (req.type) {
     case T.VERSION:
-      return { type: req.type, success: true,
-        version: { majorNumber: Number(CRIU_LEVEL.split(".")[0]), minorNumber: Number(CRIU_LEVEL.split(".")[1]), gitid: GITID, name: "criu-bun" } };
-    case T.FEATURE_CHECK: return featureCheck(req);
-    case T.CHECK: return checkRequest(req);
-    case T.DUMP: return dumpRequest(conn, req, false);
-    case T.PRE_DUMP: case T.SINGLE_PRE_DUMP: return dumpRequest(conn, req, true);
-    case T.RESTORE: return restoreRequest(conn, req);
-    case T.WAIT_PID: return waitPid(req);
-    case T.PAGE_SERVER: case T.PAGE_SERVER_CHLD:
-      return failure(req.type, new CriuError("rpc", `${T[req.type]}: a page server over RPC is not supported by criu-bun yet (run 'criu-bun page-server')`));
-    case T.CPUINFO_DUMP: case T.CPUINFO_CHECK:
-      return failure(req.type, new CriuError("rpc", `${T[req.type]}: not supported by criu-bun (restore checks the CPU's xsave layout itself)`));
+      return {
+        type: req.type,
+        success: true,
+        version: {
+          majorNumber: Number(CRIU_LEVEL.split(".")[0]),
+          minorNumber: Number(CRIU_LEVEL.split(".")[1]),
+          gitid: GITID,
+          name: "criu-bun",
+        },
+      };
+    case T.FEATURE_CHECK:
+      return featureCheck(req);
+    case T.CHECK:
+      return checkRequest(req);
+    case T.DUMP:
+      return dumpRequest(conn, req, false);
+    case T.PRE_DUMP:
+    case T.SINGLE_PRE_DUMP:
+      return dumpRequest(conn, req, true);
+    case T.RESTORE:
+      return restoreRequest(conn, req);
+    case T.WAIT_PID:
+      return waitPid(req);
+    case T.PAGE_SERVER:
+    case T.PAGE_SERVER_CHLD:
+      return failure(
+        req.type,
+        new CriuError(
+          "rpc",
+          `${T[req.type]}: a page server over RPC is not supported by criu-bun yet (run 'criu-bun page-server')`
+        )
+      );
+    case T.CPUINFO_DUMP:
+    case T.CPUINFO_CHECK:
+      return failure(
+        req.type,
+        new CriuError("rpc", `${T[req.type]}: not supported by criu-bun (restore checks the CPU's xsave layout itself)`)
+      );
     case T.NOTIFY:
       return failure(req.type, new CriuError("rpc", "NOTIFY: there is no notification waiting for an answer"));
     default:
       return failure(req.type ?? 0, new CriuError("rpc", `unknown request type ${req.type}`));
   }
 }
-

@@ -24,7 +24,8 @@ export class RpcConn {
   }
   send(init: RespInit, passFd?: number) {
     const bytes = toBinary(criu_respSchema, create(criu_respSchema, init));
-    if (bytes.length > MAX_REPLY) throw new CriuError("rpc", `reply of ${bytes.length} bytes is longer than callers accept (${MAX_REPLY})`);
+    if (bytes.length > MAX_REPLY)
+      throw new CriuError("rpc", `reply of ${bytes.length} bytes is longer than callers accept (${MAX_REPLY})`);
     sendPacket(this.fd, bytes, passFd);
   }
   /** the next request; undefined when the caller has closed its end */
@@ -33,19 +34,30 @@ export class RpcConn {
     for (const f of p.fds) closeFd(f); // requests carry no fds; do not leak any sent anyway
     if (p.data.length === 0) return undefined;
     if (p.truncated) return { error: "request longer than 1 MiB" };
-    try { return { req: fromBinary(criu_reqSchema, p.data) }; }
-    catch (e: any) { return { error: `cannot decode the request (${p.data.length} bytes): ${e.message}` }; }
+    try {
+      return { req: fromBinary(criu_reqSchema, p.data) };
+    } catch (e: any) {
+      return { error: `cannot decode the request (${p.data.length} bytes): ${e.message}` };
+    }
   }
 }
 
-function closeFd(fd: number) { try { require("node:fs").closeSync(fd); } catch {} }
+function closeFd(fd: number) {
+  try {
+    require("node:fs").closeSync(fd);
+  } catch {}
+}
 
 /**
  * Notifications over RPC: criu_resp{type NOTIFY, notify{script, pid}} (plus an fd for
  * orphan-pts-master), then the caller's criu_req{type NOTIFY, notify_success} before going on.
  */
 export class RpcHooks implements Hooks {
-  constructor(private conn: RpcConn, private scripts: boolean, private ptsMaster: boolean) {}
+  constructor(
+    private conn: RpcConn,
+    private scripts: boolean,
+    private ptsMaster: boolean
+  ) {}
   wants(action: HookAction) {
     if (action === "orphan-pts-master") return this.ptsMaster;
     return this.scripts;
@@ -53,12 +65,19 @@ export class RpcHooks implements Hooks {
   run(action: HookAction, ctx: HookContext) {
     // criu names the pid only where the caller acts on it (runc adopts the restored init)
     const withPid = ctx.pid !== undefined && (action === "setup-namespaces" || action === "post-restore");
-    this.conn.send({ type: criu_req_type.NOTIFY, success: true, notify: { script: action, ...(withPid ? { pid: ctx.pid } : {}) } }, ctx.fd);
+    this.conn.send(
+      { type: criu_req_type.NOTIFY, success: true, notify: { script: action, ...(withPid ? { pid: ctx.pid } : {}) } },
+      ctx.fd
+    );
     const m = this.conn.recv();
     if (!m) throw new CriuError("rpc", `the caller closed the connection at ${action}`);
     if (m.error) throw new CriuError("rpc", `answer to ${action}: ${m.error}`);
     const r = m.req!;
-    if (r.type !== criu_req_type.NOTIFY) throw new CriuError("rpc", `the caller answered ${action} with a ${criu_req_type[r.type] ?? r.type} request instead of NOTIFY`);
+    if (r.type !== criu_req_type.NOTIFY)
+      throw new CriuError(
+        "rpc",
+        `the caller answered ${action} with a ${criu_req_type[r.type] ?? r.type} request instead of NOTIFY`
+      );
     if (!r.notifySuccess) throw new CriuError("rpc", `the caller refused ${action}`);
     log.debug(`rpc: ${action} acknowledged`);
   }
@@ -66,7 +85,9 @@ export class RpcHooks implements Hooks {
 
 /** A failure as a reply: one line, criu's cr_errno (the errno behind it when there is one). */
 export function failure(type: number, e: any): RespInit {
-  const msg = String(e?.message ?? e).split("\n")[0].slice(0, MAX_ERRMSG);
+  const msg = String(e?.message ?? e)
+    .split("\n")[0]
+    .slice(0, MAX_ERRMSG);
   const errno = e instanceof SysError ? e.errno : (e?.crErrno ?? 0);
   return { type, success: false, crErrno: errno, crErrmsg: msg };
 }
@@ -101,23 +122,32 @@ export async function serve(fd: number): Promise<number> {
   log.debug(`swrk: serving pid ${conn.peer.pid} (uid ${conn.peer.uid}) on fd ${fd}`);
   for (;;) {
     const m = conn.recv();
-    if (!m) { log.debug("swrk: the caller closed the connection"); return 0; }
-    if (m.error) { conn.send(failure(criu_req_type.EMPTY, new CriuError("rpc", m.error))); continue; }
+    if (!m) {
+      log.debug("swrk: the caller closed the connection");
+      return 0;
+    }
+    if (m.error) {
+      conn.send(failure(criu_req_type.EMPTY, new CriuError("rpc", m.error)));
+      continue;
+    }
     const req = m.req!;
     let resp: RespInit;
     try {
       resp = await handleRequest(conn, req);
-      if (req.type === criu_req_type.RESTORE && resp.success && req.opts?.execCmd.length) return await execAfterRestore(conn, resp, req.opts.execCmd); // before the log is reset below
+      if (req.type === criu_req_type.RESTORE && resp.success && req.opts?.execCmd.length)
+        return await execAfterRestore(conn, resp, req.opts.execCmd); // before the log is reset below
     } catch (e: any) {
       log.error(e instanceof CriuError ? e.where : "rpc", e?.message ?? String(e));
       if (process.env.CRIU_BUN_DEBUG) console.error(e?.stack);
       resp = failure(req.type, e);
     } finally {
       // each request has its own log file and level
-      setLogFile(undefined); setLogLevel(2);
+      setLogFile(undefined);
+      setLogLevel(2);
     }
-    try { conn.send(resp); }
-    catch (e: any) {
+    try {
+      conn.send(resp);
+    } catch (e: any) {
       if (e instanceof SysError && (e.errno === 32 || e.errno === 104)) return 0; // the caller went away
       conn.send(failure(req.type, e));
     }

@@ -153,7 +153,10 @@ const ERRNOS: Record<number, [string, string]> = {
   524: ["ENOTSUPP", "Operation is not supported"],
 };
 /** name -> number: E.ENOENT === 2 */
-export const E = Object.fromEntries(Object.entries(ERRNOS).map(([k, v]) => [v[0], Number(k)])) as Record<string, number>;
+export const E = Object.fromEntries(Object.entries(ERRNOS).map(([k, v]) => [v[0], Number(k)])) as Record<
+  string,
+  number
+>;
 
 /** "ENOENT" for 2 (a negative value, as raw syscalls return it, is turned round) */
 export function errnoName(e: number | bigint): string {
@@ -191,7 +194,11 @@ export function sysFailed(who: string, what: string, errno: number | bigint | un
 
 /** A failed system call. `errno` is positive. */
 export class SysError extends Error {
-  constructor(public call: string, public errno: number, detail?: string) {
+  constructor(
+    public call: string,
+    public errno: number,
+    detail?: string
+  ) {
     super(sysFailed("", `${call}${detail ? ` ${detail}` : ""}`, errno));
     this.name = "SysError";
   }

@@ -12,13 +12,25 @@ export function execvp(argv: string[], env: Record<string, string | undefined> =
   const strs: Uint8Array[] = [];
   const vec = (list: string[]) => {
     const v = new BigUint64Array(list.length + 1);
-    list.forEach((s, i) => { const c = cstr(s); strs.push(c); v[i] = BigInt(addr(c)); });
+    list.forEach((s, i) => {
+      const c = cstr(s);
+      strs.push(c);
+      v[i] = BigInt(addr(c));
+    });
     return v;
   };
   const av = vec(argv);
-  const ev = vec(Object.entries(env).filter(([, v]) => v !== undefined).map(([k, v]) => `${k}=${v}`));
-  const cands = argv[0].includes("/") ? [argv[0]]
-    : (env.PATH ?? "/usr/local/bin:/usr/bin:/bin").split(":").map((d) => `${d || "."}/${argv[0]}`).filter((p) => existsSync(p));
+  const ev = vec(
+    Object.entries(env)
+      .filter(([, v]) => v !== undefined)
+      .map(([k, v]) => `${k}=${v}`)
+  );
+  const cands = argv[0].includes("/")
+    ? [argv[0]]
+    : (env.PATH ?? "/usr/local/bin:/usr/bin:/bin")
+        .split(":")
+        .map((d) => `${d || "."}/${argv[0]}`)
+        .filter((p) => existsSync(p));
   if (!cands.length) return 2; // ENOENT
   // The program starts with default dispositions (SIG_IGN would survive execve) and an empty
   // mask, as from criu. Bun's own threads must not kill it on the way: JavaScriptCore suspends
@@ -30,16 +42,22 @@ export function execvp(argv: string[], env: Record<string, string | undefined> =
   // emptied only right before each execve. If every execve fails, Bun's handlers and mask come
   // back, and a discarded SIGPWR is sent again so the collector gets its answer.
   Bun.gc(true);
-  const full = new BigUint64Array([0xffffffffffffffffn]), none = new BigUint64Array(1), oldMask = new BigUint64Array(1);
+  const full = new BigUint64Array([0xffffffffffffffffn]),
+    none = new BigUint64Array(1),
+    oldMask = new BigUint64Array(1);
   syscall(NR.rt_sigprocmask, 2 /* SIG_SETMASK */, addr(full), addr(oldMask), 8);
   const pending = new BigUint64Array(1);
   const old = new Map<number, BigUint64Array>();
-  const dfl = new BigUint64Array(4), ign = new BigUint64Array([1n, 0n, 0n, 0n]); // {handler, flags, restorer, mask}
+  const dfl = new BigUint64Array(4),
+    ign = new BigUint64Array([1n, 0n, 0n, 0n]); // {handler, flags, restorer, mask}
   for (let s = 1; s <= 64; s++) {
     if (s === 9 || s === 19 || s === 32 || s === 33) continue; // SIGKILL, SIGSTOP, glibc's own
     const o = new BigUint64Array(4);
     if (syscall(NR.rt_sigaction, s, 0, addr(o), 8) === 0) old.set(s, o);
-    if (s === 30 /* SIGPWR */) { syscall(NR.rt_sigpending, addr(pending), 8); syscall(NR.rt_sigaction, s, addr(ign), 0, 8); }
+    if (s === 30 /* SIGPWR */) {
+      syscall(NR.rt_sigpending, addr(pending), 8);
+      syscall(NR.rt_sigaction, s, addr(ign), 0, 8);
+    }
     syscall(NR.rt_sigaction, s, addr(dfl), 0, 8);
   }
   let err = 2;

@@ -7,21 +7,39 @@ import { AF } from "./sock";
 export { AF, SOCK, IPPROTO, SOL, SO, MSG, SHUT } from "./sock";
 
 export const TCP = {
-  NODELAY: 1, MAXSEG: 2, CORK: 3, KEEPIDLE: 4, KEEPINTVL: 5, KEEPCNT: 6, INFO: 11,
-  REPAIR: 19, REPAIR_QUEUE: 20, QUEUE_SEQ: 21, REPAIR_OPTIONS: 22, TIMESTAMP: 24, REPAIR_WINDOW: 29,
+  NODELAY: 1,
+  MAXSEG: 2,
+  CORK: 3,
+  KEEPIDLE: 4,
+  KEEPINTVL: 5,
+  KEEPCNT: 6,
+  INFO: 11,
+  REPAIR: 19,
+  REPAIR_QUEUE: 20,
+  QUEUE_SEQ: 21,
+  REPAIR_OPTIONS: 22,
+  TIMESTAMP: 24,
+  REPAIR_WINDOW: 29,
 } as const;
-export const IP_FREEBIND = 15, IPV6_V6ONLY = 26, IPV6_FREEBIND = 78;
+export const IP_FREEBIND = 15,
+  IPV6_V6ONLY = 26,
+  IPV6_FREEBIND = 78;
 export const IP = { TOS: 1, TTL: 2, HDRINCL: 3, PKTINFO: 8, NODEFRAG: 22 } as const;
 export const IPV6 = { RECVPKTINFO: 49, UNICAST_HOPS: 16, TCLASS: 67, HDRINCL: 36 } as const;
 /** ICMP_FILTER (SOL_RAW) and ICMPV6_FILTER (SOL_ICMPV6): 4 and 32 bytes of type bits */
-export const ICMP_FILTER = 1, ICMPV6_FILTER = 1;
-export const SIOCINQ = 0x541b, SIOCOUTQ = 0x5411, SIOCOUTQNSD = 0x894b;
+export const ICMP_FILTER = 1,
+  ICMPV6_FILTER = 1;
+export const SIOCINQ = 0x541b,
+  SIOCOUTQ = 0x5411,
+  SIOCOUTQNSD = 0x894b;
 
 // one scratch buffer (and its length word) for every small getsockopt, results copied out (taking
 // a fresh array's address costs more than the system call). Their addresses are taken at each
 // call: addr() also tells the JIT the call may change them (a cached address does not, and the
 // JIT then reads a stale value)
-const optBuf = new Uint8Array(256), optLen = new Uint32Array(1), optInt = new Int32Array(1);
+const optBuf = new Uint8Array(256),
+  optLen = new Uint32Array(1),
+  optInt = new Int32Array(1);
 
 /** getsockopt into a buffer of len bytes; returns the bytes the kernel filled. */
 export function getsockoptBytes(fd: number, level: number, opt: number, len: number): Uint8Array {
@@ -43,8 +61,14 @@ function getInt(fd: number, level: number, opt: number): number | undefined {
   optInt[0] = 0;
   optLen[0] = 4;
   const r = syscall(NR.getsockopt, fd, level, opt, addr(optInt), addr(optLen));
-  if (r < 0) { lastErr = -r; return undefined; }
-  if (optLen[0] < 4) { lastErr = 22; return undefined; }
+  if (r < 0) {
+    lastErr = -r;
+    return undefined;
+  }
+  if (optLen[0] < 4) {
+    lastErr = 22;
+    return undefined;
+  }
   return optInt[0];
 }
 let lastErr = 0;
@@ -81,7 +105,13 @@ export function recvBytes(fd: number, len: number, flags: number): Uint8Array {
   return buf.subarray(0, r);
 }
 
-interface SockName { family: number; port: number; /** 4 or 16 bytes, network order */ addr: Uint8Array; flowinfo?: number; scope?: number }
+interface SockName {
+  family: number;
+  port: number /** 4 or 16 bytes, network order */;
+  addr: Uint8Array;
+  flowinfo?: number;
+  scope?: number;
+}
 
 function nameCall(nr: number, fd: number): SockName | null {
   const buf = new Uint8Array(128);
@@ -99,7 +129,14 @@ function parseSockaddr(b: Uint8Array): SockName | null {
   const dv = new DataView(b.buffer, b.byteOffset, b.length);
   const family = dv.getUint16(0, true);
   if (family === AF.INET) return { family, port: dv.getUint16(2, false), addr: b.slice(4, 8) };
-  if (family === AF.INET6) return { family, port: dv.getUint16(2, false), flowinfo: dv.getUint32(4, false), addr: b.slice(8, 24), scope: dv.getUint32(24, true) };
+  if (family === AF.INET6)
+    return {
+      family,
+      port: dv.getUint16(2, false),
+      flowinfo: dv.getUint32(4, false),
+      addr: b.slice(8, 24),
+      scope: dv.getUint32(24, true),
+    };
   return { family, port: 0, addr: new Uint8Array(0) };
 }
 
@@ -109,8 +146,10 @@ export function sockaddr(family: number, address: Uint8Array, port: number, scop
   const dv = new DataView(b.buffer);
   dv.setUint16(0, family, true);
   dv.setUint16(2, port, false);
-  if (family === AF.INET6) { b.set(address.subarray(0, 16), 8); dv.setUint32(24, scope, true); }
-  else b.set(address.subarray(0, 4), 4);
+  if (family === AF.INET6) {
+    b.set(address.subarray(0, 16), 8);
+    dv.setUint32(24, scope, true);
+  } else b.set(address.subarray(0, 4), 4);
   return b;
 }
 
@@ -140,11 +179,15 @@ export function addrString(family: number, a: Uint8Array): string {
 
 /** The protocol name sockfs gives a socket (system.sockprotoname: "TCP", "UDPv6", "PING", "UNIX"...),
  * read through a path to it such as /proc/PID/fd/N; undefined if it has none. */
-const protoBuf = new Uint8Array(64), protoAttr = cstr("system.sockprotoname"), protoText = new TextDecoder();
+const protoBuf = new Uint8Array(64),
+  protoAttr = cstr("system.sockprotoname"),
+  protoText = new TextDecoder();
 export function sockProtoName(path: string | number): string | undefined {
   // a path, or an fd of criu-bun's on the socket (fgetxattr: no walk through /proc)
-  const r = typeof path === "number" ? syscall(NR.fgetxattr, path, addr(protoAttr), addr(protoBuf), protoBuf.length)
-    : syscall(NR.getxattr, addr(cstr(path)), addr(protoAttr), addr(protoBuf), protoBuf.length);
+  const r =
+    typeof path === "number"
+      ? syscall(NR.fgetxattr, path, addr(protoAttr), addr(protoBuf), protoBuf.length)
+      : syscall(NR.getxattr, addr(cstr(path)), addr(protoAttr), addr(protoBuf), protoBuf.length);
   if (r <= 0) return undefined;
   return protoText.decode(protoBuf.subarray(0, r)).replace(/\0.*$/s, "");
 }

@@ -3,33 +3,80 @@ import { syscall, addr, cstr } from "./syscall";
 import { NR } from "./nr";
 import { SysError } from "./errno";
 
-const liov = new BigUint64Array(2), riov = new BigUint64Array(2);
+const liov = new BigUint64Array(2),
+  riov = new BigUint64Array(2);
 
 /** Read len bytes at remote address into buf[off..]. Returns bytes read (may be short). */
 export function vmRead(pid: number, remote: bigint, buf: Uint8Array, off = 0, len = buf.length - off): number {
-  liov[0] = BigInt(addr(buf, off)); liov[1] = BigInt(len);
-  riov[0] = remote; riov[1] = BigInt(len);
+  liov[0] = BigInt(addr(buf, off));
+  liov[1] = BigInt(len);
+  riov[0] = remote;
+  riov[1] = BigInt(len);
   return syscall(NR.process_vm_readv, pid, addr(liov), 1, addr(riov), 1, 0);
 }
 export function vmWrite(pid: number, remote: bigint, buf: Uint8Array, off = 0, len = buf.length - off): number {
-  liov[0] = BigInt(addr(buf, off)); liov[1] = BigInt(len);
-  riov[0] = remote; riov[1] = BigInt(len);
+  liov[0] = BigInt(addr(buf, off));
+  liov[1] = BigInt(len);
+  riov[0] = remote;
+  riov[1] = BigInt(len);
   return syscall(NR.process_vm_writev, pid, addr(liov), 1, addr(riov), 1, 0);
 }
 
 export const O = {
-  RDONLY: 0, WRONLY: 1, RDWR: 2, CREAT: 0o100, EXCL: 0o200, NOCTTY: 0o400, TRUNC: 0o1000,
-  APPEND: 0o2000, NONBLOCK: 0o4000, DSYNC: 0o10000, ASYNC: 0o20000, DIRECT: 0o40000, LARGEFILE: 0o100000,
-  DIRECTORY: 0o200000, NOFOLLOW: 0o400000, NOATIME: 0o1000000, CLOEXEC: 0o2000000, PATH: 0o10000000,
+  RDONLY: 0,
+  WRONLY: 1,
+  RDWR: 2,
+  CREAT: 0o100,
+  EXCL: 0o200,
+  NOCTTY: 0o400,
+  TRUNC: 0o1000,
+  APPEND: 0o2000,
+  NONBLOCK: 0o4000,
+  DSYNC: 0o10000,
+  ASYNC: 0o20000,
+  DIRECT: 0o40000,
+  LARGEFILE: 0o100000,
+  DIRECTORY: 0o200000,
+  NOFOLLOW: 0o400000,
+  NOATIME: 0o1000000,
+  CLOEXEC: 0o2000000,
+  PATH: 0o10000000,
   TMPFILE: 0o20200000,
 } as const;
 /** fcntl(2) commands, and the lock types and owner types some of them take */
 export const F = {
-  DUPFD: 0, GETFD: 1, SETFD: 2, GETFL: 3, SETFL: 4, GETLK: 5, SETLK: 6, SETLKW: 7, SETOWN: 8, GETOWN: 9,
-  SETSIG: 10, GETSIG: 11, SETOWN_EX: 15, GETOWN_EX: 16, GETOWNER_UIDS: 17, OFD_GETLK: 36, OFD_SETLK: 37,
-  OFD_SETLKW: 38, SETLEASE: 1024, GETLEASE: 1025, NOTIFY: 1026, DUPFD_CLOEXEC: 1030, SETPIPE_SZ: 1031,
-  GETPIPE_SZ: 1032, ADD_SEALS: 1033, GET_SEALS: 1034,
-  RDLCK: 0, WRLCK: 1, UNLCK: 2, OWNER_TID: 0, OWNER_PID: 1, OWNER_PGRP: 2,
+  DUPFD: 0,
+  GETFD: 1,
+  SETFD: 2,
+  GETFL: 3,
+  SETFL: 4,
+  GETLK: 5,
+  SETLK: 6,
+  SETLKW: 7,
+  SETOWN: 8,
+  GETOWN: 9,
+  SETSIG: 10,
+  GETSIG: 11,
+  SETOWN_EX: 15,
+  GETOWN_EX: 16,
+  GETOWNER_UIDS: 17,
+  OFD_GETLK: 36,
+  OFD_SETLK: 37,
+  OFD_SETLKW: 38,
+  SETLEASE: 1024,
+  GETLEASE: 1025,
+  NOTIFY: 1026,
+  DUPFD_CLOEXEC: 1030,
+  SETPIPE_SZ: 1031,
+  GETPIPE_SZ: 1032,
+  ADD_SEALS: 1033,
+  GET_SEALS: 1034,
+  RDLCK: 0,
+  WRLCK: 1,
+  UNLCK: 2,
+  OWNER_TID: 0,
+  OWNER_PID: 1,
+  OWNER_PGRP: 2,
 } as const;
 
 export function openFd(path: string, flags: number, mode = 0o644): number {
@@ -38,7 +85,9 @@ export function openFd(path: string, flags: number, mode = 0o644): number {
   if (r < 0) throw new SysError(`open(${path})`, -r);
   return r;
 }
-export function closeFd(fd: number) { syscall(NR.close, fd); }
+export function closeFd(fd: number) {
+  syscall(NR.close, fd);
+}
 
 export function pread(fd: number, buf: Uint8Array, off: bigint | number, len = buf.length, bufOff = 0): number {
   return syscall(NR.pread64, fd, addr(buf, bufOff), len, off);
@@ -48,7 +97,15 @@ function pwrite(fd: number, buf: Uint8Array, off: bigint | number, len = buf.len
 }
 /** pread/pwrite until len bytes are moved, retrying EINTR and short transfers; throws on error.
  * A transfer of 0 bytes ends a read (EOF: returns what was read) and fails a write (EIO). */
-function fullIo(io: typeof pread, fd: number, buf: Uint8Array, off: bigint, len: number, bufOff: number, what: string): number {
+function fullIo(
+  io: typeof pread,
+  fd: number,
+  buf: Uint8Array,
+  off: bigint,
+  len: number,
+  bufOff: number,
+  what: string
+): number {
   let done = 0;
   while (done < len) {
     const r = io(fd, buf, off + BigInt(done), len - done, bufOff + done);
@@ -63,11 +120,25 @@ function fullIo(io: typeof pread, fd: number, buf: Uint8Array, off: bigint, len:
   return done;
 }
 /** pread until len bytes or EOF; returns the bytes read, throws on error. */
-export function preadFull(fd: number, buf: Uint8Array, off: bigint, len = buf.length, bufOff = 0, what = "pread"): number {
+export function preadFull(
+  fd: number,
+  buf: Uint8Array,
+  off: bigint,
+  len = buf.length,
+  bufOff = 0,
+  what = "pread"
+): number {
   return fullIo(pread, fd, buf, off, len, bufOff, what);
 }
 /** pwrite all len bytes; throws on error. */
-export function pwriteFull(fd: number, buf: Uint8Array, off: bigint, len = buf.length, bufOff = 0, what = "pwrite"): void {
+export function pwriteFull(
+  fd: number,
+  buf: Uint8Array,
+  off: bigint,
+  len = buf.length,
+  bufOff = 0,
+  what = "pwrite"
+): void {
   fullIo(pwrite, fd, buf, off, len, bufOff, what);
 }
 export function writeFull(fd: number, buf: Uint8Array, what = "write"): void {
@@ -81,12 +152,27 @@ export function writeFull(fd: number, buf: Uint8Array, what = "write"): void {
 }
 
 /** PAGE_IS_* page categories of the PAGEMAP_SCAN ioctl (linux/fs.h). */
-export const PAGE_IS = { WPALLOWED: 1, WRITTEN: 2, FILE: 4, PRESENT: 8, SWAPPED: 16, PFNZERO: 32, HUGE: 64, SOFT_DIRTY: 128 } as const;
+export const PAGE_IS = {
+  WPALLOWED: 1,
+  WRITTEN: 2,
+  FILE: 4,
+  PRESENT: 8,
+  SWAPPED: 16,
+  PFNZERO: 32,
+  HUGE: 64,
+  SOFT_DIRTY: 128,
+} as const;
 const PAGEMAP_SCAN = 0xc0606610; // _IOWR('f', 16, struct pm_scan_arg)
 
 /** Which pages a scan keeps: after XOR with `inverted`, a page needs every `mask` bit and one of `anyof`;
  * regions are runs of kept pages with equal categories & `ret`. */
-interface ScanQuery { flags?: number; inverted?: number; mask?: number; anyof?: number; ret: number }
+interface ScanQuery {
+  flags?: number;
+  inverted?: number;
+  mask?: number;
+  anyof?: number;
+  ret: number;
+}
 
 /**
  * PAGEMAP_SCAN (Linux 6.7+) over an open /proc/PID/pagemap: the kernel walks the page tables and
@@ -98,16 +184,29 @@ export class PagemapScanner {
   private readonly arg = new BigUint64Array(12);
   /** regions found by the last scan: start, end, categories (triples) */
   readonly vec: BigUint64Array;
-  constructor(private readonly fd: number, readonly capacity = 2048) {
+  constructor(
+    private readonly fd: number,
+    readonly capacity = 2048
+  ) {
     this.vec = new BigUint64Array(capacity * 3);
   }
   /** One call over [start, end): the number of regions in vec, or -errno. walkEnd tells where it stopped. */
   scan(start: bigint, end: bigint, q: ScanQuery): number {
     const a = this.arg;
     a.fill(0n);
-    a[0] = 96n; a[1] = BigInt(q.flags ?? 0); a[2] = start; a[3] = end; a[5] = BigInt(addr(this.vec)); a[6] = BigInt(this.capacity);
-    a[8] = BigInt(q.inverted ?? 0); a[9] = BigInt(q.mask ?? 0); a[10] = BigInt(q.anyof ?? 0); a[11] = BigInt(q.ret);
+    a[0] = 96n;
+    a[1] = BigInt(q.flags ?? 0);
+    a[2] = start;
+    a[3] = end;
+    a[5] = BigInt(addr(this.vec));
+    a[6] = BigInt(this.capacity);
+    a[8] = BigInt(q.inverted ?? 0);
+    a[9] = BigInt(q.mask ?? 0);
+    a[10] = BigInt(q.anyof ?? 0);
+    a[11] = BigInt(q.ret);
     return syscall(NR.ioctl, this.fd, PAGEMAP_SCAN, addr(a));
   }
-  get walkEnd(): bigint { return this.arg[4]; }
+  get walkEnd(): bigint {
+    return this.arg[4];
+  }
 }

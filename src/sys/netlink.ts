@@ -7,7 +7,17 @@ import { SysError } from "./errno";
 import { AF, SOCK } from "./sock";
 
 export const NETLINK = { ROUTE: 0, SOCK_DIAG: 4, NETFILTER: 12 } as const;
-export const NLM_F = { REQUEST: 1, MULTI: 2, ACK: 4, ROOT: 0x100, MATCH: 0x200, DUMP: 0x300, EXCL: 0x200, CREATE: 0x400, APPEND: 0x800 } as const;
+export const NLM_F = {
+  REQUEST: 1,
+  MULTI: 2,
+  ACK: 4,
+  ROOT: 0x100,
+  MATCH: 0x200,
+  DUMP: 0x300,
+  EXCL: 0x200,
+  CREATE: 0x400,
+  APPEND: 0x800,
+} as const;
 export const NLMSG = { NOOP: 1, ERROR: 2, DONE: 3 } as const;
 const NLA_F_NESTED = 0x8000;
 
@@ -26,19 +36,38 @@ export class Attrs {
     this.parts.push(b);
     return this;
   }
-  bytes(type: number, data: Uint8Array) { return this.raw(type, data); }
-  str(type: number, s: string) { return this.raw(type, new TextEncoder().encode(s + "\0")); }
+  bytes(type: number, data: Uint8Array) {
+    return this.raw(type, data);
+  }
+  str(type: number, s: string) {
+    return this.raw(type, new TextEncoder().encode(s + "\0"));
+  }
   /** u32 in network byte order (nf_tables wants big endian numbers) */
-  be32(type: number, v: number) { const b = new Uint8Array(4); new DataView(b.buffer).setUint32(0, v >>> 0, false); return this.raw(type, b); }
-  u32(type: number, v: number) { const b = new Uint8Array(4); new DataView(b.buffer).setUint32(0, v >>> 0, true); return this.raw(type, b); }
-  nest(type: number, inner: Attrs) { return this.raw(type | NLA_F_NESTED, inner.concat()); }
-  concat(): Uint8Array { return concat(this.parts); }
+  be32(type: number, v: number) {
+    const b = new Uint8Array(4);
+    new DataView(b.buffer).setUint32(0, v >>> 0, false);
+    return this.raw(type, b);
+  }
+  u32(type: number, v: number) {
+    const b = new Uint8Array(4);
+    new DataView(b.buffer).setUint32(0, v >>> 0, true);
+    return this.raw(type, b);
+  }
+  nest(type: number, inner: Attrs) {
+    return this.raw(type | NLA_F_NESTED, inner.concat());
+  }
+  concat(): Uint8Array {
+    return concat(this.parts);
+  }
 }
 
 export function concat(parts: Uint8Array[]): Uint8Array {
   const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
   let o = 0;
-  for (const p of parts) { out.set(p, o); o += p.length; }
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
   return out;
 }
 
@@ -56,18 +85,26 @@ export function nlmsg(type: number, flags: number, seq: number, body: Uint8Array
   return b;
 }
 
-export interface NlReply { type: number; flags: number; seq: number; pid: number; payload: Uint8Array }
+export interface NlReply {
+  type: number;
+  flags: number;
+  seq: number;
+  pid: number;
+  payload: Uint8Array;
+}
 
 /** Split the first n bytes of buf (one datagram) into netlink messages. */
 function parseNl(buf: Uint8Array, n: number): NlReply[] {
   const out: NlReply[] = [];
   const dv = new DataView(buf.buffer, buf.byteOffset, n);
-  for (let off = 0; off + 16 <= n;) {
+  for (let off = 0; off + 16 <= n; ) {
     const len = dv.getUint32(off, true);
     if (len < 16 || off + len > n) break;
     out.push({
-      type: dv.getUint16(off + 4, true), flags: dv.getUint16(off + 6, true),
-      seq: dv.getUint32(off + 8, true), pid: dv.getUint32(off + 12, true),
+      type: dv.getUint16(off + 4, true),
+      flags: dv.getUint16(off + 6, true),
+      seq: dv.getUint32(off + 8, true),
+      pid: dv.getUint32(off + 12, true),
       payload: buf.slice(off + 16, off + len),
     });
     off += align4(len);
@@ -116,13 +153,18 @@ export class NetlinkSocket {
     if (fd < 0) throw new SysError(`socket(AF_NETLINK, ${proto})`, -fd);
     this.fd = fd;
   }
-  nextSeq() { return ++this.seq; }
-  send(buf: Uint8Array) { sendToKernel(this.fd, buf); }
+  nextSeq() {
+    return ++this.seq;
+  }
+  send(buf: Uint8Array) {
+    sendToKernel(this.fd, buf);
+  }
   /** Read one datagram and split it into messages. */
   recv(): NlReply[] {
     const buf = new Uint8Array(65536);
     let r: number;
-    do r = syscall(NR.recvfrom, this.fd, addr(buf), buf.length, 0, 0, 0); while (r === -4);
+    do r = syscall(NR.recvfrom, this.fd, addr(buf), buf.length, 0, 0, 0);
+    while (r === -4);
     if (r < 0) throw new SysError("netlink recv", -r);
     return parseNl(buf, r);
   }
@@ -161,5 +203,8 @@ export class NetlinkSocket {
       }
     }
   }
-  close() { if (this.fd >= 0) syscall(NR.close, this.fd); this.fd = -1; }
+  close() {
+    if (this.fd >= 0) syscall(NR.close, this.fd);
+    this.fd = -1;
+  }
 }

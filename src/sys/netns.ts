@@ -18,17 +18,28 @@ export function withNs<T>(pid: number, kind: "net" | "ipc", fn: () => T): T {
   try {
     const r = syscall(NR.setns, there, CLONE_NEW[kind]);
     if (r < 0) throw new SysError(`setns into the ${kind} namespace of ${pid}`, -r);
-    try { return fn(); } finally {
+    try {
+      return fn();
+    } finally {
       const b = syscall(NR.setns, home, CLONE_NEW[kind]);
       if (b < 0) throw new SysError(`setns back to criu-bun's ${kind} namespace`, -b);
     }
-  } finally { closeFd(home); closeFd(there); }
+  } finally {
+    closeFd(home);
+    closeFd(there);
+  }
 }
 
-export function withNetns<T>(pid: number, fn: () => T): T { return withNs(pid, "net", fn); }
+export function withNetns<T>(pid: number, fn: () => T): T {
+  return withNs(pid, "net", fn);
+}
 
 /** Interface names of a process's network namespace (/proc/PID/net/dev). */
 export function netdevs(pid: number): string[] {
-  return require("node:fs").readFileSync(`/proc/${pid}/net/dev`, "latin1").split("\n").slice(2)
-    .map((l: string) => l.split(":")[0].trim()).filter(Boolean);
+  return require("node:fs")
+    .readFileSync(`/proc/${pid}/net/dev`, "latin1")
+    .split("\n")
+    .slice(2)
+    .map((l: string) => l.split(":")[0].trim())
+    .filter(Boolean);
 }

@@ -5,13 +5,15 @@ import { NR } from "./nr";
 import { errnoText, errnoName } from "./errno";
 
 export interface Vma {
-  start: bigint; end: bigint;
-  prot: number;        // PROT_READ|WRITE|EXEC
-  shared: boolean;     // 's' vs 'p'
+  start: bigint;
+  end: bigint;
+  prot: number; // PROT_READ|WRITE|EXEC
+  shared: boolean; // 's' vs 'p'
   pgoff: bigint;
-  dev: string; inode: number;
-  path: string;        // "" for anonymous
-  vmflags: string[];   // from smaps
+  dev: string;
+  inode: number;
+  path: string; // "" for anonymous
+  vmflags: string[]; // from smaps
 }
 
 export function readText(path: string): string {
@@ -41,7 +43,11 @@ function readProcText(path: string, dirfd = -100, name?: Uint8Array): string {
   let n = 0;
   try {
     for (;;) {
-      if (n === small.length) { const b = new Uint8Array(small.length * 2); b.set(small); small = b; }
+      if (n === small.length) {
+        const b = new Uint8Array(small.length * 2);
+        b.set(small);
+        small = b;
+      }
       const r = syscall(NR.read, fd, addr(small, n), small.length - n);
       if (r === -4) continue;
       if (r < 0) throw Object.assign(new Error(`${path}: ${errnoText(-r)}`), { code: errnoName(-r) });
@@ -50,7 +56,9 @@ function readProcText(path: string, dirfd = -100, name?: Uint8Array): string {
       // a short read is the end: a seq_file fills the buffer as far as its text goes
       if (n < small.length) break;
     }
-  } finally { syscall(NR.close, fd); }
+  } finally {
+    syscall(NR.close, fd);
+  }
   return Buffer.from(small.buffer, small.byteOffset, n).toString("latin1");
 }
 
@@ -68,9 +76,15 @@ function parseMaps(text: string): Vma[] {
 }
 function mapsEntry(m: RegExpExecArray): Vma {
   return {
-    start: BigInt("0x" + m[1]), end: BigInt("0x" + m[2]),
+    start: BigInt("0x" + m[1]),
+    end: BigInt("0x" + m[2]),
     prot: (m[3] === "r" ? 1 : 0) | (m[4] === "w" ? 2 : 0) | (m[5] === "x" ? 4 : 0),
-    shared: m[6] === "s", pgoff: BigInt("0x" + m[7]), dev: m[8], inode: Number(m[9]), path: m[10], vmflags: [],
+    shared: m[6] === "s",
+    pgoff: BigInt("0x" + m[7]),
+    dev: m[8],
+    inode: Number(m[9]),
+    path: m[10],
+    vmflags: [],
   };
 }
 
@@ -87,16 +101,22 @@ export function readVmas(pid: number): Vma[] {
   let cur: Vma | undefined;
   // line by line without splitting the text: a process with 5,000 mappings has 125,000 lines of
   // which only the mapping lines and VmFlags are read
-  for (let at = 0; at < text.length;) {
+  for (let at = 0; at < text.length; ) {
     let nl = text.indexOf("\n", at);
     if (nl < 0) nl = text.length;
     // field lines start with a capital ("Rss:", "VmFlags:"), mapping lines with a hex address
     const c = text.charCodeAt(at);
     if ((c >= 48 && c <= 57) || (c >= 97 && c <= 102)) {
       const m = MAPS_RE.exec(text.slice(at, nl));
-      if (m) { cur = mapsEntry(m); vmas.push(cur); }
+      if (m) {
+        cur = mapsEntry(m);
+        vmas.push(cur);
+      }
     } else if (c === 86 /* V */ && cur && text.startsWith("VmFlags:", at)) {
-      cur.vmflags = text.slice(at + 8, nl).trim().split(/\s+/);
+      cur.vmflags = text
+        .slice(at + 8, nl)
+        .trim()
+        .split(/\s+/);
     }
     at = nl + 1;
   }
@@ -104,25 +124,68 @@ export function readVmas(pid: number): Vma[] {
 }
 
 export interface ProcStat {
-  pid: number; comm: string; state: string; ppid: number; pgid: number; sid: number; ttyNr: number;
-  flags: number; nice: number; numThreads: number; startTime: bigint; exitSignal: number;
-  startCode: bigint; endCode: bigint; startStack: bigint; startData: bigint; endData: bigint; startBrk: bigint;
-  argStart: bigint; argEnd: bigint; envStart: bigint; envEnd: bigint; exitCode: number;
+  pid: number;
+  comm: string;
+  state: string;
+  ppid: number;
+  pgid: number;
+  sid: number;
+  ttyNr: number;
+  flags: number;
+  nice: number;
+  numThreads: number;
+  startTime: bigint;
+  exitSignal: number;
+  startCode: bigint;
+  endCode: bigint;
+  startStack: bigint;
+  startData: bigint;
+  endData: bigint;
+  startBrk: bigint;
+  argStart: bigint;
+  argEnd: bigint;
+  envStart: bigint;
+  envEnd: bigint;
+  exitCode: number;
   fields: string[];
 }
 
 function parseStat(text: string): ProcStat {
-  const l = text.indexOf("("), r = text.lastIndexOf(")");
+  const l = text.indexOf("("),
+    r = text.lastIndexOf(")");
   const pid = Number(text.slice(0, l).trim());
   const comm = text.slice(l + 1, r);
-  const f = text.slice(r + 2).trim().split(" "); // f[0] = field 3 (state)
+  const f = text
+    .slice(r + 2)
+    .trim()
+    .split(" "); // f[0] = field 3 (state)
   const F = (n: number) => f[n - 3];
   const B = (n: number) => BigInt(F(n));
   return {
-    pid, comm, state: F(3), ppid: +F(4), pgid: +F(5), sid: +F(6), ttyNr: +F(7), flags: +F(9),
-    nice: +F(19), numThreads: +F(20), startTime: B(22), exitSignal: +F(38),
-    startCode: B(26), endCode: B(27), startStack: B(28), startData: B(45), endData: B(46), startBrk: B(47),
-    argStart: B(48), argEnd: B(49), envStart: B(50), envEnd: B(51), exitCode: +F(52), fields: f,
+    pid,
+    comm,
+    state: F(3),
+    ppid: +F(4),
+    pgid: +F(5),
+    sid: +F(6),
+    ttyNr: +F(7),
+    flags: +F(9),
+    nice: +F(19),
+    numThreads: +F(20),
+    startTime: B(22),
+    exitSignal: +F(38),
+    startCode: B(26),
+    endCode: B(27),
+    startStack: B(28),
+    startData: B(45),
+    endData: B(46),
+    startBrk: B(47),
+    argStart: B(48),
+    argEnd: B(49),
+    envStart: B(50),
+    envEnd: B(51),
+    exitCode: +F(52),
+    fields: f,
   };
 }
 export function readStat(pid: number, tid?: number): ProcStat {
@@ -144,17 +207,29 @@ export function sigkillPending(status: Record<string, string>): boolean {
 }
 
 export function listTids(pid: number): number[] {
-  return readdirSync(`/proc/${pid}/task`).map(Number).sort((a, b) => (a === pid ? -1 : b === pid ? 1 : a - b));
+  return readdirSync(`/proc/${pid}/task`)
+    .map(Number)
+    .sort((a, b) => (a === pid ? -1 : b === pid ? 1 : a - b));
 }
 export function listFds(pid: number): number[] {
-  return readdirSync(`/proc/${pid}/fd`).map(Number).sort((a, b) => a - b);
+  return readdirSync(`/proc/${pid}/fd`)
+    .map(Number)
+    .sort((a, b) => a - b);
 }
 /** Each fd of pid with what it points to; [] for a process that is gone, an fd closed meanwhile is left out. */
 export function fdLinks(pid: number): [fd: number, target: string][] {
   let fds: string[];
-  try { fds = readdirSync(`/proc/${pid}/fd`); } catch { return []; }
+  try {
+    fds = readdirSync(`/proc/${pid}/fd`);
+  } catch {
+    return [];
+  }
   const out: [number, string][] = [];
-  for (const fd of fds) { try { out.push([Number(fd), readlinkSync(`/proc/${pid}/fd/${fd}`)]); } catch {} }
+  for (const fd of fds) {
+    try {
+      out.push([Number(fd), readlinkSync(`/proc/${pid}/fd/${fd}`)]);
+    } catch {}
+  }
   return out.sort((a, b) => a[0] - b[0]);
 }
 export function readFdinfo(pid: number, fd: number): Record<string, string> {
@@ -184,13 +259,31 @@ export function listChildren(pid: number): number[] {
   return kids;
 }
 
-export interface Rlimit { name: string; cur: bigint; max: bigint }
+export interface Rlimit {
+  name: string;
+  cur: bigint;
+  max: bigint;
+}
 const RLIM_INF = 0xffffffffffffffffn;
 // /proc/PID/limits rows, in RLIMIT_* order (0..15)
-const LIMIT_ROWS = ["Max cpu time", "Max file size", "Max data size", "Max stack size", "Max core file size",
-  "Max resident set", "Max processes", "Max open files", "Max locked memory", "Max address space",
-  "Max file locks", "Max pending signals", "Max msgqueue size", "Max nice priority", "Max realtime priority",
-  "Max realtime timeout"];
+const LIMIT_ROWS = [
+  "Max cpu time",
+  "Max file size",
+  "Max data size",
+  "Max stack size",
+  "Max core file size",
+  "Max resident set",
+  "Max processes",
+  "Max open files",
+  "Max locked memory",
+  "Max address space",
+  "Max file locks",
+  "Max pending signals",
+  "Max msgqueue size",
+  "Max nice priority",
+  "Max realtime priority",
+  "Max realtime timeout",
+];
 export function readLimits(pid: number): Rlimit[] {
   const text = readText(`/proc/${pid}/limits`);
   const out: Rlimit[] = [];

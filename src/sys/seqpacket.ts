@@ -6,21 +6,33 @@ import { SysError } from "./errno";
 
 import { AF, SOCK, SOL, SO, MSG, SCM_RIGHTS } from "./sock";
 
-const MSG_TRUNC = MSG.TRUNC, MSG_CMSG_CLOEXEC = MSG.CMSG_CLOEXEC, MSG_NOSIGNAL = MSG.NOSIGNAL;
-const SOL_SOCKET = SOL.SOCKET, SO_PEERCRED = SO.PEERCRED;
+const MSG_TRUNC = MSG.TRUNC,
+  MSG_CMSG_CLOEXEC = MSG.CMSG_CLOEXEC,
+  MSG_NOSIGNAL = MSG.NOSIGNAL;
+const SOL_SOCKET = SOL.SOCKET,
+  SO_PEERCRED = SO.PEERCRED;
 const EINTR = 4;
 
 /** struct msghdr (56 bytes) with its one iovec right after it, in one buffer; data and control are
  *  kept alive by the caller */
 function msghdr(data: Uint8Array, control: Uint8Array | null) {
   const h = new BigUint64Array(9);
-  h[7] = BigInt(data.length ? addr(data) : 0); h[8] = BigInt(data.length);
-  h[2] = BigInt(addr(h, 56)); h[3] = 1n;
-  if (control) { h[4] = BigInt(addr(control)); h[5] = BigInt(control.length); }
+  h[7] = BigInt(data.length ? addr(data) : 0);
+  h[8] = BigInt(data.length);
+  h[2] = BigInt(addr(h, 56));
+  h[3] = 1n;
+  if (control) {
+    h[4] = BigInt(addr(control));
+    h[5] = BigInt(control.length);
+  }
   return h;
 }
 
-interface Packet { data: Uint8Array; fds: number[]; truncated: boolean }
+interface Packet {
+  data: Uint8Array;
+  fds: number[];
+  truncated: boolean;
+}
 
 /** Receive one packet (blocking). data is empty at end of stream (the peer closed). */
 export function recvPacket(fd: number, max = 1 << 20): Packet {
@@ -34,7 +46,7 @@ export function recvPacket(fd: number, max = 1 << 20): Packet {
     const fds: number[] = [];
     const clen = Number(h[5]);
     const dv = new DataView(control.buffer);
-    for (let off = 0; off + 16 <= clen;) {
+    for (let off = 0; off + 16 <= clen; ) {
       const len = Number(dv.getBigUint64(off, true));
       if (len < 16) break;
       if (dv.getInt32(off + 8, true) === SOL_SOCKET && dv.getInt32(off + 12, true) === SCM_RIGHTS) {
@@ -69,7 +81,8 @@ export function sendPacket(fd: number, data: Uint8Array, passFd?: number) {
 
 /** The pid, uid and gid of the process at the other end (as it was when it connected). */
 export function peerCred(fd: number): { pid: number; uid: number; gid: number } {
-  const v = new Int32Array(3), len = new Uint32Array([12]);
+  const v = new Int32Array(3),
+    len = new Uint32Array([12]);
   const r = syscall(NR.getsockopt, fd, SOL_SOCKET, SO_PEERCRED, addr(v), addr(len));
   if (r < 0) throw new SysError("getsockopt(SO_PEERCRED)", -r);
   return { pid: v[0], uid: v[1], gid: v[2] };
@@ -77,7 +90,8 @@ export function peerCred(fd: number): { pid: number; uid: number; gid: number } 
 
 /** SO_TYPE of an fd that should be a socket; -errno when it is not one. */
 export function socketType(fd: number): number {
-  const v = new Int32Array(1), len = new Uint32Array([4]);
+  const v = new Int32Array(1),
+    len = new Uint32Array([4]);
   const r = syscall(NR.getsockopt, fd, SOL_SOCKET, SO.TYPE, addr(v), addr(len));
   return r < 0 ? r : v[0];
 }
@@ -98,9 +112,15 @@ export function seqpacketListen(path: string, backlog: number): number {
   if (fd < 0) throw new SysError("socket", -fd);
   const a = sockaddrUn(path);
   let r = syscall(NR.bind, fd, addr(a), 2 + Buffer.byteLength(path) + 1);
-  if (r < 0) { syscall(NR.close, fd); throw new SysError(`bind ${path}`, -r); }
+  if (r < 0) {
+    syscall(NR.close, fd);
+    throw new SysError(`bind ${path}`, -r);
+  }
   r = syscall(NR.listen, fd, backlog);
-  if (r < 0) { syscall(NR.close, fd); throw new SysError("listen", -r); }
+  if (r < 0) {
+    syscall(NR.close, fd);
+    throw new SysError("listen", -r);
+  }
   return fd;
 }
 
@@ -122,6 +142,9 @@ export function seqpacketConnect(path: string): number {
   if (fd < 0) throw new SysError("socket", -fd);
   const a = sockaddrUn(path);
   const r = syscall(NR.connect, fd, addr(a), 2 + Buffer.byteLength(path) + 1);
-  if (r < 0) { syscall(NR.close, fd); throw new SysError(`connect ${path}`, -r); }
+  if (r < 0) {
+    syscall(NR.close, fd);
+    throw new SysError(`connect ${path}`, -r);
+  }
   return fd;
 }

@@ -9,7 +9,11 @@ import { libc } from "./libc";
 import { addr, syscall, sysOk } from "./syscall";
 import { NR } from "./nr";
 
-const SIGALRM = 14, SA_SIGINFO = 4, SA_RESTORER = 0x04000000, SIGEV_SIGNAL = 0, CLOCK_MONOTONIC = 1;
+const SIGALRM = 14,
+  SA_SIGINFO = 4,
+  SA_RESTORER = 0x04000000,
+  SIGEV_SIGNAL = 0,
+  CLOCK_MONOTONIC = 1;
 const MSG_BYTES = 4096 - 8;
 
 let code: Pointer | undefined; // the handler's page (read + execute)
@@ -20,7 +24,10 @@ let armedLog: number | undefined;
 
 function le64(v: number): number[] {
   const b: number[] = [];
-  for (let i = 0; i < 8; i++) { b.push(v % 256); v = Math.floor(v / 256); }
+  for (let i = 0; i < 8; i++) {
+    b.push(v % 256);
+    v = Math.floor(v / 256);
+  }
   return b;
 }
 
@@ -30,29 +37,75 @@ function le64(v: number): number[] {
  */
 function handlerCode(logBuf: number, msg: number): number[] {
   return [
-    0x48, 0xbb, ...le64(logBuf), //    movabs rbx, logBuf
-    0x31, 0xc0, //                     xor eax, eax
-    0x87, 0x03, //                     xchg [rbx], eax       (take the buffered length, leave 0)
-    0x85, 0xc0, //                     test eax, eax
-    0x7e, 0x10, //                     jle line
-    0x89, 0xc2, //                     mov edx, eax
-    0x8b, 0x7b, 0x04, //               mov edi, [rbx+4]
-    0x48, 0x8d, 0x73, 0x08, //         lea rsi, [rbx+8]
-    0xb8, 0x01, 0x00, 0x00, 0x00, //   mov eax, 1            (write)
-    0x0f, 0x05, //                     syscall
-    0x48, 0xbb, ...le64(msg), //       line: movabs rbx, msg
-    0x8b, 0x3b, //                     mov edi, [rbx]
-    0x8b, 0x53, 0x04, //               mov edx, [rbx+4]
-    0x48, 0x8d, 0x73, 0x08, //         lea rsi, [rbx+8]
-    0xb8, 0x01, 0x00, 0x00, 0x00, //   mov eax, 1            (write)
-    0x0f, 0x05, //                     syscall
-    0xb8, 0x27, 0x00, 0x00, 0x00, //   mov eax, 39           (getpid)
-    0x0f, 0x05, //                     syscall
-    0x89, 0xc7, //                     mov edi, eax
-    0xbe, 0x09, 0x00, 0x00, 0x00, //   mov esi, 9            (SIGKILL)
-    0xb8, 0x3e, 0x00, 0x00, 0x00, //   mov eax, 62           (kill)
-    0x0f, 0x05, //                     syscall
-    0xeb, 0xfe, //                     jmp $
+    0x48,
+    0xbb,
+    ...le64(logBuf), //    movabs rbx, logBuf
+    0x31,
+    0xc0, //                     xor eax, eax
+    0x87,
+    0x03, //                     xchg [rbx], eax       (take the buffered length, leave 0)
+    0x85,
+    0xc0, //                     test eax, eax
+    0x7e,
+    0x10, //                     jle line
+    0x89,
+    0xc2, //                     mov edx, eax
+    0x8b,
+    0x7b,
+    0x04, //               mov edi, [rbx+4]
+    0x48,
+    0x8d,
+    0x73,
+    0x08, //         lea rsi, [rbx+8]
+    0xb8,
+    0x01,
+    0x00,
+    0x00,
+    0x00, //   mov eax, 1            (write)
+    0x0f,
+    0x05, //                     syscall
+    0x48,
+    0xbb,
+    ...le64(msg), //       line: movabs rbx, msg
+    0x8b,
+    0x3b, //                     mov edi, [rbx]
+    0x8b,
+    0x53,
+    0x04, //               mov edx, [rbx+4]
+    0x48,
+    0x8d,
+    0x73,
+    0x08, //         lea rsi, [rbx+8]
+    0xb8,
+    0x01,
+    0x00,
+    0x00,
+    0x00, //   mov eax, 1            (write)
+    0x0f,
+    0x05, //                     syscall
+    0xb8,
+    0x27,
+    0x00,
+    0x00,
+    0x00, //   mov eax, 39           (getpid)
+    0x0f,
+    0x05, //                     syscall
+    0x89,
+    0xc7, //                     mov edi, eax
+    0xbe,
+    0x09,
+    0x00,
+    0x00,
+    0x00, //   mov esi, 9            (SIGKILL)
+    0xb8,
+    0x3e,
+    0x00,
+    0x00,
+    0x00, //   mov eax, 62           (kill)
+    0x0f,
+    0x05, //                     syscall
+    0xeb,
+    0xfe, //                     jmp $
   ];
 }
 // the kernel wants a restorer for an x86-64 handler (SA_RESTORER); this one is never reached
@@ -77,16 +130,23 @@ export function stallKillerStart(logBuf: SharedArrayBuffer) {
     const bytes = new Uint8Array(toArrayBuffer(c, 0, 4096));
     bytes.set(handlerCode(addr(new Uint8Array(logBuf)), d as unknown as number));
     bytes.set(RESTORER, 128);
-    if (libc.mprotect(c, 4096, 5 /* R|X */) !== 0) throw new Error("criu-bun: cannot make the watchdog's handler executable");
+    if (libc.mprotect(c, 4096, 5 /* R|X */) !== 0)
+      throw new Error("criu-bun: cannot make the watchdog's handler executable");
     code = c;
     armedLog = addr(new Uint8Array(logBuf));
   } else if (armedLog !== addr(new Uint8Array(logBuf))) throw new Error("criu-bun: the log buffer moved");
   // struct kernel_sigaction: handler, flags, restorer, mask (all blocked while it runs)
-  const act = new BigUint64Array([BigInt(code as unknown as number), BigInt(SA_SIGINFO | SA_RESTORER), BigInt((code as unknown as number) + 128), ~0n]);
+  const act = new BigUint64Array([
+    BigInt(code as unknown as number),
+    BigInt(SA_SIGINFO | SA_RESTORER),
+    BigInt((code as unknown as number) + 128),
+    ~0n,
+  ]);
   sysOk("rt_sigaction(SIGALRM)", NR.rt_sigaction, SIGALRM, addr(act), 0, 8);
   // struct sigevent: value, signo, notify (SIGEV_SIGNAL: to the process), padding to 64 bytes
   const ev = new Int32Array(16);
-  ev[2] = SIGALRM; ev[3] = SIGEV_SIGNAL;
+  ev[2] = SIGALRM;
+  ev[3] = SIGEV_SIGNAL;
   const id = new Int32Array(1);
   sysOk("timer_create", NR.timer_create, CLOCK_MONOTONIC, addr(ev), addr(id));
   timer = id[0];

@@ -4,33 +4,41 @@ import { CFunction, FFIType, ptr as ffiPtr, toArrayBuffer, type Pointer } from "
 import { libc } from "./libc";
 import { SysError } from "./errno";
 
-const PROT_READ = 1, PROT_WRITE = 2, PROT_EXEC = 4;
-const MAP_PRIVATE = 2, MAP_ANONYMOUS = 0x20;
+const PROT_READ = 1,
+  PROT_WRITE = 2,
+  PROT_EXEC = 4;
+const MAP_PRIVATE = 2,
+  MAP_ANONYMOUS = 0x20;
 
 // mov rax,rdi; mov rdi,rsi; mov rsi,rdx; mov rdx,rcx; mov r10,r8; mov r8,r9; mov r9,[rsp+8]; syscall; ret
 const STUB = [
-  0x48, 0x89, 0xf8, 0x48, 0x89, 0xf7, 0x48, 0x89, 0xd6, 0x48, 0x89, 0xca, 0x4d, 0x89, 0xc2,
-  0x4d, 0x89, 0xc8, 0x4c, 0x8b, 0x4c, 0x24, 0x08, 0x0f, 0x05, 0xc3,
+  0x48, 0x89, 0xf8, 0x48, 0x89, 0xf7, 0x48, 0x89, 0xd6, 0x48, 0x89, 0xca, 0x4d, 0x89, 0xc2, 0x4d, 0x89, 0xc8, 0x4c,
+  0x8b, 0x4c, 0x24, 0x08, 0x0f, 0x05, 0xc3,
 ];
 
 const page = libc.mmap(null, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) as Pointer;
 if (!page || (page as unknown as number) === -1) throw new Error("criu-bun: cannot map the syscall stub");
 // cpuid(leaf=edi, subleaf=esi, out=rdx -> u32[4] eax,ebx,ecx,edx)
 const CPUID = [
-  0x53, 0x49, 0x89, 0xd0, 0x89, 0xf8, 0x89, 0xf1, 0x0f, 0xa2, 0x41, 0x89, 0x00, 0x41, 0x89, 0x58, 0x04,
-  0x41, 0x89, 0x48, 0x08, 0x41, 0x89, 0x50, 0x0c, 0x5b, 0xc3,
+  0x53, 0x49, 0x89, 0xd0, 0x89, 0xf8, 0x89, 0xf1, 0x0f, 0xa2, 0x41, 0x89, 0x00, 0x41, 0x89, 0x58, 0x04, 0x41, 0x89,
+  0x48, 0x08, 0x41, 0x89, 0x50, 0x0c, 0x5b, 0xc3,
 ];
 const code = new Uint8Array(toArrayBuffer(page, 0, 4096));
 code.set(STUB);
 code.set(CPUID, 64);
-if (libc.mprotect(page, 4096, PROT_READ | PROT_EXEC) !== 0) throw new Error("criu-bun: cannot make the syscall stub executable");
+if (libc.mprotect(page, 4096, PROT_READ | PROT_EXEC) !== 0)
+  throw new Error("criu-bun: cannot make the syscall stub executable");
 
 const { i64, i64_fast } = FFIType;
 const raw = CFunction({ ptr: page, args: [i64, i64, i64, i64, i64, i64, i64], returns: i64_fast }) as unknown as (
   ...a: (number | bigint)[]
 ) => number | bigint;
 
-const rawCpuid = CFunction({ ptr: ((page as unknown as number) + 64) as unknown as Pointer, args: [FFIType.u32, FFIType.u32, FFIType.ptr], returns: FFIType.void }) as unknown as (a: number, b: number, p: number) => void;
+const rawCpuid = CFunction({
+  ptr: ((page as unknown as number) + 64) as unknown as Pointer,
+  args: [FFIType.u32, FFIType.u32, FFIType.ptr],
+  returns: FFIType.void,
+}) as unknown as (a: number, b: number, p: number) => void;
 /** The cpuid instruction: [eax, ebx, ecx, edx] for leaf/subleaf. */
 export function cpuid(leaf: number, subleaf = 0): Uint32Array {
   const out = new Uint32Array(4);
@@ -41,12 +49,29 @@ export function cpuid(leaf: number, subleaf = 0): Uint32Array {
 type Arg = number | bigint;
 
 /** A raw syscall. Returns the kernel's result: >= 0 on success, -errno on failure. */
-export function syscall(nr: number, a = 0 as Arg, b = 0 as Arg, c = 0 as Arg, d = 0 as Arg, e = 0 as Arg, f = 0 as Arg): number {
+export function syscall(
+  nr: number,
+  a = 0 as Arg,
+  b = 0 as Arg,
+  c = 0 as Arg,
+  d = 0 as Arg,
+  e = 0 as Arg,
+  f = 0 as Arg
+): number {
   return Number(raw(nr, a, b, c, d, e, f));
 }
 
 /** A raw syscall that throws SysError on failure. */
-export function sysOk(name: string, nr: number, a: Arg = 0, b: Arg = 0, c: Arg = 0, d: Arg = 0, e: Arg = 0, f: Arg = 0): number {
+export function sysOk(
+  name: string,
+  nr: number,
+  a: Arg = 0,
+  b: Arg = 0,
+  c: Arg = 0,
+  d: Arg = 0,
+  e: Arg = 0,
+  f: Arg = 0
+): number {
   const r = syscall(nr, a, b, c, d, e, f);
   if (r < 0 && r > -4096) throw new SysError(name, -r);
   return r;

@@ -2,14 +2,21 @@
 import { syscall, addr } from "./syscall";
 import { NR } from "./nr";
 
-export const UFFDIO_API = 0xc018aa3f, UFFDIO_REGISTER = 0xc020aa00, UFFDIO_WRITEPROTECT = 0xc018aa06;
+export const UFFDIO_API = 0xc018aa3f,
+  UFFDIO_REGISTER = 0xc020aa00,
+  UFFDIO_WRITEPROTECT = 0xc018aa06;
 export const UFFD_API = 0xaa;
 /** userfaultfd(2) flag: handle user-space faults only (enough for write-protect tracking) */
 export const UFFD_USER_MODE_ONLY = 1;
 export const UFFDIO_REGISTER_MODE = { MISSING: 1, WP: 2, MINOR: 4 } as const;
 export const UFFD_FEATURE = {
-  PAGEFAULT_FLAG_WP: 1, EVENT_FORK: 2, EVENT_REMAP: 4, EVENT_REMOVE: 8, EVENT_UNMAP: 0x40,
-  WP_UNPOPULATED: 0x2000, WP_ASYNC: 0x8000,
+  PAGEFAULT_FLAG_WP: 1,
+  EVENT_FORK: 2,
+  EVENT_REMAP: 4,
+  EVENT_REMOVE: 8,
+  EVENT_UNMAP: 0x40,
+  WP_UNPOPULATED: 0x2000,
+  WP_ASYNC: 0x8000,
 } as const;
 /** PAGEMAP_SCAN flags (linux/fs.h) */
 export const PM_SCAN = { WP_MATCHING: 1, CHECK_WPASYNC: 2 } as const;
@@ -17,14 +24,23 @@ export const PM_SCAN = { WP_MATCHING: 1, CHECK_WPASYNC: 2 } as const;
 // ---- the missing-mode side (lazy pages): the daemon resolves faults with these ----------------
 
 export const UFFDIO_UNREGISTER = 0x8010aa01;
-const UFFDIO_WAKE = 0x8010aa02, UFFDIO_COPY = 0xc028aa03, UFFDIO_ZEROPAGE = 0xc020aa04;
+const UFFDIO_WAKE = 0x8010aa02,
+  UFFDIO_COPY = 0xc028aa03,
+  UFFDIO_ZEROPAGE = 0xc020aa04;
 /** uffd_msg.event */
 export const UFFD_EVENT = { PAGEFAULT: 0x12, FORK: 0x13, REMAP: 0x14, REMOVE: 0x15, UNMAP: 0x16 } as const;
 /** the events a lazy restore needs to follow the process: fork, mremap, MADV_DONTNEED/REMOVE, munmap */
-export const UFFD_LAZY_FEATURES = UFFD_FEATURE.EVENT_FORK | UFFD_FEATURE.EVENT_REMAP | UFFD_FEATURE.EVENT_REMOVE | UFFD_FEATURE.EVENT_UNMAP;
+export const UFFD_LAZY_FEATURES =
+  UFFD_FEATURE.EVENT_FORK | UFFD_FEATURE.EVENT_REMAP | UFFD_FEATURE.EVENT_REMOVE | UFFD_FEATURE.EVENT_UNMAP;
 const UFFD_MSG_SIZE = 32;
 
-interface UffdMsg { event: number; a: bigint; b: bigint; c: bigint; ufd: number }
+interface UffdMsg {
+  event: number;
+  a: bigint;
+  b: bigint;
+  c: bigint;
+  ufd: number;
+}
 
 /** Every message queued on a non-blocking uffd (none: EAGAIN). A negative number is an -errno. */
 export function readUffdMsgs(fd: number, buf: Uint8Array): UffdMsg[] | number {
@@ -37,20 +53,38 @@ export function readUffdMsgs(fd: number, buf: Uint8Array): UffdMsg[] | number {
     if (r === 0) return out;
     const dv = new DataView(buf.buffer, buf.byteOffset, r);
     for (let o = 0; o + UFFD_MSG_SIZE <= r; o += UFFD_MSG_SIZE) {
-      out.push({ event: dv.getUint8(o), a: dv.getBigUint64(o + 8, true), b: dv.getBigUint64(o + 16, true), c: dv.getBigUint64(o + 24, true), ufd: dv.getInt32(o + 8, true) });
+      out.push({
+        event: dv.getUint8(o),
+        a: dv.getBigUint64(o + 8, true),
+        b: dv.getBigUint64(o + 16, true),
+        c: dv.getBigUint64(o + 24, true),
+        ufd: dv.getInt32(o + 8, true),
+      });
     }
     if (r < buf.length - (buf.length % UFFD_MSG_SIZE)) return out;
   }
 }
 
-const copyArg = new BigInt64Array(5), zeroArg = new BigInt64Array(4), wakeArg = new BigUint64Array(2);
+const copyArg = new BigInt64Array(5),
+  zeroArg = new BigInt64Array(4),
+  wakeArg = new BigUint64Array(2);
 
 /**
  * UFFDIO_COPY of len bytes from src to dst in the uffd's process (waking what waits there).
  * Returns the bytes copied (len when all were) and the errno that stopped it (0 if none).
  */
-export function uffdCopy(fd: number, dst: bigint, src: Uint8Array, srcOff: number, len: number): { copied: number; err: number } {
-  copyArg[0] = dst; copyArg[1] = BigInt(addr(src, srcOff)); copyArg[2] = BigInt(len); copyArg[3] = 0n; copyArg[4] = 0n;
+export function uffdCopy(
+  fd: number,
+  dst: bigint,
+  src: Uint8Array,
+  srcOff: number,
+  len: number
+): { copied: number; err: number } {
+  copyArg[0] = dst;
+  copyArg[1] = BigInt(addr(src, srcOff));
+  copyArg[2] = BigInt(len);
+  copyArg[3] = 0n;
+  copyArg[4] = 0n;
   const r = syscall(NR.ioctl, fd, UFFDIO_COPY, addr(copyArg));
   if (r === 0) return { copied: len, err: 0 };
   const c = Number(copyArg[4]);
@@ -59,13 +93,17 @@ export function uffdCopy(fd: number, dst: bigint, src: Uint8Array, srcOff: numbe
 
 /** UFFDIO_ZEROPAGE: the range reads as zeroes (as a page never written). Returns 0 or the errno. */
 export function uffdZero(fd: number, dst: bigint, len: number): number {
-  zeroArg[0] = dst; zeroArg[1] = BigInt(len); zeroArg[2] = 0n; zeroArg[3] = 0n;
+  zeroArg[0] = dst;
+  zeroArg[1] = BigInt(len);
+  zeroArg[2] = 0n;
+  zeroArg[3] = 0n;
   const r = syscall(NR.ioctl, fd, UFFDIO_ZEROPAGE, addr(zeroArg));
   return r < 0 ? -r : 0;
 }
 
 /** UFFDIO_WAKE: let threads waiting on the range go on (the page is there already). */
 export function uffdWake(fd: number, dst: bigint, len: number) {
-  wakeArg[0] = dst; wakeArg[1] = BigInt(len);
+  wakeArg[0] = dst;
+  wakeArg[1] = BigInt(len);
   syscall(NR.ioctl, fd, UFFDIO_WAKE, addr(wakeArg));
 }
