@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build, type-check (tsc --noEmit, unused locals and parameters are errors), then run every test
+# Build, type-check (tsc --noEmit, unused locals and parameters are errors), check the formatting (Biome), then run every test
 # with bun test; end with one plain summary line "N passed, N failed" (a failed type-check counts
 # as one failure).
 set -uo pipefail
@@ -11,6 +11,8 @@ typefail=0
 if [ $# -eq 0 ]; then
   echo "typecheck: tsc --noEmit"
   bun node_modules/typescript/bin/tsc --noEmit -p . || { typefail=1; echo "typecheck: FAILED"; }
+  echo "format: biome format (npm run format:check)"
+  sh scripts/biome format . || { typefail=$((typefail + 1)); echo "format: FAILED (npm run format fixes it)"; }
 fi
 out=$(mktemp)
 bun test --timeout 60000 "$@" 2>&1 | tee "$out"
