@@ -390,9 +390,11 @@ describe("deleted executable and mappings", () => {
 });
 
 describe("pseudo terminals", () => {
-  test("a pty pair held in the tree keeps its index, termios, window size and controlling terminal", async () => {
+  test("a pty pair held in the tree keeps its index, termios, window size and controlling terminal; masters dumped locked stay locked", async () => {
     const { dir } = await dumpRestoreVerify("ptypair.py");
     const info = JSON.parse(Bun.spawnSync(["crit", "decode", "-i", join(dir, "tty-info.img")]).stdout.toString());
-    expect(info.entries.length).toBe(2);
+    // the pair (slave and master entries), the never-unlocked master, the locked-again pair
+    expect(info.entries.length).toBe(5);
+    expect(info.entries.filter((e: { locked?: boolean }) => e.locked).length).toBe(2);
   });
 });

@@ -153,6 +153,7 @@ const failCases: [string, string[], string][] = [
   ["extunix", ["--selftest-corrupt"], "queued echo:ping1 missing"],
   ["mqueue", ["--selftest-corrupt"], "q1 attributes"],
   ["locks", ["--selftest-corrupt"], "POSIX lock on b"],
+  ["ptypair.py", ["--selftest-corrupt"], "the never unlocked master is no longer locked"],
 ];
 
 describe("workload checks can fail", () => {

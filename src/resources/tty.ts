@@ -188,6 +188,32 @@ function restoreCtty(p: RestoredProc, infos: S.tty_info_entry[]) {
   }
 }
 
+/** TIOCSPTLCK(1) on the master PROCESS h.pid holds at h.fd, through a copy of it (pidfd_getfd): the
+ *  lock is the terminal's, not the file description's. */
+function relockPty(h: { pid: number; fd: number }, index: number) {
+  const pidfd = syscall(NR.pidfd_open, h.pid, 0);
+  if (pidfd < 0) throw new CriuError("restore", sysFailed(`process ${h.pid}`, "pidfd_open (pty lock)", pidfd));
+  const fd = syscall(NR.pidfd_getfd, pidfd, h.fd, 0);
+  closeFd(pidfd);
+  if (fd < 0)
+    throw new CriuError(
+      "restore",
+      sysFailed(`process ${h.pid} fd ${h.fd}`, `pidfd_getfd of /dev/pts/${index}'s master`, fd)
+    );
+  try {
+    const one = new Int32Array([1]);
+    const r = syscall(NR.ioctl, fd, IOC.TIOCSPTLCK, addr(one));
+    if (r < 0)
+      throw new CriuError(
+        "restore",
+        sysFailed(`process ${h.pid} fd ${h.fd}`, `TIOCSPTLCK of /dev/pts/${index}'s master`, r)
+      );
+  } finally {
+    closeFd(fd);
+  }
+  log.debug(`/dev/pts/${index}: its master is locked again, as dumped`);
+}
+
 /** orphan-pts-master: a copy of the new master (pidfd_getfd from the process holding it) sent to the caller. */
 function handOverPtsMaster(hooks: Hooks | undefined, h: { pid: number; fd: number }, index: number) {
   const pidfd = syscall(NR.pidfd_open, h.pid, 0);
@@ -467,10 +493,18 @@ export const ttyKind: FdKind<TtyDump> = {
   // go to the caller, and each session leader takes its controlling terminal again
   restoreFilesDone(run, procs) {
     for (const [index, h] of run.tree.orphanPts) handOverPtsMaster(run.hooks, h, index);
-    const leaders = procs.filter((p) => p.sid === p.vpid);
-    if (!leaders.length || !imageExists(run.dir, "tty-info.img")) return;
+    if (!imageExists(run.dir, "tty-info.img")) return;
     const infos = readImage(run.dir, "tty-info.img", "TTY_INFO");
-    for (const p of leaders) restoreCtty(p, infos);
+    for (const p of procs.filter((p) => p.sid === p.vpid)) restoreCtty(p, infos);
+    // a master dumped locked (its slave could not be opened) is locked again once every slave of
+    // the tree is open and each session leader has its terminal again: restore unlocked it to open them
+    for (const info of infos) {
+      if (!info.locked || info.rdev !== PTMX_RDEV || !info.pty) continue;
+      const h = run.tree.held.get(`pty:${info.pty.index}`);
+      if (!h)
+        throw new CriuError("restore", `/dev/pts/${info.pty.index}: its locked master is not held by the restore`);
+      relockPty(h, info.pty.index);
+    }
   },
 };
 
