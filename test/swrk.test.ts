@@ -14,6 +14,7 @@ import {
   mkdtempSync,
   openSync,
   readFileSync,
+  readdirSync,
   readlinkSync,
   readSync,
   rmdirSync,
@@ -293,6 +294,40 @@ test("DUMP and RESTORE of a workload with notifications in criu's order; the log
     rmSync(work, { recursive: true, force: true });
   }
 }, 60000);
+
+// reg's remap-fpath.img (ghost and link-remapped files) was read once per images directory name and
+// kept for the life of the process; every restore names its images by the fd it holds on them
+// (/proc/self/fd/N, the same N each time), so a second RESTORE of one swrk session took the first
+// one's deleted files: here the deleted file would be looked for at its old name (gone) and the
+// restore failed, or a file made since at that name would have been opened in its place
+test("several RESTOREs in one session are independent: deleted files (ghosts) of one images directory are not another's", async () => {
+  const ws = [await startWorkload("counter"), await startWorkload("deleted"), await startWorkload("files")];
+  const dirs = ws.map((w, i) => {
+    const dir = imagesDir(`swrk-multi${i}`);
+    const r = Bun.spawnSync([...criuBunCommand(), "dump", "-t", String(w.pid), "-D", dir], { cwd: REPO_ROOT });
+    expect(r.stderr.toString()).toBe("");
+    expect(r.exitCode).toBe(0);
+    return dir;
+  });
+  expect(readdirSync(dirs[1]).some((f) => f.startsWith("ghost-file-"))).toBe(true);
+  expect(readdirSync(dirs[0]).some((f) => f.startsWith("ghost-file-"))).toBe(false);
+  for (const w of ws) await waitReaped(w.pid);
+  const fds = dirs.map(dirFd);
+  try {
+    const c = Client.start();
+    for (const [i, w] of ws.entries()) {
+      const r = c.call({ type: T.RESTORE, opts: { imagesDirFd: fds[i] } });
+      expect(r.crErrmsg ?? "").toBe("");
+      expect(r.success).toBe(true);
+      expect(r.restore?.pid).toBe(w.pid);
+    }
+    for (const w of ws) trigger(w);
+    for (const w of ws) expect((await waitResult(w, 15000)).text).toStartWith("PASS");
+    expect(await c.close()).toBe(0);
+  } finally {
+    for (const f of fds) closeSync(f);
+  }
+}, 90000);
 
 test("a refused notification fails the request and the tree keeps running; PRE_DUMP then DUMP with parent_img", async () => {
   const w = await startWorkload("counter");

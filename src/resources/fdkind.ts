@@ -298,7 +298,8 @@ export interface FdKind<D = undefined, R = undefined> {
     f: S.file_entry,
     dir: string,
     where: string,
-    opts?: { shellJob?: boolean; inMountNs?: boolean; treePids?: Set<number> }
+    opts: { shellJob?: boolean; inMountNs?: boolean; treePids?: Set<number> },
+    state: R
   ): void;
   /** create the object in the target, return a target fd (moved high with ctx.high) */
   restore(ctx: RestoreCtx, f: S.file_entry, fe: S.fdinfo_entry, state: R): number;

@@ -19,6 +19,7 @@ import type {
   FdKind,
   SomeFdKind,
   InventoryInit,
+  TreeFiles,
 } from "./fdkind";
 import type { BigIntStats } from "node:fs";
 import type { Injector } from "../ptrace/inject";
@@ -392,6 +393,7 @@ export function precheckFds(
   files: Map<number, S.file_entry>,
   dir: string,
   pid: number,
+  tree: TreeFiles,
   opts: { shellJob?: boolean; inMountNs?: boolean; treePids?: Set<number> } = {}
 ) {
   for (const fe of fds) {
@@ -400,7 +402,7 @@ export function precheckFds(
     if (!f) throw new CriuError("restore", `${where}: file id ${fe.id} is not in files.img`);
     const kind = kindByType(f.type);
     if (!kind) throw new CriuError("restore", `${where}: file kind ${f.type} is not supported yet`);
-    kind.precheck?.(f, dir, where, opts);
+    kind.precheck?.(f, dir, where, opts, tree.kindState(kind));
   }
 }
 

@@ -121,9 +121,17 @@ interface RegDump {
   madeLinks: string[];
 }
 /** reg's state for one restore: link_remap names it opened (as the target sees them, and the
- *  target's pid), removed once it succeeded (a failed one leaves them for the next try) */
-interface RegRestore {
+ *  target's pid), removed once it succeeded (a failed one leaves them for the next try); the
+ *  images' deleted files (remap-fpath.img), read when first asked about */
+export interface RegRestore {
+  dir: string;
   usedLinks: { pid: number; name: string }[];
+  remaps?: Remaps;
+}
+/** remap-fpath.img: file id -> its ghost file id, and -> its link_remap file id */
+interface Remaps {
+  ghosts: Map<number, number>;
+  linked: Map<number, number>;
 }
 
 export const regKind: FdKind<RegDump, RegRestore> = {
@@ -146,7 +154,7 @@ export const regKind: FdKind<RegDump, RegRestore> = {
       } catch {}
     }
   },
-  restoreBegin: () => ({ usedLinks: [] }),
+  restoreBegin: (run) => ({ dir: run.dir, usedLinks: [] }),
   // (last of the kinds: nothing can fail after it) the deleted files are open again: their
   // link_remap names can go
   restoreCommit: (s) => {
@@ -197,7 +205,7 @@ export const regKind: FdKind<RegDump, RegRestore> = {
       ),
     }));
   },
-  precheck(f, dir, where, opts) {
+  precheck(f, _dir, where, opts, s) {
     const reg = f.reg!;
     if (opts?.shellJob && isTtyPath(reg.name) && shellTty()) return; // it gets our terminal
     if (opts?.inMountNs) return; // the container's path: it exists once its mounts are made
@@ -205,7 +213,7 @@ export const regKind: FdKind<RegDump, RegRestore> = {
     // (the original may be reaped already; CRIU's images name them the same way)
     const proc = /^\/proc\/(\d+)(\/|$)/.exec(reg.name);
     if (proc && opts?.treePids?.has(Number(proc[1]))) return;
-    if (linkedOf(dir, f.id) !== undefined) {
+    if (linkedOf(s, f.id) !== undefined) {
       if (existsSync(reg.name))
         throw new CriuError(
           "restore",
@@ -213,7 +221,7 @@ export const regKind: FdKind<RegDump, RegRestore> = {
         );
       return;
     }
-    if (ghostOf(dir, f.id)) {
+    if (ghostOf(s, f.id) !== undefined) {
       if (!existsSync(dirname(reg.name)))
         throw new CriuError("restore", `${where}: the directory of deleted file '${reg.name}' does not exist any more`);
       return;
@@ -233,12 +241,12 @@ export const regKind: FdKind<RegDump, RegRestore> = {
     }
     if (st.isFile() && !(reg.flags & O.PATH)) checkBuildId(where, reg);
   },
-  restore(ctx, f) {
+  restore(ctx, f, _fe, s) {
     const reg = f.reg!;
     const flags = reg.flags & ~(O.CREAT | O.EXCL | O.TRUNC | O.CLOEXEC);
-    const ghost = ghostOf(ctx.dir, f.id);
+    const ghost = ghostOf(s, f.id);
     if (ghost !== undefined) return restoreGhost(ctx, f, ghost, flags);
-    const linked = linkedOf(ctx.dir, f.id);
+    const linked = linkedOf(s, f.id);
     if (linked !== undefined) return restoreLinked(ctx, f, linked, flags);
     // a shell job's terminal: as criu does, the restored job is attached to criu-bun's terminal
     const name = ctx.opts?.shellJob && isTtyPath(reg.name) ? (shellTty() ?? reg.name) : reg.name;
@@ -543,19 +551,18 @@ function restoreLinked(ctx: RestoreCtx, f: S.file_entry, remapId: number, flags:
   return ctx.high(r, ctx.where);
 }
 
-const remaps = new Map<string, Map<number, number>>();
-const linkedRemaps = new Map<string, Map<number, number>>();
-function readRemaps(dir: string) {
-  const g = new Map<number, number>(),
-    l = new Map<number, number>();
-  if (imageExists(dir, "remap-fpath.img")) {
-    for (const r of readImage(dir, "remap-fpath.img", "REMAP_FPATH")) {
-      if (r.remapType === 1) g.set(r.origId, r.remapId);
-      else if (r.remapType === 0) l.set(r.origId, r.remapId);
+function remapsOf(s: RegRestore): Remaps {
+  if (s.remaps) return s.remaps;
+  const ghosts = new Map<number, number>(),
+    linked = new Map<number, number>();
+  if (imageExists(s.dir, "remap-fpath.img")) {
+    for (const r of readImage(s.dir, "remap-fpath.img", "REMAP_FPATH")) {
+      if (r.remapType === 1) ghosts.set(r.origId, r.remapId);
+      else if (r.remapType === 0) linked.set(r.origId, r.remapId);
     }
   }
-  remaps.set(dir, g);
-  linkedRemaps.set(dir, l);
+  log.debug(`remap-fpath.img: ${ghosts.size} ghost file(s), ${linked.size} link remap(s)`);
+  return (s.remaps = { ghosts, linked });
 }
 /** A removed directory: made again at its name (or beside it), opened, removed; the times last. */
 function restoreGhostDir(
@@ -606,25 +613,25 @@ function restoreGhostDir(
 
 /** A deleted file (ghost or linked remap) opened with flags, or undefined for an ordinary path. */
 export function restoreDeleted(ctx: RestoreCtx, f: S.file_entry, flags: number): number | undefined {
-  const g = ghostOf(ctx.dir, f.id);
+  const s = ctx.tree.kindState(regKind);
+  const g = ghostOf(s, f.id);
   if (g !== undefined) return restoreGhost(ctx, f, g, flags);
-  const l = linkedOf(ctx.dir, f.id);
+  const l = linkedOf(s, f.id);
   return l !== undefined ? restoreLinked(ctx, f, l, flags) : undefined;
 }
-/** Is this file id a deleted file the images bring back (ghost or link remap)? */
-export function isRemapped(dir: string, id: number) {
-  return ghostOf(dir, id) !== undefined || linkedOf(dir, id) !== undefined;
+/** Is this file id a deleted file the images bring back (ghost or link remap)? (s: reg's state
+ *  for this restore, TreeFiles.kindState(regKind)) */
+export function isRemapped(s: RegRestore, id: number) {
+  return ghostOf(s, id) !== undefined || linkedOf(s, id) !== undefined;
 }
 
 /** The ghost file id a file id is remapped to, if any. */
-function ghostOf(dir: string, id: number): number | undefined {
-  if (!remaps.has(dir)) readRemaps(dir);
-  return remaps.get(dir)!.get(id);
+function ghostOf(s: RegRestore, id: number): number | undefined {
+  return remapsOf(s).ghosts.get(id);
 }
 /** The link_remap file id a file id is remapped to (a deleted file with other links), if any. */
-function linkedOf(dir: string, id: number): number | undefined {
-  if (!linkedRemaps.has(dir)) readRemaps(dir);
-  return linkedRemaps.get(dir)!.get(id);
+function linkedOf(s: RegRestore, id: number): number | undefined {
+  return remapsOf(s).linked.get(id);
 }
 
 function restoreGhost(ctx: RestoreCtx, f: S.file_entry, ghostId: number, flags: number): number {

@@ -11,7 +11,7 @@ import { create } from "@bufbuild/protobuf";
 import { writeImage } from "../images/image";
 import * as S from "../images/schemas";
 import { precheckFds } from "../resources/files";
-import { isRemapped, regSize, checkBuildId } from "../resources/reg";
+import { isRemapped, regSize, checkBuildId, regKind } from "../resources/reg";
 import { enterCgroups, precheckCgroups, taskCgSet, applyCgRoots, type CgRoot } from "../resources/cgroup";
 import { TreeFiles, type RestoreRun, type SomeFdKind } from "../resources/fdkind";
 import { FD_KINDS } from "../resources/kinds";
@@ -115,7 +115,7 @@ function restoreRun(set: RestoreSet, o: RestoreOptions): RestoreRun {
     run: (a, c) => whilePaused(() => hooks.run(a, c)),
     wants: hooks.wants && ((a) => hooks.wants!(a)),
   };
-  return {
+  const run: RestoreRun = {
     dir: set.dir,
     inventory: inv,
     files: set.files,
@@ -126,6 +126,10 @@ function restoreRun(set: RestoreSet, o: RestoreOptions): RestoreRun {
     lockTable:
       lockMethod === NETWORK_LOCK.NFTABLES && inv.dumpCriuRunId ? runLockTableName(inv.dumpCriuRunId) : undefined,
   };
+  // each kind's state for this restore, its own (inet: a dump made with --network-lock skip has
+  // nothing to lock or unlock; reg: the images' deleted files), before precheck asks them
+  run.tree.beginKinds(FD_KINDS, run);
+  return run;
 }
 
 /** Everything that can be checked before creating a process. */
@@ -153,7 +157,11 @@ function precheck(set: RestoreSet, o: RestoreOptions, run: RestoreRun) {
       for (const tid of t.tids)
         if (!pidFree(tid)) throw new CriuError("restore", `PID ${tid} is in use${pidUser(tid)}`);
     if (t.zombie) continue;
-    precheckFds(t.fds, set.files, set.dir, t.pid, { shellJob: o.shellJob, inMountNs: !!set.mounts, treePids });
+    precheckFds(t.fds, set.files, set.dir, t.pid, run.tree, {
+      shellJob: o.shellJob,
+      inMountNs: !!set.mounts,
+      treePids,
+    });
     for (const v of t.mm.vmas) {
       if (v.status & ((1 << 6) | (1 << 7))) {
         const f = set.files.get(Number(v.shmid));
@@ -164,7 +172,7 @@ function precheck(set: RestoreSet, o: RestoreOptions, run: RestoreRun) {
           );
         if (checked.has(f.id)) continue;
         checked.add(f.id);
-        if (!isRemapped(set.dir, f.id) && !set.mounts)
+        if (!isRemapped(run.tree.kindState(regKind), f.id) && !set.mounts)
           checkFile(t.pid, `mapping at 0x${v.start.toString(16)}`, f.reg, false); // ghosts are in the images
       }
     }
@@ -300,8 +308,6 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
   const set = loadImages(o.dir);
   const run = restoreRun(set, o);
   const treeFiles = run.tree;
-  // each kind's state for this restore (inet: a dump made with --network-lock skip has nothing to lock or unlock)
-  treeFiles.beginKinds(FD_KINDS, run);
   const state = (k: SomeFdKind) => treeFiles.kindState(k);
   phase("checking images");
   // memory left with the source of a lazy dump: only a lazy restore can get it (said before what

@@ -108,7 +108,7 @@ export class TaskBuilder {
   constructor(
     public set: RestoreSet,
     public t: TaskImages,
-    public tree: TreeFiles = new TreeFiles()
+    public tree: TreeFiles
   ) {}
 
   /** Close what this process held open for the others (after every process has its files). */
