@@ -2,11 +2,12 @@
 // to exactly the JSON we print; images `crit encode` writes from that JSON decode with our
 // reader to the same messages and payloads.
 import { test, expect, describe } from "bun:test";
-import { equals } from "@bufbuild/protobuf";
+import { create, equals } from "@bufbuild/protobuf";
 import { existsSync, mkdtempSync, writeFileSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { encodeImage, decodeImage, pagemapNrPages } from "../src/images/image";
+import { encodeImage, decodeImage, pagemapNrPages, writeImage } from "../src/images/image";
+import * as S from "../src/images/schemas";
 import { entrySchemaAt, kindByName } from "../src/images/magic";
 import { toCritJson, stringifyCrit, parseCritJson, fromCritJson } from "../src/images/json";
 import { sampleItems, MSG_KINDS } from "./images-fill";
@@ -181,25 +182,24 @@ describe.skipIf(!have)("hand-written crit JSON", () => {
   });
   test("crit x ps/fds/mems read a directory we wrote", () => {
     const d = mkdtempSync(join(tmpdir(), "criu-bun-critx-"));
-    const r = Bun.spawnSync(
-      [
-        process.execPath,
-        "-e",
-        `
-      const I = await import(${JSON.stringify(join(ROOT, "src/images/index.ts"))});
-      const d = ${JSON.stringify(d)};
-      I.writeImage(d, "pstree.img", "PSTREE", [I.create(I.pstree_entrySchema, { pid: 50, pgid: 50, sid: 50, threads: [50] })]);
-      I.writeImage(d, "core-50.img", "CORE", [I.create(I.core_entrySchema, { mtype: 1, tc: { comm: "worker", taskState: 1 } })]);
-      I.writeImage(d, "ids-50.img", "IDS", [I.create(I.task_kobj_ids_entrySchema, { filesId: 9 })]);
-      I.writeImage(d, "fdinfo-9.img", "FDINFO", [I.create(I.fdinfo_entrySchema, { fd: 1, id: 2, type: 1 })]);
-      I.writeImage(d, "files.img", "FILES", [I.create(I.file_entrySchema, { type: 1, id: 2, reg: { id: 2, name: "/tmp/out.log", fown: {} } })]);
-      I.writeImage(d, "fs-50.img", "FS", [I.create(I.fs_entrySchema, { cwdId: 2, rootId: 2 })]);
-      I.writeImage(d, "mm-50.img", "MM", [I.create(I.mm_entrySchema, { exeFileId: 2, vmas: [{ start: 0x10000n, end: 0x12000n, prot: 3, status: 0x201, fd: -1n }] })]);
-    `,
-      ],
-      { stdout: "pipe", stderr: "pipe" }
-    );
-    expect(r.stderr.toString()).toBe("");
+    writeImage(d, "pstree.img", "PSTREE", [
+      create(S.pstree_entrySchema, { pid: 50, pgid: 50, sid: 50, threads: [50] }),
+    ]);
+    writeImage(d, "core-50.img", "CORE", [
+      create(S.core_entrySchema, { mtype: 1, tc: { comm: "worker", taskState: 1 } }),
+    ]);
+    writeImage(d, "ids-50.img", "IDS", [create(S.task_kobj_ids_entrySchema, { filesId: 9 })]);
+    writeImage(d, "fdinfo-9.img", "FDINFO", [create(S.fdinfo_entrySchema, { fd: 1, id: 2, type: 1 })]);
+    writeImage(d, "files.img", "FILES", [
+      create(S.file_entrySchema, { type: 1, id: 2, reg: { id: 2, name: "/tmp/out.log", fown: {} } }),
+    ]);
+    writeImage(d, "fs-50.img", "FS", [create(S.fs_entrySchema, { cwdId: 2, rootId: 2 })]);
+    writeImage(d, "mm-50.img", "MM", [
+      create(S.mm_entrySchema, {
+        exeFileId: 2,
+        vmas: [{ start: 0x10000n, end: 0x12000n, prot: 3, status: 0x201, fd: -1n }],
+      }),
+    ]);
     expect(crit("x", d, "ps")).toMatch(/50\s+50\s+50\s+worker/);
     expect(crit("x", d, "fds")).toMatch(/1: \/tmp\/out\.log/);
     expect(crit("x", d, "mems")).toMatch(/00010000-00012000\s+rw-/);
