@@ -270,14 +270,23 @@ function checkConnectionNames(ctx: DumpCtx, s: UnixDump, d: Diag, name: Uint8Arr
   }
 }
 
-/** The tree's unix sockets of a restore by inode, indexed once. */
-const uskIndex = new WeakMap<Map<number, S.file_entry>, Map<number, S.file_entry>>();
-function uskByIno(files: Map<number, S.file_entry>, ino: number): S.file_entry | undefined {
-  let m = uskIndex.get(files);
+/** unix's state for one restore (FdKind<UnixDump, UnixRestore>): the images' unix sockets,
+ *  indexed once when first asked about (per socket, the restore of 10,000 fds would be quadratic) */
+interface UnixRestore {
+  files: Map<number, S.file_entry>;
+  /** every unix socket entry by inode (peers outside the tree too) */
+  byIno?: Map<number, S.file_entry>;
+  /** the tree's sockets by inode (peers outside it left out), and the inodes some socket is
+   *  connected to one way */
+  tree?: { socks: Map<number, S.file_entry>; oneWayTargets: Set<number> };
+}
+
+/** The unix socket entry of an inode (the first of the images'), in the tree or not. */
+function uskByIno(s: UnixRestore, ino: number): S.file_entry | undefined {
+  let m = s.byIno;
   if (!m) {
-    m = new Map();
-    for (const f of files.values()) if (f.usk && !m.has(f.usk.ino)) m.set(f.usk.ino, f);
-    uskIndex.set(files, m);
+    m = s.byIno = new Map();
+    for (const f of s.files.values()) if (f.usk && !m.has(f.usk.ino)) m.set(f.usk.ino, f);
   }
   return m.get(ino);
 }
@@ -285,10 +294,11 @@ function uskByIno(files: Map<number, S.file_entry>, ino: number): S.file_entry |
 /** USK_EXTERN in unix_sk_entry.uflags: an entry for a peer outside the dumped tree (CRIU's layout) */
 const USK_EXTERN = 1;
 
-export const unixKind: FdKind<UnixDump> = {
+export const unixKind: FdKind<UnixDump, UnixRestore> = {
   name: "unix socket",
   type: fd_types.UNIXSK,
   dumpBegin: (_tree, opts) => ({ tree: opts.tree, links: opts.links, diag: new Map(), netns: new Map() }),
+  restoreBegin: (run) => ({ files: run.files }),
   match: (target) => target.startsWith("socket:["),
   requireImages(f, run, need) {
     const u = f.usk;
@@ -461,13 +471,13 @@ export const unixKind: FdKind<UnixDump> = {
     }
     return id;
   },
-  restore(ctx, f) {
+  restore(ctx, f, _fe, s) {
     const u = f.usk!,
       inj = ctx.inj;
     // the other end of a pair made while restoring its peer, maybe in another process of the tree
     const ready = ctx.fdFrom(`usk:${u.ino}`);
     if (ready !== undefined) return ready;
-    const peerFile = u.peer ? uskByIno(ctx.files, u.peer) : undefined;
+    const peerFile = u.peer ? uskByIno(s, u.peer) : undefined;
     if (u.peer && !peerFile) {
       throw new CriuError(
         "restore",
@@ -541,24 +551,20 @@ export const unixKind: FdKind<UnixDump> = {
   },
 };
 
-/** Unix socket files of this restore by inode (entries for peers outside the tree left out). */
-/** the tree's unix sockets by inode, and the inodes some socket is connected to one way:
- *  indexed once per restore (per socket, the restore of 10,000 fds would be quadratic) */
-const treeSocketsCache = new WeakMap<
-  Map<number, S.file_entry>,
-  { socks: Map<number, S.file_entry>; oneWayTargets: Set<number> }
->();
+/** the tree's unix sockets by inode, and the inodes some socket is connected to one way: indexed
+ *  once per restore, in unix's state for it */
 function treeIndex(ctx: RestoreCtx) {
-  let c = treeSocketsCache.get(ctx.files);
-  if (!c) {
+  const s = ctx.tree.kindState(unixKind);
+  if (!s.tree) {
     const socks = new Map<number, S.file_entry>();
-    for (const x of ctx.files.values()) if (x.usk && !(x.usk.uflags & USK_EXTERN)) socks.set(x.usk.ino, x);
+    for (const x of s.files.values()) if (x.usk && !(x.usk.uflags & USK_EXTERN)) socks.set(x.usk.ino, x);
     const oneWayTargets = new Set<number>();
     for (const x of socks.values()) if (isOneWay(x.usk!, socks)) oneWayTargets.add(x.usk!.peer);
-    treeSocketsCache.set(ctx.files, (c = { socks, oneWayTargets }));
+    s.tree = { socks, oneWayTargets };
   }
-  return c;
+  return s.tree;
 }
+/** Unix socket files of this restore by inode (entries for peers outside the tree left out). */
 function treeSockets(ctx: RestoreCtx): Map<number, S.file_entry> {
   return treeIndex(ctx).socks;
 }
