@@ -67,6 +67,8 @@ interface UnixDump {
   netns: Map<number, string>;
   /** inodes of the sockets the tree's processes hold (heldInTree), listed on first use */
   treeInodes?: Set<number>;
+  /** peekQueue's buffers, one set for every socket of the dump, made on first use */
+  peek?: { buf: Uint8Array; ctl: Uint8Array; iov: BigUint64Array; msg: BigUint64Array };
 }
 
 /** every unix socket of pid's network namespace (listed once per dump) */
@@ -157,24 +159,23 @@ function setInt(fd: number, opt: number, val: number): number {
   return syscall(NR.setsockopt, fd, SOL.SOCKET, opt, addr(intVal), 4);
 }
 
-let peek: { buf: Uint8Array; ctl: Uint8Array; iov: BigUint64Array; msg: BigUint64Array } | undefined;
 /** the receive queue of a grabbed socket, packet by packet, left in place; fds in flight
  *  (SCM_RIGHTS) refuse the dump: peeking installs copies here, closed at once. With senders,
  *  each packet's source name as recvfrom() gives it (the sun_path bytes; empty: unnamed) */
-function peekQueue(fd: number, stream: boolean, where: string, senders?: Uint8Array[]): Uint8Array[] {
+function peekQueue(fd: number, stream: boolean, where: string, s: UnixDump, senders?: Uint8Array[]): Uint8Array[] {
   const old = getInt(fd, SO.PEEK_OFF);
   const po = setInt(fd, SO.PEEK_OFF, 0);
   if (po < 0) throw new CriuError("files", sysFailed(where, "setsockopt(SO_PEEK_OFF)", po));
   const out: Uint8Array[] = [];
   try {
     // one set of buffers for every socket of the dump (addresses taken at each call, see getInt)
-    peek ??= {
+    s.peek ??= {
       buf: new Uint8Array(1 << 20),
       ctl: new Uint8Array(4096),
       iov: new BigUint64Array(2),
       msg: new BigUint64Array(7),
     };
-    const { buf, ctl, iov, msg } = peek;
+    const { buf, ctl, iov, msg } = s.peek;
     const from = new Uint8Array(128);
     for (let i = 0; i < 100000; i++) {
       iov[0] = BigInt(addr(buf));
@@ -419,7 +420,7 @@ export const unixKind: FdKind<UnixDump, UnixRestore> = {
         // those whose sender has no name (a named sender, such as the external peer still bound
         // to its name, cannot be sent from again)
         const senders: Uint8Array[] = [];
-        peekQueue(fd, false, ctx.where, senders);
+        peekQueue(fd, false, ctx.where, s, senders);
         const named = senders.find((n) => n.length > 0);
         if (named) {
           refuse(
@@ -456,7 +457,7 @@ export const unixKind: FdKind<UnixDump, UnixRestore> = {
       // a closed peer's data is put back from the unnamed end of a new pair: exact only when
       // its sender had no name either (recvfrom() gives the sender's name)
       const senders: Uint8Array[] | undefined = peerGone ? [] : undefined;
-      const q = peekQueue(fd, type === 1, ctx.where, senders);
+      const q = peekQueue(fd, type === 1, ctx.where, s, senders);
       const named = senders?.find((n) => n.length > 0);
       if (named)
         refuse(
