@@ -2,9 +2,10 @@
 // made by its dumpBegin/restoreBegin, kept by the dump (FdKindsDump) or restore (TreeFiles) that
 // runs it and handed to the kind's own hooks, typed by the kind. The @ts-expect-error lines make
 // `tsc --noEmit` fail if a hook could see another type than its kind's state, or if a held
-// object's key could be misspelled, again.
+// object's key could be misspelled, again. No module of a dump or restore keeps such state at top level.
 import { test, expect } from "bun:test";
-import type { BigIntStats } from "node:fs";
+import { readdirSync, readFileSync, statSync, type BigIntStats } from "node:fs";
+import { join, relative, resolve } from "node:path";
 import { FdKindsDump, FileTable } from "../src/resources/files";
 import {
   ImageSink,
@@ -142,4 +143,50 @@ test("kind states and held keys are checked at compile time", () => {
   // @ts-expect-error a pipe end is r or w
   t.held.set("pipe:3:x", { pid: 1, fd: 3 });
   expect(t.taken.size).toBe(2);
+});
+
+/** module-level state the modules of a dump or restore may keep, and why it holds nothing of one
+ *  dump or restore (anything else there belongs in its kind's state) */
+const MODULE_STATE: Record<string, string> = {
+  "src/resources/creds.ts lastCapCache": "the kernel's CAP_LAST_CAP",
+  "src/resources/xsave.ts layout": "the CPU's XSAVE layout (CPUID)",
+  "src/net/pageserver.ts deadlineSec": "per socket fd, removed when that socket is closed",
+  "src/net/pageserver.ts peerOf": "per socket fd, removed when that socket is closed",
+  "src/net/pageserver.ts wireBytes": "a counter callers read as differences",
+  "src/net/pageserver.ts coverageCache": "by real path and identity (dev, ino, size, mtime), checked at each use",
+};
+/** top-level sets and maps that are constants: nothing may change them */
+const CONSTANT_TABLES = new Set([
+  "src/resources/inet.ts CONNECTED",
+  "src/resources/inet.ts INET_PROTO_NAMES",
+  "src/resources/mounts.ts FSNAME",
+  "src/resources/mounts.ts FRESH",
+]);
+
+test("no module of a dump or restore keeps its state at top level (a second one in one criu-bun swrk would see it)", () => {
+  const root = resolve(import.meta.dir, "..");
+  const walk = (d: string): string[] =>
+    readdirSync(d).flatMap((n) => (statSync(join(d, n)).isDirectory() ? walk(join(d, n)) : [join(d, n)]));
+  const found: string[] = [];
+  for (const top of ["resources", "net", "restore", "dump", "migrate"])
+    for (const file of walk(join(root, "src", top)).filter((f) => f.endsWith(".ts"))) {
+      const text = readFileSync(file, "utf8");
+      const at = relative(root, file);
+      const re = /^(?:export )?(?:let ([\w$]+)|const ([\w$]+)\s*(?::[^=\n]+)?=\s*new (?:Map|Set|WeakMap|WeakSet)\b)/gm;
+      for (const m of text.matchAll(re)) {
+        const key = `${at} ${m[1] ?? m[2]}`;
+        if (m[2] && CONSTANT_TABLES.has(key)) {
+          // a constant table stays one: never set, added to, deleted from or cleared
+          expect(`${key}: ${new RegExp(`\\b${m[2]}\\.(set|add|delete|clear)\\(`).test(text)}`).toBe(`${key}: false`);
+          continue;
+        }
+        if (!(key in MODULE_STATE)) found.push(key);
+      }
+    }
+  expect(found).toEqual([]);
+  // the list above names what is still there
+  for (const key of [...Object.keys(MODULE_STATE), ...CONSTANT_TABLES]) {
+    const [file, name] = key.split(" ");
+    expect(readFileSync(join(root, file), "utf8")).toMatch(new RegExp(`^(export )?(let|const) ${name}\\b`, "m"));
+  }
 });
