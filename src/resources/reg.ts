@@ -123,7 +123,7 @@ interface RegDump {
 /** reg's state for one restore: link_remap names it opened (as the target sees them, and the
  *  target's pid), removed once it succeeded (a failed one leaves them for the next try); the
  *  images' deleted files (remap-fpath.img), read when first asked about */
-export interface RegRestore {
+interface RegRestore {
   dir: string;
   usedLinks: { pid: number; name: string }[];
   remaps?: Remaps;
