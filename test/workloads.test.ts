@@ -24,8 +24,6 @@ beforeAll(async () => {
 
 afterAll(() => cleanup());
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
 const passCases: [string, string[]][] = [
   ["counter", []],
   ["threads", []],
@@ -159,9 +157,10 @@ const failCases: [string, string[], string][] = [
 describe("workload checks can fail", () => {
   for (const [name, args, why] of failCases) {
     test(`${name} ${args.join(" ")}`, async () => {
-      // block's corruption (an early SIGALRM) fires 100 ms after ready: do not wait for blocking.
+      // Each workload damages its state after ready and before it looks for go, in the same flow
+      // (threads and children too), so go can follow ready at once. block's damage is an early
+      // SIGALRM 100 ms after ready that ends its blocking call: it reports on its own, untriggered.
       const w = await startWorkload(name, args, { waitBlocked: false });
-      await sleep(name === "block" ? 300 : 150);
       if (name !== "block") trigger(w);
       const r = await waitResult(w, 10_000);
       expect(r.pass).toBe(false);
