@@ -4,8 +4,17 @@
 // messageDesc/enumDesc below do what codegenv2's functions of those names do (find a message or
 // enum by its index path); importing any value from @bufbuild/protobuf/codegenv2 would load its
 // descriptor.proto, built at once (~5 ms).
-import { createFileRegistry, type DescEnum, type DescFile, type DescMessage } from "@bufbuild/protobuf";
-import type { FileDescriptorProto } from "@bufbuild/protobuf/wkt";
+import {
+  createFileRegistry,
+  type DescEnum,
+  type DescEnumValue,
+  type DescField,
+  type DescFile,
+  type DescMessage,
+  type DescOneof,
+  type Message,
+} from "@bufbuild/protobuf";
+import type { DescriptorProto, EnumDescriptorProto, FileDescriptorProto } from "@bufbuild/protobuf/wkt";
 import type { GenEnum, GenMessage } from "@bufbuild/protobuf/codegenv2";
 
 export function embeddedFile(proto: object, deps: DescFile[] = [], graph?: DescGraph): DescFile {
@@ -18,18 +27,18 @@ export function embeddedFile(proto: object, deps: DescFile[] = [], graph?: DescG
 }
 
 /** The message at index `path` of a file, then down through nested message indexes. */
-export function messageDesc(file: DescFile, path: number, ...paths: number[]): GenMessage<any> {
+export function messageDesc<T extends Message>(file: DescFile, path: number, ...paths: number[]): GenMessage<T> {
   let m: DescMessage = file.messages[path];
   for (const i of paths) m = m.nestedMessages[i];
-  return m as GenMessage<any>;
+  return m as GenMessage<T>;
 }
 
 /** The enum at index `path` of a file; with more indexes: message indexes, then the enum's. */
-export function enumDesc(file: DescFile, path: number, ...paths: number[]): GenEnum<any> {
-  if (!paths.length) return file.enums[path] as GenEnum<any>;
+export function enumDesc<T extends number>(file: DescFile, path: number, ...paths: number[]): GenEnum<T> {
+  if (!paths.length) return file.enums[path] as GenEnum<T>;
   let m: DescMessage = file.messages[path];
   for (const i of paths.slice(0, -1)) m = m.nestedMessages[i];
-  return m.nestedEnums[paths[paths.length - 1]] as DescEnum as GenEnum<any>;
+  return m.nestedEnums[paths[paths.length - 1]] as GenEnum<T>;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -86,11 +95,11 @@ function fileTypes(f: DescFile): Map<string, DescMessage | DescEnum> {
 }
 
 function graphFile(p: FileDescriptorProto, deps: DescFile[], g: DescGraph): DescFile {
-  const file: any = {
+  const file: DescFile = {
     kind: "file",
     proto: p,
     deprecated: p.options?.deprecated ?? false,
-    edition: g.ed,
+    edition: g.ed as DescFile["edition"],
     name: p.name.replace(/\.proto$/, ""),
     dependencies: deps,
     enums: [],
@@ -99,13 +108,13 @@ function graphFile(p: FileDescriptorProto, deps: DescFile[], g: DescGraph): Desc
     services: [],
     toString: fileToString,
   };
-  const types = new Map<string, any>();
+  const types = new Map<string, DescMessage | DescEnum>();
   let mi = 0,
     ei = 0;
-  const enumOf = (ep: any, parent: any) => {
+  const enumOf = (ep: EnumDescriptorProto, parent: DescMessage | undefined) => {
     const s = g.e[ei++];
     const typeName = parent ? `${parent.typeName}.${ep.name}` : ep.name;
-    const d: any = {
+    const d: DescEnum = {
       kind: "enum",
       proto: ep,
       deprecated: ep.options?.deprecated ?? false,
@@ -116,21 +125,21 @@ function graphFile(p: FileDescriptorProto, deps: DescFile[], g: DescGraph): Desc
       typeName,
       value: {},
       values: [],
-      sharedPrefix: s[1] || undefined,
+      sharedPrefix: (s[1] as string | 0) || undefined,
       toString: typeToString,
     };
     types.set(typeName, d);
     for (let i = 0; i < ep.value.length; i++) {
       const vp = ep.value[i];
-      const v = {
+      const v: DescEnumValue = {
         kind: "enum_value",
         proto: vp,
         deprecated: vp.options?.deprecated ?? false,
         parent: d,
         name: vp.name,
-        localName: s[2 + 2 * i],
+        localName: s[2 + 2 * i] as string,
         number: vp.number,
-        jsonName: s[3 + 2 * i] || vp.name,
+        jsonName: (s[3 + 2 * i] as string | 0) || vp.name,
         toString: valueToString,
       };
       d.values.push(v);
@@ -138,9 +147,9 @@ function graphFile(p: FileDescriptorProto, deps: DescFile[], g: DescGraph): Desc
     }
     (parent ? parent.nestedEnums : file.enums).push(d);
   };
-  const messageOf = (mp: any, parent: any) => {
+  const messageOf = (mp: DescriptorProto, parent: DescMessage | undefined) => {
     const typeName = parent ? `${parent.typeName}.${mp.name}` : mp.name;
-    const d: any = {
+    const d: DescMessage = {
       kind: "message",
       proto: mp,
       deprecated: mp.options?.deprecated ?? false,
@@ -166,30 +175,35 @@ function graphFile(p: FileDescriptorProto, deps: DescFile[], g: DescGraph): Desc
   for (const m of p.messageType) messageOf(m, undefined);
   const lookup = (name: string) => types.get(name) ?? deps.map((f) => fileTypes(f).get(name)).find((x) => x);
   // fields, in createFileRegistry's order (each top-level message, then its nested ones, depth first)
-  const fieldsOf = (d: any) => {
+  const fieldsOf = (d: DescMessage) => {
     const s = g.m[mi],
       names = g.o[mi];
     mi++;
     const mp = d.proto;
-    const oneofs = names.map((localName, i) => ({
-      kind: "oneof",
-      proto: mp.oneofDecl[i],
-      deprecated: false,
-      parent: d,
-      fields: [] as any[],
-      name: mp.oneofDecl[i].name,
-      localName,
-      toString: memberToString,
-    }));
-    const seen = new Set<any>();
+    const oneofs = names.map(
+      (localName, i): DescOneof => ({
+        kind: "oneof",
+        proto: mp.oneofDecl[i],
+        deprecated: false,
+        parent: d,
+        fields: [],
+        name: mp.oneofDecl[i].name,
+        localName,
+        toString: memberToString,
+      })
+    );
+    const seen = new Set<DescOneof>();
     for (let i = 0; i < s.length; i++) {
-      const f = s[i] as any[],
+      const f = s[i],
         fp = mp.field[i];
-      const kind = KINDS[f[3]];
-      const ref = f[5] ? lookup(f[5]) : undefined;
-      if (f[5] && !ref) throw new Error(`embedded descriptor of ${p.name}: ${f[5]} not found`);
-      const oneof = f[11] ? oneofs[f[11] - 1] : undefined;
-      const field: any = {
+      const kind = KINDS[f[3] as number];
+      const refName = f[5] as string | 0;
+      const ref = refName ? lookup(refName) : undefined;
+      if (refName && !ref) throw new Error(`embedded descriptor of ${p.name}: ${refName} not found`);
+      const oneofIx = f[11] as number;
+      const oneof = oneofIx ? oneofs[oneofIx - 1] : undefined;
+      // one object for every field kind: which DescField variant it is, only the graph's data says
+      const field = {
         kind: "field",
         proto: fp,
         deprecated: fp.options?.deprecated ?? false,
@@ -206,14 +220,14 @@ function graphFile(p: FileDescriptorProto, deps: DescFile[], g: DescGraph): Desc
         delimitedEncoding: f[7],
         packed: f[8],
         longAsString: f[9] === 1,
-        getDefaultValue: kind === "list" ? undefined : f[10] || noDefault,
+        getDefaultValue: kind === "list" ? undefined : (f[10] as (() => unknown) | 0) || noDefault,
         parent: d,
         oneof,
         localName: f[0],
         jsonName: fp.jsonName,
         toString: memberToString,
         fieldKind: kind,
-      };
+      } as DescField;
       d.fields.push(field);
       d.field[field.localName] = field;
       if (!oneof) d.members.push(field);
@@ -231,5 +245,5 @@ function graphFile(p: FileDescriptorProto, deps: DescFile[], g: DescGraph): Desc
   for (const m of file.messages) fieldsOf(m);
   if (mi !== g.m.length || ei !== g.e.length)
     throw new Error(`embedded descriptor of ${p.name}: graph does not match the file`);
-  return file as DescFile;
+  return file;
 }

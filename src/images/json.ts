@@ -295,19 +295,34 @@ function pyInt(s: string): bigint {
 
 // ---------- message -> crit dict ----------
 
-const is64 = (f: any) => [3, 4, 6, 16, 18].includes(f.scalar);
+const is64 = (f: DescField) => f.scalar !== undefined && [3, 4, 6, 16, 18].includes(f.scalar);
+/** A generated message's fields by localName (the generic walkers below read and set them by descriptor). */
+const fieldsOf = (m: Message) => m as Record<string, unknown>;
+/** JSON values as parseCritJson returns them (bigint for integers beyond 2^53). */
+export type CritJson = null | boolean | number | bigint | string | CritJson[] | { [k: string]: CritJson };
+type CritDict = { [k: string]: CritJson };
+const asDict = (v: CritJson | undefined, what: string): CritDict => {
+  if (v === null || v === undefined || typeof v !== "object" || Array.isArray(v))
+    throw new CriuError("json", `${what}: expected an object`);
+  return v;
+};
+const asList = (v: CritJson | undefined, what: string): CritJson[] => {
+  if (!Array.isArray(v)) throw new CriuError("json", `${what}: expected a list`);
+  return v;
+};
 const opts = (f: DescField) => (hasOption(f, criu) ? getOption(f, criu) : undefined);
 const sorted = (s: DescMessage) => [...s.fields].sort((a, b) => a.number - b.number);
 
-function scalarOut(f: any, v: any, pretty: boolean, hex: boolean): unknown {
+function scalarOut(f: DescField, val: unknown, pretty: boolean, hex: boolean): unknown {
   const o = opts(f);
-  if (f.fieldKind === "enum" || f.listKind === "enum") {
-    const ev = f.enum.values.find((x: any) => x.number === v);
+  if (f.enum) {
+    const ev = f.enum.values.find((x) => x.number === val);
     return ev ? ev.name : null;
   }
-  if (f.scalar === 12) return o?.conv === "unix_name" ? qpEncode(v) : b64lines(v);
-  if (f.scalar === 9 || f.scalar === 8) return v;
-  if (f.scalar === 1 || f.scalar === 2) return v;
+  if (f.scalar === 12) return o?.conv === "unix_name" ? qpEncode(val as Uint8Array) : b64lines(val as Uint8Array);
+  if (f.scalar === 9 || f.scalar === 8) return val;
+  if (f.scalar === 1 || f.scalar === 2) return val;
+  const v = val as number | bigint;
   if (pretty) {
     if (hex || o?.hex) return (v < 0 ? "-0x" : "0x") + (v < 0 ? -v : v).toString(16);
     if (o?.dev) return decodeDev(Number(v), !!o.odev);
@@ -330,43 +345,45 @@ function normInt(v: bigint | number): bigint | number {
     : v;
 }
 
-function messageToDict(schema: DescMessage, msg: any, pretty = true, hex = false): Record<string, unknown> {
+function messageToDict(schema: DescMessage, msg: Message, pretty = true, hex = false): Record<string, unknown> {
   const d: Record<string, unknown> = {};
-  for (const f of sorted(schema) as any[]) {
-    const v = msg[f.localName];
+  for (const f of sorted(schema)) {
+    const val = fieldsOf(msg)[f.localName];
     if (f.fieldKind === "list") {
+      const v = val as unknown[];
       if (!v.length) continue;
       const o = opts(f);
       if (pretty && o?.ipadd) {
-        d[f.name] = [formatIp(v)];
+        d[f.name] = [formatIp(v as number[])];
         continue;
       }
       const h = hex || !!o?.hex;
       d[f.name] =
         f.listKind === "message"
-          ? v.map((m: any) => messageToDict(f.message, m, pretty, h))
-          : v.map((x: any) => scalarOut(f, x, pretty, h));
+          ? v.map((m) => messageToDict(f.message, m as Message, pretty, h))
+          : v.map((x) => scalarOut(f, x, pretty, h));
     } else if (f.fieldKind === "message") {
-      if (v === undefined) continue;
-      d[f.name] = messageToDict(f.message, v, pretty, hex || !!opts(f)?.hex);
+      if (val === undefined) continue;
+      d[f.name] = messageToDict(f.message, val as Message, pretty, hex || !!opts(f)?.hex);
     } else if (f.fieldKind === "map") {
       continue;
     } else {
       if (!isFieldSet(msg, f)) continue;
-      d[f.name] = scalarOut(f, v, pretty, hex);
+      d[f.name] = scalarOut(f, val, pretty, hex);
     }
   }
   return d;
 }
 
-function payloadOut(k: ImageKind, msg: any, p: Uint8Array): unknown {
+function payloadOut(k: ImageKind, m: Message, p: Uint8Array): unknown {
+  const msg = m as { inqLen?: number; qnum?: number };
   switch (k.payload) {
     case "pipe":
     case "skq":
     case "bpfmap":
       return b64lines(p);
     case "tcp":
-      return { inq: b64lines(p.subarray(0, msg.inqLen)), outq: b64lines(p.subarray(msg.inqLen)) };
+      return { inq: b64lines(p.subarray(0, msg.inqLen ?? 0)), outq: b64lines(p.subarray(msg.inqLen ?? 0)) };
     case "ipc_shm":
       return b64lines(p);
     case "ipc_sem": {
@@ -376,7 +393,7 @@ function payloadOut(k: ImageKind, msg: any, p: Uint8Array): unknown {
     }
     case "ipc_msg": {
       const r: unknown[] = [];
-      for (const m of parseIpcMsgPayload(p, msg.qnum)) {
+      for (const m of parseIpcMsgPayload(p, msg.qnum ?? 0)) {
         r.push(messageToDict(ipc_msgSchema, m.msg, false));
         r.push(b64lines(m.data));
       }
@@ -389,13 +406,13 @@ function payloadOut(k: ImageKind, msg: any, p: Uint8Array): unknown {
 /** An opened image as crit's JSON object: {magic, entries}. */
 export function toCritJson(img: OpenedImage, pretty = true): { magic: string; entries: Record<string, unknown>[] } {
   const k = kindByName.get(img.kind)!;
-  const entries = img.entries.map((m: any, i) => {
+  const entries = img.entries.map((m, i) => {
     const schema = entrySchemaAt(k, i);
     const d = messageToDict(schema, m, pretty);
     const p = img.payloads?.[i];
     if (k.payload === "ghost") {
-      if (i > 0 || !(m as any).chunks) d.extra = b64lines(p ?? new Uint8Array());
-    } else if (k.payload !== "none" && p && !(k.payload === "ipc_shm" && m.inPagemaps)) {
+      if (i > 0 || !(m as { chunks?: boolean }).chunks) d.extra = b64lines(p ?? new Uint8Array());
+    } else if (k.payload !== "none" && p && !(k.payload === "ipc_shm" && (m as { inPagemaps?: boolean }).inPagemaps)) {
       d.extra = payloadOut(k, m, p);
     }
     return d;
@@ -405,10 +422,10 @@ export function toCritJson(img: OpenedImage, pretty = true): { magic: string; en
 
 // ---------- crit dict -> message ----------
 
-function scalarIn(f: any, v: any): unknown {
+function scalarIn(f: DescField, v: CritJson | undefined): unknown {
   const o = opts(f);
-  if (f.fieldKind === "enum" || f.listKind === "enum") {
-    const ev = f.enum.values.find((x: any) => x.name === v);
+  if (f.enum) {
+    const ev = f.enum.values.find((x) => x.name === v);
     if (!ev) throw new CriuError("json", `${f.name}: unknown enum value ${JSON.stringify(v)}`);
     return ev.number;
   }
@@ -425,61 +442,68 @@ function scalarIn(f: any, v: any): unknown {
       const hit = Object.entries(m).find(([, name]) => name === v);
       n = hit ? BigInt(hit[0]) : pyInt(v);
     } else n = pyInt(v);
-  } else n = BigInt(v);
+  } else n = BigInt(v as number | bigint | boolean);
   return is64(f) ? n : Number(n);
 }
 
-function dictToMessage<T extends Message = Message>(schema: DescMessage, d: Record<string, any>): T {
-  const msg: any = create(schema);
-  for (const f of schema.fields as any[]) {
+function dictToMessage(schema: DescMessage, d: CritDict): Message {
+  const created = create(schema);
+  const msg = fieldsOf(created);
+  for (const f of schema.fields) {
     if (!(f.name in d)) continue;
     const v = d[f.name];
     if (f.fieldKind === "list") {
       if (!Array.isArray(v)) throw new CriuError("json", `${schema.typeName}.${f.name}: expected a list`);
       if (v.length && typeof v[0] === "string" && opts(f)?.ipadd) {
-        msg[f.localName] = parseIp(v[0]);
+        msg[f.localName] = parseIp(v[0] as string);
         continue;
       }
       msg[f.localName] =
-        f.listKind === "message" ? v.map((x: any) => dictToMessage(f.message, x)) : v.map((x: any) => scalarIn(f, x));
+        f.listKind === "message"
+          ? v.map((x) => dictToMessage(f.message, asDict(x, `${schema.typeName}.${f.name}`)))
+          : v.map((x) => scalarIn(f, x));
     } else if (f.fieldKind === "message") {
-      msg[f.localName] = dictToMessage(f.message, v ?? {});
+      msg[f.localName] = dictToMessage(f.message, asDict(v ?? {}, `${schema.typeName}.${f.name}`));
     } else if (f.fieldKind !== "map") {
       msg[f.localName] = scalarIn(f, v);
     }
   }
-  return msg as T;
+  return created;
 }
 
-function payloadIn(k: ImageKind, msg: any, extra: any): Uint8Array {
+function payloadIn(k: ImageKind, msg: Message, extra: CritJson): Uint8Array {
+  const what = `${k.name} extra`;
   switch (k.payload) {
     case "pipe":
     case "skq":
     case "ipc_shm":
     case "bpfmap": {
-      const b = unb64(extra);
-      return k.payload === "ipc_shm" ? b.subarray(0, Number(msg.size)) : b;
+      const b = unb64(extra as string);
+      return k.payload === "ipc_shm" ? b.subarray(0, Number((msg as { size?: bigint | number }).size)) : b;
     }
     case "tcp": {
-      const a = unb64(extra.inq),
-        b = unb64(extra.outq);
+      const q = asDict(extra, what);
+      const a = unb64(q.inq as string),
+        b = unb64(q.outq as string);
       const r = new Uint8Array(a.length + b.length);
       r.set(a);
       r.set(b, a.length);
       return r;
     }
     case "ipc_sem": {
-      const r = new Uint8Array(extra.length * 2);
-      extra.forEach((x: number, i: number) => {
+      const l = asList(extra, what) as number[];
+      const r = new Uint8Array(l.length * 2);
+      l.forEach((x, i) => {
         r[2 * i] = x & 255;
         r[2 * i + 1] = (x >> 8) & 255;
       });
       return r;
     }
     case "ipc_msg": {
+      const l = asList(extra, what);
       const items: { msg: Message; data: Uint8Array }[] = [];
-      for (let i = 0; i < extra.length; i += 2)
-        items.push({ msg: dictToMessage(ipc_msgSchema, extra[i]), data: unb64(extra[i + 1]) });
+      for (let i = 0; i < l.length; i += 2)
+        items.push({ msg: dictToMessage(ipc_msgSchema, asDict(l[i], what)), data: unb64(l[i + 1] as string) });
       return ipcMsgPayload(items);
     }
   }
@@ -487,18 +511,20 @@ function payloadIn(k: ImageKind, msg: any, extra: any): Uint8Array {
 }
 
 /** crit JSON ({magic, entries}) -> image kind + items, ready for writeImageWithPayload / encodeImage. */
-export function fromCritJson(j: { magic: string; entries: Record<string, any>[] }): {
+export function fromCritJson(json: CritJson): {
   kind: string;
   items: PayloadItem[];
 } {
-  const k = kindByName.get(j?.magic);
-  if (!k || !k.schema) throw new CriuError("json", `unknown or raw image magic '${j?.magic}'`);
-  const items = (j.entries ?? []).map((e, i) => {
-    const { extra, ...rest } = e;
+  const j = json !== null && typeof json === "object" && !Array.isArray(json) ? json : undefined;
+  const magic = j?.magic;
+  const k = typeof magic === "string" ? kindByName.get(magic) : undefined;
+  if (!j || !k || !k.schema) throw new CriuError("json", `unknown or raw image magic '${magic}'`);
+  const items = asList(j.entries ?? [], "entries").map((e, i) => {
+    const { extra, ...rest } = asDict(e, `entry ${i}`);
     const schema = entrySchemaAt(k, i);
-    const msg: any = dictToMessage(schema, rest);
+    const msg = dictToMessage(schema, rest);
     let payload: Uint8Array = new Uint8Array(0);
-    if (k.payload === "ghost") payload = extra !== undefined ? unb64(extra) : payload;
+    if (k.payload === "ghost") payload = extra !== undefined ? unb64(extra as string) : payload;
     else if (k.payload !== "none" && extra !== undefined) payload = payloadIn(k, msg, extra);
     return { msg, payload };
   });
@@ -573,7 +599,7 @@ export function stringifyCritCompact(v: unknown): string {
 }
 
 /** JSON.parse that keeps integers beyond 2^53 exact (as bigint). */
-export function parseCritJson(text: string): any {
+export function parseCritJson(text: string): CritJson {
   let i = 0;
   const ws = () => {
     while (i < text.length && /\s/.test(text[i])) i++;
@@ -581,12 +607,12 @@ export function parseCritJson(text: string): any {
   const fail = (what: string): never => {
     throw new CriuError("json", `bad JSON at offset ${i}: ${what}`);
   };
-  const val = (): any => {
+  const val = (): CritJson => {
     ws();
     const c = text[i];
     if (c === "{") {
       i++;
-      const o: any = {};
+      const o: CritDict = {};
       ws();
       if (text[i] === "}") {
         i++;
@@ -612,7 +638,7 @@ export function parseCritJson(text: string): any {
     }
     if (c === "[") {
       i++;
-      const a: any[] = [];
+      const a: CritJson[] = [];
       ws();
       if (text[i] === "]") {
         i++;
