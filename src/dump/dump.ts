@@ -2,8 +2,7 @@
 // release (-R) or leave it stopped (-s). Any failure before the end releases the process
 // untouched (registers were restored after every injection).
 import { create, type DescMessage, type MessageInitShape } from "@bufbuild/protobuf";
-import { existsSync, readlinkSync, mkdtempSync, rmSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, readlinkSync } from "node:fs";
 import { DumpStage, under, openDir, type DirHandle } from "../images/safefs";
 import { SeccompChains } from "../resources/seccomp";
 import { dumpIpcNs } from "../resources/ipcns";
@@ -21,9 +20,10 @@ import { syscall } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { CLONE } from "../sys/flags";
 import { dumpTask, type TaskDump } from "./task";
-import { dumpPages as pipelineDumpPages, startPageWorkers, stopPageWorkers } from "../codec/pipeline";
+import { startPageWorkers, stopPageWorkers } from "../codec/pipeline";
+import { dumpMemory, writePagemap, type MemStats } from "../codec/memdump";
 import { MemTracker } from "../resources/memtrack";
-import { pagesToDump, type DumpedVma, type PageRun } from "../resources/memory";
+import type { DumpedVma } from "../resources/memory";
 import type { PagemapRun } from "../images/pagemap";
 import { dumpFds, FileTable, FdTwins, FdKindsDump, type FdDump } from "../resources/files";
 import type { LockDump } from "../resources/filelocks";
@@ -35,13 +35,11 @@ import { dumpSharedVmas, shmImage } from "../resources/sysvshm";
 import { CgroupSets, ROOT_CG_SET, freezeCgroup } from "../resources/cgroup";
 import { writeImage, writeImageBytes } from "../images/image";
 import { writeManifest } from "../images/manifest";
-import { encodePagemap, RunList } from "../images/pagemap";
 import * as S from "../images/schemas";
 import { CriuError, log, phase, unalias, aliasPath, errorMessage } from "../log";
 import { fault, pausePoint } from "../fault";
 import { PageServerClient, serveLazyPages, type LazySource } from "../net/pageserver";
-import { splitLazy, markLazy, markLazyList, splitRunsLazy, keepEager } from "../resources/lazymem";
-import { dedupeAgainstParent, linkParent } from "../codec/incremental";
+import { linkParent } from "../codec/incremental";
 import { dumpRunId, NETWORK_LOCK } from "../net/netlock";
 import { runHook, type Hooks } from "../hooks";
 import { dumpMountNs, readMountinfo, type ExtMounts } from "../resources/mounts";
@@ -828,133 +826,21 @@ function dumpOne(
   n.dumped = { vpid, vmas: task.vmas };
   task.mm.vmas = mmVmaEntries(task.vmas);
 
-  // memory
   phase("dumping memory", pid);
   const tMem = performance.now();
-  let pr;
-  let skipped = 0;
-  const pagesOf = (runs: PagemapRun[]) => runs.reduce((n, r) => n + r.nrPages, 0);
-  if (pageServer) {
-    // pages go through a scratch file, then to the page server, which writes the pagemap. With
-    // parent images on the server's side and memory tracking in use, only pages written since the
-    // parent are sent; the others are PE_PARENT holes (the server checks its parent has them).
-    // Without tracking every page is sent: the parent's pages are not here to compare with.
-    if (o.deferred) {
-      // liveRead: what to send is decided now, frozen; it is read and sent once the tree runs again.
-      // The server's parent images are this side's previous round (it answers OPEN2 the same)
-      const hasParent = !!o.prevImagesDir && existsSync(join(o.prevImagesDir, `sent-pagemap-${vpid}.img`));
-      const tracked = hasParent ? track.select(pid, vpid, task.vmas) : undefined;
-      const want = tracked ? byAddress([...pagesToDump(pid, tracked.untracked), ...tracked.want]) : undefined;
-      const vmas = task.vmas,
-        ps = pageServer;
-      o.deferred.push(() => {
-        const tmp = mkdtempSync(join(d, ".criu-bun-pages-"));
-        try {
-          let p;
-          try {
-            p = dumpPages(pid, vmas, mem, tmp, id, false, want);
-          } catch (e) {
-            if (!existsSync(`/proc/${pid}`)) throw e;
-            log.warn(
-              `process ${pid}: its memory changed while it was read (${errorMessage(e)}); left out of this round, sent in full by the next`
-            );
-            return { scanned: 0, written: 0, skipped: 0 };
-          }
-          if (ps.open(vpid) !== hasParent)
-            throw new CriuError(
-              "dump",
-              `process ${pid}: the page server ${hasParent ? "has no" : "has"} parent images for it, unlike this side`
-            );
-          const runs = tracked ? byAddress<PagemapRun>([...p.runs, ...tracked.fromParent]) : [...p.runs];
-          ps.sendRuns(markLazy(runs, vmas), join(tmp, p.file));
-          writeImageBytes(d, `sent-pagemap-${vpid}.img`, encodePagemap(0, runs));
-          return { scanned: p.scanned, written: p.written, skipped: tracked ? pagesOf(tracked.fromParent) : 0 };
-        } finally {
-          rmSync(tmp, { recursive: true, force: true });
-        }
-      });
-      return finish({ scanned: 0, written: 0 });
-    }
-    const hasParent = pageServer.open(vpid);
-    const tracked = o.prevImagesDir && hasParent ? track.select(pid, vpid, task.vmas) : undefined;
-    let want = tracked ? byAddress([...pagesToDump(pid, tracked.untracked), ...tracked.want]) : undefined;
-    // post-copy from the source (migrate's final round): private anonymous memory is not read now,
-    // its runs go as PE_LAZY and the frozen tree serves them once its copy runs
-    let lazy: PageRun[] = [];
-    if (o.lazySources) {
-      // the rseq areas go now: the restore registers them (the kernel writes there) before the tree runs
-      const rseq = task.threads.flatMap((t) => {
-        const e = t.core.threadCore?.rseqEntry;
-        return e?.rseqAbiPointer
-          ? [BigInt(e.rseqAbiPointer), BigInt(e.rseqAbiPointer) + BigInt(Math.max(1, Number(e.rseqAbiSize ?? 32))) - 1n]
-          : [];
-      });
-      const split = keepEager(splitRunsLazy(want ?? pagesToDump(pid, task.vmas), task.vmas), rseq);
-      want = split.eager;
-      lazy = split.lazy;
-      o.lazySources.set(vpid, { pid, runs: lazy });
-      log.info(
-        `process ${pid}: ${pagesOf(lazy)} page(s) of private anonymous memory left here for post-copy, ${pagesOf(want)} sent now`
-      );
-    }
-    const tmp = mkdtempSync(join(d, ".criu-bun-pages-"));
-    try {
-      pr = dumpPages(pid, task.vmas, mem, tmp, id, false, want);
-      const t1 = performance.now();
-      const lz = lazy.map((r) => ({ vaddr: r.vaddr, nrPages: r.nrPages, flags: 2 /* PE_LAZY */ }));
-      const runs =
-        tracked || lz.length
-          ? byAddress<PagemapRun>([...pr.runs, ...(tracked?.fromParent ?? []), ...lz])
-          : [...pr.runs];
-      const t2 = performance.now();
-      const marked = markLazy(runs, task.vmas);
-      const t3 = performance.now();
-      pageServer.sendRuns(marked, join(tmp, pr.file));
-      log.debug(
-        `process ${pid}: ${runs.length} pagemap runs (${tracked?.fromParent.length ?? 0} from the parent) ordered in ${(t2 - t1).toFixed(1)} ms, marked in ${(t3 - t2).toFixed(1)} ms, sent in ${(performance.now() - t3).toFixed(1)} ms`
-      );
-      if (tracked) skipped = pagesOf(tracked.fromParent);
-      pr = { ...pr, runs };
-    } finally {
-      rmSync(tmp, { recursive: true, force: true });
-    }
-    // what the server now holds for this process, for a later dump with this one as its parent
-    const t4 = performance.now();
-    writeImageBytes(d, `sent-pagemap-${vpid}.img`, encodePagemap(0, pr.runs));
-    log.debug(`process ${pid}: sent-pagemap-${vpid}.img written in ${(performance.now() - t4).toFixed(1)} ms`);
-  } else {
-    // incremental: raw pages first, then only those that changed are kept (compressed if asked)
-    // with memory tracking (memtrack.ts) only pages written since the parent are read
-    const tracked = o.prevImagesDir ? track.select(pid, vpid, task.vmas) : undefined;
-    const want = tracked ? byAddress([...pagesToDump(pid, tracked.untracked), ...tracked.want]) : undefined;
-    // lazy: private anonymous memory stays with the source, its runs flagged PE_LAZY alone
-    const split = o.lazySources ? splitLazy(task.vmas) : undefined;
-    pr = dumpPages(pid, split ? split.eager : task.vmas, mem, d, id, o.compress && !o.prevImagesDir, want);
-    if (split) {
-      const lazy = pagesToDump(pid, split.lazy);
-      o.lazySources!.set(vpid, { pid, runs: lazy });
-      pr = {
-        ...pr,
-        runs: byAddress<PagemapRun>([...pr.runs, ...lazy.map((r) => ({ ...r, flags: 2 /* PE_LAZY */ }))]),
-        scanned: pr.scanned + lazy.reduce((m, r) => m + r.nrPages, 0),
-      };
-      log.info(
-        `process ${pid}: ${lazy.reduce((m, r) => m + r.nrPages, 0)} pages of private anonymous memory left with the source (lazy)`
-      );
-    }
-    if (o.prevImagesDir) {
-      const dd = dedupeAgainstParent(d, pr.file, [...pr.runs], o.prevImagesDir, vpid, o.compress);
-      log.info(
-        `process ${pid}: ${dd.fromParent} pages unchanged since the previous dump, ${dd.kept} stored in ${dd.file}`
-      );
-      const runs = tracked ? byAddress<PagemapRun>([...dd.runs, ...tracked.fromParent]) : dd.runs;
-      skipped = dd.fromParent + (tracked ? pagesOf(tracked.fromParent) : 0);
-      pr = { ...pr, runs, written: dd.kept, file: dd.file, storedBytes: dd.stored, rawBytes: dd.kept * 4096 };
-    }
-  }
+  const pr = dumpMemory(pid, vpid, task, mem, {
+    dir: d,
+    pagesId: id,
+    compress: o.compress,
+    prevImagesDir: o.prevImagesDir,
+    lazySources: o.lazySources,
+    deferred: o.deferred,
+    pageServer,
+    track,
+  });
   return finish(pr);
 
-  function finish(pr: { scanned: number; written: number; runs?: Iterable<PagemapRun> }) {
+  function finish(pr: MemStats & { runs?: Iterable<PagemapRun> }) {
     const memUs = Math.round((performance.now() - tMem) * 1000);
     const tids = task.threads.map((t) => ns.v(pid, t.tid));
     for (const t of task.threads) {
@@ -965,12 +851,7 @@ function dumpOne(
     }
     writeImage(d, `ids-${vpid}.img`, "IDS", [msg(S.task_kobj_ids_entrySchema, ids)]);
     writeImage(d, `mm-${vpid}.img`, "MM", [task.mm as unknown as S.mm_entry]); // plain: thousands of VMAs encoded as they are
-    if (!pageServer)
-      writeImageBytes(
-        d,
-        `pagemap-${vpid}.img`,
-        encodePagemap(id, pr.runs instanceof RunList ? markLazyList(pr.runs, task.vmas) : markLazy(pr.runs!, task.vmas))
-      );
+    if (!pageServer) writePagemap(d, vpid, id, pr.runs!, task.vmas);
     writeImage(d, `fs-${vpid}.img`, "FS", [msg(S.fs_entrySchema, { cwdId, rootId, umask: task.umask })]);
     if (!tableDone)
       writeImage(
@@ -979,21 +860,16 @@ function dumpOne(
         "FDINFO",
         fds.map((f) => ({ id: f.id, flags: f.cloexec ? 1 : 0, type: f.type, fd: f.fd }) as unknown as S.fdinfo_entry)
       );
-    return { memUs, scanned: pr.scanned, written: pr.written, skipped, tids, pgid: task.stat.pgid, sid: task.stat.sid };
+    return {
+      memUs,
+      scanned: pr.scanned,
+      written: pr.written,
+      skipped: pr.skipped,
+      tids,
+      pgid: task.stat.pgid,
+      sid: task.stat.sid,
+    };
   }
-}
-
-/** Memory pages of one process into pages-<pagesId>.img; returns the runs for pagemap-PID.img. */
-function dumpPages(
-  pid: number,
-  vmas: TaskDump["vmas"],
-  mem: RemoteMem,
-  dir: string,
-  pagesId: number,
-  compress?: boolean,
-  want?: PageRun[]
-) {
-  return pipelineDumpPages({ pid, vmas, memFd: mem.fd, dir, pagesId, compress, want }); // src/codec/pipeline.ts
 }
 
 /** Bytes of private memory a process has (RssAnon), 0 when it cannot be read. */
@@ -1003,46 +879,6 @@ function anonBytes(pid: number): number {
   } catch {
     return 0;
   }
-}
-
-/**
- * Runs by address. The callers join a few lists that are each by address already (pages read,
- * pages from the parent, lazy runs; tens of thousands of runs for a GiB of scattered memory):
- * those are merged, one pass per list, instead of n log n comparisons of BigInt addresses in the
- * frozen window. Anything else is sorted.
- */
-function byAddress<T extends { vaddr: bigint }>(runs: T[]): T[] {
-  const starts = [0];
-  for (let i = 1; i < runs.length; i++) {
-    if (runs[i].vaddr < runs[i - 1].vaddr) {
-      starts.push(i);
-      if (starts.length > 8) return runs.sort((a, b) => (a.vaddr < b.vaddr ? -1 : a.vaddr > b.vaddr ? 1 : 0));
-    }
-  }
-  if (starts.length === 1) return runs;
-  starts.push(runs.length);
-  let parts = starts.slice(0, -1).map((s, k) => runs.slice(s, starts[k + 1]));
-  while (parts.length > 1) {
-    const next: T[][] = [];
-    for (let k = 0; k < parts.length; k += 2) {
-      const x = parts[k],
-        y = parts[k + 1];
-      if (!y) {
-        next.push(x);
-        continue;
-      }
-      const m: T[] = new Array(x.length + y.length);
-      let i = 0,
-        j = 0,
-        o = 0;
-      while (i < x.length && j < y.length) m[o++] = y[j].vaddr < x[i].vaddr ? y[j++] : x[i++];
-      while (i < x.length) m[o++] = x[i++];
-      while (j < y.length) m[o++] = y[j++];
-      next.push(m);
-    }
-    parts = next;
-  }
-  return parts[0];
 }
 
 const KCMP = { VM: 1, FILES: 2, FS: 3 } as const;
