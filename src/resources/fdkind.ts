@@ -301,6 +301,12 @@ export interface FdKind<D = undefined, R = undefined> {
     opts: { shellJob?: boolean; inMountNs?: boolean; treePids?: Set<number> },
     state: R
   ): void;
+  /** a file a process maps (a VMA), checked before any process is created (where: the process
+   *  and the mapping; opts.inMountNs as precheck's) */
+  precheckMapped?(f: S.file_entry, where: string, opts: { inMountNs?: boolean }, state: R): void;
+  /** a file a process needs outside its fd table (a mapping's, its cwd) that the images bring back
+   *  because it was deleted (ghost file, link remap): a target fd on it, else undefined */
+  openRemoved?(ctx: RestoreCtx, f: S.file_entry, flags: number, state: R): number | undefined;
   /** create the object in the target, return a target fd (moved high with ctx.high) */
   restore(ctx: RestoreCtx, f: S.file_entry, fe: S.fdinfo_entry, state: R): number;
   /** second pass, once per file, after every fd has its final number (epoll targets ...);

@@ -22,6 +22,7 @@ import { O } from "../sys/mem";
 import * as S from "../images/schemas";
 import { create } from "@bufbuild/protobuf";
 import { extractTar, tarDirectory } from "./tar";
+import { restoreEarlyPty, type EarlyPtyTarget } from "./tty";
 import { readText } from "../sys/proc";
 import { errnoText } from "../sys/errno";
 import { refuse as refuseUnsupported } from "./unsupported";
@@ -630,8 +631,8 @@ interface MountTask {
   ok(name: string, nr: number, ...args: (number | bigint)[]): bigint;
   call(nr: number, ...args: (number | bigint)[]): bigint;
   str(s: string, slot?: number): bigint;
-  /** make pts INDEX exist on the devpts whose ptmx is at PTMX (its master kept for the tty restore) */
-  earlyPty?(ptmx: string, index: number): void;
+  /** where pts INDEX is made on a devpts whose pts is bind-mounted (its master kept for the tty restore) */
+  pty?: EarlyPtyTarget;
 }
 interface MountRestoreOpts {
   root?: string;
@@ -753,8 +754,8 @@ export function restoreMountNs(
       const rest = s.root === "/" ? b.root : b.root.slice(s.root.length);
       const from = at(s) + (rest === "/" ? "" : rest);
       // runc's /dev/console: a bind of the terminal's slave, which exists once its pair is made
-      if (FSNAME.get(s.fstype) === "devpts" && /^\/\d+$/.test(rest) && t.earlyPty)
-        t.earlyPty(at(s) + (s.root === "/" ? "" : s.root) + "/ptmx", Number(rest.slice(1)));
+      if (FSNAME.get(s.fstype) === "devpts" && /^\/\d+$/.test(rest) && t.pty)
+        restoreEarlyPty(t.pty, at(s) + (s.root === "/" ? "" : s.root) + "/ptmx", Number(rest.slice(1)));
       clones.set(
         b.mntId,
         Number(t.ok(`open_tree(${from})`, NR.open_tree, -100, t.str(from), OPEN_TREE_CLONE | O.CLOEXEC))

@@ -58,7 +58,7 @@ export function regEntry(
 
 /** As CRIU: a file dumped with an ELF build-id must have that build-id at restore (another binary
  * of the same size is not the dumped one). */
-export function checkBuildId(where: string, reg: S.reg_file_entry) {
+function checkBuildId(where: string, reg: S.reg_file_entry) {
   if (!reg.buildId.length) return;
   const now = buildIdOf(reg.name);
   if (!now || buildIdHex(now) !== buildIdHex(reg.buildId)) {
@@ -70,8 +70,23 @@ export function checkBuildId(where: string, reg: S.reg_file_entry) {
 }
 
 /** The size a reg_file_entry was dumped with, if it has one (proto2: unset reads as 0). */
-export function regSize(reg: S.reg_file_entry): bigint | undefined {
+function regSize(reg: S.reg_file_entry): bigint | undefined {
   return isFieldSet(reg, S.reg_file_entrySchema.field.size) ? reg.size : undefined;
+}
+
+/** The file the entry names is still the dumped one (where: the process and what it is to it). */
+function checkFile(where: string, reg: S.reg_file_entry, checkSize = true) {
+  let st;
+  try {
+    st = statSync(reg.name, { bigint: true });
+  } catch (e) {
+    throw new CriuError("restore", `${where}: '${reg.name}' does not exist any more: ${errnoText(e)}`);
+  }
+  const size = regSize(reg);
+  if (checkSize && size !== undefined && st.isFile() && st.size !== size && !(reg.flags & O.PATH)) {
+    throw new CriuError("restore", `${where}: '${reg.name}' has changed size (${st.size} bytes, dumped with ${size})`);
+  }
+  if (st.isFile()) checkBuildId(where, reg);
 }
 
 /** /dev/pts/N, /dev/ttyN, /dev/console ... */
@@ -170,6 +185,10 @@ export const regKind: FdKind<RegDump, RegRestore> = {
   restoreAbort: (s) => {
     s.usedLinks.length = 0;
   },
+  precheckMapped: (f, where, opts, s) => {
+    if (!isRemapped(s, f.id) && !opts.inMountNs) checkFile(where, f.reg!, false); // ghosts are in the images
+  },
+  openRemoved: (ctx, f, flags) => restoreDeleted(ctx, f, flags),
   // (a symbolic link itself only through O_PATH|O_NOFOLLOW)
   match: (target, st) =>
     target.startsWith("/") &&
@@ -612,7 +631,7 @@ function restoreGhostDir(
 }
 
 /** A deleted file (ghost or linked remap) opened with flags, or undefined for an ordinary path. */
-export function restoreDeleted(ctx: RestoreCtx, f: S.file_entry, flags: number): number | undefined {
+function restoreDeleted(ctx: RestoreCtx, f: S.file_entry, flags: number): number | undefined {
   const s = ctx.tree.kindState(regKind);
   const g = ghostOf(s, f.id);
   if (g !== undefined) return restoreGhost(ctx, f, g, flags);
@@ -621,7 +640,7 @@ export function restoreDeleted(ctx: RestoreCtx, f: S.file_entry, flags: number):
 }
 /** Is this file id a deleted file the images bring back (ghost or link remap)? (s: reg's state
  *  for this restore, TreeFiles.kindState(regKind)) */
-export function isRemapped(s: RegRestore, id: number) {
+function isRemapped(s: RegRestore, id: number) {
   return ghostOf(s, id) !== undefined || linkedOf(s, id) !== undefined;
 }
 

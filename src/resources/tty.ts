@@ -540,17 +540,16 @@ function openPts(t: PtyTarget, ptmx: string, index: number, tries: number): { fd
   }
 }
 
+/** The restored root task a pts is made in early (restoreEarlyPty): its master is held from floor up. */
+export type EarlyPtyTarget = PtyTarget & { pid: number; vpid: number; tree: TreeFiles; floor: number };
+
 /**
  * A pty pair made while the mounts are built (a bind of its slave, runc's /dev/console, needs the
  * slave to exist): ptmx opened until the kernel gives INDEX, unlocked, the master held above FLOOR
  * for the tty restore (ttyKind.restore takes it under ptyEarly:INDEX).
  */
-export function restoreEarlyPty(
-  t: PtyTarget & { pid: number; vpid: number; tree: TreeFiles },
-  ptmx: string,
-  index: number,
-  floor: number
-) {
+export function restoreEarlyPty(t: EarlyPtyTarget, ptmx: string, index: number) {
+  const floor = t.floor;
   const inj = t.inj;
   const r = openPts(t, ptmx, index, index + 65);
   if (r.err !== undefined) throw new CriuError("restore", sysFailed(`process ${t.vpid}`, `opening ${ptmx}`, r.err));

@@ -1,6 +1,6 @@
 // The restore pipeline: load and validate all images, check the PIDs are free, then build the
 // process from a puppet. Any failure kills what was built.
-import { statSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { readStat, readStatus, sigkillPending } from "../sys/proc";
 import { openDir, checkImagesTrusted, replaceFile } from "../images/safefs";
 import { loadImages, type RestoreSet } from "./images";
@@ -11,14 +11,12 @@ import { create } from "@bufbuild/protobuf";
 import { writeImage } from "../images/image";
 import * as S from "../images/schemas";
 import { precheckFds } from "../resources/files";
-import { isRemapped, regSize, checkBuildId, regKind } from "../resources/reg";
 import { enterCgroups, precheckCgroups, taskCgSet, applyCgRoots, type CgRoot } from "../resources/cgroup";
 import { TreeFiles, type RestoreRun, type SomeFdKind } from "../resources/fdkind";
-import { FD_KINDS } from "../resources/kinds";
+import { FD_KINDS, kindByType } from "../resources/kinds";
 import { restoreSysvShm, finishSysvShm, dropSysvShm, shmImage } from "../resources/sysvshm";
 import { withNs } from "../sys/netns";
 import { restoreIpcNs } from "../resources/ipcns";
-import { O } from "../sys/mem";
 import { unledGroup } from "../resources/taskattrs";
 import { CriuError, log, phase, asCriuError, logFd, unalias, errorMessage } from "../log";
 import { startWatchdog, stopWatchdog, tick, whilePaused, setStallHint } from "../watchdog";
@@ -172,8 +170,13 @@ function precheck(set: RestoreSet, o: RestoreOptions, run: RestoreRun) {
           );
         if (checked.has(f.id)) continue;
         checked.add(f.id);
-        if (!isRemapped(run.tree.kindState(regKind), f.id) && !set.mounts)
-          checkFile(t.pid, `mapping at 0x${v.start.toString(16)}`, f.reg, false); // ghosts are in the images
+        const k = kindByType(f.type);
+        k?.precheckMapped?.(
+          f,
+          `process ${t.pid} mapping at 0x${v.start.toString(16)}`,
+          { inMountNs: !!set.mounts },
+          run.tree.kindState(k)
+        );
       }
     }
   }
@@ -210,23 +213,6 @@ function pidUser(pid: number): string {
   } catch {
     return "";
   }
-}
-
-function checkFile(pid: number, what: string, reg: S.reg_file_entry, checkSize = true) {
-  let st;
-  try {
-    st = statSync(reg.name, { bigint: true });
-  } catch (e) {
-    throw new CriuError("restore", `process ${pid} ${what}: '${reg.name}' does not exist any more: ${errnoText(e)}`);
-  }
-  const size = regSize(reg);
-  if (checkSize && size !== undefined && st.isFile() && st.size !== size && !(reg.flags & O.PATH)) {
-    throw new CriuError(
-      "restore",
-      `process ${pid} ${what}: '${reg.name}' has changed size (${st.size} bytes, dumped with ${size})`
-    );
-  }
-  if (st.isFile()) checkBuildId(`process ${pid} ${what}`, reg);
 }
 
 /** Privileges restore cannot do without, said before anything is read (as an unprivileged user). */

@@ -18,8 +18,7 @@ import {
 } from "../sys/ptrace";
 import { O, F, pwriteFull } from "../sys/mem";
 import { restoreFds, importFd, restoreCtx, fdFloor } from "../resources/files";
-import { restoreDeleted } from "../resources/reg";
-import { restoreEarlyPty } from "../resources/tty";
+import { kindByType } from "../resources/kinds";
 import { shmemFd } from "../resources/shmem";
 import { TreeFiles, ProcFilesState } from "../resources/fdkind";
 import { readVmas } from "../sys/proc";
@@ -27,6 +26,7 @@ import { Injector, RemoteMem, BATCH_CODE } from "../ptrace/inject";
 import { startPuppet, PUPPET_SYSCALL } from "../ptrace/puppet";
 import { MAP } from "../resources/vma";
 import type { RestoreSet, TaskImages } from "./images";
+import type * as S from "../images/schemas";
 import { CriuError, log } from "../log";
 import { fillPages } from "../codec/pipeline";
 import { fillParentPages, PageSource } from "../codec/incremental";
@@ -391,21 +391,16 @@ export class TaskBuilder {
           ok: (n, nr, ...a) => inj.ok(n, nr, ...a),
           call: (nr, ...a) => inj.call(nr, ...a),
           str: (s, slot) => this.str(s, slot),
-          earlyPty: (ptmx, index) =>
-            restoreEarlyPty(
-              {
-                pid: this.pid,
-                vpid: this.t.pid,
-                tree: this.tree,
-                inj: this.inj!,
-                mem: this.mem!,
-                str: (x) => this.str(x),
-                scratch: (off, data) => this.scratchWrite(off, data),
-              },
-              ptmx,
-              index,
-              fdFloor(this.t.fds) + 8
-            ),
+          pty: {
+            pid: this.pid,
+            vpid: this.t.pid,
+            tree: this.tree,
+            inj: this.inj!,
+            mem: this.mem!,
+            str: (x) => this.str(x),
+            scratch: (off, data) => this.scratchWrite(off, data),
+            floor: fdFloor(this.t.fds) + 8,
+          },
         },
         this.set.mounts,
         this.set.dir,
@@ -443,7 +438,7 @@ export class TaskBuilder {
       batch: (calls) => this.batchCalls(calls),
       str: (s, slot = 0) => this.str(s, slot),
       scratch: (off, d) => this.scratchWrite(off, d),
-      openDeleted: (f, flags, what) => restoreDeleted(this.fileCtx(what), f, flags),
+      openDeleted: (f, flags, what) => this.openRemoved(f, flags, what),
       shmem: (shmid, size) => {
         const got = shmemFd({
           pid: this.pid,
@@ -525,6 +520,13 @@ export class TaskBuilder {
     restoreMmFields(this.mmCtx());
   }
 
+  /** An fd on a deleted file the images bring back (its kind's openRemoved: a ghost file or link
+   *  remap) that the process needs outside its fd table (what: a mapping, its cwd), else undefined. */
+  private openRemoved(f: S.file_entry, flags: number, what: string): number | undefined {
+    const k = kindByType(f.type);
+    return k?.openRemoved?.(this.fileCtx(what), f, flags, this.tree.kindState(k));
+  }
+
   /** A file-restore context for this process (ghost files needed by mappings and exe). */
   private fileCtx(what: string) {
     return restoreCtx(
@@ -574,7 +576,7 @@ export class TaskBuilder {
     const cwd = this.set.files.get(this.t.fs.cwdId)?.reg?.name;
     const root = this.set.files.get(this.t.fs.rootId)?.reg?.name;
     const cwdFile = this.set.files.get(this.t.fs.cwdId);
-    const removed = cwdFile ? restoreDeleted(this.fileCtx("cwd"), cwdFile, O.RDONLY | O.DIRECTORY) : undefined;
+    const removed = cwdFile ? this.openRemoved(cwdFile, O.RDONLY | O.DIRECTORY, "cwd") : undefined;
     if (removed !== undefined) {
       inj.ok("fchdir to the removed cwd", NR.fchdir, removed);
       inj.call(NR.close, removed);
