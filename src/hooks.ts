@@ -80,7 +80,7 @@ export class ScriptHooks implements Hooks {
       let r;
       try {
         r = Bun.spawnSync([s], { env, stdin: "inherit", stdout: "inherit", stderr: "inherit" });
-      } catch (e: any) {
+      } catch (e) {
         throw new CriuError("action-script", `cannot run ${s} for ${action}: ${errnoText(e)}`);
       }
       if (!r.success)

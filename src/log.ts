@@ -51,7 +51,7 @@ function openLogFile(path: string): number {
   let f: number;
   try {
     f = openSync(path, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_NONBLOCK | (O_CLOEXEC ?? 0o2000000), 0o600);
-  } catch (e: any) {
+  } catch (e) {
     let link = false;
     try {
       link = lstatSync(path).isSymbolicLink();

@@ -6,7 +6,7 @@
 // file format").
 import { readFileSync } from "node:fs";
 import { UsageError } from "./getopt";
-import { errnoText } from "../sys/errno";
+import { errnoText, errorCode } from "../sys/errno";
 
 export const GLOBAL_CONFIG = "/etc/criu/default.conf";
 export const USER_CONFIG = ".criu/default.conf";
@@ -57,8 +57,8 @@ export function readConfig(file: string): ConfigLine[] | undefined {
   let text: string;
   try {
     text = readFileSync(file, "utf8");
-  } catch (e: any) {
-    if (e?.code === "ENOENT") return undefined;
+  } catch (e) {
+    if (errorCode(e) === "ENOENT") return undefined;
     throw new UsageError(`${file}: cannot read config file: ${errnoText(e)}`);
   }
   return parseConfigText(text, file);

@@ -147,7 +147,7 @@ export async function main(argv: string[]): Promise<number> {
   try {
     p = parseCli(argv);
     if (showArgs) p.args = showArgs;
-  } catch (e: any) {
+  } catch (e) {
     if (!(e instanceof UsageError)) throw e;
     process.stderr.write(`Error (cli): ${e.message}\nTry -h|--help for more info\n`);
     return 1;
@@ -161,7 +161,7 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
 
-  const { log, setLogFile, setLogLevel, asCriuError } = await import("../log");
+  const { log, setLogFile, setLogLevel, asCriuError, errorMessage } = await import("../log");
   const fail = (where: string, msg: string) => {
     log.error(where, msg);
     return 1;
@@ -186,8 +186,8 @@ export async function main(argv: string[]): Promise<number> {
       const base = opts.workDir ?? opts.imagesDir;
       setLogFile(opts.logFile === "-" || isAbsolute(opts.logFile) ? opts.logFile : join(base, opts.logFile));
     }
-  } catch (e: any) {
-    return fail(name, `cannot open log file: ${e?.message ?? e}`);
+  } catch (e) {
+    return fail(name, `cannot open log file: ${errorMessage(e)}`);
   }
   const { versionLine } = await import("../version");
   log.info(versionLine());
@@ -209,10 +209,10 @@ export async function main(argv: string[]): Promise<number> {
   try {
     const run = await def.load();
     return await run(opts, args);
-  } catch (e: any) {
+  } catch (e) {
     const err = asCriuError(e, name);
     log.error(err.where, err.message);
-    if (process.env.CRIU_BUN_DEBUG) console.error(e?.stack);
+    if (process.env.CRIU_BUN_DEBUG) console.error(e instanceof Error ? e.stack : undefined);
     return 1;
   }
 }

@@ -5,7 +5,7 @@ import { lstatSync, readlinkSync, symlinkSync, renameSync, unlinkSync } from "no
 import { join, resolve } from "node:path";
 import { CriuError, log } from "../log";
 import type { Opts } from "./options";
-import { errnoText } from "../sys/errno";
+import { errnoText, errorCode } from "../sys/errno";
 
 export async function run(opts: Opts, args: string[]): Promise<number> {
   if (!opts.asCriu || args.length)
@@ -24,9 +24,9 @@ export async function run(opts: Opts, args: string[]): Promise<number> {
     if (!st.isSymbolicLink())
       throw new CriuError("install", `${link} exists and is not a symlink (another criu?); remove it first`);
     existing = readlinkSync(link);
-  } catch (e: any) {
+  } catch (e) {
     if (e instanceof CriuError) throw e;
-    if (e.code !== "ENOENT") throw new CriuError("install", `${link}: ${errnoText(e)}`);
+    if (errorCode(e) !== "ENOENT") throw new CriuError("install", `${link}: ${errnoText(e)}`);
   }
   if (existing === self) {
     process.stdout.write(`${link} -> ${self} (already)\n`);
@@ -39,7 +39,7 @@ export async function run(opts: Opts, args: string[]): Promise<number> {
   try {
     symlinkSync(self, tmp);
     renameSync(tmp, link);
-  } catch (e: any) {
+  } catch (e) {
     try {
       unlinkSync(tmp);
     } catch {}

@@ -22,7 +22,7 @@ export function writePidfile(opts: Opts, pid: number) {
   let fd: number;
   try {
     fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
-  } catch (e: any) {
+  } catch (e) {
     throw new CriuError("page-server", `cannot create pidfile ${path}: ${errnoText(e)}`);
   }
   writeSync(fd, String(pid));
@@ -33,7 +33,7 @@ export function writePidfile(opts: Opts, pid: number) {
 export function signalReady(fd: number) {
   try {
     writeSync(fd, new Uint8Array(1));
-  } catch (e: any) {
+  } catch (e) {
     throw new CriuError("page-server", `--status-fd ${fd}: ${errnoText(e)}`);
   }
   try {

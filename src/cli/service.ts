@@ -4,14 +4,14 @@
 // it; the service itself only accepts. -d/--daemon, --pidfile and --status-fd as criu's.
 import { closeSync, chmodSync, constants, lstatSync, openSync, unlinkSync, writeSync } from "node:fs";
 import { isAbsolute, join } from "node:path";
-import { CriuError, log } from "../log";
+import { CriuError, log, errorMessage } from "../log";
 import type { Opts } from "./options";
 import { atoi } from "./getopt";
 import { seqpacketListen, seqpacketAccept } from "../sys/seqpacket";
 import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { selfCommand } from "../version";
-import { errnoText, sysFailed } from "../sys/errno";
+import { errnoText, sysFailed, errorCode } from "../sys/errno";
 
 const DAEMON_FD_ENV = "CRIU_BUN_SERVICE_FD";
 const DEFAULT_ADDRESS = "./criu_service.socket";
@@ -19,7 +19,7 @@ const DEFAULT_ADDRESS = "./criu_service.socket";
 function ready(fd: number) {
   try {
     writeSync(fd, new Uint8Array(1));
-  } catch (e: any) {
+  } catch (e) {
     throw new CriuError("service", `--status-fd ${fd}: ${errnoText(e)}`);
   }
   try {
@@ -33,7 +33,7 @@ function writePidfile(opts: Opts) {
   let fd: number;
   try {
     fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
-  } catch (e: any) {
+  } catch (e) {
     throw new CriuError("service", `cannot create pidfile ${path}: ${errnoText(e)}`);
   }
   writeSync(fd, String(process.pid));
@@ -77,15 +77,15 @@ export async function run(opts: Opts, _args: string[]): Promise<number> {
     const st = lstatSync(path);
     if (!st.isSocket()) throw new CriuError("service", `${path} exists and is not a socket; not replaced`);
     unlinkSync(path);
-  } catch (e: any) {
+  } catch (e) {
     if (e instanceof CriuError) throw e;
-    if (e.code !== "ENOENT") throw new CriuError("service", `${path}: ${errnoText(e)}`);
+    if (errorCode(e) !== "ENOENT") throw new CriuError("service", `${path}: ${errnoText(e)}`);
   }
   let fd: number;
   try {
     fd = seqpacketListen(path, 16);
-  } catch (e: any) {
-    throw new CriuError("service", `cannot listen on ${path}: ${e.message}`);
+  } catch (e) {
+    throw new CriuError("service", `cannot listen on ${path}: ${errorMessage(e)}`);
   }
   chmodSync(path, 0o666); // anyone may connect, as criu's service socket
   log.info(`The service socket is bound to ${path}`);

@@ -7,11 +7,19 @@
 //   show FILE, show --dir DIR [ps|mems|fds|rss]        criu-bun's older spellings
 // Everything after the word `show` belongs to show (so -o is the output file here, not the log).
 import { closeSync, constants, openSync, readFileSync, writeSync } from "node:fs";
-import { CriuError } from "../log";
+import { CriuError, errorMessage } from "../log";
 import type { Opts } from "./options";
 import { readImage, imageExists, decodeImage, encodeImage, pagemapNrPages } from "../images/image";
 import type { MessageKind } from "../images/magic";
-import { toCritJson, stringifyCrit, stringifyCritCompact, parseCritJson, fromCritJson, formatIp } from "../images/json";
+import {
+  toCritJson,
+  stringifyCrit,
+  stringifyCritCompact,
+  parseCritJson,
+  fromCritJson,
+  formatIp,
+  type CritJson,
+} from "../images/json";
 import {
   fd_types,
   type pstree_entry,
@@ -22,7 +30,7 @@ import {
   type fs_entry,
   type pagemap_entry,
 } from "../images/schemas";
-import { errnoText } from "../sys/errno";
+import { errnoText, errorCode } from "../sys/errno";
 
 const USAGE =
   "usage: criu-bun show decode|encode|info [-i IN] [-o OUT] [--pretty] [--nopl] | show show IN | show x DIR ps|fds|mems|rss";
@@ -62,7 +70,7 @@ function parseShowArgs(args: string[]): ShowArgs {
 function readInput(path: string | undefined): Uint8Array {
   try {
     return path === undefined || path === "-" ? readFileSync(0) : readFileSync(path);
-  } catch (e: any) {
+  } catch (e) {
     throw new CriuError("show", `cannot read ${path ?? "stdin"}: ${errnoText(e)}`);
   }
 }
@@ -75,8 +83,8 @@ function writeOutput(path: string | undefined, data: Uint8Array | string) {
     for (let off = 0; off < bytes.length; ) {
       try {
         off += writeSync(fd, bytes, off, bytes.length - off);
-      } catch (e: any) {
-        if (e.code !== "EAGAIN") throw new CriuError("show", `cannot write ${path ?? "stdout"}: ${errnoText(e)}`);
+      } catch (e) {
+        if (errorCode(e) !== "EAGAIN") throw new CriuError("show", `cannot write ${path ?? "stdout"}: ${errnoText(e)}`);
         Bun.sleepSync(1);
       }
     }
@@ -88,7 +96,7 @@ function writeOutput(path: string | undefined, data: Uint8Array | string) {
   let fd: number;
   try {
     fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o600);
-  } catch (e: any) {
+  } catch (e) {
     throw new CriuError("show", `cannot write ${path}: ${errnoText(e)}`);
   }
   try {
@@ -124,11 +132,11 @@ export async function run(opts: Opts, args: string[]): Promise<number> {
     }
     case "encode": {
       const text = new TextDecoder().decode(readInput(a.input));
-      let j: any;
+      let j: CritJson;
       try {
         j = parseCritJson(text);
-      } catch (e: any) {
-        throw new CriuError("show", `${a.input ?? "stdin"}: not JSON: ${e.message}`);
+      } catch (e) {
+        throw new CriuError("show", `${a.input ?? "stdin"}: not JSON: ${errorMessage(e)}`);
       }
       const { kind, items } = fromCritJson(j);
       writeOutput(a.output, encodeImage(kind, items));

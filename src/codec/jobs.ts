@@ -236,8 +236,8 @@ export function decodeBlock(
   let n: number;
   try {
     n = c.decompressToInput(c.inputView(len, at), 0, rawLen);
-  } catch (e: any) {
-    throw new BlockError(`LZ4 block does not decode (${e.message})`);
+  } catch (e) {
+    throw new BlockError(`LZ4 block does not decode (${e instanceof Error ? e.message : e})`);
   }
   if (n !== rawLen) throw new BlockError(`LZ4 block decodes to ${n} bytes, index says ${rawLen}`);
 }
@@ -454,8 +454,8 @@ export function runInto(core: BlockCore, job: Job, out: Slot): number {
   try {
     core.run(job, out);
     return CTL_DONE;
-  } catch (e: any) {
-    out.setError(e instanceof BlockError ? e.message : `${e?.name ?? "Error"}: ${e?.message ?? e}`);
+  } catch (e) {
+    out.setError(e instanceof BlockError ? e.message : e instanceof Error ? `${e.name}: ${e.message}` : `Error: ${e}`);
     return CTL_ERROR;
   }
 }

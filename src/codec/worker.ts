@@ -37,8 +37,8 @@ self.onmessage = (e: MessageEvent) => {
     startError = "";
     try {
       core = new BlockCore(init);
-    } catch (err: any) {
-      startError = `page worker start: ${err?.message ?? err}`;
+    } catch (err) {
+      startError = `page worker start: ${err instanceof Error ? err.message : err}`;
     }
     Atomics.add(ready!, 0, 1);
     Atomics.notify(ready!, 0);

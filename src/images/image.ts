@@ -5,7 +5,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { writeNewFile } from "./safefs";
 import { PbWriter, encodeInto } from "./encode";
 import { join } from "node:path";
-import { CriuError } from "../log";
+import { CriuError, errorMessage } from "../log";
 import {
   IMG_COMMON_MAGIC,
   IMG_SERVICE_MAGIC,
@@ -337,12 +337,8 @@ class In {
     const body = this.take(n, "entry");
     try {
       return fromBinary(schema, body) as T;
-    } catch (e: any) {
-      throw new ImageError(
-        this.file,
-        at,
-        `garbage ${schema.typeName} entry (${String(e?.message ?? e).split("\n")[0]})`
-      );
+    } catch (e) {
+      throw new ImageError(this.file, at, `garbage ${schema.typeName} entry (${errorMessage(e).split("\n")[0]})`);
     }
   }
 }
@@ -415,7 +411,7 @@ function decode(k: ImageKind, buf: Uint8Array, off: number, file: string, wantPa
 function load(path: string): Uint8Array {
   try {
     return new Uint8Array(readFileSync(path));
-  } catch (e: any) {
+  } catch (e) {
     throw new CriuError("image", `${path}: cannot read: ${errnoText(e)}`);
   }
 }

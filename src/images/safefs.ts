@@ -29,7 +29,7 @@ import { O } from "../sys/mem";
 import { syscall } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { CriuError, log, aliasPath, unalias } from "../log";
-import { errnoText } from "../sys/errno";
+import { errnoText, errorCode } from "../sys/errno";
 
 /** n random bytes as hex (Web Crypto: node:crypto would load the Node streams modules at start-up) */
 function randomHex(n: number): string {
@@ -69,8 +69,8 @@ function writeAllFd(fd: number, data: Uint8Array, what: string) {
 export function createNew(path: string, replace = false): number {
   try {
     return openSync(path, CREATE_NEW, FILE_MODE);
-  } catch (e: any) {
-    if (e?.code !== "EEXIST" || !replace) throw e;
+  } catch (e) {
+    if (errorCode(e) !== "EEXIST" || !replace) throw e;
     unlinkSync(path);
     return openSync(path, CREATE_NEW, FILE_MODE);
   }
@@ -147,7 +147,7 @@ export function withDir<T>(dir: string, fn: (path: string) => T): T {
       aliasPath(h.path, realpathSync(dir));
     } catch {}
     return fn(h.path);
-  } catch (e: any) {
+  } catch (e) {
     if (e instanceof Error) e.message = unalias(e.message);
     throw e;
   } finally {
@@ -160,8 +160,8 @@ function syncPath(path: string) {
   let fd: number;
   try {
     fd = openSync(path, O.RDONLY | O.NOFOLLOW | O.CLOEXEC | O.NONBLOCK);
-  } catch (e: any) {
-    if (e?.code === "ELOOP") return;
+  } catch (e) {
+    if (errorCode(e) === "ELOOP") return;
     throw e;
   }
   try {
@@ -206,7 +206,7 @@ export class DumpStage {
     if (!st.isDirectory()) throw new CriuError(what, `images directory '${imagesDir}' is not a directory`);
     try {
       this.dir = openDir(imagesDir);
-    } catch (e: any) {
+    } catch (e) {
       throw new CriuError(what, `cannot open images directory '${imagesDir}': ${code(e)}`);
     }
     try {
@@ -216,7 +216,7 @@ export class DumpStage {
       let stage: string;
       try {
         stage = mkdtempSync(join(this.dir.path, `${STAGE_PREFIX}${process.pid}-`));
-      } catch (e: any) {
+      } catch (e) {
         throw new CriuError(what, `images directory '${imagesDir}' is not writable: ${code(e)}`);
       }
       this.stageName = basename(stage);
@@ -246,8 +246,8 @@ export class DumpStage {
     // the old dump stops being one first: a kill from here on leaves no inventory.img
     try {
       unlinkSync(join(d, "inventory.img"));
-    } catch (e: any) {
-      if (e?.code !== "ENOENT") throw e;
+    } catch (e) {
+      if (errorCode(e) !== "ENOENT") throw e;
     }
     syncPath(d);
     const mine = new Set(names);
@@ -277,7 +277,7 @@ export class DumpStage {
     this.done = true;
     try {
       rmSync(join(this.dir.path, this.stageName), { recursive: true, force: true });
-    } catch (e: any) {
+    } catch (e) {
       log.warn(`cannot remove ${this.dir.shown}/${this.stageName}: ${code(e)}`);
     }
     this.close();

@@ -67,7 +67,7 @@ import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { closeFd, O } from "../sys/mem";
 import { AF, SOCK, SOL, SO } from "../sys/sock";
-import { CriuError, log, logLevel } from "../log";
+import { CriuError, log, logLevel, errorMessage } from "../log";
 import { prestartPuppet, renicePuppet, dropPuppet } from "../ptrace/puppet";
 import { awaitLazyMemory } from "../resources/lazymem";
 import { selfCommand } from "../version";
@@ -709,14 +709,14 @@ export function migrateIn(o: MigrateListen): { pid: number } {
         const t0 = performance.now();
         try {
           warmCoverage(cur);
-        } catch (e: any) {
-          log.debug(`round ${round}: coverage not computed ahead (${e?.message})`);
+        } catch (e) {
+          log.debug(`round ${round}: coverage not computed ahead (${errorMessage(e)})`);
         }
         try {
           checkRestorable({ ...o.restore, dir: cur });
           log.info(`round ${round}: its images would restore (checked in ${(performance.now() - t0).toFixed(1)} ms)`);
-        } catch (e: any) {
-          log.warn(`round ${round}: its images would not restore as they are: ${e?.message ?? e}`);
+        } catch (e) {
+          log.warn(`round ${round}: its images would not restore as they are: ${errorMessage(e)}`);
         }
         // the last pre-copy round: the source freezes the tree for the final one once told
         if (json(m, "PRECHECK").last === true)
@@ -757,12 +757,12 @@ export function migrateIn(o: MigrateListen): { pid: number } {
           out(
             `restored pid ${st.pid} in ${(performance.now() - t0).toFixed(1)} ms${st.lazy ? " (its pre-copied memory follows)" : ""}`
           );
-        } catch (e: any) {
-          res = { ok: false, error: e?.message ?? String(e) };
+        } catch (e) {
+          res = { ok: false, error: errorMessage(e) };
           try {
             sendJson(conn, MSG.RESULT, res, "reporting the restore's failure");
-          } catch (x: any) {
-            log.warn(`cannot tell the source: ${x?.message}`);
+          } catch (x) {
+            log.warn(`cannot tell the source: ${errorMessage(x)}`);
           }
           throw e;
         }
@@ -779,7 +779,7 @@ export function migrateIn(o: MigrateListen): { pid: number } {
           // the daemon copies the rest in; if it fails the tree cannot go on (its memory is missing): killed
           try {
             awaitLazyMemory(st.lazy, st.pids, st.pid, false);
-          } catch (e: any) {
+          } catch (e) {
             // the daemon's own reason (the source gone, ...) from its log
             const why = (() => {
               try {

@@ -750,8 +750,8 @@ export class LazyPageServer {
   private io<T>(fn: () => T): T {
     try {
       return fn();
-    } catch (e: any) {
-      if (/the peer closed the connection/.test(e?.message ?? "")) throw this.gone();
+    } catch (e) {
+      if (/the peer closed the connection/.test(e instanceof Error ? e.message : "")) throw this.gone();
       throw e;
     }
   }

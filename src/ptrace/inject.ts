@@ -35,7 +35,7 @@ import { diePoint } from "../fault";
 import { tick } from "../watchdog";
 import { openFd, closeFd, preadFull, pwriteFull, O } from "../sys/mem";
 import { readMaps, readStat, readStatus } from "../sys/proc";
-import { CriuError, log, logLevel, LOG_DEBUG } from "../log";
+import { CriuError, log, logLevel, LOG_DEBUG, errorMessage } from "../log";
 import { syscallName } from "../sys/nr";
 import { errnoText, sysFailed } from "../sys/errno";
 
@@ -219,8 +219,8 @@ export class Injector {
     if (this.mem.stubPlace === undefined) {
       try {
         this.mem.stubPlace = findStubPlace(pid, (a, n) => this.mem.read(a, n));
-      } catch (e: any) {
-        log.debug(`process ${pid}: no place for the injection stub (${e.message})`);
+      } catch (e) {
+        log.debug(`process ${pid}: no place for the injection stub (${errorMessage(e)})`);
         this.mem.stubPlace = null;
       }
     }
@@ -235,8 +235,8 @@ export class Injector {
     try {
       old = this.mem.read(f.frame, f.bytes.length);
       pokeWords(this.tid, stub, GUARD_STUB); // (into the vDSO's padding: harmless if the frame write fails)
-    } catch (e: any) {
-      log.debug(`thread ${this.tid}: injected syscalls not guarded: ${e.message}`);
+    } catch (e) {
+      log.debug(`thread ${this.tid}: injected syscalls not guarded: ${errorMessage(e)}`);
       this.guarded = false;
       return false;
     }

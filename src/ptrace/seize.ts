@@ -16,7 +16,7 @@ import { listTids } from "../sys/proc";
 import { readFileSync } from "node:fs";
 import { addr } from "../sys/syscall";
 import { sysFailed, E, errnoText } from "../sys/errno";
-import { CriuError, log } from "../log";
+import { CriuError, log, errorMessage } from "../log";
 
 interface FrozenThread {
   tid: number;
@@ -126,8 +126,8 @@ export function releaseSeized(tids: Iterable<number>, timeoutMs = 5000) {
     try {
       const { sig } = waitInterrupted(tid, deadline);
       detach(tid, sig);
-    } catch (e: any) {
-      log.warn(`releasing ${tid}: ${e.message}`);
+    } catch (e) {
+      log.warn(`releasing ${tid}: ${errorMessage(e)}`);
     }
   }
 }

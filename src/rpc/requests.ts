@@ -16,12 +16,12 @@ import {
 import { inheritFds } from "../restore/inherit";
 import { CRIU_OPTIONS, refusal } from "../cli/criu-options";
 import { readConfig } from "../cli/config";
-import { CriuError, log, setLogFile, setLogLevel } from "../log";
+import { CriuError, log, setLogFile, setLogLevel, errorMessage } from "../log";
 import { GITID, CRIU_LEVEL } from "../version";
 import { failure, RpcHooks, type RespInit, type RpcConn } from "./swrk";
 import { wait4Raw, W } from "../sys/ptrace";
 import { parseExtMounts, parseExtNetNs, type ExtMounts } from "../resources/mounts";
-import { errnoText } from "../sys/errno";
+import { errnoText, errorCode } from "../sys/errno";
 
 const T = criu_req_type;
 
@@ -152,10 +152,11 @@ class CallerDir {
     const src = `/proc/${peer}/fd/${n}`;
     try {
       this.fd = openSync(src, C.O_RDONLY | C.O_DIRECTORY | 0o2000000 /* O_CLOEXEC */);
-    } catch (e: any) {
-      if (e.code === "ENOTDIR")
+    } catch (e) {
+      if (errorCode(e) === "ENOTDIR")
         throw new CriuError("rpc", `${what} ${n} of the caller (pid ${peer}) is not a directory`);
-      if (e.code === "ENOENT") throw new CriuError("rpc", `${what} ${n} is not an open fd of the caller (pid ${peer})`);
+      if (errorCode(e) === "ENOENT")
+        throw new CriuError("rpc", `${what} ${n} is not an open fd of the caller (pid ${peer})`);
       throw new CriuError("rpc", `cannot open ${what} ${n} of the caller (pid ${peer}): ${errnoText(e)}`);
     }
     // by its own path when it has one here (relative paths such as parent_img "../pre" then mean
@@ -234,8 +235,8 @@ function applyConfigFile(o: criu_opts): { imagesDir?: string; workDir?: string; 
   let lines;
   try {
     lines = readConfig(o.configFile);
-  } catch (e: any) {
-    throw new CriuError("rpc", `config_file ${e?.message ?? e}`);
+  } catch (e) {
+    throw new CriuError("rpc", `config_file ${errorMessage(e)}`);
   }
   for (const { line, argv } of lines ?? []) {
     const where = `${o.configFile}:${line}`;

@@ -5,7 +5,7 @@
 import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import { criu_reqSchema, criu_respSchema, criu_req_type, type criu_req } from "../images/rpc";
 import { recvPacket, sendPacket, peerCred, socketType } from "../sys/seqpacket";
-import { CriuError, log, logFd, setLogFile, setLogLevel } from "../log";
+import { CriuError, log, logFd, setLogFile, setLogLevel, errorMessage } from "../log";
 import { SysError, errnoText } from "../sys/errno";
 import type { HookAction, HookContext, Hooks } from "../hooks";
 import { handleRequest } from "./requests";
@@ -36,8 +36,8 @@ export class RpcConn {
     if (p.truncated) return { error: "request longer than 1 MiB" };
     try {
       return { req: fromBinary(criu_reqSchema, p.data) };
-    } catch (e: any) {
-      return { error: `cannot decode the request (${p.data.length} bytes): ${e.message}` };
+    } catch (e) {
+      return { error: `cannot decode the request (${p.data.length} bytes): ${errorMessage(e)}` };
     }
   }
 }
@@ -136,9 +136,9 @@ export async function serve(fd: number): Promise<number> {
       resp = await handleRequest(conn, req);
       if (req.type === criu_req_type.RESTORE && resp.success && req.opts?.execCmd.length)
         return await execAfterRestore(conn, resp, req.opts.execCmd); // before the log is reset below
-    } catch (e: any) {
-      log.error(e instanceof CriuError ? e.where : "rpc", e?.message ?? String(e));
-      if (process.env.CRIU_BUN_DEBUG) console.error(e?.stack);
+    } catch (e) {
+      log.error(e instanceof CriuError ? e.where : "rpc", errorMessage(e));
+      if (process.env.CRIU_BUN_DEBUG) console.error(e instanceof Error ? e.stack : undefined);
       resp = failure(req.type, e);
     } finally {
       // each request has its own log file and level
@@ -147,7 +147,7 @@ export async function serve(fd: number): Promise<number> {
     }
     try {
       conn.send(resp);
-    } catch (e: any) {
+    } catch (e) {
       if (e instanceof SysError && (e.errno === 32 || e.errno === 104)) return 0; // the caller went away
       conn.send(failure(req.type, e));
     }

@@ -176,6 +176,12 @@ export function errnoText(e: number | bigint | unknown): string {
   return known ? `${known[0]} (errno ${n}: ${known[1]})` : `E${n} (errno ${n})`;
 }
 
+/** The code of a node:fs / node:net error ("ENOENT"), or undefined. */
+export function errorCode(e: unknown): string | undefined {
+  const code = (e as { code?: unknown } | null | undefined)?.code;
+  return typeof code === "string" ? code : undefined;
+}
+
 /** The positive errno an error carries (SysError, node:fs's code/errno), or undefined. */
 export function errnoOf(e: unknown): number | undefined {
   const x = e as { errno?: unknown; code?: unknown } | undefined;
