@@ -1,6 +1,6 @@
 // Reading and writing CRIU image files: header magics, then (u32 length + message) entries,
 // some followed by raw payload. See magic.ts for the kinds.
-import { create, fromBinary, isFieldSet, type DescMessage, type Message } from "@bufbuild/protobuf";
+import { create, fromBinary, isFieldSet, type DescField, type DescMessage, type Message } from "@bufbuild/protobuf";
 import { existsSync, readFileSync } from "node:fs";
 import { writeNewFile } from "./safefs";
 import { PbWriter, encodeInto } from "./encode";
@@ -17,8 +17,15 @@ import {
   type MessageKind,
   type EntryOf,
 } from "./magic";
-import { ghost_chunk_entrySchema } from "./gen/files_pb";
-import { ipc_msgSchema } from "./gen/ns_pb";
+import {
+  ghost_chunk_entrySchema,
+  type bpfmap_data_entry,
+  type ghost_chunk_entry,
+  type ghost_file_entry,
+  type pipe_data_entry,
+} from "./gen/files_pb";
+import { ipc_msgSchema, type ipc_msg, type ipc_msg_entry, type ipc_sem_entry, type ipc_shm_entry } from "./gen/ns_pb";
+import type { sk_packet_entry, tcp_stream_entry } from "./gen/sockets_pb";
 import { pagemap_entrySchema, type pagemap_entry } from "./gen/mm_pb";
 import { errnoText } from "../sys/errno";
 
@@ -38,6 +45,11 @@ export interface PayloadItem<T extends Message = Message> {
   payload: Uint8Array;
 }
 
+/** The msg of a raw image's one item (pages-N.img has no entries, only bytes): undefined at run
+ * time; typed as a message so that every other item's msg needs no check (raw kinds are read for
+ * their payload only). */
+const RAW_NO_MESSAGE = undefined as unknown as Message;
+
 export interface OpenedImage {
   kind: string;
   entries: Message[];
@@ -54,8 +66,9 @@ function getKind(name: string): ImageKind {
 
 // ---------- required-field filling (protobuf-es refuses to encode unset proto2 required) ----------
 
-function zeroOf(f: any): unknown {
+function zeroOf(f: DescField): unknown {
   if (f.fieldKind === "enum") return f.getDefaultValue?.() ?? f.enum.values[0].number;
+  if (f.fieldKind !== "scalar") return undefined; // (fillPlan lists no other kind here)
   const d = f.getDefaultValue?.();
   if (d !== undefined) return d;
   switch (f.scalar) {
@@ -78,23 +91,24 @@ function zeroOf(f: any): unknown {
 
 /** Give every unset required field its default, recursively, so the message can be encoded
  *  (the fields to look at are listed once per message type). */
-export function fillRequired(schema: DescMessage, msg: any): void {
+export function fillRequired(schema: DescMessage, msg: Message): void {
+  const fields = msg as Record<string, unknown>; // set by descriptor, as protobuf-es's reflection does
   for (const f of fillPlan(schema)) {
     const name = f.localName;
     if (f.fieldKind === "message") {
-      if (msg[name] === undefined && f.presence === 3) msg[name] = create(f.message);
-      if (msg[name] !== undefined) fillRequired(f.message, msg[name]);
+      if (fields[name] === undefined && f.presence === 3) fields[name] = create(f.message);
+      if (fields[name] !== undefined) fillRequired(f.message, fields[name] as Message);
     } else if (f.fieldKind === "list") {
-      for (const m of msg[name]) fillRequired(f.message, m);
-    } else if (!isFieldSet(msg, f)) msg[name] = zeroOf(f);
+      if (f.listKind === "message") for (const m of fields[name] as Message[]) fillRequired(f.message, m);
+    } else if (!isFieldSet(msg, f)) fields[name] = zeroOf(f);
   }
 }
-const fillPlans = new WeakMap<DescMessage, any[]>();
+const fillPlans = new WeakMap<DescMessage, DescField[]>();
 /** the fields fillRequired looks at: messages, lists of messages, required scalars and enums */
-function fillPlan(schema: DescMessage): any[] {
+function fillPlan(schema: DescMessage): DescField[] {
   let p = fillPlans.get(schema);
   if (!p) {
-    p = (schema.fields as any[]).filter(
+    p = schema.fields.filter(
       (f) =>
         f.fieldKind === "message" ||
         (f.fieldKind === "list" && f.listKind === "message") ||
@@ -158,7 +172,20 @@ function header(out: Out, k: ImageKind) {
 
 const roundUp = (x: number, y: number) => Math.ceil(x / y) * y;
 
-function writePayload(out: Out, k: ImageKind, msg: any, payload: Uint8Array, where: string) {
+/** The entry fields that give a payload's size: which ones, the kind's payload says. */
+type Fields<T extends Message> = Omit<T, "$typeName" | "$unknown">;
+type PayloadHead = Fields<pipe_data_entry> &
+  Fields<sk_packet_entry> &
+  Fields<tcp_stream_entry> &
+  Fields<ipc_shm_entry> &
+  Fields<ipc_sem_entry> &
+  Fields<ipc_msg_entry> &
+  Fields<bpfmap_data_entry> &
+  Fields<ghost_file_entry> &
+  Fields<ghost_chunk_entry>;
+
+function writePayload(out: Out, k: ImageKind, m: Message, payload: Uint8Array, where: string) {
+  const msg = m as Message & PayloadHead;
   const need = (n: number) => {
     if (payload.length !== n)
       throw new CriuError("image", `${where}: payload is ${payload.length} bytes, entry says ${n}`);
@@ -213,10 +240,10 @@ function encode(k: ImageKind, items: PayloadItem[], file: string): Uint8Array {
     const schema = schemaOfMsg(it.msg, entrySchemaAt(k, i));
     out.entry(schema, it.msg);
     if (k.payload === "ghost") {
-      const g: any = items[0].msg;
+      const g = items[0].msg as ghost_file_entry;
       if (i === 0 && g.chunks && it.payload.length)
         throw new CriuError("image", `${file}: chunked ghost file: data goes with the chunk entries`);
-      if (i > 0 && (it.msg as any).len !== BigInt(it.payload.length))
+      if (i > 0 && (it.msg as ghost_chunk_entry).len !== BigInt(it.payload.length))
         throw new CriuError("image", `${file}: ghost chunk len differs from its payload`);
       out.bytes(it.payload);
     } else writePayload(out, k, it.msg, it.payload, file);
@@ -264,8 +291,9 @@ export function writeImageWithPayload<N extends MessageKind>(
 /** Encode an image to bytes without writing it (tests, streaming). */
 export function encodeImage(kind: string, items: PayloadItem[] | Message[]): Uint8Array {
   const k = getKind(kind);
-  const its = (items as any[]).map((x) =>
-    "msg" in x && "payload" in x && !("$typeName" in x) ? x : { msg: x, payload: EMPTY }
+  const its = (items as (PayloadItem | Message)[]).map(
+    (x): PayloadItem =>
+      "msg" in x && "payload" in x && !("$typeName" in x) ? x : { msg: x as Message, payload: EMPTY }
   );
   return encode(k, its, `<${kind}>`);
 }
@@ -346,17 +374,17 @@ class In {
 function decode(k: ImageKind, buf: Uint8Array, off: number, file: string, wantPayload: boolean): PayloadItem[] {
   const r = new In(buf, off, file);
   const items: PayloadItem[] = [];
-  if (k.header === "raw") return [{ msg: undefined as any, payload: buf }];
+  if (k.header === "raw") return [{ msg: RAW_NO_MESSAGE, payload: buf }];
   if (k.payload === "ghost") {
     if (r.eof) return items;
-    const g: any = r.entry(k.schema!);
+    const g = r.entry<ghost_file_entry>(k.schema!);
     if (!g.chunks) {
       items.push({ msg: g, payload: r.take(buf.length - r.off, "ghost data") });
       return items;
     }
     items.push({ msg: g, payload: EMPTY });
     while (!r.eof) {
-      const c: any = r.entry(ghost_chunk_entrySchema);
+      const c = r.entry<ghost_chunk_entry>(ghost_chunk_entrySchema);
       items.push({ msg: c, payload: r.take(Number(c.len), "ghost chunk data") });
     }
     return items;
@@ -365,7 +393,7 @@ function decode(k: ImageKind, buf: Uint8Array, off: number, file: string, wantPa
   while (!r.eof) {
     const schema = k.name === "PAGEMAP" && first ? PAGEMAP_HEAD_SCHEMA : k.schema!;
     first = false;
-    const msg: any = r.entry(schema);
+    const msg = r.entry<Message & PayloadHead>(schema);
     let payload: Uint8Array = EMPTY;
     switch (k.payload) {
       case "pipe":
@@ -396,7 +424,7 @@ function decode(k: ImageKind, buf: Uint8Array, off: number, file: string, wantPa
       case "ipc_msg": {
         const start = r.off;
         for (let i = 0; i < msg.qnum; i++) {
-          const m: any = r.entry(ipc_msgSchema);
+          const m = r.entry<ipc_msg>(ipc_msgSchema);
           r.take(roundUp(m.msize, 8), "message data");
         }
         payload = buf.subarray(start, r.off);
@@ -420,7 +448,7 @@ function readAs(dir: string, file: string, kind: string, wantPayload: boolean): 
   const k = getKind(kind);
   const path = join(dir, file);
   const buf = load(path);
-  if (k.header === "raw") return [{ msg: undefined as any, payload: buf }];
+  if (k.header === "raw") return [{ msg: RAW_NO_MESSAGE, payload: buf }];
   const { k: got, off } = detect(buf, path);
   if (got.magic !== k.magic)
     throw new ImageError(
@@ -479,7 +507,7 @@ export function pagemapCounts(nr: number | bigint): { nrPages: bigint; compatNrP
 export function ipcMsgPayload(items: { msg: Message; data: Uint8Array }[]): Uint8Array {
   const out = new Out();
   for (const it of items) {
-    const m: any = it.msg;
+    const m = it.msg as ipc_msg;
     out.entry(ipc_msgSchema, m);
     out.bytes(it.data.subarray(0, m.msize));
     out.pad(roundUp(m.msize, 8) - Math.min(m.msize, it.data.length));
@@ -496,7 +524,7 @@ export function parseIpcMsgPayload(
   const r = new In(payload, 0, file);
   const res: { msg: Message; data: Uint8Array }[] = [];
   for (let i = 0; i < qnum; i++) {
-    const m: any = r.entry(ipc_msgSchema);
+    const m = r.entry<ipc_msg>(ipc_msgSchema);
     const d = r.take(roundUp(m.msize, 8), "message data");
     res.push({ msg: m, data: d.subarray(0, m.msize) });
   }
