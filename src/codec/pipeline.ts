@@ -98,7 +98,7 @@ class Pool {
       this.slots.push(new Slot(this.sabs[i]));
     }
     for (let w = 0; w < nWorkers; w++) {
-      const worker = new Worker(workerUrl(), { smol: true } as any);
+      const worker = new Worker(workerUrl(), { smol: true });
       worker.postMessage({ op: "start", slots: this.sabs, ready: this.ready.buffer, module });
       this.workers.push(worker);
     }
@@ -243,7 +243,7 @@ function workerUrl(): string | URL {
 function workerCount(bytes: number): number {
   if (process.env.CRIU_BUN_WORKERS !== undefined) return Math.max(0, Number(process.env.CRIU_BUN_WORKERS) | 0);
   if (bytes < WORKER_THRESHOLD) return 0;
-  const cpus = (globalThis.navigator as any)?.hardwareConcurrency ?? 2;
+  const cpus = globalThis.navigator?.hardwareConcurrency ?? 2;
   return Math.max(1, Math.min(4, cpus));
 }
 
@@ -452,7 +452,7 @@ interface PagesTask {
   pid: number;
   pagemap: { vaddr: bigint; nrPages: number; flags: number; offset: number }[];
   pagesFile: string;
-  mm: { vmas: { start: bigint; end: bigint; status: number; prot: number }[] };
+  mm: { vmas: { start: bigint; end: bigint; status: number; prot: number; flags: number }[] };
 }
 
 interface Block {
@@ -524,7 +524,7 @@ function* restoreBlocks(
       if (!(n > 0))
         throw new CriuError("restore", `pagemap-${t.pid}.img: page 0x${va.toString(16)} does not fit its VMA`);
       // memory left to the lazy-pages daemon: not written (as the kernel's own pages are not)
-      segs.push(Number(va), n, vmaKind(v) | (lazy?.(v as any) ? SEG_KERNEL : 0));
+      segs.push(Number(va), n, vmaKind(v) | (lazy?.(v) ? SEG_KERNEL : 0));
       pages -= n;
       inEntry += n;
       if (inEntry === e.nrPages) {
@@ -623,7 +623,7 @@ function eagerBytes(t: PagesTask, lazy: (v: { status: number; flags: number }) =
     if (!(e.flags & PE.PRESENT)) continue;
     const end = e.vaddr + BigInt(e.nrPages * PAGE);
     for (const v of t.mm.vmas) {
-      if (v.end <= e.vaddr || v.start >= end || lazy(v as any)) continue;
+      if (v.end <= e.vaddr || v.start >= end || lazy(v)) continue;
       const a = v.start > e.vaddr ? v.start : e.vaddr,
         b = v.end < end ? v.end : end;
       n += Number(b - a);
