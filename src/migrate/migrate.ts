@@ -168,7 +168,9 @@ function recv(fd: number, what: string, maxLen = 1 << 30): { type: number; data:
     throw new CriuError("migrate", `${what}: the connection ended in the middle of a message`);
   return { type: dv.getUint32(4, true), data };
 }
-function json(m: { data: Uint8Array }, what: string): any {
+/** A protocol message's JSON body, as the peer sent it: each field is checked where it is read. */
+type WireBody = Record<string, unknown>;
+function json(m: { data: Uint8Array }, what: string): WireBody {
   try {
     return JSON.parse(td.decode(m.data));
   } catch {
@@ -375,8 +377,8 @@ export function migrateOut(o: MigrateSource): { rounds: RoundStat[]; downtimeMs:
           if (!v.ok) throw new CriuError("migrate", `the destination could not restore: ${v.error}`);
           if (!committed) throw new CriuError("migrate", "the destination reported a restore it was not let run");
           downtimeMs = performance.now() - frozenAt;
-          remotePid = v.pid;
-          restoreMs = v.restoreMs;
+          remotePid = v.pid as number; // (RESULT as the destination sends it, below)
+          restoreMs = v.restoreMs as number;
           unboost();
           break;
         }
@@ -431,7 +433,7 @@ export function migrateOut(o: MigrateSource): { rounds: RoundStat[]; downtimeMs:
     }
     if (done) dropTracking(join(work, String(done)));
     log.info(
-      `migration of ${o.pid} failed; ${/is left stopped/.test((e as any)?.message ?? "") ? "it is left stopped here (its copy ran)" : "it goes on running here"}`
+      `migration of ${o.pid} failed; ${/is left stopped/.test(e instanceof Error ? e.message : "") ? "it is left stopped here (its copy ran)" : "it goes on running here"}`
     );
     // the page stream's errors are the migration's
     throw e instanceof CriuError && e.where === "page-server"

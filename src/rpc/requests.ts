@@ -118,7 +118,7 @@ const MAPPED: Record<"dump" | "pre-dump" | "restore", Set<string>> = {
 function given(o: criu_opts, field: string): boolean {
   const f = criu_optsSchema.fields.find((x) => x.name === field);
   if (!f || !isFieldSet(o, f)) return false;
-  const v = (o as any)[f.localName];
+  const v = (o as Record<string, unknown>)[f.localName];
   if (Array.isArray(v)) return v.length > 0;
   if (typeof v === "boolean") return v;
   if (typeof v === "string") return v !== "";
@@ -130,7 +130,7 @@ function given(o: criu_opts, field: string): boolean {
 function refuseUnmapped(o: criu_opts, command: "dump" | "pre-dump" | "restore") {
   const set = criu_optsSchema.fields.filter((f) => given(o, f.name));
   log.debug(
-    `rpc: ${command} with ${set.map((f) => `${f.name}=${JSON.stringify((o as any)[f.localName], (k, v) => (k === "$typeName" ? undefined : typeof v === "bigint" ? String(v) : v))}`).join(" ")}`
+    `rpc: ${command} with ${set.map((f) => `${f.name}=${JSON.stringify((o as Record<string, unknown>)[f.localName], (k, v) => (k === "$typeName" ? undefined : typeof v === "bigint" ? String(v) : v))}`).join(" ")}`
   );
   for (const f of set) {
     if (MAPPED[command].has(f.name)) continue;
@@ -278,7 +278,7 @@ function applyConfigFile(o: criu_opts): { imagesDir?: string; workDir?: string; 
     const f = opt.rpc ? criu_optsSchema.fields.find((x) => x.name === opt!.rpc) : undefined;
     const cannot = () => bad(`--${name} cannot be set from a config file over RPC by criu-bun yet`);
     if (!f) throw cannot();
-    const target = o as any;
+    const target = o as Record<string, unknown>;
     if (f.fieldKind === "scalar" && f.scalar === ScalarType.BOOL && val === undefined) target[f.localName] = on;
     else if (f.fieldKind === "scalar" && f.scalar === ScalarType.STRING && val !== undefined) target[f.localName] = val;
     else if (
@@ -289,7 +289,7 @@ function applyConfigFile(o: criu_opts): { imagesDir?: string; workDir?: string; 
       if (!/^\d+$/.test(val)) throw bad(`--${name}: '${val}' is not a number`);
       target[f.localName] = Number(val);
     } else if (f.fieldKind === "list" && f.listKind === "scalar" && f.scalar === ScalarType.STRING && val !== undefined)
-      target[f.localName].push(val);
+      (target[f.localName] as string[]).push(val);
     else throw cannot();
     log.debug(`rpc: ${f.name} from config_file ${where}`);
   }
@@ -453,9 +453,8 @@ function waitPid(req: criu_req): RespInit {
     const { r, status } = wait4Raw(req.pid, 0);
     if (r === -4) continue;
     if (r < 0) {
-      const e: any = new CriuError("rpc", `WAIT_PID: ${req.pid} is not a child of criu-bun: ${errnoText(-r)}`);
-      e.crErrno = -r;
-      throw e;
+      const e = new CriuError("rpc", `WAIT_PID: ${req.pid} is not a child of criu-bun: ${errnoText(-r)}`);
+      throw Object.assign(e, { crErrno: -r });
     }
     if (W.exited(status) || W.signaled(status)) return { type: req.type, success: true, status };
   }

@@ -84,11 +84,12 @@ export class RpcHooks implements Hooks {
 }
 
 /** A failure as a reply: one line, criu's cr_errno (the errno behind it when there is one). */
-export function failure(type: number, e: any): RespInit {
-  const msg = String(e?.message ?? e)
+export function failure(type: number, e: unknown): RespInit {
+  const err = e as { message?: unknown; crErrno?: number } | null | undefined;
+  const msg = String(err?.message ?? e)
     .split("\n")[0]
     .slice(0, MAX_ERRMSG);
-  const errno = e instanceof SysError ? e.errno : (e?.crErrno ?? 0);
+  const errno = e instanceof SysError ? e.errno : (err?.crErrno ?? 0);
   return { type, success: false, crErrno: errno, crErrmsg: msg };
 }
 

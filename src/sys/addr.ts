@@ -5,7 +5,7 @@ import { ptr } from "bun:ffi";
 
 /** Address of a typed array's bytes, for passing to the kernel. */
 export function addr(buf: ArrayBufferView | ArrayBuffer, offset = 0): number {
-  return (ptr(buf as any) as unknown as number) + offset;
+  return (ptr(buf as NodeJS.TypedArray | ArrayBufferLike | DataView) as unknown as number) + offset;
 }
 
 const held: unknown[] = [];

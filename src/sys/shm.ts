@@ -13,7 +13,7 @@ export function withShmBytes<T>(id: number, size: number, fill: (mem: Uint8Array
   const addr = syscall(NR.shmat, id, 0, 0);
   if (addr < 0 && addr > -4096) throw new SysError(`shmat of SysV segment ${id}`, -addr);
   try {
-    return fill(new Uint8Array(toArrayBuffer(addr as any, 0, size)));
+    return fill(new Uint8Array(toArrayBuffer(addr, 0, size)));
   } finally {
     syscall(NR.shmdt, addr);
   }
