@@ -1,10 +1,12 @@
 // The layering ARCHITECTURE promises, checked on the source tree (no build needed): bun:ffi only in
 // src/sys, the generated protobuf modules only through src/images, no import cycle between src/'s
 // top-level folders except the two front doors (cli and rpc), and no comment naming a path outside
-// the repository or a repository path that is gone, no `void x;` workaround, no export nothing imports.
+// the repository or a repository path that is gone, no `void x;` workaround, no export nothing imports,
+// no `any` in hand-written src/ (the image layer's fields are typed, so a misspelled one fails to compile).
 import { test, expect } from "bun:test";
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
+import ts from "typescript";
 import { unusedExports } from "../scripts/unused-exports";
 
 const ROOT = resolve(import.meta.dir, "..");
@@ -185,3 +187,17 @@ test("no `void name;` statement silences an unused variable (delete the variable
 test("every export of src/ is used by another file, every module imported (scripts/unused-exports.ts)", () => {
   expect(unusedExports(ROOT)).toEqual([]);
 }, 120_000);
+
+test("no `any` type in hand-written src/ (a precise type, a generated message type, or unknown with checks)", () => {
+  const bad: string[] = [];
+  for (const f of handWritten) {
+    const sf = ts.createSourceFile(f, readFileSync(f, "utf8"), ts.ScriptTarget.Latest, true);
+    const visit = (n: ts.Node) => {
+      if (n.kind === ts.SyntaxKind.AnyKeyword)
+        bad.push(`${rel(f)}:${sf.getLineAndCharacterOfPosition(n.getStart(sf)).line + 1}: ${n.parent.getText(sf)}`);
+      ts.forEachChild(n, visit);
+    };
+    visit(sf);
+  }
+  expect(bad).toEqual([]);
+});
