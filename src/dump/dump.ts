@@ -29,7 +29,6 @@ import { dumpFds, FileTable, FdTwins, FdKindsDump, type FdDump } from "../resour
 import type { LockDump } from "../resources/filelocks";
 import { readStat, readStatus, listChildren, fdLinks, sigkillPending } from "../sys/proc";
 import { ImageSink, type DumpOpts } from "../resources/fdkind";
-import { dumpTaskPaths } from "../resources/reg";
 import { dumpSharedVmas, shmImage } from "../resources/sysvshm";
 
 import { CgroupSets, ROOT_CG_SET, freezeCgroup } from "../resources/cgroup";
@@ -821,7 +820,7 @@ function dumpOne(
   for (const l of locks) extra.add("filelocks.img", "FILE_LOCKS", S.file_lock_entrySchema, { ...l, pid: vpid });
   phase("dumping mappings", pid);
   // cwd, root, exe and mapped files (deleted ones as ghost files)
-  const { cwdId, rootId } = dumpTaskPaths(kinds, files, extra, pid, task);
+  const { cwdId, rootId } = kinds.processFiles(task, files, extra);
   dumpSharedVmas(pid, task.vmas, extra, shmImage(ns.ownIpcNs ? ids.ipcNsId : undefined));
   n.dumped = { vpid, vmas: task.vmas };
   task.mm.vmas = mmVmaEntries(task.vmas);

@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { create, type DescMessage, type Message, type MessageInitShape } from "@bufbuild/protobuf";
 import { writeImage, writeImageWithPayload, readImage, readImagePayloads, imageExists } from "../images/image";
 import type { FileTable } from "./files";
+import type { DumpedVma } from "./memory";
 import type { Injector, RemoteMem } from "../ptrace/inject";
 import type * as S from "../images/schemas";
 import type { MessageKind, EntryOf } from "../images/magic";
@@ -244,6 +245,16 @@ export interface RestoredProc {
   str(s: string): bigint;
 }
 
+/** A process's paths outside its fd table, as dumpTask collected them (FdKind.dumpProcessFiles). */
+export interface ProcessPaths {
+  pid: number;
+  cwd: string;
+  root: string;
+  exe: string;
+  mm: S.Init<typeof S.mm_entrySchema>;
+  vmas: DumpedVma[];
+}
+
 /** inventory.img fields a kind's objects need (FdKind.dumpInventory) */
 export type InventoryInit = Partial<S.InitOf<typeof S.inventory_entrySchema>>;
 
@@ -268,6 +279,9 @@ export interface FdKind<D = undefined, R = undefined> {
   dumpKilled?(state: D): void;
   /** the dump failed: what the kind made for it goes (the tree is let go as it was) */
   dumpAbort?(state: D): void;
+  /** the files a process holds outside its fd table (cwd, root, exe, mapped files) into files.img;
+   *  their ids for fs-N.img (the one kind that keeps paths answers: FdKindsDump.processFiles) */
+  dumpProcessFiles?(p: ProcessPaths, files: FileTable, images: ImageSink, state: D): { cwdId: number; rootId: number };
   /** images the file f needs besides files.img: need(file, why) throws when one is missing
    *  (checked before anything is created) */
   requireImages?(f: S.file_entry, run: RestoreRun, need: (file: string, why: string) => void): void;

@@ -20,6 +20,7 @@ import type {
   SomeFdKind,
   InventoryInit,
   TreeFiles,
+  ProcessPaths,
 } from "./fdkind";
 import type { BigIntStats } from "node:fs";
 import type { Injector } from "../ptrace/inject";
@@ -164,6 +165,14 @@ export class FdKindsDump {
   }
   dump(k: SomeFdKind, ctx: DumpCtx): number {
     return k.dump(ctx, this.states.get(k));
+  }
+  /** the files of a process outside its fd table (cwd, root, exe, mappings): their ids for fs-N.img */
+  processFiles(p: ProcessPaths, files: FileTable, images: ImageSink): { cwdId: number; rootId: number } {
+    for (const [k, s] of this.begun()) {
+      const r = k.dumpProcessFiles?.(p, files, images, s);
+      if (r) return r;
+    }
+    throw new CriuError("files", `process ${p.pid}: no fd kind keeps its cwd and root (internal)`);
   }
   /** inventory.img fields the kinds' objects need */
   inventory(): InventoryInit {

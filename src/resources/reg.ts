@@ -1,10 +1,9 @@
 // Regular files, directories and character devices opened by path.
 import { statSync, lstatSync, readlinkSync, existsSync, unlinkSync } from "node:fs";
 import { dirname } from "node:path";
-import type { FdKind, DumpCtx, RestoreCtx, ImageSink } from "./fdkind";
-import type { FileTable, FdKindsDump } from "./files";
+import type { FdKind, DumpCtx, RestoreCtx, ImageSink, ProcessPaths } from "./fdkind";
+import type { FileTable } from "./files";
 import { linkMmFiles } from "./mm";
-import type { DumpedVma } from "./memory";
 import type { BigIntStats } from "node:fs";
 import { FOWN0, cachedPayloads } from "./fdkind";
 import { readImage, imageExists } from "../images/image";
@@ -169,6 +168,7 @@ export const regKind: FdKind<RegDump, RegRestore> = {
       } catch {}
     }
   },
+  dumpProcessFiles: (p, files, images, s) => dumpTaskPaths(s, files, images, p.pid, p),
   restoreBegin: (run) => ({ dir: run.dir, usedLinks: [] }),
   // (last of the kinds: nothing can fail after it) the deleted files are open again: their
   // link_remap names can go
@@ -403,14 +403,13 @@ function saveGhost(
  * binary, a tmp file mapped then unlinked) is saved as a ghost file, read through /proc/PID/exe or
  * /proc/PID/map_files; a removed directory as cwd is a ghost directory.
  */
-export function dumpTaskPaths(
-  kinds: FdKindsDump,
+function dumpTaskPaths(
+  s: RegDump,
   files: FileTable,
   images: ImageSink,
   pid: number,
-  task: { cwd: string; root: string; exe: string; mm: S.Init<typeof S.mm_entrySchema>; vmas: DumpedVma[] }
+  task: ProcessPaths
 ): { cwdId: number; rootId: number } {
-  const s = kinds.stateOf(regKind);
   const fileId = (path: string, source: string, flags: number) =>
     path.endsWith(" (deleted)")
       ? saveGhost(
