@@ -29,7 +29,7 @@ import { dumpFds, FileTable, FdTwins, FdKindsDump, type FdDump } from "../resour
 import type { LockDump } from "../resources/filelocks";
 import { readStat, readStatus, listChildren, fdLinks, sigkillPending } from "../sys/proc";
 import { ImageSink, type DumpOpts } from "../resources/fdkind";
-import { dumpSharedVmas, shmImage } from "../resources/sysvshm";
+import { dumpSharedVmas } from "../resources/sysvshm";
 
 import { CgroupSets, ROOT_CG_SET, freezeCgroup } from "../resources/cgroup";
 import { writeImage, writeImageBytes } from "../images/image";
@@ -821,7 +821,7 @@ function dumpOne(
   phase("dumping mappings", pid);
   // cwd, root, exe and mapped files (deleted ones as ghost files)
   const { cwdId, rootId } = kinds.processFiles(task, files, extra);
-  dumpSharedVmas(pid, task.vmas, extra, shmImage(ns.ownIpcNs ? ids.ipcNsId : undefined));
+  dumpSharedVmas(pid, task.vmas, extra, ns.ownIpcNs ? ids.ipcNsId : undefined);
   n.dumped = { vpid, vmas: task.vmas };
   task.mm.vmas = mmVmaEntries(task.vmas);
 

@@ -31,7 +31,7 @@ const IPC_CREAT = 0o1000,
 const SHM_IMAGE = "ipcns-shm-1.img";
 /** the segments' image: CRIU's ipcns-shm-<ns id>.img for a tree's own IPC namespace, ipcns-shm-1.img
  *  (criu-bun's own) for segments of the namespace criu-bun shares with the tree, which CRIU does not dump */
-export function shmImage(ownNsId?: number): string {
+function shmImage(ownNsId?: number): string {
   return ownNsId ? `ipcns-shm-${ownNsId}.img` : SHM_IMAGE;
 }
 
@@ -74,7 +74,8 @@ function segments(): Map<number, SegInfo> {
  * contents and attributes in FILE, read in the process's IPC namespace) and shared anonymous
  * memory (pagemap-shmem-N.img); each VMA gets its shmid (and a SysV one its open flags).
  */
-export function dumpSharedVmas(pid: number, vmas: DumpedVma[], extra: ImageSink, file: string) {
+export function dumpSharedVmas(pid: number, vmas: DumpedVma[], extra: ImageSink, ownNsId?: number) {
+  const file = shmImage(ownNsId);
   for (const v of vmas) {
     if (v.status & VMA.SYSVIPC) {
       v.shmid = BigInt(v.inode);
@@ -129,7 +130,7 @@ function dumpSysvShm(pid: number, start: bigint, end: bigint, shmid: number, ima
 }
 
 /** Before any process exists: make every saved segment exist again with its id, owner and contents. */
-export function restoreSysvShm(dir: string, file = SHM_IMAGE): { id: number; dest: boolean }[] {
+function restoreSysvShm(dir: string, file = SHM_IMAGE): { id: number; dest: boolean }[] {
   if (!imageExists(dir, file)) return [];
   const out: { id: number; dest: boolean }[] = [];
   const live = segments();
@@ -202,13 +203,44 @@ export function restoreSysvShm(dir: string, file = SHM_IMAGE): { id: number; des
 }
 
 /** After every process is attached: segments that were marked for removal are marked again. */
-export function finishSysvShm(segs: { id: number; dest: boolean }[]) {
+function finishSysvShm(segs: { id: number; dest: boolean }[]) {
   for (const s of segs) if (s.dest) syscall(SHM.ctl, s.id, IPC_RMID, 0);
 }
 
 /** Undo on a failed restore. */
-export function dropSysvShm(segs: { id: number }[]) {
+function dropSysvShm(segs: { id: number }[]) {
   for (const s of segs) syscall(SHM.ctl, s.id, IPC_RMID, 0);
+}
+
+/**
+ * The tree's SysV segments at restore: made before anything attaches them, in this IPC namespace
+ * (inHost) or in the tree's new one once its root exists (inNewNs); marked for removal again after
+ * the last attach (finish); removed when the restore fails (drop: a new IPC namespace takes its
+ * own along).
+ */
+export class SysvShmRestore {
+  private segs: { id: number; dest: boolean }[] = [];
+  /** newNs: the tree has its own IPC namespace, nsId its id in the images (its ipcns-shm-ID.img) */
+  constructor(
+    private dir: string,
+    private newNs: boolean,
+    private nsId?: number
+  ) {}
+  /** before any process exists, when the tree shares this IPC namespace */
+  inHost() {
+    if (!this.newNs) this.segs = restoreSysvShm(this.dir);
+  }
+  /** in the tree's new IPC namespace (enter runs fn there), before any process attaches */
+  inNewNs(enter: <T>(fn: () => T) => T) {
+    const file = shmImage(this.nsId);
+    this.segs = enter(() => restoreSysvShm(this.dir, file));
+  }
+  finish(enter: <T>(fn: () => T) => T) {
+    enter(() => finishSysvShm(this.segs));
+  }
+  drop() {
+    if (!this.newNs) dropSysvShm(this.segs); // in a new IPC namespace they die with it
+  }
 }
 
 export const SHMAT = SHM.at;

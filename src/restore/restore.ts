@@ -14,7 +14,7 @@ import { precheckFds } from "../resources/files";
 import { enterCgroups, precheckCgroups, taskCgSet, applyCgRoots, type CgRoot } from "../resources/cgroup";
 import { TreeFiles, type RestoreRun, type SomeFdKind } from "../resources/fdkind";
 import { FD_KINDS, kindByType } from "../resources/kinds";
-import { restoreSysvShm, finishSysvShm, dropSysvShm, shmImage } from "../resources/sysvshm";
+import { SysvShmRestore } from "../resources/sysvshm";
 import { withNs } from "../sys/netns";
 import { restoreIpcNs } from "../resources/ipcns";
 import { unledGroup } from "../resources/taskattrs";
@@ -342,14 +342,13 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
   const byPid = new Map<number, TaskBuilder>();
   const inTree = new Set(set.tasks.map((t) => t.pid));
   let forkMs = 0;
-  let sysv: { id: number; dest: boolean }[] = [];
+  const sysv = new SysvShmRestore(set.dir, !!set.newIpcNs, set.newIpcNs ? set.tasks[0].ids?.ipcNsId : undefined);
   // the daemon is reached before anything is created
   const lazy = o.lazyPages ? new LazyChannel(o.workDir ?? o.dir) : undefined;
   try {
     // SysV segments exist before anyone attaches them: here, or in the tree's new IPC namespace
     const ipc = <T>(fn: () => T): T => (set.newIpcNs && builders[0] ? withNs(builders[0].pid, "ipc", fn) : fn());
-    if (!set.newIpcNs) sysv = restoreSysvShm(set.dir);
-    const shmFile = shmImage(set.newIpcNs ? set.tasks[0].ids?.ipcNsId : undefined);
+    sysv.inHost();
     // 1. every process, parents before children (pstree order), each with its memory
     for (const t of set.tasks) {
       phase("creating the process", t.pid);
@@ -360,7 +359,7 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
         b.createFromPuppet();
         if (set.newIpcNs) {
           restoreIpcNs(b.pid, set.ipcVars!, "limits");
-          sysv = ipc(() => restoreSysvShm(set.dir, shmFile));
+          sysv.inNewNs(ipc);
           restoreIpcNs(b.pid, set.ipcVars!, "next-ids");
         }
         if (ownNs) {
@@ -433,7 +432,7 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
         b.finish();
       }
     fault("restore-end", "restore");
-    ipc(() => finishSysvShm(sysv));
+    sysv.finish(ipc);
     // shm_rmid_forced last: set earlier it would destroy the segments not attached yet
     if (set.newIpcNs) restoreIpcNs(builders[0].pid, set.ipcVars!, "after-attach");
     // the pidfile before anything runs: failing to write it fails the restore
@@ -471,7 +470,7 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
         log.warn(`cleanup of process ${b.t.pid}: ${asCriuError(x, "restore").message}`);
       }
     }
-    if (!set.newIpcNs) dropSysvShm(sysv); // in a new IPC namespace they die with it
+    sysv.drop();
     lazy?.close(); // before the tree runs: the daemon gives up and the dump resumes its source
     throw err;
   }
