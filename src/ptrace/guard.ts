@@ -29,6 +29,29 @@ export const GUARD_STUB = new Uint8Array([
 ]);
 
 /**
+ * The loop both batches run (inject.ts BATCH_CODE, GUARD_BATCH): rbx = a table of 64-byte entries,
+ * r12 = their count; per entry rax = [rbx], rdi..r9 = [rbx+8..48], syscall, [rbx+56] = rax; then
+ * it falls through to the code after it ("done").
+ */
+// biome-ignore format: machine code, one instruction a line
+export const BATCH_LOOP = [
+  0x4d, 0x85, 0xe4, //       test r12, r12
+  0x74, 0x2a, //             jz done
+  0x48, 0x8b, 0x03, //       mov rax, [rbx]
+  0x48, 0x8b, 0x7b, 0x08, // mov rdi, [rbx+8]
+  0x48, 0x8b, 0x73, 0x10, // mov rsi, [rbx+16]
+  0x48, 0x8b, 0x53, 0x18, // mov rdx, [rbx+24]
+  0x4c, 0x8b, 0x53, 0x20, // mov r10, [rbx+32]
+  0x4c, 0x8b, 0x43, 0x28, // mov r8, [rbx+40]
+  0x4c, 0x8b, 0x4b, 0x30, // mov r9, [rbx+48]
+  0x0f, 0x05, //             syscall
+  0x48, 0x89, 0x43, 0x38, // mov [rbx+56], rax
+  0x48, 0x83, 0xc3, 0x40, // add rbx, 64
+  0x49, 0xff, 0xcc, //       dec r12
+  0xeb, 0xd1, //             jmp (test)
+];
+
+/**
  * The guarded batch (Injector.guardedBatch), 64 bytes just before GUARD_STUB in the vDSO's tail:
  * rbx = a table of 64-byte entries (nr, six arguments, result), r12 = their count, r13 = the
  * frame's rsp. Each entry's syscall runs and its result is stored; then `mov %r13, %rsp;
@@ -38,71 +61,13 @@ export const GUARD_STUB = new Uint8Array([
  * signal it neither catches, blocks nor has pending: its signal-delivery-stop hands the thread
  * back to the tracer (and without a tracer the kernel discards the signal).
  */
+// biome-ignore format: machine code, one instruction a line
 export const GUARD_BATCH = new Uint8Array([
-  0x4d,
-  0x85,
-  0xe4, // test r12, r12
-  0x74,
-  0x2a, // jz done
-  0x48,
-  0x8b,
-  0x03, // mov rax, [rbx]
-  0x48,
-  0x8b,
-  0x7b,
-  0x08, // mov rdi, [rbx+8]
-  0x48,
-  0x8b,
-  0x73,
-  0x10, // mov rsi, [rbx+16]
-  0x48,
-  0x8b,
-  0x53,
-  0x18, // mov rdx, [rbx+24]
-  0x4c,
-  0x8b,
-  0x53,
-  0x20, // mov r10, [rbx+32]
-  0x4c,
-  0x8b,
-  0x43,
-  0x28, // mov r8, [rbx+40]
-  0x4c,
-  0x8b,
-  0x4b,
-  0x30, // mov r9, [rbx+48]
-  0x0f,
-  0x05, // syscall
-  0x48,
-  0x89,
-  0x43,
-  0x38, // mov [rbx+56], rax
-  0x48,
-  0x83,
-  0xc3,
-  0x40, // add rbx, 64
-  0x49,
-  0xff,
-  0xcc, // dec r12
-  0xeb,
-  0xd1, // jmp (test)
-  0x4c,
-  0x89,
-  0xec, // done: mov rsp, r13
-  0xb8,
-  0x0f,
-  0x00,
-  0x00,
-  0x00, // mov eax, 15 (rt_sigreturn)
-  0x0f,
-  0x05, // syscall
-  0xcc,
-  0xcc,
-  0xcc,
-  0xcc,
-  0xcc,
-  0xcc,
-  0xcc,
+  ...BATCH_LOOP,
+  0x4c, 0x89, 0xec, //       done: mov rsp, r13
+  0xb8, 0x0f, 0x00, 0x00, 0x00, // mov eax, 15 (rt_sigreturn)
+  0x0f, 0x05, //             syscall
+  0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc,
 ]);
 /** where in GUARD_BATCH a call's syscall returns to (the tracer finds its tgkill's stop there) */
 export const GUARD_BATCH_AFTER_SYSCALL = 34n;

@@ -27,6 +27,7 @@ import {
   NR_RT_SIGRETURN,
   FRAME_SIGMASK_OFF,
   SCRATCH_ROOM,
+  BATCH_LOOP,
   GUARD_BATCH,
   GUARD_BATCH_AFTER_SYSCALL,
   batchPlace,
@@ -64,60 +65,8 @@ export class RemoteMem {
 
 type InjectMode = "sysstop" | "trap";
 
-/**
- * The code Injector.callMany() runs: rbx = table, r12 = count; per 64-byte entry
- * rax = [rbx], rdi..r9 = [rbx+8..48], syscall, [rbx+56] = rax; then int3.
- */
-export const BATCH_CODE = new Uint8Array([
-  0x4d,
-  0x85,
-  0xe4, // test r12, r12
-  0x74,
-  0x2a, // jz done
-  0x48,
-  0x8b,
-  0x03, // mov rax, [rbx]
-  0x48,
-  0x8b,
-  0x7b,
-  0x08, // mov rdi, [rbx+8]
-  0x48,
-  0x8b,
-  0x73,
-  0x10, // mov rsi, [rbx+16]
-  0x48,
-  0x8b,
-  0x53,
-  0x18, // mov rdx, [rbx+24]
-  0x4c,
-  0x8b,
-  0x53,
-  0x20, // mov r10, [rbx+32]
-  0x4c,
-  0x8b,
-  0x43,
-  0x28, // mov r8, [rbx+40]
-  0x4c,
-  0x8b,
-  0x4b,
-  0x30, // mov r9, [rbx+48]
-  0x0f,
-  0x05, // syscall
-  0x48,
-  0x89,
-  0x43,
-  0x38, // mov [rbx+56], rax
-  0x48,
-  0x83,
-  0xc3,
-  0x40, // add rbx, 64
-  0x49,
-  0xff,
-  0xcc, // dec r12
-  0xeb,
-  0xd1, // jmp (test)
-  0xcc, // done: int3
-]);
+/** The code Injector.callMany() runs: the batch loop (guard.ts BATCH_LOOP), then int3. */
+export const BATCH_CODE = new Uint8Array([...BATCH_LOOP, 0xcc /* done: int3 */]);
 
 /** One syscall of a dump-side batch: its arguments given the address of its out buffer (out bytes). */
 export interface OutCall {

@@ -19,57 +19,21 @@ export const PUPPET_SYSCALL = PUPPET_BASE + BigInt(CODE_OFF + 49);
 
 function puppetElf(parent: number): Uint8Array {
   const le32 = (v: number) => [v & 255, (v >> 8) & 255, (v >> 16) & 255, (v >>> 24) & 255];
+  // biome-ignore format: machine code, one instruction a line
   const code = [
-    0xbf,
-    1,
-    0,
-    0,
-    0, // mov edi, PR_SET_PDEATHSIG
-    0xbe,
-    9,
-    0,
-    0,
-    0, // mov esi, SIGKILL
-    0xb8,
-    157,
-    0,
-    0,
-    0, // mov eax, prctl
-    0x0f,
-    0x05, // syscall
-    0xb8,
-    110,
-    0,
-    0,
-    0, // mov eax, getppid
-    0x0f,
-    0x05, // syscall
-    0x3d,
-    ...le32(parent), // cmp eax, criu-bun's pid
-    0x74,
-    0x09, // je pause loop
-    0xb8,
-    231,
-    0,
-    0,
-    0, // mov eax, exit_group: criu-bun died before the prctl
-    0x31,
-    0xff, // xor edi, edi
-    0x0f,
-    0x05, // syscall
-    0xb8,
-    34,
-    0,
-    0,
-    0,
-    0x0f,
-    0x05,
-    0xeb,
-    0xf7, // pause loop
-    /* syscall; int3 */ 0x0f,
-    0x05,
-    0xcc,
-  ];
+    0xbf, 1, 0, 0, 0,            // mov edi, PR_SET_PDEATHSIG
+    0xbe, 9, 0, 0, 0,            // mov esi, SIGKILL
+    0xb8, 157, 0, 0, 0,          // mov eax, prctl
+    0x0f, 0x05,                  // syscall
+    0xb8, 110, 0, 0, 0,          // mov eax, getppid
+    0x0f, 0x05,                  // syscall
+    0x3d, ...le32(parent),       // cmp eax, criu-bun's pid
+    0x74, 0x09,                  // je pause loop
+    0xb8, 231, 0, 0, 0,          // mov eax, exit_group: criu-bun died before the prctl
+    0x31, 0xff,                  // xor edi, edi
+    0x0f, 0x05,                  // syscall
+    0xb8, 34, 0, 0, 0, 0x0f, 0x05, 0xeb, 0xf7, // pause loop
+    /* syscall; int3 */ 0x0f, 0x05, 0xcc];
   if (code.length !== 52) throw new Error("puppet code size");
   const size = CODE_OFF + code.length;
   const b = new Uint8Array(size);

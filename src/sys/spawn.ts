@@ -73,130 +73,44 @@ export function spawn(path: string, argv: string[], opts: SpawnOpts = {}): numbe
 // CLONE_PARENT) (we wait until the child has exec'd; it runs only the stub's next instructions,
 // no library code, no stack), execve in the child, restore the signal mask in the parent.
 // Param block (u64 each): 0 flags, 8 child stack, 16 path, 24 argv, 32 envp, 40 &all, 48 &old, 56 result.
+// biome-ignore format: machine code, one instruction a line
 const SIBLING_STUB = [
-  0x53, // push rbx
-  0x48,
-  0x89,
-  0xfb, // mov rbx, rdi
-  0xb8,
-  14,
-  0,
-  0,
-  0, // mov eax, rt_sigprocmask
-  0xbf,
-  2,
-  0,
-  0,
-  0, // mov edi, SIG_SETMASK
-  0x48,
-  0x8b,
-  0x73,
-  0x28, // mov rsi, [rbx+40]
-  0x48,
-  0x8b,
-  0x53,
-  0x30, // mov rdx, [rbx+48]
-  0x41,
-  0xba,
-  8,
-  0,
-  0,
-  0, // mov r10d, 8
-  0x0f,
-  0x05, // syscall
-  0xb8,
-  56,
-  0,
-  0,
-  0, // mov eax, clone
-  0x48,
-  0x8b,
-  0x3b, // mov rdi, [rbx]
-  0x48,
-  0x8b,
-  0x73,
-  0x08, // mov rsi, [rbx+8]
-  0x31,
-  0xd2, // xor edx, edx
-  0x45,
-  0x31,
-  0xd2, // xor r10d, r10d
-  0x45,
-  0x31,
-  0xc0, // xor r8d, r8d
-  0x0f,
-  0x05, // syscall
-  0x48,
-  0x85,
-  0xc0, // test rax, rax
-  0x75,
-  31, // jnz parent
-  0xb8,
-  59,
-  0,
-  0,
-  0, // mov eax, execve
-  0x48,
-  0x8b,
-  0x7b,
-  0x10, // mov rdi, [rbx+16]
-  0x48,
-  0x8b,
-  0x73,
-  0x18, // mov rsi, [rbx+24]
-  0x48,
-  0x8b,
-  0x53,
-  0x20, // mov rdx, [rbx+32]
-  0x0f,
-  0x05, // syscall
-  0xb8,
-  231,
-  0,
-  0,
-  0, // mov eax, exit_group
-  0xbf,
-  127,
-  0,
-  0,
-  0, // mov edi, 127
-  0x0f,
-  0x05, // syscall
+  0x53,                                     // push rbx
+  0x48, 0x89, 0xfb,                         // mov rbx, rdi
+  0xb8, 14, 0, 0, 0,                        // mov eax, rt_sigprocmask
+  0xbf, 2, 0, 0, 0,                         // mov edi, SIG_SETMASK
+  0x48, 0x8b, 0x73, 0x28,                   // mov rsi, [rbx+40]
+  0x48, 0x8b, 0x53, 0x30,                   // mov rdx, [rbx+48]
+  0x41, 0xba, 8, 0, 0, 0,                   // mov r10d, 8
+  0x0f, 0x05,                               // syscall
+  0xb8, 56, 0, 0, 0,                        // mov eax, clone
+  0x48, 0x8b, 0x3b,                         // mov rdi, [rbx]
+  0x48, 0x8b, 0x73, 0x08,                   // mov rsi, [rbx+8]
+  0x31, 0xd2,                               // xor edx, edx
+  0x45, 0x31, 0xd2,                         // xor r10d, r10d
+  0x45, 0x31, 0xc0,                         // xor r8d, r8d
+  0x0f, 0x05,                               // syscall
+  0x48, 0x85, 0xc0,                         // test rax, rax
+  0x75, 31,                                 // jnz parent
+  0xb8, 59, 0, 0, 0,                        // mov eax, execve
+  0x48, 0x8b, 0x7b, 0x10,                   // mov rdi, [rbx+16]
+  0x48, 0x8b, 0x73, 0x18,                   // mov rsi, [rbx+24]
+  0x48, 0x8b, 0x53, 0x20,                   // mov rdx, [rbx+32]
+  0x0f, 0x05,                               // syscall
+  0xb8, 231, 0, 0, 0,                       // mov eax, exit_group
+  0xbf, 127, 0, 0, 0,                       // mov edi, 127
+  0x0f, 0x05,                               // syscall
   // parent:
-  0x48,
-  0x89,
-  0x43,
-  0x38, // mov [rbx+56], rax
-  0xb8,
-  14,
-  0,
-  0,
-  0, // mov eax, rt_sigprocmask
-  0xbf,
-  2,
-  0,
-  0,
-  0, // mov edi, SIG_SETMASK
-  0x48,
-  0x8b,
-  0x73,
-  0x30, // mov rsi, [rbx+48]
-  0x31,
-  0xd2, // xor edx, edx
-  0x41,
-  0xba,
-  8,
-  0,
-  0,
-  0, // mov r10d, 8
-  0x0f,
-  0x05, // syscall
-  0x48,
-  0x8b,
-  0x43,
-  0x38, // mov rax, [rbx+56]
-  0x5b, // pop rbx
-  0xc3, // ret
+  0x48, 0x89, 0x43, 0x38,                   // mov [rbx+56], rax
+  0xb8, 14, 0, 0, 0,                        // mov eax, rt_sigprocmask
+  0xbf, 2, 0, 0, 0,                         // mov edi, SIG_SETMASK
+  0x48, 0x8b, 0x73, 0x30,                   // mov rsi, [rbx+48]
+  0x31, 0xd2,                               // xor edx, edx
+  0x41, 0xba, 8, 0, 0, 0,                   // mov r10d, 8
+  0x0f, 0x05,                               // syscall
+  0x48, 0x8b, 0x43, 0x38,                   // mov rax, [rbx+56]
+  0x5b,                                     // pop rbx
+  0xc3,                                     // ret
 ];
 
 let siblingFn: ((p: number) => number | bigint) | undefined;

@@ -36,76 +36,31 @@ function le64(v: number): number[] {
  * the data page holds [fd, length] of the line, then the line.
  */
 function handlerCode(logBuf: number, msg: number): number[] {
+  // biome-ignore format: machine code, one instruction a line
   return [
-    0x48,
-    0xbb,
-    ...le64(logBuf), //    movabs rbx, logBuf
-    0x31,
-    0xc0, //                     xor eax, eax
-    0x87,
-    0x03, //                     xchg [rbx], eax       (take the buffered length, leave 0)
-    0x85,
-    0xc0, //                     test eax, eax
-    0x7e,
-    0x10, //                     jle line
-    0x89,
-    0xc2, //                     mov edx, eax
-    0x8b,
-    0x7b,
-    0x04, //               mov edi, [rbx+4]
-    0x48,
-    0x8d,
-    0x73,
-    0x08, //         lea rsi, [rbx+8]
-    0xb8,
-    0x01,
-    0x00,
-    0x00,
-    0x00, //   mov eax, 1            (write)
-    0x0f,
-    0x05, //                     syscall
-    0x48,
-    0xbb,
-    ...le64(msg), //       line: movabs rbx, msg
-    0x8b,
-    0x3b, //                     mov edi, [rbx]
-    0x8b,
-    0x53,
-    0x04, //               mov edx, [rbx+4]
-    0x48,
-    0x8d,
-    0x73,
-    0x08, //         lea rsi, [rbx+8]
-    0xb8,
-    0x01,
-    0x00,
-    0x00,
-    0x00, //   mov eax, 1            (write)
-    0x0f,
-    0x05, //                     syscall
-    0xb8,
-    0x27,
-    0x00,
-    0x00,
-    0x00, //   mov eax, 39           (getpid)
-    0x0f,
-    0x05, //                     syscall
-    0x89,
-    0xc7, //                     mov edi, eax
-    0xbe,
-    0x09,
-    0x00,
-    0x00,
-    0x00, //   mov esi, 9            (SIGKILL)
-    0xb8,
-    0x3e,
-    0x00,
-    0x00,
-    0x00, //   mov eax, 62           (kill)
-    0x0f,
-    0x05, //                     syscall
-    0xeb,
-    0xfe, //                     jmp $
+    0x48, 0xbb, ...le64(logBuf), //    movabs rbx, logBuf
+    0x31, 0xc0, //                     xor eax, eax
+    0x87, 0x03, //                     xchg [rbx], eax       (take the buffered length, leave 0)
+    0x85, 0xc0, //                     test eax, eax
+    0x7e, 0x10, //                     jle line
+    0x89, 0xc2, //                     mov edx, eax
+    0x8b, 0x7b, 0x04, //               mov edi, [rbx+4]
+    0x48, 0x8d, 0x73, 0x08, //         lea rsi, [rbx+8]
+    0xb8, 0x01, 0x00, 0x00, 0x00, //   mov eax, 1            (write)
+    0x0f, 0x05, //                     syscall
+    0x48, 0xbb, ...le64(msg), //       line: movabs rbx, msg
+    0x8b, 0x3b, //                     mov edi, [rbx]
+    0x8b, 0x53, 0x04, //               mov edx, [rbx+4]
+    0x48, 0x8d, 0x73, 0x08, //         lea rsi, [rbx+8]
+    0xb8, 0x01, 0x00, 0x00, 0x00, //   mov eax, 1            (write)
+    0x0f, 0x05, //                     syscall
+    0xb8, 0x27, 0x00, 0x00, 0x00, //   mov eax, 39           (getpid)
+    0x0f, 0x05, //                     syscall
+    0x89, 0xc7, //                     mov edi, eax
+    0xbe, 0x09, 0x00, 0x00, 0x00, //   mov esi, 9            (SIGKILL)
+    0xb8, 0x3e, 0x00, 0x00, 0x00, //   mov eax, 62           (kill)
+    0x0f, 0x05, //                     syscall
+    0xeb, 0xfe, //                     jmp $
   ];
 }
 // the kernel wants a restorer for an x86-64 handler (SA_RESTORER); this one is never reached
