@@ -188,48 +188,42 @@ function restoreCtty(p: RestoredProc, infos: S.tty_info_entry[]) {
   }
 }
 
-/** TIOCSPTLCK(1) on the master PROCESS h.pid holds at h.fd, through a copy of it (pidfd_getfd): the
- *  lock is the terminal's, not the file description's. */
-function relockPty(h: { pid: number; fd: number }, index: number) {
+/** Run USE on a copy (pidfd_getfd) of /dev/pts/INDEX's master, which process h.pid holds at h.fd;
+ *  WHY names the step in the failure lines. The copy is closed afterwards. */
+function withMasterCopy(h: { pid: number; fd: number }, index: number, why: string, use: (fd: number) => void) {
   const pidfd = syscall(NR.pidfd_open, h.pid, 0);
-  if (pidfd < 0) throw new CriuError("restore", sysFailed(`process ${h.pid}`, "pidfd_open (pty lock)", pidfd));
+  if (pidfd < 0) throw new CriuError("restore", sysFailed(`process ${h.pid}`, `pidfd_open (${why})`, pidfd));
   const fd = syscall(NR.pidfd_getfd, pidfd, h.fd, 0);
   closeFd(pidfd);
   if (fd < 0)
     throw new CriuError(
       "restore",
-      sysFailed(`process ${h.pid} fd ${h.fd}`, `pidfd_getfd of /dev/pts/${index}'s master`, fd)
+      sysFailed(`process ${h.pid} fd ${h.fd}`, `pidfd_getfd of /dev/pts/${index}'s master (${why})`, fd)
     );
   try {
-    const one = new Int32Array([1]);
-    const r = syscall(NR.ioctl, fd, IOC.TIOCSPTLCK, addr(one));
+    use(fd);
+  } finally {
+    closeFd(fd);
+  }
+}
+
+/** TIOCSPTLCK(1) on the master process h.pid holds at h.fd, through a copy of it: the lock is the
+ *  terminal's, not the file description's. */
+function relockPty(h: { pid: number; fd: number }, index: number) {
+  withMasterCopy(h, index, "pty lock", (fd) => {
+    const r = syscall(NR.ioctl, fd, IOC.TIOCSPTLCK, addr(new Int32Array([1])));
     if (r < 0)
       throw new CriuError(
         "restore",
         sysFailed(`process ${h.pid} fd ${h.fd}`, `TIOCSPTLCK of /dev/pts/${index}'s master`, r)
       );
-  } finally {
-    closeFd(fd);
-  }
+  });
   log.debug(`/dev/pts/${index}: its master is locked again, as dumped`);
 }
 
-/** orphan-pts-master: a copy of the new master (pidfd_getfd from the process holding it) sent to the caller. */
+/** orphan-pts-master: a copy of the new master sent to the caller. */
 function handOverPtsMaster(hooks: Hooks | undefined, h: { pid: number; fd: number }, index: number) {
-  const pidfd = syscall(NR.pidfd_open, h.pid, 0);
-  if (pidfd < 0) throw new CriuError("restore", sysFailed(`process ${h.pid}`, "pidfd_open (orphan-pts-master)", pidfd));
-  const fd = syscall(NR.pidfd_getfd, pidfd, h.fd, 0);
-  closeFd(pidfd);
-  if (fd < 0)
-    throw new CriuError(
-      "restore",
-      sysFailed(`process ${h.pid} fd ${h.fd}`, `pidfd_getfd of /dev/pts/${index}'s master (orphan-pts-master)`, fd)
-    );
-  try {
-    runHook(hooks, "orphan-pts-master", { pid: h.pid, fd });
-  } finally {
-    closeFd(fd);
-  }
+  withMasterCopy(h, index, "orphan-pts-master", (fd) => runHook(hooks, "orphan-pts-master", { pid: h.pid, fd }));
   log.info(`/dev/pts/${index}: its new master was handed to the caller`);
 }
 
