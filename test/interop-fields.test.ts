@@ -223,6 +223,27 @@ for (const [dumper, restorer] of [
   );
 }
 
+// the pty pairs of workloads/ptypair.py: a session leader's controlling terminal, a master never
+// unlocked and one locked again after its slave was opened (tty_info_entry.locked, both ways)
+for (const [dumper, restorer] of [
+  ["criu-bun", "criu-4.2"],
+  ["criu-4.2", "criu-bun"],
+] as const) {
+  test.skipIf(!have)(
+    `${dumper} dumps pty pairs with locked masters, ${restorer} restores them: still locked, termios, window and terminal kept`,
+    async () => {
+      const w = await startWorkload("ptypair.py");
+      const dir = mkdtempSync(join(tmp, `ptylock-${dumper}-`));
+      run(dumper, ["dump", "-t", String(w.pid)], dir);
+      await w.proc!.exited;
+      expect(readImage(dir, "tty-info.img", "TTY_INFO").filter((i) => i.locked).length).toBe(2);
+      await ptysFree(dir);
+      await restoredPasses(restorer, dir, w);
+      await waitUntil("the restored workload to be gone", () => !existsSync(`/proc/${w.pid}`), 10000);
+    }
+  );
+}
+
 // SysV shared memory in a tree's own IPC namespace (workloads/sysvshm.c: three segments, one read-only
 // in the parent, one split in three VMAs by mprotect, one marked IPC_RMID; patterns, holes and zero
 // pages), saved as CRIU 4.2 saves it: ipc_shm_entry with in_pagemaps in ipcns-shm-<ns>.img, contents in
