@@ -140,6 +140,7 @@ describe("dump refuses what it cannot restore exactly; the target runs on", () =
     ["special-map-uring", "special-map"],
     ["netlink-bound", "netlink-socket"],
     ["tty-queued-master", "tty-queued"],
+    ["tty-exclusive", "tty-mode"],
     ["fown-outside", "fown"],
     ["pidfd-dead2", "pidfd"],
     ["fanotify-marks", "fanotify"],

@@ -34,6 +34,8 @@ const IOC = {
   TIOCGPTN: 0x80045430,
   TIOCSPTLCK: 0x40045431,
   TIOCGPTLCK: 0x80045439,
+  TIOCGPKT: 0x80045438,
+  TIOCGEXCL: 0x80045440,
 } as const;
 const PTMX_RDEV = (5 << 8) | 2;
 const ptsRdev = (i: number) => ((136 + (i >> 8)) << 8) | (i & 0xff); // old-style encoding: minors < 256 per major
@@ -312,6 +314,14 @@ export const ttyKind: FdKind<TtyDump> = {
         "tty-queued",
         `${inq[0]} bytes unread on ${master ? "the master" : `/dev/pts/${index}`}`
       );
+    // packet mode (a master's) and exclusive mode (either end's) are not restored: refused
+    const set = (req: number) => {
+      const v = new Int32Array(1);
+      return syscall(NR.ioctl, ctx.grab(), req, addr(v)) === 0 && v[0] !== 0;
+    };
+    if (master && set(IOC.TIOCGPKT)) refuse("files", ctx.where, "tty-mode", "packet mode on the master");
+    if (set(IOC.TIOCGEXCL))
+      refuse("files", ctx.where, "tty-mode", `exclusive mode on ${master ? "the master" : `/dev/pts/${index}`}`);
     // CRIU's ids: (index << 1) + 1 for the master, index << 1 for the slave (CRIU pairs them so)
     const infoId = index * 2 + (master ? 1 : 0);
     const key = `ttyinfo:${infoId}`;

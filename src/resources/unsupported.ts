@@ -47,6 +47,7 @@ export const UNSUPPORTED = {
   "deleted-special": "deleted file that is not a regular file or a directory",
   "tmpfile": "O_TMPFILE file never linked",
   "tty-queued": "bytes queued in a terminal",
+  "tty-mode": "terminal in packet mode (TIOCPKT) or exclusive mode (TIOCEXCL)",
   "terminal": "terminal whose master is not in the tree (without --shell-job)",
   "memfd-hugetlb": "memfd of huge pages (MFD_HUGETLB)",
   "epoll-stale": "epoll target whose fd number was closed or reused since it was added",

@@ -22,7 +22,8 @@
  *                       in a multicast group and one connected to the kernel; fanotify-marks:
  *                       inode and mount marks and an ignore mask; tty-queued-master: a slave's
  *                       output the master has not read; fown-outside: a pipe owned by a process
- *                       outside the tree; pidfd-dead2: two pidfds on one dead child)
+ *                       outside the tree; pidfd-dead2: two pidfds on one dead child;
+ *                       tty-exclusive: a pty master in exclusive mode)
  * --selftest-corrupt: undoes the thing before go, so the check fails.
  */
 #define WL_MODES
@@ -361,6 +362,12 @@ static void setup(void) {
 		NEED(grantpt(fd_a) == 0 && unlockpt(fd_a) == 0);
 		NEED((fd_b = open(ptsname(fd_a), O_RDWR | O_NOCTTY)) >= 0);
 		NEED(write(fd_a, "queued\n", 7) == 7);
+	} else if (is("tty-mode") || is("tty-exclusive")) { /* packet mode, or exclusive mode, on the master */
+		int one = 1;
+		NEED((fd_a = posix_openpt(O_RDWR | O_NOCTTY)) >= 0);
+		NEED(grantpt(fd_a) == 0 && unlockpt(fd_a) == 0);
+		NEED((fd_b = open(ptsname(fd_a), O_RDWR | O_NOCTTY)) >= 0);
+		NEED(ioctl(fd_a, is("tty-mode") ? TIOCPKT : TIOCEXCL, &one) == 0);
 	} else if (is("tty-queued-master")) { /* the other way: output of the slave the master has not read */
 		NEED((fd_a = posix_openpt(O_RDWR | O_NOCTTY)) >= 0);
 		NEED(grantpt(fd_a) == 0 && unlockpt(fd_a) == 0);
@@ -686,6 +693,10 @@ static void check(void) {
 	} else if (is("tty-queued")) {
 		int n = -1;
 		WL_CHECK(fd_b >= 0 && ioctl(fd_b, FIONREAD, &n) == 0 && n == 7, "terminal input queue has %d bytes, not 7", n);
+	} else if (is("tty-mode") || is("tty-exclusive")) {
+		int v = 0;
+		WL_CHECK(fd_a >= 0 && ioctl(fd_a, is("tty-mode") ? TIOCGPKT : TIOCGEXCL, &v) == 0 && v == 1,
+			"the master's %s mode is gone", is("tty-mode") ? "packet" : "exclusive");
 	} else if (is("tty-queued-master")) {
 		int n = -1;
 		WL_CHECK(fd_a >= 0 && ioctl(fd_a, FIONREAD, &n) == 0 && n == 8, "the master has %d bytes to read, not 8 (output\\r\\n)", n);
