@@ -256,10 +256,25 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
       let off = 0;
       const len = got * PAGE;
       let gone = 0;
+      // one UFFDIO_COPY takes pages of one VMA: a range over two adjacent mappings (different flags,
+      // protections...) fails with ENOENT as a missing one does; from there on page by page, and
+      // a page whose single copy still finds no mapping is skipped (unwanted), not the ones after it
+      let single = false,
+        skipped = 0;
       while (off < len) {
-        const c = uffdCopy(l.fd, a + BigInt(off), buf, off, len - off);
+        const c = uffdCopy(l.fd, a + BigInt(off), buf, off, single ? PAGE : len - off);
         off += c.copied;
         if (!c.err) continue;
+        if (c.err === 2 && !single && len - off > PAGE) {
+          single = true;
+          continue;
+        }
+        if (c.err === 2 && single) {
+          log.debug(`lazy-pages: process ${l.vpid}: 0x${(a + BigInt(off)).toString(16)}: no mapping; page dropped`);
+          off += PAGE;
+          skipped++;
+          continue;
+        }
         // EAGAIN: the mm is changing (a fork, mremap, munmap... whose event waits to be read): read
         // the events first (faults are answered after), then try again where it is now
         if (c.err === 11) {
@@ -287,7 +302,7 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
           `process ${l.vpid}: UFFDIO_COPY at 0x${(a + BigInt(off)).toString(16)} failed: ${errnoText(c.err)}`
         );
       }
-      const placed = Math.min(off, len) / PAGE;
+      const placed = Math.min(off, len) / PAGE - skipped;
       served += placed;
       // what can no longer go in (the process or its mapping is gone) is no longer wanted
       drop(l, a, a + BigInt(got) * P, gone === -1 ? 0 : got - placed); // -1: an event moved or dropped them (counted there)
