@@ -235,7 +235,7 @@ function endPool(p: { pool: Pool; shared: boolean }, ok: boolean) {
  * root. Not found through import.meta.url there: in a --bytecode executable that names the source
  * file the build read (/path/of/the/checkout/src/codec/pipeline.ts), so the Workers would load and
  * transpile whatever source sits there now (another version, or nothing: then no Workers at all). */
-function workerUrl(): string | URL {
+export function workerUrl(): string | URL {
   if (Bun.main.startsWith("/$bunfs/")) return "/$bunfs/root/codec/worker.js";
   return new URL("./worker.ts", import.meta.url);
 }

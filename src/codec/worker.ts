@@ -1,6 +1,7 @@
 // A page Worker: one WASM codec instance, jobs by postMessage, results into shared slots that
 // the (synchronously waiting) main thread reads. See src/codec/pipeline.ts.
 import { BlockCore, Slot, runInto, I_CTL, type CoreInit, type Job } from "./jobs";
+import { serveVmas } from "./vmaserve";
 
 /** Jobs between garbage collections in this Worker (see GC_EVERY in pipeline.ts). */
 const GC_EVERY = 64;
@@ -15,6 +16,11 @@ let ready: Int32Array | undefined;
 
 self.onmessage = (e: MessageEvent) => {
   const m = e.data;
+  // "vmas": this Worker reads smaps for the dump instead (vmareader.ts), and nothing else
+  if (m.op === "vmas") {
+    serveVmas(m.ctl, m.port);
+    return;
+  }
   // "start": the slots and the codec's module, once; "open": the process and files of a run (one
   // per process of a tree), acknowledged through `ready`
   if (m.op === "start") {

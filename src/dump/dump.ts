@@ -23,7 +23,7 @@ import { dumpTask, type TaskDump } from "./task";
 import { startPageWorkers, stopPageWorkers } from "../codec/pipeline";
 import { dumpMemory, writePagemap, type MemStats } from "../codec/memdump";
 import { MemTracker } from "../resources/memtrack";
-import type { DumpedVma } from "../resources/memory";
+import { completeVmas, logVmas, type DumpedVma } from "../resources/memory";
 import type { PagemapRun } from "../images/pagemap";
 import { dumpFds, FileTable, FdTwins, FdKindsDump, type FdDump } from "../resources/files";
 import type { LockDump } from "../resources/filelocks";
@@ -806,7 +806,9 @@ function dumpOne(
     mem = n.mem!;
   const vpid = ns.v(pid);
   phase("dumping", pid);
-  const task: TaskDump = dumpTask(n.fp!, mem);
+  // migrate's rounds: the VmFlags read on the VMA reader Worker while the rest is collected (the
+  // Worker started by round 1 serves the rounds after it; one dump alone would wait for its start)
+  const task: TaskDump = dumpTask(n.fp!, mem, !!pageServer && (!!o.deferred || !!o.handOff));
   log.debug(`process ${pid}: task state collected`);
   if (id === 1) writeRootNsImages(d, pid, ns, ids, task.uts, task.clocks);
   for (const t of task.threads) t.core.threadCore.cgSet = cgSet; // where CRIU 4 keeps it (per thread)
@@ -818,12 +820,15 @@ function dumpOne(
   phase("dumping fds", pid);
   const fds: FdDump[] = tableDone ? [] : dumpFds(pid, files, extra, fdOpts, kinds, twins, locks);
   for (const l of locks) extra.add("filelocks.img", "FILE_LOCKS", S.file_lock_entrySchema, { ...l, pid: vpid });
-  phase("dumping mappings", pid);
-  // cwd, root, exe and mapped files (deleted ones as ghost files)
-  const { cwdId, rootId } = kinds.processFiles(task, files, extra);
-  dumpSharedVmas(pid, task.vmas, extra, ns.ownIpcNs ? ids.ipcNsId : undefined);
-  n.dumped = { vpid, vmas: task.vmas };
-  task.mm.vmas = mmVmaEntries(task.vmas);
+  // VmFlags from the VMA reader: the memory dump needs none of them (it goes by the VMAs' kinds),
+  // but a lazy split needs MAP_LOCKED ("lo"), so with mlock()ed memory they come first
+  const completeFlags = () => {
+    if (!task.vmFlags) return;
+    completeVmas(pid, task.vmas, task.vmFlags.join());
+    task.vmFlags = undefined;
+    logVmas(pid, task.vmas);
+  };
+  if (task.locked) completeFlags();
 
   phase("dumping memory", pid);
   const tMem = performance.now();
@@ -837,10 +842,23 @@ function dumpOne(
     pageServer,
     track,
   });
+  const memUs = Math.round((performance.now() - tMem) * 1000);
+  completeFlags();
+
+  phase("dumping mappings", pid);
+  // cwd, root, exe and mapped files (deleted ones as ghost files)
+  const tFiles = performance.now();
+  const { cwdId, rootId } = kinds.processFiles(task, files, extra);
+  const tShared = performance.now();
+  dumpSharedVmas(pid, task.vmas, extra, ns.ownIpcNs ? ids.ipcNsId : undefined);
+  n.dumped = { vpid, vmas: task.vmas };
+  task.mm.vmas = mmVmaEntries(task.vmas);
+  log.debug(
+    `process ${pid}: mapped files ${(tShared - tFiles).toFixed(1)} ms, shared memory and VMA entries ${(performance.now() - tShared).toFixed(1)} ms`
+  );
   return finish(pr);
 
   function finish(pr: MemStats & { runs?: Iterable<PagemapRun> }) {
-    const memUs = Math.round((performance.now() - tMem) * 1000);
     const tids = task.threads.map((t) => ns.v(pid, t.tid));
     for (const t of task.threads) {
       if (t.seccomp.length) t.core.threadCore.seccompFilter = seccomp.add(t.seccomp);

@@ -1,7 +1,8 @@
 // Collecting one frozen process: threads, memory layout, task state. Produces plain init objects
 // shaped like CRIU's protobuf messages (camelCase field names of the generated code).
 import { getRegs } from "../sys/ptrace";
-import { readStat, readStatus, readLink, type ProcStat } from "../sys/proc";
+import { readStat, readStatus, readLink, readMaps, type ProcStat } from "../sys/proc";
+import { askVmas, type PendingVmas } from "../codec/vmareader";
 import { NR } from "../sys/nr";
 import { BATCH_CODE, Injector, RemoteMem } from "../ptrace/inject";
 import type { FrozenProcess } from "../ptrace/seize";
@@ -34,6 +35,13 @@ export interface TaskDump {
   clocks: Clocks;
   /** hostname and domain name the process sees (its UTS namespace) */
   uts: { nodename: string; domainname: string };
+  /**
+   * vmas came from /proc/PID/maps, their flags are being read from smaps on the VMA reader Worker:
+   * the caller completes them (completeVmas) before anything but the memory dump reads them
+   */
+  vmFlags?: PendingVmas;
+  /** VmLck is not 0: a VMA may be mlock()ed (which decides what a lazy dump leaves with the source) */
+  locked: boolean;
 }
 
 function hexMask(s: string | undefined): bigint {
@@ -125,9 +133,16 @@ function batchCalls(
   }
 }
 
-/** Collect everything of one frozen process. Leaves the tracee's registers as they were. */
-export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
+/**
+ * Collect everything of one frozen process. Leaves the tracee's registers as they were.
+ * vmaReader: its VmFlags read on the VMA reader Worker meanwhile (TaskDump.vmFlags).
+ */
+export function dumpTask(fp: FrozenProcess, mem: RemoteMem, vmaReader = false): TaskDump {
   const pid = fp.pid;
+  // smaps from now, while the state is collected: nothing below changes the memory map (the batch
+  // area of CRIU_BUN_BATCH=on would: asked after it then)
+  const batchArea = process.env.CRIU_BUN_BATCH === "on";
+  let vmFlags = vmaReader && !batchArea ? askVmas(pid) : undefined;
   const stat = readStat(pid);
   const status = readStatus(pid);
   const leader = fp.threads[0];
@@ -181,10 +196,12 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
   }
 
   // --- threads
+  const tThreads = performance.now();
   const threads: ThreadDump[] = [];
   for (const t of fp.threads) threads.push(dumpThread(pid, t, sysInsn, mem));
 
   // --- process-wide state in the leader's core
+  const tShared = performance.now();
   const shared = dumpPendingSignals(leader.tid, true);
   const limits = dumpRlimits(pid);
   const { personality, loginuid, oomScoreAdj } = dumpTaskAttrs(pid);
@@ -207,7 +224,12 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
   };
 
   // --- memory layout
-  const { vmas, mm, exe } = dumpMm(pid, stat, brk, thpDisabled);
+  const tMm = performance.now();
+  if (vmaReader && batchArea) vmFlags = askVmas(pid);
+  const { vmas, mm, exe } = dumpMm(pid, stat, brk, thpDisabled, vmFlags ? readMaps(pid) : undefined);
+  log.debug(
+    `process ${pid}: threads ${(tShared - tThreads).toFixed(1)} ms, signals, limits and attributes ${(tMm - tShared).toFixed(1)} ms, memory layout ${(performance.now() - tMm).toFixed(1)} ms`
+  );
   const umask = parseInt(status.Umask ?? "22", 8);
   log.info(`Dumped state of ${pid}: ${threads.length} thread(s), ${vmas.length} VMAs, brk 0x${brk.toString(16)}`);
   return {
@@ -223,5 +245,7 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem): TaskDump {
     cwd: readLink(`/proc/${pid}/cwd`),
     root: readLink(`/proc/${pid}/root`),
     exe,
+    vmFlags,
+    locked: !/^0 kB$/.test(status.VmLck ?? "0 kB"),
   };
 }

@@ -31,8 +31,16 @@ export interface PageRun {
   flags: number;
 }
 
-export function classifyVmas(pid: number): { vmas: DumpedVma[]; raw: Vma[] } {
-  const raw = readVmas(pid);
+/**
+ * The VMAs of a frozen process classified as CRIU does, from /proc/PID/smaps, or from `raw` when
+ * given: /proc/PID/maps without VmFlags (their flags come later: completeVmas) or smaps read elsewhere.
+ */
+export function classifyVmas(pid: number, raw?: Vma[]): DumpedVma[] {
+  if (!raw) {
+    const t0 = performance.now();
+    raw = readVmas(pid);
+    log.debug(`process ${pid}: ${raw.length} VMAs read from smaps in ${(performance.now() - t0).toFixed(1)} ms`);
+  }
   const vmas: DumpedVma[] = [];
   const mayWrite = new Set<bigint>();
   for (const v of raw) {
@@ -141,8 +149,44 @@ export function classifyVmas(pid: number): { vmas: DumpedVma[]; raw: Vma[] } {
       mayWrite: mayWrite.has(v.start),
     });
   }
+  return vmas;
+}
+
+/** The VMAs' -v4 lines, once they are complete. */
+export function logVmas(pid: number, vmas: DumpedVma[]) {
   for (const v of vmas) log.debug(`process ${pid}: ${vmaLine(v)}`);
-  return { vmas, raw };
+}
+
+/**
+ * VMAs classified from /proc/PID/maps (classifyVmas(pid, readMaps(pid))) completed with what their
+ * VmFlags decide, from smaps (`raw`) read while the process stayed frozen: refusals (hugetlb,
+ * droppable), MAP_GROWSDOWN and MAP_LOCKED, madvise advice, may-write; the same as classifyVmas of
+ * smaps alone. smaps must list the very VMAs maps did (the process was frozen between the two
+ * reads and its map untouched): anything else fails the dump.
+ */
+export function completeVmas(pid: number, vmas: DumpedVma[], raw: Vma[]) {
+  const full = classifyVmas(pid, raw);
+  const changed = (at: bigint) =>
+    new CriuError("mem", `process ${pid}: its memory map changed while it was frozen (at 0x${at.toString(16)})`);
+  if (full.length !== vmas.length) throw changed(vmas[Math.min(full.length, vmas.length) - 1]?.start ?? 0n);
+  for (let i = 0; i < vmas.length; i++) {
+    const a = vmas[i],
+      b = full[i];
+    if (
+      a.start !== b.start ||
+      a.end !== b.end ||
+      a.prot !== b.prot ||
+      a.status !== b.status ||
+      a.pgoff !== b.pgoff ||
+      a.inode !== b.inode ||
+      a.dev !== b.dev ||
+      a.path !== b.path
+    )
+      throw changed(a.start);
+    a.flags = b.flags;
+    a.madv = b.madv;
+    a.mayWrite = b.mayWrite;
+  }
 }
 
 /** One VMA as the -v4 logs show it, on dump and on restore. */

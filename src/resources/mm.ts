@@ -5,7 +5,7 @@
 // shares with its parent kept), its pages filled (codec), mlock()ed ranges locked again, and the
 // mm fields, auxv and exe link set in one PR_SET_MM_MAP. Page contents are the codec's
 // (src/codec), shared memory's shmem.ts and sysvshm.ts.
-import { readAuxv, readLink, readMaps, readVmas, type ProcStat } from "../sys/proc";
+import { readAuxv, readLink, readMaps, readVmas, type ProcStat, type Vma } from "../sys/proc";
 import { NR } from "../sys/nr";
 import { PR, MADV } from "../sys/flags";
 import { O } from "../sys/mem";
@@ -14,7 +14,7 @@ import type { Injector, OutCall } from "../ptrace/inject";
 import * as S from "../images/schemas";
 import { isFieldSet } from "@bufbuild/protobuf";
 import { CriuError, log } from "../log";
-import { classifyVmas, vmaLine, type DumpedVma } from "./memory";
+import { classifyVmas, logVmas, vmaLine, type DumpedVma } from "./memory";
 import { VMA, MAP, PAGE } from "./vma";
 import { SHMAT } from "./sysvshm";
 
@@ -45,8 +45,9 @@ export function decodeMmCalls(got: { r: bigint }[]): { brk: bigint; thpDisabled:
  * The memory layout of a frozen process: its VMAs and CRIU's mm_entry fields (its vmas and
  * exe_file_id are filled in once the files they map have ids: mmVmaEntries, the dump's file table).
  */
-export function dumpMm(pid: number, stat: ProcStat, brk: bigint, thpDisabled: boolean) {
-  const { vmas } = classifyVmas(pid);
+export function dumpMm(pid: number, stat: ProcStat, brk: bigint, thpDisabled: boolean, raw?: Vma[]) {
+  const vmas = classifyVmas(pid, raw);
+  if (!raw) logVmas(pid, vmas); // (else once completeVmas gave them their flags)
   const exe = readLink(`/proc/${pid}/exe`);
   const auxv = readAuxv(pid);
   const mm: S.Init<typeof S.mm_entrySchema> = {

@@ -302,6 +302,12 @@ export function readAuxv(pid: number): BigUint64Array {
   return new BigUint64Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.length));
 }
 
+/** The calling thread's nice value, or undefined when it cannot be read. */
+export function threadNice(): number | undefined {
+  const r = syscall(NR.getpriority, 0 /* PRIO_PROCESS */, syscall(NR.gettid));
+  return r < 0 ? undefined : 20 - r; // the kernel returns 20 - nice
+}
+
 /**
  * The calling thread's nice value set to `nice` (Linux keeps nice per thread: the others, and
  * processes started later from other threads, keep theirs); returns the value it had, or undefined

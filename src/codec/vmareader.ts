@@ -1,0 +1,91 @@
+// A frozen process's VMAs with their VmFlags (/proc/PID/smaps) read on a Worker, while the main
+// thread collects the rest of its state and its memory. Reading smaps walks every page table of the
+// process (tens of ms per GiB resident, more on a busy machine), and nothing but the VmFlags needs
+// it: the VMAs themselves come from /proc/PID/maps (no walk) at once, and the flags join them later
+// (resources/memory.ts completeVmas). Exact: the tree is frozen from before the request until after
+// the answer is used, and completeVmas checks that smaps lists the very VMAs maps did.
+//
+// One Worker (the page Worker's entry point, op "vmas"), started by the first use and kept for the
+// following dumps of this run (migrate's rounds): it takes ~0.1-0.3 s to start. A request it has not
+// taken by the time the answer is needed (the Worker still starting) is taken back and read here.
+import { MessageChannel, receiveMessageOnPort, type MessagePort } from "node:worker_threads";
+import { readVmas, threadNice, type Vma } from "../sys/proc";
+import { workerUrl } from "./pipeline";
+import { IDLE, ASKED, TAKEN, I_STATE, I_PID, I_NICE, NO_NICE } from "./vmaserve";
+import { log, errorMessage } from "../log";
+
+let reader: VmaReader | undefined;
+
+/** One process's VMAs asked of the Worker; join() has them (or reads them here). */
+export interface PendingVmas {
+  join(): Vma[];
+}
+
+class VmaReader {
+  private readonly ctl = new Int32Array(new SharedArrayBuffer(16));
+  private readonly port: MessagePort;
+  private readonly worker: Worker;
+  private busy = false;
+
+  constructor() {
+    const ch = new MessageChannel();
+    this.port = ch.port1;
+    this.worker = new Worker(workerUrl(), { smol: true });
+    this.worker.postMessage({ op: "vmas", ctl: this.ctl.buffer, port: ch.port2 }, [ch.port2]);
+    this.worker.unref();
+  }
+
+  ask(pid: number): PendingVmas {
+    const here = { join: () => readVmas(pid) };
+    // a Worker still starting, or one answer at a time: read on this thread when it is needed
+    if (this.busy || Atomics.load(this.ctl, I_STATE) !== IDLE) return here;
+    this.busy = true;
+    Atomics.store(this.ctl, I_PID, pid);
+    Atomics.store(this.ctl, I_NICE, threadNice() ?? NO_NICE);
+    Atomics.store(this.ctl, I_STATE, ASKED);
+    Atomics.notify(this.ctl, I_STATE);
+    const t0 = performance.now();
+    return {
+      join: () => {
+        try {
+          // not taken yet: taken back and read here
+          if (Atomics.compareExchange(this.ctl, I_STATE, ASKED, IDLE) === ASKED) {
+            log.debug(`process ${pid}: the VMA reader did not take the request; smaps read here`);
+            return readVmas(pid);
+          }
+          const tw = performance.now();
+          while (Atomics.load(this.ctl, I_STATE) === TAKEN) Atomics.wait(this.ctl, I_STATE, TAKEN, 1000);
+          const m = receiveMessageOnPort(this.port)?.message as { vmas?: Vma[]; error?: string; ms?: number };
+          Atomics.store(this.ctl, I_STATE, IDLE);
+          if (!m?.vmas) {
+            // the same read here gives the same error (a process gone ...) as without the Worker
+            log.debug(`process ${pid}: the VMA reader failed (${m?.error ?? "no answer"}); smaps read here`);
+            return readVmas(pid);
+          }
+          log.debug(
+            `process ${pid}: VMAs and their flags read from smaps on a Worker in ${m.ms?.toFixed(1)} ms; waited ${(performance.now() - tw).toFixed(1)} ms for them, ${(tw - t0).toFixed(1)} ms after asking`
+          );
+          return m.vmas;
+        } finally {
+          this.busy = false;
+        }
+      },
+    };
+  }
+}
+
+/**
+ * The VMAs of frozen process pid, with their flags, read on the VMA reader Worker from now on
+ * (started on the first call: that one's are read here when asked for). The process must stay
+ * frozen, its memory map untouched, until join() returned.
+ */
+export function askVmas(pid: number): PendingVmas {
+  if (process.env.CRIU_BUN_VMA_READER === "off") return { join: () => readVmas(pid) };
+  try {
+    reader ??= new VmaReader();
+  } catch (e) {
+    log.debug(`no VMA reader Worker (${errorMessage(e)}): smaps read on this thread`);
+    return { join: () => readVmas(pid) };
+  }
+  return reader.ask(pid);
+}
