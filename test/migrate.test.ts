@@ -261,6 +261,25 @@ test("migrate a python3 counter over loopback: pre-copy rounds send less and les
   expect(await result(w)).toStartWith("PASS");
 }, 90_000);
 
+test("migrate a counter that flips VmFlags of four mappings at every step (MADV_DONTFORK, DONTDUMP, HUGEPAGE, mlock): the copy shows each one as the source had it when frozen", async () => {
+  const ns = nets.make("flags");
+  const { pid, w } = await startCounter(ns, 16, undefined, "--flip-flags");
+  await waitFor(() => count(w) > 100, "counter running");
+  const dst = await listen(ns, 7509, "127.0.0.1");
+  const src = migrate(ns, pid, "127.0.0.1:7509");
+  await succeeded(src, dst);
+  // the flags of the final round were read from smaps on the VMA reader Worker, the tree frozen,
+  // while the rest of its state and its memory were collected (round 1's on the main thread: the
+  // Worker was starting)
+  expect(src.log()).toMatch(/VMAs and their flags read from smaps on a Worker/);
+  const npid = restoredPid(dst);
+  await waitFor(() => !existsSync(`/proc/${pid}`), "source gone");
+  const c0 = count(w);
+  await waitFor(() => count(w) > c0 + 50, "restored counter counting");
+  expect(status(npid, "VmLck")).toBeDefined();
+  expect(await result(w)).toMatch(/^PASS steps=\d+ flips=[1-9]\d*/);
+}, 90_000);
+
 test("migrate --listen --no-post-copy: the restore writes every page before the tree runs; it counts on, its memory is right", async () => {
   const ns = nets.make("eager");
   const { pid, w } = await startCounter(ns, 8);

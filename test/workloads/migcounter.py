@@ -11,6 +11,10 @@ Writes DIR/ready once set up. When DIR/go appears it replays steps 1..k and comp
 with what the replay says it holds (a migration that lost or mixed up a page fails), then writes
 DIR/result: "PASS steps=K" or "FAIL: reason", and exits.
 --selftest-corrupt: one byte of one page changed behind the bookkeeping's back after ready.
+--flip-flags: four more private anonymous mappings of 16 pages whose VmFlags it flips at every step, one
+mapping after the other (MADV_DONTFORK/DOFORK, MADV_DONTDUMP/DODUMP, MADV_HUGEPAGE/NOHUGEPAGE,
+mlock/munlock); at the check each must show in /proc/self/smaps the state it last set (either one
+when it was stopped between noting a flip and making it), and still hold its bytes.
 """
 import os, select, socket, sys, time
 
@@ -54,6 +58,37 @@ if ls:
     conn, _ = ls.accept()
     conn.setblocking(False)
 
+flip = "--flip-flags" in sys.argv
+regions = []
+if flip:
+    import ctypes, mmap
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    FL = 16 * PAGE
+    # (advice that sets the flag, advice that clears it, its VmFlags mnemonic); None: mlock/munlock
+    for on, off, name in [
+        (mmap.MADV_DONTFORK, mmap.MADV_DOFORK, "dc"),
+        (mmap.MADV_DONTDUMP, mmap.MADV_DODUMP, "dd"),
+        (mmap.MADV_HUGEPAGE, mmap.MADV_NOHUGEPAGE, "hg"),
+        (None, None, "lo"),
+    ]:
+        m = mmap.mmap(-1, FL, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        m[:] = bytes([len(regions) + 0x41]) * FL
+        addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
+        regions.append({"m": m, "addr": addr, "on": on, "off": off, "name": name, "want": False, "done": False})
+    flips = 0
+
+
+def flip_one(r, state):
+    r["want"] = state  # noted first: stopped between the two, either state is right
+    if r["on"] is None:
+        if (libc.mlock if state else libc.munlock)(ctypes.c_void_p(r["addr"]), ctypes.c_size_t(FL)) != 0:
+            raise OSError(ctypes.get_errno(), "mlock/munlock")
+    else:
+        r["m"].madvise(r["on"] if state else r["off"])
+    r["done"] = state
+
+
 if corrupt:
     mem[(npages // 3) * PAGE + 100] ^= 0x40
 k = 0
@@ -67,6 +102,10 @@ while not os.path.exists(os.path.join(d, "go")):
         k += 1
         p = (k * 7919) % npages
         mem[p * PAGE:(p + 1) * PAGE] = stepped(k)
+        if regions:
+            r = regions[k % len(regions)]
+            flip_one(r, not r["done"])
+            flips += 1
         if k % 20 == 0:
             write("count", str(k))
         next_step += 1.0 / rate
@@ -99,4 +138,27 @@ for i in range(npages):
 if bad:
     write("result", f"FAIL: memory differs in {bad} of {npages} pages after {k} steps\n")
     sys.exit(1)
+if regions:
+    smaps = open("/proc/self/smaps").read().split("\n")
+    for i, r in enumerate(regions):
+        flags = None
+        for j, line in enumerate(smaps):
+            a = line.split(" ", 1)[0]
+            if "-" in a and all(c in "0123456789abcdef-" for c in a):
+                lo, hi = (int(x, 16) for x in a.split("-"))
+                if lo <= r["addr"] < hi:
+                    for f in smaps[j + 1 :]:
+                        if f.startswith("VmFlags:"):
+                            flags = f.split()[1:]
+                            break
+                    break
+        has = flags is not None and r["name"] in flags
+        if flags is None or (r["want"] == r["done"] and has != r["done"]):
+            write("result", f"FAIL: mapping {i} shows {flags} after {flips} flips, '{r['name']}' should be {r['done']}\n")
+            sys.exit(1)
+        if r["m"][:] != bytes([i + 0x41]) * FL:
+            write("result", f"FAIL: mapping {i} does not hold its bytes\n")
+            sys.exit(1)
+    write("result", f"PASS steps={k} flips={flips}\n")
+    sys.exit(0)
 write("result", f"PASS steps={k}\n")
