@@ -142,6 +142,52 @@ describe.skipIf(!supported)("memory tracking (uffd-wp async)", () => {
     await restoreAndCheck(w, join(base, "final"));
   }, 120_000);
 
+  test("a private file mapping is tracked too: pages written since the pre-dump are read, its other private pages come from the parent, a page dropped since (MADV_DONTNEED: the file's again) does not", async () => {
+    const w = await startWorkload("filepriv.py");
+    const base = imagesDir("memtrack-file");
+    for (const d of ["pre", "final"]) mkdirSync(join(base, d));
+    let r = criuBun(["pre-dump", "-t", String(w.pid), "-D", join(base, "pre"), "-o", "dump.log", "-v4"]);
+    expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: "" });
+    // the writable private mapping of DIR/data is registered: its pages are write-protected
+    const smaps = readFileSync(`/proc/${w.pid}/smaps`, "latin1");
+    const entry = smaps.split(/\n(?=[0-9a-f]+-[0-9a-f]+ )/).find((e) => e.includes(join(w.dir, "data")));
+    expect(entry).toMatch(/VmFlags:.* uw/);
+    writeFileSync(join(w.dir, "step-1"), "");
+    await waitUntil("the workload's step", () => existsSync(join(w.dir, "stepped-1")), 10000);
+    r = criuBun([
+      "dump",
+      "-t",
+      String(w.pid),
+      "-D",
+      join(base, "final"),
+      "--prev-images-dir",
+      "../pre",
+      "--display-stats",
+      "-o",
+      "dump.log",
+      "-v4",
+    ]);
+    expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: "" });
+    const log = readFileSync(join(base, "final", "dump.log"), "utf8");
+    // python3's own mappings are tracked too; of the data mapping only the 5 written pages are read
+    expect(log).toMatch(/tracked memory: \d+ pages written since the previous dump/);
+    expect(stats(r.stdout).scanned).toBeLessThan(400);
+    // pages 5 and 6 are the file's again (their private copies went): no PE_PARENT run covers them
+    const pm = JSON.parse(
+      Bun.spawnSync(["crit", "decode", "-i", join(base, "final", `pagemap-${w.pid}.img`)]).stdout.toString()
+    );
+    const mapAt = BigInt(`0x${entry!.split("-")[0]}`);
+    const covered = (p: number) =>
+      pm.entries.slice(1).some((e: { vaddr: string | number; nr_pages: number }) => {
+        const a = BigInt(e.vaddr);
+        const at = mapAt + BigInt(p * 4096);
+        return at >= a && at < a + BigInt(e.nr_pages) * 4096n;
+      });
+    expect([0, 2, 7, 20].map(covered)).toEqual([true, true, true, true]);
+    expect([5, 6, 30].map(covered)).toEqual([false, false, false]);
+    await restoreAndCheck(w, join(base, "final"));
+  }, 120_000);
+
   test("tracking ended by the process itself (close_range) falls back to comparing contents, and the pages come back right", async () => {
     const w = await startWorkload("dirty", ["8"]);
     const base = imagesDir("memtrack-fallback");

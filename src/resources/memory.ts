@@ -208,6 +208,42 @@ const PM_PRESENT = 1 << 31,
   PM_SWAP = 1 << 30,
   PM_FILE = 1 << 29; // bits 63,62,61 as seen in the high u32
 
+/**
+ * A pagemap entry that is a userfaultfd write-protect marker: what memory tracking (memtrack.ts)
+ * leaves in the page table of a tracked file mapping for a page that is not there (the file's page
+ * comes back on the next access). pagemap and PAGEMAP_SCAN report it as swapped (PM_SWAP, swap
+ * type 31: the kernel's PTE marker type, the last one; offset 1: PTE_MARKER_UFFD_WP, never a guard
+ * region's 4): it is no private page. (Swap type and offset show only to CAP_SYS_ADMIN: otherwise
+ * 0, and such an entry stays a page, as before.)
+ */
+function isWpMarker(lo: number, hi: number): boolean {
+  return (hi & PM_SWAP) !== 0 && lo === ((1 << 5) | 31) && (hi & 0x7fffff) === 0;
+}
+
+/** [start, end) ranges of a file mapping's pages reported swapped, without the write-protect markers among them. */
+export function withoutWpMarkers(pagemapFd: number, pid: number, ranges: [bigint, bigint][]): [bigint, bigint][] {
+  const out: [bigint, bigint][] = [];
+  const CHUNK = 4096;
+  const buf = new Uint8Array(CHUNK * 8),
+    u32 = new Uint32Array(buf.buffer);
+  for (const [a, b] of ranges) {
+    for (let at = a; at < b; ) {
+      const n = Number((b - at) / 4096n) < CHUNK ? Number((b - at) / 4096n) : CHUNK;
+      const got = preadFull(pagemapFd, buf, (at / 4096n) * 8n, n * 8, 0, `read pagemap of ${pid}`);
+      if (got < n * 8) throw new CriuError("mem", `short pagemap read for ${pid}`);
+      for (let i = 0; i < n; i++) {
+        if (isWpMarker(u32[i * 2], u32[i * 2 + 1])) continue;
+        const p = at + BigInt(i) * 4096n,
+          last = out[out.length - 1];
+        if (last && last[1] === p) last[1] = p + 4096n;
+        else out.push([p, p + 4096n]);
+      }
+      at += BigInt(n) * 4096n;
+    }
+  }
+  return out;
+}
+
 /** Append the run [vaddr, +nrPages) to runs, extending the last one when they touch and it is not
  * before `floor` (runs stop at VMA ends, as CRIU writes them). */
 function addRun(runs: PageRun[], floor: number, vaddr: bigint, nrPages: number) {
@@ -250,7 +286,7 @@ export function pagesToDump(pid: number, vmas: DumpedVma[]): PageRun[] {
         continue;
       }
       if (scanner) {
-        const r = scanVma(pid, scanner, v, anon, runs, guard);
+        const r = scanVma(pid, scanner, v, anon, runs, guard, fd);
         if (r === "done") continue;
         if (r === "unsupported") scanner = undefined; // kernel without PAGEMAP_SCAN: read from now on
       }
@@ -273,7 +309,8 @@ function scanVma(
   v: DumpedVma,
   anon: boolean,
   runs: PageRun[],
-  guard = 0
+  guard = 0,
+  pagemapFd = -1
 ): "done" | "vma" | "unsupported" {
   const q = anon
     ? { anyof: PAGE_IS.PRESENT | PAGE_IS.SWAPPED | guard, ret: PAGE_IS.PRESENT | PAGE_IS.SWAPPED | guard }
@@ -300,8 +337,14 @@ function scanVma(
     for (let i = 0; i < n; i++) {
       const a = vec[i * 3],
         b = vec[i * 3 + 1] < end ? vec[i * 3 + 1] : end;
-      if (guard && Number(vec[i * 3 + 2]) & guard && a < b)
-        refuse("mem", `process ${pid}`, "guard", `at 0x${a.toString(16)}`);
+      const cat = Number(vec[i * 3 + 2]);
+      if (guard && cat & guard && a < b) refuse("mem", `process ${pid}`, "guard", `at 0x${a.toString(16)}`);
+      // a file mapping's "swapped" pages may be memory tracking's write-protect markers: no pages
+      if (!anon && a < b && !(cat & PAGE_IS.PRESENT) && pagemapFd >= 0) {
+        for (const [x, y] of withoutWpMarkers(pagemapFd, pid, [[a, b]]))
+          addRun(runs, floor, x, Number((y - x) / 4096n));
+        continue;
+      }
       if (a < b) addRun(runs, floor, a, Number((b - a) / 4096n));
     }
     at = end;
@@ -331,7 +374,8 @@ class PagemapReader {
       if (got < cnt * 8) throw new CriuError("mem", `short pagemap read for ${this.pid}`);
       for (let i = 0; i < cnt; i++) {
         const hi = u32[i * 2 + 1];
-        const want = (hi & (PM_PRESENT | PM_SWAP)) !== 0 && (anon || (hi & PM_FILE) === 0);
+        const want =
+          (hi & (PM_PRESENT | PM_SWAP)) !== 0 && (anon || ((hi & PM_FILE) === 0 && !isWpMarker(u32[i * 2], hi)));
         const idx = base + i;
         if (want) {
           if (runStart < 0) runStart = idx;

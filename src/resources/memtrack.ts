@@ -2,8 +2,9 @@
 // (UFFD_FEATURE_WP_ASYNC) with PAGEMAP_SCAN (Linux 6.7+), set up in the target by injected syscalls.
 //
 // pre-dump (or dump --track-mem -R) ARMS tracking in each process, at the end of its frozen period,
-// after its pages were read: a userfaultfd is made in the target, its private anonymous VMAs are
-// registered in write-protect mode, and one PAGEMAP_SCAN with PM_SCAN_WP_MATCHING write-protects every
+// after its pages were read: a userfaultfd is made in the target, its private anonymous VMAs (and
+// its private file mappings but the executable ones: their copied-on-write pages) are registered in
+// write-protect mode, and one PAGEMAP_SCAN with PM_SCAN_WP_MATCHING write-protects every
 // page. From then on the kernel itself clears a page's write-protection on its first write (no signal,
 // no fault handler: async mode), so PAGEMAP_SCAN's PAGE_IS_WRITTEN says which pages changed.
 //
@@ -48,7 +49,7 @@ import { readStat, readLink } from "../sys/proc";
 import { errnoText } from "../sys/errno";
 import { decodePagemap, type PagemapRun } from "../images/pagemap";
 import { VMA } from "./vma";
-import type { DumpedVma, PageRun } from "./memory";
+import { withoutWpMarkers, type DumpedVma, type PageRun } from "./memory";
 import { log, errorMessage } from "../log";
 
 const PAGE = 4096n,
@@ -144,7 +145,10 @@ export class MemTracker {
 
   /**
    * Pages of the tracked VMAs: written since the parent -> read them; not written and in the
-   * parent -> PE_PARENT. Returns undefined where tracking is not in use for this process; VMAs
+   * parent -> PE_PARENT. In a tracked file mapping (trackable) only its private pages count (those
+   * no longer the file's: copied on write): written since -> read; private, not written and in the
+   * parent -> PE_PARENT; the file's own pages and tracking's write-protect markers (a page not
+   * there, reported swapped) are neither, as pagesToDump leaves them out. Returns undefined where tracking is not in use for this process; VMAs
    * not (or no longer) registered are left to the caller (`untracked`).
    */
   select(pid: number, vpid: number, vmas: DumpedVma[]): (TrackedPages & { untracked: DumpedVma[] }) | undefined {
@@ -157,15 +161,18 @@ export class MemTracker {
     const out: TrackedPages & { untracked: DumpedVma[] } = { want: [], fromParent: [], trackedPages: 0, untracked: [] };
     try {
       for (const v of vmas) {
-        if (!(v.status & VMA.ANON_PRIVATE) || v.status & (VMA.VDSO | VMA.VVAR | VMA.VSYSCALL)) {
+        const kind = trackable(v);
+        if (!kind) {
           out.untracked.push(v);
           continue;
         }
+        // file mappings: the file's own pages are no pages of the dump
+        const file = kind === "file" ? PAGE_IS.FILE : 0;
         // written since the write-protect (not the zero page): read
         const written = scanRuns(sc, pid, v.start, v.end, {
           flags: PM_SCAN.CHECK_WPASYNC,
-          mask: PAGE_IS.WRITTEN | PAGE_IS.PFNZERO,
-          inverted: PAGE_IS.PFNZERO,
+          mask: PAGE_IS.WRITTEN | PAGE_IS.PFNZERO | file,
+          inverted: PAGE_IS.PFNZERO | file,
           anyof: PAGE_IS.PRESENT | PAGE_IS.SWAPPED,
           ret: PAGE_IS.WRITTEN | PAGE_IS.PRESENT | PAGE_IS.SWAPPED,
         });
@@ -174,14 +181,23 @@ export class MemTracker {
           continue;
         }
         // there and untouched: the parent's copy is this page (where the parent has one)
-        const same =
+        const untouched = (anyof: number) =>
           scanRuns(sc, pid, v.start, v.end, {
             flags: PM_SCAN.CHECK_WPASYNC,
-            mask: PAGE_IS.WRITTEN | PAGE_IS.PFNZERO,
-            inverted: PAGE_IS.WRITTEN | PAGE_IS.PFNZERO,
-            anyof: PAGE_IS.PRESENT | PAGE_IS.SWAPPED,
-            ret: PAGE_IS.PRESENT | PAGE_IS.SWAPPED,
+            mask: PAGE_IS.WRITTEN | PAGE_IS.PFNZERO | file,
+            inverted: PAGE_IS.WRITTEN | PAGE_IS.PFNZERO | file,
+            anyof,
+            ret: anyof,
           }) ?? [];
+        let same: [bigint, bigint][];
+        if (!file) same = untouched(PAGE_IS.PRESENT | PAGE_IS.SWAPPED);
+        else {
+          // a file mapping's untouched "swapped" pages in the parent: swapped-out private pages, or
+          // write-protect markers (the private page the parent has was dropped since: the file's
+          // page is back), told apart by their pagemap entries
+          const swapped = withoutWpMarkers(fd, pid, intersect(untouched(PAGE_IS.SWAPPED), parent));
+          same = union(untouched(PAGE_IS.PRESENT), swapped);
+        }
         for (const [a, b] of written) out.want.push({ vaddr: a, nrPages: Number((b - a) / PAGE), flags: PE_PRESENT });
         for (const [a, b] of intersect(same, parent))
           out.fromParent.push({ vaddr: a, nrPages: Number((b - a) / PAGE), flags: PE_PARENT });
@@ -236,9 +252,7 @@ export class MemTracker {
       let n = 0;
       try {
         const sc = new PagemapScanner(pm);
-        const anon = vmas.filter(
-          (v) => v.status & VMA.ANON_PRIVATE && !(v.status & (VMA.VDSO | VMA.VVAR | VMA.VSYSCALL))
-        );
+        const tracked = vmas.filter((v) => trackable(v));
         const registered = (v: DumpedVma) =>
           sc.scan(v.start, v.start + PAGE, {
             flags: PM_SCAN.CHECK_WPASYNC,
@@ -246,7 +260,7 @@ export class MemTracker {
             ret: PAGE_IS.WRITTEN,
           }) !== -1;
         const protect: [bigint, bigint][] = [];
-        for (const v of anon) {
+        for (const v of tracked) {
           if (registered(v)) {
             protect.push([v.start, v.end]);
             continue;
@@ -404,6 +418,32 @@ function parentCoverage(parentDir: string, vpid: number): [bigint, bigint][] {
     else out.push([a, b]);
   }
   return out.sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0));
+}
+
+/**
+ * What tracking covers: private anonymous memory, and private file mappings that are not executable
+ * (data, relocations: the pages a process copies on write; text stays untracked, its pages are the
+ * file's, and pagesToDump finds any that is not). A file mapping needs UFFD_FEATURE_WP_ASYNC (which
+ * takes any memory in write-protect mode); its pages not there get write-protect markers.
+ */
+function trackable(v: DumpedVma): "anon" | "file" | undefined {
+  if (v.status & (VMA.VDSO | VMA.VVAR | VMA.VSYSCALL)) return undefined;
+  if (v.status & VMA.ANON_PRIVATE) return "anon";
+  if (v.status & VMA.FILE_PRIVATE && v.prot & 3 && !(v.prot & 4)) return "file";
+  return undefined;
+}
+
+/** Union of two sorted lists of disjoint ranges. */
+function union(a: [bigint, bigint][], b: [bigint, bigint][]): [bigint, bigint][] {
+  const all = [...a, ...b].sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0));
+  const out: [bigint, bigint][] = [];
+  for (const [x, y] of all) {
+    const last = out[out.length - 1];
+    if (last && x <= last[1]) {
+      if (y > last[1]) last[1] = y;
+    } else out.push([x, y]);
+  }
+  return out;
 }
 
 /** Intersection of two sorted lists of disjoint ranges. */
