@@ -32,6 +32,7 @@ import { UFFDIO_API, UFFDIO_REGISTER, UFFD_API, UFFDIO_REGISTER_MODE, UFFD_LAZY_
 import { sendPacket, recvPacket } from "../sys/seqpacket";
 import { AF, SOCK } from "../sys/sock";
 import type * as S from "../images/schemas";
+import type { InCall } from "../ptrace/inject";
 
 export const LAZY_SOCKET = "lazy-pages.socket";
 /** what restore sends the daemon once the tree runs, as CRIU does ("RSTF") */
@@ -298,8 +299,8 @@ interface UffdTarget {
   pid: number;
   vpid: number;
   call: (nr: number, ...args: (number | bigint)[]) => bigint;
-  /** put bytes in the process's scratch memory (not its own), returns their address */
-  scratch: (data: Uint8Array) => bigint;
+  /** calls that each pass a struct, in as few stops as fit; each call's check sees its result, in order */
+  batchData: (calls: InCall[]) => void;
 }
 
 /**
@@ -311,27 +312,36 @@ export function makeUffd(t: UffdTarget, ranges: [bigint, bigint][]): number {
   const u = Number(t.call(NR.userfaultfd, O.CLOEXEC | O.NONBLOCK));
   if (u < 0) throw new CriuError("restore", `${what}: userfaultfd failed: ${errnoText(-u)}`);
   try {
-    const api = t.scratch(
-      new Uint8Array(new BigUint64Array([BigInt(UFFD_API), BigInt(UFFD_LAZY_FEATURES), 0n]).buffer)
-    );
-    const r = t.call(NR.ioctl, u, UFFDIO_API, api);
-    if (r !== 0n)
-      throw new CriuError(
-        "restore",
-        `${what}: UFFDIO_API with the fork, remap, remove and unmap events failed: ${errnoText(Number(-r))}; see check --feature lazy_pages`
-      );
-    for (const [a, b] of ranges) {
-      const reg = t.scratch(
-        new Uint8Array(new BigUint64Array([a, b - a, BigInt(UFFDIO_REGISTER_MODE.MISSING), 0n]).buffer)
-      );
-      const x = t.call(NR.ioctl, u, UFFDIO_REGISTER, reg);
-      if (x !== 0n)
-        throw new CriuError(
-          "restore",
-          `${what}: UFFDIO_REGISTER of 0x${a.toString(16)}-0x${b.toString(16)} failed: ${errnoText(Number(-x))}`
-        );
-      log.debug(`${what}: 0x${a.toString(16)}-0x${b.toString(16)} registered (missing mode)`);
-    }
+    // UFFDIO_API and every range's UFFDIO_REGISTER in one stop of the process
+    const calls: InCall[] = [
+      {
+        nr: NR.ioctl,
+        data: [BigInt(UFFD_API), BigInt(UFFD_LAZY_FEATURES), 0n],
+        args: (api) => [u, UFFDIO_API, api],
+        check: (r) => {
+          if (r !== 0n)
+            throw new CriuError(
+              "restore",
+              `${what}: UFFDIO_API with the fork, remap, remove and unmap events failed: ${errnoText(Number(-r))}; see check --feature lazy_pages`
+            );
+        },
+      },
+    ];
+    for (const [a, b] of ranges)
+      calls.push({
+        nr: NR.ioctl,
+        data: [a, b - a, BigInt(UFFDIO_REGISTER_MODE.MISSING), 0n],
+        args: (reg) => [u, UFFDIO_REGISTER, reg],
+        check: (x) => {
+          if (x !== 0n)
+            throw new CriuError(
+              "restore",
+              `${what}: UFFDIO_REGISTER of 0x${a.toString(16)}-0x${b.toString(16)} failed: ${errnoText(Number(-x))}`
+            );
+          log.debug(`${what}: 0x${a.toString(16)}-0x${b.toString(16)} registered (missing mode)`);
+        },
+      });
+    t.batchData(calls);
     const pidfd = syscall(NR.pidfd_open, t.pid, 0);
     if (pidfd < 0) throw new CriuError("restore", `${what}: pidfd_open failed: ${errnoText(-pidfd)}`);
     const fd = syscall(NR.pidfd_getfd, pidfd, u, 0);

@@ -10,7 +10,7 @@ import { NR } from "../sys/nr";
 import { PR, MADV } from "../sys/flags";
 import { O } from "../sys/mem";
 import { sysFailed } from "../sys/errno";
-import type { Injector, OutCall } from "../ptrace/inject";
+import type { Injector, InCall, OutCall } from "../ptrace/inject";
 import * as S from "../images/schemas";
 import { isFieldSet } from "@bufbuild/protobuf";
 import { CriuError, log } from "../log";
@@ -145,8 +145,10 @@ export interface MmRestoreCtx {
   tramp: bigint;
   /** every VMA of the tree (shared anonymous memory is as large as its largest extent in any) */
   treeVmas: () => S.vma_entry[];
-  /** independent syscalls in as few stops as fit (anonymous mappings, closes) */
+  /** independent syscalls in as few stops as fit (mappings, closes) */
   batch: (calls: (number | bigint)[][]) => bigint[];
+  /** calls that each pass bytes (a path), in as few stops as fit; each call's check sees its result */
+  batchData: (calls: InCall[]) => void;
   str: (s: string, slot?: number) => bigint;
   scratch: (off: bigint, data: Uint8Array) => bigint;
   /** a deleted file (ghost) opened in the process, or undefined when it is not one */
@@ -210,30 +212,49 @@ export function restoreMemory(proc: MmRestoreCtx) {
       drop.push(...cur.filter((c) => c.start === x.start));
     }
   }
-  for (const c of drop) inj.ok("munmap", NR.munmap, c.start, c.end - c.start);
+  // the puppet's (or parent's) memory unmapped and the vDSO placed in one batch of injected calls
+  const unmap: Batched[] = drop.map((c) => ({
+    call: [NR.munmap, c.start, c.end - c.start],
+    check: (r) => {
+      if (r < 0n)
+        throw new CriuError("restore", sysFailed(`process ${proc.vpid}`, `munmap of ${hex(c.start)}-${hex(c.end)}`, r));
+    },
+  }));
   const dv = mm.vmas.find((x) => x.status & VMA.VDSO),
     cv = cur.find((c) => c.path === "[vdso]");
-  if (!(proc.parent && dv && cv && dv.start === cv.start && dv.end === cv.end)) placeVdso(proc, cur);
+  if (!(proc.parent && dv && cv && dv.start === cv.start && dv.end === cv.end)) placeVdso(proc, cur, unmap);
+  else runBatched(proc, unmap);
   if (kept.size) forgetParentPages(proc, kept);
   // map every VMA
   const fileFds = new Map<bigint, number>();
-  // anonymous mappings (and their madvise) wait here and go in one batch of injected syscalls
-  // (Injector.callMany) before any other call, so they are made in the same order as ever
-  const pending: { v: S.vma_entry; calls: (number | bigint)[][] }[] = [];
-  const flush = () => {
-    if (!pending.length) return;
+  // anonymous and file mappings (and their madvise) wait here and go in one batch of injected
+  // syscalls (Injector.callMany) before any other call, so they are made in the same order as ever
+  const pending: { v: S.vma_entry; calls: (number | bigint)[][]; fd: number }[] = [];
+  const flush = (last = false) => {
+    const closes = last ? [...fileFds.values()].map((fd) => [NR.close, fd]) : [];
+    if (last) fileFds.clear(); // (closed whatever happens next)
+    if (!pending.length && !closes.length) return;
     const calls = pending.flatMap((p) => p.calls);
-    const res = proc.batch(calls);
+    const res = proc.batch([...calls, ...closes]);
     let k = 0;
-    for (const { v, calls: cs } of pending) {
+    for (const { v, calls: cs, fd } of pending) {
       const r = res[k];
       if (r !== v.start) throw mmapFailed(proc, v, r);
-      log.debug(`process ${proc.pid}: mapped ${vmaLine(v)}`);
+      log.debug(`process ${proc.pid}: mapped ${vmaLine(v)}${fd >= 0 ? ` from fd ${fd}` : ""}`);
       k += cs.length;
     }
     pending.length = 0;
   };
+  const madvCalls = (v: S.vma_entry) => {
+    const calls: (number | bigint)[][] = [];
+    if (v.madv)
+      for (let b = 0n; b < 64n; b++) if (v.madv & (1n << b)) calls.push([NR.madvise, v.start, v.end - v.start, b]);
+    return calls;
+  };
+  const isFile = (v: S.vma_entry) =>
+    (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) !== 0 && !(v.status & VMA.SYSVIPC) && !kept.has(v.start);
   try {
+    openMappedFiles(proc, mm.vmas.filter(isFile), fileFds);
     for (const v of mm.vmas) {
       const anon =
         !(v.status & (VMA.SYSVIPC | VMA.FILE_PRIVATE | VMA.FILE_SHARED | VMA.ANON_SHARED)) &&
@@ -243,14 +264,23 @@ export function restoreMemory(proc: MmRestoreCtx) {
         const len = v.end - v.start;
         const flags =
           (v.flags & (MAP.SHARED | MAP.PRIVATE | MAP.ANONYMOUS | MAP.GROWSDOWN)) | MAP.FIXED | MAP.ANONYMOUS;
-        const calls: (number | bigint)[][] = [[NR.mmap, v.start, len, v.prot, flags, -1, 0n]];
-        if (v.madv) for (let b = 0n; b < 64n; b++) if (v.madv & (1n << b)) calls.push([NR.madvise, v.start, len, b]);
-        pending.push({ v, calls });
+        pending.push({ v, calls: [[NR.mmap, v.start, len, v.prot, flags, -1, 0n], ...madvCalls(v)], fd: -1 });
         continue;
       }
-      flush();
+      if (isFile(v)) {
+        // its file opened above (openMappedFiles)
+        const fd = fileFds.get(v.shmid)!;
+        const flags = (v.flags & (MAP.SHARED | MAP.PRIVATE | MAP.GROWSDOWN)) | MAP.FIXED;
+        pending.push({
+          v,
+          calls: [[NR.mmap, v.start, v.end - v.start, v.prot, flags, fd, v.pgoff], ...madvCalls(v)],
+          fd,
+        });
+        continue;
+      }
       // the kernel's mappings: the vDSO and vvar were placed above, [vsyscall] is the kernel's own
       if (v.status & (VMA.VDSO | VMA.VVAR | VMA.VSYSCALL)) continue;
+      flush();
       if (v.status & VMA.SYSVIPC) {
         if (kept.has(v.start)) continue;
         // one shmat() maps the whole segment at its first VMA (pgoff 0); the VMAs after it (parts
@@ -307,32 +337,7 @@ export function restoreMemory(proc: MmRestoreCtx) {
       const len = v.end - v.start;
       let fd = -1;
       let flags = (v.flags & (MAP.SHARED | MAP.PRIVATE | MAP.ANONYMOUS | MAP.GROWSDOWN)) | MAP.FIXED;
-      if (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) {
-        fd = fileFds.get(v.shmid) ?? -1;
-        if (fd < 0) {
-          const f = proc.files.get(Number(v.shmid));
-          if (!f?.reg)
-            throw new CriuError(
-              "restore",
-              `process ${proc.vpid} VMA ${hex(v.start)}-${hex(v.end)}: file id ${v.shmid} not in files.img`
-            );
-          const oflags = ((v.fdflags ?? 0) & 3) | O.CLOEXEC;
-          fd =
-            proc.openDeleted(f, oflags, `mapping at ${hex(v.start)}`) ??
-            Number(inj.call(NR.openat, -100, proc.str(f.reg.name), oflags, 0));
-          if (fd < 0)
-            throw new CriuError(
-              "restore",
-              sysFailed(
-                `process ${proc.vpid} VMA ${hex(v.start)}-${hex(v.end)}`,
-                `opening '${f.reg.name}' to map it`,
-                fd
-              )
-            );
-          fileFds.set(v.shmid, fd);
-        }
-        flags &= ~MAP.ANONYMOUS;
-      } else if (v.status & VMA.ANON_SHARED) {
+      if (v.status & VMA.ANON_SHARED) {
         fd = fileFds.get(-v.shmid - 1n) ?? -1;
         if (fd < 0) {
           const size = proc
@@ -355,7 +360,8 @@ export function restoreMemory(proc: MmRestoreCtx) {
         for (let b = 0n; b < 64n; b++) if (v.madv & (1n << b)) inj.call(NR.madvise, v.start, len, b);
       }
     }
-    flush();
+    // the files' fds closed in the same batch as the last mappings
+    flush(true);
   } finally {
     const closes = [...fileFds.values()].map((fd) => [NR.close, fd]);
     if (closes.length) proc.batch(closes);
@@ -373,13 +379,74 @@ export function restoreMemory(proc: MmRestoreCtx) {
   );
 }
 
-function placeVdso(proc: MmRestoreCtx, cur: ReturnType<typeof readVmas>) {
-  const inj = proc.inj;
+/**
+ * The files the VMAs map, each opened once in the process (O_RDWR for a shared writable mapping,
+ * as dumped), into fileFds (file id -> fd): a deleted one through its kind (a ghost file or link
+ * remap), the others by path in one batch of injected openat calls.
+ */
+function openMappedFiles(proc: MmRestoreCtx, vmas: S.vma_entry[], fileFds: Map<bigint, number>) {
+  const byPath: InCall[] = [];
+  const asked = new Set<bigint>();
+  for (const v of vmas) {
+    if (fileFds.has(v.shmid) || asked.has(v.shmid)) continue;
+    const f = proc.files.get(Number(v.shmid));
+    const who = `process ${proc.vpid} VMA ${hex(v.start)}-${hex(v.end)}`;
+    if (!f?.reg) throw new CriuError("restore", `${who}: file id ${v.shmid} not in files.img`);
+    const oflags = ((v.fdflags ?? 0) & 3) | O.CLOEXEC;
+    const removed = proc.openDeleted(f, oflags, `mapping at ${hex(v.start)}`);
+    if (removed !== undefined) {
+      fileFds.set(v.shmid, removed);
+      continue;
+    }
+    asked.add(v.shmid);
+    const name = f.reg.name;
+    const path = new Uint8Array((Buffer.byteLength(name) + 8) & ~7);
+    path.set(Buffer.from(name));
+    byPath.push({
+      nr: NR.openat,
+      data: [...new BigUint64Array(path.buffer)],
+      args: (at) => [-100, at, oflags, 0],
+      check: (r) => {
+        if (r < 0n) throw new CriuError("restore", sysFailed(who, `opening '${name}' to map it`, r));
+        fileFds.set(v.shmid, Number(r));
+      },
+    });
+  }
+  proc.batchData(byPath);
+}
+
+/** One injected call of a batch and the check of its result. */
+interface Batched {
+  call: (number | bigint)[];
+  check: (r: bigint) => void;
+}
+/** Calls in as few stops as fit, then each one's check, in order. */
+function runBatched(proc: MmRestoreCtx, calls: Batched[]) {
+  if (!calls.length) return;
+  const res = proc.batch(calls.map((c) => c.call));
+  calls.forEach((c, i) => c.check(res[i]));
+}
+
+/** The vDSO (and vvar) moved where they were, after the calls `before` (unmaps), in one batch. */
+function placeVdso(proc: MmRestoreCtx, cur: ReturnType<typeof readVmas>, before: Batched[]) {
   const dumpedVdso = proc.mm.vmas.find((v) => v.status & VMA.VDSO);
   const dumpedVvar = proc.mm.vmas.filter((v) => v.status & VMA.VVAR);
   const have = cur.filter((v) => v.path === "[vvar]" || v.path === "[vvar_vclock]" || v.path === "[vdso]");
-  for (const v of have) inj.ok("munmap vdso", NR.munmap, v.start, v.end - v.start);
-  if (!dumpedVdso) return;
+  const calls = [
+    ...before,
+    ...have.map(
+      (v): Batched => ({
+        call: [NR.munmap, v.start, v.end - v.start],
+        check: (r) => {
+          if (r < 0n) throw new CriuError("restore", sysFailed(`process ${proc.vpid}`, `munmap of its ${v.path}`, r));
+        },
+      })
+    ),
+  ];
+  if (!dumpedVdso) {
+    runBatched(proc, calls);
+    return;
+  }
   const ourVdso = have.find((v) => v.path === "[vdso]")!;
   const ourVvarSize = have.filter((v) => v.path !== "[vdso]").reduce((s, v) => s + (v.end - v.start), 0n);
   const dumpedVvarSize = dumpedVvar.reduce((s, v) => s + (v.end - v.start), 0n);
@@ -392,9 +459,14 @@ function placeVdso(proc: MmRestoreCtx, cur: ReturnType<typeof readVmas>) {
   const vvarStart = dumpedVvar.length
     ? dumpedVvar.reduce((m, v) => (v.start < m ? v.start : m), dumpedVvar[0].start)
     : dumpedVdso.start;
-  const r = inj.call(NR.arch_prctl, 0x2003 /* ARCH_MAP_VDSO_64 */, dumpedVvar.length ? vvarStart : dumpedVdso.start);
-  if (r < 0n)
-    throw new CriuError("restore", sysFailed(`process ${proc.vpid}`, `ARCH_MAP_VDSO_64 at ${hex(vvarStart)}`, r));
+  calls.push({
+    call: [NR.arch_prctl, 0x2003 /* ARCH_MAP_VDSO_64 */, dumpedVvar.length ? vvarStart : dumpedVdso.start],
+    check: (r) => {
+      if (r < 0n)
+        throw new CriuError("restore", sysFailed(`process ${proc.vpid}`, `ARCH_MAP_VDSO_64 at ${hex(vvarStart)}`, r));
+    },
+  });
+  runBatched(proc, calls);
   const now = readMaps(proc.pid).find((v) => v.path === "[vdso]"); // maps: no page-table walk
   if (!now || now.start !== dumpedVdso.start) {
     throw new CriuError(

@@ -129,22 +129,39 @@ export class TaskBuilder {
 
   /**
    * Calls that each pass a struct: the structs laid out one after the other in the batch area, the
-   * call table after them, all run in one stop (CRIU_BUN_BATCH=off: one injected syscall each, as
-   * dump); each call's check sees its result, in order.
+   * call table after them, run in as few stops as fit the area (CRIU_BUN_BATCH=off: one injected
+   * syscall each, as dump); each call's check sees its result, in order.
    */
   private batchWithData(vpid: number, calls: InCall[]) {
+    const room = (words: number, n: number) => ((BigInt(words * 8) + 63n) & ~63n) + BigInt(n * 64);
+    for (let i = 0; i < calls.length; ) {
+      let words = 0,
+        j = i;
+      while (j < calls.length && room(words + calls[j].data.length, j + 1 - i) <= BigInt(BATCH_SCRATCH_SIZE))
+        words += calls[j++].data.length;
+      if (j === i)
+        throw new CriuError(
+          "restore",
+          `process ${vpid}: a call's ${calls[i].data.length * 8} bytes do not fit the batch area`
+        );
+      this.batchChunk(calls.slice(i, j), words);
+      i = j;
+    }
+  }
+
+  private batchChunk(calls: InCall[], words: number) {
     const inj = this.inj!;
     const base = this.tramp + SCRATCH + BATCH_SCRATCH;
-    const structs: bigint[] = [];
+    const structs = new BigUint64Array(words);
     const raw: (number | bigint)[][] = [];
+    let at = 0;
     for (const c of calls) {
-      raw.push([c.nr, ...c.args(base + BigInt(structs.length * 8))]);
-      structs.push(...c.data);
+      raw.push([c.nr, ...c.args(base + BigInt(at * 8))]);
+      structs.set(c.data, at);
+      at += c.data.length;
     }
-    const tableOff = BigInt(structs.length * 8 + 63) & ~63n;
-    if (tableOff + BigInt(raw.length * 64) > BigInt(BATCH_SCRATCH_SIZE))
-      throw new CriuError("restore", `process ${vpid}: ${raw.length} calls do not fit the batch area`);
-    this.scratchWrite(BATCH_SCRATCH, new Uint8Array(new BigUint64Array(structs).buffer));
+    const tableOff = BigInt(words * 8 + 63) & ~63n;
+    this.scratchWrite(BATCH_SCRATCH, new Uint8Array(structs.buffer));
     const res =
       process.env.CRIU_BUN_BATCH === "off"
         ? raw.map(([nr, ...args]) => inj.call(Number(nr), ...args))
@@ -436,6 +453,7 @@ export class TaskBuilder {
       tramp: this.tramp,
       treeVmas: () => this.set.tasks.flatMap((t) => t.mm?.vmas ?? []),
       batch: (calls) => this.batchCalls(calls),
+      batchData: (calls) => this.batchWithData(this.t.pid, calls),
       str: (s, slot = 0) => this.str(s, slot),
       scratch: (off, d) => this.scratchWrite(off, d),
       openDeleted: (f, flags, what) => this.openRemoved(f, flags, what),
@@ -693,7 +711,7 @@ export class TaskBuilder {
         pid: this.pid,
         vpid: this.t.pid,
         call: (nr, ...a) => this.inj!.call(nr, ...a),
-        scratch: (d) => this.scratchWrite(0n, d),
+        batchData: (calls) => this.batchWithData(this.t.pid, calls),
       },
       ranges
     );
