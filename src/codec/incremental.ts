@@ -9,6 +9,7 @@ import { join, resolve } from "node:path";
 import { decodePagemap, type PagemapRun } from "../images/pagemap";
 import { preadFull, pwriteFull, writeFull } from "../sys/mem";
 import { PageCodec } from "../codec/codec";
+import { PlainCodec } from "../codec/plain";
 import { encodeBlock, decodeBlock, BlockError } from "../codec/jobs";
 import {
   BLOCK,
@@ -48,7 +49,7 @@ export class PageSource {
   private runs: (PagemapRun & { off: number })[] = [];
   private fd = -1;
   private blocks?: Block[];
-  private codec?: PageCodec;
+  private codec?: PlainCodec;
   private cache = new Uint8Array(0);
   private cacheOff = -1;
   private cacheLen = 0;
@@ -89,7 +90,9 @@ export class PageSource {
         file += b.storedLen;
         return e;
       });
-      this.codec = new PageCodec({ capacity: 3 * layout.index.blockSize }); // decoded block, then the stored one
+      // decoded block, then the stored one; no WebAssembly to compile and instantiate for a
+      // plain block (a restore reading a page or two of its parents: the rseq pages of migrate's)
+      this.codec = new PlainCodec({ capacity: 3 * layout.index.blockSize });
     } else this.cache = new Uint8Array(AHEAD);
   }
   /** Make the cache hold raw offset off of the page stream; false past its end. */

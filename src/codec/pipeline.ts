@@ -134,6 +134,13 @@ class Pool {
   private alone(init: PoolInit, totalBytes: number) {
     const block = Math.min(BLOCK, Math.max(PAGE, Math.ceil(totalBytes / PAGE) * PAGE));
     const plain = !init.compress && totalBytes <= PLAIN_MAX && process.env.CRIU_BUN_CODEC !== "wasm";
+    if (plain && warm && init.order === undefined) {
+      // a restore: the buffers warmPageBuffers() faulted in ahead (a fault costs tens of microseconds on a VM)
+      warm.core.init = { ...init, block: BLOCK, plain };
+      this.core = warm.core;
+      this.slots = [warm.slot];
+      return;
+    }
     this.core = new BlockCore({ ...init, block, plain });
     this.slots = [new Slot(new ArrayBuffer(slotBytes(block)))];
   }
@@ -193,6 +200,21 @@ class Pool {
     for (const w of this.workers) w.terminate();
     this.workers = [];
   }
+}
+
+/** A main-thread core without WebAssembly and its slot, their buffers touched (warmPageBuffers). */
+let warm: { core: BlockCore; slot: Slot } | undefined;
+
+/**
+ * For a small restore to come on this thread (migrate's destination: the few file-mapping pages
+ * of its post-copy restore, after the freeze): the main thread's buffers made and faulted in now,
+ * not in the frozen window (the first touch of 1 MiB is 256 page faults: 5-25 ms on a busy VM).
+ */
+export function warmPageBuffers() {
+  if (warm) return;
+  const core = new BlockCore({ pid: 0, memFd: -1, pagesFd: -1, compress: false, block: BLOCK, plain: true });
+  core.codec.inputView().fill(0);
+  warm = { core, slot: new Slot(new ArrayBuffer(slotBytes(BLOCK))) };
 }
 
 /** Workers started ahead (startPageWorkers), used by every dumpPages/fillPages until stopPageWorkers. */
@@ -590,7 +612,7 @@ function restoreJobs(
   blocks: Generator<Block>,
   cow = false,
   skipUnwritten = false
-): Iterator<JobIn<RestoreJob>> {
+): IterableIterator<JobIn<RestoreJob>> {
   return (function* () {
     for (const b of blocks) {
       // nothing of it to write (all lazy memory, or the kernel's): not even read (the daemon
@@ -616,22 +638,6 @@ function restoreJobs(
   })();
 }
 
-/** Bytes of a task's PE_PRESENT pages outside the VMAs `lazy` picks. */
-function eagerBytes(t: PagesTask, lazy: (v: { status: number; flags: number }) => boolean): number {
-  let n = 0;
-  for (const e of t.pagemap) {
-    if (!(e.flags & PE.PRESENT)) continue;
-    const end = e.vaddr + BigInt(e.nrPages * PAGE);
-    for (const v of t.mm.vmas) {
-      if (v.end <= e.vaddr || v.start >= end || lazy(v)) continue;
-      const a = v.start > e.vaddr ? v.start : e.vaddr,
-        b = v.end < end ? v.end : end;
-      n += Number(b - a);
-    }
-  }
-  return n;
-}
-
 function layoutOf(dir: string, t: PagesTask) {
   return layouts.get(`${dir}\0${t.pid}`) ?? checkPages(dir, t);
 }
@@ -649,11 +655,14 @@ export function fillPages(
   lazy?: (v: { status: number; flags: number }) => boolean
 ): number {
   const l = layoutOf(dir, t);
+  const total = presentBytes(t);
+  // with lazy memory left out, only the blocks holding pages outside it are read: the workers and
+  // the codec for those (a few file-mapping pages of a post-copy restore: no WebAssembly to compile)
+  const jobs = lazy ? [...restoreJobs("fill", restoreBlocks(t, l, lazy), cow, true)] : undefined;
+  const runBytes = jobs ? jobs.reduce((n, j) => n + j.rawLen, 0) : total;
   const path = join(dir, l.dataFile);
   const fd = openSync(path, "r");
-  const total = presentBytes(t);
-  // workers for what is written here: with lazy memory left out, only the pages outside it
-  const nw = workerCount(lazy ? eagerBytes(t, lazy) : total);
+  const nw = workerCount(runBytes);
   const progress = new Progress("restore", total);
   let written = 0;
   const t0 = performance.now();
@@ -661,9 +670,9 @@ export function fillPages(
   const pool = p.pool;
   let ok = false;
   try {
-    pool.open({ pid, memFd, pagesFd: fd, compress: false }, total);
+    pool.open({ pid, memFd, pagesFd: fd, compress: false }, runBytes);
     pool.run<RestoreJob>(
-      restoreJobs("fill", restoreBlocks(t, l, lazy), cow, !!lazy),
+      jobs ? jobs.values() : restoreJobs("fill", restoreBlocks(t, l), cow),
       (s) => {
         written += s.written;
         progress.add(s.rawLen);

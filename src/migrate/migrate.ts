@@ -90,6 +90,7 @@ import {
   warmCoverage,
 } from "../net/pageserver";
 import { dumpProcess } from "../dump/dump";
+import { warmPageBuffers } from "../codec/pipeline";
 import { restoreProcesses, checkRestorable, type RestoreOptions } from "../restore/restore";
 import { dropTracking } from "../resources/memtrack";
 import { linkParent } from "../codec/incremental";
@@ -714,6 +715,7 @@ export function migrateIn(o: MigrateListen): { pid: number } {
         } catch (e) {
           log.debug(`round ${round}: coverage not computed ahead (${errorMessage(e)})`);
         }
+        warmPageBuffers();
         try {
           checkRestorable({ ...o.restore, dir: cur });
           log.info(`round ${round}: its images would restore (checked in ${(performance.now() - t0).toFixed(1)} ms)`);
