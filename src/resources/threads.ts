@@ -23,7 +23,7 @@ import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { PR } from "../sys/flags";
 import { errnoText, sysFailed } from "../sys/errno";
-import { Injector, type RemoteMem } from "../ptrace/inject";
+import { Injector, type RemoteMem, type InCall } from "../ptrace/inject";
 import { fixupRestart } from "../ptrace/restart";
 import type * as S from "../images/schemas";
 import { CriuError, log } from "../log";
@@ -191,7 +191,8 @@ export function restoreThread(
     vtid: number;
     inj: Injector;
     scratch: (off: bigint, data: Uint8Array) => bigint;
-    str: (s: string) => bigint;
+    /** calls that each pass bytes, in this thread, in as few stops as fit; each check sees its result */
+    batchData: (calls: InCall[]) => void;
   },
   core: S.core_entry,
   comm: string | undefined,
@@ -199,13 +200,29 @@ export function restoreThread(
 ) {
   const { tid, vtid, inj, scratch } = thread;
   const tcore = core.threadCore!;
-  inj.call(NR.set_tid_address, core.threadInfo!.clearTidAddr);
-  if (tcore.futexRla) inj.ok("set_robust_list", NR.set_robust_list, tcore.futexRla, tcore.futexRlaLen);
+  // tid address, robust list, rseq, altstack, name and nice in one stop of the thread
+  const calls: InCall[] = [
+    { nr: NR.set_tid_address, data: [], args: () => [core.threadInfo!.clearTidAddr], check: () => {} },
+  ];
+  if (tcore.futexRla)
+    calls.push({
+      nr: NR.set_robust_list,
+      data: [],
+      args: () => [tcore.futexRla, tcore.futexRlaLen],
+      check: (r) => {
+        if (r < 0n) throw new CriuError("restore", sysFailed(`thread ${vtid}`, "injected set_robust_list", r));
+      },
+    });
   const rs = tcore.rseqEntry;
-  if (rs && rs.rseqAbiPointer) {
-    const r = inj.call(NR.rseq, rs.rseqAbiPointer, rs.rseqAbiSize, 0, rs.signature);
-    if (r < 0n) throw new CriuError("restore", sysFailed(`thread ${vtid}`, "rseq registration", r));
-  }
+  if (rs && rs.rseqAbiPointer)
+    calls.push({
+      nr: NR.rseq,
+      data: [],
+      args: () => [rs.rseqAbiPointer, rs.rseqAbiSize, 0, rs.signature],
+      check: (r) => {
+        if (r < 0n) throw new CriuError("restore", sysFailed(`thread ${vtid}`, "rseq registration", r));
+      },
+    });
   const sas = tcore.sas;
   if (sas && !(sas.ssFlags & SS_DISABLE)) {
     const b = new ArrayBuffer(24);
@@ -213,14 +230,35 @@ export function restoreThread(
     dv.setBigUint64(0, sas.ssSp, true);
     dv.setInt32(8, sas.ssFlags & ~SS_ONSTACK, true);
     dv.setBigUint64(16, sas.ssSize, true);
-    inj.ok("sigaltstack", NR.sigaltstack, scratch(0n, new Uint8Array(b)), 0);
+    calls.push({
+      nr: NR.sigaltstack,
+      data: [...new BigUint64Array(b)],
+      args: (at) => [at, 0],
+      check: (r) => {
+        if (r < 0n) throw new CriuError("restore", sysFailed(`thread ${vtid}`, "injected sigaltstack", r));
+      },
+    });
   }
-  if (comm) inj.call(NR.prctl, PR.SET_NAME, thread.str(comm), 0, 0, 0);
+  if (comm) {
+    const name = new Uint8Array((Buffer.byteLength(comm) + 8) & ~7);
+    name.set(Buffer.from(comm));
+    calls.push({
+      nr: NR.prctl,
+      data: [...new BigUint64Array(name.buffer)],
+      args: (at) => [PR.SET_NAME, at, 0, 0, 0],
+      check: () => {},
+    });
+  }
   // always, 0 too: a thread starts with the nice of whoever made it (criu-bun may run at another)
-  {
-    const r = inj.call(NR.setpriority, PRIO_PROCESS, vtid, tcore.schedNice ?? 0);
-    if (r < 0n) log.warn(`thread ${vtid}: nice ${tcore.schedNice ?? 0} not restored: ${errnoText(-r)}`);
-  }
+  calls.push({
+    nr: NR.setpriority,
+    data: [],
+    args: () => [PRIO_PROCESS, vtid, tcore.schedNice ?? 0],
+    check: (r) => {
+      if (r < 0n) log.warn(`thread ${vtid}: nice ${tcore.schedNice ?? 0} not restored: ${errnoText(-r)}`);
+    },
+  });
+  thread.batchData(calls);
   restoreSeccomp({ tid, vtid, inj, scratch }, tcore, seccompFilters);
   if (tcore.creds) restoreCreds({ vtid, inj, scratch }, tcore.creds);
   // after the credentials: changing them clears the parent-death signal

@@ -132,7 +132,7 @@ export class TaskBuilder {
    * call table after them, run in as few stops as fit the area (CRIU_BUN_BATCH=off: one injected
    * syscall each, as dump); each call's check sees its result, in order.
    */
-  private batchWithData(vpid: number, calls: InCall[]) {
+  private batchWithData(vpid: number, calls: InCall[], inj = this.inj!) {
     const room = (words: number, n: number) => ((BigInt(words * 8) + 63n) & ~63n) + BigInt(n * 64);
     for (let i = 0; i < calls.length; ) {
       let words = 0,
@@ -144,13 +144,12 @@ export class TaskBuilder {
           "restore",
           `process ${vpid}: a call's ${calls[i].data.length * 8} bytes do not fit the batch area`
         );
-      this.batchChunk(calls.slice(i, j), words);
+      this.batchChunk(calls.slice(i, j), words, inj);
       i = j;
     }
   }
 
-  private batchChunk(calls: InCall[], words: number) {
-    const inj = this.inj!;
+  private batchChunk(calls: InCall[], words: number, inj: Injector) {
     const base = this.tramp + SCRATCH + BATCH_SCRATCH;
     const structs = new BigUint64Array(words);
     const raw: (number | bigint)[][] = [];
@@ -665,7 +664,7 @@ export class TaskBuilder {
           vtid,
           inj: this.injs.get(tid)!,
           scratch: (off, data) => this.scratchWrite(off, data),
-          str: (s) => this.str(s),
+          batchData: (calls) => this.batchWithData(vtid, calls, this.injs.get(tid)!),
         },
         core,
         comm,
