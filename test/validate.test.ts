@@ -97,6 +97,22 @@ describe("fields that would make restore loop or write elsewhere", () => {
     expect(line).toContain(`entry `);
   });
 
+  test("a pagemap run reaching past the end of user space, and two runs out of order: each refused naming the entry", async () => {
+    const { w, dir } = await pristine("counter");
+    const c1 = copyOf(dir);
+    // page aligned, above 2^53 (the check's doubles are exact there), its pages past TASK_SIZE_MAX
+    const f = rewritePagemap(c1, (runs) => {
+      runs[runs.length - 1].vaddr = 0x00fffffffff00000n;
+      runs[runs.length - 1].nrPages = 0x200;
+    });
+    expect(refused(c1, w, f, "beyond user space")).toContain(`entry `);
+    const c2 = copyOf(dir);
+    const f2 = rewritePagemap(c2, (runs) => {
+      [runs[0], runs[1]] = [runs[1], runs[0]];
+    });
+    expect(refused(c2, w, f2, "entries must be sorted")).toContain("entry 1 ");
+  });
+
   test("a VMA end off by 16 bytes: refused naming the mm image", async () => {
     const { w, dir } = await pristine("counter");
     const c = copyOf(dir);

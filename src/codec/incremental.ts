@@ -46,7 +46,8 @@ interface Block {
  * (CRIU's images) the file is read ahead.
  */
 export class PageSource {
-  private runs: (PagemapRun & { off: number })[] = [];
+  /** the pagemap's runs, each with the raw offset of its pages in the page stream (PE_PRESENT ones) */
+  private runs: (PagemapRun & { offset: number })[] = [];
   private fd = -1;
   private blocks?: Block[];
   private codec?: PlainCodec;
@@ -54,22 +55,36 @@ export class PageSource {
   private cacheOff = -1;
   private cacheLen = 0;
   private parent?: PageSource | null;
+  /**
+   * loaded: the pagemap as the restore loaded and checked it (loadImages: its runs with their
+   * offsets, pages file and index checked against each other), not decoded again (a fragmented
+   * GiB's pagemap has a hundred thousand runs)
+   */
   constructor(
     public dir: string,
-    public pid: number
+    public pid: number,
+    loaded?: { pagesFile: string; runs: (PagemapRun & { offset: number })[] }
   ) {
-    const pm = decodePagemap(dir, `pagemap-${pid}.img`);
-    let off = 0;
-    for (const r of pm.runs) {
-      this.runs.push({ ...r, off });
-      if (r.flags & PE_PRESENT) off += r.nrPages * PAGE;
+    let off = 0,
+      pagesFile: string;
+    if (loaded) {
+      this.runs = loaded.runs;
+      pagesFile = loaded.pagesFile;
+      for (const r of loaded.runs) if (r.flags & PE_PRESENT) off += r.nrPages * PAGE;
+    } else {
+      const pm = decodePagemap(dir, `pagemap-${pid}.img`);
+      for (const r of pm.runs) {
+        this.runs.push({ ...r, offset: off });
+        if (r.flags & PE_PRESENT) off += r.nrPages * PAGE;
+      }
+      pagesFile = `pages-${pm.pagesId}.img`;
     }
-    const layout = checkPagesLayout(dir, `pages-${pm.pagesId}.img`, off, `pagemap-${pid}.img`);
-    if (layout.index)
+    const layout = checkPagesLayout(dir, pagesFile, off, `pagemap-${pid}.img`);
+    if (layout.index && !loaded)
       checkAddrBinding(
         layout.index,
-        pm.runs.filter((r) => r.flags & PE_PRESENT),
-        join(dir, pagesNames(`pages-${pm.pagesId}.img`).idx),
+        this.runs.filter((r) => r.flags & PE_PRESENT),
+        join(dir, pagesNames(pagesFile).idx),
         join(dir, `pagemap-${pid}.img`)
       );
     this.fd = openSync(join(dir, layout.dataFile), "r");
@@ -157,7 +172,7 @@ export class PageSource {
     if (!r) return 0;
     const inRun = Number((r.vaddr + BigInt(r.nrPages * PAGE) - va) / BigInt(PAGE));
     if (r.flags & PE_PRESENT) {
-      const off = r.off + Number(va - r.vaddr);
+      const off = r.offset + Number(va - r.vaddr);
       if (this.cacheOff < 0 || off < this.cacheOff || off + PAGE > this.cacheOff + this.cacheLen) {
         if (!this.load(off)) return 0;
       }

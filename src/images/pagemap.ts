@@ -197,34 +197,38 @@ export function decodePagemap(dir: string, file: string): { pagesId: number; run
   let off = 8,
     pagesId = -1;
   const runs: PagemapRun[] = [];
+  // (one closure for the whole file, not one per entry: a migrate's final pagemap may hold a
+  // hundred thousand entries, decoded in its frozen window)
+  let p = 0,
+    end = 0;
+  const varint = () => {
+    let v = 0,
+      mul = 1;
+    for (;;) {
+      if (p >= end) throw new ImageError(file, p, "truncated varint");
+      const c = b[p++];
+      v += (c & 0x7f) * mul;
+      if (c < 0x80) return v;
+      mul *= 0x80;
+      if (mul > 2 ** 63) throw new ImageError(file, p, "varint too long");
+    }
+  };
   while (off < b.length) {
     if (off + 4 > b.length) throw new ImageError(file, off, "truncated entry length");
     const len = dv.getUint32(off, true);
-    const start = off + 4,
-      end = start + len;
+    const start = off + 4;
+    end = start + len;
     if (end > b.length)
       throw new ImageError(file, off, `truncated entry (needs ${len} bytes, has ${b.length - start})`);
-    let p = start,
-      vaddr = -1,
+    p = start;
+    let vaddr = -1,
       compat = -1,
       nr = -1,
       flags = 4,
       head = -1;
-    const varint = () => {
-      let v = 0,
-        mul = 1;
-      for (;;) {
-        if (p >= end) throw new ImageError(file, p, "truncated varint");
-        const c = b[p++];
-        v += (c & 0x7f) * mul;
-        if (c < 0x80) return v;
-        mul *= 0x80;
-        if (mul > 2 ** 63) throw new ImageError(file, p, "varint too long");
-      }
-    };
     while (p < end) {
       const tag = varint(),
-        field = Math.floor(tag / 8),
+        field = tag >= 2 ** 31 ? Math.floor(tag / 8) : tag >>> 3,
         wt = tag & 7;
       if (wt !== 0) throw new ImageError(file, p, `unexpected wire type ${wt} in field ${field}`);
       const v = varint();

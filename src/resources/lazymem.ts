@@ -231,8 +231,12 @@ export function eagerParentRuns(
   let vi = 0;
   for (const r of pagemap) {
     if (!(r.flags & PE.PARENT) || r.flags & PE.PRESENT) continue;
-    const end = r.vaddr + BigInt(r.nrPages * PAGE);
     while (vi < vmas.length && vmas[vi].end <= r.vaddr) vi++;
+    // (the common case, a run inside one VMA of lazy memory: nothing to write, no BigInt made)
+    if (vi < vmas.length && vmas[vi].start <= r.vaddr && canBeLazy(vmas[vi])) {
+      if (Number(r.vaddr) + r.nrPages * PAGE <= Number(vmas[vi].end)) continue;
+    }
+    const end = r.vaddr + BigInt(r.nrPages * PAGE);
     for (let a = r.vaddr, k = vi; a < end; ) {
       while (k < vmas.length && vmas[k].end <= a) k++;
       const v = vmas[k];
@@ -266,16 +270,20 @@ export function lazyRanges(pid: number, vmas: S.vma_entry[], pagemap: Run[], laz
   }
   const byStart = [...vmas].sort((x, y) => (x.start < y.start ? -1 : x.start > y.start ? 1 : 0));
   const take = new Uint8Array(byStart.length);
+  // addresses in doubles (page-aligned ones are exact there; validatePagemap checked the runs)
+  const starts = byStart.map((v) => Number(v.start)),
+    ends = byStart.map((v) => Number(v.end));
   let vi = 0;
   for (const r of pagemap) {
     const only = lazyOnly(r),
       parent = lazyParents && (r.flags & (PE.PARENT | PE.PRESENT)) !== 0;
     if (!only && !parent) continue;
-    const end = r.vaddr + BigInt(r.nrPages * PAGE);
-    while (vi < byStart.length && byStart[vi].end <= r.vaddr) vi++;
+    const va = Number(r.vaddr),
+      end = va + r.nrPages * PAGE;
+    while (vi < byStart.length && ends[vi] <= va) vi++;
     if (only) {
       // a lazy run outside private anonymous memory: its pages could not be brought in
-      const v = vi < byStart.length && byStart[vi].start <= r.vaddr && end <= byStart[vi].end ? byStart[vi] : undefined;
+      const v = vi < byStart.length && starts[vi] <= va && end <= ends[vi] ? byStart[vi] : undefined;
       if (!v || !canBeLazy(v)) {
         throw new CriuError(
           "restore",
@@ -285,8 +293,8 @@ export function lazyRanges(pid: number, vmas: S.vma_entry[], pagemap: Run[], laz
       take[vi] = 1;
     } else {
       // the images' pages of every private anonymous VMA the run overlaps (lazyParentRuns' pieces)
-      for (let k = vi; k < byStart.length && byStart[k].start < end; k++)
-        if (canBeLazy(byStart[k]) && byStart[k].end > r.vaddr) take[k] = 1;
+      for (let k = vi; k < byStart.length && starts[k] < end; k++)
+        if (canBeLazy(byStart[k]) && ends[k] > va) take[k] = 1;
     }
   }
   const out: [bigint, bigint][] = [];
@@ -383,15 +391,20 @@ export class LazyChannel {
   }
 
   /** what each process's daemon must bring in (for the check when the daemon ends without its 0) */
-  private expected: { pid: number; vpid: number; runs: Run[] }[] = [];
+  private expected: { pid: number; vpid: number; runs: () => Run[] }[] = [];
 
   /** One process's userfaultfd to the daemon (CRIU's order: the pid, then the fd); restore keeps its copy. */
   send(vpid: number, uffd: number, pid?: number, pagemap?: Run[], lazyParentsVmas?: S.vma_entry[]) {
     this.held.push(uffd);
     // with lazyParents the daemon brings the images' pages of private anonymous memory too
+    // (worked out only if the daemon ends without its 0: not in migrate's frozen window, where a
+    // fragmented GiB has a hundred thousand runs)
     if (pid !== undefined && pagemap) {
-      const runs = pagemap.filter(lazyOnly);
-      if (lazyParentsVmas) runs.push(...lazyParentRuns(lazyParentsVmas, pagemap));
+      const runs = () => {
+        const r = pagemap.filter(lazyOnly);
+        if (lazyParentsVmas) r.push(...lazyParentRuns(lazyParentsVmas, pagemap));
+        return r;
+      };
       this.expected.push({ pid, vpid, runs });
     }
     sendPacket(this.fd, new Uint8Array(new Int32Array([vpid]).buffer));
@@ -461,7 +474,7 @@ export class LazyChannel {
       }
       const fd = openFd(`/proc/${e.pid}/pagemap`, O.RDONLY | O.CLOEXEC);
       try {
-        for (const r of e.runs) {
+        for (const r of e.runs()) {
           const end = r.vaddr + BigInt(r.nrPages * PAGE);
           for (const v of vmas) {
             if (v.end <= r.vaddr || v.start >= end || v.shared || v.inode !== 0) continue;

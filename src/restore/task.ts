@@ -513,8 +513,8 @@ export class TaskBuilder {
       pages.add((a + BigInt(Math.max(1, Number(e.rseqAbiSize || 32))) - 1n) & ~4095n);
     }
     if (!pages.size) return;
-    const src = PageSource.open(this.set.dir, this.t.pid);
-    if (!src) return;
+    // the pagemap loadImages read and checked, not decoded again
+    const src = new PageSource(this.set.dir, this.t.pid, { pagesFile: this.t.pagesFile, runs: this.t.pagemap });
     try {
       const buf = new Uint8Array(4096);
       for (const p of pages) {
