@@ -181,26 +181,31 @@ export class MemTracker {
           continue;
         }
         // there and untouched: the parent's copy is this page (where the parent has one)
-        const untouched = (anyof: number) =>
-          scanRuns(sc, pid, v.start, v.end, {
+        const untouched = (anyof: number, a = v.start, b = v.end) =>
+          scanRuns(sc, pid, a, b, {
             flags: PM_SCAN.CHECK_WPASYNC,
             mask: PAGE_IS.WRITTEN | PAGE_IS.PFNZERO | file,
             inverted: PAGE_IS.WRITTEN | PAGE_IS.PFNZERO | file,
             anyof,
             ret: anyof,
           }) ?? [];
+        // (the parent's ranges in this VMA: a binary search, not a walk of all of them per VMA)
+        const inParent = clip(parent, v.start, v.end);
         let same: [bigint, bigint][];
-        if (!file) same = untouched(PAGE_IS.PRESENT | PAGE_IS.SWAPPED);
+        if (!file) same = intersect(untouched(PAGE_IS.PRESENT | PAGE_IS.SWAPPED), inParent);
         else {
-          // a file mapping's untouched "swapped" pages in the parent: swapped-out private pages, or
-          // write-protect markers (the private page the parent has was dropped since: the file's
-          // page is back), told apart by their pagemap entries
-          const swapped = withoutWpMarkers(fd, pid, intersect(untouched(PAGE_IS.SWAPPED), parent));
-          same = union(untouched(PAGE_IS.PRESENT), swapped);
+          // a file mapping: only where the parent has pages (its few private ones: a walk of the
+          // parent's ranges, not of the whole mapping). Untouched "swapped" pages there are
+          // swapped-out private pages, or write-protect markers (the private page the parent has
+          // was dropped since: the file's page is back), told apart by their pagemap entries
+          same = [];
+          for (const [a, b] of inParent) {
+            const swapped = withoutWpMarkers(fd, pid, untouched(PAGE_IS.SWAPPED, a, b));
+            same = union(same, union(untouched(PAGE_IS.PRESENT, a, b), swapped));
+          }
         }
         for (const [a, b] of written) out.want.push({ vaddr: a, nrPages: Number((b - a) / PAGE), flags: PE_PRESENT });
-        for (const [a, b] of intersect(same, parent))
-          out.fromParent.push({ vaddr: a, nrPages: Number((b - a) / PAGE), flags: PE_PARENT });
+        for (const [a, b] of same) out.fromParent.push({ vaddr: a, nrPages: Number((b - a) / PAGE), flags: PE_PARENT });
         out.trackedPages += Number((v.end - v.start) / PAGE);
       }
     } finally {
@@ -431,6 +436,21 @@ function trackable(v: DumpedVma): "anon" | "file" | undefined {
   if (v.status & VMA.ANON_PRIVATE) return "anon";
   if (v.status & VMA.FILE_PRIVATE && v.prot & 3 && !(v.prot & 4)) return "file";
   return undefined;
+}
+
+/** The parts of sorted disjoint ranges within [a, b) (a binary search for the first). */
+function clip(ranges: [bigint, bigint][], a: bigint, b: bigint): [bigint, bigint][] {
+  let lo = 0,
+    hi = ranges.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (ranges[mid][1] <= a) lo = mid + 1;
+    else hi = mid;
+  }
+  const out: [bigint, bigint][] = [];
+  for (let i = lo; i < ranges.length && ranges[i][0] < b; i++)
+    out.push([ranges[i][0] > a ? ranges[i][0] : a, ranges[i][1] < b ? ranges[i][1] : b]);
+  return out;
 }
 
 /** Union of two sorted lists of disjoint ranges. */
