@@ -58,7 +58,6 @@ export function dumpMemory(
     id = o.pagesId;
   let pr;
   let skipped = 0;
-  const pagesOf = (runs: PagemapRun[]) => runs.reduce((n, r) => n + r.nrPages, 0);
   if (pageServer) {
     // pages go through a scratch file, then to the page server, which writes the pagemap. With
     // parent images on the server's side and memory tracking in use, only pages written since the
@@ -100,53 +99,21 @@ export function dumpMemory(
       });
       return { scanned: 0, written: 0, skipped: 0 };
     }
-    const hasParent = pageServer.open(vpid);
-    const tracked = o.prevImagesDir && hasParent ? track.select(pid, vpid, task.vmas) : undefined;
-    let want = tracked ? byAddress([...pagesToDump(pid, tracked.untracked), ...tracked.want]) : undefined;
-    // post-copy from the source (migrate's final round): private anonymous memory is not read now,
-    // its runs go as PE_LAZY and the frozen tree serves them once its copy runs
-    let lazy: PageRun[] = [];
-    if (o.lazySources) {
-      // the rseq areas go now: the restore registers them (the kernel writes there) before the tree runs
-      const rseq = task.threads.flatMap((t) => {
-        const e = t.core.threadCore?.rseqEntry;
-        return e?.rseqAbiPointer
-          ? [BigInt(e.rseqAbiPointer), BigInt(e.rseqAbiPointer) + BigInt(Math.max(1, Number(e.rseqAbiSize ?? 32))) - 1n]
-          : [];
-      });
-      const split = keepEager(splitRunsLazy(want ?? pagesToDump(pid, task.vmas), task.vmas), rseq);
-      want = split.eager;
-      lazy = split.lazy;
-      o.lazySources.set(vpid, { pid, runs: lazy });
-      log.info(
-        `process ${pid}: ${pagesOf(lazy)} page(s) of private anonymous memory left here for post-copy, ${pagesOf(want)} sent now`
-      );
+    // the server's answer to OPEN2 (whether it has parent images) is read only before the pages go:
+    // meanwhile the pages are chosen and read as it will answer (it has this side's previous
+    // round, or what sent-pagemap says it holds); should it answer otherwise, chosen again
+    const answer = pageServer.openLater(vpid);
+    let hasParent = !!o.prevImagesDir && existsSync(join(o.prevImagesDir, `sent-pagemap-${vpid}.img`));
+    for (;;) {
+      const r = pagesToServer(pid, vpid, task, mem, o, pageServer, hasParent, answer);
+      if (r === undefined) {
+        hasParent = !hasParent;
+        log.debug(`process ${pid}: the page server answered otherwise: its pages chosen again`);
+        continue;
+      }
+      ({ pr, skipped } = r);
+      break;
     }
-    const tmp = mkdtempSync(join(d, ".criu-bun-pages-"));
-    try {
-      pr = dumpPages(pid, task.vmas, mem, tmp, id, false, want);
-      const t1 = performance.now();
-      const lz = lazy.map((r) => ({ vaddr: r.vaddr, nrPages: r.nrPages, flags: 2 /* PE_LAZY */ }));
-      const runs =
-        tracked || lz.length
-          ? byAddress<PagemapRun>([...pr.runs, ...(tracked?.fromParent ?? []), ...lz])
-          : [...pr.runs];
-      const t2 = performance.now();
-      const marked = markLazy(runs, task.vmas);
-      const t3 = performance.now();
-      pageServer.sendRuns(marked, join(tmp, pr.file));
-      log.debug(
-        `process ${pid}: ${runs.length} pagemap runs (${tracked?.fromParent.length ?? 0} from the parent) ordered in ${(t2 - t1).toFixed(1)} ms, marked in ${(t3 - t2).toFixed(1)} ms, sent in ${(performance.now() - t3).toFixed(1)} ms`
-      );
-      if (tracked) skipped = pagesOf(tracked.fromParent);
-      pr = { ...pr, runs };
-    } finally {
-      rmSync(tmp, { recursive: true, force: true });
-    }
-    // what the server now holds for this process, for a later dump with this one as its parent
-    const t4 = performance.now();
-    writeImageBytes(d, `sent-pagemap-${vpid}.img`, encodePagemap(0, pr.runs));
-    log.debug(`process ${pid}: sent-pagemap-${vpid}.img written in ${(performance.now() - t4).toFixed(1)} ms`);
   } else {
     // incremental: raw pages first, then only those that changed are kept (compressed if asked)
     // with memory tracking (memtrack.ts) only pages written since the parent are read
@@ -178,6 +145,76 @@ export function dumpMemory(
     }
   }
   return { scanned: pr.scanned, written: pr.written, skipped, runs: pr.runs };
+}
+
+const pagesOf = (runs: { nrPages: number }[]) => runs.reduce((n, r) => n + r.nrPages, 0);
+
+/**
+ * One process's pages to the page server whose OPEN2 was just sent (its answer: `answer`), chosen
+ * as if it has parent images or not (`hasParent`): with memory tracking only pages written since,
+ * the others PE_PARENT; in migrate's final round private anonymous memory left as PE_LAZY runs.
+ * Undefined, nothing sent, when the server's answer says otherwise (the caller chooses again).
+ */
+function pagesToServer(
+  pid: number,
+  vpid: number,
+  task: { vmas: DumpedVma[]; threads: ThreadDump[] },
+  mem: RemoteMem,
+  o: MemDumpOpts,
+  pageServer: PageServerClient,
+  hasParent: boolean,
+  answer: () => boolean
+): { pr: { scanned: number; written: number; runs: PagemapRun[] }; skipped: number } | undefined {
+  const d = o.dir,
+    id = o.pagesId;
+  let skipped = 0;
+  const tracked = o.prevImagesDir && hasParent ? o.track.select(pid, vpid, task.vmas) : undefined;
+  let want = tracked ? byAddress([...pagesToDump(pid, tracked.untracked), ...tracked.want]) : undefined;
+  // post-copy from the source (migrate's final round): private anonymous memory is not read now,
+  // its runs go as PE_LAZY and the frozen tree serves them once its copy runs
+  let lazy: PageRun[] = [];
+  if (o.lazySources) {
+    // the rseq areas go now: the restore registers them (the kernel writes there) before the tree runs
+    const rseq = task.threads.flatMap((t) => {
+      const e = t.core.threadCore?.rseqEntry;
+      return e?.rseqAbiPointer
+        ? [BigInt(e.rseqAbiPointer), BigInt(e.rseqAbiPointer) + BigInt(Math.max(1, Number(e.rseqAbiSize ?? 32))) - 1n]
+        : [];
+    });
+    const split = keepEager(splitRunsLazy(want ?? pagesToDump(pid, task.vmas), task.vmas), rseq);
+    want = split.eager;
+    lazy = split.lazy;
+    o.lazySources.set(vpid, { pid, runs: lazy });
+    log.info(
+      `process ${pid}: ${pagesOf(lazy)} page(s) of private anonymous memory left here for post-copy, ${pagesOf(want)} sent now`
+    );
+  }
+  const tmp = mkdtempSync(join(d, ".criu-bun-pages-"));
+  try {
+    const pr = dumpPages(pid, task.vmas, mem, tmp, id, false, want);
+    // the server's answer, now: pages chosen for the other case are chosen again
+    const got = answer(); // (read in any case: the next answer on the connection is another's)
+    if (o.prevImagesDir && got !== hasParent) return undefined;
+    const t1 = performance.now();
+    const lz = lazy.map((r) => ({ vaddr: r.vaddr, nrPages: r.nrPages, flags: 2 /* PE_LAZY */ }));
+    const runs =
+      tracked || lz.length ? byAddress<PagemapRun>([...pr.runs, ...(tracked?.fromParent ?? []), ...lz]) : [...pr.runs];
+    const t2 = performance.now();
+    const marked = markLazy(runs, task.vmas);
+    const t3 = performance.now();
+    pageServer.sendRuns(marked, join(tmp, pr.file));
+    log.debug(
+      `process ${pid}: ${runs.length} pagemap runs (${tracked?.fromParent.length ?? 0} from the parent) ordered in ${(t2 - t1).toFixed(1)} ms, marked in ${(t3 - t2).toFixed(1)} ms, sent in ${(performance.now() - t3).toFixed(1)} ms`
+    );
+    if (tracked) skipped = pagesOf(tracked.fromParent);
+    // what the server now holds for this process, for a later dump with this one as its parent
+    const t4 = performance.now();
+    writeImageBytes(d, `sent-pagemap-${vpid}.img`, encodePagemap(0, runs));
+    log.debug(`process ${pid}: sent-pagemap-${vpid}.img written in ${(performance.now() - t4).toFixed(1)} ms`);
+    return { pr: { scanned: pr.scanned, written: pr.written, runs }, skipped };
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
 }
 
 /** pagemap-VPID.img: the runs dumpMemory returned, lazy ones marked (not written when a page server holds them). */

@@ -194,14 +194,25 @@ export class PageServerClient {
 
   /** Start one process's pagemap (PS_IOV_OPEN2). Returns whether the server has parent images for it. */
   open(vpid: number): boolean {
+    return this.openLater(vpid)();
+  }
+
+  /** PS_IOV_OPEN2 sent now; its answer (as open's) read by the function returned, once the caller
+   *  needs it: the round trip passes while it does other work. Nothing else may be sent before. */
+  openLater(vpid: number): () => boolean {
     this.dst = (BigInt(vpid) << 8n) | BigInt(TYPE_PID);
     writeAll(this.fd, psi(PS.OPEN2, 0, 0n, this.dst), "sending PS_IOV_OPEN2 to the page server");
     this.push();
-    const parent = new Uint8Array(1);
-    if (!readAll(this.fd, parent, "reading the page server's answer to PS_IOV_OPEN2"))
-      throw new CriuError("page-server", "the page server closed the connection");
-    log.debug(`page server: pagemap of ${vpid} opened; the server ${parent[0] ? "has" : "has no"} parent images`);
-    return parent[0] !== 0;
+    let answer: boolean | undefined;
+    return () => {
+      if (answer !== undefined) return answer;
+      const parent = new Uint8Array(1);
+      if (!readAll(this.fd, parent, "reading the page server's answer to PS_IOV_OPEN2"))
+        throw new CriuError("page-server", "the page server closed the connection");
+      log.debug(`page server: pagemap of ${vpid} opened; the server ${parent[0] ? "has" : "has no"} parent images`);
+      answer = parent[0] !== 0;
+      return answer;
+    };
   }
 
   /** The opened pagemap's runs in order, the PE_PRESENT runs' bytes packed in dataFile in the same order. */
