@@ -523,37 +523,60 @@ function* restoreBlocks(
 ): Generator<Block> {
   const vmas = t.mm.vmas;
   const entries = t.pagemap.filter((e) => e.flags & PE.PRESENT);
+  // addresses as doubles (exact: validatePagemap and validateMm keep them below 2^53 here, else the
+  // BigInt loop below): a 1 GiB heap has 55,000 runs, cut here on the main thread while the Workers
+  // fill; BigInt arithmetic on each cost as much CPU as checking their pages
+  const big = vmas.some((v) => v.end >= 2n ** 53n) || entries.some((e) => e.vaddr >= 2n ** 53n);
+  const vStart = big ? undefined : Float64Array.from(vmas, (v) => Number(v.start));
+  const vEnd = big ? undefined : Float64Array.from(vmas, (v) => Number(v.end));
+  const eAddr = big ? undefined : Float64Array.from(entries, (e) => Number(e.vaddr));
   let ei = 0,
     inEntry = 0,
     vi = 0,
     fileOff = 0;
+  const outside = (va: number | bigint): never => {
+    throw new CriuError("restore", `pagemap-${t.pid}.img: page 0x${va.toString(16)} is outside every VMA`);
+  };
   const take = (pages: number): number[] => {
     const segs: number[] = [];
     while (pages > 0) {
       const e = entries[ei];
       if (!e) throw new CriuError("restore", `${l.dataFile} holds more pages than pagemap-${t.pid}.img lists`);
-      let va = e.vaddr + BigInt(inEntry * PAGE);
-      while (vi < vmas.length && vmas[vi].end <= va) vi++;
-      // pagemap entries are sorted; a page outside every VMA is an error caught here
-      let v = vmas[vi];
-      if (!v || v.start > va) {
-        vi = vmas.findIndex((x) => x.start <= va && va < x.end);
+      let v: (typeof vmas)[number] | undefined, va: number, inVma: number;
+      if (vStart && vEnd && eAddr) {
+        va = eAddr[ei] + inEntry * PAGE;
+        while (vi < vmas.length && vEnd[vi] <= va) vi++;
+        // pagemap entries are sorted; a page outside every VMA is an error caught here
+        if (vi >= vmas.length || vStart[vi] > va) {
+          vi = vmas.findIndex((x) => Number(x.start) <= va && va < Number(x.end));
+          if (vi < 0) outside(va);
+        }
         v = vmas[vi];
-        if (!v) throw new CriuError("restore", `pagemap-${t.pid}.img: page 0x${va.toString(16)} is outside every VMA`);
+        inVma = Math.floor((vEnd[vi] - va) / PAGE);
+      } else {
+        const bva = e.vaddr + BigInt(inEntry * PAGE);
+        while (vi < vmas.length && vmas[vi].end <= bva) vi++;
+        v = vmas[vi];
+        if (!v || v.start > bva) {
+          vi = vmas.findIndex((x) => x.start <= bva && bva < x.end);
+          v = vmas[vi];
+          if (!v) outside(bva);
+        }
+        va = Number(bva);
+        inVma = Number((v!.end - bva) / 4096n);
       }
-      const n = Math.min(pages, e.nrPages - inEntry, Number((v.end - va) / 4096n));
+      const n = Math.min(pages, e.nrPages - inEntry, inVma);
       // validatePagemap() makes this impossible; it is what keeps this loop from spinning
       if (!(n > 0))
         throw new CriuError("restore", `pagemap-${t.pid}.img: page 0x${va.toString(16)} does not fit its VMA`);
       // memory left to the lazy-pages daemon: not written (as the kernel's own pages are not)
-      segs.push(Number(va), n, vmaKind(v) | (lazy?.(v) ? SEG_KERNEL : 0));
+      segs.push(va, n, vmaKind(v!) | (lazy?.(v!) ? SEG_KERNEL : 0));
       pages -= n;
       inEntry += n;
       if (inEntry === e.nrPages) {
         ei++;
         inEntry = 0;
       }
-      va += BigInt(n * PAGE);
     }
     return segs;
   };
