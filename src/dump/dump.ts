@@ -779,8 +779,13 @@ function collectAndWrite(
   const cg = cgroups.entry(); // none when every task is in criu-bun's own cgroups, as CRIU
   if (cg) writeImage(d, "cgroup.img", "CGROUP", [msg(S.cgroup_entrySchema, cg)]);
   seccomp.write(d);
+  const tExtra = performance.now();
   extra.writeAll(d);
+  const tSum = performance.now();
   writeManifest(d); // last: the checksums of everything written above
+  log.debug(
+    `images of the tree's resources ${(tSum - tExtra).toFixed(1)} ms, their checksums ${(performance.now() - tSum).toFixed(1)} ms`
+  );
   return stats;
 }
 
@@ -860,6 +865,7 @@ function dumpOne(
 
   function finish(pr: MemStats & { runs?: Iterable<PagemapRun> }) {
     const tids = task.threads.map((t) => ns.v(pid, t.tid));
+    const tCore = performance.now();
     for (const t of task.threads) {
       if (t.seccomp.length) t.core.threadCore.seccompFilter = seccomp.add(t.seccomp);
       const core = { ...t.core };
@@ -868,7 +874,12 @@ function dumpOne(
     }
     writeImage(d, `ids-${vpid}.img`, "IDS", [msg(S.task_kobj_ids_entrySchema, ids)]);
     writeImage(d, `mm-${vpid}.img`, "MM", [task.mm as unknown as S.mm_entry]); // plain: thousands of VMAs encoded as they are
+    const tPagemap = performance.now();
     if (!pageServer) writePagemap(d, vpid, id, pr.runs!, task.vmas);
+    // (the pagemap of a GiB of scattered memory has tens of thousands of runs: one-shot code, JIT-cold)
+    log.debug(
+      `process ${pid}: core, ids and mm images ${(tPagemap - tCore).toFixed(1)} ms, pagemap image ${(performance.now() - tPagemap).toFixed(1)} ms`
+    );
     writeImage(d, `fs-${vpid}.img`, "FS", [msg(S.fs_entrySchema, { cwdId, rootId, umask: task.umask })]);
     if (!tableDone)
       writeImage(
