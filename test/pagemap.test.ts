@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
-import { encodePagemap, decodePagemap, RunList } from "../src/images/pagemap";
+import { encodePagemap, decodePagemap, PagemapWriter, RunList } from "../src/images/pagemap";
 import { markLazy, markLazyList } from "../src/resources/lazymem";
 import { VMA, MAP, PE } from "../src/resources/vma";
 import { readImage, writeImage, pagemapNrPages } from "../src/images/image";
@@ -133,5 +133,7 @@ test("markLazyList (numbers, a RunList) marks and splits exactly as markLazy (ob
     const got = [...markLazyList(list, vmas)];
     expect(got).toEqual(want);
     expect(encodePagemap(1, markLazyList(list, vmas))).toEqual(encodePagemap(1, want));
+    // straight into the image (the dump's path), its buffer grown from a small start
+    expect(markLazyList(list, vmas, new PagemapWriter(1, 1)).bytes()).toEqual(encodePagemap(1, want));
   }
 });

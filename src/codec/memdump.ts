@@ -16,7 +16,7 @@ import type { ThreadDump } from "../resources/threads";
 import { splitLazy, markLazy, markLazyList, splitRunsLazy, keepEager } from "../resources/lazymem";
 import type { PageServerClient, LazySource } from "../net/pageserver";
 import { writeImageBytes } from "../images/image";
-import { encodePagemap, RunList, type PagemapRun } from "../images/pagemap";
+import { encodePagemap, PagemapWriter, RunList, type PagemapRun } from "../images/pagemap";
 import { CriuError, log, errorMessage } from "../log";
 
 export interface MemStats {
@@ -222,7 +222,9 @@ export function writePagemap(d: string, vpid: number, id: number, runs: Iterable
   writeImageBytes(
     d,
     `pagemap-${vpid}.img`,
-    encodePagemap(id, runs instanceof RunList ? markLazyList(runs, vmas) : markLazy(runs, vmas))
+    runs instanceof RunList
+      ? markLazyList(runs, vmas, new PagemapWriter(id, runs.length + vmas.length)).bytes()
+      : encodePagemap(id, markLazy(runs, vmas))
   );
 }
 

@@ -154,15 +154,26 @@ export function markLazy(
 }
 
 /**
- * markLazy on a RunList, into a RunList: the same runs and flags, computed on numbers (user
- * addresses fit a double exactly) without an object or a BigInt per run. A dump of a GiB of
+ * markLazy on a RunList, into a RunList (or straight into the pagemap image: PagemapWriter): the
+ * same runs and flags, computed on numbers (user addresses fit a double exactly) without an object
+ * or a BigInt per run. A dump of a GiB of
  * fragmented memory has tens of thousands of runs: markLazy's objects cost a tenth of a second.
  */
+type RunSink = { push(vaddr: number, nrPages: number, flags: number): void };
 export function markLazyList(
   runs: RunList,
   vmas: { start: bigint; end: bigint; status: number; flags: number }[]
-): RunList {
-  const out = new RunList();
+): RunList;
+export function markLazyList<T extends RunSink>(
+  runs: RunList,
+  vmas: { start: bigint; end: bigint; status: number; flags: number }[],
+  out: T
+): T;
+export function markLazyList(
+  runs: RunList,
+  vmas: { start: bigint; end: bigint; status: number; flags: number }[],
+  out: RunSink = new RunList()
+): RunSink {
   const vs = vmas.map((v) => ({ start: Number(v.start), end: Number(v.end), lazy: canBeLazy(v) }));
   let i = 0;
   for (let k = 0; k < runs.length; k++) {
