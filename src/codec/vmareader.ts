@@ -9,9 +9,9 @@
 // following dumps of this run (migrate's rounds): it takes ~0.1-0.3 s to start. A request it has not
 // taken by the time the answer is needed (the Worker still starting) is taken back and read here.
 import { MessageChannel, receiveMessageOnPort, type MessagePort } from "node:worker_threads";
-import { readVmas, threadNice, type Vma } from "../sys/proc";
+import { readVmas, threadNice, setTidNice, type Vma } from "../sys/proc";
 import { workerUrl } from "./pipeline";
-import { IDLE, ASKED, TAKEN, I_STATE, I_PID, I_NICE, NO_NICE } from "./vmaserve";
+import { IDLE, ASKED, TAKEN, I_STATE, I_PID, I_TID } from "./vmaserve";
 import { log, errorMessage } from "../log";
 
 let reader: VmaReader | undefined;
@@ -26,6 +26,8 @@ class VmaReader {
   private readonly port: MessagePort;
   private readonly worker: Worker;
   private busy = false;
+  /** the nice value the Worker's thread was given last */
+  private nice = 0;
 
   constructor() {
     const ch = new MessageChannel();
@@ -41,7 +43,11 @@ class VmaReader {
     if (this.busy || Atomics.load(this.ctl, I_STATE) !== IDLE) return here;
     this.busy = true;
     Atomics.store(this.ctl, I_PID, pid);
-    Atomics.store(this.ctl, I_NICE, threadNice() ?? NO_NICE);
+    // the Worker at this thread's priority before it is woken (migrate's frozen window runs at
+    // nice -20: a Worker left at 0 was seen waking too late on a busy machine to take the request)
+    const nice = threadNice(),
+      tid = Atomics.load(this.ctl, I_TID);
+    if (nice !== undefined && tid > 0 && nice !== this.nice && setTidNice(tid, nice)) this.nice = nice;
     Atomics.store(this.ctl, I_STATE, ASKED);
     Atomics.notify(this.ctl, I_STATE);
     const t0 = performance.now();

@@ -1,7 +1,7 @@
 // The VMA reader Worker's side (vmareader.ts): the page Worker's entry point (worker.ts) serves
 // op "vmas" with this, one request at a time, for as long as it lives.
 import type { MessagePort } from "node:worker_threads";
-import { readVmas, setThreadNice, type Vma } from "../sys/proc";
+import { readVmas, gettid, type Vma } from "../sys/proc";
 import { errorMessage } from "../log";
 
 // the control word: the Worker's state and the request's (STARTING until the Worker serves)
@@ -11,23 +11,19 @@ export const IDLE = 1,
 const DONE = 4;
 export const I_STATE = 0,
   I_PID = 1,
-  I_NICE = 2;
-/** I_NICE when the asking thread's nice is unknown */
-export const NO_NICE = 100;
+  I_TID = 2;
 
 /** Serve requests until the Worker ends: each one's VMAs (or its error) posted on port. */
 export function serveVmas(ctlBuffer: SharedArrayBuffer, port: MessagePort) {
   const ctl = new Int32Array(ctlBuffer);
-  let nice: number | undefined;
+  // (the asking thread gives this one its own priority before each request: vmareader.ts)
+  Atomics.store(ctl, I_TID, gettid());
   Atomics.store(ctl, I_STATE, IDLE);
   Atomics.notify(ctl, I_STATE);
   for (;;) {
     while (Atomics.load(ctl, I_STATE) !== ASKED) Atomics.wait(ctl, I_STATE, Atomics.load(ctl, I_STATE));
     if (Atomics.compareExchange(ctl, I_STATE, ASKED, TAKEN) !== ASKED) continue; // taken back
-    const pid = Atomics.load(ctl, I_PID),
-      want = Atomics.load(ctl, I_NICE);
-    // the asking thread's priority (migrate's frozen window runs at nice -20)
-    if (want !== NO_NICE && want !== nice && setThreadNice(want) !== undefined) nice = want;
+    const pid = Atomics.load(ctl, I_PID);
     const t0 = performance.now();
     let msg: { vmas?: Vma[]; error?: string; ms?: number };
     try {

@@ -302,6 +302,16 @@ export function readAuxv(pid: number): BigUint64Array {
   return new BigUint64Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.length));
 }
 
+/** Thread tid (of this process) set to nice value `nice`; false when it could not be. */
+export function setTidNice(tid: number, nice: number): boolean {
+  return syscall(NR.setpriority, 0 /* PRIO_PROCESS */, tid, nice) === 0;
+}
+
+/** The calling thread's id. */
+export function gettid(): number {
+  return syscall(NR.gettid);
+}
+
 /** The calling thread's nice value, or undefined when it cannot be read. */
 export function threadNice(): number | undefined {
   const r = syscall(NR.getpriority, 0 /* PRIO_PROCESS */, syscall(NR.gettid));
