@@ -154,6 +154,8 @@ const MODULE_STATE: Record<string, string> = {
   "src/net/pageserver.ts peerOf": "per socket fd, removed when that socket is closed",
   "src/net/pageserver.ts wireBytes": "a counter callers read as differences",
   "src/net/pageserver.ts coverageCache": "by real path and identity (dev, ino, size, mtime), checked at each use",
+  "src/codec/incremental.ts parentRunsCache":
+    "by real path and identity (dev, ino, size, mtime of the pagemap and pages files), checked at each use",
 };
 /** top-level sets and maps that are constants: nothing may change them */
 const CONSTANT_TABLES = new Set([

@@ -1,7 +1,16 @@
 // pre-dump, then dump --prev-images-dir: unchanged pages are stored once, restore follows the
 // parent links (a chain of two pre-dumps here).
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { mkdirSync, readdirSync, statSync, readlinkSync, existsSync, readFileSync } from "node:fs";
+import {
+  mkdirSync,
+  readdirSync,
+  statSync,
+  readlinkSync,
+  existsSync,
+  readFileSync,
+  copyFileSync,
+  renameSync,
+} from "node:fs";
 import { join } from "node:path";
 import {
   buildWorkloads,
@@ -15,6 +24,8 @@ import {
   waitUntil,
 } from "./harness";
 import { imagesDir, cleanupImages, restore, flipBit } from "./engine-helpers";
+import { PageSource, warmParentRuns } from "../src/codec/incremental";
+import { decodePagemap } from "../src/images/pagemap";
 
 beforeAll(async () => {
   await buildWorkloads();
@@ -162,4 +173,46 @@ test("a damaged parent fails the incremental dump with one line, and the target 
   expect(isAlive(w.pid)).toBe(true);
   trigger(w);
   expect((await waitResult(w, 15000)).text).toStartWith("PASS"); // never stopped for good, state intact
+});
+
+test("parent pagemaps decoded ahead (migrate's PRECHECK) are used only while their files are the same: replaced images are read as they are now", async () => {
+  // two processes of different layouts: a's pagemap replaced by b's is another list of runs
+  const w = await startWorkload("spin", ["8", "--pattern=heap"]);
+  const v = await startWorkload("spin", ["20", "--pattern=random"]);
+  const base = imagesDir("incr-warm");
+  for (const d of ["a", "b"]) mkdirSync(join(base, d));
+  const env = { CRIU_BUN_MEMTRACK: "off" };
+  expect(criuBun(["pre-dump", "-t", String(w.pid), "-D", join(base, "a")], { env }).code).toBe(0);
+  expect(criuBun(["pre-dump", "-t", String(v.pid), "-D", join(base, "b")], { env }).code).toBe(0);
+  const A = join(base, "a"),
+    B = join(base, "b");
+  // the first page of every stored run of b's process, read through a PageSource of dir as process pid
+  const pages = (dir: string, pid: number) => {
+    const src = new PageSource(dir, pid);
+    try {
+      return decodePagemap(B, `pagemap-${v.pid}.img`)
+        .runs.filter((r) => r.flags & 4)
+        .map((r) => {
+          const buf = new Uint8Array(4096);
+          return src.read(r.vaddr, buf, 0) ? Buffer.from(buf).toString("base64") : "";
+        });
+    } finally {
+      src.close();
+    }
+  };
+  const fromB = pages(B, v.pid);
+  expect(fromB.every((p) => p !== "")).toBe(true);
+  warmParentRuns(A); // a's pagemap decoded and kept
+  expect(pages(A, w.pid)).not.toEqual(fromB); // the check below can tell a's runs from b's
+  // a's images replaced by b's (new files under a's names, as a new round would write them)
+  for (const f of readdirSync(B).filter((f) => /^(pagemap-\d+|pages-\d+)\.(img|idx)$/.test(f))) {
+    const to = f === `pagemap-${v.pid}.img` ? `pagemap-${w.pid}.img` : f;
+    copyFileSync(join(B, f), join(A, `${to}.new`));
+    renameSync(join(A, `${to}.new`), join(A, to));
+  }
+  expect(pages(A, w.pid)).toEqual(fromB);
+  for (const x of [w, v]) {
+    trigger(x);
+    expect((await waitResult(x, 15000)).text).toStartWith("PASS");
+  }
 });

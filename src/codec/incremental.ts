@@ -3,7 +3,18 @@
 // and DIR/parent links to the previous images, as CRIU does. This kernel has no soft-dirty bits,
 // so "the same" is decided by comparing contents; the final dump still reads all memory, but
 // writes (and sends) only what changed. Restore follows the parent links for PE_PARENT runs.
-import { existsSync, openSync, closeSync, renameSync, rmSync, symlinkSync, lstatSync, statSync } from "node:fs";
+import {
+  existsSync,
+  openSync,
+  closeSync,
+  renameSync,
+  rmSync,
+  symlinkSync,
+  lstatSync,
+  statSync,
+  realpathSync,
+  readdirSync,
+} from "node:fs";
 import { createNew, writeNewFile, under, withDir } from "../images/safefs";
 import { join, resolve } from "node:path";
 import { decodePagemap, type PagemapRun } from "../images/pagemap";
@@ -39,6 +50,76 @@ interface Block {
   xxh3: boolean;
 }
 
+type LoadedRuns = (PagemapRun & { offset: number })[];
+/**
+ * Pagemaps of parent images already decoded and bound to their pages index, by the pagemap's real
+ * path, kept only while the pagemap, pages and index files are the very ones (dev, ino, size, mtime
+ * of each, checked at every use). migrate's destination decodes each pre-copy round at its PRECHECK,
+ * before the freeze; the final restore's walk down the chain of rounds then finds them here instead
+ * of decoding and checking each round's whole pagemap again inside the frozen window (a quarter of a
+ * million scattered runs in a 4 GiB process's second round). Bounded: the oldest go beyond RUNS_KEPT.
+ */
+const parentRunsCache = new Map<string, { id: string; runs: LoadedRuns; pagesFile: string }>();
+const RUNS_KEPT = 2_000_000;
+function filesId(dir: string, files: string[]): string | undefined {
+  try {
+    return files
+      .map((f) => {
+        const p = join(dir, f);
+        if (!existsSync(p)) return "-";
+        const st = statSync(p, { bigint: true });
+        return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}`;
+      })
+      .join("/");
+  } catch {
+    return undefined;
+  }
+}
+function cacheKey(dir: string, pid: number): string | undefined {
+  try {
+    return join(realpathSync(dir), `pagemap-${pid}.img`);
+  } catch {
+    return undefined;
+  }
+}
+function pagesFilesOf(pagesFile: string): string[] {
+  const n = pagesNames(pagesFile);
+  return [n.img, n.lz4, n.idx];
+}
+
+/** Keep dir's decoded and checked pagemap of pid for the next PageSource of the same files. */
+function remember(dir: string, pid: number, pagesFile: string, runs: LoadedRuns) {
+  const key = cacheKey(dir, pid),
+    id = key && filesId(dir, [`pagemap-${pid}.img`, ...pagesFilesOf(pagesFile)]);
+  if (!key || !id || runs.length > RUNS_KEPT) return;
+  parentRunsCache.delete(key);
+  let total = runs.length;
+  for (const v of parentRunsCache.values()) total += v.runs.length;
+  for (const [k, v] of parentRunsCache) {
+    if (total <= RUNS_KEPT) break;
+    parentRunsCache.delete(k);
+    total -= v.runs.length;
+  }
+  parentRunsCache.set(key, { id, runs, pagesFile });
+}
+
+/**
+ * Decode and check every pagemap of images directory dir ahead (migrate's destination, at a
+ * pre-copy round's PRECHECK), so that a later restore reading pages through dir as a parent finds
+ * them decoded. Errors are left to that restore, which meets them again.
+ */
+export function warmParentRuns(dir: string) {
+  for (const f of readdirSync(dir)) {
+    const m = /^pagemap-(\d+)\.img$/.exec(f);
+    if (!m) continue;
+    try {
+      new PageSource(dir, Number(m[1])).close();
+    } catch (e) {
+      log.debug(`${dir}: ${f} not decoded ahead (${e instanceof Error ? e.message : String(e)})`);
+    }
+  }
+}
+
 /**
  * One images directory's pages of one process, looked up by address (following parents). Pages
  * are asked for in address order, which is file order: with a block index (criu-bun's dumps,
@@ -66,21 +147,32 @@ export class PageSource {
     loaded?: { pagesFile: string; runs: (PagemapRun & { offset: number })[] }
   ) {
     let off = 0,
-      pagesFile: string;
+      pagesFile: string,
+      cached = false;
     if (loaded) {
       this.runs = loaded.runs;
       pagesFile = loaded.pagesFile;
       for (const r of loaded.runs) if (r.flags & PE_PRESENT) off += r.nrPages * PAGE;
     } else {
-      const pm = decodePagemap(dir, `pagemap-${pid}.img`);
-      for (const r of pm.runs) {
-        this.runs.push({ ...r, offset: off });
-        if (r.flags & PE_PRESENT) off += r.nrPages * PAGE;
+      const key = cacheKey(dir, pid),
+        hit = key ? parentRunsCache.get(key) : undefined;
+      const id = hit && filesId(dir, [`pagemap-${pid}.img`, ...pagesFilesOf(hit.pagesFile)]);
+      if (hit && id && id === hit.id) {
+        this.runs = hit.runs;
+        pagesFile = hit.pagesFile;
+        for (const r of hit.runs) if (r.flags & PE_PRESENT) off += r.nrPages * PAGE;
+        cached = true;
+      } else {
+        const pm = decodePagemap(dir, `pagemap-${pid}.img`);
+        for (const r of pm.runs) {
+          this.runs.push({ ...r, offset: off });
+          if (r.flags & PE_PRESENT) off += r.nrPages * PAGE;
+        }
+        pagesFile = `pages-${pm.pagesId}.img`;
       }
-      pagesFile = `pages-${pm.pagesId}.img`;
     }
     const layout = checkPagesLayout(dir, pagesFile, off, `pagemap-${pid}.img`);
-    if (layout.index && !loaded)
+    if (layout.index && !loaded && !cached)
       checkAddrBinding(
         layout.index,
         this.runs.filter((r) => r.flags & PE_PRESENT),
@@ -88,6 +180,7 @@ export class PageSource {
         join(dir, `pagemap-${pid}.img`)
       );
     this.fd = openSync(join(dir, layout.dataFile), "r");
+    if (!loaded && !cached) remember(dir, pid, pagesFile, this.runs);
     if (layout.index) {
       let raw = 0,
         file = 0;

@@ -93,7 +93,7 @@ import { dumpProcess } from "../dump/dump";
 import { warmPageBuffers } from "../codec/pipeline";
 import { restoreProcesses, checkRestorable, type RestoreOptions } from "../restore/restore";
 import { dropTracking } from "../resources/memtrack";
-import { linkParent } from "../codec/incremental";
+import { linkParent, warmParentRuns } from "../codec/incremental";
 import { errnoText } from "../sys/errno";
 import { runLockTableName, dumpRunId, listLockTables } from "../net/netlock";
 import { setThreadNice, readStat } from "../sys/proc";
@@ -716,6 +716,8 @@ export function migrateIn(o: MigrateListen): { pid: number } {
           log.debug(`round ${round}: coverage not computed ahead (${errorMessage(e)})`);
         }
         warmPageBuffers();
+        // the final restore reads pages through this round as a parent: decoded now, not frozen
+        warmParentRuns(cur);
         try {
           checkRestorable({ ...o.restore, dir: cur });
           log.info(`round ${round}: its images would restore (checked in ${(performance.now() - t0).toFixed(1)} ms)`);
