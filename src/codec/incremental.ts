@@ -31,7 +31,7 @@ import {
   checkPagesLayout,
   checkAddrBinding,
 } from "../codec/format";
-import { CriuError, log } from "../log";
+import { CriuError, log, errorMessage } from "../log";
 
 const PAGE = 4096,
   PE_PRESENT = 4,
@@ -87,11 +87,12 @@ function pagesFilesOf(pagesFile: string): string[] {
   return [n.img, n.lz4, n.idx];
 }
 
-/** Keep dir's decoded and checked pagemap of pid for the next PageSource of the same files. */
-function remember(dir: string, pid: number, pagesFile: string, runs: LoadedRuns) {
-  const key = cacheKey(dir, pid),
-    id = key && filesId(dir, [`pagemap-${pid}.img`, ...pagesFilesOf(pagesFile)]);
-  if (!key || !id || runs.length > RUNS_KEPT) return;
+/**
+ * Keep the decoded and checked pagemap at key for the next PageSource of the same files; id: their
+ * identity as taken before they were read (a file replaced meanwhile never gets the old runs).
+ */
+function remember(key: string, id: string, pagesFile: string, runs: LoadedRuns) {
+  if (runs.length > RUNS_KEPT) return;
   parentRunsCache.delete(key);
   let total = runs.length;
   for (const v of parentRunsCache.values()) total += v.runs.length;
@@ -115,7 +116,7 @@ export function warmParentRuns(dir: string) {
     try {
       new PageSource(dir, Number(m[1])).close();
     } catch (e) {
-      log.debug(`${dir}: ${f} not decoded ahead (${e instanceof Error ? e.message : String(e)})`);
+      log.debug(`${dir}: ${f} not decoded ahead (${errorMessage(e)})`);
     }
   }
 }
@@ -148,39 +149,37 @@ export class PageSource {
   ) {
     let off = 0,
       pagesFile: string,
-      cached = false;
-    if (loaded) {
-      this.runs = loaded.runs;
-      pagesFile = loaded.pagesFile;
-      for (const r of loaded.runs) if (r.flags & PE_PRESENT) off += r.nrPages * PAGE;
+      // a pagemap decoded here: where it goes in the cache, and its files' identity taken before they are read
+      fresh: { key: string | undefined; id: string | undefined } | undefined;
+    const pagemapFile = `pagemap-${pid}.img`;
+    const key = loaded ? undefined : cacheKey(dir, pid),
+      hit = key ? parentRunsCache.get(key) : undefined;
+    if (loaded || (hit && hit.id === filesId(dir, [pagemapFile, ...pagesFilesOf(hit.pagesFile)]))) {
+      const known = loaded ?? hit!;
+      this.runs = known.runs;
+      pagesFile = known.pagesFile;
+      for (const r of known.runs) if (r.flags & PE_PRESENT) off += r.nrPages * PAGE;
     } else {
-      const key = cacheKey(dir, pid),
-        hit = key ? parentRunsCache.get(key) : undefined;
-      const id = hit && filesId(dir, [`pagemap-${pid}.img`, ...pagesFilesOf(hit.pagesFile)]);
-      if (hit && id && id === hit.id) {
-        this.runs = hit.runs;
-        pagesFile = hit.pagesFile;
-        for (const r of hit.runs) if (r.flags & PE_PRESENT) off += r.nrPages * PAGE;
-        cached = true;
-      } else {
-        const pm = decodePagemap(dir, `pagemap-${pid}.img`);
-        for (const r of pm.runs) {
-          this.runs.push({ ...r, offset: off });
-          if (r.flags & PE_PRESENT) off += r.nrPages * PAGE;
-        }
-        pagesFile = `pages-${pm.pagesId}.img`;
+      const pmId = filesId(dir, [pagemapFile]);
+      const pm = decodePagemap(dir, pagemapFile);
+      for (const r of pm.runs) {
+        this.runs.push({ ...r, offset: off });
+        if (r.flags & PE_PRESENT) off += r.nrPages * PAGE;
       }
+      pagesFile = `pages-${pm.pagesId}.img`;
+      const pagesId = filesId(dir, pagesFilesOf(pagesFile));
+      fresh = { key, id: pmId && pagesId && `${pmId}/${pagesId}` };
     }
-    const layout = checkPagesLayout(dir, pagesFile, off, `pagemap-${pid}.img`);
-    if (layout.index && !loaded && !cached)
+    const layout = checkPagesLayout(dir, pagesFile, off, pagemapFile);
+    if (layout.index && fresh)
       checkAddrBinding(
         layout.index,
         this.runs.filter((r) => r.flags & PE_PRESENT),
         join(dir, pagesNames(pagesFile).idx),
-        join(dir, `pagemap-${pid}.img`)
+        join(dir, pagemapFile)
       );
     this.fd = openSync(join(dir, layout.dataFile), "r");
-    if (!loaded && !cached) remember(dir, pid, pagesFile, this.runs);
+    if (fresh?.key && fresh.id) remember(fresh.key, fresh.id, pagesFile, this.runs);
     if (layout.index) {
       let raw = 0,
         file = 0;
