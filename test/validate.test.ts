@@ -2,7 +2,18 @@
 // file, and nothing is left behind: each workload is dumped once, then copies of its images are
 // damaged the way a bad disk, a careless copy or a hostile hand would (src/restore/validate.ts).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  cpSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  unlinkSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
@@ -17,7 +28,8 @@ import {
   type Workload,
 } from "./harness";
 import { dump, imagesDir, cleanupImages, restore, waitReaped } from "./engine-helpers";
-import { readImage, encodeImage } from "../src/images/image";
+import { readImage, encodeImage, writeImageBytes } from "../src/images/image";
+import { writeManifest, verifyManifest } from "../src/images/manifest";
 import { decodePagemap, encodePagemap } from "../src/images/pagemap";
 import * as S from "../src/images/schemas";
 import type { MessageKind } from "../src/images/magic";
@@ -286,5 +298,36 @@ describe("criu-bun.sum", () => {
     const c2 = copyOf(dir);
     unlinkSync(join(c2, "criu-bun.sum"));
     refused(c2, w, "criu-bun.sum is missing");
+  });
+
+  test("the checksums of images written by this process come from the bytes written; one changed since is read again", () => {
+    const d = mkdtempSync(join(tmpdir(), "criu-bun-sum-"));
+    try {
+      const a = new Uint8Array(300_000).map((_, i) => (i * 7) & 0xff),
+        b = new Uint8Array(5000).fill(3),
+        c = new Uint8Array(5000).fill(4);
+      writeImageBytes(d, "a.img", a);
+      writeImageBytes(d, "b.img", b);
+      writeImageBytes(d, "c.img", c);
+      // b.img replaced by other bytes of the same size, c.img written in place: both must be read again
+      writeFileSync(join(d, "b.img"), new Uint8Array(5000).fill(9));
+      const fd = openSync(join(d, "c.img"), "r+");
+      writeSync(fd, new Uint8Array([1]), 0, 1, 100);
+      closeSync(fd);
+      writeManifest(d);
+      const want = ["a.img", "b.img", "c.img"]
+        .map(
+          (f) =>
+            `${Bun.hash
+              .xxHash64(readFileSync(join(d, f)))
+              .toString(16)
+              .padStart(16, "0")}  ${f}\n`
+        )
+        .join("");
+      expect(readFileSync(join(d, "criu-bun.sum"), "latin1")).toBe(want);
+      expect(() => verifyManifest(d)).not.toThrow();
+    } finally {
+      rmSync(d, { recursive: true, force: true });
+    }
   });
 });

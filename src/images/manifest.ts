@@ -9,6 +9,7 @@
 import { readdirSync, readFileSync, existsSync, writeFileSync, renameSync } from "node:fs";
 import { join } from "node:path";
 import { CriuError } from "../log";
+import { writtenHash } from "./safefs";
 
 const MANIFEST = "criu-bun.sum";
 
@@ -17,14 +18,19 @@ function covered(f: string): boolean {
   return f.endsWith(".img") && f !== "inventory.img" && !f.startsWith("stats-") && !/^pages-\d+\.img$/.test(f);
 }
 
-const hash = (b: Uint8Array) => Bun.hash.xxHash64(b).toString(16).padStart(16, "0");
+const hex = (h: bigint) => h.toString(16).padStart(16, "0");
+const hash = (b: Uint8Array) => hex(Bun.hash.xxHash64(b));
 
-/** After every image is written (pages, idx and metadata): list them with their checksums. */
+/** After every image is written (pages, idx and metadata): list them with their checksums (those
+ * of the files this process wrote and nobody changed since as it hashed them then, the others read). */
 export function writeManifest(dir: string) {
   const lines = readdirSync(dir)
     .filter(covered)
     .sort()
-    .map((f) => `${hash(readFileSync(join(dir, f)))}  ${f}\n`);
+    .map((f) => {
+      const known = writtenHash(join(dir, f));
+      return `${known !== undefined ? hex(known) : hash(readFileSync(join(dir, f)))}  ${f}\n`;
+    });
   const tmp = join(dir, `.${MANIFEST}.tmp${process.pid}`);
   writeFileSync(tmp, lines.join(""), { mode: 0o600 });
   renameSync(tmp, join(dir, MANIFEST));
