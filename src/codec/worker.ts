@@ -5,6 +5,24 @@ import { serveVmas } from "./vmaserve";
 
 /** Jobs between garbage collections in this Worker (see GC_EVERY in pipeline.ts). */
 const GC_EVERY = 64;
+/**
+ * JavaScriptCore's tier-up thresholds in this Worker's VM while it dumps: x1000, so its JavaScript
+ * stays in the interpreter. A dump block's JavaScript is a few calls and a loop over its 256 page
+ * flags; the pages themselves go through the kernel, WASM and native XXH3. Left to tier up, each
+ * Worker compiled the same functions through DFG and FTL on the JIT threads while the pages went:
+ * about 0.09 s of CPU and 400 page faults per 1 GiB dump on the 2 cores the Workers need (A/B in
+ * BENCHMARKS.md, tenth session). A restore's Workers keep the executable's start value
+ * (RESTORE_JIT: scripts/build.ts's --compile-jit-policy): fillCow compares pages word by word in
+ * JavaScript and needs the JIT.
+ */
+const DUMP_JIT = 1000,
+  RESTORE_JIT = 16;
+let jitPolicy = 0;
+function setJit(scale: number) {
+  if (jitPolicy === scale || (jitPolicy === 0 && scale === RESTORE_JIT)) return;
+  Bun.unsafe.setJITPolicy(scale);
+  jitPolicy = scale;
+}
 let jobsDone = 0;
 
 declare const self: Worker;
@@ -30,6 +48,7 @@ self.onmessage = (e: MessageEvent) => {
     return;
   }
   if (m.op === "open") {
+    setJit(m.pagesFd < 0 ? DUMP_JIT : RESTORE_JIT); // pagesFd: the file a restore reads, -1 for a dump
     const init: CoreInit = {
       pid: m.pid,
       memFd: m.memFd,
