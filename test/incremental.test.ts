@@ -216,3 +216,44 @@ test("parent pagemaps decoded ahead (migrate's PRECHECK) are used only while the
     expect((await waitResult(x, 15000)).text).toStartWith("PASS");
   }
 });
+
+test("parent pages read through a warm chain (migrate's PRECHECK): a page index replaced since is read as it is now, and a reused block buffer never serves a block it did not just read", async () => {
+  const w = await startWorkload("spin", ["8", "--pattern=heap"]);
+  const base = imagesDir("incr-warm-idx");
+  for (const d of ["a", "b"]) mkdirSync(join(base, d));
+  const env = { CRIU_BUN_MEMTRACK: "off" };
+  const A = join(base, "a"),
+    B = join(base, "b");
+  expect(criuBun(["pre-dump", "-t", String(w.pid), "-D", A], { env }).code).toBe(0);
+  expect(criuBun(["pre-dump", "-t", String(w.pid), "-D", B], { env }).code).toBe(0);
+  const runs = decodePagemap(A, `pagemap-${w.pid}.img`).runs.filter((r) => r.flags & 4);
+  // every stored run's first page of dir, read through a fresh PageSource (its block buffer from the pool)
+  const pages = (dir: string) => {
+    const src = new PageSource(dir, w.pid);
+    try {
+      return runs.map((r) => {
+        const buf = new Uint8Array(4096);
+        return src.read(r.vaddr, buf, 0) ? Buffer.from(buf).toString("base64") : "";
+      });
+    } finally {
+      src.close();
+    }
+  };
+  warmParentRuns(A); // decoded, its layout checked and kept, block buffers made and touched
+  const good = pages(A);
+  expect(good.every((p) => p !== "")).toBe(true);
+  // a's page index replaced by one whose first block's checksum differs (same size, a new file):
+  // the kept layout is not the file's any more, so the block is checked against the new index and refused
+  const idx = readdirSync(A).find((f) => /^pages-\d+\.idx$/.test(f))!;
+  copyFileSync(join(A, idx), join(A, `${idx}.new`));
+  flipBit(join(A, `${idx}.new`), 32 + 8); // block 0's stored checksum (after the 32-byte header)
+  renameSync(join(A, `${idx}.new`), join(A, idx));
+  expect(() => pages(A)).toThrow(/checksum|XXH|hash/i);
+  // b's pages file damaged in its first block: its PageSource takes a buffer a's blocks were read into
+  // (same block size), and must read and check b's block, not find a's bytes there
+  const img = readdirSync(B).find((f) => /^pages-\d+\.img$/.test(f))!;
+  flipBit(join(B, img), 100);
+  expect(() => pages(B)).toThrow(/checksum|XXH|hash/i);
+  trigger(w);
+  expect((await waitResult(w, 15000)).text).toStartWith("PASS");
+});
