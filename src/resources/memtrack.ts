@@ -168,15 +168,30 @@ export class MemTracker {
         }
         // file mappings: the file's own pages are no pages of the dump
         const file = kind === "file" ? PAGE_IS.FILE : 0;
+        // anonymous memory: one walk of its page tables gives both the pages written since the
+        // write-protect and those there and untouched (present or swapped, not the zero page), told
+        // apart by PAGE_IS_WRITTEN in the categories of each region (the kernel joins neighbours
+        // only when their returned categories are equal)
+        const split = file
+          ? undefined
+          : scanSplit(sc, pid, v.start, v.end, PAGE_IS.WRITTEN, {
+              flags: PM_SCAN.CHECK_WPASYNC,
+              mask: PAGE_IS.PFNZERO,
+              inverted: PAGE_IS.PFNZERO,
+              anyof: PAGE_IS.PRESENT | PAGE_IS.SWAPPED,
+              ret: PAGE_IS.WRITTEN | PAGE_IS.PRESENT | PAGE_IS.SWAPPED,
+            });
         // written since the write-protect (not the zero page): read
-        const written = scanRuns(sc, pid, v.start, v.end, {
-          flags: PM_SCAN.CHECK_WPASYNC,
-          mask: PAGE_IS.WRITTEN | PAGE_IS.PFNZERO | file,
-          inverted: PAGE_IS.PFNZERO | file,
-          anyof: PAGE_IS.PRESENT | PAGE_IS.SWAPPED,
-          ret: PAGE_IS.WRITTEN | PAGE_IS.PRESENT | PAGE_IS.SWAPPED,
-        });
-        if (written === null) {
+        const written = split
+          ? split.with
+          : scanRuns(sc, pid, v.start, v.end, {
+              flags: PM_SCAN.CHECK_WPASYNC,
+              mask: PAGE_IS.WRITTEN | PAGE_IS.PFNZERO | file,
+              inverted: PAGE_IS.PFNZERO | file,
+              anyof: PAGE_IS.PRESENT | PAGE_IS.SWAPPED,
+              ret: PAGE_IS.WRITTEN | PAGE_IS.PRESENT | PAGE_IS.SWAPPED,
+            });
+        if (split === null || written === null) {
           out.untracked.push(v);
           continue;
         }
@@ -192,7 +207,7 @@ export class MemTracker {
         // (the parent's ranges in this VMA: a binary search, not a walk of all of them per VMA)
         const inParent = clip(parent, v.start, v.end);
         let same: [bigint, bigint][];
-        if (!file) same = intersect(untouched(PAGE_IS.PRESENT | PAGE_IS.SWAPPED), inParent);
+        if (split) same = intersect(split.without, inParent);
         else {
           // a file mapping: only where the parent has pages (its few private ones: a walk of the
           // parent's ranges, not of the whole mapping). Untouched "swapped" pages there are
@@ -400,6 +415,41 @@ function scanRuns(
       const last = out[out.length - 1];
       if (last && last[1] === a) last[1] = b;
       else out.push([a, b]);
+    }
+    at = stop;
+  }
+  return out;
+}
+
+/**
+ * scanRuns with the regions parted by one category bit: those that have it and those that do not
+ * (each list sorted, neighbours joined); null where the VMA is not registered.
+ */
+function scanSplit(
+  sc: PagemapScanner,
+  pid: number,
+  start: bigint,
+  end: bigint,
+  bit: number,
+  q: Parameters<PagemapScanner["scan"]>[2]
+): { with: [bigint, bigint][]; without: [bigint, bigint][] } | null {
+  const out = { with: [] as [bigint, bigint][], without: [] as [bigint, bigint][] };
+  const b64 = BigInt(bit);
+  let at = start;
+  while (at < end) {
+    const n = sc.scan(at, end, q);
+    if (n === -1 /* EPERM: not registered with async write-protect */) return null;
+    if (n < 0) throw new Error(`PAGEMAP_SCAN of process ${pid} at 0x${at.toString(16)}: ${errnoText(-n)}`);
+    const stop = sc.walkEnd;
+    if (stop <= at) throw new Error(`PAGEMAP_SCAN of process ${pid} made no progress at 0x${at.toString(16)}`);
+    for (let i = 0; i < n; i++) {
+      const a = sc.vec[i * 3],
+        b = sc.vec[i * 3 + 1] < stop ? sc.vec[i * 3 + 1] : stop;
+      if (a >= b) continue;
+      const list = sc.vec[i * 3 + 2] & b64 ? out.with : out.without;
+      const last = list[list.length - 1];
+      if (last && last[1] === a) last[1] = b;
+      else list.push([a, b]);
     }
     at = stop;
   }
