@@ -24,6 +24,7 @@ import {
   criuBunCommand,
   holdsFor,
   isAlive,
+  procState,
   startWorkload,
   trigger,
   waitResult,
@@ -444,6 +445,40 @@ describe("criu-bun killed at random moments", () => {
   let seed = 0x5eed;
   const rnd = () => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff;
 
+  test("dump killed while a live connection is in TCP repair mode: the program's sockets work as before", async () => {
+    // TCP_REPAIR belongs to the socket, not to criu-bun's duplicate of it: a criu-bun killed while
+    // the queues are read would leave it on in a program that runs on (reads fail with EPERM,
+    // writes queue without being sent), and repair mode resets SO_REUSEADDR. The sentinel that
+    // holds the socket (src/sys/sentinel.ts) puts both back when criu-bun's fds close. The
+    // program sleeps until go, so it uses its sockets only after that.
+    const w = await startWorkload("tcppair.py");
+    const dir = imagesDir("kill-repair");
+    const r = Bun.spawnSync([...criuBunCommand(), "dump", "-t", String(w.pid), "-D", dir, "--tcp-established", "-R"], {
+      stdout: "ignore",
+      stderr: "ignore",
+      env: { ...process.env, CRIU_BUN_DIE: "tcp-repair" },
+    });
+    expect(r.signalCode).toBe("SIGKILL");
+    await until(() => tracer(w.pid) === 0, `${w.pid} still traced`);
+    expect(listLockTables()).toEqual([]);
+    // the sentinel (its command line is the dead criu-bun's: it shares its memory) exits once its work is done
+    const sentinels = () =>
+      readdirSync("/proc").filter((p) => {
+        try {
+          return (
+            /^\d+$/.test(p) &&
+            procState(Number(p)) !== "Z" &&
+            readFileSync(`/proc/${p}/cmdline`, "latin1").includes(dir)
+          );
+        } catch {
+          return false;
+        }
+      });
+    await until(() => sentinels().length === 0, "the sentinel to finish");
+    trigger(w);
+    expect((await waitResult(w, 30_000)).summary).toBe("PASS");
+  }, 60_000);
+
   test("restore killed when all but leaving repair mode is done: the connection closes silently, nothing lingers on the port", async () => {
     const port = 20000 + Math.floor(Math.random() * 20000);
     const w = await startWorkload("tcpserver", [String(port), "--expect=1"]);
@@ -634,6 +669,12 @@ describe("criu-bun killed at random moments", () => {
         300
       );
       expect(puppets()).toEqual([]);
+      // the server checks its connection's options (SO_REUSEADDR among them: repair mode resets
+      // it, so each -R dump above had to put it back in the running server, and the last dump
+      // had to read the server's own value) and that no socket error ever came
+      trigger(w);
+      const res = await waitResult(w, 30_000);
+      expect(res.summary).toBe("PASS");
     } finally {
       client.kill("SIGKILL");
     }

@@ -11,6 +11,7 @@ import {
   recvBytes,
   int32,
   SOL,
+  SO,
   TCP,
   MSG,
   SIOCINQ,
@@ -18,7 +19,10 @@ import {
   SIOCOUTQNSD,
 } from "../sys/inetsock";
 import { SysError, errnoText, sysFailed } from "../sys/errno";
-import { CriuError } from "../log";
+import { CriuError, log } from "../log";
+import { armUndo } from "../sys/sentinel";
+import { diePoint } from "../fault";
+import { NR } from "../sys/nr";
 
 export const TCP_STATE = {
   ESTABLISHED: 1,
@@ -81,8 +85,46 @@ export function repairOn(fd: number, where: string) {
     );
 }
 /** Leave repair mode; the kernel sends a window probe so the peer learns we are back. */
-export function repairOff(fd: number, noProbe = false): number {
+function repairOff(fd: number, noProbe = false): number {
   return setsockoptInt(fd, SOL.TCP, TCP.REPAIR, noProbe ? -1 /* TCP_REPAIR_OFF_NO_WP */ : 0);
+}
+
+/**
+ * Leave repair mode on a live connection's socket and put its SO_REUSEADDR back: the kernel resets
+ * sk_reuse when repair mode ends (on sets it to "force", off to none), so a program that had set
+ * SO_REUSEADDR would lose it, and a dump reading it afterwards would write false.
+ */
+export function repairOffLive(fd: number, reuseaddr: number, noProbe = false): number {
+  const e = repairOff(fd, noProbe);
+  if (e < 0 || !reuseaddr) return e;
+  return setsockoptInt(fd, SOL.SOCKET, SO.REUSEADDR, reuseaddr);
+}
+
+/**
+ * Run fn with a live connection's socket in repair mode (the dump reading its queues), and leave
+ * repair mode even if criu-bun dies meanwhile: TCP_REPAIR belongs to the socket, not to our fd,
+ * so a criu-bun killed in the window would leave it on in a process that runs on (its reads fail,
+ * nothing is sent). A sentinel (sys/sentinel.ts) holding the socket does the same two calls as
+ * repairOffLive when our fds close without it being disarmed. SO_REUSEADDR is read before repair
+ * mode changes it (getsockopt SO_REUSEADDR before repairOn), and put back after.
+ */
+export function withLiveRepair<T>(fd: number, reuseaddr: number, where: string, fn: () => T): T {
+  const undo = [{ nr: NR.setsockopt, args: [fd, SOL.TCP, TCP.REPAIR, { int32: -1 /* OFF_NO_WP */ }, 4] }];
+  if (reuseaddr) undo.push({ nr: NR.setsockopt, args: [fd, SOL.SOCKET, SO.REUSEADDR, { int32: reuseaddr }, 4] });
+  const sentinel = armUndo([fd], undo);
+  log.debug(`${where}: sentinel ${sentinel.pid} takes the socket out of repair mode if criu-bun dies meanwhile`);
+  try {
+    repairOn(fd, where);
+    try {
+      diePoint("tcp-repair");
+      return fn();
+    } finally {
+      const e = repairOffLive(fd, reuseaddr, true);
+      if (e < 0) log.warn(`${where}: leaving TCP repair mode failed: ${errnoText(-e)}`);
+    }
+  } finally {
+    sentinel.disarm();
+  }
 }
 
 function seqOf(fd: number, q: number): number {

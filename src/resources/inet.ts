@@ -52,7 +52,8 @@ import {
   TCP_STATE_NAME,
   tcpInfo,
   repairOn,
-  repairOff,
+  repairOffLive,
+  withLiveRepair,
   dumpTcpStream,
   restoreTcpStream,
   type TcpStream,
@@ -130,7 +131,7 @@ interface InetDump {
   /** the endpoints locked in each process's netns, and the lock this criu-bun holds there */
   locks: Map<number, { eps: LockedEndpoint[]; held: HeldLock }>;
   /** criu-bun's duplicates of the established connections (closed in repair mode once a killed tree is gone) */
-  repaired: { fd: number; where: string }[];
+  repaired: { fd: number; where: string; reuseaddr: number }[];
   /** the tree was let go or killed: the locks are dealt with */
   released: boolean;
   /** sk_shutdown of the sockets of a netns, family and protocol (inetShutdown) */
@@ -196,7 +197,7 @@ function inetDumpRelease(s: InetDump, outcome: "killed" | "running", runId?: str
   if (outcome === "killed") return;
   for (const r of s.repaired.splice(0)) {
     // a window probe, now that the lock is gone, so the peer learns at once we are back
-    const e = repairOff(r.fd);
+    const e = repairOffLive(r.fd, r.reuseaddr);
     if (e < 0) log.warn(`${r.where}: leaving TCP repair mode failed: ${errnoText(-e)}`);
     syscall(NR.close, r.fd);
   }
@@ -566,18 +567,13 @@ export const inetKind: FdKind<InetDump, InetRestore> = {
           const keep = syscall(NR.fcntl, fd, F.DUPFD_CLOEXEC, 0);
           if (keep < 0) throw new CriuError("files", `${where}: dup failed: ${errnoText(-keep)}`);
           s.active = true;
-          s.repaired.push({ fd: keep, where });
-          // repair mode only while the queues are read: TCP_REPAIR belongs to the socket, not to
-          // our fd, so a criu-bun killed meanwhile would leave it on in a process that runs on
-          // (its reads fail with EPERM, nothing is sent). The process is frozen and the lock
-          // drops the packets, so nothing moves after; off without a window probe (the lock
-          // would drop it anyway)
-          repairOn(keep, where);
-          try {
-            stream = dumpTcpStream(keep, `${where} (${conn})`);
-          } finally {
-            repairOff(keep, true);
-          }
+          // in repair mode only while the queues are read (withLiveRepair: left even if criu-bun
+          // dies). The process is frozen and the lock drops the packets, so nothing moves after;
+          // off without a window probe (the lock would drop it anyway). SO_REUSEADDR first: repair
+          // mode changes it
+          const reuseaddr = getsockoptInt(keep, SOL.SOCKET, SO.REUSEADDR);
+          s.repaired.push({ fd: keep, where, reuseaddr });
+          stream = withLiveRepair(keep, reuseaddr, where, () => dumpTcpStream(keep, `${where} (${conn})`));
         }
       } else if (CONNECTED.has(state)) {
         if (ctx.opts.tcpEstablished) refuse("files", where, "tcp-half-closed", `${TCP_STATE_NAME[state]} ${conn}`);
@@ -611,8 +607,9 @@ export const inetKind: FdKind<InetDump, InetRestore> = {
       if (tryGetsockoptInt(fd, proto, 1 /* UDP_CORK */))
         refuse("files", where, "udp-cork", `${conn}, ${ioctlInt(fd, SIOCOUTQ)} bytes corked`);
     }
-    // options last: an established connection is locked and in repair mode by now, so its
-    // queues were read the moment it was reached (they drain while the peer still runs)
+    // options last: an established connection is locked by now, so its queues were read the
+    // moment it was reached (they drain while the peer still runs); out of repair mode again, with
+    // its SO_REUSEADDR as the program set it
     isk.opts = dumpSkOpts(fd, type, proto, where);
     if (family === AF.INET6) isk.v6only = getsockoptInt(fd, SOL.IPV6, IPV6_V6ONLY) !== 0;
     isk.ipOpts = dumpIpOpts(ctx.pid, fd, family, type, proto);

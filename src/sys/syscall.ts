@@ -10,10 +10,19 @@ const PROT_READ = 1,
 const MAP_PRIVATE = 2,
   MAP_ANONYMOUS = 0x20;
 
-// mov rax,rdi; mov rdi,rsi; mov rsi,rdx; mov rdx,rcx; mov r10,r8; mov r8,r9; mov r9,[rsp+8]; syscall; ret
+// A first argument below 0x10000 is a syscall number: mov rax,rdi; mov rdi,rsi; mov rsi,rdx; mov rdx,rcx;
+// mov r10,r8; mov r8,r9; mov r9,[rsp+8]; syscall; ret. Above, it is the address of machine code of our
+// own (callCode): jumped to with the second argument as its first, as a function (no second FFI
+// trampoline to compile for it).
+// biome-ignore format: machine code
 const STUB = [
+  0x48, 0x81, 0xff, 0x00, 0x00, 0x01, 0x00, // cmp rdi, 0x10000
+  0x73, 0x1a, //                               jae code
   0x48, 0x89, 0xf8, 0x48, 0x89, 0xf7, 0x48, 0x89, 0xd6, 0x48, 0x89, 0xca, 0x4d, 0x89, 0xc2, 0x4d, 0x89, 0xc8, 0x4c,
   0x8b, 0x4c, 0x24, 0x08, 0x0f, 0x05, 0xc3,
+  0x48, 0x89, 0xf8, //                         code: mov rax, rdi
+  0x48, 0x89, 0xf7, //                         mov rdi, rsi
+  0xff, 0xe0, //                               jmp rax
 ];
 
 const page = libc.mmap(null, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) as Pointer;
@@ -59,6 +68,11 @@ export function syscall(
   f = 0 as Arg
 ): number {
   return Number(raw(nr, a, b, c, d, e, f));
+}
+
+/** Call machine code of ours at `code` (an executable page criu-bun wrote) as fn(arg); its rax. */
+export function callCode(code: bigint, arg: Arg): bigint {
+  return BigInt(raw(code, arg, 0, 0, 0, 0, 0));
 }
 
 /** A raw syscall that throws SysError on failure. */

@@ -4,7 +4,7 @@
  *   tcpserver DIR PORT [--addr=ADDR] [--expect=N] [--selftest-corrupt]
  *
  * Listens on ADDR:PORT (default 127.0.0.1; "::" = dual stack, v4-mapped peers) with
- * SO_REUSEADDR, then writes DIR/ready. Every accepted client gets TCP_NODELAY, SO_KEEPALIVE
+ * SO_REUSEADDR (its clients inherit it), then writes DIR/ready. Every accepted client gets TCP_NODELAY, SO_KEEPALIVE
  * (idle 77 s) and fixed 64 KiB buffers; it is echoed byte for byte, at most 8 KiB per client per
  * 5 ms round, so bytes pile up in the server's receive queue, and clients that read slowly keep
  * its send queue full: a dump catches data in flight both ways. The byte streams are checked by
@@ -45,6 +45,9 @@ static void check_opts(int fd, const char *who) {
 	WL_CHECK(v == 77, "%s: TCP_KEEPIDLE is %d, not 77", who, v);
 	getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, &l);
 	WL_CHECK(v == 2 * 65536, "%s: SO_RCVBUF is %d", who, v);
+	/* inherited from the listener; TCP repair mode resets it, so a dump must put it back */
+	getsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &v, &l);
+	WL_CHECK(v == 1, "%s: SO_REUSEADDR is %d", who, v);
 }
 
 int main(int argc, char **argv) {

@@ -1,0 +1,246 @@
+// An undo that outlives criu-bun: a small child process that puts back, with a few raw system
+// calls, a change criu-bun makes in a process that runs on (a live socket in TCP repair mode), if
+// criu-bun dies before it puts it back itself. SIGKILL gives criu-bun no chance to clean up; the
+// kernel closes its fds, and that is what the child waits for.
+//
+// A machine-code stub (no JavaScript, no library code in the child) blocks every signal, then
+// clone(CLONE_VM | SIGCHLD): the child shares our memory (it only reads its page below) and gets a
+// copy of our fd table, in which it closes every fd but the pipe's read end and the ones its undo
+// needs (so it holds no lock socket, no image and no pidfd of ours), leaves our session (a kill of
+// our process group does not take it), and reads the pipe:
+//   - one byte: criu-bun put the state back itself (disarm): the child exits;
+//   - end of file: criu-bun is gone (or gave up): the child runs its undo calls, then exits.
+// The pipe is close-on-exec at both ends, so no program criu-bun starts keeps the write end open.
+// The parent restores its signal mask and returns the child's pid; disarm() reaps it.
+import { toArrayBuffer, type Pointer } from "bun:ffi";
+import { libc } from "./libc";
+import { addr, callCode, syscall } from "./syscall";
+import { NR } from "./nr";
+import { CLONE } from "./flags";
+import { SysError } from "./errno";
+
+/** One undo call: a syscall number and up to six arguments; `{ int32 }` passes the address of that int. */
+interface UndoCall {
+  nr: number;
+  args: (number | bigint | { int32: number })[];
+}
+
+// The page each sentinel owns (read and written by the stub, read by the child until it exits):
+const P_FLAGS = 0, // clone flags
+  P_STACK = 8, // the child's stack top (never used: no call, no push in the child)
+  P_RFD = 16, // the pipe's read end
+  P_NRANGES = 24, // close_range ranges
+  P_NUNDO = 32, // undo calls
+  P_RESULT = 40, // clone's result
+  P_ALL = 48, // an all-ones signal set
+  P_OLD = 56, // the parent's old signal mask
+  P_BYTE = 64, // the byte read
+  P_RANGES = 128, // [first, last] u64 pairs (at most MAX_RANGES)
+  P_UNDO = 512, // 64-byte entries: nr, six arguments, result (as the guarded batch's loop reads them)
+  P_INTS = 2048, // the ints the undo calls point to
+  PAGE = 4096;
+const MAX_RANGES = 16,
+  MAX_UNDO = 16;
+
+/** Little assembler: bytes, with 32-bit relative jumps to labels resolved at the end. */
+function assemble(parts: (number[] | string | { jump: number[]; to: string })[]): Uint8Array {
+  const out: number[] = [];
+  const labels = new Map<string, number>();
+  const fixups: { at: number; to: string }[] = [];
+  for (const p of parts) {
+    if (typeof p === "string") labels.set(p, out.length);
+    else if (Array.isArray(p)) out.push(...p);
+    else {
+      out.push(...p.jump, 0, 0, 0, 0);
+      fixups.push({ at: out.length - 4, to: p.to });
+    }
+  }
+  const b = new Uint8Array(out);
+  const dv = new DataView(b.buffer);
+  for (const f of fixups) dv.setInt32(f.at, labels.get(f.to)! - (f.at + 4), true);
+  return b;
+}
+const d32 = (v: number) => [v & 0xff, (v >> 8) & 0xff, (v >> 16) & 0xff, (v >>> 24) & 0xff];
+const movEax = (v: number) => [0xb8, ...d32(v)];
+const syscallOp = [0x0f, 0x05];
+
+// biome-ignore format: machine code, one instruction a line
+const STUB = assemble([
+  [0x53],                                   // push rbx
+  [0x41, 0x54],                             // push r12
+  [0x48, 0x89, 0xfb],                       // mov rbx, rdi              (the page)
+  movEax(NR.rt_sigprocmask),
+  [0xbf, 2, 0, 0, 0],                       // mov edi, SIG_SETMASK
+  [0x48, 0x8d, 0xb3, ...d32(P_ALL)],        // lea rsi, [rbx+P_ALL]
+  [0x48, 0x8d, 0x93, ...d32(P_OLD)],        // lea rdx, [rbx+P_OLD]
+  [0x41, 0xba, 8, 0, 0, 0],                 // mov r10d, 8
+  syscallOp,
+  movEax(NR.clone),
+  [0x48, 0x8b, 0xbb, ...d32(P_FLAGS)],      // mov rdi, [rbx+P_FLAGS]
+  [0x48, 0x8b, 0xb3, ...d32(P_STACK)],      // mov rsi, [rbx+P_STACK]
+  [0x31, 0xd2],                             // xor edx, edx
+  [0x45, 0x31, 0xd2],                       // xor r10d, r10d
+  [0x45, 0x31, 0xc0],                       // xor r8d, r8d
+  syscallOp,
+  [0x48, 0x85, 0xc0],                       // test rax, rax
+  { jump: [0x0f, 0x85], to: "parent" },     // jnz parent
+  // the child: close every fd but the kept ones (r12 = ranges left, rbx walks them)
+  [0x4c, 0x8b, 0xa3, ...d32(P_NRANGES)],    // mov r12, [rbx+P_NRANGES]
+  [0x48, 0x8d, 0x8b, ...d32(P_RANGES)],     // lea rcx, [rbx+P_RANGES]
+  "ranges",
+  [0x4d, 0x85, 0xe4],                       // test r12, r12
+  { jump: [0x0f, 0x84], to: "ranged" },     // jz ranged
+  [0x48, 0x8b, 0x39],                       // mov rdi, [rcx]
+  [0x48, 0x8b, 0x71, 0x08],                 // mov rsi, [rcx+8]
+  [0x31, 0xd2],                             // xor edx, edx
+  movEax(NR.close_range),
+  [0x49, 0x89, 0xc8],                       // mov r8, rcx              (syscall clobbers rcx)
+  syscallOp,
+  [0x4c, 0x89, 0xc1],                       // mov rcx, r8
+  [0x48, 0x83, 0xc1, 0x10],                 // add rcx, 16
+  [0x49, 0xff, 0xcc],                       // dec r12
+  { jump: [0xe9], to: "ranges" },           // jmp ranges
+  "ranged",
+  movEax(NR.setsid),
+  syscallOp,
+  "read",
+  [0x31, 0xc0],                             // xor eax, eax             (read)
+  [0x48, 0x8b, 0xbb, ...d32(P_RFD)],        // mov rdi, [rbx+P_RFD]
+  [0x48, 0x8d, 0xb3, ...d32(P_BYTE)],       // lea rsi, [rbx+P_BYTE]
+  [0xba, 1, 0, 0, 0],                       // mov edx, 1
+  syscallOp,
+  [0x48, 0x83, 0xf8, 0xfc],                 // cmp rax, -EINTR
+  { jump: [0x0f, 0x84], to: "read" },       // je read
+  [0x48, 0x83, 0xf8, 0x01],                 // cmp rax, 1
+  { jump: [0x0f, 0x84], to: "exit" },       // je exit                 (disarmed)
+  // criu-bun is gone: the undo calls, each entry nr, six arguments, result
+  [0x4c, 0x8b, 0xa3, ...d32(P_NUNDO)],      // mov r12, [rbx+P_NUNDO]
+  [0x48, 0x8d, 0x9b, ...d32(P_UNDO)],       // lea rbx, [rbx+P_UNDO]
+  "undo",
+  [0x4d, 0x85, 0xe4],                       // test r12, r12
+  { jump: [0x0f, 0x84], to: "exit" },       // jz exit
+  [0x48, 0x8b, 0x03],                       // mov rax, [rbx]
+  [0x48, 0x8b, 0x7b, 0x08],                 // mov rdi, [rbx+8]
+  [0x48, 0x8b, 0x73, 0x10],                 // mov rsi, [rbx+16]
+  [0x48, 0x8b, 0x53, 0x18],                 // mov rdx, [rbx+24]
+  [0x4c, 0x8b, 0x53, 0x20],                 // mov r10, [rbx+32]
+  [0x4c, 0x8b, 0x43, 0x28],                 // mov r8, [rbx+40]
+  [0x4c, 0x8b, 0x4b, 0x30],                 // mov r9, [rbx+48]
+  syscallOp,
+  [0x48, 0x89, 0x43, 0x38],                 // mov [rbx+56], rax
+  [0x48, 0x83, 0xc3, 0x40],                 // add rbx, 64
+  [0x49, 0xff, 0xcc],                       // dec r12
+  { jump: [0xe9], to: "undo" },             // jmp undo
+  "exit",
+  movEax(NR.exit),
+  [0x31, 0xff],                             // xor edi, edi
+  syscallOp,
+  "parent",
+  [0x48, 0x89, 0x83, ...d32(P_RESULT)],     // mov [rbx+P_RESULT], rax
+  movEax(NR.rt_sigprocmask),
+  [0xbf, 2, 0, 0, 0],                       // mov edi, SIG_SETMASK
+  [0x48, 0x8d, 0xb3, ...d32(P_OLD)],        // lea rsi, [rbx+P_OLD]
+  [0x31, 0xd2],                             // xor edx, edx
+  [0x41, 0xba, 8, 0, 0, 0],                 // mov r10d, 8
+  syscallOp,
+  [0x48, 0x8b, 0x83, ...d32(P_RESULT)],     // mov rax, [rbx+P_RESULT]
+  [0x41, 0x5c],                             // pop r12
+  [0x5b],                                   // pop rbx
+  [0xc3],                                   // ret
+]);
+
+let stubAt: bigint | undefined;
+
+/** The stub's page (read + execute), written once. */
+function stub(): bigint {
+  if (stubAt !== undefined) return stubAt;
+  const page = libc.mmap(null, PAGE, 3 /* RW */, 0x22 /* PRIVATE|ANONYMOUS */, -1, 0) as Pointer;
+  if (!page || Number(page) === -1) throw new SysError("mmap (the sentinel's stub)", 12);
+  new Uint8Array(toArrayBuffer(page, 0, PAGE)).set(STUB);
+  if (libc.mprotect(page, PAGE, 5 /* R|X */) !== 0) throw new SysError("mprotect (the sentinel's stub)", 1);
+  stubAt = BigInt(Number(page));
+  return stubAt;
+}
+
+/** What armUndo returns: disarm() when criu-bun has put the state back itself. */
+interface Sentinel {
+  /** the child's pid (for the logs) */
+  pid: number;
+  /** the state is back: the child exits without its undo; reaped here */
+  disarm(): void;
+}
+
+/**
+ * Start a sentinel that runs `undo` (on the fds in `keep`, which it holds until it exits) if this
+ * process dies before disarm(). The undo calls must be harmless if the state is already back (a
+ * kill between criu-bun's own undo and disarm() runs both).
+ */
+export function armUndo(keep: number[], undo: UndoCall[]): Sentinel {
+  if (undo.length > MAX_UNDO || keep.length > MAX_RANGES - 2)
+    throw new Error(`armUndo: at most ${MAX_UNDO} calls and ${MAX_RANGES - 2} fds`);
+  const pfds = new Int32Array(2);
+  const O_CLOEXEC = 0o2000000;
+  const pr = syscall(NR.pipe2, addr(pfds), O_CLOEXEC);
+  if (pr < 0) throw new SysError("pipe2 (a sentinel's pipe)", -pr);
+  const [rfd, wfd] = [pfds[0], pfds[1]];
+  const map = libc.mmap(null, PAGE, 3 /* RW */, 0x22 /* PRIVATE|ANONYMOUS */, -1, 0) as Pointer;
+  if (!map || Number(map) === -1) {
+    syscall(NR.close, rfd);
+    syscall(NR.close, wfd);
+    throw new SysError("mmap (a sentinel's page)", 12);
+  }
+  const base = BigInt(Number(map));
+  const page = new DataView(toArrayBuffer(map, 0, PAGE));
+  const u64 = (at: number, v: number | bigint) => page.setBigUint64(at, BigInt.asUintN(64, BigInt(v)), true);
+  u64(P_FLAGS, CLONE.VM | 17 /* SIGCHLD */);
+  u64(P_STACK, base + BigInt(PAGE));
+  u64(P_RFD, rfd);
+  u64(P_ALL, 0xffffffffffffffffn);
+  // every fd but these is closed in the child: ranges between them
+  const kept = [...new Set([rfd, ...keep])].sort((a, b) => a - b);
+  const ranges: [number, number][] = [];
+  let from = 0;
+  for (const k of kept) {
+    if (k > from) ranges.push([from, k - 1]);
+    from = k + 1;
+  }
+  ranges.push([from, 0xffffffff]);
+  u64(P_NRANGES, ranges.length);
+  ranges.forEach(([a, b], i) => {
+    u64(P_RANGES + i * 16, a);
+    u64(P_RANGES + i * 16 + 8, b);
+  });
+  let ints = P_INTS;
+  u64(P_NUNDO, undo.length);
+  undo.forEach((c, i) => {
+    const e = P_UNDO + i * 64;
+    u64(e, c.nr);
+    c.args.forEach((a, k) => {
+      if (typeof a === "object") {
+        page.setInt32(ints, a.int32, true);
+        u64(e + 8 + k * 8, base + BigInt(ints));
+        ints += 8;
+      } else u64(e + 8 + k * 8, a);
+    });
+  });
+  const r = Number(BigInt.asIntN(64, callCode(stub(), base)));
+  if (r < 0) {
+    syscall(NR.close, rfd);
+    syscall(NR.close, wfd);
+    syscall(NR.munmap, base, PAGE);
+    throw new SysError("clone (a sentinel)", -r);
+  }
+  syscall(NR.close, rfd);
+  return {
+    pid: r,
+    disarm() {
+      const one = new Uint8Array([1]);
+      syscall(NR.write, wfd, addr(one), 1);
+      syscall(NR.close, wfd);
+      const st = new Int32Array(1);
+      const __WALL = 0x40000000;
+      while (syscall(NR.wait4, r, addr(st), __WALL, 0) === -4 /* EINTR */);
+      syscall(NR.munmap, base, PAGE);
+    },
+  };
+}

@@ -1,0 +1,37 @@
+# python3 workload (protocol of wl.h): both ends of an established TCP connection on 127.0.0.1,
+# SO_REUSEADDR on both (the accepted end inherits it from the listener, the connecting end sets
+# it), a few bytes queued in each direction. It touches the sockets only at go (it sleeps until
+# then), so a test can act between a dump and the program's next use of them. At go: the queued
+# bytes arrive in order, a round trip works both ways, SO_REUSEADDR is still 1 on both ends.
+import os, socket, sys, time
+d = sys.argv[1]
+def put(name, text):
+    with open(os.path.join(d, name + ".tmp"), "w") as f: f.write(text)
+    os.rename(os.path.join(d, name + ".tmp"), os.path.join(d, name))
+l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(("127.0.0.1", 0)); l.listen(1)
+c = socket.socket(); c.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+c.connect(l.getsockname()); s, _ = l.accept()
+c.sendall(b"queued-c2s"); s.sendall(b"queued-s2c")
+put("ready", f"{os.getpid()}\n")
+while not os.path.exists(os.path.join(d, "go")): time.sleep(0.05)
+fails = []
+def exactly(sock, n):
+    got = b""
+    while len(got) < n:
+        b = sock.recv(n - len(got))
+        if not b: raise EOFError("connection closed")
+        got += b
+    return got
+try:
+    for sock in (c, s): sock.settimeout(5)
+    if exactly(s, 10) != b"queued-c2s": fails.append("client to server bytes wrong")
+    if exactly(c, 10) != b"queued-s2c": fails.append("server to client bytes wrong")
+    c.sendall(b"ping"); s.sendall(exactly(s, 4) + b"-pong")
+    if exactly(c, 9) != b"ping-pong": fails.append("round trip wrong")
+except Exception as e: fails.append(f"{type(e).__name__}: {e}")
+for sock, n in ((c, "connecting end"), (s, "accepted end")):
+    v = sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)
+    if v != 1: fails.append(f"{n}: SO_REUSEADDR is {v}")
+put("result", ("PASS\n" if not fails else f"FAIL: {fails[0]}\n"))
+sys.exit(0 if not fails else 1)
