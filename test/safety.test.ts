@@ -586,6 +586,19 @@ describe("criu-bun killed at random moments", () => {
         expect(listLockTables()).toEqual([]);
         await flowing("dump killed at dump-written");
       }
+      // killed while the connection is in repair mode (its queues being read), the server polling
+      // it every 5 ms: its threads were parked (Injector.park), so none of them runs before the
+      // sentinel has taken the socket out of repair mode (a dead tracer lets its threads run at once)
+      for (let i = 0; i < 3; i++) {
+        const r = Bun.spawnSync(
+          [...criuBunCommand(), "dump", "-t", String(w.pid), "-D", imagesDir("kill-repair"), "--tcp-established", "-R"],
+          { stdout: "ignore", stderr: "ignore", env: { ...process.env, CRIU_BUN_DIE: "tcp-repair" } }
+        );
+        expect(r.signalCode).toBe("SIGKILL");
+        await until(() => tracer(w.pid) === 0, `${w.pid} still traced`);
+        expect(listLockTables()).toEqual([]);
+        await flowing(`dump ${i} killed in the repair window`);
+      }
       // how long a whole dump takes here, to spread the kills over it
       const full = imagesDir("kill-full");
       const t0 = performance.now();

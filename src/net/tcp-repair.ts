@@ -105,22 +105,44 @@ export function repairOffLive(fd: number, reuseaddr: number, noProbe = false): n
  * repair mode even if criu-bun dies meanwhile: TCP_REPAIR belongs to the socket, not to our fd,
  * so a criu-bun killed in the window would leave it on in a process that runs on (its reads fail,
  * nothing is sent). A sentinel (sys/sentinel.ts) holding the socket does the same two calls as
- * repairOffLive when our fds close without it being disarmed. SO_REUSEADDR is read before repair
- * mode changes it (getsockopt SO_REUSEADDR before repairOn), and put back after.
+ * repairOffLive when our fds close without it being disarmed, then wakes the process's threads
+ * the caller parked (Injector.park: asleep in the kernel until their signal, so none of them
+ * uses the socket before it is out of repair mode; a tracer's death lets traced threads run at
+ * once, before the sentinel can act). SO_REUSEADDR is read by the caller before repair mode
+ * changes it, and put back after.
  */
-export function withLiveRepair<T>(fd: number, reuseaddr: number, where: string, fn: () => T): T {
-  const undo = [{ nr: NR.setsockopt, args: [fd, SOL.TCP, TCP.REPAIR, { int32: -1 /* OFF_NO_WP */ }, 4] }];
+export function withLiveRepair<T>(
+  fd: number,
+  reuseaddr: number,
+  threads: { tgid: number; tid: number; sig: number }[],
+  hold: { park(): void; unpark(): void },
+  where: string,
+  fn: () => T
+): T {
+  const undo: { nr: number; args: (number | { int32: number })[] }[] = [
+    { nr: NR.setsockopt, args: [fd, SOL.TCP, TCP.REPAIR, { int32: -1 /* OFF_NO_WP */ }, 4] },
+  ];
   if (reuseaddr) undo.push({ nr: NR.setsockopt, args: [fd, SOL.SOCKET, SO.REUSEADDR, { int32: reuseaddr }, 4] });
+  for (const p of threads) undo.push({ nr: NR.tgkill, args: [p.tgid, p.tid, p.sig] });
   const sentinel = armUndo([fd], undo);
-  log.debug(`${where}: sentinel ${sentinel.pid} takes the socket out of repair mode if criu-bun dies meanwhile`);
+  log.debug(
+    `${where}: sentinel ${sentinel.pid} takes the socket out of repair mode if criu-bun dies meanwhile, then wakes ${threads.length} parked thread(s)`
+  );
+  // armed before the threads sleep and disarmed after they are awake: were criu-bun to die in
+  // between, the sentinel's signals wake them (a signal to a thread not parked changes nothing)
   try {
-    repairOn(fd, where);
+    hold.park();
     try {
-      diePoint("tcp-repair");
-      return fn();
+      repairOn(fd, where);
+      try {
+        diePoint("tcp-repair");
+        return fn();
+      } finally {
+        const e = repairOffLive(fd, reuseaddr, true);
+        if (e < 0) log.warn(`${where}: leaving TCP repair mode failed: ${errnoText(-e)}`);
+      }
     } finally {
-      const e = repairOffLive(fd, reuseaddr, true);
-      if (e < 0) log.warn(`${where}: leaving TCP repair mode failed: ${errnoText(-e)}`);
+      hold.unpark();
     }
   } finally {
     sentinel.disarm();

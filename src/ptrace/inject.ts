@@ -37,7 +37,8 @@ import { tick } from "../watchdog";
 import { openFd, closeFd, preadFull, pwriteFull, O } from "../sys/mem";
 import { readMaps, readStat, readStatus } from "../sys/proc";
 import { CriuError, log, logLevel, LOG_DEBUG, errorMessage } from "../log";
-import { syscallName } from "../sys/nr";
+import { NR, syscallName } from "../sys/nr";
+import { syscall } from "../sys/syscall";
 import { errnoText, sysFailed } from "../sys/errno";
 
 export class RemoteMem {
@@ -252,11 +253,7 @@ export class Injector {
     const st = readStatus(pid),
       ts = readStatus(pid, this.tid);
     if (Number(st.Seccomp ?? "0") !== 0) return undefined;
-    const mask = (x?: string) => (x ? BigInt(`0x${x}`) : 0n);
-    const realMask = new DataView(this.mem.read(g.frame + FRAME_SIGMASK_OFF, 8).buffer).getBigUint64(0, true);
-    const busy = mask(st.SigCgt) | mask(st.ShdPnd) | mask(ts.SigBlk) | mask(ts.SigPnd) | realMask;
-    // ignored by default (SIGURG, SIGWINCH, SIGCHLD): sent uncaught, it changes nothing
-    const sig = [23, 28, 17].find((n) => !(busy & (1n << BigInt(n - 1))));
+    const sig = this.freeSignal(st, ts);
     if (sig === undefined) {
       log.debug(`thread ${this.tid}: no signal free to end a guarded batch`);
       return undefined;
@@ -341,6 +338,96 @@ export class Injector {
       log.debug(`thread ${this.tid}: guarded batch of ${calls.length} call(s) ended by its own signal ${sig}`);
     }
     return out;
+  }
+
+  /**
+   * A signal ignored by default (SIGURG, SIGWINCH, SIGCHLD) that the process does not catch and
+   * the thread neither blocks (now or once out of its stop: the guard frame's mask) nor has
+   * pending: sent to the thread uncaught, it changes nothing.
+   */
+  private freeSignal(st: Record<string, string>, ts: Record<string, string>): number | undefined {
+    const mask = (x?: string) => (x ? BigInt(`0x${x}`) : 0n);
+    const realMask = new DataView(this.mem.read(this.guard!.frame + FRAME_SIGMASK_OFF, 8).buffer).getBigUint64(0, true);
+    const busy = mask(st.SigCgt) | mask(st.ShdPnd) | mask(ts.SigBlk) | mask(ts.SigPnd) | realMask;
+    return [23, 28, 17].find((n) => !(busy & (1n << BigInt(n - 1))));
+  }
+
+  /**
+   * Parking (guarded only, guard.ts), in two steps so that whoever must wake the thread were
+   * criu-bun to die knows its signal before it sleeps: parkSignal() arms the guard and picks the
+   * thread's free signal (freeSignal), undefined when it cannot be parked (not guarded, a seccomp
+   * filter, no free signal, no room); park(sig) blocks that signal and leaves the thread running,
+   * asleep in the kernel in rt_sigtimedwait for it. It wakes when the signal comes: unpark(), or,
+   * were criu-bun gone, whoever sends it (the sentinel of tcp-repair.ts, once the socket is out of
+   * repair mode): then it returns through the guard frame, mask and registers as they were. While
+   * parked it runs no code of its own, traced or not.
+   */
+  parkSignal(): number | undefined {
+    if (!this.guarded || this.mode !== "sysstop" || !(this.guard || this.armGuard())) return undefined;
+    const st = readStatus(this.mem.pid),
+      ts = readStatus(this.mem.pid, this.tid);
+    if (Number(st.Seccomp ?? "0") !== 0) return undefined;
+    const sig = this.freeSignal(st, ts);
+    if (sig === undefined) return undefined;
+    const set = (this.guard!.frame - 64n) & ~63n;
+    const stack = readMaps(this.mem.pid).find((v) => v.start <= this.saved[R.rsp] && this.saved[R.rsp] < v.end);
+    if (!stack || stack.start > set || !(stack.prot & 2)) return undefined;
+    return sig;
+  }
+
+  /** (see parkSignal) */
+  park(sig: number) {
+    const g = this.guard!;
+    // the signal set, 64 bytes below the frame (inside the thread's stack: parkSignal checked)
+    const set = (g.frame - 64n) & ~63n;
+    g.areas.push({ at: set, old: this.mem.read(set, 8) });
+    this.mem.write(set, new Uint8Array(new BigUint64Array([1n << BigInt(sig - 1)]).buffer));
+    const r = this.guardedCall(NR_RT_SIGPROCMASK, [0 /* SIG_BLOCK */, set, 0, 8]);
+    if (r !== 0n) throw new CriuError("inject", sysFailed(this.who, "injected rt_sigprocmask (to park)", r));
+    // the wait: as guardedCall, but the thread is left in the call
+    const regs = new BigUint64Array(this.saved);
+    regs[R.rip] = g.stub;
+    regs[R.rsp] = g.frame + 8n;
+    regs[R.rax] = BigInt(NR_RT_SIGRETURN);
+    regs[R.orig_rax] = 0xffffffffffffffffn;
+    regs[R.rdi] = set;
+    regs[R.rsi] = 0n;
+    regs[R.rdx] = 0n;
+    regs[R.r10] = 8n;
+    setRegs(this.tid, regs);
+    this.syscallStop();
+    const p = ptrace(PTRACE.POKEUSER, this.tid, R.orig_rax * 8, BigInt(NR.rt_sigtimedwait));
+    if (p < 0) throw new CriuError("inject", sysFailed(this.who, "PTRACE_POKEUSER of orig_rax (parking)", p));
+    ptrace(PTRACE.SYSCALL, this.tid, 0, 0);
+    this.parkedOn = { sig, set };
+    log.debug(`thread ${this.tid}: parked in rt_sigtimedwait for signal ${sig}`);
+  }
+  private parkedOn?: { sig: number; set: bigint };
+
+  /** Wake a parked thread (its signal, from here) and take it back at the wait's end; its mask as it was. */
+  unpark() {
+    const pk = this.parkedOn;
+    if (!pk) return;
+    this.parkedOn = undefined;
+    const k = syscall(NR.tgkill, this.mem.pid, this.tid, pk.sig);
+    if (k < 0) throw new CriuError("inject", sysFailed(this.who, "tgkill (waking a parked thread)", k));
+    for (;;) {
+      const s = this.waitStop();
+      if ((W.stopSig(s) & 0x7f) === 5 && W.event(s) === 0) break; // the wait's syscall-exit stop
+      if (W.event(s) === 0) this.caughtSignals.push(W.stopSig(s));
+      ptrace(PTRACE.SYSCALL, this.tid, 0, 0);
+    }
+    const got = BigInt.asIntN(64, getRegs(this.tid)[R.rax]);
+    // woken by another signal first: ours is pending, blocked; taken now (a zero timeout)
+    if (got !== BigInt(pk.sig))
+      this.withScratch(16, (ts) => {
+        this.mem.write(ts, new Uint8Array(16));
+        this.guardedCall(NR.rt_sigtimedwait, [pk.set, 0, ts, 8]);
+      });
+    // the mask the thread had (the frame keeps it)
+    const r = this.guardedCall(NR_RT_SIGPROCMASK, [2 /* SIG_SETMASK */, this.guard!.frame + FRAME_SIGMASK_OFF, 0, 8]);
+    if (r !== 0n) throw new CriuError("inject", sysFailed(this.who, "injected rt_sigprocmask (unparking)", r));
+    log.debug(`thread ${this.tid}: unparked (the wait returned ${got})`);
   }
 
   /** Resume to the next syscall stop; signals met on the way are kept (caughtSignals), not delivered. */

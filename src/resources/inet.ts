@@ -5,9 +5,11 @@
 // them: file_entry.isk in files.img, tcp-stream-<inode hex>.img with the queued bytes.
 // Established connections are isolated by the network lock (src/net/netlock.ts) from the moment
 // they are dumped until the restored process runs.
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { pausePoint } from "../fault";
+import { Injector, RemoteMem } from "../ptrace/inject";
+import { getRegs } from "../sys/ptrace";
 import { isFieldSet } from "@bufbuild/protobuf";
 import type { FdKind, RestoreCtx, DumpOpts } from "./fdkind";
 import { FOWN0, cachedPayloads } from "./fdkind";
@@ -201,6 +203,52 @@ function inetDumpRelease(s: InetDump, outcome: "killed" | "running", runId?: str
     if (e < 0) log.warn(`${r.where}: leaving TCP repair mode failed: ${errnoText(-e)}`);
     syscall(NR.close, r.fd);
   }
+}
+
+/**
+ * The threads of the process, to be parked (Injector.park) for a repair window: a criu-bun that
+ * dies in it lets traced threads run at once, and the sentinel wakes these only once the socket is
+ * out of repair mode. A thread that cannot be parked (no guard: see guard.ts) stays stopped as it
+ * is (it may run before the sentinel acts; logged). park() puts them to sleep, unpark() wakes them
+ * and gives them back their registers; both once.
+ */
+function threadsToPark(pid: number, where: string) {
+  const mem = new RemoteMem(pid);
+  const all: { inj: Injector; tgid: number; tid: number; sig: number }[] = [];
+  const unpark = () => {
+    try {
+      for (const h of all.splice(0).reverse()) {
+        h.inj.unpark();
+        h.inj.restore();
+      }
+    } finally {
+      mem.close();
+    }
+  };
+  try {
+    for (const t of readdirSync(`/proc/${pid}/task`)) {
+      const tid = Number(t);
+      const inj = Injector.dump(tid, Injector.findSyscallInsn(pid, getRegs(tid), mem), mem);
+      let sig: number | undefined;
+      try {
+        sig = inj.parkSignal();
+      } finally {
+        if (sig === undefined) inj.restore();
+      }
+      if (sig === undefined) log.info(`${where}: thread ${tid} cannot be parked for the repair window`);
+      else all.push({ inj, tgid: pid, tid, sig });
+    }
+  } catch (e) {
+    unpark();
+    throw e;
+  }
+  return {
+    threads: all.map(({ tgid, tid, sig }) => ({ tgid, tid, sig })),
+    park: () => {
+      for (const h of all) h.inj.park(h.sig);
+    },
+    unpark,
+  };
 }
 
 /** The dumped tree was killed: our duplicates are the connections' last references; closed in
@@ -573,7 +621,14 @@ export const inetKind: FdKind<InetDump, InetRestore> = {
           // mode changes it
           const reuseaddr = getsockoptInt(keep, SOL.SOCKET, SO.REUSEADDR);
           s.repaired.push({ fd: keep, where, reuseaddr });
-          stream = withLiveRepair(keep, reuseaddr, where, () => dumpTcpStream(keep, `${where} (${conn})`));
+          const hold = threadsToPark(ctx.pid, where);
+          try {
+            stream = withLiveRepair(keep, reuseaddr, hold.threads, hold, where, () =>
+              dumpTcpStream(keep, `${where} (${conn})`)
+            );
+          } finally {
+            hold.unpark();
+          }
         }
       } else if (CONNECTED.has(state)) {
         if (ctx.opts.tcpEstablished) refuse("files", where, "tcp-half-closed", `${TCP_STATE_NAME[state]} ${conn}`);

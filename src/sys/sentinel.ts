@@ -37,10 +37,10 @@ const P_FLAGS = 0, // clone flags
   P_BYTE = 64, // the byte read
   P_RANGES = 128, // [first, last] u64 pairs (at most MAX_RANGES)
   P_UNDO = 512, // 64-byte entries: nr, six arguments, result (as the guarded batch's loop reads them)
-  P_INTS = 2048, // the ints the undo calls point to
+  P_INTS = 3840, // the ints the undo calls point to (8 bytes each)
   PAGE = 4096;
 const MAX_RANGES = 16,
-  MAX_UNDO = 16;
+  MAX_UNDO = (P_INTS - P_UNDO) / 64;
 
 /** Little assembler: bytes, with 32-bit relative jumps to labels resolved at the end. */
 function assemble(parts: (number[] | string | { jump: number[]; to: string })[]): Uint8Array {
@@ -217,6 +217,7 @@ export function armUndo(keep: number[], undo: UndoCall[]): Sentinel {
     u64(e, c.nr);
     c.args.forEach((a, k) => {
       if (typeof a === "object") {
+        if (ints + 8 > PAGE) throw new Error("armUndo: too many int arguments");
         page.setInt32(ints, a.int32, true);
         u64(e + 8 + k * 8, base + BigInt(ints));
         ints += 8;
