@@ -3,8 +3,16 @@
 # it), a few bytes queued in each direction. It touches the sockets only at go (it sleeps until
 # then), so a test can act between a dump and the program's next use of them. At go: the queued
 # bytes arrive in order, a round trip works both ways, SO_REUSEADDR is still 1 on both ends.
-import os, socket, sys, time
+# --threads=N: N more threads counting in a loop; at go each must still count (none left asleep).
+import os, socket, sys, threading, time
 d = sys.argv[1]
+nthreads = int(next((a.split("=")[1] for a in sys.argv[2:] if a.startswith("--threads=")), "0"))
+counts = [0] * nthreads
+def count(i):
+    while True:
+        counts[i] += 1
+        time.sleep(0.01)
+for i in range(nthreads): threading.Thread(target=count, args=(i,), daemon=True).start()
 def put(name, text):
     with open(os.path.join(d, name + ".tmp"), "w") as f: f.write(text)
     os.rename(os.path.join(d, name + ".tmp"), os.path.join(d, name))
@@ -30,6 +38,11 @@ try:
     c.sendall(b"ping"); s.sendall(exactly(s, 4) + b"-pong")
     if exactly(c, 9) != b"ping-pong": fails.append("round trip wrong")
 except Exception as e: fails.append(f"{type(e).__name__}: {e}")
+before = list(counts)
+deadline = time.time() + 10
+while time.time() < deadline and any(counts[i] == before[i] for i in range(nthreads)): time.sleep(0.01)
+for i in range(nthreads):
+    if counts[i] == before[i]: fails.append(f"thread {i} no longer counts")
 for sock, n in ((c, "connecting end"), (s, "accepted end")):
     v = sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)
     if v != 1: fails.append(f"{n}: SO_REUSEADDR is {v}")
