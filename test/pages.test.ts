@@ -272,3 +272,58 @@ describe("page pipeline", () => {
     console.log(`criu-bun peak RSS for 1 GiB with --compress: dump ${dumpKb} kB, restore ${restoreKb} kB`);
   }, 120_000);
 });
+
+describe("VmFlags read on the VMA reader Worker in a plain dump", () => {
+  test("the reader started at the freeze gives the same mm and pagemap images as smaps read on the main thread", async () => {
+    const dir = imagesDir("vmareader");
+    const ready = join(dir, "ready");
+    // mappings whose VmFlags the mm image keeps (dd, hg, wf), written so they have pages
+    const py = [
+      "import mmap, os, sys, time",
+      "maps = []",
+      "for adv in (mmap.MADV_DONTFORK, mmap.MADV_HUGEPAGE, 18, mmap.MADV_DONTDUMP):  # 18: MADV_WIPEONFORK",
+      "    m = mmap.mmap(-1, 32 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)",
+      "    m.madvise(adv)",
+      "    m[::4096] = bytes([7]) * (len(m) // 4096)",
+      "    maps.append(m)",
+      `open(${JSON.stringify(ready)}, "w").write(str(os.getpid()))`,
+      "time.sleep(600)",
+    ].join("\n");
+    const p = Bun.spawn(["setsid", "python3", "-c", py], { stdin: "ignore", stdout: "ignore", stderr: "ignore" });
+    try {
+      const deadline = Date.now() + 20_000;
+      while (!existsSync(ready) && Date.now() < deadline) await Bun.sleep(20);
+      expect(existsSync(ready)).toBe(true);
+      const pid = Number(readFileSync(ready, "utf8"));
+      const images: Record<string, Record<string, string>> = {};
+      for (const reader of ["on", "off"]) {
+        const d = join(dir, reader);
+        require("node:fs").mkdirSync(d);
+        const r = criuBun(["dump", "-R", "-t", String(pid), "-D", d, "-o", "dump.log", "-v4"], {
+          env: { CRIU_BUN_VMA_READER: reader },
+        });
+        const log = readFileSync(join(d, "dump.log"), "utf8");
+        if (r.code !== 0) console.log(r.stderr, log.slice(-2000));
+        expect(r.code).toBe(0);
+        // "on": the Worker took the request, or (still starting when the flags were needed: a busy
+        // machine) it was taken back and read here; "off": no Worker at all
+        const took = /read from smaps on a Worker/.test(log);
+        if (reader === "on") {
+          expect(took || /did not take the request/.test(log)).toBe(true);
+          if (!took) console.log("the VMA reader Worker was not up in time: flags read on the main thread");
+        } else expect(took).toBe(false);
+        images[reader] = Object.fromEntries(
+          readdirSync(d)
+            .filter((f) => /^(mm|pagemap)-\d+\.img$/.test(f))
+            .map((f) => [f, readFileSync(join(d, f)).toString("hex")])
+        );
+      }
+      expect(Object.keys(images.on).length).toBe(2);
+      expect(images.on).toEqual(images.off);
+    } finally {
+      if (existsSync(ready)) process.kill(Number(readFileSync(ready, "utf8")), "SIGKILL");
+      p.kill("SIGKILL");
+      await p.exited;
+    }
+  }, 120_000);
+});

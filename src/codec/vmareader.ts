@@ -11,7 +11,7 @@
 import { MessageChannel, receiveMessageOnPort, type MessagePort } from "node:worker_threads";
 import { readVmas, threadNice, setTidNice, type Vma } from "../sys/proc";
 import { workerUrl } from "./pipeline";
-import { IDLE, ASKED, TAKEN, I_STATE, I_PID, I_TID } from "./vmaserve";
+import { STARTING, IDLE, ASKED, TAKEN, I_STATE, I_PID, I_TID } from "./vmaserve";
 import { log, errorMessage } from "../log";
 
 let reader: VmaReader | undefined;
@@ -39,8 +39,10 @@ class VmaReader {
 
   ask(pid: number): PendingVmas {
     const here = { join: () => readVmas(pid) };
-    // a Worker still starting, or one answer at a time: read on this thread when it is needed
-    if (this.busy || Atomics.load(this.ctl, I_STATE) !== IDLE) return here;
+    // one answer at a time: else read on this thread when it is needed. A Worker still starting
+    // takes the request once it runs (else it is taken back at join() and read here)
+    const state = Atomics.load(this.ctl, I_STATE);
+    if (this.busy || (state !== IDLE && state !== STARTING)) return here;
     this.busy = true;
     Atomics.store(this.ctl, I_PID, pid);
     // the Worker at this thread's priority before it is woken (migrate's frozen window runs at
@@ -79,6 +81,23 @@ class VmaReader {
     };
   }
 }
+
+/**
+ * The VMA reader Worker started now, for a dump of a large process (its smaps walk, 0.1-0.5 s at
+ * 4 GiB on this VM, then goes beside the pages instead of before them): started with the page
+ * Workers, at the freeze, it takes the request whenever it is up (dump.ts asks at the task state,
+ * joins after the memory dump).
+ */
+export function startVmaReader() {
+  if (process.env.CRIU_BUN_VMA_READER === "off" || reader) return;
+  try {
+    reader = new VmaReader();
+  } catch (e) {
+    log.debug(`no VMA reader Worker (${errorMessage(e)}): smaps read on this thread`);
+  }
+}
+/** Whether the VMA reader Worker was started (by startVmaReader or a first askVmas). */
+export const vmaReaderStarted = () => reader !== undefined;
 
 /**
  * The VMAs of frozen process pid, with their flags, read on the VMA reader Worker from now on

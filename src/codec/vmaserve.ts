@@ -5,7 +5,8 @@ import { readVmas, gettid, type Vma } from "../sys/proc";
 import { errorMessage } from "../log";
 
 // the control word: the Worker's state and the request's (STARTING until the Worker serves)
-export const IDLE = 1,
+export const STARTING = 0,
+  IDLE = 1,
   ASKED = 2,
   TAKEN = 3;
 const DONE = 4;
@@ -18,7 +19,8 @@ export function serveVmas(ctlBuffer: SharedArrayBuffer, port: MessagePort) {
   const ctl = new Int32Array(ctlBuffer);
   // (the asking thread gives this one its own priority before each request: vmareader.ts)
   Atomics.store(ctl, I_TID, gettid());
-  Atomics.store(ctl, I_STATE, IDLE);
+  // idle, unless a request came while this Worker was starting (vmareader.ts asks then too)
+  Atomics.compareExchange(ctl, I_STATE, STARTING, IDLE);
   Atomics.notify(ctl, I_STATE);
   for (;;) {
     while (Atomics.load(ctl, I_STATE) !== ASKED) Atomics.wait(ctl, I_STATE, Atomics.load(ctl, I_STATE));

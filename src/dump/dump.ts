@@ -21,6 +21,7 @@ import { NR } from "../sys/nr";
 import { CLONE } from "../sys/flags";
 import { dumpTask, type TaskDump } from "./task";
 import { startPageWorkers, stopPageWorkers } from "../codec/pipeline";
+import { startVmaReader, vmaReaderStarted } from "../codec/vmareader";
 import { dumpMemory, writePagemap, type MemStats } from "../codec/memdump";
 import { MemTracker } from "../resources/memtrack";
 import { completeVmas, logVmas, type DumpedVma } from "../resources/memory";
@@ -368,7 +369,10 @@ export function dumpProcess(o: DumpOptions): DumpStats {
     tFrozen = performance.now();
     // the page Workers start while the tree is collected (a dump of a parent's changes alone
     // may need none)
-    if (!w.prevImagesDir) startPageWorkers(tree.reduce((sum, n) => sum + (n.fp ? anonBytes(n.pid) : 0), 0));
+    const anon = tree.reduce((sum, n) => sum + (n.fp ? anonBytes(n.pid) : 0), 0);
+    if (!w.prevImagesDir) startPageWorkers(anon);
+    // and, for a large tree, the VMA reader: the VmFlags (smaps) read while the pages go
+    if (anon >= VMA_READER_AHEAD || process.env.CRIU_BUN_VMA_READER === "on") startVmaReader();
     pausePoint("dump-frozen");
     if (ownNet) {
       netLocked = true;
@@ -813,7 +817,8 @@ function dumpOne(
   phase("dumping", pid);
   // migrate's rounds: the VmFlags read on the VMA reader Worker while the rest is collected (the
   // Worker started by round 1 serves the rounds after it; one dump alone would wait for its start)
-  const task: TaskDump = dumpTask(n.fp!, mem, !!pageServer && (!!o.deferred || !!o.handOff));
+  // (or, for a large tree, the Worker started at the freeze: see VMA_READER_AHEAD)
+  const task: TaskDump = dumpTask(n.fp!, mem, (!!pageServer && (!!o.deferred || !!o.handOff)) || vmaReaderStarted());
   log.debug(`process ${pid}: task state collected`);
   if (id === 1) writeRootNsImages(d, pid, ns, ids, task.uts, task.clocks);
   for (const t of task.threads) t.core.threadCore.cgSet = cgSet; // where CRIU 4 keeps it (per thread)
@@ -900,6 +905,14 @@ function dumpOne(
   }
 }
 
+/**
+ * From this many bytes of anonymous memory in the tree a dump starts the VMA reader Worker
+ * (codec/vmareader.ts) at the freeze: the smaps walk then runs beside the task state and the pages
+ * instead of before them (4 GiB: 0.3-0.5 s of wall off the dump here). Below, a third Worker's start
+ * (a VM: ~0.065 s of CPU, 660 page faults) cost more than the walk it hid (1 GiB: BENCHMARKS.md,
+ * tenth session). CRIU_BUN_VMA_READER=on starts it whatever the size, =off never.
+ */
+const VMA_READER_AHEAD = 2 ** 31;
 /** Bytes of private memory a process has (RssAnon), 0 when it cannot be read. */
 function anonBytes(pid: number): number {
   try {
