@@ -10,6 +10,7 @@ import {
   readFileSync,
   copyFileSync,
   renameSync,
+  rmSync,
 } from "node:fs";
 import { join } from "node:path";
 import {
@@ -256,4 +257,48 @@ test("parent pages read through a warm chain (migrate's PRECHECK): a page index 
   expect(() => pages(B)).toThrow(/checksum|XXH|hash/i);
   trigger(w);
   expect((await waitResult(w, 15000)).text).toStartWith("PASS");
+});
+
+test("images without a page index (a page server's, as migrate's rounds are) read through reused read-ahead buffers: every page is the file's own, never one a buffer held before", async () => {
+  const w = await startWorkload("spin", ["8", "--pattern=heap"]);
+  const v = await startWorkload("spin", ["8", "--pattern=random"]);
+  const base = imagesDir("incr-ahead");
+  const env = { CRIU_BUN_MEMTRACK: "off" };
+  const A = join(base, "a"),
+    B = join(base, "b");
+  for (const d of [A, B]) mkdirSync(d);
+  expect(criuBun(["pre-dump", "-t", String(w.pid), "-D", A], { env }).code).toBe(0);
+  expect(criuBun(["pre-dump", "-t", String(v.pid), "-D", B], { env }).code).toBe(0);
+  // no index: PageSource reads the pages file ahead, as it does a page server's images
+  for (const d of [A, B]) for (const f of readdirSync(d).filter((f) => /^pages-\d+\.idx$/.test(f))) rmSync(join(d, f));
+  // each stored page of dir as PageSource reads it, against the bytes at its place in the pages file
+  const check = (dir: string, pid: number) => {
+    const pm = decodePagemap(dir, `pagemap-${pid}.img`);
+    const file = readFileSync(join(dir, `pages-${pm.pagesId}.img`));
+    const src = new PageSource(dir, pid);
+    let off = 0,
+      n = 0;
+    try {
+      for (const r of pm.runs.filter((r) => r.flags & 4)) {
+        for (let i = 0; i < r.nrPages; i++, off += 4096) {
+          const buf = new Uint8Array(4096);
+          expect(src.read(r.vaddr + BigInt(i * 4096), buf, 0)).toBe(true);
+          if (Buffer.compare(buf, file.subarray(off, off + 4096)) !== 0) throw new Error(`${dir}: page ${n} differs`);
+          n++;
+        }
+      }
+    } finally {
+      src.close();
+    }
+    return n;
+  };
+  warmParentRuns(A); // read-ahead buffers made and touched ahead
+  expect(check(A, w.pid)).toBeGreaterThan(1000);
+  // b's PageSource takes the buffer a's pages were just read into (random pages: no page of a's is one of b's)
+  expect(check(B, v.pid)).toBeGreaterThan(1000);
+  expect(check(A, w.pid)).toBeGreaterThan(1000);
+  for (const x of [w, v]) {
+    trigger(x);
+    expect((await waitResult(x, 15000)).text).toStartWith("PASS");
+  }
 });
