@@ -451,8 +451,13 @@ describe("criu-bun killed at random moments", () => {
     // writes queue without being sent), and repair mode resets SO_REUSEADDR. The sentinel that
     // holds the socket (src/sys/sentinel.ts) puts both back when criu-bun's fds close. The
     // program sleeps until go, so it uses its sockets only after that.
-    // three threads: each is parked for the window (Injector.park) and must be woken by the sentinel
-    const w = await startWorkload("tcppair.py", ["--threads=2"]);
+    // three threads and a child process that shares the sockets: each thread of both is parked for
+    // the window (Injector.park) and must be woken, by criu-bun (a whole dump first: every thread
+    // woken before any is given its registers back, the guard's stub in the vDSO being shared) or
+    // by the sentinel
+    const w = await startWorkload("tcppair.py", ["--threads=2", "--fork"]);
+    const whole = criuBun(["dump", "-t", String(w.pid), "-D", imagesDir("whole-repair"), "--tcp-established", "-R"]);
+    expect({ code: whole.code, err: whole.stderr }).toEqual({ code: 0, err: "" });
     const dir = imagesDir("kill-repair");
     const r = Bun.spawnSync([...criuBunCommand(), "dump", "-t", String(w.pid), "-D", dir, "--tcp-established", "-R"], {
       stdout: "ignore",

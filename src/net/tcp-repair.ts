@@ -100,6 +100,9 @@ export function repairOffLive(fd: number, reuseaddr: number, noProbe = false): n
   return setsockoptInt(fd, SOL.SOCKET, SO.REUSEADDR, reuseaddr);
 }
 
+/** at most this many parked threads per window (the sentinel's undo calls hold a tgkill each) */
+export const PARK_MAX = 48;
+
 /**
  * Run fn with a live connection's socket in repair mode (the dump reading its queues), and leave
  * repair mode even if criu-bun dies meanwhile: TCP_REPAIR belongs to the socket, not to our fd,

@@ -38,7 +38,7 @@ import { openFd, closeFd, preadFull, pwriteFull, O } from "../sys/mem";
 import { readMaps, readStat, readStatus } from "../sys/proc";
 import { CriuError, log, logLevel, LOG_DEBUG, errorMessage } from "../log";
 import { NR, syscallName } from "../sys/nr";
-import { syscall } from "../sys/syscall";
+import { addr, syscall } from "../sys/syscall";
 import { errnoText, sysFailed } from "../sys/errno";
 
 export class RemoteMem {
@@ -318,7 +318,7 @@ export class Injector {
         const now = getRegs(this.tid);
         if (now[R.rip] === after && now[R.r12] === 1n && now[R.rbx] === area + BigInt(last * 8)) break;
       }
-      this.caughtSignals.push(got); // (a signal from elsewhere meanwhile: kept, as during single calls)
+      this.keepSignal(got); // (a signal from elsewhere meanwhile: kept, as during single calls)
     }
     diePoint(`batch-${n}-stop`);
     const res = this.mem.read(area, size),
@@ -414,7 +414,7 @@ export class Injector {
     for (;;) {
       const s = this.waitStop();
       if ((W.stopSig(s) & 0x7f) === 5 && W.event(s) === 0) break; // the wait's syscall-exit stop
-      if (W.event(s) === 0) this.caughtSignals.push(W.stopSig(s));
+      if (W.event(s) === 0) this.keepSignal(W.stopSig(s));
       ptrace(PTRACE.SYSCALL, this.tid, 0, 0);
     }
     const got = BigInt.asIntN(64, getRegs(this.tid)[R.rax]);
@@ -430,6 +430,23 @@ export class Injector {
     log.debug(`thread ${this.tid}: unparked (the wait returned ${got})`);
   }
 
+  /**
+   * A signal met while injecting: kept (caughtSignals) to be delivered once the thread is back,
+   * unless it is a fault of the injected code itself (SIGSEGV, SIGBUS, SIGILL or SIGFPE raised by
+   * the kernel, not sent): resumed without it, the instruction would fault again, for ever.
+   */
+  private keepSignal(sig: number) {
+    if ([4, 7, 8, 11].includes(sig)) {
+      const info = new Int32Array(32);
+      if (ptrace(PTRACE.GETSIGINFO, this.tid, 0, addr(info)) === 0 && info[2] > 0)
+        throw new CriuError(
+          "inject",
+          `${this.who}: the injected code faulted (signal ${sig} at 0x${getRegs(this.tid)[R.rip].toString(16)})`
+        );
+    }
+    this.caughtSignals.push(sig);
+  }
+
   /** Resume to the next syscall stop; signals met on the way are kept (caughtSignals), not delivered. */
   private syscallStop(point = "") {
     for (;;) {
@@ -442,7 +459,7 @@ export class Injector {
       const sig = W.stopSig(s);
       if ((sig & 0x7f) === 5 && W.event(s) === 0) return;
       if (W.event(s) !== 0) continue;
-      this.caughtSignals.push(sig);
+      this.keepSignal(sig);
     }
   }
 
@@ -474,7 +491,7 @@ export class Injector {
           continue;
         }
         if (W.event(s) !== 0) continue;
-        this.caughtSignals.push(sig);
+        this.keepSignal(sig);
       }
     }
     const out = getRegs(this.tid);
@@ -504,7 +521,7 @@ export class Injector {
         ptrace(PTRACE.CONT, this.tid, 0, 0);
         continue;
       }
-      this.caughtSignals.push(sig);
+      this.keepSignal(sig);
       ptrace(PTRACE.CONT, this.tid, 0, 0);
     }
   }

@@ -11,7 +11,7 @@ import { pausePoint } from "../fault";
 import { Injector, RemoteMem } from "../ptrace/inject";
 import { getRegs } from "../sys/ptrace";
 import { isFieldSet } from "@bufbuild/protobuf";
-import type { FdKind, RestoreCtx, DumpOpts } from "./fdkind";
+import type { FdKind, RestoreCtx, DumpOpts, DumpCtx } from "./fdkind";
 import { FOWN0, cachedPayloads } from "./fdkind";
 import {
   AF,
@@ -56,6 +56,7 @@ import {
   repairOn,
   repairOffLive,
   withLiveRepair,
+  PARK_MAX,
   dumpTcpStream,
   restoreTcpStream,
   type TcpStream,
@@ -206,37 +207,50 @@ function inetDumpRelease(s: InetDump, outcome: "killed" | "running", runId?: str
 }
 
 /**
- * The threads of the process, to be parked (Injector.park) for a repair window: a criu-bun that
+ * The threads of the processes that hold the socket (the dumped one and any other of the tree with
+ * it open: a fork shares it), to be parked (Injector.park) for a repair window: a criu-bun that
  * dies in it lets traced threads run at once, and the sentinel wakes these only once the socket is
- * out of repair mode. A thread that cannot be parked (no guard: see guard.ts) stays stopped as it
- * is (it may run before the sentinel acts; logged). park() puts them to sleep, unpark() wakes them
- * and gives them back their registers; both once.
+ * out of repair mode. A thread that cannot be parked (no guard: see guard.ts; beyond the
+ * sentinel's PARK_MAX) stays stopped as it is (it may run before the sentinel acts; logged).
+ * park() puts them to sleep, unpark() wakes them and gives them back their registers; both once.
  */
-function threadsToPark(pid: number, where: string) {
-  const mem = new RemoteMem(pid);
+function threadsToPark(ctx: DumpCtx, where: string) {
+  const links = ctx.opts.links;
+  const pids = links
+    ? ctx.opts.tree.filter((p) => p === ctx.pid || links.get(p)?.some(([, t]) => t === ctx.target))
+    : [ctx.pid];
+  const mems: RemoteMem[] = [];
   const all: { inj: Injector; tgid: number; tid: number; sig: number }[] = [];
+  // every thread woken before any is given its registers back: a restore clears the guard's stub
+  // in the vDSO, which the process's threads share and a thread still parked returns through
   const unpark = () => {
+    const hs = all.splice(0).reverse();
     try {
-      for (const h of all.splice(0).reverse()) {
-        h.inj.unpark();
-        h.inj.restore();
-      }
+      for (const h of hs) h.inj.unpark();
     } finally {
-      mem.close();
+      try {
+        for (const h of hs) h.inj.restore();
+      } finally {
+        for (const m of mems.splice(0)) m.close();
+      }
     }
   };
   try {
-    for (const t of readdirSync(`/proc/${pid}/task`)) {
-      const tid = Number(t);
-      const inj = Injector.dump(tid, Injector.findSyscallInsn(pid, getRegs(tid), mem), mem);
-      let sig: number | undefined;
-      try {
-        sig = inj.parkSignal();
-      } finally {
-        if (sig === undefined) inj.restore();
+    for (const pid of pids) {
+      const mem = new RemoteMem(pid);
+      mems.push(mem);
+      for (const t of readdirSync(`/proc/${pid}/task`)) {
+        const tid = Number(t);
+        let sig: number | undefined;
+        const inj = Injector.dump(tid, Injector.findSyscallInsn(pid, getRegs(tid), mem), mem);
+        try {
+          if (all.length < PARK_MAX) sig = inj.parkSignal();
+        } finally {
+          if (sig === undefined) inj.restore();
+        }
+        if (sig === undefined) log.info(`${where}: process ${pid} thread ${tid} is not parked for the repair window`);
+        else all.push({ inj, tgid: pid, tid, sig });
       }
-      if (sig === undefined) log.info(`${where}: thread ${tid} cannot be parked for the repair window`);
-      else all.push({ inj, tgid: pid, tid, sig });
     }
   } catch (e) {
     unpark();
@@ -621,7 +635,7 @@ export const inetKind: FdKind<InetDump, InetRestore> = {
           // mode changes it
           const reuseaddr = getsockoptInt(keep, SOL.SOCKET, SO.REUSEADDR);
           s.repaired.push({ fd: keep, where, reuseaddr });
-          const hold = threadsToPark(ctx.pid, where);
+          const hold = threadsToPark(ctx, where);
           try {
             stream = withLiveRepair(keep, reuseaddr, hold.threads, hold, where, () =>
               dumpTcpStream(keep, `${where} (${conn})`)
