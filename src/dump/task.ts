@@ -139,10 +139,6 @@ function batchCalls(
  */
 export function dumpTask(fp: FrozenProcess, mem: RemoteMem, vmaReader = false): TaskDump {
   const pid = fp.pid;
-  // smaps from now, while the state is collected: nothing below changes the memory map (the batch
-  // area of CRIU_BUN_BATCH=on would: asked after it then)
-  const batchArea = process.env.CRIU_BUN_BATCH === "on";
-  let vmFlags = vmaReader && !batchArea ? askVmas(pid) : undefined;
   const stat = readStat(pid);
   const status = readStatus(pid);
   const leader = fp.threads[0];
@@ -194,6 +190,12 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem, vmaReader = false): 
   } finally {
     inj.restore();
   }
+  // smaps from now, on the VMA reader, while the rest is collected: nothing below changes the memory
+  // map. Not before the leader's queries: their brk(0) takes the mmap lock for writing, which waits
+  // for the walk of the largest VMA's page tables that smaps does holding it for reading (tens of ms
+  // per GiB), and readers that come after a waiting writer wait too (the batch area of
+  // CRIU_BUN_BATCH=on is mapped and unmapped by then as well)
+  const vmFlags = vmaReader ? askVmas(pid) : undefined;
 
   // --- threads
   const tThreads = performance.now();
@@ -225,7 +227,6 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem, vmaReader = false): 
 
   // --- memory layout
   const tMm = performance.now();
-  if (vmaReader && batchArea) vmFlags = askVmas(pid);
   const { vmas, mm, exe } = dumpMm(pid, stat, brk, thpDisabled, vmFlags ? readMaps(pid) : undefined);
   log.debug(
     `process ${pid}: threads ${(tShared - tThreads).toFixed(1)} ms, signals, limits and attributes ${(tMm - tShared).toFixed(1)} ms, memory layout ${(performance.now() - tMm).toFixed(1)} ms`
