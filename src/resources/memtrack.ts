@@ -400,30 +400,13 @@ function scanRuns(
   end: bigint,
   q: Parameters<PagemapScanner["scan"]>[2]
 ): [bigint, bigint][] | null {
-  const out: [bigint, bigint][] = [];
-  let at = start;
-  while (at < end) {
-    const n = sc.scan(at, end, q);
-    if (n === -1 /* EPERM: not registered with async write-protect */) return null;
-    if (n < 0) throw new Error(`PAGEMAP_SCAN of process ${pid} at 0x${at.toString(16)}: ${errnoText(-n)}`);
-    const stop = sc.walkEnd;
-    if (stop <= at) throw new Error(`PAGEMAP_SCAN of process ${pid} made no progress at 0x${at.toString(16)}`);
-    for (let i = 0; i < n; i++) {
-      const a = sc.vec[i * 3],
-        b = sc.vec[i * 3 + 1] < stop ? sc.vec[i * 3 + 1] : stop;
-      if (a >= b) continue;
-      const last = out[out.length - 1];
-      if (last && last[1] === a) last[1] = b;
-      else out.push([a, b]);
-    }
-    at = stop;
-  }
-  return out;
+  return scanSplit(sc, pid, start, end, 0, q)?.without ?? null; // (no bit: every region is "without")
 }
 
 /**
- * scanRuns with the regions parted by one category bit: those that have it and those that do not
- * (each list sorted, neighbours joined); null where the VMA is not registered.
+ * The regions of PAGEMAP_SCAN queries over [start, end), parted by one category bit: those that have
+ * it and those that do not (each list sorted, neighbours joined); null where the VMA is not
+ * registered (EPERM: not tracked).
  */
 function scanSplit(
   sc: PagemapScanner,
