@@ -212,7 +212,9 @@ function inetDumpRelease(s: InetDump, outcome: "killed" | "running", runId?: str
  * dies in it lets traced threads run at once, and the sentinel wakes these only once the socket is
  * out of repair mode. A thread that cannot be parked (no guard: see guard.ts; beyond the
  * sentinel's PARK_MAX) stays stopped as it is (it may run before the sentinel acts; logged).
- * park() puts them to sleep, unpark() wakes them and gives them back their registers; both once.
+ * park() puts them to sleep, unpark() wakes them and gives them back their registers (withLiveRepair
+ * calls it before disarming its sentinel; the caller again, for a window that failed before park:
+ * the threads' guards are armed by then; a second call does nothing).
  */
 function threadsToPark(ctx: DumpCtx, where: string) {
   const links = ctx.opts.links;

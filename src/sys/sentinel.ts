@@ -14,7 +14,7 @@
 // The parent restores its signal mask and returns the child's pid; disarm() reaps it.
 import { toArrayBuffer, type Pointer } from "bun:ffi";
 import { libc } from "./libc";
-import { addr, callCode, syscall } from "./syscall";
+import { addr, callCode, codePage, syscall } from "./syscall";
 import { NR } from "./nr";
 import { CLONE } from "./flags";
 import { SysError } from "./errno";
@@ -153,12 +153,7 @@ let stubAt: bigint | undefined;
 
 /** The stub's page (read + execute), written once. */
 function stub(): bigint {
-  if (stubAt !== undefined) return stubAt;
-  const page = libc.mmap(null, PAGE, 3 /* RW */, 0x22 /* PRIVATE|ANONYMOUS */, -1, 0) as Pointer;
-  if (!page || Number(page) === -1) throw new SysError("mmap (the sentinel's stub)", 12);
-  new Uint8Array(toArrayBuffer(page, 0, PAGE)).set(STUB);
-  if (libc.mprotect(page, PAGE, 5 /* R|X */) !== 0) throw new SysError("mprotect (the sentinel's stub)", 1);
-  stubAt = BigInt(Number(page));
+  stubAt ??= codePage([[0, STUB]], "the sentinel's stub");
   return stubAt;
 }
 
@@ -176,8 +171,11 @@ interface Sentinel {
  * kill between criu-bun's own undo and disarm() runs both).
  */
 export function armUndo(keep: number[], undo: UndoCall[]): Sentinel {
-  if (undo.length > MAX_UNDO || keep.length > MAX_RANGES - 2)
-    throw new Error(`armUndo: at most ${MAX_UNDO} calls and ${MAX_RANGES - 2} fds`);
+  const nInts = undo.reduce((n, c) => n + c.args.filter((a) => typeof a === "object").length, 0);
+  if (undo.length > MAX_UNDO || keep.length > MAX_RANGES - 2 || P_INTS + nInts * 8 > PAGE)
+    throw new Error(
+      `armUndo: at most ${MAX_UNDO} calls, ${MAX_RANGES - 2} fds and ${(PAGE - P_INTS) / 8} int arguments`
+    );
   const pfds = new Int32Array(2);
   const O_CLOEXEC = 0o2000000;
   const pr = syscall(NR.pipe2, addr(pfds), O_CLOEXEC);
@@ -217,7 +215,6 @@ export function armUndo(keep: number[], undo: UndoCall[]): Sentinel {
     u64(e, c.nr);
     c.args.forEach((a, k) => {
       if (typeof a === "object") {
-        if (ints + 8 > PAGE) throw new Error("armUndo: too many int arguments");
         page.setInt32(ints, a.int32, true);
         u64(e + 8 + k * 8, base + BigInt(ints));
         ints += 8;

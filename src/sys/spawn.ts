@@ -1,7 +1,7 @@
 // Start processes with libc posix_spawn (Bun never reaps or watches them, unlike Bun.spawn).
 import { ptr } from "bun:ffi";
 import { libc } from "./libc";
-import { cstr, keepAlive } from "./syscall";
+import { callCode, codePage, cstr, keepAlive } from "./syscall";
 import { SysError } from "./errno";
 import { CLONE } from "./flags";
 
@@ -113,19 +113,12 @@ const SIBLING_STUB = [
   0xc3,                                     // ret
 ];
 
-let siblingFn: ((p: number) => number | bigint) | undefined;
+let siblingAt: bigint | undefined;
 
 /** Start path as a child of our own parent (a sibling); returns its pid. It inherits every fd of
  *  ours that is not close-on-exec (the caller closes them in it), our cgroups and namespaces. */
 export function spawnSibling(path: string, argv: string[]): number {
-  if (!siblingFn) {
-    const { CFunction, FFIType, toArrayBuffer } = require("bun:ffi");
-    const page = libc.mmap(null, 4096, 3 /* RW */, 0x22 /* PRIVATE|ANONYMOUS */, -1, 0);
-    if (!page || Number(page) === -1) throw new SysError("mmap (sibling stub)", 12);
-    new Uint8Array(toArrayBuffer(page, 0, 4096)).set(SIBLING_STUB);
-    if (libc.mprotect(page, 4096, 5 /* R|X */) !== 0) throw new SysError("mprotect (sibling stub)", 1);
-    siblingFn = CFunction({ ptr: page, args: [FFIType.ptr], returns: FFIType.i64 });
-  }
+  siblingAt ??= codePage([[0, SIBLING_STUB]], "the sibling stub");
   const keep: Uint8Array[] = [];
   const c = (s: string) => {
     const b = cstr(s);
@@ -149,7 +142,7 @@ export function spawnSibling(path: string, argv: string[]): number {
   p[4] = BigInt(ptr(envA));
   p[5] = BigInt(ptr(all));
   p[6] = BigInt(ptr(old));
-  const r = Number(siblingFn!(ptr(p) as unknown as number));
+  const r = Number(BigInt.asIntN(64, callCode(siblingAt, BigInt(ptr(p)))));
   keepAlive(keep, stack);
   if (r < 0) throw new SysError("clone(CLONE_PARENT)", -r);
   return r;

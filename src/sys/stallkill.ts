@@ -6,7 +6,7 @@
 // whose start (a second JavaScript VM) cost every restore ~30 ms of CPU and 6 MiB of RSS.
 import { toArrayBuffer, type Pointer } from "bun:ffi";
 import { libc } from "./libc";
-import { addr, syscall, sysOk } from "./syscall";
+import { addr, codePage, syscall, sysOk } from "./syscall";
 import { NR } from "./nr";
 
 const SIGALRM = 14,
@@ -16,7 +16,7 @@ const SIGALRM = 14,
   CLOCK_MONOTONIC = 1;
 const MSG_BYTES = 4096 - 8;
 
-let code: Pointer | undefined; // the handler's page (read + execute)
+let code: bigint | undefined; // the handler's page (read + execute)
 let data: Uint8Array | undefined; // [0..4) fd, [4..8) length, [8..) the line
 let dataView: DataView | undefined;
 let timer = -1;
@@ -81,22 +81,17 @@ export function stallKillerStart(logBuf: SharedArrayBuffer) {
     const d = mapPage();
     data = new Uint8Array(toArrayBuffer(d, 0, 4096));
     dataView = new DataView(data.buffer);
-    const c = mapPage();
-    const bytes = new Uint8Array(toArrayBuffer(c, 0, 4096));
-    bytes.set(handlerCode(addr(new Uint8Array(logBuf)), d as unknown as number));
-    bytes.set(RESTORER, 128);
-    if (libc.mprotect(c, 4096, 5 /* R|X */) !== 0)
-      throw new Error("criu-bun: cannot make the watchdog's handler executable");
-    code = c;
+    code = codePage(
+      [
+        [0, handlerCode(addr(new Uint8Array(logBuf)), d as unknown as number)],
+        [128, RESTORER],
+      ],
+      "the watchdog's handler"
+    );
     armedLog = addr(new Uint8Array(logBuf));
   } else if (armedLog !== addr(new Uint8Array(logBuf))) throw new Error("criu-bun: the log buffer moved");
   // struct kernel_sigaction: handler, flags, restorer, mask (all blocked while it runs)
-  const act = new BigUint64Array([
-    BigInt(code as unknown as number),
-    BigInt(SA_SIGINFO | SA_RESTORER),
-    BigInt((code as unknown as number) + 128),
-    ~0n,
-  ]);
+  const act = new BigUint64Array([code, BigInt(SA_SIGINFO | SA_RESTORER), code + 128n, ~0n]);
   sysOk("rt_sigaction(SIGALRM)", NR.rt_sigaction, SIGALRM, addr(act), 0, 8);
   // struct sigevent: value, signo, notify (SIGEV_SIGNAL: to the process), padding to 64 bytes
   const ev = new Int32Array(16);

@@ -25,18 +25,33 @@ const STUB = [
   0xff, 0xe0, //                               jmp rax
 ];
 
-const page = libc.mmap(null, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) as Pointer;
-if (!page || (page as unknown as number) === -1) throw new Error("criu-bun: cannot map the syscall stub");
+/**
+ * A fresh page of our own machine code: each [offset, bytes] written into it, then the page made
+ * read + execute (never writable and executable at once). Its address.
+ */
+export function codePage(parts: [number, ArrayLike<number>][], what: string): bigint {
+  const p = libc.mmap(null, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) as Pointer;
+  if (!p || (p as unknown as number) === -1) throw new Error(`criu-bun: cannot map ${what}`);
+  const bytes = new Uint8Array(toArrayBuffer(p, 0, 4096));
+  for (const [at, code] of parts) bytes.set(code, at);
+  if (libc.mprotect(p, 4096, PROT_READ | PROT_EXEC) !== 0) throw new Error(`criu-bun: cannot make ${what} executable`);
+  return BigInt(p as unknown as number);
+}
+
 // cpuid(leaf=edi, subleaf=esi, out=rdx -> u32[4] eax,ebx,ecx,edx)
 const CPUID = [
   0x53, 0x49, 0x89, 0xd0, 0x89, 0xf8, 0x89, 0xf1, 0x0f, 0xa2, 0x41, 0x89, 0x00, 0x41, 0x89, 0x58, 0x04, 0x41, 0x89,
   0x48, 0x08, 0x41, 0x89, 0x50, 0x0c, 0x5b, 0xc3,
 ];
-const code = new Uint8Array(toArrayBuffer(page, 0, 4096));
-code.set(STUB);
-code.set(CPUID, 64);
-if (libc.mprotect(page, 4096, PROT_READ | PROT_EXEC) !== 0)
-  throw new Error("criu-bun: cannot make the syscall stub executable");
+const page = Number(
+  codePage(
+    [
+      [0, STUB],
+      [64, CPUID],
+    ],
+    "the syscall stub"
+  )
+) as unknown as Pointer;
 
 const { i64, i64_fast } = FFIType;
 const raw = CFunction({ ptr: page, args: [i64, i64, i64, i64, i64, i64, i64], returns: i64_fast }) as unknown as (
