@@ -48,6 +48,7 @@ const modes: [string, string, string[]?][] = [
   ],
   ["zpgid", "a zombie whose process group differs from its parent's"],
   ["wipeonfork", "MADV_WIPEONFORK kept: a fork's child sees the range zeroed"],
+  ["vmflags", "a mapping per VmFlags a dump reads (dc dd mg hg nh wf sr rr, lo, gd, mw): each kept, contents too"],
   ["memfdmode", "a memfd fchmod()ed and fchown()ed: mode, owner and data kept"],
   ["memfdexec", "an executable memfd held read-only: execveat after restore (no ETXTBSY)"],
   [

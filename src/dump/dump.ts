@@ -24,7 +24,7 @@ import { startPageWorkers, stopPageWorkers } from "../codec/pipeline";
 import { startVmaReader, vmaReaderStarted } from "../codec/vmareader";
 import { dumpMemory, writePagemap, type MemStats } from "../codec/memdump";
 import { MemTracker } from "../resources/memtrack";
-import { completeVmas, logVmas, type DumpedVma } from "../resources/memory";
+import { completeVmas, logVmas, prepareVmFlags, vmFlagsFromBpf, type DumpedVma } from "../resources/memory";
 import type { PagemapRun } from "../images/pagemap";
 import { dumpFds, FileTable, FdTwins, FdKindsDump, type FdDump } from "../resources/files";
 import type { LockDump } from "../resources/filelocks";
@@ -345,6 +345,8 @@ export function dumpProcess(o: DumpOptions): DumpStats {
       (o.pageServer ? new PageServerClient(o.pageServer.address, o.pageServer.port, o.timeoutSec ?? 10) : undefined);
     runHook(o.hooks, "pre-dump", { pid });
     ownNet = readlinkSync(`/proc/${pid}/ns/net`) !== readlinkSync("/proc/self/ns/net");
+    // VmFlags without smaps's page-table walk, made ready (and checked) before anything is frozen
+    prepareVmFlags(!!o.psClient);
     t0 = performance.now();
     phase("freezing the tree", pid);
     // with a freezer cgroup: every task in it is caught while frozen (nothing forks meanwhile);
@@ -372,7 +374,7 @@ export function dumpProcess(o: DumpOptions): DumpStats {
     const anon = tree.reduce((sum, n) => sum + (n.fp ? anonBytes(n.pid) : 0), 0);
     if (!w.prevImagesDir) startPageWorkers(anon);
     // and, for a large tree, the VMA reader: the VmFlags (smaps) read while the pages go
-    if (anon >= VMA_READER_AHEAD || process.env.CRIU_BUN_VMA_READER === "on") startVmaReader();
+    if ((anon >= VMA_READER_AHEAD && !vmFlagsFromBpf()) || process.env.CRIU_BUN_VMA_READER === "on") startVmaReader();
     pausePoint("dump-frozen");
     if (ownNet) {
       netLocked = true;

@@ -6,7 +6,7 @@ import { askVmas, type PendingVmas } from "../codec/vmareader";
 import { NR } from "../sys/nr";
 import { BATCH_CODE, Injector, RemoteMem } from "../ptrace/inject";
 import type { FrozenProcess } from "../ptrace/seize";
-import type { DumpedVma } from "../resources/memory";
+import { vmFlagsFromBpf, type DumpedVma } from "../resources/memory";
 import { CriuError, log } from "../log";
 import { errnoText } from "../sys/errno";
 import { dumpThread, type ThreadDump } from "../resources/threads";
@@ -195,7 +195,8 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem, vmaReader = false): 
   // for the walk of the largest VMA's page tables that smaps does holding it for reading (tens of ms
   // per GiB), and readers that come after a waiting writer wait too (the batch area of
   // CRIU_BUN_BATCH=on is mapped and unmapped by then as well)
-  const vmFlags = vmaReader ? askVmas(pid) : undefined;
+  // (with the BPF iterator ready for this run, no walk to hide: the flags are read with the VMAs, below)
+  const vmFlags = vmaReader && !vmFlagsFromBpf() ? askVmas(pid) : undefined;
 
   // --- threads
   const tThreads = performance.now();

@@ -2,10 +2,12 @@
 // with /proc/PID/pagemap. The bytes themselves move through the page pipeline (src/codec/
 // pipeline.ts); the restore side is in src/restore/task.ts.
 import { readVmas, type Vma } from "../sys/proc";
+import { VmaIterator } from "../sys/bpfvma";
+import { calibrate, vmasWithTable, type VmFlagTable } from "../sys/vmflags";
 import { openFd, closeFd, preadFull, O, PagemapScanner, PAGE_IS } from "../sys/mem";
 import { E, errnoText } from "../sys/errno";
 import { VMA, MAP, PE, madvFromVmFlags } from "./vma";
-import { CriuError, log } from "../log";
+import { CriuError, log, errorMessage } from "../log";
 import { refuse } from "./unsupported";
 
 export interface DumpedVma {
@@ -31,16 +33,72 @@ export interface PageRun {
   flags: number;
 }
 
+// Where a dump's VmFlags come from: smaps (a walk of every page table of the process), or, once
+// prepareVmFlags made it ready for this run, the BPF task_vma iterator with its bit table checked on
+// this kernel (sys/vmflags.ts). undefined: not tried yet; null: smaps for this run.
+let bpfSource: { it: VmaIterator; table: VmFlagTable } | null | undefined;
+
 /**
- * The VMAs of a frozen process classified as CRIU does, from /proc/PID/smaps, or from `raw` when
- * given: /proc/PID/maps without VmFlags (their flags come later: completeVmas) or smaps read elsewhere.
+ * Make the BPF VmFlags source ready for this run, once, before any freeze: when `amortized` (migrate's
+ * rounds: one preparation, 50-200 ms, serves every round) or CRIU_BUN_VMFLAGS=bpf; never with
+ * CRIU_BUN_VMFLAGS=smaps. Anything failing (no BPF, no BTF, the table not matching this kernel):
+ * smaps for the run, and one -v4 line saying why.
+ */
+export function prepareVmFlags(amortized: boolean) {
+  const env = process.env.CRIU_BUN_VMFLAGS;
+  if (bpfSource !== undefined || env === "smaps" || (!amortized && env !== "bpf")) return;
+  bpfSource = null;
+  const t0 = performance.now();
+  let it: VmaIterator | undefined;
+  try {
+    it = VmaIterator.load();
+    // (a test's wrong table: two mnemonics' bits exchanged, which the calibration must refuse)
+    const swap = process.env.CRIU_BUN_VMFLAGS_SWAP?.split(",");
+    const c = calibrate(it, swap?.length === 2 ? [swap[0], swap[1]] : undefined);
+    if ("reason" in c) throw new Error(c.reason);
+    bpfSource = { it, table: c.table };
+    log.debug(
+      `VmFlags from a BPF task_vma iterator for this run (its table checked on this kernel in ${(performance.now() - t0).toFixed(1)} ms: ${c.table.bits.map(([m, b]) => `${m} 0x${b.toString(16)}`).join(", ")})`
+    );
+  } catch (e) {
+    it?.close();
+    log.debug(`VmFlags from smaps for this run: ${errorMessage(e)}`);
+  }
+}
+/** Whether this run's VmFlags come from the BPF iterator (prepareVmFlags succeeded). */
+export const vmFlagsFromBpf = () => !!bpfSource;
+
+/** A frozen process's VMAs with their VmFlags: from maps and the BPF iterator when ready, else smaps. */
+function readVmasFlags(pid: number): Vma[] {
+  const t0 = performance.now();
+  if (bpfSource) {
+    let why: string;
+    try {
+      const v = vmasWithTable(bpfSource.it, bpfSource.table, pid);
+      if (typeof v !== "string") {
+        log.debug(
+          `process ${pid}: ${v.length} VMAs read from maps, their flags from the BPF iterator, in ${(performance.now() - t0).toFixed(1)} ms`
+        );
+        return v;
+      }
+      why = `maps and the iterator differ: ${v}`;
+    } catch (e) {
+      why = errorMessage(e);
+    }
+    log.debug(`process ${pid}: no VMAs from the BPF iterator (${why}): smaps read`);
+  }
+  const raw = readVmas(pid);
+  log.debug(`process ${pid}: ${raw.length} VMAs read from smaps in ${(performance.now() - t0).toFixed(1)} ms`);
+  return raw;
+}
+
+/**
+ * The VMAs of a frozen process classified as CRIU does, from /proc/PID/smaps (or maps and the BPF
+ * iterator: readVmasFlags), or from `raw` when given: /proc/PID/maps without VmFlags (their flags
+ * come later: completeVmas) or smaps read elsewhere.
  */
 export function classifyVmas(pid: number, raw?: Vma[]): DumpedVma[] {
-  if (!raw) {
-    const t0 = performance.now();
-    raw = readVmas(pid);
-    log.debug(`process ${pid}: ${raw.length} VMAs read from smaps in ${(performance.now() - t0).toFixed(1)} ms`);
-  }
+  raw ??= readVmasFlags(pid);
   const vmas: DumpedVma[] = [];
   const mayWrite = new Set<bigint>();
   for (const v of raw) {

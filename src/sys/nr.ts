@@ -162,6 +162,7 @@ export const NR = {
   seccomp: 317,
   getrandom: 318,
   memfd_create: 319,
+  bpf: 321,
   userfaultfd: 323,
   statx: 332,
   rseq: 334,

@@ -50,6 +50,11 @@
  *               mask and the blocked bit kept; once unblocked, a pending SIGTRAP reaches the handler
  *   ctty        a child session leader with the pty slave as controlling terminal: open("/dev/tty")
  *               works in it, TIOCGSID on the master names it, closing the master sends it SIGHUP
+ *   vmflags     one mapping per VmFlags mnemonic a dump reads: madvise DONTFORK, DONTDUMP, MERGEABLE,
+ *               HUGEPAGE, NOHUGEPAGE, WIPEONFORK, SEQUENTIAL, RANDOM (dc dd mg hg nh wf sr rr), one with
+ *               DONTFORK, DONTDUMP, HUGEPAGE and SEQUENTIAL together, mlock (lo), MAP_GROWSDOWN (gd), a
+ *               MAP_SHARED PROT_READ mapping of a file opened O_RDWR (mw) and one of it opened O_RDONLY
+ *               (no mw): each keeps its flags and its contents
  * --selftest-corrupt: damages the state before go, so the check must fail.
  */
 #define WL_MODES
@@ -82,6 +87,12 @@
 static int fds[8] = {-1, -1, -1, -1, -1, -1, -1, -1};
 static pid_t grandchild; /* pidfd: the child's child */
 static char *mem, *mem2; /* mem2: mlock's MAP_LOCKED mapping */
+/* vmflags: the regions, their VmFlags (space-separated), and the flags they must not have */
+#define VF_N 13
+static char *vf_mem[VF_N];
+static const char *vf_want[VF_N] = {"dc", "dd", "mg", "hg", "nh", "wf", "sr", "rr", "dc dd hg sr", "lo", "gd", "mw", ""};
+static const int vf_adv[VF_N][4] = {{MADV_DONTFORK}, {MADV_DONTDUMP}, {MADV_MERGEABLE}, {MADV_HUGEPAGE}, {MADV_NOHUGEPAGE}, {18 /* MADV_WIPEONFORK */}, {MADV_SEQUENTIAL}, {MADV_RANDOM}, {MADV_DONTFORK, MADV_DONTDUMP, MADV_HUGEPAGE, MADV_SEQUENTIAL}};
+#define VF_LEN (64 << 10)
 static const size_t MLEN = 256 << 10;
 static pid_t child;
 static const off_t HOLE_DATA2 = 1 << 20; /* second extent of the sparse file */
@@ -259,6 +270,21 @@ static void setup(void) {
 		/* and one mapped MAP_LOCKED */
 		NEED((mem2 = mmap(NULL, MLEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_LOCKED, -1, 0)) != MAP_FAILED);
 		wl_fill(mem2, MLEN, 78);
+	} else if (is("vmflags")) {
+		char p[4200];
+		wl_path(p, sizeof p, "vmflags-file");
+		int rw = open(p, O_RDWR | O_CREAT | O_TRUNC, 0600), ro;
+		NEED(rw >= 0 && ftruncate(rw, VF_LEN) == 0 && (ro = open(p, O_RDONLY)) >= 0);
+		for (int i = 0; i < VF_N; i++) {
+			if (i < 11) {
+				NEED((vf_mem[i] = mmap(NULL, VF_LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | (i == 10 ? MAP_GROWSDOWN : 0), -1, 0)) != MAP_FAILED);
+				wl_fill(vf_mem[i], VF_LEN, 100 + i);
+			} else NEED((vf_mem[i] = mmap(NULL, VF_LEN, PROT_READ, MAP_SHARED, i == 11 ? rw : ro, 0)) != MAP_FAILED);
+			for (int k = 0; k < 4 && i < 9 && vf_adv[i][k]; k++) NEED(madvise(vf_mem[i], VF_LEN, vf_adv[i][k]) == 0);
+			if (i == 9) NEED(mlock(vf_mem[i], VF_LEN) == 0);
+		}
+		close(rw);
+		close(ro);
 	} else if (is("loginuid")) {
 		int fd = open("/proc/self/loginuid", O_WRONLY);
 		NEED(fd >= 0 && write(fd, "4242", 4) == 4);
@@ -500,6 +526,7 @@ static void corrupt(void) {
 	else if (is("fifodata")) { char b[4]; read(fds[0], b, sizeof b); }
 	else if (is("linkremap")) { char q[4200]; wl_path(q, sizeof q, "other"); unlink(q); int f = open(q, O_RDWR | O_CREAT, 0640); close(f); }
 	else if (is("wipeonfork")) madvise(mem, MLEN, MADV_KEEPONFORK);
+	else if (is("vmflags")) madvise(vf_mem[8], VF_LEN, MADV_DOFORK);
 	else if (is("memfdmode")) fchmod(fds[0], 0777);
 	else if (is("memfdexec")) { char p[64]; snprintf(p, sizeof p, "/proc/self/fd/%d", fds[0]); fds[3] = open(p, O_RDWR); }
 	else if (is("ptyowner")) fchown(fds[1], 0, 0);
@@ -657,6 +684,15 @@ static void check(void) {
 		WL_CHECK(pg == child, "zombie's pgid %d, want its own %d", pg, (int)child);
 		int status = 0;
 		WL_CHECK(waitpid(child, &status, WNOHANG) == child && WIFEXITED(status) && WEXITSTATUS(status) == 7, "zombie's exit status 0x%x", status);
+	} else if (is("vmflags")) {
+		for (int i = 0; i < VF_N; i++) {
+			char w[32], *save = NULL;
+			snprintf(w, sizeof w, "%s", vf_want[i]);
+			for (char *f = strtok_r(w, " ", &save); f; f = strtok_r(NULL, " ", &save))
+				WL_CHECK(smaps_flag(vf_mem[i], f), "region %d lost VmFlags %s", i, f);
+			if (i == 12) WL_CHECK(!smaps_flag(vf_mem[i], "mw"), "the read-only shared mapping has mw");
+			if (i < 11) WL_CHECK(wl_verify_fill(vf_mem[i], VF_LEN, 100 + i) == (size_t)-1, "region %d: memory changed", i);
+		}
 	} else if (is("wipeonfork")) {
 		WL_CHECK(smaps_flag(mem, "wf"), "MADV_WIPEONFORK lost (no wf in VmFlags)");
 		WL_CHECK(wl_verify_fill(mem, MLEN, 31) == (size_t)-1, "memory changed");
