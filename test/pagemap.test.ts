@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
-import { encodePagemap, decodePagemap, PagemapWriter, RunList } from "../src/images/pagemap";
+import { encodePagemap, decodePagemap, presentRuns, PagemapWriter, RunList } from "../src/images/pagemap";
 import { markLazy, markLazyList } from "../src/resources/lazymem";
 import { VMA, MAP, PE } from "../src/resources/vma";
 import { readImage, writeImage, pagemapNrPages } from "../src/images/image";
@@ -53,12 +53,40 @@ test("the fast decoder reads what the generic writer (and CRIU 4.2's nr_pages-on
     ]);
     expect(decodePagemap(d, "pagemap-2.img")).toEqual({
       pagesId: 3,
+      // each with the offset of its pages in the page stream
       runs: [
-        { vaddr: 0x2000n, nrPages: 5, flags: 4 },
-        { vaddr: 0x9000n, nrPages: 9, flags: 4 },
-        { vaddr: 0x20000n, nrPages: 1, flags: 4 },
+        { vaddr: 0x2000n, nrPages: 5, flags: 4, offset: 0 },
+        { vaddr: 0x9000n, nrPages: 9, flags: 4, offset: 5 * 4096 },
+        { vaddr: 0x20000n, nrPages: 1, flags: 4, offset: 14 * 4096 },
       ],
     });
+  } finally {
+    rmSync(d, { recursive: true });
+  }
+});
+
+test("decoded runs carry their page-stream offsets (PE_PARENT and PE_LAZY runs hold none), presentRuns views the PE_PRESENT ones", () => {
+  const d = mkdtempSync(join(tmpdir(), "criu-bun-pm-"));
+  try {
+    writeFileSync(
+      join(d, "pagemap-6.img"),
+      encodePagemap(2, [
+        { vaddr: 0x2000n, nrPages: 5, flags: 4 },
+        { vaddr: 0x9000n, nrPages: 3, flags: 1 }, // PE_PARENT
+        { vaddr: 0x10000n, nrPages: 2, flags: 4 },
+        { vaddr: 0x20000n, nrPages: 1, flags: 2 }, // PE_LAZY
+        { vaddr: 0x7ffffffff000n, nrPages: 1, flags: 4 },
+      ])
+    );
+    const { runs } = decodePagemap(d, "pagemap-6.img");
+    expect(runs.map((r) => r.offset)).toEqual([0, 5 * 4096, 5 * 4096, 7 * 4096, 7 * 4096]);
+    const p = presentRuns(runs);
+    expect(p.runs).toEqual([runs[0], runs[2], runs[4]]);
+    expect([...p.va]).toEqual([0x2000, 0x10000, 0x7ffffffff000]);
+    expect([...p.nr]).toEqual([5, 2, 1]);
+    expect(p.bytes).toBe(8 * 4096);
+    expect(presentRuns(runs)).toBe(p); // built once per pagemap
+    expect(presentRuns([]).bytes).toBe(0);
   } finally {
     rmSync(d, { recursive: true });
   }
@@ -94,7 +122,7 @@ test("a million runs round-trip (the time is printed, not asserted)", () => {
     writeFileSync(join(d, "pagemap-5.img"), bytes);
     const back = decodePagemap(d, "pagemap-5.img");
     expect(back.runs.length).toBe(1_000_000);
-    expect(back.runs[999_999]).toEqual(many[999_999]);
+    expect(back.runs[999_999]).toEqual({ ...many[999_999], offset: 999_999 * 4096 });
     console.error(`1e6 pagemap runs: encode+decode ${(performance.now() - t0).toFixed(0)} ms, ${bytes.length} bytes`);
   } finally {
     rmSync(d, { recursive: true });

@@ -223,26 +223,28 @@ export function checkPagesLayout(dir: string, pagesFile: string, rawBytes: numbe
  */
 export function checkAddrBinding(
   index: PagesIndex,
-  runs: { vaddr: bigint; nrPages: number }[],
+  runs: { va: Float64Array; nr: Float64Array },
   idxPath: string,
   pagemapFile: string
 ) {
   if (!index.blocks.length || index.blocks[0].addrHash === undefined) return; // version 1: nothing recorded
   const h = new AddrHash();
+  const { va, nr } = runs;
   let ri = 0,
     inRun = 0;
-  index.blocks.forEach((b, i) => {
+  for (let i = 0; i < index.blocks.length; i++) {
+    const b = index.blocks[i];
     let pages = b.rawLen / 4096;
     while (pages > 0) {
-      const r = runs[ri];
-      if (!r) throw new CriuError("restore", `${idxPath}: block ${i} holds pages ${pagemapFile} does not list`);
-      if (!(r.nrPages > 0))
-        throw new CriuError("restore", `${pagemapFile}: an entry at 0x${r.vaddr.toString(16)} has ${r.nrPages} pages`);
-      const n = Math.min(pages, r.nrPages - inRun);
-      h.add(Number(r.vaddr) + inRun * 4096, n);
+      if (ri >= va.length)
+        throw new CriuError("restore", `${idxPath}: block ${i} holds pages ${pagemapFile} does not list`);
+      if (!(nr[ri] > 0))
+        throw new CriuError("restore", `${pagemapFile}: an entry at 0x${va[ri].toString(16)} has ${nr[ri]} pages`);
+      const n = Math.min(pages, nr[ri] - inRun);
+      h.add(va[ri] + inRun * 4096, n);
       pages -= n;
       inRun += n;
-      if (inRun === r.nrPages) {
+      if (inRun === nr[ri]) {
         ri++;
         inRun = 0;
       }
@@ -252,5 +254,5 @@ export function checkAddrBinding(
         "restore",
         `${pagemapFile} does not match ${idxPath}: block ${i} was dumped from other addresses (entries reordered, moved or resized)`
       );
-  });
+  }
 }

@@ -17,7 +17,7 @@ import {
 } from "node:fs";
 import { createNew, writeNewFile, under, withDir } from "../images/safefs";
 import { join, resolve } from "node:path";
-import { decodePagemap, type PagemapRun } from "../images/pagemap";
+import { decodePagemap, presentRuns, type PagemapRun, type PagemapRunAt } from "../images/pagemap";
 import { preadFull, pwriteFull, writeFull } from "../sys/mem";
 import { PageCodec } from "../codec/codec";
 import { PlainCodec } from "../codec/plain";
@@ -50,7 +50,7 @@ interface Block {
   xxh3: boolean;
 }
 
-type LoadedRuns = (PagemapRun & { offset: number })[];
+type LoadedRuns = PagemapRunAt[];
 /**
  * Pagemaps of parent images already decoded and bound to their pages index, by the pagemap's real
  * path, kept only while the pagemap, pages and index files are the very ones (dev, ino, size, mtime
@@ -150,7 +150,7 @@ export function warmParentRuns(dir: string) {
  */
 export class PageSource {
   /** the pagemap's runs, each with the raw offset of its pages in the page stream (PE_PRESENT ones) */
-  private runs: (PagemapRun & { offset: number })[] = [];
+  private runs: PagemapRunAt[] = [];
   private fd = -1;
   private blocks?: Block[];
   private codec?: PlainCodec;
@@ -166,7 +166,7 @@ export class PageSource {
   constructor(
     public dir: string,
     public pid: number,
-    loaded?: { pagesFile: string; runs: (PagemapRun & { offset: number })[] }
+    loaded?: { pagesFile: string; runs: PagemapRunAt[] }
   ) {
     let off = 0,
       pagesFile: string,
@@ -179,14 +179,12 @@ export class PageSource {
       const known = loaded ?? hit!;
       this.runs = known.runs;
       pagesFile = known.pagesFile;
-      for (const r of known.runs) if (r.flags & PE_PRESENT) off += r.nrPages * PAGE;
+      off = presentRuns(known.runs).bytes;
     } else {
       const pmId = filesId(dir, [pagemapFile]);
       const pm = decodePagemap(dir, pagemapFile);
-      for (const r of pm.runs) {
-        this.runs.push({ ...r, offset: off });
-        if (r.flags & PE_PRESENT) off += r.nrPages * PAGE;
-      }
+      this.runs = pm.runs; // each with its offset in the page stream
+      off = presentRuns(pm.runs).bytes;
       pagesFile = `pages-${pm.pagesId}.img`;
       const pagesId = filesId(dir, pagesFilesOf(pagesFile));
       fresh = { key, id: pmId && pagesId && `${pmId}/${pagesId}` };
@@ -195,7 +193,7 @@ export class PageSource {
     if (layout.index && fresh)
       checkAddrBinding(
         layout.index,
-        this.runs.filter((r) => r.flags & PE_PRESENT),
+        presentRuns(this.runs),
         join(dir, pagesNames(pagesFile).idx),
         join(dir, pagemapFile)
       );

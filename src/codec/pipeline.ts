@@ -47,7 +47,7 @@ import {
   type PagesLayout,
 } from "./format";
 import { pagesToDump, type DumpedVma, type PageRun } from "../resources/memory";
-import { RunList } from "../images/pagemap";
+import { RunList, presentRuns } from "../images/pagemap";
 import { writeFull } from "../sys/mem";
 import { VMA, PE } from "../resources/vma";
 import { CriuError, log, logLevel, LOG_DEBUG } from "../log";
@@ -492,11 +492,7 @@ interface Block {
 
 const layouts = new Map<string, PagesLayout>();
 
-function presentBytes(t: PagesTask) {
-  let n = 0;
-  for (const e of t.pagemap) if (e.flags & PE.PRESENT) n += e.nrPages * PAGE;
-  return n;
-}
+const presentBytes = (t: PagesTask) => presentRuns(t.pagemap).bytes;
 
 /**
  * Structural check of a task's pages (which file, sizes against pagemap and index). Cheap.
@@ -507,7 +503,7 @@ export function checkPages(dir: string, t: PagesTask): PagesLayout {
   if (l.index)
     checkAddrBinding(
       l.index,
-      t.pagemap.filter((e) => e.flags & PE.PRESENT),
+      presentRuns(t.pagemap),
       join(dir, pagesNames(t.pagesFile).idx),
       join(dir, `pagemap-${t.pid}.img`)
     );
@@ -522,14 +518,24 @@ function* restoreBlocks(
   lazy?: (v: { status: number; flags: number }) => boolean
 ): Generator<Block> {
   const vmas = t.mm.vmas;
-  const entries = t.pagemap.filter((e) => e.flags & PE.PRESENT);
+  const present = presentRuns(t.pagemap),
+    entries = present.runs;
   // addresses as doubles (exact: validatePagemap and validateMm keep them below 2^53 here, else the
   // BigInt loop below): a 1 GiB heap has 55,000 runs, cut here on the main thread while the Workers
-  // fill; BigInt arithmetic on each cost as much CPU as checking their pages
-  const big = vmas.some((v) => v.end >= 2n ** 53n) || entries.some((e) => e.vaddr >= 2n ** 53n);
-  const vStart = big ? undefined : Float64Array.from(vmas, (v) => Number(v.start));
-  const vEnd = big ? undefined : Float64Array.from(vmas, (v) => Number(v.end));
-  const eAddr = big ? undefined : Float64Array.from(entries, (e) => Number(e.vaddr));
+  // fill; BigInt arithmetic on each cost as much CPU as checking their pages. (The entries are sorted
+  // by address, validatePagemap checked it: the last one is the highest.)
+  const TOP = 2n ** 53n;
+  const big = vmas.some((v) => v.end >= TOP) || (entries.length > 0 && entries[entries.length - 1].vaddr >= TOP);
+  let vStart: Float64Array | undefined, vEnd: Float64Array | undefined;
+  if (!big) {
+    vStart = new Float64Array(vmas.length);
+    vEnd = new Float64Array(vmas.length);
+    for (let i = 0; i < vmas.length; i++) {
+      vStart[i] = Number(vmas[i].start);
+      vEnd[i] = Number(vmas[i].end);
+    }
+  }
+  const eAddr = big ? undefined : present.va;
   let ei = 0,
     inEntry = 0,
     vi = 0,

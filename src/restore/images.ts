@@ -126,12 +126,7 @@ export function loadImages(dir: string): RestoreSet {
     const pm = decodePagemap(dir, `pagemap-${pid}.img`);
     validatePagemap(dir, `pagemap-${pid}.img`, pm.runs, mm);
     const pagesFile = `pages-${pm.pagesId}.img`;
-    let offset = 0;
-    const pagemap = pm.runs.map((e) => {
-      const r = { vaddr: e.vaddr, nrPages: e.nrPages, flags: e.flags, offset };
-      if (e.flags & 4) offset += e.nrPages * 4096;
-      return r;
-    });
+    const pagemap = pm.runs; // each with the offset of its pages in the page stream
     checkPages(dir, { pid, pagemap, pagesFile, mm }); // pages-N.img or criu-bun's pages-N.lz4: present, sizes match
     need(dir, `fs-${pid}.img`);
     const [fs] = readImage(dir, `fs-${pid}.img`, "FS");

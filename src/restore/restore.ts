@@ -9,6 +9,7 @@ import { requireImages } from "./validate";
 import { TaskBuilder } from "./task";
 import { create } from "@bufbuild/protobuf";
 import { writeImage } from "../images/image";
+import { presentRuns } from "../images/pagemap";
 import * as S from "../images/schemas";
 import { precheckFds } from "../resources/files";
 import { enterCgroups, precheckCgroups, taskCgSet, applyCgRoots, type CgRoot } from "../resources/cgroup";
@@ -325,16 +326,7 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
   // the page Workers start while the processes are created (not for a post-copy restore: most
   // of its memory comes later, from the lazy-pages daemon)
   if (!set.lazyParents)
-    startPageWorkers(
-      set.tasks.reduce(
-        (sum, t) =>
-          sum +
-          (t.zombie
-            ? 0
-            : (t.pagemap ?? []).reduce((n, e) => n + (e.flags & 4 /* PE_PRESENT */ ? e.nrPages * 4096 : 0), 0)),
-        0
-      )
-    );
+    startPageWorkers(set.tasks.reduce((sum, t) => sum + (t.zombie ? 0 : presentRuns(t.pagemap ?? []).bytes), 0));
   runHook(o.hooks, "pre-restore");
   const ownNs = !!(set.newPidNs || set.newMntNs || set.newNetNs || set.newIpcNs || set.uts || set.timens);
   const root = set.tasks[0];
@@ -483,7 +475,7 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
   // the root as criu-bun sees it (in a fresh PID namespace it is 1 inside, something else here)
   const hostPid = builders[0].pid;
   const ms = performance.now() - t0;
-  const pages = set.tasks.reduce((n, x) => n + x.pagemap.reduce((m, e) => m + (e.flags & 4 ? e.nrPages : 0), 0), 0);
+  const pages = set.tasks.reduce((n, x) => n + presentRuns(x.pagemap).bytes / 4096, 0);
   try {
     writeImage(o.workDir ?? o.dir, "stats-restore", "STATS", [
       create(S.stats_entrySchema, {

@@ -205,34 +205,35 @@ export function validatePagemap(
   const max = Number(TASK_SIZE_MAX);
   let prevEnd = 0,
     vi = 0;
+  const at = (i: number) => `entry ${i} (${hex(runs[i].vaddr)}, ${runs[i].nrPages} pages)`;
   for (let i = 0; i < runs.length; i++) {
     const r = runs[i];
-    const at = () => `entry ${i} (${hex(r.vaddr)}, ${r.nrPages} pages)`;
     const va = Number(r.vaddr);
     if (va > Number.MAX_SAFE_INTEGER ? r.vaddr % P !== 0n : va % PAGE !== 0)
-      throw bad(dir, file, `${at()}: address not page aligned`);
-    if (!Number.isSafeInteger(r.nrPages) || r.nrPages <= 0) throw bad(dir, file, `${at()}: bad page count`);
+      throw bad(dir, file, `${at(i)}: address not page aligned`);
+    if (!Number.isSafeInteger(r.nrPages) || r.nrPages <= 0) throw bad(dir, file, `${at(i)}: bad page count`);
     // (page-aligned sums below 2^57 are exact in doubles; anything larger is beyond user space anyway)
     const end = va + r.nrPages * PAGE;
-    if (end > max) throw bad(dir, file, `${at()} lies beyond user space`);
-    if (va < prevEnd) throw bad(dir, file, `${at()} overlaps or precedes the entry before it (entries must be sorted)`);
+    if (end > max) throw bad(dir, file, `${at(i)} lies beyond user space`);
+    if (va < prevEnd)
+      throw bad(dir, file, `${at(i)} overlaps or precedes the entry before it (entries must be sorted)`);
     prevEnd = end;
-    if (r.flags & ~(PE.PARENT | PE.LAZY | PE.PRESENT)) throw bad(dir, file, `${at()}: unknown flags ${hex(r.flags)}`);
+    if (r.flags & ~(PE.PARENT | PE.LAZY | PE.PRESENT)) throw bad(dir, file, `${at(i)}: unknown flags ${hex(r.flags)}`);
     // PE_LAZY alone: the pages stayed with the source of a lazy dump (restore --lazy-pages)
     if (r.flags !== PE.LAZY && !!(r.flags & PE.PARENT) === !!(r.flags & PE.PRESENT))
-      throw bad(dir, file, `${at()}: flags ${hex(r.flags)} must say either in this dump or in the parent's`);
+      throw bad(dir, file, `${at(i)}: flags ${hex(r.flags)} must say either in this dump or in the parent's`);
     // inside private VMAs, possibly several adjacent ones
     let a = va;
     while (vi < vmas.length && ends[vi] <= a) vi++;
     for (let k = vi; a < end; k++) {
       const v = vmas[k];
       if (!v || starts[k] > a)
-        throw bad(dir, file, `${at()}: page ${hex(BigInt(a))} is outside every VMA of the mm image`);
+        throw bad(dir, file, `${at(i)}: page ${hex(BigInt(a))} is outside every VMA of the mm image`);
       if (!(v.status & (VMA.ANON_PRIVATE | VMA.FILE_PRIVATE)) || v.status & (VMA.VVAR | VMA.VSYSCALL))
         throw bad(
           dir,
           file,
-          `${at()}: page ${hex(BigInt(a))} lies in a mapping whose pages are not dumped (${hex(v.start)}-${hex(v.end)}, status ${hex(v.status)})`
+          `${at(i)}: page ${hex(BigInt(a))} lies in a mapping whose pages are not dumped (${hex(v.start)}-${hex(v.end)}, status ${hex(v.status)})`
         );
       a = ends[k];
     }
