@@ -11,6 +11,12 @@ import {
   copyFileSync,
   renameSync,
   rmSync,
+  symlinkSync,
+  openSync,
+  closeSync,
+  readSync,
+  writeFileSync,
+  mkdtempSync,
 } from "node:fs";
 import { join } from "node:path";
 import {
@@ -25,7 +31,8 @@ import {
   waitUntil,
 } from "./harness";
 import { imagesDir, cleanupImages, restore, flipBit } from "./engine-helpers";
-import { PageSource, warmParentRuns } from "../src/codec/incremental";
+import { PageSource, warmParentRuns, warmParentPages, fillParentPages } from "../src/codec/incremental";
+import { setLogFile, setLogLevel, logLevel } from "../src/log";
 import { decodePagemap } from "../src/images/pagemap";
 
 beforeAll(async () => {
@@ -301,4 +308,95 @@ test("images without a page index (a page server's, as migrate's rounds are) rea
     trigger(x);
     expect((await waitResult(x, 15000)).text).toStartWith("PASS");
   }
+});
+
+test("parent pages read ahead (migrate's last PRECHECK) are written only while every level of the chain is the same: a level replaced since is read as it is now", async () => {
+  const w = await startWorkload("spin", ["8", "--pattern=heap"]);
+  const base = imagesDir("incr-pages-ahead");
+  const env = { CRIU_BUN_MEMTRACK: "off" };
+  const A = join(base, "a"),
+    B = join(base, "b"),
+    C = join(base, "c");
+  for (const d of [A, B, C]) mkdirSync(d);
+  expect(criuBun(["pre-dump", "-t", String(w.pid), "-D", A], { env }).code).toBe(0);
+  await ranOn(w.pid);
+  expect(criuBun(["pre-dump", "-t", String(w.pid), "-D", B, "--prev-images-dir", "../a"], { env }).code).toBe(0);
+  // a page server's images, as migrate's rounds are: no page index (read ahead, not block by block)
+  for (const d of [A, B]) for (const f of readdirSync(d).filter((f) => /^pages-\d+\.idx$/.test(f))) rmSync(join(d, f));
+  symlinkSync("../b", join(C, "parent")); // c: the final round, b its parent, a b's
+  // every page b holds (stored in b or, PE_PARENT, in a), as c's PE_PARENT runs
+  const bRuns = decodePagemap(B, `pagemap-${w.pid}.img`).runs.filter((r) => r.flags & 5);
+  expect(bRuns.some((r) => r.flags & 1)).toBe(true); // some through b to a
+  const runs = bRuns.map((r) => ({ ...r, flags: 1 }));
+  const log = join(base, "fill.log");
+  const shm = mkdtempSync("/dev/shm/criu-bun-test-ahead-");
+  const lvl = logLevel();
+  // c's PE_PARENT pages written into a file at their addresses, then read back; and what the fill logged
+  const fill = (tag: string) => {
+    // (tmpfs: a file as large as an address space, holes but for these pages)
+    const out = join(shm, `mem-${tag}`);
+    writeFileSync(log, "");
+    setLogLevel(4);
+    setLogFile(log);
+    const fd = openSync(out, "w+");
+    try {
+      fillParentPages(C, w.pid, runs, fd, "test");
+      const got = runs.map((r) => {
+        const b = Buffer.alloc(r.nrPages * 4096);
+        expect(readSync(fd, b, 0, b.length, Number(r.vaddr))).toBe(b.length);
+        return b;
+      });
+      return { bytes: Buffer.concat(got), log: readFileSync(log, "utf8") };
+    } finally {
+      closeSync(fd);
+      setLogFile(undefined);
+      setLogLevel(lvl);
+      rmSync(out);
+    }
+  };
+  const ref = fill("ref"); // nothing read ahead: the chain read
+  expect(ref.log).not.toContain("(read ahead)");
+  warmParentPages(B, [{ pid: w.pid, runs }]);
+  const ahead = fill("ahead");
+  expect(ahead.log).toContain(
+    `test: ${runs.reduce((n, r) => n + r.nrPages, 0)} pages taken from the parent images (read ahead)`
+  );
+  expect(Buffer.compare(ahead.bytes, ref.bytes)).toBe(0);
+  // a's pages file replaced (a new file, as a new round would write it) by one with a page of b's PE_PARENT runs changed
+  const pm = decodePagemap(A, `pagemap-${w.pid}.img`);
+  const viaA = bRuns.find((r) => r.flags & 1)!;
+  let off = 0;
+  for (const r of pm.runs.filter((r) => r.flags & 4)) {
+    if (viaA.vaddr >= r.vaddr && viaA.vaddr < r.vaddr + BigInt(r.nrPages * 4096)) {
+      off += Number(viaA.vaddr - r.vaddr);
+      break;
+    }
+    off += r.nrPages * 4096;
+  }
+  const img = join(A, `pages-${pm.pagesId}.img`);
+  const data = readFileSync(img);
+  for (let i = 0; i < 4096; i++) data[off + i] ^= 0x5a;
+  writeFileSync(`${img}.new`, data);
+  renameSync(`${img}.new`, img);
+  const now = fill("now");
+  expect(now.log).not.toContain("(read ahead)");
+  expect(now.log).toContain("changed since their pages were read ahead");
+  expect(Buffer.compare(now.bytes, ref.bytes)).not.toBe(0);
+  // exactly that page differs, as a's file now has it
+  let at = 0;
+  for (const r of runs) {
+    if (r.vaddr === viaA.vaddr) break;
+    at += r.nrPages * 4096;
+  }
+  expect(Buffer.compare(now.bytes.subarray(at, at + 4096), data.subarray(off, off + 4096))).toBe(0);
+  expect(Buffer.compare(now.bytes.subarray(0, at), ref.bytes.subarray(0, at))).toBe(0);
+  // a page asked for that was not read ahead: the chain is read (the same bytes as now)
+  warmParentPages(B, [{ pid: w.pid, runs: runs.slice(1) }]);
+  const part = fill("part");
+  expect(part.log).toContain("was not read ahead");
+  expect(Buffer.compare(part.bytes, now.bytes)).toBe(0);
+  warmParentPages(B, []); // nothing kept for the other tests
+  rmSync(shm, { recursive: true, force: true });
+  trigger(w);
+  expect((await waitResult(w, 15000)).text).toStartWith("PASS");
 });

@@ -453,6 +453,188 @@ export function linkParent(dir: string, parentDir: string, base = dir) {
   symlinkSync(parentDir, link);
 }
 
+/**
+ * Pages of parent images read ahead (migrate's destination, at the last pre-copy round's PRECHECK):
+ * the pages a post-copy restore writes itself from the chain of rounds (those of memory that is not
+ * private anonymous: a few hundred pages of the libraries' data), by the real path of the round and
+ * the process. The final restore's PE_PARENT runs then come from here, with no walk down the chain
+ * inside the frozen window, only while every level of the chain is the one these pages were read
+ * from: the same directories (real paths) holding the same pagemap and pages files (dev, ino, size,
+ * mtime of each, taken before they were read and again at every use), and only when every page asked
+ * for was read ahead; otherwise the restore reads the chain as it is now. Only the last round read
+ * ahead is kept.
+ */
+interface PagesAhead {
+  id: string;
+  /** pieces by address: [start, end) in doubles (addresses below 2^52), offset of their bytes */
+  starts: number[];
+  ends: number[];
+  offs: number[];
+  bytes: Uint8Array;
+}
+const pagesAhead = new Map<string, PagesAhead>();
+/** at most this many pages read ahead (64 MiB) */
+const AHEAD_PAGES_KEPT = 16384;
+const ADDR_LIMIT = 2 ** 52;
+
+/** The identity of the chain of images dir is the top of, for process pid: each level's real path
+ *  and its pagemap and pages files' identity, down to the last level; undefined if it cannot be taken. */
+function chainId(dir: string, pid: number): string | undefined {
+  const parts: string[] = [];
+  let d = dir;
+  try {
+    for (let depth = 0; ; depth++) {
+      if (depth > 4096) return undefined;
+      const names = readdirSync(d)
+        .filter((f) => f === `pagemap-${pid}.img` || /^pages-\d+\.(img|lz4|idx)$/.test(f))
+        .sort();
+      const id = filesId(d, names);
+      if (id === undefined) return undefined;
+      parts.push(`${realpathSync(d)}|${names.join(",")}|${id}`);
+      // (as PageSource follows it: a parent that does not resolve ends the chain)
+      if (!existsSync(join(d, "parent"))) break;
+      d = join(d, "parent");
+    }
+  } catch {
+    return undefined;
+  }
+  return parts.join("\n");
+}
+
+/**
+ * Read ahead the pages of runs (by address, as a pagemap holds them) of each process through the
+ * images in dir and its parents, for a restore whose parent dir will be (fillParentPages). Pages the
+ * chain does not hold are not read ahead (a restore asking for them reads the chain). Forgets what
+ * was read ahead before. Errors are left to that restore, which meets them again.
+ */
+export function warmParentPages(dir: string, wanted: { pid: number; runs: { vaddr: bigint; nrPages: number }[] }[]) {
+  pagesAhead.clear();
+  const total = wanted.reduce((n, w) => n + w.runs.reduce((m, r) => m + r.nrPages, 0), 0);
+  if (!total) return;
+  if (total > AHEAD_PAGES_KEPT) {
+    log.debug(`${dir}: ${total} parent pages are too many to read ahead (at most ${AHEAD_PAGES_KEPT})`);
+    return;
+  }
+  const t0 = performance.now();
+  let real: string;
+  try {
+    real = realpathSync(dir);
+  } catch {
+    return;
+  }
+  let read = 0;
+  for (const { pid, runs } of wanted) {
+    if (!runs.length) continue;
+    // identity first: a file replaced while (or after) it is read never matches at use
+    const id = chainId(dir, pid);
+    if (id === undefined || !existsSync(join(dir, `pagemap-${pid}.img`))) continue;
+    const n = runs.reduce((m, r) => m + r.nrPages, 0);
+    const a: PagesAhead = { id, starts: [], ends: [], offs: [], bytes: new Uint8Array(n * PAGE) };
+    let src: PageSource | undefined;
+    try {
+      src = new PageSource(dir, pid);
+      let fill = 0;
+      for (const r of runs) {
+        if (r.vaddr >= BigInt(ADDR_LIMIT)) continue;
+        const base = Number(r.vaddr);
+        for (let i = 0; i < r.nrPages; ) {
+          const got = src.readSpan(r.vaddr + BigInt(i * PAGE), r.nrPages - i, a.bytes, fill);
+          if (!got) {
+            i++;
+            continue;
+          }
+          const s = base + i * PAGE,
+            k = a.starts.length - 1;
+          if (k >= 0 && a.ends[k] === s && a.offs[k] + (a.ends[k] - a.starts[k]) === fill) a.ends[k] += got * PAGE;
+          else {
+            a.starts.push(s);
+            a.ends.push(s + got * PAGE);
+            a.offs.push(fill);
+          }
+          fill += got * PAGE;
+          i += got;
+        }
+      }
+      read += fill / PAGE;
+      pagesAhead.set(`${real}\0${pid}`, a);
+    } catch (e) {
+      log.debug(`${dir}: parent pages of process ${pid} not read ahead (${errorMessage(e)})`);
+    } finally {
+      src?.close();
+    }
+  }
+  log.debug(`${dir}: ${read} parent pages read ahead in ${(performance.now() - t0).toFixed(1)} ms`);
+}
+
+/** fillParentPages from what warmParentPages read, if it holds every page asked for and the chain
+ *  is the one it read them from; false: not done, nothing written. */
+function fillAhead(pdir: string, pid: number, runs: PagemapRun[], memFd: number, where: string): boolean {
+  if (!pagesAhead.size) return false;
+  const t0 = performance.now();
+  let a: PagesAhead | undefined;
+  try {
+    a = pagesAhead.get(`${realpathSync(pdir)}\0${pid}`);
+  } catch {
+    return false;
+  }
+  if (!a) return false;
+  // [address, length, offset] of every write, consecutive ones joined
+  const spans: number[] = [];
+  let pages = 0;
+  for (const r of runs) {
+    if (r.vaddr >= BigInt(ADDR_LIMIT)) return false;
+    let va = Number(r.vaddr);
+    const end = va + r.nrPages * PAGE;
+    pages += r.nrPages;
+    while (va < end) {
+      let lo = 0,
+        hi = a.starts.length - 1,
+        i = -1;
+      while (lo <= hi) {
+        const mid = (lo + hi) >> 1;
+        if (va < a.starts[mid]) hi = mid - 1;
+        else if (va >= a.ends[mid]) lo = mid + 1;
+        else {
+          i = mid;
+          break;
+        }
+      }
+      if (i < 0) {
+        log.debug(`${where}: parent page 0x${va.toString(16)} was not read ahead; the chain is read`);
+        return false;
+      }
+      const e = Math.min(end, a.ends[i]),
+        off = a.offs[i] + (va - a.starts[i]),
+        k = spans.length - 3;
+      if (k >= 0 && spans[k] + spans[k + 1] === va && spans[k + 2] + spans[k + 1] === off) spans[k + 1] += e - va;
+      else spans.push(va, e - va, off);
+      va = e;
+    }
+  }
+  const t1 = performance.now();
+  if (chainId(pdir, pid) !== a.id) {
+    log.debug(`${where}: the parent images changed since their pages were read ahead; the chain is read`);
+    return false;
+  }
+  const t2 = performance.now();
+  for (let k = 0; k < spans.length; k += 3)
+    pwriteFull(
+      memFd,
+      a.bytes,
+      BigInt(spans[k]),
+      spans[k + 1],
+      spans[k + 2],
+      `${where}: write pages at 0x${spans[k].toString(16)}`
+    );
+  log.info(
+    `${where}: ${pages} pages taken from the parent images (read ahead) in ${(performance.now() - t0).toFixed(1)} ms`
+  );
+  log.debug(
+    `${where}: pages found in ${(t1 - t0).toFixed(1)} ms, the chain's identity checked in ${(t2 - t1).toFixed(1)} ms, ${spans.length / 3} writes into the process in ${(performance.now() - t2).toFixed(1)} ms`
+  );
+  return true;
+}
+
 /** Restore side: write the PE_PARENT runs of process pid from the parent images into memFd. */
 export function fillParentPages(dir: string, pid: number, runs: PagemapRun[], memFd: number, where: string) {
   const parentRuns = runs.filter((r) => r.flags & PE_PARENT && !(r.flags & PE_PRESENT));
@@ -464,7 +646,7 @@ export function fillParentPages(dir: string, pid: number, runs: PagemapRun[], me
       `${where}: pagemap-${pid}.img refers to parent images, but ${dir}/parent is missing`
     );
   // the parent held by an fd too (the kernel follows the link, relative to where it is); errors name it by its real path
-  withDir(pdir, (p) => fillFrom(p, pid, parentRuns, memFd, where));
+  withDir(pdir, (p) => fillAhead(p, pid, parentRuns, memFd, where) || fillFrom(p, pid, parentRuns, memFd, where));
 }
 
 function fillFrom(pdir: string, pid: number, parentRuns: PagemapRun[], memFd: number, where: string) {

@@ -718,15 +718,16 @@ export function migrateIn(o: MigrateListen): { pid: number } {
         warmPageBuffers();
         // the final restore reads pages through this round as a parent: decoded now, not frozen
         warmParentRuns(cur);
+        const last = json(m, "PRECHECK").last === true;
         try {
-          checkRestorable({ ...o.restore, dir: cur });
+          // the last round is the final restore's parent: with post-copy, what it writes from there is read now
+          checkRestorable({ ...o.restore, dir: cur }, last && !!daemon);
           log.info(`round ${round}: its images would restore (checked in ${(performance.now() - t0).toFixed(1)} ms)`);
         } catch (e) {
           log.warn(`round ${round}: its images would not restore as they are: ${errorMessage(e)}`);
         }
         // the last pre-copy round: the source freezes the tree for the final one once told
-        if (json(m, "PRECHECK").last === true)
-          sendJson(conn, MSG.PRECHECKED, { round }, "telling the source its round is checked");
+        if (last) sendJson(conn, MSG.PRECHECKED, { round }, "telling the source its round is checked");
       } else if (m.type === MSG.RESTORE) {
         if (!cur) throw new CriuError("migrate", "RESTORE before any round");
         log.info(`migrate: RESTORE: the final round's images are in; restoring from ${cur}`);

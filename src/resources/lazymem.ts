@@ -233,15 +233,17 @@ export function lazyParentRuns(
   return out;
 }
 
-/** The PE_PARENT runs minus lazyParentRuns: what a lazyParents restore writes itself. */
+/** The PE_PARENT runs minus lazyParentRuns: what a lazyParents restore writes itself. stored: the
+ *  PE_PRESENT runs too (the pages these images hold that such a restore from a child of them may ask for). */
 export function eagerParentRuns(
   vmas: { start: bigint; end: bigint; status: number; flags: number }[],
-  pagemap: Run[]
+  pagemap: Run[],
+  stored = false
 ): Run[] {
   const out: Run[] = [];
   let vi = 0;
   for (const r of pagemap) {
-    if (!(r.flags & PE.PARENT) || r.flags & PE.PRESENT) continue;
+    if (stored ? !(r.flags & (PE.PARENT | PE.PRESENT)) : !(r.flags & PE.PARENT) || r.flags & PE.PRESENT) continue;
     while (vi < vmas.length && vmas[vi].end <= r.vaddr) vi++;
     // (the common case, a run inside one VMA of lazy memory: nothing to write, no BigInt made)
     if (vi < vmas.length && vmas[vi].start <= r.vaddr && canBeLazy(vmas[vi])) {

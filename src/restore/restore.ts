@@ -28,7 +28,8 @@ import { inventory_entrySchema } from "../images/schemas";
 import { precheckMountNs, type ExtMounts } from "../resources/mounts";
 import { runHook as runHookNow, type Hooks } from "../hooks";
 import { CLONE } from "../sys/flags";
-import { LazyChannel, hasLazyPages } from "../resources/lazymem";
+import { LazyChannel, hasLazyPages, eagerParentRuns } from "../resources/lazymem";
+import { warmParentPages } from "../codec/incremental";
 import { errnoText, errnoOf } from "../sys/errno";
 
 /** A hook waits for someone else (a script, the RPC client): that is not a stalled restore. */
@@ -260,9 +261,11 @@ export function restoreProcesses(o: RestoreOptions): Restored {
  * migrate's destination during pre-copy: would these (pre-dump) images restore? Loads and checks
  * them as a restore does first, creating nothing; throws what a restore would. Beside telling early
  * what would fail, it readies what the restore after the freeze uses (code compiled, the mapped
- * files' pages in the page cache), so that restore is faster.
+ * files' pages in the page cache), so that restore is faster. warmParents: these images are the
+ * parent of a post-copy restore to come (lazyParents): the pages it will write itself from them (the
+ * stored pages of memory that is not private anonymous) are read ahead (warmParentPages).
  */
-export function checkRestorable(o: RestoreOptions) {
+export function checkRestorable(o: RestoreOptions, warmParents = false) {
   needPrivileges();
   const h = openDir(o.dir);
   try {
@@ -270,6 +273,17 @@ export function checkRestorable(o: RestoreOptions) {
     const set = loadImages(h.path);
     const po = { ...o, dir: h.path, ignoreCgroups: true, cgRoots: undefined };
     precheck(set, po, restoreRun(set, po));
+    if (warmParents)
+      warmParentPages(
+        h.path,
+        set.tasks
+          .filter((t) => !t.zombie)
+          .map((t) => ({
+            pid: t.pid,
+            // every page these images hold, as the next round's PE_PARENT runs would name them
+            runs: eagerParentRuns(t.mm.vmas, t.pagemap, true),
+          }))
+      );
   } catch (e) {
     if (e instanceof Error) e.message = unalias(e.message);
     throw e;
