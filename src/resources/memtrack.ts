@@ -48,7 +48,7 @@ import {
 import { readStat, readLink } from "../sys/proc";
 import { errnoText } from "../sys/errno";
 import { decodePagemap, type PagemapRun } from "../images/pagemap";
-import { VMA } from "./vma";
+import { VMA, firstEndAfter } from "./vma";
 import { withoutWpMarkers, type DumpedVma, type PageRun } from "./memory";
 import { log, errorMessage } from "../log";
 
@@ -473,15 +473,8 @@ function trackable(v: DumpedVma): "anon" | "file" | undefined {
 
 /** The parts of sorted disjoint ranges within [a, b) (a binary search for the first). */
 function clip(ranges: [bigint, bigint][], a: bigint, b: bigint): [bigint, bigint][] {
-  let lo = 0,
-    hi = ranges.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    if (ranges[mid][1] <= a) lo = mid + 1;
-    else hi = mid;
-  }
   const out: [bigint, bigint][] = [];
-  for (let i = lo; i < ranges.length && ranges[i][0] < b; i++)
+  for (let i = firstEndAfter(ranges, a); i < ranges.length && ranges[i][0] < b; i++)
     out.push([ranges[i][0] > a ? ranges[i][0] : a, ranges[i][1] < b ? ranges[i][1] : b]);
   return out;
 }

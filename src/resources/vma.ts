@@ -46,3 +46,15 @@ export function madvFromVmFlags(vmflags: string[]): bigint {
   for (const [flag, adv] of MADV_FLAGS) if (vmflags.includes(flag)) m |= 1n << BigInt(adv);
   return m;
 }
+
+/** The first index of sorted disjoint address ranges ([start, end, ...]) whose end is past a (binary search). */
+export function firstEndAfter(ranges: readonly (readonly [bigint, bigint, ...unknown[]])[], a: bigint): number {
+  let lo = 0,
+    hi = ranges.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (ranges[mid][1] <= a) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}

@@ -31,7 +31,7 @@ import { LazyPagesClient } from "../net/pageserver";
 import { LAZY_SOCKET, RESTORE_FINISHED, sockaddrUn, clearStaleSocket, lazyParentRuns } from "../resources/lazymem";
 import { PageSource } from "../codec/incremental";
 import { readImage } from "../images/image";
-import { PE, PAGE } from "../resources/vma";
+import { PE, PAGE, firstEndAfter } from "../resources/vma";
 
 const P = BigInt(PAGE);
 const FAULT_PAGES = 16,
@@ -460,22 +460,10 @@ export function runLazyDaemon(o: LazyDaemonOptions): { served: number; total: nu
 
 const count = (rs: Rng[]) => rs.reduce((s, [a, b]) => s + Number((b - a) / P), 0);
 
-/** The first index of sorted disjoint ranges whose end is past a (binary search). */
-function firstAfter(rs: Rng[], a: bigint): number {
-  let lo = 0,
-    hi = rs.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    if (rs[mid][1] <= a) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
-}
-
 /** The pending range of l holding address a, if any. */
 function holding(l: Lpi, a: bigint): Rng | undefined {
   for (const rs of [l.rpending, l.pending]) {
-    const i = firstAfter(rs, a);
+    const i = firstEndAfter(rs, a);
     if (i < rs.length && rs[i][0] <= a) return rs[i];
   }
   return undefined;
@@ -484,7 +472,7 @@ function holding(l: Lpi, a: bigint): Rng | undefined {
 /** Take [a, b) out of sorted disjoint ranges; returns how many pages went. */
 function remove(rs: Rng[], a: bigint, b: bigint): number {
   let removed = 0n;
-  for (let i = firstAfter(rs, a); i < rs.length; i++) {
+  for (let i = firstEndAfter(rs, a); i < rs.length; i++) {
     const [x, y, o, r] = rs[i];
     if (x >= b) break;
     const parts: Rng[] = [];
