@@ -218,41 +218,35 @@ export class PageServerClient {
   /** The opened pagemap's runs in order, the PE_PRESENT runs' bytes packed in dataFile in the same order. */
   sendRuns(runs: Iterable<PagemapRun>, dataFile: string) {
     const src = openSync(dataFile, "r");
-    const buf = new Uint8Array(1 << 20);
-    // the entries of runs without pages (holes, lazy runs: thousands when the pages are scattered)
-    // go out together, one write per 64 KiB of them
-    const heads = new Uint8Array(PSI_SIZE * 2048),
-      hv = new DataView(heads.buffer);
-    let nh = 0;
+    // every entry and its pages go out through one buffer, a write per MiB: a migrate's final round
+    // has hundreds of one-page runs, and three system calls for each (entry, read, pages) took
+    // 6-18 ms of its frozen window. The bytes on the wire are the same.
+    const out = new Uint8Array(1 << 20),
+      ov = new DataView(out.buffer);
+    let n = 0;
     const flush = () => {
-      if (nh) {
-        writeAll(this.fd, heads.subarray(0, nh * PSI_SIZE), "sending pagemap entries to the page server");
-        nh = 0;
+      if (n) {
+        writeAll(this.fd, out.subarray(0, n), "sending pagemap entries and pages to the page server");
+        n = 0;
       }
     };
     try {
       for (const r of runs) {
-        if (!(r.flags & PE_PRESENT)) {
-          const o = nh * PSI_SIZE;
-          hv.setUint32(o, PS.ADD_F | (r.flags << 16), true);
-          hv.setUint32(o + 4, 0, true);
-          hv.setBigUint64(o + 8, BigInt(r.nrPages), true);
-          hv.setBigUint64(o + 16, r.vaddr, true);
-          hv.setBigUint64(o + 24, this.dst, true);
-          if (++nh === 2048) flush();
-          continue;
-        }
-        flush();
-        writeAll(
-          this.fd,
-          psi(PS.ADD_F | (r.flags << 16), r.nrPages, r.vaddr, this.dst),
-          "sending a pagemap entry to the page server"
-        );
+        if (n + PSI_SIZE > out.length) flush();
+        ov.setUint32(n, PS.ADD_F | (r.flags << 16), true);
+        ov.setUint32(n + 4, 0, true);
+        ov.setBigUint64(n + 8, BigInt(r.nrPages), true);
+        ov.setBigUint64(n + 16, r.vaddr, true);
+        ov.setBigUint64(n + 24, this.dst, true);
+        n += PSI_SIZE;
+        if (!(r.flags & PE_PRESENT)) continue;
+        // its pages, read from the data file straight behind the entry
         for (let left = r.nrPages * PAGE; left > 0; ) {
-          const n = readSync(src, buf, 0, Math.min(buf.length, left), null);
-          if (n <= 0) throw new CriuError("page-server", `${dataFile} ended early`);
-          writeAll(this.fd, buf.subarray(0, n), "sending pages to the page server");
-          left -= n;
+          if (n === out.length) flush();
+          const got = readSync(src, out, n, Math.min(out.length - n, left), null);
+          if (got <= 0) throw new CriuError("page-server", `${dataFile} ended early`);
+          n += got;
+          left -= got;
         }
         this.pagesSent += r.nrPages;
       }
