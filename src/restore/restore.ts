@@ -272,7 +272,7 @@ export function checkRestorable(o: RestoreOptions, warmParents = false) {
     if (!o.trustImages) checkImagesTrusted(h.path);
     const set = loadImages(h.path);
     const po = { ...o, dir: h.path, ignoreCgroups: true, cgRoots: undefined };
-    precheck(set, po, restoreRun(set, po));
+    // (first: the pages do not depend on what the check may refuse, a file the round caught in passing)
     if (warmParents)
       warmParentPages(
         h.path,
@@ -284,6 +284,7 @@ export function checkRestorable(o: RestoreOptions, warmParents = false) {
             runs: eagerParentRuns(t.mm.vmas, t.pagemap, true),
           }))
       );
+    precheck(set, po, restoreRun(set, po));
   } catch (e) {
     if (e instanceof Error) e.message = unalias(e.message);
     throw e;
