@@ -181,13 +181,18 @@ export class TaskBuilder {
 
   /** Start the puppet and clone the root process with its old PID out of it. */
   createFromPuppet() {
-    const t = this.t;
+    const t = this.t,
+      t0 = performance.now();
     this.puppet = startPuppet(!!this.set.rstSibling);
+    const t1 = performance.now();
     if (this.set.rstSibling)
       log.info(`puppet ${this.puppet} is a child of ${process.ppid} (rst_sibling): so is the restored root`);
     const pmem = new RemoteMem(this.puppet);
     this.tramp = pickTrampoline(this.set, this.puppet);
     const pinj = new Injector(this.puppet, PUPPET_SYSCALL, "trap", pmem);
+    log.debug(
+      `process ${t.pid}: puppet ${this.puppet} taken in ${(t1 - t0).toFixed(1)} ms, trampoline at ${hex(this.tramp)} picked in ${(performance.now() - t1).toFixed(1)} ms`
+    );
     const r = pinj.call(
       NR.mmap,
       this.tramp,
