@@ -38,9 +38,12 @@ import { decodePagemap } from "../src/images/pagemap";
 beforeAll(async () => {
   await buildWorkloads();
 }, 120_000);
+/** tmpfs directories of tests, gone even when a test fails */
+const shmDirs: string[] = [];
 afterAll(() => {
   cleanup();
   cleanupImages();
+  for (const d of shmDirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 
 /** until the spinning workload has had the CPU again since the last dump (its counter page changed) */
@@ -330,6 +333,7 @@ test("parent pages read ahead (migrate's last PRECHECK) are written only while e
   const runs = bRuns.map((r) => ({ ...r, flags: 1 }));
   const log = join(base, "fill.log");
   const shm = mkdtempSync("/dev/shm/criu-bun-test-ahead-");
+  shmDirs.push(shm);
   const lvl = logLevel();
   // c's PE_PARENT pages written into a file at their addresses, then read back; and what the fill logged
   const fill = (tag: string) => {
@@ -396,7 +400,6 @@ test("parent pages read ahead (migrate's last PRECHECK) are written only while e
   expect(part.log).toContain("was not read ahead");
   expect(Buffer.compare(part.bytes, now.bytes)).toBe(0);
   warmParentPages(B, []); // nothing kept for the other tests
-  rmSync(shm, { recursive: true, force: true });
   trigger(w);
   expect((await waitResult(w, 15000)).text).toStartWith("PASS");
 });
