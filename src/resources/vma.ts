@@ -1,5 +1,5 @@
 // VMA classification shared by the memory dump and restore.
-import { MADV } from "../sys/flags";
+import { MADV_VMFLAGS } from "../sys/flags";
 export const VMA = {
   REGULAR: 1 << 0,
   STACK: 1 << 1,
@@ -30,20 +30,9 @@ export const MAP = {
 export const PE = { PARENT: 1, LAZY: 2, PRESENT: 4 } as const;
 export const PAGE = 4096;
 
-/** madvise advice values and the smaps VmFlags mnemonic that shows them. */
-const MADV_FLAGS: [string, number][] = [
-  ["dc", MADV.DONTFORK],
-  ["dd", MADV.DONTDUMP],
-  ["mg", MADV.MERGEABLE],
-  ["hg", MADV.HUGEPAGE],
-  ["nh", MADV.NOHUGEPAGE],
-  ["wf", MADV.WIPEONFORK],
-  ["sr", MADV.SEQUENTIAL],
-  ["rr", MADV.RANDOM],
-];
 export function madvFromVmFlags(vmflags: string[]): bigint {
   let m = 0n;
-  for (const [flag, adv] of MADV_FLAGS) if (vmflags.includes(flag)) m |= 1n << BigInt(adv);
+  for (const [flag, adv] of MADV_VMFLAGS) if (vmflags.includes(flag)) m |= 1n << BigInt(adv);
   return m;
 }
 

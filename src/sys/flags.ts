@@ -61,3 +61,15 @@ export const MADV = {
   DONTDUMP: 16,
   WIPEONFORK: 18,
 } as const;
+/** The madvise advice a VMA keeps in its flags, with the smaps VmFlags mnemonic that shows each
+ *  (memory.ts reads it back from VmFlags; vmflags.ts sets each to check its bit table). */
+export const MADV_VMFLAGS: readonly (readonly [string, number])[] = [
+  ["dc", MADV.DONTFORK],
+  ["dd", MADV.DONTDUMP],
+  ["mg", MADV.MERGEABLE],
+  ["hg", MADV.HUGEPAGE],
+  ["nh", MADV.NOHUGEPAGE],
+  ["wf", MADV.WIPEONFORK],
+  ["sr", MADV.SEQUENTIAL],
+  ["rr", MADV.RANDOM],
+];

@@ -11,7 +11,7 @@
 // reads smaps for the whole run: a wrong table never reaches an image.
 import { syscall, addr, cstr } from "./syscall";
 import { NR } from "./nr";
-import { MADV } from "./flags";
+import { MADV, MADV_VMFLAGS } from "./flags";
 import { errnoText } from "./errno";
 import { readVmas, readMaps, type Vma } from "./proc";
 import { VmaIterator, BpfVmaError } from "./bpfvma";
@@ -94,17 +94,7 @@ export function calibrate(it: VmaIterator, swap?: [string, string]): { table: Vm
     const unsupported = new Set<string>();
     const fail = (what: string, e: number) => ({ reason: `calibration: ${what}: ${errnoText(e)}` });
     // madvise on a region of its own: dc dd mg hg nh wf sr rr
-    const advice: [string, number][] = [
-      ["dc", MADV.DONTFORK],
-      ["dd", MADV.DONTDUMP],
-      ["mg", MADV.MERGEABLE],
-      ["hg", MADV.HUGEPAGE],
-      ["nh", MADV.NOHUGEPAGE],
-      ["wf", MADV.WIPEONFORK],
-      ["sr", MADV.SEQUENTIAL],
-      ["rr", MADV.RANDOM],
-    ];
-    for (const [m, adv] of advice) {
+    for (const [m, adv] of MADV_VMFLAGS) {
       const at = region();
       if (typeof at === "number") return fail("mmap", at);
       const r = syscall(NR.madvise, at, PAGE, adv);
