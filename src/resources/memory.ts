@@ -35,7 +35,8 @@ export interface PageRun {
 
 // Where a dump's VmFlags come from: smaps (a walk of every page table of the process), or, once
 // prepareVmFlags made it ready for this run, the BPF task_vma iterator with its bit table checked on
-// this kernel (sys/vmflags.ts). undefined: not tried yet; null: smaps for this run.
+// this kernel (sys/vmflags.ts). undefined: not tried yet; null: smaps for this run. Kept for the
+// process's life (a swrk service's later requests use it too): the table is a fact of the kernel.
 let bpfSource: { it: VmaIterator; table: VmFlagTable } | null | undefined;
 
 /**
