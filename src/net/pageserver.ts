@@ -123,13 +123,17 @@ export function readAll(fd: number, b: Uint8Array, what: string, len = b.length)
   return true;
 }
 
+/** One page_server_iov (cmd, its padding, nr_pages, vaddr, dst_id) written at dv's offset o. */
+function putPsi(dv: DataView, o: number, cmd: number, nrPages: number, vaddr: bigint, dstId: bigint) {
+  dv.setUint32(o, cmd, true);
+  dv.setUint32(o + 4, 0, true);
+  dv.setBigUint64(o + 8, BigInt(nrPages), true);
+  dv.setBigUint64(o + 16, vaddr, true);
+  dv.setBigUint64(o + 24, dstId, true);
+}
 function psi(cmd: number, nrPages: number, vaddr: bigint, dstId: bigint): Uint8Array {
-  const b = new Uint8Array(PSI_SIZE),
-    dv = new DataView(b.buffer);
-  dv.setUint32(0, cmd, true);
-  dv.setBigUint64(8, BigInt(nrPages), true);
-  dv.setBigUint64(16, vaddr, true);
-  dv.setBigUint64(24, dstId, true);
+  const b = new Uint8Array(PSI_SIZE);
+  putPsi(new DataView(b.buffer), 0, cmd, nrPages, vaddr, dstId);
   return b;
 }
 
@@ -233,11 +237,7 @@ export class PageServerClient {
     try {
       for (const r of runs) {
         if (n + PSI_SIZE > out.length) flush();
-        ov.setUint32(n, PS.ADD_F | (r.flags << 16), true);
-        ov.setUint32(n + 4, 0, true);
-        ov.setBigUint64(n + 8, BigInt(r.nrPages), true);
-        ov.setBigUint64(n + 16, r.vaddr, true);
-        ov.setBigUint64(n + 24, this.dst, true);
+        putPsi(ov, n, PS.ADD_F | (r.flags << 16), r.nrPages, r.vaddr, this.dst);
         n += PSI_SIZE;
         if (!(r.flags & PE_PRESENT)) continue;
         // its pages, read from the data file straight behind the entry
