@@ -21,7 +21,8 @@ import { PlainCodec } from "./plain";
 /** codec.wasm, or for a small job on the main thread the same without WebAssembly (plain.ts) */
 type Codec = PageCodec | PlainCodec;
 import { BLOCK, BLOCK_LZ4 } from "./format";
-import { vmRead, vmWrite, preadFull, pwriteFull } from "../sys/mem";
+import { vmRead, vmWrite, preadFull, pwriteFull, VmWriteBatch } from "../sys/mem";
+import { addr } from "../sys/addr";
 
 const PAGE = 4096;
 /** segment kinds (bits) */
@@ -248,6 +249,9 @@ export class BlockCore {
   /** stored bytes (compressed) live here, after the raw block */
   private readonly ZAT: number;
   private readonly order?: DumpOrder;
+  /** a restore block's writes: one process_vm_writev; and its pieces [from, va, len]* to redo one by one */
+  private readonly batch = new VmWriteBatch(BLOCK / PAGE);
+  private readonly pieces = new Float64Array((BLOCK / PAGE) * 3);
   constructor(public init: CoreInit) {
     const block = init.block ?? BLOCK;
     this.ZAT = block;
@@ -356,6 +360,12 @@ export class BlockCore {
   /** Where the stored bytes of a restore job are in WASM memory, read from the pages file. */
   private loadStored(job: RestoreJob): number {
     const at = job.flags & BLOCK_LZ4 ? this.ZAT : 0;
+    // the raw block at 0 must end before the stored one (LZ4) and both inside the buffer (a page
+    // index may declare blocks of up to 64 MiB; criu-bun writes 1 MiB ones)
+    if (job.rawLen > this.ZAT || at + job.storedLen > this.io.length)
+      throw new BlockError(
+        `${job.rawLen} raw bytes stored in ${job.storedLen}: larger than a block this restore reads`
+      );
     const got = preadFull(this.init.pagesFd, this.io, BigInt(job.fileOff), job.storedLen, at, "read pages");
     if (got !== job.storedLen)
       throw new BlockError(`truncated: ${got} of ${job.storedLen} bytes at file offset ${job.fileOff}`);
@@ -376,7 +386,14 @@ export class BlockCore {
     }
     const s = job.segs;
     const zeros = c.zeroPages(0, job.rawLen / PAGE);
+    // the pages of writable segments go in one process_vm_writev (VmWriteBatch), the runs of
+    // pages to write as its pieces; read-only segments through /proc/PID/mem (writeSegment)
+    const batch = this.batch,
+      pc = this.pieces,
+      base = addr(this.io);
+    batch.clear();
     let p = 0,
+      np = 0,
       written = 0;
     for (let i = 0; i < s.length; i += 3) {
       const va = s[i],
@@ -384,17 +401,53 @@ export class BlockCore {
         kind = s[i + 2],
         anon = (kind & SEG_ANON) !== 0,
         at = p;
-      if (!(kind & SEG_KERNEL)) written += this.writeSegment(va, n, p, kind, (k) => anon && zeros[at + k] === 1);
+      if (kind & SEG_KERNEL) {
+        // not written (the kernel's own pages; memory left to the lazy-pages daemon)
+      } else if (!(kind & SEG_WRITABLE)) {
+        written += this.writeSegment(va, n, p, kind, (k) => anon && zeros[at + k] === 1);
+      } else {
+        for (let k = 0; k < n; ) {
+          if (anon && zeros[at + k] === 1) {
+            k++;
+            continue;
+          }
+          let e = k + 1;
+          while (e < n && !(anon && zeros[at + e] === 1)) e++;
+          const from = (at + k) * PAGE,
+            len = (e - k) * PAGE,
+            dst = va + k * PAGE;
+          batch.add(base + from, dst, len);
+          pc[np * 3] = from;
+          pc[np * 3 + 1] = dst;
+          pc[np * 3 + 2] = len;
+          np++;
+          written += e - k;
+          k = e;
+        }
+      }
       p += n;
+    }
+    if (np && batch.write(this.init.pid) !== batch.bytes) {
+      // short (a page the call cannot write: the copy stops there) or failed: every piece again on
+      // its own, through /proc/PID/mem where process_vm_writev still falls short (the same bytes
+      // to the same place: what the batch did write is written again, unchanged)
+      for (let q = 0; q < np; q++) this.writeRun(pc[q * 3 + 1], pc[q * 3], pc[q * 3 + 2], SEG_WRITABLE);
     }
     out.i32[I_RAW] = job.rawLen;
     out.i32[I_WRITTEN] = written;
   }
 
+  /** len bytes from io[from..] to the target at va: process_vm_writev when the segment is writable,
+   * else (or when that falls short) /proc/PID/mem. */
+  private writeRun(va: number, from: number, len: number, kind: number) {
+    const { pid, memFd } = this.init;
+    const dst = BigInt(va);
+    const r = kind & SEG_WRITABLE ? vmWrite(pid, dst, this.io, from, len) : -1;
+    if (r !== len) pwriteFull(memFd, this.io, dst, len, from, `write pages of ${pid} at 0x${dst.toString(16)}`);
+  }
+
   /** Write the pages of one segment (raw bytes from page p of the block) that `skip` keeps, in runs. */
   private writeSegment(va: number, n: number, p: number, kind: number, skip: (k: number) => boolean): number {
-    const { pid, memFd } = this.init,
-      io = this.io;
     let written = 0;
     for (let k = 0; k < n; ) {
       if (skip(k)) {
@@ -403,11 +456,7 @@ export class BlockCore {
       }
       let e = k + 1;
       while (e < n && !skip(e)) e++;
-      const from = (p + k) * PAGE,
-        len = (e - k) * PAGE,
-        dst = BigInt(va + k * PAGE);
-      const r = kind & SEG_WRITABLE ? vmWrite(pid, dst, io, from, len) : -1;
-      if (r !== len) pwriteFull(memFd, io, dst, len, from, `write pages of ${pid} at 0x${dst.toString(16)}`);
+      this.writeRun(va + k * PAGE, (p + k) * PAGE, (e - k) * PAGE, kind);
       written += e - k;
       k = e;
     }

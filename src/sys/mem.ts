@@ -22,6 +22,64 @@ export function vmWrite(pid: number, remote: bigint, buf: Uint8Array, off = 0, l
   return syscall(NR.process_vm_writev, pid, addr(liov), 1, addr(riov), 1, 0);
 }
 
+/**
+ * One process_vm_writev of many pieces: local ranges of this process (by address) to remote ranges
+ * of another, each side's adjacent ranges merged into one iovec. A 1 MiB block of a restore
+ * is ~54 runs of pages on a heap with a third of its pages zero: one system call for them instead
+ * of one per run (each call looks the task up, checks ptrace access and pins its own pages).
+ */
+export class VmWriteBatch {
+  /** [base lo, base hi, len lo, len hi] per iovec, in 32-bit halves (no BigInt per piece) */
+  private readonly l: Uint32Array;
+  private readonly r: Uint32Array;
+  private nl = 0;
+  private nr = 0;
+  private lEnd = -1;
+  private rEnd = -1;
+  /** bytes added since the last clear() */
+  bytes = 0;
+  constructor(readonly cap = 1024) {
+    this.l = new Uint32Array(cap * 4);
+    this.r = new Uint32Array(cap * 4);
+  }
+  clear() {
+    this.nl = this.nr = this.bytes = 0;
+    this.lEnd = this.rEnd = -1;
+  }
+  /** Room for one more piece (each side may need a new iovec). */
+  get full() {
+    return this.nl >= this.cap || this.nr >= this.cap;
+  }
+  /** Add len bytes from the local address `local` to the remote address `remote` (both below 2^53). */
+  add(local: number, remote: number, len: number) {
+    if (local === this.lEnd) grow(this.l, this.nl - 1, len);
+    else set(this.l, this.nl++, local, len);
+    if (remote === this.rEnd) grow(this.r, this.nr - 1, len);
+    else set(this.r, this.nr++, remote, len);
+    this.lEnd = local + len;
+    this.rEnd = remote + len;
+    this.bytes += len;
+  }
+  /** process_vm_writev of everything added: bytes written (fewer when a remote page is not
+   * writable: the copy stops there) or -errno. */
+  write(pid: number): number {
+    if (!this.nl) return 0;
+    return syscall(NR.process_vm_writev, pid, addr(this.l), this.nl, addr(this.r), this.nr, 0);
+  }
+}
+const U32 = 2 ** 32;
+function set(v: Uint32Array, i: number, base: number, len: number) {
+  v[i * 4] = base % U32;
+  v[i * 4 + 1] = Math.floor(base / U32);
+  v[i * 4 + 2] = len % U32;
+  v[i * 4 + 3] = Math.floor(len / U32);
+}
+function grow(v: Uint32Array, i: number, len: number) {
+  const n = v[i * 4 + 2] + v[i * 4 + 3] * U32 + len;
+  v[i * 4 + 2] = n % U32;
+  v[i * 4 + 3] = Math.floor(n / U32);
+}
+
 export const O = {
   RDONLY: 0,
   WRONLY: 1,
