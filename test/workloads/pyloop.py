@@ -8,9 +8,10 @@ digest = hashlib.sha256(blob).hexdigest()
 def put(name, text):
     with open(os.path.join(d, name + ".tmp"), "w") as f: f.write(text)
     os.rename(os.path.join(d, name + ".tmp"), os.path.join(d, name))
-put("ready", f"{os.getpid()}\n")
+# ready once the counter has moved (10 turns): the dump then holds a counter that must not go back
 while not os.path.exists(os.path.join(d, "go")):
     state["n"] += 1
+    if state["n"] == 10: put("ready", f"{os.getpid()}\n")
     time.sleep(0.005)
 n_at_go = state["n"]
 time.sleep(0.05)
