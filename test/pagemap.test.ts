@@ -4,7 +4,14 @@ import { mkdtempSync, rmSync, writeFileSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
-import { encodePagemap, decodePagemap, presentRuns, PagemapWriter, RunList } from "../src/images/pagemap";
+import {
+  encodePagemap,
+  decodePagemap,
+  decodePagemapTable,
+  presentRuns,
+  PagemapWriter,
+  RunList,
+} from "../src/images/pagemap";
 import { markLazy, markLazyList } from "../src/resources/lazymem";
 import { VMA, MAP, PE } from "../src/resources/vma";
 import { readImage, writeImage, pagemapNrPages } from "../src/images/image";
@@ -81,12 +88,27 @@ test("decoded runs carry their page-stream offsets (PE_PARENT and PE_LAZY runs h
     const { runs } = decodePagemap(d, "pagemap-6.img");
     expect(runs.map((r) => r.offset)).toEqual([0, 5 * 4096, 5 * 4096, 7 * 4096, 7 * 4096]);
     const p = presentRuns(runs);
-    expect(p.runs).toEqual([runs[0], runs[2], runs[4]]);
     expect([...p.va]).toEqual([0x2000, 0x10000, 0x7ffffffff000]);
     expect([...p.nr]).toEqual([5, 2, 1]);
     expect(p.bytes).toBe(8 * 4096);
     expect(presentRuns(runs)).toBe(p); // built once per pagemap
     expect(presentRuns([]).bytes).toBe(0);
+    // the same from the typed table a restore reads, and its objects made on request
+    const t = decodePagemapTable(d, "pagemap-6.img");
+    expect(t.pagesId).toBe(2);
+    expect([...t.va]).toEqual([0x2000, 0x9000, 0x10000, 0x20000, 0x7ffffffff000]);
+    expect([...t.nr]).toEqual([5, 3, 2, 1, 1]);
+    expect([...t.flags]).toEqual([4, 1, 4, 2, 4]);
+    expect([...t.offset]).toEqual(runs.map((r) => r.offset));
+    expect(t.runs()).toEqual(runs);
+    expect(t.runs()).toBe(t.runs());
+    const q = presentRuns(t);
+    expect([...q.va]).toEqual([...p.va]);
+    expect([...q.nr]).toEqual([...p.nr]);
+    expect(q.bytes).toBe(p.bytes);
+    expect(t.some(2, 5)).toBe(true); // PE_LAZY alone
+    expect(t.some(1, 4)).toBe(true); // PE_PARENT without PE_PRESENT
+    expect(t.some(8)).toBe(false);
   } finally {
     rmSync(d, { recursive: true });
   }

@@ -47,7 +47,7 @@ import {
   type PagesLayout,
 } from "./format";
 import { pagesToDump, type DumpedVma, type PageRun } from "../resources/memory";
-import { RunList, presentRuns } from "../images/pagemap";
+import { RunList, presentRuns, type PagemapTable } from "../images/pagemap";
 import { writeFull } from "../sys/mem";
 import { VMA, PE } from "../resources/vma";
 import { CriuError, log, logLevel, LOG_DEBUG } from "../log";
@@ -472,7 +472,7 @@ function* dumpJobs(
 
 interface PagesTask {
   pid: number;
-  pagemap: { vaddr: bigint; nrPages: number; flags: number; offset: number }[];
+  pm: PagemapTable;
   pagesFile: string;
   mm: { vmas: { start: bigint; end: bigint; status: number; prot: number; flags: number }[] };
 }
@@ -492,7 +492,7 @@ interface Block {
 
 const layouts = new Map<string, PagesLayout>();
 
-const presentBytes = (t: PagesTask) => presentRuns(t.pagemap).bytes;
+const presentBytes = (t: PagesTask) => presentRuns(t.pm).bytes;
 
 /**
  * Structural check of a task's pages (which file, sizes against pagemap and index). Cheap.
@@ -503,7 +503,7 @@ export function checkPages(dir: string, t: PagesTask): PagesLayout {
   if (l.index)
     checkAddrBinding(
       l.index,
-      presentRuns(t.pagemap),
+      presentRuns(t.pm),
       join(dir, pagesNames(t.pagesFile).idx),
       join(dir, `pagemap-${t.pid}.img`)
     );
@@ -518,68 +518,48 @@ function* restoreBlocks(
   lazy?: (v: { status: number; flags: number }) => boolean
 ): Generator<Block> {
   const vmas = t.mm.vmas;
-  const present = presentRuns(t.pagemap),
-    entries = present.runs;
-  // addresses as doubles (exact: validatePagemap and validateMm keep them below 2^53 here, else the
-  // BigInt loop below): a 1 GiB heap has 55,000 runs, cut here on the main thread while the Workers
-  // fill; BigInt arithmetic on each cost as much CPU as checking their pages. (The entries are sorted
-  // by address, validatePagemap checked it: the last one is the highest.)
-  const TOP = 2n ** 53n;
-  const big = vmas.some((v) => v.end >= TOP) || (entries.length > 0 && entries[entries.length - 1].vaddr >= TOP);
-  let vStart: Float64Array | undefined, vEnd: Float64Array | undefined;
-  if (!big) {
-    vStart = new Float64Array(vmas.length);
+  const present = presentRuns(t.pm),
+    eAddr = present.va,
+    eNr = present.nr;
+  // addresses as doubles (exact: page aligned, and validatePagemap and validateMm keep them below
+  // user space's end): a 1 GiB heap has 55,000 runs, cut here on the main thread while the Workers
+  // fill; BigInt arithmetic on each cost as much CPU as checking their pages
+  const vStart = new Float64Array(vmas.length),
     vEnd = new Float64Array(vmas.length);
-    for (let i = 0; i < vmas.length; i++) {
-      vStart[i] = Number(vmas[i].start);
-      vEnd[i] = Number(vmas[i].end);
-    }
+  for (let i = 0; i < vmas.length; i++) {
+    vStart[i] = Number(vmas[i].start);
+    vEnd[i] = Number(vmas[i].end);
   }
-  const eAddr = big ? undefined : present.va;
   let ei = 0,
     inEntry = 0,
     vi = 0,
     fileOff = 0;
-  const outside = (va: number | bigint): never => {
+  const outside = (va: number): never => {
     throw new CriuError("restore", `pagemap-${t.pid}.img: page 0x${va.toString(16)} is outside every VMA`);
   };
   const take = (pages: number): number[] => {
     const segs: number[] = [];
     while (pages > 0) {
-      const e = entries[ei];
-      if (!e) throw new CriuError("restore", `${l.dataFile} holds more pages than pagemap-${t.pid}.img lists`);
-      let v: (typeof vmas)[number] | undefined, va: number, inVma: number;
-      if (vStart && vEnd && eAddr) {
-        va = eAddr[ei] + inEntry * PAGE;
-        while (vi < vmas.length && vEnd[vi] <= va) vi++;
-        // pagemap entries are sorted; a page outside every VMA is an error caught here
-        if (vi >= vmas.length || vStart[vi] > va) {
-          vi = vmas.findIndex((x) => Number(x.start) <= va && va < Number(x.end));
-          if (vi < 0) outside(va);
-        }
-        v = vmas[vi];
-        inVma = Math.floor((vEnd[vi] - va) / PAGE);
-      } else {
-        const bva = e.vaddr + BigInt(inEntry * PAGE);
-        while (vi < vmas.length && vmas[vi].end <= bva) vi++;
-        v = vmas[vi];
-        if (!v || v.start > bva) {
-          vi = vmas.findIndex((x) => x.start <= bva && bva < x.end);
-          v = vmas[vi];
-          if (!v) outside(bva);
-        }
-        va = Number(bva);
-        inVma = Number((v!.end - bva) / 4096n);
+      if (ei >= eAddr.length)
+        throw new CriuError("restore", `${l.dataFile} holds more pages than pagemap-${t.pid}.img lists`);
+      const va = eAddr[ei] + inEntry * PAGE;
+      while (vi < vmas.length && vEnd[vi] <= va) vi++;
+      // pagemap entries are sorted; a page outside every VMA is an error caught here
+      if (vi >= vmas.length || vStart[vi] > va) {
+        vi = vmas.findIndex((x) => Number(x.start) <= va && va < Number(x.end));
+        if (vi < 0) outside(va);
       }
-      const n = Math.min(pages, e.nrPages - inEntry, inVma);
+      const v = vmas[vi];
+      const inVma = Math.floor((vEnd[vi] - va) / PAGE);
+      const n = Math.min(pages, eNr[ei] - inEntry, inVma);
       // validatePagemap() makes this impossible; it is what keeps this loop from spinning
       if (!(n > 0))
         throw new CriuError("restore", `pagemap-${t.pid}.img: page 0x${va.toString(16)} does not fit its VMA`);
       // memory left to the lazy-pages daemon: not written (as the kernel's own pages are not)
-      segs.push(va, n, vmaKind(v!) | (lazy?.(v!) ? SEG_KERNEL : 0));
+      segs.push(va, n, vmaKind(v) | (lazy?.(v) ? SEG_KERNEL : 0));
       pages -= n;
       inEntry += n;
-      if (inEntry === e.nrPages) {
+      if (inEntry === eNr[ei]) {
         ei++;
         inEntry = 0;
       }
@@ -700,6 +680,7 @@ export function fillPages(
   let ok = false;
   try {
     pool.open({ pid, memFd, pagesFd: fd, compress: false }, runBytes);
+    if (nw) log.debug(`page workers ready for ${pid} after ${(performance.now() - t0).toFixed(1)} ms`);
     pool.run<RestoreJob>(
       jobs ? jobs.values() : restoreJobs("fill", restoreBlocks(t, l), cow),
       (s) => {

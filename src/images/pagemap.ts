@@ -214,9 +214,58 @@ export function encodePagemap(pagesId: number, runs: Iterable<PagemapRun>): Uint
  * PE_PRESENT runs before it: the pages of a PE_PRESENT run start there). */
 export type PagemapRunAt = PagemapRun & { offset: number };
 
+/**
+ * A pagemap as a restore reads it: per run its address (a double: exact for a page-aligned address
+ * below 2^64), page count, flags and the raw offset of its pages in the page stream (that of the
+ * PE_PRESENT runs before it), in typed arrays. A 1 GiB heap has 55,000 runs, 4 GiB 220,000: an
+ * object and a BigInt per run were most of a restore's image loading (allocation: fresh heap
+ * pages fault on a VM). Objects (PagemapRunAt) are made only when asked for, by the paths that
+ * walk runs as objects (lazy pages, parent images, the page server).
+ */
+export class PagemapTable {
+  private objs?: PagemapRunAt[];
+  constructor(
+    readonly pagesId: number,
+    readonly length: number,
+    readonly va: Float64Array,
+    readonly nr: Float64Array,
+    readonly flags: Uint32Array,
+    readonly offset: Float64Array
+  ) {}
+  /** the runs as objects, made once */
+  runs(): PagemapRunAt[] {
+    if (this.objs) return this.objs;
+    const out: PagemapRunAt[] = new Array(this.length);
+    for (let i = 0; i < this.length; i++)
+      out[i] = { vaddr: BigInt(this.va[i]), nrPages: this.nr[i], flags: this.flags[i], offset: this.offset[i] };
+    this.objs = out;
+    return out;
+  }
+  /** Does any run have all of the flags `bits` and none of `without`? */
+  some(bits: number, without = 0): boolean {
+    for (let i = 0; i < this.length; i++)
+      if ((this.flags[i] & bits) === bits && !(this.flags[i] & without)) return true;
+    return false;
+  }
+  static readonly empty = new PagemapTable(
+    0,
+    0,
+    new Float64Array(0),
+    new Float64Array(0),
+    new Uint32Array(0),
+    new Float64Array(0)
+  );
+}
+
 /** Read dir/file: pages id and the runs (nr_pages from field 5, else field 2; flags default PE_PRESENT),
  * each with its offset in the page stream. */
 export function decodePagemap(dir: string, file: string): { pagesId: number; runs: PagemapRunAt[] } {
+  const t = decodePagemapTable(dir, file);
+  return { pagesId: t.pagesId, runs: t.runs() };
+}
+
+/** Read dir/file into a PagemapTable (decodePagemap's runs, without an object per run). */
+export function decodePagemapTable(dir: string, file: string): PagemapTable {
   const b = readFileSync(join(dir, file));
   const dv = new DataView(b.buffer, b.byteOffset, b.length);
   if (b.length < 8) throw new ImageError(file, 0, "truncated header");
@@ -224,7 +273,13 @@ export function decodePagemap(dir: string, file: string): { pagesId: number; run
     throw new ImageError(file, 0, "not a PAGEMAP image (bad magic)");
   let off = 8,
     pagesId = -1;
-  const runs: PagemapRunAt[] = [];
+  // an entry takes at least 8 bytes (its length, and vaddr's and a count's tag and value)
+  const cap = Math.max(1, Math.floor(b.length / 8));
+  let va = new Float64Array(cap),
+    nrs = new Float64Array(cap),
+    fl = new Uint32Array(cap),
+    offs = new Float64Array(cap),
+    n = 0;
   let offset = 0;
   // (one closure for the whole file, not one per entry: a migrate's final pagemap may hold a
   // hundred thousand entries, decoded in its frozen window)
@@ -276,14 +331,30 @@ export function decodePagemap(dir: string, file: string): { pagesId: number; run
     } else {
       if (vaddr < 0 || (compat < 0 && nr < 0))
         throw new ImageError(file, off, "pagemap_entry without vaddr or page count");
+      // flags is a uint32 (pagemap.proto): a larger value would be cut short in the table
+      if (flags > 0xffffffff) throw new ImageError(file, off, `pagemap_entry flags ${flags} out of range`);
       const nrPages = nr >= 0 ? nr : compat;
-      runs.push({ vaddr: BigInt(vaddr), nrPages, flags, offset });
+      if (n === va.length) {
+        const grow = <T extends Float64Array | Uint32Array>(a: T): T => {
+          const g = new (a.constructor as new (n: number) => T)(a.length * 2);
+          g.set(a);
+          return g;
+        };
+        va = grow(va);
+        nrs = grow(nrs);
+        fl = grow(fl);
+        offs = grow(offs);
+      }
+      va[n] = vaddr;
+      nrs[n] = nrPages;
+      fl[n] = flags;
+      offs[n++] = offset;
       if (flags & 4 /* PE_PRESENT */) offset += nrPages * 4096;
     }
     off = end;
   }
   if (pagesId < 0) throw new ImageError(file, off, "no pagemap_head");
-  return { pagesId, runs };
+  return new PagemapTable(pagesId, n, va.subarray(0, n), nrs.subarray(0, n), fl.subarray(0, n), offs.subarray(0, n));
 }
 
 /**
@@ -294,30 +365,44 @@ export function decodePagemap(dir: string, file: string): { pagesId: number; run
  * The pagemap must not change after the first call (a restore's images do not).
  */
 interface PresentRuns {
-  runs: PagemapRun[];
   va: Float64Array;
   nr: Float64Array;
   bytes: number;
 }
-const presentCache = new WeakMap<readonly PagemapRun[], PresentRuns>();
-export function presentRuns(pagemap: readonly PagemapRun[]): PresentRuns {
+const presentCache = new WeakMap<object, PresentRuns>();
+export function presentRuns(pagemap: readonly PagemapRun[] | PagemapTable): PresentRuns {
   const hit = presentCache.get(pagemap);
   if (hit) return hit;
-  let n = 0;
-  for (let i = 0; i < pagemap.length; i++) if (pagemap[i].flags & 4) n++;
-  const runs: PagemapRun[] = new Array(n),
-    va = new Float64Array(n),
-    nr = new Float64Array(n);
-  let bytes = 0;
-  for (let i = 0, k = 0; i < pagemap.length; i++) {
-    const r = pagemap[i];
-    if (!((r.flags & 4) /* PE_PRESENT */)) continue;
-    runs[k] = r;
-    va[k] = Number(r.vaddr);
-    nr[k++] = r.nrPages;
-    bytes += r.nrPages * 4096;
+  let out: PresentRuns;
+  if (pagemap instanceof PagemapTable) {
+    const { flags, length } = pagemap;
+    let n = 0;
+    for (let i = 0; i < length; i++) if (flags[i] & 4) n++;
+    const va = new Float64Array(n),
+      nr = new Float64Array(n);
+    let bytes = 0;
+    for (let i = 0, k = 0; i < length; i++) {
+      if (!(flags[i] & 4) /* PE_PRESENT */) continue;
+      va[k] = pagemap.va[i];
+      nr[k++] = pagemap.nr[i];
+      bytes += pagemap.nr[i] * 4096;
+    }
+    out = { va, nr, bytes };
+  } else {
+    let n = 0;
+    for (let i = 0; i < pagemap.length; i++) if (pagemap[i].flags & 4) n++;
+    const va = new Float64Array(n),
+      nr = new Float64Array(n);
+    let bytes = 0;
+    for (let i = 0, k = 0; i < pagemap.length; i++) {
+      const r = pagemap[i];
+      if (!((r.flags & 4) /* PE_PRESENT */)) continue;
+      va[k] = Number(r.vaddr);
+      nr[k++] = r.nrPages;
+      bytes += r.nrPages * 4096;
+    }
+    out = { va, nr, bytes };
   }
-  const out = { runs, va, nr, bytes };
   presentCache.set(pagemap, out);
   return out;
 }

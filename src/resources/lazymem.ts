@@ -26,7 +26,7 @@ import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { O, closeFd, openFd, preadFull } from "../sys/mem";
 import { readVmas } from "../sys/proc";
-import { RunList } from "../images/pagemap";
+import { RunList, type PagemapTable } from "../images/pagemap";
 import { errnoText } from "../sys/errno";
 import { UFFDIO_API, UFFDIO_REGISTER, UFFD_API, UFFDIO_REGISTER_MODE, UFFD_LAZY_FEATURES } from "../sys/uffd";
 import { sendPacket, recvPacket } from "../sys/seqpacket";
@@ -202,7 +202,7 @@ type Run = { vaddr: bigint; nrPages: number; flags: number };
 const lazyOnly = (r: Run) => (r.flags & PE.LAZY) !== 0 && !(r.flags & (PE.PRESENT | PE.PARENT));
 
 /** Whether a process's pagemap leaves pages with the source. */
-export const hasLazyPages = (pagemap: Run[]) => pagemap.some(lazyOnly);
+export const hasLazyPages = (pagemap: PagemapTable) => pagemap.some(PE.LAZY, PE.PRESENT | PE.PARENT);
 
 /**
  * Post-copy from the restoring side's own images (migrate's default final step): the runs of a

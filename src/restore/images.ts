@@ -2,10 +2,10 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { readImage, imageExists } from "../images/image";
-import { decodePagemap } from "../images/pagemap";
+import { decodePagemapTable, PagemapTable, type PagemapRunAt } from "../images/pagemap";
 import * as S from "../images/schemas";
 import { create } from "@bufbuild/protobuf";
-import { CriuError } from "../log";
+import { CriuError, log } from "../log";
 import { checkPages } from "../codec/pipeline";
 import { taskCgSet, readCgroups } from "../resources/cgroup";
 import { verifyManifest } from "../images/manifest";
@@ -34,7 +34,10 @@ export interface TaskImages {
   cores: Map<number, S.core_entry>;
   ids?: S.task_kobj_ids_entry;
   mm: S.mm_entry;
-  pagemap: { vaddr: bigint; nrPages: number; flags: number; offset: number }[];
+  /** the pagemap's runs in typed arrays (what a restore's own paths read) */
+  pm: PagemapTable;
+  /** the same runs as objects, made on first use (lazy pages, parent images) */
+  readonly pagemap: PagemapRunAt[];
   pagesFile: string;
   fs: S.fs_entry;
   fds: S.fdinfo_entry[];
@@ -112,6 +115,7 @@ export function loadImages(dir: string): RestoreSet {
         cores,
         zombie: { exitCode: tc.exitCode },
         mm: create(S.mm_entrySchema),
+        pm: PagemapTable.empty,
         pagemap: [],
         pagesFile: "",
         fs: create(S.fs_entrySchema),
@@ -123,11 +127,16 @@ export function loadImages(dir: string): RestoreSet {
     const [mm] = readImage(dir, `mm-${pid}.img`, "MM");
     validateMm(dir, `mm-${pid}.img`, mm, files);
     need(dir, `pagemap-${pid}.img`);
-    const pm = decodePagemap(dir, `pagemap-${pid}.img`);
-    validatePagemap(dir, `pagemap-${pid}.img`, pm.runs, mm);
+    const t0 = performance.now();
+    const pm = decodePagemapTable(dir, `pagemap-${pid}.img`); // each run with the offset of its pages in the page stream
+    const t1 = performance.now();
+    validatePagemap(dir, `pagemap-${pid}.img`, pm, mm);
+    const t2 = performance.now();
     const pagesFile = `pages-${pm.pagesId}.img`;
-    const pagemap = pm.runs; // each with the offset of its pages in the page stream
-    checkPages(dir, { pid, pagemap, pagesFile, mm }); // pages-N.img or criu-bun's pages-N.lz4: present, sizes match
+    checkPages(dir, { pid, pm, pagesFile, mm }); // pages-N.img or criu-bun's pages-N.lz4: present, sizes match
+    log.debug(
+      `pagemap-${pid}.img: ${pm.length} runs decoded in ${(t1 - t0).toFixed(1)} ms, checked against the VMAs in ${(t2 - t1).toFixed(1)} ms, against ${pagesFile}'s index in ${(performance.now() - t2).toFixed(1)} ms`
+    );
     need(dir, `fs-${pid}.img`);
     const [fs] = readImage(dir, `fs-${pid}.img`, "FS");
     if (inventory.allImages) need(dir, `ids-${pid}.img`);
@@ -137,7 +146,23 @@ export function loadImages(dir: string): RestoreSet {
     if (inventory.allImages) need(dir, fdFile);
     const fds = imageExists(dir, fdFile) ? readImage(dir, fdFile, "FDINFO") : [];
     validateFdinfo(dir, fdFile, fds, files);
-    tasks.push({ pid, ppid: p.ppid, pgid: p.pgid, sid: p.sid, tids, cores, ids, mm, pagemap, pagesFile, fs, fds });
+    tasks.push({
+      pid,
+      ppid: p.ppid,
+      pgid: p.pgid,
+      sid: p.sid,
+      tids,
+      cores,
+      ids,
+      mm,
+      pm,
+      get pagemap() {
+        return pm.runs();
+      },
+      pagesFile,
+      fs,
+      fds,
+    });
   }
   const live = new Set(tasks.filter((t) => !t.zombie).map((t) => t.pid));
   validateThreads(dir, pstree, (pid) => live.has(pid));

@@ -314,7 +314,7 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
   phase("checking images");
   // memory left with the source of a lazy dump: only a lazy restore can get it (said before what
   // the host lacks: no other check makes such images restorable)
-  const lazyTask = set.tasks.find((t) => !t.zombie && hasLazyPages(t.pagemap));
+  const lazyTask = set.tasks.find((t) => !t.zombie && hasLazyPages(t.pm));
   if (lazyTask && !o.lazyPages)
     throw new CriuError(
       "restore",
@@ -341,7 +341,7 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
   // the page Workers start while the processes are created (not for a post-copy restore: most
   // of its memory comes later, from the lazy-pages daemon)
   if (!set.lazyParents)
-    startPageWorkers(set.tasks.reduce((sum, t) => sum + (t.zombie ? 0 : presentRuns(t.pagemap ?? []).bytes), 0));
+    startPageWorkers(set.tasks.reduce((sum, t) => sum + (t.zombie ? 0 : presentRuns(t.pm).bytes), 0));
   runHook(o.hooks, "pre-restore");
   const ownNs = !!(set.newPidNs || set.newMntNs || set.newNetNs || set.newIpcNs || set.uts || set.timens);
   const root = set.tasks[0];
@@ -490,7 +490,7 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
   // the root as criu-bun sees it (in a fresh PID namespace it is 1 inside, something else here)
   const hostPid = builders[0].pid;
   const ms = performance.now() - t0;
-  const pages = set.tasks.reduce((n, x) => n + presentRuns(x.pagemap).bytes / 4096, 0);
+  const pages = set.tasks.reduce((n, x) => n + presentRuns(x.pm).bytes / 4096, 0);
   try {
     writeImage(o.workDir ?? o.dir, "stats-restore", "STATS", [
       create(S.stats_entrySchema, {

@@ -24,7 +24,7 @@ import { TreeFiles, ProcFilesState } from "../resources/fdkind";
 import { readVmas } from "../sys/proc";
 import { Injector, RemoteMem, BATCH_CODE } from "../ptrace/inject";
 import { startPuppet, PUPPET_SYSCALL } from "../ptrace/puppet";
-import { MAP } from "../resources/vma";
+import { MAP, PE } from "../resources/vma";
 import type { RestoreSet, TaskImages } from "./images";
 import type * as S from "../images/schemas";
 import { CriuError, log } from "../log";
@@ -445,13 +445,17 @@ export class TaskBuilder {
 
   /** The memory layout of the process (mm.ts), through its own injected syscalls. */
   private mmCtx(): MmRestoreCtx {
-    const inj = this.inj!;
+    const inj = this.inj!,
+      t = this.t;
     return {
       pid: this.pid,
       vpid: this.t.pid,
       inj,
       mm: this.t.mm,
-      pagemap: this.t.pagemap,
+      // the runs as objects, made only when read (memory inherited from a parent)
+      get pagemap() {
+        return t.pagemap;
+      },
       parent: this.parent?.t,
       files: this.set.files,
       tramp: this.tramp,
@@ -497,8 +501,11 @@ export class TaskBuilder {
       this.set.lazyParents ? canBeLazy : undefined
     );
     // incremental dumps; with lazyParents (migrate's post-copy) only what is not lazy memory: the daemon brings the rest
-    const runs = this.set.lazyParents ? eagerParentRuns(this.t.mm.vmas, this.t.pagemap) : this.t.pagemap;
-    fillParentPages(this.set.dir, this.t.pid, runs, this.mem!.fd, `process ${this.t.pid}`);
+    // (a pagemap without runs in the parent's images: no objects made for its runs)
+    if (this.t.pm.some(PE.PARENT, PE.PRESENT)) {
+      const runs = this.set.lazyParents ? eagerParentRuns(this.t.mm.vmas, this.t.pagemap) : this.t.pagemap;
+      fillParentPages(this.set.dir, this.t.pid, runs, this.mem!.fd, `process ${this.t.pid}`);
+    }
     if (this.set.lazyParents) this.placeRseqPages();
   }
 

@@ -10,6 +10,7 @@ import { imageExists } from "../images/image";
 import { kindByType } from "../resources/kinds";
 import type { RestoreRun } from "../resources/fdkind";
 import type * as S from "../images/schemas";
+import type { PagemapTable } from "../images/pagemap";
 import { CriuError } from "../log";
 import { VMA, PE, PAGE } from "../resources/vma";
 
@@ -191,37 +192,33 @@ export function validateMm(dir: string, file: string, mm: S.mm_entry | undefined
  * pagemap-PID.img: runs page aligned, non-empty, sorted, not overlapping, each stored in the pages
  * file or the parent's, and wholly inside private mappings of mm-PID.img (pages are written there).
  */
-export function validatePagemap(
-  dir: string,
-  file: string,
-  runs: { vaddr: bigint; nrPages: number; flags: number }[],
-  mm: S.mm_entry
-) {
+export function validatePagemap(dir: string, file: string, pm: PagemapTable, mm: S.mm_entry) {
   const vmas = mm.vmas;
   // in doubles (page-aligned addresses are exact in them far beyond user space's end): a migrate's
   // final pagemap may have a hundred thousand runs, each checked in the frozen window
   const starts = vmas.map((v) => Number(v.start)),
     ends = vmas.map((v) => Number(v.end));
   const max = Number(TASK_SIZE_MAX);
+  const { va: vas, nr: nrs, flags: fls, length } = pm;
   let prevEnd = 0,
     vi = 0;
-  const at = (i: number) => `entry ${i} (${hex(runs[i].vaddr)}, ${runs[i].nrPages} pages)`;
-  for (let i = 0; i < runs.length; i++) {
-    const r = runs[i];
-    const va = Number(r.vaddr);
-    if (va > Number.MAX_SAFE_INTEGER ? r.vaddr % P !== 0n : va % PAGE !== 0)
-      throw bad(dir, file, `${at(i)}: address not page aligned`);
-    if (!Number.isSafeInteger(r.nrPages) || r.nrPages <= 0) throw bad(dir, file, `${at(i)}: bad page count`);
+  const at = (i: number) => `entry ${i} (${hex(BigInt(vas[i]))}, ${nrs[i]} pages)`;
+  for (let i = 0; i < length; i++) {
+    const va = vas[i],
+      nrPages = nrs[i],
+      flags = fls[i];
+    if (va % PAGE !== 0) throw bad(dir, file, `${at(i)}: address not page aligned`);
+    if (!Number.isSafeInteger(nrPages) || nrPages <= 0) throw bad(dir, file, `${at(i)}: bad page count`);
     // (page-aligned sums below 2^57 are exact in doubles; anything larger is beyond user space anyway)
-    const end = va + r.nrPages * PAGE;
+    const end = va + nrPages * PAGE;
     if (end > max) throw bad(dir, file, `${at(i)} lies beyond user space`);
     if (va < prevEnd)
       throw bad(dir, file, `${at(i)} overlaps or precedes the entry before it (entries must be sorted)`);
     prevEnd = end;
-    if (r.flags & ~(PE.PARENT | PE.LAZY | PE.PRESENT)) throw bad(dir, file, `${at(i)}: unknown flags ${hex(r.flags)}`);
+    if (flags & ~(PE.PARENT | PE.LAZY | PE.PRESENT)) throw bad(dir, file, `${at(i)}: unknown flags ${hex(flags)}`);
     // PE_LAZY alone: the pages stayed with the source of a lazy dump (restore --lazy-pages)
-    if (r.flags !== PE.LAZY && !!(r.flags & PE.PARENT) === !!(r.flags & PE.PRESENT))
-      throw bad(dir, file, `${at(i)}: flags ${hex(r.flags)} must say either in this dump or in the parent's`);
+    if (flags !== PE.LAZY && !!(flags & PE.PARENT) === !!(flags & PE.PRESENT))
+      throw bad(dir, file, `${at(i)}: flags ${hex(flags)} must say either in this dump or in the parent's`);
     // inside private VMAs, possibly several adjacent ones
     let a = va;
     while (vi < vmas.length && ends[vi] <= a) vi++;
