@@ -288,14 +288,24 @@ export function decodePagemapTable(dir: string, file: string): PagemapTable {
   const varint = () => {
     let v = 0,
       mul = 1;
+    const at = p;
     for (;;) {
       if (p >= end) throw new ImageError(file, p, "truncated varint");
       const c = b[p++];
       v += (c & 0x7f) * mul;
-      if (c < 0x80) return v;
+      if (c < 0x80) break;
       mul *= 0x80;
       if (mul > 2 ** 63) throw new ImageError(file, p, "varint too long");
     }
+    // above 2^53 a double may have rounded the value: an address taken for another (a run of
+    // pages restored elsewhere than the image says) is refused, not used
+    if (v >= 2 ** 53) {
+      let x = 0n;
+      for (let q = p - 1; q >= at; q--) x = (x << 7n) | BigInt(b[q] & 0x7f);
+      if (BigInt(v) !== x)
+        throw new ImageError(file, at, `value 0x${x.toString(16)} has more bits than a run's address can hold`);
+    }
+    return v;
   };
   while (off < b.length) {
     if (off + 4 > b.length) throw new ImageError(file, off, "truncated entry length");
