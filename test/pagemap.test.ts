@@ -207,3 +207,23 @@ test("markLazyList (numbers, a RunList) marks and splits exactly as markLazy (ob
     expect(markLazyList(list, vmas, new PagemapWriter(1, 1)).bytes()).toEqual(encodePagemap(1, want));
   }
 });
+
+test("a RunList keeps every run across its growths (the outgrown arrays given back), release() empties it", () => {
+  const list = new RunList();
+  const n = 300_000; // grows 256 -> 524,288: the last outgrown arrays are 2 and 1 MiB, whole pages given back
+  for (let i = 0; i < n; i++) list.push(0x10000 + i * 3 * 4096, 1 + (i % 7), i % 5 ? PE.PRESENT : PE.PARENT);
+  expect(list.length).toBe(n);
+  for (let i = 0; i < n; i++)
+    if (
+      list.vaddrAt(i) !== 0x10000 + i * 3 * 4096 ||
+      list.pagesAt(i) !== 1 + (i % 7) ||
+      list.flagsAt(i) !== (i % 5 ? PE.PRESENT : PE.PARENT)
+    )
+      throw new Error(`run ${i} changed: ${list.vaddrAt(i)} ${list.pagesAt(i)} ${list.flagsAt(i)}`);
+  list.release();
+  expect(list.length).toBe(0);
+  expect([...list]).toEqual([]);
+  list.add(0x20000, 2, PE.PRESENT);
+  list.add(0x22000, 1, PE.PRESENT); // merged with the one before
+  expect([...list]).toEqual([{ vaddr: 0x20000n, nrPages: 3, flags: PE.PRESENT }]);
+});

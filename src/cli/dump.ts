@@ -1,4 +1,5 @@
-import { CriuError, log } from "../log";
+import { CriuError, log, logLevel, LOG_DEBUG } from "../log";
+import { peakRssKb } from "../codec/pipeline";
 import type { Opts } from "./options";
 import { dumpProcess, type DumpStats } from "../dump/dump";
 import { parseExtMounts, parseExtNetNs } from "../resources/mounts";
@@ -63,6 +64,7 @@ export async function run(opts: Opts, _args: string[]): Promise<number> {
     linkRemap: !!opts.linkRemap,
   });
   if (opts.displayStats) displayStats(stats);
+  if (logLevel() >= LOG_DEBUG) log.debug(`criu-bun peak RSS (VmHWM) over the whole dump: ${peakRssKb()} kB`);
   log.info(`Dumping finished successfully in ${(performance.now() - t0).toFixed(1)} ms`);
   return 0;
 }

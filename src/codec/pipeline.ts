@@ -52,6 +52,7 @@ import { writeFull } from "../sys/mem";
 import { VMA, PE } from "../resources/vma";
 import { CriuError, log, logLevel, LOG_DEBUG } from "../log";
 import { tick } from "../watchdog";
+import { trimOwnPages } from "../sys/ownpages";
 
 const PAGE = 4096;
 const SLOTS_PER_WORKER = 3;
@@ -269,6 +270,32 @@ function workerCount(bytes: number): number {
   return Math.max(1, Math.min(4, cpus));
 }
 
+/**
+ * A dump of this many bytes of pages or more unmaps the executable's pages it no longer uses at a
+ * few moments (sys/ownpages.ts): before the page Workers start (the runtime's start and the
+ * command's modules), once they are ready (their start) and after the first blocks, after the
+ * memory (the page pipeline's code), before the pagemap image (the images' code) and once the
+ * images are written. About 40 ms in all (the unmapping and the faults that map back what is used
+ * again): 1-2% of a 4 GiB dump, whose peak RSS it cut from 84-87 to about 64 MiB with writePagemap's
+ * and RunList's buffers given back (BENCHMARKS.md, twelfth session); 8% of a 1 GiB one, which peaks
+ * at 72 MiB without it. CRIU_BUN_GIVE_BACK=on does it whatever the size, =off never.
+ */
+const OWN_PAGES_MIN = 2 ** 31;
+/** ... and once more after this many bytes of its pages (see dumpPages). */
+const OWN_PAGES_FIRST = 128 << 20;
+/** Whether a dump of `bytes` of pages gives back its own unused pages (see OWN_PAGES_MIN). */
+export function givesBackOwnPages(bytes: number): boolean {
+  const env = process.env.CRIU_BUN_GIVE_BACK;
+  return env === "on" || (env !== "off" && bytes >= OWN_PAGES_MIN);
+}
+/** trimOwnPages, logged at -v4 with the moment `why`. */
+export function giveBackOwnPages(why: string) {
+  const t = trimOwnPages();
+  log.debug(
+    `own pages, ${why}: ${(t.bytes / 2 ** 20).toFixed(1)} MiB of the executable's read-only pages unmapped (${t.kept} written page(s) kept) in ${t.ms.toFixed(1)} ms${t.error ? `; stopped: ${t.error}` : ""}`
+  );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Progress and memory
 
@@ -311,8 +338,8 @@ class Progress {
   }
 }
 
-/** Peak resident memory of criu-bun (VmHWM), in KiB. */
-function peakRssKb(): number {
+/** Peak resident memory of criu-bun so far (VmHWM), in KiB; 0 when unknown. */
+export function peakRssKb(): number {
   try {
     const m = /VmHWM:\s+(\d+)/.exec(readFileSync("/proc/self/status", "latin1"));
     return m ? Number(m[1]) : 0;
@@ -380,10 +407,18 @@ export function dumpPages(o: {
       { pid: o.pid, memFd: o.memFd, pagesFd: -1, compress, outFd: order ? fd : undefined, order: order?.buffer },
       totalPages * PAGE
     );
+    // the executable's pages the Workers' start touched, then those of the first blocks (the JIT
+    // compiling the loops, the first collections): the rest of the pages reuse 20-27 MiB of code
+    let trimAt = pool.parallel && givesBackOwnPages(totalPages * PAGE) ? OWN_PAGES_FIRST : Infinity;
+    if (trimAt < Infinity) giveBackOwnPages("page Workers ready");
     pool.run<DumpJob>(
       jobs,
       (s) => {
         scanned += s.written;
+        if (scanned * PAGE >= trimAt) {
+          giveBackOwnPages(`the first ${size(scanned * PAGE)} of pages read`);
+          trimAt = Infinity;
+        }
         progress.add(s.written * PAGE);
         const raw = s.rawLen;
         if (order) {

@@ -20,7 +20,7 @@ import { syscall } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { CLONE } from "../sys/flags";
 import { dumpTask, type TaskDump } from "./task";
-import { startPageWorkers, stopPageWorkers } from "../codec/pipeline";
+import { startPageWorkers, stopPageWorkers, giveBackOwnPages, givesBackOwnPages } from "../codec/pipeline";
 import { startVmaReader, vmaReaderStarted } from "../codec/vmareader";
 import { dumpMemory, writePagemap, type MemStats } from "../codec/memdump";
 import { MemTracker } from "../resources/memtrack";
@@ -372,6 +372,7 @@ export function dumpProcess(o: DumpOptions): DumpStats {
     // the page Workers start while the tree is collected (a dump of a parent's changes alone
     // may need none)
     const anon = tree.reduce((sum, n) => sum + (n.fp ? anonBytes(n.pid) : 0), 0);
+    if (givesBackOwnPages(anon)) giveBackOwnPages("before the page Workers start");
     if (!w.prevImagesDir) startPageWorkers(anon);
     // and, for a large tree, the VMA reader: the VmFlags (smaps) read while the pages go
     if ((anon >= VMA_READER_AHEAD && !vmFlagsFromBpf()) || process.env.CRIU_BUN_VMA_READER === "on") startVmaReader();
@@ -507,6 +508,7 @@ export function dumpProcess(o: DumpOptions): DumpStats {
     log.info(`Tree of ${pid} left running`);
   } else {
     log.debug(`images written`);
+    if (givesBackOwnPages(stats.pagesScanned * 4096)) giveBackOwnPages("images written");
     if (o.lazyPages) {
       // the restore side takes the rest of the memory from the frozen tree, then it goes; a
       // daemon that leaves before it has everything leaves the source running (as CRIU resumes it)
@@ -855,6 +857,8 @@ function dumpOne(
     track,
   });
   const memUs = Math.round((performance.now() - tMem) * 1000);
+  const giveBack = givesBackOwnPages(pr.scanned * 4096);
+  if (giveBack) giveBackOwnPages("memory dumped");
   completeFlags();
 
   phase("dumping mappings", pid);
@@ -882,7 +886,7 @@ function dumpOne(
     writeImage(d, `ids-${vpid}.img`, "IDS", [msg(S.task_kobj_ids_entrySchema, ids)]);
     writeImage(d, `mm-${vpid}.img`, "MM", [task.mm as unknown as S.mm_entry]); // plain: thousands of VMAs encoded as they are
     const tPagemap = performance.now();
-    if (!pageServer) writePagemap(d, vpid, id, pr.runs!, task.vmas);
+    if (!pageServer) writePagemap(d, vpid, id, pr.runs!, task.vmas, giveBack);
     // (the pagemap of a GiB of scattered memory has tens of thousands of runs: one-shot code, JIT-cold)
     log.debug(
       `process ${pid}: core, ids and mm images ${(tPagemap - tCore).toFixed(1)} ms, pagemap image ${(performance.now() - tPagemap).toFixed(1)} ms`
