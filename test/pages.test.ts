@@ -307,6 +307,32 @@ describe("criu-bun's own memory in a large dump", () => {
   }, 120_000);
 });
 
+describe("a dump's blocks read by the Workers and the main thread (CRIU_BUN_MAIN_PAGES=on)", () => {
+  for (const compress of [false, true])
+    test(`round trip${compress ? " with --compress" : ""}: the restored memory hashes as at setup`, async () => {
+      const w = await startWorkload("spin", ["160", "--pattern=heap"]);
+      const dir = imagesDir("mainpages");
+      // (the default from 2 GiB of pages)
+      const r = criuBun(
+        ["dump", "-t", String(w.pid), "-D", dir, "-o", "dump.log", "-v4", ...(compress ? ["--compress"] : [])],
+        { env: { CRIU_BUN_MAIN_PAGES: "on" } }
+      );
+      const log = readFileSync(join(dir, "dump.log"), "utf8");
+      if (r.code !== 0) console.log(r.stderr, log.slice(-2000));
+      expect(r.code).toBe(0);
+      // one Worker fewer than a restore's (one CPU: one Worker either way)
+      const m = /, (\d+) worker\(s\) and this thread\n/.exec(log);
+      expect(m).not.toBeNull();
+      expect(Number(m![1])).toBe(Math.max(1, Math.min(4, navigator.hardwareConcurrency) - 1));
+      expect(existsSync(join(dir, compress ? "pages-1.lz4" : "pages-1.img"))).toBe(true);
+      await waitGone(w.pid);
+      const rs = await restore(dir, w.pid);
+      trigger(w);
+      expect((await waitResult(w, 15000)).text).toStartWith("PASS"); // the memory hash as at setup
+      expect(await rs.proc.exited).toBe(0);
+    }, 120_000);
+});
+
 describe("VmFlags read on the VMA reader Worker in a plain dump", () => {
   test("the reader started at the freeze gives the same mm and pagemap images as smaps read on the main thread", async () => {
     const dir = imagesDir("vmareader");

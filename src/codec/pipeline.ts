@@ -85,12 +85,19 @@ class Pool {
   private slots: Slot[] = [];
   private core?: BlockCore;
   private sabs: SharedArrayBuffer[] = [];
+  /** a dump's share of blocks read on this thread beside the Workers (open's `help`): its core and slots */
+  private helper?: BlockCore;
+  private helperSlots: Slot[] = [];
   /** [0]: Workers that took their last "open" */
   private ready = new Int32Array(new SharedArrayBuffer(4));
   private opens = 0;
 
-  /** Start nWorkers Workers (none: the work is done on this thread); they get their work with open(). */
-  constructor(nWorkers: number) {
+  /** Start nWorkers Workers (none: the work is done on this thread); they get their work with open().
+   * withHelper: started for a dump where this thread reads blocks too (one Worker fewer). */
+  constructor(
+    nWorkers: number,
+    readonly withHelper = false
+  ) {
     if (nWorkers <= 0) return;
     const module = PageCodec.module();
     // slot i belongs to worker i % nWorkers; every worker gets the whole list (indexed by slot)
@@ -106,9 +113,11 @@ class Pool {
   }
 
   /** Give every Worker the process and files of the next run (totalBytes: raw bytes of all its
-   * jobs, which sizes the buffers of a small job run alone) and wait until they took them. */
-  open(init: PoolInit, totalBytes = BLOCK) {
+   * jobs, which sizes the buffers of a small job run alone) and wait until they took them. help:
+   * this thread takes a share of the blocks too (dumpPages), instead of only waiting for them. */
+  open(init: PoolInit, totalBytes = BLOCK, help = false) {
     this.core = undefined;
+    this.helper = undefined;
     if (!this.workers.length) {
       this.alone(init, totalBytes);
       return;
@@ -127,6 +136,9 @@ class Pool {
       );
       this.close();
       this.alone(init, totalBytes);
+    } else if (help) {
+      this.helper = new BlockCore({ ...init, module: PageCodec.module() });
+      while (this.helperSlots.length < SLOTS_PER_WORKER) this.helperSlots.push(new Slot(new ArrayBuffer(slotBytes())));
     }
   }
 
@@ -148,6 +160,10 @@ class Pool {
 
   get parallel() {
     return this.workers.length;
+  }
+  /** whether this thread takes a share of the run's blocks (open's `help`) */
+  get helps() {
+    return this.helper !== undefined;
   }
 
   /** Run jobs in order; consume(slot, job) sees each result in job order. */
@@ -172,28 +188,60 @@ class Pool {
       return;
     }
     const nw = this.workers.length;
-    const queue: { slot: number; job: J }[] = [];
-    const dispatch = (slot: number): boolean => {
+    const helper = this.helper;
+    // lanes in the order of the first jobs: each Worker's slots (slot k is Worker k % nw's) and,
+    // when this thread helps, one of its own after every nw of them: its share is 1 / (nw + 1).
+    // This thread runs its own jobs in job order, the oldest first, whenever the oldest job is a
+    // Worker's still under way (and when the oldest is its own); results are consumed in job order.
+    // An uncompressed dump's DumpOrder waits for nothing that will not come: every job older than
+    // one this thread runs is done or under way on a Worker (Workers take theirs in order too)
+    const lanes: { slot: number; s: Slot; here: boolean }[] = [];
+    for (let k = 0; k < this.slots.length; k++) {
+      lanes.push({ slot: k, s: this.slots[k], here: false });
+      if (helper && (k + 1) % nw === 0) lanes.push({ slot: k, s: this.helperSlots[(k + 1) / nw - 1], here: true });
+    }
+    type Lane = (typeof lanes)[number];
+    type Item = { lane: Lane; job: J; ran: boolean };
+    const queue: Item[] = [];
+    const dispatch = (lane: Lane): boolean => {
       const r = jobs.next();
       if (r.done) return false;
-      const job = { ...r.value, slot } as J;
-      Atomics.store(this.slots[slot].i32, I_CTL, CTL_BUSY);
-      this.workers[slot % nw].postMessage(job);
-      queue.push({ slot, job });
+      const job = { ...r.value, slot: lane.slot } as J;
+      if (!lane.here) {
+        Atomics.store(lane.s.i32, I_CTL, CTL_BUSY);
+        this.workers[lane.slot % nw].postMessage(job);
+      }
+      queue.push({ lane, job, ran: false });
       return true;
     };
-    for (let k = 0; k < this.slots.length; k++) if (!dispatch(k)) break;
+    const runHere = (it: Item) => {
+      if (runInto(helper!, it.job, it.lane.s) !== CTL_DONE) throw fail(it.lane.s, it.job);
+      it.ran = true;
+    };
+    for (const lane of lanes) if (!dispatch(lane)) break;
     while (queue.length) {
-      const { slot, job } = queue.shift()!;
-      const s = this.slots[slot];
-      const t0 = Date.now();
-      while (Atomics.load(s.i32, I_CTL) === CTL_BUSY) {
-        Atomics.wait(s.i32, I_CTL, CTL_BUSY, 1000);
-        if (Date.now() - t0 > 120_000) throw new CriuError("pages", "a page worker stopped answering");
+      const it = queue[0];
+      const s = it.lane.s;
+      if (it.lane.here) {
+        if (!it.ran) runHere(it);
+      } else {
+        if (Atomics.load(s.i32, I_CTL) === CTL_BUSY) {
+          const mine = helper && queue.find((q) => q.lane.here && !q.ran);
+          if (mine) {
+            runHere(mine);
+            continue;
+          }
+        }
+        const t0 = Date.now();
+        while (Atomics.load(s.i32, I_CTL) === CTL_BUSY) {
+          Atomics.wait(s.i32, I_CTL, CTL_BUSY, 1000);
+          if (Date.now() - t0 > 120_000) throw new CriuError("pages", "a page worker stopped answering");
+        }
+        if (Atomics.load(s.i32, I_CTL) !== CTL_DONE) throw fail(s, it.job);
       }
-      if (Atomics.load(s.i32, I_CTL) !== CTL_DONE) throw fail(s, job);
-      consume(s, job);
-      dispatch(slot);
+      queue.shift();
+      consume(s, it.job);
+      dispatch(it.lane);
     }
   }
 
@@ -227,11 +275,11 @@ let spare: Pool | undefined;
  * built instead of before the first page. Kept for every process of the tree (one start, not one
  * per process) until stopPageWorkers(). Nothing when the work is too small for Workers.
  */
-export function startPageWorkers(bytes: number) {
+export function startPageWorkers(bytes: number, dump = false) {
   if (spare) return;
-  const nw = workerCount(bytes);
+  const nw = dump ? dumpWorkerCount(bytes) : workerCount(bytes);
   if (nw > 0) {
-    spare = new Pool(nw);
+    spare = new Pool(nw, dump && mainHelps(bytes));
     log.debug(`${nw} page worker(s) started ahead for ${size(bytes)} (${workerUrl()})`);
   }
 }
@@ -271,6 +319,29 @@ function workerCount(bytes: number): number {
 }
 
 /**
+ * A dump's Workers: for a large dump one fewer than a restore's, this thread reading a share of the
+ * blocks itself (Pool.run) instead of only waiting for theirs. One Worker is a whole JavaScript VM:
+ * 3-4 MiB of a 4 GiB dump's peak RSS and ~0.065 s of CPU to start; on 2 CPUs one Worker and this
+ * thread keep both busy as two Workers did (BENCHMARKS.md, twelfth session). CRIU_BUN_WORKERS,
+ * when set, is the number of Workers either way.
+ */
+function dumpWorkerCount(bytes: number): number {
+  const n = workerCount(bytes);
+  return n > 1 && mainHelps(bytes) && process.env.CRIU_BUN_WORKERS === undefined ? n - 1 : n;
+}
+/** Whether this thread reads a share of a dump's blocks: from LEAN_MIN bytes of pages (4 GiB dumps
+ * were not slower; at 1 GiB the A/B did not settle it; CRIU_BUN_MAIN_PAGES=on|off). */
+function mainHelps(bytes: number): boolean {
+  const env = process.env.CRIU_BUN_MAIN_PAGES;
+  return env === "on" || (env !== "off" && bytes >= LEAN_MIN);
+}
+/** JavaScriptCore's tier-up scale while this thread reads blocks, as a dump's Workers use
+ * (worker.ts DUMP_JIT: a block's JavaScript is a loop over its page flags, not worth compiling),
+ * and the one the executable starts with (scripts/build.ts --compile-jit-policy; 1 from the sources). */
+const DUMP_JIT = 1000,
+  START_JIT = Bun.main.startsWith("/$bunfs/") ? 16 : 1;
+
+/**
  * A dump of this many bytes of pages or more unmaps the executable's pages it no longer uses at a
  * few moments (sys/ownpages.ts): before the page Workers start (the runtime's start and the
  * command's modules), once they are ready (their start) and after the first blocks, after the
@@ -280,13 +351,13 @@ function workerCount(bytes: number): number {
  * and RunList's buffers given back (BENCHMARKS.md, twelfth session); 8% of a 1 GiB one, which peaks
  * at 72 MiB without it. CRIU_BUN_GIVE_BACK=on does it whatever the size, =off never.
  */
-const OWN_PAGES_MIN = 2 ** 31;
+const LEAN_MIN = 2 ** 31;
 /** ... and once more after this many bytes of its pages (see dumpPages). */
 const OWN_PAGES_FIRST = 128 << 20;
-/** Whether a dump of `bytes` of pages gives back its own unused pages (see OWN_PAGES_MIN). */
+/** Whether a dump of `bytes` of pages gives back its own unused pages (see LEAN_MIN). */
 export function givesBackOwnPages(bytes: number): boolean {
   const env = process.env.CRIU_BUN_GIVE_BACK;
-  return env === "on" || (env !== "off" && bytes >= OWN_PAGES_MIN);
+  return env === "on" || (env !== "off" && bytes >= LEAN_MIN);
 }
 /** trimOwnPages, logged at -v4 with the moment `why`. */
 export function giveBackOwnPages(why: string) {
@@ -395,7 +466,7 @@ export function dumpPages(o: {
     written = 0,
     stored = 0;
   const progress = new Progress("dump", totalPages * PAGE);
-  const nw = workerCount(totalPages * PAGE);
+  const nw = dumpWorkerCount(totalPages * PAGE);
   // uncompressed: each block is written where it belongs by the thread that read it (DumpOrder)
   const order = compress ? undefined : new DumpOrder();
   const t0 = performance.now();
@@ -405,8 +476,11 @@ export function dumpPages(o: {
   try {
     pool.open(
       { pid: o.pid, memFd: o.memFd, pagesFd: -1, compress, outFd: order ? fd : undefined, order: order?.buffer },
-      totalPages * PAGE
+      totalPages * PAGE,
+      // (the Workers started ahead for the whole tree were fewer if this thread helps)
+      pool.parallel > 0 && (p.shared ? pool.withHelper : mainHelps(totalPages * PAGE))
     );
+    if (pool.helps) Bun.unsafe.setJITPolicy(DUMP_JIT);
     // the executable's pages the Workers' start touched, then those of the first blocks (the JIT
     // compiling the loops, the first collections): the rest of the pages reuse 20-27 MiB of code
     let trimAt = pool.parallel && givesBackOwnPages(totalPages * PAGE) ? OWN_PAGES_FIRST : Infinity;
@@ -448,6 +522,7 @@ export function dumpPages(o: {
       throw new CriuError("mem", `process ${o.pid}: ${path} holds ${order.end} bytes of pages, expected ${stored}`);
     ok = true;
   } finally {
+    if (pool.helps) Bun.unsafe.setJITPolicy(START_JIT);
     endPool(p, ok);
     progress.end();
     closeSync(fd);
@@ -455,7 +530,7 @@ export function dumpPages(o: {
   writeNewFile(join(o.dir, names.idx), index.bytes());
   const ms = performance.now() - t0;
   log.info(
-    `Pages: ${scanned} scanned, ${written} written to ${dataFile} (${size(stored)}${compress ? `, ratio ${((written * PAGE) / Math.max(stored, 1)).toFixed(2)}` : ""}) in ${ms.toFixed(1)} ms, ${nw} worker(s)`
+    `Pages: ${scanned} scanned, ${written} written to ${dataFile} (${size(stored)}${compress ? `, ratio ${((written * PAGE) / Math.max(stored, 1)).toFixed(2)}` : ""}) in ${ms.toFixed(1)} ms, ${nw} worker(s)${pool.helps ? " and this thread" : ""}`
   );
   if (logLevel() >= LOG_DEBUG) log.debug(`criu-bun peak RSS (VmHWM): ${peakRssKb()} kB`);
   return { runs, scanned, written, storedBytes: stored, rawBytes: written * PAGE, file: dataFile };

@@ -373,7 +373,7 @@ export function dumpProcess(o: DumpOptions): DumpStats {
     // may need none)
     const anon = tree.reduce((sum, n) => sum + (n.fp ? anonBytes(n.pid) : 0), 0);
     if (givesBackOwnPages(anon)) giveBackOwnPages("before the page Workers start");
-    if (!w.prevImagesDir) startPageWorkers(anon);
+    if (!w.prevImagesDir) startPageWorkers(anon, true);
     // and, for a large tree, the VMA reader: the VmFlags (smaps) read while the pages go
     if ((anon >= VMA_READER_AHEAD && !vmFlagsFromBpf()) || process.env.CRIU_BUN_VMA_READER === "on") startVmaReader();
     pausePoint("dump-frozen");
