@@ -8,13 +8,17 @@
 // One Worker (the page Worker's entry point, op "vmas"), started by the first use and kept for the
 // following dumps of this run (migrate's rounds): it takes ~0.1-0.3 s to start. A request it has not
 // taken by the time the answer is needed (the Worker still starting) is taken back and read here.
-import { MessageChannel, receiveMessageOnPort, type MessagePort } from "node:worker_threads";
+import type { MessagePort } from "node:worker_threads";
 import { readVmas, threadNice, setTidNice, type Vma } from "../sys/proc";
 import { workerUrl } from "./pipeline";
 import { STARTING, IDLE, ASKED, TAKEN, I_STATE, I_PID, I_TID } from "./vmaserve";
 import { log, errorMessage } from "../log";
 
 let reader: VmaReader | undefined;
+
+// node:worker_threads is loaded by the first VmaReader, not with the dump's modules: a small
+// process's dump never starts one, and loading the module cost ~1 ms of its start-up
+const threads = (): typeof import("node:worker_threads") => require("node:worker_threads");
 
 /** One process's VMAs asked of the Worker; join() has them (or reads them here). */
 export interface PendingVmas {
@@ -30,7 +34,7 @@ class VmaReader {
   private nice = 0;
 
   constructor() {
-    const ch = new MessageChannel();
+    const ch = new (threads().MessageChannel)();
     this.port = ch.port1;
     this.worker = new Worker(workerUrl(), { smol: true });
     this.worker.postMessage({ op: "vmas", ctl: this.ctl.buffer, port: ch.port2 }, [ch.port2]);
@@ -63,7 +67,7 @@ class VmaReader {
           }
           const tw = performance.now();
           while (Atomics.load(this.ctl, I_STATE) === TAKEN) Atomics.wait(this.ctl, I_STATE, TAKEN, 1000);
-          const m = receiveMessageOnPort(this.port)?.message as { vmas?: Vma[]; error?: string; ms?: number };
+          const m = threads().receiveMessageOnPort(this.port)?.message as { vmas?: Vma[]; error?: string; ms?: number };
           Atomics.store(this.ctl, I_STATE, IDLE);
           if (!m?.vmas) {
             // the same read here gives the same error (a process gone ...) as without the Worker

@@ -92,8 +92,9 @@ export function loadImages(dir: string): RestoreSet {
     const tids = leader?.tc?.taskState === 2 || !p.threads.length ? [pid] : [...p.threads];
     const cores = new Map<number, S.core_entry>();
     for (const tid of tids) {
-      need(dir, `core-${tid}.img`);
-      const [c] = readImage(dir, `core-${tid}.img`, "CORE");
+      // the leader's core was read above (to know its threads): not decoded twice
+      if (tid !== pid) need(dir, `core-${tid}.img`);
+      const c = tid === pid ? leader : readImage(dir, `core-${tid}.img`, "CORE")[0];
       if (!c) throw new CriuError("restore", `${dir}/core-${tid}.img has no entry`);
       if (!c.threadInfo && c.tc?.taskState !== 2)
         throw new CriuError("restore", `${dir}/core-${tid}.img has no x86_64 thread info`);
