@@ -4,6 +4,7 @@ import { $ } from "bun";
 import { existsSync, mkdirSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { embedDescriptors } from "./embed-descriptors";
+import { START_JIT } from "../src/jit";
 
 const root = join(import.meta.dir, "..");
 process.chdir(root);
@@ -41,9 +42,10 @@ const outfile = at > 0 && process.argv[at + 1] ? process.argv[at + 1] : "criu-bu
 if (!process.argv.includes("--no-compile")) {
   await step(`bun build --compile -> ${outfile}`, async () => {
     // src/codec/worker.ts: the page Workers' entry point, embedded as a second entry.
-    // --compile-jit-policy: JavaScriptCore's tier-up thresholds x16. A dump or restore of a small
-    // process is ~40 ms of code that runs a few times each; compiling it (DFG) cost more than it
-    // saved, ~15 ms of wall time on 2 cores. Long loops (page work, page server) still tier up.
+    // --compile-jit-policy: JavaScriptCore's tier-up thresholds x START_JIT (src/jit.ts). A dump or
+    // restore of a small process is ~20 ms of code that runs a few times each; compiling it cost
+    // more than it saved (x16 before: 1.5-3 ms more CPU per sleep dump or restore than x256). Long
+    // loops (the pages of a large process, the servers) go back to x16 (jitForWork).
     // --no-compile-autoload-*: the executable reads no bunfig.toml or .env from the directory it
     // runs in (a few syscalls less per start, and a criu run as root there takes no preload or
     // environment from that directory).
@@ -52,7 +54,7 @@ if (!process.argv.includes("--no-compile")) {
     // chunk, a command only its own modules. One bundle of everything (the default with
     // --bytecode) made every start read the whole 3.7 MB of bytecode: --version took 11-15 ms more
     // CPU than a compiled hello-world, 4 with the chunks.
-    await $`${process.execPath} build --compile --bytecode --format=esm --splitting --minify-syntax --minify-whitespace --compile-jit-policy=16 --no-compile-autoload-dotenv --no-compile-autoload-bunfig src/main.ts src/codec/worker.ts --outfile ${outfile}`.quiet();
+    await $`${process.execPath} build --compile --bytecode --format=esm --splitting --minify-syntax --minify-whitespace --compile-jit-policy=${START_JIT} --no-compile-autoload-dotenv --no-compile-autoload-bunfig src/main.ts src/codec/worker.ts --outfile ${outfile}`.quiet();
   });
   if (!existsSync(outfile)) {
     console.error(`build: ${outfile} missing`);

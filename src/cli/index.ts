@@ -8,6 +8,7 @@ import { checkSupport } from "./support";
 import { CRIU_OPTIONS, CRIU_BUN_OPTIONS, optionByName, optionByShort, type Command } from "./criu-options";
 import type { Opts } from "./options";
 import { versionText } from "../version";
+import { jitForWork } from "../jit";
 
 type Runner = (opts: Opts, args: string[]) => Promise<number>;
 
@@ -17,6 +18,9 @@ interface CommandDef {
   /** what may follow the command word (criu: nothing, except cpuinfo's dump|check) */
   args?: "none" | "any";
 }
+
+/** commands that serve or move memory for as long as they run */
+const LONG_RUNNING = new Set(["page-server", "lazy-pages", "service", "swrk", "migrate"]);
 
 const unsupported = (name: string) => async () => (await import("./unsupported")).run(name);
 
@@ -206,6 +210,8 @@ export async function main(argv: string[]): Promise<number> {
   for (const n of verdict.notes) log.info(n);
   if (verdict.refused) return fail(name, verdict.refused);
   if (name === "restore" && opts.tree) log.warn("Using -t with criu restore is obsoleted");
+  // the commands that serve (their loops run long) tier up as long-running work (src/jit.ts)
+  if (LONG_RUNNING.has(name)) jitForWork();
   try {
     const run = await def.load();
     return await run(opts, args);

@@ -53,6 +53,7 @@ import { VMA, PE } from "../resources/vma";
 import { CriuError, log, logLevel, LOG_DEBUG } from "../log";
 import { tick } from "../watchdog";
 import { trimOwnPages } from "../sys/ownpages";
+import { jitIfLarge, WORK_JIT } from "../jit";
 
 const PAGE = 4096;
 const SLOTS_PER_WORKER = 3;
@@ -277,6 +278,7 @@ let spare: Pool | undefined;
  */
 export function startPageWorkers(bytes: number, dump = false) {
   if (spare) return;
+  largeWork(bytes);
   const nw = dump ? dumpWorkerCount(bytes) : workerCount(bytes);
   if (nw > 0) {
     spare = new Pool(nw, dump && mainHelps(bytes));
@@ -309,6 +311,12 @@ function endPool(p: { pool: Pool; shared: boolean }, ok: boolean) {
 export function workerUrl(): string | URL {
   if (Bun.main.startsWith("/$bunfs/")) return "/$bunfs/root/codec/worker.js";
   return new URL("./worker.ts", import.meta.url);
+}
+
+/** Memory enough for Workers: this thread's loops over it tier up as long work (src/jit.ts). */
+function largeWork(bytes: number) {
+  if (jitIfLarge(bytes, WORKER_THRESHOLD))
+    log.debug(`JIT tier-up thresholds x${WORK_JIT} from here on (${size(bytes)} of memory)`);
 }
 
 function workerCount(bytes: number): number {
@@ -454,6 +462,8 @@ export function dumpPages(o: {
   const dataFile = compress ? names.lz4 : names.img;
   const stale = compress ? names.img : names.lz4;
   if (existsSync(join(o.dir, stale))) unlinkSync(join(o.dir, stale));
+  // a large process: the loops over its runs (pagesToDump) tier up too
+  largeWork(o.vmas.reduce((n, v) => n + Number(v.end - v.start), 0));
   const want = o.want ?? pagesToDump(o.pid, o.vmas);
   const totalPages = want.reduce((s, r) => s + r.nrPages, 0);
   const jobs = dumpJobs(want, o.vmas);
@@ -466,6 +476,7 @@ export function dumpPages(o: {
     written = 0,
     stored = 0;
   const progress = new Progress("dump", totalPages * PAGE);
+  largeWork(totalPages * PAGE);
   const nw = dumpWorkerCount(totalPages * PAGE);
   // uncompressed: each block is written where it belongs by the thread that read it (DumpOrder)
   const order = compress ? undefined : new DumpOrder();
@@ -781,6 +792,7 @@ export function fillPages(
   const runBytes = jobs ? jobs.reduce((n, j) => n + j.rawLen, 0) : total;
   const path = join(dir, l.dataFile);
   const fd = openSync(path, "r");
+  largeWork(runBytes);
   const nw = workerCount(runBytes);
   const progress = new Progress("restore", total);
   let written = 0;

@@ -2,6 +2,7 @@
 // the (synchronously waiting) main thread reads. See src/codec/pipeline.ts.
 import { BlockCore, Slot, runInto, I_CTL, type CoreInit, type Job } from "./jobs";
 import { serveVmas } from "./vmaserve";
+import { START_JIT, WORK_JIT } from "../jit";
 
 /** Jobs between garbage collections in this Worker (see GC_EVERY in pipeline.ts). */
 const GC_EVERY = 64;
@@ -11,15 +12,14 @@ const GC_EVERY = 64;
  * flags; the pages themselves go through the kernel, WASM and native XXH3. Left to tier up, each
  * Worker compiled the same functions through DFG and FTL on the JIT threads while the pages went:
  * about 0.09 s of CPU and 400 page faults per 1 GiB dump on the 2 cores the Workers need (A/B in
- * BENCHMARKS.md, tenth session). A restore's Workers keep the executable's start value
- * (RESTORE_JIT: scripts/build.ts's --compile-jit-policy): fillCow compares pages word by word in
- * JavaScript and needs the JIT.
+ * BENCHMARKS.md, tenth session). A restore's Workers go to WORK_JIT (src/jit.ts; a Worker starts at
+ * the executable's START_JIT): fillCow compares pages word by word in JavaScript and needs the JIT.
  */
 const DUMP_JIT = 1000,
-  RESTORE_JIT = 16;
-let jitPolicy = 0;
+  RESTORE_JIT = WORK_JIT;
+let jitPolicy = START_JIT;
 function setJit(scale: number) {
-  if (jitPolicy === scale || (jitPolicy === 0 && scale === RESTORE_JIT)) return;
+  if (jitPolicy === scale) return;
   Bun.unsafe.setJITPolicy(scale);
   jitPolicy = scale;
 }

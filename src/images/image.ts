@@ -5,7 +5,8 @@ import { existsSync, readFileSync } from "node:fs";
 import { writeNewFile } from "./safefs";
 import { PbWriter, encodeInto } from "./encode";
 import { join } from "node:path";
-import { CriuError, errorMessage } from "../log";
+import { CriuError, errorMessage, log } from "../log";
+import { jitIfLarge, WORK_JIT } from "../jit";
 import {
   IMG_COMMON_MAGIC,
   IMG_SERVICE_MAGIC,
@@ -436,12 +437,18 @@ function decode(k: ImageKind, buf: Uint8Array, off: number, file: string, wantPa
   return items;
 }
 
+/** An image this large holds thousands of entries: their decoding loops tier up (src/jit.ts). */
+export const LARGE_IMAGE = 64 << 10;
+
 function load(path: string): Uint8Array {
+  let b: Uint8Array;
   try {
-    return new Uint8Array(readFileSync(path));
+    b = new Uint8Array(readFileSync(path));
   } catch (e) {
     throw new CriuError("image", `${path}: cannot read: ${errnoText(e)}`);
   }
+  if (jitIfLarge(b.length, LARGE_IMAGE)) log.debug(`JIT tier-up thresholds x${WORK_JIT} from here on (${path})`);
+  return b;
 }
 
 function readAs(dir: string, file: string, kind: string, wantPayload: boolean): PayloadItem[] {

@@ -5,7 +5,9 @@
 // tests/pagemap.test.ts checks it against the generic protobuf path and Debian's crit.
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { ImageError } from "./image";
+import { ImageError, LARGE_IMAGE } from "./image";
+import { log } from "../log";
+import { jitIfLarge, WORK_JIT } from "../jit";
 import { IMG_COMMON_MAGIC } from "./magic";
 import { releasePages } from "../sys/ownpages";
 
@@ -276,6 +278,7 @@ export function decodePagemap(dir: string, file: string): { pagesId: number; run
 /** Read dir/file into a PagemapTable (decodePagemap's runs, without an object per run). */
 export function decodePagemapTable(dir: string, file: string): PagemapTable {
   const b = readFileSync(join(dir, file));
+  if (jitIfLarge(b.length, LARGE_IMAGE)) log.debug(`JIT tier-up thresholds x${WORK_JIT} from here on (${file})`);
   const dv = new DataView(b.buffer, b.byteOffset, b.length);
   if (b.length < 8) throw new ImageError(file, 0, "truncated header");
   if (dv.getUint32(0, true) !== IMG_COMMON_MAGIC || dv.getUint32(4, true) !== PAGEMAP_MAGIC)

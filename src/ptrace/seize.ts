@@ -17,6 +17,7 @@ import { readFileSync } from "node:fs";
 import { addr } from "../sys/syscall";
 import { sysFailed, E, errnoText } from "../sys/errno";
 import { CriuError, log, errorMessage } from "../log";
+import { jitIfLarge, WORK_JIT } from "../jit";
 
 interface FrozenThread {
   tid: number;
@@ -205,6 +206,8 @@ export function freezeProcess(pid: number, timeoutMs = 10000, preSeized?: Set<nu
     if (!seized.has(pid)) throw new CriuError("seize", `process ${pid} does not exist: ${errnoText(E.ESRCH)}`);
     const threads = [...seized.values()].sort((a, b) => (a.tid === pid ? -1 : b.tid === pid ? 1 : a.tid - b.tid));
     log.info(`Seized process ${pid} with ${threads.length} thread(s)`);
+    if (jitIfLarge(threads.length, 64))
+      log.debug(`JIT tier-up thresholds x${WORK_JIT} from here on (${threads.length} threads)`);
     return { pid, threads };
   } catch (e) {
     for (const t of seized.values()) releaseThread(t);

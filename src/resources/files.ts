@@ -4,6 +4,7 @@ import { statSync, fstatSync } from "node:fs";
 import { listFds, parseFdinfo, readLink, readFdinfoAt } from "../sys/proc";
 import { raiseNofile } from "./nofile";
 import { CriuError, log, errorMessage } from "../log";
+import { jitIfLarge, WORK_JIT } from "../jit";
 import { syscall, addr, cstr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { closeFd, O, F } from "../sys/mem";
@@ -266,6 +267,8 @@ export function dumpFds(
   const lockSeen = new Set<string>();
   const known = opts.links?.get(pid);
   const fdList = known ? known.map(([fd]) => fd) : listFds(pid);
+  if (jitIfLarge(fdList.length, 256))
+    log.debug(`JIT tier-up thresholds x${WORK_JIT} from here on (${fdList.length} fds)`);
   const targets = new Map(known ?? []);
   // criu-bun holds a copy of each fd for a moment, and kinds keep some (a TCP connection's, in
   // repair mode, until the dump ends): as much room as the hard limit gives

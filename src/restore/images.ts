@@ -6,6 +6,7 @@ import { decodePagemapTable, PagemapTable, type PagemapRunAt } from "../images/p
 import * as S from "../images/schemas";
 import { create } from "@bufbuild/protobuf";
 import { CriuError, log } from "../log";
+import { jitIfLarge, WORK_JIT } from "../jit";
 import { checkPages } from "../codec/pipeline";
 import { taskCgSet, readCgroups } from "../resources/cgroup";
 import { verifyManifest } from "../images/manifest";
@@ -91,6 +92,8 @@ export function loadImages(dir: string): RestoreSet {
     const leader = readImage(dir, `core-${pid}.img`, "CORE")[0];
     const tids = leader?.tc?.taskState === 2 || !p.threads.length ? [pid] : [...p.threads];
     const cores = new Map<number, S.core_entry>();
+    if (jitIfLarge(tids.length, 64))
+      log.debug(`JIT tier-up thresholds x${WORK_JIT} from here on (${tids.length} threads)`);
     for (const tid of tids) {
       // the leader's core was read above (to know its threads): not decoded twice
       if (tid !== pid) need(dir, `core-${tid}.img`);

@@ -1,0 +1,27 @@
+// JavaScriptCore's tier-up thresholds (Bun.unsafe.setJITPolicy: 1 is JSC's normal policy, N > 1
+// multiplies its thresholds). The executable starts at START_JIT (scripts/build.ts passes it as
+// --compile-jit-policy): a dump or restore of a small process is ~20 ms of code that mostly runs
+// once, cheaper in the interpreter than compiled on the JIT threads. Work that loops long (the
+// pages of a large process, a server's loop) goes to WORK_JIT, the start value of the executables
+// before (x16): its loops tier up as they did then.
+// No imports: the page Workers' entry (codec/worker.ts) uses it too.
+
+export const START_JIT = 256;
+export const WORK_JIT = 16;
+
+let current = START_JIT;
+
+/** From here on this thread's JavaScript tiers up as long-running work should. False if it
+ *  already did. */
+export function jitForWork(): boolean {
+  if (current === WORK_JIT) return false;
+  Bun.unsafe.setJITPolicy(WORK_JIT);
+  current = WORK_JIT;
+  return true;
+}
+
+/** jitForWork when n (fds, threads, bytes of an image...) reaches limit: work that grows with the
+ *  process loops over it. True if this switched. */
+export function jitIfLarge(n: number, limit: number): boolean {
+  return n >= limit && jitForWork();
+}
