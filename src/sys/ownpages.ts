@@ -21,8 +21,9 @@ import { NR } from "./nr";
 import { MADV } from "./flags";
 
 const PAGE = 4096;
-const PM_PRESENT = 1n << 63n,
-  PM_FILE = 1n << 61n; // file page or shared anonymous: clear for a private anonymous (copied) page
+// /proc/self/pagemap's bits 63 and 61, in an entry's high 32 bits
+const PM_PRESENT = 0x80000000,
+  PM_FILE = 0x20000000; // file page or shared anonymous: clear for a private anonymous (copied) page
 
 /** A read-only private mapping of a file: start-end r-xp|r--p offset dev inode /path */
 const RO_FILE = /^([0-9a-f]+)-([0-9a-f]+) r-[-x]p [0-9a-f]+ \S+ \d+ +\//;
@@ -48,17 +49,21 @@ export function trimOwnPages(): Trimmed {
   let error: string | undefined;
   try {
     pm = openSync("/proc/self/pagemap", "r");
+    const maps: [number, number][] = [];
     for (const line of readFileSync("/proc/self/maps", "latin1").split("\n")) {
       const m = RO_FILE.exec(line);
-      if (!m) continue;
-      const start = Number.parseInt(m[1], 16),
-        n = (Number.parseInt(m[2], 16) - start) / PAGE;
-      const ents = new BigUint64Array(n);
-      const buf = new Uint8Array(ents.buffer);
+      if (m) maps.push([Number.parseInt(m[1], 16), Number.parseInt(m[2], 16)]);
+    }
+    // one buffer for the largest mapping's entries (fresh memory costs a fault per page here);
+    // each entry's high word: bit 31 present, bit 29 file page or shared (no BigInt per entry)
+    const buf = new Uint8Array(Math.max(0, ...maps.map(([a, b]) => (b - a) / PAGE)) * 8);
+    const hi = new Uint32Array(buf.buffer);
+    for (const [start, end] of maps) {
+      const n = (end - start) / PAGE,
+        len = n * 8;
       let got = 0;
-      for (let r = 1; got < buf.length && r > 0; got += r)
-        r = readSync(pm, buf, got, buf.length - got, start / 512 + got);
-      if (got < buf.length) continue; // the mapping went away meanwhile
+      for (let r = 1; got < len && r > 0; got += r) r = readSync(pm, buf, got, len - got, start / 512 + got);
+      if (got < len) continue; // the mapping went away meanwhile
       // runs of pages that are not private copies (absent ones included: madvise passes over them)
       let from = -1,
         resident = 0;
@@ -69,14 +74,14 @@ export function trimOwnPages(): Trimmed {
         resident = 0;
       };
       for (let i = 0; i < n; i++) {
-        const e = ents[i];
-        if (e & PM_PRESENT && !(e & PM_FILE)) {
+        const h = hi[i * 2 + 1];
+        if (h & PM_PRESENT && !(h & PM_FILE)) {
           flush(i);
           kept++;
           continue;
         }
         if (from < 0) from = i;
-        if (e & PM_PRESENT) resident++;
+        if (h & PM_PRESENT) resident++;
       }
       flush(n);
     }
