@@ -25,3 +25,18 @@ export function jitForWork(): boolean {
 export function jitIfLarge(n: number, limit: number): boolean {
   return n >= limit && jitForWork();
 }
+
+/** The page blocks' JavaScript (a dump's Workers, codec/worker.ts, and its main thread while it
+ *  reads blocks beside them, codec/pipeline.ts): a loop over 256 page flags and a few calls, kept
+ *  in the interpreter. */
+export const BLOCKS_JIT = 1000;
+
+/** This thread's thresholds at BLOCKS_JIT while fn runs, then back to where they were. */
+export function jitForBlocks<T>(fn: () => T): T {
+  Bun.unsafe.setJITPolicy(BLOCKS_JIT);
+  try {
+    return fn();
+  } finally {
+    Bun.unsafe.setJITPolicy(current);
+  }
+}

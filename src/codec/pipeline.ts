@@ -53,7 +53,7 @@ import { VMA, PE } from "../resources/vma";
 import { CriuError, log, logLevel, LOG_DEBUG } from "../log";
 import { tick } from "../watchdog";
 import { trimOwnPages } from "../sys/ownpages";
-import { jitIfLarge, WORK_JIT } from "../jit";
+import { jitIfLarge, jitForBlocks, WORK_JIT } from "../jit";
 
 const PAGE = 4096;
 const SLOTS_PER_WORKER = 3;
@@ -343,11 +343,6 @@ function mainHelps(bytes: number): boolean {
   const env = process.env.CRIU_BUN_MAIN_PAGES;
   return env === "on" || (env !== "off" && bytes >= LEAN_MIN);
 }
-/** JavaScriptCore's tier-up scale while this thread reads blocks, as a dump's Workers use
- * (worker.ts DUMP_JIT: a block's JavaScript is a loop over its page flags, not worth compiling),
- * and the one the executable starts with (scripts/build.ts --compile-jit-policy; 1 from the sources). */
-const DUMP_JIT = 1000,
-  START_JIT = Bun.main.startsWith("/$bunfs/") ? 16 : 1;
 
 /**
  * A dump of this many bytes of pages or more unmaps the executable's pages it no longer uses at a
@@ -491,49 +486,51 @@ export function dumpPages(o: {
       // (the Workers started ahead for the whole tree were fewer if this thread helps)
       pool.parallel > 0 && (p.shared ? pool.withHelper : mainHelps(totalPages * PAGE))
     );
-    if (pool.helps) Bun.unsafe.setJITPolicy(DUMP_JIT);
     // the executable's pages the Workers' start touched, then those of the first blocks (the JIT
     // compiling the loops, the first collections): the rest of the pages reuse 20-27 MiB of code
     let trimAt = pool.parallel && givesBackOwnPages(totalPages * PAGE) ? OWN_PAGES_FIRST : Infinity;
     if (trimAt < Infinity) giveBackOwnPages("page Workers ready");
-    pool.run<DumpJob>(
-      jobs,
-      (s) => {
-        scanned += s.written;
-        if (scanned * PAGE >= trimAt) {
-          giveBackOwnPages(`the first ${size(scanned * PAGE)} of pages read`);
-          trimAt = Infinity;
-        }
-        progress.add(s.written * PAGE);
-        const raw = s.rawLen;
-        if (order) {
-          if (s.fileOff !== stored)
-            throw new CriuError(
-              "mem",
-              `process ${o.pid}: a block of ${path} went to offset ${s.fileOff}, expected ${stored}`
-            );
-        } else if (raw) writeFull(fd, s.data.subarray(0, s.storedLen), `write ${path}`);
-        if (!raw) return;
-        stored += s.storedLen;
-        for (let i = 0; i < s.nRuns; i++) addrs.add(s.runs[i * 2], s.runs[i * 2 + 1]);
-        index.add({
-          rawHash: s.rawHash,
-          storedHash: s.storedHash,
-          rawLen: raw,
-          storedLen: s.storedLen,
-          flags: s.flags & BLOCK_LZ4,
-          addrHash: addrs.value(),
-        });
-        written += raw / PAGE;
-        for (let i = 0; i < s.nRuns; i++) runs.add(s.runs[i * 2], s.runs[i * 2 + 1], PE.PRESENT);
-      },
-      (s) => new CriuError("mem", `process ${o.pid}: ${s.error()}`)
-    );
+    // (while this thread reads blocks too, its JavaScript stays in the interpreter as the Workers' does)
+    const run = () =>
+      pool.run<DumpJob>(
+        jobs,
+        (s) => {
+          scanned += s.written;
+          if (scanned * PAGE >= trimAt) {
+            giveBackOwnPages(`the first ${size(scanned * PAGE)} of pages read`);
+            trimAt = Infinity;
+          }
+          progress.add(s.written * PAGE);
+          const raw = s.rawLen;
+          if (order) {
+            if (s.fileOff !== stored)
+              throw new CriuError(
+                "mem",
+                `process ${o.pid}: a block of ${path} went to offset ${s.fileOff}, expected ${stored}`
+              );
+          } else if (raw) writeFull(fd, s.data.subarray(0, s.storedLen), `write ${path}`);
+          if (!raw) return;
+          stored += s.storedLen;
+          for (let i = 0; i < s.nRuns; i++) addrs.add(s.runs[i * 2], s.runs[i * 2 + 1]);
+          index.add({
+            rawHash: s.rawHash,
+            storedHash: s.storedHash,
+            rawLen: raw,
+            storedLen: s.storedLen,
+            flags: s.flags & BLOCK_LZ4,
+            addrHash: addrs.value(),
+          });
+          written += raw / PAGE;
+          for (let i = 0; i < s.nRuns; i++) runs.add(s.runs[i * 2], s.runs[i * 2 + 1], PE.PRESENT);
+        },
+        (s) => new CriuError("mem", `process ${o.pid}: ${s.error()}`)
+      );
+    if (pool.helps) jitForBlocks(run);
+    else run();
     if (order && order.end !== stored)
       throw new CriuError("mem", `process ${o.pid}: ${path} holds ${order.end} bytes of pages, expected ${stored}`);
     ok = true;
   } finally {
-    if (pool.helps) Bun.unsafe.setJITPolicy(START_JIT);
     endPool(p, ok);
     progress.end();
     closeSync(fd);

@@ -2,7 +2,7 @@
 // the (synchronously waiting) main thread reads. See src/codec/pipeline.ts.
 import { BlockCore, Slot, runInto, I_CTL, type CoreInit, type Job } from "./jobs";
 import { serveVmas } from "./vmaserve";
-import { START_JIT, WORK_JIT } from "../jit";
+import { START_JIT, WORK_JIT, BLOCKS_JIT } from "../jit";
 
 /** Jobs between garbage collections in this Worker (see GC_EVERY in pipeline.ts). */
 const GC_EVERY = 64;
@@ -15,7 +15,7 @@ const GC_EVERY = 64;
  * BENCHMARKS.md, tenth session). A restore's Workers go to WORK_JIT (src/jit.ts; a Worker starts at
  * the executable's START_JIT): fillCow compares pages word by word in JavaScript and needs the JIT.
  */
-const DUMP_JIT = 1000,
+const DUMP_JIT = BLOCKS_JIT,
   RESTORE_JIT = WORK_JIT;
 let jitPolicy = START_JIT;
 function setJit(scale: number) {
