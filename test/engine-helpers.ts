@@ -47,7 +47,13 @@ export interface Restored {
   stderr: () => Promise<string>;
 }
 /** Start `criu-bun restore -D dir` (not detached) and wait until the pid is back. */
-export async function restore(dir: string, pid: number, extra: string[] = [], timeoutMs = 20000): Promise<Restored> {
+export async function restore(
+  dir: string,
+  pid: number,
+  extra: string[] = [],
+  timeoutMs = 20000,
+  env?: Record<string, string>
+): Promise<Restored> {
   await waitReaped(pid);
   // -o truncates the log as criu does, but a second restore from the same directory must not be
   // taken as done because of the first one's "Restore finished" line before that happens
@@ -58,6 +64,7 @@ export async function restore(dir: string, pid: number, extra: string[] = [], ti
     stdin: "ignore",
     stdout: "pipe",
     stderr: "pipe",
+    env: env ? { ...process.env, ...env } : undefined,
   });
   const deadline = Date.now() + timeoutMs;
   for (;;) {

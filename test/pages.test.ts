@@ -274,7 +274,7 @@ describe("page pipeline", () => {
 });
 
 describe("criu-bun's own memory in a large dump", () => {
-  test("a plain dump of 1 GiB peaks under 66 MiB: its executable's unused pages unmapped, its large buffers given back", async () => {
+  test("a plain dump of 1 GiB peaks under 66 MiB: its executable's unused pages unmapped, its large buffers given back; a restore unmaps them too", async () => {
     // heap pattern: about 55,000 page runs (a pagemap of 1 MB); before the pages were given back
     // this dump peaked at 70-72 MiB here, after at 57-60 (BENCHMARKS.md, twelfth session)
     const w = await startWorkload("spin", ["1024", "--pattern=heap"], { timeoutMs: 60_000 });
@@ -298,12 +298,16 @@ describe("criu-bun's own memory in a large dump", () => {
     console.log(`criu-bun peak RSS for a plain dump of 1 GiB: ${kb} kB`);
     expect(kb).toBeGreaterThan(1000);
     expect(kb).toBeLessThan(66 * 1024);
-    // and the images are whole: the memory restored as it was
+    // and the images are whole: the memory restored as it was, by a restore that gives back its
+    // own pages too
     await waitGone(w.pid);
-    const rs = await restore(dir, w.pid);
+    const rs = await restore(dir, w.pid, [], 20000, { CRIU_BUN_GIVE_BACK: "on" });
     trigger(w);
     expect((await waitResult(w, 60000)).text).toStartWith("PASS");
     expect(await rs.proc.exited).toBe(0);
+    const rlog = readFileSync(join(dir, "restore.log"), "utf8");
+    for (const at of ["before the page Workers start", "page Workers ready", "the first 128.\\d MiB of pages written"])
+      expect(rlog).toMatch(new RegExp(`own pages, ${at}: [0-9.]+ MiB of the executable's read-only pages unmapped`));
   }, 120_000);
 });
 

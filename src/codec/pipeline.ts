@@ -800,11 +800,19 @@ export function fillPages(
   try {
     pool.open({ pid, memFd, pagesFd: fd, compress: false }, runBytes);
     if (nw) log.debug(`page workers ready for ${pid} after ${(performance.now() - t0).toFixed(1)} ms`);
+    // as a dump's (dumpPages): the executable's pages the start and the first blocks touched
+    let trimAt = pool.parallel && givesBackOwnPages(runBytes) ? OWN_PAGES_FIRST : Infinity;
+    if (trimAt < Infinity) giveBackOwnPages("page Workers ready");
+    let filled = 0;
     pool.run<RestoreJob>(
       jobs ? jobs.values() : restoreJobs("fill", restoreBlocks(t, l), cow),
       (s) => {
         written += s.written;
         progress.add(s.rawLen);
+        if ((filled += s.rawLen) >= trimAt) {
+          giveBackOwnPages(`the first ${size(filled)} of pages written`);
+          trimAt = Infinity;
+        }
       },
       (s, job) => new CriuError("restore", `${blockWhere(dir, t, l, job)}: ${s.error()}`)
     );

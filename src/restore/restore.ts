@@ -4,7 +4,7 @@ import { readFileSync } from "node:fs";
 import { readStat, readStatus, sigkillPending } from "../sys/proc";
 import { openDir, checkImagesTrusted, replaceFile } from "../images/safefs";
 import { loadImages, type RestoreSet } from "./images";
-import { startPageWorkers, stopPageWorkers } from "../codec/pipeline";
+import { startPageWorkers, stopPageWorkers, givesBackOwnPages, giveBackOwnPages } from "../codec/pipeline";
 import { requireImages } from "./validate";
 import { TaskBuilder } from "./task";
 import { create } from "@bufbuild/protobuf";
@@ -340,8 +340,11 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
   }
   // the page Workers start while the processes are created (not for a post-copy restore: most
   // of its memory comes later, from the lazy-pages daemon)
-  if (!set.lazyParents)
-    startPageWorkers(set.tasks.reduce((sum, t) => sum + (t.zombie ? 0 : presentRuns(t.pm).bytes), 0));
+  if (!set.lazyParents) {
+    const bytes = set.tasks.reduce((sum, t) => sum + (t.zombie ? 0 : presentRuns(t.pm).bytes), 0);
+    if (givesBackOwnPages(bytes)) giveBackOwnPages("before the page Workers start");
+    startPageWorkers(bytes);
+  }
   runHook(o.hooks, "pre-restore");
   const ownNs = !!(set.newPidNs || set.newMntNs || set.newNetNs || set.newIpcNs || set.uts || set.timens);
   const root = set.tasks[0];
