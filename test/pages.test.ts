@@ -19,7 +19,7 @@ import {
   workloadBin,
   REPO_ROOT,
 } from "./harness";
-import { dump, restore, imagesDir, cleanupImages, flipBit } from "./engine-helpers";
+import { dump, restore, imagesDir, cleanupImages, flipBit, waitReaped } from "./engine-helpers";
 
 beforeAll(async () => {
   await buildWorkloads();
@@ -308,6 +308,37 @@ describe("criu-bun's own memory in a large dump", () => {
     const rlog = readFileSync(join(dir, "restore.log"), "utf8");
     for (const at of ["before the page Workers start", "page Workers ready", "the first 128.\\d MiB of pages written"])
       expect(rlog).toMatch(new RegExp(`own pages, ${at}: [0-9.]+ MiB of the executable's read-only pages unmapped`));
+  }, 120_000);
+});
+
+describe("a large restore's private anonymous pages by UFFDIO_COPY", () => {
+  test("written through a userfaultfd registered for the fill only (no VMA keeps it), the memory exact; CRIU_BUN_UFFD_FILL=0: process_vm_writev, the same memory", async () => {
+    for (const off of [false, true]) {
+      const w = await startWorkload("spin", ["64", "--pattern=heap"]);
+      const dir = imagesDir("uffdfill");
+      dump(w.pid, dir);
+      await waitReaped(w.pid); // (its PID free again: the restore takes it)
+      // -d: the restored spin runs on its own once criu-bun is done
+      const r = criuBun(["restore", "-D", dir, "-d", "-o", "restore.log", "-v4"], {
+        env: { CRIU_BUN_UFFD_FILL: off ? "0" : "" },
+      });
+      expect(r.stderr).toBe("");
+      expect(r.code).toBe(0);
+      const log = readFileSync(join(dir, "restore.log"), "utf8");
+      // the 64 MiB heap's VMA among the registered ranges, or none of them
+      const registered = [...log.matchAll(/pages by UFFDIO_COPY: 0x([0-9a-f]+)-0x([0-9a-f]+) registered/g)];
+      if (off) expect(registered.length).toBe(0);
+      else expect(registered.some((m) => Number.parseInt(m[2], 16) - Number.parseInt(m[1], 16) >= 64 << 20)).toBe(true);
+      // VmFlags "um": still registered in missing mode, a fault there waiting for no one (the
+      // process would have kept its own fd of the userfaultfd)
+      const flags = readFileSync(`/proc/${w.pid}/smaps`, "utf8")
+        .split("\n")
+        .filter((l) => l.startsWith("VmFlags:"));
+      expect(flags.length).toBeGreaterThan(0);
+      expect(flags.filter((l) => / um\b/.test(l))).toEqual([]);
+      trigger(w);
+      expect((await waitResult(w, 15000)).text).toStartWith("PASS"); // the memory hash as at setup
+    }
   }, 120_000);
 });
 

@@ -23,8 +23,11 @@ type Codec = PageCodec | PlainCodec;
 import { BLOCK, BLOCK_LZ4 } from "./format";
 import { vmRead, vmWrite, preadFull, pwriteFull, VmWriteBatch } from "../sys/mem";
 import { addr } from "../sys/addr";
+import { uffdCopy } from "../sys/uffd";
 
 const PAGE = 4096;
+const EEXIST = 17,
+  EAGAIN = 11;
 /** segment kinds (bits) */
 export const SEG_ANON = 1,
   SEG_READABLE = 2,
@@ -167,6 +170,9 @@ export interface RestoreJob {
 export type Job = DumpJob | RestoreJob;
 
 export interface CoreInit {
+  /** a restore: a userfaultfd over every writable private anonymous VMA of the target (task.ts
+   * fillUffd): their pages go by UFFDIO_COPY (uffdWrite) */
+  uffd?: number;
   pid: number;
   memFd: number;
   pagesFd: number;
@@ -386,8 +392,9 @@ export class BlockCore {
     }
     const s = job.segs;
     const zeros = c.zeroPages(0, job.rawLen / PAGE);
-    // the pages of writable segments go in one process_vm_writev (VmWriteBatch), the runs of
-    // pages to write as its pieces; read-only segments through /proc/PID/mem (writeSegment)
+    // the pages of writable private anonymous segments by UFFDIO_COPY when the target's are
+    // registered (init.uffd); other writable ones in one process_vm_writev (VmWriteBatch), the
+    // runs of pages to write as its pieces; read-only segments through /proc/PID/mem (writeSegment)
     const batch = this.batch,
       pc = this.pieces,
       base = addr(this.io);
@@ -405,6 +412,21 @@ export class BlockCore {
         // not written (the kernel's own pages; memory left to the lazy-pages daemon)
       } else if (!(kind & SEG_WRITABLE)) {
         written += this.writeSegment(va, n, p, kind, (k) => anon && zeros[at + k] === 1);
+      } else if (anon && this.init.uffd !== undefined && this.init.uffd >= 0) {
+        for (let k = 0; k < n; ) {
+          if (zeros[at + k] === 1) {
+            k++;
+            continue;
+          }
+          let e = k + 1;
+          while (e < n && zeros[at + e] !== 1) e++;
+          const from = (at + k) * PAGE,
+            len = (e - k) * PAGE,
+            dst = va + k * PAGE;
+          this.uffdWrite(this.init.uffd, dst, from, len);
+          written += e - k;
+          k = e;
+        }
       } else {
         for (let k = 0; k < n; ) {
           if (anon && zeros[at + k] === 1) {
@@ -435,6 +457,34 @@ export class BlockCore {
     }
     out.i32[I_RAW] = job.rawLen;
     out.i32[I_WRITTEN] = written;
+  }
+
+  /**
+   * len bytes from io[from..] to the target at va, inside a range registered with the userfaultfd
+   * `uffd` (task.ts fillUffd): UFFDIO_COPY. Where it stops: page by page, a page already there
+   * (EEXIST) written by process_vm_writev (no fault: nothing waits on the userfaultfd), EAGAIN
+   * (the target's memory map changing) tried again; anything else fails the block. Never
+   * process_vm_writev or /proc/PID/mem on a missing page of a registered range: that write would
+   * wait for a fault nobody serves.
+   */
+  private uffdWrite(uffd: number, va: number, from: number, len: number) {
+    const c = uffdCopy(uffd, BigInt(va), this.io, from, len);
+    if (!c.err && c.copied === len) return;
+    for (let off = c.copied - (c.copied % PAGE), again = 0; off < len; ) {
+      const p = uffdCopy(uffd, BigInt(va + off), this.io, from + off, PAGE);
+      if (!p.err && p.copied === PAGE) {
+        off += PAGE;
+        continue;
+      }
+      if (p.err === EEXIST) {
+        if (vmWrite(this.init.pid, BigInt(va + off), this.io, from + off, PAGE) !== PAGE)
+          throw new BlockError(`cannot write the page at 0x${(va + off).toString(16)} of process ${this.init.pid}`);
+        off += PAGE;
+        continue;
+      }
+      if (p.err === EAGAIN && ++again < 1000) continue;
+      throw new BlockError(`UFFDIO_COPY at 0x${(va + off).toString(16)} failed: errno ${p.err}`);
+    }
   }
 
   /** len bytes from io[from..] to the target at va: process_vm_writev when the segment is writable,

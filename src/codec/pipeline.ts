@@ -70,6 +70,7 @@ const GC_EVERY = 128;
 
 type JobIn<J> = Omit<J, "slot">;
 type PoolInit = {
+  uffd?: number;
   pid: number;
   memFd: number;
   pagesFd: number;
@@ -779,7 +780,8 @@ export function fillPages(
   pid: number,
   memFd: number,
   cow = false,
-  lazy?: (v: { status: number; flags: number }) => boolean
+  lazy?: (v: { status: number; flags: number }) => boolean,
+  uffd = -1
 ): number {
   const l = layoutOf(dir, t);
   const total = presentBytes(t);
@@ -798,7 +800,7 @@ export function fillPages(
   const pool = p.pool;
   let ok = false;
   try {
-    pool.open({ pid, memFd, pagesFd: fd, compress: false }, runBytes);
+    pool.open({ pid, memFd, pagesFd: fd, compress: false, uffd }, runBytes);
     if (nw) log.debug(`page workers ready for ${pid} after ${(performance.now() - t0).toFixed(1)} ms`);
     // as a dump's (dumpPages): the executable's pages the start and the first blocks touched
     let trimAt = pool.parallel && givesBackOwnPages(runBytes) ? OWN_PAGES_FIRST : Infinity;

@@ -57,6 +57,7 @@ self.onmessage = (e: MessageEvent) => {
       module,
       outFd: m.outFd,
       order: m.order,
+      uffd: m.uffd,
     };
     core = undefined;
     startError = "";

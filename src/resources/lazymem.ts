@@ -328,8 +328,13 @@ interface UffdTarget {
  * Make a userfaultfd inside the process, register ranges in missing mode, and take it out: returns
  * criu-bun's own fd of it (the process keeps none).
  */
-export function makeUffd(t: UffdTarget, ranges: [bigint, bigint][]): number {
-  const what = `process ${t.vpid}: lazy pages`;
+export function makeUffd(
+  t: UffdTarget,
+  ranges: [bigint, bigint][],
+  o: { features: number; what: string } = { features: UFFD_LAZY_FEATURES, what: "lazy pages" }
+): number {
+  const what = `process ${t.vpid}: ${o.what}`,
+    features = o.features;
   const u = Number(t.call(NR.userfaultfd, O.CLOEXEC | O.NONBLOCK));
   if (u < 0) throw new CriuError("restore", `${what}: userfaultfd failed: ${errnoText(-u)}`);
   try {
@@ -337,13 +342,15 @@ export function makeUffd(t: UffdTarget, ranges: [bigint, bigint][]): number {
     const calls: InCall[] = [
       {
         nr: NR.ioctl,
-        data: [BigInt(UFFD_API), BigInt(UFFD_LAZY_FEATURES), 0n],
+        data: [BigInt(UFFD_API), BigInt(features), 0n],
         args: (api) => [u, UFFDIO_API, api],
         check: (r) => {
           if (r !== 0n)
             throw new CriuError(
               "restore",
-              `${what}: UFFDIO_API with the fork, remap, remove and unmap events failed: ${errnoText(Number(-r))}; see check --feature lazy_pages`
+              features
+                ? `${what}: UFFDIO_API with the fork, remap, remove and unmap events failed: ${errnoText(Number(-r))}; see check --feature lazy_pages`
+                : `${what}: UFFDIO_API failed: ${errnoText(Number(-r))}`
             );
         },
       },

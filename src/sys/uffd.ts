@@ -107,3 +107,12 @@ export function uffdWake(fd: number, dst: bigint, len: number) {
   wakeArg[1] = BigInt(len);
   syscall(NR.ioctl, fd, UFFDIO_WAKE, addr(wakeArg));
 }
+
+const unregArg = new BigUint64Array(2);
+/** UFFDIO_UNREGISTER of [a, b) in the uffd's process. Returns 0 or the errno. */
+export function uffdUnregister(fd: number, a: bigint, b: bigint): number {
+  unregArg[0] = a;
+  unregArg[1] = b - a;
+  const r = syscall(NR.ioctl, fd, UFFDIO_UNREGISTER, addr(unregArg));
+  return r < 0 ? -r : 0;
+}
