@@ -1,7 +1,6 @@
 // The dump pipeline: freeze the process, collect its state, write CRIU images, then kill,
 // release (-R) or leave it stopped (-s). Any failure before the end releases the process
 // untouched (registers were restored after every injection).
-import type { DescMessage, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
 import { existsSync, readlinkSync } from "node:fs";
 import { DumpStage, under, openDir, type DirHandle } from "../images/safefs";
 import { SeccompChains } from "../resources/seccomp";
@@ -33,7 +32,7 @@ import { ImageSink, type DumpOpts } from "../resources/fdkind";
 import { dumpSharedVmas } from "../resources/sysvshm";
 
 import { CgroupSets, ROOT_CG_SET, freezeCgroup } from "../resources/cgroup";
-import { writeImage, writeImageBytes } from "../images/image";
+import { plainEntry, writeImage, writeImageBytes } from "../images/image";
 import { writeManifest } from "../images/manifest";
 import * as S from "../images/schemas";
 import { CriuError, log, phase, unalias, aliasPath, errorMessage } from "../log";
@@ -138,16 +137,8 @@ export interface DumpStats {
   pagesSkippedParent: number;
 }
 
-/**
- * An image entry as its plain init object, for writeImage: encode.ts writes the same bytes for it
- * as for the message create() would make of it (test/encode.test.ts, every message type), and the
- * kind's schema is the entry's (no $typeName needed). create() copied each entry into messages
- * (the core's xsave area: ~450 integers) and compiled its initializer for every message type met:
- * 0.5-1 ms of a small dump.
- */
-function msg<T extends DescMessage>(_schema: T, init: MessageInitShape<T>): MessageShape<T> {
-  return init as unknown as MessageShape<T>;
-}
+/** an image entry as its plain init object (plainEntry): no create() copy */
+const msg = plainEntry;
 
 /** A process of the dumped tree: frozen (alive) or a zombie (nothing to freeze). */
 interface TreeNode {

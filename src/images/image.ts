@@ -1,6 +1,15 @@
 // Reading and writing CRIU image files: header magics, then (u32 length + message) entries,
 // some followed by raw payload. See magic.ts for the kinds.
-import { create, fromBinary, isFieldSet, type DescField, type DescMessage, type Message } from "@bufbuild/protobuf";
+import {
+  create,
+  fromBinary,
+  isFieldSet,
+  type DescField,
+  type DescMessage,
+  type Message,
+  type MessageInitShape,
+  type MessageShape,
+} from "@bufbuild/protobuf";
 import { existsSync, readFileSync } from "node:fs";
 import { writeNewFile } from "./safefs";
 import { PbWriter, encodeInto } from "./encode";
@@ -276,6 +285,17 @@ export function writeImage<N extends MessageKind>(dir: string, file: string, kin
       file
     )
   );
+}
+
+/**
+ * An entry for writeImage as its plain init object: encodeInto writes the same bytes for it as for
+ * the message create() would make of it (test/encode.test.ts, every message type), without
+ * create()'s copy and its initializer compiled per message type. Only for an image whose kind has
+ * the entry's own schema (not a pagemap head, a ghost chunk or an ipc msg: they are told apart by
+ * their $typeName).
+ */
+export function plainEntry<T extends DescMessage>(_schema: T, init: MessageInitShape<T>): MessageShape<T> {
+  return init as unknown as MessageShape<T>;
 }
 
 /** Write an image whose entries are each followed by raw bytes (pipes-data, sk-queues, ...). */

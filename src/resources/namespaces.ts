@@ -13,9 +13,8 @@ import { AF, SOCK } from "../sys/sock";
 import { sysFailed } from "../sys/errno";
 import { netdevs } from "../sys/netns";
 import type { Injector, OutCall } from "../ptrace/inject";
-import { readImage, imageExists, writeImage } from "../images/image";
+import { readImage, imageExists, writeImage, plainEntry } from "../images/image";
 import * as S from "../images/schemas";
-import { create } from "@bufbuild/protobuf";
 import { CriuError, log } from "../log";
 import { refuse } from "./unsupported";
 import { checkMountNs, checkRoot, checkNsRoot, isPrivateCopy, MS } from "./mounts";
@@ -228,7 +227,7 @@ export function decodeNsCalls(
 export function writeTreeNsImages(dir: string, ns: NsView) {
   // an external network namespace: only its key is saved (as criu: netns-<id>.img, ext_key)
   if (ns.extNetKey) {
-    writeImage(dir, `netns-13.img`, "NETNS", [create(S.netns_entrySchema, { extKey: ns.extNetKey })]);
+    writeImage(dir, `netns-13.img`, "NETNS", [plainEntry(S.netns_entrySchema, { extKey: ns.extNetKey })]);
     log.debug(`namespaces: netns-13.img: external network namespace, key ${ns.extNetKey}`);
   }
 }
@@ -243,21 +242,21 @@ export function writeRootNsImages(
   clocks: Clocks
 ) {
   if (ns.ownUtsNs) {
-    writeImage(dir, `utsns-${ids.utsNsId}.img`, "UTSNS", [create(S.utsns_entrySchema, uts)]);
+    writeImage(dir, `utsns-${ids.utsNsId}.img`, "UTSNS", [plainEntry(S.utsns_entrySchema, uts)]);
     log.debug(`namespaces: utsns-${ids.utsNsId}.img: the tree's own UTS namespace`);
   }
   if (ns.ownTimeNs) {
     if (!clocks.monotonic || !clocks.boottime)
       throw new CriuError("dump", `process ${pid}: cannot read its clocks for its time namespace`);
     writeImage(dir, `timens-${ids.timeNsId}.img`, "TIMENS", [
-      create(S.timens_entrySchema, { monotonic: clocks.monotonic, boottime: clocks.boottime }),
+      plainEntry(S.timens_entrySchema, { monotonic: clocks.monotonic, boottime: clocks.boottime }),
     ]);
     log.debug(`namespaces: timens-${ids.timeNsId}.img: the tree's own time namespace`);
   } else if (clocks.monotonic && clocks.boottime) {
     // the host's time namespace: CRIU 4.2 writes its clocks all the same, as timens-0.img
     // (neither tool's restore uses it unless the tree had a time namespace of its own)
     writeImage(dir, "timens-0.img", "TIMENS", [
-      create(S.timens_entrySchema, { monotonic: clocks.monotonic, boottime: clocks.boottime }),
+      plainEntry(S.timens_entrySchema, { monotonic: clocks.monotonic, boottime: clocks.boottime }),
     ]);
   }
 }

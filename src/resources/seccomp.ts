@@ -6,9 +6,9 @@ import { addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { PR } from "../sys/flags";
 import { errnoText } from "../sys/errno";
-import { readImage, imageExists, writeImage } from "../images/image";
+import { readImage, imageExists, writeImage, plainEntry } from "../images/image";
 import * as S from "../images/schemas";
-import { create, isFieldSet } from "@bufbuild/protobuf";
+import { isFieldSet } from "@bufbuild/protobuf";
 import type { Injector } from "../ptrace/inject";
 import { CriuError, log } from "../log";
 
@@ -68,7 +68,7 @@ export class SeccompChains {
   }
   /** written by every dump, even without filters, as CRIU does */
   write(dir: string) {
-    writeImage(dir, "seccomp.img", "SECCOMP", [create(S.seccomp_entrySchema, { seccompFilters: this.filters })]);
+    writeImage(dir, "seccomp.img", "SECCOMP", [plainEntry(S.seccomp_entrySchema, { seccompFilters: this.filters })]);
     log.debug(`seccomp.img: ${this.filters.length} filter(s)`);
   }
 }

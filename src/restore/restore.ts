@@ -7,8 +7,7 @@ import { loadImages, type RestoreSet } from "./images";
 import { startPageWorkers, stopPageWorkers, givesBackOwnPages, giveBackOwnPages } from "../codec/pipeline";
 import { requireImages } from "./validate";
 import { TaskBuilder } from "./task";
-import { create } from "@bufbuild/protobuf";
-import { writeImage } from "../images/image";
+import { writeImage, plainEntry } from "../images/image";
 import { presentRuns } from "../images/pagemap";
 import * as S from "../images/schemas";
 import { precheckFds } from "../resources/files";
@@ -496,7 +495,7 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
   const pages = set.tasks.reduce((n, x) => n + presentRuns(x.pm).bytes / 4096, 0);
   try {
     writeImage(o.workDir ?? o.dir, "stats-restore", "STATS", [
-      create(S.stats_entrySchema, {
+      plainEntry(S.stats_entrySchema, {
         restore: {
           pagesCompared: 0n,
           pagesSkippedCow: 0n,
