@@ -342,6 +342,59 @@ describe("a large restore's private anonymous pages by UFFDIO_COPY", () => {
   }, 120_000);
 });
 
+describe("a large restore's pages where transparent huge pages may back them", () => {
+  test("MADV_HUGEPAGE memory (THP madvise or always): no userfaultfd, its pages by process_vm_writev (whose faults may take huge pages), the memory exact", async () => {
+    const thp = /\[(\w+)\]/.exec(readFileSync("/sys/kernel/mm/transparent_hugepage/enabled", "utf8"))?.[1];
+    if (thp !== "madvise" && thp !== "always") return; // no huge pages on this kernel: nothing to keep
+    const wdir = imagesDir("thp-wl");
+    const script = [
+      "import mmap, os, sys, time",
+      "d = sys.argv[1]",
+      "m = mmap.mmap(-1, 64 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)",
+      "m.madvise(mmap.MADV_HUGEPAGE)",
+      "for i in range(0, 64 << 20, 4096): m[i] = (i >> 12) % 251 + 1",
+      "open(d + '/ready', 'w').write('ready')",
+      "while not os.path.exists(d + '/go'): time.sleep(0.01)",
+      "bad = sum(1 for i in range(0, 64 << 20, 4096) if m[i] != (i >> 12) % 251 + 1)",
+      "open(d + '/result', 'w').write('PASS' if bad == 0 else 'FAIL %d pages' % bad)",
+      "time.sleep(600)",
+    ].join("\n");
+    const py = Bun.spawn(["python3", "-c", script, wdir], {
+      stdin: "ignore",
+      stdout: "ignore",
+      stderr: "ignore",
+      detached: true,
+    });
+    let pid = 0;
+    try {
+      await waitUntil("python3 to fill its 64 MiB", () => existsSync(join(wdir, "ready")), 30000);
+      const dir = imagesDir("thp");
+      dump(py.pid, dir);
+      await py.exited;
+      const r = criuBun(["restore", "-D", dir, "-d", "-o", "restore.log", "-v4"]);
+      expect(r.stderr).toBe("");
+      expect(r.code).toBe(0);
+      pid = py.pid;
+      const log = readFileSync(join(dir, "restore.log"), "utf8");
+      expect(log).toContain(`transparent huge pages (${thp}) may back its memory: its pages go by process_vm_writev`);
+      expect(log).not.toContain("pages by UFFDIO_COPY");
+      writeFileSync(join(wdir, "go"), "");
+      const result = join(wdir, "result");
+      await waitUntil(
+        "the restored python3 to check its memory",
+        () => existsSync(result) && readFileSync(result, "utf8").length > 0,
+        30000
+      );
+      expect(readFileSync(result, "utf8")).toBe("PASS");
+    } finally {
+      for (const p of [py.pid, pid])
+        try {
+          process.kill(p, 9);
+        } catch {}
+    }
+  }, 120_000);
+});
+
 describe("a dump's blocks read by the Workers and the main thread (CRIU_BUN_MAIN_PAGES=on)", () => {
   for (const compress of [false, true])
     test(`round trip${compress ? " with --compress" : ""}: the restored memory hashes as at setup`, async () => {

@@ -2,7 +2,7 @@
 import { readFileSync } from "node:fs";
 import { syscall } from "../sys/syscall";
 import { NR } from "../sys/nr";
-import { PR, CLONE, CLONE_ARGS_SIZE } from "../sys/flags";
+import { PR, CLONE, CLONE_ARGS_SIZE, MADV } from "../sys/flags";
 import {
   ptrace,
   PTRACE,
@@ -57,6 +57,8 @@ import { restorePersonality, restoreTaskAttrs } from "../resources/taskattrs";
 /** Pages of a process from which its private anonymous memory is written by UFFDIO_COPY (fillUffd):
  * below, the userfaultfd's making (a few injected calls) costs more than it saves. */
 const UFFD_FILL_MIN = 32 << 20;
+/** a transparent huge page (x86-64) */
+const HUGE = 2n << 20n;
 const PROT_WRITE = 2;
 
 const TRAMP_SIZE = 5 * 4096; // code + scratch: 2 KiB of structs, then 4 path slots of 4 KiB
@@ -539,16 +541,33 @@ export class TaskBuilder {
    * would wait for a fault nobody serves): not with memory inherited from a parent (its pages are
    * compared through /proc/PID/mem) or lazy memory; read-only VMAs are not registered (written
    * through /proc/PID/mem); the parent images' pages are written after fillPages unregistered them.
-   * undefined (process_vm_writev) when small, or when the kernel refuses (a VMA userfaultfd cannot
-   * take, no userfaultfd at all): said at -v4. CRIU_BUN_UFFD_FILL=0 turns it off.
+   * undefined (process_vm_writev) when small, when transparent huge pages may back its memory
+   * (UFFDIO_COPY makes 4 KiB pages), or when the kernel refuses (a VMA userfaultfd cannot take, no
+   * userfaultfd at all): said at -v4. CRIU_BUN_UFFD_FILL=0 turns it off.
    */
   private fillUffd(): { fd: number; ranges: [bigint, bigint][] } | undefined {
     if (process.env.CRIU_BUN_UFFD_FILL === "0" || this.parent || this.set.lazyParents) return undefined;
     if (presentRuns(this.t.pm).bytes < UFFD_FILL_MIN) return undefined;
+    // UFFDIO_COPY puts 4 KiB pages where a fault through process_vm_writev may get a transparent
+    // huge page: left to the faults whenever the kernel would give this memory huge pages (a VMA
+    // holding an aligned 2 MiB, THP "always" and no MADV_NOHUGEPAGE, or "madvise" and MADV_HUGEPAGE)
+    const thp = thpMode();
+    const huge = (v: S.vma_entry) =>
+      thp === "always"
+        ? !(v.madv & (1n << BigInt(MADV.NOHUGEPAGE)))
+        : thp === "madvise" && !!(v.madv & (1n << BigInt(MADV.HUGEPAGE)));
     const ranges: [bigint, bigint][] = [];
-    for (const v of this.t.mm.vmas)
-      if (v.status & VMA.ANON_PRIVATE && v.prot & PROT_WRITE && !(v.status & (VMA.VDSO | VMA.VVAR | VMA.VSYSCALL)))
-        ranges.push([BigInt(v.start), BigInt(v.end)]);
+    for (const v of this.t.mm.vmas) {
+      if (!(v.status & VMA.ANON_PRIVATE) || !(v.prot & PROT_WRITE) || v.status & (VMA.VDSO | VMA.VVAR | VMA.VSYSCALL))
+        continue;
+      if (huge(v) && (v.end / HUGE) * HUGE - ((v.start + HUGE - 1n) / HUGE) * HUGE >= HUGE) {
+        log.debug(
+          `process ${this.t.pid}: transparent huge pages (${thp}) may back its memory: its pages go by process_vm_writev`
+        );
+        return undefined;
+      }
+      ranges.push([BigInt(v.start), BigInt(v.end)]);
+    }
     if (!ranges.length) return undefined;
     try {
       const fd = makeUffd(
@@ -909,5 +928,14 @@ export class TaskBuilder {
       }
     }
     this.mem?.close();
+  }
+}
+
+/** The kernel's transparent huge page mode ("always", "madvise", "never"; "never" without THP). */
+function thpMode(): string {
+  try {
+    return /\[(\w+)\]/.exec(readFileSync("/sys/kernel/mm/transparent_hugepage/enabled", "latin1"))?.[1] ?? "never";
+  } catch {
+    return "never";
   }
 }
