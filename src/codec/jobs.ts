@@ -24,6 +24,7 @@ import { BLOCK, BLOCK_LZ4 } from "./format";
 import { vmRead, vmWrite, preadFull, pwriteFull, VmWriteBatch } from "../sys/mem";
 import { addr } from "../sys/addr";
 import { uffdCopy } from "../sys/uffd";
+import { errnoText } from "../sys/errno";
 
 const PAGE = 4096;
 const EEXIST = 17,
@@ -483,7 +484,7 @@ export class BlockCore {
         continue;
       }
       if (p.err === EAGAIN && ++again < 1000) continue;
-      throw new BlockError(`UFFDIO_COPY at 0x${(va + off).toString(16)} failed: errno ${p.err}`);
+      throw new BlockError(`UFFDIO_COPY at 0x${(va + off).toString(16)} failed: ${errnoText(p.err)}`);
     }
   }
 
