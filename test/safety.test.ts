@@ -494,7 +494,7 @@ describe("criu-bun killed at random moments", () => {
     expect((await waitResult(w, 30_000)).summary).toBe("PASS");
   }, 60_000);
 
-  test("restore killed when all but leaving repair mode is done: the connection closes silently, nothing lingers on the port", async () => {
+  test("restore killed when all but leaving repair mode is done: the connection closes silently, nothing lingers on the port, the dump's lock stays and another restore brings it back", async () => {
     const port = 20000 + Math.floor(Math.random() * 20000);
     const w = await startWorkload("tcpserver", [String(port), "--expect=1"]);
     const trips = join(w.dir, "trips");
@@ -526,8 +526,8 @@ describe("criu-bun killed at random moments", () => {
       dump(w.pid, dir, ["--tcp-established"]);
       await waitReaped(w.pid);
       expect(serverSide()).toBe(""); // the dumped server's sockets went silently
-      // everything done but the connections' repair mode and the release: registers, hooks, the
-      // dump's lock handed over. Killed there, the restored server dies (PTRACE_O_EXITKILL) with
+      // everything done but the connections' repair mode, the dump's lock's handover and the
+      // release: registers, hooks. Killed there, the restored server dies (PTRACE_O_EXITKILL) with
       // its connection still in repair mode
       const pause = join(w.dir, "pause-repair");
       const p = Bun.spawn([...criuBunCommand(), "restore", "-D", dir, "-d", "-v4", "-o", "restore.log"], {
@@ -547,7 +547,16 @@ describe("criu-bun killed at random moments", () => {
       // closed in repair mode: no FIN, so no FIN_WAIT or TIME_WAIT socket keeps the port (one
       // closed the normal way stays for a minute, and a later listener's bind fails)
       await holdsFor("nothing of the server's on its port", () => serverSide() === "", 1000);
+      // the dump's lock stays (it goes only once the connections are out of repair mode): the
+      // client saw nothing, its retransmissions are dropped, and another restore brings it back
+      expect(listLockTables()).toEqual([`CRIU-criu-bun-${w.pid}`]);
+      const again = criuBun(["restore", "-D", dir, "-d"]);
+      expect({ code: again.code, err: again.stderr }).toEqual({ code: 0, err: "" });
       expect(listLockTables()).toEqual([]);
+      await until(() => /^ESTAB/m.test(serverSide()), `the restored connection established: ${serverSide()}`);
+      // the server's own check: its connection's options as before, no socket error ever
+      trigger(w);
+      expect((await waitResult(w, 30_000)).summary).toBe("PASS");
     } finally {
       client.kill("SIGKILL");
     }

@@ -747,13 +747,17 @@ export const inetKind: FdKind<InetDump, InetRestore> = {
     }
   },
   restoreProcessFiles: (pid, s) => netRestoreHoldRepaired(pid, s),
-  // last before the release: the dump's network lock goes, this restore's (gone with criu-bun)
-  // holds until the processes run; then the connections out of repair mode, the last thing that
-  // can fail (CRIU's order too: repair off right before the tree is let go)
+  // last before the release: the connections out of repair mode (CRIU's order too: repair off
+  // right before the tree is let go), then the dump's network lock goes and this restore's (gone
+  // with criu-bun) holds until the processes run. In that order a restore killed or failing before
+  // the handover leaves the dump's lock in place: the peers see nothing (what a socket out of
+  // repair sends as it closes is dropped) and another restore can bring the connections back. The
+  // dump's lock lifted first, a kill in between lost the connections (the peer's next segment
+  // met a closed port and was answered with a RST).
   restoreCommit(s) {
-    netRestoreHandover(s);
     pausePoint("restore-repair-off");
     netRestoreLeaveRepair(s);
+    netRestoreHandover(s);
   },
   restoreEnd: (s) => netRestoreEnd(s),
   restoreAbort: (s) => netRestoreAbort(s),
@@ -892,8 +896,9 @@ function netRestoreBegin(run: { tcpClose?: boolean; lockTable?: string; lockMeth
 }
 /** the table the dump left for process pid's connections */
 const dumpLockTable = (s: InetRestore, pid: number) => s.lockTable ?? lockTableName(pid);
-/** A restore that succeeded, before its processes are let go: the dump's locks (same table names
- * in the same network namespaces) are lifted while this restore's own still drop the packets.
+/** A restore that succeeded, its connections out of repair mode, before its processes are let go:
+ * the dump's locks (same table names in the same network namespaces) are lifted while this
+ * restore's own still drop the packets.
  * Those are tables owned by this criu-bun (NFT_TABLE_F_OWNER), so from here on no lock outlives
  * criu-bun: killed after the release, it leaves the connections running and nothing behind. */
 function netRestoreHandover(s: InetRestore) {
