@@ -18,7 +18,7 @@
 // reads as zero) until restore kills the tree, with one line.
 import { existsSync, lstatSync, realpathSync, readdirSync, readFileSync } from "node:fs";
 import { wait4Raw, __WALL } from "../sys/ptrace";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { VMA, MAP, PE, PAGE } from "./vma";
 import type { DumpedVma } from "./memory";
 import { CriuError, log, errorMessage } from "../log";
@@ -382,24 +382,32 @@ export function makeUffd(
 }
 
 /** restore's end of the unix socket to the lazy-pages daemon. */
+/**
+ * The lazy-pages daemon's socket in workDir (the directory itself, not a /proc/self/fd/N alias
+ * that goes when restore closes its handle); no daemon there is refused in one line.
+ */
+export function lazyDaemonSocket(workDir: string): string {
+  try {
+    workDir = realpathSync(workDir);
+  } catch {}
+  const path = join(workDir, LAZY_SOCKET);
+  if (!existsSync(path))
+    throw new CriuError(
+      "restore",
+      `no lazy-pages daemon: ${path} does not exist (start \`criu-bun lazy-pages --page-server ...\` first)`
+    );
+  return path;
+}
+
 export class LazyChannel {
   private fd: number;
   private held: number[] = [];
   private sent = 0;
   public workDir: string;
   constructor(workDir: string) {
-    // the directory itself, not a /proc/self/fd/N alias that goes when restore closes its handle
-    try {
-      workDir = realpathSync(workDir);
-    } catch {}
-    this.workDir = workDir;
-    const path = join(workDir, LAZY_SOCKET);
+    const path = lazyDaemonSocket(workDir);
+    this.workDir = dirname(path);
     const sun = sockaddrUn(path);
-    if (!existsSync(path))
-      throw new CriuError(
-        "restore",
-        `no lazy-pages daemon: ${path} does not exist (start \`criu-bun lazy-pages --page-server ...\` first)`
-      );
     this.fd = syscall(NR.socket, AF.UNIX, SOCK.STREAM | SOCK.CLOEXEC, 0);
     if (this.fd < 0) throw new CriuError("restore", `socket for the lazy-pages daemon failed: ${errnoText(-this.fd)}`);
     const r = syscall(NR.connect, this.fd, addr(sun), sun.length);

@@ -27,7 +27,7 @@ import { inventory_entrySchema } from "../images/schemas";
 import { precheckMountNs, type ExtMounts } from "../resources/mounts";
 import { runHook as runHookNow, type Hooks } from "../hooks";
 import { CLONE } from "../sys/flags";
-import { LazyChannel, hasLazyPages, eagerParentRuns } from "../resources/lazymem";
+import { LazyChannel, hasLazyPages, eagerParentRuns, lazyDaemonSocket } from "../resources/lazymem";
 import { warmParentPages } from "../codec/incremental";
 import { errnoText, errnoOf } from "../sys/errno";
 
@@ -319,6 +319,8 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
       "restore",
       `process ${lazyTask.pid}: its private memory stayed with the source (dump --lazy-pages); restore it with --lazy-pages and a running lazy-pages daemon`
     );
+  // and without its daemon nothing else matters: said before the host's checks (files, ...)
+  if (lazyTask) lazyDaemonSocket(o.workDir ?? o.dir);
   precheck(set, o, run);
   if (o.lazyPages && !lazyTask && !o.lazyParents)
     log.info("lazy pages: the images hold every page; nothing to take lazily");
