@@ -432,6 +432,25 @@ describe("criu-bun killed at random moments", () => {
     }
   };
   const until = (fn: () => boolean, what: string, ms = 10000) => waitUntil(what, fn, ms);
+  /**
+   * What a killed restore left of pid: "gone", "running" (released: untraced, with its memory, no
+   * SIGKILL pending) or undefined while that is not settled. The kernel sends SIGKILL to a dead
+   * tracer's tracees (PTRACE_O_EXITKILL) before it detaches them: for a moment one that was never
+   * released is untraced and alive, with the SIGKILL pending or already exiting (its memory gone).
+   */
+  const afterKill = (pid: number): "gone" | "running" | undefined => {
+    let st: string;
+    try {
+      st = readFileSync(`/proc/${pid}/status`, "utf8");
+    } catch {
+      return "gone";
+    }
+    if (/^State:\s*[ZX]/m.test(st)) return "gone";
+    const sig = (k: string) => BigInt(`0x${new RegExp(`^${k}:\\s*([0-9a-f]+)`, "m").exec(st)?.[1] ?? "0"}`);
+    const killPending = ((sig("SigPnd") | sig("ShdPnd")) & 0x100n) !== 0n;
+    if (/^TracerPid:\s*0$/m.test(st) && !killPending && /^VmSize:/m.test(st)) return "running";
+    return undefined;
+  };
   // a killed criu-bun's lock table goes when the kernel closes its netlink socket, with the last of
   // its threads: the tracing thread may be gone (the target untraced) a moment before that
   const lockGone = () =>
@@ -667,11 +686,8 @@ describe("criu-bun killed at random moments", () => {
         await killedAfter(["restore", "-D", dir, "-d"], i === 0 ? 0 : rnd() * Math.max(span, performance.now() - t1));
         await until(() => puppets().length === 0, `restore ${i}: a puppet survives`);
         // a killed restore leaves nothing (or, killed after it finished, the restored server)
-        await until(
-          () => !existsSync(`/proc/${w.pid}`) || (isAlive(w.pid) && tracer(w.pid) === 0),
-          `restore ${i}: ${w.pid} half-built`
-        );
-        restored = isAlive(w.pid);
+        await until(() => afterKill(w.pid) !== undefined, `restore ${i}: ${w.pid} half-built`);
+        restored = afterKill(w.pid) === "running";
         // restored: no lock of any criu-bun is left (the dump's went before the release, the
         // restore's own with its criu-bun); not restored: the dump's lock stays for the next try
         // (unless the kill came between that handover and the release: then none is left)
