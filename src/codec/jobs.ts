@@ -24,11 +24,9 @@ import { BLOCK, BLOCK_LZ4 } from "./format";
 import { vmRead, vmWrite, preadFull, pwriteFull, VmWriteBatch } from "../sys/mem";
 import { addr } from "../sys/addr";
 import { uffdCopy } from "../sys/uffd";
-import { errnoText } from "../sys/errno";
+import { errnoText, E } from "../sys/errno";
 
 const PAGE = 4096;
-const EEXIST = 17,
-  EAGAIN = 11;
 /** segment kinds (bits) */
 export const SEG_ANON = 1,
   SEG_READABLE = 2,
@@ -169,6 +167,23 @@ export interface RestoreJob {
   cow?: boolean;
 }
 export type Job = DumpJob | RestoreJob;
+
+/** The runs k..e-1 of the n pages of a segment that `skip` leaves, each given to put(k, e); the pages put. */
+function eachRun(n: number, skip: (k: number) => boolean, put: (k: number, e: number) => void): number {
+  let pages = 0;
+  for (let k = 0; k < n; ) {
+    if (skip(k)) {
+      k++;
+      continue;
+    }
+    let e = k + 1;
+    while (e < n && !skip(e)) e++;
+    put(k, e);
+    pages += e - k;
+    k = e;
+  }
+  return pages;
+}
 
 export interface CoreInit {
   /** a restore: a userfaultfd over every writable private anonymous VMA of the target (task.ts
@@ -398,7 +413,8 @@ export class BlockCore {
     // runs of pages to write as its pieces; read-only segments through /proc/PID/mem (writeSegment)
     const batch = this.batch,
       pc = this.pieces,
-      base = addr(this.io);
+      base = addr(this.io),
+      uffd = this.init.uffd ?? -1;
     batch.clear();
     let p = 0,
       np = 0,
@@ -409,33 +425,15 @@ export class BlockCore {
         kind = s[i + 2],
         anon = (kind & SEG_ANON) !== 0,
         at = p;
+      const skip = (k: number) => anon && zeros[at + k] === 1;
       if (kind & SEG_KERNEL) {
         // not written (the kernel's own pages; memory left to the lazy-pages daemon)
       } else if (!(kind & SEG_WRITABLE)) {
-        written += this.writeSegment(va, n, p, kind, (k) => anon && zeros[at + k] === 1);
-      } else if (anon && this.init.uffd !== undefined && this.init.uffd >= 0) {
-        for (let k = 0; k < n; ) {
-          if (zeros[at + k] === 1) {
-            k++;
-            continue;
-          }
-          let e = k + 1;
-          while (e < n && zeros[at + e] !== 1) e++;
-          const from = (at + k) * PAGE,
-            len = (e - k) * PAGE,
-            dst = va + k * PAGE;
-          this.uffdWrite(this.init.uffd, dst, from, len);
-          written += e - k;
-          k = e;
-        }
+        written += this.writeSegment(va, n, p, kind, skip);
+      } else if (anon && uffd >= 0) {
+        written += eachRun(n, skip, (k, e) => this.uffdWrite(uffd, va + k * PAGE, (at + k) * PAGE, (e - k) * PAGE));
       } else {
-        for (let k = 0; k < n; ) {
-          if (anon && zeros[at + k] === 1) {
-            k++;
-            continue;
-          }
-          let e = k + 1;
-          while (e < n && !(anon && zeros[at + e] === 1)) e++;
+        written += eachRun(n, skip, (k, e) => {
           const from = (at + k) * PAGE,
             len = (e - k) * PAGE,
             dst = va + k * PAGE;
@@ -444,9 +442,7 @@ export class BlockCore {
           pc[np * 3 + 1] = dst;
           pc[np * 3 + 2] = len;
           np++;
-          written += e - k;
-          k = e;
-        }
+        });
       }
       p += n;
     }
@@ -477,13 +473,13 @@ export class BlockCore {
         off += PAGE;
         continue;
       }
-      if (p.err === EEXIST) {
+      if (p.err === E.EEXIST) {
         if (vmWrite(this.init.pid, BigInt(va + off), this.io, from + off, PAGE) !== PAGE)
           throw new BlockError(`cannot write the page at 0x${(va + off).toString(16)} of process ${this.init.pid}`);
         off += PAGE;
         continue;
       }
-      if (p.err === EAGAIN && ++again < 1000) continue;
+      if (p.err === E.EAGAIN && ++again < 1000) continue;
       throw new BlockError(`UFFDIO_COPY at 0x${(va + off).toString(16)} failed: ${errnoText(p.err)}`);
     }
   }
@@ -499,19 +495,7 @@ export class BlockCore {
 
   /** Write the pages of one segment (raw bytes from page p of the block) that `skip` keeps, in runs. */
   private writeSegment(va: number, n: number, p: number, kind: number, skip: (k: number) => boolean): number {
-    let written = 0;
-    for (let k = 0; k < n; ) {
-      if (skip(k)) {
-        k++;
-        continue;
-      }
-      let e = k + 1;
-      while (e < n && !skip(e)) e++;
-      this.writeRun(va + k * PAGE, (p + k) * PAGE, (e - k) * PAGE, kind);
-      written += e - k;
-      k = e;
-    }
-    return written;
+    return eachRun(n, skip, (k, e) => this.writeRun(va + k * PAGE, (p + k) * PAGE, (e - k) * PAGE, kind));
   }
 
   /** Compare each page with the target's current one (read into the area after the raw block). */

@@ -363,6 +363,22 @@ export function givesBackOwnPages(bytes: number): boolean {
   const env = process.env.CRIU_BUN_GIVE_BACK;
   return env === "on" || (env !== "off" && bytes >= LEAN_MIN);
 }
+/**
+ * For a run of `bytes` of pages on `pool`'s Workers that gives back its own unused pages
+ * (givesBackOwnPages): those the Workers' start touched, now, then those of the first blocks (the
+ * JIT compiling the loops, the first collections) once OWN_PAGES_FIRST bytes of pages are done (the
+ * rest of the pages reuse 20-27 MiB of code). Returns what to call with the bytes done so far.
+ */
+function ownPagesTrimmer(pool: Pool, bytes: number, verb: "read" | "written"): (done: number) => void {
+  if (!pool.parallel || !givesBackOwnPages(bytes)) return () => {};
+  giveBackOwnPages("page Workers ready");
+  let at = OWN_PAGES_FIRST;
+  return (done) => {
+    if (done < at) return;
+    giveBackOwnPages(`the first ${size(done)} of pages ${verb}`);
+    at = Infinity;
+  };
+}
 /** trimOwnPages, logged at -v4 with the moment `why`. */
 export function giveBackOwnPages(why: string) {
   const t = trimOwnPages();
@@ -472,7 +488,6 @@ export function dumpPages(o: {
     written = 0,
     stored = 0;
   const progress = new Progress("dump", totalPages * PAGE);
-  largeWork(totalPages * PAGE);
   const nw = dumpWorkerCount(totalPages * PAGE);
   // uncompressed: each block is written where it belongs by the thread that read it (DumpOrder)
   const order = compress ? undefined : new DumpOrder();
@@ -487,20 +502,14 @@ export function dumpPages(o: {
       // (the Workers started ahead for the whole tree were fewer if this thread helps)
       pool.parallel > 0 && (p.shared ? pool.withHelper : mainHelps(totalPages * PAGE))
     );
-    // the executable's pages the Workers' start touched, then those of the first blocks (the JIT
-    // compiling the loops, the first collections): the rest of the pages reuse 20-27 MiB of code
-    let trimAt = pool.parallel && givesBackOwnPages(totalPages * PAGE) ? OWN_PAGES_FIRST : Infinity;
-    if (trimAt < Infinity) giveBackOwnPages("page Workers ready");
+    const trimmed = ownPagesTrimmer(pool, totalPages * PAGE, "read");
     // (while this thread reads blocks too, its JavaScript stays in the interpreter as the Workers' does)
     const run = () =>
       pool.run<DumpJob>(
         jobs,
         (s) => {
           scanned += s.written;
-          if (scanned * PAGE >= trimAt) {
-            giveBackOwnPages(`the first ${size(scanned * PAGE)} of pages read`);
-            trimAt = Infinity;
-          }
+          trimmed(scanned * PAGE);
           progress.add(s.written * PAGE);
           const raw = s.rawLen;
           if (order) {
@@ -802,19 +811,14 @@ export function fillPages(
   try {
     pool.open({ pid, memFd, pagesFd: fd, compress: false, uffd }, runBytes);
     if (nw) log.debug(`page workers ready for ${pid} after ${(performance.now() - t0).toFixed(1)} ms`);
-    // as a dump's (dumpPages): the executable's pages the start and the first blocks touched
-    let trimAt = pool.parallel && givesBackOwnPages(runBytes) ? OWN_PAGES_FIRST : Infinity;
-    if (trimAt < Infinity) giveBackOwnPages("page Workers ready");
+    const trimmed = ownPagesTrimmer(pool, runBytes, "written");
     let filled = 0;
     pool.run<RestoreJob>(
       jobs ? jobs.values() : restoreJobs("fill", restoreBlocks(t, l), cow),
       (s) => {
         written += s.written;
         progress.add(s.rawLen);
-        if ((filled += s.rawLen) >= trimAt) {
-          giveBackOwnPages(`the first ${size(filled)} of pages written`);
-          trimAt = Infinity;
-        }
+        trimmed((filled += s.rawLen));
       },
       (s, job) => new CriuError("restore", `${blockWhere(dir, t, l, job)}: ${s.error()}`)
     );
