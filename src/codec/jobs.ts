@@ -3,10 +3,10 @@
 //
 // dump block:    segments of the dumped process -> process_vm_readv (or /proc/PID/mem) straight
 //                into WASM memory -> zero pages of anonymous memory dropped, kept pages packed ->
-//                uncompressed: XXH3-64 of them, then, once the blocks before it have their
-//                lengths (DumpOrder), one pwrite of them from WASM memory into the pages file at
-//                this block's offset, by the thread that read them (no copy into the slot, no
-//                write on the main thread); with LZ4: XXH3-64 -> LZ4 -> stored bytes into the
+//                uncompressed: XXH3-64 of them, then, once the blocks before it are written
+//                (DumpOrder: one write at a time), one pwrite of them from WASM memory into the
+//                pages file at this block's offset, by the thread that read them (no copy into
+//                the slot, no write on the main thread); with LZ4: XXH3-64 -> LZ4 -> stored bytes into the
 //                slot, written by the main thread.
 // fill block:    stored bytes from the pages file -> XXH3-64 (XXH64 for page index versions 1
 //                and 2) compared with the index -> LZ4 decode
@@ -110,11 +110,17 @@ export interface DumpJob {
 }
 
 /**
- * Where the next block of an uncompressed dump goes in the pages file, shared by the threads that
- * write blocks themselves: i32[0] the sequence number of the block whose offset is known, f64[1]
- * that offset, i32[1] set when a block failed (its successors give up instead of waiting). Block s
- * waits until i32[0] === s, takes the offset, publishes offset + its length for s + 1, then writes.
- * Jobs reach each thread in sequence order, so the oldest unfinished block never waits.
+ * Where the next block of an uncompressed dump goes in the pages file, and whose turn it is to
+ * write, shared by the threads that write blocks themselves: i32[0] the sequence number of the
+ * block whose turn it is, f64[1] the offset it writes at, i32[1] set when a block failed (its
+ * successors give up instead of waiting). Block s waits until i32[0] === s (turn), writes its
+ * bytes at the offset, then publishes offset + its length and s + 1 (pass). Jobs reach each thread
+ * in sequence order, so the oldest unfinished block never waits.
+ *
+ * One block writes at a time: a tmpfs (shmem) write holds the file's inode lock for the whole
+ * write, so two threads writing blocks of one pages file at once never overlap in the kernel; the
+ * second spun on that lock (rwsem_spin_on_owner: 6% of a 1 GiB dump's CPU under perf) while the
+ * first wrote. Waiting here sleeps (Atomics.wait) instead.
  */
 export class DumpOrder {
   readonly i32: Int32Array;
@@ -123,8 +129,8 @@ export class DumpOrder {
     this.i32 = new Int32Array(buffer, 0, 2);
     this.f64 = new Float64Array(buffer, 8, 1);
   }
-  /** Wait for block seq's turn; claim len bytes; returns the file offset to write at. */
-  claim(seq: number, len: number): number {
+  /** Wait for block seq's turn; returns the file offset it writes at (then pass(seq, len)). */
+  turn(seq: number): number {
     const t0 = Date.now();
     for (;;) {
       const cur = Atomics.load(this.i32, I_ORDER_SEQ);
@@ -134,17 +140,19 @@ export class DumpOrder {
       Atomics.wait(this.i32, I_ORDER_SEQ, cur, 200);
       if (Date.now() - t0 > 120_000) throw new BlockError(`block ${seq} waited 120 s for block ${cur}`);
     }
-    const off = this.f64[0];
-    this.f64[0] = off + len;
+    return this.f64[0];
+  }
+  /** Block seq (whose turn it is) wrote len bytes: the next block's turn. */
+  pass(seq: number, len: number) {
+    this.f64[0] += len;
     Atomics.store(this.i32, I_ORDER_SEQ, seq + 1);
     Atomics.notify(this.i32, I_ORDER_SEQ);
-    return off;
   }
   abort() {
     Atomics.store(this.i32, I_ORDER_ABORT, 1);
     Atomics.notify(this.i32, I_ORDER_SEQ);
   }
-  /** bytes claimed so far */
+  /** bytes written so far */
   get end() {
     return this.f64[0];
   }
@@ -357,8 +365,9 @@ export class BlockCore {
     if (this.order) {
       // 3. XXH3 of the kept pages, then this block's place in the file, then one pwrite
       const h = w ? c.hash(0, w) : 0n;
-      const at = this.order.claim(job.seq, w);
+      const at = this.order.turn(job.seq);
       if (w) pwriteFull(this.init.outFd!, io, BigInt(at), w, 0, "write pages");
+      this.order.pass(job.seq, w);
       out.f64[0] = at;
       out.u64[0] = h;
       out.u64[1] = h;

@@ -129,9 +129,11 @@ class Pool {
     this.opens++;
     for (const w of this.workers) w.postMessage({ op: "open", ...init });
     // a Worker that cannot start (missing entry point, ...) must not hang us: work alone then
-    const t0 = Date.now();
+    const t0 = Date.now(),
+      tw = performance.now();
     while (Atomics.load(this.ready, 0) < nw && Date.now() - t0 < 5000)
       Atomics.wait(this.ready, 0, Atomics.load(this.ready, 0), 100);
+    log.debug(`page workers: ${nw} took the run, waited ${(performance.now() - tw).toFixed(1)} ms for them`);
     if (Atomics.load(this.ready, 0) < nw) {
       log.warn(
         `page workers did not start in 5 s (${Atomics.load(this.ready, 0)} of ${nw}); working on the main thread`
