@@ -17,10 +17,16 @@ import {
 import type { DescriptorProto, EnumDescriptorProto, FileDescriptorProto } from "@bufbuild/protobuf/wkt";
 import type { GenEnum, GenMessage } from "@bufbuild/protobuf/codegenv2";
 
-export function embeddedFile(proto: object, deps: DescFile[] = [], graph?: DescGraph): DescFile {
-  const p = proto as FileDescriptorProto;
-  p.dependency = deps.map((d) => d.proto.name);
-  if (graph && process.env.CRIU_BUN_DESCRIPTORS !== "registry") return graphFile(p, deps, graph);
+export function embeddedFile(proto: () => object, deps: DescFile[] = [], graph?: DescGraph): DescFile {
+  let built: FileDescriptorProto | undefined;
+  const fileProto = () => {
+    if (built) return built;
+    built = proto() as FileDescriptorProto;
+    built.dependency = deps.map((d) => d.proto.name);
+    return built;
+  };
+  if (graph && process.env.CRIU_BUN_DESCRIPTORS !== "registry") return graphFile(fileProto, deps, graph);
+  const p = fileProto();
   const file = createFileRegistry(p, (name) => deps.find((d) => d.proto.name === name)).getFile(p.name);
   if (!file) throw new Error(`embedded descriptor of ${p.name} did not register`);
   return file;
@@ -45,7 +51,8 @@ export function enumDesc<T extends number>(file: DescFile, path: number, ...path
 // The descriptors built from a precomputed graph (scripts/embed-descriptors.ts writes it as the
 // third argument of embeddedFile): what createFileRegistry computes per field (names, presence,
 // packing, feature resolution, type lookups) is done at build time, so start-up only makes the
-// objects, walking the FileDescriptorProto in createFileRegistry's order. createFileRegistry ran
+// objects, walking the file's skeleton (the FileDescriptorProto's names and numbers) in
+// createFileRegistry's order. createFileRegistry ran
 // in JavaScriptCore's interpreter (start-up code is not JIT-compiled) and cost about as much CPU
 // as the rest of a small process's dump. The build checks that the result equals protobuf-es's
 // own, object by object (scripts/check-descriptors.ts, also test/descriptors.test.ts).
@@ -54,19 +61,69 @@ export function enumDesc<T extends number>(file: DescFile, path: number, ...path
  * [localName, presence, utf8Validation 0|1, kind, scalar, type name of message|enum, listKind,
  *  delimitedEncoding, packed, longAsString 0|1, default (a function; 0: none), oneof index + 1].
  * kind: 0 scalar, 1 enum, 2 message, 3 list. Per enum (creation order): [open 0|1, sharedPrefix
- * or 0, then per value: localName, jsonName or 0]. */
+ * or 0, then per value: localName, jsonName or 0]. s: the file's skeleton (DescSkeleton). */
 interface DescGraph {
   ed: number;
   m: unknown[][][];
   o: string[][];
   e: unknown[][];
+  s: SkFile;
 }
+
+// What graphFile reads of the FileDescriptorProto, written beside the graph so that the proto
+// itself (a few objects per field: options, their unknown fields, empty lists; about half of the
+// descriptors' start-up CPU) is built only when a descriptor's `proto` is read. Deprecated: 0|1.
+/** [name, deprecated, enums, messages] */
+type SkFile = [string, number, SkEnum[], SkMessage[]];
+/** [name, deprecated, per value: name, number, deprecated] */
+type SkEnum = [string, number, (string | number)[]];
+/** [name, deprecated, nested enums, nested messages, per field: name, number, jsonName (0: the
+ *  name), deprecated; oneof names] */
+type SkMessage = [string, number, SkEnum[], SkMessage[], (string | number)[], string[]];
+
+// `proto` of the descriptors graphFile builds: a getter on their prototypes that finds the part of
+// the file's FileDescriptorProto (built on first use) by name, or number for a field: the same
+// objects protobuf-es's descriptors hold. Nothing on the dump or restore path reads it.
+type WithParent = { parent?: { proto: DescriptorProto }; name: string };
+const fileProtos = new WeakMap<object, () => FileDescriptorProto>();
+const FILE_PROTO = {
+  get proto(): FileDescriptorProto {
+    return fileProtos.get(this)!();
+  },
+};
+const MESSAGE_PROTO = {
+  get proto(): DescriptorProto {
+    const d = this as unknown as WithParent & { file: DescFile };
+    return (d.parent ? d.parent.proto.nestedType : d.file.proto.messageType).find((m) => m.name === d.name)!;
+  },
+};
+const ENUM_PROTO = {
+  get proto(): EnumDescriptorProto {
+    const d = this as unknown as WithParent & { file: DescFile };
+    return (d.parent ? d.parent.proto.enumType : d.file.proto.enumType).find((e) => e.name === d.name)!;
+  },
+};
+const VALUE_PROTO = {
+  get proto() {
+    const d = this as unknown as { parent: { proto: EnumDescriptorProto }; name: string };
+    return d.parent.proto.value.find((v) => v.name === d.name)!;
+  },
+};
+const FIELD_PROTO = {
+  get proto() {
+    const d = this as unknown as { parent: { proto: DescriptorProto }; number: number };
+    return d.parent.proto.field.find((f) => f.number === d.number)!;
+  },
+};
+const ONEOF_PROTO = {
+  get proto() {
+    const d = this as unknown as { parent: { proto: DescriptorProto }; name: string };
+    return d.parent.proto.oneofDecl.find((o) => o.name === d.name)!;
+  },
+};
 
 const KINDS = ["scalar", "enum", "message", "list"] as const;
 const noDefault = () => undefined;
-function fileToString(this: DescFile) {
-  return `file ${this.proto.name}`;
-}
 function typeToString(this: { kind: string; typeName: string }) {
   return `${this.kind} ${this.typeName}`;
 }
@@ -94,68 +151,74 @@ function fileTypes(f: DescFile): Map<string, DescMessage | DescEnum> {
   return m;
 }
 
-function graphFile(p: FileDescriptorProto, deps: DescFile[], g: DescGraph): DescFile {
-  const file: DescFile = {
+function graphFile(proto: () => FileDescriptorProto, deps: DescFile[], g: DescGraph): DescFile {
+  const [fileName, fileDeprecated, fileEnums, fileMessages] = g.s;
+  const file = {
+    __proto__: FILE_PROTO,
     kind: "file",
-    proto: p,
-    deprecated: p.options?.deprecated ?? false,
+    deprecated: fileDeprecated === 1,
     edition: g.ed as DescFile["edition"],
-    name: p.name.replace(/\.proto$/, ""),
+    name: fileName.replace(/\.proto$/, ""),
     dependencies: deps,
     enums: [],
     messages: [],
     extensions: [],
     services: [],
-    toString: fileToString,
-  };
+    toString: () => `file ${fileName}`,
+  } as unknown as DescFile;
+  fileProtos.set(file, proto);
   const types = new Map<string, DescMessage | DescEnum>();
   let mi = 0,
     ei = 0;
-  const enumOf = (ep: EnumDescriptorProto, parent: DescMessage | undefined) => {
+  const enumOf = (sk: SkEnum, parent: DescMessage | undefined) => {
     const s = g.e[ei++];
-    const typeName = parent ? `${parent.typeName}.${ep.name}` : ep.name;
-    const d: DescEnum = {
+    const [name, deprecated, vals] = sk;
+    const typeName = parent ? `${parent.typeName}.${name}` : name;
+    const d = {
+      __proto__: ENUM_PROTO,
       kind: "enum",
-      proto: ep,
-      deprecated: ep.options?.deprecated ?? false,
+      deprecated: deprecated === 1,
       file,
       parent,
       open: s[0] === 1,
-      name: ep.name,
+      name,
       typeName,
       value: {},
       values: [],
       sharedPrefix: (s[1] as string | 0) || undefined,
       toString: typeToString,
-    };
+    } as unknown as DescEnum;
     types.set(typeName, d);
-    for (let i = 0; i < ep.value.length; i++) {
-      const vp = ep.value[i];
-      const v: DescEnumValue = {
+    for (let i = 0, k = 0; k < vals.length; i++, k += 3) {
+      const vname = vals[k] as string,
+        number = vals[k + 1] as number;
+      const v = {
+        __proto__: VALUE_PROTO,
         kind: "enum_value",
-        proto: vp,
-        deprecated: vp.options?.deprecated ?? false,
+        deprecated: vals[k + 2] === 1,
         parent: d,
-        name: vp.name,
+        name: vname,
         localName: s[2 + 2 * i] as string,
-        number: vp.number,
-        jsonName: (s[3 + 2 * i] as string | 0) || vp.name,
+        number,
+        jsonName: (s[3 + 2 * i] as string | 0) || vname,
         toString: valueToString,
-      };
+      } as unknown as DescEnumValue;
       d.values.push(v);
-      d.value[vp.number] ??= v;
+      d.value[number] ??= v;
     }
     (parent ? parent.nestedEnums : file.enums).push(d);
   };
-  const messageOf = (mp: DescriptorProto, parent: DescMessage | undefined) => {
-    const typeName = parent ? `${parent.typeName}.${mp.name}` : mp.name;
-    const d: DescMessage = {
+  const skOf = new Map<DescMessage, SkMessage>();
+  const messageOf = (sk: SkMessage, parent: DescMessage | undefined) => {
+    const [name, deprecated, enums, nested] = sk;
+    const typeName = parent ? `${parent.typeName}.${name}` : name;
+    const d = {
+      __proto__: MESSAGE_PROTO,
       kind: "message",
-      proto: mp,
-      deprecated: mp.options?.deprecated ?? false,
+      deprecated: deprecated === 1,
       file,
       parent,
-      name: mp.name,
+      name,
       typeName,
       fields: [],
       field: {},
@@ -165,50 +228,54 @@ function graphFile(p: FileDescriptorProto, deps: DescFile[], g: DescGraph): Desc
       nestedMessages: [],
       nestedExtensions: [],
       toString: typeToString,
-    };
+    } as unknown as DescMessage;
     (parent ? parent.nestedMessages : file.messages).push(d);
     types.set(typeName, d);
-    for (const e of mp.enumType) enumOf(e, d);
-    for (const n of mp.nestedType) messageOf(n, d);
+    skOf.set(d, sk);
+    for (const e of enums) enumOf(e, d);
+    for (const n of nested) messageOf(n, d);
   };
-  for (const e of p.enumType) enumOf(e, undefined);
-  for (const m of p.messageType) messageOf(m, undefined);
+  for (const e of fileEnums) enumOf(e, undefined);
+  for (const m of fileMessages) messageOf(m, undefined);
   const lookup = (name: string) => types.get(name) ?? deps.map((f) => fileTypes(f).get(name)).find((x) => x);
   // fields, in createFileRegistry's order (each top-level message, then its nested ones, depth first)
   const fieldsOf = (d: DescMessage) => {
     const s = g.m[mi],
       names = g.o[mi];
     mi++;
-    const mp = d.proto;
+    const [, , , , fsk, oneofNames] = skOf.get(d)!;
     const oneofs = names.map(
-      (localName, i): DescOneof => ({
-        kind: "oneof",
-        proto: mp.oneofDecl[i],
-        deprecated: false,
-        parent: d,
-        fields: [],
-        name: mp.oneofDecl[i].name,
-        localName,
-        toString: memberToString,
-      })
+      (localName, i) =>
+        ({
+          __proto__: ONEOF_PROTO,
+          kind: "oneof",
+          deprecated: false,
+          parent: d,
+          fields: [],
+          name: oneofNames[i],
+          localName,
+          toString: memberToString,
+        }) as unknown as DescOneof
     );
     const seen = new Set<DescOneof>();
+    if (fsk.length !== 4 * s.length)
+      throw new Error(`embedded descriptor of ${fileName}: graph does not match the file`);
     for (let i = 0; i < s.length; i++) {
-      const f = s[i],
-        fp = mp.field[i];
+      const f = s[i];
       const kind = KINDS[f[3] as number];
       const refName = f[5] as string | 0;
       const ref = refName ? lookup(refName) : undefined;
-      if (refName && !ref) throw new Error(`embedded descriptor of ${p.name}: ${refName} not found`);
+      if (refName && !ref) throw new Error(`embedded descriptor of ${fileName}: ${refName} not found`);
       const oneofIx = f[11] as number;
       const oneof = oneofIx ? oneofs[oneofIx - 1] : undefined;
+      const name = fsk[4 * i] as string;
       // one object for every field kind: which DescField variant it is, only the graph's data says
       const field = {
+        __proto__: FIELD_PROTO,
         kind: "field",
-        proto: fp,
-        deprecated: fp.options?.deprecated ?? false,
-        name: fp.name,
-        number: fp.number,
+        deprecated: fsk[4 * i + 3] === 1,
+        name,
+        number: fsk[4 * i + 1],
         scalar: f[4],
         message: ref?.kind === "message" ? ref : undefined,
         enum: ref?.kind === "enum" ? ref : undefined,
@@ -224,10 +291,10 @@ function graphFile(p: FileDescriptorProto, deps: DescFile[], g: DescGraph): Desc
         parent: d,
         oneof,
         localName: f[0],
-        jsonName: fp.jsonName,
+        jsonName: fsk[4 * i + 2] === 0 ? name : fsk[4 * i + 2],
         toString: memberToString,
         fieldKind: kind,
-      } as DescField;
+      } as unknown as DescField;
       d.fields.push(field);
       d.field[field.localName] = field;
       if (!oneof) d.members.push(field);
@@ -244,6 +311,6 @@ function graphFile(p: FileDescriptorProto, deps: DescFile[], g: DescGraph): Desc
   };
   for (const m of file.messages) fieldsOf(m);
   if (mi !== g.m.length || ei !== g.e.length)
-    throw new Error(`embedded descriptor of ${p.name}: graph does not match the file`);
+    throw new Error(`embedded descriptor of ${fileName}: graph does not match the file`);
   return file;
 }
