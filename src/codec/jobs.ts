@@ -50,6 +50,8 @@ const I_ORDER_SEQ = 0,
 const RUNS_AT = 64,
   MAX_RUNS = BLOCK / PAGE; // pairs of f64
 const DATA_AT = 8192;
+/** Jobs between a page Worker's garbage collections (worker.ts; a run may say none: pipeline.ts GC_EVERY) */
+export const WORKER_GC_EVERY = 64;
 /** Bytes of a slot for jobs of up to `block` raw bytes. */
 export const slotBytes = (block = BLOCK) => DATA_AT + PageCodec.lz4Bound(block) + 4096;
 

@@ -65,7 +65,11 @@ const PROGRESS_MIN = 256 << 20;
  * CRIU_BUN_CODEC=wasm uses codec.wasm always. */
 const PLAIN_MAX = 8 << 20;
 /** Jobs between garbage collections: each job leaves a little garbage (job objects, views, BigInts)
- * that JSC would otherwise let pile up to hundreds of MiB on multi-GiB processes. */
+ * that JSC would otherwise let pile up to hundreds of MiB on multi-GiB processes. A dump below
+ * LEAN_MIN forces none (gcEvery 0, on this thread and in its Workers): JSC's own collections keep
+ * it within a few MiB there, and the forced ones (each an eden collection of 1-3 ms, with its
+ * helper threads) cost a 1 GiB dump about 30 collections; a 4 GiB dump without them peaked 2-4
+ * MiB higher (60-62 MiB against 58: the 64 MiB target), so from LEAN_MIN on they stay. */
 const GC_EVERY = 128;
 
 type JobIn<J> = Omit<J, "slot">;
@@ -77,6 +81,8 @@ type PoolInit = {
   compress: boolean;
   outFd?: number;
   order?: SharedArrayBuffer;
+  /** jobs between forced garbage collections on each thread of the run, 0 for none (GC_EVERY) */
+  gcEvery?: { main: number; worker: number };
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -93,6 +99,8 @@ class Pool {
   /** [0]: Workers that took their last "open" */
   private ready = new Int32Array(new SharedArrayBuffer(4));
   private opens = 0;
+  /** this thread's jobs between forced garbage collections in the run opened (0: none) */
+  private gcEvery = GC_EVERY;
 
   /** Start nWorkers Workers (none: the work is done on this thread); they get their work with open().
    * withHelper: started for a dump where this thread reads blocks too (one Worker fewer). */
@@ -120,6 +128,7 @@ class Pool {
   open(init: PoolInit, totalBytes = BLOCK, help = false) {
     this.core = undefined;
     this.helper = undefined;
+    this.gcEvery = init.gcEvery?.main ?? GC_EVERY;
     if (!this.workers.length) {
       this.alone(init, totalBytes);
       return;
@@ -180,7 +189,10 @@ class Pool {
     const consume = (s: Slot, job: J) => {
       consumeJob(s, job);
       tick();
-      if (++done % GC_EVERY === 0) Bun.gc(false);
+      if (++done === this.gcEvery) {
+        Bun.gc(false);
+        done = 0;
+      }
     };
     if (this.core) {
       const s = this.slots[0];
@@ -499,7 +511,15 @@ export function dumpPages(o: {
   let ok = false;
   try {
     pool.open(
-      { pid: o.pid, memFd: o.memFd, pagesFd: -1, compress, outFd: order ? fd : undefined, order: order?.buffer },
+      {
+        pid: o.pid,
+        memFd: o.memFd,
+        pagesFd: -1,
+        compress,
+        outFd: order ? fd : undefined,
+        order: order?.buffer,
+        gcEvery: totalPages * PAGE >= LEAN_MIN ? undefined : { main: 0, worker: 0 },
+      },
       totalPages * PAGE,
       // (the Workers started ahead for the whole tree were fewer if this thread helps)
       pool.parallel > 0 && (p.shared ? pool.withHelper : mainHelps(totalPages * PAGE))

@@ -1,11 +1,9 @@
 // A page Worker: one WASM codec instance, jobs by postMessage, results into shared slots that
 // the (synchronously waiting) main thread reads. See src/codec/pipeline.ts.
-import { BlockCore, Slot, runInto, I_CTL, type CoreInit, type Job } from "./jobs";
+import { BlockCore, Slot, runInto, I_CTL, WORKER_GC_EVERY, type CoreInit, type Job } from "./jobs";
 import { serveVmas } from "./vmaserve";
 import { START_JIT, WORK_JIT, BLOCKS_JIT } from "../jit";
 
-/** Jobs between garbage collections in this Worker (see GC_EVERY in pipeline.ts). */
-const GC_EVERY = 64;
 /**
  * JavaScriptCore's tier-up thresholds in this Worker's VM while it dumps: x1000, so its JavaScript
  * stays in the interpreter. A dump block's JavaScript is a few calls and a loop over its 256 page
@@ -23,6 +21,8 @@ function setJit(scale: number) {
   Bun.unsafe.setJITPolicy(scale);
   jitPolicy = scale;
 }
+/** Jobs between garbage collections in this Worker, 0 for none (the run's, see GC_EVERY in pipeline.ts) */
+let gcEvery = WORKER_GC_EVERY;
 let jobsDone = 0;
 
 declare const self: Worker;
@@ -49,6 +49,8 @@ self.onmessage = (e: MessageEvent) => {
   }
   if (m.op === "open") {
     setJit(m.pagesFd < 0 ? DUMP_JIT : RESTORE_JIT); // pagesFd: the file a restore reads, -1 for a dump
+    gcEvery = m.gcEvery?.worker ?? WORKER_GC_EVERY;
+    jobsDone = 0;
     const init: CoreInit = {
       pid: m.pid,
       memFd: m.memFd,
@@ -79,5 +81,8 @@ self.onmessage = (e: MessageEvent) => {
   } else ctl = runInto(core, job, out);
   Atomics.store(out.i32, I_CTL, ctl);
   Atomics.notify(out.i32, I_CTL);
-  if (++jobsDone % GC_EVERY === 0) Bun.gc(false);
+  if (++jobsDone === gcEvery) {
+    Bun.gc(false);
+    jobsDone = 0;
+  }
 };
