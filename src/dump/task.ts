@@ -9,7 +9,13 @@ import type { FrozenProcess } from "../ptrace/seize";
 import { vmFlagsFromBpf, type DumpedVma } from "../resources/memory";
 import { CriuError, log } from "../log";
 import { errnoText } from "../sys/errno";
-import { dumpThread, type ThreadDump } from "../resources/threads";
+import {
+  dumpThread,
+  threadQueryCalls,
+  decodeThreadQueries,
+  type ThreadDump,
+  type ThreadQueries,
+} from "../resources/threads";
 import { itimerCalls, decodeItimers, dumpPosixTimers } from "../resources/timers";
 import { sigactionCalls, decodeSigactions, dumpPendingSignals } from "../resources/signals";
 import { dumpRlimits } from "../resources/rlimits";
@@ -156,12 +162,15 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem, vmaReader = false): 
   const sigactions: S.Init<typeof S.sa_entrySchema>[] = [];
   let itimers: ReturnType<typeof decodeItimers> | undefined;
   let posix: S.Init<typeof S.posix_timer_entrySchema>[] = [];
+  let leaderQueries: ThreadQueries | undefined;
   try {
     inj.withScratch(400, (scratch) => {
       // brk, THP, membarrier registrations, the subreaper bit, the clocks, uname, the sigaction
-      // table (signals.ts) and the three itimers: one batch in one stop of the process where it
-      // can run one (batchCalls), else one injected syscall each.
+      // table (signals.ts), the three itimers and the leader thread's own queries (threads.ts: one
+      // injection less than in a batch of the thread's own): one batch in one stop of the process
+      // where it can run one (batchCalls), else one injected syscall each.
       const sa = sigactionCalls();
+      const tq = threadQueryCalls();
       const head = 7; // calls before the sigactions
       const got = batchCalls(
         inj,
@@ -176,6 +185,7 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem, vmaReader = false): 
           ...nsCalls(), // the clocks as the process sees them, uname (namespaces.ts)
           ...sa,
           ...itimerCalls(),
+          ...tq,
         ],
         scratch
       );
@@ -185,6 +195,10 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem, vmaReader = false): 
       ({ clocks, uts } = decodeNsCalls(pid, got.slice(4, 7)));
       sigactions.push(...decodeSigactions(pid, got.slice(head, head + sa.length)));
       itimers = decodeItimers(pid, got.slice(head + sa.length, head + sa.length + 3));
+      leaderQueries = decodeThreadQueries(
+        leader.tid,
+        got.slice(head + sa.length + 3, head + sa.length + 3 + tq.length)
+      );
       posix = dumpPosixTimers(pid, inj, mem, scratch);
     });
   } finally {
@@ -201,7 +215,8 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem, vmaReader = false): 
   // --- threads
   const tThreads = performance.now();
   const threads: ThreadDump[] = [];
-  for (const t of fp.threads) threads.push(dumpThread(pid, t, sysInsn, mem));
+  for (const t of fp.threads)
+    threads.push(dumpThread(pid, t, sysInsn, mem, t.tid === leader.tid ? leaderQueries : undefined));
 
   // --- process-wide state in the leader's core
   const tShared = performance.now();

@@ -23,7 +23,7 @@ import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { PR } from "../sys/flags";
 import { errnoText, sysFailed } from "../sys/errno";
-import { Injector, type RemoteMem, type InCall } from "../ptrace/inject";
+import { Injector, type RemoteMem, type InCall, type OutCall } from "../ptrace/inject";
 import { fixupRestart } from "../ptrace/restart";
 import type * as S from "../images/schemas";
 import { CriuError, log } from "../log";
@@ -78,16 +78,57 @@ function regsToEntry(r: Regs): Record<string, bigint | number> {
   return o;
 }
 
+/** What a thread tells only through syscalls of its own (injected): dumpThread's queries. */
+export interface ThreadQueries {
+  pdeathSig: number;
+  tidAddr: bigint;
+  sas: { ssSp: bigint; ssSize: bigint; ssFlags: number };
+  secbits: number;
+}
+
+const QUERY_NAMES = ["prctl(PR_GET_PDEATHSIG)", "prctl(PR_GET_TID_ADDRESS)", "sigaltstack", "prctl(PR_GET_SECUREBITS)"];
+
+/**
+ * The thread's queries (parent-death signal, clear_child_tid, sigaltstack, securebits) as calls
+ * with out buffers: the leader's go into its process's batch (dump/task.ts), each other thread's
+ * into a batch of its own (dumpThread).
+ */
+export function threadQueryCalls(): OutCall[] {
+  return [
+    { nr: NR.prctl, args: (b: bigint) => [PR.GET_PDEATHSIG, b], out: 4 },
+    { nr: NR.prctl, args: (b: bigint) => [PR.GET_TID_ADDRESS, b], out: 8 },
+    { nr: NR.sigaltstack, args: (b: bigint) => [0, b], out: 24 },
+    { nr: NR.prctl, args: () => [PR.GET_SECUREBITS], out: 0 },
+  ];
+}
+
+/** threadQueryCalls' results (each call's result and out buffer, in order); a failed one is an error. */
+export function decodeThreadQueries(tid: number, got: { r: bigint; b: Uint8Array }[]): ThreadQueries {
+  got.forEach((g, i) => {
+    if (g.r < 0n && g.r > -4096n)
+      throw new CriuError("inject", sysFailed(`thread ${tid}`, `injected ${QUERY_NAMES[i]}`, g.r));
+  });
+  const dv = new DataView(got[2].b.buffer, got[2].b.byteOffset);
+  return {
+    pdeathSig: new DataView(got[0].b.buffer, got[0].b.byteOffset).getInt32(0, true),
+    tidAddr: new DataView(got[1].b.buffer, got[1].b.byteOffset).getBigUint64(0, true),
+    sas: { ssSp: dv.getBigUint64(0, true), ssFlags: dv.getInt32(8, true), ssSize: dv.getBigUint64(16, true) },
+    secbits: Number(got[3].r),
+  };
+}
+
 /**
  * Everything of one frozen thread of process `pid`, as its core_entry (thread_info, thread_core).
  * `sysInsn`: a syscall instruction of the process, through which the thread's own state is asked
- * (injected prctl, sigaltstack); its registers are left as they were.
+ * (injected prctl, sigaltstack); its registers are left as they were. `queries`: those answers
+ * when the caller already has them (the leader's, from its process's batch).
  */
 export function dumpThread(
   pid: number,
   t: { tid: number; pendingSiginfo?: Uint8Array; pendingStopSig?: number },
   sysInsn: bigint,
-  mem: RemoteMem
+  mem: RemoteMem,
+  queries?: ThreadQueries
 ): ThreadDump {
   const regs = getRegs(t.tid);
   const xstate = getXstate(t.tid);
@@ -98,37 +139,26 @@ export function dumpThread(
     len = new BigUint64Array(1);
   const rr = syscall(NR.get_robust_list, t.tid, addr(head), addr(len));
   if (rr < 0) throw new CriuError("dump", sysFailed(`thread ${t.tid}`, "get_robust_list", rr));
-  // clear_child_tid and sigaltstack: injected in the thread itself
-  const tinj = Injector.dump(t.tid, sysInsn, mem);
-  let tidAddr = 0n;
-  let sas = { ssSp: 0n, ssSize: 0n, ssFlags: SS_DISABLE };
-  let secbits = 0;
-  let pdeathSig = 0;
-  try {
-    tinj.withScratch(32, (scratch) => {
-      // the three queries in one guarded batch where the thread can run one, else one by one
-      const names = ["prctl(PR_GET_PDEATHSIG)", "prctl(PR_GET_TID_ADDRESS)", "sigaltstack"];
-      const calls = [
-        { nr: NR.prctl, args: (b: bigint) => [PR.GET_PDEATHSIG, b], out: 4 },
-        { nr: NR.prctl, args: (b: bigint) => [PR.GET_TID_ADDRESS, b], out: 8 },
-        { nr: NR.sigaltstack, args: (b: bigint) => [0, b], out: 24 },
-      ];
-      const got =
-        tinj.guardedBatch(calls) ??
-        calls.map((c, i) => ({ r: tinj.ok(names[i], c.nr, ...c.args(scratch)), b: mem.read(scratch, c.out) }));
-      got.forEach((g, i) => {
-        if (g.r < 0n && g.r > -4096n)
-          throw new CriuError("inject", sysFailed(`thread ${t.tid}`, `injected ${names[i]}`, g.r));
+  // clear_child_tid, sigaltstack, the parent-death signal and securebits: injected in the thread itself
+  if (!queries) {
+    const tinj = Injector.dump(t.tid, sysInsn, mem);
+    try {
+      queries = tinj.withScratch(32, (scratch) => {
+        // all but the last in one guarded batch where the thread can run one, else one by one; the
+        // last alone, so the thread ends in a syscall stop as after single calls (as dump/task.ts)
+        const calls = threadQueryCalls();
+        const single = (c: OutCall) => {
+          const r = tinj.call(c.nr, ...c.args(scratch));
+          return { r, b: r < 0n ? new Uint8Array(c.out) : mem.read(scratch, c.out) };
+        };
+        const head = tinj.guardedBatch(calls.slice(0, -1)) ?? calls.slice(0, -1).map(single);
+        return decodeThreadQueries(t.tid, [...head, single(calls[calls.length - 1])]);
       });
-      pdeathSig = new DataView(got[0].b.buffer, got[0].b.byteOffset).getInt32(0, true);
-      tidAddr = new DataView(got[1].b.buffer, got[1].b.byteOffset).getBigUint64(0, true);
-      const dv = new DataView(got[2].b.buffer, got[2].b.byteOffset);
-      sas = { ssSp: dv.getBigUint64(0, true), ssFlags: dv.getInt32(8, true), ssSize: dv.getBigUint64(16, true) };
-      secbits = Number(tinj.ok("prctl(PR_GET_SECUREBITS)", NR.prctl, PR.GET_SECUREBITS));
-    });
-  } finally {
-    tinj.restore();
+    } finally {
+      tinj.restore();
+    }
   }
+  const { pdeathSig, tidAddr, sas, secbits } = queries;
   // a signal caught on its way in while freezing is still owed to the thread
   const pending = dumpPendingSignals(t.tid, false, t.pendingSiginfo);
   fixupRestart(regs);
