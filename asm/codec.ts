@@ -12,6 +12,9 @@
 //                                   -(1 + offset in src where the input was found corrupt)
 //   xxh32(src, len, seed) / xxh64(src, len, seed): the standard xxHash32 / XXH64 digests
 //   xxh64Pages(src, nPages, flags, seed): XXH64 of the pages whose flag is 0, as if packed
+//   packPages(src, nPages, flags, dst, va, runs, nRuns) -> runs; the pages whose flag is 0 moved
+//                                   down to dst, packed, their runs (va, pages) appended at runs;
+//                                   packedBytes holds the bytes packed
 //
 // LZ4: the LZ4 *block* format (no frame), greedy single-pass compressor in the style of
 // lz4's default level ("fast", acceleration 1, same skip heuristic): 4-byte hashing into a table
@@ -59,6 +62,53 @@ export function zeroScan(src: usize, nPages: u32, flags: usize): u32 {
     zeros += z;
   }
   return zeros;
+}
+
+/** Bytes the last packPages() wrote at dst. */
+export let packedBytes: u32 = 0;
+
+/**
+ * A dump block's kept pages packed: of the nPages pages at src (the pages of one segment, the
+ * first at address va), those whose flag (flags[i]) is 0 are moved down to dst (dst <= src; runs
+ * of them by memory.copy, none when already in place), and each run of them is appended to the
+ * list of (va: f64, pages: f64) pairs at runs, which holds nRuns pairs: merged with the last one
+ * when it ends where the run starts. Returns the new number of pairs; packedBytes = bytes
+ * written at dst. (The same as the loop it replaced in src/codec/jobs.ts: one call per segment
+ * instead of a typed-array call per run from JavaScript, which a page Worker interprets.)
+ */
+export function packPages(src: usize, nPages: u32, flags: usize, dst: usize, va: f64, runs: usize, nRuns: u32): u32 {
+  let w: usize = 0;
+  let k: u32 = 0;
+  while (k < nPages) {
+    if (load<u8>(flags + k) != 0) {
+      k++;
+      continue;
+    }
+    let e: u32 = k + 1;
+    while (e < nPages && load<u8>(flags + e) == 0) e++;
+    const from = src + (<usize>k) * PAGE;
+    const len = (<usize>(e - k)) * PAGE;
+    if (from != dst + w) memory.copy(dst + w, from, len);
+    const rva = va + <f64>k * 4096.0;
+    const n = <f64>(e - k);
+    if (nRuns > 0) {
+      const last = runs + (<usize>(nRuns - 1)) * 16;
+      if (load<f64>(last) + load<f64>(last, 8) * 4096.0 == rva) {
+        store<f64>(last, load<f64>(last, 8) + n, 8);
+        w += len;
+        k = e;
+        continue;
+      }
+    }
+    const at = runs + (<usize>nRuns) * 16;
+    store<f64>(at, rva);
+    store<f64>(at, n, 8);
+    nRuns++;
+    w += len;
+    k = e;
+  }
+  packedBytes = <u32>w;
+  return nRuns;
 }
 
 // @ts-ignore: decorator

@@ -187,6 +187,91 @@ describe("zero pages", () => {
   });
 });
 
+describe("packing a dump block's kept pages", () => {
+  // the reference: the loop jobs.ts ran before packKept, on plain arrays
+  function reference(pages: Uint8Array[], segs: { va: number; n: number; anon: boolean }[], zero: number[]) {
+    const out: Uint8Array[] = [];
+    const runs: number[] = [];
+    let p = 0;
+    for (const sg of segs) {
+      for (let k = 0; k < sg.n; k++) {
+        if (sg.anon && zero[p + k]) continue;
+        out.push(pages[p + k]);
+        const va = sg.va + k * PAGE;
+        const m = runs.length;
+        if (m && runs[m - 2] + runs[m - 1] * PAGE === va) runs[m - 1]++;
+        else runs.push(va, 1);
+      }
+      p += sg.n;
+    }
+    return { bytes: out, runs };
+  }
+  function pack(c: PageCodec | PlainCodec, total: number, segs: { va: number; n: number; anon: boolean }[]) {
+    const zeros = c.zeroPages(0, total);
+    let w = 0,
+      nRuns = 0,
+      p = 0;
+    for (const sg of segs) {
+      if (!sg.anon) zeros.fill(0, p, p + sg.n);
+      nRuns = c.packKept(p * PAGE, sg.n, p, w, sg.va, nRuns);
+      w += c.lastPacked;
+      p += sg.n;
+    }
+    return { w, runs: [...c.runs(nRuns)] };
+  }
+
+  test("WASM and plain codecs pack as the loop they replaced: random zero pages, touching and split segments, addresses above 2^32", () => {
+    const plain = new PlainCodec({ capacity: 1 << 20 });
+    const next = prng(99);
+    for (let round = 0; round < 60; round++) {
+      const total = 1 + (next() % 256);
+      // segments: some touching the one before (their runs merge), some not, anonymous or not
+      const segs: { va: number; n: number; anon: boolean }[] = [];
+      let va = (round % 3 === 0 ? 2 ** 45 : 0x10000) + (next() % 1000) * PAGE;
+      for (let left = total; left > 0; ) {
+        const n = Math.min(left, 1 + (next() % 80));
+        segs.push({ va, n, anon: next() % 5 !== 0 });
+        va += n * PAGE + (next() % 2 ? 0 : (1 + (next() % 9)) * PAGE);
+        left -= n;
+      }
+      // pages: zero with probability 0..1 by round (all kept, none kept, mixed), each page's bytes distinct
+      const zp = (round % 6) / 5;
+      const pages: Uint8Array[] = [];
+      const zero: number[] = [];
+      for (let i = 0; i < total; i++) {
+        const pg = new Uint8Array(PAGE);
+        const z = next() % 1000 < zp * 1000;
+        if (!z) for (let j = 0; j < 16; j++) pg[(next() % PAGE) | 0] = 1 + (next() % 255);
+        if (!z && pg.every((b) => b === 0)) pg[0] = 1;
+        pages.push(pg);
+        zero.push(z ? 1 : 0);
+      }
+      const ref = reference(pages, segs, zero);
+      for (const c of [codec, plain]) {
+        const v = c.inputView(total * PAGE);
+        for (let i = 0; i < total; i++) v.set(pages[i], i * PAGE);
+        const got = pack(c, total, segs);
+        expect(got.w).toBe(ref.bytes.length * PAGE);
+        expect(got.runs).toEqual(ref.runs);
+        for (let i = 0; i < ref.bytes.length; i++)
+          if (!Buffer.from(v.subarray(i * PAGE, (i + 1) * PAGE)).equals(Buffer.from(ref.bytes[i])))
+            throw new Error(`round ${round}, ${c.constructor.name}: packed page ${i} differs`);
+      }
+    }
+  });
+
+  test("bad arguments are refused before the WASM runs", () => {
+    codec.inputView(4 * PAGE).fill(1);
+    codec.zeroPages(0, 4);
+    expect(() => codec.packKept(PAGE, 2, 0, 2 * PAGE, 0x1000, 0)).toThrow(RangeError); // dst above src
+    expect(() => codec.packKept(codec.capacity - PAGE, 2, 0, 0, 0x1000, 0)).toThrow(RangeError);
+    expect(() => codec.packKept(0, 2, -1, 0, 0x1000, 0)).toThrow(RangeError);
+    expect(() => codec.packKept(0, 2, 0, 0, 0x1000, codec.capacity / PAGE)).toThrow(RangeError); // runs area full
+    expect(codec.packKept(0, 4, 0, 0, 0x1000, 0)).toBe(1);
+    expect([...codec.runs(1)]).toEqual([0x1000, 4]);
+  });
+});
+
 describe("lz4 blocks", () => {
   for (const [name, data] of cases) {
     test(`round trip + liblz4 cross-decoding: ${name}`, () => {

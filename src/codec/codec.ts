@@ -44,7 +44,17 @@
 //                                                      as if packed together (no copy)
 //   .xxh32(offset, len, seed = 0): number              XXH32 (the checksum LZ4 frames use)
 //   .hash(offset, len): bigint                         XXH3-64 (seed 0) of input bytes, Bun's native one
+//   .packKept(offset, nPages, flagAt, dstOffset, va, nRuns): number
+//                                                      the pages of [offset, +nPages*4096) whose flag
+//                                                      (last zeroPages() view, from index flagAt) is 0
+//                                                      moved down to dstOffset (<= offset), packed;
+//                                                      their runs appended to the run list (pairs
+//                                                      va, pages; nRuns held before, merged with the
+//                                                      last when touching). Returns the new count;
+//                                                      .lastPacked = bytes written. .runs(n): a view
+//                                                      of the first n pairs (valid until reserve())
 //
+// Layout: [hash table][flags: capacity/4096 B][runs: capacity/4096 f64 pairs][input][output].
 // Checksum choice: XXH3-64 (Bun.hash.xxHash3, native, 24-33 GB/s here) is the page-block checksum
 // of page index version 3; XXH64 in WASM (2.5 GB/s) was the one of versions 1 and 2 and stays to
 // read them. XXH32 is there to match the LZ4 frame format's content checksums.
@@ -72,6 +82,8 @@ interface Exports {
   xxh32(src: number, len: number, seed: number): number;
   xxh64(src: number, len: number, seed: bigint): bigint;
   xxh64Pages(src: number, nPages: number, flags: number, seed: bigint): bigint;
+  packPages(src: number, nPages: number, flags: number, dst: number, va: number, runs: number, nRuns: number): number;
+  packedBytes: WebAssembly.Global;
 }
 
 /** A corrupt LZ4 block (or one that does not fit the destination). */
@@ -109,11 +121,14 @@ export class PageCodec {
   private cap = 0;
   private htab: number;
   private flagsAt = 0;
+  private runsAt = 0;
   private inAt = 0;
   private outAt = 0;
   private outCap = 0;
   /** Number of zero pages found by the last zeroPages() call. */
   lastZeroCount = 0;
+  /** Bytes the last packKept() call wrote. */
+  lastPacked = 0;
 
   constructor(opts: { capacity?: number; module?: WebAssembly.Module } = {}) {
     const inst = new WebAssembly.Instance(opts.module ?? PageCodec.module(), {
@@ -142,7 +157,8 @@ export class PageCodec {
     if (capacity <= this.cap) return;
     const tableBytes = this.x.HASH_TABLE_BYTES.value as number;
     const flagsAt = align(this.htab + tableBytes, 64);
-    const inAt = align(flagsAt + capacity / PAGE, PAGE);
+    const runsAt = align(flagsAt + capacity / PAGE, 64);
+    const inAt = align(runsAt + (capacity / PAGE) * 16, PAGE);
     const outCap = PageCodec.lz4Bound(capacity);
     const outAt = align(inAt + capacity, 64);
     const need = outAt + outCap;
@@ -158,6 +174,7 @@ export class PageCodec {
       this.u8.copyWithin(inAt, this.inAt, this.inAt + this.cap);
     }
     this.flagsAt = flagsAt;
+    this.runsAt = runsAt;
     this.inAt = inAt;
     this.outAt = outAt;
     this.outCap = outCap;
@@ -186,6 +203,49 @@ export class PageCodec {
     this.check(offset, nPages * PAGE, "zeroPages");
     this.lastZeroCount = this.x.zeroScan(this.inAt + offset, nPages, this.flagsAt);
     return new Uint8Array(this.memory.buffer, this.flagsAt, nPages);
+  }
+
+  /**
+   * The pages of [offset, offset + nPages*4096) whose flag in the last zeroPages() view (from index
+   * flagAt) is 0, moved down to dstOffset and packed; their runs (va of the first page, pages)
+   * appended to the run list, which holds nRuns pairs (merged with the last one when they touch).
+   * Returns the new number of pairs; lastPacked = the bytes written at dstOffset.
+   */
+  packKept(offset: number, nPages: number, flagAt: number, dstOffset: number, va: number, nRuns: number): number {
+    this.check(offset, nPages * PAGE, "packKept");
+    this.check(dstOffset, 0, "packKept");
+    const maxRuns = this.cap / PAGE;
+    if (
+      dstOffset > offset ||
+      !Number.isInteger(flagAt) ||
+      flagAt < 0 ||
+      flagAt + nPages > maxRuns ||
+      !Number.isInteger(nRuns) ||
+      nRuns < 0 ||
+      nRuns + nPages > maxRuns
+    )
+      throw new RangeError(
+        `PageCodec.packKept: bad arguments (${offset}, ${nPages}, ${flagAt}, ${dstOffset}, ${nRuns})`
+      );
+    // (each new pair holds at least one of the nPages pages: nRuns + nPages <= capacity/4096 keeps
+    // them inside the runs area)
+    const n = this.x.packPages(
+      this.inAt + offset,
+      nPages,
+      this.flagsAt + flagAt,
+      this.inAt + dstOffset,
+      va,
+      this.runsAt,
+      nRuns
+    );
+    this.lastPacked = this.x.packedBytes.value as number;
+    return n;
+  }
+
+  /** The first n (va, pages) pairs of packKept()'s run list (a view of WASM memory). */
+  runs(n: number): Float64Array<ArrayBuffer> {
+    if (!Number.isInteger(n) || n < 0 || n > this.cap / PAGE) throw new RangeError(`PageCodec.runs: ${n}`);
+    return new Float64Array(this.memory.buffer, this.runsAt, n * 2);
   }
 
   /** True when the len bytes at offset are all zero. */

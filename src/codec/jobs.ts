@@ -332,35 +332,18 @@ export class BlockCore {
     let w = 0,
       nRuns = 0,
       p = 0;
-    const runs = out.runs;
     for (let i = 0; i < s.length; i += 3) {
       const va = s[i],
         n = s[i + 1],
         anon = (s[i + 2] & SEG_ANON) !== 0;
       if (anyZero && !anon) zeros.fill(0, p, p + n);
-      for (let k = 0; k < n; ) {
-        if (anyZero && zeros[p + k]) {
-          k++;
-          continue;
-        }
-        let e = k + 1;
-        while (e < n && !(anyZero && zeros[p + e])) e++;
-        // kept pages packed from 0 (memmove in WASM memory: cheaper than hashing them in pieces)
-        const from = (p + k) * PAGE,
-          len = (e - k) * PAGE;
-        if (from !== w) io.copyWithin(w, from, from + len);
-        const rva = va + k * PAGE;
-        if (nRuns && runs[nRuns * 2 - 2] + runs[nRuns * 2 - 1] * PAGE === rva) runs[nRuns * 2 - 1] += e - k;
-        else {
-          runs[nRuns * 2] = rva;
-          runs[nRuns * 2 + 1] = e - k;
-          nRuns++;
-        }
-        w += len;
-        k = e;
-      }
+      // kept pages packed from 0 (memmove in WASM memory: cheaper than hashing them in pieces),
+      // their runs listed (va, pages), merged where they touch (across segments too)
+      nRuns = c.packKept(p * PAGE, n, p, w, va, nRuns);
+      w += c.lastPacked;
       p += n;
     }
+    if (nRuns) out.runs.set(c.runs(nRuns));
     out.i32[I_NRUNS] = nRuns;
     out.i32[I_RAW] = w;
     out.i32[I_WRITTEN] = total;

@@ -22,6 +22,9 @@ export class PlainCodec {
   private lz4?: PageCodec;
   /** Number of zero pages found by the last zeroPages() call. */
   lastZeroCount = 0;
+  /** Bytes the last packKept() call wrote. */
+  lastPacked = 0;
+  private runList = new Float64Array(0);
 
   constructor(opts: { capacity: number }) {
     this.capacity = Math.max(PAGE, Math.ceil(opts.capacity / PAGE) * PAGE);
@@ -59,6 +62,51 @@ export class PlainCodec {
     }
     this.lastZeroCount = zero;
     return f;
+  }
+
+  /** PageCodec.packKept, in JavaScript (a small run on the main thread: the loop jobs.ts had). */
+  packKept(offset: number, nPages: number, flagAt: number, dstOffset: number, va: number, nRuns: number): number {
+    this.check(offset, nPages * PAGE, "packKept");
+    if (dstOffset > offset || dstOffset < 0 || flagAt < 0 || flagAt + nPages > this.flags.length || nRuns < 0)
+      throw new RangeError(
+        `PlainCodec.packKept: bad arguments (${offset}, ${nPages}, ${flagAt}, ${dstOffset}, ${nRuns})`
+      );
+    if (this.runList.length < (nRuns + nPages) * 2) {
+      const r = new Float64Array((nRuns + nPages) * 2);
+      r.set(this.runList.subarray(0, nRuns * 2));
+      this.runList = r;
+    }
+    const f = this.flags,
+      runs = this.runList,
+      io = this.u8;
+    let w = 0;
+    for (let k = 0; k < nPages; ) {
+      if (f[flagAt + k]) {
+        k++;
+        continue;
+      }
+      let e = k + 1;
+      while (e < nPages && !f[flagAt + e]) e++;
+      const from = offset + k * PAGE,
+        len = (e - k) * PAGE;
+      if (from !== dstOffset + w) io.copyWithin(dstOffset + w, from, from + len);
+      const rva = va + k * PAGE;
+      if (nRuns && runs[nRuns * 2 - 2] + runs[nRuns * 2 - 1] * PAGE === rva) runs[nRuns * 2 - 1] += e - k;
+      else {
+        runs[nRuns * 2] = rva;
+        runs[nRuns * 2 + 1] = e - k;
+        nRuns++;
+      }
+      w += len;
+      k = e;
+    }
+    this.lastPacked = w;
+    return nRuns;
+  }
+
+  /** The first n (va, pages) pairs of packKept()'s run list. */
+  runs(n: number): Float64Array {
+    return this.runList.subarray(0, n * 2);
   }
 
   isZero(offset: number, len: number): boolean {
