@@ -39,6 +39,8 @@ const CTL_ERROR = 3;
 export const CTL_BUSY = 1,
   CTL_DONE = 2;
 export const I_CTL = 0; // the slot's control word (CTL_*), waited on with Atomics
+/** in the pool's shared `ready` words: how many jobs the Workers finished (each one notified) */
+export const I_DONE = 1;
 const I_RAW = 1,
   I_STORED = 2,
   I_NRUNS = 3,

@@ -28,6 +28,7 @@ import {
   CTL_BUSY,
   CTL_DONE,
   I_CTL,
+  I_DONE,
   SEG_ANON,
   SEG_READABLE,
   SEG_WRITABLE,
@@ -96,8 +97,9 @@ class Pool {
   /** a dump's share of blocks read on this thread beside the Workers (open's `help`): its core and slots */
   private helper?: BlockCore;
   private helperSlots: Slot[] = [];
-  /** [0]: Workers that took their last "open" */
-  private ready = new Int32Array(new SharedArrayBuffer(4));
+  /** [0]: Workers that took their last "open"; [1]: jobs the Workers finished (I_DONE), each
+   * notified: what an unordered run (runAny) waits on */
+  private ready = new Int32Array(new SharedArrayBuffer(8));
   private opens = 0;
   /** this thread's jobs between forced garbage collections in the run opened (0: none) */
   private gcEvery = GC_EVERY;
@@ -179,11 +181,13 @@ class Pool {
     return this.helper !== undefined;
   }
 
-  /** Run jobs in order; consume(slot, job) sees each result in job order. */
+  /** Run jobs in order; consume(slot, job) sees each result in job order. anyOrder: results may be
+   * taken as they come (runAny) when the Workers run them alone. */
   run<J extends DumpJob | RestoreJob>(
     jobs: Iterator<JobIn<J>>,
     consumeJob: (s: Slot, job: J) => void,
-    fail: (s: Slot, job: J) => Error
+    fail: (s: Slot, job: J) => Error,
+    anyOrder = false
   ) {
     let done = 0;
     const consume = (s: Slot, job: J) => {
@@ -194,6 +198,10 @@ class Pool {
         done = 0;
       }
     };
+    if (anyOrder && !this.core && !this.helper && this.workers.length > 1 && process.env.CRIU_BUN_ORDERED !== "1") {
+      this.runAny(jobs, consume, fail);
+      return;
+    }
     if (this.core) {
       const s = this.slots[0];
       for (let r = jobs.next(); !r.done; r = jobs.next()) {
@@ -258,6 +266,60 @@ class Pool {
       queue.shift();
       consume(s, it.job);
       dispatch(it.lane);
+    }
+  }
+
+  /**
+   * Run jobs whose results may be taken in any order (a restore's blocks: each one checked and
+   * written on its own): a slot is refilled as soon as its Worker finishes it, so a Worker that
+   * runs faster (the other shares its CPU with this thread, the JIT or another process) takes
+   * more of the blocks. In job order (run), the Workers kept the same pace: each one got its
+   * next block only once the oldest one, maybe the other's, was done (1 GiB heap restore on a
+   * busy machine: one Worker idle 240-270 ms of a 550-620 ms pages phase, the other 90-110 ms,
+   * 500 blocks each; taken as they come: 16-44 ms each). CRIU_BUN_ORDERED=1: in job order.
+   */
+  private runAny<J extends DumpJob | RestoreJob>(
+    jobs: Iterator<JobIn<J>>,
+    consume: (s: Slot, job: J) => void,
+    fail: (s: Slot, job: J) => Error
+  ) {
+    const nw = this.workers.length;
+    const busy: (J | undefined)[] = new Array(this.slots.length);
+    let open = 0;
+    const dispatch = (slot: number): boolean => {
+      const r = jobs.next();
+      if (r.done) return false;
+      const job = { ...r.value, slot } as J;
+      Atomics.store(this.slots[slot].i32, I_CTL, CTL_BUSY);
+      busy[slot] = job;
+      open++;
+      this.workers[slot % nw].postMessage(job);
+      return true;
+    };
+    for (let k = 0; k < this.slots.length; k++) if (!dispatch(k)) break;
+    let t0 = Date.now();
+    while (open) {
+      const seen = Atomics.load(this.ready, I_DONE);
+      let any = false;
+      for (let k = 0; k < busy.length; k++) {
+        const job = busy[k];
+        if (!job) continue;
+        const s = this.slots[k];
+        const ctl = Atomics.load(s.i32, I_CTL);
+        if (ctl === CTL_BUSY) continue;
+        busy[k] = undefined;
+        open--;
+        if (ctl !== CTL_DONE) throw fail(s, job);
+        consume(s, job);
+        dispatch(k);
+        any = true;
+      }
+      if (any) {
+        t0 = Date.now();
+        continue;
+      }
+      Atomics.wait(this.ready, I_DONE, seen, 1000);
+      if (Date.now() - t0 > 120_000) throw new CriuError("pages", "a page worker stopped answering");
     }
   }
 
@@ -842,7 +904,9 @@ export function fillPages(
         progress.add(s.rawLen);
         trimmed((filled += s.rawLen));
       },
-      (s, job) => new CriuError("restore", `${blockWhere(dir, t, l, job)}: ${s.error()}`)
+      (s, job) => new CriuError("restore", `${blockWhere(dir, t, l, job)}: ${s.error()}`),
+      // each block is checked and written on its own: taken as the Workers finish them
+      true
     );
     ok = true;
   } finally {

@@ -1,6 +1,6 @@
 // A page Worker: one WASM codec instance, jobs by postMessage, results into shared slots that
 // the (synchronously waiting) main thread reads. See src/codec/pipeline.ts.
-import { BlockCore, Slot, runInto, I_CTL, WORKER_GC_EVERY, type CoreInit, type Job } from "./jobs";
+import { BlockCore, Slot, runInto, I_CTL, I_DONE, WORKER_GC_EVERY, type CoreInit, type Job } from "./jobs";
 import { serveVmas } from "./vmaserve";
 import { START_JIT, WORK_JIT, BLOCKS_JIT } from "../jit";
 
@@ -81,6 +81,9 @@ self.onmessage = (e: MessageEvent) => {
   } else ctl = runInto(core, job, out);
   Atomics.store(out.i32, I_CTL, ctl);
   Atomics.notify(out.i32, I_CTL);
+  // (a restore's run waits for any of its slots: pipeline.ts runAny)
+  Atomics.add(ready!, I_DONE, 1);
+  Atomics.notify(ready!, I_DONE);
   if (++jobsDone === gcEvery) {
     Bun.gc(false);
     jobsDone = 0;
