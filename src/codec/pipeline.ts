@@ -15,7 +15,7 @@
 // job, then blocks in Atomics.wait on the oldest slot, so results are consumed in order while
 // up to SLOTS_PER_WORKER jobs per Worker are under way. Memory stays bounded: per Worker one WASM
 // instance (about 2 MiB of buffers) and its slots (about 1 MiB each), whatever the dump's size.
-import { openSync, closeSync, existsSync, unlinkSync, readFileSync } from "node:fs";
+import { openSync, closeSync, existsSync, unlinkSync, readFileSync, readdirSync, statSync } from "node:fs";
 import { createNew, writeNewFile } from "../images/safefs";
 import { join } from "node:path";
 import { PageCodec } from "./codec";
@@ -361,6 +361,27 @@ export function startPageWorkers(bytes: number, dump = false) {
     spare = new Pool(nw, dump && mainHelps(bytes));
     log.debug(`${nw} page worker(s) started ahead for ${size(bytes)} (${workerUrl()})`);
   }
+}
+/**
+ * For a restore from `dir`, before its images are loaded: the page Workers started now when its
+ * uncompressed pages files (pages-N.img: exactly the pages the pagemaps list) hold enough for them,
+ * so that their start (a runtime each, the codec's module) runs on the other CPU while this thread
+ * loads and checks the images, not after it. Not when the pages are LZ4 (the files say less than the
+ * memory) or when the restore gives back its own pages before the Workers start (LEAN_MIN and
+ * more: restore.ts does that once the images are loaded). restore.ts's startPageWorkers(bytes)
+ * then finds them started.
+ */
+export function startPageWorkersEarly(dir: string) {
+  let bytes = 0;
+  try {
+    for (const f of readdirSync(dir)) {
+      if (/^pages-\d+\.lz4$/.test(f)) return;
+      if (/^pages-\d+\.img$/.test(f)) bytes += statSync(join(dir, f)).size;
+    }
+  } catch {
+    return; // (what is wrong with the directory is said when the images are loaded)
+  }
+  if (bytes >= WORKER_THRESHOLD && !givesBackOwnPages(bytes)) startPageWorkers(bytes);
 }
 export function stopPageWorkers() {
   spare?.close();

@@ -4,7 +4,13 @@ import { readFileSync } from "node:fs";
 import { readStat, readStatus, sigkillPending } from "../sys/proc";
 import { openDir, checkImagesTrusted, replaceFile } from "../images/safefs";
 import { loadImages, type RestoreSet } from "./images";
-import { startPageWorkers, stopPageWorkers, givesBackOwnPages, giveBackOwnPages } from "../codec/pipeline";
+import {
+  startPageWorkers,
+  startPageWorkersEarly,
+  stopPageWorkers,
+  givesBackOwnPages,
+  giveBackOwnPages,
+} from "../codec/pipeline";
 import { requireImages } from "./validate";
 import { TaskBuilder } from "./task";
 import { writeImage, plainEntry } from "../images/image";
@@ -305,6 +311,8 @@ function restoreFrom(o: RestoreOptions): Restored {
 }
 
 function restoreAll(o: RestoreOptions, t0: number): Restored {
+  // a large restore's page Workers start while the images load (not for a post-copy restore)
+  if (!(o.lazyPages && o.lazyParents)) startPageWorkersEarly(o.dir);
   phase("loading images");
   const set = loadImages(o.dir);
   const run = restoreRun(set, o);
