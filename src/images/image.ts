@@ -2,7 +2,6 @@
 // some followed by raw payload. See magic.ts for the kinds.
 import {
   create,
-  fromBinary,
   isFieldSet,
   type DescField,
   type DescMessage,
@@ -13,6 +12,7 @@ import {
 import { existsSync, readFileSync } from "node:fs";
 import { writeNewFile } from "./safefs";
 import { PbWriter, encodeInto } from "./encode";
+import { decodeMessage } from "./decode";
 import { join } from "node:path";
 import { CriuError, errorMessage, log } from "../log";
 import { jitIfLarge, WORK_JIT } from "../jit";
@@ -385,7 +385,7 @@ class In {
       );
     const body = this.take(n, "entry");
     try {
-      return fromBinary(schema, body) as T;
+      return decodeMessage<T>(schema, body);
     } catch (e) {
       throw new ImageError(this.file, at, `garbage ${schema.typeName} entry (${errorMessage(e).split("\n")[0]})`);
     }
