@@ -460,6 +460,22 @@ function decode(k: ImageKind, buf: Uint8Array, off: number, file: string, wantPa
 /** An image this large holds thousands of entries: their decoding loops tier up (src/jit.ts). */
 export const LARGE_IMAGE = 64 << 10;
 
+/**
+ * XXH64 of the images read while a restore loads its images (loadImages: trackReads ... the
+ * manifest check), by path as read: criu-bun.sum is checked against the bytes decoded instead of
+ * each image read a second time (a sleep's restore read 12 files twice), so it covers the very
+ * bytes in use. Only between trackReads and endReads: a path read by an earlier restore of the same
+ * process (service, migrate) may name another file now.
+ */
+let reads: Map<string, bigint> | undefined;
+export function trackReads(): Map<string, bigint> {
+  reads = new Map();
+  return reads;
+}
+export function endReads() {
+  reads = undefined;
+}
+
 function load(path: string): Uint8Array {
   let b: Uint8Array;
   try {
@@ -467,6 +483,7 @@ function load(path: string): Uint8Array {
   } catch (e) {
     throw new CriuError("image", `${path}: cannot read: ${errnoText(e)}`);
   }
+  reads?.set(path, Bun.hash.xxHash64(b));
   if (jitIfLarge(b.length, LARGE_IMAGE)) log.debug(`JIT tier-up thresholds x${WORK_JIT} from here on (${path})`);
   return b;
 }

@@ -1,7 +1,7 @@
 // Loading and validating everything a restore needs before anything is created.
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { readImage, imageExists } from "../images/image";
+import { readImage, imageExists, trackReads, endReads } from "../images/image";
 import { decodePagemapTable, PagemapTable, type PagemapRunAt } from "../images/pagemap";
 import * as S from "../images/schemas";
 import { create } from "@bufbuild/protobuf";
@@ -74,6 +74,15 @@ function need(dir: string, file: string) {
 }
 
 export function loadImages(dir: string): RestoreSet {
+  const read = trackReads();
+  try {
+    return loadImagesFrom(dir, read);
+  } finally {
+    endReads();
+  }
+}
+
+function loadImagesFrom(dir: string, read: Map<string, bigint>): RestoreSet {
   if (!existsSync(dir)) throw new CriuError("restore", `images directory '${dir}' does not exist`);
   need(dir, "inventory.img");
   const [inventory] = readImage(dir, "inventory.img", "INVENTORY");
@@ -233,7 +242,7 @@ export function loadImages(dir: string): RestoreSet {
   const mounts = newMntNs && imageExists(dir, mntImg) ? readImage(dir, mntImg, "MNTS") : undefined;
   // criu-bun's dump: every image as written. Last, so that damage the checks above understand is
   // named by them (file, offset, field); this catches what still looks plausible
-  if (inventory.allImages) verifyManifest(dir);
+  if (inventory.allImages) verifyManifest(dir, read);
   return {
     dir,
     inventory,
