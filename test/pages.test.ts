@@ -20,6 +20,7 @@ import {
   REPO_ROOT,
 } from "./harness";
 import { dump, restore, imagesDir, cleanupImages, flipBit, waitReaped } from "./engine-helpers";
+import { parseSmaps, smapsSkeleton } from "../src/sys/proc";
 
 beforeAll(async () => {
   await buildWorkloads();
@@ -422,7 +423,7 @@ describe("a dump's blocks read by the Workers and the main thread (CRIU_BUN_MAIN
 });
 
 describe("VmFlags read on the VMA reader Worker in a plain dump", () => {
-  test("the reader started at the freeze gives the same mm and pagemap images as smaps read on the main thread", async () => {
+  test("the reader started at the freeze, and a page Worker waiting for the pages, give the same mm and pagemap images as smaps read on the main thread", async () => {
     const dir = imagesDir("vmareader");
     const ready = join(dir, "ready");
     // mappings whose VmFlags the mm image keeps (dd, hg, wf), written so they have pages
@@ -444,22 +445,29 @@ describe("VmFlags read on the VMA reader Worker in a plain dump", () => {
       expect(existsSync(ready)).toBe(true);
       const pid = Number(readFileSync(ready, "utf8"));
       const images: Record<string, Record<string, string>> = {};
-      for (const reader of ["on", "off"]) {
+      // "pages": no reader Worker (128 MiB: below its 2 GiB), the page Workers started at the freeze
+      for (const reader of ["on", "off", "pages"]) {
         const d = join(dir, reader);
         require("node:fs").mkdirSync(d);
         const r = criuBun(["dump", "-R", "-t", String(pid), "-D", d, "-o", "dump.log", "-v4"], {
-          env: { CRIU_BUN_VMA_READER: reader },
+          env: reader === "pages" ? {} : { CRIU_BUN_VMA_READER: reader },
         });
         const log = readFileSync(join(d, "dump.log"), "utf8");
         if (r.code !== 0) console.log(r.stderr, log.slice(-2000));
         expect(r.code).toBe(0);
         // "on": the Worker took the request, or (still starting when the flags were needed: a busy
         // machine) it was taken back and read here; "off": no Worker at all
-        const took = /read from smaps on a Worker/.test(log);
+        const took = /read from smaps on a Worker/.test(log),
+          tookPages = /VMAs and their flags read from smaps on a page Worker/.test(log);
         if (reader === "on") {
           expect(took || /did not take the request/.test(log)).toBe(true);
           if (!took) console.log("the VMA reader Worker was not up in time: flags read on the main thread");
         } else expect(took).toBe(false);
+        if (reader === "pages") {
+          expect(log).toContain("page worker(s) started ahead");
+          expect(tookPages || /the page Worker did not take the VMA request/.test(log)).toBe(true);
+          if (!tookPages) console.log("the page Worker was not up in time: flags read on the main thread");
+        } else expect(tookPages).toBe(false);
         images[reader] = Object.fromEntries(
           readdirSync(d)
             .filter((f) => /^(mm|pagemap)-\d+\.img$/.test(f))
@@ -468,10 +476,22 @@ describe("VmFlags read on the VMA reader Worker in a plain dump", () => {
       }
       expect(Object.keys(images.on).length).toBe(2);
       expect(images.on).toEqual(images.off);
+      expect(images.pages).toEqual(images.off);
     } finally {
       if (existsSync(ready)) process.kill(Number(readFileSync(ready, "utf8")), "SIGKILL");
       p.kill("SIGKILL");
       await p.exited;
     }
   }, 120_000);
+});
+
+test("the smaps lines a page Worker hands over (smapsSkeleton) parse to the same VMAs and VmFlags as the whole smaps", () => {
+  // this test process: its executable, libraries, heaps, stacks, the vDSO, anonymous and file mappings
+  const text = readFileSync("/proc/self/smaps", "latin1");
+  const whole = parseSmaps(text),
+    skel = smapsSkeleton(text);
+  expect(whole.length).toBeGreaterThan(20);
+  expect(whole.every((v) => v.vmflags.length > 0)).toBe(true);
+  expect(skel.length).toBeLessThan(text.length / 4);
+  expect(parseSmaps(skel)).toEqual(whole);
 });

@@ -323,6 +323,14 @@ class Pool {
     }
   }
 
+  /** A message to this pool's last Worker (whose first job comes after the first Worker's), if any. */
+  postLast(msg: object): boolean {
+    const w = this.workers[this.workers.length - 1];
+    if (!w) return false;
+    w.postMessage(msg);
+    return true;
+  }
+
   close() {
     for (const w of this.workers) w.terminate();
     this.workers = [];
@@ -382,6 +390,14 @@ export function startPageWorkersEarly(dir: string) {
     return; // (what is wrong with the directory is said when the images are loaded)
   }
   if (bytes >= WORKER_THRESHOLD && !givesBackOwnPages(bytes)) startPageWorkers(bytes);
+}
+/**
+ * A message for a page Worker started ahead (one of a dump's, waiting for its pages while the tree
+ * is collected: vmareader.ts askVmas): posted before any job, so taken before them. False when
+ * there is none.
+ */
+export function postToSpareWorker(msg: object): boolean {
+  return spare?.postLast(msg) ?? false;
 }
 export function stopPageWorkers() {
   spare?.close();

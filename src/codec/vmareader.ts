@@ -9,10 +9,10 @@
 // following dumps of this run (migrate's rounds): it takes ~0.1-0.3 s to start. A request it has not
 // taken by the time the answer is needed (the Worker still starting) is taken back and read here.
 import type { MessagePort } from "node:worker_threads";
-import { readVmas, threadNice, setTidNice, type Vma } from "../sys/proc";
-import { workerUrl } from "./pipeline";
-import { STARTING, IDLE, ASKED, TAKEN, I_STATE, I_PID, I_TID } from "./vmaserve";
-import { log, errorMessage } from "../log";
+import { readVmas, parseSmaps, threadNice, setTidNice, type Vma } from "../sys/proc";
+import { workerUrl, postToSpareWorker } from "./pipeline";
+import { STARTING, IDLE, ASKED, TAKEN, I_STATE, I_PID, I_TID, I_LEN, ONCE_TEXT_AT } from "./vmaserve";
+import { log, errorMessage, CriuError } from "../log";
 
 let reader: VmaReader | undefined;
 
@@ -117,4 +117,52 @@ export function askVmas(pid: number): PendingVmas {
     return { join: () => readVmas(pid) };
   }
   return reader.ask(pid);
+}
+
+/** The room for one answer of a page Worker (smapsSkeleton text: about 120 bytes a VMA): more VMAs
+ * than fit are read on the asking thread, as without the Worker */
+const ONCE_BYTES = 1 << 20;
+
+/**
+ * The VMAs of frozen process pid, with their flags, read from smaps by one of the dump's page
+ * Workers while they wait for its pages (they are started at the freeze: pipeline.ts
+ * startPageWorkers), and this thread collects the rest of the task state, its fds and its pagemap:
+ * smaps walks the page tables of the whole process (16-24 ms for a GiB here), which then no longer
+ * goes before the pages on this thread. undefined when no page Worker waits (a small process),
+ * or with CRIU_BUN_VMA_READER=off. The process must stay frozen, its memory map untouched, until
+ * join() returned; a request the Worker has not taken by then is taken back and read here.
+ */
+export function askVmasOfPageWorker(pid: number): PendingVmas | undefined {
+  if (process.env.CRIU_BUN_VMA_READER === "off") return undefined;
+  const buffer = new SharedArrayBuffer(ONCE_BYTES);
+  const ctl = new Int32Array(buffer, 0, 4);
+  Atomics.store(ctl, I_PID, pid);
+  Atomics.store(ctl, I_STATE, ASKED);
+  if (!postToSpareWorker({ op: "vmas1", ctl: buffer })) return undefined;
+  const t0 = performance.now();
+  return {
+    join: () => {
+      if (Atomics.compareExchange(ctl, I_STATE, ASKED, IDLE) === ASKED) {
+        log.debug(`process ${pid}: the page Worker did not take the VMA request; smaps read here`);
+        return readVmas(pid);
+      }
+      const tw = performance.now(),
+        deadline = Date.now() + 120_000;
+      while (Atomics.load(ctl, I_STATE) === TAKEN) {
+        Atomics.wait(ctl, I_STATE, TAKEN, 1000);
+        if (Date.now() > deadline) throw new CriuError("mem", `process ${pid}: a page Worker read smaps for 120 s`);
+      }
+      const len = Atomics.load(ctl, I_LEN);
+      if (len < 0) {
+        // (the same read here gives the same error, or the VMAs that did not fit)
+        log.debug(`process ${pid}: no VMAs from the page Worker; smaps read here`);
+        return readVmas(pid);
+      }
+      const vmas = parseSmaps(Buffer.from(new Uint8Array(buffer, ONCE_TEXT_AT, len)).toString("latin1"));
+      log.debug(
+        `process ${pid}: ${vmas.length} VMAs and their flags read from smaps on a page Worker; waited ${(performance.now() - tw).toFixed(1)} ms for them, ${(tw - t0).toFixed(1)} ms after asking`
+      );
+      return vmas;
+    },
+  };
 }

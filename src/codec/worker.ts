@@ -1,7 +1,7 @@
 // A page Worker: one WASM codec instance, jobs by postMessage, results into shared slots that
 // the (synchronously waiting) main thread reads. See src/codec/pipeline.ts.
 import { BlockCore, Slot, runInto, I_CTL, I_DONE, WORKER_GC_EVERY, type CoreInit, type Job } from "./jobs";
-import { serveVmas } from "./vmaserve";
+import { serveVmas, serveVmasOnce } from "./vmaserve";
 import { START_JIT, WORK_JIT, BLOCKS_JIT } from "../jit";
 
 /**
@@ -37,6 +37,11 @@ self.onmessage = (e: MessageEvent) => {
   // "vmas": this Worker reads smaps for the dump instead (vmareader.ts), and nothing else
   if (m.op === "vmas") {
     serveVmas(m.ctl, m.port);
+    return;
+  }
+  // "vmas1": one process's VMAs for the dump, while this page Worker waits for its pages
+  if (m.op === "vmas1") {
+    serveVmasOnce(m.ctl);
     return;
   }
   // "start": the slots and the codec's module, once; "open": the process and files of a run (one

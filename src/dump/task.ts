@@ -2,7 +2,7 @@
 // shaped like CRIU's protobuf messages (camelCase field names of the generated code).
 import { getRegs } from "../sys/ptrace";
 import { readStat, readStatus, readLink, readMaps, type ProcStat } from "../sys/proc";
-import { askVmas, type PendingVmas } from "../codec/vmareader";
+import { askVmas, askVmasOfPageWorker, type PendingVmas } from "../codec/vmareader";
 import { NR } from "../sys/nr";
 import { BATCH_CODE, Injector, RemoteMem } from "../ptrace/inject";
 import type { FrozenProcess } from "../ptrace/seize";
@@ -210,7 +210,8 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem, vmaReader = false): 
   // per GiB), and readers that come after a waiting writer wait too (the batch area of
   // CRIU_BUN_BATCH=on is mapped and unmapped by then as well)
   // (with the BPF iterator ready for this run, no walk to hide: the flags are read with the VMAs, below)
-  const vmFlags = vmaReader && !vmFlagsFromBpf() ? askVmas(pid) : undefined;
+  // (else, when the dump's page Workers wait for its pages, on one of them)
+  const vmFlags = vmFlagsFromBpf() ? undefined : vmaReader ? askVmas(pid) : askVmasOfPageWorker(pid);
 
   // --- threads
   const tThreads = performance.now();

@@ -96,7 +96,26 @@ export function readMaps(pid: number): Vma[] {
 
 /** maps with VmFlags from smaps (a walk of the page tables: read it once per dump). */
 export function readVmas(pid: number): Vma[] {
-  const text = readText(`/proc/${pid}/smaps`);
+  return parseSmaps(readText(`/proc/${pid}/smaps`));
+}
+
+/** The lines of smaps text that parseSmaps reads (mapping lines and VmFlags), in order: the same
+ * VMAs from a few percent of the text (a page Worker hands them over this way: vmaserve.ts). */
+export function smapsSkeleton(text: string): string {
+  const keep: string[] = [];
+  for (let at = 0; at < text.length; ) {
+    let nl = text.indexOf("\n", at);
+    if (nl < 0) nl = text.length;
+    const c = text.charCodeAt(at);
+    if ((c >= 48 && c <= 57) || (c >= 97 && c <= 102) || (c === 86 && text.startsWith("VmFlags:", at)))
+      keep.push(text.slice(at, nl));
+    at = nl + 1;
+  }
+  return keep.join("\n");
+}
+
+/** VMAs with their VmFlags from the text of /proc/PID/smaps (or its smapsSkeleton). */
+export function parseSmaps(text: string): Vma[] {
   const vmas: Vma[] = [];
   let cur: Vma | undefined;
   // line by line without splitting the text: a process with 5,000 mappings has 125,000 lines of
