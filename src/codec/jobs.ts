@@ -24,6 +24,7 @@ import { BLOCK, BLOCK_LZ4 } from "./format";
 import { vmRead, vmWrite, preadFull, pwriteFull, VmWriteBatch } from "../sys/mem";
 import { addr } from "../sys/addr";
 import { uffdCopy } from "../sys/uffd";
+import { syscall } from "../sys/syscall";
 import { errnoText, E } from "../sys/errno";
 
 const PAGE = 4096;
@@ -275,6 +276,23 @@ export function decodeBlock(
     throw new BlockError(`LZ4 block does not decode (${e instanceof Error ? e.message : e})`);
   }
   if (n !== rawLen) throw new BlockError(`LZ4 block decodes to ${n} bytes, index says ${rawLen}`);
+}
+
+/**
+ * The functions a restore block runs through once per segment or run of pages (BlockCore's methods,
+ * the run loop, the UFFDIO_COPY and system call wrappers): a restore's Workers keep them out of
+ * JavaScriptCore's top tier (bun:jsc noFTL, worker.ts). Hot for a few hundred milliseconds only,
+ * they reached FTL in both Workers: 60-65 ms of compiling on the JIT thread (of ~85 ms in all,
+ * BUN_JSC_reportFTLCompileTimes) on the two CPUs the Workers need, for code that then runs a
+ * fraction of the pages phase; DFG code is quick enough for them.
+ */
+export function restoreHotCode(): ((...a: never[]) => unknown)[] {
+  const proto = BlockCore.prototype as unknown as Record<string, unknown>;
+  const methods = Object.getOwnPropertyNames(BlockCore.prototype)
+    .filter((k) => k !== "constructor")
+    .map((k) => proto[k])
+    .filter((f): f is (...a: never[]) => unknown => typeof f === "function");
+  return [eachRun, uffdCopy, syscall, addr, preadFull, vmWrite, decodeBlock, runInto, ...methods];
 }
 
 export class BlockCore {

@@ -1,6 +1,17 @@
 // A page Worker: one WASM codec instance, jobs by postMessage, results into shared slots that
 // the (synchronously waiting) main thread reads. See src/codec/pipeline.ts.
-import { BlockCore, Slot, runInto, I_CTL, I_DONE, WORKER_GC_EVERY, type CoreInit, type Job } from "./jobs";
+import {
+  BlockCore,
+  Slot,
+  runInto,
+  I_CTL,
+  I_DONE,
+  WORKER_GC_EVERY,
+  restoreHotCode,
+  type CoreInit,
+  type Job,
+} from "./jobs";
+import { noFTL } from "bun:jsc";
 import { serveVmas, serveVmasOnce } from "./vmaserve";
 import { START_JIT, WORK_JIT, BLOCKS_JIT } from "../jit";
 
@@ -24,6 +35,7 @@ function setJit(scale: number) {
 /** Jobs between garbage collections in this Worker, 0 for none (the run's, see GC_EVERY in pipeline.ts) */
 let gcEvery = WORKER_GC_EVERY;
 let jobsDone = 0;
+let noFtlDone = false;
 
 declare const self: Worker;
 let core: BlockCore | undefined;
@@ -54,6 +66,11 @@ self.onmessage = (e: MessageEvent) => {
   }
   if (m.op === "open") {
     setJit(m.pagesFd < 0 ? DUMP_JIT : RESTORE_JIT); // pagesFd: the file a restore reads, -1 for a dump
+    if (m.pagesFd >= 0 && !noFtlDone && process.env.CRIU_BUN_RESTORE_FTL !== "1") {
+      // a restore's per-block code stays at DFG (jobs.ts restoreHotCode)
+      for (const f of restoreHotCode()) noFTL(f as (...a: unknown[]) => unknown);
+      noFtlDone = true;
+    }
     gcEvery = m.gcEvery?.worker ?? WORKER_GC_EVERY;
     jobsDone = 0;
     const init: CoreInit = {
