@@ -86,6 +86,17 @@ export interface InCall {
   check: (r: bigint) => void;
 }
 
+/** Bytes as an InCall's data: 64-bit words, the last one zero-padded (a loop: spreading a typed
+ *  array goes through the iterator protocol, slow in the interpreter the restore runs in). */
+export function dataWords(bytes: Uint8Array): bigint[] {
+  const padded = new Uint8Array((bytes.length + 7) & ~7);
+  padded.set(bytes);
+  const w = new BigUint64Array(padded.buffer);
+  const out = new Array<bigint>(w.length);
+  for (let i = 0; i < w.length; i++) out[i] = w[i];
+  return out;
+}
+
 /** guarded calls and sessions made by this criu-bun so far (CRIU_BUN_DIE=inject-N-POINT, inject-restored-N) */
 let guardedCalls = 0,
   guardedSessions = 0,

@@ -5,9 +5,10 @@ import { readFileSync } from "node:fs";
 import { readStatus } from "../sys/proc";
 import { NR } from "../sys/nr";
 import { PR } from "../sys/flags";
-import type { Injector } from "../ptrace/inject";
+import { dataWords, type InCall, type Injector } from "../ptrace/inject";
+import { sysFailed } from "../sys/errno";
 import type * as S from "../images/schemas";
-import { log } from "../log";
+import { CriuError, log } from "../log";
 
 const SECBIT_KEEP_CAPS = 0x10,
   SECBIT_KEEP_CAPS_LOCKED = 0x20;
@@ -65,10 +66,10 @@ function capLast(): number {
  * copies bytes into the thread's scratch page.
  */
 export function restoreCreds(
-  thread: { vtid: number; inj: Injector; scratch: (off: bigint, data: Uint8Array) => bigint },
+  thread: { vtid: number; inj: Injector; batchData: (calls: InCall[]) => void },
   c: S.creds_entry
 ) {
-  const { vtid, inj, scratch } = thread;
+  const { vtid, inj, batchData } = thread;
   const lastCap = capLast();
   const full = lastCap >= 32 ? [0xffffffff, 2 ** (lastCap - 31) - 1] : [2 ** (lastCap + 1) - 1, 0];
   const isFull = (w: number[]) => w[0] >>> 0 === full[0] >>> 0 && (w[1] ?? 0) === full[1];
@@ -95,20 +96,39 @@ export function restoreCreds(
     log.debug(`thread ${vtid}: root with every capability, as criu-bun: credentials left as they are`);
     return;
   }
+  // one stop of the thread for all of them, in this order; each result checked in order, the
+  // first failure named as inj.ok names it (the calls after it run too, in a thread whose restore
+  // then fails: it is killed)
+  const calls: InCall[] = [];
+  const ok = (name: string, nr: number, data: bigint[], args: (at: bigint) => (number | bigint)[]) =>
+    calls.push({
+      nr,
+      data,
+      args,
+      check: (r) => {
+        if (r < 0n && r > -4096n) throw new CriuError("inject", sysFailed(inj.who, `injected ${name}`, r));
+      },
+    });
+  const any = (nr: number, ...args: (number | bigint)[]) =>
+    calls.push({ nr, data: [], args: () => args, check: () => {} });
   for (let cap = 0; cap <= lastCap; cap++) {
     const inBnd = ((c.capBnd[cap >> 5] ?? 0) >>> (cap & 31)) & 1;
-    if (!inBnd) inj.ok(`prctl(PR_CAPBSET_DROP, ${cap})`, NR.prctl, PR.CAPBSET_DROP, cap);
+    if (!inBnd) ok(`prctl(PR_CAPBSET_DROP, ${cap})`, NR.prctl, [], () => [PR.CAPBSET_DROP, cap]);
   }
-  if (c.secbits) inj.ok("prctl(PR_SET_SECUREBITS)", NR.prctl, PR.SET_SECUREBITS, c.secbits);
-  inj.ok("setgroups", NR.setgroups, c.groups.length, scratch(0n, new Uint8Array(new Uint32Array(c.groups).buffer)));
-  inj.ok("setresgid", NR.setresgid, c.gid, c.egid, c.sgid);
-  if (!(c.secbits & SECBIT_KEEP_CAPS_LOCKED)) inj.call(NR.prctl, PR.SET_KEEPCAPS, 1);
-  inj.ok("setresuid", NR.setresuid, c.uid, c.euid, c.suid);
-  inj.call(NR.setfsgid, c.fsgid);
-  inj.call(NR.setfsuid, c.fsuid);
-  // capset: header {version 3, pid 0}, two data words {effective, permitted, inheritable}
-  const hd = scratch(0n, new Uint8Array(new Uint32Array([LINUX_CAPABILITY_VERSION_3, 0]).buffer));
-  const data = new Uint32Array([
+  if (c.secbits) ok("prctl(PR_SET_SECUREBITS)", NR.prctl, [], () => [PR.SET_SECUREBITS, c.secbits]);
+  ok("setgroups", NR.setgroups, dataWords(new Uint8Array(new Uint32Array(c.groups).buffer)), (at) => [
+    c.groups.length,
+    at,
+  ]);
+  ok("setresgid", NR.setresgid, [], () => [c.gid, c.egid, c.sgid]);
+  if (!(c.secbits & SECBIT_KEEP_CAPS_LOCKED)) any(NR.prctl, PR.SET_KEEPCAPS, 1);
+  ok("setresuid", NR.setresuid, [], () => [c.uid, c.euid, c.suid]);
+  any(NR.setfsgid, c.fsgid);
+  any(NR.setfsuid, c.fsuid);
+  // capset: header {version 3, pid 0}, then two data words {effective, permitted, inheritable}
+  const caps = new Uint32Array([
+    LINUX_CAPABILITY_VERSION_3,
+    0,
     c.capEff[0] ?? 0,
     c.capPrm[0] ?? 0,
     c.capInh[0] ?? 0,
@@ -116,12 +136,13 @@ export function restoreCreds(
     c.capPrm[1] ?? 0,
     c.capInh[1] ?? 0,
   ]);
-  inj.ok("capset", NR.capset, hd, scratch(64n, new Uint8Array(data.buffer)));
-  if (!(c.secbits & SECBIT_KEEP_CAPS_LOCKED)) inj.call(NR.prctl, PR.SET_KEEPCAPS, c.secbits & SECBIT_KEEP_CAPS ? 1 : 0); // keep-caps back as it was
+  ok("capset", NR.capset, dataWords(new Uint8Array(caps.buffer)), (at) => [at, at + 8n]);
+  if (!(c.secbits & SECBIT_KEEP_CAPS_LOCKED)) any(NR.prctl, PR.SET_KEEPCAPS, c.secbits & SECBIT_KEEP_CAPS ? 1 : 0); // keep-caps back as it was
   for (let cap = 0; cap <= lastCap; cap++) {
     if (((amb[cap >> 5] ?? 0) >>> (cap & 31)) & 1)
-      inj.ok(`prctl(PR_CAP_AMBIENT_RAISE, ${cap})`, NR.prctl, PR.CAP_AMBIENT, PR.CAP_AMBIENT_RAISE, cap, 0, 0);
+      ok(`prctl(PR_CAP_AMBIENT_RAISE, ${cap})`, NR.prctl, [], () => [PR.CAP_AMBIENT, PR.CAP_AMBIENT_RAISE, cap, 0, 0]);
   }
+  batchData(calls);
   log.debug(
     `thread ${vtid}: credentials restored (uid ${c.uid}, gid ${c.gid}, ${c.groups.length} group(s), securebits 0x${c.secbits.toString(16)})`
   );

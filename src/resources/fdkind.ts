@@ -131,6 +131,9 @@ export interface RestoreCtx {
   scratch(off: bigint, data: Uint8Array): bigint;
   /** move a target fd above every fd number being restored; returns the new number */
   high(fd: number, what: string): number;
+  /** independent syscalls ([nr, ...args]) in as few stops of the target as fit, their raw results in
+   *  order (all run, whatever each returns); without it, one injected call each */
+  batch?: (calls: (number | bigint)[][]) => bigint[];
   /** restore options that kinds care about */
   opts?: { shellJob?: boolean };
   /** what the fds of this process's restore share (images read once, memfd bases ...) */

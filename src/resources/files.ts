@@ -529,17 +529,27 @@ export function restoreFds(base: CtxBase, fds: S.fdinfo_entry[]) {
   // unless held for another process or closed later by their kind
   let pending: number[] = [];
   const placed = new Set<number>();
+  // (in one batch of injected calls: the dup3s write fd numbers below the floor, the closes take
+  // temporary ones above it, so no call depends on another's result; each dup3's result is checked
+  // in order, the first failure named)
   const place = () => {
     const heldHere = new Set(tree.toClose.get(base.pid) ?? []);
+    const calls: (number | bigint)[][] = [];
+    const dups: { id: number; fe: S.fdinfo_entry; at: number }[] = [];
     for (const id of pending) {
       const t = temps.get(id)!;
       for (const fe of byId.get(id)!) {
-        const r = inj.call(NR.dup3, t, fe.fd, fe.flags & 1 ? O.CLOEXEC : 0);
-        if (r < 0n) throw new CriuError("restore", `process ${base.pid} fd ${fe.fd}: dup3 failed: ${errnoText(-r)}`);
-        if (created.has(id) && !tree.owners.has(id)) tree.owners.set(id, { pid: base.pid, vpid: base.vpid, fd: fe.fd });
+        dups.push({ id, fe, at: calls.length });
+        calls.push([NR.dup3, t, fe.fd, fe.flags & 1 ? O.CLOEXEC : 0]);
       }
-      if (!heldHere.has(t) && !closeLater.has(t)) inj.call(NR.close, t);
+      if (!heldHere.has(t) && !closeLater.has(t)) calls.push([NR.close, t]);
       placed.add(id);
+    }
+    const res = base.batch ? base.batch(calls) : calls.map((c) => inj.call(Number(c[0]), ...c.slice(1)));
+    for (const { id, fe, at } of dups) {
+      const r = res[at];
+      if (r < 0n) throw new CriuError("restore", `process ${base.pid} fd ${fe.fd}: dup3 failed: ${errnoText(-r)}`);
+      if (created.has(id) && !tree.owners.has(id)) tree.owners.set(id, { pid: base.pid, vpid: base.vpid, fd: fe.fd });
     }
     pending = [];
   };

@@ -10,7 +10,7 @@ import { NR } from "../sys/nr";
 import { PR, MADV } from "../sys/flags";
 import { O } from "../sys/mem";
 import { sysFailed } from "../sys/errno";
-import type { Injector, InCall, OutCall } from "../ptrace/inject";
+import { dataWords, type Injector, type InCall, type OutCall } from "../ptrace/inject";
 import * as S from "../images/schemas";
 import { isFieldSet } from "@bufbuild/protobuf";
 import { CriuError, log } from "../log";
@@ -404,7 +404,7 @@ function openMappedFiles(proc: MmRestoreCtx, vmas: S.vma_entry[], fileFds: Map<b
     path.set(Buffer.from(name));
     byPath.push({
       nr: NR.openat,
-      data: [...new BigUint64Array(path.buffer)],
+      data: dataWords(path),
       args: (at) => [-100, at, oflags, 0],
       check: (r) => {
         if (r < 0n) throw new CriuError("restore", sysFailed(who, `opening '${name}' to map it`, r));

@@ -23,7 +23,7 @@ import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { PR } from "../sys/flags";
 import { errnoText, sysFailed } from "../sys/errno";
-import { Injector, type RemoteMem, type InCall, type OutCall } from "../ptrace/inject";
+import { Injector, dataWords, type RemoteMem, type InCall, type OutCall } from "../ptrace/inject";
 import { fixupRestart } from "../ptrace/restart";
 import type * as S from "../images/schemas";
 import { CriuError, log } from "../log";
@@ -262,7 +262,7 @@ export function restoreThread(
     dv.setBigUint64(16, sas.ssSize, true);
     calls.push({
       nr: NR.sigaltstack,
-      data: [...new BigUint64Array(b)],
+      data: dataWords(new Uint8Array(b)),
       args: (at) => [at, 0],
       check: (r) => {
         if (r < 0n) throw new CriuError("restore", sysFailed(`thread ${vtid}`, "injected sigaltstack", r));
@@ -274,7 +274,7 @@ export function restoreThread(
     name.set(Buffer.from(comm));
     calls.push({
       nr: NR.prctl,
-      data: [...new BigUint64Array(name.buffer)],
+      data: dataWords(name),
       args: (at) => [PR.SET_NAME, at, 0, 0, 0],
       check: () => {},
     });
@@ -290,7 +290,7 @@ export function restoreThread(
   });
   thread.batchData(calls);
   restoreSeccomp({ tid, vtid, inj, scratch }, tcore, seccompFilters);
-  if (tcore.creds) restoreCreds({ vtid, inj, scratch }, tcore.creds);
+  if (tcore.creds) restoreCreds({ vtid, inj, batchData: thread.batchData }, tcore.creds);
   // after the credentials: changing them clears the parent-death signal
   if (tcore.pdeathSig) inj.ok("prctl(PR_SET_PDEATHSIG)", NR.prctl, PR.SET_PDEATHSIG, tcore.pdeathSig, 0, 0, 0);
   log.debug(

@@ -671,6 +671,7 @@ export class TaskBuilder {
           opts,
           str: (s, slot = 0) => this.str(s, slot),
           scratch: (off, d) => this.scratchWrite(off, d),
+          batch: (calls) => this.batchCalls(calls),
         },
         this.t.fds
       );
