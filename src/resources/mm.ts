@@ -13,7 +13,7 @@ import { sysFailed } from "../sys/errno";
 import { dataWords, type Injector, type InCall, type OutCall } from "../ptrace/inject";
 import * as S from "../images/schemas";
 import { isFieldSet } from "@bufbuild/protobuf";
-import { CriuError, log } from "../log";
+import { CriuError, log, logLevel, LOG_DEBUG } from "../log";
 import { classifyVmas, logVmas, vmaLine, type DumpedVma } from "./memory";
 import { VMA, MAP, PAGE } from "./vma";
 import { SHMAT } from "./sysvshm";
@@ -237,10 +237,12 @@ export function restoreMemory(proc: MmRestoreCtx) {
     const calls = pending.flatMap((p) => p.calls);
     const res = proc.batch([...calls, ...closes]);
     let k = 0;
+    // (the line made only when it is written: a process may have thousands of VMAs)
+    const debug = logLevel() >= LOG_DEBUG;
     for (const { v, calls: cs, fd } of pending) {
       const r = res[k];
       if (r !== v.start) throw mmapFailed(proc, v, r);
-      log.debug(`process ${proc.pid}: mapped ${vmaLine(v)}${fd >= 0 ? ` from fd ${fd}` : ""}`);
+      if (debug) log.debug(`process ${proc.pid}: mapped ${vmaLine(v)}${fd >= 0 ? ` from fd ${fd}` : ""}`);
       k += cs.length;
     }
     pending.length = 0;
