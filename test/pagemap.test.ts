@@ -227,3 +227,80 @@ test("a RunList keeps every run across its growths (the outgrown arrays given ba
   list.add(0x22000, 1, PE.PRESENT); // merged with the one before
   expect([...list]).toEqual([{ vaddr: 0x20000n, nrPages: 3, flags: PE.PRESENT }]);
 });
+
+test("entries the usual-entry loop does not take (long tags and values, other fields, errors) read as the generic reader reads them", () => {
+  const d = mkdtempSync(join(tmpdir(), "criu-bun-pm-"));
+  const u32 = (v: number) => [v & 0xff, (v >>> 8) & 0xff, (v >>> 16) & 0xff, v >>> 24];
+  const varint = (v: bigint) => {
+    const o: number[] = [];
+    while (v > 0x7fn) {
+      o.push(Number(v & 0x7fn) | 0x80);
+      v >>= 7n;
+    }
+    o.push(Number(v));
+    return o;
+  };
+  const entry = (...fields: number[][]) => {
+    const body = fields.flat();
+    return [...u32(body.length), ...body];
+  };
+  const f = (n: number, v: bigint) => [...varint(BigInt(n << 3)), ...varint(v)];
+  const file = (...entries: number[][]) =>
+    new Uint8Array([...u32(0x54564319), ...u32(0x56084025), ...entry(f(1, 9n)), ...entries.flat()]);
+  try {
+    const usual = entry(f(1, 0x1000n), f(2, 2n), f(4, 4n), f(5, 2n));
+    writeFileSync(
+      join(d, "pagemap-9.img"),
+      file(
+        usual,
+        entry(f(1, 1n << 50n), f(5, 1n), f(4, 4n)), // vaddr in 8 bytes: the general loop
+        entry(f(1, 0x9000n), f(3, 1n), f(2, 3n), f(4, 4n)), // in_parent (ignored beside flags)
+        entry(f(1, 0xa000n), f(5, 1n), f(4, 1n), f(21, 7n)), // a two-byte tag (field 21, ignored)
+        entry(f(1, 0xb000n), f(5, 1n), f(4, 4n), f(5, 2n), f(1, 0xc000n)), // repeated: the last wins
+        entry(f(1, 0xd000n), [0x28, 0x81, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00], f(4, 4n)), // 1 in 9 bytes
+        usual
+      )
+    );
+    const gen = (readImage(d, "pagemap-9.img", "PAGEMAP").slice(1) as S.pagemap_entry[]).map((e) => ({
+      vaddr: e.vaddr,
+      nrPages: pagemapNrPages(e),
+      flags: e.flags ?? 4,
+    }));
+    const t = decodePagemapTable(d, "pagemap-9.img");
+    expect(t.pagesId).toBe(9);
+    expect(t.runs().map(({ vaddr, nrPages, flags }) => ({ vaddr, nrPages, flags }))).toEqual(gen);
+    expect([...t.va]).toEqual([0x1000, 2 ** 50, 0x9000, 0xa000, 0xc000, 0xd000, 0x1000]);
+    expect([...t.nr]).toEqual([2, 1, 3, 1, 2, 1, 2]);
+    expect([...t.flags]).toEqual([4, 4, 4, 1, 4, 4, 4]);
+    expect([...t.offset]).toEqual([0, 2, 3, 6, 6, 8, 9].map((p) => p * 4096));
+    // refusals after usual entries: the same lines, at the offending entry
+    const bad = (name: string, e: number[], re: RegExp) => {
+      writeFileSync(join(d, name), file(usual, usual, e, usual));
+      expect(() => decodePagemapTable(d, name)).toThrow(re);
+    };
+    const third = 8 + 4 + 2 + 2 * usual.length;
+    bad(
+      "pagemap-10.img",
+      entry(f(1, 0x1000n), [0x2a, 1, 0]),
+      /pagemap-10\.img: unexpected wire type 2 in field 5 at offset \d+/
+    );
+    bad(
+      "pagemap-11.img",
+      entry(f(4, 4n), f(5, 1n)),
+      new RegExp(`pagemap_entry without vaddr or page count at offset ${third}$`)
+    );
+    bad(
+      "pagemap-12.img",
+      entry(f(1, 0x1000n), f(5, 1n), f(4, 1n << 32n)),
+      /pagemap_entry flags 4294967296 out of range/
+    );
+    bad("pagemap-13.img", entry(f(1, 0x1000n), [0x28, 0x81]), /pagemap-13\.img: truncated varint at offset \d+/);
+    // the last entry cut short
+    writeFileSync(join(d, "pagemap-14.img"), file(usual, usual, [...u32(9), ...f(1, 0x1000n)]));
+    expect(() => decodePagemapTable(d, "pagemap-14.img")).toThrow(
+      new RegExp(`pagemap-14\\.img: truncated entry \\(needs 9 bytes, has 3\\) at offset ${third}$`)
+    );
+  } finally {
+    rmSync(d, { recursive: true });
+  }
+});
