@@ -129,8 +129,8 @@ function flushLogFrom(sab: SharedArrayBuffer) {
 }
 
 function emit(lvl: number, text: string) {
-  text = unalias(text);
   if (lvl > level) return;
+  text = unalias(text);
   const line = `${level >= LOG_TIMESTAMP ? stamp() : ""}${text}\n`;
   if (lvl === LOG_DEBUG && line.length * 3 <= BUF_BYTES) {
     let len = bufLen[0];
