@@ -4,6 +4,7 @@
 // pagemap_entry: vaddr=1, compat_nr_pages=2, in_parent=3, flags=4, nr_pages=5) directly.
 // tests/pagemap.test.ts checks it against the generic protobuf path and Debian's crit.
 import { readFileSync } from "node:fs";
+import { noFTL } from "bun:jsc";
 import { join } from "node:path";
 import { ImageError, LARGE_IMAGE } from "./image";
 import { log } from "../log";
@@ -396,6 +397,9 @@ export function decodePagemapTable(dir: string, file: string): PagemapTable {
  * before. The same values as the general loop, without a call per varint: a 1 GiB heap's 55,000
  * entries took 16-41 ms (median 29) of a restore's start in it, 9-21 ms (median 12) this way.
  * st: [runs so far, page-stream offset], updated.
+ * Kept at DFG (noFTL below): it runs once per pagemap, and its FTL compiles (15-25 ms on the JIT
+ * thread, BUN_JSC_reportFTLCompileTimes) ended after a 1 GiB restore's decoding, on the CPUs the
+ * page Workers started beside it need.
  */
 function usualEntries(
   b: Uint8Array,
@@ -452,6 +456,7 @@ function usualEntries(
   st[1] = offset;
   return off;
 }
+noFTL(usualEntries);
 
 /**
  * The PE_PRESENT runs of a pagemap, by address, in typed arrays (addresses as doubles: a page-aligned
