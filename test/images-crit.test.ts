@@ -1,9 +1,9 @@
 // Interop with Debian's crit (CRIU's own image tool): images we write decode with `crit decode`
 // to exactly the JSON we print; images `crit encode` writes from that JSON decode with our
 // reader to the same messages and payloads.
-import { test, expect, describe } from "bun:test";
+import { test, expect, describe, afterAll } from "bun:test";
 import { create, equals } from "@bufbuild/protobuf";
-import { existsSync, mkdtempSync, writeFileSync, readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, writeFileSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { encodeImage, decodeImage, pagemapNrPages, writeImage } from "../src/images/image";
@@ -18,6 +18,11 @@ const ROOT = join(import.meta.dir, "..");
 const have = existsSync(CRIT);
 if (!have) console.warn(`SKIP images-crit: ${CRIT} is missing (apt-get install criu provides it)`);
 const dir = mkdtempSync(join(tmpdir(), "criu-bun-crit-"));
+/** temporary directories of this file, removed at its end (they held two per run in /tmp before) */
+const made = [dir];
+afterAll(() => {
+  for (const d of made) rmSync(d, { recursive: true, force: true });
+});
 
 // Kinds crit 3.17 has no handler for, and fields it does not know (newer CRIU / criu-bun).
 const CRIT_UNHANDLED = new Set(["SIGNAL", "BINFMT_MISC"]);
@@ -182,6 +187,7 @@ describe.skipIf(!have)("hand-written crit JSON", () => {
   });
   test("crit x ps/fds/mems read a directory we wrote", () => {
     const d = mkdtempSync(join(tmpdir(), "criu-bun-critx-"));
+    made.push(d);
     writeImage(d, "pstree.img", "PSTREE", [
       create(S.pstree_entrySchema, { pid: 50, pgid: 50, sid: 50, threads: [50] }),
     ]);
