@@ -8,6 +8,11 @@
  *                                (1 MiB) and splice from the pipe into OUT, as CRIU moves pages
  *   bench-floor restore IN       fork a fresh process with one anonymous mapping of IN's size,
  *                                then process_vm_writev IN's bytes into it (4 MiB chunks)
+ *   bench-floor warm MIB         map MIB of anonymous memory with MAP_POPULATE and exit: on a VM with
+ *                                free page reporting (virtio-balloon), memory the guest freed has
+ *                                been handed back to the host and its first touch again faults into
+ *                                the host; touching it just before a timed run measures the tool,
+ *                                not the hypervisor (scripts/bench.ts, BENCH_WARM)
  *
  * Prints "bytes seconds" on stdout. Only the copy is timed (not the fork, not the mmap).
  */
@@ -161,10 +166,20 @@ static int restore(const char *in) {
 	return 0;
 }
 
+static int warm(long mib) {
+	size_t n = (size_t)mib << 20;
+	double t0 = now();
+	void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	if (p == MAP_FAILED) { perror("mmap"); return 1; }
+	printf("%zu %.6f\n", n, now() - t0);
+	return 0;
+}
+
 int main(int argc, char **argv) {
 	if (argc == 4 && !strcmp(argv[1], "dump")) return dump(atoi(argv[2]), argv[3]);
 	if (argc == 4 && !strcmp(argv[1], "splice")) return zsplice(atoi(argv[2]), argv[3]);
 	if (argc == 3 && !strcmp(argv[1], "restore")) return restore(argv[2]);
-	fprintf(stderr, "usage: bench-floor dump PID OUT | splice PID OUT | restore IN\n");
+	if (argc == 3 && !strcmp(argv[1], "warm") && atol(argv[2]) > 0) return warm(atol(argv[2]));
+	fprintf(stderr, "usage: bench-floor dump PID OUT | splice PID OUT | restore IN | warm MIB\n");
 	return 2;
 }

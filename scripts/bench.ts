@@ -181,16 +181,27 @@ function logNum(log: string, re: RegExp) {
 }
 
 /** One dump + restore of spin by tool t; checks the restored memory. */
+/** BENCH_WARM (default 1): before each timed run of either tool at a size (and the floors), map that
+ *  much memory and more with MAP_POPULATE in a short-lived process (bench-floor warm). This VM hands
+ *  memory the guest freed back to the host (free page reporting), and touching it again faults into
+ *  the host: a 4 GiB dump's image writes then ran at a third of their speed, for both tools alike,
+ *  and the rows measured the hypervisor. BENCH_WARM=0 measures that cold case. */
+const WARM = process.env.BENCH_WARM !== "0";
+function warm(mib: number) {
+  if (WARM) sh([floorBin, "warm", String(mib + 256)]);
+}
 function dumpRestore(t: Tool, mib: number, pattern: string, dumpS: Side, restS: Side, extra: string[] = []) {
   const w = startSpin(mib, pattern);
   const img = join(BASE, `img-${t}-${mib}`);
   rmSync(img, { recursive: true, force: true });
   mkdirSync(img);
   const logArgs = ["-v4", "-o", "dump.log"];
+  warm(mib);
   const d = timed([...cmdOf(t), "dump", "-t", String(w.pid), "-D", img, ...logArgs, ...extra]);
   dumpS.runs[t].push(d);
   const image = dirBytes(img);
   waitGone(w.pid);
+  warm(mib);
   const r = timed([...cmdOf(t), "restore", "-D", img, "-d", "-v4", "-o", "restore.log"]);
   restS.runs[t].push(r);
   writeFileSync(join(w.wdir, "go"), "");
@@ -497,14 +508,18 @@ try {
       // floors, measured on the same process memory, to the same file system
       const w0 = startSpin(mib, pattern);
       const floorFile = join(BASE, "floor.bin");
+      warm(mib);
       const [fBytes, fDumpS] = sh([floorBin, "dump", String(w0.pid), floorFile])
         .out.trim()
         .split(" ")
         .map(Number);
+      rmSync(floorFile, { force: true });
+      warm(mib);
       const [, zDumpS] = sh([floorBin, "splice", String(w0.pid), floorFile])
         .out.trim()
         .split(" ")
         .map(Number);
+      warm(mib);
       const [, fRestS] = sh([floorBin, "restore", floorFile]).out.trim().split(" ").map(Number);
       let lz4Ratio = NaN;
       if (COMPRESS) {
@@ -672,7 +687,7 @@ for (const s of sides) {
 }
 if (CRIU)
   console.log(
-    "CRIU's CPU counts the criu process only: its parasite (dump: vmsplice of the pages) and restorer (restore: reading the pages in) run in the target, whose CPU time is not criu's; criu-bun does that work in its own process. Wall ratios are only as good as the machine is quiet."
+    `CRIU's CPU counts the criu process only: its parasite (dump: vmsplice of the pages) and restorer (restore: reading the pages in) run in the target, whose CPU time is not criu's; criu-bun does that work in its own process. Wall ratios are only as good as the machine is quiet.${WARM ? " Memory warmed (MAP_POPULATE) before each timed run of either tool at a size and before the floors (BENCH_WARM=0: not)." : " Memory not warmed (BENCH_WARM=0)."}`
   );
 for (const s of sides.filter((s) => s.bytes === 0 && s.runs["criu-bun"].length > 1))
   console.log(
