@@ -1,9 +1,9 @@
 // Logs worth reading: at -v4 a dump says what it saved for every fd and every VMA, and a restore
 // says what it created for each and which syscalls it injected (as CRIU's logs do).
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { readFileSync, readdirSync, readlinkSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync, readlinkSync } from "node:fs";
 import { join } from "node:path";
-import { buildWorkloads, cleanup, startWorkload, trigger, waitResult } from "./harness";
+import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, waitUntil } from "./harness";
 import { dump, restore, imagesDir, cleanupImages } from "./engine-helpers";
 
 beforeAll(async () => {
@@ -58,4 +58,25 @@ test("a -v4 dump log has a line per fd and per VMA; the restore log one per fd, 
   const res = await waitResult(w, 15000);
   expect(res.text).toStartWith("PASS");
   expect(await r.proc.exited).toBe(0);
+});
+
+test("dump and restore leave their memory to a process the -v4 log names, which frees it and is gone once they have exited", async () => {
+  const w = await startWorkload("counter");
+  const dir = imagesDir("keeper");
+  dump(w.pid, dir);
+  const holder = (log: string) => {
+    const m = /exit: process (\d+) holds criu-bun's memory, freed once criu-bun has exited\n$/.exec(log);
+    expect(m).not.toBeNull();
+    return Number(m![1]);
+  };
+  const d = holder(readFileSync(join(dir, "dump.log"), "utf8"));
+  expect(d).not.toBe(w.pid);
+  await waitUntil(`the dump's memory holder ${d} to be gone`, () => !existsSync(`/proc/${d}`));
+  const r = await restore(dir, w.pid, ["-d"]);
+  expect(await r.proc.exited).toBe(0);
+  const h = holder(readFileSync(join(dir, "restore.log"), "utf8"));
+  expect(h).not.toBe(w.pid);
+  await waitUntil(`the restore's memory holder ${h} to be gone`, () => !existsSync(`/proc/${h}`));
+  trigger(w);
+  expect((await waitResult(w, 15000)).text).toStartWith("PASS");
 });

@@ -21,6 +21,10 @@ interface CommandDef {
 
 /** commands that serve or move memory for as long as they run */
 const LONG_RUNNING = new Set(["page-server", "lazy-pages", "service", "swrk", "migrate"]);
+/** commands whose memory the kernel frees after criu-bun's parent has its exit status
+ *  (sys/sentinel.ts keepMemoryPastExit): they load the syscall stub anyway, and a user waits on
+ *  their exit */
+const KEEP_MEMORY_PAST_EXIT = new Set(["dump", "pre-dump", "restore"]);
 
 const unsupported = (name: string) => async () => (await import("./unsupported")).run(name);
 
@@ -212,13 +216,23 @@ export async function main(argv: string[]): Promise<number> {
   if (name === "restore" && opts.tree) log.warn("Using -t with criu restore is obsoleted");
   // the commands that serve (their loops run long) tier up as long-running work (src/jit.ts)
   if (LONG_RUNNING.has(name)) jitForWork();
+  let code: number;
   try {
     const run = await def.load();
-    return await run(opts, args);
+    code = await run(opts, args);
   } catch (e) {
     const err = asCriuError(e, name);
     log.error(err.where, err.message);
     if (process.env.CRIU_BUN_DEBUG) console.error(e instanceof Error ? e.stack : undefined);
-    return 1;
+    code = 1;
   }
+  if (KEEP_MEMORY_PAST_EXIT.has(name)) {
+    try {
+      const pid = (await import("../sys/sentinel")).keepMemoryPastExit();
+      log.debug(`exit: process ${pid} holds criu-bun's memory, freed once criu-bun has exited`);
+    } catch (e) {
+      log.debug(`exit: no process to hold criu-bun's memory (${errorMessage(e)}): freed before the exit`);
+    }
+  }
+  return code;
 }
