@@ -48,13 +48,14 @@ import {
   type PagesLayout,
 } from "./format";
 import { pagesToDump, type DumpedVma, type PageRun } from "../resources/memory";
-import { RunList, presentRuns, type PagemapTable } from "../images/pagemap";
+import { RunList, presentRuns, pagemapWriterCode, type PagemapTable } from "../images/pagemap";
 import { writeFull } from "../sys/mem";
 import { VMA, PE } from "../resources/vma";
 import { CriuError, log, logLevel, LOG_DEBUG } from "../log";
 import { tick } from "../watchdog";
 import { trimOwnPages } from "../sys/ownpages";
 import { jitIfLarge, jitForBlocks, WORK_JIT } from "../jit";
+import { noFTL } from "bun:jsc";
 
 const PAGE = 4096;
 const SLOTS_PER_WORKER = 3;
@@ -589,6 +590,7 @@ export function dumpPages(o: {
   if (existsSync(join(o.dir, stale))) unlinkSync(join(o.dir, stale));
   // a large process: the loops over its runs (pagesToDump) tier up too
   largeWork(o.vmas.reduce((n, v) => n + Number(v.end - v.start), 0));
+  keepDumpAtDFG();
   const want = o.want ?? pagesToDump(o.pid, o.vmas);
   const totalPages = want.reduce((s, r) => s + r.nrPages, 0);
   const jobs = dumpJobs(want, o.vmas);
@@ -673,6 +675,33 @@ export function dumpPages(o: {
   );
   if (logLevel() >= LOG_DEBUG) log.debug(`criu-bun peak RSS (VmHWM): ${peakRssKb()} kB`);
   return { runs, scanned, written, storedBytes: stored, rawBytes: written * PAGE, file: dataFile };
+}
+
+/**
+ * The functions this thread runs once per block or per run of pages of a dump (the blocks' results:
+ * Slot's getters, the page index, the address hash, the run list; the pagemap image after them)
+ * kept out of JavaScriptCore's top tier (bun:jsc noFTL), as a restore's Workers keep theirs
+ * (jobs.ts restoreHotCode). At the dump's x16 thresholds ten of them reached FTL in a 1 GiB dump:
+ * 36-49 ms of compiling on the JIT threads (BUN_JSC_reportCompileTimes), on the two CPUs the page
+ * Workers need, for calls that take microseconds at DFG; 4 FTL compiles (5 ms) remain.
+ */
+let dumpAtDFG = false;
+function keepDumpAtDFG() {
+  if (dumpAtDFG) return;
+  dumpAtDFG = true;
+  const fns: unknown[] = [...pagemapWriterCode()];
+  const methods = (proto: object, names: string[]) => {
+    for (const n of names) {
+      const d = Object.getOwnPropertyDescriptor(proto, n);
+      if (typeof d?.value === "function") fns.push(d.value);
+      if (d?.get) fns.push(d.get);
+    }
+  };
+  methods(AddrHash.prototype, ["add", "flush", "mix", "value"]);
+  methods(RunList.prototype, ["add", "push"]);
+  methods(IndexWriter.prototype, ["add"]);
+  methods(Slot.prototype, ["rawLen", "storedLen", "nRuns", "flags", "written", "fileOff", "rawHash", "storedHash"]);
+  for (const f of fns) noFTL(f as (...a: unknown[]) => unknown);
 }
 
 function vmaKind(v: { status: number; prot: number }): number {

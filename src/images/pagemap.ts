@@ -210,6 +210,9 @@ export class PagemapWriter {
   }
 }
 
+/** The functions that write a pagemap image run by run (PagemapWriter.push and its varints). */
+export const pagemapWriterCode = (): ((...a: never[]) => unknown)[] => [putVarint, PagemapWriter.prototype.push];
+
 /** The whole image: magics, pagemap_head{pages_id}, then one pagemap_entry per run. */
 export function encodePagemap(pagesId: number, runs: Iterable<PagemapRun>): Uint8Array {
   if (runs instanceof RunList) {
