@@ -130,6 +130,7 @@ export const NR = {
   epoll_wait: 232,
   epoll_ctl: 233,
   tgkill: 234,
+  waitid: 247,
   openat: 257,
   mkdirat: 258,
   fchownat: 260,

@@ -7,8 +7,8 @@
 // clone(CLONE_VM | SIGCHLD): the child shares our memory (it only reads its page below) and gets a
 // copy of our fd table, in which it closes every fd but the pipe's read end and the ones its undo
 // needs (so it holds no lock socket, no image and no pidfd of ours), leaves our session (a kill of
-// our process group does not take it), moves to / (it holds no directory of ours busy), and reads
-// the pipe:
+// our process group does not take it), moves to / (it holds no directory of ours busy), says so
+// (a word of its page set to 1, a futex wake on it), and reads the pipe:
 //   - one byte: criu-bun put the state back itself (disarm): the child exits;
 //   - end of file: criu-bun is gone (or gave up): the child runs its undo calls, then exits.
 // The pipe is close-on-exec at both ends, so no program criu-bun starts keeps the write end open.
@@ -19,10 +19,13 @@
 // small dump, and every page table of it: 3-14 ms on this VM, where each page table change traps
 // to the hypervisor) before telling criu-bun's parent it has exited. The child sees the end of
 // file when the last of our threads has closed the fd table (after each of them dropped the
-// memory), exits and frees it, after criu-bun's parent has its exit status.
+// memory), exits and frees it, after criu-bun's parent has its exit status. criu-bun waits until
+// the child has closed its copies of our fds: a parent reading criu-bun's stdout or stderr to the
+// end (a shell's $(...), a test's pipes) sees the end as criu-bun exits, not when the child happens
+// to be scheduled (up to 4.5 ms later at load 9-12).
 import { toArrayBuffer, type Pointer } from "bun:ffi";
 import { libc } from "./libc";
-import { addr, callCode, codePage, syscall } from "./syscall";
+import { addr, callCode, codePage, keepAlive, syscall } from "./syscall";
 import { NR } from "./nr";
 import { CLONE } from "./flags";
 import { SysError } from "./errno";
@@ -44,6 +47,7 @@ const P_FLAGS = 0, // clone flags
   P_OLD = 56, // the parent's old signal mask
   P_BYTE = 64, // the byte read
   P_ROOT = 72, // "/": the child's working directory
+  P_READY = 80, // set to 1 (and woken) by the child once it holds only the fds it keeps
   P_RANGES = 128, // [first, last] u64 pairs (at most MAX_RANGES)
   P_UNDO = 512, // 64-byte entries: nr, six arguments, result (as the guarded batch's loop reads them)
   P_INTS = 3840, // the ints the undo calls point to (8 bytes each)
@@ -69,6 +73,8 @@ function assemble(parts: (number[] | string | { jump: number[]; to: string })[])
   for (const f of fixups) dv.setInt32(f.at, labels.get(f.to)! - (f.at + 4), true);
   return b;
 }
+const FUTEX_WAIT_PRIVATE = 128,
+  FUTEX_WAKE_PRIVATE = 129;
 const d32 = (v: number) => [v & 0xff, (v >> 8) & 0xff, (v >> 16) & 0xff, (v >>> 24) & 0xff];
 const movEax = (v: number) => [0xb8, ...d32(v)];
 const syscallOp = [0x0f, 0x05];
@@ -114,6 +120,12 @@ const STUB = assemble([
   syscallOp,
   movEax(NR.chdir),
   [0x48, 0x8d, 0xbb, ...d32(P_ROOT)],       // lea rdi, [rbx+P_ROOT]
+  syscallOp,
+  [0xc7, 0x83, ...d32(P_READY), 1, 0, 0, 0], // mov dword [rbx+P_READY], 1
+  movEax(NR.futex),
+  [0x48, 0x8d, 0xbb, ...d32(P_READY)],      // lea rdi, [rbx+P_READY]
+  [0xbe, ...d32(FUTEX_WAKE_PRIVATE)],       // mov esi, FUTEX_WAKE | FUTEX_PRIVATE_FLAG
+  [0xba, 1, 0, 0, 0],                       // mov edx, 1
   syscallOp,
   "read",
   [0x31, 0xc0],                             // xor eax, eax             (read)
@@ -180,9 +192,10 @@ interface Sentinel {
 /**
  * Start a sentinel that runs `undo` (on the fds in `keep`, which it holds until it exits) if this
  * process dies before disarm(). The undo calls must be harmless if the state is already back (a
- * kill between criu-bun's own undo and disarm() runs both).
+ * kill between criu-bun's own undo and disarm() runs both). waitReady: return only once the child
+ * has closed every other fd (or after 2 s, or if it is gone).
  */
-export function armUndo(keep: number[], undo: UndoCall[]): Sentinel {
+export function armUndo(keep: number[], undo: UndoCall[], waitReady = false): Sentinel {
   const nInts = undo.reduce((n, c) => n + c.args.filter((a) => typeof a === "object").length, 0);
   if (undo.length > MAX_UNDO || keep.length > MAX_RANGES - 2 || P_INTS + nInts * 8 > PAGE)
     throw new Error(
@@ -242,6 +255,21 @@ export function armUndo(keep: number[], undo: UndoCall[]): Sentinel {
     throw new SysError("clone (a sentinel)", -r);
   }
   syscall(NR.close, rfd);
+  if (waitReady) {
+    const ts = new BigInt64Array([0n, 100_000_000n]); // 100 ms per wait
+    const info = new Int32Array(32); // siginfo_t: si_pid at [3], 0 while the child runs
+    for (let i = 0; i < 20 && page.getInt32(P_READY, true) !== 1; i++) {
+      syscall(NR.futex, base + BigInt(P_READY), FUTEX_WAIT_PRIVATE, 0, addr(ts));
+      // (gone without saying so, killed: nothing to wait for; WNOWAIT leaves it unreaped)
+      const P_PID = 1,
+        WEXITED = 4,
+        WNOHANG = 1,
+        WNOWAIT = 0x01000000,
+        __WALL = 0x40000000;
+      if (syscall(NR.waitid, P_PID, r, addr(info), WEXITED | WNOHANG | WNOWAIT | __WALL, 0) < 0 || info[3] !== 0) break;
+    }
+    keepAlive(ts, info);
+  }
   return {
     pid: r,
     disarm() {
@@ -262,5 +290,5 @@ export function armUndo(keep: number[], undo: UndoCall[]): Sentinel {
  * (it exits when criu-bun has).
  */
 export function keepMemoryPastExit(): number {
-  return armUndo([], []).pid;
+  return armUndo([], [], true).pid;
 }
