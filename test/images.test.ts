@@ -1,7 +1,7 @@
 // Image layer: framing, every kind's round trip (binary and crit JSON), errors, show CLI.
-import { test, expect, describe } from "bun:test";
+import { test, expect, describe, afterAll } from "bun:test";
 import { equals, create } from "@bufbuild/protobuf";
-import { mkdtempSync, writeFileSync, readFileSync, existsSync } from "node:fs";
+import { mkdtempSync, writeFileSync, readFileSync, existsSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
@@ -36,7 +36,15 @@ import { sampleItems, MSG_KINDS } from "./images-fill";
 
 const ROOT = join(import.meta.dir, "..");
 const BUN = process.execPath;
-const tmp = () => mkdtempSync(join(tmpdir(), "criu-bun-img-"));
+const tmpDirs: string[] = [];
+const tmp = () => {
+  const d = mkdtempSync(join(tmpdir(), "criu-bun-img-"));
+  tmpDirs.push(d);
+  return d;
+};
+afterAll(() => {
+  for (const d of tmpDirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
 
 const schemaAt = (kind: string, i: number) => entrySchemaAt(kindByName.get(kind)!, i);
 

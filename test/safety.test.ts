@@ -374,7 +374,7 @@ describe("a process of the tree lost during its dump", () => {
       const kids = who === "child" ? descendants(w.pid) : [];
       try {
         const dir = imagesDir("lost");
-        const pauseFile = join(mkdtempSync(join(tmpdir(), "criu-bun-pause-")), "at");
+        const pauseFile = join(imagesDir("pause"), "at");
         const p = Bun.spawn([...criuBunCommand(), "dump", "-t", String(w.pid), "-D", dir], {
           stdout: "ignore",
           stderr: "pipe",

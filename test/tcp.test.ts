@@ -178,7 +178,10 @@ function killServer(s: { pid: number; dir: string }) {
 beforeAll(async () => {
   await buildWorkloads();
 });
-afterAll(() => {
+afterAll(async () => {
+  // the UDP test's workload and images (harness, engine-helpers)
+  (await import("./harness")).cleanup();
+  (await import("./engine-helpers")).cleanupImages();
   for (const s of servers) killServer(s);
   for (const p of procs)
     try {
