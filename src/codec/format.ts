@@ -179,6 +179,9 @@ export interface PagesLayout {
   /** the file holding the page bytes (pages-N.img or pages-N.lz4) */
   dataFile: string;
   index?: PagesIndex;
+  /** where each block of the index starts in the pagemap's PE_PRESENT runs: [run, pages into it]
+   * per block, as checkAddrBinding found them (unset when it had no address hashes to check) */
+  starts?: Float64Array;
 }
 
 /**
@@ -220,20 +223,28 @@ export function checkPagesLayout(dir: string, pagesFile: string, rawBytes: numbe
 /**
  * Does each block of the index hold the pages the pagemap says, at the addresses it says? `runs`:
  * the pagemap's runs stored in this pages file (PE_PRESENT), in file order. Throws naming both files.
+ * starts: where each block starts in the runs is written there ([run, pages into it] per block: the
+ * restore's page Workers start their blocks there). Returns false when the index records no
+ * addresses (version 1: nothing checked, starts not written).
  */
 export function checkAddrBinding(
   index: PagesIndex,
   runs: { va: Float64Array; nr: Float64Array },
   idxPath: string,
-  pagemapFile: string
-) {
-  if (!index.blocks.length || index.blocks[0].addrHash === undefined) return; // version 1: nothing recorded
+  pagemapFile: string,
+  starts?: Float64Array
+): boolean {
+  if (!index.blocks.length || index.blocks[0].addrHash === undefined) return false; // version 1: nothing recorded
   const h = new AddrHash();
   const { va, nr } = runs;
   let ri = 0,
     inRun = 0;
   for (let i = 0; i < index.blocks.length; i++) {
     const b = index.blocks[i];
+    if (starts) {
+      starts[i * 2] = ri;
+      starts[i * 2 + 1] = inRun;
+    }
     let pages = b.rawLen / 4096;
     while (pages > 0) {
       if (ri >= va.length)
@@ -255,4 +266,5 @@ export function checkAddrBinding(
         `${pagemapFile} does not match ${idxPath}: block ${i} was dumped from other addresses (entries reordered, moved or resized)`
       );
   }
+  return true;
 }

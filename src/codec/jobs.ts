@@ -292,7 +292,8 @@ export function restoreHotCode(): ((...a: never[]) => unknown)[] {
     .filter((k) => k !== "constructor")
     .map((k) => proto[k])
     .filter((f): f is (...a: never[]) => unknown => typeof f === "function");
-  return [eachRun, uffdCopy, syscall, addr, preadFull, vmWrite, decodeBlock, runInto, ...methods];
+  const table = BlockTable.prototype as unknown as Record<string, (...a: never[]) => unknown>;
+  return [eachRun, uffdCopy, syscall, addr, preadFull, vmWrite, decodeBlock, runInto, table.cut, ...methods];
 }
 
 export class BlockCore {
@@ -391,6 +392,58 @@ export class BlockCore {
     out.u64[1] = b.storedHash;
     out.i32[I_STORED] = b.len;
     out.i32[I_FLAGS] = b.flags;
+  }
+
+  /**
+   * Take blocks of `t` until none is left or one failed (BlockTable): each cut into its segments,
+   * then read, checked and written as a posted job is (restore). out: a slot of this thread's own.
+   * gc(): after each block (the Worker's collections).
+   */
+  runTable(t: BlockTable, out: Slot, gc: () => void) {
+    const c = t.i32,
+      d = t.d,
+      segs: number[] = [];
+    const job: RestoreJob = {
+      op: "fill",
+      slot: 0,
+      block: 0,
+      fileOff: 0,
+      rawLen: 0,
+      storedLen: 0,
+      flags: 0,
+      rawHash: 0n,
+      storedHash: 0n,
+      hasHash: d.hasHash,
+      xxh3: d.xxh3,
+      segs,
+      cow: d.cow,
+    };
+    while (!Atomics.load(c, TB_ABORT)) {
+      const i = Atomics.add(c, TB_NEXT, 1);
+      if (i >= d.n) break;
+      const b = i * TB_FIELDS;
+      job.block = i;
+      job.fileOff = d.blocks[b];
+      job.rawLen = d.blocks[b + 1];
+      job.storedLen = d.blocks[b + 2];
+      job.flags = d.blocks[b + 3];
+      job.rawHash = d.hashes[i * 2];
+      job.storedHash = d.hashes[i * 2 + 1];
+      try {
+        t.cut(i, segs);
+        this.restore(job, out);
+      } catch (e) {
+        t.fail(i, errorText(e));
+        break;
+      }
+      Atomics.add(c, TB_WRITTEN, out.i32[I_WRITTEN]);
+      const k = job.rawLen / PAGE,
+        before = Atomics.add(c, TB_PAGES, k),
+        wake = c[TB_WAKE];
+      if (wake && before < wake && before + k >= wake) Atomics.notify(c, TB_FINISHED);
+      Atomics.add(c, TB_BLOCKS, 1);
+      gc();
+    }
   }
 
   /** Where the stored bytes of a restore job are in WASM memory, read from the pages file. */
@@ -547,13 +600,134 @@ export class BlockCore {
   }
 }
 
+/** What a failed job says: a BlockError's message, another error's name and message. */
+function errorText(e: unknown): string {
+  return e instanceof BlockError ? e.message : e instanceof Error ? `${e.name}: ${e.message}` : `Error: ${e}`;
+}
+
 /** Run a job into a slot, catching errors into the slot; returns the control value. */
 export function runInto(core: BlockCore, job: Job, out: Slot): number {
   try {
     core.run(job, out);
     return CTL_DONE;
   } catch (e) {
-    out.setError(e instanceof BlockError ? e.message : e instanceof Error ? `${e.name}: ${e.message}` : `Error: ${e}`);
+    out.setError(errorText(e));
     return CTL_ERROR;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A restore's blocks in shared memory (BlockTable)
+
+/** the table's control words (Int32Array at the start of its `ctl` buffer) */
+export const TB_BLOCKS = 1, // blocks done
+  TB_PAGES = 2, // raw pages of the blocks done
+  TB_WRITTEN = 3, // pages written into the target
+  TB_FINISHED = 4, // Workers that left the table (notified)
+  TB_WAKE = 8; // raw pages done at which the main thread is woken (0: never; see pipeline.ts runTable)
+const TB_NEXT = 0, // the next block to take (Atomics.add by each Worker)
+  TB_ABORT = 5, // set by the first block that failed: the others take no more
+  TB_ERR_BLOCK = 6, // that block (-1: none; -2: a Worker without its core)
+  TB_ERR_LEN = 7; // bytes of its error text (at TB_TEXT)
+const TB_TEXT = 64,
+  TB_CTL_BYTES = TB_TEXT + 4096;
+/** per block in `blocks`: file offset, raw length, stored length, flags, first run, pages into it */
+export const TB_FIELDS = 6;
+
+/** What a BlockTable is made of: shared buffers (posted to the Workers, not copied) and scalars. */
+interface BlockTableData {
+  ctl: SharedArrayBuffer;
+  /** the PE_PRESENT runs in page-stream order: addresses and page counts (Float64Array each) */
+  runVa: Float64Array;
+  runNr: Float64Array;
+  /** [start, end, kind]* per VMA, sorted (validateMm) */
+  vmas: Float64Array;
+  /** TB_FIELDS per block */
+  blocks: Float64Array;
+  /** [raw hash, stored hash] per block */
+  hashes: BigUint64Array;
+  n: number;
+  hasHash: boolean;
+  xxh3: boolean;
+  cow: boolean;
+}
+
+/**
+ * A restore's blocks in shared memory: each page Worker takes the next block itself (TB_NEXT) and
+ * cuts it into the target's segments itself (cut: the same segments as pipeline.ts restoreBlocks),
+ * so the main thread neither cuts nor posts per block; it waits for the Workers to leave the table.
+ * The first block that fails stops the others (TB_ABORT) and leaves its number and error text.
+ */
+export class BlockTable {
+  readonly i32: Int32Array;
+  constructor(readonly d: BlockTableData) {
+    this.i32 = new Int32Array(d.ctl, 0, 16);
+  }
+  static make(d: Omit<BlockTableData, "ctl">): BlockTable {
+    const t = new BlockTable({ ...d, ctl: new SharedArrayBuffer(TB_CTL_BYTES) });
+    t.i32[TB_ERR_BLOCK] = -1;
+    return t;
+  }
+  /** Block i (-2: none) failed with msg; only the first failure is kept. */
+  fail(i: number, msg: string) {
+    if (Atomics.compareExchange(this.i32, TB_ERR_BLOCK, -1, i) === -1) {
+      const b = new TextEncoder().encode(msg.slice(0, 2000));
+      new Uint8Array(this.d.ctl, TB_TEXT, b.length).set(b);
+      Atomics.store(this.i32, TB_ERR_LEN, b.length);
+    }
+    Atomics.store(this.i32, TB_ABORT, 1);
+  }
+  get errorBlock() {
+    return Atomics.load(this.i32, TB_ERR_BLOCK);
+  }
+  error(): string {
+    return new TextDecoder().decode(new Uint8Array(this.d.ctl, TB_TEXT, Atomics.load(this.i32, TB_ERR_LEN)).slice());
+  }
+  /** A Worker leaves the table. */
+  leave() {
+    Atomics.add(this.i32, TB_FINISHED, 1);
+    Atomics.notify(this.i32, TB_FINISHED);
+  }
+
+  /**
+   * Block i's segments [vaddr, nPages, kind]* into segs: from its first run (as blocks' start
+   * positions say) through as many pages as it holds, split where runs and VMAs end. Throws
+   * BlockError where the pagemap and the VMAs do not hold its pages (validatePagemap refuses that
+   * before; here it keeps the loop from running off).
+   */
+  cut(i: number, segs: number[]) {
+    const { runVa, runNr, vmas, blocks } = this.d;
+    const nv = vmas.length / 3;
+    let ei = blocks[i * TB_FIELDS + 4],
+      inEntry = blocks[i * TB_FIELDS + 5],
+      pages = blocks[i * TB_FIELDS + 1] / PAGE;
+    segs.length = 0;
+    if (ei >= runVa.length) throw new BlockError("the page stream holds more pages than the pagemap lists");
+    // the first VMA ending above the block's first page (VMAs are sorted and do not overlap)
+    const first = runVa[ei] + inEntry * PAGE;
+    let lo = 0,
+      hi = nv;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (vmas[mid * 3 + 1] <= first) lo = mid + 1;
+      else hi = mid;
+    }
+    let vi = lo;
+    while (pages > 0) {
+      if (ei >= runVa.length) throw new BlockError("the page stream holds more pages than the pagemap lists");
+      const va = runVa[ei] + inEntry * PAGE;
+      while (vi < nv && vmas[vi * 3 + 1] <= va) vi++;
+      if (vi >= nv || vmas[vi * 3] > va) throw new BlockError(`page 0x${va.toString(16)} is outside every VMA`);
+      const inVma = Math.floor((vmas[vi * 3 + 1] - va) / PAGE);
+      const n = Math.min(pages, runNr[ei] - inEntry, inVma);
+      if (!(n > 0)) throw new BlockError(`page 0x${va.toString(16)} does not fit its VMA`);
+      segs.push(va, n, vmas[vi * 3 + 2]);
+      pages -= n;
+      inEntry += n;
+      if (inEntry === runNr[ei]) {
+        ei++;
+        inEntry = 0;
+      }
+    }
   }
 }

@@ -2,11 +2,13 @@
 // the (synchronously waiting) main thread reads. See src/codec/pipeline.ts.
 import {
   BlockCore,
+  BlockTable,
   Slot,
   runInto,
   I_CTL,
   I_DONE,
   WORKER_GC_EVERY,
+  slotBytes,
   restoreHotCode,
   type CoreInit,
   type Job,
@@ -39,6 +41,8 @@ let noFtlDone = false;
 
 declare const self: Worker;
 let core: BlockCore | undefined;
+/** this Worker's own result slot for the blocks it takes from a BlockTable */
+let own: Slot | undefined;
 let slots: Slot[] = [];
 let startError = "";
 let module: WebAssembly.Module | undefined;
@@ -60,8 +64,8 @@ self.onmessage = (e: MessageEvent) => {
   // per process of a tree), acknowledged through `ready`
   if (m.op === "start") {
     slots = (m.slots as SharedArrayBuffer[]).map((b) => new Slot(b));
-    module = m.module;
     ready = new Int32Array(m.ready as SharedArrayBuffer);
+    module = m.module;
     return;
   }
   if (m.op === "open") {
@@ -92,6 +96,22 @@ self.onmessage = (e: MessageEvent) => {
     }
     Atomics.add(ready!, 0, 1);
     Atomics.notify(ready!, 0);
+    return;
+  }
+  // "table": a restore's blocks, taken from the shared table until none is left (jobs.ts BlockTable)
+  if (m.op === "table") {
+    const t = new BlockTable(m.table);
+    if (!core) t.fail(-2, startError || "page worker not started");
+    else {
+      own ??= new Slot(new ArrayBuffer(slotBytes(4096))); // (only its header is used)
+      core.runTable(t, own, () => {
+        if (++jobsDone === gcEvery) {
+          Bun.gc(false);
+          jobsDone = 0;
+        }
+      });
+    }
+    t.leave();
     return;
   }
   const job = m as Job;

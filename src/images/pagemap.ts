@@ -482,8 +482,9 @@ export function presentRuns(pagemap: readonly PagemapRun[] | PagemapTable): Pres
     const { flags, length } = pagemap;
     let n = 0;
     for (let i = 0; i < length; i++) if (flags[i] & 4) n++;
-    const va = new Float64Array(n),
-      nr = new Float64Array(n);
+    // in shared memory: a restore's page Workers read them where they are (codec/jobs.ts BlockTable)
+    const va = new Float64Array(new SharedArrayBuffer(n * 8)),
+      nr = new Float64Array(new SharedArrayBuffer(n * 8));
     let bytes = 0;
     for (let i = 0, k = 0; i < length; i++) {
       if (!(flags[i] & 4) /* PE_PRESENT */) continue;
