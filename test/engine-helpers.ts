@@ -68,20 +68,25 @@ export async function restore(
   });
   const deadline = Date.now() + timeoutMs;
   for (;;) {
+    // with -d the restore exits 0 right after its last line: a finished restore whose process
+    // runs is done, whichever of the two the loop sees first
+    const finished = () => {
+      const st = statOf(pid);
+      return (
+        st &&
+        st !== "t" &&
+        st !== "T" &&
+        st !== "Z" &&
+        readLog(dir, "restore.log").slice(before).includes("Restore finished")
+      );
+    };
     if (proc.exitCode !== null) {
+      if (proc.exitCode === 0 && finished()) break;
       throw new Error(
         `restore exited ${proc.exitCode}:\n${await new Response(proc.stderr).text()}\n${readLog(dir, "restore.log")}`
       );
     }
-    const st = statOf(pid);
-    if (
-      st &&
-      st !== "t" &&
-      st !== "T" &&
-      st !== "Z" &&
-      readLog(dir, "restore.log").slice(before).includes("Restore finished")
-    )
-      break;
+    if (finished()) break;
     if (Date.now() > deadline) throw new Error(`restore did not finish in time:\n${readLog(dir, "restore.log")}`);
     await Bun.sleep(10);
   }
