@@ -23,6 +23,7 @@ const modes: [string, string, string[]?][] = [
   ["membarrier-synccore", "membarrier registration of sync-core alone (private expedited stays EPERM)"],
   ["membarrier-rseq", "membarrier registrations: rseq and private expedited"],
   ["securebits", "securebits (SECBIT_NOROOT locked, NO_SETUID_FIXUP, KEEP_CAPS)"],
+  ["tls", "TLS GDT entries (set by PTRACE_SET_THREAD_AREA): two data segments as set, the third still empty"],
   ["trapign", "SIGTRAP ignored (restore's int3 stops force SIGTRAPs, which would reset it)"],
   ["traphandler", "a SIGTRAP handler with SIGTRAP blocked: handler, flags, mask and blocked bit kept"],
   ["mlock", "mlock()ed and MAP_LOCKED memory is locked again, contents kept"],

@@ -111,6 +111,7 @@ export function validateCore(dir: string, file: string, c: S.core_entry, leader:
       file,
       `CET shadow stack state (cet 0x${cet.cet.toString(16)}, ssp 0x${cet.ssp.toString(16)}) cannot be restored by criu-bun yet`
     );
+  validateTls(dir, file, ti.tls);
   const th = c.threadCore;
   if (th) {
     for (const s of th.signalsP?.signals ?? [])
@@ -119,6 +120,29 @@ export function validateCore(dir: string, file: string, c: S.core_entry, leader:
     if (th.creds && th.creds.groups.length > 65536)
       throw bad(dir, file, `${th.creds.groups.length} supplementary groups (at most 65536)`);
     if ((th.comm?.length ?? 0) > 64) throw bad(dir, file, "thread name too long");
+  }
+}
+
+/**
+ * The TLS GDT entries (12..14) as PTRACE_SET_THREAD_AREA takes them: an empty or all-zero entry, or a
+ * present 32-bit data segment (the kernel's tls_desc_okay); anything else the kernel refuses with EINVAL
+ * only once the registers are set, so it is refused here, before anything is created.
+ */
+function validateTls(dir: string, file: string, tls: S.user_desc_t[]) {
+  if (tls.length > 3) throw bad(dir, file, `${tls.length} TLS entries (at most 3)`);
+  const seen = new Set<number>();
+  for (const [i, d] of tls.entries()) {
+    const at = `TLS entry ${i} (GDT ${d.entryNumber})`;
+    if (d.entryNumber < 12 || d.entryNumber > 14) throw bad(dir, file, `${at}: not one of the TLS entries 12..14`);
+    if (seen.has(d.entryNumber)) throw bad(dir, file, `${at}: listed twice`);
+    seen.add(d.entryNumber);
+    const blank =
+      !d.baseAddr && !d.limit && !d.contentsH && !d.contentsL && !d.seg32bit && !d.limitInPages && !d.usable;
+    const zero = blank && !d.readExecOnly && !d.segNotPresent;
+    const empty = blank && d.readExecOnly && d.segNotPresent;
+    if (zero || empty) continue;
+    if (!d.seg32bit || d.contentsH || d.segNotPresent)
+      throw bad(dir, file, `${at}: not a segment the kernel accepts (a present 32-bit data segment or an empty entry)`);
   }
 }
 

@@ -55,6 +55,9 @@
  *               DONTFORK, DONTDUMP, HUGEPAGE and SEQUENTIAL together, mlock (lo), MAP_GROWSDOWN (gd), a
  *               MAP_SHARED PROT_READ mapping of a file opened O_RDWR (mw) and one of it opened O_RDONLY
  *               (no mw): each keeps its flags and its contents
+ *   tls         two TLS GDT entries set (PTRACE_SET_THREAD_AREA from a child; a 32-bit data segment in
+ *               pages, and a read-only one, byte-granular, "useable"): read back the same,
+ *               and the third entry is still empty
  * --selftest-corrupt: damages the state before go, so the check must fail.
  */
 #define WL_MODES
@@ -75,6 +78,8 @@
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <stddef.h>
+#include <asm/ldt.h>
+#include <sys/ptrace.h>
 
 /* SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP | SECBIT_KEEP_CAPS */
 #define SECUREBITS_WANT (0x1 | 0x2 | 0x4 | 0x10)
@@ -107,6 +112,40 @@ static long mb_mask, mb_private, mb_sync_core, mb_rseq;
 static void mb_record(void) {
 	mb_mask = membarrier(MB_GET_REGISTRATIONS, 0);
 	mb_private = membarrier(MB_PRIVATE, 0), mb_sync_core = membarrier(MB_SYNC_CORE, 0), mb_rseq = membarrier(MB_RSEQ, 0);
+}
+
+/* tls: the entries set */
+static struct user_desc tls_want[2] = {
+	{.entry_number = 12, .base_addr = 0x12345000, .limit = 0xfff, .seg_32bit = 1, .limit_in_pages = 1},
+	{.entry_number = 13, .base_addr = 0xabc0, .limit = 0x7ff, .seg_32bit = 1, .read_exec_only = 1, .useable = 1},
+};
+/* set (set=1) or read back (set=0) entries 12..14 of this process's thread through a child that ptraces it:
+ * set_thread_area and int $0x80 are not served for 64-bit processes on every kernel, PTRACE_SET_THREAD_AREA is */
+static int tls_ptrace(int set, struct user_desc *d, int n) {
+	pid_t me = getpid();
+	int p[2];
+	if (pipe(p)) return -1;
+	prctl(PR_SET_PTRACER, PR_SET_PTRACER_ANY, 0, 0, 0);
+	pid_t c = fork();
+	if (c == 0) {
+		int st, ok = ptrace(PTRACE_SEIZE, me, 0, 0) == 0 && ptrace(PTRACE_INTERRUPT, me, 0, 0) == 0 && waitpid(me, &st, __WALL) == me;
+		for (int i = 0; ok && i < n; i++)
+			ok = ptrace(set ? PTRACE_SET_THREAD_AREA : PTRACE_GET_THREAD_AREA, me, (void *)(long)d[i].entry_number, &d[i]) == 0;
+		ptrace(PTRACE_DETACH, me, 0, 0);
+		if (ok && write(p[1], d, sizeof *d * n) != (ssize_t)(sizeof *d * n)) ok = 0;
+		_exit(ok ? 0 : 1);
+	}
+	close(p[1]);
+	int st = 0;
+	ssize_t got = read(p[0], d, sizeof *d * n);
+	close(p[0]);
+	while (waitpid(c, &st, 0) < 0 && errno == EINTR) {}
+	return got == (ssize_t)(sizeof *d * n) && WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
+}
+static int tls_same(const struct user_desc *a, const struct user_desc *b) {
+	return a->entry_number == b->entry_number && a->base_addr == b->base_addr && a->limit == b->limit &&
+	       a->seg_32bit == b->seg_32bit && a->contents == b->contents && a->read_exec_only == b->read_exec_only &&
+	       a->limit_in_pages == b->limit_in_pages && a->seg_not_present == b->seg_not_present && a->useable == b->useable;
 }
 
 /* traphandler: SIGTRAPs that reached the handler */
@@ -251,6 +290,10 @@ static void setup(void) {
 		mb_record();
 	}
 	else if (is("securebits")) NEED(prctl(PR_SET_SECUREBITS, SECUREBITS_WANT, 0, 0, 0) == 0);
+	else if (is("tls")) {
+		struct user_desc d[2] = {tls_want[0], tls_want[1]};
+		NEED(tls_ptrace(1, d, 2) == 0);
+	}
 	else if (is("trapign")) NEED(signal(SIGTRAP, SIG_IGN) != SIG_ERR);
 	else if (is("traphandler")) {
 		struct sigaction sa = {0};
@@ -507,6 +550,7 @@ static void corrupt(void) {
 	else if (is("membarrier-rseq")) membarrier(MB_REGISTER_GLOBAL, 0);
 	else if (is("securebits")) prctl(PR_SET_SECUREBITS, SECUREBITS_WANT & ~0x4, 0, 0, 0); /* NO_SETUID_FIXUP off */
 	else if (is("trapign") || is("traphandler")) signal(SIGTRAP, SIG_DFL);
+	else if (is("tls")) { struct user_desc d = tls_want[1]; d.base_addr += 0x1000; tls_ptrace(1, &d, 1); }
 	else if (is("mlock")) munlock(mem, MLEN), munlock(mem2, MLEN);
 	else if (is("loginuid")) wl_failf("selftest: loginuid cannot be changed back");
 	else if (is("maywrite")) { munmap(mem, 8192); mem = NULL; }
@@ -551,6 +595,17 @@ static void check(void) {
 		wl_detail("stop=%s", r == 0 ? "not reported again" : "reported again");
 		kill(child, SIGKILL);
 		waitpid(child, NULL, 0);
+	}
+	else if (is("tls")) {
+		struct user_desc all[3] = {{.entry_number = 12}, {.entry_number = 13}, {.entry_number = 14}};
+		WL_CHECK(tls_ptrace(0, all, 3) == 0, "PTRACE_GET_THREAD_AREA through a child failed");
+		for (int i = 0; i < 3; i++) {
+			struct user_desc got = all[i];
+			if (i < 2)
+				WL_CHECK(tls_same(&got, &tls_want[i]), "TLS entry %d: base 0x%x limit 0x%x 32bit %d contents %d ro %d pages %d notpresent %d useable %d, not as set", 12 + i, got.base_addr, got.limit, got.seg_32bit, got.contents, got.read_exec_only, got.limit_in_pages, got.seg_not_present, got.useable);
+			else
+				WL_CHECK(!got.base_addr && !got.limit && got.read_exec_only && got.seg_not_present, "TLS entry 14 is not empty (base 0x%x)", got.base_addr);
+		}
 	}
 	else if (!strncmp(mode, "membarrier", 10)) {
 		long mask = membarrier(MB_GET_REGISTRATIONS, 0);
