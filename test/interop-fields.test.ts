@@ -189,7 +189,7 @@ for (const [dumper, restorer] of [
 }
 
 test.skipIf(!have)(
-  "a CRIU 4.2 image with a membarrier mask of no registration, CET shadow stack state or a TLS entry the kernel refuses is refused in one line naming the file, nothing restored",
+  "a CRIU 4.2 image with a membarrier mask of no registration, CET shadow stack state, or registers or a TLS entry the kernel refuses is refused in one line naming the file, nothing restored",
   async () => {
     const w = await startWorkload("counter");
     const dir = mkdtempSync(join(tmp, "refused-"));
@@ -231,6 +231,35 @@ test.skipIf(!have)(
           });
         },
         `TLS entry 0 (GDT 12): not a segment the kernel accepts (a present 32-bit data segment or an empty entry)`,
+      ],
+      // and what PTRACE_SETREGS (EIO) and the xstate regset (EINVAL) refuse
+      [
+        "cs",
+        (c: any) => {
+          c.threadInfo.gpregs.cs = 0n;
+        },
+        `segment register cs 0x0 is not a user selector`,
+      ],
+      [
+        "fs_base",
+        (c: any) => {
+          c.threadInfo.gpregs.fsBase = 0xffff800000000000n;
+        },
+        `fs_base 0xffff800000000000 is outside user space`,
+      ],
+      [
+        "mxcsr",
+        (c: any) => {
+          c.threadInfo.fpregs.mxcsr = 0x11f80;
+        },
+        `MXCSR 0x11f80 has reserved bits set`,
+      ],
+      [
+        "xstate",
+        (c: any) => {
+          c.threadInfo.fpregs.xsave.xstateBv = 0x40003n; // XTILEDATA: no process has it before asking
+        },
+        `xstate components 0x40000 (xstate_bv 0x40003) are not available to a process on this machine`,
       ],
       [
         "tls-entry",

@@ -13,6 +13,8 @@ import type * as S from "../images/schemas";
 import type { PagemapTable } from "../images/pagemap";
 import { CriuError } from "../log";
 import { VMA, PE, PAGE } from "../resources/vma";
+import { readFileSync } from "node:fs";
+import { xfeaturesPermitted } from "../sys/syscall";
 
 const P = BigInt(PAGE);
 /** Highest user address on x86_64 (5-level paging); a VMA or page run must end at or below it. */
@@ -111,6 +113,7 @@ export function validateCore(dir: string, file: string, c: S.core_entry, leader:
       file,
       `CET shadow stack state (cet 0x${cet.cet.toString(16)}, ssp 0x${cet.ssp.toString(16)}) cannot be restored by criu-bun yet`
     );
+  validateRegs(dir, file, ti.gpregs, ti.fpregs);
   validateTls(dir, file, ti.tls);
   const th = c.threadCore;
   if (th) {
@@ -120,6 +123,48 @@ export function validateCore(dir: string, file: string, c: S.core_entry, leader:
     if (th.creds && th.creds.groups.length > 65536)
       throw bad(dir, file, `${th.creds.groups.length} supplementary groups (at most 65536)`);
     if ((th.comm?.length ?? 0) > 64) throw bad(dir, file, "thread name too long");
+  }
+}
+
+/** the user address bound of this machine: 4-level paging unless the kernel runs 5-level (cpuinfo's la57) */
+let userTop: bigint | undefined;
+function userAddressTop(): bigint {
+  userTop ??= / la57( |$)/m.test(readFileSync("/proc/cpuinfo", "latin1")) ? TASK_SIZE_MAX : 0x00007ffffffff000n;
+  return userTop;
+}
+/**
+ * Registers as PTRACE_SETREGS and the NT_X86_XSTATE regset take them (the kernel's putreg and
+ * copy_uabi_to_xstate): selectors of 16 bits with RPL 3 (cs and ss not null), fs/gs bases below the
+ * top of user space, MXCSR without reserved bits, only xstate components this kernel gives a process.
+ * The kernel would refuse the rest with EIO or EINVAL once the tree was made.
+ */
+function validateRegs(dir: string, file: string, g: S.user_x86_regs_entry, fp: S.user_x86_fpregs_entry) {
+  for (const [name, v, nonNull] of [
+    ["cs", g.cs, true],
+    ["ss", g.ss, true],
+    ["ds", g.ds, false],
+    ["es", g.es, false],
+    ["fs", g.fs, false],
+    ["gs", g.gs, false],
+  ] as const) {
+    const sel = BigInt(v);
+    if (sel > 0xffffn || (sel !== 0n && (sel & 3n) !== 3n) || (nonNull && sel === 0n))
+      throw bad(dir, file, `segment register ${name} ${hex(sel)} is not a user selector`);
+  }
+  for (const [name, v] of [
+    ["fs_base", g.fsBase],
+    ["gs_base", g.gsBase],
+  ] as const)
+    if (BigInt(v) >= userAddressTop()) throw bad(dir, file, `${name} ${hex(BigInt(v))} is outside user space`);
+  if (fp.mxcsr > 0xffff) throw bad(dir, file, `MXCSR ${hex(fp.mxcsr)} has reserved bits set`);
+  if (fp.xsave) {
+    const extra = BigInt(fp.xsave.xstateBv) & ~xfeaturesPermitted();
+    if (extra)
+      throw bad(
+        dir,
+        file,
+        `xstate components ${hex(extra)} (xstate_bv ${hex(BigInt(fp.xsave.xstateBv))}) are not available to a process on this machine`
+      );
   }
 }
 

@@ -70,6 +70,24 @@ export function cpuid(leaf: number, subleaf = 0): Uint32Array {
   return out;
 }
 
+/**
+ * The xstate components a new process may hold: ARCH_GET_XCOMP_PERM of this process (one that asked for no
+ * extra permission, Linux 5.16); on older kernels the CPU's XCR0 set from CPUID 0xD.
+ */
+let xcompPerm: bigint | undefined;
+export function xfeaturesPermitted(): bigint {
+  if (xcompPerm === undefined) {
+    const out = new BigUint64Array(1);
+    if (syscall(158 /* arch_prctl */, 0x1022 /* ARCH_GET_XCOMP_PERM */, ffiPtr(out) as unknown as number) === 0)
+      xcompPerm = out[0];
+    else {
+      const r = cpuid(0xd, 0);
+      xcompPerm = (BigInt(r[3]) << 32n) | BigInt(r[0]);
+    }
+  }
+  return xcompPerm;
+}
+
 type Arg = number | bigint;
 
 /** A raw syscall. Returns the kernel's result: >= 0 on success, -errno on failure. */
