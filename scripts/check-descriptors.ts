@@ -64,8 +64,10 @@ export function compareDescFiles(a: DescFile, b: DescFile): string[] {
       out.push(`${path}: array vs object`);
       return;
     }
-    // `proto` of graphFile's descriptors is a getter on their prototype (embed.ts): a property all the same
+    // `proto` of graphFile's descriptors is a getter on their prototype (embed.ts): a property all the same.
+    // A message's fields, field, oneofs and members are built when first read (embed.ts): read first.
     const names = (o: object) => {
+      if (isDesc(o) && o.kind === "message") void (o as unknown as { fields: unknown }).fields;
       const k = Object.getOwnPropertyNames(o);
       if (isDesc(o) && !k.includes("proto")) k.push("proto");
       return k.sort();

@@ -219,7 +219,8 @@ function descGraph(file: DescFile): string | undefined {
   });
   file.messages.forEach(fieldsOf);
   if (!ok) return undefined;
-  return `{ed:${file.edition},m:[${m.join(",")}],o:[${o.join(",")}],e:[${e.join(",")}],s:${skeleton(file.proto as FileDescriptorProto)}}`;
+  // the fields' records in a function: made when the first message of the file has its fields built
+  return `{ed:${file.edition},mo:()=>[[${m.join(",")}],[${o.join(",")}]],e:[${e.join(",")}],s:${skeleton(file.proto as FileDescriptorProto)}}`;
 }
 
 const dep = (o: { options?: { deprecated?: boolean } }) => (o.options?.deprecated ? 1 : 0);

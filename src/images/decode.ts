@@ -53,7 +53,6 @@ function planOf(desc: DescMessage): Plan | null {
   const proto: Record<string, unknown> = {};
   const init: Init[] = [];
   const byNo = new Map<number, DescField>();
-  const nested: DescMessage[] = [];
   let ok = true;
   // as create() (compileInitMessage) builds its message: proto2 keeps every scalar's and enum's
   // default on the prototype (an unset field reads its default and is not an own property)
@@ -65,7 +64,6 @@ function planOf(desc: DescMessage): Plan | null {
       for (let j = 0; j < m.fields.length; j++) {
         const f = m.fields[j];
         byNo.set(f.number, f);
-        if (f.fieldKind === "message") nested.push(f.message);
         if (f.fieldKind === "message" ? f.delimitedEncoding : f.fieldKind === "scalar" && f.longAsString) ok = false;
       }
       continue;
@@ -74,13 +72,11 @@ function planOf(desc: DescMessage): Plan | null {
     switch (m.fieldKind) {
       case "message":
         if (m.delimitedEncoding) ok = false;
-        nested.push(m.message);
         continue;
       case "list":
         init.push({ n: m.localName, k: 0, z: undefined });
         if (m.listKind === "message") {
           if (m.delimitedEncoding) ok = false;
-          nested.push(m.message);
         } else if (m.listKind === "scalar" && m.longAsString) ok = false;
         continue;
       case "map":
@@ -99,14 +95,21 @@ function planOf(desc: DescMessage): Plan | null {
     return null;
   }
   const plan: Plan = { desc, typeName: desc.typeName, proto, init, byNo };
-  // set before the nested types are looked at: a type that holds itself is known
   plans.set(desc, plan);
-  for (let i = 0; i < nested.length; i++)
-    if (nested[i].typeName.startsWith("google.protobuf.") || !planOf(nested[i])) {
-      plans.set(desc, null);
-      return null;
-    }
   return plan;
+}
+
+/** Thrown by childPlan: a message type this decoder does not know sits inside the one decoded. */
+const UNPLANNED = new Error("a nested type outside the decoder");
+/** The plan of a nested message type, made when a field of it is first read (not with its holder's:
+ *  the types a decode never meets, other architectures' registers, socket kinds of a process without
+ *  sockets, are not looked at, and their descriptors' fields are never built: embed.ts). One this
+ *  decoder does not know sends the whole message to fromBinary (decodeMessage), as when the holder's
+ *  plan was refused. */
+function childPlan(desc: DescMessage): Plan {
+  const p = desc.typeName.startsWith("google.protobuf.") ? null : planOf(desc);
+  if (!p) throw UNPLANNED;
+  return p;
 }
 
 function createFrom(p: Plan): Record<string, unknown> {
@@ -251,7 +254,7 @@ function readField(f: DescField, message: Record<string, unknown>, r: BinaryRead
       return;
     }
     case "message": {
-      const cp = planOf(f.message)!;
+      const cp = childPlan(f.message);
       if (f.oneof) {
         const oneof = message[f.oneof.localName] as { case: string | undefined; value?: unknown };
         const child = (oneof.case === f.localName ? oneof.value : undefined) ?? createFrom(cp);
@@ -267,7 +270,7 @@ function readField(f: DescField, message: Record<string, unknown>, r: BinaryRead
     case "list": {
       const items = message[f.localName] as unknown[];
       if (f.listKind === "message") {
-        const cp = planOf(f.message)!;
+        const cp = childPlan(f.message);
         const child = createFrom(cp);
         readMessage(cp, child, r, ctx, r.uint32());
         items.push(child);
@@ -307,6 +310,12 @@ export function decodeMessage<T extends Message>(schema: DescMessage, bytes: Uin
   const p = planOf(schema);
   if (!p) return fromBinary(schema, bytes) as T;
   const message = createFrom(p);
-  readMessage(p, message, new BinaryReader(bytes), { depth: 0, buf: bytes }, bytes.byteLength);
+  try {
+    readMessage(p, message, new BinaryReader(bytes), { depth: 0, buf: bytes }, bytes.byteLength);
+  } catch (e) {
+    if (e !== UNPLANNED) throw e;
+    plans.set(schema, null);
+    return fromBinary(schema, bytes) as T;
+  }
   return message as T;
 }

@@ -64,8 +64,9 @@ export function enumDesc<T extends number>(file: DescFile, path: number, ...path
  * or 0, then per value: localName, jsonName or 0]. s: the file's skeleton (DescSkeleton). */
 interface DescGraph {
   ed: number;
-  m: unknown[][][];
-  o: string[][];
+  /** [per message its fields, per message its oneofs' local names]: called when the first message of
+   *  the file has its fields built (a file none of whose types a command reads never makes them) */
+  mo: () => [unknown[][][], string[][]];
   e: unknown[][];
   s: SkFile;
 }
@@ -91,12 +92,40 @@ const FILE_PROTO = {
     return fileProtos.get(this)!();
   },
 };
+// A message's fields (fields, field, oneofs, members) are built the first time one of them is read,
+// by these getters, which then define them as the message's own properties: a sleep's dump or restore
+// reads those of the ~30 types it encodes or decodes (decode.ts makes a nested type's plan when it
+// meets one of its fields), not those of the ~125 others (other architectures' registers, socket and
+// file kinds the process does not have, namespaces, ...). Building every field of every type was
+// about two thirds of the descriptors' start-up (the schemas' import 10.4 -> 5.0 ms median, load 2-3).
 const MESSAGE_PROTO = {
   get proto(): DescriptorProto {
     const d = this as unknown as WithParent & { file: DescFile };
     return (d.parent ? d.parent.proto.nestedType : d.file.proto.messageType).find((m) => m.name === d.name)!;
   },
+  get fields() {
+    return buildFields(this).fields;
+  },
+  get field() {
+    return buildFields(this).field;
+  },
+  get oneofs() {
+    return buildFields(this).oneofs;
+  },
+  get members() {
+    return buildFields(this).members;
+  },
 };
+/** messages whose fields are not built yet: what builds them (graphFile's fieldsOf) */
+const unbuilt = new WeakMap<object, (d: DescMessage) => void>();
+function buildFields(o: object): DescMessage {
+  const d = o as DescMessage;
+  const build = unbuilt.get(d);
+  if (!build) throw new Error("descriptor fields read from an object that is not a message descriptor");
+  build(d);
+  unbuilt.delete(d);
+  return d;
+}
 const ENUM_PROTO = {
   get proto(): EnumDescriptorProto {
     const d = this as unknown as WithParent & { file: DescFile };
@@ -208,7 +237,6 @@ function graphFile(proto: () => FileDescriptorProto, deps: DescFile[], g: DescGr
     }
     (parent ? parent.nestedEnums : file.enums).push(d);
   };
-  const skOf = new Map<DescMessage, SkMessage>();
   const messageOf = (sk: SkMessage, parent: DescMessage | undefined) => {
     const [name, deprecated, enums, nested] = sk;
     const typeName = parent ? `${parent.typeName}.${name}` : name;
@@ -220,10 +248,6 @@ function graphFile(proto: () => FileDescriptorProto, deps: DescFile[], g: DescGr
       parent,
       name,
       typeName,
-      fields: [],
-      field: {},
-      oneofs: [],
-      members: [],
       nestedEnums: [],
       nestedMessages: [],
       nestedExtensions: [],
@@ -231,20 +255,32 @@ function graphFile(proto: () => FileDescriptorProto, deps: DescFile[], g: DescGr
     } as unknown as DescMessage;
     (parent ? parent.nestedMessages : file.messages).push(d);
     types.set(typeName, d);
-    skOf.set(d, sk);
+    // fields in createFileRegistry's order: each top-level message, then its nested ones, depth
+    // first, as the messages are made here
+    const at = mi++;
+    unbuilt.set(d, (m) => fieldsOf(m, sk, at));
     for (const e of enums) enumOf(e, d);
     for (const n of nested) messageOf(n, d);
   };
   for (const e of fileEnums) enumOf(e, undefined);
   for (const m of fileMessages) messageOf(m, undefined);
   const lookup = (name: string) => types.get(name) ?? deps.map((f) => fileTypes(f).get(name)).find((x) => x);
-  // fields, in createFileRegistry's order (each top-level message, then its nested ones, depth first)
-  const fieldsOf = (d: DescMessage) => {
-    const s = g.m[mi],
-      names = g.o[mi];
-    mi++;
-    const [, , , , fsk, oneofNames] = skOf.get(d)!;
-    const oneofs = names.map(
+  // a message's fields (MESSAGE_PROTO's getters call it once); at: its index in the graph
+  let gm: unknown[][][] | undefined, go: string[][] | undefined;
+  const fieldsOf = (d: DescMessage, sk: SkMessage, at: number) => {
+    if (!gm || !go) {
+      [gm, go] = g.mo();
+      if (gm.length !== mi || go.length !== mi)
+        throw new Error(`embedded descriptor of ${fileName}: graph does not match the file`);
+    }
+    const s = gm[at],
+      names = go[at];
+    const [, , , , fsk, oneofNames] = sk;
+    const fields: DescField[] = [],
+      byName: Record<string, DescField> = {},
+      oneofs: DescOneof[] = [],
+      members: (DescField | DescOneof)[] = [];
+    const oneofDescs = names.map(
       (localName, i) =>
         ({
           __proto__: ONEOF_PROTO,
@@ -267,7 +303,7 @@ function graphFile(proto: () => FileDescriptorProto, deps: DescFile[], g: DescGr
       const ref = refName ? lookup(refName) : undefined;
       if (refName && !ref) throw new Error(`embedded descriptor of ${fileName}: ${refName} not found`);
       const oneofIx = f[11] as number;
-      const oneof = oneofIx ? oneofs[oneofIx - 1] : undefined;
+      const oneof = oneofIx ? oneofDescs[oneofIx - 1] : undefined;
       const name = fsk[4 * i] as string;
       // one object for every field kind: which DescField variant it is, only the graph's data says
       const field = {
@@ -295,22 +331,25 @@ function graphFile(proto: () => FileDescriptorProto, deps: DescFile[], g: DescGr
         toString: memberToString,
         fieldKind: kind,
       } as unknown as DescField;
-      d.fields.push(field);
-      d.field[field.localName] = field;
-      if (!oneof) d.members.push(field);
+      fields.push(field);
+      byName[field.localName] = field;
+      if (!oneof) members.push(field);
       else {
         oneof.fields.push(field);
         if (!seen.has(oneof)) {
           seen.add(oneof);
-          d.members.push(oneof);
+          members.push(oneof);
         }
       }
     }
-    for (const o of oneofs) if (seen.has(o)) d.oneofs.push(o);
-    for (const n of d.nestedMessages) fieldsOf(n);
+    for (const o of oneofDescs) if (seen.has(o)) oneofs.push(o);
+    Object.defineProperties(d, {
+      fields: { value: fields, writable: true, enumerable: true, configurable: true },
+      field: { value: byName, writable: true, enumerable: true, configurable: true },
+      oneofs: { value: oneofs, writable: true, enumerable: true, configurable: true },
+      members: { value: members, writable: true, enumerable: true, configurable: true },
+    });
   };
-  for (const m of file.messages) fieldsOf(m);
-  if (mi !== g.m.length || ei !== g.e.length)
-    throw new Error(`embedded descriptor of ${fileName}: graph does not match the file`);
+  if (ei !== g.e.length) throw new Error(`embedded descriptor of ${fileName}: graph does not match the file`);
   return file;
 }
