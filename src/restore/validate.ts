@@ -13,8 +13,7 @@ import type * as S from "../images/schemas";
 import type { PagemapTable } from "../images/pagemap";
 import { CriuError } from "../log";
 import { VMA, PE, PAGE } from "../resources/vma";
-import { readFileSync } from "node:fs";
-import { xfeaturesPermitted } from "../sys/syscall";
+import { userAddressTop, xfeaturesPermitted } from "../sys/syscall";
 
 const P = BigInt(PAGE);
 /** Highest user address on x86_64 (5-level paging); a VMA or page run must end at or below it. */
@@ -126,12 +125,6 @@ export function validateCore(dir: string, file: string, c: S.core_entry, leader:
   }
 }
 
-/** the user address bound of this machine: 4-level paging unless the kernel runs 5-level (cpuinfo's la57) */
-let userTop: bigint | undefined;
-function userAddressTop(): bigint {
-  userTop ??= / la57( |$)/m.test(readFileSync("/proc/cpuinfo", "latin1")) ? TASK_SIZE_MAX : 0x00007ffffffff000n;
-  return userTop;
-}
 /**
  * Registers as PTRACE_SETREGS and the NT_X86_XSTATE regset take them (the kernel's putreg and
  * copy_uabi_to_xstate): selectors of 16 bits with RPL 3 (cs and ss not null), fs/gs bases below the

@@ -1,6 +1,7 @@
 // Raw system calls: a 30-byte stub in an executable page, called through bun:ffi.
 // It returns -errno directly, so no thread-local errno is involved.
 import { CFunction, FFIType, ptr as ffiPtr, toArrayBuffer, type Pointer } from "bun:ffi";
+import { readFileSync } from "node:fs";
 import { libc } from "./libc";
 import { SysError } from "./errno";
 
@@ -86,6 +87,13 @@ export function xfeaturesPermitted(): bigint {
     }
   }
   return xcompPerm;
+}
+
+/** The top of user space here: 4-level paging unless the kernel runs 5-level (la57 among cpuinfo's flags). */
+let userTop: bigint | undefined;
+export function userAddressTop(): bigint {
+  userTop ??= / la57( |$)/m.test(readFileSync("/proc/cpuinfo", "latin1")) ? 0x00fffffffffff000n : 0x00007ffffffff000n;
+  return userTop;
 }
 
 type Arg = number | bigint;
