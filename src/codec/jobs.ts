@@ -23,7 +23,7 @@ type Codec = PageCodec | PlainCodec;
 import { BLOCK, BLOCK_LZ4 } from "./format";
 import { vmRead, vmWrite, preadFull, pwriteFull, VmWriteBatch } from "../sys/mem";
 import { addr } from "../sys/addr";
-import { uffdCopy } from "../sys/uffd";
+import { uffdCopy, uffdCopyAt, uffdCopied } from "../sys/uffd";
 import { syscall } from "../sys/syscall";
 import { errnoText, E } from "../sys/errno";
 
@@ -293,7 +293,34 @@ export function restoreHotCode(): ((...a: never[]) => unknown)[] {
     .map((k) => proto[k])
     .filter((f): f is (...a: never[]) => unknown => typeof f === "function");
   const table = BlockTable.prototype as unknown as Record<string, (...a: never[]) => unknown>;
-  return [eachRun, uffdCopy, syscall, addr, preadFull, vmWrite, decodeBlock, runInto, table.cut, ...methods];
+  return [
+    eachRun,
+    uffdCopy,
+    uffdCopyAt,
+    syscall,
+    addr,
+    preadFull,
+    vmWrite,
+    decodeBlock,
+    runInto,
+    table.cut,
+    ...methods,
+  ];
+}
+
+/** The input capacity of a core's codec for jobs of `block` raw bytes: the raw block, then its stored
+ *  (LZ4) form after it. */
+const coreCapacity = (block: number) => block + PageCodec.lz4Bound(block) + PAGE;
+
+/**
+ * A codec for BlockCores of full blocks, made ahead (a page Worker at its start, worker.ts): the
+ * codec module compiled on this thread if `module` is not given, the first block's buffer faulted
+ * in. A core opened later takes it (new BlockCore(init, codec)) instead of making its own.
+ */
+export function coreCodec(module?: WebAssembly.Module): PageCodec {
+  const c = new PageCodec({ capacity: coreCapacity(BLOCK), module: module ?? PageCodec.module() });
+  c.inputView(BLOCK).fill(0);
+  return c;
 }
 
 export class BlockCore {
@@ -305,13 +332,23 @@ export class BlockCore {
   /** a restore block's writes: one process_vm_writev; and its pieces [from, va, len]* to redo one by one */
   private readonly batch = new VmWriteBatch(BLOCK / PAGE);
   private readonly pieces = new Float64Array((BLOCK / PAGE) * 3);
-  constructor(public init: CoreInit) {
+  /** pages uffdRest went through one by one since runTable last took the count */
+  oneByOne = 0;
+  /** reuse: a codec made ahead (coreCodec) taken when this core's buffers are its size */
+  constructor(
+    public init: CoreInit,
+    reuse?: PageCodec
+  ) {
     const block = init.block ?? BLOCK;
     this.ZAT = block;
     if (init.order && init.outFd !== undefined && init.outFd >= 0 && !init.compress)
       this.order = new DumpOrder(init.order);
-    const capacity = block + PageCodec.lz4Bound(block) + PAGE;
-    this.codec = init.plain ? new PlainCodec({ capacity }) : new PageCodec({ capacity, module: init.module });
+    const capacity = coreCapacity(block);
+    this.codec = init.plain
+      ? new PlainCodec({ capacity })
+      : reuse && block === BLOCK && reuse.capacity >= capacity
+        ? reuse
+        : new PageCodec({ capacity, module: init.module });
     this.io = this.codec.inputView();
   }
 
@@ -437,6 +474,10 @@ export class BlockCore {
         break;
       }
       Atomics.add(c, TB_WRITTEN, out.i32[I_WRITTEN]);
+      if (this.oneByOne) {
+        Atomics.add(c, TB_ONE_BY_ONE, this.oneByOne);
+        this.oneByOne = 0;
+      }
       const k = job.rawLen / PAGE,
         before = Atomics.add(c, TB_PAGES, k),
         wake = c[TB_WAKE];
@@ -498,7 +539,7 @@ export class BlockCore {
       } else if (!(kind & SEG_WRITABLE)) {
         written += this.writeSegment(va, n, p, kind, skip);
       } else if (anon && uffd >= 0) {
-        written += eachRun(n, skip, (k, e) => this.uffdWrite(uffd, va + k * PAGE, (at + k) * PAGE, (e - k) * PAGE));
+        written += this.uffdSegment(uffd, va, n, at, zeros, base);
       } else {
         written += eachRun(n, skip, (k, e) => {
           const from = (at + k) * PAGE,
@@ -524,17 +565,42 @@ export class BlockCore {
   }
 
   /**
-   * len bytes from io[from..] to the target at va, inside a range registered with the userfaultfd
-   * `uffd` (task.ts fillUffd): UFFDIO_COPY. Where it stops: page by page, a page already there
+   * The n pages of a segment at va (raw bytes from page p of the block, whose first byte is at the
+   * address base) that are not zero pages (zeros[p + k] === 1), by UFFDIO_COPY in runs: one loop,
+   * numbers only (no closure per page, no BigInt or object per run: 55,000 runs per GiB of a heap);
+   * a run the kernel does not take whole goes on in uffdRest. The pages written.
+   */
+  private uffdSegment(uffd: number, va: number, n: number, p: number, zeros: Uint8Array, base: number): number {
+    let pages = 0;
+    for (let k = 0; k < n; ) {
+      if (zeros[p + k] === 1) {
+        k++;
+        continue;
+      }
+      let e = k + 1;
+      while (e < n && zeros[p + e] !== 1) e++;
+      const len = (e - k) * PAGE,
+        from = (p + k) * PAGE;
+      if (uffdCopyAt(uffd, va + k * PAGE, base + from, len) !== 0)
+        this.uffdRest(uffd, va + k * PAGE, from, len, uffdCopied());
+      pages += e - k;
+      k = e;
+    }
+    return pages;
+  }
+
+  /**
+   * The rest of len bytes from io[from..] to the target at va, inside a range registered with the
+   * userfaultfd `uffd` (task.ts fillUffd), after a UFFDIO_COPY of them all copied only `copied`
+   * bytes (uffdSegment). From there: page by page, a page already there
    * (EEXIST) written by process_vm_writev (no fault: nothing waits on the userfaultfd), EAGAIN
    * (the target's memory map changing) tried again; anything else fails the block. Never
    * process_vm_writev or /proc/PID/mem on a missing page of a registered range: that write would
    * wait for a fault nobody serves.
    */
-  private uffdWrite(uffd: number, va: number, from: number, len: number) {
-    const c = uffdCopy(uffd, BigInt(va), this.io, from, len);
-    if (!c.err && c.copied === len) return;
-    for (let off = c.copied - (c.copied % PAGE), again = 0; off < len; ) {
+  private uffdRest(uffd: number, va: number, from: number, len: number, copied: number) {
+    this.oneByOne += (len - Math.min(copied, len) + (Math.min(copied, len) % PAGE)) / PAGE;
+    for (let off = Math.min(copied, len) - (Math.min(copied, len) % PAGE), again = 0; off < len; ) {
       const p = uffdCopy(uffd, BigInt(va + off), this.io, from + off, PAGE);
       if (!p.err && p.copied === PAGE) {
         off += PAGE;
@@ -624,7 +690,8 @@ export const TB_BLOCKS = 1, // blocks done
   TB_PAGES = 2, // raw pages of the blocks done
   TB_WRITTEN = 3, // pages written into the target
   TB_FINISHED = 4, // Workers that left the table (notified)
-  TB_WAKE = 8; // raw pages done at which the main thread is woken (0: never; see pipeline.ts runTable)
+  TB_WAKE = 8, // raw pages done at which the main thread is woken (0: never; see pipeline.ts runTable)
+  TB_ONE_BY_ONE = 9; // pages of runs UFFDIO_COPY did not take whole, then written one by one (uffdRest)
 const TB_NEXT = 0, // the next block to take (Atomics.add by each Worker)
   TB_ABORT = 5, // set by the first block that failed: the others take no more
   TB_ERR_BLOCK = 6, // that block (-1: none; -2: a Worker without its core)

@@ -35,6 +35,7 @@ import {
   TB_FINISHED,
   TB_PAGES,
   TB_WRITTEN,
+  TB_ONE_BY_ONE,
   TB_WAKE,
   SEG_ANON,
   SEG_READABLE,
@@ -116,10 +117,14 @@ class Pool {
    * withHelper: started for a dump where this thread reads blocks too (one Worker fewer). */
   constructor(
     nWorkers: number,
-    readonly withHelper = false
+    readonly withHelper = false,
+    codecHere = false
   ) {
     if (nWorkers <= 0) return;
-    const module = PageCodec.module();
+    // codecHere (a restore's Workers started ahead): each Worker compiles the codec module and makes
+    // its codec at "start" (jobs.ts coreCodec), on the other CPU while this thread loads the images;
+    // else the module compiled here once and posted to them
+    const module = codecHere ? undefined : PageCodec.module();
     // slot i belongs to worker i % nWorkers; every worker gets the whole list (indexed by slot)
     for (let i = 0; i < nWorkers * SLOTS_PER_WORKER; i++) {
       this.sabs.push(new SharedArrayBuffer(slotBytes()));
@@ -127,7 +132,7 @@ class Pool {
     }
     for (let w = 0; w < nWorkers; w++) {
       const worker = new Worker(workerUrl(), { smol: true });
-      worker.postMessage({ op: "start", slots: this.sabs, ready: this.ready.buffer, module });
+      worker.postMessage({ op: "start", slots: this.sabs, ready: this.ready.buffer, module, codecHere });
       this.workers.push(worker);
     }
   }
@@ -404,8 +409,11 @@ export function startPageWorkers(bytes: number, dump = false) {
   largeWork(bytes);
   const nw = dump ? dumpWorkerCount(bytes) : workerCount(bytes);
   if (nw > 0) {
-    spare = new Pool(nw, dump && mainHelps(bytes));
-    log.debug(`${nw} page worker(s) started ahead for ${size(bytes)} (${workerUrl()})`);
+    const codecHere = !dump && process.env.CRIU_BUN_WORKER_CODEC !== "0";
+    spare = new Pool(nw, dump && mainHelps(bytes), codecHere);
+    log.debug(
+      `${nw} page worker(s) started ahead for ${size(bytes)} (${workerUrl()})${codecHere ? ", each compiling the codec and making its buffers itself" : ""}`
+    );
   }
 }
 /**
@@ -1107,6 +1115,9 @@ export function fillPages(
       if (table.i32[TB_BLOCKS] !== table.d.n)
         throw new CriuError("restore", `${path}: ${table.i32[TB_BLOCKS]} of ${table.d.n} blocks written`);
       written = table.i32[TB_WRITTEN];
+      // (a run the kernel does not take whole: a page there already, the map changing; none in a
+      // plain restore: more says the runs' copies went wrong and the pages went one ioctl each)
+      log.debug(`UFFDIO_COPY runs not taken whole, their pages redone one by one: ${table.i32[TB_ONE_BY_ONE]}`);
     } else
       pool.run<RestoreJob>(
         jobs ? jobs.values() : restoreJobs("fill", restoreBlocks(t, l), cow),

@@ -2,6 +2,7 @@
 // the (synchronously waiting) main thread reads. See src/codec/pipeline.ts.
 import {
   BlockCore,
+  coreCodec,
   BlockTable,
   Slot,
   runInto,
@@ -14,6 +15,7 @@ import {
   type Job,
 } from "./jobs";
 import { noFTL } from "bun:jsc";
+import type { PageCodec } from "./codec";
 import { serveVmas, serveVmasOnce } from "./vmaserve";
 import { START_JIT, WORK_JIT, BLOCKS_JIT } from "../jit";
 
@@ -46,6 +48,9 @@ let own: Slot | undefined;
 let slots: Slot[] = [];
 let startError = "";
 let module: WebAssembly.Module | undefined;
+/** the codec made at "start" (jobs.ts coreCodec), taken by each run's core */
+let codec: PageCodec | undefined;
+let codecError = "";
 let ready: Int32Array | undefined;
 
 self.onmessage = (e: MessageEvent) => {
@@ -66,6 +71,15 @@ self.onmessage = (e: MessageEvent) => {
     slots = (m.slots as SharedArrayBuffer[]).map((b) => new Slot(b));
     ready = new Int32Array(m.ready as SharedArrayBuffer);
     module = m.module;
+    if (m.codecHere) {
+      // a restore's Workers: the codec module compiled here and the codec made now, while the main
+      // thread loads the images, not there (the compile) nor at "open" (which it waits for)
+      try {
+        codec = coreCodec(module);
+      } catch (err) {
+        codecError = `page worker start: ${err instanceof Error ? err.message : err}`;
+      }
+    }
     return;
   }
   if (m.op === "open") {
@@ -88,12 +102,13 @@ self.onmessage = (e: MessageEvent) => {
       uffd: m.uffd,
     };
     core = undefined;
-    startError = "";
-    try {
-      core = new BlockCore(init);
-    } catch (err) {
-      startError = `page worker start: ${err instanceof Error ? err.message : err}`;
-    }
+    startError = codecError;
+    if (!startError)
+      try {
+        core = new BlockCore(init, codec);
+      } catch (err) {
+        startError = `page worker start: ${err instanceof Error ? err.message : err}`;
+      }
     Atomics.add(ready!, 0, 1);
     Atomics.notify(ready!, 0);
     return;

@@ -91,6 +91,37 @@ export function uffdCopy(
   return { copied: c > 0 ? c : 0, err: -r };
 }
 
+/** struct uffdio_copy as 32-bit halves (dst, src, len, mode, copy): a restore's page Workers fill it
+ *  with numbers (addresses below 2^53), no BigInt per call. Its address is taken at each call: a
+ *  small typed array's storage moves (it did after the Workers' collections: the kernel then read a
+ *  stale struct, an earlier run's address, and said EEXIST for every run). */
+const copyWords = new Uint32Array(new ArrayBuffer(40));
+
+/**
+ * UFFDIO_COPY of len bytes from the address src (of this process) to dst in the uffd's process: the
+ * page Workers' call, ~55,000 per GiB of a heap (a run of pages each). Returns the ioctl's result (0:
+ * all copied, else -errno); uffdCopied() then says how many bytes were.
+ */
+export function uffdCopyAt(fd: number, dst: number, src: number, len: number): number {
+  const w = copyWords;
+  w[0] = dst >>> 0;
+  w[1] = (dst / 4294967296) >>> 0;
+  w[2] = src >>> 0;
+  w[3] = (src / 4294967296) >>> 0;
+  w[4] = len >>> 0;
+  w[5] = (len / 4294967296) >>> 0;
+  w[6] = 0;
+  w[7] = 0;
+  w[8] = 0;
+  w[9] = 0;
+  return syscall(NR.ioctl, fd, UFFDIO_COPY, addr(w));
+}
+/** The bytes the last uffdCopyAt copied (its struct's `copy`: 0 when it failed before any). */
+export function uffdCopied(): number {
+  const hi = copyWords[9] | 0;
+  return hi < 0 ? 0 : hi * 4294967296 + copyWords[8];
+}
+
 /** UFFDIO_ZEROPAGE: the range reads as zeroes (as a page never written). Returns 0 or the errno. */
 export function uffdZero(fd: number, dst: bigint, len: number): number {
   zeroArg[0] = dst;
