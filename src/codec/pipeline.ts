@@ -64,6 +64,8 @@ import { tick } from "../watchdog";
 import { trimOwnPages } from "../sys/ownpages";
 import { jitIfLarge, jitForBlocks, WORK_JIT } from "../jit";
 import { noFTL } from "bun:jsc";
+import { syscall } from "../sys/syscall";
+import { NR } from "../sys/nr";
 
 const PAGE = 4096;
 const SLOTS_PER_WORKER = 3;
@@ -130,11 +132,32 @@ class Pool {
       this.sabs.push(new SharedArrayBuffer(slotBytes()));
       this.slots.push(new Slot(this.sabs[i]));
     }
-    for (let w = 0; w < nWorkers; w++) {
-      const worker = new Worker(workerUrl(), { smol: true });
-      worker.postMessage({ op: "start", slots: this.sabs, ready: this.ready.buffer, module, codecHere });
-      this.workers.push(worker);
+    // a restore's Workers start at a lower priority (nice +BOOT_NICE, inherited from this thread
+    // while it creates them): their start (a runtime each, the codec compiled, buffers touched) then
+    // yields the CPU to this thread, which loads the images and builds the process they wait for;
+    // each goes back to this thread's priority at "open" (worker.ts)
+    const tid = syscall(NR.gettid),
+      base = 20 - syscall(NR.getpriority, 0, tid),
+      lower = codecHere && canRenice() && process.env.CRIU_BUN_BOOT_NICE !== "0";
+    if (lower) syscall(NR.setpriority, 0, tid, Math.min(19, base + BOOT_NICE));
+    try {
+      for (let w = 0; w < nWorkers; w++) {
+        const worker = new Worker(workerUrl(), { smol: true });
+        worker.postMessage({
+          op: "start",
+          slots: this.sabs,
+          ready: this.ready.buffer,
+          module,
+          codecHere,
+          nice: lower ? base : undefined,
+        });
+        this.workers.push(worker);
+      }
+    } finally {
+      if (lower && syscall(NR.setpriority, 0, tid, base) !== 0)
+        log.warn(`cannot set this thread's nice value back to ${base}`);
     }
+    if (lower) log.debug(`page workers started at nice ${Math.min(19, base + BOOT_NICE)} (this thread: ${base})`);
   }
 
   /** Give every Worker the process and files of the next run (totalBytes: raw bytes of all its
@@ -377,6 +400,19 @@ class Pool {
   close() {
     for (const w of this.workers) w.terminate();
     this.workers = [];
+  }
+}
+
+/** How much lower a restore's page Workers start (Pool; the nice value they add until "open"). */
+const BOOT_NICE = 10;
+/** Whether this process may lower a nice value again (CAP_SYS_NICE in its effective set): a thread
+ *  that could not would stay niced. */
+function canRenice(): boolean {
+  try {
+    const m = /^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync("/proc/thread-self/status", "utf8"));
+    return m !== null && (BigInt(`0x${m[1]}`) & (1n << 23n)) !== 0n;
+  } catch {
+    return false;
   }
 }
 

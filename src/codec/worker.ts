@@ -16,6 +16,8 @@ import {
 } from "./jobs";
 import { noFTL } from "bun:jsc";
 import type { PageCodec } from "./codec";
+import { syscall } from "../sys/syscall";
+import { NR } from "../sys/nr";
 import { serveVmas, serveVmasOnce } from "./vmaserve";
 import { START_JIT, WORK_JIT, BLOCKS_JIT } from "../jit";
 
@@ -51,6 +53,8 @@ let module: WebAssembly.Module | undefined;
 /** the codec made at "start" (jobs.ts coreCodec), taken by each run's core */
 let codec: PageCodec | undefined;
 let codecError = "";
+/** the main thread's nice value, to go back to at "open" (this Worker started lower: pipeline.ts Pool) */
+let bootNice: number | undefined;
 let ready: Int32Array | undefined;
 
 self.onmessage = (e: MessageEvent) => {
@@ -71,6 +75,7 @@ self.onmessage = (e: MessageEvent) => {
     slots = (m.slots as SharedArrayBuffer[]).map((b) => new Slot(b));
     ready = new Int32Array(m.ready as SharedArrayBuffer);
     module = m.module;
+    bootNice = m.nice;
     if (m.codecHere) {
       // a restore's Workers: the codec module compiled here and the codec made now, while the main
       // thread loads the images, not there (the compile) nor at "open" (which it waits for)
@@ -83,6 +88,11 @@ self.onmessage = (e: MessageEvent) => {
     return;
   }
   if (m.op === "open") {
+    if (bootNice !== undefined) {
+      // started at a lower priority (pipeline.ts Pool): now the main thread's again
+      syscall(NR.setpriority, 0, syscall(NR.gettid), bootNice);
+      bootNice = undefined;
+    }
     setJit(m.pagesFd < 0 ? DUMP_JIT : RESTORE_JIT); // pagesFd: the file a restore reads, -1 for a dump
     if (m.pagesFd >= 0 && !noFtlDone && process.env.CRIU_BUN_RESTORE_FTL !== "1") {
       // a restore's per-block code stays at DFG (jobs.ts restoreHotCode)
