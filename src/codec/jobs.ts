@@ -599,8 +599,10 @@ export class BlockCore {
    * wait for a fault nobody serves.
    */
   private uffdRest(uffd: number, va: number, from: number, len: number, copied: number) {
-    this.oneByOne += (len - Math.min(copied, len) + (Math.min(copied, len) % PAGE)) / PAGE;
-    for (let off = Math.min(copied, len) - (Math.min(copied, len) % PAGE), again = 0; off < len; ) {
+    const done = Math.min(copied, len),
+      start = done - (done % PAGE);
+    this.oneByOne += (len - start) / PAGE;
+    for (let off = start, again = 0; off < len; ) {
       const p = uffdCopy(uffd, BigInt(va + off), this.io, from + off, PAGE);
       if (!p.err && p.copied === PAGE) {
         off += PAGE;

@@ -64,8 +64,7 @@ import { tick } from "../watchdog";
 import { trimOwnPages } from "../sys/ownpages";
 import { jitIfLarge, jitForBlocks, WORK_JIT } from "../jit";
 import { noFTL } from "bun:jsc";
-import { syscall } from "../sys/syscall";
-import { NR } from "../sys/nr";
+import { capEffective, gettid, setTidNice, threadNice } from "../sys/proc";
 
 const PAGE = 4096;
 const SLOTS_PER_WORKER = 3;
@@ -136,10 +135,8 @@ class Pool {
     // while it creates them): their start (a runtime each, the codec compiled, buffers touched) then
     // yields the CPU to this thread, which loads the images and builds the process they wait for;
     // each goes back to this thread's priority at "open" (worker.ts)
-    const tid = syscall(NR.gettid),
-      base = 20 - syscall(NR.getpriority, 0, tid),
-      lower = codecHere && canRenice() && process.env.CRIU_BUN_BOOT_NICE !== "0";
-    if (lower) syscall(NR.setpriority, 0, tid, Math.min(19, base + BOOT_NICE));
+    const base = codecHere && canRenice() && process.env.CRIU_BUN_BOOT_NICE !== "0" ? threadNice() : undefined,
+      lower = base !== undefined && setTidNice(gettid(), Math.min(19, base + BOOT_NICE));
     try {
       for (let w = 0; w < nWorkers; w++) {
         const worker = new Worker(workerUrl(), { smol: true });
@@ -154,8 +151,7 @@ class Pool {
         this.workers.push(worker);
       }
     } finally {
-      if (lower && syscall(NR.setpriority, 0, tid, base) !== 0)
-        log.warn(`cannot set this thread's nice value back to ${base}`);
+      if (lower && !setTidNice(gettid(), base)) log.warn(`cannot set this thread's nice value back to ${base}`);
     }
     if (lower) log.debug(`page workers started at nice ${Math.min(19, base + BOOT_NICE)} (this thread: ${base})`);
   }
@@ -408,12 +404,7 @@ const BOOT_NICE = 10;
 /** Whether this process may lower a nice value again (CAP_SYS_NICE in its effective set): a thread
  *  that could not would stay niced. */
 function canRenice(): boolean {
-  try {
-    const m = /^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync("/proc/thread-self/status", "utf8"));
-    return m !== null && (BigInt(`0x${m[1]}`) & (1n << 23n)) !== 0n;
-  } catch {
-    return false;
-  }
+  return ((capEffective() ?? 0n) & (1n << 23n)) /* CAP_SYS_NICE */ !== 0n;
 }
 
 /** A main-thread core without WebAssembly and its slot, their buffers touched (warmPageBuffers). */

@@ -16,8 +16,7 @@ import {
 } from "./jobs";
 import { noFTL } from "bun:jsc";
 import type { PageCodec } from "./codec";
-import { syscall } from "../sys/syscall";
-import { NR } from "../sys/nr";
+import { gettid, setTidNice } from "../sys/proc";
 import { serveVmas, serveVmasOnce } from "./vmaserve";
 import { START_JIT, WORK_JIT, BLOCKS_JIT } from "../jit";
 
@@ -90,7 +89,7 @@ self.onmessage = (e: MessageEvent) => {
   if (m.op === "open") {
     if (bootNice !== undefined) {
       // started at a lower priority (pipeline.ts Pool): now the main thread's again
-      syscall(NR.setpriority, 0, syscall(NR.gettid), bootNice);
+      setTidNice(gettid(), bootNice);
       bootNice = undefined;
     }
     setJit(m.pagesFd < 0 ? DUMP_JIT : RESTORE_JIT); // pagesFd: the file a restore reads, -1 for a dump

@@ -27,15 +27,12 @@ import { NR } from "../sys/nr";
 import { O, closeFd, openFd, preadFull } from "../sys/mem";
 import { readVmas } from "../sys/proc";
 import { RunList, type PagemapTable } from "../images/pagemap";
-import { errnoText, SysError } from "../sys/errno";
+import { errnoText, SysError, E } from "../sys/errno";
 import { UFFDIO_API, UFFDIO_REGISTER, UFFD_API, UFFDIO_REGISTER_MODE, UFFD_LAZY_FEATURES } from "../sys/uffd";
 import { sendPacket, recvPacket } from "../sys/seqpacket";
 import { AF, SOCK } from "../sys/sock";
 import type * as S from "../images/schemas";
 import type { InCall } from "../ptrace/inject";
-
-/** errno of a unix socket whose peer closed with data unread */
-const ECONNRESET = 104;
 
 export const LAZY_SOCKET = "lazy-pages.socket";
 /** what restore sends the daemon once the tree runs, as CRIU does ("RSTF") */
@@ -469,7 +466,7 @@ export class LazyChannel {
         log.warn(`lazy pages: ${errorMessage(e)}`);
         // a daemon that died with our last packet unread resets the connection instead of closing it:
         // a hang-up all the same, which the memory itself judges
-        if (!(e instanceof SysError && e.errno === ECONNRESET)) return false;
+        if (!(e instanceof SysError && e.errno === E.ECONNRESET)) return false;
         p = { data: new Uint8Array(0), fds: [] as number[] };
       }
       for (const fd of p.fds) closeFd(fd);

@@ -1,7 +1,6 @@
 // The restore pipeline: load and validate all images, check the PIDs are free, then build the
 // process from a puppet. Any failure kills what was built.
-import { readFileSync } from "node:fs";
-import { readStat, readStatus, sigkillPending } from "../sys/proc";
+import { capEffective, readStat, readStatus, sigkillPending } from "../sys/proc";
 import { openDir, checkImagesTrusted, replaceFile } from "../images/safefs";
 import { loadImages, type RestoreSet } from "./images";
 import {
@@ -224,12 +223,8 @@ function pidUser(pid: number): string {
 
 /** Privileges restore cannot do without, said before anything is read (as an unprivileged user). */
 function needPrivileges() {
-  let eff = 0n;
-  try {
-    eff = BigInt(`0x${/^CapEff:\s*([0-9a-f]+)/m.exec(readFileSync("/proc/self/status", "latin1"))![1]}`);
-  } catch {
-    return;
-  }
+  const eff = capEffective();
+  if (eff === undefined) return;
   const has = (cap: number) => (eff >> BigInt(cap)) & 1n;
   if (!has(21 /* SYS_ADMIN */) && !has(40 /* CHECKPOINT_RESTORE */)) {
     throw new CriuError(

@@ -326,6 +326,16 @@ export function setTidNice(tid: number, nice: number): boolean {
   return syscall(NR.setpriority, 0 /* PRIO_PROCESS */, tid, nice) === 0;
 }
 
+/** The calling thread's effective capabilities (CapEff), or undefined when they cannot be read. */
+export function capEffective(): bigint | undefined {
+  try {
+    const m = /^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync("/proc/thread-self/status", "latin1"));
+    return m ? BigInt(`0x${m[1]}`) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** The calling thread's id. */
 export function gettid(): number {
   return syscall(NR.gettid);

@@ -4,6 +4,7 @@ import { CFunction, FFIType, ptr as ffiPtr, toArrayBuffer, type Pointer } from "
 import { readFileSync } from "node:fs";
 import { libc } from "./libc";
 import { SysError } from "./errno";
+import { NR } from "./nr";
 
 const PROT_READ = 1,
   PROT_WRITE = 2,
@@ -79,7 +80,7 @@ let xcompPerm: bigint | undefined;
 export function xfeaturesPermitted(): bigint {
   if (xcompPerm === undefined) {
     const out = new BigUint64Array(1);
-    if (syscall(158 /* arch_prctl */, 0x1022 /* ARCH_GET_XCOMP_PERM */, ffiPtr(out) as unknown as number) === 0)
+    if (syscall(NR.arch_prctl, 0x1022 /* ARCH_GET_XCOMP_PERM */, ffiPtr(out) as unknown as number) === 0)
       xcompPerm = out[0];
     else {
       const r = cpuid(0xd, 0);
