@@ -66,20 +66,20 @@ export async function restore(
     stderr: "pipe",
     env: env ? { ...process.env, ...env } : undefined,
   });
+  // with -d the restore exits 0 right after its last line: a finished restore whose process
+  // runs is done, whichever of the two the loop sees first
+  const finished = () => {
+    const st = statOf(pid);
+    return (
+      st &&
+      st !== "t" &&
+      st !== "T" &&
+      st !== "Z" &&
+      readLog(dir, "restore.log").slice(before).includes("Restore finished")
+    );
+  };
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    // with -d the restore exits 0 right after its last line: a finished restore whose process
-    // runs is done, whichever of the two the loop sees first
-    const finished = () => {
-      const st = statOf(pid);
-      return (
-        st &&
-        st !== "t" &&
-        st !== "T" &&
-        st !== "Z" &&
-        readLog(dir, "restore.log").slice(before).includes("Restore finished")
-      );
-    };
     if (proc.exitCode !== null) {
       if (proc.exitCode === 0 && finished()) break;
       throw new Error(
