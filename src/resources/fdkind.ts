@@ -7,7 +7,7 @@ import { create, type DescMessage, type Message, type MessageInitShape } from "@
 import { writeImage, writeImageWithPayload, readImage, readImagePayloads, imageExists } from "../images/image";
 import type { FileTable } from "./files";
 import type { DumpedVma } from "./memory";
-import type { Injector, RemoteMem } from "../ptrace/inject";
+import type { Injector, RemoteMem, InCall } from "../ptrace/inject";
 import type * as S from "../images/schemas";
 import type { MessageKind, EntryOf } from "../images/magic";
 import type { Hooks } from "../hooks";
@@ -131,9 +131,15 @@ export interface RestoreCtx {
   scratch(off: bigint, data: Uint8Array): bigint;
   /** move a target fd above every fd number being restored; returns the new number */
   high(fd: number, what: string): number;
+  /** high() of several fds at once (one stop of the target) */
+  highMany(fds: number[], what: string): number[];
+  /** a copy of fd (the same open file description) above every fd number being restored; fd stays */
+  dupHigh(fd: number, what: string): number;
   /** independent syscalls ([nr, ...args]) in as few stops of the target as fit, their raw results in
    *  order (all run, whatever each returns); without it, one injected call each */
   batch?: (calls: (number | bigint)[][]) => bigint[];
+  /** calls that each pass bytes (a path), in as few stops as fit; each call's check sees its result, in order */
+  batchData?: (calls: InCall[]) => void;
   /** restore options that kinds care about */
   opts?: { shellJob?: boolean };
   /** what the fds of this process's restore share (images read once, memfd bases ...) */
@@ -324,11 +330,21 @@ export interface FdKind<D = undefined, R = undefined> {
   /** a file a process needs outside its fd table (a mapping's, its cwd) that the images bring back
    *  because it was deleted (ghost file, link remap): a target fd on it, else undefined */
   openRemoved?(ctx: RestoreCtx, f: S.file_entry, flags: number, state: R): number | undefined;
+  /** a file restore() would make by a plain openat of a path (then an lseek to pos): how, else
+   *  undefined. restoreFds opens every such file of a process in one batch of injected calls */
+  openByPath?(f: S.file_entry, opts: { shellJob?: boolean }, state: R): OpenByPath | undefined;
   /** create the object in the target, return a target fd (moved high with ctx.high) */
   restore(ctx: RestoreCtx, f: S.file_entry, fe: S.fdinfo_entry, state: R): number;
   /** second pass, once per file, after every fd has its final number (epoll targets ...);
    *  fd is the final number of one fd using this file */
   restoreLate?(ctx: RestoreCtx, f: S.file_entry, fd: number, state: R): void;
+}
+
+/** How a file is opened by path (FdKind.openByPath): openat(AT_FDCWD, path, flags), then lseek to pos (if not 0). */
+export interface OpenByPath {
+  path: string;
+  flags: number;
+  pos: bigint;
 }
 
 /** Any kind, its states unknown: what the lists of kinds hold (kinds.ts). */

@@ -20,11 +20,12 @@ import type {
   FdKind,
   SomeFdKind,
   InventoryInit,
+  OpenByPath,
   TreeFiles,
   ProcessPaths,
 } from "./fdkind";
 import type { BigIntStats } from "node:fs";
-import type { Injector } from "../ptrace/inject";
+import { dataWords, type Injector } from "../ptrace/inject";
 import { refuse, ANON_REFUSED } from "./unsupported";
 import type * as S from "../images/schemas";
 import { errnoText } from "../sys/errno";
@@ -433,22 +434,40 @@ export function importFd(inj: Injector, pid: number, owner: Holder, what: string
 
 /** Open every file in the target once per id, then dup3 each into its fd number. A file id that
  * another process of the tree already restored is shared with it (pidfd_getfd: same description). */
-type CtxBase = Omit<RestoreCtx, "high" | "where" | "hold" | "fdFrom">;
+type CtxBase = Omit<RestoreCtx, "high" | "highMany" | "dupHigh" | "where" | "hold" | "fdFrom">;
 
 /** A full RestoreCtx for one file of process base.pid; fds it makes go at or above floor. */
 export function restoreCtx(base: CtxBase, floor: number, where: string): RestoreCtx {
   const inj = base.inj,
     tree = base.tree;
-  const high = (fd: number, what: string) => {
-    if (fd >= floor) return fd;
-    const r = Number(inj.call(NR.fcntl, fd, F.DUPFD_CLOEXEC, floor));
-    inj.call(NR.close, fd);
-    if (r < 0) throw new CriuError("restore", `${what}: F_DUPFD failed: ${errnoText(-r)}`);
-    return r;
+  const run = (calls: (number | bigint)[][]) =>
+    base.batch ? base.batch(calls) : calls.map(([nr, ...a]) => inj.call(Number(nr), ...a));
+  // each fd's copy and close in one stop where batches are at hand (no call needs another's result)
+  const highMany = (fds: number[], what: string) => {
+    const calls: (number | bigint)[][] = [];
+    for (const fd of fds) if (fd < floor) calls.push([NR.fcntl, fd, F.DUPFD_CLOEXEC, floor], [NR.close, fd]);
+    const res = calls.length ? run(calls) : [];
+    let i = 0;
+    return fds.map((fd) => {
+      if (fd >= floor) return fd;
+      const r = Number(res[i]),
+        c = res[i + 1];
+      i += 2;
+      if (r < 0) throw new CriuError("restore", `${what}: F_DUPFD failed: ${errnoText(-r)}`);
+      if (c < 0n) throw new CriuError("restore", `${what}: close of fd ${fd} failed: ${errnoText(-c)}`);
+      return r;
+    });
   };
+  const high = (fd: number, what: string) => highMany([fd], what)[0];
   return {
     ...base,
     high,
+    highMany,
+    dupHigh(fd, what) {
+      const r = Number(inj.call(NR.fcntl, fd, F.DUPFD_CLOEXEC, floor));
+      if (r < 0) throw new CriuError("restore", `${what}: F_DUPFD of fd ${fd} failed: ${errnoText(-r)}`);
+      return r;
+    },
     where,
     hold(key, fd) {
       tree.held.set(key, { pid: base.pid, vpid: base.vpid, fd });
@@ -498,6 +517,71 @@ function restoreOwner(
 /** The lowest fd number the restore of these fds may use for its own temporary fds. */
 export function fdFloor(fds: S.fdinfo_entry[]) {
   return fds.reduce((m, f) => Math.max(m, f.fd), 0) + 16;
+}
+
+/**
+ * The files of these fds that their kind opens by a path (FdKind.openByPath; none another process
+ * of the tree already made), opened in process base.pid in two stops: one batch of openat calls
+ * (their fd numbers whatever the kernel gives), then one of lseek, F_DUPFD_CLOEXEC above floor and
+ * close of each (numbers now known: no call depends on a result it has not seen). Every result is
+ * checked, in order, the first failure named as restore() names it: the restore then fails and the
+ * process, with whatever it opened, is killed. File id -> its fd above floor.
+ */
+function openByPath(base: CtxBase, sorted: S.fdinfo_entry[], floor: number): Map<number, number> {
+  const out = new Map<number, number>();
+  if (!base.batch || !base.batchData) return out;
+  const plans: { id: number; where: string; p: OpenByPath; fd: number }[] = [];
+  const seen = new Set<number>();
+  for (const fe of sorted) {
+    if (seen.has(fe.id) || base.tree.owners.has(fe.id)) continue;
+    seen.add(fe.id);
+    const f = base.files.get(fe.id)!,
+      kind = kindByType(f.type)!;
+    const p = kind.openByPath?.(f, base.opts ?? {}, base.tree.kindState(kind));
+    if (p) plans.push({ id: fe.id, where: `process ${base.pid} fd ${fe.fd}`, p, fd: -1 });
+  }
+  if (!plans.length) return out;
+  base.batchData(
+    plans.map((x) => ({
+      nr: NR.openat,
+      data: dataWords(cstr(x.p.path)),
+      args: (at) => [-100, at, x.p.flags, 0],
+      check: (r) => {
+        if (r < 0n) throw new CriuError("restore", `${x.where}: cannot open '${x.p.path}': ${errnoText(-r)}`);
+        x.fd = Number(r);
+      },
+    }))
+  );
+  const calls: (number | bigint)[][] = [];
+  const checks: ((r: bigint) => void)[] = [];
+  for (const x of plans) {
+    if (x.p.pos) {
+      calls.push([NR.lseek, x.fd, x.p.pos, 0]);
+      checks.push((r) => {
+        if (r < 0n && r !== -29n)
+          throw new CriuError("restore", `${x.where}: lseek to ${x.p.pos} in '${x.p.path}' failed: ${errnoText(-r)}`);
+      });
+    }
+    if (x.fd >= floor) {
+      out.set(x.id, x.fd);
+      continue;
+    }
+    calls.push([NR.fcntl, x.fd, F.DUPFD_CLOEXEC, floor], [NR.close, x.fd]);
+    checks.push(
+      (r) => {
+        if (r < 0n) throw new CriuError("restore", `${x.where}: F_DUPFD failed: ${errnoText(-r)}`);
+        out.set(x.id, Number(r));
+      },
+      (r) => {
+        if (r < 0n) throw new CriuError("restore", `${x.where}: close of fd ${x.fd} failed: ${errnoText(-r)}`);
+      }
+    );
+  }
+  if (calls.length) {
+    const res = base.batch(calls);
+    checks.forEach((c, i) => c(res[i]));
+  }
+  return out;
 }
 
 export function restoreFds(base: CtxBase, fds: S.fdinfo_entry[]) {
@@ -553,6 +637,9 @@ export function restoreFds(base: CtxBase, fds: S.fdinfo_entry[]) {
     }
     pending = [];
   };
+  // the files opened by a path (openByPath): all of them at once, when every file of the process fits
+  const early = tree.toClose.get(base.pid)?.length ?? 0;
+  const opened = 2 * ids + early + closeLater.size + 32 < room ? openByPath(base, sorted, floor) : new Map();
   const imp = (owner: Holder, what: string) =>
     owner.pid === base.pid ? owner.fd : restoreCtx(base, floor, what).high(importFd(inj, base.pid, owner, what), what);
   for (const fe of sorted) {
@@ -576,7 +663,7 @@ export function restoreFds(base: CtxBase, fds: S.fdinfo_entry[]) {
       continue;
     }
     const kind = kindByType(f.type)!;
-    const fd = kind.restore(restoreCtx(base, floor, where), f, fe, tree.kindState(kind));
+    const fd = opened.get(fe.id) ?? kind.restore(restoreCtx(base, floor, where), f, fe, tree.kindState(kind));
     log.debug(`${where}: file id ${fe.id} (${kind.name}) created`);
     temps.set(fe.id, fd);
     pending.push(fe.id);

@@ -553,8 +553,9 @@ export function restoreMmFields(proc: MmRestoreCtx) {
   dv.setUint32(96, auxv.length * 8, true);
   dv.setUint32(100, exeFd < 0 ? 0xffffffff : exeFd, true);
   const mapAddr = proc.scratch(0n, new Uint8Array(b));
-  const r = inj.call(NR.prctl, PR.SET_MM, PR.SET_MM_MAP, mapAddr, 104, 0);
-  if (exeFd >= 0) inj.call(NR.close, exeFd);
+  // the close (whatever the prctl returned) in the same stop
+  const call = [NR.prctl, PR.SET_MM, PR.SET_MM_MAP, mapAddr, 104, 0];
+  const r = exeFd >= 0 ? proc.batch([call, [NR.close, exeFd]])[0] : inj.call(NR.prctl, ...call.slice(1));
   if (r < 0n) throw new CriuError("restore", sysFailed(`process ${proc.vpid}`, "prctl(PR_SET_MM_MAP)", r));
   log.debug(
     `mm: process ${proc.vpid}: PR_SET_MM_MAP: brk ${hex(mm.mmStartBrk)}-${hex(mm.mmBrk)}, stack ${hex(mm.mmStartStack)}, ${auxv.length / 2} auxv entries, exe ${exe ?? "none"}${deleted !== undefined ? " (deleted)" : ""}`

@@ -101,8 +101,7 @@ export const pipeKind: FdKind = {
       const a = ctx.scratch(0n, new Uint8Array(8));
       inj.ok("pipe2", NR.pipe2, a, O.CLOEXEC);
       const v = new Int32Array(ctx.mem.read(a, 8).buffer);
-      const r = ctx.high(v[0], ctx.where),
-        w = ctx.high(v[1], ctx.where);
+      const [r, w] = ctx.highMany([v[0], v[1]], ctx.where);
       ctx.hold(rKey, r);
       ctx.hold(wKey, w);
       const item = cachedPayloadsBy(ctx, "pipes-data.img", "PIPES_DATA", (m) => m.pipeId).get(p.pipeId)?.[0];
@@ -131,9 +130,7 @@ export const pipeKind: FdKind = {
       ctx.tree.taken.add(key);
       // our own description of this end (dup of the held one: the held fd is closed later)
       const src = ctx.fdFrom(key)!;
-      const d = Number(inj.call(NR.fcntl, src, F.DUPFD_CLOEXEC, 0));
-      if (d < 0) throw new CriuError("restore", `${ctx.where}: dup of pipe end failed: ${errnoText(-d)}`);
-      fd = ctx.high(d, ctx.where);
+      fd = ctx.dupHigh(src, `${ctx.where}: pipe ${p.pipeId}`);
       if (src !== ctx.tree.held.get(key)!.fd || ctx.tree.held.get(key)!.pid !== ctx.pid) inj.call(NR.close, src);
     }
     inj.call(NR.fcntl, fd, F.SETFL, p.flags & ~3);

@@ -260,6 +260,13 @@ export const regKind: FdKind<RegDump, RegRestore> = {
     }
     if (st.isFile() && !(reg.flags & O.PATH)) checkBuildId(where, reg);
   },
+  openByPath(f, opts, s) {
+    const reg = f.reg!;
+    if (ghostOf(s, f.id) !== undefined || linkedOf(s, f.id) !== undefined) return undefined;
+    if (opts.shellJob && isTtyPath(reg.name)) return undefined;
+    const flags = reg.flags & ~(O.CREAT | O.EXCL | O.TRUNC | O.CLOEXEC);
+    return { path: reg.name, flags, pos: reg.flags & O.PATH ? 0n : reg.pos };
+  },
   restore(ctx, f, _fe, s) {
     const reg = f.reg!;
     const flags = reg.flags & ~(O.CREAT | O.EXCL | O.TRUNC | O.CLOEXEC);

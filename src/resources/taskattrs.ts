@@ -8,7 +8,7 @@ import { NR } from "../sys/nr";
 import { PR } from "../sys/flags";
 import { O } from "../sys/mem";
 import { errnoText } from "../sys/errno";
-import type { Injector, OutCall } from "../ptrace/inject";
+import type { Injector, OutCall, InCall } from "../ptrace/inject";
 import type * as S from "../images/schemas";
 import { CriuError, log } from "../log";
 
@@ -59,9 +59,10 @@ export function dumpTaskAttrs(pid: number) {
 
 // ---------- restore ----------
 
-/** The personality, first of all (it decides how the process's later calls behave). */
-export function restorePersonality(inj: Injector, tc: S.task_core_entry) {
-  inj.call(NR.personality, tc.personality);
+/** The personality, first in its batch (it decides how the process's later calls behave). */
+export function personalityCall(tc: S.task_core_entry): InCall {
+  // (its result is the old personality; as before, not checked)
+  return { nr: NR.personality, data: [], args: () => [tc.personality], check: () => {} };
 }
 
 /**

@@ -23,7 +23,7 @@ import { kindByType } from "../resources/kinds";
 import { shmemFd } from "../resources/shmem";
 import { TreeFiles, ProcFilesState } from "../resources/fdkind";
 import { readVmas } from "../sys/proc";
-import { Injector, RemoteMem, BATCH_CODE } from "../ptrace/inject";
+import { Injector, RemoteMem, BATCH_CODE, dataWords } from "../ptrace/inject";
 import { startPuppet, PUPPET_SYSCALL } from "../ptrace/puppet";
 import { MAP, PE, VMA } from "../resources/vma";
 import type { RestoreSet, TaskImages } from "./images";
@@ -52,7 +52,7 @@ import { rlimitRestoreCalls } from "../resources/rlimits";
 import type { InCall } from "../ptrace/inject";
 import { errnoText, sysFailed } from "../sys/errno";
 import { restoreLocks } from "../resources/filelocks";
-import { restorePersonality, restoreTaskAttrs } from "../resources/taskattrs";
+import { personalityCall, restoreTaskAttrs } from "../resources/taskattrs";
 
 /** Pages of a process from which its private anonymous memory is written by UFFDIO_COPY (fillUffd):
  * below, the userfaultfd's making (a few injected calls) costs more than it saves. */
@@ -122,7 +122,9 @@ export class TaskBuilder {
 
   /** Close what this process held open for the others (after every process has its files). */
   closeHeld() {
-    for (const fd of this.tree.toClose.get(this.pid) ?? []) this.inj!.call(NR.close, fd);
+    // (in one stop: independent closes, their results unused as before)
+    const fds = this.tree.toClose.get(this.pid) ?? [];
+    if (fds.length) this.batchCalls(fds.map((fd) => [NR.close, fd]));
   }
 
   /** Independent syscalls in as few stops as fit the batch area (CRIU_BUN_BATCH=off: one each). */
@@ -672,6 +674,7 @@ export class TaskBuilder {
           str: (s, slot = 0) => this.str(s, slot),
           scratch: (off, d) => this.scratchWrite(off, d),
           batch: (calls) => this.batchCalls(calls),
+          batchData: (calls) => this.batchWithData(this.t.pid, calls),
         },
         this.t.fds
       );
@@ -686,25 +689,36 @@ export class TaskBuilder {
     const root = this.set.files.get(this.t.fs.rootId)?.reg?.name;
     const cwdFile = this.set.files.get(this.t.fs.cwdId);
     const removed = cwdFile ? this.openRemoved(cwdFile, O.RDONLY | O.DIRECTORY, "cwd") : undefined;
+    // cwd, root and umask in one stop, run in this order whatever each returns, results checked
+    // in order (a failure fails the restore, which kills the process)
+    const calls: InCall[] = [];
+    const must = (what: string) => (r: bigint) => {
+      if (r < 0n && r > -4096n) throw new CriuError("inject", sysFailed(inj.who, `injected ${what}`, r));
+    };
+    const path = (p: string) => dataWords(new TextEncoder().encode(`${p}\0`));
     if (removed !== undefined) {
-      inj.ok("fchdir to the removed cwd", NR.fchdir, removed);
-      inj.call(NR.close, removed);
-    } else if (cwd) inj.ok(`chdir(${cwd})`, NR.chdir, this.str(cwd));
+      calls.push(
+        { nr: NR.fchdir, data: [], args: () => [removed], check: must("fchdir to the removed cwd") },
+        { nr: NR.close, data: [], args: () => [removed], check: () => {} }
+      );
+    } else if (cwd) calls.push({ nr: NR.chdir, data: path(cwd), args: (a) => [a], check: must(`chdir(${cwd})`) });
     // the cwd first, as seen from here: it may lie outside the root (chroot leaves the cwd alone)
-    if (root && root !== "/") inj.ok(`chroot(${root})`, NR.chroot, this.str(root));
-    if (this.t.fs.umask !== undefined) inj.call(NR.umask, this.t.fs.umask);
+    if (root && root !== "/")
+      calls.push({ nr: NR.chroot, data: path(root), args: (a) => [a], check: must(`chroot(${root})`) });
+    const umask = this.t.fs.umask;
+    if (umask !== undefined) calls.push({ nr: NR.umask, data: [], args: () => [umask], check: () => {} });
+    this.batchWithData(this.t.pid, calls);
   }
 
   restoreTaskState() {
     const inj = this.inj!,
       t = this.t,
       tc = t.cores.get(t.pid)!.tc!;
-    restorePersonality(inj, tc);
-    // signal handlers (CRIU's table of 62, checked when the images were loaded: sigactionTable)
-    // and rlimits in one batch: one stop of the process instead of about 80
+    // personality, signal handlers (CRIU's table of 62, checked when the images were loaded:
+    // sigactionTable) and rlimits in one batch: one stop of the process instead of about 80
     const { calls: sa, trap } = sigactionRestoreCalls(t.pid, tc.sigactions);
     this.trapAction = trap; // set last, in finish()
-    this.batchWithData(t.pid, [...sa, ...rlimitRestoreCalls(t.pid, tc.rlimits?.rlimits ?? [])]);
+    this.batchWithData(t.pid, [personalityCall(tc), ...sa, ...rlimitRestoreCalls(t.pid, tc.rlimits?.rlimits ?? [])]);
     if (t.mm?.thpDisabled) inj.ok("prctl(PR_SET_THP_DISABLE)", NR.prctl, PR.SET_THP_DISABLE, 1, 0, 0, 0);
     restoreMembarrier(t.pid, inj, tc.membarrierRegistrationMask ?? 0);
     restoreTaskAttrs(
