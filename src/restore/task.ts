@@ -22,7 +22,6 @@ import { restoreFds, importFd, restoreCtx, fdFloor } from "../resources/files";
 import { kindByType } from "../resources/kinds";
 import { shmemFd } from "../resources/shmem";
 import { TreeFiles, ProcFilesState } from "../resources/fdkind";
-import { readVmas } from "../sys/proc";
 import { Injector, RemoteMem, BATCH_CODE, dataWords } from "../ptrace/inject";
 import { startPuppet, PUPPET_SYSCALL } from "../ptrace/puppet";
 import { MAP, PE, VMA } from "../resources/vma";
@@ -80,12 +79,13 @@ function nsPid(hostPid: number): number {
   return Number(l[l.length - 1]);
 }
 
-function pickTrampoline(set: RestoreSet, puppetPid: number): bigint {
+/** The first place from FROM on that no VMA of the images takes (the puppet's own mappings are
+ *  not read: its mmap with MAP_FIXED_NOREPLACE says EEXIST where one lies, and the next is tried). */
+function pickTrampoline(set: RestoreSet, from = 0x10000000n): bigint {
   const taken: [bigint, bigint][] = set.tasks.flatMap((t) =>
     (t.mm?.vmas ?? []).map((v): [bigint, bigint] => [v.start, v.end])
   );
-  for (const v of readVmas(puppetPid)) taken.push([v.start, v.end]);
-  for (let a = 0x10000000n; a < 0x7f0000000000n; a += 0x10000000n) {
+  for (let a = from; a < 0x7f0000000000n; a += 0x10000000n) {
     const e = a + BigInt(TRAMP_SIZE);
     if (!taken.some(([s, en]) => a < en && s < e)) return a;
   }
@@ -199,20 +199,28 @@ export class TaskBuilder {
     if (this.set.rstSibling)
       log.info(`puppet ${this.puppet} is a child of ${process.ppid} (rst_sibling): so is the restored root`);
     const pmem = new RemoteMem(this.puppet);
-    this.tramp = pickTrampoline(this.set, this.puppet);
+    this.tramp = pickTrampoline(this.set);
     const pinj = new Injector(this.puppet, PUPPET_SYSCALL, "trap", pmem);
     log.debug(
       `process ${t.pid}: puppet ${this.puppet} taken in ${(t1 - t0).toFixed(1)} ms, trampoline at ${hex(this.tramp)} picked in ${(performance.now() - t1).toFixed(1)} ms`
     );
-    const r = pinj.call(
-      NR.mmap,
-      this.tramp,
-      TRAMP_SIZE,
-      7 /* RWX: code, and scratch the kernel writes into */,
-      MAP.PRIVATE | MAP.ANONYMOUS | MAP.FIXED_NOREPLACE,
-      -1,
-      0
-    );
+    const map = () =>
+      pinj.call(
+        NR.mmap,
+        this.tramp,
+        TRAMP_SIZE,
+        7 /* RWX: code, and scratch the kernel writes into */,
+        MAP.PRIVATE | MAP.ANONYMOUS | MAP.FIXED_NOREPLACE,
+        -1,
+        0
+      );
+    let r = map();
+    // EEXIST: a mapping of the puppet's own lies there (its image, stack, vDSO): the next place
+    for (let tries = 0; r === -17n && tries < 16; tries++) {
+      this.tramp = pickTrampoline(this.set, this.tramp + 0x10000000n);
+      log.debug(`process ${t.pid}: the puppet has a mapping there; trampoline at ${hex(this.tramp)} instead`);
+      r = map();
+    }
     if (r !== this.tramp)
       throw new CriuError(
         "restore",
@@ -881,18 +889,24 @@ export class TaskBuilder {
     log.debug(`process ${this.t.pid}: stopped again by signal ${sig} at the release`);
   }
 
+  /** its process group as its setsid made it (its own PID), when it made one */
+  private pgidNow?: number;
   /** Right after creation, before its children exist: a session leader starts its session. */
   restoreSession(inTree: Set<number>) {
     const t = this.t;
-    if (t.sid === t.pid) this.inj!.ok(`setsid in ${t.pid}`, NR.setsid);
+    if (t.sid === t.pid) this.pgidNow = Number(this.inj!.ok(`setsid in ${t.pid}`, NR.setsid));
     else if (!inTree.has(t.sid))
       log.info(`process ${t.pid}: session ${t.sid} was the shell job's; it joins criu-bun's`); // (restore.ts checkSessions)
   }
   /** Once every process exists: process groups (leaders first, see restore.ts). */
   restoreGroup() {
     const t = this.t;
-    const cur = Number(this.inj!.call(NR.getpgid, 0));
-    if (cur === t.pgid) return;
+    // after its setsid a process leads its own group until its setpgid here (no one else moves it)
+    const cur = this.pgidNow ?? Number(this.inj!.call(NR.getpgid, 0));
+    if (cur === t.pgid) {
+      if (this.pgidNow !== undefined) log.debug(`process ${t.pid}: process group ${cur} since its setsid`);
+      return;
+    }
     const r = this.inj!.call(NR.setpgid, 0, t.pgid === t.pid ? 0 : t.pgid);
     if (r < 0n) log.warn(`process ${t.pid}: cannot join process group ${t.pgid}: ${errnoText(-r)}`);
   }
