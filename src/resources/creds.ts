@@ -142,8 +142,14 @@ export function restoreCreds(
     if (((amb[cap >> 5] ?? 0) >>> (cap & 31)) & 1)
       ok(`prctl(PR_CAP_AMBIENT_RAISE, ${cap})`, NR.prctl, [], () => [PR.CAP_AMBIENT, PR.CAP_AMBIENT_RAISE, cap, 0, 0]);
   }
+  // said once the last result is checked (the caller may run these in a stop with its own calls)
+  const last = calls[calls.length - 1],
+    check = last.check;
+  last.check = (r) => {
+    check(r);
+    log.debug(
+      `thread ${vtid}: credentials restored (uid ${c.uid}, gid ${c.gid}, ${c.groups.length} group(s), securebits 0x${c.secbits.toString(16)})`
+    );
+  };
   batchData(calls);
-  log.debug(
-    `thread ${vtid}: credentials restored (uid ${c.uid}, gid ${c.gid}, ${c.groups.length} group(s), securebits 0x${c.secbits.toString(16)})`
-  );
 }

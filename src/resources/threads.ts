@@ -288,9 +288,15 @@ export function restoreThread(
       if (r < 0n) log.warn(`thread ${vtid}: nice ${tcore.schedNice ?? 0} not restored: ${errnoText(-r)}`);
     },
   });
-  thread.batchData(calls);
-  restoreSeccomp({ tid, vtid, inj, scratch }, tcore, seccompFilters);
-  if (tcore.creds) restoreCreds({ vtid, inj, batchData: thread.batchData }, tcore.creds);
+  // the credentials after seccomp's no_new_privs and filters; without those, in the same stop
+  if (tcore.seccompMode || tcore.noNewPrivs || tcore.creds?.noNewPrivs) {
+    thread.batchData(calls);
+    restoreSeccomp({ tid, vtid, inj, scratch }, tcore, seccompFilters);
+    if (tcore.creds) restoreCreds({ vtid, inj, batchData: thread.batchData }, tcore.creds);
+  } else {
+    if (tcore.creds) restoreCreds({ vtid, inj, batchData: (c) => calls.push(...c) }, tcore.creds);
+    thread.batchData(calls);
+  }
   // after the credentials: changing them clears the parent-death signal
   if (tcore.pdeathSig) inj.ok("prctl(PR_SET_PDEATHSIG)", NR.prctl, PR.SET_PDEATHSIG, tcore.pdeathSig, 0, 0, 0);
   log.debug(
