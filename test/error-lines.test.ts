@@ -75,4 +75,10 @@ describe("the helper", () => {
     expect(errnoText(new Error("not a syscall"))).toBe("not a syscall");
     expect(errnoText(4000)).toBe("E4000 (errno 4000)");
   });
+
+  test("E (written out) has exactly the names and numbers of the errno table", () => {
+    const known: [string, number][] = [];
+    for (let n = 1; n < 1024; n++) if (errnoName(n) !== `E${n}`) known.push([errnoName(n), n]);
+    expect(Object.entries(E).sort((a, b) => a[1] - b[1])).toEqual(known);
+  });
 });

@@ -37,9 +37,8 @@ export const TCP_STATE = {
   LISTEN: 10,
   CLOSING: 11,
 } as const;
-export const TCP_STATE_NAME: Record<number, string> = Object.fromEntries(
-  Object.entries(TCP_STATE).map(([k, v]) => [v, k])
-);
+export const TCP_STATE_NAME: Record<number, string> = {};
+for (const k in TCP_STATE) TCP_STATE_NAME[TCP_STATE[k as keyof typeof TCP_STATE]] = k;
 const QUEUE = { NONE: 0, RECV: 1, SEND: 2 };
 /** tcpi_options bits (= tcp_stream_entry.opt_mask) */
 const TCPI_OPT = { TIMESTAMPS: 1, SACK: 2, WSCALE: 4 } as const;

@@ -16,10 +16,14 @@ import { refuse } from "./unsupported";
 const SIGKILL = 9,
   SIGSTOP = 19,
   SIGTRAP = 5;
-/** CRIU's sigaction table: signals 1..64 without SIGKILL and SIGSTOP, in that order (62) */
-const SIGACTION_SIGNALS: readonly number[] = Array.from({ length: 64 }, (_, i) => i + 1).filter(
-  (s) => s !== SIGKILL && s !== SIGSTOP
-);
+/** CRIU's sigaction table: signals 1..64 without SIGKILL and SIGSTOP, in that order (62). A plain
+ *  loop: Array.from + filter at import cost ~0.1 ms of the start in the interpreter. */
+const SIGACTION_SIGNALS: readonly number[] = sigactionSignals();
+function sigactionSignals(): number[] {
+  const out: number[] = [];
+  for (let s = 1; s <= 64; s++) if (s !== SIGKILL && s !== SIGSTOP) out.push(s);
+  return out;
+}
 /** struct sigaction as rt_sigaction reads and writes it: handler, flags, restorer, mask */
 const SIGACTION_BYTES = 32;
 
