@@ -12,11 +12,13 @@ const enc = new TextEncoder();
 
 /** A growing output buffer. */
 export class PbWriter {
-  buf = new Uint8Array(1 << 16);
+  buf = new Uint8Array(4096);
   pos = 0;
   private view = new DataView(this.buf.buffer);
   ensure(n: number) {
-    if (this.pos + n <= this.buf.length) return;
+    if (this.pos + n > this.buf.length) this.grow(n);
+  }
+  private grow(n: number) {
     let len = this.buf.length * 2;
     while (len < this.pos + n) len *= 2;
     const b = new Uint8Array(len);
@@ -34,14 +36,18 @@ export class PbWriter {
     this.buf.set(b, this.pos);
     this.pos += b.length;
   }
+  // (the checks of ensure written out in the hot writers: a small process's dump runs this code in
+  // the interpreter, where each call costs)
   varint32(v: number) {
-    this.ensure(5);
+    if (this.pos + 5 > this.buf.length) this.grow(5);
     const b = this.buf;
+    let p = this.pos;
     while (v > 0x7f) {
-      b[this.pos++] = (v & 0x7f) | 0x80;
+      b[p++] = (v & 0x7f) | 0x80;
       v >>>= 7;
     }
-    b[this.pos++] = v;
+    b[p++] = v;
+    this.pos = p;
   }
   /** a signed 32-bit value as a varint (negative: sign-extended to 10 bytes) */
   int32(v: number) {
@@ -54,14 +60,21 @@ export class PbWriter {
     this.buf[this.pos++] = 1;
   }
   varint64(v: bigint) {
+    if (v >= 0n && v < 0x80000000n) return this.varint32(Number(v));
     v = BigInt.asUintN(64, v);
-    if (v < 0x80000000n) return this.varint32(Number(v));
-    this.ensure(10);
-    while (v > 0x7fn) {
-      this.buf[this.pos++] = Number(v & 0x7fn) | 0x80;
-      v >>= 7n;
+    // as two 32-bit halves: numbers, not a BigInt per 7 bits
+    let lo = Number(v & 0xffffffffn),
+      hi = Number(v >> 32n);
+    if (this.pos + 10 > this.buf.length) this.grow(10);
+    const b = this.buf;
+    let p = this.pos;
+    while (hi !== 0 || lo > 0x7f) {
+      b[p++] = (lo & 0x7f) | 0x80;
+      lo = ((lo >>> 7) | (hi << 25)) >>> 0;
+      hi >>>= 7;
     }
-    this.buf[this.pos++] = Number(v);
+    b[p++] = lo;
+    this.pos = p;
   }
   fixed64(v: bigint) {
     this.ensure(8);
@@ -128,7 +141,13 @@ interface Field {
   child?: DescMessage;
   isMsg: boolean;
   packedTag: number;
+  /** the value's kind where encodeInto writes it itself (a valid value; anything else goes to put,
+   *  which writes it or throws): uint32, uint64/int64, bool; else 0 */
+  fast: number;
 }
+const FAST_U32 = 1,
+  FAST_U64 = 2,
+  FAST_BOOL = 3;
 
 function int(f: DescField, v: unknown, lo: number, hi: number): asserts v is number {
   if (typeof v !== "number" || !Number.isInteger(v) || v < lo || v > hi)
@@ -255,7 +274,14 @@ function plan(schema: DescMessage): Field[] {
   if (p) return p;
   p = [];
   plans.set(schema, p);
-  for (const f of [...schema.fields].sort((a, b) => a.number - b.number)) {
+  // (in number order: most messages declare their fields so, and need no sort)
+  let fs = schema.fields;
+  for (let i = 1; i < fs.length; i++)
+    if (fs[i].number < fs[i - 1].number) {
+      fs = [...fs].sort((a, b) => a.number - b.number);
+      break;
+    }
+  for (const f of fs) {
     if (f.oneof || f.fieldKind === "map")
       throw new Error(`${schema.typeName}.${f.name}: oneof and map fields are not encoded here`);
     const isMsg = f.fieldKind === "message" || (f.fieldKind === "list" && f.listKind === "message");
@@ -286,6 +312,16 @@ function plan(schema: DescMessage): Field[] {
       isMsg,
       child: isMsg ? f.message : undefined,
       zero: !isMsg && !list ? zeroOf(f) : undefined,
+      fast:
+        isMsg || f.fieldKind === "enum" || (f.fieldKind === "list" && f.listKind === "enum")
+          ? 0
+          : f.scalar === ScalarType.UINT32
+            ? FAST_U32
+            : f.scalar === ScalarType.UINT64 || f.scalar === ScalarType.INT64
+              ? FAST_U64
+              : f.scalar === ScalarType.BOOL
+                ? FAST_BOOL
+                : 0,
     });
   }
   return p;
@@ -297,21 +333,58 @@ const own = Object.prototype.hasOwnProperty;
 export function encodeInto(w: PbWriter, schema: DescMessage, msg: object) {
   const fields = plan(schema);
   const m = msg as Record<string, unknown>; // read by descriptor: the plan's local names
+  // a plain object has no fields but its own (a message from create() may have defaults on its prototype)
+  const plain = Object.getPrototypeOf(msg) === Object.prototype;
   for (let i = 0; i < fields.length; i++) {
     const f = fields[i];
-    let v = own.call(msg, f.name) ? m[f.name] : undefined;
+    let v = plain || own.call(msg, f.name) ? m[f.name] : undefined;
     if (f.list) {
       const l = v as unknown[] | null | undefined;
       if (l == null || !l.length) continue;
+      const n = l.length;
       if (f.packed) {
         w.varint32(f.packedTag);
-        w.delimited(() => {
-          for (const x of l) f.put(w, x);
-        });
-      } else
-        for (const x of l) {
+        const start = w.pos;
+        for (let j = 0; j < n; j++) f.put(w, l[j]);
+        w.endDelimited(start);
+      } else if (f.fast === FAST_U32) {
+        // (registers' and FPU state's lists: hundreds of values in a core image) the tag and each
+        // valid value written here, at most 10 bytes each
+        w.ensure(10 * n);
+        const b = w.buf,
+          tag = f.tag;
+        let p = w.pos;
+        for (let j = 0; j < n; j++) {
+          let x = l[j] as number;
+          if (typeof x !== "number" || !(x >= 0 && x <= 0xffffffff) || x % 1 !== 0) {
+            w.pos = p;
+            f.put(w, x); // throws
+          }
+          let t = tag;
+          while (t > 0x7f) {
+            b[p++] = (t & 0x7f) | 0x80;
+            t >>>= 7;
+          }
+          b[p++] = t;
+          while (x > 0x7f) {
+            b[p++] = (x & 0x7f) | 0x80;
+            x >>>= 7;
+          }
+          b[p++] = x;
+        }
+        w.pos = p;
+      } else if (f.isMsg) {
+        const child = f.child!;
+        for (let j = 0; j < n; j++) {
           w.varint32(f.tag);
-          f.put(w, x);
+          const start = w.pos;
+          encodeInto(w, child, l[j] as object);
+          w.endDelimited(start);
+        }
+      } else
+        for (let j = 0; j < n; j++) {
+          w.varint32(f.tag);
+          f.put(w, l[j]);
         }
       continue;
     }
@@ -320,7 +393,15 @@ export function encodeInto(w: PbWriter, schema: DescMessage, msg: object) {
       v = f.isMsg ? {} : f.zero; // a required message unset: its own required fields, defaulted
     }
     w.varint32(f.tag);
-    f.put(w, v);
+    const fast = f.fast;
+    if (fast === FAST_U32 && typeof v === "number" && v >= 0 && v <= 0xffffffff && v % 1 === 0) w.varint32(v);
+    else if (fast === FAST_U64 && typeof v === "bigint") w.varint64(v);
+    else if (fast === FAST_BOOL) w.varint32(v ? 1 : 0);
+    else if (f.isMsg) {
+      const start = w.pos;
+      encodeInto(w, f.child!, v as object);
+      w.endDelimited(start);
+    } else f.put(w, v);
   }
   const unknownFields = (msg as Partial<Message>).$unknown;
   if (unknownFields?.length) {
