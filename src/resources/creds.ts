@@ -21,9 +21,9 @@ function capWords(hex: string | undefined): number[] {
   return [Number(v & 0xffffffffn), Number(v >> 32n)];
 }
 
-/** creds_entry of a thread (secbits: what PR_GET_SECUREBITS answered in the thread) */
-export function dumpCreds(pid: number, tid: number, secbits: number) {
-  const st = readStatus(pid, tid);
+/** creds_entry of a thread (secbits: what PR_GET_SECUREBITS answered in the thread; st: its
+ *  /proc status, read after the injected calls) */
+export function dumpCreds(pid: number, tid: number, secbits: number, st = readStatus(pid, tid)) {
   const [uid, euid, suid, fsuid] = st.Uid.split(/\s+/).map(Number);
   const [gid, egid, sgid, fsgid] = st.Gid.split(/\s+/).map(Number);
   const groups = (st.Groups ?? "").split(/\s+/).filter(Boolean).map(Number);

@@ -7,7 +7,7 @@ import { calibrate, vmasWithTable, type VmFlagTable } from "../sys/vmflags";
 import { openFd, closeFd, preadFull, O, PagemapScanner, PAGE_IS } from "../sys/mem";
 import { E, errnoText } from "../sys/errno";
 import { VMA, MAP, PE, madvFromVmFlags } from "./vma";
-import { CriuError, log, errorMessage } from "../log";
+import { CriuError, log, errorMessage, logLevel, LOG_DEBUG } from "../log";
 import { refuse } from "./unsupported";
 
 export interface DumpedVma {
@@ -213,6 +213,7 @@ export function classifyVmas(pid: number, raw?: Vma[]): DumpedVma[] {
 
 /** The VMAs' -v4 lines, once they are complete. */
 export function logVmas(pid: number, vmas: DumpedVma[]) {
+  if (logLevel() < LOG_DEBUG) return; // (the lines' text is made only when they are written)
   for (const v of vmas) log.debug(`process ${pid}: ${vmaLine(v)}`);
 }
 

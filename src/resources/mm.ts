@@ -101,12 +101,14 @@ export function linkMmFiles(
   fileId: (path: string, source: string, flags: number) => number
 ) {
   mm.exeFileId = fileId(exe, `/proc/${pid}/exe`, 0);
+  const debug = logLevel() >= LOG_DEBUG;
   for (const v of vmas) {
     if (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) {
       const rw = v.status & VMA.FILE_SHARED && (v.prot & 2 || v.mayWrite) ? 2 /* O_RDWR */ : 0;
       v.shmid = BigInt(fileId(v.path, `/proc/${pid}/map_files/${v.start.toString(16)}-${v.end.toString(16)}`, rw));
       v.fdflags = rw;
-      log.debug(`mm: process ${pid}: mapping at ${hex(v.start)} is file id ${v.shmid}${rw ? " (O_RDWR)" : ""}`);
+      if (debug)
+        log.debug(`mm: process ${pid}: mapping at ${hex(v.start)} is file id ${v.shmid}${rw ? " (O_RDWR)" : ""}`);
     }
   }
   log.debug(`mm: process ${pid}: executable ${exe} is file id ${mm.exeFileId}`);

@@ -164,6 +164,7 @@ export function dumpThread(
   fixupRestart(regs);
   const tstat = readStat(pid, t.tid);
   const comm = readText(`/proc/${pid}/task/${t.tid}/comm`).replace(/\n$/, "");
+  const tst = readStatus(pid, t.tid); // (its credentials and the checks below: one read)
   const core: CoreInit = {
     mtype: 1,
     threadInfo: {
@@ -182,14 +183,13 @@ export function dumpThread(
       sas,
       pdeathSig,
       signalsP: { signals: pending },
-      creds: dumpCreds(pid, t.tid, secbits),
+      creds: dumpCreds(pid, t.tid, secbits, tst),
       comm,
       ...(rseq && rseq.ptr
         ? { rseqEntry: { rseqAbiPointer: rseq.ptr, rseqAbiSize: rseq.len, signature: rseq.sig } }
         : {}),
     },
   };
-  const tst = readStatus(pid, t.tid);
   refusePendingTrap(pid, t.tid, tst, t.pendingStopSig);
   const seccompMode = Number(tst.Seccomp ?? "0");
   core.threadCore.seccompMode = seccompMode;
