@@ -20,7 +20,7 @@
 // thread, or a stack with no room mapped below the red zone for the frame.
 import { cpuid } from "../sys/syscall";
 import { R, type Regs } from "../sys/ptrace";
-import { readStatus, readText } from "../sys/proc";
+import { type Vma } from "../sys/proc";
 import { fixupRestart } from "./restart";
 
 /** syscall; mov $15, %eax; syscall; padding to 16 bytes */
@@ -113,17 +113,13 @@ const SC_SLOTS: [number, number][] = [
 ];
 
 /**
- * Where the stub can live in process PID: the last 16 bytes of its vDSO when they lie past every
- * byte of its ELF image (program and section headers, loaded segments) and are zero (or hold the
- * stub, left by a criu-bun that died). null if none.
+ * Where the stub can live in a process with mappings MAPS (/proc/PID/maps): the last 16 bytes of
+ * its vDSO when they lie past every byte of its ELF image (program and section headers, loaded
+ * segments) and are zero (or hold the stub, left by a criu-bun that died). null if none.
  */
-export function findStubPlace(pid: number, read: (addr: bigint, len: number) => Uint8Array): bigint | null {
-  const line = readText(`/proc/${pid}/maps`)
-    .split("\n")
-    .find((l) => l.endsWith(" [vdso]"));
-  if (!line) return null;
-  const [a, b0] = line.split(" ")[0].split("-");
-  const v = { start: BigInt(`0x${a}`), end: BigInt(`0x${b0}`) };
+export function findStubPlace(maps: Vma[], read: (addr: bigint, len: number) => Uint8Array): bigint | null {
+  const v = maps.find((m) => m.path === "[vdso]");
+  if (!v) return null;
   const size = Number(v.end - v.start);
   if (size < 4096) return null;
   const b = read(v.start, size);
@@ -174,13 +170,10 @@ export function batchPlace(stub: bigint): bigint | null {
   return batchPlaces.get(stub) ?? null;
 }
 
-/** Why thread TID of PID cannot be guarded ("" if it can). */
-export function unguardable(pid: number, tid: number, regs: Regs): string {
+/** Why a thread with registers REGS and /proc status TS (readStatus; undefined: unreadable) cannot be guarded ("" if it can). */
+export function unguardable(regs: Regs, ts: Record<string, string> | undefined): string {
   if (regs[R.cs] !== 0x33n) return `not a 64-bit thread (cs 0x${regs[R.cs].toString(16)})`;
-  try {
-    const st = readStatus(pid, tid);
-    if (/shstk/.test(st.x86_Thread_features ?? "")) return "it has a user shadow stack";
-  } catch {}
+  if (/shstk/.test(ts?.x86_Thread_features ?? "")) return "it has a user shadow stack";
   return "";
 }
 

@@ -35,7 +35,7 @@ import {
 import { diePoint } from "../fault";
 import { tick } from "../watchdog";
 import { openFd, closeFd, preadFull, pwriteFull, O } from "../sys/mem";
-import { readMaps, readStat, readStatus } from "../sys/proc";
+import { readMaps, readStat, readStatus, type Vma } from "../sys/proc";
 import { CriuError, log, logLevel, LOG_DEBUG, errorMessage } from "../log";
 import { NR, syscallName } from "../sys/nr";
 import { addr, syscall } from "../sys/syscall";
@@ -172,14 +172,19 @@ export class Injector {
   /**
    * Arm the guard (guard.ts) before the first call of a session: frame on the stack, stub in the
    * vDSO, then a first call storing the real signal mask in the frame. False (and the plain way
-   * is used) where the thread cannot be guarded.
+   * is used) where the thread cannot be guarded. TS, MAPS: the thread's status and its process's
+   * maps when the caller has just read them (else read here, as far as needed).
    */
-  private armGuard(): boolean {
+  private armGuard(ts?: Record<string, string>, maps?: Vma[]): boolean {
     const pid = this.mem.pid;
-    const why = unguardable(pid, this.tid, this.saved);
+    if (!ts)
+      try {
+        ts = readStatus(pid, this.tid);
+      } catch {}
+    const why = unguardable(this.saved, ts);
     if (this.mem.stubPlace === undefined) {
       try {
-        this.mem.stubPlace = findStubPlace(pid, (a, n) => this.mem.read(a, n));
+        this.mem.stubPlace = findStubPlace(maps ?? readMaps(pid), (a, n) => this.mem.read(a, n));
       } catch (e) {
         log.debug(`process ${pid}: no place for the injection stub (${errorMessage(e)})`);
         this.mem.stubPlace = null;
@@ -253,24 +258,27 @@ export class Injector {
   guardedBatch(calls: OutCall[]): { r: bigint; b: Uint8Array }[] | undefined {
     if (!calls.length || !this.guarded || this.mode !== "sysstop" || process.env.CRIU_BUN_GUARDED_BATCH === "off")
       return undefined;
-    if (!(this.guard || this.armGuard())) return undefined;
-    const g = this.guard!,
-      pid = this.mem.pid;
+    // the thread's status (its mask, pending signals and filter; the process's handlers) and the
+    // maps (its stack; the vDSO's place) read once, for the guard too when it arms here: nothing
+    // between changes them but signals sent from elsewhere, which may come at any time anyway
+    const pid = this.mem.pid,
+      ts = readStatus(pid, this.tid),
+      maps = readMaps(pid);
+    if (!(this.guard || this.armGuard(ts, maps))) return undefined;
+    const g = this.guard!;
     const place = batchPlace(g.stub);
     if (place === null) {
       log.debug(`thread ${this.tid}: no room for a guarded batch in the vDSO`);
       return undefined;
     }
-    const st = readStatus(pid),
-      ts = readStatus(pid, this.tid);
-    if (Number(st.Seccomp ?? "0") !== 0) return undefined;
-    const sig = this.freeSignal(st, ts);
+    if (Number(ts.Seccomp ?? "0") !== 0) return undefined;
+    const sig = this.freeSignal(ts);
     if (sig === undefined) {
       log.debug(`thread ${this.tid}: no signal free to end a guarded batch`);
       return undefined;
     }
     const nsLast = (x?: string) => Number((x ?? "").split(/\s+/).filter(Boolean).pop());
-    const tgid = nsLast(st.NSpid),
+    const tgid = nsLast(ts.NStgid),
       tid = nsLast(ts.NSpid);
     if (!(tgid > 0 && tid > 0)) return undefined;
     // the area: the table (the calls and the tgkill), then the out buffers, 64 bytes below the frame
@@ -284,21 +292,35 @@ export class Injector {
     const area = (g.frame - 64n - BigInt(size)) & ~63n,
       sp = area - 128n;
     // all of it and 16 KiB below (a handler's frame, were criu-bun gone) inside the thread's stack mapping
-    const stack = readMaps(pid).find((v) => v.start <= this.saved[R.rsp] && this.saved[R.rsp] < v.end);
+    const stack = maps.find((v) => v.start <= this.saved[R.rsp] && this.saved[R.rsp] < v.end);
     if (!stack || stack.start > sp - 16384n || !(stack.prot & 2)) {
       log.debug(`thread ${this.tid}: no room on its stack for a guarded batch`);
       return undefined;
     }
-    const table = new BigUint64Array(size / 8);
-    calls.forEach((c, i) => {
-      const a = [c.nr, ...c.args(area + outs[i])];
-      for (let k = 0; k < 7; k++) table[i * 8 + k] = BigInt.asUintN(64, BigInt(a[k] ?? 0));
+    // the table's 64-bit words as 32-bit halves (plain numbers, no BigInt per word); each call's
+    // arguments kept for its -v4 line
+    const table = new Uint32Array(size / 4);
+    const put = (word: number, x: number | bigint) => {
+      if (typeof x === "number") {
+        table[word * 2] = x >>> 0;
+        table[word * 2 + 1] = Math.floor(x / 0x100000000) >>> 0; // (-1: all ones, as BigInt.asUintN)
+      } else {
+        const u = BigInt.asUintN(64, x);
+        table[word * 2] = Number(u & 0xffffffffn);
+        table[word * 2 + 1] = Number(u >> 32n);
+      }
+    };
+    const argLists = calls.map((c, i) => {
+      const a = c.args(area + outs[i]);
+      put(i * 8, c.nr);
+      for (let k = 0; k < 6; k++) put(i * 8 + 1 + k, a[k] ?? 0);
+      return a;
     });
     const last = (entries - 1) * 8;
-    table[last] = 234n;
-    table[last + 1] = BigInt(tgid);
-    table[last + 2] = BigInt(tid);
-    table[last + 3] = BigInt(sig); // tgkill
+    put(last, 234); // tgkill
+    put(last + 1, tgid);
+    put(last + 2, tid);
+    put(last + 3, sig);
     const n = ++guardedBatches;
     g.areas.push({ at: area, old: this.mem.read(area, size) });
     if (g.batch === undefined) {
@@ -337,8 +359,7 @@ export class Injector {
     const out = calls.map((c, i) => ({ r: words[i * 8 + 7], b: res.slice(Number(outs[i]), Number(outs[i]) + c.out) }));
     if (logLevel() >= LOG_DEBUG) {
       calls.forEach((c, i) => {
-        const a = c
-          .args(area + outs[i])
+        const a = argLists[i]
           .map((x) => (typeof x === "bigint" && x > 4096n ? `0x${x.toString(16)}` : String(x)))
           .join(", ");
         const ret = out[i].r;
@@ -356,10 +377,10 @@ export class Injector {
    * the thread neither blocks (now or once out of its stop: the guard frame's mask) nor has
    * pending: sent to the thread uncaught, it changes nothing.
    */
-  private freeSignal(st: Record<string, string>, ts: Record<string, string>): number | undefined {
+  private freeSignal(ts: Record<string, string>): number | undefined {
     const mask = (x?: string) => (x ? BigInt(`0x${x}`) : 0n);
     const realMask = new DataView(this.mem.read(this.guard!.frame + FRAME_SIGMASK_OFF, 8).buffer).getBigUint64(0, true);
-    const busy = mask(st.SigCgt) | mask(st.ShdPnd) | mask(ts.SigBlk) | mask(ts.SigPnd) | realMask;
+    const busy = mask(ts.SigCgt) | mask(ts.ShdPnd) | mask(ts.SigBlk) | mask(ts.SigPnd) | realMask;
     return [23, 28, 17].find((n) => !(busy & (1n << BigInt(n - 1))));
   }
 
@@ -374,14 +395,16 @@ export class Injector {
    * parked it runs no code of its own, traced or not.
    */
   parkSignal(): number | undefined {
-    if (!this.guarded || this.mode !== "sysstop" || !(this.guard || this.armGuard())) return undefined;
-    const st = readStatus(this.mem.pid),
-      ts = readStatus(this.mem.pid, this.tid);
-    if (Number(st.Seccomp ?? "0") !== 0) return undefined;
-    const sig = this.freeSignal(st, ts);
+    if (!this.guarded || this.mode !== "sysstop") return undefined;
+    // (read once, as in guardedBatch)
+    const ts = readStatus(this.mem.pid, this.tid),
+      maps = readMaps(this.mem.pid);
+    if (!(this.guard || this.armGuard(ts, maps))) return undefined;
+    if (Number(ts.Seccomp ?? "0") !== 0) return undefined;
+    const sig = this.freeSignal(ts);
     if (sig === undefined) return undefined;
     const set = (this.guard!.frame - 64n) & ~63n;
-    const stack = readMaps(this.mem.pid).find((v) => v.start <= this.saved[R.rsp] && this.saved[R.rsp] < v.end);
+    const stack = maps.find((v) => v.start <= this.saved[R.rsp] && this.saved[R.rsp] < v.end);
     if (!stack || stack.start > set || !(stack.prot & 2)) return undefined;
     return sig;
   }
