@@ -10,9 +10,17 @@
 // wrappers, 64-bit fields as strings, editions other than proto2) go to fromBinary whole.
 // test/decode.test.ts compares the two on every message type, on CRIU 4.2's and criu-bun's images,
 // and on truncated and damaged entries (same objects or the same error).
-import { fromBinary, ScalarType, type DescField, type DescMessage, type Message } from "@bufbuild/protobuf";
+import {
+  fromBinary,
+  ScalarType,
+  type DescEnum,
+  type DescField,
+  type DescMessage,
+  type Message,
+} from "@bufbuild/protobuf";
 import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
 import { scalarZeroValue } from "@bufbuild/protobuf/reflect";
+import { fieldGraph } from "./embed";
 
 const EDITION_PROTO2 = 998;
 const IMPLICIT = 2;
@@ -30,7 +38,7 @@ interface Plan {
    *  2 constant), constant z */
   init: Init[];
   /** field by number */
-  byNo: Map<number, DescField>;
+  byNo: Map<number, Field>;
 }
 
 interface Init {
@@ -39,21 +47,118 @@ interface Init {
   z: unknown;
 }
 
+/** What readField reads of a field (DescField's properties of those names; oneof: its local name). */
+interface Field {
+  number: number;
+  fieldKind: "scalar" | "enum" | "message" | "list";
+  localName: string;
+  oneof: string | undefined;
+  scalar: ScalarType;
+  utf8Validation: boolean;
+  listKind: "scalar" | "enum" | "message" | undefined;
+  enum: DescEnum | undefined;
+  message: DescMessage | undefined;
+}
+
 const plans = new WeakMap<DescMessage, Plan | null>();
+const KINDS = ["scalar", "enum", "message", "list"] as const;
 
 /** This type and every type it holds, if known to this decoder (null: fromBinary's). Fields
  * outside it: maps, groups, well-known types (wrappers, Struct: mapped values), 64-bit as strings. */
 function planOf(desc: DescMessage): Plan | null {
   const known = plans.get(desc);
   if (known !== undefined) return known;
-  if (desc.file.edition !== EDITION_PROTO2) {
-    plans.set(desc, null);
-    return null;
-  }
+  const plan = desc.file.edition !== EDITION_PROTO2 ? null : (planOfGraph(desc) ?? planOfMembers(desc));
+  plans.set(desc, plan || null);
+  return plan || null;
+}
+
+/**
+ * A plan from the embedded graph of the type's fields (embed.ts fieldGraph), the same planOfMembers
+ * makes from the DescFields, without building them (an object of 22 properties per field and the
+ * message's lists: most of a type's first decode). undefined: not a graph descriptor; false: a field outside this decoder.
+ */
+function planOfGraph(desc: DescMessage): Plan | false | undefined {
+  const g = fieldGraph(desc);
+  if (!g) return undefined;
   const proto: Record<string, unknown> = {};
   const init: Init[] = [];
-  const byNo = new Map<number, DescField>();
+  const byNo = new Map<number, Field>();
+  const seen: boolean[] = [];
+  const gf = g.f,
+    sk = g.sk;
+  for (let i = 0; i < gf.length; i++) {
+    const f = gf[i];
+    const fieldKind = KINDS[f[3] as number];
+    if (fieldKind === undefined) return false;
+    const refName = f[5] as string | 0;
+    const ref = refName ? g.type(refName) : undefined;
+    if (refName && !ref) return false;
+    const oneofIx = f[11] as number;
+    const localName = f[0] as string,
+      delimited = f[7] === true,
+      longAsString = f[9] === 1;
+    const oneof = oneofIx ? g.oneofs[oneofIx - 1] : undefined;
+    const field: Field = {
+      number: sk[4 * i + 1] as number,
+      fieldKind,
+      localName,
+      oneof,
+      scalar: f[4] as ScalarType,
+      utf8Validation: f[2] === 1,
+      listKind: f[6] as Field["listKind"],
+      enum: ref?.kind === "enum" ? ref : undefined,
+      message: ref?.kind === "message" ? ref : undefined,
+    };
+    byNo.set(field.number, field);
+    if (oneof !== undefined) {
+      if (!seen[oneofIx]) {
+        seen[oneofIx] = true;
+        init.push({ n: oneof, k: 1, z: undefined });
+      }
+      if (fieldKind === "message" ? delimited : fieldKind === "scalar" && longAsString) return false;
+      continue;
+    }
+    switch (fieldKind) {
+      case "message":
+        if (delimited) return false;
+        continue;
+      case "list":
+        init.push({ n: localName, k: 0, z: undefined });
+        if (field.listKind === "message" ? delimited : field.listKind === "scalar" && longAsString) return false;
+        continue;
+    }
+    if (fieldKind === "scalar" && longAsString) return false;
+    const d = f[10] ? (f[10] as () => unknown)() : undefined;
+    const zero =
+      d !== undefined
+        ? d
+        : fieldKind === "scalar"
+          ? scalarZeroValue(field.scalar, false)
+          : field.enum!.values[0].number;
+    if (f[1] === IMPLICIT) init.push({ n: localName, k: 2, z: zero });
+    proto[localName] = zero;
+  }
+  return { desc, typeName: desc.typeName, proto, init, byNo };
+}
+
+/** A plan from the type's DescFields (descriptors made otherwise: CRIU_BUN_DESCRIPTORS=registry). */
+function planOfMembers(desc: DescMessage): Plan | null {
+  const proto: Record<string, unknown> = {};
+  const init: Init[] = [];
+  const byNo = new Map<number, Field>();
   let ok = true;
+  const fieldOf = (m: DescField): Field => ({
+    number: m.number,
+    fieldKind: m.fieldKind as Field["fieldKind"],
+    localName: m.localName,
+    oneof: m.oneof?.localName,
+    scalar: m.scalar as ScalarType,
+    utf8Validation: m.utf8Validation,
+    listKind: m.fieldKind === "list" ? m.listKind : undefined,
+    enum: m.enum,
+    message: m.message,
+  });
   // as create() (compileInitMessage) builds its message: proto2 keeps every scalar's and enum's
   // default on the prototype (an unset field reads its default and is not an own property)
   const members = desc.members;
@@ -63,12 +168,12 @@ function planOf(desc: DescMessage): Plan | null {
       init.push({ n: m.localName, k: 1, z: undefined });
       for (let j = 0; j < m.fields.length; j++) {
         const f = m.fields[j];
-        byNo.set(f.number, f);
+        byNo.set(f.number, fieldOf(f));
         if (f.fieldKind === "message" ? f.delimitedEncoding : f.fieldKind === "scalar" && f.longAsString) ok = false;
       }
       continue;
     }
-    byNo.set(m.number, m);
+    byNo.set(m.number, fieldOf(m));
     switch (m.fieldKind) {
       case "message":
         if (m.delimitedEncoding) ok = false;
@@ -90,13 +195,8 @@ function planOf(desc: DescMessage): Plan | null {
     if (m.presence === IMPLICIT) init.push({ n: m.localName, k: 2, z: zero });
     proto[m.localName] = zero;
   }
-  if (!ok) {
-    plans.set(desc, null);
-    return null;
-  }
-  const plan: Plan = { desc, typeName: desc.typeName, proto, init, byNo };
-  plans.set(desc, plan);
-  return plan;
+  if (!ok) return null;
+  return { desc, typeName: desc.typeName, proto, init, byNo };
 }
 
 /** Thrown by childPlan: a message type this decoder does not know sits inside the one decoded. */
@@ -232,18 +332,19 @@ function readMessage(p: Plan, message: Record<string, unknown>, r: BinaryReader,
 }
 
 /** fromBinary's compiled field readers (compileFieldReader), for the kinds planOf lets through */
-function readField(f: DescField, message: Record<string, unknown>, r: BinaryReader, ctx: Ctx, wireType: WireType) {
+function readField(f: Field, message: Record<string, unknown>, r: BinaryReader, ctx: Ctx, wireType: WireType) {
   switch (f.fieldKind) {
     case "scalar": {
       const v = scalarOf(r, ctx.buf, f.scalar, f.utf8Validation);
-      if (f.oneof) message[f.oneof.localName] = { case: f.localName, value: v };
+      if (f.oneof !== undefined) message[f.oneof] = { case: f.localName, value: v };
       else message[f.localName] = v;
       return;
     }
     case "enum": {
       const val = r.int32();
-      if (f.enum.open || f.enum.values.some((v) => v.number === val)) {
-        if (f.oneof) message[f.oneof.localName] = { case: f.localName, value: val };
+      const e = f.enum!;
+      if (e.open || e.values.some((v) => v.number === val)) {
+        if (f.oneof !== undefined) message[f.oneof] = { case: f.localName, value: val };
         else message[f.localName] = val;
       } else {
         // closed enum: an unknown value is kept as an unknown field
@@ -254,12 +355,12 @@ function readField(f: DescField, message: Record<string, unknown>, r: BinaryRead
       return;
     }
     case "message": {
-      const cp = childPlan(f.message);
-      if (f.oneof) {
-        const oneof = message[f.oneof.localName] as { case: string | undefined; value?: unknown };
+      const cp = childPlan(f.message!);
+      if (f.oneof !== undefined) {
+        const oneof = message[f.oneof] as { case: string | undefined; value?: unknown };
         const child = (oneof.case === f.localName ? oneof.value : undefined) ?? createFrom(cp);
         readMessage(cp, child as Record<string, unknown>, r, ctx, r.uint32());
-        message[f.oneof.localName] = { case: f.localName, value: child };
+        message[f.oneof] = { case: f.localName, value: child };
         return;
       }
       const child = (message[f.localName] as Record<string, unknown> | undefined) ?? createFrom(cp);
@@ -270,7 +371,7 @@ function readField(f: DescField, message: Record<string, unknown>, r: BinaryRead
     case "list": {
       const items = message[f.localName] as unknown[];
       if (f.listKind === "message") {
-        const cp = childPlan(f.message);
+        const cp = childPlan(f.message!);
         const child = createFrom(cp);
         readMessage(cp, child, r, ctx, r.uint32());
         items.push(child);

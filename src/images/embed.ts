@@ -116,6 +116,22 @@ const MESSAGE_PROTO = {
     return buildFields(this).members;
   },
 };
+/** A message's fields as graphFile has them (DescGraph): per field its graph entry (`f`: localName,
+ *  presence, utf8Validation, kind, scalar, type name, listKind, delimitedEncoding, packed,
+ *  longAsString, default, oneof index + 1) and skeleton (`sk`: name, number, jsonName, deprecated, 4
+ *  per field), its oneofs' local names, and what finds a type by name for it. */
+interface FieldGraph {
+  f: unknown[][];
+  sk: (string | number)[];
+  oneofs: string[];
+  type: (name: string) => DescMessage | DescEnum | undefined;
+}
+/** graph messages: their FieldGraph (without building the DescField objects; decode.ts plans) */
+const graphs = new WeakMap<object, () => FieldGraph>();
+/** The fields of a message from an embedded graph, undefined for any other descriptor. */
+export function fieldGraph(d: DescMessage): FieldGraph | undefined {
+  return graphs.get(d)?.();
+}
 /** messages whose fields are not built yet: what builds them (graphFile's fieldsOf) */
 const unbuilt = new WeakMap<object, (d: DescMessage) => void>();
 function buildFields(o: object): DescMessage {
@@ -259,22 +275,40 @@ function graphFile(proto: () => FileDescriptorProto, deps: DescFile[], g: DescGr
     // first, as the messages are made here
     const at = mi++;
     unbuilt.set(d, (m) => fieldsOf(m, sk, at));
+    graphs.set(d, () => graphOf(sk, at));
     for (const e of enums) enumOf(e, d);
     for (const n of nested) messageOf(n, d);
   };
   for (const e of fileEnums) enumOf(e, undefined);
   for (const m of fileMessages) messageOf(m, undefined);
-  const lookup = (name: string) => types.get(name) ?? deps.map((f) => fileTypes(f).get(name)).find((x) => x);
-  // a message's fields (MESSAGE_PROTO's getters call it once); at: its index in the graph
+  // (what fileTypes would build for a file that depends on this one: the same types, made above)
+  typesOf.set(file, types);
+  const lookup = (name: string) => {
+    const t = types.get(name);
+    if (t) return t;
+    for (const f of deps) {
+      const d = fileTypes(f).get(name);
+      if (d) return d;
+    }
+    return undefined;
+  };
+  // a message's graph entries; at: its index in the graph
   let gm: unknown[][][] | undefined, go: string[][] | undefined;
-  const fieldsOf = (d: DescMessage, sk: SkMessage, at: number) => {
+  const graphOf = (sk: SkMessage, at: number): FieldGraph => {
     if (!gm || !go) {
       [gm, go] = g.mo();
       if (gm.length !== mi || go.length !== mi)
         throw new Error(`embedded descriptor of ${fileName}: graph does not match the file`);
     }
-    const s = gm[at],
-      names = go[at];
+    const f = gm[at],
+      fsk = sk[4];
+    if (fsk.length !== 4 * f.length)
+      throw new Error(`embedded descriptor of ${fileName}: graph does not match the file`);
+    return { f, sk: fsk, oneofs: go[at], type: lookup };
+  };
+  // a message's fields (MESSAGE_PROTO's getters call it once)
+  const fieldsOf = (d: DescMessage, sk: SkMessage, at: number) => {
+    const { f: s, oneofs: names } = graphOf(sk, at);
     const [, , , , fsk, oneofNames] = sk;
     const fields: DescField[] = [],
       byName: Record<string, DescField> = {},
@@ -294,8 +328,6 @@ function graphFile(proto: () => FileDescriptorProto, deps: DescFile[], g: DescGr
         }) as unknown as DescOneof
     );
     const seen = new Set<DescOneof>();
-    if (fsk.length !== 4 * s.length)
-      throw new Error(`embedded descriptor of ${fileName}: graph does not match the file`);
     for (let i = 0; i < s.length; i++) {
       const f = s[i];
       const kind = KINDS[f[3] as number];
