@@ -20,7 +20,7 @@ import {
 } from "@bufbuild/protobuf";
 import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
 import { scalarZeroValue } from "@bufbuild/protobuf/reflect";
-import { fieldGraph } from "./embed";
+import { fieldGraph, KINDS } from "./embed";
 
 const EDITION_PROTO2 = 998;
 const IMPLICIT = 2;
@@ -61,7 +61,6 @@ interface Field {
 }
 
 const plans = new WeakMap<DescMessage, Plan | null>();
-const KINDS = ["scalar", "enum", "message", "list"] as const;
 
 /** This type and every type it holds, if known to this decoder (null: fromBinary's). Fields
  * outside it: maps, groups, well-known types (wrappers, Struct: mapped values), 64-bit as strings. */

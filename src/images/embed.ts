@@ -167,7 +167,8 @@ const ONEOF_PROTO = {
   },
 };
 
-const KINDS = ["scalar", "enum", "message", "list"] as const;
+/** a field graph entry's kind: its [3] indexes this */
+export const KINDS = ["scalar", "enum", "message", "list"] as const;
 const noDefault = () => undefined;
 function typeToString(this: { kind: string; typeName: string }) {
   return `${this.kind} ${this.typeName}`;

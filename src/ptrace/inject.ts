@@ -103,6 +103,14 @@ let guardedCalls = 0,
   guardedBatches = 0;
 const NR_RT_SIGPROCMASK = 14;
 
+/** An injected call's result checked as Injector.ok checks it (an errno fails the restore, named
+ *  "injected NAME"): for the check of a batched call (InCall). */
+export function mustSucceed(who: string, name: string): (r: bigint) => void {
+  return (r) => {
+    if (r < 0n && r > -4096n) throw new CriuError("inject", sysFailed(who, `injected ${name}`, r));
+  };
+}
+
 export class Injector {
   saved: Regs;
   /** guard the calls (dump): see guard.ts */
@@ -603,7 +611,7 @@ export class Injector {
   /** Like call() but throws with the syscall name on failure. Returns a number. */
   ok(name: string, nr: number, ...args: (number | bigint)[]): bigint {
     const r = this.call(nr, ...args);
-    if (r < 0n && r > -4096n) throw new CriuError("inject", sysFailed(this.who, `injected ${name}`, r));
+    mustSucceed(this.who, name)(r);
     return r;
   }
 

@@ -5,10 +5,9 @@ import { readFileSync } from "node:fs";
 import { readStatus } from "../sys/proc";
 import { NR } from "../sys/nr";
 import { PR } from "../sys/flags";
-import { dataWords, type InCall, type Injector } from "../ptrace/inject";
-import { sysFailed } from "../sys/errno";
+import { dataWords, mustSucceed, type InCall, type Injector } from "../ptrace/inject";
 import type * as S from "../images/schemas";
-import { CriuError, log } from "../log";
+import { log } from "../log";
 
 const SECBIT_KEEP_CAPS = 0x10,
   SECBIT_KEEP_CAPS_LOCKED = 0x20;
@@ -105,9 +104,7 @@ export function restoreCreds(
       nr,
       data,
       args,
-      check: (r) => {
-        if (r < 0n && r > -4096n) throw new CriuError("inject", sysFailed(inj.who, `injected ${name}`, r));
-      },
+      check: mustSucceed(inj.who, name),
     });
   const any = (nr: number, ...args: (number | bigint)[]) =>
     calls.push({ nr, data: [], args: () => args, check: () => {} });

@@ -11,6 +11,8 @@ import type { Injector, RemoteMem, InCall } from "../ptrace/inject";
 import type * as S from "../images/schemas";
 import type { MessageKind, EntryOf } from "../images/magic";
 import type { Hooks } from "../hooks";
+import { CriuError } from "../log";
+import { errnoText } from "../sys/errno";
 
 /** Extra images produced while dumping fds (pipes-data, eventpoll tfds, sk-queues ...). */
 export class ImageSink {
@@ -345,6 +347,13 @@ export interface OpenByPath {
   path: string;
   flags: number;
   pos: bigint;
+}
+
+/** The result of an OpenByPath's lseek to pos, checked (ESPIPE: a file without a position, a tty or a
+ *  FIFO, keeps none). restore() and restoreFds' batch both check it so. */
+export function checkSeek(where: string, p: OpenByPath, r: bigint) {
+  if (r < 0n && r !== -29n)
+    throw new CriuError("restore", `${where}: lseek to ${p.pos} in '${p.path}' failed: ${errnoText(-r)}`);
 }
 
 /** Any kind, its states unknown: what the lists of kinds hold (kinds.ts). */

@@ -24,6 +24,7 @@ import type {
   TreeFiles,
   ProcessPaths,
 } from "./fdkind";
+import { checkSeek } from "./fdkind";
 import type { BigIntStats } from "node:fs";
 import { dataWords, type Injector } from "../ptrace/inject";
 import { refuse, ANON_REFUSED } from "./unsupported";
@@ -444,19 +445,14 @@ export function restoreCtx(base: CtxBase, floor: number, where: string): Restore
     base.batch ? base.batch(calls) : calls.map(([nr, ...a]) => inj.call(Number(nr), ...a));
   // each fd's copy and close in one stop where batches are at hand (no call needs another's result)
   const highMany = (fds: number[], what: string) => {
-    const calls: (number | bigint)[][] = [];
-    for (const fd of fds) if (fd < floor) calls.push([NR.fcntl, fd, F.DUPFD_CLOEXEC, floor], [NR.close, fd]);
-    const res = calls.length ? run(calls) : [];
-    let i = 0;
-    return fds.map((fd) => {
-      if (fd >= floor) return fd;
-      const r = Number(res[i]),
-        c = res[i + 1];
-      i += 2;
-      if (r < 0) throw new CriuError("restore", `${what}: F_DUPFD failed: ${errnoText(-r)}`);
-      if (c < 0n) throw new CriuError("restore", `${what}: close of fd ${fd} failed: ${errnoText(-c)}`);
-      return r;
+    const out = [...fds];
+    const calls: (number | bigint)[][] = [],
+      checks: ((r: bigint) => void)[] = [];
+    fds.forEach((fd, i) => {
+      if (fd < floor) moveHigh(fd, floor, what, (r) => (out[i] = r), calls, checks);
     });
+    if (calls.length) run(calls).forEach((r, i) => checks[i](r));
+    return out;
   };
   const high = (fd: number, what: string) => highMany([fd], what)[0];
   return {
@@ -519,6 +515,28 @@ export function fdFloor(fds: S.fdinfo_entry[]) {
   return fds.reduce((m, f) => Math.max(m, f.fd), 0) + 16;
 }
 
+/** fd's copy above floor (F_DUPFD_CLOEXEC) and its close, as two calls of a batch, and their results'
+ *  checks; moved gets the new number. */
+function moveHigh(
+  fd: number,
+  floor: number,
+  what: string,
+  moved: (fd: number) => void,
+  calls: (number | bigint)[][],
+  checks: ((r: bigint) => void)[]
+) {
+  calls.push([NR.fcntl, fd, F.DUPFD_CLOEXEC, floor], [NR.close, fd]);
+  checks.push(
+    (r) => {
+      if (r < 0n) throw new CriuError("restore", `${what}: F_DUPFD failed: ${errnoText(-r)}`);
+      moved(Number(r));
+    },
+    (r) => {
+      if (r < 0n) throw new CriuError("restore", `${what}: close of fd ${fd} failed: ${errnoText(-r)}`);
+    }
+  );
+}
+
 /**
  * The files of these fds that their kind opens by a path (FdKind.openByPath; none another process
  * of the tree already made), opened in process base.pid in two stops: one batch of openat calls
@@ -557,25 +575,10 @@ function openByPath(base: CtxBase, sorted: S.fdinfo_entry[], floor: number): Map
   for (const x of plans) {
     if (x.p.pos) {
       calls.push([NR.lseek, x.fd, x.p.pos, 0]);
-      checks.push((r) => {
-        if (r < 0n && r !== -29n)
-          throw new CriuError("restore", `${x.where}: lseek to ${x.p.pos} in '${x.p.path}' failed: ${errnoText(-r)}`);
-      });
+      checks.push((r) => checkSeek(x.where, x.p, r));
     }
-    if (x.fd >= floor) {
-      out.set(x.id, x.fd);
-      continue;
-    }
-    calls.push([NR.fcntl, x.fd, F.DUPFD_CLOEXEC, floor], [NR.close, x.fd]);
-    checks.push(
-      (r) => {
-        if (r < 0n) throw new CriuError("restore", `${x.where}: F_DUPFD failed: ${errnoText(-r)}`);
-        out.set(x.id, Number(r));
-      },
-      (r) => {
-        if (r < 0n) throw new CriuError("restore", `${x.where}: close of fd ${x.fd} failed: ${errnoText(-r)}`);
-      }
-    );
+    if (x.fd >= floor) out.set(x.id, x.fd);
+    else moveHigh(x.fd, floor, x.where, (fd) => out.set(x.id, fd), calls, checks);
   }
   if (calls.length) {
     const res = base.batch(calls);

@@ -1,11 +1,11 @@
 // Regular files, directories and character devices opened by path.
 import { statSync, lstatSync, readlinkSync, existsSync, unlinkSync } from "node:fs";
 import { dirname } from "node:path";
-import type { FdKind, DumpCtx, RestoreCtx, ImageSink, ProcessPaths } from "./fdkind";
+import type { FdKind, DumpCtx, RestoreCtx, ImageSink, ProcessPaths, OpenByPath } from "./fdkind";
 import type { FileTable } from "./files";
 import { linkMmFiles } from "./mm";
 import type { BigIntStats } from "node:fs";
-import { FOWN0, cachedPayloads } from "./fdkind";
+import { FOWN0, cachedPayloads, checkSeek } from "./fdkind";
 import { readImage, imageExists } from "../images/image";
 import * as S from "../images/schemas";
 import { openFd, closeFd, preadFull, pwriteFull } from "../sys/mem";
@@ -89,6 +89,16 @@ function checkFile(where: string, reg: S.reg_file_entry, checkSize = true) {
 }
 
 /** /dev/pts/N, /dev/ttyN, /dev/console ... */
+/** How a regular file is opened at restore when no ghost file, link remap or shell job's terminal is
+ *  involved: its path, its flags but the creating and close-on-exec ones, its position (none with O_PATH). */
+function plainOpen(reg: S.reg_file_entry): OpenByPath {
+  return {
+    path: reg.name,
+    flags: reg.flags & ~(O.CREAT | O.EXCL | O.TRUNC | O.CLOEXEC),
+    pos: reg.flags & O.PATH ? 0n : reg.pos,
+  };
+}
+
 function isTtyPath(p: string) {
   return /^\/dev\/(pts\/\d+|tty\w*|console)$/.test(p);
 }
@@ -264,25 +274,20 @@ export const regKind: FdKind<RegDump, RegRestore> = {
     const reg = f.reg!;
     if (ghostOf(s, f.id) !== undefined || linkedOf(s, f.id) !== undefined) return undefined;
     if (opts.shellJob && isTtyPath(reg.name)) return undefined;
-    const flags = reg.flags & ~(O.CREAT | O.EXCL | O.TRUNC | O.CLOEXEC);
-    return { path: reg.name, flags, pos: reg.flags & O.PATH ? 0n : reg.pos };
+    return plainOpen(reg);
   },
   restore(ctx, f, _fe, s) {
     const reg = f.reg!;
-    const flags = reg.flags & ~(O.CREAT | O.EXCL | O.TRUNC | O.CLOEXEC);
+    const p = plainOpen(reg);
     const ghost = ghostOf(s, f.id);
-    if (ghost !== undefined) return restoreGhost(ctx, f, ghost, flags);
+    if (ghost !== undefined) return restoreGhost(ctx, f, ghost, p.flags);
     const linked = linkedOf(s, f.id);
-    if (linked !== undefined) return restoreLinked(ctx, f, linked, flags);
+    if (linked !== undefined) return restoreLinked(ctx, f, linked, p.flags);
     // a shell job's terminal: as criu does, the restored job is attached to criu-bun's terminal
     const name = ctx.opts?.shellJob && isTtyPath(reg.name) ? (shellTty() ?? reg.name) : reg.name;
-    const fd = Number(ctx.inj.call(NR.openat, -100, ctx.str(name), flags, 0));
+    const fd = Number(ctx.inj.call(NR.openat, -100, ctx.str(name), p.flags, 0));
     if (fd < 0) throw new CriuError("restore", `${ctx.where}: cannot open '${reg.name}': ${errnoText(-fd)}`);
-    if (reg.pos && !(reg.flags & O.PATH)) {
-      const r = ctx.inj.call(NR.lseek, fd, reg.pos, 0);
-      if (r < 0n && r !== -29n)
-        throw new CriuError("restore", `${ctx.where}: lseek to ${reg.pos} in '${reg.name}' failed: ${errnoText(-r)}`);
-    }
+    if (p.pos) checkSeek(ctx.where, p, ctx.inj.call(NR.lseek, fd, p.pos, 0));
     return ctx.high(fd, ctx.where);
   },
 };

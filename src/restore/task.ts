@@ -1,6 +1,6 @@
 // Turning a puppet into one restored process: PID, address space, files, task state, threads.
 import { readFileSync } from "node:fs";
-import { syscall } from "../sys/syscall";
+import { syscall, cstr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { PR, CLONE, CLONE_ARGS_SIZE, MADV } from "../sys/flags";
 import {
@@ -22,7 +22,7 @@ import { restoreFds, importFd, restoreCtx, fdFloor } from "../resources/files";
 import { kindByType } from "../resources/kinds";
 import { shmemFd } from "../resources/shmem";
 import { TreeFiles, ProcFilesState } from "../resources/fdkind";
-import { Injector, RemoteMem, BATCH_CODE, dataWords } from "../ptrace/inject";
+import { Injector, RemoteMem, BATCH_CODE, dataWords, mustSucceed } from "../ptrace/inject";
 import { startPuppet, PUPPET_SYSCALL } from "../ptrace/puppet";
 import { MAP, PE, VMA } from "../resources/vma";
 import type { RestoreSet, TaskImages } from "./images";
@@ -700,10 +700,8 @@ export class TaskBuilder {
     // cwd, root and umask in one stop, run in this order whatever each returns, results checked
     // in order (a failure fails the restore, which kills the process)
     const calls: InCall[] = [];
-    const must = (what: string) => (r: bigint) => {
-      if (r < 0n && r > -4096n) throw new CriuError("inject", sysFailed(inj.who, `injected ${what}`, r));
-    };
-    const path = (p: string) => dataWords(new TextEncoder().encode(`${p}\0`));
+    const must = (what: string) => mustSucceed(inj.who, what);
+    const path = (p: string) => dataWords(cstr(p));
     if (removed !== undefined) {
       calls.push(
         { nr: NR.fchdir, data: [], args: () => [removed], check: must("fchdir to the removed cwd") },
