@@ -76,9 +76,15 @@ describe("the helper", () => {
     expect(errnoText(4000)).toBe("E4000 (errno 4000)");
   });
 
-  test("E (written out) has exactly the names and numbers of the errno table", () => {
-    const known: [string, number][] = [];
-    for (let n = 1; n < 1024; n++) if (errnoName(n) !== `E${n}`) known.push([errnoName(n), n]);
-    expect(Object.entries(E).sort((a, b) => a[1] - b[1])).toEqual(known);
+  test("every errno with a text has a name in E, and every name in E has a text", () => {
+    // the texts (by number) and the names (E) are two literals: the same set of numbers in both
+    const withText: number[] = [];
+    for (let n = 1; n < 1024; n++) if (errnoText(n) !== `E${n} (errno ${n})`) withText.push(n);
+    expect(withText).toEqual(Object.values(E).sort((a, b) => a - b));
+    for (const [name, n] of Object.entries(E)) {
+      expect(errnoName(n)).toBe(name);
+      expect(errnoText(-n)).toMatch(new RegExp(`^${name} \\(errno ${n}: \\S.*\\)$`));
+    }
+    expect(new Set(Object.values(E)).size).toBe(Object.keys(E).length);
   });
 });
