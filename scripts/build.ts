@@ -5,6 +5,7 @@ import { existsSync, mkdirSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { embedDescriptors } from "./embed-descriptors";
 import { START_JIT } from "../src/jit";
+import { recordWarm } from "./warm-record";
 
 const root = join(import.meta.dir, "..");
 process.chdir(root);
@@ -39,25 +40,40 @@ await step("proto -> src/images/gen", async () => {
 // --outfile PATH: the executable goes there instead of ./criu-bun
 const at = process.argv.indexOf("--outfile");
 const outfile = at > 0 && process.argv[at + 1] ? process.argv[at + 1] : "criu-bun";
+// --define CRIU_BUN_WARM=...: the heap pages a dump and a restore touch (src/sys/warm.ts),
+// recorded by running the executable of the first compile (scripts/warm-record.ts), then compiled
+// in by a second. --no-warm (or a machine where a dump cannot run: no ptrace of the recording's
+// sleep, no root for its restore) keeps the first, without a table.
+const compile = (define: string[]) =>
+  // src/codec/worker.ts: the page Workers' entry point, embedded as a second entry.
+  // --compile-jit-policy: JavaScriptCore's tier-up thresholds x START_JIT (src/jit.ts). A dump or
+  // restore of a small process is ~20 ms of code that runs a few times each; compiling it cost
+  // more than it saved (x16 before: 1.5-3 ms more CPU per sleep dump or restore than x256). Long
+  // loops (the pages of a large process, the servers) go back to x16 (jitForWork).
+  // --no-compile-autoload-*: the executable reads no bunfig.toml or .env from the directory it
+  // runs in (a few syscalls less per start, and a criu run as root there takes no preload or
+  // environment from that directory).
+  // --format=esm --splitting: each module of the dynamic imports in its own chunk, loaded (its
+  // bytecode read and linked) when imported: `--version` and `--help` load only the entry's
+  // chunk, a command only its own modules. One bundle of everything (the default with
+  // --bytecode) made every start read the whole 3.7 MB of bytecode: --version took 11-15 ms more
+  // CPU than a compiled hello-world, 4 with the chunks.
+  $`${process.execPath} build --compile --bytecode --format=esm --splitting --minify-syntax --minify-whitespace --compile-jit-policy=${START_JIT} --no-compile-autoload-dotenv --no-compile-autoload-bunfig ${define} src/main.ts src/codec/worker.ts --outfile ${outfile}`.quiet();
 if (!process.argv.includes("--no-compile")) {
-  await step(`bun build --compile -> ${outfile}`, async () => {
-    // src/codec/worker.ts: the page Workers' entry point, embedded as a second entry.
-    // --compile-jit-policy: JavaScriptCore's tier-up thresholds x START_JIT (src/jit.ts). A dump or
-    // restore of a small process is ~20 ms of code that runs a few times each; compiling it cost
-    // more than it saved (x16 before: 1.5-3 ms more CPU per sleep dump or restore than x256). Long
-    // loops (the pages of a large process, the servers) go back to x16 (jitForWork).
-    // --no-compile-autoload-*: the executable reads no bunfig.toml or .env from the directory it
-    // runs in (a few syscalls less per start, and a criu run as root there takes no preload or
-    // environment from that directory).
-    // --format=esm --splitting: each module of the dynamic imports in its own chunk, loaded (its
-    // bytecode read and linked) when imported: `--version` and `--help` load only the entry's
-    // chunk, a command only its own modules. One bundle of everything (the default with
-    // --bytecode) made every start read the whole 3.7 MB of bytecode: --version took 11-15 ms more
-    // CPU than a compiled hello-world, 4 with the chunks.
-    await $`${process.execPath} build --compile --bytecode --format=esm --splitting --minify-syntax --minify-whitespace --compile-jit-policy=${START_JIT} --no-compile-autoload-dotenv --no-compile-autoload-bunfig src/main.ts src/codec/worker.ts --outfile ${outfile}`.quiet();
-  });
+  await step(`bun build --compile -> ${outfile}`, () => compile([]));
   if (!existsSync(outfile)) {
     console.error(`build: ${outfile} missing`);
     process.exit(1);
+  }
+  if (!process.argv.includes("--no-warm")) {
+    let table: Record<string, number[]> | string = "";
+    await step("warm table (a dump and a restore of a sleep)", async () => {
+      table = await recordWarm(outfile.includes("/") ? outfile : `./${outfile}`);
+    });
+    if (typeof table === "string") console.error(`build: no warm table, ${outfile} built without one: ${table}`);
+    else
+      await step(`bun build --compile -> ${outfile}, with the warm table`, () =>
+        compile(["--define", `CRIU_BUN_WARM=${JSON.stringify(JSON.stringify(table))}`])
+      );
   }
 }

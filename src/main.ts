@@ -13,5 +13,12 @@ if (argv.includes("--version") || argv.includes("-V")) {
   console.log(versionText().trimEnd());
   process.exit(0);
 } else {
-  import("./cli/index").then((m) => m.main(argv)).then((code) => process.exit(code));
+  // the heap pages the command will touch, populated before its modules load (src/sys/warm.ts)
+  import("./sys/warm")
+    .then((w) => {
+      w.warmUp(argv);
+      return import("./cli/index");
+    })
+    .then((m) => m.main(argv))
+    .then((code) => process.exit(code));
 }

@@ -199,6 +199,13 @@ export async function main(argv: string[]): Promise<number> {
   }
   const { versionLine } = await import("../version");
   log.info(versionLine());
+  const { warmed } = await import("../sys/warm");
+  if (warmed)
+    log.debug(
+      warmed.thread
+        ? `start: ${warmed.pages} pages of the heap arena populated ahead for '${warmed.command}' by thread ${warmed.thread} (${warmed.runs} runs, started in ${warmed.ms.toFixed(2)} ms)`
+        : `start: ${warmed.pages} pages of the heap arena populated ahead for '${warmed.command}' (${warmed.runs} runs, ${warmed.ms.toFixed(2)} ms)${warmed.error ? `; stopped: ${warmed.error}` : ""}`
+    );
   for (const c of p.configs) log.debug(`Parsed config file ${c}`);
   let args = p.args;
   if (opts.execCmd) {

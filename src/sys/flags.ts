@@ -60,6 +60,7 @@ export const MADV = {
   NOHUGEPAGE: 15,
   DONTDUMP: 16,
   WIPEONFORK: 18,
+  POPULATE_WRITE: 23,
 } as const;
 /** The madvise advice a VMA keeps in its flags, with the smaps VmFlags mnemonic that shows each
  *  (memory.ts reads it back from VmFlags; vmflags.ts sets each to check its bit table). */

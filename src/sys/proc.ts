@@ -1,8 +1,8 @@
 // Parsers for /proc/PID/*. Addresses are BigInt ([vsyscall] sits above 2^53).
 import { readFileSync, readdirSync, readlinkSync } from "node:fs";
-import { syscall, addr, cstr } from "./syscall";
+import { syscall } from "./syscall";
 import { NR } from "./nr";
-import { errnoText, errnoName } from "./errno";
+import { readProcText } from "./procfile";
 
 export interface Vma {
   start: bigint;
@@ -20,9 +20,6 @@ export function readText(path: string): string {
   return readFileSync(path, "latin1");
 }
 
-// one buffer for the small /proc files read once per fd (fdinfo): open, read (a short read is
-// the end), close: three system calls and no Buffer per file (readFileSync makes five and a copy)
-let small = new Uint8Array(16384);
 const numName = new Uint8Array(16);
 /** "N\0" of a non-negative integer in a shared buffer (an fd's name in /proc/PID/fdinfo) */
 function numberName(n: number): Uint8Array {
@@ -35,33 +32,6 @@ function numberName(n: number): Uint8Array {
 export function readFdinfoAt(dirfd: number, fd: number): string {
   return readProcText(`fdinfo/${fd}`, dirfd, numberName(fd));
 }
-/** A small /proc file's text (latin1); throws an Error with code (ENOENT ...) as readFileSync does.
- *  (dirfd, name: opened relative to dirfd by that NUL-terminated name, path only for errors) */
-function readProcText(path: string, dirfd = -100, name?: Uint8Array): string {
-  const fd = syscall(NR.openat, dirfd, addr(name ?? cstr(path)), 0o2000000 /* O_RDONLY|O_CLOEXEC */, 0);
-  if (fd < 0) throw Object.assign(new Error(`${path}: ${errnoText(-fd)}`), { code: errnoName(-fd) });
-  let n = 0;
-  try {
-    for (;;) {
-      if (n === small.length) {
-        const b = new Uint8Array(small.length * 2);
-        b.set(small);
-        small = b;
-      }
-      const r = syscall(NR.read, fd, addr(small, n), small.length - n);
-      if (r === -4) continue;
-      if (r < 0) throw Object.assign(new Error(`${path}: ${errnoText(-r)}`), { code: errnoName(-r) });
-      if (r === 0) break;
-      n += r;
-      // a short read is the end: a seq_file fills the buffer as far as its text goes
-      if (n < small.length) break;
-    }
-  } finally {
-    syscall(NR.close, fd);
-  }
-  return Buffer.from(small.buffer, small.byteOffset, n).toString("latin1");
-}
-
 const MAPS_RE = /^([0-9a-f]+)-([0-9a-f]+) ([r-])([w-])([x-])([sp]) ([0-9a-f]+) ([0-9a-f]+:[0-9a-f]+) (\d+)\s*(.*)$/;
 
 function parseMaps(text: string): Vma[] {

@@ -28,6 +28,7 @@ import { libc } from "./libc";
 import { addr, callCode, codePage, keepAlive, syscall } from "./syscall";
 import { NR } from "./nr";
 import { CLONE } from "./flags";
+import { assemble, d32, movEax, syscallOp } from "./asm";
 import { SysError } from "./errno";
 
 /** One undo call: a syscall number and up to six arguments; `{ int32 }` passes the address of that int. */
@@ -55,30 +56,8 @@ const P_FLAGS = 0, // clone flags
 const MAX_RANGES = 16,
   MAX_UNDO = (P_INTS - P_UNDO) / 64;
 
-/** Little assembler: bytes, with 32-bit relative jumps to labels resolved at the end. */
-function assemble(parts: (number[] | string | { jump: number[]; to: string })[]): Uint8Array {
-  const out: number[] = [];
-  const labels = new Map<string, number>();
-  const fixups: { at: number; to: string }[] = [];
-  for (const p of parts) {
-    if (typeof p === "string") labels.set(p, out.length);
-    else if (Array.isArray(p)) out.push(...p);
-    else {
-      out.push(...p.jump, 0, 0, 0, 0);
-      fixups.push({ at: out.length - 4, to: p.to });
-    }
-  }
-  const b = new Uint8Array(out);
-  const dv = new DataView(b.buffer);
-  for (const f of fixups) dv.setInt32(f.at, labels.get(f.to)! - (f.at + 4), true);
-  return b;
-}
 const FUTEX_WAIT_PRIVATE = 128,
   FUTEX_WAKE_PRIVATE = 129;
-const d32 = (v: number) => [v & 0xff, (v >> 8) & 0xff, (v >> 16) & 0xff, (v >>> 24) & 0xff];
-const movEax = (v: number) => [0xb8, ...d32(v)];
-const syscallOp = [0x0f, 0x05];
-
 // biome-ignore format: machine code, one instruction a line
 const STUB = assemble([
   [0x53],                                   // push rbx

@@ -1,7 +1,6 @@
 // Raw system calls: a 30-byte stub in an executable page, called through bun:ffi.
 // It returns -errno directly, so no thread-local errno is involved.
 import { CFunction, FFIType, ptr as ffiPtr, toArrayBuffer, type Pointer } from "bun:ffi";
-import { readFileSync } from "node:fs";
 import { libc } from "./libc";
 import { SysError } from "./errno";
 import { NR } from "./nr";
@@ -93,7 +92,11 @@ export function xfeaturesPermitted(): bigint {
 /** The top of user space here: 4-level paging unless the kernel runs 5-level (la57 among cpuinfo's flags). */
 let userTop: bigint | undefined;
 export function userAddressTop(): bigint {
-  userTop ??= / la57( |$)/m.test(readFileSync("/proc/cpuinfo", "latin1")) ? 0x00fffffffffff000n : 0x00007ffffffff000n;
+  if (userTop === undefined) {
+    // node:fs on first use: this module loads before it at every start (sys/warm.ts)
+    const { readFileSync } = require("node:fs") as typeof import("node:fs");
+    userTop = / la57( |$)/m.test(readFileSync("/proc/cpuinfo", "latin1")) ? 0x00fffffffffff000n : 0x00007ffffffff000n;
+  }
   return userTop;
 }
 

@@ -1,0 +1,271 @@
+// Pages populated ahead: the pages of the runtime's heap arena that a dump or a restore will touch,
+// mapped by one madvise(MADV_POPULATE_WRITE) (Linux 5.14) per run of pages, on a thread of their
+// own, instead of one page fault per page on the main thread as the command's code first writes them.
+//
+// Why: a `sleep` dump or restore takes ~2,500-3,000 page faults, ~1,900 of them in the 1 GiB arena
+// the runtime allocates JavaScript's objects from. On a VM whose page faults trap to the hypervisor
+// (paravirtual page tables; this project's test machines) a fault costs 7-12 us of CPU and a page
+// populated by madvise ~1-2 us. Which pages a command touches, counted from the arena's start, is
+// the same from run to run (the allocator hands out its pages in the order the same code asks for
+// them; argv, the environment and the target's size moved little in the measurements).
+//
+// The table: the build runs the executable it just compiled (scripts/warm-record.ts: dumps and
+// restores of a sleep with CRIU_BUN_WARM_RECORD, below), then compiles again with the runs in
+// (bun build --define CRIU_BUN_WARM). Running from sources, or built where a dump cannot run, there
+// is no table and nothing is done. A page the command ends up not touching costs only its memory;
+// populating never changes what a page holds (an anonymous page reads zero until written, and a
+// present one is left as it is).
+//
+// CRIU_BUN_WARM=0: off (A/B measurements); =sync: populated on the main thread before the command's
+// modules load (test/warm.test.ts counts the faults it saves).
+import { toArrayBuffer, type Pointer } from "bun:ffi";
+import { libc } from "./libc";
+import { addr, callCode, codePage, cstr, keepAlive, syscall } from "./syscall";
+import { assemble, d32, movEax, syscallOp } from "./asm";
+import { NR } from "./nr";
+import { sysFailed } from "./errno";
+import { PAGE_IS, PagemapScanner } from "./mem";
+import { readProcText } from "./procfile";
+import { CLONE, MADV } from "./flags";
+
+/** The compiled-in table (scripts/build.ts), JSON: per command, [first page, pages, first page, pages,
+ *  ...] from the arena's start. Absent when running from sources or when the build could not record. */
+declare const CRIU_BUN_WARM: string | undefined;
+
+const ARENA = 0x40000000; // the heap arena's size: the one 1 GiB rw-p anonymous mapping at start
+const PAGE = 4096;
+const O_RDONLY = 0,
+  O_WRONLY = 1,
+  O_CREAT = 0o100,
+  O_TRUNC = 0o1000,
+  O_NOFOLLOW = 0o400000,
+  O_CLOEXEC = 0o2000000,
+  AT_FDCWD = -100;
+
+/** What was populated, for the -v4 log (cli/index.ts). */
+export let warmed:
+  | { command: string; pages: number; runs: number; ms: number; thread?: number; error?: string }
+  | undefined;
+
+/** The arena's start: the only rw-p anonymous mapping of exactly 1 GiB in /proc/self/maps, or 0. */
+function arenaStart(): number {
+  let found = 0;
+  for (const line of readProcText("/proc/self/maps").split("\n")) {
+    const dash = line.indexOf("-");
+    const sp = line.indexOf(" ");
+    if (dash <= 0 || sp <= dash) continue;
+    const start = Number.parseInt(line.slice(0, dash), 16);
+    const end = Number.parseInt(line.slice(dash + 1, sp), 16);
+    if (end - start !== ARENA || line.slice(sp + 1, sp + 5) !== "rw-p") continue;
+    // anonymous: no path after the inode field ("... 00:00 0" and spaces)
+    const fields = line.trim().split(/ +/);
+    if (fields.length !== 5 || fields[4] !== "0") continue;
+    if (found) return 0; // two candidates: not the layout the table was recorded on
+    found = start;
+  }
+  return found;
+}
+
+/** Populate `runs` ([first, count, ...], pages from base, checked by validRuns) here. Returns pages populated, or an
+ *  error text (the first failure stops it: an older kernel answers EINVAL for the advice). */
+function populate(base: number, runs: number[]): { pages: number; error?: string } {
+  let pages = 0;
+  for (let i = 0; i + 1 < runs.length; i += 2) {
+    const first = runs[i],
+      count = runs[i + 1];
+    const r = syscall(NR.madvise, base + first * PAGE, count * PAGE, MADV.POPULATE_WRITE);
+    if (r < 0) return { pages, error: sysFailed("", "madvise(MADV.POPULATE_WRITE)", r) };
+    pages += count;
+  }
+  return { pages };
+}
+
+// The populating thread: a thread of criu-bun's (clone with CLONE_THREAD, on its own page as stack,
+// which it never uses) that runs only the machine code below: one madvise per run, then exit. It
+// runs on the other CPU while the command's modules load, and is gone a few ms later. Every signal
+// is blocked around the clone, so the thread starts (and stays) with all of them blocked: no signal
+// handler of the runtime ever runs on it. Its page: the runs' count, the masks, then the runs.
+const T_COUNT = 0,
+  T_ALL = 8, // an all-ones signal set
+  T_OLD = 16, // the caller's signal mask
+  T_RESULT = 24, // clone's result
+  T_FLAGS = 32,
+  T_STACK = 40,
+  T_RUNS = 64; // [address, length] u64 pairs
+const CLONE_THREAD_FLAGS = CLONE.VM | CLONE.FS | CLONE.FILES | CLONE.SIGHAND | CLONE.THREAD | CLONE.SYSVSEM;
+
+// biome-ignore format: machine code, one instruction a line
+const THREAD = assemble([
+  [0x53],                                   // push rbx
+  [0x48, 0x89, 0xfb],                       // mov rbx, rdi              (the page)
+  movEax(NR.rt_sigprocmask),
+  [0xbf, 2, 0, 0, 0],                       // mov edi, SIG_SETMASK
+  [0x48, 0x8d, 0xb3, ...d32(T_ALL)],        // lea rsi, [rbx+T_ALL]
+  [0x48, 0x8d, 0x93, ...d32(T_OLD)],        // lea rdx, [rbx+T_OLD]
+  [0x41, 0xba, 8, 0, 0, 0],                 // mov r10d, 8
+  syscallOp,
+  movEax(NR.clone),
+  [0x48, 0x8b, 0xbb, ...d32(T_FLAGS)],      // mov rdi, [rbx+T_FLAGS]
+  [0x48, 0x8b, 0xb3, ...d32(T_STACK)],      // mov rsi, [rbx+T_STACK]
+  [0x31, 0xd2],                             // xor edx, edx
+  [0x45, 0x31, 0xd2],                       // xor r10d, r10d
+  [0x45, 0x31, 0xc0],                       // xor r8d, r8d
+  syscallOp,
+  [0x48, 0x85, 0xc0],                       // test rax, rax
+  { jump: [0x0f, 0x85], to: "parent" },     // jnz parent
+  // the thread: r12 = runs left, r13 walks them
+  [0x4c, 0x8b, 0xa3, ...d32(T_COUNT)],      // mov r12, [rbx+T_COUNT]
+  [0x4c, 0x8d, 0xab, ...d32(T_RUNS)],       // lea r13, [rbx+T_RUNS]
+  "run",
+  [0x4d, 0x85, 0xe4],                       // test r12, r12
+  { jump: [0x0f, 0x84], to: "exit" },       // jz exit
+  movEax(NR.madvise),
+  [0x49, 0x8b, 0x7d, 0x00],                 // mov rdi, [r13]
+  [0x49, 0x8b, 0x75, 0x08],                 // mov rsi, [r13+8]
+  [0xba, ...d32(MADV.POPULATE_WRITE)],      // mov edx, MADV_POPULATE_WRITE
+  syscallOp,
+  [0x49, 0x83, 0xc5, 0x10],                 // add r13, 16
+  [0x49, 0xff, 0xcc],                       // dec r12
+  { jump: [0xe9], to: "run" },              // jmp run
+  "exit",
+  movEax(NR.exit),
+  [0x31, 0xff],                             // xor edi, edi
+  syscallOp,
+  "parent",
+  [0x48, 0x89, 0x83, ...d32(T_RESULT)],     // mov [rbx+T_RESULT], rax
+  movEax(NR.rt_sigprocmask),
+  [0xbf, 2, 0, 0, 0],                       // mov edi, SIG_SETMASK
+  [0x48, 0x8d, 0xb3, ...d32(T_OLD)],        // lea rsi, [rbx+T_OLD]
+  [0x31, 0xd2],                             // xor edx, edx
+  [0x41, 0xba, 8, 0, 0, 0],                 // mov r10d, 8
+  syscallOp,
+  [0x48, 0x8b, 0x83, ...d32(T_RESULT)],     // mov rax, [rbx+T_RESULT]
+  [0x5b],                                   // pop rbx
+  [0xc3],                                   // ret
+]);
+
+/** Start the populating thread over `runs` (checked by validRuns). Its thread id, or -errno (then nothing was started). The
+ *  page stays mapped for the rest of criu-bun's life (the thread may outlive this call by a few ms). */
+function populateInThread(base: number, runs: number[]): number {
+  const n = runs.length / 2;
+  const bytes = Math.ceil((T_RUNS + n * 16) / PAGE) * PAGE;
+  const map = libc.mmap(null, bytes, 3 /* RW */, 0x22 /* PRIVATE|ANONYMOUS */, -1, 0) as Pointer;
+  if (!map || Number(map) === -1) return -12;
+  const at = Number(map);
+  const page = new DataView(toArrayBuffer(map, 0, bytes));
+  page.setBigUint64(T_ALL, 0xffffffffffffffffn, true);
+  page.setBigUint64(T_FLAGS, BigInt(CLONE_THREAD_FLAGS), true);
+  page.setBigUint64(T_STACK, BigInt(at + bytes), true);
+  for (let i = 0; i < n; i++) {
+    page.setBigUint64(T_RUNS + i * 16, BigInt(base + runs[2 * i] * PAGE), true);
+    page.setBigUint64(T_RUNS + i * 16 + 8, BigInt(runs[2 * i + 1] * PAGE), true);
+  }
+  page.setBigUint64(T_COUNT, BigInt(n), true);
+  const code = codePage([[0, THREAD]], "the warm thread's code");
+  const r = Number(BigInt.asIntN(64, callCode(code, BigInt(at))));
+  if (r < 0) syscall(NR.munmap, at, bytes);
+  return r;
+}
+
+/** The present pages of [base, base + ARENA), as [first, count] runs from base (PAGEMAP_SCAN, Linux 6.7). */
+function presentRuns(base: number): number[] {
+  const cpath = cstr("/proc/self/pagemap");
+  const fd = syscall(NR.openat, AT_FDCWD, addr(cpath), O_RDONLY | O_CLOEXEC);
+  keepAlive(cpath);
+  const runs: number[] = [];
+  if (fd < 0) return runs;
+  const scanner = new PagemapScanner(fd);
+  let at = BigInt(base);
+  const end = BigInt(base + ARENA);
+  while (at < end) {
+    const n = scanner.scan(at, end, { mask: PAGE_IS.PRESENT, ret: PAGE_IS.PRESENT });
+    if (n < 0) break;
+    for (let i = 0; i < n; i++)
+      runs.push((Number(scanner.vec[i * 3]) - base) / PAGE, Number(scanner.vec[i * 3 + 1] - scanner.vec[i * 3]) / PAGE);
+    if (scanner.walkEnd <= at) break;
+    at = scanner.walkEnd;
+  }
+  syscall(NR.close, fd);
+  return runs;
+}
+
+/**
+ * CRIU_BUN_WARM_RECORD=FILE (scripts/warm-record.ts): the command runs as it would with the table in
+ * CRIU_BUN_WARM_TABLE (JSON, as compiled in), and at exit FILE gets every arena page that was not
+ * present before the table's runs were populated and is present at exit ("first count" lines). The
+ * script adds them to the table and runs the command again, until the rounds converge. Before and
+ * after are one PAGEMAP_SCAN each (runs of present pages): quick, so that the runtime's own
+ * threads touch little in between, and small, so that recording moves little in the arena.
+ */
+function record(file: string, base: number, runs: number[]): void {
+  const before = presentRuns(base);
+  populate(base, runs);
+  process.on("exit", () => {
+    const old = new Set<number>();
+    for (let i = 0; i < before.length; i += 2) for (let p = before[i]; p < before[i] + before[i + 1]; p++) old.add(p);
+    const after = presentRuns(base);
+    const lines: string[] = [];
+    for (let i = 0; i < after.length; i += 2)
+      for (let p = after[i]; p < after[i] + after[i + 1]; p++) if (!old.has(p)) lines.push(`${p} 1`);
+    const cpath = cstr(file);
+    const fd = syscall(NR.openat, AT_FDCWD, addr(cpath), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o600);
+    keepAlive(cpath);
+    if (fd < 0) return;
+    const bytes = new TextEncoder().encode(lines.join("\n") + "\n");
+    syscall(NR.write, fd, addr(bytes), bytes.length);
+    syscall(NR.close, fd);
+  });
+}
+
+/** The runs up to the first that is not whole pages inside the arena (a table is checked before use). */
+function validRuns(runs: unknown): number[] {
+  const ok: number[] = [];
+  if (!Array.isArray(runs)) return ok;
+  for (let i = 0; i + 1 < runs.length; i += 2) {
+    const first = runs[i],
+      count = runs[i + 1];
+    if (!(Number.isInteger(first) && Number.isInteger(count) && first >= 0 && count > 0)) break;
+    if ((first + count) * PAGE > ARENA) break;
+    ok.push(first, count);
+  }
+  return ok;
+}
+
+/**
+ * At the start of a command (main.ts, before the command's modules load). CRIU_BUN_WARM=0: nothing;
+ * CRIU_BUN_WARM=sync: populated here, before returning, instead of on a thread (the same pages every
+ * run, for test/warm.test.ts's count of page faults). Never fails the command: warming is only ever
+ * a saving.
+ */
+export function warmUp(argv: string[]): void {
+  const mode = process.env.CRIU_BUN_WARM;
+  if (mode === "0") return;
+  const rec = process.env.CRIU_BUN_WARM_RECORD;
+  const json = rec
+    ? (process.env.CRIU_BUN_WARM_TABLE ?? "{}")
+    : typeof CRIU_BUN_WARM === "string"
+      ? CRIU_BUN_WARM
+      : undefined;
+  if (json === undefined) return;
+  try {
+    const t0 = performance.now();
+    const table = JSON.parse(json) as Record<string, unknown>;
+    const command = argv.find((a) => Object.hasOwn(table, a));
+    const base = arenaStart();
+    if (!base) return;
+    const runs = validRuns(command ? table[command] : []);
+    if (rec) return record(rec, base, runs);
+    if (!command || !runs.length) return;
+    let pages = 0;
+    for (let i = 1; i < runs.length; i += 2) pages += runs[i];
+    // on a thread of its own, or here (sync, or if no thread can be started)
+    const tid = mode === "sync" ? 0 : populateInThread(base, runs);
+    if (tid > 0) warmed = { command, pages, runs: runs.length / 2, ms: performance.now() - t0, thread: tid };
+    else {
+      const r = populate(base, runs);
+      warmed = { command, pages: r.pages, runs: runs.length / 2, ms: performance.now() - t0, error: r.error };
+    }
+  } catch {
+    // a table that does not parse, a failed mapping: the command runs as without one
+  }
+}
