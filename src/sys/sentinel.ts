@@ -28,7 +28,7 @@ import { libc } from "./libc";
 import { addr, callCode, codePage, keepAlive, syscall } from "./syscall";
 import { NR } from "./nr";
 import { CLONE } from "./flags";
-import { assemble, d32, movEax, syscallOp } from "./asm";
+import { assemble, cloneBlocked, d32, movEax, parentSide, syscallOp } from "./asm";
 import { SysError } from "./errno";
 
 /** One undo call: a syscall number and up to six arguments; `{ int32 }` passes the address of that int. */
@@ -58,26 +58,13 @@ const MAX_RANGES = 16,
 
 const FUTEX_WAIT_PRIVATE = 128,
   FUTEX_WAKE_PRIVATE = 129;
+const CLONE_AT = { all: P_ALL, old: P_OLD, flags: P_FLAGS, stack: P_STACK, result: P_RESULT };
 // biome-ignore format: machine code, one instruction a line
 const STUB = assemble([
   [0x53],                                   // push rbx
   [0x41, 0x54],                             // push r12
   [0x48, 0x89, 0xfb],                       // mov rbx, rdi              (the page)
-  movEax(NR.rt_sigprocmask),
-  [0xbf, 2, 0, 0, 0],                       // mov edi, SIG_SETMASK
-  [0x48, 0x8d, 0xb3, ...d32(P_ALL)],        // lea rsi, [rbx+P_ALL]
-  [0x48, 0x8d, 0x93, ...d32(P_OLD)],        // lea rdx, [rbx+P_OLD]
-  [0x41, 0xba, 8, 0, 0, 0],                 // mov r10d, 8
-  syscallOp,
-  movEax(NR.clone),
-  [0x48, 0x8b, 0xbb, ...d32(P_FLAGS)],      // mov rdi, [rbx+P_FLAGS]
-  [0x48, 0x8b, 0xb3, ...d32(P_STACK)],      // mov rsi, [rbx+P_STACK]
-  [0x31, 0xd2],                             // xor edx, edx
-  [0x45, 0x31, 0xd2],                       // xor r10d, r10d
-  [0x45, 0x31, 0xc0],                       // xor r8d, r8d
-  syscallOp,
-  [0x48, 0x85, 0xc0],                       // test rax, rax
-  { jump: [0x0f, 0x85], to: "parent" },     // jnz parent
+  ...cloneBlocked(CLONE_AT),
   // the child: close every fd but the kept ones (r12 = ranges left, rbx walks them)
   [0x4c, 0x8b, 0xa3, ...d32(P_NRANGES)],    // mov r12, [rbx+P_NRANGES]
   [0x48, 0x8d, 0x8b, ...d32(P_RANGES)],     // lea rcx, [rbx+P_RANGES]
@@ -138,15 +125,7 @@ const STUB = assemble([
   movEax(NR.exit),
   [0x31, 0xff],                             // xor edi, edi
   syscallOp,
-  "parent",
-  [0x48, 0x89, 0x83, ...d32(P_RESULT)],     // mov [rbx+P_RESULT], rax
-  movEax(NR.rt_sigprocmask),
-  [0xbf, 2, 0, 0, 0],                       // mov edi, SIG_SETMASK
-  [0x48, 0x8d, 0xb3, ...d32(P_OLD)],        // lea rsi, [rbx+P_OLD]
-  [0x31, 0xd2],                             // xor edx, edx
-  [0x41, 0xba, 8, 0, 0, 0],                 // mov r10d, 8
-  syscallOp,
-  [0x48, 0x8b, 0x83, ...d32(P_RESULT)],     // mov rax, [rbx+P_RESULT]
+  ...parentSide(CLONE_AT),
   [0x41, 0x5c],                             // pop r12
   [0x5b],                                   // pop rbx
   [0xc3],                                   // ret

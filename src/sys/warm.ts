@@ -21,7 +21,7 @@
 import { toArrayBuffer, type Pointer } from "bun:ffi";
 import { libc } from "./libc";
 import { addr, callCode, codePage, cstr, keepAlive, syscall } from "./syscall";
-import { assemble, d32, movEax, syscallOp } from "./asm";
+import { assemble, cloneBlocked, d32, movEax, parentSide, syscallOp } from "./asm";
 import { NR } from "./nr";
 import { sysFailed } from "./errno";
 import { PAGE_IS, PagemapScanner } from "./mem";
@@ -94,25 +94,12 @@ const T_COUNT = 0,
   T_RUNS = 64; // [address, length] u64 pairs
 const CLONE_THREAD_FLAGS = CLONE.VM | CLONE.FS | CLONE.FILES | CLONE.SIGHAND | CLONE.THREAD | CLONE.SYSVSEM;
 
+const CLONE_AT = { all: T_ALL, old: T_OLD, flags: T_FLAGS, stack: T_STACK, result: T_RESULT };
 // biome-ignore format: machine code, one instruction a line
 const THREAD = assemble([
   [0x53],                                   // push rbx
   [0x48, 0x89, 0xfb],                       // mov rbx, rdi              (the page)
-  movEax(NR.rt_sigprocmask),
-  [0xbf, 2, 0, 0, 0],                       // mov edi, SIG_SETMASK
-  [0x48, 0x8d, 0xb3, ...d32(T_ALL)],        // lea rsi, [rbx+T_ALL]
-  [0x48, 0x8d, 0x93, ...d32(T_OLD)],        // lea rdx, [rbx+T_OLD]
-  [0x41, 0xba, 8, 0, 0, 0],                 // mov r10d, 8
-  syscallOp,
-  movEax(NR.clone),
-  [0x48, 0x8b, 0xbb, ...d32(T_FLAGS)],      // mov rdi, [rbx+T_FLAGS]
-  [0x48, 0x8b, 0xb3, ...d32(T_STACK)],      // mov rsi, [rbx+T_STACK]
-  [0x31, 0xd2],                             // xor edx, edx
-  [0x45, 0x31, 0xd2],                       // xor r10d, r10d
-  [0x45, 0x31, 0xc0],                       // xor r8d, r8d
-  syscallOp,
-  [0x48, 0x85, 0xc0],                       // test rax, rax
-  { jump: [0x0f, 0x85], to: "parent" },     // jnz parent
+  ...cloneBlocked(CLONE_AT),
   // the thread: r12 = runs left, r13 walks them
   [0x4c, 0x8b, 0xa3, ...d32(T_COUNT)],      // mov r12, [rbx+T_COUNT]
   [0x4c, 0x8d, 0xab, ...d32(T_RUNS)],       // lea r13, [rbx+T_RUNS]
@@ -131,15 +118,7 @@ const THREAD = assemble([
   movEax(NR.exit),
   [0x31, 0xff],                             // xor edi, edi
   syscallOp,
-  "parent",
-  [0x48, 0x89, 0x83, ...d32(T_RESULT)],     // mov [rbx+T_RESULT], rax
-  movEax(NR.rt_sigprocmask),
-  [0xbf, 2, 0, 0, 0],                       // mov edi, SIG_SETMASK
-  [0x48, 0x8d, 0xb3, ...d32(T_OLD)],        // lea rsi, [rbx+T_OLD]
-  [0x31, 0xd2],                             // xor edx, edx
-  [0x41, 0xba, 8, 0, 0, 0],                 // mov r10d, 8
-  syscallOp,
-  [0x48, 0x8b, 0x83, ...d32(T_RESULT)],     // mov rax, [rbx+T_RESULT]
+  ...parentSide(CLONE_AT),
   [0x5b],                                   // pop rbx
   [0xc3],                                   // ret
 ]);
