@@ -85,7 +85,7 @@ test("the populating thread is gone while the restore still runs", async () => {
   expect(await r.proc.exited).toBe(0);
 });
 
-test("the compiled-in table fits: a sleep dump takes at least 30% fewer page faults with it", () => {
+test("the compiled-in table fits: a sleep dump takes at least 20% fewer page faults with it", () => {
   expect(compiled()).toBe(true);
   const probe = Bun.spawnSync(["perf", "stat", "-x,", "-e", "page-faults", "true"], { stderr: "pipe" });
   if (probe.exitCode !== 0) {
@@ -104,7 +104,7 @@ test("the compiled-in table fits: a sleep dump takes at least 30% fewer page fau
     }
     console.log(`sleep dump page faults: without the table ${off.join(" ")}, with it ${on.join(" ")}`);
     expect(off.every(Number.isFinite) && on.every(Number.isFinite)).toBe(true);
-    expect(median(on)).toBeLessThan(median(off) * 0.7);
+    expect(median(on)).toBeLessThan(median(off) * 0.8);
   } finally {
     s.kill("SIGKILL");
   }
