@@ -13,7 +13,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:f
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
-const ROUNDS = 4;
+const ROUNDS = 8;
 
 // The restored sleeps are orphans once criu-bun exits: this process is their subreaper
 // (PR_SET_CHILD_SUBREAPER) and reaps each one (waitpid), so the next restore finds the pid free at
