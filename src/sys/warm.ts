@@ -4,8 +4,8 @@
 //
 // Why: a `sleep` dump or restore takes ~2,500-3,000 page faults, ~1,900 of them in the 1 GiB arena
 // the runtime allocates JavaScript's objects from. On a VM whose page faults trap to the hypervisor
-// (paravirtual page tables; this project's test machines) a fault costs 7-12 us of CPU and a page
-// populated by madvise ~1-2 us. Which pages a command touches, counted from the arena's start, is
+// (paravirtual page tables, as on VMs criu-bun is measured on) a fault costs 7-12 us of CPU and a
+// page populated by madvise ~1-2 us. Which pages a command touches, counted from the arena's start, is
 // the same from run to run (the allocator hands out its pages in the order the same code asks for
 // them; argv, the environment and the target's size moved little in the measurements).
 //
@@ -66,15 +66,15 @@ function arenaStart(): number {
   return found;
 }
 
-/** Populate `runs` ([first, count, ...], pages from base, checked by validRuns) here. Returns pages populated, or an
- *  error text (the first failure stops it: an older kernel answers EINVAL for the advice). */
+/** Populate `runs` ([first, count, ...], pages from base, checked by validRuns) here. Returns pages
+ *  populated, and an error text if one failed (that stops it: an older kernel answers EINVAL). */
 function populate(base: number, runs: number[]): { pages: number; error?: string } {
   let pages = 0;
   for (let i = 0; i + 1 < runs.length; i += 2) {
     const first = runs[i],
       count = runs[i + 1];
     const r = syscall(NR.madvise, base + first * PAGE, count * PAGE, MADV.POPULATE_WRITE);
-    if (r < 0) return { pages, error: sysFailed("", "madvise(MADV.POPULATE_WRITE)", r) };
+    if (r < 0) return { pages, error: sysFailed("", "madvise(MADV_POPULATE_WRITE)", r) };
     pages += count;
   }
   return { pages };
@@ -123,13 +123,14 @@ const THREAD = assemble([
   [0xc3],                                   // ret
 ]);
 
-/** Start the populating thread over `runs` (checked by validRuns). Its thread id, or -errno (then nothing was started). The
- *  page stays mapped for the rest of criu-bun's life (the thread may outlive this call by a few ms). */
+/** Start the populating thread over `runs` (checked by validRuns). Its thread id, or -errno (then
+ *  nothing was started). Its page stays mapped for the rest of criu-bun's life (the thread may
+ *  outlive this call by a few ms). */
 function populateInThread(base: number, runs: number[]): number {
   const n = runs.length / 2;
   const bytes = Math.ceil((T_RUNS + n * 16) / PAGE) * PAGE;
   const map = libc.mmap(null, bytes, 3 /* RW */, 0x22 /* PRIVATE|ANONYMOUS */, -1, 0) as Pointer;
-  if (!map || Number(map) === -1) return -12;
+  if (!map || Number(map) === -1) return -12; // ENOMEM
   const at = Number(map);
   const page = new DataView(toArrayBuffer(map, 0, bytes));
   page.setBigUint64(T_ALL, 0xffffffffffffffffn, true);
