@@ -26,6 +26,10 @@ afterAll(() => {
 });
 
 const compiled = () => criuBunCommand()[0] === join(REPO_ROOT, "criu-bun");
+/** The table is the build's: these tests need ./criu-bun built from the sources as they are. */
+function needBuilt() {
+  if (!compiled()) throw new Error("./criu-bun is missing or older than src/: run `npm run build` (npm test does)");
+}
 
 /** A sleep of its own session, stdio on /dev/null; killed by the caller. */
 function sleeper() {
@@ -50,7 +54,7 @@ function faults(args: string[], env: Record<string, string>): number | undefined
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 
 test("a dump populates the heap pages ahead, on a thread, and says so at -v4", () => {
-  expect(compiled()).toBe(true); // npm test builds first; the build compiles the table in
+  needBuilt();
   const s = sleeper();
   try {
     const dir = imagesDir("warm-log");
@@ -66,7 +70,7 @@ test("a dump populates the heap pages ahead, on a thread, and says so at -v4", (
 });
 
 test("the populating thread is gone while the restore still runs", async () => {
-  expect(compiled()).toBe(true);
+  needBuilt();
   const w = await startWorkload("spin");
   const dir = imagesDir("warm-thread");
   dump(w.pid, dir);
@@ -86,7 +90,7 @@ test("the populating thread is gone while the restore still runs", async () => {
 });
 
 test("the compiled-in table fits: a sleep dump takes at least 20% fewer page faults with it", () => {
-  expect(compiled()).toBe(true);
+  needBuilt();
   const probe = Bun.spawnSync(["perf", "stat", "-x,", "-e", "page-faults", "true"], { stderr: "pipe" });
   if (probe.exitCode !== 0) {
     console.log("skipped: perf stat cannot count page faults here");
