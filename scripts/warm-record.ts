@@ -68,12 +68,13 @@ function run(exe: string, args: string[], table: Record<string, number[]>, file:
 export async function recordWarm(exe: string): Promise<Record<string, number[]> | string> {
   const dir = mkdtempSync(join(tmpdir(), "criu-bun-warm-"));
   const images = join(dir, "images");
-  const sleeper = Bun.spawn(["setsid", "sleep", "1000"], { stdio: ["ignore", "ignore", "ignore"] });
-  const pid = sleeper.pid;
+  let sleeper: ReturnType<typeof Bun.spawn> | undefined;
   let restored = 0;
   const table: Record<string, number[]> = { dump: [], restore: [] };
   libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
   try {
+    sleeper = Bun.spawn(["setsid", "sleep", "1000"], { stdio: ["ignore", "ignore", "ignore"] });
+    const pid = sleeper.pid;
     mkdirSync(images);
     for (let i = 0; i < ROUNDS; i++) {
       const r = run(exe, ["dump", "-t", String(pid), "-D", images, "-R"], table, join(dir, "dump.runs"));
@@ -95,7 +96,7 @@ export async function recordWarm(exe: string): Promise<Record<string, number[]> 
     return table;
   } finally {
     try {
-      sleeper.kill("SIGKILL");
+      sleeper?.kill("SIGKILL");
     } catch {}
     if (restored)
       try {
@@ -110,7 +111,7 @@ export async function recordWarm(exe: string): Promise<Record<string, number[]> 
 
 if (import.meta.main) {
   const exe = process.argv[2] ?? join(import.meta.dir, "..", "criu-bun");
-  const t = await recordWarm(exe);
+  const t = await recordWarm(exe).catch((e: unknown) => `recording failed: ${(e as Error)?.message ?? e}`);
   if (typeof t === "string") {
     console.error(`warm-record: ${t}`);
     process.exit(1);
