@@ -88,7 +88,6 @@ function checkFile(where: string, reg: S.reg_file_entry, checkSize = true) {
   if (st.isFile()) checkBuildId(where, reg);
 }
 
-/** /dev/pts/N, /dev/ttyN, /dev/console ... */
 /** How a regular file is opened at restore when no ghost file, link remap or shell job's terminal is
  *  involved: its path, its flags but the creating and close-on-exec ones, its position (none with O_PATH). */
 function plainOpen(reg: S.reg_file_entry): OpenByPath {
@@ -99,6 +98,7 @@ function plainOpen(reg: S.reg_file_entry): OpenByPath {
   };
 }
 
+/** /dev/pts/N, /dev/ttyN, /dev/console ... */
 function isTtyPath(p: string) {
   return /^\/dev\/(pts\/\d+|tty\w*|console)$/.test(p);
 }
