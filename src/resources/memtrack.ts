@@ -418,23 +418,16 @@ function scanSplit(
 ): { with: [bigint, bigint][]; without: [bigint, bigint][] } | null {
   const out = { with: [] as [bigint, bigint][], without: [] as [bigint, bigint][] };
   const b64 = BigInt(bit);
-  let at = start;
-  while (at < end) {
-    const n = sc.scan(at, end, q);
-    if (n === -1 /* EPERM: not registered with async write-protect */) return null;
-    if (n < 0) throw new Error(`PAGEMAP_SCAN of process ${pid} at 0x${at.toString(16)}: ${errnoText(-n)}`);
-    const stop = sc.walkEnd;
-    if (stop <= at) throw new Error(`PAGEMAP_SCAN of process ${pid} made no progress at 0x${at.toString(16)}`);
-    for (let i = 0; i < n; i++) {
-      const a = sc.vec[i * 3],
-        b = sc.vec[i * 3 + 1] < stop ? sc.vec[i * 3 + 1] : stop;
-      if (a >= b) continue;
-      const list = sc.vec[i * 3 + 2] & b64 ? out.with : out.without;
-      const last = list[list.length - 1];
-      if (last && last[1] === a) last[1] = b;
-      else list.push([a, b]);
-    }
-    at = stop;
+  const regions = sc.walk(start, end, q, `process ${pid}`);
+  if (!Array.isArray(regions)) {
+    if (regions.errno === 1 /* EPERM: not registered with async write-protect */) return null;
+    throw new Error(`PAGEMAP_SCAN of process ${pid} at 0x${regions.at.toString(16)}: ${errnoText(regions.errno)}`);
+  }
+  for (const { a, b, cat } of regions) {
+    const list = cat & b64 ? out.with : out.without;
+    const last = list[list.length - 1];
+    if (last && last[1] === a) last[1] = b;
+    else list.push([a, b]);
   }
   return out;
 }

@@ -267,4 +267,32 @@ export class PagemapScanner {
   get walkEnd(): bigint {
     return this.arg[4];
   }
+  /**
+   * Scans over all of [start, end): each region found, clipped to its call's walk_end (6.18 was seen
+   * returning regions past it when it stopped early, and the next call, from walk_end, reports them
+   * again), as start, end and categories. A failing call instead: its errno and where it started;
+   * `who` names the walk in the error a call that makes no progress throws.
+   */
+  walk(
+    start: bigint,
+    end: bigint,
+    q: ScanQuery,
+    who: string
+  ): { a: bigint; b: bigint; cat: bigint }[] | { errno: number; at: bigint } {
+    const out: { a: bigint; b: bigint; cat: bigint }[] = [];
+    let at = start;
+    while (at < end) {
+      const n = this.scan(at, end, q);
+      if (n < 0) return { errno: -n, at };
+      const stop = this.walkEnd;
+      if (stop <= at) throw new Error(`PAGEMAP_SCAN of ${who} made no progress at 0x${at.toString(16)}`);
+      for (let i = 0; i < n; i++) {
+        const a = this.vec[i * 3],
+          b = this.vec[i * 3 + 1] < stop ? this.vec[i * 3 + 1] : stop;
+        if (a < b) out.push({ a, b, cat: this.vec[i * 3 + 2] });
+      }
+      at = stop;
+    }
+    return out;
+  }
 }

@@ -2,19 +2,9 @@
 import { readFileSync, readdirSync, readlinkSync } from "node:fs";
 import { syscall } from "./syscall";
 import { NR } from "./nr";
-import { readProcText } from "./procfile";
+import { MAPS_RE, mapsEntry, parseMaps, readProcText, type Vma } from "./procfile";
 
-export interface Vma {
-  start: bigint;
-  end: bigint;
-  prot: number; // PROT_READ|WRITE|EXEC
-  shared: boolean; // 's' vs 'p'
-  pgoff: bigint;
-  dev: string;
-  inode: number;
-  path: string; // "" for anonymous
-  vmflags: string[]; // from smaps
-}
+export type { Vma } from "./procfile";
 
 export function readText(path: string): string {
   return readFileSync(path, "latin1");
@@ -32,32 +22,6 @@ function numberName(n: number): Uint8Array {
 export function readFdinfoAt(dirfd: number, fd: number): string {
   return readProcText(`fdinfo/${fd}`, dirfd, numberName(fd));
 }
-const MAPS_RE = /^([0-9a-f]+)-([0-9a-f]+) ([r-])([w-])([x-])([sp]) ([0-9a-f]+) ([0-9a-f]+:[0-9a-f]+) (\d+)\s*(.*)$/;
-
-function parseMaps(text: string): Vma[] {
-  const out: Vma[] = [];
-  for (const line of text.split("\n")) {
-    if (!line) continue;
-    const m = MAPS_RE.exec(line);
-    if (!m) continue;
-    out.push(mapsEntry(m));
-  }
-  return out;
-}
-function mapsEntry(m: RegExpExecArray): Vma {
-  return {
-    start: BigInt("0x" + m[1]),
-    end: BigInt("0x" + m[2]),
-    prot: (m[3] === "r" ? 1 : 0) | (m[4] === "w" ? 2 : 0) | (m[5] === "x" ? 4 : 0),
-    shared: m[6] === "s",
-    pgoff: BigInt("0x" + m[7]),
-    dev: m[8],
-    inode: Number(m[9]),
-    path: m[10],
-    vmflags: [],
-  };
-}
-
 /** /proc/PID/maps: the mappings without VmFlags. Cheap: smaps walks the page tables of every
  * mapping (tens of ms for a GiB of resident memory), maps does not. */
 export function readMaps(pid: number): Vma[] {

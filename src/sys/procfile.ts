@@ -1,5 +1,6 @@
-// A small /proc file's text by raw system calls, without node:fs (sys/warm.ts reads /proc/self/maps
-// before node:fs is loaded; proc.ts reads fdinfo files with it).
+// A small /proc file's text by raw system calls, and the parser of maps lines, without node:fs
+// (sys/warm.ts reads /proc/self/maps before node:fs is loaded; proc.ts reads fdinfo files and
+// parses maps and smaps with them).
 import { syscall, addr, cstr } from "./syscall";
 import { NR } from "./nr";
 import { errnoText, errnoName } from "./errno";
@@ -32,4 +33,43 @@ export function readProcText(path: string, dirfd = -100, name?: Uint8Array): str
     syscall(NR.close, fd);
   }
   return Buffer.from(small.buffer, small.byteOffset, n).toString("latin1");
+}
+
+export interface Vma {
+  start: bigint;
+  end: bigint;
+  prot: number; // PROT_READ|WRITE|EXEC
+  shared: boolean; // 's' vs 'p'
+  pgoff: bigint;
+  dev: string;
+  inode: number;
+  path: string; // "" for anonymous
+  vmflags: string[]; // from smaps
+}
+
+export const MAPS_RE =
+  /^([0-9a-f]+)-([0-9a-f]+) ([r-])([w-])([x-])([sp]) ([0-9a-f]+) ([0-9a-f]+:[0-9a-f]+) (\d+)\s*(.*)$/;
+
+export function parseMaps(text: string): Vma[] {
+  const out: Vma[] = [];
+  for (const line of text.split("\n")) {
+    if (!line) continue;
+    const m = MAPS_RE.exec(line);
+    if (!m) continue;
+    out.push(mapsEntry(m));
+  }
+  return out;
+}
+export function mapsEntry(m: RegExpExecArray): Vma {
+  return {
+    start: BigInt("0x" + m[1]),
+    end: BigInt("0x" + m[2]),
+    prot: (m[3] === "r" ? 1 : 0) | (m[4] === "w" ? 2 : 0) | (m[5] === "x" ? 4 : 0),
+    shared: m[6] === "s",
+    pgoff: BigInt("0x" + m[7]),
+    dev: m[8],
+    inode: Number(m[9]),
+    path: m[10],
+    vmflags: [],
+  };
 }

@@ -20,12 +20,12 @@
 // modules load (test/warm.test.ts counts the faults it saves).
 import { toArrayBuffer, type Pointer } from "bun:ffi";
 import { libc } from "./libc";
-import { addr, callCode, codePage, cstr, keepAlive, syscall } from "./syscall";
+import { callCode, codePage, syscall } from "./syscall";
 import { assemble, cloneBlocked, d32, movEax, parentSide, syscallOp } from "./asm";
 import { NR } from "./nr";
 import { sysFailed } from "./errno";
-import { PAGE_IS, PagemapScanner } from "./mem";
-import { readProcText } from "./procfile";
+import { O, PAGE_IS, PagemapScanner, closeFd, openFd, writeFull } from "./mem";
+import { parseMaps, readProcText } from "./procfile";
 import { CLONE, MADV } from "./flags";
 
 /** The compiled-in table (scripts/build.ts), JSON: per command, [first page, pages, first page, pages,
@@ -34,36 +34,19 @@ declare const CRIU_BUN_WARM: string | undefined;
 
 const ARENA = 0x40000000; // the heap arena's size: the one 1 GiB rw-p anonymous mapping at start
 const PAGE = 4096;
-const O_RDONLY = 0,
-  O_WRONLY = 1,
-  O_CREAT = 0o100,
-  O_TRUNC = 0o1000,
-  O_NOFOLLOW = 0o400000,
-  O_CLOEXEC = 0o2000000,
-  AT_FDCWD = -100;
 
 /** What was populated, for the -v4 log (cli/index.ts). */
 export let warmed:
   | { command: string; pages: number; runs: number; ms: number; thread?: number; error?: string }
   | undefined;
 
-/** The arena's start: the only rw-p anonymous mapping of exactly 1 GiB in /proc/self/maps, or 0. */
+/** The arena's start: the only private read-write anonymous mapping of exactly 1 GiB in
+ *  /proc/self/maps, or 0 (none, or two: not the layout the table was recorded on). */
 function arenaStart(): number {
-  let found = 0;
-  for (const line of readProcText("/proc/self/maps").split("\n")) {
-    const dash = line.indexOf("-");
-    const sp = line.indexOf(" ");
-    if (dash <= 0 || sp <= dash) continue;
-    const start = Number.parseInt(line.slice(0, dash), 16);
-    const end = Number.parseInt(line.slice(dash + 1, sp), 16);
-    if (end - start !== ARENA || line.slice(sp + 1, sp + 5) !== "rw-p") continue;
-    // anonymous: no path after the inode field ("... 00:00 0" and spaces)
-    const fields = line.trim().split(/ +/);
-    if (fields.length !== 5 || fields[4] !== "0") continue;
-    if (found) return 0; // two candidates: not the layout the table was recorded on
-    found = start;
-  }
-  return found;
+  const found = parseMaps(readProcText("/proc/self/maps")).filter(
+    (v) => v.end - v.start === BigInt(ARENA) && v.prot === 3 && !v.shared && v.inode === 0 && v.path === ""
+  );
+  return found.length === 1 ? Number(found[0].start) : 0;
 }
 
 /** Populate `runs` ([first, count, ...], pages from base, checked by validRuns) here. Returns pages
@@ -149,23 +132,25 @@ function populateInThread(base: number, runs: number[]): number {
 
 /** The present pages of [base, base + ARENA), as [first, count] runs from base (PAGEMAP_SCAN, Linux 6.7). */
 function presentRuns(base: number): number[] {
-  const cpath = cstr("/proc/self/pagemap");
-  const fd = syscall(NR.openat, AT_FDCWD, addr(cpath), O_RDONLY | O_CLOEXEC);
-  keepAlive(cpath);
   const runs: number[] = [];
-  if (fd < 0) return runs;
-  const scanner = new PagemapScanner(fd);
-  let at = BigInt(base);
-  const end = BigInt(base + ARENA);
-  while (at < end) {
-    const n = scanner.scan(at, end, { mask: PAGE_IS.PRESENT, ret: PAGE_IS.PRESENT });
-    if (n < 0) break;
-    for (let i = 0; i < n; i++)
-      runs.push((Number(scanner.vec[i * 3]) - base) / PAGE, Number(scanner.vec[i * 3 + 1] - scanner.vec[i * 3]) / PAGE);
-    if (scanner.walkEnd <= at) break;
-    at = scanner.walkEnd;
+  let fd: number;
+  try {
+    fd = openFd("/proc/self/pagemap", O.RDONLY | O.CLOEXEC);
+  } catch {
+    return runs; // nothing seen: the recording adds nothing
   }
-  syscall(NR.close, fd);
+  try {
+    const regions = new PagemapScanner(fd).walk(
+      BigInt(base),
+      BigInt(base + ARENA),
+      { mask: PAGE_IS.PRESENT, ret: PAGE_IS.PRESENT },
+      "criu-bun's heap arena"
+    );
+    if (Array.isArray(regions))
+      for (const { a, b } of regions) runs.push((Number(a) - base) / PAGE, Number(b - a) / PAGE);
+  } finally {
+    closeFd(fd);
+  }
   return runs;
 }
 
@@ -187,13 +172,19 @@ function record(file: string, base: number, runs: number[]): void {
     const lines: string[] = [];
     for (let i = 0; i < after.length; i += 2)
       for (let p = after[i]; p < after[i] + after[i + 1]; p++) if (!old.has(p)) lines.push(`${p} 1`);
-    const cpath = cstr(file);
-    const fd = syscall(NR.openat, AT_FDCWD, addr(cpath), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o600);
-    keepAlive(cpath);
-    if (fd < 0) return;
-    const bytes = new TextEncoder().encode(lines.join("\n") + "\n");
-    syscall(NR.write, fd, addr(bytes), bytes.length);
-    syscall(NR.close, fd);
+    let fd: number;
+    try {
+      fd = openFd(file, O.WRONLY | O.CREAT | O.TRUNC | O.NOFOLLOW | O.CLOEXEC, 0o600);
+    } catch {
+      return; // the recording is only ever a saving: no file, no table (the build says so)
+    }
+    try {
+      writeFull(fd, new TextEncoder().encode(lines.join("\n") + "\n"), file);
+    } catch {
+      // as above
+    } finally {
+      closeFd(fd);
+    }
   });
 }
 
