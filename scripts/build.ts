@@ -1,7 +1,7 @@
 // One build: asm/ -> wasm/, .proto -> src/images/gen, then `bun build --compile` -> ./criu-bun.
 // Any failing step fails the build (non-zero exit).
 import { $ } from "bun";
-import { existsSync, mkdirSync, readdirSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { embedDescriptors } from "./embed-descriptors";
 import { START_JIT } from "../src/jit";
@@ -44,6 +44,12 @@ const outfile = at > 0 && process.argv[at + 1] ? process.argv[at + 1] : "criu-bu
 // recorded by running the executable of the first compile (scripts/warm-record.ts), then compiled
 // in by a second. --no-warm (or a machine where a dump cannot run: no ptrace of the recording's
 // sleep, no root for its restore) keeps the first, without a table.
+// --define CRIU_BUN_CODEC_WASM=...: wasm/codec.wasm's bytes (base64) in the code, so that the
+// executable makes its page codec without reading a file (src/codec/codec.ts).
+const codecWasm = () => [
+  "--define",
+  `CRIU_BUN_CODEC_WASM=${JSON.stringify(JSON.stringify(readFileSync("wasm/codec.wasm").toString("base64")))}`,
+];
 const compile = (define: string[]) =>
   // src/codec/worker.ts: the page Workers' entry point, embedded as a second entry.
   // --compile-jit-policy: JavaScriptCore's tier-up thresholds x START_JIT (src/jit.ts). A dump or
@@ -58,7 +64,7 @@ const compile = (define: string[]) =>
   // chunk, a command only its own modules. One bundle of everything (the default with
   // --bytecode) made every start read the whole 3.7 MB of bytecode: --version took 11-15 ms more
   // CPU than a compiled hello-world, 4 with the chunks.
-  $`${process.execPath} build --compile --bytecode --format=esm --splitting --minify-syntax --minify-whitespace --compile-jit-policy=${START_JIT} --no-compile-autoload-dotenv --no-compile-autoload-bunfig ${define} src/main.ts src/codec/worker.ts --outfile ${outfile}`.quiet();
+  $`${process.execPath} build --compile --bytecode --format=esm --splitting --minify-syntax --minify-whitespace --compile-jit-policy=${START_JIT} --no-compile-autoload-dotenv --no-compile-autoload-bunfig ${codecWasm()} ${define} src/main.ts src/codec/worker.ts --outfile ${outfile}`.quiet();
 if (!process.argv.includes("--no-compile")) {
   await step(`bun build --compile -> ${outfile}`, () => compile([]));
   if (!existsSync(outfile)) {

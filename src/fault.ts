@@ -19,7 +19,7 @@ export function fault(name: string, where: string) {
 export function pausePoint(name: string) {
   const file = process.env.CRIU_BUN_PAUSE_FILE;
   if (process.env.CRIU_BUN_PAUSE !== name || !file) return;
-  const fs = require("node:fs") as typeof import("node:fs");
+  const fs = require("./sys/fs") as typeof import("./sys/fs");
   fs.writeFileSync(file, `${process.pid}\n`, { flag: "wx", mode: 0o600 });
   const deadline = Date.now() + 30_000;
   while (fs.existsSync(file) && Date.now() < deadline) Bun.sleepSync(5);

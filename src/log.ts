@@ -4,7 +4,7 @@
 // stdout for "-o -", else stderr. With -o the console stays quiet. From -v3 on, every line starts
 // with the time since start, "(00.012345) ". Plain messages (log.msg: "Looks good.") always go
 // to stdout. Errors read "Error (where): ..."; the first one is kept for RPC replies.
-import { openSync, writeSync, closeSync, constants, fstatSync, lstatSync, ftruncateSync } from "node:fs";
+import { openSync, writeSync, closeSync, constants, fstatSync, lstatSync, ftruncateSync } from "./sys/fs";
 import { errnoText } from "./sys/errno";
 
 // criu's levels; 0 (LOG_MSG) is log.msg's: printed whatever the level

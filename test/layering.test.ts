@@ -201,3 +201,14 @@ test("no `any` type in hand-written src/ (a precise type, a generated message ty
   }
   expect(bad).toEqual([]);
 });
+
+// src/sys/fs.ts and src/sys/path.ts stand in for them: the runtime's modules cost every command and
+// every page Worker 5-7 ms of start to load (sys/fs.ts)
+test("node:fs and node:path are not imported in src (only sys/fs.ts loads node:fs, for embedded files)", () => {
+  const bad = tsFiles.filter((f) => {
+    const specs = specifiers(f);
+    return rel(f) !== "src/sys/fs.ts" && (specs.includes("node:fs") || specs.includes("node:path"));
+  });
+  expect(bad.map(rel)).toEqual([]);
+  expect(readFileSync(join(SRC, "sys/fs.ts"), "utf8")).not.toMatch(/^import .* from "node:/m);
+});

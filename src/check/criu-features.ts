@@ -2,7 +2,7 @@
 // answered by a real probe (criu-bun's own, or one of the few below), or, where criu-bun does not
 // implement what the feature is for, by "unsupported by criu-bun" and a non-zero exit, so scripts
 // and test suites that gate on a feature get the truth about this tool, not only about the kernel.
-import { readFileSync } from "node:fs";
+import { readFileSync } from "../sys/fs";
 import { syscall, addr, cstr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { PR } from "../sys/flags";

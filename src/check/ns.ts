@@ -1,5 +1,5 @@
 // Namespace, cgroup and audit probes (all read-only except loginuid, rewritten to its own value).
-import { existsSync } from "node:fs";
+import { existsSync } from "../sys/fs";
 import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { PR } from "../sys/flags";

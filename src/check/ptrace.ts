@@ -23,7 +23,7 @@ import { RemoteMem } from "../ptrace/inject";
 import { withTracee, killReap, type Tracee } from "./tracee";
 import { Missing, need, hex, type Probe } from "./probe";
 import { E, errnoText } from "../sys/errno";
-import { existsSync } from "node:fs";
+import { existsSync } from "../sys/fs";
 
 /** PTRACE_SEIZE + PTRACE_INTERRUPT on a fresh child (startPuppet waits for PTRACE_EVENT_STOP). */
 function ptraceSeize(): string {

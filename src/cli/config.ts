@@ -4,7 +4,7 @@
 // optionally followed by one value, which may be in double quotes (\" inside); '#' starts a comment.
 // Anything else on a line is an error naming the file and line (criu: "Unsupported configuration
 // file format").
-import { readFileSync } from "node:fs";
+import { readFileSync } from "../sys/fs";
 import { UsageError } from "./getopt";
 import { errnoText, errorCode } from "../sys/errno";
 

@@ -111,7 +111,7 @@ function usage(): string {
 /** Close the fds named by --close, as criu does before anything else. */
 async function closeFds(list: unknown) {
   if (!Array.isArray(list)) return;
-  const { closeSync } = await import("node:fs");
+  const { closeSync } = await import("../sys/fs");
   for (const v of list) {
     const fd = atoi(String(v));
     try {
@@ -190,7 +190,7 @@ export async function main(argv: string[]): Promise<number> {
   await closeFds(opts.close);
   try {
     if (opts.logFile) {
-      const { join, isAbsolute } = await import("node:path");
+      const { join, isAbsolute } = await import("../sys/path");
       const base = opts.workDir ?? opts.imagesDir;
       setLogFile(opts.logFile === "-" || isAbsolute(opts.logFile) ? opts.logFile : join(base, opts.logFile));
     }

@@ -1,8 +1,8 @@
 // criu-bun install --as-criu [--prefix DIR]: make criu-bun the `criu` that runc (>= 1.2), Podman's
 // go-criu and crun's libcriu find in PATH: a symlink DIR/criu (default /usr/local/sbin) to this
 // executable. Started as `criu`, criu-bun answers --version as criu does (src/version.ts).
-import { lstatSync, readlinkSync, symlinkSync, renameSync, unlinkSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { lstatSync, readlinkSync, symlinkSync, renameSync, unlinkSync } from "../sys/fs";
+import { join, resolve } from "../sys/path";
 import { CriuError, log } from "../log";
 import type { Opts } from "./options";
 import { errnoText, errorCode } from "../sys/errno";

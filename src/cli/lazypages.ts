@@ -1,4 +1,4 @@
-import { existsSync, statSync } from "node:fs";
+import { existsSync, statSync } from "../sys/fs";
 import { CriuError, log } from "../log";
 import type { Opts } from "./options";
 import { atoi } from "./getopt";

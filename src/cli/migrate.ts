@@ -1,7 +1,7 @@
 // criu-bun migrate (criu-bun's own command): live migration, src/migrate/migrate.ts.
 //   destination: criu-bun migrate --listen PORT [--address A] [-D DIR] [--no-post-copy]
 //   source:      criu-bun migrate -t PID --to HOST:PORT [-D DIR] [--tcp-established]
-import { existsSync, statSync } from "node:fs";
+import { existsSync, statSync } from "../sys/fs";
 import { CriuError } from "../log";
 import type { Opts } from "./options";
 import { atoi } from "./getopt";

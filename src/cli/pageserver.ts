@@ -1,8 +1,8 @@
 import { CriuError, log } from "../log";
 import type { Opts } from "./options";
 import { servePages } from "../net/pageserver";
-import { closeSync, constants, existsSync, openSync, statSync, writeSync } from "node:fs";
-import { isAbsolute, join } from "node:path";
+import { closeSync, constants, existsSync, openSync, statSync, writeSync } from "../sys/fs";
+import { isAbsolute, join } from "../sys/path";
 import { atoi } from "./getopt";
 import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";

@@ -1,4 +1,4 @@
-import { join, isAbsolute } from "node:path";
+import { join, isAbsolute } from "../sys/path";
 import { CriuError, log } from "../log";
 import type { Opts } from "./options";
 import { restoreProcesses } from "../restore/restore";

@@ -2,7 +2,7 @@
 // notification point with CRTOOLS_SCRIPT_ACTION and its environment (src/hooks.ts ScriptHooks,
 // the mechanism RPC notifications share). criu runs in its work dir, so a relative script path
 // is taken from there; CRTOOLS_IMAGE_DIR is the images directory as an absolute path.
-import { isAbsolute, join, resolve } from "node:path";
+import { isAbsolute, join, resolve } from "../sys/path";
 import { ScriptHooks } from "../hooks";
 import type { Opts } from "./options";
 

@@ -2,8 +2,8 @@
 // ./criu_service.socket, mode 0666 as criu makes it). Each connection is served by its own
 // worker, `criu-bun swrk <fd>` (the same server runc and go-criu start), until the caller closes
 // it; the service itself only accepts. -d/--daemon, --pidfile and --status-fd as criu's.
-import { closeSync, chmodSync, constants, lstatSync, openSync, unlinkSync, writeSync } from "node:fs";
-import { isAbsolute, join } from "node:path";
+import { closeSync, chmodSync, constants, lstatSync, openSync, unlinkSync, writeSync } from "../sys/fs";
+import { isAbsolute, join } from "../sys/path";
 import { CriuError, log, errorMessage } from "../log";
 import type { Opts } from "./options";
 import { atoi } from "./getopt";

@@ -6,7 +6,7 @@
 //   show x DIR ps|fds|mems|rss                         summaries of an images directory
 //   show FILE, show --dir DIR [ps|mems|fds|rss]        criu-bun's older spellings
 // Everything after the word `show` belongs to show (so -o is the output file here, not the log).
-import { closeSync, constants, openSync, readFileSync, writeSync } from "node:fs";
+import { closeSync, constants, openSync, readFileSync, writeSync } from "../sys/fs";
 import { CriuError, errorMessage } from "../log";
 import type { Opts } from "./options";
 import { readImage, imageExists, decodeImage, encodeImage, pagemapNrPages } from "../images/image";

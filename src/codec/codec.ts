@@ -59,7 +59,7 @@
 // of page index version 3; XXH64 in WASM (2.5 GB/s) was the one of versions 1 and 2 and stays to
 // read them. XXH32 is there to match the LZ4 frame format's content checksums.
 // Both are tested against xxHash's own sanity vectors and XXH32 also against the lz4 CLI.
-import { readFileSync } from "node:fs";
+import { readFileSync } from "../sys/fs";
 import { addr } from "../sys/addr";
 // @ts-ignore: a file import: Bun gives its path (inside the executable when compiled)
 import wasmPath from "../../wasm/codec.wasm" with { type: "file" };
@@ -99,6 +99,14 @@ export class CodecError extends CriuError {
 
 let cachedModule: WebAssembly.Module | undefined;
 
+// The compiled executable carries the module's bytes in its code (scripts/build.ts: --define
+// CRIU_BUN_CODEC_WASM, base64): reading the file embedded beside them would need the runtime's
+// node:fs (sys/fs.ts). From sources, the file.
+declare const CRIU_BUN_CODEC_WASM: string | undefined;
+function wasmBytes(): Uint8Array {
+  return typeof CRIU_BUN_CODEC_WASM === "string" ? Buffer.from(CRIU_BUN_CODEC_WASM, "base64") : readFileSync(wasmPath);
+}
+
 const align = (n: number, a: number) => Math.ceil(n / a) * a;
 
 export class PageCodec {
@@ -106,7 +114,7 @@ export class PageCodec {
 
   /** The compiled codec module (compiled synchronously on first use, then cached). */
   static module(): WebAssembly.Module {
-    if (!cachedModule) cachedModule = new WebAssembly.Module(readFileSync(wasmPath));
+    if (!cachedModule) cachedModule = new WebAssembly.Module(wasmBytes());
     return cachedModule;
   }
 

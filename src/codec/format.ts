@@ -23,8 +23,8 @@
 // again from pagemap-PID.img, so pagemap entries reordered, moved or resized are refused even
 // though every checksum of the bytes still matches. The hashes are XXH3-64 with seed 0 in version 3
 // (native in Bun: 10x XXH64 in WASM), XXH64 with seed 0 in versions 1 and 2 (still read).
-import { existsSync, readFileSync, statSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, readFileSync, statSync } from "../sys/fs";
+import { join } from "../sys/path";
 import { CriuError } from "../log";
 
 const IDX_MAGIC = 0x58504243; // "CBPX"

@@ -14,9 +14,9 @@ import {
   statSync,
   realpathSync,
   readdirSync,
-} from "node:fs";
+} from "../sys/fs";
 import { createNew, writeNewFile, under, withDir } from "../images/safefs";
-import { join, resolve } from "node:path";
+import { join, resolve } from "../sys/path";
 import { decodePagemap, presentRuns, type PagemapRun, type PagemapRunAt } from "../images/pagemap";
 import { preadFull, pwriteFull, writeFull } from "../sys/mem";
 import { PageCodec } from "../codec/codec";

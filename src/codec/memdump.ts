@@ -5,8 +5,8 @@
 // or left with the source as PE_LAZY runs (lazy pages, post-copy). The VMAs and which pages are
 // worth saving are resources/memory.ts's, the lazy split resources/lazymem.ts's, the tracking
 // resources/memtrack.ts's; the pages are read and encoded by the pipeline (pipeline.ts).
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, mkdtempSync, rmSync } from "../sys/fs";
+import { join } from "../sys/path";
 import type { RemoteMem } from "../ptrace/inject";
 import { dumpPages as pipelineDumpPages, giveBackOwnPages } from "./pipeline";
 import { releasePages } from "../sys/ownpages";

@@ -15,9 +15,9 @@
 // job, then blocks in Atomics.wait on the oldest slot, so results are consumed in order while
 // up to SLOTS_PER_WORKER jobs per Worker are under way. Memory stays bounded: per Worker one WASM
 // instance (about 2 MiB of buffers) and its slots (about 1 MiB each), whatever the dump's size.
-import { openSync, closeSync, existsSync, unlinkSync, readFileSync, readdirSync, statSync } from "node:fs";
+import { openSync, closeSync, existsSync, unlinkSync, readFileSync, readdirSync, statSync } from "../sys/fs";
 import { createNew, writeNewFile } from "../images/safefs";
-import { join } from "node:path";
+import { join } from "../sys/path";
 import { PageCodec } from "./codec";
 import {
   BlockCore,
@@ -604,13 +604,13 @@ class Progress {
     const eta = rate > 0 ? Math.max(0, (this.total - this.done) / rate) : 0;
     const line = `${this.what}: ${size(this.done)} of ${size(this.total)}, ${(rate / 1e9).toFixed(2)} GB/s, ETA ${eta.toFixed(1)} s`;
     try {
-      require("node:fs").writeSync(2, `\r\x1b[K${line}`);
+      require("../sys/fs").writeSync(2, `\r\x1b[K${line}`);
     } catch {}
   }
   end() {
     if (this.on)
       try {
-        require("node:fs").writeSync(2, "\r\x1b[K");
+        require("../sys/fs").writeSync(2, "\r\x1b[K");
       } catch {}
   }
 }

@@ -1,7 +1,7 @@
 // The dump pipeline: freeze the process, collect its state, write CRIU images, then kill,
 // release (-R) or leave it stopped (-s). Any failure before the end releases the process
 // untouched (registers were restored after every injection).
-import { existsSync, readlinkSync } from "node:fs";
+import { existsSync, readlinkSync } from "../sys/fs";
 import { DumpStage, under, openDir, type DirHandle } from "../images/safefs";
 import { SeccompChains } from "../resources/seccomp";
 import { dumpIpcNs } from "../resources/ipcns";

@@ -9,11 +9,11 @@ import {
   type MessageInitShape,
   type MessageShape,
 } from "@bufbuild/protobuf";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "../sys/fs";
 import { writeNewFile } from "./safefs";
 import { PbWriter, encodeInto } from "./encode";
 import { decodeMessage } from "./decode";
-import { join } from "node:path";
+import { join } from "../sys/path";
 import { CriuError, errorMessage, log } from "../log";
 import { jitIfLarge, WORK_JIT } from "../jit";
 import {

@@ -6,8 +6,8 @@
 // stats by nothing: the first is checked field by field, the others are not used by restore.
 // Text, one line per image: "<XXH64 in 16 hex digits>  <file name>". CRIU ignores the file. It
 // catches damage, not forgery: whoever can write the images can write this file too.
-import { readdirSync, readFileSync, existsSync, writeFileSync, renameSync } from "node:fs";
-import { join } from "node:path";
+import { readdirSync, readFileSync, existsSync, writeFileSync, renameSync } from "../sys/fs";
+import { join } from "../sys/path";
 import { CriuError } from "../log";
 import { writtenHash } from "./safefs";
 

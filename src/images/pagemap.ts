@@ -3,9 +3,9 @@
 // hot path writes and reads CRIU's framing and the two small messages (pagemap_head,
 // pagemap_entry: vaddr=1, compat_nr_pages=2, in_parent=3, flags=4, nr_pages=5) directly.
 // tests/pagemap.test.ts checks it against the generic protobuf path and Debian's crit.
-import { readFileSync } from "node:fs";
+import { readFileSync } from "../sys/fs";
 import { noFTL } from "bun:jsc";
-import { join } from "node:path";
+import { join } from "../sys/path";
 import { ImageError, LARGE_IMAGE } from "./image";
 import { log } from "../log";
 import { jitIfLarge, WORK_JIT } from "../jit";

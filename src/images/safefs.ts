@@ -23,8 +23,8 @@ import {
   rmdirSync,
   realpathSync,
   type Stats,
-} from "node:fs";
-import { basename, dirname, join } from "node:path";
+} from "../sys/fs";
+import { basename, dirname, join } from "../sys/path";
 import { O } from "../sys/mem";
 import { syscall } from "../sys/syscall";
 import { NR } from "../sys/nr";

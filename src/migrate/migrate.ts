@@ -61,8 +61,8 @@
 // Every read has a deadline (--timeout, default 30 s; 10 times that for the destination within a
 // round, whose pages the source reads before it sends them; the restore's RESULT: at least 120 s),
 // so a peer that dies or goes silent fails the migration cleanly instead of hanging it.
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, lstatSync } from "node:fs";
-import { join } from "node:path";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, lstatSync } from "../sys/fs";
+import { join } from "../sys/path";
 import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { closeFd, O } from "../sys/mem";

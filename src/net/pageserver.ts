@@ -22,9 +22,9 @@ import {
   statSync,
   realpathSync,
   readdirSync,
-} from "node:fs";
+} from "../sys/fs";
 import { createNew, writeNewFile } from "../images/safefs";
-import { join } from "node:path";
+import { join } from "../sys/path";
 import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { closeFd, preadFull, openFd, O } from "../sys/mem";

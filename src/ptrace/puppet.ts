@@ -9,7 +9,7 @@ import { spawn, spawnSibling } from "../sys/spawn";
 import { seize, interrupt, wait4Raw, W, PTRACE_O, __WALL, describeStatus } from "../sys/ptrace";
 import { CriuError } from "../log";
 import { sysFailed } from "../sys/errno";
-import { readFileSync } from "node:fs";
+import { readFileSync } from "../sys/fs";
 import { Injector, RemoteMem } from "./inject";
 
 export const PUPPET_BASE = 0x13370000n;

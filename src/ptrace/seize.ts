@@ -13,7 +13,7 @@ import {
   describeStatus,
 } from "../sys/ptrace";
 import { listTids } from "../sys/proc";
-import { readFileSync } from "node:fs";
+import { readFileSync } from "../sys/fs";
 import { addr } from "../sys/syscall";
 import { sysFailed, E, errnoText } from "../sys/errno";
 import { CriuError, log, errorMessage } from "../log";

@@ -2,7 +2,7 @@
 // descriptor of the first NT_GNU_BUILD_ID note found in a PT_NOTE segment within the file's first
 // MiB, zero-padded to whole 32-bit words (little-endian). Restore compares it with the file found
 // at the path, so another binary of the same size is not taken for the dumped one.
-import { closeSync, openSync, readSync, constants as FS } from "node:fs";
+import { closeSync, openSync, readSync, constants as FS } from "../sys/fs";
 
 const MAP = 1 << 20,
   PT_NOTE = 4,

@@ -5,8 +5,8 @@
 // --manage-cgroups, which creates it. A process already in the right cgroup (inherited from its
 // parent, or criu-bun's own) is left there.
 // Cgroup properties (limits ...) are not dumped.
-import { readFileSync, existsSync, mkdirSync, writeFileSync, readdirSync, realpathSync } from "node:fs";
-import { join } from "node:path";
+import { readFileSync, existsSync, mkdirSync, writeFileSync, readdirSync, realpathSync } from "../sys/fs";
+import { join } from "../sys/path";
 import { CriuError, log } from "../log";
 import type * as S from "../images/schemas";
 import { errnoText } from "../sys/errno";

@@ -1,7 +1,7 @@
 // Credentials and capabilities of a thread, both directions: read at dump from /proc (uids, gids,
 // groups, the five capability sets) plus the securebits the dump injects PR_GET_SECUREBITS for;
 // restored in the order the kernel allows through the thread's own injected syscalls.
-import { readFileSync } from "node:fs";
+import { readFileSync } from "../sys/fs";
 import { readStatus } from "../sys/proc";
 import { NR } from "../sys/nr";
 import { PR } from "../sys/flags";

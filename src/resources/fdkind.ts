@@ -1,8 +1,8 @@
 // The interface every kind of file descriptor implements (regular files, pipes, sockets,
 // eventfd ...). Adding a kind = one file in src/resources exporting an FdKind, listed in kinds.ts.
-import { type BigIntStats } from "node:fs";
+import { type BigIntStats } from "../sys/fs";
 import { writeNewFile } from "../images/safefs";
-import { join } from "node:path";
+import { join } from "../sys/path";
 import { create, type DescMessage, type Message, type MessageInitShape } from "@bufbuild/protobuf";
 import { writeImage, writeImageWithPayload, readImage, readImagePayloads, imageExists } from "../images/image";
 import type { FileTable } from "./files";

@@ -7,7 +7,7 @@
 // (ctx.hold) and refills the data through it. Every end is then opened by path with its flags
 // | O_NONBLOCK (the held fd is the other end, so neither O_RDONLY nor O_WRONLY waits) and
 // O_NONBLOCK is cleared again with F_SETFL unless the dumped end had it.
-import { statSync } from "node:fs";
+import { statSync } from "../sys/fs";
 import type { FdKind } from "./fdkind";
 import { cachedPayloadsBy } from "./fdkind";
 import { regEntry } from "./reg";

@@ -1,6 +1,6 @@
 // The fd table of a process: dump walks /proc/PID/fd and hands each fd to its kind (kinds.ts);
 // restore opens every file once per file id in the target and dup3()s it into place.
-import { statSync, fstatSync } from "node:fs";
+import { statSync, fstatSync } from "../sys/fs";
 import { listFds, parseFdinfo, readLink, readFdinfoAt } from "../sys/proc";
 import { raiseNofile } from "./nofile";
 import { CriuError, log, errorMessage } from "../log";
@@ -25,7 +25,7 @@ import type {
   ProcessPaths,
 } from "./fdkind";
 import { checkSeek } from "./fdkind";
-import type { BigIntStats } from "node:fs";
+import type { BigIntStats } from "../sys/fs";
 import { dataWords, type Injector } from "../ptrace/inject";
 import { refuse, ANON_REFUSED } from "./unsupported";
 import type * as S from "../images/schemas";

@@ -5,8 +5,8 @@
 // them: file_entry.isk in files.img, tcp-stream-<inode hex>.img with the queued bytes.
 // Established connections are isolated by the network lock (src/net/netlock.ts) from the moment
 // they are dumped until the restored process runs.
-import { readdirSync, readFileSync } from "node:fs";
-import { join } from "node:path";
+import { readdirSync, readFileSync } from "../sys/fs";
+import { join } from "../sys/path";
 import { pausePoint } from "../fault";
 import { Injector, RemoteMem } from "../ptrace/inject";
 import { getRegs } from "../sys/ptrace";

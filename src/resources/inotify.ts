@@ -2,7 +2,7 @@
 // fhandle-type:T f_handle:H"). Dump resolves each file handle to a path (open_by_handle_at on a
 // mount of that device, from criu-bun) and keeps it in fh_entry.path; restore adds watches in wd
 // order, and re-adds (rm + add) until the kernel's cyclic wd counter gives back the same number.
-import { readFileSync, readlinkSync } from "node:fs";
+import { readFileSync, readlinkSync } from "../sys/fs";
 import type { FdKind } from "./fdkind";
 import { FOWN0 } from "./fdkind";
 import { syscall, addr, cstr } from "../sys/syscall";

@@ -3,7 +3,7 @@
 // namespace at restore. SysV shared memory the tree has attached is sysvshm.ts's; SysV message
 // queues, semaphore sets and segments nobody in the tree has attached are not saved by criu-bun:
 // the dump refuses them (they would be lost), and restore refuses CRIU images that hold them.
-import { readFileSync, writeFileSync, existsSync } from "node:fs";
+import { readFileSync, writeFileSync, existsSync } from "../sys/fs";
 import { withNs } from "../sys/netns";
 import { readImage, imageExists, writeImage } from "../images/image";
 import * as S from "../images/schemas";

@@ -16,9 +16,9 @@
 // page still mapped is present or swapped: missingPages). restore keeps its own copy of every
 // userfaultfd meanwhile: if the daemon dies, the process's faults keep waiting (no page silently
 // reads as zero) until restore kills the tree, with one line.
-import { existsSync, lstatSync, realpathSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, lstatSync, realpathSync, readdirSync, readFileSync } from "../sys/fs";
 import { wait4Raw, __WALL } from "../sys/ptrace";
-import { dirname, join } from "node:path";
+import { dirname, join } from "../sys/path";
 import { VMA, MAP, PE, PAGE } from "./vma";
 import type { DumpedVma } from "./memory";
 import { CriuError, log, errorMessage } from "../log";

@@ -29,8 +29,8 @@ import {
   statSync,
   writeSync,
   constants as FS,
-} from "node:fs";
-import { join, resolve } from "node:path";
+} from "../sys/fs";
+import { join, resolve } from "../sys/path";
 import { Injector, RemoteMem } from "../ptrace/inject";
 import { freezeProcess, releaseProcess } from "../ptrace/seize";
 import { getRegs } from "../sys/ptrace";

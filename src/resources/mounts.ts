@@ -14,8 +14,8 @@
 // mounts of anything inside the namespace, external bind mounts (--external mnt[KEY]:VAL,
 // --ext-mount-map), flags, and shared/slave/private/unbindable propagation inside the namespace.
 // Anything else is refused at dump with the mount named.
-import { existsSync, readFileSync, readlinkSync, statSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { existsSync, readFileSync, readlinkSync, statSync } from "../sys/fs";
+import { join, resolve } from "../sys/path";
 import { NR } from "../sys/nr";
 import { CLONE } from "../sys/flags";
 import { O } from "../sys/mem";

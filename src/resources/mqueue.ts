@@ -26,8 +26,8 @@ import { syscall, addr, cstr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { openFd, closeFd, O } from "../sys/mem";
 import { CriuError } from "../log";
-import { readFileSync, existsSync } from "node:fs";
-import { join } from "node:path";
+import { readFileSync, existsSync } from "../sys/fs";
+import { join } from "../sys/path";
 import { errnoText, sysFailed } from "../sys/errno";
 import { fd_types } from "../images/schemas";
 

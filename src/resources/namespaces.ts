@@ -5,7 +5,7 @@
 // the root's new namespaces made through its own injected syscalls (mount copy, IPC, network,
 // UTS) or, for the time namespace, through the puppet before the root is cloned. Mounts
 // (mounts.ts), the IPC namespace's contents (ipcns.ts) and cgroups (cgroup.ts) have modules of their own.
-import { readFileSync, readlinkSync, writeFileSync } from "node:fs";
+import { readFileSync, readlinkSync, writeFileSync } from "../sys/fs";
 import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { CLONE } from "../sys/flags";

@@ -2,7 +2,7 @@
 // limit, the hard limit itself up to fs.nr_open when criu-bun may: CAP_SYS_RESOURCE) so that a
 // process with many fds can be dumped and restored; a restored process gets its own limits back
 // afterwards (rlimit-*.img, restoreTaskState).
-import { readFileSync } from "node:fs";
+import { readFileSync } from "../sys/fs";
 import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { CriuError, log } from "../log";

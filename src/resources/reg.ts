@@ -1,10 +1,10 @@
 // Regular files, directories and character devices opened by path.
-import { statSync, lstatSync, readlinkSync, existsSync, unlinkSync } from "node:fs";
-import { dirname } from "node:path";
+import { statSync, lstatSync, readlinkSync, existsSync, unlinkSync } from "../sys/fs";
+import { dirname } from "../sys/path";
 import type { FdKind, DumpCtx, RestoreCtx, ImageSink, ProcessPaths, OpenByPath } from "./fdkind";
 import type { FileTable } from "./files";
 import { linkMmFiles } from "./mm";
-import type { BigIntStats } from "node:fs";
+import type { BigIntStats } from "../sys/fs";
 import { FOWN0, cachedPayloads, checkSeek } from "./fdkind";
 import { readImage, imageExists } from "../images/image";
 import * as S from "../images/schemas";

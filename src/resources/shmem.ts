@@ -3,8 +3,8 @@
 // the dump's one counter; vaddr = offset in the object, zero pages left out), as CRIU does. At restore the first
 // process that maps it creates a memfd of the right size, fills it and holds it; every other
 // process takes the same object with pidfd_getfd, so writes are seen across processes again.
-import { existsSync, readFileSync, fstatSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, readFileSync, fstatSync } from "../sys/fs";
+import { join } from "../sys/path";
 import { openFd, closeFd, O, preadFull, pwriteFull, F } from "../sys/mem";
 import { NR } from "../sys/nr";
 import { readImage, pagemapNrPages } from "../images/image";

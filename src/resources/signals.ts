@@ -3,7 +3,7 @@
 // through the frozen leader's injected rt_sigaction (in the dump's batch) and PTRACE_PEEKSIGINFO;
 // set again at restore through the process's own injected syscalls, SIGTRAP's handler last.
 import { getSigmask, setSigmask, peekSiginfo } from "../sys/ptrace";
-import { readdirSync } from "node:fs";
+import { readdirSync } from "../sys/fs";
 import { readStat, type ProcStat } from "../sys/proc";
 import { NR } from "../sys/nr";
 import { errnoText, sysFailed } from "../sys/errno";

@@ -8,7 +8,7 @@
 // id (kernel.shm_next_id), key, mode, owner and contents, every process shmat()s it at its old
 // address (task.ts), and a segment that was marked for removal (IPC_RMID) is removed again once
 // everyone is attached.
-import { readFileSync, writeFileSync, fstatSync } from "node:fs";
+import { readFileSync, writeFileSync, fstatSync } from "../sys/fs";
 import { syscall } from "../sys/syscall";
 import { openFd, closeFd, O } from "../sys/mem";
 import { withShmBytes, setShmOwner } from "../sys/shm";

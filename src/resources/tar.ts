@@ -22,7 +22,7 @@ import {
   chmodSync,
   chownSync,
   utimesSync,
-} from "node:fs";
+} from "../sys/fs";
 import { syscall, cstr, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { O } from "../sys/mem";

@@ -2,7 +2,7 @@
 // the audit login uid and oom_score_adj. Read at dump from /proc and (the subreaper bit) the
 // dump's batch of injected syscalls; set again at restore through the process's own injected
 // syscalls (a login uid only the process itself may write) or its /proc entry.
-import { readFileSync, writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "../sys/fs";
 import { readText } from "../sys/proc";
 import { NR } from "../sys/nr";
 import { PR } from "../sys/flags";

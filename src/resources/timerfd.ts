@@ -2,7 +2,7 @@
 // The remaining time comes from timerfd_gettime on a grabbed copy (fdinfo shows it_value 0 for a
 // periodic timer that expired and was not read yet; gettime forwards it and counts the ticks).
 // Restore re-arms relative to now and puts back the unread ticks with TFD_IOC_SET_TICKS.
-import { readFileSync } from "node:fs";
+import { readFileSync } from "../sys/fs";
 import type { FdKind } from "./fdkind";
 import { FOWN0 } from "./fdkind";
 import { syscall, addr } from "../sys/syscall";

@@ -4,7 +4,7 @@
 // Bytes queued inside the terminal are not saved: a dump finding any is refused. A /dev/pts/N whose master is outside the tree
 // is the terminal of a --shell-job (reg.ts). Images: file_entry.tty + tty-info.img, as CRIU.
 import { errnoText, sysFailed } from "../sys/errno";
-import { readFileSync, statSync } from "node:fs";
+import { readFileSync, statSync } from "../sys/fs";
 import type { FileTable } from "./files";
 import type { ImageSink } from "./fdkind";
 import { openFd, closeFd } from "../sys/mem";

@@ -6,8 +6,8 @@
 // through a temporary listener so both ends keep their names), then each queue re-sent from
 // criu-bun through a pidfd_getfd copy of the peer end, so it lands on the right side;
 // socket+bind+listen for named ones. Any other socket family stops the dump with a one-line error naming it.
-import { lstatSync, unlinkSync, mkdtempSync, mkdirSync, rmSync } from "node:fs";
-import { join, dirname } from "node:path";
+import { lstatSync, unlinkSync, mkdtempSync, mkdirSync, rmSync, tmpdir } from "../sys/fs";
+import { join, dirname } from "../sys/path";
 import type { FdKind, RestoreCtx, DumpCtx } from "./fdkind";
 import { FOWN0, cachedPayloadsBy } from "./fdkind";
 import { syscall, addr } from "../sys/syscall";
@@ -340,7 +340,7 @@ export const unixKind: FdKind<UnixDump, UnixRestore> = {
       // now (CRIU's assumption too); what sits at the path must be the socket's own inode, else
       // the name was unlinked (or its directory removed, or something else now sits there)
       if (!path.startsWith("/")) nameDir = readLink(`/proc/${ctx.pid}/cwd`);
-      let st: import("node:fs").Stats | undefined;
+      let st: import("../sys/fs").Stats | undefined;
       try {
         st = lstatSync(nameDir ? join(nameDir, path) : path);
       } catch {}
@@ -771,7 +771,7 @@ function bindHere(ctx: RestoreCtx, u: S.unix_sk_entry, fd: number, nr: number = 
  */
 function withGhostRoot(ctx: RestoreCtx, us: S.unix_sk_entry[], fn: () => void) {
   const inj = ctx.inj;
-  const tmp = mkdtempSync(join((require("node:os") as typeof import("node:os")).tmpdir(), "criu-bun-usk-"));
+  const tmp = mkdtempSync(join(tmpdir(), "criu-bun-usk-"));
   try {
     for (const u of us) {
       const abs = sockaddr(u.name, u.nameDir).text;

@@ -1,6 +1,6 @@
 // Loading and validating everything a restore needs before anything is created.
-import { existsSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync } from "../sys/fs";
+import { join } from "../sys/path";
 import { readImage, imageExists, trackReads, endReads } from "../images/image";
 import { decodePagemapTable, PagemapTable, type PagemapRunAt } from "../images/pagemap";
 import * as S from "../images/schemas";

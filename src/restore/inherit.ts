@@ -4,7 +4,7 @@
 // own: the restored container writes into the pipes of the runc that restores it. Keys criu-bun
 // honours: pipe:[ino] (src/resources/pipe.ts) and an external network namespace's key (dump
 // --external net[INODE]:KEY; restore/task.ts joins it). The fd is checked here, before anything is made.
-import { fstatSync } from "node:fs";
+import { fstatSync } from "../sys/fs";
 import { CriuError } from "../log";
 
 export function inheritFds(list: { key: string; fd: number }[]): Map<string, number> | undefined {

@@ -17,7 +17,7 @@
 // and MADV_DONTNEED/REMOVE (those pages are no longer wanted). When every process's pages are in
 // and the restore said the tree runs, it sends PS_IOV_CLOSE (the dump then kills the source),
 // tells the restore (an int 0) and exits.
-import { join } from "node:path";
+import { join } from "../sys/path";
 import { CriuError, log } from "../log";
 import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";

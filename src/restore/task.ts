@@ -1,5 +1,5 @@
 // Turning a puppet into one restored process: PID, address space, files, task state, threads.
-import { readFileSync } from "node:fs";
+import { readFileSync } from "../sys/fs";
 import { syscall, cstr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { PR, CLONE, CLONE_ARGS_SIZE, MADV } from "../sys/flags";

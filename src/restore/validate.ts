@@ -5,7 +5,7 @@
 // overlap and are sorted, ids that refer to entries that exist, counts that fit their sizes.
 // Anything else would make restore loop, write to the wrong place, or build a wrong process.
 import { MEMBARRIER_KNOWN } from "../resources/membarrier";
-import { join } from "node:path";
+import { join } from "../sys/path";
 import { imageExists } from "../images/image";
 import { kindByType } from "../resources/kinds";
 import type { RestoreRun } from "../resources/fdkind";

@@ -1,8 +1,8 @@
 // One criu_req -> the same pipelines the command line runs. Every field a caller sets is either
 // honoured or refused with criu-bun's one line for that option (the option table in
 // src/cli/criu-options.ts says which); nothing set is silently dropped.
-import { closeSync, fstatSync, openSync, readFileSync, realpathSync, statSync, constants as C } from "node:fs";
-import { isAbsolute, join } from "node:path";
+import { closeSync, fstatSync, openSync, readFileSync, realpathSync, statSync, constants as C } from "../sys/fs";
+import { isAbsolute, join } from "../sys/path";
 import { isFieldSet, ScalarType } from "@bufbuild/protobuf";
 import {
   criu_optsSchema,

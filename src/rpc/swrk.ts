@@ -44,7 +44,7 @@ export class RpcConn {
 
 function closeFd(fd: number) {
   try {
-    require("node:fs").closeSync(fd);
+    require("../sys/fs").closeSync(fd);
   } catch {}
 }
 

@@ -312,6 +312,11 @@ export function errnoName(e: number | bigint): string {
   return (ERRNOS[n] !== undefined ? names()[n] : undefined) ?? `E${n}`;
 }
 
+/** glibc's strerror text for a positive or negative errno ("" if it has none) */
+export function strerror(e: number | bigint): string {
+  return ERRNOS[Math.abs(Number(e))] ?? "";
+}
+
 /**
  * The errno part of a failure line: "ENOENT (errno 2: No such file or directory)". Takes a
  * positive or negative errno, or an error thrown by node:fs / a SysError (whose errno it finds);

@@ -2,7 +2,7 @@
 // --exec-cmd: the command becomes the parent of the restored tree, as criu's execvp does).
 // Signal dispositions Bun set and the signal mask go back to the defaults first, so the program
 // starts as it would from criu.
-import { existsSync } from "node:fs";
+import { existsSync } from "./fs";
 import { syscall, addr, cstr, keepAlive } from "./syscall";
 import { NR } from "./nr";
 

@@ -1,7 +1,7 @@
 // Running a piece of criu-bun inside another process's network (or IPC) namespace. setns() changes the
 // calling thread only, and every FFI call runs on the main JS thread, so sockets (netlink for
 // nf_tables and sock_diag) made inside fn belong to that namespace; we switch back right after.
-import { readlinkSync } from "node:fs";
+import { readlinkSync } from "./fs";
 import { syscall } from "./syscall";
 import { NR } from "./nr";
 import { CLONE } from "./flags";
@@ -36,7 +36,7 @@ export function withNetns<T>(pid: number, fn: () => T): T {
 
 /** Interface names of a process's network namespace (/proc/PID/net/dev). */
 export function netdevs(pid: number): string[] {
-  return require("node:fs")
+  return require("./fs")
     .readFileSync(`/proc/${pid}/net/dev`, "latin1")
     .split("\n")
     .slice(2)

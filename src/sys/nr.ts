@@ -118,6 +118,7 @@ export const NR = {
   gettid: 186,
   tkill: 200,
   futex: 202,
+  getdents64: 217,
   set_tid_address: 218,
   timer_create: 222,
   timer_settime: 223,

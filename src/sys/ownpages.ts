@@ -14,7 +14,7 @@
 //
 // releasePages: a buffer the caller owns and is done with, its whole pages given back to the kernel
 // at once (a large ArrayBuffer freed to the runtime stays resident until the allocator reuses it).
-import { closeSync, openSync, readFileSync, readSync } from "node:fs";
+import { closeSync, openSync, readFileSync, readSync } from "./fs";
 import { syscall } from "./syscall";
 import { addr } from "./addr";
 import { NR } from "./nr";

@@ -1,5 +1,5 @@
 // Parsers for /proc/PID/*. Addresses are BigInt ([vsyscall] sits above 2^53).
-import { readFileSync, readdirSync, readlinkSync } from "node:fs";
+import { readFileSync, readdirSync, readlinkSync } from "./fs";
 import { syscall } from "./syscall";
 import { NR } from "./nr";
 import { MAPS_RE, mapsEntry, parseMaps, readProcText, type Vma } from "./procfile";

@@ -94,7 +94,7 @@ let userTop: bigint | undefined;
 export function userAddressTop(): bigint {
   if (userTop === undefined) {
     // node:fs on first use: this module loads before it at every start (sys/warm.ts)
-    const { readFileSync } = require("node:fs") as typeof import("node:fs");
+    const { readFileSync } = require("./fs") as typeof import("./fs");
     userTop = / la57( |$)/m.test(readFileSync("/proc/cpuinfo", "latin1")) ? 0x00fffffffffff000n : 0x00007ffffffff000n;
   }
   return userTop;
