@@ -289,6 +289,20 @@ describe("sys/fs is node:fs", () => {
     expect((outcome(() => sfs.rmSync(keep)) as { code: string }).code).toBeDefined();
   });
 
+  test("a path with a NUL byte is refused, as node:fs refuses it, not cut short", () => {
+    for (const p of [`${dir}/file\0/x`, `${dir}\0`]) {
+      for (const [a, b] of [
+        [() => sfs.statSync(p), () => nfs.statSync(p)],
+        [() => sfs.openSync(p, "w"), () => nfs.openSync(p, "w")],
+        [() => sfs.readdirSync(p), () => nfs.readdirSync(p)],
+        [() => sfs.mkdirSync(p), () => nfs.mkdirSync(p)],
+        [() => sfs.existsSync(p), () => nfs.existsSync(p)],
+      ] as const)
+        expect(outcome(a)).toEqual(outcome(b));
+    }
+    expect(nfs.existsSync(`${dir}/file\0`)).toBe(false);
+  });
+
   test("symlink, link, chmod, chown, utimes, ftruncate, fsync", () => {
     sfs.symlinkSync("file", `${dir}/s1`);
     expect(nfs.readlinkSync(`${dir}/s1`)).toBe("file");

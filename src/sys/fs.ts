@@ -7,7 +7,7 @@
 // readFileSync, existsSync and statSync load node:fs after all.
 // As Bun's node:fs: every open adds O_CLOEXEC, directories list in the kernel's order, realpath is
 // the kernel's name of the opened file.
-import { syscall, addr, cstr } from "./syscall";
+import { syscall, addr, cstr as cString } from "./syscall";
 import { NR } from "./nr";
 import { errnoName, strerror } from "./errno";
 
@@ -73,6 +73,19 @@ const UV_TEXT: Record<number, string> = {
   40: "too many symbolic links encountered",
   95: "operation not supported on socket",
 };
+
+/** A path as the kernel takes it; one with a NUL byte is refused as node:fs refuses it (the kernel
+ *  would read a shorter path: another file). */
+function cstr(path: string): Uint8Array {
+  if (path.includes("\0"))
+    throw Object.assign(
+      new TypeError(
+        `The argument 'path' must be a string, Uint8Array, or URL without null bytes. Received ${JSON.stringify(path)}`
+      ),
+      { code: "ERR_INVALID_ARG_VALUE" }
+    );
+  return cString(path);
+}
 
 /** a path inside the compiled executable (Bun's /$bunfs/), which only the runtime's node:fs reads */
 const embedded = (p: unknown): p is string => typeof p === "string" && p.startsWith("/$bunfs/");
@@ -285,7 +298,7 @@ export function appendFileSync(path: PathLike | number, data: Data, options?: Wr
 }
 
 export function existsSync(path: PathLike): boolean {
-  if (typeof path !== "string") return false;
+  if (typeof path !== "string" || path.includes("\0")) return false;
   if (embedded(path)) return runtimeFs().existsSync(path);
   const p = cstr(path);
   return syscall(NR.access, addr(p), C.F_OK) === 0;
