@@ -4,7 +4,7 @@
 // optionally followed by one value, which may be in double quotes (\" inside); '#' starts a comment.
 // Anything else on a line is an error naming the file and line (criu: "Unsupported configuration
 // file format").
-import { readFileSync } from "../sys/fs";
+import { readFileSync, statSync } from "../sys/fs";
 import { UsageError } from "./getopt";
 import { errnoText, errorCode } from "../sys/errno";
 
@@ -56,6 +56,8 @@ function parseConfigText(text: string, file: string): ConfigLine[] {
 export function readConfig(file: string): ConfigLine[] | undefined {
   let text: string;
   try {
+    // the usual case, no such file, answered without an error made and thrown (0.3-0.5 ms each at start)
+    if (!statSync(file, { throwIfNoEntry: false })) return undefined;
     text = readFileSync(file, "utf8");
   } catch (e) {
     if (errorCode(e) === "ENOENT") return undefined;

@@ -438,13 +438,16 @@ interface StatOptions {
   throwIfNoEntry?: boolean;
 }
 function statOf(fd: number, path: string | undefined, flags: number, call: string, o?: StatOptions) {
-  try {
-    const s = statBuf(fd, path, flags, call);
-    return o?.bigint ? new BigIntStats(s) : new Stats(s);
-  } catch (e) {
-    if (o?.throwIfNoEntry === false && (e as FsError).code === "ENOENT") return undefined;
-    throw e;
+  if (o?.throwIfNoEntry === false && path !== undefined) {
+    // no such entry: undefined without an error made and thrown
+    const p = cstr(path);
+    const r = retry(() => syscall(NR.newfstatat, fd, addr(p), addr(statArea), flags));
+    if (r === -ENOENT) return undefined;
+    check(r, call, path);
+    return o.bigint ? new BigIntStats(statArea) : new Stats(statArea);
   }
+  const s = statBuf(fd, path, flags, call);
+  return o?.bigint ? new BigIntStats(s) : new Stats(s);
 }
 
 export function statSync(
