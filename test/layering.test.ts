@@ -202,8 +202,8 @@ test("no `any` type in hand-written src/ (a precise type, a generated message ty
   expect(bad).toEqual([]);
 });
 
-// src/sys/fs.ts and src/sys/path.ts stand in for them: the runtime's modules cost every command and
-// every page Worker 5-7 ms of start to load (sys/fs.ts)
+// src/sys/fs.ts and src/sys/path.ts stand in for them: loading the runtime's modules is start-up
+// time of every command and every page Worker (sys/fs.ts says how much)
 test("node:fs and node:path are not imported in src (only sys/fs.ts loads node:fs, for embedded files)", () => {
   const bad = tsFiles.filter((f) => {
     const specs = specifiers(f);

@@ -1,8 +1,9 @@
 // The part of node:fs criu-bun uses, on raw system calls: same names, arguments and results
 // (Stats, Dirent, errors with code / errno / syscall / path), so that a module imports it instead
-// of node:fs. Why: the first import of a runtime module costs a compiled criu-bun 5-7 ms of a
-// 2-core VM's start (node:fs ~3 ms on top of the module system's first use, node:path ~0.5-2 more),
-// paid by every command and by every page Worker. This one is plain code over the syscall stub.
+// of node:fs. Why: importing the runtime's node:fs took a compiled program 4-7 ms on a 2-core
+// paravirtual VM (node:path 0.4-3 ms more), paid by every command and by every page Worker; this
+// is plain code over the syscall stub. (A whole `sleep` dump or restore gained 1-2 ms of median
+// wall: part of that import was first uses that now happen elsewhere. BENCHMARKS.md.)
 // Files inside the compiled executable (/$bunfs/...) only the runtime can read: for those paths
 // readFileSync, existsSync and statSync load node:fs after all.
 // As Bun's node:fs: every open adds O_CLOEXEC, directories list in the kernel's order, realpath is
@@ -13,7 +14,6 @@ import { errnoName, strerror } from "./errno";
 
 const AT_FDCWD = -100;
 const AT_SYMLINK_NOFOLLOW = 0x100;
-const AT_EMPTY_PATH = 0x1000;
 const EINTR = 4;
 const ENOENT = 2;
 const EEXIST = 17;
@@ -474,7 +474,7 @@ export function lstatSync(path: PathLike, o?: StatOptions) {
 export function fstatSync(fd: number, o: { bigint: true }): BigIntStats;
 export function fstatSync(fd: number, o?: { bigint?: false }): Stats;
 export function fstatSync(fd: number, o?: { bigint?: boolean }) {
-  return statOf(fd, undefined, AT_EMPTY_PATH, "fstat", o);
+  return statOf(fd, undefined, 0, "fstat", o);
 }
 
 const DT_TYPE: Record<number, number> = {
