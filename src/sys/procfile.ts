@@ -1,6 +1,6 @@
-// A small /proc file's text by raw system calls, and the parser of maps lines, without node:fs
-// (sys/warm.ts reads /proc/self/maps before node:fs is loaded; proc.ts reads fdinfo files and
-// parses maps and smaps with them).
+// A small /proc file's text by raw system calls into one reused buffer, and the parser of maps
+// lines (sys/warm.ts reads /proc/self/maps at start, before sys/fs.ts loads; proc.ts reads fdinfo
+// files and parses maps and smaps with them).
 import { syscall, addr, cstr } from "./syscall";
 import { NR } from "./nr";
 import { errnoText, errnoName } from "./errno";

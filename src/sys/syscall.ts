@@ -93,7 +93,7 @@ export function xfeaturesPermitted(): bigint {
 let userTop: bigint | undefined;
 export function userAddressTop(): bigint {
   if (userTop === undefined) {
-    // node:fs on first use: this module loads before it at every start (sys/warm.ts)
+    // sys/fs.ts on first use: it imports this module (the syscall stub)
     const { readFileSync } = require("./fs") as typeof import("./fs");
     userTop = / la57( |$)/m.test(readFileSync("/proc/cpuinfo", "latin1")) ? 0x00fffffffffff000n : 0x00007ffffffff000n;
   }
