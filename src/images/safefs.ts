@@ -282,7 +282,7 @@ export class DumpStage {
     }
     syncPath(d);
     const mine = new Set(names);
-    for (const n of names) if (n !== "inventory.img") renameSync(join(this.path, n), join(d, n));
+    for (const n of names) if (n !== "inventory.img") this.move(n, names);
     // images of the older dump that this one does not have would be mixed with it
     for (const n of readdirSync(d)) {
       if (mine.has(n) || n.startsWith(STAGE_PREFIX)) continue;
@@ -295,11 +295,28 @@ export class DumpStage {
       if ((IMAGE_NAME.test(n) && st.isFile()) || (n === "parent" && st.isSymbolicLink())) unlinkSync(join(d, n));
     }
     syncPath(d);
-    if (mine.has("inventory.img")) renameSync(join(this.path, "inventory.img"), join(d, "inventory.img"));
+    if (mine.has("inventory.img")) this.move("inventory.img", names);
     syncPath(d);
     this.done = true;
     this.close();
     log.debug(`images committed into ${this.dir.shown}`);
+  }
+
+  /** One image from the stage into the images directory. A failure says which side was missing
+   *  (seen once in a CI-style run: ENOENT for pages-1.idx, not reproduced since). */
+  private move(n: string, listed: string[]) {
+    try {
+      renameSync(join(this.path, n), join(this.dir.path, n));
+    } catch (e) {
+      const src = lstatSync(join(this.path, n), { throwIfNoEntry: false });
+      const stage = statSync(this.path, { throwIfNoEntry: false });
+      const dir = statSync(this.dir.path, { throwIfNoEntry: false });
+      const twice = listed.filter((x) => x === n).length > 1;
+      throw new CriuError(
+        "dump",
+        `cannot move ${n} from the stage ${this.stageName} into ${this.dir.shown}: ${errnoText(e)} (the file is ${src ? "" : "no longer "}in the stage; the stage's fd ${stage ? "resolves" : "no longer resolves"}, the images directory's fd ${dir ? "resolves" : "no longer resolves"}${twice ? "; it was listed twice" : ""})`
+      );
+    }
   }
 
   /** A failed dump: its stage goes, the directory keeps what it had. */
