@@ -14,7 +14,9 @@ const helpers: string[] = [];
 afterAll(() => {
   for (const dir of helpers) {
     try {
-      process.kill(Number(readFileSync(join(dir, "ext-pid"), "utf8")), "SIGKILL");
+      // (an empty file would give 0: kill(0) is this test run's whole process group)
+      const pid = Number(readFileSync(join(dir, "ext-pid"), "utf8"));
+      if (pid > 0) process.kill(pid, "SIGKILL");
     } catch {}
   }
   cleanup();

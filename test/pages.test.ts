@@ -444,10 +444,13 @@ describe("a large restore's pages where transparent huge pages may back them", (
       );
       expect(readFileSync(result, "utf8")).toBe("PASS");
     } finally {
+      // only real pids: kill(0) would kill this test run's whole process group (a dump that failed
+      // before the restore leaves pid at 0), and with it every file's afterAll cleanup
       for (const p of [py.pid, pid])
-        try {
-          process.kill(p, 9);
-        } catch {}
+        if (p > 0)
+          try {
+            process.kill(p, 9);
+          } catch {}
     }
   }, 120_000);
 });
@@ -534,7 +537,8 @@ describe("VmFlags read on the VMA reader Worker in a plain dump", () => {
       expect(images.on).toEqual(images.off);
       expect(images.pages).toEqual(images.off);
     } finally {
-      if (existsSync(ready)) process.kill(Number(readFileSync(ready, "utf8")), "SIGKILL");
+      const readyPid = existsSync(ready) ? Number(readFileSync(ready, "utf8")) : 0;
+      if (readyPid > 0) process.kill(readyPid, "SIGKILL"); // (0 would be our own process group)
       p.kill("SIGKILL");
       await p.exited;
     }
