@@ -221,10 +221,15 @@ export function writeSync(
   );
 }
 
-/** every byte written: write(2) again after a short one */
-function writeAll(fd: number, b: Uint8Array) {
-  let off = 0;
-  while (off < b.length) off += writeSync(fd, b, off, b.length - off);
+/** Every byte written: write(2) again after a short one; a write that makes no progress at all is
+ *  an error, not a loop (no errno says why: an Error, not an FsError). safefs.ts's writeAllFd is its
+ *  twin with a CriuError. */
+function writeAll(fd: number, b: Uint8Array, what = `fd ${fd}`) {
+  for (let off = 0; off < b.length; ) {
+    const n = writeSync(fd, b, off, b.length - off);
+    if (n <= 0) throw new Error(`write ${what}: short write`);
+    off += n;
+  }
 }
 
 function encode(b: Uint8Array, enc: string | undefined | null): string | Buffer {
@@ -286,7 +291,7 @@ export function writeFileSync(path: PathLike | number, data: Data, options?: Wri
   if (typeof path === "number") return writeAll(path, b);
   const fd = openSync(path, flagsOf(o.flag, FLAGS.w), o.mode ?? 0o666);
   try {
-    writeAll(fd, b);
+    writeAll(fd, b, path);
   } finally {
     syscall(NR.close, fd);
   }
@@ -307,17 +312,15 @@ export function existsSync(path: PathLike): boolean {
 // struct stat (x86_64): dev, ino, nlink (u64); mode, uid, gid (u32); pad; rdev, size, blksize,
 // blocks (64-bit); atime, atime_nsec, mtime, mtime_nsec, ctime, ctime_nsec
 const statArea = new BigInt64Array(18);
-function statBuf(fd: number, path: string | undefined, flags: number, call: string): BigInt64Array {
-  const p = cstr(path ?? "");
-  check(
-    retry(() =>
-      path === undefined
-        ? syscall(NR.fstat, fd, addr(statArea))
-        : syscall(NR.newfstatat, fd, addr(p), addr(statArea), flags)
-    ),
-    call,
-    path
+/** fstat (path undefined) or newfstatat into statArea: the raw result */
+function rawStat(fd: number, path: string | undefined, flags: number): number {
+  const p = path === undefined ? undefined : cstr(path);
+  return retry(() =>
+    p === undefined ? syscall(NR.fstat, fd, addr(statArea)) : syscall(NR.newfstatat, fd, addr(p), addr(statArea), flags)
   );
+}
+function statBuf(fd: number, path: string | undefined, flags: number, call: string): BigInt64Array {
+  check(rawStat(fd, path, flags), call, path);
   return statArea;
 }
 
@@ -438,16 +441,11 @@ interface StatOptions {
   throwIfNoEntry?: boolean;
 }
 function statOf(fd: number, path: string | undefined, flags: number, call: string, o?: StatOptions) {
-  if (o?.throwIfNoEntry === false && path !== undefined) {
-    // no such entry: undefined without an error made and thrown
-    const p = cstr(path);
-    const r = retry(() => syscall(NR.newfstatat, fd, addr(p), addr(statArea), flags));
-    if (r === -ENOENT) return undefined;
-    check(r, call, path);
-    return o.bigint ? new BigIntStats(statArea) : new Stats(statArea);
-  }
-  const s = statBuf(fd, path, flags, call);
-  return o?.bigint ? new BigIntStats(s) : new Stats(s);
+  const r = rawStat(fd, path, flags);
+  // no such entry, asked not to throw: undefined without an error made and thrown
+  if (r === -ENOENT && o?.throwIfNoEntry === false && path !== undefined) return undefined;
+  check(r, call, path);
+  return o?.bigint ? new BigIntStats(statArea) : new Stats(statArea);
 }
 
 export function statSync(
