@@ -485,30 +485,34 @@ describe("criu-bun killed at random moments", () => {
     const w = await startWorkload("tcppair.py", ["--threads=2", "--fork"]);
     const whole = criuBun(["dump", "-t", String(w.pid), "-D", imagesDir("whole-repair"), "--tcp-established", "-R"]);
     expect({ code: whole.code, err: whole.stderr }).toEqual({ code: 0, err: "" });
-    const dir = imagesDir("kill-repair");
-    const r = Bun.spawnSync([...criuBunCommand(), "dump", "-t", String(w.pid), "-D", dir, "--tcp-established", "-R"], {
-      stdout: "ignore",
-      stderr: "ignore",
-      env: { ...process.env, CRIU_BUN_DIE: "tcp-repair" },
-    });
-    expect(r.signalCode).toBe("SIGKILL");
-    await until(() => tracer(w.pid) === 0, `${w.pid} still traced`);
-    // (the tables of this target only: the other tests of this file run apart)
-    expect(listLockTables().filter((t) => t.includes(`-${w.pid}`))).toEqual([]);
-    // the sentinel (its command line is the dead criu-bun's: it shares its memory) exits once its work is done
-    const sentinels = () =>
-      readdirSync("/proc").filter((p) => {
-        try {
-          return (
-            /^\d+$/.test(p) &&
-            procState(Number(p)) !== "Z" &&
-            readFileSync(`/proc/${p}/cmdline`, "latin1").includes(dir)
-          );
-        } catch {
-          return false;
-        }
-      });
-    await until(() => sentinels().length === 0, "the sentinel to finish");
+    // killed with the socket in repair mode (its queues being read); between leaving repair mode
+    // and putting SO_REUSEADDR back, in that window; and between the two again at the dump's end,
+    // where the lock is gone and the socket leaves repair mode once more with a window probe
+    for (const die of ["tcp-repair", "tcp-repair-off", "tcp-window-probe"]) {
+      const dir = imagesDir(`kill-${die}`);
+      const r = Bun.spawnSync(
+        [...criuBunCommand(), "dump", "-t", String(w.pid), "-D", dir, "--tcp-established", "-R"],
+        { stdout: "ignore", stderr: "ignore", env: { ...process.env, CRIU_BUN_DIE: die } }
+      );
+      expect({ die, signal: r.signalCode }).toEqual({ die, signal: "SIGKILL" });
+      await until(() => tracer(w.pid) === 0, `${die}: ${w.pid} still traced`);
+      // (the tables of this target only: the other tests of this file run apart)
+      expect(listLockTables().filter((t) => t.includes(`-${w.pid}`))).toEqual([]);
+      // the sentinel (its command line is the dead criu-bun's: it shares its memory) exits once its work is done
+      const sentinels = () =>
+        readdirSync("/proc").filter((p) => {
+          try {
+            return (
+              /^\d+$/.test(p) &&
+              procState(Number(p)) !== "Z" &&
+              readFileSync(`/proc/${p}/cmdline`, "latin1").includes(dir)
+            );
+          } catch {
+            return false;
+          }
+        });
+      await until(() => sentinels().length === 0, `${die}: the sentinel to finish`);
+    }
     trigger(w);
     expect((await waitResult(w, 30_000)).summary).toBe("PASS");
   }, 60_000);

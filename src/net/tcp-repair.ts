@@ -93,9 +93,10 @@ function repairOff(fd: number, noProbe = false): number {
  * sk_reuse when repair mode ends (on sets it to "force", off to none), so a program that had set
  * SO_REUSEADDR would lose it, and a dump reading it afterwards would write false.
  */
-export function repairOffLive(fd: number, reuseaddr: number, noProbe = false): number {
+function repairOffLive(fd: number, reuseaddr: number, noProbe = false): number {
   const e = repairOff(fd, noProbe);
   if (e < 0 || !reuseaddr) return e;
+  diePoint(noProbe ? "tcp-repair-off" : "tcp-window-probe");
   return setsockoptInt(fd, SOL.SOCKET, SO.REUSEADDR, reuseaddr);
 }
 
@@ -106,20 +107,72 @@ export const PARK_MAX = 48;
  * Run fn with a live connection's socket in repair mode (the dump reading its queues), and leave
  * repair mode even if criu-bun dies meanwhile: TCP_REPAIR belongs to the socket, not to our fd,
  * so a criu-bun killed in the window would leave it on in a process that runs on (its reads fail,
- * nothing is sent). A sentinel (sys/sentinel.ts) holding the socket does the same two calls as
- * repairOffLive when our fds close without it being disarmed, then wakes the process's threads
- * the caller parked (Injector.park: asleep in the kernel until their signal, so none of them
- * uses the socket before it is out of repair mode; a tracer's death lets traced threads run at
- * once, before the sentinel can act). SO_REUSEADDR is read by the caller before repair mode
- * changes it, and put back after.
+ * nothing is sent). SO_REUSEADDR is read by the caller before repair mode changes it, and put back
+ * after. See liveWindow for the sentinel and the parked threads.
  */
 export function withLiveRepair<T>(
   fd: number,
   reuseaddr: number,
-  threads: { tgid: number; tid: number; sig: number }[],
+  threads: ParkedThread[],
   hold: { park(): void; unpark(): void },
   where: string,
   fn: () => T
+): T {
+  return liveWindow(fd, reuseaddr, threads, hold, `${where}: sentinel takes the socket out of repair mode`, () => {
+    repairOn(fd, where);
+    try {
+      diePoint("tcp-repair");
+      return fn();
+    } finally {
+      const e = repairOffLive(fd, reuseaddr, true);
+      if (e < 0) log.warn(`${where}: leaving TCP repair mode failed: ${errnoText(-e)}`);
+    }
+  });
+}
+
+/**
+ * The dump's last step on a live connection once its lock is gone (-R, or a dump that failed):
+ * out of repair mode again, now with a window probe, so the peer learns at once that the socket is
+ * back. Leaving repair mode resets SO_REUSEADDR, so a criu-bun killed between the two calls would
+ * leave the running program's socket without it for good; the same sentinel and parked threads as
+ * withLiveRepair's cover that. A socket without SO_REUSEADDR has nothing to lose there and needs
+ * neither (threads is then empty and hold does nothing). Returns 0 or -errno.
+ */
+export function liveWindowProbe(
+  fd: number,
+  reuseaddr: number,
+  threads: ParkedThread[],
+  hold: { park(): void; unpark(): void },
+  where: string
+): number {
+  if (!reuseaddr) return repairOff(fd);
+  return liveWindow(fd, reuseaddr, threads, hold, `${where}: sentinel puts SO_REUSEADDR back`, () =>
+    repairOffLive(fd, reuseaddr)
+  );
+}
+
+/** a thread parked for a window (Injector.park), and the signal that wakes it */
+export interface ParkedThread {
+  tgid: number;
+  tid: number;
+  sig: number;
+}
+
+/**
+ * Run body (which changes a live socket's repair state) with a sentinel (sys/sentinel.ts) holding
+ * the socket: if criu-bun dies before body is done, it takes the socket out of repair mode, puts
+ * its SO_REUSEADDR back (the two calls of repairOffLive), then wakes the process's threads the
+ * caller parked (Injector.park: asleep in the kernel until their signal, so none of them uses the
+ * socket before it is as the program left it; a tracer's death lets traced threads run at once,
+ * before the sentinel can act).
+ */
+function liveWindow<T>(
+  fd: number,
+  reuseaddr: number,
+  threads: ParkedThread[],
+  hold: { park(): void; unpark(): void },
+  what: string,
+  body: () => T
 ): T {
   const undo: { nr: number; args: (number | { int32: number })[] }[] = [
     { nr: NR.setsockopt, args: [fd, SOL.TCP, TCP.REPAIR, { int32: -1 /* OFF_NO_WP */ }, 4] },
@@ -127,22 +180,13 @@ export function withLiveRepair<T>(
   if (reuseaddr) undo.push({ nr: NR.setsockopt, args: [fd, SOL.SOCKET, SO.REUSEADDR, { int32: reuseaddr }, 4] });
   for (const p of threads) undo.push({ nr: NR.tgkill, args: [p.tgid, p.tid, p.sig] });
   const sentinel = armUndo([fd], undo);
-  log.debug(
-    `${where}: sentinel ${sentinel.pid} takes the socket out of repair mode if criu-bun dies meanwhile, then wakes ${threads.length} parked thread(s)`
-  );
+  log.debug(`${what} if criu-bun dies meanwhile (pid ${sentinel.pid}), then wakes ${threads.length} parked thread(s)`);
   // armed before the threads sleep and disarmed after they are awake: were criu-bun to die in
   // between, the sentinel's signals wake them (a signal to a thread not parked changes nothing)
   try {
     hold.park();
     try {
-      repairOn(fd, where);
-      try {
-        diePoint("tcp-repair");
-        return fn();
-      } finally {
-        const e = repairOffLive(fd, reuseaddr, true);
-        if (e < 0) log.warn(`${where}: leaving TCP repair mode failed: ${errnoText(-e)}`);
-      }
+      return body();
     } finally {
       hold.unpark();
     }

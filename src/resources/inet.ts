@@ -54,7 +54,7 @@ import {
   TCP_STATE_NAME,
   tcpInfo,
   repairOn,
-  repairOffLive,
+  liveWindowProbe,
   withLiveRepair,
   PARK_MAX,
   dumpTcpStream,
@@ -134,7 +134,7 @@ interface InetDump {
   /** the endpoints locked in each process's netns, and the lock this criu-bun holds there */
   locks: Map<number, { eps: LockedEndpoint[]; held: HeldLock }>;
   /** criu-bun's duplicates of the established connections (closed in repair mode once a killed tree is gone) */
-  repaired: { fd: number; where: string; reuseaddr: number }[];
+  repaired: { fd: number; where: string; reuseaddr: number; park: () => ReturnType<typeof threadsToPark> }[];
   /** the tree was let go or killed: the locks are dealt with */
   released: boolean;
   /** sk_shutdown of the sockets of a netns, family and protocol (inetShutdown) */
@@ -199,10 +199,22 @@ function inetDumpRelease(s: InetDump, outcome: "killed" | "running", runId?: str
   }
   if (outcome === "killed") return;
   for (const r of s.repaired.splice(0)) {
-    // a window probe, now that the lock is gone, so the peer learns at once we are back
-    const e = repairOffLive(r.fd, r.reuseaddr);
-    if (e < 0) log.warn(`${r.where}: leaving TCP repair mode failed: ${errnoText(-e)}`);
-    syscall(NR.close, r.fd);
+    // a window probe, now that the lock is gone, so the peer learns at once we are back; with the
+    // process's threads parked again where it has SO_REUSEADDR to lose (liveWindowProbe). A dump
+    // that failed may have left a thread where it cannot be parked: the sentinel still covers it
+    let hold: ReturnType<typeof threadsToPark> = { threads: [], park() {}, unpark() {} };
+    try {
+      if (r.reuseaddr) hold = r.park();
+    } catch (e) {
+      log.info(`${r.where}: threads not parked for the window probe: ${errorMessage(e)}`);
+    }
+    try {
+      const e = liveWindowProbe(r.fd, r.reuseaddr, hold.threads, hold, r.where);
+      if (e < 0) log.warn(`${r.where}: leaving TCP repair mode failed: ${errnoText(-e)}`);
+    } finally {
+      hold.unpark();
+      syscall(NR.close, r.fd);
+    }
   }
 }
 
@@ -636,7 +648,7 @@ export const inetKind: FdKind<InetDump, InetRestore> = {
           // off without a window probe (the lock would drop it anyway). SO_REUSEADDR first: repair
           // mode changes it
           const reuseaddr = getsockoptInt(keep, SOL.SOCKET, SO.REUSEADDR);
-          s.repaired.push({ fd: keep, where, reuseaddr });
+          s.repaired.push({ fd: keep, where, reuseaddr, park: () => threadsToPark(ctx, where) });
           const hold = threadsToPark(ctx, where);
           try {
             stream = withLiveRepair(keep, reuseaddr, hold.threads, hold, where, () =>
