@@ -152,7 +152,7 @@ export function liveWindowProbe(
 }
 
 /** a thread parked for a window (Injector.park), and the signal that wakes it */
-export interface ParkedThread {
+interface ParkedThread {
   tgid: number;
   tid: number;
   sig: number;
