@@ -202,6 +202,16 @@ function syncPath(path: string) {
   }
 }
 
+/** dev:ino of what fd refers to ("" when it is not open) */
+function inodeOf(fd: number): string {
+  try {
+    const s = fstatSync(fd);
+    return `${s.dev}:${s.ino}`;
+  } catch {
+    return "";
+  }
+}
+
 const STAGE_PREFIX = ".criu-bun-dump-";
 /** what a dump may leave in an images directory: replaced (or removed when stale) at commit */
 const IMAGE_NAME = /^[A-Za-z0-9_.-]+\.(img|lz4|idx)$/;
@@ -226,6 +236,8 @@ export class DumpStage {
   private stageName: string;
   private stageFd: number;
   private done = false;
+  /** dev:ino of the stage and of the images directory as opened (what a failed move compares) */
+  private ids: { stage: string; dir: string };
 
   constructor(imagesDir: string, what = "dump") {
     let st: Stats;
@@ -255,6 +267,7 @@ export class DumpStage {
       const s = fstatSync(this.stageFd);
       if (s.uid !== (process.geteuid?.() ?? 0) || s.mode & 0o077)
         throw new CriuError(what, `${imagesDir}/${this.stageName} was replaced while being created`);
+      this.ids = { stage: `${s.dev}:${s.ino}`, dir: inodeOf(this.dir.fd) };
       this.path = `/proc/self/fd/${this.stageFd}`;
       aliasPath(this.path, imagesDir);
       log.debug(`writing images into ${imagesDir}/${this.stageName}, moved into place at the end`);
@@ -309,14 +322,24 @@ export class DumpStage {
       renameSync(join(this.path, n), join(this.dir.path, n));
     } catch (e) {
       const src = lstatSync(join(this.path, n), { throwIfNoEntry: false });
-      const stage = statSync(this.path, { throwIfNoEntry: false });
-      const dir = statSync(this.dir.path, { throwIfNoEntry: false });
       const twice = listed.filter((x) => x === n).length > 1;
       throw new CriuError(
         "dump",
-        `cannot move ${n} from the stage ${this.stageName} into ${this.dir.shown}: ${errnoText(e)} (the file is ${src ? "" : "no longer "}in the stage; the stage's fd ${stage ? "resolves" : "no longer resolves"}, the images directory's fd ${dir ? "resolves" : "no longer resolves"}${twice ? "; it was listed twice" : ""})`
+        `cannot move ${n} from the stage ${this.stageName} into ${this.dir.shown}: ${errnoText(e)} (the file is ${src ? "" : "no longer "}in the stage; the stage's fd ${this.fdState(this.stageFd, this.ids.stage, join(this.dir.shown, this.stageName))}; the images directory's fd ${this.fdState(this.dir.fd, this.ids.dir, this.dir.shown)}${twice ? "; it was listed twice" : ""})`
       );
     }
+  }
+
+  /** What a failed move found of a directory fd: still the directory opened (same dev:ino), and
+   *  that directory still under its name (not removed, not replaced by another). */
+  private fdState(fd: number, id: string, name: string): string {
+    const now = inodeOf(fd);
+    if (now !== id) return now ? `is now another file (${now}, was ${id})` : "no longer resolves";
+    const byName = statSync(name, { throwIfNoEntry: false });
+    if (!byName) return `is the directory opened, which no longer has its name`;
+    return `${byName.dev}:${byName.ino}` === id
+      ? "is the directory opened, still under its name"
+      : `is the directory opened, whose name is now another directory's (${byName.dev}:${byName.ino})`;
   }
 
   /** A failed dump: its stage goes, the directory keeps what it had. */
