@@ -693,6 +693,14 @@ for (const s of sides.filter((s) => s.bytes === 0 && s.runs["criu-bun"].length >
   console.log(
     `${s.what}, every run in ms: criu-bun ${s.runs["criu-bun"].map((m) => ms(m.s)).join(" ")}; CRIU ${s.runs.criu.map((m) => ms(m.s)).join(" ")}`
   );
+// the large rows' runs too, wall/CPU in ms in the order run (a median of three on a noisy VM can
+// sit on either side of a target: the spread says how far to trust it)
+for (const s of sides.filter((s) => s.bytes > 0 && s.runs["criu-bun"].length > 1)) {
+  const runs = (r: M[]) => r.map((m) => `${ms(m.s)}/${ms(m.cpu)}`).join(" ");
+  console.log(
+    `${s.what}, every run, wall/CPU in ms: criu-bun ${runs(s.runs["criu-bun"])}${s.runs.criu.length ? `; CRIU ${runs(s.runs.criu)}` : ""}`
+  );
+}
 
 console.log(
   "\nAgainst the floor (criu-bun; copying floor: process_vm_readv + write; zero-copy floor: vmsplice + splice; restore floor: process_vm_writev)"
