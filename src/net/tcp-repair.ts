@@ -21,7 +21,7 @@ import {
 import { SysError, errnoText, sysFailed } from "../sys/errno";
 import { CriuError, log } from "../log";
 import { armUndo } from "../sys/sentinel";
-import { diePoint } from "../fault";
+import { diePoint, fault } from "../fault";
 import { NR } from "../sys/nr";
 
 export const TCP_STATE = {
@@ -146,6 +146,7 @@ export function liveWindowProbe(
   where: string
 ): number {
   if (!reuseaddr) return repairOff(fd);
+  fault("tcp-window-probe", "dump"); // (tests: no sentinel to be had)
   return liveWindow(fd, reuseaddr, threads, hold, `${where}: sentinel puts SO_REUSEADDR back`, () =>
     repairOffLive(fd, reuseaddr)
   );

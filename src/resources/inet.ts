@@ -211,6 +211,11 @@ function inetDumpRelease(s: InetDump, outcome: "killed" | "running", runId?: str
     try {
       const e = liveWindowProbe(r.fd, r.reuseaddr, hold.threads, hold, r.where);
       if (e < 0) log.warn(`${r.where}: leaving TCP repair mode failed: ${errnoText(-e)}`);
+    } catch (e) {
+      // no sentinel or no parked threads, so no window: the socket stays as it is (out of repair
+      // mode since its queues were read, SO_REUSEADDR as the program set it), the peer learns
+      // that it is back at its next retransmission
+      log.warn(`${r.where}: no window probe (${errorMessage(e)})`);
     } finally {
       hold.unpark();
       syscall(NR.close, r.fd);
