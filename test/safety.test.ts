@@ -595,6 +595,56 @@ describe("criu-bun killed at random moments", () => {
     }
   }, 180_000);
 
+  // A known gap (nineteenth session): the dump's lock is lifted (handed over) before the processes
+  // are let go, and this restore's own lock goes with criu-bun. Killed in between, the restored
+  // processes die with their connections out of repair mode and nothing drops what their sockets
+  // send as they close: the peer's connection is reset, and a later restore brings back a server
+  // whose peer is gone. It is what the random kills above hit now and then. Closing it needs the
+  // dump's lock kept until the release and lifted by a sentinel only if criu-bun dies after it
+  // (one traced with PTRACE_O_EXITKILL until the release: killed with the tree before it, free
+  // after). Run with --todo; expected to fail until then.
+  test.todo("restore killed after the dump's lock was handed over, before the release: the connection survives for another restore", async () => {
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const w = await startWorkload("tcpserver", [String(port), "--expect=1"]);
+    const trips = join(w.dir, "trips");
+    const client = Bun.spawn(
+      [
+        "python3",
+        "-c",
+        `import socket,time,os\ns=socket.create_connection(("127.0.0.1",${port}))\nn=0\nwhile True:\n  s.sendall(b"x"*100)\n  got=0\n  while got<100:\n    got+=len(s.recv(100-got))\n  n+=1\n  open("${trips}.tmp","w").write(str(n)); os.rename("${trips}.tmp","${trips}")\n  time.sleep(0.05)`,
+      ],
+      { stdout: "ignore", stderr: "ignore" }
+    );
+    const tripCount = () => {
+      try {
+        return Number(readFileSync(trips, "utf8"));
+      } catch {
+        return 0;
+      }
+    };
+    try {
+      await until(() => tripCount() >= 3, "round trips before the dump", 30000);
+      const dir = imagesDir("kill-handed-over");
+      dump(w.pid, dir, ["--tcp-established"]);
+      await waitReaped(w.pid);
+      const r = Bun.spawnSync([...criuBunCommand(), "restore", "-D", dir, "-d"], {
+        stdout: "ignore",
+        stderr: "ignore",
+        env: { ...process.env, CRIU_BUN_DIE: "restore-handed-over" },
+      });
+      expect(r.signalCode).toBe("SIGKILL");
+      await until(() => !existsSync(`/proc/${w.pid}`), `${w.pid} gone with its criu-bun`);
+      const again = criuBun(["restore", "-D", dir, "-d"]);
+      expect({ code: again.code, err: again.stderr }).toEqual({ code: 0, err: "" });
+      const n = tripCount();
+      await until(() => tripCount() >= n + 3, `round trips after the restore stopped at ${n}`, 30000);
+      trigger(w);
+      expect((await waitResult(w, 30_000)).summary).toBe("PASS");
+    } finally {
+      client.kill("SIGKILL");
+    }
+  }, 120_000);
+
   test("dump (with a locked TCP connection) and restore: targets untraced and running, no puppet, no lock, no half dump", async () => {
     const port = 20000 + Math.floor(Math.random() * 20000);
     const w = await startWorkload("tcpserver", [String(port), "--expect=1"]);

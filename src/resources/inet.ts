@@ -7,7 +7,7 @@
 // they are dumped until the restored process runs.
 import { readdirSync, readFileSync } from "../sys/fs";
 import { join } from "../sys/path";
-import { pausePoint } from "../fault";
+import { pausePoint, diePoint } from "../fault";
 import { Injector, RemoteMem } from "../ptrace/inject";
 import { getRegs } from "../sys/ptrace";
 import { isFieldSet } from "@bufbuild/protobuf";
@@ -775,6 +775,9 @@ export const inetKind: FdKind<InetDump, InetRestore> = {
     pausePoint("restore-repair-off");
     netRestoreLeaveRepair(s);
     netRestoreHandover(s);
+    // (tests: a kill between the handover and the release loses the connections: the processes die
+    // with their sockets out of repair mode and no lock is left to hide it; safety.test's todo)
+    diePoint("restore-handed-over");
   },
   restoreEnd: (s) => netRestoreEnd(s),
   restoreAbort: (s) => netRestoreAbort(s),
