@@ -153,9 +153,13 @@ class Batch {
     this.acks.push(seq);
     this.what.set(seq, what);
   }
-  run(): { err: number; what: string } {
+  /** the whole batch, ended */
+  bytes(): Uint8Array {
     this.parts.push(nlmsg(BATCH_END, NLM_F.REQUEST, this.nl.nextSeq(), nfgen(0, NFNL_SUBSYS_NFTABLES)));
-    const r = this.nl.exchange(concat(this.parts), this.acks);
+    return concat(this.parts);
+  }
+  run(): { err: number; what: string } {
+    const r = this.nl.exchange(this.bytes(), this.acks);
     return { err: r.err, what: this.what.get(r.seq) ?? "" };
   }
 }
@@ -257,6 +261,38 @@ export function netUnlock(table: string): boolean {
   } finally {
     nl.close();
   }
+}
+
+/**
+ * What netUnlock sends, made ahead on a netlink socket of the current network namespace: for a
+ * sentinel to send if criu-bun dies (sys/sentinel.ts; sendto on the socket to the kernel, nothing
+ * reads the answer), or for criu-bun to send (send) once the namespace's processes run (entering
+ * it then could fail: a process that exits at once takes its /proc/PID/ns/net along).
+ */
+export function unlockRequest(table: string): UnlockRequest {
+  const nl = new NetlinkSocket(NETLINK.NETFILTER);
+  const b = new Batch(nl);
+  b.add(MSG.DELTABLE, 0, new Attrs().str(1, table), `delete table ${table}`);
+  const bytes = b.bytes();
+  return {
+    fd: nl.fd,
+    bytes,
+    send() {
+      const r = nl.exchange(bytes, b.acks);
+      if (r.err === -2) log.debug(`no network lock table inet ${table} here`);
+      else if (r.err < 0)
+        throw new CriuError("netlock", `cannot unlock the network (delete table ${table}: ${errnoText(-r.err)})`);
+      else log.info(`Network unlocked (table inet ${table} deleted)`);
+    },
+    close: () => nl.close(),
+  };
+}
+interface UnlockRequest {
+  fd: number;
+  bytes: Uint8Array;
+  /** netUnlock on this socket (its network namespace, wherever the caller is now) */
+  send(): void;
+  close(): void;
 }
 
 /** Names of the inet nftables tables of criu-bun's locks in the current network namespace. */

@@ -306,6 +306,8 @@ export interface FdKind<D = undefined, R = undefined> {
   restoreFilesDone?(run: RestoreRun, procs: RestoredProc[], state: R): void;
   /** the restore succeeded: the kind's last steps that may fail, right before the processes are let go */
   restoreCommit?(state: R): void;
+  /** the processes were let go this very moment (before anything else happens) */
+  restoreReleased?(state: R): void;
   /** the processes run */
   restoreEnd?(state: R): void;
   /** the restore failed: what the kind made for it goes */

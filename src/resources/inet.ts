@@ -44,6 +44,7 @@ import {
   sockProtoName,
 } from "../sys/inetsock";
 import { addr } from "../sys/syscall";
+import { armHeldUndo } from "../sys/sentinel";
 import { sockDiagDump, inetDiagReq, diagAttrs, INET_DIAG } from "../sys/sockdiag";
 import { syscall } from "../sys/syscall";
 import { NR } from "../sys/nr";
@@ -65,6 +66,7 @@ import {
 import {
   netLock,
   netUnlock,
+  unlockRequest,
   lockTableName,
   heldTableName,
   runLockTableName,
@@ -774,12 +776,17 @@ export const inetKind: FdKind<InetDump, InetRestore> = {
   restoreCommit(s) {
     pausePoint("restore-repair-off");
     netRestoreLeaveRepair(s);
-    netRestoreHandover(s);
-    // (tests: a kill between the handover and the release loses the connections: the processes die
-    // with their sockets out of repair mode and no lock is left to hide it; safety.test's todo)
-    diePoint("restore-handed-over");
+    netRestoreHoldLift(s);
+    diePoint("restore-lift-held");
   },
-  restoreEnd: (s) => netRestoreEnd(s),
+  // the processes run: the sentinel may lift the dump's locks from now on, then criu-bun does
+  restoreReleased(s) {
+    s.lift?.sentinel.free();
+  },
+  restoreEnd(s) {
+    netRestoreHandover(s);
+    netRestoreEnd(s);
+  },
   restoreAbort: (s) => netRestoreAbort(s),
 };
 
@@ -801,6 +808,8 @@ interface InetRestore {
     string,
     { unsent?: Uint8Array; reuseaddr: boolean; where: string; ctx?: RestoreCtx; fd?: number; copy?: number }
   >;
+  /** lifts the dump's locks if criu-bun dies once the processes were let go (netRestoreHoldLift) */
+  lift?: { sentinel: ReturnType<typeof armHeldUndo>; reqs: ReturnType<typeof unlockRequest>[] };
 }
 
 /**
@@ -922,8 +931,54 @@ const dumpLockTable = (s: InetRestore, pid: number) => s.lockTable ?? lockTableN
  * Those are tables owned by this criu-bun (NFT_TABLE_F_OWNER), so from here on no lock outlives
  * criu-bun: killed after the release, it leaves the connections running and nothing behind. */
 function netRestoreHandover(s: InetRestore) {
-  if (s.skipLock) return;
-  for (const [t, pid] of s.tables) withNetns(pid, () => netUnlock(t));
+  const lift = s.lift;
+  if (!lift) {
+    if (!s.skipLock) for (const [t, pid] of s.tables) withNetns(pid, () => netUnlock(t));
+    return;
+  }
+  s.lift = undefined;
+  try {
+    for (const r of lift.reqs) r.send();
+  } finally {
+    lift.sentinel.disarm();
+    for (const r of lift.reqs) r.close();
+  }
+}
+
+/**
+ * The dump's locks stay until the processes are let go, and go after, even if criu-bun dies in
+ * between: a sentinel (sys/sentinel.ts) holding a netlink socket in each lock's network namespace
+ * and the messages that delete the tables, traced with PTRACE_O_EXITKILL and kept stopped until
+ * the release (restoreReleased). A criu-bun that dies before the release takes it along with the
+ * processes (their connections, out of repair mode, close behind the dump's lock: the peers see
+ * nothing, another restore brings them back); one that dies after has it delete the tables (the
+ * processes run, their peers must reach them). Lifted before the release, a kill in between lost
+ * the connections.
+ */
+function netRestoreHoldLift(s: InetRestore) {
+  if (s.skipLock || !s.tables.size) return;
+  const reqs: ReturnType<typeof unlockRequest>[] = [],
+    undo: { nr: number; args: number[] }[] = [];
+  try {
+    for (const [t, pid] of s.tables) {
+      const r = withNetns(pid, () => unlockRequest(t));
+      reqs.push(r);
+      undo.push({ nr: NR.sendto, args: [r.fd, addr(r.bytes), r.bytes.length, 0, 0, 0] });
+    }
+    s.lift = {
+      sentinel: armHeldUndo(
+        reqs.map((r) => r.fd),
+        undo
+      ),
+      reqs,
+    };
+    log.debug(
+      `sentinel ${s.lift.sentinel.pid} lifts the dump's network lock(s) if criu-bun dies once the processes run`
+    );
+  } catch (e) {
+    for (const r of reqs) r.close();
+    throw new CriuError("restore", `cannot hold the dump's network lock past the release: ${errorMessage(e)}`);
+  }
 }
 /** After a successful restore, the processes running: the connections are live again, this
  * restore's locks go. */
@@ -932,6 +987,12 @@ function netRestoreEnd(s: InetRestore) {
 }
 /** A failed restore: its own locks go (the dump's stays, for another try). */
 function netRestoreAbort(s: InetRestore) {
+  if (s.lift) {
+    // the processes never ran: the dump's locks stay for another restore
+    s.lift.sentinel.cancel();
+    for (const r of s.lift.reqs) r.close();
+    s.lift = undefined;
+  }
   try {
     for (const h of s.held.values()) h.release();
   } finally {

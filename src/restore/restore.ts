@@ -489,6 +489,7 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
     throw err;
   }
   for (const b of [...builders].reverse()) if (!b.t.zombie) b.release({ leaveStopped: o.leaveStopped });
+  kinds((k) => k.restoreReleased?.(state(k)));
   lazy?.released();
   pausePoint("restore-released");
   kinds((k) => k.restoreEnd?.(state(k)));

@@ -147,6 +147,60 @@ interface Sentinel {
   disarm(): void;
 }
 
+const __WALL = 0x40000000;
+/** wait4 on pid until it has stopped (true) or is gone (false) */
+function waitStopOrGone(pid: number): boolean {
+  const st = new Int32Array(1);
+  for (;;) {
+    const r = syscall(NR.wait4, pid, addr(st), __WALL, 0);
+    if (r === -4 /* EINTR */) continue;
+    if (r < 0) return false;
+    if ((st[0] & 0xff) === 0x7f) return true; // WIFSTOPPED
+    return false;
+  }
+}
+
+/**
+ * A sentinel that may act only after a moment to come (held): traced by this thread with
+ * PTRACE_O_EXITKILL and kept stopped, so a criu-bun that dies before that moment takes it along
+ * (it never runs its undo); let go (free) at that moment, it acts as any sentinel from then on;
+ * cancel kills it without its undo. Returns the sentinel with these, or throws (killed, reaped).
+ */
+export function armHeldUndo(keep: number[], undo: UndoCall[]) {
+  const s = armUndo(keep, undo, true);
+  const cancel = () => {
+    syscall(NR.kill, s.pid, 9);
+    while (waitStopOrGone(s.pid));
+  };
+  const PTRACE_SEIZE = 0x4206,
+    PTRACE_INTERRUPT = 0x4207,
+    PTRACE_DETACH = 17,
+    EXITKILL = 0x100000;
+  let r = syscall(NR.ptrace, PTRACE_SEIZE, s.pid, 0, EXITKILL);
+  if (r >= 0) r = syscall(NR.ptrace, PTRACE_INTERRUPT, s.pid, 0, 0);
+  if (r < 0 || !waitStopOrGone(s.pid)) {
+    cancel();
+    throw new SysError("ptrace (holding a sentinel)", r < 0 ? -r : 3 /* ESRCH */);
+  }
+  let held = true;
+  return {
+    pid: s.pid,
+    /** from now on a criu-bun that dies has the sentinel run its undo */
+    free() {
+      if (!held) return;
+      held = false;
+      const d = syscall(NR.ptrace, PTRACE_DETACH, s.pid, 0, 0);
+      if (d < 0) throw new SysError("ptrace(DETACH) of a sentinel", -d);
+    },
+    /** the state is back: the sentinel exits without its undo */
+    disarm() {
+      this.free();
+      s.disarm();
+    },
+    cancel,
+  };
+}
+
 /**
  * Start a sentinel that runs `undo` (on the fds in `keep`, which it holds until it exits) if this
  * process dies before disarm(). The undo calls must be harmless if the state is already back (a
@@ -235,7 +289,6 @@ export function armUndo(keep: number[], undo: UndoCall[], waitReady = false): Se
       syscall(NR.write, wfd, addr(one), 1);
       syscall(NR.close, wfd);
       const st = new Int32Array(1);
-      const __WALL = 0x40000000;
       while (syscall(NR.wait4, r, addr(st), __WALL, 0) === -4 /* EINTR */);
       syscall(NR.munmap, base, PAGE);
     },
