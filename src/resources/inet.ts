@@ -767,12 +767,12 @@ export const inetKind: FdKind<InetDump, InetRestore> = {
   },
   restoreProcessFiles: (pid, s) => netRestoreHoldRepaired(pid, s),
   // last before the release: the connections out of repair mode (CRIU's order too: repair off
-  // right before the tree is let go), then the dump's network lock goes and this restore's (gone
-  // with criu-bun) holds until the processes run. In that order a restore killed or failing before
-  // the handover leaves the dump's lock in place: the peers see nothing (what a socket out of
-  // repair sends as it closes is dropped) and another restore can bring the connections back. The
-  // dump's lock lifted first, a kill in between lost the connections (the peer's next segment
-  // met a closed port and was answered with a RST).
+  // right before the tree is let go); the dump's network lock stays until the processes run
+  // (netRestoreHoldLift), so a restore killed or failing before the release leaves it in place: the
+  // peers see nothing (what a socket out of repair sends as it closes is dropped) and another
+  // restore can bring the connections back. Lifted before the release, as it was until the
+  // nineteenth session, a kill in between lost the connections (the peer's next segment met a
+  // closed port and was answered with a RST).
   restoreCommit(s) {
     pausePoint("restore-repair-off");
     netRestoreLeaveRepair(s);
@@ -781,11 +781,19 @@ export const inetKind: FdKind<InetDump, InetRestore> = {
   },
   // the processes run: the sentinel may lift the dump's locks from now on, then criu-bun does
   restoreReleased(s) {
-    s.lift?.sentinel.free();
+    try {
+      s.lift?.sentinel.free();
+    } catch (e) {
+      // (criu-bun lifts the lock itself next; only a kill before that would leave it)
+      log.warn(`the sentinel of the dump's network lock could not be let go: ${errorMessage(e)}`);
+    }
   },
   restoreEnd(s) {
-    netRestoreHandover(s);
-    netRestoreEnd(s);
+    try {
+      netRestoreHandover(s);
+    } finally {
+      netRestoreEnd(s);
+    }
   },
   restoreAbort: (s) => netRestoreAbort(s),
 };
@@ -925,11 +933,11 @@ function netRestoreBegin(run: { tcpClose?: boolean; lockTable?: string; lockMeth
 }
 /** the table the dump left for process pid's connections */
 const dumpLockTable = (s: InetRestore, pid: number) => s.lockTable ?? lockTableName(pid);
-/** A restore that succeeded, its connections out of repair mode, before its processes are let go:
- * the dump's locks (same table names in the same network namespaces) are lifted while this
- * restore's own still drop the packets.
- * Those are tables owned by this criu-bun (NFT_TABLE_F_OWNER), so from here on no lock outlives
- * criu-bun: killed after the release, it leaves the connections running and nothing behind. */
+/** A restore whose processes were let go: the dump's locks (same table names in the same network
+ * namespaces) are lifted, through the sockets netRestoreHoldLift opened there, while this restore's
+ * own still drop the packets; then the sentinel that would have lifted them is disarmed. This
+ * restore's own are tables owned by this criu-bun (NFT_TABLE_F_OWNER), so from here on no lock
+ * outlives criu-bun. */
 function netRestoreHandover(s: InetRestore) {
   const lift = s.lift;
   if (!lift) {
