@@ -468,6 +468,28 @@ describe("criu-bun killed at random moments", () => {
     } catch {}
     return { code: await p.exited, pid: p.pid };
   }
+  /** the round trips a test's client counted in the file trips (0 before the first) */
+  const tripCounter = (trips: string) => () => {
+    try {
+      return Number(readFileSync(trips, "utf8"));
+    } catch {
+      return 0;
+    }
+  };
+  /** a python3 client of w's server on port: a round trip of 100 bytes every 50 ms for as long as it
+   *  runs, counted in w.dir/trips (the connection is usable while the count grows) */
+  function roundTrips(w: Workload, port: number) {
+    const trips = join(w.dir, "trips");
+    const client = Bun.spawn(
+      [
+        "python3",
+        "-c",
+        `import socket,time,os\ns=socket.create_connection(("127.0.0.1",${port}))\nn=0\nwhile True:\n  s.sendall(b"x"*100)\n  got=0\n  while got<100:\n    got+=len(s.recv(100-got))\n  n+=1\n  open("${trips}.tmp","w").write(str(n)); os.rename("${trips}.tmp","${trips}")\n  time.sleep(0.05)`,
+      ],
+      { stdout: "ignore", stderr: "ignore" }
+    );
+    return { client, tripCount: tripCounter(trips) };
+  }
   // a seeded generator: the same delays every run
   let seed = 0x5eed;
   const rnd = () => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff;
@@ -541,13 +563,7 @@ describe("criu-bun killed at random moments", () => {
       ],
       { stdout: "ignore", stderr: "ignore" }
     );
-    const tripCount = () => {
-      try {
-        return Number(readFileSync(trips, "utf8"));
-      } catch {
-        return 0;
-      }
-    };
+    const tripCount = tripCounter(trips);
     /** the server's side of the port: its listener and its end of the connection, in any state */
     const serverSide = () =>
       Bun.spawnSync(["ss", "-tanH", `( sport = :${port} )`])
@@ -606,22 +622,7 @@ describe("criu-bun killed at random moments", () => {
   test("restore killed with everything done but the release: the dump's lock stays (held by a stopped sentinel, gone with criu-bun) and the peer's connection is not reset", async () => {
     const port = 20000 + Math.floor(Math.random() * 20000);
     const w = await startWorkload("tcpserver", [String(port), "--expect=1"]);
-    const trips = join(w.dir, "trips");
-    const client = Bun.spawn(
-      [
-        "python3",
-        "-c",
-        `import socket,time,os\ns=socket.create_connection(("127.0.0.1",${port}))\nn=0\nwhile True:\n  s.sendall(b"x"*100)\n  got=0\n  while got<100:\n    got+=len(s.recv(100-got))\n  n+=1\n  open("${trips}.tmp","w").write(str(n)); os.rename("${trips}.tmp","${trips}")\n  time.sleep(0.05)`,
-      ],
-      { stdout: "ignore", stderr: "ignore" }
-    );
-    const tripCount = () => {
-      try {
-        return Number(readFileSync(trips, "utf8"));
-      } catch {
-        return 0;
-      }
-    };
+    const { client, tripCount } = roundTrips(w, port);
     /** the client's end of the connection (its local port is the server's peer port), in any state */
     const clientSide = () =>
       Bun.spawnSync(["ss", "-tanH", `( dport = :${port} )`])
@@ -657,23 +658,7 @@ describe("criu-bun killed at random moments", () => {
   test("dump (with a locked TCP connection) and restore: targets untraced and running, no puppet, no lock, no half dump", async () => {
     const port = 20000 + Math.floor(Math.random() * 20000);
     const w = await startWorkload("tcpserver", [String(port), "--expect=1"]);
-    // the client counts its round trips in a file: the connection is usable while it grows
-    const trips = join(w.dir, "trips");
-    const client = Bun.spawn(
-      [
-        "python3",
-        "-c",
-        `import socket,time,os\ns=socket.create_connection(("127.0.0.1",${port}))\nn=0\nwhile True:\n  s.sendall(b"x"*100)\n  got=0\n  while got<100:\n    got+=len(s.recv(100-got))\n  n+=1\n  open("${trips}.tmp","w").write(str(n)); os.rename("${trips}.tmp","${trips}")\n  time.sleep(0.05)`,
-      ],
-      { stdout: "ignore", stderr: "ignore" }
-    );
-    const tripCount = () => {
-      try {
-        return Number(readFileSync(trips, "utf8"));
-      } catch {
-        return 0;
-      }
-    };
+    const { client, tripCount } = roundTrips(w, port);
     /** the connection works: round trips go on (stopped by a socket left in repair mode, whose reads fail, or by a lock left behind) */
     const flowing = async (what: string) => {
       const n = tripCount();

@@ -246,20 +246,11 @@ export function netLock(lock: string | HeldLock, eps: LockedEndpoint[]) {
 
 /** Remove the lock table; a missing table is fine. Returns false if it did not exist. */
 export function netUnlock(table: string): boolean {
-  const nl = new NetlinkSocket(NETLINK.NETFILTER);
+  const r = unlockRequest(table);
   try {
-    const b = new Batch(nl);
-    b.add(MSG.DELTABLE, 0, new Attrs().str(1, table), `delete table ${table}`);
-    const res = b.run();
-    if (res.err === -2) {
-      log.debug(`no network lock table inet ${table} here`);
-      return false;
-    }
-    if (res.err < 0) throw new CriuError("netlock", `cannot unlock the network (${res.what}: ${errnoText(-res.err)})`);
-    log.info(`Network unlocked (table inet ${table} deleted)`);
-    return true;
+    return r.send();
   } finally {
-    nl.close();
+    r.close();
   }
 }
 
@@ -279,10 +270,14 @@ export function unlockRequest(table: string): UnlockRequest {
     bytes,
     send() {
       const r = nl.exchange(bytes, b.acks);
-      if (r.err === -2) log.debug(`no network lock table inet ${table} here`);
-      else if (r.err < 0)
+      if (r.err === -2) {
+        log.debug(`no network lock table inet ${table} here`);
+        return false;
+      }
+      if (r.err < 0)
         throw new CriuError("netlock", `cannot unlock the network (delete table ${table}: ${errnoText(-r.err)})`);
-      else log.info(`Network unlocked (table inet ${table} deleted)`);
+      log.info(`Network unlocked (table inet ${table} deleted)`);
+      return true;
     },
     close: () => nl.close(),
   };
@@ -290,8 +285,9 @@ export function unlockRequest(table: string): UnlockRequest {
 interface UnlockRequest {
   fd: number;
   bytes: Uint8Array;
-  /** netUnlock on this socket (its network namespace, wherever the caller is now) */
-  send(): void;
+  /** netUnlock on this socket (its network namespace, wherever the caller is now): false if the
+   *  table was not there */
+  send(): boolean;
   close(): void;
 }
 

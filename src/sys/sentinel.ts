@@ -30,6 +30,7 @@ import { NR } from "./nr";
 import { CLONE } from "./flags";
 import { assemble, cloneBlocked, d32, movEax, parentSide, syscallOp } from "./asm";
 import { SysError } from "./errno";
+import { seize, interrupt, detach, PTRACE_O } from "./ptrace";
 
 /** One undo call: a syscall number and up to six arguments; `{ int32 }` passes the address of that int. */
 interface UndoCall {
@@ -145,6 +146,8 @@ interface Sentinel {
   pid: number;
   /** the state is back: the child exits without its undo; reaped here */
   disarm(): void;
+  /** the child killed without its undo (it may be stopped: a held sentinel); reaped here */
+  cancel(): void;
 }
 
 const __WALL = 0x40000000;
@@ -168,18 +171,10 @@ function waitStopOrGone(pid: number): boolean {
  */
 export function armHeldUndo(keep: number[], undo: UndoCall[]) {
   const s = armUndo(keep, undo, true);
-  const cancel = () => {
-    syscall(NR.kill, s.pid, 9);
-    while (waitStopOrGone(s.pid));
-  };
-  const PTRACE_SEIZE = 0x4206,
-    PTRACE_INTERRUPT = 0x4207,
-    PTRACE_DETACH = 17,
-    EXITKILL = 0x100000;
-  let r = syscall(NR.ptrace, PTRACE_SEIZE, s.pid, 0, EXITKILL);
-  if (r >= 0) r = syscall(NR.ptrace, PTRACE_INTERRUPT, s.pid, 0, 0);
+  let r = seize(s.pid, PTRACE_O.EXITKILL);
+  if (r >= 0) r = interrupt(s.pid);
   if (r < 0 || !waitStopOrGone(s.pid)) {
-    cancel();
+    s.cancel();
     throw new SysError("ptrace (holding a sentinel)", r < 0 ? -r : 3 /* ESRCH */);
   }
   let held = true;
@@ -189,7 +184,7 @@ export function armHeldUndo(keep: number[], undo: UndoCall[]) {
     free() {
       if (!held) return;
       held = false;
-      const d = syscall(NR.ptrace, PTRACE_DETACH, s.pid, 0, 0);
+      const d = detach(s.pid);
       if (d < 0) throw new SysError("ptrace(DETACH) of a sentinel", -d);
     },
     /** the state is back: the sentinel exits without its undo */
@@ -197,7 +192,7 @@ export function armHeldUndo(keep: number[], undo: UndoCall[]) {
       this.free();
       s.disarm();
     },
-    cancel,
+    cancel: () => s.cancel(),
   };
 }
 
@@ -290,6 +285,13 @@ export function armUndo(keep: number[], undo: UndoCall[], waitReady = false): Se
       syscall(NR.close, wfd);
       const st = new Int32Array(1);
       while (syscall(NR.wait4, r, addr(st), __WALL, 0) === -4 /* EINTR */);
+      syscall(NR.munmap, base, PAGE);
+    },
+    cancel() {
+      // SIGKILL first: with the pipe's write end closed first the child would run its undo
+      syscall(NR.kill, r, 9);
+      while (waitStopOrGone(r));
+      syscall(NR.close, wfd);
       syscall(NR.munmap, base, PAGE);
     },
   };
