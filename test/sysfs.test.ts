@@ -6,6 +6,8 @@ import * as nfs from "node:fs";
 import * as npath from "node:path";
 import * as sfs from "../src/sys/fs";
 import * as spath from "../src/sys/path";
+import { addr, cstr } from "../src/sys/syscall";
+import { toArrayBuffer, type Pointer } from "bun:ffi";
 
 let dir: string;
 beforeAll(() => {
@@ -336,5 +338,47 @@ describe("sys/fs is node:fs", () => {
     } finally {
       sfs.closeSync(fd);
     }
+  });
+});
+
+// A call given buffers by address only (`syscall(NR.rename, addr(cstr(a)), addr(cstr(b)))`) holds
+// nothing of them: unless addr() keeps them, a collection reuses their bytes before the kernel
+// reads them. It was a dump's commit failing now and then with "cannot move fdinfo-2.img ...:
+// ENOENT", the file and both directories in place.
+describe("buffers given to the kernel by address", () => {
+  test("a C string whose address was taken keeps its bytes through a collection and new allocations", () => {
+    const s = "/proc/self/fd/11/fdinfo-2.img";
+    const lost: string[] = [];
+    for (let round = 0; round < 20; round++) {
+      const p = addr(cstr(s));
+      for (let i = 0; i < 8; i++) addr(new Uint8Array(8)); // a call's other arguments
+      Bun.gc(true);
+      const churn: Uint8Array[] = [];
+      for (let i = 0; i < 20000; i++) churn.push(new Uint8Array(s.length + 1).fill(0x5a));
+      const got = new TextDecoder().decode(new Uint8Array(toArrayBuffer(p as unknown as Pointer, 0, s.length)));
+      if (got !== s) lost.push(got);
+    }
+    expect(lost).toEqual([]);
+  });
+
+  test("renames back and forth under allocation all go where they were told (none ENOENT or EXDEV)", () => {
+    const d = nfs.mkdtempSync(`${dir}/gc-`);
+    nfs.mkdirSync(`${d}/aaaaaaaaaa`);
+    nfs.mkdirSync(`${d}/bbbbbbbbbb`);
+    nfs.writeFileSync(`${d}/aaaaaaaaaa/f`, "x");
+    const failed: string[] = [];
+    let churn: Uint8Array[] = [];
+    for (let i = 0; i < 150000 && failed.length < 3; i++) {
+      const [x, y] = i % 2 ? ["bbbbbbbbbb", "aaaaaaaaaa"] : ["aaaaaaaaaa", "bbbbbbbbbb"];
+      try {
+        sfs.renameSync(`${d}/${x}/f`, `${d}/${y}/f`);
+      } catch (e) {
+        failed.push(`${i}: ${(e as Error).message}`);
+        i--;
+      }
+      if (i % 7 === 0) churn.push(new Uint8Array(40));
+      if (churn.length > 1000) churn = [];
+    }
+    expect(failed).toEqual([]);
   });
 });

@@ -315,8 +315,9 @@ export class DumpStage {
     log.debug(`images committed into ${this.dir.shown}`);
   }
 
-  /** One image from the stage into the images directory. A failure says which side was missing
-   *  (seen once in a CI-style run: ENOENT for pages-1.idx, not reproduced since). */
+  /** One image from the stage into the images directory. A failure says what each directory fd
+   *  is now. (The ENOENT seen in CI-style runs with both in place was the rename's two paths given
+   *  to the kernel by address only, one collected and reused before the call: sys/addr.ts.) */
   private move(n: string, listed: string[]) {
     try {
       renameSync(join(this.path, n), join(this.dir.path, n));

@@ -138,7 +138,7 @@ export function sysOk(
 
 export { addr, keepAlive } from "./addr";
 
-/** NUL-terminated C string in a fresh buffer (keep a reference while the call runs). */
+/** NUL-terminated C string in a fresh buffer (addr() holds it for the call that gets its address). */
 export function cstr(s: string): Uint8Array {
   const b = Buffer.from(s + "\0", "utf8");
   return new Uint8Array(b.buffer, b.byteOffset, b.length);
