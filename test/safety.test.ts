@@ -490,6 +490,47 @@ describe("criu-bun killed at random moments", () => {
     );
     return { client, tripCount: tripCounter(trips) };
   }
+  /** a python3 client of w's server on port: one round trip of 100 bytes, counted in w.dir/trips,
+   *  then it waits, reading: nothing stays queued on the server's side (a socket closed with unread
+   *  data resets at once and lingers on no account; one closed the normal way without lingers) */
+  function quietClient(w: Workload, port: number) {
+    const trips = join(w.dir, "trips");
+    const client = Bun.spawn(
+      [
+        "python3",
+        "-c",
+        `import socket,time,os\ns=socket.create_connection(("127.0.0.1",${port}))\ns.sendall(b"x"*100)\ngot=0\nwhile got<100:\n  got+=len(s.recv(100-got))\nopen("${trips}.tmp","w").write("1"); os.rename("${trips}.tmp","${trips}")\ns.recv(1)\ntime.sleep(600)`,
+      ],
+      { stdout: "ignore", stderr: "ignore" }
+    );
+    return { client, tripCount: tripCounter(trips) };
+  }
+  /** what ss shows on port, in any state: the server's side (its listener and its end of the
+   *  connection: sport) or the client's (dport) */
+  const onPort = (port: number, side: "sport" | "dport") =>
+    Bun.spawnSync(["ss", "-tanH", `( ${side} = :${port} )`])
+      .stdout.toString()
+      .trim();
+  /** the restored tree killed with its criu-bun (or by its failed restore): gone, no puppet left */
+  async function treeGone(w: Workload, how: string) {
+    await until(() => !existsSync(`/proc/${w.pid}`), `${w.pid} gone (${how})`);
+    await until(() => puppets().length === 0, "a puppet survives");
+  }
+  /** another restore of dir brings w's connection on port back: no lock left, the connection
+   *  established (and `flowing`, when given, sees it used), the server's own check passes (its
+   *  connection's options as before, no socket error ever) */
+  async function restoresAgain(w: Workload, dir: string, port: number, flowing?: () => Promise<void>) {
+    const again = criuBun(["restore", "-D", dir, "-d"]);
+    expect({ code: again.code, err: again.stderr }).toEqual({ code: 0, err: "" });
+    expect(listLockTables()).toEqual([]);
+    await until(
+      () => /^ESTAB/m.test(onPort(port, "sport")),
+      `the restored connection established: ${onPort(port, "sport")}`
+    );
+    await flowing?.();
+    trigger(w);
+    expect((await waitResult(w, 30_000)).summary).toBe("PASS");
+  }
   // a seeded generator: the same delays every run
   let seed = 0x5eed;
   const rnd = () => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff;
@@ -552,23 +593,8 @@ describe("criu-bun killed at random moments", () => {
   test("restore killed when all but leaving repair mode is done: the connection closes silently, nothing lingers on the port, the dump's lock stays and another restore brings it back", async () => {
     const port = 20000 + Math.floor(Math.random() * 20000);
     const w = await startWorkload("tcpserver", [String(port), "--expect=1"]);
-    const trips = join(w.dir, "trips");
-    // one round trip, then the client waits, reading: nothing stays queued on the server's side
-    // (a socket closed with unread data resets at once, and would linger on no account)
-    const client = Bun.spawn(
-      [
-        "python3",
-        "-c",
-        `import socket,time,os\ns=socket.create_connection(("127.0.0.1",${port}))\ns.sendall(b"x"*100)\ngot=0\nwhile got<100:\n  got+=len(s.recv(100-got))\nopen("${trips}.tmp","w").write("1"); os.rename("${trips}.tmp","${trips}")\ns.recv(1)\ntime.sleep(600)`,
-      ],
-      { stdout: "ignore", stderr: "ignore" }
-    );
-    const tripCount = tripCounter(trips);
-    /** the server's side of the port: its listener and its end of the connection, in any state */
-    const serverSide = () =>
-      Bun.spawnSync(["ss", "-tanH", `( sport = :${port} )`])
-        .stdout.toString()
-        .trim();
+    const { client, tripCount } = quietClient(w, port);
+    const serverSide = () => onPort(port, "sport");
     try {
       await until(() => tripCount() >= 1, "a round trip before the dump", 30000);
       const dir = imagesDir("kill-repair-off");
@@ -591,43 +617,32 @@ describe("criu-bun killed at random moments", () => {
       p.kill("SIGKILL");
       await p.exited;
       rmSync(pause, { force: true });
-      await until(() => !existsSync(`/proc/${w.pid}`), `${w.pid} gone with its criu-bun`);
-      await until(() => puppets().length === 0, "a puppet survives");
+      await treeGone(w, "killed with its criu-bun");
       // closed in repair mode: no FIN, so no FIN_WAIT or TIME_WAIT socket keeps the port (one
       // closed the normal way stays for a minute, and a later listener's bind fails)
       await holdsFor("nothing of the server's on its port", () => serverSide() === "", 1000);
       // the dump's lock stays (it goes only once the connections are out of repair mode): the
       // client saw nothing, its retransmissions are dropped, and another restore brings it back
       expect(listLockTables()).toEqual([`CRIU-criu-bun-${w.pid}`]);
-      const again = criuBun(["restore", "-D", dir, "-d"]);
-      expect({ code: again.code, err: again.stderr }).toEqual({ code: 0, err: "" });
-      expect(listLockTables()).toEqual([]);
-      await until(() => /^ESTAB/m.test(serverSide()), `the restored connection established: ${serverSide()}`);
-      // the server's own check: its connection's options as before, no socket error ever
-      trigger(w);
-      expect((await waitResult(w, 30_000)).summary).toBe("PASS");
+      await restoresAgain(w, dir, port);
     } finally {
       client.kill("SIGKILL");
     }
   }, 180_000);
 
   // The dump's lock is lifted only once the processes are let go (a sentinel lifts it if criu-bun
-  // dies after that: the restore-released kill above). Killed before, the processes die with their
-  // connections out of repair mode behind the dump's lock: the peer sees nothing, its connection
-  // stays. (Lifted before the release, as until the nineteenth session, a kill in between reset the
-  // peer's connection.) Not yet: the sockets closed out of repair mode linger (FIN_WAIT, their FIN
-  // dropped by the lock) and hold the 4-tuple, so another restore fails with EADDRNOTAVAIL until the
-  // kernel drops them; they need putting back into repair mode before they close (a sentinel for the
-  // time before the release).
-  test("restore killed with everything done but the release: the dump's lock stays (held by a stopped sentinel, gone with criu-bun) and the peer's connection is not reset", async () => {
+  // dies after that: the restore-released kill above). Killed before, the processes die behind the
+  // dump's lock: the peer sees nothing, its connection stays. (Lifted before the release, as until
+  // the nineteenth session, a kill in between reset the peer's connection.) Their connections, out
+  // of repair mode by then, are put back into it by a sentinel as criu-bun dies, so they close
+  // silently: closed the normal way they lingered (FIN_WAIT, their FIN dropped by the lock) holding
+  // the 4-tuple, and another restore failed with EADDRNOTAVAIL until the kernel dropped them.
+  test("restore killed with everything done but the release: the dump's lock stays (held by a stopped sentinel, gone with criu-bun), the peer's connection is not reset, nothing lingers and another restore brings it back", async () => {
     const port = 20000 + Math.floor(Math.random() * 20000);
     const w = await startWorkload("tcpserver", [String(port), "--expect=1"]);
     const { client, tripCount } = roundTrips(w, port);
     /** the client's end of the connection (its local port is the server's peer port), in any state */
-    const clientSide = () =>
-      Bun.spawnSync(["ss", "-tanH", `( dport = :${port} )`])
-        .stdout.toString()
-        .trim();
+    const clientSide = () => onPort(port, "dport");
     const table = `CRIU-criu-bun-${w.pid}`;
     try {
       await until(() => tripCount() >= 3, "round trips before the dump", 30000);
@@ -640,8 +655,7 @@ describe("criu-bun killed at random moments", () => {
         env: { ...process.env, CRIU_BUN_DIE: "restore-lift-held" },
       });
       expect(r.signalCode).toBe("SIGKILL");
-      await until(() => !existsSync(`/proc/${w.pid}`), `${w.pid} gone with its criu-bun`);
-      await until(() => puppets().length === 0, "a puppet survives");
+      await treeGone(w, "killed with its criu-bun");
       // the sentinel died with criu-bun (PTRACE_O_EXITKILL): the dump's lock stays, and the client,
       // retransmitting into it, is not reset (it would be gone from ss, or in CLOSE_WAIT)
       await holdsFor(
@@ -649,6 +663,51 @@ describe("criu-bun killed at random moments", () => {
         () => listLockTables().includes(table) && /^ESTAB/.test(clientSide()),
         1500
       );
+      // the server's sockets went silently: nothing holds the connection's addresses
+      await until(() => onPort(port, "sport") === "", `the server's sockets gone: ${onPort(port, "sport")}`);
+      await restoresAgain(w, dir, port, async () => {
+        const n = tripCount();
+        await until(() => tripCount() >= n + 3, `round trips after the second restore stopped at ${n}`, 30000);
+      });
+    } finally {
+      client.kill("SIGKILL");
+      Bun.spawnSync(["nft", "delete", "table", "inet", table], { stdout: "ignore", stderr: "ignore" });
+    }
+  }, 120_000);
+
+  test("restore failing, then killed, after its connections left repair mode: each time the connection closes silently, nothing lingers on the port, the dump's lock stays, and another restore brings it back", async () => {
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const w = await startWorkload("tcpserver", [String(port), "--expect=1"]);
+    // a client that waits without sending: nothing unread on the server's side, so a socket of
+    // its closed the normal way would linger in FIN_WAIT (one with unread data resets at once)
+    const { client, tripCount } = quietClient(w, port);
+    const serverSide = () => onPort(port, "sport");
+    const table = `CRIU-criu-bun-${w.pid}`;
+    try {
+      await until(() => tripCount() >= 1, "a round trip before the dump", 30000);
+      const dir = imagesDir("repair-left");
+      dump(w.pid, dir, ["--tcp-established"]);
+      await waitReaped(w.pid);
+      for (const how of ["fails", "killed"]) {
+        const r = Bun.spawnSync([...criuBunCommand(), "restore", "-D", dir, "-d"], {
+          stdout: "ignore",
+          stderr: "pipe",
+          env: {
+            ...process.env,
+            ...(how === "fails" ? { CRIU_BUN_FAULT: "restore-repair-left" } : { CRIU_BUN_DIE: "restore-lift-held" }),
+          },
+        });
+        if (how === "fails")
+          expect({ code: r.exitCode, err: r.stderr.toString() }).toEqual({
+            code: 1,
+            err: "Error (restore): injected fault 'restore-repair-left' (CRIU_BUN_FAULT)\n",
+          });
+        else expect(r.signalCode).toBe("SIGKILL");
+        await treeGone(w, `restore ${how}`);
+        await holdsFor(`restore ${how}: nothing of the server's on its port`, () => serverSide() === "", 1000);
+        expect(listLockTables()).toEqual([table]);
+      }
+      await restoresAgain(w, dir, port);
     } finally {
       client.kill("SIGKILL");
       Bun.spawnSync(["nft", "delete", "table", "inet", table], { stdout: "ignore", stderr: "ignore" });

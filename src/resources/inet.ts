@@ -7,7 +7,7 @@
 // they are dumped until the restored process runs.
 import { readdirSync, readFileSync } from "../sys/fs";
 import { join } from "../sys/path";
-import { pausePoint, diePoint } from "../fault";
+import { pausePoint, diePoint, fault } from "../fault";
 import { Injector, RemoteMem } from "../ptrace/inject";
 import { getRegs } from "../sys/ptrace";
 import { isFieldSet } from "@bufbuild/protobuf";
@@ -44,7 +44,7 @@ import {
   sockProtoName,
 } from "../sys/inetsock";
 import { addr } from "../sys/syscall";
-import { armHeldUndo } from "../sys/sentinel";
+import { armHeldUndo, armUndo } from "../sys/sentinel";
 import { sockDiagDump, inetDiagReq, diagAttrs, INET_DIAG } from "../sys/sockdiag";
 import { syscall } from "../sys/syscall";
 import { NR } from "../sys/nr";
@@ -769,15 +769,21 @@ export const inetKind: FdKind<InetDump, InetRestore> = {
   // last before the release: the connections out of repair mode (CRIU's order too: repair off
   // right before the tree is let go); the dump's network lock stays until the processes run
   // (netRestoreHoldLift), so a restore killed or failing before the release leaves it in place: the
-  // peers see nothing (what a socket out of repair sends as it closes is dropped) and another
-  // restore can bring the connections back. Lifted before the release, as it was until the
-  // nineteenth session, a kill in between lost the connections (the peer's next segment met a
-  // closed port and was answered with a RST).
+  // peers see nothing and another restore can bring the connections back. Lifted before the
+  // release, as it was until the nineteenth session, a kill in between lost the connections (the
+  // peer's next segment met a closed port and was answered with a RST). The connections that left
+  // repair mode go back into it if criu-bun dies or fails before the release
+  // (netRestoreArmRepairBack): closed out of repair mode behind the lock, they would linger and
+  // hold their addresses against the next restore.
   restoreCommit(s) {
     pausePoint("restore-repair-off");
-    netRestoreLeaveRepair(s);
     netRestoreHoldLift(s);
+    netRestoreArmRepairBack(s);
+    netRestoreLeaveRepair(s);
     diePoint("restore-lift-held");
+    fault("restore-repair-left", "restore");
+    // (only reg's removal of link remaps, which cannot fail, comes between this and the release)
+    netRestoreDisarmRepairBack(s);
   },
   // the processes run: the sentinel may lift the dump's locks from now on, then criu-bun does
   restoreReleased(s) {
@@ -818,6 +824,9 @@ interface InetRestore {
   >;
   /** lifts the dump's locks if criu-bun dies once the processes were let go (netRestoreHoldLift) */
   lift?: { sentinel: ReturnType<typeof armHeldUndo>; reqs: ReturnType<typeof unlockRequest>[] };
+  /** put the connections back into repair mode if criu-bun dies or gives up before the release
+   *  (netRestoreArmRepairBack), each holding at most REPAIR_BACK_FDS of them */
+  back?: ReturnType<typeof armUndo>[];
 }
 
 /**
@@ -850,13 +859,14 @@ function netRestoreHoldRepaired(pid: number, s: InetRestore) {
 
 /**
  * Every connection of the restore out of repair mode, the last step before the tree is let go,
- * after everything else that can fail (credentials, signals, registers, hooks, the dump's lock
- * handed over): through criu-bun's copy of each socket (the process may have dropped
+ * after everything else that can fail (credentials, signals, registers, hooks, the dump's lock's
+ * lift held for after the release): through criu-bun's copy of each socket (the process may have dropped
  * CAP_NET_ADMIN by now, criu-bun has it). The socket's SO_REUSEADDR back as dumped (leaving repair
  * mode clears it), then the tail that had not been sent yet goes out the normal way, while the
  * send buffer is still forced large; if the buffer is full anyway (its accounting counts overhead
- * too), grow it and go on. Only the release of the processes follows: a criu-bun killed from
- * here on can still leave a connection closed the normal way, a window of a few system calls.
+ * too), grow it and go on. A criu-bun killed or failing from here until the release has the
+ * sentinels of netRestoreArmRepairBack put them back into repair mode; killed between their
+ * disarm and the release (a few system calls) it leaves them closed the normal way.
  */
 function netRestoreLeaveRepair(s: InetRestore) {
   for (const [key, e] of s.inRepair) {
@@ -896,6 +906,46 @@ function netRestoreLeaveRepair(s: InetRestore) {
       `${where}: TCP connection out of repair mode${unsent?.length ? `, ${unsent.length} unsent bytes sent` : ""}`
     );
   }
+}
+
+/** connections per sentinel of netRestoreArmRepairBack (armUndo keeps at most 14 fds) */
+const REPAIR_BACK_FDS = 14;
+
+/**
+ * Before the connections leave repair mode: sentinels (sys/sentinel.ts) holding a copy of each,
+ * which put them back into repair mode if criu-bun dies before the release (or gives up: the
+ * abort fires them), so that the sockets close silently with the processes that never ran, as
+ * they would have before. Out of repair mode they would close the normal way: their FIN dropped
+ * by the dump's lock, they would linger in FIN_WAIT holding the connections' addresses, and
+ * another restore would fail with EADDRNOTAVAIL until the kernel dropped them. Disarmed right
+ * before the release (a running process's connection must never go back into repair mode).
+ */
+function netRestoreArmRepairBack(s: InetRestore) {
+  const fds = [...s.inRepair.values()].flatMap((e) => (e.copy === undefined ? [] : [e.copy]));
+  if (!fds.length) return;
+  s.back = [];
+  try {
+    for (let i = 0; i < fds.length; i += REPAIR_BACK_FDS) {
+      const chunk = fds.slice(i, i + REPAIR_BACK_FDS);
+      const sentinel = armUndo(
+        chunk,
+        chunk.map((fd) => ({ nr: NR.setsockopt, args: [fd, SOL.TCP, TCP.REPAIR, { int32: 1 }, 4] }))
+      );
+      s.back.push(sentinel);
+      log.debug(
+        `sentinel ${sentinel.pid} puts ${chunk.length} TCP connection(s) back into repair mode if criu-bun dies or fails before the release`
+      );
+    }
+  } catch (e) {
+    for (const b of s.back.splice(0)) b.cancel();
+    s.back = undefined;
+    throw new CriuError("restore", `cannot arm the return of the TCP connections to repair mode: ${errorMessage(e)}`);
+  }
+}
+/** The release comes: the connections stay out of repair mode from now on. */
+function netRestoreDisarmRepairBack(s: InetRestore) {
+  for (const b of s.back?.splice(0) ?? []) b.disarm();
+  s.back = undefined;
 }
 
 /** criu-bun's copies of connections still in repair mode closed (a failed restore: the sockets
@@ -995,6 +1045,14 @@ function netRestoreEnd(s: InetRestore) {
 }
 /** A failed restore: its own locks go (the dump's stays, for another try). */
 function netRestoreAbort(s: InetRestore) {
+  if (s.back) {
+    // connections that left repair mode go back into it before the processes die (silently then)
+    for (const b of s.back.splice(0)) {
+      log.debug(`sentinel ${b.pid}: its TCP connections back into repair mode`);
+      b.fire();
+    }
+    s.back = undefined;
+  }
   if (s.lift) {
     // the processes never ran: the dump's locks stay for another restore
     s.lift.sentinel.cancel();

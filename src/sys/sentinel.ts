@@ -148,6 +148,8 @@ interface Sentinel {
   disarm(): void;
   /** the child killed without its undo (it may be stopped: a held sentinel); reaped here */
   cancel(): void;
+  /** criu-bun gives up while it runs: the child runs its undo now, as if criu-bun had died; reaped here */
+  fire(): void;
 }
 
 const __WALL = 0x40000000;
@@ -292,6 +294,14 @@ export function armUndo(keep: number[], undo: UndoCall[], waitReady = false): Se
       syscall(NR.kill, r, 9);
       while (waitStopOrGone(r));
       syscall(NR.close, wfd);
+      syscall(NR.munmap, base, PAGE);
+    },
+    fire() {
+      // the end of file it waits for (every other holder of the write end, a sentinel armed later,
+      // closed it as it started); it exits once its undo has run
+      syscall(NR.close, wfd);
+      const st = new Int32Array(1);
+      while (syscall(NR.wait4, r, addr(st), __WALL, 0) === -4 /* EINTR */);
       syscall(NR.munmap, base, PAGE);
     },
   };
