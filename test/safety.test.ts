@@ -490,16 +490,17 @@ describe("criu-bun killed at random moments", () => {
     );
     return { client, tripCount: tripCounter(trips) };
   }
-  /** a python3 client of w's server on port: one round trip of 100 bytes, counted in w.dir/trips,
-   *  then it waits, reading: nothing stays queued on the server's side (a socket closed with unread
-   *  data resets at once and lingers on no account; one closed the normal way without lingers) */
-  function quietClient(w: Workload, port: number) {
+  /** a python3 client of w's server on port with n connections: one round trip of 100 bytes on
+   *  each, counted in w.dir/trips (1 once all are done), then it waits, reading: nothing stays
+   *  queued on the server's side (a socket closed with unread data resets at once and lingers on no
+   *  account; one closed the normal way without lingers) */
+  function quietClient(w: Workload, port: number, n = 1) {
     const trips = join(w.dir, "trips");
     const client = Bun.spawn(
       [
         "python3",
         "-c",
-        `import socket,time,os\ns=socket.create_connection(("127.0.0.1",${port}))\ns.sendall(b"x"*100)\ngot=0\nwhile got<100:\n  got+=len(s.recv(100-got))\nopen("${trips}.tmp","w").write("1"); os.rename("${trips}.tmp","${trips}")\ns.recv(1)\ntime.sleep(600)`,
+        `import socket,time,os\nss=[socket.create_connection(("127.0.0.1",${port})) for i in range(${n})]\nfor s in ss:\n  s.sendall(b"x"*100)\n  got=0\n  while got<100:\n    got+=len(s.recv(100-got))\nopen("${trips}.tmp","w").write("1"); os.rename("${trips}.tmp","${trips}")\nss[0].recv(1)\ntime.sleep(600)`,
       ],
       { stdout: "ignore", stderr: "ignore" }
     );
@@ -675,12 +676,13 @@ describe("criu-bun killed at random moments", () => {
     }
   }, 120_000);
 
-  test("restore failing, then killed, after its connections left repair mode: each time the connection closes silently, nothing lingers on the port, the dump's lock stays, and another restore brings it back", async () => {
+  test("restore failing, then killed, after its 20 connections left repair mode: each time they close silently, nothing lingers on the port, the dump's lock stays, and another restore brings them back", async () => {
     const port = 20000 + Math.floor(Math.random() * 20000);
-    const w = await startWorkload("tcpserver", [String(port), "--expect=1"]);
+    const w = await startWorkload("tcpserver", [String(port), "--expect=20"]);
     // a client that waits without sending: nothing unread on the server's side, so a socket of
-    // its closed the normal way would linger in FIN_WAIT (one with unread data resets at once)
-    const { client, tripCount } = quietClient(w, port);
+    // its closed the normal way would linger in FIN_WAIT (one with unread data resets at once);
+    // 20 connections: more than one sentinel's 14
+    const { client, tripCount } = quietClient(w, port, 20);
     const serverSide = () => onPort(port, "sport");
     const table = `CRIU-criu-bun-${w.pid}`;
     try {
@@ -707,7 +709,15 @@ describe("criu-bun killed at random moments", () => {
         await holdsFor(`restore ${how}: nothing of the server's on its port`, () => serverSide() === "", 1000);
         expect(listLockTables()).toEqual([table]);
       }
-      await restoresAgain(w, dir, port);
+      await restoresAgain(w, dir, port, () =>
+        until(
+          () =>
+            serverSide()
+              .split("\n")
+              .filter((l) => l.startsWith("ESTAB")).length === 20,
+          `20 connections established again: ${serverSide()}`
+        )
+      );
     } finally {
       client.kill("SIGKILL");
       Bun.spawnSync(["nft", "delete", "table", "inet", table], { stdout: "ignore", stderr: "ignore" });
