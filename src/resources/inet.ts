@@ -1048,8 +1048,11 @@ function netRestoreAbort(s: InetRestore) {
   if (s.back) {
     // connections that left repair mode go back into it before the processes die (silently then)
     for (const b of s.back.splice(0)) {
-      log.debug(`sentinel ${b.pid}: its TCP connections back into repair mode`);
-      b.fire();
+      if (b.fire()) log.debug(`sentinel ${b.pid}: its TCP connections back into repair mode`);
+      else
+        log.warn(
+          `sentinel ${b.pid} did not put its TCP connections back into repair mode within 5 s (killed): they may linger and hold their addresses until the kernel drops them`
+        );
     }
     s.back = undefined;
   }

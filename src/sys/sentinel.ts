@@ -148,8 +148,9 @@ interface Sentinel {
   disarm(): void;
   /** the child killed without its undo (it may be stopped: a held sentinel); reaped here */
   cancel(): void;
-  /** criu-bun gives up while it runs: the child runs its undo now, as if criu-bun had died; reaped here */
-  fire(): void;
+  /** criu-bun gives up while it runs: the child runs its undo now, as if criu-bun had died; reaped
+   *  here. False if it had not exited within 5 s (killed then: its undo may not have run). */
+  fire(): boolean;
 }
 
 const __WALL = 0x40000000;
@@ -298,11 +299,26 @@ export function armUndo(keep: number[], undo: UndoCall[], waitReady = false): Se
     },
     fire() {
       // the end of file it waits for (every other holder of the write end, a sentinel armed later,
-      // closed it as it started); it exits once its undo has run
+      // closed it as it started); it exits once its undo has run. Waited for 5 s at most (its pidfd
+      // turns readable as it exits): one that still waits (another holder of the write end) is
+      // killed, never waited for without end
+      const pidfd = syscall(NR.pidfd_open, r, 0);
       syscall(NR.close, wfd);
+      let exited = true;
+      if (pidfd >= 0) {
+        const pfd = new Int32Array([pidfd, 1 /* POLLIN */]);
+        let n: number;
+        while ((n = syscall(NR.poll, addr(pfd), 1, 5000)) === -4 /* EINTR */);
+        syscall(NR.close, pidfd);
+        if (n === 0) {
+          exited = false;
+          syscall(NR.kill, r, 9);
+        }
+      }
       const st = new Int32Array(1);
       while (syscall(NR.wait4, r, addr(st), __WALL, 0) === -4 /* EINTR */);
       syscall(NR.munmap, base, PAGE);
+      return exited;
     },
   };
 }
