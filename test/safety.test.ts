@@ -706,6 +706,8 @@ describe("criu-bun killed at random moments", () => {
           });
         else expect(r.signalCode).toBe("SIGKILL");
         await treeGone(w, `restore ${how}`);
+        // (killed: the sentinels run as criu-bun's fds close, they may finish after the tree is gone)
+        await until(() => serverSide() === "", `restore ${how}: the server's sockets gone: ${serverSide()}`);
         await holdsFor(`restore ${how}: nothing of the server's on its port`, () => serverSide() === "", 1000);
         expect(listLockTables()).toEqual([table]);
       }
