@@ -860,13 +860,13 @@ function netRestoreHoldRepaired(pid: number, s: InetRestore) {
 /**
  * Every connection of the restore out of repair mode, the last step before the tree is let go,
  * after everything else that can fail (credentials, signals, registers, hooks, the dump's lock's
- * lift held for after the release): through criu-bun's copy of each socket (the process may have dropped
- * CAP_NET_ADMIN by now, criu-bun has it). The socket's SO_REUSEADDR back as dumped (leaving repair
- * mode clears it), then the tail that had not been sent yet goes out the normal way, while the
- * send buffer is still forced large; if the buffer is full anyway (its accounting counts overhead
- * too), grow it and go on. A criu-bun killed or failing from here until the release has the
- * sentinels of netRestoreArmRepairBack put them back into repair mode; killed between their
- * disarm and the release (a few system calls) it leaves them closed the normal way.
+ * lift held for after the release): through criu-bun's copy of each socket (the process may have
+ * dropped CAP_NET_ADMIN by now, criu-bun has it). The socket's SO_REUSEADDR back as dumped
+ * (leaving repair mode clears it), then the tail that had not been sent yet goes out the normal
+ * way, while the send buffer is still forced large; if the buffer is full anyway (its accounting
+ * counts overhead too), grow it and go on. A criu-bun killed or failing from here until the
+ * release has the sentinels of netRestoreArmRepairBack put them back into repair mode; killed
+ * between their disarm and the release (a few system calls) it leaves them closed the normal way.
  */
 function netRestoreLeaveRepair(s: InetRestore) {
   for (const [key, e] of s.inRepair) {
