@@ -560,8 +560,12 @@ describe("criu-bun killed at random moments", () => {
       );
       expect({ die, signal: r.signalCode }).toEqual({ die, signal: "SIGKILL" });
       await until(() => tracer(w.pid) === 0, `${die}: ${w.pid} still traced`);
-      // (the tables of this target only: the other tests of this file run apart)
-      expect(listLockTables().filter((t) => t.includes(`-${w.pid}`))).toEqual([]);
+      // (the tables of this target only: the other tests of this file run apart). The lock goes
+      // with the last holder of criu-bun's netlink socket: a sentinel armed just before the kill
+      // holds a copy of criu-bun's fds until it has run its first steps (under load, after the
+      // target is untraced), so the table may outlive criu-bun by a few milliseconds
+      const mine = () => listLockTables().filter((t) => t.includes(`-${w.pid}`));
+      await until(() => mine().length === 0, `${die}: lock tables left: ${mine().join(", ")}`, 5000);
       // the sentinel (its command line is the dead criu-bun's: it shares its memory) exits once its work is done
       const sentinels = () =>
         readdirSync("/proc").filter((p) => {
