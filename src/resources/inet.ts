@@ -1046,15 +1046,19 @@ function netRestoreEnd(s: InetRestore) {
 /** A failed restore: its own locks go (the dump's stays, for another try). */
 function netRestoreAbort(s: InetRestore) {
   if (s.back) {
-    // connections that left repair mode go back into it before the processes die (silently then)
-    for (const b of s.back.splice(0)) {
-      if (b.fire()) log.debug(`sentinel ${b.pid}: its TCP connections back into repair mode`);
+    // connections that left repair mode go back into it before the processes die (silently then):
+    // every sentinel fired at once, then each waited for, 5 s at most in all
+    const back = s.back.splice(0);
+    s.back = undefined;
+    for (const b of back) b.fire();
+    const deadline = performance.now() + 5000;
+    for (const b of back) {
+      if (b.reap(deadline)) log.debug(`sentinel ${b.pid}: its TCP connections back into repair mode`);
       else
         log.warn(
           `sentinel ${b.pid} did not put its TCP connections back into repair mode within 5 s (killed): they may linger and hold their addresses until the kernel drops them`
         );
     }
-    s.back = undefined;
   }
   if (s.lift) {
     // the processes never ran: the dump's locks stay for another restore

@@ -148,9 +148,12 @@ interface Sentinel {
   disarm(): void;
   /** the child killed without its undo (it may be stopped: a held sentinel); reaped here */
   cancel(): void;
-  /** criu-bun gives up while it runs: the child runs its undo now, as if criu-bun had died; reaped
-   *  here. False if it had not exited within 5 s (killed then: its undo may not have run). */
-  fire(): boolean;
+  /** criu-bun gives up while it runs: the child runs its undo now, as if criu-bun had died (then
+   *  reap() it) */
+  fire(): void;
+  /** after fire(): wait until `deadline` (performance.now()) for the child to have run its undo and
+   *  exited, then reap it; false if it had not (killed then: its undo may not have run) */
+  reap(deadline: number): boolean;
 }
 
 const __WALL = 0x40000000;
@@ -280,6 +283,7 @@ export function armUndo(keep: number[], undo: UndoCall[], waitReady = false): Se
     }
     keepAlive(ts, info);
   }
+  let firedPidfd = -1;
   return {
     pid: r,
     disarm() {
@@ -299,17 +303,21 @@ export function armUndo(keep: number[], undo: UndoCall[], waitReady = false): Se
     },
     fire() {
       // the end of file it waits for (every other holder of the write end, a sentinel armed later,
-      // closed it as it started); it exits once its undo has run. Waited for 5 s at most (its pidfd
-      // turns readable as it exits): one that still waits (another holder of the write end) is
-      // killed, never waited for without end
-      const pidfd = syscall(NR.pidfd_open, r, 0);
+      // closed it as it started); it exits once its undo has run. Its pidfd turns readable then
+      firedPidfd = syscall(NR.pidfd_open, r, 0);
       syscall(NR.close, wfd);
+    },
+    reap(deadline: number) {
+      // one that still waits at the deadline (another holder of the write end) is killed, never
+      // waited for without end
       let exited = true;
-      if (pidfd >= 0) {
-        const pfd = new Int32Array([pidfd, 1 /* POLLIN */]);
+      if (firedPidfd >= 0) {
+        const pfd = new Int32Array([firedPidfd, 1 /* POLLIN */]);
         let n: number;
-        while ((n = syscall(NR.poll, addr(pfd), 1, 5000)) === -4 /* EINTR */);
-        syscall(NR.close, pidfd);
+        do {
+          n = syscall(NR.poll, addr(pfd), 1, Math.max(0, Math.ceil(deadline - performance.now())));
+        } while (n === -4 /* EINTR */);
+        syscall(NR.close, firedPidfd);
         if (n === 0) {
           exited = false;
           syscall(NR.kill, r, 9);
