@@ -244,18 +244,8 @@ export function netLock(lock: string | HeldLock, eps: LockedEndpoint[]) {
   }
 }
 
-/** Remove the lock table; a missing table is fine. Returns false if it did not exist. */
-export function netUnlock(table: string): boolean {
-  const r = unlockRequest(table);
-  try {
-    return r.send();
-  } finally {
-    r.close();
-  }
-}
-
 /**
- * What netUnlock sends, made ahead on a netlink socket of the current network namespace: for a
+ * The removal of a lock table, made ahead on a netlink socket of the current network namespace: for a
  * sentinel to send if criu-bun dies (sys/sentinel.ts; sendto on the socket to the kernel, nothing
  * reads the answer), or for criu-bun to send (send) once the namespace's processes run (entering
  * it then could fail: a process that exits at once takes its /proc/PID/ns/net along).
@@ -285,8 +275,8 @@ export function unlockRequest(table: string): UnlockRequest {
 interface UnlockRequest {
   fd: number;
   bytes: Uint8Array;
-  /** netUnlock on this socket (its network namespace, wherever the caller is now): false if the
-   *  table was not there */
+  /** the table removed through this socket (its network namespace, wherever the caller is now);
+   *  a missing table is fine: false then */
   send(): boolean;
   close(): void;
 }

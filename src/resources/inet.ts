@@ -65,7 +65,6 @@ import {
 } from "../net/tcp-repair";
 import {
   netLock,
-  netUnlock,
   unlockRequest,
   lockTableName,
   heldTableName,
@@ -990,10 +989,7 @@ const dumpLockTable = (s: InetRestore, pid: number) => s.lockTable ?? lockTableN
  * outlives criu-bun. */
 function netRestoreHandover(s: InetRestore) {
   const lift = s.lift;
-  if (!lift) {
-    if (!s.skipLock) for (const [t, pid] of s.tables) withNetns(pid, () => netUnlock(t));
-    return;
-  }
+  if (!lift) return; // (netRestoreHoldLift made none: --network-lock skip, or no lock table)
   s.lift = undefined;
   try {
     for (const r of lift.reqs) r.send();

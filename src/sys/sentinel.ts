@@ -284,15 +284,19 @@ export function armUndo(keep: number[], undo: UndoCall[], waitReady = false): Se
     keepAlive(ts, info);
   }
   let firedPidfd = -1;
+  /** the child exiting (or gone) reaped, and its page released */
+  const reaped = () => {
+    const st = new Int32Array(1);
+    while (syscall(NR.wait4, r, addr(st), __WALL, 0) === -4 /* EINTR */);
+    syscall(NR.munmap, base, PAGE);
+  };
   return {
     pid: r,
     disarm() {
       const one = new Uint8Array([1]);
       syscall(NR.write, wfd, addr(one), 1);
       syscall(NR.close, wfd);
-      const st = new Int32Array(1);
-      while (syscall(NR.wait4, r, addr(st), __WALL, 0) === -4 /* EINTR */);
-      syscall(NR.munmap, base, PAGE);
+      reaped();
     },
     cancel() {
       // SIGKILL first: with the pipe's write end closed first the child would run its undo
@@ -323,9 +327,7 @@ export function armUndo(keep: number[], undo: UndoCall[], waitReady = false): Se
           syscall(NR.kill, r, 9);
         }
       }
-      const st = new Int32Array(1);
-      while (syscall(NR.wait4, r, addr(st), __WALL, 0) === -4 /* EINTR */);
-      syscall(NR.munmap, base, PAGE);
+      reaped();
       return exited;
     },
   };
