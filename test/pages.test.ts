@@ -16,6 +16,7 @@ import {
   criuBunCommand,
   waitGone,
   waitUntil,
+  waitFor,
   workloadBin,
   REPO_ROOT,
 } from "./harness";
@@ -465,8 +466,8 @@ describe("a dump's blocks read by the Workers and the main thread (CRIU_BUN_MAIN
         ["dump", "-t", String(w.pid), "-D", dir, "-o", "dump.log", "-v4", ...(compress ? ["--compress"] : [])],
         { env: { CRIU_BUN_MAIN_PAGES: "on" } }
       );
-      const log = readFileSync(join(dir, "dump.log"), "utf8");
-      if (r.code !== 0) console.log(r.stderr, log.slice(-2000));
+      const log = existsSync(join(dir, "dump.log")) ? readFileSync(join(dir, "dump.log"), "utf8") : "(no dump.log)";
+      if (r.code !== 0) console.log(`criu-bun dump exited ${r.code}`, r.stderr, log.slice(-2000));
       expect(r.code).toBe(0);
       // one Worker fewer than a restore's (one CPU: one Worker either way)
       const m = /, (\d+) worker\(s\) and this thread\n/.exec(log);
@@ -494,15 +495,19 @@ describe("VmFlags read on the VMA reader Worker in a plain dump", () => {
       "    m.madvise(adv)",
       "    m[::4096] = bytes([7]) * (len(m) // 4096)",
       "    maps.append(m)",
-      `open(${JSON.stringify(ready)}, "w").write(str(os.getpid()))`,
+      // written whole, then renamed into place: the file is never seen empty (an empty one read as
+      // pid 0, and the dump refused "-t 0" before opening its log)
+      `open(${JSON.stringify(`${ready}.tmp`)}, "w").write(str(os.getpid()))`,
+      `os.rename(${JSON.stringify(`${ready}.tmp`)}, ${JSON.stringify(ready)})`,
       "time.sleep(600)",
     ].join("\n");
     const p = Bun.spawn(["setsid", "python3", "-c", py], { stdin: "ignore", stdout: "ignore", stderr: "ignore" });
     try {
-      const deadline = Date.now() + 20_000;
-      while (!existsSync(ready) && Date.now() < deadline) await Bun.sleep(20);
-      expect(existsSync(ready)).toBe(true);
-      const pid = Number(readFileSync(ready, "utf8"));
+      const pid = await waitFor(
+        () => (existsSync(ready) ? Number(readFileSync(ready, "utf8")) || undefined : undefined),
+        "python3 to map and fill its memory",
+        20_000
+      );
       const images: Record<string, Record<string, string>> = {};
       // "pages": no reader Worker (128 MiB: below its 2 GiB), the page Workers started at the freeze
       for (const reader of ["on", "off", "pages"]) {
@@ -511,8 +516,9 @@ describe("VmFlags read on the VMA reader Worker in a plain dump", () => {
         const r = criuBun(["dump", "-R", "-t", String(pid), "-D", d, "-o", "dump.log", "-v4"], {
           env: reader === "pages" ? {} : { CRIU_BUN_VMA_READER: reader },
         });
-        const log = readFileSync(join(d, "dump.log"), "utf8");
-        if (r.code !== 0) console.log(r.stderr, log.slice(-2000));
+        // (a dump that ended before opening its log has none: its exit status and stderr say why)
+        const log = existsSync(join(d, "dump.log")) ? readFileSync(join(d, "dump.log"), "utf8") : "(no dump.log)";
+        if (r.code !== 0) console.log(`criu-bun dump exited ${r.code}`, r.stderr, log.slice(-2000));
         expect(r.code).toBe(0);
         // "on": the Worker took the request, or (still starting when the flags were needed: a busy
         // machine) it was taken back and read here; "off": no Worker at all

@@ -81,7 +81,11 @@ test("a process that is not a session leader: dump refused without --shell-job, 
   let pid = 0;
   try {
     for (let i = 0; i < 500 && !existsSync(join(dir, "ready")); i++) await Bun.sleep(10);
-    pid = Number(readFileSync(join(dir, "job"), "utf8"));
+    // sh writes job after forking the counter, which may be ready first: wait for the pid itself
+    for (let i = 0; i < 500 && !pid; i++) {
+      pid = existsSync(join(dir, "job")) ? Number(readFileSync(join(dir, "job"), "utf8")) : 0;
+      if (!pid) await Bun.sleep(10);
+    }
     expect(Number(fields(pid)[3])).toBe(sh.pid); // session
     expect(Number(fields(pid)[2])).toBe(sh.pid); // process group
 

@@ -143,7 +143,7 @@ export function spawnSibling(path: string, argv: string[]): number {
   p[5] = BigInt(ptr(all));
   p[6] = BigInt(ptr(old));
   const r = Number(BigInt.asIntN(64, callCode(siblingAt, BigInt(ptr(p)))));
-  keepAlive(keep, stack);
+  keepAlive(keep, stack, argvA, envA, all, old, p);
   if (r < 0) throw new SysError("clone(CLONE_PARENT)", -r);
   return r;
 }
