@@ -8,6 +8,7 @@ import {
   chownSync,
   existsSync,
   lstatSync,
+  mkdirSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
@@ -24,6 +25,8 @@ import {
   criuBunCommand,
   holdsFor,
   isAlive,
+  killWorkload,
+  REPO_ROOT,
   procState,
   startWorkload,
   trigger,
@@ -37,8 +40,10 @@ beforeAll(async () => {
   await buildWorkloads();
 }, 120_000);
 const mounts: string[] = [];
+const extraDirs: string[] = [];
 afterAll(() => {
   for (const m of mounts.splice(0)) Bun.spawnSync(["umount", "-l", m]);
+  for (const d of extraDirs.splice(0)) rmSync(d, { recursive: true, force: true });
   cleanup();
   cleanupImages();
 });
@@ -341,6 +346,108 @@ describe("a failed dump leaves the directory as it was", () => {
     expect(await r.proc.exited).toBe(0);
     await wakeAndCheck(a);
   }, 30_000);
+});
+
+describe("a dump's commit syncs what it wrote, and only that", () => {
+  /** a new directory on a file system that keeps its files on a disk (not tmpfs or ramfs), or undefined */
+  function diskDir(tag: string): string | undefined {
+    for (const base of [tmpdir(), "/var/tmp", REPO_ROOT]) {
+      const t = Bun.spawnSync(["stat", "-f", "-c", "%T", base]).stdout.toString().trim();
+      if (t && t !== "tmpfs" && t !== "ramfs") {
+        const d = mkdtempSync(join(base, `criu-bun-img-${tag}-`));
+        extraDirs.push(d);
+        return d;
+      }
+    }
+    return undefined;
+  }
+  const EVENTS = ["syncfs", "fdatasync", "fsync"];
+  /** `dump -R` of pid into dir under perf stat: the calls of each kind, the log, the images */
+  function countedDump(pid: number, dir: string) {
+    const r = Bun.spawnSync(
+      [
+        "perf",
+        "stat",
+        "-x,",
+        "-e",
+        EVENTS.map((e) => `syscalls:sys_enter_${e}`).join(","),
+        "--",
+        ...criuBunCommand(),
+        "dump",
+        "-R",
+        "-t",
+        String(pid),
+        "-D",
+        dir,
+        "-o",
+        "dump.log",
+        "-v4",
+      ],
+      { stdout: "pipe", stderr: "pipe" }
+    );
+    const err = r.stderr.toString();
+    const calls: Record<string, number> = {};
+    for (const e of EVENTS)
+      calls[e] = Number(new RegExp(`^(\\d+),[^\\n]*syscalls:sys_enter_${e},`, "m").exec(err)?.[1]);
+    const log = existsSync(join(dir, "dump.log")) ? readFileSync(join(dir, "dump.log"), "utf8") : "";
+    if (r.exitCode !== 0) console.log(err, log.slice(-2000));
+    expect(r.exitCode).toBe(0);
+    const images = readdirSync(dir).filter((n) => /\.(img|idx|lz4|sum)$/.test(n)).length;
+    return { calls, log, images };
+  }
+  const meminfoKb = (field: string) =>
+    Number(new RegExp(`^${field}:\\s+(\\d+) kB$`, "m").exec(readFileSync("/proc/meminfo", "utf8"))?.[1]);
+
+  test("on a disk: each image by itself (fdatasync) while another program's 256 MiB wait for writeback, which stay unwritten; one syncfs when little waits; the images directory synced at each step; on tmpfs nothing", async () => {
+    const probe = Bun.spawnSync(["perf", "stat", "-x,", "-e", "syscalls:sys_enter_fsync", "true"], { stderr: "pipe" });
+    if (probe.exitCode !== 0) {
+      console.log("skipped: perf stat cannot count system calls here");
+      return;
+    }
+    const disk = diskDir("sync");
+    if (!disk) {
+      console.log("skipped: no directory on a disk file system");
+      return;
+    }
+    const w = await startWorkload("counter");
+    try {
+      // another program's data, written and not synced, on the same file system
+      const junk = join(disk, "junk");
+      Bun.spawnSync(["dd", "if=/dev/zero", `of=${junk}`, "bs=1M", "count=256", "status=none"]);
+      const waiting = meminfoKb("Dirty") + meminfoKb("Writeback");
+      expect(waiting).toBeGreaterThan(200 * 1024);
+      const busy = join(disk, "busy");
+      mkdirSync(busy);
+      const b = countedDump(w.pid, busy);
+      expect(b.log).toContain(`images synced one by one (${b.images})`);
+      expect(b.calls).toEqual({ syncfs: 0, fdatasync: b.images, fsync: 3 });
+      // the junk still waits (a syncfs would have written it back: Dirty down to almost nothing)
+      expect(meminfoKb("Dirty") + meminfoKb("Writeback")).toBeGreaterThan(200 * 1024);
+      rmSync(junk);
+      // little waiting: one syncfs (another writer on this machine may have left more: then one by one)
+      Bun.spawnSync(["sync"]);
+      const quiet = join(disk, "quiet");
+      mkdirSync(quiet);
+      const q = countedDump(w.pid, quiet);
+      if (q.log.includes("images synced by syncfs")) expect(q.calls).toEqual({ syncfs: 1, fdatasync: 0, fsync: 3 });
+      else {
+        console.log("more than 4 MiB of others' data waited for writeback: images synced one by one");
+        expect(q.calls).toEqual({ syncfs: 0, fdatasync: q.images, fsync: 3 });
+      }
+      // tmpfs: no sync at all (its fsync does nothing)
+      const mem = imagesDir("sync-tmpfs");
+      Bun.spawnSync(["mount", "-t", "tmpfs", "-o", "size=64m,mode=0700", "tmpfs", mem]);
+      mounts.push(mem);
+      const m = countedDump(w.pid, mem);
+      expect(m.calls).toEqual({ syncfs: 0, fdatasync: 0, fsync: 0 });
+      expect(m.log).not.toContain("images synced");
+      // every dump committed, and the counter, dumped three times and left running, checks itself
+      for (const d of [busy, quiet, mem]) expect(existsSync(join(d, "inventory.img"))).toBe(true);
+      await wakeAndCheck(w);
+    } finally {
+      killWorkload(w);
+    }
+  }, 60_000);
 });
 
 /** descendants of pid (children files of every thread), deepest last */
