@@ -961,8 +961,9 @@ describe("criu-bun killed at random moments", () => {
       rmSync(pause, { force: true });
       expect(isAlive(w.pid)).toBe(true);
       expect(tracer(w.pid)).toBe(0);
-      // the table goes with the last holder of its netlink socket: criu-bun, or a sentinel forked
-      // with a copy of criu-bun's fds that has not yet closed them (as after the killed dumps)
+      // the dump's table is deleted by the sentinel freed at the release (inet.ts netRestoreHoldLift)
+      // once it reads criu-bun gone: a moment after criu-bun's death, not at it (this restore's own
+      // table went with criu-bun, its owner)
       await lockGone();
       await holdsFor(
         "the restored server running with no lock table",
