@@ -44,11 +44,30 @@ const CPUID = [
   0x53, 0x49, 0x89, 0xd0, 0x89, 0xf8, 0x89, 0xf1, 0x0f, 0xa2, 0x41, 0x89, 0x00, 0x41, 0x89, 0x58, 0x04, 0x41, 0x89,
   0x48, 0x08, 0x41, 0x89, 0x50, 0x0c, 0x5b, 0xc3,
 ];
+// killAndRelease(pid | pidfd << 32): kill(pid, SIGKILL), then, when it worked, process_mrelease(pidfd, 0);
+// rax of the last call made
+// biome-ignore format: machine code
+const KILL_RELEASE = [
+  0x49, 0x89, 0xf8, //                         mov r8, rdi
+  0x49, 0xc1, 0xe8, 0x20, //                   shr r8, 32 (the pidfd)
+  0x89, 0xff, //                               mov edi, edi (the pid)
+  0xbe, 0x09, 0x00, 0x00, 0x00, //             mov esi, 9 (SIGKILL)
+  0xb8, 0x3e, 0x00, 0x00, 0x00, //             mov eax, 62 (kill)
+  0x0f, 0x05, //                               syscall
+  0x48, 0x85, 0xc0, //                         test rax, rax
+  0x75, 0x0c, //                               jnz done
+  0x4c, 0x89, 0xc7, //                         mov rdi, r8
+  0x31, 0xf6, //                               xor esi, esi
+  0xb8, 0xc0, 0x01, 0x00, 0x00, //             mov eax, 448 (process_mrelease)
+  0x0f, 0x05, //                               syscall
+  0xc3, //                                     done: ret
+];
 const page = Number(
   codePage(
     [
       [0, STUB],
       [64, CPUID],
+      [128, KILL_RELEASE],
     ],
     "the syscall stub"
   )
@@ -118,6 +137,18 @@ export function syscall(
 /** Call machine code of ours at `code` (an executable page criu-bun wrote) as fn(arg); its rax. */
 export function callCode(code: bigint, arg: Arg): bigint {
   return BigInt(raw(code, arg, 0, 0, 0, 0, 0));
+}
+
+/**
+ * SIGKILL to pid and, when it was sent, its memory freed from this thread too (process_mrelease
+ * through pidfd, opened before): both calls in one piece of machine code, so that the second comes
+ * a few instructions after the first. A killed process lets go of its memory before it frees it
+ * (exit_mm), and process_mrelease finds nothing to help with after that (ESRCH); from JavaScript
+ * the process woke on the other CPU and got there first in about half of the tries. The result of
+ * the last call made: 0, or kill's or process_mrelease's -errno.
+ */
+export function killAndRelease(pid: number, pidfd: number): number {
+  return Number(callCode(BigInt(page as unknown as number) + 128n, BigInt(pid) | (BigInt(pidfd) << 32n)));
 }
 
 /** A raw syscall that throws SysError on failure. */
