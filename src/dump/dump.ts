@@ -523,7 +523,7 @@ export function dumpProcess(o: DumpOptions): DumpStats {
       }
     }
     kinds.release("killed", dumpRunId(pid)); // while the tree lives: its network namespace is reached through it
-    killAndFree(alive);
+    killAndFree(alive, stats.pagesScanned * 4096);
     for (const n of alive) for (const t of n.fp!.threads) syscall(NR.ptrace, 17, t.tid, 0, 0);
     // a killed thread still traced by us (DETACH needs a stopped tracee) reports its death to us
     // first: collect it, so its parent can reap it and its PID is free even while criu-bun lives on
@@ -551,6 +551,13 @@ export function dumpProcess(o: DumpOptions): DumpStats {
 }
 
 /**
+ * The memory a dump found in its tree (pages scanned) from which killAndFree frees it from here as
+ * well: below, the calls (a few system calls and their first run of JavaScript, ~0.3 ms) cost more
+ * than a small process's memory takes to free (about 1 ms per 16 MiB here).
+ */
+const FREE_FROM_HERE_MIN = 32 * 2 ** 20;
+
+/**
  * SIGKILL to every process of the tree, back to back as before, and their memory freed from this
  * thread too (process_mrelease, Linux 5.15) while each frees it in its own exit: two CPUs free it
  * instead of one. On 2 idle CPUs the wait for a killed 1 GiB process went from 58-76 to 40-45 ms,
@@ -562,9 +569,16 @@ export function dumpProcess(o: DumpOptions): DumpStats {
  * (and pidfds) are still theirs. A failed call loses nothing: that process frees its memory alone,
  * as it did before.
  */
-function killAndFree(tree: TreeNode[]) {
+function killAndFree(tree: TreeNode[], bytes: number) {
   if (!tree.length) return;
   const t0 = performance.now();
+  if (bytes < FREE_FROM_HERE_MIN) {
+    for (const n of tree) syscall(NR.kill, n.pid, 9);
+    log.debug(
+      `killed ${tree.length} process(es), their ${(bytes / 2 ** 20).toFixed(1)} MiB of pages left to them to free`
+    );
+    return;
+  }
   const mapped = (n: TreeNode) => (n.dumped?.vmas ?? []).reduce((a, v) => a + Number(v.end - v.start), 0);
   const order = [...tree].sort((a, b) => mapped(a) - mapped(b)),
     last = order.pop()!,
