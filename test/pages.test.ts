@@ -23,7 +23,7 @@ import {
 } from "./harness";
 import { dump, restore, imagesDir, cleanupImages, flipBit, waitReaped } from "./engine-helpers";
 import { parseSmaps, smapsSkeleton } from "../src/sys/proc";
-import { syscall, addr } from "../src/sys/syscall";
+import { syscall, addr, killAndRelease } from "../src/sys/syscall";
 import { toArrayBuffer, type Pointer } from "bun:ffi";
 import { NR } from "../src/sys/nr";
 import { UFFDIO_API, UFFDIO_REGISTER, UFFDIO_UNREGISTER, uffdCopyAt, uffdCopied } from "../src/sys/uffd";
@@ -360,6 +360,33 @@ describe("the killed process's memory at the end of a dump", () => {
     console.log(`process_mrelease freed the killed process's memory in ${freed} of 3 dumps`);
     if (availableParallelism() >= 2) expect(freed).toBeGreaterThanOrEqual(2);
   }, 120_000);
+
+  test("killAndRelease (kill, then process_mrelease, in machine code): kills, frees or says ESRCH; no kill, no release", async () => {
+    const p = Bun.spawn(["sleep", "1000"], { stdin: "ignore", stdout: "ignore", stderr: "ignore" });
+    const fd = syscall(NR.pidfd_open, p.pid, 0);
+    expect(fd).toBeGreaterThanOrEqual(0);
+    try {
+      const r = killAndRelease(p.pid, fd);
+      // freed from here, or the process got through its exit's exit_mm first
+      expect([0, -3]).toContain(r);
+      await p.exited;
+      expect(p.signalCode).toBe("SIGKILL");
+      // a pid no process can have: kill fails (ESRCH), and that is the answer (no process_mrelease
+      // of the pidfd, whose process is gone anyway)
+      const other = Bun.spawn(["sleep", "1000"], { stdin: "ignore", stdout: "ignore", stderr: "ignore" });
+      const ofd = syscall(NR.pidfd_open, other.pid, 0);
+      try {
+        expect(killAndRelease(0x3fffffff, ofd)).toBe(-3);
+        // (its process untouched: not killed, and process_mrelease of a live process would be EINVAL)
+        expect(isAlive(other.pid)).toBe(true);
+      } finally {
+        other.kill(9);
+        syscall(NR.close, ofd);
+      }
+    } finally {
+      syscall(NR.close, fd);
+    }
+  });
 });
 
 describe("a large restore's private anonymous pages by UFFDIO_COPY", () => {
