@@ -589,8 +589,15 @@ function killAndFree(tree: TreeNode[], bytes: number) {
   const lastFd = fds.get(last.pid)!;
   if (lastFd < 0) syscall(NR.kill, last.pid, 9);
   else {
-    offThisCpu(last.fp!.threads.map((t) => t.tid));
-    results.set(last.pid, killAndRelease(last.pid, lastFd));
+    const back = offTheirCpus(
+      last.pid,
+      last.fp!.threads.map((t) => t.tid)
+    );
+    try {
+      results.set(last.pid, killAndRelease(last.pid, lastFd));
+    } finally {
+      back?.();
+    }
   }
   if (results.get(last.pid) !== -E.ENOSYS)
     for (const n of order) {
@@ -609,26 +616,34 @@ function killAndFree(tree: TreeNode[], bytes: number) {
 }
 
 /**
- * The threads of a process about to be killed kept off the CPU this thread runs on (their allowed
- * CPUs less this one), so that the kill does not wake them in front of us there: woken on our CPU,
- * a thread preempted us between the kill and process_mrelease and got through exit_mm first (1 in
- * 5 or 6 dumps). Nothing when it would leave them no CPU, or for more than 16 threads: one of many
- * still holding the memory is enough for process_mrelease.
+ * This thread kept off the CPUs the threads of a process about to be killed last ran on, until the
+ * returned function puts its CPUs back: woken there by the kill, they do not preempt us between the
+ * kill and process_mrelease, which made them reach exit_mm first in 1 of 5-6 dumps here. Only this
+ * thread's own affinity changes, never the process's: a criu-bun killed meanwhile leaves the tree as
+ * it was. Nothing when no other CPU is allowed to us, or for more than 16 threads (one of many still
+ * holding the memory is enough for process_mrelease).
  */
-function offThisCpu(tids: number[]) {
-  if (tids.length > 16) return;
-  const cpu = new Uint32Array(1);
-  if (syscall(NR.getcpu, addr(cpu), 0, 0) !== 0) return;
-  const mask = new Uint8Array(128),
-    at = cpu[0] >> 3,
-    bit = 1 << (cpu[0] & 7);
+function offTheirCpus(pid: number, tids: number[]): (() => void) | undefined {
+  if (tids.length > 16) return undefined;
+  const mine = new Uint8Array(128);
+  const n = syscall(NR.sched_getaffinity, 0, mine.length, addr(mine));
+  if (n <= 0) return undefined;
+  const away = mine.slice();
   for (const tid of tids) {
-    mask.fill(0);
-    const n = syscall(NR.sched_getaffinity, tid, mask.length, addr(mask));
-    if (n <= at || !(mask[at] & bit)) continue;
-    mask[at] &= ~bit;
-    if (mask.some((b) => b !== 0)) syscall(NR.sched_setaffinity, tid, n, addr(mask));
+    let cpu: number;
+    try {
+      cpu = readStat(pid, tid).processor;
+    } catch {
+      continue;
+    }
+    if (cpu >= 0 && cpu >> 3 < n) away[cpu >> 3] &= ~(1 << (cpu & 7));
   }
+  if (away.every((b) => b === 0) || away.every((b, i) => b === mine[i])) return undefined;
+  if (syscall(NR.sched_setaffinity, 0, n, addr(away)) !== 0) return undefined;
+  return () => {
+    const r = syscall(NR.sched_setaffinity, 0, n, addr(mine));
+    if (r !== 0) log.warn(`cannot give this thread its CPUs back: ${errnoText(r)}`);
+  };
 }
 
 /**

@@ -89,6 +89,8 @@ export interface ProcStat {
   numThreads: number;
   startTime: bigint;
   exitSignal: number;
+  /** the CPU it last ran on */
+  processor: number;
   startCode: bigint;
   endCode: bigint;
   startStack: bigint;
@@ -127,6 +129,7 @@ function parseStat(text: string): ProcStat {
     numThreads: +F(20),
     startTime: B(22),
     exitSignal: +F(38),
+    processor: +F(39),
     startCode: B(26),
     endCode: B(27),
     startStack: B(28),
