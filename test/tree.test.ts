@@ -275,6 +275,12 @@ describe("copy-on-write", () => {
     const before = pss();
     const dir = imagesDir("cow");
     dump(w.pid, dir);
+    for (const k of kids) expect(isAlive(k)).toBe(false);
+    // 7 processes, more than 32 MiB of pages: killed back to back, the largest last with its memory
+    // freed from here as well (killAndFree), the others helped after it where not too late
+    expect(readFileSync(join(dir, "dump.log"), "utf8")).toMatch(
+      /killed 7 process\(es\), the memory of [0-7] freed from here too in [\d.]+ ms/
+    );
     const r = await restore(dir, w.pid);
     for (const k of kids) await waitUntil("the restored child to run", () => isAlive(k));
     const after = pss();

@@ -561,7 +561,7 @@ const FREE_FROM_HERE_MIN = 32 * 2 ** 20;
  * SIGKILL to every process of the tree, back to back as before, and their memory freed from this
  * thread too (process_mrelease, Linux 5.15) while each frees it in its own exit: two CPUs free it
  * instead of one. On 2 idle CPUs the wait for a killed 1 GiB process went from 58-76 to 40-45 ms,
- * 4 GiB from 256-306 to 147-183 ms (a C program; a 1 GiB dump's end 79 -> 42 ms, BENCHMARKS.md).
+ * 4 GiB from 256-306 to 147-183 ms (a C program; a 1 GiB dump's end 77 -> 48 ms, BENCHMARKS.md).
  * The call helps only before the process reaches exit_mm, which lets go of the memory before
  * freeing it (then ESRCH): the process with the largest address space is killed last, by
  * killAndRelease (both calls a few instructions apart), the others are helped after it if they are
