@@ -65,7 +65,10 @@ test("dump and restore leave their memory to a process the -v4 log names, which 
   const dir = imagesDir("keeper");
   dump(w.pid, dir);
   const holder = (log: string) => {
-    const m = /exit: process (\d+) holds criu-bun's memory, freed once criu-bun has exited\n$/.exec(log);
+    const m =
+      /exit: process (\d+) holds criu-bun's memory \(made and ready in [\d.]+ ms\), freed once criu-bun has exited\n$/.exec(
+        log
+      );
     expect(m).not.toBeNull();
     return Number(m![1]);
   };

@@ -235,8 +235,10 @@ export async function main(argv: string[]): Promise<number> {
   }
   if (KEEP_MEMORY_PAST_EXIT.has(name)) {
     try {
-      const pid = (await import("../sys/sentinel")).keepMemoryPastExit();
-      log.debug(`exit: process ${pid} holds criu-bun's memory, freed once criu-bun has exited`);
+      const { pid, ms } = (await import("../sys/sentinel")).keepMemoryPastExit();
+      log.debug(
+        `exit: process ${pid} holds criu-bun's memory (made and ready in ${ms.toFixed(2)} ms), freed once criu-bun has exited`
+      );
     } catch (e) {
       log.debug(`exit: no process to hold criu-bun's memory (${errorMessage(e)}): freed before the exit`);
     }

@@ -185,6 +185,7 @@ export const NR = {
   timerfd_gettime: 287,
   fadvise64: 221,
   sched_getaffinity: 204,
+  getcpu: 309,
   sched_setaffinity: 203,
   getpriority: 140,
   setpriority: 141,
