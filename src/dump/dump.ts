@@ -17,7 +17,7 @@ import { wait4Raw, W, __WALL } from "../sys/ptrace";
 import { RemoteMem } from "../ptrace/inject";
 import { syscall, killAndRelease } from "../sys/syscall";
 import { closeFd } from "../sys/mem";
-import { addr } from "../sys/addr";
+import { thisThreadOnCpus } from "../sys/affinity";
 import { NR } from "../sys/nr";
 import { CLONE } from "../sys/flags";
 import { dumpTask, type TaskDump } from "./task";
@@ -625,25 +625,25 @@ function killAndFree(tree: TreeNode[], bytes: number) {
  */
 function offTheirCpus(pid: number, tids: number[]): (() => void) | undefined {
   if (tids.length > 16) return undefined;
-  const mine = new Uint8Array(128);
-  const n = syscall(NR.sched_getaffinity, 0, mine.length, addr(mine));
-  if (n <= 0) return undefined;
-  const away = mine.slice();
-  for (const tid of tids) {
-    let cpu: number;
-    try {
-      cpu = readStat(pid, tid).processor;
-    } catch {
-      continue;
+  const back = thisThreadOnCpus((away) => {
+    for (const tid of tids) {
+      let cpu: number;
+      try {
+        cpu = readStat(pid, tid).processor;
+      } catch {
+        continue;
+      }
+      if (cpu >= 0 && cpu >> 3 < away.length) away[cpu >> 3] &= ~(1 << (cpu & 7));
     }
-    if (cpu >= 0 && cpu >> 3 < n) away[cpu >> 3] &= ~(1 << (cpu & 7));
-  }
-  if (away.every((b) => b === 0) || away.every((b, i) => b === mine[i])) return undefined;
-  if (syscall(NR.sched_setaffinity, 0, n, addr(away)) !== 0) return undefined;
-  return () => {
-    const r = syscall(NR.sched_setaffinity, 0, n, addr(mine));
-    if (r !== 0) log.warn(`cannot give this thread its CPUs back: ${errnoText(r)}`);
-  };
+    return away;
+  });
+  return (
+    back &&
+    (() => {
+      const r = back();
+      if (r !== 0) log.warn(`cannot give this thread its CPUs back: ${errnoText(r)}`);
+    })
+  );
 }
 
 /**

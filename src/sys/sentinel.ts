@@ -30,6 +30,7 @@ import { NR } from "./nr";
 import { CLONE } from "./flags";
 import { assemble, cloneBlocked, d32, movEax, parentSide, syscallOp } from "./asm";
 import { SysError } from "./errno";
+import { thisThreadOnCpus } from "./affinity";
 import { seize, interrupt, detach, PTRACE_O } from "./ptrace";
 
 /** One undo call: a syscall number and up to six arguments; `{ int32 }` passes the address of that int. */
@@ -202,21 +203,13 @@ export function armHeldUndo(keep: number[], undo: UndoCall[]) {
   };
 }
 
-/**
- * This thread pinned to the CPU it runs on; returns what gives it its CPUs back (undefined: left as
- * it was, on any failure). Only criu-bun's own thread: nothing of the processes it works on.
- */
-function onThisCpuOnly(): (() => void) | undefined {
-  const mine = new Uint8Array(128);
-  const n = syscall(NR.sched_getaffinity, 0, mine.length, addr(mine));
+/** The CPU this thread runs on, alone in a mask of the kernel's length (undefined: not known). */
+function thisCpuOnly(mine: Uint8Array): Uint8Array | undefined {
   const cpu = new Uint32Array(1);
-  if (n <= 0 || syscall(NR.getcpu, addr(cpu), 0, 0) !== 0 || cpu[0] >> 3 >= n) return undefined;
-  const one = new Uint8Array(n);
+  if (syscall(NR.getcpu, addr(cpu), 0, 0) !== 0 || cpu[0] >> 3 >= mine.length) return undefined;
+  const one = new Uint8Array(mine.length);
   one[cpu[0] >> 3] = 1 << (cpu[0] & 7);
-  if (one.every((b, i) => b === mine[i]) || syscall(NR.sched_setaffinity, 0, n, addr(one)) !== 0) return undefined;
-  return () => {
-    syscall(NR.sched_setaffinity, 0, n, addr(mine));
-  };
+  return one;
 }
 
 /**
@@ -282,7 +275,7 @@ export function armUndo(keep: number[], undo: UndoCall[], waitReady = false): Se
   // process goes to the least loaded CPU, and there it may wait behind a busy process for a whole
   // time slice before it runs its first instructions: up to 8 ms of criu-bun's exit, with a
   // CPU-bound process on the other CPU of 2 (sched timehist: 3.9 ms of scheduling delay).
-  const giveBack = waitReady ? onThisCpuOnly() : undefined;
+  const giveBack = waitReady ? thisThreadOnCpus(thisCpuOnly) : undefined;
   const r = Number(BigInt.asIntN(64, callCode(stub(), base)));
   giveBack?.();
   if (r < 0) {
