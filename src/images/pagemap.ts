@@ -8,7 +8,7 @@ import { noFTL } from "bun:jsc";
 import { join } from "../sys/path";
 import { ImageError, LARGE_IMAGE } from "./image";
 import { log } from "../log";
-import { jitIfLarge, WORK_JIT } from "../jit";
+import { jitForLoops, jitIfLarge, WORK_JIT } from "../jit";
 import { IMG_COMMON_MAGIC } from "./magic";
 import { releasePages } from "../sys/ownpages";
 
@@ -283,6 +283,11 @@ export function decodePagemap(dir: string, file: string): { pagesId: number; run
 export function decodePagemapTable(dir: string, file: string): PagemapTable {
   const b = readFileSync(join(dir, file));
   if (jitIfLarge(b.length, LARGE_IMAGE)) log.debug(`JIT tier-up thresholds x${WORK_JIT} from here on (${file})`);
+  // a large one's loops at the JIT's own thresholds (jitForLoops)
+  return b.length >= LARGE_IMAGE ? jitForLoops(() => tableOf(b, file)) : tableOf(b, file);
+}
+
+function tableOf(b: Buffer, file: string): PagemapTable {
   const dv = new DataView(b.buffer, b.byteOffset, b.length);
   if (b.length < 8) throw new ImageError(file, 0, "truncated header");
   if (dv.getUint32(0, true) !== IMG_COMMON_MAGIC || dv.getUint32(4, true) !== PAGEMAP_MAGIC)

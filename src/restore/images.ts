@@ -6,7 +6,7 @@ import { decodePagemapTable, PagemapTable, type PagemapRunAt } from "../images/p
 import * as S from "../images/schemas";
 import { create } from "@bufbuild/protobuf";
 import { CriuError, log } from "../log";
-import { jitIfLarge, WORK_JIT } from "../jit";
+import { jitForLoops, jitIfLarge, WORK_JIT } from "../jit";
 import { checkPages } from "../codec/pipeline";
 import { taskCgSet, readCgroups } from "../resources/cgroup";
 import { verifyManifest } from "../images/manifest";
@@ -68,6 +68,9 @@ export interface RestoreSet extends RestoreNamespaces {
   files: Map<number, S.file_entry>;
   tasks: TaskImages[];
 }
+
+/** runs of a pagemap from which its checks run at the JIT's own thresholds (about LARGE_IMAGE's bytes) */
+const LARGE_PAGEMAP = 4096;
 
 function need(dir: string, file: string) {
   if (!imageExists(dir, file)) throw new CriuError("restore", `${join(dir, file)} is missing`);
@@ -143,10 +146,17 @@ function loadImagesFrom(dir: string, read: Map<string, bigint>): RestoreSet {
     const t0 = performance.now();
     const pm = decodePagemapTable(dir, `pagemap-${pid}.img`); // each run with the offset of its pages in the page stream
     const t1 = performance.now();
-    validatePagemap(dir, `pagemap-${pid}.img`, pm, mm);
-    const t2 = performance.now();
+    let t2 = 0;
     const pagesFile = `pages-${pm.pagesId}.img`;
-    checkPages(dir, { pid, pm, pagesFile, mm }); // pages-N.img or criu-bun's pages-N.lz4: present, sizes match
+    const check = () => {
+      validatePagemap(dir, `pagemap-${pid}.img`, pm, mm);
+      t2 = performance.now();
+      checkPages(dir, { pid, pm, pagesFile, mm }); // pages-N.img or criu-bun's pages-N.lz4: present, sizes match
+    };
+    // a large pagemap's runs (a 1 GiB heap: 55,000) go through these loops once each, before any
+    // process is made: at the JIT's own thresholds (jit.ts)
+    if (pm.length >= LARGE_PAGEMAP) jitForLoops(check);
+    else check();
     log.debug(
       `pagemap-${pid}.img: ${pm.length} runs decoded in ${(t1 - t0).toFixed(1)} ms, checked against the VMAs in ${(t2 - t1).toFixed(1)} ms, against ${pagesFile}'s index in ${(performance.now() - t2).toFixed(1)} ms`
     );
