@@ -304,3 +304,75 @@ test("entries the usual-entry loop does not take (long tags and values, other fi
     rmSync(d, { recursive: true });
   }
 });
+
+test("entries as both tools write them (14 bytes, vaddr in 7), near misses among them, and thousands in a row read as the generic reader reads them", () => {
+  const d = mkdtempSync(join(tmpdir(), "criu-bun-pm-"));
+  const u32 = (v: number) => [v & 0xff, (v >>> 8) & 0xff, (v >>> 16) & 0xff, v >>> 24];
+  const varint = (v: bigint) => {
+    const o: number[] = [];
+    while (v > 0x7fn) {
+      o.push(Number(v & 0x7fn) | 0x80);
+      v >>= 7n;
+    }
+    o.push(Number(v));
+    return o;
+  };
+  const entry = (...fields: number[][]) => {
+    const body = fields.flat();
+    return [...u32(body.length), ...body];
+  };
+  const f = (n: number, v: bigint) => [...varint(BigInt(n << 3)), ...varint(v)];
+  const common = (va: bigint, nr: bigint, flags = 4n, compat = nr) =>
+    entry(f(1, va), f(2, compat), f(4, flags), f(5, nr));
+  try {
+    const entries = [
+      common(0x7f0000001000n, 1n),
+      common(1n << 42n, 3n), // the lowest address in 7 bytes
+      common(0x7ffffffff000n, 127n, 2n), // PE_PARENT: no page-stream offset taken
+      common(0x555555554000n, 2n, 4n, 9n), // compat_nr_pages other than nr_pages: nr_pages wins
+      common(0x7f0000100000n, 200n), // a count of two bytes: 15 bytes, the usual loop
+      common(0x100000000n, 1n), // vaddr in 5 bytes: the usual loop
+      entry(f(1, 0x7f0000200000n), f(4, 4n), f(2, 1n), f(5, 1n)), // 14 bytes, another order
+      entry([0x08, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00], f(2, 1n), f(4, 4n), f(5, 1n)), // 0 in 7 bytes
+      common(0x7f0000300000n, 5n),
+      common(0x7f0000400000n, 0x7fn, 4n, 0x7fn),
+    ];
+    // enough of them in a row for each loop to reach its optimizing tier
+    const many: number[][] = [];
+    for (let i = 0; i < 3000; i++) many.push(common(0x7f1000000000n + BigInt(i) * 0x10000n, BigInt((i % 127) + 1)));
+    const all = [...entries, ...many, ...entries];
+    writeFileSync(
+      join(d, "pagemap-9.img"),
+      new Uint8Array([...u32(0x54564319), ...u32(0x56084025), ...entry(f(1, 9n)), ...all.flat()])
+    );
+    const gen = (readImage(d, "pagemap-9.img", "PAGEMAP").slice(1) as S.pagemap_entry[]).map((e) => ({
+      vaddr: e.vaddr,
+      nrPages: pagemapNrPages(e),
+      flags: e.flags ?? 4,
+    }));
+    const t = decodePagemapTable(d, "pagemap-9.img");
+    expect(t.length).toBe(all.length);
+    expect(t.runs().map(({ vaddr, nrPages, flags }) => ({ vaddr, nrPages, flags }))).toEqual(gen);
+    expect([...t.va.subarray(0, entries.length)]).toEqual([
+      0x7f0000001000,
+      2 ** 42,
+      0x7ffffffff000,
+      0x555555554000,
+      0x7f0000100000,
+      0x100000000,
+      0x7f0000200000,
+      0,
+      0x7f0000300000,
+      0x7f0000400000,
+    ]);
+    expect([...t.nr.subarray(0, entries.length)]).toEqual([1, 3, 127, 2, 200, 1, 1, 1, 5, 127]);
+    // each run's pages start where the PE_PRESENT runs before it end
+    let off = 0;
+    for (let i = 0; i < t.length; i++) {
+      expect(t.offset[i]).toBe(off);
+      if (t.flags[i] & 4) off += t.nr[i] * 4096;
+    }
+  } finally {
+    rmSync(d, { recursive: true });
+  }
+});
