@@ -15,7 +15,16 @@
 // job, then blocks in Atomics.wait on the oldest slot, so results are consumed in order while
 // up to SLOTS_PER_WORKER jobs per Worker are under way. Memory stays bounded: per Worker one WASM
 // instance (about 2 MiB of buffers) and its slots (about 1 MiB each), whatever the dump's size.
-import { openSync, closeSync, existsSync, unlinkSync, readFileSync, readdirSync, statSync } from "../sys/fs";
+import {
+  openSync,
+  closeSync,
+  existsSync,
+  unlinkSync,
+  readFileSync,
+  readdirSync,
+  statSync,
+  isTerminal,
+} from "../sys/fs";
 import { createNew, writeNewFile } from "../images/safefs";
 import { join } from "../sys/path";
 import { PageCodec } from "./codec";
@@ -591,7 +600,7 @@ class Progress {
     private what: string,
     private total: number
   ) {
-    this.on = total > PROGRESS_MIN && !!process.stderr.isTTY && !process.env.CRIU_BUN_NO_PROGRESS;
+    this.on = total > PROGRESS_MIN && !process.env.CRIU_BUN_NO_PROGRESS && isTerminal(2);
   }
   add(bytes: number) {
     this.done += bytes;
