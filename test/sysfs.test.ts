@@ -339,6 +339,24 @@ describe("sys/fs is node:fs", () => {
       sfs.closeSync(fd);
     }
   });
+
+  test("isTerminal answers as node:tty's isatty: a pty's master, a file, /dev/null, a closed fd", () => {
+    const tty = require("node:tty") as typeof import("node:tty");
+    const fds: number[] = [];
+    try {
+      const master = nfs.openSync("/dev/ptmx", nfs.constants.O_RDWR | nfs.constants.O_NOCTTY);
+      fds.push(master);
+      fds.push(nfs.openSync(`${dir}/file`, "r"), nfs.openSync("/dev/null", "r"));
+      const closed = nfs.openSync("/dev/null", "r");
+      nfs.closeSync(closed);
+      const seen = [...fds, closed].map((fd) => [sfs.isTerminal(fd), tty.isatty(fd)]);
+      for (const [ours, node] of seen) expect(ours).toBe(node);
+      // the master is a terminal, the file and /dev/null are not: the comparison is not all-false
+      expect(seen.map(([ours]) => ours)).toEqual([true, false, false, false]);
+    } finally {
+      for (const fd of fds) nfs.closeSync(fd);
+    }
+  });
 });
 
 // A call given buffers by address only (`syscall(NR.rename, addr(cstr(a)), addr(cstr(b)))`) holds
