@@ -242,7 +242,6 @@ function encodingOf(o: unknown): string | undefined {
   return undefined;
 }
 
-/** All of fd from its offset to the end (regular files and /proc files alike). */
 /**
  * isatty(3): whether fd is a terminal (TCGETS answers only there, as glibc's isatty asks). Not
  * process.stderr.isTTY: reading that builds the runtime's Node stream for stderr, 2.2-2.8 ms of a
@@ -252,6 +251,7 @@ export function isTerminal(fd: number): boolean {
   return syscall(NR.ioctl, fd, 0x5401 /* TCGETS */, addr(new Uint8Array(64))) === 0;
 }
 
+/** All of fd from its offset to the end (regular files and /proc files alike). */
 function readAll(fd: number, sizeHint: number): Uint8Array {
   let b = new Uint8Array(Math.max(sizeHint + 1, 4096));
   let n = 0;
