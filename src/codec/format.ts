@@ -51,7 +51,7 @@ interface BlockEntry {
  * they were cut (VMA ends, zero pages, jobs). Each maximal run contributes (start, pages).
  */
 export class AddrHash {
-  private h = 0x811c9dc5;
+  private h = ADDR_HASH_SEED;
   private start = 0;
   private n = 0;
   add(va: number, pages: number) {
@@ -63,25 +63,33 @@ export class AddrHash {
     this.start = va;
     this.n = pages;
   }
-  private mix(x: number) {
-    this.h = Math.imul(this.h ^ (x >>> 0), 0x01000193);
-    this.h ^= this.h >>> 15;
-  }
   private flush() {
     if (!this.n) return;
-    this.mix(this.start % 0x100000000);
-    this.mix(Math.floor(this.start / 0x100000000));
-    this.mix(this.n);
+    this.h = mixRun(this.h, this.start, this.n);
     this.n = 0;
   }
   /** the hash of everything added since the last value(), and start over */
   value(): number {
     this.flush();
-    const v = (Math.imul(this.h ^ (this.h >>> 13), 0x5bd1e995) ^ 0x9e3779b9) >>> 0;
-    this.h = 0x811c9dc5;
+    const v = hashValue(this.h);
+    this.h = ADDR_HASH_SEED;
     return v;
   }
 }
+const ADDR_HASH_SEED = 0x811c9dc5;
+/** One maximal run (start, pages) mixed into h: its start's low and high 32 bits, then its pages. */
+function mixRun(h: number, start: number, pages: number): number {
+  h = Math.imul(h ^ ((start % 0x100000000) >>> 0), 0x01000193);
+  h ^= h >>> 15;
+  h = Math.imul(h ^ (Math.floor(start / 0x100000000) >>> 0), 0x01000193);
+  h ^= h >>> 15;
+  h = Math.imul(h ^ (pages >>> 0), 0x01000193);
+  return h ^ (h >>> 15);
+}
+/** The block's value from the runs mixed in. */
+const hashValue = (h: number) => (Math.imul(h ^ (h >>> 13), 0x5bd1e995) ^ 0x9e3779b9) >>> 0;
+/** AddrHash's functions, for the dump's list of code kept at DFG (pipeline.ts keepDumpAtDFG) */
+export const addrHashCode = (): ((...a: never[]) => unknown)[] => [mixRun, hashValue];
 interface PagesIndex {
   compressed: boolean;
   blockSize: number;
@@ -236,10 +244,10 @@ export function checkAddrBinding(
 ): boolean {
   if (!index.blocks.length || index.blocks[0].addrHash === undefined) return false; // version 1: nothing recorded
   const { va, nr } = runs;
-  // AddrHash's state in locals, its add/flush/mix/value inline: one function that the JIT compiles
-  // once. Methods on an object were compiled, thrown away and compiled again several times per
-  // restore (BUN_JSC_reportDFGCompileTimes), and a 1 GiB heap's 55,000 runs took 11-20 ms here.
-  let h = 0x811c9dc5,
+  // AddrHash's state in locals, its add inline (mixRun and hashValue shared with it): methods on
+  // an object were compiled, thrown away and compiled again several times per restore
+  // (BUN_JSC_reportDFGCompileTimes), and a 1 GiB heap's 55,000 runs took 11-20 ms here.
+  let h = ADDR_HASH_SEED,
     start = 0,
     run = 0;
   let ri = 0,
@@ -275,8 +283,8 @@ export function checkAddrBinding(
     // AddrHash.value
     if (run) h = mixRun(h, start, run);
     run = 0;
-    const v = (Math.imul(h ^ (h >>> 13), 0x5bd1e995) ^ 0x9e3779b9) >>> 0;
-    h = 0x811c9dc5;
+    const v = hashValue(h);
+    h = ADDR_HASH_SEED;
     if (v !== b.addrHash)
       throw new CriuError(
         "restore",
@@ -284,14 +292,4 @@ export function checkAddrBinding(
       );
   }
   return true;
-}
-
-/** AddrHash.flush: one run (start, pages) mixed into h */
-function mixRun(h: number, start: number, pages: number): number {
-  h = Math.imul(h ^ ((start % 0x100000000) >>> 0), 0x01000193);
-  h ^= h >>> 15;
-  h = Math.imul(h ^ (Math.floor(start / 0x100000000) >>> 0), 0x01000193);
-  h ^= h >>> 15;
-  h = Math.imul(h ^ (pages >>> 0), 0x01000193);
-  return h ^ (h >>> 15);
 }

@@ -59,6 +59,7 @@ import {
   BLOCK_LZ4,
   IndexWriter,
   AddrHash,
+  addrHashCode,
   pagesNames,
   checkPagesLayout,
   checkAddrBinding,
@@ -770,7 +771,7 @@ let dumpAtDFG = false;
 function keepDumpAtDFG() {
   if (dumpAtDFG) return;
   dumpAtDFG = true;
-  const fns: unknown[] = [...pagemapWriterCode()];
+  const fns: unknown[] = [...pagemapWriterCode(), ...addrHashCode()];
   const methods = (proto: object, names: string[]) => {
     for (const n of names) {
       const d = Object.getOwnPropertyDescriptor(proto, n);
@@ -778,7 +779,7 @@ function keepDumpAtDFG() {
       if (d?.get) fns.push(d.get);
     }
   };
-  methods(AddrHash.prototype, ["add", "flush", "mix", "value"]);
+  methods(AddrHash.prototype, ["add", "flush", "value"]);
   methods(RunList.prototype, ["add", "push"]);
   methods(IndexWriter.prototype, ["add"]);
   methods(Slot.prototype, ["rawLen", "storedLen", "nRuns", "flags", "written", "fileOff", "rawHash", "storedHash"]);
