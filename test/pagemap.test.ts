@@ -24,6 +24,23 @@ const runs = [
   { vaddr: 0x555555554000n, nrPages: 127, flags: 2 | 4 },
 ];
 
+// pagemap images byte by byte: a u32, a varint, an entry (its length, then its fields), a field (tag, value)
+const u32 = (v: number) => [v & 0xff, (v >>> 8) & 0xff, (v >>> 16) & 0xff, v >>> 24];
+const varint = (v: bigint) => {
+  const o: number[] = [];
+  while (v > 0x7fn) {
+    o.push(Number(v & 0x7fn) | 0x80);
+    v >>= 7n;
+  }
+  o.push(Number(v));
+  return o;
+};
+const entry = (...fields: number[][]) => {
+  const body = fields.flat();
+  return [...u32(body.length), ...body];
+};
+const f = (n: number, v: bigint) => [...varint(BigInt(n << 3)), ...varint(v)];
+
 test("our encoding decodes with the generic reader and with crit, both page-count fields right", () => {
   const d = mkdtempSync(join(tmpdir(), "criu-bun-pm-"));
   try {
@@ -230,21 +247,6 @@ test("a RunList keeps every run across its growths (the outgrown arrays given ba
 
 test("entries the usual-entry loop does not take (long tags and values, other fields, errors) read as the generic reader reads them", () => {
   const d = mkdtempSync(join(tmpdir(), "criu-bun-pm-"));
-  const u32 = (v: number) => [v & 0xff, (v >>> 8) & 0xff, (v >>> 16) & 0xff, v >>> 24];
-  const varint = (v: bigint) => {
-    const o: number[] = [];
-    while (v > 0x7fn) {
-      o.push(Number(v & 0x7fn) | 0x80);
-      v >>= 7n;
-    }
-    o.push(Number(v));
-    return o;
-  };
-  const entry = (...fields: number[][]) => {
-    const body = fields.flat();
-    return [...u32(body.length), ...body];
-  };
-  const f = (n: number, v: bigint) => [...varint(BigInt(n << 3)), ...varint(v)];
   const file = (...entries: number[][]) =>
     new Uint8Array([...u32(0x54564319), ...u32(0x56084025), ...entry(f(1, 9n)), ...entries.flat()]);
   try {
@@ -307,21 +309,6 @@ test("entries the usual-entry loop does not take (long tags and values, other fi
 
 test("entries as both tools write them (14 bytes, vaddr in 7), near misses among them, and thousands in a row read as the generic reader reads them", () => {
   const d = mkdtempSync(join(tmpdir(), "criu-bun-pm-"));
-  const u32 = (v: number) => [v & 0xff, (v >>> 8) & 0xff, (v >>> 16) & 0xff, v >>> 24];
-  const varint = (v: bigint) => {
-    const o: number[] = [];
-    while (v > 0x7fn) {
-      o.push(Number(v & 0x7fn) | 0x80);
-      v >>= 7n;
-    }
-    o.push(Number(v));
-    return o;
-  };
-  const entry = (...fields: number[][]) => {
-    const body = fields.flat();
-    return [...u32(body.length), ...body];
-  };
-  const f = (n: number, v: bigint) => [...varint(BigInt(n << 3)), ...varint(v)];
   const common = (va: bigint, nr: bigint, flags = 4n, compat = nr) =>
     entry(f(1, va), f(2, compat), f(4, flags), f(5, nr));
   try {
