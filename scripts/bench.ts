@@ -85,15 +85,18 @@ interface M {
   s: number;
   cpu: number;
   rssKb: number;
+  /** major page faults: pages the command waited for the disk to read (its executable's, dropped
+   *  from the page cache since the last run; this guest's DAMON pageout drops cold file pages) */
+  majflt?: number;
 }
 const timeOut = join(BASE, "time.out");
 /** Run under GNU time: wall (ours, around the whole command), user+sys and peak RSS of the command. */
 function timed(cmd: string[], allowFail = false): M & { out: string; err: string; code: number } {
   const t0 = performance.now();
-  const r = sh([TIME, "-f", "%U %S %M", "-o", timeOut, ...cmd], { allowFail });
+  const r = sh([TIME, "-f", "%U %S %M %F", "-o", timeOut, ...cmd], { allowFail });
   const s = (performance.now() - t0) / 1000;
-  const [u, sy, m] = readFileSync(timeOut, "utf8").trim().split("\n").pop()!.split(" ").map(Number);
-  return { ...r, s, cpu: u + sy, rssKb: m };
+  const [u, sy, m, f] = readFileSync(timeOut, "utf8").trim().split("\n").pop()!.split(" ").map(Number);
+  return { ...r, s, cpu: u + sy, rssKb: m, majflt: f };
 }
 const sleep = (ms: number) => Bun.sleepSync(ms);
 /** Gone and reaped (a zombie still holds its PID, which restore needs). */
@@ -115,6 +118,22 @@ function dirBytes(d: string) {
     .reduce((s, f) => s + statSync(join(d, f)).size, 0);
 }
 const med = (a: number[]) => [...a].sort((x, y) => x - y)[a.length >> 1];
+/** For the rows of whole commands: how many runs read pages from the disk (major page faults), and
+ *  the median wall of those against the others, per tool ("" when no run of either did). A small
+ *  command's median moves with how many of its runs found their executable's pages gone. */
+function diskWaits(s: { runs: Record<Tool, M[]> }): string {
+  const part = (t: Tool, name: string) => {
+    const r = s.runs[t].filter((m) => m.majflt !== undefined);
+    const hit = r.filter((m) => m.majflt! > 0);
+    if (!r.length) return "";
+    const rest = r.filter((m) => m.majflt === 0);
+    const medMs = (x: M[]) => (x.length ? `${ms(med(x.map((m) => m.s)))} ms` : "-");
+    return `${name} ${hit.length} of ${r.length}${hit.length ? ` (median ${medMs(hit)}, the others ${medMs(rest)})` : ""}`;
+  };
+  const parts = [part("criu-bun", "criu-bun"), part("criu", "CRIU")].filter(Boolean);
+  if (!parts.some((p) => / [1-9]\d* of /.test(p))) return "";
+  return `; runs that waited for pages read from disk (major page faults): ${parts.join(", ")}`;
+}
 const kill = (pid: number) => {
   try {
     process.kill(pid, "SIGKILL");
@@ -233,7 +252,7 @@ async function timedRunc(cmd: string[], cwd: string, held: number[]): Promise<M 
     o = pipe2(),
     e = pipe2();
   const t0 = performance.now();
-  const p = Bun.spawn([TIME, "-f", "%U %S %M", "-o", timeOut, "runc", ...cmd], {
+  const p = Bun.spawn([TIME, "-f", "%U %S %M %F", "-o", timeOut, "runc", ...cmd], {
     cwd,
     stdin: i[0],
     stdout: o[1],
@@ -243,8 +262,8 @@ async function timedRunc(cmd: string[], cwd: string, held: number[]): Promise<M 
   held.push(i[1], o[0], e[0]);
   const code = await p.exited;
   const s = (performance.now() - t0) / 1000;
-  const [u, sy, m] = readFileSync(timeOut, "utf8").trim().split("\n").pop()!.split(" ").map(Number);
-  return { s, cpu: u + sy, rssKb: m, code };
+  const [u, sy, m, f] = readFileSync(timeOut, "utf8").trim().split("\n").pop()!.split(" ").map(Number);
+  return { s, cpu: u + sy, rssKb: m, majflt: f, code };
 }
 async function runcRows() {
   const ck = side("runc checkpoint (busybox container)", 0),
@@ -677,7 +696,7 @@ console.log("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
 for (const s of sides) {
   const a = s.runs["criu-bun"],
     c = s.runs.criu;
-  const m = (r: M[], k: keyof M) => (r.length ? med(r.map((x) => x[k])) : NaN);
+  const m = (r: M[], k: "s" | "cpu" | "rssKb") => (r.length ? med(r.map((x) => x[k])) : NaN);
   const [aw, cw, ac, cc] = [m(a, "s"), m(c, "s"), m(a, "cpu"), m(c, "cpu")];
   const ratio = (x: number, y: number) =>
     Number.isFinite(x) && Number.isFinite(y) && y > 0 ? `${(x / y).toFixed(2)}x` : "";
@@ -691,7 +710,7 @@ if (CRIU)
   );
 for (const s of sides.filter((s) => s.bytes === 0 && s.runs["criu-bun"].length > 1))
   console.log(
-    `${s.what}, every run in ms: criu-bun ${s.runs["criu-bun"].map((m) => ms(m.s)).join(" ")}; CRIU ${s.runs.criu.map((m) => ms(m.s)).join(" ")}`
+    `${s.what}, every run in ms: criu-bun ${s.runs["criu-bun"].map((m) => ms(m.s)).join(" ")}; CRIU ${s.runs.criu.map((m) => ms(m.s)).join(" ")}${diskWaits(s)}`
   );
 // the large rows' runs too, wall/CPU in ms in the order run (a median of three on a noisy VM can
 // sit on either side of a target: the spread says how far to trust it)
