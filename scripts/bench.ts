@@ -90,7 +90,8 @@ interface M {
   majflt?: number;
 }
 const timeOut = join(BASE, "time.out");
-/** Run under GNU time: wall (ours, around the whole command), user+sys and peak RSS of the command. */
+/** Run under GNU time: wall (ours, around the whole command), user+sys, peak RSS and major page faults
+ *  of the command. */
 function timed(cmd: string[], allowFail = false): M & { out: string; err: string; code: number } {
   const t0 = performance.now();
   const r = sh([TIME, "-f", "%U %S %M %F", "-o", timeOut, ...cmd], { allowFail });
@@ -123,7 +124,7 @@ const med = (a: number[]) => [...a].sort((x, y) => x - y)[a.length >> 1];
  *  command's median moves with how many of its runs found their executable's pages gone. */
 function diskWaits(s: { runs: Record<Tool, M[]> }): string {
   const part = (t: Tool, name: string) => {
-    const r = s.runs[t].filter((m) => m.majflt !== undefined);
+    const r = s.runs[t].filter((m) => Number.isFinite(m.majflt));
     const hit = r.filter((m) => m.majflt! > 0);
     if (!r.length) return "";
     const rest = r.filter((m) => m.majflt === 0);
