@@ -31,14 +31,19 @@ export function jitIfLarge(n: number, limit: number): boolean {
  *  in the interpreter. */
 export const BLOCKS_JIT = 1000;
 
-/** This thread's thresholds at BLOCKS_JIT while fn runs, then back to where they were. */
-export function jitForBlocks<T>(fn: () => T): T {
-  Bun.unsafe.setJITPolicy(BLOCKS_JIT);
+/** This thread's thresholds at `policy` while fn runs, then back to where they were (`current`). */
+function jitWhile<T>(policy: number, fn: () => T): T {
+  Bun.unsafe.setJITPolicy(policy);
   try {
     return fn();
   } finally {
     Bun.unsafe.setJITPolicy(current);
   }
+}
+
+/** This thread's thresholds at BLOCKS_JIT while fn runs, then back to where they were. */
+export function jitForBlocks<T>(fn: () => T): T {
+  return jitWhile(BLOCKS_JIT, fn);
 }
 
 /**
@@ -48,10 +53,5 @@ export function jitForBlocks<T>(fn: () => T): T {
  * went through the interpreter and the baseline JIT before the optimizing one took over.
  */
 export function jitForLoops<T>(fn: () => T): T {
-  Bun.unsafe.setJITPolicy(1);
-  try {
-    return fn();
-  } finally {
-    Bun.unsafe.setJITPolicy(current);
-  }
+  return jitWhile(1, fn);
 }
