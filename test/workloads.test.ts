@@ -69,6 +69,10 @@ const passCases: [string, string[]][] = [
   ["unixsk", ["dgram"]],
   ["lazy", ["8"]],
   ["cowdrop", []],
+  ["fixa", ["mqzero"]],
+  ["fixa", ["mqfull"]],
+  ["fixa", ["tfdflags"]],
+  ["fixa", ["ofd"]],
 ];
 
 describe("workloads pass without a dump", () => {
@@ -151,6 +155,10 @@ const failCases: [string, string[], string][] = [
   ["extunix", ["--selftest-corrupt"], "queued echo:ping1 missing"],
   ["mqueue", ["--selftest-corrupt"], "q1 attributes"],
   ["locks", ["--selftest-corrupt"], "POSIX lock on b"],
+  ["fixa", ["mqzero", "--selftest-corrupt"], "curmsgs 6, want 8 64 7"],
+  ["fixa", ["mqfull", "--selftest-corrupt"], "received 'm2/1 X/1 '"],
+  ["fixa", ["tfdflags", "--selftest-corrupt"], "settime flags 00, want 03"],
+  ["fixa", ["ofd", "--selftest-corrupt"], "lk: the OFD write lock on [5,10) is gone"],
   ["ptypair.py", ["--selftest-corrupt"], "the never unlocked master is no longer locked"],
 ];
 
