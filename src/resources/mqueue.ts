@@ -11,10 +11,15 @@
 // Dump: the queue has no peek, so every message is received (mq_timedreceive, syscall 243, with
 // an already expired timeout: never blocks) through criu-bun's own O_RDWR open of
 // /proc/PID/fd/N, and all are sent back at once (mq_timedsend 242) in the same order with their
-// priorities, before this fd's dump returns, whatever happens later in the dump. A queue with an
-// mq_notify registration is refused (refilling an emptied queue would fire it), so is an
-// unlinked one. Messages sent by processes outside the tree while it is drained would be
-// interleaved: the dumped tree is frozen, outsiders are not.
+// priorities, before this fd's dump returns, whatever happens later in the dump. Every buffer is
+// made before the first receive and each message is sent back whatever the others' sends gave, so
+// that no failure of criu-bun's own between the two loses a message of the running target.
+// Zero-length messages are messages like the others ("data":""). A queue with an mq_notify
+// registration is refused (refilling an emptied queue would fire it), so is an unlinked one, and
+// a full one (mqueue-full: a sender blocked on it, outside the tree, would slip its message in as
+// soon as one is taken out, and the taken one could not go back). Messages sent by processes
+// outside the tree while it is drained would be interleaved: the dumped tree is frozen, outsiders
+// are not (the count differs afterwards and the dump fails).
 // Restore: the first process needing the queue mq_unlink()s a leftover of the same name (the
 // queue outlives the killed process, with the dumped messages still in it), creates it
 // (mq_open 240, O_CREAT|O_EXCL, maxmsg/msgsize), sets mode and owner, holds that fd for the
@@ -25,7 +30,8 @@ import { FOWN0 } from "./fdkind";
 import { syscall, addr, cstr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { openFd, closeFd, O } from "../sys/mem";
-import { CriuError } from "../log";
+import { CriuError, log } from "../log";
+import { refuse } from "./unsupported";
 import { readFileSync, existsSync } from "../sys/fs";
 import { join } from "../sys/path";
 import { errnoText, sysFailed } from "../sys/errno";
@@ -43,7 +49,8 @@ const SYS = {
   fchown: 93,
 };
 const ETIMEDOUT = 110,
-  EAGAIN = 11;
+  EAGAIN = 11,
+  EINTR = 4;
 const MQ_IMAGE = "mqueue.criu-bun.jsonl";
 
 interface QueueLine {
@@ -81,34 +88,66 @@ function mqueueDev(dev: bigint, fdPath: string, m: MqueueDump): boolean {
 
 const line = (o: object) => new TextEncoder().encode(JSON.stringify(o) + "\n");
 
-/** Receive every message of queue fd q (never blocks), then send them all back in order. */
-function drainAndRefill(q: number, msgsize: number, where: string): { prio: number; data: Uint8Array }[] {
-  const msgs: { prio: number; data: Uint8Array }[] = [];
-  const ts = new BigInt64Array(2); // absolute time 0: already expired
-  const buf = new Uint8Array(Math.max(msgsize, 1));
-  const prio = new Uint32Array(1);
-  let err: CriuError | undefined;
-  try {
-    for (;;) {
-      const n = syscall(SYS.mq_timedreceive, q, addr(buf), buf.length, addr(prio), addr(ts));
-      if (n === -ETIMEDOUT || n === -EAGAIN) break;
-      if (n < 0) {
-        err = new CriuError("files", `${where}: mq_timedreceive failed: ${errnoText(-n)}`);
-        break;
-      }
-      msgs.push({ prio: prio[0], data: buf.slice(0, n) });
-    }
-  } finally {
-    for (const m of msgs) {
-      const r = syscall(SYS.mq_timedsend, q, addr(m.data), m.data.length, m.prio, addr(ts));
-      if (r < 0 && !err)
-        err = new CriuError(
-          "files",
-          `${where}: putting a message back into the queue failed: ${errnoText(-r)}; it is lost`
-        );
-    }
+/** One message taken from a queue: its priority and its bytes (data.length 0 for an empty message). */
+interface Msg {
+  prio: number;
+  data: Uint8Array;
+}
+// a byte that is never read: the address mq_timedsend is given for a zero-length message (bun:ffi
+// has no address for an empty typed array, and the kernel reads none of it)
+const ONE = new Uint8Array(1);
+/** mq_timedsend of one message with an expired timeout (never blocks): 0 or -errno, never throws */
+function sendOne(q: number, m: Msg, ts: BigInt64Array): number {
+  for (;;) {
+    const r = syscall(SYS.mq_timedsend, q, addr(m.data.length ? m.data : ONE), m.data.length, m.prio, addr(ts));
+    if (r !== -EINTR) return r;
   }
-  if (err) throw err;
+}
+
+/**
+ * Receive every message of queue fd q (never blocks), then send them all back in order. The
+ * messages' bytes go to one buffer made before the first is taken (qsize bytes, what the queue's
+ * messages hold together, and room for one more), so that nothing between the first receive and
+ * the last send can fail but the kernel's calls, and each message is sent back whatever the
+ * others' sends gave. A full queue never gets here (refused by the caller: a receive would let in
+ * the message of a sender blocked on it). A sender outside the tree may still add messages while
+ * the queue is read: the reading stops when the buffer has no room for another, and the caller
+ * finds the count changed.
+ */
+function drainAndRefill(q: number, maxmsg: number, msgsize: number, qsize: number, where: string): Msg[] {
+  const ts = new BigInt64Array(2); // absolute time 0: already expired
+  const pool = new Uint8Array(qsize + msgsize);
+  const prio = new Uint32Array(maxmsg + 1),
+    start = new Float64Array(maxmsg + 1),
+    len = new Float64Array(maxmsg + 1);
+  let n = 0,
+    used = 0,
+    err: string | undefined;
+  while (n <= maxmsg && used + msgsize <= pool.length) {
+    const r = syscall(SYS.mq_timedreceive, q, addr(pool, used), msgsize, addr(prio, n * 4), addr(ts));
+    if (r === -EINTR) continue;
+    if (r === -ETIMEDOUT || r === -EAGAIN) break;
+    if (r < 0) {
+      err = `mq_timedreceive failed: ${errnoText(-r)}`;
+      break;
+    }
+    start[n] = used;
+    len[n++] = r;
+    used += r;
+  }
+  const msgs: Msg[] = [];
+  for (let i = 0; i < n; i++) msgs.push({ prio: prio[i], data: pool.subarray(start[i], start[i] + len[i]) });
+  const lost: string[] = [];
+  for (const m of msgs) {
+    const r = sendOne(q, m, ts);
+    if (r < 0) lost.push(`a message of ${m.data.length} bytes at priority ${m.prio}: ${errnoText(-r)}`);
+  }
+  if (lost.length)
+    throw new CriuError(
+      "files",
+      `${where}: putting the messages read back into the queue failed for ${lost.length} of ${n} (${lost.join("; ")}); a sender outside the tree filled it meanwhile`
+    );
+  if (err) throw new CriuError("files", `${where}: ${err}`);
   return msgs;
 }
 
@@ -137,13 +176,25 @@ export const mqueueKind: FdKind<MqueueDump> = {
         const [maxmsg, msgsize, curmsgs] = [Number(attr[1]), Number(attr[2]), Number(attr[3])];
         const status = new Uint8Array(256);
         const n = syscall(NR.read, q, addr(status), status.length);
-        const notify = /NOTIFY_PID:(\d+)/.exec(new TextDecoder().decode(status.subarray(0, Math.max(n, 0))))?.[1];
+        const text = new TextDecoder().decode(status.subarray(0, Math.max(n, 0)));
+        const notify = /NOTIFY_PID:(\d+)/.exec(text)?.[1];
         if (notify && notify !== "0")
           throw new CriuError(
             "files",
             `${ctx.where}: message queue '${target}' has an mq_notify registration (process ${notify}); not supported yet`
           );
-        const msgs = drainAndRefill(q, msgsize, ctx.where);
+        // a sender blocked on a full queue (outside the tree: the tree's own are stopped out of the
+        // call) would put its message in as soon as one is taken out, and the taken one could not
+        // go back: a full queue is not read at all
+        if (curmsgs >= maxmsg)
+          refuse("files", ctx.where, "mqueue-full", `'${target}' holds ${curmsgs} of ${maxmsg} messages`);
+        const qsize = Number(/QSIZE:\s*(\d+)/.exec(text)?.[1] ?? NaN);
+        if (!Number.isFinite(qsize))
+          throw new CriuError("files", `${ctx.where}: message queue '${target}': no QSIZE in '${text.trim()}'`);
+        const msgs = drainAndRefill(q, maxmsg, msgsize, qsize, ctx.where);
+        log.debug(
+          `mqueue: ${ctx.where}: '${target}' (maxmsg ${maxmsg}, msgsize ${msgsize}): ${msgs.length} message(s), ${qsize} bytes, read and put back in order${msgs.some((m) => !m.data.length) ? " (zero-length ones among them)" : ""}`
+        );
         if (msgs.length !== curmsgs)
           throw new CriuError(
             "files",
@@ -224,11 +275,11 @@ function refill(ctx: RestoreCtx, targetFd: number, q: QueueLine) {
   const ts = new BigInt64Array(2);
   try {
     for (const m of q.msgs) {
-      const data = new Uint8Array(Buffer.from(m.data, "base64"));
-      const r = syscall(SYS.mq_timedsend, fd, addr(data), data.length, m.prio, addr(ts));
+      const r = sendOne(fd, { prio: m.prio, data: new Uint8Array(Buffer.from(m.data, "base64")) }, ts);
       if (r < 0)
         throw new CriuError("restore", `${ctx.where}: sending a message to '${q.name}' failed: ${errnoText(-r)}`);
     }
+    log.debug(`mqueue: ${ctx.where}: '${q.name}': ${q.msgs.length} message(s) sent in their order`);
   } finally {
     closeFd(fd);
   }

@@ -54,6 +54,7 @@ export const UNSUPPORTED = {
   "scm-rights": "file descriptors in flight (SCM_RIGHTS)",
   "unix-dgram-queue": "queued datagrams on an unconnected unix socket",
   "udp-cork": "corked UDP socket",
+  "mqueue-full": "full POSIX message queue (reading it would let in a blocked sender's message)",
   // inet and unix sockets (resources/inet.ts, resources/unix.ts)
   "inet-kind": "inet socket of this type and protocol",
   "inet-connected-raw": "connected raw or ping socket",

