@@ -48,6 +48,51 @@ function show(dir: string, file: string): any[] {
   return j.entries ?? j;
 }
 
+/** CRIU 4.2 (the peer) on images directory dir; its log's errors in the exception */
+function peer(args: string[], dir: string, log: string) {
+  const r = Bun.spawnSync([PEER, ...args, "-D", dir, "-o", log, "-v4"], { stdout: "pipe", stderr: "pipe", cwd: dir });
+  if (r.exitCode !== 0) {
+    const text = existsSync(join(dir, log)) ? readFileSync(join(dir, log), "utf8") : "";
+    const errors = text
+      .split("\n")
+      .filter((l) => l.includes("Error") && !l.includes("RLIMIT_NOFILE"))
+      .slice(0, 8)
+      .join("\n");
+    throw new Error(`criu-4.2 ${args[0]} failed (${r.exitCode}):\n${r.stderr.toString()}\n${errors}`);
+  }
+}
+
+/** CRIU 4.2 dumps fixa MODE, criu-bun restores it: PASS; the images directory */
+async function peerDumpsBunRestores(mode: string, opts: string[] = []) {
+  const w = await startWorkload("fixa", [mode]);
+  const dir = imagesDir(`peer-${mode}`);
+  peer(["dump", "-t", String(w.pid), ...opts], dir, "dump.log");
+  await waitReaped(w.pid, 10000);
+  const r = await restore(dir, w.pid, opts);
+  trigger(w);
+  const res = await waitResult(w, 15000);
+  if (!res.pass) console.error(res.text);
+  expect(res.text).toStartWith("PASS");
+  expect(await r.proc.exited).toBe(0);
+  return dir;
+}
+
+/** criu-bun dumps fixa MODE, CRIU 4.2 restores it (-d): PASS; the images directory */
+async function bunDumpsPeerRestores(mode: string, opts: string[] = []) {
+  const w = await startWorkload("fixa", [mode]);
+  const dir = imagesDir(`bun-${mode}`);
+  dump(w.pid, dir, opts);
+  await waitReaped(w.pid, 10000);
+  restoredByPeer.push(w.pid);
+  peer(["restore", "-d", ...opts], dir, "restore.log");
+  await waitUntil(`restored ${w.pid}`, () => existsSync(`/proc/${w.pid}`));
+  trigger(w);
+  const res = await waitResult(w, 15000);
+  if (!res.pass) console.error(res.text);
+  expect(res.text).toStartWith("PASS");
+  return dir;
+}
+
 describe("POSIX message queue with zero-length messages", () => {
   test("dumped and restored exactly: every message's length, priority and bytes in receive order", async () => {
     const { dir } = await dumpRestoreVerify("fixa", ["mqzero"]);
@@ -88,4 +133,40 @@ describe("POSIX message queue with zero-length messages", () => {
     if (!res.pass) console.error(res.text);
     expect(res.text).toStartWith("PASS");
   }, 30_000);
+});
+
+describe("timerfd settime flags", () => {
+  test("TFD_TIMER_ABSTIME and TFD_TIMER_CANCEL_ON_SET kept on every clock, armed and disarmed; time left kept", async () => {
+    const { dir } = await dumpRestoreVerify("fixa", ["tfdflags"]);
+    const tfds = show(dir, "files.img").filter((e) => e.type === "TIMERFD");
+    expect(tfds.map((e) => [e.tfd.clockid, Number(e.tfd.settimeFlags ?? e.tfd.settime_flags)])).toEqual([
+      [0, 3],
+      [1, 1],
+      [7, 1],
+      [0, 2],
+      [0, 3],
+      [1, 0],
+      [0, 1],
+      [1, 1],
+    ]);
+    expect(readFileSync(join(dir, "restore.log"), "utf8")).toMatch(
+      /timerfd: process \d+ fd \d+: clock 0, settime flags 03, absolute value \d+\.\d{9} s, interval 7\.000000000 s/
+    );
+  }, 60_000);
+
+  test.skipIf(!havePeer)(
+    "CRIU 4.2 dumps, criu-bun restores",
+    async () => {
+      await peerDumpsBunRestores("tfdflags");
+    },
+    60_000
+  );
+
+  test.skipIf(!havePeer)(
+    "criu-bun dumps, CRIU 4.2 restores",
+    async () => {
+      await bunDumpsPeerRestores("tfdflags");
+    },
+    60_000
+  );
 });
