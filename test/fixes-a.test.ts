@@ -170,3 +170,36 @@ describe("timerfd settime flags", () => {
     60_000
   );
 });
+
+describe("OFD locks", () => {
+  test("restored as OFD locks (an unrelated close keeps them, l_pid -1); filelocks.img says FL_OFD (4) as CRIU does", async () => {
+    const { dir } = await dumpRestoreVerify("fixa", ["ofd"], { dumpArgs: ["--file-locks"] });
+    const locks = show(dir, "filelocks.img");
+    expect(locks.map((l) => [l.flag, l.type, Number(l.start), Number(l.len)]).sort()).toEqual(
+      [
+        [4, 1, 5, 5],
+        [4, 0, 0, 0],
+        [1, 1, 0, 10],
+      ].sort()
+    );
+  }, 60_000);
+
+  test.skipIf(!havePeer)(
+    "CRIU 4.2 dumps, criu-bun restores",
+    async () => {
+      const dir = await peerDumpsBunRestores("ofd", ["--file-locks"]);
+      expect(readFileSync(join(dir, "restore.log"), "utf8")).toMatch(
+        /filelocks: .*: OFD write lock taken again \(5\+5\)/
+      );
+    },
+    60_000
+  );
+
+  test.skipIf(!havePeer)(
+    "criu-bun dumps, CRIU 4.2 restores",
+    async () => {
+      await bunDumpsPeerRestores("ofd", ["--file-locks"]);
+    },
+    60_000
+  );
+});

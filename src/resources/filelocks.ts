@@ -24,7 +24,11 @@ export interface LockDump {
   start: bigint;
   len: bigint;
 }
-const FL = { POSIX: 1, FLOCK: 2, OFDLCK: 1024 } as const;
+// file_lock_entry.flag as CRIU writes and reads it (criu/include/file-lock.h: FL_POSIX 1,
+// FL_FLOCK 2, FL_OFD 4). criu-bun images before this used the kernel's FL_OFDLCK (1024) for OFD
+// locks, which CRIU refuses ("Unknown file lock style"): still read as OFD.
+const FL = { POSIX: 1, FLOCK: 2, OFD: 4 } as const;
+const FL_OFDLCK_OLD = 1024;
 
 /** "lock:\t1: POSIX  ADVISORY  WRITE 1234 fe:00:5678 0 EOF" -> what to take again at restore. */
 export function fdLocks(
@@ -43,7 +47,7 @@ export function fdLocks(
     if (!opts.fileLocks)
       throw new CriuError("files", `${where}: holds a ${kind} file lock; use --file-locks to dump it`);
     if (mand !== "ADVISORY") throw new CriuError("files", `${where}: ${mand} file locks are not supported`);
-    const flag = kind === "FLOCK" ? FL.FLOCK : kind === "OFDLCK" ? FL.OFDLCK : kind === "POSIX" ? FL.POSIX : 0;
+    const flag = kind === "FLOCK" ? FL.FLOCK : kind === "OFDLCK" ? FL.OFD : kind === "POSIX" ? FL.POSIX : 0;
     if (!flag) throw new CriuError("files", `${where}: ${kind} file locks are not supported`);
     if (flag === FL.POSIX && Number(owner) !== pid) continue; // another process's lock on the same file
     const key = flag === FL.POSIX ? `posix:${pid}:${devino}:${start}:${end}` : `${kind}:${id}:${start}:${end}`;
@@ -74,6 +78,9 @@ export function restoreLocks(proc: {
   for (const l of readImage(proc.dir, "filelocks.img", "FILE_LOCKS")) {
     if (l.pid !== proc.vpid) continue;
     const what = `process ${proc.vpid} fd ${l.fd}: file lock`;
+    const ofd = l.flag === FL.OFD || l.flag === FL_OFDLCK_OLD;
+    if (l.flag !== FL.FLOCK && l.flag !== FL.POSIX && !ofd)
+      throw new CriuError("restore", `${what}: unknown lock style ${l.flag} in filelocks.img`);
     let r: bigint;
     if (l.flag === FL.FLOCK) {
       r = inj.call(NR.flock, l.fd, (l.type === F.RDLCK ? LOCK_SH : LOCK_EX) | LOCK_NB);
@@ -85,12 +92,12 @@ export function restoreLocks(proc: {
       dv.setInt16(2, 0 /* SEEK_SET */, true);
       dv.setBigInt64(8, l.start, true);
       dv.setBigInt64(16, l.len, true);
-      r = inj.call(NR.fcntl, l.fd, l.flag === FL.OFDLCK ? F.OFD_SETLK : F.SETLK, proc.scratch(0n, new Uint8Array(b)));
+      r = inj.call(NR.fcntl, l.fd, ofd ? F.OFD_SETLK : F.SETLK, proc.scratch(0n, new Uint8Array(b)));
     }
     if (r < 0n)
       throw new CriuError("restore", `${what} cannot be taken again: ${errnoText(-r)}; held by someone else?`);
     log.debug(
-      `filelocks: ${what}: ${l.flag === FL.FLOCK ? "flock" : l.flag === FL.OFDLCK ? "OFD" : "POSIX"} ${l.type === 0 ? "read" : "write"} lock taken again (${l.start}+${l.len})`
+      `filelocks: ${what}: ${l.flag === FL.FLOCK ? "flock" : ofd ? "OFD" : "POSIX"} ${l.type === 0 ? "read" : "write"} lock taken again (${l.start}+${l.len})`
     );
     n++;
   }
