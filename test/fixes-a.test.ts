@@ -9,7 +9,8 @@
 // (A full queue, which a blocked sender outside the tree makes unreadable, is refused:
 // refusals.test.ts "mqueue-full".)
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { writeManifest } from "../src/images/manifest";
 import { join, resolve } from "node:path";
 import {
   buildWorkloads,
@@ -183,6 +184,35 @@ describe("OFD locks", () => {
       ].sort()
     );
   }, 60_000);
+
+  test.skipIf(!Bun.which("crit"))(
+    "criu-bun's older images (OFD as flag 1024) are still read as OFD locks",
+    async () => {
+      const w = await startWorkload("fixa", ["ofd"]);
+      const dir = imagesDir("ofd-1024");
+      dump(w.pid, dir, ["--file-locks"]);
+      const img = join(dir, "filelocks.img");
+      const crit = (...a: string[]) => {
+        const r = Bun.spawnSync(["crit", ...a], { stdout: "pipe", stderr: "pipe" });
+        if (r.exitCode !== 0) throw new Error(`crit ${a.join(" ")}: ${r.stderr}`);
+        return r.stdout.toString();
+      };
+      const j = JSON.parse(crit("decode", "-i", img));
+      for (const e of j.entries) if (e.flag === 4) e.flag = 1024;
+      writeFileSync(join(dir, "filelocks.json"), JSON.stringify(j));
+      crit("encode", "-i", join(dir, "filelocks.json"), "-o", img);
+      rmSync(join(dir, "filelocks.json"));
+      writeManifest(dir); // changed on purpose: the sums catch damage, not intent
+      expect(show(dir, "filelocks.img").map((l) => l.flag)).toContain(1024);
+      const r = await restore(dir, w.pid);
+      trigger(w);
+      const res = await waitResult(w, 15000);
+      if (!res.pass) console.error(res.text);
+      expect(res.text).toStartWith("PASS");
+      expect(await r.proc.exited).toBe(0);
+    },
+    60_000
+  );
 
   test.skipIf(!havePeer)(
     "CRIU 4.2 dumps, criu-bun restores",
