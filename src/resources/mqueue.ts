@@ -93,7 +93,7 @@ interface Msg {
   prio: number;
   data: Uint8Array;
 }
-// a byte that is never read: the address mq_timedsend is given for a zero-length message (bun:ffi
+// a byte that is never read: the address mq_timedsend is given for a zero-length message (the FFI
 // has no address for an empty typed array, and the kernel reads none of it)
 const ONE = new Uint8Array(1);
 /** mq_timedsend of one message with an expired timeout (never blocks): 0 or -errno, never throws */
