@@ -45,6 +45,7 @@ const OTHER: Partial<Record<UnsupportedKey, [string, string, string[]]>> = {
   "unix-oneway-queue": ["unixsk", "onewayq", []],
   "unix-queue-named-sender": ["extunix", "named", ["--ext-unix-sk"]],
   "unix-connection-name": ["unixsk", "accname", []],
+  "inotify-queued": ["notifyfix", "inoqueue", []],
 };
 
 describe("the refusal list and the fd-kind registry", () => {

@@ -13,6 +13,7 @@ export const UNSUPPORTED = {
   "packet-socket": "packet socket",
   "fanotify": "fanotify",
   "inotify-deleted": "inotify watch on a deleted file",
+  "inotify-queued": "unread inotify events",
   "io_uring": "io_uring",
   "pidfd": "pidfd of a process that is gone, outside the tree, or of a thread",
   "userfaultfd": "userfaultfd",
