@@ -1,4 +1,4 @@
-// inotify states that were restored wrong (test/workloads/notifyfix.c MODE,
+// inotify and epoll states that were restored wrong (test/workloads/notifyfix.c MODE,
 // rows in test/EXACT-OR-REFUSED.md): each restored exactly (the workload checks itself after dump,
 // kill and restore), or refused at dump with the target running on; CRIU 4.2 as a peer where it
 // can take the state; and a damaged copy (--selftest-corrupt) fails each mode's checks.
@@ -33,6 +33,7 @@ afterAll(() => {
 const EXACT: [string, string][] = [
   ["inomany", "29 inotify watches, wd 1-30 with a gap at 12 (fdinfo prints wd in hex): each file's event on its wd"],
   ["dontfollow", "an inotify watch on a symlink itself (IN_DONT_FOLLOW) beside a watch on its target directory"],
+  ["oneshot", "EPOLLONESHOT targets armed (not fired yet; fired and re-armed with EPOLL_CTL_MOD)"],
 ];
 
 describe("restored exactly (the workload checks itself after restore)", () => {
@@ -56,7 +57,7 @@ describe("restored exactly (the workload checks itself after restore)", () => {
 });
 
 test("each mode reports FAIL when its state is undone (--selftest-corrupt)", async () => {
-  for (const mode of [...EXACT.map(([m]) => m), "inoqueue"]) {
+  for (const mode of [...EXACT.map(([m]) => m), "inoqueue", "oneshotfired"]) {
     const bad = await runWorkload("notifyfix", [mode, "--selftest-corrupt"]);
     expect(`${mode}: ${bad.summary}`).toStartWith(`${mode}: FAIL`);
   }
@@ -83,7 +84,7 @@ function peer(args: string[], dir: string, log: string) {
 }
 
 describe.skipIf(!have)("interop with CRIU 4.2", () => {
-  for (const mode of ["inomany"]) {
+  for (const mode of ["inomany", "oneshot"]) {
     test(`interop: criu-bun dumps ${mode}, CRIU 4.2 restores it`, async () => {
       const w = await startWorkload("notifyfix", [mode], { timeoutMs: 30_000 });
       const dir = imagesDir(`fixes-c-bun-criu-${mode}`);
@@ -102,7 +103,7 @@ describe.skipIf(!have)("interop with CRIU 4.2", () => {
       }
     }, 60_000);
   }
-  for (const mode of ["inomany"]) {
+  for (const mode of ["inomany", "oneshot"]) {
     test(`interop: CRIU 4.2 dumps ${mode}, criu-bun restores it`, async () => {
       const w = await startWorkload("notifyfix", [mode], { timeoutMs: 30_000 });
       const dir = imagesDir(`fixes-c-criu-bun-${mode}`);

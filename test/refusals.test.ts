@@ -46,6 +46,7 @@ const OTHER: Partial<Record<UnsupportedKey, [string, string, string[]]>> = {
   "unix-queue-named-sender": ["extunix", "named", ["--ext-unix-sk"]],
   "unix-connection-name": ["unixsk", "accname", []],
   "inotify-queued": ["notifyfix", "inoqueue", []],
+  "epoll-oneshot-fired": ["notifyfix", "oneshotfired", []],
 };
 
 describe("the refusal list and the fd-kind registry", () => {

@@ -52,6 +52,7 @@ export const UNSUPPORTED = {
   "terminal": "terminal whose master is not in the tree (without --shell-job)",
   "memfd-hugetlb": "memfd of huge pages (MFD_HUGETLB)",
   "epoll-stale": "epoll target whose fd number was closed or reused since it was added",
+  "epoll-oneshot-fired": "EPOLLONESHOT epoll target that fired already (disarmed until EPOLL_CTL_MOD)",
   "scm-rights": "file descriptors in flight (SCM_RIGHTS)",
   "unix-dgram-queue": "queued datagrams on an unconnected unix socket",
   "udp-cork": "corked UDP socket",
