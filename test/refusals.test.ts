@@ -47,6 +47,7 @@ const OTHER: Partial<Record<UnsupportedKey, [string, string, string[]]>> = {
   "unix-connection-name": ["unixsk", "accname", []],
   "inotify-queued": ["notifyfix", "inoqueue", []],
   "epoll-oneshot-fired": ["notifyfix", "oneshotfired", []],
+  "pipe-packets": ["notifyfix", "pipepkt", []],
 };
 
 describe("the refusal list and the fd-kind registry", () => {

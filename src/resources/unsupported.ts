@@ -53,6 +53,7 @@ export const UNSUPPORTED = {
   "memfd-hugetlb": "memfd of huge pages (MFD_HUGETLB)",
   "epoll-stale": "epoll target whose fd number was closed or reused since it was added",
   "epoll-oneshot-fired": "EPOLLONESHOT epoll target that fired already (disarmed until EPOLL_CTL_MOD)",
+  "pipe-packets": "packets queued in a pipe or FIFO (written in packet mode, O_DIRECT)",
   "scm-rights": "file descriptors in flight (SCM_RIGHTS)",
   "unix-dgram-queue": "queued datagrams on an unconnected unix socket",
   "udp-cork": "corked UDP socket",
