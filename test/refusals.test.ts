@@ -46,6 +46,9 @@ const OTHER: Partial<Record<UnsupportedKey, [string, string, string[]]>> = {
   "unix-queue-named-sender": ["extunix", "named", ["--ext-unix-sk"]],
   "unix-connection-name": ["unixsk", "accname", []],
   "mqueue-full": ["fixa", "mqfull", []],
+  "inotify-queued": ["notifyfix", "inoqueue", []],
+  "epoll-oneshot-fired": ["notifyfix", "oneshotfired", []],
+  "pipe-packets": ["notifyfix", "pipepkt", []],
 };
 
 describe("the refusal list and the fd-kind registry", () => {

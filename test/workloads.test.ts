@@ -58,6 +58,7 @@ const passCases: [string, string[]][] = [
   ["seccomp", []],
   ["forky", []],
   ["pipes", []],
+  ["notifyfix", ["inomany"]],
   ["clonefiles", []],
   ["locks", []],
   ["refuse", ["fown"]],

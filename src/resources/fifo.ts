@@ -6,7 +6,9 @@
 // Linux: it is reader and writer at once), holds that fd until every process has its files
 // (ctx.hold) and refills the data through it. Every end is then opened by path with its flags
 // | O_NONBLOCK (the held fd is the other end, so neither O_RDONLY nor O_WRONLY waits) and
-// O_NONBLOCK is cleared again with F_SETFL unless the dumped end had it.
+// O_NONBLOCK is cleared again with F_SETFL unless the dumped end had it. An end in packet mode
+// (O_DIRECT, set with F_SETFL: open() refuses it on a FIFO with EINVAL) is opened without it and
+// gets it with that F_SETFL; packets queued in the FIFO are refused at dump (pipe.ts peekPipe).
 import { statSync } from "../sys/fs";
 import type { FdKind } from "./fdkind";
 import { cachedPayloadsBy } from "./fdkind";
@@ -16,7 +18,7 @@ import { NR } from "../sys/nr";
 import { O, F } from "../sys/mem";
 import * as S from "../images/schemas";
 import { refuse } from "./unsupported";
-import { CriuError } from "../log";
+import { CriuError, log } from "../log";
 import { errnoText } from "../sys/errno";
 import { fd_types } from "../images/schemas";
 
@@ -48,7 +50,8 @@ export const fifoKind: FdKind = {
       ctx.files.byKey.set(key, id);
       // a grabbed read end peeks in place; a write-only end is reopened read-only through /proc
       const readable = (ctx.flags & 3) !== O.WRONLY ? ctx.grab() : undefined;
-      const { data, size } = peekPipe(ctx.pid, ctx.fd, ctx.where, readable);
+      const { data, size, packets } = peekPipe(ctx.pid, ctx.fd, ctx.where, readable);
+      if (packets) refuse("files", ctx.where, "pipe-packets", `FIFO '${target}', ${data.length} bytes queued`);
       ctx.images.ensure("fifo-data.img", "FIFO_DATA");
       if (data.length || size !== 65536)
         ctx.images.add(
@@ -100,10 +103,11 @@ export const fifoKind: FdKind = {
       }
     }
     const flags = reg.flags & ~(O.CREAT | O.EXCL | O.TRUNC | O.CLOEXEC);
-    const r = Number(inj.call(NR.openat, -100, ctx.str(reg.name), flags | O.NONBLOCK | O.CLOEXEC, 0));
+    const r = Number(inj.call(NR.openat, -100, ctx.str(reg.name), (flags & ~O.DIRECT) | O.NONBLOCK | O.CLOEXEC, 0));
     if (r < 0) throw new CriuError("restore", `${ctx.where}: cannot open fifo '${reg.name}': ${errnoText(-r)}`);
     const fd = ctx.high(r, ctx.where);
-    if (!(flags & O.NONBLOCK)) {
+    if (flags & O.DIRECT) log.debug(`${ctx.where}: fifo '${reg.name}' end in packet mode: O_DIRECT set with F_SETFL`);
+    if (!(flags & O.NONBLOCK) || flags & O.DIRECT) {
       const s = inj.call(NR.fcntl, fd, F.SETFL, flags & ~3);
       if (s < 0n)
         throw new CriuError("restore", `${ctx.where}: F_SETFL on fifo '${reg.name}' failed: ${errnoText(-s)}`);

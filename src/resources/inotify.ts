@@ -1,17 +1,24 @@
 // inotify: the watches (fdinfo "inotify wd:W ino:I sdev:D mask:M ignored_mask:X fhandle-bytes:B
-// fhandle-type:T f_handle:H"). Dump resolves each file handle to a path (open_by_handle_at on a
-// mount of that device, from criu-bun) and keeps it in fh_entry.path; restore adds watches in wd
+// fhandle-type:T f_handle:H", every number in hex, wd too). Dump resolves each file handle to a
+// path (open_by_handle_at on a mount of that device, from criu-bun) and keeps it in fh_entry.path;
+// events queued and not read yet are refused (they are not saved). Restore adds watches in wd
 // order, and re-adds (rm + add) until the kernel's cyclic wd counter gives back the same number.
+// A watch on a symlink itself (added with IN_DONT_FOLLOW, which fdinfo does not show) is known by
+// its path naming a symlink of the watched inode in the target: added with IN_DONT_FOLLOW again.
 import { readFileSync, readlinkSync } from "../sys/fs";
 import type { FdKind } from "./fdkind";
 import { FOWN0 } from "./fdkind";
 import { syscall, addr, cstr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { closeFd, O, F } from "../sys/mem";
-import { CriuError } from "../log";
+import { CriuError, log } from "../log";
 import { refuse } from "./unsupported";
 import { errnoText } from "../sys/errno";
 import { fd_types } from "../images/schemas";
+
+const FIONREAD = 0x541b;
+const IN_DONT_FOLLOW = 0x02000000;
+const AT_SYMLINK_NOFOLLOW = 0x100;
 
 interface Wd {
   wd: number;
@@ -28,7 +35,7 @@ function parseInotify(text: string): Wd[] {
   const out: Wd[] = [];
   for (const line of text.split("\n")) {
     const m =
-      /^inotify wd:(\d+) ino:([0-9a-f]+) sdev:([0-9a-f]+) mask:([0-9a-f]+) ignored_mask:([0-9a-f]+) fhandle-bytes:([0-9a-f]+) fhandle-type:([0-9a-f]+) f_handle:([0-9a-f]*)/.exec(
+      /^inotify wd:([0-9a-f]+) ino:([0-9a-f]+) sdev:([0-9a-f]+) mask:([0-9a-f]+) ignored_mask:([0-9a-f]+) fhandle-bytes:([0-9a-f]+) fhandle-type:([0-9a-f]+) f_handle:([0-9a-f]*)/.exec(
         line
       );
     if (!m) continue;
@@ -36,7 +43,7 @@ function parseInotify(text: string): Wd[] {
     const handle = new Uint8Array(hex.length / 2);
     for (let i = 0; i < handle.length; i++) handle[i] = parseInt(hex.slice(i * 2, i * 2 + 2), 16);
     out.push({
-      wd: +m[1],
+      wd: parseInt(m[1], 16),
       ino: BigInt("0x" + m[2]),
       sdev: parseInt(m[3], 16),
       mask: parseInt(m[4], 16),
@@ -103,6 +110,12 @@ export const inotifyKind: FdKind = {
   type: fd_types.INOTIFY,
   match: (target) => target === "anon_inode:inotify",
   dump(ctx) {
+    // events queued and not read yet are not saved (a restored instance starts empty): refused;
+    // FIONREAD on criu-bun's copy of the fd counts their bytes without reading them
+    const queued = new Int32Array(1);
+    const q = syscall(NR.ioctl, ctx.grab(), FIONREAD, addr(queued));
+    if (q < 0) throw new CriuError("files", `${ctx.where}: FIONREAD on the inotify fd failed: ${errnoText(-q)}`);
+    if (queued[0] > 0) refuse("files", ctx.where, "inotify-queued", `${queued[0]} bytes queued`);
     const wds = parseInotify(ctx.fdinfoText).sort((a, b) => a.wd - b.wd);
     return ctx.files.add(null, (id) => ({
       id,
@@ -134,6 +147,7 @@ export const inotifyKind: FdKind = {
     const fd = Number(inj.call(NR.inotify_init1, (e.flags & O.NONBLOCK) | O.CLOEXEC));
     if (fd < 0) throw new CriuError("restore", `${ctx.where}: inotify_init1 failed: ${errnoText(-fd)}`);
     let removed = false;
+    const done = new Set<number>();
     for (const w of [...e.wd].sort((a, b) => a.wd - b.wd)) {
       const path = w.fHandle?.path;
       if (!path)
@@ -142,16 +156,42 @@ export const inotifyKind: FdKind = {
           `${ctx.where}: inotify watch ${w.wd} has no path (file handles alone are not supported)`
         );
       const p = ctx.str(path);
+      // a watch on a symlink itself: the path names a symlink whose inode is the watched one (in
+      // the target's view: lstat there); added without following it. Any other path is the
+      // watched file's own name, followed as the kernel would have.
+      const stAt = ctx.scratch(0n, new Uint8Array(144));
+      const sr = inj.call(NR.newfstatat, -100, p, stAt, AT_SYMLINK_NOFOLLOW);
+      let mask = w.mask;
+      if (sr === 0n) {
+        const st = new DataView(ctx.mem.read(stAt, 144).buffer);
+        const mode = st.getUint32(24, true),
+          ino = st.getBigUint64(8, true);
+        if ((mode & 0o170000) === 0o120000 && ino === w.iIno) {
+          mask |= IN_DONT_FOLLOW;
+          log.debug(
+            `${ctx.where}: inotify watch ${w.wd} is on the symlink '${path}' itself: added with IN_DONT_FOLLOW`
+          );
+        }
+      }
       for (let tries = 0; ; tries++) {
-        const got = Number(inj.call(NR.inotify_add_watch, fd, p, w.mask));
+        const got = Number(inj.call(NR.inotify_add_watch, fd, p, mask));
         if (got < 0)
           throw new CriuError("restore", `${ctx.where}: inotify_add_watch('${path}') failed: ${errnoText(-got)}`);
+        // the kernel gave back a watch restored already: this path reached that watch's inode,
+        // whose mask the add just changed (removing it would lose that watch)
+        if (done.has(got))
+          throw new CriuError(
+            "restore",
+            `${ctx.where}: inotify watch ${w.wd} on '${path}' reached the inode of watch ${got} (restored already)`
+          );
         if (got === w.wd) break;
         if (got > w.wd || tries > 1_000_000)
           throw new CriuError("restore", `${ctx.where}: inotify watch on '${path}' got wd ${got}, wanted ${w.wd}`);
         inj.call(NR.inotify_rm_watch, fd, got);
         removed = true;
       }
+      done.add(w.wd);
+      log.debug(`${ctx.where}: inotify watch ${w.wd} on '${path}' mask ${w.mask.toString(16)}`);
     }
     if (removed) {
       // each rm_watch queued an IN_IGNORED event: drain them

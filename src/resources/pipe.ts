@@ -8,16 +8,21 @@ import * as S from "../images/schemas";
 import { CriuError, log } from "../log";
 import { errnoText, sysFailed } from "../sys/errno";
 import { fd_types } from "../images/schemas";
+import { refuse } from "./unsupported";
 
 /** A pipe's unread bytes, read without consuming them: tee() into a scratch pipe, then read that.
  *  readable: an fd of criu-bun's own that may already read the pipe (a grabbed read end of a
- *  FIFO); without it the end is reopened read-only through /proc. */
+ *  FIFO); without it the end is reopened read-only through /proc.
+ *  packets: some of the bytes are packets (written in packet mode, O_DIRECT), whose boundaries
+ *  the bytes alone do not keep. tee() copies each buffer with its packet flag, and a read() ends
+ *  at the end of a packet: the copy, with one more byte written after it, is read in reads that
+ *  each ask for all that is left, so a read ending short of that is a packet's end. */
 export function peekPipe(
   pid: number,
   fd: number,
   where: string,
   readable?: number
-): { data: Uint8Array; size: number } {
+): { data: Uint8Array; size: number; packets: boolean } {
   const rfd = readable ?? openFd(`/proc/${pid}/fd/${fd}`, O.RDONLY | O.NONBLOCK | O.CLOEXEC);
   const pair = new Int32Array(2);
   try {
@@ -25,14 +30,19 @@ export function peekPipe(
     if (size < 0) throw new CriuError("files", sysFailed(where, "F_GETPIPE_SZ", size));
     const r = syscall(NR.pipe2, addr(pair), O.NONBLOCK | O.CLOEXEC);
     if (r < 0) throw new CriuError("files", sysFailed(where, "pipe2 (for a copy of the pipe)", r));
-    syscall(NR.fcntl, pair[1], F.SETPIPE_SZ, size);
+    // room for every buffer of the pipe and the one-byte mark after them
+    if (syscall(NR.fcntl, pair[1], F.SETPIPE_SZ, size * 2) < 0) syscall(NR.fcntl, pair[1], F.SETPIPE_SZ, size);
     const n = syscall(NR.tee, rfd, pair[1], size, 2 /* SPLICE_F_NONBLOCK */);
-    if (n === -11) return { data: new Uint8Array(0), size };
+    if (n === -11) return { data: new Uint8Array(0), size, packets: false };
     if (n < 0) throw new CriuError("files", sysFailed(where, "tee", n));
-    const data = new Uint8Array(n);
-    let got = 0;
-    while (got < n) {
-      const k = syscall(NR.read, pair[0], addr(data, got), n - got);
+    // without the mark (no room for it) a packet that is the last buffer goes unseen
+    const mark = syscall(NR.write, pair[1], addr(new Uint8Array([0x5a])), 1) === 1 ? 1 : 0;
+    if (!mark) log.debug(`${where}: no room after the copy of the pipe for the mark: a last packet would go unseen`);
+    const all = new Uint8Array(n + mark);
+    let got = 0,
+      reads = 0;
+    while (got < all.length) {
+      const k = syscall(NR.read, pair[0], addr(all, got), all.length - got);
       if (k <= 0)
         throw new CriuError(
           "files",
@@ -41,8 +51,9 @@ export function peekPipe(
             : `${where}: the pipe's copy ended after ${got} of ${n} bytes`
         );
       got += k;
+      reads++;
     }
-    return { data, size };
+    return { data: all.subarray(0, n), size, packets: reads > 1 };
   } finally {
     if (readable === undefined) closeFd(rfd);
     if (pair[0]) closeFd(pair[0]);
@@ -73,7 +84,9 @@ export const pipeKind: FdKind = {
     const key = `pipe:${pipeId}`;
     if (!ctx.files.byKey.has(key)) {
       ctx.files.byKey.set(key, id);
-      const { data, size } = peekPipe(ctx.pid, ctx.fd, ctx.where);
+      const { data, size, packets } = peekPipe(ctx.pid, ctx.fd, ctx.where);
+      // a restored pipe is refilled with plain writes: packet boundaries would be lost
+      if (packets) refuse("files", ctx.where, "pipe-packets", `pipe:[${pipeId}], ${data.length} bytes queued`);
       // an empty pipe too when its capacity is not the default (F_SETPIPE_SZ)
       ctx.images.ensure("pipes-data.img", "PIPES_DATA");
       if (data.length || size !== 65536)
@@ -133,7 +146,14 @@ export const pipeKind: FdKind = {
       fd = ctx.dupHigh(src, `${ctx.where}: pipe ${p.pipeId}`);
       if (src !== ctx.tree.held.get(key)!.fd || ctx.tree.held.get(key)!.pid !== ctx.pid) inj.call(NR.close, src);
     }
-    inj.call(NR.fcntl, fd, F.SETFL, p.flags & ~3);
+    // status flags, O_DIRECT (packet mode) too: F_SETFL takes it on a pipe
+    const sr = inj.call(NR.fcntl, fd, F.SETFL, p.flags & ~3);
+    if (sr < 0n)
+      throw new CriuError(
+        "restore",
+        `${ctx.where}: F_SETFL(${(p.flags & ~3).toString(8)}) on pipe ${p.pipeId} failed: ${errnoText(-sr)}`
+      );
+    if (p.flags & O.DIRECT) log.debug(`${ctx.where}: pipe ${p.pipeId} end in packet mode (O_DIRECT)`);
     return fd;
   },
 };
@@ -167,7 +187,14 @@ function inheritedPipe(ctx: RestoreCtx, p: S.pipe_entry, key: HeldKey): number {
   const fd = ctx.high(d, ctx.where);
   // status flags live in the shared description: set only what differs from the dump
   const want = p.flags & (O.NONBLOCK | O.APPEND | O.ASYNC | O.DIRECT);
-  if ((fl & (O.NONBLOCK | O.APPEND | O.ASYNC | O.DIRECT)) !== want) inj.call(NR.fcntl, fd, F.SETFL, p.flags & ~3);
+  if ((fl & (O.NONBLOCK | O.APPEND | O.ASYNC | O.DIRECT)) !== want) {
+    const sr = inj.call(NR.fcntl, fd, F.SETFL, p.flags & ~3);
+    if (sr < 0n)
+      throw new CriuError(
+        "restore",
+        `${ctx.where}: F_SETFL on the inherited fd for pipe:[${p.pipeId}] failed: ${errnoText(-sr)}`
+      );
+  }
   ctx.tree.taken.add(key);
   log.debug(
     `${ctx.where}: pipe:[${p.pipeId}] is the inherited fd (inherit_fd), its dumped bytes stay with the caller's pipe`
