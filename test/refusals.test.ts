@@ -45,6 +45,8 @@ const OTHER: Partial<Record<UnsupportedKey, [string, string, string[]]>> = {
   "unix-oneway-queue": ["unixsk", "onewayq", []],
   "unix-queue-named-sender": ["extunix", "named", ["--ext-unix-sk"]],
   "unix-connection-name": ["unixsk", "accname", []],
+  "unix-queue-cmsg": ["unixfix", "passcred", []],
+  "unix-oob": ["unixfix", "oob", []],
 };
 
 describe("the refusal list and the fd-kind registry", () => {
