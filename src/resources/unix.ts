@@ -68,7 +68,7 @@ interface UnixDump {
   /** inodes of the sockets the tree's processes hold (heldInTree), listed on first use */
   treeInodes?: Set<number>;
   /** what a new unix socket says for each of UNKEPT_OPTS, by socket type */
-  optDefaults?: Map<number, string[]>;
+  optDefaults?: Map<number, OptDefaults>;
   /** peekQueue's buffers, one set for every socket of the dump, made on first use */
   peek?: { buf: Uint8Array; ctl: Uint8Array; iov: BigUint64Array; msg: BigUint64Array };
 }
@@ -193,12 +193,17 @@ const UNKEPT_OPTS: [number, string][] = [
 ];
 const optBuf = new Uint8Array(16),
   optLen = new Uint32Array(1);
-/** an option's bytes as getsockopt gives them (16 at most), or "-errno" */
-function optBytes(fd: number, opt: number): string {
+/** getsockopt of an option into optBuf (16 bytes at most; optLen the length): the call's result */
+function readOpt(fd: number, opt: number): number {
   optBuf.fill(0);
   optLen[0] = optBuf.length;
-  const r = syscall(NR.getsockopt, fd, SOL.SOCKET, opt, addr(optBuf), addr(optLen));
-  return r < 0 ? String(r) : optBuf.subarray(0, Math.min(optLen[0], optBuf.length)).join(",");
+  return syscall(NR.getsockopt, fd, SOL.SOCKET, opt, addr(optBuf), addr(optLen));
+}
+/** what a new socket says for each of UNKEPT_OPTS: the call's result, the length and the bytes */
+interface OptDefaults {
+  rc: Int32Array;
+  len: Uint32Array;
+  bytes: Uint8Array;
 }
 /** Refuse the options of UNKEPT_OPTS a socket has away from a new socket's (before its queue is read:
  *  SO_PEEK_OFF is the program's). */
@@ -208,18 +213,26 @@ function checkUnkeptOpts(fd: number, type: number, where: string, ino: number, s
   if (!def) {
     const t = syscall(NR.socket, AF.UNIX, type | O.CLOEXEC, 0);
     if (t < 0) throw new CriuError("files", sysFailed(where, "socket(AF_UNIX) to read default options", t));
+    const n = UNKEPT_OPTS.length;
+    def = { rc: new Int32Array(n), len: new Uint32Array(n), bytes: new Uint8Array(n * 16) };
     try {
-      def = UNKEPT_OPTS.map(([opt]) => optBytes(t, opt));
+      for (let i = 0; i < n; i++) {
+        def.rc[i] = readOpt(t, UNKEPT_OPTS[i][0]);
+        def.len[i] = optLen[0];
+        def.bytes.set(optBuf, i * 16);
+      }
     } finally {
       closeFd(t);
     }
     s.optDefaults.set(type, def);
   }
-  for (const [i, [opt, name]] of UNKEPT_OPTS.entries()) {
-    const v = optBytes(fd, opt);
-    if (v !== def[i]) {
-      const n = optLen[0] >= 4 ? ` ${new DataView(optBuf.buffer).getInt32(0, true)}` : "";
-      refuse("files", where, "sockopt", `${name}${n} on unix socket ${ino}`);
+  for (let i = 0; i < UNKEPT_OPTS.length; i++) {
+    const rc = readOpt(fd, UNKEPT_OPTS[i][0]);
+    let same = rc === def.rc[i] && (rc < 0 || optLen[0] === def.len[i]);
+    for (let b = 0; same && rc >= 0 && b < 16; b++) same = optBuf[b] === def.bytes[i * 16 + b];
+    if (!same) {
+      const v = rc >= 0 && optLen[0] >= 4 ? ` ${new DataView(optBuf.buffer).getInt32(0, true)}` : "";
+      refuse("files", where, "sockopt", `${UNKEPT_OPTS[i][1]}${v} on unix socket ${ino}`);
     }
   }
 }
