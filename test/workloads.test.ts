@@ -67,6 +67,7 @@ const passCases: [string, string[]][] = [
   ["large", ["400", "200"]],
   ["inetsk", ["opts"]],
   ["unixsk", ["dgram"]],
+  ["unixfix", ["opts"]],
   ["lazy", ["8"]],
   ["cowdrop", []],
 ];
