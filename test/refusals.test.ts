@@ -49,6 +49,8 @@ const OTHER: Partial<Record<UnsupportedKey, [string, string, string[]]>> = {
   "inotify-queued": ["notifyfix", "inoqueue", []],
   "epoll-oneshot-fired": ["notifyfix", "oneshotfired", []],
   "pipe-packets": ["notifyfix", "pipepkt", []],
+  "unix-queue-cmsg": ["unixfix", "passcred", []],
+  "unix-oob": ["unixfix", "oob", []],
 };
 
 describe("the refusal list and the fd-kind registry", () => {

@@ -68,6 +68,7 @@ const passCases: [string, string[]][] = [
   ["large", ["400", "200"]],
   ["inetsk", ["opts"]],
   ["unixsk", ["dgram"]],
+  ["unixfix", ["opts"]],
   ["lazy", ["8"]],
   ["cowdrop", []],
   ["fixa", ["mqzero"]],

@@ -1333,6 +1333,25 @@ export function restoreUnixSkOpts(ctx: RestoreCtx, fd: number, o: S.sk_opts_entr
   };
   if (o.soPasscred) seti(SO.PASSCRED, 1, "SO_PASSCRED");
   if (o.soPasssec) seti(SO.PASSSEC, 1, "SO_PASSSEC");
+  // the flags CRIU keeps for every socket (what the kernel lets a unix socket have)
+  if (o.reuseaddr) seti(SO.REUSEADDR, 1, "SO_REUSEADDR");
+  if (o.soReuseport) seti(SO.REUSEPORT, 1, "SO_REUSEPORT");
+  if (o.soBroadcast) seti(SO.BROADCAST, 1, "SO_BROADCAST");
+  if (o.soDontroute) seti(SO.DONTROUTE, 1, "SO_DONTROUTE");
+  if (o.soNoCheck) seti(SO.NO_CHECK, 1, "SO_NO_CHECK");
+  if (o.soKeepalive) seti(SO.KEEPALIVE, 1, "SO_KEEPALIVE");
+  if (o.soOobinline) seti(SO.OOBINLINE, 1, "SO_OOBINLINE");
+  if (isFieldSet(o, S.sk_opts_entrySchema.field.soLinger)) {
+    const v = new Uint8Array(new Int32Array([1, o.soLinger!]).buffer);
+    const r = Number(ctx.inj.call(NR.setsockopt, fd, SOL.SOCKET, SO.LINGER, ctx.scratch(0n, v), 8));
+    if (r < 0) throw new CriuError("restore", `${ctx.where}: restoring SO_LINGER failed: ${errnoText(-r)}`);
+  }
+  if (o.soBoundDev) {
+    const d = new TextEncoder().encode(o.soBoundDev + "\0");
+    const r = Number(ctx.inj.call(NR.setsockopt, fd, SOL.SOCKET, SO.BINDTODEVICE, ctx.scratch(0n, d), d.length));
+    if (r < 0)
+      throw new CriuError("restore", `${ctx.where}: binding to device ${o.soBoundDev} failed: ${errnoText(-r)}`);
+  }
   if (o.soPriority) seti(SO.PRIORITY, o.soPriority, "SO_PRIORITY");
   if (o.soMark) seti(SO.MARK, o.soMark, "SO_MARK");
   if ((o.soRcvlowat ?? 0) > 1) seti(SO.RCVLOWAT, o.soRcvlowat!, "SO_RCVLOWAT");
@@ -1346,6 +1365,8 @@ export function restoreUnixSkOpts(ctx: RestoreCtx, fd: number, o: S.sk_opts_entr
     if (r < 0) throw new CriuError("restore", `${ctx.where}: restoring a socket timeout failed: ${errnoText(-r)}`);
   }
   attachFilter(ctx, fd, o);
+  // the buffer sizes were set before the queues (SO_*BUFFORCE locks them): the locks as dumped
+  if (isFieldSet(o, S.sk_opts_entrySchema.field.soBufLock)) seti(SO.BUF_LOCK, o.soBufLock ?? 0, "SO_BUF_LOCK");
 }
 
 /** Run fn with data placed in the target: in the scratch area when small, else in a temporary mapping. */

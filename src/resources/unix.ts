@@ -67,6 +67,8 @@ interface UnixDump {
   netns: Map<number, string>;
   /** inodes of the sockets the tree's processes hold (heldInTree), listed on first use */
   treeInodes?: Set<number>;
+  /** what a new unix socket says for each of UNKEPT_OPTS, by socket type */
+  optDefaults?: Map<number, OptDefaults>;
   /** peekQueue's buffers, one set for every socket of the dump, made on first use */
   peek?: { buf: Uint8Array; ctl: Uint8Array; iov: BigUint64Array; msg: BigUint64Array };
 }
@@ -159,13 +161,151 @@ function setInt(fd: number, opt: number, val: number): number {
   return syscall(NR.setsockopt, fd, SOL.SOCKET, opt, addr(intVal), 4);
 }
 
-/** the receive queue of a grabbed socket, packet by packet, left in place; fds in flight
- *  (SCM_RIGHTS) refuse the dump: peeking installs copies here, closed at once. With senders,
- *  each packet's source name as recvfrom() gives it (the sun_path bytes; empty: unnamed) */
-function peekQueue(fd: number, stream: boolean, where: string, s: UnixDump, senders?: Uint8Array[]): Uint8Array[] {
+/**
+ * Socket options sk_opts_entry has no field for (so neither tool brings them back), by number:
+ * each must be as a new unix socket of the same type has it, else the dump is refused. What a new
+ * socket says is asked once per type and dump (no value is assumed: defaults differ by kernel).
+ */
+const UNKEPT_OPTS: [number, string][] = [
+  [1, "SO_DEBUG"],
+  [29, "SO_TIMESTAMP"],
+  [35, "SO_TIMESTAMPNS"],
+  [37, "SO_TIMESTAMPING"],
+  [40, "SO_RXQ_OVFL"],
+  [41, "SO_WIFI_STATUS"],
+  [SO.PEEK_OFF, "SO_PEEK_OFF"],
+  [43, "SO_NOFCS"],
+  [SO.LOCK_FILTER, "SO_LOCK_FILTER"],
+  [45, "SO_SELECT_ERR_QUEUE"],
+  [46, "SO_BUSY_POLL"],
+  [47, "SO_MAX_PACING_RATE"],
+  [49, "SO_INCOMING_CPU"],
+  [60, "SO_ZEROCOPY"],
+  [61, "SO_TXTIME"],
+  [63, "SO_TIMESTAMP_NEW"],
+  [64, "SO_TIMESTAMPNS_NEW"],
+  [65, "SO_TIMESTAMPING_NEW"],
+  [69, "SO_PREFER_BUSY_POLL"],
+  [70, "SO_BUSY_POLL_BUDGET"],
+  [74, "SO_TXREHASH"],
+  [75, "SO_RCVMARK"],
+  [82, "SO_RCVPRIORITY"],
+];
+const optBuf = new Uint8Array(16),
+  optLen = new Uint32Array(1);
+/** getsockopt of an option into optBuf (16 bytes at most; optLen the length): the call's result */
+function readOpt(fd: number, opt: number): number {
+  optBuf.fill(0);
+  optLen[0] = optBuf.length;
+  return syscall(NR.getsockopt, fd, SOL.SOCKET, opt, addr(optBuf), addr(optLen));
+}
+/** what a new socket says for each of UNKEPT_OPTS: the call's result, the length and the bytes */
+interface OptDefaults {
+  rc: Int32Array;
+  len: Uint32Array;
+  bytes: Uint8Array;
+}
+/** Refuse the options of UNKEPT_OPTS a socket has away from a new socket's (before its queue is read:
+ *  SO_PEEK_OFF is the program's). */
+function checkUnkeptOpts(fd: number, type: number, where: string, ino: number, s: UnixDump) {
+  s.optDefaults ??= new Map();
+  let def = s.optDefaults.get(type);
+  if (!def) {
+    const t = syscall(NR.socket, AF.UNIX, type | O.CLOEXEC, 0);
+    if (t < 0) throw new CriuError("files", sysFailed(where, "socket(AF_UNIX) to read default options", t));
+    const n = UNKEPT_OPTS.length;
+    def = { rc: new Int32Array(n), len: new Uint32Array(n), bytes: new Uint8Array(n * 16) };
+    try {
+      for (let i = 0; i < n; i++) {
+        def.rc[i] = readOpt(t, UNKEPT_OPTS[i][0]);
+        def.len[i] = optLen[0];
+        def.bytes.set(optBuf, i * 16);
+      }
+    } finally {
+      closeFd(t);
+    }
+    s.optDefaults.set(type, def);
+  }
+  for (let i = 0; i < UNKEPT_OPTS.length; i++) {
+    const rc = readOpt(fd, UNKEPT_OPTS[i][0]);
+    let same = rc === def.rc[i] && (rc < 0 || optLen[0] === def.len[i]);
+    for (let b = 0; same && rc >= 0 && b < 16; b++) same = optBuf[b] === def.bytes[i * 16 + b];
+    if (!same) {
+      const v = rc >= 0 && optLen[0] >= 4 ? ` ${new DataView(optBuf.buffer).getInt32(0, true)}` : "";
+      refuse("files", where, "sockopt", `${UNKEPT_OPTS[i][1]}${v} on unix socket ${ino}`);
+    }
+  }
+}
+
+/**
+ * An out-of-band byte on a unix stream socket: one waiting (peeked with MSG_OOB, left in place;
+ * the kernel gives it to MSG_OOB only with SO_OOBINLINE off, which is turned off for the look and
+ * back on), or the mark of one read already at the head of the queue (SIOCATMARK: a read stops
+ * there). Either would come back inline, without its mark (one inside the queue: peekQueue).
+ */
+function oobState(fd: number, where: string, queued: boolean): string | undefined {
+  if (queued) {
+    const inline = getInt(fd, SO.OOBINLINE) > 0;
+    if (inline) {
+      const r = setInt(fd, SO.OOBINLINE, 0);
+      if (r < 0) throw new CriuError("files", sysFailed(where, "setsockopt(SO_OOBINLINE)", r));
+    }
+    try {
+      const one = new Uint8Array(1);
+      if (syscall(NR.recvfrom, fd, addr(one), 1, MSG_OOB | MSG.PEEK | MSG.DONTWAIT, 0, 0) >= 0)
+        return `a byte waiting${inline ? " (SO_OOBINLINE)" : ""}`;
+    } finally {
+      if (inline) setInt(fd, SO.OOBINLINE, 1);
+    }
+  }
+  intVal[0] = 0;
+  if (syscall(NR.ioctl, fd, SIOCATMARK, addr(intVal)) >= 0 && intVal[0] === 1)
+    return "the mark of a byte read already, at the head of the queue";
+  return undefined;
+}
+const SIOCATMARK = 0x8905;
+
+const MSG_OOB = 1,
+  MSG_CTRUNC = 8;
+const SCM_NAMES: Record<number, string> = {
+  2: "SCM_CREDENTIALS",
+  3: "SCM_SECURITY",
+  4: "SCM_PIDFD",
+  29: "SCM_TIMESTAMP",
+  35: "SCM_TIMESTAMPNS",
+  37: "SCM_TIMESTAMPING",
+};
+const SCM_CREDENTIALS = 2;
+
+/**
+ * The receive queue of a grabbed socket, packet by packet, left in place (MSG_PEEK, through
+ * SO_PEEK_OFF from 0, put back to what it was after). Datagram and seqpacket queues keep their
+ * empty messages: the head is peeked first without an offset, since an empty message already
+ * peeked (by the program or an earlier dump) is passed over by an offset. A seqpacket socket shut
+ * for reading says 0 at its queue's end as for an empty message: SO_PASSCRED is on for the look
+ * (off again after), so a message comes with credentials and the end with none. Control data
+ * refuses the dump: fds in flight (SCM_RIGHTS; peeking installs copies here, closed at once), and
+ * anything else the receiver would get (credentials with its SO_PASSCRED, timestamps), which the
+ * image has no room for. With senders, each packet's source name as recvfrom() gives it (the
+ * sun_path bytes; empty: unnamed).
+ */
+function peekQueue(
+  fd: number,
+  type: number,
+  where: string,
+  s: UnixDump,
+  ino: number,
+  senders?: Uint8Array[],
+  shut = 0
+): Uint8Array[] {
+  const stream = type === 1;
+  const endSaysZero = type === 5 /* SOCK_SEQPACKET */ && (shut & 1) /* RCV_SHUTDOWN */ !== 0;
+  const credsOn = endSaysZero && getInt(fd, SO.PASSCRED) === 0;
+  if (credsOn) {
+    const r = setInt(fd, SO.PASSCRED, 1);
+    if (r < 0) throw new CriuError("files", sysFailed(where, "setsockopt(SO_PASSCRED)", r));
+  }
   const old = getInt(fd, SO.PEEK_OFF);
-  const po = setInt(fd, SO.PEEK_OFF, 0);
-  if (po < 0) throw new CriuError("files", sysFailed(where, "setsockopt(SO_PEEK_OFF)", po));
   const out: Uint8Array[] = [];
   try {
     // one set of buffers for every socket of the dump (addresses taken at each call, see getInt)
@@ -177,7 +317,8 @@ function peekQueue(fd: number, stream: boolean, where: string, s: UnixDump, send
     };
     const { buf, ctl, iov, msg } = s.peek;
     const from = new Uint8Array(128);
-    for (let i = 0; i < 100000; i++) {
+    /** one packet peeked: its length (-errno; null: the queue's end) and its control data checked */
+    const peek = (): number | null => {
       iov[0] = BigInt(addr(buf));
       iov[1] = BigInt(buf.length);
       msg.fill(0n);
@@ -190,35 +331,77 @@ function peekQueue(fd: number, stream: boolean, where: string, s: UnixDump, send
       msg[4] = BigInt(addr(ctl));
       msg[5] = BigInt(ctl.length);
       const n = syscall(NR.recvmsg, fd, addr(msg), MSG.PEEK | MSG.DONTWAIT | (stream ? 0 : MSG.TRUNC));
-      if (n === -11 || n === 0) break;
+      if (n === -11) return null;
       if (n < 0) throw new CriuError("files", `${where}: peeking the socket queue failed: ${errnoText(-n)}`);
-      const fds = scmFds(ctl, Number(msg[5]));
+      const cmsgs = controlMessages(ctl, Number(msg[5]));
+      const fds = cmsgs.flatMap((c) => c.fds);
       for (const f of fds) closeFd(f);
-      if (fds.length || Number(msg[6] & 0xffffffffn) & 8 /* MSG_CTRUNC */)
-        refuse("files", where, "scm-rights", `${fds.length} fd(s) in a queued message`);
+      if (fds.length || Number(msg[6] & 0xffffffffn) & MSG_CTRUNC)
+        refuse("files", where, "scm-rights", `${fds.length} fd(s) in a message queued on unix socket ${ino}`);
+      const creds = cmsgs.some((c) => c.level === SOL.SOCKET && c.type === SCM_CREDENTIALS);
+      // nothing queued: the end (a stream's, or a shut seqpacket's, which has no credentials)
+      if (n === 0 && (stream || (endSaysZero && !creds))) return null;
+      const other = cmsgs.find((c) => !(credsOn && c.level === SOL.SOCKET && c.type === SCM_CREDENTIALS));
+      if (other)
+        refuse(
+          "files",
+          where,
+          "unix-queue-cmsg",
+          `${(other.level === SOL.SOCKET && SCM_NAMES[other.type]) || `level ${other.level} type ${other.type}`} on a message queued on unix socket ${ino}`
+        );
+      return n;
+    };
+    const take = (n: number) => {
       if (n > buf.length) throw new CriuError("files", `${where}: a queued packet of ${n} bytes is too big`);
       out.push(buf.slice(0, n));
       if (senders) senders.push(from.slice(2, Math.max(2, Math.min(from.length, Number(msg[1] & 0xffffffffn)))));
+    };
+    if (!stream && old < 0) {
+      const head = peek();
+      if (head === 0) take(0);
+    }
+    const po = setInt(fd, SO.PEEK_OFF, 0);
+    if (po < 0) throw new CriuError("files", sysFailed(where, "setsockopt(SO_PEEK_OFF)", po));
+    for (let i = 0; i < 100000; i++) {
+      const n = peek();
+      if (n === null) break;
+      // a stream peek runs on to the end of what is queued (one buffer at most) but stops at the
+      // mark an out-of-band byte read already left (fds and credentials, which stop it too, are
+      // refused above): the mark would be lost
+      if (stream && out.length && out[out.length - 1].length < buf.length)
+        refuse(
+          "files",
+          where,
+          "unix-oob",
+          `the mark of a byte read already, after ${out.reduce((a, p) => a + p.length, 0)} queued bytes on unix socket ${ino}`
+        );
+      take(n);
     }
   } finally {
     setInt(fd, SO.PEEK_OFF, old < 0 ? -1 : old);
+    if (credsOn) setInt(fd, SO.PASSCRED, 0);
   }
+  const empty = out.filter((p) => !p.length).length;
+  if (empty) log.debug(`${where}: unix socket ${ino}: ${empty} empty message(s) among ${out.length} queued`);
   return out;
 }
 
-/** fds received in SCM_RIGHTS control messages (cmsghdr: u64 len, i32 level, i32 type, data) */
-function scmFds(ctl: Uint8Array, len: number): number[] {
+/** control messages (cmsghdr: u64 len, i32 level, i32 type, data), with the fds SCM_RIGHTS brought */
+function controlMessages(ctl: Uint8Array, len: number): { level: number; type: number; fds: number[] }[] {
   const dv = new DataView(ctl.buffer, ctl.byteOffset);
-  const fds: number[] = [];
+  const out: { level: number; type: number; fds: number[] }[] = [];
   for (let off = 0; off + 16 <= len; ) {
     const clen = Number(dv.getBigUint64(off, true));
     if (clen < 16) break;
-    if (dv.getInt32(off + 8, true) === SOL.SOCKET && dv.getInt32(off + 12, true) === SCM_RIGHTS) {
+    const level = dv.getInt32(off + 8, true),
+      type = dv.getInt32(off + 12, true);
+    const fds: number[] = [];
+    if (level === SOL.SOCKET && type === SCM_RIGHTS)
       for (let p = off + 16; p + 4 <= off + clen && p + 4 <= len; p += 4) fds.push(dv.getInt32(p, true));
-    }
+    out.push({ level, type, fds });
     off += (clen + 7) & ~7;
   }
-  return fds;
+  return out;
 }
 
 /** Does a process of the dumped tree hold unix socket ino (through any fd)? The tree's socket
@@ -327,6 +510,10 @@ export const unixKind: FdKind<UnixDump, UnixRestore> = {
     // options CRIU's images have no field for, left at their defaults or refused
     if (getInt(fd, SO.PASSPIDFD) > 0) refuse("files", ctx.where, "sockopt", "SO_PASSPIDFD");
     if (getInt(fd, SO.PASSRIGHTS) === 0) refuse("files", ctx.where, "sockopt", "SO_PASSRIGHTS off");
+    checkUnkeptOpts(fd, type, ctx.where, ino, s);
+    // an out-of-band byte would come back inline (it is counted in the queued bytes), its mark lost
+    const oob = type === 1 && !listening ? oobState(fd, ctx.where, d.rq > 0) : undefined;
+    if (oob) refuse("files", ctx.where, "unix-oob", `${oob} on unix socket ${ino}`);
     if (listening && d.rq) refuse("files", ctx.where, "unix-in-flight", `${d.rq} on unix socket ${ino}`);
     // the name as bound, as CRIU keeps it: a path's trailing NUL (when the address length
     // counted it) stays, so getsockname() gives the same length after restore
@@ -420,7 +607,7 @@ export const unixKind: FdKind<UnixDump, UnixRestore> = {
         // those whose sender has no name (a named sender, such as the external peer still bound
         // to its name, cannot be sent from again)
         const senders: Uint8Array[] = [];
-        peekQueue(fd, false, ctx.where, s, senders);
+        peekQueue(fd, type, ctx.where, s, ino, senders);
         const named = senders.find((n) => n.length > 0);
         if (named) {
           refuse(
@@ -457,7 +644,7 @@ export const unixKind: FdKind<UnixDump, UnixRestore> = {
       // a closed peer's data is put back from the unnamed end of a new pair: exact only when
       // its sender had no name either (recvfrom() gives the sender's name)
       const senders: Uint8Array[] | undefined = peerGone ? [] : undefined;
-      const q = peekQueue(fd, type === 1, ctx.where, s, senders);
+      const q = peekQueue(fd, type, ctx.where, s, ino, senders, d.shutdown);
       const named = senders?.find((n) => n.length > 0);
       if (named)
         refuse(
@@ -840,7 +1027,7 @@ function restoreExternal(ctx: RestoreCtx, f: S.file_entry, ext: S.file_entry): n
           const n = syscall(
             NR.sendto,
             tmp,
-            addr(it.payload),
+            it.payload.length ? addr(it.payload) : 0, // an empty datagram: no bytes to point at
             it.payload.length,
             MSG.DONTWAIT,
             addr(own.sa),
@@ -883,7 +1070,9 @@ function refill(ctx: RestoreCtx, f: S.file_entry, peerTargetFd: number) {
   if (fd < 0) throw new CriuError("restore", sysFailed(ctx.where, "pidfd_getfd", fd));
   try {
     for (const it of items) {
-      const n = syscall(NR.sendto, fd, addr(it.payload), it.payload.length, MSG.DONTWAIT | MSG.NOSIGNAL, 0, 0);
+      // (an empty message is one too: sent with no bytes to point at)
+      const data = it.payload.length ? addr(it.payload) : 0;
+      const n = syscall(NR.sendto, fd, data, it.payload.length, MSG.DONTWAIT | MSG.NOSIGNAL, 0, 0);
       if (n !== it.payload.length)
         throw new CriuError(
           "restore",
@@ -895,6 +1084,10 @@ function refill(ctx: RestoreCtx, f: S.file_entry, peerTargetFd: number) {
   } finally {
     closeFd(fd);
   }
+  const empty = items.filter((it) => !it.payload.length).length;
+  log.debug(
+    `${ctx.where}: ${items.length} queued message(s)${empty ? ` (${empty} empty)` : ""} put back on unix socket ${f.usk!.ino}`
+  );
 }
 
 /** SO_SNDBUF / SO_RCVBUF as dumped (the kernel doubles what is set: half of what getsockopt said) */
