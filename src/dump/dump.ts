@@ -13,7 +13,7 @@ import {
   ExitedWhileFreezing,
   type FrozenProcess,
 } from "../ptrace/seize";
-import { wait4Raw, W, __WALL } from "../sys/ptrace";
+import { wait4Raw, sleepUs, W, WNOHANG, __WALL } from "../sys/ptrace";
 import { RemoteMem } from "../ptrace/inject";
 import { syscall, killAndRelease } from "../sys/syscall";
 import { closeFd } from "../sys/mem";
@@ -532,22 +532,48 @@ export function dumpProcess(o: DumpOptions): DumpStats {
     // each killed thread): a killed process reports its death only after its memory is freed, about
     // 0.1 s for 1 GiB, and CRIU's log shows the same gap between "Unseizing" and "Writing stats".
     // (killAndFree frees their memory from here too, beside their own exit)
-    // children before parents and non-leader threads before their leader: a thread-group leader
-    // reports its death only once every other thread of its group is reaped, and the init of a PID
-    // namespace only once its children are; waiting for either first would wait forever
-    for (const n of [...alive].reverse())
-      for (const t of [...n.fp!.threads].reverse()) {
-        for (;;) {
-          const { r, status } = wait4Raw(t.tid, __WALL);
-          if (r === -4) continue;
-          if (r < 0 || W.exited(status) || W.signaled(status)) break;
-        }
-      }
+    collectDeaths(alive);
     kinds.killed(); // (inet.ts: the connections' last references, closed in repair mode)
     log.info(`Tree of ${pid} (${tree.length} process(es)) killed after dump`);
   }
   writeDumpStats(o.workDir ?? dir, stats);
   return stats;
+}
+
+/**
+ * The deaths of the killed tree's threads collected, in whatever order they come. A thread can wait
+ * in its own exit for others to be reaped first: a thread-group leader reports its death only once
+ * every other thread of its group is reaped, and the last thread of a PID namespace's init to exit
+ * waits in zap_pid_ns_processes until every other task of the namespace is released, its own
+ * threads' zombies (traced by us, so reaped by us) included. Which of the init's threads that is
+ * cannot be known ahead, so a blocking wait for one chosen thread could wait forever (runc
+ * checkpoint of a container whose init had 4 threads did). Polled instead: each round asks every
+ * thread left (WNOHANG), and a round that collects nothing sleeps 50 us, doubling up to 2 ms; after
+ * 30 s the rest is left to the kernel with a warning (they were killed: nothing of the dump waits
+ * on them).
+ */
+function collectDeaths(tree: TreeNode[]) {
+  // children before parents, other threads before their leader: the order they can die in
+  let left = [...tree].reverse().flatMap((n) => [...n.fp!.threads].reverse().map((t) => t.tid));
+  const deadline = performance.now() + 30_000;
+  let pause = 50;
+  while (left.length) {
+    const still = left.filter((tid) => {
+      const { r, status } = wait4Raw(tid, __WALL | WNOHANG);
+      if (r === -E.EINTR) return true;
+      if (r < 0) return false; // ECHILD: collected already
+      return r === 0 || !(W.exited(status) || W.signaled(status)); // not dead yet, or a stop on its way
+    });
+    if (still.length < left.length) pause = 50;
+    else if (performance.now() > deadline) {
+      log.warn(`${still.length} killed thread(s) of the tree not collected in 30 s: ${still.join(", ")}`);
+      return;
+    } else {
+      sleepUs(pause);
+      pause = Math.min(pause * 2, 2000);
+    }
+    left = still;
+  }
 }
 
 /**

@@ -57,6 +57,7 @@ export const PTRACE_EVENT = {
 } as const;
 export const NT = { PRSTATUS: 1, PRFPREG: 2, X86_XSTATE: 0x202 } as const;
 export const __WALL = 0x40000000;
+export const WNOHANG = 1;
 
 /** Index of each register in user_regs_struct (27 x u64). */
 export const R = {
@@ -232,6 +233,13 @@ const st = new Int32Array(1);
 export function wait4Raw(pid: number, flags = __WALL): { r: number; status: number } {
   const r = syscall(NR.wait4, pid, addr(st), flags, 0);
   return { r, status: st[0] };
+}
+const ts = new BigInt64Array(2);
+/** This thread asleep for `us` microseconds (nanosleep; Bun.sleepSync takes whole milliseconds). */
+export function sleepUs(us: number) {
+  ts[0] = BigInt(Math.floor(us / 1e6));
+  ts[1] = BigInt(Math.round((us % 1e6) * 1000));
+  syscall(NR.nanosleep, addr(ts), 0);
 }
 export const W = {
   exited: (s: number) => (s & 0x7f) === 0,
