@@ -272,6 +272,42 @@ describe("PID namespaces: a multithreaded init", () => {
   }, 180_000);
 });
 
+describe("zombies", () => {
+  // runc's differential test: a container's zombie came back as "(11) Z" where CRIU 4.2 gives "(sleep) Z"
+  test("a zombie comes back with its name (sh -c 'sleep 0.1 & exec sleep 1000': sleep's unreaped child)", async () => {
+    const sh = Bun.spawn(["sh", "-c", "sleep 0.1 & exec sleep 1000"], {
+      stdin: "ignore",
+      stdout: "ignore",
+      stderr: "ignore",
+      detached: true,
+    });
+    let restored: Awaited<ReturnType<typeof restore>> | undefined;
+    try {
+      const stat = (p: number) => readFileSync(`/proc/${p}/stat`, "latin1");
+      let z = 0;
+      await waitUntil(
+        "sleep's child to be a zombie",
+        () => {
+          z = childrenOf(sh.pid)[0] ?? 0;
+          return z > 0 && / Z /.test(stat(z)) && stat(sh.pid).includes("(sleep)");
+        },
+        10000
+      );
+      expect(stat(z)).toStartWith(`${z} (sleep) Z `);
+      const dir = imagesDir("zombie-comm");
+      dump(sh.pid, dir);
+      restored = await restore(dir, sh.pid, ["-d"]);
+      expect(await restored.proc.exited).toBe(0);
+      expect(childrenOf(sh.pid)).toEqual([z]);
+      expect(stat(z)).toStartWith(`${z} (sleep) Z `);
+    } finally {
+      try {
+        process.kill(sh.pid, "SIGKILL");
+      } catch {}
+    }
+  });
+});
+
 describe("children that exit while the tree is frozen", () => {
   test("a shell running /bin/true without pause: 20 dumps in a row succeed (a child exiting mid-freeze is dumped as its parent's zombie); the last image restores and the shell counts on", async () => {
     const work = mkdtempSync(join(tmpdir(), "criu-bun-forkloop-"));

@@ -912,6 +912,13 @@ export class TaskBuilder {
   /** A zombie: exit with the recorded status and stay unreaped for the parent. */
   becomeZombie() {
     const st = this.t.zombie!.exitCode;
+    // its name as ps shows it: the comm the image holds (a zombie keeps the comm it died with)
+    const comm = this.t.cores.get(this.t.pid)?.tc?.comm;
+    if (comm) {
+      const name = new Uint8Array(16);
+      name.set(Buffer.from(comm).subarray(0, 15));
+      this.inj!.ok("prctl(PR_SET_NAME)", NR.prctl, PR.SET_NAME, this.scratchWrite(0n, name), 0, 0, 0);
+    }
     const regs = getRegs(this.pid);
     regs[R.rip] = this.tramp;
     regs[R.orig_rax] = 0xffffffffffffffffn;
