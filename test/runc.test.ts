@@ -87,7 +87,7 @@ function bundle(args?: string[], name = "bundle", edit?: (c: any) => void): stri
   const b = join(tmp, name);
   for (const d of ["bin", "tmp", "proc", "dev", "sys"]) mkdirSync(join(b, "rootfs", d), { recursive: true });
   cpSync(busybox!, join(b, "rootfs/bin/busybox"));
-  for (const a of ["sh", "sleep", "cat", "nc"]) symlinkSync("busybox", join(b, "rootfs/bin", a));
+  for (const a of ["sh", "sleep", "cat", "nc", "mkfifo"]) symlinkSync("busybox", join(b, "rootfs/bin", a));
   const spec = Bun.spawnSync(["runc", "spec"], { cwd: b });
   expect(spec.exitCode).toBe(0);
   const c = JSON.parse(readFileSync(join(b, "config.json"), "utf8"));
@@ -231,11 +231,13 @@ function logOf(dir: string, file: string) {
 }
 
 test.skipIf(!runc || !busybox || !built)(
-  "runc checkpoint, then runc restore -d (32 MiB memory limit): the container's shell carries on from where it was, writing into the restoring runc's pipes, in its rootfs",
+  "runc checkpoint, then runc restore -d (32 MiB memory limit): the container's shell carries on from where it was, writing into the restoring runc's pipes, in its rootfs, with the named FIFO it holds there",
   async () => {
     const criu = installAsCriu();
     // with a 32 MiB memory limit: runc moves criu-bun into the container's cgroups before it restores
-    const b = bundle(COUNTER, "counter", (c) => {
+    // and a named FIFO in its rootfs held open on fd 3 (its path is the container's, not criu-bun's)
+    const withFifo = ["sh", "-c", `mkfifo /tmp/f; exec 3<>/tmp/f; ${COUNTER[2]}`];
+    const b = bundle(withFifo, "counter", (c) => {
       c.linux.resources = { ...(c.linux.resources ?? {}), memory: { limit: 32 << 20 } };
     });
     const id = `criu-bun-c-${process.pid}`;
@@ -298,6 +300,9 @@ test.skipIf(!runc || !busybox || !built)(
     // its root is the bundle's rootfs: the file it writes there is the one we see
     const inode = (p: string) => statSync(p).ino;
     expect(inode(`/proc/${st.pid}/root/tmp/count`)).toBe(inode(join(b, "rootfs/tmp/count")));
+    // fd 3 is the rootfs's FIFO again
+    expect(readlinkSync(`/proc/${st.pid}/fd/3`)).toBe("/tmp/f");
+    expect(statSync(`/proc/${st.pid}/fd/3`).ino).toBe(inode(join(b, "rootfs/tmp/f")));
     // runc exec joins it and sees the container's files and the counter going on
     const ex = runcOk(["exec", id, "cat", "/dev/shm/count"]);
     expect(Number(ex.stdout.toString().trim())).toBeGreaterThan(n);

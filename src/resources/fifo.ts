@@ -76,7 +76,9 @@ export const fifoKind: FdKind = {
     const reg = fifoPath(ctx, f, ctx.where);
     let st;
     try {
-      st = statSync(reg.name);
+      // seen from the process's root: in a container that is its rootfs (its mount namespace is
+      // made before its files), not criu-bun's
+      st = statSync(`/proc/${ctx.pid}/root${reg.name}`);
     } catch (e) {
       throw new CriuError("restore", `${ctx.where}: fifo '${reg.name}' does not exist any more: ${errnoText(e)}`);
     }
