@@ -45,6 +45,7 @@ const OTHER: Partial<Record<UnsupportedKey, [string, string, string[]]>> = {
   "unix-oneway-queue": ["unixsk", "onewayq", []],
   "unix-queue-named-sender": ["extunix", "named", ["--ext-unix-sk"]],
   "unix-connection-name": ["unixsk", "accname", []],
+  "unix-ext-peer": ["extunix", "streams", ["--ext-unix-sk"]],
   "mqueue-full": ["fixa", "mqfull", []],
   "inotify-queued": ["notifyfix", "inoqueue", []],
   "epoll-oneshot-fired": ["notifyfix", "oneshotfired", []],

@@ -54,6 +54,7 @@ const passCases: [string, string[]][] = [
   ["tcpserver", ["7199"]],
   ["fifo", []],
   ["extunix", []],
+  ["extunix", ["streams"]],
   ["mqueue", []],
   ["seccomp", []],
   ["forky", []],

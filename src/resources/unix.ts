@@ -591,10 +591,15 @@ export const unixKind: FdKind<UnixDump, UnixRestore> = {
           shutdown: 0,
         },
       }));
+      // anything else would come back unconnected (CRIU 4.2 refuses a stream one too: "half of
+      // stream unix connection"): refused
       const reconnect = type === 2 && pd.type === 2 && pname.length > 0;
       if (!reconnect)
-        log.warn(
-          `${ctx.where}: unix socket ${ino} has its peer ${d.peer} outside the dumped tree; it is restored unconnected`
+        refuse(
+          "files",
+          ctx.where,
+          "unix-ext-peer",
+          `socket ${ino}, ${type === 2 ? "datagram" : type === 5 ? "seqpacket" : "stream"}, peer ${d.peer}${pname.length ? "" : " without a name"}`
         );
       if (d.rq && !(reconnect && name.length)) {
         throw new CriuError(
@@ -1053,7 +1058,12 @@ function restoreExternal(ctx: RestoreCtx, f: S.file_entry, ext: S.file_entry): n
         `${ctx.where}: reconnecting unix socket ${u.ino} to external '${peer.text}' failed: ${errnoText(-c)}`
       );
   } else {
-    log.info(`${ctx.where}: unix socket ${u.ino} had its peer ${u.peer} outside the dumped tree; restored unconnected`);
+    // only a datagram socket can be connected again (by its peer's name); an image that holds
+    // anything else (criu-bun's before it refused them at dump) would come back unconnected
+    throw new CriuError(
+      "restore",
+      `${ctx.where}: unix socket ${u.ino} had its peer ${u.peer} outside the dumped tree, and only a datagram socket connected to a named peer can be connected again`
+    );
   }
   finish(ctx, f, fd);
   return fd;

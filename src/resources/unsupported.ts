@@ -69,6 +69,8 @@ export const UNSUPPORTED = {
   "unix-oneway-queue": "queued datagrams on a unix socket connected one way",
   "unix-queue-named-sender": "queued message from a named sender restore cannot send from",
   "unix-connection-name": "unix connection whose abstract name restore cannot give back",
+  "unix-ext-peer":
+    "unix connection to a peer outside the tree other than a datagram socket to a named one (--ext-unix-sk)",
   "unix-queue-cmsg": "queued message with control data other than fds (SCM_CREDENTIALS, a timestamp)",
   "unix-oob": "out-of-band byte (MSG_OOB), or the mark of one read, on a unix stream socket",
 } as const;
