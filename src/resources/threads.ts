@@ -219,7 +219,8 @@ export function dumpThread(
       futexRlaLen: Number(len[0]),
       schedNice: tstat.nice,
       schedPolicy: sched.policy,
-      schedPrio: sched.prio,
+      // (as CRIU: the priority only for SCHED_FIFO and SCHED_RR)
+      ...(isRealtime(sched.policy & ~SCHED_RESET_ON_FORK) ? { schedPrio: sched.prio } : {}),
       blkSigset: sigmask,
       sas,
       pdeathSig,
