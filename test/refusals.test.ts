@@ -52,6 +52,10 @@ const OTHER: Partial<Record<UnsupportedKey, [string, string, string[]]>> = {
   "pipe-packets": ["notifyfix", "pipepkt", []],
   "unix-queue-cmsg": ["unixfix", "passcred", []],
   "unix-oob": ["unixfix", "oob", []],
+  "sched-deadline": ["taskfix", "deadline", []],
+  "dumpable-suid": ["taskfix", "suiddump", []],
+  "posix-timer-clock": ["taskfix", "threadclock", []],
+  "sigpending-rlimit": ["taskfix", "sigpend", []],
 };
 
 describe("the refusal list and the fd-kind registry", () => {

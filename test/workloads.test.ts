@@ -76,6 +76,7 @@ const passCases: [string, string[]][] = [
   ["fixa", ["mqfull"]],
   ["fixa", ["tfdflags"]],
   ["fixa", ["ofd"]],
+  ["taskfix", ["sched"]],
 ];
 
 describe("workloads pass without a dump", () => {

@@ -17,7 +17,13 @@ import {
   type ThreadQueries,
 } from "../resources/threads";
 import { itimerCalls, decodeItimers, dumpPosixTimers } from "../resources/timers";
-import { sigactionCalls, decodeSigactions, dumpPendingSignals } from "../resources/signals";
+import {
+  sigactionCalls,
+  decodeSigactions,
+  dumpPendingSignals,
+  refuseSigpendingOverLimit,
+  sigpendingLimit,
+} from "../resources/signals";
 import { dumpRlimits } from "../resources/rlimits";
 import { dumpMembarrier } from "../resources/membarrier";
 import { subreaperCall, decodeSubreaper, dumpTaskAttrs } from "../resources/taskattrs";
@@ -156,6 +162,7 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem, vmaReader = false): 
   let brk = 0n;
   let subreaper = false;
   let thpDisabled = false;
+  let dumpable = 1;
   let membarrier = 0;
   let uts = { nodename: "", domainname: "" };
   let clocks: Clocks = {};
@@ -171,14 +178,14 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem, vmaReader = false): 
       // where it can run one (batchCalls), else one injected syscall each.
       const sa = sigactionCalls();
       const tq = threadQueryCalls();
-      const head = 7; // calls before the sigactions
+      const head = 8; // calls before the sigactions
       const got = batchCalls(
         inj,
         mem,
         status,
         pid,
         [
-          ...mmCalls(), // brk, THP (mm.ts)
+          ...mmCalls(), // brk, THP, dumpable (mm.ts)
           // membarrier registrations (Linux 6.3+ can tell them; older kernels answer EINVAL)
           { nr: NR.membarrier, args: () => [1 << 9 /* MEMBARRIER_CMD_GET_REGISTRATIONS */, 0, 0], out: 0 },
           subreaperCall(),
@@ -189,10 +196,10 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem, vmaReader = false): 
         ],
         scratch
       );
-      ({ brk, thpDisabled } = decodeMmCalls(got.slice(0, 2)));
-      membarrier = dumpMembarrier(pid, inj, got[2].r);
-      subreaper = decodeSubreaper(got[3]);
-      ({ clocks, uts } = decodeNsCalls(pid, got.slice(4, 7)));
+      ({ brk, thpDisabled, dumpable } = decodeMmCalls(pid, got.slice(0, 3)));
+      membarrier = dumpMembarrier(pid, inj, got[3].r);
+      subreaper = decodeSubreaper(got[4]);
+      ({ clocks, uts } = decodeNsCalls(pid, got.slice(5, 8)));
       sigactions.push(...decodeSigactions(pid, got.slice(head, head + sa.length)));
       itimers = decodeItimers(pid, got.slice(head + sa.length, head + sa.length + 3));
       leaderQueries = decodeThreadQueries(
@@ -223,6 +230,14 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem, vmaReader = false): 
   const tShared = performance.now();
   const shared = dumpPendingSignals(leader.tid, true);
   const limits = dumpRlimits(pid);
+  refuseSigpendingOverLimit(
+    pid,
+    sigpendingLimit(limits),
+    threads.map((t, i) => ({
+      tid: t.tid,
+      signals: [...(i === 0 ? shared : []), ...(t.core.threadCore.signalsP?.signals ?? [])],
+    }))
+  );
   const { personality, loginuid, oomScoreAdj } = dumpTaskAttrs(pid);
   const leaderCore = threads[0].core;
   leaderCore.tc = {
@@ -244,7 +259,7 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem, vmaReader = false): 
 
   // --- memory layout
   const tMm = performance.now();
-  const { vmas, mm, exe } = dumpMm(pid, stat, brk, thpDisabled, vmFlags ? readMaps(pid) : undefined);
+  const { vmas, mm, exe } = dumpMm(pid, stat, brk, thpDisabled, dumpable, vmFlags ? readMaps(pid) : undefined);
   log.debug(
     `process ${pid}: threads ${(tShared - tThreads).toFixed(1)} ms, signals, limits and attributes ${(tMm - tShared).toFixed(1)} ms, memory layout ${(performance.now() - tMm).toFixed(1)} ms`
   );

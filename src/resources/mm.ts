@@ -17,6 +17,7 @@ import { CriuError, log, logLevel, LOG_DEBUG } from "../log";
 import { classifyVmas, logVmas, vmaLine, type DumpedVma } from "./memory";
 import { VMA, MAP, PAGE } from "./vma";
 import { SHMAT } from "./sysvshm";
+import { refuse } from "./unsupported";
 
 function hex(v: bigint | number) {
   return "0x" + v.toString(16);
@@ -28,24 +29,34 @@ function mmapFailed(proc: { vpid: number }, v: S.vma_entry, r: bigint): CriuErro
 
 // ---------- dump ----------
 
-/** brk(0) and PR_GET_THP_DISABLE, for the dump's batch */
+/** brk(0), PR_GET_THP_DISABLE and PR_GET_DUMPABLE, for the dump's batch */
 export function mmCalls(): OutCall[] {
   return [
     { nr: NR.brk, args: () => [0], out: 0 },
     { nr: NR.prctl, args: () => [PR.GET_THP_DISABLE, 0, 0, 0, 0], out: 0 },
+    { nr: NR.prctl, args: () => [PR.GET_DUMPABLE, 0, 0, 0, 0], out: 0 },
   ];
 }
 
-/** the batch's answers to mmCalls() */
-export function decodeMmCalls(got: { r: bigint }[]): { brk: bigint; thpDisabled: boolean } {
-  return { brk: BigInt.asUintN(64, got[0].r), thpDisabled: got[1].r > 0n };
+/**
+ * the batch's answers to mmCalls(). Dumpable 2 (SUID_DUMP_ROOT: set by a credential change under
+ * fs.suid_dumpable=2) cannot be set again: PR_SET_DUMPABLE takes 0 or 1 only.
+ */
+export function decodeMmCalls(
+  pid: number,
+  got: { r: bigint }[]
+): { brk: bigint; thpDisabled: boolean; dumpable: number } {
+  const d = got[2].r;
+  if (d < 0n) throw new CriuError("dump", sysFailed(`process ${pid}`, "injected prctl(PR_GET_DUMPABLE)", d));
+  if (d !== 0n && d !== 1n) refuse("dump", `process ${pid}`, "dumpable-suid", `dumpable ${d}`);
+  return { brk: BigInt.asUintN(64, got[0].r), thpDisabled: got[1].r > 0n, dumpable: Number(d) };
 }
 
 /**
  * The memory layout of a frozen process: its VMAs and CRIU's mm_entry fields (its vmas and
  * exe_file_id are filled in once the files they map have ids: mmVmaEntries, the dump's file table).
  */
-export function dumpMm(pid: number, stat: ProcStat, brk: bigint, thpDisabled: boolean, raw?: Vma[]) {
+export function dumpMm(pid: number, stat: ProcStat, brk: bigint, thpDisabled: boolean, dumpable: number, raw?: Vma[]) {
   const vmas = classifyVmas(pid, raw);
   if (!raw) logVmas(pid, vmas); // (else once completeVmas gave them their flags)
   const exe = readLink(`/proc/${pid}/exe`);
@@ -65,12 +76,12 @@ export function dumpMm(pid: number, stat: ProcStat, brk: bigint, thpDisabled: bo
     exeFileId: 0,
     ...auxvFields(auxv),
     vmas: [],
-    dumpable: 1,
+    dumpable,
     thpDisabled,
   };
   log.debug(
     `mm: process ${pid}: ${vmas.length} VMAs, code ${hex(stat.startCode)}-${hex(stat.endCode)}, brk ${hex(stat.startBrk)}-${hex(brk)}, ` +
-      `stack ${hex(stat.startStack)}, auxv ${auxv.length / 2} entries, exe ${exe}${thpDisabled ? ", THP disabled" : ""}`
+      `stack ${hex(stat.startStack)}, auxv ${auxv.length / 2} entries, exe ${exe}${thpDisabled ? ", THP disabled" : ""}, dumpable ${dumpable}`
   );
   return { vmas, mm, exe };
 }
@@ -516,6 +527,20 @@ function forgetParentPages(proc: MmRestoreCtx, kept: Set<bigint>) {
   }
   if (dropped)
     log.debug(`process ${proc.vpid}: ${dropped} page(s) inherited from the parent that it did not have dropped`);
+}
+
+/**
+ * The process's dumpable flag (mm_entry.dumpable, as CRIU), set through its leader late: after
+ * every thread's credentials (a change of them resets it to fs.suid_dumpable) and after the
+ * injections that need it as it was; an image without it (older CRIU) leaves it alone, as CRIU.
+ */
+export function restoreDumpable(proc: { vpid: number; inj: Injector }, mm: S.mm_entry) {
+  if (!isFieldSet(mm, S.mm_entrySchema.field.dumpable)) return;
+  if (mm.dumpable !== 0 && mm.dumpable !== 1)
+    throw new CriuError("restore", `process ${proc.vpid}: dumpable ${mm.dumpable} of the image cannot be set`);
+  const r = proc.inj.call(NR.prctl, PR.SET_DUMPABLE, mm.dumpable, 0, 0, 0);
+  if (r < 0n) throw new CriuError("restore", sysFailed(`process ${proc.vpid}`, "prctl(PR_SET_DUMPABLE)", r));
+  log.debug(`mm: process ${proc.vpid}: dumpable ${mm.dumpable}`);
 }
 
 /** mm fields, auxv and exe link in one PR_SET_MM_MAP. */

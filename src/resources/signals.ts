@@ -4,7 +4,7 @@
 // set again at restore through the process's own injected syscalls, SIGTRAP's handler last.
 import { getSigmask, setSigmask, peekSiginfo } from "../sys/ptrace";
 import { readdirSync } from "../sys/fs";
-import { readStat, type ProcStat } from "../sys/proc";
+import { readStat, readStatus, type ProcStat } from "../sys/proc";
 import { NR } from "../sys/nr";
 import { errnoText, sysFailed } from "../sys/errno";
 import type { Injector, InCall, OutCall } from "../ptrace/inject";
@@ -105,6 +105,49 @@ export function refusePendingTrap(
   if ((hexMask(status.SigPnd) | hexMask(status.ShdPnd)) & (1n << BigInt(SIGTRAP - 1)) || stopSig === SIGTRAP) {
     refuse("dump", `process ${pid}${tid !== pid ? ` thread ${tid}` : ""}`, "sigtrap");
   }
+}
+
+const SIGRTMIN = 32,
+  RLIMIT_SIGPENDING = 11;
+
+/**
+ * Queued signals restore cannot queue back: each is queued again through the thread's own
+ * rt_sigqueueinfo / rt_tgsigqueueinfo, charged to the receiver's user and held against the
+ * process's RLIMIT_SIGPENDING (restored before them). A real-time signal over that limit fails
+ * (EAGAIN), a standard one sent with a negative si_code loses its siginfo; one with si_code >= 0
+ * is let over the limit. The count restore meets is the user's count of queued signals (and
+ * POSIX timers' reserved entries) as SigQ reports it now, this tree's included: when that is over
+ * the soft limit and a thread (with the process's shared queue, for the leader) holds a signal
+ * held to the limit, the dump is refused.
+ */
+export function refuseSigpendingOverLimit(
+  pid: number,
+  limit: bigint,
+  queues: { tid: number; signals: { siginfo?: Uint8Array }[] }[]
+) {
+  for (const q of queues) {
+    const held = q.signals
+      .flatMap((s) => (s.siginfo ? [s.siginfo] : []))
+      .filter((si) => {
+        const dv = new DataView(si.buffer, si.byteOffset);
+        return dv.getInt32(0, true) >= SIGRTMIN || dv.getInt32(8, true) < 0;
+      });
+    if (!held.length) continue;
+    const m = /^(\d+)\//.exec(readStatus(pid, q.tid).SigQ ?? "");
+    const count = m ? BigInt(m[1]) : 0n;
+    if (count <= limit) continue;
+    refuse(
+      "dump",
+      `process ${pid}${q.tid !== pid ? ` thread ${q.tid}` : ""}`,
+      "sigpending-rlimit",
+      `${count} queued for its user, RLIMIT_SIGPENDING ${limit}; signal(s) ${held.map(signo).join(", ")}`
+    );
+  }
+}
+
+/** RLIMIT_SIGPENDING's soft limit among dumpRlimits' answers (kernel order) */
+export function sigpendingLimit(limits: { cur: bigint }[]): bigint {
+  return limits[RLIMIT_SIGPENDING].cur;
 }
 
 // ---------- images ----------

@@ -31,10 +31,49 @@ import { xsaveToFpregs, fpregsToXsave } from "./xsave";
 import { dumpPendingSignals, dumpSigmask, refusePendingTrap } from "./signals";
 import { dumpCreds, restoreCreds } from "./creds";
 import { dumpSeccompFilters, restoreSeccomp, type SeccompFilter } from "./seccomp";
+import { refuse } from "./unsupported";
 
 const SS_ONSTACK = 1,
   SS_DISABLE = 2,
   PRIO_PROCESS = 0;
+
+/** sched_getscheduler's flag for reset-on-fork, kept in CRIU's sched_policy as the kernel reports it */
+const SCHED_RESET_ON_FORK = 0x40000000;
+/** the policies sched_setscheduler can set again (SCHED_DEADLINE needs sched_setattr's runtime,
+ *  deadline and period, which CRIU's thread_core_entry has no place for) */
+const SCHED_POLICIES: Record<number, string> = {
+  0: "SCHED_OTHER",
+  1: "SCHED_FIFO",
+  2: "SCHED_RR",
+  3: "SCHED_BATCH",
+  5: "SCHED_IDLE",
+};
+const isRealtime = (policy: number) => policy === 1 || policy === 2;
+function schedText(policy: number, prio: number) {
+  const base = policy & ~SCHED_RESET_ON_FORK;
+  return `${SCHED_POLICIES[base] ?? `policy ${base}`}${policy & SCHED_RESET_ON_FORK ? "|SCHED_RESET_ON_FORK" : ""}${isRealtime(base) ? ` priority ${prio}` : ""}`;
+}
+
+/**
+ * A thread's scheduling policy (with SCHED_RESET_ON_FORK, as sched_getscheduler reports it and
+ * CRIU stores it) and its real-time priority, read from outside (the dump runs as root). A policy
+ * sched_setscheduler cannot set again (SCHED_DEADLINE) is refused.
+ */
+function dumpSched(pid: number, tid: number): { policy: number; prio: number } {
+  const r = syscall(NR.sched_getscheduler, tid);
+  if (r < 0) throw new CriuError("dump", sysFailed(`process ${pid} thread ${tid}`, "sched_getscheduler", r));
+  const base = r & ~SCHED_RESET_ON_FORK;
+  if (!(base in SCHED_POLICIES))
+    refuse("dump", `process ${pid}${tid !== pid ? ` thread ${tid}` : ""}`, "sched-deadline", `policy ${base}`);
+  let prio = 0;
+  if (isRealtime(base)) {
+    const p = new Int32Array(1);
+    const g = syscall(NR.sched_getparam, tid, addr(p));
+    if (g < 0) throw new CriuError("dump", sysFailed(`process ${pid} thread ${tid}`, "sched_getparam", g));
+    prio = p[0];
+  }
+  return { policy: r, prio };
+}
 
 /** core_entry of one thread as the dump builds it: thread_info, thread_core, and tc for the leader */
 type CoreInit = S.InitOf<typeof S.core_entrySchema> & {
@@ -112,7 +151,8 @@ export function decodeThreadQueries(tid: number, got: { r: bigint; b: Uint8Array
   return {
     pdeathSig: new DataView(got[0].b.buffer, got[0].b.byteOffset).getInt32(0, true),
     tidAddr: new DataView(got[1].b.buffer, got[1].b.byteOffset).getBigUint64(0, true),
-    sas: { ssSp: dv.getBigUint64(0, true), ssFlags: dv.getInt32(8, true), ssSize: dv.getBigUint64(16, true) },
+    // ss_flags: unsigned (SS_AUTODISARM is bit 31), as CRIU's thread_sas_entry holds it
+    sas: { ssSp: dv.getBigUint64(0, true), ssFlags: dv.getUint32(8, true), ssSize: dv.getBigUint64(16, true) },
     secbits: Number(got[3].r),
   };
 }
@@ -165,6 +205,7 @@ export function dumpThread(
   const tstat = readStat(pid, t.tid);
   const comm = readText(`/proc/${pid}/task/${t.tid}/comm`).replace(/\n$/, "");
   const tst = readStatus(pid, t.tid); // (its credentials and the checks below: one read)
+  const sched = dumpSched(pid, t.tid);
   const core: CoreInit = {
     mtype: 1,
     threadInfo: {
@@ -177,8 +218,9 @@ export function dumpThread(
       futexRla: head[0],
       futexRlaLen: Number(len[0]),
       schedNice: tstat.nice,
-      schedPolicy: 0,
-      schedPrio: 0,
+      schedPolicy: sched.policy,
+      // (as CRIU: the priority only for SCHED_FIFO and SCHED_RR)
+      ...(isRealtime(sched.policy & ~SCHED_RESET_ON_FORK) ? { schedPrio: sched.prio } : {}),
       blkSigset: sigmask,
       sas,
       pdeathSig,
@@ -201,7 +243,7 @@ export function dumpThread(
     `threads: thread ${t.tid}: ip 0x${regs[R.rip].toString(16)} sp 0x${regs[R.rsp].toString(16)} orig_ax ${BigInt.asIntN(64, regs[R.orig_rax])}, ` +
       `xstate ${xstate.length} bytes, clear_tid 0x${tidAddr.toString(16)}, robust list 0x${head[0].toString(16)}/${len[0]}` +
       `${rseq && rseq.ptr ? `, rseq 0x${rseq.ptr.toString(16)}` : ""}${sas.ssFlags & SS_DISABLE ? "" : `, altstack 0x${sas.ssSp.toString(16)}+${sas.ssSize}`}` +
-      `${pdeathSig ? `, pdeath signal ${pdeathSig}` : ""}, nice ${tstat.nice}, comm '${comm}'`
+      `${pdeathSig ? `, pdeath signal ${pdeathSig}` : ""}, nice ${tstat.nice}, ${schedText(sched.policy, sched.prio)}, comm '${comm}'`
   );
   return { tid: t.tid, regs, xstate, core, seccomp: seccompMode === 2 ? dumpSeccompFilters(t.tid) : [] };
 }
@@ -258,7 +300,7 @@ export function restoreThread(
     const b = new ArrayBuffer(24);
     const dv = new DataView(b);
     dv.setBigUint64(0, sas.ssSp, true);
-    dv.setInt32(8, sas.ssFlags & ~SS_ONSTACK, true);
+    dv.setUint32(8, (sas.ssFlags & ~SS_ONSTACK) >>> 0, true); // SS_AUTODISARM (bit 31) too
     dv.setBigUint64(16, sas.ssSize, true);
     calls.push({
       nr: NR.sigaltstack,
@@ -303,6 +345,27 @@ export function restoreThread(
     `threads: thread ${vtid}: kernel state restored (clear_tid 0x${core.threadInfo!.clearTidAddr.toString(16)}${tcore.futexRla ? `, robust list 0x${tcore.futexRla.toString(16)}` : ""}` +
       `${rs && rs.rseqAbiPointer ? `, rseq 0x${rs.rseqAbiPointer.toString(16)}` : ""}${sas && !(sas.ssFlags & SS_DISABLE) ? `, altstack 0x${sas.ssSp.toString(16)}` : ""}${comm ? `, comm '${comm}'` : ""})`
   );
+}
+
+/**
+ * The thread's scheduling policy, SCHED_RESET_ON_FORK and real-time priority, set from outside
+ * (criu-bun is root) on the stopped thread once nothing is injected in it any more: a SCHED_IDLE
+ * thread would crawl through the rest of the restore, a SCHED_FIFO one could starve it. Always,
+ * SCHED_OTHER too: the thread was made by criu-bun, under whatever policy it runs. Its nice, set
+ * before (restoreThread), stays: sched_setscheduler keeps it.
+ */
+export function restoreSched(tid: number, vtid: number, core: S.core_entry) {
+  const tcore = core.threadCore!;
+  const policy = tcore.schedPolicy ?? 0;
+  const base = policy & ~SCHED_RESET_ON_FORK;
+  const prio = isRealtime(base) ? (tcore.schedPrio ?? 0) : 0;
+  if (!(base in SCHED_POLICIES))
+    throw new CriuError("restore", `thread ${vtid}: scheduling policy ${policy} of the image cannot be set`);
+  const param = new Int32Array([prio]);
+  const r = syscall(NR.sched_setscheduler, tid, policy, addr(param));
+  if (r < 0)
+    throw new CriuError("restore", sysFailed(`thread ${vtid}`, `sched_setscheduler(${schedText(policy, prio)})`, r));
+  log.debug(`threads: thread ${vtid}: scheduling ${schedText(policy, prio)}`);
 }
 
 /** The FPU/xsave state of a stopped thread, in this CPU's xsave layout. */

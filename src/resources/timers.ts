@@ -2,13 +2,15 @@
 // directions: read at dump through the frozen process's own injected syscalls (getitimer in the
 // dump's batch, timer_gettime / timer_getoverrun per timer listed in /proc/PID/timers), and created
 // again at restore with their old ids and their remaining time, as CRIU does.
-import { readText } from "../sys/proc";
+import { readText, readStatus } from "../sys/proc";
+import { readdirSync } from "../sys/fs";
 import { NR } from "../sys/nr";
 import { PR } from "../sys/flags";
 import { errnoText } from "../sys/errno";
 import type { Injector, RemoteMem } from "../ptrace/inject";
 import type * as S from "../images/schemas";
 import { CriuError, log } from "../log";
+import { refuse } from "./unsupported";
 
 const ITIMERS = ["real", "virt", "prof"] as const; // ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF
 type Itimer = { isec: bigint; iusec: bigint; vsec: bigint; vusec: bigint };
@@ -53,7 +55,11 @@ interface PosixTimerInfo {
   notifyTid: number;
   clock: number;
 }
-/** /proc/PID/timers: "ID: 0\nsignal: 34/0000000000000000\nnotify: signal/pid.1234\nClockID: 1\n" per timer. */
+/**
+ * /proc/PID/timers: "ID: 0\nsignal: 34/0000000000000000\nnotify: signal/pid.1234\nClockID: 1\n" per
+ * timer; ClockID is negative for a CPU clock (CLOCK_PROCESS_CPUTIME_ID is -6). A block that does
+ * not read so fails the dump: no timer is left out silently.
+ */
 function readPosixTimers(pid: number): PosixTimerInfo[] {
   let text = "";
   try {
@@ -63,10 +69,16 @@ function readPosixTimers(pid: number): PosixTimerInfo[] {
   }
   const out: PosixTimerInfo[] = [];
   for (const block of text.split(/(?=^ID:)/m)) {
-    const m = /ID:\s*(\d+)\s+signal:\s*(\d+)\/([0-9a-f]+)\s+notify:\s*(\w+)\/(\w+)\.(\d+)\s+ClockID:\s*(\d+)/.exec(
-      block
-    );
-    if (!m) continue;
+    if (!block.trim()) continue;
+    const m =
+      /^ID:\s*(\d+)\s+signal:\s*(\d+)\/([0-9a-f]+)\s+notify:\s*(signal|none|thread)\/(pid|tid)\.(\d+)\s+ClockID:\s*(-?\d+)\s*$/.exec(
+        block
+      );
+    if (!m)
+      throw new CriuError(
+        "dump",
+        `process ${pid}: cannot read a POSIX timer of /proc/${pid}/timers: '${block.trim().replace(/\n/g, "\\n")}'`
+      );
     const kind = m[4];
     // SIGEV_SIGNAL 0, SIGEV_NONE 1, SIGEV_THREAD 2, SIGEV_THREAD_ID 4
     let notify = kind === "none" ? 1 : kind === "thread" ? 2 : 0;
@@ -83,16 +95,51 @@ function readPosixTimers(pid: number): PosixTimerInfo[] {
   return out;
 }
 
+/** the innermost-namespace number of a /proc/PID/status NSpid line */
+const nsLast = (x?: string) => Number((x ?? "").split(/\s+/).filter(Boolean).pop());
+
+/**
+ * A CPU clock (a negative clock id: the kernel's CPUCLOCK_PID, _PERTHREAD and _WHICH) is kept when
+ * timer_create in the restored leader binds it to the same task again, as CRIU creates it: PID 0
+ * of a process clock (the process itself), PID 0 of a thread clock in a process with one thread
+ * (the leader; in a process with more the creating thread cannot be told), the process's own PID
+ * or one of its own TIDs (they are the same after restore, and every thread exists before the
+ * timers are made). Another process's clock, and a dynamic clock (a clock fd), are refused.
+ */
+function checkClock(pid: number, t: PosixTimerInfo) {
+  if (t.clock >= 0) return;
+  const which = t.clock & 3,
+    perThread = (t.clock & 4) !== 0,
+    upid = ~(t.clock >> 3);
+  const what = `POSIX timer ${t.id}, clock id ${t.clock}`;
+  if (which === 3) refuse("dump", `process ${pid}`, "posix-timer-clock", `${what}: a dynamic clock`);
+  const tids = readdirSync(`/proc/${pid}/task`).map(Number);
+  if (upid === 0) {
+    if (!perThread || tids.length === 1) return;
+    refuse("dump", `process ${pid}`, "posix-timer-clock", `${what}: CPU clock of the thread that made it`);
+  }
+  const own = perThread ? tids.map((tid) => nsLast(readStatus(pid, tid).NSpid)) : [nsLast(readStatus(pid).NSpid)];
+  if (own.includes(upid)) return;
+  refuse(
+    "dump",
+    `process ${pid}`,
+    "posix-timer-clock",
+    `${what}: CPU clock of ${perThread ? "thread" : "process"} ${upid}`
+  );
+}
+
 /** posix_timer_entry of every POSIX timer of the frozen process (scratch: 32 bytes in it) */
 export function dumpPosixTimers(pid: number, inj: Injector, mem: RemoteMem, scratch: bigint) {
   const posix: S.Init<typeof S.posix_timer_entrySchema>[] = [];
-  for (const t of readPosixTimers(pid)) {
+  const timers = readPosixTimers(pid);
+  for (const t of timers) checkClock(pid, t); // all before any is read
+  for (const t of timers) {
     inj.ok("timer_gettime", NR.timer_gettime, t.id, scratch);
     const dv = new DataView(mem.read(scratch, 32).buffer);
     const overrun = Number(inj.call(NR.timer_getoverrun, t.id));
     const e: S.Init<typeof S.posix_timer_entrySchema> = {
       itId: t.id,
-      clockId: t.clock,
+      clockId: t.clock >>> 0, // uint32 in CRIU's posix_timer_entry: -6 is 4294967290
       siSigno: t.signo,
       itSigevNotify: t.notify,
       sivalPtr: t.sival,
@@ -104,7 +151,7 @@ export function dumpPosixTimers(pid: number, inj: Injector, mem: RemoteMem, scra
       ...(t.notifyTid ? { notifyThreadId: t.notifyTid } : {}),
     };
     log.debug(
-      `process ${pid}: POSIX timer ${t.id}: clock ${t.clock}, signal ${t.signo}, notify ${t.notify}${t.notifyTid ? ` tid ${t.notifyTid}` : ""}, value ${e.vsec}.${e.vnsec} interval ${e.isec}.${e.insec}, overrun ${e.overrun}`
+      `process ${pid}: POSIX timer ${t.id}: clock ${t.clock}${t.clock < 0 ? " (CPU clock)" : ""}, signal ${t.signo}, notify ${t.notify}${t.notifyTid ? ` tid ${t.notifyTid}` : ""}, value ${e.vsec}.${e.vnsec} interval ${e.isec}.${e.insec}, overrun ${e.overrun}`
     );
     posix.push(e);
   }
@@ -144,7 +191,7 @@ export function restoreTimers(
       const evAddr = scratch(0n, new Uint8Array(ev));
       const idAddr = scratch(128n, new Uint8Array(new Int32Array([pt.itId]).buffer));
       for (;;) {
-        const r = inj.call(NR.timer_create, pt.clockId, evAddr, idAddr);
+        const r = inj.call(NR.timer_create, pt.clockId | 0, evAddr, idAddr); // (a clockid_t: -6 as -6)
         if (r < 0n)
           throw new CriuError(
             "restore",

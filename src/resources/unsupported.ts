@@ -28,6 +28,10 @@ export const UNSUPPORTED = {
   "cgroupns": "cgroup namespace of its own",
   "ipcns-objects": "SysV message queue, semaphore set or unattached shared memory in its own IPC namespace",
   "sigtrap": "pending SIGTRAP",
+  // threads (resources/threads.ts), signals (resources/signals.ts), timers (resources/timers.ts)
+  "posix-timer-clock": "POSIX timer on a dynamic clock or on the CPU clock of another process or thread",
+  "sigpending-rlimit": "queued signals over RLIMIT_SIGPENDING, which restore could not queue again",
+  "sched-deadline": "SCHED_DEADLINE scheduling policy (its runtime, deadline and period have no place in the images)",
   "session-outside-pidns": "session or process group led from outside its PID namespace",
   "session-leader-gone": "session whose leader is not in the tree",
   "pgrp-leader-gone": "process group whose leader is not in the tree",
@@ -41,6 +45,7 @@ export const UNSUPPORTED = {
   "guard": "guard region (MADV_GUARD_INSTALL)",
   "lease": "file lease",
   "proc-gone": "directory of a process that is gone (/proc/PID)",
+  "dumpable-suid": "dumpable mode 2 (suid_dumpable), which PR_SET_DUMPABLE cannot set",
   // files (resources/files.ts and the kinds)
   "fown": "file owner that is a thread or outside the tree (F_SETOWN)",
   "memfd-shared": "memfd opened by several processes through separate descriptions",

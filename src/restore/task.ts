@@ -33,10 +33,10 @@ import { fillPages } from "../codec/pipeline";
 import { fillParentPages, PageSource } from "../codec/incremental";
 import { lazyRanges, makeUffd, eagerParentRuns, canBeLazy } from "../resources/lazymem";
 import { restoreMountNs } from "../resources/mounts";
-import { restoreMemory, restoreMmFields, type MmRestoreCtx } from "../resources/mm";
+import { restoreMemory, restoreMmFields, restoreDumpable, type MmRestoreCtx } from "../resources/mm";
 import { enterTimens, restoreRootNamespaces } from "../resources/namespaces";
 import { restoreMembarrier } from "../resources/membarrier";
-import { restoreThread, restoreFpregs, restoreRegisters } from "../resources/threads";
+import { restoreThread, restoreFpregs, restoreRegisters, restoreSched } from "../resources/threads";
 import { restoreTimers } from "../resources/timers";
 import {
   sigactionRestoreCalls,
@@ -836,6 +836,8 @@ export class TaskBuilder {
     // SIGTRAP) after the handler is set, and no instruction is fetched from the unmapped trampoline
     const inj = this.inj!;
     inj.mode = "sysstop";
+    // (after every thread's credentials, and late: mm.ts)
+    restoreDumpable({ vpid: this.t.pid, inj }, this.t.mm);
     restoreTrapAction({ pid: this.t.pid, inj, scratch: (off, data) => this.scratchWrite(off, data) }, this.trapAction);
     const res = inj.call(NR.munmap, this.tramp, TRAMP_SIZE);
     if (res !== 0n)
@@ -852,6 +854,8 @@ export class TaskBuilder {
       const core = this.t.cores.get(this.vtid(tid))!;
       restoreRegisters(tid, this.vtid(tid), core);
       restoreSigmask(tid, core.threadCore, tc);
+      // last: nothing is injected in the thread after this (threads.ts)
+      restoreSched(tid, this.vtid(tid), core);
     }
     this.mem?.close();
   }

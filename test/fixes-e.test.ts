@@ -1,0 +1,148 @@
+// Task and thread states a dump used to lose or crash on (test/workloads/taskfix.c MODE): each
+// thread's scheduling policy with SCHED_RESET_ON_FORK and its real-time priority, PR_SET_DUMPABLE 0,
+// POSIX timers on CPU clocks, a sigaltstack with SS_AUTODISARM: restored exactly by criu-bun, from
+// CRIU 4.2's images, and by CRIU 4.2 from criu-bun's. Refused at dump with one line and the
+// target left as it was: SCHED_DEADLINE, dumpable 2, a thread CPU clock whose thread cannot be
+// told, real-time signals queued over RLIMIT_SIGPENDING (restore could not queue them again).
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { existsSync, readFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import {
+  buildWorkloads,
+  cleanup,
+  criuBun,
+  isAlive,
+  REPO_ROOT,
+  startWorkload,
+  trigger,
+  waitResult,
+  waitUntil,
+} from "./harness";
+import { cleanupImages, dump, imagesDir, restore, waitReaped } from "./engine-helpers";
+import { UNSUPPORTED, type UnsupportedKey } from "../src/resources/unsupported";
+
+const PEER = process.env.CRIU_PEER ?? resolve(REPO_ROOT, "..", "shared", "tools", "criu-4.2");
+const havePeer = existsSync(PEER);
+
+beforeAll(async () => {
+  await buildWorkloads();
+}, 120_000);
+afterAll(() => {
+  cleanup();
+  cleanupImages();
+});
+
+function peer(args: string[], dir: string, log: string) {
+  const r = Bun.spawnSync([PEER, ...args, "-D", dir, "-o", log, "-v4"], { stdout: "pipe", stderr: "pipe", cwd: dir });
+  if (r.exitCode !== 0) {
+    let text = "";
+    try {
+      text = readFileSync(join(dir, log), "utf8");
+    } catch {}
+    const errors = text
+      .split("\n")
+      .filter((l) => l.includes("Error") && !l.includes("RLIMIT_NOFILE"))
+      .slice(0, 8)
+      .join("\n");
+    throw new Error(`criu-4.2 ${args[0]} failed (${r.exitCode}):\n${r.stderr.toString()}\n${errors}`);
+  }
+}
+
+const EXACT: [string, string, RegExp][] = [
+  [
+    "sched",
+    "SCHED_BATCH (nice 3) on the main thread, SCHED_IDLE, SCHED_RR 7 with SCHED_RESET_ON_FORK (nice -2) and SCHED_FIFO 3 (nice 5) on threads",
+    /threads: thread \d+: scheduling SCHED_RR\|SCHED_RESET_ON_FORK priority 7/,
+  ],
+  ["dumpable", "PR_SET_DUMPABLE 0", /mm: process \d+: dumpable 0/],
+  [
+    "cputimer",
+    "POSIX timers on CLOCK_PROCESS_CPUTIME_ID (-6), CLOCK_THREAD_CPUTIME_ID (-2) of the only thread, the process's own clock by its pid",
+    /3 POSIX timer\(s\) restored/,
+  ],
+  ["altstack", "a sigaltstack with SS_AUTODISARM (bit 31 of ss_flags)", /altstack 0x/],
+];
+
+describe("restored exactly (criu-bun dumps and restores)", () => {
+  for (const [mode, what, logged] of EXACT) {
+    test(`${mode}: ${what}`, async () => {
+      const w = await startWorkload("taskfix", [mode], { stderr: "file" });
+      const dir = imagesDir(`fixe-${mode}`);
+      dump(w.pid, dir);
+      const r = await restore(dir, w.pid);
+      trigger(w);
+      const res = await waitResult(w, 15_000);
+      expect(res.text).toStartWith("PASS");
+      expect(await r.proc.exited).toBe(0);
+      expect(readFileSync(join(dir, "restore.log"), "utf8")).toMatch(logged);
+    }, 60_000);
+  }
+
+  test("sched: the dump log names each thread's policy", async () => {
+    const w = await startWorkload("taskfix", ["sched"], { stderr: "file" });
+    const dir = imagesDir("fixe-sched-log");
+    dump(w.pid, dir, ["-R"]);
+    const log = readFileSync(join(dir, "dump.log"), "utf8");
+    for (const p of ["SCHED_BATCH", "SCHED_IDLE", "SCHED_RR|SCHED_RESET_ON_FORK priority 7", "SCHED_FIFO priority 3"])
+      expect(log).toContain(`, ${p}, comm`);
+    trigger(w);
+    expect((await waitResult(w, 15_000)).text).toStartWith("PASS");
+  }, 60_000);
+});
+
+describe.skipIf(!havePeer)("with CRIU 4.2", () => {
+  for (const [mode, what] of EXACT) {
+    test(`${mode}: CRIU 4.2 dumps, criu-bun restores ${what}`, async () => {
+      const w = await startWorkload("taskfix", [mode], { stderr: "file" });
+      const dir = imagesDir(`fixe-peer-${mode}`);
+      peer(["dump", "-t", String(w.pid)], dir, "dump.log");
+      await waitReaped(w.pid, 10_000);
+      const r = await restore(dir, w.pid);
+      trigger(w);
+      expect((await waitResult(w, 15_000)).text).toStartWith("PASS");
+      expect(await r.proc.exited).toBe(0);
+    }, 60_000);
+
+    test(`${mode}: criu-bun dumps, CRIU 4.2 restores ${what}`, async () => {
+      const w = await startWorkload("taskfix", [mode], { stderr: "file" });
+      const dir = imagesDir(`fixe-bun-${mode}`);
+      dump(w.pid, dir);
+      await waitReaped(w.pid, 10_000);
+      try {
+        peer(["restore", "-d"], dir, "restore.log");
+        await waitUntil(`restored ${w.pid}`, () => existsSync(`/proc/${w.pid}`));
+        trigger(w);
+        expect((await waitResult(w, 15_000)).text).toStartWith("PASS");
+      } finally {
+        try {
+          process.kill(w.pid, "SIGKILL");
+        } catch {}
+      }
+    }, 60_000);
+  }
+});
+
+const REFUSED: [string, UnsupportedKey, string][] = [
+  ["deadline", "sched-deadline", "policy 6"],
+  ["suiddump", "dumpable-suid", "dumpable 2"],
+  ["threadclock", "posix-timer-clock", "clock id -2: CPU clock of the thread that made it"],
+  ["sigpend", "sigpending-rlimit", "RLIMIT_SIGPENDING 2; signal(s) 35, 35, 35, 35, 35, 35"],
+];
+
+describe("refused at dump with one line; the target runs on as it was", () => {
+  for (const [mode, key, detail] of REFUSED) {
+    test(`${mode}: ${UNSUPPORTED[key]}`, async () => {
+      const w = await startWorkload("taskfix", [mode], { stderr: "file" });
+      const r = criuBun(["dump", "-t", String(w.pid), "-D", imagesDir(`fixe-refuse-${mode}`)]);
+      expect(r.code).toBe(1);
+      const lines = r.stderr.trim().split("\n");
+      expect(lines.length).toBe(1);
+      expect(lines[0]).toStartWith(`Error (dump): process ${w.pid}: ${UNSUPPORTED[key]} (`);
+      expect(lines[0]).toContain(detail);
+      expect(lines[0]).toEndWith("is not supported yet");
+      expect(isAlive(w.pid)).toBe(true);
+      trigger(w);
+      expect((await waitResult(w, 15_000)).text).toStartWith("PASS");
+    }, 60_000);
+  }
+});
