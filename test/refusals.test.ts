@@ -46,6 +46,7 @@ const OTHER: Partial<Record<UnsupportedKey, [string, string, string[]]>> = {
   "unix-queue-named-sender": ["extunix", "named", ["--ext-unix-sk"]],
   "unix-connection-name": ["unixsk", "accname", []],
   "unix-ext-peer": ["extunix", "streams", ["--ext-unix-sk"]],
+  "unkept-state": ["prctlfix", "tsc", []],
   "mqueue-full": ["fixa", "mqfull", []],
   "inotify-queued": ["notifyfix", "inoqueue", []],
   "epoll-oneshot-fired": ["notifyfix", "oneshotfired", []],

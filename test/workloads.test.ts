@@ -55,6 +55,8 @@ const passCases: [string, string[]][] = [
   ["fifo", []],
   ["extunix", []],
   ["extunix", ["streams"]],
+  ["prctlfix", ["tsc"]],
+  ["prctlfix", ["sud"]],
   ["mqueue", []],
   ["seccomp", []],
   ["forky", []],

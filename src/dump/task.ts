@@ -12,6 +12,7 @@ import { errnoText } from "../sys/errno";
 import {
   dumpThread,
   threadQueryCalls,
+  refuseSyscallDispatch,
   decodeThreadQueries,
   type ThreadDump,
   type ThreadQueries,
@@ -157,6 +158,9 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem, vmaReader = false): 
   const leaderRegs = getRegs(leader.tid);
   const sysInsn = Injector.findSyscallInsn(pid, leaderRegs, mem);
 
+  // a thread that dispatches its own syscalls (PR_SET_SYSCALL_USER_DISPATCH) would take an
+  // injected one as its own: refused before the first
+  refuseSyscallDispatch(pid, fp.threads);
   // --- state that only the task can tell: injected syscalls in the leader
   const inj = Injector.dump(leader.tid, sysInsn, mem);
   let brk = 0n;
@@ -178,14 +182,15 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem, vmaReader = false): 
       // where it can run one (batchCalls), else one injected syscall each.
       const sa = sigactionCalls();
       const tq = threadQueryCalls();
-      const head = 8; // calls before the sigactions
+      const mc = mmCalls();
+      const head = mc.length + 5; // calls before the sigactions
       const got = batchCalls(
         inj,
         mem,
         status,
         pid,
         [
-          ...mmCalls(), // brk, THP, dumpable (mm.ts)
+          ...mc, // brk, THP, dumpable, MDWE (mm.ts)
           // membarrier registrations (Linux 6.3+ can tell them; older kernels answer EINVAL)
           { nr: NR.membarrier, args: () => [1 << 9 /* MEMBARRIER_CMD_GET_REGISTRATIONS */, 0, 0], out: 0 },
           subreaperCall(),
@@ -196,10 +201,11 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem, vmaReader = false): 
         ],
         scratch
       );
-      ({ brk, thpDisabled, dumpable } = decodeMmCalls(pid, got.slice(0, 3)));
-      membarrier = dumpMembarrier(pid, inj, got[3].r);
-      subreaper = decodeSubreaper(got[4]);
-      ({ clocks, uts } = decodeNsCalls(pid, got.slice(5, 8)));
+      const m = mc.length;
+      ({ brk, thpDisabled, dumpable } = decodeMmCalls(pid, got.slice(0, m)));
+      membarrier = dumpMembarrier(pid, inj, got[m].r);
+      subreaper = decodeSubreaper(got[m + 1]);
+      ({ clocks, uts } = decodeNsCalls(pid, got.slice(m + 2, m + 5)));
       sigactions.push(...decodeSigactions(pid, got.slice(head, head + sa.length)));
       itimers = decodeItimers(pid, got.slice(head + sa.length, head + sa.length + 3));
       leaderQueries = decodeThreadQueries(

@@ -29,12 +29,13 @@ function mmapFailed(proc: { vpid: number }, v: S.vma_entry, r: bigint): CriuErro
 
 // ---------- dump ----------
 
-/** brk(0), PR_GET_THP_DISABLE and PR_GET_DUMPABLE, for the dump's batch */
+/** brk(0), PR_GET_THP_DISABLE, PR_GET_DUMPABLE and PR_GET_MDWE, for the dump's batch */
 export function mmCalls(): OutCall[] {
   return [
     { nr: NR.brk, args: () => [0], out: 0 },
     { nr: NR.prctl, args: () => [PR.GET_THP_DISABLE, 0, 0, 0, 0], out: 0 },
     { nr: NR.prctl, args: () => [PR.GET_DUMPABLE, 0, 0, 0, 0], out: 0 },
+    { nr: NR.prctl, args: () => [PR.GET_MDWE, 0, 0, 0, 0], out: 0 },
   ];
 }
 
@@ -49,6 +50,10 @@ export function decodeMmCalls(
   const d = got[2].r;
   if (d < 0n) throw new CriuError("dump", sysFailed(`process ${pid}`, "injected prctl(PR_GET_DUMPABLE)", d));
   if (d !== 0n && d !== 1n) refuse("dump", `process ${pid}`, "dumpable-suid", `dumpable ${d}`);
+  // memory-deny-write-execute (Linux 6.3; systemd's MemoryDenyWriteExecute= sets it): no field of
+  // CRIU's images holds it (older kernels answer EINVAL: not set)
+  const mdwe = got[3].r;
+  if (mdwe > 0n) refuse("dump", `process ${pid}`, "unkept-state", `PR_SET_MDWE 0x${mdwe.toString(16)}`);
   return { brk: BigInt.asUintN(64, got[0].r), thpDisabled: got[1].r > 0n, dumpable: Number(d) };
 }
 

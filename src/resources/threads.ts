@@ -122,10 +122,22 @@ export interface ThreadQueries {
   pdeathSig: number;
   tidAddr: bigint;
   sas: { ssSp: bigint; ssSize: bigint; ssFlags: number };
+  /** PR_GET_TSC, PR_MCE_KILL_GET, PR_GET_TIMERSLACK: settings no field of CRIU's images holds (unkeptThreadState) */
+  tsc: number;
+  mceKill: number;
+  timerSlack: bigint;
   secbits: number;
 }
 
-const QUERY_NAMES = ["prctl(PR_GET_PDEATHSIG)", "prctl(PR_GET_TID_ADDRESS)", "sigaltstack", "prctl(PR_GET_SECUREBITS)"];
+const QUERY_NAMES = [
+  "prctl(PR_GET_PDEATHSIG)",
+  "prctl(PR_GET_TID_ADDRESS)",
+  "sigaltstack",
+  "prctl(PR_GET_TSC)",
+  "prctl(PR_MCE_KILL_GET)",
+  "prctl(PR_GET_TIMERSLACK)",
+  "prctl(PR_GET_SECUREBITS)",
+];
 
 /**
  * The thread's queries (parent-death signal, clear_child_tid, sigaltstack, securebits) as calls
@@ -137,6 +149,9 @@ export function threadQueryCalls(): OutCall[] {
     { nr: NR.prctl, args: (b: bigint) => [PR.GET_PDEATHSIG, b], out: 4 },
     { nr: NR.prctl, args: (b: bigint) => [PR.GET_TID_ADDRESS, b], out: 8 },
     { nr: NR.sigaltstack, args: (b: bigint) => [0, b], out: 24 },
+    { nr: NR.prctl, args: (b: bigint) => [PR.GET_TSC, b], out: 4 },
+    { nr: NR.prctl, args: () => [PR.MCE_KILL_GET, 0, 0, 0, 0], out: 0 },
+    { nr: NR.prctl, args: () => [PR.GET_TIMERSLACK], out: 0 },
     { nr: NR.prctl, args: () => [PR.GET_SECUREBITS], out: 0 },
   ];
 }
@@ -153,8 +168,59 @@ export function decodeThreadQueries(tid: number, got: { r: bigint; b: Uint8Array
     tidAddr: new DataView(got[1].b.buffer, got[1].b.byteOffset).getBigUint64(0, true),
     // ss_flags: unsigned (SS_AUTODISARM is bit 31), as CRIU's thread_sas_entry holds it
     sas: { ssSp: dv.getBigUint64(0, true), ssFlags: dv.getUint32(8, true), ssSize: dv.getBigUint64(16, true) },
-    secbits: Number(got[3].r),
+    tsc: new DataView(got[3].b.buffer, got[3].b.byteOffset).getInt32(0, true),
+    mceKill: Number(got[4].r),
+    timerSlack: got[5].r,
+    secbits: Number(got[6].r),
   };
+}
+
+const PR_TSC_ENABLE = 1;
+const PR_MCE_KILL_DEFAULT = 2;
+const IOPRIO_WHO_PROCESS = 1;
+/** criu-bun's own timer slack and I/O priority: what a thread it makes at restore starts with */
+let own: { slack: bigint; ioprio: number } | undefined;
+
+/**
+ * Settings of a thread that no field of CRIU's images holds, refused when away from what the
+ * restore gives a thread it makes (CRIU 4.2 loses them): PR_SET_TSC (rdtsc faulting), PR_MCE_KILL,
+ * the timer slack (PR_SET_TIMERSLACK; a real-time thread's is 0 and comes back with its policy) and
+ * the I/O priority (ioprio_set).
+ */
+function refuseUnkeptThreadState(pid: number, tid: number, q: ThreadQueries, policy: number, seccomp: number) {
+  const where = `process ${pid}${tid !== pid ? ` thread ${tid}` : ""}`;
+  // (seccomp's strict mode turns rdtsc off itself, and comes back with the thread's seccomp)
+  if (q.tsc !== PR_TSC_ENABLE && seccomp !== 1) refuse("dump", where, "unkept-state", `PR_SET_TSC ${q.tsc}`);
+  if (q.mceKill !== PR_MCE_KILL_DEFAULT) refuse("dump", where, "unkept-state", `PR_MCE_KILL ${q.mceKill}`);
+  own ??= {
+    slack: BigInt(syscall(NR.prctl, PR.GET_TIMERSLACK, 0, 0, 0, 0)),
+    ioprio: syscall(NR.ioprio_get, IOPRIO_WHO_PROCESS, 0),
+  };
+  if (q.timerSlack !== own.slack && !(q.timerSlack === 0n && isRealtime(policy & ~SCHED_RESET_ON_FORK)))
+    refuse("dump", where, "unkept-state", `timer slack ${q.timerSlack} ns`);
+  const io = syscall(NR.ioprio_get, IOPRIO_WHO_PROCESS, tid);
+  if (io >= 0 && io !== own.ioprio) refuse("dump", where, "unkept-state", `I/O priority 0x${io.toString(16)}`);
+}
+
+const PTRACE_GET_SYSCALL_USER_DISPATCH_CONFIG = 0x4211;
+const sud = new BigUint64Array(4);
+/**
+ * A thread with syscall user dispatch on (PR_SET_SYSCALL_USER_DISPATCH): no field of CRIU's images
+ * holds it, and a syscall injected into it would be dispatched to its own handler. Asked through
+ * ptrace (Linux 6.4); an older kernel's error: it cannot be on there.
+ */
+export function refuseSyscallDispatch(pid: number, threads: { tid: number }[]) {
+  for (const t of threads) {
+    sud.fill(0n);
+    const r = syscall(NR.ptrace, PTRACE_GET_SYSCALL_USER_DISPATCH_CONFIG, t.tid, 32, addr(sud));
+    if (r >= 0 && sud[0] !== 0n)
+      refuse(
+        "dump",
+        `process ${pid}${t.tid !== pid ? ` thread ${t.tid}` : ""}`,
+        "unkept-state",
+        `syscall user dispatch, mode ${sud[0]}`
+      );
+  }
 }
 
 /**
@@ -206,6 +272,7 @@ export function dumpThread(
   const comm = readText(`/proc/${pid}/task/${t.tid}/comm`).replace(/\n$/, "");
   const tst = readStatus(pid, t.tid); // (its credentials and the checks below: one read)
   const sched = dumpSched(pid, t.tid);
+  refuseUnkeptThreadState(pid, t.tid, queries, sched.policy, Number(tst.Seccomp ?? "0"));
   const core: CoreInit = {
     mtype: 1,
     threadInfo: {

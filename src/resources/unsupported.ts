@@ -74,6 +74,7 @@ export const UNSUPPORTED = {
   "unix-oneway-queue": "queued datagrams on a unix socket connected one way",
   "unix-queue-named-sender": "queued message from a named sender restore cannot send from",
   "unix-connection-name": "unix connection whose abstract name restore cannot give back",
+  "unkept-state": "process or thread setting no field of CRIU's images holds",
   "unix-ext-peer":
     "unix connection to a peer outside the tree other than a datagram socket to a named one (--ext-unix-sk)",
   "unix-queue-cmsg": "queued message with control data other than fds (SCM_CREDENTIALS, a timestamp)",

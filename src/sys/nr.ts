@@ -134,6 +134,7 @@ export const NR = {
   epoll_ctl: 233,
   tgkill: 234,
   waitid: 247,
+  ioprio_get: 252,
   openat: 257,
   mkdirat: 258,
   fchownat: 260,
