@@ -49,13 +49,59 @@ function exitedNow(pid: number): boolean {
   }
 }
 
+const WNOHANG = 1;
+const napCell = new Int32Array(new SharedArrayBuffer(4));
+/**
+ * A thread that never reaches its ptrace stop: seized and interrupted, but held in a killable
+ * wait of the kernel (a vfork parent waiting for its child, a task blocked on a dead NFS server).
+ * It cannot be detached before it stops; criu-bun's exit lets go of it (the kernel's exit_ptrace
+ * clears the pending interrupt).
+ */
+export class DidNotStop extends CriuError {
+  constructor(
+    public tid: number,
+    timeoutMs: number
+  ) {
+    super(
+      "seize",
+      `thread ${tid} did not stop within ${Math.round(timeoutMs / 100) / 10} s (blocked in the kernel: state ${taskState(tid)}); the tree is left running`
+    );
+  }
+}
+function taskState(tid: number): string {
+  try {
+    const st = readFileSync(`/proc/${tid}/stat`, "latin1");
+    return st.slice(st.lastIndexOf(")") + 2, st.lastIndexOf(")") + 3);
+  } catch {
+    return "?";
+  }
+}
+/**
+ * wait4 for TID's next ptrace report, never past DEADLINE: polled (WNOHANG) with naps that grow
+ * from a yield to 2 ms, so a thread that stops at once costs no sleep and one that never stops
+ * costs no hang. r === 0: nothing by the deadline.
+ */
+function waitReport(tid: number, deadline: number): { r: number; status: number } {
+  for (let i = 0; ; i++) {
+    const w = wait4Raw(tid, __WALL | WNOHANG);
+    if (w.r !== 0 && w.r !== -4) return w;
+    if (Date.now() > deadline) return { r: 0, status: 0 };
+    if (i < 50) continue;
+    Atomics.wait(napCell, 0, 0, Math.min(2, (i - 49) * 0.05));
+  }
+}
+
 /** Wait for a seized+interrupted thread to report its stop. Signal-delivery stops are recorded and re-stopped. */
-function waitInterrupted(tid: number, deadline: number): { sig: number; info?: Uint8Array; stopSig: number } {
+function waitInterrupted(
+  tid: number,
+  deadline: number,
+  timeoutMs = 0
+): { sig: number; info?: Uint8Array; stopSig: number } {
   let pendingSig = 0;
   let info: Uint8Array | undefined;
   for (;;) {
-    const { r, status } = wait4Raw(tid, __WALL);
-    if (r === -4) continue;
+    const { r, status } = waitReport(tid, deadline);
+    if (r === 0) throw new DidNotStop(tid, timeoutMs);
     if (r < 0) throw new CriuError("seize", sysFailed(`thread ${tid}`, "wait4", r));
     if (!W.stopped(status)) throw new ExitedWhileFreezing(tid, status);
     const ev = W.event(status);
@@ -75,7 +121,7 @@ function waitInterrupted(tid: number, deadline: number): { sig: number; info?: U
       ptrace(PTRACE.CONT, tid, 0, 0);
       interrupt(tid);
     }
-    if (Date.now() > deadline) throw new CriuError("seize", `thread ${tid} did not stop in time`);
+    if (Date.now() > deadline) throw new DidNotStop(tid, timeoutMs);
   }
 }
 
@@ -91,13 +137,29 @@ function waitInterrupted(tid: number, deadline: number): { sig: number; info?: U
  */
 const DUMP_OPTIONS = PTRACE_O.TRACESYSGOOD;
 
-/** whether a seccomp filter of PID must be suspended while we inject syscalls */
-function needsSeccompSuspend(pid: number): boolean {
+/**
+ * Whether a seccomp filter (or strict mode) of thread TID of PID must be suspended while we inject
+ * syscalls: seccomp is a thread's own (a filter installed without TSYNC, strict mode), so each
+ * thread's status is read, not only the leader's.
+ */
+function threadHasSeccomp(pid: number, tid: number): boolean {
   try {
-    return !/^Seccomp:\s*0$/m.test(readFileSync(`/proc/${pid}/status`, "latin1"));
+    return !/^Seccomp:\s*0$/m.test(readFileSync(`/proc/${pid}/task/${tid}/status`, "latin1"));
   } catch {
     return false;
   }
+}
+/** whether any thread of PID has seccomp: then every thread is seized with it suspended */
+function needsSeccompSuspend(pid: number): boolean {
+  let tids: number[];
+  try {
+    tids = listTids(pid);
+  } catch {
+    return false;
+  }
+  const withIt = tids.filter((t) => threadHasSeccomp(pid, t));
+  if (withIt.length) log.debug(`process ${pid}: seccomp in thread(s) ${withIt.join(", ")}: suspended in every thread`);
+  return withIt.length > 0;
 }
 
 /**
@@ -108,7 +170,7 @@ function needsSeccompSuspend(pid: number): boolean {
 export function seizeFrozen(tids: number[]): number[] {
   const done: number[] = [];
   for (const tid of tids) {
-    const r = seize(tid, DUMP_OPTIONS | (needsSeccompSuspend(tid) ? PTRACE_O.SUSPEND_SECCOMP : 0));
+    const r = seize(tid, DUMP_OPTIONS | (threadHasSeccomp(tid, tid) ? PTRACE_O.SUSPEND_SECCOMP : 0));
     if (r === -3) continue; // gone meanwhile
     if (r < 0) {
       for (const t of done) detach(t, 0);
@@ -125,7 +187,7 @@ export function releaseSeized(tids: Iterable<number>, timeoutMs = 5000) {
   const deadline = Date.now() + timeoutMs;
   for (const tid of tids) {
     try {
-      const { sig } = waitInterrupted(tid, deadline);
+      const { sig } = waitInterrupted(tid, deadline, timeoutMs);
       detach(tid, sig);
     } catch (e) {
       log.warn(`releasing ${tid}: ${errorMessage(e)}`);
@@ -150,15 +212,16 @@ export function freezeProcess(pid: number, timeoutMs = 10000, preSeized?: Set<nu
         if (seized.has(tid)) continue;
         if (preSeized?.has(tid)) {
           preSeized.delete(tid);
-          const { sig, info } = waitInterrupted(tid, deadline);
+          const { sig, info } = waitInterrupted(tid, deadline, timeoutMs);
           seized.set(tid, { tid, pendingStopSig: sig, pendingSiginfo: info });
           fresh++;
           continue;
         }
         // a seccomp filter must not judge (or kill for) the syscalls we inject: suspend it
-        let r = seize(tid, DUMP_OPTIONS | (suspend ? PTRACE_O.SUSPEND_SECCOMP : 0));
+        const susp = suspend || threadHasSeccomp(pid, tid);
+        const r = seize(tid, DUMP_OPTIONS | (susp ? PTRACE_O.SUSPEND_SECCOMP : 0));
         if (r === -22 || r === -1) {
-          if (suspend)
+          if (susp)
             throw new CriuError(
               "seize",
               sysFailed(
@@ -187,7 +250,7 @@ export function freezeProcess(pid: number, timeoutMs = 10000, preSeized?: Set<nu
         interrupt(tid);
         let w;
         try {
-          w = waitInterrupted(tid, deadline);
+          w = waitInterrupted(tid, deadline, timeoutMs);
         } catch (e) {
           // a thread other than the leader that ends meanwhile is simply not there any more
           // (the leader's end is the process's: the caller looks at what is left of it)
