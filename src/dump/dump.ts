@@ -29,7 +29,7 @@ import { completeVmas, logVmas, prepareVmFlags, vmFlagsFromBpf, type DumpedVma }
 import type { PagemapRun } from "../images/pagemap";
 import { dumpFds, FileTable, FdTwins, FdKindsDump, type FdDump } from "../resources/files";
 import type { LockDump } from "../resources/filelocks";
-import { readStat, readStatus, listChildren, fdLinks, sigkillPending } from "../sys/proc";
+import { readStat, readStatus, listChildren, listTids, fdLinks, sigkillPending } from "../sys/proc";
 import { ImageSink, type DumpOpts } from "../resources/fdkind";
 import { dumpSharedVmas } from "../resources/sysvshm";
 
@@ -203,6 +203,46 @@ function letGo(n: TreeNode) {
   else releaseProcess(n.fp);
 }
 
+/** A zombie thread-group leader whose other threads still run: PID's threads cannot be restored so. */
+function refuseLeaderExited(pid: number) {
+  let tids: number[];
+  try {
+    tids = listTids(pid);
+  } catch {
+    return; // gone (reaped) meanwhile
+  }
+  const others = tids.filter((t) => t !== pid);
+  if (others.length)
+    refuse("dump", `process ${pid}`, "leader-exited", `threads ${others.join(", ")} run on without it`);
+}
+
+/**
+ * A vfork in progress around PID, looked at before PID is seized: a child of PID sharing its memory
+ * while a thread of PID sleeps (the parent waits killable for the child's exec or exit, and a
+ * PTRACE_INTERRUPT never stops it); or PID itself the vfork child of PARENT (the root's parent,
+ * outside the tree). kcmp(KCMP_VM) tells the sharing; nothing is touched.
+ */
+function refuseVfork(pid: number, parent: number) {
+  // tests: CRIU_BUN_FAULT=vfork-check:skip leaves the vfork to the freeze's deadline
+  if (process.env.CRIU_BUN_FAULT === "vfork-check:skip") return;
+  const blocked = () => {
+    try {
+      return listTids(pid).some((t) => readStat(pid, t).state === "D");
+    } catch {
+      return false;
+    }
+  };
+  for (const c of listChildren(pid)) {
+    if (syscall(NR.kcmp, pid, c, KCMP.VM, 0, 0) !== 0) continue;
+    if (blocked()) {
+      log.debug(`process ${pid}: child ${c} shares its memory and ${pid} sleeps uninterruptibly: a vfork in progress`);
+      refuse("dump", `process ${pid}`, "vfork", `child ${c}`);
+    }
+  }
+  if (parent > 1 && syscall(NR.kcmp, pid, parent, KCMP.VM, 0, 0) === 0)
+    refuse("dump", `process ${pid}`, "vfork", `it is the vfork child of ${parent}, which waits for it`);
+}
+
 /** Freeze ROOT and every descendant, repeating while new children appear. */
 function freezeTree(root: number, timeoutMs: number, preSeized?: Set<number>): TreeNode[] {
   const nodes = new Map<number, TreeNode>();
@@ -223,7 +263,10 @@ function freezeTree(root: number, timeoutMs: number, preSeized?: Set<number>): T
             continue;
           }
           let fp: FrozenProcess | undefined;
-          if (st.state !== "Z") {
+          if (st.state === "Z") refuseLeaderExited(pid);
+          else {
+            // before anything of it is seized: a vfork parent never reaches its ptrace stop
+            refuseVfork(pid, pid === root ? st.ppid : 0);
             try {
               fp = freezeProcess(pid, timeoutMs, preSeized);
             } catch (e) {
@@ -280,6 +323,12 @@ export function dumpProcess(o: DumpOptions): DumpStats {
     throw new CriuError("dump", `process ${pid} does not exist: ${errnoText(E.ESRCH)}`);
   }
   if (pid === process.pid) throw new CriuError("dump", `cannot dump criu-bun itself`);
+  // a leader that has exited (pthread_exit in main) leaves no namespaces to read: refused first
+  try {
+    if (readStat(pid).state === "Z") refuseLeaderExited(pid);
+  } catch (e) {
+    if (e instanceof CriuError) throw e;
+  }
   if (o.pageServer && o.compress)
     throw new CriuError(
       "dump",
