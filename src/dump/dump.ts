@@ -45,6 +45,7 @@ import { dumpRunId, NETWORK_LOCK } from "../net/netlock";
 import { runHook, type Hooks } from "../hooks";
 import { dumpMountNs, readMountinfo, type ExtMounts } from "../resources/mounts";
 import { refuse } from "../resources/unsupported";
+import { giveBackSigmask } from "../ptrace/heldmask";
 import { unledGroup } from "../resources/taskattrs";
 import { mmVmaEntries } from "../resources/mm";
 import { NsView, nsIds, writeTreeNsImages, writeRootNsImages, ROOT_IDS, IPC_NS_ID } from "../resources/namespaces";
@@ -197,10 +198,16 @@ function sameTreeAsFrozen(tree: TreeNode[]) {
 /** Release a frozen process as it was: running, or stopped if it was stopped before we came. */
 function letGo(n: TreeNode) {
   if (!n.fp) return;
-  const ss = n.fp.threads[0].stopSig ?? 19;
-  if (n.wasStopped)
-    for (const t of n.fp.threads) syscall(NR.ptrace, 17 /* DETACH */, t.tid, 0, ss >= 19 && ss <= 22 ? ss : 19);
-  else releaseProcess(n.fp);
+  if (n.wasStopped) {
+    // its group stop is still in effect (SIGNAL_STOP_STOPPED): detached without a signal, each
+    // thread stops again as it was (a signal given to PTRACE_DETACH in a syscall stop would be
+    // queued to it: a stray SIGSTOP pending), with its own mask back (its signals were held)
+    for (const t of n.fp.threads) {
+      giveBackSigmask(t.tid);
+      syscall(NR.ptrace, 17 /* DETACH */, t.tid, 0, 0);
+    }
+    log.debug(`process ${n.pid}: left stopped as it was`);
+  } else releaseProcess(n.fp);
 }
 
 /** A zombie thread-group leader whose other threads still run: PID's threads cannot be restored so. */
@@ -533,7 +540,11 @@ export function dumpProcess(o: DumpOptions): DumpStats {
       if (ownNet) unlockHook(o.hooks, pid);
       if (committed) {
         // its copy ran (or may have): resuming this one could run both; killing it could lose the only whole copy
-        for (const n of alive) for (const t of n.fp!.threads) syscall(NR.ptrace, 17 /* DETACH */, t.tid, 0, 19);
+        for (const n of alive)
+          for (const t of n.fp!.threads) {
+            giveBackSigmask(t.tid);
+            syscall(NR.ptrace, 17 /* DETACH */, t.tid, 0, 19);
+          }
         log.info(`Tree of ${pid} left stopped: the hand-off failed after its copy was let run`);
         if (e instanceof CriuError)
           e.message += `; the source (pid ${pid}) is left stopped, not resumed since its copy ran: kill it, or \`kill -CONT\` it once that copy is known to be gone`;
@@ -546,7 +557,11 @@ export function dumpProcess(o: DumpOptions): DumpStats {
   }
   if (o.leaveStopped) {
     // leave them stopped: detach with SIGSTOP so they stay in a group stop
-    for (const n of alive) for (const t of n.fp!.threads) syscall(NR.ptrace, 17 /*DETACH*/, t.tid, 0, 19);
+    for (const n of alive)
+      for (const t of n.fp!.threads) {
+        giveBackSigmask(t.tid);
+        syscall(NR.ptrace, 17 /*DETACH*/, t.tid, 0, n.wasStopped ? 0 : 19);
+      }
     kinds.release("running");
     if (ownNet) unlockHook(o.hooks, pid);
     log.info(`Tree of ${pid} left stopped`);

@@ -32,6 +32,7 @@ import {
   GUARD_BATCH_AFTER_SYSCALL,
   batchPlace,
 } from "./guard";
+import { realSigmask } from "./heldmask";
 import { diePoint } from "../fault";
 import { tick } from "../watchdog";
 import { openFd, closeFd, preadFull, pwriteFull, O } from "../sys/mem";
@@ -204,7 +205,9 @@ export class Injector {
       this.guarded = false;
       return false;
     }
-    const f = buildFrame(this.saved, getXstate(this.tid), getSigmask(this.tid));
+    // (a stopped thread whose signals are held: its own mask, not the holding one)
+    const held = realSigmask(this.tid);
+    const f = buildFrame(this.saved, getXstate(this.tid), held ?? getSigmask(this.tid));
     let old: Uint8Array;
     try {
       old = this.mem.read(f.frame, f.bytes.length);
@@ -221,6 +224,8 @@ export class Injector {
     );
     // the mask the thread has once it leaves its stop (a ppoll's or sigsuspend's temporary mask is
     // gone by then): what the frame must give back
+    // (held: PTRACE_GETSIGMASK gave that mask already, a ppoll's put-back included)
+    if (held !== undefined) return true;
     const r = this.guardedCall(NR_RT_SIGPROCMASK, [0 /* SIG_BLOCK */, 0, f.frame + FRAME_SIGMASK_OFF, 8], true);
     if (r !== 0n) throw new CriuError("inject", sysFailed(this.who, "injected rt_sigprocmask", r));
     return true;
