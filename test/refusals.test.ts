@@ -51,6 +51,8 @@ const OTHER: Partial<Record<UnsupportedKey, [string, string, string[]]>> = {
   "pipe-packets": ["notifyfix", "pipepkt", []],
   "unix-queue-cmsg": ["unixfix", "passcred", []],
   "unix-oob": ["unixfix", "oob", []],
+  "vfork": ["freezefix", "vfork", []],
+  "leader-exited": ["freezefix", "leaderexit", []],
 };
 
 describe("the refusal list and the fd-kind registry", () => {
