@@ -4,7 +4,7 @@
 // dump injects) dumped and restored; the pending signals of a stopped process dumped, restored and
 // left exactly as they were by a dump -R; a leader that has exited refused in one line.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import {
   buildWorkloads,
@@ -95,7 +95,14 @@ test("leaderexit: a leader gone (pthread_exit) with threads running is refused i
       `^Error \\(dump\\): process ${w.pid}: ${esc(UNSUPPORTED["leader-exited"])} \\(threads \\d+, \\d+ run on without it\\) is not supported yet$`
     )
   );
-  expect(isAlive(w.pid)).toBe(true);
+  // runs on: the leader a zombie as before, its threads alive and untraced
+  expect(field(w.pid, "State")).toStartWith("Z");
+  const others = readdirSync(`/proc/${w.pid}/task`).filter((t) => Number(t) !== w.pid);
+  expect(others.length).toBe(2);
+  for (const t of others) {
+    expect(isAlive(Number(t))).toBe(true);
+    expect(field(Number(t), "TracerPid")).toBe("0");
+  }
   trigger(w);
   expect((await waitResult(w, 10_000)).text).toStartWith("PASS");
 });
