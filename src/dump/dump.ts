@@ -227,9 +227,11 @@ function refuseLeaderExited(pid: number) {
  * A vfork in progress around PID, looked at before PID is seized: a child of PID sharing its memory
  * while a thread of PID sleeps (the parent waits killable for the child's exec or exit, and a
  * PTRACE_INTERRUPT never stops it); or PID itself the vfork child of PARENT (the root's parent,
- * outside the tree). kcmp(KCMP_VM) tells the sharing; nothing is touched.
+ * outside the tree). kcmp(KCMP_VM) tells the sharing; nothing is touched. A vfork about to exec
+ * (a shell's, posix_spawn's) ends in microseconds: waited for, up to a second (or --timeout if
+ * shorter), then refused.
  */
-function refuseVfork(pid: number, parent: number) {
+function refuseVfork(pid: number, parent: number, timeoutMs: number) {
   // tests: CRIU_BUN_FAULT=vfork-check:skip leaves the vfork to the freeze's deadline
   if (process.env.CRIU_BUN_FAULT === "vfork-check:skip") return;
   const blocked = () => {
@@ -239,15 +241,28 @@ function refuseVfork(pid: number, parent: number) {
       return false;
     }
   };
-  for (const c of listChildren(pid)) {
-    if (syscall(NR.kcmp, pid, c, KCMP.VM, 0, 0) !== 0) continue;
-    if (blocked()) {
-      log.debug(`process ${pid}: child ${c} shares its memory and ${pid} sleeps uninterruptibly: a vfork in progress`);
-      refuse("dump", `process ${pid}`, "vfork", `child ${c}`);
-    }
+  const vforkOf = (): string | undefined => {
+    for (const c of listChildren(pid))
+      if (syscall(NR.kcmp, pid, c, KCMP.VM, 0, 0) === 0 && blocked()) return `child ${c}`;
+    if (parent > 1 && syscall(NR.kcmp, pid, parent, KCMP.VM, 0, 0) === 0)
+      return `it is the vfork child of ${parent}, which waits for it`;
+    return undefined;
+  };
+  let what = vforkOf();
+  if (!what) return;
+  const t0 = Date.now(),
+    until = t0 + Math.min(1000, timeoutMs);
+  log.debug(`process ${pid}: a vfork in progress (${what}): waiting for it to exec or exit`);
+  while (what && Date.now() < until) {
+    Bun.sleepSync(1);
+    what = vforkOf();
   }
-  if (parent > 1 && syscall(NR.kcmp, pid, parent, KCMP.VM, 0, 0) === 0)
-    refuse("dump", `process ${pid}`, "vfork", `it is the vfork child of ${parent}, which waits for it`);
+  if (!what) {
+    log.debug(`process ${pid}: the vfork ended after ${Date.now() - t0} ms`);
+    return;
+  }
+  log.debug(`process ${pid}: still in its vfork after ${Date.now() - t0} ms (${what})`);
+  refuse("dump", `process ${pid}`, "vfork", what);
 }
 
 /** Freeze ROOT and every descendant, repeating while new children appear. */
@@ -273,7 +288,7 @@ function freezeTree(root: number, timeoutMs: number, preSeized?: Set<number>): T
           if (st.state === "Z") refuseLeaderExited(pid);
           else {
             // before anything of it is seized: a vfork parent never reaches its ptrace stop
-            refuseVfork(pid, pid === root ? st.ppid : 0);
+            refuseVfork(pid, pid === root ? st.ppid : 0, timeoutMs);
             try {
               fp = freezeProcess(pid, timeoutMs, preSeized);
             } catch (e) {
