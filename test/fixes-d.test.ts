@@ -155,7 +155,7 @@ describe("pending signals of a stopped process", () => {
     expect(keys.map((k) => field(kid, k))).toEqual(before);
     expect(field(kid, "TracerPid")).toBe("0");
     const log = readFileSync(join(dir, "dump.log"), "utf8");
-    expect(log).toMatch(new RegExp(`thread ${kid}: stopped with signals pending .*: held while dumped`));
+    expect(log).toMatch(new RegExp(`thread ${kid}: stopped with signals pending .*: held while injected`));
     expect(log).toMatch(new RegExp(`process ${kid}: left stopped as it was`));
     trigger(w);
     expect((await waitResult(w, 10_000)).text).toStartWith("PASS");

@@ -32,7 +32,7 @@ import {
   GUARD_BATCH_AFTER_SYSCALL,
   batchPlace,
 } from "./guard";
-import { realSigmask } from "./heldmask";
+import { realSigmask, holdSignals, endHold } from "./heldmask";
 import { diePoint } from "../fault";
 import { tick } from "../watchdog";
 import { openFd, closeFd, preadFull, pwriteFull, O } from "../sys/mem";
@@ -148,6 +148,9 @@ export class Injector {
   static dump(tid: number, syscallAddr: bigint, mem: RemoteMem): Injector {
     const inj = new Injector(tid, syscallAddr, "sysstop", mem);
     inj.guarded = true;
+    // a group-stopped thread's pending signals held for the session (heldmask.ts)
+    holdSignals(tid);
+    inj.holding = true;
     return inj;
   }
 
@@ -641,13 +644,21 @@ export class Injector {
   restore() {
     setRegs(this.tid, this.saved);
     const g = this.guard;
-    if (!g) return;
+    if (!g) return this.endHold();
     diePoint(`inject-restored-${++guardedSessions}`);
     this.guard = undefined;
     for (const a of g.areas.reverse()) this.mem.write(a.at, a.old);
     this.mem.write(g.frame, g.old);
     pokeWords(this.tid, g.stub, new Uint8Array(GUARD_STUB.length));
     if (g.batch !== undefined) pokeWords(this.tid, g.batch, new Uint8Array(GUARD_BATCH.length));
+    this.endHold();
+  }
+  /** whether this session holds the thread's signals (Injector.dump: heldmask.ts) */
+  private holding = false;
+  private endHold() {
+    if (!this.holding) return;
+    this.holding = false;
+    endHold(this.tid);
   }
 }
 

@@ -18,7 +18,7 @@ import { addr } from "../sys/syscall";
 import { sysFailed, E, errnoText } from "../sys/errno";
 import { CriuError, log, errorMessage } from "../log";
 import { jitIfLarge, WORK_JIT } from "../jit";
-import { holdSignals, giveBackSigmask } from "./heldmask";
+import { markGroupStopped, giveBackSigmask } from "./heldmask";
 
 interface FrozenThread {
   tid: number;
@@ -264,7 +264,7 @@ export function freezeProcess(pid: number, timeoutMs = 10000, preSeized?: Set<nu
         const { sig, info, stopSig } = w;
         seized.set(tid, { tid, pendingStopSig: sig, pendingSiginfo: info, stopSig });
         // in a group stop (SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU): its pending signals stay queued
-        if (stopSig >= 19 && stopSig <= 22) holdSignals(pid, tid);
+        if (stopSig >= 19 && stopSig <= 22) markGroupStopped(pid, tid);
         fresh++;
       }
       if (!fresh) break;
