@@ -14,7 +14,7 @@ import {
 } from "../sys/ptrace";
 import { listTids } from "../sys/proc";
 import { readFileSync } from "../sys/fs";
-import { addr } from "../sys/syscall";
+import { addr, syscall } from "../sys/syscall";
 import { sysFailed, E, errnoText } from "../sys/errno";
 import { CriuError, log, errorMessage } from "../log";
 import { jitIfLarge, WORK_JIT } from "../jit";
@@ -78,17 +78,22 @@ function taskState(tid: number): string {
   }
 }
 /**
- * wait4 for TID's next ptrace report, never past DEADLINE: polled (WNOHANG) with naps that grow
- * from a yield to 2 ms, so a thread that stops at once costs no sleep and one that never stops
- * costs no hang. r === 0: nothing by the deadline.
+ * wait4 for TID's next ptrace report, never past DEADLINE: polled (WNOHANG), busy for the first
+ * 5 ms (a thread reaches its stop in microseconds: a sleep per thread would cost more than the
+ * stop), then with naps growing to 2 ms, so a thread that never stops costs no hang.
+ * r === 0: nothing by the deadline.
  */
 function waitReport(tid: number, deadline: number): { r: number; status: number } {
+  const busyUntil = performance.now() + 5;
   for (let i = 0; ; i++) {
     const w = wait4Raw(tid, __WALL | WNOHANG);
     if (w.r !== 0 && w.r !== -4) return w;
     if (Date.now() > deadline) return { r: 0, status: 0 };
-    if (i < 50) continue;
-    Atomics.wait(napCell, 0, 0, Math.min(2, (i - 49) * 0.05));
+    if (performance.now() < busyUntil) {
+      syscall(24 /* sched_yield */); // (on few CPUs the thread we wait for may need ours to get there)
+      continue;
+    }
+    Atomics.wait(napCell, 0, 0, Math.min(2, 0.05 * (1 + (i & 63))));
   }
 }
 
@@ -150,17 +155,28 @@ function threadHasSeccomp(pid: number, tid: number): boolean {
     return false;
   }
 }
-/** whether any thread of PID has seccomp: then every thread is seized with it suspended */
-function needsSeccompSuspend(pid: number): boolean {
-  let tids: number[];
-  try {
-    tids = listTids(pid);
-  } catch {
-    return false;
-  }
-  const withIt = tids.filter((t) => threadHasSeccomp(pid, t));
-  if (withIt.length) log.debug(`process ${pid}: seccomp in thread(s) ${withIt.join(", ")}: suspended in every thread`);
-  return withIt.length > 0;
+/**
+ * Seize TID of PID with its seccomp suspended (PTRACE_O_SUSPEND_SECCOMP): a seccomp filter or
+ * strict mode is a thread's own (a filter installed without TSYNC, strict mode), so every thread
+ * is seized so, with or without one (suspending nothing changes nothing, and costs no read of each
+ * thread's status). Where the option is refused (EPERM, EINVAL: criu-bun without CAP_SYS_ADMIN or
+ * under a filter itself), a thread without seccomp is seized without it; one with seccomp fails
+ * the freeze. Returns seize's result.
+ */
+function seizeSuspended(pid: number, tid: number): number {
+  const r = seize(tid, DUMP_OPTIONS | PTRACE_O.SUSPEND_SECCOMP);
+  if (r !== -22 && r !== -1) return r;
+  if (threadHasSeccomp(pid, tid))
+    throw new CriuError(
+      "seize",
+      sysFailed(
+        tid === pid ? `process ${pid}` : `process ${pid} thread ${tid}`,
+        "PTRACE_SEIZE with PTRACE_O_SUSPEND_SECCOMP",
+        r,
+        "needs CAP_SYS_ADMIN"
+      )
+    );
+  return seize(tid, DUMP_OPTIONS);
 }
 
 /**
@@ -171,7 +187,13 @@ function needsSeccompSuspend(pid: number): boolean {
 export function seizeFrozen(tids: number[]): number[] {
   const done: number[] = [];
   for (const tid of tids) {
-    const r = seize(tid, DUMP_OPTIONS | (threadHasSeccomp(tid, tid) ? PTRACE_O.SUSPEND_SECCOMP : 0));
+    let r: number;
+    try {
+      r = seizeSuspended(tid, tid);
+    } catch (e) {
+      for (const t of done) detach(t, 0);
+      throw e;
+    }
     if (r === -3) continue; // gone meanwhile
     if (r < 0) {
       for (const t of done) detach(t, 0);
@@ -199,7 +221,8 @@ export function releaseSeized(tids: Iterable<number>, timeoutMs = 5000) {
 export function freezeProcess(pid: number, timeoutMs = 10000, preSeized?: Set<number>): FrozenProcess {
   const seized = new Map<number, FrozenThread>();
   const deadline = Date.now() + timeoutMs;
-  const suspend = needsSeccompSuspend(pid);
+  /** seized and interrupted, their stops not collected yet (in order) */
+  const pending: number[] = [];
   try {
     for (;;) {
       let fresh = 0;
@@ -218,21 +241,8 @@ export function freezeProcess(pid: number, timeoutMs = 10000, preSeized?: Set<nu
           fresh++;
           continue;
         }
-        // a seccomp filter must not judge (or kill for) the syscalls we inject: suspend it
-        const susp = suspend || threadHasSeccomp(pid, tid);
-        const r = seize(tid, DUMP_OPTIONS | (susp ? PTRACE_O.SUSPEND_SECCOMP : 0));
-        if (r === -22 || r === -1) {
-          if (susp)
-            throw new CriuError(
-              "seize",
-              sysFailed(
-                tid === pid ? `process ${pid}` : `process ${pid} thread ${tid}`,
-                "PTRACE_SEIZE with PTRACE_O_SUSPEND_SECCOMP",
-                r,
-                "needs CAP_SYS_ADMIN"
-              )
-            );
-        }
+        // a seccomp filter must not judge (or kill for) the syscalls we inject: suspended
+        const r = seizeSuspended(pid, tid);
         if (r < 0) {
           // a task that has exited cannot be seized (ESRCH once reaped, EPERM while a zombie)
           if ((r === -3 || r === -1) && tid === pid && !seized.size && exitedNow(pid))
@@ -249,6 +259,12 @@ export function freezeProcess(pid: number, timeoutMs = 10000, preSeized?: Set<nu
           );
         }
         interrupt(tid);
+        pending.push(tid);
+      }
+      // every thread of the listing seized and interrupted first, then their stops collected:
+      // they get there side by side (a freeze of N threads costs about one stop's latency)
+      while (pending.length) {
+        const tid = pending[0];
         let w;
         try {
           w = waitInterrupted(tid, deadline, timeoutMs);
@@ -256,11 +272,13 @@ export function freezeProcess(pid: number, timeoutMs = 10000, preSeized?: Set<nu
           // a thread other than the leader that ends meanwhile is simply not there any more
           // (the leader's end is the process's: the caller looks at what is left of it)
           if (e instanceof ExitedWhileFreezing && tid !== pid) {
+            pending.shift();
             log.debug(`thread ${tid} of ${pid} exited while being frozen: left out`);
             continue;
           }
           throw e;
         }
+        pending.shift();
         const { sig, info, stopSig } = w;
         seized.set(tid, { tid, pendingStopSig: sig, pendingSiginfo: info, stopSig });
         // in a group stop (SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU): its pending signals stay queued
@@ -277,6 +295,11 @@ export function freezeProcess(pid: number, timeoutMs = 10000, preSeized?: Set<nu
     return { pid, threads };
   } catch (e) {
     for (const t of seized.values()) releaseThread(t);
+    // the others seized meanwhile: let go once they stop (the one that failed, if it did not stop
+    // or is gone, cannot be waited for: the kernel lets go of it when criu-bun exits)
+    const failed = e instanceof DidNotStop || e instanceof ExitedWhileFreezing ? e.tid : 0;
+    const rest = pending.filter((t) => t !== failed);
+    if (rest.length) releaseSeized(rest);
     throw e;
   }
 }
