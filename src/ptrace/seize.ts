@@ -166,6 +166,7 @@ function threadHasSeccomp(pid: number, tid: number): boolean {
 function seizeSuspended(pid: number, tid: number): number {
   const r = seize(tid, DUMP_OPTIONS | PTRACE_O.SUSPEND_SECCOMP);
   if (r !== -22 && r !== -1) return r;
+  if (r === -1 && exitedNow(tid)) return r; // (a zombie: the caller tells that apart)
   if (threadHasSeccomp(pid, tid))
     throw new CriuError(
       "seize",
