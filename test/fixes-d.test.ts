@@ -76,7 +76,7 @@ describe("vfork in progress", () => {
     expect(took).toBeLessThan(8000);
     expect(r.code).toBe(1);
     expect(r.stderr.trim()).toMatch(
-      new RegExp(`^Error \\(seize\\): thread ${w.pid} did not stop within 2 s \\(blocked in the kernel: state D\\)`)
+      new RegExp(`^Error \\(seize\\): process ${w.pid} did not stop within 2 s \\(blocked in the kernel: state D\\)`)
     );
     expect(r.stderr.trim().split("\n").length).toBe(1);
     // criu-bun gone, the kernel let go of it: untraced, and it runs on as before

@@ -61,11 +61,12 @@ const napCell = new Int32Array(new SharedArrayBuffer(4));
 export class DidNotStop extends CriuError {
   constructor(
     public tid: number,
-    timeoutMs: number
+    timeoutMs: number,
+    pid = 0
   ) {
     super(
       "seize",
-      `thread ${tid} did not stop within ${Math.round(timeoutMs / 100) / 10} s (blocked in the kernel: state ${taskState(tid)}); the tree is left running`
+      `${pid ? `process ${pid}${tid !== pid ? ` thread ${tid}` : ""}` : `thread ${tid}`} did not stop within ${Math.round(timeoutMs / 100) / 10} s (blocked in the kernel: state ${taskState(tid)}); the tree is left running`
     );
   }
 }
@@ -101,13 +102,14 @@ function waitReport(tid: number, deadline: number): { r: number; status: number 
 function waitInterrupted(
   tid: number,
   deadline: number,
-  timeoutMs = 0
+  timeoutMs = 0,
+  pid = 0
 ): { sig: number; info?: Uint8Array; stopSig: number } {
   let pendingSig = 0;
   let info: Uint8Array | undefined;
   for (;;) {
     const { r, status } = waitReport(tid, deadline);
-    if (r === 0) throw new DidNotStop(tid, timeoutMs);
+    if (r === 0) throw new DidNotStop(tid, timeoutMs, pid);
     if (r < 0) throw new CriuError("seize", sysFailed(`thread ${tid}`, "wait4", r));
     if (!W.stopped(status)) throw new ExitedWhileFreezing(tid, status);
     const ev = W.event(status);
@@ -127,7 +129,7 @@ function waitInterrupted(
       ptrace(PTRACE.CONT, tid, 0, 0);
       interrupt(tid);
     }
-    if (Date.now() > deadline) throw new DidNotStop(tid, timeoutMs);
+    if (Date.now() > deadline) throw new DidNotStop(tid, timeoutMs, pid);
   }
 }
 
@@ -237,7 +239,7 @@ export function freezeProcess(pid: number, timeoutMs = 10000, preSeized?: Set<nu
         if (seized.has(tid)) continue;
         if (preSeized?.has(tid)) {
           preSeized.delete(tid);
-          const { sig, info } = waitInterrupted(tid, deadline, timeoutMs);
+          const { sig, info } = waitInterrupted(tid, deadline, timeoutMs, pid);
           seized.set(tid, { tid, pendingStopSig: sig, pendingSiginfo: info });
           fresh++;
           continue;
@@ -268,7 +270,7 @@ export function freezeProcess(pid: number, timeoutMs = 10000, preSeized?: Set<nu
         const tid = pending[0];
         let w;
         try {
-          w = waitInterrupted(tid, deadline, timeoutMs);
+          w = waitInterrupted(tid, deadline, timeoutMs, pid);
         } catch (e) {
           // a thread other than the leader that ends meanwhile is simply not there any more
           // (the leader's end is the process's: the caller looks at what is left of it)
