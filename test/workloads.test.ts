@@ -79,6 +79,7 @@ const passCases: [string, string[]][] = [
   ["fixa", ["tfdflags"]],
   ["fixa", ["ofd"]],
   ["taskfix", ["sched"]],
+  ["freezefix", ["stoppend"]],
 ];
 
 describe("workloads pass without a dump", () => {
@@ -166,6 +167,11 @@ const failCases: [string, string[], string][] = [
   ["fixa", ["tfdflags", "--selftest-corrupt"], "settime flags 00, want 03"],
   ["fixa", ["ofd", "--selftest-corrupt"], "lk: the OFD write lock on [5,10) is gone"],
   ["ptypair.py", ["--selftest-corrupt"], "the never unlocked master is no longer locked"],
+  ["freezefix", ["stoppend", "--selftest-corrupt"], "child state"],
+  ["freezefix", ["strict", "--selftest-corrupt"], "thread seccomp mode , want 1"],
+  ["freezefix", ["seckill", "131", "--selftest-corrupt"], "errno 78, want 77"],
+  ["freezefix", ["vfork", "--selftest-corrupt"], "shared variable 5, want 7"],
+  ["freezefix", ["leaderexit", "--selftest-corrupt"], "stopped counting"],
 ];
 
 describe("workload checks can fail", () => {

@@ -29,7 +29,7 @@ import { completeVmas, logVmas, prepareVmFlags, vmFlagsFromBpf, type DumpedVma }
 import type { PagemapRun } from "../images/pagemap";
 import { dumpFds, FileTable, FdTwins, FdKindsDump, type FdDump } from "../resources/files";
 import type { LockDump } from "../resources/filelocks";
-import { readStat, readStatus, listChildren, fdLinks, sigkillPending } from "../sys/proc";
+import { readStat, readStatus, listChildren, listTids, fdLinks, sigkillPending } from "../sys/proc";
 import { ImageSink, type DumpOpts } from "../resources/fdkind";
 import { dumpSharedVmas } from "../resources/sysvshm";
 
@@ -45,6 +45,7 @@ import { dumpRunId, NETWORK_LOCK } from "../net/netlock";
 import { runHook, type Hooks } from "../hooks";
 import { dumpMountNs, readMountinfo, type ExtMounts } from "../resources/mounts";
 import { refuse } from "../resources/unsupported";
+import { giveBackSigmask } from "../ptrace/heldmask";
 import { unledGroup } from "../resources/taskattrs";
 import { mmVmaEntries } from "../resources/mm";
 import { NsView, nsIds, writeTreeNsImages, writeRootNsImages, ROOT_IDS, IPC_NS_ID } from "../resources/namespaces";
@@ -197,10 +198,71 @@ function sameTreeAsFrozen(tree: TreeNode[]) {
 /** Release a frozen process as it was: running, or stopped if it was stopped before we came. */
 function letGo(n: TreeNode) {
   if (!n.fp) return;
-  const ss = n.fp.threads[0].stopSig ?? 19;
-  if (n.wasStopped)
-    for (const t of n.fp.threads) syscall(NR.ptrace, 17 /* DETACH */, t.tid, 0, ss >= 19 && ss <= 22 ? ss : 19);
-  else releaseProcess(n.fp);
+  if (n.wasStopped) {
+    // its group stop is still in effect (SIGNAL_STOP_STOPPED): detached without a signal, each
+    // thread stops again as it was (a signal given to PTRACE_DETACH in a syscall stop would be
+    // queued to it: a stray SIGSTOP pending), with its own mask back (its signals were held)
+    for (const t of n.fp.threads) {
+      giveBackSigmask(t.tid);
+      syscall(NR.ptrace, 17 /* DETACH */, t.tid, 0, 0);
+    }
+    log.debug(`process ${n.pid}: left stopped as it was`);
+  } else releaseProcess(n.fp);
+}
+
+/** A zombie thread-group leader whose other threads still run: PID's threads cannot be restored so. */
+function refuseLeaderExited(pid: number) {
+  let tids: number[];
+  try {
+    tids = listTids(pid);
+  } catch {
+    return; // gone (reaped) meanwhile
+  }
+  const others = tids.filter((t) => t !== pid);
+  if (others.length)
+    refuse("dump", `process ${pid}`, "leader-exited", `threads ${others.join(", ")} run on without it`);
+}
+
+/**
+ * A vfork in progress around PID, looked at before PID is seized: a child of PID sharing its memory
+ * while a thread of PID sleeps (the parent waits killable for the child's exec or exit, and a
+ * PTRACE_INTERRUPT never stops it); or PID itself the vfork child of PARENT (the root's parent,
+ * outside the tree). kcmp(KCMP_VM) tells the sharing; nothing is touched. A vfork about to exec
+ * (a shell's, posix_spawn's) ends in microseconds: waited for, up to a second (or --timeout if
+ * shorter), then refused.
+ */
+function refuseVfork(pid: number, parent: number, timeoutMs: number) {
+  // tests: CRIU_BUN_FAULT=vfork-check:skip leaves the vfork to the freeze's deadline
+  if (process.env.CRIU_BUN_FAULT === "vfork-check:skip") return;
+  const blocked = () => {
+    try {
+      return listTids(pid).some((t) => readStat(pid, t).state === "D");
+    } catch {
+      return false;
+    }
+  };
+  const vforkOf = (): string | undefined => {
+    for (const c of listChildren(pid))
+      if (syscall(NR.kcmp, pid, c, KCMP.VM, 0, 0) === 0 && blocked()) return `child ${c}`;
+    if (parent > 1 && syscall(NR.kcmp, pid, parent, KCMP.VM, 0, 0) === 0)
+      return `it is the vfork child of ${parent}, which waits for it`;
+    return undefined;
+  };
+  let what = vforkOf();
+  if (!what) return;
+  const t0 = Date.now(),
+    until = t0 + Math.min(1000, timeoutMs);
+  log.debug(`process ${pid}: a vfork in progress (${what}): waiting for it to exec or exit`);
+  while (what && Date.now() < until) {
+    Bun.sleepSync(1);
+    what = vforkOf();
+  }
+  if (!what) {
+    log.debug(`process ${pid}: the vfork ended after ${Date.now() - t0} ms`);
+    return;
+  }
+  log.debug(`process ${pid}: still in its vfork after ${Date.now() - t0} ms (${what})`);
+  refuse("dump", `process ${pid}`, "vfork", what);
 }
 
 /** Freeze ROOT and every descendant, repeating while new children appear. */
@@ -223,7 +285,10 @@ function freezeTree(root: number, timeoutMs: number, preSeized?: Set<number>): T
             continue;
           }
           let fp: FrozenProcess | undefined;
-          if (st.state !== "Z") {
+          if (st.state === "Z") refuseLeaderExited(pid);
+          else {
+            // before anything of it is seized: a vfork parent never reaches its ptrace stop
+            refuseVfork(pid, pid === root ? st.ppid : 0, timeoutMs);
             try {
               fp = freezeProcess(pid, timeoutMs, preSeized);
             } catch (e) {
@@ -280,6 +345,12 @@ export function dumpProcess(o: DumpOptions): DumpStats {
     throw new CriuError("dump", `process ${pid} does not exist: ${errnoText(E.ESRCH)}`);
   }
   if (pid === process.pid) throw new CriuError("dump", `cannot dump criu-bun itself`);
+  // a leader that has exited (pthread_exit in main) leaves no namespaces to read: refused first
+  try {
+    if (readStat(pid).state === "Z") refuseLeaderExited(pid);
+  } catch (e) {
+    if (e instanceof CriuError) throw e;
+  }
   if (o.pageServer && o.compress)
     throw new CriuError(
       "dump",
@@ -484,7 +555,11 @@ export function dumpProcess(o: DumpOptions): DumpStats {
       if (ownNet) unlockHook(o.hooks, pid);
       if (committed) {
         // its copy ran (or may have): resuming this one could run both; killing it could lose the only whole copy
-        for (const n of alive) for (const t of n.fp!.threads) syscall(NR.ptrace, 17 /* DETACH */, t.tid, 0, 19);
+        for (const n of alive)
+          for (const t of n.fp!.threads) {
+            giveBackSigmask(t.tid);
+            syscall(NR.ptrace, 17 /* DETACH */, t.tid, 0, 19);
+          }
         log.info(`Tree of ${pid} left stopped: the hand-off failed after its copy was let run`);
         if (e instanceof CriuError)
           e.message += `; the source (pid ${pid}) is left stopped, not resumed since its copy ran: kill it, or \`kill -CONT\` it once that copy is known to be gone`;
@@ -497,7 +572,11 @@ export function dumpProcess(o: DumpOptions): DumpStats {
   }
   if (o.leaveStopped) {
     // leave them stopped: detach with SIGSTOP so they stay in a group stop
-    for (const n of alive) for (const t of n.fp!.threads) syscall(NR.ptrace, 17 /*DETACH*/, t.tid, 0, 19);
+    for (const n of alive)
+      for (const t of n.fp!.threads) {
+        giveBackSigmask(t.tid);
+        syscall(NR.ptrace, 17 /*DETACH*/, t.tid, 0, n.wasStopped ? 0 : 19);
+      }
     kinds.release("running");
     if (ownNet) unlockHook(o.hooks, pid);
     log.info(`Tree of ${pid} left stopped`);

@@ -32,6 +32,7 @@ import {
   GUARD_BATCH_AFTER_SYSCALL,
   batchPlace,
 } from "./guard";
+import { realSigmask, holdSignals, endHold } from "./heldmask";
 import { diePoint } from "../fault";
 import { tick } from "../watchdog";
 import { openFd, closeFd, preadFull, pwriteFull, O } from "../sys/mem";
@@ -147,6 +148,9 @@ export class Injector {
   static dump(tid: number, syscallAddr: bigint, mem: RemoteMem): Injector {
     const inj = new Injector(tid, syscallAddr, "sysstop", mem);
     inj.guarded = true;
+    // a group-stopped thread's pending signals held for the session (heldmask.ts)
+    holdSignals(tid);
+    inj.holding = true;
     return inj;
   }
 
@@ -204,7 +208,9 @@ export class Injector {
       this.guarded = false;
       return false;
     }
-    const f = buildFrame(this.saved, getXstate(this.tid), getSigmask(this.tid));
+    // (a stopped thread whose signals are held: its own mask, not the holding one)
+    const held = realSigmask(this.tid);
+    const f = buildFrame(this.saved, getXstate(this.tid), held ?? getSigmask(this.tid));
     let old: Uint8Array;
     try {
       old = this.mem.read(f.frame, f.bytes.length);
@@ -221,6 +227,8 @@ export class Injector {
     );
     // the mask the thread has once it leaves its stop (a ppoll's or sigsuspend's temporary mask is
     // gone by then): what the frame must give back
+    // (held: PTRACE_GETSIGMASK gave that mask already, a ppoll's put-back included)
+    if (held !== undefined) return true;
     const r = this.guardedCall(NR_RT_SIGPROCMASK, [0 /* SIG_BLOCK */, 0, f.frame + FRAME_SIGMASK_OFF, 8], true);
     if (r !== 0n) throw new CriuError("inject", sysFailed(this.who, "injected rt_sigprocmask", r));
     return true;
@@ -636,13 +644,21 @@ export class Injector {
   restore() {
     setRegs(this.tid, this.saved);
     const g = this.guard;
-    if (!g) return;
+    if (!g) return this.endHold();
     diePoint(`inject-restored-${++guardedSessions}`);
     this.guard = undefined;
     for (const a of g.areas.reverse()) this.mem.write(a.at, a.old);
     this.mem.write(g.frame, g.old);
     pokeWords(this.tid, g.stub, new Uint8Array(GUARD_STUB.length));
     if (g.batch !== undefined) pokeWords(this.tid, g.batch, new Uint8Array(GUARD_BATCH.length));
+    this.endHold();
+  }
+  /** whether this session holds the thread's signals (Injector.dump: heldmask.ts) */
+  private holding = false;
+  private endHold() {
+    if (!this.holding) return;
+    this.holding = false;
+    endHold(this.tid);
   }
 }
 

@@ -14,10 +14,11 @@ import {
 } from "../sys/ptrace";
 import { listTids } from "../sys/proc";
 import { readFileSync } from "../sys/fs";
-import { addr } from "../sys/syscall";
+import { addr, syscall } from "../sys/syscall";
 import { sysFailed, E, errnoText } from "../sys/errno";
 import { CriuError, log, errorMessage } from "../log";
 import { jitIfLarge, WORK_JIT } from "../jit";
+import { markGroupStopped, giveBackSigmask } from "./heldmask";
 
 interface FrozenThread {
   tid: number;
@@ -49,13 +50,66 @@ function exitedNow(pid: number): boolean {
   }
 }
 
+const WNOHANG = 1;
+const napCell = new Int32Array(new SharedArrayBuffer(4));
+/**
+ * A thread that never reaches its ptrace stop: seized and interrupted, but held in a killable
+ * wait of the kernel (a vfork parent waiting for its child, a task blocked on a dead NFS server).
+ * It cannot be detached before it stops; criu-bun's exit lets go of it (the kernel's exit_ptrace
+ * clears the pending interrupt).
+ */
+export class DidNotStop extends CriuError {
+  constructor(
+    public tid: number,
+    timeoutMs: number,
+    pid = 0
+  ) {
+    super(
+      "seize",
+      `${pid ? `process ${pid}${tid !== pid ? ` thread ${tid}` : ""}` : `thread ${tid}`} did not stop within ${Math.round(timeoutMs / 100) / 10} s (blocked in the kernel: state ${taskState(tid)}); the tree is left running`
+    );
+  }
+}
+function taskState(tid: number): string {
+  try {
+    const st = readFileSync(`/proc/${tid}/stat`, "latin1");
+    return st.slice(st.lastIndexOf(")") + 2, st.lastIndexOf(")") + 3);
+  } catch {
+    return "?";
+  }
+}
+/**
+ * wait4 for TID's next ptrace report, never past DEADLINE: polled (WNOHANG), busy for the first
+ * 5 ms (a thread reaches its stop in microseconds: a sleep per thread would cost more than the
+ * stop), then with naps growing to 2 ms, so a thread that never stops costs no hang.
+ * r === 0: nothing by the deadline.
+ */
+function waitReport(tid: number, deadline: number): { r: number; status: number } {
+  const busyUntil = performance.now() + 5;
+  for (let i = 0; ; i++) {
+    const w = wait4Raw(tid, __WALL | WNOHANG);
+    if (w.r !== 0 && w.r !== -4) return w;
+    if (Date.now() > deadline) return { r: 0, status: 0 };
+    if (performance.now() < busyUntil) {
+      syscall(24 /* sched_yield */); // (on few CPUs the thread we wait for may need ours to get there)
+      continue;
+    }
+    Atomics.wait(napCell, 0, 0, Math.min(2, 0.05 * (1 + (i & 63))));
+  }
+}
+
 /** Wait for a seized+interrupted thread to report its stop. Signal-delivery stops are recorded and re-stopped. */
-function waitInterrupted(tid: number, deadline: number): { sig: number; info?: Uint8Array; stopSig: number } {
+function waitInterrupted(
+  tid: number,
+  deadline: number,
+  timeoutMs = 0,
+  pid = 0
+): { sig: number; info?: Uint8Array; stopSig: number } {
   let pendingSig = 0;
   let info: Uint8Array | undefined;
   for (;;) {
-    const { r, status } = wait4Raw(tid, __WALL);
-    if (r === -4) continue;
+    const { r, status } = waitReport(tid, deadline);
+    if (r === 0) throw new DidNotStop(tid, timeoutMs, pid);
     if (r < 0) throw new CriuError("seize", sysFailed(`thread ${tid}`, "wait4", r));
     if (!W.stopped(status)) throw new ExitedWhileFreezing(tid, status);
     const ev = W.event(status);
@@ -75,7 +129,7 @@ function waitInterrupted(tid: number, deadline: number): { sig: number; info?: U
       ptrace(PTRACE.CONT, tid, 0, 0);
       interrupt(tid);
     }
-    if (Date.now() > deadline) throw new CriuError("seize", `thread ${tid} did not stop in time`);
+    if (Date.now() > deadline) throw new DidNotStop(tid, timeoutMs, pid);
   }
 }
 
@@ -91,13 +145,41 @@ function waitInterrupted(tid: number, deadline: number): { sig: number; info?: U
  */
 const DUMP_OPTIONS = PTRACE_O.TRACESYSGOOD;
 
-/** whether a seccomp filter of PID must be suspended while we inject syscalls */
-function needsSeccompSuspend(pid: number): boolean {
+/**
+ * Whether a seccomp filter (or strict mode) of thread TID of PID must be suspended while we inject
+ * syscalls: seccomp is a thread's own (a filter installed without TSYNC, strict mode), so each
+ * thread's status is read, not only the leader's.
+ */
+function threadHasSeccomp(pid: number, tid: number): boolean {
   try {
-    return !/^Seccomp:\s*0$/m.test(readFileSync(`/proc/${pid}/status`, "latin1"));
+    return !/^Seccomp:\s*0$/m.test(readFileSync(`/proc/${pid}/task/${tid}/status`, "latin1"));
   } catch {
     return false;
   }
+}
+/**
+ * Seize TID of PID with its seccomp suspended (PTRACE_O_SUSPEND_SECCOMP): a seccomp filter or
+ * strict mode is a thread's own (a filter installed without TSYNC, strict mode), so every thread
+ * is seized so, with or without one (suspending nothing changes nothing, and costs no read of each
+ * thread's status). Where the option is refused (EPERM, EINVAL: criu-bun without CAP_SYS_ADMIN or
+ * under a filter itself), a thread without seccomp is seized without it; one with seccomp fails
+ * the freeze. Returns seize's result.
+ */
+function seizeSuspended(pid: number, tid: number): number {
+  const r = seize(tid, DUMP_OPTIONS | PTRACE_O.SUSPEND_SECCOMP);
+  if (r !== -22 && r !== -1) return r;
+  if (r === -1 && exitedNow(tid)) return r; // (a zombie: the caller tells that apart)
+  if (threadHasSeccomp(pid, tid))
+    throw new CriuError(
+      "seize",
+      sysFailed(
+        tid === pid ? `process ${pid}` : `process ${pid} thread ${tid}`,
+        "PTRACE_SEIZE with PTRACE_O_SUSPEND_SECCOMP",
+        r,
+        "needs CAP_SYS_ADMIN"
+      )
+    );
+  return seize(tid, DUMP_OPTIONS);
 }
 
 /**
@@ -108,7 +190,13 @@ function needsSeccompSuspend(pid: number): boolean {
 export function seizeFrozen(tids: number[]): number[] {
   const done: number[] = [];
   for (const tid of tids) {
-    const r = seize(tid, DUMP_OPTIONS | (needsSeccompSuspend(tid) ? PTRACE_O.SUSPEND_SECCOMP : 0));
+    let r: number;
+    try {
+      r = seizeSuspended(tid, tid);
+    } catch (e) {
+      for (const t of done) detach(t, 0);
+      throw e;
+    }
     if (r === -3) continue; // gone meanwhile
     if (r < 0) {
       for (const t of done) detach(t, 0);
@@ -125,7 +213,7 @@ export function releaseSeized(tids: Iterable<number>, timeoutMs = 5000) {
   const deadline = Date.now() + timeoutMs;
   for (const tid of tids) {
     try {
-      const { sig } = waitInterrupted(tid, deadline);
+      const { sig } = waitInterrupted(tid, deadline, timeoutMs);
       detach(tid, sig);
     } catch (e) {
       log.warn(`releasing ${tid}: ${errorMessage(e)}`);
@@ -136,7 +224,8 @@ export function releaseSeized(tids: Iterable<number>, timeoutMs = 5000) {
 export function freezeProcess(pid: number, timeoutMs = 10000, preSeized?: Set<number>): FrozenProcess {
   const seized = new Map<number, FrozenThread>();
   const deadline = Date.now() + timeoutMs;
-  const suspend = needsSeccompSuspend(pid);
+  /** seized and interrupted, their stops not collected yet (in order) */
+  const pending: number[] = [];
   try {
     for (;;) {
       let fresh = 0;
@@ -150,25 +239,13 @@ export function freezeProcess(pid: number, timeoutMs = 10000, preSeized?: Set<nu
         if (seized.has(tid)) continue;
         if (preSeized?.has(tid)) {
           preSeized.delete(tid);
-          const { sig, info } = waitInterrupted(tid, deadline);
+          const { sig, info } = waitInterrupted(tid, deadline, timeoutMs, pid);
           seized.set(tid, { tid, pendingStopSig: sig, pendingSiginfo: info });
           fresh++;
           continue;
         }
-        // a seccomp filter must not judge (or kill for) the syscalls we inject: suspend it
-        let r = seize(tid, DUMP_OPTIONS | (suspend ? PTRACE_O.SUSPEND_SECCOMP : 0));
-        if (r === -22 || r === -1) {
-          if (suspend)
-            throw new CriuError(
-              "seize",
-              sysFailed(
-                tid === pid ? `process ${pid}` : `process ${pid} thread ${tid}`,
-                "PTRACE_SEIZE with PTRACE_O_SUSPEND_SECCOMP",
-                r,
-                "needs CAP_SYS_ADMIN"
-              )
-            );
-        }
+        // a seccomp filter must not judge (or kill for) the syscalls we inject: suspended
+        const r = seizeSuspended(pid, tid);
         if (r < 0) {
           // a task that has exited cannot be seized (ESRCH once reaped, EPERM while a zombie)
           if ((r === -3 || r === -1) && tid === pid && !seized.size && exitedNow(pid))
@@ -185,20 +262,30 @@ export function freezeProcess(pid: number, timeoutMs = 10000, preSeized?: Set<nu
           );
         }
         interrupt(tid);
+        pending.push(tid);
+      }
+      // every thread of the listing seized and interrupted first, then their stops collected:
+      // they get there side by side (a freeze of N threads costs about one stop's latency)
+      while (pending.length) {
+        const tid = pending[0];
         let w;
         try {
-          w = waitInterrupted(tid, deadline);
+          w = waitInterrupted(tid, deadline, timeoutMs, pid);
         } catch (e) {
           // a thread other than the leader that ends meanwhile is simply not there any more
           // (the leader's end is the process's: the caller looks at what is left of it)
           if (e instanceof ExitedWhileFreezing && tid !== pid) {
+            pending.shift();
             log.debug(`thread ${tid} of ${pid} exited while being frozen: left out`);
             continue;
           }
           throw e;
         }
+        pending.shift();
         const { sig, info, stopSig } = w;
         seized.set(tid, { tid, pendingStopSig: sig, pendingSiginfo: info, stopSig });
+        // in a group stop (SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU): its pending signals stay queued
+        if (stopSig >= 19 && stopSig <= 22) markGroupStopped(pid, tid);
         fresh++;
       }
       if (!fresh) break;
@@ -211,12 +298,18 @@ export function freezeProcess(pid: number, timeoutMs = 10000, preSeized?: Set<nu
     return { pid, threads };
   } catch (e) {
     for (const t of seized.values()) releaseThread(t);
+    // the others seized meanwhile: let go once they stop (the one that failed, if it did not stop
+    // or is gone, cannot be waited for: the kernel lets go of it when criu-bun exits)
+    const failed = e instanceof DidNotStop || e instanceof ExitedWhileFreezing ? e.tid : 0;
+    const rest = pending.filter((t) => t !== failed);
+    if (rest.length) releaseSeized(rest);
     throw e;
   }
 }
 
 /** Let a thread run again exactly as before (re-delivering a signal we intercepted). */
 function releaseThread(t: FrozenThread) {
+  giveBackSigmask(t.tid);
   detach(t.tid, t.pendingStopSig);
 }
 export function releaseProcess(p: FrozenProcess) {

@@ -29,6 +29,7 @@ import type * as S from "../images/schemas";
 import { CriuError, log } from "../log";
 import { xsaveToFpregs, fpregsToXsave } from "./xsave";
 import { dumpPendingSignals, dumpSigmask, refusePendingTrap } from "./signals";
+import { realSigmask } from "../ptrace/heldmask";
 import { dumpCreds, restoreCreds } from "./creds";
 import { dumpSeccompFilters, restoreSeccomp, type SeccompFilter } from "./seccomp";
 import { refuse } from "./unsupported";
@@ -238,7 +239,8 @@ export function dumpThread(
 ): ThreadDump {
   const regs = getRegs(t.tid);
   const xstate = getXstate(t.tid);
-  const sigmask = dumpSigmask(t.tid);
+  // (a stopped thread whose pending signals are held while dumped: the mask it has of its own)
+  const sigmask = realSigmask(t.tid) ?? dumpSigmask(t.tid);
   const rseq = getRseqConfig(t.tid);
   // robust list: readable from outside
   const head = new BigUint64Array(1),

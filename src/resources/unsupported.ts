@@ -35,6 +35,8 @@ export const UNSUPPORTED = {
   "session-outside-pidns": "session or process group led from outside its PID namespace",
   "session-leader-gone": "session whose leader is not in the tree",
   "pgrp-leader-gone": "process group whose leader is not in the tree",
+  "vfork": "vfork in progress (a child sharing its memory that has not exec'd or exited yet)",
+  "leader-exited": "thread group leader that has exited while its other threads run",
   // memory (resources/memory.ts)
   "droppable": "MAP_DROPPABLE mapping",
   "shmem-private": "private mapping of a shared memory object",
