@@ -45,7 +45,7 @@ import { dumpRunId, NETWORK_LOCK } from "../net/netlock";
 import { runHook, type Hooks } from "../hooks";
 import { dumpMountNs, readMountinfo, type ExtMounts } from "../resources/mounts";
 import { refuse } from "../resources/unsupported";
-import { unledGroup } from "../resources/taskattrs";
+import { unledGroup, sessionCreators } from "../resources/taskattrs";
 import { mmVmaEntries } from "../resources/mm";
 import { NsView, nsIds, writeTreeNsImages, writeRootNsImages, ROOT_IDS, IPC_NS_ID } from "../resources/namespaces";
 import { E, errnoText } from "../sys/errno";
@@ -157,6 +157,8 @@ interface TreeNode {
   /** its pid in the images and its VMAs, once dumped (memory tracking is armed from them) */
   dumped?: { vpid: number; vmas: DumpedVma[] };
   zombie?: { exitCode: number; pgid: number; sid: number; comm: string };
+  /** PR_SET_CHILD_SUBREAPER, once dumped */
+  subreaper?: boolean;
 }
 
 /**
@@ -853,6 +855,18 @@ function collectAndWrite(
     stats.pagesSkippedParent += r.skipped;
     pstree.push({ pid: vpid, ppid: vppid, pgid, sid, threads: r.tids });
   });
+  // each process can be made in its session (taskattrs.ts sessionCreators; restore checks it again)
+  const made = sessionCreators(
+    pstree.map((p, i) => ({
+      pid: p.pid!,
+      ppid: p.ppid!,
+      sid: p.sid!,
+      n: tree[i],
+      zombie: !!tree[i].zombie,
+      subreaper: !!tree[i].subreaper,
+    }))
+  );
+  if ("why" in made) refuse("dump", `process ${made.t.n.pid}`, "session-not-parents", made.why);
   log.debug(`all processes collected`);
   phase("writing the tree's images");
   writeImage(d, "inventory.img", "INVENTORY", [
@@ -918,6 +932,7 @@ function dumpOne(
   // Worker started by round 1 serves the rounds after it; one dump alone would wait for its start)
   // (or, for a large tree, the Worker started at the freeze: see VMA_READER_AHEAD)
   const task: TaskDump = dumpTask(n.fp!, mem, (!!pageServer && (!!o.deferred || !!o.handOff)) || vmaReaderStarted());
+  n.subreaper = !!task.threads[0].core.tc?.childSubreaper;
   log.debug(`process ${pid}: task state collected`);
   if (id === 1) writeRootNsImages(d, pid, ns, ids, task.uts, task.clocks);
   for (const t of task.threads) t.core.threadCore.cgSet = cgSet; // where CRIU 4 keeps it (per thread)

@@ -28,9 +28,11 @@ export const UNSUPPORTED = {
   "cgroupns": "cgroup namespace of its own",
   "ipcns-objects": "SysV message queue, semaphore set or unattached shared memory in its own IPC namespace",
   "sigtrap": "pending SIGTRAP",
+  "personality": "personality with bits Linux does not define",
   "session-outside-pidns": "session or process group led from outside its PID namespace",
   "session-leader-gone": "session whose leader is not in the tree",
   "pgrp-leader-gone": "process group whose leader is not in the tree",
+  "session-not-parents": "session other than its parent's, not led by a zombie whose exit hands it to that parent",
   // memory (resources/memory.ts)
   "droppable": "MAP_DROPPABLE mapping",
   "shmem-private": "private mapping of a shared memory object",

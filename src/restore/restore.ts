@@ -2,7 +2,7 @@
 // process from a puppet. Any failure kills what was built.
 import { capEffective, readStat, readStatus, sigkillPending } from "../sys/proc";
 import { openDir, checkImagesTrusted, replaceFile } from "../images/safefs";
-import { loadImages, type RestoreSet } from "./images";
+import { loadImages, type RestoreSet, type TaskImages } from "./images";
 import {
   startPageWorkers,
   startPageWorkersEarly,
@@ -22,7 +22,7 @@ import { FD_KINDS, kindByType } from "../resources/kinds";
 import { SysvShmRestore } from "../resources/sysvshm";
 import { withNs } from "../sys/netns";
 import { restoreIpcNs } from "../resources/ipcns";
-import { unledGroup } from "../resources/taskattrs";
+import { unledGroup, sessionCreators } from "../resources/taskattrs";
 import { CriuError, log, phase, asCriuError, logFd, unalias, errorMessage } from "../log";
 import { startWatchdog, stopWatchdog, tick, whilePaused, setStallHint } from "../watchdog";
 import { fault, pausePoint } from "../fault";
@@ -363,8 +363,29 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
     // SysV segments exist before anyone attaches them: here, or in the tree's new IPC namespace
     const ipc = <T>(fn: () => T): T => (set.newIpcNs && builders[0] ? withNs(builders[0].pid, "ipc", fn) : fn());
     sysv.inHost();
-    // 1. every process, parents before children (pstree order), each with its memory
-    for (const t of set.tasks) {
+    // 1. every process, parents before children (pstree order), each with its memory; a process
+    // born in a session other than its parent's is made by that session's zombie leader (its exit
+    // below hands it to its parent: taskattrs.ts sessionCreators), after that leader
+    const made = treeCreators(set.tasks);
+    if ("why" in made) throw new CriuError("restore", `process ${made.t.pid}: ${made.why}`);
+    const creators = made.creators;
+    const order: TaskImages[] = [];
+    {
+      const done = new Set<number>();
+      let left = set.tasks;
+      while (left.length) {
+        const rest = left.filter((t) => t !== root && !done.has(creators.get(t.pid)!));
+        for (const t of left)
+          if (!rest.includes(t)) {
+            order.push(t);
+            done.add(t.pid);
+          }
+        if (rest.length === left.length)
+          throw new CriuError("restore", `process ${rest[0].pid}: the process that must create it is never made`);
+        left = rest;
+      }
+    }
+    for (const t of order) {
       phase("creating the process", t.pid);
       const b = new TaskBuilder(set, t, treeFiles);
       builders.push(b);
@@ -380,7 +401,10 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
           runHook(o.hooks, "setup-namespaces", { pid: b.pid });
           runHook(o.hooks, "post-setup-namespaces", { pid: b.pid });
         }
-      } else b.createFromParent(byPid.get(t.ppid)!);
+      } else {
+        const via = creators.get(t.pid)!;
+        b.createFromParent(byPid.get(t.ppid)!, via !== t.ppid ? byPid.get(via) : undefined);
+      }
       const cg = taskCgSet(t.cores.get(t.pid));
       if (cg && !o.ignoreCgroups && set.cgroups.has(cg)) enterCgroups(b.pid, set.cgroups.get(cg)!, !!o.manageCgroups);
       b.restoreSession(inTree);
@@ -392,6 +416,8 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
     for (const b of builders) if (b.t.pgid === b.t.pid) b.restoreGroup();
     for (const b of builders) if (b.t.pgid !== b.t.pid && inTree.has(b.t.pgid)) b.restoreGroup();
     for (const b of builders) if (b.t.zombie) b.becomeZombie();
+    // each process made by its session's leader is its parent's now, or the restore cannot be right
+    for (const b of builders) if (creators.get(b.t.pid) !== b.t.ppid && b !== builders[0]) b.checkHandedOver();
     forkMs = performance.now() - t0;
     // 2. each live process gets its memory, files, state and threads
     // lazy memory: every process exists (no fork event is left to answer), none has dropped its
@@ -526,9 +552,24 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
   };
 }
 
+/** Which process creates each one (taskattrs.ts sessionCreators), or the first that cannot be made in its session. */
+function treeCreators(tasks: TaskImages[]) {
+  return sessionCreators(
+    tasks.map((t) => ({
+      pid: t.pid,
+      ppid: t.ppid,
+      sid: t.sid,
+      zombie: !!t.zombie,
+      subreaper: !!t.cores.get(t.pid)?.tc?.childSubreaper,
+    }))
+  );
+}
+
 /** Sessions and process groups led from outside the images: refused before anything is made, as
  *  CRIU's restore refuses them (taskattrs.ts unledGroup). */
-function checkSessions(tasks: { pid: number; pgid: number; sid: number }[], shellJob: boolean) {
+function checkSessions(tasks: TaskImages[], shellJob: boolean) {
+  const c = treeCreators(tasks);
+  if ("why" in c) throw new CriuError("restore", `process ${c.t.pid}: ${c.why}: it cannot be made in that session`);
   const u = unledGroup(tasks, shellJob);
   if (!u) return;
   const { t, what } = u,
