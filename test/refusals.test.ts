@@ -51,6 +51,8 @@ const OTHER: Partial<Record<UnsupportedKey, [string, string, string[]]>> = {
   "pipe-packets": ["notifyfix", "pipepkt", []],
   "unix-queue-cmsg": ["unixfix", "passcred", []],
   "unix-oob": ["unixfix", "oob", []],
+  "session-not-parents": ["fixf", "zleadalive", []],
+  "personality": ["fixf", "persbits", []],
 };
 
 describe("the refusal list and the fd-kind registry", () => {

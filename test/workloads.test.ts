@@ -75,6 +75,12 @@ const passCases: [string, string[]][] = [
   ["fixa", ["mqfull"]],
   ["fixa", ["tfdflags"]],
   ["fixa", ["ofd"]],
+  ["fixf", ["noreserve"]],
+  ["fixf", ["shanon"]],
+  ["fixf", ["zlead"]],
+  ["fixf", ["zleadalive"]],
+  ["fixf", ["pers"]],
+  ["fixf", ["persbits"]],
 ];
 
 describe("workloads pass without a dump", () => {
@@ -161,6 +167,9 @@ const failCases: [string, string[], string][] = [
   ["fixa", ["mqfull", "--selftest-corrupt"], "received 'm2/1 X/1 '"],
   ["fixa", ["tfdflags", "--selftest-corrupt"], "settime flags 00, want 03"],
   ["fixa", ["ofd", "--selftest-corrupt"], "lk: the OFD write lock on [5,10) is gone"],
+  ["fixf", ["noreserve", "--selftest-corrupt"], "bytes of the NORESERVE region differ"],
+  ["fixf", ["zlead", "--selftest-corrupt"], "wrong session, group or parent"],
+  ["fixf", ["pers", "--selftest-corrupt"], "personality 0x0, want 0x1060000"],
   ["ptypair.py", ["--selftest-corrupt"], "the never unlocked master is no longer locked"],
 ];
 
