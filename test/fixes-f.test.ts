@@ -150,6 +150,14 @@ describe("restored exactly (criu-bun dumps and restores)", () => {
     expect(log).toMatch(/its parent is \d+ again, in session \d+/);
   }, 60_000);
 
+  test("pgrporphan: a process group whose leader exited, its members handed to the subreaper root, is made again (a helper leads it while they join)", async () => {
+    const w = await startWorkload("fixf", ["pgrporphan"], { stderr: "file" });
+    const dir = await bunBun(w, "fixf-pgrporphan");
+    expect(readFileSync(join(dir, "restore.log"), "utf8")).toMatch(
+      /process group \d+: its helper led it while its members joined, and was reaped by process \d+/
+    );
+  }, 60_000);
+
   test("pers: personality 0x1060000", async () => {
     const w = await startWorkload("fixf", ["pers"], { stderr: "file" });
     await bunBun(w, "fixf-pers");
@@ -202,6 +210,16 @@ describe.skipIf(!havePeer)("with CRIU 4.2", () => {
     );
   }, 60_000);
 
+  test("pgrporphan: CRIU 4.2 dumps a process group whose leader exited, criu-bun makes it again", async () => {
+    const w = await startWorkload("fixf", ["pgrporphan"], { stderr: "file" });
+    await criuBunRestores(w, "fixf-peer-pgrporphan");
+  }, 60_000);
+
+  test("pgrporphan: criu-bun dumps a process group whose leader exited, CRIU 4.2 restores it", async () => {
+    const w = await startWorkload("fixf", ["pgrporphan"], { stderr: "file" });
+    await bunCriuRestores(w, "fixf-bun-pgrporphan");
+  }, 60_000);
+
   test("pers: CRIU 4.2 writes 0x1060000 as 1060000; criu-bun restores 0x1060000", async () => {
     const w = await startWorkload("fixf", ["pers"], { stderr: "file" });
     const dir = await criuBunRestores(w, "fixf-peer-pers");
@@ -233,12 +251,14 @@ describe.skipIf(!havePeer)("with CRIU 4.2", () => {
   }, 60_000);
 });
 
-test("persbits and zleadalive: refused at dump, the target runs on (test/refusals.test.ts holds them too)", async () => {
+test("persbits, zleadalive and pgrpalive: refused at dump, the target runs on (test/refusals.test.ts holds them too)", async () => {
   for (const [mode, what] of [
     ["persbits", /personality with bits Linux does not define \(0x10000\)/],
     ["zleadalive", /session other than its parent's, not led by a zombie whose exit hands it to that parent/],
+    ["pgrpalive", /process group whose leader lives outside the tree \(process group \d+\)/],
   ] as const) {
     const w = await startWorkload("fixf", [mode], { stderr: "file" });
+    if (existsSync(join(w.dir, "ext-pid"))) leftovers.push(Number(readFileSync(join(w.dir, "ext-pid"), "utf8")));
     const culprit = existsSync(join(w.dir, "culprit")) ? Number(readFileSync(join(w.dir, "culprit"), "utf8")) : w.pid;
     const r = criuBun(["dump", "-t", String(w.pid), "-D", imagesDir(`fixf-refuse-${mode}`)]);
     expect(r.code).toBe(1);

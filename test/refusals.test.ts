@@ -53,6 +53,7 @@ const OTHER: Partial<Record<UnsupportedKey, [string, string, string[]]>> = {
   "unix-oob": ["unixfix", "oob", []],
   "session-not-parents": ["fixf", "zleadalive", []],
   "personality": ["fixf", "persbits", []],
+  "pgrp-leader-gone": ["fixf", "pgrpalive", []],
 };
 
 describe("the refusal list and the fd-kind registry", () => {

@@ -79,6 +79,8 @@ const passCases: [string, string[]][] = [
   ["fixf", ["shanon"]],
   ["fixf", ["zlead"]],
   ["fixf", ["zleadalive"]],
+  ["fixf", ["pgrporphan"]],
+  ["fixf", ["pgrpalive"]],
   ["fixf", ["pers"]],
   ["fixf", ["persbits"]],
 ];
@@ -170,6 +172,7 @@ const failCases: [string, string[], string][] = [
   ["fixf", ["noreserve", "--selftest-corrupt"], "bytes of the NORESERVE region differ"],
   ["fixf", ["zlead", "--selftest-corrupt"], "wrong session, group or parent"],
   ["fixf", ["pers", "--selftest-corrupt"], "personality 0x0, want 0x1060000"],
+  ["fixf", ["pgrporphan", "--selftest-corrupt"], "wrong group, session or parent"],
   ["ptypair.py", ["--selftest-corrupt"], "the never unlocked master is no longer locked"],
 ];
 

@@ -700,9 +700,13 @@ function checkSessions(tree: TreeNode[], ns: NsView, shellJob: boolean): Map<num
     if (pgid === 0)
       refuse("dump", where, "session-outside-pidns", "its process group leader is outside its PID namespace");
   }
+  // a group whose leader exited (no process has its number; in criu-bun's PID namespace, where
+  // /proc tells) is made again at restore (a helper leads it while its members join)
+  const here = ns.v(tree[0].pid) === tree[0].pid;
   const u = unledGroup(
     tree.map((n) => ({ n, pid: ns.v(n.pid), ...groups.get(n.pid)! })),
-    shellJob
+    shellJob,
+    (g) => here && !existsSync(`/proc/${g}`)
   );
   if (u) {
     const { t, what } = u,

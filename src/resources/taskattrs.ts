@@ -26,15 +26,30 @@ const PERSONALITY_DEFINED = 0x0ffe00ff;
  */
 export function unledGroup<T extends { pid: number; pgid: number; sid: number }>(
   tasks: T[],
-  shellJob: boolean
+  shellJob: boolean,
+  leaderGone: (pgid: number) => boolean = () => false
 ): { t: T; what: "session" | "group" } | undefined {
   const inTree = new Set(tasks.map((t) => t.pid));
   const root = tasks[0];
   for (const t of tasks) {
     if (!inTree.has(t.sid) && !(shellJob && t.sid === root.sid)) return { t, what: "session" };
-    if (!inTree.has(t.pgid) && !(shellJob && t.pgid === root.pgid)) return { t, what: "group" };
+    if (!inTree.has(t.pgid) && !(shellJob && t.pgid === root.pgid) && !leaderGone(t.pgid)) return { t, what: "group" };
   }
   return undefined;
+}
+
+/**
+ * Process groups of the tree whose leader is gone (exited; its number names only the group now),
+ * each with its first member. Restore makes them as CRIU does: the first member forks a helper
+ * with the group's number, which makes the group (setpgid), the members join it, and the helper
+ * exits and is reaped by that member. (With --shell-job the root's group is criu-bun's: not one of them.)
+ */
+export function orphanGroups<T extends { pid: number; pgid: number }>(tasks: T[], shellJob: boolean): Map<number, T> {
+  const inTree = new Set(tasks.map((t) => t.pid));
+  const out = new Map<number, T>();
+  for (const t of tasks)
+    if (!inTree.has(t.pgid) && !(shellJob && t.pgid === tasks[0].pgid) && !out.has(t.pgid)) out.set(t.pgid, t);
+  return out;
 }
 
 /** A process of the tree as sessionCreators sees it (pids as the tree's namespace numbers them). */

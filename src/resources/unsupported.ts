@@ -31,7 +31,7 @@ export const UNSUPPORTED = {
   "personality": "personality with bits Linux does not define",
   "session-outside-pidns": "session or process group led from outside its PID namespace",
   "session-leader-gone": "session whose leader is not in the tree",
-  "pgrp-leader-gone": "process group whose leader is not in the tree",
+  "pgrp-leader-gone": "process group whose leader lives outside the tree",
   "session-not-parents": "session other than its parent's, not led by a zombie whose exit hands it to that parent",
   // memory (resources/memory.ts)
   "droppable": "MAP_DROPPABLE mapping",

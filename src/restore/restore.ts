@@ -13,7 +13,7 @@ import {
 import { requireImages } from "./validate";
 import { TaskBuilder } from "./task";
 import { writeImage, plainEntry } from "../images/image";
-import { presentRuns } from "../images/pagemap";
+import { presentRuns, PagemapTable } from "../images/pagemap";
 import * as S from "../images/schemas";
 import { precheckFds } from "../resources/files";
 import { enterCgroups, precheckCgroups, taskCgSet, applyCgRoots, type CgRoot } from "../resources/cgroup";
@@ -22,12 +22,12 @@ import { FD_KINDS, kindByType } from "../resources/kinds";
 import { SysvShmRestore } from "../resources/sysvshm";
 import { withNs } from "../sys/netns";
 import { restoreIpcNs } from "../resources/ipcns";
-import { unledGroup, sessionCreators } from "../resources/taskattrs";
+import { unledGroup, sessionCreators, orphanGroups } from "../resources/taskattrs";
 import { CriuError, log, phase, asCriuError, logFd, unalias, errorMessage } from "../log";
 import { startWatchdog, stopWatchdog, tick, whilePaused, setStallHint } from "../watchdog";
 import { fault, pausePoint } from "../fault";
 import { NETWORK_LOCK, runLockTableName } from "../net/netlock";
-import { isFieldSet } from "@bufbuild/protobuf";
+import { create, isFieldSet } from "@bufbuild/protobuf";
 import { inventory_entrySchema } from "../images/schemas";
 import { precheckMountNs, type ExtMounts } from "../resources/mounts";
 import { runHook as runHookNow, type Hooks } from "../hooks";
@@ -160,6 +160,10 @@ function precheck(set: RestoreSet, o: RestoreOptions, run: RestoreRun) {
     if (!set.newPidNs)
       for (const tid of t.tids)
         if (!pidFree(tid)) throw new CriuError("restore", `PID ${tid} is in use${pidUser(tid)}`);
+    if (!set.newPidNs && t === set.tasks[0])
+      for (const g of orphanGroups(set.tasks, !!o.shellJob).keys())
+        if (!pidFree(g))
+          throw new CriuError("restore", `PID ${g} (process group ${g}, whose leader is gone) is in use${pidUser(g)}`);
     if (t.zombie) continue;
     precheckFds(t.fds, set.files, set.dir, t.pid, run.tree, {
       shellJob: o.shellJob,
@@ -353,6 +357,7 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
   const ownNs = !!(set.newPidNs || set.newMntNs || set.newNetNs || set.newIpcNs || set.uts || set.timens);
   const root = set.tasks[0];
   const builders: TaskBuilder[] = [];
+  const helpers: TaskBuilder[] = [];
   const byPid = new Map<number, TaskBuilder>();
   const inTree = new Set(set.tasks.map((t) => t.pid));
   let forkMs = 0;
@@ -412,9 +417,21 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
       phase("restoring memory", t.pid);
       if (!t.zombie) b.restoreMemory();
     }
-    // process groups: leaders first
+    // process groups: leaders first; a group whose leader is gone gets a helper of its number,
+    // made by its first member (so in its session), as CRIU does: it leads the group while the
+    // members join, then exits and is reaped by that member
+    for (const [pgid, first] of orphanGroups(set.tasks, !!o.shellJob)) {
+      const h = new TaskBuilder(set, groupHelperImages(pgid, first), treeFiles);
+      helpers.push(h);
+      h.createFromParent(byPid.get(first.pid)!, undefined, 0);
+      h.restoreGroup();
+    }
     for (const b of builders) if (b.t.pgid === b.t.pid) b.restoreGroup();
-    for (const b of builders) if (b.t.pgid !== b.t.pid && inTree.has(b.t.pgid)) b.restoreGroup();
+    const helped = new Set(helpers.map((h) => h.t.pid));
+    for (const b of builders)
+      if (b.t.pgid !== b.t.pid && (inTree.has(b.t.pgid) || helped.has(b.t.pgid))) b.restoreGroup();
+    for (const h of helpers) h.endGroupHelper(byPid.get(h.t.ppid)!);
+    helpers.length = 0;
     for (const b of builders) if (b.t.zombie) b.becomeZombie();
     // each process made by its session's leader is its parent's now, or the restore cannot be right
     for (const b of builders) if (creators.get(b.t.pid) !== b.t.ppid && b !== builders[0]) b.checkHandedOver();
@@ -503,7 +520,7 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
         log.warn(`${k.name}: ${asCriuError(x, "restore").message}`);
       }
     });
-    for (const b of [...builders].reverse()) {
+    for (const b of [...builders, ...helpers].reverse()) {
       try {
         b.abort();
       } catch (x) {
@@ -552,6 +569,26 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
   };
 }
 
+/** A process group helper (orphanGroups) as a task of the images: a child of the group's first
+ *  member in its session, pid the group's number, leading its group, exiting 0. */
+function groupHelperImages(pgid: number, first: TaskImages): TaskImages {
+  return {
+    pid: pgid,
+    ppid: first.pid,
+    pgid,
+    sid: first.sid,
+    tids: [pgid],
+    cores: new Map(),
+    zombie: { exitCode: 0 },
+    mm: create(S.mm_entrySchema),
+    pm: PagemapTable.empty,
+    pagemap: [],
+    pagesFile: "",
+    fs: create(S.fs_entrySchema),
+    fds: [],
+  };
+}
+
 /** Which process creates each one (taskattrs.ts sessionCreators), or the first that cannot be made in its session. */
 function treeCreators(tasks: TaskImages[]) {
   return sessionCreators(
@@ -570,7 +607,8 @@ function treeCreators(tasks: TaskImages[]) {
 function checkSessions(tasks: TaskImages[], shellJob: boolean) {
   const c = treeCreators(tasks);
   if ("why" in c) throw new CriuError("restore", `process ${c.t.pid}: ${c.why}: it cannot be made in that session`);
-  const u = unledGroup(tasks, shellJob);
+  // (a group whose leader is gone is made with a helper: restoreAll)
+  const u = unledGroup(tasks, shellJob, () => true);
   if (!u) return;
   const { t, what } = u,
     id = what === "session" ? t.sid : t.pgid;

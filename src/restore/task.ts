@@ -363,7 +363,7 @@ export class TaskBuilder {
   sharesFs = false;
 
   /** Fork this process, with its old PID, from its parent (whose memory is already restored). */
-  createFromParent(parent: TaskBuilder, via?: TaskBuilder) {
+  createFromParent(parent: TaskBuilder, via?: TaskBuilder, exitSignal = 17) {
     const t = this.t;
     this.tramp = parent.tramp;
     this.parent = parent;
@@ -380,7 +380,7 @@ export class TaskBuilder {
     }
     const args = new BigUint64Array(CLONE_ARGS_SIZE / 8);
     args[0] = BigInt((this.sharesFiles ? CLONE.FILES : 0) | (this.sharesFs ? CLONE.FS : 0));
-    args[4] = 17n; // SIGCHLD to the parent, as fork()
+    args[4] = BigInt(exitSignal); // SIGCHLD to the parent, as fork() (a group helper: none)
     args[8] = parent.scratchWrite(512n, new Uint8Array(new BigUint64Array([BigInt(t.pid)]).buffer));
     args[9] = 1n;
     const a = parent.scratchWrite(0n, new Uint8Array(args.buffer));
@@ -954,6 +954,23 @@ export class TaskBuilder {
     this.mem?.close();
     this.tids = [];
     log.info(`Process ${this.pid} restored as a zombie (status 0x${st.toString(16)})`);
+  }
+
+  /** A process group helper (restore.ts): exit, and be reaped by the member that made it (a child
+   *  without an exit signal: wait4 with __WALL), leaving the group to its members. */
+  endGroupHelper(creator: TaskBuilder) {
+    this.becomeZombie();
+    const r = creator.inj!.call(NR.wait4, this.t.pid, 0, 0x40000000 /* __WALL */, 0);
+    if (r !== BigInt(this.t.pid))
+      throw new CriuError(
+        "restore",
+        r < 0n
+          ? sysFailed(`process ${creator.t.pid}`, `wait4 for the helper of process group ${this.t.pgid}`, r)
+          : `process ${creator.t.pid}: wait4 for the helper of process group ${this.t.pgid} gave ${r}`
+      );
+    log.debug(
+      `process group ${this.t.pgid}: its helper led it while its members joined, and was reaped by process ${creator.t.pid}`
+    );
   }
 
   /** Made by its session's leader (createFromParent via): that leader's exit made it its parent's? */

@@ -20,10 +20,18 @@
  *               to the process in A's session. At go the same checks (B: sid A, parent the
  *               process); A exits 0. B is named in DIR/culprit. Refused (session-not-parents):
  *               restore cannot make B in a session whose leader lives on and is not its parent
+ *   pgrporphan  the process is a child subreaper; its child A makes its own process group, forks B
+ *               and exits (reaped): B, handed to the process, and B's child C stay in group A,
+ *               whose leader is gone. At go: B and C in group A, session the process's, B's parent
+ *               the process
+ *   pgrpalive   a process group led by A, a process outside the tree (double-forked, pid in
+ *               DIR/ext-pid) in the process's session, which its child B joined. At go: B still in
+ *               group A. B is named in DIR/culprit. Refused (pgrp-leader-gone): restore cannot make
+ *               the group of a leader that lives on elsewhere
  *   pers        personality PER_LINUX|ADDR_NO_RANDOMIZE|UNAME26|SHORT_INODE (0x1060000). At go: the same
  *   persbits    personality 0x10000, a bit Linux does not define. At go: the same. Refused (personality)
  *
- * --selftest-corrupt: noreserve and shanon damage a pattern; zlead and zleadalive make B leave A's session (setsid);
+ * --selftest-corrupt: noreserve and shanon damage a pattern; zlead and zleadalive make B leave A's session (setsid), pgrporphan B leave group A;
  * pers and persbits change the personality.
  */
 #define WL_MODES
@@ -187,6 +195,74 @@ static void setup(void) {
 			wl_write_file("culprit", b, (size_t)n);
 		}
 		NEED(getsid(B) == A);
+	} else if (is("pgrporphan")) {
+		NEED(prctl(PR_SET_CHILD_SUBREAPER, 1) == 0);
+		pid_t root = getpid(), sess = getsid(0);
+		int pp[2];
+		NEED(pipe(pp) == 0);
+		A = fork();
+		NEED(A >= 0);
+		if (A == 0) {
+			setpgid(0, 0);
+			pid_t grp = getpid();
+			pid_t b = fork();
+			if (b == 0) {
+				pid_t c = fork();
+				if (c == 0) {
+					while (!wl_go()) wl_sleep_ms(10);
+					_exit(getpgrp() == grp && getsid(0) == sess ? 0 : 3);
+				}
+				while (!wl_go()) wl_sleep_ms(10);
+				if (wl_corrupt) setpgid(0, 0);
+				int bad = getpgrp() != grp || getsid(0) != sess || getppid() != root;
+				if (bad) fprintf(stderr, "B: pgid %d (want %d) sid %d ppid %d\n", getpgrp(), grp, getsid(0), getppid());
+				int st = 0;
+				if (waitpid(c, &st, 0) != c) st = 4 << 8;
+				_exit(bad ? 1 : WIFEXITED(st) ? WEXITSTATUS(st) : 5);
+			}
+			write(pp[1], &b, sizeof b);
+			_exit(0);
+		}
+		NEED(read(pp[0], &B, sizeof B) == sizeof B);
+		close(pp[0]);
+		close(pp[1]);
+		int st;
+		NEED(waitpid(A, &st, 0) == A);
+		for (int i = 0; i < 1000 && ppid_of(B) != root; i++) wl_sleep_ms(5);
+		NEED(ppid_of(B) == root && getpgid(B) == A);
+	} else if (is("pgrpalive")) {
+		/* A: a group leader outside the tree (double-forked, handed to init), in our session */
+		int pp[2];
+		NEED(pipe(pp) == 0);
+		pid_t p = fork();
+		NEED(p >= 0);
+		if (p == 0) {
+			pid_t a = fork();
+			if (a == 0) {
+				setpgid(0, 0);
+				pid_t me = getpid();
+				write(pp[1], &me, sizeof me);
+				for (;;) pause();
+			}
+			_exit(0);
+		}
+		NEED(read(pp[0], &A, sizeof A) == sizeof A);
+		NEED(waitpid(p, NULL, 0) == p);
+		for (int i = 0; i < 1000 && getpgid(A) != A; i++) wl_sleep_ms(5);
+		char b[32];
+		int n = snprintf(b, sizeof b, "%d\n", (int)A);
+		wl_write_file("ext-pid", b, (size_t)n);
+		B = fork();
+		NEED(B >= 0);
+		if (B == 0) {
+			if (setpgid(0, A) != 0) _exit(2);
+			while (!wl_go()) wl_sleep_ms(10);
+			_exit(getpgrp() == A ? 0 : 1);
+		}
+		for (int i = 0; i < 1000 && getpgid(B) != A; i++) wl_sleep_ms(5);
+		NEED(getpgid(B) == A);
+		n = snprintf(b, sizeof b, "%d\n", (int)B);
+		wl_write_file("culprit", b, (size_t)n);
 	} else if (is("pers")) {
 		NEED(personality(PER_LINUX | ADDR_NO_RANDOMIZE | UNAME26 | SHORT_INODE) >= 0);
 		pers_want = personality(0xffffffff);
@@ -244,6 +320,13 @@ static void check(void) {
 		         w < 0 ? strerror(errno) : "");
 		w = waitpid(A, &st, 0);
 		WL_CHECK(w == A && WIFEXITED(st) && WEXITSTATUS(st) == (is("zlead") ? 11 : 0), "A status 0x%x", st);
+	} else if (is("pgrporphan") || is("pgrpalive")) {
+		int st = 0;
+		pid_t want = A;
+		WL_CHECK(getpgid(B) == want, "B (%d) is in process group %d, not %d", (int)B, (int)getpgid(B), (int)want);
+		pid_t w = waitpid(B, &st, 0);
+		WL_CHECK(w == B && WIFEXITED(st) && WEXITSTATUS(st) == 0, "B (%d): wrong group, session or parent, or C's (status 0x%x)", (int)B, st);
+		if (is("pgrpalive")) kill(A, SIGKILL);
 	} else if (is("pers") || is("persbits")) {
 		int p = personality(0xffffffff);
 		WL_CHECK(p == pers_want, "personality 0x%x, want 0x%x", p, pers_want);
