@@ -192,7 +192,7 @@ export function shmemFd(o: {
 const namedSizes = new Map<string, bigint>();
 
 /** The object's size: the one its image names, or `size` (the end of its furthest VMA) if larger. */
-export function shmemSize(dir: string, shmid: bigint, size: bigint): bigint {
+function shmemSize(dir: string, shmid: bigint, size: bigint): bigint {
   const named = namedSizes.get(`${dir}\0${shmid}`);
   return named !== undefined && named > size ? named : size;
 }

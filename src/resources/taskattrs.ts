@@ -53,7 +53,7 @@ export function orphanGroups<T extends { pid: number; pgid: number }>(tasks: T[]
 }
 
 /** A process of the tree as sessionCreators sees it (pids as the tree's namespace numbers them). */
-export interface SessionTask {
+interface SessionTask {
   pid: number;
   ppid: number;
   sid: number;
