@@ -154,6 +154,8 @@ export function shmemFd(o: {
   tree: TreeFiles;
   shmid: bigint;
   size: bigint;
+  /** object sizes the images name, by shmid (RestoreSet.shmemSizes) */
+  namedSizes?: Map<bigint, bigint>;
   /** the held fd goes at or above this number, clear of the fds the process will get back */
   floor: number;
   vpid: number;
@@ -172,7 +174,9 @@ export function shmemFd(o: {
   const fd = Number(o.inj.call(NR.fcntl, low, F.DUPFD_CLOEXEC, o.floor));
   o.inj.call(NR.close, low);
   if (fd < 0) throw new CriuError("restore", `process ${o.pid}: moving shared memory fd failed: ${errnoText(-fd)}`);
-  const size = shmemSize(o.dir, o.shmid, o.size);
+  // the size the images name (CRIU's memfd inode: anonFromCriuMemfd), when larger than the VMAs' reach
+  const named = o.namedSizes?.get(o.shmid);
+  const size = named !== undefined && named > o.size ? named : o.size;
   const t = o.inj.call(NR.ftruncate, fd, size);
   if (t < 0n)
     throw new CriuError("restore", `process ${o.pid}: sizing shared memory ${o.shmid} failed: ${errnoText(-t)}`);
@@ -182,19 +186,6 @@ export function shmemFd(o: {
   l.push(fd);
   o.tree.toClose.set(o.pid, l);
   return { fd, own: true };
-}
-
-/**
- * The size of each shared memory object whose image names it (CRIU's memfd inode of shared
- * anonymous memory: anonFromCriuMemfd), by images directory and shmid: the object is made that
- * large, as it was, even where no VMA maps it any more.
- */
-const namedSizes = new Map<string, bigint>();
-
-/** The object's size: the one its image names, or `size` (the end of its furthest VMA) if larger. */
-function shmemSize(dir: string, shmid: bigint, size: bigint): bigint {
-  const named = namedSizes.get(`${dir}\0${shmid}`);
-  return named !== undefined && named > size ? named : size;
 }
 
 const VMA_ANON_SHARED = 1 << 8,
@@ -212,15 +203,15 @@ const VMA_ANON_SHARED = 1 << 8,
  * its pages in pagemap-shmem-<inode shmid>.img. Such a VMA is read here as the shared anonymous
  * memory it is (VMA_ANON_SHARED, shmid the inode's, as CRIU's and criu-bun's own images of it
  * have), so it is restored as those are: one object for every process that maps the inode, its
- * size the inode's. Other memfd mappings stay as they are (the restore refuses them). The count
- * of VMAs read so.
+ * size the inode's (into `sizes`, by shmid). Other memfd mappings stay as they are (the restore
+ * refuses them). The count of VMAs read so.
  */
 export function anonFromCriuMemfd(
-  dir: string,
   file: string,
   mm: S.mm_entry | undefined,
   files: Map<number, S.file_entry>,
-  inodes: () => S.memfd_inode_entry[]
+  inodes: () => S.memfd_inode_entry[],
+  sizes: Map<bigint, bigint>
 ): number {
   let n = 0;
   for (const v of mm?.vmas ?? []) {
@@ -233,7 +224,7 @@ export function anonFromCriuMemfd(
     v.status = (VMA_AREA_REGULAR | VMA_ANON_SHARED | (v.status & ~(VMA_AREA_MEMFD | VMA_FILE_SHARED))) >>> 0;
     v.flags |= MAP_ANONYMOUS;
     v.shmid = BigInt(ino.shmid);
-    namedSizes.set(`${dir}\0${v.shmid}`, ino.size);
+    sizes.set(v.shmid, ino.size);
     log.debug(
       `${file}: VMA 0x${v.start.toString(16)}-0x${v.end.toString(16)} (status 0x${was.toString(16)}, memfd file ${f.id} of inode "/dev/zero" ${ino.shmid}, ${ino.size} bytes) is shared anonymous memory: read as VMA_ANON_SHARED shmid ${ino.shmid}`
     );

@@ -69,6 +69,8 @@ export interface RestoreSet extends RestoreNamespaces {
   inventory: S.inventory_entry;
   files: Map<number, S.file_entry>;
   tasks: TaskImages[];
+  /** shared memory objects whose size the images name (CRIU's memfd inodes of shared anonymous memory), by shmid */
+  shmemSizes?: Map<bigint, bigint>;
 }
 
 /** runs of a pagemap from which its checks run at the JIT's own thresholds (about LARGE_IMAGE's bytes) */
@@ -99,6 +101,7 @@ function loadImagesFrom(dir: string, read: Map<string, bigint>): RestoreSet {
   validatePstree(dir, pstree);
   const files = validateFiles(dir, imageExists(dir, "files.img") ? readImage(dir, "files.img", "FILES") : []);
   let inodes: S.memfd_inode_entry[] | undefined;
+  const shmemSizes = new Map<bigint, bigint>();
   const memfdInodes = () =>
     (inodes ??= imageExists(dir, "memfd.img")
       ? (readImage(dir, "memfd.img", "MEMFD_INODE") as S.memfd_inode_entry[])
@@ -150,7 +153,7 @@ function loadImagesFrom(dir: string, read: Map<string, bigint>): RestoreSet {
     need(dir, `mm-${pid}.img`);
     const [mm] = readImage(dir, `mm-${pid}.img`, "MM");
     // CRIU 4.2's shared anonymous memory, written as a memfd mapping: read as what it is (shmem.ts)
-    anonFromCriuMemfd(dir, `mm-${pid}.img`, mm, files, memfdInodes);
+    anonFromCriuMemfd(`mm-${pid}.img`, mm, files, memfdInodes, shmemSizes);
     validateMm(dir, `mm-${pid}.img`, mm, files);
     need(dir, `pagemap-${pid}.img`);
     const t0 = performance.now();
@@ -279,5 +282,6 @@ function loadImagesFrom(dir: string, read: Map<string, bigint>): RestoreSet {
     timens,
     cgroups,
     seccomp,
+    shmemSizes,
   };
 }

@@ -505,6 +505,7 @@ export class TaskBuilder {
           tree: this.tree,
           shmid,
           size,
+          namedSizes: this.set.shmemSizes,
           str: (s) => this.str(s),
           floor: this.t.fds.reduce((m, f) => Math.max(m, f.fd), 0) + 16,
           vpid: this.t.pid,
