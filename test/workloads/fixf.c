@@ -323,7 +323,7 @@ static void check(void) {
 	} else if (is("pgrporphan") || is("pgrpalive")) {
 		int st = 0;
 		pid_t want = A;
-		WL_CHECK(getpgid(B) == want, "B (%d) is in process group %d, not %d", (int)B, (int)getpgid(B), (int)want);
+		WL_CHECK(getpgid(B) == want, "B (%d): wrong group %d, not %d", (int)B, (int)getpgid(B), (int)want);
 		pid_t w = waitpid(B, &st, 0);
 		WL_CHECK(w == B && WIFEXITED(st) && WEXITSTATUS(st) == 0, "B (%d): wrong group, session or parent, or C's (status 0x%x)", (int)B, st);
 		if (is("pgrpalive")) kill(A, SIGKILL);
