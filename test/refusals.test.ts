@@ -72,6 +72,9 @@ const OTHER: Partial<Record<UnsupportedKey, [string, string, string[]]>> = {
   "sigpending-rlimit": ["taskfix", "sigpend", []],
   "vfork": ["freezefix", "vfork", []],
   "leader-exited": ["freezefix", "leaderexit", []],
+  "session-not-parents": ["fixf", "zleadalive", []],
+  "personality": ["fixf", "persbits", []],
+  "pgrp-leader-gone": ["fixf", "pgrpalive", []],
 };
 
 describe("the refusal list and the fd-kind registry", () => {

@@ -80,6 +80,14 @@ const passCases: [string, string[]][] = [
   ["fixa", ["ofd"]],
   ["taskfix", ["sched"]],
   ["freezefix", ["stoppend"]],
+  ["fixf", ["noreserve"]],
+  ["fixf", ["shanon"]],
+  ["fixf", ["zlead"]],
+  ["fixf", ["zleadalive"]],
+  ["fixf", ["pgrporphan"]],
+  ["fixf", ["pgrpalive"]],
+  ["fixf", ["pers"]],
+  ["fixf", ["persbits"]],
 ];
 
 describe("workloads pass without a dump", () => {
@@ -166,6 +174,10 @@ const failCases: [string, string[], string][] = [
   ["fixa", ["mqfull", "--selftest-corrupt"], "received 'm2/1 X/1 '"],
   ["fixa", ["tfdflags", "--selftest-corrupt"], "settime flags 00, want 03"],
   ["fixa", ["ofd", "--selftest-corrupt"], "lk: the OFD write lock on [5,10) is gone"],
+  ["fixf", ["noreserve", "--selftest-corrupt"], "bytes of the NORESERVE region differ"],
+  ["fixf", ["zlead", "--selftest-corrupt"], "wrong session, group or parent"],
+  ["fixf", ["pers", "--selftest-corrupt"], "personality 0x0, want 0x1060000"],
+  ["fixf", ["pgrporphan", "--selftest-corrupt"], "wrong group"],
   ["ptypair.py", ["--selftest-corrupt"], "the never unlocked master is no longer locked"],
   ["freezefix", ["stoppend", "--selftest-corrupt"], "child state"],
   ["freezefix", ["strict", "--selftest-corrupt"], "thread seccomp mode , want 1"],

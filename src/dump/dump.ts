@@ -46,7 +46,7 @@ import { runHook, type Hooks } from "../hooks";
 import { dumpMountNs, readMountinfo, type ExtMounts } from "../resources/mounts";
 import { refuse } from "../resources/unsupported";
 import { giveBackSigmask } from "../ptrace/heldmask";
-import { unledGroup } from "../resources/taskattrs";
+import { unledGroup, sessionCreators } from "../resources/taskattrs";
 import { mmVmaEntries } from "../resources/mm";
 import { NsView, nsIds, writeTreeNsImages, writeRootNsImages, ROOT_IDS, IPC_NS_ID } from "../resources/namespaces";
 import { E, errnoText } from "../sys/errno";
@@ -158,6 +158,8 @@ interface TreeNode {
   /** its pid in the images and its VMAs, once dumped (memory tracking is armed from them) */
   dumped?: { vpid: number; vmas: DumpedVma[] };
   zombie?: { exitCode: number; pgid: number; sid: number; comm: string };
+  /** PR_SET_CHILD_SUBREAPER, once dumped */
+  subreaper?: boolean;
 }
 
 /**
@@ -803,9 +805,13 @@ function checkSessions(tree: TreeNode[], ns: NsView, shellJob: boolean): Map<num
     if (pgid === 0)
       refuse("dump", where, "session-outside-pidns", "its process group leader is outside its PID namespace");
   }
+  // a group whose leader exited (no process has its number; in criu-bun's PID namespace, where
+  // /proc tells) is made again at restore (a helper leads it while its members join)
+  const here = ns.v(tree[0].pid) === tree[0].pid;
   const u = unledGroup(
     tree.map((n) => ({ n, pid: ns.v(n.pid), ...groups.get(n.pid)! })),
-    shellJob
+    shellJob,
+    (g) => here && !existsSync(`/proc/${g}`)
   );
   if (u) {
     const { t, what } = u,
@@ -958,6 +964,18 @@ function collectAndWrite(
     stats.pagesSkippedParent += r.skipped;
     pstree.push({ pid: vpid, ppid: vppid, pgid, sid, threads: r.tids });
   });
+  // each process can be made in its session (taskattrs.ts sessionCreators; restore checks it again)
+  const made = sessionCreators(
+    pstree.map((p, i) => ({
+      pid: p.pid!,
+      ppid: p.ppid!,
+      sid: p.sid!,
+      n: tree[i],
+      zombie: !!tree[i].zombie,
+      subreaper: !!tree[i].subreaper,
+    }))
+  );
+  if ("why" in made) refuse("dump", `process ${made.t.n.pid}`, "session-not-parents", made.why);
   log.debug(`all processes collected`);
   phase("writing the tree's images");
   writeImage(d, "inventory.img", "INVENTORY", [
@@ -1023,6 +1041,7 @@ function dumpOne(
   // Worker started by round 1 serves the rounds after it; one dump alone would wait for its start)
   // (or, for a large tree, the Worker started at the freeze: see VMA_READER_AHEAD)
   const task: TaskDump = dumpTask(n.fp!, mem, (!!pageServer && (!!o.deferred || !!o.handOff)) || vmaReaderStarted());
+  n.subreaper = !!task.threads[0].core.tc?.childSubreaper;
   log.debug(`process ${pid}: task state collected`);
   if (id === 1) writeRootNsImages(d, pid, ns, ids, task.uts, task.clocks);
   for (const t of task.threads) t.core.threadCore.cgSet = cgSet; // where CRIU 4 keeps it (per thread)

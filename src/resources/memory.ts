@@ -189,6 +189,8 @@ export function classifyVmas(pid: number, raw?: Vma[]): DumpedVma[] {
     }
     if (v.vmflags.includes("gd") && !(flags & MAP.GROWSDOWN)) flags |= MAP.GROWSDOWN;
     if (v.vmflags.includes("lo")) flags |= MAP.LOCKED; // mlock()ed: locked again after its pages are back
+    // MAP_NORESERVE (VM_NORESERVE, smaps "nr"): not charged to the commit limit; CRIU writes it too
+    if (v.vmflags.includes("nr")) flags |= MAP.NORESERVE;
     // a MAP_SHARED file mapping that may be made writable (the file was opened read-write)
     if (v.shared && v.vmflags.includes("mw")) mayWrite.add(v.start);
     vmas.push({

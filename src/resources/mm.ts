@@ -177,6 +177,12 @@ export interface MmRestoreCtx {
   fill: () => void;
 }
 
+/**
+ * The vma_entry.flags an mmap of the VMA passes on as they are (CRIU's restore maps with the dumped
+ * flags too): MAP_NORESERVE keeps a reservation out of the commit charge, as it was.
+ */
+const KEPT_FLAGS = MAP.SHARED | MAP.PRIVATE | MAP.ANONYMOUS | MAP.GROWSDOWN | MAP.NORESERVE;
+
 /** A VMA the child inherited from its parent that is exactly the dumped one. */
 function sameVma(
   v: S.vma_entry,
@@ -195,6 +201,7 @@ function sameVma(
   if (v.start !== c.start || v.end !== c.end || v.prot !== c.prot) return false;
   if (((v.flags & MAP.SHARED) !== 0) !== c.shared) return false;
   if (((v.flags & MAP.GROWSDOWN) !== 0) !== c.vmflags.includes("gd")) return false;
+  if (((v.flags & MAP.NORESERVE) !== 0) !== c.vmflags.includes("nr")) return false;
   if (v.status & VMA.ANON_PRIVATE) return c.inode === 0 && !c.path.startsWith("/");
   if (v.status & VMA.SYSVIPC) return c.path.startsWith("/SYSV") && BigInt(c.inode) === v.shmid && c.pgoff === v.pgoff;
   if (v.status & VMA.ANON_SHARED)
@@ -282,15 +289,14 @@ export function restoreMemory(proc: MmRestoreCtx) {
         !(v.status & (VMA.VDSO | VMA.VVAR | VMA.VSYSCALL));
       if (anon) {
         const len = v.end - v.start;
-        const flags =
-          (v.flags & (MAP.SHARED | MAP.PRIVATE | MAP.ANONYMOUS | MAP.GROWSDOWN)) | MAP.FIXED | MAP.ANONYMOUS;
+        const flags = (v.flags & KEPT_FLAGS) | MAP.FIXED | MAP.ANONYMOUS;
         pending.push({ v, calls: [[NR.mmap, v.start, len, v.prot, flags, -1, 0n], ...madvCalls(v)], fd: -1 });
         continue;
       }
       if (isFile(v)) {
         // its file opened above (openMappedFiles)
         const fd = fileFds.get(v.shmid)!;
-        const flags = (v.flags & (MAP.SHARED | MAP.PRIVATE | MAP.GROWSDOWN)) | MAP.FIXED;
+        const flags = (v.flags & KEPT_FLAGS & ~MAP.ANONYMOUS) | MAP.FIXED;
         pending.push({
           v,
           calls: [[NR.mmap, v.start, v.end - v.start, v.prot, flags, fd, v.pgoff], ...madvCalls(v)],
@@ -356,7 +362,7 @@ export function restoreMemory(proc: MmRestoreCtx) {
       }
       const len = v.end - v.start;
       let fd = -1;
-      let flags = (v.flags & (MAP.SHARED | MAP.PRIVATE | MAP.ANONYMOUS | MAP.GROWSDOWN)) | MAP.FIXED;
+      let flags = (v.flags & KEPT_FLAGS) | MAP.FIXED;
       if (v.status & VMA.ANON_SHARED) {
         fd = fileFds.get(-v.shmid - 1n) ?? -1;
         if (fd < 0) {

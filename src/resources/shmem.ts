@@ -11,7 +11,7 @@ import { readImage, pagemapNrPages } from "../images/image";
 import * as S from "../images/schemas";
 import type { ImageSink, TreeFiles } from "./fdkind";
 import type { Injector } from "../ptrace/inject";
-import { CriuError } from "../log";
+import { CriuError, log } from "../log";
 import { errnoText } from "../sys/errno";
 
 const PAGE = 4096;
@@ -154,6 +154,8 @@ export function shmemFd(o: {
   tree: TreeFiles;
   shmid: bigint;
   size: bigint;
+  /** object sizes the images name, by shmid (RestoreSet.shmemSizes) */
+  namedSizes?: Map<bigint, bigint>;
   /** the held fd goes at or above this number, clear of the fds the process will get back */
   floor: number;
   vpid: number;
@@ -172,13 +174,61 @@ export function shmemFd(o: {
   const fd = Number(o.inj.call(NR.fcntl, low, F.DUPFD_CLOEXEC, o.floor));
   o.inj.call(NR.close, low);
   if (fd < 0) throw new CriuError("restore", `process ${o.pid}: moving shared memory fd failed: ${errnoText(-fd)}`);
-  const t = o.inj.call(NR.ftruncate, fd, o.size);
+  // the size the images name (CRIU's memfd inode: anonFromCriuMemfd), when larger than the VMAs' reach
+  const named = o.namedSizes?.get(o.shmid);
+  const size = named !== undefined && named > o.size ? named : o.size;
+  const t = o.inj.call(NR.ftruncate, fd, size);
   if (t < 0n)
     throw new CriuError("restore", `process ${o.pid}: sizing shared memory ${o.shmid} failed: ${errnoText(-t)}`);
-  fillShmemContents(o.dir, o.shmid, o.pid, fd, o.size, `process ${o.pid}: shared memory ${o.shmid}`);
+  fillShmemContents(o.dir, o.shmid, o.pid, fd, size, `process ${o.pid}: shared memory ${o.shmid}`);
   o.tree.held.set(key, { pid: o.pid, vpid: o.vpid, fd });
   const l = o.tree.toClose.get(o.pid) ?? [];
   l.push(fd);
   o.tree.toClose.set(o.pid, l);
   return { fd, own: true };
+}
+
+const VMA_ANON_SHARED = 1 << 8,
+  VMA_FILE_SHARED = 1 << 7,
+  VMA_AREA_MEMFD = 1 << 14,
+  VMA_AREA_REGULAR = 1,
+  MAP_SHARED = 1,
+  MAP_ANONYMOUS = 0x20;
+
+/**
+ * CRIU 4.2 dumps MAP_SHARED anonymous memory (and MAP_SHARED mappings of /dev/zero, the same
+ * kernel object) on this kernel as a memfd mapping: status VMA_FILE_SHARED | VMA_AREA_MEMFD, shmid
+ * a MEMFD file of files.img whose inode (memfd.img) is named "/dev/zero" (the map_files link of
+ * shared anonymous memory is "/dev/zero (deleted)"; a memfd's is "/memfd:NAME (deleted)") and has
+ * its pages in pagemap-shmem-<inode shmid>.img. Such a VMA is read here as the shared anonymous
+ * memory it is (VMA_ANON_SHARED, shmid the inode's, as CRIU's and criu-bun's own images of it
+ * have), so it is restored as those are: one object for every process that maps the inode, its
+ * size the inode's (into `sizes`, by shmid). Other memfd mappings stay as they are (the restore
+ * refuses them). The count of VMAs read so.
+ */
+export function anonFromCriuMemfd(
+  file: string,
+  mm: S.mm_entry | undefined,
+  files: Map<number, S.file_entry>,
+  inodes: () => S.memfd_inode_entry[],
+  sizes: Map<bigint, bigint>
+): number {
+  let n = 0;
+  for (const v of mm?.vmas ?? []) {
+    if (!(v.status & VMA_AREA_MEMFD) || !(v.flags & MAP_SHARED)) continue;
+    const f = files.get(Number(v.shmid))?.memfd;
+    if (!f) continue;
+    const ino = inodes().find((i) => i.inodeId === BigInt(f.inodeId));
+    if (!ino || ino.name !== "/dev/zero") continue;
+    const was = v.status;
+    v.status = (VMA_AREA_REGULAR | VMA_ANON_SHARED | (v.status & ~(VMA_AREA_MEMFD | VMA_FILE_SHARED))) >>> 0;
+    v.flags |= MAP_ANONYMOUS;
+    v.shmid = BigInt(ino.shmid);
+    sizes.set(v.shmid, ino.size);
+    log.debug(
+      `${file}: VMA 0x${v.start.toString(16)}-0x${v.end.toString(16)} (status 0x${was.toString(16)}, memfd file ${f.id} of inode "/dev/zero" ${ino.shmid}, ${ino.size} bytes) is shared anonymous memory: read as VMA_ANON_SHARED shmid ${ino.shmid}`
+    );
+    n++;
+  }
+  return n;
 }

@@ -11,8 +11,12 @@ import { errnoText } from "../sys/errno";
 import type { Injector, OutCall, InCall } from "../ptrace/inject";
 import type * as S from "../images/schemas";
 import { CriuError, log } from "../log";
+import { refuse } from "./unsupported";
 
 const AUDIT_UNSET = 0xffffffff;
+/** The personality bits linux/personality.h defines: PER_MASK (0xff) and the flags UNAME26 (0x20000)
+ *  to ADDR_LIMIT_3GB (0x8000000). */
+const PERSONALITY_DEFINED = 0x0ffe00ff;
 
 /**
  * Sessions and process groups restore can make exactly (CRIU's rule, checked at dump and again at
@@ -22,15 +26,101 @@ const AUDIT_UNSET = 0xffffffff;
  */
 export function unledGroup<T extends { pid: number; pgid: number; sid: number }>(
   tasks: T[],
-  shellJob: boolean
+  shellJob: boolean,
+  leaderGone: (pgid: number) => boolean = () => false
 ): { t: T; what: "session" | "group" } | undefined {
   const inTree = new Set(tasks.map((t) => t.pid));
   const root = tasks[0];
   for (const t of tasks) {
     if (!inTree.has(t.sid) && !(shellJob && t.sid === root.sid)) return { t, what: "session" };
-    if (!inTree.has(t.pgid) && !(shellJob && t.pgid === root.pgid)) return { t, what: "group" };
+    if (!inTree.has(t.pgid) && !(shellJob && t.pgid === root.pgid) && !leaderGone(t.pgid)) return { t, what: "group" };
   }
   return undefined;
+}
+
+/**
+ * Process groups of the tree whose leader is gone (exited; its number names only the group now),
+ * each with its first member. Restore makes them as CRIU does: the first member forks a helper
+ * with the group's number, which makes the group (setpgid), the members join it, and the helper
+ * exits and is reaped by that member. (With --shell-job the root's group is criu-bun's: not one of them.)
+ */
+export function orphanGroups<T extends { pid: number; pgid: number }>(tasks: T[], shellJob: boolean): Map<number, T> {
+  const inTree = new Set(tasks.map((t) => t.pid));
+  const out = new Map<number, T>();
+  for (const t of tasks)
+    if (!inTree.has(t.pgid) && !(shellJob && t.pgid === tasks[0].pgid) && !out.has(t.pgid)) out.set(t.pgid, t);
+  return out;
+}
+
+/** A process of the tree as sessionCreators sees it (pids as the tree's namespace numbers them). */
+interface SessionTask {
+  pid: number;
+  ppid: number;
+  sid: number;
+  zombie: boolean;
+  /** PR_SET_CHILD_SUBREAPER */
+  subreaper: boolean;
+}
+
+/**
+ * The process of the tree that must create each one so that it is born in its session (a session
+ * can only be inherited: setsid makes a new one, setpgid stays inside one), checked at dump and
+ * again at restore before anything is made. A process is made by its parent, except one whose
+ * session is neither its own nor its parent's: its parent in that session died and it was handed
+ * to a child subreaper. Restore makes it from its session's leader when that leader is a zombie of
+ * the tree: the leader forks it (in the leader's session and group) and then exits as its image
+ * says, which hands it to the nearest living child subreaper above the leader, or the init of the
+ * PID namespace; that must be its parent of the images. Anything else (a live leader, a leader
+ * whose exit would give it to another process) cannot be made exactly: the first such process and
+ * why. creators: pid -> the pid that creates it (the root: none).
+ */
+export function sessionCreators<T extends SessionTask>(
+  tasks: T[]
+): { creators: Map<number, number> } | { t: T; why: string } {
+  const byPid = new Map(tasks.map((t) => [t.pid, t]));
+  const creators = new Map<number, number>();
+  const root = tasks[0];
+  for (const t of tasks) {
+    if (t === root) continue;
+    const p = byPid.get(t.ppid);
+    if (!p || t.sid === t.pid || t.sid === p.sid || !byPid.has(t.sid)) {
+      creators.set(t.pid, t.ppid);
+      continue;
+    }
+    const leader = byPid.get(t.sid)!;
+    if (!leader.zombie)
+      return {
+        t,
+        why: `session ${t.sid}, which its parent ${t.ppid} is not in, is led by process ${t.sid}, which is alive`,
+      };
+    // the kernel's choice when the leader exits: the nearest living child subreaper above it, else
+    // the PID namespace's init (the tree's root only when the tree is a PID namespace of its own)
+    let reaper: T | undefined;
+    const seen = new Set<number>();
+    for (let a = byPid.get(leader.ppid); a && a !== leader && !seen.has(a.pid); a = byPid.get(a.ppid)) {
+      seen.add(a.pid);
+      if (a.subreaper && !a.zombie) {
+        reaper = a;
+        break;
+      }
+    }
+    if (!reaper && root.pid === 1) reaper = root;
+    if (reaper !== p)
+      return {
+        t,
+        why: `session ${t.sid}, which its parent ${t.ppid} is not in, is led by zombie ${t.sid}, whose exit would hand it to ${reaper ? `process ${reaper.pid}` : "a process outside the tree"}, not to ${t.ppid}`,
+      };
+    creators.set(t.pid, leader.pid);
+  }
+  return { creators };
+}
+
+/** PR_SET_CHILD_SUBREAPER of a process, right after its creation: before it forks its children (so
+ *  that they inherit has_child_subreaper, and the zombies among them hand their children to it). */
+export function restoreSubreaperEarly(proc: { vpid: number; inj: Injector }, tc: S.task_core_entry | undefined) {
+  if (!tc?.childSubreaper) return;
+  proc.inj.ok("prctl(PR_SET_CHILD_SUBREAPER)", NR.prctl, PR.SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+  log.debug(`taskattrs: process ${proc.vpid}: child subreaper before its children are made`);
 }
 
 // ---------- dump ----------
@@ -46,6 +136,8 @@ export function decodeSubreaper(got: { r: bigint; b: Uint8Array }): boolean {
 /** personality, login uid and oom_score_adj of a process, as task_core_entry keeps them */
 export function dumpTaskAttrs(pid: number) {
   const personality = parseInt(readText(`/proc/${pid}/personality`).trim(), 16);
+  if ((personality & ~PERSONALITY_DEFINED) >>> 0)
+    refuse("dump", `process ${pid}`, "personality", `0x${personality.toString(16)}`);
   let loginuid = AUDIT_UNSET;
   try {
     loginuid = Number(readText(`/proc/${pid}/loginuid`).trim());
@@ -58,6 +150,38 @@ export function dumpTaskAttrs(pid: number) {
 }
 
 // ---------- restore ----------
+
+/**
+ * The personality the images mean, checked when they are loaded (before anything is made). CRIU
+ * 4.2 reads /proc/PID/personality (the kernel prints "%08x") with atoi: tc.personality holds the
+ * hex digits read as a decimal number (0x01060000 -> 1060000), up to the first digit a-f, which
+ * ends atoi's reading and is lost with every digit after it (a personality with such a digit: a
+ * persona of 0x0a..0x0f or flag nibbles 0xa..0xf, cannot be told from the images; EXACT-OR-REFUSED
+ * 16). CRIU's restore does not set it. criu-bun writes the value itself (inventory all_images
+ * marks its images). Either way a value with bits Linux does not define (outside PER_MASK and the
+ * flags of linux/personality.h) is refused, in one line: it is not a personality a process had.
+ */
+export function personalityFromImages(tc: S.task_core_entry, criuBun: boolean, where: string) {
+  let v = tc.personality >>> 0;
+  if (!criuBun && v) {
+    const digits = v.toString(10);
+    const hexv = digits.length <= 8 ? parseInt(digits, 16) : Number.NaN;
+    if (Number.isNaN(hexv) || (hexv & ~PERSONALITY_DEFINED) >>> 0)
+      throw new CriuError(
+        "restore",
+        `${where}: personality ${v} is not CRIU's reading of a personality Linux defines (as hex digits 0x${digits})`
+      );
+    log.debug(
+      `taskattrs: ${where}: personality ${v} (CRIU's decimal reading of its hex digits) is 0x${hexv.toString(16)}`
+    );
+    v = hexv;
+  } else if ((v & ~PERSONALITY_DEFINED) >>> 0)
+    throw new CriuError(
+      "restore",
+      `${where}: personality 0x${v.toString(16)} has bits Linux does not define (0x${((v & ~PERSONALITY_DEFINED) >>> 0).toString(16)})`
+    );
+  tc.personality = v;
+}
 
 /** The personality, first in its batch (it decides how the process's later calls behave). */
 export function personalityCall(tc: S.task_core_entry): InCall {

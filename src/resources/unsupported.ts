@@ -28,13 +28,15 @@ export const UNSUPPORTED = {
   "cgroupns": "cgroup namespace of its own",
   "ipcns-objects": "SysV message queue, semaphore set or unattached shared memory in its own IPC namespace",
   "sigtrap": "pending SIGTRAP",
+  "personality": "personality with bits Linux does not define",
   // threads (resources/threads.ts), signals (resources/signals.ts), timers (resources/timers.ts)
   "posix-timer-clock": "POSIX timer on a dynamic clock or on the CPU clock of another process or thread",
   "sigpending-rlimit": "queued signals over RLIMIT_SIGPENDING, which restore could not queue again",
   "sched-deadline": "SCHED_DEADLINE scheduling policy (its runtime, deadline and period have no place in the images)",
   "session-outside-pidns": "session or process group led from outside its PID namespace",
   "session-leader-gone": "session whose leader is not in the tree",
-  "pgrp-leader-gone": "process group whose leader is not in the tree",
+  "pgrp-leader-gone": "process group whose leader lives outside the tree",
+  "session-not-parents": "session other than its parent's, not led by a zombie whose exit hands it to that parent",
   "vfork": "vfork in progress (a child sharing its memory that has not exec'd or exited yet)",
   "leader-exited": "thread group leader that has exited while its other threads run",
   // memory (resources/memory.ts)

@@ -14,6 +14,8 @@ import { readSeccomp } from "../resources/seccomp";
 import { sigactionTable } from "../resources/signals";
 import { loadNamespaces, type RestoreNamespaces } from "../resources/namespaces";
 import { readIpcNs } from "../resources/ipcns";
+import { anonFromCriuMemfd } from "../resources/shmem";
+import { personalityFromImages } from "../resources/taskattrs";
 import {
   validatePstree,
   validateThreads,
@@ -67,6 +69,8 @@ export interface RestoreSet extends RestoreNamespaces {
   inventory: S.inventory_entry;
   files: Map<number, S.file_entry>;
   tasks: TaskImages[];
+  /** shared memory objects whose size the images name (CRIU's memfd inodes of shared anonymous memory), by shmid */
+  shmemSizes?: Map<bigint, bigint>;
 }
 
 /** runs of a pagemap from which its checks run at the JIT's own thresholds (about LARGE_IMAGE's bytes) */
@@ -96,6 +100,12 @@ function loadImagesFrom(dir: string, read: Map<string, bigint>): RestoreSet {
   const pstree = readImage(dir, "pstree.img", "PSTREE");
   validatePstree(dir, pstree);
   const files = validateFiles(dir, imageExists(dir, "files.img") ? readImage(dir, "files.img", "FILES") : []);
+  let inodes: S.memfd_inode_entry[] | undefined;
+  const shmemSizes = new Map<bigint, bigint>();
+  const memfdInodes = () =>
+    (inodes ??= imageExists(dir, "memfd.img")
+      ? (readImage(dir, "memfd.img", "MEMFD_INODE") as S.memfd_inode_entry[])
+      : []);
   const tasks: TaskImages[] = [];
   for (const p of pstree) {
     const pid = p.pid;
@@ -121,6 +131,7 @@ function loadImagesFrom(dir: string, read: Map<string, bigint>): RestoreSet {
     const tc = cores.get(pid)?.tc;
     if (!tc) throw new CriuError("restore", `${dir}/core-${pid}.img has no task core`);
     if (tc.taskState !== 2) sigactionTable(`${dir}/core-${pid}.img`, tc);
+    if (tc.taskState !== 2) personalityFromImages(tc, !!inventory.allImages, `${dir}/core-${pid}.img`);
     if (tc.taskState === 2 /* TASK_DEAD */) {
       tasks.push({
         pid,
@@ -141,6 +152,8 @@ function loadImagesFrom(dir: string, read: Map<string, bigint>): RestoreSet {
     }
     need(dir, `mm-${pid}.img`);
     const [mm] = readImage(dir, `mm-${pid}.img`, "MM");
+    // CRIU 4.2's shared anonymous memory, written as a memfd mapping: read as what it is (shmem.ts)
+    anonFromCriuMemfd(`mm-${pid}.img`, mm, files, memfdInodes, shmemSizes);
     validateMm(dir, `mm-${pid}.img`, mm, files);
     need(dir, `pagemap-${pid}.img`);
     const t0 = performance.now();
@@ -269,5 +282,6 @@ function loadImagesFrom(dir: string, read: Map<string, bigint>): RestoreSet {
     timens,
     cgroups,
     seccomp,
+    shmemSizes,
   };
 }

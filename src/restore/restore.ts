@@ -2,7 +2,7 @@
 // process from a puppet. Any failure kills what was built.
 import { capEffective, readStat, readStatus, sigkillPending } from "../sys/proc";
 import { openDir, checkImagesTrusted, replaceFile } from "../images/safefs";
-import { loadImages, type RestoreSet } from "./images";
+import { loadImages, type RestoreSet, type TaskImages } from "./images";
 import {
   startPageWorkers,
   startPageWorkersEarly,
@@ -13,7 +13,7 @@ import {
 import { requireImages } from "./validate";
 import { TaskBuilder } from "./task";
 import { writeImage, plainEntry } from "../images/image";
-import { presentRuns } from "../images/pagemap";
+import { presentRuns, PagemapTable } from "../images/pagemap";
 import * as S from "../images/schemas";
 import { precheckFds } from "../resources/files";
 import { enterCgroups, precheckCgroups, taskCgSet, applyCgRoots, type CgRoot } from "../resources/cgroup";
@@ -22,12 +22,12 @@ import { FD_KINDS, kindByType } from "../resources/kinds";
 import { SysvShmRestore } from "../resources/sysvshm";
 import { withNs } from "../sys/netns";
 import { restoreIpcNs } from "../resources/ipcns";
-import { unledGroup } from "../resources/taskattrs";
+import { unledGroup, sessionCreators, orphanGroups } from "../resources/taskattrs";
 import { CriuError, log, phase, asCriuError, logFd, unalias, errorMessage } from "../log";
 import { startWatchdog, stopWatchdog, tick, whilePaused, setStallHint } from "../watchdog";
 import { fault, pausePoint } from "../fault";
 import { NETWORK_LOCK, runLockTableName } from "../net/netlock";
-import { isFieldSet } from "@bufbuild/protobuf";
+import { create, isFieldSet } from "@bufbuild/protobuf";
 import { inventory_entrySchema } from "../images/schemas";
 import { precheckMountNs, type ExtMounts } from "../resources/mounts";
 import { runHook as runHookNow, type Hooks } from "../hooks";
@@ -160,6 +160,10 @@ function precheck(set: RestoreSet, o: RestoreOptions, run: RestoreRun) {
     if (!set.newPidNs)
       for (const tid of t.tids)
         if (!pidFree(tid)) throw new CriuError("restore", `PID ${tid} is in use${pidUser(tid)}`);
+    if (!set.newPidNs && t === set.tasks[0])
+      for (const g of orphanGroups(set.tasks, !!o.shellJob).keys())
+        if (!pidFree(g))
+          throw new CriuError("restore", `PID ${g} (process group ${g}, whose leader is gone) is in use${pidUser(g)}`);
     if (t.zombie) continue;
     precheckFds(t.fds, set.files, set.dir, t.pid, run.tree, {
       shellJob: o.shellJob,
@@ -353,6 +357,7 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
   const ownNs = !!(set.newPidNs || set.newMntNs || set.newNetNs || set.newIpcNs || set.uts || set.timens);
   const root = set.tasks[0];
   const builders: TaskBuilder[] = [];
+  const helpers: TaskBuilder[] = [];
   const byPid = new Map<number, TaskBuilder>();
   const inTree = new Set(set.tasks.map((t) => t.pid));
   let forkMs = 0;
@@ -363,8 +368,29 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
     // SysV segments exist before anyone attaches them: here, or in the tree's new IPC namespace
     const ipc = <T>(fn: () => T): T => (set.newIpcNs && builders[0] ? withNs(builders[0].pid, "ipc", fn) : fn());
     sysv.inHost();
-    // 1. every process, parents before children (pstree order), each with its memory
-    for (const t of set.tasks) {
+    // 1. every process, parents before children (pstree order), each with its memory; a process
+    // born in a session other than its parent's is made by that session's zombie leader (its exit
+    // below hands it to its parent: taskattrs.ts sessionCreators), after that leader
+    const made = treeCreators(set.tasks);
+    if ("why" in made) throw new CriuError("restore", `process ${made.t.pid}: ${made.why}`);
+    const creators = made.creators;
+    const order: TaskImages[] = [];
+    {
+      const done = new Set<number>();
+      let left = set.tasks;
+      while (left.length) {
+        const rest = left.filter((t) => t !== root && !done.has(creators.get(t.pid)!));
+        for (const t of left)
+          if (!rest.includes(t)) {
+            order.push(t);
+            done.add(t.pid);
+          }
+        if (rest.length === left.length)
+          throw new CriuError("restore", `process ${rest[0].pid}: the process that must create it is never made`);
+        left = rest;
+      }
+    }
+    for (const t of order) {
       phase("creating the process", t.pid);
       const b = new TaskBuilder(set, t, treeFiles);
       builders.push(b);
@@ -380,7 +406,10 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
           runHook(o.hooks, "setup-namespaces", { pid: b.pid });
           runHook(o.hooks, "post-setup-namespaces", { pid: b.pid });
         }
-      } else b.createFromParent(byPid.get(t.ppid)!);
+      } else {
+        const via = creators.get(t.pid)!;
+        b.createFromParent(byPid.get(t.ppid)!, via !== t.ppid ? byPid.get(via) : undefined);
+      }
       const cg = taskCgSet(t.cores.get(t.pid));
       if (cg && !o.ignoreCgroups && set.cgroups.has(cg)) enterCgroups(b.pid, set.cgroups.get(cg)!, !!o.manageCgroups);
       b.restoreSession(inTree);
@@ -388,10 +417,24 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
       phase("restoring memory", t.pid);
       if (!t.zombie) b.restoreMemory();
     }
-    // process groups: leaders first
+    // process groups: leaders first; a group whose leader is gone gets a helper of its number,
+    // made by its first member (so in its session), as CRIU does: it leads the group while the
+    // members join, then exits and is reaped by that member
+    for (const [pgid, first] of orphanGroups(set.tasks, !!o.shellJob)) {
+      const h = new TaskBuilder(set, groupHelperImages(pgid, first), treeFiles);
+      helpers.push(h);
+      h.createFromParent(byPid.get(first.pid)!, undefined, 0);
+      h.restoreGroup();
+    }
     for (const b of builders) if (b.t.pgid === b.t.pid) b.restoreGroup();
-    for (const b of builders) if (b.t.pgid !== b.t.pid && inTree.has(b.t.pgid)) b.restoreGroup();
+    const helped = new Set(helpers.map((h) => h.t.pid));
+    for (const b of builders)
+      if (b.t.pgid !== b.t.pid && (inTree.has(b.t.pgid) || helped.has(b.t.pgid))) b.restoreGroup();
+    for (const h of helpers) h.endGroupHelper(byPid.get(h.t.ppid)!);
+    helpers.length = 0;
     for (const b of builders) if (b.t.zombie) b.becomeZombie();
+    // each process made by its session's leader is its parent's now, or the restore cannot be right
+    for (const b of builders) if (creators.get(b.t.pid) !== b.t.ppid && b !== builders[0]) b.checkHandedOver();
     forkMs = performance.now() - t0;
     // 2. each live process gets its memory, files, state and threads
     // lazy memory: every process exists (no fork event is left to answer), none has dropped its
@@ -477,7 +520,7 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
         log.warn(`${k.name}: ${asCriuError(x, "restore").message}`);
       }
     });
-    for (const b of [...builders].reverse()) {
+    for (const b of [...builders, ...helpers].reverse()) {
       try {
         b.abort();
       } catch (x) {
@@ -526,10 +569,46 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
   };
 }
 
+/** A process group helper (orphanGroups) as a task of the images: a child of the group's first
+ *  member in its session, pid the group's number, leading its group, exiting 0. */
+function groupHelperImages(pgid: number, first: TaskImages): TaskImages {
+  return {
+    pid: pgid,
+    ppid: first.pid,
+    pgid,
+    sid: first.sid,
+    tids: [pgid],
+    cores: new Map(),
+    zombie: { exitCode: 0 },
+    mm: create(S.mm_entrySchema),
+    pm: PagemapTable.empty,
+    pagemap: [],
+    pagesFile: "",
+    fs: create(S.fs_entrySchema),
+    fds: [],
+  };
+}
+
+/** Which process creates each one (taskattrs.ts sessionCreators), or the first that cannot be made in its session. */
+function treeCreators(tasks: TaskImages[]) {
+  return sessionCreators(
+    tasks.map((t) => ({
+      pid: t.pid,
+      ppid: t.ppid,
+      sid: t.sid,
+      zombie: !!t.zombie,
+      subreaper: !!t.cores.get(t.pid)?.tc?.childSubreaper,
+    }))
+  );
+}
+
 /** Sessions and process groups led from outside the images: refused before anything is made, as
  *  CRIU's restore refuses them (taskattrs.ts unledGroup). */
-function checkSessions(tasks: { pid: number; pgid: number; sid: number }[], shellJob: boolean) {
-  const u = unledGroup(tasks, shellJob);
+function checkSessions(tasks: TaskImages[], shellJob: boolean) {
+  const c = treeCreators(tasks);
+  if ("why" in c) throw new CriuError("restore", `process ${c.t.pid}: ${c.why}: it cannot be made in that session`);
+  // (a group whose leader is gone is made with a helper: restoreAll)
+  const u = unledGroup(tasks, shellJob, () => true);
   if (!u) return;
   const { t, what } = u,
     id = what === "session" ? t.sid : t.pgid;

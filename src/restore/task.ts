@@ -51,7 +51,7 @@ import { rlimitRestoreCalls } from "../resources/rlimits";
 import type { InCall } from "../ptrace/inject";
 import { errnoText, sysFailed } from "../sys/errno";
 import { restoreLocks } from "../resources/filelocks";
-import { personalityCall, restoreTaskAttrs } from "../resources/taskattrs";
+import { personalityCall, restoreTaskAttrs, restoreSubreaperEarly } from "../resources/taskattrs";
 
 /** Pages of a process from which its private anonymous memory is written by UFFDIO_COPY (fillUffd):
  * below, the userfaultfd's making (a few injected calls) costs more than it saves. */
@@ -353,21 +353,34 @@ export class TaskBuilder {
   }
 
   parent?: TaskBuilder;
+  /** the process whose memory it was forked with (its parent), if any */
+  memParent?: TaskBuilder;
+  /** the zombie session leader that made it, when not its parent (restore.ts) */
+  via?: TaskBuilder;
 
   /** shares the fd table (CLONE_FILES) / fs (CLONE_FS) of its parent: restored there, once */
   sharesFiles = false;
   sharesFs = false;
 
   /** Fork this process, with its old PID, from its parent (whose memory is already restored). */
-  createFromParent(parent: TaskBuilder) {
+  createFromParent(parent: TaskBuilder, via?: TaskBuilder, exitSignal = 17) {
     const t = this.t;
     this.tramp = parent.tramp;
     this.parent = parent;
-    this.sharesFiles = !!t.ids && !!parent.t.ids && t.ids.filesId === parent.t.ids.filesId;
-    this.sharesFs = !!t.ids && !!parent.t.ids && t.ids.fsId === parent.t.ids.fsId;
+    // made by its session's zombie leader (restore.ts): nothing shared with it, its memory all its own
+    this.memParent = via ? undefined : parent;
+    this.sharesFiles = !via && !!t.ids && !!parent.t.ids && t.ids.filesId === parent.t.ids.filesId;
+    this.sharesFs = !via && !!t.ids && !!parent.t.ids && t.ids.fsId === parent.t.ids.fsId;
+    if (via) {
+      this.via = via;
+      log.debug(
+        `process ${t.pid}: made by ${via.t.pid}, the zombie leader of its session ${t.sid}, whose exit hands it to its parent ${parent.t.pid}`
+      );
+      parent = via;
+    }
     const args = new BigUint64Array(CLONE_ARGS_SIZE / 8);
     args[0] = BigInt((this.sharesFiles ? CLONE.FILES : 0) | (this.sharesFs ? CLONE.FS : 0));
-    args[4] = 17n; // SIGCHLD to the parent, as fork()
+    args[4] = BigInt(exitSignal); // SIGCHLD to the parent, as fork() (a group helper: none)
     args[8] = parent.scratchWrite(512n, new Uint8Array(new BigUint64Array([BigInt(t.pid)]).buffer));
     args[9] = 1n;
     const a = parent.scratchWrite(0n, new Uint8Array(args.buffer));
@@ -475,7 +488,7 @@ export class TaskBuilder {
       get pagemap() {
         return t.pagemap;
       },
-      parent: this.parent?.t,
+      parent: this.memParent?.t,
       files: this.set.files,
       tramp: this.tramp,
       treeVmas: () => this.set.tasks.flatMap((t) => t.mm?.vmas ?? []),
@@ -492,6 +505,7 @@ export class TaskBuilder {
           tree: this.tree,
           shmid,
           size,
+          namedSizes: this.set.shmemSizes,
           str: (s) => this.str(s),
           floor: this.t.fds.reduce((m, f) => Math.max(m, f.fd), 0) + 16,
           vpid: this.t.pid,
@@ -518,7 +532,7 @@ export class TaskBuilder {
         this.t,
         this.pid,
         this.mem!.fd,
-        !!this.parent,
+        !!this.memParent,
         this.set.lazyParents ? canBeLazy : undefined,
         u?.fd
       );
@@ -556,7 +570,7 @@ export class TaskBuilder {
    * userfaultfd at all): said at -v4. CRIU_BUN_UFFD_FILL=0 turns it off.
    */
   private fillUffd(): { fd: number; ranges: [bigint, bigint][] } | undefined {
-    if (process.env.CRIU_BUN_UFFD_FILL === "0" || this.parent || this.set.lazyParents) return undefined;
+    if (process.env.CRIU_BUN_UFFD_FILL === "0" || this.memParent || this.set.lazyParents) return undefined;
     if (presentRuns(this.t.pm).bytes < UFFD_FILL_MIN) return undefined;
     // UFFDIO_COPY puts 4 KiB pages where a fault through process_vm_writev may get a transparent
     // huge page: left to the faults whenever the kernel would give this memory huge pages (a VMA
@@ -897,6 +911,7 @@ export class TaskBuilder {
   restoreSession(inTree: Set<number>) {
     const t = this.t;
     if (t.sid === t.pid) this.pgidNow = Number(this.inj!.ok(`setsid in ${t.pid}`, NR.setsid));
+    if (!t.zombie) restoreSubreaperEarly({ vpid: t.pid, inj: this.inj! }, t.cores.get(t.pid)?.tc);
     else if (!inTree.has(t.sid))
       log.info(`process ${t.pid}: session ${t.sid} was the shell job's; it joins criu-bun's`); // (restore.ts checkSessions)
   }
@@ -951,6 +966,37 @@ export class TaskBuilder {
     this.mem?.close();
     this.tids = [];
     log.info(`Process ${this.pid} restored as a zombie (status 0x${st.toString(16)})`);
+  }
+
+  /** A process group helper (restore.ts): exit, and be reaped by the member that made it (a child
+   *  without an exit signal: wait4 with __WALL), leaving the group to its members. */
+  endGroupHelper(creator: TaskBuilder) {
+    this.becomeZombie();
+    const r = creator.inj!.call(NR.wait4, this.t.pid, 0, 0x40000000 /* __WALL */, 0);
+    if (r !== BigInt(this.t.pid))
+      throw new CriuError(
+        "restore",
+        r < 0n
+          ? sysFailed(`process ${creator.t.pid}`, `wait4 for the helper of process group ${this.t.pgid}`, r)
+          : `process ${creator.t.pid}: wait4 for the helper of process group ${this.t.pgid} gave ${r}`
+      );
+    log.debug(
+      `process group ${this.t.pgid}: its helper led it while its members joined, and was reaped by process ${creator.t.pid}`
+    );
+  }
+
+  /** Made by its session's leader (createFromParent via): that leader's exit made it its parent's? */
+  checkHandedOver() {
+    if (!this.via) return;
+    const want = this.parent!.pid;
+    const st = readFileSync(`/proc/${this.pid}/stat`, "latin1");
+    const ppid = Number(st.slice(st.lastIndexOf(")") + 2).split(" ")[1]);
+    if (ppid !== want)
+      throw new CriuError(
+        "restore",
+        `process ${this.t.pid}: the exit of its session's leader ${this.via.t.pid} handed it to ${ppid}, not to its parent ${this.parent!.t.pid}`
+      );
+    log.debug(`process ${this.t.pid}: its parent is ${this.parent!.t.pid} again, in session ${this.t.sid}`);
   }
 
   /** Undo: kill whatever was built. */

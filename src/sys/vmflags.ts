@@ -1,9 +1,9 @@
 // The VmFlags a dump uses (smaps's two-letter mnemonics) from vm_flags read by the BPF VMA iterator
 // (bpfvma.ts), without smaps's page-table walk. A bit -> mnemonic table, the kernel's VM_* values
-// for the 13 mnemonics criu-bun reads, CHECKED on the running kernel before it is used (calibrate):
+// for the 14 mnemonics criu-bun reads, CHECKED on the running kernel before it is used (calibrate):
 // criu-bun maps regions in itself with every one of those flags set (madvise, mlock, MAP_GROWSDOWN,
 // MAP_DROPPABLE, MAP_HUGETLB, shared mappings with and without VM_MAYWRITE), reads its own smaps
-// and its own iterator output, and requires that for every VMA of itself the 13 mnemonics the table
+// and its own iterator output, and requires that for every VMA of itself the 14 mnemonics the table
 // derives from vm_flags are exactly smaps's, and that each mnemonic was seen at least once (or that
 // the kernel refuses to set it at all). The droppable bit moves between kernels: it is taken from
 // the calibration (the one bit a droppable mapping has that its twin without MAP_DROPPABLE lacks).
@@ -17,7 +17,7 @@ import { readVmas, readMaps, type Vma } from "./proc";
 import { VmaIterator, BpfVmaError } from "./bpfvma";
 
 /** The mnemonics criu-bun reads from VmFlags (resources/memory.ts, vma.ts). */
-const CONSUMED = ["dc", "dd", "mg", "hg", "nh", "wf", "sr", "rr", "dp", "ht", "gd", "lo", "mw"] as const;
+const CONSUMED = ["dc", "dd", "mg", "hg", "nh", "wf", "sr", "rr", "dp", "ht", "gd", "lo", "mw", "nr"] as const;
 
 /** The kernel's VM_* bits of the mnemonics (include/linux/mm.h; stable since long before 6.x). */
 const KNOWN: [string, bigint][] = [
@@ -28,6 +28,7 @@ const KNOWN: [string, bigint][] = [
   ["rr", 0x10000n], // VM_RAND_READ
   ["dc", 0x20000n], // VM_DONTCOPY
   ["ht", 0x400000n], // VM_HUGETLB
+  ["nr", 0x200000n], // VM_NORESERVE
   ["wf", 0x2000000n], // VM_WIPEONFORK
   ["dd", 0x4000000n], // VM_DONTDUMP
   ["hg", 0x20000000n], // VM_HUGEPAGE
@@ -82,7 +83,8 @@ export function calibrate(it: VmaIterator, swap?: [string, string]): { table: Vm
     return r;
   };
   try {
-    // a reservation, each region one page of it with a PROT_NONE page between (no two merge)
+    // a reservation, each region one page of it with a PROT_NONE page between (no two merge); the
+    // reservation itself is MAP_NORESERVE (nr)
     const slots = 16n;
     const base = mmap(0n, slots * 2n * PAGE, 0, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE);
     if (typeof base === "number") return { reason: `calibration: mmap: ${errnoText(base)}` };
