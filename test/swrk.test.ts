@@ -382,6 +382,61 @@ function freezers(): { kind: string; base: string }[] {
   return out;
 }
 
+test("freeze_cgroup with a SIGSTOPped child in the cgroup: it is seized after the thaw (a frozen stopped task never reaches the trace stop: runc checkpoint hung, CRIU 4.2's too); the dump ends and the child is still stopped", async () => {
+  const c = Client.start();
+  for (const { kind, base } of freezers()) {
+    const cg = join(base, `criu-bun-swrk-stop-${process.pid}-${kind}`);
+    mkdirSync(cg);
+    const work = mkdtempSync(join(tmpdir(), "criu-bun-swrk-stop-"));
+    const sh = Bun.spawn(
+      [
+        "sh",
+        "-c",
+        `echo $$ > ${cg}/cgroup.procs; sleep 100000 & echo $! > ${work}/child; kill -STOP $!; while :; do sleep 0.1; done`,
+      ],
+      { stdin: "ignore", stdout: "ignore", stderr: "ignore", detached: true }
+    );
+    const dir = imagesDir(`swrk-freeze-stopped-${kind}`);
+    const d = dirFd(dir);
+    let child = 0;
+    try {
+      await waitUntil("the child to be stopped", () => {
+        child = existsSync(join(work, "child")) ? Number(readFileSync(join(work, "child"), "utf8")) : 0;
+        return child > 0 && procState(child) === "T";
+      });
+      const t0 = performance.now();
+      const r = c.call({
+        type: T.DUMP,
+        opts: { imagesDirFd: d, pid: sh.pid, leaveRunning: true, freezeCgroup: cg, logLevel: 4, logFile: "dump.log" },
+      });
+      expect(r.crErrmsg ?? "").toBe("");
+      expect(r.success).toBe(true);
+      expect(performance.now() - t0).toBeLessThan(20000);
+      const log = readFileSync(join(dir, "dump.log"), "utf8");
+      expect(log).toMatch(new RegExp(`1 of them stopped \\(seized after the thaw\\): ${child}`));
+      // left as it was: stopped, untraced
+      expect(procState(child)).toBe("T");
+      expect(readFileSync(`/proc/${child}/status`, "utf8")).toMatch(/TracerPid:\s*0\n/);
+    } finally {
+      closeSync(d);
+      for (const p of [child, sh.pid])
+        try {
+          if (p > 0) process.kill(p, 9);
+        } catch {}
+      await waitUntil("cgroup empty", () => {
+        try {
+          rmdirSync(cg);
+          return true;
+        } catch {
+          return false;
+        }
+      });
+      rmSync(work, { recursive: true, force: true });
+    }
+  }
+  expect(await c.close()).toBe(0);
+}, 60_000);
+
 test("freeze_cgroup: the tree's cgroup (v1 freezer, v2 cgroup.freeze) is frozen while its tasks are seized, then thawed; not a cgroup: refused", async () => {
   const c = Client.start();
   for (const { kind, base } of freezers()) {

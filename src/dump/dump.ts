@@ -428,7 +428,7 @@ export function dumpProcess(o: DumpOptions): DumpStats {
     if (o.freezeCgroup) {
       const fz = freezeCgroup(o.freezeCgroup, (o.timeoutSec ?? 10) * 1000);
       try {
-        preSeized = new Set(seizeFrozen(fz.tids));
+        preSeized = new Set(seizeFrozen(fz.tids.filter((t) => !fz.stopped.has(t))));
       } finally {
         fz.thaw();
       }

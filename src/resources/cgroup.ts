@@ -181,7 +181,39 @@ export function enterCgroups(hostPid: number, set: S.cg_set_entry, manage: boole
  * cgroup.freeze) so no task in it can run or fork while the tree is seized, list every thread in
  * it and below, and thaw it again once they are seized (the caller does that with thaw()).
  */
-export function freezeCgroup(path: string, timeoutMs = 10000): { tids: number[]; thaw(): void } {
+/** The tids of a cgroup and its children (v1: tasks, v2: cgroup.threads). */
+function cgroupTids(dir: string, v1: boolean): number[] {
+  const tids: number[] = [];
+  const walk = (d: string) => {
+    const list = readFileSync(join(d, v1 ? "tasks" : "cgroup.threads"), "latin1")
+      .split("\n")
+      .filter(Boolean)
+      .map(Number);
+    tids.push(...list);
+    for (const e of readdirSync(d, { withFileTypes: true })) if (e.isDirectory()) walk(join(d, e.name));
+  };
+  walk(dir);
+  return tids;
+}
+
+/** A task in a job-control stop (SIGSTOP and the like): 'T' in its stat, or, once frozen, asleep in do_signal_stop. */
+function jobStopped(tid: number, frozen: boolean): boolean {
+  try {
+    if (!frozen) return /\) T /.test(readFileSync(`/proc/${tid}/stat`, "latin1"));
+    return readFileSync(`/proc/${tid}/wchan`, "latin1").trim() === "do_signal_stop";
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Freeze a cgroup for the dump (criu's freeze_cgroup) and list its tasks. `stopped`: those in a
+ * job-control stop, which the caller must not seize while the cgroup is frozen: the kernel's
+ * PTRACE_SEIZE of a stopped task waits for it to move into the trace stop, which a frozen task
+ * never does (runc checkpoint of a container holding a SIGSTOPped child hung there, CRIU 4.2's
+ * too). A stopped task runs nothing, so it is seized after the thaw with nothing lost.
+ */
+export function freezeCgroup(path: string, timeoutMs = 10000): { tids: number[]; stopped: Set<number>; thaw(): void } {
   let dir: string;
   try {
     dir = realpathSync(path);
@@ -206,6 +238,12 @@ export function freezeCgroup(path: string, timeoutMs = 10000): { tids: number[];
     v1
       ? readFileSync(file, "latin1").trim() === "FROZEN"
       : /^frozen 1$/m.test(readFileSync(join(dir, "cgroup.events"), "latin1"));
+  const stopped = new Set<number>();
+  try {
+    for (const tid of cgroupTids(dir, v1)) if (jobStopped(tid, false)) stopped.add(tid);
+  } catch (e) {
+    throw new CriuError("dump", `cannot list the tasks of cgroup ${dir}: ${errnoText(e)}`);
+  }
   try {
     writeFileSync(file, v1 ? "FROZEN" : "1");
   } catch (e) {
@@ -219,23 +257,19 @@ export function freezeCgroup(path: string, timeoutMs = 10000): { tids: number[];
     }
     Bun.sleepSync(1);
   }
-  const tids: number[] = [];
-  const walk = (d: string) => {
-    const list = readFileSync(join(d, v1 ? "tasks" : "cgroup.threads"), "latin1")
-      .split("\n")
-      .filter(Boolean)
-      .map(Number);
-    tids.push(...list);
-    for (const e of readdirSync(d, { withFileTypes: true })) if (e.isDirectory()) walk(join(d, e.name));
-  };
+  let tids: number[];
   try {
-    walk(dir);
+    tids = cgroupTids(dir, v1);
   } catch (e) {
     thaw();
     throw e;
   }
-  log.info(`cgroup ${dir} frozen with ${tids.length} thread(s)`);
-  return { tids, thaw };
+  for (const tid of tids) if (!stopped.has(tid) && jobStopped(tid, true)) stopped.add(tid);
+  for (const tid of stopped) if (!tids.includes(tid)) stopped.delete(tid);
+  log.info(
+    `cgroup ${dir} frozen with ${tids.length} thread(s)${stopped.size ? `, ${stopped.size} of them stopped (seized after the thaw): ${[...stopped].join(", ")}` : ""}`
+  );
+  return { tids, stopped, thaw };
 }
 
 /** A new root for the tree's cgroups (criu's cg_root / --cgroup-root): ctrl undefined = every hierarchy not named. */
