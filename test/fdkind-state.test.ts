@@ -150,6 +150,7 @@ test("kind states and held keys are checked at compile time", () => {
 const MODULE_STATE: Record<string, string> = {
   "src/resources/creds.ts lastCapCache": "the kernel's CAP_LAST_CAP",
   "src/resources/xsave.ts layout": "the CPU's XSAVE layout (CPUID)",
+  "src/resources/threads.ts own": "criu-bun's own timer slack and I/O priority, which it does not change",
   "src/resources/memory.ts bpfSource":
     "the BPF VMA program and its vm_flags table checked on the running kernel (or smaps, once that failed): kernel facts",
   "src/net/pageserver.ts deadlineSec": "per socket fd, removed when that socket is closed",

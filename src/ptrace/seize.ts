@@ -58,7 +58,7 @@ const napCell = new Int32Array(new SharedArrayBuffer(4));
  * It cannot be detached before it stops; criu-bun's exit lets go of it (the kernel's exit_ptrace
  * clears the pending interrupt).
  */
-export class DidNotStop extends CriuError {
+class DidNotStop extends CriuError {
   constructor(
     public tid: number,
     timeoutMs: number,
