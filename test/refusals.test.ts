@@ -60,7 +60,7 @@ const OTHER: Partial<Record<UnsupportedKey, [string, string, string[]]>> = {
   "unix-connection-name": ["unixsk", "accname", []],
   "unix-ext-peer": ["extunix", "streams", ["--ext-unix-sk"]],
   "unkept-state": ["prctlfix", "tsc", []],
-  "mqueue-full": ["fixa", "mqfull", []],
+  "mqueue-full": ["fdstate", "mqfull", []],
   "inotify-queued": ["notifyfix", "inoqueue", []],
   "epoll-oneshot-fired": ["notifyfix", "oneshotfired", []],
   "pipe-packets": ["notifyfix", "pipepkt", []],
@@ -72,9 +72,9 @@ const OTHER: Partial<Record<UnsupportedKey, [string, string, string[]]>> = {
   "sigpending-rlimit": ["taskfix", "sigpend", []],
   "vfork": ["freezefix", "vfork", []],
   "leader-exited": ["freezefix", "leaderexit", []],
-  "session-not-parents": ["fixf", "zleadalive", []],
-  "personality": ["fixf", "persbits", []],
-  "pgrp-leader-gone": ["fixf", "pgrpalive", []],
+  "session-not-parents": ["memsess", "zleadalive", []],
+  "personality": ["memsess", "persbits", []],
+  "pgrp-leader-gone": ["memsess", "pgrpalive", []],
 };
 
 describe("the refusal list and the fd-kind registry", () => {

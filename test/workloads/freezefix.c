@@ -1,5 +1,5 @@
 /*
- * freezefix: states that made the freeze hang, lose signals or kill the target once (fixes-d);
+ * freezefix: states that made the freeze hang, lose signals or kill the target once (test/freeze.test.ts);
  * each MODE holds one and at go checks it is all still there exactly (after a dump and restore,
  * a dump -R, or a dump that refused it).
  *

@@ -1,4 +1,4 @@
-// States a dump or restore used to lose or change silently (test/workloads/fixf.c MODE), also
+// States a dump or restore used to lose or change silently (test/workloads/memsess.c MODE), also
 // between criu-bun and CRIU 4.2 both ways: MAP_NORESERVE (smaps "nr", vma_entry.flags 0x4000),
 // CRIU 4.2's shared anonymous memory (written as a memfd mapping of "/dev/zero"), a process in the
 // session of a zombie leader that is not its parent's (made by that leader, handed to its parent by
@@ -130,74 +130,74 @@ function refusedAtRestore(dir: string, pids: number[], what: RegExp) {
 
 describe("restored exactly (criu-bun dumps and restores)", () => {
   test("noreserve: a 64 GiB MAP_NORESERVE reservation (dumped with flags 0x4000) can be made writable after restore", async () => {
-    const w = await startWorkload("fixf", ["noreserve"], { stderr: "file" });
-    const dir = await bunBun(w, "fixf-noreserve");
+    const w = await startWorkload("memsess", ["noreserve"], { stderr: "file" });
+    const dir = await bunBun(w, "memsess-noreserve");
     // PROT_NONE reservation: MAP_PRIVATE|MAP_ANONYMOUS|MAP_NORESERVE, as CRIU writes it
     expect(readFileSync(join(dir, "dump.log"), "utf8")).toMatch(/ --- flags 0x4022 /);
     expect(readFileSync(join(dir, "restore.log"), "utf8")).toMatch(/mapped vma \S+ --- flags 0x4022 /);
   }, 60_000);
 
   test("shanon: shared anonymous and /dev/zero memory shared with a child", async () => {
-    const w = await startWorkload("fixf", ["shanon"], { stderr: "file" });
-    await bunBun(w, "fixf-shanon");
+    const w = await startWorkload("memsess", ["shanon"], { stderr: "file" });
+    await bunBun(w, "memsess-shanon");
   }, 60_000);
 
   test("zlead: a process in its zombie leader's session, handed to the subreaper root, stays in that session and group", async () => {
-    const w = await startWorkload("fixf", ["zlead"], { stderr: "file" });
-    const dir = await bunBun(w, "fixf-zlead");
+    const w = await startWorkload("memsess", ["zlead"], { stderr: "file" });
+    const dir = await bunBun(w, "memsess-zlead");
     const log = readFileSync(join(dir, "restore.log"), "utf8");
     expect(log).toMatch(/made by \d+, the zombie leader of its session \d+, whose exit hands it to its parent \d+/);
     expect(log).toMatch(/its parent is \d+ again, in session \d+/);
   }, 60_000);
 
   test("pgrporphan: a process group whose leader exited, its members handed to the subreaper root, is made again (a helper leads it while they join)", async () => {
-    const w = await startWorkload("fixf", ["pgrporphan"], { stderr: "file" });
-    const dir = await bunBun(w, "fixf-pgrporphan");
+    const w = await startWorkload("memsess", ["pgrporphan"], { stderr: "file" });
+    const dir = await bunBun(w, "memsess-pgrporphan");
     expect(readFileSync(join(dir, "restore.log"), "utf8")).toMatch(
       /process group \d+: its helper led it while its members joined, and was reaped by process \d+/
     );
   }, 60_000);
 
   test("pers: personality 0x1060000", async () => {
-    const w = await startWorkload("fixf", ["pers"], { stderr: "file" });
-    await bunBun(w, "fixf-pers");
+    const w = await startWorkload("memsess", ["pers"], { stderr: "file" });
+    await bunBun(w, "memsess-pers");
   }, 60_000);
 });
 
 describe.skipIf(!havePeer)("with CRIU 4.2", () => {
   test("noreserve: CRIU 4.2 dumps (flags 0x4000), criu-bun restores the reservation unaccounted", async () => {
-    const w = await startWorkload("fixf", ["noreserve"], { stderr: "file" });
-    await criuBunRestores(w, "fixf-peer-noreserve");
+    const w = await startWorkload("memsess", ["noreserve"], { stderr: "file" });
+    await criuBunRestores(w, "memsess-peer-noreserve");
   }, 60_000);
 
   test("noreserve: criu-bun dumps a 64 GiB MAP_NORESERVE reservation, CRIU 4.2 restores it", async () => {
-    const w = await startWorkload("fixf", ["noreserve"], { stderr: "file" });
-    await bunCriuRestores(w, "fixf-bun-noreserve");
+    const w = await startWorkload("memsess", ["noreserve"], { stderr: "file" });
+    await bunCriuRestores(w, "memsess-bun-noreserve");
   }, 60_000);
 
   test("shared: CRIU 4.2 dumps shared anonymous memory (as a memfd mapping of /dev/zero), criu-bun restores it shared", async () => {
     // (in an IPC namespace of its own: CRIU dumps a SysV segment only with its namespace)
     const w = await startWorkload("shared", [], { stderr: "file", wrap: ["unshare", "--ipc", "--"] });
-    const dir = await criuBunRestores(w, "fixf-peer-shared");
+    const dir = await criuBunRestores(w, "memsess-peer-shared");
     expect(readFileSync(join(dir, "restore.log"), "utf8")).toMatch(
       /is shared anonymous memory: read as VMA_ANON_SHARED shmid \d+/
     );
   }, 60_000);
 
   test("shanon: CRIU 4.2 dumps MAP_SHARED anonymous and /dev/zero memory of a parent and child, criu-bun restores both shared", async () => {
-    const w = await startWorkload("fixf", ["shanon"], { stderr: "file" });
-    await criuBunRestores(w, "fixf-peer-shanon");
+    const w = await startWorkload("memsess", ["shanon"], { stderr: "file" });
+    await criuBunRestores(w, "memsess-peer-shanon");
   }, 60_000);
 
   test("zlead: CRIU 4.2 dumps a process in its zombie leader's session, criu-bun restores it there", async () => {
-    const w = await startWorkload("fixf", ["zlead"], { stderr: "file" });
-    await criuBunRestores(w, "fixf-peer-zlead");
+    const w = await startWorkload("memsess", ["zlead"], { stderr: "file" });
+    await criuBunRestores(w, "memsess-peer-zlead");
   }, 60_000);
 
   test("zleadalive: CRIU 4.2's images of a process in a live leader's session other than its parent's are refused in one line before anything is made", async () => {
-    const w = await startWorkload("fixf", ["zleadalive"], { stderr: "file" });
+    const w = await startWorkload("memsess", ["zleadalive"], { stderr: "file" });
     const pids = treeOf(w.pid);
-    const dir = imagesDir("fixf-peer-zleadalive");
+    const dir = imagesDir("memsess-peer-zleadalive");
     peer(["dump", "-t", String(w.pid)], dir, "dump.log");
     await allGone(pids);
     const b = Number(readFileSync(join(w.dir, "culprit"), "utf8"));
@@ -211,27 +211,27 @@ describe.skipIf(!havePeer)("with CRIU 4.2", () => {
   }, 60_000);
 
   test("pgrporphan: CRIU 4.2 dumps a process group whose leader exited, criu-bun makes it again", async () => {
-    const w = await startWorkload("fixf", ["pgrporphan"], { stderr: "file" });
-    await criuBunRestores(w, "fixf-peer-pgrporphan");
+    const w = await startWorkload("memsess", ["pgrporphan"], { stderr: "file" });
+    await criuBunRestores(w, "memsess-peer-pgrporphan");
   }, 60_000);
 
   test("pgrporphan: criu-bun dumps a process group whose leader exited, CRIU 4.2 restores it", async () => {
-    const w = await startWorkload("fixf", ["pgrporphan"], { stderr: "file" });
-    await bunCriuRestores(w, "fixf-bun-pgrporphan");
+    const w = await startWorkload("memsess", ["pgrporphan"], { stderr: "file" });
+    await bunCriuRestores(w, "memsess-bun-pgrporphan");
   }, 60_000);
 
   test("pers: CRIU 4.2 writes 0x1060000 as 1060000; criu-bun restores 0x1060000", async () => {
-    const w = await startWorkload("fixf", ["pers"], { stderr: "file" });
-    const dir = await criuBunRestores(w, "fixf-peer-pers");
+    const w = await startWorkload("memsess", ["pers"], { stderr: "file" });
+    const dir = await criuBunRestores(w, "memsess-peer-pers");
     expect(readFileSync(join(dir, "restore.log"), "utf8")).toMatch(
       /personality 1060000 \(CRIU's decimal reading of its hex digits\) is 0x1060000/
     );
   }, 60_000);
 
   test("pers: a personality in CRIU's images that is no reading of one Linux defines is refused in one line before anything is made", async () => {
-    const w = await startWorkload("fixf", ["pers"], { stderr: "file" });
+    const w = await startWorkload("memsess", ["pers"], { stderr: "file" });
     const pids = treeOf(w.pid);
-    const dir = imagesDir("fixf-peer-persbad");
+    const dir = imagesDir("memsess-peer-persbad");
     peer(["dump", "-t", String(w.pid)], dir, "dump.log");
     await allGone(pids);
     // 1234567: the digits 0x01234567, bits 0x234567 no personality has
@@ -257,10 +257,10 @@ test("persbits, zleadalive and pgrpalive: refused at dump, the target runs on (t
     ["zleadalive", /session other than its parent's, not led by a zombie whose exit hands it to that parent/],
     ["pgrpalive", /process group whose leader lives outside the tree \(process group \d+\)/],
   ] as const) {
-    const w = await startWorkload("fixf", [mode], { stderr: "file" });
+    const w = await startWorkload("memsess", [mode], { stderr: "file" });
     if (existsSync(join(w.dir, "ext-pid"))) leftovers.push(Number(readFileSync(join(w.dir, "ext-pid"), "utf8")));
     const culprit = existsSync(join(w.dir, "culprit")) ? Number(readFileSync(join(w.dir, "culprit"), "utf8")) : w.pid;
-    const r = criuBun(["dump", "-t", String(w.pid), "-D", imagesDir(`fixf-refuse-${mode}`)]);
+    const r = criuBun(["dump", "-t", String(w.pid), "-D", imagesDir(`memsess-refuse-${mode}`)]);
     expect(r.code).toBe(1);
     expect(r.stderr.trim().split("\n").length).toBe(1);
     expect(r.stderr).toMatch(new RegExp(`^Error \\(dump\\): process ${culprit}: `));

@@ -1,15 +1,15 @@
 /*
- * fixa: message queues, timerfds and OFD locks in states criu-bun got wrong once; each MODE holds
+ * fdstate: message queues, timerfds and OFD locks in states criu-bun got wrong once; each MODE holds
  * one, and at go checks it is all still there exactly (after a dump and restore, or after a dump
  * that refused it).
  *
- *   fixa DIR MODE
- *   mqzero    POSIX message queues holding zero-length messages: /fixa-PID-a (maxmsg 8, msgsize 64):
+ *   fdstate DIR MODE
+ *   mqzero    POSIX message queues holding zero-length messages: /fdstate-PID-a (maxmsg 8, msgsize 64):
  *             "" at priority 10, "m1" "m2" at 5, "" at 5, "m3" at 5, a 64-byte message at 3, "" at 0;
- *             /fixa-PID-b (maxmsg 4, msgsize 16, mode 0640): one "" at priority 0. At go: every
+ *             /fdstate-PID-b (maxmsg 4, msgsize 16, mode 0640): one "" at priority 0. At go: every
  *             message in receive order (length, priority, bytes), then both empty; maxmsg,
  *             msgsize and curmsgs as set
- *   mqfull    /fixa-PID-f (maxmsg 2, msgsize 16) full with "m1" "m2" (priority 1), and a helper
+ *   mqfull    /fdstate-PID-f (maxmsg 2, msgsize 16) full with "m1" "m2" (priority 1), and a helper
  *             outside the tree (double-forked, its own session; pid in DIR/ext-pid) blocked in
  *             mq_send("X", priority 1) on it. At go: m1, m2, then X (the helper's, once there is
  *             room), then nothing. Refused at dump (mqueue-full): a dump that read the queue would
@@ -55,8 +55,8 @@ static void mq_setup_zero(void) {
 	memset(big, 'B', sizeof big);
 	big[0] = 'b';
 	big[63] = 'e';
-	snprintf(qa, sizeof qa, "/fixa-%d-a", (int)getpid());
-	snprintf(qb, sizeof qb, "/fixa-%d-b", (int)getpid());
+	snprintf(qa, sizeof qa, "/fdstate-%d-a", (int)getpid());
+	snprintf(qb, sizeof qb, "/fdstate-%d-b", (int)getpid());
 	mq_unlink(qa);
 	mq_unlink(qb);
 	struct mq_attr at = {.mq_maxmsg = 8, .mq_msgsize = 64};
@@ -150,7 +150,7 @@ static int helper_blocked(void) {
 }
 
 static void mq_setup_full(void) {
-	snprintf(qf, sizeof qf, "/fixa-%d-f", (int)getpid());
+	snprintf(qf, sizeof qf, "/fdstate-%d-f", (int)getpid());
 	mq_unlink(qf);
 	struct mq_attr at = {.mq_maxmsg = 2, .mq_msgsize = 16};
 	NEED((mqf = mq_open(qf, O_RDWR | O_CREAT | O_EXCL, 0600, &at)) >= 0);
@@ -364,7 +364,7 @@ static void setup(void) {
 	else if (is("tfdflags")) tfd_setup();
 	else if (is("ofd")) ofd_setup();
 	else {
-		fprintf(stderr, "fixa: unknown mode %s\n", mode);
+		fprintf(stderr, "fdstate: unknown mode %s\n", mode);
 		exit(2);
 	}
 }
@@ -392,4 +392,4 @@ static void check(void) {
 	else if (is("ofd")) ofd_check();
 }
 
-int main(int argc, char **argv) { wl_mode_main(argc, argv, "fixa", setup, corrupt, check, 1); }
+int main(int argc, char **argv) { wl_mode_main(argc, argv, "fdstate", setup, corrupt, check, 1); }

@@ -1,8 +1,8 @@
 /*
- * fixf: memory, session and personality states criu-bun got wrong once; each MODE holds one, and at
+ * memsess: memory, session and personality states criu-bun got wrong once; each MODE holds one, and at
  * go checks it is all still there exactly (after a dump and restore, or after a dump that refused it).
  *
- *   fixf DIR MODE
+ *   memsess DIR MODE
  *   noreserve   a 64 GiB MAP_NORESERVE PROT_NONE reservation and a 4 MiB MAP_NORESERVE read-write
  *               region holding a pattern. At go: both still "nr" in smaps VmFlags, the pattern
  *               intact, and mprotect(PROT_READ|PROT_WRITE) of the whole reservation works (without
@@ -333,4 +333,4 @@ static void check(void) {
 	}
 }
 
-int main(int argc, char **argv) { wl_mode_main(argc, argv, "fixf", setup, corrupt, check, 1); }
+int main(int argc, char **argv) { wl_mode_main(argc, argv, "memsess", setup, corrupt, check, 1); }

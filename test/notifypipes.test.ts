@@ -45,7 +45,7 @@ describe("restored exactly (the workload checks itself after restore)", () => {
   for (const [mode, what] of EXACT) {
     test(`${mode}: ${what}`, async () => {
       const w = await startWorkload("notifyfix", [mode], { stderr: "file" });
-      const dir = imagesDir(`fixes-c-${mode}`);
+      const dir = imagesDir(`notifypipes-${mode}`);
       dump(w.pid, dir);
       const r = await restore(dir, w.pid);
       trigger(w);
@@ -67,7 +67,7 @@ const esc = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 // the pipe-packets entry's own test (refusals.test.ts) holds a pipe; the same refusal for a FIFO
 test("fifopkt: packets queued in a FIFO in packet mode are refused too (pipe-packets), the FIFO intact", async () => {
   const w = await startWorkload("notifyfix", ["fifopkt"], { stderr: "file" });
-  const r = criuBun(["dump", "-t", String(w.pid), "-D", imagesDir("fixes-c-fifopkt")]);
+  const r = criuBun(["dump", "-t", String(w.pid), "-D", imagesDir("notifypipes-fifopkt")]);
   expect(r.code).toBe(1);
   expect(r.stderr.trim()).toMatch(
     new RegExp(
@@ -111,7 +111,7 @@ describe.skipIf(!have)("interop with CRIU 4.2", () => {
   for (const mode of ["inomany", "oneshot", "pipedirect"]) {
     test(`interop: criu-bun dumps ${mode}, CRIU 4.2 restores it`, async () => {
       const w = await startWorkload("notifyfix", [mode], { timeoutMs: 30_000 });
-      const dir = imagesDir(`fixes-c-bun-criu-${mode}`);
+      const dir = imagesDir(`notifypipes-bun-criu-${mode}`);
       dump(w.pid, dir);
       await waitReaped(w.pid, 10_000);
       try {
@@ -130,7 +130,7 @@ describe.skipIf(!have)("interop with CRIU 4.2", () => {
   for (const mode of ["inomany", "oneshot", "fifodirect"]) {
     test(`interop: CRIU 4.2 dumps ${mode}, criu-bun restores it`, async () => {
       const w = await startWorkload("notifyfix", [mode], { timeoutMs: 30_000 });
-      const dir = imagesDir(`fixes-c-criu-bun-${mode}`);
+      const dir = imagesDir(`notifypipes-criu-bun-${mode}`);
       peer(["dump", "-t", String(w.pid)], dir, "dump.log");
       const r = await restore(dir, w.pid, [], 20_000);
       trigger(w);

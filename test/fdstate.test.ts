@@ -1,4 +1,4 @@
-// Exact restores of states criu-bun once got wrong (workload test/workloads/fixa.c MODE), each on
+// Exact restores of states criu-bun once got wrong (workload test/workloads/fdstate.c MODE), each on
 // real processes that check themselves after the restore:
 //  - POSIX message queues holding zero-length messages (the dump crashed and emptied the running
 //    target's queue); a failed dump leaves every message in place;
@@ -63,9 +63,9 @@ function peer(args: string[], dir: string, log: string) {
   }
 }
 
-/** CRIU 4.2 dumps fixa MODE, criu-bun restores it: PASS; the images directory */
+/** CRIU 4.2 dumps fdstate MODE, criu-bun restores it: PASS; the images directory */
 async function peerDumpsBunRestores(mode: string, opts: string[] = []) {
-  const w = await startWorkload("fixa", [mode]);
+  const w = await startWorkload("fdstate", [mode]);
   const dir = imagesDir(`peer-${mode}`);
   peer(["dump", "-t", String(w.pid), ...opts], dir, "dump.log");
   await waitReaped(w.pid, 10000);
@@ -78,9 +78,9 @@ async function peerDumpsBunRestores(mode: string, opts: string[] = []) {
   return dir;
 }
 
-/** criu-bun dumps fixa MODE, CRIU 4.2 restores it (-d): PASS; the images directory */
+/** criu-bun dumps fdstate MODE, CRIU 4.2 restores it (-d): PASS; the images directory */
 async function bunDumpsPeerRestores(mode: string, opts: string[] = []) {
-  const w = await startWorkload("fixa", [mode]);
+  const w = await startWorkload("fdstate", [mode]);
   const dir = imagesDir(`bun-${mode}`);
   dump(w.pid, dir, opts);
   await waitReaped(w.pid, 10000);
@@ -96,7 +96,7 @@ async function bunDumpsPeerRestores(mode: string, opts: string[] = []) {
 
 describe("POSIX message queue with zero-length messages", () => {
   test("dumped and restored exactly: every message's length, priority and bytes in receive order", async () => {
-    const { dir } = await dumpRestoreVerify("fixa", ["mqzero"]);
+    const { dir } = await dumpRestoreVerify("fdstate", ["mqzero"]);
     const lines = readFileSync(join(dir, "mqueue.criu-bun.jsonl"), "utf8")
       .trim()
       .split("\n")
@@ -115,12 +115,12 @@ describe("POSIX message queue with zero-length messages", () => {
     expect(b.msgs).toEqual([{ prio: 0, data: "" }]);
     const log = readFileSync(join(dir, "dump.log"), "utf8");
     expect(log).toMatch(
-      /mqueue: process \d+ fd \d+: '\/fixa-\d+-a' \(maxmsg 8, msgsize 64\): 7 message\(s\), 70 bytes/
+      /mqueue: process \d+ fd \d+: '\/fdstate-\d+-a' \(maxmsg 8, msgsize 64\): 7 message\(s\), 70 bytes/
     );
   }, 60_000);
 
   test("a dump that fails after reading the queues, and one with --leave-running, leave every message in place", async () => {
-    const w = await startWorkload("fixa", ["mqzero"]);
+    const w = await startWorkload("fdstate", ["mqzero"]);
     const failed = criuBun(["dump", "-t", String(w.pid), "-D", imagesDir("mqzero-fault")], {
       env: { CRIU_BUN_FAULT: "dump-end" },
     });
@@ -138,7 +138,7 @@ describe("POSIX message queue with zero-length messages", () => {
 
 describe("timerfd settime flags", () => {
   test("TFD_TIMER_ABSTIME and TFD_TIMER_CANCEL_ON_SET kept on every clock, armed and disarmed; time left kept", async () => {
-    const { dir } = await dumpRestoreVerify("fixa", ["tfdflags"]);
+    const { dir } = await dumpRestoreVerify("fdstate", ["tfdflags"]);
     const tfds = show(dir, "files.img").filter((e) => e.type === "TIMERFD");
     expect(tfds.map((e) => [e.tfd.clockid, Number(e.tfd.settimeFlags ?? e.tfd.settime_flags)])).toEqual([
       [0, 3],
@@ -174,7 +174,7 @@ describe("timerfd settime flags", () => {
 
 describe("OFD locks", () => {
   test("restored as OFD locks (an unrelated close keeps them, l_pid -1); filelocks.img says FL_OFD (4) as CRIU does", async () => {
-    const { dir } = await dumpRestoreVerify("fixa", ["ofd"], { dumpArgs: ["--file-locks"] });
+    const { dir } = await dumpRestoreVerify("fdstate", ["ofd"], { dumpArgs: ["--file-locks"] });
     const locks = show(dir, "filelocks.img");
     expect(locks.map((l) => [l.flag, l.type, Number(l.start), Number(l.len)]).sort()).toEqual(
       [
@@ -188,7 +188,7 @@ describe("OFD locks", () => {
   test.skipIf(!Bun.which("crit"))(
     "criu-bun's older images (OFD as flag 1024) are still read as OFD locks",
     async () => {
-      const w = await startWorkload("fixa", ["ofd"]);
+      const w = await startWorkload("fdstate", ["ofd"]);
       const dir = imagesDir("ofd-1024");
       dump(w.pid, dir, ["--file-locks"]);
       const img = join(dir, "filelocks.img");
