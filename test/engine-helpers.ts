@@ -1,8 +1,18 @@
 // Dump/restore steps shared by the engine tests: dump a workload, restore it as criu-bun's child
 // (criu-bun stays the parent, as criu does without -d, and exits 0 once the tree is gone).
-import { mkdtempSync, rmSync, openSync, readSync, writeSync, closeSync, statSync } from "node:fs";
+import {
+  mkdtempSync,
+  rmSync,
+  openSync,
+  readSync,
+  writeSync,
+  closeSync,
+  statSync,
+  existsSync,
+  readFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
 import { criuBun, criuBunCommand, REPO_ROOT, waitGone, type Workload } from "./harness";
 
@@ -17,6 +27,25 @@ export function flipBit(path: string, offset = statSync(path).size >> 1) {
 }
 
 const dirs: string[] = [];
+/** The reference CRIU 4.2, the peer of the interop tests: ../shared/tools/criu-4.2 beside the
+ *  repository, or $CRIU_PEER. */
+export const PEER = process.env.CRIU_PEER ?? resolve(REPO_ROOT, "..", "shared", "tools", "criu-4.2");
+export const havePeer = existsSync(PEER);
+
+/** `criu-4.2 ARGS -D DIR -o LOG -v4`, run in DIR; a failure throws with its stderr and the log's first errors. */
+export function peer(args: string[], dir: string, log: string) {
+  const r = Bun.spawnSync([PEER, ...args, "-D", dir, "-o", log, "-v4"], { stdout: "pipe", stderr: "pipe", cwd: dir });
+  if (r.exitCode !== 0) {
+    const text = existsSync(join(dir, log)) ? readFileSync(join(dir, log), "utf8") : "";
+    const errors = text
+      .split("\n")
+      .filter((l) => l.includes("Error") && !l.includes("RLIMIT_NOFILE"))
+      .slice(0, 8)
+      .join("\n");
+    throw new Error(`criu-4.2 ${args[0]} failed (${r.exitCode}):\n${r.stderr.toString()}\n${errors}`);
+  }
+}
+
 export function imagesDir(tag: string): string {
   const d = mkdtempSync(join(tmpdir(), `criu-bun-img-${tag}-`));
   dirs.push(d);

@@ -11,22 +11,20 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { writeManifest } from "../src/images/manifest";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
+import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, waitUntil, isAlive, criuBun } from "./harness";
 import {
-  buildWorkloads,
-  cleanup,
-  startWorkload,
-  trigger,
-  waitResult,
-  waitUntil,
-  isAlive,
-  criuBun,
-  REPO_ROOT,
-} from "./harness";
-import { dump, restore, imagesDir, cleanupImages, dumpRestoreVerify, waitReaped } from "./engine-helpers";
+  dump,
+  restore,
+  imagesDir,
+  cleanupImages,
+  dumpRestoreVerify,
+  waitReaped,
+  PEER,
+  peer,
+  havePeer,
+} from "./engine-helpers";
 
-const PEER = process.env.CRIU_PEER ?? resolve(REPO_ROOT, "..", "shared", "tools", "criu-4.2");
-const havePeer = existsSync(PEER);
 if (!havePeer) console.warn(`SKIP the CRIU 4.2 directions: ${PEER} is missing`);
 
 beforeAll(async () => {
@@ -47,20 +45,6 @@ function show(dir: string, file: string): any[] {
   expect(r.code).toBe(0);
   const j = JSON.parse(r.stdout);
   return j.entries ?? j;
-}
-
-/** CRIU 4.2 (the peer) on images directory dir; its log's errors in the exception */
-function peer(args: string[], dir: string, log: string) {
-  const r = Bun.spawnSync([PEER, ...args, "-D", dir, "-o", log, "-v4"], { stdout: "pipe", stderr: "pipe", cwd: dir });
-  if (r.exitCode !== 0) {
-    const text = existsSync(join(dir, log)) ? readFileSync(join(dir, log), "utf8") : "";
-    const errors = text
-      .split("\n")
-      .filter((l) => l.includes("Error") && !l.includes("RLIMIT_NOFILE"))
-      .slice(0, 8)
-      .join("\n");
-    throw new Error(`criu-4.2 ${args[0]} failed (${r.exitCode}):\n${r.stderr.toString()}\n${errors}`);
-  }
 }
 
 /** CRIU 4.2 dumps fdstate MODE, criu-bun restores it: PASS; the images directory */

@@ -5,23 +5,10 @@
 // left exactly as they were by a dump -R; a leader that has exited refused in one line.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
-import { join, resolve } from "node:path";
-import {
-  buildWorkloads,
-  cleanup,
-  criuBun,
-  isAlive,
-  REPO_ROOT,
-  startWorkload,
-  trigger,
-  waitResult,
-  waitUntil,
-} from "./harness";
-import { cleanupImages, dump, imagesDir, restore, waitReaped } from "./engine-helpers";
+import { join } from "node:path";
+import { buildWorkloads, cleanup, criuBun, isAlive, startWorkload, trigger, waitResult, waitUntil } from "./harness";
+import { cleanupImages, dump, imagesDir, restore, waitReaped, peer, havePeer } from "./engine-helpers";
 import { UNSUPPORTED } from "../src/resources/unsupported";
-
-const PEER = process.env.CRIU_PEER ?? resolve(REPO_ROOT, "..", "shared", "tools", "criu-4.2");
-const havePeer = existsSync(PEER);
 
 beforeAll(async () => {
   await buildWorkloads();
@@ -36,11 +23,6 @@ const status = (pid: number) => readFileSync(`/proc/${pid}/status`, "utf8");
 const field = (pid: number, key: string) => new RegExp(`^${key}:\\s*(.*)$`, "m").exec(status(pid))?.[1] ?? "";
 const childOf = (pid: number) =>
   Number(readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/)[0]);
-
-function peer(args: string[], dir: string, log: string) {
-  const r = Bun.spawnSync([PEER, ...args, "-D", dir, "-o", log, "-v4"], { stdout: "pipe", stderr: "pipe", cwd: dir });
-  if (r.exitCode !== 0) throw new Error(`criu-4.2 ${args[0]} failed (${r.exitCode}):\n${r.stderr.toString()}`);
-}
 
 describe("vfork in progress", () => {
   test("refused in one line before anything is seized; the parent and its child run on untraced", async () => {

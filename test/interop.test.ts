@@ -15,7 +15,7 @@ import {
   statSync,
   writeFileSync,
 } from "node:fs";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import {
   startWorkload,
   trigger,
@@ -31,10 +31,9 @@ import {
 } from "./harness";
 import { decodePagemap } from "../src/images/pagemap";
 import { writeManifest } from "../src/images/manifest";
-import { dump, restore, imagesDir, cleanupImages, waitReaped } from "./engine-helpers";
+import { dump, restore, imagesDir, cleanupImages, waitReaped, PEER, peer } from "./engine-helpers";
 import { clientBackoffs } from "./netns";
 
-const PEER = process.env.CRIU_PEER ?? resolve(REPO_ROOT, "..", "shared", "tools", "criu-4.2");
 const have = existsSync(PEER) && existsSync("/usr/bin/crit");
 if (!have)
   console.warn(
@@ -45,25 +44,6 @@ afterAll(() => {
   cleanup();
   cleanupImages();
 });
-
-function peer(args: string[], dir: string, log: string) {
-  const r = Bun.spawnSync([PEER, ...args, "-D", dir, "-o", log, "-v4"], { stdout: "pipe", stderr: "pipe", cwd: dir });
-  if (r.exitCode !== 0) {
-    const text = (() => {
-      try {
-        return readFileSync(join(dir, log), "utf8");
-      } catch {
-        return "";
-      }
-    })();
-    const errors = text
-      .split("\n")
-      .filter((l) => l.includes("Error") && !l.includes("RLIMIT_NOFILE"))
-      .slice(0, 8)
-      .join("\n");
-    throw new Error(`criu-4.2 ${args[0]} failed (${r.exitCode}):\n${r.stderr.toString()}\n${errors}`);
-  }
-}
 
 function crit(...args: string[]): string {
   const r = Bun.spawnSync(["crit", ...args], { stdout: "pipe", stderr: "pipe" });

@@ -7,23 +7,19 @@
 // at restore of CRIU's images, before anything is made), a personality with bits Linux does not define.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import {
   buildWorkloads,
   cleanup,
   criuBun,
   isAlive,
-  REPO_ROOT,
   startWorkload,
   trigger,
   waitResult,
   waitUntil,
   type Workload,
 } from "./harness";
-import { cleanupImages, dump, imagesDir, restore, waitReaped } from "./engine-helpers";
-
-const PEER = process.env.CRIU_PEER ?? resolve(REPO_ROOT, "..", "shared", "tools", "criu-4.2");
-const havePeer = existsSync(PEER);
+import { cleanupImages, dump, imagesDir, restore, waitReaped, peer, havePeer } from "./engine-helpers";
 
 beforeAll(async () => {
   await buildWorkloads();
@@ -37,22 +33,6 @@ afterAll(() => {
   cleanup();
   cleanupImages();
 });
-
-function peer(args: string[], dir: string, log: string) {
-  const r = Bun.spawnSync([PEER, ...args, "-D", dir, "-o", log, "-v4"], { stdout: "pipe", stderr: "pipe", cwd: dir });
-  if (r.exitCode !== 0) {
-    let text = "";
-    try {
-      text = readFileSync(join(dir, log), "utf8");
-    } catch {}
-    const errors = text
-      .split("\n")
-      .filter((l) => l.includes("Error") && !l.includes("RLIMIT_NOFILE"))
-      .slice(0, 8)
-      .join("\n");
-    throw new Error(`criu-4.2 ${args[0]} failed (${r.exitCode}):\n${r.stderr.toString()}\n${errors}`);
-  }
-}
 
 /** The workload and every process below it (the zombie among them), read before a dump. */
 function treeOf(root: number): number[] {

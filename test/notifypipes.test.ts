@@ -4,20 +4,19 @@
 // can take the state; and a damaged copy (--selftest-corrupt) fails each mode's checks.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import {
   buildWorkloads,
   cleanup,
   criuBun,
   isAlive,
-  REPO_ROOT,
   runWorkload,
   startWorkload,
   trigger,
   waitResult,
   waitUntil,
 } from "./harness";
-import { cleanupImages, dump, imagesDir, restore, waitReaped } from "./engine-helpers";
+import { cleanupImages, dump, imagesDir, restore, waitReaped, peer, havePeer } from "./engine-helpers";
 import { UNSUPPORTED } from "../src/resources/unsupported";
 
 beforeAll(async () => {
@@ -87,26 +86,8 @@ test("each mode reports FAIL when its state is undone (--selftest-corrupt)", asy
 }, 60_000);
 
 // ---- CRIU 4.2 as a peer ----
-const PEER = process.env.CRIU_PEER ?? resolve(REPO_ROOT, "..", "shared", "tools", "criu-4.2");
-const have = existsSync(PEER);
 
-function peer(args: string[], dir: string, log: string) {
-  const r = Bun.spawnSync([PEER, ...args, "-D", dir, "-o", log, "-v4"], { stdout: "pipe", stderr: "pipe", cwd: dir });
-  if (r.exitCode !== 0) {
-    let text = "";
-    try {
-      text = readFileSync(join(dir, log), "utf8");
-    } catch {}
-    throw new Error(
-      `criu-4.2 ${args[0]} failed (${r.exitCode}):\n${text
-        .split("\n")
-        .filter((l) => l.includes("Error") && !l.includes("RLIMIT_NOFILE"))
-        .join("\n")}`
-    );
-  }
-}
-
-describe.skipIf(!have)("interop with CRIU 4.2", () => {
+describe.skipIf(!havePeer)("interop with CRIU 4.2", () => {
   // CRIU 4.2 itself refuses a packet-mode pipe, and cannot open a FIFO with O_DIRECT: not here
   for (const mode of ["inomany", "oneshot", "pipedirect"]) {
     test(`interop: criu-bun dumps ${mode}, CRIU 4.2 restores it`, async () => {

@@ -6,23 +6,10 @@
 // told, real-time signals queued over RLIMIT_SIGPENDING (restore could not queue them again).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
-import { join, resolve } from "node:path";
-import {
-  buildWorkloads,
-  cleanup,
-  criuBun,
-  isAlive,
-  REPO_ROOT,
-  startWorkload,
-  trigger,
-  waitResult,
-  waitUntil,
-} from "./harness";
-import { cleanupImages, dump, imagesDir, restore, waitReaped } from "./engine-helpers";
+import { join } from "node:path";
+import { buildWorkloads, cleanup, criuBun, isAlive, startWorkload, trigger, waitResult, waitUntil } from "./harness";
+import { cleanupImages, dump, imagesDir, restore, waitReaped, peer, havePeer } from "./engine-helpers";
 import { UNSUPPORTED, type UnsupportedKey } from "../src/resources/unsupported";
-
-const PEER = process.env.CRIU_PEER ?? resolve(REPO_ROOT, "..", "shared", "tools", "criu-4.2");
-const havePeer = existsSync(PEER);
 
 beforeAll(async () => {
   await buildWorkloads();
@@ -31,22 +18,6 @@ afterAll(() => {
   cleanup();
   cleanupImages();
 });
-
-function peer(args: string[], dir: string, log: string) {
-  const r = Bun.spawnSync([PEER, ...args, "-D", dir, "-o", log, "-v4"], { stdout: "pipe", stderr: "pipe", cwd: dir });
-  if (r.exitCode !== 0) {
-    let text = "";
-    try {
-      text = readFileSync(join(dir, log), "utf8");
-    } catch {}
-    const errors = text
-      .split("\n")
-      .filter((l) => l.includes("Error") && !l.includes("RLIMIT_NOFILE"))
-      .slice(0, 8)
-      .join("\n");
-    throw new Error(`criu-4.2 ${args[0]} failed (${r.exitCode}):\n${r.stderr.toString()}\n${errors}`);
-  }
-}
 
 const EXACT: [string, string, RegExp][] = [
   [
