@@ -10,6 +10,8 @@ import {
   PTRACE,
   ptrace,
   __WALL,
+  WNOHANG,
+  sleepUs,
   describeStatus,
 } from "../sys/ptrace";
 import { listTids } from "../sys/proc";
@@ -50,8 +52,6 @@ function exitedNow(pid: number): boolean {
   }
 }
 
-const WNOHANG = 1;
-const napCell = new Int32Array(new SharedArrayBuffer(4));
 /**
  * A thread that never reaches its ptrace stop: seized and interrupted, but held in a killable
  * wait of the kernel (a vfork parent waiting for its child, a task blocked on a dead NFS server).
@@ -94,7 +94,7 @@ function waitReport(tid: number, deadline: number): { r: number; status: number 
       syscall(24 /* sched_yield */); // (on few CPUs the thread we wait for may need ours to get there)
       continue;
     }
-    Atomics.wait(napCell, 0, 0, Math.min(2, 0.05 * (1 + (i & 63))));
+    sleepUs(Math.min(2000, 50 * (1 + (i & 63))));
   }
 }
 
