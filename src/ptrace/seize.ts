@@ -14,7 +14,7 @@ import {
   sleepUs,
   describeStatus,
 } from "../sys/ptrace";
-import { listTids } from "../sys/proc";
+import { listTids, taskWhere } from "../sys/proc";
 import { readFileSync } from "../sys/fs";
 import { addr, syscall } from "../sys/syscall";
 import { sysFailed, E, errnoText } from "../sys/errno";
@@ -66,7 +66,7 @@ class DidNotStop extends CriuError {
   ) {
     super(
       "seize",
-      `${pid ? `process ${pid}${tid !== pid ? ` thread ${tid}` : ""}` : `thread ${tid}`} did not stop within ${Math.round(timeoutMs / 100) / 10} s (blocked in the kernel: state ${taskState(tid)}); the tree is left running`
+      `${pid ? taskWhere(pid, tid) : `thread ${tid}`} did not stop within ${Math.round(timeoutMs / 100) / 10} s (blocked in the kernel: state ${taskState(tid)}); the tree is left running`
     );
   }
 }

@@ -4,7 +4,7 @@
 // set again at restore through the process's own injected syscalls, SIGTRAP's handler last.
 import { getSigmask, setSigmask, peekSiginfo } from "../sys/ptrace";
 import { readdirSync } from "../sys/fs";
-import { readStat, readStatus, type ProcStat } from "../sys/proc";
+import { readStat, readStatus, taskWhere, type ProcStat } from "../sys/proc";
 import { NR } from "../sys/nr";
 import { errnoText, sysFailed } from "../sys/errno";
 import type { Injector, InCall, OutCall } from "../ptrace/inject";
@@ -103,7 +103,7 @@ export function refusePendingTrap(
   stopSig: number | undefined
 ) {
   if ((hexMask(status.SigPnd) | hexMask(status.ShdPnd)) & (1n << BigInt(SIGTRAP - 1)) || stopSig === SIGTRAP) {
-    refuse("dump", `process ${pid}${tid !== pid ? ` thread ${tid}` : ""}`, "sigtrap");
+    refuse("dump", taskWhere(pid, tid), "sigtrap");
   }
 }
 
@@ -138,7 +138,7 @@ export function refuseSigpendingOverLimit(
     if (count <= limit) continue;
     refuse(
       "dump",
-      `process ${pid}${q.tid !== pid ? ` thread ${q.tid}` : ""}`,
+      taskWhere(pid, q.tid),
       "sigpending-rlimit",
       `${count} queued for its user, RLIMIT_SIGPENDING ${limit}; signal(s) ${held.map(signo).join(", ")}`
     );

@@ -18,7 +18,7 @@ import {
   GDT_ENTRY_TLS_MIN,
   GDT_ENTRY_TLS_ENTRIES,
 } from "../sys/ptrace";
-import { readStat, readStatus, readText } from "../sys/proc";
+import { readStat, readStatus, readText, taskWhere } from "../sys/proc";
 import { syscall, addr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { PR } from "../sys/flags";
@@ -64,8 +64,7 @@ function dumpSched(pid: number, tid: number): { policy: number; prio: number } {
   const r = syscall(NR.sched_getscheduler, tid);
   if (r < 0) throw new CriuError("dump", sysFailed(`process ${pid} thread ${tid}`, "sched_getscheduler", r));
   const base = r & ~SCHED_RESET_ON_FORK;
-  if (!(base in SCHED_POLICIES))
-    refuse("dump", `process ${pid}${tid !== pid ? ` thread ${tid}` : ""}`, "sched-deadline", `policy ${base}`);
+  if (!(base in SCHED_POLICIES)) refuse("dump", taskWhere(pid, tid), "sched-deadline", `policy ${base}`);
   let prio = 0;
   if (isRealtime(base)) {
     const p = new Int32Array(1);
@@ -189,7 +188,7 @@ let own: { slack: bigint; ioprio: number } | undefined;
  * the I/O priority (ioprio_set).
  */
 function refuseUnkeptThreadState(pid: number, tid: number, q: ThreadQueries, policy: number, seccomp: number) {
-  const where = `process ${pid}${tid !== pid ? ` thread ${tid}` : ""}`;
+  const where = taskWhere(pid, tid);
   // (seccomp's strict mode turns rdtsc off itself, and comes back with the thread's seccomp)
   if (q.tsc !== PR_TSC_ENABLE && seccomp !== 1) refuse("dump", where, "unkept-state", `PR_SET_TSC ${q.tsc}`);
   if (q.mceKill !== PR_MCE_KILL_DEFAULT) refuse("dump", where, "unkept-state", `PR_MCE_KILL ${q.mceKill}`);
@@ -215,12 +214,7 @@ export function refuseSyscallDispatch(pid: number, threads: { tid: number }[]) {
     sud.fill(0n);
     const r = syscall(NR.ptrace, PTRACE_GET_SYSCALL_USER_DISPATCH_CONFIG, t.tid, 32, addr(sud));
     if (r >= 0 && sud[0] !== 0n)
-      refuse(
-        "dump",
-        `process ${pid}${t.tid !== pid ? ` thread ${t.tid}` : ""}`,
-        "unkept-state",
-        `syscall user dispatch, mode ${sud[0]}`
-      );
+      refuse("dump", taskWhere(pid, t.tid), "unkept-state", `syscall user dispatch, mode ${sud[0]}`);
   }
 }
 

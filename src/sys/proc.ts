@@ -295,3 +295,8 @@ export function setThreadNice(nice: number): number | undefined {
   if (r < 0) return undefined;
   return syscall(NR.setpriority, 0, tid, nice) < 0 ? undefined : 20 - r; // the kernel returns 20 - nice
 }
+
+/** How an error line names thread TID of process PID: "process PID", or "process PID thread TID". */
+export function taskWhere(pid: number, tid: number): string {
+  return `process ${pid}${tid !== pid ? ` thread ${tid}` : ""}`;
+}
