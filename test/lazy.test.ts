@@ -6,7 +6,17 @@
 // The tree runs as the init of its own PID namespace so that its restore on this host (in a new
 // one) does not need the PID the frozen source still holds while it serves its pages.
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
@@ -81,32 +91,44 @@ function spawn(cmd: string[], cwd: string, env: Record<string, string> = {}) {
 
 /** `dump --lazy-pages` of pid into img (by `tool`), once it waits for the daemon */
 async function lazyDump(pid: number, img: string, port: number, tool: string[] = criuBunCommand()) {
-  const p = spawn(
-    [
-      ...tool,
-      "dump",
-      "-t",
-      String(pid),
-      "-D",
-      img,
-      "--lazy-pages",
-      "--address",
-      "127.0.0.1",
-      "--port",
-      String(port),
-      "-o",
-      "dump.log",
-      "-v4",
-    ],
-    img
-  );
-  const ready = tool[0] === CRIU42 ? "Starting page server" : "waiting for the lazy-pages daemon";
+  const bun = tool[0] !== CRIU42;
+  // criu-bun says it serves through --status-fd (criu's byte, on fd 3: a file of ours); CRIU 4.2 in its log
+  const statusFile = join(tmp("status"), "fd3");
+  const sfd = bun ? openSync(statusFile, "w", 0o600) : -1;
+  const cmd = [
+    ...tool,
+    "dump",
+    "-t",
+    String(pid),
+    "-D",
+    img,
+    "--lazy-pages",
+    "--address",
+    "127.0.0.1",
+    "--port",
+    String(port),
+    "-o",
+    "dump.log",
+    "-v4",
+    ...(bun ? ["--status-fd", "3"] : []),
+  ];
+  const p = bun ? Bun.spawn(cmd, { cwd: img, stdio: ["ignore", "pipe", "pipe", sfd] }) : spawn(cmd, img);
+  if (bun) {
+    procs.push(p);
+    closeSync(sfd);
+  }
   await waitUntil(
     `the dump to serve lazy pages\n${read(join(img, "dump.log")).slice(-2000)}`,
-    () => read(join(img, "dump.log")).includes(ready) || p.exitCode !== null,
+    () =>
+      (bun ? statSync(statusFile).size > 0 : read(join(img, "dump.log")).includes("Starting page server")) ||
+      p.exitCode !== null,
     60_000
   );
   expect(p.exitCode).toBeNull();
+  if (bun) {
+    expect([...readFileSync(statusFile)]).toEqual([0]);
+    expect(read(join(img, "dump.log"))).toContain("waiting for the lazy-pages daemon");
+  }
   return p;
 }
 

@@ -689,10 +689,10 @@ export const CRIU_OPTIONS: readonly CriuOption[] = [
     name: "status-fd",
     arg: "required",
     key: "statusFd",
-    commands: ["page-server", "lazy-pages", "service"],
+    commands: ["page-server", "lazy-pages", "service", "dump"],
     support: "yes",
     rpc: "status_fd",
-    meaning: "write \\0 to FD and close it once ready to serve requests",
+    meaning: "write \\0 to FD and close it once ready to serve requests (dump: with --lazy-pages, once it serves them)",
   },
   {
     name: "tcp-close",

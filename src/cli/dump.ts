@@ -28,12 +28,18 @@ export async function run(opts: Opts, _args: string[]): Promise<number> {
     throw new CriuError("dump", "no process to dump: give -t PID");
   const ghostLimit = opts.ghostLimit !== undefined ? parseSize(String(opts.ghostLimit)) : undefined;
   const pageServer = pageServerOpt(opts, "dump");
-  let lazyPages: { address: string; port: number } | undefined;
+  let lazyPages: { address: string; port: number; ready?: () => void } | undefined;
   if (opts.lazyPages) {
     const port = atoi(String(opts.port ?? ""));
     if (!(port > 0 && port < 65536))
       throw new CriuError("dump", "--lazy-pages needs --port (and --address, default 0.0.0.0) to serve the memory on");
     lazyPages = { address: String(opts.address ?? "0.0.0.0"), port };
+    // --status-fd: its byte once the memory is served (as criu's lazy dump writes it)
+    if (opts.statusFd !== undefined) {
+      const fd = atoi(String(opts.statusFd));
+      const { signalReady } = await import("./pageserver");
+      lazyPages.ready = () => signalReady(fd, "dump");
+    }
   }
   const t0 = performance.now();
   const stats = dumpProcess({

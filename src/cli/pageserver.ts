@@ -30,11 +30,11 @@ export function writePidfile(opts: Opts, pid: number) {
 }
 
 /** criu's --status-fd: one \0 byte, then the fd is closed. */
-export function signalReady(fd: number) {
+export function signalReady(fd: number, where = "page-server") {
   try {
     writeSync(fd, new Uint8Array(1));
   } catch (e) {
-    throw new CriuError("page-server", `--status-fd ${fd}: ${errnoText(e)}`);
+    throw new CriuError(where, `--status-fd ${fd}: ${errnoText(e)}`);
   }
   try {
     closeSync(fd);

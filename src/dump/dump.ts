@@ -95,8 +95,12 @@ interface DumpOptions {
    * still needs from the frozen tree; returning kills the tree, throwing leaves it stopped
    */
   afterHandOff?: () => void;
-  /** --lazy-pages: private anonymous memory is not written but served from the frozen tree on address:port (lazymem.ts) */
-  lazyPages?: { address: string; port: number };
+  /**
+   * --lazy-pages: private anonymous memory is not written but served from the frozen tree on
+   * address:port (lazymem.ts); once it listens, the status-ready hook runs (criu's status_ready: an
+   * action script, or the RPC notification runc waits for) and then ready (--status-fd's byte)
+   */
+  lazyPages?: { address: string; port: number; ready?: () => void };
   /**
    * filled by the dump: the lazy runs of each process, by pid as the images name it. Given by the
    * caller with psClient and handOff (migrate's final round, post-copy from the source): the pages of
@@ -594,7 +598,16 @@ export function dumpProcess(o: DumpOptions): DumpStats {
       // the restore side takes the rest of the memory from the frozen tree, then it goes; a
       // daemon that leaves before it has everything leaves the source running (as CRIU resumes it)
       try {
-        serveLazyPages(o.lazyPages!.address, o.lazyPages!.port, o.lazySources!, undefined, o.timeoutSec ?? 10);
+        serveLazyPages(
+          o.lazyPages!.address,
+          o.lazyPages!.port,
+          o.lazySources!,
+          () => {
+            runHook(o.hooks, "status-ready", { pid });
+            o.lazyPages!.ready?.();
+          },
+          o.timeoutSec ?? 10
+        );
       } catch (e) {
         kinds.release("running");
         if (ownNet) unlockHook(o.hooks, pid);

@@ -1,7 +1,16 @@
 // One criu_req -> the same pipelines the command line runs. Every field a caller sets is either
 // honoured or refused with criu-bun's one line for that option (the option table in
 // src/cli/criu-options.ts says which); nothing set is silently dropped.
-import { closeSync, fstatSync, openSync, readFileSync, realpathSync, statSync, constants as C } from "../sys/fs";
+import {
+  closeSync,
+  fstatSync,
+  openSync,
+  readFileSync,
+  realpathSync,
+  statSync,
+  writeSync,
+  constants as C,
+} from "../sys/fs";
 import { isAbsolute, join } from "../sys/path";
 import { isFieldSet, ScalarType } from "@bufbuild/protobuf";
 import {
@@ -61,6 +70,10 @@ const MAPPED: Record<"dump" | "pre-dump" | "restore", Set<string>> = {
     "timeout",
     "parent_img",
     "ps",
+    // lazy migration (runc checkpoint --lazy-pages): the dump serves the memory on ps's address
+    // and port; status_fd (the older clients' readiness fd) or the status-ready notification
+    "lazy_pages",
+    "status_fd",
     "ghost_limit",
     "freeze_cgroup",
     "ext_mnt",
@@ -105,6 +118,8 @@ const MAPPED: Record<"dump" | "pre-dump" | "restore", Set<string>> = {
     "empty_ns",
     "rst_sibling",
     "inherit_fd",
+    // runc restore --lazy-pages: the memory comes from the lazy-pages daemon in the work dir
+    "lazy_pages",
     "cg_root",
     // criu-bun opens a device file by its dumped path; evasive_devices only allows more (another
     // path to the same device when that one is gone), so a restore it would have saved fails naming the file
@@ -331,9 +346,41 @@ async function waitTreeGone(pids: number[], ms = 10000) {
   }
 }
 
+/**
+ * status_fd: an fd of the caller (a pipe runc reads), opened here through /proc/<caller>/fd/N for
+ * writing; ready() writes criu's one \0 byte and closes it, as criu's status_ready does.
+ */
+function callerStatusFd(conn: RpcConn, n: number): { ready: () => void; close: () => void } {
+  let fd: number;
+  try {
+    fd = openSync(`/proc/${conn.peer.pid}/fd/${n}`, C.O_WRONLY | 0o2000000 /* O_CLOEXEC */);
+  } catch (e) {
+    throw new CriuError("rpc", `cannot open status_fd ${n} of the caller (pid ${conn.peer.pid}): ${errnoText(e)}`);
+  }
+  let open = true;
+  const close = () => {
+    if (!open) return;
+    open = false;
+    try {
+      closeSync(fd);
+    } catch {}
+  };
+  const ready = () => {
+    try {
+      writeSync(fd, new Uint8Array(1));
+    } catch (e) {
+      throw new CriuError("dump", `status_fd ${n}: ${errnoText(e)}`);
+    } finally {
+      close();
+    }
+  };
+  return { ready, close };
+}
+
 async function dumpRequest(conn: RpcConn, req: criu_req, pre: boolean): Promise<RespInit> {
   const o = req.opts;
   const dirs = openDirs(conn, o, pre ? "PRE_DUMP" : "DUMP");
+  let statusFd: ReturnType<typeof callerStatusFd> | undefined;
   try {
     refuseUnmapped(o!, pre ? "pre-dump" : "dump");
     if (!isFieldSet(o!, criu_optsSchema.field.pid) || o!.pid <= 0) {
@@ -344,8 +391,13 @@ async function dumpRequest(conn: RpcConn, req: criu_req, pre: boolean): Promise<
     }
     const { dumpProcess } = await import("../dump/dump");
     const ps = o!.ps;
-    if (ps && (ps.fd || !ps.address || !ps.port))
+    const lazy = !pre && o!.lazyPages;
+    if (lazy) {
+      // criu's lazy dump serves on ps's port, on every address when ps names none
+      if (!ps?.port) throw new CriuError("rpc", "lazy_pages: the dump serves the memory on ps.port, which is not set");
+    } else if (ps && (ps.fd || !ps.address || !ps.port))
       throw new CriuError("rpc", "ps: a page server needs address and port (an fd is not supported)");
+    if (lazy && isFieldSet(o!, criu_optsSchema.field.statusFd)) statusFd = callerStatusFd(conn, o!.statusFd);
     const hooks = new RpcHooks(conn, o!.notifyScripts, false);
     const stats = dumpProcess({
       pid: o!.pid,
@@ -362,7 +414,8 @@ async function dumpRequest(conn: RpcConn, req: criu_req, pre: boolean): Promise<
       fileLocks: o!.fileLocks,
       timeoutSec: o!.timeout || undefined,
       prevImagesDir: o!.parentImg || undefined,
-      pageServer: ps ? { address: ps.address, port: ps.port } : undefined,
+      pageServer: ps && !lazy ? { address: ps.address, port: ps.port } : undefined,
+      lazyPages: lazy ? { address: ps!.address || "0.0.0.0", port: ps!.port, ready: statusFd?.ready } : undefined,
       hooks,
       extMounts: rpcExtMounts(o!, "dump"),
       freezeCgroup: o!.freezeCgroup || undefined,
@@ -377,6 +430,7 @@ async function dumpRequest(conn: RpcConn, req: criu_req, pre: boolean): Promise<
     log.info(`${pre ? "Pre-dump" : "Dumping"} finished successfully`);
     return pre ? { type: req.type, success: true } : { type: req.type, success: true, dump: { restored: false } };
   } finally {
+    statusFd?.close();
     dirs.close();
   }
 }
@@ -403,11 +457,19 @@ async function restoreRequest(conn: RpcConn, req: criu_req): Promise<RespInit> {
       emptyNs: o!.emptyNs,
       rstSibling: o!.rstSibling,
       inheritFds: inheritFds(o!.inheritFd.map((i) => ({ key: i.key, fd: i.fd }))),
+      lazyPages: o!.lazyPages,
       cgRoots: o!.cgRoot.map((c) => ({
         ctrl: isFieldSet(c, cgroup_rootSchema.field.ctrl) ? c.ctrl : undefined,
         path: c.path,
       })),
     });
+    if (st.lazy) {
+      // the reply says the restore worked only once the daemon has brought every page in (the
+      // caller, runc, waits for this process to exit anyway); if the daemon goes first, the tree
+      // is killed and the reply is the failure
+      const { awaitLazyMemory } = await import("../resources/lazymem");
+      awaitLazyMemory(st.lazy, st.pids, st.pid, !o!.rstSibling);
+    }
     log.info(`Restore finished successfully (pid ${st.pid})`);
     return { type: req.type, success: true, restore: { pid: st.pid } };
   } finally {
@@ -433,12 +495,24 @@ async function checkRequest(req: criu_req): Promise<RespInit> {
   return { type: req.type, success: true };
 }
 
-function featureCheck(req: criu_req): RespInit {
+/** the lazy_pages probe of `check` */
+async function lazyPagesWork(): Promise<boolean> {
+  const { PROBES, runProbe } = await import("../check/index");
+  const p = PROBES.find((x) => x.name === "lazy_pages");
+  return !!p && runProbe(p).ok;
+}
+
+async function featureCheck(req: criu_req): Promise<RespInit> {
   // criu-bun compares pages against the previous images itself (no soft-dirty needed): a
   // pre-dump followed by a dump with parent_img works on every kernel it runs on
-  // lazy_pages: criu-bun's lazy pages are on its command line (dump/restore --lazy-pages, lazy-pages);
-  // an RPC request with lazy_pages is refused, so over RPC the answer is no
-  const have: Record<string, boolean> = { mem_track: true, lazy_pages: false, pidfd_store: false };
+  // lazy_pages: what `criu-bun check --feature lazy_pages` finds (a non-cooperative userfaultfd that
+  // fills a page, pidfd_getfd), asked only when the caller names it
+  const wantsLazy = !req.features || isFieldSet(req.features, criu_featuresSchema.field.lazyPages);
+  const have: Record<string, boolean> = {
+    mem_track: true,
+    lazy_pages: wantsLazy && (await lazyPagesWork()),
+    pidfd_store: false,
+  };
   const f: Record<string, boolean> = {};
   // the caller names the features it wants to know about by setting them; none named: all
   for (const field of criu_featuresSchema.fields) {
