@@ -24,6 +24,7 @@ import {
   criuBun,
   waitUntil,
   cpuTicks,
+  killWorkload,
 } from "./harness";
 import { dump, restore, imagesDir, cleanupImages, waitReaped, dumpRestoreVerify } from "./engine-helpers";
 
@@ -462,6 +463,46 @@ describe("cgroups", () => {
           await Bun.sleep(100);
         }
       }
+    }
+  });
+  test("--cgroup-root pids:/NEW: the tree's pids cgroup is made under the new root and the restored process is in it, the old one left empty; a relative root is refused in one line, nothing restored", async () => {
+    const base = "/sys/fs/cgroup/pids";
+    if (!existsSync(base)) throw new Error("no pids cgroup hierarchy here");
+    const old = `/criu-bun-cgroot-${process.pid}-old`,
+      neu = `/criu-bun-cgroot-${process.pid}-new`;
+    mkdirSync(join(base, old));
+    const pidsCg = (pid: number) => /^\d+:pids:(.*)$/m.exec(readFileSync(`/proc/${pid}/cgroup`, "utf8"))?.[1];
+    const w = await startWorkload("counter");
+    try {
+      writeFileSync(join(base, old, "cgroup.procs"), String(w.pid));
+      expect(pidsCg(w.pid)).toBe(old);
+      const dir = imagesDir("cgroot");
+      dump(w.pid, dir);
+      await waitReaped(w.pid);
+      const r = criuBun(["restore", "-d", "-D", dir, "--cgroup-root", "pids:criu-bun-relative"]);
+      expect(r.code).toBe(1);
+      expect(r.stderr.trim()).toBe("Error (restore): cg_root pids:criu-bun-relative: the path must be absolute");
+      expect(existsSync(`/proc/${w.pid}`)).toBe(false);
+      expect(existsSync(join(base, neu))).toBe(false);
+      const rr = await restore(dir, w.pid, ["--cgroup-root", `pids:${neu}`]);
+      expect(pidsCg(w.pid)).toBe(neu);
+      expect(readFileSync(join(base, old, "cgroup.procs"), "utf8").trim()).toBe("");
+      expect(readFileSync(join(dir, "restore.log"), "utf8")).toContain(
+        `cg_root: pids cgroups under ${old} go under ${neu}`
+      );
+      trigger(w);
+      expect((await waitResult(w, 15000)).text).toStartWith("PASS");
+      expect(await rr.proc.exited).toBe(0);
+    } finally {
+      killWorkload(w);
+      for (const cg of [neu, old])
+        for (let i = 0; i < 50 && existsSync(join(base, cg)); i++) {
+          try {
+            rmdirSync(join(base, cg));
+          } catch {
+            await Bun.sleep(100);
+          }
+        }
     }
   });
 });

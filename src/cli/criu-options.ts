@@ -450,9 +450,10 @@ export const CRIU_OPTIONS: readonly CriuOption[] = [
     repeat: true,
     key: "cgroupRoot",
     commands: DR,
-    support: "no",
+    support: "yes",
     rpc: "cg_root",
     meaning: "[controller:]/newroot: change the root cgroup of a controller",
+    note: "restore: the tree's cgroups move from under the root process's cgroup to under newroot (one controller, or every one without a name); dump: criu walks that root for cgroup properties, which criu-bun does not save (membership only), so it changes nothing there",
   },
   {
     name: "inherit-fd",

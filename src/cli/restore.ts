@@ -20,6 +20,15 @@ function cgroupMode(m: Opts["manageCgroups"]): { manageCgroups: boolean; ignoreC
   return { manageCgroups: mode === "soft", ignoreCgroups: mode === "ignore" };
 }
 
+/** --cgroup-root [controller:]/newroot, as criu splits it: a controller before the first ':', else every controller */
+function cgroupRoots(v: Opts["cgroupRoot"]): { ctrl?: string; path: string }[] | undefined {
+  if (v === undefined) return undefined;
+  return (Array.isArray(v) ? v : [v]).map((s) => {
+    const at = String(s).indexOf(":");
+    return at < 0 ? { path: String(s) } : { ctrl: String(s).slice(0, at), path: String(s).slice(at + 1) };
+  });
+}
+
 export async function run(opts: Opts, args: string[]): Promise<number> {
   const pidfile = opts.pidfile
     ? isAbsolute(opts.pidfile)
@@ -43,6 +52,7 @@ export async function run(opts: Opts, args: string[]): Promise<number> {
     rstSibling: !!opts.restoreSibling,
     inheritFds: parseInheritFdArgs(opts.inheritFd),
     lazyPages: !!opts.lazyPages,
+    cgRoots: cgroupRoots(opts.cgroupRoot),
   });
   const pid = st.pid;
   if (opts.displayStats) {
