@@ -314,76 +314,80 @@ test.skipIf(!runc || !busybox || !built)(
   120000
 );
 
-test.skipIf(!runc || !busybox || !built)(
-  "runc lazy migration: checkpoint --lazy-pages --page-server --status-fd serves the frozen container's memory (runc's status fd gets its byte), `criu lazy-pages` and restore --lazy-pages bring it back: the shell's 2 MB of memory checks out by its own md5 and it counts on; the source is gone",
-  async () => {
-    const criu = installAsCriu();
-    // the shell keeps seq's 2 MB output and its md5 in its memory (lazy: private anonymous pages);
-    // when /tmp/go appears it hashes the string again and writes its verdict
-    const sh = [
-      "sh",
-      "-c",
-      'x=$(seq 1 300000); h=$(echo "$x" | md5sum); echo "$h" > /tmp/h0; i=0; while :; do i=$((i+1)); echo $i > /tmp/count; ' +
-        'if [ -e /tmp/go ]; then rm /tmp/go; if [ "$(echo "$x" | md5sum)" = "$h" ]; then echo PASS > /tmp/verdict; else echo FAIL > /tmp/verdict; fi; fi; sleep 0.05; done',
-    ];
-    const b = bundle(sh, "lazy");
-    for (const a of ["seq", "md5sum", "rm"]) symlinkSync("busybox", join(b, "rootfs/bin", a));
-    const id = `criu-bun-lz-${process.pid}`,
-      id2 = `${id}-b`;
-    containers.push(id, id2);
-    const run = runcPiped(["run", "-d", id], b);
-    expect(await run.p.exited).toBe(0);
-    const rootTmp = join(b, "rootfs/tmp");
-    const count = () => Number(readFileSync(join(rootTmp, "count"), "utf8").trim() || 0);
-    await waitUntil("the container to count", () => existsSync(join(rootTmp, "count")) && count() > 2, 20000);
-    const want = Bun.spawnSync(["sh", "-c", "seq 1 300000 | md5sum"]).stdout.toString().split(" ")[0];
-    expect(readFileSync(join(rootTmp, "h0"), "utf8").split(" ")[0]).toBe(want);
+/**
+ * runc's lazy migration on this host, source and copy side by side: a busybox shell keeping `seq`'s
+ * output (MIB megabytes in all: its private memory, served lazily) and its md5 in its memory; when
+ * /tmp/go appears it hashes the string again and writes its verdict into /tmp/verdict. Returns the
+ * pieces: `runc checkpoint --lazy-pages --page-server --status-fd 3` running and ready (its status
+ * fd has its byte), and the way to start `criu lazy-pages` and `runc restore --lazy-pages`.
+ */
+async function lazyMigration(tag: string, seqTo: number) {
+  const criu = installAsCriu();
+  const sh = [
+    "sh",
+    "-c",
+    `x=$(seq 1 ${seqTo}); h=$(echo "$x" | md5sum); echo "$h" > /tmp/h0; i=0; while :; do i=$((i+1)); echo $i > /tmp/count; ` +
+      'if [ -e /tmp/go ]; then rm /tmp/go; if [ "$(echo "$x" | md5sum)" = "$h" ]; then echo PASS > /tmp/verdict; else echo FAIL > /tmp/verdict; fi; fi; sleep 0.05; done',
+  ];
+  const b = bundle(sh, `lazy-${tag}`);
+  for (const a of ["seq", "md5sum", "rm"]) symlinkSync("busybox", join(b, "rootfs/bin", a));
+  const id = `criu-bun-lz${tag}-${process.pid}`,
+    id2 = `${id}-b`;
+  containers.push(id, id2);
+  const run = runcPiped(["run", "-d", id], b);
+  expect(await run.p.exited).toBe(0);
+  const rootTmp = join(b, "rootfs/tmp");
+  const count = () => Number(readFileSync(join(rootTmp, "count"), "utf8").trim() || 0);
+  await waitUntil("the container to count", () => existsSync(join(rootTmp, "count")) && count() > 2, 30000);
+  const want = Bun.spawnSync(["sh", "-c", `seq 1 ${seqTo} | md5sum`])
+    .stdout.toString()
+    .split(" ")[0];
+  expect(readFileSync(join(rootTmp, "h0"), "utf8").split(" ")[0]).toBe(want);
 
-    const img = join(tmp, "img-lz"),
-      work = join(tmp, "work-lz"),
-      work2 = join(tmp, "work-lz2");
-    for (const d of [img, work, work2]) mkdirSync(d);
-    const srv = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-    const port = srv.port;
-    srv.stop(true);
-    // --status-fd 3: a file of ours as runc's fd 3
-    const statusFile = join(tmp, "lz-status");
-    const sfd = openSync(statusFile, "w", 0o600);
-    const ck = Bun.spawn(
-      [
-        "runc",
-        "--criu",
-        criu,
-        "checkpoint",
-        "--image-path",
-        img,
-        "--work-path",
-        work,
-        "--lazy-pages",
-        "--page-server",
-        `127.0.0.1:${port}`,
-        "--status-fd",
-        "3",
-        id,
-      ],
-      { stdio: ["ignore", "pipe", "pipe", sfd] }
-    );
-    spawned.push(ck);
-    closeSync(sfd);
-    await waitUntil(
-      `the lazy dump to be ready (runc's status fd)\n${logOf(work, "dump.log")}`,
-      () => statSync(statusFile).size > 0 || ck.exitCode !== null,
-      60000
-    );
-    expect(ck.exitCode, logOf(work, "dump.log")).toBeNull();
-    expect([...readFileSync(statusFile)]).toEqual([0]);
-    // runc (criu >= 3.15) waits for the status-ready notification and writes its fd itself
-    expect(readFileSync(join(work, "dump.log"), "utf8")).toContain("rpc: status-ready acknowledged");
-    expect(readFileSync(join(work, "dump.log"), "utf8")).toMatch(/rpc: dump with .*ps=.*lazy_pages=true/);
-    // the source is frozen meanwhile
-    const frozenAt = count();
-
-    const daemon = Bun.spawn(
+  const img = join(tmp, `img-lz${tag}`),
+    work = join(tmp, `work-lz${tag}`),
+    work2 = join(tmp, `work-lz${tag}2`);
+  for (const d of [img, work, work2]) mkdirSync(d);
+  const srv = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const port = srv.port;
+  srv.stop(true);
+  // --status-fd 3: a file of ours as runc's fd 3
+  const statusFile = join(tmp, `lz${tag}-status`);
+  const sfd = openSync(statusFile, "w", 0o600);
+  const ck = Bun.spawn(
+    [
+      "runc",
+      "--criu",
+      criu,
+      "checkpoint",
+      "--image-path",
+      img,
+      "--work-path",
+      work,
+      "--lazy-pages",
+      "--page-server",
+      `127.0.0.1:${port}`,
+      "--status-fd",
+      "3",
+      id,
+    ],
+    { stdio: ["ignore", "pipe", "pipe", sfd] }
+  );
+  spawned.push(ck);
+  closeSync(sfd);
+  await waitUntil(
+    `the lazy dump to be ready (runc's status fd)\n${logOf(work, "dump.log")}`,
+    () => statSync(statusFile).size > 0 || ck.exitCode !== null,
+    60000
+  );
+  expect(ck.exitCode, logOf(work, "dump.log")).toBeNull();
+  expect([...readFileSync(statusFile)]).toEqual([0]);
+  const dumpLog = () => readFileSync(join(work, "dump.log"), "utf8");
+  // runc (criu >= 3.15) waits for the status-ready notification and writes its fd itself
+  expect(dumpLog()).toContain("rpc: status-ready acknowledged");
+  expect(dumpLog()).toMatch(/rpc: dump with .*ps=.*lazy_pages=true/);
+  const daemon = async (env: Record<string, string> = {}) => {
+    const d = Bun.spawn(
       [
         criu,
         "lazy-pages",
@@ -400,38 +404,86 @@ test.skipIf(!runc || !busybox || !built)(
         "lazy.log",
         "-v4",
       ],
-      { stdin: "ignore", stdout: "pipe", stderr: "pipe" }
+      { stdin: "ignore", stdout: "pipe", stderr: "pipe", env: { ...process.env, ...env } }
     );
-    spawned.push(daemon);
+    spawned.push(d);
     await waitUntil(
       "the lazy-pages socket",
-      () => existsSync(join(work2, "lazy-pages.socket")) || daemon.exitCode !== null,
+      () => existsSync(join(work2, "lazy-pages.socket")) || d.exitCode !== null,
       30000
     );
-    expect(daemon.exitCode).toBeNull();
-    const rs = runcPiped(
-      ["--criu", criu, "restore", "-d", "--image-path", img, "--work-path", work2, "--lazy-pages", id2],
-      b
-    );
-    expect(`${await rs.p.exited} ${rs.err.text}`, logOf(work2, "restore.log")).toBe("0 ");
-    expect(await ck.exited, `${await new Response(ck.stderr).text()}\n${logOf(work, "dump.log")}`).toBe(0);
-    expect(await daemon.exited, logOf(work2, "lazy.log")).toBe(0);
-    expect(readFileSync(join(work2, "restore.log"), "utf8")).toContain(
+    expect(d.exitCode).toBeNull();
+    return d;
+  };
+  const restore = () =>
+    runcPiped(["--criu", criu, "restore", "-d", "--image-path", img, "--work-path", work2, "--lazy-pages", id2], b);
+  return { id, id2, ck, work, work2, rootTmp, count, dumpLog, daemon, restore };
+}
+
+test.skipIf(!runc || !busybox || !built)(
+  "runc lazy migration: checkpoint --lazy-pages --page-server --status-fd serves the frozen container's memory (runc's status fd gets its byte), `criu lazy-pages` and restore --lazy-pages bring it back: the shell's 2 MB of memory checks out by its own md5 and it counts on; the source is gone",
+  async () => {
+    const m = await lazyMigration("a", 300000);
+    const frozenAt = m.count(); // the source is frozen meanwhile
+    const daemon = await m.daemon();
+    const rs = m.restore();
+    expect(`${await rs.p.exited} ${rs.err.text}`, logOf(m.work2, "restore.log")).toBe("0 ");
+    expect(await m.ck.exited, `${await new Response(m.ck.stderr).text()}\n${logOf(m.work, "dump.log")}`).toBe(0);
+    expect(await daemon.exited, logOf(m.work2, "lazy.log")).toBe(0);
+    expect(readFileSync(join(m.work2, "restore.log"), "utf8")).toContain(
       "lazy pages: all memory of the restored tree is in"
     );
-    expect(readFileSync(join(work, "dump.log"), "utf8")).toMatch(
-      /lazy pages: the restore has its memory \((\d+) of \1 /
-    );
+    expect(m.dumpLog()).toMatch(/lazy pages: the restore has its memory \((\d+) of \1 /);
     // the source container is gone, the new one runs on from where the source stopped
-    expect(state(id)).toBeUndefined();
-    expect(state(id2)?.status).toBe("running");
-    await waitUntil("the restored shell to count", () => count() > frozenAt + 3, 20000);
-    writeFileSync(join(rootTmp, "go"), "");
-    await waitUntil("the restored shell's verdict", () => existsSync(join(rootTmp, "verdict")), 20000);
-    expect(readFileSync(join(rootTmp, "verdict"), "utf8").trim()).toBe("PASS");
-    runcOk(["kill", id2, "KILL"]);
-    await waitUntil("the container to stop", () => state(id2)?.status === "stopped", 10000);
-    runcOk(["delete", id2]);
+    expect(state(m.id)).toBeUndefined();
+    expect(state(m.id2)?.status).toBe("running");
+    await waitUntil("the restored shell to count", () => m.count() > frozenAt + 3, 20000);
+    writeFileSync(join(m.rootTmp, "go"), "");
+    await waitUntil("the restored shell's verdict", () => existsSync(join(m.rootTmp, "verdict")), 20000);
+    expect(readFileSync(join(m.rootTmp, "verdict"), "utf8").trim()).toBe("PASS");
+    runcOk(["kill", m.id2, "KILL"]);
+    await waitUntil("the container to stop", () => state(m.id2)?.status === "stopped", 10000);
+    runcOk(["delete", m.id2]);
+  },
+  120000
+);
+
+test.skipIf(!runc || !busybox || !built)(
+  "runc lazy migration whose lazy-pages daemon dies mid-way: runc restore fails (criu-bun replies only once every page is in) and leaves no container or process; the source resumes and its memory checks out",
+  async () => {
+    // 20 MB streamed at 2 MiB/s: the daemon is killed while pages are still on their way
+    const m = await lazyMigration("k", 2500000);
+    const frozenAt = m.count();
+    const daemon = await m.daemon({ CRIU_BUN_LAZY_RATE: "2" });
+    const rs = m.restore();
+    const restoreLog = () => {
+      try {
+        return readFileSync(join(m.work2, "restore.log"), "utf8");
+      } catch {
+        return "";
+      }
+    };
+    // the copy runs (the frozen source does not count) while its pages still stream in
+    await waitUntil("the restored shell to count", () => m.count() > frozenAt || rs.p.exitCode !== null, 30000);
+    expect(rs.p.exitCode).toBeNull();
+    expect(restoreLog()).toContain("handed to the daemon");
+    daemon.kill("SIGKILL");
+    expect(await rs.p.exited).not.toBe(0);
+    expect(restoreLog()).toMatch(
+      /Error \(restore\): the lazy-pages daemon went away before the restored memory was all in; the restored tree \(root \d+, \d+ process\(es\)\) was killed/
+    );
+    expect(state(m.id2)).toBeUndefined();
+    // no process of the copy left: the only shell counting into the rootfs is the source's
+    expect(await m.ck.exited).not.toBe(0);
+    expect(state(m.id)?.status).toBe("running");
+    const c1 = m.count();
+    await waitUntil("the source to count on", () => m.count() > c1 + 3, 20000);
+    writeFileSync(join(m.rootTmp, "go"), "");
+    await waitUntil("the source's verdict", () => existsSync(join(m.rootTmp, "verdict")), 20000);
+    expect(readFileSync(join(m.rootTmp, "verdict"), "utf8").trim()).toBe("PASS");
+    runcOk(["kill", m.id, "KILL"]);
+    await waitUntil("the container to stop", () => state(m.id)?.status === "stopped", 10000);
+    runcOk(["delete", m.id]);
   },
   120000
 );
