@@ -376,7 +376,7 @@ describe("refused in one line, before anything is touched", () => {
       );
     }
   });
-  test("cpuinfo dump|check and dedup say what criu-bun does instead; no cpuinfo.img is written", () => {
+  test("cpuinfo dump|check say what criu-bun does instead; no cpuinfo.img is written; dedup of images without a parent punches nothing", () => {
     const d = dir("refused");
     for (const [args, line] of [
       [
@@ -387,14 +387,15 @@ describe("refused in one line, before anything is touched", () => {
         ["cpuinfo", "check"],
         "Error (cpuinfo): 'cpuinfo check' is not supported by criu-bun yet (cpuinfo.img is not written or checked; a restore compares this CPU's xsave features with the dumped registers itself)",
       ],
-      [
-        ["dedup"],
-        "Error (dedup): 'dedup' is not supported by criu-bun yet (pages a later dump rewrote are not punched out of the parent images; --auto-dedup is refused too)",
-      ],
     ] as const) {
       const r = cb([...args, "-D", d]);
       expect(`${args.join(" ")}: ${r.code} ${r.err}`).toBe(`${args.join(" ")}: 1 ${line}\n`);
     }
     expect(existsSync(join(d, "cpuinfo.img"))).toBe(false);
+    const r = cb(["dedup", "-D", d]);
+    expect(`${r.code} ${r.err}`).toBe("0 ");
+    expect(cb(["dedup", "-D", join(d, "nowhere")]).err).toBe(
+      `Error (dedup): images directory '${join(d, "nowhere")}' does not exist\n`
+    );
   });
 });

@@ -379,9 +379,10 @@ export const CRIU_OPTIONS: readonly CriuOption[] = [
     negatable: true,
     key: "autoDedup",
     commands: DR,
-    support: "no",
+    support: "yes",
     rpc: "auto_dedup",
     meaning: "deduplicate pages against the parent images on dump; punch restored pages on restore",
+    note: "dump: once the images are in place (a failed dump punches nothing); pre-dump: nothing (criu dedups only what a dump writes with a parent); restore: each block once its pages are in the process, so the images serve one restore",
   },
   {
     name: "libdir",

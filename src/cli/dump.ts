@@ -62,6 +62,7 @@ export async function run(opts: Opts, _args: string[]): Promise<number> {
     hooks: scriptHooks(opts),
     freezeCgroup: opts.freezeCgroup ? String(opts.freezeCgroup) : undefined,
     prevImagesDir: opts.prevImagesDir ? String(opts.prevImagesDir) : undefined,
+    autoDedup: !!opts.autoDedup,
     trackMem: !!opts.trackMem,
     extMounts: parseExtMounts(opts.external, opts.extMountMap, "dump"),
     extNetNs: parseExtNetNs(opts.external, "dump"),

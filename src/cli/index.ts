@@ -75,7 +75,10 @@ const COMMANDS: Record<string, CommandDef> = {
     desc: "serve a restore --lazy-pages the pages of a dump --lazy-pages (--page-server --address A --port P -D DIR)",
     load: async () => (await import("./lazypages")).run,
   },
-  dedup: { desc: "remove duplicate pages of a dump (not supported yet)", load: unsupported("dedup") },
+  dedup: {
+    desc: "punch the pages a dump stores itself out of its parent images (-D DIR)",
+    load: async () => (await import("./dedup")).run,
+  },
   cpuinfo: { desc: "cpuinfo dump|check (not supported yet)", load: unsupported("cpuinfo"), args: "any" },
 };
 

@@ -26,6 +26,7 @@ export async function run(opts: Opts, _args: string[]): Promise<number> {
     timeoutSec: opts.timeout !== undefined ? atoi(String(opts.timeout)) : undefined,
     hooks: scriptHooks(opts),
     prevImagesDir: opts.prevImagesDir ? String(opts.prevImagesDir) : undefined,
+    autoDedup: !!opts.autoDedup,
     compress: !!opts.compress,
     pageServer: pageServerOpt(opts, "pre-dump"),
   });

@@ -53,6 +53,7 @@ export async function run(opts: Opts, args: string[]): Promise<number> {
     inheritFds: parseInheritFdArgs(opts.inheritFd),
     lazyPages: !!opts.lazyPages,
     cgRoots: cgroupRoots(opts.cgroupRoot),
+    autoDedup: !!opts.autoDedup,
   });
   const pid = st.pid;
   if (opts.displayStats) {

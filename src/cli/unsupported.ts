@@ -5,7 +5,6 @@ import type { Opts } from "./options";
 const WHY: Record<string, string> = {
   cpuinfo:
     "cpuinfo.img is not written or checked; a restore compares this CPU's xsave features with the dumped registers itself",
-  dedup: "pages a later dump rewrote are not punched out of the parent images; --auto-dedup is refused too",
 };
 
 export function run(name: string) {

@@ -14,6 +14,7 @@ import {
   statSync,
   realpathSync,
   readdirSync,
+  constants,
 } from "../sys/fs";
 import { createNew, writeNewFile, under, withDir } from "../images/safefs";
 import { join, resolve } from "../sys/path";
@@ -32,6 +33,10 @@ import {
   checkAddrBinding,
 } from "../codec/format";
 import { CriuError, log, errorMessage } from "../log";
+import { syscall } from "../sys/syscall";
+import { NR } from "../sys/nr";
+import { errnoText } from "../sys/errno";
+import { markDeduped } from "./dedup";
 
 const PAGE = 4096,
   PE_PRESENT = 4,
@@ -158,6 +163,9 @@ export class PageSource {
   private cacheOff = -1;
   private cacheLen = 0;
   private parent?: PageSource | null;
+  /** restore --auto-dedup: raw page-stream ranges read from this level (punched by punchRead) */
+  private read_?: [number, number][];
+  private dataPath = "";
   /**
    * loaded: the pagemap as the restore loaded and checked it (loadImages: its runs with their
    * offsets, pages file and index checked against each other), not decoded again (a fragmented
@@ -197,7 +205,8 @@ export class PageSource {
         join(dir, pagesNames(pagesFile).idx),
         join(dir, pagemapFile)
       );
-    this.fd = openSync(join(dir, layout.dataFile), "r");
+    this.dataPath = join(dir, layout.dataFile);
+    this.fd = openSync(this.dataPath, "r");
     if (fresh?.key && fresh.id) remember(fresh.key, fresh.id, pagesFile, this.runs);
     if (layout.index) {
       let raw = 0,
@@ -261,7 +270,15 @@ export class PageSource {
     try {
       decodeBlock(c, at, b.storedLen, b.rawLen, b.flags, b.hash, b.xxh3);
     } catch (e) {
-      throw e instanceof BlockError ? new CriuError("restore", `${where}: ${e.message}`) : e;
+      if (!(e instanceof BlockError)) throw e;
+      // pages punched out by a dedup that left the page index as it was (CRIU's `dedup` of
+      // criu-bun's images): criu-bun's own dedup checks the blocks again
+      const hole = syscall(NR.lseek, this.fd, b.file, 4 /* SEEK_HOLE */);
+      const why =
+        hole >= 0 && hole < b.file + b.storedLen
+          ? "; pages were punched out of it by a dedup that did not update its page index (`criu-bun dedup -D` of the newest images brings it up to date)"
+          : "";
+      throw new CriuError("restore", `${where}: ${e.message}${why}`);
     }
     this.cache = c.inputView(b.rawLen);
     this.cacheOff = b.raw;
@@ -308,16 +325,57 @@ export class PageSource {
       }
       const n = Math.min(maxPages, inRun, Math.floor((this.cacheOff + this.cacheLen - off) / PAGE));
       buf.set(this.cache.subarray(off - this.cacheOff, off - this.cacheOff + n * PAGE), at);
+      if (this.read_) {
+        const last = this.read_.at(-1);
+        if (last && last[1] === off) last[1] += n * PAGE;
+        else this.read_.push([off, off + n * PAGE]);
+      }
       return n;
     }
     if (r.flags & PE_PARENT) {
-      if (this.parent === undefined)
+      if (this.parent === undefined) {
         this.parent = existsSync(join(this.dir, "parent"))
           ? PageSource.open(resolve(this.dir, "parent"), this.pid)
           : null;
+        if (this.read_ && this.parent) this.parent.recordReads();
+      }
       return this.parent?.readSpan(va, Math.min(maxPages, inRun), buf, at) ?? 0;
     }
     return 0;
+  }
+  /** restore --auto-dedup: remember what is read here (and in the levels below) for punchRead */
+  recordReads() {
+    this.read_ ??= [];
+  }
+  /**
+   * restore --auto-dedup, once the pages are in the process: what was read from this level and the
+   * levels below is punched out of their pages files (a compressed one is left alone, as criu
+   * leaves compressed pages), and each level is marked as used up. Returns the bytes punched.
+   */
+  punchRead(): number {
+    let n = 0;
+    if (this.read_?.length) {
+      markDeduped(this.dir, "restore --auto-dedup punched the pages it restored out of these images");
+      if (this.blocks?.some((b) => b.flags & BLOCK_LZ4))
+        log.info(`--auto-dedup: ${this.dataPath} is compressed; its pages are left in it`);
+      else {
+        const fd = openSync(this.dataPath, constants.O_WRONLY | constants.O_NOFOLLOW | 0o2000000);
+        try {
+          for (const [a, b] of this.read_) {
+            const r = syscall(NR.fallocate, fd, 3 /* PUNCH_HOLE | KEEP_SIZE */, a, b - a);
+            if (r < 0)
+              throw new CriuError(
+                "restore",
+                `--auto-dedup: cannot punch ${b - a} bytes at ${a} out of ${this.dataPath}: ${errnoText(-r)}`
+              );
+            n += b - a;
+          }
+        } finally {
+          closeSync(fd);
+        }
+      }
+    }
+    return n + (this.parent?.punchRead() ?? 0);
   }
   close() {
     if (this.fd >= 0) closeSync(this.fd);
@@ -636,7 +694,14 @@ function fillAhead(pdir: string, pid: number, runs: PagemapRun[], memFd: number,
 }
 
 /** Restore side: write the PE_PARENT runs of process pid from the parent images into memFd. */
-export function fillParentPages(dir: string, pid: number, runs: PagemapRun[], memFd: number, where: string) {
+export function fillParentPages(
+  dir: string,
+  pid: number,
+  runs: PagemapRun[],
+  memFd: number,
+  where: string,
+  punch = false
+) {
   const parentRuns = runs.filter((r) => r.flags & PE_PARENT && !(r.flags & PE_PRESENT));
   if (!parentRuns.length) return;
   const pdir = join(dir, "parent");
@@ -646,14 +711,19 @@ export function fillParentPages(dir: string, pid: number, runs: PagemapRun[], me
       `${where}: pagemap-${pid}.img refers to parent images, but ${dir}/parent is missing`
     );
   // the parent held by an fd too (the kernel follows the link, relative to where it is); errors name it by its real path
-  withDir(pdir, (p) => fillAhead(p, pid, parentRuns, memFd, where) || fillFrom(p, pid, parentRuns, memFd, where));
+  // (--auto-dedup reads them here, where what is read is known, not from pages read ahead)
+  withDir(
+    pdir,
+    (p) => (!punch && fillAhead(p, pid, parentRuns, memFd, where)) || fillFrom(p, pid, parentRuns, memFd, where, punch)
+  );
 }
 
-function fillFrom(pdir: string, pid: number, parentRuns: PagemapRun[], memFd: number, where: string) {
+function fillFrom(pdir: string, pid: number, parentRuns: PagemapRun[], memFd: number, where: string, punch: boolean) {
   const t0 = performance.now();
   Object.assign(walk, { opens: 0, openMs: 0, loads: 0, loadMs: 0 });
   const src = PageSource.open(pdir, pid);
   if (!src) throw new CriuError("restore", `${where}: the parent images have no pagemap-${pid}.img`);
+  if (punch) src.recordReads();
   // consecutive pages gather in buf and go into the target with one write of up to 1 MiB
   const buf = new Uint8Array(BLOCK);
   let n = 0,
@@ -683,6 +753,10 @@ function fillFrom(pdir: string, pid: number, parentRuns: PagemapRun[], memFd: nu
       }
     }
     flush();
+    if (punch)
+      log.info(
+        `${where}: --auto-dedup: ${(src.punchRead() / 2 ** 20).toFixed(1)} MiB punched out of the parent images`
+      );
   } finally {
     src.close();
   }

@@ -25,6 +25,7 @@ import { vmRead, vmWrite, preadFull, pwriteFull, VmWriteBatch } from "../sys/mem
 import { addr } from "../sys/addr";
 import { uffdCopy, uffdCopyAt, uffdCopied } from "../sys/uffd";
 import { syscall } from "../sys/syscall";
+import { NR } from "../sys/nr";
 import { errnoText, E } from "../sys/errno";
 
 const PAGE = 4096;
@@ -205,6 +206,9 @@ export interface CoreInit {
   pid: number;
   memFd: number;
   pagesFd: number;
+  /** restore --auto-dedup: each block's stored bytes are punched out of the pages file (opened
+   * for writing) once its pages are in the process, as criu's restore punches what it read */
+  punch?: boolean;
   compress: boolean;
   module?: WebAssembly.Module;
   /** the largest job in raw bytes (default BLOCK): a small dump needs no 1 MiB buffers */
@@ -360,7 +364,19 @@ export class BlockCore {
         this.order?.abort();
         throw e;
       }
-    } else this.restore(job, out);
+    } else {
+      this.restore(job, out);
+      if (this.init.punch) this.punchStored(job);
+    }
+  }
+
+  /** restore --auto-dedup: the block's stored bytes leave the pages file (its pages are in the process) */
+  private punchStored(job: RestoreJob) {
+    const r = syscall(NR.fallocate, this.init.pagesFd, 3 /* PUNCH_HOLE | KEEP_SIZE */, job.fileOff, job.storedLen);
+    if (r < 0)
+      throw new BlockError(
+        `--auto-dedup: cannot punch ${job.storedLen} bytes at file offset ${job.fileOff}: ${errnoText(-r)}`
+      );
   }
 
   private dump(job: DumpJob, out: Slot) {
@@ -469,6 +485,7 @@ export class BlockCore {
       try {
         t.cut(i, segs);
         this.restore(job, out);
+        if (this.init.punch) this.punchStored(job);
       } catch (e) {
         t.fail(i, errorText(e));
         break;

@@ -24,6 +24,7 @@ import {
   readdirSync,
   statSync,
   isTerminal,
+  constants,
 } from "../sys/fs";
 import { createNew, writeNewFile } from "../images/safefs";
 import { join } from "../sys/path";
@@ -99,6 +100,8 @@ type PoolInit = {
   pid: number;
   memFd: number;
   pagesFd: number;
+  /** restore --auto-dedup (jobs.ts CoreInit.punch) */
+  punch?: boolean;
   compress: boolean;
   outFd?: number;
   order?: SharedArrayBuffer;
@@ -1103,7 +1106,8 @@ export function fillPages(
   memFd: number,
   cow = false,
   lazy?: (v: { status: number; flags: number }) => boolean,
-  uffd = -1
+  uffd = -1,
+  punch = false
 ): number {
   const l = layoutOf(dir, t);
   const total = presentBytes(t);
@@ -1112,7 +1116,8 @@ export function fillPages(
   const jobs = lazy ? [...restoreJobs("fill", restoreBlocks(t, l, lazy), cow, true)] : undefined;
   const runBytes = jobs ? jobs.reduce((n, j) => n + j.rawLen, 0) : total;
   const path = join(dir, l.dataFile);
-  const fd = openSync(path, "r");
+  // --auto-dedup: each block is punched out of the file once written (jobs.ts punchStored)
+  const fd = openSync(path, punch ? constants.O_RDWR | constants.O_NOFOLLOW : "r");
   largeWork(runBytes);
   const nw = workerCount(runBytes);
   const progress = new Progress("restore", total);
@@ -1122,7 +1127,7 @@ export function fillPages(
   const pool = p.pool;
   let ok = false;
   try {
-    pool.open({ pid, memFd, pagesFd: fd, compress: false, uffd }, runBytes);
+    pool.open({ pid, memFd, pagesFd: fd, punch, compress: false, uffd }, runBytes);
     if (nw) log.debug(`page workers ready for ${pid} after ${(performance.now() - t0).toFixed(1)} ms`);
     const trimmed = ownPagesTrimmer(pool, runBytes, "written");
     let filled = 0;

@@ -104,6 +104,7 @@ self.onmessage = (e: MessageEvent) => {
       pid: m.pid,
       memFd: m.memFd,
       pagesFd: m.pagesFd,
+      punch: m.punch,
       compress: m.compress,
       module,
       outFd: m.outFd,

@@ -2,6 +2,8 @@
 // release (-R) or leave it stopped (-s). Any failure before the end releases the process
 // untouched (registers were restored after every injection).
 import { existsSync, readlinkSync } from "../sys/fs";
+import { join } from "../sys/path";
+import { dedupChain } from "../codec/dedup";
 import { DumpStage, under, openDir, type DirHandle } from "../images/safefs";
 import { SeccompChains } from "../resources/seccomp";
 import { dumpIpcNs } from "../resources/ipcns";
@@ -70,6 +72,8 @@ interface DumpOptions {
   linkRemap?: boolean;
   /** the images of a previous (pre-)dump, relative to dir: unchanged pages are not stored again */
   prevImagesDir?: string;
+  /** --auto-dedup: the pages this dump stores are punched out of its parent images once it is in place */
+  autoDedup?: boolean;
   /** a pre-dump: memory tracking is armed at its end (memtrack.ts) */
   preDump?: boolean;
   /** --track-mem: a -R dump arms memory tracking too, for a later dump on top of it */
@@ -496,6 +500,7 @@ export function dumpProcess(o: DumpOptions): DumpStats {
     stage.commit();
     kinds.commit(); // (reg.ts: restore opens the deleted files through their link remaps)
     prev?.close();
+    if (o.autoDedup) autoDedup(dir, !!(o.pageServer || o.psClient));
     // after the commit: a post-dump hook sees the images in place
     runHook(o.hooks, "post-dump", { pid });
   } catch (err) {
@@ -764,6 +769,27 @@ function offTheirCpus(pid: number, tids: number[]): (() => void) | undefined {
       if (r !== 0) log.warn(`cannot give this thread its CPUs back: ${errnoText(r)}`);
     })
   );
+}
+
+/**
+ * --auto-dedup: once the images are in place, the pages they store are punched out of their parent
+ * images (codec/dedup.ts). The dump is done by then: a failure here leaves the parents whole where
+ * it stopped (and their checksums right) and is a warning, not a failed dump.
+ */
+function autoDedup(dir: string, remote: boolean) {
+  if (remote) {
+    log.info("--auto-dedup: the pages went to the page server; it keeps the images");
+    return;
+  }
+  if (!existsSync(join(dir, "parent"))) {
+    log.debug("--auto-dedup: no parent images");
+    return;
+  }
+  try {
+    dedupChain(dir, "dump");
+  } catch (e) {
+    log.warn(`--auto-dedup: ${errorMessage(e)}; the parent images keep the rest of their pages`);
+  }
 }
 
 /**

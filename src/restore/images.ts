@@ -58,6 +58,8 @@ export interface RestoreSet extends RestoreNamespaces {
   rstSibling?: boolean;
   /** restore --lazy-pages for migrate: the parent images' pages of lazy memory come from the daemon too (lazyParentRuns) */
   lazyParents?: boolean;
+  /** restore --auto-dedup: each block of the pages file is punched out once its pages are in (codec/dedup.ts) */
+  autoDedup?: boolean;
   /** inherit_fd / --inherit-fd: KEY (e.g. "pipe:[123]") -> an fd of criu-bun's that takes that file's place */
   inheritFds?: Map<string, number>;
   /** the sysctls of the tree's own IPC namespace (ipcns-var) */

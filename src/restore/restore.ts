@@ -33,6 +33,7 @@ import { precheckMountNs, type ExtMounts } from "../resources/mounts";
 import { runHook as runHookNow, type Hooks } from "../hooks";
 import { CLONE } from "../sys/flags";
 import { LazyChannel, hasLazyPages, eagerParentRuns, lazyDaemonSocket } from "../resources/lazymem";
+import { markDeduped, refuseDeduped } from "../codec/dedup";
 import { warmParentPages } from "../codec/incremental";
 import { errnoText, errnoOf } from "../sys/errno";
 
@@ -75,6 +76,8 @@ export interface RestoreOptions {
    * daemon too (one serving from these images: migrate's post-copy, lazymem.ts lazyParentRuns)
    */
   lazyParents?: boolean;
+  /** --auto-dedup: the pages restored are punched out of the images (criu's restore --auto-dedup) */
+  autoDedup?: boolean;
   /**
    * migrate: called once the tree is restored, before its connections leave repair mode and it is
    * let go; throwing fails the restore (the tree is killed, it never ran). The source commits
@@ -312,6 +315,8 @@ function restoreFrom(o: RestoreOptions): Restored {
 function restoreAll(o: RestoreOptions, t0: number): Restored {
   // a large restore's page Workers start while the images load (not for a post-copy restore)
   if (!(o.lazyPages && o.lazyParents)) startPageWorkersEarly(o.dir);
+  // images a dedup took pages out of are only the parents of a later dump's
+  refuseDeduped(o.dir);
   phase("loading images");
   const set = loadImages(o.dir);
   const run = restoreRun(set, o);
@@ -339,6 +344,11 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
   if ((o.emptyNs ?? 0) & CLONE.NEWNET) set.emptyNetNs = true;
   set.rstSibling = !!o.rstSibling;
   set.lazyParents = !!(o.lazyPages && o.lazyParents);
+  if (o.autoDedup) {
+    set.autoDedup = true;
+    // before the first punch: a restore that fails after it leaves images marked as used up
+    markDeduped(o.dir, "restore --auto-dedup punched the pages it restored out of these images");
+  }
   if (o.inheritFds?.size) set.inheritFds = o.inheritFds;
   if (set.extNetKey !== undefined && !o.inheritFds?.has(set.extNetKey)) {
     throw new CriuError(

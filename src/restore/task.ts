@@ -534,7 +534,8 @@ export class TaskBuilder {
         this.mem!.fd,
         !!this.memParent,
         this.set.lazyParents ? canBeLazy : undefined,
-        u?.fd
+        u?.fd,
+        this.set.autoDedup
       );
     } finally {
       if (u) {
@@ -550,7 +551,7 @@ export class TaskBuilder {
     // (a pagemap without runs in the parent's images: no objects made for its runs)
     if (this.t.pm.some(PE.PARENT, PE.PRESENT)) {
       const runs = this.set.lazyParents ? eagerParentRuns(this.t.mm.vmas, this.t.pagemap) : this.t.pagemap;
-      fillParentPages(this.set.dir, this.t.pid, runs, this.mem!.fd, `process ${this.t.pid}`);
+      fillParentPages(this.set.dir, this.t.pid, runs, this.mem!.fd, `process ${this.t.pid}`, this.set.autoDedup);
     }
     if (this.set.lazyParents) this.placeRseqPages();
   }

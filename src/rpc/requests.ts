@@ -74,6 +74,7 @@ const MAPPED: Record<"dump" | "pre-dump" | "restore", Set<string>> = {
     // and port; status_fd (the older clients' readiness fd) or the status-ready notification
     "lazy_pages",
     "status_fd",
+    "auto_dedup",
     "ghost_limit",
     "freeze_cgroup",
     "ext_mnt",
@@ -87,6 +88,7 @@ const MAPPED: Record<"dump" | "pre-dump" | "restore", Set<string>> = {
   "pre-dump": new Set([
     ...COMMON,
     "pid",
+    "auto_dedup",
     "shell_job",
     "tcp_established",
     "ext_unix_sk",
@@ -120,6 +122,7 @@ const MAPPED: Record<"dump" | "pre-dump" | "restore", Set<string>> = {
     "inherit_fd",
     // runc restore --lazy-pages: the memory comes from the lazy-pages daemon in the work dir
     "lazy_pages",
+    "auto_dedup",
     "cg_root",
     // criu-bun opens a device file by its dumped path; evasive_devices only allows more (another
     // path to the same device when that one is gone), so a restore it would have saved fails naming the file
@@ -414,6 +417,7 @@ async function dumpRequest(conn: RpcConn, req: criu_req, pre: boolean): Promise<
       fileLocks: o!.fileLocks,
       timeoutSec: o!.timeout || undefined,
       prevImagesDir: o!.parentImg || undefined,
+      autoDedup: !!o!.autoDedup,
       pageServer: ps && !lazy ? { address: ps.address, port: ps.port } : undefined,
       lazyPages: lazy ? { address: ps!.address || "0.0.0.0", port: ps!.port, ready: statusFd?.ready } : undefined,
       hooks,
@@ -458,6 +462,7 @@ async function restoreRequest(conn: RpcConn, req: criu_req): Promise<RespInit> {
       rstSibling: o!.rstSibling,
       inheritFds: inheritFds(o!.inheritFd.map((i) => ({ key: i.key, fd: i.fd }))),
       lazyPages: o!.lazyPages,
+      autoDedup: !!o!.autoDedup,
       cgRoots: o!.cgRoot.map((c) => ({
         ctrl: isFieldSet(c, cgroup_rootSchema.field.ctrl) ? c.ctrl : undefined,
         path: c.path,

@@ -74,6 +74,7 @@ export const NR = {
   unlink: 87,
   symlink: 88,
   readlink: 89,
+  fallocate: 285,
   chmod: 90,
   fchmod: 91,
   chown: 92,
