@@ -255,7 +255,17 @@ describe("PID namespaces: a multithreaded init", () => {
         const t0 = performance.now();
         while (d.exitCode === null && performance.now() - t0 < 20000) await Bun.sleep(20);
         if (d.exitCode === null) d.kill(9);
-        expect(d.exitCode === null ? "still running after 20 s" : `exit ${d.exitCode}`).toBe("exit 0");
+        expect(
+          d.exitCode === null ? "still running after 20 s" : `exit ${d.exitCode}`,
+          `${await new Response(d.stderr).text()}${
+            existsSync(join(img, "dump.log"))
+              ? readFileSync(join(img, "dump.log"), "utf8")
+                  .split("\n")
+                  .filter((l) => l.includes("Error"))
+                  .join("\n")
+              : ""
+          }`
+        ).toBe("exit 0");
         await outer.exited;
         init = 0; // killed by the dump: its PID may be someone else's by now
         if (round < 4) rmSync(dir, { recursive: true, force: true });
