@@ -233,6 +233,18 @@ function logOf(dir: string, file: string) {
   }
 }
 
+/** runc checkpoint with criu-bun as criu; fails (with dump.log's errors) unless it ends with 0 within timeoutMs; its duration */
+function checkpoint(criu: string, id: string, img: string, timeoutMs = 90000) {
+  const t0 = performance.now();
+  const ck = Bun.spawnSync(["runc", "--criu", criu, "checkpoint", "--image-path", img, "--work-path", img, id], {
+    stdout: "pipe",
+    stderr: "pipe",
+    timeout: timeoutMs,
+  });
+  expect(`${ck.exitCode} ${ck.stderr}`, logOf(img, "dump.log")).toBe("0 ");
+  return performance.now() - t0;
+}
+
 test.skipIf(!runc || !busybox || !built)(
   "runc checkpoint, then runc restore -d (32 MiB memory limit): the container's shell carries on from where it was, writing into the restoring runc's pipes, in its rootfs, with the named FIFO it holds there",
   async () => {
@@ -253,12 +265,7 @@ test.skipIf(!runc || !busybox || !built)(
     await waitUntil("the container to count", () => last(run.out.text) >= 5, 20000);
 
     const img = join(tmp, "img-c");
-    const ck = Bun.spawnSync(["runc", "--criu", criu, "checkpoint", "--image-path", img, "--work-path", img, id], {
-      stdout: "pipe",
-      stderr: "pipe",
-      timeout: 90000,
-    });
-    expect(`${ck.exitCode} ${ck.stderr}`, logOf(img, "dump.log")).toBe("0 ");
+    checkpoint(criu, id, img);
     // the container is gone: runc says so, and the last writer of its stdout pipe has closed it
     expect(state(id)).toBeUndefined();
     await waitUntil("the old stdout pipe to end", () => run.out.done, 10000);
@@ -540,12 +547,7 @@ test.skipIf(!runc || !busybox || !built || !Bun.which("python3"))(
     const pid = state(id)!.pid;
     expect(readlinkSync(`/proc/${pid}/fd/1`)).toMatch(/^\/dev\/pts\/\d+$/);
     const img = join(tmp, "img-t");
-    const ck = Bun.spawnSync(["runc", "--criu", criu, "checkpoint", "--image-path", img, "--work-path", img, id], {
-      stdout: "pipe",
-      stderr: "pipe",
-      timeout: 90000,
-    });
-    expect(`${ck.exitCode} ${ck.stderr}`, logOf(img, "dump.log")).toBe("0 ");
+    checkpoint(criu, id, img);
     expect(state(id)).toBeUndefined();
     // the old master reads the last of the old terminal's output, then its slave side is gone
     await waitUntil("the old master to close", () => text().includes("--- master closed"), 10000);
@@ -734,18 +736,6 @@ const statOf = (pid: number) => {
 /** a process's pid in its own PID namespace (the last of NSpid) */
 const nsPid = (pid: number) => Number(/^NSpid:.*\s(\d+)$/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))![1]);
 
-/** runc checkpoint with criu-bun as criu; fails (with dump.log's errors) unless it ends with 0 within 30 s */
-function checkpoint(criu: string, id: string, img: string) {
-  const t0 = performance.now();
-  const ck = Bun.spawnSync(["runc", "--criu", criu, "checkpoint", "--image-path", img, "--work-path", img, id], {
-    stdout: "pipe",
-    stderr: "pipe",
-    timeout: 30000,
-  });
-  expect(`${ck.exitCode} ${ck.stderr}`, logOf(img, "dump.log")).toBe("0 ");
-  return performance.now() - t0;
-}
-
 test.skipIf(!runc || !busybox || !built)(
   "a container whose init has 8 threads (the workload threads, built static): runc checkpoint ends, runc restore -d brings back all 9 tasks and each thread checks itself",
   async () => {
@@ -773,7 +763,7 @@ test.skipIf(!runc || !busybox || !built)(
     const pid0 = state(id)!.pid;
     expect(readdirSync(`/proc/${pid0}/task`)).toHaveLength(9);
     const img = join(tmp, "img-mt");
-    checkpoint(criu, id, img);
+    checkpoint(criu, id, img, 30000);
     expect(state(id)).toBeUndefined();
     const rs = runcPiped(["--criu", criu, "restore", "-d", "--image-path", img, "--work-path", img, id], b);
     const rc = await rs.p.exited;
@@ -808,7 +798,7 @@ test.skipIf(!runc || !busybox || !built)(
     // (busybox runs its applets through /proc/self/exe: the child may be named "exe")
     const comm = readFileSync(`/proc/${before[0]}/comm`, "utf8");
     const img = join(tmp, "img-s");
-    expect(checkpoint(criu, id, img)).toBeLessThan(20000);
+    expect(checkpoint(criu, id, img, 30000)).toBeLessThan(20000);
     expect(state(id)).toBeUndefined();
     // runc named the container's cgroup to freeze; the stopped child was seized after the thaw
     const dumpLog = readFileSync(join(img, "dump.log"), "utf8");
