@@ -10,11 +10,23 @@ import {
   statSync,
   existsSync,
   readFileSync,
+  readdirSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { expect } from "bun:test";
 import type { Subprocess } from "bun";
-import { criuBun, criuBunCommand, REPO_ROOT, waitGone, type Workload } from "./harness";
+import {
+  criuBun,
+  criuBunCommand,
+  REPO_ROOT,
+  startWorkload,
+  trigger,
+  waitGone,
+  waitResult,
+  waitUntil,
+  type Workload,
+} from "./harness";
 
 /** Flip one bit of the byte at `offset` of a file (default: its middle), as a damaged disk would. */
 export function flipBit(path: string, offset = statSync(path).size >> 1) {
@@ -150,6 +162,102 @@ export async function waitReaped(pid: number, timeoutMs = 5000) {
   }
 }
 
+/** The process and every process below it (zombies among them), read from /proc: the tree a dump takes. */
+export function treeOf(root: number): number[] {
+  const parent = new Map<number, number>();
+  for (const e of readdirSync("/proc")) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const st = readFileSync(`/proc/${e}/stat`, "latin1");
+      parent.set(Number(e), Number(st.slice(st.lastIndexOf(")") + 2).split(" ")[1]));
+    } catch {}
+  }
+  const out = [root];
+  for (let i = 0; i < out.length; i++) for (const [p, pp] of parent) if (pp === out[i]) out.push(p);
+  return out;
+}
+
+/** The two tools of a round trip: criu-bun, or the reference CRIU 4.2 (PEER). */
+export type Tool = "criu-bun" | "criu-4.2";
+
+export interface RestoreCheck {
+  /** restore options (CRIU 4.2 is run with -d before them) */
+  restoreArgs?: string[];
+  /** the dumped tree: each waited for gone before the restore, each killed after CRIU 4.2's restore
+   *  (default: the target alone) */
+  pids?: number[];
+  /** triggers the restored target and asserts its state (default: the workload's trigger, then PASS
+   *  within resultMs) */
+  verdict?: () => Promise<void>;
+  resultMs?: number;
+}
+
+/** Trigger a workload's self-check and expect PASS (its report printed when it is not). */
+export async function expectPass(w: Workload, resultMs = 15_000) {
+  trigger(w);
+  const res = await waitResult(w, resultMs);
+  if (!res.pass) console.error(res.text);
+  expect(res.text).toStartWith("PASS");
+}
+
+/**
+ * The restore half of a round trip: once the dumped tree is gone, `restorer` restores the images in
+ * `dir`, then the verdict. criu-bun restores as its child (not detached) and must exit 0 once the
+ * tree is done; CRIU 4.2 restores with -d, and the tree is killed after.
+ */
+export async function restoreAndCheck(restorer: Tool, dir: string, target: Workload | number, o: RestoreCheck = {}) {
+  const pid = typeof target === "number" ? target : target.pid;
+  const pids = o.pids ?? [pid];
+  for (const p of pids) await waitReaped(p, 10_000);
+  const verdict =
+    o.verdict ??
+    (() => {
+      if (typeof target === "number") throw new Error(`round trip of process ${pid}: no verdict given`);
+      return expectPass(target, o.resultMs);
+    });
+  if (restorer === "criu-bun") {
+    const r = await restore(dir, pid, o.restoreArgs);
+    await verdict();
+    expect(await r.proc.exited).toBe(0);
+    return;
+  }
+  try {
+    peer(["restore", "-d", ...(o.restoreArgs ?? [])], dir, "restore.log");
+    await waitUntil(`restored ${pid}`, () => existsSync(`/proc/${pid}`));
+    await verdict();
+  } finally {
+    for (const p of pids)
+      try {
+        process.kill(p, "SIGKILL");
+      } catch {}
+  }
+}
+
+export interface RoundTrip extends Omit<RestoreCheck, "pids"> {
+  dumper: Tool;
+  restorer: Tool;
+  /** dump options */
+  dumpArgs?: string[];
+  /** names the images directory (default: the workload's name) */
+  tag?: string;
+}
+
+/**
+ * Dump a running target (a workload, or a pid with a verdict) with one tool, wait for its tree to go,
+ * restore with the other (or the same) tool and check it (restoreAndCheck). The tree is read from
+ * /proc before the dump. Returns the images directory, for further checks of the images and logs.
+ */
+export async function roundTrip(target: Workload | number, o: RoundTrip): Promise<string> {
+  const pid = typeof target === "number" ? target : target.pid;
+  const name = typeof target === "number" ? String(pid) : target.name;
+  const pids = treeOf(pid);
+  const dir = imagesDir((o.tag ?? name).replace(/\W/g, "_"));
+  if (o.dumper === "criu-bun") dump(pid, dir, o.dumpArgs);
+  else peer(["dump", "-t", String(pid), ...(o.dumpArgs ?? [])], dir, "dump.log");
+  await restoreAndCheck(o.restorer, dir, target, { ...o, pids });
+  return dir;
+}
+
 /**
  * The engine tests' core step: start a workload, dump it (killing it), restore it,
  * trigger its self-check and assert PASS and criu-bun's exit status 0. Returns the workload and
@@ -160,16 +268,7 @@ export async function dumpRestoreVerify(
   args: string[] = [],
   opts: { dumpArgs?: string[]; restoreArgs?: string[] } = {}
 ) {
-  const { startWorkload, trigger, waitResult } = await import("./harness");
-  const { expect } = await import("bun:test");
   const w = await startWorkload(name, args);
-  const dir = imagesDir(name.replace(/\W/g, "_"));
-  dump(w.pid, dir, opts.dumpArgs);
-  const r = await restore(dir, w.pid, opts.restoreArgs);
-  trigger(w);
-  const res = await waitResult(w, 15000);
-  if (!res.pass) console.error(res.text);
-  expect(res.text).toStartWith("PASS");
-  expect(await r.proc.exited).toBe(0);
+  const dir = await roundTrip(w, { dumper: "criu-bun", restorer: "criu-bun", ...opts });
   return { w, dir };
 }

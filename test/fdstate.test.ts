@@ -9,20 +9,21 @@
 // (A full queue, which a blocked sender outside the tree makes unreadable, is refused:
 // refusals.test.ts "mqueue-full".)
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { writeManifest } from "../src/images/manifest";
 import { join } from "node:path";
-import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, waitUntil, isAlive, criuBun } from "./harness";
+import { buildWorkloads, cleanup, startWorkload, isAlive, criuBun } from "./harness";
 import {
   dump,
-  restore,
   imagesDir,
   cleanupImages,
   dumpRestoreVerify,
-  waitReaped,
+  expectPass,
+  restoreAndCheck,
+  roundTrip,
   PEER,
-  peer,
   havePeer,
+  type Tool,
 } from "./engine-helpers";
 
 if (!havePeer) console.warn(`SKIP the CRIU 4.2 directions: ${PEER} is missing`);
@@ -30,12 +31,7 @@ if (!havePeer) console.warn(`SKIP the CRIU 4.2 directions: ${PEER} is missing`);
 beforeAll(async () => {
   await buildWorkloads();
 }, 120_000);
-const restoredByPeer: number[] = [];
 afterAll(() => {
-  for (const p of restoredByPeer)
-    try {
-      process.kill(p, "SIGKILL");
-    } catch {}
   cleanup();
   cleanupImages();
 });
@@ -47,35 +43,10 @@ function show(dir: string, file: string): any[] {
   return j.entries ?? j;
 }
 
-/** CRIU 4.2 dumps fdstate MODE, criu-bun restores it: PASS; the images directory */
-async function peerDumpsBunRestores(mode: string, opts: string[] = []) {
+/** fdstate MODE dumped by one tool and restored by the other (options to both): PASS; the images directory */
+async function across(dumper: Tool, restorer: Tool, mode: string, opts: string[] = []) {
   const w = await startWorkload("fdstate", [mode]);
-  const dir = imagesDir(`peer-${mode}`);
-  peer(["dump", "-t", String(w.pid), ...opts], dir, "dump.log");
-  await waitReaped(w.pid, 10000);
-  const r = await restore(dir, w.pid, opts);
-  trigger(w);
-  const res = await waitResult(w, 15000);
-  if (!res.pass) console.error(res.text);
-  expect(res.text).toStartWith("PASS");
-  expect(await r.proc.exited).toBe(0);
-  return dir;
-}
-
-/** criu-bun dumps fdstate MODE, CRIU 4.2 restores it (-d): PASS; the images directory */
-async function bunDumpsPeerRestores(mode: string, opts: string[] = []) {
-  const w = await startWorkload("fdstate", [mode]);
-  const dir = imagesDir(`bun-${mode}`);
-  dump(w.pid, dir, opts);
-  await waitReaped(w.pid, 10000);
-  restoredByPeer.push(w.pid);
-  peer(["restore", "-d", ...opts], dir, "restore.log");
-  await waitUntil(`restored ${w.pid}`, () => existsSync(`/proc/${w.pid}`));
-  trigger(w);
-  const res = await waitResult(w, 15000);
-  if (!res.pass) console.error(res.text);
-  expect(res.text).toStartWith("PASS");
-  return dir;
+  return roundTrip(w, { dumper, restorer, tag: `${dumper}-${mode}`, dumpArgs: opts, restoreArgs: opts });
 }
 
 describe("POSIX message queue with zero-length messages", () => {
@@ -113,10 +84,7 @@ describe("POSIX message queue with zero-length messages", () => {
     expect(isAlive(w.pid)).toBe(true);
     dump(w.pid, imagesDir("mqzero-lr"), ["--leave-running"]);
     expect(isAlive(w.pid)).toBe(true);
-    trigger(w);
-    const res = await waitResult(w, 10000);
-    if (!res.pass) console.error(res.text);
-    expect(res.text).toStartWith("PASS");
+    await expectPass(w, 10_000);
   }, 30_000);
 });
 
@@ -142,7 +110,7 @@ describe("timerfd settime flags", () => {
   test.skipIf(!havePeer)(
     "CRIU 4.2 dumps, criu-bun restores",
     async () => {
-      await peerDumpsBunRestores("tfdflags");
+      await across("criu-4.2", "criu-bun", "tfdflags");
     },
     60_000
   );
@@ -150,7 +118,7 @@ describe("timerfd settime flags", () => {
   test.skipIf(!havePeer)(
     "criu-bun dumps, CRIU 4.2 restores",
     async () => {
-      await bunDumpsPeerRestores("tfdflags");
+      await across("criu-bun", "criu-4.2", "tfdflags");
     },
     60_000
   );
@@ -188,12 +156,7 @@ describe("OFD locks", () => {
       rmSync(join(dir, "filelocks.json"));
       writeManifest(dir); // changed on purpose: the sums catch damage, not intent
       expect(show(dir, "filelocks.img").map((l) => l.flag)).toContain(1024);
-      const r = await restore(dir, w.pid);
-      trigger(w);
-      const res = await waitResult(w, 15000);
-      if (!res.pass) console.error(res.text);
-      expect(res.text).toStartWith("PASS");
-      expect(await r.proc.exited).toBe(0);
+      await restoreAndCheck("criu-bun", dir, w);
     },
     60_000
   );
@@ -201,7 +164,7 @@ describe("OFD locks", () => {
   test.skipIf(!havePeer)(
     "CRIU 4.2 dumps, criu-bun restores",
     async () => {
-      const dir = await peerDumpsBunRestores("ofd", ["--file-locks"]);
+      const dir = await across("criu-4.2", "criu-bun", "ofd", ["--file-locks"]);
       expect(readFileSync(join(dir, "restore.log"), "utf8")).toMatch(
         /filelocks: .*: OFD write lock taken again \(5\+5\)/
       );
@@ -212,7 +175,7 @@ describe("OFD locks", () => {
   test.skipIf(!havePeer)(
     "criu-bun dumps, CRIU 4.2 restores",
     async () => {
-      await bunDumpsPeerRestores("ofd", ["--file-locks"]);
+      await across("criu-bun", "criu-4.2", "ofd", ["--file-locks"]);
     },
     60_000
   );

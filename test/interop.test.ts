@@ -31,7 +31,17 @@ import {
 } from "./harness";
 import { decodePagemap } from "../src/images/pagemap";
 import { writeManifest } from "../src/images/manifest";
-import { dump, restore, imagesDir, cleanupImages, waitReaped, PEER, peer } from "./engine-helpers";
+import {
+  dump,
+  imagesDir,
+  cleanupImages,
+  PEER,
+  peer,
+  restoreAndCheck,
+  roundTrip,
+  waitReaped,
+  type Tool,
+} from "./engine-helpers";
 import { clientBackoffs } from "./netns";
 
 const have = existsSync(PEER) && existsSync("/usr/bin/crit");
@@ -83,19 +93,6 @@ function treePids(dir: string): number[] {
   return decode(dir, "pstree.img").map((p: any) => p.pid);
 }
 
-/** Every process of the dumped tree gone from /proc (reaped, not a zombie): its pids are free again. */
-async function waitTreeGone(dir: string) {
-  for (const p of treePids(dir)) await waitReaped(p, 10000);
-}
-
-function killTree(pids: number[]) {
-  for (const p of pids) {
-    try {
-      process.kill(p, "SIGKILL");
-    } catch {}
-  }
-}
-
 // [workload, args, dump options both tools take]
 const MATRIX: [string, string[], string[]][] = [
   ["pyloop.py", [], []], // a real program, one process
@@ -110,43 +107,19 @@ const MATRIX: [string, string[], string[]][] = [
   ["timerfd", [], []], // timers
 ];
 
-describe.skipIf(!have)("CRIU 4.2 dumps, criu-bun restores", () => {
-  for (const [name, args, opts] of MATRIX) {
-    test(name, async () => {
-      const w = await startWorkload(name, args, { timeoutMs: 30000 });
-      const dir = imagesDir(`peer-${name.replace(/\W/g, "_")}`);
-      peer(["dump", "-t", String(w.pid), ...opts], dir, "dump.log");
-      await waitTreeGone(dir);
-      const r = await restore(dir, w.pid);
-      trigger(w);
-      const res = await waitResult(w, 15000);
-      expect(res.text).toStartWith("PASS");
-      expect(await r.proc.exited).toBe(0);
-    }, 60000);
-  }
-});
-
-describe.skipIf(!have)("criu-bun dumps, CRIU 4.2 restores", () => {
-  for (const [name, args, opts] of MATRIX) {
-    test(name, async () => {
-      const w = await startWorkload(name, args, { timeoutMs: 30000 });
-      const dir = imagesDir(`bun-${name.replace(/\W/g, "_")}`);
-      dump(w.pid, dir, opts);
-      const pids = treePids(dir);
-      await waitTreeGone(dir);
-      try {
-        peer(["restore", "-d", ...opts], dir, "restore.log");
-        // -d: CRIU leaves the tree running on its own
-        await waitUntil(`restored ${w.pid}`, () => existsSync(`/proc/${w.pid}`));
-        trigger(w);
-        const res = await waitResult(w, 15000);
-        expect(res.text).toStartWith("PASS");
-      } finally {
-        killTree(pids);
-      }
-    }, 60000);
-  }
-});
+for (const [dumper, restorer, title] of [
+  ["criu-4.2", "criu-bun", "CRIU 4.2 dumps, criu-bun restores"],
+  ["criu-bun", "criu-4.2", "criu-bun dumps, CRIU 4.2 restores"],
+] as const) {
+  describe.skipIf(!have)(title, () => {
+    for (const [name, args, opts] of MATRIX) {
+      test(name, async () => {
+        const w = await startWorkload(name, args, { timeoutMs: 30000 });
+        await roundTrip(w, { dumper, restorer, tag: `${dumper}-${name}`, dumpArgs: opts, restoreArgs: opts });
+      }, 60000);
+    }
+  });
+}
 
 /** A file entry as a comparable description (ids differ between the tools: CRIU numbers mapped files first). */
 function fileDesc(files: any[], id: number) {
@@ -312,7 +285,6 @@ test("a file whose ELF build-id is not the dumped one is refused at restore, nam
 
 // ---- page servers between the tools ----------------------------------------------------------
 
-type Tool = "criu-bun" | "criu-4.2";
 const servers: { proc: ReturnType<typeof Bun.spawn> }[] = [];
 afterAll(() => {
   for (const s of servers) if (s.proc.exitCode === null) s.proc.kill(9);
@@ -406,27 +378,6 @@ function merge(from: string, to: string) {
       copyFileSync(join(from, f), join(to, f));
 }
 
-/** Restore dir with one tool, let the workload check itself, expect PASS. */
-async function restoreWith(tool: Tool, dir: string, w: Workload) {
-  const pids = treePids(dir);
-  await waitTreeGone(dir);
-  if (tool === "criu-bun") {
-    const r = await restore(dir, w.pid);
-    trigger(w);
-    expect((await waitResult(w, 20000)).text).toStartWith("PASS");
-    expect(await r.proc.exited).toBe(0);
-    return;
-  }
-  try {
-    peer(["restore", "-d"], dir, "restore.log");
-    await waitUntil(`restored ${w.pid}`, () => existsSync(`/proc/${w.pid}`));
-    trigger(w);
-    expect((await waitResult(w, 20000)).text).toStartWith("PASS");
-  } finally {
-    killTree(pids);
-  }
-}
-
 const PS_ADDR = (port: number) => ["--page-server", "--address", "127.0.0.1", "--port", String(port)];
 
 describe.skipIf(!have)("page servers between the tools", () => {
@@ -452,7 +403,7 @@ describe.skipIf(!have)("page servers between the tools", () => {
       expect(pm.runs.filter((r) => !(r.nrPages > 0) || !(r.flags & 4))).toEqual([]); // every run present, with pages (no parent here)
       expect(JSON.parse(crit("decode", "-i", join(srv, `pagemap-${w.pid}.img`))).entries[0].pages_id).toBe(0x10001);
       merge(srv, dir);
-      await restoreWith(restorer, dir, w);
+      await restoreAndCheck(restorer, dir, w, { pids: treePids(dir), resultMs: 20000 });
     }, 90000);
   }
 
@@ -495,7 +446,7 @@ describe.skipIf(!have)("page servers between the tools", () => {
       expect(sent).toBeGreaterThanOrEqual(40);
       expect(sent).toBeLessThan(PAGES / 8); // the rewritten pages and the little else the process touched
       merge(fin, sfin);
-      await restoreWith(restorer, sfin, w);
+      await restoreAndCheck(restorer, sfin, w, { pids: treePids(sfin), resultMs: 20000 });
     }, 120000);
   }
 });

@@ -3,31 +3,16 @@
 // kill and restore), or refused at dump with the target running on; CRIU 4.2 as a peer where it
 // can take the state; and a damaged copy (--selftest-corrupt) fails each mode's checks.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import {
-  buildWorkloads,
-  cleanup,
-  criuBun,
-  isAlive,
-  runWorkload,
-  startWorkload,
-  trigger,
-  waitResult,
-  waitUntil,
-} from "./harness";
-import { cleanupImages, dump, imagesDir, restore, waitReaped, peer, havePeer } from "./engine-helpers";
+import { buildWorkloads, cleanup, criuBun, isAlive, runWorkload, startWorkload } from "./harness";
+import { cleanupImages, expectPass, imagesDir, havePeer, roundTrip, type Tool } from "./engine-helpers";
 import { UNSUPPORTED } from "../src/resources/unsupported";
 
 beforeAll(async () => {
   await buildWorkloads();
 }, 120_000);
-const started: number[] = [];
 afterAll(() => {
-  for (const p of started)
-    try {
-      process.kill(p, "SIGKILL");
-    } catch {}
   cleanup();
   cleanupImages();
 });
@@ -44,13 +29,7 @@ describe("restored exactly (the workload checks itself after restore)", () => {
   for (const [mode, what] of EXACT) {
     test(`${mode}: ${what}`, async () => {
       const w = await startWorkload("notifyfix", [mode], { stderr: "file" });
-      const dir = imagesDir(`notifypipes-${mode}`);
-      dump(w.pid, dir);
-      const r = await restore(dir, w.pid);
-      trigger(w);
-      const res = await waitResult(w, 15_000);
-      expect(res.text).toStartWith("PASS");
-      expect(await r.proc.exited).toBe(0);
+      const dir = await roundTrip(w, { dumper: "criu-bun", restorer: "criu-bun", tag: `notifypipes-${mode}` });
       const log = readFileSync(join(dir, "restore.log"), "utf8");
       // what the restore did, at -v4
       if (mode === "dontfollow")
@@ -74,8 +53,7 @@ test("fifopkt: packets queued in a FIFO in packet mode are refused too (pipe-pac
     )
   );
   expect(isAlive(w.pid)).toBe(true);
-  trigger(w);
-  expect((await waitResult(w, 10_000)).text).toStartWith("PASS");
+  await expectPass(w, 10_000);
 });
 
 test("each mode reports FAIL when its state is undone (--selftest-corrupt)", async () => {
@@ -87,36 +65,19 @@ test("each mode reports FAIL when its state is undone (--selftest-corrupt)", asy
 
 // ---- CRIU 4.2 as a peer ----
 
+const said = (t: Tool) => (t === "criu-bun" ? t : "CRIU 4.2");
+
 describe.skipIf(!havePeer)("interop with CRIU 4.2", () => {
   // CRIU 4.2 itself refuses a packet-mode pipe, and cannot open a FIFO with O_DIRECT: not here
-  for (const mode of ["inomany", "oneshot", "pipedirect"]) {
-    test(`interop: criu-bun dumps ${mode}, CRIU 4.2 restores it`, async () => {
-      const w = await startWorkload("notifyfix", [mode], { timeoutMs: 30_000 });
-      const dir = imagesDir(`notifypipes-bun-criu-${mode}`);
-      dump(w.pid, dir);
-      await waitReaped(w.pid, 10_000);
-      try {
-        peer(["restore", "-d"], dir, "restore.log");
-        started.push(w.pid);
-        await waitUntil(`restored ${w.pid}`, () => existsSync(`/proc/${w.pid}`));
-        trigger(w);
-        expect((await waitResult(w, 15_000)).text).toStartWith("PASS");
-      } finally {
-        try {
-          process.kill(w.pid, "SIGKILL");
-        } catch {}
-      }
-    }, 60_000);
-  }
-  for (const mode of ["inomany", "oneshot", "fifodirect"]) {
-    test(`interop: CRIU 4.2 dumps ${mode}, criu-bun restores it`, async () => {
-      const w = await startWorkload("notifyfix", [mode], { timeoutMs: 30_000 });
-      const dir = imagesDir(`notifypipes-criu-bun-${mode}`);
-      peer(["dump", "-t", String(w.pid)], dir, "dump.log");
-      const r = await restore(dir, w.pid, [], 20_000);
-      trigger(w);
-      expect((await waitResult(w, 15_000)).text).toStartWith("PASS");
-      expect(await r.proc.exited).toBe(0);
-    }, 60_000);
+  for (const [dumper, restorer, modes] of [
+    ["criu-bun", "criu-4.2", ["inomany", "oneshot", "pipedirect"]],
+    ["criu-4.2", "criu-bun", ["inomany", "oneshot", "fifodirect"]],
+  ] as const) {
+    for (const mode of modes) {
+      test(`interop: ${said(dumper)} dumps ${mode}, ${said(restorer)} restores it`, async () => {
+        const w = await startWorkload("notifyfix", [mode], { timeoutMs: 30_000 });
+        await roundTrip(w, { dumper, restorer, tag: `notifypipes-${dumper}-${mode}` });
+      }, 60_000);
+    }
   }
 });

@@ -6,6 +6,9 @@
 // own state: the counter in a variable must match the one it wrote into its tmpfs (/dev/shm, saved in
 // the images) before the checkpoint. What criu-bun cannot restore exactly (stdio on a file outside
 // the container's mounts) is refused with one line in dump.log while the container keeps running.
+// Two shapes that hung runc checkpoint once come back whole: an init with 8 threads (the threads
+// workload, linked static into the bundle) and a shell holding a SIGSTOPped child (runc has the
+// cgroup frozen: the stopped child is seized after the thaw, and is stopped again after restore).
 // The bundle is built here; every container, image directory and pipe is removed after.
 import { afterAll, expect, test } from "bun:test";
 import {
@@ -230,6 +233,18 @@ function logOf(dir: string, file: string) {
   }
 }
 
+/** runc checkpoint with criu-bun as criu; fails (with dump.log's errors) unless it ends with 0 within timeoutMs; its duration */
+function checkpoint(criu: string, id: string, img: string, timeoutMs = 90000) {
+  const t0 = performance.now();
+  const ck = Bun.spawnSync(["runc", "--criu", criu, "checkpoint", "--image-path", img, "--work-path", img, id], {
+    stdout: "pipe",
+    stderr: "pipe",
+    timeout: timeoutMs,
+  });
+  expect(`${ck.exitCode} ${ck.stderr}`, logOf(img, "dump.log")).toBe("0 ");
+  return performance.now() - t0;
+}
+
 test.skipIf(!runc || !busybox || !built)(
   "runc checkpoint, then runc restore -d (32 MiB memory limit): the container's shell carries on from where it was, writing into the restoring runc's pipes, in its rootfs, with the named FIFO it holds there",
   async () => {
@@ -250,12 +265,7 @@ test.skipIf(!runc || !busybox || !built)(
     await waitUntil("the container to count", () => last(run.out.text) >= 5, 20000);
 
     const img = join(tmp, "img-c");
-    const ck = Bun.spawnSync(["runc", "--criu", criu, "checkpoint", "--image-path", img, "--work-path", img, id], {
-      stdout: "pipe",
-      stderr: "pipe",
-      timeout: 90000,
-    });
-    expect(`${ck.exitCode} ${ck.stderr}`, logOf(img, "dump.log")).toBe("0 ");
+    checkpoint(criu, id, img);
     // the container is gone: runc says so, and the last writer of its stdout pipe has closed it
     expect(state(id)).toBeUndefined();
     await waitUntil("the old stdout pipe to end", () => run.out.done, 10000);
@@ -711,12 +721,7 @@ test.skipIf(!runc || !busybox || !built || !Bun.which("python3"))(
     const pid = state(id)!.pid;
     expect(readlinkSync(`/proc/${pid}/fd/1`)).toMatch(/^\/dev\/pts\/\d+$/);
     const img = join(tmp, "img-t");
-    const ck = Bun.spawnSync(["runc", "--criu", criu, "checkpoint", "--image-path", img, "--work-path", img, id], {
-      stdout: "pipe",
-      stderr: "pipe",
-      timeout: 90000,
-    });
-    expect(`${ck.exitCode} ${ck.stderr}`, logOf(img, "dump.log")).toBe("0 ");
+    checkpoint(criu, id, img);
     expect(state(id)).toBeUndefined();
     // the old master reads the last of the old terminal's output, then its slave side is gone
     await waitUntil("the old master to close", () => text().includes("--- master closed"), 10000);
@@ -885,4 +890,117 @@ test.skipIf(!runc || !busybox || !built || !Bun.which("python3") || !Bun.which("
     netnses.length = 0;
   },
   120000
+);
+
+/** the children of a process (host pids), from its main thread's children list */
+function kidsOf(pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+const statOf = (pid: number) => {
+  try {
+    return readFileSync(`/proc/${pid}/stat`, "latin1").replace(/^.*\) /s, "")[0];
+  } catch {
+    return "gone";
+  }
+};
+/** a process's pid in its own PID namespace (the last of NSpid) */
+const nsPid = (pid: number) => Number(/^NSpid:.*\s(\d+)$/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))![1]);
+
+test.skipIf(!runc || !busybox || !built)(
+  "a container whose init has 8 threads (the workload threads, built static): runc checkpoint ends, runc restore -d brings back all 9 tasks and each thread checks itself",
+  async () => {
+    const criu = installAsCriu();
+    const b = bundle(["/bin/threads", "/w", "8"], "threads");
+    mkdirSync(join(b, "rootfs/w"));
+    const cc = Bun.spawnSync(
+      [
+        "gcc",
+        "-O2",
+        "-static",
+        "-pthread",
+        "-o",
+        join(b, "rootfs/bin/threads"),
+        join(REPO_ROOT, "test/workloads/threads.c"),
+      ],
+      { stdout: "pipe", stderr: "pipe" }
+    );
+    expect(cc.exitCode, cc.stderr.toString()).toBe(0);
+    const id = `criu-bun-mt-${process.pid}`;
+    containers.push(id);
+    const run = runcPiped(["run", "-d", id], b);
+    expect(await run.p.exited).toBe(0);
+    await waitUntil("the threads to be ready", () => existsSync(join(b, "rootfs/w/ready")), 10000);
+    const pid0 = state(id)!.pid;
+    expect(readdirSync(`/proc/${pid0}/task`)).toHaveLength(9);
+    const img = join(tmp, "img-mt");
+    checkpoint(criu, id, img, 30000);
+    expect(state(id)).toBeUndefined();
+    const rs = runcPiped(["--criu", criu, "restore", "-d", "--image-path", img, "--work-path", img, id], b);
+    const rc = await rs.p.exited;
+    expect(`${rc} ${rs.err.text}`, logOf(img, "restore.log")).toBe("0 ");
+    const st = state(id)!;
+    expect(st.status).toBe("running");
+    expect(readdirSync(`/proc/${st.pid}/task`)).toHaveLength(9);
+    writeFileSync(join(b, "rootfs/w/go"), "go\n");
+    await waitUntil("the restored threads' result", () => existsSync(join(b, "rootfs/w/result")), 15000);
+    expect(readFileSync(join(b, "rootfs/w/result"), "utf8")).toStartWith("PASS");
+    runcOk(["delete", "-f", id]);
+    expect(state(id)).toBeUndefined();
+  },
+  60000
+);
+
+test.skipIf(!runc || !busybox || !built)(
+  "a container holding a SIGSTOPped child: runc checkpoint (freeze_cgroup) ends, the child seized after the thaw; restored, the child is still stopped with its pid, and the shell counts on",
+  async () => {
+    const criu = installAsCriu();
+    const b = bundle(["sh", "-c", `sleep 100000 & echo $! > /tmp/child; kill -STOP $!; ${COUNTER[2]}`], "stopped");
+    const id = `criu-bun-s-${process.pid}`;
+    containers.push(id);
+    const run = runcPiped(["run", "-d", id], b);
+    expect(await run.p.exited).toBe(0);
+    await waitUntil("the container to count", () => last(run.out.text) >= 3, 20000);
+    const inNs = Number(readFileSync(join(b, "rootfs/tmp/child"), "utf8"));
+    const stopped = (init: number) => kidsOf(init).filter((k) => statOf(k) === "T");
+    const before = stopped(state(id)!.pid);
+    expect(before).toHaveLength(1);
+    expect(nsPid(before[0])).toBe(inNs);
+    // (busybox runs its applets through /proc/self/exe: the child may be named "exe")
+    const comm = readFileSync(`/proc/${before[0]}/comm`, "utf8");
+    const img = join(tmp, "img-s");
+    expect(checkpoint(criu, id, img, 30000)).toBeLessThan(20000);
+    expect(state(id)).toBeUndefined();
+    // runc named the container's cgroup to freeze; the stopped child was seized after the thaw
+    const dumpLog = readFileSync(join(img, "dump.log"), "utf8");
+    expect(dumpLog).toMatch(/rpc: dump with .*freeze_cgroup=/);
+    expect(dumpLog).toMatch(new RegExp(`1 of them stopped \\(seized after the thaw\\): ${before[0]}`));
+    await waitUntil("the old stdout pipe to end", () => run.out.done, 10000);
+    const n = last(run.out.text);
+    expect(run.out.text).not.toContain("BAD");
+    const rs = runcPiped(["--criu", criu, "restore", "-d", "--image-path", img, "--work-path", img, id], b);
+    const rc = await rs.p.exited;
+    expect(`${rc} ${rs.err.text}`, logOf(img, "restore.log")).toBe("0 ");
+    const st = state(id)!;
+    expect(st.status).toBe("running");
+    // the child: stopped still, the same pid in the container's namespace, the same name
+    const after = stopped(st.pid);
+    expect(after).toHaveLength(1);
+    expect(nsPid(after[0])).toBe(inNs);
+    expect(readFileSync(`/proc/${after[0]}/comm`, "utf8")).toBe(comm);
+    // the container works: the shell goes on from n+1, its state intact
+    await waitUntil("the restored counter to print", () => ticks(rs.out.text).length >= 3, 20000);
+    expect(ticks(rs.out.text).slice(0, 3)).toEqual([n + 1, n + 2, n + 3]);
+    expect(rs.out.text).not.toContain("BAD");
+    expect(statOf(after[0])).toBe("T");
+    // and the child goes on when continued
+    process.kill(after[0], "SIGCONT");
+    await waitUntil("the child to run again", () => statOf(after[0]) === "S", 5000);
+    runcOk(["delete", "-f", id]);
+    expect(state(id)).toBeUndefined();
+  },
+  60000
 );

@@ -5,10 +5,10 @@
 // target left as it was: SCHED_DEADLINE, dumpable 2, a thread CPU clock whose thread cannot be
 // told, real-time signals queued over RLIMIT_SIGPENDING (restore could not queue them again).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { buildWorkloads, cleanup, criuBun, isAlive, startWorkload, trigger, waitResult, waitUntil } from "./harness";
-import { cleanupImages, dump, imagesDir, restore, waitReaped, peer, havePeer } from "./engine-helpers";
+import { buildWorkloads, cleanup, criuBun, isAlive, startWorkload } from "./harness";
+import { cleanupImages, dump, expectPass, imagesDir, havePeer, roundTrip } from "./engine-helpers";
 import { UNSUPPORTED, type UnsupportedKey } from "../src/resources/unsupported";
 
 beforeAll(async () => {
@@ -38,13 +38,7 @@ describe("restored exactly (criu-bun dumps and restores)", () => {
   for (const [mode, what, logged] of EXACT) {
     test(`${mode}: ${what}`, async () => {
       const w = await startWorkload("taskfix", [mode], { stderr: "file" });
-      const dir = imagesDir(`fixe-${mode}`);
-      dump(w.pid, dir);
-      const r = await restore(dir, w.pid);
-      trigger(w);
-      const res = await waitResult(w, 15_000);
-      expect(res.text).toStartWith("PASS");
-      expect(await r.proc.exited).toBe(0);
+      const dir = await roundTrip(w, { dumper: "criu-bun", restorer: "criu-bun", tag: `fixe-${mode}` });
       expect(readFileSync(join(dir, "restore.log"), "utf8")).toMatch(logged);
     }, 60_000);
   }
@@ -56,40 +50,21 @@ describe("restored exactly (criu-bun dumps and restores)", () => {
     const log = readFileSync(join(dir, "dump.log"), "utf8");
     for (const p of ["SCHED_BATCH", "SCHED_IDLE", "SCHED_RR|SCHED_RESET_ON_FORK priority 7", "SCHED_FIFO priority 3"])
       expect(log).toContain(`, ${p}, comm`);
-    trigger(w);
-    expect((await waitResult(w, 15_000)).text).toStartWith("PASS");
+    await expectPass(w);
   }, 60_000);
 });
 
 describe.skipIf(!havePeer)("with CRIU 4.2", () => {
   for (const [mode, what] of EXACT) {
-    test(`${mode}: CRIU 4.2 dumps, criu-bun restores ${what}`, async () => {
-      const w = await startWorkload("taskfix", [mode], { stderr: "file" });
-      const dir = imagesDir(`fixe-peer-${mode}`);
-      peer(["dump", "-t", String(w.pid)], dir, "dump.log");
-      await waitReaped(w.pid, 10_000);
-      const r = await restore(dir, w.pid);
-      trigger(w);
-      expect((await waitResult(w, 15_000)).text).toStartWith("PASS");
-      expect(await r.proc.exited).toBe(0);
-    }, 60_000);
-
-    test(`${mode}: criu-bun dumps, CRIU 4.2 restores ${what}`, async () => {
-      const w = await startWorkload("taskfix", [mode], { stderr: "file" });
-      const dir = imagesDir(`fixe-bun-${mode}`);
-      dump(w.pid, dir);
-      await waitReaped(w.pid, 10_000);
-      try {
-        peer(["restore", "-d"], dir, "restore.log");
-        await waitUntil(`restored ${w.pid}`, () => existsSync(`/proc/${w.pid}`));
-        trigger(w);
-        expect((await waitResult(w, 15_000)).text).toStartWith("PASS");
-      } finally {
-        try {
-          process.kill(w.pid, "SIGKILL");
-        } catch {}
-      }
-    }, 60_000);
+    for (const [dumper, restorer, said] of [
+      ["criu-4.2", "criu-bun", "CRIU 4.2 dumps, criu-bun restores"],
+      ["criu-bun", "criu-4.2", "criu-bun dumps, CRIU 4.2 restores"],
+    ] as const) {
+      test(`${mode}: ${said} ${what}`, async () => {
+        const w = await startWorkload("taskfix", [mode], { stderr: "file" });
+        await roundTrip(w, { dumper, restorer, tag: `fixe-${dumper}-${mode}` });
+      }, 60_000);
+    }
   }
 });
 
@@ -112,8 +87,7 @@ describe("refused at dump with one line; the target runs on as it was", () => {
       expect(lines[0]).toContain(detail);
       expect(lines[0]).toEndWith("is not supported yet");
       expect(isAlive(w.pid)).toBe(true);
-      trigger(w);
-      expect((await waitResult(w, 15_000)).text).toStartWith("PASS");
+      await expectPass(w);
     }, 60_000);
   }
 });

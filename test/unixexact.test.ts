@@ -6,20 +6,10 @@
 // out-of-band bytes and their marks. A dump left running (-R), or refused, leaves each socket's
 // SO_PEEK_OFF and SO_PASSCRED as they were (the dump changes them for its look at the queues).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import {
-  buildWorkloads,
-  cleanup,
-  criuBun,
-  isAlive,
-  runWorkload,
-  startWorkload,
-  trigger,
-  waitResult,
-  waitUntil,
-} from "./harness";
-import { cleanupImages, dump, imagesDir, restore, waitReaped, peer, havePeer } from "./engine-helpers";
+import { buildWorkloads, cleanup, criuBun, isAlive, runWorkload, startWorkload } from "./harness";
+import { cleanupImages, dump, expectPass, imagesDir, havePeer, roundTrip } from "./engine-helpers";
 import { UNSUPPORTED, type UnsupportedKey } from "../src/resources/unsupported";
 
 beforeAll(async () => {
@@ -45,12 +35,7 @@ describe("restored exactly (criu-bun dumps and restores)", () => {
   for (const [mode, what] of EXACT) {
     test(`${mode}: ${what}`, async () => {
       const w = await startWorkload("unixfix", [mode], { stderr: "file" });
-      const dir = imagesDir(`fixb-${mode}`);
-      dump(w.pid, dir);
-      const r = await restore(dir, w.pid);
-      trigger(w);
-      expect((await waitResult(w, 15_000)).text).toStartWith("PASS");
-      expect(await r.proc.exited).toBe(0);
+      const dir = await roundTrip(w, { dumper: "criu-bun", restorer: "criu-bun", tag: `fixb-${mode}` });
       if (mode === "zero") {
         // the restore says what it put back
         const log = readFileSync(join(dir, "restore.log"), "utf8");
@@ -63,38 +48,19 @@ describe("restored exactly (criu-bun dumps and restores)", () => {
     const w = await startWorkload("unixfix", ["leftrun"], { stderr: "file" });
     dump(w.pid, imagesDir("fixb-leftrun"), ["-R"]);
     expect(isAlive(w.pid)).toBe(true);
-    trigger(w);
-    expect((await waitResult(w, 15_000)).text).toStartWith("PASS");
+    await expectPass(w);
   }, 60_000);
 });
 
 describe.skipIf(!havePeer)("with CRIU 4.2", () => {
   test("opts: CRIU 4.2 dumps, criu-bun restores SO_KEEPALIVE, SO_OOBINLINE, SO_LINGER and the rest", async () => {
     const w = await startWorkload("unixfix", ["opts"], { stderr: "file" });
-    const dir = imagesDir("fixb-peer-opts");
-    peer(["dump", "-t", String(w.pid)], dir, "dump.log");
-    await waitReaped(w.pid, 10_000);
-    const r = await restore(dir, w.pid);
-    trigger(w);
-    expect((await waitResult(w, 15_000)).text).toStartWith("PASS");
-    expect(await r.proc.exited).toBe(0);
+    await roundTrip(w, { dumper: "criu-4.2", restorer: "criu-bun", tag: "fixb-peer-opts" });
   }, 60_000);
 
   test("zero: criu-bun dumps empty queued messages, CRIU 4.2 restores them", async () => {
     const w = await startWorkload("unixfix", ["zero"], { stderr: "file" });
-    const dir = imagesDir("fixb-bun-zero");
-    dump(w.pid, dir);
-    await waitReaped(w.pid, 10_000);
-    try {
-      peer(["restore", "-d"], dir, "restore.log");
-      await waitUntil(`restored ${w.pid}`, () => existsSync(`/proc/${w.pid}`));
-      trigger(w);
-      expect((await waitResult(w, 15_000)).text).toStartWith("PASS");
-    } finally {
-      try {
-        process.kill(w.pid, "SIGKILL");
-      } catch {}
-    }
+    await roundTrip(w, { dumper: "criu-bun", restorer: "criu-4.2", tag: "fixb-bun-zero" });
   }, 60_000);
 });
 
@@ -136,8 +102,7 @@ describe("refused at dump in one line; the target runs on as it was", () => {
       expect(line).toMatch(detail);
       expect(isAlive(w.pid)).toBe(true);
       expect(readFileSync(`/proc/${w.pid}/status`, "utf8")).toMatch(/TracerPid:\s*0\n/);
-      trigger(w);
-      expect((await waitResult(w, 10_000)).text).toStartWith("PASS");
+      await expectPass(w, 10_000);
     }, 60_000);
   }
 });
