@@ -1,0 +1,162 @@
+// SysV objects of a tree's own IPC namespace that no process holds (src/resources/ipcns.ts): message
+// queues with their messages, semaphore sets and unattached segments, saved in CRIU 4.2's images
+// (ipcns-msg/sem/shm-<id>.img) and made again with the same ids, keys, owners, creators, modes,
+// qbytes, messages, values and contents. The workload (test/workloads/ipcobjects.c, under
+// `unshare --ipc`) checks every one of them itself after the restore. Both ways with CRIU 4.2, a
+// dump that leaves the tree running (-R) and a refused dump both leave the queue's messages where
+// they were, and a damaged image fails the restore in one line.
+import { afterAll, describe, expect, test } from "bun:test";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { startWorkload, trigger, waitResult, waitUntil, cleanup, criuBun, isAlive, type Workload } from "./harness";
+import { dump, restore, imagesDir, cleanupImages, waitReaped, havePeer, peer } from "./engine-helpers";
+import { readImage, readImagePayloads, writeImageWithPayload } from "../src/images/image";
+
+afterAll(() => {
+  cleanup();
+  cleanupImages();
+});
+
+const OWN_IPC = { wrap: ["unshare", "--ipc", "--"] };
+const start = (args: string[] = []) => startWorkload("ipcobjects", args, OWN_IPC);
+
+/** the tree's pids (pstree.img) */
+const treePids = (dir: string) => readImage(dir, "pstree.img", "PSTREE").map((p) => p.pid);
+async function treeGone(dir: string) {
+  for (const p of treePids(dir)) await waitReaped(p, 10000);
+}
+function killTree(pids: number[]) {
+  for (const p of pids)
+    try {
+      process.kill(p, "SIGKILL");
+    } catch {}
+}
+
+/** The objects as the images hold them: [id, key, mode, uid, gid, cuid, cgid] and what each holds. */
+function saved(dir: string, pid: number) {
+  const ns = readImage(dir, `ids-${pid}.img`, "IDS")[0].ipcNsId;
+  const d = (x: {
+    desc?: { id: number; key: number; mode: number; uid: number; gid: number; cuid: number; cgid: number };
+  }) => [x.desc!.id, x.desc!.key, x.desc!.mode, x.desc!.uid, x.desc!.gid, x.desc!.cuid, x.desc!.cgid];
+  return {
+    ns,
+    msg: readImage(dir, `ipcns-msg-${ns}.img`, "IPCNS_MSG").map((m) => [...d(m), m.qbytes, m.qnum]),
+    sem: readImagePayloads(dir, `ipcns-sem-${ns}.img`, "IPCNS_SEM").map(({ msg, payload }) => [
+      ...d(msg),
+      [...new Uint16Array(payload.slice(0, msg.nsems * 2).buffer)],
+    ]),
+    shm: readImage(dir, `ipcns-shm-${ns}.img`, "IPCNS_SHM")
+      .map((s) => [...d(s), Number(s.size), s.inPagemaps])
+      .sort((a, b) => (a[0] as number) - (b[0] as number)),
+  };
+}
+
+async function passes(w: Workload) {
+  trigger(w);
+  const r = await waitResult(w, 15000);
+  if (!r.pass) console.error(r.text);
+  expect(r.text).toStartWith("PASS");
+}
+
+describe("SysV objects of the tree's own IPC namespace", () => {
+  test("criu-bun dumps and restores them: ids, keys, owners, creators, modes, qbytes, messages in order, values, an unattached segment's contents", async () => {
+    const w = await start();
+    const dir = imagesDir("ipcobj");
+    dump(w.pid, dir);
+    const s = saved(dir, w.pid);
+    expect(s.ns).toBe(14);
+    // Q (id 1: a queue was made and removed at 0 before it) and E
+    expect(s.msg).toEqual([
+      [1, 0x51c0001, 0o640, 4242, 4243, 1001, 1002, 5000, 5],
+      [2, 0, 0o600, 0, 0, 0, 0, 16384, 0],
+    ]);
+    expect(s.sem).toEqual([
+      [0, 0x5e0001, 0o660, 4242, 4243, 1001, 1002, [0, 1, 32767, 42]],
+      [1, 0, 0o600, 0, 0, 0, 0, [9]],
+    ]);
+    // L (attached by nobody) and B (the child's)
+    expect(s.shm).toEqual([
+      [0, 0x5a0001, 0o604, 4242, 4243, 1001, 1002, 3 * 4096 + 50, true],
+      [1, 0, 0o600, 0, 0, 0, 0, 4096, true],
+    ]);
+    const log = readFileSync(join(dir, "dump.log"), "utf8");
+    expect(log).toContain("SysV message queue 1 (key 0x51c0001");
+    expect(log).toContain("copied (MSG_COPY)");
+    await treeGone(dir);
+    const r = await restore(dir, w.pid);
+    await passes(w);
+    expect(await r.proc.exited).toBe(0);
+  }, 60000);
+
+  test("a dump that leaves the tree running (-R) takes no message: every object is checked after it, in the same processes", async () => {
+    const w = await start();
+    const r = criuBun(["dump", "-R", "-t", String(w.pid), "-D", imagesDir("ipcobj-R")]);
+    expect(r.code).toBe(0);
+    await passes(w);
+  }, 60000);
+
+  test("a refused dump (a segment locked in memory) names it in one line; the tree runs on with every message still queued", async () => {
+    const w = await start(["locked"]);
+    const r = criuBun(["dump", "-t", String(w.pid), "-D", imagesDir("ipcobj-locked")]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(
+      new RegExp(
+        `^Error \\(dump\\): process ${w.pid}: SysV IPC state of its own IPC namespace that restore cannot make again \\(SysV shared memory segment \\d+ is locked in memory \\(SHM_LOCK\\)\\) is not supported yet\\n$`
+      )
+    );
+    expect(isAlive(w.pid)).toBe(true);
+    expect(readFileSync(`/proc/${w.pid}/status`, "utf8")).toMatch(/TracerPid:\s*0\n/);
+    await passes(w);
+  }, 60000);
+
+  test("a damaged image (a queue's mode with a bit beyond the permissions) fails the restore in one line, before anything is made", async () => {
+    const w = await start();
+    const dir = imagesDir("ipcobj-bad");
+    dump(w.pid, dir);
+    const file = `ipcns-msg-${saved(dir, w.pid).ns}.img`;
+    const items = readImagePayloads(dir, file, "IPCNS_MSG");
+    items[0].msg.desc!.mode |= 0o4000;
+    writeImageWithPayload(dir, file, "IPCNS_MSG", items);
+    await treeGone(dir);
+    const r = criuBun(["restore", "-D", dir]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(
+      new RegExp(
+        `^Error \\(restore\\): .*${file}: SysV message queue 1: mode 04640 has bits other than the permissions\\n$`
+      )
+    );
+    expect(existsSync(`/proc/${w.pid}`)).toBe(false);
+  }, 60000);
+});
+
+describe.skipIf(!havePeer)("SysV objects with CRIU 4.2 as the peer", () => {
+  test("CRIU 4.2 dumps, criu-bun restores", async () => {
+    const w = await start();
+    const dir = imagesDir("ipcobj-peer");
+    peer(["dump", "-t", String(w.pid)], dir, "dump.log");
+    const s = saved(dir, w.pid);
+    expect(s.msg.map((m) => m.slice(0, 2))).toEqual([
+      [1, 0x51c0001],
+      [2, 0],
+    ]);
+    await treeGone(dir);
+    const r = await restore(dir, w.pid);
+    await passes(w);
+    expect(await r.proc.exited).toBe(0);
+  }, 60000);
+
+  test("criu-bun dumps, CRIU 4.2 restores (criu: CRIU leaves qbytes at msgmnb and makes objects as root)", async () => {
+    const w = await start(["criu"]);
+    const dir = imagesDir("ipcobj-bun");
+    dump(w.pid, dir);
+    const pids = treePids(dir);
+    await treeGone(dir);
+    try {
+      peer(["restore", "-d"], dir, "restore.log");
+      await waitUntil(`restored ${w.pid}`, () => existsSync(`/proc/${w.pid}`));
+      await passes(w);
+    } finally {
+      killTree(pids);
+    }
+  }, 60000);
+});
