@@ -109,6 +109,24 @@ describe("SysV objects of the tree's own IPC namespace", () => {
     await passes(w);
   }, 60000);
 
+  test("a refused dump (a process outside the tree waits on a semaphore) names the set in one line; the tree runs on", async () => {
+    const w = await start(["waiter"]);
+    const ext = Number(readFileSync(join(w.dir, "ext-pid"), "utf8"));
+    try {
+      const r = criuBun(["dump", "-t", String(w.pid), "-D", imagesDir("ipcobj-waiter")]);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(
+        new RegExp(
+          `^Error \\(dump\\): process ${w.pid}: .*\\(SysV semaphore set 1: semaphore 0 has a process outside the tree waiting on it\\) is not supported yet\\n$`
+        )
+      );
+      expect(isAlive(w.pid)).toBe(true);
+      await passes(w);
+    } finally {
+      killTree([ext]);
+    }
+  }, 60000);
+
   test("a damaged image (a queue's mode with a bit beyond the permissions) fails the restore in one line, before anything is made", async () => {
     const w = await start();
     const dir = imagesDir("ipcobj-bad");

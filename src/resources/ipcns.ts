@@ -16,8 +16,9 @@
 // Not saved, as CRIU does not save them: the times (msg_stime/rtime/ctime, sem_otime/ctime, a
 // segment's atime/dtime/ctime), the last pids (msg_lspid/lrpid, sempid, shm_lpid): the kernel
 // sets them itself and offers no call to set them. Refused at dump (one line, key ipcns-objects):
-// a semaphore with a process waiting on it (GETNCNT/GETZCNT: a process of the frozen tree is not
-// counted, its semop is restarted), a message larger than kernel.msgmax (it could not be sent
+// a semaphore a process outside the tree waits on (GETNCNT/GETZCNT; a process of the tree is not
+// counted: the freeze ends its wait, and semop, never restarted, returns EINTR, which the restored
+// process sees as it would after a dump -R; CRIU's restore gives the same), a message larger than kernel.msgmax (it could not be sent
 // again), a kernel without MSG_COPY (CONFIG_CHECKPOINT_RESTORE), and the segments sysvshm.ts
 // refuses. A SEM_UNDO adjustment is kept by the kernel per process, out of sight: not handled
 // (test/EXACT-OR-REFUSED.md, Known gaps), as in CRIU.
@@ -366,7 +367,14 @@ export function restoreIpcNs(root: number, img: IpcNsImage, phase: "limits" | "o
     } else if (phase === "next-ids") {
       for (const [k, f] of NEXT_IDS) if (isSet(v, k)) put(f, v[k]);
     } else {
-      // once every process has attached its segments: set earlier, it destroys those not attached yet
+      // once every process has attached its segments: set earlier, it destroys those not attached yet;
+      // one nobody attaches would go when criu-bun, its creator now, exits (the dump refuses it)
+      const loose = sysvRows("shm").filter((f) => Number(f[6]) === 0);
+      if (v.shmRmidForced && loose.length)
+        throw new CriuError(
+          "restore",
+          `process ${root}: SysV shared memory ${loose.map((f) => f[1]).join(", ")} attached by no process, with kernel.shm_rmid_forced 1: it would be destroyed once criu-bun exits`
+        );
       put("kernel/shm_rmid_forced", v.shmRmidForced);
     }
   });

@@ -14,7 +14,9 @@
  *  B   a segment, 1 page, IPC_PRIVATE, attached by the child alone (a pattern).
  * Arguments: `criu` (CRIU 4.2 restores: it leaves a queue's qbytes at the namespace's msgmnb and
  * makes its objects as root, so Q keeps the default qbytes and every creator is 0:0); `locked`
- * (also a segment locked in memory, SHM_LOCK, attached by nobody: the dump refuses it).
+ * (also a segment locked in memory, SHM_LOCK, attached by nobody: the dump refuses it); `waiter`
+ * (a process outside the tree, double-forked, pid in DIR/ext-pid, waits for T to be zero: the
+ * dump refuses it).
  * At go: each object's key, mode, owner, creator (IPC_STAT on the ids it had: same ids); Q's
  * qbytes, count and bytes, then its messages taken one by one (type, size, bytes, order) and the
  * queue empty after them; E empty; S's and T's values (GETALL); L's size, attach count 0 and
@@ -76,8 +78,9 @@ static void set_owner_msg(int id) {
 
 int main(int argc, char **argv) {
 	wl_init(argc, argv);
-	int criu = 0, locked = 0;
+	int criu = 0, locked = 0, waiter = 0;
 	for (int i = 0; wl_arg(argc, argv, i); i++) {
+		if (!strcmp(wl_arg(argc, argv, i), "waiter")) waiter = 1;
 		if (!strcmp(wl_arg(argc, argv, i), "criu")) criu = 1;
 		if (!strcmp(wl_arg(argc, argv, i), "locked")) locked = 1;
 	}
@@ -136,6 +139,22 @@ int main(int argc, char **argv) {
 	if (locked) {
 		k = shmget(IPC_PRIVATE, PG, IPC_CREAT | 0600);
 		if (k < 0 || shmctl(k, SHM_LOCK, NULL)) { perror("SHM_LOCK"); return 2; }
+	}
+
+	if (waiter) {
+		pid_t h = fork();
+		if (h == 0) {
+			if (fork() == 0) {
+				char b[32];
+				int n = snprintf(b, sizeof b, "%d\n", (int)getpid());
+				wl_write_file("ext-pid", b, (size_t)n);
+				struct sembuf op = {0, 0, 0}; /* until T is zero */
+				for (;;) semop(t, &op, 1);
+			}
+			_exit(0);
+		}
+		waitpid(h, NULL, 0);
+		while (semctl(t, 0, GETZCNT) != 1) wl_sleep_ms(2);
 	}
 
 	pid_t child = fork();
