@@ -23,7 +23,7 @@ const IPC_CREAT = 0o1000,
   SETALL = 17;
 
 /** struct ipc64_perm, the first 48 bytes of each *id64_ds */
-export interface IpcPerm {
+interface IpcPerm {
   key: number;
   uid: number;
   gid: number;
@@ -31,12 +31,12 @@ export interface IpcPerm {
   cgid: number;
   mode: number;
 }
-export interface MsqStat extends IpcPerm {
+interface MsqStat extends IpcPerm {
   cbytes: number;
   qnum: number;
   qbytes: number;
 }
-export interface SemStat extends IpcPerm {
+interface SemStat extends IpcPerm {
   nsems: number;
 }
 
