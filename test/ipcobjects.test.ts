@@ -6,9 +6,19 @@
 // dump that leaves the tree running (-R) and a refused dump both leave the queue's messages where
 // they were, and a damaged image fails the restore in one line.
 import { afterAll, describe, expect, test } from "bun:test";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { startWorkload, trigger, waitResult, waitUntil, cleanup, criuBun, isAlive, type Workload } from "./harness";
+import {
+  startWorkload,
+  trigger,
+  waitResult,
+  waitUntil,
+  cleanup,
+  criuBun,
+  isAlive,
+  WORKLOADS_DIR,
+  type Workload,
+} from "./harness";
 import { dump, restore, imagesDir, cleanupImages, waitReaped, havePeer, peer } from "./engine-helpers";
 import { readImage, readImagePayloads, writeImageWithPayload } from "../src/images/image";
 
@@ -178,3 +188,68 @@ describe.skipIf(!havePeer)("SysV objects with CRIU 4.2 as the peer", () => {
     }
   }, 60000);
 });
+
+const runc = Bun.which("runc");
+const busybox = ["/bin/busybox", "/usr/bin/busybox"].find((p) => existsSync(p));
+describe.skipIf(!runc || !busybox)(
+  "in a runc container (an IPC namespace of its own, as every runc container has)",
+  () => {
+    test("runc checkpoint and runc restore -d with criu-bun as criu: the container's workload finds every object as it was", async () => {
+      const base = imagesDir("ipcobj-runc");
+      const b = join(base, "bundle"),
+        rootfs = join(b, "rootfs"),
+        img = join(base, "img"),
+        bin = join(base, "bin");
+      for (const d of ["bin", "tmp", "proc", "dev", "sys", "work"]) mkdirSync(join(rootfs, d), { recursive: true });
+      const cc = Bun.spawnSync(
+        ["gcc", "-static", "-O2", "-o", join(rootfs, "bin/ipcobjects"), join(WORKLOADS_DIR, "ipcobjects.c")],
+        { stderr: "pipe" }
+      );
+      expect(cc.exitCode, cc.stderr.toString()).toBe(0);
+      mkdirSync(bin);
+      const inst = criuBun(["install", "--as-criu", "--prefix", bin]);
+      expect(inst.code, inst.stderr).toBe(0);
+      expect(Bun.spawnSync(["runc", "spec"], { cwd: b }).exitCode).toBe(0);
+      const c = JSON.parse(readFileSync(join(b, "config.json"), "utf8"));
+      c.process.terminal = false;
+      c.process.args = ["/bin/ipcobjects", "/work"];
+      c.root.readonly = false;
+      // the workload makes objects with a creator of their own, gives them away (IPC_SET as neither
+      // owner nor creator) and reads those it does not own
+      for (const set of Object.values(c.process.capabilities) as string[][])
+        set.push("CAP_SETUID", "CAP_SETGID", "CAP_IPC_OWNER", "CAP_SYS_ADMIN");
+      writeFileSync(join(b, "config.json"), JSON.stringify(c));
+      const id = `criu-bun-ipc-${process.pid}`;
+      // the container's stdio are /dev/null (Bun's pipes are sockets whose far end is outside the
+      // container); runc's own are read where it does not hand them on
+      const rn = (args: string[], quiet = false) =>
+        Bun.spawnSync(["runc", ...args], {
+          cwd: b,
+          stdin: "ignore",
+          stdout: quiet ? "ignore" : "pipe",
+          stderr: quiet ? "ignore" : "pipe",
+          timeout: 90000,
+        });
+      try {
+        expect(rn(["run", "-d", id], true).exitCode).toBe(0);
+        const work = join(rootfs, "work");
+        await waitUntil("the container's workload to be ready", () => existsSync(join(work, "ready")), 20000);
+        const ck = rn(["--criu", join(bin, "criu"), "checkpoint", "--image-path", img, "--work-path", img, id]);
+        expect(`${ck.exitCode} ${ck.stderr}`, readFileSync(join(img, "dump.log"), "utf8").slice(-2000)).toBe("0 ");
+        expect(readImage(img, "ipcns-msg-14.img", "IPCNS_MSG").map((m) => m.qnum)).toEqual([5, 0]);
+        const rs = rn(
+          ["--criu", join(bin, "criu"), "restore", "-d", "--image-path", img, "--work-path", img, id],
+          true
+        );
+        expect(rs.exitCode, readFileSync(join(img, "restore.log"), "utf8").slice(-2000)).toBe(0);
+        writeFileSync(join(work, "go"), "");
+        await waitUntil("the container's workload to report", () => existsSync(join(work, "result")), 20000);
+        const res = readFileSync(join(work, "result"), "utf8");
+        if (!res.startsWith("PASS")) console.error(res);
+        expect(res).toStartWith("PASS");
+      } finally {
+        rn(["delete", "-f", id]);
+      }
+    }, 120000);
+  }
+);
