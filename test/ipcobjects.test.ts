@@ -111,7 +111,7 @@ describe("SysV objects of the tree's own IPC namespace", () => {
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(
       new RegExp(
-        `^Error \\(dump\\): process ${w.pid}: SysV IPC state of its own IPC namespace that restore cannot make again \\(SysV shared memory segment \\d+ is locked in memory \\(SHM_LOCK\\)\\) is not supported yet\\n$`
+        `^Error \\(dump\\): process ${w.pid}: SysV IPC state restore cannot make again \\(SysV shared memory segment \\d+ is locked in memory \\(SHM_LOCK\\)\\) is not supported yet\\n$`
       )
     );
     expect(isAlive(w.pid)).toBe(true);

@@ -18,9 +18,11 @@
 // sets them itself and offers no call to set them. Refused at dump (one line, key ipcns-objects):
 // a semaphore a process outside the tree waits on (GETNCNT/GETZCNT; a process of the tree is not
 // counted: the freeze ends its wait, and semop, never restarted, returns EINTR, which the restored
-// process sees as it would after a dump -R; CRIU's restore gives the same), a message larger than kernel.msgmax (it could not be sent
-// again), a kernel without MSG_COPY (CONFIG_CHECKPOINT_RESTORE), and the segments sysvshm.ts
-// refuses. A SEM_UNDO adjustment is kept by the kernel per process, out of sight: not handled
+// process sees as it would after a dump -R; CRIU's restore gives the same), a message larger than
+// kernel.msgmax (it could not be sent again), a kernel without MSG_COPY (CONFIG_CHECKPOINT_RESTORE),
+// and the segments sysvshm.ts refuses. Restore refuses an image field it cannot make exactly (a
+// mode with bits beyond the permissions, a message over the namespace's msgmax, a semaphore value
+// over SEMVMX, an id twice) before anything is made. A SEM_UNDO adjustment is kept by the kernel per process, out of sight: not handled
 // (test/EXACT-OR-REFUSED.md, Known gaps), as in CRIU.
 import { readFileSync, writeFileSync, existsSync } from "../sys/fs";
 import { withNs } from "../sys/netns";

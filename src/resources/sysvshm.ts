@@ -5,7 +5,7 @@
 // VMA_AREA_SYSVIPC, MAP_SHARED | MAP_ANONYMOUS, shmid = the segment's id, fdflags O_RDWR when it
 // may be written (VM_MAYWRITE), O_RDONLY for a SHM_RDONLY attach. Restore also reads CRIU's older
 // form (contents right after each entry, padded to 4 bytes). It recreates the segment with the same
-// id (kernel.shm_next_id), key, mode, owner and contents, every process shmat()s it at its old
+// id (kernel.shm_next_id), key, mode, owner, creator and contents, every process shmat()s it at its old
 // address (task.ts), and a segment that was marked for removal (IPC_RMID) is removed again once
 // everyone is attached. In a tree's own IPC namespace the segments no process of the tree has
 // attached are saved too, the same way (CRIU 4 saves every segment of the namespace): ipcns.ts
@@ -121,6 +121,13 @@ function dumpSysvShm(pid: number, start: bigint, end: bigint, shmid: number, ima
   } finally {
     closeFd(fd);
   }
+  if (seg.mode & SHM_LOCKED)
+    refuse(
+      "dump",
+      `process ${pid}`,
+      "ipcns-objects",
+      `SysV shared memory segment ${shmid} is locked in memory (SHM_LOCK)`
+    );
   saveSegment(seg, path, images, file, `process ${pid}: SysV shared memory ${shmid}`);
 }
 

@@ -26,7 +26,7 @@ export const UNSUPPORTED = {
   "timens-children": "time namespace for children differing from its own",
   "chroot": "root directory other than criu-bun's",
   "cgroupns": "cgroup namespace of its own",
-  "ipcns-objects": "SysV IPC state of its own IPC namespace that restore cannot make again",
+  "ipcns-objects": "SysV IPC state restore cannot make again",
   "sigtrap": "pending SIGTRAP",
   "personality": "personality with bits Linux does not define",
   // threads (resources/threads.ts), signals (resources/signals.ts), timers (resources/timers.ts)
