@@ -6,7 +6,7 @@
 // dump that leaves the tree running (-R) and a refused dump both leave the queue's messages where
 // they were, and a damaged image fails the restore in one line.
 import { afterAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import {
   startWorkload,
@@ -20,7 +20,13 @@ import {
   type Workload,
 } from "./harness";
 import { dump, restore, imagesDir, cleanupImages, waitReaped, havePeer, peer } from "./engine-helpers";
-import { readImage, readImagePayloads, writeImageWithPayload } from "../src/images/image";
+import {
+  readImage,
+  readImagePayloads,
+  writeImageWithPayload,
+  ipcMsgPayload,
+  parseIpcMsgPayload,
+} from "../src/images/image";
 
 afterAll(() => {
   cleanup();
@@ -137,23 +143,63 @@ describe("SysV objects of the tree's own IPC namespace", () => {
     }
   }, 60000);
 
-  test("a damaged image (a queue's mode with a bit beyond the permissions) fails the restore in one line, before anything is made", async () => {
+  test("a damaged image fails the restore in one line naming the file and object, before anything is made", async () => {
     const w = await start();
     const dir = imagesDir("ipcobj-bad");
     dump(w.pid, dir);
-    const file = `ipcns-msg-${saved(dir, w.pid).ns}.img`;
-    const items = readImagePayloads(dir, file, "IPCNS_MSG");
-    items[0].msg.desc!.mode |= 0o4000;
-    writeImageWithPayload(dir, file, "IPCNS_MSG", items);
+    const ns = saved(dir, w.pid).ns;
+    const msgFile = `ipcns-msg-${ns}.img`,
+      semFile = `ipcns-sem-${ns}.img`;
     await treeGone(dir);
-    const r = criuBun(["restore", "-D", dir]);
-    expect(r.code).not.toBe(0);
-    expect(r.stderr).toMatch(
-      new RegExp(
-        `^Error \\(restore\\): .*${file}: SysV message queue 1: mode 04640 has bits other than the permissions\\n$`
-      )
-    );
-    expect(existsSync(`/proc/${w.pid}`)).toBe(false);
+    // [what is damaged, the error line's end]
+    const cases: [(d: string) => void, string][] = [
+      [
+        (d) => {
+          const items = readImagePayloads(d, msgFile, "IPCNS_MSG");
+          items[0].msg.desc!.mode |= 0o4000;
+          writeImageWithPayload(d, msgFile, "IPCNS_MSG", items);
+        },
+        `${msgFile}: SysV message queue 1: mode 04640 has bits other than the permissions`,
+      ],
+      [
+        (d) => {
+          const items = readImagePayloads(d, msgFile, "IPCNS_MSG");
+          const msgs = parseIpcMsgPayload(items[0].payload, items[0].msg.qnum);
+          (msgs[2].msg as unknown as { mtype: bigint }).mtype = 0n;
+          items[0].payload = ipcMsgPayload(msgs);
+          writeImageWithPayload(d, msgFile, "IPCNS_MSG", items);
+        },
+        `${msgFile}: SysV message queue 1: message 2 has type 0 (a message's type is 1 or more)`,
+      ],
+      [
+        (d) => {
+          const items = readImagePayloads(d, semFile, "IPCNS_SEM");
+          items[0].payload = items[0].payload.slice();
+          items[0].payload.set([0xff, 0xff], 6);
+          writeImageWithPayload(d, semFile, "IPCNS_SEM", items);
+        },
+        `${semFile}: SysV semaphore set 0: semaphore 3 is 65535, more than SEMVMX 32767`,
+      ],
+      [
+        (d) => {
+          const items = readImagePayloads(d, semFile, "IPCNS_SEM");
+          items[1].msg.desc!.id = items[0].msg.desc!.id;
+          writeImageWithPayload(d, semFile, "IPCNS_SEM", items);
+        },
+        `${semFile}: SysV semaphore set 0: id 0 is there twice`,
+      ],
+    ];
+    for (const [i, [damage, line]] of cases.entries()) {
+      const d = imagesDir(`ipcobj-bad-${i}`);
+      cpSync(dir, d, { recursive: true });
+      damage(d);
+      const r = criuBun(["restore", "-D", d]);
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toMatch(
+        new RegExp(`^Error \\(restore\\): ${d}/${line.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}\n$`)
+      );
+      expect(existsSync(`/proc/${w.pid}`)).toBe(false);
+    }
   }, 60000);
 });
 
