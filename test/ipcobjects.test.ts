@@ -24,9 +24,11 @@ import {
   readImage,
   readImagePayloads,
   writeImageWithPayload,
+  writeImage,
   ipcMsgPayload,
   parseIpcMsgPayload,
 } from "../src/images/image";
+import { writeManifest } from "../src/images/manifest";
 
 afterAll(() => {
   cleanup();
@@ -143,7 +145,24 @@ describe("SysV objects of the tree's own IPC namespace", () => {
     }
   }, 60000);
 
-  test("a damaged image fails the restore in one line naming the file and object, before anything is made", async () => {
+  test("a refused dump (kernel.shm_rmid_forced 1: reading the unattached segment would destroy it) names it in one line; the segment is still there", async () => {
+    const w = await start();
+    const set = Bun.spawnSync(
+      ["nsenter", "-i", "-t", String(w.pid), "sh", "-c", "echo 1 > /proc/sys/kernel/shm_rmid_forced"],
+      { stderr: "pipe" }
+    );
+    expect(set.exitCode, set.stderr.toString()).toBe(0);
+    const r = criuBun(["dump", "-t", String(w.pid), "-D", imagesDir("ipcobj-rmid")]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(
+      new RegExp(
+        `^Error \\(dump\\): process ${w.pid}: .*\\(SysV shared memory segment 0 is attached by no process of the tree and kernel\\.shm_rmid_forced is 1: reading it would destroy it\\) is not supported yet\\n$`
+      )
+    );
+    await passes(w);
+  }, 60000);
+
+  test("damaged images fail the restore in one line naming the file and object, before anything is made; kernel.shm_rmid_forced 1 with an unattached segment fails it once the processes are attached, leaving nothing behind", async () => {
     const w = await start();
     const dir = imagesDir("ipcobj-bad");
     dump(w.pid, dir);
@@ -200,6 +219,23 @@ describe("SysV objects of the tree's own IPC namespace", () => {
       );
       expect(existsSync(`/proc/${w.pid}`)).toBe(false);
     }
+    // kernel.shm_rmid_forced 1 with a segment nobody attaches: criu-bun, its creator at restore,
+    // would take it along when it exits; found once the processes are attached, the restore fails
+    // and leaves nothing behind
+    const d = imagesDir("ipcobj-bad-rmid");
+    cpSync(dir, d, { recursive: true });
+    const v = readImage(d, `ipcns-var-${ns}.img`, "IPC_VAR");
+    v[0].shmRmidForced = 1;
+    writeImage(d, `ipcns-var-${ns}.img`, "IPC_VAR", v);
+    writeManifest(d); // changed on purpose: past the sums, to the check that is the subject here
+    const r = criuBun(["restore", "-D", d]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(
+      new RegExp(
+        `^Error \\(restore\\): process ${w.pid}: SysV shared memory 0 attached by no process, with kernel\\.shm_rmid_forced 1: it would be destroyed once criu-bun exits\\n$`
+      )
+    );
+    await waitUntil(`process ${w.pid} gone after the failed restore`, () => !existsSync(`/proc/${w.pid}`), 10000);
   }, 60000);
 });
 
