@@ -935,8 +935,9 @@ function collectAndWrite(
     vpgid: (p: number) => groups.get(p)!.pgid,
   };
   kinds.begin(dumpTree, fdOpts);
-  // its own IPC namespace: refused if it holds what is not saved, else its sysctls
-  if (ns.ownIpcNs) dumpIpcNs(tree[0].pid, d, IPC_NS_ID);
+  // its own IPC namespace: its queues, semaphore sets, unattached segments and sysctls (refused
+  // when one cannot be made again as it is)
+  if (ns.ownIpcNs) dumpIpcNs(tree[0].pid, alivePids, d, IPC_NS_ID, extra);
   const seccomp = new SeccompChains();
   tree.forEach((n, idx) => {
     const id = idx + 1; // pages-N.img

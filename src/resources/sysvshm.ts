@@ -5,13 +5,21 @@
 // VMA_AREA_SYSVIPC, MAP_SHARED | MAP_ANONYMOUS, shmid = the segment's id, fdflags O_RDWR when it
 // may be written (VM_MAYWRITE), O_RDONLY for a SHM_RDONLY attach. Restore also reads CRIU's older
 // form (contents right after each entry, padded to 4 bytes). It recreates the segment with the same
-// id (kernel.shm_next_id), key, mode, owner and contents, every process shmat()s it at its old
+// id (kernel.shm_next_id), key, mode, owner, creator and contents, every process shmat()s it at its old
 // address (task.ts), and a segment that was marked for removal (IPC_RMID) is removed again once
-// everyone is attached.
-import { readFileSync, writeFileSync, fstatSync } from "../sys/fs";
+// everyone is attached. In a tree's own IPC namespace the segments no process of the tree has
+// attached are saved too, the same way (CRIU 4 saves every segment of the namespace): ipcns.ts
+// asks for them (looseSegments, dumpLooseSegments); the creator (cuid/cgid) is made again by
+// creating each segment with those effective ids. Refused at dump: a segment locked in memory
+// (SHM_LOCK: CRIU's restore drops the lock), and of the unattached ones a segment marked for
+// removal (attached only outside the tree), one of huge pages, and any while kernel.shm_rmid_forced
+// is 1 (attaching one to read it would destroy it at the detach).
+import { readFileSync, writeFileSync, fstatSync, statSync } from "../sys/fs";
 import { syscall } from "../sys/syscall";
 import { openFd, closeFd, O } from "../sys/mem";
 import { withShmBytes, setShmOwner } from "../sys/shm";
+import { asCreator, withShmAttachedRO } from "../sys/sysvipc";
+import { refuse } from "./unsupported";
 import { dumpShmemContents, shmemRuns, dumpShmem } from "./shmem";
 import { withNs } from "../sys/netns";
 import { VMA } from "./vma";
@@ -27,7 +35,8 @@ const SHM = { get: NR.shmget, at: NR.shmat, ctl: NR.shmctl, dt: NR.shmdt } as co
 const IPC_CREAT = 0o1000,
   IPC_EXCL = 0o2000,
   IPC_RMID = 0,
-  SHM_DEST = 0o1000;
+  SHM_DEST = 0o1000,
+  SHM_LOCKED = 0o2000;
 const SHM_IMAGE = "ipcns-shm-1.img";
 /** the segments' image: CRIU's ipcns-shm-<ns id>.img for a tree's own IPC namespace, ipcns-shm-1.img
  *  (criu-bun's own) for segments of the namespace criu-bun shares with the tree, which CRIU does not dump */
@@ -112,21 +121,95 @@ function dumpSysvShm(pid: number, start: bigint, end: bigint, shmid: number, ima
   } finally {
     closeFd(fd);
   }
+  if (seg.mode & SHM_LOCKED)
+    refuse(
+      "dump",
+      `process ${pid}`,
+      "ipcns-objects",
+      `SysV shared memory segment ${shmid} is locked in memory (SHM_LOCK)`
+    );
+  saveSegment(seg, path, images, file, `process ${pid}: SysV shared memory ${shmid}`);
+}
+
+/** The segment's entry (in_pagemaps, as CRIU 4) and its contents, read through PATH (a mapping of it). */
+function saveSegment(seg: SegInfo, path: string, images: ImageSink, file: string, where: string) {
   images.add(
     file,
     "IPCNS_SHM",
     S.ipc_shm_entrySchema,
     {
-      desc: { key: seg.key, uid: seg.uid, gid: seg.gid, cuid: seg.cuid, cgid: seg.cgid, mode: seg.mode, id: shmid },
+      desc: { key: seg.key, uid: seg.uid, gid: seg.gid, cuid: seg.cuid, cgid: seg.cgid, mode: seg.mode, id: seg.id },
       size: seg.size,
       inPagemaps: true,
     },
     new Uint8Array(0)
   ); // no contents after the entry: they are in the pagemap
-  dumpShmemContents(path, seg.size, shmid, images, `process ${pid}: SysV shared memory ${shmid}`);
+  dumpShmemContents(path, seg.size, seg.id, images, where);
   log.debug(
-    `process ${pid}: SysV shared memory ${shmid} (key 0x${seg.key.toString(16)}, ${seg.size} bytes, mode 0${seg.mode.toString(8)}) saved in ${file} and pagemap-shmem-${shmid}.img`
+    `${where} (key 0x${seg.key.toString(16)}, ${seg.size} bytes, mode 0${seg.mode.toString(8)}, owner ${seg.uid}:${seg.gid}, creator ${seg.cuid}:${seg.cgid}) saved in ${file} and pagemap-shmem-${seg.id}.img`
   );
+}
+
+/** The SysV segments the processes PIDS attach (maps: "/SYSV<key> (deleted)", inode = shmid). */
+function treeAttached(pids: number[]): Set<number> {
+  const out = new Set<number>();
+  for (const p of pids)
+    for (const l of readFileSync(`/proc/${p}/maps`, "latin1").split("\n")) {
+      const f = l.split(/\s+/);
+      if (f[5]?.startsWith("/SYSV")) out.add(Number(f[4]));
+    }
+  return out;
+}
+
+/**
+ * In the tree's own IPC namespace (the caller is in it): the segments no process of PIDS has
+ * attached, after the refusals (a segment locked in memory, attached or not; an unattached one
+ * marked for removal; any unattached one while kernel.shm_rmid_forced is 1).
+ */
+export function looseSegments(root: number, pids: number[], rmidForced: boolean): SegInfo[] {
+  const attached = treeAttached(pids);
+  const out: SegInfo[] = [];
+  for (const s of segments().values()) {
+    const what = `SysV shared memory segment ${s.id}`;
+    if (s.mode & SHM_LOCKED)
+      refuse("dump", `process ${root}`, "ipcns-objects", `${what} is locked in memory (SHM_LOCK)`);
+    if (attached.has(s.id)) continue;
+    if (s.mode & SHM_DEST)
+      refuse(
+        "dump",
+        `process ${root}`,
+        "ipcns-objects",
+        `${what} is marked for removal and attached only outside the tree`
+      );
+    if (rmidForced)
+      refuse(
+        "dump",
+        `process ${root}`,
+        "ipcns-objects",
+        `${what} is attached by no process of the tree and kernel.shm_rmid_forced is 1: reading it would destroy it`
+      );
+    out.push(s);
+  }
+  return out;
+}
+
+/** Save each of SEGS (looseSegments) in ipcns-shm-NSID.img: attached here read-only to read it. */
+export function dumpLooseSegments(root: number, segs: SegInfo[], images: ImageSink, nsId: number) {
+  for (const s of segs)
+    withShmAttachedRO(s.id, (addr) => {
+      const end = addr + ((s.size + 4095n) & ~4095n);
+      const path = `/proc/self/map_files/${addr.toString(16)}-${end.toString(16)}`;
+      if (statSync(path).blksize > 4096)
+        refuse("dump", `process ${root}`, "ipcns-objects", `SysV shared memory segment ${s.id} is of huge pages`);
+      saveSegment(
+        s,
+        path,
+        images,
+        shmImage(nsId),
+        `process ${root}: SysV shared memory ${s.id} (attached by no process of the tree)`
+      );
+      images.mark(`sysv:${s.id}`);
+    });
 }
 
 /** Before any process exists: make every saved segment exist again with its id, owner and contents. */
@@ -138,6 +221,11 @@ function restoreSysvShm(dir: string, file = SHM_IMAGE): { id: number; dest: bool
   // everything is read and checked before the first segment is made
   const contents = items.map(({ msg, payload }) => {
     const where = `${file}: SysV shared memory ${msg.desc!.id}`;
+    if (msg.desc!.mode & SHM_LOCKED)
+      throw new CriuError(
+        "restore",
+        `${where}: locked in memory (SHM_LOCKED, mode 0${msg.desc!.mode.toString(8)}): criu-bun does not restore the lock`
+      );
     if (msg.hugetlbFlag)
       throw new CriuError(
         "restore",
@@ -165,7 +253,10 @@ function restoreSysvShm(dir: string, file = SHM_IMAGE): { id: number; dest: bool
         syscall(SHM.ctl, d.id, IPC_RMID, 0); // left over from the dumped tree: replace with the image
       }
       writeFileSync("/proc/sys/kernel/shm_next_id", String(d.id));
-      const id = syscall(SHM.get, d.key, Number(msg.size), IPC_CREAT | IPC_EXCL | (d.mode & 0o777)); // resets shm_next_id
+      // made with the creator's effective ids: they become its cuid/cgid
+      const id = asCreator(d.cuid, d.cgid, () =>
+        syscall(SHM.get, d.key, Number(msg.size), IPC_CREAT | IPC_EXCL | (d.mode & 0o777))
+      ); // resets shm_next_id
       if (id < 0)
         throw new CriuError(
           "restore",

@@ -26,7 +26,7 @@ export const UNSUPPORTED = {
   "timens-children": "time namespace for children differing from its own",
   "chroot": "root directory other than criu-bun's",
   "cgroupns": "cgroup namespace of its own",
-  "ipcns-objects": "SysV message queue, semaphore set or unattached shared memory in its own IPC namespace",
+  "ipcns-objects": "SysV IPC state restore cannot make again",
   "sigtrap": "pending SIGTRAP",
   "personality": "personality with bits Linux does not define",
   // threads (resources/threads.ts), signals (resources/signals.ts), timers (resources/timers.ts)

@@ -13,7 +13,7 @@ import { verifyManifest } from "../images/manifest";
 import { readSeccomp } from "../resources/seccomp";
 import { sigactionTable } from "../resources/signals";
 import { loadNamespaces, type RestoreNamespaces } from "../resources/namespaces";
-import { readIpcNs } from "../resources/ipcns";
+import { readIpcNs, type IpcNsImage } from "../resources/ipcns";
 import { anonFromCriuMemfd } from "../resources/shmem";
 import { personalityFromImages } from "../resources/taskattrs";
 import {
@@ -62,8 +62,8 @@ export interface RestoreSet extends RestoreNamespaces {
   autoDedup?: boolean;
   /** inherit_fd / --inherit-fd: KEY (e.g. "pipe:[123]") -> an fd of criu-bun's that takes that file's place */
   inheritFds?: Map<string, number>;
-  /** the sysctls of the tree's own IPC namespace (ipcns-var) */
-  ipcVars?: S.ipc_var_entry;
+  /** the tree's own IPC namespace: its sysctls (ipcns-var), queues (ipcns-msg), semaphore sets (ipcns-sem) */
+  ipcNs?: IpcNsImage;
   /** seccomp filters from seccomp.img (threads point at their newest with seccomp_filter) */
   seccomp: S.seccomp_filter[];
   /** cgroup sets from cgroup.img (tasks point at them with tc.cgSet) */
@@ -262,7 +262,7 @@ function loadImagesFrom(dir: string, read: Map<string, bigint>): RestoreSet {
     dir,
     tasks.flatMap((t) => [...t.cores.values()].map((c) => ({ pid: t.pid, tc: c.threadCore })))
   );
-  const ipcVars = newIpcNs ? readIpcNs(dir, rootIds!.ipcNsId) : undefined;
+  const ipcNs = newIpcNs ? readIpcNs(dir, rootIds!.ipcNsId) : undefined;
   const mntImg = rootIds ? `mountpoints-${rootIds.mntNsId}.img` : "";
   const mounts = newMntNs && imageExists(dir, mntImg) ? readImage(dir, mntImg, "MNTS") : undefined;
   // criu-bun's dump: every image as written. Last, so that damage the checks above understand is
@@ -279,7 +279,7 @@ function loadImagesFrom(dir: string, read: Map<string, bigint>): RestoreSet {
     newNetNs,
     extNetKey,
     newIpcNs,
-    ipcVars,
+    ipcNs,
     uts,
     timens,
     cgroups,

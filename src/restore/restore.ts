@@ -408,9 +408,10 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
       if (t === root) {
         b.createFromPuppet();
         if (set.newIpcNs) {
-          restoreIpcNs(b.pid, set.ipcVars!, "limits");
+          restoreIpcNs(b.pid, set.ipcNs!, "limits");
           sysv.inNewNs(ipc);
-          restoreIpcNs(b.pid, set.ipcVars!, "next-ids");
+          restoreIpcNs(b.pid, set.ipcNs!, "objects");
+          restoreIpcNs(b.pid, set.ipcNs!, "next-ids");
         }
         if (ownNs) {
           runHook(o.hooks, "setup-namespaces", { pid: b.pid });
@@ -501,7 +502,7 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
     fault("restore-end", "restore");
     sysv.finish(ipc);
     // shm_rmid_forced last: set earlier it would destroy the segments not attached yet
-    if (set.newIpcNs) restoreIpcNs(builders[0].pid, set.ipcVars!, "after-attach");
+    if (set.newIpcNs) restoreIpcNs(builders[0].pid, set.ipcNs!, "after-attach");
     // the pidfile before anything runs: failing to write it fails the restore
     if (o.pidfile) {
       try {

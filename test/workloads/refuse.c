@@ -51,6 +51,7 @@
 #include <sys/inotify.h>
 #include <sys/sysmacros.h>
 #include <sys/msg.h>
+#include <sys/shm.h>
 #include <sys/sem.h>
 #include <linux/aio_abi.h>
 #include <linux/bpf.h>
@@ -70,7 +71,7 @@
 #endif
 
 static char cgns_before[64]; /* cgroupns: the namespace it left */
-static int ipc_msq = -1, ipc_sem = -1; /* ipcns-objects: a message queue and a semaphore set in its own IPC namespace */
+static int ipc_msq = -1, ipc_sem = -1, ipc_shm = -1; /* ipcns-objects: a message queue, a semaphore set and a segment locked in memory that nobody attaches, in its own IPC namespace */
 static int fd_a = -1, fd_b = -1;
 static pid_t child, leader;
 static char *mem;
@@ -291,6 +292,7 @@ static void setup(void) {
 		struct { long type; char text[8]; } m = { 7, "queued" };
 		NEED((ipc_msq = msgget(IPC_PRIVATE, IPC_CREAT | 0600)) >= 0 && msgsnd(ipc_msq, &m, sizeof m.text, 0) == 0);
 		NEED((ipc_sem = semget(IPC_PRIVATE, 2, IPC_CREAT | 0600)) >= 0 && semctl(ipc_sem, 1, SETVAL, 5) == 0);
+		NEED((ipc_shm = shmget(IPC_PRIVATE, 4096, IPC_CREAT | 0600)) >= 0 && shmctl(ipc_shm, SHM_LOCK, NULL) == 0);
 	}
 	else if (is("sigtrap")) {
 		sigset_t s;
@@ -664,6 +666,8 @@ static void check(void) {
 		struct { long type; char text[8]; } m = { 0, "" };
 		WL_CHECK(msgrcv(ipc_msq, &m, sizeof m.text, 0, IPC_NOWAIT) == (ssize_t)sizeof m.text && m.type == 7 && !strcmp(m.text, "queued"), "the queued message is gone: %m");
 		WL_CHECK(semctl(ipc_sem, 1, GETVAL) == 5, "semaphore 1 is %d, not 5", semctl(ipc_sem, 1, GETVAL));
+		struct shmid_ds ds;
+		WL_CHECK(shmctl(ipc_shm, IPC_STAT, &ds) == 0 && (ds.shm_perm.mode & SHM_LOCKED), "the segment is no longer locked: %m");
 	} else if (is("cgroupns")) {
 		char a[64] = "";
 		readlink("/proc/self/ns/cgroup", a, sizeof a - 1);
