@@ -335,8 +335,12 @@ export function isPrivateCopy(pid: number, ownPidNs: boolean): boolean {
     checkMountNs(pid, ownPidNs);
     return true;
   } catch (e) {
-    if (e instanceof CriuError) return false;
-    throw e;
+    if (!(e instanceof CriuError)) throw e;
+    // why matters when the namespace's own mounts are then refused (a host mount made after unshare)
+    log.debug(
+      `process ${pid}: its mount namespace is not a private copy of criu-bun's: ${e.message}; it is saved as a namespace of its own`
+    );
+    return false;
   }
 }
 
