@@ -1,0 +1,90 @@
+// Interop with CRIU 4.2, second part: states one of the two tools could not take from the other.
+// Each is restored exactly both ways, or the side that cannot fails loudly with nothing left behind
+// (rows in test/EXACT-OR-REFUSED.md). Workloads check their own state after the restore.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, waitUntil, type Workload } from "./harness";
+import { cleanupImages, dump, havePeer, imagesDir, peer, restore, waitReaped } from "./engine-helpers";
+import { readImage } from "../src/images/image";
+
+beforeAll(async () => {
+  await buildWorkloads();
+}, 120_000);
+afterAll(() => {
+  cleanup();
+  cleanupImages();
+});
+
+const treePids = (dir: string) => readImage(dir, "pstree.img", "PSTREE").map((p) => p.pid);
+async function treeGone(dir: string) {
+  for (const p of treePids(dir)) await waitReaped(p, 10_000);
+}
+
+/** CRIU 4.2 restores DIR (-d) and the workload's own check passes */
+async function criuRestores(dir: string, w: Workload) {
+  await treeGone(dir);
+  try {
+    peer(["restore", "-d"], dir, "restore.log");
+    await waitUntil(`restored ${w.pid}`, () => existsSync(`/proc/${w.pid}`));
+    trigger(w);
+    expect((await waitResult(w, 15_000)).text).toStartWith("PASS");
+  } finally {
+    for (const p of treePids(dir))
+      try {
+        process.kill(p, "SIGKILL");
+      } catch {}
+  }
+}
+
+/** CRIU 4.2's restore of DIR fails with an error line matching `error`, and no process of the tree is left */
+async function criuRefuses(dir: string, error: RegExp) {
+  await treeGone(dir);
+  let failure = "";
+  try {
+    peer(["restore", "-d"], dir, "restore.log");
+  } catch (e) {
+    failure = String(e);
+  }
+  expect(failure).toMatch(error);
+  for (const p of treePids(dir)) await waitUntil(`process ${p} gone`, () => !existsSync(`/proc/${p}`), 10_000);
+}
+
+/** criu-bun restores DIR and the workload's own check passes */
+async function bunRestores(dir: string, w: Workload) {
+  await treeGone(dir);
+  const r = await restore(dir, w.pid, [], 20_000);
+  trigger(w);
+  expect((await waitResult(w, 15_000)).text).toStartWith("PASS");
+  expect(await r.proc.exited).toBe(0);
+}
+
+// ---- inotify watches on a symlink itself (IN_DONT_FOLLOW): notifyfix dontfollow ----
+// CRIU 4.2 saves no path for such a watch (the path it finds, the symlink's, opens another inode
+// when followed), only the file handle, and its restore, which follows a path, cannot open it: it
+// fails on its own image. criu-bun saves the same (a path there would give CRIU's restore the
+// symlink's target: a watch on the wrong inode) and finds the symlink through the handle.
+describe.skipIf(!havePeer)("an inotify watch on a symlink itself", () => {
+  test("criu-bun saves it as CRIU 4.2 does (no path, the handle), restores it itself; CRIU 4.2's restore fails loudly on it, as on its own", async () => {
+    const w = await startWorkload("notifyfix", ["dontfollow"], { stderr: "file" });
+    const dir = imagesDir("interop2-dontfollow-bun");
+    dump(w.pid, dir);
+    const wds = readImage(dir, "files.img", "FILES")
+      .find((f) => f.ify)!
+      .ify!.wd.sort((a, b) => a.wd - b.wd);
+    expect(wds.map((x) => [x.wd, x.fHandle!.path.replace(/.*\//, "")])).toEqual([
+      [1, "d"],
+      [2, ""], // the symlink l itself
+      [3, "f"], // through the symlink fl: the file
+    ]);
+    await criuRefuses(dir, /fsnotify: Unable to open/);
+    await bunRestores(dir, w);
+  }, 60_000);
+
+  test("CRIU 4.2 dumps it, criu-bun restores it through the file handle: still on the symlink", async () => {
+    const w = await startWorkload("notifyfix", ["dontfollow"], { stderr: "file" });
+    const dir = imagesDir("interop2-dontfollow-criu");
+    peer(["dump", "-t", String(w.pid)], dir, "dump.log");
+    await bunRestores(dir, w);
+  }, 60_000);
+});
