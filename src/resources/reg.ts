@@ -205,7 +205,7 @@ export const regKind: FdKind<RegDump, RegRestore> = {
     (st.isFile() || st.isDirectory() || st.isCharacterDevice() || st.isBlockDevice() || st.isSymbolicLink()),
   dump(ctx, s) {
     const { target, st } = ctx;
-    if (target.endsWith(" (deleted)")) return dumpGhost(ctx, s);
+    if (removedFile(ctx.pid, target, st)) return dumpGhost(ctx, s);
     if (st.isCharacterDevice() && isTty(st.rdev) && !ctx.opts.shellJob) {
       refuse(
         "files",
@@ -291,6 +291,25 @@ export const regKind: FdKind<RegDump, RegRestore> = {
     return ctx.high(fd, ctx.where);
   },
 };
+
+/**
+ * Whether PATH, a file's name as /proc shows it for process pid (an fd's link, cwd, exe, a
+ * mapping), names a file removed from its directory, or a live file whose name ends in
+ * " (deleted)" itself. Decided as CRIU 4.2 decides (files-reg.c): a file with no links left is
+ * removed; one with links is live if its name as read is that inode in the process's root (CRIU
+ * opens it by that name), else it is removed from that name (kept under another link).
+ */
+function removedFile(pid: number, path: string, st: BigIntStats): boolean {
+  if (!path.endsWith(" (deleted)")) return false;
+  if (st.nlink === 0n) return true;
+  const named = (st.isSymbolicLink() ? lstatSync : statSync)(`/proc/${pid}/root${path}`, {
+    bigint: true,
+    throwIfNoEntry: false,
+  });
+  const live = named !== undefined && named.ino === st.ino && named.dev === st.dev;
+  if (live) log.debug(`process ${pid}: '${path}' is a live file of that name (${st.nlink} links), not a removed one`);
+  return !live;
+}
 
 // ---- files deleted while open: CRIU's ghost files ----------------------------------------------
 // Dump: the contents go to ghost-file-<id>.img (ghost_file_entry + raw bytes) and remap-fpath.img
@@ -422,20 +441,13 @@ function dumpTaskPaths(
   pid: number,
   task: ProcessPaths
 ): { cwdId: number; rootId: number } {
-  const fileId = (path: string, source: string, flags: number) =>
-    path.endsWith(" (deleted)")
-      ? saveGhost(
-          s,
-          files,
-          images,
-          statSync(source, { bigint: true }),
-          path.slice(0, -" (deleted)".length),
-          source,
-          flags,
-          0n,
-          `process ${pid}`
-        )
+  const fileId = (path: string, source: string, flags: number) => {
+    if (!path.endsWith(" (deleted)")) return files.addPath(path, flags);
+    const st = statSync(source, { bigint: true });
+    return removedFile(pid, path, st)
+      ? saveGhost(s, files, images, st, path.slice(0, -" (deleted)".length), source, flags, 0n, `process ${pid}`)
       : files.addPath(path, flags);
+  };
   const cwdId = fileId(task.cwd, `/proc/${pid}/cwd`, 0);
   const rootId = files.addPath(task.root, 0);
   linkMmFiles(pid, task.mm, task.exe, task.vmas, fileId);
