@@ -2,9 +2,18 @@
 // Each is restored exactly both ways, or the side that cannot fails loudly with nothing left behind
 // (rows in test/EXACT-OR-REFUSED.md). Workloads check their own state after the restore.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { buildWorkloads, cleanup, startWorkload, trigger, waitResult, waitUntil, type Workload } from "./harness";
+import {
+  buildWorkloads,
+  cleanup,
+  isAlive,
+  startWorkload,
+  trigger,
+  waitResult,
+  waitUntil,
+  type Workload,
+} from "./harness";
 import { cleanupImages, dump, havePeer, imagesDir, peer, restore, waitReaped } from "./engine-helpers";
 import { readImage } from "../src/images/image";
 
@@ -118,4 +127,72 @@ describe.skipIf(!havePeer)('a live file named "named (deleted)" beside a deleted
       if (restorer === "criu-bun") await bunRestores(dir, w);
       else await criuRestores(dir, w);
     }, 60_000);
+});
+
+// ---- a FIFO in packet mode (F_SETFL O_DIRECT): notifyfix fifodirect ----
+// open() refuses O_DIRECT on a FIFO (EINVAL); CRIU 4.2 opens each FIFO end with its saved flags and
+// sets nothing after, so it cannot bring packet mode back: its restore fails on its own image of
+// one, and on criu-bun's (the same flags; without O_DIRECT CRIU would restore a FIFO in normal mode,
+// silently). criu-bun opens it without O_DIRECT and sets it with F_SETFL: it restores both.
+describe.skipIf(!havePeer)("a FIFO switched to packet mode", () => {
+  for (const dumper of ["criu-bun", "criu-4.2"] as const)
+    test(`${dumper} dumps it: CRIU 4.2's restore fails loudly (open with O_DIRECT: EINVAL), criu-bun restores it`, async () => {
+      const w = await startWorkload("notifyfix", ["fifodirect"], { stderr: "file" });
+      const dir = imagesDir(`interop2-fifodirect-${dumper}`);
+      if (dumper === "criu-bun") dump(w.pid, dir);
+      else peer(["dump", "-t", String(w.pid)], dir, "dump.log");
+      const files = readImage(dir, "files.img", "FILES");
+      const regs = files.filter((f) => f.fifo).map((f) => files.find((r) => r.id === f.fifo!.regfId)!.reg!);
+      expect(regs.length).toBe(2);
+      for (const r of regs) expect(r.flags & 0o40000 /* O_DIRECT */).toBe(0o40000);
+      await criuRefuses(dir, /Can't open fifo .*pf\]: Invalid argument/);
+      await bunRestores(dir, w);
+    }, 60_000);
+});
+
+// ---- SysV shared memory attached in the host's IPC namespace (no IPC namespace of the tree's own) ----
+// CRIU 4.2 refuses to dump it ("with SysVIPC shmem map ... doesn't live in IPC ns": it saves SysV
+// segments only with the tree's own IPC namespace) and leaves the target running. criu-bun dumps it
+// (the segments in ipcns-shm-1.img, its own image: CRIU writes none for the host namespace) and
+// restores it exactly, the segments made again with their ids in the host namespace. CRIU 4.2's
+// restore of that image fails loudly: with no IPC namespace to restore it knows no segment for the
+// VMAs ("Can't find sysv shmem"), whatever the host namespace holds, and leaves no process behind.
+describe.skipIf(!havePeer)("SysV shared memory in the host's IPC namespace", () => {
+  const dropSegments = (dir: string) => {
+    const ids = readImage(dir, "ipcns-shm-1.img", "IPCNS_SHM").map((s) => s.desc!);
+    const live = readFileSync("/proc/sysvipc/shm", "utf8").split("\n").slice(1);
+    for (const d of ids) {
+      const row = live
+        .map((l) => l.trim().split(/\s+/))
+        .find((f) => Number(f[1]) === d.id && Number(f[0]) >>> 0 === d.key);
+      if (row && Number(row[6]) === 0) Bun.spawnSync(["ipcrm", "-m", String(d.id)]);
+    }
+  };
+  test("CRIU 4.2 refuses to dump it, the target running on", async () => {
+    const w = await startWorkload("sysvshm", ["nodest"]);
+    const dir = imagesDir("interop2-sysv-host-criu");
+    expect(() => peer(["dump", "-t", String(w.pid)], dir, "dump.log")).toThrow(
+      /SysVIPC shmem map .* doesn't live in IPC ns/
+    );
+    expect(isAlive(w.pid)).toBe(true);
+    trigger(w);
+    expect((await waitResult(w, 15_000)).text).toStartWith("PASS");
+  }, 60_000);
+  test("criu-bun dumps it: CRIU 4.2's restore fails loudly and leaves nothing; criu-bun restores it exactly", async () => {
+    const w = await startWorkload("sysvshm");
+    const dir = imagesDir("interop2-sysv-host-bun");
+    dump(w.pid, dir);
+    try {
+      const ids = readImage(dir, `ids-${w.pid}.img`, "IDS")[0];
+      expect(existsSync(join(dir, `ipcns-shm-${ids.ipcNsId}.img`)) && ids.ipcNsId !== 1).toBe(false);
+      expect(readImage(dir, "ipcns-shm-1.img", "IPCNS_SHM").length).toBe(3);
+      const before = readFileSync("/proc/sysvipc/shm", "utf8");
+      await criuRefuses(dir, /Can't find sysv shmem for \d+/);
+      expect(readFileSync("/proc/sysvipc/shm", "utf8")).toBe(before); // CRIU touched no segment
+      await bunRestores(dir, w);
+    } finally {
+      for (const p of treePids(dir)) await waitReaped(p, 10_000).catch(() => {});
+      dropSegments(dir);
+    }
+  }, 60_000);
 });
