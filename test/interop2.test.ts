@@ -2,11 +2,12 @@
 // Each is restored exactly both ways, or the side that cannot fails loudly with nothing left behind
 // (rows in test/EXACT-OR-REFUSED.md). Workloads check their own state after the restore.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import {
   buildWorkloads,
   cleanup,
+  criuBun,
   isAlive,
   startWorkload,
   trigger,
@@ -192,6 +193,32 @@ describe.skipIf(!havePeer)("SysV shared memory in the host's IPC namespace", () 
       await bunRestores(dir, w);
     } finally {
       for (const p of treePids(dir)) await waitReaped(p, 10_000).catch(() => {});
+      dropSegments(dir);
+    }
+  }, 60_000);
+  test("criu-bun's restore leaves another segment that took a saved id alone: it fails, naming it", async () => {
+    const w = await startWorkload("sysvshm");
+    const dir = imagesDir("interop2-sysv-host-taken");
+    dump(w.pid, dir);
+    let other = -1;
+    try {
+      await treeGone(dir);
+      // A (marked IPC_RMID) went with the tree: another segment takes its id
+      const a = readImage(dir, "ipcns-shm-1.img", "IPCNS_SHM").find((x) => Number(x.size) === 20580)!.desc!;
+      expect(readFileSync("/proc/sysvipc/shm", "utf8")).not.toMatch(new RegExp(`^\\s*\\d+\\s+${a.id}\\s`, "m"));
+      writeFileSync("/proc/sys/kernel/shm_next_id", String(a.id));
+      const r = Bun.spawnSync(["python3", "-c", "import ctypes,sys; print(ctypes.CDLL(None).shmget(0, 4096, 0o1600))"]);
+      other = Number(r.stdout.toString().trim());
+      expect(other).toBe(a.id);
+      const res = criuBun(["restore", "-D", dir, "-o", "restore.log", "-v4"]);
+      expect(res.code).toBe(1);
+      expect(readFileSync(join(dir, "restore.log"), "utf8")).toMatch(
+        new RegExp(`SysV shared memory ${a.id} exists and is another segment \\(key 0x0, 4096 bytes`)
+      );
+      expect(readFileSync("/proc/sysvipc/shm", "utf8")).toMatch(new RegExp(`^\\s*0\\s+${a.id}\\s+600\\s+4096\\s`, "m"));
+      for (const p of treePids(dir)) expect(existsSync(`/proc/${p}`)).toBe(false);
+    } finally {
+      if (other >= 0) Bun.spawnSync(["ipcrm", "-m", String(other)]);
       dropSegments(dir);
     }
   }, 60_000);

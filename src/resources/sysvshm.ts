@@ -194,7 +194,14 @@ function restoreSysvShm(dir: string, file = SHM_IMAGE): { id: number; dest: bool
             "restore",
             `SysV shared memory ${d.id} exists and is attached by ${old.nattch} process(es)`
           );
-        syscall(SHM.ctl, d.id, IPC_RMID, 0); // left over from the dumped tree: replace with the image
+        // left over from the dumped tree (same key, size and creator): replaced with the image;
+        // another segment that took the id since is someone else's
+        if (old.key !== d.key >>> 0 || old.size !== msg.size || old.cuid !== d.cuid || old.cgid !== d.cgid)
+          throw new CriuError(
+            "restore",
+            `SysV shared memory ${d.id} exists and is another segment (key 0x${old.key.toString(16)}, ${old.size} bytes, creator ${old.cuid}:${old.cgid}; the image's: key 0x${(d.key >>> 0).toString(16)}, ${msg.size} bytes, creator ${d.cuid}:${d.cgid})`
+          );
+        syscall(SHM.ctl, d.id, IPC_RMID, 0);
       }
       writeFileSync("/proc/sys/kernel/shm_next_id", String(d.id));
       const id = syscall(SHM.get, d.key, Number(msg.size), IPC_CREAT | IPC_EXCL | (d.mode & 0o777)); // resets shm_next_id
