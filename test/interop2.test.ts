@@ -99,7 +99,8 @@ describe.skipIf(!havePeer)("an inotify watch on a symlink itself", () => {
   }, 60_000);
 });
 
-// ---- a live file whose name ends in " (deleted)": deleted.c named ----
+// ---- a live file whose name ends in " (deleted)": deleted.c named (a file held, mapped and
+// watched by inotify, and a FIFO, each named "... (deleted)") ----
 // /proc shows a removed file's name with " (deleted)" appended; a live file may have that name
 // itself. As CRIU 4.2 decides (files-reg.c): no links left is removed (a ghost file), links and the
 // name as read still that inode is the live file, opened by that name. The workload's real deleted
@@ -109,6 +110,10 @@ describe.skipIf(!havePeer)('a live file named "named (deleted)" beside a deleted
     const files = readImage(dir, "files.img", "FILES");
     const names = files.filter((f) => f.reg).map((f) => f.reg!.name.replace(/.*\//, ""));
     expect(names).toContain("named (deleted)");
+    expect(names).toContain("fifo (deleted)"); // the FIFO's path entry
+    expect(files.some((f) => f.fifo)).toBe(true);
+    const wds = files.find((f) => f.ify)!.ify!.wd;
+    expect(wds.map((x) => [x.wd, x.fHandle!.path.replace(/.*\//, "")])).toEqual([[1, "named (deleted)"]]);
     const ghosts = readImage(dir, "remap-fpath.img", "REMAP_FPATH").map((r) =>
       files.find((f) => f.id === r.origId)!.reg!.name.replace(/.*\//, "")
     );
@@ -119,7 +124,7 @@ describe.skipIf(!havePeer)('a live file named "named (deleted)" beside a deleted
     ["criu-bun", "criu-4.2"],
     ["criu-4.2", "criu-bun"],
   ] as const)
-    test(`${dumper} dumps it, ${restorer} restores it: the same linked file (fd, offset, shared mapping), the deleted one a ghost`, async () => {
+    test(`${dumper} dumps it, ${restorer} restores it: the same linked file (fd, offset, shared mapping, inotify watch) and FIFO, the deleted one a ghost`, async () => {
       const w = await startWorkload("deleted", ["named"]);
       const dir = imagesDir(`interop2-named-${dumper}-${restorer}`);
       if (dumper === "criu-bun") dump(w.pid, dir);

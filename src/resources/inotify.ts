@@ -18,6 +18,7 @@ import { CriuError, log } from "../log";
 import { refuse } from "./unsupported";
 import { errnoText } from "../sys/errno";
 import { fd_types } from "../images/schemas";
+import { removedFromName } from "../sys/proc";
 import type * as S from "../images/schemas";
 
 const FIONREAD = 0x541b;
@@ -104,8 +105,9 @@ function withHandle<T>(pid: number, w: Wd, fn: (fd: number) => T): T | null {
 function resolveHandle(pid: number, w: Wd, where: string): string | undefined {
   const got = withHandle(pid, w, (fd) => {
     const p = readlinkSync(`/proc/self/fd/${fd}`);
-    if (p.endsWith(" (deleted)")) refuse("files", where, "inotify-deleted", `watch ${w.wd} on '${p.slice(0, -10)}'`);
-    const symlink = (fstatSync(fd).mode & 0o170000) === 0o120000;
+    const st = fstatSync(fd, { bigint: true });
+    if (removedFromName("", p, st)) refuse("files", where, "inotify-deleted", `watch ${w.wd} on '${p.slice(0, -10)}'`);
+    const symlink = st.isSymbolicLink();
     if (symlink) log.debug(`${where}: inotify watch ${w.wd} is on the symlink '${p}' itself: saved without a path`);
     return { p: symlink ? undefined : p };
   });
@@ -135,14 +137,17 @@ function handlePath(pid: number, e: S.inotify_wd_entry, where: string): string {
     type: fh.type,
     handle: raw.subarray(0, bytes),
   };
-  const p = withHandle(pid, w, (fd) => readlinkSync(`/proc/self/fd/${fd}`));
-  if (p === null || p.endsWith(" (deleted)"))
+  const p = withHandle(pid, w, (fd) => ({
+    path: readlinkSync(`/proc/self/fd/${fd}`),
+    st: fstatSync(fd, { bigint: true }),
+  }));
+  if (p === null || removedFromName("", p.path, p.st))
     throw new CriuError(
       "restore",
       `${where}: inotify watch ${e.wd} has no path and its file handle opens no file (inode ${e.iIno}, device ${e.sDev >>> 20}:${e.sDev & 0xfffff})`
     );
-  log.debug(`${where}: inotify watch ${e.wd} has no path: its file handle names '${p}'`);
-  return p;
+  log.debug(`${where}: inotify watch ${e.wd} has no path: its file handle names '${p.path}'`);
+  return p.path;
 }
 
 function toU64s(b: Uint8Array): bigint[] {

@@ -1,6 +1,7 @@
 // Regular files, directories and character devices opened by path.
 import { statSync, lstatSync, readlinkSync, existsSync, unlinkSync } from "../sys/fs";
 import { dirname } from "../sys/path";
+import { removedFromName } from "../sys/proc";
 import type { FdKind, DumpCtx, RestoreCtx, ImageSink, ProcessPaths, OpenByPath } from "./fdkind";
 import type { FileTable } from "./files";
 import { linkMmFiles } from "./mm";
@@ -292,23 +293,12 @@ export const regKind: FdKind<RegDump, RegRestore> = {
   },
 };
 
-/**
- * Whether PATH, a file's name as /proc shows it for process pid (an fd's link, cwd, exe, a
- * mapping), names a file removed from its directory, or a live file whose name ends in
- * " (deleted)" itself. Decided as CRIU 4.2 decides (files-reg.c): a file with no links left is
- * removed; one with links is live if its name as read is that inode in the process's root (CRIU
- * opens it by that name), else it is removed from that name (kept under another link).
- */
+/** removedFromName in process pid's root, saying at -v4 when such a name is a live file's */
 function removedFile(pid: number, path: string, st: BigIntStats): boolean {
-  if (!path.endsWith(" (deleted)")) return false;
-  if (st.nlink === 0n) return true;
-  const named = (st.isSymbolicLink() ? lstatSync : statSync)(`/proc/${pid}/root${path}`, {
-    bigint: true,
-    throwIfNoEntry: false,
-  });
-  const live = named !== undefined && named.ino === st.ino && named.dev === st.dev;
-  if (live) log.debug(`process ${pid}: '${path}' is a live file of that name (${st.nlink} links), not a removed one`);
-  return !live;
+  const removed = removedFromName(`/proc/${pid}/root`, path, st);
+  if (!removed && path.endsWith(" (deleted)"))
+    log.debug(`process ${pid}: '${path}' is a live file of that name (${st.nlink} links), not a removed one`);
+  return removed;
 }
 
 // ---- files deleted while open: CRIU's ghost files ----------------------------------------------

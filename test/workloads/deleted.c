@@ -9,13 +9,16 @@
  * contents intact, and that it can still write and read back through it.
  *
  * deleted DIR named: besides, a live file literally named "named (deleted)" (linked, nlink 1), held
- * by an fd (O_RDWR, at 77) and mapped MAP_SHARED: at go the fd is still that file (the same inode
- * as its path, nlink 1), at 77, its contents intact; a write through the mapping is read back
- * through the path (the same file, not a copy). --selftest-corrupt=named: the named file is
+ * by an fd (O_RDWR, at 77), mapped MAP_SHARED and watched by inotify (IN_MODIFY, wd 1), and a FIFO
+ * named "fifo (deleted)" held O_RDWR with "abc" in it: at go the fd is still that file (the same
+ * inode as its path, nlink 1), at 77, its contents intact; a write through the mapping is read
+ * back through the path (the same file, not a copy); a write through the path gives IN_MODIFY on
+ * wd 1; the FIFO fd is the FIFO at its path and gives back "abc". --selftest-corrupt=named: the named file is
  * replaced by a copy (unlinked, made again) before go.
  */
 #include "wl.h"
 #include <sys/mman.h>
+#include <sys/inotify.h>
 
 #define SIZE (32 << 10)
 
@@ -32,8 +35,8 @@ int main(int argc, char **argv) {
 	struct stat st0;
 	fstat(fd, &st0);
 	const char *named = wl_arg(argc, argv, 0);
-	int nfd = -1;
-	char np[4200];
+	int nfd = -1, ino = -1, ffd = -1;
+	char np[4200], fp[4200];
 	unsigned char *nmap = NULL;
 	if (named && strcmp(named, "named") == 0) {
 		wl_path(np, sizeof np, "named (deleted)");
@@ -41,6 +44,9 @@ int main(int argc, char **argv) {
 		if (nfd < 0 || write(nfd, buf, 8192) != 8192 || lseek(nfd, 77, SEEK_SET) != 77) return 2;
 		nmap = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, nfd, 0);
 		if (nmap == MAP_FAILED) return 2;
+		if ((ino = inotify_init1(IN_NONBLOCK)) < 0 || inotify_add_watch(ino, np, IN_MODIFY) != 1) return 2;
+		wl_path(fp, sizeof fp, "fifo (deleted)");
+		if (mkfifo(fp, 0600) || (ffd = open(fp, O_RDWR | O_NONBLOCK)) < 0 || write(ffd, "abc", 3) != 3) return 2;
 	}
 	wl_ready();
 	if (nfd >= 0 && wl_corrupting("named", "offset")) {
@@ -101,6 +107,17 @@ int main(int argc, char **argv) {
 		WL_CHECK(pf >= 0 && pread(pf, &b, 1, 100) == 1 && b == (unsigned char)(buf[100] ^ 0xff),
 		         "named: a write through the mapping is not in the file at its path");
 		if (pf >= 0) close(pf);
+		struct inotify_event ev[8];
+		int pw = open(np, O_WRONLY);
+		WL_CHECK(pw >= 0 && pwrite(pw, "z", 1, 200) == 1, "named: write through the path: %s", strerror(errno));
+		if (pw >= 0) close(pw);
+		ssize_t r = read(ino, ev, sizeof ev);
+		WL_CHECK(r >= (ssize_t)sizeof ev[0] && ev[0].wd == 1 && (ev[0].mask & IN_MODIFY), "named: no IN_MODIFY on wd 1 (read %zd)", r);
+		struct stat fs1, fs2;
+		char fb[8] = "";
+		WL_CHECK(fstat(ffd, &fs1) == 0 && stat(fp, &fs2) == 0 && fs1.st_ino == fs2.st_ino && S_ISFIFO(fs1.st_mode),
+		         "fifo: the fd is not the FIFO at its path");
+		WL_CHECK(read(ffd, fb, sizeof fb) == 3 && memcmp(fb, "abc", 3) == 0, "fifo: its bytes are not \"abc\"");
 	}
 	wl_detail("fd=%d link=%s loops=%llu", fd, target, (unsigned long long)loops);
 	wl_finish();
