@@ -214,7 +214,7 @@ describe("dump refuses what it cannot restore exactly; the target runs on", () =
     expect((await waitResult(w, 10_000)).text).toStartWith("PASS");
   });
 
-  test("the workload's checks fail when the thing is undone (fown, scm-rights, sigtrap, guard, lease, aio, epoll-stale, ipcns-objects and the variants above)", async () => {
+  test("the workload's checks fail when the thing is undone (fown, scm-rights, sigtrap, guard, lease, aio, epoll-stale, ipcns-objects, sysv-shared-outside and the variants above)", async () => {
     for (const key of [
       "fown",
       "scm-rights",
@@ -243,6 +243,7 @@ describe("dump refuses what it cannot restore exactly; the target runs on", () =
       "session-outside-pidns",
       "session-leader-gone",
       "pgrp-leader-gone",
+      "sysv-shared-outside",
     ]) {
       const bad = await runWorkload("refuse", [key, "--selftest-corrupt"]);
       expect(`${key}: ${bad.summary}`).toStartWith(`${key}: FAIL`);

@@ -33,7 +33,7 @@ import { dumpFds, FileTable, FdTwins, FdKindsDump, type FdDump } from "../resour
 import type { LockDump } from "../resources/filelocks";
 import { readStat, readStatus, listChildren, listTids, fdLinks, sigkillPending } from "../sys/proc";
 import { ImageSink, type DumpOpts } from "../resources/fdkind";
-import { dumpSharedVmas } from "../resources/sysvshm";
+import { dumpSharedVmas, checkHostSysvAttaches } from "../resources/sysvshm";
 
 import { CgroupSets, ROOT_CG_SET, freezeCgroup } from "../resources/cgroup";
 import { plainEntry, writeImage, writeImageBytes } from "../images/image";
@@ -1016,6 +1016,8 @@ function collectAndWrite(
     }))
   );
   if ("why" in made) refuse("dump", `process ${made.t.n.pid}`, "session-not-parents", made.why);
+  // SysV segments of the host's IPC namespace attached outside the tree too (refused)
+  if (!ns.ownIpcNs) checkHostSysvAttaches(tree.flatMap((n) => (n.dumped ? [{ pid: n.pid, vmas: n.dumped.vmas }] : [])));
   log.debug(`all processes collected`);
   phase("writing the tree's images");
   writeImage(d, "inventory.img", "INVENTORY", [

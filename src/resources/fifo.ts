@@ -10,6 +10,7 @@
 // (O_DIRECT, set with F_SETFL: open() refuses it on a FIFO with EINVAL) is opened without it and
 // gets it with that F_SETFL; packets queued in the FIFO are refused at dump (pipe.ts peekPipe).
 import { statSync } from "../sys/fs";
+import { removedFromName } from "../sys/proc";
 import type { FdKind } from "./fdkind";
 import { cachedPayloadsBy } from "./fdkind";
 import { regEntry } from "./reg";
@@ -35,7 +36,7 @@ export const fifoKind: FdKind = {
   match: (target, st) => st.isFIFO() && target.startsWith("/"),
   dump(ctx) {
     const { target, st } = ctx;
-    if (target.endsWith(" (deleted)")) {
+    if (removedFromName(`/proc/${ctx.pid}/root`, target, st)) {
       refuse("files", ctx.where, "deleted-special", `'${target.slice(0, -10)}', a FIFO`);
     }
     const pipeId = Number(st.ino);

@@ -3,9 +3,12 @@
 // path (open_by_handle_at on a mount of that device, from criu-bun) and keeps it in fh_entry.path;
 // events queued and not read yet are refused (they are not saved). Restore adds watches in wd
 // order, and re-adds (rm + add) until the kernel's cyclic wd counter gives back the same number.
-// A watch on a symlink itself (added with IN_DONT_FOLLOW, which fdinfo does not show) is known by
-// its path naming a symlink of the watched inode in the target: added with IN_DONT_FOLLOW again.
-import { readFileSync, readlinkSync } from "../sys/fs";
+// A watch on a symlink itself (added with IN_DONT_FOLLOW, which fdinfo does not show) is saved
+// without a path, as CRIU 4.2 saves it (CRIU's restore follows a path: the symlink's would give it
+// the target's inode, so it fails on the handle instead, as it does on its own image). Restore finds
+// the file of a watch without a path through its file handle; a name of a symlink of the watched
+// inode in the target is added with IN_DONT_FOLLOW again.
+import { readFileSync, readlinkSync, fstatSync } from "../sys/fs";
 import type { FdKind } from "./fdkind";
 import { FOWN0 } from "./fdkind";
 import { syscall, addr, cstr } from "../sys/syscall";
@@ -15,6 +18,8 @@ import { CriuError, log } from "../log";
 import { refuse } from "./unsupported";
 import { errnoText } from "../sys/errno";
 import { fd_types } from "../images/schemas";
+import { removedFromName } from "../sys/proc";
+import type * as S from "../images/schemas";
 
 const FIONREAD = 0x541b;
 const IN_DONT_FOLLOW = 0x02000000;
@@ -68,7 +73,9 @@ function mountOf(pid: number, sdev: number): string[] {
   return out;
 }
 
-function resolveHandle(pid: number, w: Wd, where: string): string {
+/** open_by_handle_at of a watch's file handle on a mount of its device in pid's view, then fn on the
+ *  O_PATH fd; null when no mount of that device opens it */
+function withHandle<T>(pid: number, w: Wd, fn: (fd: number) => T): T | null {
   const fh = new Uint8Array(8 + w.handle.length);
   const dv = new DataView(fh.buffer);
   dv.setUint32(0, w.bytes, true);
@@ -81,10 +88,7 @@ function resolveHandle(pid: number, w: Wd, where: string): string {
       const fd = syscall(NR.open_by_handle_at, mfd, addr(fh), O.PATH | O.CLOEXEC);
       if (fd < 0) continue;
       try {
-        const p = readlinkSync(`/proc/self/fd/${fd}`);
-        if (p.endsWith(" (deleted)"))
-          refuse("files", where, "inotify-deleted", `watch ${w.wd} on '${p.slice(0, -10)}'`);
-        return p;
+        return fn(fd);
       } finally {
         closeFd(fd);
       }
@@ -92,10 +96,58 @@ function resolveHandle(pid: number, w: Wd, where: string): string {
       closeFd(mfd);
     }
   }
+  return null;
+}
+
+/** The path saved for a watch: its file's name, or undefined for a watch on a symlink itself, for
+ *  which CRIU 4.2 saves none (its path would lead CRIU's restore, which follows it, to the symlink's
+ *  target: another inode); restore finds that one through the file handle. */
+function resolveHandle(pid: number, w: Wd, where: string): string | undefined {
+  const got = withHandle(pid, w, (fd) => {
+    const p = readlinkSync(`/proc/self/fd/${fd}`);
+    const st = fstatSync(fd, { bigint: true });
+    if (removedFromName("", p, st)) refuse("files", where, "inotify-deleted", `watch ${w.wd} on '${p.slice(0, -10)}'`);
+    const symlink = st.isSymbolicLink();
+    if (symlink) log.debug(`${where}: inotify watch ${w.wd} is on the symlink '${p}' itself: saved without a path`);
+    return { p: symlink ? undefined : p };
+  });
+  if (got) return got.p;
   throw new CriuError(
     "files",
     `${where}: cannot find the file of inotify watch ${w.wd} (inode ${w.ino}, device ${w.sdev >>> 20}:${w.sdev & 0xfffff})`
   );
+}
+
+/** the path of a watch saved without one, from its file handle (criu-bun's view of the target's mounts) */
+function handlePath(pid: number, e: S.inotify_wd_entry, where: string): string {
+  const fh = e.fHandle;
+  const bytes = fh?.bytes ?? 0;
+  if (!fh || bytes <= 0 || bytes > 128 || fh.handle.length * 8 < bytes)
+    throw new CriuError("restore", `${where}: inotify watch ${e.wd} has neither a path nor a valid file handle`);
+  const raw = new Uint8Array(fh.handle.length * 8);
+  const dv = new DataView(raw.buffer);
+  fh.handle.forEach((v, i) => dv.setBigUint64(i * 8, BigInt.asUintN(64, BigInt(v)), true));
+  const w: Wd = {
+    wd: e.wd,
+    ino: BigInt(e.iIno),
+    sdev: e.sDev,
+    mask: e.mask,
+    ignoredMask: e.ignoredMask,
+    bytes,
+    type: fh.type,
+    handle: raw.subarray(0, bytes),
+  };
+  const p = withHandle(pid, w, (fd) => ({
+    path: readlinkSync(`/proc/self/fd/${fd}`),
+    st: fstatSync(fd, { bigint: true }),
+  }));
+  if (p === null || removedFromName("", p.path, p.st))
+    throw new CriuError(
+      "restore",
+      `${where}: inotify watch ${e.wd} has no path and its file handle opens no file (inode ${e.iIno}, device ${e.sDev >>> 20}:${e.sDev & 0xfffff})`
+    );
+  log.debug(`${where}: inotify watch ${e.wd} has no path: its file handle names '${p.path}'`);
+  return p.path;
 }
 
 function toU64s(b: Uint8Array): bigint[] {
@@ -149,30 +201,29 @@ export const inotifyKind: FdKind = {
     let removed = false;
     const done = new Set<number>();
     for (const w of [...e.wd].sort((a, b) => a.wd - b.wd)) {
-      const path = w.fHandle?.path;
-      if (!path)
-        throw new CriuError(
-          "restore",
-          `${ctx.where}: inotify watch ${w.wd} has no path (file handles alone are not supported)`
-        );
+      // no path (CRIU saves none for a watch on a symlink itself, nor for a file its path does not
+      // open): the file handle names the file, opened on a mount of its device in the target's view
+      const path = w.fHandle?.path || handlePath(ctx.pid, w, ctx.where);
       const p = ctx.str(path);
       // a watch on a symlink itself: the path names a symlink whose inode is the watched one (in
       // the target's view: lstat there); added without following it. Any other path is the
       // watched file's own name, followed as the kernel would have.
       const stAt = ctx.scratch(0n, new Uint8Array(144));
-      const sr = inj.call(NR.newfstatat, -100, p, stAt, AT_SYMLINK_NOFOLLOW);
-      let mask = w.mask;
-      if (sr === 0n) {
+      const inoAt = (flags: number) => {
+        if (inj.call(NR.newfstatat, -100, p, stAt, flags) !== 0n) return null;
         const st = new DataView(ctx.mem.read(stAt, 144).buffer);
-        const mode = st.getUint32(24, true),
-          ino = st.getBigUint64(8, true);
-        if ((mode & 0o170000) === 0o120000 && ino === w.iIno) {
-          mask |= IN_DONT_FOLLOW;
-          log.debug(
-            `${ctx.where}: inotify watch ${w.wd} is on the symlink '${path}' itself: added with IN_DONT_FOLLOW`
-          );
-        }
-      }
+        return { mode: st.getUint32(24, true), ino: st.getBigUint64(8, true) };
+      };
+      const l = inoAt(AT_SYMLINK_NOFOLLOW);
+      let mask = w.mask;
+      if (l && (l.mode & 0o170000) === 0o120000 && l.ino === w.iIno) {
+        mask |= IN_DONT_FOLLOW;
+        log.debug(`${ctx.where}: inotify watch ${w.wd} is on the symlink '${path}' itself: added with IN_DONT_FOLLOW`);
+      } else if (!w.fHandle?.path && inoAt(0)?.ino !== w.iIno)
+        throw new CriuError(
+          "restore",
+          `${ctx.where}: inotify watch ${w.wd}: its file handle names '${path}', which is not inode ${w.iIno} in the process's view`
+        );
       for (let tries = 0; ; tries++) {
         const got = Number(inj.call(NR.inotify_add_watch, fd, p, mask));
         if (got < 0)

@@ -26,6 +26,7 @@
 // tree, and criu-bun sends the messages through a pidfd_getfd copy. Every description is then
 // its own mq_open with its flags (access mode, O_NONBLOCK).
 import type { FdKind, RestoreCtx } from "./fdkind";
+import { removedFromName } from "../sys/proc";
 import { FOWN0 } from "./fdkind";
 import { syscall, addr, cstr } from "../sys/syscall";
 import { NR } from "../sys/nr";
@@ -159,7 +160,7 @@ export const mqueueKind: FdKind<MqueueDump> = {
   match: (target, st, fdPath, _opts, _copy, s) => st.isFile() && target.startsWith("/") && mqueueDev(st.dev, fdPath, s),
   dump(ctx) {
     const { target, st } = ctx;
-    if (target.endsWith(" (deleted)"))
+    if (removedFromName(`/proc/${ctx.pid}/root`, target, st))
       throw new CriuError(
         "files",
         `${ctx.where}: message queue '${target.slice(0, -10)}' was unlinked while open; not supported yet`

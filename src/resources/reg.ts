@@ -1,6 +1,7 @@
 // Regular files, directories and character devices opened by path.
 import { statSync, lstatSync, readlinkSync, existsSync, unlinkSync } from "../sys/fs";
 import { dirname } from "../sys/path";
+import { removedFromName } from "../sys/proc";
 import type { FdKind, DumpCtx, RestoreCtx, ImageSink, ProcessPaths, OpenByPath } from "./fdkind";
 import type { FileTable } from "./files";
 import { linkMmFiles } from "./mm";
@@ -205,7 +206,7 @@ export const regKind: FdKind<RegDump, RegRestore> = {
     (st.isFile() || st.isDirectory() || st.isCharacterDevice() || st.isBlockDevice() || st.isSymbolicLink()),
   dump(ctx, s) {
     const { target, st } = ctx;
-    if (target.endsWith(" (deleted)")) return dumpGhost(ctx, s);
+    if (removedFile(ctx.pid, target, st)) return dumpGhost(ctx, s);
     if (st.isCharacterDevice() && isTty(st.rdev) && !ctx.opts.shellJob) {
       refuse(
         "files",
@@ -291,6 +292,14 @@ export const regKind: FdKind<RegDump, RegRestore> = {
     return ctx.high(fd, ctx.where);
   },
 };
+
+/** removedFromName in process pid's root, saying at -v4 when such a name is a live file's */
+function removedFile(pid: number, path: string, st: BigIntStats): boolean {
+  const removed = removedFromName(`/proc/${pid}/root`, path, st);
+  if (!removed && path.endsWith(" (deleted)"))
+    log.debug(`process ${pid}: '${path}' is a live file of that name (${st.nlink} links), not a removed one`);
+  return removed;
+}
 
 // ---- files deleted while open: CRIU's ghost files ----------------------------------------------
 // Dump: the contents go to ghost-file-<id>.img (ghost_file_entry + raw bytes) and remap-fpath.img
@@ -422,20 +431,13 @@ function dumpTaskPaths(
   pid: number,
   task: ProcessPaths
 ): { cwdId: number; rootId: number } {
-  const fileId = (path: string, source: string, flags: number) =>
-    path.endsWith(" (deleted)")
-      ? saveGhost(
-          s,
-          files,
-          images,
-          statSync(source, { bigint: true }),
-          path.slice(0, -" (deleted)".length),
-          source,
-          flags,
-          0n,
-          `process ${pid}`
-        )
+  const fileId = (path: string, source: string, flags: number) => {
+    if (!path.endsWith(" (deleted)")) return files.addPath(path, flags);
+    const st = statSync(source, { bigint: true });
+    return removedFile(pid, path, st)
+      ? saveGhost(s, files, images, st, path.slice(0, -" (deleted)".length), source, flags, 0n, `process ${pid}`)
       : files.addPath(path, flags);
+  };
   const cwdId = fileId(task.cwd, `/proc/${pid}/cwd`, 0);
   const rootId = files.addPath(task.root, 0);
   linkMmFiles(pid, task.mm, task.exe, task.vmas, fileId);

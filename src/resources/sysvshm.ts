@@ -28,6 +28,7 @@ import type { ImageSink } from "./fdkind";
 import * as S from "../images/schemas";
 import { readImagePayloads, imageExists } from "../images/image";
 import { CriuError, log } from "../log";
+import { refuse } from "./unsupported";
 import { sysFailed } from "../sys/errno";
 import { NR } from "../sys/nr";
 
@@ -103,6 +104,37 @@ export function dumpSharedVmas(pid: number, vmas: DumpedVma[], extra: ImageSink,
         );
       if (!extra.has(`pagemap-shmem-${v.inode}.img`)) dumpShmem(pid, v.start, v.end, v.inode, extra);
     }
+  }
+}
+
+/**
+ * Once every process's VMAs are known, for a tree without an IPC namespace of its own: each SysV
+ * segment it attached is attached by nobody else (the kernel counts an attach per VMA, split
+ * mappings and forks included). One attached outside too is refused: the restore makes the segment
+ * again, and a process outside the tree would keep the old one, no longer shared with the tree.
+ * (CRIU 4.2 refuses every SysV mapping of a tree in the host's IPC namespace.)
+ */
+export function checkHostSysvAttaches(procs: { pid: number; vmas: DumpedVma[] }[]) {
+  const mine = new Map<number, { pid: number; n: number }>();
+  for (const p of procs)
+    for (const v of p.vmas)
+      if (v.status & VMA.SYSVIPC) {
+        const m = mine.get(v.inode) ?? { pid: p.pid, n: 0 };
+        m.n++;
+        mine.set(v.inode, m);
+      }
+  if (!mine.size) return;
+  const live = segments();
+  for (const [id, m] of mine) {
+    const seg = live.get(id);
+    if (seg && seg.nattch > m.n)
+      refuse(
+        "dump",
+        `process ${m.pid}`,
+        "sysv-shared-outside",
+        `segment ${id}, key 0x${seg.key.toString(16)}: ${seg.nattch} attaches, ${m.n} of them in the tree`
+      );
+    log.debug(`SysV shared memory ${id}: its ${m.n} attaches are all the tree's`);
   }
 }
 
@@ -250,7 +282,14 @@ function restoreSysvShm(dir: string, file = SHM_IMAGE): { id: number; dest: bool
             "restore",
             `SysV shared memory ${d.id} exists and is attached by ${old.nattch} process(es)`
           );
-        syscall(SHM.ctl, d.id, IPC_RMID, 0); // left over from the dumped tree: replace with the image
+        // left over from the dumped tree (same key, size and creator): replaced with the image;
+        // another segment that took the id since is someone else's
+        if (old.key !== d.key >>> 0 || old.size !== msg.size || old.cuid !== d.cuid || old.cgid !== d.cgid)
+          throw new CriuError(
+            "restore",
+            `SysV shared memory ${d.id} exists and is another segment (key 0x${old.key.toString(16)}, ${old.size} bytes, creator ${old.cuid}:${old.cgid}; the image's: key 0x${(d.key >>> 0).toString(16)}, ${msg.size} bytes, creator ${d.cuid}:${d.cgid})`
+          );
+        syscall(SHM.ctl, d.id, IPC_RMID, 0);
       }
       writeFileSync("/proc/sys/kernel/shm_next_id", String(d.id));
       // made with the creator's effective ids: they become its cuid/cgid

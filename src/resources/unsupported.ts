@@ -42,6 +42,7 @@ export const UNSUPPORTED = {
   // memory (resources/memory.ts)
   "droppable": "MAP_DROPPABLE mapping",
   "shmem-private": "private mapping of a shared memory object",
+  "sysv-shared-outside": "SysV shared memory of the host's IPC namespace attached outside the tree too",
   "hugetlb": "hugetlb mapping",
   "aio": "AIO ring",
   "memfd-map": "mapping of a memfd",

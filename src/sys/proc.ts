@@ -1,5 +1,5 @@
 // Parsers for /proc/PID/*. Addresses are BigInt ([vsyscall] sits above 2^53).
-import { readFileSync, readdirSync, readlinkSync } from "./fs";
+import { readFileSync, readdirSync, readlinkSync, statSync, lstatSync, type BigIntStats } from "./fs";
 import { syscall } from "./syscall";
 import { NR } from "./nr";
 import { MAPS_RE, mapsEntry, parseMaps, readProcText, type Vma } from "./procfile";
@@ -299,4 +299,18 @@ export function setThreadNice(nice: number): number | undefined {
 /** How an error line names thread TID of process PID: "process PID", or "process PID thread TID". */
 export function taskWhere(pid: number, tid: number): string {
   return `process ${pid}${tid !== pid ? ` thread ${tid}` : ""}`;
+}
+
+/**
+ * Whether PATH, a file's name as /proc shows it (an fd's link, cwd, exe, a mapping; seen from
+ * ROOT, e.g. /proc/PID/root, or "" for criu-bun's own root), names a file removed from its
+ * directory, or a live file whose name itself ends in " (deleted)". Decided as CRIU 4.2 decides
+ * (files-reg.c): a file with no links left is removed; one with links is live if its name as read
+ * is that inode (CRIU opens it by that name), else it is removed from that name (kept under another).
+ */
+export function removedFromName(root: string, path: string, st: BigIntStats): boolean {
+  if (!path.endsWith(" (deleted)")) return false;
+  if (st.nlink === 0n) return true;
+  const named = (st.isSymbolicLink() ? lstatSync : statSync)(`${root}${path}`, { bigint: true, throwIfNoEntry: false });
+  return !(named !== undefined && named.ino === st.ino && named.dev === st.dev);
 }

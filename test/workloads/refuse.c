@@ -23,7 +23,9 @@
  *                       inode and mount marks and an ignore mask; tty-queued-master: a slave's
  *                       output the master has not read; fown-outside: a pipe owned by a process
  *                       outside the tree; pidfd-dead2: two pidfds on one dead child;
- *                       tty-exclusive: a pty master in exclusive mode)
+ *                       tty-exclusive: a pty master in exclusive mode; sysv-shared-outside: a SysV
+ *                       segment of the host's IPC namespace a helper outside the tree (DIR/ext-pid)
+ *                       has attached too)
  * --selftest-corrupt: undoes the thing before go, so the check fails.
  */
 #define WL_MODES
@@ -53,6 +55,7 @@
 #include <sys/msg.h>
 #include <sys/shm.h>
 #include <sys/sem.h>
+#include <sys/shm.h>
 #include <linux/aio_abi.h>
 #include <linux/bpf.h>
 #include <linux/if_tun.h>
@@ -73,6 +76,8 @@
 static char cgns_before[64]; /* cgroupns: the namespace it left */
 static int ipc_msq = -1, ipc_sem = -1, ipc_shm = -1; /* ipcns-objects: a message queue, a semaphore set and a segment locked in memory that nobody attaches, in its own IPC namespace */
 static int fd_a = -1, fd_b = -1;
+static int sysv_id = -1; /* sysv-shared-outside: a segment of the host's IPC namespace */
+static char *sysv_mem;
 static pid_t child, leader;
 static char *mem;
 static size_t memlen = 1 << 20;
@@ -335,6 +340,28 @@ static void setup(void) {
 		memset(&a, 0, sizeof a);
 		a.map_fd = (uint32_t)fd_a; a.key = (uintptr_t)&k; a.value = (uintptr_t)&v;
 		WL_CHECK(fd_a >= 0 && syscall(SYS_bpf, BPF_MAP_LOOKUP_ELEM, &a, sizeof a) == 0 && v == 42, "element 0 of the map is %llu, not 42: %m", (unsigned long long)v);
+	} else if (is("sysv-shared-outside")) { /* a SysV segment (host IPC namespace) a helper outside the tree has attached too */
+		NEED((sysv_id = shmget(IPC_PRIVATE, 4096, IPC_CREAT | 0600)) >= 0);
+		NEED((sysv_mem = shmat(sysv_id, NULL, 0)) != (void *)-1);
+		strcpy(sysv_mem, "outside");
+		NEED(shmctl(sysv_id, IPC_RMID, NULL) == 0); /* gone with its last attach */
+		pid_t c = fork();
+		NEED(c >= 0);
+		if (c == 0) { /* double-forked, its own session: not in the tree; it inherits the attach */
+			setsid();
+			pid_t g = fork();
+			if (g) _exit(g < 0);
+			char b[32];
+			int n = snprintf(b, sizeof b, "%d\n", (int)getpid());
+			wl_write_file("ext-pid", b, (size_t)n);
+			for (int i = 0; i < 3000 && access(wl_dir, F_OK) == 0; i++) wl_sleep_ms(100); /* killed after the test */
+			_exit(0);
+		}
+		int st;
+		NEED(waitpid(c, &st, 0) == c && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+		struct shmid_ds ds;
+		for (int i = 0; i < 500 && shmctl(sysv_id, IPC_STAT, &ds) == 0 && ds.shm_nattch < 2; i++) wl_sleep_ms(10);
+		NEED(shmctl(sysv_id, IPC_STAT, &ds) == 0 && ds.shm_nattch == 2);
 	} else if (is("fown-outside")) { /* owned by a process outside the tree (its parent) */
 		NEED(pipe(p) == 0);
 		fd_a = p[0], fd_b = p[1];
@@ -643,6 +670,7 @@ static void undo(void) {
 	if (is("ipcns-objects")) { struct { long type; char text[8]; } m; msgrcv(ipc_msq, &m, sizeof m.text, 0, IPC_NOWAIT); }
 	if (is("scm-rights-stream") || is("scm-rights-seqpacket")) close(fd_b), fd_b = -1; /* the receiver, messages and all */
 	if (is("fanotify-marks")) close(wfd), wfd = -1;
+	if (is("sysv-shared-outside") && sysv_mem) shmdt(sysv_mem), sysv_mem = NULL;
 	if (is("timens-children") || is("cgroupns")) wl_failf("selftest: cannot undo %s", mode);
 	if (is("session-outside-pidns") || is("session-leader-gone") || is("pgrp-leader-gone")) leader = -1; /* the check then sees another */
 }
@@ -765,6 +793,11 @@ static void check(void) {
 		WL_CHECK(fd_a >= 0 && fd_b >= 0 && write(fd_b, "x", 1) == 1, "write to the watched file");
 		char b[256];
 		WL_CHECK(fd_a >= 0 && read(fd_a, b, sizeof b) > 0 && ((struct inotify_event *)b)->mask & IN_MODIFY, "no IN_MODIFY from the watch");
+	} else if (is("sysv-shared-outside")) {
+		struct shmid_ds ds;
+		WL_CHECK(shmctl(sysv_id, IPC_STAT, &ds) == 0 && ds.shm_nattch == 2, "the segment has %lu attaches, want 2 (ours, the helper's): %m",
+		         (unsigned long)ds.shm_nattch);
+		WL_CHECK(sysv_mem && strcmp(sysv_mem, "outside") == 0, "the segment's contents changed");
 	} else if (is("pidfd-outside") || is("pidfd-thread")) {
 		WL_CHECK(fd_a >= 0 && syscall(SYS_pidfd_send_signal, fd_a, 0, NULL, 0) == 0, "the pidfd no longer reaches its process: %m");
 	} else if (is("pidfd")) {
