@@ -28,7 +28,6 @@ import type { ImageSink } from "./fdkind";
 import * as S from "../images/schemas";
 import { readImagePayloads, imageExists } from "../images/image";
 import { CriuError, log } from "../log";
-import { refuse } from "./unsupported";
 import { sysFailed } from "../sys/errno";
 import { NR } from "../sys/nr";
 
