@@ -19,6 +19,7 @@ import {
   readSync,
   rmdirSync,
   rmSync,
+  statSync,
   writeFileSync,
   constants as C,
 } from "node:fs";
@@ -242,6 +243,68 @@ test("malformed requests: bad protobuf, unknown type, missing pid, fds that are 
   // still serving after all that
   expect(c.call({ type: T.VERSION }).success).toBe(true);
   expect(await c.close()).toBe(0);
+});
+
+test("DUMP with lazy_pages, ps and status_fd (an older caller's readiness fd): criu's byte once the memory is served; a lazy-pages daemon that hangs up at once: the reply is the failure and the tree runs on, its state intact", async () => {
+  const w = await startWorkload("counter");
+  const dir = imagesDir("swrk-lazy");
+  const d = dirFd(dir);
+  const statusFile = join(dir, "..", `${dir.split("/").at(-1)}.status`);
+  const sfd = openSync(statusFile, "w", 0o600);
+  const srv = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const port = srv.port;
+  srv.stop(true);
+  try {
+    const c = Client.start();
+    c.send({
+      type: T.DUMP,
+      opts: {
+        imagesDirFd: d,
+        pid: w.pid,
+        lazyPages: true,
+        ps: { address: "127.0.0.1", port },
+        statusFd: sfd,
+        logLevel: 4,
+        logFile: "dump.log",
+      },
+    });
+    await waitUntil("criu's byte on status_fd", () => statSync(statusFile).size > 0, 30000);
+    expect([...readFileSync(statusFile)]).toEqual([0]);
+    expect(readFileSync(join(dir, "dump.log"), "utf8")).toMatch(/rpc: dump with .*ps=.*lazy_pages=true.*status_fd=/);
+    // a "daemon" that connects and hangs up: the memory was not all taken
+    await new Promise<void>((res, rej) => {
+      Bun.connect({
+        hostname: "127.0.0.1",
+        port,
+        socket: {
+          open(s) {
+            s.end();
+            res();
+          },
+          data() {},
+          error(_s, e) {
+            rej(e);
+          },
+        },
+      }).catch(rej);
+    });
+    const r = c.recv().resp;
+    expect(r.type).toBe(T.DUMP);
+    expect(r.success).toBe(false);
+    expect(isAlive(w.pid)).toBe(true);
+    expect(procState(w.pid)).not.toBe("T");
+    expect(readFileSync(join(dir, "dump.log"), "utf8")).toContain(
+      `Tree of ${w.pid} resumed: its lazy pages were not all taken`
+    );
+    expect(await c.close()).toBe(0);
+    trigger(w);
+    expect((await waitResult(w, 15000)).text).toStartWith("PASS");
+  } finally {
+    closeSync(d);
+    closeSync(sfd);
+    rmSync(statusFile, { force: true });
+    killWorkload(w);
+  }
 });
 
 test("DUMP and RESTORE of a workload with notifications in criu's order; the log in the work dir; the tree gone when DUMP answers", async () => {
