@@ -295,7 +295,7 @@ export function restoreMemory(proc: MmRestoreCtx) {
       }
       if (isFile(v)) {
         // its file opened above (openMappedFiles)
-        const fd = fileFds.get(v.shmid)!;
+        const fd = fileFds.get(fileKey(v))!;
         const flags = (v.flags & KEPT_FLAGS & ~MAP.ANONYMOUS) | MAP.FIXED;
         pending.push({
           v,
@@ -406,25 +406,35 @@ export function restoreMemory(proc: MmRestoreCtx) {
 }
 
 /**
- * The files the VMAs map, each opened once in the process (O_RDWR for a shared writable mapping,
- * as dumped), into fileFds (file id -> fd): a deleted one through its kind (a ghost file or link
- * remap), the others by path in one batch of injected openat calls.
+ * The key of a file VMA's fd in fileFds: its file id and access mode. CRIU 4.2 writes one file id
+ * for every mapping of a file, each VMA with its own fdflags (a read-only and a read-write shared
+ * mapping of one file: one id, fdflags 0 and 2), so each mode is opened apart.
+ */
+function fileKey(v: S.vma_entry): bigint {
+  return (v.shmid << 2n) | BigInt((v.fdflags ?? 0) & 3);
+}
+
+/**
+ * The files the VMAs map, each opened once per access mode in the process (O_RDWR for a shared
+ * writable mapping, as dumped), into fileFds (fileKey -> fd): a deleted one through its kind (a
+ * ghost file or link remap), the others by path in one batch of injected openat calls.
  */
 function openMappedFiles(proc: MmRestoreCtx, vmas: S.vma_entry[], fileFds: Map<bigint, number>) {
   const byPath: InCall[] = [];
   const asked = new Set<bigint>();
   for (const v of vmas) {
-    if (fileFds.has(v.shmid) || asked.has(v.shmid)) continue;
+    const key = fileKey(v);
+    if (fileFds.has(key) || asked.has(key)) continue;
     const f = proc.files.get(Number(v.shmid));
     const who = `process ${proc.vpid} VMA ${hex(v.start)}-${hex(v.end)}`;
     if (!f?.reg) throw new CriuError("restore", `${who}: file id ${v.shmid} not in files.img`);
     const oflags = ((v.fdflags ?? 0) & 3) | O.CLOEXEC;
     const removed = proc.openDeleted(f, oflags, `mapping at ${hex(v.start)}`);
     if (removed !== undefined) {
-      fileFds.set(v.shmid, removed);
+      fileFds.set(key, removed);
       continue;
     }
-    asked.add(v.shmid);
+    asked.add(key);
     const name = f.reg.name;
     const path = new Uint8Array((Buffer.byteLength(name) + 8) & ~7);
     path.set(Buffer.from(name));
@@ -434,7 +444,7 @@ function openMappedFiles(proc: MmRestoreCtx, vmas: S.vma_entry[], fileFds: Map<b
       args: (at) => [-100, at, oflags, 0],
       check: (r) => {
         if (r < 0n) throw new CriuError("restore", sysFailed(who, `opening '${name}' to map it`, r));
-        fileFds.set(v.shmid, Number(r));
+        fileFds.set(key, Number(r));
       },
     });
   }
