@@ -26,6 +26,10 @@ export interface DumpedVma {
   inode: number;
   /** VM_MAYWRITE on a shared mapping: mprotect(PROT_WRITE) must keep working after restore */
   mayWrite?: boolean;
+  /** VM_ACCOUNT (VmFlags "ac"): charged to the commit limit, as a private mapping writable once */
+  accounted?: boolean;
+  /** VM_LOCKONFAULT (VmFlags "lf"): locked on fault, not populated (with MAP_LOCKED) */
+  lockOnFault?: boolean;
 }
 export interface PageRun {
   vaddr: bigint;
@@ -208,6 +212,8 @@ export function classifyVmas(pid: number, raw?: Vma[]): DumpedVma[] {
       dev: v.dev,
       inode: v.inode,
       mayWrite: mayWrite.has(v.start),
+      accounted: v.vmflags.includes("ac"),
+      lockOnFault: v.vmflags.includes("lf"),
     });
   }
   return vmas;
@@ -222,7 +228,7 @@ export function logVmas(pid: number, vmas: DumpedVma[]) {
 /**
  * VMAs classified from /proc/PID/maps (classifyVmas(pid, readMaps(pid))) completed with what their
  * VmFlags decide, from smaps (`raw`) read while the process stayed frozen: refusals (hugetlb,
- * droppable), MAP_GROWSDOWN and MAP_LOCKED, madvise advice, may-write; the same as classifyVmas of
+ * droppable), MAP_GROWSDOWN and MAP_LOCKED, madvise advice, may-write, accounting, lock on fault; the same as classifyVmas of
  * smaps alone. smaps must list the very VMAs maps did (the process was frozen between the two
  * reads and its map untouched): anything else fails the dump.
  */
@@ -248,6 +254,8 @@ export function completeVmas(pid: number, vmas: DumpedVma[], raw: Vma[]) {
     a.flags = b.flags;
     a.madv = b.madv;
     a.mayWrite = b.mayWrite;
+    a.accounted = b.accounted;
+    a.lockOnFault = b.lockOnFault;
   }
 }
 

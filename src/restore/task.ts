@@ -33,7 +33,13 @@ import { fillPages } from "../codec/pipeline";
 import { fillParentPages, PageSource } from "../codec/incremental";
 import { lazyRanges, makeUffd, eagerParentRuns, canBeLazy } from "../resources/lazymem";
 import { restoreMountNs } from "../resources/mounts";
-import { restoreMemory, restoreMmFields, restoreDumpable, type MmRestoreCtx } from "../resources/mm";
+import {
+  restoreMemory,
+  restoreMmFields,
+  restoreDumpable,
+  restoreMlockFuture,
+  type MmRestoreCtx,
+} from "../resources/mm";
 import { enterTimens, restoreRootNamespaces } from "../resources/namespaces";
 import { restoreMembarrier } from "../resources/membarrier";
 import { restoreThread, restoreFpregs, restoreRegisters, restoreSched } from "../resources/threads";
@@ -852,6 +858,7 @@ export class TaskBuilder {
     inj.mode = "sysstop";
     // (after every thread's credentials, and late: mm.ts)
     restoreDumpable({ vpid: this.t.pid, inj }, this.t.mm);
+    restoreMlockFuture({ vpid: this.t.pid, inj }, this.t.mm);
     restoreTrapAction({ pid: this.t.pid, inj, scratch: (off, data) => this.scratchWrite(off, data) }, this.trapAction);
     const res = inj.call(NR.munmap, this.tramp, TRAMP_SIZE);
     if (res !== 0n)

@@ -1,9 +1,9 @@
 // The VmFlags a dump uses (smaps's two-letter mnemonics) from vm_flags read by the BPF VMA iterator
 // (bpfvma.ts), without smaps's page-table walk. A bit -> mnemonic table, the kernel's VM_* values
-// for the 14 mnemonics criu-bun reads, CHECKED on the running kernel before it is used (calibrate):
-// criu-bun maps regions in itself with every one of those flags set (madvise, mlock, MAP_GROWSDOWN,
+// for the 16 mnemonics criu-bun reads, CHECKED on the running kernel before it is used (calibrate):
+// criu-bun maps regions in itself with every one of those flags set (madvise, mlock, mlock2 on fault, MAP_GROWSDOWN,
 // MAP_DROPPABLE, MAP_HUGETLB, shared mappings with and without VM_MAYWRITE), reads its own smaps
-// and its own iterator output, and requires that for every VMA of itself the 14 mnemonics the table
+// and its own iterator output, and requires that for every VMA of itself the 16 mnemonics the table
 // derives from vm_flags are exactly smaps's, and that each mnemonic was seen at least once (or that
 // the kernel refuses to set it at all). The droppable bit moves between kernels: it is taken from
 // the calibration (the one bit a droppable mapping has that its twin without MAP_DROPPABLE lacks).
@@ -17,13 +17,32 @@ import { readVmas, readMaps, type Vma } from "./proc";
 import { VmaIterator, BpfVmaError } from "./bpfvma";
 
 /** The mnemonics criu-bun reads from VmFlags (resources/memory.ts, vma.ts). */
-const CONSUMED = ["dc", "dd", "mg", "hg", "nh", "wf", "sr", "rr", "dp", "ht", "gd", "lo", "mw", "nr"] as const;
+const CONSUMED = [
+  "dc",
+  "dd",
+  "mg",
+  "hg",
+  "nh",
+  "wf",
+  "sr",
+  "rr",
+  "dp",
+  "ht",
+  "gd",
+  "lo",
+  "mw",
+  "nr",
+  "ac",
+  "lf",
+] as const;
 
 /** The kernel's VM_* bits of the mnemonics (include/linux/mm.h; stable since long before 6.x). */
 const KNOWN: [string, bigint][] = [
   ["mw", 0x20n], // VM_MAYWRITE
   ["gd", 0x100n], // VM_GROWSDOWN
   ["lo", 0x2000n], // VM_LOCKED
+  ["lf", 0x80000n], // VM_LOCKONFAULT
+  ["ac", 0x100000n], // VM_ACCOUNT
   ["sr", 0x8000n], // VM_SEQ_READ
   ["rr", 0x10000n], // VM_RAND_READ
   ["dc", 0x20000n], // VM_DONTCOPY
@@ -111,6 +130,11 @@ export function calibrate(it: VmaIterator, swap?: [string, string]): { table: Vm
     if (typeof locked === "number") return fail("mmap", locked);
     const lr = syscall(NR.mlock, locked, PAGE);
     if (lr < 0) return fail("mlock", -lr);
+    // lf: locked on fault (mlock2 MLOCK_ONFAULT); ac: any private writable region has it
+    const onfault = region();
+    if (typeof onfault === "number") return fail("mmap", onfault);
+    const lf = syscall(NR.mlock2, onfault, PAGE, 1 /* MLOCK_ONFAULT */);
+    if (lf < 0) return fail("mlock2", -lf);
     // gd: MAP_GROWSDOWN
     const gd = region(MAP_PRIVATE | MAP_ANONYMOUS | MAP_GROWSDOWN);
     if (typeof gd === "number") return fail("mmap MAP_GROWSDOWN", gd);
