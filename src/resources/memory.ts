@@ -97,6 +97,9 @@ function readVmasFlags(pid: number): Vma[] {
   return raw;
 }
 
+/** The kernel's own mappings (a kernel built with MSEAL_SYSTEM_MAPPINGS seals them itself). */
+const KERNEL_MAPPINGS = new Set(["[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]", "[uprobes]", "[sigpage]"]);
+
 /**
  * The VMAs of a frozen process classified as CRIU does, from /proc/PID/smaps (or maps and the BPF
  * iterator: readVmasFlags), or from `raw` when given: /proc/PID/maps without VmFlags (their flags
@@ -109,6 +112,10 @@ export function classifyVmas(pid: number, raw?: Vma[]): DumpedVma[] {
   for (const v of raw) {
     let status: number = VMA.REGULAR;
     let flags: number = v.shared ? MAP.SHARED : MAP.PRIVATE;
+    // sealed with mseal (Linux 6.10+): no image field keeps it, and a VMA comes back unsealed (the
+    // kernel's own mappings, sealed by the kernel where it does so, are the kernel's again)
+    if (v.vmflags.includes("sl") && !KERNEL_MAPPINGS.has(v.path))
+      refuse("mem", `process ${pid}`, "sealed", `${v.path ? `'${v.path}'` : "memory"} at 0x${v.start.toString(16)}`);
     // the kernel's own mappings, encoded as CRIU encodes them: [vsyscall] (restore leaves the
     // kernel's in place), [vdso] (its pages are stored, restore maps this kernel's vDSO there) and
     // [vvar] with the [vvar_vclock] after it as one VMA (never read: restore maps them with the vDSO)
@@ -216,6 +223,24 @@ export function classifyVmas(pid: number, raw?: Vma[]): DumpedVma[] {
       lockOnFault: v.vmflags.includes("lf"),
     });
   }
+  // the restore maps the vDSO with its vvar before it (ARCH_MAP_VDSO), as the kernel places them:
+  // one moved (mremap) or unmapped apart from the other cannot come back where it was
+  const vdso = vmas.filter((v) => v.status & VMA.VDSO),
+    vvar = vmas.filter((v) => v.status & VMA.VVAR);
+  if (
+    vdso.length > 1 ||
+    vvar.length > 1 ||
+    vdso.length !== vvar.length ||
+    (vdso.length && vvar[0].end !== vdso[0].start)
+  )
+    refuse(
+      "mem",
+      `process ${pid}`,
+      "vdso-layout",
+      vdso.length
+        ? `[vdso] at 0x${vdso[0].start.toString(16)}${vvar.length ? `, [vvar] at 0x${vvar[0].start.toString(16)}` : ", no [vvar]"}`
+        : `[vvar] at 0x${vvar[0].start.toString(16)}, no [vdso]`
+    );
   return vmas;
 }
 

@@ -218,6 +218,7 @@ export const NR = {
   mlock: 149,
   mlock2: 325,
   mlockall: 151,
+  mseal: 462,
   utimensat: 280,
 } as const;
 
