@@ -244,6 +244,8 @@ export interface MmRestoreCtx {
   openDeleted: (f: S.file_entry, flags: number, what: string) => number | undefined;
   /** an fd of shared anonymous memory SHMID in the process; own: the process holds it for the others */
   shmem: (shmid: bigint, size: bigint) => { fd: number; own: boolean };
+  /** the inode of shared anonymous memory SHMID made by the restore so far (none: undefined) */
+  shmemIno: (shmid: bigint) => number | undefined;
   /** the pages of the process's memory, once every VMA is mapped */
   fill: () => void;
 }
@@ -284,7 +286,8 @@ function sameVma(
     path: string;
     vmflags: string[];
   },
-  files: Map<number, S.file_entry>
+  files: Map<number, S.file_entry>,
+  shmemIno: (shmid: bigint) => number | undefined
 ): boolean {
   if (v.start !== c.start || v.end !== c.end || v.prot !== c.prot) return false;
   if (((v.flags & MAP.SHARED) !== 0) !== c.shared) return false;
@@ -293,8 +296,7 @@ function sameVma(
   if (isFieldSet(v, S.vma_entrySchema.field.accounted) && v.accounted !== c.vmflags.includes("ac")) return false;
   if (v.status & VMA.ANON_PRIVATE) return c.inode === 0 && !c.path.startsWith("/");
   if (v.status & VMA.SYSVIPC) return c.path.startsWith("/SYSV") && BigInt(c.inode) === v.shmid && c.pgoff === v.pgoff;
-  if (v.status & VMA.ANON_SHARED)
-    return c.path.includes(`criu-bun-shmem-${v.shmid} `) || c.path.endsWith(`criu-bun-shmem-${v.shmid}`);
+  if (v.status & VMA.ANON_SHARED) return c.path.startsWith("/dev/zero") && c.inode === shmemIno(v.shmid);
   if (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED))
     return c.pgoff === v.pgoff && files.get(Number(v.shmid))?.reg?.name === c.path;
   return false;
@@ -313,7 +315,7 @@ export function restoreMemory(proc: MmRestoreCtx) {
   const drop: typeof cur = [];
   for (const c of cur) {
     if (c.start === proc.tramp || special.has(c.path) || c.path === "[vsyscall]") continue;
-    const v = proc.parent && mm.vmas.find((x) => sameVma(x, c, proc.files));
+    const v = proc.parent && mm.vmas.find((x) => sameVma(x, c, proc.files, proc.shmemIno));
     if (v) kept.add(v.start);
     else drop.push(c);
   }

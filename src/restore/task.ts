@@ -1,5 +1,5 @@
 // Turning a puppet into one restored process: PID, address space, files, task state, threads.
-import { readFileSync } from "../sys/fs";
+import { readFileSync, statSync } from "../sys/fs";
 import { syscall, cstr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { PR, CLONE, CLONE_ARGS_SIZE, MADV } from "../sys/flags";
@@ -519,6 +519,10 @@ export class TaskBuilder {
         });
         if (got.own) this.ownShmem.add(got.fd);
         return got;
+      },
+      shmemIno: (shmid) => {
+        const h = this.tree.held.get(`shmem:${shmid}`);
+        return h ? statSync(`/proc/${h.pid}/fd/${h.fd}`).ino : undefined;
       },
       fill: () => this.fillPages(),
     };
