@@ -3,7 +3,8 @@
 // dump): VM_ACCOUNT of private mappings charged once writable and read-only now (libraries' RELRO,
 // anonymous regions made read-only, PROT_NONE or PROT_EXEC), VMAs locked on fault, mlockall
 // (MCL_FUTURE, with MCL_ONFAULT) for later mappings, and a file mapped read-only and read-write in
-// CRIU 4.2's images (one file id, per-VMA fdflags); also between criu-bun and CRIU 4.2 both ways
+// CRIU 4.2's images (one file id, per-VMA fdflags), shared anonymous memory made as such (it came
+// back a memfd, which a second dump refused); also between criu-bun and CRIU 4.2 both ways
 // where the state is in CRIU's format. The refusals (memory sealed with mseal, a vDSO moved apart
 // from its vvar) are test/refusals.test.ts's (memfix.c sealed, vdsomove), and through the BPF
 // VmFlags source here.
@@ -32,6 +33,13 @@ afterAll(() => {
   cleanupImages();
 });
 
+/** the workload and its child (DIR/child), gone after a dump */
+async function treeGone(w: Workload) {
+  const c = join(w.dir, "child");
+  await waitReaped(w.pid, 10_000);
+  if (existsSync(c)) await waitReaped(Number(readFileSync(c, "utf8")), 10_000);
+}
+
 /** criu-bun dumps (env: CRIU_BUN_VMFLAGS and such), criu-bun restores; the workload's verdict */
 async function bunBun(w: Workload, tag: string, env?: Record<string, string>) {
   const dir = imagesDir(tag);
@@ -39,6 +47,7 @@ async function bunBun(w: Workload, tag: string, env?: Record<string, string>) {
     const r = criuBun(["dump", "-t", String(w.pid), "-D", dir, "-o", "dump.log", "-v4"], { env });
     if (r.code !== 0) throw new Error(`dump failed (${r.code}): ${r.stderr}`);
   } else dump(w.pid, dir);
+  await treeGone(w);
   const r = await restore(dir, w.pid);
   trigger(w);
   const res = await waitResult(w, 15_000);
@@ -54,6 +63,10 @@ const MODES: [string, string][] = [
   ],
   ["accountempty", "an anonymous region written, emptied (MADV_DONTNEED) and made read-only: charged, zero"],
   ["roshared", "a file mapped shared read-only and read-write: one file, writes seen through both"],
+  [
+    "shanon",
+    "shared anonymous memory (partly unmapped, partly read-only) shared with a child: /dev/zero (deleted) as before, the child's writes seen",
+  ],
   ["lockonfault", "64 pages locked on fault, 2 touched: lo lf, 62 pages still not resident"],
   ["lockfuture", "mlockall(MCL_FUTURE): a mapping made after restore is locked and resident"],
   ["lockfutureonfault", "mlockall(MCL_FUTURE|MCL_ONFAULT): a mapping made after restore is locked on fault"],
@@ -82,6 +95,19 @@ describe("criu-bun dumps and restores", () => {
         );
     }, 60_000);
 
+  test("shanon: dumped again after its restore (its shared memory was a memfd, which the second dump refused), restored again", async () => {
+    const w = await startWorkload("memfix", ["shanon"], { stderr: "file" });
+    const dir = imagesDir("memfix-shanon-1");
+    dump(w.pid, dir);
+    await treeGone(w);
+    const r1 = await restore(dir, w.pid, ["-d"]);
+    expect(await r1.proc.exited).toBe(0);
+    const maps = readFileSync(`/proc/${w.pid}/maps`, "utf8");
+    expect(maps).toMatch(/ rw-s 00002000 \S+ \d+ +\/dev\/zero \(deleted\)\n/);
+    expect(maps).not.toMatch(/memfd:/);
+    await bunBun(w, "memfix-shanon-2");
+  }, 60_000);
+
   test("lockonfault, with the VmFlags from the BPF iterator (ac and lf in its table)", async () => {
     const w = await startWorkload("memfix", ["lockonfault"], { stderr: "file" });
     const dir = await bunBun(w, "memfix-bpf", { CRIU_BUN_VMFLAGS: "bpf" });
@@ -108,32 +134,35 @@ describe("criu-bun dumps and restores", () => {
 });
 
 describe.skipIf(!havePeer)("with CRIU 4.2", () => {
-  for (const mode of ["account", "roshared"]) {
+  for (const mode of ["account", "roshared", "shanon"]) {
     test(`${mode}: CRIU 4.2 dumps, criu-bun restores`, async () => {
       const w = await startWorkload("memfix", [mode], { stderr: "file" });
       const dir = imagesDir(`memfix-peer-${mode}`);
       peer(["dump", "-t", String(w.pid)], dir, "dump.log");
+      await treeGone(w);
       const r = await restore(dir, w.pid);
       trigger(w);
       expect((await waitResult(w, 15_000)).text).toStartWith("PASS");
       expect(await r.proc.exited).toBe(0);
     }, 60_000);
 
-    test(`${mode}: criu-bun dumps, CRIU 4.2 restores`, async () => {
-      const w = await startWorkload("memfix", [mode], { stderr: "file" });
-      const dir = imagesDir(`memfix-bun-${mode}`);
-      dump(w.pid, dir);
-      await waitReaped(w.pid, 10_000);
-      try {
-        peer(["restore", "-d"], dir, "restore.log");
-        await waitUntil(`restored ${w.pid}`, () => existsSync(`/proc/${w.pid}`));
-        trigger(w);
-        expect((await waitResult(w, 15_000)).text).toStartWith("PASS");
-      } finally {
+    // (not shanon: CRIU 4.2's restore of criu-bun's images of it charges a VMA that was not, "ac": CRIU's own inexactness)
+    if (mode !== "shanon")
+      test(`${mode}: criu-bun dumps, CRIU 4.2 restores`, async () => {
+        const w = await startWorkload("memfix", [mode], { stderr: "file" });
+        const dir = imagesDir(`memfix-bun-${mode}`);
+        dump(w.pid, dir);
+        await treeGone(w);
         try {
-          process.kill(w.pid, "SIGKILL");
-        } catch {}
-      }
-    }, 60_000);
+          peer(["restore", "-d"], dir, "restore.log");
+          await waitUntil(`restored ${w.pid}`, () => existsSync(`/proc/${w.pid}`));
+          trigger(w);
+          expect((await waitResult(w, 15_000)).text).toStartWith("PASS");
+        } finally {
+          try {
+            process.kill(w.pid, "SIGKILL");
+          } catch {}
+        }
+      }, 60_000);
   }
 });

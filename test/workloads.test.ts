@@ -91,6 +91,7 @@ const passCases: [string, string[]][] = [
   ["memfix", ["account"]],
   ["memfix", ["accountempty"]],
   ["memfix", ["roshared"]],
+  ["memfix", ["shanon"]],
   ["memfix", ["lockonfault"]],
   ["memfix", ["lockfuture"]],
   ["memfix", ["lockfutureonfault"]],

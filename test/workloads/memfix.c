@@ -18,10 +18,15 @@
  *               the 62 others not resident (mincore), the contents
  *   lockfuture  mlockall(MCL_FUTURE). At go: a new mapping is locked ("lo") and resident
  *   lockfutureonfault  mlockall(MCL_FUTURE|MCL_ONFAULT). At go: a new mapping is "lo lf", not resident
+ *   shanon      8 pages of MAP_SHARED|MAP_ANONYMOUS memory with a pattern, the first 2 unmapped and 2
+ *               made read-only, shared with a child (its pid in DIR/child). At go: "/dev/zero
+ *               (deleted)" in the map as before (not a memfd: the inode number aside, a new
+ *               object's), the pattern; the child writes into it and exits, the parent sees it
  *   sealed      2 pages of 4 sealed with mseal. Refused (sealed). At go: munmap of them fails EPERM
  *   vdsomove    the vDSO moved away from its vvar (mremap). Refused (vdso-layout). At go: the map as it was
  *
- * --selftest-corrupt: account and accountempty make a region writable; lock modes munlockall; roshared breaks the
+ * --selftest-corrupt: account and accountempty make a region writable; shanon maps private memory
+ * over part of the shared one; lock modes munlockall; roshared breaks the
  * sharing (MAP_PRIVATE over it); sealed and vdsomove change the map (a new mapping).
  */
 #define WL_MODES
@@ -29,10 +34,12 @@
 #include <sys/auxv.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 
 #define PG 4096UL
 static char *A, *B, *C, *D, *F;
-static int fd = -1;
+static int fd = -1, gofd[2];
+static pid_t child;
 static char path[4200];
 
 /* ---- the memory map: smaps (ranges, protection, offset, file, VmFlags), stat's mm fields, auxv ---- */
@@ -59,7 +66,13 @@ static void snapshot(char *o) {
 		nl = strchr(l, '\n');
 		size_t n = nl ? (size_t)(nl - l) : strlen(l);
 		nl = nl ? nl + 1 : l + n;
-		if (l[strspn(l, "0123456789abcdef")] == '-' || !strncmp(l, "VmFlags:", 8)) add(o, l, n);
+		if (l[strspn(l, "0123456789abcdef")] == '-' && n > 20 && !strncmp(l + n - 19, "/dev/zero (deleted)", 19)) {
+			/* shared anonymous memory: a restore makes a new object (a new inode number) */
+			char line[512];
+			int k = snprintf(line, sizeof line, "%.*s /dev/zero (deleted)", (int)strcspn(l, " ") + 20, l);
+			add(o, line, (size_t)k);
+		} else if (l[strspn(l, "0123456789abcdef")] == '-' || !strncmp(l, "VmFlags:", 8))
+			add(o, l, n);
 	}
 	rd("/proc/self/status", raw, sizeof raw);
 	char *lk = strstr(raw, "VmLck:");
@@ -164,6 +177,24 @@ static void setup(void) {
 		NEED(B != MAP_FAILED);
 		close(fd);
 		fd = -1;
+	} else if (is("shanon")) {
+		A = mmap(NULL, 8 * PG, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+		NEED(A != MAP_FAILED);
+		wl_fill(A, 8 * PG, 8);
+		NEED(!munmap(A, 2 * PG));
+		NEED(!mprotect(A + 4 * PG, 2 * PG, PROT_READ));
+		NEED(!pipe(gofd));
+		child = fork();
+		NEED(child >= 0);
+		if (child == 0) {
+			char c;
+			if (read(gofd[0], &c, 1) != 1) _exit(3);
+			A[3 * PG] = 'q';
+			A[7 * PG] = 'r';
+			_exit(0);
+		}
+		char b[32];
+		wl_write_file("child", b, (size_t)snprintf(b, sizeof b, "%d", (int)child));
 	} else if (is("lockonfault")) {
 		A = anon(64);
 		A[0] = 'a';
@@ -196,6 +227,7 @@ static void corrupt(void) {
 	else if (is("accountempty")) mprotect(D, 4 * PG, PROT_READ | PROT_WRITE);
 	else if (is("lockonfault") || is("lockfuture") || is("lockfutureonfault")) munlockall();
 	else if (is("roshared")) mmap(B, 2 * PG, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+	else if (is("shanon")) mmap(A + 2 * PG, 2 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
 	else mmap(NULL, PG, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 }
 
@@ -229,6 +261,14 @@ static void check(void) {
 		char c = 0;
 		WL_CHECK(f >= 0 && pread(f, &c, 1, PG + 9) == 1 && c == A[PG + 9], "the write is not in the file");
 		if (f >= 0) close(f);
+	} else if (is("shanon")) {
+		char pat[8 * PG];
+		wl_fill(pat, sizeof pat, 8);
+		WL_CHECK(!memcmp(A + 2 * PG, pat + 2 * PG, 6 * PG), "contents");
+		WL_CHECK(write(gofd[1], "g", 1) == 1, "waking the child");
+		int st = 0;
+		WL_CHECK(waitpid(child, &st, 0) == child && WIFEXITED(st) && !WEXITSTATUS(st), "child: %x", st);
+		WL_CHECK(A[3 * PG] == 'q' && A[7 * PG] == 'r', "the child's writes are not seen: %d %d", A[3 * PG], A[7 * PG]);
 	} else if (is("lockonfault")) {
 		WL_CHECK(A[0] == 'a' && A[10 * PG] == 'b', "contents");
 		const char *fl = flags_at(A);
