@@ -75,6 +75,8 @@ const OTHER: Partial<Record<UnsupportedKey, [string, string, string[]]>> = {
   "session-not-parents": ["memsess", "zleadalive", []],
   "personality": ["memsess", "persbits", []],
   "pgrp-leader-gone": ["memsess", "pgrpalive", []],
+  "sealed": ["memfix", "sealed", []],
+  "vdso-layout": ["memfix", "vdsomove", []],
 };
 
 describe("the refusal list and the fd-kind registry", () => {

@@ -90,6 +90,15 @@ const passCases: [string, string[]][] = [
   ["memsess", ["pgrpalive"]],
   ["memsess", ["pers"]],
   ["memsess", ["persbits"]],
+  ["memfix", ["account"]],
+  ["memfix", ["accountempty"]],
+  ["memfix", ["roshared"]],
+  ["memfix", ["shanon"]],
+  ["memfix", ["lockonfault"]],
+  ["memfix", ["lockfuture"]],
+  ["memfix", ["lockfutureonfault"]],
+  ["memfix", ["sealed"]],
+  ["memfix", ["vdsomove"]],
 ];
 
 describe("workloads pass without a dump", () => {

@@ -29,7 +29,7 @@ import { dumpRlimits } from "../resources/rlimits";
 import { dumpMembarrier } from "../resources/membarrier";
 import { subreaperCall, decodeSubreaper, dumpTaskAttrs } from "../resources/taskattrs";
 import { nsCalls, decodeNsCalls, type Clocks } from "../resources/namespaces";
-import { mmCalls, decodeMmCalls, dumpMm } from "../resources/mm";
+import { mmCalls, decodeMmCalls, dumpMm, probeMlockFuture } from "../resources/mm";
 import type { OutCall } from "../ptrace/inject";
 import type * as S from "../images/schemas";
 
@@ -167,6 +167,7 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem, vmaReader = false): 
   let subreaper = false;
   let thpDisabled = false;
   let dumpable = 1;
+  let mlockFuture = 0;
   let membarrier = 0;
   let uts = { nodename: "", domainname: "" };
   let clocks: Clocks = {};
@@ -213,6 +214,7 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem, vmaReader = false): 
         got.slice(head + sa.length + 3, head + sa.length + 3 + tq.length)
       );
       posix = dumpPosixTimers(pid, inj, mem, scratch);
+      mlockFuture = probeMlockFuture(pid, inj, status);
     });
   } finally {
     inj.restore();
@@ -265,7 +267,15 @@ export function dumpTask(fp: FrozenProcess, mem: RemoteMem, vmaReader = false): 
 
   // --- memory layout
   const tMm = performance.now();
-  const { vmas, mm, exe } = dumpMm(pid, stat, brk, thpDisabled, dumpable, vmFlags ? readMaps(pid) : undefined);
+  const { vmas, mm, exe } = dumpMm(
+    pid,
+    stat,
+    brk,
+    thpDisabled,
+    dumpable,
+    mlockFuture,
+    vmFlags ? readMaps(pid) : undefined
+  );
   log.debug(
     `process ${pid}: threads ${(tShared - tThreads).toFixed(1)} ms, signals, limits and attributes ${(tMm - tShared).toFixed(1)} ms, memory layout ${(performance.now() - tMm).toFixed(1)} ms`
   );

@@ -26,6 +26,10 @@ export interface DumpedVma {
   inode: number;
   /** VM_MAYWRITE on a shared mapping: mprotect(PROT_WRITE) must keep working after restore */
   mayWrite?: boolean;
+  /** VM_ACCOUNT (VmFlags "ac"): charged to the commit limit, as a private mapping writable once */
+  accounted?: boolean;
+  /** VM_LOCKONFAULT (VmFlags "lf"): locked on fault, not populated (with MAP_LOCKED) */
+  lockOnFault?: boolean;
 }
 export interface PageRun {
   vaddr: bigint;
@@ -93,6 +97,9 @@ function readVmasFlags(pid: number): Vma[] {
   return raw;
 }
 
+/** The kernel's own mappings (a kernel built with MSEAL_SYSTEM_MAPPINGS seals them itself). */
+const KERNEL_MAPPINGS = new Set(["[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]", "[uprobes]", "[sigpage]"]);
+
 /**
  * The VMAs of a frozen process classified as CRIU does, from /proc/PID/smaps (or maps and the BPF
  * iterator: readVmasFlags), or from `raw` when given: /proc/PID/maps without VmFlags (their flags
@@ -105,6 +112,10 @@ export function classifyVmas(pid: number, raw?: Vma[]): DumpedVma[] {
   for (const v of raw) {
     let status: number = VMA.REGULAR;
     let flags: number = v.shared ? MAP.SHARED : MAP.PRIVATE;
+    // sealed with mseal (Linux 6.10+): no image field keeps it, and a VMA comes back unsealed (the
+    // kernel's own mappings, sealed by the kernel where it does so, are the kernel's again)
+    if (v.vmflags.includes("sl") && !KERNEL_MAPPINGS.has(v.path))
+      refuse("mem", `process ${pid}`, "sealed", `${v.path ? `'${v.path}'` : "memory"} at 0x${v.start.toString(16)}`);
     // the kernel's own mappings, encoded as CRIU encodes them: [vsyscall] (restore leaves the
     // kernel's in place), [vdso] (its pages are stored, restore maps this kernel's vDSO there) and
     // [vvar] with the [vvar_vclock] after it as one VMA (never read: restore maps them with the vDSO)
@@ -208,8 +219,28 @@ export function classifyVmas(pid: number, raw?: Vma[]): DumpedVma[] {
       dev: v.dev,
       inode: v.inode,
       mayWrite: mayWrite.has(v.start),
+      accounted: v.vmflags.includes("ac"),
+      lockOnFault: v.vmflags.includes("lf"),
     });
   }
+  // the restore maps the vDSO with its vvar before it (ARCH_MAP_VDSO), as the kernel places them:
+  // one moved (mremap) or unmapped apart from the other cannot come back where it was
+  const vdso = vmas.filter((v) => v.status & VMA.VDSO),
+    vvar = vmas.filter((v) => v.status & VMA.VVAR);
+  if (
+    vdso.length > 1 ||
+    vvar.length > 1 ||
+    vdso.length !== vvar.length ||
+    (vdso.length && vvar[0].end !== vdso[0].start)
+  )
+    refuse(
+      "mem",
+      `process ${pid}`,
+      "vdso-layout",
+      vdso.length
+        ? `[vdso] at 0x${vdso[0].start.toString(16)}${vvar.length ? `, [vvar] at 0x${vvar[0].start.toString(16)}` : ", no [vvar]"}`
+        : `[vvar] at 0x${vvar[0].start.toString(16)}, no [vdso]`
+    );
   return vmas;
 }
 
@@ -222,7 +253,7 @@ export function logVmas(pid: number, vmas: DumpedVma[]) {
 /**
  * VMAs classified from /proc/PID/maps (classifyVmas(pid, readMaps(pid))) completed with what their
  * VmFlags decide, from smaps (`raw`) read while the process stayed frozen: refusals (hugetlb,
- * droppable), MAP_GROWSDOWN and MAP_LOCKED, madvise advice, may-write; the same as classifyVmas of
+ * droppable), MAP_GROWSDOWN and MAP_LOCKED, madvise advice, may-write, accounting, lock on fault; the same as classifyVmas of
  * smaps alone. smaps must list the very VMAs maps did (the process was frozen between the two
  * reads and its map untouched): anything else fails the dump.
  */
@@ -248,6 +279,8 @@ export function completeVmas(pid: number, vmas: DumpedVma[], raw: Vma[]) {
     a.flags = b.flags;
     a.madv = b.madv;
     a.mayWrite = b.mayWrite;
+    a.accounted = b.accounted;
+    a.lockOnFault = b.lockOnFault;
   }
 }
 

@@ -5,17 +5,17 @@
 // shares with its parent kept), its pages filled (codec), mlock()ed ranges locked again, and the
 // mm fields, auxv and exe link set in one PR_SET_MM_MAP. Page contents are the codec's
 // (src/codec), shared memory's shmem.ts and sysvshm.ts.
-import { readAuxv, readLink, readMaps, readVmas, type ProcStat, type Vma } from "../sys/proc";
+import { readAuxv, readLink, readMaps, readStatus, readVmas, type ProcStat, type Vma } from "../sys/proc";
 import { NR } from "../sys/nr";
 import { PR, MADV } from "../sys/flags";
-import { O } from "../sys/mem";
+import { O, openFd, closeFd, preadFull } from "../sys/mem";
 import { sysFailed } from "../sys/errno";
 import { dataWords, type Injector, type InCall, type OutCall } from "../ptrace/inject";
 import * as S from "../images/schemas";
 import { isFieldSet } from "@bufbuild/protobuf";
 import { CriuError, log, logLevel, LOG_DEBUG } from "../log";
 import { classifyVmas, logVmas, vmaLine, type DumpedVma } from "./memory";
-import { VMA, MAP, PAGE } from "./vma";
+import { VMA, MAP, PAGE, PE, firstEndAfter } from "./vma";
 import { SHMAT } from "./sysvshm";
 import { refuse } from "./unsupported";
 
@@ -57,11 +57,74 @@ export function decodeMmCalls(
   return { brk: BigInt.asUintN(64, got[0].r), thpDisabled: got[1].r > 0n, dumpable: Number(d) };
 }
 
+const MCL_FUTURE = 2,
+  MCL_ONFAULT = 4;
+
+/** VmLck of /proc/PID/status in kB */
+function lockedKb(status: Record<string, string>): number {
+  return Number.parseInt(status.VmLck ?? "0", 10) || 0;
+}
+
+/**
+ * Whether mlockall(MCL_FUTURE) is in force (mm->def_flags: what later mappings are made with, shown
+ * nowhere) and with MCL_ONFAULT: 0, or mlockall's flags MCL_FUTURE, or MCL_FUTURE|MCL_ONFAULT, as
+ * mm_entry's mlock_future keeps it. Told by a probe: one page mapped PROT_READ in the stopped process (an
+ * injected mmap) counts in VmLck when the mapping is made locked, and is populated at once unless
+ * locked on fault (its pagemap entry present); then unmapped (the memory map as it was). VmLck
+ * before: the status read before the process's injected calls (nothing since locks or unlocks).
+ */
+export function probeMlockFuture(pid: number, inj: Injector, statusBefore: Record<string, string>): number {
+  const r = inj.call(NR.mmap, 0, PAGE, 1 /* PROT_READ */, MAP.PRIVATE | MAP.ANONYMOUS, -1, 0);
+  // EAGAIN: a locked mapping over RLIMIT_MEMLOCK (only a locked one is checked against it)
+  if (r === -11n)
+    throw new CriuError(
+      "dump",
+      `process ${pid}: mlockall(MCL_FUTURE) in force and RLIMIT_MEMLOCK reached: whether with MCL_ONFAULT cannot be told`
+    );
+  if (r < 0n && r > -4096n)
+    throw new CriuError("dump", sysFailed(`process ${pid}`, "injected mmap (mlockall probe)", r));
+  const at = BigInt.asUintN(64, r);
+  let future = 0;
+  try {
+    if (lockedKb(readStatus(pid)) > lockedKb(statusBefore)) {
+      const fd = openFd(`/proc/${pid}/pagemap`, O.RDONLY | O.CLOEXEC);
+      try {
+        const e = new Uint8Array(8);
+        if (preadFull(fd, e, (at / BigInt(PAGE)) * 8n, 8, 0, `read pagemap of ${pid}`) !== 8)
+          throw new CriuError("dump", `short pagemap read for ${pid}`);
+        future = e[7] & 0x80 ? MCL_FUTURE : MCL_FUTURE | MCL_ONFAULT; // present (populated at mmap): not on fault
+      } finally {
+        closeFd(fd);
+      }
+    }
+  } finally {
+    const u = inj.call(NR.munmap, at, PAGE);
+    if (u !== 0n)
+      throw new CriuError(
+        "dump",
+        sysFailed(`process ${pid}`, `injected munmap of the mlockall probe at ${hex(at)}`, u)
+      );
+  }
+  if (future)
+    log.debug(
+      `mm: process ${pid}: mlockall(MCL_FUTURE${future & MCL_ONFAULT ? "|MCL_ONFAULT" : ""}) in force (a probe mapping was locked)`
+    );
+  return future;
+}
+
 /**
  * The memory layout of a frozen process: its VMAs and CRIU's mm_entry fields (its vmas and
  * exe_file_id are filled in once the files they map have ids: mmVmaEntries, the dump's file table).
  */
-export function dumpMm(pid: number, stat: ProcStat, brk: bigint, thpDisabled: boolean, dumpable: number, raw?: Vma[]) {
+export function dumpMm(
+  pid: number,
+  stat: ProcStat,
+  brk: bigint,
+  thpDisabled: boolean,
+  dumpable: number,
+  mlockFuture: number,
+  raw?: Vma[]
+) {
   const vmas = classifyVmas(pid, raw);
   if (!raw) logVmas(pid, vmas); // (else once completeVmas gave them their flags)
   const exe = readLink(`/proc/${pid}/exe`);
@@ -83,6 +146,7 @@ export function dumpMm(pid: number, stat: ProcStat, brk: bigint, thpDisabled: bo
     vmas: [],
     dumpable,
     thpDisabled,
+    mlockFuture: mlockFuture || undefined,
   };
   log.debug(
     `mm: process ${pid}: ${vmas.length} VMAs, code ${hex(stat.startCode)}-${hex(stat.endCode)}, brk ${hex(stat.startBrk)}-${hex(brk)}, ` +
@@ -130,8 +194,13 @@ export function linkMmFiles(
   log.debug(`mm: process ${pid}: executable ${exe} is file id ${mm.exeFileId}`);
 }
 
-/** vma_entry of each VMA, as CRIU writes them: madv only when set, fdflags only for file mappings and SysV segments */
+/**
+ * vma_entry of each VMA, as CRIU writes them: madv only when set, fdflags only for file mappings and
+ * SysV segments; and criu-bun's accounted (every private VMA but the kernel's: set or not, so that
+ * CRIU's images, without it, are told apart) and lock_onfault (when set)
+ */
 export function mmVmaEntries(vmas: DumpedVma[]) {
+  const kernels = VMA.VDSO | VMA.VVAR | VMA.VSYSCALL;
   return vmas.map((v) => ({
     start: v.start,
     end: v.end,
@@ -143,6 +212,8 @@ export function mmVmaEntries(vmas: DumpedVma[]) {
     fd: v.fd,
     madv: v.madv ? v.madv : undefined,
     fdflags: v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED | VMA.SYSVIPC) ? v.fdflags : undefined,
+    accounted: v.flags & MAP.PRIVATE && !(v.status & kernels) ? !!v.accounted : undefined,
+    lockOnfault: v.lockOnFault ? true : undefined,
   }));
 }
 
@@ -173,6 +244,8 @@ export interface MmRestoreCtx {
   openDeleted: (f: S.file_entry, flags: number, what: string) => number | undefined;
   /** an fd of shared anonymous memory SHMID in the process; own: the process holds it for the others */
   shmem: (shmid: bigint, size: bigint) => { fd: number; own: boolean };
+  /** the inode of shared anonymous memory SHMID made by the restore so far (none: undefined) */
+  shmemIno: (shmid: bigint) => number | undefined;
   /** the pages of the process's memory, once every VMA is mapped */
   fill: () => void;
 }
@@ -182,6 +255,23 @@ export interface MmRestoreCtx {
  * flags too): MAP_NORESERVE keeps a reservation out of the commit charge, as it was.
  */
 const KEPT_FLAGS = MAP.SHARED | MAP.PRIVATE | MAP.ANONYMOUS | MAP.GROWSDOWN | MAP.NORESERVE;
+
+/**
+ * A private VMA charged to the commit limit (criu-bun's accounted, VmFlags "ac") that is not
+ * writable: it was writable once (a mapping made read-only since, RELRO). Mapped writable and made
+ * read-only again it is charged as it was (and stays apart from an uncharged neighbour, as in the
+ * dumped maps). CRIU's images do not say: an anonymous one with pages stored (written, so
+ * writable once) is taken to be, and a file mapping's that is not executable (RELRO, its pages
+ * relocated); not an executable file mapping's (CRIU's dump itself writes into the first one: its
+ * parasite's syscall instruction, copy-on-write).
+ */
+function writableOnce(v: S.vma_entry, stored: (v: S.vma_entry) => boolean): boolean {
+  if (v.prot & 2 || v.flags & (MAP.SHARED | MAP.NORESERVE)) return false;
+  if (isFieldSet(v, S.vma_entrySchema.field.accounted)) return v.accounted;
+  if (v.status & (VMA.VDSO | VMA.VVAR | VMA.VSYSCALL)) return false;
+  if (v.status & VMA.ANON_PRIVATE) return stored(v);
+  return (v.status & VMA.FILE_PRIVATE) !== 0 && !(v.prot & 4) && stored(v);
+}
 
 /** A VMA the child inherited from its parent that is exactly the dumped one. */
 function sameVma(
@@ -196,16 +286,17 @@ function sameVma(
     path: string;
     vmflags: string[];
   },
-  files: Map<number, S.file_entry>
+  files: Map<number, S.file_entry>,
+  shmemIno: (shmid: bigint) => number | undefined
 ): boolean {
   if (v.start !== c.start || v.end !== c.end || v.prot !== c.prot) return false;
   if (((v.flags & MAP.SHARED) !== 0) !== c.shared) return false;
   if (((v.flags & MAP.GROWSDOWN) !== 0) !== c.vmflags.includes("gd")) return false;
   if (((v.flags & MAP.NORESERVE) !== 0) !== c.vmflags.includes("nr")) return false;
+  if (isFieldSet(v, S.vma_entrySchema.field.accounted) && v.accounted !== c.vmflags.includes("ac")) return false;
   if (v.status & VMA.ANON_PRIVATE) return c.inode === 0 && !c.path.startsWith("/");
   if (v.status & VMA.SYSVIPC) return c.path.startsWith("/SYSV") && BigInt(c.inode) === v.shmid && c.pgoff === v.pgoff;
-  if (v.status & VMA.ANON_SHARED)
-    return c.path.includes(`criu-bun-shmem-${v.shmid} `) || c.path.endsWith(`criu-bun-shmem-${v.shmid}`);
+  if (v.status & VMA.ANON_SHARED) return c.path.startsWith("/dev/zero") && c.inode === shmemIno(v.shmid);
   if (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED))
     return c.pgoff === v.pgoff && files.get(Number(v.shmid))?.reg?.name === c.path;
   return false;
@@ -224,7 +315,7 @@ export function restoreMemory(proc: MmRestoreCtx) {
   const drop: typeof cur = [];
   for (const c of cur) {
     if (c.start === proc.tramp || special.has(c.path) || c.path === "[vsyscall]") continue;
-    const v = proc.parent && mm.vmas.find((x) => sameVma(x, c, proc.files));
+    const v = proc.parent && mm.vmas.find((x) => sameVma(x, c, proc.files, proc.shmemIno));
     if (v) kept.add(v.start);
     else drop.push(c);
   }
@@ -267,10 +358,41 @@ export function restoreMemory(proc: MmRestoreCtx) {
     for (const { v, calls: cs, fd } of pending) {
       const r = res[k];
       if (r !== v.start) throw mmapFailed(proc, v, r);
+      if (once.has(v) && fd >= 0 && res[k + 1] !== 0n)
+        throw new CriuError(
+          "restore",
+          sysFailed(
+            `process ${proc.vpid} VMA ${hex(v.start)}-${hex(v.end)}`,
+            "mprotect after mapping it writable",
+            res[k + 1]
+          )
+        );
       if (debug) log.debug(`process ${proc.pid}: mapped ${vmaLine(v)}${fd >= 0 ? ` from fd ${fd}` : ""}`);
       k += cs.length;
     }
     pending.length = 0;
+  };
+  // mmap, and for a VMA charged once writable and read-only now, mmap writable (which charges it:
+  // VM_ACCOUNT) then mprotect to its protection: a file mapping's at once, an anonymous one's once
+  // its pages are in (protectLater: the kernel uncharges an anonymous VMA made read-only before any
+  // page of it was touched)
+  const protectLater: S.vma_entry[] = [];
+  const runs = proc.pagemap
+    .filter((e) => e.flags & PE.PRESENT)
+    .map((e) => [e.vaddr, e.vaddr + BigInt(e.nrPages * PAGE)] as const);
+  const stored = (v: S.vma_entry) => {
+    const i = firstEndAfter(runs, v.start);
+    return i < runs.length && runs[i][0] < v.end;
+  };
+  const once = new Set(mm.vmas.filter((v) => writableOnce(v, stored)));
+  const mapCalls = (v: S.vma_entry, flags: number, fd: number, pgoff: bigint) => {
+    const map = [NR.mmap, v.start, v.end - v.start, once.has(v) ? v.prot | 2 : v.prot, flags, fd, pgoff];
+    if (!once.has(v)) return [map];
+    if (fd < 0) {
+      protectLater.push(v);
+      return [map];
+    }
+    return [map, [NR.mprotect, v.start, v.end - v.start, v.prot]];
   };
   const madvCalls = (v: S.vma_entry) => {
     const calls: (number | bigint)[][] = [];
@@ -288,20 +410,15 @@ export function restoreMemory(proc: MmRestoreCtx) {
         !kept.has(v.start) &&
         !(v.status & (VMA.VDSO | VMA.VVAR | VMA.VSYSCALL));
       if (anon) {
-        const len = v.end - v.start;
         const flags = (v.flags & KEPT_FLAGS) | MAP.FIXED | MAP.ANONYMOUS;
-        pending.push({ v, calls: [[NR.mmap, v.start, len, v.prot, flags, -1, 0n], ...madvCalls(v)], fd: -1 });
+        pending.push({ v, calls: [...mapCalls(v, flags, -1, 0n), ...madvCalls(v)], fd: -1 });
         continue;
       }
       if (isFile(v)) {
         // its file opened above (openMappedFiles)
-        const fd = fileFds.get(v.shmid)!;
+        const fd = fileFds.get(fileKey(v))!;
         const flags = (v.flags & KEPT_FLAGS & ~MAP.ANONYMOUS) | MAP.FIXED;
-        pending.push({
-          v,
-          calls: [[NR.mmap, v.start, v.end - v.start, v.prot, flags, fd, v.pgoff], ...madvCalls(v)],
-          fd,
-        });
+        pending.push({ v, calls: [...mapCalls(v, flags, fd, v.pgoff), ...madvCalls(v)], fd });
         continue;
       }
       // the kernel's mappings: the vDSO and vvar were placed above, [vsyscall] is the kernel's own
@@ -393,12 +510,23 @@ export function restoreMemory(proc: MmRestoreCtx) {
     if (closes.length) proc.batch(closes);
   }
   proc.fill();
+  if (protectLater.length) protectAfterFill(proc, protectLater);
   // mlock()ed memory is locked again once its contents are back
+  // (on fault, as it was: MLOCK_ONFAULT, its pages not populated)
   for (const v of mm.vmas) {
     if (!(v.flags & MAP.LOCKED)) continue;
-    const r = inj.call(NR.mlock, v.start, v.end - v.start);
+    const r = v.lockOnfault
+      ? inj.call(NR.mlock2, v.start, v.end - v.start, 1 /* MLOCK_ONFAULT */)
+      : inj.call(NR.mlock, v.start, v.end - v.start);
     if (r < 0n)
-      throw new CriuError("restore", sysFailed(`process ${proc.vpid} VMA ${hex(v.start)}-${hex(v.end)}`, "mlock", r));
+      throw new CriuError(
+        "restore",
+        sysFailed(
+          `process ${proc.vpid} VMA ${hex(v.start)}-${hex(v.end)}`,
+          v.lockOnfault ? "mlock2(MLOCK_ONFAULT)" : "mlock",
+          r
+        )
+      );
   }
   log.debug(
     `mm: process ${proc.vpid}: ${mm.vmas.length} VMAs in place${kept.size ? `, ${kept.size} kept from its parent` : ""}`
@@ -406,25 +534,67 @@ export function restoreMemory(proc: MmRestoreCtx) {
 }
 
 /**
- * The files the VMAs map, each opened once in the process (O_RDWR for a shared writable mapping,
- * as dumped), into fileFds (file id -> fd): a deleted one through its kind (a ghost file or link
- * remap), the others by path in one batch of injected openat calls.
+ * The key of a file VMA's fd in fileFds: its file id and access mode. CRIU 4.2 writes one file id
+ * for every mapping of a file, each VMA with its own fdflags (a read-only and a read-write shared
+ * mapping of one file: one id, fdflags 0 and 2), so each mode is opened apart.
+ */
+function fileKey(v: S.vma_entry): bigint {
+  return (v.shmid << 2n) | BigInt((v.fdflags ?? 0) & 3);
+}
+
+/**
+ * Anonymous VMAs charged once writable, read-only now (mapped writable, their pages in): made
+ * read-only, charged as they were. One the dump kept no page of was touched all the same in the
+ * dumped process (the kernel uncharges an untouched one made read-only): a page of it is touched
+ * (MADV_POPULATE_WRITE) and dropped again (MADV_DONTNEED: zero, as dumped) before.
+ */
+function protectAfterFill(proc: MmRestoreCtx, vmas: S.vma_entry[]) {
+  const pages = proc.pagemap
+    .filter((e) => e.flags & 4)
+    .map((e) => [e.vaddr, e.vaddr + BigInt(e.nrPages * PAGE)] as [bigint, bigint]);
+  const calls: Batched[] = [];
+  for (const v of vmas) {
+    const who = `process ${proc.vpid} VMA ${hex(v.start)}-${hex(v.end)}`;
+    const check = (what: string) => (r: bigint) => {
+      if (r !== 0n) throw new CriuError("restore", sysFailed(who, what, r));
+    };
+    if (!pages.some(([a, e]) => a < v.end && e > v.start)) {
+      calls.push({
+        call: [NR.madvise, v.start, PAGE, MADV.POPULATE_WRITE],
+        check: check("madvise(MADV_POPULATE_WRITE)"),
+      });
+      calls.push({ call: [NR.madvise, v.start, PAGE, MADV.DONTNEED], check: check("madvise(MADV_DONTNEED)") });
+    }
+    calls.push({
+      call: [NR.mprotect, v.start, v.end - v.start, v.prot],
+      check: check("mprotect after mapping it writable"),
+    });
+  }
+  runBatched(proc, calls);
+  log.debug(`mm: process ${proc.vpid}: ${vmas.length} anonymous VMA(s) charged once writable made read-only again`);
+}
+
+/**
+ * The files the VMAs map, each opened once per access mode in the process (O_RDWR for a shared
+ * writable mapping, as dumped), into fileFds (fileKey -> fd): a deleted one through its kind (a
+ * ghost file or link remap), the others by path in one batch of injected openat calls.
  */
 function openMappedFiles(proc: MmRestoreCtx, vmas: S.vma_entry[], fileFds: Map<bigint, number>) {
   const byPath: InCall[] = [];
   const asked = new Set<bigint>();
   for (const v of vmas) {
-    if (fileFds.has(v.shmid) || asked.has(v.shmid)) continue;
+    const key = fileKey(v);
+    if (fileFds.has(key) || asked.has(key)) continue;
     const f = proc.files.get(Number(v.shmid));
     const who = `process ${proc.vpid} VMA ${hex(v.start)}-${hex(v.end)}`;
     if (!f?.reg) throw new CriuError("restore", `${who}: file id ${v.shmid} not in files.img`);
     const oflags = ((v.fdflags ?? 0) & 3) | O.CLOEXEC;
     const removed = proc.openDeleted(f, oflags, `mapping at ${hex(v.start)}`);
     if (removed !== undefined) {
-      fileFds.set(v.shmid, removed);
+      fileFds.set(key, removed);
       continue;
     }
-    asked.add(v.shmid);
+    asked.add(key);
     const name = f.reg.name;
     const path = new Uint8Array((Buffer.byteLength(name) + 8) & ~7);
     path.set(Buffer.from(name));
@@ -434,7 +604,7 @@ function openMappedFiles(proc: MmRestoreCtx, vmas: S.vma_entry[], fileFds: Map<b
       args: (at) => [-100, at, oflags, 0],
       check: (r) => {
         if (r < 0n) throw new CriuError("restore", sysFailed(who, `opening '${name}' to map it`, r));
-        fileFds.set(v.shmid, Number(r));
+        fileFds.set(key, Number(r));
       },
     });
   }
@@ -552,6 +722,22 @@ export function restoreDumpable(proc: { vpid: number; inj: Injector }, mm: S.mm_
   const r = proc.inj.call(NR.prctl, PR.SET_DUMPABLE, mm.dumpable, 0, 0, 0);
   if (r < 0n) throw new CriuError("restore", sysFailed(`process ${proc.vpid}`, "prctl(PR_SET_DUMPABLE)", r));
   log.debug(`mm: process ${proc.vpid}: dumpable ${mm.dumpable}`);
+}
+
+/**
+ * mlockall(MCL_FUTURE), with MCL_ONFAULT, in force again (mm_entry.mlock_future, criu-bun's): set
+ * last, from finish(), so that no mapping of the restore itself is made locked.
+ */
+export function restoreMlockFuture(proc: { vpid: number; inj: Injector }, mm: S.mm_entry) {
+  if (!mm.mlockFuture) return;
+  if (mm.mlockFuture !== MCL_FUTURE && mm.mlockFuture !== (MCL_FUTURE | MCL_ONFAULT))
+    throw new CriuError(
+      "restore",
+      `process ${proc.vpid}: mlock_future 0x${mm.mlockFuture.toString(16)} of the image is no mlockall flags for later mappings`
+    );
+  const r = proc.inj.call(NR.mlockall, mm.mlockFuture);
+  if (r < 0n) throw new CriuError("restore", sysFailed(`process ${proc.vpid}`, "mlockall(MCL_FUTURE)", r));
+  log.debug(`mm: process ${proc.vpid}: mlockall(MCL_FUTURE${mm.mlockFuture & MCL_ONFAULT ? "|MCL_ONFAULT" : ""})`);
 }
 
 /** mm fields, auxv and exe link in one PR_SET_MM_MAP. */

@@ -1,8 +1,9 @@
 // Shared anonymous memory (MAP_SHARED|MAP_ANONYMOUS, shown as "/dev/zero (deleted)"): the
 // contents are dumped once per shmem inode into pagemap-shmem-<ino>.img + pages-<N>.img (N from
 // the dump's one counter; vaddr = offset in the object, zero pages left out), as CRIU does. At restore the first
-// process that maps it creates a memfd of the right size, fills it and holds it; every other
-// process takes the same object with pidfd_getfd, so writes are seen across processes again.
+// process that maps it creates shared anonymous memory of the right size (an fd on it through
+// map_files), fills it and holds it; every other process takes the same object with pidfd_getfd,
+// so writes are seen across processes again.
 import { existsSync, readFileSync, fstatSync } from "../sys/fs";
 import { join } from "../sys/path";
 import { openFd, closeFd, O, preadFull, pwriteFull, F } from "../sys/mem";
@@ -165,21 +166,34 @@ export function shmemFd(o: {
   const key = `shmem:${o.shmid}` as const;
   const held = o.tree.held.get(key);
   if (held) return { fd: o.importFd(held), own: held.pid === o.pid };
-  const low = Number(o.inj.call(NR.memfd_create, o.str(`criu-bun-shmem-${o.shmid}`), 1 /* MFD_CLOEXEC */));
-  if (low < 0)
-    throw new CriuError(
-      "restore",
-      `process ${o.pid}: memfd_create for shared memory ${o.shmid} failed: ${errnoText(-low)}`
-    );
+  // the size the images name (CRIU's memfd inode: anonFromCriuMemfd), when larger than the VMAs' reach
+  const named = o.namedSizes?.get(o.shmid);
+  const want = named !== undefined && named > o.size ? named : o.size;
+  const size = (want + BigInt(PAGE - 1)) & ~BigInt(PAGE - 1);
+  // made as the process made it, shared anonymous memory (the kernel's "/dev/zero" object, which
+  // maps and map_files show as "/dev/zero (deleted)" and a later dump takes for what it is, not a
+  // memfd): a PROT_NONE MAP_SHARED|MAP_ANONYMOUS mapping of its size, opened through
+  // /proc/self/map_files, unmapped again
+  const fail = (what: string, r: bigint | number) =>
+    new CriuError("restore", `process ${o.pid}: ${what} for shared memory ${o.shmid} failed: ${errnoText(-Number(r))}`);
+  const at = o.inj.call(NR.mmap, 0, size, 0, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (at < 0n && at > -4096n) throw fail("mmap", at);
+  const end = at + size;
+  const low = Number(
+    o.inj.call(
+      NR.openat,
+      -100,
+      o.str(`/proc/self/map_files/${at.toString(16)}-${end.toString(16)}`),
+      O.RDWR | O.CLOEXEC,
+      0
+    )
+  );
+  const un = o.inj.call(NR.munmap, at, size);
+  if (low < 0) throw fail("opening it through /proc/self/map_files", low);
+  if (un !== 0n) throw fail("munmap", un);
   const fd = Number(o.inj.call(NR.fcntl, low, F.DUPFD_CLOEXEC, o.floor));
   o.inj.call(NR.close, low);
   if (fd < 0) throw new CriuError("restore", `process ${o.pid}: moving shared memory fd failed: ${errnoText(-fd)}`);
-  // the size the images name (CRIU's memfd inode: anonFromCriuMemfd), when larger than the VMAs' reach
-  const named = o.namedSizes?.get(o.shmid);
-  const size = named !== undefined && named > o.size ? named : o.size;
-  const t = o.inj.call(NR.ftruncate, fd, size);
-  if (t < 0n)
-    throw new CriuError("restore", `process ${o.pid}: sizing shared memory ${o.shmid} failed: ${errnoText(-t)}`);
   fillShmemContents(o.dir, o.shmid, o.pid, fd, size, `process ${o.pid}: shared memory ${o.shmid}`);
   o.tree.held.set(key, { pid: o.pid, vpid: o.vpid, fd });
   const l = o.tree.toClose.get(o.pid) ?? [];

@@ -41,6 +41,8 @@ export const UNSUPPORTED = {
   "leader-exited": "thread group leader that has exited while its other threads run",
   // memory (resources/memory.ts)
   "droppable": "MAP_DROPPABLE mapping",
+  "sealed": "memory sealed with mseal",
+  "vdso-layout": "vDSO and vvar not side by side as the kernel maps them (one moved or unmapped apart)",
   "shmem-private": "private mapping of a shared memory object",
   "sysv-shared-outside": "SysV shared memory of the host's IPC namespace attached outside the tree too",
   "hugetlb": "hugetlb mapping",

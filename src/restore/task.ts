@@ -1,5 +1,5 @@
 // Turning a puppet into one restored process: PID, address space, files, task state, threads.
-import { readFileSync } from "../sys/fs";
+import { readFileSync, statSync } from "../sys/fs";
 import { syscall, cstr } from "../sys/syscall";
 import { NR } from "../sys/nr";
 import { PR, CLONE, CLONE_ARGS_SIZE, MADV } from "../sys/flags";
@@ -33,7 +33,13 @@ import { fillPages } from "../codec/pipeline";
 import { fillParentPages, PageSource } from "../codec/incremental";
 import { lazyRanges, makeUffd, eagerParentRuns, canBeLazy } from "../resources/lazymem";
 import { restoreMountNs } from "../resources/mounts";
-import { restoreMemory, restoreMmFields, restoreDumpable, type MmRestoreCtx } from "../resources/mm";
+import {
+  restoreMemory,
+  restoreMmFields,
+  restoreDumpable,
+  restoreMlockFuture,
+  type MmRestoreCtx,
+} from "../resources/mm";
 import { enterTimens, restoreRootNamespaces } from "../resources/namespaces";
 import { restoreMembarrier } from "../resources/membarrier";
 import { restoreThread, restoreFpregs, restoreRegisters, restoreSched } from "../resources/threads";
@@ -514,6 +520,10 @@ export class TaskBuilder {
         if (got.own) this.ownShmem.add(got.fd);
         return got;
       },
+      shmemIno: (shmid) => {
+        const h = this.tree.held.get(`shmem:${shmid}`);
+        return h ? statSync(`/proc/${h.pid}/fd/${h.fd}`).ino : undefined;
+      },
       fill: () => this.fillPages(),
     };
   }
@@ -853,6 +863,7 @@ export class TaskBuilder {
     inj.mode = "sysstop";
     // (after every thread's credentials, and late: mm.ts)
     restoreDumpable({ vpid: this.t.pid, inj }, this.t.mm);
+    restoreMlockFuture({ vpid: this.t.pid, inj }, this.t.mm);
     restoreTrapAction({ pid: this.t.pid, inj, scratch: (off, data) => this.scratchWrite(off, data) }, this.trapAction);
     const res = inj.call(NR.munmap, this.tramp, TRAMP_SIZE);
     if (res !== 0n)

@@ -12,7 +12,7 @@ import type { RestoreRun } from "../resources/fdkind";
 import type * as S from "../images/schemas";
 import type { PagemapTable } from "../images/pagemap";
 import { CriuError } from "../log";
-import { VMA, PE, PAGE } from "../resources/vma";
+import { VMA, PE, PAGE, MAP } from "../resources/vma";
 import { userAddressTop, xfeaturesPermitted } from "../sys/syscall";
 
 const P = BigInt(PAGE);
@@ -242,7 +242,11 @@ export function validateMm(dir: string, file: string, mm: S.mm_entry | undefined
     }
     if (kind & VMA.ANON_SHARED && v.pgoff % P)
       throw bad(dir, file, `${at}: shared memory offset ${v.pgoff} is not page aligned`);
+    if (v.lockOnfault && !(v.flags & MAP.LOCKED)) throw bad(dir, file, `${at}: locked on fault but not locked`);
   }
+  // mlockall's flags for later mappings: MCL_FUTURE (2), with MCL_ONFAULT (4)
+  if (mm.mlockFuture && mm.mlockFuture !== 2 && mm.mlockFuture !== 6)
+    throw bad(dir, file, `mlock_future ${hex(mm.mlockFuture)} is not MCL_FUTURE or MCL_FUTURE|MCL_ONFAULT`);
   if (mm.mmSavedAuxv.length > 128 || mm.mmSavedAuxv.length % 2)
     throw bad(dir, file, `auxv of ${mm.mmSavedAuxv.length} words`);
   if (mm.mmStartBrk > mm.mmBrk) throw bad(dir, file, `brk ${hex(mm.mmBrk)} below its start ${hex(mm.mmStartBrk)}`);

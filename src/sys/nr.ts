@@ -217,6 +217,9 @@ export const NR = {
   mknodat: 259,
   move_mount: 429,
   mlock: 149,
+  mlock2: 325,
+  mlockall: 151,
+  mseal: 462,
   utimensat: 280,
 } as const;
 

@@ -1,12 +1,13 @@
 // The VmFlags a dump uses (smaps's two-letter mnemonics) from vm_flags read by the BPF VMA iterator
 // (bpfvma.ts), without smaps's page-table walk. A bit -> mnemonic table, the kernel's VM_* values
-// for the 14 mnemonics criu-bun reads, CHECKED on the running kernel before it is used (calibrate):
-// criu-bun maps regions in itself with every one of those flags set (madvise, mlock, MAP_GROWSDOWN,
+// for the 17 mnemonics criu-bun reads, CHECKED on the running kernel before it is used (calibrate):
+// criu-bun maps regions in itself with every one of those flags set (madvise, mlock, mlock2 on fault, MAP_GROWSDOWN,
 // MAP_DROPPABLE, MAP_HUGETLB, shared mappings with and without VM_MAYWRITE), reads its own smaps
-// and its own iterator output, and requires that for every VMA of itself the 14 mnemonics the table
+// and its own iterator output, and requires that for every VMA of itself the 17 mnemonics the table
 // derives from vm_flags are exactly smaps's, and that each mnemonic was seen at least once (or that
 // the kernel refuses to set it at all). The droppable bit moves between kernels: it is taken from
-// the calibration (the one bit a droppable mapping has that its twin without MAP_DROPPABLE lacks).
+// the calibration (the one bit a droppable mapping has that its twin without MAP_DROPPABLE lacks),
+// and so does the sealed one (mseal).
 // Anything else (a mismatch, a region that cannot be made, any BPF step failing) and the caller
 // reads smaps for the whole run: a wrong table never reaches an image.
 import { syscall, addr, cstr } from "./syscall";
@@ -17,13 +18,33 @@ import { readVmas, readMaps, type Vma } from "./proc";
 import { VmaIterator, BpfVmaError } from "./bpfvma";
 
 /** The mnemonics criu-bun reads from VmFlags (resources/memory.ts, vma.ts). */
-const CONSUMED = ["dc", "dd", "mg", "hg", "nh", "wf", "sr", "rr", "dp", "ht", "gd", "lo", "mw", "nr"] as const;
+const CONSUMED = [
+  "dc",
+  "dd",
+  "mg",
+  "hg",
+  "nh",
+  "wf",
+  "sr",
+  "rr",
+  "dp",
+  "ht",
+  "gd",
+  "lo",
+  "mw",
+  "nr",
+  "ac",
+  "lf",
+  "sl",
+] as const;
 
 /** The kernel's VM_* bits of the mnemonics (include/linux/mm.h; stable since long before 6.x). */
 const KNOWN: [string, bigint][] = [
   ["mw", 0x20n], // VM_MAYWRITE
   ["gd", 0x100n], // VM_GROWSDOWN
   ["lo", 0x2000n], // VM_LOCKED
+  ["lf", 0x80000n], // VM_LOCKONFAULT
+  ["ac", 0x100000n], // VM_ACCOUNT
   ["sr", 0x8000n], // VM_SEQ_READ
   ["rr", 0x10000n], // VM_RAND_READ
   ["dc", 0x20000n], // VM_DONTCOPY
@@ -111,6 +132,11 @@ export function calibrate(it: VmaIterator, swap?: [string, string]): { table: Vm
     if (typeof locked === "number") return fail("mmap", locked);
     const lr = syscall(NR.mlock, locked, PAGE);
     if (lr < 0) return fail("mlock", -lr);
+    // lf: locked on fault (mlock2 MLOCK_ONFAULT); ac: any private writable region has it
+    const onfault = region();
+    if (typeof onfault === "number") return fail("mmap", onfault);
+    const lf = syscall(NR.mlock2, onfault, PAGE, 1 /* MLOCK_ONFAULT */);
+    if (lf < 0) return fail("mlock2", -lf);
     // gd: MAP_GROWSDOWN
     const gd = region(MAP_PRIVATE | MAP_ANONYMOUS | MAP_GROWSDOWN);
     if (typeof gd === "number") return fail("mmap MAP_GROWSDOWN", gd);
@@ -153,6 +179,22 @@ export function calibrate(it: VmaIterator, swap?: [string, string]): { table: Vm
       if (!notInKernel(ht) && ht !== 38 /* ENOSYS */) return fail("mmap MAP_HUGETLB", ht);
       unsupported.add("ht");
     }
+    // sl: a page sealed with mseal (Linux 6.10+), beside an unsealed twin; a sealed page cannot be
+    // unmapped: it stays, once, in criu-bun's own memory (a calibration is made once a process), in
+    // a PROT_NONE reservation of its own (so that it merges with nothing)
+    let slAt = -1n;
+    const slTwin = region();
+    if (typeof slTwin === "number") return fail("mmap", slTwin);
+    const slRes = BigInt(syscall(NR.mmap, 0, 3n * PAGE, 0, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    if (slRes < 0n && slRes > -4096n) return fail("mmap", Number(-slRes));
+    const sl = BigInt(syscall(NR.mmap, slRes + PAGE, PAGE, PROT_RW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0));
+    if (sl < 0n && sl > -4096n) return fail("mmap", Number(-sl));
+    const sr = syscall(NR.mseal, sl, PAGE, 0);
+    if (sr < 0) {
+      if (!notInKernel(-sr) && -sr !== 38 /* ENOSYS */) return fail("mseal", -sr);
+      unsupported.add("sl");
+      syscall(NR.munmap, slRes, 3n * PAGE);
+    } else slAt = sl;
     if (slot > slots) return { reason: "calibration: too few slots" };
 
     // the droppable bit, from the twins' vm_flags
@@ -169,6 +211,18 @@ export function calibrate(it: VmaIterator, swap?: [string, string]): { table: Vm
           reason: `calibration: droppable and its twin differ in vm_flags 0x${diff.toString(16)}, not one new bit`,
         };
       bits.push(["dp", diff]);
+    }
+    // the sealed bit, the same way
+    if (slAt >= 0n) {
+      const a = it1.get(slAt),
+        b = it1.get(slTwin);
+      if (!a || !b) return { reason: "calibration: the sealed page is not in the iterator's output" };
+      const diff = a[1] ^ b[1];
+      if (diff === 0n || (diff & (diff - 1n)) !== 0n || bits.some(([, x]) => x === diff))
+        return {
+          reason: `calibration: a sealed page and its twin differ in vm_flags 0x${diff.toString(16)}, not one new bit`,
+        };
+      bits.push(["sl", diff]);
     }
     const table = { bits };
     // every VMA of this process that the iterator gave the same (range and flags) before and after smaps
@@ -196,6 +250,7 @@ export function calibrate(it: VmaIterator, swap?: [string, string]): { table: Vm
     if (unseen.length) return { reason: `calibration: VmFlags ${unseen.join(" ")} not seen on any VMA` };
     // a flag the kernel cannot set on any VMA: its bit must be clear everywhere
     if (unsupported.has("dp")) bits.push(["dp", 0n]);
+    if (unsupported.has("sl")) bits.push(["sl", 0n]);
     for (const m of unsupported) {
       const b = bits.find((x) => x[0] === m)?.[1] ?? 0n;
       for (const [, [, f]] of it1)
