@@ -88,6 +88,8 @@ const passCases: [string, string[]][] = [
   ["memsess", ["pgrpalive"]],
   ["memsess", ["pers"]],
   ["memsess", ["persbits"]],
+  ["netfix", ["shared"]],
+  ["netfix", ["udpqueue"]],
 ];
 
 describe("workloads pass without a dump", () => {
