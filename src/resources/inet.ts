@@ -1468,6 +1468,10 @@ function restoreInet(ctx: RestoreCtx, k: S.inet_sk_entry, s: InetRestore): numbe
     const r = setopt(SOL.SOCKET, SO.BINDTODEVICE, d);
     if (r < 0) fail(`binding to device ${k.opts.soBoundDev}`, r);
   }
+  // SO_REUSEPORT before bind, as the program had it: sockets of a reuseport group share their port
+  // (two listeners, UDP sockets) only so (the second bind failed: EADDRINUSE), and a UDP socket
+  // joins its group when it binds
+  if (k.opts?.soReuseport) setInt(SOL.SOCKET, SO.REUSEPORT, 1, "SO_REUSEPORT");
   const tcp = k.proto === IPPROTO.TCP;
   const raw = k.type === SOCK.RAW;
   const connection = tcp && !raw && k.state !== TCP_STATE.LISTEN && k.state !== TCP_STATE.CLOSE;

@@ -10,6 +10,9 @@
  *              (a new fd, umask 077 and cwd /); a file opened O_NOATIME at fd 1000 whose open file
  *              description a forked child shares: the child sets O_APPEND|O_NONBLOCK on it and moves
  *              the offset at go, and the parent sees both (ARG nofs: no CLONE_FS child, for CRIU 4.2)
+ *   reuseport  exact: two TCP listeners and two UDP sockets sharing a port each with SO_REUSEPORT (the
+ *              restore set it after bind: the second bind failed); at go 64 connections and 64
+ *              datagrams from new sockets are spread over both of each pair
  *   opt NAME   refused (sockopt): an option no image field holds, set on a new socket (a table below:
  *              SO_TIMESTAMP, IP_TRANSPARENT, TCP_USER_TIMEOUT, IP_TOS of an IPv6 socket, ...); at go
  *              getsockopt still says so
@@ -44,7 +47,7 @@
 #define UDP_GRO 104
 #endif
 
-static int a, b;
+static int a, b, rp[4], rport[2];
 static int *shm; /* [0] go for the children, [1] the CLONE_FILES child's new fd, [2] children done */
 static pid_t kids[3];
 static char stacks[2][1 << 16] __attribute__((aligned(16)));
@@ -147,6 +150,17 @@ static void setup(void) {
 			__sync_fetch_and_add(&shm[2], 1);
 			for (;;) pause();
 		}
+	} else if (is("reuseport")) {
+		for (int i = 0; i < 4; i++) {
+			int one = 1, tcp = i < 2;
+			rp[i] = socket(AF_INET, tcp ? SOCK_STREAM : SOCK_DGRAM, 0);
+			NEED(setsockopt(rp[i], SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) == 0);
+			struct sockaddr_in x = lo4(rport[!tcp]);
+			NEED(bind(rp[i], (void *)&x, sizeof x) == 0);
+			rport[!tcp] = port_of(rp[i]);
+			if (tcp) NEED(listen(rp[i], 128) == 0);
+			NEED(fcntl(rp[i], F_SETFL, O_NONBLOCK) == 0);
+		}
 	} else if (is("opt")) {
 		for (cur = opts; cur->name && strcmp(cur->name, optname); cur++) {
 		}
@@ -217,6 +231,9 @@ static void corrupt(void) {
 	char buf[16];
 	if (is("shared")) {
 		close(1000);
+	} else if (is("reuseport")) {
+		close(rp[1]);
+		close(rp[3]);
 	} else if (is("opt")) {
 		char fresh[32];
 		socklen_t fl = sizeof fresh;
@@ -272,11 +289,39 @@ static void check_shared(void) {
 	}
 }
 
+/* 64 connections (TCP) or datagrams (UDP) from new sockets: how many each of a pair got */
+static void spread(int tcp) {
+	int got[2] = {0, 0};
+	char c;
+	for (int i = 0; i < 64; i++) {
+		int s = socket(AF_INET, tcp ? SOCK_STREAM : SOCK_DGRAM, 0);
+		struct sockaddr_in x = lo4(rport[!tcp]);
+		if (tcp) WL_CHECK(connect(s, (void *)&x, sizeof x) == 0, "connect to the listeners: %m");
+		else WL_CHECK(sendto(s, "x", 1, 0, (void *)&x, sizeof x) == 1, "sendto the UDP pair: %m");
+		close(s);
+	}
+	for (int t = 0; t < 200 && got[0] + got[1] < 64; t++) {
+		for (int k = 0; k < 2; k++) {
+			int fd = rp[(tcp ? 0 : 2) + k], r;
+			while ((r = tcp ? accept(fd, NULL, NULL) : (int)recv(fd, &c, 1, MSG_DONTWAIT)) >= 0) {
+				got[k]++;
+				if (tcp) close(r);
+			}
+		}
+		if (got[0] + got[1] < 64) wl_sleep_ms(5);
+	}
+	WL_CHECK(got[0] > 0 && got[1] > 0 && got[0] + got[1] == 64, "%s reuseport pair: %d and %d of 64", tcp ? "TCP" : "UDP",
+	         got[0], got[1]);
+}
+
 static void check(void) {
 	char buf[32] = "";
 	ssize_t n;
 	if (is("shared")) {
 		check_shared();
+	} else if (is("reuseport")) {
+		spread(1);
+		spread(0);
 	} else if (is("opt")) {
 		char got[32] = "";
 		socklen_t gl = sizeof got;
