@@ -827,6 +827,16 @@ function inetShutdown(
   if (shut === undefined) throw new CriuError("files", `${where}: sock_diag does not know socket ${ino}`);
   return shut;
 }
+/** inetShutdown, or undefined where sock_diag does not list the socket (a bound TCP socket that
+ *  never listened or connected, on a kernel before 6.8) */
+function inetShutdownMaybe(pid: number, family: number, proto: number, ino: number, where: string, s: InetDump) {
+  try {
+    return inetShutdown(pid, family, proto, ino, where, s);
+  } catch (e) {
+    log.debug(`${where}: ${errorMessage(e)}`);
+    return undefined;
+  }
+}
 function inetShutdownList(
   pid: number,
   family: number,
@@ -1010,9 +1020,14 @@ export const inetKind: FdKind<InetDump, InetRestore> = {
         // (ECONNRESET not read yet) cannot be put back; a read shutdown can
         const ev = pollBits(fd);
         if (ev & 8 /* POLLERR */) refuse("files", where, "sock-error", `TCP ${conn}`);
-        // poll shows the read side only (POLLHUP is always up in CLOSE); as CRIU, that is what is kept,
-        // and a CLOSE socket says EPIPE to send() whether or not its write side was shut
+        // poll shows the read side only (POLLHUP is always up in CLOSE). A bound one's write side
+        // too is in sock_diag (its bound-inactive sockets, Linux 6.8+): shut, it stays so through
+        // a connect() the program makes later (send says EPIPE); an unbound one's is seen nowhere
         if (ev & 0x2000 /* POLLRDHUP */) isk.shutdown = 1;
+        if (local.port) {
+          const diag = inetShutdownMaybe(ctx.pid, family, proto, ino, where, s);
+          if (diag?.shut) isk.shutdown = diag.shut;
+        }
         checkQueued(fd, type, proto, undefined, where, `TCP ${conn}`);
       } else {
         throw new CriuError(

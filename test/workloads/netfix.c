@@ -13,6 +13,8 @@
  *   reuseport  exact: two TCP listeners and two UDP sockets sharing a port each with SO_REUSEPORT (the
  *              restore set it after bind: the second bind failed); at go 64 connections and 64
  *              datagrams from new sockets are spread over both of each pair
+ *   shutwr     exact: a bound TCP socket shut down for writing before it ever connected (the shutdown
+ *              was lost); at go it connects to a listener of its own and send() says EPIPE
  *   opt NAME   refused (sockopt): an option no image field holds, set on a new socket (a table below:
  *              SO_TIMESTAMP, IP_TRANSPARENT, TCP_USER_TIMEOUT, IP_TOS of an IPv6 socket, ...); at go
  *              getsockopt still says so
@@ -161,6 +163,16 @@ static void setup(void) {
 			if (tcp) NEED(listen(rp[i], 128) == 0);
 			NEED(fcntl(rp[i], F_SETFL, O_NONBLOCK) == 0);
 		}
+	} else if (is("shutwr")) {
+		int one = 1;
+		b = socket(AF_INET, SOCK_STREAM, 0);
+		struct sockaddr_in x = lo4(0);
+		NEED(setsockopt(b, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0);
+		NEED(bind(b, (void *)&x, sizeof x) == 0 && listen(b, 4) == 0);
+		a = socket(AF_INET, SOCK_STREAM, 0);
+		NEED(bind(a, (void *)&x, sizeof x) == 0);
+		/* not connected: ENOTCONN, but shut down all the same */
+		NEED(shutdown(a, SHUT_WR) == 0 || errno == ENOTCONN);
 	} else if (is("opt")) {
 		for (cur = opts; cur->name && strcmp(cur->name, optname); cur++) {
 		}
@@ -231,6 +243,10 @@ static void corrupt(void) {
 	char buf[16];
 	if (is("shared")) {
 		close(1000);
+	} else if (is("shutwr")) {
+		int t = socket(AF_INET, SOCK_STREAM, 0);
+		dup2(t, a);
+		close(t);
 	} else if (is("reuseport")) {
 		close(rp[1]);
 		close(rp[3]);
@@ -319,6 +335,13 @@ static void check(void) {
 	ssize_t n;
 	if (is("shared")) {
 		check_shared();
+	} else if (is("shutwr")) {
+		struct sockaddr_in x = lo4(port_of(b));
+		WL_CHECK(connect(a, (void *)&x, sizeof x) == 0, "connect: %m");
+		n = send(a, "x", 1, MSG_NOSIGNAL);
+		WL_CHECK(n < 0 && errno == EPIPE, "send after shutdown(SHUT_WR): %zd (%m), want EPIPE", n);
+		/* (no FIN goes out: the peer's side just stays open) */
+		WL_CHECK(accept(b, NULL, NULL) >= 0, "accept: %m");
 	} else if (is("reuseport")) {
 		spread(1);
 		spread(0);
