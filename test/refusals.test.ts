@@ -54,6 +54,8 @@ const OTHER: Partial<Record<UnsupportedKey, [string, string, string[]]>> = {
   "sockopt": ["inetsk", "lockfilter", []],
   "tcp-half-closed": ["inetsk", "halfest", ["--tcp-established"]],
   "tcp-in-flight": ["inetsk", "inflight", []],
+  "inet-queue": ["netfix", "udpqueue", []],
+  "inet-multicast": ["netfix", "mcast", []],
   "unix-in-flight": ["unixsk", "inflight", []],
   "unix-oneway-queue": ["unixsk", "onewayq", []],
   "unix-queue-named-sender": ["extunix", "named", ["--ext-unix-sk"]],

@@ -99,6 +99,8 @@ const passCases: [string, string[]][] = [
   ["memfix", ["lockfutureonfault"]],
   ["memfix", ["sealed"]],
   ["memfix", ["vdsomove"]],
+  ["netfix", ["shared"]],
+  ["netfix", ["udpqueue"]],
 ];
 
 describe("workloads pass without a dump", () => {

@@ -41,6 +41,7 @@ import {
   int32,
   ioctlInt,
   SIOCOUTQ,
+  SIOCINQ,
   sockProtoName,
 } from "../sys/inetsock";
 import { addr } from "../sys/syscall";
@@ -139,9 +140,13 @@ interface InetDump {
   /** the tree was let go or killed: the locks are dealt with */
   released: boolean;
   /** sk_shutdown of the sockets of a netns, family and protocol (inetShutdown) */
-  shutdownLists: Map<string, Map<number, number>>;
+  shutdownLists: Map<string, Map<number, { shut: number; rq: number }>>;
   /** the inet sockets' inodes of the last namespace scanned (match, where sockfs names no protocol) */
   inodes: { at: number; set: Set<bigint> } | null;
+  /** what a new socket says, by netns, family, type and protocol (freshOpts) */
+  fresh: Map<string, ReturnType<typeof readFresh>>;
+  /** the multicast groups joined in a netns (mcastGroups), by netns */
+  groups: Map<string, McastGroup[]>;
 }
 
 function inetDumpBegin(opts: DumpOpts): InetDump {
@@ -154,6 +159,8 @@ function inetDumpBegin(opts: DumpOpts): InetDump {
     released: false,
     shutdownLists: new Map(),
     inodes: null,
+    fresh: new Map(),
+    groups: new Map(),
   };
 }
 
@@ -370,6 +377,7 @@ function socketFilter(fd: number, where: string): bigint[] {
 
 /** IP-level options (ip_opts_entry), tos and ttl only where they differ from a new socket's. */
 function dumpIpOpts(
+  s: InetDump,
   pid: number,
   fd: number,
   family: number,
@@ -382,22 +390,7 @@ function dumpIpOpts(
   if (tryGetsockoptInt(fd, SOL.IP, IP_FREEBIND)) o.freebind = true;
   const get = (lvl: number, opt: number) => tryGetsockoptInt(fd, lvl, opt) ?? 0;
   if (get(v6 ? SOL.IPV6 : SOL.IP, v6 ? IPV6.RECVPKTINFO : IP.PKTINFO)) o.pktinfo = true;
-  const fresh = withNetns(pid, () => {
-    const t = syscall(NR.socket, family, type | SOCK.CLOEXEC, proto);
-    if (t < 0)
-      throw new CriuError(
-        "files",
-        sysFailed(`process ${pid} fd ${fd}`, `a socket(${family}, ${type}, ${proto}) to compare options with`, t)
-      );
-    try {
-      return {
-        tos: tryGetsockoptInt(t, v6 ? SOL.IPV6 : SOL.IP, v6 ? IPV6.TCLASS : IP.TOS) ?? 0,
-        ttl: tryGetsockoptInt(t, v6 ? SOL.IPV6 : SOL.IP, v6 ? IPV6.UNICAST_HOPS : IP.TTL) ?? 0,
-      };
-    } finally {
-      syscall(NR.close, t);
-    }
-  });
+  const fresh = freshOpts(s, pid, family, type, proto);
   const tos = get(v6 ? SOL.IPV6 : SOL.IP, v6 ? IPV6.TCLASS : IP.TOS),
     ttl = get(v6 ? SOL.IPV6 : SOL.IP, v6 ? IPV6.UNICAST_HOPS : IP.TTL);
   if (tos !== fresh.tos) o.tos = tos;
@@ -414,6 +407,328 @@ function dumpIpOpts(
     o.raw = raw;
   }
   return o;
+}
+
+// ---------- what no image field holds: refused ----------
+
+/** where an unkept option is compared: any socket, or one of these kinds only */
+type OptWhere = "any" | "v6" | "tcp" | "tcpIdle" | "tcpMss" | "udp" | "raw6" | "mc" | "mc6";
+/**
+ * Options of an inet socket that neither CRIU's images nor criu-bun's keep, by level and number,
+ * with a buffer length: each must read as a new socket of the same family, type and protocol in
+ * the same network namespace reads it, else the dump is refused (they would come back as a new
+ * socket's). "tcpIdle": compared on a TCP socket that never connected or listens only (on a
+ * connection, or a socket closed after one, the kernel's own value shows there); "tcpMss"
+ * (TCP_MAXSEG) on a listening or closed one, where a closed one that had a connection may also
+ * show that connection's MSS (tcp_info's snd_mss). The options the
+ * images keep (IP_TOS/TTL/PKTINFO/FREEBIND of IPv4, their IPv6 twins, HDRINCL, NODEFRAG, the ICMP
+ * filters, sk_opts and tcp_opts) are not here; IP_TOS, IP_TTL and IP_PKTINFO of an IPv6 socket
+ * (its IPv4-mapped traffic's) are. Left out: values the kernel sets as traffic flows
+ * (SO_INCOMING_CPU, SO_INCOMING_NAPI_ID, IP_MTU, IPV6_MTU, TCP_TIMESTAMP), and the multicast
+ * settings of TCP sockets ("mc", "mc6" are the others': an accepted connection takes its SYN's TTL
+ * and interface there, and TCP sends no multicast).
+ */
+const UNKEPT_INET: [number, number, string, number, OptWhere][] = [
+  [SOL.SOCKET, 1, "SO_DEBUG", 4, "any"],
+  [SOL.SOCKET, 29, "SO_TIMESTAMP", 4, "any"],
+  [SOL.SOCKET, 35, "SO_TIMESTAMPNS", 4, "any"],
+  [SOL.SOCKET, 37, "SO_TIMESTAMPING", 8, "any"],
+  [SOL.SOCKET, 40, "SO_RXQ_OVFL", 4, "any"],
+  [SOL.SOCKET, 41, "SO_WIFI_STATUS", 4, "any"],
+  [SOL.SOCKET, SO.PEEK_OFF, "SO_PEEK_OFF", 4, "any"],
+  [SOL.SOCKET, 43, "SO_NOFCS", 4, "any"],
+  [SOL.SOCKET, 45, "SO_SELECT_ERR_QUEUE", 4, "any"],
+  [SOL.SOCKET, 46, "SO_BUSY_POLL", 4, "any"],
+  [SOL.SOCKET, 47, "SO_MAX_PACING_RATE", 8, "any"],
+  [SOL.SOCKET, 60, "SO_ZEROCOPY", 4, "any"],
+  [SOL.SOCKET, 61, "SO_TXTIME", 8, "any"],
+  [SOL.SOCKET, 63, "SO_TIMESTAMP_NEW", 4, "any"],
+  [SOL.SOCKET, 64, "SO_TIMESTAMPNS_NEW", 4, "any"],
+  [SOL.SOCKET, 65, "SO_TIMESTAMPING_NEW", 8, "any"],
+  [SOL.SOCKET, 69, "SO_PREFER_BUSY_POLL", 4, "any"],
+  [SOL.SOCKET, 70, "SO_BUSY_POLL_BUDGET", 4, "any"],
+  [SOL.SOCKET, 73, "SO_RESERVE_MEM", 4, "any"],
+  [SOL.SOCKET, 74, "SO_TXREHASH", 4, "any"],
+  [SOL.SOCKET, 75, "SO_RCVMARK", 4, "any"],
+  [SOL.SOCKET, 82, "SO_RCVPRIORITY", 4, "any"],
+  [SOL.IP, IP.TOS, "IP_TOS", 4, "v6"],
+  [SOL.IP, IP.TTL, "IP_TTL", 4, "v6"],
+  [SOL.IP, IP.PKTINFO, "IP_PKTINFO", 4, "v6"],
+  [SOL.IP, 4, "IP_OPTIONS", 40, "any"],
+  [SOL.IP, 6, "IP_RECVOPTS", 4, "any"],
+  [SOL.IP, 7, "IP_RETOPTS", 4, "any"],
+  [SOL.IP, 10, "IP_MTU_DISCOVER", 4, "any"],
+  [SOL.IP, 11, "IP_RECVERR", 4, "any"],
+  [SOL.IP, 12, "IP_RECVTTL", 4, "any"],
+  [SOL.IP, 13, "IP_RECVTOS", 4, "any"],
+  [SOL.IP, 18, "IP_PASSSEC", 4, "any"],
+  [SOL.IP, 19, "IP_TRANSPARENT", 4, "any"],
+  [SOL.IP, 20, "IP_RECVORIGDSTADDR", 4, "any"],
+  [SOL.IP, 21, "IP_MINTTL", 4, "any"],
+  [SOL.IP, 23, "IP_CHECKSUM", 4, "any"],
+  [SOL.IP, 24, "IP_BIND_ADDRESS_NO_PORT", 4, "any"],
+  [SOL.IP, 25, "IP_RECVFRAGSIZE", 4, "any"],
+  [SOL.IP, 26, "IP_RECVERR_RFC4884", 4, "any"],
+  [SOL.IP, 32, "IP_MULTICAST_IF", 12, "mc"],
+  [SOL.IP, 33, "IP_MULTICAST_TTL", 4, "mc"],
+  [SOL.IP, 34, "IP_MULTICAST_LOOP", 4, "mc"],
+  [SOL.IP, 49, "IP_MULTICAST_ALL", 4, "mc"],
+  [SOL.IP, 50, "IP_UNICAST_IF", 4, "any"],
+  [SOL.IP, 51, "IP_LOCAL_PORT_RANGE", 4, "any"],
+  [SOL.IPV6, 2, "IPV6_2292PKTINFO", 4, "v6"],
+  [SOL.IPV6, 3, "IPV6_2292HOPOPTS", 4, "v6"],
+  [SOL.IPV6, 4, "IPV6_2292DSTOPTS", 4, "v6"],
+  [SOL.IPV6, 5, "IPV6_2292RTHDR", 4, "v6"],
+  [SOL.IPV6, 8, "IPV6_2292HOPLIMIT", 4, "v6"],
+  [SOL.IPV6, 7, "IPV6_CHECKSUM", 4, "raw6"],
+  [SOL.IPV6, 11, "IPV6_FLOWINFO", 4, "v6"],
+  [SOL.IPV6, 17, "IPV6_MULTICAST_IF", 4, "mc6"],
+  [SOL.IPV6, 18, "IPV6_MULTICAST_HOPS", 4, "mc6"],
+  [SOL.IPV6, 19, "IPV6_MULTICAST_LOOP", 4, "mc6"],
+  [SOL.IPV6, 23, "IPV6_MTU_DISCOVER", 4, "v6"],
+  [SOL.IPV6, 25, "IPV6_RECVERR", 4, "v6"],
+  [SOL.IPV6, 29, "IPV6_MULTICAST_ALL", 4, "mc6"],
+  [SOL.IPV6, 31, "IPV6_RECVERR_RFC4884", 4, "v6"],
+  [SOL.IPV6, 33, "IPV6_FLOWINFO_SEND", 4, "v6"],
+  [SOL.IPV6, 51, "IPV6_RECVHOPLIMIT", 4, "v6"],
+  [SOL.IPV6, 53, "IPV6_RECVHOPOPTS", 4, "v6"],
+  [SOL.IPV6, 54, "IPV6_HOPOPTS", 64, "v6"],
+  [SOL.IPV6, 55, "IPV6_RTHDRDSTOPTS", 64, "v6"],
+  [SOL.IPV6, 56, "IPV6_RECVRTHDR", 4, "v6"],
+  [SOL.IPV6, 57, "IPV6_RTHDR", 64, "v6"],
+  [SOL.IPV6, 58, "IPV6_RECVDSTOPTS", 4, "v6"],
+  [SOL.IPV6, 59, "IPV6_DSTOPTS", 64, "v6"],
+  [SOL.IPV6, 60, "IPV6_RECVPATHMTU", 4, "v6"],
+  [SOL.IPV6, 62, "IPV6_DONTFRAG", 4, "v6"],
+  [SOL.IPV6, 66, "IPV6_RECVTCLASS", 4, "v6"],
+  [SOL.IPV6, 70, "IPV6_AUTOFLOWLABEL", 4, "v6"],
+  [SOL.IPV6, 72, "IPV6_ADDR_PREFERENCES", 4, "v6"],
+  [SOL.IPV6, 73, "IPV6_MINHOPCOUNT", 4, "v6"],
+  [SOL.IPV6, 74, "IPV6_RECVORIGDSTADDR", 4, "v6"],
+  [SOL.IPV6, 76, "IPV6_UNICAST_IF", 4, "v6"],
+  [SOL.IPV6, 77, "IPV6_RECVFRAGSIZE", 4, "v6"],
+  [SOL.TCP, TCP.MAXSEG, "TCP_MAXSEG", 4, "tcpMss"],
+  [SOL.TCP, 7, "TCP_SYNCNT", 4, "tcp"],
+  [SOL.TCP, 8, "TCP_LINGER2", 4, "tcp"],
+  [SOL.TCP, 10, "TCP_WINDOW_CLAMP", 4, "tcpIdle"],
+  [SOL.TCP, 12, "TCP_QUICKACK", 4, "tcpIdle"],
+  [SOL.TCP, 13, "TCP_CONGESTION", 16, "tcp"],
+  [SOL.TCP, 16, "TCP_THIN_LINEAR_TIMEOUTS", 4, "tcp"],
+  [SOL.TCP, 18, "TCP_USER_TIMEOUT", 4, "tcp"],
+  [SOL.TCP, 23, "TCP_FASTOPEN", 4, "tcp"],
+  [SOL.TCP, 25, "TCP_NOTSENT_LOWAT", 4, "tcp"],
+  [SOL.TCP, 27, "TCP_SAVE_SYN", 4, "tcp"],
+  [SOL.TCP, 30, "TCP_FASTOPEN_CONNECT", 4, "tcp"],
+  [SOL.TCP, 31, "TCP_ULP", 16, "tcp"],
+  [SOL.TCP, 34, "TCP_FASTOPEN_NO_COOKIE", 4, "tcp"],
+  [SOL.TCP, 36, "TCP_INQ", 4, "tcp"],
+  [SOL.TCP, 37, "TCP_TX_DELAY", 4, "tcp"],
+  [SOL.UDP, 100, "UDP_ENCAP", 4, "udp"],
+  [SOL.UDP, 101, "UDP_NO_CHECK6_TX", 4, "udp"],
+  [SOL.UDP, 102, "UDP_NO_CHECK6_RX", 4, "udp"],
+  [SOL.UDP, 103, "UDP_SEGMENT", 4, "udp"],
+  [SOL.UDP, 104, "UDP_GRO", 4, "udp"],
+];
+
+/** one getsockopt's answer: its result (negative errno) and the bytes */
+interface OptRead {
+  rc: number;
+  bytes: Uint8Array;
+}
+function readOpt(fd: number, lvl: number, opt: number, len: number): OptRead {
+  const buf = new Uint8Array(len),
+    l = new Uint32Array([len]);
+  const rc = syscall(NR.getsockopt, fd, lvl, opt, addr(buf), addr(l));
+  return { rc: rc < 0 ? rc : 0, bytes: rc < 0 ? buf.subarray(0, 0) : buf.subarray(0, l[0]) };
+}
+const sameRead = (a: OptRead, b: OptRead) =>
+  a.rc === b.rc && a.bytes.length === b.bytes.length && a.bytes.every((x, i) => x === b.bytes[i]);
+
+/** The unkept options a socket of this kind is compared on (UNKEPT_INET), by index. */
+function unkeptFor(family: number, type: number, proto: number, idle: boolean, closed: boolean): number[] {
+  const tcp = proto === IPPROTO.TCP && type === SOCK.STREAM,
+    udp = type === SOCK.DGRAM && (proto === IPPROTO.UDP || proto === IPPROTO.UDPLITE);
+  const out: number[] = [];
+  UNKEPT_INET.forEach(([, , , , w], i) => {
+    if (
+      w === "any" ||
+      (w === "v6" && family === AF.INET6) ||
+      (w === "tcp" && tcp) ||
+      (w === "tcpIdle" && tcp && idle) ||
+      (w === "tcpMss" && tcp && closed) ||
+      (w === "udp" && udp) ||
+      (w === "mc" && !tcp) ||
+      (w === "mc6" && !tcp && family === AF.INET6) ||
+      (w === "raw6" && family === AF.INET6 && type === SOCK.RAW)
+    )
+      out.push(i);
+  });
+  return out;
+}
+
+/** What a new socket of this family, type and protocol says in process pid's network namespace:
+ *  the unkept options (every one, by UNKEPT_INET's index) and IP_TOS/IP_TTL (or their IPv6
+ *  twins), asked once per dump, namespace and kind. */
+function freshOpts(s: InetDump, pid: number, family: number, type: number, proto: number) {
+  const key = `${readLink(`/proc/${pid}/ns/net`)}:${family}:${type}:${proto}`;
+  let got = s.fresh.get(key);
+  if (!got) {
+    got = withNetns(pid, () => readFresh(pid, family, type, proto));
+    s.fresh.set(key, got);
+  }
+  return got;
+}
+function readFresh(pid: number, family: number, type: number, proto: number) {
+  const v6 = family === AF.INET6;
+  const t = syscall(NR.socket, family, type | SOCK.CLOEXEC, proto);
+  if (t < 0)
+    throw new CriuError(
+      "files",
+      sysFailed(`process ${pid}`, `a socket(${family}, ${type}, ${proto}) to compare options with`, t)
+    );
+  try {
+    return {
+      tos: tryGetsockoptInt(t, v6 ? SOL.IPV6 : SOL.IP, v6 ? IPV6.TCLASS : IP.TOS) ?? 0,
+      ttl: tryGetsockoptInt(t, v6 ? SOL.IPV6 : SOL.IP, v6 ? IPV6.UNICAST_HOPS : IP.TTL) ?? 0,
+      unkept: UNKEPT_INET.map(([lvl, opt, , len]) => readOpt(t, lvl, opt, len)),
+    };
+  } finally {
+    syscall(NR.close, t);
+  }
+}
+
+/** A TCP socket's state, whether it never had traffic (listening, or closed and never connected:
+ *  no segment in or out, tcp_info's segs_out and segs_in) and its MSS (tcp_info's snd_mss). */
+function tcpTraffic(fd: number) {
+  const b = getsockoptBytes(fd, SOL.TCP, TCP.INFO, 144);
+  const d = new DataView(b.buffer, b.byteOffset, b.length);
+  const segs = b.length >= 144 ? d.getUint32(136, true) + d.getUint32(140, true) : 1;
+  return {
+    state: b[0],
+    idle: b[0] === TCP_STATE.LISTEN || (b[0] === TCP_STATE.CLOSE && segs === 0),
+    sndMss: d.getUint32(16, true),
+  };
+}
+
+/** Refuse a socket with an option no image field holds set away from a new socket's (UNKEPT_INET). */
+function checkUnkeptInet(
+  s: InetDump,
+  pid: number,
+  fd: number,
+  family: number,
+  type: number,
+  proto: number,
+  tcp: { state: number; idle: boolean; sndMss: number } | undefined,
+  where: string,
+  what: string
+) {
+  const fresh = freshOpts(s, pid, family, type, proto);
+  const closed = tcp?.state === TCP_STATE.CLOSE || tcp?.state === TCP_STATE.LISTEN;
+  for (const i of unkeptFor(family, type, proto, !!tcp?.idle, closed)) {
+    const [lvl, opt, name, len] = UNKEPT_INET[i];
+    const r = readOpt(fd, lvl, opt, len);
+    if (sameRead(r, fresh.unkept[i])) continue;
+    // a closed socket's MSS of the connection it had
+    if (opt === TCP.MAXSEG && lvl === SOL.TCP && !tcp?.idle && r.rc === 0 && r.bytes.length === 4) {
+      if (new DataView(r.bytes.buffer, r.bytes.byteOffset).getInt32(0, true) === tcp?.sndMss) continue;
+    }
+    const v =
+      r.rc < 0
+        ? ` (${errnoText(-r.rc)})`
+        : len === 16
+          ? ` ${JSON.stringify(textDecoder.decode(r.bytes).replace(/\0.*$/s, ""))}`
+          : r.bytes.length >= 4
+            ? ` ${new DataView(r.bytes.buffer, r.bytes.byteOffset).getInt32(0, true)}`
+            : "";
+    refuse("files", where, "sockopt", `${name}${v} on ${what}`);
+  }
+}
+
+/** a multicast group joined on an interface of a netns: family, interface index, address */
+interface McastGroup {
+  family: number;
+  ifindex: number;
+  group: Uint8Array;
+}
+/** The groups joined in process pid's network namespace (by any socket or the kernel), from
+ *  /proc/PID/net/igmp and igmp6: what a socket of the tree may be a member of. */
+function mcastGroups(s: InetDump, pid: number): McastGroup[] {
+  const key = readLink(`/proc/${pid}/ns/net`);
+  const have = s.groups.get(key);
+  if (have) return have;
+  const out: McastGroup[] = [];
+  let text = "";
+  try {
+    text = readFileSync(`/proc/${pid}/net/igmp`, "latin1");
+  } catch {}
+  let ifindex = 0;
+  for (const line of text.split("\n").slice(1)) {
+    const dev = /^(\d+)\s/.exec(line);
+    if (dev) ifindex = Number(dev[1]);
+    const g = /^\s+([0-9A-Fa-f]{8})\s/.exec(line);
+    // the address as the kernel's %08X of a big-endian word read as a little-endian one
+    if (g && ifindex) {
+      const group = new Uint8Array(4);
+      new DataView(group.buffer).setUint32(0, Number.parseInt(g[1], 16), true);
+      out.push({ family: AF.INET, ifindex, group });
+    }
+  }
+  text = "";
+  try {
+    text = readFileSync(`/proc/${pid}/net/igmp6`, "latin1");
+  } catch {}
+  for (const line of text.split("\n")) {
+    const m = /^\s*(\d+)\s+\S+\s+([0-9a-f]{32})\s/.exec(line);
+    if (m) out.push({ family: AF.INET6, ifindex: Number(m[1]), group: Uint8Array.from(Buffer.from(m[2], "hex")) });
+  }
+  s.groups.set(key, out);
+  return out;
+}
+const MCAST_MSFILTER = 48;
+/** Refuse a socket that is a member of a multicast group (no image field holds one): each group
+ *  joined in its netns asked with MCAST_MSFILTER, which answers for a member only. */
+function checkMulticast(s: InetDump, pid: number, fd: number, family: number, where: string, what: string) {
+  for (const g of mcastGroups(s, pid)) {
+    if (g.family === AF.INET6 && family !== AF.INET6) continue;
+    // struct group_filter: interface, then the group's sockaddr_storage at 8 (272 bytes with one source)
+    const gf = new Uint8Array(272);
+    const dv = new DataView(gf.buffer);
+    dv.setUint32(0, g.ifindex, true);
+    dv.setUint16(8, g.family, true);
+    gf.set(g.group, g.family === AF.INET6 ? 16 : 12);
+    const len = new Uint32Array([gf.length]);
+    const r = syscall(
+      NR.getsockopt,
+      fd,
+      g.family === AF.INET6 ? SOL.IPV6 : SOL.IP,
+      MCAST_MSFILTER,
+      addr(gf),
+      addr(len)
+    );
+    if (r >= 0)
+      refuse("files", where, "inet-multicast", `${addrString(g.family, g.group)} on interface ${g.ifindex}, ${what}`);
+  }
+}
+
+/** Data a socket kept without its queues (not an established TCP connection) has to be read:
+ *  datagrams of UDP, raw and ping sockets, bytes a closed TCP socket still holds (its peer's
+ *  data before a reset whose error was taken with SO_ERROR). CRIU's images have no field for them. */
+function checkQueued(fd: number, type: number, proto: number, rq: number | undefined, where: string, what: string) {
+  if (proto === IPPROTO.TCP && type === SOCK.STREAM) {
+    const n = ioctlInt(fd, SIOCINQ);
+    if (n > 0) refuse("files", where, "inet-queue", `${n} bytes on ${what}`);
+    return;
+  }
+  const ev = pollBits(fd);
+  let queued = (ev & 1) !== 0 && (ev & 0x2000) === 0; // POLLIN, not a read shutdown's
+  if (!queued && ev & 0x2000) {
+    // shut down for reading: POLLIN is always up. A peek says how long the first datagram is; a
+    // UDP one may be empty, which sock_diag's receive queue (the socket's memory) tells apart
+    const one = new Uint8Array(1);
+    const n = syscall(NR.recvfrom, fd, addr(one), 1, MSG.PEEK | MSG.DONTWAIT | 0x20 /* MSG_TRUNC */, 0, 0);
+    queued = n > 0 || (n === 0 && (rq ?? 0) > 0);
+  }
+  if (queued) refuse("files", where, "inet-queue", `datagrams on ${what}`);
 }
 
 /** How a socket of this family, type and protocol is named in messages, or undefined if not kept. */
@@ -494,7 +809,14 @@ function synQueue(family: number, port: number, local: Uint8Array): number {
 /** sk_shutdown of an inet socket (INET_DIAG_SHUTDOWN), found by inode in the process's netns.
  *  The sockets of a family and protocol are listed once per dump and netns (the tree is frozen),
  *  not once per socket; one missing from that listing is looked up in a fresh one. */
-function inetShutdown(pid: number, family: number, proto: number, ino: number, where: string, s: InetDump): number {
+function inetShutdown(
+  pid: number,
+  family: number,
+  proto: number,
+  ino: number,
+  where: string,
+  s: InetDump
+): { shut: number; rq: number } {
   const lists = s.shutdownLists;
   const key = `${readLink(`/proc/${pid}/ns/net`)}:${family}:${proto}`;
   let list = lists.get(key);
@@ -505,9 +827,24 @@ function inetShutdown(pid: number, family: number, proto: number, ino: number, w
   if (shut === undefined) throw new CriuError("files", `${where}: sock_diag does not know socket ${ino}`);
   return shut;
 }
-function inetShutdownList(pid: number, family: number, proto: number, where: string): Map<number, number> {
+/** inetShutdown, or undefined where sock_diag does not list the socket (a bound TCP socket that
+ *  never listened or connected, on a kernel before 6.8) */
+function inetShutdownMaybe(pid: number, family: number, proto: number, ino: number, where: string, s: InetDump) {
+  try {
+    return inetShutdown(pid, family, proto, ino, where, s);
+  } catch (e) {
+    log.debug(`${where}: ${errorMessage(e)}`);
+    return undefined;
+  }
+}
+function inetShutdownList(
+  pid: number,
+  family: number,
+  proto: number,
+  where: string
+): Map<number, { shut: number; rq: number }> {
   return withNetns(pid, () => {
-    const out = new Map<number, number>();
+    const out = new Map<number, { shut: number; rq: number }>();
     try {
       for (const m of sockDiagDump(inetDiagReq(family, proto, 0xffffffff))) {
         const p = m.payload,
@@ -515,7 +852,8 @@ function inetShutdownList(pid: number, family: number, proto: number, where: str
         if (p.length < 72) continue;
         const shut = diagAttrs(p, 72).get(INET_DIAG.SHUTDOWN)?.[0] ?? 0;
         const ino = d.getUint32(68, true);
-        if (!out.has(ino)) out.set(ino, shut);
+        // idiag_rqueue: the memory the receive queue holds (sk_rmem_alloc)
+        if (!out.has(ino)) out.set(ino, { shut, rq: d.getUint32(56, true) });
       }
     } catch (e) {
       throw new CriuError(
@@ -603,6 +941,11 @@ export const inetKind: FdKind<InetDump, InetRestore> = {
       fown: FOWN0,
     };
     const conn = `${addrString(family, local.addr)}:${local.port}${peer ? ` <-> ${addrString(family, peer.addr)}:${peer.port}` : ""}`;
+    // what no image field holds, before anything is locked or read: options away from a new
+    // socket's, multicast memberships (a TCP socket cannot join)
+    const tcp = proto === IPPROTO.TCP && type === SOCK.STREAM ? tcpTraffic(fd) : undefined;
+    checkUnkeptInet(s, ctx.pid, fd, family, type, proto, tcp, where, `${kname} ${conn}`);
+    if (!tcp) checkMulticast(s, ctx.pid, fd, family, where, `${kname} ${conn}`);
     let stream: TcpStream | undefined;
     if (rawOrPing) {
       // the peer of a connected raw or ping socket has no port: getpeername() cannot tell, /proc can
@@ -612,6 +955,7 @@ export const inetKind: FdKind<InetDump, InetRestore> = {
       const ev = pollBits(fd);
       if (ev & 8 /* POLLERR */) refuse("files", where, "sock-error", `${kname} ${conn}`);
       if (ev & 0x2000) isk.shutdown = 1; // read side (a write-only shutdown leaves no trace poll can see)
+      checkQueued(fd, type, proto, undefined, where, `${kname} ${conn}`);
     } else if (proto === IPPROTO.TCP) {
       const state = tcpInfo(fd).state;
       isk.state = state;
@@ -676,9 +1020,15 @@ export const inetKind: FdKind<InetDump, InetRestore> = {
         // (ECONNRESET not read yet) cannot be put back; a read shutdown can
         const ev = pollBits(fd);
         if (ev & 8 /* POLLERR */) refuse("files", where, "sock-error", `TCP ${conn}`);
-        // poll shows the read side only (POLLHUP is always up in CLOSE); as CRIU, that is what is kept,
-        // and a CLOSE socket says EPIPE to send() whether or not its write side was shut
+        // poll shows the read side only (POLLHUP is always up in CLOSE). A bound one's write side
+        // too is in sock_diag (its bound-inactive sockets, Linux 6.8+): shut, it stays so through
+        // a connect() the program makes later (send says EPIPE); an unbound one's is seen nowhere
         if (ev & 0x2000 /* POLLRDHUP */) isk.shutdown = 1;
+        if (local.port) {
+          const diag = inetShutdownMaybe(ctx.pid, family, proto, ino, where, s);
+          if (diag?.shut) isk.shutdown = diag.shut;
+        }
+        checkQueued(fd, type, proto, undefined, where, `TCP ${conn}`);
       } else {
         throw new CriuError(
           "files",
@@ -689,8 +1039,10 @@ export const inetKind: FdKind<InetDump, InetRestore> = {
       isk.state = peer ? TCP_STATE.ESTABLISHED : TCP_STATE.CLOSE;
       // shut down for reading and/or writing (sk_shutdown: 1 read, 2 write), as CRIU's sk_shutdown
       // (sock_diag knows bound sockets only; an unbound one's read shutdown shows in poll)
-      const shut = local.port ? inetShutdown(ctx.pid, family, proto, ino, where, s) : pollBits(fd) & 0x2000 ? 1 : 0;
+      const diag = local.port ? inetShutdown(ctx.pid, family, proto, ino, where, s) : undefined;
+      const shut = diag ? diag.shut : pollBits(fd) & 0x2000 ? 1 : 0;
       if (shut) isk.shutdown = shut;
+      checkQueued(fd, type, proto, diag?.rq, where, `${kname} ${conn}`);
       // data in the cork is in the send queue until uncorked
       // corked, with or without data in the cork (CRIU's images have no field for it either)
       if (tryGetsockoptInt(fd, proto, 1 /* UDP_CORK */))
@@ -701,7 +1053,7 @@ export const inetKind: FdKind<InetDump, InetRestore> = {
     // its SO_REUSEADDR as the program set it
     isk.opts = dumpSkOpts(fd, type, proto, where);
     if (family === AF.INET6) isk.v6only = getsockoptInt(fd, SOL.IPV6, IPV6_V6ONLY) !== 0;
-    isk.ipOpts = dumpIpOpts(ctx.pid, fd, family, type, proto);
+    isk.ipOpts = dumpIpOpts(s, ctx.pid, fd, family, type, proto);
     if (tryGetsockoptInt(fd, SOL.SOCKET, SO.LOCK_FILTER)) refuse("files", where, "sockopt", "SO_LOCK_FILTER");
     if (
       proto === IPPROTO.UDPLITE &&
@@ -1131,6 +1483,10 @@ function restoreInet(ctx: RestoreCtx, k: S.inet_sk_entry, s: InetRestore): numbe
     const r = setopt(SOL.SOCKET, SO.BINDTODEVICE, d);
     if (r < 0) fail(`binding to device ${k.opts.soBoundDev}`, r);
   }
+  // SO_REUSEPORT before bind, as the program had it: sockets of a reuseport group share their port
+  // (two listeners, UDP sockets) only so (the second bind failed: EADDRINUSE), and a UDP socket
+  // joins its group when it binds
+  if (k.opts?.soReuseport) setInt(SOL.SOCKET, SO.REUSEPORT, 1, "SO_REUSEPORT");
   const tcp = k.proto === IPPROTO.TCP;
   const raw = k.type === SOCK.RAW;
   const connection = tcp && !raw && k.state !== TCP_STATE.LISTEN && k.state !== TCP_STATE.CLOSE;

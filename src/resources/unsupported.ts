@@ -75,6 +75,8 @@ export const UNSUPPORTED = {
   "inet-connected-raw": "connected raw or ping socket",
   "sock-error": "socket with a pending error",
   "sockopt": "socket option criu-bun does not keep",
+  "inet-queue": "data waiting to be read on an inet socket that is not an established TCP connection",
+  "inet-multicast": "multicast group membership of an inet socket",
   "tcp-half-closed": "half-closed or connecting TCP connection with --tcp-established",
   "tcp-in-flight": "TCP connection not accepted yet (--skip-in-flight drops it)",
   "unix-in-flight": "unix connection not accepted yet",
