@@ -31,6 +31,7 @@ const IOC = {
   TIOCGWINSZ: 0x5413,
   TIOCSWINSZ: 0x5414,
   TIOCSCTTY: 0x540e,
+  TIOCSPGRP: 0x5410,
   TIOCGPTN: 0x80045430,
   TIOCSPTLCK: 0x40045431,
   TIOCGPTLCK: 0x80045439,
@@ -175,8 +176,10 @@ function noteCtty(
   );
 }
 
-/** Restore: the session leader takes its controlling pty again by opening it (no O_NOCTTY). The
- *  session is on the master's entry too (CRIU 4.2 writes no slave entry when no fd holds the slave). */
+/** Restore: the session leader takes its controlling pty again by opening it (no O_NOCTTY), and
+ *  gives it back its foreground process group (TIOCSPGRP; TIOCSCTTY made the leader's own group the
+ *  foreground one). The session is on the master's entry too (CRIU 4.2 writes no slave entry when
+ *  no fd holds the slave). */
 function restoreCtty(p: RestoredProc, infos: S.tty_info_entry[]) {
   for (const index of new Set(infos.filter((i) => i.pty && i.sid === p.vpid).map((i) => i.pty!.index))) {
     const fd = Number(p.inj.call(NR.openat, -100, p.str(`/dev/pts/${index}`), O.RDWR | O.CLOEXEC, 0));
@@ -185,8 +188,17 @@ function restoreCtty(p: RestoredProc, infos: S.tty_info_entry[]) {
         "restore",
         `process ${p.vpid}: cannot open its controlling terminal /dev/pts/${index}: ${errnoText(-fd)}`
       );
+    const pgrp = infos.find((i) => i.pty?.index === index && i.sid === p.vpid && i.pgrp)?.pgrp ?? 0;
+    const r = pgrp ? p.inj.call(NR.ioctl, fd, IOC.TIOCSPGRP, p.scratch(0n, new Uint8Array(new Int32Array([pgrp]).buffer))) : 0n;
     p.inj.call(NR.close, fd);
-    log.debug(`process ${p.vpid}: /dev/pts/${index} is its controlling terminal again`);
+    if (r < 0n)
+      throw new CriuError(
+        "restore",
+        sysFailed(`process ${p.vpid}`, `TIOCSPGRP ${pgrp} (the foreground group of /dev/pts/${index})`, r)
+      );
+    log.debug(
+      `process ${p.vpid}: /dev/pts/${index} is its controlling terminal again${pgrp ? `, process group ${pgrp} in the foreground` : ""}`
+    );
   }
 }
 
@@ -258,11 +270,20 @@ function ttyDumpBegin(tree: DumpTree, opts: DumpOpts): TtyDump {
     if (st.sid !== p || !st.ttyNr) continue;
     s.sessions.set(st.ttyNr, tree.vpid(p));
     const tpgid = Number(st.fields[8 - 3]);
-    const member = tpgid > 0 ? tree.pids.find((q) => readStat(q).pgid === tpgid) : undefined;
-    if (member !== undefined) s.foreground.set(st.ttyNr, tree.vpgid(member));
     const major = (st.ttyNr >> 8) & 0xfff,
       minor = (st.ttyNr & 0xff) | ((st.ttyNr >> 12) & 0xfff00);
     const index = major >= 136 && major <= 143 ? (major - 136) * 256 + minor : -1;
+    const member = tpgid > 0 ? tree.pids.find((q) => readStat(q).pgid === tpgid) : undefined;
+    if (member !== undefined) s.foreground.set(st.ttyNr, tree.vpgid(member));
+    // a foreground group no process of the tree is in (its last member exited) could only come
+    // back as another group: the leader's own, which TIOCSCTTY puts in the foreground
+    else if (tpgid > 0 && index >= 0 && s.masters.has(index))
+      refuse(
+        "dump",
+        `process ${p}`,
+        "tty-foreground",
+        `process group ${tpgid} in the foreground of /dev/pts/${index}, with no process of the tree in it`
+      );
     if (index >= 0 && s.masters.has(index) && !fdLinks(p).some(([, t]) => t === `/dev/pts/${index}`)) {
       noteCtty(
         tree.files,

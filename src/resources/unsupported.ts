@@ -59,6 +59,7 @@ export const UNSUPPORTED = {
   "tty-queued": "bytes queued in a terminal",
   "tty-mode": "terminal in packet mode (TIOCPKT) or exclusive mode (TIOCEXCL)",
   "terminal": "terminal whose master is not in the tree (without --shell-job)",
+  "tty-foreground": "terminal whose foreground process group has no process in the tree",
   "memfd-hugetlb": "memfd of huge pages (MFD_HUGETLB)",
   "epoll-stale": "epoll target whose fd number was closed or reused since it was added",
   "epoll-oneshot-fired": "EPOLLONESHOT epoll target that fired already (disarmed until EPOLL_CTL_MOD)",

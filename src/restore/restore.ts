@@ -475,7 +475,14 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
     // every process has its files (a terminal's new master to the caller, controlling terminals taken again)
     const procs = builders
       .filter((b) => !b.t.zombie)
-      .map((b) => ({ pid: b.pid, vpid: b.t.pid, sid: b.t.sid, inj: b.inj!, str: (s: string) => b.str(s) }));
+      .map((b) => ({
+        pid: b.pid,
+        vpid: b.t.pid,
+        sid: b.t.sid,
+        inj: b.inj!,
+        str: (s: string) => b.str(s),
+        scratch: (off: bigint, data: Uint8Array) => b.scratchWrite(off, data),
+      }));
     kinds((k) => k.restoreFilesDone?.(run, procs, state(k)));
     for (const key of o.inheritFds?.keys() ?? []) {
       if (!treeFiles.taken.has(`inherit:${key}`))
