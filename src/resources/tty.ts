@@ -384,6 +384,23 @@ export const ttyKind: FdKind<TtyDump> = {
         ...(master ? {} : { uid: Number(ctx.st.uid), gid: Number(ctx.st.gid) }),
       });
     }
+    // a master whose slave was opened and closed again (no fd anywhere holds it: the master reads
+    // EIO and polls POLLHUP, unlike one whose slave was never opened): noted as a slave entry no
+    // file uses, which restore opens and closes once (CRIU 4.2 writes none and loses the state)
+    if (master && !ctx.files.byKey.has(`ttyinfo:${index * 2}`)) {
+      const pfd = new Int32Array([ctx.grab(), 0x1 /* POLLIN */]);
+      if (syscall(NR.poll, addr(pfd), 1, 0) === 1 && (new Int16Array(pfd.buffer)[3] & 0x10) /* POLLHUP */) {
+        const st = statSync(`${ctx.files.statRoot}/dev/pts/${index}`);
+        ctx.images.add(
+          "tty-info.img",
+          "TTY_INFO",
+          S.tty_info_entrySchema,
+          slaveInfo(ctx.grab(), index, 0, 0, st.uid, st.gid, ctx.where)
+        );
+        ctx.files.byKey.set(`ttyinfo:${index * 2}`, index * 2);
+        log.debug(`${ctx.where}: /dev/pts/${index} was opened and closed again (its master polls POLLHUP): noted`);
+      }
+    }
     // as CRIU: the terminal's path in a regular-file entry the tty entry names (regf_id); CRIU 4.2
     // refuses a tty without one ("TTY w/o regfile"), criu-bun's restore opens by index
     const regfId = ctx.files.add(null, (id) => ({
@@ -521,6 +538,20 @@ export const ttyKind: FdKind<TtyDump> = {
     if (!imageExists(run.dir, "tty-info.img")) return;
     const infos = readImage(run.dir, "tty-info.img", "TTY_INFO");
     for (const p of procs.filter((p) => p.sid === p.vpid)) restoreCtty(p, infos);
+    // a slave that was opened and closed again (an entry no file uses, no session's terminal):
+    // opened and closed once in its master's holder, so the master reads EIO again
+    const used = new Set([...run.files.values()].filter((f) => f.tty).map((f) => f.tty!.ttyInfoId));
+    for (const info of infos) {
+      if (info.rdev === PTMX_RDEV || !info.pty || info.sid || used.has(info.id)) continue;
+      const h = run.tree.held.get(`pty:${info.pty.index}`),
+        p = h && procs.find((q) => q.pid === h.pid);
+      if (!p) continue; // its master is not in the images: nothing to close it on
+      const path = `/dev/pts/${info.pty.index}`;
+      const fd = Number(p.inj.call(NR.openat, -100, p.str(path), O.RDWR | O.NOCTTY | O.CLOEXEC, 0));
+      if (fd < 0) throw new CriuError("restore", sysFailed(`process ${p.vpid}`, `opening ${path} to close it again`, fd));
+      p.inj.call(NR.close, fd);
+      log.debug(`process ${p.vpid}: ${path} opened and closed again, as dumped`);
+    }
     // a master dumped locked (its slave could not be opened) is locked again once every slave of
     // the tree is open and each session leader has its terminal again: restore unlocked it to open them
     for (const info of infos) {
