@@ -966,7 +966,7 @@ function collectAndWrite(
       kinds,
       d,
       ns,
-      cgroups.add(n.pid),
+      cgroups,
       seccomp,
       pageServer,
       track
@@ -1041,7 +1041,7 @@ function dumpOne(
   kinds: FdKindsDump,
   d: string,
   ns: NsView,
-  cgSet: number,
+  cgroups: CgroupSets,
   seccomp: SeccompChains,
   pageServer: PageServerClient | undefined,
   track: MemTracker
@@ -1057,7 +1057,10 @@ function dumpOne(
   n.subreaper = !!task.threads[0].core.tc?.childSubreaper;
   log.debug(`process ${pid}: task state collected`);
   if (id === 1) writeRootNsImages(d, pid, ns, ids, task.uts, task.clocks);
-  for (const t of task.threads) t.core.threadCore.cgSet = cgSet; // where CRIU 4 keeps it (per thread)
+  // where CRIU 4 keeps it: per thread (a cgroup v1 hierarchy's tasks, or a threaded cgroup v2,
+  // takes a thread alone)
+  const cgSet = cgroups.add(pid);
+  for (const t of task.threads) t.core.threadCore.cgSet = t.tid === pid ? cgSet : cgroups.add(pid, t.tid);
   if (n.wasStopped)
     Object.assign(task.threads[0].core.tc!, { taskState: 3 /* TASK_STOPPED */, stopSigno: n.stopSig ?? 19 });
   // a process sharing its parent's fd table (CLONE_FILES) has it dumped once, under one files id

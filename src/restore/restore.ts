@@ -148,7 +148,12 @@ function precheck(set: RestoreSet, o: RestoreOptions, run: RestoreRun) {
     };
   if (o.cgRoots?.length && !o.ignoreCgroups)
     applyCgRoots(set.cgroups, taskCgSet(set.tasks[0]?.cores.get(set.tasks[0].pid)), o.cgRoots, set.inventory.rootCgSet);
-  const used = new Set(set.tasks.map((t) => taskCgSet(t.cores.get(t.pid)) ?? 0));
+  const used = new Set(
+    set.tasks.flatMap((t) => [
+      taskCgSet(t.cores.get(t.pid)) ?? 0,
+      ...[...t.cores.values()].map((c) => c.threadCore?.cgSet ?? 0),
+    ])
+  );
   if (!o.ignoreCgroups) precheckCgroups([...set.cgroups.values()], used, !!o.manageCgroups);
   checkSessions(set.tasks, !!o.shellJob);
   // /proc/PID paths of the tree's own processes exist once they do (their fds are opened after every process is made)
@@ -464,6 +469,15 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
       b.restoreTaskState();
       phase("restoring threads", b.t.pid);
       b.createThreads();
+      // a thread in cgroups of its own (a cgroup v1 hierarchy's tasks, a threaded cgroup v2)
+      if (!o.ignoreCgroups) {
+        const pcg = taskCgSet(b.t.cores.get(b.t.pid));
+        for (const tid of b.tids) {
+          const tcg = b.t.cores.get(b.vtid(tid))?.threadCore?.cgSet;
+          if (tcg && tcg !== pcg && set.cgroups.has(tcg))
+            enterCgroups(tid, set.cgroups.get(tcg)!, !!o.manageCgroups, true);
+        }
+      }
       // its connections stay in repair mode until everything else is done: criu-bun takes a copy
       // of each now (before the process's own credentials), and leaves repair mode through it
       // last, so that a restore failing or killed before then closes them silently
