@@ -5,7 +5,7 @@
 // --manage-cgroups, which creates it. A process already in the right cgroup (inherited from its
 // parent, or criu-bun's own) is left there.
 // Cgroup properties (limits ...) are not dumped.
-import { readFileSync, existsSync, mkdirSync, writeFileSync, readdirSync, realpathSync } from "../sys/fs";
+import { readFileSync, existsSync, mkdirSync, rmdirSync, writeFileSync, readdirSync, realpathSync } from "../sys/fs";
 import { join } from "../sys/path";
 import { CriuError, log } from "../log";
 import type * as S from "../images/schemas";
@@ -177,10 +177,20 @@ export function precheckCgroups(sets: S.cg_set_entry[], used: Set<number>, manag
   }
 }
 
-/** Move process hostPid (or, `thread`, thread hostPid alone) into the cgroups of set. */
-export function enterCgroups(hostPid: number, set: S.cg_set_entry, manage: boolean, thread = false) {
+/**
+ * Move process hostPid (or, `thread`, thread hostPid alone) into the cgroups of set. With manage,
+ * missing cgroups are made, each directory made pushed on `made` (parents first), for
+ * removeCgroups() should the restore fail.
+ */
+export function enterCgroups(hostPid: number, set: S.cg_set_entry, manage: boolean, made: string[], thread = false) {
   for (const t of targets(set, hostPid)) {
-    if (manage) mkdirSync(t.dir, { recursive: true });
+    if (manage && !existsSync(t.dir)) {
+      const missing: string[] = [];
+      for (let d = t.dir; !existsSync(d); d = d.slice(0, d.lastIndexOf("/"))) missing.unshift(d);
+      mkdirSync(t.dir, { recursive: true });
+      made.push(...missing);
+      log.debug(`cgroup ${t.name || "(v2)"}:${t.path} made (${missing.join(", ")})`);
+    }
     // a thread alone: a v1 hierarchy's tasks, a threaded v2 cgroup's cgroup.threads
     const file = thread ? (t.name ? "tasks" : "cgroup.threads") : "cgroup.procs";
     try {
@@ -193,6 +203,31 @@ export function enterCgroups(hostPid: number, set: S.cg_set_entry, manage: boole
     }
     if (thread) log.debug(`thread ${hostPid}: in cgroup ${t.name || "(v2)"}:${t.path}`);
   }
+}
+
+/**
+ * A failed restore: the cgroups it made (enterCgroups' `made`) are removed, deepest first, once the
+ * processes it put there are gone (a killed task leaves its cgroup as it exits: EBUSY until then).
+ */
+export function removeCgroups(made: string[], timeoutMs = 5000) {
+  const deadline = Date.now() + timeoutMs;
+  for (const d of [...made].reverse()) {
+    for (;;) {
+      try {
+        rmdirSync(d);
+        log.debug(`cgroup ${d} removed (made by this restore)`);
+        break;
+      } catch (e) {
+        if ((e as { code?: string }).code === "ENOENT") break;
+        if ((e as { code?: string }).code !== "EBUSY" || Date.now() > deadline) {
+          log.warn(`cannot remove cgroup ${d}, made by this restore: ${errnoText(e)}`);
+          break;
+        }
+        Bun.sleepSync(5);
+      }
+    }
+  }
+  made.length = 0;
 }
 
 /**

@@ -16,7 +16,7 @@ import { writeImage, plainEntry } from "../images/image";
 import { presentRuns, PagemapTable } from "../images/pagemap";
 import * as S from "../images/schemas";
 import { precheckFds } from "../resources/files";
-import { enterCgroups, precheckCgroups, taskCgSet, applyCgRoots, type CgRoot } from "../resources/cgroup";
+import { enterCgroups, precheckCgroups, removeCgroups, taskCgSet, applyCgRoots, type CgRoot } from "../resources/cgroup";
 import { TreeFiles, type RestoreRun, type SomeFdKind } from "../resources/fdkind";
 import { FD_KINDS, kindByType } from "../resources/kinds";
 import { SysvShmRestore } from "../resources/sysvshm";
@@ -363,6 +363,8 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
   const root = set.tasks[0];
   const builders: TaskBuilder[] = [];
   const helpers: TaskBuilder[] = [];
+  /** cgroups this restore made (--manage-cgroups): removed if it fails */
+  const cgMade: string[] = [];
   const byPid = new Map<number, TaskBuilder>();
   const inTree = new Set(set.tasks.map((t) => t.pid));
   let forkMs = 0;
@@ -416,7 +418,7 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
         b.createFromParent(byPid.get(t.ppid)!, via !== t.ppid ? byPid.get(via) : undefined);
       }
       const cg = taskCgSet(t.cores.get(t.pid));
-      if (cg && !o.ignoreCgroups && set.cgroups.has(cg)) enterCgroups(b.pid, set.cgroups.get(cg)!, !!o.manageCgroups);
+      if (cg && !o.ignoreCgroups && set.cgroups.has(cg)) enterCgroups(b.pid, set.cgroups.get(cg)!, !!o.manageCgroups, cgMade);
       b.restoreSession(inTree);
       // memory before the children are forked from it: what they share stays shared
       phase("restoring memory", t.pid);
@@ -475,7 +477,7 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
         for (const tid of b.tids) {
           const tcg = b.t.cores.get(b.vtid(tid))?.threadCore?.cgSet;
           if (tcg && tcg !== pcg && set.cgroups.has(tcg))
-            enterCgroups(tid, set.cgroups.get(tcg)!, !!o.manageCgroups, true);
+            enterCgroups(tid, set.cgroups.get(tcg)!, !!o.manageCgroups, cgMade, true);
         }
       }
       // its connections stay in repair mode until everything else is done: criu-bun takes a copy
@@ -549,6 +551,7 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
       }
     }
     sysv.drop();
+    removeCgroups(cgMade);
     lazy?.close(); // before the tree runs: the daemon gives up and the dump resumes its source
     throw err;
   }
