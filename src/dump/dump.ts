@@ -13,10 +13,10 @@ import {
   ExitedWhileFreezing,
   type FrozenProcess,
 } from "../ptrace/seize";
-import { wait4Raw, sleepUs, W, WNOHANG, __WALL } from "../sys/ptrace";
-import { RemoteMem } from "../ptrace/inject";
+import { wait4Raw, sleepUs, W, WNOHANG, __WALL, getRegs } from "../sys/ptrace";
+import { Injector, RemoteMem } from "../ptrace/inject";
 import { syscall, killAndRelease } from "../sys/syscall";
-import { closeFd } from "../sys/mem";
+import { closeFd, O } from "../sys/mem";
 import { thisThreadOnCpus } from "../sys/affinity";
 import { NR } from "../sys/nr";
 import { CLONE } from "../sys/flags";
@@ -840,6 +840,33 @@ function checkSessions(tree: TreeNode[], ns: NsView, shellJob: boolean): Map<num
   return groups;
 }
 
+/**
+ * A clone of the mount at PATH of the root task's mount namespace alone (open_tree
+ * OPEN_TREE_CLONE without AT_RECURSIVE: none of the mounts on it), made by the task itself
+ * (open_tree clones mounts of the caller's own namespace only) and taken over with pidfd_getfd:
+ * criu-bun's fd on it, or the errno text of the step that failed.
+ */
+function cloneMountOf(n: TreeNode, path: string): number | string {
+  const leader = n.fp!.threads[0],
+    mem = n.mem!;
+  const inj = Injector.dump(leader.tid, Injector.findSyscallInsn(n.pid, getRegs(leader.tid), mem), mem);
+  try {
+    const b = Buffer.from(`${path}\0`);
+    return inj.withScratch(b.length, (scratch) => {
+      mem.write(scratch, new Uint8Array(b.buffer, b.byteOffset, b.length));
+      const fd = inj.call(NR.open_tree, -100, scratch, 1 /* OPEN_TREE_CLONE */ | O.CLOEXEC);
+      if (fd < 0n) return errnoText(Number(-fd));
+      const pidfd = syscall(NR.pidfd_open, n.pid, 0);
+      const mine = pidfd < 0 ? pidfd : syscall(NR.pidfd_getfd, pidfd, Number(fd), 0);
+      if (pidfd >= 0) closeFd(pidfd);
+      inj.call(NR.close, fd);
+      return mine < 0 ? errnoText(-mine) : mine;
+    });
+  } finally {
+    inj.restore();
+  }
+}
+
 function collectAndWrite(
   tree: TreeNode[],
   o: DumpOptions,
@@ -870,7 +897,12 @@ function collectAndWrite(
     // (a pre-dump keeps memory for the next dump; the mounts are saved by that dump, as criu
     // does: runc's pre-dump request names no external mounts)
     const root = tree[0].pid;
-    const entries = dumpMountNs(root, o.extMounts ?? { map: new Map() }, (f, data) => writeImageBytes(d, f, data));
+    const entries = dumpMountNs(
+      root,
+      o.extMounts ?? { map: new Map() },
+      (f, data) => writeImageBytes(d, f, data),
+      (mp) => cloneMountOf(tree[0], mp)
+    );
     writeImage(
       d,
       `mountpoints-10.img`,
