@@ -986,23 +986,7 @@ function collectAndWrite(
     }
     n.ids = ids;
     track.adopt(n.pid, ns.v(n.pid));
-    const r = dumpOne(
-      n,
-      id,
-      ids,
-      files,
-      extra,
-      twins,
-      o,
-      fdOpts,
-      kinds,
-      d,
-      ns,
-      cgroups,
-      seccomp,
-      pageServer,
-      track
-    );
+    const r = dumpOne(n, id, ids, files, extra, twins, o, fdOpts, kinds, d, ns, cgroups, seccomp, pageServer, track);
     stats.memdumpTime += r.memUs;
     stats.pagesScanned += r.scanned;
     stats.pagesWritten += r.written;

@@ -526,7 +526,10 @@ export function dumpMountNs(
     const st = statSync(path, { bigint: true });
     if (devName(st.dev) !== p.m.dev) refuse(p.m, "is hidden under another mount; not supported");
     if (!ms.some((c) => c.parent === p.m.id && c !== p.m)) {
-      writeBytes(`tmpfs-dev-${p.e.rootDev}.tar.gz.img`, tarDirectory(path, st.dev, `${where}: tmpfs ${p.m.mountpoint}`));
+      writeBytes(
+        `tmpfs-dev-${p.e.rootDev}.tar.gz.img`,
+        tarDirectory(path, st.dev, `${where}: tmpfs ${p.m.mountpoint}`, { who: `process ${pid}`, at: p.m.mountpoint })
+      );
       continue;
     }
     const got = cloneMount(p.m.mountpoint);
@@ -537,7 +540,10 @@ export function dumpMountNs(
       // (".": the clone's root directory, not the fd's magic link)
       writeBytes(
         `tmpfs-dev-${p.e.rootDev}.tar.gz.img`,
-        tarDirectory(`/proc/self/fd/${fd}/.`, st.dev, `${where}: tmpfs ${p.m.mountpoint}`)
+        tarDirectory(`/proc/self/fd/${fd}/.`, st.dev, `${where}: tmpfs ${p.m.mountpoint}`, {
+          who: `process ${pid}`,
+          at: p.m.mountpoint,
+        })
       );
     } finally {
       closeFd(fd);

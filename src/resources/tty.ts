@@ -189,7 +189,9 @@ function restoreCtty(p: RestoredProc, infos: S.tty_info_entry[]) {
         `process ${p.vpid}: cannot open its controlling terminal /dev/pts/${index}: ${errnoText(-fd)}`
       );
     const pgrp = infos.find((i) => i.pty?.index === index && i.sid === p.vpid && i.pgrp)?.pgrp ?? 0;
-    const r = pgrp ? p.inj.call(NR.ioctl, fd, IOC.TIOCSPGRP, p.scratch(0n, new Uint8Array(new Int32Array([pgrp]).buffer))) : 0n;
+    const r = pgrp
+      ? p.inj.call(NR.ioctl, fd, IOC.TIOCSPGRP, p.scratch(0n, new Uint8Array(new Int32Array([pgrp]).buffer)))
+      : 0n;
     p.inj.call(NR.close, fd);
     if (r < 0n)
       throw new CriuError(
@@ -389,7 +391,7 @@ export const ttyKind: FdKind<TtyDump> = {
     // file uses, which restore opens and closes once (CRIU 4.2 writes none and loses the state)
     if (master && !ctx.files.byKey.has(`ttyinfo:${index * 2}`)) {
       const pfd = new Int32Array([ctx.grab(), 0x1 /* POLLIN */]);
-      if (syscall(NR.poll, addr(pfd), 1, 0) === 1 && (new Int16Array(pfd.buffer)[3] & 0x10) /* POLLHUP */) {
+      if (syscall(NR.poll, addr(pfd), 1, 0) === 1 && new Int16Array(pfd.buffer)[3] & 0x10 /* POLLHUP */) {
         const st = statSync(`${ctx.files.statRoot}/dev/pts/${index}`);
         ctx.images.add(
           "tty-info.img",
@@ -548,7 +550,8 @@ export const ttyKind: FdKind<TtyDump> = {
       if (!p) continue; // its master is not in the images: nothing to close it on
       const path = `/dev/pts/${info.pty.index}`;
       const fd = Number(p.inj.call(NR.openat, -100, p.str(path), O.RDWR | O.NOCTTY | O.CLOEXEC, 0));
-      if (fd < 0) throw new CriuError("restore", sysFailed(`process ${p.vpid}`, `opening ${path} to close it again`, fd));
+      if (fd < 0)
+        throw new CriuError("restore", sysFailed(`process ${p.vpid}`, `opening ${path} to close it again`, fd));
       p.inj.call(NR.close, fd);
       log.debug(`process ${p.vpid}: ${path} opened and closed again, as dumped`);
     }

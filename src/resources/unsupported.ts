@@ -56,7 +56,9 @@ export const UNSUPPORTED = {
   "deleted-linked": "deleted file that still has another hard link",
   "deleted-special": "deleted file that is not a regular file or a directory",
   "tmpfile": "O_TMPFILE file never linked",
-  "path-hidden": "file, cwd or mapped file whose path leads to another file now (a mount on top of it or of a directory above it)",
+  "tmpfs-xattr": "file with extended attributes in a tmpfs the dump saves (the tar keeps none)",
+  "path-hidden":
+    "file, cwd or mapped file whose path leads to another file now (a mount on top of it or of a directory above it)",
   "tty-queued": "bytes queued in a terminal",
   "tty-mode": "terminal in packet mode (TIOCPKT) or exclusive mode (TIOCEXCL)",
   "terminal": "terminal whose master is not in the tree (without --shell-job)",

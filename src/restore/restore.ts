@@ -16,7 +16,14 @@ import { writeImage, plainEntry } from "../images/image";
 import { presentRuns, PagemapTable } from "../images/pagemap";
 import * as S from "../images/schemas";
 import { precheckFds } from "../resources/files";
-import { enterCgroups, precheckCgroups, removeCgroups, taskCgSet, applyCgRoots, type CgRoot } from "../resources/cgroup";
+import {
+  enterCgroups,
+  precheckCgroups,
+  removeCgroups,
+  taskCgSet,
+  applyCgRoots,
+  type CgRoot,
+} from "../resources/cgroup";
 import { TreeFiles, type RestoreRun, type SomeFdKind } from "../resources/fdkind";
 import { FD_KINDS, kindByType } from "../resources/kinds";
 import { SysvShmRestore } from "../resources/sysvshm";
@@ -418,7 +425,8 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
         b.createFromParent(byPid.get(t.ppid)!, via !== t.ppid ? byPid.get(via) : undefined);
       }
       const cg = taskCgSet(t.cores.get(t.pid));
-      if (cg && !o.ignoreCgroups && set.cgroups.has(cg)) enterCgroups(b.pid, set.cgroups.get(cg)!, !!o.manageCgroups, cgMade);
+      if (cg && !o.ignoreCgroups && set.cgroups.has(cg))
+        enterCgroups(b.pid, set.cgroups.get(cg)!, !!o.manageCgroups, cgMade);
       b.restoreSession(inTree);
       // memory before the children are forked from it: what they share stays shared
       phase("restoring memory", t.pid);

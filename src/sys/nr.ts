@@ -142,6 +142,7 @@ export const NR = {
   newfstatat: 262,
   getxattr: 191,
   fgetxattr: 193,
+  llistxattr: 195,
   unlinkat: 263,
   ppoll: 271,
   unshare: 272,
