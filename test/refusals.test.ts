@@ -75,6 +75,9 @@ const OTHER: Partial<Record<UnsupportedKey, [string, string, string[]]>> = {
   "session-not-parents": ["memsess", "zleadalive", []],
   "personality": ["memsess", "persbits", []],
   "pgrp-leader-gone": ["memsess", "pgrpalive", []],
+  "tty-foreground": ["mntfix", "fggone", []],
+  "path-hidden": ["mntct.sh", "hidden", []],
+  "tmpfs-xattr": ["mntct.sh", "xattr", []],
 };
 
 describe("the refusal list and the fd-kind registry", () => {

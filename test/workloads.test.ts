@@ -88,6 +88,13 @@ const passCases: [string, string[]][] = [
   ["memsess", ["pgrpalive"]],
   ["memsess", ["pers"]],
   ["memsess", ["persbits"]],
+  ["mntfix", ["fgpgrp"]],
+  ["mntfix", ["fggone"]],
+  ["mntfix", ["slavegone"]],
+  ["mntfix", ["thrcg"]],
+  ["mntct.sh", ["ovm"]],
+  ["mntct.sh", ["hidden"]],
+  ["mntct.sh", ["xattr"]],
 ];
 
 describe("workloads pass without a dump", () => {
@@ -184,6 +191,12 @@ const failCases: [string, string[], string][] = [
   ["freezefix", ["seckill", "131", "--selftest-corrupt"], "errno 78, want 77"],
   ["freezefix", ["vfork", "--selftest-corrupt"], "shared variable 5, want 7"],
   ["freezefix", ["leaderexit", "--selftest-corrupt"], "stopped counting"],
+  ["mntfix", ["fgpgrp", "--selftest-corrupt"], "foreground group of"],
+  ["mntfix", ["slavegone", "--selftest-corrupt"], "expected POLLHUP, EIO"],
+  ["mntfix", ["thrcg", "--selftest-corrupt"], "in cpu cgroup"],
+  ["mntct.sh", ["ovm", "--selftest-corrupt"], "under the mount reads upper"],
+  ["mntct.sh", ["hidden", "--selftest-corrupt"], "fd 4 reads"],
+  ["mntct.sh", ["xattr", "--selftest-corrupt"], "/b/f reads"],
 ];
 
 describe("workload checks can fail", () => {

@@ -25,6 +25,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <termios.h>
 
@@ -46,11 +47,13 @@ static void setup_fgpgrp(void) {
 	NEED(s_pid >= 0);
 	if (s_pid == 0) {
 		close(p[0]);
+		prctl(PR_SET_PDEATHSIG, SIGKILL); /* a failed test leaves no S (nor G) behind */
 		setsid();
 		int s = open(slave_name, O_RDWR); /* the session's controlling terminal */
 		if (s < 0) _exit(3);
 		pid_t g = fork();
 		if (g == 0) {
+			prctl(PR_SET_PDEATHSIG, SIGKILL);
 			setpgid(0, 0);
 			kid_wait();
 		}
