@@ -52,6 +52,6 @@ echo \$\$ > /ready.tmp && mv /ready.tmp /ready
 while [ ! -e /go ]; do sleep 0.02; done
 r=PASS
 $check
-echo "\$r" > /result.tmp && mv /result.tmp /result
+printf "%s\\npid=%s\\n" "\$r" "\$\$" > /result.tmp && mv /result.tmp /result
 INNER
 exec unshare -m --fork sh -c 'set -e; mount --make-rprivate /; mount --bind "$0" "$0"; '"$pre"'; cd "$0"; pivot_root . old; exec /old/bin/busybox chroot . /bin/setsid /bin/sh /inner.sh </stdio >/stdio 2>&1' "$d"
