@@ -44,8 +44,8 @@ function dumpedPids(dir: string): number[] {
 async function allReaped(dir: string) {
   for (const p of dumpedPids(dir)) await waitReaped(p, 10_000);
 }
-const cgOf = (pid: number) => {
-  const d = `/sys/fs/cgroup/cpu/criu-bun-mntfix-${pid}`;
+const cgOf = (pid: number, v2 = false) => {
+  const d = `/sys/fs/cgroup/${v2 ? "unified" : "cpu"}/criu-bun-mntfix-${pid}`;
   cgroups.push(d, `${d}/t`);
   return d;
 };
@@ -54,7 +54,7 @@ type Way = "bun" | "criu->bun" | "bun->criu";
 /** dump MODE with one tool, restore with the other, go, PASS */
 async function roundTrip(wl: string, mode: string, way: Way) {
   const w = await startWorkload(wl, [mode], { stderr: "file" });
-  if (mode === "thrcg") cgOf(w.pid);
+  if (mode.startsWith("thrcg")) cgOf(w.pid, mode === "thrcg2");
   const dir = imagesDir(`mntexact-${mode}-${way.replace(/\W/g, "")}`);
   if (way === "criu->bun") peer(["dump", "-t", String(w.pid)], dir, "dump.log");
   else dump(w.pid, dir);
@@ -98,6 +98,15 @@ describe("cgroups", () => {
       `thrcg: ${way} (is_threaded written as CRIU writes it)`,
       async () => {
         await roundTrip("mntfix", "thrcg", way);
+      },
+      30_000
+    );
+
+  for (const way of ["bun", "criu->bun", "bun->criu"] as const)
+    test.skipIf(way !== "bun" && !havePeer)(
+      `thrcg2: a thread in a threaded cgroup v2 child of its process's, ${way}`,
+      async () => {
+        await roundTrip("mntfix", "thrcg2", way);
       },
       30_000
     );

@@ -16,6 +16,8 @@
  *   thrcg      a second thread in a cgroup v1 cpu cgroup of its own (/sys/fs/cgroup/cpu/
  *              criu-bun-mntfix-PID/t: tasks take thread ids), the main thread in its parent. At go:
  *              each thread's /proc/self/task/TID/cgroup as before; the cgroups are removed after
+ *   thrcg2     the same in cgroup v2 (/sys/fs/cgroup/unified): the process in criu-bun-mntfix-PID, the
+ *              thread in its threaded child t (cgroup.type threaded, cgroup.threads)
  *
  * --selftest-corrupt: fgpgrp makes S the foreground group; slavegone opens the slave again;
  * thrcg moves the thread to its parent's cgroup.
@@ -168,7 +170,10 @@ static void cg_write(const char *dir, const char *file, long v) {
 	close(fd);
 }
 
-/* the cpu line of /proc/self/task/TID/cgroup */
+static int v2;
+static const char *cg_root(void) { return v2 ? "/sys/fs/cgroup/unified" : "/sys/fs/cgroup/cpu"; }
+
+/* the cpu line (v2: the 0:: line) of /proc/self/task/TID/cgroup */
 static void cpu_cg(pid_t tid, char *out, size_t n) {
 	char p[64], buf[4096];
 	snprintf(p, sizeof p, "/proc/self/task/%d/cgroup", (int)tid);
@@ -181,38 +186,47 @@ static void cpu_cg(pid_t tid, char *out, size_t n) {
 	buf[r] = 0;
 	for (char *l = strtok(buf, "\n"); l; l = strtok(NULL, "\n")) {
 		char *c = strchr(l, ':');
-		if (c && !strncmp(c + 1, "cpu:", 4)) snprintf(out, n, "%s", c + 5);
+		if (!v2 && c && !strncmp(c + 1, "cpu:", 4)) snprintf(out, n, "%s", c + 5);
+		if (v2 && !strncmp(l, "0::", 3)) snprintf(out, n, "%s", l + 3);
 	}
 }
 
 static char main_cg[256], thr_cg[256];
 static void setup_thrcg(void) {
-	snprintf(cg_dir, sizeof cg_dir, "/sys/fs/cgroup/cpu/criu-bun-mntfix-%d", (int)getpid());
+	v2 = is("thrcg2");
+	snprintf(cg_dir, sizeof cg_dir, "%s/criu-bun-mntfix-%d", cg_root(), (int)getpid());
 	snprintf(cg_sub, sizeof cg_sub, "%s/t", cg_dir);
 	NEED(mkdir(cg_dir, 0755) == 0);
 	NEED(mkdir(cg_sub, 0755) == 0);
+	if (v2) {
+		char tp[400];
+		snprintf(tp, sizeof tp, "%s/cgroup.type", cg_sub);
+		int fd = open(tp, O_WRONLY);
+		NEED(fd >= 0 && write(fd, "threaded", 8) == 8);
+		close(fd);
+	}
 	cg_write(cg_dir, "cgroup.procs", getpid());
 	NEED(pthread_create(&thr, NULL, thr_main, NULL) == 0);
 	while (!thr_tid) wl_sleep_ms(1);
-	cg_write(cg_sub, "tasks", thr_tid);
+	cg_write(cg_sub, v2 ? "cgroup.threads" : "tasks", thr_tid);
 	cpu_cg(wl_gettid(), main_cg, sizeof main_cg);
 	cpu_cg(thr_tid, thr_cg, sizeof thr_cg);
 	NEED(strcmp(main_cg, thr_cg) != 0);
 }
 static void corrupt_thrcg(void) {
-	cg_write(cg_dir, "tasks", thr_tid);
+	cg_write(cg_dir, v2 ? "cgroup.threads" : "tasks", thr_tid);
 }
 static void check_thrcg(void) {
 	char m[256], t[256];
 	cpu_cg(wl_gettid(), m, sizeof m);
 	cpu_cg(thr_tid, t, sizeof t);
-	WL_CHECK(!strcmp(m, main_cg), "main thread in cpu cgroup '%s', was '%s'", m, main_cg);
-	WL_CHECK(!strcmp(t, thr_cg), "thread %d in cpu cgroup '%s', was '%s'", (int)thr_tid, t, thr_cg);
+	WL_CHECK(!strcmp(m, main_cg), "main thread in %s cgroup '%s', was '%s'", v2 ? "v2" : "cpu", m, main_cg);
+	WL_CHECK(!strcmp(t, thr_cg), "thread %d in %s cgroup '%s', was '%s'", (int)thr_tid, v2 ? "v2" : "cpu", t, thr_cg);
 	wl_detail("main=%s thread=%s", m, t);
 	thr_stop = 1;
 	pthread_join(thr, NULL);
 	/* leave no cgroup behind: back to the root, then remove both */
-	cg_write("/sys/fs/cgroup/cpu", "cgroup.procs", getpid());
+	cg_write(cg_root(), "cgroup.procs", getpid());
 	rmdir(cg_sub);
 	rmdir(cg_dir);
 }
@@ -220,7 +234,7 @@ static void check_thrcg(void) {
 static void setup(void) {
 	if (is("fgpgrp") || is("fggone")) setup_fgpgrp();
 	else if (is("slavegone")) setup_slavegone();
-	else if (is("thrcg")) setup_thrcg();
+	else if ((is("thrcg") || is("thrcg2"))) setup_thrcg();
 	else {
 		fprintf(stderr, "unknown mode %s\n", mode);
 		exit(2);
@@ -229,12 +243,12 @@ static void setup(void) {
 static void corrupt(void) {
 	if (is("fgpgrp") || is("fggone")) corrupt_fgpgrp();
 	else if (is("slavegone")) corrupt_slavegone();
-	else if (is("thrcg")) corrupt_thrcg();
+	else if ((is("thrcg") || is("thrcg2"))) corrupt_thrcg();
 }
 static void check(void) {
 	if (is("fgpgrp") || is("fggone")) check_fgpgrp();
 	else if (is("slavegone")) check_slavegone();
-	else if (is("thrcg")) check_thrcg();
+	else if ((is("thrcg") || is("thrcg2"))) check_thrcg();
 }
 
 int main(int argc, char **argv) {
