@@ -84,6 +84,10 @@ describe("terminals", () => {
       30_000
     );
 
+  test("baud: a rate no Bnnn constant names (termios2 BOTHER, 12345 in, 23456 out) comes back (it came back 38400; CRIU 4.2 keeps no speeds)", async () => {
+    await roundTrip("mntfix", "baud", "bun");
+  }, 30_000);
+
   test("slavegone: a master whose slave was opened and closed again still reads EIO and polls POLLHUP (it came back as a pair whose slave was never opened: EAGAIN)", async () => {
     await roundTrip("mntfix", "slavegone", "bun");
   }, 30_000);

@@ -26,6 +26,8 @@ import { fd_types } from "../images/schemas";
 const IOC = {
   TCGETS: 0x5401,
   TCSETS: 0x5402,
+  TCGETS2: 0x802c542a,
+  TCSETS2: 0x402c542b,
   TIOCGLCKTRMIOS: 0x5456,
   TIOCSLCKTRMIOS: 0x5457,
   TIOCGWINSZ: 0x5413,
@@ -96,14 +98,21 @@ function termiosOf(b: Uint8Array) {
     cCflag: dv.getUint32(8, true),
     cLflag: dv.getUint32(12, true),
     cLine: b[16],
-    cIspeed: 0,
-    cOspeed: 0,
+    // struct termios2 (TCGETS2, 44 bytes): the input and output speeds after c_cc (a rate other
+    // than the Bnnn ones is only there: BOTHER in c_cflag); 0 from a 36-byte struct termios
+    cIspeed: b.length >= 44 ? dv.getUint32(36, true) : 0,
+    cOspeed: b.length >= 44 ? dv.getUint32(40, true) : 0,
     cCc: packCc(b.subarray(17, 36)),
   };
 }
+/** struct termios2 (44 bytes) when the entry has both speeds (criu-bun's), else struct termios (36: CRIU 4.2 keeps none) */
 function termiosBytes(t: S.termios_entry, what: string): Uint8Array {
-  const b = new Uint8Array(36),
+  const b = new Uint8Array(t.cIspeed && t.cOspeed ? 44 : 36),
     dv = new DataView(b.buffer);
+  if (b.length === 44) {
+    dv.setUint32(36, t.cIspeed, true);
+    dv.setUint32(40, t.cOspeed, true);
+  }
   dv.setUint32(0, t.cIflag, true);
   dv.setUint32(4, t.cOflag, true);
   dv.setUint32(8, t.cCflag, true);
@@ -115,7 +124,7 @@ function termiosBytes(t: S.termios_entry, what: string): Uint8Array {
 
 /** The slave's tty-info entry (termios, window size, owner, session): written once per pty. */
 function slaveInfo(fd: number, index: number, sid: number, pgrp: number, uid: number, gid: number, what: string) {
-  const termios = termiosOf(ioctlBuf(fd, IOC.TCGETS, 36, `${what}: TCGETS`));
+  const termios = termiosOf(ioctlBuf(fd, IOC.TCGETS2, 44, `${what}: TCGETS2`));
   const termiosLocked = termiosOf(ioctlBuf(fd, IOC.TIOCGLCKTRMIOS, 36, `${what}: TIOCGLCKTRMIOS`));
   const ws = new DataView(ioctlBuf(fd, IOC.TIOCGWINSZ, 8, `${what}: TIOCGWINSZ`).buffer);
   return {
@@ -352,7 +361,7 @@ export const ttyKind: FdKind<TtyDump> = {
       ctx.files.byKey.set(key, infoId);
       const fd = ctx.grab();
       // termios and window size of the pair: on a master these ioctls reach the slave side
-      const termios = termiosOf(ioctlBuf(fd, IOC.TCGETS, 36, `${ctx.where}: TCGETS`));
+      const termios = termiosOf(ioctlBuf(fd, IOC.TCGETS2, 44, `${ctx.where}: TCGETS2`));
       // the locked bits (TIOCSLCKTRMIOS): CRIU 4.2 refuses a pty whose entry lacks them
       const termiosLocked = termiosOf(ioctlBuf(fd, IOC.TIOCGLCKTRMIOS, 36, `${ctx.where}: TIOCGLCKTRMIOS`));
       const ws = new DataView(ioctlBuf(fd, IOC.TIOCGWINSZ, 8, `${ctx.where}: TIOCGWINSZ`).buffer);
@@ -450,14 +459,16 @@ export const ttyKind: FdKind<TtyDump> = {
       }
       inj.ok("TIOCSPTLCK", NR.ioctl, m, IOC.TIOCSPTLCK, ctx.scratch(0n, new Uint8Array(4))); // unlock to open the slave
       const slaveInfo = infos.find((i) => i.pty?.index === index && i.rdev !== PTMX_RDEV) ?? info;
-      if (slaveInfo.termios)
+      if (slaveInfo.termios) {
+        const tb = termiosBytes(slaveInfo.termios, `tty-info.img: pty ${index}`);
         inj.ok(
-          "TCSETS",
+          tb.length === 44 ? "TCSETS2" : "TCSETS",
           NR.ioctl,
           m,
-          IOC.TCSETS,
-          ctx.scratch(0n, termiosBytes(slaveInfo.termios, `tty-info.img: pty ${index}`))
+          tb.length === 44 ? IOC.TCSETS2 : IOC.TCSETS,
+          ctx.scratch(0n, tb)
         );
+      }
       const lockedTermios = slaveInfo.termiosLocked ?? info.termiosLocked;
       if (lockedTermios)
         inj.ok(

@@ -13,6 +13,8 @@
  *              (tty-foreground): restore could not make that group the foreground one
  *   slavegone  a pty master whose slave was opened and closed again (the master reads EIO and
  *              polls POLLHUP). At go: the same
+ *   baud       a pty pair whose slave runs at a rate no Bnnn constant names (termios2: BOTHER, 12345 in,
+ *              23456 out). At go: TCGETS2 gives the same flags and speeds
  *   thrcg      a second thread in a cgroup v1 cpu cgroup of its own (/sys/fs/cgroup/cpu/
  *              criu-bun-mntfix-PID/t: tasks take thread ids), the main thread in its parent. At go:
  *              each thread's /proc/self/task/TID/cgroup as before; the cgroups are removed after
@@ -20,7 +22,7 @@
  *              thread in its threaded child t (cgroup.type threaded, cgroup.threads)
  *
  * --selftest-corrupt: fgpgrp makes S the foreground group; slavegone opens the slave again;
- * thrcg moves the thread to its parent's cgroup.
+ * thrcg moves the thread to its parent's cgroup; baud sets 38400.
  */
 #define WL_MODES
 #include "wl.h"
@@ -149,6 +151,48 @@ static void check_slavegone(void) {
 	wl_detail("%s", what);
 }
 
+/* struct termios2 (asm/termbits.h, which clashes with termios.h) */
+struct wl_termios2 {
+	unsigned c_iflag, c_oflag, c_cflag, c_lflag;
+	unsigned char c_line, c_cc[19];
+	unsigned c_ispeed, c_ospeed;
+};
+#define WL_TCGETS2 _IOR('T', 0x2A, struct wl_termios2)
+#define WL_TCSETS2 _IOW('T', 0x2B, struct wl_termios2)
+#define WL_BOTHER 0010000
+#define WL_CBAUD 0010017
+static int slave = -1;
+static struct wl_termios2 baud_want;
+
+static void setup_baud(void) {
+	NEED((master = posix_openpt(O_RDWR | O_NOCTTY)) >= 0);
+	NEED(grantpt(master) == 0 && unlockpt(master) == 0);
+	snprintf(slave_name, sizeof slave_name, "%s", ptsname(master));
+	NEED((slave = open(slave_name, O_RDWR | O_NOCTTY)) >= 0);
+	struct wl_termios2 t;
+	NEED(ioctl(slave, WL_TCGETS2, &t) == 0);
+	t.c_cflag &= ~(WL_CBAUD | (WL_CBAUD << 16));
+	t.c_cflag |= WL_BOTHER | (WL_BOTHER << 16);
+	t.c_ispeed = 12345;
+	t.c_ospeed = 23456;
+	NEED(ioctl(slave, WL_TCSETS2, &t) == 0);
+	NEED(ioctl(slave, WL_TCGETS2, &baud_want) == 0 && baud_want.c_ospeed == 23456 && baud_want.c_ispeed == 12345);
+}
+static void corrupt_baud(void) {
+	struct wl_termios2 t = baud_want;
+	t.c_ispeed = t.c_ospeed = 38400;
+	ioctl(slave, WL_TCSETS2, &t);
+}
+static void check_baud(void) {
+	struct wl_termios2 t;
+	memset(&t, 0, sizeof t);
+	ioctl(master, WL_TCGETS2, &t);
+	WL_CHECK(t.c_ispeed == baud_want.c_ispeed && t.c_ospeed == baud_want.c_ospeed && t.c_cflag == baud_want.c_cflag,
+	         "%s: speeds %u in %u out, c_cflag 0%o; want %u, %u, 0%o", slave_name, t.c_ispeed, t.c_ospeed, t.c_cflag,
+	         baud_want.c_ispeed, baud_want.c_ospeed, baud_want.c_cflag);
+	wl_detail("ispeed=%u ospeed=%u", t.c_ispeed, t.c_ospeed);
+}
+
 static char cg_dir[256], cg_sub[300];
 static volatile pid_t thr_tid;
 static volatile int thr_stop;
@@ -234,6 +278,7 @@ static void check_thrcg(void) {
 static void setup(void) {
 	if (is("fgpgrp") || is("fggone")) setup_fgpgrp();
 	else if (is("slavegone")) setup_slavegone();
+	else if (is("baud")) setup_baud();
 	else if ((is("thrcg") || is("thrcg2"))) setup_thrcg();
 	else {
 		fprintf(stderr, "unknown mode %s\n", mode);
@@ -243,11 +288,13 @@ static void setup(void) {
 static void corrupt(void) {
 	if (is("fgpgrp") || is("fggone")) corrupt_fgpgrp();
 	else if (is("slavegone")) corrupt_slavegone();
+	else if (is("baud")) corrupt_baud();
 	else if ((is("thrcg") || is("thrcg2"))) corrupt_thrcg();
 }
 static void check(void) {
 	if (is("fgpgrp") || is("fggone")) check_fgpgrp();
 	else if (is("slavegone")) check_slavegone();
+	else if (is("baud")) check_baud();
 	else if ((is("thrcg") || is("thrcg2"))) check_thrcg();
 }
 
