@@ -13,8 +13,9 @@ import {
   ExitedWhileFreezing,
   type FrozenProcess,
 } from "../ptrace/seize";
-import { wait4Raw, sleepUs, W, WNOHANG, __WALL, getRegs } from "../sys/ptrace";
+import { wait4Raw, sleepUs, W, WNOHANG, __WALL } from "../sys/ptrace";
 import { Injector, RemoteMem } from "../ptrace/inject";
+import { startPuppet, PUPPET_SYSCALL } from "../ptrace/puppet";
 import { syscall, killAndRelease } from "../sys/syscall";
 import { closeFd, O } from "../sys/mem";
 import { thisThreadOnCpus } from "../sys/affinity";
@@ -842,28 +843,42 @@ function checkSessions(tree: TreeNode[], ns: NsView, shellJob: boolean): Map<num
 
 /**
  * A clone of the mount at PATH of the root task's mount namespace alone (open_tree
- * OPEN_TREE_CLONE without AT_RECURSIVE: none of the mounts on it), made by the task itself
- * (open_tree clones mounts of the caller's own namespace only) and taken over with pidfd_getfd:
- * criu-bun's fd on it, or the errno text of the step that failed.
+ * OPEN_TREE_CLONE without AT_RECURSIVE: none of the mounts on it). open_tree clones mounts of the
+ * caller's own namespace only, and needs CAP_SYS_ADMIN, which a container's tasks may lack; criu-bun's
+ * threads cannot setns into a mount namespace: a puppet (one thread, criu-bun's credentials) joins
+ * the task's namespace and makes it, and criu-bun takes it with pidfd_getfd. Returns criu-bun's fd
+ * on the clone, or the step that failed and why.
  */
 function cloneMountOf(n: TreeNode, path: string): number | string {
-  const leader = n.fp!.threads[0],
-    mem = n.mem!;
-  const inj = Injector.dump(leader.tid, Injector.findSyscallInsn(n.pid, getRegs(leader.tid), mem), mem);
+  const pid = startPuppet();
+  const mem = new RemoteMem(pid);
   try {
-    const b = Buffer.from(`${path}\0`);
-    return inj.withScratch(b.length, (scratch) => {
-      mem.write(scratch, new Uint8Array(b.buffer, b.byteOffset, b.length));
-      const fd = inj.call(NR.open_tree, -100, scratch, 1 /* OPEN_TREE_CLONE */ | O.CLOEXEC);
-      if (fd < 0n) return errnoText(Number(-fd));
-      const pidfd = syscall(NR.pidfd_open, n.pid, 0);
-      const mine = pidfd < 0 ? pidfd : syscall(NR.pidfd_getfd, pidfd, Number(fd), 0);
-      if (pidfd >= 0) closeFd(pidfd);
-      inj.call(NR.close, fd);
-      return mine < 0 ? errnoText(-mine) : mine;
-    });
+    const inj = new Injector(pid, PUPPET_SYSCALL, "trap", mem);
+    const page = inj.call(NR.mmap, 0, 8192, 3 /* RW */, 0x22 /* MAP_PRIVATE | MAP_ANONYMOUS */, -1, 0);
+    if (page < 0n && page > -4096n) return `mmap in the puppet: ${errnoText(Number(-page))}`;
+    const nsPath = Buffer.from(`/proc/${n.pid}/ns/mnt\0`),
+      mp = Buffer.from(`${path}\0`);
+    if (nsPath.length + mp.length > 8192) return "path too long";
+    mem.write(page, new Uint8Array(nsPath.buffer, nsPath.byteOffset, nsPath.length));
+    mem.write(page + BigInt(nsPath.length), new Uint8Array(mp.buffer, mp.byteOffset, mp.length));
+    const ns = inj.call(NR.openat, -100, page, O.RDONLY | O.CLOEXEC, 0);
+    if (ns < 0n) return `open of its mount namespace: ${errnoText(Number(-ns))}`;
+    const r = inj.call(NR.setns, ns, CLONE.NEWNS);
+    if (r < 0n) return `setns into its mount namespace: ${errnoText(Number(-r))}`;
+    const fd = inj.call(NR.open_tree, -100, page + BigInt(nsPath.length), 1 /* OPEN_TREE_CLONE */ | O.CLOEXEC);
+    if (fd < 0n) return `open_tree: ${errnoText(Number(-fd))}`;
+    const pidfd = syscall(NR.pidfd_open, pid, 0);
+    const mine = pidfd < 0 ? pidfd : syscall(NR.pidfd_getfd, pidfd, Number(fd), 0);
+    if (pidfd >= 0) closeFd(pidfd);
+    return mine < 0 ? `pidfd_getfd: ${errnoText(-mine)}` : mine;
   } finally {
-    inj.restore();
+    mem.close();
+    syscall(NR.kill, pid, 9);
+    for (;;) {
+      const { r: w, status } = wait4Raw(pid, __WALL);
+      if (w === -4) continue;
+      if (w < 0 || !W.stopped(status)) break;
+    }
   }
 }
 

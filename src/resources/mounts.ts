@@ -533,8 +533,7 @@ export function dumpMountNs(
       continue;
     }
     const got = cloneMount(p.m.mountpoint);
-    if (typeof got === "string")
-      refuse(p.m, `has mounts on it, and what lies under them cannot be read (open_tree: ${got})`);
+    if (typeof got === "string") refuse(p.m, `has mounts on it, and what lies under them cannot be read (${got})`);
     const fd = got as number;
     try {
       // (".": the clone's root directory, not the fd's magic link)
