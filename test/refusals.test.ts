@@ -78,6 +78,7 @@ const OTHER: Partial<Record<UnsupportedKey, [string, string, string[]]>> = {
   "tty-foreground": ["mntfix", "fggone", []],
   "path-hidden": ["mntct.sh", "hidden", []],
   "tmpfs-xattr": ["mntct.sh", "xattr", []],
+  "ipcns-mqueue": ["mntfix", "mqloose", []],
 };
 
 describe("the refusal list and the fd-kind registry", () => {

@@ -957,7 +957,13 @@ function collectAndWrite(
   };
   kinds.begin(dumpTree, fdOpts);
   // its own IPC namespace: refused if it holds what is not saved, else its sysctls
-  if (ns.ownIpcNs) dumpIpcNs(tree[0].pid, d, IPC_NS_ID);
+  if (ns.ownIpcNs)
+    dumpIpcNs(
+      tree[0].pid,
+      d,
+      IPC_NS_ID,
+      tree.map((n) => n.pid)
+    );
   const seccomp = new SeccompChains();
   tree.forEach((n, idx) => {
     const id = idx + 1; // pages-N.img

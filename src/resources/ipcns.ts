@@ -3,7 +3,10 @@
 // namespace at restore. SysV shared memory the tree has attached is sysvshm.ts's; SysV message
 // queues, semaphore sets and segments nobody in the tree has attached are not saved by criu-bun:
 // the dump refuses them (they would be lost), and restore refuses CRIU images that hold them.
-import { readFileSync, writeFileSync, existsSync } from "../sys/fs";
+import { readFileSync, writeFileSync, existsSync, readdirSync, statSync } from "../sys/fs";
+import { syscall, addr, cstr } from "../sys/syscall";
+import { NR } from "../sys/nr";
+import { closeFd } from "../sys/mem";
 import { withNs } from "../sys/netns";
 import { readImage, imageExists, writeImage } from "../images/image";
 import * as S from "../images/schemas";
@@ -52,11 +55,53 @@ function sysvRows(kind: "msg" | "sem" | "shm"): string[][] {
 // ---------- dump ----------
 
 /**
+ * The POSIX message queues of the caller's IPC namespace: a new mqueue instance of it (fsopen
+ * takes the caller's thread's IPC namespace), listed through its detached mount.
+ */
+function mqueues(): { name: string; dev: bigint; ino: bigint }[] {
+  const fs = syscall(NR.fsopen, addr(cstr("mqueue")), 1 /* FSOPEN_CLOEXEC */);
+  if (fs < 0) throw new CriuError("dump", `fsopen(mqueue): ${errnoText(-fs)}`);
+  let mnt = -1;
+  try {
+    const c = syscall(NR.fsconfig, fs, 6 /* FSCONFIG_CMD_CREATE */, 0, 0, 0);
+    if (c < 0) throw new CriuError("dump", `fsconfig(mqueue, create): ${errnoText(-c)}`);
+    mnt = syscall(NR.fsmount, fs, 1 /* FSMOUNT_CLOEXEC */, 0);
+    if (mnt < 0) throw new CriuError("dump", `fsmount(mqueue): ${errnoText(-mnt)}`);
+    const at = `/proc/self/fd/${mnt}/.`;
+    return readdirSync(at).map((name) => {
+      const st = statSync(`${at}/${name}`, { bigint: true });
+      return { name, dev: st.dev, ino: st.ino };
+    });
+  } finally {
+    if (mnt >= 0) closeFd(mnt);
+    closeFd(fs);
+  }
+}
+
+/**
  * The tree's own IPC namespace (entered through ROOT): refused if it holds what criu-bun does not
  * save, else its sysctls into ipcns-var-NSID.img.
  */
-export function dumpIpcNs(root: number, dir: string, nsId: number) {
+export function dumpIpcNs(root: number, dir: string, nsId: number, pids: number[] = [root]) {
   const e = withNs(root, "ipc", () => {
+    // POSIX message queues of the namespace: one the tree holds open is saved with its fd
+    // (mqueue.ts); one nobody holds lives on in the namespace only, and would be lost with it
+    const held = new Set<string>();
+    for (const p of pids)
+      for (const fd of readdirSync(`/proc/${p}/fd`)) {
+        try {
+          const st = statSync(`/proc/${p}/fd/${fd}`, { bigint: true });
+          held.add(`${st.dev}:${st.ino}`);
+        } catch {}
+      }
+    const unheld = mqueues().filter((q) => !held.has(`${q.dev}:${q.ino}`));
+    if (unheld.length)
+      refuse(
+        "dump",
+        `process ${root}`,
+        "ipcns-mqueue",
+        `${unheld.map((q) => `/${q.name}`).join(", ")}; open it in the tree or remove it`
+      );
     const msg = sysvRows("msg"),
       sem = sysvRows("sem");
     // /proc/sysvipc/shm: key shmid perms size cpid lpid nattch ...

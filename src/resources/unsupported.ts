@@ -26,6 +26,7 @@ export const UNSUPPORTED = {
   "timens-children": "time namespace for children differing from its own",
   "chroot": "root directory other than criu-bun's",
   "cgroupns": "cgroup namespace of its own",
+  "ipcns-mqueue": "POSIX message queue no fd of the tree holds, in its own IPC namespace",
   "ipcns-objects": "SysV message queue, semaphore set or unattached shared memory in its own IPC namespace",
   "sigtrap": "pending SIGTRAP",
   "personality": "personality with bits Linux does not define",

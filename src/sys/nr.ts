@@ -176,6 +176,8 @@ export const NR = {
   io_uring_setup: 425,
   open_tree: 428,
   fsopen: 430,
+  fsconfig: 431,
+  fsmount: 432,
   clone3: 435,
   close_range: 436,
   pidfd_open: 434,

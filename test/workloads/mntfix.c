@@ -15,6 +15,9 @@
  *              polls POLLHUP). At go: the same
  *   baud       a pty pair whose slave runs at a rate no Bnnn constant names (termios2: BOTHER, 12345 in,
  *              23456 out). At go: TCGETS2 gives the same flags and speeds
+ *   mqloose    in an IPC namespace of its own (unshare CLONE_NEWIPC), a POSIX message queue /mntfix
+ *              holding "hello" (priority 3) that no fd holds (closed after mq_send). At go: it opens and
+ *              receives it. Refused (ipcns-mqueue): the namespace alone keeps it
  *   thrcg      a second thread in a cgroup v1 cpu cgroup of its own (/sys/fs/cgroup/cpu/
  *              criu-bun-mntfix-PID/t: tasks take thread ids), the main thread in its parent. At go:
  *              each thread's /proc/self/task/TID/cgroup as before; the cgroups are removed after
@@ -22,12 +25,14 @@
  *              thread in its threaded child t (cgroup.type threaded, cgroup.threads)
  *
  * --selftest-corrupt: fgpgrp makes S the foreground group; slavegone opens the slave again;
- * thrcg moves the thread to its parent's cgroup; baud sets 38400.
+ * thrcg moves the thread to its parent's cgroup; baud sets 38400; mqloose unlinks the queue.
  */
 #define WL_MODES
 #include "wl.h"
 #include <poll.h>
 #include <pthread.h>
+#include <mqueue.h>
+#include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -193,6 +198,23 @@ static void check_baud(void) {
 	wl_detail("ispeed=%u ospeed=%u", t.c_ispeed, t.c_ospeed);
 }
 
+static void setup_mqloose(void) {
+	NEED(unshare(CLONE_NEWIPC) == 0);
+	mqd_t q = mq_open("/mntfix", O_CREAT | O_RDWR | O_CLOEXEC, 0600, NULL);
+	NEED(q != (mqd_t)-1);
+	NEED(mq_send(q, "hello", 5, 3) == 0);
+	mq_close(q);
+}
+static void check_mqloose(void) {
+	char b[65536];
+	unsigned pr = 0;
+	mqd_t q = mq_open("/mntfix", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+	ssize_t n = q == (mqd_t)-1 ? -1 : mq_receive(q, b, sizeof b, &pr);
+	WL_CHECK(n == 5 && pr == 3 && !memcmp(b, "hello", 5), "queue /mntfix: opened %d, received %zd bytes, priority %u (errno %d)",
+	         q != (mqd_t)-1, n, pr, errno);
+	mq_unlink("/mntfix");
+}
+
 static char cg_dir[256], cg_sub[300];
 static volatile pid_t thr_tid;
 static volatile int thr_stop;
@@ -279,6 +301,7 @@ static void setup(void) {
 	if (is("fgpgrp") || is("fggone")) setup_fgpgrp();
 	else if (is("slavegone")) setup_slavegone();
 	else if (is("baud")) setup_baud();
+	else if (is("mqloose")) setup_mqloose();
 	else if ((is("thrcg") || is("thrcg2"))) setup_thrcg();
 	else {
 		fprintf(stderr, "unknown mode %s\n", mode);
@@ -289,12 +312,14 @@ static void corrupt(void) {
 	if (is("fgpgrp") || is("fggone")) corrupt_fgpgrp();
 	else if (is("slavegone")) corrupt_slavegone();
 	else if (is("baud")) corrupt_baud();
+	else if (is("mqloose")) mq_unlink("/mntfix");
 	else if ((is("thrcg") || is("thrcg2"))) corrupt_thrcg();
 }
 static void check(void) {
 	if (is("fgpgrp") || is("fggone")) check_fgpgrp();
 	else if (is("slavegone")) check_slavegone();
 	else if (is("baud")) check_baud();
+	else if (is("mqloose")) check_mqloose();
 	else if ((is("thrcg") || is("thrcg2"))) check_thrcg();
 }
 
