@@ -79,6 +79,10 @@ const OTHER: Partial<Record<UnsupportedKey, [string, string, string[]]>> = {
   "pgrp-leader-gone": ["memsess", "pgrpalive", []],
   "sealed": ["memfix", "sealed", []],
   "vdso-layout": ["memfix", "vdsomove", []],
+  "tty-foreground": ["mntfix", "fggone", []],
+  "path-hidden": ["mntct.sh", "hidden", []],
+  "tmpfs-xattr": ["mntct.sh", "xattr", []],
+  "ipcns-mqueue": ["mntfix", "mqloose", []],
 };
 
 describe("the refusal list and the fd-kind registry", () => {

@@ -101,6 +101,16 @@ const passCases: [string, string[]][] = [
   ["memfix", ["vdsomove"]],
   ["netfix", ["shared"]],
   ["netfix", ["udpqueue"]],
+  ["mntfix", ["fgpgrp"]],
+  ["mntfix", ["fggone"]],
+  ["mntfix", ["slavegone"]],
+  ["mntfix", ["baud"]],
+  ["mntfix", ["mqloose"]],
+  ["mntfix", ["thrcg"]],
+  ["mntfix", ["thrcg2"]],
+  ["mntct.sh", ["ovm"]],
+  ["mntct.sh", ["hidden"]],
+  ["mntct.sh", ["xattr"]],
 ];
 
 describe("workloads pass without a dump", () => {
@@ -199,6 +209,15 @@ const failCases: [string, string[], string][] = [
   ["freezefix", ["seckill", "131", "--selftest-corrupt"], "errno 78, want 77"],
   ["freezefix", ["vfork", "--selftest-corrupt"], "shared variable 5, want 7"],
   ["freezefix", ["leaderexit", "--selftest-corrupt"], "stopped counting"],
+  ["mntfix", ["fgpgrp", "--selftest-corrupt"], "foreground group of"],
+  ["mntfix", ["slavegone", "--selftest-corrupt"], "expected POLLHUP, EIO"],
+  ["mntfix", ["baud", "--selftest-corrupt"], "speeds 38400 in 38400 out"],
+  ["mntfix", ["mqloose", "--selftest-corrupt"], "queue /mntfix: opened 0"],
+  ["mntfix", ["thrcg", "--selftest-corrupt"], "in cpu cgroup"],
+  ["mntfix", ["thrcg2", "--selftest-corrupt"], "in v2 cgroup"],
+  ["mntct.sh", ["ovm", "--selftest-corrupt"], "under the mount reads upper"],
+  ["mntct.sh", ["hidden", "--selftest-corrupt"], "fd 4 reads"],
+  ["mntct.sh", ["xattr", "--selftest-corrupt"], "/b/f reads"],
 ];
 
 describe("workload checks can fail", () => {

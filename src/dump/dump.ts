@@ -16,9 +16,10 @@ import {
   type FrozenProcess,
 } from "../ptrace/seize";
 import { wait4Raw, sleepUs, W, WNOHANG, __WALL } from "../sys/ptrace";
-import { RemoteMem } from "../ptrace/inject";
+import { Injector, RemoteMem } from "../ptrace/inject";
+import { startPuppet, PUPPET_SYSCALL } from "../ptrace/puppet";
 import { syscall, killAndRelease } from "../sys/syscall";
-import { closeFd } from "../sys/mem";
+import { closeFd, O } from "../sys/mem";
 import { thisThreadOnCpus } from "../sys/affinity";
 import { NR } from "../sys/nr";
 import { CLONE } from "../sys/flags";
@@ -866,6 +867,47 @@ function checkSessions(tree: TreeNode[], ns: NsView, shellJob: boolean): Map<num
   return groups;
 }
 
+/**
+ * A clone of the mount at PATH of the root task's mount namespace alone (open_tree
+ * OPEN_TREE_CLONE without AT_RECURSIVE: none of the mounts on it). open_tree clones mounts of the
+ * caller's own namespace only, and needs CAP_SYS_ADMIN, which a container's tasks may lack; criu-bun's
+ * threads cannot setns into a mount namespace: a puppet (one thread, criu-bun's credentials) joins
+ * the task's namespace and makes it, and criu-bun takes it with pidfd_getfd. Returns criu-bun's fd
+ * on the clone, or the step that failed and why.
+ */
+function cloneMountOf(n: TreeNode, path: string): number | string {
+  const pid = startPuppet();
+  const mem = new RemoteMem(pid);
+  try {
+    const inj = new Injector(pid, PUPPET_SYSCALL, "trap", mem);
+    const page = inj.call(NR.mmap, 0, 8192, 3 /* RW */, 0x22 /* MAP_PRIVATE | MAP_ANONYMOUS */, -1, 0);
+    if (page < 0n && page > -4096n) return `mmap in the puppet: ${errnoText(Number(-page))}`;
+    const nsPath = Buffer.from(`/proc/${n.pid}/ns/mnt\0`),
+      mp = Buffer.from(`${path}\0`);
+    if (nsPath.length + mp.length > 8192) return "path too long";
+    mem.write(page, new Uint8Array(nsPath.buffer, nsPath.byteOffset, nsPath.length));
+    mem.write(page + BigInt(nsPath.length), new Uint8Array(mp.buffer, mp.byteOffset, mp.length));
+    const ns = inj.call(NR.openat, -100, page, O.RDONLY | O.CLOEXEC, 0);
+    if (ns < 0n) return `open of its mount namespace: ${errnoText(Number(-ns))}`;
+    const r = inj.call(NR.setns, ns, CLONE.NEWNS);
+    if (r < 0n) return `setns into its mount namespace: ${errnoText(Number(-r))}`;
+    const fd = inj.call(NR.open_tree, -100, page + BigInt(nsPath.length), 1 /* OPEN_TREE_CLONE */ | O.CLOEXEC);
+    if (fd < 0n) return `open_tree: ${errnoText(Number(-fd))}`;
+    const pidfd = syscall(NR.pidfd_open, pid, 0);
+    const mine = pidfd < 0 ? pidfd : syscall(NR.pidfd_getfd, pidfd, Number(fd), 0);
+    if (pidfd >= 0) closeFd(pidfd);
+    return mine < 0 ? `pidfd_getfd: ${errnoText(-mine)}` : mine;
+  } finally {
+    mem.close();
+    syscall(NR.kill, pid, 9);
+    for (;;) {
+      const { r: w, status } = wait4Raw(pid, __WALL);
+      if (w === -4) continue;
+      if (w < 0 || !W.stopped(status)) break;
+    }
+  }
+}
+
 function collectAndWrite(
   tree: TreeNode[],
   o: DumpOptions,
@@ -896,7 +938,12 @@ function collectAndWrite(
     // (a pre-dump keeps memory for the next dump; the mounts are saved by that dump, as criu
     // does: runc's pre-dump request names no external mounts)
     const root = tree[0].pid;
-    const entries = dumpMountNs(root, o.extMounts ?? { map: new Map() }, (f, data) => writeImageBytes(d, f, data));
+    const entries = dumpMountNs(
+      root,
+      o.extMounts ?? { map: new Map() },
+      (f, data) => writeImageBytes(d, f, data),
+      (mp) => cloneMountOf(tree[0], mp)
+    );
     writeImage(
       d,
       `mountpoints-10.img`,
@@ -981,23 +1028,7 @@ function collectAndWrite(
     }
     n.ids = ids;
     track.adopt(n.pid, ns.v(n.pid));
-    const r = dumpOne(
-      n,
-      id,
-      ids,
-      files,
-      extra,
-      twins,
-      o,
-      fdOpts,
-      kinds,
-      d,
-      ns,
-      cgroups.add(n.pid),
-      seccomp,
-      pageServer,
-      track
-    );
+    const r = dumpOne(n, id, ids, files, extra, twins, o, fdOpts, kinds, d, ns, cgroups, seccomp, pageServer, track);
     stats.memdumpTime += r.memUs;
     stats.pagesScanned += r.scanned;
     stats.pagesWritten += r.written;
@@ -1070,7 +1101,7 @@ function dumpOne(
   kinds: FdKindsDump,
   d: string,
   ns: NsView,
-  cgSet: number,
+  cgroups: CgroupSets,
   seccomp: SeccompChains,
   pageServer: PageServerClient | undefined,
   track: MemTracker
@@ -1086,7 +1117,10 @@ function dumpOne(
   n.subreaper = !!task.threads[0].core.tc?.childSubreaper;
   log.debug(`process ${pid}: task state collected`);
   if (id === 1) writeRootNsImages(d, pid, ns, ids, task.uts, task.clocks);
-  for (const t of task.threads) t.core.threadCore.cgSet = cgSet; // where CRIU 4 keeps it (per thread)
+  // where CRIU 4 keeps it: per thread (a cgroup v1 hierarchy's tasks, or a threaded cgroup v2,
+  // takes a thread alone)
+  const cgSet = cgroups.add(pid);
+  for (const t of task.threads) t.core.threadCore.cgSet = t.tid === pid ? cgSet : cgroups.add(pid, t.tid);
   if (n.wasStopped)
     Object.assign(task.threads[0].core.tc!, { taskState: 3 /* TASK_STOPPED */, stopSigno: n.stopSig ?? 19 });
   // a process sharing its parent's fd table (CLONE_FILES) has it dumped once, under one files id

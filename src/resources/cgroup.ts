@@ -5,7 +5,7 @@
 // --manage-cgroups, which creates it. A process already in the right cgroup (inherited from its
 // parent, or criu-bun's own) is left there.
 // Cgroup properties (limits ...) are not dumped.
-import { readFileSync, existsSync, mkdirSync, writeFileSync, readdirSync, realpathSync } from "../sys/fs";
+import { readFileSync, existsSync, mkdirSync, rmdirSync, writeFileSync, readdirSync, realpathSync } from "../sys/fs";
 import { join } from "../sys/path";
 import { CriuError, log } from "../log";
 import type * as S from "../images/schemas";
@@ -16,9 +16,9 @@ interface CgMember {
   path: string;
 }
 
-/** /proc/PID/cgroup: "ID:controllers:/path" per hierarchy ("" controllers = cgroup v2). */
-export function readCgroups(pid: number | "self"): CgMember[] {
-  return readFileSync(`/proc/${pid}/cgroup`, "latin1")
+/** /proc/PID/cgroup (a thread's: /proc/PID/task/TID/cgroup): "ID:controllers:/path" per hierarchy ("" controllers = cgroup v2). */
+export function readCgroups(pid: number | "self", tid?: number): CgMember[] {
+  return readFileSync(tid ? `/proc/${pid}/task/${tid}/cgroup` : `/proc/${pid}/cgroup`, "latin1")
     .split("\n")
     .filter(Boolean)
     .map((l) => {
@@ -38,8 +38,8 @@ export class CgroupSets {
   constructor() {
     this.add("self");
   }
-  add(pid: number | "self"): number {
-    const ctls = readCgroups(pid).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  add(pid: number | "self", tid?: number): number {
+    const ctls = readCgroups(pid, tid).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     const key = JSON.stringify(ctls);
     let id = this.byKey.get(key);
     if (id === undefined) {
@@ -57,11 +57,27 @@ export class CgroupSets {
     return {
       sets: sets.map((s) => ({ id: s.id, ctls: s.ctls.map((c) => ({ name: c.name, path: c.path })) })),
       // cgroup v2 is the controller named "" (one empty cname, as CRIU); dirs: the tasks' cgroups
-      controllers: names.map((n) => ({
-        cnames: n.split(","),
-        dirs: dirTree(sets.flatMap((s) => s.ctls.filter((c) => c.name === n).map((c) => c.path))),
-      })),
+      controllers: names.map((n) => {
+        const paths = sets.flatMap((s) => s.ctls.filter((c) => c.name === n).map((c) => c.path));
+        return {
+          cnames: n.split(","),
+          dirs: dirTree(paths),
+          // as CRIU: a v1 hierarchy takes threads one by one (its tasks file); v2 where a cgroup of
+          // the tree is threaded. CRIU 4.2's restore moves threads into their own sets only so
+          isThreaded: n !== "" || paths.some((p) => threadedV2(p)),
+        };
+      }),
     };
+  }
+}
+
+/** a cgroup v2 path whose cgroup.type is threaded (or domain threaded) */
+function threadedV2(path: string): boolean {
+  const mnt = mounts().get("");
+  try {
+    return !!mnt && /threaded/.test(readFileSync(join(mnt, path, "cgroup.type"), "latin1"));
+  } catch {
+    return false;
   }
 }
 
@@ -161,19 +177,57 @@ export function precheckCgroups(sets: S.cg_set_entry[], used: Set<number>, manag
   }
 }
 
-/** Move process hostPid into the cgroups of set. */
-export function enterCgroups(hostPid: number, set: S.cg_set_entry, manage: boolean) {
+/**
+ * Move process hostPid (or, `thread`, thread hostPid alone) into the cgroups of set. With manage,
+ * missing cgroups are made, each directory made pushed on `made` (parents first), for
+ * removeCgroups() should the restore fail.
+ */
+export function enterCgroups(hostPid: number, set: S.cg_set_entry, manage: boolean, made: string[], thread = false) {
   for (const t of targets(set, hostPid)) {
-    if (manage) mkdirSync(t.dir, { recursive: true });
+    if (manage && !existsSync(t.dir)) {
+      const missing: string[] = [];
+      for (let d = t.dir; !existsSync(d); d = d.slice(0, d.lastIndexOf("/"))) missing.unshift(d);
+      mkdirSync(t.dir, { recursive: true });
+      made.push(...missing);
+      log.debug(`cgroup ${t.name || "(v2)"}:${t.path} made (${missing.join(", ")})`);
+    }
+    // a thread alone: a v1 hierarchy's tasks, a threaded v2 cgroup's cgroup.threads
+    const file = thread ? (t.name ? "tasks" : "cgroup.threads") : "cgroup.procs";
     try {
-      writeFileSync(join(t.dir, "cgroup.procs"), `${hostPid}\n`);
+      writeFileSync(join(t.dir, file), `${hostPid}\n`);
     } catch (e) {
       throw new CriuError(
         "restore",
-        `cannot move process ${hostPid} into cgroup ${t.name || "(v2)"}:${t.path}: ${errnoText(e)}`
+        `cannot move ${thread ? "thread" : "process"} ${hostPid} into cgroup ${t.name || "(v2)"}:${t.path}: ${errnoText(e)}`
       );
     }
+    if (thread) log.debug(`thread ${hostPid}: in cgroup ${t.name || "(v2)"}:${t.path}`);
   }
+}
+
+/**
+ * A failed restore: the cgroups it made (enterCgroups' `made`) are removed, deepest first, once the
+ * processes it put there are gone (a killed task leaves its cgroup as it exits: EBUSY until then).
+ */
+export function removeCgroups(made: string[], timeoutMs = 5000) {
+  const deadline = Date.now() + timeoutMs;
+  for (const d of [...made].reverse()) {
+    for (;;) {
+      try {
+        rmdirSync(d);
+        log.debug(`cgroup ${d} removed (made by this restore)`);
+        break;
+      } catch (e) {
+        if ((e as { code?: string }).code === "ENOENT") break;
+        if ((e as { code?: string }).code !== "EBUSY" || Date.now() > deadline) {
+          log.warn(`cannot remove cgroup ${d}, made by this restore: ${errnoText(e)}`);
+          break;
+        }
+        Bun.sleepSync(5);
+      }
+    }
+  }
+  made.length = 0;
 }
 
 /**

@@ -254,6 +254,8 @@ export interface RestoredProc {
   inj: Injector;
   /** a NUL-terminated string in its scratch area */
   str(s: string): bigint;
+  /** bytes at OFF of its scratch area (below the strings) */
+  scratch(off: bigint, data: Uint8Array): bigint;
 }
 
 /** A process's paths outside its fd table, as dumpTask collected them (FdKind.dumpProcessFiles). */

@@ -18,7 +18,7 @@ import { existsSync, readFileSync, readlinkSync, statSync } from "../sys/fs";
 import { join, resolve } from "../sys/path";
 import { NR } from "../sys/nr";
 import { CLONE } from "../sys/flags";
-import { O } from "../sys/mem";
+import { O, closeFd } from "../sys/mem";
 import * as S from "../images/schemas";
 import { create } from "@bufbuild/protobuf";
 import { extractTar, tarDirectory } from "./tar";
@@ -417,7 +417,8 @@ type MntInit = S.InitOf<typeof S.mnt_entrySchema>;
 export function dumpMountNs(
   pid: number,
   ext: ExtMounts,
-  writeBytes: (file: string, data: Uint8Array) => void
+  writeBytes: (file: string, data: Uint8Array) => void,
+  cloneMount: (mountpoint: string) => number | string
 ): MntInit[] {
   const ms = readMountinfo(pid);
   const nsName = safeLink(`/proc/${pid}/ns/mnt`);
@@ -520,13 +521,37 @@ export function dumpMountNs(
     const i = prop.indexOf(" ");
     refuse(byId.get(Number(prop.slice(0, i)))!, prop.slice(i + 1));
   }
-  // tmpfs contents, read through the tree's root (the tree is frozen)
+  // tmpfs contents, read through the tree's root (the tree is frozen); one with mounts on it
+  // through a clone of it alone (open_tree without AT_RECURSIVE: no submounts), so what lies
+  // under those mounts is saved too (it was lost: the mounts' roots were read instead)
   for (const p of plan) {
     if (p.kind !== "fresh" || p.m.fstype !== "tmpfs") continue;
     const path = `/proc/${pid}/root${p.m.mountpoint === "/" ? "" : p.m.mountpoint}`;
     const st = statSync(path, { bigint: true });
     if (devName(st.dev) !== p.m.dev) refuse(p.m, "is hidden under another mount; not supported");
-    writeBytes(`tmpfs-dev-${p.e.rootDev}.tar.gz.img`, tarDirectory(path, st.dev, `${where}: tmpfs ${p.m.mountpoint}`));
+    if (!ms.some((c) => c.parent === p.m.id && c !== p.m)) {
+      writeBytes(
+        `tmpfs-dev-${p.e.rootDev}.tar.gz.img`,
+        tarDirectory(path, st.dev, `${where}: tmpfs ${p.m.mountpoint}`, { who: `process ${pid}`, at: p.m.mountpoint })
+      );
+      continue;
+    }
+    const got = cloneMount(p.m.mountpoint);
+    if (typeof got === "string") refuse(p.m, `has mounts on it, and what lies under them cannot be read (${got})`);
+    const fd = got as number;
+    try {
+      // (".": the clone's root directory, not the fd's magic link)
+      writeBytes(
+        `tmpfs-dev-${p.e.rootDev}.tar.gz.img`,
+        tarDirectory(`/proc/self/fd/${fd}/.`, st.dev, `${where}: tmpfs ${p.m.mountpoint}`, {
+          who: `process ${pid}`,
+          at: p.m.mountpoint,
+        })
+      );
+    } finally {
+      closeFd(fd);
+    }
+    log.debug(`${where}: tmpfs ${p.m.mountpoint} read through a clone of it without its submounts`);
   }
   for (const p of plan)
     log.info(

@@ -217,6 +217,7 @@ export const regKind: FdKind<RegDump, RegRestore> = {
     }
     if (st.isCharacterDevice() && !isTty(st.rdev) && !statelessChardev(st.rdev))
       refuse("files", ctx.where, "chardev", `'${target}', ${majorMinor(st.rdev).join(":")}`);
+    if (st.isFile() || st.isDirectory()) checkPathLeadsHere(ctx.where, target, st, ctx.files.statRoot);
     const size = st.isFile() ? st.size : undefined;
     // many fds on one file: its build-id is read once (same inode, size and change times)
     const ids = { map: ctx.files.buildIds, key: `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}` };
@@ -432,17 +433,40 @@ function dumpTaskPaths(
   task: ProcessPaths
 ): { cwdId: number; rootId: number } {
   const fileId = (path: string, source: string, flags: number) => {
-    if (!path.endsWith(" (deleted)")) return files.addPath(path, flags);
     const st = statSync(source, { bigint: true });
-    return removedFile(pid, path, st)
-      ? saveGhost(s, files, images, st, path.slice(0, -" (deleted)".length), source, flags, 0n, `process ${pid}`)
-      : files.addPath(path, flags);
+    if (path.endsWith(" (deleted)") && removedFile(pid, path, st))
+      return saveGhost(s, files, images, st, path.slice(0, -" (deleted)".length), source, flags, 0n, `process ${pid}`);
+    // a live file (one named "x (deleted)" too): its path must still lead to it
+    checkPathLeadsHere(`process ${pid}`, path, st, files.statRoot);
+    return files.addPath(path, flags);
   };
   const cwdId = fileId(task.cwd, `/proc/${pid}/cwd`, 0);
   const rootId = files.addPath(task.root, 0);
   linkMmFiles(pid, task.mm, task.exe, task.vmas, fileId);
   return { cwdId, rootId };
 }
+
+/**
+ * Restore opens a file, cwd or mapped file by its path: that path, from the tree's root, must lead
+ * to the same inode (a mount made on top of it, or of a directory above it, since it was opened
+ * hides it: the path leads to another file, or none). /proc and /sys are left out (their inodes
+ * are made per lookup).
+ */
+function checkPathLeadsHere(where: string, path: string, st: BigIntStats, statRoot: string) {
+  if (/^\/(proc|sys)(\/|$)/.test(path)) return;
+  let here: BigIntStats | undefined;
+  try {
+    here = statSync(statRoot + path, { bigint: true });
+  } catch {}
+  if (here && here.dev === st.dev && here.ino === st.ino) return;
+  refuse(
+    "files",
+    where,
+    "path-hidden",
+    `'${path}' ${here ? `leads to inode ${here.ino} on ${devText(here.dev)}` : "leads nowhere"}, not to inode ${st.ino} on ${devText(st.dev)}`
+  );
+}
+const devText = (d: bigint) => `${(d >> 8n) & 0xfffn}:${(d & 0xffn) | ((d >> 12n) & 0xfff00n)}`;
 
 /** __O_TMPFILE, kept in the file's flags: whether it may still be linked in (not opened O_EXCL) is not visible */
 const O_TMPFILE = 0o20000000;

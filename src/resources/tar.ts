@@ -28,6 +28,7 @@ import { NR } from "../sys/nr";
 import { O } from "../sys/mem";
 import { CriuError, log } from "../log";
 import { errnoText } from "../sys/errno";
+import { refuse } from "./unsupported";
 
 /** node:zlib when a tar is made or read (it loads the Node streams modules: not at every start-up) */
 const zlib = (): typeof import("node:zlib") => require("node:zlib");
@@ -121,7 +122,8 @@ class TarWriter {
  * relative to it as "./x", gzip-compressed. `dev` is the file system's st_dev: other mounts
  * below are not entered.
  */
-export function tarDirectory(dir: string, dev: bigint, where: string): Uint8Array {
+/** `owner`: the process a refusal names, and where the directory is mounted in its namespace */
+export function tarDirectory(dir: string, dev: bigint, where: string, owner: { who: string; at: string }): Uint8Array {
   const w = new TarWriter();
   const links = new Map<string, string>();
   let files = 0,
@@ -149,6 +151,24 @@ export function tarDirectory(dir: string, dev: bigint, where: string): Uint8Arra
       } else w.entry(rel, TYPE.FILE, base, new Uint8Array(0));
       return;
     }
+    // extended attributes (user.*, trusted.*, ACLs, file capabilities) are not written to the tar
+    // (nor read from one): a file that has any is refused rather than restored without them
+    const xa = new Uint8Array(4096);
+    const nx = syscall(NR.llistxattr, addr(cstr(path)), addr(xa), xa.length);
+    if (nx > 0 || nx === -34 /* ERANGE: a longer list */)
+      refuse(
+        "dump",
+        owner.who,
+        "tmpfs-xattr",
+        `'${(owner.at === "/" ? "" : owner.at) + (rel.slice(1) || "/")}': ${
+          nx > 0
+            ? new TextDecoder()
+                .decode(xa.subarray(0, nx - 1))
+                .split("\0")
+                .join(", ")
+            : "many"
+        }`
+      );
     if (!st.isDirectory() && st.nlink > 1n) {
       const k = `${st.ino}`;
       const first = links.get(k);

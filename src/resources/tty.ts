@@ -26,11 +26,14 @@ import { fd_types } from "../images/schemas";
 const IOC = {
   TCGETS: 0x5401,
   TCSETS: 0x5402,
+  TCGETS2: 0x802c542a,
+  TCSETS2: 0x402c542b,
   TIOCGLCKTRMIOS: 0x5456,
   TIOCSLCKTRMIOS: 0x5457,
   TIOCGWINSZ: 0x5413,
   TIOCSWINSZ: 0x5414,
   TIOCSCTTY: 0x540e,
+  TIOCSPGRP: 0x5410,
   TIOCGPTN: 0x80045430,
   TIOCSPTLCK: 0x40045431,
   TIOCGPTLCK: 0x80045439,
@@ -95,14 +98,21 @@ function termiosOf(b: Uint8Array) {
     cCflag: dv.getUint32(8, true),
     cLflag: dv.getUint32(12, true),
     cLine: b[16],
-    cIspeed: 0,
-    cOspeed: 0,
+    // struct termios2 (TCGETS2, 44 bytes): the input and output speeds after c_cc (a rate other
+    // than the Bnnn ones is only there: BOTHER in c_cflag); 0 from a 36-byte struct termios
+    cIspeed: b.length >= 44 ? dv.getUint32(36, true) : 0,
+    cOspeed: b.length >= 44 ? dv.getUint32(40, true) : 0,
     cCc: packCc(b.subarray(17, 36)),
   };
 }
+/** struct termios2 (44 bytes) when the entry has both speeds (criu-bun's), else struct termios (36: CRIU 4.2 keeps none) */
 function termiosBytes(t: S.termios_entry, what: string): Uint8Array {
-  const b = new Uint8Array(36),
+  const b = new Uint8Array(t.cIspeed && t.cOspeed ? 44 : 36),
     dv = new DataView(b.buffer);
+  if (b.length === 44) {
+    dv.setUint32(36, t.cIspeed, true);
+    dv.setUint32(40, t.cOspeed, true);
+  }
   dv.setUint32(0, t.cIflag, true);
   dv.setUint32(4, t.cOflag, true);
   dv.setUint32(8, t.cCflag, true);
@@ -114,7 +124,7 @@ function termiosBytes(t: S.termios_entry, what: string): Uint8Array {
 
 /** The slave's tty-info entry (termios, window size, owner, session): written once per pty. */
 function slaveInfo(fd: number, index: number, sid: number, pgrp: number, uid: number, gid: number, what: string) {
-  const termios = termiosOf(ioctlBuf(fd, IOC.TCGETS, 36, `${what}: TCGETS`));
+  const termios = termiosOf(ioctlBuf(fd, IOC.TCGETS2, 44, `${what}: TCGETS2`));
   const termiosLocked = termiosOf(ioctlBuf(fd, IOC.TIOCGLCKTRMIOS, 36, `${what}: TIOCGLCKTRMIOS`));
   const ws = new DataView(ioctlBuf(fd, IOC.TIOCGWINSZ, 8, `${what}: TIOCGWINSZ`).buffer);
   return {
@@ -175,8 +185,10 @@ function noteCtty(
   );
 }
 
-/** Restore: the session leader takes its controlling pty again by opening it (no O_NOCTTY). The
- *  session is on the master's entry too (CRIU 4.2 writes no slave entry when no fd holds the slave). */
+/** Restore: the session leader takes its controlling pty again by opening it (no O_NOCTTY), and
+ *  gives it back its foreground process group (TIOCSPGRP; TIOCSCTTY made the leader's own group the
+ *  foreground one). The session is on the master's entry too (CRIU 4.2 writes no slave entry when
+ *  no fd holds the slave). */
 function restoreCtty(p: RestoredProc, infos: S.tty_info_entry[]) {
   for (const index of new Set(infos.filter((i) => i.pty && i.sid === p.vpid).map((i) => i.pty!.index))) {
     const fd = Number(p.inj.call(NR.openat, -100, p.str(`/dev/pts/${index}`), O.RDWR | O.CLOEXEC, 0));
@@ -185,8 +197,19 @@ function restoreCtty(p: RestoredProc, infos: S.tty_info_entry[]) {
         "restore",
         `process ${p.vpid}: cannot open its controlling terminal /dev/pts/${index}: ${errnoText(-fd)}`
       );
+    const pgrp = infos.find((i) => i.pty?.index === index && i.sid === p.vpid && i.pgrp)?.pgrp ?? 0;
+    const r = pgrp
+      ? p.inj.call(NR.ioctl, fd, IOC.TIOCSPGRP, p.scratch(0n, new Uint8Array(new Int32Array([pgrp]).buffer)))
+      : 0n;
     p.inj.call(NR.close, fd);
-    log.debug(`process ${p.vpid}: /dev/pts/${index} is its controlling terminal again`);
+    if (r < 0n)
+      throw new CriuError(
+        "restore",
+        sysFailed(`process ${p.vpid}`, `TIOCSPGRP ${pgrp} (the foreground group of /dev/pts/${index})`, r)
+      );
+    log.debug(
+      `process ${p.vpid}: /dev/pts/${index} is its controlling terminal again${pgrp ? `, process group ${pgrp} in the foreground` : ""}`
+    );
   }
 }
 
@@ -258,11 +281,20 @@ function ttyDumpBegin(tree: DumpTree, opts: DumpOpts): TtyDump {
     if (st.sid !== p || !st.ttyNr) continue;
     s.sessions.set(st.ttyNr, tree.vpid(p));
     const tpgid = Number(st.fields[8 - 3]);
-    const member = tpgid > 0 ? tree.pids.find((q) => readStat(q).pgid === tpgid) : undefined;
-    if (member !== undefined) s.foreground.set(st.ttyNr, tree.vpgid(member));
     const major = (st.ttyNr >> 8) & 0xfff,
       minor = (st.ttyNr & 0xff) | ((st.ttyNr >> 12) & 0xfff00);
     const index = major >= 136 && major <= 143 ? (major - 136) * 256 + minor : -1;
+    const member = tpgid > 0 ? tree.pids.find((q) => readStat(q).pgid === tpgid) : undefined;
+    if (member !== undefined) s.foreground.set(st.ttyNr, tree.vpgid(member));
+    // a foreground group no process of the tree is in (its last member exited) could only come
+    // back as another group: the leader's own, which TIOCSCTTY puts in the foreground
+    else if (tpgid > 0 && index >= 0 && s.masters.has(index))
+      refuse(
+        "dump",
+        `process ${p}`,
+        "tty-foreground",
+        `process group ${tpgid} in the foreground of /dev/pts/${index}, with no process of the tree in it`
+      );
     if (index >= 0 && s.masters.has(index) && !fdLinks(p).some(([, t]) => t === `/dev/pts/${index}`)) {
       noteCtty(
         tree.files,
@@ -329,7 +361,7 @@ export const ttyKind: FdKind<TtyDump> = {
       ctx.files.byKey.set(key, infoId);
       const fd = ctx.grab();
       // termios and window size of the pair: on a master these ioctls reach the slave side
-      const termios = termiosOf(ioctlBuf(fd, IOC.TCGETS, 36, `${ctx.where}: TCGETS`));
+      const termios = termiosOf(ioctlBuf(fd, IOC.TCGETS2, 44, `${ctx.where}: TCGETS2`));
       // the locked bits (TIOCSLCKTRMIOS): CRIU 4.2 refuses a pty whose entry lacks them
       const termiosLocked = termiosOf(ioctlBuf(fd, IOC.TIOCGLCKTRMIOS, 36, `${ctx.where}: TIOCGLCKTRMIOS`));
       const ws = new DataView(ioctlBuf(fd, IOC.TIOCGWINSZ, 8, `${ctx.where}: TIOCGWINSZ`).buffer);
@@ -362,6 +394,23 @@ export const ttyKind: FdKind<TtyDump> = {
         // the slave's owner (chown()ed by a login program, or the opener of /dev/ptmx): given back at restore
         ...(master ? {} : { uid: Number(ctx.st.uid), gid: Number(ctx.st.gid) }),
       });
+    }
+    // a master whose slave was opened and closed again (no fd anywhere holds it: the master reads
+    // EIO and polls POLLHUP, unlike one whose slave was never opened): noted as a slave entry no
+    // file uses, which restore opens and closes once (CRIU 4.2 writes none and loses the state)
+    if (master && !ctx.files.byKey.has(`ttyinfo:${index * 2}`)) {
+      const pfd = new Int32Array([ctx.grab(), 0x1 /* POLLIN */]);
+      if (syscall(NR.poll, addr(pfd), 1, 0) === 1 && new Int16Array(pfd.buffer)[3] & 0x10 /* POLLHUP */) {
+        const st = statSync(`${ctx.files.statRoot}/dev/pts/${index}`);
+        ctx.images.add(
+          "tty-info.img",
+          "TTY_INFO",
+          S.tty_info_entrySchema,
+          slaveInfo(ctx.grab(), index, 0, 0, st.uid, st.gid, ctx.where)
+        );
+        ctx.files.byKey.set(`ttyinfo:${index * 2}`, index * 2);
+        log.debug(`${ctx.where}: /dev/pts/${index} was opened and closed again (its master polls POLLHUP): noted`);
+      }
     }
     // as CRIU: the terminal's path in a regular-file entry the tty entry names (regf_id); CRIU 4.2
     // refuses a tty without one ("TTY w/o regfile"), criu-bun's restore opens by index
@@ -410,14 +459,16 @@ export const ttyKind: FdKind<TtyDump> = {
       }
       inj.ok("TIOCSPTLCK", NR.ioctl, m, IOC.TIOCSPTLCK, ctx.scratch(0n, new Uint8Array(4))); // unlock to open the slave
       const slaveInfo = infos.find((i) => i.pty?.index === index && i.rdev !== PTMX_RDEV) ?? info;
-      if (slaveInfo.termios)
+      if (slaveInfo.termios) {
+        const tb = termiosBytes(slaveInfo.termios, `tty-info.img: pty ${index}`);
         inj.ok(
-          "TCSETS",
+          tb.length === 44 ? "TCSETS2" : "TCSETS",
           NR.ioctl,
           m,
-          IOC.TCSETS,
-          ctx.scratch(0n, termiosBytes(slaveInfo.termios, `tty-info.img: pty ${index}`))
+          tb.length === 44 ? IOC.TCSETS2 : IOC.TCSETS,
+          ctx.scratch(0n, tb)
         );
+      }
       const lockedTermios = slaveInfo.termiosLocked ?? info.termiosLocked;
       if (lockedTermios)
         inj.ok(
@@ -500,6 +551,21 @@ export const ttyKind: FdKind<TtyDump> = {
     if (!imageExists(run.dir, "tty-info.img")) return;
     const infos = readImage(run.dir, "tty-info.img", "TTY_INFO");
     for (const p of procs.filter((p) => p.sid === p.vpid)) restoreCtty(p, infos);
+    // a slave that was opened and closed again (an entry no file uses, no session's terminal):
+    // opened and closed once in its master's holder, so the master reads EIO again
+    const used = new Set([...run.files.values()].filter((f) => f.tty).map((f) => f.tty!.ttyInfoId));
+    for (const info of infos) {
+      if (info.rdev === PTMX_RDEV || !info.pty || info.sid || used.has(info.id)) continue;
+      const h = run.tree.held.get(`pty:${info.pty.index}`),
+        p = h && procs.find((q) => q.pid === h.pid);
+      if (!p) continue; // its master is not in the images: nothing to close it on
+      const path = `/dev/pts/${info.pty.index}`;
+      const fd = Number(p.inj.call(NR.openat, -100, p.str(path), O.RDWR | O.NOCTTY | O.CLOEXEC, 0));
+      if (fd < 0)
+        throw new CriuError("restore", sysFailed(`process ${p.vpid}`, `opening ${path} to close it again`, fd));
+      p.inj.call(NR.close, fd);
+      log.debug(`process ${p.vpid}: ${path} opened and closed again, as dumped`);
+    }
     // a master dumped locked (its slave could not be opened) is locked again once every slave of
     // the tree is open and each session leader has its terminal again: restore unlocked it to open them
     for (const info of infos) {

@@ -253,10 +253,16 @@ function loadImagesFrom(dir: string, read: Map<string, bigint>): RestoreSet {
   if (cgroups.size && rootCg && !cgroups.has(rootCg))
     cgroups.set(rootCg, { id: rootCg, ctls: readCgroups("self") } as S.cg_set_entry);
   for (const t of tasks) {
-    const cg = taskCgSet(t.cores.get(t.pid));
     // the dumper's own set (root_cg_set) is not in cgroup.img: the task stays in the restorer's
+    const cg = taskCgSet(t.cores.get(t.pid));
     if (cg && cg !== inventory.rootCgSet && !cgroups.has(cg))
       throw new CriuError("restore", `${dir}/core-${t.pid}.img: cgroup set ${cg} is not in cgroup.img`);
+    // each thread's (CRIU 4 keeps it per thread)
+    for (const [tid, c] of t.cores) {
+      const tcg = c.threadCore?.cgSet;
+      if (tcg && tcg !== inventory.rootCgSet && !cgroups.has(tcg))
+        throw new CriuError("restore", `${dir}/core-${tid}.img: cgroup set ${tcg} is not in cgroup.img`);
+    }
   }
   const seccomp = readSeccomp(
     dir,

@@ -16,7 +16,14 @@ import { writeImage, plainEntry } from "../images/image";
 import { presentRuns, PagemapTable } from "../images/pagemap";
 import * as S from "../images/schemas";
 import { precheckFds } from "../resources/files";
-import { enterCgroups, precheckCgroups, taskCgSet, applyCgRoots, type CgRoot } from "../resources/cgroup";
+import {
+  enterCgroups,
+  precheckCgroups,
+  removeCgroups,
+  taskCgSet,
+  applyCgRoots,
+  type CgRoot,
+} from "../resources/cgroup";
 import { TreeFiles, type RestoreRun, type SomeFdKind } from "../resources/fdkind";
 import { FD_KINDS, kindByType } from "../resources/kinds";
 import { SysvShmRestore } from "../resources/sysvshm";
@@ -151,7 +158,12 @@ function precheck(set: RestoreSet, o: RestoreOptions, run: RestoreRun) {
     };
   if (o.cgRoots?.length && !o.ignoreCgroups)
     applyCgRoots(set.cgroups, taskCgSet(set.tasks[0]?.cores.get(set.tasks[0].pid)), o.cgRoots, set.inventory.rootCgSet);
-  const used = new Set(set.tasks.map((t) => taskCgSet(t.cores.get(t.pid)) ?? 0));
+  const used = new Set(
+    set.tasks.flatMap((t) => [
+      taskCgSet(t.cores.get(t.pid)) ?? 0,
+      ...[...t.cores.values()].map((c) => c.threadCore?.cgSet ?? 0),
+    ])
+  );
   if (!o.ignoreCgroups) precheckCgroups([...set.cgroups.values()], used, !!o.manageCgroups);
   checkSessions(set.tasks, !!o.shellJob);
   // /proc/PID paths of the tree's own processes exist once they do (their fds are opened after every process is made)
@@ -368,6 +380,8 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
   const root = set.tasks[0];
   const builders: TaskBuilder[] = [];
   const helpers: TaskBuilder[] = [];
+  /** cgroups this restore made (--manage-cgroups): removed if it fails */
+  const cgMade: string[] = [];
   const byPid = new Map<number, TaskBuilder>();
   const inTree = new Set(set.tasks.map((t) => t.pid));
   let forkMs = 0;
@@ -422,7 +436,8 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
         b.createFromParent(byPid.get(t.ppid)!, via !== t.ppid ? byPid.get(via) : undefined);
       }
       const cg = taskCgSet(t.cores.get(t.pid));
-      if (cg && !o.ignoreCgroups && set.cgroups.has(cg)) enterCgroups(b.pid, set.cgroups.get(cg)!, !!o.manageCgroups);
+      if (cg && !o.ignoreCgroups && set.cgroups.has(cg))
+        enterCgroups(b.pid, set.cgroups.get(cg)!, !!o.manageCgroups, cgMade);
       b.restoreSession(inTree);
       // memory before the children are forked from it: what they share stays shared
       phase("restoring memory", t.pid);
@@ -475,6 +490,15 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
       b.restoreTaskState();
       phase("restoring threads", b.t.pid);
       b.createThreads();
+      // a thread in cgroups of its own (a cgroup v1 hierarchy's tasks, a threaded cgroup v2)
+      if (!o.ignoreCgroups) {
+        const pcg = taskCgSet(b.t.cores.get(b.t.pid));
+        for (const tid of b.tids) {
+          const tcg = b.t.cores.get(b.vtid(tid))?.threadCore?.cgSet;
+          if (tcg && tcg !== pcg && set.cgroups.has(tcg))
+            enterCgroups(tid, set.cgroups.get(tcg)!, !!o.manageCgroups, cgMade, true);
+        }
+      }
       // its connections stay in repair mode until everything else is done: criu-bun takes a copy
       // of each now (before the process's own credentials), and leaves repair mode through it
       // last, so that a restore failing or killed before then closes them silently
@@ -486,7 +510,14 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
     // every process has its files (a terminal's new master to the caller, controlling terminals taken again)
     const procs = builders
       .filter((b) => !b.t.zombie)
-      .map((b) => ({ pid: b.pid, vpid: b.t.pid, sid: b.t.sid, inj: b.inj!, str: (s: string) => b.str(s) }));
+      .map((b) => ({
+        pid: b.pid,
+        vpid: b.t.pid,
+        sid: b.t.sid,
+        inj: b.inj!,
+        str: (s: string) => b.str(s),
+        scratch: (off: bigint, data: Uint8Array) => b.scratchWrite(off, data),
+      }));
     kinds((k) => k.restoreFilesDone?.(run, procs, state(k)));
     for (const key of o.inheritFds?.keys() ?? []) {
       if (!treeFiles.taken.has(`inherit:${key}`))
@@ -539,6 +570,7 @@ function restoreAll(o: RestoreOptions, t0: number): Restored {
       }
     }
     sysv.drop();
+    removeCgroups(cgMade);
     lazy?.close(); // before the tree runs: the daemon gives up and the dump resumes its source
     throw err;
   }
