@@ -634,7 +634,7 @@ function checkUnkeptInet(
     }
     const v =
       r.rc < 0
-        ? ` (${errnoText(-r.rc)})`
+        ? ` (not readable: ${errnoText(-r.rc)})`
         : len === 16
           ? ` ${JSON.stringify(textDecoder.decode(r.bytes).replace(/\0.*$/s, ""))}`
           : r.bytes.length >= 4
